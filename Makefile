@@ -1,0 +1,47 @@
+# The README's two commands are `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CLKHASH := clkhash==0.18.3
+
+.PHONY: install demo test lint format protos check-protos bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# clkhash's metadata pins cryptography<41 and bitarray<3 (releases with known
+	# vulnerabilities); it runs unchanged on current ones, so install it without
+	# its pins. Its real requirements are in pyproject.toml.
+	$(BIN)/python -m pip install --quiet --no-deps '$(CLKHASH)'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/blindmatch demo
+
+test: $(STAMP) lint check-protos
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/blindmatch.proto
+
+check-protos: $(STAMP)
+	$(BIN)/python -m protos.check
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/febrl4.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

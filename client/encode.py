@@ -1,0 +1,291 @@
+"""Encoding an export: CSV + mapping + schema + secret -> CLKs and an encode report.
+
+Runs entirely on the member's machine. Structural problems (a missing column, a
+ragged row, bytes that are not UTF-8, a blank or repeated record id) stop the
+encode with an error naming the file and row. A bad *value* (an impossible
+date, say) is encoded as missing and listed in the report with its row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clkhash import clk as clk_encoder
+from clkhash.field_formats import InvalidEntryError
+
+from client.errors import InputError
+from client.fingerprint import fingerprint
+from client.mapping import Mapping
+from client.normalise import InvalidValue, is_missing, normalise_value
+from client.schema import LinkageSchema
+
+# Invalid rows listed per field in the printed report (all of them go to report.json).
+PRINT_LIMIT = 10
+# Below this share of present values a field is called sparse in the report.
+SPARSE_BELOW = 0.5
+
+
+@dataclass
+class FieldReport:
+    """What the encoder found in one schema field's column(s)."""
+
+    field: str
+    columns: list[str]
+    present: int = 0
+    missing: int = 0
+    invalid: int = 0
+    invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class EncodeReport:
+    source: str
+    rows_read: int = 0
+    rows_encoded: int = 0
+    empty_records: int = 0
+    fields: list[FieldReport] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        """The human-readable report the CLI prints."""
+        lines = [
+            f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
+            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8}",
+        ]
+        for fr in self.fields:
+            cols = ",".join(fr.columns) or "(not mapped)"
+            lines.append(
+                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8}"
+            )
+        for fr in self.fields:
+            for item in fr.invalid_rows[:PRINT_LIMIT]:
+                lines.append(
+                    f"  invalid {fr.field} at row {item['row']}: {item['reason']} "
+                    "(encoded as missing)"
+                )
+            if len(fr.invalid_rows) > PRINT_LIMIT:
+                lines.append(
+                    f"  ... and {len(fr.invalid_rows) - PRINT_LIMIT} more invalid {fr.field} "
+                    "values (all listed in local/report.json)"
+                )
+        if self.empty_records:
+            lines.append(
+                f"  {self.empty_records} record(s) had no usable value at all and cannot match"
+            )
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+@dataclass
+class EncodeResult:
+    clks: bytes
+    clk_bits: int
+    fingerprint: bytes
+    ids: list[str]
+    report: EncodeReport
+
+
+def read_secret(path: str | Path) -> bytes:
+    """The shared linkage secret: the file's bytes, surrounding whitespace ignored."""
+    path = Path(path)
+    try:
+        secret = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise InputError(f"{path}: secret file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a secret file") from None
+    if not secret:
+        raise InputError(
+            f"{path}: the secret file is empty; all members need the same secret, e.g. "
+            "made once with `python3 -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return secret
+
+
+def _decoded_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, failing on the first line that is not UTF-8."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}: line {number} is not valid UTF-8 (byte {exc.start + 1}); "
+                    "save the export as UTF-8 CSV"
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield text
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="rec",
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def read_rows(
+    csv_path: Path, schema: LinkageSchema, mapping: Mapping, report: EncodeReport
+) -> tuple[list[str], list[list[str]]]:
+    """Local ids and normalised schema-ordered values, one list per row."""
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path}: data file not found")
+    reader = csv.reader(_decoded_lines(csv_path), delimiter=mapping.delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{csv_path}: the file is empty (no header row)") from None
+    except csv.Error as exc:
+        raise InputError(f"{csv_path}: row 1: {exc}") from None
+    header = [h.strip() for h in header]
+    positions = {name: i for i, name in enumerate(header)}
+    absent = [c for c in mapping.columns_used() if c not in positions]
+    if absent:
+        mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
+        described = [
+            f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
+            for c in absent
+        ]
+        raise InputError(
+            f"{csv_path}: column(s) {', '.join(described)} not in the header; "
+            f"the header has: {', '.join(header)}"
+        )
+
+    id_pos = positions[mapping.id_column]
+    plan: list[tuple[int, list[int], str | None]] = []
+    for index, rule in enumerate(schema.rules):
+        cmap = mapping.fields.get(rule.name)
+        if rule.kind == "ignore":
+            continue
+        cols = list(cmap.columns) if cmap else []
+        report.fields.append(FieldReport(rule.name, cols))
+        plan.append((index, [positions[c] for c in cols], cmap.date_format if cmap else None))
+        if cmap is None:
+            report.warnings.append(
+                f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
+            )
+
+    ids: list[str] = []
+    rows: list[list[str]] = []
+    seen: dict[str, int] = {}
+    width = len(header)
+    sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
+    for line_no, record in enumerate(reader, start=2):
+        if not record:
+            continue  # a blank line
+        if len(record) != width:
+            raise InputError(
+                f"{csv_path}: row {line_no} has {len(record)} columns, the header has {width}; "
+                "check quoting and delimiters in the export"
+            )
+        local_id = record[id_pos].strip()
+        if not local_id:
+            raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
+        if local_id in seen:
+            raise InputError(
+                f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
+                f"repeats row {seen[local_id]}; record ids must be unique"
+            )
+        seen[local_id] = line_no
+        values = list(sentinels)
+        any_present = False
+        for (index, where, date_format), fr in zip(plan, report.fields, strict=True):
+            raw = " ".join(record[c] for c in where)
+            if is_missing(raw):
+                fr.missing += 1
+                continue
+            rule = schema.rules[index]
+            try:
+                value = normalise_value(rule, raw, date_format)
+                schema.clk_schema.fields[index].validate(value)
+            except (InvalidValue, InvalidEntryError) as exc:
+                fr.invalid += 1
+                fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
+                continue
+            fr.present += 1
+            values[index] = value
+            any_present = True
+        if not any_present:
+            report.empty_records += 1
+        ids.append(local_id)
+        rows.append(values)
+    report.rows_read = len(rows)
+    return ids, rows
+
+
+def _quality_warnings(report: EncodeReport) -> None:
+    """Tell the member, before anything leaves the building, what will hurt matching."""
+    if not report.rows_read:
+        return
+    for fr in report.fields:
+        if not fr.columns:
+            continue
+        share = fr.present / report.rows_read
+        if share < SPARSE_BELOW:
+            report.warnings.append(
+                f"{fr.field} is present in only {share:.0%} of rows; records without it "
+                "match less reliably"
+            )
+        if fr.invalid and fr.invalid / report.rows_read >= 0.05:
+            report.warnings.append(
+                f"{fr.field}: {fr.invalid} values ({fr.invalid / report.rows_read:.0%}) could "
+                "not be read; check the column and any date_format in the mapping"
+            )
+
+
+def encode_csv(
+    csv_path: str | Path,
+    schema: LinkageSchema,
+    mapping: Mapping,
+    secret: bytes,
+    *,
+    progress: bool = False,
+    max_workers: int | None = None,
+) -> EncodeResult:
+    """Normalise and encode every row of `csv_path`; see the module docstring."""
+    csv_path = Path(csv_path)
+    report = EncodeReport(source=str(csv_path))
+    ids, rows = read_rows(csv_path, schema, mapping, report)
+    _quality_warnings(report)
+    bar = _progress(len(rows), "encoding", progress)
+    callback: Callable[[int, Any], None] = lambda tics, _stats: bar.update(tics)  # noqa: E731
+    try:
+        bitarrays = clk_encoder.generate_clks(
+            rows,
+            schema.for_encoding(),
+            secret,
+            validate=False,  # every value was validated above; invalid ones are missing
+            callback=callback,
+            max_workers=max_workers,
+        )
+    finally:
+        bar.close()
+    report.rows_encoded = len(bitarrays)
+    clks = b"".join(ba.tobytes() for ba in bitarrays)
+    return EncodeResult(
+        clks=clks,
+        clk_bits=schema.clk_bits,
+        fingerprint=fingerprint(schema.raw, secret),
+        ids=ids,
+        report=report,
+    )
+
+
+__all__ = ["EncodeReport", "EncodeResult", "encode_csv", "read_secret"]

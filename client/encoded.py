@@ -1,0 +1,175 @@
+"""The ENCODED folder that `blindmatch encode` writes and `upload`/`results` read.
+
+    ENCODED/
+      manifest.json     what is uploaded about the encodings: format, clk_bits,
+                        record_count, fingerprint, sha256 of clks.bin
+      clks.bin          record_count CLKs of clk_bits/8 bytes each, in row order
+      local/ids.csv     row position -> local record id; never leaves the machine
+      local/report.json the encode report (missing and invalid values by row)
+
+Only `manifest.json` and `clks.bin` are ever read for an upload. The folder is
+written to a temporary sibling and renamed into place, so a failed encode
+leaves either the old folder or nothing, never half a folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from client.errors import InputError
+
+FORMAT = "blindmatch-encoded/1"
+MANIFEST = "manifest.json"
+CLKS = "clks.bin"
+IDS = "local/ids.csv"
+REPORT = "local/report.json"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An ENCODED folder, checked for consistency when read."""
+
+    path: Path
+    clk_bits: int
+    record_count: int
+    fingerprint: bytes
+    sha256: str
+
+    @property
+    def clk_bytes(self) -> int:
+        return self.clk_bits // 8
+
+    def iter_chunks(self, records_per_chunk: int) -> Iterator[bytes]:
+        """CLK bytes in order, `records_per_chunk` whole CLKs at a time."""
+        size = records_per_chunk * self.clk_bytes
+        with open(self.path / CLKS, "rb") as fh:
+            while block := fh.read(size):
+                yield block
+
+    def read_ids(self) -> list[str]:
+        """The local record ids, by row position."""
+        path = self.path / IDS
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))
+        except FileNotFoundError:
+            raise InputError(f"{path}: missing; re-run `blindmatch encode`") from None
+        if not rows or rows[0] != ["row", "record_id"]:
+            raise InputError(f"{path}: not a blindmatch id list (header row,record_id)")
+        ids = [r[1] for r in rows[1:]]
+        if len(ids) != self.record_count or any(int(r[0]) != i for i, r in enumerate(rows[1:])):
+            raise InputError(f"{path}: does not match {MANIFEST}; re-run `blindmatch encode`")
+        return ids
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_encoded(
+    path: str | Path,
+    *,
+    clks: bytes,
+    clk_bits: int,
+    fingerprint: bytes,
+    ids: Sequence[str],
+    report: dict[str, Any],
+) -> Encoded:
+    """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
+    path = Path(path)
+    if len(clks) != len(ids) * (clk_bits // 8):
+        raise ValueError("clks and ids disagree on the record count")
+    if path.exists() and not (path / MANIFEST).is_file():
+        raise InputError(
+            f"{path}: exists and is not an encoded folder; choose another --out "
+            "(blindmatch only replaces its own output)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(clks).hexdigest()
+    manifest = {
+        "format": FORMAT,
+        "clk_bits": clk_bits,
+        "record_count": len(ids),
+        "fingerprint": fingerprint.hex(),
+        "sha256": digest,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "local").mkdir()
+        _fsync_write(tmp / CLKS, clks)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["row", "record_id"])
+        writer.writerows(enumerate(ids))
+        _fsync_write(tmp / IDS, buf.getvalue().encode())
+        _fsync_write(tmp / REPORT, json.dumps(report, indent=2).encode())
+        _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+        tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Encoded(path, clk_bits, len(ids), fingerprint, digest)
+
+
+def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
+    """Open an ENCODED folder; with `verify`, check clks.bin against the manifest."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: not an encoded folder (no {MANIFEST}); make one with `blindmatch encode`"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{manifest_path}: unreadable ({exc})") from None
+    try:
+        if manifest["format"] != FORMAT:
+            raise InputError(f"{manifest_path}: format {manifest['format']!r}, expected {FORMAT}")
+        encoded = Encoded(
+            path=path,
+            clk_bits=int(manifest["clk_bits"]),
+            record_count=int(manifest["record_count"]),
+            fingerprint=bytes.fromhex(manifest["fingerprint"]),
+            sha256=str(manifest["sha256"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None
+    if verify:
+        clks_path = path / CLKS
+        try:
+            size = clks_path.stat().st_size
+        except FileNotFoundError:
+            raise InputError(f"{clks_path}: missing; re-run `blindmatch encode`") from None
+        if size != encoded.record_count * encoded.clk_bytes:
+            raise InputError(
+                f"{clks_path}: {size} bytes, but {MANIFEST} promises "
+                f"{encoded.record_count} CLKs of {encoded.clk_bits} bits; "
+                "re-run `blindmatch encode`"
+            )
+        digest = hashlib.sha256()
+        with open(clks_path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() != encoded.sha256:
+            raise InputError(f"{clks_path}: content does not match {MANIFEST} (sha256 differs)")
+    return encoded

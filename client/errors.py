@@ -1,0 +1,52 @@
+"""The client's exceptions, in one small tree.
+
+    BlindmatchError                 anything the CLI reports as `Error: ...`
+    +-- InputError                  a local file is unusable (names file/row/column)
+    +-- MatcherError                the matcher refused or failed a call
+        +-- AuthError               wrong or missing token (UNAUTHENTICATED, PERMISSION_DENIED)
+        +-- NotFoundError           unknown project or run (NOT_FOUND)
+        +-- RejectedError           bad request or wrong state (INVALID_ARGUMENT,
+        |                           FAILED_PRECONDITION, ALREADY_EXISTS, ...)
+        +-- UnavailableError        the matcher cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
+
+`client.api` turns every `grpc.RpcError` into one of these; the CLI maps each to
+an exit code with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class BlindmatchError(Exception):
+    """Base class: a failure the user can act on, with a message that says how."""
+
+    exit_code = 1
+
+
+class InputError(BlindmatchError):
+    """A local input (CSV, mapping, schema, secret, encoded folder) is unusable."""
+
+    exit_code = 2
+
+
+class MatcherError(BlindmatchError):
+    """The matcher answered with an error status."""
+
+    exit_code = 3
+
+
+class AuthError(MatcherError):
+    """The token is wrong, missing, or not allowed to do this."""
+
+
+class NotFoundError(MatcherError):
+    """The project or run does not exist."""
+
+
+class RejectedError(MatcherError):
+    """The matcher refused the request as invalid or out of order."""
+
+
+class UnavailableError(MatcherError):
+    """The matcher could not be reached in time."""
+
+    exit_code = 4

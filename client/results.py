@@ -1,0 +1,72 @@
+"""Joining the matcher's row positions back to local record ids, and writing them.
+
+The output file depends on the disclosure level:
+
+    count    partner,shared_subjects
+    hits     record_id,partner                      (the default)
+    mapping  record_id,partner,partner_row
+    scores   record_id,partner,partner_row,score
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from client.api import Results
+from client.encoded import Encoded
+from client.errors import InputError
+
+HEADERS = {
+    "count": ["partner", "shared_subjects"],
+    "hits": ["record_id", "partner"],
+    "mapping": ["record_id", "partner", "partner_row"],
+    "scores": ["record_id", "partner", "partner_row", "score"],
+}
+
+
+def join_results(results: Results, encoded: Encoded) -> list[list[str]]:
+    """Rows for the output file, with this member's own local ids."""
+    if results.upload_sha256 != encoded.sha256:
+        raise InputError(
+            f"{encoded.path}: these results are from run {results.run_id}, which used a "
+            "different upload than this encoded folder; upload it and `blindmatch run` again, "
+            "or pass the --encoded folder that was uploaded"
+        )
+    if results.disclosure == "count":
+        return [[p, str(n)] for p, n in results.counts.items()]
+    ids = encoded.read_ids()
+    rows = []
+    for hit in results.hits:
+        if hit.row >= len(ids):
+            raise InputError(f"{encoded.path}: result row {hit.row} is beyond the id list")
+        row = [ids[hit.row], hit.partner]
+        if results.disclosure in ("mapping", "scores"):
+            row.append(str(hit.partner_row))
+        if results.disclosure == "scores":
+            row.append(f"{hit.score:.4f}")
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> None:
+    """Write a CSV atomically: the old file or the whole new one, never half."""
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,101 @@
+"""Loading the shared clkhash v3 linkage schema, and what normalisation needs from it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clkhash import field_formats
+from clkhash import schema as clk_schema
+
+from client.errors import InputError
+from client.normalise import FieldRule
+
+
+@dataclass(frozen=True)
+class LinkageSchema:
+    """A validated clkhash v3 schema, its raw JSON, and one rule per field."""
+
+    path: Path
+    raw: dict[str, Any]
+    clk_schema: clk_schema.Schema
+    rules: tuple[FieldRule, ...]
+
+    @property
+    def clk_bits(self) -> int:
+        return int(self.clk_schema.l)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(rule.name for rule in self.rules)
+
+    def hashed_fields(self) -> tuple[str, ...]:
+        return tuple(rule.name for rule in self.rules if rule.kind != "ignore")
+
+    def for_encoding(self) -> clk_schema.Schema:
+        """A copy in which a missing value of any field contributes no bits.
+
+        Fields that declare their own `missingValue` keep it; the others get an
+        empty sentinel, so a value the encoder found missing or invalid is never
+        hashed as if it were a real value.
+        """
+        schema = copy.deepcopy(self.clk_schema)
+        for spec in schema.fields:
+            props = spec.hashing_properties
+            if props is not None and props.missing_value is None:
+                props.missing_value = field_formats.MissingValueSpec(sentinel="", replace_with="")
+        return schema
+
+    def missing_sentinel(self, index: int) -> str:
+        props = self.clk_schema.fields[index].hashing_properties
+        if props is not None and props.missing_value is not None:
+            return str(props.missing_value.sentinel)
+        return ""
+
+
+def _rule_for(spec: field_formats.FieldSpec) -> FieldRule:
+    name = spec.identifier
+    if isinstance(spec, field_formats.Ignore) or spec.hashing_properties is None:
+        return FieldRule(name, "ignore")
+    if isinstance(spec, field_formats.DateSpec):
+        return FieldRule(name, "date", date_format=spec.format)
+    if isinstance(spec, field_formats.EnumSpec):
+        return FieldRule(name, "enum", enum_values=tuple(sorted(spec.values)))
+    if isinstance(spec, field_formats.IntegerSpec):
+        return FieldRule(name, "integer")
+    upper = getattr(spec, "case", "mixed") == "upper"
+    return FieldRule(name, "text", upper=upper)
+
+
+def load_schema(path: str | Path) -> LinkageSchema:
+    """Read and validate a clkhash v3 schema; every problem names the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: schema file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON file ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("version") != 3:
+        found = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
+        raise InputError(
+            f"{path}: not a clkhash v3 linkage schema (version is {found!r}, expected 3); "
+            "convert it with clkhash or start from schemas/ in blindmatch"
+        )
+    try:
+        parsed = clk_schema.from_json_dict(copy.deepcopy(raw))
+    except clk_schema.SchemaError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:6] if line.strip())
+        raise InputError(f"{path}: invalid clkhash v3 schema: {detail}") from None
+    if parsed.l % 64:
+        raise InputError(f"{path}: clkConfig.l is {parsed.l}; blindmatch needs a multiple of 64")
+    names = [spec.identifier for spec in parsed.fields]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: feature identifiers repeat: {', '.join(duplicates)}")
+    rules = tuple(_rule_for(spec) for spec in parsed.fields)
+    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules)

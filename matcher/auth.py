@@ -1,0 +1,40 @@
+"""Tokens: made once, shown once, stored only as hashes, compared in constant time.
+
+Tokens are 256 random bits, so a plain SHA-256 is enough to store them: there
+is nothing to brute-force. The hash, not the token, is what the store keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def new_token() -> str:
+    return "bm_" + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def same_hash(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def bearer_token(metadata: object) -> str | None:
+    """The token from `authorization: Bearer <token>` call metadata, if any."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME_RE.match(name))

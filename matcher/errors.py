@@ -1,0 +1,64 @@
+"""The matcher's exceptions, each tied to the gRPC status it becomes.
+
+    MatcherError
+    +-- InvalidArgument      INVALID_ARGUMENT     a field of the request is wrong
+    +-- Unauthenticated      UNAUTHENTICATED      no token, or a token nobody holds
+    +-- PermissionDenied     PERMISSION_DENIED    a valid token not allowed to do this
+    +-- NotFound             NOT_FOUND            no such project or run
+    +-- AlreadyExists        ALREADY_EXISTS       a project of that name exists
+    +-- FailedPrecondition   FAILED_PRECONDITION  right request, wrong moment
+    +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
+
+The service maps them in one place (`service.rpc_errors`); core code raises
+them without knowing about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class MatcherError(Exception):
+    """Base class: carries a message safe to send to the caller."""
+
+    status_name = "INTERNAL"
+
+
+class InvalidArgument(MatcherError):
+    """A request field is missing, malformed or out of range."""
+
+    status_name = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(MatcherError):
+    """No token, or one that matches nobody."""
+
+    status_name = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MatcherError):
+    """A valid token that may not do this."""
+
+    status_name = "PERMISSION_DENIED"
+
+
+class NotFound(MatcherError):
+    """The project or run does not exist (or is not the caller's to see)."""
+
+    status_name = "NOT_FOUND"
+
+
+class AlreadyExists(MatcherError):
+    """Something of that name already exists."""
+
+    status_name = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(MatcherError):
+    """The request is fine but the project is not ready for it."""
+
+    status_name = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(MatcherError):
+    """Too large, too many, or the disk is full."""
+
+    status_name = "RESOURCE_EXHAUSTED"

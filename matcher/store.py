@@ -1,0 +1,419 @@
+"""The data dir: SQLite for state, one file per upload for CLK bytes.
+
+    DIR/blindmatch.sqlite   projects, members (token hashes), uploads, runs, links
+    DIR/clks/<upload>.bin   an upload's CLKs, written once, fsynced, then renamed in
+    DIR/tmp/                uploads in flight; emptied at start-up
+
+An upload is acknowledged only after its file is fsynced into `clks/` and its
+row committed, so a crash loses nothing acknowledged and never exposes half an
+upload. Every write goes through one connection under one lock (SQLite has a
+single writer anyway); WAL mode lets that stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from matcher.auth import new_token, same_hash, token_hash
+from matcher.disclose import Level
+from matcher.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from matcher.solve import Links
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    disclosure INTEGER NOT NULL,
+    threshold REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    project TEXT NOT NULL REFERENCES projects(name),
+    name TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    record_count INTEGER NOT NULL,
+    clk_bits INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    current INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_current ON uploads (project, member, current);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    work_done INTEGER NOT NULL DEFAULT 0,
+    work_total INTEGER NOT NULL DEFAULT 0,
+    groups INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    threshold REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_inputs (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, position)
+);
+CREATE TABLE IF NOT EXISTS links (
+    run_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    partner TEXT NOT NULL,
+    partner_row INTEGER NOT NULL,
+    score REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
+"""
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    disclosure: Level
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    project: str
+    member: str
+    record_count: int
+    clk_bits: int
+    fingerprint: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    project: str
+    state: str
+    stage: str
+    work_done: int
+    work_total: int
+    groups: int
+    message: str
+    threshold: float
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """Everything the matcher keeps, in one data dir."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.dir = Path(data_dir)
+        self.clk_dir = self.dir / "clks"
+        self.tmp_dir = self.dir / "tmp"
+        for d in (self.dir, self.clk_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():  # uploads a crash cut short
+            leftover.unlink()
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.dir / "blindmatch.sqlite", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._collect_garbage()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- projects and members -------------------------------------------------
+
+    def create_project(
+        self, name: str, members: list[str], disclosure: Level, threshold: float
+    ) -> dict[str, str]:
+        """Make the project; returns each member's token (the only time it exists)."""
+        tokens = {m: new_token() for m in members}
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
+                raise AlreadyExists(f"project {name!r} already exists")
+            db.execute(
+                "INSERT INTO projects VALUES (?,?,?,?)",
+                (name, int(disclosure), threshold, time.time()),
+            )
+            db.executemany(
+                "INSERT INTO members VALUES (?,?,?)",
+                [(name, m, token_hash(t)) for m, t in tokens.items()],
+            )
+        return tokens
+
+    def project(self, name: str) -> Project:
+        rows = self._query("SELECT name, disclosure, threshold FROM projects WHERE name=?", (name,))
+        if not rows:
+            raise NotFound(f"no project named {name!r}")
+        n, d, t = rows[0]
+        return Project(n, Level(d), t)
+
+    def member_for_token(self, project: str, token: str) -> str | None:
+        """The member of `project` holding `token`; raises if it is another project's."""
+        digest = token_hash(token)
+        rows = self._query(
+            "SELECT project, name, token_hash FROM members WHERE token_hash=?", (digest,)
+        )
+        if not rows or not same_hash(rows[0][2], digest):
+            return None
+        owner_project, member, _ = rows[0]
+        if owner_project != project:
+            self.project(project)  # unknown project -> NotFound
+            raise PermissionDenied(f"this token does not belong to project {project!r}")
+        return str(member)
+
+    def members(self, project: str) -> list[str]:
+        rows = self._query("SELECT name FROM members WHERE project=? ORDER BY name", (project,))
+        return [r[0] for r in rows]
+
+    # -- uploads ----------------------------------------------------------------
+
+    def new_upload_path(self) -> Path:
+        return self.tmp_dir / f"{uuid.uuid4().hex}.part"
+
+    def current_uploads(self, project: str) -> dict[str, Upload]:
+        rows = self._query(
+            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
+            "FROM uploads WHERE project=? AND current=1",
+            (project,),
+        )
+        return {r[2]: Upload(*r) for r in rows}
+
+    def commit_upload(
+        self,
+        project: str,
+        member: str,
+        part: Path,
+        *,
+        record_count: int,
+        clk_bits: int,
+        fingerprint: bytes,
+        sha256: str,
+    ) -> Upload:
+        """Make a fully received, fsynced upload file the member's current data."""
+        upload = Upload(
+            uuid.uuid4().hex, project, member, record_count, clk_bits, fingerprint, sha256
+        )
+        final = self.clk_dir / f"{upload.id}.bin"
+        with self._tx() as db:
+            others = [u for m, u in self.current_uploads(project).items() if m != member]
+            for other in others:
+                if other.clk_bits != clk_bits:
+                    raise FailedPrecondition(
+                        f"CLKs of {clk_bits} bits, but this project's other uploads have "
+                        f"{other.clk_bits}-bit CLKs; encode with the project's shared schema"
+                    )
+                if not same_hash(other.fingerprint, fingerprint):
+                    raise FailedPrecondition(
+                        "these encodings were made with a different schema or secret than "
+                        f"the project's other uploads (fingerprint {fingerprint.hex()[:12]} vs "
+                        f"{other.fingerprint.hex()[:12]}); encode again with the schema and "
+                        "secret agreed for this project"
+                    )
+            os.replace(part, final)
+            _fsync_dir(self.clk_dir)
+            try:
+                db.execute(
+                    "UPDATE uploads SET current=0 WHERE project=? AND member=? AND current=1",
+                    (project, member),
+                )
+                db.execute(
+                    "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,1)",
+                    (
+                        upload.id,
+                        project,
+                        member,
+                        record_count,
+                        clk_bits,
+                        fingerprint,
+                        sha256,
+                        time.time(),
+                    ),
+                )
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
+        self._collect_garbage()
+        return upload
+
+    def load_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
+        """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk."""
+        path = self.clk_dir / f"{upload.id}.bin"
+        if upload.record_count == 0:
+            return np.zeros((0, upload.clk_bits // 8), dtype=np.uint8)
+        return np.memmap(
+            path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
+        )
+
+    def upload(self, upload_id: str) -> Upload:
+        rows = self._query(
+            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
+            "FROM uploads WHERE id=?",
+            (upload_id,),
+        )
+        if not rows:
+            raise NotFound(f"no upload {upload_id!r}")
+        return Upload(*rows[0])
+
+    def _collect_garbage(self) -> None:
+        """Delete CLK files no current upload or active run needs any more."""
+        with self._lock:
+            keep = {
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM uploads WHERE current=1 UNION "
+                    "SELECT upload_id FROM run_inputs JOIN runs ON runs.id=run_inputs.run_id "
+                    "WHERE runs.state IN ('queued','running')"
+                )
+            }
+            for path in self.clk_dir.glob("*.bin"):
+                if path.stem not in keep:
+                    path.unlink(missing_ok=True)
+
+    # -- runs -------------------------------------------------------------------
+
+    def create_run(self, project: str) -> tuple[Run, bool]:
+        """A new queued run over every member's current upload, or the active one.
+
+        Returns (run, created).
+        """
+        with self._tx() as db:
+            active = db.execute(
+                "SELECT id FROM runs WHERE project=? AND state IN ('queued','running')",
+                (project,),
+            ).fetchone()
+            if active:
+                return self.run(active[0]), False
+            proj = self.project(project)
+            uploads = self.current_uploads(project)
+            missing = [m for m in self.members(project) if m not in uploads]
+            if missing:
+                raise FailedPrecondition(
+                    f"not every member has uploaded yet: waiting for {', '.join(missing)}"
+                )
+            seq = db.execute("SELECT COUNT(*) FROM runs WHERE project=?", (project,)).fetchone()[0]
+            run_id = f"{project}-run-{seq + 1}"
+            db.execute(
+                "INSERT INTO runs (id, project, seq, state, threshold, created) "
+                "VALUES (?,?,?,?,?,?)",
+                (run_id, project, seq + 1, "queued", proj.threshold, time.time()),
+            )
+            db.executemany(
+                "INSERT INTO run_inputs VALUES (?,?,?,?)",
+                [(run_id, i, m, uploads[m].id) for i, m in enumerate(sorted(uploads))],
+            )
+        return self.run(run_id), True
+
+    def run(self, run_id: str) -> Run:
+        rows = self._query(
+            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold "
+            "FROM runs WHERE id=?",
+            (run_id,),
+        )
+        if not rows:
+            raise NotFound(f"no run {run_id!r}")
+        return Run(*rows[0])
+
+    def latest_run(self, project: str, *, state: str | None = None) -> Run | None:
+        sql = "SELECT id FROM runs WHERE project=?"
+        args: tuple[object, ...] = (project,)
+        if state:
+            sql += " AND state=?"
+            args += (state,)
+        rows = self._query(sql + " ORDER BY seq DESC LIMIT 1", args)
+        return self.run(rows[0][0]) if rows else None
+
+    def run_inputs(self, run_id: str) -> list[tuple[str, Upload]]:
+        rows = self._query(
+            "SELECT member, upload_id FROM run_inputs WHERE run_id=? ORDER BY position", (run_id,)
+        )
+        return [(m, self.upload(u)) for m, u in rows]
+
+    def update_run(self, run_id: str, **fields: object) -> None:
+        allowed = {"state", "stage", "work_done", "work_total", "groups", "message"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"bad run fields {sorted(fields)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
+
+    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> None:
+        """Store a run's links and mark it done, in one transaction."""
+        rows = (
+            (run_id, members[d], int(r), members[p], int(pr), float(s))
+            for d, r, p, pr, s in zip(
+                links.dset, links.row, links.partner, links.partner_row, links.score, strict=True
+            )
+        )
+        with self._tx() as db:
+            db.execute("DELETE FROM links WHERE run_id=?", (run_id,))
+            db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?)", rows)
+            db.execute(
+                "UPDATE runs SET state='done', stage='done', groups=? WHERE id=?",
+                (groups, run_id),
+            )
+        self._collect_garbage()
+
+    def fail_run(self, run_id: str, message: str) -> None:
+        self.update_run(run_id, state="failed", message=message)
+        self._collect_garbage()
+
+    def unfinished_runs(self) -> list[Run]:
+        rows = self._query(
+            "SELECT id FROM runs WHERE state IN ('queued','running') ORDER BY created"
+        )
+        return [self.run(r[0]) for r in rows]
+
+    def links_for(self, run_id: str, member: str) -> list[tuple[int, str, int, float]]:
+        return self._query(
+            "SELECT row, partner, partner_row, score FROM links WHERE run_id=? AND member=? "
+            "ORDER BY row, partner",
+            (run_id, member),
+        )
