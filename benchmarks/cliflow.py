@@ -1,0 +1,118 @@
+"""Drive the documented CLI flow with real processes: serve, project create, encode,
+upload, run, results. Used by the Febrl4 benchmark and its end-to-end test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BLINDMATCH = [sys.executable, "-m", "client.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Served:
+    target: str
+    admin_token: str
+    process: subprocess.Popen[str]
+
+
+def blindmatch(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run one CLI command; raise with its stderr if it fails."""
+    done = subprocess.run(
+        [*BLINDMATCH, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"blindmatch {' '.join(args)} exited {done.returncode}: {done.stderr}")
+    return done.stdout
+
+
+@contextmanager
+def serve(data_dir: Path) -> Iterator[Served]:
+    """`blindmatch serve` on a free loopback port, stopped with SIGTERM afterwards."""
+    admin = "bm_admin_" + secrets.token_urlsafe(16)
+    proc = subprocess.Popen(
+        [*BLINDMATCH, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": admin},
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    port = None
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"blindmatch serve exited {proc.returncode}")
+        if m := re.search(r"listening on [\d.]+:(\d+)", line):
+            port = int(m.group(1))
+    if port is None:
+        proc.kill()
+        raise RuntimeError("blindmatch serve did not start within 60s")
+    try:
+        yield Served(f"127.0.0.1:{port}", admin, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stderr.close()
+
+
+def link(
+    served: Served,
+    workdir: Path,
+    project: str,
+    members: dict[str, tuple[Path, Path]],
+    schema: Path,
+    *,
+    disclose: str = "hits",
+    threshold: float | None = None,
+) -> dict[str, Path]:
+    """Run the whole member flow; returns each member's results CSV."""
+    server = ["--server", served.target]
+    extra = ["--threshold", str(threshold)] if threshold is not None else []
+    created = json.loads(
+        blindmatch(
+            "project", "create", project, "--members", ",".join(members),
+            "--disclose", disclose, "--json", *extra, *server,
+            env={"BLINDMATCH_ADMIN_TOKEN": served.admin_token},
+        )
+    )  # fmt: skip
+    tokens = created["tokens"]
+    secret = workdir / "linkage.secret"
+    secret.write_text(secrets.token_hex(32))
+    for name, (data, mapping) in members.items():
+        out = workdir / f"{name}.encoded"
+        blindmatch(
+            "encode", str(data), "--schema", str(schema), "--secret-file", str(secret),
+            "--mapping", str(mapping), "--out", str(out), "--quiet",
+        )  # fmt: skip
+        blindmatch("upload", str(out), "--project", project, "--token", tokens[name], *server)
+    first = next(iter(members))
+    blindmatch("run", "--project", project, "--token", tokens[first], *server)
+    results = {}
+    for name in members:
+        results[name] = workdir / f"{name}-hits.csv"
+        blindmatch(
+            "results", "--project", project, "--token", tokens[name],
+            "--encoded", str(workdir / f"{name}.encoded"), "--out", str(results[name]), *server,
+        )  # fmt: skip
+    return results

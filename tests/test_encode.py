@@ -1,0 +1,213 @@
+"""Encoding an export locally: report, invariants, and bad input with no partial state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.cli import main
+from client.encode import encode_csv, read_secret
+from client.encoded import read_encoded
+from client.mapping import load_mapping
+from client.schema import load_schema
+from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Org
+
+
+def encode_cli(org: Org, secret: Path, out: Path, schema: Path = PERSON_SCHEMA) -> int:
+    return main(
+        [
+            "encode",
+            str(org.csv),
+            "--schema",
+            str(schema),
+            "--secret-file",
+            str(secret),
+            "--mapping",
+            str(org.mapping),
+            "--out",
+            str(out),
+        ]
+    )
+
+
+def test_encode_writes_upload_files_and_keeps_ids_local(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "north.encoded"
+    assert encode_cli(orgs["north"], secret_file, out) == 0
+    encoded = read_encoded(out)
+    assert encoded.record_count == 5
+    assert encoded.clk_bits == 1024
+    assert (out / "clks.bin").stat().st_size == 5 * 128
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "N1" not in json.dumps(manifest)  # no local id in what is uploaded
+    assert b"N1" not in (out / "clks.bin").read_bytes()
+    assert encoded.read_ids() == ["N1", "N2", "N3", "N4", "N5"]
+    printed = capsys.readouterr().out
+    assert "Encoded 5 of 5 rows" in printed
+    assert "invalid dob at row 4" in printed  # 30/02/1970
+
+
+def test_invalid_values_are_encoded_as_missing_and_listed_by_row(
+    orgs: dict[str, Org], secret_file: Path
+) -> None:
+    schema = load_schema(PERSON_SCHEMA)
+    result = encode_csv(
+        orgs["north"].csv, schema, load_mapping(orgs["north"].mapping, schema), b"k"
+    )
+    dob = next(f for f in result.report.fields if f.field == "dob")
+    assert (dob.present, dob.missing, dob.invalid) == (4, 0, 1)
+    assert dob.invalid_rows == [
+        {"row": 4, "reason": "'30/02/1970' is not a date in the format %d/%m/%Y"}
+    ]
+    assert result.report.rows_encoded == 5
+
+
+def test_same_people_in_different_conventions_encode_identically(
+    orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    schema = load_schema(PERSON_SCHEMA)
+    north = encode_csv(orgs["north"].csv, schema, load_mapping(orgs["north"].mapping, schema), b"k")
+    south = encode_csv(orgs["south"].csv, schema, load_mapping(orgs["south"].mapping, schema), b"k")
+    clk = 128
+    # N1 Élodie O'Brien == S-10 ELODIE OBRIEN; N4 Zoltán Kovács == S-11; N5 == S-13.
+    assert north.clks[0:clk] == south.clks[0:clk]
+    assert north.clks[3 * clk : 4 * clk] == south.clks[1 * clk : 2 * clk]
+    assert north.clks[4 * clk : 5 * clk] == south.clks[3 * clk : 4 * clk]
+    assert north.clks[clk : 2 * clk] != south.clks[2 * clk : 3 * clk]
+
+
+def test_a_different_secret_gives_different_encodings_and_fingerprint(orgs: dict[str, Org]) -> None:
+    schema = load_schema(PERSON_SCHEMA)
+    mapping = load_mapping(orgs["north"].mapping, schema)
+    a = encode_csv(orgs["north"].csv, schema, mapping, b"one secret")
+    b = encode_csv(orgs["north"].csv, schema, mapping, b"another secret")
+    assert a.clks != b.clks
+    assert a.fingerprint != b.fingerprint
+    assert (
+        a.fingerprint == encode_csv(orgs["north"].csv, schema, mapping, b"one secret").fingerprint
+    )
+
+
+# -- bad input: a clear error naming the file/row/column, exit 2, nothing written --------
+
+
+def assert_refused(
+    capsys: pytest.CaptureFixture[str], code: int, out: Path, *fragments: str
+) -> None:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_missing_mapped_column(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orgs["north"].mapping.write_text(NORTH_MAP.replace('"Postcode"', '"Post Code"'))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(capsys, code, out, "north.csv", "'Post Code'", "mapped to postcode")
+
+
+def test_non_utf8_csv(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = orgs["north"].csv.read_text(encoding="utf-8")
+    orgs["north"].csv.write_bytes(data.encode("latin-1"))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(capsys, code, out, "north.csv", "line 2", "not valid UTF-8")
+
+
+def test_ragged_csv(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write("N6,Too,Few,01/01/1990\n")
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(capsys, code, out, "north.csv", "row 7 has 4 columns, the header has 6")
+
+
+def test_repeated_record_id(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write("N2,Jim,Smith,17/11/1990,M,M1 2AB\n")
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(capsys, code, out, "row 7, column URN", "'N2' repeats row 3")
+
+
+def test_schema_that_is_not_clkhash_v3(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = json.loads(PERSON_SCHEMA.read_text())
+    schema["version"] = 2
+    bad = tmp_path / "old-schema.json"
+    bad.write_text(json.dumps(schema))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out, schema=bad)
+    assert_refused(capsys, code, out, "old-schema.json", "not a clkhash v3 linkage schema")
+
+
+def test_schema_that_breaks_the_v3_rules(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = json.loads(PERSON_SCHEMA.read_text())
+    del schema["clkConfig"]["kdf"]
+    bad = tmp_path / "broken-schema.json"
+    bad.write_text(json.dumps(schema))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out, schema=bad)
+    assert_refused(capsys, code, out, "broken-schema.json", "invalid clkhash v3 schema")
+
+
+def test_empty_secret_file(
+    orgs: dict[str, Org], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.secret"
+    empty.write_text("\n")
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], empty, out)
+    assert_refused(capsys, code, out, "empty.secret", "the secret file is empty")
+
+
+def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[fields]\nsurnme = "Surname"\ndob = { column = "DOB", date_format = "dd/mm" }\n'
+    )
+    from client.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        load_mapping(bad, load_schema(PERSON_SCHEMA))
+    message = str(err.value)
+    assert "'id' must name" in message
+    assert "fields.surnme: not a field of the schema" in message
+    assert "fields.dob: date_format must be a strftime format" in message
+
+
+def test_a_failed_encode_keeps_the_previous_output(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "north.encoded"
+    assert encode_cli(orgs["north"], secret_file, out) == 0
+    before = (out / "clks.bin").read_bytes()
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write("N9,ragged\n")
+    assert encode_cli(orgs["north"], secret_file, out) == 2
+    assert (out / "clks.bin").read_bytes() == before
+    assert read_encoded(out).record_count == 5
+
+
+def test_secret_ignores_surrounding_whitespace(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    path.write_bytes(b"  shared secret \n")
+    assert read_secret(path) == b"shared secret"

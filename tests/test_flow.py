@@ -1,0 +1,452 @@
+"""The whole flow against a real matcher on loopback: CLI, client API and raw RPCs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client.api import MatcherClient, ProjectTokens
+from client.cli import main
+from client.encode import encode_csv
+from client.encoded import Encoded, read_encoded, write_encoded
+from client.errors import AuthError, NotFoundError, RejectedError
+from client.mapping import load_mapping
+from client.schema import load_schema
+from matcher.server import create_server
+from protos import blindmatch_pb2 as pb
+from protos import blindmatch_pb2_grpc as pb_grpc
+from tests.conftest import PERSON_SCHEMA, Matcher, Org
+
+
+def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
+    schema = load_schema(PERSON_SCHEMA)
+    result = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), secret)
+    return write_encoded(
+        out,
+        clks=result.clks,
+        clk_bits=result.clk_bits,
+        fingerprint=result.fingerprint,
+        ids=result.ids,
+        report=result.report.to_dict(),
+    )
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
+    return {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
+
+
+def cli(matcher: Matcher, *args: str) -> int:
+    return main([*args, "--server", matcher.target, "--quiet"])
+
+
+def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]) -> None:
+    for name, enc in encoded.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload(project.project, enc)
+    with matcher.member(project.tokens["north"]) as member:
+        run = member.start_run(project.project)
+        assert [s.state for s in member.watch_run(project.project, run.run_id)][-1] == "done"
+
+
+# -- the documented CLI flow --------------------------------------------------------
+
+
+def test_cli_flow_finds_the_shared_people(
+    matcher: Matcher,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    assert cli(matcher, "project", "create", "trial", "--members", "north,south", "--json") == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["project"] == "trial"
+    tokens = created["tokens"]
+    assert set(tokens) == {"north", "south"}
+
+    for name, org in orgs.items():
+        out = tmp_path / f"{name}.encoded"
+        assert (
+            main(
+                [
+                    "encode",
+                    str(org.csv),
+                    "--schema",
+                    str(PERSON_SCHEMA),
+                    "--secret-file",
+                    str(secret_file),
+                    "--mapping",
+                    str(org.mapping),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        assert cli(matcher, "upload", str(out), "--project", "trial", "--token", tokens[name]) == 0
+    capsys.readouterr()
+
+    monkeypatch.setenv("BLINDMATCH_TOKEN", tokens["south"])  # --token may come from the env
+    assert cli(matcher, "run", "--project", "trial") == 0
+    assert "3 shared subjects" in capsys.readouterr().out
+
+    for name in orgs:
+        hits = tmp_path / f"{name}-hits.csv"
+        args = ["results", "--project", "trial", "--token", tokens[name]]
+        args += ["--encoded", str(tmp_path / f"{name}.encoded"), "--out", str(hits)]
+        assert cli(matcher, *args) == 0
+    assert read_csv(tmp_path / "north-hits.csv") == [
+        ["record_id", "partner"],
+        ["N1", "south"],
+        ["N4", "south"],
+        ["N5", "south"],
+    ]
+    assert read_csv(tmp_path / "south-hits.csv") == [
+        ["record_id", "partner"],
+        ["S-10", "north"],
+        ["S-11", "north"],
+        ["S-13", "north"],
+    ]
+
+
+def test_every_command_has_help_text(capsys: pytest.CaptureFixture[str]) -> None:
+    from client.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, help_action in zip(sub.choices, sub._choices_actions, strict=False):
+        assert help_action.help, f"`blindmatch {name}` has no help text"
+    for command in ["serve", "encode", "upload", "run", "results", "demo"]:
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert "usage: blindmatch" in capsys.readouterr().out
+
+
+# -- disclosure levels ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "header", "north_rows"),
+    [
+        ("count", ["partner", "shared_subjects"], [["south", "3"]]),
+        ("hits", ["record_id", "partner"], [["N1", "south"], ["N4", "south"], ["N5", "south"]]),
+        (
+            "mapping",
+            ["record_id", "partner", "partner_row"],
+            [["N1", "south", "0"], ["N4", "south", "1"], ["N5", "south", "3"]],
+        ),
+    ],
+)
+def test_results_follow_the_disclosure_level(
+    matcher: Matcher,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    level: str,
+    header: list[str],
+    north_rows: list[list[str]],
+) -> None:
+    with matcher.operator() as op:
+        project = op.create_project(f"level-{level}", ["north", "south"], disclosure=level)
+    uploaded_and_run(matcher, project, encoded)
+    out = tmp_path / "north.csv"
+    args = ["results", "--project", project.project, "--token", project.tokens["north"]]
+    assert cli(matcher, *args, "--encoded", str(encoded["north"].path), "--out", str(out)) == 0
+    assert read_csv(out) == [header, *north_rows]
+
+
+def test_scores_disclosure_gives_similarities(
+    matcher: Matcher, encoded: dict[str, Encoded]
+) -> None:
+    with matcher.operator() as op:
+        project = op.create_project("research", ["north", "south"], disclosure="scores")
+    uploaded_and_run(matcher, project, encoded)
+    with matcher.member(project.tokens["south"]) as member:
+        results = member.results("research")
+    assert [(h.row, h.partner, h.partner_row) for h in results.hits] == [
+        (0, "north", 0),
+        (1, "north", 3),
+        (3, "north", 4),
+    ]
+    assert all(0.8 <= h.score <= 1.0 for h in results.hits)
+
+
+# -- who may do what --------------------------------------------------------------------
+
+
+def test_a_wrong_token_is_refused(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    with matcher.member("bm_not-a-real-token") as member, pytest.raises(AuthError) as err:
+        member.upload("trial", encoded["north"])
+    assert "not valid for project 'trial'" in str(err.value)
+    assert "UNAUTHENTICATED" in str(err.value)
+
+
+def test_a_wrong_token_exits_3_from_the_cli(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli(
+        matcher, "upload", str(encoded["north"].path), "--project", "trial", "--token", "bm_x"
+    )
+    assert code == 3
+    assert capsys.readouterr().err.startswith("Error: the token is not valid for project 'trial'")
+
+
+def test_another_projects_token_is_refused(matcher: Matcher, project: ProjectTokens) -> None:
+    with matcher.operator() as op:
+        other = op.create_project("other", ["east", "west"])
+    with (
+        matcher.member(other.tokens["east"]) as member,
+        pytest.raises(AuthError, match="PERMISSION_DENIED"),
+    ):
+        member.describe("trial")
+
+
+def test_only_the_operator_creates_projects(matcher: Matcher, project: ProjectTokens) -> None:
+    with matcher.member(project.tokens["north"]) as member, pytest.raises(AuthError):
+        member.create_project("mine", ["a", "b"])
+    with MatcherClient(matcher.target) as anonymous, pytest.raises(AuthError, match="no token"):
+        anonymous.create_project("mine", ["a", "b"])
+
+
+def test_unknown_project(matcher: Matcher, project: ProjectTokens) -> None:
+    with matcher.member(project.tokens["north"]) as member, pytest.raises(NotFoundError):
+        member.describe("no-such-project")
+
+
+def test_a_member_only_ever_sees_its_own_rows(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    uploaded_and_run(matcher, project, encoded)
+    with matcher.member(project.tokens["south"]) as member:
+        results = member.results("trial")
+    assert results.upload_sha256 == encoded["south"].sha256
+    assert results.record_count == 4
+    assert {h.partner for h in results.hits} == {"north"}
+
+
+# -- bad requests leave nothing behind -----------------------------------------------------
+
+
+def stored_files(matcher: Matcher) -> list[Path]:
+    return sorted((matcher.data_dir / "clks").iterdir()) + sorted(
+        (matcher.data_dir / "tmp").iterdir()
+    )
+
+
+def raw_upload(matcher: Matcher, token: str, header: pb.UploadHeader, chunks: list[bytes]) -> None:
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        messages = [pb.UploadRequest(header=header)] + [pb.UploadRequest(clks=c) for c in chunks]
+        stub.Upload(iter(messages), metadata=[("authorization", f"Bearer {token}")])
+
+
+def test_an_upload_with_the_wrong_clk_length_is_refused(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", encoded["north"])
+    before = stored_files(matcher)
+    clks = bytes(64 * 3)  # three 512-bit CLKs in a 1024-bit project
+    header = pb.UploadHeader(
+        project="trial",
+        clk_bits=512,
+        record_count=3,
+        fingerprint=encoded["north"].fingerprint,
+        sha256=hashlib.sha256(clks).hexdigest(),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        raw_upload(matcher, project.tokens["south"], header, [clks])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "CLKs of 512 bits, but this project's other uploads have 1024-bit CLKs" in str(
+        err.value.details()
+    )
+    assert stored_files(matcher) == before
+
+
+def test_bytes_that_are_not_whole_clks_are_refused(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    clks = bytes(128 * 2 + 5)
+    header = pb.UploadHeader(
+        project="trial",
+        clk_bits=1024,
+        record_count=2,
+        fingerprint=bytes(32),
+        sha256=hashlib.sha256(clks).hexdigest(),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        raw_upload(matcher, project.tokens["north"], header, [clks])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a whole number of 1024-bit CLKs" in str(err.value.details())
+    assert stored_files(matcher) == []
+
+
+def test_a_truncated_upload_stores_nothing(matcher: Matcher, project: ProjectTokens) -> None:
+    clks = bytes(128 * 2)
+    header = pb.UploadHeader(
+        project="trial",
+        clk_bits=1024,
+        record_count=5,
+        fingerprint=bytes(32),
+        sha256=hashlib.sha256(clks).hexdigest(),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        raw_upload(matcher, project.tokens["north"], header, [clks])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ended after 2 of 5 CLKs; nothing was stored" in str(err.value.details())
+    assert stored_files(matcher) == []
+    with matcher.member(project.tokens["north"]) as member:
+        assert not any(m.uploaded for m in member.describe("trial").members)
+
+
+def test_encodings_made_with_another_secret_are_refused(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    encoded: dict[str, Encoded],
+) -> None:
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", encoded["north"])
+    before = stored_files(matcher)
+    wrong = encode(orgs["south"], tmp_path / "wrong.encoded", secret=b"a different secret")
+    with matcher.member(project.tokens["south"]) as member, pytest.raises(RejectedError) as err:
+        member.upload("trial", wrong)
+    assert "made with a different schema or secret" in str(err.value)
+    assert "FAILED_PRECONDITION" in str(err.value)
+    assert stored_files(matcher) == before
+
+
+def test_results_before_any_run(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "hits.csv"
+    args = ["results", "--project", "trial", "--token", project.tokens["north"]]
+    assert cli(matcher, *args, "--encoded", str(encoded["north"].path), "--out", str(out)) == 3
+    assert "no finished run in this project yet" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_run_waits_for_every_member(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", encoded["north"])
+        with pytest.raises(RejectedError, match="waiting for south"):
+            member.start_run("trial")
+
+
+def test_results_from_an_older_upload_are_not_joined_to_new_ids(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    orgs: dict[str, Org],
+    tmp_path: Path,
+) -> None:
+    uploaded_and_run(matcher, project, encoded)
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write("N6,New,Person,01/01/1999,F,OX4 1AA\n")
+    newer = encode(orgs["north"], tmp_path / "north-newer.encoded")
+    from client.errors import InputError
+    from client.results import join_results
+
+    with matcher.member(project.tokens["north"]) as member:
+        results = member.results("trial")
+    with pytest.raises(InputError, match="different upload than this encoded folder"):
+        join_results(results, newer)
+
+
+def test_reupload_replaces_the_members_data(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    orgs: dict[str, Org],
+    tmp_path: Path,
+) -> None:
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", encoded["north"])
+        with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+            fh.write("N6,New,Person,01/01/1999,F,OX4 1AA\n")
+        member.upload("trial", encode(orgs["north"], tmp_path / "n2.encoded"))
+        info = member.describe("trial")
+    assert [(m.name, m.uploaded, m.record_count) for m in info.members] == [
+        ("north", True, 6),
+        ("south", False, 0),
+    ]
+    assert len(stored_files(matcher)) == 1  # the replaced upload's file is gone
+
+
+# -- durability and service plumbing ------------------------------------------------------
+
+
+def test_a_restart_loses_nothing_acknowledged(tmp_path: Path, encoded: dict[str, Encoded]) -> None:
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    with MatcherClient(target, "admin") as op:
+        project = op.create_project("durable", ["north", "south"])
+    for name, enc in encoded.items():
+        with MatcherClient(target, project.tokens[name]) as member:
+            member.upload("durable", enc)
+    server.stop(grace=None)
+
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, project.tokens["north"]) as member:
+            info = member.describe("durable")
+            assert [m.record_count for m in info.members] == [5, 4]
+            run = member.start_run("durable")
+            assert list(member.watch_run("durable", run.run_id))[-1].groups == 3
+            assert len(member.results("durable").hits) == 3
+    finally:
+        server.stop(grace=None)
+
+
+def test_health_and_reflection_are_served(matcher: Matcher) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(matcher.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="blindmatch.v1.Matcher"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(stub.ServerReflectionInfo(iter([request])))
+        names = {s.name for s in response.list_services_response.service}
+        assert "blindmatch.v1.Matcher" in names
+
+
+def test_read_encoded_checks_the_clks_against_the_manifest(encoded: dict[str, Encoded]) -> None:
+    from client.errors import InputError
+
+    path = encoded["north"].path / "clks.bin"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256 differs"):
+        read_encoded(encoded["north"].path)

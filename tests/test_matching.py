@@ -1,0 +1,114 @@
+"""Compare, solve, disclose: the core, checked against anonlink itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matcher._anonlink import dice_coefficient_accelerated, greedy_solve
+from matcher.compare import compare_chunk, merge, plan_chunks
+from matcher.disclose import Hit, Level, disclose
+from matcher.runs import match
+from matcher.solve import dice, solve
+
+
+def noisy_copies(rng: np.random.Generator, clks: np.ndarray, flips: int) -> np.ndarray:
+    out = clks.copy()
+    bits = np.unpackbits(out, axis=1)
+    for row in bits:
+        row[rng.choice(bits.shape[1], size=flips, replace=False)] ^= 1
+    return np.packbits(bits, axis=1)
+
+
+@pytest.fixture
+def datasets() -> list[np.ndarray]:
+    """Three datasets of 1024-bit CLKs with ~45% bits set; 40 subjects shared by all."""
+    rng = np.random.default_rng(42)
+    base = np.packbits(rng.random((300, 1024)) < 0.45, axis=1)
+    a = base[:150]
+    b = np.concatenate([noisy_copies(rng, base[:40], 60), base[150:250]])
+    c = np.concatenate([noisy_copies(rng, base[:40], 80), base[250:300]])
+    return [a, b, c]
+
+
+def anonlink_pairs(x: np.ndarray, y: np.ndarray, threshold: float) -> dict[tuple[int, int], float]:
+    sims, (r0, r1) = dice_coefficient_accelerated(
+        [[r.tobytes() for r in x], [r.tobytes() for r in y]], threshold
+    )
+    return {(int(i), int(j)): s for s, i, j in zip(sims, r0, r1, strict=True)}
+
+
+def test_chunked_comparison_finds_exactly_anonlinks_pairs(datasets: list[np.ndarray]) -> None:
+    a, b, _ = datasets
+    chunks = plan_chunks([len(a), len(b)], chunk_comparisons=1000)
+    assert len(chunks) > 10
+    assert sum(c.comparisons for c in chunks) == len(a) * len(b)
+    cands = merge([compare_chunk(c, [a, b], 0.7) for c in chunks])
+    ours = {(int(i), int(j)): s for s, i, j in zip(cands.sims, cands.rec0, cands.rec1, strict=True)}
+    assert ours == anonlink_pairs(a, b, 0.7)
+    assert len(ours) >= 40
+
+
+def test_merge_orders_candidates_as_the_solver_needs(datasets: list[np.ndarray]) -> None:
+    chunks = plan_chunks([len(d) for d in datasets], chunk_comparisons=2000)
+    cands = merge([compare_chunk(c, datasets, 0.6) for c in chunks])
+    assert np.all(np.diff(cands.sims) <= 0)
+
+
+def test_dice_matches_anonlink(datasets: list[np.ndarray]) -> None:
+    a, b, _ = datasets
+    expected = anonlink_pairs(a[:40], b[:40], 0.0)
+    ours = dice(a[:40], b[:40])
+    for i in range(40):
+        assert ours[i] == pytest.approx(expected[(i, i)])
+
+
+def test_multiparty_match_groups_the_shared_subjects(datasets: list[np.ndarray]) -> None:
+    result = match(datasets, 0.8, workers=2, chunk_comparisons=5000)
+    assert result.groups == 40
+    assert result.comparisons == 150 * 140 + 150 * 90 + 140 * 90
+    # Each subject links to both partners, in both directions: 40 * 6 links.
+    assert len(result.links) == 240
+    same_row = result.links.row == result.links.partner_row
+    assert same_row.all()  # the shared subjects sit at rows 0..39 everywhere
+
+
+def test_solver_is_anonlinks_greedy_solver(datasets: list[np.ndarray]) -> None:
+    chunks = plan_chunks([len(d) for d in datasets])
+    cands = merge([compare_chunk(c, datasets, 0.8) for c in chunks])
+    ours = sorted(solve(cands))
+    theirs = greedy_solve((cands.sims, (cands.dset0, cands.dset1), (cands.rec0, cands.rec1)))
+    assert ours == sorted(tuple(sorted(g)) for g in theirs)
+
+
+def test_nothing_in_common_gives_no_links() -> None:
+    rng = np.random.default_rng(1)
+    a = np.packbits(rng.random((50, 512)) < 0.4, axis=1)
+    b = np.packbits(rng.random((60, 512)) < 0.4, axis=1)
+    result = match([a, b], 0.8)
+    assert result.groups == 0 and len(result.links) == 0
+
+
+LINKS = [(0, "south", 7, 0.91), (0, "retail", 3, 0.85), (4, "south", 1, 0.88)]
+
+
+def test_count_disclosure_reveals_no_rows() -> None:
+    out = disclose(Level.COUNT, LINKS)
+    assert out.counts == {"retail": 1, "south": 2}
+    assert out.hits == []
+
+
+def test_hits_disclosure_hides_partner_rows_and_scores() -> None:
+    out = disclose(Level.HITS, LINKS)
+    assert out.hits == [Hit(0, "retail"), Hit(0, "south"), Hit(4, "south")]
+    assert all(h.partner_row == 0 and h.score == 0.0 for h in out.hits)
+
+
+def test_mapping_disclosure_adds_partner_rows_not_scores() -> None:
+    out = disclose(Level.MAPPING, LINKS)
+    assert out.hits == [Hit(0, "retail", 3), Hit(0, "south", 7), Hit(4, "south", 1)]
+
+
+def test_scores_disclosure_adds_similarity() -> None:
+    out = disclose(Level.SCORES, LINKS)
+    assert out.hits[0] == Hit(0, "retail", 3, 0.85)
