@@ -21,8 +21,8 @@ from client.errors import (
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
 
-# Whole CLKs per upload message: 2 MiB of 1024-bit CLKs, well under gRPC's limits.
-UPLOAD_RECORDS_PER_MESSAGE = 16_384
+# Bytes of whole CLKs per upload message: well under gRPC's 16 MiB message limit.
+UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
 LEVELS = {"count": 1, "hits": 2, "mapping": 3, "scores": 4}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
@@ -183,7 +183,8 @@ class MatcherClient:
                     sha256=encoded.sha256,
                 )
             )
-            for block in encoded.iter_chunks(UPLOAD_RECORDS_PER_MESSAGE):
+            per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)
+            for block in encoded.iter_chunks(per_message):
                 yield pb.UploadRequest(clks=block)
                 bar.update(len(block) // encoded.clk_bytes)
 

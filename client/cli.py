@@ -65,6 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from matcher.server import create_server, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    credentials = tls.server_credentials(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
+    )
+    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     admin = _env("BLINDMATCH_ADMIN_TOKEN")
     if admin is None:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
@@ -73,10 +77,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"  {admin}\nSet BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
             file=sys.stderr,
         )
-    credentials = tls.server_credentials(
-        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
-    )
-    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     running = create_server(
         args.listen, args.data_dir, admin, credentials=credentials, workers=args.workers
     )
@@ -198,7 +198,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{p}: {n}" for p, n in results.counts.items()) or "none"
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
-        f"Wrote {len(rows)} rows to {args.out}."
+        f"Wrote {len(rows)} row(s) to {args.out}."
     )
     return 0
 

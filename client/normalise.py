@@ -104,9 +104,14 @@ def normalise_integer(value: str) -> str:
         raise InvalidValue(f"{value!r} is not a whole number") from None
 
 
+# Placeholders exports use for "no value"; treated as missing, never encoded as text.
+PLACEHOLDERS = frozenset({"na", "null", "none", "unknown", "notknown", "nk", "nodata"})
+
+
 def is_missing(value: str) -> bool:
-    """Blank after folding: '', '  ', and punctuation-only values such as '-'."""
-    return not normalise_text(value)
+    """Blank after folding ('', '  ', '-') or a placeholder such as 'N/A' or 'NULL'."""
+    text = normalise_text(value)
+    return not text or text in PLACEHOLDERS
 
 
 def normalise_value(rule: FieldRule, value: str, date_format: str | None = None) -> str:

@@ -137,6 +137,10 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.InvalidArgument("members: names repeat")
         if len(members) < 2:
             raise errors.InvalidArgument("members: a project needs at least two members")
+        if request.disclosure and request.disclosure not in {int(level) for level in Level}:
+            raise errors.InvalidArgument(
+                f"disclosure: {request.disclosure} is not a disclosure level (1-4)"
+            )
         disclosure = Level(request.disclosure or pb.DISCLOSURE_HITS)
         threshold = request.threshold or DEFAULT_THRESHOLD
         if not 0.0 < threshold <= 1.0:
@@ -196,7 +200,8 @@ class MatcherService(pb_grpc.MatcherServicer):
             )
         if len(header.fingerprint) != 32:
             raise errors.InvalidArgument("header.fingerprint: must be 32 bytes")
-        if len(header.sha256) != 64:
+        expected_sha256 = header.sha256.lower()
+        if len(expected_sha256) != 64 or set(expected_sha256) - set("0123456789abcdef"):
             raise errors.InvalidArgument("header.sha256: must be 64 hex digits")
         clk_bytes = bits // 8
         part = self.store.new_upload_path()
@@ -226,7 +231,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 raise errors.InvalidArgument(
                     f"clks: the upload ended after {received} of {count} CLKs; nothing was stored"
                 )
-            if digest.hexdigest() != header.sha256:
+            if digest.hexdigest() != expected_sha256:
                 raise errors.InvalidArgument("clks: content does not match header.sha256")
             upload = self.store.commit_upload(
                 header.project,
@@ -235,7 +240,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 record_count=count,
                 clk_bits=bits,
                 fingerprint=header.fingerprint,
-                sha256=header.sha256,
+                sha256=expected_sha256,
             )
         except OSError as exc:
             if exc.errno == errno.ENOSPC:

@@ -393,7 +393,12 @@ class Store:
             )
         )
         with self._tx() as db:
-            db.execute("DELETE FROM links WHERE run_id=?", (run_id,))
+            # Results always come from the latest finished run: older links are garbage.
+            db.execute(
+                "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project="
+                "(SELECT project FROM runs WHERE id=?))",
+                (run_id,),
+            )
             db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?)", rows)
             db.execute(
                 "UPDATE runs SET state='done', stage='done', groups=? WHERE id=?",

@@ -211,3 +211,27 @@ def test_secret_ignores_surrounding_whitespace(tmp_path: Path) -> None:
     path = tmp_path / "s"
     path.write_bytes(b"  shared secret \n")
     assert read_secret(path) == b"shared secret"
+
+
+def test_bad_quoting_in_a_data_row_names_the_row(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write('N6,"Unterminated,Smith,01/01/1990,F,OX4 1AA\n')
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(capsys, code, out, "north.csv", "row 7", "check quoting")
+
+
+@pytest.mark.parametrize("placeholder", ["N/A", "NULL", "unknown", "Not Known", "-"])
+def test_placeholders_are_missing_not_names(
+    orgs: dict[str, Org], tmp_path: Path, placeholder: str
+) -> None:
+    data = orgs["north"].csv.read_text(encoding="utf-8").replace("Hughes", placeholder)
+    orgs["north"].csv.write_text(data, encoding="utf-8")
+    schema = load_schema(PERSON_SCHEMA)
+    result = encode_csv(
+        orgs["north"].csv, schema, load_mapping(orgs["north"].mapping, schema), b"k"
+    )
+    surname = next(f for f in result.report.fields if f.field == "surname")
+    assert (surname.present, surname.missing) == (4, 1)

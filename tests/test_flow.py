@@ -450,3 +450,33 @@ def test_read_encoded_checks_the_clks_against_the_manifest(encoded: dict[str, En
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="sha256 differs"):
         read_encoded(encoded["north"].path)
+
+
+def test_an_unknown_disclosure_level_is_invalid_argument(matcher: Matcher) -> None:
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        request = pb.CreateProjectRequest(name="p", members=["a", "b"], disclosure=7)  # type: ignore[arg-type]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateProject(
+                request, metadata=[("authorization", f"Bearer {matcher.admin_token}")]
+            )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "disclosure: 7 is not a disclosure level" in str(err.value.details())
+
+
+def test_long_clks_upload_in_messages_under_the_size_limit(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path
+) -> None:
+    count = 17_000  # 17 MB of 8,192-bit CLKs: more than one 16 MiB gRPC message holds
+    clks = bytes(range(256)) * 4 * count
+    enc = write_encoded(
+        tmp_path / "wide.encoded",
+        clks=clks,
+        clk_bits=8192,
+        fingerprint=bytes(32),
+        ids=[f"r{i}" for i in range(count)],
+        report={},
+    )
+    with matcher.member(project.tokens["north"]) as member:
+        reply = member.upload("trial", enc)
+    assert reply.record_count == count
