@@ -80,19 +80,21 @@ def dice_candidates(
     if not NATIVE:
         raise RuntimeError("the native Dice kernel is not built; reinstall with `make install`")
     a, b = _native_input(a), _native_input(b)
-    workers = max(1, min(workers, len(a) // 64 or 1))
+    workers = max(1, min(workers, max(len(a), len(b)) // 64 or 1))
     if workers == 1:
         return _unpack(_kernel.dense(a, b, words, t, path))
-    bounds = np.linspace(0, len(a), workers + 1).astype(int)
+    # Split the larger side: each thread re-sorts and re-lays out the other.
+    split_b = len(b) > len(a)
+    bounds = np.linspace(0, len(b) if split_b else len(a), workers + 1).astype(int)
+
+    def part(lo_hi: tuple[int, int]) -> Found:
+        lo, hi = lo_hi
+        if split_b:
+            return _unpack(_kernel.dense(a, b[lo:hi], words, t, path), offset_b=lo)
+        return _unpack(_kernel.dense(a[lo:hi], b, words, t, path), offset=lo)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(
-            pool.map(
-                lambda lo_hi: _unpack(
-                    _kernel.dense(a[lo_hi[0] : lo_hi[1]], b, words, t, path), offset=lo_hi[0]
-                ),
-                itertools.pairwise(bounds),
-            )
-        )
+        parts = list(pool.map(part, itertools.pairwise(bounds)))
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -100,12 +102,11 @@ def dice_candidates(
     )
 
 
-def _unpack(raw: tuple[bytes, bytes, bytes], offset: int = 0) -> Found:
+def _unpack(raw: tuple[bytes, bytes, bytes], offset: int = 0, offset_b: int = 0) -> Found:
     sims = np.frombuffer(raw[0], dtype=np.float64)
-    ia = np.frombuffer(raw[1], dtype=np.uint32)
-    if offset:
-        ia = ia + np.uint32(offset)
-    return sims, ia, np.frombuffer(raw[2], dtype=np.uint32)
+    ia = np.frombuffer(raw[1], dtype=np.uint32) + np.uint32(offset)
+    ib = np.frombuffer(raw[2], dtype=np.uint32) + np.uint32(offset_b)
+    return sims, ia, ib
 
 
 def dice_pairs(
