@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLKHASH := clkhash==0.18.3
 
-.PHONY: install demo test lint format protos check-protos bench clean
+.PHONY: install demo test lint format protos check-protos bench bench-speed clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py matcher/_kernel.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -43,5 +43,10 @@ check-protos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py
 
+# Kernel, blocking and end-to-end speed beside anonlink, up to 1M x 1M (~15 min);
+# `$(BIN)/python benchmarks/speed.py --quick` for a one-minute version.
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/*.so

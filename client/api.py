@@ -26,6 +26,8 @@ UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
 LEVELS = {"count": 1, "hits": 2, "mapping": 3, "scores": 4}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
+BLOCKINGS = {"auto": 1, "exhaustive": 2, "lsh": 3}
+BLOCKING_NAMES = {v: k for k, v in BLOCKINGS.items()} | {0: "auto"}
 
 _ERRORS: dict[grpc.StatusCode, type[MatcherError]] = {
     grpc.StatusCode.UNAUTHENTICATED: AuthError,
@@ -61,6 +63,7 @@ class ProjectTokens:
     tokens: dict[str, str]
     disclosure: str
     threshold: float
+    blocking: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -136,20 +139,30 @@ class MatcherClient:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
     def create_project(
-        self, name: str, members: list[str], disclosure: str = "hits", threshold: float = 0.0
+        self,
+        name: str,
+        members: list[str],
+        disclosure: str = "hits",
+        threshold: float = 0.0,
+        blocking: str = "auto",
     ) -> ProjectTokens:
         request = pb.CreateProjectRequest(
             name=name,
             members=members,
             disclosure=cast(pb.Disclosure, LEVELS[disclosure]),
             threshold=threshold,
+            blocking=cast(pb.Blocking, BLOCKINGS[blocking]),
         )
         with translate_errors(self.target):
             reply = self._stub.CreateProject(
                 request, metadata=self._metadata(), timeout=self.timeout
             )
         return ProjectTokens(
-            reply.project, dict(reply.tokens), LEVEL_NAMES[reply.disclosure], reply.threshold
+            reply.project,
+            dict(reply.tokens),
+            LEVEL_NAMES[reply.disclosure],
+            reply.threshold,
+            BLOCKING_NAMES[reply.blocking],
         )
 
     def describe(self, project: str) -> pb.ProjectInfo:

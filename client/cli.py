@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client import tls
-from client.api import LEVELS, MatcherClient, RunProgress
+from client.api import BLOCKINGS, LEVELS, MatcherClient, RunProgress
 from client.encode import encode_csv, read_secret
 from client.encoded import read_encoded, write_encoded
 from client.errors import BlindmatchError, InputError
@@ -93,14 +93,18 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     with _client(args, _admin_token()) as client:
         created = client.create_project(
-            args.name, members, disclosure=args.disclose, threshold=args.threshold or 0.0
+            args.name,
+            members,
+            disclosure=args.disclose,
+            threshold=args.threshold or 0.0,
+            blocking=args.blocking,
         )
     if args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold})."
+        f"threshold: {created.threshold}, blocking: {created.blocking})."
     )
     print("Member tokens (shown once; give each member only its own):")
     for member, token in created.tokens.items():
@@ -267,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what members learn (default: hits)",
     )
     pc.add_argument("--threshold", type=float, help="Dice similarity threshold (default: 0.8)")
+    pc.add_argument(
+        "--blocking",
+        choices=list(BLOCKINGS),
+        default="auto",
+        help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
+        "size (auto, the default: LSH above 10^10 pairs per pair of members)",
+    )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
     pc.set_defaults(func=cmd_project_create)
     ps = psub.add_parser("show", parents=[net], help="a project's members and latest run (member)")

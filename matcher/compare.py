@@ -3,7 +3,9 @@
 A chunk compares a slice of one member's CLKs with a slice of another's. The
 functions here are pure (arrays in, arrays out), free of storage and gRPC, so
 an executor can run chunks on local threads today and on a distributed engine
-later. The similarity kernel is anonlink's `dice_coefficient_accelerated`.
+later. The similarity kernel is `matcher.kernel` (native, AVX-512 where the CPU
+has it), which finds exactly the pairs and scores anonlink's
+`dice_coefficient_accelerated` finds, several times faster.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from matcher._anonlink import dice_coefficient_accelerated, process_chunk, split_to_chunks
+from matcher._anonlink import split_to_chunks
+from matcher.kernel import dice_candidates
 
-# About this many comparisons per chunk: big enough to amortise the call,
-# small enough for steady progress reports.
-CHUNK_COMPARISONS = 25_000_000
+# About this many comparisons per chunk: big enough to amortise the call (the
+# kernel sorts and re-lays out both slices), small enough for steady progress
+# reports: about 0.1 s of one core.
+CHUNK_COMPARISONS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,6 @@ class Chunk:
     @property
     def comparisons(self) -> int:
         return (self.a_stop - self.a_start) * (self.b_stop - self.b_start)
-
-    def as_anonlink(self) -> list[dict[str, object]]:
-        return [
-            {"datasetIndex": self.a, "range": [self.a_start, self.a_stop]},
-            {"datasetIndex": self.b, "range": [self.b_start, self.b_stop]},
-        ]
 
 
 @dataclass
@@ -71,10 +69,6 @@ def plan_chunks(sizes: Sequence[int], chunk_comparisons: int = CHUNK_COMPARISONS
     return chunks
 
 
-def _records(clks: npt.NDArray[np.uint8], start: int, stop: int) -> list[bytes]:
-    return [row.tobytes() for row in clks[start:stop]]
-
-
 def compare_chunk(
     chunk: Chunk, datasets: Sequence[npt.NDArray[np.uint8]], threshold: float
 ) -> Candidates:
@@ -82,17 +76,16 @@ def compare_chunk(
 
     `datasets[i]` is an (n_i, clk_bytes) uint8 array of dataset i's CLKs.
     """
-    a = _records(datasets[chunk.a], chunk.a_start, chunk.a_stop)
-    b = _records(datasets[chunk.b], chunk.b_start, chunk.b_stop)
-    sims, (d0, d1), (r0, r1) = process_chunk(
-        chunk.as_anonlink(), [a, b], dice_coefficient_accelerated, threshold
-    )
+    a = datasets[chunk.a][chunk.a_start : chunk.a_stop]
+    b = datasets[chunk.b][chunk.b_start : chunk.b_stop]
+    sims, ia, ib = dice_candidates(a, b, threshold)
+    n = len(sims)
     return Candidates(
-        np.frombuffer(sims, dtype=np.float64).copy(),
-        np.frombuffer(d0, dtype=np.uint32).copy(),
-        np.frombuffer(d1, dtype=np.uint32).copy(),
-        np.frombuffer(r0, dtype=np.uint32).copy(),
-        np.frombuffer(r1, dtype=np.uint32).copy(),
+        sims.copy(),
+        np.full(n, chunk.a, dtype=np.uint32),
+        np.full(n, chunk.b, dtype=np.uint32),
+        ia + np.uint32(chunk.a_start),
+        ib + np.uint32(chunk.b_start),
     )
 
 

@@ -7,24 +7,43 @@ feeds it runs from the store, one at a time, records progress, and resumes
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from matcher.compare import CHUNK_COMPARISONS, compare_chunk, merge, plan_chunks
+from matcher import blocking as blocking_
+from matcher.compare import (
+    CHUNK_COMPARISONS,
+    Candidates,
+    Chunk,
+    compare_chunk,
+    merge,
+    plan_chunks,
+)
 from matcher.solve import Links, links_from_groups, solve
 from matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 
 Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+BLOCKING = ("auto", "exhaustive", "lsh")
+# `auto` compares all pairs up to this many per pair of members (100k x 100k is
+# a few seconds of the native kernel) and blocks with LSH above it.
+AUTO_LSH_PAIRS = 10_000_000_000
 
 
 @dataclass
@@ -32,6 +51,113 @@ class MatchResult:
     links: Links
     groups: int
     comparisons: int
+    method: str = "exhaustive"
+
+
+def choose_method(sizes: Sequence[int], blocking: str = "auto") -> str:
+    """`exhaustive` or `lsh` for these dataset sizes under the project's setting."""
+    if blocking not in BLOCKING:
+        raise ValueError(f"blocking must be one of {', '.join(BLOCKING)}, not {blocking!r}")
+    if blocking != "auto":
+        return blocking
+    largest = max((x * y for i, x in enumerate(sizes) for y in sizes[i + 1 :]), default=0)
+    return "lsh" if largest > AUTO_LSH_PAIRS else "exhaustive"
+
+
+def _run_bounded(
+    pool: ThreadPoolExecutor,
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    window: int,
+) -> Iterator[tuple[T, R]]:
+    """fn(item) on the pool, at most `window` in flight, results in order."""
+    pending: deque[tuple[T, Future[R]]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            done, fut = pending.popleft()
+            yield done, fut.result()
+    while pending:
+        done, fut = pending.popleft()
+        yield done, fut.result()
+
+
+def _compare_exhaustive(
+    datasets: Sequence[npt.NDArray[np.uint8]],
+    threshold: float,
+    pool: ThreadPoolExecutor,
+    workers: int,
+    report: Progress,
+    chunk_comparisons: int,
+) -> tuple[list[Candidates], int]:
+    chunks = plan_chunks([len(d) for d in datasets], chunk_comparisons)
+    total = sum(c.comparisons for c in chunks)
+    done = 0
+    report("compare", 0, total)
+    parts = []
+    run = functools.partial(_compare_one, datasets=datasets, threshold=threshold)
+    for chunk, part in _run_bounded(pool, run, chunks, 2 * workers):
+        parts.append(part)
+        done += chunk.comparisons
+        report("compare", done, total)
+    return parts, total
+
+
+def _compare_one(
+    chunk: Chunk, *, datasets: Sequence[npt.NDArray[np.uint8]], threshold: float
+) -> Candidates:
+    return compare_chunk(chunk, datasets, threshold)
+
+
+def _compare_lsh(
+    datasets: Sequence[npt.NDArray[np.uint8]],
+    threshold: float,
+    pool: ThreadPoolExecutor,
+    workers: int,
+    report: Progress,
+) -> tuple[list[Candidates], int]:
+    lsh = blocking_.plan(datasets, threshold)
+    report("index", 0, len(datasets))
+    keys = list(pool.map(lambda d: blocking_.band_keys(d, lsh), datasets))
+    report("index", len(datasets), len(datasets))
+    tasks = [
+        (x, y, band)
+        for x in range(len(datasets))
+        for y in range(x + 1, len(datasets))
+        for band in range(lsh.bands)
+    ]
+
+    def one(task: tuple[int, int, int]) -> blocking_.BandResult:
+        x, y, band = task
+        return blocking_.compare_band(
+            datasets[x], datasets[y], keys[x][band], keys[y][band], threshold
+        )
+
+    found: dict[tuple[int, int], list[blocking_.BandResult]] = {}
+    comparisons = 0
+    report("compare", 0, len(tasks))
+    for i, ((x, y, _), res) in enumerate(_run_bounded(pool, one, tasks, 2 * workers)):
+        found.setdefault((x, y), []).append(res)
+        comparisons += res.comparisons
+        report("compare", i + 1, len(tasks))
+    parts = []
+    for (x, y), results in found.items():
+        sims, ra, rb = blocking_.dedupe(
+            np.concatenate([r.sims for r in results]),
+            np.concatenate([r.rows_a for r in results]),
+            np.concatenate([r.rows_b for r in results]),
+        )
+        n = len(sims)
+        parts.append(
+            Candidates(
+                sims,
+                np.full(n, x, dtype=np.uint32),
+                np.full(n, y, dtype=np.uint32),
+                ra,
+                rb,
+            )
+        )
+    return parts, comparisons
 
 
 def match(
@@ -41,31 +167,33 @@ def match(
     workers: int | None = None,
     progress: Progress | None = None,
     chunk_comparisons: int = CHUNK_COMPARISONS,
+    blocking: str = "auto",
 ) -> MatchResult:
     """Find the subjects shared between datasets (one per member).
 
-    Compares every pair of datasets in chunks on `workers` threads, solves the
-    candidate pairs greedily (multi-party when there are more than two), and
-    returns the links inside every matched group.
+    Compares every pair of datasets (all pairs in chunks, or the pairs LSH
+    blocking proposes, per `blocking` and size) on `workers` threads, keeping
+    only candidate pairs at or above the threshold, solves them greedily
+    (multi-party when there are more than two), and returns the links inside
+    every matched group.
     """
     report = progress or (lambda stage, done, total: None)
-    chunks = plan_chunks([len(d) for d in datasets], chunk_comparisons)
-    total = sum(c.comparisons for c in chunks)
-    done = 0
-    report("compare", 0, total)
-    parts = []
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(compare_chunk, c, datasets, threshold) for c in chunks]
-        for chunk, fut in zip(chunks, futures, strict=True):
-            parts.append(fut.result())
-            done += chunk.comparisons
-            report("compare", done, total)
+    method = choose_method([len(d) for d in datasets], blocking)
+    n_workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        if method == "lsh":
+            parts, comparisons = _compare_lsh(datasets, threshold, pool, n_workers, report)
+        else:
+            parts, comparisons = _compare_exhaustive(
+                datasets, threshold, pool, n_workers, report, chunk_comparisons
+            )
     candidates = merge(parts)
+    del parts
     report("solve", 0, len(candidates))
     groups = solve(candidates)
     report("solve", len(candidates), len(candidates))
     links = links_from_groups(groups, datasets)
-    return MatchResult(links=links, groups=len(groups), comparisons=total)
+    return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
 
 
 class RunManager:
@@ -126,12 +254,19 @@ class RunManager:
                 self.store.update_run(run_id, stage=stage, work_done=done, work_total=total)
                 self._notify()
 
-        result = match(datasets, run.threshold, workers=self.workers, progress=progress)
+        result = match(
+            datasets,
+            run.threshold,
+            workers=self.workers,
+            progress=progress,
+            blocking=self.store.project(run.project).blocking,
+        )
         self.store.update_run(run_id, stage="store")
         self.store.finish_run(run_id, members, result.links, result.groups)
         log.info(
-            "run %s done: %d comparisons, %d shared subjects",
+            "run %s done: %d comparisons (%s), %d shared subjects",
             run_id,
             result.comparisons,
+            result.method,
             result.groups,
         )

@@ -40,6 +40,18 @@ _STATES = {
     "failed": pb.RUN_STATE_FAILED,
 }
 
+_BLOCKING = {
+    pb.BLOCKING_UNSPECIFIED: "auto",
+    pb.BLOCKING_AUTO: "auto",
+    pb.BLOCKING_EXHAUSTIVE: "exhaustive",
+    pb.BLOCKING_LSH: "lsh",
+}
+_PB_BLOCKING = {
+    "auto": pb.BLOCKING_AUTO,
+    "exhaustive": pb.BLOCKING_EXHAUSTIVE,
+    "lsh": pb.BLOCKING_LSH,
+}
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -145,10 +157,17 @@ class MatcherService(pb_grpc.MatcherServicer):
         threshold = request.threshold or DEFAULT_THRESHOLD
         if not 0.0 < threshold <= 1.0:
             raise errors.InvalidArgument(f"threshold: {threshold} is not in (0, 1]")
-        tokens = self.store.create_project(name, members, disclosure, threshold)
+        blocking = _BLOCKING.get(request.blocking)
+        if blocking is None:
+            raise errors.InvalidArgument(f"blocking: unknown value {request.blocking}")
+        tokens = self.store.create_project(name, members, disclosure, threshold, blocking)
         log.info("project %s created with members %s", name, ", ".join(members))
         return pb.CreateProjectReply(
-            project=name, tokens=tokens, disclosure=_pb_level(disclosure), threshold=threshold
+            project=name,
+            tokens=tokens,
+            disclosure=_pb_level(disclosure),
+            threshold=threshold,
+            blocking=_PB_BLOCKING[blocking],
         )
 
     # -- members ----------------------------------------------------------------------
@@ -166,6 +185,7 @@ class MatcherService(pb_grpc.MatcherServicer):
             disclosure=_pb_level(project.disclosure),
             threshold=project.threshold,
             clk_bits=next(iter(uploads.values())).clk_bits if uploads else 0,
+            blocking=_PB_BLOCKING[project.blocking],
         )
         for name in self.store.members(project.name):
             up = uploads.get(name)

@@ -61,15 +61,32 @@ def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.f
 
 def links_from_groups(groups: Sequence[Group], datasets: Sequence[npt.NDArray[np.uint8]]) -> Links:
     """Both directions of every pair inside every group, scored by Dice."""
-    pairs = [(d0, r0, d1, r1) for g in groups for d0, r0 in g for d1, r1 in g if d0 != d1]
-    if not pairs:
+    dset_parts, row_parts, partner_parts, prow_parts = [], [], [], []
+    by_size: dict[int, list[Group]] = {}
+    for g in groups:
+        by_size.setdefault(len(g), []).append(g)
+    for size, same in by_size.items():
+        arr = np.asarray(same, dtype=np.uint32)  # (groups, size, 2): (dset, row)
+        for x in range(size):
+            for y in range(size):
+                if x == y:
+                    continue
+                keep = arr[:, x, 0] != arr[:, y, 0]
+                dset_parts.append(arr[keep, x, 0])
+                row_parts.append(arr[keep, x, 1])
+                partner_parts.append(arr[keep, y, 0])
+                prow_parts.append(arr[keep, y, 1])
+    if not dset_parts:
         u = np.empty(0, dtype=np.uint32)
         return Links(u, u.copy(), u.copy(), u.copy(), np.empty(0, dtype=np.float64))
-    arr = np.asarray(pairs, dtype=np.uint32)
-    scores = np.empty(len(arr), dtype=np.float64)
-    for d0 in np.unique(arr[:, 0]):
-        for d1 in np.unique(arr[:, 2]):
-            sel = (arr[:, 0] == d0) & (arr[:, 2] == d1)
-            if sel.any():
-                scores[sel] = dice(datasets[d0][arr[sel, 1]], datasets[d1][arr[sel, 3]])
-    return Links(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(), scores)
+    d0, r0 = np.concatenate(dset_parts), np.concatenate(row_parts)
+    d1, r1 = np.concatenate(partner_parts), np.concatenate(prow_parts)
+    order = np.lexsort((r1, d1, r0, d0))
+    d0, r0, d1, r1 = d0[order], r0[order], d1[order], r1[order]
+    scores = np.empty(len(d0), dtype=np.float64)
+    for a in np.unique(d0):
+        for b in np.unique(d1):
+            sel = np.flatnonzero((d0 == a) & (d1 == b))
+            if len(sel):
+                scores[sel] = dice(datasets[a][r0[sel]], datasets[b][r1[sel]])
+    return Links(d0, r0, d1, r1, scores)

@@ -12,6 +12,7 @@ single writer anyway); WAL mode lets that stay cheap.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS projects (
     name TEXT PRIMARY KEY,
     disclosure INTEGER NOT NULL,
     threshold REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    blocking TEXT NOT NULL DEFAULT 'auto'
 );
 CREATE TABLE IF NOT EXISTS members (
     project TEXT NOT NULL REFERENCES projects(name),
@@ -94,6 +96,7 @@ class Project:
     name: str
     disclosure: Level
     threshold: float
+    blocking: str = "auto"  # auto | exhaustive | lsh (see matcher.runs.choose_method)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,11 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(projects)")}
+        if "blocking" not in columns:  # a data dir from before blocking existed
+            self._db.execute(
+                "ALTER TABLE projects ADD COLUMN blocking TEXT NOT NULL DEFAULT 'auto'"
+            )
         self._collect_garbage()
 
     def close(self) -> None:
@@ -171,7 +179,12 @@ class Store:
     # -- projects and members -------------------------------------------------
 
     def create_project(
-        self, name: str, members: list[str], disclosure: Level, threshold: float
+        self,
+        name: str,
+        members: list[str],
+        disclosure: Level,
+        threshold: float,
+        blocking: str = "auto",
     ) -> dict[str, str]:
         """Make the project; returns each member's token (the only time it exists)."""
         tokens = {m: new_token() for m in members}
@@ -179,8 +192,9 @@ class Store:
             if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
                 raise AlreadyExists(f"project {name!r} already exists")
             db.execute(
-                "INSERT INTO projects VALUES (?,?,?,?)",
-                (name, int(disclosure), threshold, time.time()),
+                "INSERT INTO projects (name, disclosure, threshold, created, blocking) "
+                "VALUES (?,?,?,?,?)",
+                (name, int(disclosure), threshold, time.time(), blocking),
             )
             db.executemany(
                 "INSERT INTO members VALUES (?,?,?)",
@@ -189,11 +203,13 @@ class Store:
         return tokens
 
     def project(self, name: str) -> Project:
-        rows = self._query("SELECT name, disclosure, threshold FROM projects WHERE name=?", (name,))
+        rows = self._query(
+            "SELECT name, disclosure, threshold, blocking FROM projects WHERE name=?", (name,)
+        )
         if not rows:
             raise NotFound(f"no project named {name!r}")
-        n, d, t = rows[0]
-        return Project(n, Level(d), t)
+        n, d, t, b = rows[0]
+        return Project(n, Level(d), t, b)
 
     def member_for_token(self, project: str, token: str) -> str | None:
         """The member of `project` holding `token`; raises if it is another project's."""
@@ -386,11 +402,14 @@ class Store:
 
     def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> None:
         """Store a run's links and mark it done, in one transaction."""
-        rows = (
-            (run_id, members[d], int(r), members[p], int(pr), float(s))
-            for d, r, p, pr, s in zip(
-                links.dset, links.row, links.partner, links.partner_row, links.score, strict=True
-            )
+        names = np.asarray(members, dtype=object)
+        rows = zip(
+            itertools.repeat(run_id),
+            names[links.dset].tolist(),
+            links.row.tolist(),
+            names[links.partner].tolist(),
+            links.partner_row.tolist(),
+            links.score.tolist(),
         )
         with self._tx() as db:
             # Results always come from the latest finished run: older links are garbage.

@@ -15,6 +15,13 @@ class Disclosure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISCLOSURE_MAPPING: _ClassVar[Disclosure]
     DISCLOSURE_SCORES: _ClassVar[Disclosure]
 
+class Blocking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BLOCKING_UNSPECIFIED: _ClassVar[Blocking]
+    BLOCKING_AUTO: _ClassVar[Blocking]
+    BLOCKING_EXHAUSTIVE: _ClassVar[Blocking]
+    BLOCKING_LSH: _ClassVar[Blocking]
+
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUN_STATE_UNSPECIFIED: _ClassVar[RunState]
@@ -27,6 +34,10 @@ DISCLOSURE_COUNT: Disclosure
 DISCLOSURE_HITS: Disclosure
 DISCLOSURE_MAPPING: Disclosure
 DISCLOSURE_SCORES: Disclosure
+BLOCKING_UNSPECIFIED: Blocking
+BLOCKING_AUTO: Blocking
+BLOCKING_EXHAUSTIVE: Blocking
+BLOCKING_LSH: Blocking
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_QUEUED: RunState
 RUN_STATE_RUNNING: RunState
@@ -34,19 +45,21 @@ RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
 
 class CreateProjectRequest(_message.Message):
-    __slots__ = ("name", "members", "disclosure", "threshold")
+    __slots__ = ("name", "members", "disclosure", "threshold", "blocking")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     disclosure: Disclosure
     threshold: float
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    blocking: Blocking
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,11 +71,13 @@ class CreateProjectReply(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
     threshold: float
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    blocking: Blocking
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -81,7 +96,7 @@ class MemberInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +104,7 @@ class ProjectInfo(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     LATEST_RUN_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -96,7 +112,8 @@ class ProjectInfo(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     clk_bits: int
     latest_run: RunStatus
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ...) -> None: ...
+    blocking: Blocking
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
     __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256")

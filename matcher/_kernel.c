@@ -1,0 +1,530 @@
+/*
+ * matcher._kernel: Dice similarity of CLKs, native.
+ *
+ * Two functions, both pure (buffers in, bytes out) and both run without the GIL
+ * so that Python threads can split the work:
+ *
+ *   dense(a, b, words, threshold, path) -> (sims, rows_a, rows_b)
+ *       every pair of a row of `a` and a row of `b` whose Dice similarity is at
+ *       least `threshold`, exactly as anonlink's dice_coefficient_accelerated
+ *       finds them (same popcount pre-filter, same score arithmetic).
+ *   pairs(a, b, words, ia, ib, threshold) -> (sims, positions)
+ *       the same test for given pairs (ia[k], ib[k]); returns the positions k
+ *       that pass. Used after blocking.
+ *
+ * `a` and `b` are C-contiguous bytes of whole CLKs, `words` 64-bit words each.
+ * Results come back as bytes (float64, uint32, uint32) for numpy.frombuffer.
+ *
+ * How `dense` is fast: both inputs are sorted by popcount (a counting sort), so
+ * for a tile of 8 rows of `a` the rows of `b` that can pass the popcount bound
+ * |pa - pb| <= 2 pa (1/t - 1) form one contiguous run; `b` is stored as blocks of
+ * 8 rows, word-major, so one 512-bit vector holds the same word of 8 rows and
+ * the AND + VPOPCNTQ + add of a word needs no horizontal sums. A vector
+ * comparison with a slightly lowered threshold picks the lanes worth a look;
+ * each of those is then decided by the exact scalar anonlink test.
+ *
+ * Paths, chosen at run time: "avx512" (AVX-512F/DQ + VPOPCNTDQ), "popcnt"
+ * (scalar POPCNT), "generic" (portable C). "auto" picks the best this CPU has.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define BM_X86 1
+#else
+#define BM_X86 0
+#endif
+
+/* ---- growable output ------------------------------------------------------ */
+
+typedef struct {
+    double *sims;
+    uint32_t *ia;
+    uint32_t *ib;
+    size_t n, cap;
+    int failed;
+} out_t;
+
+static void out_push(out_t *o, double s, uint32_t i, uint32_t j) {
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 1024;
+        double *ns = realloc(o->sims, cap * sizeof(double));
+        if (ns) o->sims = ns;
+        uint32_t *ni = realloc(o->ia, cap * sizeof(uint32_t));
+        if (ni) o->ia = ni;
+        uint32_t *nj = realloc(o->ib, cap * sizeof(uint32_t));
+        if (nj) o->ib = nj;
+        if (!ns || !ni || !nj) {
+            o->failed = 1;
+            return;
+        }
+        o->cap = cap;
+    }
+    o->sims[o->n] = s;
+    o->ia[o->n] = i;
+    o->ib[o->n] = j;
+    o->n++;
+}
+
+static void out_free(out_t *o) {
+    free(o->sims);
+    free(o->ia);
+    free(o->ib);
+}
+
+/* ---- anonlink's test, exactly --------------------------------------------- */
+
+/* anonlink: max_popcnt_delta = 2 * popcnt_a * (1/threshold - 1), truncated to
+ * uint32; every difference passes when the threshold is not positive. */
+static inline uint32_t max_delta(uint32_t pa, double t, uint32_t bits) {
+    if (!(t > 0)) return bits;
+    double d = (double)(2u * pa) * (1.0 / t - 1.0);
+    if (d >= (double)bits) return bits;
+    return (uint32_t)d;
+}
+
+/* anonlink: skip when |pa - pb| > delta; score = (2 * c) / (double)(pa + pb);
+ * keep when score >= threshold. (pa > 0 here: empty rows are handled apart.) */
+static inline int passes(uint32_t c, uint32_t pa, uint32_t pb, uint32_t delta, double t,
+                         double *score) {
+    uint32_t d = pa > pb ? pa - pb : pb - pa;
+    if (d > delta) return 0;
+    double s = (double)(2u * c) / (double)(pa + pb);
+    if (!(s >= t)) return 0;
+    *score = s;
+    return 1;
+}
+
+/* ---- popcounts and the counting sort --------------------------------------- */
+
+static uint32_t popcount_row(const uint64_t *r, size_t w) {
+    uint32_t c = 0;
+    for (size_t k = 0; k < w; k++) c += (uint32_t)__builtin_popcountll(r[k]);
+    return c;
+}
+
+/* perm[k] = original index of the k-th row in increasing popcount order. */
+static int sort_by_popcount(const uint32_t *pc, size_t n, uint32_t bits, uint32_t *perm) {
+    size_t *start = calloc((size_t)bits + 2, sizeof(size_t));
+    if (!start) return -1;
+    for (size_t i = 0; i < n; i++) start[pc[i] + 1]++;
+    for (uint32_t v = 0; v <= bits; v++) start[v + 1] += start[v];
+    for (size_t i = 0; i < n; i++) perm[start[pc[i]]++] = (uint32_t)i;
+    free(start);
+    return 0;
+}
+
+/* First index in sorted `v[0..n)` with v >= x. */
+static size_t lower_bound(const uint32_t *v, size_t n, uint32_t x) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* ---- the dense problem, prepared ------------------------------------------- */
+
+typedef struct {
+    size_t w;         /* words per CLK */
+    uint32_t bits;    /* bits per CLK */
+    double t;
+    size_t na, nb;    /* rows with a non-zero popcount (a) / all rows (b) */
+    const uint64_t *a, *b;
+    uint32_t *pa_s, *pb_s;   /* popcounts in sorted order */
+    uint32_t *perm_a, *perm_b;
+} dense_t;
+
+/* The rows of sorted b (a range [lo, hi)) that can pass the bound for a row of
+ * popcount pa. */
+static inline void b_range(const dense_t *d, uint32_t pa, size_t *lo, size_t *hi) {
+    uint32_t delta = max_delta(pa, d->t, d->bits);
+    uint32_t low = pa > delta ? pa - delta : 0;
+    uint64_t high = (uint64_t)pa + delta;
+    *lo = lower_bound(d->pb_s, d->nb, low);
+    *hi = high >= d->bits ? d->nb : lower_bound(d->pb_s, d->nb, (uint32_t)high + 1);
+}
+
+/* Scalar paths: one sorted row of a against its run of sorted b (`bs`, the rows
+ * of b copied in popcount order so that the run is read sequentially). */
+static inline __attribute__((always_inline)) void scalar_rows(const dense_t *d,
+                                                               const uint64_t *bs, size_t w,
+                                                               out_t *o) {
+    for (size_t x = 0; x < d->na; x++) {
+        uint32_t i = d->perm_a[x], pa = d->pa_s[x];
+        uint32_t delta = max_delta(pa, d->t, d->bits);
+        const uint64_t *ra = d->a + (size_t)i * w;
+        size_t lo, hi;
+        b_range(d, pa, &lo, &hi);
+        for (size_t y = lo; y < hi; y++) {
+            const uint64_t *rb = bs + y * w;
+            uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+            size_t k = 0;
+            for (; k + 4 <= w; k += 4) {
+                c0 += (uint64_t)__builtin_popcountll(ra[k] & rb[k]);
+                c1 += (uint64_t)__builtin_popcountll(ra[k + 1] & rb[k + 1]);
+                c2 += (uint64_t)__builtin_popcountll(ra[k + 2] & rb[k + 2]);
+                c3 += (uint64_t)__builtin_popcountll(ra[k + 3] & rb[k + 3]);
+            }
+            for (; k < w; k++) c0 += (uint64_t)__builtin_popcountll(ra[k] & rb[k]);
+            double s;
+            if (passes((uint32_t)(c0 + c1 + c2 + c3), pa, d->pb_s[y], delta, d->t, &s))
+                out_push(o, s, i, d->perm_b[y]);
+        }
+    }
+}
+
+static uint64_t *sorted_b(const dense_t *d) {
+    uint64_t *bs = malloc(d->nb * d->w * 8 + 8);
+    if (!bs) return NULL;
+    for (size_t y = 0; y < d->nb; y++)
+        memcpy(bs + y * d->w, d->b + (size_t)d->perm_b[y] * d->w, d->w * 8);
+    return bs;
+}
+
+/* 1024-bit CLKs (clkhash's usual size) get a copy with the length fixed at
+ * compile time. */
+#define SCALAR_PATH(name, attrs)                                          \
+    attrs static int name(const dense_t *d, out_t *o) {                   \
+        uint64_t *bs = sorted_b(d);                                       \
+        if (!bs) return -1;                                               \
+        if (d->w == 16) scalar_rows(d, bs, 16, o);                        \
+        else scalar_rows(d, bs, d->w, o);                                 \
+        free(bs);                                                         \
+        return 0;                                                         \
+    }
+
+SCALAR_PATH(dense_generic, )
+
+#if BM_X86
+SCALAR_PATH(dense_popcnt, __attribute__((target("popcnt"))))
+
+#define TILE_A 8           /* rows of a per tile */
+#define SUPER_BLOCKS 128   /* blocks of 8 rows of b per cache block (128 KiB at 1024 bits) */
+
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+static int dense_avx512(const dense_t *d, out_t *o) {
+    size_t w = d->w, nb = d->nb, nblk = (nb + 7) / 8;
+    /* b, sorted, as blocks of 8 rows, word-major; padded lanes are zero. */
+    uint64_t *bt = aligned_alloc(64, nblk * w * 64 + 64);
+    double *hb = aligned_alloc(64, nblk * 64 + 64);
+    if (!bt || !hb) {
+        free(bt);
+        free(hb);
+        return -1;
+    }
+    memset(bt, 0, nblk * w * 64);
+    /* Lanes worth an exact look: c >= h (pa + pb), h a hair under t/2, so the
+     * vector test never drops a pair the exact test would keep. */
+    double h = d->t * (1.0 - 1e-9) / 2.0;
+    for (size_t y = 0; y < nblk * 8; y++) {
+        if (y < nb) {
+            const uint64_t *rb = d->b + (size_t)d->perm_b[y] * w;
+            for (size_t k = 0; k < w; k++) bt[((y / 8) * w + k) * 8 + y % 8] = rb[k];
+            hb[y] = h * d->pb_s[y];
+        } else {
+            hb[y] = INFINITY; /* padding never passes */
+        }
+    }
+    for (size_t sb = 0; sb < nblk; sb += SUPER_BLOCKS) {
+        size_t sb_end = sb + SUPER_BLOCKS < nblk ? sb + SUPER_BLOCKS : nblk;
+        for (size_t x0 = 0; x0 < d->na; x0 += TILE_A) {
+            size_t nr = d->na - x0 < TILE_A ? d->na - x0 : TILE_A;
+            /* The run of b any row of the tile can reach (popcounts sorted: the
+             * union of the rows' runs is within [first lo, last hi)). */
+            size_t lo = SIZE_MAX, hi = 0;
+            for (size_t r = 0; r < nr; r++) {
+                size_t l, u;
+                b_range(d, d->pa_s[x0 + r], &l, &u);
+                if (l < u) {
+                    if (l < lo) lo = l;
+                    if (u > hi) hi = u;
+                }
+            }
+            if (lo >= hi) continue;
+            size_t k0 = lo / 8, k1 = (hi + 7) / 8;
+            if (k0 < sb) k0 = sb;
+            if (k1 > sb_end) k1 = sb_end;
+            if (k0 >= k1) continue;
+            const uint64_t *ra[TILE_A];
+            __m512d ha[TILE_A];
+            uint32_t delta[TILE_A];
+            for (size_t r = 0; r < TILE_A; r++) {
+                size_t x = x0 + (r < nr ? r : 0);
+                ra[r] = d->a + (size_t)d->perm_a[x] * w;
+                ha[r] = _mm512_set1_pd(r < nr ? h * d->pa_s[x] : INFINITY);
+                delta[r] = max_delta(d->pa_s[x], d->t, d->bits);
+            }
+            for (size_t blk = k0; blk < k1; blk++) {
+                const uint64_t *col = bt + blk * w * 8;
+                __m512i acc[TILE_A];
+                for (size_t r = 0; r < TILE_A; r++) acc[r] = _mm512_setzero_si512();
+                for (size_t k = 0; k < w; k++) {
+                    __m512i bv = _mm512_load_si512((const void *)(col + k * 8));
+                    for (size_t r = 0; r < TILE_A; r++) {
+                        __m512i av = _mm512_set1_epi64((long long)ra[r][k]);
+                        acc[r] = _mm512_add_epi64(
+                            acc[r], _mm512_popcnt_epi64(_mm512_and_si512(av, bv)));
+                    }
+                }
+                __m512d hbv = _mm512_load_pd(hb + blk * 8);
+                for (size_t r = 0; r < TILE_A; r++) {
+                    __m512d thr = _mm512_add_pd(ha[r], hbv);
+                    __mmask8 m = _mm512_cmp_pd_mask(_mm512_cvtepi64_pd(acc[r]), thr, _CMP_GE_OQ);
+                    if (!m) continue;
+                    uint64_t counts[8];
+                    _mm512_storeu_si512((void *)counts, acc[r]);
+                    size_t x = x0 + r;
+                    while (m) {
+                        int lane = __builtin_ctz(m);
+                        m &= (__mmask8)(m - 1);
+                        size_t y = blk * 8 + (size_t)lane;
+                        double s;
+                        if (passes((uint32_t)counts[lane], d->pa_s[x], d->pb_s[y], delta[r],
+                                   d->t, &s))
+                            out_push(o, s, d->perm_a[x], d->perm_b[y]);
+                    }
+                }
+            }
+        }
+    }
+    free(bt);
+    free(hb);
+    return 0;
+}
+#endif
+
+static int have_avx512(void) {
+#if BM_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
+#else
+    return 0;
+#endif
+}
+
+static int have_popcnt(void) {
+#if BM_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("popcnt");
+#else
+    return 0;
+#endif
+}
+
+static const char *best_path(void) {
+    if (have_avx512()) return "avx512";
+    if (have_popcnt()) return "popcnt";
+    return "generic";
+}
+
+/* ---- Python glue ------------------------------------------------------------ */
+
+static PyObject *results(out_t *o, int with_b) {
+    if (o->failed) {
+        out_free(o);
+        return PyErr_NoMemory();
+    }
+    PyObject *s = PyBytes_FromStringAndSize((const char *)o->sims, (Py_ssize_t)(o->n * 8));
+    PyObject *i = PyBytes_FromStringAndSize((const char *)o->ia, (Py_ssize_t)(o->n * 4));
+    PyObject *j = with_b ? PyBytes_FromStringAndSize((const char *)o->ib, (Py_ssize_t)(o->n * 4))
+                         : NULL;
+    out_free(o);
+    if (!s || !i || (with_b && !j)) {
+        Py_XDECREF(s);
+        Py_XDECREF(i);
+        Py_XDECREF(j);
+        return NULL;
+    }
+    return with_b ? Py_BuildValue("(NNN)", s, i, j) : Py_BuildValue("(NN)", s, i);
+}
+
+static int check_clks(Py_buffer *v, size_t w, const char *name, size_t *rows) {
+    if (v->len % (Py_ssize_t)(w * 8)) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zu-word CLKs",
+                     name, v->len, w);
+        return -1;
+    }
+    *rows = (size_t)v->len / (w * 8);
+    if (*rows > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: too many rows", name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_dense(PyObject *self, PyObject *args) {
+    Py_buffer va, vb;
+    Py_ssize_t words;
+    double t;
+    const char *path = "auto";
+    if (!PyArg_ParseTuple(args, "y*y*nd|s", &va, &vb, &words, &t, &path)) return NULL;
+    PyObject *ret = NULL;
+    size_t w = (size_t)words, na = 0, nb = 0;
+    out_t o = {0};
+    dense_t d = {0};
+    uint32_t *pa = NULL;
+    int rc = 0;
+    if (words <= 0 || words > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive");
+        goto done;
+    }
+    if (check_clks(&va, w, "a", &na) || check_clks(&vb, w, "b", &nb)) goto done;
+    if (strcmp(path, "auto") == 0) path = best_path();
+    if (strcmp(path, "avx512") == 0 ? !have_avx512()
+        : strcmp(path, "popcnt") == 0 ? !have_popcnt()
+        : strcmp(path, "generic") != 0) {
+        PyErr_Format(PyExc_ValueError, "path %s is not available on this CPU", path);
+        goto done;
+    }
+    if (((uintptr_t)va.buf % 8) || ((uintptr_t)vb.buf % 8)) {
+        PyErr_SetString(PyExc_ValueError, "a and b must be 8-byte aligned");
+        goto done;
+    }
+    d.w = w;
+    d.bits = (uint32_t)(w * 64);
+    d.t = t;
+    d.a = va.buf;
+    d.b = vb.buf;
+    Py_BEGIN_ALLOW_THREADS
+    pa = calloc(na + 1, sizeof(uint32_t));
+    d.pa_s = malloc((na + 1) * sizeof(uint32_t));
+    d.pb_s = malloc((nb + 1) * sizeof(uint32_t));
+    d.perm_a = malloc((na + 1) * sizeof(uint32_t));
+    d.perm_b = malloc((nb + 1) * sizeof(uint32_t));
+    if (!pa || !d.pa_s || !d.pb_s || !d.perm_a || !d.perm_b) rc = -1;
+    if (!rc) {
+        for (size_t j = 0; j < nb; j++) d.pb_s[j] = popcount_row(d.b + j * w, w);
+        /* pb_s holds popcounts in original order for now: sort, then permute. */
+        rc = sort_by_popcount(d.pb_s, nb, d.bits, d.perm_b);
+    }
+    if (!rc) {
+        uint32_t *tmp = malloc((nb + 1) * sizeof(uint32_t));
+        if (!tmp) rc = -1;
+        else {
+            for (size_t y = 0; y < nb; y++) tmp[y] = d.pb_s[d.perm_b[y]];
+            free(d.pb_s);
+            d.pb_s = tmp;
+        }
+    }
+    if (!rc) {
+        for (size_t i = 0; i < na; i++) pa[i] = popcount_row(d.a + i * w, w);
+        rc = sort_by_popcount(pa, na, d.bits, d.perm_a);
+    }
+    if (!rc) {
+        /* Rows of a with no bits set: anonlink scores them 0.0 against every
+         * row of b when the threshold is not positive, and skips them otherwise. */
+        size_t empty = 0;
+        while (empty < na && pa[d.perm_a[empty]] == 0) empty++;
+        if (!(t > 0))
+            for (size_t x = 0; x < empty; x++)
+                for (size_t j = 0; j < nb; j++) out_push(&o, 0.0, d.perm_a[x], (uint32_t)j);
+        memmove(d.perm_a, d.perm_a + empty, (na - empty) * sizeof(uint32_t));
+        d.na = na - empty;
+        d.nb = nb;
+        for (size_t x = 0; x < d.na; x++) d.pa_s[x] = pa[d.perm_a[x]];
+        if (nb && d.na) {
+#if BM_X86
+            if (strcmp(path, "avx512") == 0) rc = dense_avx512(&d, &o);
+            else if (strcmp(path, "popcnt") == 0) rc = dense_popcnt(&d, &o);
+            else rc = dense_generic(&d, &o);
+#else
+            rc = dense_generic(&d, &o);
+#endif
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        out_free(&o);
+        PyErr_NoMemory();
+        goto done;
+    }
+    ret = results(&o, 1);
+done:
+    free(pa);
+    free(d.pa_s);
+    free(d.pb_s);
+    free(d.perm_a);
+    free(d.perm_b);
+    PyBuffer_Release(&va);
+    PyBuffer_Release(&vb);
+    return ret;
+}
+
+static PyObject *py_pairs(PyObject *self, PyObject *args) {
+    Py_buffer va, vb, vi, vj;
+    Py_ssize_t words;
+    double t;
+    if (!PyArg_ParseTuple(args, "y*y*ny*y*d", &va, &vb, &words, &vi, &vj, &t)) return NULL;
+    PyObject *ret = NULL;
+    size_t w = (size_t)words, na = 0, nb = 0, n = (size_t)vi.len / 4;
+    out_t o = {0};
+    if (words <= 0) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive");
+        goto done;
+    }
+    if (check_clks(&va, w, "a", &na) || check_clks(&vb, w, "b", &nb)) goto done;
+    if (vi.len != vj.len || vi.len % 4) {
+        PyErr_SetString(PyExc_ValueError, "ia and ib must be uint32 arrays of one length");
+        goto done;
+    }
+    const uint32_t *ia = vi.buf, *ib = vj.buf;
+    for (size_t k = 0; k < n; k++)
+        if (ia[k] >= na || ib[k] >= nb) {
+            PyErr_Format(PyExc_IndexError, "pair %zu is out of range", k);
+            goto done;
+        }
+    const uint64_t *a = va.buf, *b = vb.buf;
+    uint32_t bits = (uint32_t)(w * 64);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t k = 0; k < n; k++) {
+        const uint64_t *ra = a + (size_t)ia[k] * w, *rb = b + (size_t)ib[k] * w;
+        uint32_t pa = 0, pb = 0, c = 0;
+        for (size_t x = 0; x < w; x++) {
+            pa += (uint32_t)__builtin_popcountll(ra[x]);
+            pb += (uint32_t)__builtin_popcountll(rb[x]);
+            c += (uint32_t)__builtin_popcountll(ra[x] & rb[x]);
+        }
+        double s;
+        if (pa == 0) {
+            if (!(t > 0)) out_push(&o, 0.0, (uint32_t)k, 0);
+        } else if (passes(c, pa, pb, max_delta(pa, t, bits), t, &s)) {
+            out_push(&o, s, (uint32_t)k, 0);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    ret = results(&o, 0);
+done:
+    PyBuffer_Release(&va);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&vi);
+    PyBuffer_Release(&vj);
+    return ret;
+}
+
+static PyObject *py_paths(PyObject *self, PyObject *noargs) {
+    if (have_avx512()) return Py_BuildValue("[sss]", "avx512", "popcnt", "generic");
+    if (have_popcnt()) return Py_BuildValue("[ss]", "popcnt", "generic");
+    return Py_BuildValue("[s]", "generic");
+}
+
+static PyMethodDef methods[] = {
+    {"dense", py_dense, METH_VARARGS, "dense(a, b, words, threshold, path='auto')"},
+    {"pairs", py_pairs, METH_VARARGS, "pairs(a, b, words, ia, ib, threshold)"},
+    {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }

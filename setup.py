@@ -1,0 +1,19 @@
+"""The native Dice kernel (matcher/_kernel.c); everything else is in pyproject.toml.
+
+The extension is optional: if it cannot be compiled, the install still succeeds
+and blindmatch falls back to a slower numpy kernel (see matcher/kernel.py).
+One build runs on every x86-64 CPU: the AVX-512 path is chosen at run time.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "matcher._kernel",
+            sources=["matcher/_kernel.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
+            optional=True,
+        )
+    ]
+)
