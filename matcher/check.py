@@ -78,7 +78,7 @@ def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> CheckRep
     report = CheckReport(data_dir)
     db_path = data_dir / DB_NAME
     if not db_path.is_file():
-        report.problems.append(f"{db_path}: missing; is {data_dir} a blindmatch data dir?")
+        report.problems.append(f"{db_path}: missing; is it a blindmatch data dir?")
         return report
     try:
         db = open_read_only(db_path)
