@@ -141,6 +141,22 @@ def _progress(total: int | None, desc: str, enabled: bool) -> Any:
     )
 
 
+def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Data rows numbered from 2 (the header is row 1); a CSV syntax error names its row."""
+    line_no = 1
+    while True:
+        line_no += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(
+                f"{csv_path}: row {line_no}: {exc}; check quoting and delimiters in the export"
+            ) from None
+        yield line_no, record
+
+
 def read_rows(
     csv_path: Path, schema: LinkageSchema, mapping: Mapping, report: EncodeReport
 ) -> tuple[list[str], list[list[str]]]:
@@ -187,7 +203,7 @@ def read_rows(
     seen: dict[str, int] = {}
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
-    for line_no, record in enumerate(reader, start=2):
+    for line_no, record in _numbered(reader, csv_path):
         if not record:
             continue  # a blank line
         if len(record) != width:
