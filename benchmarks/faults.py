@@ -84,6 +84,7 @@ class Server:
             workers,
         )
         self.process: subprocess.Popen[str] | None = None
+        self.drain: threading.Thread | None = None
         self.log = data_dir.parent / "serve.log"
 
     @property
@@ -115,13 +116,15 @@ class Server:
             self.kill()
             raise RuntimeError("blindmatch serve did not start within 60s")
         # Keep draining its log so the child never blocks on a full pipe.
-        threading.Thread(target=self._drain, args=(self.process, log), daemon=True).start()
+        self.drain = threading.Thread(target=self._drain, args=(self.process, log), daemon=True)
+        self.drain.start()
 
     @staticmethod
     def _drain(process: subprocess.Popen[str], log: io.TextIOBase) -> None:
         assert process.stderr is not None
         for line in process.stderr:
             log.write(line)
+        process.stderr.close()
         log.close()
 
     def kill(self) -> None:
@@ -130,6 +133,8 @@ class Server:
             self.process.kill()
         if self.process is not None:
             self.process.wait(timeout=30)
+        if self.drain is not None:
+            self.drain.join(timeout=30)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -138,6 +143,8 @@ class Server:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if self.drain is not None:
+            self.drain.join(timeout=30)
 
 
 @dataclass
