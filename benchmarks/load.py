@@ -183,8 +183,8 @@ def main() -> int:
         memory.stop()
         hwm = rss_kib(pid, "VmHWM")
         server.stop()
-    print(f"  server peak RSS over the whole load (VmHWM): {mib(hwm)}")
-    print("OK" if ok else "FAILED")
+        print(f"  server peak RSS over the whole load (VmHWM): {mib(hwm)}")
+        print("OK" if ok else "FAILED")
     return 0 if ok else 1
 
 
