@@ -1,23 +1,33 @@
-"""A typed client for the matcher: callers get our exceptions, never grpc.RpcError."""
+"""A typed client for the matcher: callers get our exceptions, never grpc.RpcError.
+
+Transient failures (the matcher restarting, a dropped connection, a per-member
+limit on calls in flight) are retried with exponential backoff and jitter; see
+`client.retry`. An upload is retried by restarting its stream with the same
+client-chosen upload id, so the matcher stores it once however often it is sent.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 import grpc
 
 from client.encoded import Encoded
 from client.errors import (
     AuthError,
+    BusyError,
     MatcherError,
     NotFoundError,
     RejectedError,
     UnavailableError,
 )
+from client.retry import RetryPolicy, is_busy
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -52,9 +62,15 @@ def translate_errors(target: str) -> Iterator[None]:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         detail = exc.details() if hasattr(exc, "details") else str(exc)
         cls = _ERRORS.get(code, MatcherError)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
+            cls = BusyError
         if cls is UnavailableError:
             detail = f"cannot reach the matcher at {target}: {detail}"
         raise cls(f"{detail} [{code.name}]") from None
+
+
+T = TypeVar("T")
+TRANSIENT = (UnavailableError, BusyError)
 
 
 @dataclass(frozen=True)
@@ -112,10 +128,14 @@ class MatcherClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.target = target
         self.token = token
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
         options = [
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -137,6 +157,26 @@ class MatcherClient:
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt` until it succeeds, fails for good, or the retry policy runs out."""
+        delays = self.retry.delays()
+        tries = 1
+        while True:
+            try:
+                with translate_errors(self.target):
+                    return attempt()
+            except TRANSIENT as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                tries += 1
+                if self.on_retry:
+                    self.on_retry(
+                        f"{what}: {exc}; retrying in {delay:.1f}s "
+                        f"(attempt {tries} of {self.retry.attempts})"
+                    )
+                time.sleep(delay)
 
     def create_project(
         self,
@@ -166,17 +206,33 @@ class MatcherClient:
         )
 
     def describe(self, project: str) -> pb.ProjectInfo:
-        with translate_errors(self.target):
-            return self._stub.DescribeProject(
+        return self._retrying(
+            "describe",
+            lambda: self._stub.DescribeProject(
                 pb.DescribeProjectRequest(project=project),
                 metadata=self._metadata(),
                 timeout=self.timeout,
-            )
+            ),
+        )
 
-    def upload(self, project: str, encoded: Encoded, *, progress: bool = False) -> pb.UploadReply:
-        """Stream an ENCODED folder's CLKs; the matcher replaces our earlier upload."""
+    def upload(
+        self,
+        project: str,
+        encoded: Encoded,
+        *,
+        progress: bool = False,
+        upload_id: str | None = None,
+    ) -> pb.UploadReply:
+        """Stream an ENCODED folder's CLKs; the matcher replaces our earlier upload.
+
+        Every attempt carries the same `upload_id` (a fresh random one unless
+        given), so a retry after a lost acknowledgement gets the same reply and
+        stores nothing twice. The progress bar counts CLKs sent in the current
+        attempt and starts again from zero, saying so, when a retry restarts it.
+        """
         from tqdm import tqdm
 
+        key = upload_id or uuid.uuid4().hex
         bar = tqdm(
             total=encoded.record_count,
             desc="uploading",
@@ -185,6 +241,7 @@ class MatcherClient:
             disable=not progress,
             leave=False,
         )
+        attempts = [0]
 
         def messages() -> Iterator[pb.UploadRequest]:
             yield pb.UploadRequest(
@@ -194,54 +251,85 @@ class MatcherClient:
                     record_count=encoded.record_count,
                     fingerprint=encoded.fingerprint,
                     sha256=encoded.sha256,
+                    client_upload_id=key,
                 )
             )
             per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)
             for block in encoded.iter_chunks(per_message):
                 yield pb.UploadRequest(clks=block)
                 bar.update(len(block) // encoded.clk_bytes)
+            bar.set_description("waiting for the matcher to store it")
+
+        def attempt() -> pb.UploadReply:
+            attempts[0] += 1
+            if attempts[0] > 1:
+                bar.reset(total=encoded.record_count)
+                bar.set_description(f"retrying upload (attempt {attempts[0]})")
+            return self._stub.Upload(messages(), metadata=self._metadata(), timeout=3600)
 
         try:
-            with translate_errors(self.target):
-                return self._stub.Upload(messages(), metadata=self._metadata(), timeout=3600)
+            return self._retrying("upload", attempt)
         finally:
             bar.close()
 
     def start_run(self, project: str) -> RunProgress:
-        with translate_errors(self.target):
-            status = self._stub.StartRun(
+        """Start a run, or get the one already queued or running (so safe to retry)."""
+        status = self._retrying(
+            "start run",
+            lambda: self._stub.StartRun(
                 pb.StartRunRequest(project=project), metadata=self._metadata(), timeout=self.timeout
-            )
+            ),
+        )
         return RunProgress.from_pb(status)
 
     def watch_run(self, project: str, run_id: str = "") -> Iterator[RunProgress]:
-        """Progress updates until the run is done or failed."""
-        with translate_errors(self.target):
-            for status in self._stub.WatchRun(
-                pb.WatchRunRequest(project=project, run_id=run_id), metadata=self._metadata()
-            ):
-                yield RunProgress.from_pb(status)
+        """Progress updates until the run is done or failed, reconnecting if the stream drops."""
+        delays = self.retry.delays()
+        while True:
+            try:
+                with translate_errors(self.target):
+                    for status in self._stub.WatchRun(
+                        pb.WatchRunRequest(project=project, run_id=run_id),
+                        metadata=self._metadata(),
+                    ):
+                        progress = RunProgress.from_pb(status)
+                        run_id = progress.run_id
+                        delays = self.retry.delays()  # progress made: patience renewed
+                        yield progress
+                return
+            except TRANSIENT as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                if self.on_retry:
+                    self.on_retry(f"watching the run: {exc}; reconnecting in {delay:.1f}s")
+                time.sleep(delay)
 
     def results(self, project: str) -> Results:
-        """Everything the project's disclosure level lets this member learn."""
+        """Everything the project's disclosure level lets this member learn.
+
+        A dropped stream is fetched again from the start, never stitched together.
+        """
+        return self._retrying("fetch results", lambda: self._results_once(project))
+
+    def _results_once(self, project: str) -> Results:
         results: Results | None = None
-        with translate_errors(self.target):
-            for chunk in self._stub.GetResults(
-                pb.ResultsRequest(project=project), metadata=self._metadata(), timeout=3600
-            ):
-                if chunk.HasField("header"):
-                    h = chunk.header
-                    results = Results(
-                        run_id=h.run_id,
-                        disclosure=LEVEL_NAMES[h.disclosure],
-                        upload_sha256=h.upload_sha256,
-                        record_count=h.record_count,
-                        counts={c.partner: c.shared for c in h.counts},
-                    )
-                elif results is not None:
-                    results.hits.extend(
-                        ResultHit(x.row, x.partner, x.partner_row, x.score) for x in chunk.hits.hits
-                    )
+        for chunk in self._stub.GetResults(
+            pb.ResultsRequest(project=project), metadata=self._metadata(), timeout=3600
+        ):
+            if chunk.HasField("header"):
+                h = chunk.header
+                results = Results(
+                    run_id=h.run_id,
+                    disclosure=LEVEL_NAMES[h.disclosure],
+                    upload_sha256=h.upload_sha256,
+                    record_count=h.record_count,
+                    counts={c.partner: c.shared for c in h.counts},
+                )
+            elif results is not None:
+                results.hits.extend(
+                    ResultHit(x.row, x.partner, x.partner_row, x.score) for x in chunk.hits.hits
+                )
         if results is None:
             raise MatcherError("the matcher sent no results header")
         return results

@@ -24,6 +24,7 @@ from client.errors import BlindmatchError, InputError
 from client.mapping import load_mapping
 from client.results import HEADERS, join_results, write_csv
 from client.schema import load_schema
+from matcher.limits import DEFAULT_STREAMS_PER_MEMBER
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -41,7 +42,11 @@ def _client(args: argparse.Namespace, token: str | None) -> MatcherClient:
     credentials = tls.channel_credentials(
         ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key
     )
-    return MatcherClient(args.server, token, credentials=credentials)
+
+    def say_retrying(message: str) -> None:
+        print(f"Warning: {message}", file=sys.stderr)
+
+    return MatcherClient(args.server, token, credentials=credentials, on_retry=say_retrying)
 
 
 def _member_token(args: argparse.Namespace) -> str:
@@ -78,7 +83,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     running = create_server(
-        args.listen, args.data_dir, admin, credentials=credentials, workers=args.workers
+        args.listen,
+        args.data_dir,
+        admin,
+        credentials=credentials,
+        workers=args.workers,
+        streams_per_member=args.max_streams_per_member,
+        min_free_bytes=int(args.min_free_mb * 1024 * 1024),
     )
     host = args.listen.rsplit(":", 1)[0]
     print(
@@ -207,6 +218,43 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_check(args: argparse.Namespace) -> int:
+    from matcher.check import check_data_dir
+
+    report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "problems": report.problems,
+                    "projects": report.projects,
+                    "uploads_checked": report.uploads_checked,
+                    "bytes_hashed": report.bytes_hashed,
+                    "runs": report.runs,
+                    "in_flight": report.in_flight,
+                }
+            )
+        )
+    else:
+        print(report.render(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_admin_backup(args: argparse.Namespace) -> int:
+    from matcher.backup import BackupError, backup_data_dir
+
+    try:
+        done = backup_data_dir(args.data_dir, args.out)
+    except BackupError as exc:
+        raise BlindmatchError(str(exc)) from None
+    print(
+        f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
+        f"upload files ({done.bytes_copied} bytes), verified."
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
@@ -257,7 +305,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext on a non-loopback address (tokens and encodings travel unencrypted)",
     )
     p.add_argument("--workers", type=int, help="threads for comparisons (default: all cores)")
+    p.add_argument(
+        "--max-streams-per-member",
+        type=int,
+        default=DEFAULT_STREAMS_PER_MEMBER,
+        help="uploads, result fetches and run watches one member may have in flight; "
+        "more are refused as busy and retried by the client (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=0.0,
+        help="refuse an upload that would leave less free disk than this (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("admin", help="operator tools for a data dir: integrity check, backup")
+    asub = p.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    ac = asub.add_parser(
+        "check", help="check a data dir: database integrity, every upload's file and hash, runs"
+    )
+    ac.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ac.add_argument("--json", action="store_true", help="print the report as JSON")
+    ac.add_argument(
+        "--no-hash", action="store_true", help="check file sizes only, not sha256 (faster)"
+    )
+    ac.set_defaults(func=cmd_admin_check)
+    ab = asub.add_parser("backup", help="copy a data dir, even while the matcher serves it")
+    ab.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
+    ab.set_defaults(func=cmd_admin_backup)
 
     p = sub.add_parser("project", help="create or inspect projects")
     psub = p.add_subparsers(dest="project_command", required=True, metavar="ACTION")

@@ -8,6 +8,11 @@
         +-- RejectedError           bad request or wrong state (INVALID_ARGUMENT,
         |                           FAILED_PRECONDITION, ALREADY_EXISTS, ...)
         +-- UnavailableError        the matcher cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
+        +-- BusyError               too many of this member's calls in flight
+                                    (RESOURCE_EXHAUSTED marked retryable)
+
+`UnavailableError` and `BusyError` are *transient*: `client.api` retries them
+with backoff (see `client.retry`) before giving up and raising them.
 
 `client.api` turns every `grpc.RpcError` into one of these; the CLI maps each to
 an exit code with `exit_code`.
@@ -48,5 +53,11 @@ class RejectedError(MatcherError):
 
 class UnavailableError(MatcherError):
     """The matcher could not be reached in time."""
+
+    exit_code = 4
+
+
+class BusyError(MatcherError):
+    """The matcher refused the call for now: this member has too many calls in flight."""
 
     exit_code = 4

@@ -8,9 +8,12 @@
     +-- AlreadyExists        ALREADY_EXISTS       a project of that name exists
     +-- FailedPrecondition   FAILED_PRECONDITION  right request, wrong moment
     +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
+        +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
 
 The service maps them in one place (`service.rpc_errors`); core code raises
-them without knowing about gRPC.
+them without knowing about gRPC. An error with `retryable = True` also sends
+the trailing metadata `blindmatch-retryable: 1`, so a client can tell a
+momentary limit (retry with backoff) from a permanent one (don't).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class MatcherError(Exception):
     """Base class: carries a message safe to send to the caller."""
 
     status_name = "INTERNAL"
+    retryable = False
 
 
 class InvalidArgument(MatcherError):
@@ -62,3 +66,9 @@ class ResourceExhausted(MatcherError):
     """Too large, too many, or the disk is full."""
 
     status_name = "RESOURCE_EXHAUSTED"
+
+
+class Busy(ResourceExhausted):
+    """A momentary limit (calls in flight per member): the same call may succeed later."""
+
+    retryable = True

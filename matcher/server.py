@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from matcher.limits import DEFAULT_STREAMS_PER_MEMBER, MemberLimiter
 from matcher.runs import RunManager
 from matcher.service import MatcherService
 from matcher.store import Store
@@ -21,6 +22,7 @@ from protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+RPC_THREADS = 64
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 
 
@@ -46,18 +48,28 @@ def create_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     workers: int | None = None,
+    streams_per_member: int = DEFAULT_STREAMS_PER_MEMBER,
+    min_free_bytes: int = 0,
 ) -> RunningServer:
-    """Open the store, bind `address` (port 0 picks a free one), start serving."""
-    store = Store(data_dir)
+    """Open the store, bind `address` (port 0 picks a free one), start serving.
+
+    `streams_per_member` caps each member's uploads, result fetches and run
+    watches in flight; `min_free_bytes` is the disk space uploads must leave free.
+    """
+    store = Store(data_dir, min_free_bytes=min_free_bytes)
     runs = RunManager(store, workers=workers)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="blindmatch-rpc"),
+        futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="blindmatch-rpc"),
+        # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED
+        # instead of queueing without bound.
+        maximum_concurrent_rpcs=RPC_THREADS * 4,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_MatcherServicer_to_server(MatcherService(store, runs, admin_token), server)
+    service = MatcherService(store, runs, admin_token, limiter=MemberLimiter(streams_per_member))
+    pb_grpc.add_MatcherServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -6,12 +6,12 @@ manager, and converts back. No matching or disclosure logic lives here.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import inspect
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -21,8 +21,9 @@ import grpc
 from matcher import errors
 from matcher.auth import bearer_token, same_hash, token_hash, valid_name
 from matcher.disclose import Level, disclose
+from matcher.limits import MemberLimiter
 from matcher.runs import RunManager
-from matcher.store import Run, Store
+from matcher.store import DISK_FULL, Run, Store, disk_full
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -31,6 +32,8 @@ log = logging.getLogger("blindmatch.matcher")
 DEFAULT_THRESHOLD = 0.8
 MAX_RECORDS = 50_000_000
 MAX_CLK_BITS = 8192
+MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
+CLIENT_UPLOAD_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 HITS_PER_MESSAGE = 10_000
 
 _STATES = {
@@ -56,6 +59,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _abort(context: grpc.ServicerContext, exc: errors.MatcherError) -> None:
+    if exc.retryable:
+        context.set_trailing_metadata((("blindmatch-retryable", "1"),))
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
 
 
@@ -99,10 +104,20 @@ def run_status(run: Run) -> pb.RunStatus:
 
 
 class MatcherService(pb_grpc.MatcherServicer):
-    def __init__(self, store: Store, runs: RunManager, admin_token: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runs: RunManager,
+        admin_token: str,
+        *,
+        limiter: MemberLimiter | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ) -> None:
         self.store = store
         self.runs = runs
         self._admin_hash = token_hash(admin_token)
+        self.limiter = limiter or MemberLimiter()
+        self.max_upload_bytes = max_upload_bytes
 
     # -- authentication -----------------------------------------------------------
 
@@ -209,6 +224,12 @@ class MatcherService(pb_grpc.MatcherServicer):
         header = first.header
         member = self._require_member(context, header.project)
         self.store.project(header.project)
+        with self.limiter.slot(header.project, member, "upload"):
+            return self._receive_upload(header, member, request_iterator)
+
+    def _receive_upload(
+        self, header: pb.UploadHeader, member: str, request_iterator: Iterator[pb.UploadRequest]
+    ) -> pb.UploadReply:
         bits, count = header.clk_bits, header.record_count
         if bits == 0 or bits % 64 or bits > MAX_CLK_BITS:
             raise errors.InvalidArgument(
@@ -223,7 +244,33 @@ class MatcherService(pb_grpc.MatcherServicer):
         expected_sha256 = header.sha256.lower()
         if len(expected_sha256) != 64 or set(expected_sha256) - set("0123456789abcdef"):
             raise errors.InvalidArgument("header.sha256: must be 64 hex digits")
+        key = header.client_upload_id
+        if key and not CLIENT_UPLOAD_ID.fullmatch(key):
+            raise errors.InvalidArgument(
+                "header.client_upload_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
+            )
+        earlier = self.store.keyed_upload(header.project, member, key) if key else None
+        if earlier is not None:
+            if (earlier.sha256, earlier.record_count, earlier.clk_bits) != (
+                expected_sha256,
+                count,
+                bits,
+            ):
+                raise errors.AlreadyExists(
+                    f"header.client_upload_id: {key!r} was already used for a different "
+                    "upload; use a new id for new content"
+                )
+            log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
+            return pb.UploadReply(
+                upload_id=earlier.id, record_count=count, sha256=earlier.sha256, replayed=True
+            )
         clk_bytes = bits // 8
+        if count * clk_bytes > self.max_upload_bytes:
+            raise errors.ResourceExhausted(
+                f"header: {count} CLKs of {bits} bits is {count * clk_bytes} bytes, over this "
+                f"matcher's limit of {self.max_upload_bytes} bytes per upload"
+            )
+        self.store.ensure_room(count * clk_bytes)
         part = self.store.new_upload_path()
         digest = hashlib.sha256()
         received = 0
@@ -261,12 +308,11 @@ class MatcherService(pb_grpc.MatcherServicer):
                 clk_bits=bits,
                 fingerprint=header.fingerprint,
                 sha256=expected_sha256,
+                client_upload_id=key,
             )
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise errors.ResourceExhausted(
-                    "the matcher's disk is full; nothing was stored"
-                ) from exc
+            if disk_full(exc):
+                raise errors.ResourceExhausted(DISK_FULL) from exc
             raise
         finally:
             part.unlink(missing_ok=True)
@@ -286,7 +332,13 @@ class MatcherService(pb_grpc.MatcherServicer):
     def WatchRun(
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RunStatus]:
-        self._require_member(context, request.project)
+        member = self._require_member(context, request.project)
+        with self.limiter.slot(request.project, member, "run watch"):
+            yield from self._watch_run(request, context)
+
+    def _watch_run(
+        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RunStatus]:
         if request.run_id:
             run = self.store.run(request.run_id)
             if run.project != request.project:
@@ -312,6 +364,10 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request: pb.ResultsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ResultsChunk]:
         member = self._require_member(context, request.project)
+        with self.limiter.slot(request.project, member, "results fetch"):
+            yield from self._results(request, member)
+
+    def _results(self, request: pb.ResultsRequest, member: str) -> Iterator[pb.ResultsChunk]:
         project = self.store.project(request.project)
         run = self.store.latest_run(project.name, state="done")
         if run is None:

@@ -8,12 +8,21 @@ An upload is acknowledged only after its file is fsynced into `clks/` and its
 row committed, so a crash loses nothing acknowledged and never exposes half an
 upload. Every write goes through one connection under one lock (SQLite has a
 single writer anyway); WAL mode lets that stay cheap.
+
+Retries are idempotent: an upload may carry a client-chosen id, recorded in
+`upload_keys` in the same transaction as the upload, so a retry of an
+acknowledged upload finds it instead of storing it twice. A full disk (ENOSPC
+from a write, SQLITE_FULL from the database) becomes `ResourceExhausted` and
+leaves earlier data as it was; `min_free_bytes` refuses an upload up front when
+it would leave less than that free.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -28,7 +37,13 @@ import numpy.typing as npt
 
 from matcher.auth import new_token, same_hash, token_hash
 from matcher.disclose import Level
-from matcher.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from matcher.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from matcher.solve import Links
 
 SCHEMA = """
@@ -86,6 +101,13 @@ CREATE TABLE IF NOT EXISTS links (
     score REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
+CREATE TABLE IF NOT EXISTS upload_keys (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    client_upload_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    PRIMARY KEY (project, member, client_upload_id)
+);
 """
 
 ACTIVE = ("queued", "running")
@@ -123,6 +145,18 @@ class Run:
     threshold: float
 
 
+DISK_FULL = "the matcher's disk is full; nothing was stored (earlier uploads are intact)"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the database's space) ran out."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return False
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -134,8 +168,9 @@ def _fsync_dir(path: Path) -> None:
 class Store:
     """Everything the matcher keeps, in one data dir."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, min_free_bytes: int = 0) -> None:
         self.dir = Path(data_dir)
+        self.min_free_bytes = min_free_bytes
         self.clk_dir = self.dir / "clks"
         self.tmp_dir = self.dir / "tmp"
         for d in (self.dir, self.clk_dir, self.tmp_dir):
@@ -167,10 +202,13 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if disk_full(exc):
+                    raise ResourceExhausted(DISK_FULL) from exc
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
         with self._lock:
@@ -234,6 +272,25 @@ class Store:
     def new_upload_path(self) -> Path:
         return self.tmp_dir / f"{uuid.uuid4().hex}.part"
 
+    def ensure_room(self, nbytes: int) -> None:
+        """Refuse an upload of `nbytes` that would leave less than `min_free_bytes` free."""
+        free = shutil.disk_usage(self.dir).free
+        if free - nbytes < self.min_free_bytes:
+            mib = 1024 * 1024
+            raise ResourceExhausted(
+                f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
+                f"needed, {free / mib:.1f} MiB free, {self.min_free_bytes / mib:.1f} MiB kept "
+                "in reserve); nothing was stored; ask the operator to free space"
+            )
+
+    def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
+        """The upload acknowledged earlier under this client-chosen id, if any."""
+        rows = self._query(
+            "SELECT upload_id FROM upload_keys WHERE project=? AND member=? AND client_upload_id=?",
+            (project, member, client_upload_id),
+        )
+        return self.upload(rows[0][0]) if rows else None
+
     def current_uploads(self, project: str) -> dict[str, Upload]:
         rows = self._query(
             "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
@@ -252,30 +309,38 @@ class Store:
         clk_bits: int,
         fingerprint: bytes,
         sha256: str,
+        client_upload_id: str = "",
     ) -> Upload:
-        """Make a fully received, fsynced upload file the member's current data."""
+        """Make a fully received, fsynced upload file the member's current data.
+
+        With a `client_upload_id` already acknowledged for the same content,
+        returns that earlier upload and stores nothing new.
+        """
         upload = Upload(
             uuid.uuid4().hex, project, member, record_count, clk_bits, fingerprint, sha256
         )
         final = self.clk_dir / f"{upload.id}.bin"
-        with self._tx() as db:
-            others = [u for m, u in self.current_uploads(project).items() if m != member]
-            for other in others:
-                if other.clk_bits != clk_bits:
-                    raise FailedPrecondition(
-                        f"CLKs of {clk_bits} bits, but this project's other uploads have "
-                        f"{other.clk_bits}-bit CLKs; encode with the project's shared schema"
-                    )
-                if not same_hash(other.fingerprint, fingerprint):
-                    raise FailedPrecondition(
-                        "these encodings were made with a different schema or secret than "
-                        f"the project's other uploads (fingerprint {fingerprint.hex()[:12]} vs "
-                        f"{other.fingerprint.hex()[:12]}); encode again with the schema and "
-                        "secret agreed for this project"
-                    )
-            os.replace(part, final)
-            _fsync_dir(self.clk_dir)
-            try:
+        try:
+            with self._tx() as db:
+                earlier = self._keyed_for_commit(upload, client_upload_id)
+                if earlier is not None:
+                    return earlier
+                others = [u for m, u in self.current_uploads(project).items() if m != member]
+                for other in others:
+                    if other.clk_bits != clk_bits:
+                        raise FailedPrecondition(
+                            f"CLKs of {clk_bits} bits, but this project's other uploads have "
+                            f"{other.clk_bits}-bit CLKs; encode with the project's shared schema"
+                        )
+                    if not same_hash(other.fingerprint, fingerprint):
+                        raise FailedPrecondition(
+                            "these encodings were made with a different schema or secret than "
+                            f"the project's other uploads (fingerprint {fingerprint.hex()[:12]} "
+                            f"vs {other.fingerprint.hex()[:12]}); encode again with the schema "
+                            "and secret agreed for this project"
+                        )
+                os.replace(part, final)
+                _fsync_dir(self.clk_dir)
                 db.execute(
                     "UPDATE uploads SET current=0 WHERE project=? AND member=? AND current=1",
                     (project, member),
@@ -293,11 +358,36 @@ class Store:
                         time.time(),
                     ),
                 )
-            except BaseException:
-                final.unlink(missing_ok=True)
-                raise
+                if client_upload_id:
+                    db.execute(
+                        "INSERT INTO upload_keys VALUES (?,?,?,?)",
+                        (project, member, client_upload_id, upload.id),
+                    )
+        except BaseException as exc:
+            final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
+            if disk_full(exc):
+                raise ResourceExhausted(DISK_FULL) from exc
+            raise
         self._collect_garbage()
         return upload
+
+    def _keyed_for_commit(self, upload: Upload, client_upload_id: str) -> Upload | None:
+        if not client_upload_id:
+            return None
+        earlier = self.keyed_upload(upload.project, upload.member, client_upload_id)
+        if earlier is None:
+            return None
+        same = (earlier.sha256, earlier.record_count, earlier.clk_bits) == (
+            upload.sha256,
+            upload.record_count,
+            upload.clk_bits,
+        )
+        if not same:
+            raise AlreadyExists(
+                f"client_upload_id {client_upload_id!r} was already used for a different "
+                "upload; use a new id for new content"
+            )
+        return earlier
 
     def load_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
         """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk."""

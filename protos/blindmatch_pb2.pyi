@@ -116,18 +116,20 @@ class ProjectInfo(_message.Message):
     def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
     fingerprint: bytes
     sha256: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+    client_upload_id: str
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")
@@ -138,14 +140,16 @@ class UploadRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., clks: _Optional[bytes] = ...) -> None: ...
 
 class UploadReply(_message.Message):
-    __slots__ = ("upload_id", "record_count", "sha256")
+    __slots__ = ("upload_id", "record_count", "sha256", "replayed")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     record_count: int
     sha256: str
-    def __init__(self, upload_id: _Optional[str] = ..., record_count: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, upload_id: _Optional[str] = ..., record_count: _Optional[int] = ..., sha256: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("project",)

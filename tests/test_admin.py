@@ -1,0 +1,183 @@
+"""`blindmatch admin check` and `admin backup`: the operator's view of a data dir."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write
+from client.api import MatcherClient
+from client.cli import main
+from matcher.check import check_data_dir
+from matcher.server import create_server
+from tests.conftest import ADMIN_TOKEN, Matcher
+
+MEMBERS = ["north", "south", "east"]
+
+
+@pytest.fixture
+def datasets() -> dict[str, Dataset]:
+    return dict(zip(MEMBERS, population(3, 500, 0.4, seed=11), strict=True))
+
+
+@pytest.fixture
+def linked(matcher: Matcher, datasets: dict[str, Dataset], tmp_path: Path) -> dict[str, str]:
+    """A project whose three members uploaded and ran; returns their tokens."""
+    with matcher.operator() as op:
+        tokens = op.create_project("region", MEMBERS).tokens
+    for name, ds in datasets.items():
+        with matcher.member(tokens[name]) as member:
+            member.upload("region", write(ds, tmp_path / f"{name}.encoded"))
+    with matcher.member(tokens["north"]) as member:
+        run = member.start_run("region")
+        assert list(member.watch_run("region", run.run_id))[-1].state == "done"
+    return tokens
+
+
+def admin(*args: str) -> int:
+    return main(["admin", *args])
+
+
+def only_clk_file(data_dir: Path) -> Path:
+    return sorted((data_dir / "clks").iterdir())[0]
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def test_check_passes_on_a_live_data_dir(
+    matcher: Matcher, linked: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin("check", "--data-dir", str(matcher.data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "3 stored uploads verified" in out
+    assert "OK: no problems found" in out
+
+
+def test_check_passes_on_a_stopped_data_dir_and_changes_nothing(
+    matcher: Matcher, linked: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    matcher.server.stop(grace=None)
+
+    def contents() -> dict[Path, bytes]:  # SQLite's own -wal/-shm scratch files aside
+        return {
+            p: p.read_bytes()
+            for p in matcher.data_dir.rglob("*")
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        }
+
+    before = contents()
+    assert admin("check", "--data-dir", str(matcher.data_dir), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["uploads_checked"] == 3 and report["runs"] == 1
+    assert contents() == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda d: only_clk_file(d).unlink(), "is missing"),
+        (lambda d: only_clk_file(d).write_bytes(b"\0" * 128), "bytes, expected"),
+        (
+            lambda d: only_clk_file(d).write_bytes(
+                bytes([only_clk_file(d).read_bytes()[0] ^ 1]) + only_clk_file(d).read_bytes()[1:]
+            ),
+            "acknowledged as",
+        ),
+        (lambda d: (d / "clks" / "0123abcd.bin").write_bytes(b"x"), "orphan"),
+        (
+            lambda d: sqlite3.connect(d / "blindmatch.sqlite").executescript(
+                "UPDATE runs SET state='running'; "
+                "INSERT INTO runs (id, project, seq, state, threshold, created) "
+                "VALUES ('region-run-9', 'region', 9, 'queued', 0.8, 0);"
+            ),
+            "2 active runs",
+        ),
+        (
+            lambda d: sqlite3.connect(d / "blindmatch.sqlite").executescript(
+                "UPDATE uploads SET current=1"
+                " WHERE rowid=(SELECT MIN(rowid) FROM uploads);"
+                "INSERT INTO uploads SELECT 'dup', project, member, record_count, clk_bits,"
+                " fingerprint, sha256, created, 1 FROM uploads LIMIT 1;"
+            ),
+            "2 current uploads",
+        ),
+    ],
+    ids=["missing-file", "truncated-file", "flipped-bit", "orphan", "two-active-runs", "dup"],
+)
+def test_check_reports_damage_clearly_and_exits_1(
+    matcher: Matcher,
+    linked: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    damage: object,
+    problem: str,
+) -> None:
+    matcher.server.stop(grace=None)
+    damage(matcher.data_dir)  # type: ignore[operator]
+    assert admin("check", "--data-dir", str(matcher.data_dir)) == 1
+    err = capsys.readouterr().err
+    assert "FAILED:" in err
+    assert problem in err
+
+
+def test_check_of_a_folder_that_is_not_a_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert admin("check", "--data-dir", str(tmp_path)) == 1
+    assert "is it a blindmatch data dir?" in capsys.readouterr().err
+    assert not check_data_dir(tmp_path).ok
+
+
+# -- backup and restore -------------------------------------------------------------------------
+
+
+def test_a_backup_of_a_live_data_dir_restores_to_the_same_results(
+    matcher: Matcher,
+    linked: dict[str, str],
+    datasets: dict[str, Dataset],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backup = tmp_path / "backups" / "region-1"
+    # The matcher keeps serving while the backup is taken.
+    assert admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(backup)) == 0
+    assert "verified" in capsys.readouterr().out
+    with matcher.member(linked["south"]) as member:
+        south_before = hits_of(member.results("region").hits)
+
+    # Disaster: the original is gone. Restore = copy the backup into place and serve it.
+    matcher.server.stop(grace=None)
+    shutil.rmtree(matcher.data_dir)
+    restored = tmp_path / "restored-data"
+    shutil.copytree(backup, restored)
+    assert admin("check", "--data-dir", str(restored)) == 0
+    server = create_server("127.0.0.1:0", restored, ADMIN_TOKEN)
+    try:
+        truth = expected_hits(datasets)
+        for name in MEMBERS:
+            with MatcherClient(f"127.0.0.1:{server.port}", linked[name]) as member:
+                results = member.results("region")
+                assert hits_of(results.hits) == truth[name]
+                assert results.upload_sha256 == datasets[name].sha256
+        with MatcherClient(f"127.0.0.1:{server.port}", linked["south"]) as member:
+            assert hits_of(member.results("region").hits) == south_before
+        # ... and it keeps working: a new run over the restored uploads gives the same answer.
+        with MatcherClient(f"127.0.0.1:{server.port}", linked["east"]) as member:
+            run = member.start_run("region")
+            assert list(member.watch_run("region", run.run_id))[-1].state == "done"
+            assert hits_of(member.results("region").hits) == truth["east"]
+    finally:
+        server.stop(grace=None)
+
+
+def test_backup_refuses_to_overwrite(
+    matcher: Matcher, linked: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").mkdir()
+    code = admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(tmp_path / "taken"))
+    assert code == 1
+    assert "already exists; back up to a new folder" in capsys.readouterr().err
