@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from matcher.realtime import Realtime
 from matcher.runs import RunManager
 from matcher.service import MatcherService
 from matcher.store import Store
@@ -32,10 +33,12 @@ class RunningServer:
     port: int
     store: Store
     runs: RunManager
+    realtime: Realtime
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
         self.runs.stop()
+        self.realtime.close()
         self.store.close()
 
 
@@ -50,6 +53,7 @@ def create_server(
     """Open the store, bind `address` (port 0 picks a free one), start serving."""
     store = Store(data_dir)
     runs = RunManager(store, workers=workers)
+    realtime = Realtime(store, data_dir)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="blindmatch-rpc"),
         options=[
@@ -57,7 +61,9 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_MatcherServicer_to_server(MatcherService(store, runs, admin_token), server)
+    pb_grpc.add_MatcherServicer_to_server(
+        MatcherService(store, runs, admin_token, realtime=realtime), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -73,6 +79,7 @@ def create_server(
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
+        realtime.close()
         store.close()
         raise OSError(f"could not listen on {address}")
     runs.start()
@@ -80,7 +87,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs)
+    return RunningServer(server, port, store, runs, realtime)
 
 
 def serve_forever(running: RunningServer) -> None:
