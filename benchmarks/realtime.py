@@ -19,19 +19,21 @@ little at threshold 0.8 either way and the scan is close to brute force.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.cliflow import serve
+from benchmarks.cliflow import blindmatch, serve
 from client.api import MatcherClient
 
 CLK_BITS = 1024
@@ -69,82 +71,103 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+@dataclass
+class Measured:
+    queriers: int
+    latencies: list[float]  # ms
+    wall: float  # s
+    missed: int  # planted hits not found
+    planted: int
+
+
+def measure(
+    target: str,
+    token: str,
+    held: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    queriers: int,
+    queries: int,
+) -> Measured:
+    """`queriers` threads, each with its own channel, asking `queries` queries each."""
+    total = queriers * queries
+    planted: list[tuple[np.ndarray, str | None]] = []
+    for i in range(total):
+        if i % 2 == 0:
+            partner = PARTNERS[(i // 2) % len(PARTNERS)]
+            row = int(rng.integers(0, len(held[partner])))
+            planted.append((noisy(rng, held[partner][row : row + 1], 0.03)[0], partner))
+        else:
+            planted.append((random_clks(rng, 1)[0], None))
+    latencies: list[float] = []
+    missed: list[int] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(queriers)
+
+    def querier(k: int) -> None:
+        with MatcherClient(target, token) as client:
+            ask(client, planted[0][0].tobytes(), "warm-up")
+            gate.wait()
+            for i in range(k * queries, (k + 1) * queries):
+                clk, partner = planted[i]
+                t0 = time.perf_counter()
+                found = ask(client, clk.tobytes(), f"bench {i}")
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if partner is not None and partner not in found:
+                        missed.append(i)
+
+    print(f"{queriers} queriers x {queries} single-record queries ...", flush=True)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Measured(queriers, latencies, time.perf_counter() - t0, len(missed), (total + 1) // 2)
+
+
+def ask(client: MatcherClient, clk: bytes, purpose: str) -> list[str]:
+    answer = client.query("rt", clk, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose=purpose)
+    return [m.partner for m in answer.results[0]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="per partner")
-    parser.add_argument("--queriers", type=int, default=20, help="concurrent queriers")
+    parser.add_argument(
+        "--queriers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 20],
+        help="concurrent queriers, one run per comma-separated count (default: 1,20)",
+    )
     parser.add_argument("--queries", type=int, default=25, help="queries per querier")
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
 
     with tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp, serve(Path(tmp)) as served:
-        from benchmarks.cliflow import blindmatch
-
-        env = {"BLINDMATCH_ADMIN_TOKEN": served.admin_token}
-        import json
-
         created = json.loads(
             blindmatch("project", "create", "rt", "--members", ",".join((*PARTNERS, QUERIER)),
-                       "--json", "--server", served.target, env=env)
+                       "--json", "--server", served.target,
+                       env={"BLINDMATCH_ADMIN_TOKEN": served.admin_token})
         )  # fmt: skip
         tokens = created["tokens"]
         with MatcherClient(served.target, served.admin_token) as op:
             op.set_query_limits("rt", per_minute=10**9, per_day=10**9)
 
-        print(
-            f"loading {len(PARTNERS)} partners x {args.records:,} records through ChangeIndex ...",
-            flush=True,
-        )
+        print(f"loading {len(PARTNERS)} partners x {args.records:,} records through "
+              "ChangeIndex ...", flush=True)  # fmt: skip
         held = {}
         for partner in PARTNERS:
             t0 = time.perf_counter()
             held[partner] = load_index(served.target, tokens[partner], rng, args.records)
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
-        total = args.queriers * args.queries
-        planted = []
-        for i in range(total):
-            if i % 2 == 0:
-                partner = PARTNERS[(i // 2) % len(PARTNERS)]
-                row = int(rng.integers(0, args.records))
-                planted.append((noisy(rng, held[partner][row : row + 1], 0.03)[0], partner))
-            else:
-                planted.append((random_clks(rng, 1)[0], None))
-
-        latencies: list[float] = []
-        missed: list[int] = []
-        lock = threading.Lock()
-        start_gate = threading.Barrier(args.queriers)
-
-        def querier(k: int) -> None:
-            with MatcherClient(served.target, tokens[QUERIER]) as client:
-                client.query("rt", planted[0][0].tobytes(), clk_bits=CLK_BITS,
-                             fingerprint=FINGERPRINT, purpose="warm-up")  # fmt: skip
-                start_gate.wait()
-                for j in range(args.queries):
-                    i = k * args.queries + j
-                    clk, partner = planted[i]
-                    t0 = time.perf_counter()
-                    answer = client.query(
-                        "rt", clk.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
-                        purpose=f"bench {i}",
-                    )  # fmt: skip
-                    elapsed = time.perf_counter() - t0
-                    found = [m.partner for m in answer.results[0]]
-                    with lock:
-                        latencies.append(elapsed * 1000)
-                        if partner is not None and partner not in found:
-                            missed.append(i)
-
-        print(f"{args.queriers} queriers x {args.queries} single-record queries ...", flush=True)
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=querier, args=(k,)) for k in range(args.queriers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        runs = [
+            measure(served.target, tokens[QUERIER], held, rng, n, args.queries)
+            for n in args.queriers
+        ]
 
         with (
             MatcherClient(served.target, tokens["north"]) as north,
@@ -155,24 +178,24 @@ def main() -> int:
             north.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
                                puts=[("fresh", fresh)])  # fmt: skip
             change_ms = (time.perf_counter() - t1) * 1000
-            seen = asker.query("rt", fresh, clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
-                               purpose="visibility")  # fmt: skip
-            visible = [m.partner for m in seen.results[0]] == ["north"]
+            visible = ask(asker, fresh, "visibility") == ["north"]
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
     print(f"partners: {len(PARTNERS)} x {args.records:,} records, {CLK_BITS}-bit CLKs")
-    print(f"queries: {len(latencies)} from {args.queriers} concurrent queriers in {wall:.1f} s "
-          f"({len(latencies) / wall:.1f} queries/s)")  # fmt: skip
-    print(
-        f"latency ms: p50 {statistics.median(latencies):.1f}  "
-        f"p95 {percentile(latencies, 95):.1f}  p99 {percentile(latencies, 99):.1f}  "
-        f"max {max(latencies):.1f}"
-    )
-    print(f"planted hits missed: {len(missed)} of {(total + 1) // 2}")
+    failed = not visible
+    for r in runs:
+        lat = r.latencies
+        print(
+            f"{r.queriers:>3} queriers: {len(lat)} queries in {r.wall:.1f} s "
+            f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
+            f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
+            f"planted hits missed {r.missed} of {r.planted}"
+        )
+        failed = failed or bool(r.missed)
     print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "
           f"visible to the next query: {visible}")  # fmt: skip
-    return 0 if not missed and visible else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
