@@ -273,6 +273,29 @@ def test_the_quota_refuses_with_resource_exhausted(
         ask(south, "trial", grace)  # other members keep their own quota
 
 
+def test_a_restart_does_not_reset_a_quota(tmp_path: Path, secret_file: Path) -> None:
+    data_dir = tmp_path / "data"
+    grace = person(secret_file, **GRACE)
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    with MatcherClient(target, "admin") as op:
+        project = op.create_project("limited", ["north", "south"])
+        op.set_query_limits("limited", per_day=2)
+    with MatcherClient(target, project.tokens["north"]) as north:
+        ask(north, "limited", grace)
+        ask(north, "limited", grace)
+    server.stop(grace=None)
+
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, project.tokens["north"]) as north:
+            with pytest.raises(RejectedError, match="has queried 2, so these 1 would exceed"):
+                ask(north, "limited", grace)
+    finally:
+        server.stop(grace=None)
+
+
 def test_the_rate_limit_counts_records_not_requests(
     matcher: Matcher, project: ProjectTokens, secret_file: Path
 ) -> None:
@@ -478,3 +501,24 @@ def test_the_index_stays_right_through_puts_removes_and_compaction(
 def test_sync_sends_only_the_differences() -> None:
     plan = plan_sync({"a": b"1", "b": b"2", "c": b"3"}, {"a": b"1", "b": b"x", "d": b"4"})
     assert (plan.puts, plan.removes) == (["b", "c"], ["d"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["index", "add"],
+        ["index", "remove"],
+        ["index", "sync"],
+        ["index", "show"],
+        ["query"],
+        ["admin", "query-limits"],
+        ["admin", "query-report"],
+    ],
+)
+def test_every_real_time_command_has_help(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert f"usage: blindmatch {' '.join(command)}" in capsys.readouterr().out
