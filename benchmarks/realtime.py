@@ -147,6 +147,10 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
 
     with tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp, serve(Path(tmp)) as served:
+        # The matcher logs every query: keep reading its stderr so the pipe never fills.
+        drain = threading.Thread(target=lambda: [None for _ in served.process.stderr or ()])
+        drain.daemon = True
+        drain.start()
         created = json.loads(
             blindmatch("project", "create", "rt", "--members", ",".join((*PARTNERS, QUERIER)),
                        "--json", "--server", served.target,
