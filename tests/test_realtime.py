@@ -289,9 +289,11 @@ def test_a_restart_does_not_reset_a_quota(tmp_path: Path, secret_file: Path) -> 
     server = create_server("127.0.0.1:0", data_dir, "admin")
     target = f"127.0.0.1:{server.port}"
     try:
-        with MatcherClient(target, project.tokens["north"]) as north:
-            with pytest.raises(RejectedError, match="has queried 2, so these 1 would exceed"):
-                ask(north, "limited", grace)
+        with (
+            MatcherClient(target, project.tokens["north"]) as north,
+            pytest.raises(RejectedError, match="has queried 2, so these 1 would exceed"),
+        ):
+            ask(north, "limited", grace)
     finally:
         server.stop(grace=None)
 
