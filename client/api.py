@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
@@ -116,6 +116,71 @@ class Results:
     record_count: int
     counts: dict[str, int]
     hits: list[ResultHit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What one index change did, and the index's size afterwards."""
+
+    added: int
+    replaced: int
+    removed: int
+    record_count: int
+
+
+@dataclass(frozen=True)
+class PartnerMatch:
+    """A partner holding a queried record; refs (mapping) and scores (scores) when allowed."""
+
+    partner: str
+    refs: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+
+@dataclass
+class QueryAnswer:
+    """The matcher's answer to a query, one entry of `results` per queried CLK."""
+
+    disclosure: str  # the project's level
+    results: list[list[PartnerMatch]]
+    counts: dict[str, int]  # per partner: how many queried records it holds
+    partner_levels: dict[str, str]  # the most each partner's answer reveals
+    partners: list[str]  # partners with a standing index that were searched
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A partner newly holds watched record `index` (None at count: only the fact)."""
+
+    partner: str
+    index: int | None
+    match: PartnerMatch | None
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    project: str
+    member: str
+    per_minute: int
+    per_day: int
+    allow_watch: bool
+
+
+@dataclass(frozen=True)
+class MemberVolume:
+    member: str
+    queries: int
+    records: int
+    records_with_hits: int
+    peak_per_minute: int
+    per_day_limit: int
+    distinct_purposes: int
+    refused: int
+    flags: list[str]
+
+
+def _clk_bytes(clks: bytes | Sequence[bytes]) -> bytes:
+    return clks if isinstance(clks, bytes) else b"".join(clks)
 
 
 class MatcherClient:
@@ -333,3 +398,172 @@ class MatcherClient:
         if results is None:
             raise MatcherError("the matcher sent no results header")
         return results
+
+    # -- real-time: standing index and queries (docs/realtime.md) -----------------------
+
+    def change_index(
+        self,
+        project: str,
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        puts: Sequence[tuple[str, bytes]] = (),
+        removes: Sequence[str] = (),
+    ) -> IndexSummary:
+        """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
+
+        Refs are the member's own opaque row references (see `client.realtime.row_refs`),
+        never local ids. Durable at the matcher when this returns.
+        """
+        per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
+
+        def messages() -> Iterator[pb.IndexChange]:
+            header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+            yield pb.IndexChange(header=header)
+            for start in range(0, len(puts), per_message):
+                batch = puts[start : start + per_message]
+                yield pb.IndexChange(
+                    put=pb.IndexPut(refs=[r for r, _ in batch], clks=b"".join(c for _, c in batch))
+                )
+            for start in range(0, len(removes), 50_000):
+                yield pb.IndexChange(remove=pb.IndexRemove(refs=removes[start : start + 50_000]))
+
+        with translate_errors(self.target):
+            reply = self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600)
+        return IndexSummary(reply.added, reply.replaced, reply.removed, reply.record_count)
+
+    def list_index(self, project: str) -> dict[str, bytes]:
+        """This member's indexed refs, each with the 8-byte BLAKE2b digest of its CLK."""
+        listing: dict[str, bytes] = {}
+        with translate_errors(self.target):
+            for part in self._stub.ListIndex(
+                pb.ListIndexRequest(project=project), metadata=self._metadata(), timeout=3600
+            ):
+                for i, ref in enumerate(part.refs):
+                    listing[ref] = part.digests[i * 8 : (i + 1) * 8]
+        return listing
+
+    def query(
+        self,
+        project: str,
+        clks: bytes | Sequence[bytes],
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        purpose: str,
+    ) -> QueryAnswer:
+        """Which partners hold each of `clks` (one CLK, or several), within disclosure.
+
+        `purpose` (a case reference, say) is required and logged with the query. The
+        matcher keeps nothing of the CLKs after answering.
+        """
+        request = pb.QueryRequest(
+            project=project,
+            purpose=purpose,
+            clk_bits=clk_bits,
+            fingerprint=fingerprint,
+            clks=_clk_bytes(clks),
+        )
+        with translate_errors(self.target):
+            reply = self._stub.Query(request, metadata=self._metadata(), timeout=self.timeout)
+        results = [
+            [PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores)) for m in r.matches]
+            for r in reply.results
+        ]
+        return QueryAnswer(
+            disclosure=LEVEL_NAMES[reply.disclosure],
+            results=results,
+            counts={c.partner: c.shared for c in reply.counts},
+            partner_levels={p: LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
+            partners=list(reply.partners),
+        )
+
+    def watch(
+        self,
+        project: str,
+        clks: bytes | Sequence[bytes],
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        purpose: str,
+        timeout: float | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Events, as partners later index records matching `clks`; runs until closed.
+
+        Only where the operator allows watching; the first event arrives once the watch
+        is registered (it is not yielded). Close the generator to stop watching.
+        """
+        request = pb.QueryRequest(
+            project=project,
+            purpose=purpose,
+            clk_bits=clk_bits,
+            fingerprint=fingerprint,
+            clks=_clk_bytes(clks),
+        )
+        with translate_errors(self.target):
+            stream = self._stub.Watch(request, metadata=self._metadata(), timeout=timeout)
+            try:
+                for event in stream:
+                    if event.ready:
+                        continue
+                    if event.HasField("count"):
+                        yield WatchEvent(event.count.partner, None, None)
+                    else:
+                        m = event.result.matches[0]
+                        match = PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores))
+                        yield WatchEvent(m.partner, event.result.index, match)
+            finally:
+                stream.cancel()
+
+    def set_query_limits(
+        self,
+        project: str,
+        *,
+        member: str = "",
+        per_minute: int = 0,
+        per_day: int = 0,
+        allow_watch: bool = False,
+    ) -> QueryLimits:
+        """Operator: records per minute and per day a member (or, with no member, every
+        member without its own limits) may query; 0 keeps the matcher's default."""
+        request = pb.QueryLimits(
+            project=project,
+            member=member,
+            records_per_minute=per_minute,
+            records_per_day=per_day,
+            allow_watch=allow_watch,
+        )
+        with translate_errors(self.target):
+            reply = self._stub.SetQueryLimits(
+                request, metadata=self._metadata(), timeout=self.timeout
+            )
+        return QueryLimits(
+            reply.project,
+            reply.member,
+            reply.records_per_minute,
+            reply.records_per_day,
+            reply.allow_watch,
+        )
+
+    def query_report(self, project: str, hours: int = 24) -> list[MemberVolume]:
+        """Operator: each member's query volume over the last `hours`, unusual volume flagged."""
+        with translate_errors(self.target):
+            reply = self._stub.GetQueryReport(
+                pb.QueryReportRequest(project=project, hours=hours),
+                metadata=self._metadata(),
+                timeout=self.timeout,
+            )
+        return [
+            MemberVolume(
+                m.member,
+                m.queries,
+                m.records,
+                m.records_with_hits,
+                m.peak_per_minute,
+                m.records_per_day_limit,
+                m.distinct_purposes,
+                m.refused,
+                list(m.flags),
+            )
+            for m in reply.members
+        ]

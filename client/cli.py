@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client import tls
-from client.api import BLOCKINGS, LEVELS, MatcherClient, RunProgress
-from client.encode import encode_csv, read_secret
+from client.api import BLOCKINGS, LEVELS, IndexSummary, MatcherClient, RunProgress
+from client.encode import EncodeResult, encode_csv, read_secret
 from client.encoded import read_encoded, write_encoded
 from client.errors import BlindmatchError, InputError
 from client.mapping import load_mapping
@@ -255,6 +255,227 @@ def cmd_admin_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ref_key(args: argparse.Namespace, *, create: bool) -> bytes:
+    from client.realtime import load_ref_key
+
+    path = args.ref_key or _env("BLINDMATCH_REF_KEY")
+    if not path:
+        raise InputError(
+            "no ref key: pass --ref-key FILE or set BLINDMATCH_REF_KEY (a local file, made "
+            "on first use, that turns local ids into opaque row references)"
+        )
+    key, created = load_ref_key(path, create=create)
+    if created:
+        print(f"Made a new ref key in {path}; keep it with the encoded data.", file=sys.stderr)
+    return key
+
+
+def _summary(verb: str, s: IndexSummary) -> str:
+    return (
+        f"{verb}: {s.added} added, {s.replaced} replaced, {s.removed} removed; "
+        f"the index now holds {s.record_count} records."
+    )
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from client.realtime import add_to_index
+
+    encoded = read_encoded(args.encoded)
+    key = _ref_key(args, create=True)
+    with _client(args, _member_token(args)) as client:
+        summary = add_to_index(client, args.project, encoded, key, args.id or None)
+    print(_summary("Index updated", summary))
+    return 0
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from client.realtime import remove_from_index
+
+    key = _ref_key(args, create=False)
+    with _client(args, _member_token(args)) as client:
+        summary = remove_from_index(client, args.project, key, args.ids)
+    print(_summary("Index updated", summary))
+    return 0
+
+
+def cmd_index_sync(args: argparse.Namespace) -> int:
+    from client.realtime import sync_index
+
+    encoded = read_encoded(args.encoded)
+    key = _ref_key(args, create=True)
+    with _client(args, _member_token(args)) as client:
+        _plan, summary = sync_index(client, args.project, encoded, key)
+    print(_summary("Index synced", summary))
+    return 0
+
+
+def cmd_index_show(args: argparse.Namespace) -> int:
+    with _client(args, _member_token(args)) as client:
+        listing = client.list_index(args.project)
+    print(f"Your index in {args.project} holds {len(listing)} records.")
+    return 0
+
+
+PERSON_OPTIONS = {
+    "given_name": "--given-name",
+    "surname": "--surname",
+    "dob": "--dob",
+    "sex": "--sex",
+    "postcode": "--postcode",
+}
+
+
+def _query_values(args: argparse.Namespace) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in args.field or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--field {item!r}: expected NAME=VALUE, e.g. surname=Smith")
+        values[name.strip()] = value
+    for name in PERSON_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
+    from client.realtime import encode_person
+
+    schema = load_schema(args.schema)
+    secret = read_secret(args.secret_file)
+    values = _query_values(args)
+    if args.data:
+        if values:
+            raise InputError("give either a CSV of people to query or fields, not both")
+        if not args.mapping:
+            raise InputError("--mapping is required with a CSV of people to query")
+        result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
+        labels = result.ids
+    else:
+        if not values:
+            raise InputError(
+                "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
+                "--field NAME=VALUE) or a CSV with --mapping"
+            )
+        formats = {f: args.date_format for f in values} if args.date_format else None
+        result = encode_person(schema, secret, values, formats)
+        labels = ["query"]
+    problems = [f"invalid {fr.field}" for fr in result.report.fields if fr.invalid]
+    if problems and not args.quiet:
+        print(result.report.render(), file=sys.stderr)
+    if not result.ids:
+        raise InputError(f"{args.data}: no records to query")
+    return result, labels
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from client.results import write_csv
+
+    if not args.purpose or not args.purpose.strip():
+        raise InputError("--purpose is required: say why you are asking (a case reference)")
+    result, labels = _encode_query(args)
+    with _client(args, _member_token(args)) as client:
+        answer = client.query(
+            args.project,
+            result.clks,
+            clk_bits=result.clk_bits,
+            fingerprint=result.fingerprint,
+            purpose=args.purpose,
+        )
+    rows = []
+    for label, matches in zip(labels, answer.results, strict=True):
+        for m in matches:
+            if m.refs:
+                for i, ref in enumerate(m.refs):
+                    score = f"{m.scores[i]:.4f}" if m.scores else ""
+                    rows.append([label, m.partner, ref, score])
+            else:
+                rows.append([label, m.partner, "", ""])
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "disclosure": answer.disclosure,
+                    "partners": answer.partners,
+                    "partner_levels": answer.partner_levels,
+                    "counts": answer.counts,
+                    "results": [
+                        {
+                            "record_id": label,
+                            "matches": [
+                                {"partner": m.partner, "refs": m.refs, "scores": m.scores}
+                                for m in matches
+                            ],
+                        }
+                        for label, matches in zip(labels, answer.results, strict=True)
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if args.out:
+        write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
+    searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
+    print(f"Searched partners: {searched}.")
+    for label, matches in zip(labels, answer.results, strict=True):
+        holders = ", ".join(m.partner for m in matches)
+        print(f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'}")
+        for m in matches:
+            for i, ref in enumerate(m.refs):
+                score = f" (score {m.scores[i]:.4f})" if m.scores else ""
+                print(f"      {m.partner} ref {ref}{score}")
+    counted = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
+    for partner in counted:
+        print(
+            f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
+            f"the {len(labels)} queried record(s)"
+        )
+    if args.out:
+        print(f"Wrote {len(rows)} row(s) to {args.out}.")
+    return 0
+
+
+def cmd_admin_query_limits(args: argparse.Namespace) -> int:
+    with _client(args, _admin_token()) as client:
+        limits = client.set_query_limits(
+            args.project,
+            member=args.member or "",
+            per_minute=args.per_minute or 0,
+            per_day=args.per_day or 0,
+            allow_watch=args.allow_watch,
+        )
+    who = limits.member or "every member without its own limits"
+    print(
+        f"Query limits in {limits.project} for {who}: {limits.per_minute} records per minute, "
+        f"{limits.per_day} per 24 hours; watching {'allowed' if limits.allow_watch else 'off'}."
+    )
+    return 0
+
+
+def cmd_admin_query_report(args: argparse.Namespace) -> int:
+    with _client(args, _admin_token()) as client:
+        report = client.query_report(args.project, hours=args.hours)
+    if args.json:
+        print(json.dumps([vars(v) for v in report], indent=2))
+        return 0
+    print(f"Query volume in {args.project}, last {args.hours} hours:")
+    print(
+        f"  {'member':<16} {'queries':>8} {'records':>8} {'hits':>6} {'peak/min':>8} "
+        f"{'limit/day':>9} {'purposes':>8} {'refused':>7}"
+    )
+    for v in report:
+        print(
+            f"  {v.member:<16} {v.queries:>8} {v.records:>8} {v.records_with_hits:>6} "
+            f"{v.peak_per_minute:>8} {v.per_day_limit:>9} {v.distinct_purposes:>8} "
+            f"{v.refused:>7}"
+        )
+        for flag in v.flags:
+            print(f"      UNUSUAL: {flag}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
@@ -320,8 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("admin", help="operator tools for a data dir: integrity check, backup")
-    asub = p.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    p = sub.add_parser(
+        "admin", help="operator tools: data-dir check and backup, query limits and reports"
+    )
+    admin_sub = p.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    asub = admin_sub
     ac = asub.add_parser(
         "check", help="check a data dir: database integrity, every upload's file and hash, runs"
     )
@@ -388,6 +612,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
     p.set_defaults(func=cmd_results)
+
+    ref_key = argparse.ArgumentParser(add_help=False)
+    ref_key.add_argument(
+        "--ref-key",
+        help="local file keying the opaque row references (default: $BLINDMATCH_REF_KEY; "
+        "made on first use)",
+    )
+
+    p = sub.add_parser("index", help="maintain this member's standing index (real-time)")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    ia = isub.add_parser(
+        "add", parents=[net, member, ref_key], help="add or replace records of ENCODED"
+    )
+    ia.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    ia.add_argument("--id", action="append", help="only the record with this local id (repeatable)")
+    ia.set_defaults(func=cmd_index_add)
+    ir = isub.add_parser(
+        "remove", parents=[net, member, ref_key], help="remove records by local id"
+    )
+    ir.add_argument("ids", nargs="+", metavar="ID", help="local record id(s) to remove")
+    ir.set_defaults(func=cmd_index_remove)
+    isy = isub.add_parser(
+        "sync",
+        parents=[net, member, ref_key],
+        help="make the index hold exactly ENCODED's records (sends only the differences)",
+    )
+    isy.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    isy.set_defaults(func=cmd_index_sync)
+    ish = isub.add_parser("show", parents=[net, member], help="how many records the index holds")
+    ish.set_defaults(func=cmd_index_show)
+
+    p = sub.add_parser(
+        "query",
+        parents=[net, member],
+        help="ask which partners hold a person (or each person of a small CSV), now",
+    )
+    p.add_argument("data", nargs="?", type=Path, help="CSV of people to query (with --mapping)")
+    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
+    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
+    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
+    for name, flag in PERSON_OPTIONS.items():
+        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
+    p.add_argument(
+        "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
+    )
+    p.add_argument(
+        "--date-format", help="how dates are written, e.g. %%d/%%m/%%Y (default: unambiguous)"
+    )
+    p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=cmd_query)
+
+    asub = admin_sub
+    al = asub.add_parser(
+        "query-limits", parents=[net], help="set query rate limits and quotas (operator)"
+    )
+    al.add_argument("project", help="project name")
+    al.add_argument("--member", help="only this member (default: the project's default)")
+    al.add_argument("--per-minute", type=int, help="records a member may query per minute")
+    al.add_argument("--per-day", type=int, help="records a member may query per 24 hours")
+    al.add_argument(
+        "--allow-watch",
+        action="store_true",
+        help="let members watch for later matches (project-wide; off unless given)",
+    )
+    al.set_defaults(func=cmd_admin_query_limits)
+    ar = asub.add_parser(
+        "query-report", parents=[net], help="query volume per member, unusual volume flagged"
+    )
+    ar.add_argument("project", help="project name")
+    ar.add_argument("--hours", type=int, default=24, help="window (default: %(default)s)")
+    ar.add_argument("--json", action="store_true", help="print the report as JSON")
+    ar.set_defaults(func=cmd_admin_query_report)
 
     p = sub.add_parser("demo", help="the whole flow on built-in synthetic data, in one process")
     p.add_argument("--records", type=int, default=2000, help="people in the synthetic population")

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from matcher.limits import DEFAULT_STREAMS_PER_MEMBER, MemberLimiter
+from matcher.realtime import Realtime
 from matcher.runs import RunManager
 from matcher.service import MatcherService
 from matcher.store import Store
@@ -34,10 +35,12 @@ class RunningServer:
     port: int
     store: Store
     runs: RunManager
+    realtime: Realtime
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
         self.runs.stop()
+        self.realtime.close()
         self.store.close()
 
 
@@ -58,6 +61,7 @@ def create_server(
     """
     store = Store(data_dir, min_free_bytes=min_free_bytes)
     runs = RunManager(store, workers=workers)
+    realtime = Realtime(store, data_dir)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="blindmatch-rpc"),
         # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED
@@ -68,7 +72,13 @@ def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    service = MatcherService(store, runs, admin_token, limiter=MemberLimiter(streams_per_member))
+    service = MatcherService(
+        store,
+        runs,
+        admin_token,
+        realtime=realtime,
+        limiter=MemberLimiter(streams_per_member),
+    )
     pb_grpc.add_MatcherServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -85,6 +95,7 @@ def create_server(
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
+        realtime.close()
         store.close()
         raise OSError(f"could not listen on {address}")
     runs.start()
@@ -92,7 +103,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs)
+    return RunningServer(server, port, store, runs, realtime)
 
 
 def serve_forever(running: RunningServer) -> None:

@@ -21,7 +21,9 @@ import grpc
 from matcher import errors
 from matcher.auth import bearer_token, same_hash, token_hash, valid_name
 from matcher.disclose import Level, disclose
+from matcher.index_store import Encoding
 from matcher.limits import MemberLimiter
+from matcher.realtime import MemberVolume, QueryAnswer, Realtime
 from matcher.runs import RunManager
 from matcher.store import DISK_FULL, Run, Store, disk_full
 from protos import blindmatch_pb2 as pb
@@ -91,6 +93,39 @@ def _pb_level(level: Level) -> pb.Disclosure:
     return cast(pb.Disclosure, int(level))
 
 
+def query_reply(answer: QueryAnswer, partners: list[str], level: Level) -> pb.QueryReply:
+    reply = pb.QueryReply(
+        disclosure=_pb_level(level),
+        counts=[pb.PartnerCount(partner=p, shared=n) for p, n in answer.counts.items()],
+        partners=partners,
+    )
+    for partner, partner_level in answer.levels.items():
+        reply.partner_levels[partner] = _pb_level(partner_level)
+    for i, matches in enumerate(answer.results):
+        reply.results.add(
+            index=i,
+            matches=[
+                pb.QueryMatch(partner=m.partner, partner_refs=m.refs, scores=m.scores)
+                for m in matches
+            ],
+        )
+    return reply
+
+
+def volume_pb(v: MemberVolume) -> pb.MemberQueryVolume:
+    return pb.MemberQueryVolume(
+        member=v.member,
+        queries=v.queries,
+        records=v.records,
+        records_with_hits=v.records_with_hits,
+        peak_per_minute=v.peak_per_minute,
+        records_per_day_limit=v.per_day_limit,
+        distinct_purposes=v.distinct_purposes,
+        refused=v.refused,
+        flags=v.flags,
+    )
+
+
 def run_status(run: Run) -> pb.RunStatus:
     return pb.RunStatus(
         run_id=run.id,
@@ -110,11 +145,13 @@ class MatcherService(pb_grpc.MatcherServicer):
         runs: RunManager,
         admin_token: str,
         *,
+        realtime: Realtime,
         limiter: MemberLimiter | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
     ) -> None:
         self.store = store
         self.runs = runs
+        self.realtime = realtime
         self._admin_hash = token_hash(admin_token)
         self.limiter = limiter or MemberLimiter()
         self.max_upload_bytes = max_upload_bytes
@@ -393,3 +430,157 @@ class MatcherService(pb_grpc.MatcherServicer):
                 ]
             )
             yield pb.ResultsChunk(hits=batch)
+
+    # -- real-time: standing indexes and queries (matcher/realtime.py) ---------------------
+
+    @rpc_errors
+    def ChangeIndex(
+        self, request_iterator: Iterator[pb.IndexChange], context: grpc.ServicerContext
+    ) -> pb.IndexChangeReply:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise errors.InvalidArgument(
+                "header: the first message of an index change must be its header"
+            )
+        header = first.header
+        member = self._require_member(context, header.project)
+        self.store.project(header.project)
+        puts: list[tuple[str, bytes]] = []
+        removes: list[str] = []
+        clk_bytes = max(header.clk_bits // 8, 1)
+        for message in request_iterator:
+            if message.HasField("put"):
+                refs, data = message.put.refs, message.put.clks
+                if len(data) != len(refs) * clk_bytes:
+                    raise errors.InvalidArgument(
+                        f"put.clks: {len(data)} bytes for {len(refs)} refs; expected "
+                        f"{len(refs) * clk_bytes} ({header.clk_bits}-bit CLKs as the header "
+                        "says); nothing was changed"
+                    )
+                puts.extend(
+                    (ref, data[i * clk_bytes : (i + 1) * clk_bytes]) for i, ref in enumerate(refs)
+                )
+            elif message.HasField("remove"):
+                removes.extend(message.remove.refs)
+            else:
+                raise errors.InvalidArgument("header: only the first message may be a header")
+        summary = self.realtime.change_index(
+            header.project,
+            member,
+            Encoding(header.clk_bits, header.fingerprint),
+            puts,
+            removes,
+        )
+        log.info(
+            "%s/%s index: +%d ~%d -%d = %d",
+            header.project,
+            member,
+            summary.added,
+            summary.replaced,
+            summary.removed,
+            summary.record_count,
+        )
+        return pb.IndexChangeReply(
+            added=summary.added,
+            replaced=summary.replaced,
+            removed=summary.removed,
+            record_count=summary.record_count,
+        )
+
+    @rpc_errors
+    def ListIndex(
+        self, request: pb.ListIndexRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.IndexListing]:
+        member = self._require_member(context, request.project)
+        clk_bits, refs, digests = self.realtime.list_index(request.project, member)
+        step = HITS_PER_MESSAGE * 5
+        for start in range(0, max(len(refs), 1), step):
+            yield pb.IndexListing(
+                refs=refs[start : start + step],
+                digests=b"".join(digests[start : start + step]),
+                record_count=len(refs),
+                clk_bits=clk_bits,
+            )
+
+    @rpc_errors
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
+        member = self._require_member(context, request.project)
+        answer, partners = self.realtime.query(
+            request.project,
+            member,
+            request.purpose,
+            Encoding(request.clk_bits, request.fingerprint),
+            request.clks,
+        )
+        return query_reply(answer, partners, self.store.project(request.project).disclosure)
+
+    @rpc_errors
+    def Watch(
+        self, request: pb.QueryRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchEvent]:
+        member = self._require_member(context, request.project)
+        watch = self.realtime.watch(
+            request.project,
+            member,
+            request.purpose,
+            Encoding(request.clk_bits, request.fingerprint),
+            request.clks,
+        )
+        try:
+            yield pb.WatchEvent(ready=True)
+            while context.is_active():
+                event = watch.next_event(timeout=0.5)
+                if event is None:
+                    continue
+                index, partner, match = event
+                if match is None:
+                    yield pb.WatchEvent(count=pb.PartnerCount(partner=partner, shared=1))
+                else:
+                    found = pb.QueryMatch(
+                        partner=match.partner, partner_refs=match.refs, scores=match.scores
+                    )
+                    yield pb.WatchEvent(result=pb.QueryResult(index=index, matches=[found]))
+        finally:
+            self.realtime.unwatch(watch)
+
+    @rpc_errors
+    def SetQueryLimits(
+        self, request: pb.QueryLimits, context: grpc.ServicerContext
+    ) -> pb.QueryLimits:
+        self._require_admin(context)
+        if not request.project:
+            raise errors.InvalidArgument("project: required")
+        limits = self.realtime.set_limits(
+            request.project,
+            request.member,
+            request.records_per_minute,
+            request.records_per_day,
+            request.allow_watch if not request.member else None,
+        )
+        log.info(
+            "query limits for %s/%s: %d per minute, %d per day",
+            request.project,
+            request.member or "*",
+            limits.per_minute,
+            limits.per_day,
+        )
+        return pb.QueryLimits(
+            project=request.project,
+            member=request.member,
+            records_per_minute=limits.per_minute,
+            records_per_day=limits.per_day,
+            allow_watch=request.project in self.realtime.index_store.allow_watch(),
+        )
+
+    @rpc_errors
+    def GetQueryReport(
+        self, request: pb.QueryReportRequest, context: grpc.ServicerContext
+    ) -> pb.QueryReport:
+        self._require_admin(context)
+        if not request.project:
+            raise errors.InvalidArgument("project: required")
+        hours = request.hours or 24
+        volumes = self.realtime.report(request.project, hours)
+        return pb.QueryReport(
+            project=request.project, hours=hours, members=[volume_pb(v) for v in volumes]
+        )

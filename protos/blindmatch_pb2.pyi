@@ -236,3 +236,184 @@ class ResultsChunk(_message.Message):
     header: ResultsHeader
     hits: HitBatch
     def __init__(self, header: _Optional[_Union[ResultsHeader, _Mapping]] = ..., hits: _Optional[_Union[HitBatch, _Mapping]] = ...) -> None: ...
+
+class IndexHeader(_message.Message):
+    __slots__ = ("project", "clk_bits", "fingerprint")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    clk_bits: int
+    fingerprint: bytes
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+
+class IndexPut(_message.Message):
+    __slots__ = ("refs", "clks")
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    CLKS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    clks: bytes
+    def __init__(self, refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ...) -> None: ...
+
+class IndexRemove(_message.Message):
+    __slots__ = ("refs",)
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, refs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IndexChange(_message.Message):
+    __slots__ = ("header", "put", "remove")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    header: IndexHeader
+    put: IndexPut
+    remove: IndexRemove
+    def __init__(self, header: _Optional[_Union[IndexHeader, _Mapping]] = ..., put: _Optional[_Union[IndexPut, _Mapping]] = ..., remove: _Optional[_Union[IndexRemove, _Mapping]] = ...) -> None: ...
+
+class IndexChangeReply(_message.Message):
+    __slots__ = ("added", "replaced", "removed", "record_count")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    added: int
+    replaced: int
+    removed: int
+    record_count: int
+    def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., removed: _Optional[int] = ..., record_count: _Optional[int] = ...) -> None: ...
+
+class ListIndexRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class IndexListing(_message.Message):
+    __slots__ = ("refs", "digests", "record_count", "clk_bits")
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    digests: bytes
+    record_count: int
+    clk_bits: int
+    def __init__(self, refs: _Optional[_Iterable[str]] = ..., digests: _Optional[bytes] = ..., record_count: _Optional[int] = ..., clk_bits: _Optional[int] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CLKS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    purpose: str
+    clk_bits: int
+    fingerprint: bytes
+    clks: bytes
+    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ...) -> None: ...
+
+class QueryMatch(_message.Message):
+    __slots__ = ("partner", "partner_refs", "scores")
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_REFS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    partner: str
+    partner_refs: _containers.RepeatedScalarFieldContainer[str]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, partner: _Optional[str] = ..., partner_refs: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class QueryResult(_message.Message):
+    __slots__ = ("index", "matches")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    matches: _containers.RepeatedCompositeFieldContainer[QueryMatch]
+    def __init__(self, index: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[QueryMatch, _Mapping]]] = ...) -> None: ...
+
+class QueryReply(_message.Message):
+    __slots__ = ("disclosure", "results", "counts", "partner_levels", "partners")
+    class PartnerLevelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Disclosure
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    PARTNERS_FIELD_NUMBER: _ClassVar[int]
+    disclosure: Disclosure
+    results: _containers.RepeatedCompositeFieldContainer[QueryResult]
+    counts: _containers.RepeatedCompositeFieldContainer[PartnerCount]
+    partner_levels: _containers.ScalarMap[str, Disclosure]
+    partners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, disclosure: _Optional[_Union[Disclosure, str]] = ..., results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[PartnerCount, _Mapping]]] = ..., partner_levels: _Optional[_Mapping[str, Disclosure]] = ..., partners: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("ready", "result", "count")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    result: QueryResult
+    count: PartnerCount
+    def __init__(self, ready: _Optional[bool] = ..., result: _Optional[_Union[QueryResult, _Mapping]] = ..., count: _Optional[_Union[PartnerCount, _Mapping]] = ...) -> None: ...
+
+class QueryLimits(_message.Message):
+    __slots__ = ("project", "member", "records_per_minute", "records_per_day", "allow_watch")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_WATCH_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    records_per_minute: int
+    records_per_day: int
+    allow_watch: bool
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., records_per_minute: _Optional[int] = ..., records_per_day: _Optional[int] = ..., allow_watch: _Optional[bool] = ...) -> None: ...
+
+class QueryReportRequest(_message.Message):
+    __slots__ = ("project", "hours")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    hours: int
+    def __init__(self, project: _Optional[str] = ..., hours: _Optional[int] = ...) -> None: ...
+
+class MemberQueryVolume(_message.Message):
+    __slots__ = ("member", "queries", "records", "records_with_hits", "peak_per_minute", "records_per_day_limit", "distinct_purposes", "refused", "flags")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_WITH_HITS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_PER_DAY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    queries: int
+    records: int
+    records_with_hits: int
+    peak_per_minute: int
+    records_per_day_limit: int
+    distinct_purposes: int
+    refused: int
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueryReport(_message.Message):
+    __slots__ = ("project", "hours", "members")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    HOURS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    hours: int
+    members: _containers.RepeatedCompositeFieldContainer[MemberQueryVolume]
+    def __init__(self, project: _Optional[str] = ..., hours: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberQueryVolume, _Mapping]]] = ...) -> None: ...

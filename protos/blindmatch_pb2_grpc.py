@@ -64,6 +64,36 @@ class MatcherStub:
                 request_serializer=protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
                 response_deserializer=protos_dot_blindmatch__pb2.ResultsChunk.FromString,
                 _registered_method=True)
+        self.ChangeIndex = channel.stream_unary(
+                '/blindmatch.v1.Matcher/ChangeIndex',
+                request_serializer=protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
+                _registered_method=True)
+        self.ListIndex = channel.unary_stream(
+                '/blindmatch.v1.Matcher/ListIndex',
+                request_serializer=protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.IndexListing.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/blindmatch.v1.Matcher/Query',
+                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.QueryReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/blindmatch.v1.Matcher/Watch',
+                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.WatchEvent.FromString,
+                _registered_method=True)
+        self.SetQueryLimits = channel.unary_unary(
+                '/blindmatch.v1.Matcher/SetQueryLimits',
+                request_serializer=protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.QueryLimits.FromString,
+                _registered_method=True)
+        self.GetQueryReport = channel.unary_unary(
+                '/blindmatch.v1.Matcher/GetQueryReport',
+                request_serializer=protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.QueryReport.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -112,6 +142,52 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeIndex(self, request_iterator, context):
+        """Real-time hit/no-hit (docs/realtime.md).
+        Member: add, replace and remove records of its standing index by opaque reference, in one
+        atomic change: a header, then any number of put and remove batches. Durable when acknowledged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIndex(self, request, context):
+        """Member: the references in its own standing index, each with a digest of its CLK (for sync).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """Member: which partners hold a match for each queried CLK, within the disclosure allowed.
+        Nothing of the query is kept after answering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Member: be told when a partner later indexes a record matching one of these CLKs (only where
+        the operator allows watching in the project; kept in memory while the stream is open).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueryLimits(self, request, context):
+        """Operator: query quotas and rate limits for a project's members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueryReport(self, request, context):
+        """Operator: query volume per member over a recent window, with unusual volume flagged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +220,36 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetResults,
                     request_deserializer=protos_dot_blindmatch__pb2.ResultsRequest.FromString,
                     response_serializer=protos_dot_blindmatch__pb2.ResultsChunk.SerializeToString,
+            ),
+            'ChangeIndex': grpc.stream_unary_rpc_method_handler(
+                    servicer.ChangeIndex,
+                    request_deserializer=protos_dot_blindmatch__pb2.IndexChange.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.IndexChangeReply.SerializeToString,
+            ),
+            'ListIndex': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListIndex,
+                    request_deserializer=protos_dot_blindmatch__pb2.ListIndexRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.IndexListing.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.WatchEvent.SerializeToString,
+            ),
+            'SetQueryLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueryLimits,
+                    request_deserializer=protos_dot_blindmatch__pb2.QueryLimits.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+            ),
+            'GetQueryReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueryReport,
+                    request_deserializer=protos_dot_blindmatch__pb2.QueryReportRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.QueryReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +414,168 @@ class Matcher:
             '/blindmatch.v1.Matcher/GetResults',
             protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
             protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeIndex(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.Matcher/ChangeIndex',
+            protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
+            protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ListIndex',
+            protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.IndexListing.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/Query',
+            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/Watch',
+            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueryLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/SetQueryLimits',
+            protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+            protos_dot_blindmatch__pb2.QueryLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueryReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/GetQueryReport',
+            protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.QueryReport.FromString,
             options,
             channel_credentials,
             insecure,

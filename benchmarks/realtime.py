@@ -1,0 +1,206 @@
+"""Real-time query latency: one-record queries against partners' standing indexes.
+
+Starts `blindmatch serve` as its own process on loopback, gives three partners a
+standing index of N synthetic CLKs each through ChangeIndex (the same RPC `blindmatch
+index sync` uses), then has 20 concurrent queriers (threads of this process, one
+channel each) ask single-record queries, half of them noisy copies of indexed records
+(hits) and half fresh random CLKs (no hits), and prints p50/p95/p99 latency. It also
+checks every planted hit is found, and that an index change is visible to the very
+next query.
+
+    .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
+    .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
+
+Synthetic CLKs are uniformly random 1024-bit strings (popcount about 512 +- 16); with
+real person CLKs the popcounts are as tightly bunched, so the popcount pre-filter skips
+little at threshold 0.8 either way and the scan is close to brute force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.cliflow import blindmatch, serve
+from client.api import MatcherClient
+
+CLK_BITS = 1024
+CLK_BYTES = CLK_BITS // 8
+FINGERPRINT = bytes(range(32))
+PARTNERS = ("north", "south", "east")
+QUERIER = "west"
+
+
+def random_clks(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, CLK_BYTES), dtype=np.uint8)
+
+
+def noisy(rng: np.random.Generator, clks: np.ndarray, flip: float) -> np.ndarray:
+    """Copies with about `flip` of their bits flipped (Dice stays well above 0.8 at 0.03)."""
+    bits = np.unpackbits(clks, axis=1)
+    bits ^= (rng.random(bits.shape) < flip).astype(np.uint8)
+    return np.packbits(bits, axis=1)
+
+
+def load_index(target: str, token: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    clks = np.empty((n, CLK_BYTES), dtype=np.uint8)
+    with MatcherClient(target, token) as client:
+        step = 250_000
+        for start in range(0, n, step):
+            block = random_clks(rng, min(step, n - start))
+            clks[start : start + len(block)] = block
+            puts = [(f"r{start + i}", block[i].tobytes()) for i in range(len(block))]
+            client.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    return clks
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Measured:
+    queriers: int
+    latencies: list[float]  # ms
+    wall: float  # s
+    missed: int  # planted hits not found
+    planted: int
+
+
+def measure(
+    target: str,
+    token: str,
+    held: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    queriers: int,
+    queries: int,
+) -> Measured:
+    """`queriers` threads, each with its own channel, asking `queries` queries each."""
+    total = queriers * queries
+    planted: list[tuple[np.ndarray, str | None]] = []
+    for i in range(total):
+        if i % 2 == 0:
+            partner = PARTNERS[(i // 2) % len(PARTNERS)]
+            row = int(rng.integers(0, len(held[partner])))
+            planted.append((noisy(rng, held[partner][row : row + 1], 0.03)[0], partner))
+        else:
+            planted.append((random_clks(rng, 1)[0], None))
+    latencies: list[float] = []
+    missed: list[int] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(queriers)
+
+    def querier(k: int) -> None:
+        with MatcherClient(target, token) as client:
+            ask(client, planted[0][0].tobytes(), "warm-up")
+            gate.wait()
+            for i in range(k * queries, (k + 1) * queries):
+                clk, partner = planted[i]
+                t0 = time.perf_counter()
+                found = ask(client, clk.tobytes(), f"bench {i}")
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if partner is not None and partner not in found:
+                        missed.append(i)
+
+    print(f"{queriers} queriers x {queries} single-record queries ...", flush=True)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Measured(queriers, latencies, time.perf_counter() - t0, len(missed), (total + 1) // 2)
+
+
+def ask(client: MatcherClient, clk: bytes, purpose: str) -> list[str]:
+    answer = client.query("rt", clk, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose=purpose)
+    return [m.partner for m in answer.results[0]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="per partner")
+    parser.add_argument(
+        "--queriers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 20],
+        help="concurrent queriers, one run per comma-separated count (default: 1,20)",
+    )
+    parser.add_argument("--queries", type=int, default=25, help="queries per querier")
+    parser.add_argument("--seed", type=int, default=6)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+
+    with tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp, serve(Path(tmp)) as served:
+        # The matcher logs every query: keep reading its stderr so the pipe never fills.
+        drain = threading.Thread(target=lambda: [None for _ in served.process.stderr or ()])
+        drain.daemon = True
+        drain.start()
+        created = json.loads(
+            blindmatch("project", "create", "rt", "--members", ",".join((*PARTNERS, QUERIER)),
+                       "--json", "--server", served.target,
+                       env={"BLINDMATCH_ADMIN_TOKEN": served.admin_token})
+        )  # fmt: skip
+        tokens = created["tokens"]
+        with MatcherClient(served.target, served.admin_token) as op:
+            op.set_query_limits("rt", per_minute=10**9, per_day=10**9)
+
+        print(f"loading {len(PARTNERS)} partners x {args.records:,} records through "
+              "ChangeIndex ...", flush=True)  # fmt: skip
+        held = {}
+        for partner in PARTNERS:
+            t0 = time.perf_counter()
+            held[partner] = load_index(served.target, tokens[partner], rng, args.records)
+            print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+        runs = [
+            measure(served.target, tokens[QUERIER], held, rng, n, args.queries)
+            for n in args.queriers
+        ]
+
+        with (
+            MatcherClient(served.target, tokens["north"]) as north,
+            MatcherClient(served.target, tokens[QUERIER]) as asker,
+        ):
+            fresh = random_clks(rng, 1)[0].tobytes()
+            t1 = time.perf_counter()
+            north.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                               puts=[("fresh", fresh)])  # fmt: skip
+            change_ms = (time.perf_counter() - t1) * 1000
+            visible = ask(asker, fresh, "visibility") == ["north"]
+
+    print()
+    print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
+    print(f"partners: {len(PARTNERS)} x {args.records:,} records, {CLK_BITS}-bit CLKs")
+    failed = not visible
+    for r in runs:
+        lat = r.latencies
+        print(
+            f"{r.queriers:>3} queriers: {len(lat)} queries in {r.wall:.1f} s "
+            f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
+            f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
+            f"planted hits missed {r.missed} of {r.planted}"
+        )
+        failed = failed or bool(r.missed)
+    print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "
+          f"visible to the next query: {visible}")  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

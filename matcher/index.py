@@ -1,0 +1,244 @@
+"""Standing indexes in memory, and the one-vs-many similarity search over them.
+
+`search` is the whole similarity kernel of a real-time query: a pure function over
+arrays, kept small so that a faster implementation (a C kernel, say) can replace it
+without touching anything else. Its contract:
+
+    clks       (n, w) uint64, each row one CLK of w*64 bits, rows ordered by popcount
+    popcounts  (n,)   int32, ascending: the popcount of each row
+    query      (w,)   uint64, one CLK
+    threshold  Dice similarity in (0, 1]
+
+and it returns the positions of the rows whose Dice similarity with the query is at
+least `threshold`, with those similarities, best first. Because Dice(a, b) is at most
+2*min(|a|, |b|) / (|a| + |b|), only the rows whose popcount lies in a range around the
+query's can reach the threshold; rows are kept sorted by popcount so that range is one
+slice and everything outside it is skipped.
+
+`MemberIndex` is one member's index: an immutable `Snapshot` (a large popcount-sorted
+*main* segment, a small sorted *delta* of recent puts, and the main rows removed or
+replaced since it was built) that queries read without locks, and a writer that
+builds the next snapshot and swaps it in. When the delta grows past a fraction of the
+main segment the two are merged (compaction), so a put costs O(delta), not O(index).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
+
+# Rows scanned per step: small enough that the temporaries stay in cache.
+SCAN_ROWS = 16_384
+# The delta is merged into main when it holds more than this many rows, or more than
+# main/COMPACT_FRACTION rows, whichever is larger.
+COMPACT_MIN = 4_096
+COMPACT_FRACTION = 64
+
+
+def as_words(clks: npt.NDArray[np.uint8] | bytes, clk_bits: int) -> U64:
+    """CLK bytes, (n, clk_bits/8) or flat, as an (n, clk_bits/64) uint64 array (a copy)."""
+    raw = np.frombuffer(bytes(clks), dtype=np.uint8) if isinstance(clks, bytes) else clks
+    return np.ascontiguousarray(raw).reshape(-1, clk_bits // 8).view(np.uint64).copy()
+
+
+def popcounts_of(words: U64) -> I32:
+    """The number of set bits in each row."""
+    return np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+
+
+def popcount_range(popcount: int, threshold: float) -> tuple[int, int]:
+    """The popcounts a row needs for Dice >= threshold with a CLK of `popcount` bits set.
+
+    From Dice <= 2*min(pa, pb)/(pa + pb); widened by one at each end against rounding.
+    """
+    low = math.floor(popcount * threshold / (2.0 - threshold)) - 1
+    high = math.ceil(popcount * (2.0 - threshold) / threshold) + 1
+    return max(low, 1), high
+
+
+_LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
+_ADD_LANES = np.uint64(0x0001000100010001)
+
+
+def _row_sums(counts: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Each row's sum of per-word popcounts (each at most 64).
+
+    Eight byte-sized counts at a time, as one uint64: add neighbouring bytes into 16-bit
+    lanes, then all four lanes with one multiply. About 1.5x faster than .sum(axis=1).
+    """
+    words = counts.shape[1]
+    if words % 8:
+        return counts.sum(axis=1, dtype=np.int64)
+    x = counts.view(np.uint64)
+    x = (x & _LOW_BYTES) + ((x >> np.uint64(8)) & _LOW_BYTES)
+    x = (x * _ADD_LANES) >> np.uint64(48)
+    total = x[:, 0].copy()
+    for j in range(1, x.shape[1]):
+        total += x[:, j]
+    return total.astype(np.int64)
+
+
+def search(
+    clks: U64, popcounts: I32, query: U64, threshold: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Rows of `clks` with Dice(row, query) >= threshold, and their scores, best first."""
+    query_popcount = int(np.bitwise_count(query).sum())
+    if query_popcount == 0 or len(clks) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    low, high = popcount_range(query_popcount, threshold)
+    start = int(np.searchsorted(popcounts, low, side="left"))
+    stop = int(np.searchsorted(popcounts, high, side="right"))
+    rows: list[npt.NDArray[np.int64]] = []
+    scores: list[npt.NDArray[np.float64]] = []
+    step = min(SCAN_ROWS, max(stop - start, 1))
+    anded = np.empty((step, clks.shape[1]), dtype=np.uint64)
+    counts = np.empty((step, clks.shape[1]), dtype=np.uint8)
+    for s in range(start, stop, step):
+        e = min(s + step, stop)
+        m = e - s
+        np.bitwise_and(clks[s:e], query, out=anded[:m])
+        np.bitwise_count(anded[:m], out=counts[:m])
+        both = _row_sums(counts[:m])
+        total = popcounts[s:e] + query_popcount
+        # Cheap integer-ish screen first; exact float Dice only for the few survivors.
+        near = np.flatnonzero(2.0 * both >= threshold * total - 1e-9)
+        if len(near):
+            dice = 2.0 * both[near] / total[near]
+            keep = dice >= threshold
+            rows.append(near[keep].astype(np.int64) + s)
+            scores.append(dice[keep])
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    found = np.concatenate(rows)
+    sims = np.concatenate(scores)
+    order = np.lexsort((found, -sims))
+    return found[order], sims[order]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """CLKs sorted by popcount, with the ref of each row."""
+
+    words: U64
+    popcounts: I32
+    refs: tuple[str, ...]
+
+    @classmethod
+    def build(cls, words: U64, refs: Sequence[str]) -> Segment:
+        popcounts = popcounts_of(words)
+        order = np.argsort(popcounts, kind="stable")
+        return cls(
+            np.ascontiguousarray(words[order]),
+            np.ascontiguousarray(popcounts[order]),
+            tuple(refs[i] for i in order),
+        )
+
+    @classmethod
+    def empty(cls, words_per_clk: int) -> Segment:
+        return cls(np.empty((0, words_per_clk), dtype=np.uint64), np.empty(0, dtype=np.int32), ())
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a query reads: immutable, swapped whole by the writer."""
+
+    main: Segment
+    delta: Segment
+    dead: frozenset[int]  # main rows removed or replaced since main was built
+    size: int
+
+    def search(self, query: U64, threshold: float) -> list[tuple[str, float]]:
+        """(ref, score) of every live record with Dice >= threshold, best first."""
+        found: list[tuple[str, float]] = []
+        rows, scores = search(self.main.words, self.main.popcounts, query, threshold)
+        for r, s in zip(rows.tolist(), scores.tolist(), strict=True):
+            if r not in self.dead:
+                found.append((self.main.refs[r], s))
+        rows, scores = search(self.delta.words, self.delta.popcounts, query, threshold)
+        found.extend(
+            (self.delta.refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)
+        )
+        found.sort(key=lambda hit: (-hit[1], hit[0]))
+        return found
+
+
+@dataclass
+class MemberIndex:
+    """One member's standing index in memory; `snapshot` is safe to read from any thread.
+
+    Writers (`apply`) are serialised by the caller's lock or by `lock` here.
+    """
+
+    clk_bits: int
+    snapshot: Snapshot
+    # ref -> ("m", main row) or ("d", delta row), for the writer only
+    _where: dict[str, tuple[str, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, clk_bits: int, refs: Sequence[str], clks: U64) -> MemberIndex:
+        """An index built in one go (at start-up, from the durable store)."""
+        main = Segment.build(clks, refs)
+        index = cls(clk_bits, Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main)))
+        index._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}
+        return index
+
+    def __len__(self) -> int:
+        return self.snapshot.size
+
+    def __contains__(self, ref: str) -> bool:
+        return ref in self._where
+
+    def refs(self) -> list[str]:
+        return list(self._where)
+
+    def clk(self, ref: str) -> U64:
+        """The CLK stored under `ref` (KeyError when absent)."""
+        segment, row = self._where[ref]
+        snap = self.snapshot
+        return (snap.main if segment == "m" else snap.delta).words[row]
+
+    def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
+        """Put (add or replace) and remove records; the caller has checked the refs."""
+        snap = self.snapshot
+        dead = set(snap.dead)
+        keep_delta = np.ones(len(snap.delta), dtype=bool)
+        for ref in (*remove, *put_refs):
+            where = self._where.pop(ref, None)
+            if where is None:
+                continue
+            if where[0] == "m":
+                dead.add(where[1])
+            else:
+                keep_delta[where[1]] = False
+        delta_words = np.concatenate([snap.delta.words[keep_delta], put_words])
+        delta_refs = [r for r, k in zip(snap.delta.refs, keep_delta.tolist(), strict=True) if k]
+        delta_refs.extend(put_refs)
+        size = len(snap.main) - len(dead) + len(delta_refs)
+        if len(delta_refs) > max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION) or (
+            len(dead) > max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION)
+        ):
+            alive = np.ones(len(snap.main), dtype=bool)
+            alive[list(dead)] = False
+            main_refs = [r for r, a in zip(snap.main.refs, alive.tolist(), strict=True) if a]
+            main = Segment.build(
+                np.concatenate([snap.main.words[alive], delta_words]), main_refs + delta_refs
+            )
+            self.snapshot = Snapshot(main, Segment.empty(self.clk_bits // 64), frozenset(), size)
+            self._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}
+            return
+        delta = Segment.build(delta_words, delta_refs)
+        for row, ref in enumerate(delta.refs):
+            self._where[ref] = ("d", row)
+        self.snapshot = Snapshot(snap.main, delta, frozenset(dead), size)

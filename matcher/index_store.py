@@ -1,0 +1,225 @@
+"""Durable state of the real-time side, in its own SQLite file in the data dir.
+
+    DIR/index.sqlite   standing-index records, per-member encoding (clk_bits, fingerprint),
+                       query limits and settings, and the query volume log
+
+Kept apart from `blindmatch.sqlite` so that a large index never slows the batch side's
+single writer. A change to an index is one transaction (WAL, full sync): acknowledged
+means durable, and a failed change leaves nothing behind. The query log holds counts
+and purposes only, never an encoding; it is written in batches off the request path
+(see `realtime.QueryLog`), so the last moments of it may be lost in a power cut.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS index_meta (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    clk_bits INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    PRIMARY KEY (project, member)
+);
+CREATE TABLE IF NOT EXISTS index_records (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    clk BLOB NOT NULL,
+    PRIMARY KEY (project, member, ref)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS query_limits (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,          -- '' for the project's default
+    per_minute INTEGER NOT NULL,   -- 0: the matcher's default
+    per_day INTEGER NOT NULL,
+    PRIMARY KEY (project, member)
+);
+CREATE TABLE IF NOT EXISTS query_settings (
+    project TEXT PRIMARY KEY,
+    allow_watch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS query_log (
+    time REAL NOT NULL,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- query, watch
+    purpose TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    records_with_hits INTEGER NOT NULL,
+    refused TEXT NOT NULL          -- '' when answered, else why not
+);
+CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
+"""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint."""
+
+    clk_bits: int
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class LoggedQuery:
+    time: float
+    project: str
+    member: str
+    kind: str
+    purpose: str
+    records: int
+    records_with_hits: int
+    refused: str
+
+
+class IndexStore:
+    """Standing indexes, limits and the query log, in DIR/index.sqlite."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir) / "index.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- standing indexes -----------------------------------------------------------------
+
+    def encodings(self) -> dict[tuple[str, str], Encoding]:
+        """(project, member) -> encoding, for every non-empty index."""
+        rows = self._query("SELECT project, member, clk_bits, fingerprint FROM index_meta")
+        return {(p, m): Encoding(b, bytes(f)) for p, m, b, f in rows}
+
+    def records(self, project: str, member: str) -> tuple[list[str], bytes]:
+        """An index's refs and their CLKs (concatenated, in the same order)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT ref, clk FROM index_records WHERE project=? AND member=?",
+                (project, member),
+            )
+            refs: list[str] = []
+            clks: list[bytes] = []
+            for ref, clk in cursor:
+                refs.append(ref)
+                clks.append(clk)
+        return refs, b"".join(clks)
+
+    def apply_change(
+        self,
+        project: str,
+        member: str,
+        encoding: Encoding,
+        puts: Sequence[tuple[str, bytes]],
+        removes: Sequence[str],
+        *,
+        size_after: int,
+    ) -> None:
+        """Put and remove records in one durable transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM index_records WHERE project=? AND member=? AND ref=?",
+                [(project, member, ref) for ref in removes],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO index_records VALUES (?,?,?,?)",
+                [(project, member, ref, clk) for ref, clk in puts],
+            )
+            if size_after:
+                db.execute(
+                    "INSERT OR REPLACE INTO index_meta VALUES (?,?,?,?)",
+                    (project, member, encoding.clk_bits, encoding.fingerprint),
+                )
+            else:
+                db.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+
+    def erase_member(self, project: str, member: str) -> None:
+        """Delete a member's whole index (for erasure)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
+            db.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+
+    # -- limits and settings --------------------------------------------------------------
+
+    def set_limits(self, project: str, member: str, per_minute: int, per_day: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO query_limits VALUES (?,?,?,?)",
+                (project, member, per_minute, per_day),
+            )
+
+    def limits(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(project, member or '') -> (per_minute, per_day); 0 means the default."""
+        rows = self._query("SELECT project, member, per_minute, per_day FROM query_limits")
+        return {(p, m): (pm, pd) for p, m, pm, pd in rows}
+
+    def set_allow_watch(self, project: str, allow: bool) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO query_settings VALUES (?,?)", (project, int(allow)))
+
+    def allow_watch(self) -> set[str]:
+        return {p for (p,) in self._query("SELECT project FROM query_settings WHERE allow_watch")}
+
+    # -- the query log --------------------------------------------------------------------
+
+    def log_queries(self, entries: Sequence[LoggedQuery]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO query_log VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.time,
+                        e.project,
+                        e.member,
+                        e.kind,
+                        e.purpose,
+                        e.records,
+                        e.records_with_hits,
+                        e.refused,
+                    )
+                    for e in entries
+                ],
+            )
+            self._db.execute("COMMIT")
+
+    def logged_queries(self, since: float, project: str | None = None) -> list[LoggedQuery]:
+        sql = "SELECT * FROM query_log WHERE time >= ?"
+        args: tuple[object, ...] = (since,)
+        if project is not None:
+            sql += " AND project = ?"
+            args += (project,)
+        return [LoggedQuery(*row) for row in self._query(sql + " ORDER BY time", args)]
+
+    def prune_log(self, before: float | None = None) -> None:
+        """Drop volume entries older than `before` (default: 30 days ago)."""
+        cutoff = before if before is not None else time.time() - 30 * 86400
+        with self._tx() as db:
+            db.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))

@@ -1,0 +1,526 @@
+"""Real-time hit/no-hit: standing indexes and instant queries, against a real matcher."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from client.api import MatcherClient, ProjectTokens
+from client.cli import main
+from client.encode import read_secret
+from client.encoded import Encoded
+from client.errors import NotFoundError, RejectedError
+from client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
+from client.schema import load_schema
+from matcher.index import MemberIndex, as_words, search
+from matcher.server import create_server
+from matcher.solve import dice
+from protos import blindmatch_pb2 as pb
+from protos import blindmatch_pb2_grpc as pb_grpc
+from tests.conftest import PERSON_SCHEMA, Matcher, Org
+from tests.test_flow import encode
+
+KEY = b"north's own ref key, never shared"
+PURPOSE = "case 2024/117"
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
+    secret = read_secret(secret_file)
+    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+
+
+def person(secret_file: Path, **values: str) -> tuple[bytes, int, bytes]:
+    """One person's CLK, encoded as `blindmatch query` encodes it."""
+    result = encode_person(load_schema(PERSON_SCHEMA), read_secret(secret_file), values)
+    return result.clks, result.clk_bits, result.fingerprint
+
+
+def index_all(client: MatcherClient, project: str, encoded: Encoded) -> None:
+    sync_index(client, project, encoded, KEY)
+
+
+def ask(client: MatcherClient, project: str, clk: tuple[bytes, int, bytes]) -> list[str]:
+    """The partners said to hold the one queried person."""
+    answer = client.query(project, clk[0], clk_bits=clk[1], fingerprint=clk[2], purpose=PURPOSE)
+    return [m.partner for m in answer.results[0]]
+
+
+GRACE = {"given_name": "Grace", "surname": "Hughes", "dob": "2001-12-12", "sex": "F"}
+PETER = {"given_name": "Peter", "surname": "Nowak", "dob": "1979-08-14"}
+
+
+# -- the core promise -------------------------------------------------------------------------
+
+
+def test_add_query_remove_query(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    with matcher.member(project.tokens["north"]) as north:
+        assert ask(north, "trial", grace) == ["south"]
+    with matcher.member(project.tokens["south"]) as south:
+        [grace_ref] = row_refs(["S-13"], KEY)
+        summary = south.change_index(
+            "trial", clk_bits=grace[1], fingerprint=grace[2], removes=[grace_ref]
+        )
+        assert (summary.removed, summary.record_count) == (1, 3)
+    with matcher.member(project.tokens["north"]) as north:
+        assert ask(north, "trial", grace) == []  # visible to the very next query
+
+
+def test_a_query_is_answered_only_from_partners_indexes(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    with matcher.member(project.tokens["north"]) as north:
+        index_all(north, "trial", encoded["north"])
+        grace = person(secret_file, **GRACE)
+        answer = north.query(
+            "trial", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=PURPOSE
+        )
+    assert answer.partners == []  # its own index is not searched for itself
+    assert answer.results == [[]]
+
+
+def test_the_cli_maintains_the_index_and_queries_a_person(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = ["--server", matcher.target, "--quiet"]
+    ref_key = tmp_path / "south.refkey"
+    south = ["--project", "trial", "--token", project.tokens["south"], "--ref-key", str(ref_key)]
+    assert main(["index", "sync", str(encoded["south"].path), *south, *server]) == 0
+    assert (
+        "4 added, 0 replaced, 0 removed; the index now holds 4 records" in capsys.readouterr().out
+    )
+    assert ref_key.exists()  # made on first use
+    assert main(["index", "sync", str(encoded["south"].path), *south, *server]) == 0
+    assert "0 added, 0 replaced, 0 removed" in capsys.readouterr().out  # nothing changed
+
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], *server]
+    query += ["--schema", str(PERSON_SCHEMA), "--secret-file", str(secret_file)]
+    query += ["--purpose", PURPOSE]
+    # Written differently from south's export: same normalised person.
+    assert main([*query, "--given-name", "ZOLTÁN", "--surname", "Kovács", "--dob", "1965-05-05",
+                 "--field", "postcode=CF10 1AA", "--sex", "male"]) == 0  # fmt: skip
+    assert "query: held by south" in capsys.readouterr().out
+
+    assert main(["index", "remove", "S-11", *south, *server]) == 0
+    assert "1 removed; the index now holds 3 records" in capsys.readouterr().out
+    assert main([*query, "--given-name", "Zoltan", "--surname", "Kovacs", "--dob", "1965-05-05",
+                 "--field", "postcode=CF10 1AA", "--sex", "M"]) == 0  # fmt: skip
+    assert "query: no partner match disclosed" in capsys.readouterr().out
+
+
+def test_a_small_csv_is_queried_through_the_members_mapping(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    out = tmp_path / "answer.csv"
+    args = ["query", str(orgs["north"].csv), "--mapping", str(orgs["north"].mapping)]
+    args += ["--schema", str(PERSON_SCHEMA), "--secret-file", str(secret_file)]
+    args += ["--purpose", PURPOSE, "--project", "trial", "--token", project.tokens["north"]]
+    assert main([*args, "--out", str(out), "--server", matcher.target, "--quiet"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines == [
+        "record_id,partner,partner_ref,score",
+        "N1,south,,",
+        "N4,south,,",
+        "N5,south,,",
+    ]
+
+
+# -- disclosure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("count", []),
+        ("hits", [("south", 0, 0)]),
+        ("mapping", [("south", 1, 0)]),
+        ("scores", [("south", 1, 1)]),
+    ],
+)
+def test_answers_follow_the_disclosure_level(
+    matcher: Matcher,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    level: str,
+    expected: list[tuple[str, int, int]],
+) -> None:
+    with matcher.operator() as op:
+        project = op.create_project(f"rt-{level}", ["north", "south"], disclosure=level)
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, project.project, encoded["south"])
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["north"]) as north:
+        answer = north.query(
+            project.project, grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=PURPOSE
+        )
+    assert [(m.partner, len(m.refs), len(m.scores)) for m in answer.results[0]] == expected
+    assert answer.counts == {"south": 1}
+    assert answer.partner_levels == {"south": level}
+    if level in ("mapping", "scores"):
+        # The partner's ref leads back to its own record, for the follow-up.
+        ref = answer.results[0][0].refs[0]
+        assert resolve_refs(encoded["south"], KEY)[ref] == "S-13"
+
+
+def test_a_count_partner_never_reveals_which_record_it_holds(
+    matcher: Matcher, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    with matcher.operator() as op:
+        project = op.create_project("counted", ["north", "south"], disclosure="count")
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "counted", encoded["south"])
+    people = [person(secret_file, **GRACE), person(secret_file, **PETER)]
+    people.append(person(secret_file, given_name="Nobody", surname="Atall", dob="1900-01-01"))
+    clk_bits, fingerprint = people[0][1], people[0][2]
+    with matcher.member(project.tokens["north"]) as north:
+        answer = north.query(
+            "counted",
+            [p[0] for p in people],
+            clk_bits=clk_bits,
+            fingerprint=fingerprint,
+            purpose=PURPOSE,
+        )
+    assert answer.results == [[], [], []]
+    assert answer.counts == {"south": 2}
+
+
+# -- durability -----------------------------------------------------------------------------
+
+
+def test_the_index_survives_a_restart(
+    tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    with MatcherClient(target, "admin") as op:
+        project = op.create_project("durable", ["north", "south"])
+    with MatcherClient(target, project.tokens["south"]) as south:
+        index_all(south, "durable", encoded["south"])
+        [peter] = row_refs(["S-12"], KEY)
+        south.change_index(
+            "durable", clk_bits=1024, fingerprint=encoded["south"].fingerprint, removes=[peter]
+        )
+    server.stop(grace=None)
+
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, project.tokens["north"]) as north:
+            assert ask(north, "durable", person(secret_file, **GRACE)) == ["south"]
+            assert ask(north, "durable", person(secret_file, **PETER)) == []
+        with MatcherClient(target, project.tokens["south"]) as south:
+            assert len(south.list_index("durable")) == 3
+    finally:
+        server.stop(grace=None)
+
+
+def test_the_matcher_keeps_no_copy_of_a_query(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    stranger = person(secret_file, given_name="Ottoline", surname="Quist", dob="1951-07-30")
+    with matcher.member(project.tokens["north"]) as north:
+        assert ask(north, "trial", stranger) == []
+    matcher.server.realtime.qlog.flush()
+    for path in matcher.data_dir.rglob("*"):
+        if path.is_file():
+            assert stranger[0] not in path.read_bytes(), f"{path} holds the queried CLK"
+
+
+# -- abuse resistance -------------------------------------------------------------------------
+
+
+def test_the_quota_refuses_with_resource_exhausted(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    with matcher.operator() as op:
+        op.set_query_limits("trial", member="north", per_minute=100, per_day=3)
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["north"]) as north:
+        for _ in range(3):
+            ask(north, "trial", grace)
+        with pytest.raises(RejectedError) as refused:
+            ask(north, "trial", grace)
+    message = str(refused.value)
+    assert "RESOURCE_EXHAUSTED" in message
+    assert "query quota: north may query 3 records per 24 hours in project 'trial'" in message
+    with matcher.member(project.tokens["south"]) as south:
+        ask(south, "trial", grace)  # other members keep their own quota
+
+
+def test_a_restart_does_not_reset_a_quota(tmp_path: Path, secret_file: Path) -> None:
+    data_dir = tmp_path / "data"
+    grace = person(secret_file, **GRACE)
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    with MatcherClient(target, "admin") as op:
+        project = op.create_project("limited", ["north", "south"])
+        op.set_query_limits("limited", per_day=2)
+    with MatcherClient(target, project.tokens["north"]) as north:
+        ask(north, "limited", grace)
+        ask(north, "limited", grace)
+    server.stop(grace=None)
+
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with (
+            MatcherClient(target, project.tokens["north"]) as north,
+            pytest.raises(RejectedError, match="has queried 2, so these 1 would exceed"),
+        ):
+            ask(north, "limited", grace)
+    finally:
+        server.stop(grace=None)
+
+
+def test_the_rate_limit_counts_records_not_requests(
+    matcher: Matcher, project: ProjectTokens, secret_file: Path
+) -> None:
+    with matcher.operator() as op:
+        op.set_query_limits("trial", per_minute=2)
+    grace = person(secret_file, **GRACE)
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        request = pb.QueryRequest(
+            project="trial", purpose=PURPOSE, clk_bits=grace[1], fingerprint=grace[2],
+            clks=grace[0] * 3,
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Query(request, metadata=[("authorization", f"Bearer {project.tokens['north']}")])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "query rate limit: north may query 2 records per minute" in str(err.value.details())
+
+
+def test_the_operator_report_flags_unusual_volume(
+    matcher: Matcher,
+    project: ProjectTokens,
+    secret_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with matcher.operator() as op:
+        op.set_query_limits("trial", per_minute=1000, per_day=150)
+    probe = person(secret_file, given_name="Guess", surname="Work", dob="1980-01-01")
+    with matcher.member(project.tokens["north"]) as north:
+        north.query(
+            "trial", [probe[0]] * 120, clk_bits=probe[1], fingerprint=probe[2], purpose="fishing"
+        )
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    assert main(["admin", "query-report", "trial", "--json", "--server", matcher.target]) == 0
+    report = {v["member"]: v for v in json.loads(capsys.readouterr().out)}
+    assert report["north"]["records"] == 120
+    assert report["south"]["flags"] == []
+    flags = " ".join(report["north"]["flags"])
+    assert "over 3x the other members' median" in flags
+    assert "used 80% of its quota" in flags
+    assert "looks like probing" in flags
+
+
+def test_a_query_needs_a_purpose(
+    matcher: Matcher, project: ProjectTokens, secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["north"]) as north, pytest.raises(RejectedError) as err:
+        north.query("trial", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=" ")
+    assert "purpose: required" in str(err.value)
+
+
+def test_only_the_operator_sets_limits(matcher: Matcher, project: ProjectTokens) -> None:
+    from client.errors import AuthError
+
+    with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
+        north.set_query_limits("trial", per_day=10**9)
+
+
+# -- bad input leaves the index as it was --------------------------------------------------------
+
+
+def test_bad_changes_are_refused_and_change_nothing(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    secret_file: Path,
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+        before = south.list_index("trial")
+        fp = encoded["south"].fingerprint
+        with pytest.raises(RejectedError, match="INVALID_ARGUMENT") as short:
+            south.change_index(
+                "trial", clk_bits=1024, fingerprint=fp, puts=[("new-1", bytes(128)), ("x", b"1")]
+            )
+        assert "put.clks: 129 bytes for 2 refs; expected 256" in str(short.value)
+        with pytest.raises(RejectedError, match="FAILED_PRECONDITION") as length:
+            south.change_index("trial", clk_bits=512, fingerprint=fp, puts=[("n", bytes(64))])
+        assert "CLKs of 512 bits, but your index has 1024-bit CLKs" in str(length.value)
+        with pytest.raises(NotFoundError) as unknown:
+            south.change_index(
+                "trial", clk_bits=1024, fingerprint=fp, removes=[next(iter(before)), "nope"]
+            )
+        assert "1 reference(s) not in your index: 'nope'; nothing was changed" in str(unknown.value)
+        wrong = encode(orgs["south"], tmp_path / "wrong.encoded", b"another secret")
+        with pytest.raises(RejectedError) as other_secret:
+            sync_index(south, "trial", wrong, KEY)
+        assert "FAILED_PRECONDITION" in str(other_secret.value)
+        assert "different schema or secret" in str(other_secret.value)
+        with pytest.raises(RejectedError, match="not a valid reference"):
+            south.change_index("trial", clk_bits=1024, fingerprint=fp, puts=[("a b", bytes(128))])
+        assert south.list_index("trial") == before
+    with matcher.member(project.tokens["north"]) as north:
+        assert ask(north, "trial", person(secret_file, **GRACE)) == ["south"]
+
+
+def test_a_query_with_the_wrong_encoding_is_refused(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    fp = encoded["south"].fingerprint
+    with matcher.member(project.tokens["north"]) as north:
+        with pytest.raises(RejectedError, match="CLKs of 512 bits, but south's index has 1024"):
+            north.query("trial", bytes(64), clk_bits=512, fingerprint=fp, purpose=PURPOSE)
+        with pytest.raises(RejectedError, match="different schema or secret than south's index"):
+            north.query("trial", bytes(128), clk_bits=1024, fingerprint=bytes(32), purpose=PURPOSE)
+        with pytest.raises(RejectedError, match="not a whole, non-zero number of 1024-bit CLKs"):
+            north.query("trial", bytes(100), clk_bits=1024, fingerprint=fp, purpose=PURPOSE)
+
+
+# -- notifications -------------------------------------------------------------------------------
+
+
+def test_a_watch_is_told_when_a_partner_later_indexes_a_match(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["north"]) as north, pytest.raises(RejectedError):
+        next(north.watch("trial", grace[0], clk_bits=1024, fingerprint=grace[2], purpose="x"))
+    with matcher.operator() as op:
+        op.set_query_limits("trial", allow_watch=True)
+    events = []
+    registered = threading.Event()
+
+    def watch() -> None:
+        with matcher.member(project.tokens["north"]) as north:
+            stream = north.watch(
+                "trial", grace[0], clk_bits=1024, fingerprint=grace[2], purpose=PURPOSE, timeout=30
+            )
+            registered.set()
+            events.append(next(stream))
+            stream.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    registered.wait(10)
+    with matcher.member(project.tokens["south"]) as south:
+        for _ in range(100):  # until the watch is registered at the matcher
+            if matcher.server.realtime._watches:
+                break
+            threading.Event().wait(0.05)
+        index_all(south, "trial", encoded["south"])
+    watcher.join(30)
+    assert [(e.partner, e.index) for e in events] == [("south", 0)]
+
+
+# -- the search kernel and the in-memory index -------------------------------------------------
+
+
+def test_search_finds_exactly_the_rows_at_or_over_the_threshold() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.random((1, 1024)) < 0.4
+    noisy = base ^ (rng.random((300, 1024)) < rng.random((300, 1)) * 0.3)
+    clks = np.packbits(noisy, axis=1)
+    words = as_words(clks, 1024)
+    popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    order = np.argsort(popcounts, kind="stable")
+    query = np.packbits(base, axis=1)
+    for threshold in (0.6, 0.8, 0.9):
+        rows, scores = search(words[order], popcounts[order], as_words(query, 1024)[0], threshold)
+        expected = dice(clks, np.repeat(query, len(clks), axis=0))
+        want = sorted(
+            int(np.flatnonzero(order == i)[0]) for i in np.flatnonzero(expected >= threshold)
+        )
+        assert sorted(rows.tolist()) == want
+        assert np.allclose(scores, expected[order][rows])
+        assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_the_index_stays_right_through_puts_removes_and_compaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("matcher.index.COMPACT_MIN", 8)
+    rng = np.random.default_rng(9)
+    truth: dict[str, bytes] = {}
+
+    def random_clks(n: int) -> np.ndarray:
+        return np.packbits(rng.random((n, 256)) < 0.4, axis=1)
+
+    start = random_clks(20)
+    truth.update({f"r{i}": start[i].tobytes() for i in range(20)})
+    index = MemberIndex.load(256, list(truth), as_words(start, 256))
+    for step in range(40):
+        new = random_clks(3)
+        refs = [f"r{rng.integers(0, 40)}" for _ in range(3)]
+        refs = list(dict.fromkeys(refs))
+        removes = [r for r in list(truth)[:1] if r not in refs] if step % 3 else []
+        index.apply(refs, as_words(new[: len(refs)], 256), removes)
+        for r in removes:
+            del truth[r]
+        truth.update({r: new[i].tobytes() for i, r in enumerate(refs)})
+        assert len(index) == len(truth)
+        for ref, clk in truth.items():
+            found = dict(index.snapshot.search(as_words(clk, 256)[0], 1.0))
+            assert ref in found
+            assert index.clk(ref).tobytes() == clk
+
+
+def test_sync_sends_only_the_differences() -> None:
+    plan = plan_sync({"a": b"1", "b": b"2", "c": b"3"}, {"a": b"1", "b": b"x", "d": b"4"})
+    assert (plan.puts, plan.removes) == (["b", "c"], ["d"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["index", "add"],
+        ["index", "remove"],
+        ["index", "sync"],
+        ["index", "show"],
+        ["query"],
+        ["admin", "query-limits"],
+        ["admin", "query-report"],
+    ],
+)
+def test_every_real_time_command_has_help(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert f"usage: blindmatch {' '.join(command)}" in capsys.readouterr().out
