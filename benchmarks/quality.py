@@ -114,12 +114,13 @@ def main() -> int:
             folder = Path(tmp) / "exports"
             write_exports(folder, seed, args.population)
             truth = read_truth(folder / "truth.csv")
-            flows = [("blindmatch", lambda: blindmatch_flow(folder, Path(tmp)))]
-            if not args.skip_anchor:
-                flows.insert(0, ("anchor (clkhash+anonlink 0.8)", lambda: anchor(folder)))
-            for label, run in flows:
+            for label in table:
+                if label.startswith("anchor") and args.skip_anchor:
+                    continue
                 started = time.monotonic()
-                q = quality(run(), truth)
+                found = anchor(folder) if label.startswith("anchor") else None
+                found = found if found is not None else blindmatch_flow(folder, Path(tmp))
+                q = quality(found, truth)
                 table[label].append(q)
                 print(
                     f"{seed:>5} {label:<30} {q.precision:>9.4f} {q.recall:>7.4f} {q.f1:>7.4f} "

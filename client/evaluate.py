@@ -130,7 +130,9 @@ def read_results(path: str | Path, member: str) -> list[Scored]:
             try:
                 score = float(row["score"])
             except ValueError:
-                raise InputError(f"{path}: row {line}: score {row['score']!r} is not a number")
+                raise InputError(
+                    f"{path}: row {line}: score {row['score']!r} is not a number"
+                ) from None
         out.append(Scored((member, row["record_id"].strip(), row["partner"].strip()), score))
     return out
 
