@@ -12,7 +12,7 @@ from clkhash import field_formats
 from clkhash import schema as clk_schema
 
 from client.errors import InputError
-from client.normalise import FieldRule
+from client.normalise import OPTIONS, FieldRule
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,19 @@ class LinkageSchema:
         return ""
 
 
-def _rule_for(spec: field_formats.FieldSpec) -> FieldRule:
+def _options(raw_feature: dict[str, Any], path: Path) -> tuple[Any, ...]:
+    """The feature's blindmatch normalisation options: {"blindmatch": {"normalise": [...]}}."""
+    ext = raw_feature.get("blindmatch", {})
+    options = ext.get("normalise", []) if isinstance(ext, dict) else None
+    if not isinstance(options, list) or any(o not in OPTIONS for o in options):
+        raise InputError(
+            f"{path}: feature {raw_feature.get('identifier')!r}: blindmatch.normalise must be "
+            f"a list of {', '.join(OPTIONS)}"
+        )
+    return tuple(options)
+
+
+def _rule_for(spec: field_formats.FieldSpec, options: tuple[Any, ...] = ()) -> FieldRule:
     name = spec.identifier
     if isinstance(spec, field_formats.Ignore) or spec.hashing_properties is None:
         return FieldRule(name, "ignore")
@@ -67,7 +79,7 @@ def _rule_for(spec: field_formats.FieldSpec) -> FieldRule:
     if isinstance(spec, field_formats.IntegerSpec):
         return FieldRule(name, "integer")
     upper = getattr(spec, "case", "mixed") == "upper"
-    return FieldRule(name, "text", upper=upper)
+    return FieldRule(name, "text", upper=upper, options=options)
 
 
 def load_schema(path: str | Path) -> LinkageSchema:
@@ -97,5 +109,8 @@ def load_schema(path: str | Path) -> LinkageSchema:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"{path}: feature identifiers repeat: {', '.join(duplicates)}")
-    rules = tuple(_rule_for(spec) for spec in parsed.fields)
+    rules = tuple(
+        _rule_for(spec, _options(feature, path))
+        for spec, feature in zip(parsed.fields, raw["features"], strict=True)
+    )
     return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules)
