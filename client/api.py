@@ -181,6 +181,7 @@ class MatcherClient:
                     record_count=encoded.record_count,
                     fingerprint=encoded.fingerprint,
                     sha256=encoded.sha256,
+                    field_bits=encoded.field_bits,
                 )
             )
             for block in encoded.iter_chunks(UPLOAD_RECORDS_PER_MESSAGE):

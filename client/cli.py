@@ -137,6 +137,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         fingerprint=result.fingerprint,
         ids=result.ids,
         report=result.report.to_dict(),
+        field_bits=result.field_bits,
     )
     if not args.quiet:
         print(result.report.render())

@@ -20,6 +20,7 @@ from clkhash import clk as clk_encoder
 from clkhash.field_formats import InvalidEntryError
 
 from client.errors import InputError
+from client.fieldlevel import encode_field_level
 from client.fingerprint import fingerprint
 from client.mapping import Mapping
 from client.normalise import InvalidValue, is_missing, normalise_value
@@ -92,6 +93,7 @@ class EncodeResult:
     fingerprint: bytes
     ids: list[str]
     report: EncodeReport
+    field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
 
 
 def read_secret(path: str | Path) -> bytes:
@@ -267,24 +269,30 @@ def encode_csv(
     bar = _progress(len(rows), "encoding", progress)
     callback: Callable[[int, Any], None] = lambda tics, _stats: bar.update(tics)  # noqa: E731
     try:
-        bitarrays = clk_encoder.generate_clks(
-            rows,
-            schema.for_encoding(),
-            secret,
-            validate=False,  # every value was validated above; invalid ones are missing
-            callback=callback,
-            max_workers=max_workers,
-        )
+        if schema.field_level:
+            clks = encode_field_level(
+                rows, schema.for_encoding(), schema.field_bits, secret, callback=bar.update
+            )
+        else:
+            bitarrays = clk_encoder.generate_clks(
+                rows,
+                schema.for_encoding(),
+                secret,
+                validate=False,  # every value was validated above; invalid ones are missing
+                callback=callback,
+                max_workers=max_workers,
+            )
+            clks = b"".join(ba.tobytes() for ba in bitarrays)
     finally:
         bar.close()
-    report.rows_encoded = len(bitarrays)
-    clks = b"".join(ba.tobytes() for ba in bitarrays)
+    report.rows_encoded = len(clks) // (schema.clk_bits // 8)
     return EncodeResult(
         clks=clks,
         clk_bits=schema.clk_bits,
         fingerprint=fingerprint(schema.raw, secret),
         ids=ids,
         report=report,
+        field_bits=schema.field_bits,
     )
 
 

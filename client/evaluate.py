@@ -36,7 +36,7 @@ class Truth:
 
     def true_hits(self, member: str | None = None) -> set[Hit]:
         """Every (member, record, partner) a perfect matcher would report."""
-        out = set()
+        out: set[Hit] = set()
         for (m, rid), ent in self.entity.items():
             if member is not None and m != member:
                 continue

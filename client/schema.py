@@ -23,6 +23,11 @@ class LinkageSchema:
     raw: dict[str, Any]
     clk_schema: clk_schema.Schema
     rules: tuple[FieldRule, ...]
+    field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
+
+    @property
+    def field_level(self) -> bool:
+        return bool(self.field_bits)
 
     @property
     def clk_bits(self) -> int:
@@ -113,4 +118,37 @@ def load_schema(path: str | Path) -> LinkageSchema:
         _rule_for(spec, _options(feature, path))
         for spec, feature in zip(parsed.fields, raw["features"], strict=True)
     )
-    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules)
+    field_bits = _field_bits(raw, parsed, path)
+    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules, field_bits=field_bits)
+
+
+def _field_bits(raw: dict[str, Any], parsed: clk_schema.Schema, path: Path) -> tuple[int, ...]:
+    """Segment sizes of a field-level schema (see client.fieldlevel); () if record-level."""
+    ext = raw.get("blindmatch", {})
+    encoding = ext.get("encoding", "record-level") if isinstance(ext, dict) else None
+    if encoding == "record-level":
+        return ()
+    if encoding != "field-level":
+        raise InputError(f"{path}: blindmatch.encoding must be 'record-level' or 'field-level'")
+    problems = []
+    bits = []
+    for spec, feature in zip(parsed.fields, raw["features"], strict=True):
+        if spec.hashing_properties is None:
+            continue
+        size = (feature.get("blindmatch") or {}).get("bits")
+        if not isinstance(size, int) or size < 64 or size & (size - 1):
+            problems.append(
+                f"feature {spec.identifier!r}: blindmatch.bits must be a power of two >= 64 "
+                f"(got {size!r})"
+            )
+            continue
+        bits.append(size)
+    if parsed.xor_folds:
+        problems.append("field-level encodings do not support xorFolds")
+    if not problems and sum(bits) != parsed.l:
+        problems.append(
+            f"clkConfig.l is {parsed.l}, but the fields' blindmatch.bits add up to {sum(bits)}"
+        )
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    return tuple(bits)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher.compare import CHUNK_COMPARISONS, compare_chunk, merge, plan_chunks
+from matcher.fieldlevel import scored_candidates
 from matcher.solve import Links, links_from_groups, solve
 from matcher.store import Store
 
@@ -41,14 +42,26 @@ def match(
     workers: int | None = None,
     progress: Progress | None = None,
     chunk_comparisons: int = CHUNK_COMPARISONS,
+    field_bits: Sequence[int] = (),
 ) -> MatchResult:
     """Find the subjects shared between datasets (one per member).
 
     Compares every pair of datasets in chunks on `workers` threads, solves the
     candidate pairs greedily (multi-party when there are more than two), and
-    returns the links inside every matched group.
+    returns the links inside every matched group. With `field_bits` (field-level
+    encodings), pairs are scored field by field instead (matcher.fieldlevel) and
+    `threshold` is a match probability.
     """
     report = progress or (lambda stage, done, total: None)
+    if field_bits:
+        report("compare", 0, 1)
+        candidates, compared, scorer = scored_candidates(datasets, field_bits, threshold)
+        report("compare", 1, 1)
+        report("solve", 0, len(candidates))
+        groups = solve(candidates)
+        report("solve", len(candidates), len(candidates))
+        links = links_from_groups(groups, datasets, scorer)
+        return MatchResult(links=links, groups=len(groups), comparisons=compared)
     chunks = plan_chunks([len(d) for d in datasets], chunk_comparisons)
     total = sum(c.comparisons for c in chunks)
     done = 0
@@ -126,7 +139,11 @@ class RunManager:
                 self.store.update_run(run_id, stage=stage, work_done=done, work_total=total)
                 self._notify()
 
-        result = match(datasets, run.threshold, workers=self.workers, progress=progress)
+        layouts = {self.store.field_bits(u.id) for _, u in inputs}
+        field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
+        result = match(
+            datasets, run.threshold, workers=self.workers, progress=progress, field_bits=field_bits
+        )
         self.store.update_run(run_id, stage="store")
         self.store.finish_run(run_id, members, result.links, result.groups)
         log.info(

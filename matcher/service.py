@@ -198,6 +198,11 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.InvalidArgument("header.fingerprint: must be 32 bytes")
         if len(header.sha256) != 64:
             raise errors.InvalidArgument("header.sha256: must be 64 hex digits")
+        field_bits = tuple(header.field_bits)
+        if field_bits and (sum(field_bits) != bits or any(b == 0 or b % 64 for b in field_bits)):
+            raise errors.InvalidArgument(
+                "header.field_bits: field sizes must be multiples of 64 adding up to clk_bits"
+            )
         clk_bytes = bits // 8
         part = self.store.new_upload_path()
         digest = hashlib.sha256()
@@ -236,6 +241,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 clk_bits=bits,
                 fingerprint=header.fingerprint,
                 sha256=header.sha256,
+                field_bits=field_bits,
             )
         except OSError as exc:
             if exc.errno == errno.ENOSPC:

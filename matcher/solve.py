@@ -8,7 +8,7 @@ are what disclosure works from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,9 @@ from matcher._anonlink import greedy_solve
 from matcher.compare import Candidates
 
 Group = tuple[tuple[int, int], ...]
+UIntArray = npt.NDArray[np.uint32]
+# Scores pairs (dset, rows, partner dset, partner rows) -> scores; Dice when not given.
+PairScorer = Callable[[UIntArray, UIntArray, UIntArray, UIntArray], npt.NDArray[np.float64]]
 
 
 @dataclass
@@ -59,13 +62,20 @@ def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.f
     return out
 
 
-def links_from_groups(groups: Sequence[Group], datasets: Sequence[npt.NDArray[np.uint8]]) -> Links:
-    """Both directions of every pair inside every group, scored by Dice."""
+def links_from_groups(
+    groups: Sequence[Group],
+    datasets: Sequence[npt.NDArray[np.uint8]],
+    scorer: PairScorer | None = None,
+) -> Links:
+    """Both directions of every pair inside every group, scored by Dice (or `scorer`)."""
     pairs = [(d0, r0, d1, r1) for g in groups for d0, r0 in g for d1, r1 in g if d0 != d1]
     if not pairs:
         u = np.empty(0, dtype=np.uint32)
         return Links(u, u.copy(), u.copy(), u.copy(), np.empty(0, dtype=np.float64))
     arr = np.asarray(pairs, dtype=np.uint32)
+    if scorer is not None:
+        scores = scorer(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        return Links(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(), scores)
     scores = np.empty(len(arr), dtype=np.float64)
     for d0 in np.unique(arr[:, 0]):
         for d1 in np.unique(arr[:, 2]):

@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS links (
     score REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
+CREATE TABLE IF NOT EXISTS upload_layouts (
+    upload_id TEXT PRIMARY KEY,
+    field_bits TEXT NOT NULL
+);
 """
 
 ACTIVE = ("queued", "running")
@@ -236,6 +240,7 @@ class Store:
         clk_bits: int,
         fingerprint: bytes,
         sha256: str,
+        field_bits: tuple[int, ...] = (),
     ) -> Upload:
         """Make a fully received, fsynced upload file the member's current data."""
         upload = Upload(
@@ -277,6 +282,11 @@ class Store:
                         time.time(),
                     ),
                 )
+                if field_bits:  # field-level encodings (see matcher.fieldlevel)
+                    db.execute(
+                        "INSERT INTO upload_layouts VALUES (?,?)",
+                        (upload.id, ",".join(map(str, field_bits))),
+                    )
             except BaseException:
                 final.unlink(missing_ok=True)
                 raise
@@ -291,6 +301,11 @@ class Store:
         return np.memmap(
             path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
         )
+
+    def field_bits(self, upload_id: str) -> tuple[int, ...]:
+        """Segment sizes of a field-level upload; () for a record-level one."""
+        rows = self._query("SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,))
+        return tuple(int(b) for b in rows[0][0].split(",")) if rows else ()
 
     def upload(self, upload_id: str) -> Upload:
         rows = self._query(

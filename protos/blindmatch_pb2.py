@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/blindmatch.proto\x12\rblindmatch.v1\"w\n\x14\x43reateProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"\xd5\x01\n\x12\x43reateProjectReply\x12\x0f\n\x07project\x18\x01 \x01(\t\x12=\n\x06tokens\x18\x02 \x03(\x0b\x32-.blindmatch.v1.CreateProjectReply.TokensEntry\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x16\x44\x65scribeProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"B\n\nMemberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08uploaded\x18\x02 \x01(\x08\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\"\xdc\x01\n\x0bProjectInfo\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12*\n\x07members\x18\x05 \x03(\x0b\x32\x19.blindmatch.v1.MemberInfo\x12\x10\n\x08\x63lk_bits\x18\x06 \x01(\r\x12,\n\nlatest_run\x18\x07 \x01(\x0b\x32\x18.blindmatch.v1.RunStatus\"l\n\x0cUploadHeader\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x10\n\x08\x63lk_bits\x18\x02 \x01(\r\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"V\n\rUploadRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.blindmatch.v1.UploadHeaderH\x00\x12\x0e\n\x04\x63lks\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0bUploadReply\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x14\n\x0crecord_count\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\"\n\x0fStartRunRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"2\n\x0fWatchRunRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x9a\x01\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.blindmatch.v1.RunState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x11\n\twork_done\x18\x04 \x01(\x04\x12\x12\n\nwork_total\x18\x05 \x01(\x04\x12\x0e\n\x06groups\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"!\n\x0eResultsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"/\n\x0cPartnerCount\x12\x0f\n\x07partner\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x04\"G\n\x03Hit\x12\x0b\n\x03row\x18\x01 \x01(\x04\x12\x0f\n\x07partner\x18\x02 \x01(\t\x12\x13\n\x0bpartner_row\x18\x03 \x01(\x04\x12\r\n\x05score\x18\x04 \x01(\x01\"\xa8\x01\n\rResultsHeader\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12-\n\ndisclosure\x18\x02 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x15\n\rupload_sha256\x18\x03 \x01(\t\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12+\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1b.blindmatch.v1.PartnerCount\",\n\x08HitBatch\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.blindmatch.v1.Hit\"o\n\x0cResultsChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.blindmatch.v1.ResultsHeaderH\x00\x12\'\n\x04hits\x18\x02 \x01(\x0b\x32\x17.blindmatch.v1.HitBatchH\x00\x42\x06\n\x04part*\x82\x01\n\nDisclosure\x12\x1a\n\x16\x44ISCLOSURE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44ISCLOSURE_COUNT\x10\x01\x12\x13\n\x0f\x44ISCLOSURE_HITS\x10\x02\x12\x16\n\x12\x44ISCLOSURE_MAPPING\x10\x03\x12\x15\n\x11\x44ISCLOSURE_SCORES\x10\x04*|\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x12\n\x0eRUN_STATE_DONE\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\xd8\x03\n\x07Matcher\x12W\n\rCreateProject\x12#.blindmatch.v1.CreateProjectRequest\x1a!.blindmatch.v1.CreateProjectReply\x12T\n\x0f\x44\x65scribeProject\x12%.blindmatch.v1.DescribeProjectRequest\x1a\x1a.blindmatch.v1.ProjectInfo\x12\x44\n\x06Upload\x12\x1c.blindmatch.v1.UploadRequest\x1a\x1a.blindmatch.v1.UploadReply(\x01\x12\x44\n\x08StartRun\x12\x1e.blindmatch.v1.StartRunRequest\x1a\x18.blindmatch.v1.RunStatus\x12\x46\n\x08WatchRun\x12\x1e.blindmatch.v1.WatchRunRequest\x1a\x18.blindmatch.v1.RunStatus0\x01\x12J\n\nGetResults\x12\x1d.blindmatch.v1.ResultsRequest\x1a\x1b.blindmatch.v1.ResultsChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/blindmatch.proto\x12\rblindmatch.v1\"w\n\x14\x43reateProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x03(\t\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"\xd5\x01\n\x12\x43reateProjectReply\x12\x0f\n\x07project\x18\x01 \x01(\t\x12=\n\x06tokens\x18\x02 \x03(\x0b\x32-.blindmatch.v1.CreateProjectReply.TokensEntry\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x1a-\n\x0bTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x16\x44\x65scribeProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"B\n\nMemberInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08uploaded\x18\x02 \x01(\x08\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\"\xdc\x01\n\x0bProjectInfo\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12-\n\ndisclosure\x18\x03 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12*\n\x07members\x18\x05 \x03(\x0b\x32\x19.blindmatch.v1.MemberInfo\x12\x10\n\x08\x63lk_bits\x18\x06 \x01(\r\x12,\n\nlatest_run\x18\x07 \x01(\x0b\x32\x18.blindmatch.v1.RunStatus\"\x80\x01\n\x0cUploadHeader\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x10\n\x08\x63lk_bits\x18\x02 \x01(\r\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x12\n\nfield_bits\x18\x06 \x03(\r\"V\n\rUploadRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.blindmatch.v1.UploadHeaderH\x00\x12\x0e\n\x04\x63lks\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0bUploadReply\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x14\n\x0crecord_count\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\"\n\x0fStartRunRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"2\n\x0fWatchRunRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x9a\x01\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.blindmatch.v1.RunState\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x11\n\twork_done\x18\x04 \x01(\x04\x12\x12\n\nwork_total\x18\x05 \x01(\x04\x12\x0e\n\x06groups\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"!\n\x0eResultsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"/\n\x0cPartnerCount\x12\x0f\n\x07partner\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x04\"G\n\x03Hit\x12\x0b\n\x03row\x18\x01 \x01(\x04\x12\x0f\n\x07partner\x18\x02 \x01(\t\x12\x13\n\x0bpartner_row\x18\x03 \x01(\x04\x12\r\n\x05score\x18\x04 \x01(\x01\"\xa8\x01\n\rResultsHeader\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12-\n\ndisclosure\x18\x02 \x01(\x0e\x32\x19.blindmatch.v1.Disclosure\x12\x15\n\rupload_sha256\x18\x03 \x01(\t\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12+\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1b.blindmatch.v1.PartnerCount\",\n\x08HitBatch\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.blindmatch.v1.Hit\"o\n\x0cResultsChunk\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.blindmatch.v1.ResultsHeaderH\x00\x12\'\n\x04hits\x18\x02 \x01(\x0b\x32\x17.blindmatch.v1.HitBatchH\x00\x42\x06\n\x04part*\x82\x01\n\nDisclosure\x12\x1a\n\x16\x44ISCLOSURE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44ISCLOSURE_COUNT\x10\x01\x12\x13\n\x0f\x44ISCLOSURE_HITS\x10\x02\x12\x16\n\x12\x44ISCLOSURE_MAPPING\x10\x03\x12\x15\n\x11\x44ISCLOSURE_SCORES\x10\x04*|\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x12\n\x0eRUN_STATE_DONE\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\xd8\x03\n\x07Matcher\x12W\n\rCreateProject\x12#.blindmatch.v1.CreateProjectRequest\x1a!.blindmatch.v1.CreateProjectReply\x12T\n\x0f\x44\x65scribeProject\x12%.blindmatch.v1.DescribeProjectRequest\x1a\x1a.blindmatch.v1.ProjectInfo\x12\x44\n\x06Upload\x12\x1c.blindmatch.v1.UploadRequest\x1a\x1a.blindmatch.v1.UploadReply(\x01\x12\x44\n\x08StartRun\x12\x1e.blindmatch.v1.StartRunRequest\x1a\x18.blindmatch.v1.RunStatus\x12\x46\n\x08WatchRun\x12\x1e.blindmatch.v1.WatchRunRequest\x1a\x18.blindmatch.v1.RunStatus0\x01\x12J\n\nGetResults\x12\x1d.blindmatch.v1.ResultsRequest\x1a\x1b.blindmatch.v1.ResultsChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEPROJECTREPLY_TOKENSENTRY']._loaded_options = None
   _globals['_CREATEPROJECTREPLY_TOKENSENTRY']._serialized_options = b'8\001'
-  _globals['_DISCLOSURE']._serialized_start=1716
-  _globals['_DISCLOSURE']._serialized_end=1846
-  _globals['_RUNSTATE']._serialized_start=1848
-  _globals['_RUNSTATE']._serialized_end=1972
+  _globals['_DISCLOSURE']._serialized_start=1737
+  _globals['_DISCLOSURE']._serialized_end=1867
+  _globals['_RUNSTATE']._serialized_start=1869
+  _globals['_RUNSTATE']._serialized_end=1993
   _globals['_CREATEPROJECTREQUEST']._serialized_start=42
   _globals['_CREATEPROJECTREQUEST']._serialized_end=161
   _globals['_CREATEPROJECTREPLY']._serialized_start=164
@@ -49,30 +49,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERINFO']._serialized_end=488
   _globals['_PROJECTINFO']._serialized_start=491
   _globals['_PROJECTINFO']._serialized_end=711
-  _globals['_UPLOADHEADER']._serialized_start=713
-  _globals['_UPLOADHEADER']._serialized_end=821
-  _globals['_UPLOADREQUEST']._serialized_start=823
-  _globals['_UPLOADREQUEST']._serialized_end=909
-  _globals['_UPLOADREPLY']._serialized_start=911
-  _globals['_UPLOADREPLY']._serialized_end=981
-  _globals['_STARTRUNREQUEST']._serialized_start=983
-  _globals['_STARTRUNREQUEST']._serialized_end=1017
-  _globals['_WATCHRUNREQUEST']._serialized_start=1019
-  _globals['_WATCHRUNREQUEST']._serialized_end=1069
-  _globals['_RUNSTATUS']._serialized_start=1072
-  _globals['_RUNSTATUS']._serialized_end=1226
-  _globals['_RESULTSREQUEST']._serialized_start=1228
-  _globals['_RESULTSREQUEST']._serialized_end=1261
-  _globals['_PARTNERCOUNT']._serialized_start=1263
-  _globals['_PARTNERCOUNT']._serialized_end=1310
-  _globals['_HIT']._serialized_start=1312
-  _globals['_HIT']._serialized_end=1383
-  _globals['_RESULTSHEADER']._serialized_start=1386
-  _globals['_RESULTSHEADER']._serialized_end=1554
-  _globals['_HITBATCH']._serialized_start=1556
-  _globals['_HITBATCH']._serialized_end=1600
-  _globals['_RESULTSCHUNK']._serialized_start=1602
-  _globals['_RESULTSCHUNK']._serialized_end=1713
-  _globals['_MATCHER']._serialized_start=1975
-  _globals['_MATCHER']._serialized_end=2447
+  _globals['_UPLOADHEADER']._serialized_start=714
+  _globals['_UPLOADHEADER']._serialized_end=842
+  _globals['_UPLOADREQUEST']._serialized_start=844
+  _globals['_UPLOADREQUEST']._serialized_end=930
+  _globals['_UPLOADREPLY']._serialized_start=932
+  _globals['_UPLOADREPLY']._serialized_end=1002
+  _globals['_STARTRUNREQUEST']._serialized_start=1004
+  _globals['_STARTRUNREQUEST']._serialized_end=1038
+  _globals['_WATCHRUNREQUEST']._serialized_start=1040
+  _globals['_WATCHRUNREQUEST']._serialized_end=1090
+  _globals['_RUNSTATUS']._serialized_start=1093
+  _globals['_RUNSTATUS']._serialized_end=1247
+  _globals['_RESULTSREQUEST']._serialized_start=1249
+  _globals['_RESULTSREQUEST']._serialized_end=1282
+  _globals['_PARTNERCOUNT']._serialized_start=1284
+  _globals['_PARTNERCOUNT']._serialized_end=1331
+  _globals['_HIT']._serialized_start=1333
+  _globals['_HIT']._serialized_end=1404
+  _globals['_RESULTSHEADER']._serialized_start=1407
+  _globals['_RESULTSHEADER']._serialized_end=1575
+  _globals['_HITBATCH']._serialized_start=1577
+  _globals['_HITBATCH']._serialized_end=1621
+  _globals['_RESULTSCHUNK']._serialized_start=1623
+  _globals['_RESULTSCHUNK']._serialized_end=1734
+  _globals['_MATCHER']._serialized_start=1996
+  _globals['_MATCHER']._serialized_end=2468
 # @@protoc_insertion_point(module_scope)
