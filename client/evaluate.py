@@ -173,3 +173,106 @@ def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> Swee
         return None
     eligible = [p for p in points if p.quality.precision >= min_precision] or list(points)
     return max(eligible, key=lambda p: (round(p.quality.f1, 6), p.threshold))
+
+
+@dataclass
+class Evaluation:
+    """What `blindmatch evaluate` found, ready to print."""
+
+    results: Path
+    member: str
+    quality: Quality
+    sweep: list[SweepPoint]
+    recommended: SweepPoint | None
+    files: list[Path]
+
+    def render(self) -> str:
+        lines = [f"{self.results} ({self.member}): {self.quality}"]
+        if not self.sweep:
+            lines.append(
+                "  no scores in these results: a project created with `--disclose scores` "
+                "(and a low --threshold) gives a threshold sweep and plots"
+            )
+        else:
+            lines.append(f"  {'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>7}")
+            step = max(1, len(self.sweep) // 12)
+            shown = self.sweep[::step]
+            if self.recommended is not None and self.recommended not in shown:
+                shown = sorted([*shown, self.recommended], key=lambda p: -p.threshold)
+            for point in shown:
+                q = point.quality
+                mark = "  <- recommended" if point is self.recommended else ""
+                lines.append(
+                    f"  {point.threshold:>10.4f} {q.precision:>9.4f} {q.recall:>7.4f} "
+                    f"{q.f1:>7.4f}{mark}"
+                )
+            if self.recommended is not None:
+                lines.append(
+                    f"  recommended threshold: {self.recommended.threshold:.4f} (best F1 with "
+                    "precision >= 0.98; results below the project's own threshold were never "
+                    "reported, so lower thresholds cannot be judged here)"
+                )
+        lines.extend(f"  wrote {path}" for path in self.files)
+        return "\n".join(lines)
+
+
+def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
+    owners = [m for m in sorted(truth.members) if all((m, r) in truth.entity for r in scored_ids)]
+    if len(owners) == 1:
+        return owners[0]
+    if not owners:
+        raise InputError(
+            f"{path}: no member in the truth file holds all these record ids; pass --member"
+        )
+    raise InputError(f"{path}: the ids fit members {', '.join(owners)}; pass --member")
+
+
+def evaluate_files(
+    results: str | Path,
+    truth_path: str | Path,
+    *,
+    member: str | None = None,
+    out_dir: str | Path | None = None,
+) -> Evaluation:
+    """Score one member's results file against a truth file; write sweep.csv and plots."""
+    results = Path(results)
+    truth = read_truth(truth_path)
+    probe = read_results(results, member or "?")
+    if member is None:
+        member = _infer_member({s.hit[1] for s in probe}, truth, results)
+    elif member not in truth.members:
+        raise InputError(
+            f"{truth_path}: member {member!r} not found "
+            f"(members: {', '.join(sorted(truth.members))})"
+        )
+    scored = [Scored((member, s.hit[1], s.hit[2]), s.score) for s in probe]
+    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
+    if unknown:
+        raise InputError(
+            f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
+            f"({len(unknown)} unknown ids)"
+        )
+    found_quality = quality((s.hit for s in scored), truth, member)
+    points = sweep(scored, truth, member)
+    best = recommend(points)
+    files: list[Path] = []
+    if points:
+        from client.plots import precision_recall, score_histogram
+
+        folder = Path(out_dir) if out_dir else results.with_name(f"{results.stem}-evaluation")
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_csv = folder / "sweep.csv"
+        with open(sweep_csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["threshold", "precision", "recall", "f1", "reported", "true"])
+            for p in points:
+                q = p.quality
+                writer.writerow(
+                    [f"{p.threshold:.6f}", f"{q.precision:.6f}", f"{q.recall:.6f}",
+                     f"{q.f1:.6f}", q.predicted, q.true_positives]
+                )  # fmt: skip
+        files.append(sweep_csv)
+        threshold = best.threshold if best else None
+        files.append(score_histogram(scored, truth, folder / "scores.png", recommended=threshold))
+        files.append(precision_recall(points, folder / "precision-recall.png", recommended=best))
+    return Evaluation(results, member, found_quality, points, best, files)
