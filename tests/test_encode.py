@@ -211,3 +211,41 @@ def test_secret_ignores_surrounding_whitespace(tmp_path: Path) -> None:
     path = tmp_path / "s"
     path.write_bytes(b"  shared secret \n")
     assert read_secret(path) == b"shared secret"
+
+
+def test_the_report_flags_placeholders_and_records_with_few_fields(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    rows = ["URN,Forenames,Surname,DOB,Sex,Postcode"]
+    rows += [f"N{i},Name{i},Surname{i},01/01/1900,F,AB{i} 1CD" for i in range(20)]
+    rows += ["N98,,Lonely,,,", "N99,Solo,,,F,"]
+    data = tmp_path / "north.csv"
+    data.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "north.toml"
+    mapping.write_text(NORTH_MAP)
+    schema = load_schema(PERSON_SCHEMA)
+    report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
+    dob = next(f for f in report.fields if f.field == "dob")
+    assert (dob.distinct, dob.commonest, dob.commonest_rows) == (1, "1900-01-01", 20)
+    assert any(
+        "'1900-01-01' appears in 20 rows" in w and "placeholder" in w for w in report.warnings
+    )
+    assert report.few_fields_records == 2
+    assert "2 record(s) have fewer than 3 usable fields" in report.render()
+
+
+def test_the_report_says_what_a_sparse_field_does_under_the_schema(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    rows = ["URN,Forenames,Surname,DOB,Sex,Postcode"]
+    rows += [f"N{i},Name{i},Surname{i},,F,AB{i} 1CD" for i in range(10)]
+    data = tmp_path / "north.csv"
+    data.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "north.toml"
+    mapping.write_text(NORTH_MAP)
+    schema = load_schema(PERSON_SCHEMA)
+    report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
+    assert any(
+        w.startswith("dob is present in only 0% of rows") and "not held against a match" in w
+        for w in report.warnings
+    )
