@@ -282,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="hits",
         help="what members learn (default: hits)",
     )
-    pc.add_argument("--threshold", type=float, help="Dice similarity threshold (default: 0.8)")
+    pc.add_argument(
+        "--threshold",
+        type=float,
+        help="Dice similarity threshold; with a field-level schema, the match probability "
+        "(default: 0.8)",
+    )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
     pc.set_defaults(func=cmd_project_create)
     ps = psub.add_parser("show", parents=[net], help="a project's members and latest run (member)")

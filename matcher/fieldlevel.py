@@ -35,6 +35,9 @@ import numpy.typing as npt
 from matcher.compare import Candidates
 
 BLOCKING_MAX_SHARE = 0.05  # a field blocks only if its commonest value is rarer than this
+# A value shared by so many records of two members that it would make more pairs than this
+# does not block (those pairs can still be found through another field).
+BLOCKING_MAX_PAIRS_PER_VALUE = 250_000
 RANDOM_PAIRS = 200_000  # sampled to estimate u-probabilities
 EM_ITERATIONS = 40
 # Level edges on per-field Dice; level 0 is *missing*, the last is exact (Dice 1).
@@ -92,8 +95,16 @@ def _segment_codes(
     return codes, freq
 
 
-def _join(codes_a: Array, codes_b: Array) -> tuple[Array, Array]:
+def _join(
+    codes_a: Array, codes_b: Array, max_pairs_per_value: int = BLOCKING_MAX_PAIRS_PER_VALUE
+) -> tuple[Array, Array]:
     """All (row_a, row_b) with the same non-negative code."""
+    size = int(max(codes_a.max(initial=-1), codes_b.max(initial=-1))) + 1
+    count_a = np.bincount(codes_a[codes_a >= 0], minlength=size)
+    count_b = np.bincount(codes_b[codes_b >= 0], minlength=size)
+    too_common = count_a * count_b > max_pairs_per_value
+    if too_common.any():
+        codes_a = np.where((codes_a >= 0) & too_common[np.maximum(codes_a, 0)], -1, codes_a)
     order = np.argsort(codes_b, kind="stable")
     sorted_b = codes_b[order]
     lo = np.searchsorted(sorted_b, codes_a, side="left")

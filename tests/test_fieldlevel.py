@@ -146,3 +146,12 @@ def test_a_missing_date_of_birth_does_not_count_against_a_match(tmp_path: Path) 
     b_ids = [int(r.split(",")[0][1:]) for r in b]
     assert (7, b_ids.index(7)) in pairs  # the record without a dob still matches
     assert len(pairs) == len(b)
+
+
+def test_a_value_too_common_to_identify_anyone_does_not_block() -> None:
+    codes_a = np.array([0, 0, 0, 1, -1])
+    codes_b = np.array([0, 0, 1, 1])
+    ra, rb = fieldlevel._join(codes_a, codes_b, max_pairs_per_value=5)  # value 0: 3 x 2 pairs
+    assert sorted(zip(ra.tolist(), rb.tolist(), strict=True)) == [(3, 2), (3, 3)]
+    ra, rb = fieldlevel._join(codes_a, codes_b)
+    assert len(ra) == 3 * 2 + 2
