@@ -317,6 +317,7 @@ class MatcherClient:
                     fingerprint=encoded.fingerprint,
                     sha256=encoded.sha256,
                     client_upload_id=key,
+                    field_bits=encoded.field_bits,
                 )
             )
             per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)

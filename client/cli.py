@@ -152,6 +152,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         fingerprint=result.fingerprint,
         ids=result.ids,
         report=result.report.to_dict(),
+        field_bits=result.field_bits,
     )
     if not args.quiet:
         print(result.report.render())
@@ -476,6 +477,21 @@ def cmd_admin_query_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    from client.schemacheck import check_schema
+
+    print(check_schema(args.schema).render())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from client.evaluate import evaluate_files
+
+    report = evaluate_files(args.results, args.truth, member=args.member, out_dir=args.out_dir)
+    print(report.render())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
@@ -571,7 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="hits",
         help="what members learn (default: hits)",
     )
-    pc.add_argument("--threshold", type=float, help="Dice similarity threshold (default: 0.8)")
+    pc.add_argument(
+        "--threshold",
+        type=float,
+        help="Dice similarity threshold; with a field-level schema, the match probability "
+        "(default: 0.8)",
+    )
     pc.add_argument(
         "--blocking",
         choices=list(BLOCKINGS),
@@ -686,6 +707,34 @@ def build_parser() -> argparse.ArgumentParser:
     ar.add_argument("--hours", type=int, default=24, help="window (default: %(default)s)")
     ar.add_argument("--json", action="store_true", help="print the report as JSON")
     ar.set_defaults(func=cmd_admin_query_report)
+
+    p = sub.add_parser("schema", help="check a linkage schema")
+    ssub = p.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
+    sc = ssub.add_parser("check", help="validate a clkhash v3 schema and warn about weak designs")
+    sc.add_argument("schema", type=Path, help="the schema (JSON)")
+    sc.set_defaults(func=cmd_schema_check)
+
+    p = sub.add_parser(
+        "evaluate", help="precision, recall and F1 of results against known truth, with plots"
+    )
+    p.add_argument(
+        "--results", required=True, type=Path, help="a results CSV from `blindmatch results`"
+    )
+    p.add_argument(
+        "--truth",
+        required=True,
+        type=Path,
+        help="CSV member,record_id,entity_id for every record of every member",
+    )
+    p.add_argument(
+        "--member", help="whose results these are (default: the member whose ids they use)"
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
+    )
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the whole flow on built-in synthetic data, in one process")
     p.add_argument("--records", type=int, default=2000, help="people in the synthetic population")

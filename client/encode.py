@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from clkhash import clk as clk_encoder
 from clkhash.field_formats import InvalidEntryError
 
 from client.errors import InputError
+from client.fieldlevel import encode_field_level
 from client.fingerprint import fingerprint
 from client.mapping import Mapping
 from client.normalise import InvalidValue, is_missing, normalise_value
@@ -28,7 +30,13 @@ from client.schema import LinkageSchema
 # Invalid rows listed per field in the printed report (all of them go to report.json).
 PRINT_LIMIT = 10
 # Below this share of present values a field is called sparse in the report.
-SPARSE_BELOW = 0.5
+SPARSE_BELOW = 0.8
+# A single value held by more than this share of rows (and FREQUENT_MIN rows) looks like a
+# placeholder ('01/01/1900', 'UNKNOWN'): it makes unrelated records agree.
+FREQUENT_SHARE = 0.05
+FREQUENT_MIN = 5
+# Records with fewer usable fields than this rarely match confidently.
+FEW_FIELDS = 3
 
 
 @dataclass
@@ -41,6 +49,9 @@ class FieldReport:
     missing: int = 0
     invalid: int = 0
     invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    distinct: int = 0  # distinct normalised values
+    commonest: str = ""  # the most frequent normalised value (local report only)
+    commonest_rows: int = 0
 
 
 @dataclass
@@ -49,6 +60,8 @@ class EncodeReport:
     rows_read: int = 0
     rows_encoded: int = 0
     empty_records: int = 0
+    few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
+    field_level: bool = False
     fields: list[FieldReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -59,12 +72,14 @@ class EncodeReport:
         """The human-readable report the CLI prints."""
         lines = [
             f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
-            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8}",
+            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8} "
+            f"{'distinct':>8}",
         ]
         for fr in self.fields:
             cols = ",".join(fr.columns) or "(not mapped)"
             lines.append(
-                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8}"
+                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
+                f"{fr.distinct:>8}"
             )
         for fr in self.fields:
             for item in fr.invalid_rows[:PRINT_LIMIT]:
@@ -81,6 +96,11 @@ class EncodeReport:
             lines.append(
                 f"  {self.empty_records} record(s) had no usable value at all and cannot match"
             )
+        if self.few_fields_records:
+            lines.append(
+                f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
+                "fields and will rarely match with confidence"
+            )
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -92,6 +112,7 @@ class EncodeResult:
     fingerprint: bytes
     ids: list[str]
     report: EncodeReport
+    field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
 
 
 def read_secret(path: str | Path) -> bytes:
@@ -200,6 +221,7 @@ def read_rows(
 
     ids: list[str] = []
     rows: list[list[str]] = []
+    tallies: list[Counter[str]] = [Counter() for _ in plan]
     seen: dict[str, int] = {}
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
@@ -221,8 +243,10 @@ def read_rows(
             )
         seen[local_id] = line_no
         values = list(sentinels)
-        any_present = False
-        for (index, where, date_format), fr in zip(plan, report.fields, strict=True):
+        usable = 0
+        for (index, where, date_format), fr, tally in zip(
+            plan, report.fields, tallies, strict=True
+        ):
             raw = " ".join(record[c] for c in where)
             if is_missing(raw):
                 fr.missing += 1
@@ -237,27 +261,54 @@ def read_rows(
                 continue
             fr.present += 1
             values[index] = value
-            any_present = True
-        if not any_present:
+            tally[value] += 1
+            usable += 1
+        if not usable:
             report.empty_records += 1
+        elif usable < min(FEW_FIELDS, len(plan)):
+            report.few_fields_records += 1
         ids.append(local_id)
         rows.append(values)
     report.rows_read = len(rows)
+    for fr, tally in zip(report.fields, tallies, strict=True):
+        fr.distinct = len(tally)
+        if tally:
+            fr.commonest, fr.commonest_rows = tally.most_common(1)[0]
     return ids, rows
 
 
-def _quality_warnings(report: EncodeReport) -> None:
+def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
     """Tell the member, before anything leaves the building, what will hurt matching."""
     if not report.rows_read:
         return
+    kinds = {rule.name: rule.kind for rule in schema.rules}
     for fr in report.fields:
         if not fr.columns:
             continue
         share = fr.present / report.rows_read
         if share < SPARSE_BELOW:
+            if report.field_level:
+                effect = (
+                    "records without it are matched on the other fields alone (field-level "
+                    "encoding: a missing value is not held against a match, but gives no "
+                    "evidence for one either)"
+                )
+            else:
+                effect = (
+                    "with this record-level schema a missing value lowers the similarity of "
+                    "every true match, so many of those records will fall below the threshold"
+                )
+            report.warnings.append(f"{fr.field} is present in only {share:.0%} of rows; {effect}")
+        if (
+            kinds.get(fr.field) != "enum"
+            and fr.commonest_rows >= FREQUENT_MIN
+            and fr.commonest_rows > FREQUENT_SHARE * max(fr.present, 1)
+        ):
             report.warnings.append(
-                f"{fr.field} is present in only {share:.0%} of rows; records without it "
-                "match less reliably"
+                f"{fr.field}: {fr.commonest!r} appears in {fr.commonest_rows} rows "
+                f"({fr.commonest_rows / max(fr.present, 1):.0%} of values); if it is a "
+                "placeholder for 'unknown', blank it in the export, or unrelated records "
+                "will agree on it"
             )
         if fr.invalid and fr.invalid / report.rows_read >= 0.05:
             report.warnings.append(
@@ -279,28 +330,35 @@ def encode_csv(
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
     ids, rows = read_rows(csv_path, schema, mapping, report)
-    _quality_warnings(report)
+    report.field_level = schema.field_level
+    _quality_warnings(report, schema)
     bar = _progress(len(rows), "encoding", progress)
     callback: Callable[[int, Any], None] = lambda tics, _stats: bar.update(tics)  # noqa: E731
     try:
-        bitarrays = clk_encoder.generate_clks(
-            rows,
-            schema.for_encoding(),
-            secret,
-            validate=False,  # every value was validated above; invalid ones are missing
-            callback=callback,
-            max_workers=max_workers,
-        )
+        if schema.field_level:
+            clks = encode_field_level(
+                rows, schema.for_encoding(), schema.field_bits, secret, callback=bar.update
+            )
+        else:
+            bitarrays = clk_encoder.generate_clks(
+                rows,
+                schema.for_encoding(),
+                secret,
+                validate=False,  # every value was validated above; invalid ones are missing
+                callback=callback,
+                max_workers=max_workers,
+            )
+            clks = b"".join(ba.tobytes() for ba in bitarrays)
     finally:
         bar.close()
-    report.rows_encoded = len(bitarrays)
-    clks = b"".join(ba.tobytes() for ba in bitarrays)
+    report.rows_encoded = len(clks) // (schema.clk_bits // 8)
     return EncodeResult(
         clks=clks,
         clk_bits=schema.clk_bits,
         fingerprint=fingerprint(schema.raw, secret),
         ids=ids,
         report=report,
+        field_bits=schema.field_bits,
     )
 
 

@@ -2,7 +2,8 @@
 
     ENCODED/
       manifest.json     what is uploaded about the encodings: format, clk_bits,
-                        record_count, fingerprint, sha256 of clks.bin
+                        record_count, fingerprint, sha256 of clks.bin, and
+                        field_bits (segment sizes) for field-level encodings
       clks.bin          record_count CLKs of clk_bits/8 bytes each, in row order
       local/ids.csv     row position -> local record id; never leaves the machine
       local/report.json the encode report (missing and invalid values by row)
@@ -44,6 +45,7 @@ class Encoded:
     record_count: int
     fingerprint: bytes
     sha256: str
+    field_bits: tuple[int, ...] = ()  # field-level encodings: segment sizes in bits
 
     @property
     def clk_bytes(self) -> int:
@@ -87,6 +89,7 @@ def write_encoded(
     fingerprint: bytes,
     ids: Sequence[str],
     report: dict[str, Any],
+    field_bits: Sequence[int] = (),
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
     path = Path(path)
@@ -106,6 +109,10 @@ def write_encoded(
         "fingerprint": fingerprint.hex(),
         "sha256": digest,
     }
+    if field_bits:
+        if sum(field_bits) != clk_bits:
+            raise ValueError("field_bits must add up to clk_bits")
+        manifest["field_bits"] = list(field_bits)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "local").mkdir()
@@ -127,7 +134,7 @@ def write_encoded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Encoded(path, clk_bits, len(ids), fingerprint, digest)
+    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits))
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -151,6 +158,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             record_count=int(manifest["record_count"]),
             fingerprint=bytes.fromhex(manifest["fingerprint"]),
             sha256=str(manifest["sha256"]),
+            field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

@@ -8,16 +8,30 @@ only per-member input is the date format a member declares in its mapping.
 
 A value that cannot be normalised raises `InvalidValue`; the encoder then
 encodes it as missing and reports it with its row number.
+
+Two options, declared per field in the shared schema (see docs/schema.md), make
+given names comparable across exports that write them differently:
+
+- `first-name`: keep the first name only ('Mary Jane Ann' -> 'mary'), because
+  some exports put middle names in the forename column and others do not;
+- `nicknames`: replace a well-known nickname by its full name ('Bob' ->
+  'robert'), from the table shipped in client/data/nicknames.csv.
 """
 
 from __future__ import annotations
 
+import csv
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
+from pathlib import Path
 from typing import Literal
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
+Option = Literal["first-name", "nicknames"]
+OPTIONS: tuple[Option, ...] = ("first-name", "nicknames")
+NICKNAMES_CSV = Path(__file__).resolve().parent / "data" / "nicknames.csv"
 
 # Letters that Unicode does not decompose into a base letter plus accents.
 _UNDECOMPOSED = str.maketrans(
@@ -53,6 +67,7 @@ class FieldRule:
     date_format: str = "%Y-%m-%d"  # the schema's output format, for kind == "date"
     enum_values: tuple[str, ...] = ()
     upper: bool = False  # the schema asks for upper case strings
+    options: tuple[Option, ...] = ()  # name options, from the schema (text fields only)
 
 
 def fold(value: str) -> str:
@@ -70,6 +85,37 @@ def normalise_text(value: str) -> str:
     exports disagree on them ('SW1A 1AA' vs 'SW1A1AA'), so both are dropped.
     """
     return "".join(ch for ch in fold(value) if ch.isalnum())
+
+
+@cache
+def nicknames() -> dict[str, str]:
+    """The shipped nickname table, folded: {'bob': 'robert', ...}."""
+    with open(NICKNAMES_CSV, newline="", encoding="utf-8") as fh:
+        return {
+            normalise_text(row["nickname"]): normalise_text(row["name"])
+            for row in csv.DictReader(fh)
+        }
+
+
+def first_name(value: str) -> str:
+    """The first of several names: 'Mary Jane' -> 'Mary'; 'Mary-Jane Ann' -> 'Mary-Jane'.
+
+    Names are separated by whitespace or commas; a hyphenated name is one name.
+    """
+    for part in fold(value).replace(",", " ").split():
+        if normalise_text(part):
+            return part
+    return ""
+
+
+def normalise_name(value: str, options: tuple[Option, ...]) -> str:
+    """Letters and digits only, folded, then the schema's name options in order."""
+    if "first-name" in options:
+        value = first_name(value)
+    text = normalise_text(value)
+    if "nicknames" in options:
+        text = nicknames().get(text, text)
+    return text
 
 
 def parse_date(value: str, date_format: str | None) -> date:
@@ -128,5 +174,5 @@ def normalise_value(rule: FieldRule, value: str, date_format: str | None = None)
         return normalise_enum(value, rule.enum_values)
     if rule.kind == "integer":
         return normalise_integer(value)
-    text = normalise_text(value)
+    text = normalise_name(value, rule.options) if rule.options else normalise_text(value)
     return text.upper() if rule.upper else text

@@ -12,7 +12,7 @@ from clkhash import field_formats
 from clkhash import schema as clk_schema
 
 from client.errors import InputError
-from client.normalise import FieldRule
+from client.normalise import OPTIONS, FieldRule
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class LinkageSchema:
     raw: dict[str, Any]
     clk_schema: clk_schema.Schema
     rules: tuple[FieldRule, ...]
+    field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
+
+    @property
+    def field_level(self) -> bool:
+        return bool(self.field_bits)
 
     @property
     def clk_bits(self) -> int:
@@ -56,7 +61,19 @@ class LinkageSchema:
         return ""
 
 
-def _rule_for(spec: field_formats.FieldSpec) -> FieldRule:
+def _options(raw_feature: dict[str, Any], path: Path) -> tuple[Any, ...]:
+    """The feature's blindmatch normalisation options: {"blindmatch": {"normalise": [...]}}."""
+    ext = raw_feature.get("blindmatch", {})
+    options = ext.get("normalise", []) if isinstance(ext, dict) else None
+    if not isinstance(options, list) or any(o not in OPTIONS for o in options):
+        raise InputError(
+            f"{path}: feature {raw_feature.get('identifier')!r}: blindmatch.normalise must be "
+            f"a list of {', '.join(OPTIONS)}"
+        )
+    return tuple(options)
+
+
+def _rule_for(spec: field_formats.FieldSpec, options: tuple[Any, ...] = ()) -> FieldRule:
     name = spec.identifier
     if isinstance(spec, field_formats.Ignore) or spec.hashing_properties is None:
         return FieldRule(name, "ignore")
@@ -67,7 +84,7 @@ def _rule_for(spec: field_formats.FieldSpec) -> FieldRule:
     if isinstance(spec, field_formats.IntegerSpec):
         return FieldRule(name, "integer")
     upper = getattr(spec, "case", "mixed") == "upper"
-    return FieldRule(name, "text", upper=upper)
+    return FieldRule(name, "text", upper=upper, options=options)
 
 
 def load_schema(path: str | Path) -> LinkageSchema:
@@ -97,5 +114,41 @@ def load_schema(path: str | Path) -> LinkageSchema:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InputError(f"{path}: feature identifiers repeat: {', '.join(duplicates)}")
-    rules = tuple(_rule_for(spec) for spec in parsed.fields)
-    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules)
+    rules = tuple(
+        _rule_for(spec, _options(feature, path))
+        for spec, feature in zip(parsed.fields, raw["features"], strict=True)
+    )
+    field_bits = _field_bits(raw, parsed, path)
+    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules, field_bits=field_bits)
+
+
+def _field_bits(raw: dict[str, Any], parsed: clk_schema.Schema, path: Path) -> tuple[int, ...]:
+    """Segment sizes of a field-level schema (see client.fieldlevel); () if record-level."""
+    ext = raw.get("blindmatch", {})
+    encoding = ext.get("encoding", "record-level") if isinstance(ext, dict) else None
+    if encoding == "record-level":
+        return ()
+    if encoding != "field-level":
+        raise InputError(f"{path}: blindmatch.encoding must be 'record-level' or 'field-level'")
+    problems = []
+    bits = []
+    for spec, feature in zip(parsed.fields, raw["features"], strict=True):
+        if spec.hashing_properties is None:
+            continue
+        size = (feature.get("blindmatch") or {}).get("bits")
+        if not isinstance(size, int) or size < 64 or size & (size - 1):
+            problems.append(
+                f"feature {spec.identifier!r}: blindmatch.bits must be a power of two >= 64 "
+                f"(got {size!r})"
+            )
+            continue
+        bits.append(size)
+    if parsed.xor_folds:
+        problems.append("field-level encodings do not support xorFolds")
+    if not problems and sum(bits) != parsed.l:
+        problems.append(
+            f"clkConfig.l is {parsed.l}, but the fields' blindmatch.bits add up to {sum(bits)}"
+        )
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    return tuple(bits)

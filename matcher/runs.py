@@ -30,6 +30,7 @@ from matcher.compare import (
     merge,
     plan_chunks,
 )
+from matcher.fieldlevel import scored_candidates
 from matcher.solve import Links, links_from_groups, solve
 from matcher.store import Store
 
@@ -168,6 +169,7 @@ def match(
     progress: Progress | None = None,
     chunk_comparisons: int = CHUNK_COMPARISONS,
     blocking: str = "auto",
+    field_bits: Sequence[int] = (),
 ) -> MatchResult:
     """Find the subjects shared between datasets (one per member).
 
@@ -175,9 +177,22 @@ def match(
     blocking proposes, per `blocking` and size) on `workers` threads, keeping
     only candidate pairs at or above the threshold, solves them greedily
     (multi-party when there are more than two), and returns the links inside
-    every matched group.
+    every matched group. With `field_bits` (field-level encodings), pairs are
+    scored field by field instead (matcher.fieldlevel) and `threshold` is a
+    match probability.
     """
     report = progress or (lambda stage, done, total: None)
+    if field_bits:
+        report("compare", 0, 1)
+        candidates, compared, scorer = scored_candidates(datasets, field_bits, threshold)
+        report("compare", 1, 1)
+        report("solve", 0, len(candidates))
+        groups = solve(candidates)
+        report("solve", len(candidates), len(candidates))
+        links = links_from_groups(groups, datasets, scorer)
+        return MatchResult(
+            links=links, groups=len(groups), comparisons=compared, method="field-level"
+        )
     method = choose_method([len(d) for d in datasets], blocking)
     n_workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
@@ -254,12 +269,15 @@ class RunManager:
                 self.store.update_run(run_id, stage=stage, work_done=done, work_total=total)
                 self._notify()
 
+        layouts = {self.store.field_bits(u.id) for _, u in inputs}
+        field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
         result = match(
             datasets,
             run.threshold,
             workers=self.workers,
             progress=progress,
             blocking=self.store.project(run.project).blocking,
+            field_bits=field_bits,
         )
         self.store.update_run(run_id, stage="store")
         self.store.finish_run(run_id, members, result.links, result.groups)

@@ -281,6 +281,11 @@ class MatcherService(pb_grpc.MatcherServicer):
         expected_sha256 = header.sha256.lower()
         if len(expected_sha256) != 64 or set(expected_sha256) - set("0123456789abcdef"):
             raise errors.InvalidArgument("header.sha256: must be 64 hex digits")
+        field_bits = tuple(header.field_bits)
+        if field_bits and (sum(field_bits) != bits or any(b == 0 or b % 64 for b in field_bits)):
+            raise errors.InvalidArgument(
+                "header.field_bits: field sizes must be multiples of 64 adding up to clk_bits"
+            )
         key = header.client_upload_id
         if key and not CLIENT_UPLOAD_ID.fullmatch(key):
             raise errors.InvalidArgument(
@@ -346,6 +351,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 fingerprint=header.fingerprint,
                 sha256=expected_sha256,
                 client_upload_id=key,
+                field_bits=field_bits,
             )
         except OSError as exc:
             if disk_full(exc):

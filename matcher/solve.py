@@ -8,7 +8,7 @@ are what disclosure works from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,9 @@ from matcher._anonlink import greedy_solve
 from matcher.compare import Candidates
 
 Group = tuple[tuple[int, int], ...]
+UIntArray = npt.NDArray[np.uint32]
+# Scores pairs (dset, rows, partner dset, partner rows) -> scores; Dice when not given.
+PairScorer = Callable[[UIntArray, UIntArray, UIntArray, UIntArray], npt.NDArray[np.float64]]
 
 
 @dataclass
@@ -59,8 +62,12 @@ def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.f
     return out
 
 
-def links_from_groups(groups: Sequence[Group], datasets: Sequence[npt.NDArray[np.uint8]]) -> Links:
-    """Both directions of every pair inside every group, scored by Dice."""
+def links_from_groups(
+    groups: Sequence[Group],
+    datasets: Sequence[npt.NDArray[np.uint8]],
+    scorer: PairScorer | None = None,
+) -> Links:
+    """Both directions of every pair inside every group, scored by Dice (or `scorer`)."""
     dset_parts, row_parts, partner_parts, prow_parts = [], [], [], []
     by_size: dict[int, list[Group]] = {}
     for g in groups:
@@ -83,6 +90,8 @@ def links_from_groups(groups: Sequence[Group], datasets: Sequence[npt.NDArray[np
     d1, r1 = np.concatenate(partner_parts), np.concatenate(prow_parts)
     order = np.lexsort((r1, d1, r0, d0))
     d0, r0, d1, r1 = d0[order], r0[order], d1[order], r1[order]
+    if scorer is not None:
+        return Links(d0, r0, d1, r1, scorer(d0, r0, d1, r1))
     scores = np.empty(len(d0), dtype=np.float64)
     for a in np.unique(d0):
         for b in np.unique(d1):

@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS upload_keys (
     upload_id TEXT NOT NULL,
     PRIMARY KEY (project, member, client_upload_id)
 );
+CREATE TABLE IF NOT EXISTS upload_layouts (
+    upload_id TEXT PRIMARY KEY,
+    field_bits TEXT NOT NULL
+);
 """
 
 ACTIVE = ("queued", "running")
@@ -310,6 +314,7 @@ class Store:
         fingerprint: bytes,
         sha256: str,
         client_upload_id: str = "",
+        field_bits: tuple[int, ...] = (),
     ) -> Upload:
         """Make a fully received, fsynced upload file the member's current data.
 
@@ -363,6 +368,11 @@ class Store:
                         "INSERT INTO upload_keys VALUES (?,?,?,?)",
                         (project, member, client_upload_id, upload.id),
                     )
+                if field_bits:  # field-level encodings (see matcher.fieldlevel)
+                    db.execute(
+                        "INSERT INTO upload_layouts VALUES (?,?)",
+                        (upload.id, ",".join(map(str, field_bits))),
+                    )
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
             if disk_full(exc):
@@ -397,6 +407,11 @@ class Store:
         return np.memmap(
             path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
         )
+
+    def field_bits(self, upload_id: str) -> tuple[int, ...]:
+        """Segment sizes of a field-level upload; () for a record-level one."""
+        rows = self._query("SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,))
+        return tuple(int(b) for b in rows[0][0].split(",")) if rows else ()
 
     def upload(self, upload_id: str) -> Upload:
         rows = self._query(

@@ -39,8 +39,8 @@ def test_encode_writes_upload_files_and_keeps_ids_local(
     assert encode_cli(orgs["north"], secret_file, out) == 0
     encoded = read_encoded(out)
     assert encoded.record_count == 5
-    assert encoded.clk_bits == 1024
-    assert (out / "clks.bin").stat().st_size == 5 * 128
+    assert encoded.clk_bits == load_schema(PERSON_SCHEMA).clk_bits
+    assert (out / "clks.bin").stat().st_size == 5 * encoded.clk_bits // 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert "N1" not in json.dumps(manifest)  # no local id in what is uploaded
     assert b"N1" not in (out / "clks.bin").read_bytes()
@@ -71,7 +71,7 @@ def test_same_people_in_different_conventions_encode_identically(
     schema = load_schema(PERSON_SCHEMA)
     north = encode_csv(orgs["north"].csv, schema, load_mapping(orgs["north"].mapping, schema), b"k")
     south = encode_csv(orgs["south"].csv, schema, load_mapping(orgs["south"].mapping, schema), b"k")
-    clk = 128
+    clk = schema.clk_bits // 8
     # N1 Élodie O'Brien == S-10 ELODIE OBRIEN; N4 Zoltán Kovács == S-11; N5 == S-13.
     assert north.clks[0:clk] == south.clks[0:clk]
     assert north.clks[3 * clk : 4 * clk] == south.clks[1 * clk : 2 * clk]
@@ -235,3 +235,41 @@ def test_placeholders_are_missing_not_names(
     )
     surname = next(f for f in result.report.fields if f.field == "surname")
     assert (surname.present, surname.missing) == (4, 1)
+
+
+def test_the_report_flags_placeholders_and_records_with_few_fields(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    rows = ["URN,Forenames,Surname,DOB,Sex,Postcode"]
+    rows += [f"N{i},Name{i},Surname{i},01/01/1900,F,AB{i} 1CD" for i in range(20)]
+    rows += ["N98,,Lonely,,,", "N99,Solo,,,F,"]
+    data = tmp_path / "north.csv"
+    data.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "north.toml"
+    mapping.write_text(NORTH_MAP)
+    schema = load_schema(PERSON_SCHEMA)
+    report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
+    dob = next(f for f in report.fields if f.field == "dob")
+    assert (dob.distinct, dob.commonest, dob.commonest_rows) == (1, "1900-01-01", 20)
+    assert any(
+        "'1900-01-01' appears in 20 rows" in w and "placeholder" in w for w in report.warnings
+    )
+    assert report.few_fields_records == 2
+    assert "2 record(s) have fewer than 3 usable fields" in report.render()
+
+
+def test_the_report_says_what_a_sparse_field_does_under_the_schema(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    rows = ["URN,Forenames,Surname,DOB,Sex,Postcode"]
+    rows += [f"N{i},Name{i},Surname{i},,F,AB{i} 1CD" for i in range(10)]
+    data = tmp_path / "north.csv"
+    data.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "north.toml"
+    mapping.write_text(NORTH_MAP)
+    schema = load_schema(PERSON_SCHEMA)
+    report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
+    assert any(
+        w.startswith("dob is present in only 0% of rows") and "not held against a match" in w
+        for w in report.warnings
+    )

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from client.normalise import (
     FieldRule,
     InvalidValue,
+    first_name,
     fold,
     is_missing,
+    nicknames,
     normalise_text,
     normalise_value,
 )
@@ -105,3 +107,66 @@ def test_blank_and_punctuation_only_values_are_missing(raw: str) -> None:
 
 def test_fold_keeps_letters_unicode_does_not_decompose() -> None:
     assert fold("Øystein Æsir Þór") == "oystein aesir thor"
+
+
+# -- given-name options: first name only, nicknames ------------------------------------
+
+GIVEN = FieldRule("given_name", "text", options=("first-name", "nicknames"))
+given_names = st.lists(
+    st.text(alphabet=st.characters(categories=("Lu", "Ll")), min_size=1, max_size=12),
+    min_size=1,
+    max_size=3,
+).map(" ".join)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Mary Jane Ann", "mary"),
+        ("  ROBERT  james", "robert"),
+        ("Bob", "robert"),
+        ("bob smith", "robert"),
+        ("Mary-Jane Ann", "maryjane"),
+        ("Liz, Beth", "elizabeth"),
+        ("Zoë", "zoe"),
+    ],
+)
+def test_given_names_keep_the_first_name_and_expand_nicknames(raw: str, expected: str) -> None:
+    assert normalise_value(GIVEN, raw) == expected
+
+
+def test_the_nickname_table_maps_to_full_names_that_are_not_nicknames_themselves() -> None:
+    table = nicknames()
+    assert table["bob"] == "robert" and table["bill"] == "william"
+    assert not set(table.values()) & set(table)
+
+
+@given(given_names)
+def test_given_name_normalisation_is_idempotent(value: str) -> None:
+    once = normalise_value(GIVEN, value)
+    assert normalise_value(GIVEN, once) == once
+
+
+@given(given_names, st.text(alphabet=" \t", max_size=3), st.text(alphabet=" \t", max_size=3))
+def test_given_names_ignore_case_and_surrounding_whitespace(
+    value: str, pre: str, post: str
+) -> None:
+    expected = normalise_value(GIVEN, value)
+    assert normalise_value(GIVEN, pre + value.upper() + post) == expected
+    assert normalise_value(GIVEN, value.lower()) == expected
+
+
+@given(st.text(alphabet="aeiouncAEIOUNC", min_size=1, max_size=12), given_names)
+def test_given_names_ignore_accents(base: str, middle: str) -> None:
+    accented = base.translate(str.maketrans("aeiouncAEIOUNC", "áéíóúñçÀÊÏÔÜÑÇ"))
+    assert normalise_value(GIVEN, f"{accented} {middle}") == normalise_value(GIVEN, base)
+
+
+@given(st.sampled_from(sorted(nicknames())), given_names)
+def test_a_nickname_and_its_full_name_normalise_alike(nick: str, middle: str) -> None:
+    full = nicknames()[nick]
+    assert normalise_value(GIVEN, f"{nick.title()} {middle}") == normalise_value(GIVEN, full)
+
+
+def test_first_name_of_a_blank_or_punctuation_value_is_empty() -> None:
+    assert first_name(" - , ") == ""

@@ -1,0 +1,278 @@
+"""Evaluating results against known truth: precision, recall, F1, threshold sweeps.
+
+A truth file is a CSV with the header `member,record_id,entity_id`: for every
+record each member holds, the entity (the real person) it belongs to. Records
+of the same person share an entity id across members. A member whose records
+are all listed is *known*; a true hit is (member's record, partner) where the
+partner holds a record of the same entity.
+
+Results are a member's `blindmatch results` file: `record_id,partner` (hits),
+with `partner_row` (mapping) and `score` (scores) when the project disclosed
+them. Plain functions only; the plots live in `client.plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.errors import InputError
+
+Hit = tuple[str, str, str]  # (member, record_id, partner)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """record -> entity for every member, and who holds each entity."""
+
+    entity: dict[tuple[str, str], str]  # (member, record_id) -> entity id
+    holders: dict[str, frozenset[str]]  # entity id -> members holding it
+
+    @property
+    def members(self) -> frozenset[str]:
+        return frozenset(m for m, _ in self.entity)
+
+    def true_hits(self, member: str | None = None) -> set[Hit]:
+        """Every (member, record, partner) a perfect matcher would report."""
+        out: set[Hit] = set()
+        for (m, rid), ent in self.entity.items():
+            if member is not None and m != member:
+                continue
+            out.update((m, rid, p) for p in self.holders[ent] if p != m)
+        return out
+
+    def is_true(self, hit: Hit) -> bool:
+        ent = self.entity.get((hit[0], hit[1]))
+        return ent is not None and hit[2] in self.holders[ent] and hit[2] != hit[0]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One row of a results file, with its score when the project disclosed scores."""
+
+    hit: Hit
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Quality:
+    true_positives: int
+    predicted: int
+    actual: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.predicted if self.predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.actual if self.actual else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"precision {self.precision:.4f}, recall {self.recall:.4f}, F1 {self.f1:.4f} "
+            f"({self.true_positives} of {self.predicted} reported hits true; "
+            f"{self.actual} true hits)"
+        )
+
+
+def _rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputError(
+                    f"{path}: column(s) {', '.join(missing)} missing; the header must start "
+                    f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
+                )
+            reader.fieldnames = header
+            return list(reader)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 CSV file") from None
+
+
+def read_truth(path: str | Path) -> Truth:
+    """Read `member,record_id,entity_id`; a record listed twice is an error."""
+    path = Path(path)
+    entity: dict[tuple[str, str], str] = {}
+    holders: dict[str, set[str]] = {}
+    for line, row in enumerate(_rows(path, ("member", "record_id", "entity_id")), start=2):
+        key = (row["member"].strip(), row["record_id"].strip())
+        ent = row["entity_id"].strip()
+        if not all(key) or not ent:
+            raise InputError(f"{path}: row {line}: member, record_id and entity_id are required")
+        if key in entity:
+            raise InputError(f"{path}: row {line}: record {key[1]!r} of {key[0]} listed twice")
+        entity[key] = ent
+        holders.setdefault(ent, set()).add(key[0])
+    return Truth(entity, {e: frozenset(m) for e, m in holders.items()})
+
+
+def read_results(path: str | Path, member: str) -> list[Scored]:
+    """A results file (hits, mapping or scores level) as scored hits of `member`."""
+    path = Path(path)
+    rows = _rows(path, ("record_id", "partner"))
+    out = []
+    for line, row in enumerate(rows, start=2):
+        score = None
+        if row.get("score") not in (None, ""):
+            try:
+                score = float(row["score"])
+            except ValueError:
+                raise InputError(
+                    f"{path}: row {line}: score {row['score']!r} is not a number"
+                ) from None
+        out.append(Scored((member, row["record_id"].strip(), row["partner"].strip()), score))
+    return out
+
+
+def quality(found: Iterable[Hit], truth: Truth, member: str | None = None) -> Quality:
+    """Precision, recall and F1 of reported hits against every true hit (of `member`)."""
+    found = set(found)
+    actual = truth.true_hits(member)
+    return Quality(len(found & actual), len(found), len(actual))
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    threshold: float
+    quality: Quality
+
+
+def sweep(scored: Sequence[Scored], truth: Truth, member: str | None = None) -> list[SweepPoint]:
+    """Quality if only results scoring at least t were reported, for every distinct t."""
+    actual = len(truth.true_hits(member))
+    ranked = sorted(
+        ((s.score, truth.is_true(s.hit)) for s in scored if s.score is not None),
+        key=lambda item: -item[0],
+    )
+    points: list[SweepPoint] = []
+    tp = 0
+    for i, (score, is_true) in enumerate(ranked):
+        tp += is_true
+        if i + 1 == len(ranked) or ranked[i + 1][0] != score:
+            points.append(SweepPoint(score, Quality(tp, i + 1, actual)))
+    return points
+
+
+def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> SweepPoint | None:
+    """The threshold with the best F1 among those with precision >= `min_precision`
+    (the best F1 overall if none reaches it); ties go to the higher threshold."""
+    if not points:
+        return None
+    eligible = [p for p in points if p.quality.precision >= min_precision] or list(points)
+    return max(eligible, key=lambda p: (round(p.quality.f1, 6), p.threshold))
+
+
+@dataclass
+class Evaluation:
+    """What `blindmatch evaluate` found, ready to print."""
+
+    results: Path
+    member: str
+    quality: Quality
+    sweep: list[SweepPoint]
+    recommended: SweepPoint | None
+    files: list[Path]
+
+    def render(self) -> str:
+        lines = [f"{self.results} ({self.member}): {self.quality}"]
+        if not self.sweep:
+            lines.append(
+                "  no scores in these results: a project created with `--disclose scores` "
+                "(and a low --threshold) gives a threshold sweep and plots"
+            )
+        else:
+            lines.append(f"  {'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>7}")
+            step = max(1, len(self.sweep) // 12)
+            shown = self.sweep[::step]
+            if self.recommended is not None and self.recommended not in shown:
+                shown = sorted([*shown, self.recommended], key=lambda p: -p.threshold)
+            for point in shown:
+                q = point.quality
+                mark = "  <- recommended" if point is self.recommended else ""
+                lines.append(
+                    f"  {point.threshold:>10.4f} {q.precision:>9.4f} {q.recall:>7.4f} "
+                    f"{q.f1:>7.4f}{mark}"
+                )
+            if self.recommended is not None:
+                lines.append(
+                    f"  recommended threshold: {self.recommended.threshold:.4f} (best F1 with "
+                    "precision >= 0.98; results below the project's own threshold were never "
+                    "reported, so lower thresholds cannot be judged here)"
+                )
+        lines.extend(f"  wrote {path}" for path in self.files)
+        return "\n".join(lines)
+
+
+def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
+    owners = [m for m in sorted(truth.members) if all((m, r) in truth.entity for r in scored_ids)]
+    if len(owners) == 1:
+        return owners[0]
+    if not owners:
+        raise InputError(
+            f"{path}: no member in the truth file holds all these record ids; pass --member"
+        )
+    raise InputError(f"{path}: the ids fit members {', '.join(owners)}; pass --member")
+
+
+def evaluate_files(
+    results: str | Path,
+    truth_path: str | Path,
+    *,
+    member: str | None = None,
+    out_dir: str | Path | None = None,
+) -> Evaluation:
+    """Score one member's results file against a truth file; write sweep.csv and plots."""
+    results = Path(results)
+    truth = read_truth(truth_path)
+    probe = read_results(results, member or "?")
+    if member is None:
+        member = _infer_member({s.hit[1] for s in probe}, truth, results)
+    elif member not in truth.members:
+        raise InputError(
+            f"{truth_path}: member {member!r} not found "
+            f"(members: {', '.join(sorted(truth.members))})"
+        )
+    scored = [Scored((member, s.hit[1], s.hit[2]), s.score) for s in probe]
+    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
+    if unknown:
+        raise InputError(
+            f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
+            f"({len(unknown)} unknown ids)"
+        )
+    found_quality = quality((s.hit for s in scored), truth, member)
+    points = sweep(scored, truth, member)
+    best = recommend(points)
+    files: list[Path] = []
+    if points:
+        from client.plots import precision_recall, score_histogram
+
+        folder = Path(out_dir) if out_dir else results.with_name(f"{results.stem}-evaluation")
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_csv = folder / "sweep.csv"
+        with open(sweep_csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["threshold", "precision", "recall", "f1", "reported", "true"])
+            for p in points:
+                q = p.quality
+                writer.writerow(
+                    [f"{p.threshold:.6f}", f"{q.precision:.6f}", f"{q.recall:.6f}",
+                     f"{q.f1:.6f}", q.predicted, q.true_positives]
+                )  # fmt: skip
+        files.append(sweep_csv)
+        threshold = best.threshold if best else None
+        files.append(score_histogram(scored, truth, folder / "scores.png", recommended=threshold))
+        files.append(precision_recall(points, folder / "precision-recall.png", recommended=best))
+    return Evaluation(results, member, found_quality, points, best, files)

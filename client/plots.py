@@ -1,0 +1,80 @@
+"""PNG plots for `blindmatch evaluate`: matplotlib's object API on the Agg backend
+(no display, no global pyplot state)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from client.evaluate import Scored, SweepPoint, Truth
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def score_histogram(
+    scored: Sequence[Scored], truth: Truth, path: Path, *, recommended: float | None = None
+) -> Path:
+    """Scores of true hits and of false hits, side by side, with the recommended cut."""
+    true = [s.score for s in scored if s.score is not None and truth.is_true(s.hit)]
+    false = [s.score for s in scored if s.score is not None and not truth.is_true(s.hit)]
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    values = true + false
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    bins = [lo + (hi - lo) * i / 40 for i in range(41)] if hi > lo else 10
+    ax.set_yscale("log")
+    n_true, _, _ = ax.hist(
+        true, bins=bins, alpha=0.7, color="#2a7ab0", label=f"true hits ({len(true)})"
+    )
+    n_false, _, _ = ax.hist(
+        false, bins=bins, alpha=0.8, color="#d1495b", label=f"false hits ({len(false)})"
+    )
+    ax.set_ylim(0.8, max([1.0, *n_true, *n_false]) * 2)
+    if recommended is not None:
+        ax.axvline(
+            recommended, color="black", linestyle="--", label=f"recommended {recommended:.3f}"
+        )
+    ax.set_xlabel("score reported by the matcher")
+    ax.set_ylabel("results (log scale)")
+    ax.set_title("Scores of true and false hits")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def precision_recall(
+    points: Sequence[SweepPoint], path: Path, *, recommended: SweepPoint | None = None
+) -> Path:
+    """Precision against recall as the threshold rises, the recommendation marked."""
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    ax.plot(
+        [p.quality.recall for p in points],
+        [p.quality.precision for p in points],
+        color="#2a7ab0",
+        marker=".",
+        markersize=3,
+    )
+    if recommended is not None:
+        q = recommended.quality
+        ax.plot(
+            [q.recall], [q.precision], "o", color="#d1495b",
+            label=f"threshold {recommended.threshold:.3f}: F1 {q.f1:.3f}",
+        )  # fmt: skip
+        ax.legend(loc="lower left")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    recalls = [p.quality.recall for p in points] or [0.0]
+    precisions = [p.quality.precision for p in points] or [0.0]
+    ax.set_xlim(max(0.0, min(recalls) - 0.05), 1.005)
+    ax.set_ylim(max(0.0, min(precisions) - 0.05), 1.005)
+    ax.grid(alpha=0.3)
+    ax.set_title("Precision and recall by threshold")
+    return _save(fig, path)

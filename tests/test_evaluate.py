@@ -1,0 +1,114 @@
+"""`blindmatch evaluate`: precision, recall, F1, threshold sweeps and plots from truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from client.cli import main
+from client.evaluate import quality, read_results, read_truth, recommend, sweep
+
+# Entity e1 is held by all three members, e2 by north and south, e3 by north only.
+TRUTH = """member,record_id,entity_id
+north,N1,e1
+north,N2,e2
+north,N3,e3
+south,S1,e1
+south,S2,e2
+retail,R1,e1
+"""
+
+HITS = """record_id,partner
+N1,south
+N1,retail
+N2,south
+N3,retail
+"""
+
+SCORES = """record_id,partner,partner_row,score
+N1,south,0,0.99
+N1,retail,0,0.95
+N2,south,1,0.70
+N3,retail,0,0.60
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for name, text in (("truth", TRUTH), ("hits", HITS), ("scores", SCORES)):
+        out[name] = tmp_path / f"{name}.csv"
+        out[name].write_text(text)
+    return out
+
+
+def test_truth_lists_the_hits_a_perfect_matcher_reports(files: dict[str, Path]) -> None:
+    truth = read_truth(files["truth"])
+    assert truth.true_hits("north") == {
+        ("north", "N1", "south"),
+        ("north", "N1", "retail"),
+        ("north", "N2", "south"),
+    }
+    assert len(truth.true_hits()) == 3 + 3 + 2  # north's, south's, retail's
+
+
+def test_precision_recall_and_f1_of_a_hits_file(files: dict[str, Path]) -> None:
+    truth = read_truth(files["truth"])
+    found = [s.hit for s in read_results(files["hits"], "north")]
+    q = quality(found, truth, "north")
+    assert (q.true_positives, q.predicted, q.actual) == (3, 4, 3)
+    assert q.precision == 0.75 and q.recall == 1.0
+    assert q.f1 == pytest.approx(2 * 0.75 / 1.75)
+
+
+def test_the_sweep_recommends_the_best_threshold_with_high_precision(
+    files: dict[str, Path],
+) -> None:
+    truth = read_truth(files["truth"])
+    points = sweep(read_results(files["scores"], "north"), truth, "north")
+    assert [p.threshold for p in points] == [0.99, 0.95, 0.70, 0.60]
+    best = recommend(points)
+    assert best is not None and best.threshold == 0.70
+    assert best.quality.precision == 1.0 and best.quality.recall == 1.0
+
+
+def test_the_cli_reports_quality_for_hits_and_says_scores_are_needed_for_a_sweep(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--results", str(files["hits"]), "--truth", str(files["truth"])]) == 0
+    out = capsys.readouterr().out
+    assert "(north): precision 0.7500, recall 1.0000, F1 0.8571" in out  # member inferred
+    assert "--disclose scores" in out
+
+
+def test_the_cli_writes_a_sweep_and_two_png_plots_for_scores(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "eval"
+    args = ["evaluate", "--results", str(files["scores"]), "--truth", str(files["truth"])]
+    assert main([*args, "--member", "north", "--out-dir", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "recommended threshold: 0.7000" in out
+    assert (out_dir / "sweep.csv").read_text().startswith("threshold,precision,recall,f1")
+    for png in ("scores.png", "precision-recall.png"):
+        data = (out_dir / png).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_ids_the_truth_does_not_know_are_an_error(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "other.csv"
+    results.write_text("record_id,partner\nX9,south\n")
+    assert main(["evaluate", "--results", str(results), "--truth", str(files["truth"])]) == 2
+    assert "no member in the truth file holds all these record ids" in capsys.readouterr().err
+
+
+def test_a_truth_file_without_its_header_is_an_error(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,entity\nN1,e1\n")
+    assert main(["evaluate", "--results", str(files["hits"]), "--truth", str(bad)]) == 2
+    assert "member, record_id, entity_id missing" in capsys.readouterr().err
