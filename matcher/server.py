@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from matcher.retention import SWEEP_INTERVAL, Sweeper
 from matcher.runs import RunManager
 from matcher.service import MatcherService
 from matcher.store import Store
@@ -26,15 +29,17 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 
 @dataclass
 class RunningServer:
-    """A started matcher: its gRPC server, bound port, store and run manager."""
+    """A started matcher: its gRPC server, bound port, store, run manager and sweeper."""
 
     server: grpc.Server
     port: int
     store: Store
     runs: RunManager
+    sweeper: Sweeper
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.sweeper.stop()
         self.runs.stop()
         self.store.close()
 
@@ -46,9 +51,18 @@ def create_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     workers: int | None = None,
+    clock: Callable[[], float] = time.time,
+    sweep_interval: float = SWEEP_INTERVAL,
+    audit_key_file: str | Path | None = None,
 ) -> RunningServer:
-    """Open the store, bind `address` (port 0 picks a free one), start serving."""
-    store = Store(data_dir)
+    """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
+
+    `clock` is the time source for expiry and the audit log (tests pass their
+    own); `sweep_interval` is how often expired projects are looked for.
+    """
+    store = Store(data_dir, clock=clock, audit_key_file=audit_key_file)
+    sweeper = Sweeper(store, sweep_interval)
+    sweeper.start()  # expired data goes before the first request is served
     runs = RunManager(store, workers=workers)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="blindmatch-rpc"),
@@ -73,6 +87,7 @@ def create_server(
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
+        sweeper.stop()
         store.close()
         raise OSError(f"could not listen on {address}")
     runs.start()
@@ -80,7 +95,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs)
+    return RunningServer(server, port, store, runs, sweeper)
 
 
 def serve_forever(running: RunningServer) -> None:
