@@ -119,11 +119,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         audit_key_file=args.audit_key,
     )
     host = args.listen.rsplit(":", 1)[0]
-    print(
-        f"blindmatch matcher listening on {host}:{running.port} (data: {args.data_dir})",
-        file=sys.stderr,
-    )
-    serve_forever(running)
+
+    def announce() -> None:
+        print(
+            f"blindmatch matcher listening on {host}:{running.port} (data: {args.data_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    serve_forever(running, ready=announce)
     return 0
 
 

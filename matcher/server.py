@@ -98,8 +98,12 @@ def create_server(
     return RunningServer(server, port, store, runs, sweeper)
 
 
-def serve_forever(running: RunningServer) -> None:
-    """Block until SIGINT/SIGTERM, then stop gracefully."""
+def serve_forever(running: RunningServer, ready: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT/SIGTERM, then stop gracefully.
+
+    `ready` is called once the signal handlers are in place (announce the
+    server there: a SIGTERM sent on that cue then always stops it gracefully).
+    """
     import signal
 
     stopped = threading.Event()
@@ -110,5 +114,7 @@ def serve_forever(running: RunningServer) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if ready is not None:
+        ready()
     stopped.wait()
     running.stop(grace=5)
