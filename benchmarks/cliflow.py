@@ -42,11 +42,12 @@ def blindmatch(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 @contextmanager
-def serve(data_dir: Path) -> Iterator[Served]:
-    """`blindmatch serve` on a free loopback port, stopped with SIGTERM afterwards."""
+def serve(data_dir: Path, *extra: str, listen: str = "127.0.0.1:0") -> Iterator[Served]:
+    """`blindmatch serve` on a free port (loopback unless `listen` says otherwise), with
+    `extra` arguments (TLS files, say), stopped with SIGTERM afterwards."""
     admin = "bm_admin_" + secrets.token_urlsafe(16)
     proc = subprocess.Popen(
-        [*BLINDMATCH, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
+        [*BLINDMATCH, "serve", "--data-dir", str(data_dir), "--listen", listen, *extra],
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -8,6 +8,7 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -53,6 +54,13 @@ _ERRORS: dict[grpc.StatusCode, type[MatcherError]] = {
 }
 
 
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "socket closed")
+TLS_HINT = (
+    "; if the matcher uses TLS, pass --ca-cert (and --client-cert/--client-key when it "
+    "requires client certificates); see docs/security.md"
+)
+
+
 @contextmanager
 def translate_errors(target: str) -> Iterator[None]:
     """Turn a failed gRPC call into the matching `MatcherError` subclass."""
@@ -65,7 +73,8 @@ def translate_errors(target: str) -> Iterator[None]:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
             cls = BusyError
         if cls is UnavailableError:
-            detail = f"cannot reach the matcher at {target}: {detail}"
+            hint = TLS_HINT if any(w in detail.lower() for w in _TLS_WORDS) else ""
+            detail = f"cannot reach the matcher at {target}: {detail}{hint}"
         raise cls(f"{detail} [{code.name}]") from None
 
 
@@ -80,6 +89,23 @@ class ProjectTokens:
     disclosure: str
     threshold: float
     blocking: str = "auto"
+    require_purpose: bool = False
+    expires_unix: int = 0
+
+
+@dataclass(frozen=True)
+class Erased:
+    uploads: int
+    links: int
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: list[str]
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,12 @@ class Results:
     record_count: int
     counts: dict[str, int]
     hits: list[ResultHit] = field(default_factory=list)
+    # partner -> what this member learns about it (the lesser of the project's level and
+    # the partner's consent); partners without shared subjects are not listed
+    levels: dict[str, str] = field(default_factory=dict)
+
+    def level_of(self, partner: str) -> str:
+        return self.levels.get(partner, self.disclosure)
 
 
 @dataclass(frozen=True)
@@ -250,13 +282,19 @@ class MatcherClient:
         disclosure: str = "hits",
         threshold: float = 0.0,
         blocking: str = "auto",
+        *,
+        require_purpose: bool = False,
+        expires_unix: int = 0,
     ) -> ProjectTokens:
+        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days)."""
         request = pb.CreateProjectRequest(
             name=name,
             members=members,
             disclosure=cast(pb.Disclosure, LEVELS[disclosure]),
             threshold=threshold,
             blocking=cast(pb.Blocking, BLOCKINGS[blocking]),
+            require_purpose=require_purpose,
+            expires_unix=expires_unix,
         )
         with translate_errors(self.target):
             reply = self._stub.CreateProject(
@@ -268,7 +306,80 @@ class MatcherClient:
             LEVEL_NAMES[reply.disclosure],
             reply.threshold,
             BLOCKING_NAMES[reply.blocking],
+            reply.require_purpose,
+            reply.expires_unix,
         )
+
+    def rotate_token(self, project: str, member: str) -> str:
+        """Operator: a new token for `member` (returned once); its old token stops working."""
+        with translate_errors(self.target):
+            reply = self._stub.RotateToken(
+                pb.TokenRequest(project=project, member=member),
+                metadata=self._metadata(),
+                timeout=self.timeout,
+            )
+        return reply.token
+
+    def revoke_token(self, project: str, member: str) -> None:
+        """Operator: `member`'s token stops working; rotate to issue a new one."""
+        with translate_errors(self.target):
+            self._stub.RevokeToken(
+                pb.TokenRequest(project=project, member=member),
+                metadata=self._metadata(),
+                timeout=self.timeout,
+            )
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditCheck:
+        """Operator: check the audit chain (and that `anchor` (seq, hash) is still in it)."""
+        request = pb.VerifyAuditRequest()
+        if anchor:
+            request.anchor_seq, request.anchor_hash = anchor
+        with translate_errors(self.target):
+            reply = self._stub.VerifyAudit(request, metadata=self._metadata(), timeout=600)
+        return AuditCheck(
+            reply.ok, reply.entries, reply.head_seq, reply.head_hash, list(reply.problems)
+        )
+
+    def audit(self, project: str = "", after: int = 0) -> Iterator[dict[str, object]]:
+        """Audit entries as plain dicts, oldest first: all for the operator (or one
+        project's), those that concern it for a member."""
+        with translate_errors(self.target):
+            for e in self._stub.ExportAudit(
+                pb.ExportAuditRequest(project=project, after_seq=after),
+                metadata=self._metadata(),
+                timeout=3600,
+            ):
+                yield {
+                    "seq": e.seq,
+                    "time": e.time,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "project": e.project,
+                    "member": e.member,
+                    "purpose": e.purpose,
+                    "disclosed": dict(sorted(e.disclosed.items())),
+                    "detail": json.loads(e.detail or "{}"),
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+
+    def set_consent(self, project: str, level: str) -> str:
+        """Member: the most partners may learn about this member (count/hits/mapping/scores)."""
+        with translate_errors(self.target):
+            reply = self._stub.SetConsent(
+                pb.SetConsentRequest(project=project, level=cast(pb.Disclosure, LEVELS[level])),
+                metadata=self._metadata(),
+                timeout=self.timeout,
+            )
+        return LEVEL_NAMES[reply.level]
+
+    def erase(self, project: str) -> Erased:
+        """Member: delete this member's uploads and every result involving them, now."""
+        with translate_errors(self.target):
+            reply = self._stub.Erase(
+                pb.EraseRequest(project=project), metadata=self._metadata(), timeout=self.timeout
+            )
+        return Erased(reply.uploads_deleted, reply.links_deleted)
 
     def describe(self, project: str) -> pb.ProjectInfo:
         return self._retrying(
@@ -371,17 +482,20 @@ class MatcherClient:
                     self.on_retry(f"watching the run: {exc}; reconnecting in {delay:.1f}s")
                 time.sleep(delay)
 
-    def results(self, project: str) -> Results:
-        """Everything the project's disclosure level lets this member learn.
+    def results(self, project: str, purpose: str = "") -> Results:
+        """Everything the project's level and the partners' consent let this member learn.
 
+        `purpose` (a case reference) goes to the audit log; some projects require one.
         A dropped stream is fetched again from the start, never stitched together.
         """
-        return self._retrying("fetch results", lambda: self._results_once(project))
+        return self._retrying("fetch results", lambda: self._results_once(project, purpose))
 
-    def _results_once(self, project: str) -> Results:
+    def _results_once(self, project: str, purpose: str) -> Results:
         results: Results | None = None
         for chunk in self._stub.GetResults(
-            pb.ResultsRequest(project=project), metadata=self._metadata(), timeout=3600
+            pb.ResultsRequest(project=project, purpose=purpose),
+            metadata=self._metadata(),
+            timeout=3600,
         ):
             if chunk.HasField("header"):
                 h = chunk.header
@@ -391,6 +505,10 @@ class MatcherClient:
                     upload_sha256=h.upload_sha256,
                     record_count=h.record_count,
                     counts={c.partner: c.shared for c in h.counts},
+                    levels={
+                        c.partner: LEVEL_NAMES.get(c.disclosure, LEVEL_NAMES[h.disclosure])
+                        for c in h.counts
+                    },
                 )
             elif results is not None:
                 results.hits.extend(

@@ -8,11 +8,14 @@ be reached, 1 for anything else (a failed run, say). Never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +66,36 @@ def _admin_token() -> str:
     return token
 
 
+_DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
+_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_expiry(text: str, now: float | None = None) -> int:
+    """`--expires-in`: a duration (12h, 90d, 8w, 1y) or a UTC date (2026-12-31) -> unix time."""
+    now = time.time() if now is None else now
+    text = text.strip().lower()
+    if m := _DURATION.match(text):
+        amount = int(m.group(1))
+        if amount < 1:
+            raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
+        return int(now + amount * _UNIT_SECONDS[m.group(2)])
+    try:
+        day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise InputError(
+            f"--expires-in {text!r}: give a duration such as 90d, 12h, 8w or 1y, "
+            "or a date such as 2026-12-31"
+        ) from None
+    expires = int(day.timestamp())
+    if expires <= now:
+        raise InputError(f"--expires-in {text}: that date has passed")
+    return expires
+
+
+def _when(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(unix))
+
+
 # -- commands -----------------------------------------------------------------------
 
 
@@ -90,18 +123,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         streams_per_member=args.max_streams_per_member,
         min_free_bytes=int(args.min_free_mb * 1024 * 1024),
+        audit_key_file=args.audit_key,
     )
     host = args.listen.rsplit(":", 1)[0]
-    print(
-        f"blindmatch matcher listening on {host}:{running.port} (data: {args.data_dir})",
-        file=sys.stderr,
-    )
-    serve_forever(running)
+
+    def announce() -> None:
+        print(
+            f"blindmatch matcher listening on {host}:{running.port} (data: {args.data_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    serve_forever(running, ready=announce)
     return 0
 
 
 def cmd_project_create(args: argparse.Namespace) -> int:
     members = [m.strip() for m in args.members.split(",") if m.strip()]
+    expires = parse_expiry(args.expires_in) if args.expires_in else 0
     with _client(args, _admin_token()) as client:
         created = client.create_project(
             args.name,
@@ -109,13 +148,17 @@ def cmd_project_create(args: argparse.Namespace) -> int:
             disclosure=args.disclose,
             threshold=args.threshold or 0.0,
             blocking=args.blocking,
+            require_purpose=args.require_purpose,
+            expires_unix=expires,
         )
     if args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
+    purpose = "; results need --purpose" if created.require_purpose else ""
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold}, blocking: {created.blocking})."
+        f"threshold: {created.threshold}, blocking: {created.blocking}; "
+        f"data deleted at {_when(created.expires_unix)}{purpose})."
     )
     print("Member tokens (shown once; give each member only its own):")
     for member, token in created.tokens.items():
@@ -123,17 +166,43 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_rotate_token(args: argparse.Namespace) -> int:
+    with _client(args, _admin_token()) as client:
+        token = client.rotate_token(args.name, args.member)
+    if args.json:
+        print(json.dumps({"project": args.name, "member": args.member, "token": token}))
+        return 0
+    print(f"New token for {args.member} in {args.name} (shown once; the old one no longer works):")
+    print(f"  {token}")
+    return 0
+
+
+def cmd_project_revoke_token(args: argparse.Namespace) -> int:
+    with _client(args, _admin_token()) as client:
+        client.revoke_token(args.name, args.member)
+    print(
+        f"Revoked {args.member}'s token in {args.name}. Its data stays until it expires or is "
+        f"erased; `blindmatch project rotate-token {args.name} --member {args.member}` issues "
+        "a new token."
+    )
+    return 0
+
+
 def cmd_project_show(args: argparse.Namespace) -> int:
     with _client(args, _member_token(args)) as client:
         info = client.describe(args.name)
-    level = {v: k for k, v in LEVELS.items()}[info.disclosure]
+    names = {v: k for k, v in LEVELS.items()}
+    level = names[info.disclosure]
     print(
         f"Project {info.project} (you are {info.member}; "
         f"disclosure {level}, threshold {info.threshold})"
     )
+    purpose = "; results need --purpose" if info.require_purpose else ""
+    print(f"  data deleted at {_when(info.expires_unix)}{purpose}")
     for m in info.members:
         state = f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
-        print(f"  {m.name}: {state}")
+        consent = f"; consents to {names[m.consent]}" if m.consent else ""
+        print(f"  {m.name}: {state}{consent}")
     if info.HasField("latest_run"):
         run = RunProgress.from_pb(info.latest_run)
         print(f"  latest run {run.run_id}: {run.state}")
@@ -208,10 +277,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     encoded = read_encoded(args.encoded, verify=False)
     with _client(args, _member_token(args)) as client:
-        results = client.results(args.project)
+        results = client.results(args.project, purpose=args.purpose or "")
     rows = join_results(results, encoded)
     write_csv(args.out, HEADERS[results.disclosure], rows)
-    counts = ", ".join(f"{p}: {n}" for p, n in results.counts.items()) or "none"
+
+    def limited(partner: str) -> str:
+        level = results.level_of(partner)
+        return "" if level == results.disclosure else f" ({level} only, as {partner} consents)"
+
+    counts = ", ".join(f"{p}: {n}{limited(p)}" for p, n in results.counts.items()) or "none"
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
         f"Wrote {len(rows)} row(s) to {args.out}."
@@ -492,6 +566,82 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent_set(args: argparse.Namespace) -> int:
+    with _client(args, _member_token(args)) as client:
+        level = client.set_consent(args.project, args.level)
+    print(f"Partners in {args.project} now learn at most {level!r} about your records.")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    with _client(args, _member_token(args)) as client:
+        erased = client.erase(args.project)
+    print(
+        f"Erased from {args.project}: {erased.uploads} upload(s) and {erased.links} result "
+        "row(s) involving your records. The audit log keeps the fact, not the data."
+    )
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    token = args.token or _env("BLINDMATCH_TOKEN")
+    if token and not args.project:
+        raise InputError("a member sees its own project's audit entries: pass --project")
+    with _client(args, token or _admin_token()) as client:
+        lines = [
+            json.dumps(e, sort_keys=True, ensure_ascii=False)
+            for e in client.audit(args.project or "", after=args.after)
+        ]
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        from client.results import write_text
+
+        write_text(args.out, text)
+        print(f"Wrote {len(lines)} audit entries to {args.out}.", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isdigit() or int(seq) < 1 or len(digest) != 64:
+        raise InputError(f"--anchor {text!r}: expected SEQ:HASH, as `audit verify` prints")
+    return int(seq), digest.lower()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    anchor = _anchor(args.anchor) if args.anchor else None
+    with _client(args, _admin_token()) as client:
+        check = client.verify_audit(anchor)
+    if not check.ok:
+        for problem in check.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print(f"Error: the audit log fails verification ({len(check.problems)} problems)")
+        return 1
+    print(
+        f"Audit log intact: {check.entries} entries. Head {check.head_seq}:{check.head_hash}\n"
+        "Record the head elsewhere and pass it as --anchor next time to catch a cut-off tail."
+    )
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from client.certs import make_certs
+
+    hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    files = make_certs(args.out, hosts, days=args.days)
+    print(
+        f"Wrote a throwaway CA, server and client certificate to {args.out} "
+        f"(valid {args.days} days; for trials only). Use them like this:\n"
+        f"  blindmatch serve ... --tls-cert {files.server_cert} --tls-key {files.server_key} "
+        f"--client-ca {files.ca_cert}\n"
+        f"  blindmatch <command> ... --ca-cert {files.ca_cert} "
+        f"--client-cert {files.client_cert} --client-key {files.client_key}"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
@@ -542,6 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext on a non-loopback address (tokens and encodings travel unencrypted)",
     )
     p.add_argument("--workers", type=int, help="threads for comparisons (default: all cores)")
+    p.add_argument(
+        "--audit-key",
+        help="file with the audit log's HMAC key, made if missing (default: DATA_DIR/audit.key)",
+    )
     p.add_argument(
         "--max-streams-per-member",
         type=int,
@@ -600,8 +754,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
         "size (auto, the default: LSH above 10^10 pairs per pair of members)",
     )
+    pc.add_argument(
+        "--require-purpose",
+        action="store_true",
+        help="every results request must give --purpose (a case reference), kept in the audit log",
+    )
+    pc.add_argument(
+        "--expires-in",
+        metavar="WHEN",
+        help="when the project's encodings and results are deleted: 90d, 12h, 8w, 1y or a "
+        "date (YYYY-MM-DD, UTC); default 180d",
+    )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
     pc.set_defaults(func=cmd_project_create)
+    pr = psub.add_parser(
+        "rotate-token", parents=[net], help="issue a member a new token; the old one stops working"
+    )
+    pr.add_argument("name", help="project name")
+    pr.add_argument("--member", required=True, help="the member whose token to replace")
+    pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
+    pr.set_defaults(func=cmd_project_rotate_token)
+    pv = psub.add_parser(
+        "revoke-token", parents=[net], help="make a member's token stop working (operator)"
+    )
+    pv.add_argument("name", help="project name")
+    pv.add_argument("--member", required=True, help="the member whose token to revoke")
+    pv.set_defaults(func=cmd_project_revoke_token)
     ps = psub.add_parser("show", parents=[net], help="a project's members and latest run (member)")
     ps.add_argument("name", help="project name")
     ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
@@ -632,7 +810,65 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
     )
     p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
+    p.add_argument(
+        "--purpose",
+        help="why you are asking (a case reference); written to the audit log, and required "
+        "by projects created with --require-purpose",
+    )
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("consent", help="limit what partners learn about your records (member)")
+    csub = p.add_subparsers(dest="consent_command", required=True, metavar="ACTION")
+    cs = csub.add_parser(
+        "set", parents=[net, member], help="set the most partners may learn about your records"
+    )
+    cs.add_argument(
+        "--level",
+        required=True,
+        choices=list(LEVELS),
+        help="count, hits or mapping (scores: no limit beyond the project's own level)",
+    )
+    cs.set_defaults(func=cmd_consent_set)
+
+    p = sub.add_parser(
+        "erase", parents=[net, member], help="delete your uploads and results from the matcher"
+    )
+    p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("audit", help="export or verify the audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ae = audit_sub.add_parser(
+        "export",
+        parents=[net],
+        help="audit entries as JSON lines (operator: all; member: those that concern it)",
+    )
+    ae.add_argument("--project", help="one project (required with a member token)")
+    ae.add_argument(
+        "--token",
+        help="member token (default: $BLINDMATCH_TOKEN; without one, $BLINDMATCH_ADMIN_TOKEN)",
+    )
+    ae.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
+    ae.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    ae.set_defaults(func=cmd_audit_export)
+    av = audit_sub.add_parser(
+        "verify", parents=[net], help="check the audit log's hash chain (operator)"
+    )
+    av.add_argument(
+        "--anchor",
+        metavar="SEQ:HASH",
+        help="a head printed by an earlier verify: it must still be in the log, unchanged",
+    )
+    av.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("certs", help="make a throwaway CA, server and client certificate (trials)")
+    p.add_argument("--out", required=True, type=Path, help="folder to write them to")
+    p.add_argument(
+        "--hosts",
+        help="extra server names or addresses, comma-separated (localhost, 127.0.0.1 and ::1 "
+        "are always included)",
+    )
+    p.add_argument("--days", type=int, default=30, help="validity in days (default: 30)")
+    p.set_defaults(func=cmd_certs)
 
     ref_key = argparse.ArgumentParser(add_help=False)
     ref_key.add_argument(

@@ -6,6 +6,10 @@ The output file depends on the disclosure level:
     hits     record_id,partner                      (the default)
     mapping  record_id,partner,partner_row
     scores   record_id,partner,partner_row,score
+
+The level is the most this member learns about any partner. A partner that
+consented to less appears at its own level: only in the counts (count), or
+with `partner_row`/`score` left empty (hits, mapping).
 """
 
 from __future__ import annotations
@@ -44,26 +48,32 @@ def join_results(results: Results, encoded: Encoded) -> list[list[str]]:
         if hit.row >= len(ids):
             raise InputError(f"{encoded.path}: result row {hit.row} is beyond the id list")
         row = [ids[hit.row], hit.partner]
+        level = results.level_of(hit.partner)
         if results.disclosure in ("mapping", "scores"):
-            row.append(str(hit.partner_row))
+            row.append(str(hit.partner_row) if level in ("mapping", "scores") else "")
         if results.disclosure == "scores":
-            row.append(f"{hit.score:.4f}")
+            row.append(f"{hit.score:.4f}" if level == "scores" else "")
         rows.append(row)
     return rows
 
 
 def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> None:
     """Write a CSV atomically: the old file or the whole new one, never half."""
-    path = Path(path)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically: the old file or the whole new one, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -63,6 +63,6 @@ def check_listen_address(listen: str, *, secure: bool, allow: bool) -> None:
         return
     raise InputError(
         f"--listen {listen}: refusing plaintext gRPC on a non-loopback address; give "
-        "--tls-cert and --tls-key (see docs/operations.md), or pass "
+        "--tls-cert and --tls-key (see docs/security.md), or pass "
         "--insecure-listen-on-network if you really mean it"
     )

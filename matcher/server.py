@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from matcher.limits import DEFAULT_STREAMS_PER_MEMBER, MemberLimiter
 from matcher.realtime import Realtime
+from matcher.retention import SWEEP_INTERVAL, Sweeper
 from matcher.runs import RunManager
 from matcher.service import MatcherService
 from matcher.store import Store
@@ -29,16 +32,18 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 
 @dataclass
 class RunningServer:
-    """A started matcher: its gRPC server, bound port, store and run manager."""
+    """A started matcher: its gRPC server, bound port, store, run manager and sweeper."""
 
     server: grpc.Server
     port: int
     store: Store
     runs: RunManager
     realtime: Realtime
+    sweeper: Sweeper
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.sweeper.stop()
         self.runs.stop()
         self.realtime.close()
         self.store.close()
@@ -53,13 +58,22 @@ def create_server(
     workers: int | None = None,
     streams_per_member: int = DEFAULT_STREAMS_PER_MEMBER,
     min_free_bytes: int = 0,
+    clock: Callable[[], float] = time.time,
+    sweep_interval: float = SWEEP_INTERVAL,
+    audit_key_file: str | Path | None = None,
 ) -> RunningServer:
-    """Open the store, bind `address` (port 0 picks a free one), start serving.
+    """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
     `streams_per_member` caps each member's uploads, result fetches and run
     watches in flight; `min_free_bytes` is the disk space uploads must leave free.
+    `clock` is the time source for expiry and the audit log (tests pass their
+    own); `sweep_interval` is how often expired projects are looked for.
     """
-    store = Store(data_dir, min_free_bytes=min_free_bytes)
+    store = Store(
+        data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
+    )
+    sweeper = Sweeper(store, sweep_interval)
+    sweeper.start()  # expired data goes before the first request is served
     runs = RunManager(store, workers=workers)
     realtime = Realtime(store, data_dir)
     server = grpc.server(
@@ -96,6 +110,7 @@ def create_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         realtime.close()
+        sweeper.stop()
         store.close()
         raise OSError(f"could not listen on {address}")
     runs.start()
@@ -103,11 +118,15 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs, realtime)
+    return RunningServer(server, port, store, runs, realtime, sweeper)
 
 
-def serve_forever(running: RunningServer) -> None:
-    """Block until SIGINT/SIGTERM, then stop gracefully."""
+def serve_forever(running: RunningServer, ready: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT/SIGTERM, then stop gracefully.
+
+    `ready` is called once the signal handlers are in place (announce the
+    server there: a SIGTERM sent on that cue then always stops it gracefully).
+    """
     import signal
 
     stopped = threading.Event()
@@ -118,5 +137,7 @@ def serve_forever(running: RunningServer) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if ready is not None:
+        ready()
     stopped.wait()
     running.stop(grace=5)

@@ -2,6 +2,12 @@
 
 Each method authenticates, converts the request, calls the store or the run
 manager, and converts back. No matching or disclosure logic lives here.
+
+Who may call what is written down in docs/security.md (a test walks that
+table against a real server): operator calls go through `_require_admin`,
+member calls through `_require_member`, and ExportAudit (either) through
+`_caller`. A token nobody holds is UNAUTHENTICATED; a real token used where it
+has no business is PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -18,14 +25,14 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from matcher import errors
+from matcher import audit, errors
 from matcher.auth import bearer_token, same_hash, token_hash, valid_name
-from matcher.disclose import Level, disclose
+from matcher.disclose import Level, disclose, effective_levels
 from matcher.index_store import Encoding
 from matcher.limits import MemberLimiter
 from matcher.realtime import MemberVolume, QueryAnswer, Realtime
 from matcher.runs import RunManager
-from matcher.store import DISK_FULL, Run, Store, disk_full
+from matcher.store import DAY, DISK_FULL, Run, Store, disk_full
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -36,7 +43,10 @@ MAX_RECORDS = 50_000_000
 MAX_CLK_BITS = 8192
 MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
 CLIENT_UPLOAD_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+MAX_MEMBERS = 64
+MAX_RETENTION = 3653 * DAY  # ten years
 HITS_PER_MESSAGE = 10_000
+_HEX = frozenset("0123456789abcdef")
 
 _STATES = {
     "queued": pb.RUN_STATE_QUEUED,
@@ -89,8 +99,36 @@ def rpc_errors(method: F) -> F:
     return unary  # type: ignore[return-value]
 
 
-def _pb_level(level: Level) -> pb.Disclosure:
-    return cast(pb.Disclosure, int(level))
+def _pb_level(level: Level | None) -> pb.Disclosure:
+    return cast(pb.Disclosure, int(level) if level is not None else 0)
+
+
+def _level(value: int, field: str, *, default: Level | None = None) -> Level:
+    """A Disclosure field as a Level; INVALID_ARGUMENT for unset (without default) or unknown."""
+    if value == pb.DISCLOSURE_UNSPECIFIED and default is not None:
+        return default
+    try:
+        return Level(value)
+    except ValueError:
+        raise errors.InvalidArgument(
+            f"{field}: {value} is not a disclosure level (count=1, hits=2, mapping=3, scores=4)"
+        ) from None
+
+
+def _entry_pb(entry: audit.Entry) -> pb.AuditEntry:
+    return pb.AuditEntry(
+        seq=entry.seq,
+        time=entry.time,
+        actor=entry.actor,
+        action=entry.action,
+        project=entry.project,
+        member=entry.member,
+        purpose=entry.purpose,
+        disclosed=entry.disclosed,
+        detail=json.dumps(entry.detail, sort_keys=True),
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )
 
 
 def query_reply(answer: QueryAnswer, partners: list[str], level: Level) -> pb.QueryReply:
@@ -158,25 +196,42 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     # -- authentication -----------------------------------------------------------
 
+    def _is_admin(self, token: str) -> bool:
+        return same_hash(token_hash(token), self._admin_hash)
+
     def _require_admin(self, context: grpc.ServicerContext) -> None:
         token = bearer_token(context.invocation_metadata())
         if token is None:
             raise errors.Unauthenticated(
                 "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
             )
-        if not same_hash(token_hash(token), self._admin_hash):
-            raise errors.PermissionDenied("only the operator may do this; wrong operator token")
+        if self._is_admin(token):
+            return
+        if self.store.token_owner(token) is not None:
+            raise errors.PermissionDenied("only the operator may do this; this is a member token")
+        raise errors.Unauthenticated("the operator token is wrong (check BLINDMATCH_ADMIN_TOKEN)")
 
     def _require_member(self, context: grpc.ServicerContext, project: str) -> str:
-        if not project:
-            raise errors.InvalidArgument("project: required")
         token = bearer_token(context.invocation_metadata())
         if token is None:
             raise errors.Unauthenticated("no token: pass --token or set BLINDMATCH_TOKEN")
+        if not project:
+            raise errors.InvalidArgument("project: required")
+        if self._is_admin(token):
+            raise errors.PermissionDenied(
+                "the operator token cannot be used for member calls; use the member's token"
+            )
         member = self.store.member_for_token(project, token)
         if member is None:
             raise errors.Unauthenticated(f"the token is not valid for project {project!r}")
         return member
+
+    def _caller(self, context: grpc.ServicerContext, project: str) -> str:
+        """'operator', or the calling member's name (for calls open to both)."""
+        token = bearer_token(context.invocation_metadata())
+        if token is not None and self._is_admin(token):
+            return audit.OPERATOR
+        return self._require_member(context, project)
 
     # -- operator ---------------------------------------------------------------------
 
@@ -192,6 +247,10 @@ class MatcherService(pb_grpc.MatcherServicer):
                 "'_', '.', '-'; at most 64; starting with a letter or digit)"
             )
         members = list(request.members)
+        if len(members) > MAX_MEMBERS:
+            raise errors.InvalidArgument(
+                f"members: {len(members)} members; a project has at most {MAX_MEMBERS}"
+            )
         bad = [m for m in members if not valid_name(m)]
         if bad:
             raise errors.InvalidArgument(
@@ -201,18 +260,29 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.InvalidArgument("members: names repeat")
         if len(members) < 2:
             raise errors.InvalidArgument("members: a project needs at least two members")
-        if request.disclosure and request.disclosure not in {int(level) for level in Level}:
-            raise errors.InvalidArgument(
-                f"disclosure: {request.disclosure} is not a disclosure level (1-4)"
-            )
-        disclosure = Level(request.disclosure or pb.DISCLOSURE_HITS)
+        disclosure = _level(request.disclosure, "disclosure", default=Level.HITS)
         threshold = request.threshold or DEFAULT_THRESHOLD
         if not 0.0 < threshold <= 1.0:
             raise errors.InvalidArgument(f"threshold: {threshold} is not in (0, 1]")
         blocking = _BLOCKING.get(request.blocking)
         if blocking is None:
             raise errors.InvalidArgument(f"blocking: unknown value {request.blocking}")
-        tokens = self.store.create_project(name, members, disclosure, threshold, blocking)
+        now = self.store.clock()
+        expires = float(request.expires_unix) if request.expires_unix else None
+        if expires is not None and not now < expires <= now + MAX_RETENTION:
+            raise errors.InvalidArgument(
+                f"expires_unix: {request.expires_unix} is not between now and ten years from now"
+            )
+        tokens = self.store.create_project(
+            name,
+            members,
+            disclosure,
+            threshold,
+            blocking,
+            require_purpose=request.require_purpose,
+            expires=expires,
+        )
+        project = self.store.project(name)
         log.info("project %s created with members %s", name, ", ".join(members))
         return pb.CreateProjectReply(
             project=name,
@@ -220,7 +290,91 @@ class MatcherService(pb_grpc.MatcherServicer):
             disclosure=_pb_level(disclosure),
             threshold=threshold,
             blocking=_PB_BLOCKING[blocking],
+            require_purpose=project.require_purpose,
+            expires_unix=int(project.expires),
         )
+
+    @rpc_errors
+    def RotateToken(
+        self, request: pb.TokenRequest, context: grpc.ServicerContext
+    ) -> pb.RotateTokenReply:
+        self._require_admin(context)
+        project, member = self._token_request(request)
+        token = self.store.rotate_token(project, member)
+        log.info("%s/%s: token rotated", project, member)
+        return pb.RotateTokenReply(project=project, member=member, token=token)
+
+    @rpc_errors
+    def RevokeToken(
+        self, request: pb.TokenRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeTokenReply:
+        self._require_admin(context)
+        project, member = self._token_request(request)
+        self.store.revoke_token(project, member)
+        log.info("%s/%s: token revoked", project, member)
+        return pb.RevokeTokenReply(project=project, member=member)
+
+    @staticmethod
+    def _token_request(request: pb.TokenRequest) -> tuple[str, str]:
+        if not request.project:
+            raise errors.InvalidArgument("project: required")
+        if not request.member:
+            raise errors.InvalidArgument("member: required")
+        return request.project, request.member
+
+    @rpc_errors
+    def VerifyAudit(
+        self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext
+    ) -> pb.VerifyAuditReply:
+        self._require_admin(context)
+        anchor = None
+        if request.anchor_seq or request.anchor_hash:
+            digest = request.anchor_hash.lower()
+            if not request.anchor_seq or len(digest) != 64 or not set(digest) <= _HEX:
+                raise errors.InvalidArgument(
+                    "anchor_seq/anchor_hash: give both, a seq of 1 or more and 64 hex digits"
+                )
+            anchor = (int(request.anchor_seq), digest)
+        result = self.store.verify_audit(anchor)
+        self.store.record(
+            audit.Event(
+                audit.OPERATOR,
+                "audit.verify",
+                detail={"ok": result.ok, "entries": result.entries, "head_seq": result.head_seq},
+            )
+        )
+        return pb.VerifyAuditReply(
+            ok=result.ok,
+            entries=result.entries,
+            head_seq=result.head_seq,
+            head_hash=result.head_hash,
+            problems=result.problems,
+        )
+
+    @rpc_errors
+    def ExportAudit(
+        self, request: pb.ExportAuditRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.AuditEntry]:
+        caller = self._caller(context, request.project)
+        entries = self.store.audit_entries(project=request.project, after=request.after_seq)
+        if caller != audit.OPERATOR:
+            self.store.project(request.project)  # expired: NotFound, like every member call
+            entries = [
+                audit.member_view(e, caller)
+                for e in entries
+                if audit.concerns(e, request.project, caller)
+            ]
+        self.store.record(
+            audit.Event(
+                caller,
+                "audit.export",
+                request.project,
+                "" if caller == audit.OPERATOR else caller,
+                detail={"after_seq": request.after_seq, "entries": len(entries)},
+            )
+        )
+        for entry in entries:
+            yield _entry_pb(entry)
 
     # -- members ----------------------------------------------------------------------
 
@@ -238,15 +392,29 @@ class MatcherService(pb_grpc.MatcherServicer):
             threshold=project.threshold,
             clk_bits=next(iter(uploads.values())).clk_bits if uploads else 0,
             blocking=_PB_BLOCKING[project.blocking],
+            require_purpose=project.require_purpose,
+            expires_unix=int(project.expires),
         )
-        for name in self.store.members(project.name):
+        for name, consent in self.store.consents(project.name).items():
             up = uploads.get(name)
             info.members.add(
-                name=name, uploaded=up is not None, record_count=up.record_count if up else 0
+                name=name,
+                uploaded=up is not None,
+                record_count=up.record_count if up else 0,
+                consent=_pb_level(consent),
             )
         latest = self.store.latest_run(project.name)
         if latest:
             info.latest_run.CopyFrom(run_status(latest))
+        self.store.record(
+            audit.Event(
+                member,
+                "project.describe",
+                project.name,
+                member,
+                disclosed={p: "upload status" for p in uploads if p != member},
+            )
+        )
         return info
 
     @rpc_errors
@@ -364,8 +532,8 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @rpc_errors
     def StartRun(self, request: pb.StartRunRequest, context: grpc.ServicerContext) -> pb.RunStatus:
-        self._require_member(context, request.project)
-        run, created = self.store.create_run(request.project)
+        member = self._require_member(context, request.project)
+        run, created = self.store.create_run(request.project, actor=member)
         if created:
             self.runs.submit(run.id)
             log.info("run %s queued", run.id)
@@ -412,19 +580,46 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     def _results(self, request: pb.ResultsRequest, member: str) -> Iterator[pb.ResultsChunk]:
         project = self.store.project(request.project)
+        purpose = audit.check_purpose(
+            request.purpose, required=project.require_purpose, project=project.name
+        )
         run = self.store.latest_run(project.name, state="done")
         if run is None:
             raise errors.FailedPrecondition(
                 "no finished run in this project yet; start one with `blindmatch run`"
             )
-        upload = dict(self.store.run_inputs(run.id))[member]
-        disclosed = disclose(project.disclosure, self.store.links_for(run.id, member))
+        upload = dict(self.store.run_inputs(run.id)).get(member)
+        if upload is None:
+            raise errors.FailedPrecondition(
+                f"the latest run ({run.id}) holds no data of yours (you erased it); "
+                "upload again and start a new run"
+            )
+        levels = effective_levels(project.disclosure, self.store.consents(project.name), member)
+        disclosed = disclose(levels, self.store.links_for(run.id, member))
+        # Recorded before anything leaves: no audit entry, no disclosure.
+        self.store.record(
+            audit.Event(
+                member,
+                "results.disclose",
+                project.name,
+                member,
+                purpose=purpose,
+                disclosed={p: level.name.lower() for p, level in levels.items()},
+                detail={
+                    "run_id": run.id,
+                    "counts": {p: disclosed.counts.get(p, 0) for p in levels},
+                },
+            )
+        )
         header = pb.ResultsHeader(
             run_id=run.id,
-            disclosure=_pb_level(project.disclosure),
+            disclosure=_pb_level(max(levels.values(), default=project.disclosure)),
             upload_sha256=upload.sha256,
             record_count=upload.record_count,
-            counts=[pb.PartnerCount(partner=p, shared=n) for p, n in disclosed.counts.items()],
+            counts=[
+                pb.PartnerCount(partner=p, shared=n, disclosure=_pb_level(disclosed.levels[p]))
+                for p, n in disclosed.counts.items()
+            ],
         )
         yield pb.ResultsChunk(header=header)
         hits = disclosed.hits
@@ -590,3 +785,23 @@ class MatcherService(pb_grpc.MatcherServicer):
         return pb.QueryReport(
             project=request.project, hours=hours, members=[volume_pb(v) for v in volumes]
         )
+
+    @rpc_errors
+    def SetConsent(
+        self, request: pb.SetConsentRequest, context: grpc.ServicerContext
+    ) -> pb.ConsentReply:
+        member = self._require_member(context, request.project)
+        if request.level == pb.DISCLOSURE_UNSPECIFIED:
+            raise errors.InvalidArgument("level: required (count, hits, mapping or scores)")
+        level = _level(request.level, "level")
+        self.store.project(request.project)
+        self.store.set_consent(request.project, member, level)
+        log.info("%s/%s: consent set to %s", request.project, member, level.name.lower())
+        return pb.ConsentReply(project=request.project, member=member, level=_pb_level(level))
+
+    @rpc_errors
+    def Erase(self, request: pb.EraseRequest, context: grpc.ServicerContext) -> pb.EraseReply:
+        member = self._require_member(context, request.project)
+        erased = self.store.erase_member(request.project, member)
+        log.info("%s/%s: erased %d uploads", request.project, member, erased.uploads)
+        return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)

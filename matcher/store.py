@@ -1,8 +1,10 @@
 """The data dir: SQLite for state, one file per upload for CLK bytes.
 
-    DIR/blindmatch.sqlite   projects, members (token hashes), uploads, runs, links
+    DIR/blindmatch.sqlite   projects, members (token hashes, consent), uploads, runs,
+                            links, audit (the hash-chained log)
     DIR/clks/<upload>.bin   an upload's CLKs, written once, fsynced, then renamed in
     DIR/tmp/                uploads in flight; emptied at start-up
+    DIR/audit.key           the audit chain's HMAC key (unless kept elsewhere)
 
 An upload is acknowledged only after its file is fsynced into `clks/` and its
 row committed, so a crash loses nothing acknowledged and never exposes half an
@@ -15,19 +17,26 @@ acknowledged upload finds it instead of storing it twice. A full disk (ENOSPC
 from a write, SQLITE_FULL from the database) becomes `ResourceExhausted` and
 leaves earlier data as it was; `min_free_bytes` refuses an upload up front when
 it would leave less than that free.
+
+Every change that the audit log records is appended in the same transaction as
+the change itself. Deletion (erasure, expiry) is real: files are unlinked, rows
+deleted with `secure_delete` on (freed pages are zeroed) and the WAL
+checkpointed and truncated, so the bytes are gone from the data dir, not flagged.
 """
 
 from __future__ import annotations
 
 import errno
 import itertools
+import json
 import os
+import secrets
 import shutil
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from matcher import audit
 from matcher.auth import new_token, same_hash, token_hash
 from matcher.disclose import Level
 from matcher.errors import (
@@ -46,18 +56,25 @@ from matcher.errors import (
 )
 from matcher.solve import Links
 
+DAY = 24 * 3600.0
+DEFAULT_RETENTION = 180 * DAY
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     name TEXT PRIMARY KEY,
     disclosure INTEGER NOT NULL,
     threshold REAL NOT NULL,
     created REAL NOT NULL,
-    blocking TEXT NOT NULL DEFAULT 'auto'
+    blocking TEXT NOT NULL DEFAULT 'auto',
+    require_purpose INTEGER NOT NULL DEFAULT 0,
+    expires REAL,
+    erased REAL
 );
 CREATE TABLE IF NOT EXISTS members (
     project TEXT NOT NULL REFERENCES projects(name),
     name TEXT NOT NULL,
     token_hash BLOB NOT NULL UNIQUE,
+    consent INTEGER,
     PRIMARY KEY (project, name)
 );
 CREATE TABLE IF NOT EXISTS uploads (
@@ -112,7 +129,29 @@ CREATE TABLE IF NOT EXISTS upload_layouts (
     upload_id TEXT PRIMARY KEY,
     field_bits TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    disclosed TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
 """
+
+# Columns added after the first release: (table, column, declaration).
+MIGRATIONS = [
+    ("projects", "blocking", "TEXT NOT NULL DEFAULT 'auto'"),
+    ("projects", "require_purpose", "INTEGER NOT NULL DEFAULT 0"),
+    ("projects", "expires", "REAL"),
+    ("projects", "erased", "REAL"),
+    ("members", "consent", "INTEGER"),
+]
 
 ACTIVE = ("queued", "running")
 
@@ -123,6 +162,14 @@ class Project:
     disclosure: Level
     threshold: float
     blocking: str = "auto"  # auto | exhaustive | lsh (see matcher.runs.choose_method)
+    require_purpose: bool = False
+    expires: float = 0.0  # seconds since 1970; its data is deleted then
+
+
+@dataclass(frozen=True)
+class Erased:
+    uploads: int
+    links: int
 
 
 @dataclass(frozen=True)
@@ -169,18 +216,50 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Store:
-    """Everything the matcher keeps, in one data dir."""
+def _read_or_make_key(path: Path) -> bytes:
+    """The audit HMAC key: 32 random bytes, made once, readable by the owner only."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+    if len(key) < 32:
+        raise ValueError(f"{path}: an audit key must be at least 32 bytes")
+    return key
 
-    def __init__(self, data_dir: str | Path, *, min_free_bytes: int = 0) -> None:
+
+class Store:
+    """Everything the matcher keeps, in one data dir.
+
+    `min_free_bytes` is the disk space uploads must leave free; `clock` gives
+    the time (seconds since 1970) for expiry and the audit log; `audit_key_file`
+    is where the audit chain's key lives (default DIR/audit.key).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        min_free_bytes: int = 0,
+        clock: Callable[[], float] = time.time,
+        audit_key_file: str | Path | None = None,
+    ) -> None:
         self.dir = Path(data_dir)
         self.min_free_bytes = min_free_bytes
         self.clk_dir = self.dir / "clks"
         self.tmp_dir = self.dir / "tmp"
+        self.clock = clock
         for d in (self.dir, self.clk_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():  # uploads a crash cut short
             leftover.unlink()
+        self._audit_key = _read_or_make_key(
+            Path(audit_key_file) if audit_key_file else self.dir / "audit.key"
+        )
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.dir / "blindmatch.sqlite", check_same_thread=False, isolation_level=None
@@ -188,13 +267,21 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(projects)")}
-        if "blocking" not in columns:  # a data dir from before blocking existed
-            self._db.execute(
-                "ALTER TABLE projects ADD COLUMN blocking TEXT NOT NULL DEFAULT 'auto'"
-            )
+        self._migrate()
         self._collect_garbage()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            for table, column, decl in MIGRATIONS:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.execute(
+                "UPDATE projects SET expires = created + ? WHERE expires IS NULL",
+                (DEFAULT_RETENTION,),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -227,31 +314,63 @@ class Store:
         disclosure: Level,
         threshold: float,
         blocking: str = "auto",
+        *,
+        require_purpose: bool = False,
+        expires: float | None = None,
     ) -> dict[str, str]:
         """Make the project; returns each member's token (the only time it exists)."""
         tokens = {m: new_token() for m in members}
+        now = self.clock()
+        expires = now + DEFAULT_RETENTION if expires is None else expires
+        if expires <= now:
+            raise ValueError("a project must expire in the future")
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
-                raise AlreadyExists(f"project {name!r} already exists")
+            row = db.execute("SELECT erased FROM projects WHERE name=?", (name,)).fetchone()
+            if row:
+                gone = " (its data was deleted, but the name stays taken)" if row[0] else ""
+                raise AlreadyExists(f"project {name!r} already exists{gone}")
             db.execute(
-                "INSERT INTO projects (name, disclosure, threshold, created, blocking) "
-                "VALUES (?,?,?,?,?)",
-                (name, int(disclosure), threshold, time.time(), blocking),
+                "INSERT INTO projects (name, disclosure, threshold, created, blocking, "
+                "require_purpose, expires) VALUES (?,?,?,?,?,?,?)",
+                (name, int(disclosure), threshold, now, blocking, int(require_purpose), expires),
             )
             db.executemany(
-                "INSERT INTO members VALUES (?,?,?)",
+                "INSERT INTO members (project, name, token_hash) VALUES (?,?,?)",
                 [(name, m, token_hash(t)) for m, t in tokens.items()],
+            )
+            self._append(
+                db,
+                audit.Event(
+                    audit.OPERATOR,
+                    "project.create",
+                    name,
+                    detail={
+                        "members": members,
+                        "disclosure": disclosure.name.lower(),
+                        "threshold": threshold,
+                        "require_purpose": require_purpose,
+                        "expires": expires,
+                    },
+                ),
             )
         return tokens
 
     def project(self, name: str) -> Project:
+        """A live project; NotFound when there is none or it has expired."""
         rows = self._query(
-            "SELECT name, disclosure, threshold, blocking FROM projects WHERE name=?", (name,)
+            "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased "
+            "FROM projects WHERE name=?",
+            (name,),
         )
         if not rows:
             raise NotFound(f"no project named {name!r}")
-        n, d, t, b = rows[0]
-        return Project(n, Level(d), t, b)
+        n, d, t, b, purpose, expires, erased = rows[0]
+        if erased is not None or expires <= self.clock():
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+            raise NotFound(
+                f"project {name!r} expired at {when}; its encodings and results are deleted"
+            )
+        return Project(n, Level(d), t, b, bool(purpose), expires)
 
     def member_for_token(self, project: str, token: str) -> str | None:
         """The member of `project` holding `token`; raises if it is another project's."""
@@ -267,9 +386,71 @@ class Store:
             raise PermissionDenied(f"this token does not belong to project {project!r}")
         return str(member)
 
+    def token_owner(self, token: str) -> tuple[str, str] | None:
+        """(project, member) holding `token`, or None when nobody does."""
+        digest = token_hash(token)
+        rows = self._query(
+            "SELECT project, name, token_hash FROM members WHERE token_hash=?", (digest,)
+        )
+        if not rows or not same_hash(rows[0][2], digest):
+            return None
+        return str(rows[0][0]), str(rows[0][1])
+
     def members(self, project: str) -> list[str]:
         rows = self._query("SELECT name FROM members WHERE project=? ORDER BY name", (project,))
         return [r[0] for r in rows]
+
+    def _require_member(self, db: sqlite3.Connection, project: str, member: str) -> None:
+        if not db.execute(
+            "SELECT 1 FROM members WHERE project=? AND name=?", (project, member)
+        ).fetchone():
+            raise NotFound(f"project {project!r} has no member {member!r}")
+
+    def consents(self, project: str) -> dict[str, Level | None]:
+        """Each member's consent: the most it lets partners learn (None: no limit of its own)."""
+        rows = self._query(
+            "SELECT name, consent FROM members WHERE project=? ORDER BY name", (project,)
+        )
+        return {name: None if c is None else Level(c) for name, c in rows}
+
+    def set_consent(self, project: str, member: str, level: Level) -> None:
+        with self._tx() as db:
+            self._require_member(db, project, member)
+            db.execute(
+                "UPDATE members SET consent=? WHERE project=? AND name=?",
+                (int(level), project, member),
+            )
+            self._append(
+                db,
+                audit.Event(
+                    member, "consent.set", project, member, detail={"level": level.name.lower()}
+                ),
+            )
+
+    def rotate_token(self, project: str, member: str) -> str:
+        """A new token for `member`; the old one stops working in the same transaction."""
+        token = new_token()
+        with self._tx() as db:
+            self.project(project)
+            self._require_member(db, project, member)
+            db.execute(
+                "UPDATE members SET token_hash=? WHERE project=? AND name=?",
+                (token_hash(token), project, member),
+            )
+            self._append(db, audit.Event(audit.OPERATOR, "token.rotate", project, member))
+        return token
+
+    def revoke_token(self, project: str, member: str) -> None:
+        """`member`'s token stops working; nobody holds a token for it until a rotation."""
+        with self._tx() as db:
+            self.project(project)
+            self._require_member(db, project, member)
+            unusable = token_hash("revoked:" + secrets.token_hex(32))  # no token hashes to this
+            db.execute(
+                "UPDATE members SET token_hash=? WHERE project=? AND name=?",
+                (unusable, project, member),
+            )
+            self._append(db, audit.Event(audit.OPERATOR, "token.revoke", project, member))
 
     # -- uploads ----------------------------------------------------------------
 
@@ -346,6 +527,21 @@ class Store:
                         )
                 os.replace(part, final)
                 _fsync_dir(self.clk_dir)
+                self._append(
+                    db,
+                    audit.Event(
+                        member,
+                        "upload",
+                        project,
+                        member,
+                        detail={
+                            "upload_id": upload.id,
+                            "record_count": record_count,
+                            "clk_bits": clk_bits,
+                            "sha256": sha256,
+                        },
+                    ),
+                )
                 db.execute(
                     "UPDATE uploads SET current=0 WHERE project=? AND member=? AND current=1",
                     (project, member),
@@ -360,7 +556,7 @@ class Store:
                         clk_bits,
                         fingerprint,
                         sha256,
-                        time.time(),
+                        self.clock(),
                     ),
                 )
                 if client_upload_id:
@@ -440,7 +636,7 @@ class Store:
 
     # -- runs -------------------------------------------------------------------
 
-    def create_run(self, project: str) -> tuple[Run, bool]:
+    def create_run(self, project: str, actor: str = audit.MATCHER) -> tuple[Run, bool]:
         """A new queued run over every member's current upload, or the active one.
 
         Returns (run, created).
@@ -464,12 +660,13 @@ class Store:
             db.execute(
                 "INSERT INTO runs (id, project, seq, state, threshold, created) "
                 "VALUES (?,?,?,?,?,?)",
-                (run_id, project, seq + 1, "queued", proj.threshold, time.time()),
+                (run_id, project, seq + 1, "queued", proj.threshold, self.clock()),
             )
             db.executemany(
                 "INSERT INTO run_inputs VALUES (?,?,?,?)",
                 [(run_id, i, m, uploads[m].id) for i, m in enumerate(sorted(uploads))],
             )
+            self._append(db, audit.Event(actor, "run.start", project, detail={"run_id": run_id}))
         return self.run(run_id), True
 
     def run(self, run_id: str) -> Run:
@@ -517,21 +714,46 @@ class Store:
             links.score.tolist(),
         )
         with self._tx() as db:
+            found = db.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is None:  # its project expired, or its members erased, while it ran
+                return
             # Results always come from the latest finished run: older links are garbage.
             db.execute(
-                "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project="
-                "(SELECT project FROM runs WHERE id=?))",
-                (run_id,),
+                "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project=?)",
+                (found[0],),
             )
             db.executemany("INSERT INTO links VALUES (?,?,?,?,?,?)", rows)
             db.execute(
                 "UPDATE runs SET state='done', stage='done', groups=? WHERE id=?",
                 (groups, run_id),
             )
+            self._append(
+                db,
+                audit.Event(
+                    audit.MATCHER,
+                    "run.done",
+                    found[0],
+                    detail={"run_id": run_id, "groups": groups, "links": len(links.row)},
+                ),
+            )
         self._collect_garbage()
 
     def fail_run(self, run_id: str, message: str) -> None:
-        self.update_run(run_id, state="failed", message=message)
+        with self._tx() as db:
+            found = db.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is not None:
+                db.execute(
+                    "UPDATE runs SET state='failed', message=? WHERE id=?", (message, run_id)
+                )
+                self._append(
+                    db,
+                    audit.Event(
+                        audit.MATCHER,
+                        "run.failed",
+                        found[0],
+                        detail={"run_id": run_id, "message": message},
+                    ),
+                )
         self._collect_garbage()
 
     def unfinished_runs(self) -> list[Run]:
@@ -546,3 +768,149 @@ class Store:
             "ORDER BY row, partner",
             (run_id, member),
         )
+
+    # -- erasure and retention ------------------------------------------------------
+
+    def erase_member(self, project: str, member: str) -> Erased:
+        """Delete `member`'s uploads and every link that involves its rows, now.
+
+        Refused while a run is queued or running (it reads the uploads); the
+        audit log keeps the fact and the counts, never the data.
+        """
+        with self._tx() as db:
+            self.project(project)
+            self._require_member(db, project, member)
+            if db.execute(
+                "SELECT 1 FROM runs WHERE project=? AND state IN ('queued','running')", (project,)
+            ).fetchone():
+                raise FailedPrecondition(
+                    "a run is in progress in this project; erase again when it has finished"
+                )
+            uploads = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM uploads WHERE project=? AND member=?", (project, member)
+                )
+            ]
+            runs = "SELECT id FROM runs WHERE project=?"
+            links = db.execute(
+                f"DELETE FROM links WHERE run_id IN ({runs}) AND (member=? OR partner=?)",
+                (project, member, member),
+            ).rowcount
+            db.execute(
+                f"DELETE FROM run_inputs WHERE run_id IN ({runs}) AND member=?", (project, member)
+            )
+            db.execute("DELETE FROM uploads WHERE project=? AND member=?", (project, member))
+            self._append(
+                db,
+                audit.Event(
+                    member,
+                    "erase",
+                    project,
+                    member,
+                    detail={"uploads": len(uploads), "links": links},
+                ),
+            )
+        for upload_id in uploads:
+            (self.clk_dir / f"{upload_id}.bin").unlink(missing_ok=True)
+        self._collect_garbage()
+        self._checkpoint()
+        return Erased(len(uploads), links)
+
+    def expired_projects(self) -> list[str]:
+        rows = self._query(
+            "SELECT name FROM projects WHERE erased IS NULL AND expires <= ? ORDER BY name",
+            (self.clock(),),
+        )
+        return [r[0] for r in rows]
+
+    def expire_projects(self) -> list[str]:
+        """Delete every expired project's encodings and results; returns their names.
+
+        The project's name, members and token hashes stay (so a late caller is
+        told it expired, and the name is not reused); its uploads, runs and
+        links go, rows and files.
+        """
+        done = []
+        for name in self.expired_projects():
+            with self._tx() as db:
+                uploads = [
+                    r[0] for r in db.execute("SELECT id FROM uploads WHERE project=?", (name,))
+                ]
+                runs = "SELECT id FROM runs WHERE project=?"
+                links = db.execute(f"DELETE FROM links WHERE run_id IN ({runs})", (name,)).rowcount
+                db.execute(f"DELETE FROM run_inputs WHERE run_id IN ({runs})", (name,))
+                run_count = db.execute("DELETE FROM runs WHERE project=?", (name,)).rowcount
+                db.execute("DELETE FROM uploads WHERE project=?", (name,))
+                db.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
+                self._append(
+                    db,
+                    audit.Event(
+                        audit.MATCHER,
+                        "project.expire",
+                        name,
+                        detail={"uploads": len(uploads), "runs": run_count, "links": links},
+                    ),
+                )
+            for upload_id in uploads:
+                (self.clk_dir / f"{upload_id}.bin").unlink(missing_ok=True)
+            done.append(name)
+        if done:
+            self._collect_garbage()
+            self._checkpoint()
+        return done
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so deleted pages leave the WAL."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- audit ------------------------------------------------------------------------
+
+    def _append(self, db: sqlite3.Connection, event: audit.Event) -> audit.Entry:
+        """Append to the chain inside the caller's transaction."""
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+        entry = audit.seal(self._audit_key, seq, self.clock(), event, prev)
+        db.execute(
+            "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                entry.seq,
+                entry.time,
+                entry.actor,
+                entry.action,
+                entry.project,
+                entry.member,
+                entry.purpose,
+                json.dumps(entry.disclosed, sort_keys=True),
+                json.dumps(entry.detail, sort_keys=True),
+                entry.prev_hash,
+                entry.hash,
+            ),
+        )
+        return entry
+
+    def record(self, event: audit.Event) -> audit.Entry:
+        """Append one event on its own (consultations and disclosures)."""
+        with self._tx() as db:
+            return self._append(db, event)
+
+    def audit_entries(self, *, project: str = "", after: int = 0) -> list[audit.Entry]:
+        """Entries in seq order, optionally of one project and after a seq."""
+        sql = "SELECT * FROM audit WHERE seq > ?"
+        args: tuple[object, ...] = (after,)
+        if project:
+            sql += " AND project=?"
+            args += (project,)
+        return [self._entry(r) for r in self._query(sql + " ORDER BY seq", args)]
+
+    @staticmethod
+    def _entry(row: tuple) -> audit.Entry:
+        seq, t, actor, action, project, member, purpose, disclosed, detail, prev, h = row
+        return audit.Entry(
+            seq, t, actor, action, project, member, purpose,
+            json.loads(disclosed), json.loads(detail), prev, h,
+        )  # fmt: skip
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> audit.Verification:
+        return audit.verify(self._audit_key, self.audit_entries(), anchor)

@@ -45,21 +45,25 @@ RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
 
 class CreateProjectRequest(_message.Message):
-    __slots__ = ("name", "members", "disclosure", "threshold", "blocking")
+    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     disclosure: Disclosure
     threshold: float
     blocking: Blocking
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
+    require_purpose: bool
+    expires_unix: int
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,12 +76,16 @@ class CreateProjectReply(_message.Message):
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
     threshold: float
     blocking: Blocking
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
+    require_purpose: bool
+    expires_unix: int
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -86,17 +94,19 @@ class DescribeProjectRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
-    __slots__ = ("name", "uploaded", "record_count")
+    __slots__ = ("name", "uploaded", "record_count", "consent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     uploaded: bool
     record_count: int
-    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ...) -> None: ...
+    consent: Disclosure
+    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +115,8 @@ class ProjectInfo(_message.Message):
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     LATEST_RUN_FIELD_NUMBER: _ClassVar[int]
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -113,7 +125,9 @@ class ProjectInfo(_message.Message):
     clk_bits: int
     latest_run: RunStatus
     blocking: Blocking
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ...) -> None: ...
+    require_purpose: bool
+    expires_unix: int
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
     __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits")
@@ -186,18 +200,22 @@ class RunStatus(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., work_done: _Optional[int] = ..., work_total: _Optional[int] = ..., groups: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ResultsRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "purpose")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class PartnerCount(_message.Message):
-    __slots__ = ("partner", "shared")
+    __slots__ = ("partner", "shared", "disclosure")
     PARTNER_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     partner: str
     shared: int
-    def __init__(self, partner: _Optional[str] = ..., shared: _Optional[int] = ...) -> None: ...
+    disclosure: Disclosure
+    def __init__(self, partner: _Optional[str] = ..., shared: _Optional[int] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("row", "partner", "partner_row", "score")
@@ -419,3 +437,124 @@ class QueryReport(_message.Message):
     hours: int
     members: _containers.RepeatedCompositeFieldContainer[MemberQueryVolume]
     def __init__(self, project: _Optional[str] = ..., hours: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberQueryVolume, _Mapping]]] = ...) -> None: ...
+
+class SetConsentRequest(_message.Message):
+    __slots__ = ("project", "level")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    level: Disclosure
+    def __init__(self, project: _Optional[str] = ..., level: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
+
+class ConsentReply(_message.Message):
+    __slots__ = ("project", "member", "level")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    level: Disclosure
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., level: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
+
+class EraseRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class EraseReply(_message.Message):
+    __slots__ = ("uploads_deleted", "links_deleted")
+    UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    uploads_deleted: int
+    links_deleted: int
+    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ...) -> None: ...
+
+class TokenRequest(_message.Message):
+    __slots__ = ("project", "member")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ...) -> None: ...
+
+class RotateTokenReply(_message.Message):
+    __slots__ = ("project", "member", "token")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    token: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenReply(_message.Message):
+    __slots__ = ("project", "member")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ...) -> None: ...
+
+class ExportAuditRequest(_message.Message):
+    __slots__ = ("project", "after_seq")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    after_seq: int
+    def __init__(self, project: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "time", "actor", "action", "project", "member", "purpose", "disclosed", "detail", "prev_hash", "hash")
+    class DisclosedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: float
+    actor: str
+    action: str
+    project: str
+    member: str
+    purpose: str
+    disclosed: _containers.ScalarMap[str, str]
+    detail: str
+    prev_hash: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosed: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ("anchor_seq", "anchor_hash")
+    ANCHOR_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_HASH_FIELD_NUMBER: _ClassVar[int]
+    anchor_seq: int
+    anchor_hash: str
+    def __init__(self, anchor_seq: _Optional[int] = ..., anchor_hash: _Optional[str] = ...) -> None: ...
+
+class VerifyAuditReply(_message.Message):
+    __slots__ = ("ok", "entries", "head_seq", "head_hash", "problems")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., head_seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...

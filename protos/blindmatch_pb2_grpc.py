@@ -94,6 +94,36 @@ class MatcherStub:
                 request_serializer=protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
                 response_deserializer=protos_dot_blindmatch__pb2.QueryReport.FromString,
                 _registered_method=True)
+        self.SetConsent = channel.unary_unary(
+                '/blindmatch.v1.Matcher/SetConsent',
+                request_serializer=protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.ConsentReply.FromString,
+                _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/blindmatch.v1.Matcher/Erase',
+                request_serializer=protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.EraseReply.FromString,
+                _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/blindmatch.v1.Matcher/RotateToken',
+                request_serializer=protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/blindmatch.v1.Matcher/RevokeToken',
+                request_serializer=protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
+                _registered_method=True)
+        self.ExportAudit = channel.unary_stream(
+                '/blindmatch.v1.Matcher/ExportAudit',
+                request_serializer=protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.AuditEntry.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/blindmatch.v1.Matcher/VerifyAudit',
+                request_serializer=protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -137,6 +167,7 @@ class MatcherServicer:
 
     def GetResults(self, request, context):
         """Member: what the disclosure level allows this member to learn, in batches.
+        Audited; needs a purpose when the project requires one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +214,48 @@ class MatcherServicer:
 
     def GetQueryReport(self, request, context):
         """Operator: query volume per member over a recent window, with unusual volume flagged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConsent(self, request, context):
+        """Member: the most this member allows its partners to learn about it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """Member: delete this member's uploads and every result that involves them, now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateToken(self, request, context):
+        """Operator: a new token for one member; the old one stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Operator: the member's token stops working at once; its data stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAudit(self, request, context):
+        """Operator (every entry) or member (entries that concern it): the audit log, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """Operator: check the audit log's hash chain end to end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -250,6 +323,36 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetQueryReport,
                     request_deserializer=protos_dot_blindmatch__pb2.QueryReportRequest.FromString,
                     response_serializer=protos_dot_blindmatch__pb2.QueryReport.SerializeToString,
+            ),
+            'SetConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConsent,
+                    request_deserializer=protos_dot_blindmatch__pb2.SetConsentRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.ConsentReply.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=protos_dot_blindmatch__pb2.EraseRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.EraseReply.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=protos_dot_blindmatch__pb2.TokenRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.RotateTokenReply.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=protos_dot_blindmatch__pb2.TokenRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.RevokeTokenReply.SerializeToString,
+            ),
+            'ExportAudit': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportAudit,
+                    request_deserializer=protos_dot_blindmatch__pb2.ExportAuditRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.AuditEntry.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +679,168 @@ class Matcher:
             '/blindmatch.v1.Matcher/GetQueryReport',
             protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
             protos_dot_blindmatch__pb2.QueryReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/SetConsent',
+            protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.ConsentReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/Erase',
+            protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.EraseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/RotateToken',
+            protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/RevokeToken',
+            protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ExportAudit',
+            protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.AuditEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/VerifyAudit',
+            protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -380,14 +380,15 @@ def test_a_full_disk_fails_that_upload_clearly_and_keeps_earlier_data(
         report = check_data_dir(data_dir)
         assert report.ok, report.render()
         assert report.uploads_checked == 1
-        with MatcherClient(target, tokens["north"]) as member:
-            info = member.describe("trial")
-        assert [(m.name, m.uploaded) for m in info.members] == [("north", True), ("south", False)]
         stored = next((data_dir / "clks").iterdir())
         assert stored.stem == kept.upload_id
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == enc_north.sha256
 
-        filler.unlink()  # space again: the same upload now goes through
+        filler.unlink()  # space again (reading project state writes an audit entry)
+        with MatcherClient(target, tokens["north"]) as member:
+            info = member.describe("trial")
+        assert [(m.name, m.uploaded) for m in info.members] == [("north", True), ("south", False)]
+        # ... and the same upload now goes through
         with MatcherClient(target, tokens["south"]) as member:
             assert member.upload("trial", enc_south).record_count == 8000
     finally:

@@ -1,0 +1,159 @@
+"""Throwaway certificates for trials and tests: a CA, a server and a client certificate.
+
+`make_certs(out, hosts)` writes, into `out`:
+
+    ca.pem       the CA certificate: give it to members (--ca-cert) and to `serve --client-ca`
+    ca.key       the CA's private key: only needed to issue more certificates; keep it away
+    server.pem   the matcher's certificate (SANs: localhost, 127.0.0.1, ::1 and `hosts`)
+    server.key   its key (`serve --tls-cert server.pem --tls-key server.key`)
+    client.pem   a client certificate for mutual TLS (--client-cert)
+    client.key   its key (--client-key)
+
+Keys are ECDSA P-256, written readable by the owner only. These are for trials:
+a real deployment uses certificates from the organisations' own PKI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from client.errors import InputError
+
+DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
+FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "blindmatch trial"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write(path: Path, data: bytes, *, private: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _issue(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None,
+    days: int,
+    *,
+    ca: bool = False,
+    usage: x509.ObjectIdentifier | None = None,
+    hosts: list[str] | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer or _name(subject))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if hosts:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) -> CertFiles:
+    """Write a throwaway CA, server and client certificate into `out` (never overwriting)."""
+    out = Path(out)
+    if days < 1:
+        raise InputError(f"--days {days}: certificates must be valid for at least a day")
+    present = [name for name in FILES if (out / name).exists()]
+    if present:
+        raise InputError(
+            f"{out}: already holds {', '.join(present)}; choose an empty folder "
+            "(certificates are never overwritten)"
+        )
+    extra = [h.strip() for h in hosts or [] if h.strip()]
+    names = list(dict.fromkeys([*DEFAULT_HOSTS, *extra]))
+    out.mkdir(parents=True, exist_ok=True)
+
+    ca_key, server_key, client_key = _key(), _key(), _key()
+    ca = _issue("blindmatch trial CA", ca_key, ca_key, None, days, ca=True)
+    server = _issue(
+        names[0], server_key, ca_key, ca.subject, days,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH, hosts=names,
+    )  # fmt: skip
+    client = _issue(
+        "blindmatch trial client", client_key, ca_key, ca.subject, days,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )  # fmt: skip
+
+    files = CertFiles(*(out / name for name in FILES))
+    pem = serialization.Encoding.PEM
+    _write(files.ca_cert, ca.public_bytes(pem), private=False)
+    _write(files.ca_key, _pem_key(ca_key), private=True)
+    _write(files.server_cert, server.public_bytes(pem), private=False)
+    _write(files.server_key, _pem_key(server_key), private=True)
+    _write(files.client_cert, client.public_bytes(pem), private=False)
+    _write(files.client_key, _pem_key(client_key), private=True)
+    return files

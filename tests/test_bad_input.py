@@ -1,0 +1,254 @@
+"""Bad input on every RPC: the right gRPC status, a message naming the field, and nothing
+changed - not a row, not a file, not an audit entry."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from client.api import ProjectTokens
+from protos import blindmatch_pb2 as pb
+from protos import blindmatch_pb2_grpc as pb_grpc
+from tests.conftest import Matcher
+from tests.support import auth, snapshot, upload_messages
+
+OVERSIZED = 17 * 1024 * 1024  # over the matcher's 16 MiB message limit
+
+
+@dataclass
+class Ctx:
+    stub: pb_grpc.MatcherStub
+    admin: list[tuple[str, str]]
+    north: list[tuple[str, str]]  # has uploaded
+    south: list[tuple[str, str]]  # has not
+
+
+def clks(n: int) -> bytes:
+    return secrets.token_bytes(128 * n)
+
+
+def header(**fields: Any) -> pb.UploadRequest:
+    data = clks(2)
+    base: dict[str, Any] = dict(
+        project="trial", clk_bits=1024, record_count=2, fingerprint=bytes(32),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )  # fmt: skip
+    return pb.UploadRequest(header=pb.UploadHeader(**{**base, **fields}))
+
+
+def upload(c: Ctx, messages: list[pb.UploadRequest]) -> Any:
+    return c.stub.Upload(iter(messages), metadata=c.north)
+
+
+def create(c: Ctx, **fields: Any) -> Any:
+    base: dict[str, Any] = dict(name="fresh", members=["a", "b"])
+    return c.stub.CreateProject(pb.CreateProjectRequest(**{**base, **fields}), metadata=c.admin)
+
+
+Case = tuple[str, Callable[[Ctx], Any], str, str]  # (id, call, status, message fragment)
+
+CASES: list[Case] = [
+    # CreateProject
+    ("create-no-name", lambda c: create(c, name=""), "INVALID_ARGUMENT", "name: ''"),
+    ("create-bad-name", lambda c: create(c, name="Bad Name"), "INVALID_ARGUMENT", "name:"),
+    ("create-one-member", lambda c: create(c, members=["a"]), "INVALID_ARGUMENT",
+     "at least two members"),
+    ("create-repeated-member", lambda c: create(c, members=["a", "a"]), "INVALID_ARGUMENT",
+     "names repeat"),
+    ("create-too-many-members", lambda c: create(c, members=[f"m{i}" for i in range(65)]),
+     "INVALID_ARGUMENT", "at most 64"),
+    ("create-unknown-level", lambda c: create(c, disclosure=9), "INVALID_ARGUMENT",
+     "disclosure: 9 is not a disclosure level"),
+    ("create-bad-threshold", lambda c: create(c, threshold=1.5), "INVALID_ARGUMENT",
+     "threshold: 1.5"),
+    ("create-nan-threshold", lambda c: create(c, threshold=float("nan")), "INVALID_ARGUMENT",
+     "threshold"),
+    ("create-past-expiry", lambda c: create(c, expires_unix=1), "INVALID_ARGUMENT",
+     "expires_unix"),
+    ("create-far-expiry", lambda c: create(c, expires_unix=2**40), "INVALID_ARGUMENT",
+     "ten years"),
+    ("create-taken-name", lambda c: create(c, name="trial"), "ALREADY_EXISTS", "already exists"),
+    ("create-oversized", lambda c: create(c, name="x" * OVERSIZED), "RESOURCE_EXHAUSTED", ""),
+    # DescribeProject
+    ("describe-no-project", lambda c: c.stub.DescribeProject(
+        pb.DescribeProjectRequest(), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
+    ("describe-unknown-project", lambda c: c.stub.DescribeProject(
+        pb.DescribeProjectRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    # Upload
+    ("upload-empty-stream", lambda c: upload(c, []), "INVALID_ARGUMENT", "header"),
+    ("upload-clks-first", lambda c: upload(c, [pb.UploadRequest(clks=clks(1))]),
+     "INVALID_ARGUMENT", "first message of an upload must be its header"),
+    ("upload-no-project", lambda c: upload(c, [header(project="")]), "INVALID_ARGUMENT",
+     "project: required"),
+    ("upload-unknown-project", lambda c: upload(c, upload_messages("nope", clks(2))),
+     "NOT_FOUND", "'nope'"),
+    ("upload-bad-clk-bits", lambda c: upload(c, [header(clk_bits=100)]), "INVALID_ARGUMENT",
+     "header.clk_bits: 100"),
+    ("upload-huge-clk-bits", lambda c: upload(c, [header(clk_bits=16384)]), "INVALID_ARGUMENT",
+     "header.clk_bits"),
+    ("upload-too-many-records", lambda c: upload(c, [header(record_count=10**9)]),
+     "RESOURCE_EXHAUSTED", "header.record_count"),
+    ("upload-short-fingerprint", lambda c: upload(c, [header(fingerprint=b"abc")]),
+     "INVALID_ARGUMENT", "header.fingerprint: must be 32 bytes"),
+    ("upload-bad-sha256", lambda c: upload(c, [header(sha256="abc")]), "INVALID_ARGUMENT",
+     "header.sha256"),
+    ("upload-wrong-sha256", lambda c: upload(
+        c, [header(sha256="0" * 64), pb.UploadRequest(clks=clks(2))]),
+     "INVALID_ARGUMENT", "does not match header.sha256"),
+    ("upload-partial-clk", lambda c: upload(c, [header(), pb.UploadRequest(clks=bytes(130))]),
+     "INVALID_ARGUMENT", "not a whole number of 1024-bit CLKs"),
+    ("upload-more-than-promised", lambda c: upload(c, [header(), pb.UploadRequest(clks=clks(3))]),
+     "INVALID_ARGUMENT", "more CLKs than header.record_count"),
+    ("upload-fewer-than-promised", lambda c: upload(
+        c, [header(), pb.UploadRequest(clks=clks(1))]), "INVALID_ARGUMENT", "ended after 1 of 2"),
+    ("upload-second-header", lambda c: upload(c, [header(), header()]), "INVALID_ARGUMENT",
+     "only the first message may be a header"),
+    ("upload-oversized-message", lambda c: upload(
+        c, [header(record_count=OVERSIZED // 128 + 1),
+            pb.UploadRequest(clks=bytes(OVERSIZED + 128))]), "RESOURCE_EXHAUSTED", ""),
+    ("upload-other-schema", lambda c: c.stub.Upload(iter(
+        upload_messages("trial", clks(2), fingerprint=b"\x01" * 32)), metadata=c.south),
+     "FAILED_PRECONDITION", "different schema or secret"),
+    ("upload-other-clk-size", lambda c: c.stub.Upload(iter(
+        upload_messages("trial", bytes(64 * 2), clk_bits=512)), metadata=c.south),
+     "FAILED_PRECONDITION", "CLKs of 512 bits"),
+    # StartRun / WatchRun
+    ("run-no-project", lambda c: c.stub.StartRun(pb.StartRunRequest(), metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("run-unknown-project", lambda c: c.stub.StartRun(
+        pb.StartRunRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    ("run-before-every-upload", lambda c: c.stub.StartRun(
+        pb.StartRunRequest(project="trial"), metadata=c.north), "FAILED_PRECONDITION",
+     "waiting for south"),
+    ("watch-no-run", lambda c: list(c.stub.WatchRun(
+        pb.WatchRunRequest(project="trial"), metadata=c.north)), "FAILED_PRECONDITION",
+     "no run has started"),
+    ("watch-unknown-run", lambda c: list(c.stub.WatchRun(
+        pb.WatchRunRequest(project="trial", run_id="trial-run-9"), metadata=c.north)),
+     "NOT_FOUND", "trial-run-9"),
+    # GetResults
+    ("results-no-run", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="trial"), metadata=c.north)), "FAILED_PRECONDITION",
+     "no finished run"),
+    ("results-long-purpose", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="trial", purpose="x" * 201), metadata=c.north)),
+     "INVALID_ARGUMENT", "purpose: 201 characters"),
+    ("results-purpose-newline", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="trial", purpose="a\nb"), metadata=c.north)),
+     "INVALID_ARGUMENT", "control characters"),
+    ("results-unknown-project", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="nope"), metadata=c.north)), "NOT_FOUND", "'nope'"),
+    # SetConsent / Erase
+    ("consent-no-level", lambda c: c.stub.SetConsent(
+        pb.SetConsentRequest(project="trial"), metadata=c.north), "INVALID_ARGUMENT",
+     "level: required"),
+    ("consent-unknown-level", lambda c: c.stub.SetConsent(
+        pb.SetConsentRequest(project="trial", level=7), metadata=c.north), "INVALID_ARGUMENT",
+     "level: 7"),
+    ("consent-unknown-project", lambda c: c.stub.SetConsent(
+        pb.SetConsentRequest(project="nope", level=1), metadata=c.north), "NOT_FOUND", "'nope'"),
+    ("erase-no-project", lambda c: c.stub.Erase(pb.EraseRequest(), metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("erase-unknown-project", lambda c: c.stub.Erase(
+        pb.EraseRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    # RotateToken / RevokeToken
+    ("rotate-no-member", lambda c: c.stub.RotateToken(
+        pb.TokenRequest(project="trial"), metadata=c.admin), "INVALID_ARGUMENT",
+     "member: required"),
+    ("rotate-no-project", lambda c: c.stub.RotateToken(
+        pb.TokenRequest(member="north"), metadata=c.admin), "INVALID_ARGUMENT",
+     "project: required"),
+    ("rotate-unknown-member", lambda c: c.stub.RotateToken(
+        pb.TokenRequest(project="trial", member="west"), metadata=c.admin), "NOT_FOUND",
+     "no member 'west'"),
+    ("rotate-unknown-project", lambda c: c.stub.RotateToken(
+        pb.TokenRequest(project="nope", member="north"), metadata=c.admin), "NOT_FOUND",
+     "'nope'"),
+    ("revoke-unknown-member", lambda c: c.stub.RevokeToken(
+        pb.TokenRequest(project="trial", member="west"), metadata=c.admin), "NOT_FOUND",
+     "no member 'west'"),
+    ("revoke-no-member", lambda c: c.stub.RevokeToken(
+        pb.TokenRequest(project="trial"), metadata=c.admin), "INVALID_ARGUMENT",
+     "member: required"),
+    # ExportAudit / VerifyAudit
+    ("audit-member-no-project", lambda c: list(c.stub.ExportAudit(
+        pb.ExportAuditRequest(), metadata=c.north)), "INVALID_ARGUMENT", "project: required"),
+    ("verify-bad-anchor", lambda c: c.stub.VerifyAudit(
+        pb.VerifyAuditRequest(anchor_seq=1, anchor_hash="xyz"), metadata=c.admin),
+     "INVALID_ARGUMENT", "anchor"),
+    ("verify-anchor-without-seq", lambda c: c.stub.VerifyAudit(
+        pb.VerifyAuditRequest(anchor_hash="0" * 64), metadata=c.admin), "INVALID_ARGUMENT",
+     "anchor"),
+    # Real-time: ChangeIndex / ListIndex / Query / Watch / SetQueryLimits / GetQueryReport
+    ("index-no-header", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
+        put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "header: the first message"),
+    ("index-wrong-length", lambda c: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=1024,
+                                             fingerprint=bytes(32))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1", "r2"], clks=clks(1)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "put.clks"),
+    ("index-unknown-project", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
+        header=pb.IndexHeader(project="nope", clk_bits=1024, fingerprint=bytes(32)))]),
+        metadata=c.north), "NOT_FOUND", "'nope'"),
+    ("list-no-project", lambda c: list(c.stub.ListIndex(pb.ListIndexRequest(),
+                                                         metadata=c.north)),
+     "INVALID_ARGUMENT", "project: required"),
+    ("query-no-purpose", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", clk_bits=1024, fingerprint=bytes(32), clks=clks(1)), metadata=c.north),
+     "INVALID_ARGUMENT", "purpose: required"),
+    ("query-wrong-length", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)[:100]), metadata=c.north), "INVALID_ARGUMENT", "clks"),
+    ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),
+    ("limits-no-project", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(), metadata=c.admin),
+     "INVALID_ARGUMENT", "project: required"),
+    ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),
+                                                           metadata=c.admin),
+     "INVALID_ARGUMENT", "project: required"),
+]  # fmt: skip
+
+
+def test_every_rpc_has_bad_input_cases() -> None:
+    rpcs = {m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods}
+    prefixes = {
+        "create": "CreateProject", "describe": "DescribeProject", "upload": "Upload",
+        "run": "StartRun", "watch": "WatchRun", "results": "GetResults",
+        "consent": "SetConsent", "erase": "Erase", "rotate": "RotateToken",
+        "revoke": "RevokeToken", "audit": "ExportAudit", "verify": "VerifyAudit",
+        "index": "ChangeIndex", "list": "ListIndex", "query": "Query", "qwatch": "Watch",
+        "limits": "SetQueryLimits", "report": "GetQueryReport",
+    }  # fmt: skip
+    assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
+
+
+@pytest.mark.parametrize(("name", "call", "status", "fragment"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_changes_nothing(
+    matcher: Matcher,
+    project: ProjectTokens,
+    name: str,
+    call: Callable[[Ctx], Any],
+    status: str,
+    fragment: str,
+) -> None:
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    with grpc.insecure_channel(matcher.target, options=options) as channel:
+        ctx = Ctx(pb_grpc.MatcherStub(channel), auth(matcher.admin_token),
+                  auth(project.tokens["north"]), auth(project.tokens["south"]))  # fmt: skip
+        # north has uploaded, so that south's wrong-schema and wrong-size uploads have
+        # something to disagree with; south has not, so no run can start.
+        ctx.stub.Upload(iter(upload_messages("trial", clks(3))), metadata=ctx.north)
+        before = snapshot(matcher)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(ctx)
+        assert refused.value.code().name == status, refused.value.details()
+        assert fragment in (refused.value.details() or "")
+        assert snapshot(matcher) == before

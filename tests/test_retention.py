@@ -1,0 +1,295 @@
+"""Retention and erasure: expired projects' data and erased uploads are gone from the data
+dir - files and rows - while the audit log keeps the fact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from client.api import MatcherClient, ProjectTokens
+from client.cli import main, parse_expiry
+from client.encoded import Encoded
+from client.errors import InputError, NotFoundError, RejectedError
+from matcher.server import RunningServer, create_server
+from tests.conftest import ADMIN_TOKEN, Matcher, Org
+from tests.support import db_rows, encode_all
+from tests.test_flow import uploaded_and_run
+
+HOUR = 3600
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
+    return encode_all(orgs, tmp_path)
+
+
+def clk_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "clks").iterdir())
+
+
+def project_rows(data_dir: Path, project: str) -> dict[str, int]:
+    """How many rows of each kind of data the project still has."""
+    runs = [r for r in db_rows(data_dir, "runs") if r[1] == project]
+    run_ids = {r[0] for r in runs}
+    return {
+        "uploads": sum(1 for r in db_rows(data_dir, "uploads") if r[1] == project),
+        "runs": len(runs),
+        "run_inputs": sum(1 for r in db_rows(data_dir, "run_inputs") if r[0] in run_ids),
+        "links": sum(1 for r in db_rows(data_dir, "links") if r[0] in run_ids),
+    }
+
+
+def audit_actions(data_dir: Path) -> list[str]:
+    return [r[3] for r in db_rows(data_dir, "audit")]
+
+
+def start(data_dir: Path, clock: Clock, sweep_interval: float = HOUR) -> Matcher:
+    server = create_server(
+        "127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1, clock=clock, sweep_interval=sweep_interval
+    )
+    return Matcher(server, data_dir, ADMIN_TOKEN)
+
+
+def expiring_project(matcher: Matcher, clock: Clock, encoded: dict[str, Encoded]) -> ProjectTokens:
+    with matcher.operator() as op:
+        project = op.create_project(
+            "short", ["north", "south"], expires_unix=int(clock.now + 2 * HOUR)
+        )
+    uploaded_and_run(matcher, project, encoded)
+    assert len(clk_files(matcher.data_dir)) == 2
+    assert project_rows(matcher.data_dir, "short")["links"] == 6
+    return project
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+def test_the_sweep_deletes_expired_projects_data(
+    tmp_path: Path, encoded: dict[str, Encoded]
+) -> None:
+    clock = Clock()
+    matcher = start(tmp_path / "data", clock, sweep_interval=0.05)
+    try:
+        project = expiring_project(matcher, clock, encoded)
+        with matcher.operator() as op:
+            keep = op.create_project("long", ["north", "south"])  # the default: 180 days
+        clock.advance(3 * HOUR)
+        deadline = time.monotonic() + 10
+        while clk_files(matcher.data_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert clk_files(matcher.data_dir) == []
+        assert project_rows(matcher.data_dir, "short") == dict.fromkeys(
+            ("uploads", "runs", "run_inputs", "links"), 0
+        )
+        with (
+            matcher.member(project.tokens["north"]) as north,
+            pytest.raises(NotFoundError, match=r"'short' expired at .*deleted"),
+        ):
+            north.describe("short")
+        with matcher.member(keep.tokens["north"]) as north:
+            assert north.describe("long").project == "long"
+        expired = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "project.expire"]
+        assert len(expired) == 1
+        assert '"uploads": 2' in expired[0][8] and '"links": 6' in expired[0][8]
+        with matcher.operator() as op, pytest.raises(RejectedError, match="already exists"):
+            op.create_project("short", ["a", "b"])  # the name is not reused
+    finally:
+        matcher.server.stop(grace=None)
+
+
+def test_an_expired_project_is_refused_before_the_sweep_comes(
+    tmp_path: Path, encoded: dict[str, Encoded]
+) -> None:
+    clock = Clock()
+    other = start(tmp_path / "other", clock)  # sweeps only hourly
+    try:
+        project = expiring_project(other, clock, encoded)
+        clock.advance(3 * HOUR)
+        with (
+            other.member(project.tokens["north"]) as north,
+            pytest.raises(NotFoundError, match="expired"),
+        ):
+            north.results("short")
+        assert other.server.sweeper.sweep() == ["short"]
+        assert clk_files(other.data_dir) == []
+    finally:
+        other.server.stop(grace=None)
+
+
+def test_expired_data_is_deleted_at_start_up(tmp_path: Path, encoded: dict[str, Encoded]) -> None:
+    clock = Clock()
+    data = tmp_path / "data"
+    matcher = start(data, clock)
+    expiring_project(matcher, clock, encoded)
+    matcher.server.stop(grace=None)
+
+    clock.advance(3 * HOUR)
+    matcher = start(data, clock)
+    try:  # gone before the first request could be served
+        assert clk_files(data) == []
+        assert project_rows(data, "short")["links"] == 0
+    finally:
+        matcher.server.stop(grace=None)
+
+
+def test_deleted_rows_leave_the_write_ahead_log(
+    tmp_path: Path, encoded: dict[str, Encoded]
+) -> None:
+    clock = Clock()
+    matcher = start(tmp_path / "data", clock)
+    try:
+        expiring_project(matcher, clock, encoded)
+        clock.advance(3 * HOUR)
+        matcher.server.sweeper.sweep()
+        wal = tmp_path / "data" / "blindmatch.sqlite-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
+    finally:
+        matcher.server.stop(grace=None)
+
+
+def test_an_expiry_must_lie_ahead(matcher: Matcher) -> None:
+    with matcher.operator() as op, pytest.raises(RejectedError, match="expires_unix"):
+        op.create_project("past", ["a", "b"], expires_unix=int(time.time()) - 10)
+
+
+# -- parsing --expires-in -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("12h", 12 * HOUR), ("90d", 90 * 24 * HOUR), ("2w", 14 * 24 * HOUR),
+                          ("1y", 365 * 24 * HOUR), (" 3D ", 3 * 24 * HOUR)],
+)  # fmt: skip
+def test_expires_in_takes_a_duration(text: str, seconds: int) -> None:
+    assert parse_expiry(text, now=1_000_000.0) == 1_000_000 + seconds
+
+
+def test_expires_in_takes_a_utc_date() -> None:
+    assert parse_expiry("2030-01-01", now=0) == 1893456000
+
+
+@pytest.mark.parametrize("text", ["0d", "soon", "90", "2001-01-01", "2030-13-01"])
+def test_expires_in_refuses_nonsense(text: str) -> None:
+    with pytest.raises(InputError, match="--expires-in"):
+        parse_expiry(text)
+
+
+def test_project_create_shows_the_expiry(
+    matcher: Matcher, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    args = ["project", "create", "dated", "--members", "a,b", "--expires-in", "2030-01-01",
+            "--require-purpose", "--server", matcher.target]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "data deleted at 2030-01-01 00:00 UTC; results need --purpose" in out
+    bad = ["project", "create", "bad", "--members", "a,b", "--expires-in", "yesterday"]
+    assert main([*bad, "--server", matcher.target]) == 2
+    assert "--expires-in 'yesterday': give a duration" in capsys.readouterr().err
+
+
+# -- erasure by a member -------------------------------------------------------------------
+
+
+def test_a_member_erases_its_uploads_and_results(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, project, encoded)
+    files_before = clk_files(matcher.data_dir)
+    with matcher.member(project.tokens["north"]) as north:
+        north.upload("trial", encoded["north"])  # a second upload: both must go
+    north_files = set(clk_files(matcher.data_dir)) - set(files_before)
+    north_files |= {f for f in files_before if f.stem in _uploads_of(matcher, "north")}
+
+    args = ["erase", "--project", "trial", "--token", project.tokens["north"]]
+    assert main([*args, "--server", matcher.target, "--quiet"]) == 0
+    assert "Erased from trial: 2 upload(s) and 6 result row(s)" in capsys.readouterr().out
+
+    remaining = set(clk_files(matcher.data_dir))
+    assert remaining and not remaining & north_files  # south's upload stays, north's are gone
+    assert _uploads_of(matcher, "north") == set()
+    assert [r for r in db_rows(matcher.data_dir, "links") if "north" in (r[1], r[3])] == []
+    with matcher.member(project.tokens["south"]) as south:
+        assert south.results("trial").hits == []  # partners no longer learn about north
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        pytest.raises(RejectedError, match="holds no data of yours"),
+    ):
+        north.results("trial")
+    erased = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]
+    assert len(erased) == 1 and erased[0][2] == "north"
+    assert '"uploads": 2' in erased[0][8]
+
+    with matcher.member(project.tokens["north"]) as north:  # and it may come back
+        north.upload("trial", encoded["north"])
+        run = north.start_run("trial")
+        assert list(north.watch_run("trial", run.run_id))[-1].groups == 3
+
+
+def _uploads_of(matcher: Matcher, member: str) -> set[str]:
+    return {r[0] for r in db_rows(matcher.data_dir, "uploads") if r[2] == member}
+
+
+def test_erasure_waits_for_a_running_match(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    for name, enc in encoded.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", enc)
+    matcher.server.store.create_run("trial")  # queued, never handed to the run manager
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        pytest.raises(RejectedError, match="a run is in progress"),
+    ):
+        north.erase("trial")
+    assert len(clk_files(matcher.data_dir)) == 2
+
+
+def test_erasing_when_there_is_nothing_is_fine(matcher: Matcher, project: ProjectTokens) -> None:
+    with MatcherClient(matcher.target, project.tokens["south"]) as south:
+        erased = south.erase("trial")
+    assert (erased.uploads, erased.links) == (0, 0)
+
+
+def test_revoked_members_cannot_erase_or_read(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    uploaded_and_run(matcher, project, encoded)
+    with matcher.operator() as op:
+        op.revoke_token("trial", "north")
+    from client.errors import AuthError
+
+    with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
+        north.erase("trial")
+    with matcher.operator() as op:
+        fresh = op.rotate_token("trial", "north")
+    with matcher.member(fresh) as north:
+        assert len(north.results("trial").hits) == 3  # its data stayed through the revocation
+
+
+def _running(server: RunningServer) -> bool:
+    return server.sweeper._thread.is_alive()
+
+
+def test_the_sweeper_stops_with_the_server(tmp_path: Path) -> None:
+    matcher = start(tmp_path / "data", Clock(), sweep_interval=0.01)
+    assert _running(matcher.server)
+    matcher.server.stop(grace=None)
+    assert not _running(matcher.server)

@@ -1,0 +1,224 @@
+"""Transport security: TLS and mutual TLS end to end, `blindmatch certs`, the plaintext guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from benchmarks.cliflow import blindmatch, serve
+from client import tls
+from client.api import MatcherClient
+from client.certs import CertFiles, make_certs
+from client.cli import main
+from client.encoded import Encoded
+from client.errors import InputError, UnavailableError
+from matcher.server import RunningServer, create_server
+from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org
+from tests.support import encode_all
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
+    return encode_all(orgs, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return make_certs(tmp_path_factory.mktemp("certs"), ["matcher.example.org", "10.1.2.3"])
+
+
+def start(tmp_path: Path, certs: CertFiles, *, mutual: bool) -> RunningServer:
+    credentials = tls.server_credentials(
+        cert=str(certs.server_cert),
+        key=str(certs.server_key),
+        client_ca=str(certs.ca_cert) if mutual else None,
+    )
+    return create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, credentials=credentials)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, certs: CertFiles) -> Iterator[RunningServer]:
+    server = start(tmp_path, certs, mutual=False)
+    yield server
+    server.stop(grace=None)
+
+
+@pytest.fixture
+def mtls_server(tmp_path: Path, certs: CertFiles) -> Iterator[RunningServer]:
+    server = start(tmp_path, certs, mutual=True)
+    yield server
+    server.stop(grace=None)
+
+
+def client(
+    server: RunningServer, token: str, certs: CertFiles | None, *, with_cert: bool = False
+) -> MatcherClient:
+    credentials = (
+        tls.channel_credentials(
+            ca_cert=str(certs.ca_cert),
+            client_cert=str(certs.client_cert) if with_cert else None,
+            client_key=str(certs.client_key) if with_cert else None,
+        )
+        if certs
+        else None
+    )
+    return MatcherClient(f"127.0.0.1:{server.port}", token, credentials=credentials, timeout=10)
+
+
+# -- blindmatch certs ---------------------------------------------------------------------
+
+
+def test_certs_makes_a_ca_a_server_and_a_client_certificate(certs: CertFiles) -> None:
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
+    client_cert = x509.load_pem_x509_certificate(certs.client_cert.read_bytes())
+    assert server.issuer == ca.subject == client_cert.issuer
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"localhost", "matcher.example.org"}
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+    }
+    for key in (certs.ca_key, certs.server_key, certs.client_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_certs_never_overwrites(certs: CertFiles) -> None:
+    before = certs.ca_cert.read_bytes()
+    with pytest.raises(InputError, match=r"already holds ca\.pem"):
+        make_certs(certs.ca_cert.parent)
+    assert certs.ca_cert.read_bytes() == before
+
+
+def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certs", "--out", str(tmp_path / "c"), "--hosts", "a.example", "--days", "2"]) == 0
+    assert "--tls-cert" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(
+        ["ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key"]
+    )
+
+
+# -- TLS and mutual TLS -------------------------------------------------------------------
+
+
+def test_the_whole_flow_works_over_tls(
+    tls_server: RunningServer, certs: CertFiles, encoded: dict[str, Encoded]
+) -> None:
+    with client(tls_server, ADMIN_TOKEN, certs) as op:
+        project = op.create_project("secure", ["north", "south"])
+    for name, enc in encoded.items():
+        with client(tls_server, project.tokens[name], certs) as member:
+            member.upload("secure", enc)
+    with client(tls_server, project.tokens["north"], certs) as member:
+        run = member.start_run("secure")
+        assert list(member.watch_run("secure", run.run_id))[-1].groups == 3
+        assert len(member.results("secure").hits) == 3
+
+
+def test_a_plaintext_client_cannot_talk_to_a_tls_server(tls_server: RunningServer) -> None:
+    with client(tls_server, ADMIN_TOKEN, None) as op, pytest.raises(UnavailableError):
+        op.create_project("nope", ["a", "b"])
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(
+    mtls_server: RunningServer, certs: CertFiles
+) -> None:
+    with client(mtls_server, ADMIN_TOKEN, certs) as op, pytest.raises(UnavailableError) as err:
+        op.create_project("nope", ["a", "b"])
+    assert "--client-cert" in str(err.value)  # the hint says what to pass
+    with client(mtls_server, ADMIN_TOKEN, certs, with_cert=True) as op:
+        assert op.create_project("yes", ["a", "b"]).project == "yes"
+
+
+def test_mutual_tls_refuses_a_certificate_from_another_ca(
+    mtls_server: RunningServer, certs: CertFiles, tmp_path: Path
+) -> None:
+    stranger = make_certs(tmp_path / "stranger")
+    credentials = tls.channel_credentials(
+        ca_cert=str(certs.ca_cert),
+        client_cert=str(stranger.client_cert),
+        client_key=str(stranger.client_key),
+    )
+    target = f"127.0.0.1:{mtls_server.port}"
+    with (
+        MatcherClient(target, ADMIN_TOKEN, credentials=credentials, timeout=10) as op,
+        pytest.raises(UnavailableError),
+    ):
+        op.create_project("nope", ["a", "b"])
+
+
+def test_serve_and_the_cli_over_mutual_tls(tmp_path: Path, certs: CertFiles) -> None:
+    (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
+    (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
+    (tmp_path / "secret").write_text("s3cret")
+    blindmatch(
+        "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
+        "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),
+        "--out", str(tmp_path / "north.encoded"), "--quiet",
+    )  # fmt: skip
+    tls_args = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
+                "--client-ca", str(certs.ca_cert)]  # fmt: skip
+    client_env = {
+        "BLINDMATCH_CA_CERT": str(certs.ca_cert),
+        "BLINDMATCH_CLIENT_CERT": str(certs.client_cert),
+        "BLINDMATCH_CLIENT_KEY": str(certs.client_key),
+    }
+    # TLS makes a network address acceptable without --insecure-listen-on-network.
+    with serve(tmp_path / "data", *tls_args, listen="0.0.0.0:0") as served:
+        env = {**client_env, "BLINDMATCH_ADMIN_TOKEN": served.admin_token}
+        created = blindmatch(
+            "project", "create", "p", "--members", "north,south", "--json",
+            "--server", served.target, env=env,
+        )  # fmt: skip
+        token = json.loads(created)["tokens"]["north"]
+        blindmatch("upload", str(tmp_path / "north.encoded"), "--project", "p",
+                   "--token", token, "--server", served.target, env=client_env)  # fmt: skip
+        with pytest.raises(RuntimeError, match="exited 4"):  # no client certificate
+            blindmatch("project", "show", "p", "--token", token, "--server", served.target,
+                       env={"BLINDMATCH_CA_CERT": str(certs.ca_cert)})  # fmt: skip
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0
+
+
+# -- the plaintext guard -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_plaintext_is_fine_on_loopback(host: str) -> None:
+    tls.check_listen_address(f"{host}:50051", secure=False, allow=False)
+
+
+def test_plaintext_on_a_network_address_needs_the_loud_flag() -> None:
+    with pytest.raises(InputError, match="refusing plaintext gRPC on a non-loopback address"):
+        tls.check_listen_address("10.0.0.5:50051", secure=False, allow=False)
+    tls.check_listen_address("10.0.0.5:50051", secure=False, allow=True)
+    tls.check_listen_address("10.0.0.5:50051", secure=True, allow=False)
+
+
+def test_serve_listens_on_the_network_in_plaintext_only_when_told_to(tmp_path: Path) -> None:
+    with serve(tmp_path / "data", "--insecure-listen-on-network", listen="0.0.0.0:0") as served:
+        env = {"BLINDMATCH_ADMIN_TOKEN": served.admin_token}
+        out = blindmatch("project", "create", "p", "--members", "a,b", "--json",
+                         "--server", served.target, env=env)  # fmt: skip
+        assert json.loads(out)["project"] == "p"
+
+
+def test_client_key_without_certificate_is_a_usage_error(certs: CertFiles) -> None:
+    with pytest.raises(InputError, match="go together"):
+        tls.channel_credentials(ca_cert=None, client_cert=None, client_key=str(certs.client_key))
+
+
+def test_tls_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(InputError, match=re.escape(f"{missing}: cannot read the CA certificate")):
+        tls.channel_credentials(ca_cert=str(missing), client_cert=None, client_key=None)
+    assert not os.path.exists(missing)
