@@ -11,16 +11,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clkhash import clk as clk_encoder
 from clkhash.field_formats import InvalidEntryError
 
 from client.errors import InputError
 from client.fingerprint import fingerprint
+from client.harden import encode_records, encoded_bits, hardening_from_raw
 from client.mapping import Mapping
 from client.normalise import InvalidValue, is_missing, normalise_value
 from client.schema import LinkageSchema
@@ -51,6 +51,7 @@ class EncodeReport:
     empty_records: int = 0
     fields: list[FieldReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,8 @@ class EncodeReport:
             lines.append(
                 f"  {self.empty_records} record(s) had no usable value at all and cannot match"
             )
+        if self.hardening:
+            lines.append(f"  hardening: {self.hardening}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -280,24 +283,28 @@ def encode_csv(
     report = EncodeReport(source=str(csv_path))
     ids, rows = read_rows(csv_path, schema, mapping, report)
     _quality_warnings(report)
+    hardening = hardening_from_raw(schema.raw, str(schema.path))
+    report.hardening = hardening.describe()
+    report.warnings.extend(f"weaker privacy: {w}" for w in hardening.weaknesses())
+    encoding_schema = schema.for_encoding()
     bar = _progress(len(rows), "encoding", progress)
-    callback: Callable[[int, Any], None] = lambda tics, _stats: bar.update(tics)  # noqa: E731
     try:
-        bitarrays = clk_encoder.generate_clks(
+        clk_array = encode_records(
             rows,
-            schema.for_encoding(),
+            encoding_schema,
             secret,
-            validate=False,  # every value was validated above; invalid ones are missing
-            callback=callback,
+            hardening,
+            field_names=schema.field_names,
+            callback=bar.update,
             max_workers=max_workers,
         )
     finally:
         bar.close()
-    report.rows_encoded = len(bitarrays)
-    clks = b"".join(ba.tobytes() for ba in bitarrays)
+    report.rows_encoded = len(clk_array)
+    clks = clk_array.tobytes()
     return EncodeResult(
         clks=clks,
-        clk_bits=schema.clk_bits,
+        clk_bits=encoded_bits(encoding_schema, hardening),
         fingerprint=fingerprint(schema.raw, secret),
         ids=ids,
         report=report,
