@@ -141,7 +141,7 @@ def test_bad_hardening_settings_are_refused_with_the_schema_named(spec: object) 
         hardening_from_raw(raw, "person-uk.json")
 
 
-def test_the_encode_report_says_plainly_when_privacy_is_weaker(
+def test_the_encode_report_names_the_hardening_used(
     orgs: dict[str, Org], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     schema_path = tmp_path / "no-hardening.json"
@@ -153,7 +153,13 @@ def test_the_encode_report_says_plainly_when_privacy_is_weaker(
     assert main([*args, "--mapping", str(org.mapping), "--out", str(tmp_path / "enc")]) == 0
     printed = capsys.readouterr().out
     assert "hardening: none" in printed
-    assert "weaker privacy: hardening is off" in printed
+
+
+def test_settings_weaker_than_recommended_are_named_plainly() -> None:
+    strong = Hardening(salt_field="dob", blip_epsilon=3.0)
+    said = " ".join(NONE.weaknesses(than=strong))
+    assert "no per-record salt" in said and "BLIP epsilon is off" in said
+    assert strong.weaknesses(than=strong) == []
 
 
 def test_privacy_check_finds_the_leak_in_unhardened_field_level_encodings() -> None:

@@ -257,7 +257,7 @@ def plot(report: CheckReport, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.field}\n{r.encoding}" for r in report.results]
+    labels = [f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}" for r in report.results]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
     x = np.arange(len(labels))
     colours = {"frequency alignment": "#d95f02", "pattern mining": "#1b9e77"}
