@@ -75,7 +75,7 @@ class CheckReport:
         return (
             f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
             f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
-            "Use the recommended hardening (docs/privacy.md)"
+            "See docs/privacy.md: field-level encodings need salting"
         )
 
     def render(self) -> str:
