@@ -12,17 +12,17 @@ import csv
 import dataclasses
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clkhash import clk as clk_encoder
 from clkhash.field_formats import InvalidEntryError
 
 from client.errors import InputError
 from client.fieldlevel import encode_field_level
 from client.fingerprint import fingerprint
+from client.harden import encode_records, encoded_bits, hardening_from_raw
 from client.mapping import Mapping
 from client.normalise import InvalidValue, is_missing, normalise_value
 from client.schema import LinkageSchema
@@ -64,6 +64,7 @@ class EncodeReport:
     field_level: bool = False
     fields: list[FieldReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,8 @@ class EncodeReport:
                 f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
                 "fields and will rarely match with confidence"
             )
+        if self.hardening:
+            lines.append(f"  hardening: {self.hardening}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -332,29 +335,38 @@ def encode_csv(
     ids, rows = read_rows(csv_path, schema, mapping, report)
     report.field_level = schema.field_level
     _quality_warnings(report, schema)
+    hardening = hardening_from_raw(schema.raw, str(schema.path))
+    report.hardening = hardening.describe()
+    report.warnings.extend(f"weaker privacy: {w}" for w in hardening.weaknesses())
+    if schema.field_level and not hardening.is_none:
+        raise InputError(
+            f"{schema.path}: blindmatch.hardening is not supported with field-level schemas yet; "
+            "use a record-level schema for hardened encodings (docs/privacy.md)"
+        )
+    encoding_schema = schema.for_encoding()
     bar = _progress(len(rows), "encoding", progress)
-    callback: Callable[[int, Any], None] = lambda tics, _stats: bar.update(tics)  # noqa: E731
     try:
         if schema.field_level:
             clks = encode_field_level(
-                rows, schema.for_encoding(), schema.field_bits, secret, callback=bar.update
+                rows, encoding_schema, schema.field_bits, secret, callback=bar.update
             )
         else:
-            bitarrays = clk_encoder.generate_clks(
+            clks = encode_records(
                 rows,
-                schema.for_encoding(),
+                encoding_schema,
                 secret,
-                validate=False,  # every value was validated above; invalid ones are missing
-                callback=callback,
+                hardening,
+                field_names=schema.field_names,
+                callback=bar.update,
                 max_workers=max_workers,
-            )
-            clks = b"".join(ba.tobytes() for ba in bitarrays)
+            ).tobytes()
     finally:
         bar.close()
-    report.rows_encoded = len(clks) // (schema.clk_bits // 8)
+    clk_bits = schema.clk_bits if schema.field_level else encoded_bits(encoding_schema, hardening)
+    report.rows_encoded = len(clks) // (clk_bits // 8)
     return EncodeResult(
         clks=clks,
-        clk_bits=schema.clk_bits,
+        clk_bits=clk_bits,
         fingerprint=fingerprint(schema.raw, secret),
         ids=ids,
         report=report,

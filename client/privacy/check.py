@@ -1,0 +1,302 @@
+"""`blindmatch privacy-check`: encode a data set, attack the encodings, report.
+
+The check does what a curious matcher could do with one member's upload: it
+encodes the plaintext exactly as `blindmatch encode` would (same schema,
+normalisation, secret and hardening), then runs every shipped attack on the
+encodings alone. The plaintext is used only to score the guesses. Encodings
+are attacked as a record-level design uploads them (one CLK per record, what
+blindmatch uploads today) and as a field-level design would (one filter per
+field), or both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from client.encode import EncodeReport, read_rows, read_secret
+from client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
+from client.mapping import load_mapping
+from client.privacy import frequencies, population
+from client.privacy.attacks import (
+    AttackResult,
+    Target,
+    cluster_encodings,
+    clustering_threshold,
+    frequency_alignment,
+    pattern_mining,
+    unpack,
+)
+from client.privacy.frequencies import FrequencyList
+from client.schema import LinkageSchema, load_schema
+
+Level = Literal["record", "field", "both"]
+ATTACKS = ("frequency", "pattern")
+# The verdict: every attack must re-identify fewer than this share of records.
+LIMIT = 0.01
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "person-uk.json"
+
+
+@dataclass
+class CheckReport:
+    source: str
+    records: int
+    hardening: str
+    results: list[AttackResult]
+    skipped: list[str]
+    limit: float = LIMIT
+
+    @property
+    def worst(self) -> AttackResult | None:
+        return max(self.results, key=lambda r: r.record_share, default=None)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.record_share < self.limit for r in self.results)
+
+    def verdict(self) -> str:
+        worst = self.worst
+        if worst is None:
+            return "NO VERDICT: no field could be attacked (no text or date field with a value)"
+        where = f"{worst.attack} on {worst.encoding} encodings of {worst.field}"
+        if self.passed:
+            return (
+                f"PASS: every attack re-identified under {self.limit:.0%} of records "
+                f"(worst: {worst.record_share:.2%}, {where})"
+            )
+        return (
+            f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
+            f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
+            "See docs/privacy.md: field-level encodings need salting"
+        )
+
+    def render(self) -> str:
+        lines = [
+            f"privacy-check of {self.source}: {self.records} records, hardening: {self.hardening}",
+            f"  {'attack':<20} {'encoding':<8} {'field':<12} {'records':>9} {'values':>9}"
+            "  public list",
+        ]
+        for r in self.results:
+            lines.append(
+                f"  {r.attack:<20} {r.encoding:<8} {r.field:<12} {r.record_share:>9.2%} "
+                f"{r.value_share:>9.2%}  {r.public_list}"
+            )
+        lines.append("  (share of records and of distinct values re-identified)")
+        lines.extend(f"  not attacked: {s}" for s in self.skipped)
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "records": self.records,
+            "hardening": self.hardening,
+            "limit": self.limit,
+            "passed": self.passed,
+            "verdict": self.verdict(),
+            "results": [
+                {
+                    **dataclasses.asdict(r),
+                    "record_share": r.record_share,
+                    "value_share": r.value_share,
+                }
+                for r in self.results
+            ],
+            "skipped": self.skipped,
+        }
+
+
+def _tokenizer(schema: LinkageSchema, index: int) -> Any:
+    spec = schema.clk_schema.fields[index]
+    comparator = spec.hashing_properties.comparator  # type: ignore[union-attr]
+    return lambda value: tuple(comparator.tokenize(value))
+
+
+def _public_list(
+    name: str, kind: str, values: Sequence[str], overrides: dict[str, FrequencyList], fmt: str
+) -> FrequencyList:
+    if name in overrides:
+        return overrides[name]
+    lowered = name.lower()
+    if kind == "date":
+        return frequencies.dates_of_birth(fmt)
+    if "surname" in lowered or "last" in lowered or "family" in lowered:
+        return frequencies.surnames()
+    if "given" in lowered or "first" in lowered or "forename" in lowered:
+        return frequencies.given_names()
+    return frequencies.from_data(name, [v for v in values if v])
+
+
+def targets_for(
+    schema: LinkageSchema, rows: Sequence[Sequence[str]], overrides: dict[str, FrequencyList]
+) -> tuple[list[tuple[int, Target]], list[str]]:
+    """The fields worth attacking (text and dates), each with its public list."""
+    targets, skipped = [], []
+    for index, rule in enumerate(schema.rules):
+        if rule.kind == "ignore":
+            continue
+        truth = [row[index] for row in rows]
+        if rule.kind not in ("text", "date"):
+            distinct = len({v for v in truth if v})
+            skipped.append(
+                f"{rule.name} ({rule.kind}, {distinct} values: a field-level filter shows "
+                "which records share a value, but a value this common identifies no one)"
+            )
+            continue
+        if not any(truth):
+            skipped.append(f"{rule.name} (no values)")
+            continue
+        public = _public_list(rule.name, rule.kind, truth, overrides, rule.date_format)
+        candidates = len(public.values) if rule.kind == "date" else 5000
+        targets.append(
+            (index, Target(rule.name, truth, public, _tokenizer(schema, index), candidates))
+        )
+    return targets, skipped
+
+
+def attack_encodings(
+    schema: LinkageSchema,
+    rows: Sequence[Sequence[str]],
+    secret: bytes,
+    hardening: Hardening,
+    level: Level = "both",
+    overrides: dict[str, FrequencyList] | None = None,
+    attacks: Sequence[str] = ATTACKS,
+) -> tuple[list[AttackResult], list[str]]:
+    """Encode `rows` (normalised, schema order) and run every attack; plaintext only scores."""
+    targets, skipped = targets_for(schema, rows, overrides or {})
+    enc_schema = schema.for_encoding()
+    results: list[AttackResult] = []
+    if level in ("record", "both") and targets:
+        clks = encode_records(
+            rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
+        )
+        pops = np.bitwise_count(clks).sum(axis=1, dtype=np.int64)
+        labels = np.zeros(0, np.intp)
+        if "frequency" in attacks:
+            flip = hardening.flip_probability
+            labels = cluster_encodings(clks, clustering_threshold(pops, 8 * clks.shape[1], flip))
+        if "frequency" in attacks:
+            for _, target in targets:
+                results.append(frequency_alignment(labels, pops, target, "record"))
+        if "pattern" in attacks:
+            results.extend(pattern_mining(unpack(clks), [t for _, t in targets], "record"))
+    if level in ("field", "both") and targets:
+        per_field = encode_fields(
+            rows, enc_schema, secret, hardening, field_names=schema.field_names
+        )
+        for index, target in targets:
+            filters = per_field[index]
+            pops = np.bitwise_count(filters).sum(axis=1, dtype=np.int64)
+            flip = hardening.flip_probability
+            labels = cluster_encodings(
+                filters, clustering_threshold(pops, 8 * filters.shape[1], flip)
+            )
+            if "frequency" in attacks:
+                results.append(frequency_alignment(labels, pops, target, "field"))
+            if "pattern" in attacks:
+                results.extend(pattern_mining(unpack(filters), [target], "field"))
+    order = {"frequency alignment": 0, "pattern mining": 1}
+    results.sort(key=lambda r: (r.encoding != "field", order[r.attack], r.field))
+    return results, skipped
+
+
+def check_csv(
+    data: Path,
+    schema: LinkageSchema,
+    mapping_path: Path,
+    secret: bytes,
+    *,
+    hardening: Hardening | None = None,
+    level: Level = "both",
+    overrides: dict[str, FrequencyList] | None = None,
+    attacks: Sequence[str] = ATTACKS,
+) -> CheckReport:
+    """Read and normalise `data` as `blindmatch encode` does, then attack its encodings."""
+    mapping = load_mapping(mapping_path, schema)
+    _ids, rows = read_rows(Path(data), schema, mapping, EncodeReport(source=str(data)))
+    chosen = (
+        hardening if hardening is not None else hardening_from_raw(schema.raw, str(schema.path))
+    )
+    results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, attacks)
+    return CheckReport(str(data), len(rows), chosen.describe(), results, skipped)
+
+
+def check_synthetic(
+    records: int,
+    seed: int,
+    schema: LinkageSchema,
+    *,
+    hardening: Hardening | None = None,
+    level: Level = "both",
+    attacks: Sequence[str] = ATTACKS,
+) -> CheckReport:
+    """The check on a seeded realistic export of `records` people (client.privacy.population)."""
+    with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
+        export = population.write_single(Path(tmp), seed, records)
+        report = check_csv(
+            export.csv, schema, export.mapping, secrets.token_bytes(32), hardening=hardening,
+            level=level, attacks=attacks,
+        )  # fmt: skip
+    report.source = f"synthetic data ({records} people, seed {seed})"
+    return report
+
+
+def plot(report: CheckReport, path: Path) -> Path:
+    """A bar chart of the share of records re-identified per attack, with the 1% line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}" for r in report.results]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
+    x = np.arange(len(labels))
+    colours = {"frequency alignment": "#d95f02", "pattern mining": "#1b9e77"}
+    for attack, offset in (("frequency alignment", -0.2), ("pattern mining", 0.2)):
+        shares = [100 * r.record_share if r.attack == attack else 0 for r in report.results]
+        ax.bar(x + offset * 0, shares, 0.7, label=attack, color=colours[attack])
+    ax.axhline(100 * report.limit, color="black", linestyle="--", linewidth=1)
+    ax.text(
+        len(labels) - 0.5, 100 * report.limit, f" {report.limit:.0%} limit", va="bottom", ha="right"
+    )
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("records re-identified (%)")
+    top = max([100 * r.record_share for r in report.results] + [2 * 100 * report.limit])
+    ax.set_ylim(0, top * 1.15)
+    ax.set_title(
+        f"{'PASS' if report.passed else 'LEAKS'} - hardening: {report.hardening}", fontsize=9
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(report: CheckReport, out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "privacy-check.json"
+    json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return json_path, plot(report, out / "privacy-check.png")
+
+
+__all__ = [
+    "CheckReport",
+    "attack_encodings",
+    "check_csv",
+    "check_synthetic",
+    "load_schema",
+    "plot",
+    "read_secret",
+    "write_outputs",
+]
