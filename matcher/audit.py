@@ -46,6 +46,11 @@ ACTIONS = {
     "run.failed": "a run failed",
     "results.disclose": "results were disclosed to a member (who learnt what about whom)",
     "erase": "a member erased its uploads and the results involving them",
+    "index.change": "a member added, replaced or removed records of its standing index (counts)",
+    "query": "a member queried partners' standing indexes (records asked, what was disclosed)",
+    "query.refused": "a query or watch was refused by a quota or rate limit",
+    "watch": "a member opened a watch on some records",
+    "watch.notify": "a watching member was told that a partner now holds one of its records",
     "audit.export": "someone exported (part of) the audit log",
     "audit.verify": "the operator verified the audit log",
 }

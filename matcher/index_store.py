@@ -166,6 +166,17 @@ class IndexStore:
             db.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
             db.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
 
+    def projects(self) -> list[str]:
+        """Every project with a standing index."""
+        return [r[0] for r in self._query("SELECT DISTINCT project FROM index_meta")]
+
+    def erase_project(self, project: str) -> None:
+        """Delete every index, limit and logged query of a project (for expiry)."""
+        with self._tx() as db:
+            for table in ("index_records", "index_meta", "query_limits", "query_settings"):
+                db.execute(f"DELETE FROM {table} WHERE project=?", (project,))
+            db.execute("DELETE FROM query_log WHERE project=?", (project,))
+
     # -- limits and settings --------------------------------------------------------------
 
     def set_limits(self, project: str, member: str, per_minute: int, per_day: int) -> None:

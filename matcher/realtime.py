@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher import errors
+from matcher import audit, errors
 from matcher.auth import same_hash
-from matcher.disclose import Level
+from matcher.disclose import Level, effective_level
 from matcher.index import MemberIndex, Segment, as_words, search
 from matcher.index_store import Encoding, IndexStore, LoggedQuery
 from matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
@@ -84,13 +84,32 @@ def check_encoding(encoding: Encoding, existing: Mapping[str, Encoding]) -> None
             )
 
 
-def partner_levels(project: Project, partners: Sequence[str]) -> dict[str, Level]:
-    """The most the caller may learn about each partner in this project.
+def partner_levels(
+    project: Project, partners: Sequence[str], consents: Mapping[str, Level | None]
+) -> dict[str, Level]:
+    """The most the caller may learn about each partner in this project: the lesser of
+    the project's level and that partner's consent (the same rule as batch results)."""
+    return {p: effective_level(project.disclosure, consents.get(p)) for p in partners}
 
-    Today: the project's level for everyone. Per-member consent makes it
-    min(project level, that partner's consent).
-    """
-    return {partner: project.disclosure for partner in partners}
+
+def audit_event(record: QueryRecord) -> audit.Event:
+    """The audit log's view of a query, watch or notification (never its CLKs)."""
+    action = {"query": "query", "watch": "watch", "notify": "watch.notify"}[record.kind]
+    detail: dict[str, object] = {"records": record.records}
+    if record.refused:
+        action = "query.refused"
+        detail.update(kind=record.kind, refused=record.refused)
+    else:
+        detail["records_with_hits"] = record.records_with_hits
+    return audit.Event(
+        record.member,
+        action,
+        record.project,
+        record.member,
+        purpose=record.purpose,
+        disclosed=dict(record.disclosed),
+        detail=detail,
+    )
 
 
 @dataclass(frozen=True)
@@ -263,14 +282,17 @@ def volume_report(
 class QueryLog:
     """Writes query volume entries to the index store off the request path, in batches."""
 
-    def __init__(self, store: IndexStore) -> None:
+    def __init__(
+        self, store: IndexStore, audit_sink: Callable[[list[audit.Event]], None] | None = None
+    ) -> None:
         self._store = store
-        self._queue: queue.Queue[LoggedQuery | None] = queue.Queue()
+        self._audit_sink = audit_sink
+        self._queue: queue.Queue[tuple[LoggedQuery, audit.Event] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="blindmatch-qlog", daemon=True)
         self._thread.start()
 
-    def add(self, entry: LoggedQuery) -> None:
-        self._queue.put(entry)
+    def add(self, entry: LoggedQuery, event: audit.Event) -> None:
+        self._queue.put((entry, event))
 
     def flush(self) -> None:
         """Block until everything added so far is written."""
@@ -292,7 +314,9 @@ class QueryLog:
             entries = [e for e in batch if e is not None]
             try:
                 if entries:
-                    self._store.log_queries(entries)
+                    self._store.log_queries([entry for entry, _ in entries])
+                    if self._audit_sink is not None:
+                        self._audit_sink([event for _, event in entries])
             except Exception:  # the log must not take the matcher down
                 log.exception("could not write %d query log entries", len(entries))
             finally:
@@ -359,7 +383,7 @@ class Realtime:
         for e in self.index_store.logged_queries(now - DAY):
             if not e.refused:
                 self.meter.seed(e.project, e.member, e.time, e.records)
-        self.qlog = QueryLog(self.index_store)
+        self.qlog = QueryLog(self.index_store, audit_sink=store.record_many)
         log.info("loaded %d standing indexes", len(self._indexes))
 
     def close(self) -> None:
@@ -464,9 +488,41 @@ class Realtime:
             else:
                 self._indexes.pop(key, None)
                 self._encodings.pop(key, None)
+        summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
+        self.store.record(
+            audit.Event(
+                member,
+                "index.change",
+                project,
+                member,
+                detail={
+                    "added": summary.added,
+                    "replaced": summary.replaced,
+                    "removed": summary.removed,
+                    "record_count": summary.record_count,
+                },
+            )
+        )
         if puts:
             self._notify_watchers(project, member, [r for r, _ in puts], put_words)
-        return ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
+        return summary
+
+    def erase_member(self, project: str, member: str) -> None:
+        """Forget a member's standing index, on disk and in memory (erasure)."""
+        with self._write_lock:
+            self.index_store.erase_member(project, member)
+            self._indexes.pop((project, member), None)
+            self._encodings.pop((project, member), None)
+
+    def erase_project(self, project: str) -> None:
+        """Forget every index, watch and query record of an expired project."""
+        with self._write_lock:
+            self.index_store.erase_project(project)
+            for key in [k for k in self._indexes if k[0] == project]:
+                self._indexes.pop(key, None)
+                self._encodings.pop(key, None)
+        with self._watch_lock:
+            self._watches = [w for w in self._watches if w.project != project]
 
     def list_index(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
         """(clk_bits, refs, digests) of the member's index."""
@@ -535,7 +591,8 @@ class Realtime:
                 record.records,
                 record.records_with_hits,
                 record.refused,
-            )
+            ),
+            audit_event(record),
         )
 
     def query(
@@ -553,7 +610,8 @@ class Realtime:
         found = [
             {p: snap.search(q, project.threshold) for p, snap in snapshots.items()} for q in words
         ]
-        answer = disclose_query(found, partner_levels(project, list(snapshots)))
+        levels = partner_levels(project, list(snapshots), self.store.consents(project.name))
+        answer = disclose_query(found, levels)
         self._record(
             QueryRecord(
                 self.clock(),
@@ -605,7 +663,7 @@ class Realtime:
         project = self.store.project(project_name)
         added = Segment.build(words, refs)
         for watch in watches:
-            level = partner_levels(project, [partner])[partner]
+            level = partner_levels(project, [partner], self.store.consents(project.name))[partner]
             for i, q in enumerate(watch.words):
                 rows, scores = search(added.words, added.popcounts, q, project.threshold)
                 if not len(rows):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from matcher.store import Store
 
@@ -22,12 +23,17 @@ class Sweeper:
     def __init__(self, store: Store, interval: float = SWEEP_INTERVAL) -> None:
         self.store = store
         self.interval = interval
+        # Called with each expired project's name: other stores of project data (the
+        # real-time indexes) delete theirs too.
+        self.on_expired: list[Callable[[str], None]] = []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="blindmatch-sweep", daemon=True)
 
     def sweep(self) -> list[str]:
         expired = self.store.expire_projects()
         for name in expired:
+            for hook in self.on_expired:
+                hook(name)
             log.info("project %s expired: its encodings and results are deleted", name)
         return expired
 

@@ -72,10 +72,14 @@ def create_server(
     store = Store(
         data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
     )
+    realtime = Realtime(store, data_dir, clock=clock)
     sweeper = Sweeper(store, sweep_interval)
+    sweeper.on_expired.append(realtime.erase_project)
+    for name in realtime.index_store.projects():  # indexes of projects expired while down
+        if not store.is_live(name):
+            realtime.erase_project(name)
     sweeper.start()  # expired data goes before the first request is served
     runs = RunManager(store, workers=workers)
-    realtime = Realtime(store, data_dir)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="blindmatch-rpc"),
         # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED

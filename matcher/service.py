@@ -803,5 +803,6 @@ class MatcherService(pb_grpc.MatcherServicer):
     def Erase(self, request: pb.EraseRequest, context: grpc.ServicerContext) -> pb.EraseReply:
         member = self._require_member(context, request.project)
         erased = self.store.erase_member(request.project, member)
+        self.realtime.erase_member(request.project, member)
         log.info("%s/%s: erased %d uploads", request.project, member, erased.uploads)
         return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)

@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -824,6 +824,14 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    def is_live(self, name: str) -> bool:
+        """True for a project that exists and has not expired."""
+        try:
+            self.project(name)
+        except NotFound:
+            return False
+        return True
+
     def expire_projects(self) -> list[str]:
         """Delete every expired project's encodings and results; returns their names.
 
@@ -894,6 +902,12 @@ class Store:
         """Append one event on its own (consultations and disclosures)."""
         with self._tx() as db:
             return self._append(db, event)
+
+    def record_many(self, events: Sequence[audit.Event]) -> None:
+        """Append events in one transaction (real-time queries, written in batches)."""
+        with self._tx() as db:
+            for event in events:
+                self._append(db, event)
 
     def audit_entries(self, *, project: str = "", after: int = 0) -> list[audit.Entry]:
         """Entries in seq order, optionally of one project and after a seq."""
