@@ -210,9 +210,22 @@ def multiparty(count: int, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only (~1 minute)")
+    parser.add_argument(
+        "--only",
+        choices=["kernel", "growth", "end-to-end", "multiparty"],
+        help="run one part of the full benchmark (at its full size)",
+    )
     args = parser.parse_args()
     print(f"# blindmatch speed, {CORES} cores, kernel paths {kernel.paths()}")
-    if args.quick:
+    if args.only == "kernel":
+        kernel_bench(2000, 100_000, 5)
+    elif args.only == "growth":
+        growth_bench([10_000, 100_000, 1_000_000], kernel_bench(2000, 100_000, 3), 100_000)
+    elif args.only == "end-to-end":
+        end_to_end(1_000_000, "auto")
+    elif args.only == "multiparty":
+        multiparty(5, 200_000)
+    elif args.quick:
         rate = kernel_bench(1000, 20_000, 3)
         growth_bench([10_000, 20_000], rate, anonlink_max=20_000)
         end_to_end(20_000, "auto")
