@@ -345,16 +345,22 @@ class Realtime:
         self.clock = clock
         self.meter = QueryMeter()
         self._indexes: dict[tuple[str, str], MemberIndex] = {}
+        # project -> {member: index}, sorted by member; replaced whole on a change, so a
+        # query reads it without a lock.
+        self._by_project: dict[str, dict[str, MemberIndex]] = {}
         self._encodings: dict[tuple[str, str], Encoding] = {}
         self._write_lock = threading.Lock()
         self._watches: list[Watch] = []
         self._watch_lock = threading.Lock()
         for key, encoding in self.index_store.encodings().items():
             refs, clks = self.index_store.records(*key)
-            self._indexes[key] = MemberIndex.load(
-                encoding.clk_bits, refs, as_words(clks, encoding.clk_bits)
+            index = MemberIndex.load(
+                encoding.clk_bits,
+                refs,
+                as_words(clks, encoding.clk_bits),
+                threshold=self._threshold(key[0]),
             )
-            self._encodings[key] = encoding
+            self._set_index(key, index, encoding)
         now = self.clock()
         for e in self.index_store.logged_queries(now - DAY):
             if not e.refused:
@@ -365,6 +371,28 @@ class Realtime:
     def close(self) -> None:
         self.qlog.close()
         self.index_store.close()
+
+    def _threshold(self, project: str) -> float | None:
+        """The project's threshold, which its indexes' LSH tables are built for."""
+        try:
+            return self.store.project(project).threshold
+        except errors.NotFound:
+            return None
+
+    def _set_index(
+        self, key: tuple[str, str], index: MemberIndex | None, encoding: Encoding | None
+    ) -> None:
+        """Install (or, with None, drop) a member's index; the writer's lock is held."""
+        project = key[0]
+        if index is None or encoding is None:
+            self._indexes.pop(key, None)
+            self._encodings.pop(key, None)
+        else:
+            self._indexes[key] = index
+            self._encodings[key] = encoding
+        self._by_project[project] = {
+            m: self._indexes[(p, m)] for p, m in sorted(self._indexes) if p == project
+        }
 
     # -- what the project holds ------------------------------------------------------------
 
@@ -455,15 +483,18 @@ class Realtime:
             )
             put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
             if index is None:
-                index = MemberIndex.load(encoding.clk_bits, [r for r, _ in puts], put_words)
+                index = MemberIndex.load(
+                    encoding.clk_bits,
+                    [r for r, _ in puts],
+                    put_words,
+                    threshold=self._threshold(project),
+                )
             else:
                 index.apply([r for r, _ in puts], put_words, removes)
             if size_after:
-                self._indexes[key] = index
-                self._encodings[key] = stored
+                self._set_index(key, index, stored)
             else:
-                self._indexes.pop(key, None)
-                self._encodings.pop(key, None)
+                self._set_index(key, None, None)
         if puts:
             self._notify_watchers(project, member, [r for r, _ in puts], put_words)
         return ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
@@ -547,8 +578,8 @@ class Realtime:
         self._take_quota(project.name, member, "query", purpose, len(words))
         snapshots = {
             m: index.snapshot
-            for (p, m), index in sorted(list(self._indexes.items()))
-            if p == project.name and m != member
+            for m, index in self._by_project.get(project.name, {}).items()
+            if m != member
         }
         found = [
             {p: snap.search(q, project.threshold) for p, snap in snapshots.items()} for q in words
