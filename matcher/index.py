@@ -34,8 +34,10 @@ so a change is visible to the very next query whichever path answers it.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +46,8 @@ import numpy.typing as npt
 
 from matcher import kernel
 from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan
+
+log = logging.getLogger("blindmatch.matcher.index")
 
 U64 = npt.NDArray[np.uint64]
 I32 = npt.NDArray[np.int32]
@@ -176,12 +180,23 @@ class Segment:
         words = np.ascontiguousarray(words[order])
         popcounts = np.ascontiguousarray(popcounts[order])
         lsh_plan = plan_for(words, popcounts, threshold) if threshold is not None else None
+        table = None
+        if lsh_plan is not None:
+            started = time.perf_counter()
+            table = LshTable.build(words, lsh_plan)
+            log.info(
+                "LSH tables for %d rows in %.2f s, %.0f MiB: %s",
+                len(words),
+                time.perf_counter() - started,
+                table.nbytes / 2**20,
+                lsh_plan.describe(),
+            )
         return cls(
             words,
             popcounts,
             tuple(refs[i] for i in order),
-            LshTable.build(words, lsh_plan) if lsh_plan is not None else None,
-            threshold if lsh_plan is not None and threshold is not None else 1.0,
+            table,
+            threshold if table is not None and threshold is not None else 1.0,
         )
 
     def search(
