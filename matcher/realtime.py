@@ -5,7 +5,8 @@ How a query is answered, in order (`Realtime.query`):
 1. check the request: the CLKs' length and the (schema, secret) fingerprint must be the
    project's (`check_encoding`);
 2. count its records against the member's rate limit and quota (`quota.QueryMeter`);
-3. search every partner's standing index (`index.search` under `MemberIndex`);
+3. search every partner's standing index (`Snapshot.search` of its `MemberIndex`: LSH
+   look-up plus exact Dice, matcher/index.py and matcher/lshindex.py);
 4. reduce what was found to what each partner allows (`partner_levels`, `disclose_query`,
    both pure: consent plugs in at `partner_levels`);
 5. record the query, answered or refused, with its purpose (`record_query`, the one hook
