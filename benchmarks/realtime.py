@@ -10,10 +10,16 @@ next query.
 
     .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
+    .venv/bin/python benchmarks/realtime.py --clks random        # uniformly random CLKs
 
-Synthetic CLKs are uniformly random 1024-bit strings (popcount about 512 +- 16); with
-real person CLKs the popcounts are as tightly bunched, so the popcount pre-filter skips
-little at threshold 0.8 either way and the scan is close to brute force.
+By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
+from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
+people re-encoded with typos in one or two fields (Dice about 0.85-0.95), the misses people
+no partner holds. `--clks random` uses uniformly random 1024-bit strings instead (50% of
+bits set, hits with 3% of bits flipped), as the first measurements did.
+
+The load average is printed around each run: the machine's cores are shared, and the
+client (this process) runs on the same cores as the matcher.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import blindmatch, serve
+from benchmarks.synthclks import Population
 from client.api import MatcherClient
 
 CLK_BITS = 1024
@@ -54,16 +61,46 @@ def noisy(rng: np.random.Generator, clks: np.ndarray, flip: float) -> np.ndarray
     return np.packbits(bits, axis=1)
 
 
-def load_index(target: str, token: str, rng: np.random.Generator, n: int) -> np.ndarray:
-    clks = np.empty((n, CLK_BYTES), dtype=np.uint8)
+class Partner:
+    """One partner's indexed CLKs, and how to make a hit or a miss against them.
+
+    Synthetic partners share one population (one schema and secret): partner k holds
+    people k*n .. (k+1)*n - 1, and the last 100,000 people are held by no one.
+    """
+
+    def __init__(self, kind: str, n: int, k: int, population: Population | None, seed: int):
+        self.kind = kind
+        self.n = n
+        self.first = k * n
+        self.population = population
+        self.rng = np.random.default_rng(seed)
+        if population is not None:
+            people = self.first + np.arange(n)
+            self.clks = population.encode(people, self.rng, np.zeros(n, dtype=bool))
+        else:
+            self.clks = random_clks(self.rng, n)
+
+    def hit(self) -> np.ndarray:
+        row = int(self.rng.integers(0, self.n))
+        if self.population is not None:
+            person = np.array([self.first + row])
+            return self.population.encode(person, self.rng, np.ones(1, dtype=bool))[0]
+        return noisy(self.rng, self.clks[row : row + 1], 0.03)[0]
+
+    def miss(self) -> np.ndarray:
+        if self.population is not None:
+            person = self.population.n - 1 - int(self.rng.integers(0, 100_000))
+            return self.population.encode(np.array([person]), self.rng, np.zeros(1, bool))[0]
+        return random_clks(self.rng, 1)[0]
+
+
+def load_index(target: str, token: str, partner: Partner) -> None:
     with MatcherClient(target, token) as client:
         step = 250_000
-        for start in range(0, n, step):
-            block = random_clks(rng, min(step, n - start))
-            clks[start : start + len(block)] = block
+        for start in range(0, partner.n, step):
+            block = partner.clks[start : start + step]
             puts = [(f"r{start + i}", block[i].tobytes()) for i in range(len(block))]
             client.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
-    return clks
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -78,13 +115,13 @@ class Measured:
     wall: float  # s
     missed: int  # planted hits not found
     planted: int
+    load: tuple[float, float]  # 1-minute load average before and after
 
 
 def measure(
     target: str,
     token: str,
-    held: dict[str, np.ndarray],
-    rng: np.random.Generator,
+    held: dict[str, Partner],
     queriers: int,
     queries: int,
 ) -> Measured:
@@ -94,10 +131,9 @@ def measure(
     for i in range(total):
         if i % 2 == 0:
             partner = PARTNERS[(i // 2) % len(PARTNERS)]
-            row = int(rng.integers(0, len(held[partner])))
-            planted.append((noisy(rng, held[partner][row : row + 1], 0.03)[0], partner))
+            planted.append((held[partner].hit(), partner))
         else:
-            planted.append((random_clks(rng, 1)[0], None))
+            planted.append((held[PARTNERS[0]].miss(), None))
     latencies: list[float] = []
     missed: list[int] = []
     lock = threading.Lock()
@@ -118,13 +154,16 @@ def measure(
                         missed.append(i)
 
     print(f"{queriers} queriers x {queries} single-record queries ...", flush=True)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return Measured(queriers, latencies, time.perf_counter() - t0, len(missed), (total + 1) // 2)
+    wall = time.perf_counter() - t0
+    load = (load_before, os.getloadavg()[0])
+    return Measured(queriers, latencies, wall, len(missed), (total + 1) // 2, load)
 
 
 def ask(client: MatcherClient, clk: bytes, purpose: str) -> list[str]:
@@ -143,6 +182,8 @@ def main() -> int:
     )
     parser.add_argument("--queries", type=int, default=25, help="queries per querier")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--clks", choices=("synthetic", "random"), default="synthetic")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -163,13 +204,20 @@ def main() -> int:
         print(f"loading {len(PARTNERS)} partners x {args.records:,} records through "
               "ChangeIndex ...", flush=True)  # fmt: skip
         held = {}
-        for partner in PARTNERS:
+        population = (
+            Population(len(PARTNERS) * args.records + 100_000, args.seed)
+            if args.clks == "synthetic"
+            else None
+        )
+        for k, partner in enumerate(PARTNERS):
+            held[partner] = Partner(args.clks, args.records, k, population, args.seed * 10 + k)
             t0 = time.perf_counter()
-            held[partner] = load_index(served.target, tokens[partner], rng, args.records)
+            load_index(served.target, tokens[partner], held[partner])
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
         runs = [
-            measure(served.target, tokens[QUERIER], held, rng, n, args.queries)
+            measure(served.target, tokens[QUERIER], held, n, args.queries)
+            for _ in range(args.repeat)
             for n in args.queriers
         ]
 
@@ -186,7 +234,7 @@ def main() -> int:
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
-    print(f"partners: {len(PARTNERS)} x {args.records:,} records, {CLK_BITS}-bit CLKs")
+    print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs")
     failed = not visible
     for r in runs:
         lat = r.latencies
@@ -194,7 +242,8 @@ def main() -> int:
             f"{r.queriers:>3} queriers: {len(lat)} queries in {r.wall:.1f} s "
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
             f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
-            f"planted hits missed {r.missed} of {r.planted}"
+            f"planted hits missed {r.missed} of {r.planted}; "
+            f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
         failed = failed or bool(r.missed)
     print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "

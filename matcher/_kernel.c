@@ -511,6 +511,364 @@ done:
     return ret;
 }
 
+/* ---- one query against a standing index ----------------------------------------
+ *
+ * scan(clks, words, popcounts, query, threshold) -> (sims, rows)
+ *     every row of `clks` whose Dice with `query` passes anonlink's test (the query
+ *     as anonlink's `a`); `popcounts` (int32) holds each row's popcount.
+ * lsh_build(clks, words, positions, bits_per_band, offsets, rows)
+ *     bit-sampling tables: for band b, the rows whose sampled bits spell key k are
+ *     rows[b][offsets[b][k] : offsets[b][k+1]] (a counting sort; `offsets` and
+ *     `rows` are writable uint32 buffers of bands*(2^r+1) and bands*n).
+ * lsh_search(clks, words, positions, bits_per_band, offsets, rows, radius, query,
+ *            threshold) -> (sims, rows, candidates)
+ *     the rows sharing a band key with the query, or one within `radius` (0-2)
+ *     flipped bits of it (multi-probe), decided exactly as `scan` decides; each row
+ *     once. `candidates` counts the rows looked at (with repeats).
+ *
+ * Bit p of a CLK is bit p % 64 of its 64-bit word p / 64 (the words as stored). */
+
+static inline int scan_row(const uint64_t *q, const uint64_t *row, size_t w, uint32_t pa,
+                           uint32_t pb, uint32_t delta, double t, double *s) {
+    uint32_t c = 0;
+    for (size_t k = 0; k < w; k++) c += (uint32_t)__builtin_popcountll(q[k] & row[k]);
+    return passes(c, pa, pb, delta, t, s);
+}
+
+#define SCAN_PATH(name, attrs)                                                          \
+    attrs static void name(const uint64_t *x, size_t n, size_t w, const int32_t *pc,    \
+                           const uint64_t *q, uint32_t pa, double t, uint32_t bits,     \
+                           out_t *o) {                                                  \
+        uint32_t delta = max_delta(pa, t, bits);                                        \
+        for (size_t y = 0; y < n; y++) {                                                \
+            double s;                                                                   \
+            uint32_t pb = (uint32_t)pc[y];                                              \
+            uint32_t d = pa > pb ? pa - pb : pb - pa;                                   \
+            if (d > delta) continue;                                                    \
+            if (scan_row(q, x + y * w, w, pa, pb, delta, t, &s)) out_push(o, s, (uint32_t)y, 0); \
+        }                                                                               \
+    }
+
+SCAN_PATH(scan_generic, )
+#if BM_X86
+SCAN_PATH(scan_popcnt, __attribute__((target("popcnt"))))
+
+/* w a multiple of 8: rows of whole 512-bit vectors. */
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+static void scan_avx512(const uint64_t *x, size_t n, size_t w, const int32_t *pc,
+                        const uint64_t *q, uint32_t pa, double t, uint32_t bits, out_t *o) {
+    uint32_t delta = max_delta(pa, t, bits);
+    double h = t * (1.0 - 1e-9) / 2.0;
+    size_t v = w / 8;
+    for (size_t y = 0; y < n; y++) {
+        const uint64_t *row = x + y * w;
+        __m512i acc = _mm512_setzero_si512();
+        for (size_t k = 0; k < v; k++)
+            acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(
+                _mm512_loadu_si512((const void *)(q + 8 * k)),
+                _mm512_loadu_si512((const void *)(row + 8 * k)))));
+        uint32_t c = (uint32_t)_mm512_reduce_add_epi64(acc);
+        uint32_t pb = (uint32_t)pc[y];
+        double s;
+        if ((double)c >= h * (double)(pa + pb) && passes(c, pa, pb, delta, t, &s))
+            out_push(o, s, (uint32_t)y, 0);
+    }
+}
+#endif
+
+static void scan_best(const uint64_t *x, size_t n, size_t w, const int32_t *pc,
+                      const uint64_t *q, uint32_t pa, double t, uint32_t bits, out_t *o) {
+#if BM_X86
+    static int best = -1;
+    if (best < 0) best = have_avx512() ? 2 : have_popcnt() ? 1 : 0;
+    if (best == 2 && w % 8 == 0) scan_avx512(x, n, w, pc, q, pa, t, bits, o);
+    else if (best >= 1) scan_popcnt(x, n, w, pc, q, pa, t, bits, o);
+    else scan_generic(x, n, w, pc, q, pa, t, bits, o);
+#else
+    scan_generic(x, n, w, pc, q, pa, t, bits, o);
+#endif
+}
+
+static PyObject *py_scan(PyObject *self, PyObject *args) {
+    Py_buffer vx, vp, vq;
+    Py_ssize_t words;
+    double t;
+    if (!PyArg_ParseTuple(args, "y*ny*y*d", &vx, &words, &vp, &vq, &t)) return NULL;
+    PyObject *ret = NULL;
+    size_t w = (size_t)words, n = 0;
+    out_t o = {0};
+    if (words <= 0) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive");
+        goto done;
+    }
+    if (check_clks(&vx, w, "clks", &n)) goto done;
+    if ((size_t)vp.len != n * 4 || (size_t)vq.len != w * 8) {
+        PyErr_SetString(PyExc_ValueError, "popcounts must be int32, one per row; query one CLK");
+        goto done;
+    }
+    if ((uintptr_t)vx.buf % 8 || (uintptr_t)vq.buf % 8 || (uintptr_t)vp.buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "clks and query must be 8-byte aligned");
+        goto done;
+    }
+    const uint64_t *q = vq.buf;
+    uint32_t pa = popcount_row(q, w);
+    Py_BEGIN_ALLOW_THREADS
+    if (pa > 0 && t > 0) scan_best(vx.buf, n, w, vp.buf, q, pa, t, (uint32_t)(w * 64), &o);
+    Py_END_ALLOW_THREADS
+    ret = results(&o, 0);
+done:
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vp);
+    PyBuffer_Release(&vq);
+    return ret;
+}
+
+static inline uint32_t band_key(const uint64_t *row, const int32_t *pos, int r) {
+    uint32_t key = 0;
+    for (int j = 0; j < r; j++) {
+        uint32_t p = (uint32_t)pos[j];
+        key |= (uint32_t)((row[p >> 6] >> (p & 63)) & 1u) << j;
+    }
+    return key;
+}
+
+static int check_plan(Py_buffer *vpos, size_t w, long r, size_t *bands) {
+    if (r < 1 || r > 24 || vpos->len % (Py_ssize_t)(4 * r)) {
+        PyErr_SetString(PyExc_ValueError, "bits_per_band must be 1-24; positions int32 bands*r");
+        return -1;
+    }
+    *bands = (size_t)vpos->len / (4 * (size_t)r);
+    const int32_t *pos = vpos->buf;
+    for (size_t k = 0; k < *bands * (size_t)r; k++)
+        if (pos[k] < 0 || (size_t)pos[k] >= w * 64) {
+            PyErr_SetString(PyExc_ValueError, "a sampled bit position is outside the CLK");
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *py_lsh_build(PyObject *self, PyObject *args) {
+    Py_buffer vx, vpos, voff, vrows;
+    Py_ssize_t words;
+    long r;
+    if (!PyArg_ParseTuple(args, "y*ny*lw*w*", &vx, &words, &vpos, &r, &voff, &vrows))
+        return NULL;
+    PyObject *ret = NULL;
+    size_t w = (size_t)words, n = 0, bands = 0;
+    int failed = 0;
+    if (words <= 0) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive");
+        goto done;
+    }
+    if (check_clks(&vx, w, "clks", &n) || check_plan(&vpos, w, r, &bands)) goto done;
+    size_t keys = (size_t)1 << r;
+    if ((size_t)voff.len != bands * (keys + 1) * 4 || (size_t)vrows.len != bands * n * 4) {
+        PyErr_SetString(PyExc_ValueError, "offsets or rows have the wrong size");
+        goto done;
+    }
+    if ((uintptr_t)vx.buf % 8 || (uintptr_t)voff.buf % 4 || (uintptr_t)vrows.buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers must be aligned");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t *key = malloc((n + 1) * sizeof(uint32_t));
+    if (!key) failed = 1;
+    for (size_t b = 0; b < bands && !failed; b++) {
+        const int32_t *pos = (const int32_t *)vpos.buf + b * (size_t)r;
+        uint32_t *off = (uint32_t *)voff.buf + b * (keys + 1);
+        uint32_t *rows = (uint32_t *)vrows.buf + b * n;
+        const uint64_t *x = vx.buf;
+        memset(off, 0, (keys + 1) * sizeof(uint32_t));
+        for (size_t y = 0; y < n; y++) {
+            key[y] = band_key(x + y * w, pos, (int)r);
+            off[key[y] + 1]++;
+        }
+        for (size_t k = 0; k < keys; k++) off[k + 1] += off[k];
+        /* Scatter with a moving cursor per key, then shift the cursors back. */
+        for (size_t y = 0; y < n; y++) rows[off[key[y]]++] = (uint32_t)y;
+        for (size_t k = keys; k > 0; k--) off[k] = off[k - 1];
+        off[0] = 0;
+    }
+    free(key);
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ret = Py_BuildValue("n", (Py_ssize_t)bands);
+done:
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vpos);
+    PyBuffer_Release(&voff);
+    PyBuffer_Release(&vrows);
+    return ret;
+}
+
+typedef struct {
+    const uint64_t *x;
+    size_t w, n;
+    const int32_t *pos;
+    int r;
+    size_t bands;
+    const uint32_t *offsets, *rows;
+    int radius;
+    const uint64_t *q;
+    uint32_t pa;
+    double t;
+} lsh_args_t;
+
+/* Per thread: a bitmap of the rows already collected (all clear between calls) and the
+ * list of rows collected. Kept for the thread's life so a query allocates nothing. */
+static __thread uint64_t *tl_seen;
+static __thread size_t tl_seen_words;
+static __thread uint32_t *tl_cand;
+static __thread size_t tl_cand_cap;
+
+static int lsh_scratch(size_t n) {
+    size_t words = n / 64 + 1;
+    if (words > tl_seen_words) {
+        free(tl_seen);
+        tl_seen = calloc(words, sizeof(uint64_t));
+        tl_seen_words = tl_seen ? words : 0;
+        if (!tl_seen) return -1;
+    }
+    if (!tl_cand) {
+        tl_cand = malloc(4096 * sizeof(uint32_t));
+        if (!tl_cand) return -1;
+        tl_cand_cap = 4096;
+    }
+    return 0;
+}
+
+/* Phase 1: the distinct rows under the probed keys, into tl_cand. Returns the count, or
+ * (size_t)-1 when out of memory; *looked counts rows with repeats. */
+static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
+    size_t keys = (size_t)1 << a->r, m = 0;
+    uint64_t *seen = tl_seen;
+    for (size_t b = 0; b < a->bands; b++) {
+        const uint32_t *off = a->offsets + b * (keys + 1), *rows = a->rows + b * a->n;
+        uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
+        /* Probes: k0, then k0 with one bit flipped, then with two. */
+        for (int i = -1; i < (a->radius >= 1 ? a->r : 0); i++) {
+            uint32_t ki = i >= 0 ? k0 ^ (1u << i) : k0;
+            int j_end = a->radius >= 2 && i >= 0 ? a->r : i + 1;
+            for (int j = i; j < j_end; j++) {
+                uint32_t k = j > i ? ki ^ (1u << j) : ki;
+                uint32_t lo = off[k], hi = off[k + 1];
+                *looked += hi - lo;
+                for (uint32_t e = lo; e < hi; e++) {
+                    uint32_t y = rows[e];
+                    uint64_t bit = 1ull << (y & 63);
+                    if (seen[y >> 6] & bit) continue;
+                    seen[y >> 6] |= bit;
+                    if (m == tl_cand_cap) {
+                        uint32_t *grown = realloc(tl_cand, 2 * tl_cand_cap * sizeof(uint32_t));
+                        if (!grown) {
+                            for (size_t c = 0; c < m; c++) seen[tl_cand[c] >> 6] = 0;
+                            return (size_t)-1;
+                        }
+                        tl_cand = grown;
+                        tl_cand_cap *= 2;
+                    }
+                    tl_cand[m++] = y;
+                }
+            }
+        }
+    }
+    return m;
+}
+
+/* Phase 2: decide each collected row exactly (prefetching ahead: the rows are scattered
+ * over the index), and clear the bitmap for the next call. */
+#define LSH_DECIDE(name, attrs)                                                           \
+    attrs static void name(const lsh_args_t *a, size_t m, out_t *o) {                    \
+        size_t w = a->w;                                                                  \
+        uint32_t bits = (uint32_t)(w * 64), pa = a->pa, delta = max_delta(pa, a->t, bits); \
+        for (size_t c = 0; c < m; c++) {                                                  \
+            if (c + 8 < m) {                                                              \
+                const char *ahead = (const char *)(a->x + (size_t)tl_cand[c + 8] * w);    \
+                for (size_t line = 0; line < w * 8; line += 64)                           \
+                    __builtin_prefetch(ahead + line);                                     \
+            }                                                                             \
+            uint32_t y = tl_cand[c];                                                      \
+            tl_seen[y >> 6] = 0;                                                          \
+            const uint64_t *row = a->x + (size_t)y * w;                                   \
+            uint32_t pb = 0, both = 0;                                                    \
+            double s;                                                                     \
+            for (size_t k = 0; k < w; k++) {                                              \
+                pb += (uint32_t)__builtin_popcountll(row[k]);                             \
+                both += (uint32_t)__builtin_popcountll(a->q[k] & row[k]);                 \
+            }                                                                             \
+            if (passes(both, pa, pb, delta, a->t, &s)) out_push(o, s, y, 0);              \
+        }                                                                                 \
+    }
+
+LSH_DECIDE(lsh_decide_generic, )
+#if BM_X86
+LSH_DECIDE(lsh_decide_popcnt, __attribute__((target("popcnt"))))
+#endif
+
+static PyObject *py_lsh_search(PyObject *self, PyObject *args) {
+    Py_buffer vx, vpos, voff, vrows, vq;
+    Py_ssize_t words;
+    long r, radius;
+    double t;
+    if (!PyArg_ParseTuple(args, "y*ny*ly*y*ly*d", &vx, &words, &vpos, &r, &voff, &vrows,
+                          &radius, &vq, &t))
+        return NULL;
+    PyObject *ret = NULL;
+    size_t w = (size_t)words, n = 0, bands = 0, looked = 0;
+    out_t o = {0};
+    if (words <= 0 || radius < 0 || radius > 2) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive and radius 0, 1 or 2");
+        goto done;
+    }
+    if (check_clks(&vx, w, "clks", &n) || check_plan(&vpos, w, r, &bands)) goto done;
+    size_t keys = (size_t)1 << r;
+    if ((size_t)voff.len != bands * (keys + 1) * 4 || (size_t)vrows.len != bands * n * 4 ||
+        (size_t)vq.len != w * 8) {
+        PyErr_SetString(PyExc_ValueError, "offsets, rows or query: wrong size");
+        goto done;
+    }
+    if ((uintptr_t)vx.buf % 8 || (uintptr_t)vq.buf % 8 || (uintptr_t)voff.buf % 4 ||
+        (uintptr_t)vrows.buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers must be aligned");
+        goto done;
+    }
+    const uint64_t *q = vq.buf, *x = vx.buf;
+    uint32_t pa = popcount_row(q, w);
+    Py_BEGIN_ALLOW_THREADS
+    if (pa > 0 && t > 0 && n > 0) {
+        lsh_args_t la = {x, w, n, vpos.buf, (int)r, bands, voff.buf, vrows.buf, (int)radius,
+                         q, pa, t};
+        size_t m = lsh_scratch(n) ? (size_t)-1 : lsh_collect(&la, &looked);
+        if (m == (size_t)-1) {
+            o.failed = 1;
+        } else {
+#if BM_X86
+            if (have_popcnt()) lsh_decide_popcnt(&la, m, &o);
+            else lsh_decide_generic(&la, m, &o);
+#else
+            lsh_decide_generic(&la, m, &o);
+#endif
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *found = results(&o, 0);
+    if (found) {
+        ret = Py_BuildValue("(OOn)", PyTuple_GET_ITEM(found, 0), PyTuple_GET_ITEM(found, 1),
+                            (Py_ssize_t)looked);
+        Py_DECREF(found);
+    }
+done:
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vpos);
+    PyBuffer_Release(&voff);
+    PyBuffer_Release(&vrows);
+    PyBuffer_Release(&vq);
+    return ret;
+}
+
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     if (have_avx512()) return Py_BuildValue("[sss]", "avx512", "popcnt", "generic");
     if (have_popcnt()) return Py_BuildValue("[ss]", "popcnt", "generic");
@@ -520,6 +878,12 @@ static PyObject *py_paths(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"dense", py_dense, METH_VARARGS, "dense(a, b, words, threshold, path='auto')"},
     {"pairs", py_pairs, METH_VARARGS, "pairs(a, b, words, ia, ib, threshold)"},
+    {"scan", py_scan, METH_VARARGS, "scan(clks, words, popcounts, query, threshold)"},
+    {"lsh_build", py_lsh_build, METH_VARARGS,
+     "lsh_build(clks, words, positions, bits_per_band, offsets, rows)"},
+    {"lsh_search", py_lsh_search, METH_VARARGS,
+     "lsh_search(clks, words, positions, bits_per_band, offsets, rows, radius, query, "
+     "threshold)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

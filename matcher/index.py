@@ -15,22 +15,39 @@ least `threshold`, with those similarities, best first. Because Dice(a, b) is at
 query's can reach the threshold; rows are kept sorted by popcount so that range is one
 slice and everything outside it is skipped.
 
+With the native kernel built, `search` is one pass of `matcher/_kernel.c`'s `scan`
+(AVX-512 where the CPU has it) over that slice, with anonlink's exact test; numpy does
+the same work, more slowly, where the extension did not build.
+
 `MemberIndex` is one member's index: an immutable `Snapshot` (a large popcount-sorted
 *main* segment, a small sorted *delta* of recent puts, and the main rows removed or
 replaced since it was built) that queries read without locks, and a writer that
 builds the next snapshot and swaps it in. When the delta grows past a fraction of the
 main segment the two are merged (compaction), so a put costs O(delta), not O(index).
+
+A main segment of `lshindex.MIN_ROWS` rows or more also carries an `LshTable`
+(matcher/lshindex.py), built with it for the project's threshold: a query then decides
+only the rows that share a (probed) band key with it instead of scanning them all. The
+delta is always scanned (it is small), and dead rows are dropped from what either finds,
+so a change is visible to the very next query whichever path answers it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from matcher import kernel
+from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan
+
+log = logging.getLogger("blindmatch.matcher.index")
 
 U64 = npt.NDArray[np.uint64]
 I32 = npt.NDArray[np.int32]
@@ -96,6 +113,14 @@ def search(
     low, high = popcount_range(query_popcount, threshold)
     start = int(np.searchsorted(popcounts, low, side="left"))
     stop = int(np.searchsorted(popcounts, high, side="right"))
+    if kernel.NATIVE and threshold > 0:
+        sims, found = kernel._kernel.scan(
+            clks[start:stop], clks.shape[1], popcounts[start:stop], query, float(threshold)
+        )
+        return _best_first(
+            np.frombuffer(found, dtype=np.uint32).astype(np.int64) + start,
+            np.frombuffer(sims, dtype=np.float64),
+        )
     rows: list[npt.NDArray[np.int64]] = []
     scores: list[npt.NDArray[np.float64]] = []
     step = min(SCAN_ROWS, max(stop - start, 1))
@@ -117,29 +142,71 @@ def search(
             scores.append(dice[keep])
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    found = np.concatenate(rows)
-    sims = np.concatenate(scores)
+    return _best_first(np.concatenate(rows), np.concatenate(scores))
+
+
+def _best_first(
+    found: npt.NDArray[np.int64], sims: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    if len(found) <= 1:
+        return found, sims
     order = np.lexsort((found, -sims))
     return found[order], sims[order]
 
 
+def plan_for(words: U64, popcounts: I32, threshold: float) -> LshPlan | None:
+    """LSH bands for a segment of these rows at this threshold (None: scan it instead)."""
+    if len(words) < MIN_ROWS or not 0 < threshold <= 1:
+        return None
+    high = float(np.quantile(popcounts, 0.99))
+    return plan(len(words), words.shape[1] * 64, high, bit_agreement(words), threshold)
+
+
 @dataclass(frozen=True)
 class Segment:
-    """CLKs sorted by popcount, with the ref of each row."""
+    """CLKs sorted by popcount, with the ref of each row (and LSH tables, when large)."""
 
     words: U64
     popcounts: I32
     refs: tuple[str, ...]
+    lsh: LshTable | None = None
+    lsh_threshold: float = 1.0  # the tables find pairs at this threshold or above
 
     @classmethod
-    def build(cls, words: U64, refs: Sequence[str]) -> Segment:
+    def build(cls, words: U64, refs: Sequence[str], *, threshold: float | None = None) -> Segment:
+        """Sorted by popcount; with LSH tables for `threshold` when it is given and large."""
         popcounts = popcounts_of(words)
         order = np.argsort(popcounts, kind="stable")
+        words = np.ascontiguousarray(words[order])
+        popcounts = np.ascontiguousarray(popcounts[order])
+        lsh_plan = plan_for(words, popcounts, threshold) if threshold is not None else None
+        table = None
+        if lsh_plan is not None:
+            started = time.perf_counter()
+            table = LshTable.build(words, lsh_plan)
+            log.info(
+                "LSH tables for %d rows in %.2f s, %.0f MiB: %s",
+                len(words),
+                time.perf_counter() - started,
+                table.nbytes / 2**20,
+                lsh_plan.describe(),
+            )
         return cls(
-            np.ascontiguousarray(words[order]),
-            np.ascontiguousarray(popcounts[order]),
+            words,
+            popcounts,
             tuple(refs[i] for i in order),
+            table,
+            threshold if table is not None and threshold is not None else 1.0,
         )
+
+    def search(
+        self, query: U64, threshold: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Rows with Dice >= threshold and their scores, unordered: by LSH where it can."""
+        if self.lsh is not None and threshold >= self.lsh_threshold:
+            rows, sims, _ = self.lsh.search(self.words, self.popcounts, query, threshold)
+            return rows, sims
+        return search(self.words, self.popcounts, query, threshold)
 
     @classmethod
     def empty(cls, words_per_clk: int) -> Segment:
@@ -161,15 +228,20 @@ class Snapshot:
     def search(self, query: U64, threshold: float) -> list[tuple[str, float]]:
         """(ref, score) of every live record with Dice >= threshold, best first."""
         found: list[tuple[str, float]] = []
-        rows, scores = search(self.main.words, self.main.popcounts, query, threshold)
-        for r, s in zip(rows.tolist(), scores.tolist(), strict=True):
-            if r not in self.dead:
-                found.append((self.main.refs[r], s))
-        rows, scores = search(self.delta.words, self.delta.popcounts, query, threshold)
-        found.extend(
-            (self.delta.refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)
-        )
-        found.sort(key=lambda hit: (-hit[1], hit[0]))
+        rows, scores = self.main.search(query, threshold)
+        if len(rows):
+            refs, dead = self.main.refs, self.dead
+            found.extend(
+                (refs[r], s)
+                for r, s in zip(rows.tolist(), scores.tolist(), strict=True)
+                if r not in dead
+            )
+        if len(self.delta):
+            rows, scores = search(self.delta.words, self.delta.popcounts, query, threshold)
+            refs = self.delta.refs
+            found.extend((refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True))
+        if len(found) > 1:
+            found.sort(key=lambda hit: (-hit[1], hit[0]))
         return found
 
 
@@ -185,12 +257,23 @@ class MemberIndex:
     # ref -> ("m", main row) or ("d", delta row), for the writer only
     _where: dict[str, tuple[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The main segment gets LSH tables for this threshold (None: always scanned).
+    threshold: float | None = None
 
     @classmethod
-    def load(cls, clk_bits: int, refs: Sequence[str], clks: U64) -> MemberIndex:
-        """An index built in one go (at start-up, from the durable store)."""
-        main = Segment.build(clks, refs)
-        index = cls(clk_bits, Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main)))
+    def load(
+        cls, clk_bits: int, refs: Sequence[str], clks: U64, *, threshold: float | None = None
+    ) -> MemberIndex:
+        """An index built in one go (at start-up, from the durable store).
+
+        With `threshold` (the project's), a large main segment gets LSH tables for it.
+        """
+        main = Segment.build(clks, refs, threshold=threshold)
+        index = cls(
+            clk_bits,
+            Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main)),
+            threshold=threshold,
+        )
         index._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}
         return index
 
@@ -233,7 +316,9 @@ class MemberIndex:
             alive[list(dead)] = False
             main_refs = [r for r, a in zip(snap.main.refs, alive.tolist(), strict=True) if a]
             main = Segment.build(
-                np.concatenate([snap.main.words[alive], delta_words]), main_refs + delta_refs
+                np.concatenate([snap.main.words[alive], delta_words]),
+                main_refs + delta_refs,
+                threshold=self.threshold,
             )
             self.snapshot = Snapshot(main, Segment.empty(self.clk_bits // 64), frozenset(), size)
             self._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}

@@ -87,6 +87,9 @@ class IndexStore:
         path = Path(data_dir) / "index.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Limits and settings are read on every query: cached until the next write.
+        self._limits: dict[tuple[str, str], tuple[int, int]] | None = None
+        self._allow_watch: set[str] | None = None
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -106,6 +109,7 @@ class IndexStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._limits = self._allow_watch = None
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
         with self._lock:
@@ -188,15 +192,28 @@ class IndexStore:
 
     def limits(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(project, member or '') -> (per_minute, per_day); 0 means the default."""
-        rows = self._query("SELECT project, member, per_minute, per_day FROM query_limits")
-        return {(p, m): (pm, pd) for p, m, pm, pd in rows}
+        cached = self._limits
+        if cached is not None:
+            return cached
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project, member, per_minute, per_day FROM query_limits"
+            ).fetchall()
+            self._limits = {(p, m): (pm, pd) for p, m, pm, pd in rows}
+            return self._limits
 
     def set_allow_watch(self, project: str, allow: bool) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO query_settings VALUES (?,?)", (project, int(allow)))
 
     def allow_watch(self) -> set[str]:
-        return {p for (p,) in self._query("SELECT project FROM query_settings WHERE allow_watch")}
+        cached = self._allow_watch
+        if cached is not None:
+            return set(cached)
+        with self._lock:
+            rows = self._db.execute("SELECT project FROM query_settings WHERE allow_watch")
+            self._allow_watch = {p for (p,) in rows.fetchall()}
+            return set(self._allow_watch)
 
     # -- the query log --------------------------------------------------------------------
 

@@ -36,17 +36,20 @@ class _Usage:
     def __init__(self) -> None:
         self.seconds: deque[list[int]] = deque()  # [second, records], last 60 s
         self.minutes: deque[list[int]] = deque()  # [minute, records], last 24 h
+        # Running sums of the two windows, so a query costs O(1), not O(1440 buckets).
+        self.minute_total = 0
+        self.day_total = 0
 
     def _expire(self, now: float) -> None:
         second, minute = int(now), int(now // 60)
         while self.seconds and self.seconds[0][0] <= second - 60:
-            self.seconds.popleft()
+            self.minute_total -= self.seconds.popleft()[1]
         while self.minutes and self.minutes[0][0] <= minute - 1440:
-            self.minutes.popleft()
+            self.day_total -= self.minutes.popleft()[1]
 
     def used(self, now: float) -> tuple[int, int]:
         self._expire(now)
-        return sum(n for _, n in self.seconds), sum(n for _, n in self.minutes)
+        return self.minute_total, self.day_total
 
     def add(self, now: float, records: int) -> None:
         second, minute = int(now), int(now // 60)
@@ -58,6 +61,8 @@ class _Usage:
             self.minutes[-1][1] += records
         else:
             self.minutes.append([minute, records])
+        self.minute_total += records
+        self.day_total += records
 
     def seconds_until_minute_frees(self, now: float, needed: int, limit: int) -> int:
         """How long until `needed` more records fit in the minute window."""

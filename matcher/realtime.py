@@ -5,7 +5,8 @@ How a query is answered, in order (`Realtime.query`):
 1. check the request: the CLKs' length and the (schema, secret) fingerprint must be the
    project's (`check_encoding`);
 2. count its records against the member's rate limit and quota (`quota.QueryMeter`);
-3. search every partner's standing index (`index.search` under `MemberIndex`);
+3. search every partner's standing index (`Snapshot.search` of its `MemberIndex`: LSH
+   look-up plus exact Dice, matcher/index.py and matcher/lshindex.py);
 4. reduce what was found to what each partner allows (`partner_levels`, `disclose_query`,
    both pure: consent plugs in at `partner_levels`);
 5. record the query, answered or refused, with its purpose (`record_query`, the one hook
@@ -369,16 +370,22 @@ class Realtime:
         self.clock = clock
         self.meter = QueryMeter()
         self._indexes: dict[tuple[str, str], MemberIndex] = {}
+        # project -> {member: index}, sorted by member; replaced whole on a change, so a
+        # query reads it without a lock.
+        self._by_project: dict[str, dict[str, MemberIndex]] = {}
         self._encodings: dict[tuple[str, str], Encoding] = {}
         self._write_lock = threading.Lock()
         self._watches: list[Watch] = []
         self._watch_lock = threading.Lock()
         for key, encoding in self.index_store.encodings().items():
             refs, clks = self.index_store.records(*key)
-            self._indexes[key] = MemberIndex.load(
-                encoding.clk_bits, refs, as_words(clks, encoding.clk_bits)
+            index = MemberIndex.load(
+                encoding.clk_bits,
+                refs,
+                as_words(clks, encoding.clk_bits),
+                threshold=self._threshold(key[0]),
             )
-            self._encodings[key] = encoding
+            self._set_index(key, index, encoding)
         now = self.clock()
         for e in self.index_store.logged_queries(now - DAY):
             if not e.refused:
@@ -389,6 +396,28 @@ class Realtime:
     def close(self) -> None:
         self.qlog.close()
         self.index_store.close()
+
+    def _threshold(self, project: str) -> float | None:
+        """The project's threshold, which its indexes' LSH tables are built for."""
+        try:
+            return self.store.project(project).threshold
+        except errors.NotFound:
+            return None
+
+    def _set_index(
+        self, key: tuple[str, str], index: MemberIndex | None, encoding: Encoding | None
+    ) -> None:
+        """Install (or, with None, drop) a member's index; the writer's lock is held."""
+        project = key[0]
+        if index is None or encoding is None:
+            self._indexes.pop(key, None)
+            self._encodings.pop(key, None)
+        else:
+            self._indexes[key] = index
+            self._encodings[key] = encoding
+        self._by_project[project] = {
+            m: self._indexes[(p, m)] for p, m in sorted(self._indexes) if p == project
+        }
 
     # -- what the project holds ------------------------------------------------------------
 
@@ -479,15 +508,18 @@ class Realtime:
             )
             put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
             if index is None:
-                index = MemberIndex.load(encoding.clk_bits, [r for r, _ in puts], put_words)
+                index = MemberIndex.load(
+                    encoding.clk_bits,
+                    [r for r, _ in puts],
+                    put_words,
+                    threshold=self._threshold(project),
+                )
             else:
                 index.apply([r for r, _ in puts], put_words, removes)
             if size_after:
-                self._indexes[key] = index
-                self._encodings[key] = stored
+                self._set_index(key, index, stored)
             else:
-                self._indexes.pop(key, None)
-                self._encodings.pop(key, None)
+                self._set_index(key, None, None)
         summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
         self.store.record(
             audit.Event(
@@ -511,16 +543,15 @@ class Realtime:
         """Forget a member's standing index, on disk and in memory (erasure)."""
         with self._write_lock:
             self.index_store.erase_member(project, member)
-            self._indexes.pop((project, member), None)
-            self._encodings.pop((project, member), None)
+            self._set_index((project, member), None, None)
 
     def erase_project(self, project: str) -> None:
         """Forget every index, watch and query record of an expired project."""
         with self._write_lock:
             self.index_store.erase_project(project)
             for key in [k for k in self._indexes if k[0] == project]:
-                self._indexes.pop(key, None)
-                self._encodings.pop(key, None)
+                self._set_index(key, None, None)
+            self._by_project.pop(project, None)
         with self._watch_lock:
             self._watches = [w for w in self._watches if w.project != project]
 
@@ -604,8 +635,8 @@ class Realtime:
         self._take_quota(project.name, member, "query", purpose, len(words))
         snapshots = {
             m: index.snapshot
-            for (p, m), index in sorted(list(self._indexes.items()))
-            if p == project.name and m != member
+            for m, index in self._by_project.get(project.name, {}).items()
+            if m != member
         }
         found = [
             {p: snap.search(q, project.threshold) for p, snap in snapshots.items()} for q in words

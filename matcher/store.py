@@ -261,6 +261,9 @@ class Store:
             Path(audit_key_file) if audit_key_file else self.dir / "audit.key"
         )
         self._lock = threading.RLock()
+        # Reads on every query (projects, token owners, current uploads), cached until the
+        # next write: filled under the lock, cleared by every transaction (`_tx`).
+        self._cache: dict[tuple[str, object], object] = {}
         self._db = sqlite3.connect(
             self.dir / "blindmatch.sqlite", check_same_thread=False, isolation_level=None
         )
@@ -300,6 +303,27 @@ class Store:
                 if disk_full(exc):
                     raise ResourceExhausted(DISK_FULL) from exc
                 raise
+            finally:
+                self._cache.clear()
+
+    def _cached(
+        self,
+        key: tuple[str, object],
+        sql: str,
+        args: tuple[object, ...],
+        *,
+        keep_empty: bool = False,
+    ) -> list[tuple]:
+        """`_query`, remembered until the next write (an empty answer only if `keep_empty`:
+        unknown names and tokens are not remembered, so they cannot fill the cache)."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            if rows or keep_empty:
+                self._cache[key] = rows
+            return rows
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
         with self._lock:
@@ -357,7 +381,8 @@ class Store:
 
     def project(self, name: str) -> Project:
         """A live project; NotFound when there is none or it has expired."""
-        rows = self._query(
+        rows = self._cached(
+            ("project", name),
             "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased "
             "FROM projects WHERE name=?",
             (name,),
@@ -375,8 +400,10 @@ class Store:
     def member_for_token(self, project: str, token: str) -> str | None:
         """The member of `project` holding `token`; raises if it is another project's."""
         digest = token_hash(token)
-        rows = self._query(
-            "SELECT project, name, token_hash FROM members WHERE token_hash=?", (digest,)
+        rows = self._cached(
+            ("token", digest),
+            "SELECT project, name, token_hash FROM members WHERE token_hash=?",
+            (digest,),
         )
         if not rows or not same_hash(rows[0][2], digest):
             return None
@@ -477,10 +504,12 @@ class Store:
         return self.upload(rows[0][0]) if rows else None
 
     def current_uploads(self, project: str) -> dict[str, Upload]:
-        rows = self._query(
+        rows = self._cached(
+            ("uploads", project),
             "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
             "FROM uploads WHERE project=? AND current=1",
             (project,),
+            keep_empty=True,
         )
         return {r[2]: Upload(*r) for r in rows}
 

@@ -1,0 +1,123 @@
+"""Recall and cost of the real-time LSH look-up against an exhaustive scan, in process.
+
+Builds one standing-index segment of N synthetic person CLKs (benchmarks/synthclks.py,
+which imitates clkhash output), plans its LSH bands for the threshold as the matcher
+does, and asks Q single-record queries three ways: noisy copies of indexed people (the
+typo model of synthclks), *graded* copies (a share of the record's set bits moved elsewhere,
+uniform in 12-32%, so that Dice spreads over about 0.75-0.9 and many pairs sit right at
+the threshold of 0.8, the hardest case), and unrelated people. Every pair the exhaustive
+scan finds at Dice >= threshold counts; recall is the share the LSH path also finds,
+with the same score.
+
+    .venv/bin/python benchmarks/rtrecall.py                       # 1,000,000 rows, 3,000 queries
+    .venv/bin/python benchmarks/rtrecall.py --records 200000 --threshold 0.9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.synthclks import CLK_BITS, Population
+from matcher.index import Segment, as_words, search
+
+CLK_BYTES = CLK_BITS // 8
+
+
+def graded(rng: np.random.Generator, clks: np.ndarray, least: float, most: float) -> np.ndarray:
+    """Copies with a share (uniform in [least, most]) of each row's set bits moved."""
+    bits = np.unpackbits(clks, axis=1).astype(bool)
+    for row in bits:
+        ones = np.flatnonzero(row)
+        k = int(rng.uniform(least, most) * len(ones))
+        row[rng.choice(ones, k, replace=False)] = False
+        row[rng.integers(0, CLK_BITS, k)] = True
+    return np.packbits(bits, axis=1)
+
+
+def queries(
+    rng: np.random.Generator, pop: Population, indexed: np.ndarray, n: int, count: int
+) -> dict[str, np.ndarray]:
+    third = count // 3
+    people = rng.integers(0, n, third)
+    typo = pop.encode(people, rng, np.ones(third, dtype=bool))
+    moved = graded(rng, indexed[rng.integers(0, n, third)], 0.12, 0.32)
+    strangers = pop.encode(np.arange(n, n + third), rng, np.zeros(third, dtype=bool))
+    return {"typos": typo, "graded": moved, "unrelated": strangers}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=3_000)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=4)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    n = args.records
+
+    t0 = time.perf_counter()
+    pop = Population(n + args.queries, args.seed)
+    indexed = pop.encode(np.arange(n), rng, np.zeros(n, dtype=bool))
+    asked = queries(rng, pop, indexed, n, args.queries)
+    print(f"synthetic CLKs: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    words = as_words(indexed, CLK_BITS)
+    t0 = time.perf_counter()
+    segment = Segment.build(words, [str(i) for i in range(n)], threshold=args.threshold)
+    built = time.perf_counter() - t0
+    if segment.lsh is None:
+        print(f"{n:,} rows: below the LSH size, always scanned")
+        return 0
+    table = segment.lsh
+    print(f"index of {n:,} rows, threshold {args.threshold}: {table.plan.describe()}")
+    print(f"  built (sort + tables) in {built:.2f} s; tables {table.nbytes / 2**20:.0f} MiB "
+          f"({table.nbytes / n:.0f} bytes per row)")  # fmt: skip
+
+    failed = False
+    total_pairs = total_missed = 0
+    lows: list[float] = []
+    for kind, clks in asked.items():
+        pairs = missed = looked = 0
+        scan_s = lsh_s = 0.0
+        for q in as_words(clks, CLK_BITS):
+            t1 = time.perf_counter()
+            rows, sims = search(segment.words, segment.popcounts, q, args.threshold)
+            t2 = time.perf_counter()
+            lrows, lsims, seen = table.search(segment.words, segment.popcounts, q, args.threshold)
+            t3 = time.perf_counter()
+            scan_s += t2 - t1
+            lsh_s += t3 - t2
+            looked += seen
+            want = dict(zip(rows.tolist(), sims.tolist(), strict=True))
+            got = dict(zip(lrows.tolist(), lsims.tolist(), strict=True))
+            if any(want.get(r) != s for r, s in got.items()):
+                print("  a score differs from the exhaustive scan's")
+                failed = True
+            lost = [r for r in want if r not in got]
+            lows.extend(want[r] for r in lost)
+            pairs += len(want)
+            missed += len(lost)
+        total_pairs += pairs
+        total_missed += missed
+        q = len(clks)
+        recall = f"{1 - missed / pairs:.4%}" if pairs else "n/a"
+        print(f"  {kind:>9}: {q} queries, {pairs} pairs >= t, missed {missed} (recall {recall}); "
+              f"rows decided {looked / q:.0f}/query; ms/query scan {scan_s / q * 1e3:.2f}, "
+              f"LSH {lsh_s / q * 1e3:.3f}")  # fmt: skip
+    recall = 1 - total_missed / max(total_pairs, 1)
+    print(f"  all: {total_pairs} pairs, recall {recall:.4%}"
+          + (f"; missed pairs' Dice {min(lows):.3f}-{max(lows):.3f}" if lows else ""))  # fmt: skip
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    return 1 if failed or recall < 0.995 else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

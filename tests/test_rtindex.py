@@ -1,0 +1,211 @@
+"""The real-time look-up: exact scores, LSH recall against exhaustive search, changes seen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.rtrecall import graded
+from benchmarks.synthclks import CLK_BITS, Population
+from client.api import MatcherClient
+from client.errors import RejectedError
+from matcher import kernel
+from matcher._anonlink import dice_coefficient_accelerated
+from matcher.index import MemberIndex, Segment, as_words, search
+from matcher.lshindex import LshTable, plan
+from tests.conftest import Matcher
+
+FINGERPRINT = bytes(range(32))
+
+
+def anonlink_hits(clks: np.ndarray, query: np.ndarray, threshold: float) -> dict[int, float]:
+    """anonlink's pairs for one query (the query as its `a`): row -> score."""
+    sims, (_, rows) = dice_coefficient_accelerated(
+        [[query.tobytes()], [r.tobytes() for r in clks]], threshold
+    )
+    return {int(r): float(s) for r, s in zip(rows, sims, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def people() -> tuple[np.ndarray, np.ndarray]:
+    """60,000 synthetic person CLKs (indexed) and 600 queries: typos, graded noise, strangers."""
+    n, q = 60_000, 200
+    rng = np.random.default_rng(11)
+    pop = Population(n + q, 11)
+    indexed = pop.encode(np.arange(n), rng, np.zeros(n, dtype=bool))
+    queries = np.concatenate(
+        [
+            pop.encode(rng.integers(0, n, q), rng, np.ones(q, dtype=bool)),
+            graded(rng, indexed[rng.integers(0, n, q)], 0.12, 0.32),
+            pop.encode(np.arange(n, n + q), rng, np.zeros(q, dtype=bool)),
+        ]
+    )
+    return indexed, queries
+
+
+def test_the_scan_gives_anonlinks_rows_and_scores(people: tuple[np.ndarray, np.ndarray]) -> None:
+    indexed, queries = people
+    clks = indexed[:3000]
+    segment = Segment.build(as_words(clks, CLK_BITS), [str(i) for i in range(len(clks))])
+    order = np.argsort(np.bitwise_count(clks).sum(axis=1), kind="stable")
+    for threshold in (0.6, 0.8, 0.95):
+        for q in queries[::25]:
+            rows, sims = search(
+                segment.words, segment.popcounts, as_words(q, CLK_BITS)[0], threshold
+            )
+            ours = {int(order[r]): s for r, s in zip(rows.tolist(), sims.tolist(), strict=True)}
+            assert ours == anonlink_hits(clks, q, threshold)
+
+
+def test_lsh_finds_what_the_exhaustive_scan_finds(people: tuple[np.ndarray, np.ndarray]) -> None:
+    indexed, queries = people
+    segment = Segment.build(
+        as_words(indexed, CLK_BITS), [str(i) for i in range(len(indexed))], threshold=0.8
+    )
+    assert segment.lsh is not None
+    pairs = missed = looked = 0
+    for q in as_words(queries, CLK_BITS):
+        rows, sims = search(segment.words, segment.popcounts, q, 0.8)
+        lrows, lsims, seen = segment.lsh.search(segment.words, segment.popcounts, q, 0.8)
+        want = dict(zip(rows.tolist(), sims.tolist(), strict=True))
+        got = dict(zip(lrows.tolist(), lsims.tolist(), strict=True))
+        assert len(got) == len(lrows)  # each row once
+        assert all(want[r] == s for r, s in got.items())  # exact: same rows, same floats
+        pairs += len(want)
+        missed += len(set(want) - set(got))
+        looked += seen
+    assert pairs > 300  # the typo and graded queries give a real test
+    assert 1 - missed / pairs >= 0.995
+    assert looked / len(queries) < len(indexed) / 10  # and it is not a scan in disguise
+
+
+def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None:
+    indexed, queries = people
+    clks = indexed[:20_000]
+    words = as_words(clks, CLK_BITS)
+    popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    assert lsh_plan is not None
+    table = LshTable.build(words, lsh_plan)
+    for q in queries[::10]:
+        rows, sims, _ = table.search(words, popcounts, as_words(q, CLK_BITS)[0], 0.8)
+        theirs = anonlink_hits(clks, q, 0.8)
+        assert {int(r): s for r, s in zip(rows, sims.tolist(), strict=True)}.items() <= (
+            theirs.items()
+        )
+
+
+def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
+    people: tuple[np.ndarray, np.ndarray],
+) -> None:
+    if not kernel.NATIVE:
+        pytest.skip("the native kernel is not built")
+    indexed, queries = people
+    words = as_words(indexed[:5000], CLK_BITS)
+    popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    for radius in (0, 1, 2):
+        lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
+        assert lsh_plan is not None
+        lsh_plan = type(lsh_plan)(lsh_plan.positions[:4, :12], radius, 0.0, 0.0)
+        table = LshTable.build(words, lsh_plan)
+        for q in as_words(queries[::40], CLK_BITS):
+            rows, sims, looked = table.search(words, popcounts, q, 0.7)
+            nrows, nsims, nlooked = table._search_numpy(words, popcounts, q, 0.7)
+            assert dict(zip(rows.tolist(), sims.tolist(), strict=True)) == dict(
+                zip(nrows.tolist(), nsims.tolist(), strict=True)
+            )
+            assert looked == nlooked
+
+
+def test_changes_are_seen_by_the_next_query_with_lsh_tables(
+    people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 500)
+    monkeypatch.setattr("matcher.index.COMPACT_MIN", 50)
+    indexed, queries = people
+    n = 4000
+    refs = [f"r{i}" for i in range(n)]
+    index = MemberIndex.load(CLK_BITS, refs, as_words(indexed[:n], CLK_BITS), threshold=0.8)
+    assert index.snapshot.main.lsh is not None
+
+    def found(clk: np.ndarray) -> dict[str, float]:
+        return dict(index.snapshot.search(as_words(clk, CLK_BITS)[0], 0.8))
+
+    stranger = queries[-1]
+    assert "new" not in found(stranger)
+    index.apply(["new"], as_words(stranger, CLK_BITS), [])  # add
+    assert found(stranger)["new"] == 1.0
+    index.apply(["r7"], as_words(stranger, CLK_BITS), [])  # replace a main row
+    assert set(found(stranger)) >= {"new", "r7"}
+    assert "r7" not in found(indexed[7])
+    index.apply([], as_words(stranger[:0], CLK_BITS), ["new", "r8"])  # remove
+    assert "new" not in found(stranger)
+    assert "r8" not in found(indexed[8])
+    assert found(indexed[9])["r9"] == 1.0
+    # Enough changes to compact: the main segment and its tables are rebuilt.
+    moved = [f"r{i}" for i in range(100, 200)]
+    index.apply(moved, as_words(indexed[1000:1100], CLK_BITS), [])
+    assert len(index.snapshot.delta) == 0 and index.snapshot.main.lsh is not None
+    assert found(indexed[1050])["r150"] == 1.0
+    assert "r150" not in found(indexed[150])
+    assert set(found(stranger)) >= {"r7"} and "new" not in found(stranger)
+    assert len(index) == n - 1  # +new, r7 replaced, -new -r8, 100 replaced
+
+
+def test_a_large_index_is_queried_through_lsh_over_grpc(
+    matcher: Matcher, people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 1000)
+    indexed, queries = people
+    with matcher.operator() as op:
+        project = op.create_project("big", ["north", "west"])
+        op.set_query_limits("big", per_minute=10**6, per_day=10**6)
+    n = 3000
+    with MatcherClient(matcher.target, project.tokens["north"]) as north:
+        puts = [(f"r{i}", indexed[i].tobytes()) for i in range(n)]
+        north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    index = matcher.server.realtime._indexes[("big", "north")]
+    assert index.snapshot.main.lsh is not None
+    with (
+        MatcherClient(matcher.target, project.tokens["west"]) as west,
+        MatcherClient(matcher.target, project.tokens["north"]) as north,
+    ):
+
+        def partners(clk: np.ndarray) -> list[str]:
+            answer = west.query(
+                "big", clk.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose="t"
+            )
+            return [m.partner for m in answer.results[0]]
+
+        assert partners(indexed[5]) == ["north"]
+        stranger = queries[-1]
+        assert partners(stranger) == []
+        north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                           puts=[("fresh", stranger.tobytes())])  # fmt: skip
+        assert partners(stranger) == ["north"]
+        north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, removes=["r5"])
+        assert partners(indexed[5]) == []
+
+
+def test_a_limit_change_applies_to_the_next_query(
+    matcher: Matcher, people: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # Limits are cached for the query path; a change must reach the very next query.
+    indexed, _ = people
+    with matcher.operator() as op:
+        project = op.create_project("lim", ["north", "west"])
+    with MatcherClient(matcher.target, project.tokens["west"]) as west:
+
+        def ask() -> None:
+            west.query("lim", indexed[0].tobytes(), clk_bits=CLK_BITS,
+                       fingerprint=FINGERPRINT, purpose="t")  # fmt: skip
+
+        ask()
+        ask()
+        with matcher.operator() as op:
+            op.set_query_limits("lim", member="west", per_minute=100, per_day=2)
+        with pytest.raises(RejectedError, match="query quota"):
+            ask()
+        with matcher.operator() as op:
+            op.set_query_limits("lim", member="west", per_minute=100, per_day=5)
+        ask()
