@@ -641,17 +641,19 @@ class MatcherClient:
         member: str = "",
         per_minute: int = 0,
         per_day: int = 0,
-        allow_watch: bool = False,
+        allow_watch: bool | None = None,
     ) -> QueryLimits:
         """Operator: records per minute and per day a member (or, with no member, every
-        member without its own limits) may query; 0 keeps the matcher's default."""
+        member without its own limits) may query; 0 keeps the current value. `allow_watch`
+        (project-wide) turns watching on or off; None leaves it as it is."""
         request = pb.QueryLimits(
             project=project,
             member=member,
             records_per_minute=per_minute,
             records_per_day=per_day,
-            allow_watch=allow_watch,
         )
+        if allow_watch is not None:
+            request.allow_watch = allow_watch
         with translate_errors(self.target):
             reply = self._stub.SetQueryLimits(
                 request, metadata=self._metadata(), timeout=self.timeout

@@ -246,8 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = tqdm(
             total=0,
             file=sys.stderr,
-            unit="pairs",
-            unit_scale=True,
+            # Work units differ by method (pairs, LSH bands, field-level steps): show shares.
+            bar_format="{desc}: {percentage:3.0f}% |{bar}| {elapsed}<{remaining}",
             disable=not _progress_wanted(args),
             leave=False,
         )
@@ -970,8 +970,10 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--per-day", type=int, help="records a member may query per 24 hours")
     al.add_argument(
         "--allow-watch",
-        action="store_true",
-        help="let members watch for later matches (project-wide; off unless given)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let members watch for later matches, or not (project-wide; unchanged unless "
+        "given; off at first)",
     )
     al.set_defaults(func=cmd_admin_query_limits)
     ar = asub.add_parser(

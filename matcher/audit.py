@@ -51,6 +51,7 @@ ACTIONS = {
     "query.refused": "a query or watch was refused by a quota or rate limit",
     "watch": "a member opened a watch on some records",
     "watch.notify": "a watching member was told that a partner now holds one of its records",
+    "query.limits": "the operator changed query limits or whether watching is allowed",
     "audit.export": "someone exported (part of) the audit log",
     "audit.verify": "the operator verified the audit log",
 }

@@ -6,7 +6,10 @@
    written once and never changed, so a plain copy is consistent; one that the
    matcher deleted in the meantime (the member uploaded again) makes the backup
    start over from a fresh snapshot.
-3. The copy is fsynced, checked with `check_data_dir` (every file's sha256
+3. The standing indexes (`index.sqlite`, real-time queries) are snapshotted the
+   same way, and the audit chain's key (`audit.key`) is copied: without it the
+   restored audit log cannot be verified.
+4. The copy is fsynced, checked with `check_data_dir` (every file's sha256
    against the database), and only then renamed to the destination.
 
 The destination is itself a data dir: restoring is starting `blindmatch serve
@@ -24,6 +27,8 @@ from pathlib import Path
 from matcher.check import DB_NAME, check_data_dir, needed_uploads, open_read_only
 
 ATTEMPTS = 5
+INDEX_DB = "index.sqlite"
+AUDIT_KEY = "audit.key"
 
 
 class BackupError(Exception):
@@ -93,6 +98,11 @@ def backup_data_dir(data_dir: str | Path, dest: str | Path) -> BackupReport:
         try:
             _snapshot(data_dir / DB_NAME, staging / DB_NAME)
             copied = _copy_needed(data_dir, staging)
+            if (data_dir / INDEX_DB).is_file():
+                _snapshot(data_dir / INDEX_DB, staging / INDEX_DB)
+            if (data_dir / AUDIT_KEY).is_file():
+                shutil.copy2(data_dir / AUDIT_KEY, staging / AUDIT_KEY)
+                _fsync(staging / AUDIT_KEY)
         except (OSError, sqlite3.Error) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc

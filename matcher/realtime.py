@@ -45,7 +45,6 @@ log = logging.getLogger("blindmatch.matcher.realtime")
 MAX_QUERY_RECORDS = 1_000
 MAX_INDEX_RECORDS = 50_000_000
 MAX_CLK_BITS = 8192
-MAX_PURPOSE = 500
 REF_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 DIGEST_BYTES = 8
 
@@ -339,6 +338,7 @@ class Watch:
     purpose: str
     words: np.ndarray
     events: queue.Queue[tuple[int, str, Match | None]] = field(default_factory=queue.Queue)
+    ended: str = ""  # why the matcher ended the watch (its project expired), if it did
 
     def next_event(self, timeout: float) -> tuple[int, str, Match | None] | None:
         """(watched record, partner, match or None at COUNT), or None after `timeout`."""
@@ -553,6 +553,9 @@ class Realtime:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
         with self._watch_lock:
+            for w in self._watches:
+                if w.project == project:
+                    w.ended = f"project {project!r} expired; its encodings are deleted"
             self._watches = [w for w in self._watches if w.project != project]
 
     def list_index(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
@@ -579,9 +582,8 @@ class Realtime:
     def _check_query(
         self, project: Project, member: str, purpose: str, encoding: Encoding, clks: bytes
     ) -> np.ndarray:
-        if len(purpose) > MAX_PURPOSE:
-            raise errors.InvalidArgument(f"purpose: longer than {MAX_PURPOSE} characters")
-        if not purpose.strip():
+        # The same rules as a results request's purpose; a query always needs one.
+        if not audit.check_purpose(purpose, required=False, project=project.name):
             raise errors.InvalidArgument(
                 "purpose: required; say why you are asking (a case reference, say)"
             )
@@ -726,9 +728,24 @@ class Realtime:
         self.store.project(project)  # NotFound for an unknown project
         if member and member not in self.store.members(project):
             raise errors.NotFound(f"no member {member!r} in project {project!r}")
+        current = self.index_store.limits().get((project, member), (0, 0))
+        per_minute, per_day = per_minute or current[0], per_day or current[1]
         self.index_store.set_limits(project, member, per_minute, per_day)
         if allow_watch is not None:
             self.index_store.set_allow_watch(project, allow_watch)
+        self.store.record(
+            audit.Event(
+                audit.OPERATOR,
+                "query.limits",
+                project,
+                member,
+                detail={
+                    "per_minute": per_minute,
+                    "per_day": per_day,
+                    "allow_watch": allow_watch,
+                },
+            )
+        )
         return self.limits_for(project, member)
 
     def report(self, project: str, hours: int) -> list[MemberVolume]:

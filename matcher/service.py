@@ -216,6 +216,8 @@ class MatcherService(pb_grpc.MatcherServicer):
         if token is None:
             raise errors.Unauthenticated("no token: pass --token or set BLINDMATCH_TOKEN")
         if not project:
+            if not self._is_admin(token) and self.store.token_owner(token) is None:
+                raise errors.Unauthenticated("the token is not valid for any project")
             raise errors.InvalidArgument("project: required")
         if self._is_admin(token):
             raise errors.PermissionDenied(
@@ -510,7 +512,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 )
             if digest.hexdigest() != expected_sha256:
                 raise errors.InvalidArgument("clks: content does not match header.sha256")
-            upload = self.store.commit_upload(
+            upload, replayed = self.store.commit_upload(
                 header.project,
                 member,
                 part,
@@ -528,7 +530,9 @@ class MatcherService(pb_grpc.MatcherServicer):
         finally:
             part.unlink(missing_ok=True)
         log.info("%s/%s uploaded %d CLKs", header.project, member, count)
-        return pb.UploadReply(upload_id=upload.id, record_count=count, sha256=upload.sha256)
+        return pb.UploadReply(
+            upload_id=upload.id, record_count=count, sha256=upload.sha256, replayed=replayed
+        )
 
     @rpc_errors
     def StartRun(self, request: pb.StartRunRequest, context: grpc.ServicerContext) -> pb.RunStatus:
@@ -550,6 +554,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     def _watch_run(
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RunStatus]:
+        self.store.project(request.project)  # expired: NotFound, like every member call
         if request.run_id:
             run = self.store.run(request.run_id)
             if run.project != request.project:
@@ -693,6 +698,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request: pb.ListIndexRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.IndexListing]:
         member = self._require_member(context, request.project)
+        self.store.project(request.project)  # expired: NotFound, like every member call
         clk_bits, refs, digests = self.realtime.list_index(request.project, member)
         step = HITS_PER_MESSAGE * 5
         for start in range(0, max(len(refs), 1), step):
@@ -731,6 +737,8 @@ class MatcherService(pb_grpc.MatcherServicer):
             yield pb.WatchEvent(ready=True)
             while context.is_active():
                 event = watch.next_event(timeout=0.5)
+                if watch.ended:
+                    raise errors.NotFound(watch.ended)
                 if event is None:
                     continue
                 index, partner, match = event
@@ -756,7 +764,7 @@ class MatcherService(pb_grpc.MatcherServicer):
             request.member,
             request.records_per_minute,
             request.records_per_day,
-            request.allow_watch if not request.member else None,
+            request.allow_watch if request.HasField("allow_watch") and not request.member else None,
         )
         log.info(
             "query limits for %s/%s: %d per minute, %d per day",

@@ -525,11 +525,12 @@ class Store:
         sha256: str,
         client_upload_id: str = "",
         field_bits: tuple[int, ...] = (),
-    ) -> Upload:
+    ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
 
         With a `client_upload_id` already acknowledged for the same content,
-        returns that earlier upload and stores nothing new.
+        returns that earlier upload and stores nothing new. The flag says which: True
+        for an earlier upload acknowledged again.
         """
         upload = Upload(
             uuid.uuid4().hex, project, member, record_count, clk_bits, fingerprint, sha256
@@ -539,7 +540,7 @@ class Store:
             with self._tx() as db:
                 earlier = self._keyed_for_commit(upload, client_upload_id)
                 if earlier is not None:
-                    return earlier
+                    return earlier, True
                 others = [u for m, u in self.current_uploads(project).items() if m != member]
                 for other in others:
                     if other.clk_bits != clk_bits:
@@ -604,7 +605,7 @@ class Store:
                 raise ResourceExhausted(DISK_FULL) from exc
             raise
         self._collect_garbage()
-        return upload
+        return upload, False
 
     def _keyed_for_commit(self, upload: Upload, client_upload_id: str) -> Upload | None:
         if not client_upload_id:
@@ -830,6 +831,8 @@ class Store:
                 f"DELETE FROM run_inputs WHERE run_id IN ({runs}) AND member=?", (project, member)
             )
             db.execute("DELETE FROM uploads WHERE project=? AND member=?", (project, member))
+            db.execute("DELETE FROM upload_keys WHERE project=? AND member=?", (project, member))
+            db.executemany("DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads])
             self._append(
                 db,
                 audit.Event(
@@ -879,6 +882,10 @@ class Store:
                 db.execute(f"DELETE FROM run_inputs WHERE run_id IN ({runs})", (name,))
                 run_count = db.execute("DELETE FROM runs WHERE project=?", (name,)).rowcount
                 db.execute("DELETE FROM uploads WHERE project=?", (name,))
+                db.execute("DELETE FROM upload_keys WHERE project=?", (name,))
+                db.executemany(
+                    "DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads]
+                )
                 db.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
                 self._append(
                     db,

@@ -157,6 +157,8 @@ def test_a_backup_of_a_live_data_dir_restores_to_the_same_results(
     assert admin("check", "--data-dir", str(restored)) == 0
     server = create_server("127.0.0.1:0", restored, ADMIN_TOKEN)
     try:
+        with MatcherClient(f"127.0.0.1:{server.port}", ADMIN_TOKEN) as operator:
+            assert operator.verify_audit().ok  # the audit key came along
         truth = expected_hits(datasets)
         for name in MEMBERS:
             with MatcherClient(f"127.0.0.1:{server.port}", linked[name]) as member:
