@@ -222,6 +222,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         ids=result.ids,
         report=result.report.to_dict(),
         field_bits=result.field_bits,
+        fallback_bits=result.fallback_bits,
     )
     if not args.quiet:
         print(result.report.render())
