@@ -293,7 +293,13 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
             continue
         share = fr.present / report.rows_read
         if share < SPARSE_BELOW:
-            if report.field_level:
+            if fr.field in schema.fallback:
+                effect = (
+                    "records without it are compared on the fallback CLK, which leaves it out "
+                    "(a missing value is not held against a match, but gives no evidence for "
+                    "one either)"
+                )
+            elif report.field_level:
                 effect = (
                     "records without it are matched on the other fields alone (field-level "
                     "encoding: a missing value is not held against a match, but gives no "

@@ -141,9 +141,7 @@ def write_encoded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Encoded(
-        path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits
-    )
+    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits)
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:

@@ -92,9 +92,7 @@ def pair_scores(
             either = split.lacking[a][ra] | split.lacking[b][rb]
             scores = dice(split.first[a][ra], split.first[b][rb])
             if either.any():
-                scores[either] = dice(
-                    split.second[a][ra[either]], split.second[b][rb[either]]
-                )
+                scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
             out[sel] = scores
     return out
 

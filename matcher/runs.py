@@ -32,7 +32,7 @@ from matcher.compare import (
     plan_chunks,
 )
 from matcher.fieldlevel import scored_candidates
-from matcher.solve import Links, links_from_groups, solve
+from matcher.solve import Links, PairScorer, links_from_groups, solve
 from matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
@@ -200,25 +200,25 @@ def match(
     method = choose_method([len(d) for d in datasets], blocking)
     n_workers = workers or os.cpu_count() or 1
     split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
-    compared = split.first if split is not None else datasets
+    first = split.first if split is not None else datasets
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         if method == "lsh":
-            parts, comparisons = _compare_lsh(compared, threshold, pool, n_workers, report)
+            parts, comparisons = _compare_lsh(first, threshold, pool, n_workers, report)
         else:
             parts, comparisons = _compare_exhaustive(
-                compared, threshold, pool, n_workers, report, chunk_comparisons
+                first, threshold, pool, n_workers, report, chunk_comparisons
             )
     candidates = merge(parts)
     del parts
-    scorer = None
+    pair_scorer: PairScorer | None = None
     if split is not None:
         candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers))
-        scorer = functools.partial(fallback_.pair_scores, split)
+        pair_scorer = functools.partial(fallback_.pair_scores, split)
         method += "+fallback"
     report("solve", 0, len(candidates))
     groups = solve(candidates)
     report("solve", len(candidates), len(candidates))
-    links = links_from_groups(groups, datasets, scorer)
+    links = links_from_groups(groups, datasets, pair_scorer)
     return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
 
 

@@ -16,9 +16,9 @@ from client.mapping import load_mapping
 from client.schema import load_schema
 from matcher import fieldlevel
 from matcher.runs import match
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.conftest import FIELD_LEVEL_SCHEMA, Org
 
-SCHEMA = load_schema(PERSON_SCHEMA)
+SCHEMA = load_schema(FIELD_LEVEL_SCHEMA)
 LAYOUT = fieldlevel.Layout(SCHEMA.field_bits)
 FIELDS = SCHEMA.hashed_fields()
 
@@ -33,7 +33,7 @@ def segment(row: npt.NDArray[np.uint8], name: str) -> bytes:
     return row[LAYOUT.byte_slices[FIELDS.index(name)]].tobytes()
 
 
-def test_the_recommended_schema_is_field_level_and_fills_the_clk() -> None:
+def test_the_field_level_schema_is_field_level_and_fills_the_clk() -> None:
     assert SCHEMA.field_level
     assert sum(SCHEMA.field_bits) == SCHEMA.clk_bits == 1024
 
