@@ -124,7 +124,7 @@ def _insertions(spec: field_formats.FieldSpec, tokens: float) -> float:
 
 # A fallback CLK's left-out fields must carry at least this share of a record's insertions
 # for the matcher to tell, from popcounts, which records lack them (matcher/fallback.py).
-FALLBACK_MIN_SHARE = 0.15
+FALLBACK_MIN_SHARE = 0.25
 
 
 def check(schema: LinkageSchema) -> SchemaCheck:
