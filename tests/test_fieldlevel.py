@@ -38,6 +38,13 @@ def test_the_field_level_schema_is_field_level_and_fills_the_clk() -> None:
     assert sum(SCHEMA.field_bits) == SCHEMA.clk_bits == 1024
 
 
+def test_the_encode_report_says_plainly_that_field_level_leaks(orgs: dict[str, Org]) -> None:
+    report = encode_csv(
+        orgs["north"].csv, SCHEMA, load_mapping(orgs["north"].mapping, SCHEMA), b"k"
+    ).report
+    assert any(w.startswith("weaker privacy: field-level encoding") for w in report.warnings)
+
+
 def test_each_field_has_its_own_segment(orgs: dict[str, Org]) -> None:
     north, south = clks(orgs["north"]), clks(orgs["south"])
     # N3 Aoife Byrne has an impossible date: its dob segment is empty, the others are not.
