@@ -429,6 +429,7 @@ class MatcherClient:
                     sha256=encoded.sha256,
                     client_upload_id=key,
                     field_bits=encoded.field_bits,
+                    fallback_bits=encoded.fallback_bits,
                 )
             )
             per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)

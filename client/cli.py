@@ -222,6 +222,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         ids=result.ids,
         report=result.report.to_dict(),
         field_bits=result.field_bits,
+        fallback_bits=result.fallback_bits,
     )
     if not args.quiet:
         print(result.report.render())
@@ -1028,9 +1029,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-file", type=Path, help="the shared secret; needed with DATA")
     p.add_argument(
         "--encoding",
-        choices=["record", "field", "both"],
-        default="both",
-        help="attack record-level CLKs, field-level filters, or both (default: both)",
+        choices=["schema", "record", "field", "both"],
+        default="schema",
+        help="attack what the schema uploads (default: record-level CLKs and any fallback "
+        "CLKs, or one filter per field for a field-level schema), or record-level CLKs, "
+        "field-level filters, or both",
     )
     p.add_argument(
         "--hardening",

@@ -62,6 +62,8 @@ def run_demo(records: int = 2000, seed: int = 7) -> dict[str, float]:
                     fingerprint=result.fingerprint,
                     ids=result.ids,
                     report=result.report.to_dict(),
+                    field_bits=result.field_bits,
+                    fallback_bits=result.fallback_bits,
                 )
                 _say(f"{org}: {result.report.rows_encoded} records, columns {', '.join(header)}")
                 _say(f"    e.g. {', '.join(first)}")

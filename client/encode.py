@@ -17,12 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from clkhash.field_formats import InvalidEntryError
 
 from client.errors import InputError
 from client.fieldlevel import encode_field_level
 from client.fingerprint import fingerprint
-from client.harden import encode_records, encoded_bits, hardening_from_raw
+from client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
 from client.mapping import Mapping
 from client.normalise import InvalidValue, is_missing, normalise_value
 from client.schema import LinkageSchema
@@ -116,6 +118,7 @@ class EncodeResult:
     ids: list[str]
     report: EncodeReport
     field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
+    fallback_bits: int = 0  # record-level with a fallback CLK: the second CLK's bits
 
 
 def read_secret(path: str | Path) -> bytes:
@@ -290,7 +293,13 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
             continue
         share = fr.present / report.rows_read
         if share < SPARSE_BELOW:
-            if report.field_level:
+            if fr.field in schema.fallback:
+                effect = (
+                    "records without it are compared on the fallback CLK, which leaves it out "
+                    "(a missing value is not held against a match, but gives no evidence for "
+                    "one either)"
+                )
+            elif report.field_level:
                 effect = (
                     "records without it are matched on the other fields alone (field-level "
                     "encoding: a missing value is not held against a match, but gives no "
@@ -338,6 +347,13 @@ def encode_csv(
     hardening = hardening_from_raw(schema.raw, str(schema.path))
     report.hardening = hardening.describe()
     report.warnings.extend(f"weaker privacy: {w}" for w in hardening.weaknesses())
+    if schema.field_level:
+        report.warnings.append(
+            "weaker privacy: field-level encoding: identical values give identical filters, so "
+            "the linkage service can count how many records share each given name, surname or "
+            "date of birth and align the counts with public lists (privacy-check re-identifies "
+            "5-15% of names this way; the record-level default stays under 1%, docs/privacy.md)"
+        )
     if schema.field_level and not hardening.is_none:
         raise InputError(
             f"{schema.path}: blindmatch.hardening is not supported with field-level schemas yet; "
@@ -363,6 +379,13 @@ def encode_csv(
     finally:
         bar.close()
     clk_bits = schema.clk_bits if schema.field_level else encoded_bits(encoding_schema, hardening)
+    fallback_bits = 0
+    if schema.fallback:
+        second = encode_fallback(rows, schema, secret, hardening, max_workers=max_workers)
+        first = np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), clk_bits // 8)
+        clks = np.concatenate([first, second], axis=1).tobytes()
+        fallback_bits = 8 * second.shape[1]
+        clk_bits += fallback_bits
     report.rows_encoded = len(clks) // (clk_bits // 8)
     return EncodeResult(
         clks=clks,
@@ -371,6 +394,40 @@ def encode_csv(
         ids=ids,
         report=report,
         field_bits=schema.field_bits,
+        fallback_bits=fallback_bits,
+    )
+
+
+# Appended to the schema's HKDF info for the fallback CLK: its keys are unrelated to the
+# first CLK's, so the two cannot be compared bit by bit (one minus the other would be a
+# field-level filter of the left-out fields).
+FALLBACK_INFO = b"\x1fblindmatch fallback\x1f"
+
+
+def encode_fallback(
+    rows: list[list[str]],
+    schema: LinkageSchema,
+    secret: bytes,
+    hardening: Hardening,
+    *,
+    max_workers: int | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Each row's fallback CLK: record-level, without the schema's `fallback` fields,
+    under keys of its own; (rows, bits/8) bytes."""
+    encoding_schema = schema.for_encoding()
+    encoding_schema.kdf_info = (
+        (encoding_schema.kdf_info or b"") + FALLBACK_INFO + ",".join(schema.fallback).encode()
+    )
+    left_out = [schema.field_names.index(name) for name in schema.fallback]
+    sentinels = {i: schema.missing_sentinel(i) for i in left_out}
+    reduced = [[sentinels.get(i, v) for i, v in enumerate(row)] for row in rows]
+    return encode_records(
+        reduced,
+        encoding_schema,
+        secret,
+        hardening,
+        field_names=schema.field_names,
+        max_workers=max_workers,
     )
 
 

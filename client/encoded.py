@@ -3,7 +3,8 @@
     ENCODED/
       manifest.json     what is uploaded about the encodings: format, clk_bits,
                         record_count, fingerprint, sha256 of clks.bin, and
-                        field_bits (segment sizes) for field-level encodings
+                        field_bits (segment sizes) for field-level encodings,
+                        fallback_bits for record-level CLKs with a fallback CLK
       clks.bin          record_count CLKs of clk_bits/8 bytes each, in row order
       local/ids.csv     row position -> local record id; never leaves the machine
       local/report.json the encode report (missing and invalid values by row)
@@ -46,6 +47,7 @@ class Encoded:
     fingerprint: bytes
     sha256: str
     field_bits: tuple[int, ...] = ()  # field-level encodings: segment sizes in bits
+    fallback_bits: int = 0  # the last fallback_bits of each CLK are its fallback CLK
 
     @property
     def clk_bytes(self) -> int:
@@ -90,6 +92,7 @@ def write_encoded(
     ids: Sequence[str],
     report: dict[str, Any],
     field_bits: Sequence[int] = (),
+    fallback_bits: int = 0,
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
     path = Path(path)
@@ -113,6 +116,10 @@ def write_encoded(
         if sum(field_bits) != clk_bits:
             raise ValueError("field_bits must add up to clk_bits")
         manifest["field_bits"] = list(field_bits)
+    if fallback_bits:
+        if fallback_bits % 64 or fallback_bits >= clk_bits or field_bits:
+            raise ValueError("fallback_bits must be a multiple of 64 below clk_bits")
+        manifest["fallback_bits"] = fallback_bits
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "local").mkdir()
@@ -134,7 +141,7 @@ def write_encoded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits))
+    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits)
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -159,6 +166,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             fingerprint=bytes.fromhex(manifest["fingerprint"]),
             sha256=str(manifest["sha256"]),
             field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
+            fallback_bits=int(manifest.get("fallback_bits", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

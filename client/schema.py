@@ -24,6 +24,8 @@ class LinkageSchema:
     clk_schema: clk_schema.Schema
     rules: tuple[FieldRule, ...]
     field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
+    # Record-level with a fallback CLK: the fields the second CLK leaves out (client.encode).
+    fallback: tuple[str, ...] = ()
 
     @property
     def field_level(self) -> bool:
@@ -119,7 +121,50 @@ def load_schema(path: str | Path) -> LinkageSchema:
         for spec, feature in zip(parsed.fields, raw["features"], strict=True)
     )
     field_bits = _field_bits(raw, parsed, path)
-    return LinkageSchema(path=path, raw=raw, clk_schema=parsed, rules=rules, field_bits=field_bits)
+    fallback = _fallback(raw, rules, bool(field_bits), path)
+    return LinkageSchema(
+        path=path,
+        raw=raw,
+        clk_schema=parsed,
+        rules=rules,
+        field_bits=field_bits,
+        fallback=fallback,
+    )
+
+
+def _fallback(
+    raw: dict[str, Any], rules: tuple[FieldRule, ...], field_level: bool, path: Path
+) -> tuple[str, ...]:
+    """`blindmatch.fallback.without`: the fields a record-level fallback CLK leaves out.
+
+    With it, every record gets two record-level CLKs side by side: the usual one,
+    and one of the same length without these fields, hashed under keys of its
+    own. The matcher compares the second when either record lacks one of them
+    (docs/schema.md, matcher/fallback.py).
+    """
+    ext = raw.get("blindmatch", {})
+    spec = ext.get("fallback") if isinstance(ext, dict) else None
+    if spec is None:
+        return ()
+    without = spec.get("without") if isinstance(spec, dict) else None
+    hashed = [rule.name for rule in rules if rule.kind != "ignore"]
+    if (
+        not isinstance(without, list)
+        or not without
+        or any(not isinstance(name, str) for name in without)
+    ):
+        raise InputError(f'{path}: blindmatch.fallback must be {{"without": [FIELD, ...]}}')
+    unknown = [name for name in without if name not in hashed]
+    if unknown:
+        raise InputError(
+            f"{path}: blindmatch.fallback.without names {', '.join(map(repr, unknown))}, "
+            f"not hashed fields of this schema ({', '.join(hashed)})"
+        )
+    if len(set(without)) >= len(hashed):
+        raise InputError(f"{path}: blindmatch.fallback.without must leave some field in")
+    if field_level:
+        raise InputError(f"{path}: blindmatch.fallback is for record-level schemas only")
+    return tuple(dict.fromkeys(without))
 
 
 def _field_bits(raw: dict[str, Any], parsed: clk_schema.Schema, path: Path) -> tuple[int, ...]:

@@ -65,6 +65,8 @@ class SchemaCheck:
     def render(self) -> str:
         s = self.schema
         kind = "field-level" if s.field_level else "record-level"
+        if s.fallback:
+            kind += f" with a fallback CLK without {', '.join(s.fallback)}"
         lines = [
             f"{s.path}: valid clkhash v3 schema, {kind}, {s.clk_bits} bits, "
             f"{len(self.fields)} hashed fields",
@@ -120,6 +122,11 @@ def _insertions(spec: field_formats.FieldSpec, tokens: float) -> float:
     return float(sum(per_token))
 
 
+# A fallback CLK's left-out fields must carry at least this share of a record's insertions
+# for the matcher to tell, from popcounts, which records lack them (matcher/fallback.py).
+FALLBACK_MIN_SHARE = 0.25
+
+
 def check(schema: LinkageSchema) -> SchemaCheck:
     """Estimates and warnings for a schema that already loaded (so is valid)."""
     result = SchemaCheck(schema)
@@ -170,6 +177,12 @@ def check(schema: LinkageSchema) -> SchemaCheck:
             warn(
                 f"{f.name} makes {share:.0%} of all insertions: it dominates the score, so a "
                 "typo or a missing value there outweighs agreement everywhere else"
+            )
+        if f.name in schema.fallback and share < FALLBACK_MIN_SHARE:
+            warn(
+                f"{f.name} makes only {share:.0%} of all insertions: the matcher tells records "
+                "lacking it by how much fuller the first CLK is than the fallback CLK, which "
+                f"needs the left-out fields to carry at least {FALLBACK_MIN_SHARE:.0%}"
             )
         if f.comparison == "exact" and share > 0.15:
             warn(

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher import blocking as blocking_
+from matcher import fallback as fallback_
 from matcher.compare import (
     CHUNK_COMPARISONS,
     Candidates,
@@ -31,7 +32,7 @@ from matcher.compare import (
     plan_chunks,
 )
 from matcher.fieldlevel import scored_candidates
-from matcher.solve import Links, links_from_groups, solve
+from matcher.solve import Links, PairScorer, links_from_groups, solve
 from matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
@@ -170,6 +171,7 @@ def match(
     chunk_comparisons: int = CHUNK_COMPARISONS,
     blocking: str = "auto",
     field_bits: Sequence[int] = (),
+    fallback_bits: int = 0,
 ) -> MatchResult:
     """Find the subjects shared between datasets (one per member).
 
@@ -179,7 +181,9 @@ def match(
     (multi-party when there are more than two), and returns the links inside
     every matched group. With `field_bits` (field-level encodings), pairs are
     scored field by field instead (matcher.fieldlevel) and `threshold` is a
-    match probability.
+    match probability. With `fallback_bits` (record-level CLKs followed by a
+    fallback CLK), pairs involving a record that lacks the fallback's left-out
+    fields are scored on the fallback CLKs (matcher.fallback).
     """
     report = progress or (lambda stage, done, total: None)
     if field_bits:
@@ -195,19 +199,26 @@ def match(
         )
     method = choose_method([len(d) for d in datasets], blocking)
     n_workers = workers or os.cpu_count() or 1
+    split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
+    first = split.first if split is not None else datasets
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         if method == "lsh":
-            parts, comparisons = _compare_lsh(datasets, threshold, pool, n_workers, report)
+            parts, comparisons = _compare_lsh(first, threshold, pool, n_workers, report)
         else:
             parts, comparisons = _compare_exhaustive(
-                datasets, threshold, pool, n_workers, report, chunk_comparisons
+                first, threshold, pool, n_workers, report, chunk_comparisons
             )
     candidates = merge(parts)
     del parts
+    pair_scorer: PairScorer | None = None
+    if split is not None:
+        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers))
+        pair_scorer = functools.partial(fallback_.pair_scores, split)
+        method += "+fallback"
     report("solve", 0, len(candidates))
     groups = solve(candidates)
     report("solve", len(candidates), len(candidates))
-    links = links_from_groups(groups, datasets)
+    links = links_from_groups(groups, datasets, pair_scorer)
     return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
 
 
@@ -271,6 +282,8 @@ class RunManager:
 
         layouts = {self.store.field_bits(u.id) for _, u in inputs}
         field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
+        fallbacks = {self.store.fallback_bits(u.id) for _, u in inputs}
+        fallback_bits = fallbacks.pop() if len(fallbacks) == 1 else 0  # mixed: plain Dice
         result = match(
             datasets,
             run.threshold,
@@ -278,6 +291,7 @@ class RunManager:
             progress=progress,
             blocking=self.store.project(run.project).blocking,
             field_bits=field_bits,
+            fallback_bits=fallback_bits,
         )
         self.store.update_run(run_id, stage="store")
         self.store.finish_run(run_id, members, result.links, result.groups)

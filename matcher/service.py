@@ -456,6 +456,12 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.InvalidArgument(
                 "header.field_bits: field sizes must be multiples of 64 adding up to clk_bits"
             )
+        fallback_bits = int(header.fallback_bits)
+        if fallback_bits and (fallback_bits % 64 or fallback_bits >= bits or field_bits):
+            raise errors.InvalidArgument(
+                "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
+                "record-level CLKs (no field_bits)"
+            )
         key = header.client_upload_id
         if key and not CLIENT_UPLOAD_ID.fullmatch(key):
             raise errors.InvalidArgument(
@@ -522,6 +528,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 sha256=expected_sha256,
                 client_upload_id=key,
                 field_bits=field_bits,
+                fallback_bits=fallback_bits,
             )
         except OSError as exc:
             if disk_full(exc):

@@ -58,6 +58,8 @@ from matcher.solve import Links
 
 DAY = 24 * 3600.0
 DEFAULT_RETENTION = 180 * DAY
+# upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
+FALLBACK_PREFIX = "fallback:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -525,6 +527,7 @@ class Store:
         sha256: str,
         client_upload_id: str = "",
         field_bits: tuple[int, ...] = (),
+        fallback_bits: int = 0,
     ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
 
@@ -599,6 +602,11 @@ class Store:
                         "INSERT INTO upload_layouts VALUES (?,?)",
                         (upload.id, ",".join(map(str, field_bits))),
                     )
+                elif fallback_bits:  # record-level with a fallback CLK (matcher.fallback)
+                    db.execute(
+                        "INSERT INTO upload_layouts VALUES (?,?)",
+                        (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}"),
+                    )
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
             if disk_full(exc):
@@ -634,10 +642,21 @@ class Store:
             path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
         )
 
+    def _layout(self, upload_id: str) -> str:
+        rows = self._query("SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,))
+        return str(rows[0][0]) if rows else ""
+
     def field_bits(self, upload_id: str) -> tuple[int, ...]:
         """Segment sizes of a field-level upload; () for a record-level one."""
-        rows = self._query("SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,))
-        return tuple(int(b) for b in rows[0][0].split(",")) if rows else ()
+        layout = self._layout(upload_id)
+        if not layout or layout.startswith(FALLBACK_PREFIX):
+            return ()
+        return tuple(int(b) for b in layout.split(","))
+
+    def fallback_bits(self, upload_id: str) -> int:
+        """Bits of the fallback CLK at the end of each of a record-level upload's CLKs; 0: none."""
+        layout = self._layout(upload_id)
+        return int(layout[len(FALLBACK_PREFIX) :]) if layout.startswith(FALLBACK_PREFIX) else 0
 
     def upload(self, upload_id: str) -> Upload:
         rows = self._query(

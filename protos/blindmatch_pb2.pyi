@@ -130,7 +130,7 @@ class ProjectInfo(_message.Message):
     def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class UploadHeader(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CLIENT_UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     FIELD_BITS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -145,7 +146,8 @@ class UploadHeader(_message.Message):
     sha256: str
     client_upload_id: str
     field_bits: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ...) -> None: ...
+    fallback_bits: int
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")

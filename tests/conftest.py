@@ -14,6 +14,8 @@ from matcher.server import RunningServer, create_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
+# Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
+FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)

@@ -16,9 +16,9 @@ from client.mapping import load_mapping
 from client.schema import load_schema
 from matcher import fieldlevel
 from matcher.runs import match
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.conftest import FIELD_LEVEL_SCHEMA, Org
 
-SCHEMA = load_schema(PERSON_SCHEMA)
+SCHEMA = load_schema(FIELD_LEVEL_SCHEMA)
 LAYOUT = fieldlevel.Layout(SCHEMA.field_bits)
 FIELDS = SCHEMA.hashed_fields()
 
@@ -33,9 +33,16 @@ def segment(row: npt.NDArray[np.uint8], name: str) -> bytes:
     return row[LAYOUT.byte_slices[FIELDS.index(name)]].tobytes()
 
 
-def test_the_recommended_schema_is_field_level_and_fills_the_clk() -> None:
+def test_the_field_level_schema_is_field_level_and_fills_the_clk() -> None:
     assert SCHEMA.field_level
     assert sum(SCHEMA.field_bits) == SCHEMA.clk_bits == 1024
+
+
+def test_the_encode_report_says_plainly_that_field_level_leaks(orgs: dict[str, Org]) -> None:
+    report = encode_csv(
+        orgs["north"].csv, SCHEMA, load_mapping(orgs["north"].mapping, SCHEMA), b"k"
+    ).report
+    assert any(w.startswith("weaker privacy: field-level encoding") for w in report.warnings)
 
 
 def test_each_field_has_its_own_segment(orgs: dict[str, Org]) -> None:

@@ -266,7 +266,7 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with matcher.member(project.tokens["north"]) as member:
         member.upload("trial", encoded["north"])
     before = stored_files(matcher)
-    clks = bytes(64 * 3)  # three 512-bit CLKs in a 1024-bit project
+    clks = bytes(64 * 3)  # three 512-bit CLKs in a 2048-bit project
     header = pb.UploadHeader(
         project="trial",
         clk_bits=512,
@@ -277,10 +277,29 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with pytest.raises(grpc.RpcError) as err:
         raw_upload(matcher, project.tokens["south"], header, [clks])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "CLKs of 512 bits, but this project's other uploads have 1024-bit CLKs" in str(
+    assert "CLKs of 512 bits, but this project's other uploads have 2048-bit CLKs" in str(
         err.value.details()
     )
     assert stored_files(matcher) == before
+
+
+@pytest.mark.parametrize("fallback_bits", [100, 2048, 4096])
+def test_a_fallback_that_is_not_part_of_the_clk_is_refused(
+    matcher: Matcher, project: ProjectTokens, fallback_bits: int
+) -> None:
+    clks = bytes(256 * 2)
+    header = pb.UploadHeader(
+        project="trial",
+        clk_bits=2048,
+        record_count=2,
+        fingerprint=bytes(32),
+        sha256=hashlib.sha256(clks).hexdigest(),
+        fallback_bits=fallback_bits,
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        raw_upload(matcher, project.tokens["south"], header, [clks])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "header.fallback_bits" in str(err.value.details())
 
 
 def test_bytes_that_are_not_whole_clks_are_refused(

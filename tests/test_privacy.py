@@ -29,7 +29,7 @@ from client.harden import (
 from client.mapping import load_mapping
 from client.privacy.check import check_synthetic
 from client.schema import LinkageSchema, load_schema
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 SETTINGS = [
@@ -175,10 +175,25 @@ def test_privacy_check_finds_the_leak_in_unhardened_field_level_encodings() -> N
 
 
 def test_privacy_check_passes_the_default_encoding() -> None:
-    report = check_synthetic(4000, 2, SCHEMA, level="record")
+    # What the default schema uploads: record-level CLKs and fallback CLKs (without dob).
+    report = check_synthetic(4000, 2, SCHEMA)
     assert report.hardening == RECOMMENDED.describe()
+    assert {r.encoding for r in report.results} == {"record", "fallback"}
     assert report.results and all(r.record_share < 0.01 for r in report.results), report.render()
     assert report.verdict().startswith("PASS")
+
+
+@pytest.mark.slow
+def test_privacy_check_passes_the_default_encoding_of_realistic_exports() -> None:
+    # 20,000 records: frequency attacks grow stronger with more records.
+    report = check_synthetic(20_000, 3, SCHEMA)
+    assert report.passed, report.render()
+
+
+def test_privacy_check_finds_the_leak_of_the_opt_in_field_level_schema() -> None:
+    report = check_synthetic(10_000, 1, load_schema(FIELD_LEVEL_SCHEMA), attacks=("frequency",))
+    assert {r.encoding for r in report.results} == {"field"}  # what that schema uploads
+    assert not report.passed, report.render()
 
 
 def test_privacy_check_cli_writes_a_report_a_json_and_a_png(

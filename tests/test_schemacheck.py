@@ -11,9 +11,10 @@ import pytest
 
 from client.cli import main
 from client.schemacheck import check_schema
-from tests.conftest import FEBRL4, PERSON_SCHEMA
+from tests.conftest import FEBRL4, FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
 
 RECOMMENDED: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())
+FIELD_LEVEL: dict[str, Any] = json.loads(FIELD_LEVEL_SCHEMA.read_text())
 
 
 def record_level(**bits_per_feature: int) -> dict[str, Any]:
@@ -38,8 +39,27 @@ def test_the_recommended_schema_is_valid_and_raises_no_warnings(
 ) -> None:
     assert main(["schema", "check", str(PERSON_SCHEMA)]) == 0
     out = capsys.readouterr().out
+    assert (
+        "valid clkhash v3 schema, record-level with a fallback CLK without dob, 1024 bits, "
+        "5 hashed fields" in out
+    )
+    assert "no warnings" in out
+    assert main(["schema", "check", str(FIELD_LEVEL_SCHEMA)]) == 0
+    out = capsys.readouterr().out
     assert "valid clkhash v3 schema, field-level, 1024 bits, 5 hashed fields" in out
     assert "no warnings" in out
+
+
+def test_a_fallback_must_name_hashed_fields_and_carry_enough_bits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(RECOMMENDED)
+    raw["blindmatch"]["fallback"] = {"without": ["middle_name"]}
+    assert main(["schema", "check", str(write(tmp_path, raw))]) == 2
+    assert "not hashed fields of this schema" in capsys.readouterr().err
+    raw["blindmatch"]["fallback"] = {"without": ["sex"]}  # 3% of the bits: indistinct
+    warnings = check_schema(write(tmp_path, raw)).warnings
+    assert any(w.startswith("sex makes only") for w in warnings), warnings
 
 
 def test_an_invalid_schema_exits_2_naming_the_file(
@@ -55,14 +75,14 @@ def test_an_invalid_schema_exits_2_naming_the_file(
 def test_field_level_segments_must_add_up_to_l(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    raw = copy.deepcopy(RECOMMENDED)
+    raw = copy.deepcopy(FIELD_LEVEL)
     raw["clkConfig"]["l"] = 2048
     assert main(["schema", "check", str(write(tmp_path, raw))]) == 2
     assert "blindmatch.bits add up to 1024" in capsys.readouterr().err
 
 
 def test_a_segment_that_is_not_a_power_of_two_is_invalid(tmp_path: Path) -> None:
-    raw = copy.deepcopy(RECOMMENDED)
+    raw = copy.deepcopy(FIELD_LEVEL)
     raw["features"][0]["blindmatch"]["bits"] = 200
     assert main(["schema", "check", str(write(tmp_path, raw))]) == 2
 
@@ -98,7 +118,7 @@ def test_a_tiny_l_warns(tmp_path: Path) -> None:
 
 
 def test_a_saturated_field_level_segment_warns(tmp_path: Path) -> None:
-    raw = copy.deepcopy(RECOMMENDED)
+    raw = copy.deepcopy(FIELD_LEVEL)
     raw["features"][4]["hashing"]["strategy"] = {"bitsPerFeature": 400}  # postcode, 128 bits
     warnings = check_schema(write(tmp_path, raw)).warnings
     assert any(w.startswith("postcode: about") and "look alike" in w for w in warnings)

@@ -4,9 +4,10 @@ The check does what a curious matcher could do with one member's upload: it
 encodes the plaintext exactly as `blindmatch encode` would (same schema,
 normalisation, secret and hardening), then runs every shipped attack on the
 encodings alone. The plaintext is used only to score the guesses. Encodings
-are attacked as a record-level design uploads them (one CLK per record, what
-blindmatch uploads today) and as a field-level design would (one filter per
-field), or both.
+are attacked as the schema uploads them (`schema`, the default: record-level
+CLKs, plus the fallback CLKs when the schema has `blindmatch.fallback`; or one
+filter per field for a field-level schema), or as a record-level or a
+field-level design would upload them, or both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from client.encode import EncodeReport, read_rows, read_secret
+from client.encode import EncodeReport, encode_fallback, read_rows, read_secret
 from client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
 from client.mapping import load_mapping
 from client.privacy import frequencies, population
@@ -38,7 +39,7 @@ from client.privacy.attacks import (
 from client.privacy.frequencies import FrequencyList
 from client.schema import LinkageSchema, load_schema
 
-Level = Literal["record", "field", "both"]
+Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern")
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
@@ -167,11 +168,13 @@ def attack_encodings(
     rows: Sequence[Sequence[str]],
     secret: bytes,
     hardening: Hardening,
-    level: Level = "both",
+    level: Level = "schema",
     overrides: dict[str, FrequencyList] | None = None,
     attacks: Sequence[str] = ATTACKS,
 ) -> tuple[list[AttackResult], list[str]]:
     """Encode `rows` (normalised, schema order) and run every attack; plaintext only scores."""
+    if level == "schema":
+        level = "field" if schema.field_level else "record"
     targets, skipped = targets_for(schema, rows, overrides or {})
     enc_schema = schema.for_encoding()
     results: list[AttackResult] = []
@@ -179,16 +182,14 @@ def attack_encodings(
         clks = encode_records(
             rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
         )
-        pops = np.bitwise_count(clks).sum(axis=1, dtype=np.int64)
-        labels = np.zeros(0, np.intp)
-        if "frequency" in attacks:
-            flip = hardening.flip_probability
-            labels = cluster_encodings(clks, clustering_threshold(pops, 8 * clks.shape[1], flip))
-        if "frequency" in attacks:
-            for _, target in targets:
-                results.append(frequency_alignment(labels, pops, target, "record"))
-        if "pattern" in attacks:
-            results.extend(pattern_mining(unpack(clks), [t for _, t in targets], "record"))
+        results.extend(_attack_clks(clks, [t for _, t in targets], hardening, attacks, "record"))
+        if schema.fallback:
+            # The fallback CLK encodes every field but the left-out ones: attack those.
+            kept = [t for _, t in targets if t.field not in schema.fallback]
+            second = encode_fallback(
+                list(map(list, rows)), schema, secret, hardening, max_workers=1
+            )
+            results.extend(_attack_clks(second, kept, hardening, attacks, "fallback"))
     if level in ("field", "both") and targets:
         per_field = encode_fields(
             rows, enc_schema, secret, hardening, field_names=schema.field_names
@@ -205,8 +206,31 @@ def attack_encodings(
             if "pattern" in attacks:
                 results.extend(pattern_mining(unpack(filters), [target], "field"))
     order = {"frequency alignment": 0, "pattern mining": 1}
-    results.sort(key=lambda r: (r.encoding != "field", order[r.attack], r.field))
+    encodings = {"field": 0, "record": 1, "fallback": 2}
+    results.sort(key=lambda r: (encodings[r.encoding], order[r.attack], r.field))
     return results, skipped
+
+
+def _attack_clks(
+    clks: np.ndarray,
+    targets: Sequence[Target],
+    hardening: Hardening,
+    attacks: Sequence[str],
+    encoding: str,
+) -> list[AttackResult]:
+    """Frequency alignment and pattern mining on record-level CLKs, one result per target."""
+    results: list[AttackResult] = []
+    if not targets:
+        return results
+    if "frequency" in attacks:
+        pops = np.bitwise_count(clks).sum(axis=1, dtype=np.int64)
+        flip = hardening.flip_probability
+        labels = cluster_encodings(clks, clustering_threshold(pops, 8 * clks.shape[1], flip))
+        for target in targets:
+            results.append(frequency_alignment(labels, pops, target, encoding))
+    if "pattern" in attacks:
+        results.extend(pattern_mining(unpack(clks), targets, encoding))
+    return results
 
 
 def check_csv(
@@ -216,7 +240,7 @@ def check_csv(
     secret: bytes,
     *,
     hardening: Hardening | None = None,
-    level: Level = "both",
+    level: Level = "schema",
     overrides: dict[str, FrequencyList] | None = None,
     attacks: Sequence[str] = ATTACKS,
 ) -> CheckReport:
@@ -236,7 +260,7 @@ def check_synthetic(
     schema: LinkageSchema,
     *,
     hardening: Hardening | None = None,
-    level: Level = "both",
+    level: Level = "schema",
     attacks: Sequence[str] = ATTACKS,
 ) -> CheckReport:
     """The check on a seeded realistic export of `records` people (client.privacy.population)."""
