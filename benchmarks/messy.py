@@ -28,6 +28,8 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
+from client.synthetic import holdings
+
 DATA = Path(__file__).resolve().parent / "data"
 
 # Nicknames the *generator* uses. Written independently of the client's table
@@ -272,25 +274,6 @@ class Export:
     truth: dict[str, int]  # record id -> entity
 
 
-def holdings(people: list[Person], rng: random.Random) -> dict[str, list[Person]]:
-    """Who each organisation holds: police at random, retail mostly from police holdings."""
-    held: dict[str, list[Person]] = {}
-    police: set[int] = set()
-    for style in ORGS:
-        count = round(style.share * len(people))
-        if style.known_to_police:
-            known = [p for p in people if p.entity in police]
-            unknown = [p for p in people if p.entity not in police]
-            n_known = round(count * style.known_to_police)
-            chosen = rng.sample(known, n_known) + rng.sample(unknown, count - n_known)
-        else:
-            chosen = rng.sample(people, count)
-            police.update(p.entity for p in chosen)
-        rng.shuffle(chosen)
-        held[style.name] = chosen
-    return held
-
-
 def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Export]:
     """Write each organisation's CSV and mapping, and truth.csv; returns them by org."""
     rng = random.Random(seed)
@@ -298,7 +281,7 @@ def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Expo
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     truth_rows = []
-    held_by = holdings(people, rng)
+    held_by = holdings(people, ORGS, rng)
     for style in ORGS:
         rows = [export_row(style, p, n, rng) for n, p in enumerate(held_by[style.name])]
         csv_path = folder / f"{style.name}.csv"

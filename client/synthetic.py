@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 GIVEN = [
     "Oliver",
@@ -227,7 +229,8 @@ def population(size: int, rng: random.Random) -> list[Person]:
     return people
 
 
-def _typo(value: str, rng: random.Random) -> str:
+def typo(value: str, rng: random.Random) -> str:
+    """One keying error: a substituted, dropped or swapped letter (not the first or last)."""
     if len(value) < 3:
         return value
     i = rng.randrange(1, len(value) - 1)
@@ -237,6 +240,45 @@ def _typo(value: str, rng: random.Random) -> str:
     if kind < 0.7:  # deletion
         return value[:i] + value[i + 1 :]
     return value[:i] + value[i + 1] + value[i] + value[i + 2 :]  # transposition
+
+
+class _Holder(Protocol):
+    @property
+    def entity(self) -> int: ...
+
+
+class _Holding(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def share(self) -> float: ...
+    @property
+    def known_to_police(self) -> float: ...
+
+
+H = TypeVar("H", bound=_Holder)
+
+
+def holdings(
+    people: Sequence[H], orgs: Sequence[_Holding], rng: random.Random
+) -> dict[str, list[H]]:
+    """Who each organisation holds: police forces at random, others (retail) drawing
+    `known_to_police` of their people from those the police forces already hold."""
+    held: dict[str, list[H]] = {}
+    police: set[int] = set()
+    for style in orgs:
+        count = round(style.share * len(people))
+        if style.known_to_police:
+            known = [p for p in people if p.entity in police]
+            unknown = [p for p in people if p.entity not in police]
+            n_known = min(len(known), round(count * style.known_to_police))
+            chosen = rng.sample(known, n_known) + rng.sample(unknown, count - n_known)
+        else:
+            chosen = rng.sample(list(people), count)
+            police.update(p.entity for p in chosen)
+        rng.shuffle(chosen)
+        held[style.name] = chosen
+    return held
 
 
 def _unaccent(value: str) -> str:
@@ -254,9 +296,9 @@ def export_rows(style: OrgStyle, people: list[Person], rng: random.Random) -> li
         if style.strip_accents:
             given, surname = _unaccent(given), _unaccent(surname)
         if rng.random() < style.typo_rate:
-            given = _typo(given, rng)
+            given = typo(given, rng)
         if rng.random() < style.typo_rate:
-            surname = _typo(surname, rng)
+            surname = typo(surname, rng)
         if style.upper:
             given, surname = given.upper(), surname.upper()
         dob = "" if rng.random() < style.dob_missing else person.dob.strftime(style.date_format)

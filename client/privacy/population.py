@@ -27,6 +27,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from client.privacy import frequencies
+from client.synthetic import holdings, typo
 
 _UNIT = "ABDEFGHJLNPQRSTUWXYZ"
 _AREAS = ("M", "B", "LS", "L", "S", "NE", "BS", "CF", "G", "EH", "SW", "SE", "N", "E", "W", "NG")
@@ -108,18 +109,6 @@ def population(size: int, seed: int) -> list[Person]:
     return people
 
 
-def _typo(value: str, rng: random.Random) -> str:
-    if len(value) < 3:
-        return value
-    i = rng.randrange(1, len(value) - 1)
-    kind = rng.random()
-    if kind < 0.4:
-        return value[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + value[i + 1 :]
-    if kind < 0.7:
-        return value[:i] + value[i + 1 :]
-    return value[:i] + value[i + 1] + value[i] + value[i + 2 :]
-
-
 def _slip(day: date, rng: random.Random) -> date:
     if day.day <= 12 and day.day != day.month and rng.random() < 0.5:
         return day.replace(day=day.month, month=day.day)
@@ -128,8 +117,8 @@ def _slip(day: date, rng: random.Random) -> date:
 
 
 def export_row(style: OrgStyle, person: Person, n: int, rng: random.Random) -> dict[str, str]:
-    given = _typo(person.given, rng) if rng.random() < style.typo else person.given
-    surname = _typo(person.surname, rng) if rng.random() < style.typo else person.surname
+    given = typo(person.given, rng) if rng.random() < style.typo else person.given
+    surname = typo(person.surname, rng) if rng.random() < style.typo else person.surname
     dob = ""
     if rng.random() >= style.dob_missing:
         dob = (_slip(person.dob, rng) if rng.random() < style.dob_slip else person.dob).isoformat()
@@ -154,24 +143,6 @@ class Export:
     truth: dict[str, int]  # record id -> entity
 
 
-def holdings(people: list[Person], rng: random.Random) -> dict[str, list[Person]]:
-    held: dict[str, list[Person]] = {}
-    police: set[int] = set()
-    for style in ORGS:
-        count = round(style.share * len(people))
-        if style.known_to_police:
-            known = [p for p in people if p.entity in police]
-            unknown = [p for p in people if p.entity not in police]
-            n_known = min(len(known), round(count * style.known_to_police))
-            chosen = rng.sample(known, n_known) + rng.sample(unknown, count - n_known)
-        else:
-            chosen = rng.sample(people, count)
-            police.update(p.entity for p in chosen)
-        rng.shuffle(chosen)
-        held[style.name] = chosen
-    return held
-
-
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -186,7 +157,7 @@ def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Expo
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")
     out = {}
-    for style, held in zip(ORGS, holdings(people, rng).values(), strict=True):
+    for style, held in zip(ORGS, holdings(people, ORGS, rng).values(), strict=True):
         rows = [export_row(style, p, n, rng) for n, p in enumerate(held)]
         write_csv(folder / f"{style.name}.csv", rows)
         truth = {row["id"]: p.entity for row, p in zip(rows, held, strict=True)}
