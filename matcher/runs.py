@@ -32,6 +32,7 @@ from matcher.compare import (
     plan_chunks,
 )
 from matcher.fieldlevel import scored_candidates
+from matcher.memory import release_free_memory
 from matcher.solve import Links, PairScorer, links_from_groups, solve
 from matcher.store import Store
 
@@ -46,6 +47,10 @@ BLOCKING = ("auto", "exhaustive", "lsh")
 # `auto` compares all pairs up to this many per pair of members (100k x 100k is
 # a few seconds of the native kernel) and blocks with LSH above it.
 AUTO_LSH_PAIRS = 10_000_000_000
+
+
+# Chunks between returns of freed memory to the OS (see matcher.memory).
+TRIM_EVERY = 32
 
 
 @dataclass
@@ -98,10 +103,12 @@ def _compare_exhaustive(
     report("compare", 0, total)
     parts = []
     run = functools.partial(_compare_one, datasets=datasets, threshold=threshold)
-    for chunk, part in _run_bounded(pool, run, chunks, 2 * workers):
+    for k, (chunk, part) in enumerate(_run_bounded(pool, run, chunks, 2 * workers), start=1):
         parts.append(part)
         done += chunk.comparisons
         report("compare", done, total)
+        if k % TRIM_EVERY == 0:
+            release_free_memory()
     return parts, total
 
 
@@ -142,6 +149,8 @@ def _compare_lsh(
         found.setdefault((x, y), []).append(res)
         comparisons += res.comparisons
         report("compare", i + 1, len(tasks))
+        if (i + 1) % TRIM_EVERY == 0:
+            release_free_memory()
     parts = []
     for (x, y), results in found.items():
         sims, ra, rb = blocking_.dedupe(
