@@ -56,7 +56,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write  # noqa: E402
+from benchmarks.knownclks import (  # noqa: E402
+    CLK_BITS,
+    FINGERPRINT,
+    Dataset,
+    expected_hits,
+    hits_of,
+    population,
+    write,
+)
 from client.api import MatcherClient  # noqa: E402
 from client.cli import main as cli_main  # noqa: E402
 from client.errors import BlindmatchError  # noqa: E402
@@ -64,7 +72,7 @@ from client.retry import NO_RETRY, RetryPolicy  # noqa: E402
 
 PROJECT = "faults"
 PATIENT = RetryPolicy(attempts=12, initial_delay=0.05, max_delay=1.0)
-KINDS = ("upload", "run", "results")
+KINDS = ("upload", "run", "results", "index")
 
 
 def free_port() -> int:
@@ -155,6 +163,10 @@ class Ledger:
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # member -> (sha, upload id)
     pending: dict[str, dict[str, str]] = field(default_factory=dict)  # member -> {key: sha}
     acked_runs: set[str] = field(default_factory=set)
+    # Standing indexes: member -> {ref: CLK} acknowledged, and the state an
+    # unacknowledged change would leave (it must be all there or not at all).
+    index: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    index_pending: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +176,7 @@ class Summary:
     killed_mid_operation: int = 0
     acknowledged_uploads: int = 0
     acknowledged_runs: int = 0
+    acknowledged_index_changes: int = 0
     results_verified: int = 0
     replayed_retries: int = 0
     runs_resumed: int = 0
@@ -181,7 +194,8 @@ class Summary:
             f"trials run:            {self.trials} ({kinds}); "
             f"{self.killed_mid_operation} killed before the operation answered",
             f"acknowledged items:    {self.acknowledged_uploads} uploads, "
-            f"{self.acknowledged_runs} runs; {self.results_verified} results fetches verified",
+            f"{self.acknowledged_runs} runs, {self.acknowledged_index_changes} index changes; "
+            f"{self.results_verified} results fetches verified",
             f"retries replayed:      {self.replayed_retries} (committed before the kill, "
             "acknowledged again, not stored twice)",
             f"runs resumed:          {self.runs_resumed} (finished on their own after a restart)",
@@ -209,7 +223,7 @@ class Trials:
         self.summary = Summary()
         self.tokens: dict[str, str] = {}
         # Typical durations, learnt as we go, so kill delays span each operation.
-        self.duration = {"upload": 0.2, "run": 1.0, "results": 0.1}
+        self.duration = {"upload": 0.2, "run": 1.0, "results": 0.1, "index": 0.1}
 
     # -- clients -------------------------------------------------------------------------
 
@@ -252,7 +266,12 @@ class Trials:
         kind = self.rng.choice(KINDS)
         self.summary.kills[kind] += 1
         outcome: dict[str, object] = {}
-        op = {"upload": self._op_upload, "run": self._op_run, "results": self._op_results}[kind]
+        op = {
+            "upload": self._op_upload,
+            "run": self._op_run,
+            "results": self._op_results,
+            "index": self._op_index,
+        }[kind]
         thread = threading.Thread(target=self._guard, args=(op, outcome), daemon=True)
         thread.start()
         time.sleep(self.rng.uniform(0, 1.3 * self.duration[kind]))
@@ -297,6 +316,31 @@ class Trials:
         with self.client(member, retry=NO_RETRY) as c:
             c.results(PROJECT)
 
+    def _op_index(self, outcome: dict[str, object]) -> None:
+        """One atomic standing-index change: a few thousand puts (new and replaced) and removes."""
+        member = self.rng.choice(self.members)
+        current = self.ledger.index.get(member, {})
+        rows = self.base[member].clks
+        picks = self.nprng.integers(0, len(rows), size=self.rng.randint(500, 4000))
+        puts = [(f"r{int(i)}", rows[int(i)].tobytes()) for i in picks]
+        puts = list(dict(puts).items())  # one put per ref
+        removes = [r for r in current if self.rng.random() < 0.05 and r not in dict(puts)]
+        after = {r: c for r, c in current.items() if r not in removes}
+        after.update(puts)
+        self.ledger.index_pending[member] = after
+        with self.client(member, retry=NO_RETRY) as c:
+            summary = c.change_index(
+                PROJECT, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts, removes=removes
+            )
+        if summary.record_count != len(after):
+            self.summary.corruptions.append(
+                f"{member}: index change acknowledged {summary.record_count} records, "
+                f"expected {len(after)}"
+            )
+        self.ledger.index[member] = after
+        self.ledger.index_pending.pop(member, None)
+        self.summary.acknowledged_index_changes += 1
+
     # -- checks after a restart -------------------------------------------------------------
 
     def db_rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
@@ -334,7 +378,41 @@ class Trials:
             shown = {m.name: m.record_count for m in c.describe(PROJECT).members}
         for member in self.members:
             self._verify_member(t, member, current.get(member), shown.get(member))
+            self._verify_index(t, member)
         self._verify_runs(t)
+
+    def _verify_index(self, t: int, member: str) -> None:
+        """The stored index is the acknowledged one, or (all of) the one in flight."""
+        path = self.server.data_dir / "index.sqlite"
+        stored: dict[str, bytes] = {}
+        if path.exists():
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                stored = dict(
+                    db.execute(
+                        "SELECT ref, clk FROM index_records WHERE project=? AND member=?",
+                        (PROJECT, member),
+                    ).fetchall()
+                )
+            finally:
+                db.close()
+        acked = self.ledger.index.get(member, {})
+        pending = self.ledger.index_pending.pop(member, None)
+        if stored != acked:
+            if pending is not None and stored == pending:
+                self.ledger.index[member] = pending  # committed just before the kill
+            else:
+                missing = len(set(acked) - set(stored))
+                self.summary.lost.append(
+                    f"trial {t}: {member}'s standing index has {len(stored)} records, neither "
+                    f"the acknowledged {len(acked)} ({missing} missing) nor the change in flight"
+                )
+        if stored:
+            with self.client(member) as c:  # what the matcher serves must agree with its disk
+                if set(c.list_index(PROJECT)) != set(stored):
+                    self.summary.corruptions.append(
+                        f"trial {t}: {member}: the index in memory differs from the one on disk"
+                    )
 
     def _verify_member(
         self, t: int, member: str, current: tuple[str, str, int] | None, shown: int | None
