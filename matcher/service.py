@@ -228,6 +228,17 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.Unauthenticated(f"the token is not valid for project {project!r}")
         return member
 
+    def _stream_header(
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext, what: str
+    ) -> tuple[Any, str]:
+        """A client stream's first message, which must be its header, and the caller."""
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise errors.InvalidArgument(f"header: the first message of {what} must be its header")
+        member = self._require_member(context, first.header.project)
+        self.store.project(first.header.project)
+        return first.header, member
+
     def _caller(self, context: grpc.ServicerContext, project: str) -> str:
         """'operator', or the calling member's name (for calls open to both)."""
         token = bearer_token(context.invocation_metadata())
@@ -423,14 +434,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     def Upload(
         self, request_iterator: Iterator[pb.UploadRequest], context: grpc.ServicerContext
     ) -> pb.UploadReply:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise errors.InvalidArgument(
-                "header: the first message of an upload must be its header"
-            )
-        header = first.header
-        member = self._require_member(context, header.project)
-        self.store.project(header.project)
+        header, member = self._stream_header(request_iterator, context, "an upload")
         with self.limiter.slot(header.project, member, "upload"):
             return self._receive_upload(header, member, request_iterator)
 
@@ -650,14 +654,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     def ChangeIndex(
         self, request_iterator: Iterator[pb.IndexChange], context: grpc.ServicerContext
     ) -> pb.IndexChangeReply:
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise errors.InvalidArgument(
-                "header: the first message of an index change must be its header"
-            )
-        header = first.header
-        member = self._require_member(context, header.project)
-        self.store.project(header.project)
+        header, member = self._stream_header(request_iterator, context, "an index change")
         puts: list[tuple[str, bytes]] = []
         removes: list[str] = []
         clk_bytes = max(header.clk_bits // 8, 1)
