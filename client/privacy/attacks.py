@@ -15,6 +15,22 @@ a record) and public frequency lists; it never sees plaintext. The plaintext
   columns by Jaccard similarity, match each cluster's support to the q-gram
   whose public frequency is closest, then re-identify a record when exactly
   one public value has exactly the identified q-grams the record shows.
+- **q-gram alignment** (`qgram_alignment`; after Christen, Ranbaduge,
+  Vatsalan and Schnell, "Precise and fast cryptanalysis for Bloom filter
+  based privacy-preserving record linkage", IEEE TKDE 2018): a q-gram sets
+  the same positions wherever it occurs (a value of m q-grams gives each of
+  them bits_per_token(m) of its hash positions, the schema's public
+  strategy), so the filters of two values share about as many bits as the
+  hash positions of their common q-grams, plus chance. Seeds: the largest
+  filter groups, each hypothesised to be one of the public values frequency
+  makes plausible for it; a hypothesis is extended by re-identifying every
+  group whose overlaps with the seeds' filters one candidate value explains
+  far better than any other (frequency prior included), and the seeds two
+  hypotheses on different groups agree on are kept. From them the attack
+  extends to every group, round after round, each re-identified value a new
+  seed. Groups of identical (or near-identical) encodings stand for one
+  value; record-level CLKs, nearly all distinct, give it nothing to start
+  from.
 
 A record counts as *re-identified* for a field when the attack's guess for it
 equals its true value; a distinct value counts when at least one record
@@ -56,6 +72,8 @@ class Target:
     public: FrequencyList
     tokenize: Tokenize
     candidates: int = CANDIDATES  # public values tried when re-identifying by q-grams
+    # Hash positions each q-gram of an m-q-gram value sets (the schema's strategy; not secret).
+    bits_per_token: Callable[[int], Sequence[int]] | None = None
 
 
 @dataclass
@@ -275,6 +293,197 @@ def pattern_mining(
                     guesses[i] = candidates[0]
         results.append(score("pattern mining", encoding, target, guesses))
     return results
+
+
+# -- q-gram alignment ----------------------------------------------------------------
+
+# Public values tried per field (most common first), and the seeds tried to start from.
+QGRAM_CANDIDATES = 3000
+HYPOTHESIS_GROUPS = 8  # the largest filter groups, each tried as ...
+HYPOTHESIS_VALUES = 6  # ... each of the public values its size makes most plausible
+PROBE_GROUPS, PROBE_VALUES, PROBE_ROUNDS = 300, 800, 5
+# A group is re-identified when its best value beats the runner-up by this many nats, and the
+# seeds' filters support it by at least EVIDENCE nats over "shares nothing with them".
+MARGIN, EVIDENCE = 4.0, 10.0
+ROUNDS = 40
+BLOCK = 2048  # groups scored at a time (memory)
+
+
+class _QgramAligner:
+    """Groups of filters, candidate values and the bits their q-grams make them share."""
+
+    def __init__(
+        self,
+        rep: npt.NDArray[np.bool_],
+        counts: npt.NDArray[np.int64],
+        values: Sequence[str],
+        expected: npt.NDArray[np.float64],
+        target: Target,
+    ) -> None:
+        self.rep = rep.astype(np.float32)
+        self.pop = rep.sum(axis=1).astype(np.float64)
+        self.length = rep.shape[1]
+        self.values = values
+        # Poisson log-likelihood of each group's size under each value's public share.
+        self.prior = (counts[:, None] * np.log(expected[None, :]) - expected[None, :]).astype(
+            np.float32
+        )
+        gram_ids: dict[str, int] = {}
+        self.grams: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] = []
+        for value in values:
+            tokens = list(target.tokenize(value))
+            ks = tuple(target.bits_per_token(len(tokens))) if target.bits_per_token else ()
+            per: dict[str, int] = {}
+            for i, token in enumerate(tokens):
+                k = int(ks[i]) if i < len(ks) else 1
+                per[token] = max(per.get(token, 0), k)  # a repeated q-gram sets its longest prefix
+            ids = [gram_ids.setdefault(t, len(gram_ids)) for t in per]
+            self.grams.append(
+                (np.array(ids, dtype=np.intp), np.array(list(per.values()), dtype=np.float32))
+            )
+        self.k = np.zeros((len(values), len(gram_ids)), dtype=np.float32)
+        for c, (ids_c, ks_c) in enumerate(self.grams):
+            self.k[c, ids_c] = ks_c
+        self.holders = [np.flatnonzero(self.k[:, g]) for g in range(len(gram_ids))]
+        self._shared: dict[int, npt.NDArray[np.float32]] = {}
+
+    def shared(self, c: int) -> npt.NDArray[np.float32]:
+        """Bits value c's filter shares with each value's: min(k) over their common q-grams."""
+        if c not in self._shared:
+            out = np.zeros(len(self.values), dtype=np.float32)
+            ids, ks = self.grams[c]
+            for g, k in zip(ids.tolist(), ks.tolist(), strict=True):
+                h = self.holders[g]
+                out[h] += np.minimum(self.k[h, g], k)
+            self._shared[c] = out
+        return self._shared[c]
+
+    def structure(
+        self, groups: npt.NDArray[np.intp], cands: npt.NDArray[np.intp], seeds: dict[int, int]
+    ) -> npt.NDArray[np.float32]:
+        """Log-likelihood gain of "group is value" over "shares nothing with the seeds".
+
+        The overlap of a group's filter with a seed's, less chance, is modelled
+        as beta * (bits their values' common q-grams share) plus Gaussian noise
+        of the chance overlap's variance.
+        """
+        seed_groups = np.array(list(seeds))
+        sh = np.stack([self.shared(seeds[g])[cands] for g in seed_groups.tolist()], axis=1)
+        p, ps, length = self.pop[groups], self.pop[seed_groups], self.length
+        overlap = self.rep[groups] @ self.rep[seed_groups].T - np.outer(p, ps) / length
+        typical = float(np.median(ps))
+        beta = 1 - (p + typical) / length
+        var = p * typical / length * (1 - typical / length) + 1.0
+        fit = (beta / var)[:, None] * (overlap @ sh.T)
+        return (fit - (beta**2 / (2 * var))[:, None] * (sh**2).sum(axis=1)[None, :]).astype(
+            np.float32
+        )
+
+    def extend(
+        self,
+        seeds: dict[int, int],
+        groups: npt.NDArray[np.intp],
+        cands: npt.NDArray[np.intp],
+        rounds: int = ROUNDS,
+    ) -> dict[int, int]:
+        """Re-identify groups the seeds explain, add them as seeds, repeat; group -> value."""
+        seeds = dict(seeds)
+        taken = set(seeds.values())
+        for _ in range(rounds):
+            free = np.array([g for g in groups.tolist() if g not in seeds], dtype=np.intp)
+            if not len(free) or not seeds or len(cands) < 2:
+                break
+            found: list[tuple[float, int, int]] = []
+            blocked = np.isin(cands, list(taken))
+            for start in range(0, len(free), BLOCK):
+                block = free[start : start + BLOCK]
+                struct = self.structure(block, cands, seeds)
+                score = struct + self.prior[np.ix_(block, cands)]
+                score[:, blocked] = -np.inf
+                top2 = np.argpartition(-score, 1, axis=1)[:, :2]
+                s2 = np.take_along_axis(score, top2, axis=1)
+                swap = s2[:, 1] > s2[:, 0]
+                top2[swap] = top2[swap][:, ::-1]
+                s2[swap] = s2[swap][:, ::-1]
+                best, margin = top2[:, 0], s2[:, 0] - s2[:, 1]
+                evidence = struct[np.arange(len(block)), best]
+                for i in np.flatnonzero((margin >= MARGIN) & (evidence >= EVIDENCE)).tolist():
+                    found.append((float(margin[i]), int(block[i]), int(cands[best[i]])))
+            added = 0
+            for _margin, group, value in sorted(found, reverse=True):
+                if value not in taken:  # one value, one filter: identical values encode alike
+                    taken.add(value)
+                    seeds[group] = value
+                    added += 1
+            if not added:
+                break
+        return seeds
+
+
+def _groups(
+    bits: npt.NDArray[np.bool_], labels: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Group index per row, group sizes, and each group's majority-vote filter."""
+    _ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    by_group = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.add.reduceat(bits[by_group].astype(np.int32), starts, axis=0)
+    return inverse, counts.astype(np.int64), 2 * sums >= counts[:, None]
+
+
+def qgram_alignment(
+    bits: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.intp],
+    target: Target,
+    encoding: str,
+    candidates: int = QGRAM_CANDIDATES,
+) -> AttackResult:
+    """Frequency-seeded q-gram alignment (Christen et al. 2018), scored on one field.
+
+    `labels` groups identical or near-identical encodings (`cluster_encodings`);
+    (nearly) empty encodings are skipped as missing values.
+    """
+    n = len(bits)
+    guesses: list[str | None] = [None] * n
+    pops = bits.sum(axis=1)
+    nonempty = pops > 0.25 * max(float(np.median(pops)), 1.0)
+    rows = np.flatnonzero(nonempty)
+    if not len(rows):
+        return score("q-gram alignment", encoding, target, guesses)
+    if np.unique(labels[rows], return_counts=True)[1].max() < 3:
+        return score("q-gram alignment", encoding, target, guesses)  # no shared value to start from
+    inverse, counts, rep = _groups(bits[rows], labels[rows])
+    order = np.argsort(-counts, kind="stable")
+    values = target.public.values[:candidates]
+    shares = target.public.shares()
+    expected = np.array([shares[v] for v in values]) * len(rows)
+    aligner = _QgramAligner(rep, counts, values, expected, target)
+    # Hypotheses: one of the largest groups is one of the values its size makes plausible.
+    probe_groups = order[:PROBE_GROUPS]
+    probe_cands = np.arange(min(PROBE_VALUES, len(values)))
+    worlds: list[tuple[int, dict[int, int]]] = []
+    for group in order[:HYPOTHESIS_GROUPS].tolist():
+        if counts[group] < 3:
+            break
+        plausible = np.argsort(-aligner.prior[group, probe_cands], kind="stable")
+        for value in plausible[:HYPOTHESIS_VALUES].tolist():
+            world = aligner.extend({group: value}, probe_groups, probe_cands, PROBE_ROUNDS)
+            worlds.append((group, world))
+    # A wrong hypothesis grows a world of its own; two right ones grow the same world.
+    seeds: dict[int, int] = {}
+    for x, (gx, wx) in enumerate(worlds):
+        for gy, wy in worlds[x + 1 :]:
+            if gx != gy:
+                agree = {g: v for g, v in wx.items() if wy.get(g) == v}
+                if len(agree) > len(seeds):
+                    seeds = agree
+    if seeds:
+        seeds = aligner.extend(seeds, np.arange(len(counts)), np.arange(len(values)))
+    for row, group in zip(rows.tolist(), inverse.tolist(), strict=True):
+        if group in seeds:
+            guesses[row] = values[seeds[group]]
+    return score("q-gram alignment", encoding, target, guesses)
 
 
 def unpack(encodings: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:

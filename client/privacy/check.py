@@ -34,13 +34,14 @@ from client.privacy.attacks import (
     clustering_threshold,
     frequency_alignment,
     pattern_mining,
+    qgram_alignment,
     unpack,
 )
 from client.privacy.frequencies import FrequencyList
 from client.schema import LinkageSchema, load_schema
 
 Level = Literal["schema", "record", "field", "both"]
-ATTACKS = ("frequency", "pattern")
+ATTACKS = ("frequency", "pattern", "qgram")
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "person-uk.json"
@@ -121,6 +122,12 @@ def _tokenizer(schema: LinkageSchema, index: int) -> Any:
     return lambda value: tuple(comparator.tokenize(value))
 
 
+def _bits_per_token(schema: LinkageSchema, index: int) -> Any:
+    """The schema's hashing strategy: not secret, so the attacker knows it."""
+    spec = schema.clk_schema.fields[index]
+    return spec.hashing_properties.strategy.bits_per_token  # type: ignore[union-attr]
+
+
 def _public_list(
     name: str, kind: str, values: Sequence[str], overrides: dict[str, FrequencyList], fmt: str
 ) -> FrequencyList:
@@ -157,9 +164,15 @@ def targets_for(
             continue
         public = _public_list(rule.name, rule.kind, truth, overrides, rule.date_format)
         candidates = len(public.values) if rule.kind == "date" else 5000
-        targets.append(
-            (index, Target(rule.name, truth, public, _tokenizer(schema, index), candidates))
+        target = Target(
+            rule.name,
+            truth,
+            public,
+            _tokenizer(schema, index),
+            candidates,
+            _bits_per_token(schema, index),
         )
+        targets.append((index, target))
     return targets, skipped
 
 
@@ -205,7 +218,9 @@ def attack_encodings(
                 results.append(frequency_alignment(labels, pops, target, "field"))
             if "pattern" in attacks:
                 results.extend(pattern_mining(unpack(filters), [target], "field"))
-    order = {"frequency alignment": 0, "pattern mining": 1}
+            if "qgram" in attacks:
+                results.append(qgram_alignment(unpack(filters), labels, target, "field"))
+    order = {"frequency alignment": 0, "pattern mining": 1, "q-gram alignment": 2}
     encodings = {"field": 0, "record": 1, "fallback": 2}
     results.sort(key=lambda r: (encodings[r.encoding], order[r.attack], r.field))
     return results, skipped
@@ -218,18 +233,24 @@ def _attack_clks(
     attacks: Sequence[str],
     encoding: str,
 ) -> list[AttackResult]:
-    """Frequency alignment and pattern mining on record-level CLKs, one result per target."""
+    """Every attack on record-level CLKs, one result per attack and target."""
     results: list[AttackResult] = []
     if not targets:
         return results
-    if "frequency" in attacks:
+    if "frequency" in attacks or "qgram" in attacks:
         pops = np.bitwise_count(clks).sum(axis=1, dtype=np.int64)
         flip = hardening.flip_probability
         labels = cluster_encodings(clks, clustering_threshold(pops, 8 * clks.shape[1], flip))
-        for target in targets:
-            results.append(frequency_alignment(labels, pops, target, encoding))
+        if "frequency" in attacks:
+            for target in targets:
+                results.append(frequency_alignment(labels, pops, target, encoding))
     if "pattern" in attacks:
         results.extend(pattern_mining(unpack(clks), targets, encoding))
+    if "qgram" in attacks:
+        # One CLK holds every field: each field's q-grams are aligned against the whole CLK.
+        bits = unpack(clks)
+        for target in targets:
+            results.append(qgram_alignment(bits, labels, target, encoding))
     return results
 
 
@@ -284,8 +305,16 @@ def plot(report: CheckReport, path: Path) -> Path:
     labels = [f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}" for r in report.results]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
     x = np.arange(len(labels))
-    colours = {"frequency alignment": "#d95f02", "pattern mining": "#1b9e77"}
-    for attack, offset in (("frequency alignment", -0.2), ("pattern mining", 0.2)):
+    colours = {
+        "frequency alignment": "#d95f02",
+        "pattern mining": "#1b9e77",
+        "q-gram alignment": "#7570b3",
+    }
+    for attack, offset in (
+        ("frequency alignment", -0.2),
+        ("pattern mining", 0.2),
+        ("q-gram alignment", 0.0),
+    ):
         shares = [100 * r.record_share if r.attack == attack else 0 for r in report.results]
         ax.bar(x + offset * 0, shares, 0.7, label=attack, color=colours[attack])
     ax.axhline(100 * report.limit, color="black", linestyle="--", linewidth=1)
