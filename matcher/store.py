@@ -293,7 +293,9 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, changes_state: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Unless it only appends to the audit log
+        (`changes_state=False`), it forgets what `_cached` remembered."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -306,7 +308,8 @@ class Store:
                     raise ResourceExhausted(DISK_FULL) from exc
                 raise
             finally:
-                self._cache.clear()
+                if changes_state:
+                    self._cache.clear()
 
     def _cached(
         self,
@@ -437,8 +440,10 @@ class Store:
 
     def consents(self, project: str) -> dict[str, Level | None]:
         """Each member's consent: the most it lets partners learn (None: no limit of its own)."""
-        rows = self._query(
-            "SELECT name, consent FROM members WHERE project=? ORDER BY name", (project,)
+        rows = self._cached(
+            ("consents", project),
+            "SELECT name, consent FROM members WHERE project=? ORDER BY name",
+            (project,),
         )
         return {name: None if c is None else Level(c) for name, c in rows}
 
@@ -955,12 +960,12 @@ class Store:
 
     def record(self, event: audit.Event) -> audit.Entry:
         """Append one event on its own (consultations and disclosures)."""
-        with self._tx() as db:
+        with self._tx(changes_state=False) as db:
             return self._append(db, event)
 
     def record_many(self, events: Sequence[audit.Event]) -> None:
         """Append events in one transaction (real-time queries, written in batches)."""
-        with self._tx() as db:
+        with self._tx(changes_state=False) as db:
             for event in events:
                 self._append(db, event)
 
