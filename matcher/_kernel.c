@@ -520,11 +520,8 @@ done:
  *     bit-sampling tables: for band b, the rows whose sampled bits spell key k are
  *     rows[b][offsets[b][k] : offsets[b][k+1]] (a counting sort; `offsets` and
  *     `rows` are writable uint32 buffers of bands*(2^r+1) and bands*n).
- * lsh_search(clks, words, positions, bits_per_band, offsets, rows, radius, query,
- *            threshold) -> (sims, rows, candidates)
- *     the rows sharing a band key with the query, or one within `radius` (0-2)
- *     flipped bits of it (multi-probe), decided exactly as `scan` decides; each row
- *     once. `candidates` counts the rows looked at (with repeats).
+ * sketch(clks, words, sketch_positions, out)
+ *     each row's sketch into the writable uint64 buffer `out` (n * ceil(s/64) words).
  *
  * Bit p of a CLK is bit p % 64 of its 64-bit word p / 64 (the words as stored). */
 
@@ -704,6 +701,9 @@ done:
     return ret;
 }
 
+/* At most this many 64-bit words of sketch per row (sketch_bits <= 64 * SKETCH_WORDS). */
+#define SKETCH_WORDS 4
+
 typedef struct {
     const uint64_t *x;
     size_t w, n;
@@ -715,6 +715,12 @@ typedef struct {
     const uint64_t *q;
     uint32_t pa;
     double t;
+    /* The sketch screen: the row's bits at `sketch_bits` fixed positions; a row whose
+     * sketch differs from the query's in more than `cut` places is not read at all. */
+    const uint64_t *sk;
+    size_t sw;
+    uint32_t cut;
+    uint64_t qs[SKETCH_WORDS];
 } lsh_args_t;
 
 /* Per thread: a bitmap of the rows already collected (all clear between calls) and the
@@ -740,66 +746,95 @@ static int lsh_scratch(size_t n) {
     return 0;
 }
 
+/* The keys probed in one band: k0, then k0 with one bit flipped, then with two. */
+static size_t probe_keys(uint32_t k0, int r, int radius, uint32_t *keys) {
+    size_t m = 0;
+    keys[m++] = k0;
+    if (radius >= 1)
+        for (int i = 0; i < r; i++) keys[m++] = k0 ^ (1u << i);
+    if (radius >= 2)
+        for (int i = 0; i < r; i++)
+            for (int j = i + 1; j < r; j++) keys[m++] = k0 ^ (1u << i) ^ (1u << j);
+    return m;
+}
+
 /* Phase 1: the distinct rows under the probed keys, into tl_cand. Returns the count, or
- * (size_t)-1 when out of memory; *looked counts rows with repeats. */
+ * (size_t)-1 when out of memory; *looked counts rows with repeats. The tables are far
+ * bigger than the caches, so each band's probes are issued in three passes (offsets,
+ * then row lists, then the rows' sketches) with prefetches, not one miss at a time. */
 static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     size_t keys = (size_t)1 << a->r, m = 0;
     uint64_t *seen = tl_seen;
+    uint32_t probe[1 + 24 + 24 * 23 / 2], lo[1 + 24 + 24 * 23 / 2], hi[1 + 24 + 24 * 23 / 2];
     for (size_t b = 0; b < a->bands; b++) {
         const uint32_t *off = a->offsets + b * (keys + 1), *rows = a->rows + b * a->n;
-        uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
-        /* Probes: k0, then k0 with one bit flipped, then with two. */
-        for (int i = -1; i < (a->radius >= 1 ? a->r : 0); i++) {
-            uint32_t ki = i >= 0 ? k0 ^ (1u << i) : k0;
-            int j_end = a->radius >= 2 && i >= 0 ? a->r : i + 1;
-            for (int j = i; j < j_end; j++) {
-                uint32_t k = j > i ? ki ^ (1u << j) : ki;
-                uint32_t lo = off[k], hi = off[k + 1];
-                *looked += hi - lo;
-                for (uint32_t e = lo; e < hi; e++) {
-                    uint32_t y = rows[e];
-                    uint64_t bit = 1ull << (y & 63);
-                    if (seen[y >> 6] & bit) continue;
-                    seen[y >> 6] |= bit;
-                    if (m == tl_cand_cap) {
-                        uint32_t *grown = realloc(tl_cand, 2 * tl_cand_cap * sizeof(uint32_t));
-                        if (!grown) {
-                            for (size_t c = 0; c < m; c++) seen[tl_cand[c] >> 6] = 0;
-                            return (size_t)-1;
-                        }
-                        tl_cand = grown;
-                        tl_cand_cap *= 2;
-                    }
-                    tl_cand[m++] = y;
-                }
+        size_t np = probe_keys(band_key(a->q, a->pos + b * (size_t)a->r, a->r), a->r,
+                               a->radius, probe);
+        for (size_t p = 0; p < np; p++) __builtin_prefetch(off + probe[p]);
+        size_t want = m;
+        for (size_t p = 0; p < np; p++) {
+            lo[p] = off[probe[p]];
+            hi[p] = off[probe[p] + 1];
+            if (hi[p] > lo[p]) __builtin_prefetch(rows + lo[p]);
+            want += hi[p] - lo[p];
+        }
+        if (want > tl_cand_cap) {
+            size_t cap = tl_cand_cap;
+            while (cap < want) cap *= 2;
+            uint32_t *grown = realloc(tl_cand, cap * sizeof(uint32_t));
+            if (!grown) {
+                for (size_t c = 0; c < m; c++) seen[tl_cand[c] >> 6] = 0;
+                return (size_t)-1;
+            }
+            tl_cand = grown;
+            tl_cand_cap = cap;
+        }
+        for (size_t p = 0; p < np; p++) {
+            *looked += hi[p] - lo[p];
+            for (uint32_t e = lo[p]; e < hi[p]; e++) {
+                uint32_t y = rows[e];
+                uint64_t bit = 1ull << (y & 63);
+                if (seen[y >> 6] & bit) continue;
+                seen[y >> 6] |= bit;
+                if (a->sk) __builtin_prefetch(a->sk + (size_t)y * a->sw);
+                tl_cand[m++] = y;
             }
         }
     }
     return m;
 }
 
-/* Phase 2: decide each collected row exactly (prefetching ahead: the rows are scattered
- * over the index), and clear the bitmap for the next call. */
+/* Phase 2: screen each collected row by its sketch (prefetched in phase 1), decide the
+ * rows that pass exactly (prefetched: they are scattered over the index), and clear the
+ * bitmap for the next call. *read counts the rows decided. */
 #define LSH_DECIDE(name, attrs)                                                           \
-    attrs static void name(const lsh_args_t *a, size_t m, out_t *o) {                    \
-        size_t w = a->w;                                                                  \
+    attrs static void name(const lsh_args_t *a, size_t m, out_t *o, size_t *read) {      \
+        size_t w = a->w, sw = a->sw, kept = 0;                                            \
         uint32_t bits = (uint32_t)(w * 64), pa = a->pa, delta = max_delta(pa, a->t, bits); \
         for (size_t c = 0; c < m; c++) {                                                  \
-            if (c + 8 < m) {                                                              \
-                const char *ahead = (const char *)(a->x + (size_t)tl_cand[c + 8] * w);    \
-                for (size_t line = 0; line < w * 8; line += 64)                           \
-                    __builtin_prefetch(ahead + line);                                     \
-            }                                                                             \
             uint32_t y = tl_cand[c];                                                      \
             tl_seen[y >> 6] = 0;                                                          \
-            const uint64_t *row = a->x + (size_t)y * w;                                   \
+            if (a->sk) {                                                                  \
+                const uint64_t *ks = a->sk + (size_t)y * sw;                              \
+                uint32_t differ = 0;                                                      \
+                for (size_t k = 0; k < sw; k++)                                           \
+                    differ += (uint32_t)__builtin_popcountll(ks[k] ^ a->qs[k]);           \
+                if (differ > a->cut) continue;                                            \
+            }                                                                             \
+            tl_cand[kept++] = y;                                                          \
+            __builtin_prefetch(a->x + (size_t)y * w);                                     \
+            __builtin_prefetch(a->x + (size_t)y * w + w - 1);                             \
+        }                                                                                 \
+        *read = kept;                                                                     \
+        for (size_t c = 0; c < kept; c++) {                                               \
+            const uint64_t *row = a->x + (size_t)tl_cand[c] * w;                          \
             uint32_t pb = 0, both = 0;                                                    \
             double s;                                                                     \
             for (size_t k = 0; k < w; k++) {                                              \
                 pb += (uint32_t)__builtin_popcountll(row[k]);                             \
                 both += (uint32_t)__builtin_popcountll(a->q[k] & row[k]);                 \
             }                                                                             \
-            if (passes(both, pa, pb, delta, a->t, &s)) out_push(o, s, y, 0);              \
+            if (passes(both, pa, pb, delta, a->t, &s)) out_push(o, s, tl_cand[c], 0);     \
         }                                                                                 \
     }
 
@@ -808,64 +843,194 @@ LSH_DECIDE(lsh_decide_generic, )
 LSH_DECIDE(lsh_decide_popcnt, __attribute__((target("popcnt"))))
 #endif
 
-static PyObject *py_lsh_search(PyObject *self, PyObject *args) {
-    Py_buffer vx, vpos, voff, vrows, vq;
+/* Bits `pos[0..s)` of one CLK, packed into sw words (bit j into word j / 64). */
+static void sketch_row(const uint64_t *row, const int32_t *pos, size_t s, size_t sw,
+                       uint64_t *out) {
+    for (size_t k = 0; k < sw; k++) out[k] = 0;
+    for (size_t j = 0; j < s; j++) {
+        uint32_t p = (uint32_t)pos[j];
+        out[j >> 6] |= ((row[p >> 6] >> (p & 63)) & 1ull) << (j & 63);
+    }
+}
+
+static int check_sketch_positions(Py_buffer *vsp, size_t w, size_t *s, size_t *sw) {
+    if (vsp->len % 4 || (size_t)vsp->len / 4 > 64 * SKETCH_WORDS) {
+        PyErr_SetString(PyExc_ValueError, "sketch positions: int32, at most 256 of them");
+        return -1;
+    }
+    *s = (size_t)vsp->len / 4;
+    *sw = (*s + 63) / 64;
+    const int32_t *sp = vsp->buf;
+    for (size_t k = 0; k < *s; k++)
+        if (sp[k] < 0 || (size_t)sp[k] >= w * 64) {
+            PyErr_SetString(PyExc_ValueError, "a sketch bit position is outside the CLK");
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *py_sketch(PyObject *self, PyObject *args) {
+    Py_buffer vx, vsp, vout;
     Py_ssize_t words;
-    long r, radius;
-    double t;
-    if (!PyArg_ParseTuple(args, "y*ny*ly*y*ly*d", &vx, &words, &vpos, &r, &voff, &vrows,
-                          &radius, &vq, &t))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "y*ny*w*", &vx, &words, &vsp, &vout)) return NULL;
     PyObject *ret = NULL;
-    size_t w = (size_t)words, n = 0, bands = 0, looked = 0;
-    out_t o = {0};
-    if (words <= 0 || radius < 0 || radius > 2) {
-        PyErr_SetString(PyExc_ValueError, "words must be positive and radius 0, 1 or 2");
+    size_t w = (size_t)words, n = 0, s = 0, sw = 0;
+    if (words <= 0) {
+        PyErr_SetString(PyExc_ValueError, "words must be positive");
         goto done;
     }
-    if (check_clks(&vx, w, "clks", &n) || check_plan(&vpos, w, r, &bands)) goto done;
-    size_t keys = (size_t)1 << r;
-    if ((size_t)voff.len != bands * (keys + 1) * 4 || (size_t)vrows.len != bands * n * 4 ||
-        (size_t)vq.len != w * 8) {
-        PyErr_SetString(PyExc_ValueError, "offsets, rows or query: wrong size");
+    if (check_clks(&vx, w, "clks", &n) || check_sketch_positions(&vsp, w, &s, &sw)) goto done;
+    if ((size_t)vout.len != n * sw * 8 || (uintptr_t)vout.buf % 8 || (uintptr_t)vx.buf % 8) {
+        PyErr_SetString(PyExc_ValueError, "out: n * ceil(s / 64) aligned uint64 words");
         goto done;
     }
-    if ((uintptr_t)vx.buf % 8 || (uintptr_t)vq.buf % 8 || (uintptr_t)voff.buf % 4 ||
-        (uintptr_t)vrows.buf % 4) {
-        PyErr_SetString(PyExc_ValueError, "buffers must be aligned");
-        goto done;
-    }
-    const uint64_t *q = vq.buf, *x = vx.buf;
-    uint32_t pa = popcount_row(q, w);
     Py_BEGIN_ALLOW_THREADS
-    if (pa > 0 && t > 0 && n > 0) {
-        lsh_args_t la = {x, w, n, vpos.buf, (int)r, bands, voff.buf, vrows.buf, (int)radius,
-                         q, pa, t};
-        size_t m = lsh_scratch(n) ? (size_t)-1 : lsh_collect(&la, &looked);
+    for (size_t y = 0; y < n; y++)
+        sketch_row((const uint64_t *)vx.buf + y * w, vsp.buf, s, sw, (uint64_t *)vout.buf + y * sw);
+    Py_END_ALLOW_THREADS
+    ret = Py_BuildValue("n", (Py_ssize_t)n);
+done:
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vsp);
+    PyBuffer_Release(&vout);
+    return ret;
+}
+
+/* ---- a prepared index: the buffers held once, so a query passes only itself ---------
+ *
+ * lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius,
+ *             sketch_positions, sketches, cuts) -> capsule
+ *     checks the buffers once and holds them (read-only from then on) for the capsule's
+ *     life. `cuts` (int32, one per popcount 0..bits) is the sketch cut for a query of each
+ *     popcount, chosen by matcher/lshindex.py for the tables' threshold (a valid, looser
+ *     cut for any higher threshold).
+ * lsh_query(capsule, query, threshold, cut) -> (sims, rows, looked, read)
+ *     the rows sharing a band key with `query` (one CLK's bytes), or one within `radius`
+ *     (0-2) flipped bits of it (multi-probe), decided exactly as `scan` decides; each row
+ *     once. `looked` counts the rows looked at (with repeats). A row whose sketch (its
+ *     bits at `sketch_positions`, as `sketch` packs them) differs from the query's in more
+ *     than the cut is screened out unread: `cut` when it is not negative, else the
+ *     prepared cut for the query's popcount. `read` counts the rows read and decided. */
+
+#define MAX_QUERY_WORDS 64
+
+typedef struct {
+    Py_buffer x, pos, off, rows, sp, sk, cuts;
+    size_t w, n, bands, s, sw;
+    long r, radius;
+} prepared_t;
+
+static void prepared_free(PyObject *capsule) {
+    prepared_t *p = PyCapsule_GetPointer(capsule, "blindmatch.lsh");
+    if (!p) return;
+    PyBuffer_Release(&p->x);
+    PyBuffer_Release(&p->pos);
+    PyBuffer_Release(&p->off);
+    PyBuffer_Release(&p->rows);
+    PyBuffer_Release(&p->sp);
+    PyBuffer_Release(&p->sk);
+    PyBuffer_Release(&p->cuts);
+    PyMem_Free(p);
+}
+
+static PyObject *py_lsh_prepare(PyObject *self, PyObject *args) {
+    prepared_t *p = PyMem_Calloc(1, sizeof(prepared_t));
+    if (!p) return PyErr_NoMemory();
+    Py_ssize_t words;
+    if (!PyArg_ParseTuple(args, "y*ny*ly*y*ly*y*y*", &p->x, &words, &p->pos, &p->r, &p->off,
+                          &p->rows, &p->radius, &p->sp, &p->sk, &p->cuts)) {
+        PyMem_Free(p);
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(p, "blindmatch.lsh", prepared_free);
+    if (!capsule) {
+        PyBuffer_Release(&p->x);
+        PyBuffer_Release(&p->pos);
+        PyBuffer_Release(&p->off);
+        PyBuffer_Release(&p->rows);
+        PyBuffer_Release(&p->sp);
+        PyBuffer_Release(&p->sk);
+        PyBuffer_Release(&p->cuts);
+        PyMem_Free(p);
+        return NULL;
+    }
+    /* From here on the capsule owns the buffers: an error just drops it. */
+    p->w = (size_t)words;
+    if (words <= 0 || words > MAX_QUERY_WORDS || p->radius < 0 || p->radius > 2) {
+        PyErr_SetString(PyExc_ValueError, "words must be 1-64 and radius 0, 1 or 2");
+        goto fail;
+    }
+    if (check_clks(&p->x, p->w, "clks", &p->n) || check_plan(&p->pos, p->w, p->r, &p->bands) ||
+        check_sketch_positions(&p->sp, p->w, &p->s, &p->sw))
+        goto fail;
+    size_t keys = (size_t)1 << p->r;
+    if ((size_t)p->off.len != p->bands * (keys + 1) * 4 || (size_t)p->rows.len != p->bands * p->n * 4) {
+        PyErr_SetString(PyExc_ValueError, "offsets or rows: wrong size");
+        goto fail;
+    }
+    if ((size_t)p->sk.len != p->n * p->sw * 8 || (size_t)p->cuts.len != (p->w * 64 + 1) * 4) {
+        PyErr_SetString(PyExc_ValueError, "sketches or cuts: wrong size");
+        goto fail;
+    }
+    if ((uintptr_t)p->x.buf % 8 || (uintptr_t)p->off.buf % 4 || (uintptr_t)p->rows.buf % 4 ||
+        (uintptr_t)p->sk.buf % 8 || (uintptr_t)p->cuts.buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers must be aligned");
+        goto fail;
+    }
+    return capsule;
+fail:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
+static PyObject *py_lsh_query(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    const char *qbytes;
+    Py_ssize_t qlen;
+    double t;
+    long cut_override;
+    if (!PyArg_ParseTuple(args, "Oy#dl", &capsule, &qbytes, &qlen, &t, &cut_override))
+        return NULL;
+    prepared_t *p = PyCapsule_GetPointer(capsule, "blindmatch.lsh");
+    if (!p) return NULL;
+    if ((size_t)qlen != p->w * 8) {
+        PyErr_SetString(PyExc_ValueError, "query: one CLK of the index's length");
+        return NULL;
+    }
+    uint64_t q[MAX_QUERY_WORDS];
+    memcpy(q, qbytes, (size_t)qlen);
+    uint32_t pa = popcount_row(q, p->w);
+    size_t looked = 0, read = 0;
+    out_t o = {0};
+    Py_BEGIN_ALLOW_THREADS
+    if (pa > 0 && t > 0 && p->n > 0) {
+        lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
+                         p->rows.buf, (int)p->radius, q, pa, t,
+                         p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
+        if (p->s) {
+            long cut = cut_override >= 0 ? cut_override : ((const int32_t *)p->cuts.buf)[pa];
+            sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
+            la.cut = cut < 0 ? 0 : cut > (long)p->s ? (uint32_t)p->s : (uint32_t)cut;
+        }
+        size_t m = lsh_scratch(p->n) ? (size_t)-1 : lsh_collect(&la, &looked);
         if (m == (size_t)-1) {
             o.failed = 1;
         } else {
 #if BM_X86
-            if (have_popcnt()) lsh_decide_popcnt(&la, m, &o);
-            else lsh_decide_generic(&la, m, &o);
+            if (have_popcnt()) lsh_decide_popcnt(&la, m, &o, &read);
+            else lsh_decide_generic(&la, m, &o, &read);
 #else
-            lsh_decide_generic(&la, m, &o);
+            lsh_decide_generic(&la, m, &o, &read);
 #endif
         }
     }
     Py_END_ALLOW_THREADS
-    PyObject *found = results(&o, 0);
+    PyObject *ret = NULL, *found = results(&o, 0);
     if (found) {
-        ret = Py_BuildValue("(OOn)", PyTuple_GET_ITEM(found, 0), PyTuple_GET_ITEM(found, 1),
-                            (Py_ssize_t)looked);
+        ret = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(found, 0), PyTuple_GET_ITEM(found, 1),
+                            (Py_ssize_t)looked, (Py_ssize_t)read);
         Py_DECREF(found);
     }
-done:
-    PyBuffer_Release(&vx);
-    PyBuffer_Release(&vpos);
-    PyBuffer_Release(&voff);
-    PyBuffer_Release(&vrows);
-    PyBuffer_Release(&vq);
     return ret;
 }
 
@@ -881,9 +1046,11 @@ static PyMethodDef methods[] = {
     {"scan", py_scan, METH_VARARGS, "scan(clks, words, popcounts, query, threshold)"},
     {"lsh_build", py_lsh_build, METH_VARARGS,
      "lsh_build(clks, words, positions, bits_per_band, offsets, rows)"},
-    {"lsh_search", py_lsh_search, METH_VARARGS,
-     "lsh_search(clks, words, positions, bits_per_band, offsets, rows, radius, query, "
-     "threshold)"},
+    {"sketch", py_sketch, METH_VARARGS, "sketch(clks, words, sketch_positions, out)"},
+    {"lsh_prepare", py_lsh_prepare, METH_VARARGS,
+     "lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius, "
+     "sketch_positions, sketches, cuts) -> capsule"},
+    {"lsh_query", py_lsh_query, METH_VARARGS, "lsh_query(capsule, query, threshold, cut)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

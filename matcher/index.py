@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from matcher import kernel
+from matcher import hugepages, kernel
 from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan
 
 log = logging.getLogger("blindmatch.matcher.index")
@@ -177,13 +177,15 @@ class Segment:
         """Sorted by popcount; with LSH tables for `threshold` when it is given and large."""
         popcounts = popcounts_of(words)
         order = np.argsort(popcounts, kind="stable")
-        words = np.ascontiguousarray(words[order])
+        sorted_words = hugepages.empty(words.shape, np.uint64)
+        np.take(words, order, axis=0, out=sorted_words)
+        words = sorted_words
         popcounts = np.ascontiguousarray(popcounts[order])
         lsh_plan = plan_for(words, popcounts, threshold) if threshold is not None else None
         table = None
         if lsh_plan is not None:
             started = time.perf_counter()
-            table = LshTable.build(words, lsh_plan)
+            table = LshTable.build(words, lsh_plan, float(threshold or 0.0))
             log.info(
                 "LSH tables for %d rows in %.2f s, %.0f MiB: %s",
                 len(words),

@@ -19,6 +19,13 @@ the number of bands that find such a pair with probability `recall` for the leas
 (probes plus unrelated rows decided, from the index's bit frequencies), within a memory
 cap. Pairs above the threshold are found more often than that (see docs/realtime.md).
 
+Each row also has a *sketch*: its bits at `SKETCH_BITS` further fixed positions, 16 bytes
+kept beside the tables. A query reads a candidate's sketch before its CLK and skips the row
+when the two sketches differ in more than `sketch_cut` bits: a pair at the threshold does
+that with chance at most `SKETCH_MISS`, while an unrelated row (differing in about half its
+bits) almost always does, so most candidates cost one cache line instead of a CLK's two, and
+far fewer CLKs are read. The screen only skips rows; every row kept is still decided exactly.
+
 The bit positions come from a public seed: they are not secret (the CLKs are), and the
 members upload nothing extra.
 """
@@ -26,12 +33,13 @@ members upload nothing extra.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
-from matcher import kernel
+from matcher import hugepages, kernel
 
 U64 = npt.NDArray[np.uint64]
 I32 = npt.NDArray[np.int32]
@@ -44,11 +52,17 @@ DESIGN_RECALL = 0.998
 MAX_BITS = 22
 MAX_BANDS = 64
 # Tables take at most this many bytes per indexed row (the CLKs take 128 at 1024 bits).
-BYTES_PER_ROW = 256
-# Relative cost of one probe (offsets and a row list: ~1-2 cache misses) and of one
-# candidate row decided (its CLK: 2 cache lines and a popcount).
-PROBE_COST = 1.0
-ROW_COST = 1.5
+# Longer keys cost memory (2^r offsets a band) and save time: at 1,000,000 rows, 21-bit
+# keys answer in about 0.6 of the time 19-bit keys take (docs/performance.md).
+BYTES_PER_ROW = 640
+# Relative cost of one probe (its offsets, then its row list: two dependent cache misses)
+# and of one candidate row looked at (its sketch: one miss; the few rows that pass the
+# sketch screen are read in full, which this folds in).
+PROBE_COST = 2.0
+ROW_COST = 1.0
+# The sketch screen: bits per row, and the most a pair at the threshold may be screened out.
+SKETCH_BITS = 128
+SKETCH_MISS = 1e-4
 
 
 @dataclass(frozen=True)
@@ -145,23 +159,87 @@ def plan(
     return LshPlan(positions.astype(np.int32), radius, achieved, rows)
 
 
+@lru_cache(maxsize=4096)
+def sketch_cut(popcount: int, threshold: float, clk_bits: int, sketch_bits: int = SKETCH_BITS,
+               miss: float = SKETCH_MISS) -> int:  # fmt: skip
+    """The most sketch bits a query of this popcount may differ in from a row it matches.
+
+    A pair with Dice >= t differs in at most (1 - t)(pa + pb) bits, and pb is at most
+    pa (2 - t) / t, so each sampled bit differs with chance at most h = that / clk_bits.
+    The cut is the smallest c with P(X > c) <= miss for X ~ Binomial(sketch_bits, h);
+    the true count (sampling without replacement) is more concentrated still.
+    """
+    if not 0 < threshold <= 1 or popcount <= 0:
+        return sketch_bits
+    pb = min(float(clk_bits), popcount * (2 - threshold) / threshold)
+    h = min(1.0, (1 - threshold) * (popcount + pb) / clk_bits)
+    if h <= 0:
+        return 0
+    if h >= 1:
+        return sketch_bits
+    tail = 0.0
+    for k in range(sketch_bits, -1, -1):
+        pmf = math.comb(sketch_bits, k) * h**k * (1 - h) ** (sketch_bits - k)
+        if tail + pmf > miss:
+            return k
+        tail += pmf
+    return 0
+
+
+def sketch_positions(clk_bits: int, seed: int = SEED) -> npt.NDArray[np.int32]:
+    """The bits each row's sketch samples (public, like the bands')."""
+    rng = np.random.default_rng(seed + 1)
+    count = min(SKETCH_BITS, clk_bits)
+    return np.sort(rng.choice(clk_bits, count, replace=False)).astype(np.int32)
+
+
+def sketches(words: U64, positions: npt.NDArray[np.int32]) -> U64:
+    """(n, ceil(s / 64)) words: bit j of a row's sketch is its bit positions[j]."""
+    n, w = words.shape
+    out = hugepages.empty((n, (len(positions) + 63) // 64), np.uint64)
+    out[...] = 0
+    if kernel.NATIVE:
+        kernel._kernel.sketch(np.ascontiguousarray(words), w, positions, out)
+        return out
+    pos = positions.astype(np.int64)
+    for j, p in enumerate(pos):
+        bit = (words[:, p // 64] >> np.uint64(p % 64)) & np.uint64(1)
+        out[:, j // 64] |= bit << np.uint64(j % 64)
+    return out
+
+
+def sketch_cuts(threshold: float, clk_bits: int) -> npt.NDArray[np.int32]:
+    """`sketch_cut` for every query popcount 0..clk_bits, at this threshold."""
+    return np.array([sketch_cut(pa, threshold, clk_bits) for pa in range(clk_bits + 1)], np.int32)
+
+
 @dataclass(frozen=True)
 class LshTable:
-    """One segment's tables; read-only once built, so queries share it without locks."""
+    """One segment's tables; read-only once built, so queries share it without locks.
+
+    `threshold` is the lowest the sketch cuts were chosen for; a query at a lower threshold
+    gets its cut worked out on the spot. `prepared` holds the native kernel's grip on
+    the buffers (the segment's CLKs among them), so a query passes only itself.
+    """
 
     plan: LshPlan
     offsets: npt.NDArray[np.uint32]  # (bands, 2^r + 1)
     rows: npt.NDArray[np.uint32]  # (bands, n)
+    sketch_positions: npt.NDArray[np.int32]  # (s,)
+    sketches: U64  # (n, ceil(s / 64)): each row's sketch
+    threshold: float
+    cuts: npt.NDArray[np.int32]  # (clk_bits + 1,): the sketch cut per query popcount
+    prepared: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, words: U64, plan: LshPlan) -> LshTable:
+    def build(cls, words: U64, plan: LshPlan, threshold: float) -> LshTable:
+        """Tables over `words` (which queries must then search) for pairs at `threshold`."""
         n, w = words.shape
-        offsets = np.empty((plan.bands, 2**plan.bits_per_band + 1), dtype=np.uint32)
-        rows = np.empty((plan.bands, n), dtype=np.uint32)
+        words = np.ascontiguousarray(words)
+        offsets = hugepages.empty((plan.bands, 2**plan.bits_per_band + 1), np.uint32)
+        rows = hugepages.empty((plan.bands, n), np.uint32)
         if kernel.NATIVE:
-            kernel._kernel.lsh_build(
-                np.ascontiguousarray(words), w, plan.positions, plan.bits_per_band, offsets, rows
-            )
+            kernel._kernel.lsh_build(words, w, plan.positions, plan.bits_per_band, offsets, rows)
         else:
             keys = band_keys(words, plan)
             for b in range(plan.bands):
@@ -170,39 +248,60 @@ class LshTable:
                 counts = np.bincount(keys[b], minlength=2**plan.bits_per_band)
                 offsets[b, 0] = 0
                 np.cumsum(counts, out=offsets[b, 1:])
-        return cls(plan, offsets, rows)
+        positions = sketch_positions(w * 64)
+        sketched = sketches(words, positions)
+        cuts = sketch_cuts(threshold, w * 64)
+        prepared = None
+        if kernel.NATIVE:
+            prepared = kernel._kernel.lsh_prepare(
+                words, w, plan.positions, plan.bits_per_band, offsets, rows, plan.radius,
+                positions, sketched, cuts,
+            )  # fmt: skip
+        return cls(plan, offsets, rows, positions, sketched, threshold, cuts, prepared)
 
     @property
     def nbytes(self) -> int:
-        return int(self.offsets.nbytes + self.rows.nbytes)
+        return int(self.offsets.nbytes + self.rows.nbytes + self.sketches.nbytes)
+
+    def _cut(self, query: U64, threshold: float) -> int:
+        """-1 (the prepared cut) at or above the tables' threshold, else this query's."""
+        if threshold >= self.threshold:
+            return -1
+        return sketch_cut(int(np.bitwise_count(query).sum()), threshold, query.shape[-1] * 64)
 
     def search(
         self, words: U64, popcounts: I32, query: U64, threshold: float
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
-        """(rows, scores, rows looked at): the rows found, decided exactly, unordered."""
-        p = self.plan
-        if kernel.NATIVE:
-            sims, found, looked = kernel._kernel.lsh_search(
-                words,
-                words.shape[1],
-                p.positions,
-                p.bits_per_band,
-                self.offsets,
-                self.rows,
-                p.radius,
-                np.ascontiguousarray(query),
-                float(threshold),
-            )
-            return (
-                np.frombuffer(found, dtype=np.uint32).astype(np.int64),
-                np.frombuffer(sims, dtype=np.float64),
-                int(looked),
-            )
-        return self._search_numpy(words, popcounts, query, threshold)
+        """(rows, scores, rows looked at): the rows found, decided exactly, unordered.
+
+        `words` and `popcounts` are the segment's, the rows the tables were built over."""
+        rows, sims, looked, _ = self.search_counted(words, popcounts, query, threshold)
+        return rows, sims, looked
+
+    def search_counted(
+        self, words: U64, popcounts: I32, query: U64, threshold: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int, int]:
+        """As `search`, and also how many rows passed the sketch screen and were read."""
+        if len(words) != self.rows.shape[1]:
+            raise ValueError("search the rows the tables were built over")
+        cut = self._cut(query, threshold)
+        if self.prepared is None:
+            if cut < 0:
+                cut = int(self.cuts[int(np.bitwise_count(query).sum())])
+            return self._search_numpy(words, popcounts, query, threshold, cut)
+        sims, found, looked, read = kernel._kernel.lsh_query(
+            self.prepared, np.ascontiguousarray(query).tobytes(), float(threshold), cut
+        )
+        return (
+            np.frombuffer(found, dtype=np.uint32).astype(np.int64),
+            np.frombuffer(sims, dtype=np.float64),
+            int(looked),
+            int(read),
+        )
 
     def _search_numpy(
-        self, words: U64, popcounts: I32, query: U64, threshold: float
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
+        self, words: U64, popcounts: I32, query: U64, threshold: float, cut: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int, int]:
         p = self.plan
         r = p.bits_per_band
         keys0 = band_keys(query[None, :], p)[:, 0].astype(np.int64)
@@ -218,14 +317,17 @@ class LshTable:
         parts = [self.rows[b, s:e] for b, s, e in zip(band, lo, hi, strict=True) if e > s]
         looked = int((hi - lo).sum())
         if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.float64), looked
+            return np.empty(0, np.int64), np.empty(0, np.float64), looked, 0
         cand = np.unique(np.concatenate(parts)).astype(np.int64)
+        own = sketches(query[None, :], self.sketch_positions)[0]
+        differ = np.bitwise_count(self.sketches[cand] ^ own).sum(axis=1)
+        cand = cand[differ <= cut]
         both = np.bitwise_count(words[cand] & query).sum(axis=1, dtype=np.int64)
         pa = np.full(len(cand), int(np.bitwise_count(query).sum()), dtype=np.int64)
         sims, keep = kernel._decide(
             both, pa, popcounts[cand].astype(np.int64), float(threshold), words.shape[1] * 64
         )
-        return cand[keep], sims[keep], looked
+        return cand[keep], sims[keep], looked, len(cand)
 
 
 def band_keys(words: U64, plan: LshPlan) -> npt.NDArray[np.uint32]:

@@ -9,10 +9,10 @@ from benchmarks.rtrecall import graded
 from benchmarks.synthclks import CLK_BITS, Population
 from client.api import MatcherClient
 from client.errors import RejectedError
-from matcher import kernel
+from matcher import hugepages, kernel
 from matcher._anonlink import dice_coefficient_accelerated
 from matcher.index import MemberIndex, Segment, as_words, search
-from matcher.lshindex import LshTable, plan
+from matcher.lshindex import LshTable, plan, sketch_cut, sketch_positions
 from tests.conftest import Matcher
 
 FINGERPRINT = bytes(range(32))
@@ -86,7 +86,7 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
     lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
-    table = LshTable.build(words, lsh_plan)
+    table = LshTable.build(words, lsh_plan, 0.8)
     for q in queries[::10]:
         rows, sims, _ = table.search(words, popcounts, as_words(q, CLK_BITS)[0], 0.8)
         theirs = anonlink_hits(clks, q, 0.8)
@@ -107,14 +107,15 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
         lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
         assert lsh_plan is not None
         lsh_plan = type(lsh_plan)(lsh_plan.positions[:4, :12], radius, 0.0, 0.0)
-        table = LshTable.build(words, lsh_plan)
+        table = LshTable.build(words, lsh_plan, 0.7)
         for q in as_words(queries[::40], CLK_BITS):
-            rows, sims, looked = table.search(words, popcounts, q, 0.7)
-            nrows, nsims, nlooked = table._search_numpy(words, popcounts, q, 0.7)
+            rows, sims, looked, read = table.search_counted(words, popcounts, q, 0.7)
+            cut = int(table.cuts[int(np.bitwise_count(q).sum())])
+            nrows, nsims, nlooked, nread = table._search_numpy(words, popcounts, q, 0.7, cut)
             assert dict(zip(rows.tolist(), sims.tolist(), strict=True)) == dict(
                 zip(nrows.tolist(), nsims.tolist(), strict=True)
             )
-            assert looked == nlooked
+            assert (looked, read) == (nlooked, nread)
 
 
 def test_changes_are_seen_by_the_next_query_with_lsh_tables(
@@ -209,3 +210,52 @@ def test_a_limit_change_applies_to_the_next_query(
         with matcher.operator() as op:
             op.set_query_limits("lim", member="west", per_minute=100, per_day=5)
         ask()
+
+
+def test_the_sketch_screen_keeps_every_match_and_skips_most_rows(
+    people: tuple[np.ndarray, np.ndarray],
+) -> None:
+    indexed, queries = people
+    words = as_words(indexed, CLK_BITS)
+    popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    assert lsh_plan is not None
+    screened = LshTable.build(words, lsh_plan, 0.8)
+    unscreened = LshTable.build(words, lsh_plan, 0.0)  # cuts of 0.0 let every row through
+    read = read_all = found = 0
+    for q in as_words(queries, CLK_BITS):
+        rows, sims, looked, n = screened.search_counted(words, popcounts, q, 0.8)
+        rows0, sims0, looked0, n0 = unscreened.search_counted(words, popcounts, q, 0.8)
+        assert dict(zip(rows.tolist(), sims.tolist(), strict=True)) == dict(
+            zip(rows0.tolist(), sims0.tolist(), strict=True)
+        )
+        assert looked == looked0
+        read, read_all, found = read + n, read_all + n0, found + len(rows)
+    assert found > 300
+    assert read < read_all / 4  # most candidate CLKs are never read
+
+
+def test_a_pair_at_the_threshold_passes_the_sketch_screen() -> None:
+    # Pairs as far apart as Dice 0.8 allows (both popcounts 400: 160 bits differ), the
+    # differing bits placed at random: the screen may drop at most SKETCH_MISS of them.
+    rng = np.random.default_rng(5)
+    positions = sketch_positions(CLK_BITS)
+    cut = sketch_cut(400, 0.8, CLK_BITS)
+    trials = 20_000
+    differ = np.zeros((trials, CLK_BITS), dtype=bool)
+    for row in differ:
+        row[rng.choice(CLK_BITS, 160, replace=False)] = True
+    dropped = int((differ[:, positions].sum(axis=1) > cut).sum())
+    assert dropped <= 5  # expected: at most trials * SKETCH_MISS = 2
+    assert sketch_cut(400, 0.9, CLK_BITS) <= cut <= sketch_cut(400, 0.7, CLK_BITS)
+
+
+def test_huge_page_arrays_are_ordinary_arrays() -> None:
+    small = hugepages.empty((10, 4), np.uint64)
+    big = hugepages.empty((300_000, 16), np.uint64)
+    for array, shape in ((small, (10, 4)), (big, (300_000, 16))):
+        assert array.shape == shape and array.dtype == np.uint64
+        assert array.flags.c_contiguous and array.flags.writeable
+    assert big.ctypes.data % hugepages.HUGE_PAGE == 0
+    big[-1, -1] = 7
+    assert int(big.sum()) == 7  # the rest of a fresh mapping reads as zero
