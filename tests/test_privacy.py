@@ -7,6 +7,7 @@ import dataclasses
 import json
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.cli import main
-from client.encode import encode_csv
+from client.encode import EncodeReport, encode_csv, read_rows
 from client.errors import InputError
 from client.harden import (
     NONE,
@@ -27,7 +28,9 @@ from client.harden import (
     with_hardening,
 )
 from client.mapping import load_mapping
-from client.privacy.check import Level, check_synthetic
+from client.privacy import check
+from client.privacy.attacks import Target
+from client.privacy.check import check_synthetic, field_segments
 from client.schema import LinkageSchema, load_schema
 from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
 
@@ -174,24 +177,82 @@ def test_privacy_check_finds_the_leak_in_unhardened_field_level_encodings() -> N
     assert report.verdict().startswith("LEAKS")
 
 
-@pytest.mark.parametrize(
-    ("schema", "hardening", "level", "seed"),
-    [(FIELD_LEVEL_SCHEMA, None, "schema", 2), (PERSON_SCHEMA, NONE, "field", 1)],
-    ids=["opt-in field-level schema", "default schema as field-level filters"],
-)
-def test_q_gram_alignment_re_identifies_most_names_in_unhardened_field_level_encodings(
-    schema: Path, hardening: Hardening | None, level: Level, seed: int
-) -> None:
-    # 2,000 realistic records: frequency-seeded q-gram alignment (Christen et al. 2018) finds
-    # far more than the 10% the issue asks for (~95% measured); 1,000 is not always enough.
-    report = check_synthetic(
-        2000, seed, load_schema(schema), hardening=hardening, level=level, attacks=("qgram",)
-    )
+def test_q_gram_alignment_re_identifies_most_names_in_unhardened_field_level_filters() -> None:
+    # 2,000 realistic records, one 1,024-bit filter per field of the default schema:
+    # frequency-seeded q-gram alignment (Christen et al. 2018) finds far more than 10% (~95%
+    # measured); 1,000 is not always enough. On the opt-in schema's 256-bit segments it mostly
+    # fails to seed (see the next test and docs/privacy.md).
+    report = check_synthetic(2000, 1, SCHEMA, hardening=NONE, level="field", attacks=("qgram",))
     share = {r.field: r.record_share for r in report.results}
     values = {r.field: r.value_share for r in report.results}
     assert share["surname"] >= 0.10 and values["surname"] >= 0.10, report.render()
     assert share["given_name"] >= 0.10, report.render()
     assert report.verdict().startswith("LEAKS")
+
+
+def test_privacy_check_of_a_field_level_schema_attacks_the_segments_it_uploads(
+    orgs: dict[str, Org], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = load_schema(FIELD_LEVEL_SCHEMA)
+    # The segments are the upload, cut at the fields' blindmatch.bits.
+    org = orgs["north"]
+    upload = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), b"k")
+    _ids, rows = read_rows(org.csv, schema, load_mapping(org.mapping, schema), EncodeReport(""))
+    segments = field_segments(schema, rows, b"k", NONE)
+    assert [s[1] for s in segments if s is not None] == list(schema.field_bits)
+    whole = np.concatenate([s[0] for s in segments if s is not None], axis=1)
+    assert np.packbits(whole, axis=1).tobytes() == upload.clks
+    # Every attack sees filters of the segment's length, not the schema's 1,024 bits.
+    seen: list[tuple[str, str, int]] = []
+    real_threshold, real_pattern, real_qgram = (
+        check.clustering_threshold,
+        check.pattern_mining,
+        check.qgram_alignment,
+    )
+
+    def threshold(pops: np.ndarray, length: int, flip: float = 0.0) -> float:
+        seen.append(("cluster", "", length))
+        return real_threshold(pops, length, flip)
+
+    def pattern(bits: np.ndarray, targets: list[Target], encoding: str) -> Any:
+        seen.extend(("pattern", t.field, bits.shape[1]) for t in targets)
+        return real_pattern(bits, targets, encoding)
+
+    def qgram(bits: np.ndarray, labels: np.ndarray, target: Target, encoding: str) -> Any:
+        seen.append(("qgram", target.field, bits.shape[1]))
+        return real_qgram(bits, labels, target, encoding)
+
+    monkeypatch.setattr(check, "clustering_threshold", threshold)
+    monkeypatch.setattr(check, "pattern_mining", pattern)
+    monkeypatch.setattr(check, "qgram_alignment", qgram)
+    report = check_synthetic(2000, 1, schema)
+    bits = dict(zip(schema.hashed_fields(), schema.field_bits, strict=True))
+    attacked = [r.field for r in report.results if r.attack == "frequency alignment"]
+    assert attacked == ["dob", "given_name", "postcode", "surname"]  # sex: not scored
+    assert sorted(seen) == sorted(
+        [("cluster", "", bits[f]) for f in attacked]
+        + [(a, f, bits[f]) for a in ("pattern", "qgram") for f in attacked]
+    )
+    assert {r.encoding for r in report.results} == {"field"}  # what that schema uploads
+
+
+def test_privacy_check_finds_the_leak_in_the_segments_of_the_opt_in_field_level_schema() -> None:
+    # 10,000 records: frequency alignment on the 256-bit segments still finds several times the
+    # 1% limit (given names 6-14%, surnames 6-8.5% measured over seeds and secrets). Q-gram
+    # alignment mostly fails to seed on segments this dense (0-2%, now and then ~93% of
+    # surnames: docs/privacy.md), so it is not asserted.
+    report = check_synthetic(10_000, 1, load_schema(FIELD_LEVEL_SCHEMA), attacks=("frequency",))
+    share = {r.field: r.record_share for r in report.results}
+    assert share["given_name"] >= 0.03 and share["surname"] >= 0.03, report.render()
+    assert not report.passed
+    assert report.verdict().startswith("LEAKS")
+
+
+def test_privacy_check_refuses_hardening_a_field_level_schema_cannot_upload() -> None:
+    with pytest.raises(InputError, match="not supported with field-level schemas"):
+        check_synthetic(
+            50, 1, load_schema(FIELD_LEVEL_SCHEMA), hardening=Hardening(salt_field="dob")
+        )
 
 
 def test_q_gram_alignment_is_stopped_by_salting_field_level_filters() -> None:
@@ -219,12 +280,6 @@ def test_privacy_check_passes_the_default_encoding_of_realistic_exports() -> Non
     # 20,000 records: frequency attacks grow stronger with more records.
     report = check_synthetic(20_000, 3, SCHEMA)
     assert report.passed, report.render()
-
-
-def test_privacy_check_finds_the_leak_of_the_opt_in_field_level_schema() -> None:
-    report = check_synthetic(10_000, 1, load_schema(FIELD_LEVEL_SCHEMA), attacks=("frequency",))
-    assert {r.encoding for r in report.results} == {"field"}  # what that schema uploads
-    assert not report.passed, report.render()
 
 
 def test_privacy_check_cli_writes_a_report_a_json_and_a_png(

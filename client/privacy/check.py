@@ -5,9 +5,11 @@ encodes the plaintext exactly as `blindmatch encode` would (same schema,
 normalisation, secret and hardening), then runs every shipped attack on the
 encodings alone. The plaintext is used only to score the guesses. Encodings
 are attacked as the schema uploads them (`schema`, the default: record-level
-CLKs, plus the fallback CLKs when the schema has `blindmatch.fallback`; or one
-filter per field for a field-level schema), or as a record-level or a
-field-level design would upload them, or both.
+CLKs, plus the fallback CLKs when the schema has `blindmatch.fallback`; or, for
+a field-level schema, the fields' segments of its CLK, `blindmatch.bits` bits
+each), or as a record-level or a field-level design would upload them, or both
+(on a field-level schema, `field` is its segments; on a record-level one, one
+filter of the schema's length per field).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from client.encode import EncodeReport, encode_fallback, read_rows, read_secret
+from client.errors import InputError
+from client.fieldlevel import encode_field_level
 from client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
 from client.mapping import load_mapping
 from client.privacy import frequencies, population
@@ -204,26 +209,77 @@ def attack_encodings(
             )
             results.extend(_attack_clks(second, kept, hardening, attacks, "fallback"))
     if level in ("field", "both") and targets:
-        per_field = encode_fields(
-            rows, enc_schema, secret, hardening, field_names=schema.field_names
-        )
+        if schema.field_level:
+            # What a field-level schema uploads: one CLK of per-field segments (client.encode).
+            per_field = field_segments(schema, rows, secret, hardening)
+        else:
+            # What one filter per field of this record-level schema would leak.
+            per_field = [
+                None if f is None else (unpack(f), 8 * f.shape[1])
+                for f in encode_fields(
+                    rows, enc_schema, secret, hardening, field_names=schema.field_names
+                )
+            ]
         for index, target in targets:
-            filters = per_field[index]
-            pops = np.bitwise_count(filters).sum(axis=1, dtype=np.int64)
-            flip = hardening.flip_probability
-            labels = cluster_encodings(
-                filters, clustering_threshold(pops, 8 * filters.shape[1], flip)
-            )
-            if "frequency" in attacks:
-                results.append(frequency_alignment(labels, pops, target, "field"))
-            if "pattern" in attacks:
-                results.extend(pattern_mining(unpack(filters), [target], "field"))
-            if "qgram" in attacks:
-                results.append(qgram_alignment(unpack(filters), labels, target, "field"))
+            segment = per_field[index]
+            assert segment is not None
+            results.extend(_attack_filters(*segment, target, hardening, attacks))
     order = {"frequency alignment": 0, "pattern mining": 1, "q-gram alignment": 2}
     encodings = {"field": 0, "record": 1, "fallback": 2}
     results.sort(key=lambda r: (encodings[r.encoding], order[r.attack], r.field))
     return results, skipped
+
+
+def field_segments(
+    schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes, hardening: Hardening
+) -> list[tuple[npt.NDArray[np.bool_], int] | None]:
+    """A field-level schema's upload, cut into its fields' filters: (bits, length) per field.
+
+    The CLK is encoded exactly as `blindmatch encode` does (`encode_field_level`):
+    hashed features in schema order, each a segment of its `blindmatch.bits`
+    bits. Features that are not hashed have no segment (None).
+    """
+    if not hardening.is_none:
+        raise InputError(
+            f"{schema.path}: blindmatch.hardening is not supported with field-level schemas yet, "
+            "so such a schema uploads nothing hardened to check; attack a record-level schema "
+            "with --encoding field to see what hardened field-level filters would leak"
+        )
+    enc_schema = schema.for_encoding()
+    clks = encode_field_level(rows, enc_schema, schema.field_bits, secret)
+    bits = np.unpackbits(
+        np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), -1), axis=1, count=schema.clk_bits
+    ).astype(bool)
+    hashed = [i for i, f in enumerate(enc_schema.fields) if f.hashing_properties is not None]
+    segments: list[tuple[npt.NDArray[np.bool_], int] | None] = [None] * len(enc_schema.fields)
+    offset = 0
+    for index, size in zip(hashed, schema.field_bits, strict=True):
+        segments[index] = (bits[:, offset : offset + size], size)
+        offset += size
+    return segments
+
+
+def _attack_filters(
+    bits: npt.NDArray[np.bool_],
+    length: int,
+    target: Target,
+    hardening: Hardening,
+    attacks: Sequence[str],
+) -> list[AttackResult]:
+    """Every attack on one field's filters (`length` bits each, unpacked), one result each."""
+    results: list[AttackResult] = []
+    packed = np.packbits(bits, axis=1)  # zero padding to whole bytes changes no Dice
+    pops = bits.sum(axis=1, dtype=np.int64)
+    labels = cluster_encodings(
+        packed, clustering_threshold(pops, length, hardening.flip_probability)
+    )
+    if "frequency" in attacks:
+        results.append(frequency_alignment(labels, pops, target, "field"))
+    if "pattern" in attacks:
+        results.extend(pattern_mining(bits, [target], "field"))
+    if "qgram" in attacks:
+        results.append(qgram_alignment(bits, labels, target, "field"))
+    return results
 
 
 def _attack_clks(
@@ -348,6 +404,7 @@ __all__ = [
     "attack_encodings",
     "check_csv",
     "check_synthetic",
+    "field_segments",
     "load_schema",
     "plot",
     "read_secret",
