@@ -11,6 +11,7 @@ next query.
     .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
     .venv/bin/python benchmarks/realtime.py --clks random        # uniformly random CLKs
+    .venv/bin/python benchmarks/realtime.py --rates 200,400      # and open loops at 200, 400/s
 
 By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
 from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
@@ -111,11 +112,19 @@ def percentile(values: list[float], p: float) -> float:
 @dataclass
 class Measured:
     queriers: int
+    rate: float  # offered queries/s in all (open loop); 0 for a closed loop
     latencies: list[float]  # ms
     wall: float  # s
     missed: int  # planted hits not found
     planted: int
     load: tuple[float, float]  # 1-minute load average before and after
+    cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -124,8 +133,17 @@ def measure(
     held: dict[str, Partner],
     queriers: int,
     queries: int,
+    server_pid: int,
+    rate: float = 0.0,
 ) -> Measured:
-    """`queriers` threads, each with its own channel, asking `queries` queries each."""
+    """`queriers` threads, each with its own channel, asking `queries` queries each.
+
+    With `rate` 0 each querier asks again as soon as it has its answer (a closed loop: the
+    matcher is kept as busy as 20 clients can make it). With a rate, queries arrive at
+    random (Poisson) at `rate` per second in all, whatever the answers' speed (an open
+    loop), and each latency counts from when its query was due, so time spent waiting
+    behind a slow answer is counted too.
+    """
     total = queriers * queries
     planted: list[tuple[np.ndarray, str | None]] = []
     for i in range(total):
@@ -134,36 +152,55 @@ def measure(
             planted.append((held[partner].hit(), partner))
         else:
             planted.append((held[PARTNERS[0]].miss(), None))
+    gaps = np.random.default_rng(len(planted)).exponential(
+        queriers / rate if rate else 0.0, size=total
+    )
     latencies: list[float] = []
     missed: list[int] = []
     lock = threading.Lock()
-    gate = threading.Barrier(queriers)
+    gate = threading.Barrier(queriers + 1)
 
     def querier(k: int) -> None:
         with MatcherClient(target, token) as client:
             ask(client, planted[0][0].tobytes(), "warm-up")
             gate.wait()
+            due = time.perf_counter()
             for i in range(k * queries, (k + 1) * queries):
                 clk, partner = planted[i]
-                t0 = time.perf_counter()
+                if rate:
+                    due += gaps[i]
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                else:
+                    due = time.perf_counter()
                 found = ask(client, clk.tobytes(), f"bench {i}")
-                elapsed = (time.perf_counter() - t0) * 1000
+                elapsed = (time.perf_counter() - due) * 1000
                 with lock:
                     latencies.append(elapsed)
                     if partner is not None and partner not in found:
                         missed.append(i)
 
-    print(f"{queriers} queriers x {queries} single-record queries ...", flush=True)
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    mode = f"at {rate:g} queries/s in all (open loop)" if rate else "(closed loop)"
+    print(f"{queriers} queriers x {queries} single-record queries {mode} ...", flush=True)
     threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
     for t in threads:
         t.start()
+    gate.wait()
+    load_before = os.getloadavg()[0]
+    cpu_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    cpu = [
+        (after - before) * 1000 / total
+        for before, after in zip(
+            cpu_before, (cpu_seconds(server_pid), cpu_seconds(os.getpid())), strict=True
+        )
+    ]
     load = (load_before, os.getloadavg()[0])
-    return Measured(queriers, latencies, wall, len(missed), (total + 1) // 2, load)
+    return Measured(
+        queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1])
+    )
 
 
 def ask(client: MatcherClient, clk: bytes, purpose: str) -> list[str]:
@@ -184,6 +221,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--clks", choices=("synthetic", "random"), default="synthetic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
+    parser.add_argument(
+        "--rates",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[],
+        help="also run 20 queriers in an open loop at these total queries/s (comma-separated)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -215,10 +258,16 @@ def main() -> int:
             load_index(served.target, tokens[partner], held[partner])
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
+        pid = served.process.pid
         runs = [
-            measure(served.target, tokens[QUERIER], held, n, args.queries)
+            measure(served.target, tokens[QUERIER], held, n, args.queries, pid)
             for _ in range(args.repeat)
             for n in args.queriers
+        ]
+        runs += [
+            measure(served.target, tokens[QUERIER], held, 20, args.queries, pid, rate)
+            for _ in range(args.repeat)
+            for rate in args.rates
         ]
 
         with (
@@ -238,10 +287,12 @@ def main() -> int:
     failed = not visible
     for r in runs:
         lat = r.latencies
+        loop = f"open loop at {r.rate:g}/s" if r.rate else "closed loop"
         print(
-            f"{r.queriers:>3} queriers: {len(lat)} queries in {r.wall:.1f} s "
+            f"{r.queriers:>3} queriers, {loop}: {len(lat)} queries in {r.wall:.1f} s "
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
             f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
+            f"CPU ms per query: matcher {r.cpu_ms[0]:.2f}, client {r.cpu_ms[1]:.2f}; "
             f"planted hits missed {r.missed} of {r.planted}; "
             f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
