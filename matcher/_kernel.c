@@ -920,9 +920,7 @@ typedef struct {
     long r, radius;
 } prepared_t;
 
-static void prepared_free(PyObject *capsule) {
-    prepared_t *p = PyCapsule_GetPointer(capsule, "blindmatch.lsh");
-    if (!p) return;
+static void prepared_release(prepared_t *p) {
     PyBuffer_Release(&p->x);
     PyBuffer_Release(&p->pos);
     PyBuffer_Release(&p->off);
@@ -931,6 +929,11 @@ static void prepared_free(PyObject *capsule) {
     PyBuffer_Release(&p->sk);
     PyBuffer_Release(&p->cuts);
     PyMem_Free(p);
+}
+
+static void prepared_free(PyObject *capsule) {
+    prepared_t *p = PyCapsule_GetPointer(capsule, "blindmatch.lsh");
+    if (p) prepared_release(p);
 }
 
 static PyObject *py_lsh_prepare(PyObject *self, PyObject *args) {
@@ -944,14 +947,7 @@ static PyObject *py_lsh_prepare(PyObject *self, PyObject *args) {
     }
     PyObject *capsule = PyCapsule_New(p, "blindmatch.lsh", prepared_free);
     if (!capsule) {
-        PyBuffer_Release(&p->x);
-        PyBuffer_Release(&p->pos);
-        PyBuffer_Release(&p->off);
-        PyBuffer_Release(&p->rows);
-        PyBuffer_Release(&p->sp);
-        PyBuffer_Release(&p->sk);
-        PyBuffer_Release(&p->cuts);
-        PyMem_Free(p);
+        prepared_release(p);
         return NULL;
     }
     /* From here on the capsule owns the buffers: an error just drops it. */

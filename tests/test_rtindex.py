@@ -259,3 +259,28 @@ def test_huge_page_arrays_are_ordinary_arrays() -> None:
     assert big.ctypes.data % hugepages.HUGE_PAGE == 0
     big[-1, -1] = 7
     assert int(big.sum()) == 7  # the rest of a fresh mapping reads as zero
+
+
+def test_the_native_look_up_refuses_buffers_that_do_not_fit(
+    people: tuple[np.ndarray, np.ndarray],
+) -> None:
+    if not kernel.NATIVE:
+        pytest.skip("the native kernel is not built")
+    indexed, _ = people
+    words = as_words(indexed[:2000], CLK_BITS)
+    lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
+    assert lsh_plan is not None
+    table = LshTable.build(words, lsh_plan, 0.8)
+    native = kernel._kernel
+    args = [
+        words, words.shape[1], lsh_plan.positions, lsh_plan.bits_per_band, table.offsets,
+        table.rows, lsh_plan.radius, table.sketch_positions, table.sketches, table.cuts,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="offsets or rows"):
+        native.lsh_prepare(*args[:4], table.offsets[:, :-1].copy(), *args[5:])
+    with pytest.raises(ValueError, match="sketches or cuts"):
+        native.lsh_prepare(*args[:9], table.cuts[:-1].copy())
+    with pytest.raises(ValueError, match="query: one CLK"):
+        native.lsh_query(table.prepared, words[0].tobytes()[:-8], 0.8, -1)
+    with pytest.raises(ValueError, match="the rows the tables were built over"):
+        table.search(words[:10], np.zeros(10, np.int32), words[0], 0.8)
