@@ -22,11 +22,12 @@ a record) and public frequency lists; it never sees plaintext. The plaintext
   them bits_per_token(m) of its hash positions, the schema's public
   strategy), so the filters of two values share about as many bits as the
   hash positions of their common q-grams, plus chance. Seeds: the largest
-  filter groups, each hypothesised to be one of the public values frequency
-  makes plausible for it; a hypothesis is extended by re-identifying every
-  group whose overlaps with the seeds' filters one candidate value explains
-  far better than any other (frequency prior included), and the seeds two
-  hypotheses on different groups agree on are kept. From them the attack
+  filter groups are assigned public values jointly (size prior plus the
+  pairwise overlaps of their filters; one overlap says little on a dense
+  256-bit segment, a dozen together do), and the groups that assignment pins
+  down are kept. A group is re-identified when its overlaps with the seeds'
+  filters one candidate value explains far better than any other (frequency
+  prior included). From them the attack
   extends to every group, round after round, each re-identified value a new
   seed. Groups of identical (or near-identical) encodings stand for one
   value; record-level CLKs, nearly all distinct, give it nothing to start
@@ -299,9 +300,12 @@ def pattern_mining(
 
 # Public values tried per field (most common first), and the seeds tried to start from.
 QGRAM_CANDIDATES = 3000
-HYPOTHESIS_GROUPS = 8  # the largest filter groups, each tried as ...
-HYPOTHESIS_VALUES = 6  # ... each of the public values its size makes most plausible
-PROBE_GROUPS, PROBE_VALUES, PROBE_ROUNDS = 300, 800, 5
+SEED_GROUPS = 16  # the largest filter groups, each one of ...
+SEED_VALUES = 12  # ... the public values its size makes most plausible, assigned jointly
+SEED_SWEEPS = 10  # coordinate-ascent sweeps per start
+# A seed is kept when its value beats every other option for its group, the rest of the joint
+# assignment held fixed, by this many nats.
+SEED_MARGIN = 3.0
 # A group is re-identified when its best value beats the runner-up by this many nats, and the
 # seeds' filters support it by at least EVIDENCE nats over "shares nothing with them".
 MARGIN, EVIDENCE = 4.0, 10.0
@@ -378,6 +382,94 @@ class _QgramAligner:
         return (fit - (beta**2 / (2 * var))[:, None] * (sh**2).sum(axis=1)[None, :]).astype(
             np.float32
         )
+
+    def pairs(
+        self, top: npt.NDArray[np.intp], options: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.float64]:
+        """Log-likelihood gain, per pair of top groups and pair of their options, of the pair.
+
+        pair[i, j, a, b]: group top[i] is options[i, a] and top[j] is options[j, b], against
+        "their values share nothing", from the overlap of the two filters (`structure`'s model,
+        each filter in turn the seed, averaged so the table is symmetric).
+        """
+        t, m = options.shape
+        rep, p, length = self.rep[top], self.pop[top], self.length
+        overlap = (rep @ rep.T).astype(np.float64) - np.outer(p, p) / length
+        sh = np.zeros((t, t, m, m))
+        for i in range(t):
+            rows = np.stack([self.shared(int(a)) for a in options[i]])
+            for j in range(t):
+                sh[i, j] = rows[:, options[j]]
+        beta = 1 - (p[:, None] + p[None, :]) / length
+        var = np.outer(p, p) / length * (1 - p[None, :] / length) + 1.0
+        gain = (beta / var * overlap)[:, :, None, None] * sh - (beta**2 / (2 * var))[
+            :, :, None, None
+        ] * sh**2
+        gain = 0.5 * (gain + gain.transpose(1, 0, 3, 2))
+        gain[np.arange(t), np.arange(t)] = 0.0
+        return gain
+
+    def joint_seeds(self, top: npt.NDArray[np.intp], cands: npt.NDArray[np.intp]) -> dict[int, int]:
+        """Assign the largest groups values jointly; keep those the assignment pins down.
+
+        One 256-bit filter at a third of its bits set says little about another's value, but
+        the pairwise overlaps of a dozen large groups, taken together with their sizes, do:
+        maximise prior + sum of pairwise gains over assignments of distinct values (coordinate
+        ascent from every single-group hypothesis), then keep each group whose value, the
+        others held fixed, beats all its other options (distinct or not) by SEED_MARGIN.
+        """
+        t = len(top)
+        if t < 2:
+            return {}
+        m = min(SEED_VALUES, len(cands))
+        prior = self.prior[np.ix_(top, cands)].astype(np.float64)
+        pick = np.argsort(-prior, axis=1, kind="stable")[:, :m]
+        options = cands[pick]
+        prior = np.take_along_axis(prior, pick, axis=1)
+        prior -= prior.max(axis=1, keepdims=True)
+        gain = self.pairs(top, options)
+        same = options[:, None, :, None] == options[None, :, None, :]  # [i, j, a, b]
+
+        def local(
+            i: int, assign: npt.NDArray[np.intp], distinct: bool = True
+        ) -> npt.NDArray[np.float64]:
+            on = np.flatnonzero(assign >= 0)
+            on = on[on != i]
+            out = prior[i] + gain[i, on, :, assign[on]].sum(axis=0)
+            if distinct and len(on):
+                out[same[i, on, :, assign[on]].any(axis=0)] = -np.inf
+            return out
+
+        best, best_total = np.zeros(t, dtype=np.intp), -np.inf
+        for i0 in range(t):
+            for a0 in range(m):
+                assign = np.full(t, -1, dtype=np.intp)
+                assign[i0] = a0
+                for i in range(t):
+                    if i != i0:
+                        assign[i] = int(np.argmax(local(i, assign)))
+                for _ in range(SEED_SWEEPS):
+                    changed = False
+                    for i in range(t):
+                        a = int(np.argmax(local(i, assign)))
+                        changed |= a != assign[i]
+                        assign[i] = a
+                    if not changed:
+                        break
+                idx = np.arange(t)
+                total = (
+                    prior[idx, assign].sum()
+                    + 0.5 * gain[idx[:, None], idx[None, :], assign[:, None], assign[None, :]].sum()
+                )
+                if total > best_total:
+                    best, best_total = assign.copy(), total
+        seeds: dict[int, int] = {}
+        for i in range(t):
+            s = local(i, best, distinct=False)
+            rival = np.delete(s, best[i]).max() if m > 1 else -np.inf
+            if s[best[i]] - rival >= SEED_MARGIN:
+                seeds[int(top[i])] = int(options[i, best[i]])
+        return seeds
 
     def extend(
         self,
@@ -459,25 +551,9 @@ def qgram_alignment(
     shares = target.public.shares()
     expected = np.array([shares[v] for v in values]) * len(rows)
     aligner = _QgramAligner(rep, counts, values, expected, target)
-    # Hypotheses: one of the largest groups is one of the values its size makes plausible.
-    probe_groups = order[:PROBE_GROUPS]
-    probe_cands = np.arange(min(PROBE_VALUES, len(values)))
-    worlds: list[tuple[int, dict[int, int]]] = []
-    for group in order[:HYPOTHESIS_GROUPS].tolist():
-        if counts[group] < 3:
-            break
-        plausible = np.argsort(-aligner.prior[group, probe_cands], kind="stable")
-        for value in plausible[:HYPOTHESIS_VALUES].tolist():
-            world = aligner.extend({group: value}, probe_groups, probe_cands, PROBE_ROUNDS)
-            worlds.append((group, world))
-    # A wrong hypothesis grows a world of its own; two right ones grow the same world.
-    seeds: dict[int, int] = {}
-    for x, (gx, wx) in enumerate(worlds):
-        for gy, wy in worlds[x + 1 :]:
-            if gx != gy:
-                agree = {g: v for g, v in wx.items() if wy.get(g) == v}
-                if len(agree) > len(seeds):
-                    seeds = agree
+    # Seeds: the largest groups, assigned values jointly (sizes and pairwise overlaps).
+    top = np.array([g for g in order[:SEED_GROUPS].tolist() if counts[g] >= 3], dtype=np.intp)
+    seeds = aligner.joint_seeds(top, np.arange(len(values)))
     if seeds:
         seeds = aligner.extend(seeds, np.arange(len(counts)), np.arange(len(values)))
     for row, group in zip(rows.tolist(), inverse.tolist(), strict=True):
