@@ -210,7 +210,10 @@ def sketches(words: U64, positions: npt.NDArray[np.int32]) -> U64:
 
 def sketch_cuts(threshold: float, clk_bits: int) -> npt.NDArray[np.int32]:
     """`sketch_cut` for every query popcount 0..clk_bits, at this threshold."""
-    return np.array([sketch_cut(pa, threshold, clk_bits) for pa in range(clk_bits + 1)], np.int32)
+    bits = min(SKETCH_BITS, clk_bits)  # as many as sketch_positions samples
+    return np.array(
+        [sketch_cut(pa, threshold, clk_bits, bits) for pa in range(clk_bits + 1)], np.int32
+    )
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,8 @@ class LshTable:
         """-1 (the prepared cut) at or above the tables' threshold, else this query's."""
         if threshold >= self.threshold:
             return -1
-        return sketch_cut(int(np.bitwise_count(query).sum()), threshold, query.shape[-1] * 64)
+        popcount = int(np.bitwise_count(query).sum())
+        return sketch_cut(popcount, threshold, query.shape[-1] * 64, len(self.sketch_positions))
 
     def search(
         self, words: U64, popcounts: I32, query: U64, threshold: float
