@@ -17,7 +17,6 @@ valid shorter chain, which only an anchor recorded elsewhere can expose (see
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -106,38 +105,59 @@ class Entry:
         }
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _dumps(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL_JSON.encode(value)
+
+
+def _plain(detail: Mapping[str, object]) -> dict[str, object]:
+    """`detail` as JSON reads it back (tuples become lists, and so on)."""
+    if all(type(k) is str and type(v) in _PLAIN for k, v in detail.items()):
+        return dict(detail)  # already what a JSON round trip gives
+    return json.loads(_dumps(dict(detail)))
+
+
+def _canonical(fields: dict[str, object]) -> bytes:
+    fields["time"] = repr(float(fields["time"]))  # type: ignore[arg-type]  # exact round trip
+    return _dumps(fields).encode("utf-8")
 
 
 def canonical(entry: Entry) -> bytes:
     """The bytes the hash covers: every field but `hash`, in a fixed order."""
     body = entry.to_dict()
     del body["hash"]
-    body["time"] = repr(float(entry.time))  # exact round trip, no float formatting drift
-    return _dumps(body).encode("utf-8")
+    return _canonical(body)
 
 
 def entry_hash(key: bytes, entry: Entry) -> str:
-    return hmac.new(key, canonical(entry), hashlib.sha256).hexdigest()
+    return hmac.digest(key, canonical(entry), "sha256").hex()
 
 
 def seal(key: bytes, seq: int, time: float, event: Event, prev_hash: str) -> Entry:
     """The next entry of the chain, hash included."""
-    unsealed = Entry(
-        seq=seq,
-        time=time,
-        actor=event.actor,
-        action=event.action,
-        project=event.project,
-        member=event.member,
-        purpose=event.purpose,
-        disclosed=dict(sorted(event.disclosed.items())),
-        detail=json.loads(_dumps(dict(event.detail))),
-        prev_hash=prev_hash,
-        hash="",
-    )
-    return Entry(**{**unsealed.__dict__, "hash": entry_hash(key, unsealed)})
+    disclosed = dict(sorted(event.disclosed.items()))
+    detail = _plain(event.detail)
+    body: dict[str, object] = {
+        "seq": seq,
+        "time": time,
+        "actor": event.actor,
+        "action": event.action,
+        "project": event.project,
+        "member": event.member,
+        "purpose": event.purpose,
+        "disclosed": disclosed,
+        "detail": detail,
+        "prev_hash": prev_hash,
+    }
+    digest = hmac.digest(key, _canonical(body), "sha256").hex()
+    return Entry(
+        seq, time, event.actor, event.action, event.project, event.member, event.purpose,
+        disclosed, detail, prev_hash, digest,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

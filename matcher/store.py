@@ -57,6 +57,9 @@ from matcher.errors import (
 from matcher.solve import Links
 
 DAY = 24 * 3600.0
+# The audit table's disclosed and detail columns (built once: json.dumps with options
+# builds an encoder on every call).
+_COLUMN_JSON = json.JSONEncoder(sort_keys=True)
 DEFAULT_RETENTION = 180 * DAY
 # upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
 FALLBACK_PREFIX = "fallback:"
@@ -937,26 +940,40 @@ class Store:
 
     def _append(self, db: sqlite3.Connection, event: audit.Event) -> audit.Entry:
         """Append to the chain inside the caller's transaction."""
+        return self._append_all(db, [event])[-1]
+
+    def _append_all(
+        self, db: sqlite3.Connection, events: Sequence[audit.Event]
+    ) -> list[audit.Entry]:
+        """Append events in order to the chain, inside the caller's transaction."""
         last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
-        entry = audit.seal(self._audit_key, seq, self.clock(), event, prev)
-        db.execute(
+        seq, prev = (last[0], last[1]) if last else (0, audit.GENESIS)
+        entries = []
+        for event in events:
+            seq += 1
+            entry = audit.seal(self._audit_key, seq, self.clock(), event, prev)
+            entries.append(entry)
+            prev = entry.hash
+        db.executemany(
             "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                entry.seq,
-                entry.time,
-                entry.actor,
-                entry.action,
-                entry.project,
-                entry.member,
-                entry.purpose,
-                json.dumps(entry.disclosed, sort_keys=True),
-                json.dumps(entry.detail, sort_keys=True),
-                entry.prev_hash,
-                entry.hash,
-            ),
+            [
+                (
+                    e.seq,
+                    e.time,
+                    e.actor,
+                    e.action,
+                    e.project,
+                    e.member,
+                    e.purpose,
+                    _COLUMN_JSON.encode(e.disclosed),
+                    _COLUMN_JSON.encode(e.detail),
+                    e.prev_hash,
+                    e.hash,
+                )
+                for e in entries
+            ],
         )
-        return entry
+        return entries
 
     def record(self, event: audit.Event) -> audit.Entry:
         """Append one event on its own (consultations and disclosures)."""
@@ -965,9 +982,10 @@ class Store:
 
     def record_many(self, events: Sequence[audit.Event]) -> None:
         """Append events in one transaction (real-time queries, written in batches)."""
+        if not events:
+            return
         with self._tx(changes_state=False) as db:
-            for event in events:
-                self._append(db, event)
+            self._append_all(db, events)
 
     def audit_entries(self, *, project: str = "", after: int = 0) -> list[audit.Entry]:
         """Entries in seq order, optionally of one project and after a seq."""

@@ -58,6 +58,21 @@ def test_an_untouched_chain_verifies() -> None:
     assert audit.verify(KEY, []).ok
 
 
+def test_the_canonical_form_is_stable() -> None:
+    # Logs written by earlier versions must keep verifying: this hash was computed when
+    # the chain was first defined; a change to the canonical form (or to how seal
+    # normalises detail) breaks it.
+    event = audit.Event(
+        "north", "query", "p", "north", purpose="case ü 1",
+        disclosed={"south": "hits", "east": "count"}, detail={"records": 2, "refs": ("r1", "r2")},
+    )  # fmt: skip
+    entry = audit.seal(KEY, 7, 1700000000.25, event, "ab" * 32)
+    assert entry.detail == {"records": 2, "refs": ["r1", "r2"]}  # as JSON reads it back
+    assert list(entry.disclosed) == ["east", "south"]
+    assert entry.hash == "2a5c729cf8e4572f1da53c843b3b6e0a6b0047731eaee68d1a3aba5c0fb35283"
+    assert audit.entry_hash(KEY, entry) == entry.hash
+
+
 def test_the_chain_needs_the_key() -> None:
     result = audit.verify(b"x" * 32, chain(3))
     assert [p.split(":")[0] for p in result.problems] == ["entry 1", "entry 2", "entry 3"]
