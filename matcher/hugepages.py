@@ -3,7 +3,7 @@
 A query against a 1,000,000-row standing index touches a few thousand scattered places in
 several hundred MB of tables and CLKs; with 4 KiB pages nearly every one of them is also
 a TLB miss. Backing those arrays with 2 MiB pages (where the kernel allows it:
-`/sys/kernel/mm/transparent_hugepage/enabled` set to `always` or `madvise`) cut the
+`/sys/kernel/mm/transparent_hugepage/enabled` set to `always` or `madvise`) cuts the
 look-up's time by about a quarter here (docs/performance.md). Elsewhere, or for small
 arrays, this is plain `numpy.empty`.
 """
@@ -30,7 +30,10 @@ def empty(shape: tuple[int, ...], dtype: type[S]) -> npt.NDArray[S]:
     advise = getattr(mmap, "MADV_HUGEPAGE", None)
     if nbytes < HUGE_PAGE or advise is None:
         return np.empty(shape, kind)
-    region = mmap.mmap(-1, nbytes + HUGE_PAGE)  # anonymous; freed with the last view of it
+    # Anonymous and private: a shared anonymous map (mmap's default) is shmem, which
+    # takes huge pages only where shmem_enabled allows, and it seldom does. Freed with
+    # the last view of it.
+    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(OSError):  # huge pages switched off: ordinary pages, same array
         region.madvise(advise)
     raw = np.frombuffer(region, dtype=np.uint8)

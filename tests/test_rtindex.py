@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -259,6 +261,28 @@ def test_huge_page_arrays_are_ordinary_arrays() -> None:
     assert big.ctypes.data % hugepages.HUGE_PAGE == 0
     big[-1, -1] = 7
     assert int(big.sum()) == 7  # the rest of a fresh mapping reads as zero
+
+
+def huge_kib(address: int) -> int | None:
+    """AnonHugePages (KiB) of this process's mapping holding `address`, from smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return None
+
+
+def test_huge_page_arrays_get_huge_pages_where_the_kernel_offers_them() -> None:
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.exists() or "[never]" in mode.read_text():
+        pytest.skip("transparent huge pages are switched off here")
+    array = hugepages.empty((4 << 20,), np.uint64)  # 32 MiB
+    array[::512] = 1  # touch every 4 KiB page
+    assert (huge_kib(array.ctypes.data) or 0) > 0
 
 
 def test_the_native_look_up_refuses_buffers_that_do_not_fit(
