@@ -910,7 +910,10 @@ done:
  *     once. `looked` counts the rows looked at (with repeats). A row whose sketch (its
  *     bits at `sketch_positions`, as `sketch` packs them) differs from the query's in more
  *     than the cut is screened out unread: `cut` when it is not negative, else the
- *     prepared cut for the query's popcount. `read` counts the rows read and decided. */
+ *     prepared cut for the query's popcount. `read` counts the rows read and decided.
+ * lsh_query_many(capsules, query, threshold, cuts) -> [(sims, rows, looked, read), ...]
+ *     lsh_query on each capsule (a tuple) with its cut (a tuple of ints), releasing the
+ *     GIL once for all of them: a query searches every partner's index in one call. */
 
 #define MAX_QUERY_WORDS 64
 
@@ -979,6 +982,42 @@ fail:
     return NULL;
 }
 
+/* One prepared index's look-up for query q (p->w words, popcount pa); no Python calls,
+ * so it runs with the GIL released. */
+static void lsh_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double t,
+                    long cut_override, out_t *o, size_t *looked, size_t *read) {
+    if (pa == 0 || t <= 0 || p->n == 0) return;
+    lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
+                     p->rows.buf, (int)p->radius, q, pa, t,
+                     p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
+    if (p->s) {
+        long cut = cut_override >= 0 ? cut_override : ((const int32_t *)p->cuts.buf)[pa];
+        sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
+        la.cut = cut < 0 ? 0 : cut > (long)p->s ? (uint32_t)p->s : (uint32_t)cut;
+    }
+    size_t m = lsh_scratch(p->n) ? (size_t)-1 : lsh_collect(&la, looked);
+    if (m == (size_t)-1) {
+        o->failed = 1;
+        return;
+    }
+#if BM_X86
+    if (have_popcnt()) lsh_decide_popcnt(&la, m, o, read);
+    else lsh_decide_generic(&la, m, o, read);
+#else
+    lsh_decide_generic(&la, m, o, read);
+#endif
+}
+
+static PyObject *one_result(out_t *o, size_t looked, size_t read) {
+    PyObject *ret = NULL, *found = results(o, 0);
+    if (found) {
+        ret = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(found, 0), PyTuple_GET_ITEM(found, 1),
+                            (Py_ssize_t)looked, (Py_ssize_t)read);
+        Py_DECREF(found);
+    }
+    return ret;
+}
+
 static PyObject *py_lsh_query(PyObject *self, PyObject *args) {
     PyObject *capsule;
     const char *qbytes;
@@ -999,35 +1038,69 @@ static PyObject *py_lsh_query(PyObject *self, PyObject *args) {
     size_t looked = 0, read = 0;
     out_t o = {0};
     Py_BEGIN_ALLOW_THREADS
-    if (pa > 0 && t > 0 && p->n > 0) {
-        lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
-                         p->rows.buf, (int)p->radius, q, pa, t,
-                         p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
-        if (p->s) {
-            long cut = cut_override >= 0 ? cut_override : ((const int32_t *)p->cuts.buf)[pa];
-            sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
-            la.cut = cut < 0 ? 0 : cut > (long)p->s ? (uint32_t)p->s : (uint32_t)cut;
-        }
-        size_t m = lsh_scratch(p->n) ? (size_t)-1 : lsh_collect(&la, &looked);
-        if (m == (size_t)-1) {
-            o.failed = 1;
-        } else {
-#if BM_X86
-            if (have_popcnt()) lsh_decide_popcnt(&la, m, &o, &read);
-            else lsh_decide_generic(&la, m, &o, &read);
-#else
-            lsh_decide_generic(&la, m, &o, &read);
-#endif
-        }
-    }
+    lsh_one(p, q, pa, t, cut_override, &o, &looked, &read);
     Py_END_ALLOW_THREADS
-    PyObject *ret = NULL, *found = results(&o, 0);
-    if (found) {
-        ret = Py_BuildValue("(OOnn)", PyTuple_GET_ITEM(found, 0), PyTuple_GET_ITEM(found, 1),
-                            (Py_ssize_t)looked, (Py_ssize_t)read);
-        Py_DECREF(found);
+    return one_result(&o, looked, read);
+}
+
+/* At most this many prepared indexes in one lsh_query_many call. */
+#define MAX_MANY 256
+
+static PyObject *py_lsh_query_many(PyObject *self, PyObject *args) {
+    PyObject *capsules, *cut_list;
+    const char *qbytes;
+    Py_ssize_t qlen;
+    double t;
+    if (!PyArg_ParseTuple(args, "O!y#dO!", &PyTuple_Type, &capsules, &qbytes, &qlen, &t,
+                          &PyTuple_Type, &cut_list))
+        return NULL;
+    Py_ssize_t k = PyTuple_GET_SIZE(capsules);
+    if (k > MAX_MANY || PyTuple_GET_SIZE(cut_list) != k) {
+        PyErr_SetString(PyExc_ValueError, "capsules and cuts: tuples of one length, at most 256");
+        return NULL;
     }
-    return ret;
+    prepared_t *ps[MAX_MANY];
+    long cuts[MAX_MANY];
+    for (Py_ssize_t i = 0; i < k; i++) {
+        ps[i] = PyCapsule_GetPointer(PyTuple_GET_ITEM(capsules, i), "blindmatch.lsh");
+        if (!ps[i]) return NULL;
+        cuts[i] = PyLong_AsLong(PyTuple_GET_ITEM(cut_list, i));
+        if (cuts[i] == -1 && PyErr_Occurred()) return NULL;
+        if ((size_t)qlen != ps[i]->w * 8) {
+            PyErr_SetString(PyExc_ValueError, "query: one CLK of the indexes' length");
+            return NULL;
+        }
+    }
+    out_t *os = PyMem_Calloc((size_t)k + 1, sizeof(out_t));
+    size_t *counts = PyMem_Calloc(2 * (size_t)k + 1, sizeof(size_t));
+    if (!os || !counts) {
+        PyMem_Free(os);
+        PyMem_Free(counts);
+        return PyErr_NoMemory();
+    }
+    uint64_t q[MAX_QUERY_WORDS];
+    memcpy(q, qbytes, (size_t)qlen);
+    uint32_t pa = k ? popcount_row(q, ps[0]->w) : 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++)
+        lsh_one(ps[i], q, pa, t, cuts[i], &os[i], &counts[2 * i], &counts[2 * i + 1]);
+    Py_END_ALLOW_THREADS
+    PyObject *list = PyList_New(k);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (!list) {  /* an earlier step failed: only free what is left */
+            out_free(&os[i]);
+            continue;
+        }
+        PyObject *one = one_result(&os[i], counts[2 * i], counts[2 * i + 1]);  /* frees os[i] */
+        if (!one) {
+            Py_CLEAR(list);
+            continue;
+        }
+        PyList_SET_ITEM(list, i, one);
+    }
+    PyMem_Free(os);
+    PyMem_Free(counts);
+    return list;
 }
 
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
@@ -1047,6 +1120,8 @@ static PyMethodDef methods[] = {
      "lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius, "
      "sketch_positions, sketches, cuts) -> capsule"},
     {"lsh_query", py_lsh_query, METH_VARARGS, "lsh_query(capsule, query, threshold, cut)"},
+    {"lsh_query_many", py_lsh_query_many, METH_VARARGS,
+     "lsh_query_many(capsules, query, threshold, cuts) -> [lsh_query's answer per capsule]"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -38,14 +38,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from matcher import hugepages, kernel
-from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan
+from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan, search_many
 
 log = logging.getLogger("blindmatch.matcher.index")
 
@@ -229,8 +229,17 @@ class Snapshot:
 
     def search(self, query: U64, threshold: float) -> list[tuple[str, float]]:
         """(ref, score) of every live record with Dice >= threshold, best first."""
+        return self._hits(self.main.search(query, threshold), query, threshold)
+
+    def _hits(
+        self,
+        main_found: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
+        query: U64,
+        threshold: float,
+    ) -> list[tuple[str, float]]:
+        """`search`, given what the main segment's search found."""
         found: list[tuple[str, float]] = []
-        rows, scores = self.main.search(query, threshold)
+        rows, scores = main_found
         if len(rows):
             refs, dead = self.main.refs, self.dead
             found.extend(
@@ -245,6 +254,28 @@ class Snapshot:
         if len(found) > 1:
             found.sort(key=lambda hit: (-hit[1], hit[0]))
         return found
+
+
+def search_snapshots(
+    snapshots: Mapping[str, Snapshot], query: U64, threshold: float
+) -> dict[str, list[tuple[str, float]]]:
+    """`Snapshot.search` on each (every partner's index, say), with the look-ups of the
+    main segments that have prepared tables for this threshold in one native call."""
+    tabled = {
+        name: snap.main.lsh
+        for name, snap in snapshots.items()
+        if snap.main.lsh is not None
+        and snap.main.lsh.prepared is not None
+        and threshold >= snap.main.lsh_threshold
+    }
+    batched = search_many(list(tabled.values()), query, threshold) if len(tabled) > 1 else None
+    main_found = dict(zip(tabled, batched or (), strict=False))
+    return {
+        name: snap._hits(main_found[name], query, threshold)
+        if name in main_found
+        else snap.search(query, threshold)
+        for name, snap in snapshots.items()
+    }
 
 
 @dataclass

@@ -33,6 +33,7 @@ members upload nothing extra.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -332,6 +333,29 @@ class LshTable:
             both, pa, popcounts[cand].astype(np.int64), float(threshold), words.shape[1] * 64
         )
         return cand[keep], sims[keep], looked, len(cand)
+
+
+def search_many(
+    tables: Sequence[LshTable], query: U64, threshold: float
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] | None:
+    """`LshTable.search` of `query` on each prepared table, in one native call.
+
+    A query searches every partner's index; one call releases the GIL once for all of
+    them instead of once each (every release is a chance for 20 other threads to take
+    it, and a thread switch to get it back). None when a table is not prepared (no
+    native kernel): search them one by one then."""
+    if any(t.prepared is None for t in tables):
+        return None
+    answers = kernel._kernel.lsh_query_many(
+        tuple(t.prepared for t in tables),
+        np.ascontiguousarray(query).tobytes(),
+        float(threshold),
+        tuple(t._cut(query, threshold) for t in tables),
+    )
+    return [
+        (np.frombuffer(found, dtype=np.uint32).astype(np.int64), np.frombuffer(sims, np.float64))
+        for sims, found, _, _ in answers
+    ]
 
 
 def band_keys(words: U64, plan: LshPlan) -> npt.NDArray[np.uint32]:

@@ -35,7 +35,7 @@ import numpy as np
 from matcher import audit, errors
 from matcher.auth import same_hash
 from matcher.disclose import Level, effective_level
-from matcher.index import MemberIndex, Segment, as_words, search
+from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
 from matcher.index_store import Encoding, IndexStore, LoggedQuery
 from matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
 from matcher.store import Project, Store
@@ -678,9 +678,7 @@ class Realtime:
             for m, index in self._by_project.get(project.name, {}).items()
             if m != member
         }
-        found = [
-            {p: snap.search(q, project.threshold) for p, snap in snapshots.items()} for q in words
-        ]
+        found = [search_snapshots(snapshots, q, project.threshold) for q in words]
         levels = partner_levels(project, list(snapshots), self.store.consents(project.name))
         answer = disclose_query(found, levels)
         self._record(

@@ -13,8 +13,8 @@ from client.api import MatcherClient
 from client.errors import RejectedError
 from matcher import hugepages, kernel
 from matcher._anonlink import dice_coefficient_accelerated
-from matcher.index import MemberIndex, Segment, as_words, search
-from matcher.lshindex import LshTable, plan, sketch_cut, sketch_positions
+from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
+from matcher.lshindex import LshTable, plan, search_many, sketch_cut, sketch_positions
 from tests.conftest import Matcher
 
 FINGERPRINT = bytes(range(32))
@@ -118,6 +118,46 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
                 zip(nrows.tolist(), nsims.tolist(), strict=True)
             )
             assert (looked, read) == (nlooked, nread)
+
+
+def test_one_call_searches_every_partner_as_one_search_each_would(
+    people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 500)
+    monkeypatch.setattr("matcher.index.COMPACT_MIN", 50)
+    indexed, queries = people
+    indexes = {
+        name: MemberIndex.load(
+            CLK_BITS,
+            [f"{name}{i}" for i in range(start, start + 3000)],
+            as_words(indexed[start : start + 3000], CLK_BITS),
+            threshold=0.8,
+        )
+        for name, start in (("east", 0), ("north", 2000), ("south", 4000))
+    }
+    small = MemberIndex.load(CLK_BITS, ["w0"], as_words(indexed[:1], CLK_BITS), threshold=0.8)
+    # A partner with recent changes (a delta and dead main rows) and one without tables.
+    indexes["north"].apply(["new"], as_words(queries[-1], CLK_BITS), ["north2500"])
+    snapshots = {**{n: i.snapshot for n, i in indexes.items()}, "west": small.snapshot}
+    assert all(i.snapshot.main.lsh is not None for i in indexes.values())
+    assert small.snapshot.main.lsh is None
+    if kernel.NATIVE:
+        tables = [i.snapshot.main.lsh for i in indexes.values()]
+        assert search_many(tables, as_words(queries[0], CLK_BITS)[0], 0.8) is not None
+    hits = 0
+    for q in as_words(np.concatenate([queries[::20], indexed[2400:2600:20]]), CLK_BITS):
+        for threshold in (0.8, 0.9, 0.7):  # 0.7: below the tables' threshold, so scanned
+            together = search_snapshots(snapshots, q, threshold)
+            assert together == {n: snap.search(q, threshold) for n, snap in snapshots.items()}
+            hits += sum(len(f) for f in together.values())
+    assert hits > 20  # the queries do find records, in several partners
+    assert (
+        "north2500"
+        not in search_snapshots(snapshots, as_words(indexed[2500], CLK_BITS)[0], 0.8)["north"]
+    )
+    assert search_snapshots(snapshots, as_words(queries[-1], CLK_BITS)[0], 0.8)["north"] == [
+        ("new", 1.0)
+    ]
 
 
 def test_changes_are_seen_by_the_next_query_with_lsh_tables(
