@@ -12,6 +12,7 @@ next query.
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
     .venv/bin/python benchmarks/realtime.py --clks random        # uniformly random CLKs
     .venv/bin/python benchmarks/realtime.py --rates 200,400      # and open loops at 200, 400/s
+    .venv/bin/python benchmarks/realtime.py --matcher-cpus 0 --client-cpus 1   # apart
 
 By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
 from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
@@ -20,12 +21,14 @@ no partner holds. `--clks random` uses uniformly random 1024-bit strings instead
 bits set, hits with 3% of bits flipped), as the first measurements did.
 
 The load average is printed around each run: the machine's cores are shared, and the
-client (this process) runs on the same cores as the matcher.
+client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
+`--client-cpus` keep them apart (after loading, which uses every core).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -119,6 +122,22 @@ class Measured:
     planted: int
     load: tuple[float, float]  # 1-minute load average before and after
     cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of process `pid` on `cpus` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def cpu_list(value: str) -> set[int]:
+    """ "0-3,6" -> {0, 1, 2, 3, 6}."""
+    cpus: set[int] = set()
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def cpu_seconds(pid: int) -> float:
@@ -222,6 +241,12 @@ def main() -> int:
     parser.add_argument("--clks", choices=("synthetic", "random"), default="synthetic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
     parser.add_argument(
+        "--matcher-cpus",
+        type=cpu_list,
+        help="run the matcher on these CPUs only (say 0-7), to keep it off the client's",
+    )
+    parser.add_argument("--client-cpus", type=cpu_list, help="run the queriers on these CPUs")
+    parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[],
@@ -259,6 +284,10 @@ def main() -> int:
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
         pid = served.process.pid
+        if args.matcher_cpus:
+            pin(pid, args.matcher_cpus)
+        if args.client_cpus:
+            pin(os.getpid(), args.client_cpus)
         runs = [
             measure(served.target, tokens[QUERIER], held, n, args.queries, pid)
             for _ in range(args.repeat)
@@ -283,6 +312,9 @@ def main() -> int:
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
+    if args.matcher_cpus or args.client_cpus:
+        print(f"matcher on CPUs {sorted(args.matcher_cpus or [])}, "
+              f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
     print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs")
     failed = not visible
     for r in runs:
