@@ -14,7 +14,7 @@ from client.errors import RejectedError
 from matcher import hugepages, kernel
 from matcher._anonlink import dice_coefficient_accelerated
 from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
-from matcher.lshindex import LshTable, plan, search_many, sketch_cut, sketch_positions
+from matcher.lshindex import LshPlan, LshTable, plan, search_many, sketch_cut, sketch_positions
 from tests.conftest import Matcher
 
 FINGERPRINT = bytes(range(32))
@@ -97,6 +97,13 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
         )
 
 
+def small_plan(words: np.ndarray) -> LshPlan:
+    """A plan for a few thousand synthetic CLKs at threshold 0.8."""
+    lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
+    assert lsh_plan is not None
+    return lsh_plan
+
+
 def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
     people: tuple[np.ndarray, np.ndarray],
 ) -> None:
@@ -105,10 +112,9 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
     indexed, queries = people
     words = as_words(indexed[:5000], CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    full = small_plan(words)
     for radius in (0, 1, 2):
-        lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
-        assert lsh_plan is not None
-        lsh_plan = type(lsh_plan)(lsh_plan.positions[:4, :12], radius, 0.0, 0.0)
+        lsh_plan = LshPlan(full.positions[:4, :12], radius, 0.0, 0.0)
         table = LshTable.build(words, lsh_plan, 0.7)
         for q in as_words(queries[::40], CLK_BITS):
             rows, sims, looked, read = table.search_counted(words, popcounts, q, 0.7)
@@ -332,8 +338,7 @@ def test_the_native_look_up_refuses_buffers_that_do_not_fit(
         pytest.skip("the native kernel is not built")
     indexed, _ = people
     words = as_words(indexed[:2000], CLK_BITS)
-    lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
-    assert lsh_plan is not None
+    lsh_plan = small_plan(words)
     table = LshTable.build(words, lsh_plan, 0.8)
     native = kernel._kernel
     args = [
