@@ -121,6 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin,
         credentials=credentials,
         workers=args.workers,
+        lookup_threads=args.lookup_threads,
         streams_per_member=args.max_streams_per_member,
         min_free_bytes=int(args.min_free_mb * 1024 * 1024),
         audit_key_file=args.audit_key,
@@ -731,6 +732,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext on a non-loopback address (tokens and encodings travel unencrypted)",
     )
     p.add_argument("--workers", type=int, help="threads for comparisons (default: all cores)")
+    p.add_argument(
+        "--lookup-threads",
+        type=int,
+        help="real-time look-up threads, run on the cores the request threads leave free; "
+        "0: no placement, every thread anywhere (default: one per other core, at most 4)",
+    )
     p.add_argument(
         "--audit-key",
         help="file with the audit log's HMAC key, made if missing (default: DATA_DIR/audit.key)",

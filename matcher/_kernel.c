@@ -26,8 +26,11 @@
  * Paths, chosen at run time: "avx512" (AVX-512F/DQ + VPOPCNTDQ), "popcnt"
  * (scalar POPCNT), "generic" (portable C). "auto" picks the best this CPU has.
  */
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -913,7 +916,8 @@ done:
  *     prepared cut for the query's popcount. `read` counts the rows read and decided.
  * lsh_query_many(capsules, query, threshold, cuts) -> [(sims, rows, looked, read), ...]
  *     lsh_query on each capsule (a tuple) with its cut (a tuple of ints), releasing the
- *     GIL once for all of them: a query searches every partner's index in one call. */
+ *     GIL once for all of them: a query searches every partner's index in one call (on
+ *     the look-up pool, when one runs: see lsh_pool). */
 
 #define MAX_QUERY_WORDS 64
 
@@ -1043,6 +1047,139 @@ static PyObject *py_lsh_query(PyObject *self, PyObject *args) {
     return one_result(&o, looked, read);
 }
 
+/* ---- the look-up pool: threads of their own, on cores of their own -------------------
+ *
+ * lsh_pool(cpus, threads) -> running
+ *     starts `threads` look-up threads allowed only on the CPUs listed (none listed: any),
+ *     once per process: a later call starts nothing and returns how many run. From then
+ *     on lsh_query_many hands its look-ups to the pool and sleeps until they are done,
+ *     instead of running them on the calling thread. The matcher keeps its Python threads
+ *     on one core (they hand the GIL to each other several times a call, which costs far
+ *     less on one core than across several) and the look-ups, which need no GIL, on the
+ *     others (matcher/placement.py). A forked child starts with no pool. */
+
+typedef struct job {
+    prepared_t **ps;
+    const long *cuts;
+    const uint64_t *q;
+    uint32_t pa;
+    double t;
+    out_t *os;
+    size_t *counts;
+    Py_ssize_t k;
+    int done;
+    pthread_cond_t cv;
+    struct job *next;
+} job_t;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static job_t *pool_head, *pool_tail;
+static int pool_threads;
+
+static void run_job(job_t *j) {
+    for (Py_ssize_t i = 0; i < j->k; i++)
+        lsh_one(j->ps[i], j->q, j->pa, j->t, j->cuts[i], &j->os[i], &j->counts[2 * i],
+                &j->counts[2 * i + 1]);
+}
+
+static void *pool_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&pool_mu);
+        while (!pool_head) pthread_cond_wait(&pool_cv, &pool_mu);
+        job_t *j = pool_head;
+        pool_head = j->next;
+        if (!pool_head) pool_tail = NULL;
+        pthread_mutex_unlock(&pool_mu);
+        run_job(j);
+        pthread_mutex_lock(&pool_mu);
+        j->done = 1;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* Run the job on the pool, waiting for it, or here when there is none. No GIL needed. */
+static void pool_run(job_t *j) {
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_threads) {
+        pthread_mutex_unlock(&pool_mu);
+        run_job(j);
+        return;
+    }
+    pthread_cond_init(&j->cv, NULL);
+    j->done = 0;
+    j->next = NULL;
+    if (pool_tail) pool_tail->next = j;
+    else pool_head = j;
+    pool_tail = j;
+    pthread_cond_signal(&pool_cv);
+    while (!j->done) pthread_cond_wait(&j->cv, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    pthread_cond_destroy(&j->cv);
+}
+
+static void pool_after_fork(void) {
+    /* The child has none of the pool's threads: look up inline, with fresh locks. */
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_cv, NULL);
+    pool_head = pool_tail = NULL;
+    pool_threads = 0;
+}
+
+static PyObject *py_lsh_pool(PyObject *self, PyObject *args) {
+    PyObject *cpus;
+    int threads;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &cpus, &threads)) return NULL;
+    if (threads < 0 || threads > 256) {
+        PyErr_SetString(PyExc_ValueError, "threads: 0 to 256");
+        return NULL;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cpus); i++) {
+        long c = PyLong_AsLong(PyList_GET_ITEM(cpus, i));
+        if (c == -1 && PyErr_Occurred()) return NULL;
+        if (c < 0 || c >= CPU_SETSIZE) {
+            PyErr_Format(PyExc_ValueError, "cpus: %ld is not a CPU number", c);
+            return NULL;
+        }
+        CPU_SET((int)c, &set);
+    }
+    static int atfork_set;
+    if (!atfork_set && pthread_atfork(NULL, NULL, pool_after_fork) == 0) atfork_set = 1;
+    pthread_mutex_lock(&pool_mu);
+    int running = pool_threads;
+    pthread_mutex_unlock(&pool_mu);
+    if (running || !threads) return PyLong_FromLong(running);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (CPU_COUNT(&set) && pthread_attr_setaffinity_np(&attr, sizeof(set), &set)) {
+        pthread_attr_destroy(&attr);
+        PyErr_SetString(PyExc_OSError, "cpus: cannot run threads there");
+        return NULL;
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, pool_main, NULL)) break;
+        pthread_mutex_lock(&pool_mu);
+        pool_threads++;
+        pthread_mutex_unlock(&pool_mu);
+    }
+    pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&pool_mu);
+    running = pool_threads;
+    pthread_mutex_unlock(&pool_mu);
+    if (!running) {
+        PyErr_SetString(PyExc_OSError, "could not start a look-up thread");
+        return NULL;
+    }
+    return PyLong_FromLong(running);
+}
+
 /* At most this many prepared indexes in one lsh_query_many call. */
 #define MAX_MANY 256
 
@@ -1081,9 +1218,9 @@ static PyObject *py_lsh_query_many(PyObject *self, PyObject *args) {
     uint64_t q[MAX_QUERY_WORDS];
     memcpy(q, qbytes, (size_t)qlen);
     uint32_t pa = k ? popcount_row(q, ps[0]->w) : 0;
+    job_t job = {ps, cuts, q, pa, t, os, counts, k, 0, PTHREAD_COND_INITIALIZER, NULL};
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < k; i++)
-        lsh_one(ps[i], q, pa, t, cuts[i], &os[i], &counts[2 * i], &counts[2 * i + 1]);
+    pool_run(&job);
     Py_END_ALLOW_THREADS
     PyObject *list = PyList_New(k);
     for (Py_ssize_t i = 0; i < k; i++) {
@@ -1122,6 +1259,8 @@ static PyMethodDef methods[] = {
     {"lsh_query", py_lsh_query, METH_VARARGS, "lsh_query(capsule, query, threshold, cut)"},
     {"lsh_query_many", py_lsh_query_many, METH_VARARGS,
      "lsh_query_many(capsules, query, threshold, cuts) -> [lsh_query's answer per capsule]"},
+    {"lsh_pool", py_lsh_pool, METH_VARARGS,
+     "lsh_pool(cpus, threads) -> running: look-ups on threads of their own"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from matcher.limits import DEFAULT_STREAMS_PER_MEMBER, MemberLimiter
+from matcher.placement import allowed_cpus, pin_this_thread, pinned, plan_placement, start_lookups
 from matcher.realtime import Realtime
 from matcher.retention import SWEEP_INTERVAL, Sweeper
 from matcher.runs import RunManager
@@ -56,6 +57,7 @@ def create_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     workers: int | None = None,
+    lookup_threads: int | None = None,
     streams_per_member: int = DEFAULT_STREAMS_PER_MEMBER,
     min_free_bytes: int = 0,
     clock: Callable[[], float] = time.time,
@@ -64,24 +66,78 @@ def create_server(
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
-    `streams_per_member` caps each member's uploads, result fetches and run
-    watches in flight; `min_free_bytes` is the disk space uploads must leave free.
+    `lookup_threads` is how many native threads run real-time look-ups, on the cores
+    the request threads (kept on one) leave free; None: one per such core, 0: none, and
+    no thread is placed (matcher/placement.py). `streams_per_member` caps each member's
+    uploads, result fetches and run watches in flight; `min_free_bytes` is the disk
+    space uploads must leave free.
     `clock` is the time source for expiry and the audit log (tests pass their
     own); `sweep_interval` is how often expired projects are looked for.
     """
-    store = Store(
-        data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
-    )
-    realtime = Realtime(store, data_dir, clock=clock)
-    sweeper = Sweeper(store, sweep_interval)
-    sweeper.on_expired.append(realtime.erase_project)
-    for name in realtime.index_store.projects():  # indexes of projects expired while down
-        if not store.is_live(name):
-            realtime.erase_project(name)
-    sweeper.start()  # expired data goes before the first request is served
-    runs = RunManager(store, workers=workers)
+    everywhere = frozenset(allowed_cpus())
+    placement = plan_placement(set(everywhere), lookup_threads)
+    if placement is not None and start_lookups(placement) == 0:
+        placement = None  # no native kernel: look-ups stay on the request threads
+    request_cpus = placement.request_cpus if placement is not None else None
+    # Every thread started in here (the query log's, gRPC's event engine, poller and
+    # request workers) inherits the request CPUs, except the batch runs' below.
+    with pinned(request_cpus):
+        store = Store(
+            data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
+        )
+        realtime = Realtime(store, data_dir, clock=clock)
+        sweeper = Sweeper(store, sweep_interval)
+        sweeper.on_expired.append(realtime.erase_project)
+        for name in realtime.index_store.projects():  # indexes of projects expired while down
+            if not store.is_live(name):
+                realtime.erase_project(name)
+        sweeper.start()  # expired data goes before the first request is served
+        runs = RunManager(store, workers=workers)
+        with pinned(everywhere if request_cpus is not None else None):
+            runs.start()  # a batch run's threads keep every core
+        service = MatcherService(
+            store,
+            runs,
+            admin_token,
+            realtime=realtime,
+            limiter=MemberLimiter(streams_per_member),
+        )
+        server, health_servicer = _grpc_server(service, request_cpus)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+        if port:
+            server.start()
+    if port == 0:
+        runs.stop()
+        realtime.close()
+        sweeper.stop()
+        store.close()
+        raise OSError(f"could not listen on {address}")
+    if placement is not None:
+        log.info("%s", placement.describe())
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("matcher listening on port %d, data in %s", port, store.dir)
+    return RunningServer(server, port, store, runs, realtime, sweeper)
+
+
+def _grpc_server(
+    service: MatcherService, request_cpus: frozenset[int] | None
+) -> tuple[grpc.Server, health.HealthServicer]:
+    """The gRPC server with the matcher, health and reflection services (not started)."""
+
+    def place() -> None:
+        if request_cpus is not None:
+            pin_this_thread(request_cpus)
+
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="blindmatch-rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=RPC_THREADS,
+            thread_name_prefix="blindmatch-rpc",
+            initializer=place,
+        ),
         # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED
         # instead of queueing without bound.
         maximum_concurrent_rpcs=RPC_THREADS * 4,
@@ -89,13 +145,6 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
-    )
-    service = MatcherService(
-        store,
-        runs,
-        admin_token,
-        realtime=realtime,
-        limiter=MemberLimiter(streams_per_member),
     )
     pb_grpc.add_MatcherServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
@@ -108,21 +157,7 @@ def create_server(
         ),
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        realtime.close()
-        sweeper.stop()
-        store.close()
-        raise OSError(f"could not listen on {address}")
-    runs.start()
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs, realtime, sweeper)
+    return server, health_servicer
 
 
 def serve_forever(running: RunningServer, ready: Callable[[], None] | None = None) -> None:

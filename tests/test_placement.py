@@ -1,0 +1,126 @@
+"""Thread placement: request handling on one core, real-time look-ups on the others,
+batch runs everywhere; answers the same wherever the look-ups run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.synthclks import CLK_BITS, Population
+from matcher import kernel
+from matcher.index import MemberIndex, as_words, search_snapshots
+from matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
+from tests.conftest import Matcher
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity"), reason="thread placement needs Linux"
+)
+
+
+def cpus_of(thread_id: int) -> set[int]:
+    """The CPUs a thread of this process may run on, from /proc."""
+    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+    listed = next(line for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+    cpus: set[int] = set()
+    for part in listed.split(":")[1].strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def test_the_plan_keeps_one_core_for_requests_and_gives_the_rest_to_look_ups() -> None:
+    assert plan_placement({3}, None) is None  # one CPU: nothing to place
+    assert plan_placement({0, 1, 2, 3}, 0) is None  # asked for no placement
+    four = plan_placement({2, 3, 4, 5}, None)
+    assert four == Placement(frozenset({2}), frozenset({3, 4, 5}), 3)
+    many = plan_placement(set(range(32)), None)
+    assert many is not None and many.lookup_threads == MAX_AUTO_THREADS
+    assert many.lookup_cpus == frozenset(range(1, 32))
+    assert plan_placement({0, 1}, 6) == Placement(frozenset({0}), frozenset({1}), 6)
+    with pytest.raises(ValueError, match="lookup_threads"):
+        plan_placement({0, 1}, -1)
+
+
+@pytest.fixture
+def placed(matcher: Matcher) -> Placement:
+    placement = plan_placement(set(os.sched_getaffinity(0)), None)
+    if placement is None or not kernel.NATIVE:
+        pytest.skip("placement needs two CPUs and the native kernel")
+    return placement
+
+
+def test_a_placed_matcher_keeps_its_request_threads_on_one_core(
+    matcher: Matcher, placed: Placement
+) -> None:
+    everywhere = set(os.sched_getaffinity(0))
+    realtime, runs = matcher.server.realtime, matcher.server.runs
+    # The query log writes on the request core; batch runs keep every core.
+    assert cpus_of(realtime.qlog._thread.native_id or 0) == set(placed.request_cpus)
+    assert cpus_of(runs._thread.native_id or 0) == everywhere
+    # The thread that started the matcher (this test's) is back where it was.
+    assert set(os.sched_getaffinity(0)) == everywhere
+    # The look-up pool's threads run on the other cores only.
+    tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    assert any(cpus_of(t) == set(placed.lookup_cpus) for t in tasks)
+
+
+def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
+    matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert start_lookups(placed) > 0  # running (started by the matcher above)
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 500)
+    rng = np.random.default_rng(5)
+    pop = Population(8000, 5)
+    clks = pop.encode(np.arange(6000), rng, np.zeros(6000, dtype=bool))
+    snapshots = {
+        name: MemberIndex.load(
+            CLK_BITS,
+            [f"{name}{i}" for i in range(start, start + 3000)],
+            as_words(clks[start : start + 3000], CLK_BITS),
+            threshold=0.8,
+        ).snapshot
+        for name, start in (("east", 0), ("north", 1500), ("south", 3000))
+    }
+    queries = as_words(pop.encode(rng.integers(0, 4500, 60), rng, np.ones(60, bool)), CLK_BITS)
+    found = 0
+    for q in queries:
+        together = search_snapshots(snapshots, q, 0.8)  # on the pool
+        assert together == {n: s.search(q, 0.8) for n, s in snapshots.items()}  # here
+        found += sum(map(len, together.values()))
+    assert found >= 50
+
+
+def test_a_forked_child_looks_up_without_the_pool(
+    matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 500)
+    rng = np.random.default_rng(6)
+    clks = Population(3000, 6).encode(np.arange(2000), rng, np.zeros(2000, dtype=bool))
+    snapshots = {
+        name: MemberIndex.load(
+            CLK_BITS, [f"r{i}" for i in range(2000)], as_words(clks, CLK_BITS), threshold=0.8
+        ).snapshot
+        for name in ("east", "north")
+    }
+    query = as_words(clks[7], CLK_BITS)[0]
+    pid = os.fork()
+    if pid == 0:  # the child: the pool's threads did not come along
+        ok = search_snapshots(snapshots, query, 0.8) == {
+            "east": [("r7", 1.0)],
+            "north": [("r7", 1.0)],
+        }
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's look-up hung (it waited for a pool it does not have)")
