@@ -42,9 +42,12 @@ def blindmatch(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 @contextmanager
-def serve(data_dir: Path, *extra: str, listen: str = "127.0.0.1:0") -> Iterator[Served]:
+def serve(
+    data_dir: Path, *extra: str, listen: str = "127.0.0.1:0", cpus: set[int] | None = None
+) -> Iterator[Served]:
     """`blindmatch serve` on a free port (loopback unless `listen` says otherwise), with
-    `extra` arguments (TLS files, say), stopped with SIGTERM afterwards."""
+    `extra` arguments (TLS files, say), on `cpus` only if given (as `taskset` would),
+    stopped with SIGTERM afterwards."""
     admin = "bm_admin_" + secrets.token_urlsafe(16)
     proc = subprocess.Popen(
         [*BLINDMATCH, "serve", "--data-dir", str(data_dir), "--listen", listen, *extra],
@@ -52,6 +55,7 @@ def serve(data_dir: Path, *extra: str, listen: str = "127.0.0.1:0") -> Iterator[
         text=True,
         cwd=ROOT,
         env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": admin},
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 60

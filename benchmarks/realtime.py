@@ -13,6 +13,7 @@ next query.
     .venv/bin/python benchmarks/realtime.py --clks random        # uniformly random CLKs
     .venv/bin/python benchmarks/realtime.py --rates 200,400      # and open loops at 200, 400/s
     .venv/bin/python benchmarks/realtime.py --matcher-cpus 0 --client-cpus 1   # apart
+    .venv/bin/python benchmarks/realtime.py --lookup-threads 0   # no thread placement
 
 By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
 from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
@@ -22,7 +23,9 @@ bits set, hits with 3% of bits flipped), as the first measurements did.
 
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
-`--client-cpus` keep them apart (after loading, which uses every core).
+`--client-cpus` keep them apart (the client's from after loading). Within its CPUs the
+matcher places its own threads (request handling on one core, look-ups on the others:
+matcher/placement.py); `--lookup-threads 0` turns that off, for comparison.
 """
 
 from __future__ import annotations
@@ -140,6 +143,21 @@ def cpu_list(value: str) -> set[int]:
     return cpus
 
 
+def memory(pid: int) -> str:
+    """The process's resident memory and how much of it is on huge pages (Linux)."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return "unknown"
+    kib = {
+        k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in rollup.splitlines()[1:])
+    }
+    return (
+        f"{kib.get('Rss', 0) / 2**20:.2f} GiB resident, "
+        f"{kib.get('AnonHugePages', 0) / 2**20:.2f} GiB of it on huge pages"
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -243,9 +261,15 @@ def main() -> int:
     parser.add_argument(
         "--matcher-cpus",
         type=cpu_list,
-        help="run the matcher on these CPUs only (say 0-7), to keep it off the client's",
+        help="start the matcher on these CPUs only (say 0-7; it places its own threads "
+        "within them), to keep it off the client's",
     )
     parser.add_argument("--client-cpus", type=cpu_list, help="run the queriers on these CPUs")
+    parser.add_argument(
+        "--lookup-threads",
+        type=int,
+        help="passed to blindmatch serve (0: no thread placement; default: the matcher's)",
+    )
     parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
@@ -254,8 +278,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    serve_args = (
+        [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
+    )
 
-    with tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp, serve(Path(tmp)) as served:
+    with (
+        tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp,
+        serve(Path(tmp), *serve_args, cpus=args.matcher_cpus) as served,
+    ):
         # The matcher logs every query: keep reading its stderr so the pipe never fills.
         drain = threading.Thread(target=lambda: [None for _ in served.process.stderr or ()])
         drain.daemon = True
@@ -284,8 +314,7 @@ def main() -> int:
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
         pid = served.process.pid
-        if args.matcher_cpus:
-            pin(pid, args.matcher_cpus)
+        print(f"matcher memory: {memory(pid)}", flush=True)
         if args.client_cpus:
             pin(os.getpid(), args.client_cpus)
         runs = [
@@ -312,6 +341,8 @@ def main() -> int:
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
+    if args.lookup_threads is not None:
+        print(f"blindmatch serve --lookup-threads {args.lookup_threads}")
     if args.matcher_cpus or args.client_cpus:
         print(f"matcher on CPUs {sorted(args.matcher_cpus or [])}, "
               f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
