@@ -14,6 +14,7 @@ next query.
     .venv/bin/python benchmarks/realtime.py --rates 200,400      # and open loops at 200, 400/s
     .venv/bin/python benchmarks/realtime.py --matcher-cpus 0 --client-cpus 1   # apart
     .venv/bin/python benchmarks/realtime.py --lookup-threads 0   # no thread placement
+    .venv/bin/python benchmarks/realtime.py --restart   # measure a matcher restarted on its data
 
 By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
 from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
@@ -46,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.cliflow import blindmatch, serve
+from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
 from client.api import MatcherClient
 
@@ -271,6 +272,12 @@ def main() -> int:
         help="passed to blindmatch serve (0: no thread placement; default: the matcher's)",
     )
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="after loading, restart the matcher over its data dir (it rebuilds each index "
+        "once, as after a deploy) and measure that one",
+    )
+    parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[],
@@ -282,14 +289,19 @@ def main() -> int:
         [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
     )
 
+    def start(stack: contextlib.ExitStack) -> Served:
+        served = stack.enter_context(serve(Path(tmp), *serve_args, cpus=args.matcher_cpus))
+        # Keep reading the matcher's stderr so the pipe never fills.
+        threading.Thread(
+            target=lambda: [None for _ in served.process.stderr or ()], daemon=True
+        ).start()
+        return served
+
     with (
         tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp,
-        serve(Path(tmp), *serve_args, cpus=args.matcher_cpus) as served,
+        contextlib.ExitStack() as stack,
     ):
-        # The matcher logs every query: keep reading its stderr so the pipe never fills.
-        drain = threading.Thread(target=lambda: [None for _ in served.process.stderr or ()])
-        drain.daemon = True
-        drain.start()
+        served = start(stack)
         created = json.loads(
             blindmatch("project", "create", "rt", "--members", ",".join((*PARTNERS, QUERIER)),
                        "--json", "--server", served.target,
@@ -313,6 +325,12 @@ def main() -> int:
             load_index(served.target, tokens[partner], held[partner])
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
 
+        if args.restart:
+            print("restarting the matcher over its data dir ...", flush=True)
+            stack.close()  # SIGTERM, and wait for it to stop
+            t0 = time.perf_counter()
+            served = start(stack)
+            print(f"  listening again after {time.perf_counter() - t0:.1f} s", flush=True)
         pid = served.process.pid
         print(f"matcher memory: {memory(pid)}", flush=True)
         if args.client_cpus:
@@ -346,7 +364,8 @@ def main() -> int:
     if args.matcher_cpus or args.client_cpus:
         print(f"matcher on CPUs {sorted(args.matcher_cpus or [])}, "
               f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
-    print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs")
+    print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs"
+          + (" (matcher restarted after loading)" if args.restart else ""))  # fmt: skip
     failed = not visible
     for r in runs:
         lat = r.latencies
