@@ -15,6 +15,7 @@ from matcher import kernel
 from matcher.index import MemberIndex, as_words, search_snapshots
 from matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
 from tests.conftest import Matcher
+from tests.test_rtindex import partner_indexes
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity"), reason="thread placement needs Linux"
@@ -76,15 +77,8 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
     rng = np.random.default_rng(5)
     pop = Population(8000, 5)
     clks = pop.encode(np.arange(6000), rng, np.zeros(6000, dtype=bool))
-    snapshots = {
-        name: MemberIndex.load(
-            CLK_BITS,
-            [f"{name}{i}" for i in range(start, start + 3000)],
-            as_words(clks[start : start + 3000], CLK_BITS),
-            threshold=0.8,
-        ).snapshot
-        for name, start in (("east", 0), ("north", 1500), ("south", 3000))
-    }
+    indexes = partner_indexes(clks, {"east": 0, "north": 1500, "south": 3000}, 3000)
+    snapshots = {name: index.snapshot for name, index in indexes.items()}
     queries = as_words(pop.encode(rng.integers(0, 4500, 60), rng, np.ones(60, bool)), CLK_BITS)
     found = 0
     for q in queries:

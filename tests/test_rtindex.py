@@ -126,21 +126,27 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
             assert (looked, read) == (nlooked, nread)
 
 
+def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict[str, MemberIndex]:
+    """Partners' indexes (threshold 0.8) of `size` rows of `clks` each, from their starts
+    (overlapping, so several partners hold some people), refs named for the partner."""
+    return {
+        name: MemberIndex.load(
+            CLK_BITS,
+            [f"{name}{i}" for i in range(start, start + size)],
+            as_words(clks[start : start + size], CLK_BITS),
+            threshold=0.8,
+        )
+        for name, start in starts.items()
+    }
+
+
 def test_one_call_searches_every_partner_as_one_search_each_would(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("matcher.index.MIN_ROWS", 500)
     monkeypatch.setattr("matcher.index.COMPACT_MIN", 50)
     indexed, queries = people
-    indexes = {
-        name: MemberIndex.load(
-            CLK_BITS,
-            [f"{name}{i}" for i in range(start, start + 3000)],
-            as_words(indexed[start : start + 3000], CLK_BITS),
-            threshold=0.8,
-        )
-        for name, start in (("east", 0), ("north", 2000), ("south", 4000))
-    }
+    indexes = partner_indexes(indexed, {"east": 0, "north": 2000, "south": 4000}, 3000)
     small = MemberIndex.load(CLK_BITS, ["w0"], as_words(indexed[:1], CLK_BITS), threshold=0.8)
     # A partner with recent changes (a delta and dead main rows) and one without tables.
     indexes["north"].apply(["new"], as_words(queries[-1], CLK_BITS), ["north2500"])
