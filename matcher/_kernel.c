@@ -30,7 +30,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#if defined(__linux__)
 #include <sched.h>
+#define BM_AFFINITY 1 /* pthread_attr_setaffinity_np: threads placed on given CPUs */
+#else
+#define BM_AFFINITY 0 /* elsewhere the look-up threads run wherever the OS puts them */
+#endif
 
 #include <math.h>
 #include <stdint.h>
@@ -1137,16 +1142,20 @@ static PyObject *py_lsh_pool(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "threads: 0 to 256");
         return NULL;
     }
+#if BM_AFFINITY
     cpu_set_t set;
     CPU_ZERO(&set);
+#endif
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cpus); i++) {
         long c = PyLong_AsLong(PyList_GET_ITEM(cpus, i));
         if (c == -1 && PyErr_Occurred()) return NULL;
-        if (c < 0 || c >= CPU_SETSIZE) {
+        if (c < 0 || c >= 1024) {
             PyErr_Format(PyExc_ValueError, "cpus: %ld is not a CPU number", c);
             return NULL;
         }
+#if BM_AFFINITY
         CPU_SET((int)c, &set);
+#endif
     }
     static int atfork_set;
     if (!atfork_set && pthread_atfork(NULL, NULL, pool_after_fork) == 0) atfork_set = 1;
@@ -1157,11 +1166,13 @@ static PyObject *py_lsh_pool(PyObject *self, PyObject *args) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+#if BM_AFFINITY
     if (CPU_COUNT(&set) && pthread_attr_setaffinity_np(&attr, sizeof(set), &set)) {
         pthread_attr_destroy(&attr);
         PyErr_SetString(PyExc_OSError, "cpus: cannot run threads there");
         return NULL;
     }
+#endif
     for (int i = 0; i < threads; i++) {
         pthread_t t;
         if (pthread_create(&t, &attr, pool_main, NULL)) break;
