@@ -73,8 +73,7 @@ def start_lookups(placement: Placement) -> int:
     """Start the native look-up pool (once per process); how many threads it runs."""
     if not kernel.NATIVE or not hasattr(os, "sched_setaffinity"):
         return 0
-    running = int(kernel._kernel.lsh_pool(sorted(placement.lookup_cpus), placement.lookup_threads))
-    return running
+    return int(kernel._kernel.lsh_pool(sorted(placement.lookup_cpus), placement.lookup_threads))
 
 
 def pin_this_thread(cpus: frozenset[int]) -> None:
