@@ -731,14 +731,29 @@ typedef struct {
     uint64_t qs[SKETCH_WORDS];
 } lsh_args_t;
 
-/* Per thread: a bitmap of the rows already collected (all clear between calls) and the
- * list of rows collected. Kept for the thread's life so a query allocates nothing. */
+/* Per thread, kept for the thread's life so a query allocates nothing once warm: a bitmap
+ * of the rows already collected (all clear between calls), the rows collected, and each
+ * probe's table entry and row range. */
 static __thread uint64_t *tl_seen;
 static __thread size_t tl_seen_words;
 static __thread uint32_t *tl_cand;
 static __thread size_t tl_cand_cap;
+static __thread size_t *tl_probe;
+static __thread uint32_t *tl_lo, *tl_hi;
+static __thread size_t tl_probe_cap;
 
-static int lsh_scratch(size_t n) {
+static int grow_u32(uint32_t **v, size_t *cap, size_t want) {
+    if (want <= *cap) return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < want) c *= 2;
+    uint32_t *grown = realloc(*v, c * sizeof(uint32_t));
+    if (!grown) return -1;
+    *v = grown;
+    *cap = c;
+    return 0;
+}
+
+static int lsh_scratch(size_t n, size_t probes) {
     size_t words = n / 64 + 1;
     if (words > tl_seen_words) {
         free(tl_seen);
@@ -746,67 +761,78 @@ static int lsh_scratch(size_t n) {
         tl_seen_words = tl_seen ? words : 0;
         if (!tl_seen) return -1;
     }
-    if (!tl_cand) {
-        tl_cand = malloc(4096 * sizeof(uint32_t));
-        if (!tl_cand) return -1;
-        tl_cand_cap = 4096;
+    if (grow_u32(&tl_cand, &tl_cand_cap, 4096)) return -1;
+    if (probes > tl_probe_cap) {
+        free(tl_probe);
+        free(tl_lo);
+        free(tl_hi);
+        tl_probe = malloc(probes * sizeof(size_t));
+        tl_lo = malloc(probes * sizeof(uint32_t));
+        tl_hi = malloc(probes * sizeof(uint32_t));
+        tl_probe_cap = probes;
+        if (!tl_probe || !tl_lo || !tl_hi) {
+            free(tl_probe);
+            free(tl_lo);
+            free(tl_hi);
+            tl_probe = NULL;
+            tl_lo = tl_hi = NULL;
+            tl_probe_cap = 0;
+            return -1;
+        }
     }
     return 0;
 }
 
 /* The keys probed in one band: k0, then k0 with one bit flipped, then with two. */
-static size_t probe_keys(uint32_t k0, int r, int radius, uint32_t *keys) {
+static size_t probe_keys(uint32_t k0, int r, int radius, size_t base, size_t *keys) {
     size_t m = 0;
-    keys[m++] = k0;
+    keys[m++] = base + k0;
     if (radius >= 1)
-        for (int i = 0; i < r; i++) keys[m++] = k0 ^ (1u << i);
+        for (int i = 0; i < r; i++) keys[m++] = base + (k0 ^ (1u << i));
     if (radius >= 2)
         for (int i = 0; i < r; i++)
-            for (int j = i + 1; j < r; j++) keys[m++] = k0 ^ (1u << i) ^ (1u << j);
+            for (int j = i + 1; j < r; j++) keys[m++] = base + (k0 ^ (1u << i) ^ (1u << j));
     return m;
+}
+
+static size_t probes_per_band(int r, int radius) {
+    return 1 + (radius >= 1 ? (size_t)r : 0) + (radius >= 2 ? (size_t)r * (r - 1) / 2 : 0);
 }
 
 /* Phase 1: the distinct rows under the probed keys, into tl_cand. Returns the count, or
  * (size_t)-1 when out of memory; *looked counts rows with repeats. The tables are far
- * bigger than the caches, so each band's probes are issued in three passes (offsets,
- * then row lists, then the rows' sketches) with prefetches, not one miss at a time. */
+ * bigger than the caches and nearly every probe misses them, so the work is done in
+ * stages over all bands at once, each stage prefetching what the next reads: every
+ * probe's offsets, then every probe's row list, then the rows' sketches. The misses of
+ * a stage are then in flight together, not one band's few at a time. */
 static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
-    size_t keys = (size_t)1 << a->r, m = 0;
+    size_t keys = (size_t)1 << a->r, per = probes_per_band(a->r, a->radius), np = 0, m = 0;
     uint64_t *seen = tl_seen;
-    uint32_t probe[1 + 24 + 24 * 23 / 2], lo[1 + 24 + 24 * 23 / 2], hi[1 + 24 + 24 * 23 / 2];
+    size_t *probe = tl_probe;
+    uint32_t *lo = tl_lo, *hi = tl_hi;
     for (size_t b = 0; b < a->bands; b++) {
-        const uint32_t *off = a->offsets + b * (keys + 1), *rows = a->rows + b * a->n;
-        size_t np = probe_keys(band_key(a->q, a->pos + b * (size_t)a->r, a->r), a->r,
-                               a->radius, probe);
-        for (size_t p = 0; p < np; p++) __builtin_prefetch(off + probe[p]);
-        size_t want = m;
-        for (size_t p = 0; p < np; p++) {
-            lo[p] = off[probe[p]];
-            hi[p] = off[probe[p] + 1];
-            if (hi[p] > lo[p]) __builtin_prefetch(rows + lo[p]);
-            want += hi[p] - lo[p];
-        }
-        if (want > tl_cand_cap) {
-            size_t cap = tl_cand_cap;
-            while (cap < want) cap *= 2;
-            uint32_t *grown = realloc(tl_cand, cap * sizeof(uint32_t));
-            if (!grown) {
-                for (size_t c = 0; c < m; c++) seen[tl_cand[c] >> 6] = 0;
-                return (size_t)-1;
-            }
-            tl_cand = grown;
-            tl_cand_cap = cap;
-        }
-        for (size_t p = 0; p < np; p++) {
-            *looked += hi[p] - lo[p];
-            for (uint32_t e = lo[p]; e < hi[p]; e++) {
-                uint32_t y = rows[e];
-                uint64_t bit = 1ull << (y & 63);
-                if (seen[y >> 6] & bit) continue;
-                seen[y >> 6] |= bit;
-                if (a->sk) __builtin_prefetch(a->sk + (size_t)y * a->sw);
-                tl_cand[m++] = y;
-            }
+        uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
+        np += probe_keys(k0, a->r, a->radius, b * (keys + 1), probe + np);
+    }
+    for (size_t p = 0; p < np; p++) __builtin_prefetch(a->offsets + probe[p]);
+    size_t want = 0;
+    for (size_t p = 0; p < np; p++) {
+        lo[p] = a->offsets[probe[p]];
+        hi[p] = a->offsets[probe[p] + 1];
+        if (hi[p] > lo[p]) __builtin_prefetch(a->rows + (p / per) * a->n + lo[p]);
+        want += hi[p] - lo[p];
+    }
+    *looked += want;
+    if (grow_u32(&tl_cand, &tl_cand_cap, want)) return (size_t)-1;
+    for (size_t p = 0; p < np; p++) {
+        const uint32_t *rows = a->rows + (p / per) * a->n;
+        for (uint32_t e = lo[p]; e < hi[p]; e++) {
+            uint32_t y = rows[e];
+            uint64_t bit = 1ull << (y & 63);
+            if (seen[y >> 6] & bit) continue;
+            seen[y >> 6] |= bit;
+            if (a->sk) __builtin_prefetch(a->sk + (size_t)y * a->sw);
+            tl_cand[m++] = y;
         }
     }
     return m;
@@ -819,19 +845,27 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     attrs static void name(const lsh_args_t *a, size_t m, out_t *o, size_t *read) {      \
         size_t w = a->w, sw = a->sw, kept = 0;                                            \
         uint32_t bits = (uint32_t)(w * 64), pa = a->pa, delta = max_delta(pa, a->t, bits); \
-        for (size_t c = 0; c < m; c++) {                                                  \
-            uint32_t y = tl_cand[c];                                                      \
-            tl_seen[y >> 6] = 0;                                                          \
-            if (a->sk) {                                                                  \
-                const uint64_t *ks = a->sk + (size_t)y * sw;                              \
-                uint32_t differ = 0;                                                      \
+        uint32_t *cand = tl_cand, cut = a->cut;                                           \
+        uint64_t *seen = tl_seen, qs[SKETCH_WORDS];                                       \
+        const uint64_t *sk = a->sk;                                                       \
+        for (size_t k = 0; k < sw; k++) qs[k] = a->qs[k];                                 \
+        for (size_t c = 0; c < m; c++) seen[cand[c] >> 6] = 0;                            \
+        if (sk) {                                                                         \
+            /* Branch-free: whether a row passes is a coin the predictor cannot call. */  \
+            for (size_t c = 0; c < m; c++) {                                              \
+                uint32_t y = cand[c], differ = 0;                                         \
+                const uint64_t *ks = sk + (size_t)y * sw;                                 \
                 for (size_t k = 0; k < sw; k++)                                           \
-                    differ += (uint32_t)__builtin_popcountll(ks[k] ^ a->qs[k]);           \
-                if (differ > a->cut) continue;                                            \
+                    differ += (uint32_t)__builtin_popcountll(ks[k] ^ qs[k]);              \
+                cand[kept] = y;                                                           \
+                kept += differ <= cut;                                                    \
             }                                                                             \
-            tl_cand[kept++] = y;                                                          \
-            __builtin_prefetch(a->x + (size_t)y * w);                                     \
-            __builtin_prefetch(a->x + (size_t)y * w + w - 1);                             \
+        } else {                                                                          \
+            kept = m;                                                                     \
+        }                                                                                 \
+        for (size_t c = 0; c < kept; c++) {                                               \
+            __builtin_prefetch(a->x + (size_t)cand[c] * w);                               \
+            __builtin_prefetch(a->x + (size_t)cand[c] * w + w - 1);                       \
         }                                                                                 \
         *read = kept;                                                                     \
         for (size_t c = 0; c < kept; c++) {                                               \
@@ -1004,7 +1038,9 @@ static void lsh_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double 
         sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
         la.cut = cut < 0 ? 0 : cut > (long)p->s ? (uint32_t)p->s : (uint32_t)cut;
     }
-    size_t m = lsh_scratch(p->n) ? (size_t)-1 : lsh_collect(&la, looked);
+    size_t m = lsh_scratch(p->n, p->bands * probes_per_band((int)p->r, (int)p->radius))
+                   ? (size_t)-1
+                   : lsh_collect(&la, looked);
     if (m == (size_t)-1) {
         o->failed = 1;
         return;

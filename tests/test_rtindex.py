@@ -97,6 +97,28 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
         )
 
 
+def test_a_query_with_thousands_of_candidates_finds_each_once(
+    people: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """10,000 copies of one person among 20,000: far more rows under the query's keys than
+    a look-up's buffers start with, so they grow mid-query; every copy comes back once."""
+    indexed, _ = people
+    clks = indexed[:20_000].copy()
+    clks[::2] = indexed[0]
+    words = as_words(clks, CLK_BITS)
+    popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
+    table = LshTable.build(words, small_plan(words), 0.8)
+    copies = {int(r) for r in np.flatnonzero((words == words[0]).all(axis=1))}
+    for _ in range(2):  # the second time on the grown buffers
+        rows, sims, looked = table.search(words, popcounts, words[0], 0.8)
+        assert sorted(rows.tolist()) == sorted(set(rows.tolist()))
+        assert copies <= set(rows.tolist())
+        assert all(
+            s == 1.0 for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r in copies
+        )
+        assert looked >= table.plan.bands * len(copies)  # each copy under every band's key
+
+
 def small_plan(words: np.ndarray) -> LshPlan:
     """A plan for a few thousand synthetic CLKs at threshold 0.8."""
     lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
