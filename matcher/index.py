@@ -24,6 +24,10 @@ the same work, more slowly, where the extension did not build.
 replaced since it was built) that queries read without locks, and a writer that
 builds the next snapshot and swaps it in. When the delta grows past a fraction of the
 main segment the two are merged (compaction), so a put costs O(delta), not O(index).
+The merge runs in a background thread: the change that starts it is acknowledged at
+once, and until the merged segment is in, queries read the old main and a delta that
+holds every change since. Only a change that leaves the delta far behind (`MERGE_WAIT`
+times the merge point, a bulk load say) waits for a merge before it returns.
 
 A main segment of `lshindex.MIN_ROWS` rows or more also carries an `LshTable`
 (matcher/lshindex.py), built with it for the project's threshold: a query then decides
@@ -58,6 +62,9 @@ SCAN_ROWS = 16_384
 # main/COMPACT_FRACTION rows, whichever is larger.
 COMPACT_MIN = 4_096
 COMPACT_FRACTION = 64
+# A change that leaves more than this many times that in the delta (or dead) merges
+# before it returns, instead of in the background: the delta is scanned, row by row.
+MERGE_WAIT = 8
 
 
 def as_words(clks: npt.NDArray[np.uint8] | bytes, clk_bits: int) -> U64:
@@ -282,16 +289,20 @@ def search_snapshots(
 class MemberIndex:
     """One member's standing index in memory; `snapshot` is safe to read from any thread.
 
-    Writers (`apply`) are serialised by the caller's lock or by `lock` here.
+    Writers (`apply`, and a background merge putting its segment in) take `lock`.
     """
 
     clk_bits: int
     snapshot: Snapshot
     # ref -> ("m", main row) or ("d", delta row), for the writer only
     _where: dict[str, tuple[str, int]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
     # The main segment gets LSH tables for this threshold (None: always scanned).
     threshold: float | None = None
+    # Merge in a background thread (False: before `apply` returns, every time).
+    background: bool = True
+    _merging: threading.Thread | None = None
+    _touched: set[str] = field(default_factory=set)  # refs changed since the merge began
 
     @classmethod
     def load(
@@ -307,56 +318,149 @@ class MemberIndex:
             Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main)),
             threshold=threshold,
         )
-        index._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}
+        index._where = main_rows(main)
         return index
 
     def __len__(self) -> int:
         return self.snapshot.size
 
     def __contains__(self, ref: str) -> bool:
-        return ref in self._where
+        with self.lock:
+            return ref in self._where
 
     def refs(self) -> list[str]:
-        return list(self._where)
+        with self.lock:
+            return list(self._where)
 
     def clk(self, ref: str) -> U64:
         """The CLK stored under `ref` (KeyError when absent)."""
-        segment, row = self._where[ref]
-        snap = self.snapshot
-        return (snap.main if segment == "m" else snap.delta).words[row]
+        with self.lock:
+            segment, row = self._where[ref]
+            snap = self.snapshot
+            return (snap.main if segment == "m" else snap.delta).words[row]
+
+    @property
+    def merging(self) -> bool:
+        """Whether a background merge is running."""
+        return self._merging is not None
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait for a running background merge (and any it chains into); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while self._merging is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.lock.wait(left)
+        return True
 
     def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
         """Put (add or replace) and remove records; the caller has checked the refs."""
-        snap = self.snapshot
-        dead = set(snap.dead)
-        keep_delta = np.ones(len(snap.delta), dtype=bool)
-        for ref in (*remove, *put_refs):
-            where = self._where.pop(ref, None)
-            if where is None:
-                continue
-            if where[0] == "m":
-                dead.add(where[1])
-            else:
-                keep_delta[where[1]] = False
-        delta_words = np.concatenate([snap.delta.words[keep_delta], put_words])
-        delta_refs = [r for r, k in zip(snap.delta.refs, keep_delta.tolist(), strict=True) if k]
-        delta_refs.extend(put_refs)
-        size = len(snap.main) - len(dead) + len(delta_refs)
-        if len(delta_refs) > max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION) or (
-            len(dead) > max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION)
-        ):
-            alive = np.ones(len(snap.main), dtype=bool)
-            alive[list(dead)] = False
-            main_refs = [r for r, a in zip(snap.main.refs, alive.tolist(), strict=True) if a]
+        with self.lock:
+            while True:
+                snap = self.snapshot
+                dead = set(snap.dead)
+                keep_delta = np.ones(len(snap.delta), dtype=bool)
+                for ref in (*remove, *put_refs):
+                    where = self._where.get(ref)
+                    if where is None:
+                        continue
+                    if where[0] == "m":
+                        dead.add(where[1])
+                    else:
+                        keep_delta[where[1]] = False
+                delta_refs = [
+                    r for r, k in zip(snap.delta.refs, keep_delta.tolist(), strict=True) if k
+                ]
+                delta_refs.extend(put_refs)
+                behind = max(len(delta_refs), len(dead))
+                merge_at = max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION)
+                now = behind > merge_at and (not self.background or behind > MERGE_WAIT * merge_at)
+                if not now or self._merging is None:
+                    break
+                self.lock.wait()  # for the running merge; then work it out again
+            delta_words = np.concatenate([snap.delta.words[keep_delta], put_words])
+            size = len(snap.main) - len(dead) + len(delta_refs)
+            if now:
+                alive = np.ones(len(snap.main), dtype=bool)
+                alive[list(dead)] = False
+                main_refs = [r for r, a in zip(snap.main.refs, alive.tolist(), strict=True) if a]
+                main = Segment.build(
+                    np.concatenate([snap.main.words[alive], delta_words]),
+                    main_refs + delta_refs,
+                    threshold=self.threshold,
+                )
+                self.snapshot = Snapshot(
+                    main, Segment.empty(self.clk_bits // 64), frozenset(), size
+                )
+                self._where = main_rows(main)
+                return
+            delta = Segment.build(delta_words, delta_refs)
+            # Built: from here on nothing fails, so a failed change leaves no trace.
+            for ref in (*remove, *put_refs):
+                self._where.pop(ref, None)
+            if self._merging is not None:
+                self._touched.update(remove)
+                self._touched.update(put_refs)
+            for row, ref in enumerate(delta.refs):
+                self._where[ref] = ("d", row)
+            self.snapshot = Snapshot(snap.main, delta, frozenset(dead), size)
+            if behind > merge_at and self._merging is None:
+                self._start_merge()
+
+    def _start_merge(self) -> None:
+        """Merge the current snapshot in a background thread; the lock is held."""
+        base = self.snapshot
+        self._touched = set()
+        self._merging = threading.Thread(
+            target=self._merge, args=(base,), name="blindmatch-merge", daemon=True
+        )
+        self._merging.start()
+
+    def _merge(self, base: Snapshot) -> None:
+        """Build one main segment of `base`'s live rows, then put it in under the lock,
+        with the changes made meanwhile (the refs in `_touched`) as its delta."""
+        started = time.perf_counter()
+        try:
+            alive = np.ones(len(base.main), dtype=bool)
+            alive[list(base.dead)] = False
+            refs = [r for r, a in zip(base.main.refs, alive.tolist(), strict=True) if a]
             main = Segment.build(
-                np.concatenate([snap.main.words[alive], delta_words]),
-                main_refs + delta_refs,
+                np.concatenate([base.main.words[alive], base.delta.words]),
+                refs + list(base.delta.refs),
                 threshold=self.threshold,
             )
-            self.snapshot = Snapshot(main, Segment.empty(self.clk_bits // 64), frozenset(), size)
-            self._where = {ref: ("m", row) for row, ref in enumerate(main.refs)}
+            where = main_rows(main)
+        except Exception:  # out of memory, say: the delta keeps every change meanwhile
+            log.exception("merging an index's delta failed; the next change tries again")
+            with self.lock:
+                self._merging = None
+                self._touched = set()
+                self.lock.notify_all()
             return
-        delta = Segment.build(delta_words, delta_refs)
-        for row, ref in enumerate(delta.refs):
-            self._where[ref] = ("d", row)
-        self.snapshot = Snapshot(snap.main, delta, frozenset(dead), size)
+        with self.lock:
+            touched, snap = self._touched, self.snapshot
+            dead = frozenset(where.pop(r)[1] for r in touched if r in where)
+            keep = [row for row, ref in enumerate(snap.delta.refs) if ref in touched]
+            delta = Segment.build(snap.delta.words[keep], [snap.delta.refs[i] for i in keep])
+            for row, ref in enumerate(delta.refs):
+                where[ref] = ("d", row)
+            self.snapshot = Snapshot(main, delta, dead, len(main) - len(dead) + len(delta))
+            self._where = where
+            self._merging = None
+            self._touched = set()
+            log.info(
+                "merged %d rows into an index in %.2f s; %d changed meanwhile",
+                len(main),
+                time.perf_counter() - started,
+                len(touched),
+            )
+            if max(len(delta), len(dead)) > max(COMPACT_MIN, len(main) // COMPACT_FRACTION):
+                self._start_merge()
+            self.lock.notify_all()
+
+
+def main_rows(main: Segment) -> dict[str, tuple[str, int]]:
+    """Where each of a main segment's refs is, for `MemberIndex._where`."""
+    return {ref: ("m", row) for row, ref in enumerate(main.refs)}

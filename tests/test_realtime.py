@@ -498,6 +498,8 @@ def test_the_index_stays_right_through_puts_removes_and_compaction(
         for r in removes:
             del truth[r]
         truth.update({r: new[i].tobytes() for i, r in enumerate(refs)})
+        if step == 39:
+            assert index.wait_merged(timeout=60)  # and once more with every merge in
         assert len(index) == len(truth)
         for ref, clk in truth.items():
             found = dict(index.snapshot.search(as_words(clk, 256)[0], 1.0))

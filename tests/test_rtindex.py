@@ -219,14 +219,18 @@ def test_changes_are_seen_by_the_next_query_with_lsh_tables(
     assert "new" not in found(stranger)
     assert "r8" not in found(indexed[8])
     assert found(indexed[9])["r9"] == 1.0
-    # Enough changes to compact: the main segment and its tables are rebuilt.
+    # Enough changes to compact: the main segment and its tables are rebuilt, in the
+    # background; the changes are seen before and after the merged segment is in.
     moved = [f"r{i}" for i in range(100, 200)]
     index.apply(moved, as_words(indexed[1000:1100], CLK_BITS), [])
-    assert len(index.snapshot.delta) == 0 and index.snapshot.main.lsh is not None
-    assert found(indexed[1050])["r150"] == 1.0
-    assert "r150" not in found(indexed[150])
-    assert set(found(stranger)) >= {"r7"} and "new" not in found(stranger)
-    assert len(index) == n - 1  # +new, r7 replaced, -new -r8, 100 replaced
+    for merged in (False, True):
+        if merged:
+            assert index.wait_merged(timeout=60)
+            assert len(index.snapshot.delta) == 0 and index.snapshot.main.lsh is not None
+        assert found(indexed[1050])["r150"] == 1.0
+        assert "r150" not in found(indexed[150])
+        assert set(found(stranger)) >= {"r7"} and "new" not in found(stranger)
+        assert len(index) == n - 1  # +new, r7 replaced, -new -r8, 100 replaced
 
 
 def test_a_large_index_is_queried_through_lsh_over_grpc(

@@ -1,0 +1,140 @@
+"""Merging a standing index's delta in the background: the change that starts a merge is
+acknowledged at once, queries meanwhile see every change, and the changes made during the
+merge survive it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from benchmarks.synthclks import CLK_BITS, Population
+from matcher import index as index_module
+from matcher.index import MemberIndex, Segment, as_words
+
+N = 3000
+
+
+@pytest.fixture
+def clks() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return as_words(
+        Population(N + 500, 5).encode(np.arange(N + 500), rng, np.zeros(N + 500, bool)), CLK_BITS
+    )
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Merges wait for this event before building: the test decides when they finish."""
+    monkeypatch.setattr(index_module, "MIN_ROWS", 500)  # so the merged segment gets tables
+    monkeypatch.setattr(index_module, "COMPACT_MIN", 50)
+    opened = threading.Event()
+    build = Segment.build.__func__
+
+    def gated(cls: type[Segment], *args: object, **kwargs: object) -> Segment:
+        if threading.current_thread().name == "blindmatch-merge":
+            assert opened.wait(60)
+        return build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Segment, "build", classmethod(gated))
+    yield opened
+    opened.set()
+
+
+def hits(index: MemberIndex, clk: np.ndarray) -> dict[str, float]:
+    return dict(index.snapshot.search(clk, 0.8))
+
+
+def assert_holds(index: MemberIndex, truth: dict[str, np.ndarray]) -> None:
+    """Each record is found under its ref (and its CLK is what was put), nothing else is."""
+    assert len(index) == len(truth) and sorted(index.refs()) == sorted(truth)
+    for ref, clk in truth.items():
+        assert hits(index, clk).get(ref) == 1.0
+        assert (index.clk(ref) == clk).all()
+
+
+def test_a_merge_keeps_the_changes_made_while_it_ran(
+    clks: np.ndarray, gate: threading.Event
+) -> None:
+    truth = {f"r{i}": clks[i] for i in range(N)}
+    index = MemberIndex.load(CLK_BITS, list(truth), clks[:N], threshold=0.8)
+    first_tables = index.snapshot.main.lsh
+    assert first_tables is not None
+
+    puts = {f"p{i}": clks[N + i] for i in range(60)}  # over the merge point (50)
+    index.apply(list(puts), np.stack(list(puts.values())), [])
+    truth.update(puts)
+    assert index.merging  # acknowledged, and merging in the background
+    assert_holds(index, truth)
+
+    # While it runs: replace and remove rows of the old main and of the delta being
+    # merged, and add new ones.
+    late = {"r1": clks[N + 100], "p0": clks[N + 101], "late": clks[N + 102]}
+    index.apply(list(late), np.stack(list(late.values())), ["r2", "p1"])
+    truth.update(late)
+    del truth["r2"], truth["p1"]
+    assert_holds(index, truth)
+    assert "r2" not in hits(index, clks[2]) and "r1" not in hits(index, clks[1])
+
+    gate.set()
+    assert index.wait_merged(timeout=60)
+    snap = index.snapshot
+    assert snap.main.lsh is not None and snap.main.lsh is not first_tables
+    assert len(snap.main) == N + 60  # the rows as they stood when the merge began
+    assert sorted(snap.delta.refs) == ["late", "p0", "r1"]  # what changed meanwhile
+    assert len(snap.dead) == 4  # r1, r2, p0, p1 as the merge saw them
+    assert_holds(index, truth)
+    assert "r2" not in hits(index, clks[2]) and "p1" not in hits(index, clks[N + 1])
+
+
+def test_a_change_far_behind_waits_for_the_merge(clks: np.ndarray, gate: threading.Event) -> None:
+    truth = {f"r{i}": clks[i] for i in range(N)}
+    index = MemberIndex.load(CLK_BITS, list(truth), clks[:N], threshold=0.8)
+    index.apply(["p0"], clks[N : N + 1], [])
+    index.apply([f"p{i}" for i in range(1, 60)], clks[N + 1 : N + 60], [])
+    assert index.merging
+    # 8 x the merge point more: merged before the change returns, after the running merge.
+    bulk = {f"b{i}": clks[i] for i in range(450)}
+    done = threading.Thread(
+        target=index.apply, args=(list(bulk), np.stack(list(bulk.values())), [])
+    )
+    done.start()
+    done.join(0.5)
+    assert done.is_alive()  # held back by the running merge
+    gate.set()
+    done.join(60)
+    assert not done.is_alive() and not index.merging
+    truth.update({f"p{i}": clks[N + i] for i in range(60)} | bulk)
+    assert len(index.snapshot.delta) == 0 and len(index.snapshot.main) == len(truth)
+    assert_holds(index, truth)
+
+
+def test_a_failed_merge_loses_nothing_and_the_next_change_retries(
+    clks: np.ndarray, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(index_module, "COMPACT_MIN", 50)
+    build = Segment.build.__func__
+    failures = [MemoryError("no room")]
+
+    def failing_once(cls: type[Segment], *args: object, **kwargs: object) -> Segment:
+        if threading.current_thread().name == "blindmatch-merge" and failures:
+            raise failures.pop()
+        return build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Segment, "build", classmethod(failing_once))
+    truth = {f"r{i}": clks[i] for i in range(N)}
+    index = MemberIndex.load(CLK_BITS, list(truth), clks[:N])
+    puts = {f"p{i}": clks[N + i] for i in range(60)}
+    index.apply(list(puts), np.stack(list(puts.values())), [])
+    truth.update(puts)
+    assert index.wait_merged(timeout=60)
+    assert "merging an index's delta failed" in caplog.text
+    assert len(index.snapshot.delta) == 60  # still there, still searched
+    assert_holds(index, truth)
+    index.apply(["q"], clks[N + 200 : N + 201], [])  # the next change merges
+    truth["q"] = clks[N + 200]
+    assert index.wait_merged(timeout=60)
+    assert len(index.snapshot.delta) == 0 and len(index.snapshot.main) == N + 61
+    assert_holds(index, truth)
