@@ -40,7 +40,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,7 @@ class Measured:
     planted: int
     load: tuple[float, float]  # 1-minute load average before and after
     cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
+    finished: list[float] = field(default_factory=list)  # s from the start, per latency
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -173,6 +175,7 @@ def measure(
     queries: int,
     server_pid: int,
     rate: float = 0.0,
+    during: Callable[[], None] | None = None,
 ) -> Measured:
     """`queriers` threads, each with its own channel, asking `queries` queries each.
 
@@ -180,7 +183,8 @@ def measure(
     matcher is kept as busy as 20 clients can make it). With a rate, queries arrive at
     random (Poisson) at `rate` per second in all, whatever the answers' speed (an open
     loop), and each latency counts from when its query was due, so time spent waiting
-    behind a slow answer is counted too.
+    behind a slow answer is counted too. `during`, when given, runs in a thread of its
+    own while the queriers ask (an index change, say).
     """
     total = queriers * queries
     planted: list[tuple[np.ndarray, str | None]] = []
@@ -194,6 +198,7 @@ def measure(
         queriers / rate if rate else 0.0, size=total
     )
     latencies: list[float] = []
+    finished: list[float] = []
     missed: list[int] = []
     lock = threading.Lock()
     gate = threading.Barrier(queriers + 1)
@@ -214,6 +219,7 @@ def measure(
                 elapsed = (time.perf_counter() - due) * 1000
                 with lock:
                     latencies.append(elapsed)
+                    finished.append(time.perf_counter() - t0)
                     if partner is not None and partner not in found:
                         missed.append(i)
 
@@ -222,13 +228,18 @@ def measure(
     threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
     for t in threads:
         t.start()
+    t0 = time.perf_counter()  # before the gate opens, so the queriers never read it unset
     gate.wait()
+    side = threading.Thread(target=during) if during else None
+    if side:
+        side.start()
     load_before = os.getloadavg()[0]
     cpu_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
-    t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    if side:
+        side.join()
     cpu = [
         (after - before) * 1000 / total
         for before, after in zip(
@@ -237,7 +248,19 @@ def measure(
     ]
     load = (load_before, os.getloadavg()[0])
     return Measured(
-        queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1])
+        queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1]),
+        finished,
+    )  # fmt: skip
+
+
+def by_second(run: Measured) -> str:
+    """Each second of a run: how many queries finished, and their p50, p99 and max."""
+    seconds: dict[int, list[float]] = {}
+    for done, ms in zip(run.finished, run.latencies, strict=True):
+        seconds.setdefault(int(done), []).append(ms)
+    return "; ".join(
+        f"{s}: {len(v)}, {statistics.median(v):.1f}, {percentile(v, 99):.1f}, {max(v):.0f}"
+        for s, v in sorted(seconds.items())
     )
 
 
@@ -276,6 +299,19 @@ def main() -> int:
         action="store_true",
         help="after loading, restart the matcher over its data dir (it rebuilds each index "
         "once, as after a deploy) and measure that one",
+    )
+    parser.add_argument(
+        "--change",
+        type=int,
+        default=0,
+        help="also run 20 closed-loop queriers while one partner replaces this many of its "
+        "records in one change (enough, 15,625 at 1,000,000, merges its index)",
+    )
+    parser.add_argument(
+        "--change-queries",
+        type=int,
+        default=1000,
+        help="queries per querier in the --change run (long enough to span the merge)",
     )
     parser.add_argument(
         "--rates",
@@ -346,6 +382,26 @@ def main() -> int:
             for rate in args.rates
         ]
 
+        changed: list[float] = []
+
+        def big_change() -> None:
+            time.sleep(1.0)
+            # Each record put again as it was: a replace (the merge's work), and every
+            # planted hit still there to be found.
+            clks = held["north"].clks
+            puts = [(f"r{i}", clks[i].tobytes()) for i in range(args.change)]
+            with MatcherClient(served.target, tokens["north"]) as north:
+                t = time.perf_counter()
+                north.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+                changed.append(time.perf_counter() - t)
+
+        if args.change:
+            print(f"closed loop while north replaces {args.change:,} records ...", flush=True)
+            runs.append(
+                measure(served.target, tokens[QUERIER], held, 20, args.change_queries, pid,
+                        during=big_change)
+            )  # fmt: skip
+
         with (
             MatcherClient(served.target, tokens["north"]) as north,
             MatcherClient(served.target, tokens[QUERIER]) as asker,
@@ -370,6 +426,8 @@ def main() -> int:
     for r in runs:
         lat = r.latencies
         loop = f"open loop at {r.rate:g}/s" if r.rate else "closed loop"
+        if args.change and r is runs[-1]:
+            loop += f", {args.change:,} records changed meanwhile"
         print(
             f"{r.queriers:>3} queriers, {loop}: {len(lat)} queries in {r.wall:.1f} s "
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
@@ -379,6 +437,11 @@ def main() -> int:
             f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
         failed = failed or bool(r.missed)
+    if changed:
+        print(f"index change ({args.change:,} puts, sent 1 s into the run) acknowledged in "
+              f"{changed[0]:.1f} s (a merge it starts goes on in the background); that run, "
+              "second by second (queries, p50, p99, max ms):")  # fmt: skip
+        print("  " + by_second(runs[-1]))
     print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "
           f"visible to the next query: {visible}")  # fmt: skip
     return 1 if failed else 0
