@@ -11,18 +11,23 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
+from client.api import MatcherClient
 from matcher import index as index_module
 from matcher.index import MemberIndex, Segment, as_words
+from matcher.realtime import clk_digest
+from tests.conftest import Matcher
 
 N = 3000
+SPARE = 1000  # people beyond the first N, for the tests' puts
+
+FINGERPRINT = bytes(range(32))
 
 
 @pytest.fixture
 def clks() -> np.ndarray:
     rng = np.random.default_rng(5)
-    return as_words(
-        Population(N + 500, 5).encode(np.arange(N + 500), rng, np.zeros(N + 500, bool)), CLK_BITS
-    )
+    people = Population(N + SPARE, 5).encode(np.arange(N + SPARE), rng, np.zeros(N + SPARE, bool))
+    return as_words(people, CLK_BITS)
 
 
 @pytest.fixture
@@ -138,3 +143,56 @@ def test_a_failed_merge_loses_nothing_and_the_next_change_retries(
     assert index.wait_merged(timeout=60)
     assert len(index.snapshot.delta) == 0 and len(index.snapshot.main) == N + 61
     assert_holds(index, truth)
+
+
+def test_over_grpc_every_change_is_seen_while_merges_run_behind_it(
+    matcher: Matcher, clks: np.ndarray, gate: threading.Event
+) -> None:
+    """Every change below crosses the merge point. The first merge is held until four more
+    changes have come in; after that merges start and finish as they will. Each change is
+    visible to the next query throughout, and when the merges are done the index lists
+    exactly what was put."""
+    with matcher.operator() as op:
+        tokens = op.create_project("m", ["north", "west"]).tokens
+        op.set_query_limits("m", per_minute=10**6, per_day=10**6)
+    rng = np.random.default_rng(8)
+    truth = {f"r{i}": clks[i] for i in range(N)}
+    spare = iter(range(N, N + SPARE))
+    with (
+        MatcherClient(matcher.target, tokens["north"]) as north,
+        MatcherClient(matcher.target, tokens["west"]) as west,
+    ):
+
+        def change(puts: dict[str, np.ndarray], removes: list[str]) -> None:
+            north.change_index("m", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                               puts=[(r, c.tobytes()) for r, c in puts.items()],
+                               removes=removes)  # fmt: skip
+
+        def held(clk: np.ndarray) -> bool:
+            answer = west.query("m", clk.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                purpose="merge test")  # fmt: skip
+            return [m.partner for m in answer.results[0]] == ["north"]
+
+        change(truth, [])
+        index = matcher.server.realtime._indexes[("m", "north")]
+        for step in range(12):
+            refs = sorted(truth)
+            replaced = [refs[i] for i in rng.choice(len(refs), 40, replace=False)]
+            removed = [r for r in refs[step::97] if r not in replaced][:10]
+            puts = {r: clks[next(spare)] for r in replaced} | {
+                f"n{step}-{k}": clks[next(spare)] for k in range(20)
+            }
+            gone = [truth[r] for r in removed + replaced[:3]]
+            change(puts, removed)
+            assert index.merging or step > 4
+            if step == 4:
+                gate.set()
+            truth.update(puts)
+            for r in removed:
+                del truth[r]
+            assert all(held(truth[r]) for r in (replaced[0], f"n{step}-0", f"n{step}-19"))
+            assert not any(held(c) for c in gone)  # removed, or replaced by someone else
+        assert index.wait_merged(timeout=60)
+        assert len(index.snapshot.main) > N  # merged at least once
+        assert north.list_index("m") == {r: clk_digest(c.tobytes()) for r, c in truth.items()}
+        assert all(held(truth[r]) for r in sorted(truth)[::50])
