@@ -310,14 +310,22 @@ class MemberIndex:
     lock: threading.Condition = field(default_factory=threading.Condition)
     # The main segment gets LSH tables for this threshold (None: always scanned).
     threshold: float | None = None
-    # Merge in a background thread (False: before `apply` returns, every time).
+    # Merge in a background thread (False: before `apply` returns, every time), on these
+    # CPUs (None: wherever the thread that starts it may run).
     background: bool = True
+    merge_cpus: frozenset[int] | None = None
     _merging: threading.Thread | None = None
     _touched: set[str] = field(default_factory=set)  # refs changed since the merge began
 
     @classmethod
     def load(
-        cls, clk_bits: int, refs: Sequence[str], clks: U64, *, threshold: float | None = None
+        cls,
+        clk_bits: int,
+        refs: Sequence[str],
+        clks: U64,
+        *,
+        threshold: float | None = None,
+        merge_cpus: frozenset[int] | None = None,
     ) -> MemberIndex:
         """An index built in one go (at start-up, from the durable store).
 
@@ -328,6 +336,7 @@ class MemberIndex:
             clk_bits,
             Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main)),
             threshold=threshold,
+            merge_cpus=merge_cpus,
         )
         index._where = main_rows(main)
         return index
@@ -431,6 +440,9 @@ class MemberIndex:
         if hasattr(os, "setpriority"):
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MERGE_NICE)
+        if self.merge_cpus is not None and hasattr(os, "sched_setaffinity"):
+            with contextlib.suppress(OSError):  # a CPU taken away since: stay where we are
+                os.sched_setaffinity(0, self.merge_cpus)
         try:
             words, refs = live_rows(base.main, base.dead, base.delta.words, base.delta.refs)
             main = Segment.build(words, refs, threshold=self.threshold)

@@ -401,9 +401,17 @@ class Realtime:
     """Standing indexes in memory (loaded at start-up), queries, limits and watches."""
 
     def __init__(
-        self, store: Store, data_dir: str | Path, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        data_dir: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        merge_cpus: frozenset[int] | None = None,
     ) -> None:
+        """`merge_cpus`: where the indexes' background merges run (None: where the
+        change that starts one is handled)."""
         self.store = store
+        self.merge_cpus = merge_cpus
         self.index_store = IndexStore(data_dir)
         self.clock = clock
         self.meter = QueryMeter()
@@ -422,6 +430,7 @@ class Realtime:
                 refs,
                 as_words(clks, encoding.clk_bits),
                 threshold=self._threshold(key[0]),
+                merge_cpus=merge_cpus,
             )
             self._set_index(key, index, encoding)
         now = self.clock()
@@ -551,6 +560,7 @@ class Realtime:
                     [r for r, _ in puts],
                     put_words,
                     threshold=self._threshold(project),
+                    merge_cpus=self.merge_cpus,
                 )
             else:
                 index.apply([r for r, _ in puts], put_words, removes)

@@ -80,12 +80,19 @@ def create_server(
         placement = None  # no native kernel: look-ups stay on the request threads
     request_cpus = placement.request_cpus if placement is not None else None
     # Every thread started in here (the query log's, gRPC's event engine, poller and
-    # request workers) inherits the request CPUs, except the batch runs' below.
+    # request workers) inherits the request CPUs, except the batch runs' below; index
+    # merges, started later by request threads, move themselves to every core.
     with pinned(request_cpus):
         store = Store(
             data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
         )
-        realtime = Realtime(store, data_dir, clock=clock)
+        # Index merges run in the background at nice 10, on every core, as batch runs do.
+        realtime = Realtime(
+            store,
+            data_dir,
+            clock=clock,
+            merge_cpus=everywhere if request_cpus is not None else None,
+        )
         sweeper = Sweeper(store, sweep_interval)
         sweeper.on_expired.append(realtime.erase_project)
         for name in realtime.index_store.projects():  # indexes of projects expired while down

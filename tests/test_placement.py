@@ -4,6 +4,7 @@ batch runs everywhere; answers the same wherever the look-ups run."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
+from client.api import MatcherClient
 from matcher import kernel
-from matcher.index import MemberIndex, as_words, search_snapshots
+from matcher.index import MemberIndex, Segment, as_words, search_snapshots
 from matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
 from tests.conftest import Matcher
 from tests.test_rtindex import partner_indexes
@@ -67,6 +69,31 @@ def test_a_placed_matcher_keeps_its_request_threads_on_one_core(
     # The look-up pool's threads run on the other cores only.
     tasks = [int(t) for t in os.listdir("/proc/self/task")]
     assert any(cpus_of(t) == set(placed.lookup_cpus) for t in tasks)
+
+
+def test_an_index_merge_started_by_a_request_runs_on_every_core(
+    matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("matcher.index.COMPACT_MIN", 50)
+    seen: list[set[int]] = []
+    build = Segment.build.__func__
+
+    def noting(cls: type[Segment], *args: object, **kwargs: object) -> Segment:
+        if threading.current_thread().name == "blindmatch-merge":
+            seen.append(set(os.sched_getaffinity(0)))
+        return build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Segment, "build", classmethod(noting))
+    with matcher.operator() as op:
+        tokens = op.create_project("m", ["north", "west"]).tokens
+    clks = np.random.default_rng(3).integers(0, 256, (400, CLK_BITS // 8), dtype=np.uint8)
+    with MatcherClient(matcher.target, tokens["north"]) as north:
+        for rows in (range(300), range(300, 400)):  # the second change crosses the merge point
+            puts = [(f"r{i}", clks[i].tobytes()) for i in rows]
+            north.change_index("m", clk_bits=CLK_BITS, fingerprint=bytes(range(32)), puts=puts)
+    assert matcher.server.realtime._indexes[("m", "north")].wait_merged(timeout=60)
+    assert seen and all(cpus == set(os.sched_getaffinity(0)) for cpus in seen)
+    assert set(os.sched_getaffinity(0)) != set(placed.request_cpus)
 
 
 def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
