@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
 from client.api import MatcherClient
-from matcher.index import COMPACT_FRACTION, COMPACT_MIN
+from matcher.index import merge_point
 
 CLK_BITS = 1024
 CLK_BYTES = CLK_BITS // 8
@@ -421,7 +421,7 @@ def main() -> int:
                                puts=[("fresh", fresh)])  # fmt: skip
             change_ms = (time.perf_counter() - t1) * 1000
             visible = ask(asker, fresh, "visibility") == ["north"]
-        merge_at = max(COMPACT_MIN, args.records // COMPACT_FRACTION)
+        merge_at = merge_point(args.records)
         if changed and args.change > merge_at:  # it may still be merging: allow 2 minutes
             for _ in range(1200):
                 if merges:

@@ -76,6 +76,11 @@ MERGE_STEP = 16_384
 MERGE_NICE = 10
 
 
+def merge_point(main_rows: int) -> int:
+    """How many delta (or dead) rows an index of `main_rows` takes before it is merged."""
+    return max(COMPACT_MIN, main_rows // COMPACT_FRACTION)
+
+
 def as_words(clks: npt.NDArray[np.uint8] | bytes, clk_bits: int) -> U64:
     """CLK bytes, (n, clk_bits/8) or flat, as an (n, clk_bits/64) uint64 array (a copy)."""
     raw = np.frombuffer(bytes(clks), dtype=np.uint8) if isinstance(clks, bytes) else clks
@@ -395,7 +400,7 @@ class MemberIndex:
                 ]
                 delta_refs.extend(put_refs)
                 behind = max(len(delta_refs), len(dead))
-                merge_at = max(COMPACT_MIN, len(snap.main) // COMPACT_FRACTION)
+                merge_at = merge_point(len(snap.main))
                 now = behind > merge_at and (not self.background or behind > MERGE_WAIT * merge_at)
                 if not now or self._merging is None:
                     break
@@ -472,7 +477,7 @@ class MemberIndex:
                 time.perf_counter() - started,
                 len(touched),
             )
-            if max(len(delta), len(dead)) > max(COMPACT_MIN, len(main) // COMPACT_FRACTION):
+            if max(len(delta), len(dead)) > merge_point(len(main)):
                 self._start_merge()
             self.lock.notify_all()
         drain(old)
