@@ -19,12 +19,13 @@ the number of bands that find such a pair with probability `recall` for the leas
 (probes plus unrelated rows decided, from the index's bit frequencies), within a memory
 cap. Pairs above the threshold are found more often than that (see docs/realtime.md).
 
-Each row also has a *sketch*: its bits at `SKETCH_BITS` further fixed positions, 16 bytes
-kept beside the tables. A query reads a candidate's sketch before its CLK and skips the row
-when the two sketches differ in more than `sketch_cut` bits: a pair at the threshold does
-that with chance at most `SKETCH_MISS`, while an unrelated row (differing in about half its
-bits) almost always does, so most candidates cost one cache line instead of a CLK's two, and
-far fewer CLKs are read. The screen only skips rows; every row kept is still decided exactly.
+Each row also has a *sketch*: its bits at `SKETCH_BITS` further fixed positions, 32 bytes
+kept beside the tables (a cache line holds two; the big arrays are page-aligned). A query
+reads a candidate's sketch before its CLK and skips the row when the two sketches differ in
+more than `sketch_cut` bits: a pair at the threshold does that with chance at most
+`SKETCH_MISS`, while an unrelated row (differing in about half its bits) almost always
+does, so most candidates cost one cache line instead of a CLK's two, and far fewer CLKs are
+read. The screen only skips rows; every row kept is still decided exactly.
 
 The bit positions come from a public seed: they are not secret (the CLKs are), and the
 members upload nothing extra.
@@ -62,7 +63,10 @@ BYTES_PER_ROW = 640
 PROBE_COST = 2.0
 ROW_COST = 1.0
 # The sketch screen: bits per row, and the most a pair at the threshold may be screened out.
-SKETCH_BITS = 128
+# 256 bits rather than 128: on synthetic person CLKs (unrelated rows agree on more than
+# half their bits) 128 let ~10% of candidates through to a full read and 256 ~3%, for the
+# same one cache line a candidate (look-ups 0.86 of the time; docs/performance.md).
+SKETCH_BITS = 256
 SKETCH_MISS = 1e-4
 
 
