@@ -6,7 +6,9 @@ index sync` uses), then has 20 concurrent queriers (threads of this process, one
 channel each) ask single-record queries, half of them noisy copies of indexed records
 (hits) and half fresh random CLKs (no hits), and prints p50/p95/p99 latency. It also
 checks every planted hit is found, and that an index change is visible to the very
-next query.
+next query. The measured runs follow an unmeasured warm-up of 3,000 queries (`--warm-up`),
+printed on a line of its own: a freshly started matcher answers its first couple of
+thousand look-ups up to twice as slowly.
 
     .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
@@ -315,6 +317,15 @@ def main() -> int:
         help="queries per querier in the --change run (long enough to span the merge)",
     )
     parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=3000,
+        help="queries (from 20 queriers) before the measured runs, reported apart: a freshly "
+        "started matcher's first ~2,000 look-ups take up to twice as long as later ones "
+        "(most likely the CPU caches filling with the tables' busiest keys; default: 3000, "
+        "0: none)",
+    )
+    parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[],
@@ -380,6 +391,11 @@ def main() -> int:
         print(f"matcher memory: {memory(pid)}", flush=True)
         if args.client_cpus:
             pin(os.getpid(), args.client_cpus)
+        warm = (
+            measure(served.target, tokens[QUERIER], held, 20, max(1, args.warm_up // 20), pid)
+            if args.warm_up
+            else None
+        )
         runs = [
             measure(served.target, tokens[QUERIER], held, n, args.queries, pid)
             for _ in range(args.repeat)
@@ -438,9 +454,11 @@ def main() -> int:
     print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs"
           + (" (matcher restarted after loading)" if args.restart else ""))  # fmt: skip
     failed = not visible
-    for r in runs:
+    for r in [warm, *runs] if warm else runs:
         lat = r.latencies
         loop = f"open loop at {r.rate:g}/s" if r.rate else "closed loop"
+        if r is warm:
+            loop += ", warm-up (not counted)"
         if args.change and r is runs[-1]:
             loop += f", {args.change:,} records changed meanwhile"
         print(
