@@ -23,7 +23,7 @@ Each row also has a *sketch*: its bits at `SKETCH_BITS` further fixed positions,
 kept beside the tables (a cache line holds two; the big arrays are page-aligned). A query
 reads a candidate's sketch before its CLK and skips the row when the two sketches differ in
 more than `sketch_cut` bits: a pair at the threshold does that with chance at most
-`SKETCH_MISS`, while an unrelated row (differing in about half its bits) almost always
+`SKETCH_MISS`, while an unrelated row (differing in far more of its bits) nearly always
 does, so most candidates cost one cache line instead of a CLK's two, and far fewer CLKs are
 read. The screen only skips rows; every row kept is still decided exactly.
 
