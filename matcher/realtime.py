@@ -35,7 +35,7 @@ import numpy as np
 from matcher import audit, errors
 from matcher.auth import same_hash
 from matcher.disclose import Level, effective_level
-from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
+from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots, warm_up
 from matcher.index_store import Encoding, IndexStore, LoggedQuery
 from matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
 from matcher.store import Project, Store
@@ -433,6 +433,7 @@ class Realtime:
                 merge_cpus=merge_cpus,
             )
             self._set_index(key, index, encoding)
+        self._warm_up()
         now = self.clock()
         for e in self.index_store.logged_queries(now - DAY):
             if not e.refused:
@@ -443,6 +444,21 @@ class Realtime:
     def close(self) -> None:
         self.qlog.close()
         self.index_store.close()
+
+    def _warm_up(self) -> None:
+        """Run each project's tables through `index.warm_up` before the first query."""
+        started, lookups = time.perf_counter(), 0
+        for project, members in self._by_project.items():
+            threshold = self._threshold(project)
+            if threshold:
+                snapshots = {m: index.snapshot for m, index in members.items()}
+                lookups += warm_up(snapshots, threshold)
+        if lookups:
+            log.info(
+                "warmed the standing indexes' look-up tables with %d look-ups in %.1f s",
+                lookups,
+                time.perf_counter() - started,
+            )
 
     def _threshold(self, project: str) -> float | None:
         """The project's threshold, which its indexes' LSH tables are built for."""

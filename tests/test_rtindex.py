@@ -15,6 +15,7 @@ from matcher import hugepages, kernel
 from matcher._anonlink import dice_coefficient_accelerated
 from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
 from matcher.lshindex import LshPlan, LshTable, plan, search_many, sketch_cut, sketch_positions
+from matcher.server import create_server
 from tests.conftest import Matcher
 
 FINGERPRINT = bytes(range(32))
@@ -266,6 +267,41 @@ def test_a_large_index_is_queried_through_lsh_over_grpc(
         assert partners(stranger) == ["north"]
         north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, removes=["r5"])
         assert partners(indexed[5]) == []
+
+
+def test_a_restarted_matcher_warms_its_tables_without_querying(
+    tmp_path: Path,
+    people: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("matcher.index.MIN_ROWS", 1000)
+    indexed, _ = people
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    with MatcherClient(target, "admin") as op:
+        project = op.create_project("warm", ["north", "south", "west"])
+    for k, member in enumerate(("north", "south")):
+        with MatcherClient(target, project.tokens[member]) as client:
+            puts = [(f"r{i}", indexed[i].tobytes()) for i in range(k * 3000, k * 3000 + 3000)]
+            client.change_index("warm", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    server.stop(grace=None)
+
+    caplog.set_level("INFO", logger="blindmatch.matcher.realtime")
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    target = f"127.0.0.1:{server.port}"
+    try:
+        assert "warmed the standing indexes' look-up tables with 2000 look-ups" in caplog.text
+        with MatcherClient(target, "admin") as op:  # the warm-up is not anyone's query
+            assert all(v.queries == 0 and v.records == 0 for v in op.query_report("warm"))
+            assert not [e for e in op.audit("warm") if str(e["action"]).startswith("query")]
+        with MatcherClient(target, project.tokens["west"]) as west:
+            answer = west.query("warm", indexed[3005].tobytes(), clk_bits=CLK_BITS,
+                                fingerprint=FINGERPRINT, purpose="t")  # fmt: skip
+            assert [m.partner for m in answer.results[0]] == ["south"]
+    finally:
+        server.stop(grace=None)
 
 
 def test_a_limit_change_applies_to_the_next_query(
