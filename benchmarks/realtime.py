@@ -7,8 +7,9 @@ channel each) ask single-record queries, half of them noisy copies of indexed re
 (hits) and half fresh random CLKs (no hits), and prints p50/p95/p99 latency. It also
 checks every planted hit is found, and that an index change is visible to the very
 next query. The measured runs follow an unmeasured warm-up of 3,000 queries (`--warm-up`),
-printed on a line of its own: a freshly started matcher answers its first couple of
-thousand look-ups up to twice as slowly.
+printed on a line of its own, so the rounds measure a service that has been running rather
+than one just started (the matcher warms up its look-ups before it listens; the client's
+channels and threads are new too).
 
     .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
@@ -320,10 +321,9 @@ def main() -> int:
         "--warm-up",
         type=int,
         default=3000,
-        help="queries (from 20 queriers) before the measured runs, reported apart: a freshly "
-        "started matcher's first ~2,000 look-ups take up to twice as long as later ones "
-        "(most likely the CPU caches filling with the tables' busiest keys; default: 3000, "
-        "0: none)",
+        help="queries (from 20 queriers) before the measured runs, reported apart, so the "
+        "rounds measure a service that has been running, not one just started "
+        "(default: 3000; 0: none)",
     )
     parser.add_argument(
         "--rates",

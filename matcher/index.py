@@ -306,11 +306,14 @@ def warm_up(
 ) -> int:
     """Search `lookups` of the indexes' own rows as a query would, and drop the answers.
 
-    Freshly built tables answer their first look-ups slowly: in one process over three
-    1,000,000-row tables the first took 34 ms, the next few hundred 0.3-2.4 ms each, and
-    only after about 2,000 did they settle at ~0.2 ms (no page faults, not the garbage
-    collector; most likely the CPU caches). A matcher runs these before it listens, so
-    its first real queries do not pay that. Not a query: nothing is logged or counted.
+    A freshly started process answers its first look-ups slowly: in one process over three
+    1,000,000-row tables the first took 34 ms, the next few 1.4-10 ms, queries 100-200
+    2.4 ms on average (the garbage collector's first full pass: `gc.freeze()` removed that
+    part), and only after about 2,000 did they settle at ~0.2 ms. It is the process, not
+    the tables' memory: a segment built later (a merge) answers at full speed at once. No
+    page faults; the cause of the rest is not pinned down. A matcher runs these before it
+    listens, so its first real queries do not pay that. Not a query: nothing is logged or
+    counted.
     Returns how many look-ups ran (0 when no index here has tables).
     """
     tabled = [
