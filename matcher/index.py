@@ -313,8 +313,7 @@ def warm_up(
     the tables' memory: a segment built later (a merge) answers at full speed at once. No
     page faults; the cause of the rest is not pinned down. A matcher runs these before it
     listens, so its first real queries do not pay that. Not a query: nothing is logged or
-    counted.
-    Returns how many look-ups ran (0 when no index here has tables).
+    counted. Returns how many look-ups ran (0 when no index here has tables).
     """
     tabled = [
         snap.main
