@@ -35,7 +35,9 @@ matcher/placement.py); `--lookup-threads 0` turns that off, for comparison.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -53,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
-from client.api import MatcherClient
+from client.api import MatcherClient, QueryAnswer
+from client.session import AsyncQuerySession
 from matcher.index import merge_point
 
 CLK_BITS = 1024
@@ -132,6 +135,7 @@ class Measured:
     load: tuple[float, float]  # 1-minute load average before and after
     cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
     finished: list[float] = field(default_factory=list)  # s from the start, per latency
+    client: str = "async"  # how the queriers asked (CLIENTS)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -171,6 +175,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+CLIENTS = {
+    "async": "AsyncQuerySession each, one asyncio loop",
+    "session": "MatcherClient.query_session each, threads",
+    "calls": "MatcherClient.query calls, threads",
+}
+
+
 def measure(
     target: str,
     token: str,
@@ -180,15 +191,18 @@ def measure(
     server_pid: int,
     rate: float = 0.0,
     during: Callable[[], None] | None = None,
+    client: str = "async",
 ) -> Measured:
-    """`queriers` threads, each with its own channel, asking `queries` queries each.
+    """`queriers` queriers, each with its own channel, asking `queries` queries each.
 
     With `rate` 0 each querier asks again as soon as it has its answer (a closed loop: the
     matcher is kept as busy as 20 clients can make it). With a rate, queries arrive at
     random (Poisson) at `rate` per second in all, whatever the answers' speed (an open
     loop), and each latency counts from when its query was due, so time spent waiting
     behind a slow answer is counted too. `during`, when given, runs in a thread of its
-    own while the queriers ask (an index change, say).
+    own while the queriers ask (an index change, say). `client` is how they ask
+    (`CLIENTS`): over a query session each (one stream: `async` as coroutines of one
+    event loop, `session` as threads) or by one `Query` call a question (`calls`).
     """
     total = queriers * queries
     planted: list[tuple[np.ndarray, str | None]] = []
@@ -205,31 +219,76 @@ def measure(
     finished: list[float] = []
     missed: list[int] = []
     lock = threading.Lock()
-    gate = threading.Barrier(queriers + 1)
+    gate = threading.Barrier(queriers + 1 if client != "async" else 2)
+
+    def due_after(i: int, due: float) -> float:
+        """When query i is due: on the open loop's clock, or now (closed loop)."""
+        return due + gaps[i] if rate else time.perf_counter()
+
+    def record(i: int, due: float, answer: QueryAnswer) -> None:
+        elapsed = (time.perf_counter() - due) * 1000
+        partner = planted[i][1]
+        with lock:
+            latencies.append(elapsed)
+            finished.append(time.perf_counter() - t0)
+            if partner is not None and partner not in [m.partner for m in answer.results[0]]:
+                missed.append(i)
 
     def querier(k: int) -> None:
-        with MatcherClient(target, token) as client:
-            ask(client, planted[0][0].tobytes(), "warm-up")
+        with MatcherClient(target, token) as matcher, contextlib.ExitStack() as stack:
+            if client == "session":
+                session = stack.enter_context(
+                    matcher.query_session("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT)
+                )
+                query: Callable[..., QueryAnswer] = session.query
+            else:
+                query = functools.partial(
+                    matcher.query, "rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT
+                )
+            query(planted[0][0].tobytes(), purpose="warm-up")
             gate.wait()
             due = time.perf_counter()
             for i in range(k * queries, (k + 1) * queries):
-                clk, partner = planted[i]
+                due = due_after(i, due)
                 if rate:
-                    due += gaps[i]
                     time.sleep(max(0.0, due - time.perf_counter()))
-                else:
-                    due = time.perf_counter()
-                found = ask(client, clk.tobytes(), f"bench {i}")
-                elapsed = (time.perf_counter() - due) * 1000
-                with lock:
-                    latencies.append(elapsed)
-                    finished.append(time.perf_counter() - t0)
-                    if partner is not None and partner not in found:
-                        missed.append(i)
+                record(i, due, query(planted[i][0].tobytes(), purpose=f"bench {i}"))
+
+    async def async_querier(k: int, session: AsyncQuerySession, go: asyncio.Event) -> None:
+        await go.wait()
+        due = time.perf_counter()
+        for i in range(k * queries, (k + 1) * queries):
+            due = due_after(i, due)
+            if rate:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            record(i, due, await session.query(planted[i][0].tobytes(), purpose=f"bench {i}"))
+
+    def async_queriers() -> None:
+        async def run() -> None:
+            sessions = [
+                AsyncQuerySession(target, token, "rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT)
+                for _ in range(queriers)
+            ]
+            await asyncio.gather(
+                *(s.query(planted[0][0].tobytes(), purpose="warm-up") for s in sessions)
+            )
+            go = asyncio.Event()
+            tasks = [asyncio.create_task(async_querier(k, s, go)) for k, s in enumerate(sessions)]
+            await asyncio.to_thread(gate.wait)
+            go.set()
+            await asyncio.gather(*tasks)
+            for s in sessions:
+                await s.close()
+
+        asyncio.run(run())
 
     mode = f"at {rate:g} queries/s in all (open loop)" if rate else "(closed loop)"
-    print(f"{queriers} queriers x {queries} single-record queries {mode} ...", flush=True)
-    threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
+    print(f"{queriers} queriers x {queries} single-record queries {mode}, "
+          f"{CLIENTS[client]} ...", flush=True)  # fmt: skip
+    if client == "async":
+        threads = [threading.Thread(target=async_queriers)]
+    else:
+        threads = [threading.Thread(target=querier, args=(k,)) for k in range(queriers)]
     for t in threads:
         t.start()
     t0 = time.perf_counter()  # before the gate opens, so the queriers never read it unset
@@ -253,7 +312,7 @@ def measure(
     load = (load_before, os.getloadavg()[0])
     return Measured(
         queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1]),
-        finished,
+        finished, client,
     )  # fmt: skip
 
 
@@ -326,12 +385,24 @@ def main() -> int:
         "(default: 3000; 0: none)",
     )
     parser.add_argument(
+        "--clients",
+        type=lambda v: v.split(","),
+        default=["async", "calls"],
+        help="how the queriers ask, one run per comma-separated kind: async (an "
+        "AsyncQuerySession each), session (a MatcherClient.query_session each, threads), "
+        "calls (a MatcherClient.query call each question) (default: async,calls; the first "
+        "also does the warm-up and --change run)",
+    )
+    parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[],
         help="also run 20 queriers in an open loop at these total queries/s (comma-separated)",
     )
     args = parser.parse_args()
+    unknown = [c for c in args.clients if c not in CLIENTS]
+    if unknown:
+        parser.error(f"--clients: {', '.join(unknown)}: not one of {', '.join(CLIENTS)}")
     rng = np.random.default_rng(args.seed)
     serve_args = (
         [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
@@ -391,22 +462,27 @@ def main() -> int:
         print(f"matcher memory: {memory(pid)}", flush=True)
         if args.client_cpus:
             pin(os.getpid(), args.client_cpus)
+        first = args.clients[0]
         warm = (
-            measure(served.target, tokens[QUERIER], held, 20, max(1, args.warm_up // 20), pid)
+            measure(served.target, tokens[QUERIER], held, 20, max(1, args.warm_up // 20), pid,
+                    client=first)
             if args.warm_up
             else None
-        )
+        )  # fmt: skip
         runs = [
-            measure(served.target, tokens[QUERIER], held, n, args.queries, pid)
+            measure(served.target, tokens[QUERIER], held, n, args.queries, pid, client=c)
             for _ in range(args.repeat)
             for n in args.queriers
+            for c in args.clients
         ]
         runs += [
-            measure(served.target, tokens[QUERIER], held, 20, args.queries, pid, rate)
+            measure(served.target, tokens[QUERIER], held, 20, args.queries, pid, rate, client=c)
             for _ in range(args.repeat)
             for rate in args.rates
+            for c in args.clients
         ]
 
+        measured = len(runs)  # the --change run, if any, comes after these
         changed: list[float] = []
 
         def big_change() -> None:
@@ -424,7 +500,7 @@ def main() -> int:
             print(f"closed loop while north replaces {args.change:,} records ...", flush=True)
             runs.append(
                 measure(served.target, tokens[QUERIER], held, 20, args.change_queries, pid,
-                        during=big_change)
+                        during=big_change, client=first)
             )  # fmt: skip
 
         with (
@@ -462,7 +538,7 @@ def main() -> int:
         if args.change and r is runs[-1]:
             loop += f", {args.change:,} records changed meanwhile"
         print(
-            f"{r.queriers:>3} queriers, {loop}: {len(lat)} queries in {r.wall:.1f} s "
+            f"{r.queriers:>3} queriers, {loop}, {r.client}: {len(lat)} queries in {r.wall:.1f} s "
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
             f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
             f"CPU ms per query: matcher {r.cpu_ms[0]:.2f}, client {r.cpu_ms[1]:.2f}; "
@@ -470,6 +546,14 @@ def main() -> int:
             f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
         failed = failed or bool(r.missed)
+    for n in args.queriers:
+        closed = [r for r in runs[:measured] if r.queriers == n and not r.rate]
+        if len({r.client for r in closed}) > 1:
+            print(f"{n:>3} queriers, closed loop, p50 ms by client: " + "; ".join(
+                f"{c} " + " / ".join(f"{statistics.median(r.latencies):.1f}"
+                                     for r in closed if r.client == c)
+                for c in args.clients
+            ))  # fmt: skip
     if changed:
         print(f"index change ({args.change:,} puts, sent 1 s into the run) acknowledged in "
               f"{changed[0]:.1f} s (a merge it starts goes on in the background); that run, "

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc
 
@@ -31,6 +31,9 @@ from client.errors import (
 from client.retry import RetryPolicy, is_busy
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from client.session import QuerySession
 
 # Bytes of whole CLKs per upload message: well under gRPC's 16 MiB message limit.
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
@@ -215,6 +218,42 @@ def _clk_bytes(clks: bytes | Sequence[bytes]) -> bytes:
     return clks if isinstance(clks, bytes) else b"".join(clks)
 
 
+def query_request(
+    project: str,
+    clks: bytes | Sequence[bytes],
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+) -> pb.QueryRequest:
+    return pb.QueryRequest(
+        project=project,
+        purpose=purpose,
+        clk_bits=clk_bits,
+        fingerprint=fingerprint,
+        clks=_clk_bytes(clks),
+    )
+
+
+def query_answer(reply: pb.QueryReply) -> QueryAnswer:
+    results = [
+        [PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores)) for m in r.matches]
+        for r in reply.results
+    ]
+    return QueryAnswer(
+        disclosure=LEVEL_NAMES[reply.disclosure],
+        results=results,
+        counts={c.partner: c.shared for c in reply.counts},
+        partner_levels={p: LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
+        partners=list(reply.partners),
+    )
+
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+
+
 class MatcherClient:
     """One connection to a matcher, with one token (operator's or a member's)."""
 
@@ -233,14 +272,11 @@ class MatcherClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
-        options = [
-            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-            ("grpc.max_send_message_length", 16 * 1024 * 1024),
-        ]
+        self.credentials = credentials
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.MatcherStub(self._channel)
 
     def close(self) -> None:
@@ -577,25 +613,26 @@ class MatcherClient:
         `purpose` (a case reference, say) is required and logged with the query. The
         matcher keeps nothing of the CLKs after answering.
         """
-        request = pb.QueryRequest(
-            project=project,
-            purpose=purpose,
-            clk_bits=clk_bits,
-            fingerprint=fingerprint,
-            clks=_clk_bytes(clks),
-        )
+        request = query_request(project, clks, clk_bits, fingerprint, purpose)
         with translate_errors(self.target):
             reply = self._stub.Query(request, metadata=self._metadata(), timeout=self.timeout)
-        results = [
-            [PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores)) for m in r.matches]
-            for r in reply.results
-        ]
-        return QueryAnswer(
-            disclosure=LEVEL_NAMES[reply.disclosure],
-            results=results,
-            counts={c.partner: c.shared for c in reply.counts},
-            partner_levels={p: LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
-            partners=list(reply.partners),
+        return query_answer(reply)
+
+    def query_session(self, project: str, *, clk_bits: int, fingerprint: bytes) -> QuerySession:
+        """A session for many queries in `project`: one stream, cheaper a query than `query`.
+
+        Use it as a context manager (or call `close`); see `client.session`.
+        """
+        from client.session import QuerySession
+
+        return QuerySession(
+            self.target,
+            self.token,
+            project,
+            clk_bits=clk_bits,
+            fingerprint=fingerprint,
+            credentials=self.credentials,
+            timeout=self.timeout,
         )
 
     def watch(

@@ -14,7 +14,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from matcher.limits import DEFAULT_STREAMS_PER_MEMBER, MemberLimiter
+from matcher.limits import (
+    DEFAULT_STREAMS_PER_MEMBER,
+    QUERY_STREAM_IDLE_SECONDS,
+    MemberLimiter,
+    QueryStreams,
+)
 from matcher.placement import allowed_cpus, pin_this_thread, pinned, plan_placement, start_lookups
 from matcher.realtime import Realtime
 from matcher.retention import SWEEP_INTERVAL, Sweeper
@@ -27,7 +32,8 @@ from protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-RPC_THREADS = 64
+# Query streams may hold half of these (matcher/limits.py); every other call has the rest.
+RPC_THREADS = 96
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 
 
@@ -41,9 +47,11 @@ class RunningServer:
     runs: RunManager
     realtime: Realtime
     sweeper: Sweeper
+    query_streams: QueryStreams
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.query_streams.close()
         self.sweeper.stop()
         self.runs.stop()
         self.realtime.close()
@@ -63,6 +71,7 @@ def create_server(
     clock: Callable[[], float] = time.time,
     sweep_interval: float = SWEEP_INTERVAL,
     audit_key_file: str | Path | None = None,
+    query_stream_idle: float = QUERY_STREAM_IDLE_SECONDS,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -70,7 +79,8 @@ def create_server(
     the request threads (kept on one) leave free; None: one per such core, 0: none, and
     no thread is placed (matcher/placement.py). `streams_per_member` caps each member's
     uploads, result fetches and run watches in flight; `min_free_bytes` is the disk
-    space uploads must leave free.
+    space uploads must leave free; a query stream that asks nothing for
+    `query_stream_idle` seconds is ended.
     `clock` is the time source for expiry and the audit log (tests pass their
     own); `sweep_interval` is how often expired projects are looked for.
     """
@@ -102,12 +112,15 @@ def create_server(
         runs = RunManager(store, workers=workers)
         with pinned(everywhere if request_cpus is not None else None):
             runs.start()  # a batch run's threads keep every core
+        query_streams = QueryStreams(in_all=RPC_THREADS // 2, idle_seconds=query_stream_idle)
+        query_streams.start()
         service = MatcherService(
             store,
             runs,
             admin_token,
             realtime=realtime,
             limiter=MemberLimiter(streams_per_member),
+            query_streams=query_streams,
         )
         server, health_servicer = _grpc_server(service, request_cpus)
         if credentials is None:
@@ -117,6 +130,7 @@ def create_server(
         if port:
             server.start()
     if port == 0:
+        query_streams.close()
         runs.stop()
         realtime.close()
         sweeper.stop()
@@ -127,7 +141,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.dir)
-    return RunningServer(server, port, store, runs, realtime, sweeper)
+    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams)
 
 
 def _grpc_server(

@@ -29,7 +29,7 @@ from matcher import audit, errors
 from matcher.auth import bearer_token, same_hash, token_hash, valid_name
 from matcher.disclose import Level, disclose, effective_levels
 from matcher.index_store import Encoding
-from matcher.limits import MemberLimiter
+from matcher.limits import MemberLimiter, QueryStreams
 from matcher.realtime import MemberVolume, QueryAnswer, Realtime
 from matcher.runs import RunManager
 from matcher.store import DAY, DISK_FULL, Run, Store, disk_full
@@ -185,6 +185,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         *,
         realtime: Realtime,
         limiter: MemberLimiter | None = None,
+        query_streams: QueryStreams | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
     ) -> None:
         self.store = store
@@ -192,6 +193,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         self.realtime = realtime
         self._admin_hash = token_hash(admin_token)
         self.limiter = limiter or MemberLimiter()
+        self.query_streams = query_streams or QueryStreams()
         self.max_upload_bytes = max_upload_bytes
 
     # -- authentication -----------------------------------------------------------
@@ -715,6 +717,40 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @rpc_errors
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
+        return self._query(request, context)
+
+    @rpc_errors
+    def QueryStream(
+        self, requests: Iterator[pb.QueryRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.QueryReply]:
+        """Query as a conversation: one reply for each request, in order, in one project.
+
+        The first request names the project and takes one of the member's query streams
+        (`QueryStreams`); every request is then checked and answered exactly as by Query.
+        An error ends the stream with the status Query would have returned.
+        """
+        first = next(requests, None)
+        if first is None:
+            return
+        member = self._require_member(context, first.project)
+        with self.query_streams.open(first.project, member, context.cancel) as stream:
+            request: pb.QueryRequest | None = first
+            while request is not None:
+                if request.project != first.project:
+                    raise errors.InvalidArgument(
+                        f"project: this stream asks in {first.project!r}, not "
+                        f"{request.project!r}; open one stream for each project"
+                    )
+                if not self.query_streams.begin(stream):
+                    return  # ended as idle just as this request came: it is not answered
+                try:
+                    reply = self._query(request, context)
+                finally:
+                    self.query_streams.done(stream)
+                yield reply
+                request = next(requests, None)
+
+    def _query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
         member = self._require_member(context, request.project)
         answer, partners = self.realtime.query(
             request.project,

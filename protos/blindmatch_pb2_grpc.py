@@ -79,6 +79,11 @@ class MatcherStub:
                 request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
                 response_deserializer=protos_dot_blindmatch__pb2.QueryReply.FromString,
                 _registered_method=True)
+        self.QueryStream = channel.stream_stream(
+                '/blindmatch.v1.Matcher/QueryStream',
+                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=protos_dot_blindmatch__pb2.QueryReply.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/blindmatch.v1.Matcher/Watch',
                 request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
@@ -197,6 +202,14 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryStream(self, request_iterator, context):
+        """Member: the same, as a conversation: one reply for each request, in order, over one stream
+        (for a system that asks many questions; cheaper a query than one call each).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Member: be told when a partner later indexes a record matching one of these CLKs (only where
         the operator allows watching in the project; kept in memory while the stream is open).
@@ -306,6 +319,11 @@ def add_MatcherServicer_to_server(servicer, server):
             ),
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
+                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
+            ),
+            'QueryStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.QueryStream,
                     request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
                     response_serializer=protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
             ),
@@ -596,6 +614,33 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/Query',
+            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            protos_dot_blindmatch__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/blindmatch.v1.Matcher/QueryStream',
             protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
             protos_dot_blindmatch__pb2.QueryReply.FromString,
             options,

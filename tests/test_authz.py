@@ -153,6 +153,7 @@ CALLS: dict[str, Call] = {
         w.stub.ListIndex(pb.ListIndexRequest(project=w.project), metadata=md)
     ),
     "Query": lambda w, md: w.stub.Query(_query(w), metadata=md),
+    "QueryStream": lambda w, md: list(w.stub.QueryStream(iter([_query(w)]), metadata=md)),
     "Watch": lambda w, md: _first_event(w.stub.Watch(_query(w), metadata=md)),
     "SetQueryLimits": lambda w, md: w.stub.SetQueryLimits(
         pb.QueryLimits(project=w.project, records_per_minute=100), metadata=md

@@ -185,7 +185,7 @@ CASES: list[Case] = [
     ("verify-anchor-without-seq", lambda c: c.stub.VerifyAudit(
         pb.VerifyAuditRequest(anchor_hash="0" * 64), metadata=c.admin), "INVALID_ARGUMENT",
      "anchor"),
-    # Real-time: ChangeIndex / ListIndex / Query / Watch / SetQueryLimits / GetQueryReport
+    # Real-time: ChangeIndex / ListIndex / Query / QueryStream / Watch / SetQueryLimits / GetQueryReport
     ("index-no-header", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "header: the first message"),
@@ -206,6 +206,12 @@ CASES: list[Case] = [
     ("query-wrong-length", lambda c: c.stub.Query(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)[:100]), metadata=c.north), "INVALID_ARGUMENT", "clks"),
+    ("qstream-no-purpose", lambda c: list(c.stub.QueryStream(iter([pb.QueryRequest(
+        project="trial", clk_bits=1024, fingerprint=bytes(32), clks=clks(1))]),
+        metadata=c.north)), "INVALID_ARGUMENT", "purpose: required"),
+    ("qstream-wrong-length", lambda c: list(c.stub.QueryStream(iter([pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)[:100])]), metadata=c.north)), "INVALID_ARGUMENT", "clks"),
     ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),
@@ -225,6 +231,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "consent": "SetConsent", "erase": "Erase", "rotate": "RotateToken",
         "revoke": "RevokeToken", "audit": "ExportAudit", "verify": "VerifyAudit",
         "index": "ChangeIndex", "list": "ListIndex", "query": "Query", "qwatch": "Watch",
+        "qstream": "QueryStream",
         "limits": "SetQueryLimits", "report": "GetQueryReport",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs

@@ -1,0 +1,220 @@
+"""Query sessions: many real-time queries in one project over one stream.
+
+A system that asks the matcher many questions (a records system checking each new
+subject, an analyst's tool working down a list) pays for each `MatcherClient.query` as a
+whole gRPC call: set-up, metadata, a request thread at the matcher, tear-down. A session
+keeps one `QueryStream` open and sends each question as one message on it, answered by one
+message, in order; on the same two cores that about halves what the matcher spends a query
+(docs/performance.md). Every query is still checked, counted against the member's quota,
+audited with its purpose and answered exactly as `query` answers it.
+
+    async with AsyncQuerySession(target, token, "burglary", clk_bits=1024,
+                                 fingerprint=fp) as session:
+        answer = await session.query(clk, purpose="case 24/118")
+
+    with client.query_session("burglary", clk_bits=1024, fingerprint=fp) as session:
+        answer = session.query(clk, purpose="case 24/118")
+
+`AsyncQuerySession` is the session for asyncio programs; `QuerySession` (what
+`MatcherClient.query_session` returns) runs one on a background event loop shared by the
+process's sessions, for threaded programs. A session asks one question at a time (one
+stream is one conversation); open one per concurrent asker.
+
+The matcher caps open streams (per member and in all) and ends one that has been idle for
+five minutes: a session opens a new stream on its next query without the caller noticing,
+and when a stream is refused it asks by single `Query` calls for a while instead. An error
+(a refused query, an exhausted quota) ends the stream with the same status `query` would
+raise as the same exception; the next query opens a new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from client.api import CHANNEL_OPTIONS, QueryAnswer, query_answer, query_request, translate_errors
+from client.errors import UnavailableError
+from client.retry import is_busy
+from protos import blindmatch_pb2 as pb
+from protos import blindmatch_pb2_grpc as pb_grpc
+
+# After the matcher refuses a stream (its caps), ask by single calls this long before
+# trying a stream again.
+SINGLE_CALLS_AFTER_REFUSAL = 30.0
+
+T = TypeVar("T")
+
+
+class AsyncQuerySession:
+    """Queries in one project over one `QueryStream`, for asyncio programs."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None,
+        project: str,
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.target = target
+        self.project = project
+        self.clk_bits = clk_bits
+        self.fingerprint = fingerprint
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.MatcherStub(self._channel)
+        self._call: Any = None  # the open stream, if any
+        self._single_until = 0.0
+        self._turn = asyncio.Lock()
+
+    async def query(self, clks: bytes | Sequence[bytes], *, purpose: str) -> QueryAnswer:
+        """Which partners hold each of `clks`, within disclosure (as `MatcherClient.query`)."""
+        request = query_request(self.project, clks, self.clk_bits, self.fingerprint, purpose)
+        async with self._turn:
+            with translate_errors(self.target):
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        reply = await self._ask(request)
+                except TimeoutError:
+                    self._call = None  # cancelled with the wait: its answer, if any, is lost
+                    raise UnavailableError(
+                        f"cannot reach the matcher at {self.target}: no answer within "
+                        f"{self.timeout:g}s [DEADLINE_EXCEEDED]"
+                    ) from None
+        return query_answer(reply)
+
+    async def _ask(self, request: pb.QueryRequest) -> pb.QueryReply:
+        if time.monotonic() < self._single_until:
+            return await self._single(request)
+        fresh = self._call is None or self._call.done()
+        if fresh:
+            self._call = self._stub.QueryStream(metadata=self._metadata)
+        try:
+            return await self._exchange(request)
+        except grpc.RpcError as exc:
+            self._call = None
+            if fresh and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
+                self._single_until = time.monotonic() + SINGLE_CALLS_AFTER_REFUSAL
+                return await self._single(request)  # refused before it was asked
+            if fresh or exc.code() != grpc.StatusCode.CANCELLED:
+                raise
+        # The matcher ended the stream as idle as this question went: it was not asked.
+        self._call = self._stub.QueryStream(metadata=self._metadata)
+        try:
+            return await self._exchange(request)
+        except grpc.RpcError:
+            self._call = None
+            raise
+
+    async def _exchange(self, request: pb.QueryRequest) -> pb.QueryReply:
+        await self._call.write(request)
+        reply = await self._call.read()
+        if reply is grpc.aio.EOF:  # ended without an error status: never, but say so
+            raise UnavailableError(
+                f"cannot reach the matcher at {self.target}: the query stream ended "
+                "without an answer"
+            )
+        return reply  # type: ignore[no-any-return]
+
+    async def _single(self, request: pb.QueryRequest) -> pb.QueryReply:
+        return await self._stub.Query(request, metadata=self._metadata, timeout=self.timeout)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """End the stream and close the connection."""
+        call, self._call = self._call, None
+        if call is not None and not call.done():
+            await call.done_writing()
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncQuerySession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# -- for threaded programs --------------------------------------------------------------------
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _session_loop() -> asyncio.AbstractEventLoop:
+    """The event loop the process's `QuerySession`s share, on a daemon thread of its own."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="blindmatch-query-sessions", daemon=True
+            ).start()
+            _loop = loop
+        return _loop
+
+
+class QuerySession:
+    """An `AsyncQuerySession` for threaded programs (`MatcherClient.query_session`).
+
+    Its stream lives on an event loop thread shared by the process's sessions; `query`
+    blocks the calling thread until the answer (or the error) comes. One question at a
+    time: concurrent calls on one session wait their turn.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None,
+        project: str,
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._loop = _session_loop()
+
+        async def make() -> AsyncQuerySession:
+            return AsyncQuerySession(
+                target,
+                token,
+                project,
+                clk_bits=clk_bits,
+                fingerprint=fingerprint,
+                credentials=credentials,
+                timeout=timeout,
+            )
+
+        self._session = self._run(make())
+        self._closed = False
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def query(self, clks: bytes | Sequence[bytes], *, purpose: str) -> QueryAnswer:
+        """Which partners hold each of `clks`, within disclosure (as `MatcherClient.query`)."""
+        if self._closed:
+            raise ValueError("this query session is closed")
+        return self._run(self._session.query(clks, purpose=purpose))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._run(self._session.close())
+
+    def __enter__(self) -> QuerySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,229 @@
+"""Query sessions: many queries over one QueryStream, answered exactly as single queries are."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client.api import MatcherClient, ProjectTokens
+from client.encode import read_secret
+from client.encoded import Encoded
+from client.errors import AuthError, RejectedError
+from client.realtime import row_refs
+from client.session import AsyncQuerySession
+from matcher.limits import QUERY_STREAMS_PER_MEMBER
+from matcher.server import create_server
+from protos import blindmatch_pb2 as pb
+from protos import blindmatch_pb2_grpc as pb_grpc
+from tests.conftest import ADMIN_TOKEN, Matcher, Org
+from tests.support import db_rows
+from tests.test_flow import encode
+from tests.test_realtime import GRACE, KEY, PETER, PURPOSE, index_all, person
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
+    secret = read_secret(secret_file)
+    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+
+
+@pytest.fixture
+def indexed(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]) -> None:
+    """South's records in its standing index."""
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+
+
+def partners(answer: object) -> list[str]:
+    return [m.partner for m in answer.results[0]]  # type: ignore[attr-defined]
+
+
+def query_rows(data_dir: Path) -> list[tuple]:
+    return [r for r in db_rows(data_dir, "audit") if r[3] == "query"]
+
+
+def test_a_session_answers_each_query_as_a_single_query_does(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    grace, peter = person(secret_file, **GRACE), person(secret_file, **PETER)
+    stranger = person(secret_file, given_name="Ottoline", surname="Quist", dob="1951-07-30")
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        for who in (grace, peter, stranger, grace):
+            single = north.query(
+                "trial", who[0], clk_bits=who[1], fingerprint=who[2], purpose=PURPOSE
+            )
+            assert session.query(who[0], purpose=PURPOSE) == single
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        assert partners(session.query(stranger[0], purpose=PURPOSE)) == []
+
+        with matcher.member(project.tokens["south"]) as south:
+            south.change_index(
+                "trial", clk_bits=grace[1], fingerprint=grace[2], removes=row_refs(["S-13"], KEY)
+            )
+        # The same open stream sees the change at once.
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == []
+    matcher.server.realtime.qlog.flush()
+    assert len(query_rows(matcher.data_dir)) == 11  # every query audited, each once
+    assert {r[6] for r in query_rows(matcher.data_dir)} == {PURPOSE}
+
+
+def test_a_count_partner_reveals_no_record_over_a_session(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        south.set_consent("trial", "count")
+    grace = person(secret_file, **GRACE)
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        answer = session.query(grace[0], purpose=PURPOSE)
+    assert answer.results == [[]]
+    assert answer.counts == {"south": 1}
+    assert answer.partner_levels == {"south": "count"}
+
+
+def test_an_exhausted_quota_is_refused_on_a_session_and_the_session_goes_on(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    with matcher.operator() as op:
+        op.set_query_limits("trial", member="north", per_minute=100, per_day=3)
+    grace = person(secret_file, **GRACE)
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        for _ in range(3):
+            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        for _ in range(2):  # the refusal ends the stream; the next query opens a new one
+            with pytest.raises(RejectedError) as refused:
+                session.query(grace[0], purpose=PURPOSE)
+            assert "RESOURCE_EXHAUSTED" in str(refused.value)
+            assert "north may query 3 records per 24 hours" in str(refused.value)
+        with matcher.operator() as op:
+            op.set_query_limits("trial", member="north", per_minute=100, per_day=10)
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+
+
+def test_a_revoked_token_stops_an_open_session(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+    with (
+        matcher.member(project.tokens["north"]) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        with matcher.operator() as op:
+            op.revoke_token("trial", "north")
+        with pytest.raises(AuthError, match="UNAUTHENTICATED"):
+            session.query(grace[0], purpose=PURPOSE)
+
+
+def test_a_stream_asks_in_one_project(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+
+    def request(name: str) -> pb.QueryRequest:
+        return pb.QueryRequest(
+            project=name, purpose=PURPOSE, clk_bits=grace[1], fingerprint=grace[2], clks=grace[0]
+        )
+
+    with grpc.insecure_channel(matcher.target) as channel:
+        replies = pb_grpc.MatcherStub(channel).QueryStream(
+            iter([request("trial"), request("other")]),
+            metadata=[("authorization", f"Bearer {project.tokens['north']}")],
+        )
+        first = next(replies)
+        assert [m.partner for m in first.results[0].matches] == ["south"]
+        with pytest.raises(grpc.RpcError) as ended:
+            next(replies)
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "project: this stream asks in 'trial', not 'other'" in ended.value.details()
+
+
+def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    grace = person(secret_file, **GRACE)
+    token = project.tokens["north"]
+
+    async def scenario() -> None:
+        sessions = [
+            AsyncQuerySession(
+                matcher.target, token, "trial", clk_bits=grace[1], fingerprint=grace[2]
+            )
+            for _ in range(QUERY_STREAMS_PER_MEMBER + 1)
+        ]
+        held, extra = sessions[:-1], sessions[-1]
+        answers = await asyncio.gather(*(s.query(grace[0], purpose=PURPOSE) for s in held))
+        assert all(partners(a) == ["south"] for a in answers)
+        streams = matcher.server.query_streams
+        assert streams.open_streams("trial", "north") == QUERY_STREAMS_PER_MEMBER
+
+        # A stream over the cap is refused at once, with a message saying why...
+        async with grpc.aio.insecure_channel(matcher.target) as channel:
+            call = pb_grpc.MatcherStub(channel).QueryStream(
+                metadata=[("authorization", f"Bearer {token}")]
+            )
+            await call.write(
+                pb.QueryRequest(project="trial", purpose=PURPOSE, clk_bits=grace[1],
+                                fingerprint=grace[2], clks=grace[0])
+            )  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call.read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"at most {QUERY_STREAMS_PER_MEMBER} a member" in (refused.value.details() or "")
+        # ...and a session that meets the cap still gets its answer, by a single call.
+        assert partners(await extra.query(grace[0], purpose=PURPOSE)) == ["south"]
+        assert streams.open_streams("trial", "north") == QUERY_STREAMS_PER_MEMBER
+        for s in sessions:
+            await s.close()
+
+    asyncio.run(scenario())
+    # The refused stream's question was never asked: 24 + the extra session's one call.
+    matcher.server.realtime.qlog.flush()
+    assert len(query_rows(matcher.data_dir)) == QUERY_STREAMS_PER_MEMBER + 1
+    for _ in range(100):  # the matcher lets go of closed streams
+        if matcher.server.query_streams.open_streams("trial", "north") == 0:
+            break
+        time.sleep(0.05)
+    assert matcher.server.query_streams.open_streams("trial", "north") == 0
+
+
+def test_an_idle_stream_is_ended_and_the_session_opens_another(
+    tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, query_stream_idle=0.2)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            project = op.create_project("trial", ["north", "south"])
+        with MatcherClient(target, project.tokens["south"]) as south:
+            index_all(south, "trial", encoded["south"])
+        grace = person(secret_file, **GRACE)
+        with (
+            MatcherClient(target, project.tokens["north"]) as north,
+            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+        ):
+            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+            assert server.query_streams.open_streams("trial", "north") == 1
+            for _ in range(100):
+                if server.query_streams.open_streams("trial", "north") == 0:
+                    break
+                time.sleep(0.05)
+            assert server.query_streams.open_streams("trial", "north") == 0  # ended as idle
+            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+            assert server.query_streams.open_streams("trial", "north") == 1
+        server.realtime.qlog.flush()
+        assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
+    finally:
+        server.stop(grace=None)
