@@ -8,6 +8,7 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -623,16 +624,19 @@ class MatcherClient:
 
         Use it as a context manager (or call `close`); see `client.session`.
         """
-        from client.session import QuerySession
+        from client.session import AsyncQuerySession, QuerySession
 
         return QuerySession(
-            self.target,
-            self.token,
-            project,
-            clk_bits=clk_bits,
-            fingerprint=fingerprint,
-            credentials=self.credentials,
-            timeout=self.timeout,
+            functools.partial(
+                AsyncQuerySession,
+                self.target,
+                self.token,
+                project,
+                clk_bits=clk_bits,
+                fingerprint=fingerprint,
+                credentials=self.credentials,
+                timeout=self.timeout,
+            )
         )
 
     def watch(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -172,31 +172,15 @@ class QuerySession:
     time: concurrent calls on one session wait their turn.
     """
 
-    def __init__(
-        self,
-        target: str,
-        token: str | None,
-        project: str,
-        *,
-        clk_bits: int,
-        fingerprint: bytes,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, make: Callable[[], AsyncQuerySession]) -> None:
+        """`make` builds the session (on the loop's thread: a gRPC aio channel is bound to
+        the loop it was made on), e.g. `functools.partial(AsyncQuerySession, target, ...)`."""
         self._loop = _session_loop()
 
-        async def make() -> AsyncQuerySession:
-            return AsyncQuerySession(
-                target,
-                token,
-                project,
-                clk_bits=clk_bits,
-                fingerprint=fingerprint,
-                credentials=credentials,
-                timeout=timeout,
-            )
+        async def build() -> AsyncQuerySession:
+            return make()
 
-        self._session = self._run(make())
+        self._session = self._run(build())
         self._closed = False
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
