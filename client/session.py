@@ -100,7 +100,7 @@ class AsyncQuerySession:
             return await self._single(request)
         fresh = self._call is None or self._call.done()
         if fresh:
-            self._call = self._stub.QueryStream(metadata=self._metadata)
+            self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
         except grpc.RpcError as exc:
@@ -111,7 +111,7 @@ class AsyncQuerySession:
             if fresh or exc.code() != grpc.StatusCode.CANCELLED:
                 raise
         # The matcher ended the stream as idle as this question went: it was not asked.
-        self._call = self._stub.QueryStream(metadata=self._metadata)
+        self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
         except grpc.RpcError:
@@ -129,7 +129,9 @@ class AsyncQuerySession:
         return reply  # type: ignore[no-any-return]
 
     async def _single(self, request: pb.QueryRequest) -> pb.QueryReply:
-        return await self._stub.Query(request, metadata=self._metadata, timeout=self.timeout)  # type: ignore[no-any-return]
+        return await self._stub.Query(  # type: ignore[no-any-return]
+            request, metadata=self._metadata, timeout=self.timeout, wait_for_ready=True
+        )
 
     async def close(self) -> None:
         """End the stream and close the connection."""

@@ -185,7 +185,7 @@ CASES: list[Case] = [
     ("verify-anchor-without-seq", lambda c: c.stub.VerifyAudit(
         pb.VerifyAuditRequest(anchor_hash="0" * 64), metadata=c.admin), "INVALID_ARGUMENT",
      "anchor"),
-    # Real-time: ChangeIndex / ListIndex / Query / QueryStream / Watch / SetQueryLimits / GetQueryReport
+    # Real-time: ChangeIndex / ListIndex / Query / QueryStream / Watch / limits / report
     ("index-no-header", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "header: the first message"),

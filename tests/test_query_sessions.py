@@ -12,7 +12,7 @@ import pytest
 from client.api import MatcherClient, ProjectTokens
 from client.encode import read_secret
 from client.encoded import Encoded
-from client.errors import AuthError, RejectedError
+from client.errors import AuthError, RejectedError, UnavailableError
 from client.realtime import row_refs
 from client.session import AsyncQuerySession
 from matcher.limits import QUERY_STREAMS_PER_MEMBER
@@ -225,5 +225,32 @@ def test_an_idle_stream_is_ended_and_the_session_opens_another(
             assert server.query_streams.open_streams("trial", "north") == 1
         server.realtime.qlog.flush()
         assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_session_rides_over_a_matcher_restart(
+    tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            project = op.create_project("trial", ["north", "south"])
+        with MatcherClient(target, project.tokens["south"]) as south:
+            index_all(south, "trial", encoded["south"])
+        grace = person(secret_file, **GRACE)
+        with (
+            MatcherClient(target, project.tokens["north"], timeout=5.0) as north,
+            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+        ):
+            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+            server.stop(grace=None)
+            with pytest.raises(UnavailableError, match="no answer within 5s"):
+                session.query(grace[0], purpose=PURPOSE)  # waited for the matcher, in vain
+            server = create_server(target, data_dir, ADMIN_TOKEN)  # the same address again
+            # Answered once the connection is back, though gRPC was backing off its retries.
+            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
     finally:
         server.stop(grace=None)
