@@ -2,14 +2,17 @@
 
 Starts `blindmatch serve` as its own process on loopback, gives three partners a
 standing index of N synthetic CLKs each through ChangeIndex (the same RPC `blindmatch
-index sync` uses), then has 20 concurrent queriers (threads of this process, one
-channel each) ask single-record queries, half of them noisy copies of indexed records
+index sync` uses), then has 20 concurrent queriers (one channel each, in this process)
+ask single-record queries, half of them noisy copies of indexed records
 (hits) and half fresh random CLKs (no hits), and prints p50/p95/p99 latency. It also
 checks every planted hit is found, and that an index change is visible to the very
 next query. The measured runs follow an unmeasured warm-up of 3,000 queries (`--warm-up`),
 printed on a line of its own, so the rounds measure a service that has been running rather
 than one just started (the matcher warms up its look-ups before it listens; the client's
-channels and threads are new too).
+channels and threads are new too). Each round is run once for each way of asking in
+`--clients` (default `async,calls`): over an `AsyncQuerySession` per querier (coroutines of
+one event loop), and by one `MatcherClient.query` call a question (threads); `session` adds
+threads with a `MatcherClient.query_session` each.
 
     .venv/bin/python benchmarks/realtime.py                      # 3 x 1,000,000 records
     .venv/bin/python benchmarks/realtime.py --records 100000 --queries 20
