@@ -344,7 +344,9 @@ def main() -> int:
         default=[1, 20],
         help="concurrent queriers, one run per comma-separated count (default: 1,20)",
     )
-    parser.add_argument("--queries", type=int, default=25, help="queries per querier")
+    parser.add_argument(
+        "--queries", type=int, default=150, help="queries per querier, a round (default: 150)"
+    )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--clks", choices=("synthetic", "random"), default="synthetic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")

@@ -230,6 +230,20 @@ class MatcherService(pb_grpc.MatcherServicer):
             raise errors.Unauthenticated(f"the token is not valid for project {project!r}")
         return member
 
+    def _token_owner(self, context: grpc.ServicerContext) -> tuple[str, str]:
+        """(project, member) of a member's token, from the call's metadata alone."""
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            raise errors.Unauthenticated("no token: pass --token or set BLINDMATCH_TOKEN")
+        if self._is_admin(token):
+            raise errors.PermissionDenied(
+                "the operator token cannot be used for member calls; use the member's token"
+            )
+        owner = self.store.token_owner(token)
+        if owner is None:
+            raise errors.Unauthenticated("the token is not valid for any project")
+        return owner
+
     def _stream_header(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext, what: str
     ) -> tuple[Any, str]:
@@ -723,24 +737,16 @@ class MatcherService(pb_grpc.MatcherServicer):
     def QueryStream(
         self, requests: Iterator[pb.QueryRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.QueryReply]:
-        """Query as a conversation: one reply for each request, in order, in one project.
+        """Query as a conversation: one reply for each request, in order.
 
-        The first request names the project and takes one of the member's query streams
-        (`QueryStreams`); every request is then checked and answered exactly as by Query.
-        An error ends the stream with the status Query would have returned.
+        The stream is its token's member's from the start, before any request is read, so
+        it counts against that member's query streams (`QueryStreams`) and is ended when
+        idle even if it never asks; every request is then checked and answered exactly as
+        by Query. An error ends the stream with the status Query would have returned.
         """
-        first = next(requests, None)
-        if first is None:
-            return
-        member = self._require_member(context, first.project)
-        with self.query_streams.open(first.project, member, context.cancel) as stream:
-            request: pb.QueryRequest | None = first
-            while request is not None:
-                if request.project != first.project:
-                    raise errors.InvalidArgument(
-                        f"project: this stream asks in {first.project!r}, not "
-                        f"{request.project!r}; open one stream for each project"
-                    )
+        project, member = self._token_owner(context)
+        with self.query_streams.open(project, member, context.cancel) as stream:
+            for request in requests:
                 if not self.query_streams.begin(stream):
                     return  # ended as idle just as this request came: it is not answered
                 try:
@@ -748,7 +754,6 @@ class MatcherService(pb_grpc.MatcherServicer):
                 finally:
                     self.query_streams.done(stream)
                 yield reply
-                request = next(requests, None)
 
     def _query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
         member = self._require_member(context, request.project)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -127,10 +128,12 @@ def test_a_revoked_token_stops_an_open_session(
             session.query(grace[0], purpose=PURPOSE)
 
 
-def test_a_stream_asks_in_one_project(
+def test_a_stream_asks_only_in_its_tokens_project(
     matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
 ) -> None:
     grace = person(secret_file, **GRACE)
+    with matcher.operator() as op:
+        op.create_project("second", ["north", "south"])
 
     def request(name: str) -> pb.QueryRequest:
         return pb.QueryRequest(
@@ -139,15 +142,16 @@ def test_a_stream_asks_in_one_project(
 
     with grpc.insecure_channel(matcher.target) as channel:
         replies = pb_grpc.MatcherStub(channel).QueryStream(
-            iter([request("trial"), request("other")]),
+            iter([request("trial"), request("second")]),
             metadata=[("authorization", f"Bearer {project.tokens['north']}")],
         )
         first = next(replies)
         assert [m.partner for m in first.results[0].matches] == ["south"]
         with pytest.raises(grpc.RpcError) as ended:
             next(replies)
-    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "project: this stream asks in 'trial', not 'other'" in ended.value.details()
+    # As Query refuses it: the token is north's in 'trial', not anyone's in 'second'.
+    assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "this token does not belong to project 'second'" in ended.value.details()
 
 
 def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
@@ -223,6 +227,19 @@ def test_an_idle_stream_is_ended_and_the_session_opens_another(
             assert server.query_streams.open_streams("trial", "north") == 0  # ended as idle
             assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
             assert server.query_streams.open_streams("trial", "north") == 1
+
+            # A stream that never asks holds a thread too: it counts from the start, and
+            # is ended as idle like any other.
+            hush = threading.Event()
+            with grpc.insecure_channel(target) as channel:
+                silent = pb_grpc.MatcherStub(channel).QueryStream(
+                    iter(hush.wait, True),  # sends nothing until hushed
+                    metadata=[("authorization", f"Bearer {project.tokens['north']}")],
+                )
+                with pytest.raises(grpc.RpcError) as ended:
+                    next(silent)
+                hush.set()
+            assert ended.value.code() == grpc.StatusCode.CANCELLED
         server.realtime.qlog.flush()
         assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
     finally:
