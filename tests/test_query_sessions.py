@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -16,8 +18,8 @@ from client.encoded import Encoded
 from client.errors import AuthError, RejectedError, UnavailableError
 from client.realtime import row_refs
 from client.session import AsyncQuerySession
-from matcher.limits import QUERY_STREAMS_PER_MEMBER
-from matcher.server import create_server
+from matcher.limits import QUERY_STREAMS_PER_MEMBER, QueryStreams
+from matcher.server import RunningServer, create_server
 from protos import blindmatch_pb2 as pb
 from protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import ADMIN_TOKEN, Matcher, Org
@@ -37,6 +39,32 @@ def indexed(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded
     """South's records in its standing index."""
     with matcher.member(project.tokens["south"]) as south:
         index_all(south, "trial", encoded["south"])
+
+
+@contextmanager
+def own_matcher(
+    data_dir: Path, encoded: dict[str, Encoded], **options: float
+) -> Iterator[tuple[RunningServer, str, ProjectTokens]]:
+    """A matcher of the test's own (options as `create_server`'s), south's records indexed."""
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, **options)  # type: ignore[arg-type]
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            project = op.create_project("trial", ["north", "south"])
+        with MatcherClient(target, project.tokens["south"]) as south:
+            index_all(south, "trial", encoded["south"])
+        yield server, target, project
+    finally:
+        server.stop(grace=None)
+
+
+def open_streams_become(streams: QueryStreams, n: int) -> bool:
+    """Whether north's open query streams come to `n` within 5 s."""
+    for _ in range(100):
+        if streams.open_streams("trial", "north") == n:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def partners(answer: object) -> list[str]:
@@ -196,78 +224,56 @@ def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
     # The refused stream's question was never asked: 24 + the extra session's one call.
     matcher.server.realtime.qlog.flush()
     assert len(query_rows(matcher.data_dir)) == QUERY_STREAMS_PER_MEMBER + 1
-    for _ in range(100):  # the matcher lets go of closed streams
-        if matcher.server.query_streams.open_streams("trial", "north") == 0:
-            break
-        time.sleep(0.05)
-    assert matcher.server.query_streams.open_streams("trial", "north") == 0
+    assert open_streams_become(matcher.server.query_streams, 0)  # closed ones are let go
 
 
 def test_an_idle_stream_is_ended_and_the_session_opens_another(
     tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
 ) -> None:
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, query_stream_idle=0.2)
-    target = f"127.0.0.1:{server.port}"
-    try:
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            project = op.create_project("trial", ["north", "south"])
-        with MatcherClient(target, project.tokens["south"]) as south:
-            index_all(south, "trial", encoded["south"])
-        grace = person(secret_file, **GRACE)
-        with (
-            MatcherClient(target, project.tokens["north"]) as north,
-            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
-        ):
-            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
-            assert server.query_streams.open_streams("trial", "north") == 1
-            for _ in range(100):
-                if server.query_streams.open_streams("trial", "north") == 0:
-                    break
-                time.sleep(0.05)
-            assert server.query_streams.open_streams("trial", "north") == 0  # ended as idle
-            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
-            assert server.query_streams.open_streams("trial", "north") == 1
+    grace = person(secret_file, **GRACE)
+    with (
+        own_matcher(tmp_path / "data", encoded, query_stream_idle=0.2) as (server, target, project),
+        MatcherClient(target, project.tokens["north"]) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        assert server.query_streams.open_streams("trial", "north") == 1
+        assert open_streams_become(server.query_streams, 0)  # ended as idle
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        assert server.query_streams.open_streams("trial", "north") == 1
 
-            # A stream that never asks holds a thread too: it counts from the start, and
-            # is ended as idle like any other.
-            hush = threading.Event()
-            with grpc.insecure_channel(target) as channel:
-                silent = pb_grpc.MatcherStub(channel).QueryStream(
-                    iter(hush.wait, True),  # sends nothing until hushed
-                    metadata=[("authorization", f"Bearer {project.tokens['north']}")],
-                )
-                with pytest.raises(grpc.RpcError) as ended:
-                    next(silent)
-                hush.set()
-            assert ended.value.code() == grpc.StatusCode.CANCELLED
+        # A stream that never asks holds a thread too: it counts from the start, and is
+        # ended as idle like any other.
+        hush = threading.Event()
+        with grpc.insecure_channel(target) as channel:
+            silent = pb_grpc.MatcherStub(channel).QueryStream(
+                iter(hush.wait, True),  # sends nothing until hushed
+                metadata=[("authorization", f"Bearer {project.tokens['north']}")],
+            )
+            with pytest.raises(grpc.RpcError) as ended:
+                next(silent)
+            hush.set()
+        assert ended.value.code() == grpc.StatusCode.CANCELLED
         server.realtime.qlog.flush()
         assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
-    finally:
-        server.stop(grace=None)
 
 
 def test_a_session_rides_over_a_matcher_restart(
     tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
 ) -> None:
-    data_dir = tmp_path / "data"
-    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN)
-    target = f"127.0.0.1:{server.port}"
-    try:
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            project = op.create_project("trial", ["north", "south"])
-        with MatcherClient(target, project.tokens["south"]) as south:
-            index_all(south, "trial", encoded["south"])
-        grace = person(secret_file, **GRACE)
-        with (
-            MatcherClient(target, project.tokens["north"], timeout=5.0) as north,
-            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
-        ):
-            assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
-            server.stop(grace=None)
-            with pytest.raises(UnavailableError, match="no answer within 5s"):
-                session.query(grace[0], purpose=PURPOSE)  # waited for the matcher, in vain
-            server = create_server(target, data_dir, ADMIN_TOKEN)  # the same address again
+    grace = person(secret_file, **GRACE)
+    with (
+        own_matcher(tmp_path / "data", encoded) as (server, target, project),
+        MatcherClient(target, project.tokens["north"], timeout=5.0) as north,
+        north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
+        assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
+        server.stop(grace=None)
+        with pytest.raises(UnavailableError, match="no answer within 5s"):
+            session.query(grace[0], purpose=PURPOSE)  # waited for the matcher, in vain
+        again = create_server(target, tmp_path / "data", ADMIN_TOKEN)  # the same address
+        try:
             # Answered once the connection is back, though gRPC was backing off its retries.
             assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
-    finally:
-        server.stop(grace=None)
+        finally:
+            again.stop(grace=None)
