@@ -35,10 +35,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 protos: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/blindmatch.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. blindmatch/protos/blindmatch.proto
 
 check-protos: $(STAMP)
-	$(BIN)/python -m protos.check
+	$(BIN)/python -m blindmatch.protos.check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py

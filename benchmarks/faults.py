@@ -65,10 +65,10 @@ from benchmarks.knownclks import (  # noqa: E402
     population,
     write,
 )
-from client.api import MatcherClient  # noqa: E402
-from client.cli import main as cli_main  # noqa: E402
-from client.errors import BlindmatchError  # noqa: E402
-from client.retry import NO_RETRY, RetryPolicy  # noqa: E402
+from blindmatch.client.api import MatcherClient  # noqa: E402
+from blindmatch.client.cli import main as cli_main  # noqa: E402
+from blindmatch.client.errors import BlindmatchError  # noqa: E402
+from blindmatch.client.retry import NO_RETRY, RetryPolicy  # noqa: E402
 
 PROJECT = "faults"
 PATIENT = RetryPolicy(attempts=12, initial_delay=0.05, max_delay=1.0)
@@ -101,7 +101,14 @@ class Server:
 
     def start(self) -> None:
         log = open(self.log, "a")  # noqa: SIM115 - handed to the child process
-        cmd = [sys.executable, "-m", "client.cli", "serve", "--data-dir", str(self.data_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "blindmatch.client.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+        ]
         cmd += ["--listen", self.target, "--workers", str(self.workers)]
         self.process = subprocess.Popen(
             cmd,
@@ -244,7 +251,7 @@ class Trials:
         self.ledger.pending.setdefault(member, {})[key] = sha
         path = self.workdir / "encoded" / f"{member}-{sha[:12]}"
         encoded = write(ds, path) if not path.exists() else None
-        from client.encoded import read_encoded
+        from blindmatch.client.encoded import read_encoded
 
         encoded = encoded or read_encoded(path, verify=False)
         with self.client(member, retry=retry) as c:

@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from client.encode import encode_csv
-from client.harden import NONE, RECOMMENDED, Hardening, with_hardening
-from client.mapping import load_mapping
-from client.privacy import population
-from client.privacy.check import check_synthetic
-from client.schema import LinkageSchema, load_schema
-from matcher.runs import match
-from matcher.service import DEFAULT_THRESHOLD
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.harden import NONE, RECOMMENDED, Hardening, with_hardening
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.privacy import population
+from blindmatch.client.privacy.check import check_synthetic
+from blindmatch.client.schema import LinkageSchema, load_schema
+from blindmatch.matcher.runs import match
+from blindmatch.matcher.service import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSON = ROOT / "schemas" / "person-uk.json"

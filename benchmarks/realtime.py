@@ -58,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
-from client.api import MatcherClient, QueryAnswer
-from client.session import AsyncQuerySession
-from matcher.index import merge_point
+from blindmatch.client.api import MatcherClient, QueryAnswer
+from blindmatch.client.session import AsyncQuerySession
+from blindmatch.matcher.index import merge_point
 
 CLK_BITS = 1024
 CLK_BYTES = CLK_BITS // 8

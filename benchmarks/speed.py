@@ -36,17 +36,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synthclks import member_pair, members
-from client.api import MatcherClient
-from client.encoded import write_encoded
-from matcher import blocking, kernel
-from matcher.runs import match
-from matcher.server import create_server
+from blindmatch.client.api import MatcherClient
+from blindmatch.client.encoded import write_encoded
+from blindmatch.matcher import blocking, kernel
+from blindmatch.matcher.runs import match
+from blindmatch.matcher.server import create_server
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from bitarray import bitarray
 
-    from matcher._anonlink import dice_coefficient_accelerated
+    from blindmatch.matcher._anonlink import dice_coefficient_accelerated
 
 THRESHOLD = 0.8
 CORES = os.cpu_count() or 1

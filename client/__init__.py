@@ -8,10 +8,10 @@ to the matcher. The public API:
 - `join_results`: matcher row positions -> local record ids.
 """
 
-from client.encode import EncodeReport, encode_csv
-from client.encoded import Encoded, read_encoded, write_encoded
-from client.errors import BlindmatchError
-from client.results import join_results
+from blindmatch.client.encode import EncodeReport, encode_csv
+from blindmatch.client.encoded import Encoded, read_encoded, write_encoded
+from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.results import join_results
 
 __all__ = [
     "BlindmatchError",

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc
 
-from client.encoded import Encoded
-from client.errors import (
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import (
     AuthError,
     BusyError,
     MatcherError,
@@ -29,12 +29,12 @@ from client.errors import (
     RejectedError,
     UnavailableError,
 )
-from client.retry import RetryPolicy, is_busy
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.retry import RetryPolicy, is_busy
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from client.session import QuerySession
+    from blindmatch.client.session import QuerySession
 
 # Bytes of whole CLKs per upload message: well under gRPC's 16 MiB message limit.
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
@@ -624,7 +624,7 @@ class MatcherClient:
 
         Use it as a context manager (or call `close`); see `client.session`.
         """
-        from client.session import AsyncQuerySession, QuerySession
+        from blindmatch.client.session import AsyncQuerySession, QuerySession
 
         return QuerySession(
             functools.partial(

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from client.errors import InputError
+from blindmatch.client.errors import InputError
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")

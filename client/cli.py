@@ -19,15 +19,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from client import tls
-from client.api import BLOCKINGS, LEVELS, IndexSummary, MatcherClient, RunProgress
-from client.encode import EncodeResult, encode_csv, read_secret
-from client.encoded import read_encoded, write_encoded
-from client.errors import BlindmatchError, InputError
-from client.mapping import load_mapping
-from client.results import HEADERS, join_results, write_csv
-from client.schema import load_schema
-from matcher.limits import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.client import tls
+from blindmatch.client.api import BLOCKINGS, LEVELS, IndexSummary, MatcherClient, RunProgress
+from blindmatch.client.encode import EncodeResult, encode_csv, read_secret
+from blindmatch.client.encoded import read_encoded, write_encoded
+from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.results import HEADERS, join_results, write_csv
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -100,7 +100,7 @@ def _when(unix: float) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from matcher.server import create_server, serve_forever
+    from blindmatch.matcher.server import create_server, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     credentials = tls.server_credentials(
@@ -296,7 +296,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_check(args: argparse.Namespace) -> int:
-    from matcher.check import check_data_dir
+    from blindmatch.matcher.check import check_data_dir
 
     report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
     if args.json:
@@ -319,7 +319,7 @@ def cmd_admin_check(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_backup(args: argparse.Namespace) -> int:
-    from matcher.backup import BackupError, backup_data_dir
+    from blindmatch.matcher.backup import BackupError, backup_data_dir
 
     try:
         done = backup_data_dir(args.data_dir, args.out)
@@ -333,7 +333,7 @@ def cmd_admin_backup(args: argparse.Namespace) -> int:
 
 
 def _ref_key(args: argparse.Namespace, *, create: bool) -> bytes:
-    from client.realtime import load_ref_key
+    from blindmatch.client.realtime import load_ref_key
 
     path = args.ref_key or _env("BLINDMATCH_REF_KEY")
     if not path:
@@ -355,7 +355,7 @@ def _summary(verb: str, s: IndexSummary) -> str:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
-    from client.realtime import add_to_index
+    from blindmatch.client.realtime import add_to_index
 
     encoded = read_encoded(args.encoded)
     key = _ref_key(args, create=True)
@@ -366,7 +366,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
-    from client.realtime import remove_from_index
+    from blindmatch.client.realtime import remove_from_index
 
     key = _ref_key(args, create=False)
     with _client(args, _member_token(args)) as client:
@@ -376,7 +376,7 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_index_sync(args: argparse.Namespace) -> int:
-    from client.realtime import sync_index
+    from blindmatch.client.realtime import sync_index
 
     encoded = read_encoded(args.encoded)
     key = _ref_key(args, create=True)
@@ -417,7 +417,7 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
-    from client.realtime import encode_person
+    from blindmatch.client.realtime import encode_person
 
     schema = load_schema(args.schema)
     secret = read_secret(args.secret_file)
@@ -447,7 +447,7 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from client.results import write_csv
+    from blindmatch.client.results import write_csv
 
     if not args.purpose or not args.purpose.strip():
         raise InputError("--purpose is required: say why you are asking (a case reference)")
@@ -554,14 +554,14 @@ def cmd_admin_query_report(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
-    from client.schemacheck import check_schema
+    from blindmatch.client.schemacheck import check_schema
 
     print(check_schema(args.schema).render())
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from client.evaluate import evaluate_files
+    from blindmatch.client.evaluate import evaluate_files
 
     report = evaluate_files(args.results, args.truth, member=args.member, out_dir=args.out_dir)
     print(report.render())
@@ -596,7 +596,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         ]
     text = "".join(line + "\n" for line in lines)
     if args.out:
-        from client.results import write_text
+        from blindmatch.client.results import write_text
 
         write_text(args.out, text)
         print(f"Wrote {len(lines)} audit entries to {args.out}.", file=sys.stderr)
@@ -629,7 +629,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from client.certs import make_certs
+    from blindmatch.client.certs import make_certs
 
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
     files = make_certs(args.out, hosts, days=args.days)
@@ -645,9 +645,14 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_check(args: argparse.Namespace) -> int:
-    from client.harden import NONE, RECOMMENDED
-    from client.privacy.check import DEFAULT_SCHEMA, check_csv, check_synthetic, write_outputs
-    from client.privacy.frequencies import read_list
+    from blindmatch.client.harden import NONE, RECOMMENDED
+    from blindmatch.client.privacy.check import (
+        DEFAULT_SCHEMA,
+        check_csv,
+        check_synthetic,
+        write_outputs,
+    )
+    from blindmatch.client.privacy.frequencies import read_list
 
     schema = load_schema(args.schema or DEFAULT_SCHEMA)
     hardening = {"schema": None, "recommended": RECOMMENDED, "none": NONE}[args.hardening]
@@ -683,7 +688,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from client.demo import run_demo
+    from blindmatch.client.demo import run_demo
 
     run_demo(records=args.records, seed=args.seed)
     return 0

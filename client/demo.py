@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from client.api import MatcherClient
-from client.encode import encode_csv
-from client.encoded import write_encoded
-from client.mapping import load_mapping
-from client.results import join_results
-from client.schema import load_schema
-from client.synthetic import DEMO_ORGS, write_org_exports
+from blindmatch.client.api import MatcherClient
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.encoded import write_encoded
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.results import join_results
+from blindmatch.client.schema import load_schema
+from blindmatch.client.synthetic import DEMO_ORGS, write_org_exports
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "person-uk.json"
 
@@ -32,7 +32,7 @@ def _say(text: str = "") -> None:
 
 def run_demo(records: int = 2000, seed: int = 7) -> dict[str, float]:
     """Run the demo; returns the measured precision, recall and F1 of the hits."""
-    from matcher.server import create_server
+    from blindmatch.matcher.server import create_server
 
     started = time.monotonic()
     schema = load_schema(SCHEMA)

@@ -21,13 +21,13 @@ import numpy as np
 import numpy.typing as npt
 from clkhash.field_formats import InvalidEntryError
 
-from client.errors import InputError
-from client.fieldlevel import encode_field_level
-from client.fingerprint import fingerprint
-from client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
-from client.mapping import Mapping
-from client.normalise import InvalidValue, is_missing, normalise_value
-from client.schema import LinkageSchema
+from blindmatch.client.errors import InputError
+from blindmatch.client.fieldlevel import encode_field_level
+from blindmatch.client.fingerprint import fingerprint
+from blindmatch.client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
+from blindmatch.client.mapping import Mapping
+from blindmatch.client.normalise import InvalidValue, is_missing, normalise_value
+from blindmatch.client.schema import LinkageSchema
 
 # Invalid rows listed per field in the printed report (all of them go to report.json).
 PRINT_LIMIT = 10

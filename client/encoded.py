@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.errors import InputError
+from blindmatch.client.errors import InputError
 
 FORMAT = "blindmatch-encoded/1"
 MANIFEST = "manifest.json"

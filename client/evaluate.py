@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.errors import InputError
+from blindmatch.client.errors import InputError
 
 Hit = tuple[str, str, str]  # (member, record_id, partner)
 
@@ -257,7 +257,7 @@ def evaluate_files(
     best = recommend(points)
     files: list[Path] = []
     if points:
-        from client.plots import precision_recall, score_histogram
+        from blindmatch.client.plots import precision_recall, score_histogram
 
         folder = Path(out_dir) if out_dir else results.with_name(f"{results.stem}-evaluation")
         folder.mkdir(parents=True, exist_ok=True)

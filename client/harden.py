@@ -59,7 +59,7 @@ from clkhash.schema import Schema
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from client.errors import InputError
+from blindmatch.client.errors import InputError
 
 SaltPart = Literal["year", "value"]
 Level = Literal["record", "field"]

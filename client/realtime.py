@@ -28,13 +28,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.api import IndexSummary, MatcherClient
-from client.encode import EncodeResult, encode_csv
-from client.encoded import CLKS, Encoded
-from client.errors import InputError
-from client.mapping import ColumnMap
-from client.mapping import Mapping as ColumnMapping
-from client.schema import LinkageSchema
+from blindmatch.client.api import IndexSummary, MatcherClient
+from blindmatch.client.encode import EncodeResult, encode_csv
+from blindmatch.client.encoded import CLKS, Encoded
+from blindmatch.client.errors import InputError
+from blindmatch.client.mapping import ColumnMap
+from blindmatch.client.mapping import Mapping as ColumnMapping
+from blindmatch.client.schema import LinkageSchema
 
 REF_HEX = 32
 

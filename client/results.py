@@ -20,9 +20,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from client.api import Results
-from client.encoded import Encoded
-from client.errors import InputError
+from blindmatch.client.api import Results
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import InputError
 
 HEADERS = {
     "count": ["partner", "shared_subjects"],

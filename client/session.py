@@ -38,11 +38,17 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client.api import CHANNEL_OPTIONS, QueryAnswer, query_answer, query_request, translate_errors
-from client.errors import UnavailableError
-from client.retry import is_busy
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import (
+    CHANNEL_OPTIONS,
+    QueryAnswer,
+    query_answer,
+    query_request,
+    translate_errors,
+)
+from blindmatch.client.errors import UnavailableError
+from blindmatch.client.retry import is_busy
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 # After the matcher refuses a stream (its caps), ask by single calls this long before
 # trying a stream again.

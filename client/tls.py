@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from client.errors import InputError
+from blindmatch.client.errors import InputError
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

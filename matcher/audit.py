@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from matcher.errors import InvalidArgument
+from blindmatch.matcher.errors import InvalidArgument
 
 GENESIS = "0" * 64
 OPERATOR = "operator"

@@ -24,7 +24,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from matcher.check import DB_NAME, check_data_dir, needed_uploads, open_read_only
+from blindmatch.matcher.check import DB_NAME, check_data_dir, needed_uploads, open_read_only
 
 ATTEMPTS = 5
 INDEX_DB = "index.sqlite"

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from matcher.compare import Candidates
-from matcher.kernel import dice_candidates
-from matcher.solve import dice
+from blindmatch.matcher.compare import Candidates
+from blindmatch.matcher.kernel import dice_candidates
+from blindmatch.matcher.solve import dice
 
 # A record lacks the left-out fields when its fallback CLK's popcount is at least this share
 # of its first CLK's. Two hashings of the same values differ by collisions only (ratios

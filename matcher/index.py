@@ -50,8 +50,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from matcher import hugepages, kernel
-from matcher.lshindex import MIN_ROWS, LshPlan, LshTable, bit_agreement, plan, search_many
+from blindmatch.matcher import hugepages, kernel
+from blindmatch.matcher.lshindex import (
+    MIN_ROWS,
+    LshPlan,
+    LshTable,
+    bit_agreement,
+    plan,
+    search_many,
+)
 
 log = logging.getLogger("blindmatch.matcher.index")
 

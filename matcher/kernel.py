@@ -25,7 +25,7 @@ import numpy.typing as npt
 log = logging.getLogger("blindmatch.matcher")
 
 try:
-    from matcher import _kernel  # type: ignore[attr-defined]
+    from blindmatch.matcher import _kernel  # type: ignore[attr-defined]
 
     NATIVE = True
 except ImportError:  # the C extension did not build: numpy does the work

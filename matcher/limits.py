@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from matcher.errors import Busy
+from blindmatch.matcher.errors import Busy
 
 DEFAULT_STREAMS_PER_MEMBER = 4
 

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from matcher.errors import ResourceExhausted
+from blindmatch.matcher.errors import ResourceExhausted
 
 DAY = 86_400.0
 

@@ -32,13 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher import audit, errors
-from matcher.auth import same_hash
-from matcher.disclose import Level, effective_level
-from matcher.index import MemberIndex, Segment, as_words, search, search_snapshots, warm_up
-from matcher.index_store import Encoding, IndexStore, LoggedQuery
-from matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
-from matcher.store import Project, Store
+from blindmatch.matcher import audit, errors
+from blindmatch.matcher.auth import same_hash
+from blindmatch.matcher.disclose import Level, effective_level
+from blindmatch.matcher.index import (
+    MemberIndex,
+    Segment,
+    as_words,
+    search,
+    search_snapshots,
+    warm_up,
+)
+from blindmatch.matcher.index_store import Encoding, IndexStore, LoggedQuery
+from blindmatch.matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
+from blindmatch.matcher.store import Project, Store
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from matcher.store import Store
+from blindmatch.matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 

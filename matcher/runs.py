@@ -21,9 +21,9 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from matcher import blocking as blocking_
-from matcher import fallback as fallback_
-from matcher.compare import (
+from blindmatch.matcher import blocking as blocking_
+from blindmatch.matcher import fallback as fallback_
+from blindmatch.matcher.compare import (
     CHUNK_COMPARISONS,
     Candidates,
     Chunk,
@@ -31,10 +31,10 @@ from matcher.compare import (
     merge,
     plan_chunks,
 )
-from matcher.fieldlevel import scored_candidates
-from matcher.memory import release_free_memory
-from matcher.solve import Links, PairScorer, links_from_groups, solve
-from matcher.store import Store
+from blindmatch.matcher.fieldlevel import scored_candidates
+from blindmatch.matcher.memory import release_free_memory
+from blindmatch.matcher.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 

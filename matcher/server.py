@@ -14,20 +14,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from matcher.limits import (
+from blindmatch.matcher.limits import (
     DEFAULT_STREAMS_PER_MEMBER,
     QUERY_STREAM_IDLE_SECONDS,
     MemberLimiter,
     QueryStreams,
 )
-from matcher.placement import allowed_cpus, pin_this_thread, pinned, plan_placement, start_lookups
-from matcher.realtime import Realtime
-from matcher.retention import SWEEP_INTERVAL, Sweeper
-from matcher.runs import RunManager
-from matcher.service import MatcherService
-from matcher.store import Store
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.matcher.placement import (
+    allowed_cpus,
+    pin_this_thread,
+    pinned,
+    plan_placement,
+    start_lookups,
+)
+from blindmatch.matcher.realtime import Realtime
+from blindmatch.matcher.retention import SWEEP_INTERVAL, Sweeper
+from blindmatch.matcher.runs import RunManager
+from blindmatch.matcher.service import MatcherService
+from blindmatch.matcher.store import Store
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 

@@ -25,16 +25,16 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from matcher import audit, errors
-from matcher.auth import bearer_token, same_hash, token_hash, valid_name
-from matcher.disclose import Level, disclose, effective_levels
-from matcher.index_store import Encoding
-from matcher.limits import MemberLimiter, QueryStreams
-from matcher.realtime import MemberVolume, QueryAnswer, Realtime
-from matcher.runs import RunManager
-from matcher.store import DAY, DISK_FULL, Run, Store, disk_full
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.matcher import audit, errors
+from blindmatch.matcher.auth import bearer_token, same_hash, token_hash, valid_name
+from blindmatch.matcher.disclose import Level, disclose, effective_levels
+from blindmatch.matcher.index_store import Encoding
+from blindmatch.matcher.limits import MemberLimiter, QueryStreams
+from blindmatch.matcher.realtime import MemberVolume, QueryAnswer, Realtime
+from blindmatch.matcher.runs import RunManager
+from blindmatch.matcher.store import DAY, DISK_FULL, Run, Store, disk_full
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from matcher._anonlink import greedy_solve
-from matcher.compare import Candidates
+from blindmatch.matcher._anonlink import greedy_solve
+from blindmatch.matcher.compare import Candidates
 
 Group = tuple[tuple[int, int], ...]
 UIntArray = npt.NDArray[np.uint32]

@@ -44,17 +44,17 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from matcher import audit
-from matcher.auth import new_token, same_hash, token_hash
-from matcher.disclose import Level
-from matcher.errors import (
+from blindmatch.matcher import audit
+from blindmatch.matcher.auth import new_token, same_hash, token_hash
+from blindmatch.matcher.disclose import Level
+from blindmatch.matcher.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
 )
-from matcher.solve import Links
+from blindmatch.matcher.solve import Links
 
 DAY = 24 * 3600.0
 # The audit table's disclosed and detail columns (built once: json.dumps with options

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import blindmatch_pb2 as protos_dot_blindmatch__pb2
+from blindmatch.protos import blindmatch_pb2 as blindmatch_dot_protos_dot_blindmatch__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/blindmatch_pb2_grpc.py depends on'
+        + ' but the generated code in blindmatch/protos/blindmatch_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,98 +36,98 @@ class MatcherStub:
         """
         self.CreateProject = channel.unary_unary(
                 '/blindmatch.v1.Matcher/CreateProject',
-                request_serializer=protos_dot_blindmatch__pb2.CreateProjectRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.CreateProjectReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectReply.FromString,
                 _registered_method=True)
         self.DescribeProject = channel.unary_unary(
                 '/blindmatch.v1.Matcher/DescribeProject',
-                request_serializer=protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.ProjectInfo.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.FromString,
                 _registered_method=True)
         self.Upload = channel.stream_unary(
                 '/blindmatch.v1.Matcher/Upload',
-                request_serializer=protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.UploadReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadReply.FromString,
                 _registered_method=True)
         self.StartRun = channel.unary_unary(
                 '/blindmatch.v1.Matcher/StartRun',
-                request_serializer=protos_dot_blindmatch__pb2.StartRunRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.RunStatus.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.FromString,
                 _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/blindmatch.v1.Matcher/WatchRun',
-                request_serializer=protos_dot_blindmatch__pb2.WatchRunRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.RunStatus.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.FromString,
                 _registered_method=True)
         self.GetResults = channel.unary_stream(
                 '/blindmatch.v1.Matcher/GetResults',
-                request_serializer=protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
                 _registered_method=True)
         self.ChangeIndex = channel.stream_unary(
                 '/blindmatch.v1.Matcher/ChangeIndex',
-                request_serializer=protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
                 _registered_method=True)
         self.ListIndex = channel.unary_stream(
                 '/blindmatch.v1.Matcher/ListIndex',
-                request_serializer=protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.IndexListing.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexListing.FromString,
                 _registered_method=True)
         self.Query = channel.unary_unary(
                 '/blindmatch.v1.Matcher/Query',
-                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.QueryReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.FromString,
                 _registered_method=True)
         self.QueryStream = channel.stream_stream(
                 '/blindmatch.v1.Matcher/QueryStream',
-                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.QueryReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.FromString,
                 _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/blindmatch.v1.Matcher/Watch',
-                request_serializer=protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.WatchEvent.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.WatchEvent.FromString,
                 _registered_method=True)
         self.SetQueryLimits = channel.unary_unary(
                 '/blindmatch.v1.Matcher/SetQueryLimits',
-                request_serializer=protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.QueryLimits.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.FromString,
                 _registered_method=True)
         self.GetQueryReport = channel.unary_unary(
                 '/blindmatch.v1.Matcher/GetQueryReport',
-                request_serializer=protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.QueryReport.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReport.FromString,
                 _registered_method=True)
         self.SetConsent = channel.unary_unary(
                 '/blindmatch.v1.Matcher/SetConsent',
-                request_serializer=protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.ConsentReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ConsentReply.FromString,
                 _registered_method=True)
         self.Erase = channel.unary_unary(
                 '/blindmatch.v1.Matcher/Erase',
-                request_serializer=protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.EraseReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.EraseReply.FromString,
                 _registered_method=True)
         self.RotateToken = channel.unary_unary(
                 '/blindmatch.v1.Matcher/RotateToken',
-                request_serializer=protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
                 _registered_method=True)
         self.RevokeToken = channel.unary_unary(
                 '/blindmatch.v1.Matcher/RevokeToken',
-                request_serializer=protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
                 _registered_method=True)
         self.ExportAudit = channel.unary_stream(
                 '/blindmatch.v1.Matcher/ExportAudit',
-                request_serializer=protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.AuditEntry.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AuditEntry.FromString,
                 _registered_method=True)
         self.VerifyAudit = channel.unary_unary(
                 '/blindmatch.v1.Matcher/VerifyAudit',
-                request_serializer=protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
-                response_deserializer=protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
                 _registered_method=True)
 
 
@@ -279,98 +279,98 @@ def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateProject': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateProject,
-                    request_deserializer=protos_dot_blindmatch__pb2.CreateProjectRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.CreateProjectReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectReply.SerializeToString,
             ),
             'DescribeProject': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeProject,
-                    request_deserializer=protos_dot_blindmatch__pb2.DescribeProjectRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.ProjectInfo.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.SerializeToString,
             ),
             'Upload': grpc.stream_unary_rpc_method_handler(
                     servicer.Upload,
-                    request_deserializer=protos_dot_blindmatch__pb2.UploadRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.UploadReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadReply.SerializeToString,
             ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
-                    request_deserializer=protos_dot_blindmatch__pb2.StartRunRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.RunStatus.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.StartRunRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.SerializeToString,
             ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
-                    request_deserializer=protos_dot_blindmatch__pb2.WatchRunRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.RunStatus.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.WatchRunRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.SerializeToString,
             ),
             'GetResults': grpc.unary_stream_rpc_method_handler(
                     servicer.GetResults,
-                    request_deserializer=protos_dot_blindmatch__pb2.ResultsRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.ResultsChunk.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.SerializeToString,
             ),
             'ChangeIndex': grpc.stream_unary_rpc_method_handler(
                     servicer.ChangeIndex,
-                    request_deserializer=protos_dot_blindmatch__pb2.IndexChange.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.IndexChangeReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChange.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChangeReply.SerializeToString,
             ),
             'ListIndex': grpc.unary_stream_rpc_method_handler(
                     servicer.ListIndex,
-                    request_deserializer=protos_dot_blindmatch__pb2.ListIndexRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.IndexListing.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListIndexRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexListing.SerializeToString,
             ),
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
-                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
             ),
             'QueryStream': grpc.stream_stream_rpc_method_handler(
                     servicer.QueryStream,
-                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=protos_dot_blindmatch__pb2.QueryRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.WatchEvent.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.WatchEvent.SerializeToString,
             ),
             'SetQueryLimits': grpc.unary_unary_rpc_method_handler(
                     servicer.SetQueryLimits,
-                    request_deserializer=protos_dot_blindmatch__pb2.QueryLimits.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
             ),
             'GetQueryReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueryReport,
-                    request_deserializer=protos_dot_blindmatch__pb2.QueryReportRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.QueryReport.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReportRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.QueryReport.SerializeToString,
             ),
             'SetConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.SetConsent,
-                    request_deserializer=protos_dot_blindmatch__pb2.SetConsentRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.ConsentReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SetConsentRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ConsentReply.SerializeToString,
             ),
             'Erase': grpc.unary_unary_rpc_method_handler(
                     servicer.Erase,
-                    request_deserializer=protos_dot_blindmatch__pb2.EraseRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.EraseReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.EraseRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.EraseReply.SerializeToString,
             ),
             'RotateToken': grpc.unary_unary_rpc_method_handler(
                     servicer.RotateToken,
-                    request_deserializer=protos_dot_blindmatch__pb2.TokenRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.RotateTokenReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RotateTokenReply.SerializeToString,
             ),
             'RevokeToken': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeToken,
-                    request_deserializer=protos_dot_blindmatch__pb2.TokenRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.RevokeTokenReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeTokenReply.SerializeToString,
             ),
             'ExportAudit': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAudit,
-                    request_deserializer=protos_dot_blindmatch__pb2.ExportAuditRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.AuditEntry.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ExportAuditRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AuditEntry.SerializeToString,
             ),
             'VerifyAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyAudit,
-                    request_deserializer=protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
-                    response_serializer=protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,8 +398,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/CreateProject',
-            protos_dot_blindmatch__pb2.CreateProjectRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.CreateProjectReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.CreateProjectReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -425,8 +425,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/DescribeProject',
-            protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.ProjectInfo.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -452,8 +452,8 @@ class Matcher:
             request_iterator,
             target,
             '/blindmatch.v1.Matcher/Upload',
-            protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.UploadReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UploadReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -479,8 +479,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/StartRun',
-            protos_dot_blindmatch__pb2.StartRunRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.RunStatus.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.StartRunRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -506,8 +506,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/WatchRun',
-            protos_dot_blindmatch__pb2.WatchRunRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.RunStatus.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.WatchRunRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RunStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -533,8 +533,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/GetResults',
-            protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -560,8 +560,8 @@ class Matcher:
             request_iterator,
             target,
             '/blindmatch.v1.Matcher/ChangeIndex',
-            protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
-            protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IndexChangeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -587,8 +587,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/ListIndex',
-            protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.IndexListing.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ListIndexRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IndexListing.FromString,
             options,
             channel_credentials,
             insecure,
@@ -614,8 +614,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/Query',
-            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.QueryReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -641,8 +641,8 @@ class Matcher:
             request_iterator,
             target,
             '/blindmatch.v1.Matcher/QueryStream',
-            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.QueryReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -668,8 +668,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/Watch',
-            protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.WatchEvent.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,
@@ -695,8 +695,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/SetQueryLimits',
-            protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
-            protos_dot_blindmatch__pb2.QueryLimits.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryLimits.FromString,
             options,
             channel_credentials,
             insecure,
@@ -722,8 +722,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/GetQueryReport',
-            protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.QueryReport.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryReportRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.QueryReport.FromString,
             options,
             channel_credentials,
             insecure,
@@ -749,8 +749,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/SetConsent',
-            protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.ConsentReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.SetConsentRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ConsentReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -776,8 +776,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/Erase',
-            protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.EraseReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.EraseRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.EraseReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -803,8 +803,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/RotateToken',
-            protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RotateTokenReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -830,8 +830,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/RevokeToken',
-            protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.TokenRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RevokeTokenReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -857,8 +857,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/ExportAudit',
-            protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.AuditEntry.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ExportAuditRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.AuditEntry.FromString,
             options,
             channel_credentials,
             insecure,
@@ -884,8 +884,8 @@ class Matcher:
             request,
             target,
             '/blindmatch.v1.Matcher/VerifyAudit',
-            protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
-            protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,6 @@
 """Fail when the generated modules beside blindmatch.proto are stale.
 
-Run as `python -m protos.check` (CI does, through `make check-protos`). It
+Run as `python -m blindmatch.protos.check` (CI does, through `make check-protos`). It
 regenerates into a temporary folder and compares byte for byte.
 """
 
@@ -24,15 +24,16 @@ def main() -> int:
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
-            str(ROOT / "protos" / "blindmatch.proto"),
+            str(ROOT / "blindmatch" / "protos" / "blindmatch.proto"),
         ]
         if protoc.main(args) != 0:
-            sys.stderr.write("protoc failed on protos/blindmatch.proto\n")
+            sys.stderr.write("protoc failed on blindmatch/protos/blindmatch.proto\n")
             return 1
         stale = [
             name
             for name in GENERATED
-            if (Path(tmp) / "protos" / name).read_bytes() != (ROOT / "protos" / name).read_bytes()
+            if (Path(tmp) / "blindmatch" / "protos" / name).read_bytes()
+            != (ROOT / "protos" / name).read_bytes()
         ]
     if stale:
         sys.stderr.write(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from client.api import MatcherClient, ProjectTokens
-from matcher.server import RunningServer, create_server
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.matcher.server import RunningServer, create_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"

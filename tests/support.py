@@ -9,9 +9,9 @@ from pathlib import Path
 
 import grpc
 
-from client.encoded import Encoded
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.encoded import Encoded
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import Matcher, Org
 from tests.test_flow import encode
 

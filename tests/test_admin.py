@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write
-from client.api import MatcherClient
-from client.cli import main
-from matcher.check import check_data_dir
-from matcher.server import create_server
+from blindmatch.client.api import MatcherClient
+from blindmatch.client.cli import main
+from blindmatch.matcher.check import check_data_dir
+from blindmatch.matcher.server import create_server
 from tests.conftest import ADMIN_TOKEN, Matcher
 
 MEMBERS = ["north", "south", "east"]

@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Matcher
 from tests.support import auth, upload_messages
 

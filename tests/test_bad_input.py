@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
-from client.api import ProjectTokens
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import ProjectTokens
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import Matcher
 from tests.support import auth, snapshot, upload_messages
 

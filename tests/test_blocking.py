@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import member_pair, members
-from matcher import blocking
-from matcher.kernel import dice_candidates
-from matcher.runs import AUTO_LSH_PAIRS, choose_method, match
+from blindmatch.matcher import blocking
+from blindmatch.matcher.kernel import dice_candidates
+from blindmatch.matcher.runs import AUTO_LSH_PAIRS, choose_method, match
 from tests.conftest import Matcher
 
 

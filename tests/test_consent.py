@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from client.api import LEVELS, MatcherClient, ProjectTokens
-from client.cli import main
-from client.encoded import Encoded
-from client.results import join_results
-from matcher.disclose import Level, disclose, effective_level, effective_levels
-from matcher.server import RunningServer, create_server
+from blindmatch.client.api import LEVELS, MatcherClient, ProjectTokens
+from blindmatch.client.cli import main
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.results import join_results
+from blindmatch.matcher.disclose import Level, disclose, effective_level, effective_levels
+from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, SOUTH_CSV, SOUTH_MAP, Matcher, Org
 from tests.support import encode_all
 from tests.test_flow import uploaded_and_run
@@ -207,8 +207,8 @@ def test_partners_appear_at_their_own_level_in_the_results_file(
 def test_consent_needs_a_level(matcher: Matcher, project: ProjectTokens) -> None:
     import grpc
 
-    from protos import blindmatch_pb2 as pb
-    from protos import blindmatch_pb2_grpc as pb_grpc
+    from blindmatch.protos import blindmatch_pb2 as pb
+    from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
     from tests.support import auth
 
     with grpc.insecure_channel(matcher.target) as channel:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
-from client.encode import encode_csv, read_secret
-from client.encoded import read_encoded
-from client.mapping import load_mapping
-from client.schema import load_schema
+from blindmatch.client.cli import main
+from blindmatch.client.encode import encode_csv, read_secret
+from blindmatch.client.encoded import read_encoded
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.schema import load_schema
 from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Org
 
 
@@ -186,7 +186,7 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     bad.write_text(
         '[fields]\nsurnme = "Surname"\ndob = { column = "DOB", date_format = "dd/mm" }\n'
     )
-    from client.errors import InputError
+    from blindmatch.client.errors import InputError
 
     with pytest.raises(InputError) as err:
         load_mapping(bad, load_schema(PERSON_SCHEMA))

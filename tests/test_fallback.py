@@ -12,13 +12,13 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.messy import ORGS, write_exports
-from client.encode import encode_csv
-from client.errors import InputError
-from client.evaluate import quality, read_truth
-from client.mapping import load_mapping
-from client.schema import load_schema
-from matcher import fallback
-from matcher.runs import match
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.errors import InputError
+from blindmatch.client.evaluate import quality, read_truth
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher import fallback
+from blindmatch.matcher.runs import match
 from tests.conftest import PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)

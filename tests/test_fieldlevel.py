@@ -10,12 +10,12 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.messy import ORGS, write_exports
-from client.encode import encode_csv
-from client.evaluate import quality, read_truth
-from client.mapping import load_mapping
-from client.schema import load_schema
-from matcher import fieldlevel
-from matcher.runs import match
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.evaluate import quality, read_truth
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher import fieldlevel
+from blindmatch.matcher.runs import match
 from tests.conftest import FIELD_LEVEL_SCHEMA, Org
 
 SCHEMA = load_schema(FIELD_LEVEL_SCHEMA)

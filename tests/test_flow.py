@@ -10,16 +10,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.api import MatcherClient, ProjectTokens
-from client.cli import main
-from client.encode import encode_csv
-from client.encoded import Encoded, read_encoded, write_encoded
-from client.errors import AuthError, NotFoundError, RejectedError
-from client.mapping import load_mapping
-from client.schema import load_schema
-from matcher.server import create_server
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.cli import main
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.encoded import Encoded, read_encoded, write_encoded
+from blindmatch.client.errors import AuthError, NotFoundError, RejectedError
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import PERSON_SCHEMA, Matcher, Org
 
 
@@ -125,7 +125,7 @@ def test_cli_flow_finds_the_shared_people(
 
 
 def test_every_command_has_help_text(capsys: pytest.CaptureFixture[str]) -> None:
-    from client.cli import build_parser
+    from blindmatch.client.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -390,8 +390,8 @@ def test_results_from_an_older_upload_are_not_joined_to_new_ids(
     with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
         fh.write("N6,New,Person,01/01/1999,F,OX4 1AA\n")
     newer = encode(orgs["north"], tmp_path / "north-newer.encoded")
-    from client.errors import InputError
-    from client.results import join_results
+    from blindmatch.client.errors import InputError
+    from blindmatch.client.results import join_results
 
     with matcher.member(project.tokens["north"]) as member:
         results = member.results("trial")
@@ -461,7 +461,7 @@ def test_health_and_reflection_are_served(matcher: Matcher) -> None:
 
 
 def test_read_encoded_checks_the_clks_against_the_manifest(encoded: dict[str, Encoded]) -> None:
-    from client.errors import InputError
+    from blindmatch.client.errors import InputError
 
     path = encoded["north"].path / "clks.bin"
     data = bytearray(path.read_bytes())

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
-from client.api import MatcherClient
-from matcher import index as index_module
-from matcher.index import MemberIndex, Segment, as_words
-from matcher.realtime import clk_digest
+from blindmatch.client.api import MatcherClient
+from blindmatch.matcher import index as index_module
+from blindmatch.matcher.index import MemberIndex, Segment, as_words
+from blindmatch.matcher.realtime import clk_digest
 from tests.conftest import Matcher
 
 N = 3000

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.encode import encode_csv
-from client.mapping import load_mapping
-from client.schema import load_schema
-from matcher import kernel
-from matcher._anonlink import dice_coefficient_accelerated
+from blindmatch.client.encode import encode_csv
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher import kernel
+from blindmatch.matcher._anonlink import dice_coefficient_accelerated
 from tests.conftest import FEBRL4
 
 PATHS = kernel.paths()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matcher._anonlink import dice_coefficient_accelerated, greedy_solve
-from matcher.compare import compare_chunk, merge, plan_chunks
-from matcher.disclose import Hit, Level, disclose
-from matcher.runs import match
-from matcher.solve import dice, solve
+from blindmatch.matcher._anonlink import dice_coefficient_accelerated, greedy_solve
+from blindmatch.matcher.compare import compare_chunk, merge, plan_chunks
+from blindmatch.matcher.disclose import Hit, Level, disclose
+from blindmatch.matcher.runs import match
+from blindmatch.matcher.solve import dice, solve
 
 
 def noisy_copies(rng: np.random.Generator, clks: np.ndarray, flips: int) -> np.ndarray:

@@ -15,10 +15,10 @@ from clkhash import clk as clk_encoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.cli import main
-from client.encode import EncodeReport, encode_csv, read_rows
-from client.errors import InputError
-from client.harden import (
+from blindmatch.client.cli import main
+from blindmatch.client.encode import EncodeReport, encode_csv, read_rows
+from blindmatch.client.errors import InputError
+from blindmatch.client.harden import (
     NONE,
     RECOMMENDED,
     Hardening,
@@ -27,11 +27,11 @@ from client.harden import (
     hardening_from_raw,
     with_hardening,
 )
-from client.mapping import load_mapping
-from client.privacy import check, population
-from client.privacy.attacks import Target
-from client.privacy.check import check_synthetic, field_segments
-from client.schema import LinkageSchema, load_schema
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.privacy import check, population
+from blindmatch.client.privacy.attacks import Target
+from blindmatch.client.privacy.check import check_synthetic, field_segments
+from blindmatch.client.schema import LinkageSchema, load_schema
 from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protos import check
+from blindmatch.protos import check
 
 
 def test_generated_code_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:

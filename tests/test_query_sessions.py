@@ -12,16 +12,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client.api import MatcherClient, ProjectTokens
-from client.encode import read_secret
-from client.encoded import Encoded
-from client.errors import AuthError, RejectedError, UnavailableError
-from client.realtime import row_refs
-from client.session import AsyncQuerySession
-from matcher.limits import QUERY_STREAMS_PER_MEMBER, QueryStreams
-from matcher.server import RunningServer, create_server
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.encode import read_secret
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
+from blindmatch.client.realtime import row_refs
+from blindmatch.client.session import AsyncQuerySession
+from blindmatch.matcher.limits import QUERY_STREAMS_PER_MEMBER, QueryStreams
+from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import ADMIN_TOKEN, Matcher, Org
 from tests.support import db_rows
 from tests.test_flow import encode

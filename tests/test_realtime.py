@@ -10,18 +10,18 @@ import grpc
 import numpy as np
 import pytest
 
-from client.api import MatcherClient, ProjectTokens
-from client.cli import main
-from client.encode import read_secret
-from client.encoded import Encoded
-from client.errors import NotFoundError, RejectedError
-from client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
-from client.schema import load_schema
-from matcher.index import MemberIndex, as_words, search
-from matcher.server import create_server
-from matcher.solve import dice
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.cli import main
+from blindmatch.client.encode import read_secret
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import NotFoundError, RejectedError
+from blindmatch.client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
+from blindmatch.client.schema import load_schema
+from blindmatch.matcher.index import MemberIndex, as_words, search
+from blindmatch.matcher.server import create_server
+from blindmatch.matcher.solve import dice
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import PERSON_SCHEMA, Matcher, Org
 from tests.test_flow import encode
 
@@ -351,7 +351,7 @@ def test_a_query_needs_a_purpose(
 
 
 def test_only_the_operator_sets_limits(matcher: Matcher, project: ProjectTokens) -> None:
-    from client.errors import AuthError
+    from blindmatch.client.errors import AuthError
 
     with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
         north.set_query_limits("trial", per_day=10**9)
@@ -479,7 +479,7 @@ def test_search_finds_exactly_the_rows_at_or_over_the_threshold() -> None:
 def test_the_index_stays_right_through_puts_removes_and_compaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("matcher.index.COMPACT_MIN", 8)
+    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 8)
     rng = np.random.default_rng(9)
     truth: dict[str, bytes] = {}
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client.api import ProjectTokens
-from client.encode import read_secret
-from client.encoded import Encoded
-from client.errors import NotFoundError
-from matcher.audit import ACTIONS
+from blindmatch.client.api import ProjectTokens
+from blindmatch.client.encode import read_secret
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import NotFoundError
+from blindmatch.matcher.audit import ACTIONS
 from tests.conftest import Matcher, Org
 from tests.support import db_rows
 from tests.test_flow import encode

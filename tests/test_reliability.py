@@ -21,14 +21,14 @@ import pytest
 
 from benchmarks.faults import free_port
 from benchmarks.knownclks import Dataset, population, write
-from client.api import MatcherClient, ProjectTokens
-from client.encoded import Encoded
-from client.errors import BusyError, RejectedError, UnavailableError
-from client.retry import NO_RETRY, RetryPolicy
-from matcher.check import check_data_dir
-from matcher.server import create_server
-from protos import blindmatch_pb2 as pb
-from protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
+from blindmatch.client.retry import NO_RETRY, RetryPolicy
+from blindmatch.matcher.check import check_data_dir
+from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import ADMIN_TOKEN, Matcher
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client.api import MatcherClient, ProjectTokens
-from client.cli import main, parse_expiry
-from client.encoded import Encoded
-from client.errors import InputError, NotFoundError, RejectedError
-from matcher.server import RunningServer, create_server
+from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.cli import main, parse_expiry
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import InputError, NotFoundError, RejectedError
+from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, Matcher, Org
 from tests.support import db_rows, encode_all
 from tests.test_flow import uploaded_and_run
@@ -274,7 +274,7 @@ def test_revoked_members_cannot_erase_or_read(
     uploaded_and_run(matcher, project, encoded)
     with matcher.operator() as op:
         op.revoke_token("trial", "north")
-    from client.errors import AuthError
+    from blindmatch.client.errors import AuthError
 
     with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
         north.erase("trial")

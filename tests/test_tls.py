@@ -14,13 +14,13 @@ import pytest
 from cryptography import x509
 
 from benchmarks.cliflow import blindmatch, serve
-from client import tls
-from client.api import MatcherClient
-from client.certs import CertFiles, make_certs
-from client.cli import main
-from client.encoded import Encoded
-from client.errors import InputError, UnavailableError
-from matcher.server import RunningServer, create_server
+from blindmatch.client import tls
+from blindmatch.client.api import MatcherClient
+from blindmatch.client.certs import CertFiles, make_certs
+from blindmatch.client.cli import main
+from blindmatch.client.encoded import Encoded
+from blindmatch.client.errors import InputError, UnavailableError
+from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org
 from tests.support import encode_all
 

@@ -26,13 +26,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from client.encode import EncodeReport, encode_fallback, read_rows, read_secret
-from client.errors import InputError
-from client.fieldlevel import encode_field_level
-from client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
-from client.mapping import load_mapping
-from client.privacy import frequencies, population
-from client.privacy.attacks import (
+from blindmatch.client.encode import EncodeReport, encode_fallback, read_rows, read_secret
+from blindmatch.client.errors import InputError
+from blindmatch.client.fieldlevel import encode_field_level
+from blindmatch.client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.privacy import frequencies, population
+from blindmatch.client.privacy.attacks import (
     AttackResult,
     Target,
     cluster_encodings,
@@ -42,8 +42,8 @@ from client.privacy.attacks import (
     qgram_alignment,
     unpack,
 )
-from client.privacy.frequencies import FrequencyList
-from client.schema import LinkageSchema, load_schema
+from blindmatch.client.privacy.frequencies import FrequencyList
+from blindmatch.client.schema import LinkageSchema, load_schema
 
 Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram")

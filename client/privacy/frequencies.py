@@ -17,8 +17,8 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
-from client.errors import InputError
-from client.normalise import normalise_text
+from blindmatch.client.errors import InputError
+from blindmatch.client.normalise import normalise_text
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
