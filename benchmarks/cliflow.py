@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-BLINDMATCH = [sys.executable, "-m", "blindmatch.client.cli"]
+BLINDMATCH = [sys.executable, "-m", "blindmatch"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -65,10 +65,10 @@ from benchmarks.knownclks import (  # noqa: E402
     population,
     write,
 )
-from blindmatch.client.api import MatcherClient  # noqa: E402
-from blindmatch.client.cli import main as cli_main  # noqa: E402
+from blindmatch.cli import main as cli_main  # noqa: E402
+from blindmatch.client import MatcherClient  # noqa: E402
 from blindmatch.client.errors import BlindmatchError  # noqa: E402
-from blindmatch.client.retry import NO_RETRY, RetryPolicy  # noqa: E402
+from blindmatch.client.remote.retry import NO_RETRY, RetryPolicy  # noqa: E402
 
 PROJECT = "faults"
 PATIENT = RetryPolicy(attempts=12, initial_delay=0.05, max_delay=1.0)
@@ -104,7 +104,7 @@ class Server:
         cmd = [
             sys.executable,
             "-m",
-            "blindmatch.client.cli",
+            "blindmatch",
             "serve",
             "--data-dir",
             str(self.data_dir),
@@ -251,7 +251,7 @@ class Trials:
         self.ledger.pending.setdefault(member, {})[key] = sha
         path = self.workdir / "encoded" / f"{member}-{sha[:12]}"
         encoded = write(ds, path) if not path.exists() else None
-        from blindmatch.client.encoded import read_encoded
+        from blindmatch.client.encoding.encoded import read_encoded
 
         encoded = encoded or read_encoded(path, verify=False)
         with self.client(member, retry=retry) as c:

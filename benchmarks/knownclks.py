@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoded import Encoded, write_encoded
+from blindmatch.client.encoding.encoded import Encoded, write_encoded
 
 CLK_BITS = 1024
 CLK_BYTES = CLK_BITS // 8

@@ -32,9 +32,9 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.faults import Server, free_port  # noqa: E402
 from benchmarks.knownclks import CLK_BYTES, expected_hits, hits_of, population, write  # noqa: E402
-from blindmatch.client.api import MatcherClient  # noqa: E402
-from blindmatch.client.encoded import Encoded  # noqa: E402
-from blindmatch.client.retry import RetryPolicy  # noqa: E402
+from blindmatch.client import MatcherClient  # noqa: E402
+from blindmatch.client.encoding.encoded import Encoded  # noqa: E402
+from blindmatch.client.remote.retry import RetryPolicy  # noqa: E402
 
 PROJECT = "load"
 PATIENT = RetryPolicy(attempts=20, initial_delay=0.2, max_delay=5.0)

@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
-from blindmatch.client.synthetic import holdings
+from blindmatch.client.tools.synthetic import holdings
 
 DATA = Path(__file__).resolve().parent / "data"
 

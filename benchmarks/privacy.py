@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from blindmatch.client.encode import encode_csv
-from blindmatch.client.harden import NONE, RECOMMENDED, Hardening, with_hardening
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.privacy import population
-from blindmatch.client.privacy.check import check_synthetic
-from blindmatch.client.schema import LinkageSchema, load_schema
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.harden import NONE, RECOMMENDED, Hardening, with_hardening
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import LinkageSchema, load_schema
+from blindmatch.client.tools.privacy import population
+from blindmatch.client.tools.privacy.check import check_synthetic
 from blindmatch.matcher.runs import match
 from blindmatch.matcher.service import DEFAULT_THRESHOLD
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import link, serve
 from benchmarks.messy import ORGS, write_exports
-from blindmatch.client.evaluate import Quality, quality, read_results, read_truth
+from blindmatch.client.tools.evaluate import Quality, quality, read_results, read_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"

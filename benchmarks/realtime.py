@@ -58,8 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
-from blindmatch.client.api import MatcherClient, QueryAnswer
-from blindmatch.client.session import AsyncQuerySession
+from blindmatch.client import MatcherClient, QueryAnswer
+from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.index import merge_point
 
 CLK_BITS = 1024

@@ -36,8 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synthclks import member_pair, members
-from blindmatch.client.api import MatcherClient
-from blindmatch.client.encoded import write_encoded
+from blindmatch.client import MatcherClient
+from blindmatch.client.encoding.encoded import write_encoded
 from blindmatch.matcher import blocking, kernel
 from blindmatch.matcher.runs import match
 from blindmatch.matcher.server import create_server

@@ -11,11 +11,12 @@
         +-- BusyError               too many of this member's calls in flight
                                     (RESOURCE_EXHAUSTED marked retryable)
 
-`UnavailableError` and `BusyError` are *transient*: `client.api` retries them
-with backoff (see `client.retry`) before giving up and raising them.
+`UnavailableError` and `BusyError` are *transient*: `MatcherClient` retries them
+with backoff (see `client.remote.retry`) before giving up and raising them.
 
-`client.api` turns every `grpc.RpcError` into one of these; the CLI maps each to
-an exit code with `exit_code`.
+`client.remote.channel.translate_errors` turns every `grpc.RpcError` into one of
+these; the command line (`blindmatch.cli.errors`) maps each to a message and an
+exit code, in one table.
 """
 
 from __future__ import annotations
@@ -24,19 +25,13 @@ from __future__ import annotations
 class BlindmatchError(Exception):
     """Base class: a failure the user can act on, with a message that says how."""
 
-    exit_code = 1
-
 
 class InputError(BlindmatchError):
     """A local input (CSV, mapping, schema, secret, encoded folder) is unusable."""
 
-    exit_code = 2
-
 
 class MatcherError(BlindmatchError):
     """The matcher answered with an error status."""
-
-    exit_code = 3
 
 
 class AuthError(MatcherError):
@@ -54,10 +49,6 @@ class RejectedError(MatcherError):
 class UnavailableError(MatcherError):
     """The matcher could not be reached in time."""
 
-    exit_code = 4
-
 
 class BusyError(MatcherError):
     """The matcher refused the call for now: this member has too many calls in flight."""
-
-    exit_code = 4

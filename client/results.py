@@ -1,4 +1,4 @@
-"""Joining the matcher's row positions back to local record ids, and writing them.
+"""Joining the matcher's row positions back to local record ids (`client.files` writes them).
 
 The output file depends on the disclosure level:
 
@@ -14,15 +14,9 @@ with `partner_row`/`score` left empty (hits, mapping).
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
-from pathlib import Path
-
-from blindmatch.client.api import Results
-from blindmatch.client.encoded import Encoded
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
+from blindmatch.client.remote.model import Results
 
 HEADERS = {
     "count": ["partner", "shared_subjects"],
@@ -55,28 +49,3 @@ def join_results(results: Results, encoded: Encoded) -> list[list[str]]:
             row.append(f"{hit.score:.4f}" if level == "scores" else "")
         rows.append(row)
     return rows
-
-
-def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> None:
-    """Write a CSV atomically: the old file or the whole new one, never half."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically: the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.matcher.server import RunningServer, create_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from blindmatch.client.encoded import Encoded
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import Matcher, Org

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write
-from blindmatch.client.api import MatcherClient
-from blindmatch.client.cli import main
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient
 from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
 from tests.conftest import ADMIN_TOKEN, Matcher

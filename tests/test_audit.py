@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.api import ProjectTokens
-from blindmatch.client.cli import main
-from blindmatch.client.encoded import Encoded
+from blindmatch.cli import main
+from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError, RejectedError
 from blindmatch.matcher import audit
 from tests.conftest import Matcher, Org

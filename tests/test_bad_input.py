@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from blindmatch.client.api import ProjectTokens
+from blindmatch.client import ProjectTokens
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import Matcher

@@ -71,4 +71,4 @@ def test_the_project_keeps_its_blocking_setting(matcher: Matcher) -> None:
         default = op.create_project("small", ["a", "b"])
     assert (made.blocking, default.blocking) == ("lsh", "auto")
     with matcher.member(made.tokens["a"]) as client:
-        assert client.describe("big").blocking == 3  # BLOCKING_LSH
+        assert client.describe("big").blocking == "lsh"

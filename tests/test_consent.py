@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.api import LEVELS, MatcherClient, ProjectTokens
-from blindmatch.client.cli import main
-from blindmatch.client.encoded import Encoded
+from blindmatch.cli import main
+from blindmatch.client import LEVELS, MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.results import join_results
 from blindmatch.matcher.disclose import Level, disclose, effective_level, effective_levels
 from blindmatch.matcher.server import RunningServer, create_server
@@ -220,4 +220,4 @@ def test_consent_needs_a_level(matcher: Matcher, project: ProjectTokens) -> None
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "level: required" in str(err.value.details())
     with matcher.member(project.tokens["north"]) as member:
-        assert all(m.consent == 0 for m in member.describe("trial").members)
+        assert all(m.consent is None for m in member.describe("trial").members)

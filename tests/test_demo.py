@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blindmatch.client.cli import main
+from blindmatch.cli import main
 
 
 def test_demo_runs_the_whole_flow_and_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:

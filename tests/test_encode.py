@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.cli import main
-from blindmatch.client.encode import encode_csv, read_secret
-from blindmatch.client.encoded import read_encoded
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.schema import load_schema
+from blindmatch.cli import main
+from blindmatch.client.encoding.encode import encode_csv, read_secret
+from blindmatch.client.encoding.encoded import read_encoded
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
 from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Org
 
 

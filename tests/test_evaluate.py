@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.cli import main
-from blindmatch.client.evaluate import quality, read_results, read_truth, recommend, sweep
+from blindmatch.cli import main
+from blindmatch.client.tools.evaluate import quality, read_results, read_truth, recommend, sweep
 
 # Entity e1 is held by all three members, e2 by north and south, e3 by north only.
 TRUTH = """member,record_id,entity_id

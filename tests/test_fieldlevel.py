@@ -10,10 +10,10 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.messy import ORGS, write_exports
-from blindmatch.client.encode import encode_csv
-from blindmatch.client.evaluate import quality, read_truth
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.schema import load_schema
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher import fieldlevel
 from blindmatch.matcher.runs import match
 from tests.conftest import FIELD_LEVEL_SCHEMA, Org

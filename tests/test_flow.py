@@ -10,13 +10,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blindmatch.client.api import MatcherClient, ProjectTokens
-from blindmatch.client.cli import main
-from blindmatch.client.encode import encode_csv
-from blindmatch.client.encoded import Encoded, read_encoded, write_encoded
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.encoded import Encoded, read_encoded, write_encoded
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import AuthError, NotFoundError, RejectedError
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.schema import load_schema
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -125,7 +125,7 @@ def test_cli_flow_finds_the_shared_people(
 
 
 def test_every_command_has_help_text(capsys: pytest.CaptureFixture[str]) -> None:
-    from blindmatch.client.cli import build_parser
+    from blindmatch.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

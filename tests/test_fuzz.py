@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blindmatch.client.encode import encode_csv
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.schema import load_schema
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Matcher

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
-from blindmatch.client.api import MatcherClient
+from blindmatch.client import MatcherClient
 from blindmatch.matcher import index as index_module
 from blindmatch.matcher.index import MemberIndex, Segment, as_words
 from blindmatch.matcher.realtime import clk_digest

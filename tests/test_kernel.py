@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindmatch.client.encode import encode_csv
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.schema import load_schema
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.matcher import kernel
 from blindmatch.matcher._anonlink import dice_coefficient_accelerated
 from tests.conftest import FEBRL4

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blindmatch.client.normalise import (
+from blindmatch.client.encoding.normalise import (
     FieldRule,
     InvalidValue,
     first_name,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
-from blindmatch.client.api import MatcherClient
+from blindmatch.client import MatcherClient
 from blindmatch.matcher import kernel
 from blindmatch.matcher.index import MemberIndex, Segment, as_words, search_snapshots
 from blindmatch.matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups

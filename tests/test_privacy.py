@@ -15,10 +15,9 @@ from clkhash import clk as clk_encoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindmatch.client.cli import main
-from blindmatch.client.encode import EncodeReport, encode_csv, read_rows
-from blindmatch.client.errors import InputError
-from blindmatch.client.harden import (
+from blindmatch.cli import main
+from blindmatch.client.encoding.encode import EncodeReport, encode_csv, read_rows
+from blindmatch.client.encoding.harden import (
     NONE,
     RECOMMENDED,
     Hardening,
@@ -27,11 +26,12 @@ from blindmatch.client.harden import (
     hardening_from_raw,
     with_hardening,
 )
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.privacy import check, population
-from blindmatch.client.privacy.attacks import Target
-from blindmatch.client.privacy.check import check_synthetic, field_segments
-from blindmatch.client.schema import LinkageSchema, load_schema
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import LinkageSchema, load_schema
+from blindmatch.client.errors import InputError
+from blindmatch.client.tools.privacy import check, population
+from blindmatch.client.tools.privacy.attacks import Target
+from blindmatch.client.tools.privacy.check import check_synthetic, field_segments
 from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)

@@ -13,9 +13,9 @@ import pytest
 
 from benchmarks.messy import ORGS, write_exports
 from benchmarks.quality import SCHEMA, anchor, blindmatch_flow
-from blindmatch.client.evaluate import quality, read_truth
-from blindmatch.client.privacy.check import check_csv
-from blindmatch.client.schema import load_schema
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.evaluate import quality, read_truth
+from blindmatch.client.tools.privacy.check import check_csv
 
 
 @pytest.mark.slow

@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from blindmatch.client.api import MatcherClient, ProjectTokens
-from blindmatch.client.encode import read_secret
-from blindmatch.client.encoded import Encoded
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
+from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.encoding.refs import row_refs
 from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
-from blindmatch.client.realtime import row_refs
-from blindmatch.client.session import AsyncQuerySession
+from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.limits import QUERY_STREAMS_PER_MEMBER, QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb

@@ -10,13 +10,15 @@ import grpc
 import numpy as np
 import pytest
 
-from blindmatch.client.api import MatcherClient, ProjectTokens
-from blindmatch.client.cli import main
-from blindmatch.client.encode import read_secret
-from blindmatch.client.encoded import Encoded
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
+from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.encoding.person import encode_person
+from blindmatch.client.encoding.refs import plan_sync, resolve_refs, row_refs
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import NotFoundError, RejectedError
-from blindmatch.client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
-from blindmatch.client.schema import load_schema
+from blindmatch.client.remote.index import sync_index
 from blindmatch.matcher.index import MemberIndex, as_words, search
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.solve import dice

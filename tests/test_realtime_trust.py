@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.api import ProjectTokens
-from blindmatch.client.encode import read_secret
-from blindmatch.client.encoded import Encoded
+from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import NotFoundError
 from blindmatch.matcher.audit import ACTIONS
 from tests.conftest import Matcher, Org

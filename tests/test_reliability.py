@@ -21,10 +21,10 @@ import pytest
 
 from benchmarks.faults import free_port
 from benchmarks.knownclks import Dataset, population, write
-from blindmatch.client.api import MatcherClient, ProjectTokens
-from blindmatch.client.encoded import Encoded
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
-from blindmatch.client.retry import NO_RETRY, RetryPolicy
+from blindmatch.client.remote.retry import NO_RETRY, RetryPolicy
 from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb

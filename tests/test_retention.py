@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client.api import MatcherClient, ProjectTokens
-from blindmatch.client.cli import main, parse_expiry
-from blindmatch.client.encoded import Encoded
+from blindmatch.cli import main
+from blindmatch.cli.project import parse_expiry
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError, NotFoundError, RejectedError
 from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, Matcher, Org
@@ -219,7 +220,11 @@ def test_a_member_erases_its_uploads_and_results(
     north_files |= {f for f in files_before if f.stem in _uploads_of(matcher, "north")}
 
     args = ["erase", "--project", "trial", "--token", project.tokens["north"]]
-    assert main([*args, "--server", matcher.target, "--quiet"]) == 0
+    # Nobody to ask (standard input is not a terminal) and no --yes: refused, nothing erased.
+    assert main([*args, "--server", matcher.target, "--quiet"]) == 2
+    assert "pass --yes to confirm" in capsys.readouterr().err
+    assert _uploads_of(matcher, "north")
+    assert main([*args, "--server", matcher.target, "--quiet", "--yes"]) == 0
     assert "Erased from trial: 2 upload(s) and 6 result row(s)" in capsys.readouterr().out
 
     remaining = set(clk_files(matcher.data_dir))

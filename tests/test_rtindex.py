@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.rtrecall import graded
 from benchmarks.synthclks import CLK_BITS, Population
-from blindmatch.client.api import MatcherClient
+from blindmatch.client import MatcherClient
 from blindmatch.client.errors import RejectedError
 from blindmatch.matcher import hugepages, kernel
 from blindmatch.matcher._anonlink import dice_coefficient_accelerated

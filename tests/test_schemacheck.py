@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from blindmatch.client.cli import main
-from blindmatch.client.schemacheck import check_schema
+from blindmatch.cli import main
+from blindmatch.client.encoding.schemacheck import check_schema
 from tests.conftest import FEBRL4, FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
 
 RECOMMENDED: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())

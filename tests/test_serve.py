@@ -29,7 +29,7 @@ def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> Non
 
 def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "blindmatch.client.cli", "serve", "--data-dir", str(tmp_path / "d"),
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
          "--listen", "0.0.0.0:0"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
         env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},

@@ -14,12 +14,12 @@ import pytest
 from cryptography import x509
 
 from benchmarks.cliflow import blindmatch, serve
-from blindmatch.client import tls
-from blindmatch.client.api import MatcherClient
-from blindmatch.client.certs import CertFiles, make_certs
-from blindmatch.client.cli import main
-from blindmatch.client.encoded import Encoded
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError, UnavailableError
+from blindmatch.client.remote import tls
+from blindmatch.client.tools.certs import CertFiles, make_certs
 from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org
 from tests.support import encode_all

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.privacy.frequencies import FrequencyList
+from blindmatch.client.tools.privacy.frequencies import FrequencyList
 
 Tokenize = Callable[[str], Sequence[str]]
 
@@ -143,15 +143,14 @@ def cluster_encodings(
     encodings: npt.NDArray[np.uint8], similarity: float = CLUSTER_DICE
 ) -> npt.NDArray[np.intp]:
     """A cluster label per row: identical rows share one, and so do rows with Dice >= similarity."""
-    from blindmatch.matcher.compare import Chunk, compare_chunk
+    from blindmatch.client.tools.privacy.dice import similar_pairs
 
     unique, inverse = np.unique(encodings, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     uf = _UnionFind(len(unique))
     if len(unique) > 1 and similarity < 1.0:
-        chunk = Chunk(0, 0, len(unique), 1, 0, len(unique))
-        pairs = compare_chunk(chunk, [unique, unique], similarity)
-        for a, b in zip(pairs.rec0.tolist(), pairs.rec1.tolist(), strict=True):
+        rows_a, rows_b = similar_pairs(unique, similarity)
+        for a, b in zip(rows_a.tolist(), rows_b.tolist(), strict=True):
             if a != b:
                 uf.union(a, b)
     return uf.labels()[inverse]

@@ -1,258 +1,57 @@
-"""A typed client for the matcher: callers get our exceptions, never grpc.RpcError.
+"""The typed client for the matcher: callers get our dataclasses and exceptions, never
+a protobuf message or a `grpc.RpcError`.
 
 Transient failures (the matcher restarting, a dropped connection, a per-member
 limit on calls in flight) are retried with exponential backoff and jitter; see
-`client.retry`. An upload is retried by restarting its stream with the same
+`client.remote.retry`. An upload is retried by restarting its stream with the same
 client-chosen upload id, so the matcher stores it once however often it is sent.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from blindmatch.client.encoded import Encoded
-from blindmatch.client.errors import (
-    AuthError,
-    BusyError,
-    MatcherError,
-    NotFoundError,
-    RejectedError,
-    UnavailableError,
+from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.errors import MatcherError
+from blindmatch.client.remote import convert
+from blindmatch.client.remote.channel import (
+    TRANSIENT,
+    check_reachable,
+    open_channel,
+    translate_errors,
 )
-from blindmatch.client.retry import RetryPolicy, is_busy
+from blindmatch.client.remote.model import (
+    AuditCheck,
+    Erased,
+    IndexSummary,
+    MemberVolume,
+    ProjectInfo,
+    ProjectTokens,
+    QueryAnswer,
+    QueryLimits,
+    Results,
+    RunProgress,
+    UploadReceipt,
+    WatchEvent,
+)
+from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from blindmatch.client.session import QuerySession
+    from blindmatch.client.remote.session import QuerySession
 
 # Bytes of whole CLKs per upload message: well under gRPC's 16 MiB message limit.
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
-LEVELS = {"count": 1, "hits": 2, "mapping": 3, "scores": 4}
-LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
-BLOCKINGS = {"auto": 1, "exhaustive": 2, "lsh": 3}
-BLOCKING_NAMES = {v: k for k, v in BLOCKINGS.items()} | {0: "auto"}
-
-_ERRORS: dict[grpc.StatusCode, type[MatcherError]] = {
-    grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.INVALID_ARGUMENT: RejectedError,
-    grpc.StatusCode.FAILED_PRECONDITION: RejectedError,
-    grpc.StatusCode.ALREADY_EXISTS: RejectedError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: RejectedError,
-    grpc.StatusCode.OUT_OF_RANGE: RejectedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-}
-
-
-_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "socket closed")
-TLS_HINT = (
-    "; if the matcher uses TLS, pass --ca-cert (and --client-cert/--client-key when it "
-    "requires client certificates); see docs/security.md"
-)
-
-
-@contextmanager
-def translate_errors(target: str) -> Iterator[None]:
-    """Turn a failed gRPC call into the matching `MatcherError` subclass."""
-    try:
-        yield
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        detail = exc.details() if hasattr(exc, "details") else str(exc)
-        cls = _ERRORS.get(code, MatcherError)
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
-            cls = BusyError
-        if cls is UnavailableError:
-            hint = TLS_HINT if any(w in detail.lower() for w in _TLS_WORDS) else ""
-            detail = f"cannot reach the matcher at {target}: {detail}{hint}"
-        raise cls(f"{detail} [{code.name}]") from None
-
-
 T = TypeVar("T")
-TRANSIENT = (UnavailableError, BusyError)
-
-
-@dataclass(frozen=True)
-class ProjectTokens:
-    project: str
-    tokens: dict[str, str]
-    disclosure: str
-    threshold: float
-    blocking: str = "auto"
-    require_purpose: bool = False
-    expires_unix: int = 0
-
-
-@dataclass(frozen=True)
-class Erased:
-    uploads: int
-    links: int
-
-
-@dataclass(frozen=True)
-class AuditCheck:
-    ok: bool
-    entries: int
-    head_seq: int
-    head_hash: str
-    problems: list[str]
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    run_id: str
-    state: str  # queued, running, done, failed
-    stage: str
-    work_done: int
-    work_total: int
-    groups: int
-    message: str
-
-    @classmethod
-    def from_pb(cls, msg: pb.RunStatus) -> RunProgress:
-        state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
-        return cls(
-            msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message
-        )
-
-
-@dataclass(frozen=True)
-class ResultHit:
-    row: int
-    partner: str
-    partner_row: int
-    score: float
-
-
-@dataclass
-class Results:
-    run_id: str
-    disclosure: str
-    upload_sha256: str
-    record_count: int
-    counts: dict[str, int]
-    hits: list[ResultHit] = field(default_factory=list)
-    # partner -> what this member learns about it (the lesser of the project's level and
-    # the partner's consent); partners without shared subjects are not listed
-    levels: dict[str, str] = field(default_factory=dict)
-
-    def level_of(self, partner: str) -> str:
-        return self.levels.get(partner, self.disclosure)
-
-
-@dataclass(frozen=True)
-class IndexSummary:
-    """What one index change did, and the index's size afterwards."""
-
-    added: int
-    replaced: int
-    removed: int
-    record_count: int
-
-
-@dataclass(frozen=True)
-class PartnerMatch:
-    """A partner holding a queried record; refs (mapping) and scores (scores) when allowed."""
-
-    partner: str
-    refs: tuple[str, ...] = ()
-    scores: tuple[float, ...] = ()
-
-
-@dataclass
-class QueryAnswer:
-    """The matcher's answer to a query, one entry of `results` per queried CLK."""
-
-    disclosure: str  # the project's level
-    results: list[list[PartnerMatch]]
-    counts: dict[str, int]  # per partner: how many queried records it holds
-    partner_levels: dict[str, str]  # the most each partner's answer reveals
-    partners: list[str]  # partners with a standing index that were searched
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """A partner newly holds watched record `index` (None at count: only the fact)."""
-
-    partner: str
-    index: int | None
-    match: PartnerMatch | None
-
-
-@dataclass(frozen=True)
-class QueryLimits:
-    project: str
-    member: str
-    per_minute: int
-    per_day: int
-    allow_watch: bool
-
-
-@dataclass(frozen=True)
-class MemberVolume:
-    member: str
-    queries: int
-    records: int
-    records_with_hits: int
-    peak_per_minute: int
-    per_day_limit: int
-    distinct_purposes: int
-    refused: int
-    flags: list[str]
-
-
-def _clk_bytes(clks: bytes | Sequence[bytes]) -> bytes:
-    return clks if isinstance(clks, bytes) else b"".join(clks)
-
-
-def query_request(
-    project: str,
-    clks: bytes | Sequence[bytes],
-    clk_bits: int,
-    fingerprint: bytes,
-    purpose: str,
-) -> pb.QueryRequest:
-    return pb.QueryRequest(
-        project=project,
-        purpose=purpose,
-        clk_bits=clk_bits,
-        fingerprint=fingerprint,
-        clks=_clk_bytes(clks),
-    )
-
-
-def query_answer(reply: pb.QueryReply) -> QueryAnswer:
-    results = [
-        [PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores)) for m in r.matches]
-        for r in reply.results
-    ]
-    return QueryAnswer(
-        disclosure=LEVEL_NAMES[reply.disclosure],
-        results=results,
-        counts={c.partner: c.shared for c in reply.counts},
-        partner_levels={p: LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
-        partners=list(reply.partners),
-    )
-
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
-]
 
 
 class MatcherClient:
@@ -274,14 +73,16 @@ class MatcherClient:
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
         self.credentials = credentials
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(target, credentials)
         self._stub = pb_grpc.MatcherStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
+
+    def check_reachable(self) -> None:
+        """Fail at once, with one clear sentence, when no matcher answers at the target
+        (rather than retrying for a while as calls do; for a command run by hand)."""
+        check_reachable(self._channel, self.target)
 
     def __enter__(self) -> MatcherClient:
         return self
@@ -324,28 +125,14 @@ class MatcherClient:
         expires_unix: int = 0,
     ) -> ProjectTokens:
         """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days)."""
-        request = pb.CreateProjectRequest(
-            name=name,
-            members=members,
-            disclosure=cast(pb.Disclosure, LEVELS[disclosure]),
-            threshold=threshold,
-            blocking=cast(pb.Blocking, BLOCKINGS[blocking]),
-            require_purpose=require_purpose,
-            expires_unix=expires_unix,
+        request = convert.create_project_request(
+            name, members, disclosure, threshold, blocking, require_purpose, expires_unix
         )
         with translate_errors(self.target):
             reply = self._stub.CreateProject(
                 request, metadata=self._metadata(), timeout=self.timeout
             )
-        return ProjectTokens(
-            reply.project,
-            dict(reply.tokens),
-            LEVEL_NAMES[reply.disclosure],
-            reply.threshold,
-            BLOCKING_NAMES[reply.blocking],
-            reply.require_purpose,
-            reply.expires_unix,
-        )
+        return convert.project_tokens(reply)
 
     def rotate_token(self, project: str, member: str) -> str:
         """Operator: a new token for `member` (returned once); its old token stops working."""
@@ -373,9 +160,7 @@ class MatcherClient:
             request.anchor_seq, request.anchor_hash = anchor
         with translate_errors(self.target):
             reply = self._stub.VerifyAudit(request, metadata=self._metadata(), timeout=600)
-        return AuditCheck(
-            reply.ok, reply.entries, reply.head_seq, reply.head_hash, list(reply.problems)
-        )
+        return convert.audit_check(reply)
 
     def audit(self, project: str = "", after: int = 0) -> Iterator[dict[str, object]]:
         """Audit entries as plain dicts, oldest first: all for the operator (or one
@@ -386,29 +171,17 @@ class MatcherClient:
                 metadata=self._metadata(),
                 timeout=3600,
             ):
-                yield {
-                    "seq": e.seq,
-                    "time": e.time,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "project": e.project,
-                    "member": e.member,
-                    "purpose": e.purpose,
-                    "disclosed": dict(sorted(e.disclosed.items())),
-                    "detail": json.loads(e.detail or "{}"),
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
+                yield convert.audit_entry(e)
 
     def set_consent(self, project: str, level: str) -> str:
         """Member: the most partners may learn about this member (count/hits/mapping/scores)."""
         with translate_errors(self.target):
             reply = self._stub.SetConsent(
-                pb.SetConsentRequest(project=project, level=cast(pb.Disclosure, LEVELS[level])),
+                pb.SetConsentRequest(project=project, level=convert.level_number(level)),
                 metadata=self._metadata(),
                 timeout=self.timeout,
             )
-        return LEVEL_NAMES[reply.level]
+        return convert.level_name(reply.level)
 
     def erase(self, project: str) -> Erased:
         """Member: delete this member's uploads and every result involving them, now."""
@@ -416,10 +189,11 @@ class MatcherClient:
             reply = self._stub.Erase(
                 pb.EraseRequest(project=project), metadata=self._metadata(), timeout=self.timeout
             )
-        return Erased(reply.uploads_deleted, reply.links_deleted)
+        return convert.erased(reply)
 
-    def describe(self, project: str) -> pb.ProjectInfo:
-        return self._retrying(
+    def describe(self, project: str) -> ProjectInfo:
+        """The project as this member sees it: members, levels, latest run."""
+        reply = self._retrying(
             "describe",
             lambda: self._stub.DescribeProject(
                 pb.DescribeProjectRequest(project=project),
@@ -427,6 +201,7 @@ class MatcherClient:
                 timeout=self.timeout,
             ),
         )
+        return convert.project_info(reply)
 
     def upload(
         self,
@@ -435,7 +210,7 @@ class MatcherClient:
         *,
         progress: bool = False,
         upload_id: str | None = None,
-    ) -> pb.UploadReply:
+    ) -> UploadReceipt:
         """Stream an ENCODED folder's CLKs; the matcher replaces our earlier upload.
 
         Every attempt carries the same `upload_id` (a fresh random one unless
@@ -457,18 +232,7 @@ class MatcherClient:
         attempts = [0]
 
         def messages() -> Iterator[pb.UploadRequest]:
-            yield pb.UploadRequest(
-                header=pb.UploadHeader(
-                    project=project,
-                    clk_bits=encoded.clk_bits,
-                    record_count=encoded.record_count,
-                    fingerprint=encoded.fingerprint,
-                    sha256=encoded.sha256,
-                    client_upload_id=key,
-                    field_bits=encoded.field_bits,
-                    fallback_bits=encoded.fallback_bits,
-                )
-            )
+            yield convert.upload_header(project, encoded, key)
             per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)
             for block in encoded.iter_chunks(per_message):
                 yield pb.UploadRequest(clks=block)
@@ -483,7 +247,7 @@ class MatcherClient:
             return self._stub.Upload(messages(), metadata=self._metadata(), timeout=3600)
 
         try:
-            return self._retrying("upload", attempt)
+            return convert.upload_receipt(self._retrying("upload", attempt))
         finally:
             bar.close()
 
@@ -495,7 +259,7 @@ class MatcherClient:
                 pb.StartRunRequest(project=project), metadata=self._metadata(), timeout=self.timeout
             ),
         )
-        return RunProgress.from_pb(status)
+        return convert.run_progress(status)
 
     def watch_run(self, project: str, run_id: str = "") -> Iterator[RunProgress]:
         """Progress updates until the run is done or failed, reconnecting if the stream drops."""
@@ -507,7 +271,7 @@ class MatcherClient:
                         pb.WatchRunRequest(project=project, run_id=run_id),
                         metadata=self._metadata(),
                     ):
-                        progress = RunProgress.from_pb(status)
+                        progress = convert.run_progress(status)
                         run_id = progress.run_id
                         delays = self.retry.delays()  # progress made: patience renewed
                         yield progress
@@ -536,22 +300,9 @@ class MatcherClient:
             timeout=3600,
         ):
             if chunk.HasField("header"):
-                h = chunk.header
-                results = Results(
-                    run_id=h.run_id,
-                    disclosure=LEVEL_NAMES[h.disclosure],
-                    upload_sha256=h.upload_sha256,
-                    record_count=h.record_count,
-                    counts={c.partner: c.shared for c in h.counts},
-                    levels={
-                        c.partner: LEVEL_NAMES.get(c.disclosure, LEVEL_NAMES[h.disclosure])
-                        for c in h.counts
-                    },
-                )
+                results = convert.results_header(chunk.header)
             elif results is not None:
-                results.hits.extend(
-                    ResultHit(x.row, x.partner, x.partner_row, x.score) for x in chunk.hits.hits
-                )
+                results.hits.extend(convert.result_hits(chunk.hits))
         if results is None:
             raise MatcherError("the matcher sent no results header")
         return results
@@ -587,7 +338,7 @@ class MatcherClient:
 
         with translate_errors(self.target):
             reply = self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600)
-        return IndexSummary(reply.added, reply.replaced, reply.removed, reply.record_count)
+        return convert.index_summary(reply)
 
     def list_index(self, project: str) -> dict[str, bytes]:
         """This member's indexed refs, each with the 8-byte BLAKE2b digest of its CLK."""
@@ -614,17 +365,17 @@ class MatcherClient:
         `purpose` (a case reference, say) is required and logged with the query. The
         matcher keeps nothing of the CLKs after answering.
         """
-        request = query_request(project, clks, clk_bits, fingerprint, purpose)
+        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose)
         with translate_errors(self.target):
             reply = self._stub.Query(request, metadata=self._metadata(), timeout=self.timeout)
-        return query_answer(reply)
+        return convert.query_answer(reply)
 
     def query_session(self, project: str, *, clk_bits: int, fingerprint: bytes) -> QuerySession:
         """A session for many queries in `project`: one stream, cheaper a query than `query`.
 
-        Use it as a context manager (or call `close`); see `client.session`.
+        Use it as a context manager (or call `close`); see `client.remote.session`.
         """
-        from blindmatch.client.session import AsyncQuerySession, QuerySession
+        from blindmatch.client.remote.session import AsyncQuerySession, QuerySession
 
         return QuerySession(
             functools.partial(
@@ -654,25 +405,14 @@ class MatcherClient:
         Only where the operator allows watching; the first event arrives once the watch
         is registered (it is not yielded). Close the generator to stop watching.
         """
-        request = pb.QueryRequest(
-            project=project,
-            purpose=purpose,
-            clk_bits=clk_bits,
-            fingerprint=fingerprint,
-            clks=_clk_bytes(clks),
-        )
+        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose)
         with translate_errors(self.target):
             stream = self._stub.Watch(request, metadata=self._metadata(), timeout=timeout)
             try:
-                for event in stream:
-                    if event.ready:
-                        continue
-                    if event.HasField("count"):
-                        yield WatchEvent(event.count.partner, None, None)
-                    else:
-                        m = event.result.matches[0]
-                        match = PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores))
-                        yield WatchEvent(m.partner, event.result.index, match)
+                for message in stream:
+                    event = convert.watch_event(message)
+                    if event is not None:
+                        yield event
             finally:
                 stream.cancel()
 
@@ -688,25 +428,12 @@ class MatcherClient:
         """Operator: records per minute and per day a member (or, with no member, every
         member without its own limits) may query; 0 keeps the current value. `allow_watch`
         (project-wide) turns watching on or off; None leaves it as it is."""
-        request = pb.QueryLimits(
-            project=project,
-            member=member,
-            records_per_minute=per_minute,
-            records_per_day=per_day,
-        )
-        if allow_watch is not None:
-            request.allow_watch = allow_watch
+        request = convert.query_limits_request(project, member, per_minute, per_day, allow_watch)
         with translate_errors(self.target):
             reply = self._stub.SetQueryLimits(
                 request, metadata=self._metadata(), timeout=self.timeout
             )
-        return QueryLimits(
-            reply.project,
-            reply.member,
-            reply.records_per_minute,
-            reply.records_per_day,
-            reply.allow_watch,
-        )
+        return convert.query_limits(reply)
 
     def query_report(self, project: str, hours: int = 24) -> list[MemberVolume]:
         """Operator: each member's query volume over the last `hours`, unusual volume flagged."""
@@ -716,17 +443,4 @@ class MatcherClient:
                 metadata=self._metadata(),
                 timeout=self.timeout,
             )
-        return [
-            MemberVolume(
-                m.member,
-                m.queries,
-                m.records,
-                m.records_with_hits,
-                m.peak_per_minute,
-                m.records_per_day_limit,
-                m.distinct_purposes,
-                m.refused,
-                list(m.flags),
-            )
-            for m in reply.members
-        ]
+        return convert.member_volumes(reply)

@@ -282,7 +282,7 @@ def holdings(
 
 
 def _unaccent(value: str) -> str:
-    from blindmatch.client.normalise import fold
+    from blindmatch.client.encoding.normalise import fold
 
     out = fold(value)
     return out.title() if value[:1].isupper() else out

@@ -257,7 +257,7 @@ def evaluate_files(
     best = recommend(points)
     files: list[Path] = []
     if points:
-        from blindmatch.client.plots import precision_recall, score_histogram
+        from blindmatch.client.tools.plots import precision_recall, score_histogram
 
         folder = Path(out_dir) if out_dir else results.with_name(f"{results.stem}-evaluation")
         folder.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from typing import Literal
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames"]
 OPTIONS: tuple[Option, ...] = ("first-name", "nicknames")
-NICKNAMES_CSV = Path(__file__).resolve().parent / "data" / "nicknames.csv"
+NICKNAMES_CSV = Path(__file__).resolve().parents[1] / "data" / "nicknames.csv"
 
 # Letters that Unicode does not decompose into a base letter plus accents.
 _UNDECOMPOSED = str.maketrans(

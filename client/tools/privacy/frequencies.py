@@ -17,10 +17,10 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
+from blindmatch.client.encoding.normalise import normalise_text
 from blindmatch.client.errors import InputError
-from blindmatch.client.normalise import normalise_text
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 from clkhash import field_formats
 from clkhash import schema as clk_schema
 
+from blindmatch.client.encoding.normalise import OPTIONS, FieldRule
 from blindmatch.client.errors import InputError
-from blindmatch.client.normalise import OPTIONS, FieldRule
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from blindmatch.client.evaluate import Scored, SweepPoint, Truth
+from blindmatch.client.tools.evaluate import Scored, SweepPoint, Truth
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -19,8 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
-from blindmatch.client.schema import LinkageSchema
 
 
 @dataclass(frozen=True)

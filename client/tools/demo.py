@@ -3,6 +3,9 @@
 Three organisations whose exports differ in column names, case, date format,
 accents and postcode spacing encode locally, upload over gRPC (loopback), run
 matching, and each fetches what the default `hits` disclosure allows.
+
+The client does not import the matcher: the caller (the command line, which sits
+above both) passes `start_matcher`, which starts one on a free loopback port.
 """
 
 from __future__ import annotations
@@ -12,17 +15,22 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from blindmatch.client.api import MatcherClient
-from blindmatch.client.encode import encode_csv
-from blindmatch.client.encoded import write_encoded
-from blindmatch.client.mapping import load_mapping
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.encoded import write_encoded
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.results import join_results
-from blindmatch.client.schema import load_schema
-from blindmatch.client.synthetic import DEMO_ORGS, write_org_exports
+from blindmatch.client.tools import SCHEMAS
+from blindmatch.client.tools.synthetic import DEMO_ORGS, write_org_exports
 
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "person-uk.json"
+SCHEMA = SCHEMAS / "person-uk.json"
+
+# (data dir, operator token) -> (the matcher's HOST:PORT, a function that stops it)
+StartMatcher = Callable[[Path, str], tuple[str, Callable[[], None]]]
 
 
 def _say(text: str = "") -> None:
@@ -30,10 +38,8 @@ def _say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def run_demo(records: int = 2000, seed: int = 7) -> dict[str, float]:
+def run_demo(start_matcher: StartMatcher, records: int = 2000, seed: int = 7) -> dict[str, float]:
     """Run the demo; returns the measured precision, recall and F1 of the hits."""
-    from blindmatch.matcher.server import create_server
-
     started = time.monotonic()
     schema = load_schema(SCHEMA)
     secret = secrets.token_hex(32).encode()
@@ -41,8 +47,7 @@ def run_demo(records: int = 2000, seed: int = 7) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="blindmatch-demo-") as tmp:
         root = Path(tmp)
         exports = write_org_exports(root / "exports", records, seed)
-        server = create_server("127.0.0.1:0", root / "matcher-data", admin)
-        target = f"127.0.0.1:{server.port}"
+        target, stop = start_matcher(root / "matcher-data", admin)
         try:
             _say(f"Matcher listening on {target} (data dir {root / 'matcher-data'})")
             with MatcherClient(target, admin) as operator:
@@ -114,7 +119,7 @@ def run_demo(records: int = 2000, seed: int = 7) -> dict[str, float]:
             _say(f"Done in {time.monotonic() - started:.1f}s.")
             return {"precision": precision, "recall": recall, "f1": f1}
         finally:
-            server.stop()
+            stop()
 
 
 def _true_hits(truth: dict[str, dict[str, int]]) -> set[tuple[str, str, str]]:

@@ -38,15 +38,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from blindmatch.client.api import (
-    CHANNEL_OPTIONS,
-    QueryAnswer,
-    query_answer,
-    query_request,
-    translate_errors,
-)
 from blindmatch.client.errors import UnavailableError
-from blindmatch.client.retry import is_busy
+from blindmatch.client.remote.channel import open_aio_channel, translate_errors
+from blindmatch.client.remote.convert import query_answer, query_request
+from blindmatch.client.remote.model import QueryAnswer
+from blindmatch.client.remote.retry import is_busy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -77,10 +73,7 @@ class AsyncQuerySession:
         self.fingerprint = fingerprint
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(target, credentials)
         self._stub = pb_grpc.MatcherStub(self._channel)
         self._call: Any = None  # the open stream, if any
         self._single_until = 0.0

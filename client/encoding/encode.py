@@ -21,13 +21,18 @@ import numpy as np
 import numpy.typing as npt
 from clkhash.field_formats import InvalidEntryError
 
+from blindmatch.client.encoding.fieldlevel import encode_field_level
+from blindmatch.client.encoding.fingerprint import fingerprint
+from blindmatch.client.encoding.harden import (
+    Hardening,
+    encode_records,
+    encoded_bits,
+    hardening_from_raw,
+)
+from blindmatch.client.encoding.mapping import Mapping
+from blindmatch.client.encoding.normalise import InvalidValue, is_missing, normalise_value
+from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
-from blindmatch.client.fieldlevel import encode_field_level
-from blindmatch.client.fingerprint import fingerprint
-from blindmatch.client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
-from blindmatch.client.mapping import Mapping
-from blindmatch.client.normalise import InvalidValue, is_missing, normalise_value
-from blindmatch.client.schema import LinkageSchema
 
 # Invalid rows listed per field in the printed report (all of them go to report.json).
 PRINT_LIMIT = 10

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clkhash import comparators, field_formats
 
-from blindmatch.client.schema import LinkageSchema, load_schema
+from blindmatch.client.encoding.schema import LinkageSchema, load_schema
 
 # Typical characters per value, by the words in a field's name (else TYPICAL_TEXT).
 TYPICAL_LENGTHS = {

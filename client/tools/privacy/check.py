@@ -26,13 +26,20 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encode import EncodeReport, encode_fallback, read_rows, read_secret
+from blindmatch.client.encoding.encode import EncodeReport, encode_fallback, read_rows, read_secret
+from blindmatch.client.encoding.fieldlevel import encode_field_level
+from blindmatch.client.encoding.harden import (
+    Hardening,
+    encode_fields,
+    encode_records,
+    hardening_from_raw,
+)
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import LinkageSchema, load_schema
 from blindmatch.client.errors import InputError
-from blindmatch.client.fieldlevel import encode_field_level
-from blindmatch.client.harden import Hardening, encode_fields, encode_records, hardening_from_raw
-from blindmatch.client.mapping import load_mapping
-from blindmatch.client.privacy import frequencies, population
-from blindmatch.client.privacy.attacks import (
+from blindmatch.client.tools import SCHEMAS
+from blindmatch.client.tools.privacy import frequencies, population
+from blindmatch.client.tools.privacy.attacks import (
     AttackResult,
     Target,
     cluster_encodings,
@@ -42,14 +49,13 @@ from blindmatch.client.privacy.attacks import (
     qgram_alignment,
     unpack,
 )
-from blindmatch.client.privacy.frequencies import FrequencyList
-from blindmatch.client.schema import LinkageSchema, load_schema
+from blindmatch.client.tools.privacy.frequencies import FrequencyList
 
 Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram")
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "person-uk.json"
+DEFAULT_SCHEMA = SCHEMAS / "person-uk.json"
 
 
 @dataclass

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from blindmatch.client.privacy import frequencies
-from blindmatch.client.synthetic import holdings, typo
+from blindmatch.client.tools.privacy import frequencies
+from blindmatch.client.tools.synthetic import holdings, typo
 
 _UNIT = "ABDEFGHJLNPQRSTUWXYZ"
 _AREAS = ("M", "B", "LS", "L", "S", "NE", "BS", "CF", "G", "EH", "SW", "SE", "N", "E", "W", "NG")

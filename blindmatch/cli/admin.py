@@ -1,0 +1,164 @@
+"""`blindmatch admin ...`: the operator's tools, on the data dir and over the wire."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from blindmatch.cli.options import (
+    Subcommands,
+    actions,
+    admin_token,
+    command,
+    connect,
+    connection_options,
+    project_name,
+    project_option,
+)
+from blindmatch.client.errors import BlindmatchError
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.check import check_data_dir
+
+    report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "problems": report.problems,
+                    "projects": report.projects,
+                    "uploads_checked": report.uploads_checked,
+                    "bytes_hashed": report.bytes_hashed,
+                    "runs": report.runs,
+                    "in_flight": report.in_flight,
+                }
+            )
+        )
+    else:
+        print(report.render(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.backup import BackupError, backup_data_dir
+
+    try:
+        done = backup_data_dir(args.data_dir, args.out)
+    except BackupError as exc:
+        raise BlindmatchError(str(exc)) from None
+    print(
+        f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
+        f"upload files ({done.bytes_copied} bytes), verified."
+    )
+    return 0
+
+
+def cmd_query_limits(args: argparse.Namespace) -> int:
+    with connect(args, admin_token()) as client:
+        limits = client.set_query_limits(
+            project_name(args),
+            member=args.member or "",
+            per_minute=args.per_minute or 0,
+            per_day=args.per_day or 0,
+            allow_watch=args.allow_watch,
+        )
+    who = limits.member or "every member without its own limits"
+    print(
+        f"Query limits in {limits.project} for {who}: {limits.per_minute} records per minute, "
+        f"{limits.per_day} per 24 hours; watching {'allowed' if limits.allow_watch else 'off'}."
+    )
+    return 0
+
+
+def cmd_query_report(args: argparse.Namespace) -> int:
+    project = project_name(args)
+    with connect(args, admin_token()) as client:
+        report = client.query_report(project, hours=args.hours)
+    if args.json:
+        print(json.dumps([vars(v) for v in report], indent=2))
+        return 0
+    print(f"Query volume in {project}, last {args.hours} hours:")
+    print(
+        f"  {'member':<16} {'queries':>8} {'records':>8} {'hits':>6} {'peak/min':>8} "
+        f"{'limit/day':>9} {'purposes':>8} {'refused':>7}"
+    )
+    for v in report:
+        print(
+            f"  {v.member:<16} {v.queries:>8} {v.records:>8} {v.records_with_hits:>6} "
+            f"{v.peak_per_minute:>8} {v.per_day_limit:>9} {v.distinct_purposes:>8} "
+            f"{v.refused:>7}"
+        )
+        for flag in v.flags:
+            print(f"      UNUSUAL: {flag}")
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    net = connection_options()
+    group = command(
+        sub,
+        "admin",
+        help="operator tools: data-dir check and backup, query limits and reports",
+        example="blindmatch admin check --data-dir /var/lib/blindmatch",
+    )
+    asub = actions(group, "admin_command")
+
+    ac = command(
+        asub,
+        "check",
+        help="check a data dir: database integrity, every upload's file and hash, runs",
+        example="blindmatch admin check --data-dir /var/lib/blindmatch --json",
+        handler=cmd_check,
+    )
+    ac.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ac.add_argument("--json", action="store_true", help="print the report as JSON")
+    ac.add_argument(
+        "--no-hash", action="store_true", help="check file sizes only, not sha256 (faster)"
+    )
+
+    ab = command(
+        asub,
+        "backup",
+        help="copy a data dir, even while the matcher serves it",
+        example="blindmatch admin backup --data-dir /var/lib/blindmatch --out /backup/2026-06-01",
+        handler=cmd_backup,
+    )
+    ab.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
+
+    al = command(
+        asub,
+        "query-limits",
+        help="set query rate limits and quotas (operator)",
+        example="blindmatch admin query-limits --project burglary --per-minute 60 "
+        "--per-day 2000 --allow-watch",
+        handler=cmd_query_limits,
+        parents=[net],
+    )
+    project_option(al)
+    al.add_argument("--member", help="only this member (default: the project's default)")
+    al.add_argument("--per-minute", type=int, help="records a member may query per minute")
+    al.add_argument("--per-day", type=int, help="records a member may query per 24 hours")
+    al.add_argument(
+        "--allow-watch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let members watch for later matches, or not (project-wide; unchanged unless "
+        "given; off at first)",
+    )
+
+    ar = command(
+        asub,
+        "query-report",
+        help="query volume per member, unusual volume flagged",
+        example="blindmatch admin query-report --project burglary --hours 24",
+        handler=cmd_query_report,
+        parents=[net],
+    )
+    project_option(ar)
+    ar.add_argument("--hours", type=int, default=24, help="window (default: %(default)s)")
+    ar.add_argument("--json", action="store_true", help="print the report as JSON")

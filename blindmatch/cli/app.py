@@ -1,0 +1,63 @@
+"""The parser, assembled from one module per command group, and `main`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from blindmatch.cli import (
+    admin,
+    audit,
+    batch,
+    certs,
+    checks,
+    demo,
+    encoding,
+    member,
+    project,
+    realtime,
+    serve,
+)
+from blindmatch.cli.errors import run
+
+# In the order `blindmatch --help` lists them: the operator's, then the member's
+# batch flow, then real time, then the tools.
+GROUPS = (serve, project, admin, audit, encoding, batch, member, realtime, checks, certs, demo)
+
+
+class _Version(argparse.Action):
+    """`--version`, read from the installed package's metadata only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from blindmatch import __version__
+
+        print(f"blindmatch {__version__}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blindmatch",
+        description="Find who else holds a record about the same person, without showing records.",
+        epilog="`blindmatch COMMAND --help` explains each command, with an example; "
+        "docs/cli.md has them all.",
+    )
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

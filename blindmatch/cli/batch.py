@@ -1,0 +1,138 @@
+"""`blindmatch upload`, `run` and `results`: a member's batch flow with the matcher."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    connect,
+    connection_options,
+    member_options,
+    member_token,
+    progress_wanted,
+)
+from blindmatch.client.errors import BlindmatchError
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encoded import read_encoded
+
+    encoded = read_encoded(args.encoded)
+    with connect(args, member_token(args)) as client:
+        receipt = client.upload(args.project, encoded, progress=progress_wanted(args))
+    print(
+        f"Uploaded {receipt.record_count} encodings to {args.project} (upload {receipt.upload_id})."
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    with connect(args, member_token(args)) as client:
+        started = client.start_run(args.project)
+        if not args.quiet:
+            print(f"Run {started.run_id} {started.state}.", file=sys.stderr)
+        bar = tqdm(
+            total=0,
+            file=sys.stderr,
+            # Work units differ by method (pairs, LSH bands, field-level steps): show shares.
+            bar_format="{desc}: {percentage:3.0f}% |{bar}| {elapsed}<{remaining}",
+            disable=not progress_wanted(args),
+            leave=False,
+        )
+        final = started
+        try:
+            for status in client.watch_run(args.project, started.run_id):
+                final = status
+                if status.stage == "compare" and status.work_total:
+                    bar.total = status.work_total
+                    bar.n = status.work_done
+                    bar.set_description("comparing")
+                    bar.refresh()
+                elif status.stage:
+                    bar.set_description(status.stage)
+        finally:
+            bar.close()
+    if final.state == "failed":
+        raise BlindmatchError(f"run {final.run_id} failed: {final.message}")
+    if final.state != "done":
+        raise BlindmatchError(f"lost track of run {final.run_id} ({final.state})")
+    print(f"Run {final.run_id} done: {final.groups} shared subjects found.")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.files import write_csv
+    from blindmatch.client.results import HEADERS, join_results
+
+    encoded = read_encoded(args.encoded, verify=False)
+    with connect(args, member_token(args)) as client:
+        results = client.results(args.project, purpose=args.purpose or "")
+    rows = join_results(results, encoded)
+    write_csv(args.out, HEADERS[results.disclosure], rows)
+
+    def limited(partner: str) -> str:
+        level = results.level_of(partner)
+        return "" if level == results.disclosure else f" ({level} only, as {partner} consents)"
+
+    counts = ", ".join(f"{p}: {n}{limited(p)}" for p, n in results.counts.items()) or "none"
+    print(
+        f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
+        f"Wrote {len(rows)} row(s) to {args.out}."
+    )
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    parents = [connection_options(), member_options()]
+    p = command(
+        sub,
+        "upload",
+        help="upload encodings to the matcher",
+        description="Upload an ENCODED folder's CLKs (never its local ids) to the matcher; "
+        "it replaces this member's earlier upload. A dropped connection is retried with the "
+        "same upload id, so nothing is stored twice.",
+        example="blindmatch upload north.encoded --project burglary --token $BLINDMATCH_TOKEN",
+        handler=cmd_upload,
+        parents=parents,
+    )
+    p.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+
+    command(
+        sub,
+        "run",
+        help="match all members' uploads, showing progress",
+        description="Start matching every member's current upload (or follow the run already "
+        "going) and wait, showing progress, until it is done.",
+        example="blindmatch run --project burglary --token $BLINDMATCH_TOKEN",
+        handler=cmd_run,
+        parents=parents,
+    )
+
+    p = command(
+        sub,
+        "results",
+        help="fetch results and join them to local ids",
+        description="Fetch what the project's disclosure level and the partners' consent let "
+        "this member learn, join it to the local ids of the ENCODED folder that was uploaded, "
+        "and write a CSV (record_id,partner for hits).",
+        example="blindmatch results --project burglary --token $BLINDMATCH_TOKEN "
+        "--encoded north.encoded --out hits.csv",
+        handler=cmd_results,
+        parents=parents,
+    )
+    p.add_argument(
+        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+    )
+    p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
+    p.add_argument(
+        "--purpose",
+        help="why you are asking (a case reference); written to the audit log, and required "
+        "by projects created with --require-purpose",
+    )

@@ -1,0 +1,143 @@
+"""`blindmatch evaluate` and `privacy-check`: what a member measures locally, before or
+after matching (match quality against known truth; what an attacker could re-identify)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from blindmatch.cli.options import Subcommands, command
+from blindmatch.client.errors import InputError
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from blindmatch.client.tools.evaluate import evaluate_files
+
+    report = evaluate_files(args.results, args.truth, member=args.member, out_dir=args.out_dir)
+    print(report.render())
+    return 0
+
+
+def cmd_privacy_check(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encode import read_secret
+    from blindmatch.client.encoding.harden import NONE, RECOMMENDED
+    from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.tools.privacy.check import (
+        DEFAULT_SCHEMA,
+        check_csv,
+        check_synthetic,
+        write_outputs,
+    )
+    from blindmatch.client.tools.privacy.frequencies import read_list
+
+    schema = load_schema(args.schema or DEFAULT_SCHEMA)
+    hardening = {"schema": None, "recommended": RECOMMENDED, "none": NONE}[args.hardening]
+    overrides = {}
+    for item in args.frequencies:
+        name, sep, path = item.partition("=")
+        if not sep or name not in schema.field_names:
+            raise InputError(
+                f"--frequencies {item!r}: expected FIELD=CSV with FIELD one of "
+                f"{', '.join(schema.field_names)}"
+            )
+        overrides[name] = read_list(Path(path))
+    if args.data is None:
+        report = check_synthetic(
+            args.records, args.seed, schema, hardening=hardening, level=args.encoding
+        )
+    else:
+        if args.mapping is None or args.secret_file is None:
+            raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
+        report = check_csv(
+            args.data,
+            schema,
+            args.mapping,
+            read_secret(args.secret_file),
+            hardening=hardening,
+            level=args.encoding,
+            overrides=overrides,
+        )
+    json_path, png_path = write_outputs(report, args.out)
+    print(report.render())
+    print(f"Wrote {json_path} and {png_path}")
+    return 1 if args.strict and not report.passed else 0
+
+
+def register(sub: Subcommands) -> None:
+    p = command(
+        sub,
+        "evaluate",
+        help="precision, recall and F1 of results against known truth, with plots",
+        description="Score a results CSV against known truth (member,record_id,entity_id for "
+        "every record of every member): precision, recall and F1, a threshold sweep for "
+        "scores-level results, and PNG plots. See docs/evaluation.md.",
+        example="blindmatch evaluate --results north-hits.csv --truth truth.csv",
+        handler=cmd_evaluate,
+    )
+    p.add_argument(
+        "--results", required=True, type=Path, help="a results CSV from `blindmatch results`"
+    )
+    p.add_argument(
+        "--truth",
+        required=True,
+        type=Path,
+        help="CSV member,record_id,entity_id for every record of every member",
+    )
+    p.add_argument(
+        "--member", help="whose results these are (default: the member whose ids they use)"
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
+    )
+
+    p = command(
+        sub,
+        "privacy-check",
+        help="attack encodings as the matcher could, and report what is re-identified",
+        description="Encode a data set as `blindmatch encode` would, run the shipped attacks on "
+        "the encodings alone (the plaintext only scores them), print the share of records and "
+        "values re-identified with a verdict, and write privacy-check.json and .png. Without "
+        "DATA, a seeded realistic synthetic export is checked. See docs/privacy.md.",
+        example=[
+            "blindmatch privacy-check --records 10000",
+            "blindmatch privacy-check north.csv --mapping north.toml --secret-file "
+            "linkage.secret --strict",
+        ],
+        handler=cmd_privacy_check,
+    )
+    p.add_argument("data", nargs="?", type=Path, help="CSV export (default: synthetic data)")
+    p.add_argument(
+        "--schema", type=Path, help="clkhash v3 schema (default: schemas/person-uk.json)"
+    )
+    p.add_argument("--mapping", type=Path, help="this export's mapping (TOML); needed with DATA")
+    p.add_argument("--secret-file", type=Path, help="the shared secret; needed with DATA")
+    p.add_argument(
+        "--encoding",
+        choices=["schema", "record", "field", "both"],
+        default="schema",
+        help="attack what the schema uploads (default: record-level CLKs and any fallback "
+        "CLKs, or one filter per field for a field-level schema), or record-level CLKs, "
+        "field-level filters, or both",
+    )
+    p.add_argument(
+        "--hardening",
+        choices=["schema", "recommended", "none"],
+        default="schema",
+        help="the schema's blindmatch.hardening (default), or override it for comparison",
+    )
+    p.add_argument(
+        "--frequencies",
+        action="append",
+        default=[],
+        metavar="FIELD=CSV",
+        help="a public value,count list for FIELD (repeatable; default: shipped lists, or the "
+        "data's own frequencies for fields without one)",
+    )
+    p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
+    p.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
+    p.add_argument(
+        "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when an attack reaches 1%%")

@@ -1,0 +1,76 @@
+"""`blindmatch encode` and `schema check`: the member's local, offline side."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from blindmatch.cli.options import Subcommands, actions, command, progress_wanted, quiet_option
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encode import encode_csv, read_secret
+    from blindmatch.client.encoding.encoded import write_encoded
+    from blindmatch.client.encoding.mapping import load_mapping
+    from blindmatch.client.encoding.schema import load_schema
+
+    schema = load_schema(args.schema)
+    mapping = load_mapping(args.mapping, schema)
+    secret = read_secret(args.secret_file)
+    result = encode_csv(args.data, schema, mapping, secret, progress=progress_wanted(args))
+    write_encoded(
+        args.out,
+        clks=result.clks,
+        clk_bits=result.clk_bits,
+        fingerprint=result.fingerprint,
+        ids=result.ids,
+        report=result.report.to_dict(),
+        field_bits=result.field_bits,
+        fallback_bits=result.fallback_bits,
+    )
+    if not args.quiet:
+        print(result.report.render())
+        print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
+    return 0
+
+
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.schemacheck import check_schema
+
+    print(check_schema(args.schema).render())
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    p = command(
+        sub,
+        "encode",
+        help="encode a CSV export into CLKs, locally",
+        description="Encode a CSV export into CLKs on this machine, with the shared schema and "
+        "secret and this member's mapping, and print a data-quality report. Writes an ENCODED "
+        "folder: clks.bin and manifest.json (what is uploaded) and local/ (ids, never sent).",
+        example="blindmatch encode north.csv --schema schemas/person-uk.json --secret-file "
+        "linkage.secret --mapping north.toml --out north.encoded",
+        handler=cmd_encode,
+    )
+    p.add_argument("data", type=Path, help="the CSV export")
+    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
+    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
+    p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
+    quiet_option(p)
+
+    group = command(
+        sub,
+        "schema",
+        help="check a linkage schema",
+        example="blindmatch schema check schemas/person-uk.json",
+    )
+    sc = command(
+        actions(group, "schema_command"),
+        "check",
+        help="validate a clkhash v3 schema and warn about weak designs",
+        example="blindmatch schema check schemas/person-uk.json",
+        handler=cmd_schema_check,
+    )
+    sc.add_argument("schema", type=Path, help="the schema (JSON)")

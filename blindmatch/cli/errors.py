@@ -1,0 +1,71 @@
+"""The one place a failure becomes what the user reads and the exit status.
+
+    exit 0    done
+    exit 1    anything else that failed (a failed run, a missing clkhash)
+    exit 2    bad local input or usage: a file, an option (argparse uses 2 too)
+    exit 3    the matcher refused: wrong token, unknown project, a bad request
+    exit 4    the matcher cannot be reached, or is busy for now
+    exit 130  interrupted (Ctrl-C)
+
+Every message is `Error: ...` on standard error; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from blindmatch.client.errors import (
+    BlindmatchError,
+    BusyError,
+    InputError,
+    MatcherError,
+    UnavailableError,
+)
+
+# Most specific first: the first class an exception is an instance of decides.
+EXIT_CODES: list[tuple[type[BlindmatchError], int]] = [
+    (InputError, 2),
+    (UnavailableError, 4),
+    (BusyError, 4),
+    (MatcherError, 3),
+    (BlindmatchError, 1),
+]
+
+# clkhash's metadata caps cryptography<41 and bitarray<3 (releases with known
+# vulnerabilities), so pip cannot install it beside blindmatch's own requirements;
+# it runs unchanged on current ones and is installed without its pins. The Makefile
+# installs this same release (tests/test_install.py checks they agree).
+CLKHASH = "clkhash==0.18.3"
+CLKHASH_HELP = (
+    "this command needs clkhash, which pip does not install with blindmatch (its metadata "
+    "caps cryptography<41 and bitarray<3; it runs on current ones). Install it with:\n"
+    f"  pip install --no-deps {CLKHASH}\n"
+    f"(into this environment: {sys.executable} -m pip install --no-deps {CLKHASH})"
+)
+
+
+def exit_code(exc: BlindmatchError) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
+
+
+def say_error(message: str) -> None:
+    print(f"Error: {message}", file=sys.stderr)
+
+
+def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command's handler; every failure the user can act on becomes a message."""
+    try:
+        return int(handler(args))
+    except BlindmatchError as exc:
+        say_error(str(exc))
+        return exit_code(exc)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "clkhash":
+            raise
+        say_error(CLKHASH_HELP)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130

@@ -1,0 +1,160 @@
+"""What the commands share: how a command is declared, the connection and member
+options, tokens from the environment, and the connection to the matcher.
+
+Kept light on purpose: `blindmatch --help` imports this and every command module,
+so nothing here imports gRPC, numpy or clkhash (the handlers do, when they run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.client import MatcherClient
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+QUIET_HELP = "print only results and errors: no progress bars, notes or data-quality reports"
+
+Handler = Callable[[argparse.Namespace], int]
+Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def command(
+    sub: Subcommands,
+    name: str,
+    *,
+    help: str,
+    example: str | Sequence[str],
+    handler: Handler | None = None,
+    description: str | None = None,
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """Declare a command (or a command group): its one-line `help`, a longer
+    `description` if it needs one, and at least one example of its use."""
+    examples = [example] if isinstance(example, str) else list(example)
+    text = description or help[0].upper() + help[1:] + "."
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description="\n\n".join(textwrap.fill(p, 78) for p in text.split("\n\n")),
+        epilog="example"
+        + ("s" if len(examples) > 1 else "")
+        + ":\n"
+        + "\n".join(f"  {e}" for e in examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
+    )
+    if handler is not None:
+        parser.set_defaults(func=handler)
+    return parser
+
+
+def actions(parser: argparse.ArgumentParser, dest: str) -> Subcommands:
+    """The sub-actions of a command group (`project create`, `project show`, ...)."""
+    return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+
+def quiet_option(parser: argparse._ActionsContainer) -> None:
+    """`-q`: the same words, and the same meaning, on every command that has it."""
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """Where the matcher is and how to reach it (every command that talks to it)."""
+    net = argparse.ArgumentParser(add_help=False)
+    g = net.add_argument_group("connection")
+    g.add_argument(
+        "--server",
+        default=env("BLINDMATCH_SERVER") or DEFAULT_SERVER,
+        help="matcher HOST:PORT (default: $BLINDMATCH_SERVER or %(default)s)",
+    )
+    g.add_argument("--ca-cert", default=env("BLINDMATCH_CA_CERT"), help="CA to trust for TLS")
+    g.add_argument(
+        "--client-cert", default=env("BLINDMATCH_CLIENT_CERT"), help="mutual TLS certificate"
+    )
+    g.add_argument("--client-key", default=env("BLINDMATCH_CLIENT_KEY"), help="mutual TLS key")
+    quiet_option(g)
+    return net
+
+
+def member_options() -> argparse.ArgumentParser:
+    """The project a member acts in, and its token."""
+    member = argparse.ArgumentParser(add_help=False)
+    member.add_argument("--project", required=True, help="project name")
+    member.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    return member
+
+
+def project_option(parser: argparse.ArgumentParser) -> None:
+    """`--project NAME` for an operator command, with the old positional PROJECT kept
+    working (hidden) for scripts written before 0.2."""
+    parser.add_argument("--project", dest="project_option", metavar="NAME", help="project name")
+    parser.add_argument("project_positional", nargs="?", help=argparse.SUPPRESS)
+
+
+def project_name(args: argparse.Namespace) -> str:
+    """The project of a command declared with `project_option`."""
+    option, positional = args.project_option, args.project_positional
+    if option and positional and option != positional:
+        raise InputError(f"two projects given ({positional} and --project {option}): give one")
+    name = option or positional
+    if not name:
+        raise InputError("which project? pass --project NAME")
+    return str(name)
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def member_token(args: argparse.Namespace) -> str:
+    token = args.token or env("BLINDMATCH_TOKEN")
+    if not token:
+        raise InputError("no member token: pass --token or set BLINDMATCH_TOKEN")
+    return str(token)
+
+
+def admin_token() -> str:
+    token = env("BLINDMATCH_ADMIN_TOKEN")
+    if not token:
+        raise InputError("BLINDMATCH_ADMIN_TOKEN is not set; it holds the operator's token")
+    return token
+
+
+def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
+    """A client for the matcher named by the connection options, checked to be there:
+    a matcher that does not answer is reported at once, in one line."""
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.tls import channel_credentials
+
+    credentials = channel_credentials(
+        ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key
+    )
+
+    def say_retrying(message: str) -> None:
+        print(f"Warning: {message}", file=sys.stderr)
+
+    client = MatcherClient(args.server, token, credentials=credentials, on_retry=say_retrying)
+    try:
+        client.check_reachable()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def when(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(unix))

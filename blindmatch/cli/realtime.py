@@ -1,0 +1,298 @@
+"""`blindmatch index ...` and `query`: a member's standing index and real-time questions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindmatch.cli.options import (
+    Subcommands,
+    actions,
+    command,
+    connect,
+    connection_options,
+    env,
+    member_options,
+    member_token,
+)
+from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encode import EncodeResult
+    from blindmatch.client.remote.model import IndexSummary
+
+PERSON_OPTIONS = {
+    "given_name": "--given-name",
+    "surname": "--surname",
+    "dob": "--dob",
+    "sex": "--sex",
+    "postcode": "--postcode",
+}
+
+
+def _ref_key(args: argparse.Namespace, *, create: bool) -> bytes:
+    from blindmatch.client.encoding.refs import load_ref_key
+
+    path = args.ref_key or env("BLINDMATCH_REF_KEY")
+    if not path:
+        raise InputError(
+            "no ref key: pass --ref-key FILE or set BLINDMATCH_REF_KEY (a local file, made "
+            "on first use, that turns local ids into opaque row references)"
+        )
+    key, created = load_ref_key(path, create=create)
+    if created:
+        print(f"Made a new ref key in {path}; keep it with the encoded data.", file=sys.stderr)
+    return key
+
+
+def _summary(verb: str, s: IndexSummary) -> str:
+    return (
+        f"{verb}: {s.added} added, {s.replaced} replaced, {s.removed} removed; "
+        f"the index now holds {s.record_count} records."
+    )
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.remote.index import add_to_index
+
+    encoded = read_encoded(args.encoded)
+    key = _ref_key(args, create=True)
+    with connect(args, member_token(args)) as client:
+        summary = add_to_index(client, args.project, encoded, key, args.id or None)
+    print(_summary("Index updated", summary))
+    return 0
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from blindmatch.client.remote.index import remove_from_index
+
+    key = _ref_key(args, create=False)
+    with connect(args, member_token(args)) as client:
+        summary = remove_from_index(client, args.project, key, args.ids)
+    print(_summary("Index updated", summary))
+    return 0
+
+
+def cmd_index_sync(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.remote.index import sync_index
+
+    encoded = read_encoded(args.encoded)
+    key = _ref_key(args, create=True)
+    with connect(args, member_token(args)) as client:
+        _plan, summary = sync_index(client, args.project, encoded, key)
+    print(_summary("Index synced", summary))
+    return 0
+
+
+def cmd_index_show(args: argparse.Namespace) -> int:
+    with connect(args, member_token(args)) as client:
+        listing = client.list_index(args.project)
+    print(f"Your index in {args.project} holds {len(listing)} records.")
+    return 0
+
+
+def _query_values(args: argparse.Namespace) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in args.field or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--field {item!r}: expected NAME=VALUE, e.g. surname=Smith")
+        values[name.strip()] = value
+    for name in PERSON_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
+    from blindmatch.client.encoding.encode import encode_csv, read_secret
+    from blindmatch.client.encoding.mapping import load_mapping
+    from blindmatch.client.encoding.person import encode_person
+    from blindmatch.client.encoding.schema import load_schema
+
+    schema = load_schema(args.schema)
+    secret = read_secret(args.secret_file)
+    values = _query_values(args)
+    if args.data:
+        if values:
+            raise InputError("give either a CSV of people to query or fields, not both")
+        if not args.mapping:
+            raise InputError("--mapping is required with a CSV of people to query")
+        result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
+        labels = result.ids
+    else:
+        if not values:
+            raise InputError(
+                "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
+                "--field NAME=VALUE) or a CSV with --mapping"
+            )
+        formats = {f: args.date_format for f in values} if args.date_format else None
+        result = encode_person(schema, secret, values, formats)
+        labels = ["query"]
+    problems = [f"invalid {fr.field}" for fr in result.report.fields if fr.invalid]
+    if problems and not args.quiet:
+        print(result.report.render(), file=sys.stderr)
+    if not result.ids:
+        raise InputError(f"{args.data}: no records to query")
+    return result, labels
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from blindmatch.client.files import write_csv
+
+    if not args.purpose or not args.purpose.strip():
+        raise InputError("--purpose is required: say why you are asking (a case reference)")
+    result, labels = _encode_query(args)
+    with connect(args, member_token(args)) as client:
+        answer = client.query(
+            args.project,
+            result.clks,
+            clk_bits=result.clk_bits,
+            fingerprint=result.fingerprint,
+            purpose=args.purpose,
+        )
+    rows = []
+    for label, matches in zip(labels, answer.results, strict=True):
+        for m in matches:
+            if m.refs:
+                for i, ref in enumerate(m.refs):
+                    score = f"{m.scores[i]:.4f}" if m.scores else ""
+                    rows.append([label, m.partner, ref, score])
+            else:
+                rows.append([label, m.partner, "", ""])
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "disclosure": answer.disclosure,
+                    "partners": answer.partners,
+                    "partner_levels": answer.partner_levels,
+                    "counts": answer.counts,
+                    "results": [
+                        {
+                            "record_id": label,
+                            "matches": [
+                                {"partner": m.partner, "refs": m.refs, "scores": m.scores}
+                                for m in matches
+                            ],
+                        }
+                        for label, matches in zip(labels, answer.results, strict=True)
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if args.out:
+        write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
+    searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
+    print(f"Searched partners: {searched}.")
+    for label, matches in zip(labels, answer.results, strict=True):
+        holders = ", ".join(m.partner for m in matches)
+        print(f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'}")
+        for m in matches:
+            for i, ref in enumerate(m.refs):
+                score = f" (score {m.scores[i]:.4f})" if m.scores else ""
+                print(f"      {m.partner} ref {ref}{score}")
+    counted = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
+    for partner in counted:
+        print(
+            f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
+            f"the {len(labels)} queried record(s)"
+        )
+    if args.out:
+        print(f"Wrote {len(rows)} row(s) to {args.out}.")
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    net, member = connection_options(), member_options()
+    ref_key = argparse.ArgumentParser(add_help=False)
+    ref_key.add_argument(
+        "--ref-key",
+        help="local file keying the opaque row references (default: $BLINDMATCH_REF_KEY; "
+        "made on first use)",
+    )
+
+    group = command(
+        sub,
+        "index",
+        help="maintain this member's standing index (real-time)",
+        example="blindmatch index sync north.encoded --project burglary --ref-key north.refkey",
+    )
+    isub = actions(group, "index_command")
+    ia = command(
+        isub,
+        "add",
+        help="add or replace records of ENCODED",
+        example="blindmatch index add north.encoded --project burglary --id N1 --id N2",
+        handler=cmd_index_add,
+        parents=[net, member, ref_key],
+    )
+    ia.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    ia.add_argument("--id", action="append", help="only the record with this local id (repeatable)")
+    ir = command(
+        isub,
+        "remove",
+        help="remove records by local id",
+        example="blindmatch index remove N1 N2 --project burglary",
+        handler=cmd_index_remove,
+        parents=[net, member, ref_key],
+    )
+    ir.add_argument("ids", nargs="+", metavar="ID", help="local record id(s) to remove")
+    isy = command(
+        isub,
+        "sync",
+        help="make the index hold exactly ENCODED's records (sends only the differences)",
+        example="blindmatch index sync north.encoded --project burglary",
+        handler=cmd_index_sync,
+        parents=[net, member, ref_key],
+    )
+    isy.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    command(
+        isub,
+        "show",
+        help="how many records the index holds",
+        example="blindmatch index show --project burglary",
+        handler=cmd_index_show,
+        parents=[net, member],
+    )
+
+    p = command(
+        sub,
+        "query",
+        help="ask which partners hold a person (or each person of a small CSV), now",
+        description="Ask which partners' standing indexes hold a person given on the command "
+        "line, or each person of a small CSV, and print what the disclosure levels allow. "
+        "Every query is logged with its --purpose.",
+        example=[
+            "blindmatch query --project burglary --schema person-uk.json --secret-file "
+            "linkage.secret --purpose 'case 24/118' --given-name Grace --surname Hughes "
+            "--dob 2001-12-12",
+            "blindmatch query people.csv --mapping north.toml --project burglary --schema "
+            "person-uk.json --secret-file linkage.secret --purpose 'case 24/118' --out hits.csv",
+        ],
+        handler=cmd_query,
+        parents=[net, member],
+    )
+    p.add_argument("data", nargs="?", type=Path, help="CSV of people to query (with --mapping)")
+    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
+    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
+    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
+    for name, flag in PERSON_OPTIONS.items():
+        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
+    p.add_argument(
+        "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
+    )
+    p.add_argument(
+        "--date-format", help="how dates are written, e.g. %%d/%%m/%%Y (default: unambiguous)"
+    )
+    p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")

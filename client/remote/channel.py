@@ -1,0 +1,115 @@
+"""The connection to the matcher: channels, gRPC failures as our exceptions, reachability.
+
+`translate_errors` is the one place a `grpc.RpcError` becomes a `MatcherError`
+subclass (a registry from status code to exception class); nothing above the
+remote side catches gRPC's own exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from blindmatch.client.errors import (
+    AuthError,
+    BusyError,
+    MatcherError,
+    NotFoundError,
+    RejectedError,
+    UnavailableError,
+)
+from blindmatch.client.remote.retry import is_busy
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+
+# How long `check_reachable` waits for the matcher to answer at all.
+REACH_SECONDS = 5.0
+
+_ERRORS: dict[grpc.StatusCode, type[MatcherError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: RejectedError,
+    grpc.StatusCode.FAILED_PRECONDITION: RejectedError,
+    grpc.StatusCode.ALREADY_EXISTS: RejectedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RejectedError,
+    grpc.StatusCode.OUT_OF_RANGE: RejectedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "socket closed")
+TLS_HINT = (
+    "; if the matcher uses TLS, pass --ca-cert (and --client-cert/--client-key when it "
+    "requires client certificates); see docs/security.md"
+)
+
+# The transient failures a call is retried on (see `client.remote.retry`).
+TRANSIENT = (UnavailableError, BusyError)
+
+
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    """A channel to `target`: TLS with `credentials`, plaintext without."""
+    if credentials is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+def open_aio_channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """As `open_channel`, for asyncio (bound to the running event loop)."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+def _looks_like_tls(detail: str) -> bool:
+    return any(w in detail.lower() for w in _TLS_WORDS)
+
+
+@contextmanager
+def translate_errors(target: str) -> Iterator[None]:
+    """Turn a failed gRPC call into the matching `MatcherError` subclass."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        detail = exc.details() if hasattr(exc, "details") else str(exc)
+        cls = _ERRORS.get(code, MatcherError)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
+            cls = BusyError
+        if cls is UnavailableError:
+            hint = TLS_HINT if _looks_like_tls(detail) else ""
+            detail = f"cannot reach the matcher at {target}: {detail}{hint}"
+        raise cls(f"{detail} [{code.name}]") from None
+
+
+def check_reachable(channel: grpc.Channel, target: str, timeout: float = REACH_SECONDS) -> None:
+    """Raise `UnavailableError` at once, in one sentence, when nothing answers at `target`.
+
+    Asks the standard health service (no token needed, nothing audited); any answer,
+    even a refusal, means a matcher is there. A refused connection fails at once; a
+    silent address after `timeout` seconds. A TLS mismatch keeps its hint.
+    """
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=False
+        )
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return
+        detail = exc.details() if hasattr(exc, "details") else ""
+        if _looks_like_tls(detail or ""):
+            raise UnavailableError(
+                f"cannot reach the matcher at {target}: {detail}{TLS_HINT} [{code.name}]"
+            ) from None
+        raise UnavailableError(
+            f"no matcher at {target}: is `blindmatch serve` running, and is the address right?"
+        ) from None

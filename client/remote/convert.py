@@ -1,0 +1,263 @@
+"""Protobuf messages <-> the client's dataclasses (`client.remote.model`), in one place.
+
+Every wire message the client sends is built here and every reply is read here,
+so the rest of the client (and the CLI) never sees a protobuf type or an enum
+number: levels and blocking methods travel as names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import cast
+
+from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.remote.model import (
+    AuditCheck,
+    Erased,
+    IndexSummary,
+    MemberState,
+    MemberVolume,
+    PartnerMatch,
+    ProjectInfo,
+    ProjectTokens,
+    QueryAnswer,
+    QueryLimits,
+    ResultHit,
+    Results,
+    RunProgress,
+    UploadReceipt,
+    WatchEvent,
+)
+from blindmatch.protos import blindmatch_pb2 as pb
+
+_LEVEL_NUMBERS = {"count": 1, "hits": 2, "mapping": 3, "scores": 4}
+_LEVEL_NAMES = {v: k for k, v in _LEVEL_NUMBERS.items()}
+_BLOCKING_NUMBERS = {"auto": 1, "exhaustive": 2, "lsh": 3}
+_BLOCKING_NAMES = {v: k for k, v in _BLOCKING_NUMBERS.items()} | {0: "auto"}
+
+
+def level_number(name: str) -> pb.Disclosure:
+    return cast(pb.Disclosure, _LEVEL_NUMBERS[name])
+
+
+def level_name(number: int) -> str:
+    return _LEVEL_NAMES[number]
+
+
+def blocking_number(name: str) -> pb.Blocking:
+    return cast(pb.Blocking, _BLOCKING_NUMBERS[name])
+
+
+def clk_bytes(clks: bytes | Sequence[bytes]) -> bytes:
+    return clks if isinstance(clks, bytes) else b"".join(clks)
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def create_project_request(
+    name: str,
+    members: list[str],
+    disclosure: str,
+    threshold: float,
+    blocking: str,
+    require_purpose: bool,
+    expires_unix: int,
+) -> pb.CreateProjectRequest:
+    return pb.CreateProjectRequest(
+        name=name,
+        members=members,
+        disclosure=level_number(disclosure),
+        threshold=threshold,
+        blocking=blocking_number(blocking),
+        require_purpose=require_purpose,
+        expires_unix=expires_unix,
+    )
+
+
+def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.UploadRequest:
+    return pb.UploadRequest(
+        header=pb.UploadHeader(
+            project=project,
+            clk_bits=encoded.clk_bits,
+            record_count=encoded.record_count,
+            fingerprint=encoded.fingerprint,
+            sha256=encoded.sha256,
+            client_upload_id=client_upload_id,
+            field_bits=encoded.field_bits,
+            fallback_bits=encoded.fallback_bits,
+        )
+    )
+
+
+def query_request(
+    project: str,
+    clks: bytes | Sequence[bytes],
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+) -> pb.QueryRequest:
+    return pb.QueryRequest(
+        project=project,
+        purpose=purpose,
+        clk_bits=clk_bits,
+        fingerprint=fingerprint,
+        clks=clk_bytes(clks),
+    )
+
+
+def query_limits_request(
+    project: str, member: str, per_minute: int, per_day: int, allow_watch: bool | None
+) -> pb.QueryLimits:
+    request = pb.QueryLimits(
+        project=project,
+        member=member,
+        records_per_minute=per_minute,
+        records_per_day=per_day,
+    )
+    if allow_watch is not None:
+        request.allow_watch = allow_watch
+    return request
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
+    return ProjectTokens(
+        reply.project,
+        dict(reply.tokens),
+        _LEVEL_NAMES[reply.disclosure],
+        reply.threshold,
+        _BLOCKING_NAMES[reply.blocking],
+        reply.require_purpose,
+        reply.expires_unix,
+    )
+
+
+def run_progress(msg: pb.RunStatus) -> RunProgress:
+    state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
+    return RunProgress(
+        msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message
+    )
+
+
+def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
+    return ProjectInfo(
+        project=msg.project,
+        member=msg.member,
+        disclosure=_LEVEL_NAMES[msg.disclosure],
+        threshold=msg.threshold,
+        members=[
+            MemberState(m.name, m.uploaded, m.record_count, _LEVEL_NAMES.get(m.consent))
+            for m in msg.members
+        ],
+        clk_bits=msg.clk_bits,
+        blocking=_BLOCKING_NAMES[msg.blocking],
+        require_purpose=msg.require_purpose,
+        expires_unix=msg.expires_unix,
+        latest_run=run_progress(msg.latest_run) if msg.HasField("latest_run") else None,
+    )
+
+
+def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
+    return UploadReceipt(reply.upload_id, reply.record_count, reply.sha256, reply.replayed)
+
+
+def erased(reply: pb.EraseReply) -> Erased:
+    return Erased(reply.uploads_deleted, reply.links_deleted)
+
+
+def audit_check(reply: pb.VerifyAuditReply) -> AuditCheck:
+    return AuditCheck(
+        reply.ok, reply.entries, reply.head_seq, reply.head_hash, list(reply.problems)
+    )
+
+
+def audit_entry(e: pb.AuditEntry) -> dict[str, object]:
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "actor": e.actor,
+        "action": e.action,
+        "project": e.project,
+        "member": e.member,
+        "purpose": e.purpose,
+        "disclosed": dict(sorted(e.disclosed.items())),
+        "detail": json.loads(e.detail or "{}"),
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }
+
+
+def results_header(h: pb.ResultsHeader) -> Results:
+    return Results(
+        run_id=h.run_id,
+        disclosure=_LEVEL_NAMES[h.disclosure],
+        upload_sha256=h.upload_sha256,
+        record_count=h.record_count,
+        counts={c.partner: c.shared for c in h.counts},
+        levels={
+            c.partner: _LEVEL_NAMES.get(c.disclosure, _LEVEL_NAMES[h.disclosure]) for c in h.counts
+        },
+    )
+
+
+def result_hits(hits: pb.HitBatch) -> list[ResultHit]:
+    return [ResultHit(x.row, x.partner, x.partner_row, x.score) for x in hits.hits]
+
+
+def index_summary(reply: pb.IndexChangeReply) -> IndexSummary:
+    return IndexSummary(reply.added, reply.replaced, reply.removed, reply.record_count)
+
+
+def partner_match(m: pb.QueryMatch) -> PartnerMatch:
+    return PartnerMatch(m.partner, tuple(m.partner_refs), tuple(m.scores))
+
+
+def query_answer(reply: pb.QueryReply) -> QueryAnswer:
+    return QueryAnswer(
+        disclosure=_LEVEL_NAMES[reply.disclosure],
+        results=[[partner_match(m) for m in r.matches] for r in reply.results],
+        counts={c.partner: c.shared for c in reply.counts},
+        partner_levels={p: _LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
+        partners=list(reply.partners),
+    )
+
+
+def watch_event(event: pb.WatchEvent) -> WatchEvent | None:
+    """The event a member sees, or None for the matcher's "watch registered" signal."""
+    if event.ready:
+        return None
+    if event.HasField("count"):
+        return WatchEvent(event.count.partner, None, None)
+    m = event.result.matches[0]
+    return WatchEvent(m.partner, event.result.index, partner_match(m))
+
+
+def query_limits(reply: pb.QueryLimits) -> QueryLimits:
+    return QueryLimits(
+        reply.project,
+        reply.member,
+        reply.records_per_minute,
+        reply.records_per_day,
+        reply.allow_watch,
+    )
+
+
+def member_volumes(reply: pb.QueryReport) -> list[MemberVolume]:
+    return [
+        MemberVolume(
+            m.member,
+            m.queries,
+            m.records,
+            m.records_with_hits,
+            m.peak_per_minute,
+            m.records_per_day_limit,
+            m.distinct_purposes,
+            m.refused,
+            list(m.flags),
+        )
+        for m in reply.members
+    ]

@@ -1,0 +1,174 @@
+"""What the matcher tells a member or the operator, as plain dataclasses.
+
+`MatcherClient` returns these and nothing else: no protobuf message leaves the
+remote side (`client.remote.convert` builds them from the wire). Disclosure
+levels and blocking methods are their names here (`"hits"`, `"lsh"`), never the
+wire's enum numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LEVELS = ("count", "hits", "mapping", "scores")  # least to most disclosed
+BLOCKINGS = ("auto", "exhaustive", "lsh")
+
+
+@dataclass(frozen=True)
+class ProjectTokens:
+    """A new project and its members' tokens (shown once)."""
+
+    project: str
+    tokens: dict[str, str]
+    disclosure: str
+    threshold: float
+    blocking: str = "auto"
+    require_purpose: bool = False
+    expires_unix: int = 0
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    run_id: str
+    state: str  # queued, running, done, failed
+    stage: str
+    work_done: int
+    work_total: int
+    groups: int
+    message: str
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One member of a project as `describe` shows it."""
+
+    name: str
+    uploaded: bool
+    record_count: int
+    consent: str | None  # the most it lets partners learn; None: no limit of its own
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """A project as the asking member sees it (`MatcherClient.describe`)."""
+
+    project: str
+    member: str  # who asked
+    disclosure: str
+    threshold: float
+    members: list[MemberState]
+    clk_bits: int  # 0 until the first upload
+    blocking: str
+    require_purpose: bool
+    expires_unix: int
+    latest_run: RunProgress | None
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """The matcher's acknowledgement of an upload (stored durably when it is returned)."""
+
+    upload_id: str
+    record_count: int
+    sha256: str
+    replayed: bool  # acknowledges an earlier attempt with the same client upload id
+
+
+@dataclass(frozen=True)
+class Erased:
+    uploads: int
+    links: int
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class ResultHit:
+    row: int
+    partner: str
+    partner_row: int
+    score: float
+
+
+@dataclass
+class Results:
+    run_id: str
+    disclosure: str
+    upload_sha256: str
+    record_count: int
+    counts: dict[str, int]
+    hits: list[ResultHit] = field(default_factory=list)
+    # partner -> what this member learns about it (the lesser of the project's level and
+    # the partner's consent); partners without shared subjects are not listed
+    levels: dict[str, str] = field(default_factory=dict)
+
+    def level_of(self, partner: str) -> str:
+        return self.levels.get(partner, self.disclosure)
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What one index change did, and the index's size afterwards."""
+
+    added: int
+    replaced: int
+    removed: int
+    record_count: int
+
+
+@dataclass(frozen=True)
+class PartnerMatch:
+    """A partner holding a queried record; refs (mapping) and scores (scores) when allowed."""
+
+    partner: str
+    refs: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+
+@dataclass
+class QueryAnswer:
+    """The matcher's answer to a query, one entry of `results` per queried CLK."""
+
+    disclosure: str  # the project's level
+    results: list[list[PartnerMatch]]
+    counts: dict[str, int]  # per partner: how many queried records it holds
+    partner_levels: dict[str, str]  # the most each partner's answer reveals
+    partners: list[str]  # partners with a standing index that were searched
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A partner newly holds watched record `index` (None at count: only the fact)."""
+
+    partner: str
+    index: int | None
+    match: PartnerMatch | None
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    project: str
+    member: str
+    per_minute: int
+    per_day: int
+    allow_watch: bool
+
+
+@dataclass(frozen=True)
+class MemberVolume:
+    member: str
+    queries: int
+    records: int
+    records_with_hits: int
+    peak_per_minute: int
+    per_day_limit: int
+    distinct_purposes: int
+    refused: int
+    flags: list[str]
