@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLKHASH := clkhash==0.18.3
 
-.PHONY: install demo test lint format protos check-protos bench bench-speed clean
+.PHONY: install demo test lint format protos check-protos cli-docs bench bench-speed clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ protos: $(STAMP)
 
 check-protos: $(STAMP)
 	$(BIN)/python -m blindmatch.protos.check
+
+# docs/cli.md from every command's --help (tests/test_cli.py fails when it is stale).
+cli-docs: $(STAMP)
+	$(BIN)/python -m blindmatch.cli.reference docs/cli.md
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py

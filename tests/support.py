@@ -4,6 +4,7 @@ everything the matcher keeps (to prove a refused request changed nothing)."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from tests.test_flow import encode
 
 def encode_all(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
     return {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def auth(token: str) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,3 +67,34 @@ def test_an_acknowledged_upload_survives_sigkill(tmp_path: Path) -> None:
         shown = blindmatch("project", "show", "p", "--token", token, "--server", served.target)
     assert "north: 5 records uploaded" in shown
     assert "south: not uploaded" in shown
+
+
+def test_a_token_serve_makes_goes_to_an_owner_only_file_never_to_the_terminal(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BLINDMATCH_ADMIN_TOKEN"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    said = []
+    while not said or "blindmatch matcher listening on" not in said[-1]:
+        line = proc.stderr.readline()
+        assert line, f"serve exited {proc.wait()}: {''.join(said)}"
+        said.append(line)
+    token_file = tmp_path / "d" / "operator.token"
+    token = token_file.read_text().strip()
+    assert token.startswith("bm_admin_")
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert f"operator token is in {token_file}" in "".join(said)
+    port = re.search(r"listening on [\d.]+:(\d+)", said[-1]).group(1)  # type: ignore[union-attr]
+    created = blindmatch(
+        "project", "create", "p", "--members", "a,b", "--json", "--server", f"127.0.0.1:{port}",
+        env={"BLINDMATCH_ADMIN_TOKEN": token},
+    )  # fmt: skip
+    assert json.loads(created)["project"] == "p"  # the token in the file is the operator's
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert token not in out + err + "".join(said)

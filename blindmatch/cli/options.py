@@ -137,6 +137,8 @@ def admin_token() -> str:
 def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
     """A client for the matcher named by the connection options, checked to be there:
     a matcher that does not answer is reported at once, in one line."""
+    # gRPC's own log lines (a failed TLS handshake, say) would repeat our one-line error.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.tls import channel_credentials
 

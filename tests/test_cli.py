@@ -1,0 +1,149 @@
+"""The command line as a whole: help and its reference page, version, exit codes, and
+the failures a user meets before any real work (no matcher there, no clkhash)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import build_parser, main
+from blindmatch.cli.reference import commands, render
+from blindmatch.client import ProjectTokens
+from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, Matcher
+from tests.support import db_rows, free_port
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m blindmatch ARGS` as its own process: what a user's shell would see."""
+    return subprocess.run(
+        [sys.executable, "-m", "blindmatch", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_every_command_has_a_description_and_an_example() -> None:
+    walked = list(commands(build_parser()))
+    assert len(walked) > 30
+    for path, parser in walked[1:]:
+        name = " ".join(("blindmatch", *path))
+        assert parser.description, f"`{name}` has no description"
+        assert parser.epilog and parser.epilog.startswith("example"), f"`{name}`: no example"
+        example_lines = parser.epilog.splitlines()[1:]
+        assert all(line.strip().startswith(name) for line in example_lines if line.strip()), (
+            f"`{name}`'s example does not use the command itself"
+        )
+    for path, parser in walked:
+        for action in parser._actions:
+            if isinstance(action.choices, dict):  # a command group: each entry is listed
+                listed = {a.dest for a in action._choices_actions}  # type: ignore[attr-defined]
+                assert listed == set(action.choices), f"{path}: a sub-command lacks help text"
+                assert all(a.help for a in action._choices_actions)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", ["serve", "encode", "upload", "run", "results", "demo"])
+def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert f"usage: blindmatch {command}" in capsys.readouterr().out
+
+
+def test_the_cli_reference_page_matches_the_help() -> None:
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert page == render(), "docs/cli.md is stale: run `make cli-docs`"
+
+
+def test_version_and_module_entry_point() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("blindmatch ") and done.stdout.split()[1][0].isdigit()
+
+
+def test_quiet_means_the_same_on_every_command_that_has_it() -> None:
+    helps = {
+        " ".join(path): a.help
+        for path, parser in commands(build_parser())
+        for a in parser._actions
+        if "-q" in a.option_strings
+    }
+    assert {"encode", "upload", "query", "project create", "audit export"} <= set(helps)
+    assert len(set(helps.values())) == 1
+
+
+def test_operator_commands_take_project_as_an_option_and_still_the_old_positional(
+    matcher: Matcher,
+    project: ProjectTokens,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    server = ["--server", matcher.target]
+    for spelling in (["--project", "trial"], ["trial"]):  # the positional: before 0.2
+        assert main(["admin", "query-report", *spelling, *server]) == 0
+        assert "Query volume in trial, last 24 hours:" in capsys.readouterr().out
+    assert main(["admin", "query-report", "trial", "--project", "other", *server]) == 2
+    assert "two projects given" in capsys.readouterr().err
+
+
+def test_no_matcher_there_is_one_line_at_once() -> None:
+    target = f"127.0.0.1:{free_port()}"
+    done = run_cli("run", "--project", "p", "--token", "t", "--server", target)
+    assert done.returncode == 4
+    assert done.stderr.splitlines() == [
+        f"Error: no matcher at {target}: is `blindmatch serve` running, and is the address right?"
+    ]  # not a retry warning, not a gRPC log line
+
+
+def test_without_clkhash_encode_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
+    (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
+    (tmp_path / "secret").write_text("s3cret")
+    hide_clkhash = "import sys; sys.modules['clkhash'] = None; import runpy; "
+    done = subprocess.run(
+        [sys.executable, "-c", hide_clkhash + "runpy.run_module('blindmatch', run_name='__main__')",
+         "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
+         "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),
+         "--out", str(tmp_path / "north.encoded")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "pip install --no-deps clkhash==0.18.3" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "north.encoded").exists()
+
+
+def test_erase_asks_at_a_terminal_and_does_nothing_without_a_yes(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    import pty
+
+    def erase_answering(answer: str) -> subprocess.CompletedProcess[str]:
+        primary, terminal = pty.openpty()  # standard input is a terminal: it may ask
+        try:
+            os.write(primary, answer.encode() + b"\n")
+            return subprocess.run(
+                [sys.executable, "-m", "blindmatch", "erase", "--project", "trial",
+                 "--token", project.tokens["north"], "--server", matcher.target],
+                stdin=terminal, capture_output=True, text=True, cwd=ROOT, timeout=120,
+            )  # fmt: skip
+        finally:
+            os.close(primary)
+            os.close(terminal)
+
+    refused = erase_answering("n")
+    assert refused.returncode == 2
+    assert "This cannot be undone. [y/N]" in refused.stderr
+    assert "not erased" in refused.stderr
+    assert not [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]
+    done = erase_answering("y")
+    assert done.returncode == 0, done.stderr
+    assert "Erased from trial" in done.stdout
+    assert len([r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]) == 1
