@@ -25,3 +25,12 @@ def test_the_realtime_benchmark_runs_and_finds_every_planted_hit() -> None:
     assert "300 records changed meanwhile" in done.stdout
     assert "index change (300 puts" in done.stdout
     assert "visible to the next query: True" in done.stdout
+
+
+def test_the_startup_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/startup.py", "--runs", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "blindmatch --help" in done.stdout and "x python" in done.stdout
