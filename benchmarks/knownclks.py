@@ -100,5 +100,5 @@ def write(ds: Dataset, path: Path) -> Encoded:
 
 
 def hits_of(results_hits: Sequence[object]) -> set[tuple[int, str]]:
-    """(row, partner) pairs from `client.api.Results.hits`."""
+    """(row, partner) pairs from `client.remote.model.Results.hits`."""
     return {(h.row, h.partner) for h in results_hits}  # type: ignore[attr-defined]

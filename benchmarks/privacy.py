@@ -8,11 +8,11 @@ shipped attack (`blindmatch privacy-check`, on the record-level encodings the
 default schema uploads — first and fallback CLKs — and on field-level filters of
 the same fields, as a field-level schema would upload them, on a seeded
 realistic export), and the pair F1 of linking (a) three
-organisations drawn from a realistic population (client/privacy/population.py,
+organisations drawn from a realistic population (client/tools/privacy/population.py,
 our own seeded generator: the quality branch's generator was not merged when
 this was written) and (b) Febrl4, at the default threshold, against the same
 schema unhardened. Then, per setting, what q-gram alignment (the strongest
-attack, client/privacy/attacks.py) re-identified of surnames: share of records
+attack, client/tools/privacy/attacks.py) re-identified of surnames: share of records
 and of distinct values, on field-level filters and on the record-level CLKs.
 """
 

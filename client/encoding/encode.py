@@ -71,7 +71,7 @@ class EncodeReport:
     field_level: bool = False
     fields: list[FieldReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
-    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
+    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.encoding.harden)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

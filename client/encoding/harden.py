@@ -2,7 +2,7 @@
 
 The matcher is trusted to compare encodings, not to read them, yet plain
 Bloom filters leak: identical values give identical bits, and frequent q-grams
-give frequent bit patterns (see docs/privacy.md and `client.privacy`). The
+give frequent bit patterns (see docs/privacy.md and `client.tools.privacy`). The
 transforms here make those attacks fail while keeping similar records similar.
 They are agreed in the shared schema, so every member encodes alike, under a
 top-level `blindmatch.hardening` section that clkhash ignores and the upload
@@ -342,7 +342,7 @@ def encode_records(
     """Record-level encodings (one CLK per row), hardened: (n, bits/8) bytes.
 
     `rows` are normalised values in schema order with missing values as their
-    sentinels (`client.encode.read_rows`); `schema` is the encoding schema
+    sentinels (`client.encoding.encode.read_rows`); `schema` is the encoding schema
     (`LinkageSchema.for_encoding()`); `field_names` name its fields, for the salt.
     """
     folded = copy.deepcopy(schema)

@@ -24,7 +24,7 @@ class LinkageSchema:
     clk_schema: clk_schema.Schema
     rules: tuple[FieldRule, ...]
     field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
-    # Record-level with a fallback CLK: the fields the second CLK leaves out (client.encode).
+    # Record-level with a fallback CLK: the fields the second CLK leaves out (encoding.encode).
     fallback: tuple[str, ...] = ()
 
     @property
@@ -168,7 +168,7 @@ def _fallback(
 
 
 def _field_bits(raw: dict[str, Any], parsed: clk_schema.Schema, path: Path) -> tuple[int, ...]:
-    """Segment sizes of a field-level schema (see client.fieldlevel); () if record-level."""
+    """Segment sizes of a field-level schema (see encoding.fieldlevel); () if record-level."""
     ext = raw.get("blindmatch", {})
     encoding = ext.get("encoding", "record-level") if isinstance(ext, dict) else None
     if encoding == "record-level":

@@ -320,7 +320,7 @@ class MatcherClient:
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
-        Refs are the member's own opaque row references (see `client.realtime.row_refs`),
+        Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
         never local ids. Durable at the matcher when this returns.
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
