@@ -175,6 +175,15 @@ def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> Swee
     return max(eligible, key=lambda p: (round(p.quality.f1, 6), p.threshold))
 
 
+def assess(
+    scored: Sequence[Scored], truth: Truth, member: str
+) -> tuple[Quality, list[SweepPoint], SweepPoint | None]:
+    """One member's scored hits against the truth: overall quality, the threshold sweep
+    (empty without scores) and the recommended point on it."""
+    points = sweep(scored, truth, member)
+    return quality((s.hit for s in scored), truth, member), points, recommend(points)
+
+
 @dataclass
 class Evaluation:
     """What `blindmatch evaluate` found, ready to print."""
@@ -252,9 +261,7 @@ def evaluate_files(
             f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
             f"({len(unknown)} unknown ids)"
         )
-    found_quality = quality((s.hit for s in scored), truth, member)
-    points = sweep(scored, truth, member)
-    best = recommend(points)
+    found_quality, points, best = assess(scored, truth, member)
     files: list[Path] = []
     if points:
         from blindmatch.client.plots import precision_recall, score_histogram
