@@ -293,6 +293,23 @@ def test_there_is_nothing_to_evaluate_at_count(
     assert not out.exists()
 
 
+def test_bars_are_drawn_to_scale_and_labelled_with_their_values() -> None:
+    svg = charts.stacked_bar_chart(
+        [
+            ("dob", [charts.Segment(4, charts.PRESENT, "present"),
+                     charts.Segment(1, charts.INVALID, "invalid")]),
+            ("sex", [charts.Segment(2, charts.PRESENT, "present"),
+                     charts.Segment(0, charts.INVALID, "invalid")]),
+        ],
+        title="<values>",
+    )  # fmt: skip
+    bars = r'<rect x="[\d.]+" y="\d+" width="([\d.]+)" height="22"'
+    widths = [float(w) for w in re.findall(bars, svg)]
+    assert widths == [416.0, 104.0, 208.0]  # 520 px for the largest total; nothing for a 0
+    assert ">4 / 1</text>" in svg and ">2 / 0</text>" in svg
+    assert "&lt;values&gt;" in svg and "<values>" not in svg
+
+
 # -- rendered by a real browser -------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
