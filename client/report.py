@@ -47,7 +47,14 @@ from blindmatch.client.api import (
 )
 from blindmatch.client.encoded import read_encoded
 from blindmatch.client.errors import InputError
-from blindmatch.client.evaluate import Quality, Scored, SweepPoint, assess, read_truth
+from blindmatch.client.evaluate import (
+    Quality,
+    Scored,
+    SweepPoint,
+    assess,
+    check_scored,
+    read_truth,
+)
 from blindmatch.client.results import HEADERS, join_results, write_text
 
 # Per-record rows shown on the page; the results CSV holds them all.
@@ -207,21 +214,11 @@ def _evaluate(
     if not header:
         raise InputError("--truth: at the count level there are no per-record results to evaluate")
     truth = read_truth(truth_path)
-    if member not in truth.members:
-        raise InputError(
-            f"{truth_path}: member {member!r} not found "
-            f"(members: {', '.join(sorted(truth.members))})"
-        )
     has_score = header[-1] == "score"
     scored = [
         Scored((member, r[0], r[1]), float(r[-1]) if has_score and r[-1] else None) for r in rows
     ]
-    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
-    if unknown:
-        raise InputError(
-            f"{truth_path}: record id {unknown[0]!r} of {member} is not in the truth file "
-            f"({len(unknown)} unknown ids)"
-        )
+    check_scored(scored, truth, member, truth_path=truth_path, results="the results")
     quality, points, best = assess(scored, truth, member)
     plots: list[tuple[str, bytes]] = []
     if points:
