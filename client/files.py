@@ -1,4 +1,9 @@
-"""Files the client writes for the user, atomically: the old file or the whole new one."""
+"""Files the client writes for the user, atomically: the old file or the whole new one.
+
+Each is written to a temporary file beside it and renamed into place. The temporary file
+is made readable and writable by its owner only (`tempfile.mkstemp`), so the new file
+is too, from the first byte (an operator token, say, is never readable by others).
+"""
 
 from __future__ import annotations
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 from blindmatch.cli.options import Subcommands, command, env
@@ -16,24 +14,10 @@ from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
 OPERATOR_TOKEN_FILE = "operator.token"
 
 
-def write_owner_only(path: Path, text: str) -> None:
-    """Replace `path` with `text`, readable and writable by this user only, never by others
-    even for a moment (made 0600 before the text is written, then renamed into place)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from blindmatch.client.files import write_text
     from blindmatch.client.remote import tls
     from blindmatch.matcher.server import create_server, serve_forever
 
@@ -59,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if made_token:
         token_file = Path(args.data_dir) / OPERATOR_TOKEN_FILE
-        write_owner_only(token_file, admin + "\n")
+        write_text(token_file, admin + "\n")  # owner-only, never readable by others
         print(
             "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
             f"{token_file} (readable by this user only), e.g.\n"
