@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLKHASH := clkhash==0.18.3
 
-.PHONY: install demo test lint format protos check-protos cli-docs bench bench-speed clean
+.PHONY: install demo test test-fast lint format protos check-protos cli-docs bench bench-speed clean
 
 install: $(STAMP)
 
@@ -22,8 +22,13 @@ $(STAMP): pyproject.toml setup.py matcher/_kernel.c Makefile
 demo: $(STAMP)
 	$(BIN)/blindmatch demo
 
+# Every tier (what CI runs): unit, server, and slow (processes, a fresh venv, benchmark data).
 test: $(STAMP) lint check-protos
 	$(BIN)/python -m pytest -q
+
+# Day to day: unit tests and tests against a real in-process matcher (tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

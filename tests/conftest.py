@@ -1,43 +1,47 @@
-"""Shared fixtures: a real matcher on a free loopback port, and small member inputs."""
+"""Shared fixtures (a real matcher on a free loopback port, small member inputs) and the
+test tiers. Everything else the tests share is in tests/support.py.
+
+Three tiers, each test in one, so that `make test-fast` runs the first two in under a
+minute and `make test` (what CI runs) runs all three:
+
+    unit     the pure core and local files: no server (every test not in another tier)
+    server   against a real matcher in this process (a test that uses a fixture in
+             SERVER_FIXTURES, or is marked `server` because it starts its own)
+    slow     end to end through separate processes (`blindmatch serve`, the CLI, a fresh
+             venv, a browser), or on benchmark-sized data (marked `slow`)
+
+    pytest -m unit | -m server | -m "not slow" | -m slow
+"""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.client import ProjectTokens
+from blindmatch.matcher.server import create_server
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    SOUTH_CSV,
+    SOUTH_MAP,
+    Matcher,
+    Org,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
-# Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
-FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
-FEBRL4 = ROOT / "tests" / "data" / "febrl4"
-
-ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)
+# Fixtures that start a matcher in this process (a test using one is in the server tier).
+SERVER_FIXTURES = {"matcher", "strict_matcher", "tls_server", "mtls_server", "world"}
 
 
-@dataclass
-class Matcher:
-    """A running matcher: where it listens, its data dir, and the operator token."""
-
-    server: RunningServer
-    data_dir: Path
-    admin_token: str
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    def operator(self) -> MatcherClient:
-        return MatcherClient(self.target, self.admin_token)
-
-    def member(self, token: str) -> MatcherClient:
-        return MatcherClient(self.target, token)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("server"):
+            continue
+        uses = set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.server if uses & SERVER_FIXTURES else pytest.mark.unit)
 
 
 @pytest.fixture
@@ -62,46 +66,6 @@ def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "linkage.secret"
     path.write_text("correct horse battery staple, shared by every member\n")
     return path
-
-
-NORTH_CSV = """URN,Forenames,Surname,DOB,Sex,Postcode
-N1,Élodie,O'Brien,02/03/1985,F,SW1A 1AA
-N2,James,Smith,17/11/1990,M,M1 2AB
-N3,Aoife,Byrne,30/02/1970,F,LS6 3DR
-N4,Zoltán,Kovács,05/05/1965,M,CF10 1AA
-N5,Grace,Hughes,12/12/2001,F,EH1 9ZZ
-"""
-
-SOUTH_CSV = """PersonID,FIRST_NAME,LAST_NAME,BIRTH_DATE,GENDER,POST_CODE
-S-10,ELODIE,OBRIEN,1985-03-02,Female,sw1a1aa
-S-11,ZOLTAN,KOVACS,1965-05-05,Male,cf101aa
-S-12,PETER,NOWAK,1979-08-14,Male,b338tt
-S-13,GRACE,HUGHES,2001-12-12,Female,eh19zz
-"""
-
-NORTH_MAP = """id = "URN"
-[fields]
-given_name = "Forenames"
-surname = "Surname"
-dob = { column = "DOB", date_format = "%d/%m/%Y" }
-sex = "Sex"
-postcode = "Postcode"
-"""
-
-SOUTH_MAP = """id = "PersonID"
-[fields]
-given_name = "FIRST_NAME"
-surname = "LAST_NAME"
-dob = { column = "BIRTH_DATE", date_format = "%Y-%m-%d" }
-sex = "GENDER"
-postcode = "POST_CODE"
-"""
-
-
-@dataclass
-class Org:
-    csv: Path
-    mapping: Path
 
 
 @pytest.fixture

@@ -1,24 +1,199 @@
-"""Helpers shared by the trust tests: encoded member data, raw uploads, and a snapshot of
-everything the matcher keeps (to prove a refused request changed nothing)."""
+"""What the tests share besides fixtures (those are in conftest.py): the paths and inputs
+they use, a running matcher's handle, and helpers to encode, upload, query and inspect what
+the matcher keeps. Test modules import from here, never from one another."""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import socket
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 
-from blindmatch.client.encoding.encoded import Encoded
+from benchmarks.synthclks import CLK_BITS
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import encode_csv, read_secret
+from blindmatch.client.encoding.encoded import Encoded, write_encoded
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.person import encode_person
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.remote.index import sync_index
+from blindmatch.matcher.index import MemberIndex, as_words
+from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import Matcher, Org
-from tests.test_flow import encode
+
+ROOT = Path(__file__).resolve().parent.parent
+PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
+# Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
+FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
+FEBRL4 = ROOT / "tests" / "data" / "febrl4"
+
+ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)
+
+
+@dataclass
+class Matcher:
+    """A running matcher: where it listens, its data dir, and the operator token."""
+
+    server: RunningServer
+    data_dir: Path
+    admin_token: str
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def operator(self) -> MatcherClient:
+        return MatcherClient(self.target, self.admin_token)
+
+    def member(self, token: str) -> MatcherClient:
+        return MatcherClient(self.target, token)
+
+
+# -- two members' small exports, written in different conventions -----------------------
+
+
+NORTH_CSV = """URN,Forenames,Surname,DOB,Sex,Postcode
+N1,Élodie,O'Brien,02/03/1985,F,SW1A 1AA
+N2,James,Smith,17/11/1990,M,M1 2AB
+N3,Aoife,Byrne,30/02/1970,F,LS6 3DR
+N4,Zoltán,Kovács,05/05/1965,M,CF10 1AA
+N5,Grace,Hughes,12/12/2001,F,EH1 9ZZ
+"""
+
+SOUTH_CSV = """PersonID,FIRST_NAME,LAST_NAME,BIRTH_DATE,GENDER,POST_CODE
+S-10,ELODIE,OBRIEN,1985-03-02,Female,sw1a1aa
+S-11,ZOLTAN,KOVACS,1965-05-05,Male,cf101aa
+S-12,PETER,NOWAK,1979-08-14,Male,b338tt
+S-13,GRACE,HUGHES,2001-12-12,Female,eh19zz
+"""
+
+NORTH_MAP = """id = "URN"
+[fields]
+given_name = "Forenames"
+surname = "Surname"
+dob = { column = "DOB", date_format = "%d/%m/%Y" }
+sex = "Sex"
+postcode = "Postcode"
+"""
+
+SOUTH_MAP = """id = "PersonID"
+[fields]
+given_name = "FIRST_NAME"
+surname = "LAST_NAME"
+dob = { column = "BIRTH_DATE", date_format = "%Y-%m-%d" }
+sex = "GENDER"
+postcode = "POST_CODE"
+"""
+
+
+@dataclass
+class Org:
+    csv: Path
+    mapping: Path
+
+
+# -- encoding, uploading, running ----------------------------------------------------------
+
+
+def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
+    schema = load_schema(PERSON_SCHEMA)
+    result = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), secret)
+    return write_encoded(
+        out,
+        clks=result.clks,
+        clk_bits=result.clk_bits,
+        fingerprint=result.fingerprint,
+        ids=result.ids,
+        report=result.report.to_dict(),
+    )
 
 
 def encode_all(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
     return {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
+
+
+def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]) -> None:
+    for name, enc in encoded.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload(project.project, enc)
+    with matcher.member(project.tokens["north"]) as member:
+        run = member.start_run(project.project)
+        assert [s.state for s in member.watch_run(project.project, run.run_id)][-1] == "done"
+
+
+# -- real time: a standing index and questions ---------------------------------------------
+
+
+KEY = b"north's own ref key, never shared"
+PURPOSE = "case 2024/117"
+GRACE = {"given_name": "Grace", "surname": "Hughes", "dob": "2001-12-12", "sex": "F"}
+PETER = {"given_name": "Peter", "surname": "Nowak", "dob": "1979-08-14"}
+
+
+def person(secret_file: Path, **values: str) -> tuple[bytes, int, bytes]:
+    """One person's CLK, encoded as `blindmatch query` encodes it."""
+    result = encode_person(load_schema(PERSON_SCHEMA), read_secret(secret_file), values)
+    return result.clks, result.clk_bits, result.fingerprint
+
+
+def index_all(client: MatcherClient, project: str, encoded: Encoded) -> None:
+    sync_index(client, project, encoded, KEY)
+
+
+def ask(client: MatcherClient, project: str, clk: tuple[bytes, int, bytes]) -> list[str]:
+    """The partners said to hold the one queried person."""
+    answer = client.query(project, clk[0], clk_bits=clk[1], fingerprint=clk[2], purpose=PURPOSE)
+    return [m.partner for m in answer.results[0]]
+
+
+def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict[str, MemberIndex]:
+    """Partners' indexes (threshold 0.8) of `size` rows of `clks` each, from their starts
+    (overlapping, so several partners hold some people), refs named for the partner."""
+    return {
+        name: MemberIndex.load(
+            CLK_BITS,
+            [f"{name}{i}" for i in range(start, start + size)],
+            as_words(clks[start : start + size], CLK_BITS),
+            threshold=0.8,
+        )
+        for name, start in starts.items()
+    }
+
+
+# -- a matcher on a clock the test moves ----------------------------------------------------
+
+
+HOUR = 3600
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def start(data_dir: Path, clock: Clock, sweep_interval: float = HOUR) -> Matcher:
+    server = create_server(
+        "127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1, clock=clock, sweep_interval=sweep_interval
+    )
+    return Matcher(server, data_dir, ADMIN_TOKEN)
+
+
+# -- raw RPCs, and what the matcher keeps ---------------------------------------------------
 
 
 def free_port() -> int:

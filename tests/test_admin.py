@@ -14,7 +14,7 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
-from tests.conftest import ADMIN_TOKEN, Matcher
+from tests.support import ADMIN_TOKEN, Matcher
 
 MEMBERS = ["north", "south", "east"]
 

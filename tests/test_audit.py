@@ -15,9 +15,7 @@ from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError, RejectedError
 from blindmatch.matcher import audit
-from tests.conftest import Matcher, Org
-from tests.support import db_rows, encode_all, snapshot
-from tests.test_flow import uploaded_and_run
+from tests.support import Matcher, Org, db_rows, encode_all, snapshot, uploaded_and_run
 
 
 @pytest.fixture

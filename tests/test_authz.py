@@ -19,8 +19,7 @@ import pytest
 
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, Matcher
-from tests.support import auth, upload_messages
+from tests.support import ROOT, Matcher, auth, upload_messages
 
 SECURITY_DOC = ROOT / "docs" / "security.md"
 CALLERS = ["operator", "member of the project", "member of another project", "wrong token",

@@ -15,8 +15,7 @@ import pytest
 from blindmatch.client import ProjectTokens
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import Matcher
-from tests.support import auth, snapshot, upload_messages
+from tests.support import Matcher, auth, snapshot, upload_messages
 
 OVERSIZED = 17 * 1024 * 1024  # over the matcher's 16 MiB message limit
 

@@ -9,7 +9,7 @@ from benchmarks.synthclks import member_pair, members
 from blindmatch.matcher import blocking
 from blindmatch.matcher.kernel import dice_candidates
 from blindmatch.matcher.runs import AUTO_LSH_PAIRS, choose_method, match
-from tests.conftest import Matcher
+from tests.support import Matcher
 
 
 @pytest.fixture(scope="module")

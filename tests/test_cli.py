@@ -13,8 +13,7 @@ import pytest
 from blindmatch.cli import build_parser, main
 from blindmatch.cli.reference import commands, render
 from blindmatch.client import ProjectTokens
-from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, Matcher
-from tests.support import db_rows, free_port
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, Matcher, db_rows, free_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,6 +60,7 @@ def test_the_cli_reference_page_matches_the_help() -> None:
     assert page == render(), "docs/cli.md is stale: run `make cli-docs`"
 
 
+@pytest.mark.slow
 def test_version_and_module_entry_point() -> None:
     done = run_cli("--version")
     assert done.returncode == 0
@@ -93,6 +93,7 @@ def test_operator_commands_take_project_as_an_option_and_still_the_old_positiona
     assert "two projects given" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_no_matcher_there_is_one_line_at_once() -> None:
     target = f"127.0.0.1:{free_port()}"
     done = run_cli("run", "--project", "p", "--token", "t", "--server", target)
@@ -102,6 +103,7 @@ def test_no_matcher_there_is_one_line_at_once() -> None:
     ]  # not a retry warning, not a gRPC log line
 
 
+@pytest.mark.slow
 def test_without_clkhash_encode_says_what_to_install(tmp_path: Path) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
@@ -120,6 +122,7 @@ def test_without_clkhash_encode_says_what_to_install(tmp_path: Path) -> None:
     assert not (tmp_path / "north.encoded").exists()
 
 
+@pytest.mark.slow
 def test_erase_asks_at_a_terminal_and_does_nothing_without_a_yes(
     matcher: Matcher, project: ProjectTokens
 ) -> None:

@@ -17,9 +17,17 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.results import join_results
 from blindmatch.matcher.disclose import Level, disclose, effective_level, effective_levels
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, SOUTH_CSV, SOUTH_MAP, Matcher, Org
-from tests.support import encode_all
-from tests.test_flow import uploaded_and_run
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    SOUTH_CSV,
+    SOUTH_MAP,
+    Matcher,
+    Org,
+    encode_all,
+    uploaded_and_run,
+)
 
 # -- the rule, as pure logic ------------------------------------------------------------
 

@@ -6,6 +6,9 @@ import pytest
 
 from blindmatch.cli import main
 
+# The demo starts its own matcher in this process.
+pytestmark = pytest.mark.server
+
 
 def test_demo_runs_the_whole_flow_and_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0

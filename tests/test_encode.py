@@ -12,7 +12,7 @@ from blindmatch.client.encoding.encode import encode_csv, read_secret
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Org
+from tests.support import NORTH_MAP, PERSON_SCHEMA, Org
 
 
 def encode_cli(org: Org, secret: Path, out: Path, schema: Path = PERSON_SCHEMA) -> int:

@@ -19,7 +19,7 @@ from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher import fallback
 from blindmatch.matcher.runs import match
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.support import PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 DOB = SCHEMA.field_names.index("dob")

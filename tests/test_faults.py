@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.faults import run_trials
+
+pytestmark = pytest.mark.slow
 
 
 def test_sigkill_at_random_moments_loses_and_corrupts_nothing(tmp_path: Path) -> None:

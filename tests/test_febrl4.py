@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.febrl4 import blindmatch_flow
+
+pytestmark = pytest.mark.slow
 
 
 def test_febrl4_cli_flow_reaches_f1_099_at_the_default_threshold(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher import fieldlevel
 from blindmatch.matcher.runs import match
-from tests.conftest import FIELD_LEVEL_SCHEMA, Org
+from tests.support import FIELD_LEVEL_SCHEMA, Org
 
 SCHEMA = load_schema(FIELD_LEVEL_SCHEMA)
 LAYOUT = fieldlevel.Layout(SCHEMA.field_bits)

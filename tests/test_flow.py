@@ -12,28 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.encoded import Encoded, read_encoded, write_encoded
-from blindmatch.client.encoding.mapping import load_mapping
-from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import AuthError, NotFoundError, RejectedError
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import PERSON_SCHEMA, Matcher, Org
-
-
-def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
-    schema = load_schema(PERSON_SCHEMA)
-    result = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), secret)
-    return write_encoded(
-        out,
-        clks=result.clks,
-        clk_bits=result.clk_bits,
-        fingerprint=result.fingerprint,
-        ids=result.ids,
-        report=result.report.to_dict(),
-    )
+from tests.support import PERSON_SCHEMA, Matcher, Org, encode, uploaded_and_run
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -48,15 +32,6 @@ def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
 
 def cli(matcher: Matcher, *args: str) -> int:
     return main([*args, "--server", matcher.target, "--quiet"])
-
-
-def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]) -> None:
-    for name, enc in encoded.items():
-        with matcher.member(project.tokens[name]) as member:
-            member.upload(project.project, enc)
-    with matcher.member(project.tokens["north"]) as member:
-        run = member.start_run(project.project)
-        assert [s.state for s in member.watch_run(project.project, run.run_id)][-1] == "done"
 
 
 # -- the documented CLI flow --------------------------------------------------------
@@ -408,6 +383,7 @@ def test_reupload_replaces_the_members_data(
 # -- durability and service plumbing ------------------------------------------------------
 
 
+@pytest.mark.server
 def test_a_restart_loses_nothing_acknowledged(tmp_path: Path, encoded: dict[str, Encoded]) -> None:
     data_dir = tmp_path / "data"
     server = create_server("127.0.0.1:0", data_dir, "admin")

@@ -28,7 +28,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import NORTH_MAP, PERSON_SCHEMA, Matcher
+from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher
 
 FUZZ = settings(
     max_examples=40,

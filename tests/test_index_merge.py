@@ -15,7 +15,7 @@ from blindmatch.client import MatcherClient
 from blindmatch.matcher import index as index_module
 from blindmatch.matcher.index import MemberIndex, Segment, as_words
 from blindmatch.matcher.realtime import clk_digest
-from tests.conftest import Matcher
+from tests.support import Matcher
 
 N = 3000
 SPARE = 1000  # people beyond the first N, for the tests' puts

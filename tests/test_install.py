@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli.errors import CLKHASH
-from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, SOUTH_CSV, SOUTH_MAP
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, SOUTH_CSV, SOUTH_MAP
 
 
 def test_the_makefile_installs_the_clkhash_the_cli_names() -> None:

@@ -14,7 +14,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.matcher import kernel
 from blindmatch.matcher._anonlink import dice_coefficient_accelerated
-from tests.conftest import FEBRL4
+from tests.support import FEBRL4
 
 PATHS = kernel.paths()
 
@@ -58,6 +58,7 @@ def febrl4_clks() -> tuple[np.ndarray, np.ndarray]:
     return out[0][:2000], out[1][:2500]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 0.75, 0.8, 0.9, 1.0])
 def test_real_encodings_give_anonlinks_pairs_and_scores(

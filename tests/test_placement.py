@@ -16,8 +16,7 @@ from blindmatch.client import MatcherClient
 from blindmatch.matcher import kernel
 from blindmatch.matcher.index import MemberIndex, Segment, as_words, search_snapshots
 from blindmatch.matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
-from tests.conftest import Matcher
-from tests.test_rtindex import partner_indexes
+from tests.support import Matcher, partner_indexes
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity"), reason="thread placement needs Linux"

@@ -32,7 +32,7 @@ from blindmatch.client.errors import InputError
 from blindmatch.client.tools.privacy import check, population
 from blindmatch.client.tools.privacy.attacks import Target
 from blindmatch.client.tools.privacy.check import check_synthetic, field_segments
-from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
+from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 SETTINGS = [
@@ -165,6 +165,7 @@ def test_settings_weaker_than_recommended_are_named_plainly() -> None:
     assert strong.weaknesses(than=strong) == []
 
 
+@pytest.mark.slow
 def test_privacy_check_finds_the_leak_in_unhardened_field_level_encodings() -> None:
     report = check_synthetic(
         10_000, 1, SCHEMA, hardening=NONE, level="field", attacks=("frequency",)
@@ -177,6 +178,7 @@ def test_privacy_check_finds_the_leak_in_unhardened_field_level_encodings() -> N
     assert report.verdict().startswith("LEAKS")
 
 
+@pytest.mark.slow
 def test_q_gram_alignment_re_identifies_most_names_in_unhardened_field_level_filters() -> None:
     # 2,000 realistic records, one 1,024-bit filter per field of the default schema:
     # frequency-seeded q-gram alignment (Christen et al. 2018) finds far more than 10% (~95%
@@ -190,6 +192,7 @@ def test_q_gram_alignment_re_identifies_most_names_in_unhardened_field_level_fil
     assert report.verdict().startswith("LEAKS")
 
 
+@pytest.mark.slow
 def test_privacy_check_of_a_field_level_schema_attacks_the_segments_it_uploads(
     orgs: dict[str, Org], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,6 +239,7 @@ def test_privacy_check_of_a_field_level_schema_attacks_the_segments_it_uploads(
     assert {r.encoding for r in report.results} == {"field"}  # what that schema uploads
 
 
+@pytest.mark.slow
 def test_privacy_check_finds_the_leak_in_the_segments_of_the_opt_in_field_level_schema() -> None:
     # 10,000 records: frequency alignment on the 256-bit segments still finds several times the
     # 1% limit (given names 6-14%, surnames 6-8.5% measured over seeds and secrets). Q-gram
@@ -254,12 +258,14 @@ def test_privacy_check_refuses_hardening_a_field_level_schema_cannot_upload() ->
         )
 
 
+@pytest.mark.slow
 def test_q_gram_alignment_is_stopped_by_salting_field_level_filters() -> None:
     salted = Hardening(salt_field="dob")
     report = check_synthetic(2000, 1, SCHEMA, hardening=salted, level="field", attacks=("qgram",))
     assert all(r.record_share < 0.01 for r in report.results), report.render()
 
 
+@pytest.mark.slow
 def test_privacy_check_passes_the_default_encoding() -> None:
     # What the default schema uploads: record-level CLKs and fallback CLKs (without dob).
     report = check_synthetic(4000, 2, SCHEMA)
@@ -281,6 +287,7 @@ def test_privacy_check_passes_the_default_encoding_of_realistic_exports() -> Non
     assert report.passed, report.render()
 
 
+@pytest.mark.slow
 def test_privacy_check_cli_writes_a_report_a_json_and_a_png(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -296,6 +303,7 @@ def test_privacy_check_cli_writes_a_report_a_json_and_a_png(
     assert (out / "privacy-check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("secret", [b"\x01" * 32, b"\x02" * 32, b"\x03" * 32])
 def test_q_gram_alignment_re_identifies_surnames_in_the_opt_in_schemas_segments(
     secret: bytes, tmp_path: Path

@@ -22,10 +22,19 @@ from blindmatch.matcher.limits import QUERY_STREAMS_PER_MEMBER, QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import ADMIN_TOKEN, Matcher, Org
-from tests.support import db_rows
-from tests.test_flow import encode
-from tests.test_realtime import GRACE, KEY, PETER, PURPOSE, index_all, person
+from tests.support import (
+    ADMIN_TOKEN,
+    GRACE,
+    KEY,
+    PETER,
+    PURPOSE,
+    Matcher,
+    Org,
+    db_rows,
+    encode,
+    index_all,
+    person,
+)
 
 
 @pytest.fixture
@@ -227,6 +236,7 @@ def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
     assert open_streams_become(matcher.server.query_streams, 0)  # closed ones are let go
 
 
+@pytest.mark.server
 def test_an_idle_stream_is_ended_and_the_session_opens_another(
     tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
 ) -> None:
@@ -258,6 +268,7 @@ def test_an_idle_stream_is_ended_and_the_session_opens_another(
         assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
 
 
+@pytest.mark.server
 def test_a_session_rides_over_a_matcher_restart(
     tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
 ) -> None:

@@ -14,9 +14,7 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.encoding.person import encode_person
 from blindmatch.client.encoding.refs import plan_sync, resolve_refs, row_refs
-from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.client.remote.index import sync_index
 from blindmatch.matcher.index import MemberIndex, as_words, search
@@ -24,37 +22,25 @@ from blindmatch.matcher.server import create_server
 from blindmatch.matcher.solve import dice
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import PERSON_SCHEMA, Matcher, Org
-from tests.test_flow import encode
-
-KEY = b"north's own ref key, never shared"
-PURPOSE = "case 2024/117"
+from tests.support import (
+    GRACE,
+    KEY,
+    PERSON_SCHEMA,
+    PETER,
+    PURPOSE,
+    Matcher,
+    Org,
+    ask,
+    encode,
+    index_all,
+    person,
+)
 
 
 @pytest.fixture
 def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
     secret = read_secret(secret_file)
     return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
-
-
-def person(secret_file: Path, **values: str) -> tuple[bytes, int, bytes]:
-    """One person's CLK, encoded as `blindmatch query` encodes it."""
-    result = encode_person(load_schema(PERSON_SCHEMA), read_secret(secret_file), values)
-    return result.clks, result.clk_bits, result.fingerprint
-
-
-def index_all(client: MatcherClient, project: str, encoded: Encoded) -> None:
-    sync_index(client, project, encoded, KEY)
-
-
-def ask(client: MatcherClient, project: str, clk: tuple[bytes, int, bytes]) -> list[str]:
-    """The partners said to hold the one queried person."""
-    answer = client.query(project, clk[0], clk_bits=clk[1], fingerprint=clk[2], purpose=PURPOSE)
-    return [m.partner for m in answer.results[0]]
-
-
-GRACE = {"given_name": "Grace", "surname": "Hughes", "dob": "2001-12-12", "sex": "F"}
-PETER = {"given_name": "Peter", "surname": "Nowak", "dob": "1979-08-14"}
 
 
 # -- the core promise -------------------------------------------------------------------------
@@ -212,6 +198,7 @@ def test_a_count_partner_never_reveals_which_record_it_holds(
 # -- durability -----------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_the_index_survives_a_restart(
     tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
 ) -> None:
@@ -275,6 +262,7 @@ def test_the_quota_refuses_with_resource_exhausted(
         ask(south, "trial", grace)  # other members keep their own quota
 
 
+@pytest.mark.server
 def test_a_restart_does_not_reset_a_quota(tmp_path: Path, secret_file: Path) -> None:
     data_dir = tmp_path / "data"
     grace = person(secret_file, **GRACE)

@@ -13,11 +13,20 @@ from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import NotFoundError
 from blindmatch.matcher.audit import ACTIONS
-from tests.conftest import Matcher, Org
-from tests.support import db_rows
-from tests.test_flow import encode
-from tests.test_realtime import GRACE, PURPOSE, ask, index_all, person
-from tests.test_retention import HOUR, Clock, start
+from tests.support import (
+    GRACE,
+    HOUR,
+    PURPOSE,
+    Clock,
+    Matcher,
+    Org,
+    ask,
+    db_rows,
+    encode,
+    index_all,
+    person,
+    start,
+)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from benchmarks.faults import free_port
 from benchmarks.knownclks import Dataset, population, write
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
@@ -29,7 +28,7 @@ from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.conftest import ADMIN_TOKEN, Matcher
+from tests.support import ADMIN_TOKEN, Matcher, free_port
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)
 
@@ -151,6 +150,7 @@ def test_without_an_upload_id_each_upload_is_new(
 # -- retries with backoff ----------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_the_client_retries_until_the_matcher_is_back(
     tmp_path: Path, encoded: dict[str, Encoded], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,6 +305,7 @@ def test_a_message_over_16_mib_is_refused(
 # -- disk space -------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_an_upload_that_would_eat_the_reserve_is_refused(
     tmp_path: Path, encoded: dict[str, Encoded]
 ) -> None:
@@ -343,6 +344,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.server
 def test_a_full_disk_fails_that_upload_clearly_and_keeps_earlier_data(
     small_disk: Path, tmp_path: Path
 ) -> None:

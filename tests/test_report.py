@@ -23,9 +23,17 @@ from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.tools import charts
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, SOUTH_CSV, SOUTH_MAP, Matcher, Org
-from tests.support import encode_all
-from tests.test_flow import uploaded_and_run
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    SOUTH_CSV,
+    SOUTH_MAP,
+    Matcher,
+    Org,
+    encode_all,
+    uploaded_and_run,
+)
 
 # The people of SOUTH_CSV again, under other ids, and one more: east shares 3 people with
 # north and 4 with south, so "4" is a figure north must never learn about south and east.
@@ -331,6 +339,7 @@ def longest_runs(pixels: np.ndarray, colour: str) -> tuple[int, list[int]]:
     return best, rows
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)",

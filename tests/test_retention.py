@@ -13,25 +13,8 @@ from blindmatch.cli.project import parse_expiry
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError, NotFoundError, RejectedError
-from blindmatch.matcher.server import RunningServer, create_server
-from tests.conftest import ADMIN_TOKEN, Matcher, Org
-from tests.support import db_rows, encode_all
-from tests.test_flow import uploaded_and_run
-
-HOUR = 3600
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from blindmatch.matcher.server import RunningServer
+from tests.support import HOUR, Clock, Matcher, Org, db_rows, encode_all, start, uploaded_and_run
 
 
 @pytest.fixture
@@ -59,13 +42,6 @@ def audit_actions(data_dir: Path) -> list[str]:
     return [r[3] for r in db_rows(data_dir, "audit")]
 
 
-def start(data_dir: Path, clock: Clock, sweep_interval: float = HOUR) -> Matcher:
-    server = create_server(
-        "127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1, clock=clock, sweep_interval=sweep_interval
-    )
-    return Matcher(server, data_dir, ADMIN_TOKEN)
-
-
 def expiring_project(matcher: Matcher, clock: Clock, encoded: dict[str, Encoded]) -> ProjectTokens:
     with matcher.operator() as op:
         project = op.create_project(
@@ -80,6 +56,7 @@ def expiring_project(matcher: Matcher, clock: Clock, encoded: dict[str, Encoded]
 # -- expiry ---------------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_the_sweep_deletes_expired_projects_data(
     tmp_path: Path, encoded: dict[str, Encoded]
 ) -> None:
@@ -113,6 +90,7 @@ def test_the_sweep_deletes_expired_projects_data(
         matcher.server.stop(grace=None)
 
 
+@pytest.mark.server
 def test_an_expired_project_is_refused_before_the_sweep_comes(
     tmp_path: Path, encoded: dict[str, Encoded]
 ) -> None:
@@ -132,6 +110,7 @@ def test_an_expired_project_is_refused_before_the_sweep_comes(
         other.server.stop(grace=None)
 
 
+@pytest.mark.server
 def test_expired_data_is_deleted_at_start_up(tmp_path: Path, encoded: dict[str, Encoded]) -> None:
     clock = Clock()
     data = tmp_path / "data"
@@ -148,6 +127,7 @@ def test_expired_data_is_deleted_at_start_up(tmp_path: Path, encoded: dict[str, 
         matcher.server.stop(grace=None)
 
 
+@pytest.mark.server
 def test_deleted_rows_leave_the_write_ahead_log(
     tmp_path: Path, encoded: dict[str, Encoded]
 ) -> None:
@@ -293,6 +273,7 @@ def _running(server: RunningServer) -> bool:
     return server.sweeper._thread.is_alive()
 
 
+@pytest.mark.server
 def test_the_sweeper_stops_with_the_server(tmp_path: Path) -> None:
     matcher = start(tmp_path / "data", Clock(), sweep_interval=0.01)
     assert _running(matcher.server)

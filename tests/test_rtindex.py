@@ -23,7 +23,7 @@ from blindmatch.matcher.lshindex import (
     sketch_positions,
 )
 from blindmatch.matcher.server import create_server
-from tests.conftest import Matcher
+from tests.support import Matcher, partner_indexes
 
 FINGERPRINT = bytes(range(32))
 
@@ -53,6 +53,7 @@ def people() -> tuple[np.ndarray, np.ndarray]:
     return indexed, queries
 
 
+@pytest.mark.slow
 def test_the_scan_gives_anonlinks_rows_and_scores(people: tuple[np.ndarray, np.ndarray]) -> None:
     indexed, queries = people
     clks = indexed[:3000]
@@ -89,6 +90,7 @@ def test_lsh_finds_what_the_exhaustive_scan_finds(people: tuple[np.ndarray, np.n
     assert looked / len(queries) < len(indexed) / 10  # and it is not a scan in disguise
 
 
+@pytest.mark.slow
 def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None:
     indexed, queries = people
     clks = indexed[:20_000]
@@ -154,20 +156,6 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
                 zip(nrows.tolist(), nsims.tolist(), strict=True)
             )
             assert (looked, read) == (nlooked, nread)
-
-
-def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict[str, MemberIndex]:
-    """Partners' indexes (threshold 0.8) of `size` rows of `clks` each, from their starts
-    (overlapping, so several partners hold some people), refs named for the partner."""
-    return {
-        name: MemberIndex.load(
-            CLK_BITS,
-            [f"{name}{i}" for i in range(start, start + size)],
-            as_words(clks[start : start + size], CLK_BITS),
-            threshold=0.8,
-        )
-        for name, start in starts.items()
-    }
 
 
 def test_one_call_searches_every_partner_as_one_search_each_would(
@@ -276,6 +264,7 @@ def test_a_large_index_is_queried_through_lsh_over_grpc(
         assert partners(indexed[5]) == []
 
 
+@pytest.mark.server
 def test_a_restarted_matcher_warms_its_tables_without_querying(
     tmp_path: Path,
     people: tuple[np.ndarray, np.ndarray],

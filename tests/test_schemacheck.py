@@ -11,7 +11,7 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client.encoding.schemacheck import check_schema
-from tests.conftest import FEBRL4, FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
+from tests.support import FEBRL4, FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
 
 RECOMMENDED: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())
 FIELD_LEVEL: dict[str, Any] = json.loads(FIELD_LEVEL_SCHEMA.read_text())

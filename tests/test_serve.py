@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.cliflow import ROOT, blindmatch, serve
-from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA
+
+pytestmark = pytest.mark.slow
 
 
 def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -21,8 +21,7 @@ from blindmatch.client.errors import InputError, UnavailableError
 from blindmatch.client.remote import tls
 from blindmatch.client.tools.certs import CertFiles, make_certs
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org
-from tests.support import encode_all
+from tests.support import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org, encode_all
 
 
 @pytest.fixture
@@ -124,6 +123,7 @@ def test_the_whole_flow_works_over_tls(
         assert len(member.results("secure").hits) == 3
 
 
+@pytest.mark.server
 def test_a_plaintext_client_cannot_talk_to_a_tls_server(tls_server: RunningServer) -> None:
     with client(tls_server, ADMIN_TOKEN, None) as op, pytest.raises(UnavailableError):
         op.create_project("nope", ["a", "b"])
@@ -156,6 +156,7 @@ def test_mutual_tls_refuses_a_certificate_from_another_ca(
         op.create_project("nope", ["a", "b"])
 
 
+@pytest.mark.slow
 def test_serve_and_the_cli_over_mutual_tls(tmp_path: Path, certs: CertFiles) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
@@ -204,6 +205,7 @@ def test_plaintext_on_a_network_address_needs_the_loud_flag() -> None:
     tls.check_listen_address("10.0.0.5:50051", secure=True, allow=False)
 
 
+@pytest.mark.slow
 def test_serve_listens_on_the_network_in_plaintext_only_when_told_to(tmp_path: Path) -> None:
     with serve(tmp_path / "data", "--insecure-listen-on-network", listen="0.0.0.0:0") as served:
         env = {"BLINDMATCH_ADMIN_TOKEN": served.admin_token}
