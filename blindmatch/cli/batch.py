@@ -90,7 +90,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from blindmatch.client.tools.report import gather_report, write_report
+    from blindmatch.client.tools.report import gather_report
+    from blindmatch.client.tools.report_html import write_report
 
     with connect(args, member_token(args)) as client:
         report = gather_report(
