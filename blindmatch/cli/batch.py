@@ -112,6 +112,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: Subcommands) -> None:
     parents = [connection_options(), member_options()]
+    # What fetching results needs, for `results` and `report` alike.
+    fetch = argparse.ArgumentParser(add_help=False)
+    fetch.add_argument(
+        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+    )
+    fetch.add_argument(
+        "--purpose",
+        help="why you are asking (a case reference); written to the audit log, and required "
+        "by projects created with --require-purpose",
+    )
     p = command(
         sub,
         "upload",
@@ -146,17 +156,9 @@ def register(sub: Subcommands) -> None:
         example="blindmatch results --project burglary --token $BLINDMATCH_TOKEN "
         "--encoded north.encoded --out hits.csv",
         handler=cmd_results,
-        parents=parents,
-    )
-    p.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        parents=[*parents, fetch],
     )
     p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
-    p.add_argument(
-        "--purpose",
-        help="why you are asking (a case reference); written to the audit log, and required "
-        "by projects created with --require-purpose",
-    )
 
     p = command(
         sub,
@@ -170,17 +172,9 @@ def register(sub: Subcommands) -> None:
         example="blindmatch report --project pilot --encoded north.encoded --out report.html "
         "--purpose 'OP-2291'",
         handler=cmd_report,
-        parents=parents,
-    )
-    p.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        parents=[*parents, fetch],
     )
     p.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    p.add_argument(
-        "--purpose",
-        help="why you are asking (a case reference); written to the audit log, and required "
-        "by projects created with --require-purpose",
-    )
     p.add_argument(
         "--truth",
         type=Path,
