@@ -461,3 +461,31 @@ def test_long_clks_upload_in_messages_under_the_size_limit(
     with matcher.member(project.tokens["north"]) as member:
         reply = member.upload("trial", enc)
     assert reply.record_count == count
+
+
+def test_no_protobuf_type_leaves_the_remote_side() -> None:
+    import typing
+
+    from blindmatch.client.remote import client, index, session
+
+    def leaks(hint: object) -> list[str]:
+        module = getattr(hint, "__module__", "") or ""
+        found = [repr(hint)] if module.startswith(("blindmatch.protos", "google.protobuf")) else []
+        return found + [x for arg in typing.get_args(hint) for x in leaks(arg)]
+
+    public = [
+        getattr(cls, name)
+        for cls in (client.MatcherClient, session.QuerySession, session.AsyncQuerySession)
+        for name in dir(cls)
+        if not name.startswith("_") and callable(getattr(cls, name))
+    ] + [index.sync_index, index.add_to_index, index.remove_from_index]
+    found = {
+        f.__qualname__: leaks(
+            typing.get_type_hints(f, {**f.__globals__, "QuerySession": session.QuerySession})[
+                "return"
+            ]
+        )
+        for f in public
+    }
+    assert len(found) > 20
+    assert {name: bad for name, bad in found.items() if bad} == {}
