@@ -4,10 +4,9 @@ A system that asks the matcher many questions (a records system checking each ne
 subject, an analyst's tool working down a list) pays for each `MatcherClient.query` as a
 whole gRPC call: set-up, metadata, a request thread at the matcher, tear-down. A session
 keeps one `QueryStream` open and sends each question as one message on it, answered by one
-message, in order. That about halves gRPC's own share of what the matcher spends a query,
-a fifth or so of the whole at 3 x 1,000,000 (docs/performance.md, *Query sessions*). Every
-query is still checked, counted against the member's quota, audited with its purpose and
-answered exactly as `query` answers it.
+message, in order, which spares the matcher much of gRPC's cost per call (measured in
+docs/performance.md, *Query sessions*). Every query is still checked, counted against the
+member's quota, audited with its purpose and answered exactly as `query` answers it.
 
     async with AsyncQuerySession(target, token, "burglary", clk_bits=1024,
                                  fingerprint=fp) as session:
