@@ -7,7 +7,6 @@ every other command takes `--project NAME`.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import time
@@ -31,6 +30,8 @@ _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 def parse_expiry(text: str, now: float | None = None) -> int:
     """`--expires-in`: a duration (12h, 90d, 8w, 1y) or a UTC date (2026-12-31) -> unix time."""
+    import datetime as dt
+
     now = time.time() if now is None else now
     text = text.strip().lower()
     if m := _DURATION.match(text):

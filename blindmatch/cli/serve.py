@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ OPERATOR_TOKEN_FILE = "operator.token"
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
+    import secrets
 
     from blindmatch.client.files import write_text
     from blindmatch.client.remote import tls
