@@ -27,7 +27,7 @@ from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.results import HEADERS, join_results, write_csv
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 

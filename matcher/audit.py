@@ -23,12 +23,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from blindmatch.matcher.domain import MAX_PURPOSE
 from blindmatch.matcher.errors import InvalidArgument
 
 GENESIS = "0" * 64
 OPERATOR = "operator"
 MATCHER = "matcher"
-MAX_PURPOSE = 200
 WITHHELD = "(withheld: ask the operator)"
 
 # Every action the matcher records, and when. docs/security.md repeats this list.

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
-
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def new_token() -> str:
@@ -34,7 +31,3 @@ def bearer_token(metadata: object) -> str | None:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
     return None
-
-
-def valid_name(name: str) -> bool:
-    return bool(NAME_RE.match(name))

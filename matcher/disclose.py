@@ -8,26 +8,10 @@ level that partner consented to (`effective_levels`).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-
-class Level(enum.IntEnum):
-    """Disclosure levels, least to most (numbers match protos' Disclosure)."""
-
-    COUNT = 1
-    HITS = 2
-    MAPPING = 3
-    SCORES = 4
-
-    @classmethod
-    def parse(cls, name: str) -> Level:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            choices = ", ".join(m.name.lower() for m in cls)
-            raise ValueError(f"unknown disclosure level {name!r} (choose {choices})") from None
+from blindmatch.matcher.domain import Level
 
 
 @dataclass(frozen=True)

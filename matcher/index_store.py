@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.matcher.domain import DAY, Encoding
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (
     project TEXT NOT NULL,
@@ -58,14 +60,6 @@ CREATE TABLE IF NOT EXISTS query_log (
 );
 CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
 """
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint."""
-
-    clk_bits: int
-    fingerprint: bytes
 
 
 @dataclass(frozen=True)
@@ -248,6 +242,6 @@ class IndexStore:
 
     def prune_log(self, before: float | None = None) -> None:
         """Drop volume entries older than `before` (default: 30 days ago)."""
-        cutoff = before if before is not None else time.time() - 30 * 86400
+        cutoff = before if before is not None else time.time() - 30 * DAY
         with self._tx() as db:
             db.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))

@@ -18,9 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from blindmatch.matcher.domain import (
+    DEFAULT_STREAMS_PER_MEMBER,
+    QUERY_STREAM_IDLE_SECONDS,
+    QUERY_STREAMS_IN_ALL,
+    QUERY_STREAMS_PER_MEMBER,
+)
 from blindmatch.matcher.errors import Busy
-
-DEFAULT_STREAMS_PER_MEMBER = 4
 
 
 class MemberLimiter:
@@ -58,10 +62,6 @@ class MemberLimiter:
 
 
 # -- query streams ------------------------------------------------------------------------------
-
-QUERY_STREAMS_PER_MEMBER = 24
-QUERY_STREAMS_IN_ALL = 48
-QUERY_STREAM_IDLE_SECONDS = 300.0
 
 
 @dataclass

@@ -15,21 +15,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 
+from blindmatch.matcher.domain import QueryQuota
 from blindmatch.matcher.errors import ResourceExhausted
-
-DAY = 86_400.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    per_minute: int
-    per_day: int
-
-
-# What a member may query when the operator has set nothing.
-DEFAULT_LIMITS = Limits(per_minute=1_000, per_day=10_000)
 
 
 class _Usage:
@@ -88,7 +76,7 @@ class QueryMeter:
         with self._lock:
             self._usage.setdefault((project, member), _Usage()).add(when, records)
 
-    def take(self, project: str, member: str, records: int, limits: Limits, now: float) -> None:
+    def take(self, project: str, member: str, records: int, limits: QueryQuota, now: float) -> None:
         """Count `records` against the member's limits, or raise ResourceExhausted."""
         with self._lock:
             usage = self._usage.setdefault((project, member), _Usage())

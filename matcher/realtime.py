@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import re
 import statistics
 import threading
 import time
@@ -34,7 +33,19 @@ import numpy as np
 
 from blindmatch.matcher import audit, errors
 from blindmatch.matcher.auth import same_hash
-from blindmatch.matcher.disclose import Level, effective_level
+from blindmatch.matcher.disclose import effective_level
+from blindmatch.matcher.domain import (
+    DAY,
+    DEFAULT_QUOTA,
+    MAX_CLK_BITS,
+    MAX_INDEX_RECORDS,
+    MAX_QUERY_RECORDS,
+    REF_RE,
+    Encoding,
+    Level,
+    Project,
+    QueryQuota,
+)
 from blindmatch.matcher.index import (
     MemberIndex,
     Segment,
@@ -43,16 +54,12 @@ from blindmatch.matcher.index import (
     search_snapshots,
     warm_up,
 )
-from blindmatch.matcher.index_store import Encoding, IndexStore, LoggedQuery
-from blindmatch.matcher.quota import DAY, DEFAULT_LIMITS, Limits, QueryMeter
-from blindmatch.matcher.store import Project, Store
+from blindmatch.matcher.index_store import IndexStore, LoggedQuery
+from blindmatch.matcher.quota import QueryMeter
+from blindmatch.matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
-MAX_QUERY_RECORDS = 1_000
-MAX_INDEX_RECORDS = 50_000_000
-MAX_CLK_BITS = 8192
-REF_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 DIGEST_BYTES = 8
 
 
@@ -237,7 +244,7 @@ PROBE_HIT_RATE = 0.01
 def volume_report(
     entries: Sequence[LoggedQuery],
     members: Sequence[str],
-    limits: Mapping[str, Limits],
+    limits: Mapping[str, QueryQuota],
     hours: int,
 ) -> list[MemberVolume]:
     """Per-member query volume over the window `entries` cover, unusual volume flagged."""
@@ -255,7 +262,7 @@ def volume_report(
             per_minute[int(e.time // 60)] = per_minute.get(int(e.time // 60), 0) + e.records
         n = records[member]
         hits = sum(e.records_with_hits for e in answered)
-        limit = limits.get(member, DEFAULT_LIMITS)
+        limit = limits.get(member, DEFAULT_QUOTA)
         flags = []
         others = [records[m] for m in records if m != member]
         baseline = statistics.median(others) if others else median
@@ -641,13 +648,13 @@ class Realtime:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def limits_for(self, project: str, member: str) -> Limits:
+    def limits_for(self, project: str, member: str) -> QueryQuota:
         table = self.index_store.limits()
         default = table.get((project, ""), (0, 0))
         own = table.get((project, member), (0, 0))
-        return Limits(
-            per_minute=own[0] or default[0] or DEFAULT_LIMITS.per_minute,
-            per_day=own[1] or default[1] or DEFAULT_LIMITS.per_day,
+        return QueryQuota(
+            per_minute=own[0] or default[0] or DEFAULT_QUOTA.per_minute,
+            per_day=own[1] or default[1] or DEFAULT_QUOTA.per_day,
         )
 
     def _check_query(
@@ -722,7 +729,7 @@ class Realtime:
                 "query",
                 purpose,
                 len(words),
-                disclosed={p: answer.levels[p].name.lower() for p, n in answer.counts.items() if n},
+                disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
                 records_with_hits=sum(1 for f in found if any(f.values())),
             )
         )
@@ -784,7 +791,7 @@ class Realtime:
                         "notify",
                         watch.purpose,
                         1,
-                        disclosed={partner: level.name.lower()},
+                        disclosed={partner: level.label},
                         records_with_hits=1,
                     )
                 )
@@ -793,7 +800,7 @@ class Realtime:
 
     def set_limits(
         self, project: str, member: str, per_minute: int, per_day: int, allow_watch: bool | None
-    ) -> Limits:
+    ) -> QueryQuota:
         self.store.project(project)  # NotFound for an unknown project
         if member and member not in self.store.members(project):
             raise errors.NotFound(f"no member {member!r} in project {project!r}")

@@ -14,12 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from blindmatch.matcher.limits import (
-    DEFAULT_STREAMS_PER_MEMBER,
-    QUERY_STREAM_IDLE_SECONDS,
-    MemberLimiter,
-    QueryStreams,
-)
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER, QUERY_STREAM_IDLE_SECONDS
+from blindmatch.matcher.limits import MemberLimiter, QueryStreams
 from blindmatch.matcher.placement import (
     allowed_cpus,
     pin_this_thread,

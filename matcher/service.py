@@ -18,7 +18,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -26,25 +25,34 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from blindmatch.matcher import audit, errors
-from blindmatch.matcher.auth import bearer_token, same_hash, token_hash, valid_name
-from blindmatch.matcher.disclose import Level, disclose, effective_levels
-from blindmatch.matcher.index_store import Encoding
+from blindmatch.matcher.auth import bearer_token, same_hash, token_hash
+from blindmatch.matcher.disclose import disclose, effective_levels
+from blindmatch.matcher.domain import (
+    CLIENT_UPLOAD_ID_RE,
+    DAY,
+    DEFAULT_THRESHOLD,
+    LEVEL_CHOICES,
+    LEVEL_NUMBERS,
+    MAX_CLK_BITS,
+    MAX_MEMBERS,
+    MAX_RECORDS,
+    MAX_RETENTION,
+    MAX_UPLOAD_BYTES,
+    Encoding,
+    Level,
+    Run,
+    retried_upload,
+    valid_name,
+)
 from blindmatch.matcher.limits import MemberLimiter, QueryStreams
 from blindmatch.matcher.realtime import MemberVolume, QueryAnswer, Realtime
 from blindmatch.matcher.runs import RunManager
-from blindmatch.matcher.store import DAY, DISK_FULL, Run, Store, disk_full
+from blindmatch.matcher.store import DISK_FULL, Store, disk_full
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 
-DEFAULT_THRESHOLD = 0.8
-MAX_RECORDS = 50_000_000
-MAX_CLK_BITS = 8192
-MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
-CLIENT_UPLOAD_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-MAX_MEMBERS = 64
-MAX_RETENTION = 3653 * DAY  # ten years
 HITS_PER_MESSAGE = 10_000
 _HEX = frozenset("0123456789abcdef")
 
@@ -111,7 +119,7 @@ def _level(value: int, field: str, *, default: Level | None = None) -> Level:
         return Level(value)
     except ValueError:
         raise errors.InvalidArgument(
-            f"{field}: {value} is not a disclosure level (count=1, hits=2, mapping=3, scores=4)"
+            f"{field}: {value} is not a disclosure level ({LEVEL_NUMBERS})"
         ) from None
 
 
@@ -483,21 +491,13 @@ class MatcherService(pb_grpc.MatcherServicer):
                 "record-level CLKs (no field_bits)"
             )
         key = header.client_upload_id
-        if key and not CLIENT_UPLOAD_ID.fullmatch(key):
+        if key and not CLIENT_UPLOAD_ID_RE.fullmatch(key):
             raise errors.InvalidArgument(
                 "header.client_upload_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
             )
         earlier = self.store.keyed_upload(header.project, member, key) if key else None
         if earlier is not None:
-            if (earlier.sha256, earlier.record_count, earlier.clk_bits) != (
-                expected_sha256,
-                count,
-                bits,
-            ):
-                raise errors.AlreadyExists(
-                    f"header.client_upload_id: {key!r} was already used for a different "
-                    "upload; use a new id for new content"
-                )
+            retried_upload(earlier, key, sha256=expected_sha256, record_count=count, clk_bits=bits)
             log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
             return pb.UploadReply(
                 upload_id=earlier.id, record_count=count, sha256=earlier.sha256, replayed=True
@@ -592,7 +592,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 raise errors.FailedPrecondition("no run has started in this project")
             run = latest
         last: pb.RunStatus | None = None
-        deadline = time.monotonic() + 24 * 3600
+        deadline = time.monotonic() + DAY
         while context.is_active() and time.monotonic() < deadline:
             status = run_status(self.store.run(run.id))
             if status != last:
@@ -636,7 +636,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 project.name,
                 member,
                 purpose=purpose,
-                disclosed={p: level.name.lower() for p, level in levels.items()},
+                disclosed={p: level.label for p, level in levels.items()},
                 detail={
                     "run_id": run.id,
                     "counts": {p: disclosed.counts.get(p, 0) for p in levels},
@@ -845,11 +845,11 @@ class MatcherService(pb_grpc.MatcherServicer):
     ) -> pb.ConsentReply:
         member = self._require_member(context, request.project)
         if request.level == pb.DISCLOSURE_UNSPECIFIED:
-            raise errors.InvalidArgument("level: required (count, hits, mapping or scores)")
+            raise errors.InvalidArgument(f"level: required ({LEVEL_CHOICES})")
         level = _level(request.level, "level")
         self.store.project(request.project)
         self.store.set_consent(request.project, member, level)
-        log.info("%s/%s: consent set to %s", request.project, member, level.name.lower())
+        log.info("%s/%s: consent set to %s", request.project, member, level.label)
         return pb.ConsentReply(project=request.project, member=member, level=_pb_level(level))
 
     @rpc_errors

@@ -38,7 +38,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,15 @@ import numpy.typing as npt
 
 from blindmatch.matcher import audit
 from blindmatch.matcher.auth import new_token, same_hash, token_hash
-from blindmatch.matcher.disclose import Level
+from blindmatch.matcher.domain import (
+    DEFAULT_RETENTION,
+    Erasure,
+    Level,
+    Project,
+    Run,
+    Upload,
+    retried_upload,
+)
 from blindmatch.matcher.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -56,11 +63,9 @@ from blindmatch.matcher.errors import (
 )
 from blindmatch.matcher.solve import Links
 
-DAY = 24 * 3600.0
 # The audit table's disclosed and detail columns (built once: json.dumps with options
 # builds an encoder on every call).
 _COLUMN_JSON = json.JSONEncoder(sort_keys=True)
-DEFAULT_RETENTION = 180 * DAY
 # upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
 FALLBACK_PREFIX = "fallback:"
 
@@ -157,49 +162,6 @@ MIGRATIONS = [
     ("projects", "erased", "REAL"),
     ("members", "consent", "INTEGER"),
 ]
-
-ACTIVE = ("queued", "running")
-
-
-@dataclass(frozen=True)
-class Project:
-    name: str
-    disclosure: Level
-    threshold: float
-    blocking: str = "auto"  # auto | exhaustive | lsh (see matcher.runs.choose_method)
-    require_purpose: bool = False
-    expires: float = 0.0  # seconds since 1970; its data is deleted then
-
-
-@dataclass(frozen=True)
-class Erased:
-    uploads: int
-    links: int
-
-
-@dataclass(frozen=True)
-class Upload:
-    id: str
-    project: str
-    member: str
-    record_count: int
-    clk_bits: int
-    fingerprint: bytes
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    project: str
-    state: str
-    stage: str
-    work_done: int
-    work_total: int
-    groups: int
-    message: str
-    threshold: float
-
 
 DISK_FULL = "the matcher's disk is full; nothing was stored (earlier uploads are intact)"
 
@@ -378,7 +340,7 @@ class Store:
                     name,
                     detail={
                         "members": members,
-                        "disclosure": disclosure.name.lower(),
+                        "disclosure": disclosure.label,
                         "threshold": threshold,
                         "require_purpose": require_purpose,
                         "expires": expires,
@@ -459,9 +421,7 @@ class Store:
             )
             self._append(
                 db,
-                audit.Event(
-                    member, "consent.set", project, member, detail={"level": level.name.lower()}
-                ),
+                audit.Event(member, "consent.set", project, member, detail={"level": level.label}),
             )
 
     def rotate_token(self, project: str, member: str) -> str:
@@ -629,17 +589,13 @@ class Store:
         earlier = self.keyed_upload(upload.project, upload.member, client_upload_id)
         if earlier is None:
             return None
-        same = (earlier.sha256, earlier.record_count, earlier.clk_bits) == (
-            upload.sha256,
-            upload.record_count,
-            upload.clk_bits,
+        return retried_upload(
+            earlier,
+            client_upload_id,
+            sha256=upload.sha256,
+            record_count=upload.record_count,
+            clk_bits=upload.clk_bits,
         )
-        if not same:
-            raise AlreadyExists(
-                f"client_upload_id {client_upload_id!r} was already used for a different "
-                "upload; use a new id for new content"
-            )
-        return earlier
 
     def load_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
         """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk."""
@@ -828,7 +784,7 @@ class Store:
 
     # -- erasure and retention ------------------------------------------------------
 
-    def erase_member(self, project: str, member: str) -> Erased:
+    def erase_member(self, project: str, member: str) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
         Refused while a run is queued or running (it reads the uploads); the
@@ -874,7 +830,7 @@ class Store:
             (self.clk_dir / f"{upload_id}.bin").unlink(missing_ok=True)
         self._collect_garbage()
         self._checkpoint()
-        return Erased(len(uploads), links)
+        return Erasure(len(uploads), links)
 
     def expired_projects(self) -> list[str]:
         rows = self._query(

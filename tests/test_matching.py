@@ -7,7 +7,8 @@ import pytest
 
 from blindmatch.matcher._anonlink import dice_coefficient_accelerated, greedy_solve
 from blindmatch.matcher.compare import compare_chunk, merge, plan_chunks
-from blindmatch.matcher.disclose import Hit, Level, disclose
+from blindmatch.matcher.disclose import Hit, disclose
+from blindmatch.matcher.domain import Level
 from blindmatch.matcher.runs import match
 from blindmatch.matcher.solve import dice, solve
 
