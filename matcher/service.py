@@ -1,4 +1,4 @@
-"""The gRPC servicer: protos <-> core types, MatcherError <-> status codes.
+"""The gRPC servicer: protos <-> core types, ServiceError <-> status codes.
 
 Each method authenticates, converts the request, calls the store or the run
 manager, and converts back. No matching or disclosure logic lives here.
@@ -78,7 +78,7 @@ _PB_BLOCKING = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _abort(context: grpc.ServicerContext, exc: errors.MatcherError) -> None:
+def _abort(context: grpc.ServicerContext, exc: errors.ServiceError) -> None:
     if exc.retryable:
         context.set_trailing_metadata((("blindmatch-retryable", "1"),))
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
@@ -92,7 +92,7 @@ def rpc_errors(method: F) -> F:
         def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 yield from method(self, request, context)
-            except errors.MatcherError as exc:
+            except errors.ServiceError as exc:
                 _abort(context, exc)
 
         return stream  # type: ignore[return-value]
@@ -101,7 +101,7 @@ def rpc_errors(method: F) -> F:
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except errors.MatcherError as exc:
+        except errors.ServiceError as exc:
             _abort(context, exc)
 
     return unary  # type: ignore[return-value]
