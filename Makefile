@@ -9,7 +9,7 @@ CLKHASH := clkhash==0.18.3
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py matcher/_kernel.c Makefile
+$(STAMP): pyproject.toml setup.py matcher/core/_kernel.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -49,4 +49,4 @@ bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/core/*.so

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from blindmatch.matcher import kernel
+from blindmatch.matcher.core import kernel
 
 log = logging.getLogger("blindmatch.matcher.placement")
 

@@ -31,9 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
-from blindmatch.matcher import audit, errors
-from blindmatch.matcher.auth import same_hash
-from blindmatch.matcher.disclose import effective_level
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.disclose import effective_level
+from blindmatch.matcher.core.index import (
+    MemberIndex,
+    Segment,
+    as_words,
+    search,
+    search_snapshots,
+    warm_up,
+)
+from blindmatch.matcher.core.quota import QueryMeter
+from blindmatch.matcher.core.tokens import same_hash
 from blindmatch.matcher.domain import (
     DAY,
     DEFAULT_QUOTA,
@@ -46,16 +56,7 @@ from blindmatch.matcher.domain import (
     Project,
     QueryQuota,
 )
-from blindmatch.matcher.index import (
-    MemberIndex,
-    Segment,
-    as_words,
-    search,
-    search_snapshots,
-    warm_up,
-)
 from blindmatch.matcher.index_store import IndexStore, LoggedQuery
-from blindmatch.matcher.quota import QueryMeter
 from blindmatch.matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher.realtime")

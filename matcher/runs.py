@@ -21,9 +21,9 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher import blocking as blocking_
-from blindmatch.matcher import fallback as fallback_
-from blindmatch.matcher.compare import (
+from blindmatch.matcher.core import blocking as blocking_
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.compare import (
     CHUNK_COMPARISONS,
     Candidates,
     Chunk,
@@ -31,9 +31,9 @@ from blindmatch.matcher.compare import (
     merge,
     plan_chunks,
 )
-from blindmatch.matcher.fieldlevel import scored_candidates
-from blindmatch.matcher.memory import release_free_memory
-from blindmatch.matcher.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.core.fieldlevel import scored_candidates
+from blindmatch.matcher.core.memory import release_free_memory
+from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
 from blindmatch.matcher.store import Store
 
 log = logging.getLogger("blindmatch.matcher")

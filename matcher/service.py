@@ -24,9 +24,10 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from blindmatch.matcher import audit, errors
-from blindmatch.matcher.auth import bearer_token, same_hash, token_hash
-from blindmatch.matcher.disclose import disclose, effective_levels
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.disclose import disclose, effective_levels
+from blindmatch.matcher.core.tokens import same_hash, token_hash
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     DAY,
@@ -76,6 +77,16 @@ _PB_BLOCKING = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bearer_token(metadata: object) -> str | None:
+    """The token from `authorization: Bearer <token>` call metadata, if any."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
 
 
 def _abort(context: grpc.ServicerContext, exc: errors.ServiceError) -> None:

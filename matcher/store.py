@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher import audit
-from blindmatch.matcher.auth import new_token, same_hash, token_hash
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
 from blindmatch.matcher.domain import (
     DEFAULT_RETENTION,
     Erasure,
@@ -61,7 +62,6 @@ from blindmatch.matcher.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from blindmatch.matcher.solve import Links
 
 # The audit table's disclosed and detail columns (built once: json.dumps with options
 # builds an encoder on every call).

@@ -12,8 +12,8 @@ import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
-from blindmatch.matcher import index as index_module
-from blindmatch.matcher.index import MemberIndex, Segment, as_words
+from blindmatch.matcher.core import index as index_module
+from blindmatch.matcher.core.index import MemberIndex, Segment, as_words
 from blindmatch.matcher.realtime import clk_digest
 from tests.conftest import Matcher
 

@@ -17,9 +17,9 @@ from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.index import MemberIndex, as_words, search
+from blindmatch.matcher.core.index import MemberIndex, as_words, search
+from blindmatch.matcher.core.solve import dice
 from blindmatch.matcher.server import create_server
-from blindmatch.matcher.solve import dice
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import PERSON_SCHEMA, Matcher, Org
@@ -479,7 +479,7 @@ def test_search_finds_exactly_the_rows_at_or_over_the_threshold() -> None:
 def test_the_index_stays_right_through_puts_removes_and_compaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 8)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 8)
     rng = np.random.default_rng(9)
     truth: dict[str, bytes] = {}
 

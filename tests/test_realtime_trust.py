@@ -12,7 +12,7 @@ from blindmatch.client.api import ProjectTokens
 from blindmatch.client.encode import read_secret
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import NotFoundError
-from blindmatch.matcher.audit import ACTIONS
+from blindmatch.matcher.core.audit import ACTIONS
 from tests.conftest import Matcher, Org
 from tests.support import db_rows
 from tests.test_flow import encode

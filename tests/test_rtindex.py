@@ -11,10 +11,10 @@ from benchmarks.rtrecall import graded
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
 from blindmatch.client.errors import RejectedError
-from blindmatch.matcher import hugepages, kernel
-from blindmatch.matcher._anonlink import dice_coefficient_accelerated
-from blindmatch.matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
-from blindmatch.matcher.lshindex import (
+from blindmatch.matcher.core import hugepages, kernel
+from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
+from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search, search_snapshots
+from blindmatch.matcher.core.lshindex import (
     LshPlan,
     LshTable,
     plan,
@@ -173,8 +173,8 @@ def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict
 def test_one_call_searches_every_partner_as_one_search_each_would(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 50)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     indexes = partner_indexes(indexed, {"east": 0, "north": 2000, "south": 4000}, 3000)
     small = MemberIndex.load(CLK_BITS, ["w0"], as_words(indexed[:1], CLK_BITS), threshold=0.8)
@@ -205,8 +205,8 @@ def test_one_call_searches_every_partner_as_one_search_each_would(
 def test_changes_are_seen_by_the_next_query_with_lsh_tables(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 50)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     n = 4000
     refs = [f"r{i}" for i in range(n)]
@@ -244,7 +244,7 @@ def test_changes_are_seen_by_the_next_query_with_lsh_tables(
 def test_a_large_index_is_queried_through_lsh_over_grpc(
     matcher: Matcher, people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
     indexed, queries = people
     with matcher.operator() as op:
         project = op.create_project("big", ["north", "west"])
@@ -282,7 +282,7 @@ def test_a_restarted_matcher_warms_its_tables_without_querying(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
     indexed, _ = people
     data_dir = tmp_path / "data"
     server = create_server("127.0.0.1:0", data_dir, "admin")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher._anonlink import split_to_chunks
-from blindmatch.matcher.kernel import dice_candidates
+from blindmatch.matcher.core._anonlink import split_to_chunks
+from blindmatch.matcher.core.kernel import dice_candidates
 
 # About this many comparisons per chunk: big enough to amortise the call (the
 # kernel sorts and re-lays out both slices), small enough for steady progress

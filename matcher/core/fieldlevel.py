@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.compare import Candidates
+from blindmatch.matcher.core.compare import Candidates
 
 BLOCKING_MAX_SHARE = 0.05  # a field blocks only if its commonest value is rarer than this
 # A value shared by so many records of two members that it would make more pairs than this

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.compare import Candidates
-from blindmatch.matcher.kernel import dice_candidates
-from blindmatch.matcher.solve import dice
+from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.solve import dice
 
 # A record lacks the left-out fields when its fallback CLK's popcount is at least this share
 # of its first CLK's. Two hashings of the same values differ by collisions only (ratios

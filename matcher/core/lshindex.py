@@ -41,7 +41,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher import hugepages, kernel
+from blindmatch.matcher.core import hugepages, kernel
 
 U64 = npt.NDArray[np.uint64]
 I32 = npt.NDArray[np.int32]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher._anonlink import greedy_solve
-from blindmatch.matcher.compare import Candidates
+from blindmatch.matcher.core._anonlink import greedy_solve
+from blindmatch.matcher.core.compare import Candidates
 
 Group = tuple[tuple[int, int], ...]
 UIntArray = npt.NDArray[np.uint32]

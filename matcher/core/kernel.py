@@ -1,6 +1,6 @@
 """The Dice kernel: which pairs of CLKs reach a threshold, exactly as anonlink decides.
 
-Native code (matcher/_kernel.c, built by `pip install`) does the work, with an
+Native code (matcher/core/_kernel.c, built by `pip install`) does the work, with an
 AVX-512 VPOPCNTQ path chosen at run time and scalar paths for other CPUs. If
 the extension is missing (a failed build), a numpy kernel gives the same
 answers, slowly; `NATIVE` says which one is in use.
@@ -25,7 +25,7 @@ import numpy.typing as npt
 log = logging.getLogger("blindmatch.matcher")
 
 try:
-    from blindmatch.matcher import _kernel  # type: ignore[attr-defined]
+    from blindmatch.matcher.core import _kernel  # type: ignore[attr-defined]
 
     NATIVE = True
 except ImportError:  # the C extension did not build: numpy does the work

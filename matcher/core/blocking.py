@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.kernel import dice_pairs
+from blindmatch.matcher.core.kernel import dice_pairs
 
 Clks = npt.NDArray[np.uint8]
 

@@ -21,13 +21,3 @@ def token_hash(token: str) -> bytes:
 
 def same_hash(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
-
-
-def bearer_token(metadata: object) -> str | None:
-    """The token from `authorization: Bearer <token>` call metadata, if any."""
-    for key, value in metadata or ():  # type: ignore[attr-defined]
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    return None

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher import hugepages, kernel
-from blindmatch.matcher.lshindex import (
+from blindmatch.matcher.core import hugepages, kernel
+from blindmatch.matcher.core.lshindex import (
     MIN_ROWS,
     LshPlan,
     LshTable,
