@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from blindmatch.matcher.errors import AlreadyExists
 
@@ -27,6 +28,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # project and member names
 # -- encodings and uploads -----------------------------------------------------------------------
 
 MAX_CLK_BITS = 8192
+FINGERPRINT_BYTES = 32  # the keyed (schema, secret) fingerprint every encoding carries
 MAX_RECORDS = 50_000_000  # per upload
 MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
 CLIENT_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -159,3 +161,21 @@ class QueryQuota:
 
 # What a member may query when the operator has set nothing.
 DEFAULT_QUOTA = QueryQuota(per_minute=1_000, per_day=10_000)
+
+QUERY, WATCH, NOTIFY = "query", "watch", "notify"
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One query, watch or notification, answered or refused: what the query log keeps
+    (all but `disclosed`) and the audit log records (never its CLKs)."""
+
+    time: float
+    project: str
+    member: str  # who asked
+    kind: str  # QUERY, WATCH or NOTIFY
+    purpose: str
+    records: int
+    records_with_hits: int = 0
+    refused: str = ""  # why it was refused; empty when answered
+    disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> level label

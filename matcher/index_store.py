@@ -17,10 +17,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from blindmatch.matcher.domain import DAY, Encoding
+from blindmatch.matcher.domain import DAY, Encoding, QueryRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -60,18 +59,6 @@ CREATE TABLE IF NOT EXISTS query_log (
 );
 CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
 """
-
-
-@dataclass(frozen=True)
-class LoggedQuery:
-    time: float
-    project: str
-    member: str
-    kind: str
-    purpose: str
-    records: int
-    records_with_hits: int
-    refused: str
 
 
 class IndexStore:
@@ -211,7 +198,7 @@ class IndexStore:
 
     # -- the query log --------------------------------------------------------------------
 
-    def log_queries(self, entries: Sequence[LoggedQuery]) -> None:
+    def log_queries(self, entries: Sequence[QueryRecord]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -232,13 +219,13 @@ class IndexStore:
             )
             self._db.execute("COMMIT")
 
-    def logged_queries(self, since: float, project: str | None = None) -> list[LoggedQuery]:
+    def logged_queries(self, since: float, project: str | None = None) -> list[QueryRecord]:
         sql = "SELECT * FROM query_log WHERE time >= ?"
         args: tuple[object, ...] = (since,)
         if project is not None:
             sql += " AND project = ?"
             args += (project,)
-        return [LoggedQuery(*row) for row in self._query(sql + " ORDER BY time", args)]
+        return [QueryRecord(*row) for row in self._query(sql + " ORDER BY time", args)]
 
     def prune_log(self, before: float | None = None) -> None:
         """Drop volume entries older than `before` (default: 30 days ago)."""

@@ -19,13 +19,11 @@ member's stream is open, and only in projects where the operator allowed watchin
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
-import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +31,19 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.core.disclose import effective_level
+from blindmatch.matcher.core.disclose import (
+    Match,
+    QueryDisclosure,
+    disclose_query,
+    effective_level,
+    effective_levels,
+)
+from blindmatch.matcher.core.encodings import (
+    Held,
+    check_clk_bits,
+    check_compatible,
+    check_fingerprint,
+)
 from blindmatch.matcher.core.index import (
     MemberIndex,
     Segment,
@@ -43,68 +53,23 @@ from blindmatch.matcher.core.index import (
     warm_up,
 )
 from blindmatch.matcher.core.quota import QueryMeter
-from blindmatch.matcher.core.tokens import same_hash
+from blindmatch.matcher.core.volume import QueryVolume, volume_report
 from blindmatch.matcher.domain import (
     DAY,
     DEFAULT_QUOTA,
-    MAX_CLK_BITS,
     MAX_INDEX_RECORDS,
     MAX_QUERY_RECORDS,
     REF_RE,
     Encoding,
-    Level,
     Project,
     QueryQuota,
+    QueryRecord,
 )
-from blindmatch.matcher.index_store import IndexStore, LoggedQuery
+from blindmatch.matcher.index_store import IndexStore
 from blindmatch.matcher.store import Store
+from blindmatch.protos.wire import clk_digest
 
 log = logging.getLogger("blindmatch.matcher.realtime")
-
-DIGEST_BYTES = 8
-
-
-def clk_digest(clk: bytes) -> bytes:
-    """The 8-byte digest ListIndex reports for each CLK, so a member can compute a diff."""
-    return hashlib.blake2b(clk, digest_size=DIGEST_BYTES).digest()
-
-
-# -- pure parts ------------------------------------------------------------------------------
-
-
-def check_clk_bits(clk_bits: int, where: str) -> None:
-    if clk_bits == 0 or clk_bits % 64 or clk_bits > MAX_CLK_BITS:
-        raise errors.InvalidArgument(
-            f"{where}: {clk_bits} is not a multiple of 64 between 64 and {MAX_CLK_BITS}"
-        )
-
-
-def check_encoding(encoding: Encoding, existing: Mapping[str, Encoding]) -> None:
-    """Refuse CLKs made with another CLK length, schema or secret than the project's.
-
-    `existing` names what the project already holds ("north's index", "south's upload").
-    """
-    for what, other in existing.items():
-        if other.clk_bits != encoding.clk_bits:
-            raise errors.FailedPrecondition(
-                f"CLKs of {encoding.clk_bits} bits, but {what} has {other.clk_bits}-bit CLKs; "
-                "encode with the project's shared schema"
-            )
-        if not same_hash(other.fingerprint, encoding.fingerprint):
-            raise errors.FailedPrecondition(
-                "these encodings were made with a different schema or secret than "
-                f"{what} (fingerprint {encoding.fingerprint.hex()[:12]} vs "
-                f"{other.fingerprint.hex()[:12]}); encode again with the schema and secret "
-                "agreed for this project"
-            )
-
-
-def partner_levels(
-    project: Project, partners: Sequence[str], consents: Mapping[str, Level | None]
-) -> dict[str, Level]:
-    """The most the caller may learn about each partner in this project: the lesser of
-    the project's level and that partner's consent (the same rule as batch results)."""
-    return {p: effective_level(project.disclosure, consents.get(p)) for p in partners}
 
 
 def audit_event(record: QueryRecord) -> audit.Event:
@@ -125,66 +90,6 @@ def audit_event(record: QueryRecord) -> audit.Event:
         disclosed=dict(record.disclosed),
         detail=detail,
     )
-
-
-@dataclass(frozen=True)
-class Match:
-    """One partner holding a queried record; refs and scores only where allowed."""
-
-    partner: str
-    refs: tuple[str, ...] = ()
-    scores: tuple[float, ...] = ()
-
-
-@dataclass
-class QueryAnswer:
-    results: list[list[Match]]  # one list per queried record, in order
-    counts: dict[str, int]  # per partner: how many queried records it holds
-    levels: dict[str, Level]  # what each partner's part of the answer was limited to
-
-
-def disclose_query(
-    found: Sequence[Mapping[str, Sequence[tuple[str, float]]]], levels: Mapping[str, Level]
-) -> QueryAnswer:
-    """Reduce raw search results to what each partner's level allows.
-
-    `found[i][partner]` lists (ref, score) for queried record i, best first. A partner at
-    COUNT appears only in `counts`; at HITS by name; at MAPPING with its refs; at SCORES
-    with the scores too.
-    """
-    counts = {p: 0 for p in sorted(levels)}
-    results: list[list[Match]] = []
-    for per_partner in found:
-        matches = []
-        for partner in sorted(per_partner):
-            hits = per_partner[partner]
-            if not hits:
-                continue
-            counts[partner] += 1
-            level = levels[partner]
-            if level >= Level.SCORES:
-                matches.append(Match(partner, tuple(r for r, _ in hits), tuple(s for _, s in hits)))
-            elif level >= Level.MAPPING:
-                matches.append(Match(partner, tuple(r for r, _ in hits)))
-            elif level >= Level.HITS:
-                matches.append(Match(partner))
-        results.append(matches)
-    return QueryAnswer(results, counts, dict(levels))
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    """One query (or watch, or notification), answered or refused: what an audit records."""
-
-    time: float
-    project: str
-    member: str  # who asked
-    kind: str  # "query", "watch" or "notify"
-    purpose: str
-    records: int
-    disclosed: dict[str, str] = field(default_factory=dict)  # partner -> level name, if any held
-    records_with_hits: int = 0
-    refused: str = ""  # why it was refused; empty when answered
 
 
 def record_query(record: QueryRecord) -> None:
@@ -219,82 +124,6 @@ def record_query(record: QueryRecord) -> None:
     )
 
 
-@dataclass(frozen=True)
-class MemberVolume:
-    member: str
-    queries: int
-    records: int
-    records_with_hits: int
-    peak_per_minute: int
-    per_day_limit: int
-    distinct_purposes: int
-    refused: int
-    flags: tuple[str, ...]
-
-
-# A member is flagged when its volume is this many times the median of its project's
-# members (and at least MIN_FLAGGED records), when it used this share of its daily quota,
-# or when many records yield almost no hits (the signature of enumeration).
-VOLUME_FACTOR = 3.0
-MIN_FLAGGED = 50
-QUOTA_SHARE = 0.8
-PROBE_RECORDS = 100
-PROBE_HIT_RATE = 0.01
-
-
-def volume_report(
-    entries: Sequence[LoggedQuery],
-    members: Sequence[str],
-    limits: Mapping[str, QueryQuota],
-    hours: int,
-) -> list[MemberVolume]:
-    """Per-member query volume over the window `entries` cover, unusual volume flagged."""
-    by_member: dict[str, list[LoggedQuery]] = {m: [] for m in members}
-    for e in entries:
-        by_member.setdefault(e.member, []).append(e)
-    records = {m: sum(e.records for e in es if not e.refused) for m, es in by_member.items()}
-    median = statistics.median(records.values()) if records else 0
-    window_days = max(hours / 24.0, 1e-9)
-    report = []
-    for member, es in sorted(by_member.items()):
-        answered = [e for e in es if not e.refused]
-        per_minute: dict[int, int] = {}
-        for e in answered:
-            per_minute[int(e.time // 60)] = per_minute.get(int(e.time // 60), 0) + e.records
-        n = records[member]
-        hits = sum(e.records_with_hits for e in answered)
-        limit = limits.get(member, DEFAULT_QUOTA)
-        flags = []
-        others = [records[m] for m in records if m != member]
-        baseline = statistics.median(others) if others else median
-        if n >= MIN_FLAGGED and n > VOLUME_FACTOR * baseline:
-            flags.append(
-                f"{n} records queried, over {VOLUME_FACTOR:g}x the other members' median "
-                f"({baseline:g})"
-            )
-        if n >= QUOTA_SHARE * limit.per_day * window_days:
-            flags.append(f"used {n / (limit.per_day * window_days):.0%} of its quota")
-        if n >= PROBE_RECORDS and hits <= PROBE_HIT_RATE * n:
-            flags.append(f"{hits} of {n} queried records hit: looks like probing")
-        refused = len(es) - len(answered)
-        if refused:
-            flags.append(f"{refused} queries refused for exceeding limits")
-        report.append(
-            MemberVolume(
-                member=member,
-                queries=len(answered),
-                records=n,
-                records_with_hits=hits,
-                peak_per_minute=max(per_minute.values(), default=0),
-                per_day_limit=limit.per_day,
-                distinct_purposes=len({e.purpose for e in answered}),
-                refused=refused,
-                flags=tuple(flags),
-            )
-        )
-    return report
-
-
 # -- the query log writer -----------------------------------------------------------------------
 
 
@@ -318,13 +147,13 @@ class QueryLog:
         self._store = store
         self._audit_sink = audit_sink
         self._cond = threading.Condition()
-        self._pending: list[tuple[LoggedQuery, audit.Event]] = []
+        self._pending: list[tuple[QueryRecord, audit.Event]] = []
         self._added = self._written = 0
         self._hurry = self._closing = False
         self._thread = threading.Thread(target=self._loop, name="blindmatch-qlog", daemon=True)
         self._thread.start()
 
-    def add(self, entry: LoggedQuery, event: audit.Event) -> None:
+    def add(self, entry: QueryRecord, event: audit.Event) -> None:
         with self._cond:
             self._pending.append((entry, event))
             self._added += 1
@@ -346,7 +175,7 @@ class QueryLog:
             self._cond.notify_all()
         self._thread.join(timeout=10)
 
-    def _next_batch(self) -> tuple[list[tuple[LoggedQuery, audit.Event]], bool]:
+    def _next_batch(self) -> tuple[list[tuple[QueryRecord, audit.Event]], bool]:
         """Wait for entries, then for the window to close; (the batch, closing)."""
         with self._cond:
             while not self._pending and not self._closing and not self._hurry:
@@ -499,17 +328,15 @@ class Realtime:
 
     # -- what the project holds ------------------------------------------------------------
 
-    def _project_encodings(
-        self, project: str, *, besides: str | None = None
-    ) -> dict[str, Encoding]:
-        held = {
-            f"{m}'s index": enc
+    def _project_encodings(self, project: str, *, besides: str | None = None) -> list[Held]:
+        held = [
+            Held(f"{m}'s index", enc)
             for (p, m), enc in self._encodings.items()
             if p == project and m != besides
-        }
+        ]
         for m, upload in self.store.current_uploads(project).items():
             if m != besides:
-                held[f"{m}'s upload"] = Encoding(upload.clk_bits, upload.fingerprint)
+                held.append(Held(f"{m}'s upload", upload.encoding))
         return held
 
     def index_size(self, project: str, member: str) -> int:
@@ -528,8 +355,7 @@ class Realtime:
     ) -> ChangeSummary:
         """Apply one member's change: durable, then visible to the next query."""
         check_clk_bits(encoding.clk_bits, "header.clk_bits")
-        if len(encoding.fingerprint) != 32:
-            raise errors.InvalidArgument("header.fingerprint: must be 32 bytes")
+        check_fingerprint(encoding.fingerprint, "header.fingerprint")
         clk_bytes = encoding.clk_bits // 8
         seen: set[str] = set()
         for what, refs in (("put", [r for r, _ in puts]), ("remove", removes)):
@@ -566,8 +392,8 @@ class Realtime:
                 mine = self._encodings.get(key)
                 held = self._project_encodings(project, besides=member)
                 if mine is not None and len(removes) < len(index or ()):
-                    held["your index"] = mine
-                check_encoding(encoding, held)
+                    held.append(Held("your index", mine))
+                check_compatible(encoding, held)
             replaced = sum(1 for r, _ in puts if index is not None and r in index)
             size_after = (len(index) if index else 0) - len(removes) + len(puts) - replaced
             if size_after > MAX_INDEX_RECORDS:
@@ -667,8 +493,7 @@ class Realtime:
                 "purpose: required; say why you are asking (a case reference, say)"
             )
         check_clk_bits(encoding.clk_bits, "clk_bits")
-        if len(encoding.fingerprint) != 32:
-            raise errors.InvalidArgument("fingerprint: must be 32 bytes")
+        check_fingerprint(encoding.fingerprint, "fingerprint")
         clk_bytes = encoding.clk_bits // 8
         if not clks or len(clks) % clk_bytes:
             raise errors.InvalidArgument(
@@ -680,7 +505,7 @@ class Realtime:
             raise errors.InvalidArgument(
                 f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
             )
-        check_encoding(encoding, self._project_encodings(project.name))
+        check_compatible(encoding, self._project_encodings(project.name))
         return as_words(clks, encoding.clk_bits)
 
     def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> None:
@@ -693,23 +518,11 @@ class Realtime:
 
     def _record(self, record: QueryRecord) -> None:
         record_query(record)
-        self.qlog.add(
-            LoggedQuery(
-                record.time,
-                record.project,
-                record.member,
-                record.kind,
-                record.purpose,
-                record.records,
-                record.records_with_hits,
-                record.refused,
-            ),
-            audit_event(record),
-        )
+        self.qlog.add(record, audit_event(record))
 
     def query(
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
-    ) -> tuple[QueryAnswer, list[str]]:
+    ) -> tuple[QueryDisclosure, list[str]]:
         """Which partners hold each queried CLK; also the partners that were searched."""
         project = self.store.project(project_name)
         words = self._check_query(project, member, purpose, encoding, clks)
@@ -720,7 +533,9 @@ class Realtime:
             if m != member
         }
         found = [search_snapshots(snapshots, q, project.threshold) for q in words]
-        levels = partner_levels(project, list(snapshots), self.store.consents(project.name))
+        levels = effective_levels(
+            project.disclosure, self.store.consents(project.name), member, snapshots
+        )
         answer = disclose_query(found, levels)
         self._record(
             QueryRecord(
@@ -773,7 +588,9 @@ class Realtime:
         project = self.store.project(project_name)
         added = Segment.build(words, refs)
         for watch in watches:
-            level = partner_levels(project, [partner], self.store.consents(project.name))[partner]
+            level = effective_level(
+                project.disclosure, self.store.consents(project.name).get(partner)
+            )
             for i, q in enumerate(watch.words):
                 rows, scores = search(added.words, added.popcounts, q, project.threshold)
                 if not len(rows):
@@ -825,7 +642,7 @@ class Realtime:
         )
         return self.limits_for(project, member)
 
-    def report(self, project: str, hours: int) -> list[MemberVolume]:
+    def report(self, project: str, hours: int) -> list[QueryVolume]:
         self.store.project(project)
         self.qlog.flush()
         entries = [

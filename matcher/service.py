@@ -26,15 +26,16 @@ import grpc
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.core.disclose import disclose, effective_levels
+from blindmatch.matcher.core.disclose import QueryDisclosure, disclose, effective_levels
+from blindmatch.matcher.core.encodings import check_clk_bits, check_fingerprint
 from blindmatch.matcher.core.tokens import same_hash, token_hash
+from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     DAY,
     DEFAULT_THRESHOLD,
     LEVEL_CHOICES,
     LEVEL_NUMBERS,
-    MAX_CLK_BITS,
     MAX_MEMBERS,
     MAX_RECORDS,
     MAX_RETENTION,
@@ -46,7 +47,7 @@ from blindmatch.matcher.domain import (
     valid_name,
 )
 from blindmatch.matcher.limits import MemberLimiter, QueryStreams
-from blindmatch.matcher.realtime import MemberVolume, QueryAnswer, Realtime
+from blindmatch.matcher.realtime import Realtime
 from blindmatch.matcher.runs import RunManager
 from blindmatch.matcher.store import DISK_FULL, Store, disk_full
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -150,7 +151,7 @@ def _entry_pb(entry: audit.Entry) -> pb.AuditEntry:
     )
 
 
-def query_reply(answer: QueryAnswer, partners: list[str], level: Level) -> pb.QueryReply:
+def query_reply(answer: QueryDisclosure, partners: list[str], level: Level) -> pb.QueryReply:
     reply = pb.QueryReply(
         disclosure=_pb_level(level),
         counts=[pb.PartnerCount(partner=p, shared=n) for p, n in answer.counts.items()],
@@ -169,7 +170,7 @@ def query_reply(answer: QueryAnswer, partners: list[str], level: Level) -> pb.Qu
     return reply
 
 
-def volume_pb(v: MemberVolume) -> pb.MemberQueryVolume:
+def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
     return pb.MemberQueryVolume(
         member=v.member,
         queries=v.queries,
@@ -477,16 +478,12 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, header: pb.UploadHeader, member: str, request_iterator: Iterator[pb.UploadRequest]
     ) -> pb.UploadReply:
         bits, count = header.clk_bits, header.record_count
-        if bits == 0 or bits % 64 or bits > MAX_CLK_BITS:
-            raise errors.InvalidArgument(
-                f"header.clk_bits: {bits} is not a multiple of 64 between 64 and {MAX_CLK_BITS}"
-            )
+        check_clk_bits(bits, "header.clk_bits")
         if count > MAX_RECORDS:
             raise errors.ResourceExhausted(
                 f"header.record_count: {count} is over this matcher's limit of {MAX_RECORDS}"
             )
-        if len(header.fingerprint) != 32:
-            raise errors.InvalidArgument("header.fingerprint: must be 32 bytes")
+        check_fingerprint(header.fingerprint, "header.fingerprint")
         expected_sha256 = header.sha256.lower()
         if len(expected_sha256) != 64 or set(expected_sha256) - set("0123456789abcdef"):
             raise errors.InvalidArgument("header.sha256: must be 64 hex digits")

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.encodings import Held, check_compatible
 from blindmatch.matcher.core.solve import Links
 from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
 from blindmatch.matcher.domain import (
@@ -513,19 +514,10 @@ class Store:
                 if earlier is not None:
                     return earlier, True
                 others = [u for m, u in self.current_uploads(project).items() if m != member]
-                for other in others:
-                    if other.clk_bits != clk_bits:
-                        raise FailedPrecondition(
-                            f"CLKs of {clk_bits} bits, but this project's other uploads have "
-                            f"{other.clk_bits}-bit CLKs; encode with the project's shared schema"
-                        )
-                    if not same_hash(other.fingerprint, fingerprint):
-                        raise FailedPrecondition(
-                            "these encodings were made with a different schema or secret than "
-                            f"the project's other uploads (fingerprint {fingerprint.hex()[:12]} "
-                            f"vs {other.fingerprint.hex()[:12]}); encode again with the schema "
-                            "and secret agreed for this project"
-                        )
+                check_compatible(
+                    upload.encoding,
+                    [Held("this project's other uploads", u.encoding, plural=True) for u in others],
+                )
                 os.replace(part, final)
                 _fsync_dir(self.clk_dir)
                 self._append(

@@ -14,7 +14,7 @@ from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
 from blindmatch.matcher.core import index as index_module
 from blindmatch.matcher.core.index import MemberIndex, Segment, as_words
-from blindmatch.matcher.realtime import clk_digest
+from blindmatch.protos.wire import clk_digest
 from tests.conftest import Matcher
 
 N = 3000
