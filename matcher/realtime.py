@@ -65,8 +65,8 @@ from blindmatch.matcher.domain import (
     QueryQuota,
     QueryRecord,
 )
-from blindmatch.matcher.index_store import IndexStore
-from blindmatch.matcher.store import Store
+from blindmatch.matcher.storage.index_store import IndexStore
+from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest
 
 log = logging.getLogger("blindmatch.matcher.realtime")
@@ -282,7 +282,7 @@ class Realtime:
         for e in self.index_store.logged_queries(now - DAY):
             if not e.refused:
                 self.meter.seed(e.project, e.member, e.time, e.records)
-        self.qlog = QueryLog(self.index_store, audit_sink=store.record_many)
+        self.qlog = QueryLog(self.index_store, audit_sink=store.audit.append_all)
         log.info("loaded %d standing indexes", len(self._indexes))
 
     def close(self) -> None:
@@ -426,7 +426,7 @@ class Realtime:
             else:
                 self._set_index(key, None, None)
         summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
-        self.store.record(
+        self.store.audit.append(
             audit.Event(
                 member,
                 "index.change",
@@ -627,7 +627,7 @@ class Realtime:
         self.index_store.set_limits(project, member, per_minute, per_day)
         if allow_watch is not None:
             self.index_store.set_allow_watch(project, allow_watch)
-        self.store.record(
+        self.store.audit.append(
             audit.Event(
                 audit.OPERATOR,
                 "query.limits",

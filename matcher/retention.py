@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from blindmatch.matcher.store import Store
+from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 

@@ -34,7 +34,7 @@ from blindmatch.matcher.core.compare import (
 from blindmatch.matcher.core.fieldlevel import scored_candidates
 from blindmatch.matcher.core.memory import release_free_memory
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
-from blindmatch.matcher.store import Store
+from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 

@@ -27,7 +27,7 @@ from blindmatch.matcher.realtime import Realtime
 from blindmatch.matcher.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.runs import RunManager
 from blindmatch.matcher.service import MatcherService
-from blindmatch.matcher.store import Store
+from blindmatch.matcher.storage.store import Store
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -142,7 +142,7 @@ def create_server(
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("matcher listening on port %d, data in %s", port, store.dir)
+    log.info("matcher listening on port %d, data in %s", port, store.files.root)
     return RunningServer(server, port, store, runs, realtime, sweeper, query_streams)
 
 

@@ -49,7 +49,8 @@ from blindmatch.matcher.domain import (
 from blindmatch.matcher.limits import MemberLimiter, QueryStreams
 from blindmatch.matcher.realtime import Realtime
 from blindmatch.matcher.runs import RunManager
-from blindmatch.matcher.store import DISK_FULL, Store, disk_full
+from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+from blindmatch.matcher.storage.store import Store
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -384,8 +385,8 @@ class MatcherService(pb_grpc.MatcherServicer):
                     "anchor_seq/anchor_hash: give both, a seq of 1 or more and 64 hex digits"
                 )
             anchor = (int(request.anchor_seq), digest)
-        result = self.store.verify_audit(anchor)
-        self.store.record(
+        result = self.store.audit.verify(anchor)
+        self.store.audit.append(
             audit.Event(
                 audit.OPERATOR,
                 "audit.verify",
@@ -405,7 +406,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request: pb.ExportAuditRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.AuditEntry]:
         caller = self._caller(context, request.project)
-        entries = self.store.audit_entries(project=request.project, after=request.after_seq)
+        entries = self.store.audit.entries(project=request.project, after=request.after_seq)
         if caller != audit.OPERATOR:
             self.store.project(request.project)  # expired: NotFound, like every member call
             entries = [
@@ -413,7 +414,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 for e in entries
                 if audit.concerns(e, request.project, caller)
             ]
-        self.store.record(
+        self.store.audit.append(
             audit.Event(
                 caller,
                 "audit.export",
@@ -455,7 +456,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         latest = self.store.latest_run(project.name)
         if latest:
             info.latest_run.CopyFrom(run_status(latest))
-        self.store.record(
+        self.store.audit.append(
             audit.Event(
                 member,
                 "project.describe",
@@ -637,7 +638,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         levels = effective_levels(project.disclosure, self.store.consents(project.name), member)
         disclosed = disclose(levels, self.store.links_for(run.id, member))
         # Recorded before anything leaves: no audit entry, no disclosure.
-        self.store.record(
+        self.store.audit.append(
             audit.Event(
                 member,
                 "results.disclose",

@@ -26,8 +26,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DB_NAME = "blindmatch.sqlite"
-RUN_STATES = {"queued", "running", "done", "failed"}
+from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES
+from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.upload_store import needed_uploads
 
 
 @dataclass
@@ -67,21 +69,16 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_read_only(db_path: Path) -> sqlite3.Connection:
-    # mode=ro never creates or changes the file; WAL readers still see committed data.
-    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
-
-
 def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> CheckReport:
     """Check a data dir; never modifies it."""
-    data_dir = Path(data_dir)
-    report = CheckReport(data_dir)
-    db_path = data_dir / DB_NAME
+    files = DataDir(Path(data_dir))
+    report = CheckReport(files.root)
+    db_path = files.db
     if not db_path.is_file():
         report.problems.append(f"{db_path}: missing; is it a blindmatch data dir?")
         return report
     try:
-        db = open_read_only(db_path)
+        db = connect_read_only(db_path)
     except sqlite3.Error as exc:
         report.problems.append(f"{db_path}: cannot open ({exc})")
         return report
@@ -89,14 +86,14 @@ def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> CheckRep
         db.execute("BEGIN")  # one consistent snapshot for every query below
         _check_database(db, report)
         if not report.problems:
-            _check_uploads(db, data_dir, report, hash_files=hash_files)
+            _check_uploads(db, files, report, hash_files=hash_files)
             _check_runs(db, report)
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"{db_path}: unreadable ({exc})")
     finally:
         db.close()
-    tmp = data_dir / "tmp"
+    tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     return report
 
@@ -110,28 +107,17 @@ def _check_database(db: sqlite3.Connection, report: CheckReport) -> None:
     report.projects = db.execute("SELECT COUNT(*) FROM projects").fetchone()[0]
 
 
-def needed_uploads(db: sqlite3.Connection) -> set[str]:
-    return {
-        r[0]
-        for r in db.execute(
-            "SELECT id FROM uploads WHERE current=1 UNION "
-            "SELECT upload_id FROM run_inputs JOIN runs ON runs.id=run_inputs.run_id "
-            "WHERE runs.state IN ('queued','running')"
-        )
-    }
-
-
 def _check_uploads(
-    db: sqlite3.Connection, data_dir: Path, report: CheckReport, *, hash_files: bool
+    db: sqlite3.Connection, files: DataDir, report: CheckReport, *, hash_files: bool
 ) -> None:
-    clk_dir = data_dir / "clks"
+    clk_dir = files.clks
     needed = needed_uploads(db)
     for upload_id, count, bits, sha256 in db.execute(
         "SELECT id, record_count, clk_bits, sha256 FROM uploads ORDER BY created"
     ):
         if upload_id not in needed:
             continue
-        path = clk_dir / f"{upload_id}.bin"
+        path = files.clk_file(upload_id)
         expected = count * (bits // 8)
         if not path.is_file():
             report.problems.append(f"upload {upload_id}: its CLK file {path} is missing")
@@ -155,9 +141,10 @@ def _check_uploads(
         report.uploads_checked += 1
     if clk_dir.is_dir():
         for path in sorted(clk_dir.iterdir()):
-            if path.suffix != ".bin" or not path.is_file():
+            upload_id = upload_id_of(path)
+            if upload_id is None:
                 report.problems.append(f"{path}: not an upload file; nothing should be here")
-            elif path.stem not in needed:
+            elif upload_id not in needed:
                 report.problems.append(
                     f"{path}: orphan (no current upload or active run refers to it)"
                 )
@@ -193,9 +180,9 @@ def _check_runs(db: sqlite3.Connection, report: CheckReport) -> None:
     for run_id, project, state, stage, done, total in runs:
         if state not in RUN_STATES:
             report.problems.append(f"run {run_id}: unknown state {state!r}")
-        if state in ("queued", "running"):
+        if state in ACTIVE:
             active.setdefault(project, []).append(run_id)
-        if state == "done" and stage != "done":
+        if state == DONE and stage != DONE:
             report.problems.append(f"run {run_id}: done, but its stage is {stage!r}")
         if total and done > total:
             report.problems.append(f"run {run_id}: progress {done} of only {total}")
@@ -213,9 +200,9 @@ def _check_runs(db: sqlite3.Connection, report: CheckReport) -> None:
                 )
         members = {m for m, _, _ in inputs}
         links = db.execute("SELECT COUNT(*) FROM links WHERE run_id=?", (run_id,)).fetchone()[0]
-        if state != "done" and links:
+        if state != DONE and links:
             report.problems.append(f"run {run_id}: {state}, yet it has {links} stored links")
-        if state == "done" and links:
+        if state == DONE and links:
             strays = db.execute(
                 "SELECT DISTINCT member, partner FROM links WHERE run_id=?", (run_id,)
             ).fetchall()

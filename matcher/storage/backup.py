@@ -18,17 +18,17 @@ The destination is itself a data dir: restoring is starting `blindmatch serve
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindmatch.matcher.check import DB_NAME, check_data_dir, needed_uploads, open_read_only
+from blindmatch.matcher.storage.datadir import DB_NAME, DataDir, fsync_path
+from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.upload_store import needed_uploads
 
 ATTEMPTS = 5
-INDEX_DB = "index.sqlite"
-AUDIT_KEY = "audit.key"
 
 
 class BackupError(Exception):
@@ -43,79 +43,69 @@ class BackupReport:
     attempts: int
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _snapshot(source_db: Path, dest_db: Path) -> None:
-    src = open_read_only(source_db)
+    src = connect_read_only(source_db)
     dst = sqlite3.connect(dest_db)
     try:
         src.backup(dst)
     finally:
         dst.close()
         src.close()
-    _fsync(dest_db)
+    fsync_path(dest_db)
 
 
-def _copy_needed(data_dir: Path, staging: Path) -> tuple[int, int] | None:
+def _copy_needed(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
     """Copy the snapshot's needed CLK files; None when one vanished meanwhile."""
-    db = open_read_only(staging / DB_NAME)
+    db = connect_read_only(staging.db)
     try:
         needed = sorted(needed_uploads(db))
     finally:
         db.close()
     copied = 0
     for upload_id in needed:
-        name = f"{upload_id}.bin"
         try:
-            shutil.copyfile(data_dir / "clks" / name, staging / "clks" / name)
+            shutil.copyfile(source.clk_file(upload_id), staging.clk_file(upload_id))
         except FileNotFoundError:
             return None
-        _fsync(staging / "clks" / name)
-        copied += (staging / "clks" / name).stat().st_size
-    _fsync(staging / "clks")
+        fsync_path(staging.clk_file(upload_id))
+        copied += staging.clk_file(upload_id).stat().st_size
+    fsync_path(staging.clks)
     return len(needed), copied
 
 
 def backup_data_dir(data_dir: str | Path, dest: str | Path) -> BackupReport:
     """Copy a (possibly live) data dir to `dest`, which must not exist yet."""
-    data_dir, dest = Path(data_dir), Path(dest)
-    if not (data_dir / DB_NAME).is_file():
+    source, dest = DataDir(Path(data_dir)), Path(dest)
+    if not source.db.is_file():
         raise BackupError(f"{data_dir}: not a blindmatch data dir (no {DB_NAME})")
     if dest.exists():
         raise BackupError(f"{dest}: already exists; back up to a new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.partial")
+    staging = DataDir(dest.with_name(f".{dest.name}.partial"))
     for attempt in range(1, ATTEMPTS + 1):
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "clks").mkdir(parents=True)
-        (staging / "tmp").mkdir()
+        shutil.rmtree(staging.root, ignore_errors=True)
+        staging.make()
         try:
-            _snapshot(data_dir / DB_NAME, staging / DB_NAME)
-            copied = _copy_needed(data_dir, staging)
-            if (data_dir / INDEX_DB).is_file():
-                _snapshot(data_dir / INDEX_DB, staging / INDEX_DB)
-            if (data_dir / AUDIT_KEY).is_file():
-                shutil.copy2(data_dir / AUDIT_KEY, staging / AUDIT_KEY)
-                _fsync(staging / AUDIT_KEY)
+            _snapshot(source.db, staging.db)
+            copied = _copy_needed(source, staging)
+            if source.index_db.is_file():
+                _snapshot(source.index_db, staging.index_db)
+            if source.audit_key.is_file():
+                shutil.copy2(source.audit_key, staging.audit_key)
+                fsync_path(staging.audit_key)
         except (OSError, sqlite3.Error) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
         if copied is None:
             continue  # the matcher replaced an upload while we copied: take a new snapshot
-        report = check_data_dir(staging)
+        report = check_data_dir(staging.root)
         if not report.ok:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError("the copy failed its integrity check:\n" + report.render())
-        staging.rename(dest)
-        _fsync(dest.parent)
+        staging.root.rename(dest)
+        fsync_path(dest.parent)
         return BackupReport(dest, copied[0], copied[1], attempt)
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging.root, ignore_errors=True)
     raise BackupError(
         f"{data_dir} changed under every one of {ATTEMPTS} attempts; try again when quieter"
     )

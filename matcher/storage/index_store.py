@@ -12,14 +12,13 @@ and purposes only, never an encoding; it is written in batches off the request p
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from blindmatch.matcher.domain import DAY, Encoding, QueryRecord
+from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.sqlite import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -59,54 +58,31 @@ CREATE TABLE IF NOT EXISTS query_log (
 );
 CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
 """
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
 
 
 class IndexStore:
     """Standing indexes, limits and the query log, in DIR/index.sqlite."""
 
     def __init__(self, data_dir: str | Path) -> None:
-        path = Path(data_dir) / "index.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        # Limits and settings are read on every query: cached until the next write.
-        self._limits: dict[tuple[str, str], tuple[int, int]] | None = None
-        self._allow_watch: set[str] | None = None
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        files = DataDir(Path(data_dir))
+        files.root.mkdir(parents=True, exist_ok=True)
+        self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._limits = self._allow_watch = None
-
-    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        self.db.close()
 
     # -- standing indexes -----------------------------------------------------------------
 
     def encodings(self) -> dict[tuple[str, str], Encoding]:
         """(project, member) -> encoding, for every non-empty index."""
-        rows = self._query("SELECT project, member, clk_bits, fingerprint FROM index_meta")
+        rows = self.db.query("SELECT project, member, clk_bits, fingerprint FROM index_meta")
         return {(p, m): Encoding(b, bytes(f)) for p, m, b, f in rows}
 
     def records(self, project: str, member: str) -> tuple[list[str], bytes]:
         """An index's refs and their CLKs (concatenated, in the same order)."""
-        with self._lock:
-            cursor = self._db.execute(
+        with self.db.reading() as conn:
+            cursor = conn.execute(
                 "SELECT ref, clk FROM index_records WHERE project=? AND member=?",
                 (project, member),
             )
@@ -128,80 +104,79 @@ class IndexStore:
         size_after: int,
     ) -> None:
         """Put and remove records in one durable transaction."""
-        with self._tx() as db:
-            db.executemany(
+        with self.db.tx() as tx:
+            tx.executemany(
                 "DELETE FROM index_records WHERE project=? AND member=? AND ref=?",
                 [(project, member, ref) for ref in removes],
             )
-            db.executemany(
+            tx.executemany(
                 "INSERT OR REPLACE INTO index_records VALUES (?,?,?,?)",
                 [(project, member, ref, clk) for ref, clk in puts],
             )
             if size_after:
-                db.execute(
+                tx.execute(
                     "INSERT OR REPLACE INTO index_meta VALUES (?,?,?,?)",
                     (project, member, encoding.clk_bits, encoding.fingerprint),
                 )
             else:
-                db.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+                tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
 
     def erase_member(self, project: str, member: str) -> None:
         """Delete a member's whole index (for erasure)."""
-        with self._tx() as db:
-            db.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
-            db.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
+            tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
 
     def projects(self) -> list[str]:
         """Every project with a standing index."""
-        return [r[0] for r in self._query("SELECT DISTINCT project FROM index_meta")]
+        return [r[0] for r in self.db.query("SELECT DISTINCT project FROM index_meta")]
 
     def erase_project(self, project: str) -> None:
         """Delete every index, limit and logged query of a project (for expiry)."""
-        with self._tx() as db:
+        with self.db.tx() as tx:
             for table in ("index_records", "index_meta", "query_limits", "query_settings"):
-                db.execute(f"DELETE FROM {table} WHERE project=?", (project,))
-            db.execute("DELETE FROM query_log WHERE project=?", (project,))
+                tx.execute(f"DELETE FROM {table} WHERE project=?", (project,))
+            tx.execute("DELETE FROM query_log WHERE project=?", (project,))
 
     # -- limits and settings --------------------------------------------------------------
 
     def set_limits(self, project: str, member: str, per_minute: int, per_day: int) -> None:
-        with self._tx() as db:
-            db.execute(
+        with self.db.tx() as tx:
+            tx.execute(
                 "INSERT OR REPLACE INTO query_limits VALUES (?,?,?,?)",
                 (project, member, per_minute, per_day),
             )
 
     def limits(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(project, member or '') -> (per_minute, per_day); 0 means the default."""
-        cached = self._limits
-        if cached is not None:
-            return cached
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT project, member, per_minute, per_day FROM query_limits"
-            ).fetchall()
-            self._limits = {(p, m): (pm, pd) for p, m, pm, pd in rows}
-            return self._limits
+        return self.db.cached(
+            "limits",
+            lambda conn: {
+                (p, m): (pm, pd)
+                for p, m, pm, pd in conn.execute(
+                    "SELECT project, member, per_minute, per_day FROM query_limits"
+                )
+            },
+        )
 
     def set_allow_watch(self, project: str, allow: bool) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO query_settings VALUES (?,?)", (project, int(allow)))
+        with self.db.tx() as tx:
+            tx.execute("INSERT OR REPLACE INTO query_settings VALUES (?,?)", (project, int(allow)))
 
     def allow_watch(self) -> set[str]:
-        cached = self._allow_watch
-        if cached is not None:
-            return set(cached)
-        with self._lock:
-            rows = self._db.execute("SELECT project FROM query_settings WHERE allow_watch")
-            self._allow_watch = {p for (p,) in rows.fetchall()}
-            return set(self._allow_watch)
+        allowed = self.db.cached(
+            "allow_watch",
+            lambda conn: {
+                p for (p,) in conn.execute("SELECT project FROM query_settings WHERE allow_watch")
+            },
+        )
+        return set(allowed)
 
     # -- the query log --------------------------------------------------------------------
 
     def log_queries(self, entries: Sequence[QueryRecord]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
+        with self.db.tx(clears_cache=False) as tx:
+            tx.executemany(
                 "INSERT INTO query_log VALUES (?,?,?,?,?,?,?,?)",
                 [
                     (
@@ -217,7 +192,6 @@ class IndexStore:
                     for e in entries
                 ],
             )
-            self._db.execute("COMMIT")
 
     def logged_queries(self, since: float, project: str | None = None) -> list[QueryRecord]:
         sql = "SELECT * FROM query_log WHERE time >= ?"
@@ -225,10 +199,10 @@ class IndexStore:
         if project is not None:
             sql += " AND project = ?"
             args += (project,)
-        return [QueryRecord(*row) for row in self._query(sql + " ORDER BY time", args)]
+        return [QueryRecord(*row) for row in self.db.query(sql + " ORDER BY time", args)]
 
     def prune_log(self, before: float | None = None) -> None:
         """Drop volume entries older than `before` (default: 30 days ago)."""
         cutoff = before if before is not None else time.time() - 30 * DAY
-        with self._tx() as db:
-            db.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))
