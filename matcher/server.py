@@ -23,7 +23,7 @@ from blindmatch.matcher.placement import (
     plan_placement,
     start_lookups,
 )
-from blindmatch.matcher.realtime import Realtime
+from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.runs import RunManager
 from blindmatch.matcher.service import MatcherService

@@ -47,7 +47,7 @@ from blindmatch.matcher.domain import (
     valid_name,
 )
 from blindmatch.matcher.limits import MemberLimiter, QueryStreams
-from blindmatch.matcher.realtime import Realtime
+from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.runs import RunManager
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 from blindmatch.matcher.storage.store import Store
@@ -727,7 +727,6 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request: pb.ListIndexRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.IndexListing]:
         member = self._require_member(context, request.project)
-        self.store.project(request.project)  # expired: NotFound, like every member call
         clk_bits, refs, digests = self.realtime.list_index(request.project, member)
         step = HITS_PER_MESSAGE * 5
         for start in range(0, max(len(refs), 1), step):
@@ -789,13 +788,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         )
         try:
             yield pb.WatchEvent(ready=True)
-            while context.is_active():
-                event = watch.next_event(timeout=0.5)
-                if watch.ended:
-                    raise errors.NotFound(watch.ended)
-                if event is None:
-                    continue
-                index, partner, match = event
+            for index, partner, match in self.realtime.follow(watch, context.is_active):
                 if match is None:
                     yield pb.WatchEvent(count=pb.PartnerCount(partner=partner, shared=1))
                 else:
@@ -832,7 +825,7 @@ class MatcherService(pb_grpc.MatcherServicer):
             member=request.member,
             records_per_minute=limits.per_minute,
             records_per_day=limits.per_day,
-            allow_watch=request.project in self.realtime.index_store.allow_watch(),
+            allow_watch=self.realtime.watching_allowed(request.project),
         )
 
     @rpc_errors

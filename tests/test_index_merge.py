@@ -174,7 +174,7 @@ def test_over_grpc_every_change_is_seen_while_merges_run_behind_it(
             return [m.partner for m in answer.results[0]] == ["north"]
 
         change(truth, [])
-        index = matcher.server.realtime._indexes[("m", "north")]
+        index = matcher.server.realtime.indexes.get("m", "north")
         for step in range(12):
             refs = sorted(truth)
             replaced = [refs[i] for i in rng.choice(len(refs), 40, replace=False)]

@@ -62,7 +62,7 @@ def test_a_placed_matcher_keeps_its_request_threads_on_one_core(
     everywhere = set(os.sched_getaffinity(0))
     realtime, runs = matcher.server.realtime, matcher.server.runs
     # The query log writes on the request core; batch runs keep every core.
-    assert cpus_of(realtime.qlog._thread.native_id or 0) == set(placed.request_cpus)
+    assert cpus_of(realtime.query_log._thread.native_id or 0) == set(placed.request_cpus)
     assert cpus_of(runs._thread.native_id or 0) == everywhere
     # The thread that started the matcher (this test's) is back where it was.
     assert set(os.sched_getaffinity(0)) == everywhere
@@ -91,7 +91,7 @@ def test_an_index_merge_started_by_a_request_runs_on_every_core(
         for rows in (range(300), range(300, 400)):  # the second change crosses the merge point
             puts = [(f"r{i}", clks[i].tobytes()) for i in rows]
             north.change_index("m", clk_bits=CLK_BITS, fingerprint=bytes(range(32)), puts=puts)
-    assert matcher.server.realtime._indexes[("m", "north")].wait_merged(timeout=60)
+    assert matcher.server.realtime.indexes.get("m", "north").wait_merged(timeout=60)
     assert seen and all(cpus == set(os.sched_getaffinity(0)) for cpus in seen)
     assert set(os.sched_getaffinity(0)) != set(placed.request_cpus)
 

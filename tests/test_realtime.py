@@ -246,7 +246,7 @@ def test_the_matcher_keeps_no_copy_of_a_query(
     stranger = person(secret_file, given_name="Ottoline", surname="Quist", dob="1951-07-30")
     with matcher.member(project.tokens["north"]) as north:
         assert ask(north, "trial", stranger) == []
-    matcher.server.realtime.qlog.flush()
+    matcher.server.realtime.query_log.flush()
     for path in matcher.data_dir.rglob("*"):
         if path.is_file():
             assert stranger[0] not in path.read_bytes(), f"{path} holds the queried CLK"
@@ -445,7 +445,7 @@ def test_a_watch_is_told_when_a_partner_later_indexes_a_match(
     registered.wait(10)
     with matcher.member(project.tokens["south"]) as south:
         for _ in range(100):  # until the watch is registered at the matcher
-            if matcher.server.realtime._watches:
+            if len(matcher.server.realtime.watches):
                 break
             threading.Event().wait(0.05)
         index_all(south, "trial", encoded["south"])

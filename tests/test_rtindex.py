@@ -253,7 +253,7 @@ def test_a_large_index_is_queried_through_lsh_over_grpc(
     with MatcherClient(matcher.target, project.tokens["north"]) as north:
         puts = [(f"r{i}", indexed[i].tobytes()) for i in range(n)]
         north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
-    index = matcher.server.realtime._indexes[("big", "north")]
+    index = matcher.server.realtime.indexes.get("big", "north")
     assert index.snapshot.main.lsh is not None
     with (
         MatcherClient(matcher.target, project.tokens["west"]) as west,
