@@ -39,8 +39,8 @@ from benchmarks.synthclks import member_pair, members
 from blindmatch.client.api import MatcherClient
 from blindmatch.client.encoded import write_encoded
 from blindmatch.matcher.core import blocking, kernel
-from blindmatch.matcher.runs import match
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.usecases.runs import match
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ returned.)
     +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
         +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
 
-The service maps them in one place (`service.rpc_errors`); core code raises
+The gRPC edge maps them in one place (`rpc/status.py`); core code raises
 them without knowing about gRPC. An error with `retryable = True` also sends
 the trailing metadata `blindmatch-retryable: 1`, so a client can tell a
 momentary limit (retry with backoff) from a permanent one (don't).

@@ -15,7 +15,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER, QUERY_STREAM_IDLE_SECONDS
-from blindmatch.matcher.limits import MemberLimiter, QueryStreams
 from blindmatch.matcher.placement import (
     allowed_cpus,
     pin_this_thread,
@@ -24,10 +23,12 @@ from blindmatch.matcher.placement import (
     start_lookups,
 )
 from blindmatch.matcher.realtime.engine import Realtime
-from blindmatch.matcher.retention import SWEEP_INTERVAL, Sweeper
-from blindmatch.matcher.runs import RunManager
-from blindmatch.matcher.service import MatcherService
+from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.servicer import MatcherService
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
+from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -37,6 +38,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Query streams may hold half of these (matcher/limits.py); every other call has the rest.
 RPC_THREADS = 96
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
+MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
 
 
 @dataclass
@@ -119,12 +121,14 @@ def create_server(
         service = MatcherService(
             store,
             runs,
-            admin_token,
             realtime=realtime,
             limiter=MemberLimiter(streams_per_member),
             query_streams=query_streams,
         )
-        server, health_servicer = _grpc_server(service, request_cpus)
+        authenticator = Authenticator(
+            admin_token, store.token_owner, SERVICE_NAME, call_kinds(service, MATCHER_RPCS)
+        )
+        server, health_servicer = _grpc_server(service, authenticator, request_cpus)
         if credentials is None:
             port = server.add_insecure_port(address)
         else:
@@ -147,9 +151,10 @@ def create_server(
 
 
 def _grpc_server(
-    service: MatcherService, request_cpus: frozenset[int] | None
+    service: MatcherService, authenticator: Authenticator, request_cpus: frozenset[int] | None
 ) -> tuple[grpc.Server, health.HealthServicer]:
-    """The gRPC server with the matcher, health and reflection services (not started)."""
+    """The gRPC server with the matcher, health and reflection services (not started);
+    every matcher call is authenticated by `authenticator` first."""
 
     def place() -> None:
         if request_cpus is not None:
@@ -164,6 +169,7 @@ def _grpc_server(
         # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED
         # instead of queueing without bound.
         maximum_concurrent_rpcs=RPC_THREADS * 4,
+        interceptors=[authenticator],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

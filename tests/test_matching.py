@@ -10,7 +10,7 @@ from blindmatch.matcher.core.compare import compare_chunk, merge, plan_chunks
 from blindmatch.matcher.core.disclose import Hit, disclose
 from blindmatch.matcher.core.solve import dice, solve
 from blindmatch.matcher.domain import Level
-from blindmatch.matcher.runs import match
+from blindmatch.matcher.usecases.runs import match
 
 
 def noisy_copies(rng: np.random.Generator, clks: np.ndarray, flips: int) -> np.ndarray:

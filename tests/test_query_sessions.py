@@ -19,7 +19,7 @@ from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
 from blindmatch.client.realtime import row_refs
 from blindmatch.client.session import AsyncQuerySession
 from blindmatch.matcher.domain import QUERY_STREAMS_PER_MEMBER
-from blindmatch.matcher.limits import QueryStreams
+from blindmatch.matcher.rpc.streams import QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from blindmatch.matcher.domain import (
     QUERY,
     WATCH,
     Encoding,
+    Level,
     Project,
     QueryQuota,
     QueryRecord,
@@ -56,6 +58,13 @@ from blindmatch.matcher.storage.store import Store
 
 # How often an open watch looks whether its stream is still open.
 WATCH_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    disclosed: QueryDisclosure
+    partners: list[str]  # whose standing indexes were searched
+    level: Level  # the project's disclosure level
 
 
 class Realtime:
@@ -98,6 +107,7 @@ class Realtime:
     ) -> ChangeSummary:
         """Apply one member's change (durable, then visible to the next query), record it,
         and tell the other members' watches about the records it put."""
+        self.store.project(project)  # expired: NotFound, like every member call
         summary, put_words = self.indexes.change(project, member, encoding, puts, removes)
         if put_words is None:
             return summary  # an empty change: nothing happened
@@ -142,8 +152,8 @@ class Realtime:
 
     def query(
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
-    ) -> tuple[QueryDisclosure, list[str]]:
-        """Which partners hold each queried CLK; also the partners that were searched."""
+    ) -> QueryResult:
+        """Which partners hold each queried CLK, as far as each partner's level allows."""
         project = self.store.project(project_name)
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, QUERY, purpose, len(words))
@@ -165,7 +175,7 @@ class Realtime:
                 disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
             )
         )
-        return answer, list(snapshots)
+        return QueryResult(answer, list(snapshots), project.disclosure)
 
     def watch(
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes

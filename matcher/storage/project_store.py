@@ -13,7 +13,7 @@ import time
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
 from blindmatch.matcher.domain import DEFAULT_RETENTION, Level, Project
-from blindmatch.matcher.errors import AlreadyExists, NotFound, PermissionDenied
+from blindmatch.matcher.errors import AlreadyExists, NotFound
 from blindmatch.matcher.storage.base import StoreBase
 
 SCHEMA = """
@@ -124,27 +124,13 @@ class ProjectStore(StoreBase):
             )
         return Project(n, Level(d), t, b, bool(purpose), expires)
 
-    def member_for_token(self, project: str, token: str) -> str | None:
-        """The member of `project` holding `token`; raises if it is another project's."""
+    def token_owner(self, token: str) -> tuple[str, str] | None:
+        """(project, member) holding `token`, or None when nobody does."""
         digest = token_hash(token)
         rows = self.db.cached_rows(
             ("token", digest),
             "SELECT project, name, token_hash FROM members WHERE token_hash=?",
             (digest,),
-        )
-        if not rows or not same_hash(rows[0][2], digest):
-            return None
-        owner_project, member, _ = rows[0]
-        if owner_project != project:
-            self.project(project)  # unknown project -> NotFound
-            raise PermissionDenied(f"this token does not belong to project {project!r}")
-        return str(member)
-
-    def token_owner(self, token: str) -> tuple[str, str] | None:
-        """(project, member) holding `token`, or None when nobody does."""
-        digest = token_hash(token)
-        rows = self.db.query(
-            "SELECT project, name, token_hash FROM members WHERE token_hash=?", (digest,)
         )
         if not rows or not same_hash(rows[0][2], digest):
             return None
