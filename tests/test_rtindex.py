@@ -15,9 +15,9 @@ from blindmatch.matcher.core import hugepages, kernel
 from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
 from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search, search_snapshots
 from blindmatch.matcher.core.lshindex import (
-    LshPlan,
     LshTable,
-    plan,
+    TablePlan,
+    plan_tables,
     search_many,
     sketch_cut,
     sketch_positions,
@@ -94,7 +94,7 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
     clks = indexed[:20_000]
     words = as_words(clks, CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
-    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
     table = LshTable.build(words, lsh_plan, 0.8)
     for q in queries[::10]:
@@ -127,9 +127,9 @@ def test_a_query_with_thousands_of_candidates_finds_each_once(
         assert looked >= table.plan.bands * len(copies)  # each copy under every band's key
 
 
-def small_plan(words: np.ndarray) -> LshPlan:
+def small_plan(words: np.ndarray) -> TablePlan:
     """A plan for a few thousand synthetic CLKs at threshold 0.8."""
-    lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, 420.0, 0.54, 0.8)
     assert lsh_plan is not None
     return lsh_plan
 
@@ -144,7 +144,7 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
     full = small_plan(words)
     for radius in (0, 1, 2):
-        lsh_plan = LshPlan(full.positions[:4, :12], radius, 0.0, 0.0)
+        lsh_plan = TablePlan(full.positions[:4, :12], radius, 0.0, 0.0)
         table = LshTable.build(words, lsh_plan, 0.7)
         for q in as_words(queries[::40], CLK_BITS):
             rows, sims, looked, read = table.search_counted(words, popcounts, q, 0.7)
@@ -341,7 +341,7 @@ def test_the_sketch_screen_keeps_every_match_and_skips_most_rows(
     indexed, queries = people
     words = as_words(indexed, CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
-    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
     screened = LshTable.build(words, lsh_plan, 0.8)
     unscreened = LshTable.build(words, lsh_plan, 0.0)  # cuts of 0.0 let every row through

@@ -53,10 +53,10 @@ import numpy.typing as npt
 from blindmatch.matcher.core import hugepages, kernel
 from blindmatch.matcher.core.lshindex import (
     MIN_ROWS,
-    LshPlan,
     LshTable,
+    TablePlan,
     bit_agreement,
-    plan,
+    plan_tables,
     search_many,
 )
 
@@ -184,12 +184,12 @@ def _best_first(
     return found[order], sims[order]
 
 
-def plan_for(words: U64, popcounts: I32, threshold: float) -> LshPlan | None:
+def plan_for(words: U64, popcounts: I32, threshold: float) -> TablePlan | None:
     """LSH bands for a segment of these rows at this threshold (None: scan it instead)."""
     if len(words) < MIN_ROWS or not 0 < threshold <= 1:
         return None
     high = float(np.quantile(popcounts, 0.99))
-    return plan(len(words), words.shape[1] * 64, high, bit_agreement(words), threshold)
+    return plan_tables(len(words), words.shape[1] * 64, high, bit_agreement(words), threshold)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ or alter one.
 Two CLKs that differ in a fraction h of their bits share a band key with probability
 (1 - h)^r, or, probing radius m, sum_{i<=m} C(r, i) h^i (1 - h)^(r - i): the chance that at
 most m of the r sampled bits differ. A pair at Dice D whose popcounts add up to P differs
-in P(1 - D) bits. `plan` designs for the worst pair that still counts, one at exactly the
+in P(1 - D) bits. `plan_tables` designs for the worst pair that still counts, one at exactly the
 threshold with both popcounts at the index's 99th percentile, and picks r, the radius and
 the number of bands that find such a pair with probability `recall` for the least work
 (probes plus unrelated rows decided, from the index's bit frequencies), within a memory
@@ -71,7 +71,7 @@ SKETCH_MISS = 1e-4
 
 
 @dataclass(frozen=True)
-class LshPlan:
+class TablePlan:
     positions: npt.NDArray[np.int32]  # (bands, r): bit p is bit p % 64 of word p // 64
     radius: int  # probe keys within this many flipped bits (0, 1 or 2)
     design_recall: float  # for a pair at the threshold, popcounts at the 99th percentile
@@ -120,7 +120,7 @@ def bit_agreement(words: U64, sample: int = 20_000, seed: int = SEED) -> float:
     return float(np.mean(f * f + (1 - f) * (1 - f)))
 
 
-def plan(
+def plan_tables(
     n: int,
     clk_bits: int,
     popcount_high: float,
@@ -130,7 +130,7 @@ def plan(
     recall: float = DESIGN_RECALL,
     bytes_per_row: int = BYTES_PER_ROW,
     seed: int = SEED,
-) -> LshPlan | None:
+) -> TablePlan | None:
     """The cheapest bands for an index of n rows, or None when none fits the memory cap.
 
     `popcount_high` is a high percentile of the rows' popcounts and `agreement` the chance
@@ -161,7 +161,7 @@ def plan(
     rng = np.random.default_rng(seed)
     positions = np.stack([rng.choice(clk_bits, r, replace=False) for _ in range(bands)])
     achieved = 1 - (1 - _within(r, radius, h)) ** bands
-    return LshPlan(positions.astype(np.int32), radius, achieved, rows)
+    return TablePlan(positions.astype(np.int32), radius, achieved, rows)
 
 
 @lru_cache(maxsize=4096)
@@ -230,7 +230,7 @@ class LshTable:
     the buffers (the segment's CLKs among them), so a query passes only itself.
     """
 
-    plan: LshPlan
+    plan: TablePlan
     offsets: npt.NDArray[np.uint32]  # (bands, 2^r + 1)
     rows: npt.NDArray[np.uint32]  # (bands, n)
     sketch_positions: npt.NDArray[np.int32]  # (s,)
@@ -240,7 +240,7 @@ class LshTable:
     prepared: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, words: U64, plan: LshPlan, threshold: float) -> LshTable:
+    def build(cls, words: U64, plan: TablePlan, threshold: float) -> LshTable:
         """Tables over `words` (which queries must then search) for pairs at `threshold`."""
         n, w = words.shape
         words = np.ascontiguousarray(words)
@@ -362,7 +362,7 @@ def search_many(
     ]
 
 
-def band_keys(words: U64, plan: LshPlan) -> npt.NDArray[np.uint32]:
+def band_keys(words: U64, plan: TablePlan) -> npt.NDArray[np.uint32]:
     """(bands, n) keys: bit j of a key is bit positions[band, j] of the CLK."""
     pos = plan.positions.astype(np.int64)
     sampled = (words[:, pos // 64] >> (pos % 64).astype(np.uint64)) & np.uint64(1)
