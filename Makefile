@@ -38,7 +38,7 @@ protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. blindmatch/protos/blindmatch.proto
 
 check-protos: $(STAMP)
-	$(BIN)/python -m blindmatch.protos.check
+	$(BIN)/python -m blindmatch.protos.freshness
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py

@@ -2,5 +2,5 @@
 
 Both the client and the matcher import these. The generated modules (`*_pb2*`) are
 never edited by hand; `blindmatch.proto` is the source, `wire.py` what the contract
-fixes beyond message shapes (the ListIndex digest), `check.py` the staleness check.
+fixes beyond message shapes (the ListIndex digest), `freshness.py` the staleness check.
 """

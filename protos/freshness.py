@@ -1,6 +1,6 @@
 """Fail when the generated modules beside blindmatch.proto are stale.
 
-Run as `python -m blindmatch.protos.check` (CI does, through `make check-protos`). It
+Run as `python -m blindmatch.protos.freshness` (CI does, through `make check-protos`). It
 regenerates into a temporary folder and compares byte for byte.
 """
 
