@@ -3,9 +3,9 @@
 A query against a 1,000,000-row standing index touches a few thousand scattered places in
 several hundred MB of tables and CLKs; with 4 KiB pages nearly every one of them is also
 a TLB miss. Backing those arrays with 2 MiB pages (where the kernel allows it:
-`/sys/kernel/mm/transparent_hugepage/enabled` set to `always` or `madvise`) cuts the
-look-up's time by about a fifth here (docs/performance.md). Elsewhere, or for small
-arrays, this is plain `numpy.empty`.
+`/sys/kernel/mm/transparent_hugepage/enabled` set to `always` or `madvise`) makes the
+look-up measurably faster (docs/performance.md). Elsewhere, or for small arrays, this is
+plain `numpy.empty`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A run calls the native kernel for thousands of chunks, each allocating and
 freeing a few megabytes while small results stay alive. glibc keeps the freed
 space in its heaps, fragmented, so a long exhaustive run's resident memory
-grew by about 1 MB per chunk (9 GB after 10,000 chunks of a 30 x 100,000
-run) although almost all of it was free. `malloc_trim` hands it back; on other
-C libraries this is a no-op.
+grew with every chunk although almost all of it was free (docs/performance.md,
+*Memory over long runs*). `malloc_trim` hands it back; on other C libraries
+this is a no-op.
 """
 
 from __future__ import annotations
