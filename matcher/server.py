@@ -35,7 +35,7 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# Query streams may hold half of these (matcher/limits.py); every other call has the rest.
+# Query streams may hold half of these (rpc/streams.py); every other call has the rest.
 RPC_THREADS = 96
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]

@@ -1,9 +1,9 @@
 """The audit log's rules: events, the keyed hash chain, verification, member views.
 
-Pure functions and dataclasses. `store` keeps the entries in SQLite and appends
-each one in the same transaction as the change it records, so a change and its
-entry are stored together or not at all; a disclosure is recorded before a
-single result leaves the matcher.
+Pure functions and dataclasses. storage/audit_log.py keeps the entries in SQLite,
+each appended in the same transaction as the change it records, so a change and
+its entry are stored together or not at all; a disclosure is recorded before a
+single result leaves the matcher (usecases/results.py).
 
 The chain: entry n carries `prev_hash` (entry n-1's hash; `GENESIS` for the
 first) and `hash = HMAC-SHA256(key, canonical(entry n))`, where the canonical

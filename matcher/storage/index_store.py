@@ -7,7 +7,7 @@ Kept apart from `blindmatch.sqlite` so that a large index never slows the batch 
 single writer. A change to an index is one transaction (WAL, full sync): acknowledged
 means durable, and a failed change leaves nothing behind. The query log holds counts
 and purposes only, never an encoding; it is written in batches off the request path
-(see `realtime.QueryLog`), so the last moments of it may be lost in a power cut.
+(see `realtime.querylog.QueryLog`), so the last moments of it may be lost in a power cut.
 """
 
 from __future__ import annotations

@@ -176,12 +176,12 @@ class UploadStore(StoreBase):
                         "INSERT INTO upload_keys VALUES (?,?,?,?)",
                         (project, member, client_upload_id, upload.id),
                     )
-                if field_bits:  # field-level encodings (see matcher.fieldlevel)
+                if field_bits:  # field-level encodings (see core.fieldlevel)
                     tx.execute(
                         "INSERT INTO upload_layouts VALUES (?,?)",
                         (upload.id, ",".join(map(str, field_bits))),
                     )
-                elif fallback_bits:  # record-level with a fallback CLK (matcher.fallback)
+                elif fallback_bits:  # record-level with a fallback CLK (core.fallback)
                     tx.execute(
                         "INSERT INTO upload_layouts VALUES (?,?)",
                         (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}"),
