@@ -3,7 +3,7 @@
 A chunk compares a slice of one member's CLKs with a slice of another's. The
 functions here are pure (arrays in, arrays out), free of storage and gRPC, so
 an executor can run chunks on local threads today and on a distributed engine
-later. The similarity kernel is `matcher.kernel` (native, AVX-512 where the CPU
+later. The similarity kernel is `core.kernel` (native, AVX-512 where the CPU
 has it), which finds exactly the pairs and scores anonlink's
 `dice_coefficient_accelerated` finds, several times faster.
 """
@@ -21,7 +21,7 @@ from blindmatch.matcher.core.kernel import dice_candidates
 
 # About this many comparisons per chunk: big enough to amortise the call (the
 # kernel sorts and re-lays out both slices), small enough for steady progress
-# reports: about 0.1 s of one core.
+# reports (docs/performance.md times one).
 CHUNK_COMPARISONS = 200_000_000
 
 

@@ -15,7 +15,7 @@ least `threshold`, with those similarities, best first. Because Dice(a, b) is at
 query's can reach the threshold; rows are kept sorted by popcount so that range is one
 slice and everything outside it is skipped.
 
-With the native kernel built, `search` is one pass of `matcher/_kernel.c`'s `scan`
+With the native kernel built, `search` is one pass of `_kernel.c`'s `scan`
 (AVX-512 where the CPU has it) over that slice, with anonlink's exact test; numpy does
 the same work, more slowly, where the extension did not build.
 
@@ -30,7 +30,7 @@ holds every change since. Only a change that leaves the delta far behind (`MERGE
 times the merge point, a bulk load say) waits for a merge before it returns.
 
 A main segment of `lshindex.MIN_ROWS` rows or more also carries an `LshTable`
-(matcher/lshindex.py), built with it for the project's threshold: a query then decides
+(lshindex.py), built with it for the project's threshold: a query then decides
 only the rows that share a (probed) band key with it instead of scanning them all. The
 delta is always scanned (it is small), and dead rows are dropped from what either finds,
 so a change is visible to the very next query whichever path answers it.
@@ -75,8 +75,7 @@ COMPACT_FRACTION = 64
 # before it returns, instead of in the background: the delta is scanned, row by row.
 MERGE_WAIT = 8
 # A merge copies and maps rows this many at a time, so the GIL it holds (the queries beside
-# it need it too) is never held for long: one dict built of 1,000,000 refs in one go held
-# it for half a second.
+# it need it too) is never held for long (docs/performance.md: the merge in the background).
 MERGE_STEP = 16_384
 # The merge thread's nice value (Linux: per thread): when queries keep every core busy,
 # the merge takes the time they leave rather than theirs, and finishes later.
@@ -119,7 +118,7 @@ def _row_sums(counts: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     """Each row's sum of per-word popcounts (each at most 64).
 
     Eight byte-sized counts at a time, as one uint64: add neighbouring bytes into 16-bit
-    lanes, then all four lanes with one multiply. About 1.5x faster than .sum(axis=1).
+    lanes, then all four lanes with one multiply; faster than .sum(axis=1).
     """
     words = counts.shape[1]
     if words % 8:
@@ -313,14 +312,13 @@ def warm_up(
 ) -> int:
     """Search `lookups` of the indexes' own rows as a query would, and drop the answers.
 
-    A freshly started process answers its first look-ups slowly: in one process over three
-    1,000,000-row tables the first took 34 ms, the next few 1.4-10 ms, queries 100-200
-    2.4 ms on average (the garbage collector's first full pass: `gc.freeze()` removed that
-    part), and only after about 2,000 did they settle at ~0.2 ms. It is the process, not
-    the tables' memory: a segment built later (a merge) answers at full speed at once. No
-    page faults; the cause of the rest is not pinned down. A matcher runs these before it
-    listens, so its first real queries do not pay that. Not a query: nothing is logged or
-    counted. Returns how many look-ups ran (0 when no index here has tables).
+    A freshly started process answers its first look-ups slowly, for about its first
+    WARM_UP_LOOKUPS (docs/performance.md, *Start-up warm-up*, has the figures): part of it
+    is the garbage collector's first full pass; the rest is the process, not the tables'
+    memory: a segment built later (a merge) answers at full speed at once. No page faults;
+    the cause of the rest is not pinned down. A matcher runs these before it listens, so
+    its first real queries do not pay that. Not a query: nothing is logged or counted.
+    Returns how many look-ups ran (0 when no index here has tables).
     """
     tabled = [
         snap.main
@@ -347,7 +345,7 @@ class MemberIndex:
     snapshot: Snapshot
     # ref -> its main row r as r, or its delta row r as -1 - r; for the writer only.
     # Plain ints, not (segment, row) tuples: a million records would otherwise be a
-    # million more objects for every garbage collection to walk (69 ms a full one).
+    # million more objects for every garbage collection to walk.
     _where: dict[str, int] = field(default_factory=dict)
     lock: threading.Condition = field(default_factory=threading.Condition)
     # The main segment gets LSH tables for this threshold (None: always scanned).
@@ -550,8 +548,8 @@ def main_rows(main: Segment) -> dict[str, int]:
 
 
 def drain(where: dict[str, int]) -> None:
-    """Empty a replaced `_where` MERGE_STEP entries at a time (freed whole, a dict of
-    1,000,000 holds the GIL for tens of ms)."""
+    """Empty a replaced `_where` MERGE_STEP entries at a time (freed whole, a large dict
+    holds the GIL while it is freed)."""
     while where:
         for _ in range(min(MERGE_STEP, len(where))):
             where.popitem()

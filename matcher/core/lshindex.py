@@ -1,12 +1,12 @@
 """Candidate look-up for real-time queries: bit-sampling LSH tables over a standing index.
 
 A query must not read every indexed CLK (3 x 1,000,000 of them is 384 MB), so the main
-segment of each member's index (`matcher.index.Segment`) carries an `LshTable`: for each
+segment of each member's index (`index.Segment`) carries an `LshTable`: for each
 of `bands` bands, a fixed random choice of `r` bit positions, and the rows grouped by the
 value of those bits (their *key*), as a counting-sorted CSR table — `offsets[band]` (2^r + 1
 entries) and `rows[band]` (n row numbers). A query computes its key in each band and reads
 the rows under that key and under every key within `radius` flipped bits of it
-(multi-probe); each row found is decided by the exact Dice test (`matcher/_kernel.c`,
+(multi-probe); each row found is decided by the exact Dice test (`_kernel.c`,
 `lsh_search`), so a score is never approximate: blocking can only miss a pair, never add
 or alter one.
 

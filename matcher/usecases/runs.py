@@ -44,12 +44,12 @@ R = TypeVar("R")
 
 
 BLOCKING = ("auto", "exhaustive", "lsh")
-# `auto` compares all pairs up to this many per pair of members (100k x 100k is
-# a few seconds of the native kernel) and blocks with LSH above it.
+# `auto` compares all pairs up to this many per pair of members (100k x 100k; the
+# kernel's speed is in docs/performance.md) and blocks with LSH above it.
 AUTO_LSH_PAIRS = 10_000_000_000
 
 
-# Chunks between returns of freed memory to the OS (see matcher.memory).
+# Chunks between returns of freed memory to the OS (see core.memory).
 TRIM_EVERY = 32
 
 
@@ -189,10 +189,10 @@ def match(
     only candidate pairs at or above the threshold, solves them greedily
     (multi-party when there are more than two), and returns the links inside
     every matched group. With `field_bits` (field-level encodings), pairs are
-    scored field by field instead (matcher.fieldlevel) and `threshold` is a
+    scored field by field instead (core.fieldlevel) and `threshold` is a
     match probability. With `fallback_bits` (record-level CLKs followed by a
     fallback CLK), pairs involving a record that lacks the fallback's left-out
-    fields are scored on the fallback CLKs (matcher.fallback).
+    fields are scored on the fallback CLKs (core.fallback).
     """
     report = progress or (lambda stage, done, total: None)
     if field_bits:
