@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.kernel import Clks, dice_candidates
 from blindmatch.matcher.core.solve import dice
 
 # A record lacks the left-out fields when its fallback CLK's popcount is at least this share
@@ -45,8 +45,6 @@ from blindmatch.matcher.core.solve import dice
 # the first CLK is markedly fuller (ratios 0.57-0.79). Left-out fields carrying under 25% of
 # the insertions would blur the line (`blindmatch schema check` warns).
 LACKING_RATIO = 0.88
-
-Clks = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from blindmatch.matcher.domain import (
 )
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.querylog import QueryLog
-from blindmatch.matcher.realtime.watches import Watch, Watches, WatchEvent
+from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.store import Store
 
@@ -196,7 +196,7 @@ class Realtime:
         )
         return watch
 
-    def follow(self, watch: Watch, is_active: Callable[[], bool]) -> Iterator[WatchEvent]:
+    def follow(self, watch: Watch, is_active: Callable[[], bool]) -> Iterator[Notification]:
         """A watch's events while `is_active()`; NotFound when the matcher ends the watch."""
         while is_active():
             event = watch.next_event(timeout=WATCH_POLL_SECONDS)

@@ -20,8 +20,8 @@ from blindmatch.matcher.core.disclose import Match, disclose_query
 from blindmatch.matcher.core.index import Segment, search
 from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
 
-# (watched record, partner, match or None at COUNT)
-WatchEvent = tuple[int, str, Match | None]
+# A watch's notification: (watched record, partner, match or None at COUNT).
+Notification = tuple[int, str, Match | None]
 
 
 @dataclass
@@ -32,10 +32,10 @@ class Watch:
     member: str
     purpose: str
     words: np.ndarray
-    events: queue.Queue[WatchEvent] = field(default_factory=queue.Queue)
+    events: queue.Queue[Notification] = field(default_factory=queue.Queue)
     ended: str = ""  # why the matcher ended the watch (its project expired), if it did
 
-    def next_event(self, timeout: float) -> WatchEvent | None:
+    def next_event(self, timeout: float) -> Notification | None:
         """The next event, or None after `timeout` seconds."""
         try:
             return self.events.get(timeout=timeout)

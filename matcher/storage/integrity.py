@@ -33,7 +33,7 @@ from blindmatch.matcher.storage.upload_store import needed_uploads
 
 
 @dataclass
-class CheckReport:
+class IntegrityReport:
     """What `check_data_dir` found: problems (must be none) and what it looked at."""
 
     data_dir: Path
@@ -69,10 +69,10 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> CheckReport:
+def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> IntegrityReport:
     """Check a data dir; never modifies it."""
     files = DataDir(Path(data_dir))
-    report = CheckReport(files.root)
+    report = IntegrityReport(files.root)
     db_path = files.db
     if not db_path.is_file():
         report.problems.append(f"{db_path}: missing; is it a blindmatch data dir?")
@@ -98,7 +98,7 @@ def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> CheckRep
     return report
 
 
-def _check_database(db: sqlite3.Connection, report: CheckReport) -> None:
+def _check_database(db: sqlite3.Connection, report: IntegrityReport) -> None:
     rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
     if rows != ["ok"]:
         report.problems += [f"database integrity: {r}" for r in rows]
@@ -108,7 +108,7 @@ def _check_database(db: sqlite3.Connection, report: CheckReport) -> None:
 
 
 def _check_uploads(
-    db: sqlite3.Connection, files: DataDir, report: CheckReport, *, hash_files: bool
+    db: sqlite3.Connection, files: DataDir, report: IntegrityReport, *, hash_files: bool
 ) -> None:
     clk_dir = files.clks
     needed = needed_uploads(db)
@@ -171,7 +171,7 @@ def _check_uploads(
         )
 
 
-def _check_runs(db: sqlite3.Connection, report: CheckReport) -> None:
+def _check_runs(db: sqlite3.Connection, report: IntegrityReport) -> None:
     runs = db.execute(
         "SELECT id, project, state, stage, work_done, work_total FROM runs ORDER BY created"
     ).fetchall()
