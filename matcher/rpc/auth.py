@@ -179,7 +179,7 @@ def caller_name(caller: Caller, project: str, store: Store) -> str:
 # -- authentication, for every call ------------------------------------------------------------
 
 
-class Authenticator(grpc.ServerInterceptor):  # type: ignore[misc]
+class Authenticator(grpc.ServerInterceptor):
     """Authenticates every call to `service` (whose RPCs' kinds are `kinds`) from its
     metadata; other services (health, reflection) need no token."""
 
@@ -201,11 +201,11 @@ class Authenticator(grpc.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
-        method = details.method  # type: ignore[attr-defined]
+        method = details.method
         if handler is None or not method.startswith(self._prefix):
             return handler
         kind = self._kinds[method[len(self._prefix) :]]
-        token = bearer_token(details.invocation_metadata)  # type: ignore[attr-defined]
+        token = bearer_token(details.invocation_metadata)
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
         return _authenticated(handler, lambda request: self._caller(token, kind, request))

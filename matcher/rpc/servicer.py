@@ -39,7 +39,7 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 
-class MatcherService(pb_grpc.MatcherServicer):  # type: ignore[misc]
+class MatcherService(pb_grpc.MatcherServicer):
     def __init__(
         self,
         store: Store,
