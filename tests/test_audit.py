@@ -14,7 +14,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError, RejectedError
-from blindmatch.matcher import audit
+from blindmatch.matcher.core import audit
 from tests.support import Matcher, Org, db_rows, encode_all, snapshot, uploaded_and_run
 
 

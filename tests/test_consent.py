@@ -15,7 +15,8 @@ from blindmatch.cli import main
 from blindmatch.client import LEVELS, MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.results import join_results
-from blindmatch.matcher.disclose import Level, disclose, effective_level, effective_levels
+from blindmatch.matcher.core.disclose import disclose, effective_level, effective_levels
+from blindmatch.matcher.domain import Level
 from blindmatch.matcher.server import RunningServer, create_server
 from tests.support import (
     ADMIN_TOKEN,

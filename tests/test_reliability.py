@@ -24,8 +24,8 @@ from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
 from blindmatch.client.remote.retry import NO_RETRY, RetryPolicy
-from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ADMIN_TOKEN, Matcher, free_port

@@ -21,7 +21,7 @@ from blindmatch.client.errors import BlindmatchError
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.check import check_data_dir
+    from blindmatch.matcher.storage.integrity import check_data_dir
 
     report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
     if args.json:
@@ -44,7 +44,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.backup import BackupError, backup_data_dir
+    from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
     try:
         done = backup_data_dir(args.data_dir, args.out)

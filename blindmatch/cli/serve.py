@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 
 from blindmatch.cli.options import Subcommands, command, env
-from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
-
-# Where `serve` keeps an operator token it made (BLINDMATCH_ADMIN_TOKEN unset), owner-only.
-OPERATOR_TOKEN_FILE = "operator.token"
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -42,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         audit_key_file=args.audit_key,
     )
     if made_token:
-        token_file = Path(args.data_dir) / OPERATOR_TOKEN_FILE
+        token_file = DataDir(Path(args.data_dir)).operator_token
         write_text(token_file, admin + "\n")  # owner-only, never readable by others
         print(
             "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
@@ -71,7 +69,7 @@ def register(sub: Subcommands) -> None:
         help="run the matcher (gRPC service)",
         description="Run the matcher (gRPC service) until SIGTERM or Ctrl-C. The operator's "
         "token comes from $BLINDMATCH_ADMIN_TOKEN; without it, serve makes one for this run "
-        f"and writes it to DATA_DIR/{OPERATOR_TOKEN_FILE}, readable by its user only (never "
+        f"and writes it to DATA_DIR/{OPERATOR_TOKEN_NAME}, readable by its user only (never "
         "to the terminal or a log). Plaintext is refused on a non-loopback address: give "
         "--tls-cert and --tls-key (see docs/security.md and docs/operations.md).",
         example=[

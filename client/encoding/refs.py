@@ -11,8 +11,9 @@ linkage secret is shared, so it is not the key), and the member can turn a refer
 back into its own id whenever a partner quotes one. The ref key is a local file, made on
 first use; losing it only means the next sync replaces the whole index.
 
-`plan_sync` diffs what the matcher lists (refs and CLK digests) against an ENCODED folder;
-`client.remote.index.sync_index` sends the differences.
+`plan_sync` diffs what the matcher lists (refs and CLK digests, `protos.wire.clk_digest`)
+against the records of an ENCODED folder; `client.remote.index.sync_index` sends the
+differences.
 """
 
 from __future__ import annotations
@@ -29,11 +30,6 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
 
 REF_HEX = 32
-
-
-def digest(clk: bytes) -> bytes:
-    """The 8-byte digest the matcher lists for each indexed CLK."""
-    return hashlib.blake2b(clk, digest_size=8).digest()
 
 
 def load_ref_key(path: str | Path, *, create: bool = False) -> tuple[bytes, bool]:

@@ -44,6 +44,7 @@ from blindmatch.client.remote.model import (
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import DIGEST_BYTES
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.session import QuerySession
@@ -341,14 +342,14 @@ class MatcherClient:
         return convert.index_summary(reply)
 
     def list_index(self, project: str) -> dict[str, bytes]:
-        """This member's indexed refs, each with the 8-byte BLAKE2b digest of its CLK."""
+        """This member's indexed refs, each with the digest of its CLK (`protos.wire`)."""
         listing: dict[str, bytes] = {}
         with translate_errors(self.target):
             for part in self._stub.ListIndex(
                 pb.ListIndexRequest(project=project), metadata=self._metadata(), timeout=3600
             ):
                 for i, ref in enumerate(part.refs):
-                    listing[ref] = part.digests[i * 8 : (i + 1) * 8]
+                    listing[ref] = part.digests[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES]
         return listing
 
     def query(

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from blindmatch.client.encoding.encoded import CLKS, Encoded
-from blindmatch.client.encoding.refs import SyncPlan, digest, plan_sync, row_refs
+from blindmatch.client.encoding.refs import SyncPlan, plan_sync, row_refs
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import IndexSummary
+from blindmatch.protos.wire import clk_digest
 
 
 def _read_clks(encoded: Encoded) -> list[bytes]:
@@ -29,7 +30,7 @@ def sync_index(
     """Make the member's index at the matcher hold exactly this ENCODED folder's records."""
     refs = row_refs(encoded.read_ids(), key)
     clks = dict(zip(refs, _read_clks(encoded), strict=True))
-    plan = plan_sync({r: digest(c) for r, c in clks.items()}, client.list_index(project))
+    plan = plan_sync({r: clk_digest(c) for r, c in clks.items()}, client.list_index(project))
     summary = client.change_index(
         project,
         clk_bits=encoded.clk_bits,
