@@ -3,7 +3,7 @@
 Every member runs these functions on every mapped value before encoding, so a
 member's export conventions (case, accents, punctuation, spacing, date format)
 never change an encoding. They are plain functions over strings, driven by a
-`FieldRule` that `client.schema` derives from the shared clkhash schema; the
+`FieldRule` that `client.encoding.schema` derives from the shared clkhash schema; the
 only per-member input is the date format a member declares in its mapping.
 
 A value that cannot be normalised raises `InvalidValue`; the encoder then

@@ -8,7 +8,7 @@ partner holds a record of the same entity.
 
 Results are a member's `blindmatch results` file: `record_id,partner` (hits),
 with `partner_row` (mapping) and `score` (scores) when the project disclosed
-them. Plain functions only; the plots live in `client.plots`.
+them. Plain functions only; the plots live in `client.tools.plots`.
 """
 
 from __future__ import annotations

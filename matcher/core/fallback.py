@@ -1,7 +1,7 @@
 """Record-level CLKs with a fallback CLK: Dice that does not count a missing field against a match.
 
 Used when every upload of a run carries a fallback CLK (schema
-`blindmatch.fallback`, client/encode.py): each uploaded CLK is the usual
+`blindmatch.fallback`, client/encoding/encode.py): each uploaded CLK is the usual
 record-level CLK followed by a second record-level CLK of the same record
 *without* some fields (by default the date of birth, which retail exports
 often lack), hashed under keys of its own. The upload header tells the matcher

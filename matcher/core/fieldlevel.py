@@ -1,6 +1,6 @@
 """Field-level matching: per-field Dice, Fellegi–Sunter weights learned by EM, no labels.
 
-Used when every upload of a run is a field-level encoding (client.fieldlevel):
+Used when every upload of a run is a field-level encoding (client.encoding.fieldlevel):
 each CLK is the concatenation of one Bloom filter per field, and the upload
 told the matcher only the segment sizes. Everything here is a pure function
 over arrays (no storage, no gRPC), as compare.py's chunks are.

@@ -1,9 +1,9 @@
 """Privacy against the linkage service: attacks the matcher could run, and their scores.
 
-- `client.privacy.frequencies`: public frequency lists (what an attacker knows).
-- `client.privacy.attacks`: frequency alignment and pattern mining on encodings.
-- `client.privacy.check`: `blindmatch privacy-check` (encode, attack, report, plot).
-- `client.privacy.population`: seeded realistic people and organisations' exports.
+- `client.tools.privacy.frequencies`: public frequency lists (what an attacker knows).
+- `client.tools.privacy.attacks`: frequency alignment and pattern mining on encodings.
+- `client.tools.privacy.check`: `blindmatch privacy-check` (encode, attack, report, plot).
+- `client.tools.privacy.population`: seeded realistic people and organisations' exports.
 
-The hardening transforms the attacks are measured against live in `client.harden`.
+The hardening transforms the attacks are measured against live in `client.encoding.harden`.
 """

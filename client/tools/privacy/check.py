@@ -216,7 +216,7 @@ def attack_encodings(
             results.extend(_attack_clks(second, kept, hardening, attacks, "fallback"))
     if level in ("field", "both") and targets:
         if schema.field_level:
-            # What a field-level schema uploads: one CLK of per-field segments (client.encode).
+            # What a field-level schema uploads: one CLK of per-field segments (encoding.encode).
             per_field = field_segments(schema, rows, secret, hardening)
         else:
             # What one filter per field of this record-level schema would leak.
@@ -346,7 +346,7 @@ def check_synthetic(
     level: Level = "schema",
     attacks: Sequence[str] = ATTACKS,
 ) -> CheckReport:
-    """The check on a seeded realistic export of `records` people (client.privacy.population)."""
+    """The check on a seeded realistic export of `records` people (privacy.population)."""
     with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
         export = population.write_single(Path(tmp), seed, records)
         report = check_csv(

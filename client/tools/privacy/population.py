@@ -1,7 +1,7 @@
 """A seeded, realistic population and three organisations' exports of it.
 
 Names and birth years are drawn with their real frequency skew from the public
-lists (`client.privacy.frequencies`), so frequency attacks meet the head-heavy
+lists (`client.tools.privacy.frequencies`), so frequency attacks meet the head-heavy
 distributions they meet in practice: in 20,000 people about 1 in 100 is a
 Smith. Postcodes are drawn from a head-heavy set of districts. Three
 organisations hold parts of the population, as in the quality work
