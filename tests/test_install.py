@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,9 @@ def test_the_makefile_installs_the_clkhash_the_cli_names() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert f"CLKHASH := {CLKHASH}\n" in makefile
     assert f"pip install --no-deps {CLKHASH}" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+BUILT = shutil.ignore_patterns("__pycache__", "*.so", "*.pyc")
 
 
 def _run(*cmd: str | Path, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -40,9 +45,22 @@ def _run(*cmd: str | Path, env: dict[str, str] | None = None, check: bool = True
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # pip fetches numpy, gRPC, matplotlib ... from the registry
 def test_a_wheel_in_a_fresh_venv_gives_a_working_blindmatch(tmp_path: Path) -> None:
-    _run(sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation",
+    # Built from a copy of what the wheel is made of: setuptools reuses an old build/ folder,
+    # and would ship modules a checkout no longer has.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("blindmatch", "client", "matcher", "protos", "schemas"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=BUILT)
+    _run(sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation",
          "-q", "-w", tmp_path / "dist")  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("blindmatch-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    assert all((ROOT / n).exists() for n in shipped)  # nothing the checkout no longer has
+    assert "blindmatch/cli/app.py" in shipped and "blindmatch/schemas/person-uk.json" in {
+        n for n in zipfile.ZipFile(wheel).namelist()
+    }
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv)
     _run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)  # from the registry
