@@ -52,6 +52,10 @@ SINGLE_CALLS_AFTER_REFUSAL = 30.0
 T = TypeVar("T")
 
 
+class _Unsent(Exception):
+    """The question could not be written: the stream had ended first, so it was not asked."""
+
+
 class AsyncQuerySession:
     """Queries in one project over one `QueryStream`, for asyncio programs."""
 
@@ -102,6 +106,11 @@ class AsyncQuerySession:
             self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
+        except _Unsent:
+            self._call = None
+            if fresh:  # refused as it opened (by the caps, most likely): not asked
+                self._single_until = time.monotonic() + SINGLE_CALLS_AFTER_REFUSAL
+                return await self._single(request)
         except grpc.RpcError as exc:
             self._call = None
             if fresh and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
@@ -109,7 +118,7 @@ class AsyncQuerySession:
                 return await self._single(request)  # refused before it was asked
             if fresh or exc.code() != grpc.StatusCode.CANCELLED:
                 raise
-        # The matcher ended the stream as idle as this question went: it was not asked.
+        # The matcher ended the stream (as idle) as this question went: it was not asked.
         self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
@@ -118,7 +127,14 @@ class AsyncQuerySession:
             raise
 
     async def _exchange(self, request: pb.QueryRequest) -> pb.QueryReply:
-        await self._call.write(request)
+        try:
+            await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            # Writing on a stream the matcher has just ended, gRPC reports its own INTERNAL
+            # error (or that the call is done) instead of the matcher's status.
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() != grpc.StatusCode.INTERNAL:
+                raise
+            raise _Unsent from exc
         reply = await self._call.read()
         if reply is grpc.aio.EOF:  # ended without an error status: never, but say so
             raise UnavailableError(
