@@ -1,21 +1,24 @@
 """Encoding an export: CSV + mapping + schema + secret -> CLKs and an encode report.
 
 Runs entirely on the member's machine. Structural problems (a missing column, a
-ragged row, bytes that are not UTF-8, a blank or repeated record id) stop the
-encode with an error naming the file and row. A bad *value* (an impossible
-date, say) is encoded as missing and listed in the report with its row.
+ragged row, bytes that are not in the mapping's encoding, a blank record id, a
+repeated one unless the member chose to keep it, an export with no records
+unless allowed) stop the encode with an error naming the file, row and column.
+A bad *value* (an impossible date, a date two declared formats read differently,
+say) is encoded as missing and listed in the report with its row.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +29,13 @@ from blindmatch.client.fieldlevel import encode_field_level
 from blindmatch.client.fingerprint import fingerprint
 from blindmatch.client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
 from blindmatch.client.mapping import Mapping
-from blindmatch.client.normalise import InvalidValue, is_missing, normalise_value
+from blindmatch.client.normalise import (
+    AmbiguousValue,
+    InvalidValue,
+    is_missing,
+    normalise_value,
+    split_name,
+)
 from blindmatch.client.schema import LinkageSchema
 
 # Invalid rows listed per field in the printed report (all of them go to report.json).
@@ -39,6 +48,11 @@ FREQUENT_SHARE = 0.05
 FREQUENT_MIN = 5
 # Records with fewer usable fields than this rarely match confidently.
 FEW_FIELDS = 3
+# What to do with a record id that repeats an earlier row's (`encode --on-duplicate-id`).
+OnDuplicate = Literal["error", "keep-first", "keep-all"]
+ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
+# Delimiters tried on the header when mapped columns are missing, to suggest the right one.
+DELIMITERS = (",", ";", "\t", "|")
 
 
 @dataclass
@@ -51,6 +65,9 @@ class FieldReport:
     missing: int = 0
     invalid: int = 0
     invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Values the declared date formats read as different dates: reported, never guessed.
+    ambiguous: int = 0
+    ambiguous_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     distinct: int = 0  # distinct normalised values
     commonest: str = ""  # the most frequent normalised value (local report only)
     commonest_rows: int = 0
@@ -64,6 +81,11 @@ class EncodeReport:
     empty_records: int = 0
     few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
     field_level: bool = False
+    # Rows whose record id repeats an earlier row's ({row, id, first_row}), kept or skipped
+    # as --on-duplicate-id says; and rows identical to an earlier row in every column.
+    on_duplicate_id: str = "error"
+    duplicate_ids: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    exact_duplicates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     fields: list[FieldReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
     hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
@@ -76,25 +98,45 @@ class EncodeReport:
         lines = [
             f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
             f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8} "
-            f"{'distinct':>8}",
+            f"{'ambiguous':>9} {'distinct':>8}",
         ]
         for fr in self.fields:
             cols = ",".join(fr.columns) or "(not mapped)"
             lines.append(
                 f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
-                f"{fr.distinct:>8}"
+                f"{fr.ambiguous:>9} {fr.distinct:>8}"
             )
         for fr in self.fields:
-            for item in fr.invalid_rows[:PRINT_LIMIT]:
-                lines.append(
-                    f"  invalid {fr.field} at row {item['row']}: {item['reason']} "
-                    "(encoded as missing)"
+            for what, listed in (("invalid", fr.invalid_rows), ("ambiguous", fr.ambiguous_rows)):
+                for item in listed[:PRINT_LIMIT]:
+                    lines.append(
+                        f"  {what} {fr.field} at row {item['row']}: {item['reason']} "
+                        "(encoded as missing)"
+                    )
+                if len(listed) > PRINT_LIMIT:
+                    lines.append(
+                        f"  ... and {len(listed) - PRINT_LIMIT} more {what} {fr.field} "
+                        "values (all listed in local/report.json)"
+                    )
+        if self.duplicate_ids:
+            kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
+            lines.append(
+                f"  {len(self.duplicate_ids)} row(s) repeat an earlier row's record id and were "
+                f"{kept} (--on-duplicate-id {self.on_duplicate_id}):"
+            )
+            lines.extend(
+                f"    row {d['row']}: id {d['id']!r} first at row {d['first_row']}"
+                for d in self.duplicate_ids[:PRINT_LIMIT]
+            )
+        if self.exact_duplicates:
+            lines.append(
+                f"  {len(self.exact_duplicates)} row(s) are exact duplicates of an earlier row "
+                "(every column the same): "
+                + ", ".join(
+                    f"row {d['row']} = row {d['same_as']}"
+                    for d in self.exact_duplicates[:PRINT_LIMIT]
                 )
-            if len(fr.invalid_rows) > PRINT_LIMIT:
-                lines.append(
-                    f"  ... and {len(fr.invalid_rows) - PRINT_LIMIT} more invalid {fr.field} "
-                    "values (all listed in local/report.json)"
-                )
+            )
         if self.empty_records:
             lines.append(
                 f"  {self.empty_records} record(s) had no usable value at all and cannot match"
@@ -119,6 +161,10 @@ class EncodeResult:
     report: EncodeReport
     field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
     fallback_bits: int = 0  # record-level with a fallback CLK: the second CLK's bits
+    # Per row, per reported field (report.fields order): whether it had a usable value.
+    present: npt.NDArray[np.bool_] = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 0), dtype=bool)
+    )
 
 
 def read_secret(path: str | Path) -> bytes:
@@ -138,20 +184,47 @@ def read_secret(path: str | Path) -> bytes:
     return secret
 
 
-def _decoded_lines(path: Path) -> Iterator[str]:
-    """The file's lines as text, failing on the first line that is not UTF-8."""
+def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The file's lines as text, failing on the first line that is not in `encoding`."""
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
+                hint = (
+                    "save the export as UTF-8 CSV, or if it came from Excel, add "
+                    'encoding = "cp1252" to the mapping'
+                    if encoding == "utf-8"
+                    else "check the mapping's encoding, or save the export as UTF-8 CSV"
+                )
                 raise InputError(
-                    f"{path}: line {number} is not valid UTF-8 (byte {exc.start + 1}); "
-                    "save the export as UTF-8 CSV"
+                    f"{path}: line {number} is not valid {_encoding_name(encoding)} "
+                    f"(byte {exc.start + 1}); {hint}"
                 ) from None
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             yield text
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8" else encoding
+
+
+def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
+    """When mapped columns are missing: a delimiter under which the header has them all."""
+    wanted = mapping.columns_used()
+    for candidate in DELIMITERS:
+        if candidate == mapping.delimiter:
+            continue
+        names = [h.strip() for h in next(csv.reader([header_line], delimiter=candidate), [])]
+        if len(names) > 1 and all(c in names for c in wanted):
+            shown = "\\t" if candidate == "\t" else candidate
+            verb = "change delimiter to" if mapping.delimiter != "," else "add"
+            return (
+                f'; the header looks {shown!r}-separated: {verb} delimiter = "{shown}" '
+                f"in {mapping.path.name}"
+            )
+    return ""
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
@@ -185,22 +258,45 @@ def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int
 
 
 def read_rows(
-    csv_path: Path, schema: LinkageSchema, mapping: Mapping, report: EncodeReport
+    csv_path: Path,
+    schema: LinkageSchema,
+    mapping: Mapping,
+    report: EncodeReport,
+    *,
+    on_duplicate_id: OnDuplicate = "error",
+    allow_empty: bool = False,
 ) -> tuple[list[str], list[list[str]]]:
     """Local ids and normalised schema-ordered values, one list per row."""
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: data file not found")
-    reader = csv.reader(_decoded_lines(csv_path), delimiter=mapping.delimiter, strict=True)
+    if on_duplicate_id not in ON_DUPLICATE:
+        raise InputError(f"--on-duplicate-id must be one of {', '.join(ON_DUPLICATE)}")
+    report.on_duplicate_id = on_duplicate_id
+    lines = _decoded_lines(csv_path, mapping.encoding)
+    first_line: list[str] = []
+
+    def remembered() -> Iterator[str]:
+        for line in lines:
+            if not first_line:
+                first_line.append(line)
+            yield line
+
+    reader = csv.reader(remembered(), delimiter=mapping.delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
-        raise InputError(f"{csv_path}: the file is empty (no header row)") from None
+        if not allow_empty:
+            raise InputError(
+                f"{csv_path}: the file is empty (no header row); pass --allow-empty to encode "
+                "an empty export anyway"
+            ) from None
+        header = []
     except csv.Error as exc:
         raise InputError(f"{csv_path}: row 1: {exc}") from None
     header = [h.strip() for h in header]
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
-    if absent:
+    if absent and header:
         mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
         described = [
             f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
@@ -209,17 +305,18 @@ def read_rows(
         raise InputError(
             f"{csv_path}: column(s) {', '.join(described)} not in the header; "
             f"the header has: {', '.join(header)}"
+            + _suggest_delimiter(first_line[0] if first_line else "", mapping)
         )
 
-    id_pos = positions[mapping.id_column]
-    plan: list[tuple[int, list[int], str | None]] = []
+    id_pos = positions.get(mapping.id_column, 0)
+    plan: list[tuple[int, list[int], Any]] = []
     for index, rule in enumerate(schema.rules):
         cmap = mapping.fields.get(rule.name)
         if rule.kind == "ignore":
             continue
         cols = list(cmap.columns) if cmap else []
         report.fields.append(FieldReport(rule.name, cols))
-        plan.append((index, [positions[c] for c in cols], cmap.date_format if cmap else None))
+        plan.append((index, [positions.get(c, 0) for c in cols], cmap))
         if cmap is None:
             report.warnings.append(
                 f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
@@ -228,12 +325,14 @@ def read_rows(
     ids: list[str] = []
     rows: list[list[str]] = []
     tallies: list[Counter[str]] = [Counter() for _ in plan]
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
+    data_rows = 0
     for line_no, record in _numbered(reader, csv_path):
         if not record:
             continue  # a blank line
+        data_rows += 1
         if len(record) != width:
             raise InputError(
                 f"{csv_path}: row {line_no} has {len(record)} columns, the header has {width}; "
@@ -242,25 +341,43 @@ def read_rows(
         local_id = record[id_pos].strip()
         if not local_id:
             raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
+        cells = hashlib.blake2b("\x1f".join(record).encode(), digest_size=16).digest()
         if local_id in seen:
-            raise InputError(
-                f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
-                f"repeats row {seen[local_id]}; record ids must be unique"
-            )
-        seen[local_id] = line_no
+            first_row, first_cells = seen[local_id]
+            exact = cells == first_cells
+            if on_duplicate_id == "error":
+                what = "is an exact duplicate of" if exact else "repeats"
+                raise InputError(
+                    f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
+                    f"{what} row {first_row}; record ids must be unique (or pass "
+                    "--on-duplicate-id keep-first to encode only the first row of each id, "
+                    "keep-all to encode every row)"
+                )
+            report.duplicate_ids.append({"row": line_no, "id": local_id, "first_row": first_row})
+            if exact:
+                report.exact_duplicates.append({"row": line_no, "same_as": first_row})
+            if on_duplicate_id == "keep-first":
+                continue
+        else:
+            seen[local_id] = (line_no, cells)
         values = list(sentinels)
         usable = 0
-        for (index, where, date_format), fr, tally in zip(
-            plan, report.fields, tallies, strict=True
-        ):
+        for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True):
             raw = " ".join(record[c] for c in where)
-            if is_missing(raw):
-                fr.missing += 1
-                continue
             rule = schema.rules[index]
             try:
-                value = normalise_value(rule, raw, date_format)
+                if cmap is not None and cmap.split:
+                    given, surname = split_name(raw, cmap.split)
+                    raw = given if cmap.part == "given" else surname
+                if is_missing(raw):
+                    fr.missing += 1
+                    continue
+                value = normalise_value(rule, raw, cmap.date_format if cmap else None)
                 schema.clk_schema.fields[index].validate(value)
+            except AmbiguousValue as exc:
+                fr.ambiguous += 1
+                fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
+                continue
             except (InvalidValue, InvalidEntryError) as exc:
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
@@ -275,7 +392,15 @@ def read_rows(
             report.few_fields_records += 1
         ids.append(local_id)
         rows.append(values)
-    report.rows_read = len(rows)
+    report.rows_read = data_rows
+    if not rows:
+        what = "is empty" if not header else "has a header but no records"
+        if not allow_empty:
+            raise InputError(
+                f"{csv_path}: the export {what}; check that it is the right file, or pass "
+                "--allow-empty to encode it anyway"
+            )
+        report.warnings.append(f"the export {what}: nothing to match")
     for fr, tally in zip(report.fields, tallies, strict=True):
         fr.distinct = len(tally)
         if tally:
@@ -285,13 +410,12 @@ def read_rows(
 
 def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
     """Tell the member, before anything leaves the building, what will hurt matching."""
-    if not report.rows_read:
-        return
     kinds = {rule.name: rule.kind for rule in schema.rules}
     for fr in report.fields:
-        if not fr.columns:
+        rows = fr.present + fr.missing + fr.invalid + fr.ambiguous
+        if not fr.columns or not rows:
             continue
-        share = fr.present / report.rows_read
+        share = fr.present / rows
         if share < SPARSE_BELOW:
             if fr.field in schema.fallback:
                 effect = (
@@ -322,10 +446,16 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
                 "placeholder for 'unknown', blank it in the export, or unrelated records "
                 "will agree on it"
             )
-        if fr.invalid and fr.invalid / report.rows_read >= 0.05:
+        if fr.invalid and fr.invalid / rows >= 0.05:
             report.warnings.append(
-                f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / report.rows_read:.0%}) could "
+                f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / rows:.0%}) could "
                 "not be read; check the column and any date_format in the mapping"
+            )
+        if fr.ambiguous:
+            report.warnings.append(
+                f"{fr.field}: {fr.ambiguous} value(s) ({fr.ambiguous / rows:.0%}) read as "
+                "different dates under the mapping's date formats and were encoded as "
+                "missing; if the export writes one order only, declare just that format"
             )
 
 
@@ -337,11 +467,15 @@ def encode_csv(
     *,
     progress: bool = False,
     max_workers: int | None = None,
+    on_duplicate_id: OnDuplicate = "error",
+    allow_empty: bool = False,
 ) -> EncodeResult:
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
-    ids, rows = read_rows(csv_path, schema, mapping, report)
+    ids, rows = read_rows(
+        csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id, allow_empty=allow_empty
+    )
     report.field_level = schema.field_level
     _quality_warnings(report, schema)
     hardening = hardening_from_raw(schema.raw, str(schema.path))
@@ -387,6 +521,13 @@ def encode_csv(
         fallback_bits = 8 * second.shape[1]
         clk_bits += fallback_bits
     report.rows_encoded = len(clks) // (clk_bits // 8)
+    index = {name: i for i, name in enumerate(schema.field_names)}
+    columns = [index[fr.field] for fr in report.fields]
+    sentinels = [schema.missing_sentinel(i) for i in columns]
+    present = np.array(
+        [[row[i] != s for i, s in zip(columns, sentinels, strict=True)] for row in rows],
+        dtype=bool,
+    ).reshape(len(rows), len(columns))
     return EncodeResult(
         clks=clks,
         clk_bits=clk_bits,
@@ -395,6 +536,7 @@ def encode_csv(
         report=report,
         field_bits=schema.field_bits,
         fallback_bits=fallback_bits,
+        present=present,
     )
 
 
