@@ -52,12 +52,12 @@ bench-speed: $(STAMP)
 # clkhash+anonlink and Splink on the plaintext (issue 21; about an hour on 2 cores).
 # Splink lives in its own venv: it is the benchmark's anchor, not a dependency of blindmatch.
 SPLINK_VENV := benchmarks/.venv-splink
-SPLINK := splink==5.0.0
+SPLINK := splink==5.0.0 pandas
 
 $(SPLINK_VENV)/.installed:
 	test -x $(SPLINK_VENV)/bin/python || $(PYTHON) -m venv $(SPLINK_VENV)
 	$(SPLINK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SPLINK_VENV)/bin/python -m pip install --quiet '$(SPLINK)'
+	$(SPLINK_VENV)/bin/python -m pip install --quiet $(SPLINK)
 	touch $@
 
 bench-quality: $(STAMP) $(SPLINK_VENV)/.installed

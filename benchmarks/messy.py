@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-from dataclasses import dataclass
-from datetime import date, timedelta
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -162,6 +163,14 @@ class OrgStyle:
     postcode_missing: float = 0.02
     stale_postcode: float = 0.5  # for movers: chance this org holds the old postcode
 
+    def scaled(self, factor: float) -> OrgStyle:
+        """The same organisation with every corruption rate multiplied by `factor`."""
+        names = (
+            "nickname", "typo_given", "typo_surname", "swapped_names", "dob_missing",
+            "dob_slip", "sex_missing", "postcode_missing",
+        )  # fmt: skip
+        return replace(self, **{n: min(0.9, getattr(self, n) * factor) for n in names})
+
     def mapping_toml(self) -> str:
         c = self.columns
         return (
@@ -274,15 +283,19 @@ class Export:
     truth: dict[str, int]  # record id -> entity
 
 
-def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Export]:
-    """Write each organisation's CSV and mapping, and truth.csv; returns them by org."""
+def write_exports(
+    folder: Path, seed: int, size: int = 20_000, corruption: float = 1.0
+) -> dict[str, Export]:
+    """Write each organisation's CSV and mapping, and truth.csv; returns them by org.
+    `corruption` multiplies every corruption rate (1.0: the documented rates)."""
     rng = random.Random(seed)
     people = population(size, rng)
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     truth_rows = []
-    held_by = holdings(people, ORGS, rng)
-    for style in ORGS:
+    orgs = tuple(style.scaled(corruption) for style in ORGS) if corruption != 1.0 else ORGS
+    held_by = holdings(people, orgs, rng)
+    for style in orgs:
         rows = [export_row(style, p, n, rng) for n, p in enumerate(held_by[style.name])]
         csv_path = folder / f"{style.name}.csv"
         with open(csv_path, "w", newline="", encoding="utf-8") as fh:
@@ -303,13 +316,47 @@ def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Expo
     return out
 
 
+def _hand_text(value: str) -> str:
+    text = unicodedata.normalize("NFKD", value.casefold())
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def _hand_words(value: str) -> str:
+    """Each name folded, separated by one space (the anchors join them, Splink takes the
+    first)."""
+    return " ".join(w for w in map(_hand_text, value.split()) if w)
+
+
+def hand_rows(folder: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Each export's ids and records normalised by hand, knowing its conventions (the
+    benchmark's anchors get this): given name, surname, ISO date of birth, sex letter,
+    postcode, folded to letters and digits."""
+    out = {}
+    for style in ORGS:
+        c = style.columns
+        ids, rows = [], []
+        with open(folder / f"{style.name}.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                dob = row[c["dob"]].strip()
+                if dob:
+                    dob = datetime.strptime(dob, style.date_format).strftime("%Y-%m-%d")
+                ids.append(row[style.id_column])
+                rows.append([
+                    _hand_words(row[c["forenames"]]), _hand_text(row[c["surname"]]), dob,
+                    row[c["sex"]].strip()[:1].upper(), _hand_text(row[c["postcode"]]),
+                ])  # fmt: skip
+        out[style.name] = (ids, rows)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the exports into")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--population", type=int, default=20_000)
+    parser.add_argument("--corruption", type=float, default=1.0, help="multiplies every rate")
     args = parser.parse_args()
-    exports = write_exports(args.out, args.seed, args.population)
+    exports = write_exports(args.out, args.seed, args.population, args.corruption)
     for name, exp in exports.items():
         print(f"{name}: {len(exp.truth)} records -> {exp.csv}")
     return 0
