@@ -12,9 +12,10 @@ differs, on purpose:
   surnames (`benchmarks/data/heldout-names.csv`, derived once from Faker's lists), drawn by
   the household's origin; not the US census lists of messy.py and the privacy attacks;
 - **households**: people live in households (1-5 people) sharing a postcode and mostly a
-  surname; children are born 18-42 years after a parent (and by 2008); 3% of households with two or more
-  children have twins (same date of birth, same surname, same address, different given
-  names, half of them with the same initial): the hardest non-matches there are;
+  surname; children are born 18-42 years after a parent (and by 2008); each child after the
+  first is, with probability 3%, a twin of the one before (same date of birth, surname and
+  address, another given name, half the time with the same initial); household members are
+  the hardest non-matches there are;
 - **life events**: 20% of households move (all members get the new postcode; each
   organisation saw the old or the new one); 35% of married women took their spouse's
   surname, some hyphenated, and records older than the marriage hold the birth surname;

@@ -12,7 +12,7 @@ match_probability`.
 The model is Splink's standard person model, unsupervised: Fellegi-Sunter with term
 frequency adjustments on both names, Jaro-Winkler/Levenshtein levels for names, Splink's
 date-of-birth and postcode comparisons, u estimated by random sampling, m by expectation
-maximisation under two blocking rules (date of birth; surname), the prior from
+maximisation under two blocking rules (date of birth; both names), the prior from
 deterministic rules at an assumed recall of 0.7.
 """
 
@@ -31,10 +31,13 @@ def main(records_path: str, pairs_path: str) -> int:
     frame = pd.read_csv(records_path, dtype=str, keep_default_na=False)
     frame = frame.replace({"": None})
     db = DuckDBAPI()
+    # Table names must be SQL identifiers: 'met-custody' is registered as t0, and so on.
+    names = list(dict.fromkeys(frame["source_dataset"]))
     tables = [
-        db.register(part.drop(columns=["source_dataset"]), dataset_display_name=str(name))
-        for name, part in frame.groupby("source_dataset", sort=False)
-    ]
+        db.register(frame[frame["source_dataset"] == name].drop(columns=["source_dataset"]),
+                    dataset_display_name=f"t{i}")
+        for i, name in enumerate(names)
+    ]  # fmt: skip
     settings = SettingsCreator(
         link_type="link_only",
         blocking_rules_to_generate_predictions=[
@@ -59,9 +62,14 @@ def main(records_path: str, pairs_path: str) -> int:
     )
     linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=1)
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("surname"))
+    linker.training.estimate_parameters_using_expectation_maximisation(
+        block_on("first_name", "surname")
+    )
     pairs = linker.inference.predict(threshold_match_probability=0.5).as_pandas_dataframe()
     columns = ["source_dataset_l", "unique_id_l", "source_dataset_r", "unique_id_r"]
+    back = {f"t{i}": name for i, name in enumerate(names)}
+    for side in ("source_dataset_l", "source_dataset_r"):
+        pairs[side] = pairs[side].map(back)
     pairs[[*columns, "match_probability"]].to_csv(pairs_path, index=False)
     print(f"splink: {len(pairs)} pairs in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0

@@ -32,6 +32,7 @@ from blindmatch.client.mapping import Mapping
 from blindmatch.client.normalise import (
     AmbiguousValue,
     InvalidValue,
+    derive,
     is_missing,
     normalise_value,
     split_name,
@@ -71,6 +72,7 @@ class FieldReport:
     distinct: int = 0  # distinct normalised values
     commonest: str = ""  # the most frequent normalised value (local report only)
     commonest_rows: int = 0
+    derived_from: list[str] = dataclasses.field(default_factory=list)  # a derived field
 
 
 @dataclass
@@ -101,7 +103,9 @@ class EncodeReport:
             f"{'ambiguous':>9} {'distinct':>8}",
         ]
         for fr in self.fields:
-            cols = ",".join(fr.columns) or "(not mapped)"
+            cols = ",".join(fr.columns) or (
+                f"(from {'+'.join(fr.derived_from)})" if fr.derived_from else "(not mapped)"
+            )
             lines.append(
                 f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
                 f"{fr.ambiguous:>9} {fr.distinct:>8}"
@@ -315,9 +319,9 @@ def read_rows(
         if rule.kind == "ignore":
             continue
         cols = list(cmap.columns) if cmap else []
-        report.fields.append(FieldReport(rule.name, cols))
+        report.fields.append(FieldReport(rule.name, cols, derived_from=list(rule.sources)))
         plan.append((index, [positions.get(c, 0) for c in cols], cmap))
-        if cmap is None:
+        if cmap is None and not rule.sources:
             report.warnings.append(
                 f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
             )
@@ -325,6 +329,12 @@ def read_rows(
     ids: list[str] = []
     rows: list[list[str]] = []
     tallies: list[Counter[str]] = [Counter() for _ in plan]
+    derived = [
+        (index, fr, tally)
+        for (index, _w, _c), fr, tally in zip(plan, report.fields, tallies, strict=True)
+        if schema.rules[index].sources
+    ]
+    sources = {rule.name: i for i, rule in enumerate(schema.rules)}
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
@@ -363,8 +373,10 @@ def read_rows(
         values = list(sentinels)
         usable = 0
         for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True):
-            raw = " ".join(record[c] for c in where)
             rule = schema.rules[index]
+            if rule.sources:
+                continue  # derived below, from the fields' normalised values
+            raw = " ".join(record[c] for c in where)
             try:
                 if cmap is not None and cmap.split:
                     given, surname = split_name(raw, cmap.split)
@@ -386,6 +398,17 @@ def read_rows(
             values[index] = value
             tally[value] += 1
             usable += 1
+        for index, fr, tally in derived:
+            rule = schema.rules[index]
+            value = derive(
+                rule, {n: values[i] for n, i in sources.items() if values[i] != sentinels[i]}
+            )
+            if not value:
+                fr.missing += 1
+                continue
+            fr.present += 1
+            values[index] = value
+            tally[value] += 1
         if not usable:
             report.empty_records += 1
         elif usable < min(FEW_FIELDS, len(plan)):

@@ -206,7 +206,13 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     date_fields = {rule.name for rule in schema.rules if rule.kind == "date"}
     text_fields = {rule.name for rule in schema.rules if rule.kind == "text"}
     fields: dict[str, ColumnMap] = {}
+    derived = set(hashed) - set(schema.mapped_fields())
     for field, value in raw_fields.items():
+        if field in derived:
+            problems.append(
+                f"fields.{field}: the schema derives it from other fields; do not map it"
+            )
+            continue
         if field not in hashed:
             problems.append(
                 f"fields.{field}: not a field of the schema {schema.path.name} "

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
-Option = Literal["first-name", "nicknames"]
-OPTIONS: tuple[Option, ...] = ("first-name", "nicknames")
+Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
+OPTIONS: tuple[Option, ...] = ("first-name", "nicknames", "phonetic", "sorted")
+# Options of a derived field only (one whose value is made from other fields: `sources`).
+DERIVED_OPTIONS: tuple[Option, ...] = ("phonetic", "sorted")
 NICKNAMES_CSV = Path(__file__).resolve().parent / "data" / "nicknames.csv"
 
 # Letters that Unicode does not decompose into a base letter plus accents.
@@ -77,6 +79,9 @@ class FieldRule:
     enum_values: tuple[str, ...] = ()
     upper: bool = False  # the schema asks for upper case strings
     options: tuple[Option, ...] = ()  # name options, from the schema (text fields only)
+    # A derived field's value is made from these fields' normalised values (`derive`),
+    # never read from the export: e.g. both names sorted, or a surname's phonetic code.
+    sources: tuple[str, ...] = ()
 
 
 def fold(value: str) -> str:
@@ -131,6 +136,40 @@ def _date_formats(date_format: str | Sequence[str] | None) -> tuple[str, ...]:
     if not date_format:
         return _UNAMBIGUOUS_DATE_FORMATS
     return (date_format,) if isinstance(date_format, str) else tuple(date_format)
+
+
+_SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
+
+
+def phonetic(name: str) -> str:
+    """A phonetic code of a folded name (Soundex: the first letter and three digits), so
+    respellings agree: 'smith' and 'smyth' -> 's530', 'philips' and 'fillips' keep their
+    first letters apart ('p412', 'f412'), 'mcdonald' and 'macdonald' -> 'm235'."""
+    letters = [ch for ch in name if "a" <= ch <= "z"]
+    if not letters:
+        return ""
+    digits = []
+    last = letters[0].translate(_SOUNDEX)
+    for ch in letters[1:]:
+        code = ch.translate(_SOUNDEX)
+        if code.isdigit() and code != last:
+            digits.append(code)
+        if ch not in "hw":
+            last = code
+    return (letters[0] + "".join(digits) + "000")[:4]
+
+
+def derive(rule: FieldRule, values: dict[str, str]) -> str:
+    """A derived field's value from its sources' normalised values ('' when all are
+    missing): with `phonetic`, each source's phonetic code; with `sorted`, the values in
+    alphabetical order, so that 'john' + 'smith' and 'smith' + 'john' give the same."""
+    parts = [values.get(name, "") for name in rule.sources]
+    if "phonetic" in rule.options:
+        parts = [phonetic(p) for p in parts]
+    parts = [p for p in parts if p]
+    if "sorted" in rule.options:
+        parts.sort()
+    return "".join(parts)
 
 
 def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:

@@ -248,8 +248,9 @@ class Usable:
 def usable_fields(result: EncodeResult) -> list[Usable]:
     """Per queried record, the fields that had a usable value and those that did not."""
     fields = [fr.field for fr in result.report.fields]
+    derived = {fr.field for fr in result.report.fields if fr.derived_from}
     out = []
     for row in result.present:
-        have = tuple(f for f, p in zip(fields, row, strict=True) if p)
-        out.append(Usable(have, tuple(f for f in fields if f not in have)))
+        have = tuple(f for f, p in zip(fields, row, strict=True) if p and f not in derived)
+        out.append(Usable(have, tuple(f for f in fields if f not in have and f not in derived)))
     return out
