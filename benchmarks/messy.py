@@ -231,7 +231,8 @@ def slip(day: date, rng: random.Random) -> date:
             return day.replace(day=day.day + rng.choice((-1, 1)))
         except ValueError:
             pass
-    return day.replace(year=day.year + rng.choice((-1, 1, -10, 10)))
+    year = day.year + rng.choice((-1, 1, -10, 10))
+    return day.replace(year=year, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
 def export_row(style: OrgStyle, person: Person, n: int, rng: random.Random) -> dict[str, str]:

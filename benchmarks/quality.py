@@ -133,7 +133,15 @@ def splink(folder: Path, generator: str, workdir: Path) -> Hits:
                 first = (given.split() or [""])[0]
                 writer.writerow([name, rid, first, surname, dob, sex, _spaced_postcode(postcode)])
     pairs = workdir / "splink-pairs.csv"
-    subprocess.run([str(SPLINK_PYTHON), str(SPLINK_SCRIPT), str(records), str(pairs)], check=True)
+    with open(workdir / "splink.log", "w", encoding="utf-8") as log:
+        done = subprocess.run(
+            [str(SPLINK_PYTHON), str(SPLINK_SCRIPT), str(records), str(pairs)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode:
+        tail = (workdir / "splink.log").read_text(encoding="utf-8")[-3000:]
+        raise RuntimeError(f"splink_link.py exited {done.returncode}:\n{tail}")
     with open(pairs, newline="", encoding="utf-8") as fh:
         scored = [
             (float(r["match_probability"]), r["source_dataset_l"], r["unique_id_l"],
