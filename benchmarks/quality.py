@@ -24,6 +24,8 @@ files:
   with match probability >= 0.5, resolved one-to-one between each two organisations best
   first (benchmarks/splink_link.py, run in benchmarks/.venv-splink: Splink is the
   benchmark's anchor, not a dependency).
+- **candidate** (in the grid): the same CLI flow with the opt-in
+  schemas/person-uk-candidate.json (issue 21; docs/schema.md).
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
   the largest export: the share of records its worst attack re-identifies.
 
@@ -54,6 +56,7 @@ from blindmatch.client.evaluate import Quality, quality, read_results, read_trut
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
+CANDIDATE = ROOT / "schemas" / "person-uk-candidate.json"  # opt-in, issue 21
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
 SPLINK_PYTHON = Path(__file__).resolve().parent / ".venv-splink" / "bin" / "python"
 SPLINK_SCRIPT = Path(__file__).resolve().parent / "splink_link.py"
@@ -165,6 +168,7 @@ def blindmatch_flow(
 ) -> Hits:
     """The documented CLI flow, default settings; the union of the members' hits files."""
     members = GENERATORS[generator].exports(folder)
+    workdir.mkdir(parents=True, exist_ok=True)
     with serve(workdir / "matcher-data") as served:
         results = link(served, workdir, "quality", members, schema)
     return {s.hit for name, path in results.items() for s in read_results(path, name)}
@@ -192,7 +196,7 @@ def _q(q: Quality) -> str:
 
 def grid(args: argparse.Namespace) -> int:
     """Both generators x corruption rates x population sizes: the table of issue 21."""
-    flows = ["anchor", "blindmatch", *(["splink"] if not args.no_splink else [])]
+    flows = args.flows or ["anchor", "blindmatch", "candidate", "splink"]
     results: list[dict[str, object]] = []
     print(f"{'generator':<11} {'corr':>4} {'people':>6} {'flow':<11} {'precision':>9} "
           f"{'recall':>7} {'F1':>7} {'s':>6}", flush=True)  # fmt: skip
@@ -214,6 +218,8 @@ def grid(args: argparse.Namespace) -> int:
                             found = anchor(folder, generator=gen)
                         elif flow == "blindmatch":
                             found = blindmatch_flow(folder, Path(tmp), gen)
+                        elif flow == "candidate":
+                            found = blindmatch_flow(folder, Path(tmp) / "c", gen, CANDIDATE)
                         else:
                             found = splink(folder, gen, Path(tmp))
                         q = quality(found, truth)
@@ -221,7 +227,7 @@ def grid(args: argparse.Namespace) -> int:
                         print(f"{gen:<11} {corruption:>4} {size:>6} {flow:<11} "
                               f"{q.precision:>9.4f} {q.recall:>7.4f} {q.f1:>7.4f} "
                               f"{time.monotonic() - started:>6.1f}", flush=True)  # fmt: skip
-                    if corruption == 1.0 and not args.no_privacy:
+                    if corruption == 1.0 and not args.no_privacy and "blindmatch" in flows:
                         share, where = privacy(folder, gen)
                         cell["privacy"] = [share, where]
                         print(f"{gen:<11} {corruption:>4} {size:>6} privacy     worst attack "
@@ -299,7 +305,12 @@ def main() -> int:
     parser.add_argument("--corruptions", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--populations", type=int, nargs="+", default=[20_000, 50_000])
     parser.add_argument("--seed", type=int, default=2100, help="grid: first cell's seed - 1")
-    parser.add_argument("--no-splink", action="store_true", help="grid: leave Splink out")
+    parser.add_argument(
+        "--flows",
+        nargs="+",
+        choices=["anchor", "blindmatch", "candidate", "splink"],
+        help="grid: the flows to run (default: all four)",
+    )
     parser.add_argument("--no-privacy", action="store_true", help="grid: no privacy-check")
     parser.add_argument("--out", type=Path, help="grid: also write the figures as JSON")
     args = parser.parse_args()
