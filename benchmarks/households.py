@@ -41,10 +41,14 @@ import argparse
 import csv
 import functools
 import random
-import unicodedata
+import sys
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.exports import Export, hand_row, write_export, write_truth
 
 DATA = Path(__file__).resolve().parent / "data" / "heldout-names.csv"
 ORIGIN_SHARES = {"GB": 0.62, "IE": 0.16, "IN": 0.09, "NG": 0.05, "IT": 0.04, "PT": 0.04}
@@ -403,13 +407,6 @@ def export_row(org: Org, person: Person, n: int, rng: random.Random) -> dict[str
     return row
 
 
-@dataclass(frozen=True)
-class Export:
-    csv: Path
-    mapping: Path
-    truth: dict[str, int]  # record id -> entity
-
-
 def holdings(
     people: list[Person], orgs: tuple[Org, ...], rng: random.Random
 ) -> dict[str, list[Person]]:
@@ -439,44 +436,22 @@ def write_exports(
     people = population(size, rng)
     orgs = tuple(org.scaled(corruption) for org in ORGS)
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    truth_rows = []
+    out: dict[str, Export] = {}
     held = holdings(people, orgs, rng)
     for org in orgs:
         rows = [export_row(org, p, n, rng) for n, p in enumerate(held[org.name])]
-        csv_path = folder / f"{org.name}.csv"
-        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[org.id_column, *org.columns.values()])
-            writer.writeheader()
-            writer.writerows(rows)
-        map_path = folder / f"{org.name}.toml"
-        map_path.write_text(org.mapping_toml(), encoding="utf-8")
-        truth = {r[org.id_column]: p.entity for r, p in zip(rows, held[org.name], strict=True)}
-        truth_rows.extend((org.name, rid, ent) for rid, ent in truth.items())
-        out[org.name] = Export(csv_path, map_path, truth)
-    with open(folder / "truth.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["member", "record_id", "entity_id"])
-        writer.writerows(truth_rows)
+        header = [org.id_column, *org.columns.values()]
+        entities = [p.entity for p in held[org.name]]
+        out[org.name] = write_export(folder, org.name, header, rows, org.mapping_toml(), entities)
+    write_truth(folder, out)
     return out
-
-
-def _hand_text(value: str) -> str:
-    text = unicodedata.normalize("NFKD", value.casefold())
-    return "".join(ch for ch in text if ch.isalnum())
-
-
-def _hand_words(value: str) -> str:
-    """Each name folded, separated by one space (the anchors join them, Splink takes the
-    first)."""
-    return " ".join(w for w in map(_hand_text, value.split()) if w)
 
 
 def hand_rows(folder: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Each export's ids and records normalised by hand, knowing its conventions (the
     benchmark's anchors get this): given names, surname (a full name cut by its known
     layout), ISO date of birth, sex letter, postcode, folded to letters and digits."""
-    out = {}
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
     for org in ORGS:
         c = org.columns
         ids, rows = [], []
@@ -489,14 +464,17 @@ def hand_rows(folder: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
                     given = " ".join(names)
                 else:
                     given, surname = row[c["given"]], row[c["surname"]]
-                dob = row[c["dob"]].strip()
-                if dob:
-                    dob = datetime.strptime(dob, org.date_format).strftime("%Y-%m-%d")
                 ids.append(row[org.id_column])
-                rows.append([
-                    _hand_words(given), _hand_text(surname), dob,
-                    row[c["sex"]].strip()[:1].upper(), _hand_text(row[c["postcode"]]),
-                ])  # fmt: skip
+                rows.append(
+                    hand_row(
+                        given,
+                        surname,
+                        row[c["dob"]],
+                        org.date_format,
+                        row[c["sex"]],
+                        row[c["postcode"]],
+                    )
+                )
         out[org.name] = (ids, rows)
     return out
 

@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import unicodedata
+import sys
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.exports import Export, hand_row, write_export, write_truth
 from blindmatch.client.synthetic import holdings
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -277,13 +280,6 @@ def export_row(style: OrgStyle, person: Person, n: int, rng: random.Random) -> d
     }
 
 
-@dataclass(frozen=True)
-class Export:
-    csv: Path
-    mapping: Path
-    truth: dict[str, int]  # record id -> entity
-
-
 def write_exports(
     folder: Path, seed: int, size: int = 20_000, corruption: float = 1.0
 ) -> dict[str, Export]:
@@ -292,60 +288,41 @@ def write_exports(
     rng = random.Random(seed)
     people = population(size, rng)
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    truth_rows = []
+    out: dict[str, Export] = {}
     orgs = tuple(style.scaled(corruption) for style in ORGS) if corruption != 1.0 else ORGS
     held_by = holdings(people, orgs, rng)
     for style in orgs:
         rows = [export_row(style, p, n, rng) for n, p in enumerate(held_by[style.name])]
-        csv_path = folder / f"{style.name}.csv"
-        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[style.id_column, *style.columns.values()])
-            writer.writeheader()
-            writer.writerows(rows)
-        map_path = folder / f"{style.name}.toml"
-        map_path.write_text(style.mapping_toml(), encoding="utf-8")
-        truth = {
-            row[style.id_column]: p.entity for row, p in zip(rows, held_by[style.name], strict=True)
-        }
-        truth_rows.extend((style.name, rid, ent) for rid, ent in truth.items())
-        out[style.name] = Export(csv_path, map_path, truth)
-    with open(folder / "truth.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["member", "record_id", "entity_id"])
-        writer.writerows(truth_rows)
+        header = [style.id_column, *style.columns.values()]
+        entities = [p.entity for p in held_by[style.name]]
+        out[style.name] = write_export(
+            folder, style.name, header, rows, style.mapping_toml(), entities
+        )
+    write_truth(folder, out)
     return out
-
-
-def _hand_text(value: str) -> str:
-    text = unicodedata.normalize("NFKD", value.casefold())
-    return "".join(ch for ch in text if ch.isalnum())
-
-
-def _hand_words(value: str) -> str:
-    """Each name folded, separated by one space (the anchors join them, Splink takes the
-    first)."""
-    return " ".join(w for w in map(_hand_text, value.split()) if w)
 
 
 def hand_rows(folder: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Each export's ids and records normalised by hand, knowing its conventions (the
     benchmark's anchors get this): given name, surname, ISO date of birth, sex letter,
     postcode, folded to letters and digits."""
-    out = {}
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
     for style in ORGS:
         c = style.columns
         ids, rows = [], []
         with open(folder / f"{style.name}.csv", newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
-                dob = row[c["dob"]].strip()
-                if dob:
-                    dob = datetime.strptime(dob, style.date_format).strftime("%Y-%m-%d")
                 ids.append(row[style.id_column])
-                rows.append([
-                    _hand_words(row[c["forenames"]]), _hand_text(row[c["surname"]]), dob,
-                    row[c["sex"]].strip()[:1].upper(), _hand_text(row[c["postcode"]]),
-                ])  # fmt: skip
+                rows.append(
+                    hand_row(
+                        row[c["forenames"]],
+                        row[c["surname"]],
+                        row[c["dob"]],
+                        style.date_format,
+                        row[c["sex"]],
+                        row[c["postcode"]],
+                    )
+                )
         out[style.name] = (ids, rows)
     return out
 
