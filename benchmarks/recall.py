@@ -62,7 +62,7 @@ from blindmatch.matcher import fallback as fallback_
 from blindmatch.matcher.compare import Candidates, merge
 from blindmatch.matcher.kernel import dice_candidates
 from blindmatch.matcher.runs import match
-from blindmatch.matcher.solve import dice, solve
+from blindmatch.matcher.solve import Links, dice, solve
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "schemas" / "person-uk.json"
@@ -255,6 +255,30 @@ def analyse(folder: Path, generator: str, found: Hits, truth: Truth) -> collecti
     return misses
 
 
+def false_pairs(
+    enc: Encoded, links: Links, truth: Truth, folder: Path, generator: str
+) -> collections.Counter[str]:
+    """The default's false links by what the two records agree on exactly."""
+    hand = GENERATORS[generator].hand_rows(folder)
+    plain = {
+        (n, i): row for n, (ids, rows) in hand.items() for i, row in zip(ids, rows, strict=True)
+    }
+    out: collections.Counter[str] = collections.Counter()
+    pairs = zip(links.dset, links.row, links.partner, links.partner_row, strict=True)
+    for d, r, p, pr in pairs:
+        if d > p:
+            continue
+        a, b = (enc.names[d], enc.ids[d][r]), (enc.names[p], enc.ids[p][pr])
+        if truth.entity[a] == truth.entity[b]:
+            continue
+        x, y = plain[a], plain[b]
+        same = [f for f, u, v in zip(FIELDS, x, y, strict=True) if u and u == v]
+        household = "surname" in same and "postcode" in same and "given" not in same
+        out["same surname and postcode, another given name (household)" if household
+            else "agree on " + (", ".join(same) or "nothing exactly")] += 1  # fmt: skip
+    return out
+
+
 def realtime_gap(population: int, seed: int, secret: bytes) -> None:
     """How real-time queries score against batch runs (issue 21, item 4): a query is
     searched by Dice over the whole CLK (first + fallback side by side, matcher/index.py),
@@ -390,6 +414,12 @@ def main() -> int:
                         total = sum(misses.values())
                         for cause, count in misses.most_common():
                             print(f"      missed {count:>4} ({count / total:.0%}): {cause}")
+                        enc = encode_all(folder, gen, schemas["default"], secret)
+                        links = match(enc.clks, THRESHOLD, fallback_bits=enc.fallback_bits).links
+                        wrong = false_pairs(enc, links, truth, folder, gen)
+                        total = sum(wrong.values())
+                        for what, count in wrong.most_common(5):
+                            print(f"      false {count:>4} ({count / total:.0%}): {what}")
                 if args.privacy and seed == args.seeds[0]:
                     privacy(folder, gen, schemas, secret)
 
