@@ -58,11 +58,11 @@ from blindmatch.client.encode import encode_csv
 from blindmatch.client.evaluate import Quality, Truth, quality, read_truth
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import LinkageSchema, load_schema
-from blindmatch.matcher import fallback as fallback_
-from blindmatch.matcher.compare import Candidates, merge
-from blindmatch.matcher.kernel import dice_candidates
-from blindmatch.matcher.runs import match
-from blindmatch.matcher.solve import Links, dice, solve
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.solve import Links, dice, solve
+from blindmatch.matcher.usecases.runs import match
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "schemas" / "person-uk.json"
@@ -281,9 +281,9 @@ def false_pairs(
 
 def realtime_gap(population: int, seed: int, secret: bytes) -> None:
     """How real-time queries score against batch runs (issue 21, item 4): a query is
-    searched by Dice over the whole CLK (first + fallback side by side, matcher/index.py),
+    searched by Dice over the whole CLK (first + fallback side by side, matcher/core/index.py),
     a batch run scores a pair by the first CLK when both records have a date of birth and
-    by the fallback CLK when either lacks one (matcher/fallback.py). Each member's records
+    by the fallback CLK when either lacks one (matcher/core/fallback.py). Each member's records
     are queried against the others' (every partner record at or above 0.8 is a hit, as a
     query reports, no one-to-one solving); P/R/F1 of both rules, all queries and those
     without a date of birth."""

@@ -16,7 +16,7 @@ from blindmatch.client.errors import InputError
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.normalise import FieldRule, derive, phonetic
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.solve import dice
+from blindmatch.matcher.core.solve import dice
 from tests.conftest import NORTH_MAP, PERSON_SCHEMA, ROOT
 
 CANDIDATE = ROOT / "schemas" / "person-uk-candidate.json"
