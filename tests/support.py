@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 
 from benchmarks.synthclks import CLK_BITS
 from blindmatch.client import MatcherClient, ProjectTokens
@@ -127,6 +128,18 @@ def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str
     with matcher.member(project.tokens["north"]) as member:
         run = member.start_run(project.project)
         assert [s.state for s in member.watch_run(project.project, run.run_id)][-1] == "done"
+
+
+def assert_refused(
+    capsys: pytest.CaptureFixture[str], code: int, out: Path, *fragments: str
+) -> None:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
 
 # -- real time: a standing index and questions ---------------------------------------------

@@ -12,7 +12,7 @@ from blindmatch.client.encoding.encode import encode_csv, read_secret
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from tests.support import NORTH_MAP, PERSON_SCHEMA, Org
+from tests.support import NORTH_MAP, PERSON_SCHEMA, Org, assert_refused
 
 
 def encode_cli(org: Org, secret: Path, out: Path, schema: Path = PERSON_SCHEMA) -> int:
@@ -94,18 +94,6 @@ def test_a_different_secret_gives_different_encodings_and_fingerprint(orgs: dict
 
 
 # -- bad input: a clear error naming the file/row/column, exit 2, nothing written --------
-
-
-def assert_refused(
-    capsys: pytest.CaptureFixture[str], code: int, out: Path, *fragments: str
-) -> None:
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
 
 def test_missing_mapped_column(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blindmatch.cli.options import Subcommands, actions, command, progress_wanted, quiet_option
+from blindmatch.cli.options import (
+    Choices,
+    Subcommands,
+    actions,
+    command,
+    progress_wanted,
+    quiet_option,
+)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -17,7 +24,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
     secret = read_secret(args.secret_file)
-    result = encode_csv(args.data, schema, mapping, secret, progress=progress_wanted(args))
+    result = encode_csv(
+        args.data,
+        schema,
+        mapping,
+        secret,
+        progress=progress_wanted(args),
+        on_duplicate_id=args.on_duplicate_id,
+        allow_empty=args.allow_empty,
+    )
     write_encoded(
         args.out,
         clks=result.clks,
@@ -59,6 +74,19 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
     p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
     quiet_option(p)
+    p.add_argument(
+        "--on-duplicate-id",
+        choices=Choices("blindmatch.client.encoding.readcsv", "ON_DUPLICATE"),
+        default="error",
+        help="a record id that repeats an earlier row's: stop (error, the default), encode "
+        "only its first row (keep-first), or encode every row (keep-all); repeats are "
+        "listed in the report either way",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="encode an export with no records (header only, or empty) instead of stopping",
+    )
 
     group = command(
         sub,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from blindmatch.cli.options import (
+    LEVELS,
     Subcommands,
     actions,
     command,
@@ -15,7 +16,6 @@ from blindmatch.cli.options import (
     member_token,
 )
 from blindmatch.client.errors import InputError
-from blindmatch.client.remote.model import LEVELS
 
 
 def cmd_consent_set(args: argparse.Namespace) -> int:

@@ -8,12 +8,13 @@ so nothing here imports gRPC, numpy or clkhash (the handlers do, when they run).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, overload
 
 from blindmatch.client.errors import InputError
 
@@ -25,6 +26,34 @@ QUIET_HELP = "print only results and errors: no progress bars, notes or data-qua
 
 Handler = Callable[[argparse.Namespace], int]
 Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
+
+
+class Choices(Sequence[str]):
+    """An option's choices, named where the library defines them and imported only when
+    argparse looks at them (to check a value given, or to print help)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _values(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        return self._values()[i]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+
+LEVELS = Choices("blindmatch.client.remote.model", "LEVELS")
+BLOCKINGS = Choices("blindmatch.client.remote.model", "BLOCKINGS")
 
 
 def env(name: str) -> str | None:

@@ -12,6 +12,8 @@ import re
 import time
 
 from blindmatch.cli.options import (
+    BLOCKINGS,
+    LEVELS,
     Subcommands,
     actions,
     admin_token,
@@ -22,7 +24,6 @@ from blindmatch.cli.options import (
     when,
 )
 from blindmatch.client.errors import InputError
-from blindmatch.client.remote.model import BLOCKINGS, LEVELS
 
 _DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}

@@ -113,7 +113,7 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
     from blindmatch.client.encoding.encode import encode_csv, read_secret
     from blindmatch.client.encoding.mapping import load_mapping
-    from blindmatch.client.encoding.person import encode_person
+    from blindmatch.client.encoding.person import encode_person, refuse_unreadable
     from blindmatch.client.encoding.schema import load_schema
 
     schema = load_schema(args.schema)
@@ -125,6 +125,7 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
         if not args.mapping:
             raise InputError("--mapping is required with a CSV of people to query")
         result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
+        refuse_unreadable(result)
         labels = result.ids
     else:
         if not values:
@@ -132,18 +133,20 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
                 "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
                 "--field NAME=VALUE) or a CSV with --mapping"
             )
-        formats = {f: args.date_format for f in values} if args.date_format else None
+        formats: dict[str, list[str]] = {}
+        if args.date_format:
+            formats = {f: [args.date_format] for f in values}
+        if args.dob_format:
+            formats["dob"] = [args.dob_format]
         result = encode_person(schema, secret, values, formats)
         labels = ["query"]
-    problems = [f"invalid {fr.field}" for fr in result.report.fields if fr.invalid]
-    if problems and not args.quiet:
-        print(result.report.render(), file=sys.stderr)
     if not result.ids:
         raise InputError(f"{args.data}: no records to query")
     return result, labels
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.person import usable_fields
     from blindmatch.client.files import write_csv
 
     if not args.purpose or not args.purpose.strip():
@@ -157,6 +160,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             fingerprint=result.fingerprint,
             purpose=args.purpose,
         )
+    usable = usable_fields(result)
     rows = []
     for label, matches in zip(labels, answer.results, strict=True):
         for m in matches:
@@ -177,12 +181,14 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "results": [
                         {
                             "record_id": label,
+                            "compared_on": list(use.compared_on),
+                            "missing": list(use.missing),
                             "matches": [
                                 {"partner": m.partner, "refs": m.refs, "scores": m.scores}
                                 for m in matches
                             ],
                         }
-                        for label, matches in zip(labels, answer.results, strict=True)
+                        for label, matches, use in zip(labels, answer.results, usable, strict=True)
                     ],
                 },
                 indent=2,
@@ -193,9 +199,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
     searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
     print(f"Searched partners: {searched}.")
-    for label, matches in zip(labels, answer.results, strict=True):
+    for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
-        print(f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'}")
+        print(
+            f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'} "
+            f"({use.describe()})"
+        )
         for m in matches:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
@@ -292,7 +301,10 @@ def register(sub: Subcommands) -> None:
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
     )
     p.add_argument(
-        "--date-format", help="how dates are written, e.g. %%d/%%m/%%Y (default: unambiguous)"
+        "--date-format",
+        help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
+        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
     )
+    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
     p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")

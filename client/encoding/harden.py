@@ -342,7 +342,7 @@ def encode_records(
     """Record-level encodings (one CLK per row), hardened: (n, bits/8) bytes.
 
     `rows` are normalised values in schema order with missing values as their
-    sentinels (`client.encoding.encode.read_rows`); `schema` is the encoding schema
+    sentinels (`client.encoding.readcsv.read_rows`); `schema` is the encoding schema
     (`LinkageSchema.for_encoding()`); `field_names` name its fields, for the salt.
     """
     folded = copy.deepcopy(schema)

@@ -18,6 +18,19 @@ from blindmatch.client.remote.model import IndexSummary
 from blindmatch.protos.wire import clk_digest
 
 
+def _unique_ids(encoded: Encoded) -> list[str]:
+    """The folder's ids; a standing index keys records by id, so they must not repeat."""
+    ids = encoded.read_ids()
+    if len(set(ids)) != len(ids):
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(
+            f"{encoded.path}: record id {repeated!r} appears more than once (encoded with "
+            "--on-duplicate-id keep-all); an index holds one record per id: encode with "
+            "keep-first for it"
+        )
+    return ids
+
+
 def _read_clks(encoded: Encoded) -> list[bytes]:
     data = (encoded.path / CLKS).read_bytes()
     size = encoded.clk_bytes
@@ -28,7 +41,7 @@ def sync_index(
     client: MatcherClient, project: str, encoded: Encoded, key: bytes
 ) -> tuple[SyncPlan, IndexSummary]:
     """Make the member's index at the matcher hold exactly this ENCODED folder's records."""
-    refs = row_refs(encoded.read_ids(), key)
+    refs = row_refs(_unique_ids(encoded), key)
     clks = dict(zip(refs, _read_clks(encoded), strict=True))
     plan = plan_sync({r: clk_digest(c) for r, c in clks.items()}, client.list_index(project))
     summary = client.change_index(
@@ -49,7 +62,7 @@ def add_to_index(
     ids: Sequence[str] | None = None,
 ) -> IndexSummary:
     """Add or replace an ENCODED folder's records (all, or those with local `ids`)."""
-    all_ids = encoded.read_ids()
+    all_ids = _unique_ids(encoded)
     clks = dict(zip(all_ids, _read_clks(encoded), strict=True))
     wanted = list(ids) if ids is not None else all_ids
     unknown = [i for i in wanted if i not in clks]
