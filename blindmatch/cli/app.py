@@ -55,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run(args.func, args)
+    def command() -> int:
+        # Parsing may import what defines an option's choices (its help, a value's check).
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+
+    return run(command)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Every message is `Error: ...` on standard error; never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 
@@ -54,10 +53,11 @@ def say_error(message: str) -> None:
     print(f"Error: {message}", file=sys.stderr)
 
 
-def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command's handler; every failure the user can act on becomes a message."""
+def run(command: Callable[[], int]) -> int:
+    """Run a command (parsing its options, then its handler); every failure the user can act
+    on becomes a message. Help and usage errors exit through argparse, as usual."""
     try:
-        return int(handler(args))
+        return int(command())
     except BlindmatchError as exc:
         say_error(str(exc))
         return exit_code(exc)
