@@ -104,6 +104,18 @@ def test_no_matcher_there_is_one_line_at_once() -> None:
 
 
 @pytest.mark.slow
+def test_help_loads_neither_clkhash_numpy_nor_grpc() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from blindmatch.cli import main\n"
+         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'clkhash', 'numpy', 'grpc'}))"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
 def test_without_clkhash_encode_says_what_to_install(tmp_path: Path) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
@@ -120,6 +132,13 @@ def test_without_clkhash_encode_says_what_to_install(tmp_path: Path) -> None:
     assert "pip install --no-deps clkhash==0.18.3" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "north.encoded").exists()
+    for other in (["--version"], ["--help"], ["project", "create", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-c", hide_clkhash + "runpy.run_module('blindmatch', "
+             "run_name='__main__')", *other],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert shown.returncode == 0 and shown.stdout, (other, shown.stderr)
 
 
 @pytest.mark.slow

@@ -77,6 +77,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--on-duplicate-id",
         choices=Choices("blindmatch.client.encoding.readcsv", "ON_DUPLICATE"),
+        metavar="RULE",
         default="error",
         help="a record id that repeats an earlier row's: stop (error, the default), encode "
         "only its first row (keep-first), or encode every row (keep-all); repeats are "

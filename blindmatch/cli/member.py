@@ -78,6 +78,7 @@ def register(sub: Subcommands) -> None:
         "--level",
         required=True,
         choices=LEVELS,
+        metavar="LEVEL",
         help="count, hits or mapping (scores: no limit beyond the project's own level)",
     )
 

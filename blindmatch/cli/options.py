@@ -30,7 +30,8 @@ Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
 
 class Choices(Sequence[str]):
     """An option's choices, named where the library defines them and imported only when
-    argparse looks at them (to check a value given, or to print help)."""
+    argparse looks at them: to check a value given, or for help's `%(choices)s`. Give the
+    option a `metavar` too, or argparse formats (and so imports) them as it is declared."""
 
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name

@@ -148,7 +148,11 @@ def register(sub: Subcommands) -> None:
     pc.add_argument("name", help="project name")
     pc.add_argument("--members", required=True, help="comma-separated member names, e.g. a,b,c")
     pc.add_argument(
-        "--disclose", choices=LEVELS, default="hits", help="what members learn (default: hits)"
+        "--disclose",
+        choices=LEVELS,
+        default="hits",
+        metavar="LEVEL",
+        help="what members learn: %(choices)s (default: %(default)s)",
     )
     pc.add_argument(
         "--threshold",
@@ -159,6 +163,7 @@ def register(sub: Subcommands) -> None:
     pc.add_argument(
         "--blocking",
         choices=BLOCKINGS,
+        metavar="METHOD",
         default="auto",
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
         "size (auto, the default: LSH above 10^10 pairs per pair of members)",
