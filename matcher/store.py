@@ -156,6 +156,8 @@ MIGRATIONS = [
     ("projects", "expires", "REAL"),
     ("projects", "erased", "REAL"),
     ("members", "consent", "INTEGER"),
+    ("runs", "tasks_done", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "tasks_total", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 ACTIVE = ("queued", "running")
@@ -199,6 +201,8 @@ class Run:
     groups: int
     message: str
     threshold: float
+    tasks_done: int = 0  # comparison tasks finished (on the matcher's threads or a cluster)
+    tasks_total: int = 0
 
 
 DISK_FULL = "the matcher's disk is full; nothing was stored (earlier uploads are intact)"
@@ -728,8 +732,8 @@ class Store:
 
     def run(self, run_id: str) -> Run:
         rows = self._query(
-            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold "
-            "FROM runs WHERE id=?",
+            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold, "
+            "tasks_done, tasks_total FROM runs WHERE id=?",
             (run_id,),
         )
         if not rows:
@@ -752,7 +756,10 @@ class Store:
         return [(m, self.upload(u)) for m, u in rows]
 
     def update_run(self, run_id: str, **fields: object) -> None:
-        allowed = {"state", "stage", "work_done", "work_total", "groups", "message"}
+        allowed = {
+            "state", "stage", "work_done", "work_total", "tasks_done", "tasks_total", "groups",
+            "message",
+        }  # fmt: skip
         if not fields or set(fields) - allowed:
             raise ValueError(f"bad run fields {sorted(fields)}")
         sets = ", ".join(f"{k}=?" for k in fields)
