@@ -31,6 +31,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -441,14 +442,20 @@ class DaskExecutor:
         more(max(8, 2 * nthreads))
         for fut in pending:
             i, task, attempt = task_of.pop(fut.key)
-            if fut.status == "error" and _lost_inputs(fut) and sources.scatter:
+            try:
+                res = _result(fut)
+            except CancelledError:
+                if not sources.scatter or client.status != "running":
+                    raise
+                # A worker holding one of its scattered slices died: send them again.
                 if attempt >= RESUBMITS:
-                    raise ClusterError(f"a task's scattered CLKs were lost {attempt} times")
+                    raise ClusterError(
+                        f"a task's scattered CLKs were lost {attempt} times; the run failed"
+                    ) from None
                 for rows in task.inputs:
                     sources.forget(rows)
                 submit(i, task, attempt + 1)
                 continue
-            res = _result(fut)
             sources.done_with(task)
             tally.add(res)
             yield res
@@ -463,14 +470,6 @@ def _take(it: Iterator[tuple[int, Task]], count: int) -> list[tuple[int, Task]]:
             break
         out.append(nxt)
     return out
-
-
-def _lost_inputs(fut: Future) -> bool:
-    exc = fut.exception()
-    return "lost" in str(exc).lower() or type(exc).__name__ in (
-        "CancelledError",
-        "FutureCancelledError",
-    )
 
 
 def _result(fut: Future) -> TaskResult:
