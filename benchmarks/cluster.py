@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +83,40 @@ def write_uploads(datasets: Sequence[np.ndarray], folder: Path) -> list[ClkFile]
     return files
 
 
+def _reset_peak() -> None:
+    """Start this process's peak RSS (VmHWM) afresh (Linux: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _usage() -> tuple[float, float]:
+    """(peak RSS in MiB since the last reset, CPU seconds so far) of this process."""
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    return hwm / 1024, cpu.ru_utime + cpu.ru_stime
+
+
+@dataclass
+class Workers:
+    """A local cluster's scheduler address, and its workers' usage since `reset`."""
+
+    address: str
+    client: object
+
+    def reset(self) -> None:
+        self.client.run(_reset_peak)  # type: ignore[attr-defined]
+        self.cpu0 = {k: v[1] for k, v in self.client.run(_usage).items()}  # type: ignore[attr-defined]
+
+    def usage(self) -> tuple[list[float], float]:
+        """Each worker's peak RSS (MiB) and their CPU seconds together, since `reset`."""
+        now = self.client.run(_usage)  # type: ignore[attr-defined]
+        return [v[0] for v in now.values()], sum(v[1] - self.cpu0[k] for k, v in now.items())
+
+
 @contextmanager
-def local_cluster(workers: int) -> Iterator[tuple[str, Callable[[], list[float]]]]:
-    """A scheduler here and `workers` worker processes of one thread each; yields its address
-    and a function giving each worker's peak RSS in MiB."""
+def local_cluster(workers: int) -> Iterator[Workers]:
+    """A scheduler here and `workers` worker processes of one thread each."""
     from distributed import Client, LocalCluster
 
     with (
@@ -99,12 +129,7 @@ def local_cluster(workers: int) -> Iterator[tuple[str, Callable[[], list[float]]
         ) as cluster,
         Client(cluster) as client,
     ):
-
-        def peaks() -> list[float]:
-            rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-            return [kib / 1024 for kib in rss.values()]
-
-        yield cluster.scheduler_address, peaks
+        yield Workers(cluster.scheduler_address, client)
 
 
 def digest(c: Candidates) -> str:
@@ -166,13 +191,14 @@ def overhead_per_task(executor: Executor, tasks: int = 2_000) -> tuple[float, in
 
 
 def band_seconds(a: np.ndarray, b: np.ndarray, bands: int = 2) -> tuple[float, int]:
-    """Seconds one LSH band task takes for datasets a and b (keys computed in the task),
-    and the bands the planner gives that pair."""
+    """CPU seconds one band of an LSH task takes for datasets a and b (keys computed in the
+    task; CPU time, so that other work on the machine does not count), and the bands the
+    planner gives that pair."""
     lsh = blocking.plan([a, b], THRESHOLD)
     task = BandTask(0, len(a), 1, len(b), 0, min(bands, lsh.bands))
-    start = time.perf_counter()
+    start = time.process_time()
     run_task(task, a, b, THRESHOLD, lsh)
-    return (time.perf_counter() - start) / task.units, lsh.bands
+    return (time.process_time() - start) / task.units, lsh.bands
 
 
 def planned_bands(n_a: int, n_b: int, sample: np.ndarray) -> int:
@@ -245,14 +271,21 @@ def costs(args: argparse.Namespace) -> None:
         f"({rate / anchor:.1f}x anchor)"
     )
 
+    cpu0 = _usage()[1]
     threads_s, n = overhead_per_task(ThreadExecutor(1), args.overhead_tasks)
-    with local_cluster(1) as (address, _):
+    threads_cpu = (_usage()[1] - cpu0) / n
+    with local_cluster(1) as cluster:
+        cluster.reset()
+        cpu0 = _usage()[1]
         dask_s, _n = overhead_per_task(
-            DaskExecutor(DaskSettings(address, "x")), args.overhead_tasks
+            DaskExecutor(DaskSettings(cluster.address, "x")), args.overhead_tasks
         )
+        dask_cpu = (cluster.usage()[1] + _usage()[1] - cpu0) / n
     print(
-        f"overhead per task ({n:,} tiny tasks, one worker): Dask {dask_s * 1000:.2f} ms, "
-        f"the matcher's threads {threads_s * 1000:.3f} ms ({dask_s / threads_s:,.0f}x)"
+        f"overhead per task ({n:,} tiny tasks, one worker): Dask {dask_s * 1000:.2f} ms of wall "
+        f"time, {dask_cpu * 1000:.2f} ms of CPU (worker, scheduler and matcher together); the "
+        f"matcher's threads {threads_s * 1000:.3f} ms, {threads_cpu * 1000:.3f} ms of CPU "
+        f"({dask_s / threads_s:,.0f}x)"
     )
 
     print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
@@ -336,21 +369,44 @@ def same_run(args: argparse.Namespace) -> None:
         lsh = job.lsh_plan()
         planned = plan_tasks(job.sizes, args.blocking, lsh)
         print(f"plan: {len(planned)} tasks on threads" + (f", {lsh.bands} bands" if lsh else ""))
+        if lsh is not None:
+            # The model, from one pair's band cost timed now (docs/scale.md).
+            band_s, _bands = band_seconds(datasets[0], datasets[1], bands=args.model_bands)
+            pairs = args.members * (args.members - 1) // 2
+            core_s = band_s * lsh.bands * pairs
+            print(
+                f"model: {band_s * 1000:.1f} ms of CPU a band x {lsh.bands} bands x {pairs} "
+                f"pairs = {core_s:,.0f} core-seconds: {core_s:,.0f} s on 1 idle core, "
+                f"{core_s / 2:,.0f} s on 2 (plus Dask's overhead per task, `costs`)",
+                flush=True,
+            )
         results: dict[str, Outcome] = {}
         for config in configs:
+            _reset_peak()
+            here0 = _usage()[1]
             if config == "threads":
                 results[config] = out = timed(ThreadExecutor(2), job)
-                peaks = ""
+                peak, cpu = _usage()
+                used = f", peak RSS here {peak:,.0f} MiB"
             else:
                 mode, workers = config.rstrip("12"), int(config[-1])
-                with local_cluster(workers) as (address, rss):
+                with local_cluster(workers) as cluster:
                     clks = tmp if mode == "files" else "scatter"
-                    ex = DaskExecutor(DaskSettings(address, clks))
+                    ex = DaskExecutor(DaskSettings(cluster.address, clks))
+                    cluster.reset()
+                    here0 = _usage()[1]
                     results[config] = out = timed(ex, job)
-                    peaks = ", worker peak RSS " + " / ".join(f"{p:,.0f}" for p in rss()) + " MiB"
+                    peaks, workers_cpu = cluster.usage()
+                    here = _usage()[1] - here0  # the matcher's side, and this local scheduler
+                    cpu = workers_cpu + here + here0
+                    used = (
+                        f" (workers {workers_cpu:.1f}, matcher and scheduler {here:.1f}), "
+                        "worker peak RSS " + " / ".join(f"{p:,.0f}" for p in peaks) + " MiB"
+                    )
+            cpu -= here0
             print(
-                f"  {config:>9}: {out.seconds:8.1f} s, {out.tasks:,} tasks, "
-                f"{out.candidates:,} candidates, digest {out.digest}{peaks}",
+                f"  {config:>9}: {out.seconds:8.1f} s, CPU {cpu:7.1f} s, {out.tasks:,} tasks, "
+                f"{out.candidates:,} candidates, digest {out.digest}{used}",
                 flush=True,
             )
         base = results.get("threads")
@@ -449,6 +505,7 @@ def main() -> None:
         help="threads, filesN (workers read upload files), scatterN (N = 1 or 2 workers)",
     )
     p.add_argument("--tmp", help="folder for the upload files (default: the system's)")
+    p.add_argument("--model-bands", type=int, default=4, help="bands timed for the model")
     p.set_defaults(func=same_run)
     p = sub.add_parser("costs", help="unit costs and the national-scale projection")
     p.add_argument("--overhead-tasks", type=int, default=2_000)
