@@ -48,6 +48,7 @@ from blindmatch.matcher.executor import (
     TaskProgress,
     rows_of,
 )
+from blindmatch.matcher.memory import keep_freed_memory
 from blindmatch.matcher.tasks import Rows, Task, TaskResult, combine, plan_tasks, run_task
 
 if TYPE_CHECKING:
@@ -232,6 +233,7 @@ def compare_remote(
     task: Task, a: SharedRows | Clks, b: SharedRows | Clks, threshold: float, lsh: Any
 ) -> TaskResult:
     """One task on a worker: its rows (read here, or scattered to it) in, candidates out."""
+    keep_freed_memory()
     ra = read_rows(a) if isinstance(a, SharedRows) else a
     rb = read_rows(b) if isinstance(b, SharedRows) else b
     return run_task(task, ra, rb, threshold, lsh)
