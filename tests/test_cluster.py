@@ -197,6 +197,22 @@ def serve(data_dir: Path, log: Path, *extra: str) -> Iterator[Served]:
 FIRST = "north-police"
 
 
+@contextmanager
+def in_process(data_dir: Path, executor: DaskExecutor | None = None) -> Iterator[str]:
+    """A matcher in this process (its own threads, or `executor`); yields its address."""
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, executor=executor)
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop(grace=None)
+
+
+def run(target: str, tokens: dict[str, str]) -> int:
+    """`blindmatch run`'s exit status."""
+    return main(["run", "--project", "crime", "--token", tokens[FIRST], "--server", target,
+                 "--quiet"])  # fmt: skip
+
+
 def create(target: str, members: Members) -> dict[str, str]:
     with MatcherClient(target, ADMIN_TOKEN) as op:
         return op.create_project("crime", list(members.encoded)).tokens
@@ -224,16 +240,11 @@ def hits(target: str, tokens: dict[str, str], members: Members, out: Path) -> di
 def reference(tmp_path_factory: pytest.TempPathFactory, members: Members) -> dict[str, str]:
     """The hits files of the project run on the matcher's own threads."""
     root = tmp_path_factory.mktemp("reference")
-    server = create_server("127.0.0.1:0", root / "data", ADMIN_TOKEN, workers=2)
-    target = f"127.0.0.1:{server.port}"
-    try:
+    with in_process(root / "data") as target:
         tokens = create(target, members)
         upload_all(target, tokens, members)
-        assert main(["run", "--project", "crime", "--token", tokens[FIRST],
-                     "--server", target, "--quiet"]) == 0  # fmt: skip
+        assert run(target, tokens) == 0
         found = hits(target, tokens, members, root / "hits")
-    finally:
-        server.stop(grace=None)
     assert sum(text.count("\n") - 1 for text in found.values()) > 50  # there are hits to compare
     return found
 
@@ -254,8 +265,7 @@ def test_a_cluster_run_gives_the_hits_of_an_in_process_run(
                "--dask-task-comparisons", TINY_TASKS) as served:  # fmt: skip
         tokens = create(served.target, members)
         upload_all(served.target, tokens, members)
-        assert main(["run", "--project", "crime", "--token", tokens[FIRST],
-                     "--server", served.target, "--quiet"]) == 0  # fmt: skip
+        assert run(served.target, tokens) == 0
         final = list(watch(served.target, tokens[FIRST]))[-1]
         assert hits(served.target, tokens, members, tmp_path / "hits") == reference
     assert final.state == "done"
@@ -311,31 +321,19 @@ def test_an_unreachable_scheduler_fails_the_run_clearly_and_a_later_run_succeeds
     cluster: Cluster, members: Members, reference: dict[str, str], tmp_path: Path
 ) -> None:
     gone = DaskSettings("tcp://127.0.0.1:9", "scatter", connect_timeout=2)
-    server = create_server(
-        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, executor=DaskExecutor(gone)
-    )
-    target = f"127.0.0.1:{server.port}"
-    try:
+    with in_process(tmp_path / "data", DaskExecutor(gone)) as target:
         tokens = create(target, members)
         upload_all(target, tokens, members)
-        assert main(["run", "--project", "crime", "--token", tokens[FIRST],
-                     "--server", target, "--quiet"]) == 1  # fmt: skip
+        assert run(target, tokens) == 1
         failed = list(watch(target, tokens[FIRST]))[-1]
-    finally:
-        server.stop(grace=None)
     assert failed.state == "failed"
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in failed.message
     assert "start it again" in failed.message
     # The uploads were kept: the same data dir, with the cluster back, runs to the same hits.
     here = DaskExecutor(cluster.settings(str(tmp_path / "data" / "clks")))
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, executor=here)
-    target = f"127.0.0.1:{server.port}"
-    try:
-        assert main(["run", "--project", "crime", "--token", tokens[FIRST],
-                     "--server", target, "--quiet"]) == 0  # fmt: skip
+    with in_process(tmp_path / "data", here) as target:
+        assert run(target, tokens) == 0
         assert hits(target, tokens, members, tmp_path / "hits") == reference
-    finally:
-        server.stop(grace=None)
 
 
 # -- the executor itself: the same candidates, pair for pair and score for score ------------
