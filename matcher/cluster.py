@@ -26,6 +26,7 @@ plain install never needs it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import ipaddress
 import logging
 import secrets
@@ -34,11 +35,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher import blocking as blocking_
 from blindmatch.matcher.compare import Candidates
 from blindmatch.matcher.executor import (
     ClkFile,
@@ -114,6 +116,10 @@ class DaskSettings:
                 raise ClusterError(f"{path}: no such certificate or key file")
         if self.task_comparisons < 1:
             raise ClusterError("--dask-task-comparisons must be at least 1")
+        if importlib.util.find_spec("distributed") is None:
+            raise ClusterError(
+                "the Dask executor needs dask and distributed: pip install 'blindmatch[dask]'"
+            )
         check_scheduler_address(self.scheduler, secure=self.secure, allow=self.insecure)
 
 
@@ -230,7 +236,11 @@ def check_file(url: str, size: int, sha256: str) -> str:
 
 
 def compare_remote(
-    task: Task, a: SharedRows | Clks, b: SharedRows | Clks, threshold: float, lsh: Any
+    task: Task,
+    a: SharedRows | Clks,
+    b: SharedRows | Clks,
+    threshold: float,
+    lsh: blocking_.LshPlan | None,
 ) -> TaskResult:
     """One task on a worker: its rows (read here, or scattered to it) in, candidates out."""
     keep_freed_memory()
@@ -313,12 +323,8 @@ class DaskExecutor:
         )
 
     def _connect(self) -> Client:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ClusterError(
-                "the Dask executor needs dask and distributed: pip install 'blindmatch[dask]'"
-            ) from None
+        from distributed import Client
+
         s = self.settings
         try:
             client = Client(
