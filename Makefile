@@ -9,7 +9,7 @@ CLKHASH := clkhash==0.18.3
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py matcher/_kernel.c Makefile
+$(STAMP): pyproject.toml setup.py matcher/core/_kernel.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -38,7 +38,7 @@ protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. blindmatch/protos/blindmatch.proto
 
 check-protos: $(STAMP)
-	$(BIN)/python -m blindmatch.protos.check
+	$(BIN)/python -m blindmatch.protos.freshness
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py
@@ -49,4 +49,4 @@ bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/core/*.so

@@ -47,18 +47,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synthclks import members
-from blindmatch.matcher import blocking
-from blindmatch.matcher.cluster import TASK_COMPARISONS, DaskExecutor, DaskSettings
-from blindmatch.matcher.compare import Candidates, merge
-from blindmatch.matcher.executor import ClkFile, CompareJob, Executor, ThreadExecutor
-from blindmatch.matcher.solve import solve
-from blindmatch.matcher.tasks import BandTask, plan_tasks, run_task
+from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core.cluster import TASK_COMPARISONS, DaskExecutor, DaskSettings
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.executor import ClkFile, CompareJob, Executor, ThreadExecutor
+from blindmatch.matcher.core.solve import solve
+from blindmatch.matcher.core.tasks import BandTask, plan_tasks, run_task
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from bitarray import bitarray
 
-    from blindmatch.matcher._anonlink import dice_coefficient_accelerated
+    from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
 
 THRESHOLD = 0.8
 CLK_BYTES = 128
@@ -224,7 +224,7 @@ class Shape:
         return self.pairs * self.bands * self.band_s
 
     def tasks(self, task_comparisons: int = TASK_COMPARISONS) -> int:
-        from blindmatch.matcher.cluster import BAND_ROWS_PER_COMPARISON
+        from blindmatch.matcher.core.cluster import BAND_ROWS_PER_COMPARISON
 
         band_rows = int(task_comparisons * BAND_ROWS_PER_COMPARISON)
         per_task = min(self.bands, max(1, band_rows // (self.n_a + self.n_b)))
@@ -430,7 +430,7 @@ class Echo:
 
 
 def index(args: argparse.Namespace) -> None:
-    from blindmatch.matcher.index import Segment, as_words
+    from blindmatch.matcher.core.index import Segment, as_words
 
     print(f"index: {load()}")
     largest = max(args.sizes)

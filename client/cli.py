@@ -27,7 +27,7 @@ from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.results import HEADERS, join_results, write_csv
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -321,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_check(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.check import check_data_dir
+    from blindmatch.matcher.storage.integrity import check_data_dir
 
     report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
     if args.json:
@@ -344,7 +344,7 @@ def cmd_admin_check(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_backup(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.backup import BackupError, backup_data_dir
+    from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
     try:
         done = backup_data_dir(args.data_dir, args.out)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
-    from blindmatch.matcher.executor import Executor
+    from blindmatch.matcher.core.executor import Executor
 
 SCHEDULER_ENV = "BLINDMATCH_DASK_SCHEDULER"
 
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def executor(args: argparse.Namespace) -> Executor | None:
     """The Dask executor the options ask for, or None for the matcher's threads."""
-    from blindmatch.matcher.cluster import (
+    from blindmatch.matcher.core.cluster import (
         TASK_COMPARISONS,
         ClusterError,
         DaskExecutor,

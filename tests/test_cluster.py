@@ -28,10 +28,10 @@ from blindmatch.client.api import MatcherClient, RunProgress
 from blindmatch.client.certs import make_dask_certs
 from blindmatch.client.cli import main
 from blindmatch.client.synthetic import write_org_exports
-from blindmatch.matcher import cluster as cluster_
-from blindmatch.matcher.cluster import ClusterError, DaskExecutor, DaskSettings
-from blindmatch.matcher.compare import merge
-from blindmatch.matcher.executor import ClkFile, CompareJob, Executor, ThreadExecutor
+from blindmatch.matcher.core import cluster as cluster_
+from blindmatch.matcher.core.cluster import ClusterError, DaskExecutor, DaskSettings
+from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.executor import ClkFile, CompareJob, Executor, ThreadExecutor
 from blindmatch.matcher.server import create_server
 from tests.conftest import ADMIN_TOKEN, PERSON_SCHEMA, ROOT
 

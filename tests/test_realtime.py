@@ -17,9 +17,9 @@ from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.client.realtime import encode_person, plan_sync, resolve_refs, row_refs, sync_index
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.index import MemberIndex, as_words, search
+from blindmatch.matcher.core.index import MemberIndex, as_words, search
+from blindmatch.matcher.core.solve import dice
 from blindmatch.matcher.server import create_server
-from blindmatch.matcher.solve import dice
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import PERSON_SCHEMA, Matcher, Org
@@ -246,7 +246,7 @@ def test_the_matcher_keeps_no_copy_of_a_query(
     stranger = person(secret_file, given_name="Ottoline", surname="Quist", dob="1951-07-30")
     with matcher.member(project.tokens["north"]) as north:
         assert ask(north, "trial", stranger) == []
-    matcher.server.realtime.qlog.flush()
+    matcher.server.realtime.query_log.flush()
     for path in matcher.data_dir.rglob("*"):
         if path.is_file():
             assert stranger[0] not in path.read_bytes(), f"{path} holds the queried CLK"
@@ -445,7 +445,7 @@ def test_a_watch_is_told_when_a_partner_later_indexes_a_match(
     registered.wait(10)
     with matcher.member(project.tokens["south"]) as south:
         for _ in range(100):  # until the watch is registered at the matcher
-            if matcher.server.realtime._watches:
+            if len(matcher.server.realtime.watches):
                 break
             threading.Event().wait(0.05)
         index_all(south, "trial", encoded["south"])
@@ -479,7 +479,7 @@ def test_search_finds_exactly_the_rows_at_or_over_the_threshold() -> None:
 def test_the_index_stays_right_through_puts_removes_and_compaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 8)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 8)
     rng = np.random.default_rng(9)
     truth: dict[str, bytes] = {}
 

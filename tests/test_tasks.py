@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from blindmatch.matcher import blocking
-from blindmatch.matcher.compare import merge
-from blindmatch.matcher.kernel import dice_candidates
-from blindmatch.matcher.tasks import BandTask, DenseTask, combine, plan_tasks, run_task
+from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.tasks import BandTask, DenseTask, combine, plan_tasks, run_task
 
 
 def clks(seed: int, sizes: tuple[int, ...]) -> list[np.ndarray]:

@@ -1,0 +1,227 @@
+"""Matching runs: compare -> solve -> links, executed off the request threads.
+
+`match` is the whole computation as a plain function over arrays; `RunManager`
+feeds it runs from the store, one at a time, records progress, and resumes
+(restarts from scratch) any run a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.cluster import ClusterError
+from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
+from blindmatch.matcher.core.executor import (
+    ClkFile,
+    CompareJob,
+    Executor,
+    Progress,
+    TaskProgress,
+    ThreadExecutor,
+)
+from blindmatch.matcher.core.fieldlevel import scored_candidates
+from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.storage.store import Store
+
+log = logging.getLogger("blindmatch.matcher")
+
+
+BLOCKING = ("auto", "exhaustive", "lsh")
+# `auto` compares all pairs up to this many per pair of members (100k x 100k; the
+# kernel's speed is in docs/performance.md) and blocks with LSH above it.
+AUTO_LSH_PAIRS = 10_000_000_000
+
+
+@dataclass
+class MatchResult:
+    links: Links
+    groups: int
+    comparisons: int
+    method: str = "exhaustive"
+
+
+def choose_method(sizes: Sequence[int], blocking: str = "auto") -> str:
+    """`exhaustive` or `lsh` for these dataset sizes under the project's setting."""
+    if blocking not in BLOCKING:
+        raise ValueError(f"blocking must be one of {', '.join(BLOCKING)}, not {blocking!r}")
+    if blocking != "auto":
+        return blocking
+    largest = max((x * y for i, x in enumerate(sizes) for y in sizes[i + 1 :]), default=0)
+    return "lsh" if largest > AUTO_LSH_PAIRS else "exhaustive"
+
+
+def match(
+    datasets: Sequence[npt.NDArray[np.uint8]],
+    threshold: float,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    chunk_comparisons: int = CHUNK_COMPARISONS,
+    blocking: str = "auto",
+    field_bits: Sequence[int] = (),
+    fallback_bits: int = 0,
+    executor: Executor | None = None,
+    files: Sequence[ClkFile] | None = None,
+    task_progress: TaskProgress | None = None,
+) -> MatchResult:
+    """Find the subjects shared between datasets (one per member).
+
+    Compares every pair of datasets (all pairs in chunks, or the pairs LSH
+    blocking proposes, per `blocking` and size) as tasks run by `executor`
+    (default: `workers` threads here), keeping only candidate pairs at or above
+    the threshold, solves them greedily (multi-party when there are more than
+    two), and returns the links inside every matched group. `files` are the
+    uploads the datasets were read from (for executors whose workers read them).
+    With `field_bits` (field-level encodings), pairs are scored field by field
+    instead, here (core.fieldlevel), and `threshold` is a match probability.
+    With `fallback_bits` (record-level CLKs followed by a fallback CLK), pairs
+    involving a record that lacks the fallback's left-out fields are rescored
+    here on the fallback CLKs (core.fallback).
+    """
+    report = progress or (lambda stage, done, total: None)
+    if field_bits:
+        report("compare", 0, 1)
+        candidates, compared, scorer = scored_candidates(datasets, field_bits, threshold)
+        report("compare", 1, 1)
+        report("solve", 0, len(candidates))
+        groups = solve(candidates)
+        report("solve", len(candidates), len(candidates))
+        links = links_from_groups(groups, datasets, scorer)
+        return MatchResult(
+            links=links, groups=len(groups), comparisons=compared, method="field-level"
+        )
+    method = choose_method([len(d) for d in datasets], blocking)
+    n_workers = workers or os.cpu_count() or 1
+    executor = executor or ThreadExecutor(n_workers, chunk_comparisons)
+    split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
+    job = CompareJob(
+        split.first if split is not None else datasets,
+        threshold,
+        method,
+        columns=split.first[0].shape[1] if split is not None and datasets else None,
+        files=files,
+    )
+    parts, comparisons = executor.compare(job, report, task_progress or (lambda done, total: None))
+    candidates = merge(parts)
+    del parts
+    pair_scorer: PairScorer | None = None
+    if split is not None:
+        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers))
+        pair_scorer = functools.partial(fallback_.pair_scores, split)
+        method += "+fallback"
+    report("solve", 0, len(candidates))
+    groups = solve(candidates)
+    report("solve", len(candidates), len(candidates))
+    links = links_from_groups(groups, datasets, pair_scorer)
+    return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
+
+
+class RunManager:
+    """Executes queued runs on one background thread, in order."""
+
+    def __init__(
+        self, store: Store, workers: int | None = None, executor: Executor | None = None
+    ) -> None:
+        self.store = store
+        self.workers = workers
+        self.executor = executor or ThreadExecutor(workers)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="blindmatch-runs", daemon=True)
+
+    def start(self) -> None:
+        for run in self.store.unfinished_runs():
+            log.info("resuming interrupted run %s from the start", run.id)
+            self.store.update_run(
+                run.id, state="queued", stage="", work_done=0, work_total=0, tasks_done=0,
+                tasks_total=0,
+            )  # fmt: skip
+            self._queue.put(run.id)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def submit(self, run_id: str) -> None:
+        self._queue.put(run_id)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until some run's progress changes, or `timeout` seconds pass."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _loop(self) -> None:
+        while (run_id := self._queue.get()) is not None:
+            try:
+                self._execute(run_id)
+            except ClusterError as exc:  # the cluster, not the run: a later run may succeed
+                log.error("run %s failed: %s", run_id, exc)
+                self.store.fail_run(run_id, str(exc))
+            except Exception as exc:  # a failed run must not stop the loop
+                log.exception("run %s failed", run_id)
+                self.store.fail_run(run_id, f"internal error: {exc}")
+            self._notify()
+
+    def _execute(self, run_id: str) -> None:
+        run = self.store.run(run_id)
+        inputs = self.store.run_inputs(run_id)
+        members = [m for m, _ in inputs]
+        datasets = [self.store.load_clks(u) for _, u in inputs]
+        self.store.update_run(run_id, state="running", stage="compare")
+        self._notify()
+        last = [0.0]
+        tasks = [0, 0]  # comparison tasks done, of this many: written with the progress
+
+        def progress(stage: str, done: int, total: int) -> None:
+            # At most ~100 progress writes per stage.
+            if done in (0, total) or (total and (done - last[0]) / total >= 0.01):
+                last[0] = done
+                self.store.update_run(
+                    run_id, stage=stage, work_done=done, work_total=total, tasks_done=tasks[0],
+                    tasks_total=tasks[1],
+                )  # fmt: skip
+                self._notify()
+
+        def task_progress(done: int, total: int) -> None:
+            tasks[:] = [done, total]
+
+        layouts = {self.store.field_bits(u.id) for _, u in inputs}
+        field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
+        fallbacks = {self.store.fallback_bits(u.id) for _, u in inputs}
+        fallback_bits = fallbacks.pop() if len(fallbacks) == 1 else 0  # mixed: plain Dice
+        result = match(
+            datasets,
+            run.threshold,
+            workers=self.workers,
+            progress=progress,
+            blocking=self.store.project(run.project).blocking,
+            field_bits=field_bits,
+            fallback_bits=fallback_bits,
+            executor=self.executor,
+            files=[ClkFile(u.id, u.record_count, u.clk_bits // 8, u.sha256) for _, u in inputs],
+            task_progress=task_progress,
+        )
+        self.store.update_run(run_id, stage="store")
+        self.store.finish_run(run_id, members, result.links, result.groups)
+        log.info(
+            "run %s done: %d comparisons (%s), %d shared subjects",
+            run_id,
+            result.comparisons,
+            result.method,
+            result.groups,
+        )
