@@ -8,7 +8,8 @@ minute and `make test` (what CI runs) runs all three:
     server   against a real matcher in this process (a test that uses a fixture in
              SERVER_FIXTURES, or is marked `server` because it starts its own)
     slow     end to end through separate processes (`blindmatch serve`, the CLI, a fresh
-             venv, a browser), or on benchmark-sized data (marked `slow`)
+             venv, a browser, a Dask cluster), or on benchmark-sized data (marked `slow`,
+             or using a fixture in SLOW_FIXTURES)
 
     pytest -m unit | -m server | -m "not slow" | -m slow
 """
@@ -34,6 +35,8 @@ from tests.support import (
 
 # Fixtures that start a matcher in this process (a test using one is in the server tier).
 SERVER_FIXTURES = {"matcher", "strict_matcher", "tls_server", "mtls_server", "world"}
+# Fixtures that start other processes (a test using one is in the slow tier).
+SLOW_FIXTURES = {"cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,7 +44,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("slow") or item.get_closest_marker("server"):
             continue
         uses = set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.server if uses & SERVER_FIXTURES else pytest.mark.unit)
+        if uses & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        else:
+            item.add_marker(pytest.mark.server if uses & SERVER_FIXTURES else pytest.mark.unit)
 
 
 @pytest.fixture

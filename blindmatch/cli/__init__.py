@@ -2,7 +2,7 @@
 
 One module per command group, each holding its commands' handlers with their options:
 
-    serve.py      serve                       run the matcher
+    serve.py      serve                       run the matcher (daskopts.py: its cluster options)
     project.py    project create|rotate-token|revoke-token|show
     admin.py      admin check|backup|query-limits|query-report
     audit.py      audit export|verify

@@ -52,7 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if status.stage == "compare" and status.work_total:
                     bar.total = status.work_total
                     bar.n = status.work_done
-                    bar.set_description("comparing")
+                    tasks = f"{status.tasks_done}/{status.tasks_total} tasks"
+                    bar.set_description(
+                        f"comparing ({tasks})" if status.tasks_total else "comparing"
+                    )
                     bar.refresh()
                 elif status.stage:
                     bar.set_description(status.stage)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from blindmatch.client.tools.certs import make_certs
+    from blindmatch.client.tools.certs import make_certs, make_dask_certs
 
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    if args.dask:
+        made = make_dask_certs(args.out, hosts, days=args.days)
+        print(daskopts.how_to_use(made, args.days))
+        return 0
     files = make_certs(args.out, hosts, days=args.days)
     print(
         f"Wrote a throwaway CA, server and client certificate to {args.out} "
@@ -32,7 +37,10 @@ def register(sub: Subcommands) -> None:
         description="Make a throwaway CA, a server certificate and a client certificate for "
         "trying TLS and mutual TLS. For trials only: a deployment uses the organisations' own "
         "PKI (docs/security.md).",
-        example="blindmatch certs --out certs --hosts matcher.example.org,10.0.0.5",
+        example=[
+            "blindmatch certs --out certs --hosts matcher.example.org,10.0.0.5",
+            "blindmatch certs --dask --out dask-certs --hosts 10.0.0.5",
+        ],
         handler=cmd_certs,
     )
     p.add_argument("--out", required=True, type=Path, help="folder to write them to")
@@ -42,3 +50,8 @@ def register(sub: Subcommands) -> None:
         "are always included)",
     )
     p.add_argument("--days", type=int, default=30, help="validity in days (default: 30)")
+    p.add_argument(
+        "--dask",
+        action="store_true",
+        help="instead: a Dask cluster's own CA and scheduler, worker and matcher certificates",
+    )

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
@@ -24,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    executor = daskopts.executor(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
     if admin is None:
@@ -38,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         streams_per_member=args.max_streams_per_member,
         min_free_bytes=int(args.min_free_mb * 1024 * 1024),
         audit_key_file=args.audit_key,
+        executor=executor,
     )
     if made_token:
         token_file = DataDir(Path(args.data_dir)).operator_token
@@ -116,3 +119,4 @@ def register(sub: Subcommands) -> None:
         default=0.0,
         help="refuse an upload that would leave less free disk than this (default: %(default)s)",
     )
+    daskopts.add_arguments(p)

@@ -139,8 +139,9 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
 def run_progress(msg: pb.RunStatus) -> RunProgress:
     state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
     return RunProgress(
-        msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message
-    )
+        msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message,
+        msg.tasks_done, msg.tasks_total,
+    )  # fmt: skip
 
 
 def project_info(msg: pb.ProjectInfo) -> ProjectInfo:

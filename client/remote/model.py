@@ -36,6 +36,8 @@ class RunProgress:
     work_total: int
     groups: int
     message: str
+    tasks_done: int = 0  # comparison tasks finished, wherever they ran (a cluster's workers)
+    tasks_total: int = 0
 
 
 @dataclass(frozen=True)
