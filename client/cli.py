@@ -647,6 +647,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 def cmd_privacy_check(args: argparse.Namespace) -> int:
     from blindmatch.client.harden import NONE, RECOMMENDED
     from blindmatch.client.privacy.check import (
+        ATTACKS,
         DEFAULT_SCHEMA,
         check_csv,
         check_synthetic,
@@ -665,10 +666,12 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
                 f"{', '.join(schema.field_names)}"
             )
         overrides[name] = read_list(Path(path))
+    attacks = ATTACKS if args.graph_records > 0 else tuple(a for a in ATTACKS if a != "graph")
     if args.data is None:
         report = check_synthetic(
-            args.records, args.seed, schema, hardening=hardening, level=args.encoding
-        )
+            args.records, args.seed, schema, hardening=hardening, level=args.encoding,
+            attacks=attacks, graph_records=args.graph_records,
+        )  # fmt: skip
     else:
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
@@ -680,6 +683,8 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
             hardening=hardening,
             level=args.encoding,
             overrides=overrides,
+            attacks=attacks,
+            graph_records=args.graph_records,
         )
     json_path, png_path = write_outputs(report, args.out)
     print(report.render())
@@ -1063,6 +1068,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
     p.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
+    p.add_argument(
+        "--graph-records",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="records the graph-matching attack is run on (a sample of larger data; it holds "
+        "N x N matrices); 0 skips it (default: 2000)",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
     )

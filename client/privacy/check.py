@@ -43,10 +43,21 @@ from blindmatch.client.privacy.attacks import (
     unpack,
 )
 from blindmatch.client.privacy.frequencies import FrequencyList
+from blindmatch.client.privacy.graph import (
+    bit_similarity,
+    known_pairs,
+    match_graphs,
+    score_matching,
+)
 from blindmatch.client.schema import LinkageSchema, load_schema
 
 Level = Literal["schema", "record", "field", "both"]
-ATTACKS = ("frequency", "pattern", "qgram")
+ATTACKS = ("frequency", "pattern", "qgram", "graph")
+# The graph-matching attack: blind, and with this many pairs the attacker already knows.
+KNOWN_PAIRS = (0, 10, 50)
+# Records the graph-matching attack is run on (a random sample of larger uploads): it holds
+# n x n similarity matrices.
+GRAPH_RECORDS = 2000
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "person-uk.json"
@@ -82,21 +93,32 @@ class CheckReport:
         return (
             f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
             f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
-            "See docs/privacy.md: field-level encodings need salting"
+            + (
+                "Whoever holds encodings it can compare pairwise can match their similarity "
+                "graph to plaintext it holds on the same people: see docs/privacy.md"
+                if worst.attack.startswith("graph")
+                else "See docs/privacy.md: field-level encodings need salting"
+            )
         )
 
     def render(self) -> str:
+        wa = max([20, *(len(r.attack) for r in self.results)])
+        we = max([8, *(len(r.encoding) for r in self.results)])
         lines = [
             f"privacy-check of {self.source}: {self.records} records, hardening: {self.hardening}",
-            f"  {'attack':<20} {'encoding':<8} {'field':<12} {'records':>9} {'values':>9}"
+            f"  {'attack':<{wa}} {'encoding':<{we}} {'field':<12} {'records':>9} {'values':>9}"
             "  public list",
         ]
         for r in self.results:
+            values = f"{r.value_share:>9.2%}" if r.claims is None else f"{'':>9}"
             lines.append(
-                f"  {r.attack:<20} {r.encoding:<8} {r.field:<12} {r.record_share:>9.2%} "
-                f"{r.value_share:>9.2%}  {r.public_list}"
+                f"  {r.attack:<{wa}} {r.encoding:<{we}} {r.field:<12} {r.record_share:>9.2%} "
+                f"{values}  {r.public_list}"
             )
-        lines.append("  (share of records and of distinct values re-identified)")
+        lines.append(
+            "  (share of records and of distinct values re-identified; graph matching: share of "
+            "the records the attacker's plaintext covers)"
+        )
         lines.extend(f"  not attacked: {s}" for s in self.skipped)
         lines.append(self.verdict())
         return "\n".join(lines)
@@ -114,6 +136,7 @@ class CheckReport:
                     **dataclasses.asdict(r),
                     "record_share": r.record_share,
                     "value_share": r.value_share,
+                    "precision": r.precision,
                 }
                 for r in self.results
             ],
@@ -225,9 +248,89 @@ def attack_encodings(
             assert segment is not None
             results.extend(_attack_filters(*segment, target, hardening, attacks))
     order = {"frequency alignment": 0, "pattern mining": 1, "q-gram alignment": 2}
-    encodings = {"field": 0, "record": 1, "fallback": 2}
+    encodings = {"field": 0, "record": 1, "fallback": 2, "record+fallback": 3}
     results.sort(key=lambda r: (encodings[r.encoding], order[r.attack], r.field))
     return results, skipped
+
+
+def upload_views(
+    schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes, hardening: Hardening
+) -> list[npt.NDArray[np.uint8]]:
+    """What one member uploads, as encodings the matcher can compare pairwise: the CLKs (a
+    field-level schema's whole CLK), and the fallback CLKs when the schema has them."""
+    enc_schema = schema.for_encoding()
+    if schema.field_level:
+        clks = encode_field_level(rows, enc_schema, schema.field_bits, secret)
+        return [np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), -1)]
+    views = [
+        encode_records(
+            rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
+        )
+    ]
+    if schema.fallback:
+        views.append(
+            encode_fallback(list(map(list, rows)), schema, secret, hardening, max_workers=1)
+        )
+    return views
+
+
+def graph_attacks(
+    schema: LinkageSchema,
+    victim_rows: Sequence[Sequence[str]],
+    attacker_rows: Sequence[Sequence[str]],
+    victim_people: Sequence[object],
+    attacker_people: Sequence[object],
+    secret: bytes,
+    hardening: Hardening,
+    *,
+    known: Sequence[int] = KNOWN_PAIRS,
+    overlap_label: str = "",
+) -> list[AttackResult]:
+    """The graph-matching attack (client.privacy.graph) on what the schema uploads.
+
+    The victim's rows are encoded under `secret`; the attacker's under a key of its
+    own, with the same (public) schema and hardening. One result per number of known
+    pairs; the people (entity ids) only score the claims.
+    """
+    attacker_secret = secrets.token_bytes(32)
+    victim = [bit_similarity(v) for v in upload_views(schema, victim_rows, secret, hardening)]
+    attacker = [
+        bit_similarity(v) for v in upload_views(schema, attacker_rows, attacker_secret, hardening)
+    ]
+    encoding = "field" if schema.field_level else "record"
+    if len(victim) > 1:
+        encoding = "record+fallback"
+    held = set(attacker_people)
+    covered = sum(1 for p in victim_people if p in held) / max(len(victim_people), 1)
+    results = []
+    for count in known:
+        pairs = known_pairs(victim_people, attacker_people, count, seed=count)
+        matching = match_graphs(victim, attacker, pairs)
+        scored = score_matching(matching, victim_people, attacker_people, pairs)
+        label = "blind" if not count else f"{count} known"
+        results.append(
+            AttackResult(
+                attack=f"graph matching ({label})",
+                encoding=encoding,
+                field="(record)",
+                public_list=(
+                    f"attacker's plaintext on {covered:.0%} of the people{overlap_label}; "
+                    f"claim precision {scored.precision:.1%}"
+                ),
+                records=scored.overlapping,
+                records_reidentified=scored.right,
+                values=scored.overlapping,
+                values_reidentified=scored.right,
+                claims=scored.claims,
+            )
+        )
+    return results
+
+
+def _sample(n: int, size: int, seed: int) -> list[int]:
+    if n <= size:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, size=size, replace=False).tolist())
 
 
 def field_segments(
@@ -320,14 +423,34 @@ def check_csv(
     level: Level = "schema",
     overrides: dict[str, FrequencyList] | None = None,
     attacks: Sequence[str] = ATTACKS,
+    graph_records: int = GRAPH_RECORDS,
 ) -> CheckReport:
-    """Read and normalise `data` as `blindmatch encode` does, then attack its encodings."""
+    """Read and normalise `data` as `blindmatch encode` does, then attack its encodings.
+
+    The graph-matching attacker is given the same people's plaintext with its own typos and
+    gaps (`population.noisy_copy`): full overlap, the case the default must withstand.
+    """
     mapping = load_mapping(mapping_path, schema)
     _ids, rows = read_rows(Path(data), schema, mapping, EncodeReport(source=str(data)))
     chosen = (
         hardening if hardening is not None else hardening_from_raw(schema.raw, str(schema.path))
     )
-    results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, attacks)
+    bit_attacks = [a for a in attacks if a != "graph"]
+    results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, bit_attacks)
+    if "graph" in attacks:
+        # The attacker's plaintext: the same people as another organisation holds them.
+        picked = _sample(len(rows), graph_records, 0)
+        victim_rows = [rows[i] for i in picked]
+        kinds = [rule.kind for rule in schema.rules]
+        noisy = population.noisy_copy(victim_rows, kinds, seed=1)
+        order = np.random.default_rng(2).permutation(len(picked)).tolist()  # in its own order
+        results.extend(
+            graph_attacks(
+                schema, victim_rows, [noisy[i] for i in order],
+                picked, [picked[i] for i in order], secret, chosen,
+                overlap_label=" (this export with its own typos and gaps)",
+            )
+        )  # fmt: skip
     return CheckReport(str(data), len(rows), chosen.describe(), results, skipped)
 
 
@@ -339,16 +462,48 @@ def check_synthetic(
     hardening: Hardening | None = None,
     level: Level = "schema",
     attacks: Sequence[str] = ATTACKS,
+    graph_records: int = GRAPH_RECORDS,
+    overlap: float = 1.0,
 ) -> CheckReport:
-    """The check on a seeded realistic export of `records` people (client.privacy.population)."""
+    """The check on a seeded realistic export of `records` people (client.privacy.population).
+
+    The graph-matching attacker holds another organisation's export of `graph_records`
+    people, `overlap` of them the member's (`population.write_pair`).
+    """
+    secret = secrets.token_bytes(32)
+    bit_attacks = [a for a in attacks if a != "graph"]
     with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
         export = population.write_single(Path(tmp), seed, records)
         report = check_csv(
-            export.csv, schema, export.mapping, secrets.token_bytes(32), hardening=hardening,
-            level=level, attacks=attacks,
+            export.csv, schema, export.mapping, secret, hardening=hardening,
+            level=level, attacks=bit_attacks,
         )  # fmt: skip
+        if "graph" in attacks:
+            chosen = (
+                hardening
+                if hardening is not None
+                else hardening_from_raw(schema.raw, str(schema.path))
+            )
+            pair = population.write_pair(Path(tmp) / "pair", seed, graph_records, overlap)
+            victim_ids, victim_rows = _normalised(pair.victim, schema)
+            attacker_ids, attacker_rows = _normalised(pair.attacker, schema)
+            report.results.extend(
+                graph_attacks(
+                    schema, victim_rows, attacker_rows,
+                    [pair.victim.truth[i] for i in victim_ids],
+                    [pair.attacker.truth[i] for i in attacker_ids],
+                    secret, chosen,
+                )
+            )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"
     return report
+
+
+def _normalised(
+    export: population.Export, schema: LinkageSchema
+) -> tuple[list[str], list[list[str]]]:
+    mapping = load_mapping(export.mapping, schema)
+    return read_rows(export.csv, schema, mapping, EncodeReport(source=str(export.csv)))
 
 
 def plot(report: CheckReport, path: Path) -> Path:
@@ -358,21 +513,25 @@ def plot(report: CheckReport, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}" for r in report.results]
+    labels = [
+        f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}"
+        + (f"\n{r.attack.split('(')[1].rstrip(')')}" if "(" in r.attack else "")
+        for r in report.results
+    ]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
     x = np.arange(len(labels))
     colours = {
         "frequency alignment": "#d95f02",
         "pattern mining": "#1b9e77",
         "q-gram alignment": "#7570b3",
+        "graph matching": "#e7298a",
     }
-    for attack, offset in (
-        ("frequency alignment", -0.2),
-        ("pattern mining", 0.2),
-        ("q-gram alignment", 0.0),
-    ):
-        shares = [100 * r.record_share if r.attack == attack else 0 for r in report.results]
-        ax.bar(x + offset * 0, shares, 0.7, label=attack, color=colours[attack])
+    for attack, colour in colours.items():
+        shares = [
+            100 * r.record_share if r.attack.startswith(attack) else 0 for r in report.results
+        ]
+        if any(shares) or attack != "graph matching":
+            ax.bar(x, shares, 0.7, label=attack, color=colour)
     ax.axhline(100 * report.limit, color="black", linestyle="--", linewidth=1)
     ax.text(
         len(labels) - 0.5, 100 * report.limit, f" {report.limit:.0%} limit", va="bottom", ha="right"
