@@ -84,10 +84,9 @@ def check_encoding(encoding: Encoding, existing: Mapping[str, Encoding]) -> None
             )
         if not same_hash(other.fingerprint, encoding.fingerprint):
             raise errors.FailedPrecondition(
-                "these encodings were made with a different schema or secret than "
-                f"{what} (fingerprint {encoding.fingerprint.hex()[:12]} vs "
-                f"{other.fingerprint.hex()[:12]}); encode again with the schema and secret "
-                "agreed for this project"
+                f"these encodings were made with a different schema or secret than {what}, "
+                "already in the project; encode again with the schema and secret agreed for "
+                "this project"
             )
 
 

@@ -552,8 +552,8 @@ class Store:
                 earlier = self._keyed_for_commit(upload, client_upload_id)
                 if earlier is not None:
                     return earlier, True
-                others = [u for m, u in self.current_uploads(project).items() if m != member]
-                for other in others:
+                others = [(m, u) for m, u in self.current_uploads(project).items() if m != member]
+                for other_member, other in others:
                     if other.clk_bits != clk_bits:
                         raise FailedPrecondition(
                             f"CLKs of {clk_bits} bits, but this project's other uploads have "
@@ -562,9 +562,8 @@ class Store:
                     if not same_hash(other.fingerprint, fingerprint):
                         raise FailedPrecondition(
                             "these encodings were made with a different schema or secret than "
-                            f"the project's other uploads (fingerprint {fingerprint.hex()[:12]} "
-                            f"vs {other.fingerprint.hex()[:12]}); encode again with the schema "
-                            "and secret agreed for this project"
+                            f"{other_member}'s upload, already in the project; encode again with "
+                            "the schema and secret agreed for this project"
                         )
                 os.replace(part, final)
                 _fsync_dir(self.clk_dir)

@@ -32,7 +32,7 @@ from blindmatch.client.privacy import check, population
 from blindmatch.client.privacy.attacks import Target
 from blindmatch.client.privacy.check import check_synthetic, field_segments
 from blindmatch.client.schema import LinkageSchema, load_schema
-from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org
+from tests.conftest import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, STRONG_SECRET, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 SETTINGS = [
@@ -150,7 +150,7 @@ def test_the_encode_report_names_the_hardening_used(
     schema_path = tmp_path / "no-hardening.json"
     schema_path.write_text(json.dumps(with_hardening(SCHEMA.raw, NONE)))
     secret = tmp_path / "secret"
-    secret.write_text("k")
+    secret.write_text(STRONG_SECRET)
     org = orgs["north"]
     args = ["encode", str(org.csv), "--schema", str(schema_path), "--secret-file", str(secret)]
     assert main([*args, "--mapping", str(org.mapping), "--out", str(tmp_path / "enc")]) == 0
