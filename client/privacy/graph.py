@@ -62,10 +62,17 @@ Matrix = npt.NDArray[np.float32]
 # third moments alone (the others by trying both signs).
 DIMS = 6
 SURE_DIMS = 3
-# Propagation rounds per orientation tried; an orientation has taken off when this share of
-# the victim's records have a mutual best match (a wrong one stalls near a quarter to two fifths).
+# Propagation rounds per orientation tried; they stop early when this share of the victim's
+# records have a mutual best match (under a wrong orientation it stalls near a quarter to a half).
 TRIAL_ROUNDS = 9
 TAKEOFF = 0.6
+# Seeds taken from an orientation's trial (its most confident mutual best matches; a thirtieth
+# of the records when that is more), and the matching quality (`_quality`) at which the
+# attacker stops trying orientations.
+START_SEEDS = 30
+TAKEOFF_MARGIN = 2.0
+# Orientations tried per embedding (the most plausible by third moments first).
+ORIENTATIONS = 8
 # Growing the seeds by mutual best matches: at most this many rounds; a new seed must stand this
 # far (in row-plus-column z-scores) above its runner-up.
 GROW_ROUNDS = 60
@@ -217,6 +224,14 @@ def _best_and_margins(
     return best_a, mutual, np.minimum(row_margin, col_margin).astype(np.float32)
 
 
+def _quality(z: Matrix) -> float:
+    """How well a matching holds together: the median margin of its claimable pairs (a right
+    orientation gives about 2.5-3, a wrong one, fitting noise, about 1)."""
+    _best, mutual, margin = _best_and_margins(z)
+    claimed = mutual & (margin >= CLAIM_MARGIN)
+    return float(np.median(margin[claimed])) if claimed.any() else 0.0
+
+
 def _lap_rounds(
     victim: Sequence[Matrix], attacker: Sequence[Matrix], rows: np.ndarray, cols: np.ndarray
 ) -> tuple[float, Matrix]:
@@ -271,7 +286,7 @@ def _grow(
                 kept[v] = int(best[v])
                 taken.add(int(best[v]))
                 room -= 1
-        if kept == seeds:
+        if kept == seeds or not kept:
             break
         seeds = kept
     return z, seeds
@@ -295,30 +310,33 @@ def match_graphs(
     nv, na = len(victim[0]), len(attacker[0])
     tried = 0
     z: Matrix | None = None
+    best_quality = -1.0
     if len(known) >= MIN_KNOWN:
-        z, seeds = _grow(victim, attacker, known, known)
-        if len(seeds) < 2 * len(known):
-            z = None  # it did not take: try blind seeding as well
-    if z is None and min(nv, na) >= dims + 3:
-        ev, ea = _embedding(victim[0], dims), _embedding(attacker[0], dims)
-        best_share, best_z = -1.0, None
-        for signs in _orientations(ev, ea):
+        z = _grow(victim, attacker, known, known)[0]
+        best_quality = _quality(z)
+    for d in (dims, dims + 2):  # a second embedding when no orientation of the first took
+        if best_quality >= TAKEOFF_MARGIN or min(nv, na) < d + 3:
+            break
+        ev, ea = _embedding(victim[0], d), _embedding(attacker[0], d)
+        for signs in _orientations(ev, ea)[:ORIENTATIONS]:
             tried += 1
             diff = ev * signs
             dist = (diff**2).sum(1)[:, None] + (ea**2).sum(1)[None, :] - 2 * diff @ ea.T
             rows, cols = linear_sum_assignment(dist)
-            share, trial = _lap_rounds(victim, attacker, rows, cols)
-            if share > best_share:
-                best_share, best_z = share, trial
-            if share >= TAKEOFF:
+            _share, trial = _lap_rounds(victim, attacker, rows, cols)
+            best, mutual, margin = _best_and_margins(trial)
+            start = dict(known)
+            fresh = np.flatnonzero(mutual)
+            fresh = fresh[np.argsort(-margin[fresh], kind="stable")]
+            for v in fresh[: max(START_SEEDS, min(nv, na) // 30)].tolist():
+                if v not in start and int(best[v]) not in start.values():
+                    start[v] = int(best[v])
+            grown = _grow(victim, attacker, start, known)[0] if start else trial
+            quality = _quality(grown)
+            if quality > best_quality:
+                best_quality, z = quality, grown
+            if quality >= TAKEOFF_MARGIN:
                 break
-        assert best_z is not None
-        best, mutual, margin = _best_and_margins(best_z)
-        start = dict(known)
-        for v in np.flatnonzero(mutual & (margin >= CLAIM_MARGIN)).tolist():
-            if v not in start and int(best[v]) not in start.values():
-                start[v] = int(best[v])
-        z = _grow(victim, attacker, start, known)[0] if start else best_z
     if z is None or not z.size:
         empty = np.zeros(0, dtype=np.intp)
         return Matching(empty, empty, np.zeros(0, np.float32), np.zeros(0, bool), tried)
