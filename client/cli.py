@@ -299,6 +299,26 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from blindmatch.client.report import gather_report, write_report
+
+    with _client(args, _member_token(args)) as client:
+        report = gather_report(
+            client,
+            args.project,
+            args.encoded,
+            purpose=args.purpose or "",
+            truth=args.truth,
+            include_records=not args.no_records,
+        )
+    write_report(args.out, report)
+    print(
+        f"Wrote {args.out}: run {report.run_id} ({report.learnt}), "
+        f"{len(report.partners)} partner(s), {len(report.audit)} audit entries."
+    )
+    return 0
+
+
 def cmd_admin_check(args: argparse.Namespace) -> int:
     from blindmatch.matcher.check import check_data_dir
 
@@ -947,6 +967,39 @@ def build_parser() -> argparse.ArgumentParser:
         "by projects created with --require-purpose",
     )
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser(
+        "report",
+        parents=[net, member],
+        help="write one self-contained HTML page of your results, data quality and audit",
+        description="Fetch your results (an audited disclosure), the project's settings and "
+        "your audit export, and write one HTML page that needs nothing else to open: overlap "
+        "per partner with a chart, per-record results where your level allows, the encode "
+        "report of ENCODED, the audit summary and, at the scores level, the evaluation. "
+        "Example: blindmatch report --project pilot --encoded north.encoded --out report.html "
+        "--purpose 'OP-2291'. See docs/report.md.",
+    )
+    p.add_argument(
+        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+    )
+    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument(
+        "--purpose",
+        help="why you are asking (a case reference); written to the audit log, and required "
+        "by projects created with --require-purpose",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        help="CSV member,record_id,entity_id (as for `evaluate`): add precision, recall and, "
+        "at the scores level, the evaluation plots",
+    )
+    p.add_argument(
+        "--no-records",
+        action="store_true",
+        help="leave the per-record rows (your record ids) out of the page",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("consent", help="limit what partners learn about your records (member)")
     csub = p.add_subparsers(dest="consent_command", required=True, metavar="ACTION")

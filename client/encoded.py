@@ -75,6 +75,19 @@ class Encoded:
             raise InputError(f"{path}: does not match {MANIFEST}; re-run `blindmatch encode`")
         return ids
 
+    def read_report(self) -> dict[str, Any] | None:
+        """The encode report (`EncodeReport.to_dict()`), or None when the folder has none."""
+        path = self.path / REPORT
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: unreadable ({exc}); re-run `blindmatch encode`") from None
+        if not isinstance(report, dict):
+            raise InputError(f"{path}: not an encode report; re-run `blindmatch encode`")
+        return report
+
 
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:

@@ -175,6 +175,32 @@ def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> Swee
     return max(eligible, key=lambda p: (round(p.quality.f1, 6), p.threshold))
 
 
+def check_scored(
+    scored: Sequence[Scored], truth: Truth, member: str, *, truth_path: object, results: object
+) -> None:
+    """Refuse a member the truth file does not list, or a result it has no record of."""
+    if member not in truth.members:
+        raise InputError(
+            f"{truth_path}: member {member!r} not found "
+            f"(members: {', '.join(sorted(truth.members))})"
+        )
+    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
+    if unknown:
+        raise InputError(
+            f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
+            f"({len(unknown)} unknown ids)"
+        )
+
+
+def assess(
+    scored: Sequence[Scored], truth: Truth, member: str
+) -> tuple[Quality, list[SweepPoint], SweepPoint | None]:
+    """One member's scored hits against the truth: overall quality, the threshold sweep
+    (empty without scores) and the recommended point on it."""
+    points = sweep(scored, truth, member)
+    return quality((s.hit for s in scored), truth, member), points, recommend(points)
+
+
 @dataclass
 class Evaluation:
     """What `blindmatch evaluate` found, ready to print."""
@@ -240,21 +266,9 @@ def evaluate_files(
     probe = read_results(results, member or "?")
     if member is None:
         member = _infer_member({s.hit[1] for s in probe}, truth, results)
-    elif member not in truth.members:
-        raise InputError(
-            f"{truth_path}: member {member!r} not found "
-            f"(members: {', '.join(sorted(truth.members))})"
-        )
     scored = [Scored((member, s.hit[1], s.hit[2]), s.score) for s in probe]
-    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
-    if unknown:
-        raise InputError(
-            f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
-            f"({len(unknown)} unknown ids)"
-        )
-    found_quality = quality((s.hit for s in scored), truth, member)
-    points = sweep(scored, truth, member)
-    best = recommend(points)
+    check_scored(scored, truth, member, truth_path=truth_path, results=results)
+    found_quality, points, best = assess(scored, truth, member)
     files: list[Path] = []
     if points:
         from blindmatch.client.plots import precision_recall, score_histogram

@@ -1,8 +1,10 @@
-"""PNG plots for `blindmatch evaluate`: matplotlib's object API on the Agg backend
-(no display, no global pyplot state)."""
+"""PNG plots for `blindmatch evaluate` and `blindmatch report`: matplotlib's object API
+on the Agg backend (no display, no global pyplot state). Each plot is a figure
+function (`*_figure`) and a function that saves it to a file."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,10 +21,25 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (for embedding in a page as a data URI)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
 def score_histogram(
     scored: Sequence[Scored], truth: Truth, path: Path, *, recommended: float | None = None
 ) -> Path:
     """Scores of true hits and of false hits, side by side, with the recommended cut."""
+    return _save(score_histogram_figure(scored, truth, recommended=recommended), path)
+
+
+def score_histogram_figure(
+    scored: Sequence[Scored], truth: Truth, *, recommended: float | None = None
+) -> Figure:
+    """The figure `score_histogram` saves."""
     true = [s.score for s in scored if s.score is not None and truth.is_true(s.hit)]
     false = [s.score for s in scored if s.score is not None and not truth.is_true(s.hit)]
     fig = Figure(figsize=(7, 4.2))
@@ -46,13 +63,20 @@ def score_histogram(
     ax.set_ylabel("results (log scale)")
     ax.set_title("Scores of true and false hits")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return fig
 
 
 def precision_recall(
     points: Sequence[SweepPoint], path: Path, *, recommended: SweepPoint | None = None
 ) -> Path:
     """Precision against recall as the threshold rises, the recommendation marked."""
+    return _save(precision_recall_figure(points, recommended=recommended), path)
+
+
+def precision_recall_figure(
+    points: Sequence[SweepPoint], *, recommended: SweepPoint | None = None
+) -> Figure:
+    """The figure `precision_recall` saves."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     ax.plot(
@@ -77,4 +101,4 @@ def precision_recall(
     ax.set_ylim(max(0.0, min(precisions) - 0.05), 1.005)
     ax.grid(alpha=0.3)
     ax.set_title("Precision and recall by threshold")
-    return _save(fig, path)
+    return fig

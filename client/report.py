@@ -1,0 +1,629 @@
+"""`blindmatch report`: one self-contained HTML page of what a member learnt from a run.
+
+The page holds, for one member of one project:
+
+- the project's settings and the run the results come from;
+- overlap per partner: counts and a chart, each partner at the level this member
+  learns about it (the lesser of the project's level and that partner's consent);
+- the per-record results (record id, partner, and `partner_row` / `score` only where
+  that partner's level allows), unless left out, and never at `count`;
+- at `scores`, the scores of the hits and, given a truth file, precision, recall
+  and the evaluation plots;
+- the encode report of the ENCODED folder (counts and row numbers; no value from the
+  export is copied into the page);
+- a summary of the member's own audit export.
+
+It never shows more than the matcher disclosed to the member: per-partner facts
+come from `Results`, which the matcher has already reduced to each partner's level,
+and the rows from `join_results`, which leaves out what a partner's level does not
+allow. From audit entries other members made, only the part about this member is
+shown (an export entry also names what *other* partners learnt).
+
+The page needs nothing else: inline CSS, charts as inline SVG (`client.charts`),
+plots as PNG data URIs, no scripts; a Content-Security-Policy forbids fetching
+anything. Gathering talks to the matcher; rendering is a pure function.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from blindmatch import __version__
+from blindmatch.client import charts
+from blindmatch.client.api import (
+    BLOCKING_NAMES,
+    LEVEL_NAMES,
+    LEVELS,
+    MatcherClient,
+    Results,
+    RunProgress,
+)
+from blindmatch.client.encoded import read_encoded
+from blindmatch.client.errors import InputError
+from blindmatch.client.evaluate import (
+    Quality,
+    Scored,
+    SweepPoint,
+    assess,
+    check_scored,
+    read_truth,
+)
+from blindmatch.client.results import HEADERS, join_results, write_text
+
+# Per-record rows shown on the page; the results CSV holds them all.
+MAX_ROWS = 2000
+# Rows of each audit table, newest first.
+MAX_AUDIT_ROWS = 50
+# Invalid row numbers listed per field.
+MAX_INVALID_ROWS = 10
+# Actions in which a member learns about partners, or a partner learns about it.
+DISCLOSURES = ("results.disclose", "query", "watch", "watch.notify")
+
+
+@dataclass(frozen=True)
+class Partner:
+    """What this member knows about one partner."""
+
+    name: str
+    level: str  # the most this member learns about it
+    shared: int  # how many of this member's records it also holds
+    uploaded: bool
+    records: int  # how many records it uploaded (every member sees this)
+    consent: str  # "" when it set none
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """The member's results scored against a truth file."""
+
+    truth: str
+    quality: Quality
+    sweep: list[SweepPoint]
+    recommended: SweepPoint | None
+    plots: list[tuple[str, bytes]]  # (title, PNG)
+
+
+@dataclass
+class MemberReport:
+    """Everything the page shows, gathered; `render_html` turns it into the page."""
+
+    project: str
+    member: str
+    disclosure: str  # the project's level
+    learnt: str  # the most this member learns about any partner
+    threshold: float
+    blocking: str
+    require_purpose: bool
+    expires_unix: int
+    run_id: str
+    run_started: float | None
+    run_finished: float | None
+    latest_run: str  # "id: state" of the project's newest run
+    generated: float
+    record_count: int
+    partners: list[Partner]
+    header: list[str] = field(default_factory=list)  # per-record columns; empty at count
+    rows: list[list[str]] = field(default_factory=list)
+    records_left_out: bool = False
+    scores: list[float] = field(default_factory=list)
+    encode: dict[str, Any] | None = None
+    encode_folder: str = ""
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: EvaluationSummary | None = None
+    purpose: str = ""
+
+
+# -- gathering ---------------------------------------------------------------------------
+
+
+def gather_report(
+    client: MatcherClient,
+    project: str,
+    encoded_path: str | Path,
+    *,
+    purpose: str = "",
+    truth: str | Path | None = None,
+    include_records: bool = True,
+    now: float | None = None,
+) -> MemberReport:
+    """Ask the matcher for the project, the results and the audit export, and read the
+    ENCODED folder. Fetching results is a disclosure: it is audited with `purpose`."""
+    encoded = read_encoded(encoded_path, verify=False)
+    info = client.describe(project)
+    results = client.results(project, purpose=purpose)
+    joined = join_results(results, encoded)  # refuses results of another upload
+    audit = list(client.audit(project))  # after the results: their disclosure is in it
+    member = info.member
+    header = [] if results.disclosure == "count" else HEADERS[results.disclosure]
+    rows = joined if header else []
+    scores = [float(r[-1]) for r in rows if header[-1:] == ["score"] and r[-1]]
+    evaluation = _evaluate(truth, member, header, rows) if truth else None
+    started, finished = _run_times(audit, results.run_id)
+    latest = ""
+    if info.HasField("latest_run"):
+        run = RunProgress.from_pb(info.latest_run)
+        latest = f"{run.run_id}: {run.state}"
+    return MemberReport(
+        project=info.project,
+        member=member,
+        disclosure=LEVEL_NAMES[info.disclosure],
+        learnt=results.disclosure,
+        threshold=info.threshold,
+        blocking=BLOCKING_NAMES.get(info.blocking, "auto"),
+        require_purpose=info.require_purpose,
+        expires_unix=info.expires_unix,
+        run_id=results.run_id,
+        run_started=started,
+        run_finished=finished,
+        latest_run=latest,
+        generated=time.time() if now is None else now,
+        record_count=results.record_count,
+        partners=_partners(info, results),
+        header=header,
+        rows=rows if include_records else [],
+        records_left_out=bool(header) and not include_records,
+        scores=scores,
+        encode=encoded.read_report(),
+        encode_folder=str(encoded.path),
+        audit=audit,
+        evaluation=evaluation,
+        purpose=purpose,
+    )
+
+
+def _partners(info: Any, results: Results) -> list[Partner]:
+    project_level = LEVEL_NAMES[info.disclosure]
+    out = []
+    for m in info.members:
+        if m.name == info.member:
+            continue
+        consent = LEVEL_NAMES.get(m.consent, "")
+        level = results.levels.get(m.name) or min(
+            project_level, consent or project_level, key=LEVELS.__getitem__
+        )
+        out.append(
+            Partner(
+                m.name, level, results.counts.get(m.name, 0), m.uploaded, m.record_count, consent
+            )
+        )
+    return out
+
+
+def _run_times(audit: Iterable[dict[str, Any]], run_id: str) -> tuple[float | None, float | None]:
+    started = finished = None
+    for e in audit:
+        if (e.get("detail") or {}).get("run_id") != run_id:
+            continue
+        if e["action"] == "run.start":
+            started = float(e["time"])
+        elif e["action"] == "run.done":
+            finished = float(e["time"])
+    return started, finished
+
+
+def _evaluate(
+    truth_path: str | Path, member: str, header: list[str], rows: list[list[str]]
+) -> EvaluationSummary:
+    if not header:
+        raise InputError("--truth: at the count level there are no per-record results to evaluate")
+    truth = read_truth(truth_path)
+    has_score = header[-1] == "score"
+    scored = [
+        Scored((member, r[0], r[1]), float(r[-1]) if has_score and r[-1] else None) for r in rows
+    ]
+    check_scored(scored, truth, member, truth_path=truth_path, results="the results")
+    quality, points, best = assess(scored, truth, member)
+    plots: list[tuple[str, bytes]] = []
+    if points:
+        from blindmatch.client.plots import (
+            png_bytes,
+            precision_recall_figure,
+            score_histogram_figure,
+        )
+
+        cut = best.threshold if best else None
+        plots.append(
+            (
+                "Scores of true and false hits",
+                png_bytes(score_histogram_figure(scored, truth, recommended=cut)),
+            )
+        )
+        plots.append(
+            (
+                "Precision and recall by threshold",
+                png_bytes(precision_recall_figure(points, recommended=best)),
+            )
+        )
+    return EvaluationSummary(str(truth_path), quality, points, best, plots)
+
+
+def write_report(path: str | Path, report: MemberReport) -> None:
+    """Write the page atomically: the old file or the whole new one."""
+    write_text(path, render_html(report))
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 0.9em; }
+th { background: #f0f0f0; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.note { background: #fff8e0; border-left: 4px solid #e0b000; padding: 0.5em 1em; }
+.lead { background: #fdecee; border-left: 4px solid #a61e4d; padding: 0.5em 1em; }
+.muted { color: #666; font-size: 0.9em; }
+img { max-width: 100%; }
+"""
+
+# The page may load nothing: styles inline, images only as data URIs, no scripts.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _iso(unix: float | None) -> str:
+    return "" if unix is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = ()
+) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="n">{escape(str(v))}</td>' if i in numeric else f"<td>{escape(str(v))}</td>"
+            for i, v in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(r: MemberReport) -> str:
+    """The whole page, as one string."""
+    title = f"blindmatch report: {r.member} in {r.project}"
+    sections = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="muted">Made {_iso(r.generated)} by blindmatch {escape(__version__)} '
+        f"for {escape(r.member)}, from run {escape(r.run_id)}.</p>",
+        _handling_note(r),
+        _settings(r),
+        _overlap(r),
+        _records(r),
+        _scores(r),
+        _data_quality(r),
+        _audit(r),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(s for s in sections if s)
+        + "</body></html>\n"
+    )
+
+
+def _handling_note(r: MemberReport) -> str:
+    if r.rows:
+        what = (
+            f"this page lists {escape(r.member)}'s own local record ids beside the partners "
+            "that hold the same person: handle it as you handle the results file, and "
+            "share it only as your information-sharing agreement allows"
+        )
+    elif r.header:
+        what = "the per-record results were left out of this page (counts only)"
+    else:
+        what = "at the count level this page holds counts only: no record ids"
+    lead = ""
+    if r.header:
+        lead = (
+            '<p class="lead"><b>A hit is a lead, not an identification.</b> It says that a '
+            "partner holds a record similar enough to yours, by encodings alone. Confirm it "
+            "with the partner, on the records themselves, before anything is done about the "
+            "person (docs/governance/acting-on-a-hit.md).</p>"
+        )
+    return f'<p class="note">What this page holds: {what}.</p>{lead}'
+
+
+def _settings(r: MemberReport) -> str:
+    rows = [
+        ("project", r.project),
+        ("you are", r.member),
+        ("project's disclosure level", r.disclosure),
+        ("the most you learn about any partner", r.learnt),
+        ("threshold", f"{r.threshold:g}"),
+        ("blocking", r.blocking),
+        ("results need a purpose", "yes" if r.require_purpose else "no"),
+        ("purpose given for this report", r.purpose or "(none)"),
+        ("run", r.run_id),
+        ("run started", _iso(r.run_started) or "(not in your audit export)"),
+        ("run finished", _iso(r.run_finished) or "(not in your audit export)"),
+        ("newest run in the project", r.latest_run or "(none)"),
+        ("your records in the run", r.record_count),
+        ("project data deleted at", _iso(r.expires_unix) if r.expires_unix else "(not set)"),
+    ]
+    return "<h2>Run and settings</h2>" + _table(("setting", "value"), rows)
+
+
+def _overlap(r: MemberReport) -> str:
+    chart = charts.bar_chart(
+        [(p.name, p.shared) for p in r.partners],
+        colour=charts.OVERLAP,
+        title=f"Your records also held by each partner (of {r.record_count})",
+    )
+    rows = [
+        (
+            p.name,
+            p.level,
+            p.shared,
+            f"{p.shared / r.record_count:.1%}" if r.record_count else "",
+            p.records if p.uploaded else "not uploaded",
+            p.consent or "(none set)",
+        )
+        for p in r.partners
+    ]
+    table = _table(
+        (
+            "partner",
+            "you learn",
+            "shared subjects",
+            "of your records",
+            "its records",
+            "its consent",
+        ),
+        rows,
+        numeric=(2, 3, 4),
+    )
+    return (
+        "<h2>Overlap per partner</h2>"
+        f"<figure>{chart}</figure>{table}"
+        '<p class="muted">Shared subjects: how many of your records the partner also holds '
+        '(at or above the threshold). "You learn" is the lesser of the project\'s level and '
+        "the partner's consent.</p>"
+    )
+
+
+def _records(r: MemberReport) -> str:
+    if not r.header:
+        return ""
+    if r.records_left_out:
+        return (
+            "<h2>Per-record results</h2><p>Left out of this page (<code>--no-records</code>); "
+            "<code>blindmatch results</code> writes them to a CSV.</p>"
+        )
+    shown = r.rows[:MAX_ROWS]
+    more = (
+        f'<p class="muted">The first {MAX_ROWS} of {len(r.rows)} rows; '
+        "<code>blindmatch results</code> writes them all to a CSV.</p>"
+        if len(r.rows) > MAX_ROWS
+        else ""
+    )
+    blank = (
+        '<p class="muted">An empty cell: that partner\'s level does not disclose it.</p>'
+        if len(r.header) > 2
+        else ""
+    )
+    return f"<h2>Per-record results ({len(r.rows)})</h2>{_table(r.header, shown)}{more}{blank}"
+
+
+def _scores(r: MemberReport) -> str:
+    if r.learnt != "scores":
+        return ""
+    parts = ["<h2>Scores</h2>"]
+    if r.scores:
+        lo = min(min(r.scores), r.threshold)
+        parts.append(
+            "<figure>"
+            + charts.histogram(
+                r.scores,
+                bins=20,
+                lo=lo,
+                hi=1.0,
+                title=f"Scores of the {len(r.scores)} hits disclosed with a score",
+            )
+            + "</figure>"
+        )
+    else:
+        parts.append("<p>No partner disclosed a score for any of your records.</p>")
+    ev = r.evaluation
+    if ev is None:
+        parts.append(
+            '<p class="muted">Give a truth file (<code>--truth</code>, as for '
+            "<code>blindmatch evaluate</code>) to see precision, recall and the threshold "
+            "sweep. Scores are for synthetic or consented data only.</p>"
+        )
+        return "".join(parts)
+    parts.append(f"<p>Against {escape(ev.truth)}: {escape(str(ev.quality))}.</p>")
+    if ev.sweep:
+        step = max(1, len(ev.sweep) // 12)
+        shown = ev.sweep[::step]
+        if ev.recommended is not None and ev.recommended not in shown:
+            shown = sorted([*shown, ev.recommended], key=lambda p: -p.threshold)
+        parts.append(
+            _table(
+                ("threshold", "precision", "recall", "F1", ""),
+                (
+                    (
+                        f"{p.threshold:.4f}",
+                        f"{p.quality.precision:.4f}",
+                        f"{p.quality.recall:.4f}",
+                        f"{p.quality.f1:.4f}",
+                        "recommended" if p is ev.recommended else "",
+                    )
+                    for p in shown
+                ),
+                numeric=(0, 1, 2, 3),
+            )
+        )
+    for plot_title, png in ev.plots:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{escape(plot_title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{escape(plot_title)}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+def _data_quality(r: MemberReport) -> str:
+    head = "<h2>Data quality of your encoded export</h2>"
+    enc = r.encode
+    if enc is None:
+        return head + (
+            f"<p>No encode report in {escape(r.encode_folder)} (local/report.json); "
+            "re-run <code>blindmatch encode</code> to get one.</p>"
+        )
+    fields = enc.get("fields") or []
+    chart = charts.stacked_bar_chart(
+        [
+            (
+                str(f.get("field", "")),
+                [
+                    charts.Segment(int(f.get("present", 0)), charts.PRESENT, "present"),
+                    charts.Segment(int(f.get("missing", 0)), charts.MISSING, "missing"),
+                    charts.Segment(int(f.get("invalid", 0)), charts.INVALID, "invalid"),
+                ],
+            )
+            for f in fields
+        ],
+        title="Values per field: present / missing / invalid",
+    )
+    rows = []
+    for f in fields:
+        invalid_rows = [str(i.get("row", "")) for i in f.get("invalid_rows") or []]
+        listed = ", ".join(invalid_rows[:MAX_INVALID_ROWS])
+        if len(invalid_rows) > MAX_INVALID_ROWS:
+            listed += f", ... ({len(invalid_rows) - MAX_INVALID_ROWS} more)"
+        rows.append(
+            (
+                f.get("field", ""),
+                ",".join(f.get("columns") or []) or "(not mapped)",
+                f.get("present", 0),
+                f.get("missing", 0),
+                f.get("invalid", 0),
+                f.get("distinct", 0),
+                listed,
+            )
+        )
+    summary = (
+        f"<p>{escape(str(enc.get('rows_encoded', 0)))} of {escape(str(enc.get('rows_read', 0)))} "
+        f"rows encoded from {escape(str(enc.get('source', '')))}; hardening: "
+        f"{escape(str(enc.get('hardening') or 'not recorded'))}; "
+        f"{escape(str(enc.get('empty_records', 0)))} record(s) with no usable value; "
+        f"{escape(str(enc.get('few_fields_records', 0)))} with fewer than 3 usable fields.</p>"
+    )
+    warnings = "".join(f"<li>{escape(w)}</li>" for w in _warnings(enc))
+    return (
+        head
+        + summary
+        + f"<figure>{chart}</figure>"
+        + _table(
+            ("field", "column(s)", "present", "missing", "invalid", "distinct", "invalid at rows"),
+            rows,
+            numeric=(2, 3, 4, 5),
+        )
+        + (f"<p>Warnings:</p><ul>{warnings}</ul>" if warnings else "<p>No warnings.</p>")
+        + '<p class="muted">Counts and row numbers only: the values themselves are in '
+        "local/report.json of the ENCODED folder, which never leaves your machine.</p>"
+    )
+
+
+def _warnings(enc: dict[str, Any]) -> list[str]:
+    """The encode report's warnings, with any value quoted from the export replaced."""
+    values = [repr(f["commonest"]) for f in enc.get("fields") or [] if f.get("commonest")]
+    out = []
+    for w in enc.get("warnings") or []:
+        for v in values:
+            w = w.replace(v, "one value")
+        out.append(w)
+    return out
+
+
+def _audit(r: MemberReport) -> str:
+    me = r.member
+    entries = r.audit
+    head = "<h2>Audit summary</h2>"
+    if not entries:
+        return head + "<p>Your audit export is empty.</p>"
+    actions = Counter(e["action"] for e in entries)
+    about_me = [e for e in entries if e["actor"] != me and me in (e.get("disclosed") or {})]
+    mine = [e for e in entries if e["actor"] == me and e["action"] in DISCLOSURES]
+    last = entries[-1]
+    parts = [
+        head,
+        f"<p>{len(entries)} entries concern {escape(me)} in this project, "
+        f"{_iso(entries[0]['time'])} to {_iso(last['time'])}. The newest is "
+        f"<code>{escape(str(last['seq']))}:{escape(str(last['hash']))}</code>: record it "
+        "elsewhere and ask the operator to check it with <code>blindmatch audit verify "
+        "--anchor</code>.</p>",
+        _table(("action", "entries"), sorted(actions.items()), numeric=(1,)),
+        f"<h3>Your information disclosed to partners ({len(about_me)})</h3>",
+    ]
+    if about_me:
+        parts.append(
+            _table(
+                ("time", "partner", "action", "level", "your records it shares", "purpose"),
+                (
+                    (
+                        _iso(e["time"]),
+                        e["actor"],
+                        e["action"],
+                        e["disclosed"][me],
+                        _shared_with(e, me),
+                        e.get("purpose", ""),
+                    )
+                    for e in reversed(about_me[-MAX_AUDIT_ROWS:])
+                ),
+            )
+        )
+    else:
+        parts.append("<p>None recorded.</p>")
+    parts.append(f"<h3>What you asked for ({len(mine)})</h3>")
+    if mine:
+        parts.append(
+            _table(
+                ("time", "action", "purpose", "what you learnt"),
+                (
+                    (_iso(e["time"]), e["action"], e.get("purpose", ""), _learnt(e))
+                    for e in reversed(mine[-MAX_AUDIT_ROWS:])
+                ),
+            )
+        )
+    else:
+        parts.append("<p>None recorded.</p>")
+    more = max(len(about_me), len(mine)) - MAX_AUDIT_ROWS
+    if more > 0:
+        parts.append(
+            f'<p class="muted">The newest {MAX_AUDIT_ROWS} of each are shown; '
+            "<code>blindmatch audit export</code> gives them all.</p>"
+        )
+    parts.append(
+        '<p class="muted">Purposes of other members\' requests are withheld by the matcher '
+        "(ask the operator). From entries other members made, only what concerns you is "
+        "shown.</p>"
+    )
+    return "".join(parts)
+
+
+def _shared_with(entry: dict[str, Any], me: str) -> str:
+    counts = (entry.get("detail") or {}).get("counts") or {}
+    return str(counts[me]) if me in counts else ""
+
+
+def _learnt(entry: dict[str, Any]) -> str:
+    detail = entry.get("detail") or {}
+    counts = detail.get("counts") or {}
+    parts = [
+        f"{p}: {lvl}" + (f", {counts[p]} shared" if p in counts else "")
+        for p, lvl in sorted((entry.get("disclosed") or {}).items())
+    ]
+    if "records" in detail:
+        parts.append(f"{detail['records']} record(s) asked")
+    return "; ".join(parts) or "nothing"
