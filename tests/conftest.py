@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
 # Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
 FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
+# The opt-in schema with a fallback CLK without the date of birth (the default until issue 18).
+FALLBACK_SCHEMA = ROOT / "schemas" / "person-uk-fallback.json"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)

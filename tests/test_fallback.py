@@ -20,9 +20,9 @@ from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import load_schema
 from blindmatch.matcher import fallback
 from blindmatch.matcher.runs import match
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.conftest import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
-SCHEMA = load_schema(PERSON_SCHEMA)
+SCHEMA = load_schema(FALLBACK_SCHEMA)
 DOB = SCHEMA.field_names.index("dob")
 
 

@@ -262,11 +262,11 @@ def test_q_gram_alignment_is_stopped_by_salting_field_level_filters() -> None:
 
 
 def test_bit_level_attacks_stay_under_one_percent_on_the_default_encoding() -> None:
-    # What the default schema uploads: record-level CLKs and fallback CLKs (without dob). The
-    # graph-matching attack does re-identify them (tests/test_graph_attack.py).
+    # What the default schema uploads: record-level CLKs. The graph-matching attack does
+    # re-identify them (tests/test_graph_attack.py).
     report = check_synthetic(4000, 2, SCHEMA, attacks=BIT_ATTACKS)
     assert report.hardening == RECOMMENDED.describe()
-    assert {r.encoding for r in report.results} == {"record", "fallback"}
+    assert {r.encoding for r in report.results} == {"record"}
     assert {r.attack for r in report.results} == {
         "frequency alignment",
         "pattern mining",
