@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLKHASH := clkhash==0.18.3
 
-.PHONY: install demo test lint format protos check-protos bench bench-speed clean
+.PHONY: install demo test lint format protos check-protos bench bench-speed bench-quality clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py matcher/_kernel.c Makefile
+$(STAMP): pyproject.toml setup.py matcher/core/_kernel.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -38,7 +38,7 @@ protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. blindmatch/protos/blindmatch.proto
 
 check-protos: $(STAMP)
-	$(BIN)/python -m blindmatch.protos.check
+	$(BIN)/python -m blindmatch.protos.freshness
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/febrl4.py
@@ -48,5 +48,20 @@ bench: $(STAMP)
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
+# Match quality on both generators and a grid of corruption rates and sizes, beside
+# clkhash+anonlink and Splink on the plaintext (issue 21; about an hour on 2 cores).
+# Splink lives in its own venv: it is the benchmark's anchor, not a dependency of blindmatch.
+SPLINK_VENV := benchmarks/.venv-splink
+SPLINK := splink==5.0.0 pandas
+
+$(SPLINK_VENV)/.installed:
+	test -x $(SPLINK_VENV)/bin/python || $(PYTHON) -m venv $(SPLINK_VENV)
+	$(SPLINK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SPLINK_VENV)/bin/python -m pip install --quiet $(SPLINK)
+	touch $@
+
+bench-quality: $(STAMP) $(SPLINK_VENV)/.installed
+	$(BIN)/python benchmarks/quality.py --grid
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/core/*.so

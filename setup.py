@@ -1,7 +1,7 @@
-"""The native Dice kernel (matcher/_kernel.c); everything else is in pyproject.toml.
+"""The native Dice kernel (matcher/core/_kernel.c); everything else is in pyproject.toml.
 
 The extension is optional: if it cannot be compiled, the install still succeeds
-and blindmatch falls back to a slower numpy kernel (see matcher/kernel.py).
+and blindmatch falls back to a slower numpy kernel (see matcher/core/kernel.py).
 One build runs on every x86-64 CPU: the AVX-512 path is chosen at run time.
 """
 
@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "blindmatch.matcher._kernel",
-            sources=["matcher/_kernel.c"],
+            "blindmatch.matcher.core._kernel",
+            sources=["matcher/core/_kernel.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import link, serve
-from blindmatch.matcher.service import DEFAULT_THRESHOLD
+from blindmatch.matcher.domain import DEFAULT_THRESHOLD
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "febrl4"
 

@@ -38,8 +38,8 @@ from blindmatch.client.mapping import load_mapping
 from blindmatch.client.privacy import population
 from blindmatch.client.privacy.check import ATTACKS, check_synthetic
 from blindmatch.client.schema import LinkageSchema, load_schema
-from blindmatch.matcher.runs import match
-from blindmatch.matcher.service import DEFAULT_THRESHOLD
+from blindmatch.matcher.domain import DEFAULT_THRESHOLD
+from blindmatch.matcher.usecases.runs import match
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSON = ROOT / "schemas" / "person-uk.json"

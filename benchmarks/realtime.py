@@ -60,7 +60,7 @@ from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
 from blindmatch.client.api import MatcherClient, QueryAnswer
 from blindmatch.client.session import AsyncQuerySession
-from blindmatch.matcher.index import merge_point
+from blindmatch.matcher.core.index import merge_point
 
 CLK_BITS = 1024
 CLK_BYTES = CLK_BITS // 8

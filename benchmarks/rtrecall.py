@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synthclks import CLK_BITS, Population
-from blindmatch.matcher.index import Segment, as_words, search
+from blindmatch.matcher.core.index import Segment, as_words, search
 
 CLK_BYTES = CLK_BITS // 8
 

@@ -38,15 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.synthclks import member_pair, members
 from blindmatch.client.api import MatcherClient
 from blindmatch.client.encoded import write_encoded
-from blindmatch.matcher import blocking, kernel
-from blindmatch.matcher.runs import match
+from blindmatch.matcher.core import blocking, kernel
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.usecases.runs import match
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from bitarray import bitarray
 
-    from blindmatch.matcher._anonlink import dice_coefficient_accelerated
+    from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
 
 THRESHOLD = 0.8
 CORES = os.cpu_count() or 1

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from blindmatch.client import tls
 from blindmatch.client.api import BLOCKINGS, LEVELS, IndexSummary, MatcherClient, RunProgress
-from blindmatch.client.encode import EncodeResult, encode_csv, read_secret
+from blindmatch.client.encode import ON_DUPLICATE, EncodeResult, encode_csv, read_secret
 from blindmatch.client.encoded import read_encoded, write_encoded
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.results import HEADERS, join_results, write_csv
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher.limits import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -216,7 +216,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
-    result = encode_csv(args.data, schema, mapping, secret, progress=_progress_wanted(args))
+    result = encode_csv(
+        args.data,
+        schema,
+        mapping,
+        secret,
+        progress=_progress_wanted(args),
+        on_duplicate_id=args.on_duplicate_id,
+        allow_empty=args.allow_empty,
+    )
     if weak:
         result.report.warnings.insert(0, weak)
     write_encoded(
@@ -320,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_check(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.check import check_data_dir
+    from blindmatch.matcher.storage.integrity import check_data_dir
 
     report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
     if args.json:
@@ -343,7 +351,7 @@ def cmd_admin_check(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_backup(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.backup import BackupError, backup_data_dir
+    from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
     try:
         done = backup_data_dir(args.data_dir, args.out)
@@ -441,7 +449,7 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
-    from blindmatch.client.realtime import encode_person
+    from blindmatch.client.realtime import encode_person, refuse_unreadable
     from blindmatch.client.sharedsecret import read_checked
 
     schema = load_schema(args.schema)
@@ -455,6 +463,7 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
         if not args.mapping:
             raise InputError("--mapping is required with a CSV of people to query")
         result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
+        refuse_unreadable(result)
         labels = result.ids
     else:
         if not values:
@@ -462,18 +471,20 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
                 "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
                 "--field NAME=VALUE) or a CSV with --mapping"
             )
-        formats = {f: args.date_format for f in values} if args.date_format else None
+        formats: dict[str, list[str]] = {}
+        if args.date_format:
+            formats = {f: [args.date_format] for f in values}
+        if args.dob_format:
+            formats["dob"] = [args.dob_format]
         result = encode_person(schema, secret, values, formats)
         labels = ["query"]
-    problems = [f"invalid {fr.field}" for fr in result.report.fields if fr.invalid]
-    if problems and not args.quiet:
-        print(result.report.render(), file=sys.stderr)
     if not result.ids:
         raise InputError(f"{args.data}: no records to query")
     return result, labels
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from blindmatch.client.realtime import usable_fields
     from blindmatch.client.results import write_csv
 
     if not args.purpose or not args.purpose.strip():
@@ -487,6 +498,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             fingerprint=result.fingerprint,
             purpose=args.purpose,
         )
+    usable = usable_fields(result)
     rows = []
     for label, matches in zip(labels, answer.results, strict=True):
         for m in matches:
@@ -507,12 +519,14 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "results": [
                         {
                             "record_id": label,
+                            "compared_on": list(use.compared_on),
+                            "missing": list(use.missing),
                             "matches": [
                                 {"partner": m.partner, "refs": m.refs, "scores": m.scores}
                                 for m in matches
                             ],
                         }
-                        for label, matches in zip(labels, answer.results, strict=True)
+                        for label, matches, use in zip(labels, answer.results, usable, strict=True)
                     ],
                 },
                 indent=2,
@@ -523,9 +537,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
     searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
     print(f"Searched partners: {searched}.")
-    for label, matches in zip(labels, answer.results, strict=True):
+    for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
-        print(f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'}")
+        print(
+            f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'} "
+            f"({use.describe()})"
+        )
         for m in matches:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
@@ -943,6 +960,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="encode with a secret that fails the strength rule (tests only; the report says so)",
     )
+    p.add_argument(
+        "--on-duplicate-id",
+        choices=list(ON_DUPLICATE),
+        default="error",
+        help="a record id that repeats an earlier row's: stop (error, the default), encode "
+        "only its first row (keep-first), or encode every row (keep-all); repeats are "
+        "listed in the report either way",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="encode an export with no records (header only, or empty) instead of stopping",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("upload", parents=[net, member], help="upload encodings to the matcher")
@@ -1105,8 +1135,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
     )
     p.add_argument(
-        "--date-format", help="how dates are written, e.g. %%d/%%m/%%Y (default: unambiguous)"
+        "--date-format",
+        help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
+        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
     )
+    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
     p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_query)

@@ -1,6 +1,9 @@
 """The matcher's exceptions, each tied to the gRPC status it becomes.
 
-    MatcherError
+(`ServiceError`, not `MatcherError`: that name is the client's, for an error the matcher
+returned.)
+
+    ServiceError
     +-- InvalidArgument      INVALID_ARGUMENT     a field of the request is wrong
     +-- Unauthenticated      UNAUTHENTICATED      no token, or a token nobody holds
     +-- PermissionDenied     PERMISSION_DENIED    a valid token not allowed to do this
@@ -10,7 +13,7 @@
     +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
         +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
 
-The service maps them in one place (`service.rpc_errors`); core code raises
+The gRPC edge maps them in one place (`rpc/status.py`); core code raises
 them without knowing about gRPC. An error with `retryable = True` also sends
 the trailing metadata `blindmatch-retryable: 1`, so a client can tell a
 momentary limit (retry with backoff) from a permanent one (don't).
@@ -19,50 +22,50 @@ momentary limit (retry with backoff) from a permanent one (don't).
 from __future__ import annotations
 
 
-class MatcherError(Exception):
+class ServiceError(Exception):
     """Base class: carries a message safe to send to the caller."""
 
     status_name = "INTERNAL"
     retryable = False
 
 
-class InvalidArgument(MatcherError):
+class InvalidArgument(ServiceError):
     """A request field is missing, malformed or out of range."""
 
     status_name = "INVALID_ARGUMENT"
 
 
-class Unauthenticated(MatcherError):
+class Unauthenticated(ServiceError):
     """No token, or one that matches nobody."""
 
     status_name = "UNAUTHENTICATED"
 
 
-class PermissionDenied(MatcherError):
+class PermissionDenied(ServiceError):
     """A valid token that may not do this."""
 
     status_name = "PERMISSION_DENIED"
 
 
-class NotFound(MatcherError):
+class NotFound(ServiceError):
     """The project or run does not exist (or is not the caller's to see)."""
 
     status_name = "NOT_FOUND"
 
 
-class AlreadyExists(MatcherError):
+class AlreadyExists(ServiceError):
     """Something of that name already exists."""
 
     status_name = "ALREADY_EXISTS"
 
 
-class FailedPrecondition(MatcherError):
+class FailedPrecondition(ServiceError):
     """The request is fine but the project is not ready for it."""
 
     status_name = "FAILED_PRECONDITION"
 
 
-class ResourceExhausted(MatcherError):
+class ResourceExhausted(ServiceError):
     """Too large, too many, or the disk is full."""
 
     status_name = "RESOURCE_EXHAUSTED"

@@ -3,11 +3,10 @@
 A real-time query passes the GIL between threads several times (gRPC's poller hands the
 call to a worker and back; the worker releases the GIL for the look-up and takes it
 again). Between threads on one core a hand-over is cheap; between cores it is a wake-up
-on the other core and the GIL's cache lines moving, and under load it doubled the
-matcher's CPU per query (docs/performance.md, *Real-time queries*). So the gRPC threads
-are kept on one core, and the look-ups, which need no GIL, run on a native pool on the
-others (`lsh_pool` in matcher/_kernel.c). At 3 x 1,000,000 indexed records and 20 closed-loop
-queriers on 2 cores this took the matcher from about 1,200 to about 2,200 queries/s.
+on the other core and the GIL's cache lines moving, which under load costs the matcher
+much of its CPU per query. So the gRPC threads are kept on one core, and the look-ups,
+which need no GIL, run on a native pool on the others (`lsh_pool` in
+matcher/core/_kernel.c). docs/performance.md (*Real-time queries*) has the measurements.
 
 Batch runs are not affected: their threads are started elsewhere and keep every core.
 """
@@ -20,12 +19,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from blindmatch.matcher import kernel
+from blindmatch.matcher.core import kernel
 
 log = logging.getLogger("blindmatch.matcher.placement")
 
-# More look-up threads than this buy nothing: one core of request handling answers
-# about 3,000 queries/s, and a look-up of three 1,000,000-row indexes takes about 0.4 ms.
+# More look-up threads than this buy nothing: one core of request handling cannot keep
+# more of them busy (docs/performance.md, *Real-time queries*).
 MAX_AUTO_THREADS = 4
 
 

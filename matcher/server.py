@@ -14,12 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from blindmatch.matcher.limits import (
-    DEFAULT_STREAMS_PER_MEMBER,
-    QUERY_STREAM_IDLE_SECONDS,
-    MemberLimiter,
-    QueryStreams,
-)
+from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER, QUERY_STREAM_IDLE_SECONDS
 from blindmatch.matcher.placement import (
     allowed_cpus,
     pin_this_thread,
@@ -27,20 +22,23 @@ from blindmatch.matcher.placement import (
     plan_placement,
     start_lookups,
 )
-from blindmatch.matcher.realtime import Realtime
-from blindmatch.matcher.retention import SWEEP_INTERVAL, Sweeper
-from blindmatch.matcher.runs import RunManager
-from blindmatch.matcher.service import MatcherService
-from blindmatch.matcher.store import Store
+from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.servicer import MatcherService
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
+from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
+from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# Query streams may hold half of these (matcher/limits.py); every other call has the rest.
+# Query streams may hold half of these (rpc/streams.py); every other call has the rest.
 RPC_THREADS = 96
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
+MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
 
 
 @dataclass
@@ -123,12 +121,14 @@ def create_server(
         service = MatcherService(
             store,
             runs,
-            admin_token,
             realtime=realtime,
             limiter=MemberLimiter(streams_per_member),
             query_streams=query_streams,
         )
-        server, health_servicer = _grpc_server(service, request_cpus)
+        authenticator = Authenticator(
+            admin_token, store.token_owner, SERVICE_NAME, call_kinds(service, MATCHER_RPCS)
+        )
+        server, health_servicer = _grpc_server(service, authenticator, request_cpus)
         if credentials is None:
             port = server.add_insecure_port(address)
         else:
@@ -146,14 +146,15 @@ def create_server(
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("matcher listening on port %d, data in %s", port, store.dir)
+    log.info("matcher listening on port %d, data in %s", port, store.files.root)
     return RunningServer(server, port, store, runs, realtime, sweeper, query_streams)
 
 
 def _grpc_server(
-    service: MatcherService, request_cpus: frozenset[int] | None
+    service: MatcherService, authenticator: Authenticator, request_cpus: frozenset[int] | None
 ) -> tuple[grpc.Server, health.HealthServicer]:
-    """The gRPC server with the matcher, health and reflection services (not started)."""
+    """The gRPC server with the matcher, health and reflection services (not started);
+    every matcher call is authenticated by `authenticator` first."""
 
     def place() -> None:
         if request_cpus is not None:
@@ -168,6 +169,7 @@ def _grpc_server(
         # Past this many calls in flight gRPC itself answers RESOURCE_EXHAUSTED
         # instead of queueing without bound.
         maximum_concurrent_rpcs=RPC_THREADS * 4,
+        interceptors=[authenticator],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -41,21 +42,38 @@ def stub(channel: grpc.Channel) -> pb_grpc.MatcherStub:
     return pb_grpc.MatcherStub(channel)
 
 
-def db_rows(data_dir: Path, table: str) -> list[tuple]:
+def db_rows(data_dir: Path, table: str, db: str = "blindmatch.sqlite") -> list[tuple]:
     """Rows of one table, read through a separate connection (as an outsider would)."""
-    with sqlite3.connect(data_dir / "blindmatch.sqlite") as db:
-        return db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+    with closing(sqlite3.connect(f"file:{data_dir / db}?mode=ro", uri=True)) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
 
 
-TABLES = ("projects", "members", "uploads", "runs", "run_inputs", "links", "audit")
+DATABASES = ("blindmatch.sqlite", "index.sqlite")
+SQLITE_FILES = (".sqlite", ".sqlite-wal", ".sqlite-shm", ".sqlite-journal")
+
+
+def tables(data_dir: Path, db: str) -> list[str]:
+    """Every table of a database, as the database itself lists them."""
+    with closing(sqlite3.connect(f"file:{data_dir / db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        return [name for (name,) in rows]
 
 
 def snapshot(matcher: Matcher) -> dict[str, object]:
-    """Every row and every file the matcher keeps."""
-    state: dict[str, object] = {t: db_rows(matcher.data_dir, t) for t in TABLES}
-    state["files"] = sorted(
-        str(p.relative_to(matcher.data_dir))
-        for sub in ("clks", "tmp")
-        for p in (matcher.data_dir / sub).iterdir()
-    )
+    """Every row of every table of both databases, and every file the matcher keeps: each
+    file's name, and its content unless it is a database's (whose rows are above)."""
+    data_dir = matcher.data_dir
+    state: dict[str, object] = {}
+    for db in DATABASES:
+        with closing(sqlite3.connect(f"file:{data_dir / db}?mode=ro", uri=True)) as conn:
+            for table in tables(data_dir, db):
+                rows = conn.execute(f"SELECT * FROM {table}").fetchall()
+                state[f"{db}:{table}"] = sorted(rows, key=repr)
+    state["files"] = {
+        str(p.relative_to(data_dir)): None
+        if p.name.endswith(SQLITE_FILES)
+        else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(data_dir.rglob("*"))
+        if p.is_file()
+    }
     return state

@@ -12,8 +12,8 @@ import pytest
 from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write
 from blindmatch.client.api import MatcherClient
 from blindmatch.client.cli import main
-from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.conftest import ADMIN_TOKEN, Matcher
 
 MEMBERS = ["north", "south", "east"]

@@ -14,7 +14,7 @@ from blindmatch.client.api import ProjectTokens
 from blindmatch.client.cli import main
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import AuthError, RejectedError
-from blindmatch.matcher import audit
+from blindmatch.matcher.core import audit
 from tests.conftest import Matcher, Org
 from tests.support import db_rows, encode_all, snapshot
 from tests.test_flow import uploaded_and_run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,3 +202,32 @@ def test_who_may_call(matcher: Matcher, row: Row) -> None:
             code = refused.value.code()
             assert code.name == expected, f"{row.rpc} by {caller}: {refused.value.details()}"
             assert re.search(r"token|operator|project", refused.value.details())
+
+
+# -- authentication comes first ------------------------------------------------------------
+
+STREAMS = {
+    "Upload": lambda stub: stub.Upload,
+    "ChangeIndex": lambda stub: stub.ChangeIndex,
+    "QueryStream": lambda stub: lambda requests, **kw: list(stub.QueryStream(requests, **kw)),
+}
+
+
+@pytest.mark.parametrize("rpc", sorted(STREAMS))
+@pytest.mark.parametrize("caller", ["wrong token", "no token"])
+def test_a_stream_without_a_valid_token_is_refused_before_its_first_message(
+    matcher: Matcher, rpc: str, caller: str
+) -> None:
+    """The caller is authenticated from the call's metadata alone: a stranger's stream is
+    refused at once, without the matcher waiting for (or reading) a single message."""
+    never = threading.Event()  # the stream sends nothing until the call has ended
+    metadata = auth("bm_" + secrets.token_urlsafe(32)) if caller == "wrong token" else []
+    try:
+        with grpc.insecure_channel(matcher.target) as channel:
+            call = STREAMS[rpc](pb_grpc.MatcherStub(channel))
+            with pytest.raises(grpc.RpcError) as refused:
+                call(iter(never.wait, True), metadata=metadata, timeout=20)
+    finally:
+        never.set()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
+    assert re.search(r"token", refused.value.details())

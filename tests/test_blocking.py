@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import member_pair, members
-from blindmatch.matcher import blocking
-from blindmatch.matcher.kernel import dice_candidates
-from blindmatch.matcher.runs import AUTO_LSH_PAIRS, choose_method, match
+from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.usecases.runs import AUTO_LSH_PAIRS, choose_method, match
 from tests.conftest import Matcher
 
 

@@ -15,7 +15,8 @@ from blindmatch.client.api import LEVELS, MatcherClient, ProjectTokens
 from blindmatch.client.cli import main
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.results import join_results
-from blindmatch.matcher.disclose import Level, disclose, effective_level, effective_levels
+from blindmatch.matcher.core.disclose import disclose, effective_level, effective_levels
+from blindmatch.matcher.domain import Level
 from blindmatch.matcher.server import RunningServer, create_server
 from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, SOUTH_CSV, SOUTH_MAP, Matcher, Org
 from tests.support import encode_all

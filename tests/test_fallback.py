@@ -18,8 +18,8 @@ from blindmatch.client.errors import InputError
 from blindmatch.client.evaluate import quality, read_truth
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher import fallback
-from blindmatch.matcher.runs import match
+from blindmatch.matcher.core import fallback
+from blindmatch.matcher.usecases.runs import match
 from tests.conftest import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
 SCHEMA = load_schema(FALLBACK_SCHEMA)

@@ -14,8 +14,8 @@ from blindmatch.client.encode import encode_csv
 from blindmatch.client.evaluate import quality, read_truth
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher import fieldlevel
-from blindmatch.matcher.runs import match
+from blindmatch.matcher.core import fieldlevel
+from blindmatch.matcher.usecases.runs import match
 from tests.conftest import FIELD_LEVEL_SCHEMA, Org
 
 SCHEMA = load_schema(FIELD_LEVEL_SCHEMA)

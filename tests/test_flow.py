@@ -194,8 +194,12 @@ def test_a_wrong_token_is_refused(
 ) -> None:
     with matcher.member("bm_not-a-real-token") as member, pytest.raises(AuthError) as err:
         member.upload("trial", encoded["north"])
-    assert "not valid for project 'trial'" in str(err.value)
+    # Refused before the upload's first message is read, so before it names its project.
+    assert "the token is not valid for any project" in str(err.value)
     assert "UNAUTHENTICATED" in str(err.value)
+    with matcher.member("bm_not-a-real-token") as member, pytest.raises(AuthError) as err:
+        member.describe("trial")
+    assert "the token is not valid for project 'trial'" in str(err.value)
 
 
 def test_a_wrong_token_exits_3_from_the_cli(
@@ -208,7 +212,7 @@ def test_a_wrong_token_exits_3_from_the_cli(
         matcher, "upload", str(encoded["north"].path), "--project", "trial", "--token", "bm_x"
     )
     assert code == 3
-    assert capsys.readouterr().err.startswith("Error: the token is not valid for project 'trial'")
+    assert capsys.readouterr().err.startswith("Error: the token is not valid for any project")
 
 
 def test_another_projects_token_is_refused(matcher: Matcher, project: ProjectTokens) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
-from blindmatch.matcher import index as index_module
-from blindmatch.matcher.index import MemberIndex, Segment, as_words
-from blindmatch.matcher.realtime import clk_digest
+from blindmatch.matcher.core import index as index_module
+from blindmatch.matcher.core.index import MemberIndex, Segment, as_words
+from blindmatch.protos.wire import clk_digest
 from tests.conftest import Matcher
 
 N = 3000
@@ -174,7 +174,7 @@ def test_over_grpc_every_change_is_seen_while_merges_run_behind_it(
             return [m.partner for m in answer.results[0]] == ["north"]
 
         change(truth, [])
-        index = matcher.server.realtime._indexes[("m", "north")]
+        index = matcher.server.realtime.indexes.get("m", "north")
         for step in range(12):
             refs = sorted(truth)
             replaced = [refs[i] for i in rng.choice(len(refs), 40, replace=False)]

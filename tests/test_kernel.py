@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from blindmatch.client.encode import encode_csv
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import load_schema
-from blindmatch.matcher import kernel
-from blindmatch.matcher._anonlink import dice_coefficient_accelerated
+from blindmatch.matcher.core import kernel
+from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
 from tests.conftest import FEBRL4
 
 PATHS = kernel.paths()
@@ -166,5 +166,5 @@ def test_bad_input_is_refused() -> None:
 
 def test_the_native_kernel_is_built_here() -> None:
     # CI builds it with `make install`; without it everything still works, slowly.
-    assert kernel.NATIVE, "matcher/_kernel.c did not build: see `pip install -e .` output"
+    assert kernel.NATIVE, "matcher/core/_kernel.c did not build: see `pip install -e .` output"
     assert Path(kernel._kernel.__file__).exists()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blindmatch.matcher._anonlink import dice_coefficient_accelerated, greedy_solve
-from blindmatch.matcher.compare import compare_chunk, merge, plan_chunks
-from blindmatch.matcher.disclose import Hit, Level, disclose
-from blindmatch.matcher.runs import match
-from blindmatch.matcher.solve import dice, solve
+from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated, greedy_solve
+from blindmatch.matcher.core.compare import compare_chunk, merge, plan_chunks
+from blindmatch.matcher.core.disclose import Hit, disclose
+from blindmatch.matcher.core.solve import dice, solve
+from blindmatch.matcher.domain import Level
+from blindmatch.matcher.usecases.runs import match
 
 
 def noisy_copies(rng: np.random.Generator, clks: np.ndarray, flips: int) -> np.ndarray:

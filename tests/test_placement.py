@@ -13,8 +13,8 @@ import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
-from blindmatch.matcher import kernel
-from blindmatch.matcher.index import MemberIndex, Segment, as_words, search_snapshots
+from blindmatch.matcher.core import kernel
+from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search_snapshots
 from blindmatch.matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
 from tests.conftest import Matcher
 from tests.test_rtindex import partner_indexes
@@ -62,7 +62,7 @@ def test_a_placed_matcher_keeps_its_request_threads_on_one_core(
     everywhere = set(os.sched_getaffinity(0))
     realtime, runs = matcher.server.realtime, matcher.server.runs
     # The query log writes on the request core; batch runs keep every core.
-    assert cpus_of(realtime.qlog._thread.native_id or 0) == set(placed.request_cpus)
+    assert cpus_of(realtime.query_log._thread.native_id or 0) == set(placed.request_cpus)
     assert cpus_of(runs._thread.native_id or 0) == everywhere
     # The thread that started the matcher (this test's) is back where it was.
     assert set(os.sched_getaffinity(0)) == everywhere
@@ -74,7 +74,7 @@ def test_a_placed_matcher_keeps_its_request_threads_on_one_core(
 def test_an_index_merge_started_by_a_request_runs_on_every_core(
     matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 50)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     seen: list[set[int]] = []
     build = Segment.build.__func__
 
@@ -91,7 +91,7 @@ def test_an_index_merge_started_by_a_request_runs_on_every_core(
         for rows in (range(300), range(300, 400)):  # the second change crosses the merge point
             puts = [(f"r{i}", clks[i].tobytes()) for i in rows]
             north.change_index("m", clk_bits=CLK_BITS, fingerprint=bytes(range(32)), puts=puts)
-    assert matcher.server.realtime._indexes[("m", "north")].wait_merged(timeout=60)
+    assert matcher.server.realtime.indexes.get("m", "north").wait_merged(timeout=60)
     assert seen and all(cpus == set(os.sched_getaffinity(0)) for cpus in seen)
     assert set(os.sched_getaffinity(0)) != set(placed.request_cpus)
 
@@ -100,7 +100,7 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
     matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert start_lookups(placed) > 0  # running (started by the matcher above)
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
     rng = np.random.default_rng(5)
     pop = Population(8000, 5)
     clks = pop.encode(np.arange(6000), rng, np.zeros(6000, dtype=bool))
@@ -118,7 +118,7 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
 def test_a_forked_child_looks_up_without_the_pool(
     matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
     rng = np.random.default_rng(6)
     clks = Population(3000, 6).encode(np.arange(2000), rng, np.zeros(2000, dtype=bool))
     snapshots = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blindmatch.protos import check
+from blindmatch.protos import freshness
 
 
 def test_generated_code_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
-    assert check.main() == 0, capsys.readouterr().err
+    assert freshness.main() == 0, capsys.readouterr().err

@@ -12,7 +12,7 @@ from blindmatch.client.api import ProjectTokens
 from blindmatch.client.encode import read_secret
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import NotFoundError
-from blindmatch.matcher.audit import ACTIONS
+from blindmatch.matcher.core.audit import ACTIONS
 from tests.conftest import Matcher, Org
 from tests.support import db_rows
 from tests.test_flow import encode
@@ -60,7 +60,7 @@ def test_every_query_is_in_the_audit_log_with_its_purpose(
         index_all(south, "trial", encoded["south"])
     with matcher.member(project.tokens["north"]) as north:
         assert ask(north, "trial", person(secret_file, **GRACE)) == ["south"]
-    matcher.server.realtime.qlog.flush()
+    matcher.server.realtime.query_log.flush()
     rows = audit_rows(matcher.data_dir)
     actions = [r[3] for r in rows]
     assert "index.change" in actions

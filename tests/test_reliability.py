@@ -25,8 +25,8 @@ from blindmatch.client.api import MatcherClient, ProjectTokens
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
 from blindmatch.client.retry import NO_RETRY, RetryPolicy
-from blindmatch.matcher.check import check_data_dir
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.conftest import ADMIN_TOKEN, Matcher

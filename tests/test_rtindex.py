@@ -11,13 +11,13 @@ from benchmarks.rtrecall import graded
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client.api import MatcherClient
 from blindmatch.client.errors import RejectedError
-from blindmatch.matcher import hugepages, kernel
-from blindmatch.matcher._anonlink import dice_coefficient_accelerated
-from blindmatch.matcher.index import MemberIndex, Segment, as_words, search, search_snapshots
-from blindmatch.matcher.lshindex import (
-    LshPlan,
+from blindmatch.matcher.core import hugepages, kernel
+from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
+from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search, search_snapshots
+from blindmatch.matcher.core.lshindex import (
     LshTable,
-    plan,
+    TablePlan,
+    plan_tables,
     search_many,
     sketch_cut,
     sketch_positions,
@@ -94,7 +94,7 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
     clks = indexed[:20_000]
     words = as_words(clks, CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
-    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
     table = LshTable.build(words, lsh_plan, 0.8)
     for q in queries[::10]:
@@ -127,9 +127,9 @@ def test_a_query_with_thousands_of_candidates_finds_each_once(
         assert looked >= table.plan.bands * len(copies)  # each copy under every band's key
 
 
-def small_plan(words: np.ndarray) -> LshPlan:
+def small_plan(words: np.ndarray) -> TablePlan:
     """A plan for a few thousand synthetic CLKs at threshold 0.8."""
-    lsh_plan = plan(len(words), CLK_BITS, 420.0, 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, 420.0, 0.54, 0.8)
     assert lsh_plan is not None
     return lsh_plan
 
@@ -144,7 +144,7 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
     full = small_plan(words)
     for radius in (0, 1, 2):
-        lsh_plan = LshPlan(full.positions[:4, :12], radius, 0.0, 0.0)
+        lsh_plan = TablePlan(full.positions[:4, :12], radius, 0.0, 0.0)
         table = LshTable.build(words, lsh_plan, 0.7)
         for q in as_words(queries[::40], CLK_BITS):
             rows, sims, looked, read = table.search_counted(words, popcounts, q, 0.7)
@@ -173,8 +173,8 @@ def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict
 def test_one_call_searches_every_partner_as_one_search_each_would(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 50)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     indexes = partner_indexes(indexed, {"east": 0, "north": 2000, "south": 4000}, 3000)
     small = MemberIndex.load(CLK_BITS, ["w0"], as_words(indexed[:1], CLK_BITS), threshold=0.8)
@@ -205,8 +205,8 @@ def test_one_call_searches_every_partner_as_one_search_each_would(
 def test_changes_are_seen_by_the_next_query_with_lsh_tables(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 500)
-    monkeypatch.setattr("blindmatch.matcher.index.COMPACT_MIN", 50)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     n = 4000
     refs = [f"r{i}" for i in range(n)]
@@ -244,7 +244,7 @@ def test_changes_are_seen_by_the_next_query_with_lsh_tables(
 def test_a_large_index_is_queried_through_lsh_over_grpc(
     matcher: Matcher, people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
     indexed, queries = people
     with matcher.operator() as op:
         project = op.create_project("big", ["north", "west"])
@@ -253,7 +253,7 @@ def test_a_large_index_is_queried_through_lsh_over_grpc(
     with MatcherClient(matcher.target, project.tokens["north"]) as north:
         puts = [(f"r{i}", indexed[i].tobytes()) for i in range(n)]
         north.change_index("big", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
-    index = matcher.server.realtime._indexes[("big", "north")]
+    index = matcher.server.realtime.indexes.get("big", "north")
     assert index.snapshot.main.lsh is not None
     with (
         MatcherClient(matcher.target, project.tokens["west"]) as west,
@@ -282,7 +282,7 @@ def test_a_restarted_matcher_warms_its_tables_without_querying(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
     indexed, _ = people
     data_dir = tmp_path / "data"
     server = create_server("127.0.0.1:0", data_dir, "admin")
@@ -341,7 +341,7 @@ def test_the_sketch_screen_keeps_every_match_and_skips_most_rows(
     indexed, queries = people
     words = as_words(indexed, CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
-    lsh_plan = plan(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
+    lsh_plan = plan_tables(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
     screened = LshTable.build(words, lsh_plan, 0.8)
     unscreened = LshTable.build(words, lsh_plan, 0.0)  # cuts of 0.0 let every row through

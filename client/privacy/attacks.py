@@ -152,7 +152,7 @@ def cluster_encodings(
     encodings: npt.NDArray[np.uint8], similarity: float = CLUSTER_DICE
 ) -> npt.NDArray[np.intp]:
     """A cluster label per row: identical rows share one, and so do rows with Dice >= similarity."""
-    from blindmatch.matcher.compare import Chunk, compare_chunk
+    from blindmatch.matcher.core.compare import Chunk, compare_chunk
 
     unique, inverse = np.unique(encodings, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

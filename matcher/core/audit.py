@@ -1,0 +1,248 @@
+"""The audit log's rules: events, the keyed hash chain, verification, member views.
+
+Pure functions and dataclasses. storage/audit_log.py keeps the entries in SQLite,
+each appended in the same transaction as the change it records, so a change and
+its entry are stored together or not at all; a disclosure is recorded before a
+single result leaves the matcher (usecases/results.py).
+
+The chain: entry n carries `prev_hash` (entry n-1's hash; `GENESIS` for the
+first) and `hash = HMAC-SHA256(key, canonical(entry n))`, where the canonical
+form covers every field including `seq` and `prev_hash`. Editing an entry
+breaks its own hash; deleting or moving one breaks the `seq` run and the next
+entry's `prev_hash`; forging a replacement needs the key, which lives in a file
+beside (or away from) the database. Cutting entries off the *end* leaves a
+valid shorter chain, which only an anchor recorded elsewhere can expose (see
+`verify`). docs/security.md explains the choice.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from blindmatch.matcher.domain import MAX_PURPOSE
+from blindmatch.matcher.errors import InvalidArgument
+
+GENESIS = "0" * 64
+OPERATOR = "operator"
+MATCHER = "matcher"
+WITHHELD = "(withheld: ask the operator)"
+
+# Every action the matcher records, and when. docs/security.md repeats this list.
+ACTIONS = {
+    "project.create": "the operator created a project",
+    "project.describe": "a member read the project's state (partners' upload status)",
+    "project.expire": "the retention sweep deleted an expired project's encodings and results",
+    "token.rotate": "the operator issued a member a new token (the old one stopped working)",
+    "token.revoke": "the operator revoked a member's token",
+    "consent.set": "a member changed the most it lets partners learn about it",
+    "upload": "a member's upload was stored (replacing its earlier one)",
+    "run.start": "a member started a matching run",
+    "run.done": "a run finished and its links were stored",
+    "run.failed": "a run failed",
+    "results.disclose": "results were disclosed to a member (who learnt what about whom)",
+    "erase": "a member erased its uploads and the results involving them",
+    "index.change": "a member added, replaced or removed records of its standing index (counts)",
+    "query": "a member queried partners' standing indexes (records asked, what was disclosed)",
+    "query.refused": "a query or watch was refused by a quota or rate limit",
+    "watch": "a member opened a watch on some records",
+    "watch.notify": "a watching member was told that a partner now holds one of its records",
+    "query.limits": "the operator changed query limits or whether watching is allowed",
+    "audit.export": "someone exported (part of) the audit log",
+    "audit.verify": "the operator verified the audit log",
+}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened; the store adds seq, time and the chain."""
+
+    actor: str
+    action: str
+    project: str = ""
+    member: str = ""  # the member acted on or disclosed to
+    purpose: str = ""
+    disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> what of it
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    time: float
+    actor: str
+    action: str
+    project: str
+    member: str
+    purpose: str
+    disclosed: dict[str, str]
+    detail: dict[str, object]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "action": self.action,
+            "project": self.project,
+            "member": self.member,
+            "purpose": self.purpose,
+            "disclosed": self.disclosed,
+            "detail": self.detail,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _dumps(value: object) -> str:
+    return _CANONICAL_JSON.encode(value)
+
+
+def _plain(detail: Mapping[str, object]) -> dict[str, object]:
+    """`detail` as JSON reads it back (tuples become lists, and so on)."""
+    if all(type(k) is str and type(v) in _PLAIN for k, v in detail.items()):
+        return dict(detail)  # already what a JSON round trip gives
+    return json.loads(_dumps(dict(detail)))
+
+
+def _canonical(fields: dict[str, object]) -> bytes:
+    fields["time"] = repr(float(fields["time"]))  # type: ignore[arg-type]  # exact round trip
+    return _dumps(fields).encode("utf-8")
+
+
+def canonical(entry: Entry) -> bytes:
+    """The bytes the hash covers: every field but `hash`, in a fixed order."""
+    body = entry.to_dict()
+    del body["hash"]
+    return _canonical(body)
+
+
+def entry_hash(key: bytes, entry: Entry) -> str:
+    return hmac.digest(key, canonical(entry), "sha256").hex()
+
+
+def seal(key: bytes, seq: int, time: float, event: Event, prev_hash: str) -> Entry:
+    """The next entry of the chain, hash included."""
+    disclosed = dict(sorted(event.disclosed.items()))
+    detail = _plain(event.detail)
+    body: dict[str, object] = {
+        "seq": seq,
+        "time": time,
+        "actor": event.actor,
+        "action": event.action,
+        "project": event.project,
+        "member": event.member,
+        "purpose": event.purpose,
+        "disclosed": disclosed,
+        "detail": detail,
+        "prev_hash": prev_hash,
+    }
+    digest = hmac.digest(key, _canonical(body), "sha256").hex()
+    return Entry(
+        seq, time, event.actor, event.action, event.project, event.member, event.purpose,
+        disclosed, detail, prev_hash, digest,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    problems: list[str]
+
+
+def verify(
+    key: bytes, entries: Iterable[Entry], anchor: tuple[int, str] | None = None
+) -> Verification:
+    """Check the chain in storage order (by seq); name every entry that is wrong.
+
+    `anchor` is (seq, hash) of an entry recorded outside the matcher earlier:
+    it must still be there, unchanged. Without one, entries cut off the end of
+    the log cannot be told from entries never written.
+    """
+    problems: list[str] = []
+    expected_seq, prev, count = 1, GENESIS, 0
+    anchor_seen = False
+    head_seq, head_hash = 0, GENESIS
+    for entry in entries:
+        count += 1
+        if entry.seq != expected_seq:
+            if entry.seq > expected_seq:
+                what = f"entries {expected_seq}..{entry.seq - 1} are missing"
+            else:
+                what = "it is out of order"
+            problems.append(f"entry {entry.seq}: expected seq {expected_seq}; {what}")
+        if entry.prev_hash != prev:
+            problems.append(
+                f"entry {entry.seq}: prev_hash does not match the hash of the entry before it "
+                "(an entry was removed, moved or replaced)"
+            )
+        if not hmac.compare_digest(entry_hash(key, entry), entry.hash):
+            problems.append(f"entry {entry.seq}: its hash does not match its content (edited)")
+        if anchor and entry.seq == anchor[0]:
+            anchor_seen = True
+            if not hmac.compare_digest(entry.hash, anchor[1]):
+                problems.append(f"entry {entry.seq}: hash differs from the anchor you recorded")
+        prev, expected_seq = entry.hash, entry.seq + 1
+        head_seq, head_hash = entry.seq, entry.hash
+    if anchor and not anchor_seen:
+        problems.append(
+            f"anchor entry {anchor[0]} is not in the log (the log was cut short after it)"
+        )
+    return Verification(not problems, count, head_seq, head_hash, problems)
+
+
+def concerns(entry: Entry, project: str, member: str) -> bool:
+    """Whether a member of `project` may see this entry in its own audit export.
+
+    It sees what it did, what was done to it or disclosed to it, every
+    disclosure of its own information, and events about the whole project.
+    """
+    if entry.project != project:
+        return False
+    return entry.actor == member or entry.member in (member, "") or member in entry.disclosed
+
+
+def member_view(entry: Entry, member: str) -> Entry:
+    """The entry as a member sees it: other actors' purposes are withheld.
+
+    A partner's case reference can itself be sensitive; the member whose data
+    was disclosed sees that it was, to whom and how much, and asks the operator
+    for the justification.
+    """
+    if entry.actor == member or not entry.purpose:
+        return entry
+    return Entry(**{**entry.__dict__, "purpose": WITHHELD})
+
+
+def check_purpose(purpose: str, *, required: bool, project: str) -> str:
+    """A request's purpose, tidied; refused when missing where the project requires one."""
+    purpose = purpose.strip()
+    if len(purpose) > MAX_PURPOSE:
+        raise InvalidArgument(f"purpose: {len(purpose)} characters; at most {MAX_PURPOSE}")
+    if _CONTROL.search(purpose):
+        raise InvalidArgument("purpose: control characters (newlines, tabs, ...) are not allowed")
+    if required and not purpose:
+        raise InvalidArgument(
+            f"purpose: project {project!r} requires a purpose (a case reference, say) for "
+            'every results request; pass --purpose "..."'
+        )
+    return purpose

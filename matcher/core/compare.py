@@ -1,0 +1,107 @@
+"""Comparing CLKs: independent chunks in, candidate pairs out.
+
+A chunk compares a slice of one member's CLKs with a slice of another's. The
+functions here are pure (arrays in, arrays out), free of storage and gRPC, so
+an executor can run chunks on local threads today and on a distributed engine
+later. The similarity kernel is `core.kernel` (native, AVX-512 where the CPU
+has it), which finds exactly the pairs and scores anonlink's
+`dice_coefficient_accelerated` finds, several times faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core._anonlink import split_to_chunks
+from blindmatch.matcher.core.kernel import dice_candidates
+
+# About this many comparisons per chunk: big enough to amortise the call (the
+# kernel sorts and re-lays out both slices), small enough for steady progress
+# reports (docs/performance.md times one).
+CHUNK_COMPARISONS = 200_000_000
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows [a_start, a_stop) of dataset `a` against rows [b_start, b_stop) of `b`."""
+
+    a: int
+    a_start: int
+    a_stop: int
+    b: int
+    b_start: int
+    b_stop: int
+
+    @property
+    def comparisons(self) -> int:
+        return (self.a_stop - self.a_start) * (self.b_stop - self.b_start)
+
+
+@dataclass
+class Candidates:
+    """Candidate pairs: similarity, (dataset, dataset), (row, row), one entry per pair."""
+
+    sims: npt.NDArray[np.float64]
+    dset0: npt.NDArray[np.uint32]
+    dset1: npt.NDArray[np.uint32]
+    rec0: npt.NDArray[np.uint32]
+    rec1: npt.NDArray[np.uint32]
+
+    def __len__(self) -> int:
+        return len(self.sims)
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        u = np.empty(0, dtype=np.uint32)
+        return cls(np.empty(0, dtype=np.float64), u, u.copy(), u.copy(), u.copy())
+
+
+def plan_chunks(sizes: Sequence[int], chunk_comparisons: int = CHUNK_COMPARISONS) -> list[Chunk]:
+    """Split every pair of datasets into chunks of about `chunk_comparisons` each."""
+    chunks = []
+    for info in split_to_chunks(chunk_comparisons, dataset_sizes=list(sizes)):
+        (a, (a0, a1)), (b, (b0, b1)) = ((d["datasetIndex"], d["range"]) for d in info)
+        chunks.append(Chunk(a, a0, a1, b, b0, b1))
+    return chunks
+
+
+def compare_chunk(
+    chunk: Chunk, datasets: Sequence[npt.NDArray[np.uint8]], threshold: float
+) -> Candidates:
+    """All pairs in `chunk` with Dice similarity >= `threshold`.
+
+    `datasets[i]` is an (n_i, clk_bytes) uint8 array of dataset i's CLKs.
+    """
+    a = datasets[chunk.a][chunk.a_start : chunk.a_stop]
+    b = datasets[chunk.b][chunk.b_start : chunk.b_stop]
+    sims, ia, ib = dice_candidates(a, b, threshold)
+    n = len(sims)
+    return Candidates(
+        sims.copy(),
+        np.full(n, chunk.a, dtype=np.uint32),
+        np.full(n, chunk.b, dtype=np.uint32),
+        ia + np.uint32(chunk.a_start),
+        ib + np.uint32(chunk.b_start),
+    )
+
+
+def merge(parts: Sequence[Candidates]) -> Candidates:
+    """One candidate set, ordered as anonlink's solvers expect.
+
+    Decreasing similarity, ties broken by dataset then row indices, so the
+    result is the same however the work was chunked.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Candidates.empty()
+    sims = np.concatenate([p.sims for p in parts])
+    d0 = np.concatenate([p.dset0 for p in parts])
+    d1 = np.concatenate([p.dset1 for p in parts])
+    r0 = np.concatenate([p.rec0 for p in parts])
+    r1 = np.concatenate([p.rec1 for p in parts])
+    order = np.lexsort((r1, r0, d1, d0, -sims))
+    return Candidates(sims[order], d0[order], d1[order], r0[order], r1[order])

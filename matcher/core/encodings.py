@@ -1,0 +1,56 @@
+"""Which CLKs may meet: one CLK length and one keyed (schema, secret) fingerprint a project.
+
+The one compatibility rule for everything a project holds or is asked: uploads for batch
+runs, standing indexes, real-time queries and watches. CLKs of another length, or made
+with another schema or secret, would compare as noise; they are refused, naming what the
+project already holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from blindmatch.matcher.core.tokens import same_hash
+from blindmatch.matcher.domain import FINGERPRINT_BYTES, MAX_CLK_BITS, Encoding
+from blindmatch.matcher.errors import FailedPrecondition, InvalidArgument
+
+
+@dataclass(frozen=True)
+class Held:
+    """Something a project already holds, named for messages ("south's index")."""
+
+    what: str
+    encoding: Encoding
+    plural: bool = False  # "this project's other uploads have ..."
+
+
+def check_clk_bits(clk_bits: int, field: str) -> None:
+    """A CLK length the matcher takes: a whole number of 64-bit words, up to MAX_CLK_BITS."""
+    if clk_bits == 0 or clk_bits % 64 or clk_bits > MAX_CLK_BITS:
+        raise InvalidArgument(
+            f"{field}: {clk_bits} is not a multiple of 64 between 64 and {MAX_CLK_BITS}"
+        )
+
+
+def check_fingerprint(fingerprint: bytes, field: str) -> None:
+    if len(fingerprint) != FINGERPRINT_BYTES:
+        raise InvalidArgument(f"{field}: must be {FINGERPRINT_BYTES} bytes")
+
+
+def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
+    """Refuse CLKs made with another CLK length, schema or secret than the project's."""
+    for h in held:
+        other = h.encoding
+        if other.clk_bits != encoding.clk_bits:
+            has = "have" if h.plural else "has"
+            raise FailedPrecondition(
+                f"CLKs of {encoding.clk_bits} bits, but {h.what} {has} {other.clk_bits}-bit "
+                "CLKs; encode with the project's shared schema"
+            )
+        if not same_hash(other.fingerprint, encoding.fingerprint):
+            raise FailedPrecondition(
+                f"these encodings were made with a different schema or secret than {h.what}; "
+                "encode again with the schema and secret agreed for this project (no part of "
+                "either fingerprint is shown: it would help guess the secret)"
+            )

@@ -1,0 +1,148 @@
+"""Record-level CLKs with a fallback CLK: Dice that does not count a missing field against a match.
+
+Used when every upload of a run carries a fallback CLK (schema
+`blindmatch.fallback`, client/encode.py): each uploaded CLK is the usual
+record-level CLK followed by a second record-level CLK of the same record
+*without* some fields (by default the date of birth, which retail exports
+often lack), hashed under keys of its own. The upload header tells the matcher
+only the second CLK's length (`UploadHeader.fallback_bits`).
+
+A record lacks the left-out fields exactly when its two CLKs encode the same
+values, so their popcounts are (nearly) equal; otherwise the first CLK has the
+left-out fields' bits too and is markedly fuller. The matcher reads that from
+popcounts alone (`lacking`), then scores a pair by:
+
+- Dice of the first CLKs when both records have the fields;
+- Dice of the fallback CLKs when either lacks them: what the two records have
+  in common, with the missing field counted neither for nor against.
+
+Candidates are the pairs at or above the threshold under that score: the first
+CLKs' pairs (found as usual, exhaustively or by LSH), with pairs that involve a
+lacking record rescored, plus the fallback CLKs' pairs between a lacking record
+and any record of another member. Everything is a pure function over arrays.
+
+What the matcher learns beyond a plain record-level CLK: which records lack the
+left-out fields (it could already guess from one CLK's popcount), and a second
+record-level CLK per record, whose combinations of values are about as rare as
+the first's (docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.kernel import Clks, dice_candidates
+from blindmatch.matcher.core.solve import dice
+
+# A record lacks the left-out fields when its fallback CLK's popcount is at least this share
+# of its first CLK's. Two hashings of the same values differ by collisions only (ratios
+# 0.94-1.06 measured on the default schema); with the date of birth (35% of the insertions)
+# the first CLK is markedly fuller (ratios 0.57-0.79). Left-out fields carrying under 25% of
+# the insertions would blur the line (`blindmatch schema check` warns).
+LACKING_RATIO = 0.88
+
+
+@dataclass(frozen=True)
+class Split:
+    """Each dataset's first and fallback CLKs, and which of its records lack the fields."""
+
+    first: list[Clks]
+    second: list[Clks]
+    lacking: list[npt.NDArray[np.bool_]]
+
+    @classmethod
+    def of(cls, datasets: Sequence[Clks], fallback_bits: int) -> Split:
+        cut = datasets[0].shape[1] - fallback_bits // 8 if datasets else 0
+        first = [np.ascontiguousarray(d[:, :cut]) for d in datasets]
+        second = [np.ascontiguousarray(d[:, cut:]) for d in datasets]
+        return cls(first, second, [lacking(a, b) for a, b in zip(first, second, strict=True)])
+
+
+def _popcounts(x: Clks) -> npt.NDArray[np.int64]:
+    return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+
+
+def lacking(first: Clks, second: Clks) -> npt.NDArray[np.bool_]:
+    """Records whose fallback CLK is (nearly) as full as their first: they lack the fields."""
+    p1, p2 = _popcounts(first), _popcounts(second)
+    return (p1 > 0) & (p2 >= LACKING_RATIO * p1)
+
+
+def pair_scores(
+    split: Split,
+    d0: npt.NDArray[np.uint32],
+    r0: npt.NDArray[np.uint32],
+    d1: npt.NDArray[np.uint32],
+    r1: npt.NDArray[np.uint32],
+) -> npt.NDArray[np.float64]:
+    """The score of each pair: fallback Dice when either record lacks the fields, else Dice."""
+    out = np.empty(len(d0), dtype=np.float64)
+    for a in np.unique(d0):
+        for b in np.unique(d1):
+            sel = np.flatnonzero((d0 == a) & (d1 == b))
+            if not len(sel):
+                continue
+            ra, rb = r0[sel], r1[sel]
+            either = split.lacking[a][ra] | split.lacking[b][rb]
+            scores = dice(split.first[a][ra], split.first[b][rb])
+            if either.any():
+                scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
+            out[sel] = scores
+    return out
+
+
+def _fallback_pairs(split: Split, threshold: float, workers: int) -> list[Candidates]:
+    """Pairs at or above the threshold on fallback CLKs with a lacking record on either side."""
+    parts = []
+    n = len(split.first)
+    for i in range(n):
+        for j in range(i + 1, n):
+            li, lj = split.lacking[i], split.lacking[j]
+            # (lacking of i) x (all of j), then (the rest of i) x (lacking of j): each pair once.
+            for rows_i, rows_j in ((np.flatnonzero(li), None), (np.flatnonzero(~li), lj)):
+                rows_b = np.arange(len(lj)) if rows_j is None else np.flatnonzero(rows_j)
+                if not len(rows_i) or not len(rows_b):
+                    continue
+                sims, ia, ib = dice_candidates(
+                    split.second[i][rows_i], split.second[j][rows_b], threshold, workers=workers
+                )
+                k = len(sims)
+                parts.append(
+                    Candidates(
+                        sims.astype(np.float64),
+                        np.full(k, i, dtype=np.uint32),
+                        np.full(k, j, dtype=np.uint32),
+                        rows_i[ia].astype(np.uint32),
+                        rows_b[ib].astype(np.uint32),
+                    )
+                )
+    return parts
+
+
+def rescored(
+    first_pairs: Candidates, split: Split, threshold: float, workers: int = 1
+) -> list[Candidates]:
+    """All candidate pairs under the fallback score (see the module docstring), unordered:
+    the first CLKs' pairs between records that both have the fields, and the fallback
+    CLKs' pairs that involve a record lacking them."""
+    keep = np.ones(len(first_pairs), dtype=bool)
+    for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
+        for a, lack in enumerate(split.lacking):
+            sel = np.flatnonzero(dset == a)
+            keep[sel[lack[rec[sel]]]] = False
+    both_have = Candidates(
+        first_pairs.sims[keep],
+        first_pairs.dset0[keep],
+        first_pairs.dset1[keep],
+        first_pairs.rec0[keep],
+        first_pairs.rec1[keep],
+    )
+    return [both_have, *_fallback_pairs(split, threshold, workers)]
+
+
+__all__ = ["LACKING_RATIO", "Split", "lacking", "pair_scores", "rescored"]

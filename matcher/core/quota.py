@@ -1,0 +1,105 @@
+"""Per-member query rate limits and daily quotas, counted in queried records.
+
+A hit/no-hit service is an oracle: a member that may ask without limit can try guessed
+identities until it has enumerated a partner's index. So every queried record counts
+against two limits the operator sets per project (and optionally per member): records
+per minute (a sliding 60-second window) and records per day (a sliding 24-hour window).
+A batch of 100 records costs 100. A refused query costs nothing.
+
+`QueryMeter` is plain in-memory bookkeeping (per-second buckets for the minute, per-minute
+buckets for the day); the matcher seeds it from the query log at start-up so a restart
+does not reset anyone's quota.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from blindmatch.matcher.domain import QueryQuota
+from blindmatch.matcher.errors import ResourceExhausted
+
+
+class _Usage:
+    def __init__(self) -> None:
+        self.seconds: deque[list[int]] = deque()  # [second, records], last 60 s
+        self.minutes: deque[list[int]] = deque()  # [minute, records], last 24 h
+        # Running sums of the two windows, so a query costs O(1), not O(1440 buckets).
+        self.minute_total = 0
+        self.day_total = 0
+
+    def _expire(self, now: float) -> None:
+        second, minute = int(now), int(now // 60)
+        while self.seconds and self.seconds[0][0] <= second - 60:
+            self.minute_total -= self.seconds.popleft()[1]
+        while self.minutes and self.minutes[0][0] <= minute - 1440:
+            self.day_total -= self.minutes.popleft()[1]
+
+    def used(self, now: float) -> tuple[int, int]:
+        self._expire(now)
+        return self.minute_total, self.day_total
+
+    def add(self, now: float, records: int) -> None:
+        second, minute = int(now), int(now // 60)
+        if self.seconds and self.seconds[-1][0] == second:
+            self.seconds[-1][1] += records
+        else:
+            self.seconds.append([second, records])
+        if self.minutes and self.minutes[-1][0] == minute:
+            self.minutes[-1][1] += records
+        else:
+            self.minutes.append([minute, records])
+        self.minute_total += records
+        self.day_total += records
+
+    def seconds_until_minute_frees(self, now: float, needed: int, limit: int) -> int:
+        """How long until `needed` more records fit in the minute window."""
+        total = sum(n for _, n in self.seconds)
+        for second, n in self.seconds:
+            if total + needed <= limit:
+                break
+            total -= n
+            if total + needed <= limit:
+                return max(1, second + 60 - int(now))
+        return 60
+
+
+class QueryMeter:
+    """Counts each member's queried records and refuses what would exceed its limits."""
+
+    def __init__(self) -> None:
+        self._usage: dict[tuple[str, str], _Usage] = {}
+        self._lock = threading.Lock()
+
+    def seed(self, project: str, member: str, when: float, records: int) -> None:
+        """Count records queried before a restart (from the query log)."""
+        with self._lock:
+            self._usage.setdefault((project, member), _Usage()).add(when, records)
+
+    def take(self, project: str, member: str, records: int, limits: QueryQuota, now: float) -> None:
+        """Count `records` against the member's limits, or raise ResourceExhausted."""
+        with self._lock:
+            usage = self._usage.setdefault((project, member), _Usage())
+            minute, day = usage.used(now)
+            if records > limits.per_minute or minute + records > limits.per_minute:
+                wait = usage.seconds_until_minute_frees(now, records, limits.per_minute)
+                raise ResourceExhausted(
+                    f"query rate limit: {member} may query {limits.per_minute} records per "
+                    f"minute in project {project!r} and has queried {minute} in the last "
+                    f"minute, so these {records} would exceed it; try again in {wait} s "
+                    "(the operator sets limits with `blindmatch admin query-limits`)"
+                )
+            if day + records > limits.per_day:
+                raise ResourceExhausted(
+                    f"query quota: {member} may query {limits.per_day} records per 24 hours in "
+                    f"project {project!r} and has queried {day}, so these {records} would "
+                    "exceed it; ask the operator to raise it (`blindmatch admin query-limits`) "
+                    "or try again later"
+                )
+            usage.add(now, records)
+
+    def used(self, project: str, member: str, now: float) -> tuple[int, int]:
+        """Records queried in the last minute and the last 24 hours."""
+        with self._lock:
+            usage = self._usage.get((project, member))
+            return usage.used(now) if usage else (0, 0)

@@ -1,0 +1,92 @@
+"""The query volume report: who queried how much, and which volumes look like probing.
+
+A hit/no-hit service is an oracle; quotas bound how fast a member can ask, and this report
+shows the operator what each member asked within them (`blindmatch admin query-report`).
+Pure: it reads query log entries, nothing else.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from blindmatch.matcher.domain import DEFAULT_QUOTA, QueryQuota, QueryRecord
+
+
+@dataclass(frozen=True)
+class QueryVolume:
+    """One member's query volume over a window, and why it looks unusual (if it does)."""
+
+    member: str
+    queries: int
+    records: int
+    records_with_hits: int
+    peak_per_minute: int
+    per_day_limit: int
+    distinct_purposes: int
+    refused: int
+    flags: tuple[str, ...]
+
+
+# A member is flagged when its volume is this many times the median of its project's
+# members (and at least MIN_FLAGGED records), when it used this share of its daily quota,
+# or when many records yield almost no hits (the signature of enumeration).
+VOLUME_FACTOR = 3.0
+MIN_FLAGGED = 50
+QUOTA_SHARE = 0.8
+PROBE_RECORDS = 100
+PROBE_HIT_RATE = 0.01
+
+
+def volume_report(
+    entries: Sequence[QueryRecord],
+    members: Sequence[str],
+    limits: Mapping[str, QueryQuota],
+    hours: int,
+) -> list[QueryVolume]:
+    """Per-member query volume over the window `entries` cover, unusual volume flagged."""
+    by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
+    for e in entries:
+        by_member.setdefault(e.member, []).append(e)
+    records = {m: sum(e.records for e in es if not e.refused) for m, es in by_member.items()}
+    median = statistics.median(records.values()) if records else 0
+    window_days = max(hours / 24.0, 1e-9)
+    report = []
+    for member, es in sorted(by_member.items()):
+        answered = [e for e in es if not e.refused]
+        per_minute: dict[int, int] = {}
+        for e in answered:
+            per_minute[int(e.time // 60)] = per_minute.get(int(e.time // 60), 0) + e.records
+        n = records[member]
+        hits = sum(e.records_with_hits for e in answered)
+        limit = limits.get(member, DEFAULT_QUOTA)
+        flags = []
+        others = [records[m] for m in records if m != member]
+        baseline = statistics.median(others) if others else median
+        if n >= MIN_FLAGGED and n > VOLUME_FACTOR * baseline:
+            flags.append(
+                f"{n} records queried, over {VOLUME_FACTOR:g}x the other members' median "
+                f"({baseline:g})"
+            )
+        if n >= QUOTA_SHARE * limit.per_day * window_days:
+            flags.append(f"used {n / (limit.per_day * window_days):.0%} of its quota")
+        if n >= PROBE_RECORDS and hits <= PROBE_HIT_RATE * n:
+            flags.append(f"{hits} of {n} queried records hit: looks like probing")
+        refused = len(es) - len(answered)
+        if refused:
+            flags.append(f"{refused} queries refused for exceeding limits")
+        report.append(
+            QueryVolume(
+                member=member,
+                queries=len(answered),
+                records=n,
+                records_with_hits=hits,
+                peak_per_minute=max(per_minute.values(), default=0),
+                per_day_limit=limit.per_day,
+                distinct_purposes=len({e.purpose for e in answered}),
+                refused=refused,
+                flags=tuple(flags),
+            )
+        )
+    return report

@@ -1,0 +1,181 @@
+"""The matcher's domain model: disclosure levels, projects, uploads, runs, and every limit.
+
+Storage, the pure core, the use cases and the gRPC edge all speak in these types; each is
+defined here once. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from blindmatch.matcher.errors import AlreadyExists
+
+# -- time ----------------------------------------------------------------------------------------
+
+DAY = 86_400.0  # seconds
+
+# -- projects ------------------------------------------------------------------------------------
+
+DEFAULT_THRESHOLD = 0.8  # Dice similarity (a match probability for field-level encodings)
+MAX_MEMBERS = 64
+DEFAULT_RETENTION = 180 * DAY  # a project's data is deleted this long after its creation
+MAX_RETENTION = 3653 * DAY  # ten years
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # project and member names
+
+# -- encodings and uploads -----------------------------------------------------------------------
+
+MAX_CLK_BITS = 8192
+FINGERPRINT_BYTES = 32  # the keyed (schema, secret) fingerprint every encoding carries
+MAX_RECORDS = 50_000_000  # per upload
+MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
+CLIENT_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+# -- real-time -----------------------------------------------------------------------------------
+
+MAX_QUERY_RECORDS = 1_000  # per query or watch
+MAX_INDEX_RECORDS = 50_000_000  # per standing index
+REF_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # standing-index record references
+MAX_PURPOSE = 200  # characters
+
+# -- calls in flight (per member, and query streams in all) -------------------------------------
+
+DEFAULT_STREAMS_PER_MEMBER = 4  # uploads, result fetches and run watches
+QUERY_STREAMS_PER_MEMBER = 24
+QUERY_STREAMS_IN_ALL = 48
+QUERY_STREAM_IDLE_SECONDS = 300.0
+
+
+def valid_name(name: str) -> bool:
+    """Whether `name` may name a project or a member."""
+    return bool(NAME_RE.match(name))
+
+
+class Level(enum.IntEnum):
+    """Disclosure levels, least to most.
+
+    The numbers are the wire's (protos' `Disclosure`) and the database's; `label` is the
+    name the command line, the audit log and the docs use. What each level shows is the
+    ladder in `core.disclose`.
+    """
+
+    COUNT = 1
+    HITS = 2
+    MAPPING = 3
+    SCORES = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# For messages: "count=1, hits=2, mapping=3, scores=4" and "count, hits, mapping or scores".
+LEVEL_NUMBERS = ", ".join(f"{level.label}={int(level)}" for level in Level)
+LEVEL_CHOICES = ", ".join(level.label for level in Level if level < Level.SCORES) + " or scores"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    disclosure: Level
+    threshold: float
+    blocking: str = "auto"  # auto | exhaustive | lsh (see usecases.runs.choose_method)
+    require_purpose: bool = False
+    expires: float = 0.0  # seconds since 1970; its data is deleted then
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint."""
+
+    clk_bits: int
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    project: str
+    member: str
+    record_count: int
+    clk_bits: int
+    fingerprint: bytes
+    sha256: str
+
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding(self.clk_bits, self.fingerprint)
+
+
+def retried_upload(
+    earlier: Upload, client_upload_id: str, *, sha256: str, record_count: int, clk_bits: int
+) -> Upload:
+    """`earlier`, acknowledged under `client_upload_id`, when this upload is a retry of it.
+
+    Idempotent retries: the same client-chosen id with the same content is the same upload;
+    the same id with other content is refused (the id was reused by mistake).
+    """
+    if (earlier.sha256, earlier.record_count, earlier.clk_bits) != (sha256, record_count, clk_bits):
+        raise AlreadyExists(
+            f"header.client_upload_id: {client_upload_id!r} was already used for a different "
+            "upload; use a new id for new content"
+        )
+    return earlier
+
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+RUN_STATES = (QUEUED, RUNNING, DONE, FAILED)
+ACTIVE = (QUEUED, RUNNING)  # a run in one of these reads its inputs' CLK files
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    project: str
+    state: str  # one of RUN_STATES
+    stage: str
+    work_done: int
+    work_total: int
+    groups: int
+    message: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing a member deleted."""
+
+    uploads: int
+    links: int
+
+
+@dataclass(frozen=True)
+class QueryQuota:
+    """How many records a member may query: a sliding minute and a sliding day."""
+
+    per_minute: int
+    per_day: int
+
+
+# What a member may query when the operator has set nothing.
+DEFAULT_QUOTA = QueryQuota(per_minute=1_000, per_day=10_000)
+
+QUERY, WATCH, NOTIFY = "query", "watch", "notify"
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One query, watch or notification, answered or refused: what the query log keeps
+    (all but `disclosed`) and the audit log records (never its CLKs)."""
+
+    time: float
+    project: str
+    member: str  # who asked
+    kind: str  # QUERY, WATCH or NOTIFY
+    purpose: str
+    records: int
+    records_with_hits: int = 0
+    refused: str = ""  # why it was refused; empty when answered
+    disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> level label

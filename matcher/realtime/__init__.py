@@ -1,0 +1,7 @@
+"""The real-time side: standing indexes, instant queries, watches, and the query log.
+
+engine.py     Realtime: answers queries and watches, changes indexes, sets limits
+indexes.py    every member's standing index, durable and in memory
+watches.py    open watches and their notifications
+querylog.py   every query, watch and notification recorded (server, query and audit log)
+"""

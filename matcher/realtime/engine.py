@@ -1,0 +1,296 @@
+"""Real-time hit/no-hit: instant queries against standing indexes, watches, quotas.
+
+How a query is answered, in order (`Realtime.query`):
+
+1. check the request: a purpose, CLKs of a valid length, and the project's CLK length
+   and (schema, secret) fingerprint (`core.encodings.check_compatible`);
+2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`);
+3. search every partner's standing index (indexes.py; `core.index`: LSH look-up plus
+   exact Dice);
+4. reduce what was found to what each partner allows: the lesser of the project's level
+   and the partner's consent, read off the one disclosure ladder (`core.disclose`);
+5. record the query, answered or refused, with its purpose, in the server log, the query
+   log and the audit log (querylog.py).
+
+Query encodings are used for the search and dropped with the reply: nothing of them is
+written anywhere. Watches (watches.py) keep their CLKs in memory only while the member's
+stream is open, and only in projects where the operator allowed watching.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.disclose import (
+    QueryDisclosure,
+    disclose_query,
+    effective_level,
+    effective_levels,
+)
+from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
+from blindmatch.matcher.core.index import as_words, search_snapshots
+from blindmatch.matcher.core.quota import QueryMeter
+from blindmatch.matcher.core.volume import QueryVolume, volume_report
+from blindmatch.matcher.domain import (
+    DAY,
+    DEFAULT_QUOTA,
+    MAX_QUERY_RECORDS,
+    QUERY,
+    WATCH,
+    Encoding,
+    Level,
+    Project,
+    QueryQuota,
+    QueryRecord,
+)
+from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
+from blindmatch.matcher.realtime.querylog import QueryLog
+from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
+from blindmatch.matcher.storage.index_store import IndexStore
+from blindmatch.matcher.storage.store import Store
+
+# How often an open watch looks whether its stream is still open.
+WATCH_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    disclosed: QueryDisclosure
+    partners: list[str]  # whose standing indexes were searched
+    level: Level  # the project's disclosure level
+
+
+class Realtime:
+    """Standing indexes (loaded at start-up), queries, limits, watches and their log."""
+
+    def __init__(
+        self,
+        store: Store,
+        data_dir: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        merge_cpus: frozenset[int] | None = None,
+    ) -> None:
+        """`merge_cpus`: where the indexes' background merges run (None: where the
+        change that starts one is handled)."""
+        self.store = store
+        self.index_store = IndexStore(data_dir)
+        self.clock = clock
+        self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
+        self.watches = Watches()
+        self.meter = QueryMeter()
+        for e in self.index_store.logged_queries(self.clock() - DAY):
+            if not e.refused:
+                self.meter.seed(e.project, e.member, e.time, e.records)
+        self.query_log = QueryLog(self.index_store, audit_sink=store.audit.append_all)
+
+    def close(self) -> None:
+        self.query_log.close()
+        self.index_store.close()
+
+    # -- standing indexes --------------------------------------------------------------------
+
+    def change_index(
+        self,
+        project: str,
+        member: str,
+        encoding: Encoding,
+        puts: Sequence[tuple[str, bytes]],
+        removes: Sequence[str],
+    ) -> ChangeSummary:
+        """Apply one member's change (durable, then visible to the next query), record it,
+        and tell the other members' watches about the records it put."""
+        self.store.project(project)  # expired: NotFound, like every member call
+        summary, put_words = self.indexes.change(project, member, encoding, puts, removes)
+        if put_words is None:
+            return summary  # an empty change: nothing happened
+        self.store.audit.append(
+            audit.Event(
+                member,
+                "index.change",
+                project,
+                member,
+                detail={
+                    "added": summary.added,
+                    "replaced": summary.replaced,
+                    "removed": summary.removed,
+                    "record_count": summary.record_count,
+                },
+            )
+        )
+        if puts and self.watches.watching(project, besides=member):
+            live = self.store.project(project)
+            level = effective_level(live.disclosure, self.store.consents(project).get(member))
+            refs = [r for r, _ in puts]
+            self.watches.notify(
+                live, member, level, refs, put_words, self.query_log.record, self.clock
+            )
+        return summary
+
+    def list_index(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
+        """(clk_bits, refs, digests) of the member's index."""
+        self.store.project(project)  # expired: NotFound, like every member call
+        return self.indexes.listing(project, member)
+
+    def erase_member(self, project: str, member: str) -> None:
+        """Forget a member's standing index, on disk and in memory (erasure)."""
+        self.indexes.erase_member(project, member)
+
+    def erase_project(self, project: str) -> None:
+        """Forget every index, watch and query record of an expired project."""
+        self.indexes.erase_project(project)
+        self.watches.end_project(project, f"project {project!r} expired; its encodings are deleted")
+
+    # -- queries and watches ------------------------------------------------------------------
+
+    def query(
+        self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
+    ) -> QueryResult:
+        """Which partners hold each queried CLK, as far as each partner's level allows."""
+        project = self.store.project(project_name)
+        words = self._check_query(project, purpose, encoding, clks)
+        self._take_quota(project.name, member, QUERY, purpose, len(words))
+        snapshots = self.indexes.snapshots(project.name, besides=member)
+        found = [search_snapshots(snapshots, q, project.threshold) for q in words]
+        levels = effective_levels(
+            project.disclosure, self.store.consents(project.name), member, snapshots
+        )
+        answer = disclose_query(found, levels)
+        self.query_log.record(
+            QueryRecord(
+                self.clock(),
+                project.name,
+                member,
+                QUERY,
+                purpose,
+                len(words),
+                records_with_hits=sum(1 for f in found if any(f.values())),
+                disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
+            )
+        )
+        return QueryResult(answer, list(snapshots), project.disclosure)
+
+    def watch(
+        self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
+    ) -> Watch:
+        """Register a watch; events arrive when a partner later indexes a match."""
+        project = self.store.project(project_name)
+        if project.name not in self.index_store.allow_watch():
+            raise errors.FailedPrecondition(
+                f"watching is not allowed in project {project.name!r}; the operator allows it "
+                "with `blindmatch admin query-limits --allow-watch`"
+            )
+        words = self._check_query(project, purpose, encoding, clks)
+        self._take_quota(project.name, member, WATCH, purpose, len(words))
+        watch = Watch(project.name, member, purpose, words)
+        self.watches.add(watch)
+        self.query_log.record(
+            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words))
+        )
+        return watch
+
+    def follow(self, watch: Watch, is_active: Callable[[], bool]) -> Iterator[Notification]:
+        """A watch's events while `is_active()`; NotFound when the matcher ends the watch."""
+        while is_active():
+            event = watch.next_event(timeout=WATCH_POLL_SECONDS)
+            if watch.ended:
+                raise errors.NotFound(watch.ended)
+            if event is not None:
+                yield event
+
+    def unwatch(self, watch: Watch) -> None:
+        """Forget a watch and its CLKs (when its stream ends)."""
+        self.watches.remove(watch)
+
+    def _check_query(
+        self, project: Project, purpose: str, encoding: Encoding, clks: bytes
+    ) -> np.ndarray:
+        # The same rules as a results request's purpose; a query always needs one.
+        if not audit.check_purpose(purpose, required=False, project=project.name):
+            raise errors.InvalidArgument(
+                "purpose: required; say why you are asking (a case reference, say)"
+            )
+        check_clk_bits(encoding.clk_bits, "clk_bits")
+        check_fingerprint(encoding.fingerprint, "fingerprint")
+        clk_bytes = encoding.clk_bits // 8
+        if not clks or len(clks) % clk_bytes:
+            raise errors.InvalidArgument(
+                f"clks: {len(clks)} bytes is not a whole, non-zero number of "
+                f"{encoding.clk_bits}-bit CLKs"
+            )
+        count = len(clks) // clk_bytes
+        if count > MAX_QUERY_RECORDS:
+            raise errors.InvalidArgument(
+                f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
+            )
+        check_compatible(encoding, self.indexes.held(project.name))
+        return as_words(clks, encoding.clk_bits)
+
+    def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> None:
+        now = self.clock()
+        try:
+            self.meter.take(project, member, n, self.limits_for(project, member), now)
+        except errors.ResourceExhausted as exc:
+            self.query_log.record(
+                QueryRecord(now, project, member, kind, purpose, n, refused=str(exc))
+            )
+            raise
+
+    # -- limits and the volume report ----------------------------------------------------------
+
+    def limits_for(self, project: str, member: str) -> QueryQuota:
+        table = self.index_store.limits()
+        default = table.get((project, ""), (0, 0))
+        own = table.get((project, member), (0, 0))
+        return QueryQuota(
+            per_minute=own[0] or default[0] or DEFAULT_QUOTA.per_minute,
+            per_day=own[1] or default[1] or DEFAULT_QUOTA.per_day,
+        )
+
+    def set_limits(
+        self, project: str, member: str, per_minute: int, per_day: int, allow_watch: bool | None
+    ) -> QueryQuota:
+        self.store.project(project)  # NotFound for an unknown project
+        if member and member not in self.store.members(project):
+            raise errors.NotFound(f"no member {member!r} in project {project!r}")
+        current = self.index_store.limits().get((project, member), (0, 0))
+        per_minute, per_day = per_minute or current[0], per_day or current[1]
+        self.index_store.set_limits(project, member, per_minute, per_day)
+        if allow_watch is not None:
+            self.index_store.set_allow_watch(project, allow_watch)
+        self.store.audit.append(
+            audit.Event(
+                audit.OPERATOR,
+                "query.limits",
+                project,
+                member,
+                detail={
+                    "per_minute": per_minute,
+                    "per_day": per_day,
+                    "allow_watch": allow_watch,
+                },
+            )
+        )
+        return self.limits_for(project, member)
+
+    def watching_allowed(self, project: str) -> bool:
+        return project in self.index_store.allow_watch()
+
+    def report(self, project: str, hours: int) -> list[QueryVolume]:
+        self.store.project(project)
+        self.query_log.flush()
+        entries = [
+            e
+            for e in self.index_store.logged_queries(self.clock() - hours * 3600, project)
+            if e.kind in (QUERY, WATCH)
+        ]
+        members = self.store.members(project)
+        limits = {m: self.limits_for(project, m) for m in members}
+        return volume_report(entries, members, limits, hours)

@@ -1,0 +1,119 @@
+"""Watches: a member's standing question, answered when a partner later indexes a match.
+
+A watch holds its CLKs in memory only while the member's stream is open, and only in
+projects where the operator allowed watching. When a partner's index change puts new
+records, each open watch of another member is searched against just those records; a
+match is disclosed at that partner's level (the same ladder as queries and batch
+results) and recorded as a notification.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blindmatch.matcher.core.disclose import Match, disclose_query
+from blindmatch.matcher.core.index import Segment, search
+from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
+
+# A watch's notification: (watched record, partner, match or None at COUNT).
+Notification = tuple[int, str, Match | None]
+
+
+@dataclass
+class Watch:
+    """A member's open watch: the CLKs it watches and the events waiting for it."""
+
+    project: str
+    member: str
+    purpose: str
+    words: np.ndarray
+    events: queue.Queue[Notification] = field(default_factory=queue.Queue)
+    ended: str = ""  # why the matcher ended the watch (its project expired), if it did
+
+    def next_event(self, timeout: float) -> Notification | None:
+        """The next event, or None after `timeout` seconds."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class Watches:
+    """The open watches of every project."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[Watch] = []
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def watching(self, project: str, *, besides: str) -> bool:
+        """Whether a member other than `besides` watches in `project`."""
+        with self._lock:
+            return any(w.project == project and w.member != besides for w in self._open)
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._open.append(watch)
+
+    def remove(self, watch: Watch) -> None:
+        """Forget a watch and its CLKs (when its stream ends)."""
+        with self._lock:
+            self._open = [w for w in self._open if w is not watch]
+
+    def end_project(self, project: str, why: str) -> None:
+        """End and forget every watch in `project`, telling each why."""
+        with self._lock:
+            for w in self._open:
+                if w.project == project:
+                    w.ended = why
+            self._open = [w for w in self._open if w.project != project]
+
+    def notify(
+        self,
+        project: Project,
+        partner: str,
+        level: Level,
+        refs: Sequence[str],
+        words: np.ndarray,
+        record: Callable[[QueryRecord], None],
+        clock: Callable[[], float],
+    ) -> None:
+        """Tell every other member's watch in `project` which of `partner`'s newly put
+        records (`refs`, `words`) match it, as far as `level` (what a member may learn
+        about `partner`) allows."""
+        with self._lock:
+            watches = [w for w in self._open if w.project == project.name and w.member != partner]
+        if not watches:
+            return
+        added = Segment.build(words, refs)
+        for watch in watches:
+            for i, q in enumerate(watch.words):
+                rows, scores = search(added.words, added.popcounts, q, project.threshold)
+                if not len(rows):
+                    continue
+                hits = [
+                    (added.refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)
+                ]
+                answer = disclose_query([{partner: hits}], {partner: level})
+                match = answer.results[0][0] if answer.results[0] else None
+                watch.events.put((i, partner, match))
+                record(
+                    QueryRecord(
+                        clock(),
+                        project.name,
+                        watch.member,
+                        NOTIFY,
+                        watch.purpose,
+                        1,
+                        records_with_hits=1,
+                        disclosed={partner: level.label},
+                    )
+                )

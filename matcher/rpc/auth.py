@@ -1,0 +1,265 @@
+"""Who is calling (authentication, an interceptor) and what they may do (authorisation).
+
+Every Matcher call carries `authorization: Bearer <token>` in its metadata. `Authenticator`
+is a server interceptor that decides the caller from that metadata alone, before the
+handler reads a single request message (for a stream, before its first one): the
+operator token makes the caller the operator; a member token, the member it was issued
+to, of one project; no token, or a token nobody holds, ends the call UNAUTHENTICATED at
+once, so an unauthenticated stream never holds a request thread waiting for a message.
+The handler gets the caller with its context (`Call.caller`).
+
+Who may call what is the table in docs/security.md (tests/test_authz.py walks it). Each
+RPC declares its kind where it is defined, with `@operator_call`, `@member_call` or
+`@either_call`; the interceptor words its refusals by that kind, `@operator_call` refuses
+members itself, and a member call authorises its caller for the project the request
+names with `require_member`: a token is good for its own project only, and the operator's
+for no member call. A token nobody holds is UNAUTHENTICATED; a real token used where it
+has no business is PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.tokens import same_hash, token_hash
+from blindmatch.matcher.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
+from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.storage.store import Store
+
+OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the operator, or one member of one project."""
+
+    project: str = ""
+    member: str = ""  # empty: the operator
+
+    @property
+    def is_operator(self) -> bool:
+        return not self.member
+
+
+OPERATOR = Caller()
+
+
+class Call:
+    """A call's gRPC context, with the caller the interceptor authenticated."""
+
+    def __init__(
+        self,
+        context: grpc.ServicerContext,
+        caller: Caller,
+        authenticate: Callable[[object], Caller],
+    ) -> None:
+        self._context = context
+        self.caller = caller
+        self._authenticate = authenticate
+
+    def recheck(self, request: object) -> Caller:
+        """The caller, authenticated again by the call's token: for each request of a long
+        stream, so that a token revoked or rotated meanwhile stops it at once."""
+        return self._authenticate(request)
+
+    def is_active(self) -> bool:
+        return bool(self._context.is_active())
+
+    def cancel(self) -> None:
+        self._context.cancel()
+
+    def set_trailing_metadata(self, trailing_metadata: tuple[tuple[str, str], ...]) -> None:
+        self._context.set_trailing_metadata(trailing_metadata)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        self._context.abort(code, details)
+        raise AssertionError("unreachable: abort raises")
+
+
+def bearer_token(metadata: object) -> str | None:
+    """The token from `authorization: Bearer <token>` call metadata, if any."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+# -- authorisation, per RPC ------------------------------------------------------------------
+
+
+def _declare(kind: str, method: F) -> F:
+    wrapped = rpc_errors(method)
+    wrapped.call_kind = kind  # type: ignore[attr-defined]
+    return wrapped
+
+
+def require_operator(caller: Caller) -> None:
+    if not caller.is_operator:
+        raise PermissionDenied("only the operator may do this; this is a member token")
+
+
+def operator_call(method: F) -> F:
+    """An RPC only the operator may call."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def checked_stream(self: Any, request: Any, context: Call) -> Iterator[Any]:
+            require_operator(context.caller)
+            yield from method(self, request, context)
+
+        return _declare(OPERATOR_CALL, checked_stream)  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def checked(self: Any, request: Any, context: Call) -> Any:
+        require_operator(context.caller)
+        return method(self, request, context)
+
+    return _declare(OPERATOR_CALL, checked)  # type: ignore[return-value]
+
+
+def member_call(method: F) -> F:
+    """An RPC for members, each of its own project (`require_member`)."""
+    return _declare(MEMBER_CALL, method)
+
+
+def either_call(method: F) -> F:
+    """An RPC for the operator and for members (`caller_name`)."""
+    return _declare(EITHER_CALL, method)
+
+
+def call_kinds(servicer: object, methods: list[str]) -> dict[str, str]:
+    """Each RPC's declared kind (a method without one is a mistake: KeyError at start-up)."""
+    kinds = {}
+    for name in methods:
+        kind = getattr(getattr(type(servicer), name), "call_kind", None)
+        if kind is None:
+            raise KeyError(f"{name} declares no call kind (@operator_call, @member_call, ...)")
+        kinds[name] = kind
+    return kinds
+
+
+OPERATOR_ON_MEMBER_CALL = (
+    "the operator token cannot be used for member calls; use the member's token"
+)
+
+
+def require_member(caller: Caller, project: str, store: Store) -> str:
+    """The calling member's name, if it may act in `project`."""
+    if not project:
+        raise InvalidArgument("project: required")
+    if caller.is_operator:
+        raise PermissionDenied(OPERATOR_ON_MEMBER_CALL)
+    if caller.project != project:
+        store.project(project)  # a project that does not exist or has expired: NotFound
+        raise PermissionDenied(f"this token does not belong to project {project!r}")
+    return caller.member
+
+
+def caller_name(caller: Caller, project: str, store: Store) -> str:
+    """audit.OPERATOR, or the calling member's name (for calls open to both)."""
+    return audit.OPERATOR if caller.is_operator else require_member(caller, project, store)
+
+
+# -- authentication, for every call ------------------------------------------------------------
+
+
+class Authenticator(grpc.ServerInterceptor):
+    """Authenticates every call to `service` (whose RPCs' kinds are `kinds`) from its
+    metadata; other services (health, reflection) need no token."""
+
+    def __init__(
+        self,
+        admin_token: str,
+        token_owner: Callable[[str], tuple[str, str] | None],
+        service: str,
+        kinds: Mapping[str, str],
+    ) -> None:
+        self._admin_hash = token_hash(admin_token)
+        self._token_owner = token_owner
+        self._prefix = f"/{service}/"
+        self._kinds = dict(kinds)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        method = details.method
+        if handler is None or not method.startswith(self._prefix):
+            return handler
+        kind = self._kinds[method[len(self._prefix) :]]
+        token = bearer_token(details.invocation_metadata)
+        # This runs on gRPC's serving thread: the look-up of the token waits for the
+        # call's own thread, in `_authenticated`.
+        return _authenticated(handler, lambda request: self._caller(token, kind, request))
+
+    def _caller(self, token: str | None, kind: str, request: object) -> Caller:
+        if token is None:
+            raise Unauthenticated(
+                "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
+                if kind == OPERATOR_CALL
+                else "no token: pass --token or set BLINDMATCH_TOKEN"
+            )
+        if same_hash(token_hash(token), self._admin_hash):
+            return OPERATOR
+        owner = self._token_owner(token)
+        if owner is not None:
+            return Caller(*owner)
+        if kind == OPERATOR_CALL:
+            raise Unauthenticated("the operator token is wrong (check BLINDMATCH_ADMIN_TOKEN)")
+        # A unary request is in hand already (gRPC reads it before any handler runs):
+        # name its project. A stream's first message is not read for a stranger.
+        project = getattr(request, "project", "")
+        if project:
+            raise Unauthenticated(f"the token is not valid for project {project!r}")
+        raise Unauthenticated("the token is not valid for any project")
+
+
+def _authenticated(
+    handler: grpc.RpcMethodHandler, caller_of: Callable[[object], Caller]
+) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
+    once the caller is known; refused (UNAUTHENTICATED) without touching a request stream."""
+    streaming = handler.request_streaming
+
+    def wrap(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                caller = caller_of(None if streaming else request)
+            except ServiceError as exc:
+                abort(context, exc)
+            return behavior(request, Call(context, caller, caller_of))
+
+        return run
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    behavior = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+    return make(
+        wrap(behavior),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,0 +1,290 @@
+"""Protobuf messages <-> the matcher's domain types, and nothing else.
+
+Disclosure levels travel as their numbers (`domain.Level` values are protos'
+`Disclosure` numbers; 0 is unset); blocking methods and run states as the enums below.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import cast
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.disclose import Match, QueryDisclosure
+from blindmatch.matcher.core.volume import QueryVolume
+from blindmatch.matcher.domain import (
+    DONE,
+    FAILED,
+    LEVEL_NUMBERS,
+    QUEUED,
+    RUNNING,
+    Encoding,
+    Level,
+    Project,
+    Run,
+)
+from blindmatch.matcher.errors import InvalidArgument
+from blindmatch.matcher.usecases.projects import ProjectRequest, ProjectView
+from blindmatch.matcher.usecases.results import MemberResults
+from blindmatch.matcher.usecases.uploads import UploadHeader, UploadReceipt
+from blindmatch.protos import blindmatch_pb2 as pb
+
+# Hits per ResultsChunk, and refs per IndexListing (5 times as many): messages well
+# under gRPC's 16 MiB.
+HITS_PER_MESSAGE = 10_000
+
+_STATES = {
+    QUEUED: pb.RUN_STATE_QUEUED,
+    RUNNING: pb.RUN_STATE_RUNNING,
+    DONE: pb.RUN_STATE_DONE,
+    FAILED: pb.RUN_STATE_FAILED,
+}
+_BLOCKING = {
+    pb.BLOCKING_UNSPECIFIED: "auto",
+    pb.BLOCKING_AUTO: "auto",
+    pb.BLOCKING_EXHAUSTIVE: "exhaustive",
+    pb.BLOCKING_LSH: "lsh",
+}
+_PB_BLOCKING = {
+    "auto": pb.BLOCKING_AUTO,
+    "exhaustive": pb.BLOCKING_EXHAUSTIVE,
+    "lsh": pb.BLOCKING_LSH,
+}
+
+
+# -- levels ----------------------------------------------------------------------------------
+
+
+def level_pb(level: Level | None) -> pb.Disclosure:
+    return cast(pb.Disclosure, int(level) if level is not None else 0)
+
+
+def level_of(value: int, field: str) -> Level | None:
+    """A Disclosure field as a Level (None: unset); INVALID_ARGUMENT for an unknown one."""
+    if value == pb.DISCLOSURE_UNSPECIFIED:
+        return None
+    try:
+        return Level(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"{field}: {value} is not a disclosure level ({LEVEL_NUMBERS})"
+        ) from None
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def project_request(request: pb.CreateProjectRequest) -> ProjectRequest:
+    disclosure = level_of(request.disclosure, "disclosure")
+    blocking = _BLOCKING.get(request.blocking)
+    if blocking is None:
+        raise InvalidArgument(f"blocking: unknown value {request.blocking}")
+    return ProjectRequest(
+        name=request.name,
+        members=list(request.members),
+        disclosure=disclosure,
+        threshold=request.threshold,
+        blocking=blocking,
+        require_purpose=request.require_purpose,
+        expires=float(request.expires_unix) if request.expires_unix else None,
+    )
+
+
+def upload_header(header: pb.UploadHeader) -> UploadHeader:
+    return UploadHeader(
+        project=header.project,
+        clk_bits=header.clk_bits,
+        record_count=header.record_count,
+        fingerprint=header.fingerprint,
+        sha256=header.sha256,
+        client_upload_id=header.client_upload_id,
+        field_bits=tuple(header.field_bits),
+        fallback_bits=int(header.fallback_bits),
+    )
+
+
+def upload_chunks(messages: Iterator[pb.UploadRequest]) -> Iterator[bytes | None]:
+    """Each message's CLKs (None for a message that is not CLKs)."""
+    return (m.clks if m.HasField("clks") else None for m in messages)
+
+
+def index_change(
+    header: pb.IndexHeader, messages: Iterator[pb.IndexChange]
+) -> tuple[Encoding, list[tuple[str, bytes]], list[str]]:
+    """An index change's encoding, puts (ref, CLK) and removes, read to the stream's end."""
+    puts: list[tuple[str, bytes]] = []
+    removes: list[str] = []
+    clk_bytes = max(header.clk_bits // 8, 1)
+    for message in messages:
+        if message.HasField("put"):
+            refs, data = message.put.refs, message.put.clks
+            if len(data) != len(refs) * clk_bytes:
+                raise InvalidArgument(
+                    f"put.clks: {len(data)} bytes for {len(refs)} refs; expected "
+                    f"{len(refs) * clk_bytes} ({header.clk_bits}-bit CLKs as the header "
+                    "says); nothing was changed"
+                )
+            puts.extend(
+                (ref, data[i * clk_bytes : (i + 1) * clk_bytes]) for i, ref in enumerate(refs)
+            )
+        elif message.HasField("remove"):
+            removes.extend(message.remove.refs)
+        else:
+            raise InvalidArgument("header: only the first message may be a header")
+    return Encoding(header.clk_bits, header.fingerprint), puts, removes
+
+
+def query_encoding(request: pb.QueryRequest) -> Encoding:
+    return Encoding(request.clk_bits, request.fingerprint)
+
+
+# -- replies -----------------------------------------------------------------------------------
+
+
+def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectReply:
+    return pb.CreateProjectReply(
+        project=project.name,
+        tokens=tokens,
+        disclosure=level_pb(project.disclosure),
+        threshold=project.threshold,
+        blocking=_PB_BLOCKING[project.blocking],
+        require_purpose=project.require_purpose,
+        expires_unix=int(project.expires),
+    )
+
+
+def project_info(view: ProjectView) -> pb.ProjectInfo:
+    project = view.project
+    info = pb.ProjectInfo(
+        project=project.name,
+        member=view.member,
+        disclosure=level_pb(project.disclosure),
+        threshold=project.threshold,
+        clk_bits=view.clk_bits,
+        blocking=_PB_BLOCKING[project.blocking],
+        require_purpose=project.require_purpose,
+        expires_unix=int(project.expires),
+    )
+    for m in view.members:
+        info.members.add(
+            name=m.name,
+            uploaded=m.upload is not None,
+            record_count=m.upload.record_count if m.upload else 0,
+            consent=level_pb(m.consent),
+        )
+    if view.latest_run:
+        info.latest_run.CopyFrom(run_status(view.latest_run))
+    return info
+
+
+def upload_reply(receipt: UploadReceipt) -> pb.UploadReply:
+    return pb.UploadReply(
+        upload_id=receipt.upload_id,
+        record_count=receipt.record_count,
+        sha256=receipt.sha256,
+        replayed=receipt.replayed,
+    )
+
+
+def run_status(run: Run) -> pb.RunStatus:
+    return pb.RunStatus(
+        run_id=run.id,
+        state=_STATES[run.state],
+        stage=run.stage,
+        work_done=run.work_done,
+        work_total=run.work_total,
+        groups=run.groups,
+        message=run.message,
+    )
+
+
+def results_chunks(results: MemberResults) -> Iterator[pb.ResultsChunk]:
+    """The header, then the hits, HITS_PER_MESSAGE at a time."""
+    disclosed = results.disclosed
+    header = pb.ResultsHeader(
+        run_id=results.run_id,
+        disclosure=level_pb(results.level),
+        upload_sha256=results.upload.sha256,
+        record_count=results.upload.record_count,
+        counts=[
+            pb.PartnerCount(partner=p, shared=n, disclosure=level_pb(disclosed.levels[p]))
+            for p, n in disclosed.counts.items()
+        ],
+    )
+    yield pb.ResultsChunk(header=header)
+    hits = disclosed.hits
+    for start in range(0, len(hits), HITS_PER_MESSAGE):
+        batch = pb.HitBatch(
+            hits=[
+                pb.Hit(row=h.row, partner=h.partner, partner_row=h.partner_row, score=h.score)
+                for h in hits[start : start + HITS_PER_MESSAGE]
+            ]
+        )
+        yield pb.ResultsChunk(hits=batch)
+
+
+def index_listings(
+    clk_bits: int, refs: list[str], digests: list[bytes]
+) -> Iterator[pb.IndexListing]:
+    step = HITS_PER_MESSAGE * 5
+    for start in range(0, max(len(refs), 1), step):
+        yield pb.IndexListing(
+            refs=refs[start : start + step],
+            digests=b"".join(digests[start : start + step]),
+            record_count=len(refs),
+            clk_bits=clk_bits,
+        )
+
+
+def query_match(m: Match) -> pb.QueryMatch:
+    return pb.QueryMatch(partner=m.partner, partner_refs=m.refs, scores=m.scores)
+
+
+def query_reply(answer: QueryDisclosure, partners: list[str], level: Level) -> pb.QueryReply:
+    reply = pb.QueryReply(
+        disclosure=level_pb(level),
+        counts=[pb.PartnerCount(partner=p, shared=n) for p, n in answer.counts.items()],
+        partners=partners,
+    )
+    for partner, partner_level in answer.levels.items():
+        reply.partner_levels[partner] = level_pb(partner_level)
+    for i, matches in enumerate(answer.results):
+        reply.results.add(index=i, matches=[query_match(m) for m in matches])
+    return reply
+
+
+def watch_event(index: int, partner: str, match: Match | None) -> pb.WatchEvent:
+    if match is None:  # at COUNT: only that one more of the watched records is held
+        return pb.WatchEvent(count=pb.PartnerCount(partner=partner, shared=1))
+    return pb.WatchEvent(result=pb.QueryResult(index=index, matches=[query_match(match)]))
+
+
+def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
+    return pb.MemberQueryVolume(
+        member=v.member,
+        queries=v.queries,
+        records=v.records,
+        records_with_hits=v.records_with_hits,
+        peak_per_minute=v.peak_per_minute,
+        records_per_day_limit=v.per_day_limit,
+        distinct_purposes=v.distinct_purposes,
+        refused=v.refused,
+        flags=v.flags,
+    )
+
+
+def audit_entry(entry: audit.Entry) -> pb.AuditEntry:
+    return pb.AuditEntry(
+        seq=entry.seq,
+        time=entry.time,
+        actor=entry.actor,
+        action=entry.action,
+        project=entry.project,
+        member=entry.member,
+        purpose=entry.purpose,
+        disclosed=entry.disclosed,
+        detail=json.dumps(entry.detail, sort_keys=True),
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )

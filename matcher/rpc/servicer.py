@@ -1,0 +1,282 @@
+"""The gRPC servicer: protos <-> domain types, and the caller's authorisation; nothing else.
+
+The caller is already authenticated (auth.Authenticator) when a method runs; each method
+is declared an operator call, a member call or open to both (auth.py), authorises the
+caller for the project its request names, converts the request (convert.py), calls one
+use case (matcher/usecases/) or the real-time engine (matcher/realtime/), and converts
+what comes back. A `ServiceError` becomes its gRPC status (status.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_UPLOAD_BYTES
+from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
+from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.rpc import convert
+from blindmatch.matcher.rpc.auth import (
+    OPERATOR_ON_MEMBER_CALL,
+    Call,
+    Caller,
+    caller_name,
+    either_call,
+    member_call,
+    operator_call,
+    require_member,
+)
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
+from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
+from blindmatch.matcher.usecases.erasure import erase
+from blindmatch.matcher.usecases.runs import RunManager
+from blindmatch.matcher.usecases.uploads import receive_upload
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("blindmatch.matcher")
+
+
+class MatcherService(pb_grpc.MatcherServicer):
+    def __init__(
+        self,
+        store: Store,
+        runs: RunManager,
+        *,
+        realtime: Realtime,
+        limiter: MemberLimiter | None = None,
+        query_streams: QueryStreams | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ) -> None:
+        self.store = store
+        self.runs = runs
+        self.realtime = realtime
+        self.limiter = limiter or MemberLimiter()
+        self.query_streams = query_streams or QueryStreams()
+        self.max_upload_bytes = max_upload_bytes
+
+    def _member(self, context: Call, project: str) -> str:
+        return require_member(context.caller, project, self.store)
+
+    def _stream_header(self, requests: Iterator[Any], context: Call, what: str) -> tuple[Any, str]:
+        """A client stream's first message, which must be its header, and the member; the
+        project is checked live before the rest of the stream is read."""
+        first = next(requests, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument(f"header: the first message of {what} must be its header")
+        member = self._member(context, first.header.project)
+        self.store.project(first.header.project)  # expired: NotFound
+        return first.header, member
+
+    # -- operator ---------------------------------------------------------------------------
+
+    @operator_call
+    def CreateProject(
+        self, request: pb.CreateProjectRequest, context: Call
+    ) -> pb.CreateProjectReply:
+        project, tokens = projects.create_project(self.store, convert.project_request(request))
+        return convert.project_reply(project, tokens)
+
+    @operator_call
+    def RotateToken(self, request: pb.TokenRequest, context: Call) -> pb.RotateTokenReply:
+        token = projects.rotate_token(self.store, request.project, request.member)
+        return pb.RotateTokenReply(project=request.project, member=request.member, token=token)
+
+    @operator_call
+    def RevokeToken(self, request: pb.TokenRequest, context: Call) -> pb.RevokeTokenReply:
+        projects.revoke_token(self.store, request.project, request.member)
+        return pb.RevokeTokenReply(project=request.project, member=request.member)
+
+    @operator_call
+    def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
+        result = audit_access.verify_audit(self.store, request.anchor_seq, request.anchor_hash)
+        return pb.VerifyAuditReply(
+            ok=result.ok,
+            entries=result.entries,
+            head_seq=result.head_seq,
+            head_hash=result.head_hash,
+            problems=result.problems,
+        )
+
+    @either_call
+    def ExportAudit(self, request: pb.ExportAuditRequest, context: Call) -> Iterator[pb.AuditEntry]:
+        caller = caller_name(context.caller, request.project, self.store)
+        entries = audit_access.export_audit(self.store, caller, request.project, request.after_seq)
+        for entry in entries:
+            yield convert.audit_entry(entry)
+
+    @operator_call
+    def SetQueryLimits(self, request: pb.QueryLimits, context: Call) -> pb.QueryLimits:
+        if not request.project:
+            raise InvalidArgument("project: required")
+        limits = self.realtime.set_limits(
+            request.project,
+            request.member,
+            request.records_per_minute,
+            request.records_per_day,
+            request.allow_watch if request.HasField("allow_watch") and not request.member else None,
+        )
+        log.info(
+            "query limits for %s/%s: %d per minute, %d per day",
+            request.project,
+            request.member or "*",
+            limits.per_minute,
+            limits.per_day,
+        )
+        return pb.QueryLimits(
+            project=request.project,
+            member=request.member,
+            records_per_minute=limits.per_minute,
+            records_per_day=limits.per_day,
+            allow_watch=self.realtime.watching_allowed(request.project),
+        )
+
+    @operator_call
+    def GetQueryReport(self, request: pb.QueryReportRequest, context: Call) -> pb.QueryReport:
+        if not request.project:
+            raise InvalidArgument("project: required")
+        hours = request.hours or 24
+        volumes = self.realtime.report(request.project, hours)
+        return pb.QueryReport(
+            project=request.project, hours=hours, members=[convert.volume_pb(v) for v in volumes]
+        )
+
+    # -- members: batch ---------------------------------------------------------------------
+
+    @member_call
+    def DescribeProject(self, request: pb.DescribeProjectRequest, context: Call) -> pb.ProjectInfo:
+        member = self._member(context, request.project)
+        return convert.project_info(projects.describe(self.store, request.project, member))
+
+    @member_call
+    def SetConsent(self, request: pb.SetConsentRequest, context: Call) -> pb.ConsentReply:
+        member = self._member(context, request.project)
+        level = convert.level_of(request.level, "level")
+        if level is None:
+            raise InvalidArgument(f"level: required ({LEVEL_CHOICES})")
+        projects.set_consent(self.store, request.project, member, level)
+        return pb.ConsentReply(
+            project=request.project, member=member, level=convert.level_pb(level)
+        )
+
+    @member_call
+    def Upload(self, request_iterator: Iterator[pb.UploadRequest], context: Call) -> pb.UploadReply:
+        header, member = self._stream_header(request_iterator, context, "an upload")
+        with self.limiter.slot(header.project, member, "upload"):
+            receipt = receive_upload(
+                self.store,
+                member,
+                convert.upload_header(header),
+                convert.upload_chunks(request_iterator),
+                max_upload_bytes=self.max_upload_bytes,
+            )
+        return convert.upload_reply(receipt)
+
+    @member_call
+    def StartRun(self, request: pb.StartRunRequest, context: Call) -> pb.RunStatus:
+        member = self._member(context, request.project)
+        return convert.run_status(
+            run_requests.start_run(self.store, self.runs, request.project, member)
+        )
+
+    @member_call
+    def WatchRun(self, request: pb.WatchRunRequest, context: Call) -> Iterator[pb.RunStatus]:
+        member = self._member(context, request.project)
+        with self.limiter.slot(request.project, member, "run watch"):
+            for run in run_requests.follow_run(
+                self.store, self.runs, request.project, request.run_id, context.is_active
+            ):
+                yield convert.run_status(run)
+
+    @member_call
+    def GetResults(self, request: pb.ResultsRequest, context: Call) -> Iterator[pb.ResultsChunk]:
+        member = self._member(context, request.project)
+        with self.limiter.slot(request.project, member, "results fetch"):
+            found = results.member_results(self.store, request.project, member, request.purpose)
+            yield from convert.results_chunks(found)
+
+    @member_call
+    def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
+        member = self._member(context, request.project)
+        erased = erase(self.store, self.realtime, request.project, member)
+        return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)
+
+    # -- members: real time -----------------------------------------------------------------
+
+    @member_call
+    def ChangeIndex(
+        self, request_iterator: Iterator[pb.IndexChange], context: Call
+    ) -> pb.IndexChangeReply:
+        header, member = self._stream_header(request_iterator, context, "an index change")
+        encoding, puts, removes = convert.index_change(header, request_iterator)
+        summary = self.realtime.change_index(header.project, member, encoding, puts, removes)
+        log.info(
+            "%s/%s index: +%d ~%d -%d = %d",
+            header.project,
+            member,
+            summary.added,
+            summary.replaced,
+            summary.removed,
+            summary.record_count,
+        )
+        return pb.IndexChangeReply(
+            added=summary.added,
+            replaced=summary.replaced,
+            removed=summary.removed,
+            record_count=summary.record_count,
+        )
+
+    @member_call
+    def ListIndex(self, request: pb.ListIndexRequest, context: Call) -> Iterator[pb.IndexListing]:
+        member = self._member(context, request.project)
+        yield from convert.index_listings(*self.realtime.list_index(request.project, member))
+
+    @member_call
+    def Query(self, request: pb.QueryRequest, context: Call) -> pb.QueryReply:
+        return self._query(request, context.caller)
+
+    @member_call
+    def QueryStream(
+        self, requests: Iterator[pb.QueryRequest], context: Call
+    ) -> Iterator[pb.QueryReply]:
+        """Query as a conversation: one reply for each request, in order.
+
+        The stream is its token's member's from the start, before any request is read, so
+        it counts against that member's query streams (`QueryStreams`) and is ended when
+        idle even if it never asks; every request is then checked and answered exactly as
+        by Query. An error ends the stream with the status Query would have returned.
+        """
+        caller = context.caller
+        if caller.is_operator:
+            raise PermissionDenied(OPERATOR_ON_MEMBER_CALL)
+        with self.query_streams.open(caller.project, caller.member, context.cancel) as stream:
+            for request in requests:
+                if not self.query_streams.begin(stream):
+                    return  # ended as idle just as this request came: it is not answered
+                try:  # the token is checked again for every request
+                    reply = self._query(request, context.recheck(request))
+                finally:
+                    self.query_streams.done(stream)
+                yield reply
+
+    def _query(self, request: pb.QueryRequest, caller: Caller) -> pb.QueryReply:
+        member = require_member(caller, request.project, self.store)
+        answer = self.realtime.query(
+            request.project, member, request.purpose, convert.query_encoding(request), request.clks
+        )
+        return convert.query_reply(answer.disclosed, answer.partners, answer.level)
+
+    @member_call
+    def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:
+        member = self._member(context, request.project)
+        watch = self.realtime.watch(
+            request.project, member, request.purpose, convert.query_encoding(request), request.clks
+        )
+        try:
+            yield pb.WatchEvent(ready=True)
+            for event in self.realtime.follow(watch, context.is_active):
+                yield convert.watch_event(*event)
+        finally:
+            self.realtime.unwatch(watch)

@@ -1,0 +1,55 @@
+"""The matcher's exceptions become gRPC statuses here, and only here.
+
+Each `ServiceError` names its status (matcher/errors.py). One that is `retryable` also
+sends the trailing metadata `blindmatch-retryable: 1`, so a client can tell a momentary
+limit (retry with backoff) from a permanent one (don't).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+
+from blindmatch.matcher.errors import ServiceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Aborts(Protocol):
+    def set_trailing_metadata(self, trailing_metadata: tuple[tuple[str, str], ...]) -> None: ...
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+
+
+def abort(context: Aborts, exc: ServiceError) -> NoReturn:
+    """End the call with `exc`'s status and message."""
+    if exc.retryable:
+        context.set_trailing_metadata((("blindmatch-retryable", "1"),))
+    context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
+
+
+def rpc_errors(method: F) -> F:
+    """Turn the project's exceptions into gRPC statuses, for unary and streaming methods."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except ServiceError as exc:
+                abort(context, exc)
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return method(self, request, context)
+        except ServiceError as exc:
+            abort(context, exc)
+
+    return unary  # type: ignore[return-value]

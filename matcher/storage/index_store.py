@@ -1,0 +1,208 @@
+"""Durable state of the real-time side, in its own SQLite file in the data dir.
+
+    DIR/index.sqlite   standing-index records, per-member encoding (clk_bits, fingerprint),
+                       query limits and settings, and the query volume log
+
+Kept apart from `blindmatch.sqlite` so that a large index never slows the batch side's
+single writer. A change to an index is one transaction (WAL, full sync): acknowledged
+means durable, and a failed change leaves nothing behind. The query log holds counts
+and purposes only, never an encoding; it is written in batches off the request path
+(see `realtime.querylog.QueryLog`), so the last moments of it may be lost in a power cut.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from blindmatch.matcher.domain import DAY, Encoding, QueryRecord
+from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.sqlite import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS index_meta (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    clk_bits INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    PRIMARY KEY (project, member)
+);
+CREATE TABLE IF NOT EXISTS index_records (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    clk BLOB NOT NULL,
+    PRIMARY KEY (project, member, ref)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS query_limits (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,          -- '' for the project's default
+    per_minute INTEGER NOT NULL,   -- 0: the matcher's default
+    per_day INTEGER NOT NULL,
+    PRIMARY KEY (project, member)
+);
+CREATE TABLE IF NOT EXISTS query_settings (
+    project TEXT PRIMARY KEY,
+    allow_watch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS query_log (
+    time REAL NOT NULL,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- query, watch
+    purpose TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    records_with_hits INTEGER NOT NULL,
+    refused TEXT NOT NULL          -- '' when answered, else why not
+);
+CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
+"""
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
+
+
+class IndexStore:
+    """Standing indexes, limits and the query log, in DIR/index.sqlite."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        files = DataDir(Path(data_dir))
+        files.root.mkdir(parents=True, exist_ok=True)
+        self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- standing indexes -----------------------------------------------------------------
+
+    def encodings(self) -> dict[tuple[str, str], Encoding]:
+        """(project, member) -> encoding, for every non-empty index."""
+        rows = self.db.query("SELECT project, member, clk_bits, fingerprint FROM index_meta")
+        return {(p, m): Encoding(b, bytes(f)) for p, m, b, f in rows}
+
+    def records(self, project: str, member: str) -> tuple[list[str], bytes]:
+        """An index's refs and their CLKs (concatenated, in the same order)."""
+        with self.db.reading() as conn:
+            cursor = conn.execute(
+                "SELECT ref, clk FROM index_records WHERE project=? AND member=?",
+                (project, member),
+            )
+            refs: list[str] = []
+            clks: list[bytes] = []
+            for ref, clk in cursor:
+                refs.append(ref)
+                clks.append(clk)
+        return refs, b"".join(clks)
+
+    def apply_change(
+        self,
+        project: str,
+        member: str,
+        encoding: Encoding,
+        puts: Sequence[tuple[str, bytes]],
+        removes: Sequence[str],
+        *,
+        size_after: int,
+    ) -> None:
+        """Put and remove records in one durable transaction."""
+        with self.db.tx() as tx:
+            tx.executemany(
+                "DELETE FROM index_records WHERE project=? AND member=? AND ref=?",
+                [(project, member, ref) for ref in removes],
+            )
+            tx.executemany(
+                "INSERT OR REPLACE INTO index_records VALUES (?,?,?,?)",
+                [(project, member, ref, clk) for ref, clk in puts],
+            )
+            if size_after:
+                tx.execute(
+                    "INSERT OR REPLACE INTO index_meta VALUES (?,?,?,?)",
+                    (project, member, encoding.clk_bits, encoding.fingerprint),
+                )
+            else:
+                tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+
+    def erase_member(self, project: str, member: str) -> None:
+        """Delete a member's whole index (for erasure)."""
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
+            tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+
+    def projects(self) -> list[str]:
+        """Every project with a standing index."""
+        return [r[0] for r in self.db.query("SELECT DISTINCT project FROM index_meta")]
+
+    def erase_project(self, project: str) -> None:
+        """Delete every index, limit and logged query of a project (for expiry)."""
+        with self.db.tx() as tx:
+            for table in ("index_records", "index_meta", "query_limits", "query_settings"):
+                tx.execute(f"DELETE FROM {table} WHERE project=?", (project,))
+            tx.execute("DELETE FROM query_log WHERE project=?", (project,))
+
+    # -- limits and settings --------------------------------------------------------------
+
+    def set_limits(self, project: str, member: str, per_minute: int, per_day: int) -> None:
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO query_limits VALUES (?,?,?,?)",
+                (project, member, per_minute, per_day),
+            )
+
+    def limits(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(project, member or '') -> (per_minute, per_day); 0 means the default."""
+        return self.db.cached(
+            "limits",
+            lambda conn: {
+                (p, m): (pm, pd)
+                for p, m, pm, pd in conn.execute(
+                    "SELECT project, member, per_minute, per_day FROM query_limits"
+                )
+            },
+        )
+
+    def set_allow_watch(self, project: str, allow: bool) -> None:
+        with self.db.tx() as tx:
+            tx.execute("INSERT OR REPLACE INTO query_settings VALUES (?,?)", (project, int(allow)))
+
+    def allow_watch(self) -> set[str]:
+        allowed = self.db.cached(
+            "allow_watch",
+            lambda conn: {
+                p for (p,) in conn.execute("SELECT project FROM query_settings WHERE allow_watch")
+            },
+        )
+        return set(allowed)
+
+    # -- the query log --------------------------------------------------------------------
+
+    def log_queries(self, entries: Sequence[QueryRecord]) -> None:
+        with self.db.tx(clears_cache=False) as tx:
+            tx.executemany(
+                "INSERT INTO query_log VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.time,
+                        e.project,
+                        e.member,
+                        e.kind,
+                        e.purpose,
+                        e.records,
+                        e.records_with_hits,
+                        e.refused,
+                    )
+                    for e in entries
+                ],
+            )
+
+    def logged_queries(self, since: float, project: str | None = None) -> list[QueryRecord]:
+        sql = "SELECT * FROM query_log WHERE time >= ?"
+        args: tuple[object, ...] = (since,)
+        if project is not None:
+            sql += " AND project = ?"
+            args += (project,)
+        return [QueryRecord(*row) for row in self.db.query(sql + " ORDER BY time", args)]
+
+    def prune_log(self, before: float | None = None) -> None:
+        """Drop volume entries older than `before` (default: 30 days ago)."""
+        cutoff = before if before is not None else time.time() - 30 * DAY
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))

@@ -1,0 +1,201 @@
+"""Projects, their members, the members' tokens (as hashes) and their consent.
+
+A project's name, members and token hashes outlive its data (retention_store.py): a
+late caller is told the project expired, and the name is never reused.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
+from blindmatch.matcher.domain import DEFAULT_RETENTION, Level, Project
+from blindmatch.matcher.errors import AlreadyExists, NotFound
+from blindmatch.matcher.storage.base import StoreBase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    disclosure INTEGER NOT NULL,
+    threshold REAL NOT NULL,
+    created REAL NOT NULL,
+    blocking TEXT NOT NULL DEFAULT 'auto',
+    require_purpose INTEGER NOT NULL DEFAULT 0,
+    expires REAL,
+    erased REAL
+);
+CREATE TABLE IF NOT EXISTS members (
+    project TEXT NOT NULL REFERENCES projects(name),
+    name TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    consent INTEGER,
+    PRIMARY KEY (project, name)
+);
+"""
+
+# Columns added after the first release: (table, column, declaration).
+MIGRATIONS = [
+    ("projects", "blocking", "TEXT NOT NULL DEFAULT 'auto'"),
+    ("projects", "require_purpose", "INTEGER NOT NULL DEFAULT 0"),
+    ("projects", "expires", "REAL"),
+    ("projects", "erased", "REAL"),
+    ("members", "consent", "INTEGER"),
+]
+
+
+class ProjectStore(StoreBase):
+    def _migrate(self) -> None:
+        with self.db.tx() as tx:
+            for table, column, decl in MIGRATIONS:
+                have = {r[1] for r in tx.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            tx.execute(
+                "UPDATE projects SET expires = created + ? WHERE expires IS NULL",
+                (DEFAULT_RETENTION,),
+            )
+
+    def create_project(
+        self,
+        name: str,
+        members: list[str],
+        disclosure: Level,
+        threshold: float,
+        blocking: str = "auto",
+        *,
+        require_purpose: bool = False,
+        expires: float | None = None,
+    ) -> dict[str, str]:
+        """Make the project; returns each member's token (the only time it exists)."""
+        tokens = {m: new_token() for m in members}
+        now = self.clock()
+        expires = now + DEFAULT_RETENTION if expires is None else expires
+        if expires <= now:
+            raise ValueError("a project must expire in the future")
+        with self.db.tx() as tx:
+            row = tx.execute("SELECT erased FROM projects WHERE name=?", (name,)).fetchone()
+            if row:
+                gone = " (its data was deleted, but the name stays taken)" if row[0] else ""
+                raise AlreadyExists(f"project {name!r} already exists{gone}")
+            tx.execute(
+                "INSERT INTO projects (name, disclosure, threshold, created, blocking, "
+                "require_purpose, expires) VALUES (?,?,?,?,?,?,?)",
+                (name, int(disclosure), threshold, now, blocking, int(require_purpose), expires),
+            )
+            tx.executemany(
+                "INSERT INTO members (project, name, token_hash) VALUES (?,?,?)",
+                [(name, m, token_hash(t)) for m, t in tokens.items()],
+            )
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    audit.OPERATOR,
+                    "project.create",
+                    name,
+                    detail={
+                        "members": members,
+                        "disclosure": disclosure.label,
+                        "threshold": threshold,
+                        "require_purpose": require_purpose,
+                        "expires": expires,
+                    },
+                ),
+            )
+        return tokens
+
+    def project(self, name: str) -> Project:
+        """A live project; NotFound when there is none or it has expired."""
+        rows = self.db.cached_rows(
+            ("project", name),
+            "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased "
+            "FROM projects WHERE name=?",
+            (name,),
+        )
+        if not rows:
+            raise NotFound(f"no project named {name!r}")
+        n, d, t, b, purpose, expires, erased = rows[0]
+        if erased is not None or expires <= self.clock():
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+            raise NotFound(
+                f"project {name!r} expired at {when}; its encodings and results are deleted"
+            )
+        return Project(n, Level(d), t, b, bool(purpose), expires)
+
+    def token_owner(self, token: str) -> tuple[str, str] | None:
+        """(project, member) holding `token`, or None when nobody does."""
+        digest = token_hash(token)
+        rows = self.db.cached_rows(
+            ("token", digest),
+            "SELECT project, name, token_hash FROM members WHERE token_hash=?",
+            (digest,),
+        )
+        if not rows or not same_hash(rows[0][2], digest):
+            return None
+        return str(rows[0][0]), str(rows[0][1])
+
+    def members(self, project: str) -> list[str]:
+        rows = self.db.query("SELECT name FROM members WHERE project=? ORDER BY name", (project,))
+        return [r[0] for r in rows]
+
+    def _require_member(self, tx: sqlite3.Connection, project: str, member: str) -> None:
+        if not tx.execute(
+            "SELECT 1 FROM members WHERE project=? AND name=?", (project, member)
+        ).fetchone():
+            raise NotFound(f"project {project!r} has no member {member!r}")
+
+    def consents(self, project: str) -> dict[str, Level | None]:
+        """Each member's consent: the most it lets partners learn (None: no limit of its own)."""
+        rows = self.db.cached_rows(
+            ("consents", project),
+            "SELECT name, consent FROM members WHERE project=? ORDER BY name",
+            (project,),
+        )
+        return {name: None if c is None else Level(c) for name, c in rows}
+
+    def set_consent(self, project: str, member: str, level: Level) -> None:
+        with self.db.tx() as tx:
+            self._require_member(tx, project, member)
+            tx.execute(
+                "UPDATE members SET consent=? WHERE project=? AND name=?",
+                (int(level), project, member),
+            )
+            self.audit.append_in(
+                tx,
+                audit.Event(member, "consent.set", project, member, detail={"level": level.label}),
+            )
+
+    def rotate_token(self, project: str, member: str) -> str:
+        """A new token for `member`; the old one stops working in the same transaction."""
+        token = new_token()
+        with self.db.tx() as tx:
+            self.project(project)
+            self._require_member(tx, project, member)
+            tx.execute(
+                "UPDATE members SET token_hash=? WHERE project=? AND name=?",
+                (token_hash(token), project, member),
+            )
+            self.audit.append_in(tx, audit.Event(audit.OPERATOR, "token.rotate", project, member))
+        return token
+
+    def revoke_token(self, project: str, member: str) -> None:
+        """`member`'s token stops working; nobody holds a token for it until a rotation."""
+        with self.db.tx() as tx:
+            self.project(project)
+            self._require_member(tx, project, member)
+            unusable = token_hash("revoked:" + secrets.token_hex(32))  # no token hashes to this
+            tx.execute(
+                "UPDATE members SET token_hash=? WHERE project=? AND name=?",
+                (unusable, project, member),
+            )
+            self.audit.append_in(tx, audit.Event(audit.OPERATOR, "token.revoke", project, member))
+
+    def is_live(self, name: str) -> bool:
+        """True for a project that exists and has not expired."""
+        try:
+            self.project(name)
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,186 @@
+"""Runs: queued over every member's current upload, then their progress and their links.
+
+Results always come from the latest finished run of a project; a run's links replace the
+links of every earlier run in the transaction that marks it done.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.domain import QUEUED, Run, Upload
+from blindmatch.matcher.errors import FailedPrecondition, NotFound
+from blindmatch.matcher.storage.base import ACTIVE_SQL
+from blindmatch.matcher.storage.project_store import ProjectStore
+from blindmatch.matcher.storage.upload_store import UploadStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    work_done INTEGER NOT NULL DEFAULT 0,
+    work_total INTEGER NOT NULL DEFAULT 0,
+    groups INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    threshold REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_inputs (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    PRIMARY KEY (run_id, position)
+);
+CREATE TABLE IF NOT EXISTS links (
+    run_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    partner TEXT NOT NULL,
+    partner_row INTEGER NOT NULL,
+    score REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
+"""
+
+
+class RunStore(ProjectStore, UploadStore):
+    def create_run(self, project: str, actor: str = audit.MATCHER) -> tuple[Run, bool]:
+        """A new queued run over every member's current upload, or the active one.
+
+        Returns (run, created).
+        """
+        with self.db.tx() as tx:
+            active = tx.execute(
+                f"SELECT id FROM runs WHERE project=? AND state IN {ACTIVE_SQL}",
+                (project,),
+            ).fetchone()
+            if active:
+                return self.run(active[0]), False
+            proj = self.project(project)
+            uploads = self.current_uploads(project)
+            missing = [m for m in self.members(project) if m not in uploads]
+            if missing:
+                raise FailedPrecondition(
+                    f"not every member has uploaded yet: waiting for {', '.join(missing)}"
+                )
+            seq = tx.execute("SELECT COUNT(*) FROM runs WHERE project=?", (project,)).fetchone()[0]
+            run_id = f"{project}-run-{seq + 1}"
+            tx.execute(
+                "INSERT INTO runs (id, project, seq, state, threshold, created) "
+                "VALUES (?,?,?,?,?,?)",
+                (run_id, project, seq + 1, QUEUED, proj.threshold, self.clock()),
+            )
+            tx.executemany(
+                "INSERT INTO run_inputs VALUES (?,?,?,?)",
+                [(run_id, i, m, uploads[m].id) for i, m in enumerate(sorted(uploads))],
+            )
+            self.audit.append_in(
+                tx, audit.Event(actor, "run.start", project, detail={"run_id": run_id})
+            )
+        return self.run(run_id), True
+
+    def run(self, run_id: str) -> Run:
+        rows = self.db.query(
+            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold "
+            "FROM runs WHERE id=?",
+            (run_id,),
+        )
+        if not rows:
+            raise NotFound(f"no run {run_id!r}")
+        return Run(*rows[0])
+
+    def latest_run(self, project: str, *, state: str | None = None) -> Run | None:
+        sql = "SELECT id FROM runs WHERE project=?"
+        args: tuple[object, ...] = (project,)
+        if state:
+            sql += " AND state=?"
+            args += (state,)
+        rows = self.db.query(sql + " ORDER BY seq DESC LIMIT 1", args)
+        return self.run(rows[0][0]) if rows else None
+
+    def run_inputs(self, run_id: str) -> list[tuple[str, Upload]]:
+        rows = self.db.query(
+            "SELECT member, upload_id FROM run_inputs WHERE run_id=? ORDER BY position", (run_id,)
+        )
+        return [(m, self.upload(u)) for m, u in rows]
+
+    def update_run(self, run_id: str, **fields: object) -> None:
+        allowed = {"state", "stage", "work_done", "work_total", "groups", "message"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"bad run fields {sorted(fields)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.db.tx() as tx:
+            tx.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
+
+    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> None:
+        """Store a run's links and mark it done, in one transaction."""
+        names = np.asarray(members, dtype=object)
+        rows = zip(
+            itertools.repeat(run_id),
+            names[links.dset].tolist(),
+            links.row.tolist(),
+            names[links.partner].tolist(),
+            links.partner_row.tolist(),
+            links.score.tolist(),
+        )
+        with self.db.tx() as tx:
+            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is None:  # its project expired, or its members erased, while it ran
+                return
+            # Results always come from the latest finished run: older links are garbage.
+            tx.execute(
+                "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project=?)",
+                (found[0],),
+            )
+            tx.executemany("INSERT INTO links VALUES (?,?,?,?,?,?)", rows)
+            tx.execute(
+                "UPDATE runs SET state='done', stage='done', groups=? WHERE id=?",
+                (groups, run_id),
+            )
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    audit.MATCHER,
+                    "run.done",
+                    found[0],
+                    detail={"run_id": run_id, "groups": groups, "links": len(links.row)},
+                ),
+            )
+        self._collect_garbage()
+
+    def fail_run(self, run_id: str, message: str) -> None:
+        with self.db.tx() as tx:
+            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            if found is not None:
+                tx.execute(
+                    "UPDATE runs SET state='failed', message=? WHERE id=?", (message, run_id)
+                )
+                self.audit.append_in(
+                    tx,
+                    audit.Event(
+                        audit.MATCHER,
+                        "run.failed",
+                        found[0],
+                        detail={"run_id": run_id, "message": message},
+                    ),
+                )
+        self._collect_garbage()
+
+    def unfinished_runs(self) -> list[Run]:
+        rows = self.db.query(f"SELECT id FROM runs WHERE state IN {ACTIVE_SQL} ORDER BY created")
+        return [self.run(r[0]) for r in rows]
+
+    def links_for(self, run_id: str, member: str) -> list[tuple[int, str, int, float]]:
+        return self.db.query(
+            "SELECT row, partner, partner_row, score FROM links WHERE run_id=? AND member=? "
+            "ORDER BY row, partner",
+            (run_id, member),
+        )

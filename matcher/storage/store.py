@@ -1,0 +1,61 @@
+"""The batch side's state: `blindmatch.sqlite` and the CLK files in `clks/`.
+
+`Store` is assembled from one class per concern, each in its own module:
+
+    project_store.py    projects, members, token hashes, consent
+    upload_store.py     uploads and their CLK files, idempotent retries, a full disk
+    run_store.py        runs, their inputs and progress, and their links
+    retention_store.py  erasure of a member, expiry of projects
+    audit_log.py        the hash-chained audit log (`store.audit`)
+
+Every write goes through one connection under one lock (sqlite.py); every change that
+the audit log records is appended in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from blindmatch.matcher.storage import audit_log, project_store, run_store, upload_store
+from blindmatch.matcher.storage.audit_log import AuditLog, read_or_make_key
+from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.retention_store import RetentionStore
+from blindmatch.matcher.storage.run_store import RunStore
+from blindmatch.matcher.storage.sqlite import Database
+
+SCHEMA = project_store.SCHEMA + upload_store.SCHEMA + run_store.SCHEMA + audit_log.SCHEMA
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
+
+
+class Store(RunStore, RetentionStore):
+    """Everything the batch side keeps, in one data dir.
+
+    `min_free_bytes` is the disk space uploads must leave free; `clock` gives
+    the time (seconds since 1970) for expiry and the audit log; `audit_key_file`
+    is where the audit chain's key lives (default DIR/audit.key).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        min_free_bytes: int = 0,
+        clock: Callable[[], float] = time.time,
+        audit_key_file: str | Path | None = None,
+    ) -> None:
+        self.files = DataDir(Path(data_dir))
+        self.min_free_bytes = min_free_bytes
+        self.clock = clock
+        self.files.make()
+        for leftover in self.files.tmp.iterdir():  # uploads a crash cut short
+            leftover.unlink()
+        key = read_or_make_key(Path(audit_key_file) if audit_key_file else self.files.audit_key)
+        self.db = Database(self.files.db, SCHEMA, pragmas=PRAGMAS)
+        self.audit = AuditLog(self.db, key, clock)
+        self._migrate()
+        self._collect_garbage()
+
+    def close(self) -> None:
+        self.db.close()

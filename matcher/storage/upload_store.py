@@ -1,0 +1,274 @@
+"""Uploads: each member's CLKs for batch runs, as files in `clks/` and rows beside them.
+
+An upload is acknowledged only after its file is fsynced into `clks/` and its row
+committed, so a crash loses nothing acknowledged and never exposes half an upload.
+Retries are idempotent: an upload may carry a client-chosen id, recorded in
+`upload_keys` in the same transaction as the upload, so a retry of an acknowledged
+upload finds it instead of storing it twice (`domain.retried_upload`). A full disk
+becomes `ResourceExhausted` and leaves earlier data as it was; `min_free_bytes`
+refuses an upload up front when it would leave less than that free.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.encodings import Held, check_compatible
+from blindmatch.matcher.domain import Upload, retried_upload
+from blindmatch.matcher.errors import NotFound, ResourceExhausted
+from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
+from blindmatch.matcher.storage.datadir import fsync_path, upload_id_of
+from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    record_count INTEGER NOT NULL,
+    clk_bits INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    current INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_current ON uploads (project, member, current);
+CREATE TABLE IF NOT EXISTS upload_keys (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    client_upload_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    PRIMARY KEY (project, member, client_upload_id)
+);
+CREATE TABLE IF NOT EXISTS upload_layouts (
+    upload_id TEXT PRIMARY KEY,
+    field_bits TEXT NOT NULL
+);
+"""
+
+# upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
+FALLBACK_PREFIX = "fallback:"
+
+# The uploads whose CLK files the matcher still needs: each member's current one, and the
+# inputs of runs that are queued or running. Every other file in clks/ is garbage.
+NEEDED_UPLOADS = (
+    "SELECT id FROM uploads WHERE current=1 UNION "
+    "SELECT upload_id FROM run_inputs JOIN runs ON runs.id=run_inputs.run_id "
+    f"WHERE runs.state IN {ACTIVE_SQL}"
+)
+
+
+def needed_uploads(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute(NEEDED_UPLOADS)}
+
+
+class UploadStore(StoreBase):
+    def new_upload_path(self) -> Path:
+        return self.files.tmp / f"{uuid.uuid4().hex}.part"
+
+    def ensure_room(self, nbytes: int) -> None:
+        """Refuse an upload of `nbytes` that would leave less than `min_free_bytes` free."""
+        free = shutil.disk_usage(self.files.root).free
+        if free - nbytes < self.min_free_bytes:
+            mib = 1024 * 1024
+            raise ResourceExhausted(
+                f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
+                f"needed, {free / mib:.1f} MiB free, {self.min_free_bytes / mib:.1f} MiB kept "
+                "in reserve); nothing was stored; ask the operator to free space"
+            )
+
+    def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
+        """The upload acknowledged earlier under this client-chosen id, if any."""
+        rows = self.db.query(
+            "SELECT upload_id FROM upload_keys WHERE project=? AND member=? AND client_upload_id=?",
+            (project, member, client_upload_id),
+        )
+        return self.upload(rows[0][0]) if rows else None
+
+    def current_uploads(self, project: str) -> dict[str, Upload]:
+        rows = self.db.cached_rows(
+            ("uploads", project),
+            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
+            "FROM uploads WHERE project=? AND current=1",
+            (project,),
+            keep_empty=True,
+        )
+        return {r[2]: Upload(*r) for r in rows}
+
+    def commit_upload(
+        self,
+        project: str,
+        member: str,
+        part: Path,
+        *,
+        record_count: int,
+        clk_bits: int,
+        fingerprint: bytes,
+        sha256: str,
+        client_upload_id: str = "",
+        field_bits: tuple[int, ...] = (),
+        fallback_bits: int = 0,
+    ) -> tuple[Upload, bool]:
+        """Make a fully received, fsynced upload file the member's current data.
+
+        With a `client_upload_id` already acknowledged for the same content,
+        returns that earlier upload and stores nothing new. The flag says which: True
+        for an earlier upload acknowledged again.
+        """
+        upload = Upload(
+            uuid.uuid4().hex, project, member, record_count, clk_bits, fingerprint, sha256
+        )
+        final = self.files.clk_file(upload.id)
+        try:
+            with self.db.tx() as tx:
+                earlier = self._keyed_for_commit(upload, client_upload_id)
+                if earlier is not None:
+                    return earlier, True
+                others = [u for m, u in self.current_uploads(project).items() if m != member]
+                check_compatible(
+                    upload.encoding,
+                    [Held("this project's other uploads", u.encoding, plural=True) for u in others],
+                )
+                os.replace(part, final)
+                fsync_path(self.files.clks)
+                self.audit.append_in(
+                    tx,
+                    audit.Event(
+                        member,
+                        "upload",
+                        project,
+                        member,
+                        detail={
+                            "upload_id": upload.id,
+                            "record_count": record_count,
+                            "clk_bits": clk_bits,
+                            "sha256": sha256,
+                        },
+                    ),
+                )
+                tx.execute(
+                    "UPDATE uploads SET current=0 WHERE project=? AND member=? AND current=1",
+                    (project, member),
+                )
+                tx.execute(
+                    "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,1)",
+                    (
+                        upload.id,
+                        project,
+                        member,
+                        record_count,
+                        clk_bits,
+                        fingerprint,
+                        sha256,
+                        self.clock(),
+                    ),
+                )
+                if client_upload_id:
+                    tx.execute(
+                        "INSERT INTO upload_keys VALUES (?,?,?,?)",
+                        (project, member, client_upload_id, upload.id),
+                    )
+                if field_bits:  # field-level encodings (see core.fieldlevel)
+                    tx.execute(
+                        "INSERT INTO upload_layouts VALUES (?,?)",
+                        (upload.id, ",".join(map(str, field_bits))),
+                    )
+                elif fallback_bits:  # record-level with a fallback CLK (core.fallback)
+                    tx.execute(
+                        "INSERT INTO upload_layouts VALUES (?,?)",
+                        (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}"),
+                    )
+        except BaseException as exc:
+            final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
+            if disk_full(exc):
+                raise ResourceExhausted(DISK_FULL) from exc
+            raise
+        self._collect_garbage()
+        return upload, False
+
+    def _keyed_for_commit(self, upload: Upload, client_upload_id: str) -> Upload | None:
+        if not client_upload_id:
+            return None
+        earlier = self.keyed_upload(upload.project, upload.member, client_upload_id)
+        if earlier is None:
+            return None
+        return retried_upload(
+            earlier,
+            client_upload_id,
+            sha256=upload.sha256,
+            record_count=upload.record_count,
+            clk_bits=upload.clk_bits,
+        )
+
+    def load_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
+        """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk."""
+        path = self.files.clk_file(upload.id)
+        if upload.record_count == 0:
+            return np.zeros((0, upload.clk_bits // 8), dtype=np.uint8)
+        return np.memmap(
+            path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
+        )
+
+    def _layout(self, upload_id: str) -> str:
+        rows = self.db.query(
+            "SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,)
+        )
+        return str(rows[0][0]) if rows else ""
+
+    def field_bits(self, upload_id: str) -> tuple[int, ...]:
+        """Segment sizes of a field-level upload; () for a record-level one."""
+        layout = self._layout(upload_id)
+        if not layout or layout.startswith(FALLBACK_PREFIX):
+            return ()
+        return tuple(int(b) for b in layout.split(","))
+
+    def fallback_bits(self, upload_id: str) -> int:
+        """Bits of the fallback CLK at the end of each of a record-level upload's CLKs; 0: none."""
+        layout = self._layout(upload_id)
+        return int(layout[len(FALLBACK_PREFIX) :]) if layout.startswith(FALLBACK_PREFIX) else 0
+
+    def upload(self, upload_id: str) -> Upload:
+        rows = self.db.query(
+            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
+            "FROM uploads WHERE id=?",
+            (upload_id,),
+        )
+        if not rows:
+            raise NotFound(f"no upload {upload_id!r}")
+        return Upload(*rows[0])
+
+    def _collect_garbage(self) -> None:
+        """Delete CLK files no current upload or active run needs any more."""
+        with self.db.lock:
+            keep = {r[0] for r in self.db.query(NEEDED_UPLOADS)}
+            for path in self.files.clks.iterdir():
+                if upload_id_of(path) not in keep:
+                    path.unlink(missing_ok=True)
+
+    def _forget_uploads(
+        self, tx: sqlite3.Connection, project: str, member: str | None = None
+    ) -> list[str]:
+        """Delete the rows of a project's (or one member's) uploads inside `tx`; their ids,
+        whose files the caller unlinks once `tx` has committed (`_unlink_uploads`)."""
+        where, args = (
+            ("project=?", (project,))
+            if member is None
+            else ("project=? AND member=?", (project, member))
+        )
+        uploads = [r[0] for r in tx.execute(f"SELECT id FROM uploads WHERE {where}", args)]
+        tx.execute(f"DELETE FROM uploads WHERE {where}", args)
+        tx.execute(f"DELETE FROM upload_keys WHERE {where}", args)
+        tx.executemany("DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads])
+        return uploads
+
+    def _unlink_uploads(self, uploads: list[str]) -> None:
+        for upload_id in uploads:
+            self.files.clk_file(upload_id).unlink(missing_ok=True)

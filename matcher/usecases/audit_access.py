@@ -1,0 +1,54 @@
+"""Reading the audit log: the operator's whole log or a member's view, and verification.
+
+Every read is itself recorded (`audit.export`, `audit.verify`). A member sees only the
+entries that concern it, with other actors' purposes withheld (core/audit.py).
+"""
+
+from __future__ import annotations
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.errors import InvalidArgument
+from blindmatch.matcher.storage.store import Store
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def export_audit(store: Store, caller: str, project: str, after: int) -> list[audit.Entry]:
+    """The entries `caller` (audit.OPERATOR, or a member of `project`) may see."""
+    entries = store.audit.entries(project=project, after=after)
+    if caller != audit.OPERATOR:
+        store.project(project)  # expired: NotFound, like every member call
+        entries = [
+            audit.member_view(e, caller) for e in entries if audit.concerns(e, project, caller)
+        ]
+    store.audit.append(
+        audit.Event(
+            caller,
+            "audit.export",
+            project,
+            "" if caller == audit.OPERATOR else caller,
+            detail={"after_seq": after, "entries": len(entries)},
+        )
+    )
+    return entries
+
+
+def verify_audit(store: Store, anchor_seq: int = 0, anchor_hash: str = "") -> audit.Verification:
+    """Check the whole chain, and that the anchor (seq, hash) recorded elsewhere is in it."""
+    anchor = None
+    if anchor_seq or anchor_hash:
+        digest = anchor_hash.lower()
+        if not anchor_seq or len(digest) != 64 or not set(digest) <= _HEX:
+            raise InvalidArgument(
+                "anchor_seq/anchor_hash: give both, a seq of 1 or more and 64 hex digits"
+            )
+        anchor = (int(anchor_seq), digest)
+    result = store.audit.verify(anchor)
+    store.audit.append(
+        audit.Event(
+            audit.OPERATOR,
+            "audit.verify",
+            detail={"ok": result.ok, "entries": result.entries, "head_seq": result.head_seq},
+        )
+    )
+    return result

@@ -1,0 +1,23 @@
+"""Erasure: a member deletes everything the matcher holds of its data in a project, now.
+
+Its uploads (rows and files), every result row that involves its records, in its own
+results and its partners', and its standing index; the audit log keeps the fact and the
+counts. Refused while a run of the project is queued or running (it reads the uploads).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blindmatch.matcher.domain import Erasure
+from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.storage.store import Store
+
+log = logging.getLogger("blindmatch.matcher")
+
+
+def erase(store: Store, realtime: Realtime, project: str, member: str) -> Erasure:
+    erased = store.erase_member(project, member)
+    realtime.erase_member(project, member)
+    log.info("%s/%s: erased %d uploads", project, member, erased.uploads)
+    return erased

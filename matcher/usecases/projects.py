@@ -1,0 +1,156 @@
+"""Projects: the operator creates them (under the rules below) and manages members' tokens;
+members describe their project and set their consent.
+
+A project's rules, checked in this order (each failure names the request field):
+a valid name; at most MAX_MEMBERS members, each with a valid name, none repeated, at
+least two; a threshold in (0, 1]; an expiry between now and MAX_RETENTION from now.
+Unset fields take the defaults: disclosure HITS, threshold DEFAULT_THRESHOLD, blocking
+auto, expiry DEFAULT_RETENTION after creation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.domain import (
+    DEFAULT_THRESHOLD,
+    MAX_MEMBERS,
+    MAX_RETENTION,
+    Level,
+    Project,
+    Run,
+    Upload,
+    valid_name,
+)
+from blindmatch.matcher.errors import InvalidArgument
+from blindmatch.matcher.storage.store import Store
+
+log = logging.getLogger("blindmatch.matcher")
+
+
+@dataclass(frozen=True)
+class ProjectRequest:
+    """A CreateProject request; None (or 0) where the operator left a field unset."""
+
+    name: str
+    members: list[str]
+    disclosure: Level | None = None
+    threshold: float = 0.0
+    blocking: str = "auto"
+    require_purpose: bool = False
+    expires: float | None = None
+
+
+def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict[str, str]]:
+    """The new project and each member's token (the only time the tokens exist)."""
+    name, members = request.name, request.members
+    if not valid_name(name):
+        raise InvalidArgument(
+            f"name: {name!r} is not a valid project name (lower-case letters, digits, "
+            "'_', '.', '-'; at most 64; starting with a letter or digit)"
+        )
+    if len(members) > MAX_MEMBERS:
+        raise InvalidArgument(
+            f"members: {len(members)} members; a project has at most {MAX_MEMBERS}"
+        )
+    bad = [m for m in members if not valid_name(m)]
+    if bad:
+        raise InvalidArgument(f"members: invalid member name(s) {', '.join(map(repr, bad))}")
+    if len(set(members)) != len(members):
+        raise InvalidArgument("members: names repeat")
+    if len(members) < 2:
+        raise InvalidArgument("members: a project needs at least two members")
+    disclosure = request.disclosure or Level.HITS
+    threshold = request.threshold or DEFAULT_THRESHOLD
+    if not 0.0 < threshold <= 1.0:
+        raise InvalidArgument(f"threshold: {threshold} is not in (0, 1]")
+    now = store.clock()
+    expires = request.expires
+    if expires is not None and not now < expires <= now + MAX_RETENTION:
+        raise InvalidArgument(
+            f"expires_unix: {int(expires)} is not between now and ten years from now"
+        )
+    tokens = store.create_project(
+        name,
+        members,
+        disclosure,
+        threshold,
+        request.blocking,
+        require_purpose=request.require_purpose,
+        expires=expires,
+    )
+    log.info("project %s created with members %s", name, ", ".join(members))
+    return store.project(name), tokens
+
+
+def rotate_token(store: Store, project: str, member: str) -> str:
+    """A new token for `member`; the old one stops working at once."""
+    token = store.rotate_token(*_token_request(project, member))
+    log.info("%s/%s: token rotated", project, member)
+    return token
+
+
+def revoke_token(store: Store, project: str, member: str) -> None:
+    store.revoke_token(*_token_request(project, member))
+    log.info("%s/%s: token revoked", project, member)
+
+
+def _token_request(project: str, member: str) -> tuple[str, str]:
+    if not project:
+        raise InvalidArgument("project: required")
+    if not member:
+        raise InvalidArgument("member: required")
+    return project, member
+
+
+def set_consent(store: Store, project: str, member: str, level: Level) -> None:
+    """The most `member` lets its partners learn about it from now on."""
+    store.project(project)
+    store.set_consent(project, member, level)
+    log.info("%s/%s: consent set to %s", project, member, level.label)
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    name: str
+    upload: Upload | None  # the member's current upload
+    consent: Level | None
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    """What a member sees of its project: settings, partners' upload status, the latest run."""
+
+    project: Project
+    member: str
+    clk_bits: int  # of the project's uploads; 0 before the first
+    members: list[MemberStatus]
+    latest_run: Run | None
+
+
+def describe(store: Store, project_name: str, member: str) -> ProjectView:
+    """The project as `member` sees it; recorded (it discloses partners' upload status)."""
+    project = store.project(project_name)
+    uploads = store.current_uploads(project.name)
+    view = ProjectView(
+        project,
+        member,
+        next(iter(uploads.values())).clk_bits if uploads else 0,
+        [
+            MemberStatus(name, uploads.get(name), consent)
+            for name, consent in store.consents(project.name).items()
+        ],
+        store.latest_run(project.name),
+    )
+    store.audit.append(
+        audit.Event(
+            member,
+            "project.describe",
+            project.name,
+            member,
+            disclosed={p: "upload status" for p in uploads if p != member},
+        )
+    )
+    return view

@@ -1,0 +1,55 @@
+"""What members ask of batch runs: start one (or get the one already under way), and
+follow its progress until it is done or has failed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from blindmatch.matcher.domain import DAY, DONE, FAILED, Run
+from blindmatch.matcher.errors import FailedPrecondition, NotFound
+from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.runs import RunManager
+
+log = logging.getLogger("blindmatch.matcher")
+
+# How long a follower waits for progress before it looks again.
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:
+    """A new run over every member's current upload, queued; or the one already queued
+    or running (so a retried start starts nothing twice)."""
+    run, created = store.create_run(project, actor=member)
+    if created:
+        runs.submit(run.id)
+        log.info("run %s queued", run.id)
+    return run
+
+
+def follow_run(
+    store: Store, runs: RunManager, project: str, run_id: str, is_active: Callable[[], bool]
+) -> Iterator[Run]:
+    """The run (the project's latest, without `run_id`) each time its progress changes,
+    until it is done or failed, `is_active()` turns false, or a day has passed."""
+    store.project(project)  # expired: NotFound, like every member call
+    if run_id:
+        run = store.run(run_id)
+        if run.project != project:
+            raise NotFound(f"no run {run_id!r} in project {project!r}")
+    else:
+        latest = store.latest_run(project)
+        if latest is None:
+            raise FailedPrecondition("no run has started in this project")
+        run = latest
+    last: Run | None = None
+    deadline = time.monotonic() + DAY
+    while is_active() and time.monotonic() < deadline:
+        current = store.run(run.id)
+        if current != last:
+            yield current
+            last = current
+        if current.state in (DONE, FAILED):
+            return
+        runs.wait_for_change(FOLLOW_POLL_SECONDS)

@@ -1,0 +1,289 @@
+"""The architecture, checked over the source (docs/architecture.md draws the same map).
+
+Every module's imports are read from its syntax tree (nothing is imported, so this runs
+in well under a second) and checked against the layers:
+
+- inside the matcher, imports point down only: domain <- core <- storage <- use cases
+  (usecases/, realtime/) <- the gRPC edge (rpc/, server.py, placement.py);
+- the domain and the core import no SQLite, gRPC or protobuf; storage no gRPC or
+  protobuf; the use cases no gRPC and no generated protobuf code;
+- the client never imports the matcher (the command line, above both, may);
+- nothing imports the command line;
+- everything imports `blindmatch.client`, `blindmatch.matcher`, `blindmatch.protos`,
+  never the bare folders `client`, `matcher`, `protos`;
+- no import cycles, and no module over MAX_LINES lines but generated code.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# The folders mapped into the one namespace (symbolic links in blindmatch/).
+MAPPED = {
+    "client": "blindmatch.client",
+    "matcher": "blindmatch.matcher",
+    "protos": "blindmatch.protos",
+}
+MAX_LINES = 500
+
+# The matcher's layers, lowest first: a module may import its own layer and those below.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("domain", ("blindmatch.matcher.domain", "blindmatch.matcher.errors")),
+    ("core", ("blindmatch.matcher.core",)),
+    ("storage", ("blindmatch.matcher.storage",)),
+    ("use cases", ("blindmatch.matcher.usecases", "blindmatch.matcher.realtime")),
+    ("gRPC edge", ("blindmatch.matcher.rpc", "blindmatch.matcher.server",
+                   "blindmatch.matcher.placement")),
+]  # fmt: skip
+GRPC = ("grpc", "grpc_health", "grpc_reflection", "google.protobuf")
+GENERATED = ("blindmatch.protos.blindmatch_pb2", "blindmatch.protos.blindmatch_pb2_grpc")
+# What each layer may not import besides the layers above it.
+FORBIDDEN = {
+    "domain": ("sqlite3", *GRPC, "blindmatch.protos"),
+    "core": ("sqlite3", *GRPC, "blindmatch.protos"),
+    "storage": (*GRPC, "blindmatch.protos"),
+    "use cases": ("sqlite3", *GRPC, *GENERATED),
+}
+CLI = ("blindmatch.cli", "blindmatch.client.cli")
+
+# Known exceptions, listed so that the work that removes them can delete their lines here.
+# The command line moves out of client/ to blindmatch/cli/ (branch arch-client); until then
+# it and the modules below import the matcher from inside the client package.
+CLIENT_IMPORTS_MATCHER = {
+    "blindmatch.client.cli",  # `serve`, `admin check`, `admin backup`: the CLI is above both
+    "blindmatch.client.demo",  # starts a matcher for the demo
+    "blindmatch.client.privacy.attacks",  # borrows the matcher's compare_chunk
+}
+# Modules over MAX_LINES: client/ is being split by arch-client (report.py came with the
+# reports of issue 22); core/index.py by whoever next changes the standing index (two
+# branches change its insides now).
+LONG = {
+    "blindmatch.client.cli",
+    "blindmatch.client.api",
+    "blindmatch.client.privacy.attacks",
+    "blindmatch.client.report",
+    "blindmatch.matcher.core.index",
+}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path
+    tree: ast.Module
+
+    @property
+    def is_package(self) -> bool:
+        return self.path.name == "__init__.py"
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importer
+    target: str  # what it imports: a module, or a name in one
+    line: int
+    at_import: bool  # runs when the module is imported (not in a function or TYPE_CHECKING)
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.line} imports {self.target}"
+
+
+def _dotted(path: Path, base: Path, prefix: str) -> str:
+    parts = list(path.relative_to(base).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([prefix, *parts]) if parts else prefix
+
+
+def _package_files() -> Iterator[tuple[str, Path]]:
+    for folder, prefix in MAPPED.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            yield _dotted(path, ROOT / folder, prefix), path
+    for path in sorted((ROOT / "blindmatch").rglob("*.py")):  # the namespace's own modules
+        if not any(p.is_symlink() for p in path.relative_to(ROOT).parents if p != Path(".")):
+            yield _dotted(path, ROOT / "blindmatch", "blindmatch"), path
+
+
+def _load(files: Iterator[tuple[str, Path]]) -> dict[str, Module]:
+    return {
+        name: Module(name, path, ast.parse(path.read_text(), str(path))) for name, path in files
+    }
+
+
+PACKAGE = _load(_package_files())
+OTHERS = _load(
+    (f"{folder}.{path.stem}", path)
+    for folder in ("tests", "benchmarks")
+    for path in sorted((ROOT / folder).glob("*.py"))
+)
+
+
+def imports(module: Module, known: dict[str, Module]) -> list[Import]:
+    found: list[Import] = []
+
+    def visit(node: ast.AST, at_import: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            deferred = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) or (
+                isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test)
+            )
+            nested = at_import and not deferred
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    found.append(Import(module.name, alias.name, child.lineno, at_import))
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:  # relative: from the importer's package
+                    package = module.name if module.is_package else module.name.rpartition(".")[0]
+                    for _ in range(child.level - 1):
+                        package = package.rpartition(".")[0]
+                    base = f"{package}.{base}".rstrip(".")
+                for alias in child.names:
+                    sub = f"{base}.{alias.name}"
+                    target = sub if sub in known else base
+                    found.append(Import(module.name, target, child.lineno, at_import))
+            visit(child, nested)
+
+    visit(module.tree, True)
+    return found
+
+
+ALL_IMPORTS = [i for m in PACKAGE.values() for i in imports(m, PACKAGE)]
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def layer_of(name: str) -> int | None:
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        if within(name, prefixes):
+            return rank
+    return None
+
+
+def test_the_layers_cover_every_matcher_module() -> None:
+    unplaced = [
+        name
+        for name in PACKAGE
+        if within(name, ("blindmatch.matcher",)) and name != "blindmatch.matcher"
+        if layer_of(name) is None
+    ]
+    assert unplaced == [], "add these to LAYERS (and to docs/architecture.md)"
+
+
+def test_matcher_imports_point_down() -> None:
+    upward = []
+    for i in ALL_IMPORTS:
+        mine, theirs = layer_of(i.module), layer_of(i.target)
+        if mine is not None and theirs is not None and theirs > mine:
+            upward.append(f"{i} ({LAYERS[mine][0]} -> {LAYERS[theirs][0]})")
+    assert upward == []
+
+
+def test_inner_layers_import_no_storage_or_grpc() -> None:
+    leaks = []
+    for i in ALL_IMPORTS:
+        mine = layer_of(i.module)
+        if mine is None:
+            continue
+        forbidden = FORBIDDEN.get(LAYERS[mine][0], ())
+        if within(i.target, forbidden):
+            leaks.append(f"{i} (the {LAYERS[mine][0]} layer may not)")
+    assert leaks == []
+
+
+def test_the_client_does_not_import_the_matcher() -> None:
+    leaks = [
+        str(i)
+        for i in ALL_IMPORTS
+        if within(i.module, ("blindmatch.client",))
+        and within(i.target, ("blindmatch.matcher",))
+        and i.module not in CLIENT_IMPORTS_MATCHER
+    ]
+    assert leaks == []
+
+
+def test_nothing_imports_the_command_line() -> None:
+    assert [
+        str(i) for i in ALL_IMPORTS if within(i.target, CLI) and not within(i.module, CLI)
+    ] == []
+
+
+@pytest.mark.parametrize("where", ["package", "tests and benchmarks"])
+def test_imports_go_through_the_blindmatch_namespace(where: str) -> None:
+    modules = PACKAGE if where == "package" else OTHERS
+    bare = [
+        str(i)
+        for m in modules.values()
+        for i in imports(m, PACKAGE)
+        if i.target.split(".")[0] in MAPPED
+    ]
+    assert bare == []
+
+
+def test_no_import_cycles() -> None:
+    graph: dict[str, set[str]] = {name: set() for name in PACKAGE}
+    for i in ALL_IMPORTS:
+        if i.at_import and i.target in PACKAGE and i.target != i.module:
+            graph[i.module].add(i.target)
+    cycles = [sorted(c) for c in _strongly_connected(graph) if len(c) > 1]
+    assert cycles == []
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's algorithm, iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                found.append(component)
+    return found
+
+
+def test_no_module_is_too_long() -> None:
+    long = {
+        name: len(m.path.read_text().splitlines())
+        for name, m in PACKAGE.items()
+        if name not in GENERATED
+    }
+    over = {name: n for name, n in long.items() if n > MAX_LINES and name not in LONG}
+    assert over == {}
+    no_longer = sorted(name for name in LONG if name in long and long[name] <= MAX_LINES)
+    assert no_longer == [], "these are short enough now: delete them from LONG"
