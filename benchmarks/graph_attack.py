@@ -179,8 +179,8 @@ def attack_table(args: argparse.Namespace) -> None:
 def f1_study(args: argparse.Namespace) -> None:
     from benchmarks.messy import ORGS, write_exports
     from blindmatch.client.evaluate import quality, read_truth
-    from blindmatch.matcher.usecases.runs import match
     from blindmatch.matcher.domain import DEFAULT_THRESHOLD
+    from blindmatch.matcher.usecases.runs import match
 
     person = load_schema(PERSON)
     print(f"{'seed':>5} {'fallback':<9} {'precision':>9} {'recall':>7} {'F1':>7}")
