@@ -43,7 +43,6 @@ from blindmatch.client.encode import EncodeReport, encode_csv, read_rows
 from blindmatch.client.harden import NONE, Hardening, with_hardening
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.privacy import population
-from blindmatch.client.privacy.check import upload_views
 from blindmatch.client.privacy.graph import (
     bit_similarity,
     collision_similarity,
@@ -51,6 +50,7 @@ from blindmatch.client.privacy.graph import (
     match_graphs,
     score_matching,
 )
+from blindmatch.client.privacy.graphcheck import upload_views
 from blindmatch.client.schema import LinkageSchema, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,13 +40,13 @@ from blindmatch.client.encode import EncodeReport, read_rows
 from blindmatch.client.harden import NONE
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.privacy import population
-from blindmatch.client.privacy.check import upload_views
 from blindmatch.client.privacy.graph import (
     _double_centred,
     known_pairs,
     match_graphs,
     score_matching,
 )
+from blindmatch.client.privacy.graphcheck import upload_views
 from blindmatch.client.schema import load_schema
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,13 +12,14 @@ from blindmatch.client.encode import EncodeReport, read_rows
 from blindmatch.client.harden import NONE, Hardening
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.privacy import population
-from blindmatch.client.privacy.check import check_synthetic, graph_attacks
+from blindmatch.client.privacy.check import check_synthetic
 from blindmatch.client.privacy.graph import (
     bit_similarity,
     known_pairs,
     match_graphs,
     score_matching,
 )
+from blindmatch.client.privacy.graphcheck import graph_attacks
 from blindmatch.client.schema import load_schema
 from tests.conftest import FALLBACK_SCHEMA, PERSON_SCHEMA
 

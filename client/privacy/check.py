@@ -15,7 +15,6 @@ filter of the schema's length per field).
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -43,21 +42,17 @@ from blindmatch.client.privacy.attacks import (
     unpack,
 )
 from blindmatch.client.privacy.frequencies import FrequencyList
-from blindmatch.client.privacy.graph import (
-    bit_similarity,
-    known_pairs,
-    match_graphs,
-    score_matching,
+from blindmatch.client.privacy.graphcheck import (
+    GRAPH_RECORDS,
+    graph_attacks,
+    normalised_export,
+    sample,
 )
+from blindmatch.client.privacy.plot import plot, write_outputs
 from blindmatch.client.schema import LinkageSchema, load_schema
 
 Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram", "graph")
-# The graph-matching attack: blind, and with this many pairs the attacker already knows.
-KNOWN_PAIRS = (0, 10, 50)
-# Records the graph-matching attack is run on (a random sample of larger uploads): it holds
-# n x n similarity matrices.
-GRAPH_RECORDS = 2000
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
 # Below this many records no verdict is given: the attacks align the data's value frequencies
@@ -304,86 +299,6 @@ def attack_encodings(
     return results, skipped
 
 
-def upload_views(
-    schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes, hardening: Hardening
-) -> list[npt.NDArray[np.uint8]]:
-    """What one member uploads, as encodings the matcher can compare pairwise: the CLKs (a
-    field-level schema's whole CLK), and the fallback CLKs when the schema has them."""
-    enc_schema = schema.for_encoding()
-    if schema.field_level:
-        clks = encode_field_level(rows, enc_schema, schema.field_bits, secret)
-        return [np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), -1)]
-    views = [
-        encode_records(
-            rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
-        )
-    ]
-    if schema.fallback:
-        views.append(
-            encode_fallback(list(map(list, rows)), schema, secret, hardening, max_workers=1)
-        )
-    return views
-
-
-def graph_attacks(
-    schema: LinkageSchema,
-    victim_rows: Sequence[Sequence[str]],
-    attacker_rows: Sequence[Sequence[str]],
-    victim_people: Sequence[object],
-    attacker_people: Sequence[object],
-    secret: bytes,
-    hardening: Hardening,
-    *,
-    known: Sequence[int] = KNOWN_PAIRS,
-    overlap_label: str = "",
-) -> list[AttackResult]:
-    """The graph-matching attack (client.privacy.graph) on what the schema uploads.
-
-    The victim's rows are encoded under `secret`; the attacker's under a key of its
-    own, with the same (public) schema and hardening. One result per number of known
-    pairs; the people (entity ids) only score the claims.
-    """
-    attacker_secret = secrets.token_bytes(32)
-    victim = [bit_similarity(v) for v in upload_views(schema, victim_rows, secret, hardening)]
-    attacker = [
-        bit_similarity(v) for v in upload_views(schema, attacker_rows, attacker_secret, hardening)
-    ]
-    encoding = "field" if schema.field_level else "record"
-    if len(victim) > 1:
-        encoding = "record+fallback"
-    held = set(attacker_people)
-    covered = sum(1 for p in victim_people if p in held) / max(len(victim_people), 1)
-    results = []
-    for count in known:
-        pairs = known_pairs(victim_people, attacker_people, count, seed=count)
-        matching = match_graphs(victim, attacker, pairs)
-        scored = score_matching(matching, victim_people, attacker_people, pairs)
-        label = "blind" if not count else f"{count} known"
-        results.append(
-            AttackResult(
-                attack=f"graph matching ({label})",
-                encoding=encoding,
-                field="(record)",
-                public_list=(
-                    f"attacker's plaintext on {covered:.0%} of the people{overlap_label}; "
-                    f"claim precision {scored.precision:.1%}"
-                ),
-                records=scored.overlapping,
-                records_reidentified=scored.right,
-                values=scored.overlapping,
-                values_reidentified=scored.right,
-                claims=scored.claims,
-            )
-        )
-    return results
-
-
-def _sample(n: int, size: int, seed: int) -> list[int]:
-    if n <= size:
-        return list(range(n))
-    return sorted(np.random.default_rng(seed).choice(n, size=size, replace=False).tolist())
-
-
 def field_segments(
     schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes, hardening: Hardening
 ) -> list[tuple[npt.NDArray[np.bool_], int] | None]:
@@ -490,7 +405,7 @@ def check_csv(
     results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, bit_attacks)
     if "graph" in attacks:
         # The attacker's plaintext: the same people as another organisation holds them.
-        picked = _sample(len(rows), graph_records, 0)
+        picked = sample(len(rows), graph_records, 0)
         victim_rows = [rows[i] for i in picked]
         kinds = [rule.kind for rule in schema.rules]
         noisy = population.noisy_copy(victim_rows, kinds, seed=1)
@@ -544,8 +459,8 @@ def check_synthetic(
                 else hardening_from_raw(schema.raw, str(schema.path))
             )
             pair = population.write_pair(Path(tmp) / "pair", seed, graph_records, overlap)
-            victim_ids, victim_rows = _normalised(pair.victim, schema)
-            attacker_ids, attacker_rows = _normalised(pair.attacker, schema)
+            victim_ids, victim_rows = normalised_export(pair.victim, schema)
+            attacker_ids, attacker_rows = normalised_export(pair.attacker, schema)
             report.results.extend(
                 graph_attacks(
                     schema, victim_rows, attacker_rows,
@@ -556,63 +471,6 @@ def check_synthetic(
             )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"
     return report
-
-
-def _normalised(
-    export: population.Export, schema: LinkageSchema
-) -> tuple[list[str], list[list[str]]]:
-    mapping = load_mapping(export.mapping, schema)
-    return read_rows(export.csv, schema, mapping, EncodeReport(source=str(export.csv)))
-
-
-def plot(report: CheckReport, path: Path) -> Path:
-    """A bar chart of the share of records re-identified per attack, with the 1% line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [
-        f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}"
-        + (f"\n{r.attack.split('(')[1].rstrip(')')}" if "(" in r.attack else "")
-        for r in report.results
-    ]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
-    x = np.arange(len(labels))
-    colours = {
-        "frequency alignment": "#d95f02",
-        "pattern mining": "#1b9e77",
-        "q-gram alignment": "#7570b3",
-        "graph matching": "#e7298a",
-    }
-    for attack, colour in colours.items():
-        shares = [
-            100 * r.record_share if r.attack.startswith(attack) else 0 for r in report.results
-        ]
-        if any(shares) or attack != "graph matching":
-            ax.bar(x, shares, 0.7, label=attack, color=colour)
-    ax.axhline(100 * report.limit, color="black", linestyle="--", linewidth=1)
-    ax.text(
-        len(labels) - 0.5, 100 * report.limit, f" {report.limit:.0%} limit", va="bottom", ha="right"
-    )
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("records re-identified (%)")
-    top = max([100 * r.record_share for r in report.results] + [2 * 100 * report.limit])
-    ax.set_ylim(0, top * 1.15)
-    ax.set_title(f"{report.verdict().split(':')[0]} - hardening: {report.hardening}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_outputs(report: CheckReport, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "privacy-check.json"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    return json_path, plot(report, out / "privacy-check.png")
 
 
 __all__ = [
