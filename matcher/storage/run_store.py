@@ -89,8 +89,8 @@ class RunStore(ProjectStore, UploadStore):
 
     def run(self, run_id: str) -> Run:
         rows = self.db.query(
-            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold "
-            "FROM runs WHERE id=?",
+            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold, "
+            "tasks_done, tasks_total FROM runs WHERE id=?",
             (run_id,),
         )
         if not rows:
@@ -113,7 +113,10 @@ class RunStore(ProjectStore, UploadStore):
         return [(m, self.upload(u)) for m, u in rows]
 
     def update_run(self, run_id: str, **fields: object) -> None:
-        allowed = {"state", "stage", "work_done", "work_total", "groups", "message"}
+        allowed = {
+            "state", "stage", "work_done", "work_total", "tasks_done", "tasks_total", "groups",
+            "message",
+        }  # fmt: skip
         if not fields or set(fields) - allowed:
             raise ValueError(f"bad run fields {sorted(fields)}")
         sets = ", ".join(f"{k}=?" for k in fields)
