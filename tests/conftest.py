@@ -29,6 +29,7 @@ from tests.support import (
     NORTH_MAP,
     SOUTH_CSV,
     SOUTH_MAP,
+    STRONG_SECRET,
     Matcher,
     Org,
 )
@@ -70,7 +71,7 @@ def project(matcher: Matcher) -> ProjectTokens:
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "linkage.secret"
-    path.write_text("correct horse battery staple, shared by every member\n")
+    path.write_text(STRONG_SECRET + "\n")  # as `blindmatch secret new` writes one
     return path
 
 

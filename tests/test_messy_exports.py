@@ -23,7 +23,7 @@ from blindmatch.client.encoding.normalise import (
 )
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
-from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, assert_refused
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET, assert_refused
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 DOB = FieldRule("dob", "date", date_format="%Y-%m-%d")
@@ -43,7 +43,7 @@ def encode(tmp_path: Path, csv_text: str | bytes, map_text: str, *extra: str) ->
     else:
         data.write_text(csv_text, encoding="utf-8")
     mapping = write(tmp_path, "map.toml", map_text)
-    secret = write(tmp_path, "secret", "s3cret")
+    secret = write(tmp_path, "secret", STRONG_SECRET)
     return main(
         ["encode", str(data), "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
          "--mapping", str(mapping), "--out", str(tmp_path / "out.encoded"), *extra]

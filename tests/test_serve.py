@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.cliflow import ROOT, blindmatch, serve
-from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
 def test_an_acknowledged_upload_survives_sigkill(tmp_path: Path) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
-    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "secret").write_text(STRONG_SECRET)
     blindmatch(
         "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
         "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),

@@ -21,7 +21,15 @@ from blindmatch.client.errors import InputError, UnavailableError
 from blindmatch.client.remote import tls
 from blindmatch.client.tools.certs import CertFiles, make_certs
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.support import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org, encode_all
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    STRONG_SECRET,
+    Org,
+    encode_all,
+)
 
 
 @pytest.fixture
@@ -160,7 +168,7 @@ def test_mutual_tls_refuses_a_certificate_from_another_ca(
 def test_serve_and_the_cli_over_mutual_tls(tmp_path: Path, certs: CertFiles) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
-    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "secret").write_text(STRONG_SECRET)
     blindmatch(
         "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
         "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),

@@ -7,6 +7,7 @@ One module per command group, each holding its commands' handlers with their opt
     admin.py      admin check|backup|query-limits|query-report
     audit.py      audit export|verify
     encoding.py   encode, schema check        local and offline
+    secret.py     secret new|keygen|seal|open the linkage secret, among members
     batch.py      upload, run, results, report   the batch flow
     member.py     consent set, erase          a member's control over its data
     realtime.py   index add|remove|sync|show, query

@@ -18,13 +18,16 @@ from blindmatch.cli import (
     member,
     project,
     realtime,
+    secret,
     serve,
 )
 from blindmatch.cli.errors import run
 
 # In the order `blindmatch --help` lists them: the operator's, then the member's
 # batch flow, then real time, then the tools.
-GROUPS = (serve, project, admin, audit, encoding, batch, member, realtime, checks, certs, demo)
+GROUPS = (
+    serve, project, admin, audit, encoding, secret, batch, member, realtime, checks, certs, demo,
+)  # fmt: skip
 
 
 class _Version(argparse.Action):

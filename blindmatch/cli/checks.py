@@ -23,6 +23,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.harden import NONE, RECOMMENDED
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.tools.privacy.check import (
+        ATTACKS,
         DEFAULT_SCHEMA,
         check_csv,
         check_synthetic,
@@ -41,10 +42,12 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
                 f"{', '.join(schema.field_names)}"
             )
         overrides[name] = read_list(Path(path))
+    attacks = ATTACKS if args.graph_records > 0 else tuple(a for a in ATTACKS if a != "graph")
     if args.data is None:
         report = check_synthetic(
-            args.records, args.seed, schema, hardening=hardening, level=args.encoding
-        )
+            args.records, args.seed, schema, hardening=hardening, level=args.encoding,
+            attacks=attacks, graph_records=args.graph_records,
+        )  # fmt: skip
     else:
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
@@ -56,6 +59,8 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
             hardening=hardening,
             level=args.encoding,
             overrides=overrides,
+            attacks=attacks,
+            graph_records=args.graph_records,
         )
     json_path, png_path = write_outputs(report, args.out)
     print(report.render())
@@ -137,6 +142,14 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
     p.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
+    p.add_argument(
+        "--graph-records",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="records the graph-matching attack is run on (a sample of larger data; it holds "
+        "N x N matrices); 0 skips it (default: 2000)",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
     )

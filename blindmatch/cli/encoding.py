@@ -16,14 +16,15 @@ from blindmatch.cli.options import (
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from blindmatch.client.encoding.encode import encode_csv, read_secret
+    from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.encoded import write_encoded
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.encoding.sharedsecret import read_checked
 
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
-    secret = read_secret(args.secret_file)
+    secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
     result = encode_csv(
         args.data,
         schema,
@@ -33,6 +34,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         on_duplicate_id=args.on_duplicate_id,
         allow_empty=args.allow_empty,
     )
+    if weak:
+        result.report.warnings.insert(0, weak)
     write_encoded(
         args.out,
         clks=result.clks,
@@ -74,6 +77,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
     p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
     quiet_option(p)
+    p.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help="encode with a secret that fails the strength rule (tests only; the report says so)",
+    )
     p.add_argument(
         "--on-duplicate-id",
         choices=Choices("blindmatch.client.encoding.readcsv", "ON_DUPLICATE"),

@@ -111,13 +111,16 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
-    from blindmatch.client.encoding.encode import encode_csv, read_secret
+    from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.person import encode_person, refuse_unreadable
     from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.encoding.sharedsecret import read_checked
 
     schema = load_schema(args.schema)
-    secret = read_secret(args.secret_file)
+    secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
+    if weak:
+        print(f"warning: {weak}", file=sys.stderr)
     values = _query_values(args)
     if args.data:
         if values:
@@ -294,6 +297,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
     p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
     p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help="query with a secret that fails the strength rule (tests only)",
+    )
     p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
     for name, flag in PERSON_OPTIONS.items():
         p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
