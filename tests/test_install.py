@@ -74,7 +74,7 @@ def test_a_wheel_in_a_fresh_venv_gives_a_working_blindmatch(tmp_path: Path) -> N
     work = tmp_path / "work"
     work.mkdir()
     secret = work / "linkage.secret"
-    secret.write_text("shared by both members\n")
+    assert "Wrote a new 256-bit secret" in _run(bm, "secret", "new", secret)  # no clkhash needed
     for name, data, mapping in (("north", NORTH_CSV, NORTH_MAP), ("south", SOUTH_CSV, SOUTH_MAP)):
         (work / f"{name}.csv").write_text(data, encoding="utf-8")
         (work / f"{name}.toml").write_text(mapping, encoding="utf-8")
