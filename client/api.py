@@ -162,6 +162,7 @@ class IndexSummary:
     replaced: int
     removed: int
     record_count: int
+    replayed: bool = False  # a retry of a change the matcher had stored: acknowledged again
 
 
 @dataclass(frozen=True)
@@ -566,16 +567,22 @@ class MatcherClient:
         fingerprint: bytes,
         puts: Sequence[tuple[str, bytes]] = (),
         removes: Sequence[str] = (),
+        change_id: str | None = None,
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
         Refs are the member's own opaque row references (see `client.realtime.row_refs`),
-        never local ids. Durable at the matcher when this returns.
+        never local ids. Durable at the matcher when this returns. Every attempt carries
+        the same `change_id` (a fresh random one unless given), so a retry after a lost
+        acknowledgement gets the same summary (`replayed`) and changes nothing twice.
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
+        key = change_id or uuid.uuid4().hex
 
         def messages() -> Iterator[pb.IndexChange]:
-            header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+            header = pb.IndexHeader(
+                project=project, clk_bits=clk_bits, fingerprint=fingerprint, client_change_id=key
+            )
             yield pb.IndexChange(header=header)
             for start in range(0, len(puts), per_message):
                 batch = puts[start : start + per_message]
@@ -585,9 +592,13 @@ class MatcherClient:
             for start in range(0, len(removes), 50_000):
                 yield pb.IndexChange(remove=pb.IndexRemove(refs=removes[start : start + 50_000]))
 
-        with translate_errors(self.target):
-            reply = self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600)
-        return IndexSummary(reply.added, reply.replaced, reply.removed, reply.record_count)
+        reply = self._retrying(
+            "index change",
+            lambda: self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600),
+        )
+        return IndexSummary(
+            reply.added, reply.replaced, reply.removed, reply.record_count, reply.replayed
+        )
 
     def list_index(self, project: str) -> dict[str, bytes]:
         """This member's indexed refs, each with the 8-byte BLAKE2b digest of its CLK."""

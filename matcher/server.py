@@ -29,6 +29,7 @@ from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
+from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -43,7 +44,7 @@ MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].method
 
 @dataclass
 class RunningServer:
-    """A started matcher: its gRPC server, bound port, store, run manager and sweeper."""
+    """A started matcher: its gRPC server, bound port, store, run manager, sweeper and scrub."""
 
     server: grpc.Server
     port: int
@@ -52,10 +53,12 @@ class RunningServer:
     realtime: Realtime
     sweeper: Sweeper
     query_streams: QueryStreams
+    scrubber: Scrubber
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
         self.query_streams.close()
+        self.scrubber.stop()
         self.sweeper.stop()
         self.runs.stop()
         self.realtime.close()
@@ -76,6 +79,7 @@ def create_server(
     sweep_interval: float = SWEEP_INTERVAL,
     audit_key_file: str | Path | None = None,
     query_stream_idle: float = QUERY_STREAM_IDLE_SECONDS,
+    scrub_interval: float = SCRUB_INTERVAL,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -86,7 +90,9 @@ def create_server(
     space uploads must leave free; a query stream that asks nothing for
     `query_stream_idle` seconds is ended.
     `clock` is the time source for expiry and the audit log (tests pass their
-    own); `sweep_interval` is how often expired projects are looked for.
+    own); `sweep_interval` is how often expired projects are looked for;
+    `scrub_interval` how often every stored upload is hashed again (0: only its size is
+    checked, at start-up).
     """
     everywhere = frozenset(allowed_cpus())
     placement = plan_placement(set(everywhere), lookup_threads)
@@ -113,6 +119,8 @@ def create_server(
             if not store.is_live(name):
                 realtime.erase_project(name)
         sweeper.start()  # expired data goes before the first request is served
+        scrubber = Scrubber(store, scrub_interval)
+        scrubber.start()  # sizes now; hashes in the background
         runs = RunManager(store, workers=workers)
         with pinned(everywhere if request_cpus is not None else None):
             runs.start()  # a batch run's threads keep every core
@@ -136,6 +144,7 @@ def create_server(
         if port:
             server.start()
     if port == 0:
+        scrubber.stop()
         query_streams.close()
         runs.stop()
         realtime.close()
@@ -147,7 +156,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.files.root)
-    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams)
+    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams, scrubber)
 
 
 def _grpc_server(

@@ -77,3 +77,15 @@ def snapshot(matcher: Matcher) -> dict[str, object]:
         if p.is_file()
     }
     return state
+
+
+def corrupt_table(db_path: Path, table: str) -> None:
+    """Scribble over the b-tree header of `table`'s root page, as a bad disk block would
+    (the database must be closed: nothing of it left in a -wal file)."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()
+    assert root is not None, f"no table {table} in {db_path}"
+    with open(db_path, "r+b") as fh:
+        fh.seek((root[0] - 1) * page_size)
+        fh.write(b"\x0d\xff\xff\xff\xff\xff\xff\xff" * 8)

@@ -9,8 +9,10 @@ How a query is answered, in order (`Realtime.query`):
    exact Dice);
 4. reduce what was found to what each partner allows: the lesser of the project's level
    and the partner's consent, read off the one disclosure ladder (`core.disclose`);
-5. record the query, answered or refused, with its purpose, in the server log, the query
-   log and the audit log (querylog.py).
+5. record the query, answered or refused, with its purpose, in the audit log, durably,
+   before the answer leaves (a group commit: one fsync for the queries that arrive
+   together), then in the server log and the query log (querylog.py). A query whose entry
+   cannot be written (a full disk) is refused, not answered.
 
 Query encodings are used for the search and dropped with the reply: nothing of them is
 written anywhere. Watches (watches.py) keep their CLKs in memory only while the member's
@@ -104,35 +106,25 @@ class Realtime:
         encoding: Encoding,
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
-    ) -> ChangeSummary:
-        """Apply one member's change (durable, then visible to the next query), record it,
-        and tell the other members' watches about the records it put."""
+        client_change_id: str = "",
+    ) -> tuple[ChangeSummary, bool]:
+        """Apply one member's change (audited, durable, then visible to the next query)
+        and tell the other members' watches about the records it put. Returns the summary
+        and whether the change was a retry of one already stored (acknowledged again)."""
         self.store.project(project)  # expired: NotFound, like every member call
-        summary, put_words = self.indexes.change(project, member, encoding, puts, removes)
-        if put_words is None:
-            return summary  # an empty change: nothing happened
-        self.store.audit.append(
-            audit.Event(
-                member,
-                "index.change",
-                project,
-                member,
-                detail={
-                    "added": summary.added,
-                    "replaced": summary.replaced,
-                    "removed": summary.removed,
-                    "record_count": summary.record_count,
-                },
-            )
+        summary, put_words, replayed = self.indexes.change(
+            project, member, encoding, puts, removes, client_change_id
         )
+        if put_words is None:  # an empty change, or a retry: nothing happened now
+            return summary, replayed
         if puts and self.watches.watching(project, besides=member):
             live = self.store.project(project)
             level = effective_level(live.disclosure, self.store.consents(project).get(member))
             refs = [r for r, _ in puts]
             self.watches.notify(
-                live, member, level, refs, put_words, self.query_log.record, self.clock
+                live, member, level, refs, put_words, self.query_log.record_all, self.clock
             )
-        return summary
+        return summary, False
 
     def list_index(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
         """(clk_bits, refs, digests) of the member's index."""
@@ -262,9 +254,8 @@ class Realtime:
             raise errors.NotFound(f"no member {member!r} in project {project!r}")
         current = self.index_store.limits().get((project, member), (0, 0))
         per_minute, per_day = per_minute or current[0], per_day or current[1]
-        self.index_store.set_limits(project, member, per_minute, per_day)
-        if allow_watch is not None:
-            self.index_store.set_allow_watch(project, allow_watch)
+        # Recorded first: no change without its entry (a crash between the two leaves an
+        # entry for limits the operator was never told were set, and retries).
         self.store.audit.append(
             audit.Event(
                 audit.OPERATOR,
@@ -278,6 +269,9 @@ class Realtime:
                 },
             )
         )
+        self.index_store.set_limits(project, member, per_minute, per_day)
+        if allow_watch is not None:
+            self.index_store.set_allow_watch(project, allow_watch)
         return self.limits_for(project, member)
 
     def watching_allowed(self, project: str) -> bool:
