@@ -259,11 +259,11 @@ def _check_files(
         report.problems.append(f"{files.clks}: missing")
     unreferenced = []
     for path in listed:
-        upload_id = upload_id_of(path)
-        if upload_id is None:
+        listed_id = upload_id_of(path)
+        if listed_id is None:
             if path.exists() or path.is_symlink():  # (else collected while we looked)
                 report.problems.append(f"{path}: not an upload file; nothing should be here")
-        elif upload_id not in snapshot.needed:
+        elif listed_id not in snapshot.needed:
             unreferenced.append(path)
     if not suspects and not unreferenced:
         return
