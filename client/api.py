@@ -9,6 +9,7 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sys
 import time
@@ -218,6 +219,20 @@ class MemberVolume:
 
 def _clk_bytes(clks: bytes | Sequence[bytes]) -> bytes:
     return clks if isinstance(clks, bytes) else b"".join(clks)
+
+
+def content_upload_id(project: str, encoded: Encoded) -> str:
+    """The upload id of `encoded`'s content sent to `project`: the same every time, so
+    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
+    parts = [
+        project,
+        encoded.sha256,
+        str(encoded.clk_bits),
+        encoded.fingerprint.hex(),
+        ",".join(map(str, encoded.field_bits)),
+        str(encoded.fallback_bits),
+    ]
+    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
 def query_request(

@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blindmatch.client import tls
-from blindmatch.client.api import BLOCKINGS, LEVELS, IndexSummary, MatcherClient, RunProgress
+from blindmatch.client.api import (
+    BLOCKINGS,
+    LEVELS,
+    IndexSummary,
+    MatcherClient,
+    RunProgress,
+    content_upload_id,
+)
 from blindmatch.client.encode import EncodeResult, encode_csv, read_secret
 from blindmatch.client.encoded import read_encoded, write_encoded
 from blindmatch.client.errors import BlindmatchError, InputError
@@ -100,6 +107,7 @@ def _when(unix: float) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.server import create_server, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -115,17 +123,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"  {admin}\nSet BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
             file=sys.stderr,
         )
-    running = create_server(
-        args.listen,
-        args.data_dir,
-        admin,
-        credentials=credentials,
-        workers=args.workers,
-        lookup_threads=args.lookup_threads,
-        streams_per_member=args.max_streams_per_member,
-        min_free_bytes=int(args.min_free_mb * 1024 * 1024),
-        audit_key_file=args.audit_key,
-    )
+    try:
+        running = create_server(
+            args.listen,
+            args.data_dir,
+            admin,
+            credentials=credentials,
+            workers=args.workers,
+            lookup_threads=args.lookup_threads,
+            streams_per_member=args.max_streams_per_member,
+            min_free_bytes=int(args.min_free_mb * 1024 * 1024),
+            audit_key_file=args.audit_key,
+        )
+    except StartupRefused as exc:  # a damaged database, a missing audit key: say how to recover
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     host = args.listen.rsplit(":", 1)[0]
 
     def announce() -> None:
@@ -234,8 +246,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     encoded = read_encoded(args.encoded)
     with _client(args, _member_token(args)) as client:
-        reply = client.upload(args.project, encoded, progress=_progress_wanted(args))
-    print(f"Uploaded {reply.record_count} encodings to {args.project} (upload {reply.upload_id}).")
+        reply = client.upload(
+            args.project,
+            encoded,
+            progress=_progress_wanted(args),
+            upload_id=content_upload_id(args.project, encoded),  # the same command: idempotent
+        )
+    again = "; the matcher had it already, nothing was stored twice" if reply.replayed else ""
+    print(
+        f"Uploaded {reply.record_count} encodings to {args.project} "
+        f"(upload {reply.upload_id}{again})."
+    )
     return 0
 
 

@@ -83,6 +83,9 @@ def create_server(
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
+    A data dir that cannot be served as it is (a damaged database, a missing audit key)
+    raises `StartupRefused`, whose message says how to recover, before anything is served.
+
     `lookup_threads` is how many native threads run real-time look-ups, on the cores
     the request threads (kept on one) leave free; None: one per such core, 0: none, and
     no thread is placed (matcher/placement.py). `streams_per_member` caps each member's
@@ -106,13 +109,17 @@ def create_server(
         store = Store(
             data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
         )
-        # Index merges run in the background at nice 10, on every core, as batch runs do.
-        realtime = Realtime(
-            store,
-            data_dir,
-            clock=clock,
-            merge_cpus=everywhere if request_cpus is not None else None,
-        )
+        try:
+            # Index merges run in the background at nice 10, on every core, as batch runs do.
+            realtime = Realtime(
+                store,
+                data_dir,
+                clock=clock,
+                merge_cpus=everywhere if request_cpus is not None else None,
+            )
+        except BaseException:  # index.sqlite refused (damaged): nothing stays open
+            store.close()
+            raise
         sweeper = Sweeper(store, sweep_interval)
         sweeper.on_expired.append(realtime.erase_project)
         for name in realtime.index_store.projects():  # indexes of projects expired while down

@@ -22,6 +22,7 @@ import pytest
 from benchmarks.faults import free_port
 from benchmarks.knownclks import Dataset, population, write
 from blindmatch.client.api import MatcherClient, ProjectTokens
+from blindmatch.client.cli import main
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
 from blindmatch.client.retry import NO_RETRY, RetryPolicy
@@ -136,6 +137,40 @@ def test_an_upload_id_reused_for_different_content_is_refused(
         with pytest.raises(RejectedError, match="already used for a different upload"):
             member.upload("trial", write(other, tmp_path / "b"), upload_id="same-id")
     assert upload_rows(matcher.data_dir) == 1
+
+
+def test_running_blindmatch_upload_again_stores_nothing_twice(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command derives its upload id from the content and project: re-running it (after
+    a client killed while the matcher committed, say) is acknowledged, not stored again."""
+
+    def upload(folder: Path) -> str:
+        args = ["upload", str(folder), "--project", "trial", "--token", project.tokens["north"]]
+        assert main([*args, "--server", matcher.target, "--quiet"]) == 0
+        return capsys.readouterr().out
+
+    first = upload(tmp_path / "north.encoded")
+    again = upload(tmp_path / "north.encoded")
+    assert "the matcher had it already, nothing was stored twice" in again
+    assert first.split("(upload ")[1][:32] == again.split("(upload ")[1][:32]
+    assert upload_rows(matcher.data_dir) == 1
+    assert len(list((matcher.data_dir / "clks").iterdir())) == 1
+
+    # Other content, then the first again: the first becomes current again (stored anew).
+    other = population(1, 50, 0.0, seed=8)[0]
+    write(other, tmp_path / "other")
+    upload(tmp_path / "other")
+    back = upload(tmp_path / "north.encoded")
+    assert "had it already" not in back
+    assert upload_rows(matcher.data_dir) == 3
+    with matcher.member(project.tokens["north"]) as member:
+        shown = {m.name: m.record_count for m in member.describe("trial").members}
+    assert shown["north"] == encoded["north"].record_count
 
 
 def test_without_an_upload_id_each_upload_is_new(

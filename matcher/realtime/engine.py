@@ -56,6 +56,7 @@ from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
+from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
 
 # How often an open watch looks whether its stream is still open.
@@ -85,12 +86,19 @@ class Realtime:
         self.store = store
         self.index_store = IndexStore(data_dir)
         self.clock = clock
-        self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
         self.watches = Watches()
         self.meter = QueryMeter()
-        for e in self.index_store.logged_queries(self.clock() - DAY):
-            if not e.refused:
-                self.meter.seed(e.project, e.member, e.time, e.records)
+        try:
+            self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
+            for e in self.index_store.logged_queries(self.clock() - DAY):
+                if not e.refused:
+                    self.meter.seed(e.project, e.member, e.time, e.records)
+        except errors.DataLoss as exc:  # a damaged page its opening check did not reach
+            self.index_store.close()
+            raise refuse_damaged(self.index_store.db.path, [str(exc.__cause__ or exc)]) from exc
+        except BaseException:
+            self.index_store.close()
+            raise
         self.query_log = QueryLog(self.index_store, audit_sink=store.audit.append_all)
 
     def close(self) -> None:

@@ -4,7 +4,9 @@ An upload is acknowledged only after its file is fsynced into `clks/` and its ro
 committed, so a crash loses nothing acknowledged and never exposes half an upload.
 Retries are idempotent: an upload may carry a client-chosen id, recorded in
 `upload_keys` in the same transaction as the upload, so a retry of an acknowledged
-upload finds it instead of storing it twice (`domain.retried_upload`). A full disk
+upload finds it instead of storing it twice (`domain.retried_upload`), as long as it is
+still the member's current upload (`blindmatch upload` derives the id from the content,
+so sending content again after other content makes it current again). A full disk
 becomes `ResourceExhausted` and leaves earlier data as it was; `min_free_bytes`
 refuses an upload up front when it would leave less than that free.
 
@@ -153,9 +155,12 @@ class UploadStore(StoreBase):
             )
 
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
-        """The upload acknowledged earlier under this client-chosen id, if any."""
+        """The upload acknowledged earlier under this client-chosen id, if it is still the
+        member's current one. (One the member has since replaced is not acknowledged
+        again: its file may be gone, and sending it again means making it current again.)"""
         rows = self.db.query(
-            "SELECT upload_id FROM upload_keys WHERE project=? AND member=? AND client_upload_id=?",
+            "SELECT k.upload_id FROM upload_keys k JOIN uploads u ON u.id=k.upload_id "
+            "WHERE k.project=? AND k.member=? AND k.client_upload_id=? AND u.current=1",
             (project, member, client_upload_id),
         )
         return self.upload(rows[0][0]) if rows else None
@@ -237,9 +242,9 @@ class UploadStore(StoreBase):
                         self.clock(),
                     ),
                 )
-                if client_upload_id:
+                if client_upload_id:  # (a replaced upload's id now names this one)
                     tx.execute(
-                        "INSERT INTO upload_keys VALUES (?,?,?,?)",
+                        "INSERT OR REPLACE INTO upload_keys VALUES (?,?,?,?)",
                         (project, member, client_upload_id, upload.id),
                     )
                 if field_bits:  # field-level encodings (see core.fieldlevel)
