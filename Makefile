@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLKHASH := clkhash==0.18.3
 
-.PHONY: install demo test lint format protos check-protos bench bench-speed clean
+.PHONY: install demo test lint format protos check-protos bench bench-speed bench-quality clean
 
 install: $(STAMP)
 
@@ -47,6 +47,21 @@ bench: $(STAMP)
 # `$(BIN)/python benchmarks/speed.py --quick` for a one-minute version.
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
+
+# Match quality on both generators and a grid of corruption rates and sizes, beside
+# clkhash+anonlink and Splink on the plaintext (issue 21; about an hour on 2 cores).
+# Splink lives in its own venv: it is the benchmark's anchor, not a dependency of blindmatch.
+SPLINK_VENV := benchmarks/.venv-splink
+SPLINK := splink==5.0.0 pandas
+
+$(SPLINK_VENV)/.installed:
+	test -x $(SPLINK_VENV)/bin/python || $(PYTHON) -m venv $(SPLINK_VENV)
+	$(SPLINK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SPLINK_VENV)/bin/python -m pip install --quiet $(SPLINK)
+	touch $@
+
+bench-quality: $(STAMP) $(SPLINK_VENV)/.installed
+	$(BIN)/python benchmarks/quality.py --grid
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache matcher/core/*.so

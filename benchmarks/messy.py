@@ -23,11 +23,15 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.exports import Export, hand_row, write_export, write_truth
 from blindmatch.client.synthetic import holdings
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -162,6 +166,14 @@ class OrgStyle:
     postcode_missing: float = 0.02
     stale_postcode: float = 0.5  # for movers: chance this org holds the old postcode
 
+    def scaled(self, factor: float) -> OrgStyle:
+        """The same organisation with every corruption rate multiplied by `factor`."""
+        names = (
+            "nickname", "typo_given", "typo_surname", "swapped_names", "dob_missing",
+            "dob_slip", "sex_missing", "postcode_missing",
+        )  # fmt: skip
+        return replace(self, **{n: min(0.9, getattr(self, n) * factor) for n in names})
+
     def mapping_toml(self) -> str:
         c = self.columns
         return (
@@ -222,7 +234,8 @@ def slip(day: date, rng: random.Random) -> date:
             return day.replace(day=day.day + rng.choice((-1, 1)))
         except ValueError:
             pass
-    return day.replace(year=day.year + rng.choice((-1, 1, -10, 10)))
+    year = day.year + rng.choice((-1, 1, -10, 10))
+    return day.replace(year=year, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
 def export_row(style: OrgStyle, person: Person, n: int, rng: random.Random) -> dict[str, str]:
@@ -267,39 +280,50 @@ def export_row(style: OrgStyle, person: Person, n: int, rng: random.Random) -> d
     }
 
 
-@dataclass(frozen=True)
-class Export:
-    csv: Path
-    mapping: Path
-    truth: dict[str, int]  # record id -> entity
-
-
-def write_exports(folder: Path, seed: int, size: int = 20_000) -> dict[str, Export]:
-    """Write each organisation's CSV and mapping, and truth.csv; returns them by org."""
+def write_exports(
+    folder: Path, seed: int, size: int = 20_000, corruption: float = 1.0
+) -> dict[str, Export]:
+    """Write each organisation's CSV and mapping, and truth.csv; returns them by org.
+    `corruption` multiplies every corruption rate (1.0: the documented rates)."""
     rng = random.Random(seed)
     people = population(size, rng)
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    truth_rows = []
-    held_by = holdings(people, ORGS, rng)
-    for style in ORGS:
+    out: dict[str, Export] = {}
+    orgs = tuple(style.scaled(corruption) for style in ORGS) if corruption != 1.0 else ORGS
+    held_by = holdings(people, orgs, rng)
+    for style in orgs:
         rows = [export_row(style, p, n, rng) for n, p in enumerate(held_by[style.name])]
-        csv_path = folder / f"{style.name}.csv"
-        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=[style.id_column, *style.columns.values()])
-            writer.writeheader()
-            writer.writerows(rows)
-        map_path = folder / f"{style.name}.toml"
-        map_path.write_text(style.mapping_toml(), encoding="utf-8")
-        truth = {
-            row[style.id_column]: p.entity for row, p in zip(rows, held_by[style.name], strict=True)
-        }
-        truth_rows.extend((style.name, rid, ent) for rid, ent in truth.items())
-        out[style.name] = Export(csv_path, map_path, truth)
-    with open(folder / "truth.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["member", "record_id", "entity_id"])
-        writer.writerows(truth_rows)
+        header = [style.id_column, *style.columns.values()]
+        entities = [p.entity for p in held_by[style.name]]
+        out[style.name] = write_export(
+            folder, style.name, header, rows, style.mapping_toml(), entities
+        )
+    write_truth(folder, out)
+    return out
+
+
+def hand_rows(folder: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Each export's ids and records normalised by hand, knowing its conventions (the
+    benchmark's anchors get this): given name, surname, ISO date of birth, sex letter,
+    postcode, folded to letters and digits."""
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
+    for style in ORGS:
+        c = style.columns
+        ids, rows = [], []
+        with open(folder / f"{style.name}.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                ids.append(row[style.id_column])
+                rows.append(
+                    hand_row(
+                        row[c["forenames"]],
+                        row[c["surname"]],
+                        row[c["dob"]],
+                        style.date_format,
+                        row[c["sex"]],
+                        row[c["postcode"]],
+                    )
+                )
+        out[style.name] = (ids, rows)
     return out
 
 
@@ -308,8 +332,9 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="folder to write the exports into")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--population", type=int, default=20_000)
+    parser.add_argument("--corruption", type=float, default=1.0, help="multiplies every rate")
     args = parser.parse_args()
-    exports = write_exports(args.out, args.seed, args.population)
+    exports = write_exports(args.out, args.seed, args.population, args.corruption)
     for name, exp in exports.items():
         print(f"{name}: {len(exp.truth)} records -> {exp.csv}")
     return 0

@@ -1,70 +1,94 @@
-"""Match quality on messy multi-agency exports: the anchor and blindmatch side by side.
+"""Match quality on messy multi-agency exports: blindmatch beside its anchors, on two
+independent generators and a grid of corruption rates and population sizes.
 
     .venv/bin/python benchmarks/quality.py [--seeds 11 12 13] [--population 20000]
+    .venv/bin/python benchmarks/quality.py --grid        # what `make bench-quality` runs
 
-For every seed, `benchmarks/messy.py` writes three organisations' exports and
-their truth. Then, on the same files:
+For every setting, a generator writes the organisations' exports and their truth:
+`benchmarks/messy.py` (three organisations; the generator the defaults were chosen on) or
+`benchmarks/households.py` (four organisations, other names, another corruption model;
+households, twins, movers, marriages; never used to choose anything). Then, on the same
+files:
 
 - **anchor**: clkhash + anonlink at Dice 0.8, record level, after careful hand
-  normalisation (case, accents, punctuation, date formats, postcode spacing,
-  sex words), with the original person-uk schema (benchmarks/data/anchor-schema.json);
-  multi-party greedy solving; its groups turned into (record, partner) hits.
+  normalisation (case, accents, punctuation, date formats, postcode spacing, sex words, a
+  full-name column cut by its known layout), with the original person-uk schema
+  (benchmarks/data/anchor-schema.json); multi-party greedy solving; its groups turned into
+  (record, partner) hits.
 - **blindmatch**: the documented CLI flow with default settings through a real
-  `blindmatch serve` process: `project create` (hits disclosure, default
-  threshold), `encode` with schemas/person-uk.json and each member's mapping,
-  `upload`, `run`, `results`; the three hits files are scored.
+  `blindmatch serve` process: `project create` (hits disclosure, default threshold),
+  `encode` with schemas/person-uk.json and each member's mapping, `upload`, `run`,
+  `results`; the members' hits files are scored.
+- **splink** (with `--splink`, or in the grid): Splink on the same hand-normalised
+  plaintext (first given name), its standard person model trained unsupervised (EM), pairs
+  with match probability >= 0.5, resolved one-to-one between each two organisations best
+  first (benchmarks/splink_link.py, run in benchmarks/.venv-splink: Splink is the
+  benchmark's anchor, not a dependency).
+- **candidate** (in the grid): the same CLI flow with the opt-in
+  schemas/person-uk-candidate.json (issue 21; docs/schema.md).
+- **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
+  the largest export: the share of records its worst attack re-identifies.
 
-Precision, recall and F1 are over (record, partner) hits of all three members.
+Precision, recall and F1 are over (record, partner) hits of all members.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 import warnings
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import households, messy
 from benchmarks.cliflow import link, serve
-from benchmarks.messy import ORGS, write_exports
 from blindmatch.client.evaluate import Quality, quality, read_results, read_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
+CANDIDATE = ROOT / "schemas" / "person-uk-candidate.json"  # opt-in, issue 21
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
+SPLINK_PYTHON = Path(__file__).resolve().parent / ".venv-splink" / "bin" / "python"
+SPLINK_SCRIPT = Path(__file__).resolve().parent / "splink_link.py"
+
+Hits = set[tuple[str, str, str]]
+HandRows = dict[str, tuple[list[str], list[list[str]]]]
 
 
-def _hand_text(value: str) -> str:
-    text = unicodedata.normalize("NFKD", value.casefold())
-    return "".join(ch for ch in text if ch.isalnum())
+@dataclass(frozen=True)
+class Generator:
+    name: str
+    write: Callable[..., dict[str, object]]  # (folder, seed, size, corruption) -> exports
+    hand_rows: Callable[[Path], HandRows]
+
+    def exports(self, folder: Path) -> dict[str, tuple[Path, Path]]:
+        """Each organisation's CSV and mapping in `folder`, in the generator's order."""
+        return {name: (folder / f"{name}.csv", folder / f"{name}.toml") for name in self.orgs}
+
+    @property
+    def orgs(self) -> list[str]:
+        module = messy if self.name == "messy" else households
+        return [o.name for o in module.ORGS]
 
 
-def _hand_row(row: dict[str, str], style) -> list[str]:  # type: ignore[no-untyped-def]
-    c = style.columns
-    dob = row[c["dob"]].strip()
-    if dob:
-        dob = datetime.strptime(dob, style.date_format).strftime("%Y-%m-%d")
-    sex = row[c["sex"]].strip()[:1].upper()
-    return [
-        _hand_text(row[c["forenames"]]),
-        _hand_text(row[c["surname"]]),
-        dob,
-        sex,
-        _hand_text(row[c["postcode"]]),
-    ]
+GENERATORS = {
+    "messy": Generator("messy", messy.write_exports, messy.hand_rows),
+    "households": Generator("households", households.write_exports, households.hand_rows),
+}
 
 
-def anchor(folder: Path, threshold: float = 0.8) -> set[tuple[str, str, str]]:
+def anchor(folder: Path, threshold: float = 0.8, generator: str = "messy") -> Hits:
     """clkhash + anonlink, record level, hand-normalised: the field's reference flow."""
-    import json
-
     from clkhash import clk, schema
 
     with warnings.catch_warnings():
@@ -75,12 +99,12 @@ def anchor(folder: Path, threshold: float = 0.8) -> set[tuple[str, str, str]]:
     for f in raw["features"]:
         f["hashing"]["missingValue"] = {"sentinel": ""}
     sch = schema.from_json_dict(raw)
-    datasets, ids = [], []
-    for style in ORGS:
-        with open(folder / f"{style.name}.csv", newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        ids.append([r[style.id_column] for r in rows])
-        datasets.append(clk.generate_clks([_hand_row(r, style) for r in rows], sch, "anchor"))
+    hand = GENERATORS[generator].hand_rows(folder)
+    names = list(hand)
+    datasets = [
+        clk.generate_clks([[r[0].replace(" ", ""), *r[1:]] for r in rows], sch, "anchor")
+        for _ids, rows in hand.values()
+    ]
     cands = anonlink.candidate_generation.find_candidate_pairs(
         datasets, anonlink.similarities.dice_coefficient_accelerated, threshold
     )
@@ -89,37 +113,166 @@ def anchor(folder: Path, threshold: float = 0.8) -> set[tuple[str, str, str]]:
         for d0, r0 in group:
             for d1, _r1 in group:
                 if d0 != d1:
-                    hits.add((ORGS[d0].name, ids[d0][r0], ORGS[d1].name))
+                    hits.add((names[d0], hand[names[d0]][0][r0], names[d1]))
     return hits
 
 
-def blindmatch_flow(folder: Path, workdir: Path) -> set[tuple[str, str, str]]:
+def _spaced_postcode(code: str) -> str:
+    code = code.upper()
+    return f"{code[:-3]} {code[-3:]}" if len(code) > 4 else code
+
+
+def splink(folder: Path, generator: str, workdir: Path) -> Hits:
+    """Splink on the hand-normalised plaintext (see benchmarks/splink_link.py)."""
+    if not SPLINK_PYTHON.exists():
+        raise SystemExit(f"{SPLINK_PYTHON} is missing: run `make bench-quality` to make it")
+    records = workdir / "splink-records.csv"
+    with open(records, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["source_dataset", "unique_id", "first_name", "surname", "dob", "sex",
+                         "postcode"])  # fmt: skip
+        for name, (ids, rows) in GENERATORS[generator].hand_rows(folder).items():
+            for rid, (given, surname, dob, sex, postcode) in zip(ids, rows, strict=True):
+                first = (given.split() or [""])[0]
+                writer.writerow([name, rid, first, surname, dob, sex, _spaced_postcode(postcode)])
+    pairs = workdir / "splink-pairs.csv"
+    with open(workdir / "splink.log", "w", encoding="utf-8") as log:
+        done = subprocess.run(
+            [str(SPLINK_PYTHON), str(SPLINK_SCRIPT), str(records), str(pairs)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode:
+        tail = (workdir / "splink.log").read_text(encoding="utf-8")[-3000:]
+        raise RuntimeError(f"splink_link.py exited {done.returncode}:\n{tail}")
+    with open(pairs, newline="", encoding="utf-8") as fh:
+        scored = [
+            (float(r["match_probability"]), r["source_dataset_l"], r["unique_id_l"],
+             r["source_dataset_r"], r["unique_id_r"])
+            for r in csv.DictReader(fh)
+        ]  # fmt: skip
+    # One-to-one between each two organisations, best probability first (as blindmatch's
+    # and anonlink's greedy solvers are): without it Splink links every household member
+    # that clears 0.5 and its precision collapses.
+    hits, taken = set(), set()
+    for _p, left, lid, right, rid in sorted(scored, reverse=True):
+        if (left, lid, right) in taken or (right, rid, left) in taken:
+            continue
+        taken.update({(left, lid, right), (right, rid, left)})
+        hits.update({(left, lid, right), (right, rid, left)})
+    return hits
+
+
+def blindmatch_flow(
+    folder: Path, workdir: Path, generator: str = "messy", schema: Path = SCHEMA
+) -> Hits:
     """The documented CLI flow, default settings; the union of the members' hits files."""
-    members = {s.name: (folder / f"{s.name}.csv", folder / f"{s.name}.toml") for s in ORGS}
+    members = GENERATORS[generator].exports(folder)
+    workdir.mkdir(parents=True, exist_ok=True)
     with serve(workdir / "matcher-data") as served:
-        results = link(served, workdir, "quality", members, SCHEMA)
+        results = link(served, workdir, "quality", members, schema)
     return {s.hit for name, path in results.items() for s in read_results(path, name)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
-    parser.add_argument("--population", type=int, default=20_000)
-    parser.add_argument("--skip-anchor", action="store_true")
-    args = parser.parse_args()
-    table: dict[str, list[Quality]] = {"anchor (clkhash+anonlink 0.8)": [], "blindmatch": []}
+def privacy(folder: Path, generator: str, schema: Path = SCHEMA) -> tuple[float, str]:
+    """The worst attack's share of records on the default encoding of the largest export."""
+    from blindmatch.client.privacy.check import check_csv
+    from blindmatch.client.schema import load_schema
+
+    csv_path, mapping = next(iter(GENERATORS[generator].exports(folder).values()))
+    report = check_csv(csv_path, load_schema(schema), mapping, secrets.token_bytes(32))
+    worst = report.worst
+    where = f"{worst.attack}, {worst.encoding} {worst.field}" if worst else "-"
+    return (worst.record_share if worst else 0.0), where
+
+
+def _row(cells: list[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _q(q: Quality) -> str:
+    return f"{q.f1:.4f} ({q.precision:.4f}/{q.recall:.4f})"
+
+
+def grid(args: argparse.Namespace) -> int:
+    """Both generators x corruption rates x population sizes: the table of issue 21."""
+    flows = args.flows or ["anchor", "blindmatch", "candidate", "splink"]
+    results: list[dict[str, object]] = []
+    print(f"{'generator':<11} {'corr':>4} {'people':>6} {'flow':<11} {'precision':>9} "
+          f"{'recall':>7} {'F1':>7} {'s':>6}", flush=True)  # fmt: skip
+    seed = args.seed
+    for gen in args.generators:
+        for corruption in args.corruptions:
+            for size in args.populations:
+                seed += 1
+                cell: dict[str, object] = {"generator": gen, "corruption": corruption,
+                                           "population": size, "seed": seed}  # fmt: skip
+                with tempfile.TemporaryDirectory(prefix="blindmatch-quality-") as tmp:
+                    folder = Path(tmp) / "exports"
+                    GENERATORS[gen].write(folder, seed, size, corruption)
+                    truth = read_truth(folder / "truth.csv")
+                    cell["true_hits"] = len(truth.true_hits())
+                    for flow in flows:
+                        started = time.monotonic()
+                        if flow == "anchor":
+                            found = anchor(folder, generator=gen)
+                        elif flow == "blindmatch":
+                            found = blindmatch_flow(folder, Path(tmp), gen)
+                        elif flow == "candidate":
+                            found = blindmatch_flow(folder, Path(tmp) / "c", gen, CANDIDATE)
+                        else:
+                            found = splink(folder, gen, Path(tmp))
+                        q = quality(found, truth)
+                        cell[flow] = [q.precision, q.recall, q.f1]
+                        print(f"{gen:<11} {corruption:>4} {size:>6} {flow:<11} "
+                              f"{q.precision:>9.4f} {q.recall:>7.4f} {q.f1:>7.4f} "
+                              f"{time.monotonic() - started:>6.1f}", flush=True)  # fmt: skip
+                    if corruption == 1.0 and not args.no_privacy and "blindmatch" in flows:
+                        share, where = privacy(folder, gen)
+                        cell["privacy"] = [share, where]
+                        print(f"{gen:<11} {corruption:>4} {size:>6} privacy     worst attack "
+                              f"{share:.2%} ({where})", flush=True)  # fmt: skip
+                results.append(cell)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print("\nF1 (precision/recall):\n")
+    print(_row(["generator", "corruption", "people", "true hits", *flows, "privacy (worst)"]))
+    print(_row(["---"] * (5 + len(flows))))
+    for cell in results:
+        shown = []
+        for flow in flows:
+            p, r, f = cell[flow]  # type: ignore[misc]
+            shown.append(f"{f:.4f} ({p:.4f}/{r:.4f})")
+        priv = cell.get("privacy")
+        privacy_cell = f"{priv[0]:.2%}" if priv else ""  # type: ignore[index]
+        print(_row([cell["generator"], cell["corruption"], cell["population"],
+                    cell["true_hits"], *shown, privacy_cell]))  # fmt: skip
+    return 0
+
+
+def seeds(args: argparse.Namespace) -> int:
+    """The original per-seed comparison on one generator at its documented rates."""
+    labels = ["anchor (clkhash+anonlink 0.8)", "blindmatch"]
+    if args.splink:
+        labels.append("splink (EM, p >= 0.5)")
+    table: dict[str, list[Quality]] = {label: [] for label in labels}
+    gen = args.generators[0]
     print(f"{'seed':>5} {'flow':<30} {'precision':>9} {'recall':>7} {'F1':>7} {'s':>6}")
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="blindmatch-quality-") as tmp:
             folder = Path(tmp) / "exports"
-            write_exports(folder, seed, args.population)
+            GENERATORS[gen].write(folder, seed, args.population, 1.0)
             truth = read_truth(folder / "truth.csv")
             for label in table:
                 if label.startswith("anchor") and args.skip_anchor:
                     continue
                 started = time.monotonic()
-                found = anchor(folder) if label.startswith("anchor") else None
-                found = found if found is not None else blindmatch_flow(folder, Path(tmp))
+                if label.startswith("anchor"):
+                    found = anchor(folder, generator=gen)
+                elif label.startswith("splink"):
+                    found = splink(folder, gen, Path(tmp))
+                else:
+                    found = blindmatch_flow(folder, Path(tmp), gen)
                 q = quality(found, truth)
                 table[label].append(q)
                 print(
@@ -139,6 +292,33 @@ def main() -> int:
             )
         print(f"  {label:<30} " + "; ".join(cells))
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", action="store_true", help="both generators, the whole grid")
+    parser.add_argument("--generators", nargs="+", default=None, choices=list(GENERATORS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
+    parser.add_argument("--population", type=int, default=20_000)
+    parser.add_argument("--skip-anchor", action="store_true")
+    parser.add_argument("--splink", action="store_true", help="also run Splink (per-seed mode)")
+    parser.add_argument("--corruptions", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--populations", type=int, nargs="+", default=[20_000, 50_000])
+    parser.add_argument("--seed", type=int, default=2100, help="grid: first cell's seed - 1")
+    parser.add_argument(
+        "--flows",
+        nargs="+",
+        choices=["anchor", "blindmatch", "candidate", "splink"],
+        help="grid: the flows to run (default: all four)",
+    )
+    parser.add_argument("--no-privacy", action="store_true", help="grid: no privacy-check")
+    parser.add_argument("--out", type=Path, help="grid: also write the figures as JSON")
+    args = parser.parse_args()
+    if args.grid:
+        args.generators = args.generators or list(GENERATORS)
+        return grid(args)
+    args.generators = args.generators or ["messy"]
+    return seeds(args)
 
 
 if __name__ == "__main__":

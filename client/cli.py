@@ -28,7 +28,7 @@ from blindmatch.client.api import (
     RunProgress,
     content_upload_id,
 )
-from blindmatch.client.encode import EncodeResult, encode_csv, read_secret
+from blindmatch.client.encode import ON_DUPLICATE, EncodeResult, encode_csv, read_secret
 from blindmatch.client.encoded import read_encoded, write_encoded
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.client.mapping import load_mapping
@@ -226,7 +226,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
     secret = read_secret(args.secret_file)
-    result = encode_csv(args.data, schema, mapping, secret, progress=_progress_wanted(args))
+    result = encode_csv(
+        args.data,
+        schema,
+        mapping,
+        secret,
+        progress=_progress_wanted(args),
+        on_duplicate_id=args.on_duplicate_id,
+        allow_empty=args.allow_empty,
+    )
     write_encoded(
         args.out,
         clks=result.clks,
@@ -448,7 +456,7 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
-    from blindmatch.client.realtime import encode_person
+    from blindmatch.client.realtime import encode_person, refuse_unreadable
 
     schema = load_schema(args.schema)
     secret = read_secret(args.secret_file)
@@ -459,6 +467,7 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
         if not args.mapping:
             raise InputError("--mapping is required with a CSV of people to query")
         result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
+        refuse_unreadable(result)
         labels = result.ids
     else:
         if not values:
@@ -466,18 +475,20 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
                 "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
                 "--field NAME=VALUE) or a CSV with --mapping"
             )
-        formats = {f: args.date_format for f in values} if args.date_format else None
+        formats: dict[str, list[str]] = {}
+        if args.date_format:
+            formats = {f: [args.date_format] for f in values}
+        if args.dob_format:
+            formats["dob"] = [args.dob_format]
         result = encode_person(schema, secret, values, formats)
         labels = ["query"]
-    problems = [f"invalid {fr.field}" for fr in result.report.fields if fr.invalid]
-    if problems and not args.quiet:
-        print(result.report.render(), file=sys.stderr)
     if not result.ids:
         raise InputError(f"{args.data}: no records to query")
     return result, labels
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from blindmatch.client.realtime import usable_fields
     from blindmatch.client.results import write_csv
 
     if not args.purpose or not args.purpose.strip():
@@ -491,6 +502,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             fingerprint=result.fingerprint,
             purpose=args.purpose,
         )
+    usable = usable_fields(result)
     rows = []
     for label, matches in zip(labels, answer.results, strict=True):
         for m in matches:
@@ -511,12 +523,14 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "results": [
                         {
                             "record_id": label,
+                            "compared_on": list(use.compared_on),
+                            "missing": list(use.missing),
                             "matches": [
                                 {"partner": m.partner, "refs": m.refs, "scores": m.scores}
                                 for m in matches
                             ],
                         }
-                        for label, matches in zip(labels, answer.results, strict=True)
+                        for label, matches, use in zip(labels, answer.results, usable, strict=True)
                     ],
                 },
                 indent=2,
@@ -527,9 +541,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
     searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
     print(f"Searched partners: {searched}.")
-    for label, matches in zip(labels, answer.results, strict=True):
+    for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
-        print(f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'}")
+        print(
+            f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'} "
+            f"({use.describe()})"
+        )
         for m in matches:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
@@ -879,6 +896,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
     p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no report or progress bar")
+    p.add_argument(
+        "--on-duplicate-id",
+        choices=list(ON_DUPLICATE),
+        default="error",
+        help="a record id that repeats an earlier row's: stop (error, the default), encode "
+        "only its first row (keep-first), or encode every row (keep-all); repeats are "
+        "listed in the report either way",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="encode an export with no records (header only, or empty) instead of stopping",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("upload", parents=[net, member], help="upload encodings to the matcher")
@@ -1036,8 +1066,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
     )
     p.add_argument(
-        "--date-format", help="how dates are written, e.g. %%d/%%m/%%Y (default: unambiguous)"
+        "--date-format",
+        help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
+        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
     )
+    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
     p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_query)

@@ -1,113 +1,42 @@
 """Encoding an export: CSV + mapping + schema + secret -> CLKs and an encode report.
 
-Runs entirely on the member's machine. Structural problems (a missing column, a
-ragged row, bytes that are not UTF-8, a blank or repeated record id) stop the
-encode with an error naming the file and row. A bad *value* (an impossible
-date, say) is encoded as missing and listed in the report with its row.
+Runs entirely on the member's machine. `client.readcsv` reads and normalises the export
+(structural problems stop it, naming the file, row and column; a bad *value* is encoded as
+missing and listed in the report with its row); this module warns about what will hurt
+matching and encodes the rows.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import sys
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from clkhash.field_formats import InvalidEntryError
 
 from blindmatch.client.errors import InputError
 from blindmatch.client.fieldlevel import encode_field_level
 from blindmatch.client.fingerprint import fingerprint
 from blindmatch.client.harden import Hardening, encode_records, encoded_bits, hardening_from_raw
 from blindmatch.client.mapping import Mapping
-from blindmatch.client.normalise import InvalidValue, is_missing, normalise_value
+from blindmatch.client.readcsv import (
+    ON_DUPLICATE,
+    EncodeReport,
+    FieldReport,
+    OnDuplicate,
+    read_rows,
+)
 from blindmatch.client.schema import LinkageSchema
 
-# Invalid rows listed per field in the printed report (all of them go to report.json).
-PRINT_LIMIT = 10
 # Below this share of present values a field is called sparse in the report.
 SPARSE_BELOW = 0.8
 # A single value held by more than this share of rows (and FREQUENT_MIN rows) looks like a
 # placeholder ('01/01/1900', 'UNKNOWN'): it makes unrelated records agree.
 FREQUENT_SHARE = 0.05
 FREQUENT_MIN = 5
-# Records with fewer usable fields than this rarely match confidently.
-FEW_FIELDS = 3
-
-
-@dataclass
-class FieldReport:
-    """What the encoder found in one schema field's column(s)."""
-
-    field: str
-    columns: list[str]
-    present: int = 0
-    missing: int = 0
-    invalid: int = 0
-    invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    distinct: int = 0  # distinct normalised values
-    commonest: str = ""  # the most frequent normalised value (local report only)
-    commonest_rows: int = 0
-
-
-@dataclass
-class EncodeReport:
-    source: str
-    rows_read: int = 0
-    rows_encoded: int = 0
-    empty_records: int = 0
-    few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
-    field_level: bool = False
-    fields: list[FieldReport] = dataclasses.field(default_factory=list)
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def render(self) -> str:
-        """The human-readable report the CLI prints."""
-        lines = [
-            f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
-            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8} "
-            f"{'distinct':>8}",
-        ]
-        for fr in self.fields:
-            cols = ",".join(fr.columns) or "(not mapped)"
-            lines.append(
-                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
-                f"{fr.distinct:>8}"
-            )
-        for fr in self.fields:
-            for item in fr.invalid_rows[:PRINT_LIMIT]:
-                lines.append(
-                    f"  invalid {fr.field} at row {item['row']}: {item['reason']} "
-                    "(encoded as missing)"
-                )
-            if len(fr.invalid_rows) > PRINT_LIMIT:
-                lines.append(
-                    f"  ... and {len(fr.invalid_rows) - PRINT_LIMIT} more invalid {fr.field} "
-                    "values (all listed in local/report.json)"
-                )
-        if self.empty_records:
-            lines.append(
-                f"  {self.empty_records} record(s) had no usable value at all and cannot match"
-            )
-        if self.few_fields_records:
-            lines.append(
-                f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
-                "fields and will rarely match with confidence"
-            )
-        if self.hardening:
-            lines.append(f"  hardening: {self.hardening}")
-        lines.extend(f"  warning: {w}" for w in self.warnings)
-        return "\n".join(lines)
 
 
 @dataclass
@@ -119,6 +48,10 @@ class EncodeResult:
     report: EncodeReport
     field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
     fallback_bits: int = 0  # record-level with a fallback CLK: the second CLK's bits
+    # Per row, per reported field (report.fields order): whether it had a usable value.
+    present: npt.NDArray[np.bool_] = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 0), dtype=bool)
+    )
 
 
 def read_secret(path: str | Path) -> bytes:
@@ -138,22 +71,6 @@ def read_secret(path: str | Path) -> bytes:
     return secret
 
 
-def _decoded_lines(path: Path) -> Iterator[str]:
-    """The file's lines as text, failing on the first line that is not UTF-8."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"{path}: line {number} is not valid UTF-8 (byte {exc.start + 1}); "
-                    "save the export as UTF-8 CSV"
-                ) from None
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield text
-
-
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -168,130 +85,14 @@ def _progress(total: int | None, desc: str, enabled: bool) -> Any:
     )
 
 
-def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Data rows with their row number (the header is row 1); CSV syntax errors named."""
-    line_no = 1
-    while True:
-        line_no += 1
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise InputError(
-                f"{csv_path}: row {line_no}: {exc}; check quoting in the export"
-            ) from None
-        yield line_no, record
-
-
-def read_rows(
-    csv_path: Path, schema: LinkageSchema, mapping: Mapping, report: EncodeReport
-) -> tuple[list[str], list[list[str]]]:
-    """Local ids and normalised schema-ordered values, one list per row."""
-    if not csv_path.is_file():
-        raise InputError(f"{csv_path}: data file not found")
-    reader = csv.reader(_decoded_lines(csv_path), delimiter=mapping.delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(f"{csv_path}: the file is empty (no header row)") from None
-    except csv.Error as exc:
-        raise InputError(f"{csv_path}: row 1: {exc}") from None
-    header = [h.strip() for h in header]
-    positions = {name: i for i, name in enumerate(header)}
-    absent = [c for c in mapping.columns_used() if c not in positions]
-    if absent:
-        mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
-        described = [
-            f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
-            for c in absent
-        ]
-        raise InputError(
-            f"{csv_path}: column(s) {', '.join(described)} not in the header; "
-            f"the header has: {', '.join(header)}"
-        )
-
-    id_pos = positions[mapping.id_column]
-    plan: list[tuple[int, list[int], str | None]] = []
-    for index, rule in enumerate(schema.rules):
-        cmap = mapping.fields.get(rule.name)
-        if rule.kind == "ignore":
-            continue
-        cols = list(cmap.columns) if cmap else []
-        report.fields.append(FieldReport(rule.name, cols))
-        plan.append((index, [positions[c] for c in cols], cmap.date_format if cmap else None))
-        if cmap is None:
-            report.warnings.append(
-                f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
-            )
-
-    ids: list[str] = []
-    rows: list[list[str]] = []
-    tallies: list[Counter[str]] = [Counter() for _ in plan]
-    seen: dict[str, int] = {}
-    width = len(header)
-    sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
-    for line_no, record in _numbered(reader, csv_path):
-        if not record:
-            continue  # a blank line
-        if len(record) != width:
-            raise InputError(
-                f"{csv_path}: row {line_no} has {len(record)} columns, the header has {width}; "
-                "check quoting and delimiters in the export"
-            )
-        local_id = record[id_pos].strip()
-        if not local_id:
-            raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
-        if local_id in seen:
-            raise InputError(
-                f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
-                f"repeats row {seen[local_id]}; record ids must be unique"
-            )
-        seen[local_id] = line_no
-        values = list(sentinels)
-        usable = 0
-        for (index, where, date_format), fr, tally in zip(
-            plan, report.fields, tallies, strict=True
-        ):
-            raw = " ".join(record[c] for c in where)
-            if is_missing(raw):
-                fr.missing += 1
-                continue
-            rule = schema.rules[index]
-            try:
-                value = normalise_value(rule, raw, date_format)
-                schema.clk_schema.fields[index].validate(value)
-            except (InvalidValue, InvalidEntryError) as exc:
-                fr.invalid += 1
-                fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
-                continue
-            fr.present += 1
-            values[index] = value
-            tally[value] += 1
-            usable += 1
-        if not usable:
-            report.empty_records += 1
-        elif usable < min(FEW_FIELDS, len(plan)):
-            report.few_fields_records += 1
-        ids.append(local_id)
-        rows.append(values)
-    report.rows_read = len(rows)
-    for fr, tally in zip(report.fields, tallies, strict=True):
-        fr.distinct = len(tally)
-        if tally:
-            fr.commonest, fr.commonest_rows = tally.most_common(1)[0]
-    return ids, rows
-
-
 def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
     """Tell the member, before anything leaves the building, what will hurt matching."""
-    if not report.rows_read:
-        return
     kinds = {rule.name: rule.kind for rule in schema.rules}
     for fr in report.fields:
-        if not fr.columns:
+        rows = fr.present + fr.missing + fr.invalid + fr.ambiguous
+        if not fr.columns or not rows:
             continue
-        share = fr.present / report.rows_read
+        share = fr.present / rows
         if share < SPARSE_BELOW:
             if fr.field in schema.fallback:
                 effect = (
@@ -322,10 +123,16 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
                 "placeholder for 'unknown', blank it in the export, or unrelated records "
                 "will agree on it"
             )
-        if fr.invalid and fr.invalid / report.rows_read >= 0.05:
+        if fr.invalid and fr.invalid / rows >= 0.05:
             report.warnings.append(
-                f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / report.rows_read:.0%}) could "
+                f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / rows:.0%}) could "
                 "not be read; check the column and any date_format in the mapping"
+            )
+        if fr.ambiguous:
+            report.warnings.append(
+                f"{fr.field}: {fr.ambiguous} value(s) ({fr.ambiguous / rows:.0%}) read as "
+                "different dates under the mapping's date formats and were encoded as "
+                "missing; if the export writes one order only, declare just that format"
             )
 
 
@@ -337,11 +144,15 @@ def encode_csv(
     *,
     progress: bool = False,
     max_workers: int | None = None,
+    on_duplicate_id: OnDuplicate = "error",
+    allow_empty: bool = False,
 ) -> EncodeResult:
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
-    ids, rows = read_rows(csv_path, schema, mapping, report)
+    ids, rows = read_rows(
+        csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id, allow_empty=allow_empty
+    )
     report.field_level = schema.field_level
     _quality_warnings(report, schema)
     hardening = hardening_from_raw(schema.raw, str(schema.path))
@@ -387,6 +198,13 @@ def encode_csv(
         fallback_bits = 8 * second.shape[1]
         clk_bits += fallback_bits
     report.rows_encoded = len(clks) // (clk_bits // 8)
+    index = {name: i for i, name in enumerate(schema.field_names)}
+    columns = [index[fr.field] for fr in report.fields]
+    sentinels = [schema.missing_sentinel(i) for i in columns]
+    present = np.array(
+        [[row[i] != s for i, s in zip(columns, sentinels, strict=True)] for row in rows],
+        dtype=bool,
+    ).reshape(len(rows), len(columns))
     return EncodeResult(
         clks=clks,
         clk_bits=clk_bits,
@@ -395,6 +213,7 @@ def encode_csv(
         report=report,
         field_bits=schema.field_bits,
         fallback_bits=fallback_bits,
+        present=present,
     )
 
 
@@ -431,4 +250,14 @@ def encode_fallback(
     )
 
 
-__all__ = ["EncodeReport", "EncodeResult", "encode_csv", "read_secret"]
+__all__ = [
+    "ON_DUPLICATE",
+    "EncodeReport",
+    "EncodeResult",
+    "FieldReport",
+    "OnDuplicate",
+    "encode_csv",
+    "encode_fallback",
+    "read_rows",
+    "read_secret",
+]

@@ -14,6 +14,8 @@ them. Plain functions only; the plots live in `client.plots`.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +36,18 @@ class Truth:
     def members(self) -> frozenset[str]:
         return frozenset(m for m, _ in self.entity)
 
-    def true_hits(self, member: str | None = None) -> set[Hit]:
-        """Every (member, record, partner) a perfect matcher would report."""
+    def true_hits(self, member: str | None = None, partner: str | None = None) -> set[Hit]:
+        """Every (member, record, partner) a perfect matcher would report (of `member`,
+        with `partner`, when given)."""
         out: set[Hit] = set()
         for (m, rid), ent in self.entity.items():
             if member is not None and m != member:
                 continue
-            out.update((m, rid, p) for p in self.holders[ent] if p != m)
+            out.update(
+                (m, rid, p)
+                for p in self.holders[ent]
+                if p != m and (partner is None or p == partner)
+            )
         return out
 
     def is_true(self, hit: Hit) -> bool:
@@ -137,11 +144,60 @@ def read_results(path: str | Path, member: str) -> list[Scored]:
     return out
 
 
-def quality(found: Iterable[Hit], truth: Truth, member: str | None = None) -> Quality:
-    """Precision, recall and F1 of reported hits against every true hit (of `member`)."""
-    found = set(found)
-    actual = truth.true_hits(member)
+def quality(
+    found: Iterable[Hit], truth: Truth, member: str | None = None, partner: str | None = None
+) -> Quality:
+    """Precision, recall and F1 of reported hits against every true hit (of `member`, with
+    `partner`, when given)."""
+    found = {h for h in found if partner is None or h[2] == partner}
+    actual = truth.true_hits(member, partner)
     return Quality(len(found & actual), len(found), len(actual))
+
+
+def per_partner(found: Iterable[Hit], truth: Truth, member: str) -> dict[str, Quality]:
+    """`quality` of one member's hits with each partner apart."""
+    found = set(found)
+    partners = sorted(truth.members - {member})
+    return {p: quality(found, truth, member, p) for p in partners}
+
+
+# A recommended threshold needs labelled pairs on both sides of it: with fewer scored
+# results, or fewer false ones, than these, or a precision whose 95% lower bound falls
+# under the target, `evaluate` warns that the recommendation rests on too little.
+FEW_LABELLED = 100
+FEW_FALSE = 10
+
+
+def wilson_low(successes: int, trials: int, z: float = 1.96) -> float:
+    """The lower end of the Wilson score interval for a proportion (95% by default)."""
+    if not trials:
+        return 0.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return (centre - spread) / (1 + z * z / trials)
+
+
+def thin_evidence(
+    points: Sequence[SweepPoint], best: SweepPoint | None, min_precision: float = 0.98
+) -> str:
+    """Why a recommended threshold should not be trusted yet ('' when it can be)."""
+    if best is None or not points:
+        return ""
+    scored = points[-1].quality.predicted
+    true = points[-1].quality.true_positives
+    false = scored - true
+    q = best.quality
+    low = wilson_low(q.true_positives, q.predicted)
+    if scored >= FEW_LABELLED and false >= FEW_FALSE and low >= min_precision:
+        return ""
+    return (
+        f"the recommended threshold rests on few labelled pairs ({scored} scored results: "
+        f"{true} true, {false} false; at it, precision {q.precision:.4f} from "
+        f"{q.predicted} results could be as low as {low:.4f}, 95% interval); label more "
+        f"pairs (at least {FEW_LABELLED} scored, {FEW_FALSE} of them false) before relying "
+        "on it"
+    )
 
 
 @dataclass(frozen=True)
@@ -211,9 +267,13 @@ class Evaluation:
     sweep: list[SweepPoint]
     recommended: SweepPoint | None
     files: list[Path]
+    partners: dict[str, Quality] = dataclasses.field(default_factory=dict)
+    warning: str = ""
 
     def render(self) -> str:
         lines = [f"{self.results} ({self.member}): {self.quality}"]
+        for partner, q in self.partners.items():
+            lines.append(f"  with {partner}: {q}")
         if not self.sweep:
             lines.append(
                 "  no scores in these results: a project created with `--disclose scores` "
@@ -238,6 +298,8 @@ class Evaluation:
                     "precision >= 0.98; results below the project's own threshold were never "
                     "reported, so lower thresholds cannot be judged here)"
                 )
+            if self.warning:
+                lines.append(f"  warning: {self.warning}")
         lines.extend(f"  wrote {path}" for path in self.files)
         return "\n".join(lines)
 
@@ -269,6 +331,7 @@ def evaluate_files(
     scored = [Scored((member, s.hit[1], s.hit[2]), s.score) for s in probe]
     check_scored(scored, truth, member, truth_path=truth_path, results=results)
     found_quality, points, best = assess(scored, truth, member)
+    partners = per_partner((s.hit for s in scored), truth, member)
     files: list[Path] = []
     if points:
         from blindmatch.client.plots import precision_recall, score_histogram
@@ -289,4 +352,6 @@ def evaluate_files(
         threshold = best.threshold if best else None
         files.append(score_histogram(scored, truth, folder / "scores.png", recommended=threshold))
         files.append(precision_recall(points, folder / "precision-recall.png", recommended=best))
-    return Evaluation(results, member, found_quality, points, best, files)
+    return Evaluation(
+        results, member, found_quality, points, best, files, partners, thin_evidence(points, best)
+    )

@@ -2,17 +2,23 @@
 
     id = "URN"                      # local record id column: used locally, never uploaded
     delimiter = ","                 # optional
+    encoding = "cp1252"             # optional (default UTF-8): an Excel export's code page
     [fields]
     given_name = "Forenames"        # schema field = local column
     surname = "Surname"
-    dob = { column = "DOB", date_format = "%d/%m/%Y" }
+    dob = { column = "DOB", date_format = ["%d/%m/%Y", "%Y-%m-%d"] }   # tried in order
     address = { columns = ["Addr1", "Addr2"] }   # joined with a space
+    # or one full-name column split by a declared rule:
+    # given_name = { column = "Name", split = "surname, given" }
+    # surname = { column = "Name", split = "surname, given" }
 
+The keys are documented in docs/mapping.md.
 Every problem in the file is collected and reported together.
 """
 
 from __future__ import annotations
 
+import codecs
 import tomllib
 from dataclasses import dataclass
 from datetime import date
@@ -20,15 +26,25 @@ from pathlib import Path
 from typing import Any
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.normalise import SPLITS, Part
 from blindmatch.client.schema import LinkageSchema
+
+FIELD_KEYS = ("column", "columns", "date_format", "split", "part")
+TOP_KEYS = ("id", "fields", "delimiter", "encoding")
+# What a field's name says about which part of a split full name it takes.
+_SURNAME_WORDS = ("surname", "last", "family")
+_GIVEN_WORDS = ("given", "first", "fore")
 
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Which local column(s) feed one schema field, and how to read dates there."""
+    """Which local column(s) feed one schema field, how to read dates there, and (for a
+    full-name column) which split rule cuts it and which part this field takes."""
 
     columns: tuple[str, ...]
-    date_format: str | None = None
+    date_format: tuple[str, ...] = ()  # formats tried in order; () for the defaults
+    split: str | None = None  # one of normalise.SPLITS
+    part: Part | None = None  # the part of the split name this field takes
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class Mapping:
     id_column: str
     fields: dict[str, ColumnMap]
     delimiter: str = ","
+    encoding: str = "utf-8"
 
     def columns_used(self) -> list[str]:
         cols = [self.id_column]
@@ -45,13 +62,58 @@ class Mapping:
         return cols
 
 
+def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...]:
+    """`date_format`: one strftime format, or a list of them tried in order."""
+    if value is None:
+        return ()
+    formats = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(formats, list)
+        or not formats
+        or not all(isinstance(f, str) and "%" in f for f in formats)
+    ):
+        problems.append(
+            f"fields.{field}: date_format must be a strftime format such as '%d/%m/%Y', or a "
+            "list of them tried in order"
+        )
+        return ()
+    probe = date(1987, 11, 23)
+    for fmt in formats:
+        try:
+            probe.strftime(fmt)
+        except ValueError as exc:
+            problems.append(f"fields.{field}: date_format {fmt!r} is invalid: {exc}")
+            return ()
+    return tuple(formats)
+
+
+def _part(field: str, value: dict[str, Any], problems: list[str]) -> Part | None:
+    """Which part of a split name the field takes: `part`, or read from the field's name."""
+    part = value.get("part")
+    if part is not None:
+        if part not in ("given", "surname"):
+            problems.append(f"fields.{field}: part must be 'given' or 'surname'")
+            return None
+        return part  # type: ignore[no-any-return]
+    lowered = field.lower()
+    if any(w in lowered for w in _SURNAME_WORDS):
+        return "surname"
+    if any(w in lowered for w in _GIVEN_WORDS):
+        return "given"
+    problems.append(
+        f'fields.{field}: say which part of the split name it takes: part = "given" or '
+        'part = "surname"'
+    )
+    return None
+
+
 def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None:
     if isinstance(value, str):
         return ColumnMap((value,))
     if not isinstance(value, dict):
         problems.append(f"fields.{field}: expected a column name or a table, got {value!r}")
         return None
-    unknown = sorted(set(value) - {"column", "columns", "date_format"})
+    unknown = sorted(set(value) - set(FIELD_KEYS))
     if unknown:
         problems.append(f"fields.{field}: unknown key(s) {', '.join(unknown)}")
     if ("column" in value) == ("columns" in value):
@@ -68,21 +130,48 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
     ):
         problems.append(f"fields.{field}: columns must be non-empty column names")
         return None
-    date_format = value.get("date_format")
-    if date_format is not None:
-        if not isinstance(date_format, str) or "%" not in date_format:
+    date_formats = _date_formats(field, value.get("date_format"), problems)
+    split = value.get("split")
+    part = None
+    if split is not None:
+        if split not in SPLITS:
             problems.append(
-                f"fields.{field}: date_format must be a strftime format such as '%d/%m/%Y'"
+                f"fields.{field}: split must be one of {', '.join(repr(s) for s in SPLITS)}"
             )
-            date_format = None
+            split = None
         else:
-            probe = date(1987, 11, 23)
-            try:
-                probe.strftime(date_format)
-            except ValueError as exc:
-                problems.append(f"fields.{field}: date_format {date_format!r} is invalid: {exc}")
-                date_format = None
-    return ColumnMap(tuple(columns), date_format)
+            part = _part(field, value, problems)
+    elif "part" in value:
+        problems.append(f"fields.{field}: part is only for a split name (split = ...)")
+    return ColumnMap(tuple(columns), date_formats, split, part)
+
+
+def _encoding(value: Any, problems: list[str]) -> str:
+    """`encoding`: a text encoding that writes newlines, commas and quotes as ASCII does
+    (UTF-8, cp1252, latin-1, ...), since the export is read line by line."""
+    if not isinstance(value, str) or not value:
+        problems.append('\'encoding\' must name a text encoding, e.g. "cp1252" or "latin-1"')
+        return "utf-8"
+    try:
+        name = codecs.lookup(value).name
+    except LookupError:
+        problems.append(
+            f"'encoding' {value!r} is not a text encoding Python knows (e.g. \"utf-8\", "
+            '"cp1252", "latin-1")'
+        )
+        return "utf-8"
+    try:
+        ascii_compatible = '\n\r,;\t|"'.encode(name) == b'\n\r,;\t|"'
+    except (UnicodeError, LookupError):
+        ascii_compatible = False
+    if not ascii_compatible:
+        problems.append(
+            f"'encoding' {value!r} is not supported: blindmatch reads exports whose "
+            "encoding writes plain ASCII as ASCII (UTF-8, cp1252, latin-1, ...); save the "
+            "export as UTF-8"
+        )
+        return "utf-8"
+    return name
 
 
 def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
@@ -96,7 +185,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
         raise InputError(f"{path}: not a valid TOML file ({exc})") from None
 
     problems: list[str] = []
-    unknown = sorted(set(data) - {"id", "fields", "delimiter"})
+    unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         problems.append(f"unknown top-level key(s) {', '.join(unknown)}")
     id_column = data.get("id")
@@ -107,6 +196,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         problems.append("'delimiter' must be a single character")
         delimiter = ","
+    encoding = _encoding(data["encoding"], problems) if "encoding" in data else "utf-8"
     raw_fields = data.get("fields")
     if not isinstance(raw_fields, dict) or not raw_fields:
         problems.append("a [fields] table mapping schema fields to columns is required")
@@ -114,8 +204,15 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
 
     hashed = schema.hashed_fields()
     date_fields = {rule.name for rule in schema.rules if rule.kind == "date"}
+    text_fields = {rule.name for rule in schema.rules if rule.kind == "text"}
     fields: dict[str, ColumnMap] = {}
+    derived = set(hashed) - set(schema.mapped_fields())
     for field, value in raw_fields.items():
+        if field in derived:
+            problems.append(
+                f"fields.{field}: the schema derives it from other fields; do not map it"
+            )
+            continue
         if field not in hashed:
             problems.append(
                 f"fields.{field}: not a field of the schema {schema.path.name} "
@@ -127,8 +224,12 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
             continue
         if cmap.date_format and field not in date_fields:
             problems.append(f"fields.{field}: date_format given, but {field} is not a date field")
+        if cmap.split and field not in text_fields:
+            problems.append(f"fields.{field}: split given, but {field} is not a text field")
         fields[field] = cmap
 
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
-    return Mapping(path=path, id_column=id_column, fields=fields, delimiter=delimiter)
+    return Mapping(
+        path=path, id_column=id_column, fields=fields, delimiter=delimiter, encoding=encoding
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
-Option = Literal["first-name", "nicknames"]
-OPTIONS: tuple[Option, ...] = ("first-name", "nicknames")
+Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
+OPTIONS: tuple[Option, ...] = ("first-name", "nicknames", "phonetic", "sorted")
+# Options of a derived field only (one whose value is made from other fields: `sources`).
+DERIVED_OPTIONS: tuple[Option, ...] = ("phonetic", "sorted")
 NICKNAMES_CSV = Path(__file__).resolve().parent / "data" / "nicknames.csv"
 
 # Letters that Unicode does not decompose into a base letter plus accents.
@@ -52,10 +55,18 @@ _UNDECOMPOSED = str.maketrans(
 # Date formats tried, in order, when a member's mapping declares none: only
 # unambiguous ones (never dd/mm vs mm/dd).
 _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d")
+# Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
+# 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
+QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
 
 
 class InvalidValue(ValueError):
     """A value that cannot be read as its field's kind; encoded as missing."""
+
+
+class AmbiguousValue(InvalidValue):
+    """A value that reads as different values under the formats given (a date that is
+    valid day-first and month-first); reported, never guessed, and encoded as missing."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,9 @@ class FieldRule:
     enum_values: tuple[str, ...] = ()
     upper: bool = False  # the schema asks for upper case strings
     options: tuple[Option, ...] = ()  # name options, from the schema (text fields only)
+    # A derived field's value is made from these fields' normalised values (`derive`),
+    # never read from the export: e.g. both names sorted, or a surname's phonetic code.
+    sources: tuple[str, ...] = ()
 
 
 def fold(value: str) -> str:
@@ -118,17 +132,110 @@ def normalise_name(value: str, options: tuple[Option, ...]) -> str:
     return text
 
 
-def parse_date(value: str, date_format: str | None) -> date:
-    """Read a date written in `date_format`, or in an unambiguous format if None."""
+def _date_formats(date_format: str | Sequence[str] | None) -> tuple[str, ...]:
+    if not date_format:
+        return _UNAMBIGUOUS_DATE_FORMATS
+    return (date_format,) if isinstance(date_format, str) else tuple(date_format)
+
+
+_SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
+
+
+def phonetic(name: str) -> str:
+    """A phonetic code of a folded name (Soundex: the first letter and three digits), so
+    respellings agree: 'smith' and 'smyth' -> 's530', 'philips' and 'fillips' keep their
+    first letters apart ('p412', 'f412'), 'mcdonald' and 'macdonald' -> 'm235'."""
+    letters = [ch for ch in name if "a" <= ch <= "z"]
+    if not letters:
+        return ""
+    digits = []
+    last = letters[0].translate(_SOUNDEX)
+    for ch in letters[1:]:
+        code = ch.translate(_SOUNDEX)
+        if code.isdigit() and code != last:
+            digits.append(code)
+        if ch not in "hw":
+            last = code
+    return (letters[0] + "".join(digits) + "000")[:4]
+
+
+def derive(rule: FieldRule, values: dict[str, str]) -> str:
+    """A derived field's value from its sources' normalised values ('' when all are
+    missing): with `phonetic`, each source's phonetic code; with `sorted`, the values in
+    alphabetical order, so that 'john' + 'smith' and 'smith' + 'john' give the same."""
+    parts = [values.get(name, "") for name in rule.sources]
+    if "phonetic" in rule.options:
+        parts = [phonetic(p) for p in parts]
+    parts = [p for p in parts if p]
+    if "sorted" in rule.options:
+        parts.sort()
+    return "".join(parts)
+
+
+def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
+    """Read a date written in `date_format` (one format, or several tried in order), or in
+    an unambiguous format if None.
+
+    With several formats, a value that two of them read as *different* dates (03/04/1980
+    under `%d/%m/%Y` and `%m/%d/%Y`) is not guessed: it raises `AmbiguousValue`. Formats
+    that read it as the same date (04/04/1980) agree, so that is no ambiguity.
+    """
     text = " ".join(value.split())
-    formats = (date_format,) if date_format else _UNAMBIGUOUS_DATE_FORMATS
+    formats = _date_formats(date_format)
+    readings: dict[date, str] = {}
     for fmt in formats:
         try:
-            return datetime.strptime(text, fmt).date()
+            readings.setdefault(datetime.strptime(text, fmt).date(), fmt)
         except ValueError:
             continue
-    expected = date_format or " or ".join(_UNAMBIGUOUS_DATE_FORMATS)
+    if len(readings) > 1:
+        ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
+        raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
+    if readings:
+        return next(iter(readings))
+    expected = " or ".join(formats)
     raise InvalidValue(f"{value!r} is not a date in the format {expected}")
+
+
+# Name split rules for a full-name column (mapping: `split = ...`), and the part each
+# field takes. A single name is the part the rule writes first; the other part is missing.
+SPLITS = ("given-first", "surname-first", "surname, given")
+Part = Literal["given", "surname"]
+# Lower-case words that belong to the surname that follows them ('Ludwig van Beethoven').
+_PARTICLES = frozenset(
+    {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten"}
+)
+
+
+def split_name(value: str, rule: str) -> tuple[str, str]:
+    """(given names, surname) of a full name written by `rule` (one of SPLITS).
+
+    - `given-first`: 'John Paul Smith' -> ('John Paul', 'Smith'); surname particles stay with
+      the surname ('Ludwig van Beethoven' -> ('Ludwig', 'van Beethoven'));
+    - `surname-first`: 'SMITH John Paul' -> ('John Paul', 'SMITH'); 'van Beethoven Ludwig'
+      -> ('Ludwig', 'van Beethoven');
+    - `surname, given`: 'Smith, John Paul' -> ('John Paul', 'Smith'); a value without a
+      comma raises InvalidValue (the rule cannot tell the parts apart).
+    """
+    if rule == "surname, given":
+        surname, comma, given = value.partition(",")
+        if not comma:
+            raise InvalidValue(f"{value!r} has no comma; the mapping says 'surname, given'")
+        return " ".join(given.split()), " ".join(surname.split())
+    words = value.replace(",", " ").split()
+    if len(words) <= 1:
+        return (" ".join(words), "") if rule == "given-first" else ("", " ".join(words))
+    if rule == "given-first":
+        cut = len(words) - 1
+        while cut > 1 and words[cut - 1].casefold() in _PARTICLES:
+            cut -= 1
+        return " ".join(words[:cut]), " ".join(words[cut:])
+    if rule == "surname-first":
+        cut = 1
+        while cut < len(words) - 1 and words[cut - 1].casefold() in _PARTICLES:
+            cut += 1
+        return " ".join(words[cut:]), " ".join(words[:cut])
+    raise ValueError(f"unknown split rule {rule!r}")
 
 
 def normalise_enum(value: str, allowed: tuple[str, ...]) -> str:
@@ -160,10 +267,12 @@ def is_missing(value: str) -> bool:
     return not text or text in PLACEHOLDERS
 
 
-def normalise_value(rule: FieldRule, value: str, date_format: str | None = None) -> str:
+def normalise_value(
+    rule: FieldRule, value: str, date_format: str | Sequence[str] | None = None
+) -> str:
     """Normalise one present value of `rule`'s field (see `is_missing` first).
 
-    `date_format` is the member's own format for this column (from its mapping).
+    `date_format` is the member's own format(s) for this column (from its mapping).
     Raises `InvalidValue` when the value cannot be read as the field's kind.
     """
     if rule.kind == "ignore":

@@ -34,6 +34,7 @@ from blindmatch.client.encoded import CLKS, Encoded
 from blindmatch.client.errors import InputError
 from blindmatch.client.mapping import ColumnMap
 from blindmatch.client.mapping import Mapping as ColumnMapping
+from blindmatch.client.normalise import QUERY_DATE_FORMATS
 from blindmatch.client.schema import LinkageSchema
 
 REF_HEX = 32
@@ -78,6 +79,19 @@ def resolve_refs(encoded: Encoded, key: bytes) -> dict[str, str]:
     return dict(zip(row_refs(ids, key), ids, strict=True))
 
 
+def _unique_ids(encoded: Encoded) -> list[str]:
+    """The folder's ids; a standing index keys records by id, so they must not repeat."""
+    ids = encoded.read_ids()
+    if len(set(ids)) != len(ids):
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(
+            f"{encoded.path}: record id {repeated!r} appears more than once (encoded with "
+            "--on-duplicate-id keep-all); an index holds one record per id: encode with "
+            "keep-first for it"
+        )
+    return ids
+
+
 def _read_clks(encoded: Encoded) -> list[bytes]:
     data = (encoded.path / CLKS).read_bytes()
     size = encoded.clk_bytes
@@ -101,7 +115,7 @@ def sync_index(
     client: MatcherClient, project: str, encoded: Encoded, key: bytes
 ) -> tuple[SyncPlan, IndexSummary]:
     """Make the member's index at the matcher hold exactly this ENCODED folder's records."""
-    refs = row_refs(encoded.read_ids(), key)
+    refs = row_refs(_unique_ids(encoded), key)
     clks = dict(zip(refs, _read_clks(encoded), strict=True))
     plan = plan_sync({r: digest(c) for r, c in clks.items()}, client.list_index(project))
     summary = client.change_index(
@@ -122,7 +136,7 @@ def add_to_index(
     ids: Sequence[str] | None = None,
 ) -> IndexSummary:
     """Add or replace an ENCODED folder's records (all, or those with local `ids`)."""
-    all_ids = encoded.read_ids()
+    all_ids = _unique_ids(encoded)
     clks = dict(zip(all_ids, _read_clks(encoded), strict=True))
     wanted = list(ids) if ids is not None else all_ids
     unknown = [i for i in wanted if i not in clks]
@@ -148,17 +162,27 @@ def remove_from_index(
     )
 
 
+# How a field is named in a query's reply ("compared on: given name, surname; ...").
+FIELD_LABELS = {"dob": "date of birth", "given_name": "given name"}
+
+
+def field_label(field: str) -> str:
+    return FIELD_LABELS.get(field, field.replace("_", " "))
+
+
 def encode_person(
     schema: LinkageSchema,
     secret: bytes,
     values: Mapping[str, str],
-    date_formats: Mapping[str, str] | None = None,
+    date_formats: Mapping[str, Sequence[str]] | None = None,
 ) -> EncodeResult:
     """Encode one person given on the command line, exactly as `encode` would.
 
     `values` maps schema fields to raw values; it goes through a one-row CSV and the
     same mapping, normalisation and encoder as an export, so the CLK is identical to
-    the one the same person gets in an ENCODED folder.
+    the one the same person gets in an ENCODED folder. Dates are read in the field's
+    `date_formats` if given, else in `QUERY_DATE_FORMATS` (ISO, or UK day-first). A
+    value that cannot be read is an error (`refuse_unreadable`), never a silent blank.
     """
     hashed = schema.hashed_fields()
     unknown = [f for f in values if f not in hashed]
@@ -170,6 +194,8 @@ def encode_person(
     if not any(v.strip() for v in values.values()):
         raise InputError("give at least one field of the person to query, e.g. --surname")
     fields = list(values)
+    date_fields = {rule.name for rule in schema.rules if rule.kind == "date"}
+    formats = {f: tuple((date_formats or {}).get(f) or QUERY_DATE_FORMATS) for f in date_fields}
     with tempfile.TemporaryDirectory(prefix="blindmatch-query-") as tmp:
         path = Path(tmp) / "query.csv"
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -179,11 +205,52 @@ def encode_person(
         mapping = ColumnMapping(
             path=Path("<command line>"),
             id_column="query_id",
-            fields={
-                f: ColumnMap((f,), (date_formats or {}).get(f) if f in values else None)
-                for f in fields
-            },
+            fields={f: ColumnMap((f,), formats.get(f, ())) for f in fields},
         )
         result = encode_csv(path, schema, mapping, secret)
     result.report.source = "the command line"
+    refuse_unreadable(result, one_person=True)
     return result
+
+
+def refuse_unreadable(result: EncodeResult, *, one_person: bool = False) -> None:
+    """A query must not answer "not held" for a person it could not read: any invalid or
+    ambiguous value is an error naming the field (and, for a CSV, the row)."""
+    problems = []
+    for fr in result.report.fields:
+        for item in (*fr.invalid_rows, *fr.ambiguous_rows):
+            where = "" if one_person else f"row {item['row']}, "
+            problems.append(f"{where}{fr.field}: {item['reason']}")
+    if problems:
+        shown = "; ".join(problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise InputError(
+            f"cannot read the {'person' if one_person else 'records'} to query: {shown}{more}; "
+            "nothing was queried (dates: give e.g. 02/11/1975 or 1975-11-02, or say how they "
+            "are written with --dob-format)"
+        )
+
+
+@dataclass(frozen=True)
+class Usable:
+    """What a queried record could be compared on, for the reply."""
+
+    compared_on: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    def describe(self) -> str:
+        text = f"compared on: {', '.join(map(field_label, self.compared_on)) or 'nothing'}"
+        if self.missing:
+            text += f"; missing: {', '.join(map(field_label, self.missing))}"
+        return text
+
+
+def usable_fields(result: EncodeResult) -> list[Usable]:
+    """Per queried record, the fields that had a usable value and those that did not."""
+    fields = [fr.field for fr in result.report.fields]
+    derived = {fr.field for fr in result.report.fields if fr.derived_from}
+    out = []
+    for row in result.present:
+        have = tuple(f for f, p in zip(fields, row, strict=True) if p and f not in derived)
+        out.append(Usable(have, tuple(f for f in fields if f not in have and f not in derived)))
+    return out

@@ -44,10 +44,15 @@ def join_results(results: Results, encoded: Encoded) -> list[list[str]]:
         return [[p, str(n)] for p, n in results.counts.items()]
     ids = encoded.read_ids()
     rows = []
+    seen: set[tuple[str, str]] = set()  # ids repeat in folders encoded with keep-all
     for hit in results.hits:
         if hit.row >= len(ids):
             raise InputError(f"{encoded.path}: result row {hit.row} is beyond the id list")
         row = [ids[hit.row], hit.partner]
+        if results.disclosure == "hits":
+            if (ids[hit.row], hit.partner) in seen:
+                continue
+            seen.add((ids[hit.row], hit.partner))
         level = results.level_of(hit.partner)
         if results.disclosure in ("mapping", "scores"):
             row.append(str(hit.partner_row) if level in ("mapping", "scores") else "")

@@ -12,7 +12,7 @@ from clkhash import field_formats
 from clkhash import schema as clk_schema
 
 from blindmatch.client.errors import InputError
-from blindmatch.client.normalise import OPTIONS, FieldRule
+from blindmatch.client.normalise import DERIVED_OPTIONS, OPTIONS, FieldRule
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class LinkageSchema:
 
     def hashed_fields(self) -> tuple[str, ...]:
         return tuple(rule.name for rule in self.rules if rule.kind != "ignore")
+
+    def mapped_fields(self) -> tuple[str, ...]:
+        """The hashed fields a member's mapping fills (derived fields are computed)."""
+        return tuple(r.name for r in self.rules if r.kind != "ignore" and not r.sources)
 
     def for_encoding(self) -> clk_schema.Schema:
         """A copy in which a missing value of any field contributes no bits.
@@ -75,7 +79,26 @@ def _options(raw_feature: dict[str, Any], path: Path) -> tuple[Any, ...]:
     return tuple(options)
 
 
-def _rule_for(spec: field_formats.FieldSpec, options: tuple[Any, ...] = ()) -> FieldRule:
+def _sources(raw_feature: dict[str, Any], options: tuple[Any, ...], path: Path) -> tuple[str, ...]:
+    """`blindmatch.from`: the fields a derived feature's value is made from."""
+    ext = raw_feature.get("blindmatch", {})
+    sources = ext.get("from") if isinstance(ext, dict) else None
+    name = raw_feature.get("identifier")
+    if sources is None:
+        if any(o in DERIVED_OPTIONS for o in options):
+            raise InputError(
+                f"{path}: feature {name!r}: blindmatch.normalise {', '.join(DERIVED_OPTIONS)} "
+                'are for derived features only (with "from": [FIELD, ...])'
+            )
+        return ()
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise InputError(f'{path}: feature {name!r}: blindmatch.from must be ["FIELD", ...]')
+    return tuple(sources)
+
+
+def _rule_for(
+    spec: field_formats.FieldSpec, options: tuple[Any, ...] = (), sources: tuple[str, ...] = ()
+) -> FieldRule:
     name = spec.identifier
     if isinstance(spec, field_formats.Ignore) or spec.hashing_properties is None:
         return FieldRule(name, "ignore")
@@ -86,7 +109,7 @@ def _rule_for(spec: field_formats.FieldSpec, options: tuple[Any, ...] = ()) -> F
     if isinstance(spec, field_formats.IntegerSpec):
         return FieldRule(name, "integer")
     upper = getattr(spec, "case", "mixed") == "upper"
-    return FieldRule(name, "text", upper=upper, options=options)
+    return FieldRule(name, "text", upper=upper, options=options, sources=sources)
 
 
 def load_schema(path: str | Path) -> LinkageSchema:
@@ -117,9 +140,10 @@ def load_schema(path: str | Path) -> LinkageSchema:
     if duplicates:
         raise InputError(f"{path}: feature identifiers repeat: {', '.join(duplicates)}")
     rules = tuple(
-        _rule_for(spec, _options(feature, path))
+        _rule_for(spec, _options(feature, path), _sources(feature, _options(feature, path), path))
         for spec, feature in zip(parsed.fields, raw["features"], strict=True)
     )
+    _check_derived(rules, path)
     field_bits = _field_bits(raw, parsed, path)
     fallback = _fallback(raw, rules, bool(field_bits), path)
     return LinkageSchema(
@@ -130,6 +154,23 @@ def load_schema(path: str | Path) -> LinkageSchema:
         field_bits=field_bits,
         fallback=fallback,
     )
+
+
+def _check_derived(rules: tuple[FieldRule, ...], path: Path) -> None:
+    """A derived feature is text, made from text fields that are not derived themselves."""
+    kinds = {r.name: r for r in rules}
+    for rule in rules:
+        if not rule.sources:
+            continue
+        if rule.kind != "text":
+            raise InputError(f"{path}: feature {rule.name!r}: a derived feature must be text")
+        bad = [s for s in rule.sources if s not in kinds or kinds[s].kind != "text"]
+        bad += [s for s in rule.sources if s in kinds and kinds[s].sources]
+        if bad:
+            raise InputError(
+                f"{path}: feature {rule.name!r}: blindmatch.from names {', '.join(bad)}, "
+                "not a text field of this schema that is read from the export"
+            )
 
 
 def _fallback(

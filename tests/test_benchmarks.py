@@ -25,3 +25,41 @@ def test_the_realtime_benchmark_runs_and_finds_every_planted_hit() -> None:
     assert "300 records changed meanwhile" in done.stdout
     assert "index change (300 puts" in done.stdout
     assert "visible to the next query: True" in done.stdout
+
+
+def test_the_quality_grid_runs_on_both_generators_through_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/quality.py", "--grid", "--populations", "1000",
+         "--corruptions", "1.0", "--flows", "anchor", "blindmatch", "--no-privacy"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| messy", "| households"]
+    for row in rows[2:]:  # F1 (precision/recall) of both flows: real figures, not blanks
+        f1_anchor, f1_blindmatch = (float(c.split()[0]) for c in row.split(" | ")[4:6])
+        assert 0.5 < f1_anchor <= 1 and 0.5 < f1_blindmatch <= 1, row
+
+
+def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
+    """Its four organisations' mappings (full-name splits among them) read every record."""
+    from benchmarks.households import population, write_exports
+    from blindmatch.client.encode import encode_csv
+    from blindmatch.client.mapping import load_mapping
+    from blindmatch.client.schema import load_schema
+
+    exports = write_exports(tmp_path, seed=4, size=3000)
+    schema = load_schema(ROOT / "schemas" / "person-uk.json")
+    for export in exports.values():
+        report = encode_csv(export.csv, schema, load_mapping(export.mapping, schema), b"k").report
+        assert report.rows_encoded == len(export.truth)
+        names = [f for f in report.fields if f.field in ("given_name", "surname")]
+        assert all(f.present > 0.95 * report.rows_encoded for f in names), report.render()
+    import random
+
+    people = population(3000, random.Random(4))
+    households = {}
+    for p in people:
+        households.setdefault(p.household, []).append(p)
+    twins = [h for h in households.values() if len({p.dob for p in h}) < len(h)]
+    assert twins and max(len(h) for h in households.values()) <= 5

@@ -138,7 +138,15 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
     args = ["query", str(orgs["north"].csv), "--mapping", str(orgs["north"].mapping)]
     args += ["--schema", str(PERSON_SCHEMA), "--secret-file", str(secret_file)]
     args += ["--purpose", PURPOSE, "--project", "trial", "--token", project.tokens["north"]]
-    assert main([*args, "--out", str(out), "--server", matcher.target, "--quiet"]) == 0
+    args += ["--out", str(out), "--server", matcher.target, "--quiet"]
+    # N3's date of birth (30/02/1970) cannot be read: the query is refused, not answered
+    # "no match" for a person it could not read.
+    assert main(args) == 2
+    assert "row 4, dob: '30/02/1970' is not a date" in capsys.readouterr().err
+    assert not out.exists()
+    text = orgs["north"].csv.read_text(encoding="utf-8").replace("30/02/1970", "")
+    orgs["north"].csv.write_text(text, encoding="utf-8")
+    assert main(args) == 0
     lines = out.read_text().splitlines()
     assert lines == [
         "record_id,partner,partner_ref,score",
@@ -146,6 +154,64 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
         "N4,south,,",
         "N5,south,,",
     ]
+
+
+def test_a_query_reads_uk_dates_and_says_what_it_compared(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    peter = [*query, "--given-name", "Peter", "--surname", "Nowak", "--sex", "M"]
+    # South holds Peter Nowak born 1979-08-14: a UK officer's 14/08/1979 is that date.
+    for dob in (["--dob", "14/08/1979"], ["--dob", "14.08.1979"], ["--dob", "1979-08-14"]):
+        assert main([*peter, *dob]) == 0
+        assert "query: held by south" in capsys.readouterr().out
+    assert main([*peter, "--dob", "08/14/1979", "--dob-format", "%m/%d/%Y"]) == 0
+    assert "query: held by south" in capsys.readouterr().out
+    # Only the names: the answer says so, so "no match" is not read as "not known".
+    assert main([*query, "--given-name", "Grace", "--surname", "Hughes", "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    assert result["compared_on"] == ["given_name", "surname"]
+    assert result["missing"] == ["dob", "sex", "postcode"]
+    assert main([*peter, "--postcode", "ZZ99 9ZZ"]) == 0
+    assert (
+        "(compared on: given name, surname, sex, postcode; missing: date of birth)"
+        in capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "extra", "reason"),
+    [
+        ("02/13/1975", [], "'02/13/1975' is not a date in the format %Y-%m-%d or"),
+        ("31/02/1975", [], "'31/02/1975' is not a date"),
+        ("1975-11-02", ["--dob-format", "%d/%m/%Y"], "not a date in the format %d/%m/%Y"),
+    ],
+)
+def test_a_query_value_that_cannot_be_read_is_an_error_not_a_no(
+    matcher: Matcher,
+    project: ProjectTokens,
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+    extra: list[str],
+    reason: str,
+) -> None:
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    code = main([*query, "--given-name", "Peter", "--surname", "Nowak", "--dob", value, *extra])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("Error: cannot read the person to query: dob: ")
+    assert reason in captured.err and "nothing was queried" in captured.err
 
 
 # -- disclosure -----------------------------------------------------------------------------

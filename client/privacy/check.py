@@ -49,6 +49,10 @@ Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram")
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
+# Below this many records no verdict is given: the attacks align the data's value frequencies
+# with public lists, and a small sample has too few repeats to align, so a PASS would mean
+# nothing (and 1% of a few hundred records is a handful of people).
+MIN_RECORDS = 1000
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "person-uk.json"
 
 
@@ -60,17 +64,30 @@ class CheckReport:
     results: list[AttackResult]
     skipped: list[str]
     limit: float = LIMIT
+    field_level: bool = False  # what the checked schema uploads, for the advice
+    fallback: tuple[str, ...] = ()
 
     @property
     def worst(self) -> AttackResult | None:
         return max(self.results, key=lambda r: r.record_share, default=None)
 
     @property
+    def too_few(self) -> bool:
+        return self.records < MIN_RECORDS
+
+    @property
     def passed(self) -> bool:
-        return all(r.record_share < self.limit for r in self.results)
+        return not self.too_few and all(r.record_share < self.limit for r in self.results)
 
     def verdict(self) -> str:
         worst = self.worst
+        if self.too_few:
+            return (
+                f"NO VERDICT: {self.records} records are too few for the attacks to mean "
+                f"anything (at least {MIN_RECORDS:,}: they align value frequencies, and a small "
+                "sample has too few repeats to align); check a larger export, or the synthetic "
+                "data (no DATA argument)"
+            )
         if worst is None:
             return "NO VERDICT: no field could be attacked (no text or date field with a value)"
         where = f"{worst.attack} on {worst.encoding} encodings of {worst.field}"
@@ -82,7 +99,32 @@ class CheckReport:
         return (
             f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
             f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
-            "See docs/privacy.md: field-level encodings need salting"
+            + self.advice(worst)
+        )
+
+    def advice(self, worst: AttackResult) -> str:
+        """What to do about the leak, for the schema that was checked (docs/privacy.md)."""
+        if worst.encoding == "field" and self.field_level:
+            return (
+                "This schema is field-level, which shows the linkage service each field's value "
+                "frequencies and supports no hardening: use a record-level schema such as "
+                "schemas/person-uk.json (docs/privacy.md, docs/schema.md)"
+            )
+        if worst.encoding == "field":
+            return (
+                "These are the field-level filters this record-level schema would upload if it "
+                "were field-level (--encoding field/both), not what it uploads: field-level "
+                "filters need salting (docs/privacy.md)"
+            )
+        if worst.encoding == "fallback":
+            return (
+                f"The fallback CLKs (blindmatch.fallback, without {', '.join(self.fallback)}) "
+                "leak: remove the fallback from the schema, or harden it (blindmatch.hardening, "
+                "docs/privacy.md)"
+            )
+        return (
+            "The record-level CLKs this schema uploads leak: harden the schema "
+            "(blindmatch.hardening, docs/privacy.md)"
         )
 
     def render(self) -> str:
@@ -328,7 +370,15 @@ def check_csv(
         hardening if hardening is not None else hardening_from_raw(schema.raw, str(schema.path))
     )
     results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, attacks)
-    return CheckReport(str(data), len(rows), chosen.describe(), results, skipped)
+    return CheckReport(
+        str(data),
+        len(rows),
+        chosen.describe(),
+        results,
+        skipped,
+        field_level=schema.field_level,
+        fallback=schema.fallback,
+    )
 
 
 def check_synthetic(
@@ -381,9 +431,7 @@ def plot(report: CheckReport, path: Path) -> Path:
     ax.set_ylabel("records re-identified (%)")
     top = max([100 * r.record_share for r in report.results] + [2 * 100 * report.limit])
     ax.set_ylim(0, top * 1.15)
-    ax.set_title(
-        f"{'PASS' if report.passed else 'LEAKS'} - hardening: {report.hardening}", fontsize=9
-    )
+    ax.set_title(f"{report.verdict().split(':')[0]} - hardening: {report.hardening}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,373 @@
+"""Reading a member's export: CSV + mapping + schema -> local ids, normalised rows and the
+encode report (`read_rows`); `client.encode` turns the rows into CLKs.
+
+Structural problems (a missing column, a ragged row, bytes that are not in the mapping's
+encoding, a blank record id, a repeated one unless the member chose to keep it, an export
+with no records unless allowed) stop the read with an error naming the file, row and
+column. A bad *value* (an impossible date, a date two declared formats read differently,
+say) is kept as missing and listed in the report with its row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from clkhash.field_formats import InvalidEntryError
+
+from blindmatch.client.errors import InputError
+from blindmatch.client.mapping import Mapping
+from blindmatch.client.normalise import (
+    AmbiguousValue,
+    InvalidValue,
+    derive,
+    is_missing,
+    normalise_value,
+    split_name,
+)
+from blindmatch.client.schema import LinkageSchema
+
+# Invalid rows listed per field in the printed report (all of them go to report.json).
+PRINT_LIMIT = 10
+# Records with fewer usable fields than this rarely match confidently.
+FEW_FIELDS = 3
+# What to do with a record id that repeats an earlier row's (`encode --on-duplicate-id`).
+OnDuplicate = Literal["error", "keep-first", "keep-all"]
+ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
+# Delimiters tried on the header when mapped columns are missing, to suggest the right one.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass
+class FieldReport:
+    """What the encoder found in one schema field's column(s)."""
+
+    field: str
+    columns: list[str]
+    present: int = 0
+    missing: int = 0
+    invalid: int = 0
+    invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Values the declared date formats read as different dates: reported, never guessed.
+    ambiguous: int = 0
+    ambiguous_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    distinct: int = 0  # distinct normalised values
+    commonest: str = ""  # the most frequent normalised value (local report only)
+    commonest_rows: int = 0
+    derived_from: list[str] = dataclasses.field(default_factory=list)  # a derived field
+
+
+@dataclass
+class EncodeReport:
+    source: str
+    rows_read: int = 0
+    rows_encoded: int = 0
+    empty_records: int = 0
+    few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
+    field_level: bool = False
+    # Rows whose record id repeats an earlier row's ({row, id, first_row}), kept or skipped
+    # as --on-duplicate-id says; and rows identical to an earlier row in every column.
+    on_duplicate_id: str = "error"
+    duplicate_ids: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    exact_duplicates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    fields: list[FieldReport] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    hardening: str = ""  # what the schema's blindmatch.hardening asks for (client.harden)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        """The human-readable report the CLI prints."""
+        lines = [
+            f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
+            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8} "
+            f"{'ambiguous':>9} {'distinct':>8}",
+        ]
+        for fr in self.fields:
+            cols = ",".join(fr.columns) or (
+                f"(from {'+'.join(fr.derived_from)})" if fr.derived_from else "(not mapped)"
+            )
+            lines.append(
+                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
+                f"{fr.ambiguous:>9} {fr.distinct:>8}"
+            )
+        for fr in self.fields:
+            for what, listed in (("invalid", fr.invalid_rows), ("ambiguous", fr.ambiguous_rows)):
+                for item in listed[:PRINT_LIMIT]:
+                    lines.append(
+                        f"  {what} {fr.field} at row {item['row']}: {item['reason']} "
+                        "(encoded as missing)"
+                    )
+                if len(listed) > PRINT_LIMIT:
+                    lines.append(
+                        f"  ... and {len(listed) - PRINT_LIMIT} more {what} {fr.field} "
+                        "values (all listed in local/report.json)"
+                    )
+        if self.duplicate_ids:
+            kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
+            lines.append(
+                f"  {len(self.duplicate_ids)} row(s) repeat an earlier row's record id and were "
+                f"{kept} (--on-duplicate-id {self.on_duplicate_id}):"
+            )
+            lines.extend(
+                f"    row {d['row']}: id {d['id']!r} first at row {d['first_row']}"
+                for d in self.duplicate_ids[:PRINT_LIMIT]
+            )
+        if self.exact_duplicates:
+            lines.append(
+                f"  {len(self.exact_duplicates)} row(s) are exact duplicates of an earlier row "
+                "(every column the same): "
+                + ", ".join(
+                    f"row {d['row']} = row {d['same_as']}"
+                    for d in self.exact_duplicates[:PRINT_LIMIT]
+                )
+            )
+        if self.empty_records:
+            lines.append(
+                f"  {self.empty_records} record(s) had no usable value at all and cannot match"
+            )
+        if self.few_fields_records:
+            lines.append(
+                f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
+                "fields and will rarely match with confidence"
+            )
+        if self.hardening:
+            lines.append(f"  hardening: {self.hardening}")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The file's lines as text, failing on the first line that is not in `encoding`."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                hint = (
+                    "save the export as UTF-8 CSV, or if it came from Excel, add "
+                    'encoding = "cp1252" to the mapping'
+                    if encoding == "utf-8"
+                    else "check the mapping's encoding, or save the export as UTF-8 CSV"
+                )
+                raise InputError(
+                    f"{path}: line {number} is not valid {_encoding_name(encoding)} "
+                    f"(byte {exc.start + 1}); {hint}"
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield text
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8" else encoding
+
+
+def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
+    """When mapped columns are missing: a delimiter under which the header has them all."""
+    wanted = mapping.columns_used()
+    for candidate in DELIMITERS:
+        if candidate == mapping.delimiter:
+            continue
+        names = [h.strip() for h in next(csv.reader([header_line], delimiter=candidate), [])]
+        if len(names) > 1 and all(c in names for c in wanted):
+            shown = "\\t" if candidate == "\t" else candidate
+            verb = "change delimiter to" if mapping.delimiter != "," else "add"
+            return (
+                f'; the header looks {shown!r}-separated: {verb} delimiter = "{shown}" '
+                f"in {mapping.path.name}"
+            )
+    return ""
+
+
+def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Data rows with their row number (the header is row 1); CSV syntax errors named."""
+    line_no = 1
+    while True:
+        line_no += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(
+                f"{csv_path}: row {line_no}: {exc}; check quoting in the export"
+            ) from None
+        yield line_no, record
+
+
+def read_rows(
+    csv_path: Path,
+    schema: LinkageSchema,
+    mapping: Mapping,
+    report: EncodeReport,
+    *,
+    on_duplicate_id: OnDuplicate = "error",
+    allow_empty: bool = False,
+) -> tuple[list[str], list[list[str]]]:
+    """Local ids and normalised schema-ordered values, one list per row."""
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path}: data file not found")
+    if on_duplicate_id not in ON_DUPLICATE:
+        raise InputError(f"--on-duplicate-id must be one of {', '.join(ON_DUPLICATE)}")
+    report.on_duplicate_id = on_duplicate_id
+    lines = _decoded_lines(csv_path, mapping.encoding)
+    first_line: list[str] = []
+
+    def remembered() -> Iterator[str]:
+        for line in lines:
+            if not first_line:
+                first_line.append(line)
+            yield line
+
+    reader = csv.reader(remembered(), delimiter=mapping.delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        if not allow_empty:
+            raise InputError(
+                f"{csv_path}: the file is empty (no header row); pass --allow-empty to encode "
+                "an empty export anyway"
+            ) from None
+        header = []
+    except csv.Error as exc:
+        raise InputError(f"{csv_path}: row 1: {exc}") from None
+    header = [h.strip() for h in header]
+    positions = {name: i for i, name in enumerate(header)}
+    absent = [c for c in mapping.columns_used() if c not in positions]
+    if absent and header:
+        mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
+        described = [
+            f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
+            for c in absent
+        ]
+        raise InputError(
+            f"{csv_path}: column(s) {', '.join(described)} not in the header; "
+            f"the header has: {', '.join(header)}"
+            + _suggest_delimiter(first_line[0] if first_line else "", mapping)
+        )
+
+    id_pos = positions.get(mapping.id_column, 0)
+    plan: list[tuple[int, list[int], Any]] = []
+    for index, rule in enumerate(schema.rules):
+        cmap = mapping.fields.get(rule.name)
+        if rule.kind == "ignore":
+            continue
+        cols = list(cmap.columns) if cmap else []
+        report.fields.append(FieldReport(rule.name, cols, derived_from=list(rule.sources)))
+        plan.append((index, [positions.get(c, 0) for c in cols], cmap))
+        if cmap is None and not rule.sources:
+            report.warnings.append(
+                f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
+            )
+
+    ids: list[str] = []
+    rows: list[list[str]] = []
+    tallies: list[Counter[str]] = [Counter() for _ in plan]
+    derived = [
+        (index, fr, tally)
+        for (index, _w, _c), fr, tally in zip(plan, report.fields, tallies, strict=True)
+        if schema.rules[index].sources
+    ]
+    sources = {rule.name: i for i, rule in enumerate(schema.rules)}
+    seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
+    width = len(header)
+    sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
+    data_rows = 0
+    for line_no, record in _numbered(reader, csv_path):
+        if not record:
+            continue  # a blank line
+        data_rows += 1
+        if len(record) != width:
+            raise InputError(
+                f"{csv_path}: row {line_no} has {len(record)} columns, the header has {width}; "
+                "check quoting and delimiters in the export"
+            )
+        local_id = record[id_pos].strip()
+        if not local_id:
+            raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
+        cells = hashlib.blake2b("\x1f".join(record).encode(), digest_size=16).digest()
+        if local_id in seen:
+            first_row, first_cells = seen[local_id]
+            exact = cells == first_cells
+            if on_duplicate_id == "error":
+                what = "is an exact duplicate of" if exact else "repeats"
+                raise InputError(
+                    f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
+                    f"{what} row {first_row}; record ids must be unique (or pass "
+                    "--on-duplicate-id keep-first to encode only the first row of each id, "
+                    "keep-all to encode every row)"
+                )
+            report.duplicate_ids.append({"row": line_no, "id": local_id, "first_row": first_row})
+            if exact:
+                report.exact_duplicates.append({"row": line_no, "same_as": first_row})
+            if on_duplicate_id == "keep-first":
+                continue
+        else:
+            seen[local_id] = (line_no, cells)
+        values = list(sentinels)
+        usable = 0
+        for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True):
+            rule = schema.rules[index]
+            if rule.sources:
+                continue  # derived below, from the fields' normalised values
+            raw = " ".join(record[c] for c in where)
+            try:
+                if cmap is not None and cmap.split:
+                    given, surname = split_name(raw, cmap.split)
+                    raw = given if cmap.part == "given" else surname
+                if is_missing(raw):
+                    fr.missing += 1
+                    continue
+                value = normalise_value(rule, raw, cmap.date_format if cmap else None)
+                schema.clk_schema.fields[index].validate(value)
+            except AmbiguousValue as exc:
+                fr.ambiguous += 1
+                fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
+                continue
+            except (InvalidValue, InvalidEntryError) as exc:
+                fr.invalid += 1
+                fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
+                continue
+            fr.present += 1
+            values[index] = value
+            tally[value] += 1
+            usable += 1
+        for index, fr, tally in derived:
+            rule = schema.rules[index]
+            value = derive(
+                rule, {n: values[i] for n, i in sources.items() if values[i] != sentinels[i]}
+            )
+            if not value:
+                fr.missing += 1
+                continue
+            fr.present += 1
+            values[index] = value
+            tally[value] += 1
+        if not usable:
+            report.empty_records += 1
+        elif usable < min(FEW_FIELDS, len(plan)):
+            report.few_fields_records += 1
+        ids.append(local_id)
+        rows.append(values)
+    report.rows_read = data_rows
+    if not rows:
+        what = "is empty" if not header else "has a header but no records"
+        if not allow_empty:
+            raise InputError(
+                f"{csv_path}: the export {what}; check that it is the right file, or pass "
+                "--allow-empty to encode it anyway"
+            )
+        report.warnings.append(f"the export {what}: nothing to match")
+    for fr, tally in zip(report.fields, tallies, strict=True):
+        fr.distinct = len(tally)
+        if tally:
+            fr.commonest, fr.commonest_rows = tally.most_common(1)[0]
+    return ids, rows
