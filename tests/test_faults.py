@@ -10,10 +10,13 @@ from pathlib import Path
 from benchmarks.faults import run_trials
 
 
-def test_sigkill_at_random_moments_loses_and_corrupts_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_corrupts_and_leaves_unaudited_nothing(
+    tmp_path: Path,
+) -> None:
     summary = run_trials(10, tmp_path, members=3, records=2000, seed=20240611)
     print(summary.render())
     assert summary.trials == 10
     assert summary.acknowledged_uploads >= 3  # the first upload of each member, at least
     assert summary.lost == []
     assert summary.corruptions == []
+    assert summary.unaudited == []
