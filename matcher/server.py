@@ -62,6 +62,12 @@ class RunningServer:
         self.sweeper.stop()
         self.runs.stop()
         self.realtime.close()
+        commits, entries = self.store.audit.group_commits
+        log.info(
+            "audit log: %d disclosure entries written in %d group commits (one fsync each)",
+            entries,
+            commits,
+        )
         self.store.close()
 
 

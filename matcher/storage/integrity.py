@@ -115,17 +115,24 @@ class _Snapshot:
 
 
 def check_data_dir(
-    data_dir: str | Path, *, hash_files: bool = True, audit_key_file: str | Path | None = None
+    data_dir: str | Path,
+    *,
+    hash_files: bool = True,
+    audit_key_file: str | Path | None = None,
+    require_key: bool = True,
 ) -> IntegrityReport:
     """Check a data dir; never modifies it. `audit_key_file`: where the audit key is kept,
-    if not in the data dir (`serve --audit-key`)."""
+    if not in the data dir (`serve --audit-key`); without `require_key`, a key found
+    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart)."""
     files = DataDir(Path(data_dir))
     report = IntegrityReport(files.root)
     if not files.db.is_file():
         report.problems.append(f"{files.db}: missing; is it a blindmatch data dir?")
         return report
     key_file = Path(audit_key_file) if audit_key_file else files.audit_key
-    snapshot = _read(files.db, report, lambda db: _check_main(db, report, key_file), whole=True)
+    snapshot = _read(
+        files.db, report, lambda db: _check_main(db, report, key_file, require_key), whole=True
+    )
     if snapshot is not None:
         _check_files(files, snapshot, report, hash_files=hash_files)
     if files.index_db.is_file():
@@ -174,22 +181,26 @@ def _read(
         db.close()
 
 
-def _check_main(db: sqlite3.Connection, report: IntegrityReport, key_file: Path) -> _Snapshot:
+def _check_main(
+    db: sqlite3.Connection, report: IntegrityReport, key_file: Path, require_key: bool
+) -> _Snapshot:
     for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
         report.problems.append(f"database: {table} row {rowid} refers to a missing {parent}")
     report.projects = db.execute("SELECT COUNT(*) FROM projects").fetchone()[0]
-    _check_audit(db, report, key_file)
+    _check_audit(db, report, key_file, require_key)
     _check_upload_rows(db, report)
     _check_runs(db, report)
     return _Snapshot(needed_uploads(db), {r[0]: Upload(*r) for r in db.execute(_UPLOADS_SQL)})
 
 
-def _check_audit(db: sqlite3.Connection, report: IntegrityReport, key_file: Path) -> None:
+def _check_audit(
+    db: sqlite3.Connection, report: IntegrityReport, key_file: Path, require_key: bool
+) -> None:
     report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
     try:
         key = key_file.read_bytes()
     except FileNotFoundError:
-        if report.audit_entries:
+        if report.audit_entries and require_key:
             report.problems.append(
                 f"audit key {key_file}: missing, so the matcher refuses to start and the "
                 f"{report.audit_entries} audit entries cannot be verified; restore it from "

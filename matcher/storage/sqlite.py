@@ -26,7 +26,7 @@ from typing import Generic, TypeVar, cast
 
 from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
 
-DISK_FULL = "the matcher's disk is full; nothing was stored (earlier uploads are intact)"
+DISK_FULL = "the matcher's disk is full; nothing was stored (what was stored before is intact)"
 DAMAGED = (
     "the matcher's database is damaged ({what}); nothing was changed; the operator must "
     "restore the data dir from a backup (docs/operations.md, Recovery)"
