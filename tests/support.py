@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from contextlib import closing
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import grpc
+import pytest
 
 from blindmatch.client.encoded import Encoded
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -89,3 +92,35 @@ def corrupt_table(db_path: Path, table: str) -> None:
     with open(db_path, "r+b") as fh:
         fh.seek((root[0] - 1) * page_size)
         fh.write(b"\x0d\xff\xff\xff\xff\xff\xff\xff" * 8)
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs, "3m") mounted at `where`, so writes end in a
+    genuine ENOSPC; the test is skipped where mounting needs a root this run lacks."""
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Take every free byte of `disk`, as another process on the host might; the filler."""
+    filler = disk / "filler"
+    fh = open(filler, "wb")  # noqa: SIM115 - closed below, where a full disk may refuse it
+    with suppress(OSError):
+        while True:
+            fh.write(bytes(4096))
+            fh.flush()
+    with suppress(OSError):
+        fh.close()
+    return filler

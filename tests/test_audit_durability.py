@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, suppress
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from blindmatch.client.api import MatcherClient, ProjectTokens
 from blindmatch.client.errors import BlindmatchError, RejectedError
 from blindmatch.client.retry import NO_RETRY
 from blindmatch.matcher.server import create_server
+from tests import support
 from tests.conftest import ADMIN_TOKEN, Matcher
 
 CLKS = population(1, 400, 0.0, seed=23)[0].clks
@@ -193,30 +194,8 @@ def test_queries_arriving_together_share_one_audit_commit(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 4 MiB filesystem (tmpfs), so writes end in a genuine ENOSPC."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with support.small_disk(tmp_path / "small-disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte, as another process on the host might."""
-    filler = disk / "filler"
-    fh = open(filler, "wb")  # noqa: SIM115 - closed below, where a full disk may refuse it
-    with suppress(OSError):
-        while True:
-            fh.write(bytes(4096))
-            fh.flush()
-    with suppress(OSError):
-        fh.close()
-    return filler
 
 
 @pytest.mark.parametrize("full", ["blindmatch.sqlite", "index.sqlite"])
@@ -235,7 +214,7 @@ def test_with_a_database_out_of_disk_nothing_is_answered_or_stored_unaudited(
         with MatcherClient(target, tokens["north"]) as north:
             north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
                                puts=index_puts(0, 100))  # fmt: skip
-        filler = fill(small_disk)
+        filler = support.fill_disk(small_disk)
         with MatcherClient(target, tokens["north"], retry=NO_RETRY) as north:
             with pytest.raises(RejectedError, match="disk is full") as refused:
                 north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -30,6 +29,7 @@ from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests import support
 from tests.conftest import ADMIN_TOKEN, Matcher
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)
@@ -361,21 +361,8 @@ def test_an_upload_that_would_eat_the_reserve_is_refused(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 3 MiB filesystem (tmpfs), so writes end in a genuine ENOSPC."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with support.small_disk(tmp_path / "small-disk", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_fails_that_upload_clearly_and_keeps_earlier_data(
