@@ -388,11 +388,7 @@ def test_a_full_disk_fails_that_upload_clearly_and_keeps_earlier_data(
                 metadata=[("authorization", f"Bearer {tokens['south']}")],
             )
             wait_until(lambda: any((data_dir / "tmp").iterdir()))
-            filler = small_disk / "filler"
-            with open(filler, "wb") as fh, pytest.raises(OSError):
-                while True:  # take every free byte, as another process on the host might
-                    fh.write(bytes(64 * 1024))
-                    fh.flush()
+            filler = support.fill_disk(small_disk)  # (closing it may fail too: the disk is full)
             release.set()
             with pytest.raises(grpc.RpcError) as err:
                 call.result(timeout=30)
