@@ -122,13 +122,16 @@ class RunProgress:
     work_total: int
     groups: int
     message: str
+    tasks_done: int = 0  # comparison tasks finished, wherever they ran (a cluster's workers)
+    tasks_total: int = 0
 
     @classmethod
     def from_pb(cls, msg: pb.RunStatus) -> RunProgress:
         state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
         return cls(
-            msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message
-        )
+            msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message,
+            msg.tasks_done, msg.tasks_total,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

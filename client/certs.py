@@ -9,6 +9,16 @@
     client.pem   a client certificate for mutual TLS (--client-cert)
     client.key   its key (--client-key)
 
+`make_dask_certs(out, hosts)` writes a Dask cluster's own set (`blindmatch certs
+--dask`): a CA of its own, so no member's certificate is ever accepted by the
+cluster, and one certificate for each role, each usable to connect and to listen:
+
+    dask-ca.pem          the cluster's CA: --tls-ca-file for every node, --dask-tls-ca for serve
+    dask-ca.key          its key: only to issue more; keep it away
+    dask-scheduler.pem   `dask scheduler --tls-cert` (and .key: --tls-key)
+    dask-worker.pem      `dask worker --tls-cert` (and .key)
+    dask-matcher.pem     `serve --dask-tls-cert` (and .key: --dask-tls-key)
+
 Keys are ECDSA P-256, written readable by the owner only. These are for trials:
 a real deployment uses certificates from the organisations' own PKI.
 """
@@ -30,6 +40,12 @@ from blindmatch.client.errors import InputError
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+DASK_ROLES = ("scheduler", "worker", "matcher")
+DASK_FILES = (
+    "dask-ca.pem",
+    "dask-ca.key",
+    *(f"dask-{role}.{ext}" for role in DASK_ROLES for ext in ("pem", "key")),
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ def _issue(
     days: int,
     *,
     ca: bool = False,
-    usage: x509.ObjectIdentifier | None = None,
+    usage: tuple[x509.ObjectIdentifier, ...] = (),
     hosts: list[str] | None = None,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -113,8 +129,8 @@ def _issue(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
             critical=False,
         )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
     if hosts:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False
@@ -122,30 +138,35 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) -> CertFiles:
-    """Write a throwaway CA, server and client certificate into `out` (never overwriting)."""
-    out = Path(out)
+def _prepare(out: Path, files: tuple[str, ...], hosts: list[str] | None, days: int) -> list[str]:
+    """Check `out` holds none of `files` and make it; the certificates' host names."""
     if days < 1:
         raise InputError(f"--days {days}: certificates must be valid for at least a day")
-    present = [name for name in FILES if (out / name).exists()]
+    present = [name for name in files if (out / name).exists()]
     if present:
         raise InputError(
             f"{out}: already holds {', '.join(present)}; choose an empty folder "
             "(certificates are never overwritten)"
         )
     extra = [h.strip() for h in hosts or [] if h.strip()]
-    names = list(dict.fromkeys([*DEFAULT_HOSTS, *extra]))
     out.mkdir(parents=True, exist_ok=True)
+    return list(dict.fromkeys([*DEFAULT_HOSTS, *extra]))
+
+
+def make_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) -> CertFiles:
+    """Write a throwaway CA, server and client certificate into `out` (never overwriting)."""
+    out = Path(out)
+    names = _prepare(out, FILES, hosts, days)
 
     ca_key, server_key, client_key = _key(), _key(), _key()
     ca = _issue("blindmatch trial CA", ca_key, ca_key, None, days, ca=True)
     server = _issue(
         names[0], server_key, ca_key, ca.subject, days,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH, hosts=names,
+        usage=(ExtendedKeyUsageOID.SERVER_AUTH,), hosts=names,
     )  # fmt: skip
     client = _issue(
         "blindmatch trial client", client_key, ca_key, ca.subject, days,
-        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
     )  # fmt: skip
 
     files = CertFiles(*(out / name for name in FILES))
@@ -157,3 +178,27 @@ def make_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) 
     _write(files.client_cert, client.public_bytes(pem), private=False)
     _write(files.client_key, _pem_key(client_key), private=True)
     return files
+
+
+def make_dask_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) -> list[Path]:
+    """Write a Dask cluster's CA and its scheduler, worker and matcher certificates into `out`.
+
+    Returns the files written, in DASK_FILES order. Dask's TLS checks the chain, not
+    host names; the certificates name `hosts` all the same.
+    """
+    out = Path(out)
+    names = _prepare(out, DASK_FILES, hosts, days)
+    ca_key = _key()
+    ca = _issue("blindmatch trial Dask cluster CA", ca_key, ca_key, None, days, ca=True)
+    pem = serialization.Encoding.PEM
+    _write(out / "dask-ca.pem", ca.public_bytes(pem), private=False)
+    _write(out / "dask-ca.key", _pem_key(ca_key), private=True)
+    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    for role in DASK_ROLES:
+        key = _key()
+        cert = _issue(
+            f"blindmatch Dask {role}", key, ca_key, ca.subject, days, usage=both, hosts=names
+        )
+        _write(out / f"dask-{role}.pem", cert.public_bytes(pem), private=False)
+        _write(out / f"dask-{role}.key", _pem_key(key), private=True)
+    return [out / name for name in DASK_FILES]

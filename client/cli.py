@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from blindmatch.client import tls
+from blindmatch.client import daskopts, tls
 from blindmatch.client.api import (
     BLOCKINGS,
     LEVELS,
@@ -115,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    executor = daskopts.executor(args)
     admin = _env("BLINDMATCH_ADMIN_TOKEN")
     if admin is None:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
@@ -134,6 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             streams_per_member=args.max_streams_per_member,
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
+            executor=executor,
         )
     except StartupRefused as exc:  # a damaged database, a missing audit key: say how to recover
         print(f"Error: {exc}", file=sys.stderr)
@@ -289,7 +291,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if status.stage == "compare" and status.work_total:
                     bar.total = status.work_total
                     bar.n = status.work_done
-                    bar.set_description("comparing")
+                    tasks = f"{status.tasks_done}/{status.tasks_total} tasks"
+                    bar.set_description(
+                        f"comparing ({tasks})" if status.tasks_total else "comparing"
+                    )
                     bar.refresh()
                 elif status.stage:
                     bar.set_description(status.stage)
@@ -677,9 +682,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from blindmatch.client.certs import make_certs
+    from blindmatch.client.certs import make_certs, make_dask_certs
 
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    if args.dask:
+        made = make_dask_certs(args.out, hosts, days=args.days)
+        print(daskopts.how_to_use(made, args.days))
+        return 0
     files = make_certs(args.out, hosts, days=args.days)
     print(
         f"Wrote a throwaway CA, server and client certificate to {args.out} "
@@ -808,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="refuse an upload that would leave less free disk than this (default: %(default)s)",
     )
+    daskopts.add_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -1018,6 +1028,11 @@ def build_parser() -> argparse.ArgumentParser:
         "are always included)",
     )
     p.add_argument("--days", type=int, default=30, help="validity in days (default: 30)")
+    p.add_argument(
+        "--dask",
+        action="store_true",
+        help="instead: a Dask cluster's own CA and scheduler, worker and matcher certificates",
+    )
     p.set_defaults(func=cmd_certs)
 
     ref_key = argparse.ArgumentParser(add_help=False)

@@ -166,6 +166,8 @@ class Run:
     groups: int
     message: str
     threshold: float
+    tasks_done: int = 0  # comparison tasks finished (on the matcher's threads or a cluster)
+    tasks_total: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from blindmatch.matcher.core.executor import Executor
 from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER, QUERY_STREAM_IDLE_SECONDS
 from blindmatch.matcher.placement import (
     allowed_cpus,
@@ -86,6 +87,7 @@ def create_server(
     audit_key_file: str | Path | None = None,
     query_stream_idle: float = QUERY_STREAM_IDLE_SECONDS,
     scrub_interval: float = SCRUB_INTERVAL,
+    executor: Executor | None = None,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -101,7 +103,8 @@ def create_server(
     `clock` is the time source for expiry and the audit log (tests pass their
     own); `sweep_interval` is how often expired projects are looked for;
     `scrub_interval` how often every stored upload is hashed again (0: only its size is
-    checked, at start-up).
+    checked, at start-up). `executor` runs batch runs' comparison tasks (default:
+    `workers` threads here; core.cluster.DaskExecutor: a Dask cluster).
     """
     everywhere = frozenset(allowed_cpus())
     placement = plan_placement(set(everywhere), lookup_threads)
@@ -134,7 +137,8 @@ def create_server(
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background
-        runs = RunManager(store, workers=workers)
+        runs = RunManager(store, workers=workers, executor=executor)
+        log.info("%s", runs.executor.describe())
         with pinned(everywhere if request_cpus is not None else None):
             runs.start()  # a batch run's threads keep every core
         query_streams = QueryStreams(in_all=RPC_THREADS // 2, idle_seconds=query_stream_idle)

@@ -59,6 +59,7 @@ CLIENT_IMPORTS_MATCHER = {
     "blindmatch.client.cli",  # `serve`, `admin check`, `admin backup`: the CLI is above both
     "blindmatch.client.demo",  # starts a matcher for the demo
     "blindmatch.client.privacy.attacks",  # borrows the matcher's compare_chunk
+    "blindmatch.client.daskopts",  # `serve`'s Dask options: the CLI's, moving with it
 }
 # Modules over MAX_LINES: client/ is being split by arch-client (report.py came with the
 # reports of issue 22); core/index.py by whoever next changes the standing index (two

@@ -78,6 +78,13 @@ def compare_chunk(
     """
     a = datasets[chunk.a][chunk.a_start : chunk.a_stop]
     b = datasets[chunk.b][chunk.b_start : chunk.b_stop]
+    return compare_slices(chunk, a, b, threshold)
+
+
+def compare_slices(
+    chunk: Chunk, a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], threshold: float
+) -> Candidates:
+    """`compare_chunk` given the chunk's rows themselves: `a` and `b` are its two slices."""
     sims, ia, ib = dice_candidates(a, b, threshold)
     n = len(sims)
     return Candidates(

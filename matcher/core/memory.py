@@ -14,24 +14,44 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
+# mallopt parameters (glibc's malloc.h) and the values `keep_freed_memory` sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+TRIM_THRESHOLD = 256 * 1024 * 1024
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for its moving threshold
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if not name:
+
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    lib = ctypes.util.find_library("c")
+    if not lib:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        fn = getattr(ctypes.CDLL(lib), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    fn.argtypes = list(argtypes)
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
 
 
-_TRIM = _malloc_trim()
+_TRIM = _libc_function("malloc_trim", ctypes.c_size_t)
+_MALLOPT = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
 
 
 def release_free_memory() -> None:
     """Return the C library's free heap memory to the OS (glibc); otherwise nothing."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse in this process (a Dask worker's).
+
+    Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
+    threshold at 128 KiB: every large temporary of a comparison task is then mapped fresh
+    and page-faulted in, and a task costs markedly more CPU (measured in docs/scale.md).
+    This restores what glibc does by itself: allocations up to 32 MiB come from the heap,
+    and up to 256 MiB of free heap is kept. Memory stays bounded by the largest task.
+    """
+    if _MALLOPT is not None:
+        _MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _MALLOPT(M_TRIM_THRESHOLD, TRIM_THRESHOLD)

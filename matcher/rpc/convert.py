@@ -196,6 +196,8 @@ def run_status(run: Run) -> pb.RunStatus:
         work_total=run.work_total,
         groups=run.groups,
         message=run.message,
+        tasks_done=run.tasks_done,
+        tasks_total=run.tasks_total,
     )
 
 

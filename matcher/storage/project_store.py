@@ -43,6 +43,8 @@ MIGRATIONS = [
     ("projects", "expires", "REAL"),
     ("projects", "erased", "REAL"),
     ("members", "consent", "INTEGER"),
+    ("runs", "tasks_done", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "tasks_total", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 

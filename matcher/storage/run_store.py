@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS links (
 CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
 """
 
-_RUN_COLUMNS = "id, project, state, stage, work_done, work_total, groups, message, threshold"
+_RUN_COLUMNS = (
+    "id, project, state, stage, work_done, work_total, groups, message, threshold, "
+    "tasks_done, tasks_total"
+)
 _UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
 
 # A link as a member reads it: (its row, partner, the partner's row, score).
@@ -151,7 +154,10 @@ class RunStore(ProjectStore, UploadStore):
         return [(m, self.upload(u)) for m, u in rows]
 
     def update_run(self, run_id: str, **fields: object) -> None:
-        allowed = {"state", "stage", "work_done", "work_total", "groups", "message"}
+        allowed = {
+            "state", "stage", "work_done", "work_total", "tasks_done", "tasks_total", "groups",
+            "message",
+        }  # fmt: skip
         if not fields or set(fields) - allowed:
             raise ValueError(f"bad run fields {sorted(fields)}")
         sets = ", ".join(f"{k}=?" for k in fields)

@@ -15,46 +15,35 @@ import logging
 import os
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core.compare import (
-    CHUNK_COMPARISONS,
-    Candidates,
-    Chunk,
-    compare_chunk,
-    merge,
-    plan_chunks,
+from blindmatch.matcher.core.cluster import ClusterError
+from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
+from blindmatch.matcher.core.executor import (
+    ClkFile,
+    CompareJob,
+    Executor,
+    Progress,
+    TaskProgress,
+    ThreadExecutor,
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
-from blindmatch.matcher.core.memory import release_free_memory
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
 from blindmatch.matcher.errors import DataLoss
 from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
 
-Progress = Callable[[str, int, int], None]
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 BLOCKING = ("auto", "exhaustive", "lsh")
 # `auto` compares all pairs up to this many per pair of members (100k x 100k; the
 # kernel's speed is in docs/performance.md) and blocks with LSH above it.
 AUTO_LSH_PAIRS = 10_000_000_000
-
-
-# Chunks between returns of freed memory to the OS (see core.memory).
-TRIM_EVERY = 32
 
 
 @dataclass
@@ -75,106 +64,6 @@ def choose_method(sizes: Sequence[int], blocking: str = "auto") -> str:
     return "lsh" if largest > AUTO_LSH_PAIRS else "exhaustive"
 
 
-def _run_bounded(
-    pool: ThreadPoolExecutor,
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    window: int,
-) -> Iterator[tuple[T, R]]:
-    """fn(item) on the pool, at most `window` in flight, results in order."""
-    pending: deque[tuple[T, Future[R]]] = deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) >= window:
-            done, fut = pending.popleft()
-            yield done, fut.result()
-    while pending:
-        done, fut = pending.popleft()
-        yield done, fut.result()
-
-
-def _compare_exhaustive(
-    datasets: Sequence[npt.NDArray[np.uint8]],
-    threshold: float,
-    pool: ThreadPoolExecutor,
-    workers: int,
-    report: Progress,
-    chunk_comparisons: int,
-) -> tuple[list[Candidates], int]:
-    chunks = plan_chunks([len(d) for d in datasets], chunk_comparisons)
-    total = sum(c.comparisons for c in chunks)
-    done = 0
-    report("compare", 0, total)
-    parts = []
-    run = functools.partial(_compare_one, datasets=datasets, threshold=threshold)
-    for k, (chunk, part) in enumerate(_run_bounded(pool, run, chunks, 2 * workers), start=1):
-        parts.append(part)
-        done += chunk.comparisons
-        report("compare", done, total)
-        if k % TRIM_EVERY == 0:
-            release_free_memory()
-    return parts, total
-
-
-def _compare_one(
-    chunk: Chunk, *, datasets: Sequence[npt.NDArray[np.uint8]], threshold: float
-) -> Candidates:
-    return compare_chunk(chunk, datasets, threshold)
-
-
-def _compare_lsh(
-    datasets: Sequence[npt.NDArray[np.uint8]],
-    threshold: float,
-    pool: ThreadPoolExecutor,
-    workers: int,
-    report: Progress,
-) -> tuple[list[Candidates], int]:
-    lsh = blocking_.plan(datasets, threshold)
-    report("index", 0, len(datasets))
-    keys = list(pool.map(lambda d: blocking_.band_keys(d, lsh), datasets))
-    report("index", len(datasets), len(datasets))
-    tasks = [
-        (x, y, band)
-        for x in range(len(datasets))
-        for y in range(x + 1, len(datasets))
-        for band in range(lsh.bands)
-    ]
-
-    def one(task: tuple[int, int, int]) -> blocking_.BandResult:
-        x, y, band = task
-        return blocking_.compare_band(
-            datasets[x], datasets[y], keys[x][band], keys[y][band], threshold
-        )
-
-    found: dict[tuple[int, int], list[blocking_.BandResult]] = {}
-    comparisons = 0
-    report("compare", 0, len(tasks))
-    for i, ((x, y, _), res) in enumerate(_run_bounded(pool, one, tasks, 2 * workers)):
-        found.setdefault((x, y), []).append(res)
-        comparisons += res.comparisons
-        report("compare", i + 1, len(tasks))
-        if (i + 1) % TRIM_EVERY == 0:
-            release_free_memory()
-    parts = []
-    for (x, y), results in found.items():
-        sims, ra, rb = blocking_.dedupe(
-            np.concatenate([r.sims for r in results]),
-            np.concatenate([r.rows_a for r in results]),
-            np.concatenate([r.rows_b for r in results]),
-        )
-        n = len(sims)
-        parts.append(
-            Candidates(
-                sims,
-                np.full(n, x, dtype=np.uint32),
-                np.full(n, y, dtype=np.uint32),
-                ra,
-                rb,
-            )
-        )
-    return parts, comparisons
-
-
 def match(
     datasets: Sequence[npt.NDArray[np.uint8]],
     threshold: float,
@@ -185,18 +74,23 @@ def match(
     blocking: str = "auto",
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
+    executor: Executor | None = None,
+    files: Sequence[ClkFile] | None = None,
+    task_progress: TaskProgress | None = None,
 ) -> MatchResult:
     """Find the subjects shared between datasets (one per member).
 
     Compares every pair of datasets (all pairs in chunks, or the pairs LSH
-    blocking proposes, per `blocking` and size) on `workers` threads, keeping
-    only candidate pairs at or above the threshold, solves them greedily
-    (multi-party when there are more than two), and returns the links inside
-    every matched group. With `field_bits` (field-level encodings), pairs are
-    scored field by field instead (core.fieldlevel) and `threshold` is a
-    match probability. With `fallback_bits` (record-level CLKs followed by a
-    fallback CLK), pairs involving a record that lacks the fallback's left-out
-    fields are scored on the fallback CLKs (core.fallback).
+    blocking proposes, per `blocking` and size) as tasks run by `executor`
+    (default: `workers` threads here), keeping only candidate pairs at or above
+    the threshold, solves them greedily (multi-party when there are more than
+    two), and returns the links inside every matched group. `files` are the
+    uploads the datasets were read from (for executors whose workers read them).
+    With `field_bits` (field-level encodings), pairs are scored field by field
+    instead, here (core.fieldlevel), and `threshold` is a match probability.
+    With `fallback_bits` (record-level CLKs followed by a fallback CLK), pairs
+    involving a record that lacks the fallback's left-out fields are rescored
+    here on the fallback CLKs (core.fallback).
     """
     report = progress or (lambda stage, done, total: None)
     if field_bits:
@@ -212,15 +106,16 @@ def match(
         )
     method = choose_method([len(d) for d in datasets], blocking)
     n_workers = workers or os.cpu_count() or 1
+    executor = executor or ThreadExecutor(n_workers, chunk_comparisons)
     split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
-    first = split.first if split is not None else datasets
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        if method == "lsh":
-            parts, comparisons = _compare_lsh(first, threshold, pool, n_workers, report)
-        else:
-            parts, comparisons = _compare_exhaustive(
-                first, threshold, pool, n_workers, report, chunk_comparisons
-            )
+    job = CompareJob(
+        split.first if split is not None else datasets,
+        threshold,
+        method,
+        columns=split.first[0].shape[1] if split is not None and datasets else None,
+        files=files,
+    )
+    parts, comparisons = executor.compare(job, report, task_progress or (lambda done, total: None))
     candidates = merge(parts)
     del parts
     pair_scorer: PairScorer | None = None
@@ -238,9 +133,12 @@ def match(
 class RunManager:
     """Executes queued runs on one background thread, in order."""
 
-    def __init__(self, store: Store, workers: int | None = None) -> None:
+    def __init__(
+        self, store: Store, workers: int | None = None, executor: Executor | None = None
+    ) -> None:
         self.store = store
         self.workers = workers
+        self.executor = executor or ThreadExecutor(workers)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="blindmatch-runs", daemon=True)
@@ -248,7 +146,10 @@ class RunManager:
     def start(self) -> None:
         for run in self.store.unfinished_runs():
             log.info("resuming interrupted run %s from the start", run.id)
-            self.store.update_run(run.id, state="queued", stage="", work_done=0, work_total=0)
+            self.store.update_run(
+                run.id, state="queued", stage="", work_done=0, work_total=0, tasks_done=0,
+                tasks_total=0,
+            )  # fmt: skip
             self._queue.put(run.id)
         self._thread.start()
 
@@ -272,7 +173,7 @@ class RunManager:
         while (run_id := self._queue.get()) is not None:
             try:
                 self._execute(run_id)
-            except DataLoss as exc:  # a damaged input: the message says who must do what
+            except (DataLoss, ClusterError) as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
                 self.store.fail_run(run_id, str(exc))
             except Exception as exc:  # a failed run must not stop the loop
@@ -288,13 +189,20 @@ class RunManager:
         self.store.update_run(run_id, state="running", stage="compare")
         self._notify()
         last = [0.0]
+        tasks = [0, 0]  # comparison tasks done, of this many: written with the progress
 
         def progress(stage: str, done: int, total: int) -> None:
             # At most ~100 progress writes per stage.
             if done in (0, total) or (total and (done - last[0]) / total >= 0.01):
                 last[0] = done
-                self.store.update_run(run_id, stage=stage, work_done=done, work_total=total)
+                self.store.update_run(
+                    run_id, stage=stage, work_done=done, work_total=total, tasks_done=tasks[0],
+                    tasks_total=tasks[1],
+                )  # fmt: skip
                 self._notify()
+
+        def task_progress(done: int, total: int) -> None:
+            tasks[:] = [done, total]
 
         layouts = {self.store.field_bits(u.id) for _, u in inputs}
         field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
@@ -308,6 +216,9 @@ class RunManager:
             blocking=self.store.project(run.project).blocking,
             field_bits=field_bits,
             fallback_bits=fallback_bits,
+            executor=self.executor,
+            files=[ClkFile(u.id, u.record_count, u.clk_bits // 8, u.sha256) for _, u in inputs],
+            task_progress=task_progress,
         )
         for (_, upload), clks in zip(inputs, datasets, strict=True):
             self.store.verify_again(upload, clks)  # no file changed under the run

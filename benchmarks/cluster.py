@@ -1,0 +1,528 @@
+"""Batch runs on a Dask cluster: the same run in-process and on 1 and 2 Dask workers, the
+cost of a task, and a projection to national scale from those measured costs.
+
+    .venv/bin/python benchmarks/cluster.py same-run --members 10 --records 100000
+    .venv/bin/python benchmarks/cluster.py same-run --members 2 --records 1000000 \
+        --configs threads,files2,files1
+    .venv/bin/python benchmarks/cluster.py costs       # per-task overhead, unit costs, projection
+    .venv/bin/python benchmarks/cluster.py index       # look-up cost per million rows, actor RPC
+
+`same-run` runs one run (synthetic CLKs, threshold 0.8, LSH unless --blocking says otherwise)
+with the matcher's threads (2, as `serve` on this machine) and on local Dask clusters of 1 and
+2 worker processes (1 thread each), workers reading upload files (`files`) or getting scattered
+slices (`scatter`); it prints wall times as ratios to the in-process run, checks that every
+configuration found the same candidates (sha256 of the merged candidate arrays), the peak RSS
+of each worker, and what the model of `costs` predicts for that run.
+
+`costs` measures, in one process: anonlink's `dice_coefficient_accelerated` on one core (the
+anchor), Dask's overhead per task (thousands of tiny tasks on one worker, beside the same on
+the matcher's threads), the cost of one LSH band task for each shape of pair the projection
+needs, and the matcher-side solve rate; then projects the wall time and worker count of the
+national scenarios (docs/scale.md).
+
+`index` measures the standing index's look-up (one query against one member's main segment
+with its LSH tables, in-process, as `matcher.index` does it) at several sizes, as µs per
+look-up and per million rows, and the round trip of a Dask actor call that does nothing
+(what a partitioned index on Dask actors would add to every look-up). No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.synthclks import members
+from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core.cluster import TASK_COMPARISONS, DaskExecutor, DaskSettings
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.executor import ClkFile, CompareJob, Executor, ThreadExecutor
+from blindmatch.matcher.core.solve import solve
+from blindmatch.matcher.core.tasks import BandTask, plan_tasks, run_task
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from bitarray import bitarray
+
+    from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated
+
+THRESHOLD = 0.8
+CLK_BYTES = 128
+
+
+def quiet(*_: object) -> None:
+    pass
+
+
+def load() -> str:
+    one, five, _fifteen = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def write_uploads(datasets: Sequence[np.ndarray], folder: Path) -> list[ClkFile]:
+    """The datasets as the matcher stores uploads: `<id>.bin`, CLKs back to back."""
+    files = []
+    for i, d in enumerate(datasets):
+        data = np.ascontiguousarray(d).tobytes()
+        (folder / f"u{i}.bin").write_bytes(data)
+        files.append(ClkFile(f"u{i}", len(d), d.shape[1], hashlib.sha256(data).hexdigest()))
+    return files
+
+
+def _reset_peak() -> None:
+    """Start this process's peak RSS (VmHWM) afresh (Linux: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _usage() -> tuple[float, float]:
+    """(peak RSS in MiB since the last reset, CPU seconds so far) of this process."""
+    with open("/proc/self/status") as fh:
+        hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    return hwm / 1024, cpu.ru_utime + cpu.ru_stime
+
+
+@dataclass
+class Workers:
+    """A local cluster's scheduler address, and its workers' usage since `reset`."""
+
+    address: str
+    client: object
+
+    def reset(self) -> None:
+        self.client.run(_reset_peak)  # type: ignore[attr-defined]
+        self.cpu0 = {k: v[1] for k, v in self.client.run(_usage).items()}  # type: ignore[attr-defined]
+
+    def usage(self) -> tuple[list[float], float]:
+        """Each worker's peak RSS (MiB) and their CPU seconds together, since `reset`."""
+        now = self.client.run(_usage)  # type: ignore[attr-defined]
+        return [v[0] for v in now.values()], sum(v[1] - self.cpu0[k] for k, v in now.items())
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[Workers]:
+    """A scheduler here and `workers` worker processes of one thread each."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield Workers(cluster.scheduler_address, client)
+
+
+def digest(c: Candidates) -> str:
+    h = hashlib.sha256()
+    for arr in (c.sims, c.dset0, c.dset1, c.rec0, c.rec1):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    digest: str
+    candidates: int
+    comparisons: int
+    tasks: int
+
+
+def timed(executor: Executor, job: CompareJob) -> Outcome:
+    count = [0]
+
+    def tasks(done: int, total: int) -> None:
+        count[0] = total
+
+    start = time.perf_counter()
+    parts, comparisons = executor.compare(job, quiet, tasks)
+    seconds = time.perf_counter() - start
+    merged = merge(parts)
+    return Outcome(seconds, digest(merged), len(merged), comparisons, count[0])
+
+
+# -- measured unit costs -------------------------------------------------------------------
+
+
+def anonlink_rate(n: int = 3_000) -> float:
+    """Comparisons a second of anonlink's dice_coefficient_accelerated on one core (anchor)."""
+    a, b = members(2, n, seed=3)
+    ba = [bitarray(bytes(r)) for r in a]  # type: ignore[call-arg]
+    bb = [bitarray(bytes(r)) for r in b]  # type: ignore[call-arg]
+    start = time.perf_counter()
+    dice_coefficient_accelerated((ba, bb), THRESHOLD)
+    return n * n / (time.perf_counter() - start)
+
+
+def overhead_per_task(executor: Executor, tasks: int = 2_000) -> tuple[float, int]:
+    """Seconds a task costs beyond its work: tiny dense tasks (~1 µs of kernel each)."""
+    a, b = members(2, 1_000, seed=4)
+    per_task = max(1, (1_000 * 1_000) // tasks)
+    with tempfile.TemporaryDirectory() as tmp:
+        job = CompareJob([a, b], THRESHOLD, "exhaustive", files=write_uploads([a, b], Path(tmp)))
+        if isinstance(executor, DaskExecutor):
+            executor = DaskExecutor(
+                DaskSettings(executor.settings.scheduler, tmp, task_comparisons=per_task)
+            )
+        else:
+            executor = ThreadExecutor(1, chunk_comparisons=per_task)
+        out = timed(executor, job)
+    return out.seconds / out.tasks, out.tasks
+
+
+def band_seconds(a: np.ndarray, b: np.ndarray, bands: int = 2) -> tuple[float, int]:
+    """CPU seconds one band of an LSH task takes for datasets a and b (keys computed in the
+    task; CPU time, so that other work on the machine does not count), and the bands the
+    planner gives that pair."""
+    lsh = blocking.plan([a, b], THRESHOLD)
+    task = BandTask(0, len(a), 1, len(b), 0, min(bands, lsh.bands))
+    start = time.process_time()
+    run_task(task, a, b, THRESHOLD, lsh)
+    return (time.process_time() - start) / task.units, lsh.bands
+
+
+def planned_bands(n_a: int, n_b: int, sample: np.ndarray) -> int:
+    """Bands the planner picks for a pair of these sizes (data like `sample`)."""
+    a = np.resize(sample, (n_a, sample.shape[1]))
+    b = np.resize(sample[::-1], (n_b, sample.shape[1]))
+    return blocking.plan([a, b], THRESHOLD).bands
+
+
+@dataclass
+class Shape:
+    """A kind of pair in a scenario: how many such pairs, their sizes, bands and band cost."""
+
+    name: str
+    pairs: int
+    n_a: int
+    n_b: int
+    bands: int = 0
+    band_s: float = 0.0
+
+    @property
+    def core_seconds(self) -> float:
+        return self.pairs * self.bands * self.band_s
+
+    def tasks(self, task_comparisons: int = TASK_COMPARISONS) -> int:
+        from blindmatch.matcher.core.cluster import BAND_ROWS_PER_COMPARISON
+
+        band_rows = int(task_comparisons * BAND_ROWS_PER_COMPARISON)
+        per_task = min(self.bands, max(1, band_rows // (self.n_a + self.n_b)))
+        return self.pairs * math.ceil(self.bands / per_task)
+
+
+def project(
+    name: str, shapes: list[Shape], overhead: float, solve_rate: float, candidates: float
+) -> None:
+    core_s = sum(s.core_seconds for s in shapes)
+    tasks = sum(s.tasks() for s in shapes)
+    solve_s = candidates / solve_rate
+    print(f"\n{name}")
+    for s in shapes:
+        print(
+            f"  {s.name}: {s.pairs:,} pairs of {s.n_a:,} x {s.n_b:,}, {s.bands} bands, "
+            f"{s.band_s * 1000:.1f} ms a band -> {s.core_seconds / 3600:,.1f} core-hours"
+        )
+    print(
+        f"  comparing: {core_s / 3600:,.1f} core-hours in {tasks:,} tasks "
+        f"(+{tasks * overhead / 3600:,.2f} core-hours of task overhead); solving in the "
+        f"matcher: {candidates:,.0f} candidates at {solve_rate:,.0f}/s = {solve_s / 60:,.1f} min"
+    )
+    for workers in (16, 64, 256, 1024):
+        wall = (core_s + tasks * overhead) / workers + solve_s
+        print(f"    {workers:>5} worker cores: {wall / 3600:6.2f} h")
+    for hours in (8, 1):
+        budget = hours * 3600 - solve_s
+        need = math.ceil((core_s + tasks * overhead) / budget) if budget > 0 else 0
+        said = f"{need:,} worker cores" if need else "not possible: solving alone takes longer"
+        print(f"    to finish in {hours} h: {said}")
+
+
+def costs(args: argparse.Namespace) -> None:
+    print(f"costs: {load()}")
+    anchor = anonlink_rate()
+    print(f"anchor: anonlink dice_coefficient_accelerated, one core: {anchor / 1e6:,.1f} M/s")
+    dense_a, dense_b = members(2, 20_000, seed=6)
+    start = time.perf_counter()
+    out = timed(ThreadExecutor(1), CompareJob([dense_a, dense_b], THRESHOLD, "exhaustive"))
+    rate = out.comparisons / (time.perf_counter() - start)
+    print(
+        f"exhaustive tasks, one thread: {rate / 1e6:,.0f} M comparisons/s "
+        f"({rate / anchor:.1f}x anchor)"
+    )
+
+    cpu0 = _usage()[1]
+    threads_s, n = overhead_per_task(ThreadExecutor(1), args.overhead_tasks)
+    threads_cpu = (_usage()[1] - cpu0) / n
+    with local_cluster(1) as cluster:
+        cluster.reset()
+        cpu0 = _usage()[1]
+        dask_s, _n = overhead_per_task(
+            DaskExecutor(DaskSettings(cluster.address, "x")), args.overhead_tasks
+        )
+        dask_cpu = (cluster.usage()[1] + _usage()[1] - cpu0) / n
+    print(
+        f"overhead per task ({n:,} tiny tasks, one worker): Dask {dask_s * 1000:.2f} ms of wall "
+        f"time, {dask_cpu * 1000:.2f} ms of CPU (worker, scheduler and matcher together); the "
+        f"matcher's threads {threads_s * 1000:.3f} ms, {threads_cpu * 1000:.3f} ms of CPU "
+        f"({dask_s / threads_s:,.0f}x)"
+    )
+
+    print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
+    big_a, big_b = members(2, 1_000_000, seed=8)
+    shapes = {
+        "1M x 1M": (big_a, big_b),
+        "100k x 100k": (big_a[:100_000], big_b[:100_000]),
+        "50k x 1M": (big_a[:50_000], big_b),
+        "10k x 1M": (big_a[:10_000], big_b),
+        "10k x 10k": (big_a[:10_000], big_b[:10_000]),
+        "500 x 10k": (big_a[:500], big_b[:10_000]),
+        "500 x 1M": (big_a[:500], big_b),
+    }
+    band: dict[str, tuple[float, int]] = {}
+    for label, (a, b) in shapes.items():
+        band[label] = band_seconds(a, b, bands=args.bands)
+        print(
+            f"  LSH band task {label}: {band[label][0] * 1000:.1f} ms a band, "
+            f"{band[label][1]} bands planned"
+        )
+
+    # The matcher's serial part: merging and solving candidates (greedy, one thread).
+    lsh = blocking.plan([big_a[:200_000], big_b[:200_000]], THRESHOLD)
+    task = BandTask(0, 200_000, 1, 200_000, 0, lsh.bands)
+    found = run_task(task, big_a[:200_000], big_b[:200_000], THRESHOLD, lsh).candidates
+    start = time.perf_counter()
+    solve(merge([found]))
+    solve_rate = len(found) / (time.perf_counter() - start)
+    print(f"solve (merge + greedy, matcher): {solve_rate:,.0f} candidates/s ({len(found):,})")
+
+    def shape(label: str, pairs: int, n_a: int, n_b: int) -> Shape:
+        s, bands = band[label]
+        return Shape(label, pairs, n_a, n_b, bands, s)
+
+    forces = [shape("1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000)]
+    retail = [
+        shape("10k x 1M", 43 * 300, 10_000, 1_000_000),
+        shape("10k x 10k", 300 * 299 // 2, 10_000, 10_000),
+    ]
+    # A person held by several forces appears in each pair's candidates: `overlap` of each
+    # dataset shared with each other dataset.
+    ov = args.overlap
+    project(
+        f"43 forces x 1,000,000, all pairs, LSH (overlap {ov:.0%} a pair)",
+        forces, dask_s, solve_rate, 903 * ov * 1e6,
+    )  # fmt: skip
+    project(
+        "the same plus 300 retailers x 10,000",
+        forces + retail, dask_s, solve_rate, (903 * 1e6 + 12_900 * 1e4 + 44_850 * 1e4) * ov,
+    )  # fmt: skip
+    nightly = [
+        shape("50k x 1M", 2 * 903, 50_000, 1_000_000),
+        shape("500 x 10k", 2 * 44_850, 500, 10_000),
+        shape("500 x 1M", 2 * 12_900, 500, 1_000_000),
+    ]
+    project(
+        "nightly: the 5% that changed against everyone (a delta run: not built; see docs/scale.md)",
+        nightly, dask_s, solve_rate, (903 * 1e6 + 12_900 * 1e4 + 44_850 * 1e4) * ov * 0.1,
+    )  # fmt: skip
+    model = band["100k x 100k"][0] * band["100k x 100k"][1] * 45
+    print(
+        f"\nmodel for `same-run --members 10 --records 100000`: {model:,.0f} core-seconds of "
+        f"band tasks (1 worker: {model:,.0f} s, 2 workers: {model / 2:,.0f} s, plus overheads)"
+    )
+
+
+# -- the same run, in-process and on Dask --------------------------------------------------
+
+
+def same_run(args: argparse.Namespace) -> None:
+    print(f"same-run: {args.members} x {args.records:,} synthetic CLKs, {args.blocking}; {load()}")
+    datasets = members(args.members, args.records, seed=9)
+    configs = args.configs.split(",")
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        files = write_uploads(datasets, Path(tmp))
+        mapped = [
+            np.memmap(Path(tmp) / f"{f.upload_id}.bin", np.uint8, "r", shape=(f.rows, f.width))
+            for f in files
+        ]
+        job = CompareJob(mapped, THRESHOLD, args.blocking, files=files)
+        lsh = job.lsh_plan()
+        planned = plan_tasks(job.sizes, args.blocking, lsh)
+        print(f"plan: {len(planned)} tasks on threads" + (f", {lsh.bands} bands" if lsh else ""))
+        if lsh is not None:
+            # The model, from one pair's band cost timed now (docs/scale.md).
+            band_s, _bands = band_seconds(datasets[0], datasets[1], bands=args.model_bands)
+            pairs = args.members * (args.members - 1) // 2
+            core_s = band_s * lsh.bands * pairs
+            print(
+                f"model: {band_s * 1000:.1f} ms of CPU a band x {lsh.bands} bands x {pairs} "
+                f"pairs = {core_s:,.0f} core-seconds: {core_s:,.0f} s on 1 idle core, "
+                f"{core_s / 2:,.0f} s on 2 (plus Dask's overhead per task, `costs`)",
+                flush=True,
+            )
+        results: dict[str, Outcome] = {}
+        for config in configs:
+            _reset_peak()
+            here0 = _usage()[1]
+            if config == "threads":
+                results[config] = out = timed(ThreadExecutor(2), job)
+                peak, cpu = _usage()
+                used = f", peak RSS here {peak:,.0f} MiB"
+            else:
+                mode, workers = config.rstrip("12"), int(config[-1])
+                with local_cluster(workers) as cluster:
+                    clks = tmp if mode == "files" else "scatter"
+                    ex = DaskExecutor(DaskSettings(cluster.address, clks))
+                    cluster.reset()
+                    here0 = _usage()[1]
+                    results[config] = out = timed(ex, job)
+                    peaks, workers_cpu = cluster.usage()
+                    here = _usage()[1] - here0  # the matcher's side, and this local scheduler
+                    cpu = workers_cpu + here + here0
+                    used = (
+                        f" (workers {workers_cpu:.1f}, matcher and scheduler {here:.1f}), "
+                        "worker peak RSS " + " / ".join(f"{p:,.0f}" for p in peaks) + " MiB"
+                    )
+            cpu -= here0
+            print(
+                f"  {config:>9}: {out.seconds:8.1f} s, CPU {cpu:7.1f} s, {out.tasks:,} tasks, "
+                f"{out.candidates:,} candidates, digest {out.digest}{used}",
+                flush=True,
+            )
+        base = results.get("threads")
+        if base is not None:
+            print("ratios to the in-process run (2 threads), wall time:")
+            for config, out in results.items():
+                print(f"  {config:>9}: {out.seconds / base.seconds:.2f}")
+        same = len({o.digest for o in results.values()}) == 1
+        print(f"every configuration found the same candidates: {'yes' if same else 'NO'}")
+        print(f"after: {load()}")
+
+
+# -- the standing index at scale ---------------------------------------------------------
+
+
+class Echo:
+    """A Dask actor that does nothing: the floor of a look-up sent to an actor."""
+
+    def ask(self, query: bytes) -> bytes:
+        return query
+
+
+def index(args: argparse.Namespace) -> None:
+    from blindmatch.matcher.core.index import Segment, as_words
+
+    print(f"index: {load()}")
+    largest = max(args.sizes)
+    print(f"generating 2 x {largest:,} synthetic CLKs ...", flush=True)
+    rows, queries = members(2, largest, overlap=0.5, seed=12)
+    asked = as_words(queries[: args.queries], 1024)
+    for size in sorted(args.sizes):
+        words = as_words(rows[:size], 1024)
+        start = time.perf_counter()
+        seg = Segment.build(words, [str(i) for i in range(size)], threshold=THRESHOLD)
+        built = time.perf_counter() - start
+        for q in asked[:200]:  # warm the tables, as the matcher does before it listens
+            seg.search(q, THRESHOLD)
+        times = []
+        found = 0
+        for q in asked:
+            t0 = time.perf_counter()
+            hit, _ = seg.search(q, THRESHOLD)
+            times.append(time.perf_counter() - t0)
+            found += len(hit)
+        mean = sum(times) / len(times)
+        p50 = sorted(times)[len(times) // 2]
+        mib = seg.lsh.nbytes / 2**20 if seg.lsh is not None else 0.0
+        print(
+            f"  {size:>10,} rows: look-up mean {mean * 1e6:,.0f} µs, p50 {p50 * 1e6:,.0f} µs, "
+            f"{mean * 1e6 / (size / 1e6):,.0f} µs per million rows; tables {mib:,.0f} MiB, "
+            f"built in {built:.1f} s; {found / len(asked):.2f} hits a query",
+            flush=True,
+        )
+        del seg, words
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+        as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        actor = client.submit(Echo, actor=True).result()
+        query = asked[0].tobytes()
+        for _ in range(50):
+            actor.ask(query).result()
+        times = []
+        for _ in range(args.queries):
+            t0 = time.perf_counter()
+            actor.ask(query).result()
+            times.append(time.perf_counter() - t0)
+        direct = []
+        echo = Echo()
+        for _ in range(args.queries):
+            t0 = time.perf_counter()
+            echo.ask(query)
+            direct.append(time.perf_counter() - t0)
+    times.sort()
+    print(
+        f"Dask actor round trip (a call that does nothing, {args.queries:,} calls): "
+        f"p50 {times[len(times) // 2] * 1e3:.2f} ms, p99 {times[int(len(times) * 0.99)] * 1e3:.2f}"
+        f" ms; the same call in-process {sorted(direct)[len(direct) // 2] * 1e6:.1f} µs"
+    )
+    print(f"after: {load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("same-run", help="one run in-process and on 1 and 2 Dask workers")
+    p.add_argument("--members", type=int, default=10)
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--blocking", choices=("lsh", "exhaustive"), default="lsh")
+    p.add_argument(
+        "--configs",
+        default="threads,files1,files2,scatter1,scatter2",
+        help="threads, filesN (workers read upload files), scatterN (N = 1 or 2 workers)",
+    )
+    p.add_argument("--tmp", help="folder for the upload files (default: the system's)")
+    p.add_argument("--model-bands", type=int, default=4, help="bands timed for the model")
+    p.set_defaults(func=same_run)
+    p = sub.add_parser("costs", help="unit costs and the national-scale projection")
+    p.add_argument("--overhead-tasks", type=int, default=2_000)
+    p.add_argument("--bands", type=int, default=2, help="bands timed per shape")
+    p.add_argument("--overlap", type=float, default=0.05, help="share of a dataset in each pair")
+    p.set_defaults(func=costs)
+    p = sub.add_parser("index", help="standing index look-ups by size, and a Dask actor's floor")
+    p.add_argument(
+        "--sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[250_000, 1_000_000, 2_000_000],
+    )
+    p.add_argument("--queries", type=int, default=2_000)
+    p.set_defaults(func=index)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Comparison tasks: however a run is cut, and in whatever order the pieces come back, the
+candidates are the same pairs with the same scores."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.tasks import BandTask, DenseTask, combine, plan_tasks, run_task
+
+
+def clks(seed: int, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """Members sharing noisy copies of some people: pairs at Dice ~0.9 and far below."""
+    rng = np.random.default_rng(seed)
+    people = rng.random((sum(sizes), 512)) < 0.35
+    out = []
+    for i, n in enumerate(sizes):
+        rows = np.roll(people, -40 * i, axis=0)[:n] ^ (rng.random((n, 512)) < 0.03)
+        out.append(np.packbits(rows, axis=1))
+    return out
+
+
+def as_lists(parts: list) -> tuple[list, ...]:
+    c = merge(parts)
+    return c.sims.tolist(), c.dset0.tolist(), c.dset1.tolist(), c.rec0.tolist(), c.rec1.tolist()
+
+
+def run_all(tasks: list, datasets: list[np.ndarray], lsh: blocking.LshPlan | None) -> list:
+    out = []
+    for task in tasks:
+        a, b = (datasets[r.dataset][r.start : r.stop] for r in task.inputs)
+        out.append(run_task(task, a, b, 0.8, lsh))
+    return out
+
+
+def test_dense_tasks_compare_every_pair_of_rows_once_in_any_order() -> None:
+    datasets = clks(1, (300, 250, 120))
+    tasks = plan_tasks([len(d) for d in datasets], "exhaustive", chunk_comparisons=4_000)
+    assert all(isinstance(t, DenseTask) for t in tasks) and len(tasks) > 20
+    results = run_all(tasks, datasets, None)
+    random.Random(2).shuffle(results)
+    parts, comparisons = combine(results)
+    assert comparisons == 300 * 250 + 300 * 120 + 250 * 120
+    whole = []
+    for x in range(3):
+        for y in range(x + 1, 3):
+            sims, ra, rb = dice_candidates(datasets[x], datasets[y], 0.8)
+            whole.append({(x, y, int(i), int(j)): s for s, i, j in zip(sims, ra, rb, strict=True)})
+    sims, d0, d1, r0, r1 = as_lists(parts)
+    found = dict(zip(zip(d0, d1, r0, r1, strict=True), sims, strict=True))
+    assert len(found) == len(sims) > 30  # each pair once
+    assert found == {k: v for part in whole for k, v in part.items()}
+
+
+@pytest.mark.parametrize("band_rows", [0, 5_000, 100_000])
+def test_band_tasks_find_the_same_pairs_however_the_bands_are_grouped(band_rows: int) -> None:
+    datasets = clks(3, (400, 350, 300))
+    lsh = blocking.plan(datasets, 0.8)
+    one_band = plan_tasks([len(d) for d in datasets], "lsh", lsh)
+    grouped = plan_tasks([len(d) for d in datasets], "lsh", lsh, band_rows=band_rows)
+    assert all(isinstance(t, BandTask) for t in grouped)
+    # Every band of every pair of members, exactly once.
+    covered = sorted((t.a, t.b, band) for t in grouped for band in range(t.band_start, t.band_stop))
+    assert covered == sorted((t.a, t.b, t.band_start) for t in one_band)
+    reference = as_lists(combine(run_all(one_band, datasets, lsh))[0])
+    results = run_all(grouped, datasets, lsh)
+    random.Random(4).shuffle(results)
+    assert as_lists(combine(results)[0]) == reference
+    assert len(reference[0]) > 30
+
+
+def test_a_task_given_the_wrong_rows_refuses() -> None:
+    datasets = clks(5, (100, 100))
+    task = plan_tasks([100, 100], "exhaustive", chunk_comparisons=2_500)[0]
+    with pytest.raises(ValueError, match="task needs"):
+        run_task(task, datasets[0], datasets[1], 0.8)
