@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/privacy.py [--population 20000] [--attack-records 10000] [--seed 1]
         [--only none --only "salt dob:year" ...]
 
-For each hardening setting: the worst share of records re-identified by any
-shipped attack (`blindmatch privacy-check`, on the record-level encodings the
+For each hardening setting: the graph-matching attack's rate and claim
+precision (blind, 10 and 50 known pairs; client/privacy/graph.py, on
+`--graph-records` records), the worst share of records re-identified by any
+bit-level attack (`blindmatch privacy-check`, on the record-level encodings the
 default schema uploads — first and fallback CLKs — and on field-level filters of
 the same fields, as a field-level schema would upload them, on a seeded
 realistic export), and the pair F1 of linking (a) three
@@ -34,7 +36,7 @@ from blindmatch.client.encode import encode_csv
 from blindmatch.client.harden import NONE, RECOMMENDED, Hardening, with_hardening
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.privacy import population
-from blindmatch.client.privacy.check import check_synthetic
+from blindmatch.client.privacy.check import ATTACKS, check_synthetic
 from blindmatch.client.schema import LinkageSchema, load_schema
 from blindmatch.matcher.domain import DEFAULT_THRESHOLD
 from blindmatch.matcher.usecases.runs import match
@@ -95,6 +97,9 @@ def main() -> int:
     parser.add_argument("--attack-records", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--graph-records", type=int, default=1000, help="graph-matching attack sample (0: skip)"
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -124,13 +129,16 @@ def main() -> int:
         ]
         rows = []
         qgram_rows = []
+        graph_rows: list[tuple[str, list]] = []
         for label, h in chosen:
             started = time.monotonic()
             # Record-level: what the default schema uploads (first and fallback CLKs); field-level:
             # one filter per field, as the opt-in field-level schema would upload them.
             report = check_synthetic(
-                args.attack_records, args.seed, hardened(person, h), level="both"
-            )
+                args.attack_records, args.seed, hardened(person, h), level="both",
+                attacks=ATTACKS if args.graph_records else ATTACKS[:3],
+                graph_records=max(args.graph_records, 1),
+            )  # fmt: skip
             worst = report.worst
             f1_orgs = pair_f1(hardened(person, h), orgs, threshold)
             f1_febrl = pair_f1(
@@ -141,8 +149,10 @@ def main() -> int:
                 (r for r in report.results if r.encoding == "field"), key=lambda r: r.record_share
             )
             record_worst = max(
-                (r for r in report.results if r.encoding != "field"), key=lambda r: r.record_share
+                (r for r in report.results if r.encoding != "field" and r.claims is None),
+                key=lambda r: r.record_share,
             )
+            graph_rows.append((label, [r for r in report.results if r.claims is not None]))
             qgram = {
                 (r.encoding, r.field): r for r in report.results if r.attack == "q-gram alignment"
             }
@@ -167,7 +177,22 @@ def main() -> int:
             f"{f_orgs:>9.4f} {100 * (f_orgs - base_orgs):>+6.2f} {f_febrl:>9.4f} "
             f"{100 * (f_febrl - base_febrl):>+6.2f}"
         )
-    print("record-/field-level: worst share of records re-identified by any attack; dF1 in points")
+    print(
+        "record-/field-level: worst share of records re-identified by any bit-level attack; "
+        "dF1 in points"
+    )
+    if args.graph_records:
+        print()
+        print(
+            f"graph matching on {args.graph_records} records (the whole upload; attacker's "
+            "plaintext: another organisation's export of the same people): rate / claim precision"
+        )
+        for label, found in graph_rows:
+            cells = "  ".join(
+                f"{r.attack[len('graph matching ') :]}: {r.record_share:.1%} / {r.precision:.1%}"
+                for r in found
+            )
+            print(f"{label:<28} {cells}")
     print()
     print("q-gram alignment on surnames: share of records / of distinct values re-identified")
     print(f"{'hardening':<28} {'field-level':>17} {'record-level':>17}")

@@ -225,9 +225,11 @@ def cmd_project_show(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from blindmatch.client.sharedsecret import read_checked
+
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
-    secret = read_secret(args.secret_file)
+    secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
     result = encode_csv(
         args.data,
         schema,
@@ -237,6 +239,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         on_duplicate_id=args.on_duplicate_id,
         allow_empty=args.allow_empty,
     )
+    if weak:
+        result.report.warnings.insert(0, weak)
     write_encoded(
         args.out,
         clks=result.clks,
@@ -462,9 +466,12 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
     from blindmatch.client.realtime import encode_person, refuse_unreadable
+    from blindmatch.client.sharedsecret import read_checked
 
     schema = load_schema(args.schema)
-    secret = read_secret(args.secret_file)
+    secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
+    if weak:
+        print(f"warning: {weak}", file=sys.stderr)
     values = _query_values(args)
     if args.data:
         if values:
@@ -704,6 +711,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 def cmd_privacy_check(args: argparse.Namespace) -> int:
     from blindmatch.client.harden import NONE, RECOMMENDED
     from blindmatch.client.privacy.check import (
+        ATTACKS,
         DEFAULT_SCHEMA,
         check_csv,
         check_synthetic,
@@ -722,10 +730,12 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
                 f"{', '.join(schema.field_names)}"
             )
         overrides[name] = read_list(Path(path))
+    attacks = ATTACKS if args.graph_records > 0 else tuple(a for a in ATTACKS if a != "graph")
     if args.data is None:
         report = check_synthetic(
-            args.records, args.seed, schema, hardening=hardening, level=args.encoding
-        )
+            args.records, args.seed, schema, hardening=hardening, level=args.encoding,
+            attacks=attacks, graph_records=args.graph_records,
+        )  # fmt: skip
     else:
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
@@ -737,11 +747,76 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
             hardening=hardening,
             level=args.encoding,
             overrides=overrides,
+            attacks=attacks,
+            graph_records=args.graph_records,
         )
     json_path, png_path = write_outputs(report, args.out)
     print(report.render())
     print(f"Wrote {json_path} and {png_path}")
     return 1 if args.strict and not report.passed else 0
+
+
+def cmd_secret_new(args: argparse.Namespace) -> int:
+    from blindmatch.client.sharedsecret import new_secret
+
+    ident = new_secret(args.file)
+    print(
+        f"Wrote a new 256-bit secret to {args.file} (owner-only). Its id is {ident}: members "
+        "compare ids by phone, never the secret. Send it to each other member sealed to their "
+        "public key (`blindmatch secret seal`); never to the operator."
+    )
+    return 0
+
+
+def cmd_secret_keygen(args: argparse.Namespace) -> int:
+    from blindmatch.client.sharedsecret import keygen
+
+    files = keygen(args.private, args.public, args.label)
+    print(
+        f"Wrote {files.private} (private key, owner-only: keep it) and {files.public} (public "
+        "key: give it to the member who sends the secret)."
+    )
+    return 0
+
+
+def cmd_secret_seal(args: argparse.Namespace) -> int:
+    from blindmatch.client.sharedsecret import read_checked, read_public, seal, secret_id
+    from blindmatch.client.sharedsecret import write_private as write_new
+
+    secret, _weak = read_checked(args.secret_file)
+    key, label = read_public(args.to)
+    write_new(args.out, seal(secret, key, label))
+    print(
+        f"Sealed the secret (id {secret_id(secret)}) to {label} in {args.out}; send the file "
+        "by any channel. Only that member's private key opens it."
+    )
+    return 0
+
+
+def cmd_secret_open(args: argparse.Namespace) -> int:
+    from blindmatch.client.sharedsecret import (
+        open_sealed,
+        read_private,
+        secret_id,
+        strength_problem,
+        write_private,
+    )
+
+    sealed = Path(args.sealed)
+    try:
+        data = sealed.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{sealed}: sealed file not found") from None
+    secret = open_sealed(data, read_private(args.key), str(sealed))
+    problem = strength_problem(secret)
+    if problem:
+        raise InputError(f"{sealed}: the sealed secret is too weak to use: {problem}")
+    write_private(args.out, secret + b"\n")
+    print(
+        f"Wrote the secret to {args.out} (owner-only). Its id is {secret_id(secret)}: check it "
+        "with the sender by phone before encoding."
+    )
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -906,6 +981,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
     p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no report or progress bar")
+    p.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help="encode with a secret that fails the strength rule (tests only; the report says so)",
+    )
     p.add_argument(
         "--on-duplicate-id",
         choices=list(ON_DUPLICATE),
@@ -1074,6 +1154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
     p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
     p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help="query with a secret that fails the strength rule (tests only)",
+    )
     p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
     for name, flag in PERSON_OPTIONS.items():
         p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
@@ -1181,10 +1266,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
     p.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
     p.add_argument(
+        "--graph-records",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="records the graph-matching attack is run on (a sample of larger data; it holds "
+        "N x N matrices); 0 skips it (default: 2000)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when an attack reaches 1%%")
     p.set_defaults(func=cmd_privacy_check)
+
+    p = sub.add_parser(
+        "secret",
+        help="make, seal and open the shared linkage secret (members only, never the operator)",
+        description="One member makes the secret (`secret new`), every other member makes a key "
+        "pair (`secret keygen`) and sends the public key; the first seals the secret to each "
+        "(`secret seal`), who opens it (`secret open`). See docs/security.md.",
+    )
+    xsub = p.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
+    x = xsub.add_parser("new", help="write a fresh 256-bit secret to a new owner-only file")
+    x.add_argument("file", type=Path, help="the secret file to create (refused if it exists)")
+    x.set_defaults(func=cmd_secret_new)
+    x = xsub.add_parser("keygen", help="a member's key pair for receiving the secret sealed")
+    x.add_argument("--private", required=True, type=Path, help="private key file to create")
+    x.add_argument("--public", required=True, type=Path, help="public key file to create")
+    x.add_argument("--label", required=True, help="who the key belongs to, e.g. north-police")
+    x.set_defaults(func=cmd_secret_keygen)
+    x = xsub.add_parser("seal", help="seal the secret to one member's public key")
+    x.add_argument("--secret-file", required=True, type=Path, help="the secret to send")
+    x.add_argument("--to", required=True, type=Path, help="the member's public key file")
+    x.add_argument("--out", required=True, type=Path, help="sealed file to create")
+    x.set_defaults(func=cmd_secret_seal)
+    x = xsub.add_parser("open", help="open a sealed secret with your private key")
+    x.add_argument("sealed", type=Path, help="the sealed file received")
+    x.add_argument("--key", required=True, type=Path, help="your private key file")
+    x.add_argument("--out", required=True, type=Path, help="secret file to create (owner-only)")
+    x.set_defaults(func=cmd_secret_open)
 
     p = sub.add_parser("demo", help="the whole flow on built-in synthetic data, in one process")
     p.add_argument("--records", type=int, default=2000, help="people in the synthetic population")

@@ -165,6 +165,14 @@ def encode_csv(
             "date of birth and align the counts with public lists (privacy-check re-identifies "
             "5-15% of names this way; the record-level default stays under 1%, docs/privacy.md)"
         )
+    if schema.fallback:
+        report.warnings.append(
+            "weaker privacy: the fallback CLK (blindmatch.fallback) uploads a second, "
+            f"{'/'.join(schema.fallback)}-free similarity graph of every record; a matcher "
+            "holding plaintext on the same people matches it to re-identify records (graph "
+            "matching, docs/privacy.md): leave blindmatch.fallback out unless many records lack "
+            f"{'/'.join(schema.fallback)}"
+        )
     if schema.field_level and not hardening.is_none:
         raise InputError(
             f"{schema.path}: blindmatch.hardening is not supported with field-level schemas yet; "
@@ -233,6 +241,13 @@ def encode_fallback(
 ) -> npt.NDArray[np.uint8]:
     """Each row's fallback CLK: record-level, without the schema's `fallback` fields,
     under keys of its own; (rows, bits/8) bytes."""
+    if hardening.salt_field in schema.fallback:
+        raise InputError(
+            f"{schema.path}: blindmatch.hardening salts with {hardening.salt_field}, which the "
+            "fallback CLK (blindmatch.fallback) leaves out: every fallback CLK would get the same "
+            "empty salt, i.e. none. Salt with a field the fallback keeps, or drop "
+            "blindmatch.fallback"
+        )
     encoding_schema = schema.for_encoding()
     encoding_schema.kdf_info = (
         (encoding_schema.kdf_info or b"") + FALLBACK_INFO + ",".join(schema.fallback).encode()

@@ -16,9 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
 # Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
 FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
+# The opt-in schema with a fallback CLK without the date of birth (the default until issue 18).
+FALLBACK_SCHEMA = ROOT / "schemas" / "person-uk-fallback.json"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)
+# A secret that passes `encode`'s strength rule (client.sharedsecret), fixed so runs repeat.
+STRONG_SECRET = "5f0c9e2a7b41d8e36a9c04b7f21e8d5390ab6c7e4f1d2a8b9c3e6f70a1b2c3d4"
 
 
 @dataclass
@@ -60,7 +64,7 @@ def project(matcher: Matcher) -> ProjectTokens:
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "linkage.secret"
-    path.write_text("correct horse battery staple, shared by every member\n")
+    path.write_text(STRONG_SECRET + "\n")  # as `blindmatch secret new` writes one
     return path
 
 

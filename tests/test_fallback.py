@@ -4,6 +4,7 @@ held against a match, and the two CLKs of a record cannot be compared bit by bit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from blindmatch.client.mapping import load_mapping
 from blindmatch.client.schema import load_schema
 from blindmatch.matcher.core import fallback
 from blindmatch.matcher.usecases.runs import match
-from tests.conftest import PERSON_SCHEMA, Org
+from tests.conftest import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
-SCHEMA = load_schema(PERSON_SCHEMA)
+SCHEMA = load_schema(FALLBACK_SCHEMA)
 DOB = SCHEMA.field_names.index("dob")
 
 
@@ -118,3 +119,26 @@ def test_the_fallback_recovers_matches_without_a_date_of_birth_and_stays_precise
     assert precision >= 0.98 and f1 >= 0.98, (precision, f1)
     assert f1 > plain_f1 + 0.005, (f1, plain_f1)
     assert np.all(scores >= 0.8)  # links carry the score they were matched on
+
+
+def test_salting_by_a_field_the_fallback_leaves_out_is_refused(
+    orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    # Salted by year of birth, the DOB-free fallback CLK would be salted with "" for every
+    # record: unsalted. Refused with the reason, before anything is encoded.
+    from blindmatch.client.harden import Hardening, with_hardening
+
+    raw = with_hardening(SCHEMA.raw, Hardening(salt_field="dob"))
+    salted = dataclasses.replace(SCHEMA, raw=raw)
+    org = orgs["north"]
+    with pytest.raises(InputError, match="salts with dob, which the fallback CLK"):
+        encode_csv(org.csv, salted, load_mapping(org.mapping, salted), b"k")
+
+
+def test_the_encode_report_warns_that_a_fallback_clk_is_a_second_similarity_graph(
+    orgs: dict[str, Org],
+) -> None:
+    org = orgs["north"]
+    result = encode_csv(org.csv, SCHEMA, load_mapping(org.mapping, SCHEMA), b"k")
+    said = " ".join(result.report.warnings)
+    assert "weaker privacy: the fallback CLK" in said and "graph matching" in said

@@ -18,7 +18,7 @@ from blindmatch.client.errors import InputError
 from blindmatch.client.mapping import load_mapping
 from blindmatch.client.normalise import AmbiguousValue, FieldRule, normalise_value, split_name
 from blindmatch.client.schema import load_schema
-from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA
+from tests.conftest import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
 from tests.test_encode import assert_refused
 
 SCHEMA = load_schema(PERSON_SCHEMA)
@@ -39,7 +39,7 @@ def encode(tmp_path: Path, csv_text: str | bytes, map_text: str, *extra: str) ->
     else:
         data.write_text(csv_text, encoding="utf-8")
     mapping = write(tmp_path, "map.toml", map_text)
-    secret = write(tmp_path, "secret", "s3cret")
+    secret = write(tmp_path, "secret", STRONG_SECRET)
     return main(
         ["encode", str(data), "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
          "--mapping", str(mapping), "--out", str(tmp_path / "out.encoded"), *extra]

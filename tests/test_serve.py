@@ -17,7 +17,7 @@ from benchmarks.cliflow import ROOT, blindmatch, serve
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client.api import MatcherClient
 from blindmatch.matcher.server import create_server
-from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA
+from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
 from tests.support import corrupt_table
 
 
@@ -47,7 +47,7 @@ def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
 def test_an_acknowledged_upload_survives_sigkill(tmp_path: Path) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
-    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "secret").write_text(STRONG_SECRET)
     blindmatch(
         "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
         "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),

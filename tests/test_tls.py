@@ -21,7 +21,7 @@ from blindmatch.client.cli import main
 from blindmatch.client.encoded import Encoded
 from blindmatch.client.errors import InputError, UnavailableError
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, Org
+from tests.conftest import ADMIN_TOKEN, NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET, Org
 from tests.support import encode_all
 
 
@@ -159,7 +159,7 @@ def test_mutual_tls_refuses_a_certificate_from_another_ca(
 def test_serve_and_the_cli_over_mutual_tls(tmp_path: Path, certs: CertFiles) -> None:
     (tmp_path / "north.csv").write_text(NORTH_CSV, encoding="utf-8")
     (tmp_path / "north.toml").write_text(NORTH_MAP, encoding="utf-8")
-    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "secret").write_text(STRONG_SECRET)
     blindmatch(
         "encode", str(tmp_path / "north.csv"), "--schema", str(PERSON_SCHEMA),
         "--secret-file", str(tmp_path / "secret"), "--mapping", str(tmp_path / "north.toml"),

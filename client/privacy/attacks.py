@@ -87,6 +87,15 @@ class AttackResult:
     records_reidentified: int
     values: int
     values_reidentified: int
+    # Graph matching claims identities (some wrongly): how many it claimed; None for the rest.
+    claims: int | None = None
+
+    @property
+    def precision(self) -> float | None:
+        """Right claims among claims (graph matching only)."""
+        if self.claims is None:
+            return None
+        return self.records_reidentified / self.claims if self.claims else 1.0
 
     @property
     def record_share(self) -> float:

@@ -15,7 +15,6 @@ filter of the schema's length per field).
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -43,10 +42,17 @@ from blindmatch.client.privacy.attacks import (
     unpack,
 )
 from blindmatch.client.privacy.frequencies import FrequencyList
+from blindmatch.client.privacy.graphcheck import (
+    GRAPH_RECORDS,
+    graph_attacks,
+    normalised_export,
+    sample,
+)
+from blindmatch.client.privacy.plot import plot, write_outputs
 from blindmatch.client.schema import LinkageSchema, load_schema
 
 Level = Literal["schema", "record", "field", "both"]
-ATTACKS = ("frequency", "pattern", "qgram")
+ATTACKS = ("frequency", "pattern", "qgram", "graph")
 # The verdict: every attack must re-identify fewer than this share of records.
 LIMIT = 0.01
 # Below this many records no verdict is given: the attacks align the data's value frequencies
@@ -79,9 +85,17 @@ class CheckReport:
     def passed(self) -> bool:
         return not self.too_few and all(r.record_share < self.limit for r in self.results)
 
+    @property
+    def graph_leak(self) -> bool:
+        """Graph matching re-identified at least the limit: it needs no repeated values, so
+        its leak stands on a small sample too."""
+        return any(
+            r.attack.startswith("graph") and r.record_share >= self.limit for r in self.results
+        )
+
     def verdict(self) -> str:
         worst = self.worst
-        if self.too_few:
+        if self.too_few and not self.graph_leak:
             return (
                 f"NO VERDICT: {self.records} records are too few for the attacks to mean "
                 f"anything (at least {MIN_RECORDS:,}: they align value frequencies, and a small "
@@ -104,6 +118,12 @@ class CheckReport:
 
     def advice(self, worst: AttackResult) -> str:
         """What to do about the leak, for the schema that was checked (docs/privacy.md)."""
+        if worst.attack.startswith("graph"):
+            return (
+                "Whoever holds encodings it can compare pairwise can match their similarity "
+                "graph to plaintext it holds on the same people; no hardening stops it at a "
+                "usable F1 (docs/privacy.md, docs/privacy-design.md)"
+            )
         if worst.encoding == "field" and self.field_level:
             return (
                 "This schema is field-level, which shows the linkage service each field's value "
@@ -128,17 +148,23 @@ class CheckReport:
         )
 
     def render(self) -> str:
+        wa = max([20, *(len(r.attack) for r in self.results)])
+        we = max([8, *(len(r.encoding) for r in self.results)])
         lines = [
             f"privacy-check of {self.source}: {self.records} records, hardening: {self.hardening}",
-            f"  {'attack':<20} {'encoding':<8} {'field':<12} {'records':>9} {'values':>9}"
+            f"  {'attack':<{wa}} {'encoding':<{we}} {'field':<12} {'records':>9} {'values':>9}"
             "  public list",
         ]
         for r in self.results:
+            values = f"{r.value_share:>9.2%}" if r.claims is None else f"{'':>9}"
             lines.append(
-                f"  {r.attack:<20} {r.encoding:<8} {r.field:<12} {r.record_share:>9.2%} "
-                f"{r.value_share:>9.2%}  {r.public_list}"
+                f"  {r.attack:<{wa}} {r.encoding:<{we}} {r.field:<12} {r.record_share:>9.2%} "
+                f"{values}  {r.public_list}"
             )
-        lines.append("  (share of records and of distinct values re-identified)")
+        lines.append(
+            "  (share of records and of distinct values re-identified; graph matching: share of "
+            "the records the attacker's plaintext covers)"
+        )
         lines.extend(f"  not attacked: {s}" for s in self.skipped)
         lines.append(self.verdict())
         return "\n".join(lines)
@@ -156,6 +182,7 @@ class CheckReport:
                     **dataclasses.asdict(r),
                     "record_share": r.record_share,
                     "value_share": r.value_share,
+                    "precision": r.precision,
                 }
                 for r in self.results
             ],
@@ -267,7 +294,7 @@ def attack_encodings(
             assert segment is not None
             results.extend(_attack_filters(*segment, target, hardening, attacks))
     order = {"frequency alignment": 0, "pattern mining": 1, "q-gram alignment": 2}
-    encodings = {"field": 0, "record": 1, "fallback": 2}
+    encodings = {"field": 0, "record": 1, "fallback": 2, "record+fallback": 3}
     results.sort(key=lambda r: (encodings[r.encoding], order[r.attack], r.field))
     return results, skipped
 
@@ -362,14 +389,34 @@ def check_csv(
     level: Level = "schema",
     overrides: dict[str, FrequencyList] | None = None,
     attacks: Sequence[str] = ATTACKS,
+    graph_records: int = GRAPH_RECORDS,
 ) -> CheckReport:
-    """Read and normalise `data` as `blindmatch encode` does, then attack its encodings."""
+    """Read and normalise `data` as `blindmatch encode` does, then attack its encodings.
+
+    The graph-matching attacker is given the same people's plaintext with its own typos and
+    gaps (`population.noisy_copy`): full overlap, the case the default must withstand.
+    """
     mapping = load_mapping(mapping_path, schema)
     _ids, rows = read_rows(Path(data), schema, mapping, EncodeReport(source=str(data)))
     chosen = (
         hardening if hardening is not None else hardening_from_raw(schema.raw, str(schema.path))
     )
-    results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, attacks)
+    bit_attacks = [a for a in attacks if a != "graph"]
+    results, skipped = attack_encodings(schema, rows, secret, chosen, level, overrides, bit_attacks)
+    if "graph" in attacks:
+        # The attacker's plaintext: the same people as another organisation holds them.
+        picked = sample(len(rows), graph_records, 0)
+        victim_rows = [rows[i] for i in picked]
+        kinds = [rule.kind for rule in schema.rules]
+        noisy = population.noisy_copy(victim_rows, kinds, seed=1)
+        order = np.random.default_rng(2).permutation(len(picked)).tolist()  # in its own order
+        results.extend(
+            graph_attacks(
+                schema, victim_rows, [noisy[i] for i in order],
+                picked, [picked[i] for i in order], secret, chosen,
+                overlap_label=" (this export with its own typos and gaps)",
+            )
+        )  # fmt: skip
     return CheckReport(
         str(data),
         len(rows),
@@ -389,62 +436,41 @@ def check_synthetic(
     hardening: Hardening | None = None,
     level: Level = "schema",
     attacks: Sequence[str] = ATTACKS,
+    graph_records: int = GRAPH_RECORDS,
+    overlap: float = 1.0,
 ) -> CheckReport:
-    """The check on a seeded realistic export of `records` people (client.privacy.population)."""
+    """The check on a seeded realistic export of `records` people (client.privacy.population).
+
+    The graph-matching attacker holds another organisation's export of `graph_records`
+    people, `overlap` of them the member's (`population.write_pair`).
+    """
+    secret = secrets.token_bytes(32)
+    bit_attacks = [a for a in attacks if a != "graph"]
     with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
         export = population.write_single(Path(tmp), seed, records)
         report = check_csv(
-            export.csv, schema, export.mapping, secrets.token_bytes(32), hardening=hardening,
-            level=level, attacks=attacks,
+            export.csv, schema, export.mapping, secret, hardening=hardening,
+            level=level, attacks=bit_attacks,
         )  # fmt: skip
+        if "graph" in attacks:
+            chosen = (
+                hardening
+                if hardening is not None
+                else hardening_from_raw(schema.raw, str(schema.path))
+            )
+            pair = population.write_pair(Path(tmp) / "pair", seed, graph_records, overlap)
+            victim_ids, victim_rows = normalised_export(pair.victim, schema)
+            attacker_ids, attacker_rows = normalised_export(pair.attacker, schema)
+            report.results.extend(
+                graph_attacks(
+                    schema, victim_rows, attacker_rows,
+                    [pair.victim.truth[i] for i in victim_ids],
+                    [pair.attacker.truth[i] for i in attacker_ids],
+                    secret, chosen,
+                )
+            )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"
     return report
-
-
-def plot(report: CheckReport, path: Path) -> Path:
-    """A bar chart of the share of records re-identified per attack, with the 1% line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r.field}\n{r.encoding}\n{r.attack.split()[0]}" for r in report.results]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.2), dpi=100)
-    x = np.arange(len(labels))
-    colours = {
-        "frequency alignment": "#d95f02",
-        "pattern mining": "#1b9e77",
-        "q-gram alignment": "#7570b3",
-    }
-    for attack, offset in (
-        ("frequency alignment", -0.2),
-        ("pattern mining", 0.2),
-        ("q-gram alignment", 0.0),
-    ):
-        shares = [100 * r.record_share if r.attack == attack else 0 for r in report.results]
-        ax.bar(x + offset * 0, shares, 0.7, label=attack, color=colours[attack])
-    ax.axhline(100 * report.limit, color="black", linestyle="--", linewidth=1)
-    ax.text(
-        len(labels) - 0.5, 100 * report.limit, f" {report.limit:.0%} limit", va="bottom", ha="right"
-    )
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("records re-identified (%)")
-    top = max([100 * r.record_share for r in report.results] + [2 * 100 * report.limit])
-    ax.set_ylim(0, top * 1.15)
-    ax.set_title(f"{report.verdict().split(':')[0]} - hardening: {report.hardening}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_outputs(report: CheckReport, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "privacy-check.json"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    return json_path, plot(report, out / "privacy-check.png")
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -175,3 +176,66 @@ def write_single(folder: Path, seed: int, size: int) -> Export:
     (folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")
     truth = {row["id"]: p.entity for row, p in zip(rows, people, strict=True)}
     return Export(folder / "synthetic.csv", folder / "mapping.toml", truth)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A member's export and an attacker's export of (some of) the same people."""
+
+    victim: Export
+    attacker: Export
+    overlap: float  # share of the victim's people the attacker holds
+
+
+def write_pair(folder: Path, seed: int, size: int, overlap: float = 1.0) -> Pair:
+    """`size` people exported by a police force (the victim), and another organisation's
+    export of `size` people of whom `overlap` are the victim's, with its own errors.
+
+    What the graph-matching attack (`client.privacy.graph`) assumes of the matcher: it holds
+    plaintext on many of the people a member uploads, from elsewhere.
+    """
+    rng = random.Random(seed + 3)
+    extra = size - round(overlap * size)
+    people = population(size + extra, seed)
+    victim, others = people[:size], people[size:]
+    held = rng.sample(victim, size - extra) + others
+    rng.shuffle(held)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")
+    exports = []
+    for name, style, chosen in (("victim", ORGS[0], victim), ("attacker", ORGS[1], held)):
+        rows = [export_row(style, p, n, rng) for n, p in enumerate(chosen)]
+        write_csv(folder / f"{name}.csv", rows)
+        truth = {row["id"]: p.entity for row, p in zip(rows, chosen, strict=True)}
+        exports.append(Export(folder / f"{name}.csv", folder / "mapping.toml", truth))
+    return Pair(exports[0], exports[1], overlap)
+
+
+def noisy_copy(rows: Sequence[Sequence[str]], kinds: Sequence[str], seed: int) -> list[list[str]]:
+    """Normalised rows as another organisation might hold them: its own typos and gaps.
+
+    `kinds` are the schema fields' kinds (`text`, `date`, `enum`, `ignore`). Text values get
+    a keying error (3%) or go missing (2%); dates go missing (1%) or a year off (1%, the
+    first four characters read as a year); other values are kept. What `privacy-check`
+    gives the graph-matching attacker when it checks a member's own export.
+    """
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        copy = list(row)
+        for i, (value, kind) in enumerate(zip(row, kinds, strict=True)):
+            if not value:
+                continue
+            draw = rng.random()
+            if kind == "text":
+                if draw < 0.03:
+                    copy[i] = typo(value, rng)
+                elif draw < 0.05:
+                    copy[i] = ""
+            elif kind == "date":
+                if draw < 0.01:
+                    copy[i] = ""
+                elif draw < 0.02 and value[:4].isdigit():
+                    copy[i] = f"{int(value[:4]) + rng.choice((-1, 1)):04d}{value[4:]}"
+        out.append(copy)
+    return out

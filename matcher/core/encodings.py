@@ -50,8 +50,7 @@ def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
             )
         if not same_hash(other.fingerprint, encoding.fingerprint):
             raise FailedPrecondition(
-                "these encodings were made with a different schema or secret than "
-                f"{h.what} (fingerprint {encoding.fingerprint.hex()[:12]} vs "
-                f"{other.fingerprint.hex()[:12]}); encode again with the schema and secret "
-                "agreed for this project"
+                f"these encodings were made with a different schema or secret than {h.what}; "
+                "encode again with the schema and secret agreed for this project (no part of "
+                "either fingerprint is shown: it would help guess the secret)"
             )

@@ -1,0 +1,143 @@
+"""The graph-matching attack: a matcher holding plaintext on the same people re-identifies
+records from their similarities alone (Vidanage et al., CIKM 2020); privacy-check runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blindmatch.client.encode import EncodeReport, read_rows
+from blindmatch.client.harden import NONE, Hardening
+from blindmatch.client.mapping import load_mapping
+from blindmatch.client.privacy import population
+from blindmatch.client.privacy.check import check_synthetic
+from blindmatch.client.privacy.graph import (
+    bit_similarity,
+    known_pairs,
+    match_graphs,
+    score_matching,
+)
+from blindmatch.client.privacy.graphcheck import graph_attacks
+from blindmatch.client.schema import load_schema
+from tests.conftest import FALLBACK_SCHEMA, PERSON_SCHEMA
+
+SCHEMA = load_schema(PERSON_SCHEMA)
+OLD_DEFAULT = load_schema(FALLBACK_SCHEMA)  # record-level plus the DOB-free fallback CLK
+SECRET = bytes(range(32))
+
+
+def exports(tmp_path: Path, size: int, overlap: float, seed: int = 4) -> tuple[list, ...]:
+    pair = population.write_pair(tmp_path, seed, size, overlap)
+    out: list = []
+    for export in (pair.victim, pair.attacker):
+        ids, rows = read_rows(
+            export.csv, SCHEMA, load_mapping(export.mapping, SCHEMA), EncodeReport("")
+        )
+        out += [rows, [export.truth[i] for i in ids]]
+    return tuple(out)
+
+
+def test_the_old_default_upload_is_re_identified_blind_by_a_matcher_holding_the_same_people(
+    tmp_path: Path,
+) -> None:
+    # 300 people, each held by the member and (with its own typos and gaps) by the attacker;
+    # no known pair. Both CLKs of the fallback schema are attacked (~95% measured).
+    victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
+    results = graph_attacks(
+        OLD_DEFAULT, victim, attacker, v_people, a_people, SECRET, NONE, known=(0,)
+    )
+    (blind,) = results
+    assert blind.attack == "graph matching (blind)"
+    assert blind.encoding == "record+fallback"
+    assert blind.record_share >= 0.8, blind
+    assert blind.precision is not None and blind.precision >= 0.9, blind
+
+
+def test_the_default_record_level_upload_falls_to_50_known_pairs(tmp_path: Path) -> None:
+    victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
+    (known,) = graph_attacks(
+        SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
+    )
+    assert known.encoding == "record"
+    assert known.record_share >= 0.8, known
+    assert known.precision is not None and known.precision >= 0.9, known
+
+
+def test_known_pairs_carry_the_attack_where_the_plaintext_covers_half_the_people(
+    tmp_path: Path,
+) -> None:
+    victim, v_people, attacker, a_people = exports(tmp_path, 400, 0.5)
+    (with_known,) = graph_attacks(
+        SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
+    )
+    assert with_known.records == 150  # the 200 people both hold, less the 50 known
+    assert with_known.record_share >= 0.7, with_known
+    assert with_known.precision is not None and with_known.precision >= 0.8, with_known
+
+
+def test_the_attack_uses_similarities_not_the_order_of_the_rows(tmp_path: Path) -> None:
+    victim, v_people, attacker, a_people = exports(tmp_path, 200, 1.0)
+    clks = SCHEMA.for_encoding()
+    from blindmatch.client.harden import encode_records
+
+    v = encode_records(victim, clks, SECRET, NONE, field_names=SCHEMA.field_names)
+    a = encode_records(attacker, clks, b"\x07" * 32, NONE, field_names=SCHEMA.field_names)
+    shuffle = np.random.default_rng(9).permutation(len(v))
+    plain = match_graphs([bit_similarity(v)], [bit_similarity(a)])
+    moved = match_graphs([bit_similarity(v[shuffle])], [bit_similarity(a)])
+    assert plain.claims(), "the attack found nothing to compare"
+    back = {int(shuffle[i]): j for i, j in moved.claims().items()}
+    same = sum(back.get(i) == j for i, j in plain.claims().items())
+    assert same >= 0.9 * len(plain.claims())
+    # And it is scored against the people, not the rows: right claims are right people.
+    scored = score_matching(plain, v_people, a_people)
+    assert scored.right == sum(v_people[i] == a_people[j] for i, j in plain.claims().items())
+
+
+def test_known_pairs_are_true_pairs_and_left_out_of_the_score(tmp_path: Path) -> None:
+    _victim, v_people, _attacker, a_people = exports(tmp_path, 100, 0.5)
+    pairs = known_pairs(v_people, a_people, 10, seed=3)
+    assert len(pairs) == 10
+    assert all(v_people[v] == a_people[a] for v, a in pairs.items())
+
+
+def test_strong_randomised_response_stops_it_and_shows_what_that_costs(tmp_path: Path) -> None:
+    # BLIP with epsilon 1 flips 27% of bits: the similarity graph drowns in noise (and so
+    # would linkage: docs/privacy.md). A control that the attack does not find what is not there.
+    victim, v_people, attacker, a_people = exports(tmp_path, 200, 1.0)
+    (blind,) = graph_attacks(
+        SCHEMA, victim, attacker, v_people, a_people, SECRET, Hardening(blip_epsilon=1.0),
+        known=(0,),
+    )  # fmt: skip
+    assert blind.record_share < 0.05, blind
+
+
+def test_privacy_check_fails_the_old_default_on_the_graph_attack() -> None:
+    report = check_synthetic(600, 2, OLD_DEFAULT, attacks=("frequency", "graph"), graph_records=300)
+    graph = [r for r in report.results if r.attack.startswith("graph matching")]
+    assert [r.attack for r in graph] == [
+        "graph matching (blind)",
+        "graph matching (10 known)",
+        "graph matching (50 known)",
+    ]
+    assert all(r.record_share >= 0.5 for r in graph), report.render()
+    bits = [r for r in report.results if not r.attack.startswith("graph")]
+    assert all(r.record_share < 0.01 for r in bits), report.render()
+    assert not report.passed
+    assert report.verdict().startswith("LEAKS: graph matching"), report.verdict()
+    assert "claim precision" in report.render()
+
+
+@pytest.mark.parametrize("kinds", [("text", "text", "date", "enum", "text")])
+def test_the_attackers_plaintext_for_a_members_own_export_is_a_noisy_copy(
+    kinds: tuple[str, ...],
+) -> None:
+    rows = [["ann", "lee", "1990-01-01", "F", "b11aa"]] * 2000
+    noisy = population.noisy_copy(rows, kinds, seed=1)
+    changed = [sum(r[i] != rows[0][i] for r in noisy) / len(rows) for i in range(5)]
+    assert 0.02 <= changed[0] <= 0.08 and 0.02 <= changed[1] <= 0.08
+    assert 0.005 <= changed[2] <= 0.04
+    assert changed[3] == 0  # enumerations are kept
+    assert noisy == population.noisy_copy(rows, kinds, seed=1)  # seeded

@@ -1,0 +1,174 @@
+"""The shared secret: made strong, refused when weak, sealed between members, and never
+guessable from the upload fingerprint cheaply or from the matcher's error messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindmatch.client.api import RejectedError
+from blindmatch.client.cli import main
+from blindmatch.client.encoded import read_encoded
+from blindmatch.client.fingerprint import fingerprint
+from blindmatch.client.schema import load_schema
+from blindmatch.client.sharedsecret import secret_id, strength_problem
+from tests.conftest import PERSON_SCHEMA, Matcher, Org, ProjectTokens
+from tests.test_encode import assert_refused, encode_cli
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_secret_new_writes_a_256_bit_secret_owner_only_and_never_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "linkage.secret"
+    old = os.umask(0o022)
+    try:
+        assert main(["secret", "new", str(path)]) == 0
+    finally:
+        os.umask(old)
+    text = path.read_text()
+    assert len(text.strip()) == 64 and int(text, 16) >= 0 and text.endswith("\n")
+    assert mode(path) == 0o600
+    printed = capsys.readouterr().out
+    assert secret_id(text.encode()) in printed and text.strip() not in printed
+    assert main(["secret", "new", str(path)]) == 2
+    assert "already exists; refusing to overwrite" in capsys.readouterr().err
+    assert path.read_text() == text
+
+
+@settings(max_examples=30, deadline=None)
+@given(raw=st.binary(min_size=32, max_size=64).filter(lambda b: len(set(b[:32])) >= 20))
+def test_hex_or_base64_of_32_random_looking_bytes_is_accepted(raw: bytes) -> None:
+    for text in (raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        assert strength_problem(text.encode()) is None, text
+    assert strength_problem(secrets.token_urlsafe(32).encode()) is None
+
+
+@pytest.mark.parametrize(
+    "weak, why",
+    [
+        ("password1", "not hex or base64"),
+        ("correct horse battery staple, shared by every member", "not hex or base64"),
+        ("Tr0ub4dor&3-and-a-much-longer-passphrase-than-that", "not hex or base64"),
+        (secrets.token_hex(16), "decodes to 16 bytes"),
+        ("ab" * 32, "do not look random"),
+        ("00112233" * 8, "do not look random"),
+        (b"a shared secret of 32 characters".hex(), "do not look random"),
+        (base64.b64encode(b"the same word the same word the same").decode(), "do not look"),
+    ],
+)
+def test_weak_secrets_are_refused_with_the_rule_explained(weak: str, why: str) -> None:
+    problem = strength_problem(weak.encode())
+    assert problem is not None and why in problem, problem
+    assert "`blindmatch secret new`" in problem
+
+
+def test_encode_refuses_a_weak_secret_and_writes_nothing(
+    orgs: dict[str, Org], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weak = tmp_path / "weak.secret"
+    weak.write_text("password1\n")
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], weak, out)
+    assert_refused(capsys, code, out, "weak.secret", "too weak to encode with", "secret new")
+
+
+def test_allow_weak_secret_encodes_and_says_so_loudly(
+    orgs: dict[str, Org], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weak = tmp_path / "weak.secret"
+    weak.write_text("password1\n")
+    out = tmp_path / "out.encoded"
+    org = orgs["north"]
+    args = ["encode", str(org.csv), "--schema", str(PERSON_SCHEMA), "--secret-file", str(weak)]
+    args += ["--mapping", str(org.mapping), "--out", str(out), "--allow-weak-secret"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "warning: WEAK SECRET accepted because of --allow-weak-secret" in printed
+    report = json.loads((out / "local" / "report.json").read_text())
+    assert report["warnings"][0].startswith("WEAK SECRET")
+
+
+def test_the_fingerprint_changes_with_the_schema_and_the_secret_alone() -> None:
+    schema = load_schema(PERSON_SCHEMA).raw
+    a, b = secrets.token_hex(32).encode(), secrets.token_hex(32).encode()
+    assert fingerprint(schema, a) == fingerprint(json.loads(json.dumps(schema)), a)
+    assert fingerprint(schema, a) != fingerprint(schema, b)
+    assert fingerprint(schema, a) != fingerprint({**schema, "version": 3, "x": 1}, a)
+
+
+def test_a_refused_upload_shows_no_fingerprint_bits(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other.secret"
+    assert main(["secret", "new", str(other)]) == 0
+    for name, secret in (("north", secret_file), ("south", other)):
+        assert encode_cli(orgs[name], secret, tmp_path / f"{name}.encoded") == 0
+    north, south = (read_encoded(tmp_path / f"{n}.encoded") for n in ("north", "south"))
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", north)
+    with matcher.member(project.tokens["south"]) as member, pytest.raises(RejectedError) as err:
+        member.upload("trial", south)
+    message = str(err.value)
+    assert "different schema or secret than this project's other uploads" in message
+    for fp in (north.fingerprint.hex(), south.fingerprint.hex()):
+        assert not any(fp[i : i + 6] in message for i in range(0, len(fp) - 6)), message
+
+
+def test_a_secret_sealed_to_a_member_opens_only_with_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "linkage.secret"
+    assert main(["secret", "new", str(secret)]) == 0
+    for who in ("south", "retail"):
+        assert main(["secret", "keygen", "--private", str(tmp_path / f"{who}.key"),
+                     "--public", str(tmp_path / f"{who}.pub"), "--label", who]) == 0  # fmt: skip
+        assert mode(tmp_path / f"{who}.key") == 0o600
+    sealed = tmp_path / "for-south.sealed"
+    assert main(["secret", "seal", "--secret-file", str(secret), "--to",
+                 str(tmp_path / "south.pub"), "--out", str(sealed)]) == 0  # fmt: skip
+    assert secret.read_text().strip() not in sealed.read_text()
+    capsys.readouterr()
+    got = tmp_path / "south.secret"
+    assert main(["secret", "open", str(sealed), "--key", str(tmp_path / "south.key"),
+                 "--out", str(got)]) == 0  # fmt: skip
+    assert got.read_text() == secret.read_text()
+    assert mode(got) == 0o600
+    assert secret_id(secret.read_bytes()) in capsys.readouterr().out
+    # The wrong member's key, or a tampered file, opens nothing.
+    assert main(["secret", "open", str(sealed), "--key", str(tmp_path / "retail.key"),
+                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "cannot be opened with this private key" in capsys.readouterr().err
+    doc = json.loads(sealed.read_text())
+    box = bytearray(base64.b64decode(doc["ciphertext"]))
+    box[0] ^= 1
+    doc["ciphertext"] = base64.b64encode(bytes(box)).decode()
+    sealed.write_text(json.dumps(doc))
+    assert main(["secret", "open", str(sealed), "--key", str(tmp_path / "south.key"),
+                 "--out", str(tmp_path / "y")]) == 2  # fmt: skip
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_weak_secret_is_not_sealed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weak = tmp_path / "weak.secret"
+    weak.write_text("password1")
+    assert main(["secret", "keygen", "--private", str(tmp_path / "k"), "--public",
+                 str(tmp_path / "k.pub"), "--label", "south"]) == 0  # fmt: skip
+    assert main(["secret", "seal", "--secret-file", str(weak), "--to", str(tmp_path / "k.pub"),
+                 "--out", str(tmp_path / "s")]) == 2  # fmt: skip
+    assert "too weak" in capsys.readouterr().err
