@@ -2,14 +2,16 @@
 
     python benchmarks/faults.py --trials 200            # the full run (a few minutes)
     python benchmarks/faults.py --trials 10 --records 2000   # what `make test` runs
+    python benchmarks/faults.py --trials 60 --kinds mixed    # only the mixed kind
 
 One data dir lives through every trial. Each trial starts an operation from a
 client thread - an upload (of a new re-export by one member), a run (start and
-watch), or a results fetch - and SIGKILLs the server after a random delay drawn
-across that operation's usual duration, so kills land while bytes stream in,
-while the upload is fsynced and committed, while chunks are compared, while
-links are stored, and while results stream out. (Index updates, which issue 7
-also names, do not exist in the matcher yet, so they are not exercised.)
+watch), a results fetch, a standing-index change, or all of these at once with
+real-time queries besides (`mixed`) - and SIGKILLs the server after a random
+delay drawn across that operation's usual duration, so kills land while bytes
+stream in, while the upload is fsynced and committed, while chunks are
+compared, while links are stored, while results stream out, while an index
+change and its audit entry are written, and while queries are answered.
 
 After each kill the server is restarted on the same port and the script checks:
 
@@ -25,16 +27,23 @@ After each kill the server is restarted on the same port and the script checks:
   and nothing new is stored;
 - an interrupted run finishes on its own after the restart (nobody calls
   StartRun again), and every member's results equal the known truth of the
-  uploads that run used.
+  uploads that run used;
+- nothing was disclosed or changed unaudited: every query and results fetch the
+  client saw answered (each with a purpose of its own) has its entry in the
+  audit log, and every index change stored has a `index.change` entry that no
+  `index.change.void` withdrew (and every such entry's change is stored); an
+  interrupted index change sent again with the same change id is acknowledged
+  as it was if it had been stored.
 
-Prints a summary: trials, acknowledged items, items lost, corruptions; the exit
-status is non-zero unless both of the last two are 0.
+Prints a summary: trials, acknowledged items, items lost, corruptions, unaudited
+disclosures; the exit status is non-zero unless the last three are 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -72,7 +81,8 @@ from blindmatch.client.remote.retry import NO_RETRY, RetryPolicy  # noqa: E402
 
 PROJECT = "faults"
 PATIENT = RetryPolicy(attempts=12, initial_delay=0.05, max_delay=1.0)
-KINDS = ("upload", "run", "results", "index")
+KINDS = ("upload", "run", "results", "index", "mixed")
+QUERY_THREADS = 2  # members querying partners' standing indexes during a mixed trial
 
 
 def free_port() -> int:
@@ -174,6 +184,12 @@ class Ledger:
     # unacknowledged change would leave (it must be all there or not at all).
     index: dict[str, dict[str, bytes]] = field(default_factory=dict)
     index_pending: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # The change in flight, to send again after a restart: (change id, puts, removes).
+    index_change: dict[str, tuple[str, list[tuple[str, bytes]], list[str]]] = field(
+        default_factory=dict
+    )
+    # Purposes of the queries and results fetches the client saw answered, by action.
+    answered: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,16 +200,20 @@ class Summary:
     acknowledged_uploads: int = 0
     acknowledged_runs: int = 0
     acknowledged_index_changes: int = 0
+    answered_queries: int = 0
+    disclosures_checked: int = 0
+    index_changes_checked: int = 0
     results_verified: int = 0
     replayed_retries: int = 0
     runs_resumed: int = 0
     lost: list[str] = field(default_factory=list)
     corruptions: list[str] = field(default_factory=list)
+    unaudited: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.corruptions
+        return not self.lost and not self.corruptions and not self.unaudited
 
     def render(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in self.kills.items())
@@ -203,15 +223,20 @@ class Summary:
             f"acknowledged items:    {self.acknowledged_uploads} uploads, "
             f"{self.acknowledged_runs} runs, {self.acknowledged_index_changes} index changes; "
             f"{self.results_verified} results fetches verified",
+            f"answered queries:      {self.answered_queries}",
             f"retries replayed:      {self.replayed_retries} (committed before the kill, "
             "acknowledged again, not stored twice)",
             f"runs resumed:          {self.runs_resumed} (finished on their own after a restart)",
             f"items lost:            {len(self.lost)}",
             f"corruptions found:     {len(self.corruptions)}",
+            f"unaudited disclosures: {len(self.unaudited)} (of {self.disclosures_checked} "
+            f"answered queries and results fetches, and {self.index_changes_checked} stored "
+            "index changes, checked against the audit log)",
             f"time:                  {self.seconds:.0f}s",
         ]
         lines += [f"  LOST: {x}" for x in self.lost[:20]]
         lines += [f"  CORRUPT: {x}" for x in self.corruptions[:20]]
+        lines += [f"  UNAUDITED: {x}" for x in self.unaudited[:20]]
         return "\n".join(lines)
 
 
@@ -230,7 +255,8 @@ class Trials:
         self.summary = Summary()
         self.tokens: dict[str, str] = {}
         # Typical durations, learnt as we go, so kill delays span each operation.
-        self.duration = {"upload": 0.2, "run": 1.0, "results": 0.1, "index": 0.1}
+        self.duration = {"upload": 0.2, "run": 1.0, "results": 0.1, "index": 0.1, "mixed": 1.0}
+        self.kinds = KINDS
 
     # -- clients -------------------------------------------------------------------------
 
@@ -244,6 +270,9 @@ class Trials:
             self.tokens = op.create_project(PROJECT, self.members).tokens
         for m in self.members:  # every member uploads once, so runs can start
             self.upload(m, self.base[m], key=uuid.uuid4().hex, retry=PATIENT)
+        if "mixed" in self.kinds:  # partners' standing indexes for the queries to search
+            for m in self.members:
+                self._change_index(m, PATIENT)
 
     def upload(self, member: str, ds: Dataset, *, key: str, retry: RetryPolicy) -> None:
         sha = ds.sha256
@@ -270,7 +299,7 @@ class Trials:
     # -- one trial ------------------------------------------------------------------------
 
     def trial(self) -> None:
-        kind = self.rng.choice(KINDS)
+        kind = self.rng.choice(self.kinds)
         self.summary.kills[kind] += 1
         outcome: dict[str, object] = {}
         op = {
@@ -278,6 +307,7 @@ class Trials:
             "run": self._op_run,
             "results": self._op_results,
             "index": self._op_index,
+            "mixed": self._op_mixed,
         }[kind]
         thread = threading.Thread(target=self._guard, args=(op, outcome), daemon=True)
         thread.start()
@@ -320,12 +350,16 @@ class Trials:
 
     def _op_results(self, outcome: dict[str, object]) -> None:
         member = self.rng.choice(self.members)
+        purpose = f"results-{uuid.uuid4().hex[:12]}"
         with self.client(member, retry=NO_RETRY) as c:
-            c.results(PROJECT)
+            c.results(PROJECT, purpose=purpose)
+        self.ledger.answered[purpose] = "results.disclose"
 
     def _op_index(self, outcome: dict[str, object]) -> None:
+        self._change_index(self.rng.choice(self.members), NO_RETRY)
+
+    def _change_index(self, member: str, retry: RetryPolicy) -> None:
         """One atomic standing-index change: a few thousand puts (new and replaced) and removes."""
-        member = self.rng.choice(self.members)
         current = self.ledger.index.get(member, {})
         rows = self.base[member].clks
         picks = self.nprng.integers(0, len(rows), size=self.rng.randint(500, 4000))
@@ -334,11 +368,14 @@ class Trials:
         removes = [r for r in current if self.rng.random() < 0.05 and r not in dict(puts)]
         after = {r: c for r, c in current.items() if r not in removes}
         after.update(puts)
+        key = uuid.uuid4().hex
         self.ledger.index_pending[member] = after
-        with self.client(member, retry=NO_RETRY) as c:
+        self.ledger.index_change[member] = (key, puts, removes)
+        with self.client(member, retry=retry) as c:
             summary = c.change_index(
-                PROJECT, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts, removes=removes
-            )
+                PROJECT, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts, removes=removes,
+                change_id=key,
+            )  # fmt: skip
         if summary.record_count != len(after):
             self.summary.corruptions.append(
                 f"{member}: index change acknowledged {summary.record_count} records, "
@@ -346,7 +383,60 @@ class Trials:
             )
         self.ledger.index[member] = after
         self.ledger.index_pending.pop(member, None)
+        self.ledger.index_change.pop(member, None)
         self.summary.acknowledged_index_changes += 1
+
+    def _op_mixed(self, outcome: dict[str, object]) -> None:
+        """Everything at once: an upload, an index change, a run, a results fetch, and
+        members querying partners' standing indexes until the kill."""
+        uploader, changer = self.rng.sample(self.members, 2)
+        ds = self.base[uploader].variant(self.nprng)
+        key = uuid.uuid4().hex
+        parts: list[Callable[[], None]] = [
+            lambda: self.upload(uploader, ds, key=key, retry=NO_RETRY),
+            lambda: self._change_index(changer, NO_RETRY),
+            lambda: self._op_run(outcome),
+            lambda: self._op_results(outcome),
+        ]
+        stop = threading.Event()
+        parts += [
+            functools.partial(self._query_until_killed, m, stop)
+            for m in self.rng.sample(self.members, QUERY_THREADS)
+        ]
+        errors: list[BlindmatchError] = []
+
+        def guarded(part: Callable[[], None]) -> None:
+            try:
+                part()
+            except BlindmatchError as exc:  # the kill cut it off: expected
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(p,), daemon=True) for p in parts]
+        for thread in threads[:4]:
+            thread.start()
+        for thread in threads[4:]:
+            thread.start()
+        for thread in threads[:4]:
+            thread.join(timeout=120)
+        stop.set()  # the other operations finished before any kill: stop asking too
+        for thread in threads[4:]:
+            thread.join(timeout=120)
+        if errors:
+            raise errors[0]
+
+    def _query_until_killed(self, member: str, stop: threading.Event) -> None:
+        rows = self.base[member].clks
+        with self.client(member, retry=NO_RETRY) as c:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                purpose = f"query-{uuid.uuid4().hex[:12]}"
+                c.query(
+                    PROJECT, rows[i % len(rows)].tobytes(), clk_bits=CLK_BITS,
+                    fingerprint=FINGERPRINT, purpose=purpose,
+                )  # fmt: skip
+                self.ledger.answered[purpose] = "query"
+                self.summary.answered_queries += 1
 
     # -- checks after a restart -------------------------------------------------------------
 
@@ -386,7 +476,49 @@ class Trials:
         for member in self.members:
             self._verify_member(t, member, current.get(member), shown.get(member))
             self._verify_index(t, member)
+        self._verify_audit(t)
         self._verify_runs(t)
+
+    def _verify_audit(self, t: int) -> None:
+        """Every answered query and results fetch, and every stored index change, has its
+        audit entry; no entry claims an index change that was never stored."""
+        entries = [
+            (seq, action, purpose, json.loads(detail))
+            for seq, action, purpose, detail in self.db_rows(
+                "SELECT seq, action, purpose, detail FROM audit WHERE project=?", (PROJECT,)
+            )
+        ]
+        audited = {(action, purpose) for _, action, purpose, _ in entries}
+        for purpose, action in self.ledger.answered.items():
+            self.summary.disclosures_checked += 1
+            if (action, purpose) not in audited:
+                self.summary.unaudited.append(
+                    f"trial {t}: {action} {purpose!r} was answered but has no audit entry"
+                )
+        self.ledger.answered.clear()
+        voided = {d["announced"] for _, a, _, d in entries if a == "index.change.void"}
+        claimed = {
+            (d.get("change_id"), seq) for seq, a, _, d in entries
+            if a == "index.change" and seq not in voided
+        }  # fmt: skip
+        db = sqlite3.connect(f"file:{self.server.data_dir / 'index.sqlite'}?mode=ro", uri=True)
+        try:
+            stored = set(
+                db.execute(
+                    "SELECT change_id, audit_seq FROM index_changes WHERE project=?", (PROJECT,)
+                ).fetchall()
+            )
+        finally:
+            db.close()
+        for change_id, seq in stored - claimed:
+            self.summary.unaudited.append(
+                f"trial {t}: index change {change_id} is stored without its audit entry {seq}"
+            )
+        for change_id, seq in claimed - stored:
+            self.summary.corruptions.append(
+                f"trial {t}: audit entry {seq} claims index change {change_id}, never stored"
+            )
+        self.summary.index_changes_checked = len(stored)
 
     def _verify_index(self, t: int, member: str) -> None:
         """The stored index is the acknowledged one, or (all of) the one in flight."""
@@ -405,9 +537,12 @@ class Trials:
                 db.close()
         acked = self.ledger.index.get(member, {})
         pending = self.ledger.index_pending.pop(member, None)
+        change = self.ledger.index_change.pop(member, None)
         if stored != acked:
             if pending is not None and stored == pending:
                 self.ledger.index[member] = pending  # committed just before the kill
+                if change is not None:
+                    self._resend_change(t, member, change, len(pending))
             else:
                 missing = len(set(acked) - set(stored))
                 self.summary.lost.append(
@@ -420,6 +555,25 @@ class Trials:
                     self.summary.corruptions.append(
                         f"trial {t}: {member}: the index in memory differs from the one on disk"
                     )
+
+    def _resend_change(
+        self, t: int, member: str, change: tuple[str, list[tuple[str, bytes]], list[str]], n: int
+    ) -> None:
+        """The client sends the interrupted change again, with its id: it was stored, so
+        it is acknowledged as it was and changes nothing."""
+        key, puts, removes = change
+        with self.client(member) as c:
+            again = c.change_index(
+                PROJECT, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts, removes=removes,
+                change_id=key,
+            )  # fmt: skip
+        if again.replayed and again.record_count == n:
+            self.summary.replayed_retries += 1
+        else:
+            self.summary.corruptions.append(
+                f"trial {t}: {member}: index change {key} sent again was not acknowledged as "
+                f"stored (replayed {again.replayed}, {again.record_count} records, expected {n})"
+            )
 
     def _verify_member(
         self, t: int, member: str, current: tuple[str, str, int] | None, shown: int | None
@@ -506,10 +660,13 @@ def run_trials(
     records: int = 8000,
     seed: int = 7,
     log: Callable[[str], None] = lambda s: None,
+    kinds: tuple[str, ...] = KINDS,
 ) -> Summary:
-    """Run `trials` kill-and-restart trials in `workdir`; returns the summary."""
+    """Run `trials` kill-and-restart trials in `workdir` (of `kinds`); returns the summary."""
     t0 = time.monotonic()
     runner = Trials(workdir, members=members, records=records, seed=seed, log=log)
+    runner.kinds = kinds
+    runner.summary.kills = dict.fromkeys(kinds, 0)
     try:
         runner.setup()
         for i in range(trials):
@@ -518,7 +675,8 @@ def run_trials(
                 s = runner.summary
                 log(
                     f"  {i + 1}/{trials} trials: {s.acknowledged_uploads} uploads acknowledged, "
-                    f"{len(s.lost)} lost, {len(s.corruptions)} corruptions"
+                    f"{len(s.lost)} lost, {len(s.corruptions)} corruptions, "
+                    f"{len(s.unaudited)} unaudited"
                 )
     finally:
         runner.server.stop()
@@ -532,6 +690,11 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--records", type=int, default=8000, help="CLKs per member upload")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"trial kinds to draw from (default: {','.join(KINDS)})",
+    )
     parser.add_argument("--workdir", type=Path, help="default: a new temporary folder")
     args = parser.parse_args()
     import tempfile
@@ -545,6 +708,7 @@ def main() -> int:
         records=args.records,
         seed=args.seed,
         log=print,
+        kinds=tuple(k for k in args.kinds.split(",") if k in KINDS),
     )
     print(summary.render())
     return 0 if summary.ok else 1

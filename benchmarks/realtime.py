@@ -21,6 +21,13 @@ threads with a `MatcherClient.query_session` each.
     .venv/bin/python benchmarks/realtime.py --matcher-cpus 0 --client-cpus 1   # apart
     .venv/bin/python benchmarks/realtime.py --lookup-threads 0   # no thread placement
     .venv/bin/python benchmarks/realtime.py --restart   # measure a matcher restarted on its data
+    .venv/bin/python benchmarks/realtime.py --data-dir /dev/shm/bm   # fsync costs nothing there
+
+Every answered query is in the audit log, durably, before its answer leaves (a group
+commit: one fsync for the queries that arrived together; docs/security.md). The matcher
+reports, when it stops, how many audit entries it wrote in how many such commits; running
+once with the data dir on a disk and once on a tmpfs (`--data-dir /dev/shm/...`, where an
+fsync costs nothing) measures what that durability costs the query latency.
 
 By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
 from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
@@ -43,6 +50,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -120,6 +128,20 @@ def load_index(target: str, token: str, partner: Partner) -> None:
             block = partner.clks[start : start + step]
             puts = [(f"r{start + i}", block[i].tobytes()) for i in range(len(block))]
             client.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem `path` (or its nearest existing parent) is on."""
+    best, kind = "", "unknown"
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, point, fstype, *_ = line.split()
+            target = str(path.resolve())
+            if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(
+                best
+            ):
+                best, kind = point, fstype
+    return kind
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -399,6 +421,12 @@ def main() -> int:
         "also does the warm-up and --change run)",
     )
     parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the matcher's data dir, which must not exist yet (default: a new temporary "
+        "folder); on a tmpfs, the audit log's fsyncs cost nothing",
+    )
+    parser.add_argument(
         "--rates",
         type=lambda v: [float(x) for x in v.split(",")],
         default=[],
@@ -414,25 +442,33 @@ def main() -> int:
     )
 
     merges: list[str] = []
+    commits: list[str] = []
+    readers: list[threading.Thread] = []
 
     def start(stack: contextlib.ExitStack) -> Served:
-        served = stack.enter_context(serve(Path(tmp), *serve_args, cpus=args.matcher_cpus))
+        served = stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
         # Keep reading the matcher's stderr so the pipe never fills; keep what it says
-        # about merges.
-        threading.Thread(
-            target=lambda: [
-                merges.append(line.strip())
-                for line in served.process.stderr or ()
-                if "merged" in line
-            ],
-            daemon=True,
-        ).start()
+        # about merges and, as it stops, about its audit log's group commits.
+        readers.append(
+            threading.Thread(
+                target=lambda: [
+                    (merges if "merged" in line else commits).append(line.strip())
+                    for line in served.process.stderr or ()
+                    if "merged" in line or "group commit" in line
+                ],
+                daemon=True,
+            )
+        )
+        readers[-1].start()
         return served
 
+    if args.data_dir is not None and args.data_dir.exists():
+        parser.error(f"--data-dir: {args.data_dir} exists; give a new folder")
     with (
         tempfile.TemporaryDirectory(prefix="bm-realtime-") as tmp,
         contextlib.ExitStack() as stack,
     ):
+        data_dir = args.data_dir or Path(tmp)
         served = start(stack)
         created = json.loads(
             blindmatch("project", "create", "rt", "--members", ",".join((*PARTNERS, QUERIER)),
@@ -524,6 +560,11 @@ def main() -> int:
                 if merges:
                     break
                 time.sleep(0.1)
+        stack.close()  # stop the matcher: it says how its audit entries were committed
+        for reader in readers:
+            reader.join(timeout=30)
+        if args.data_dir is not None:
+            shutil.rmtree(args.data_dir, ignore_errors=True)
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
@@ -534,6 +575,10 @@ def main() -> int:
               f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
     print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs"
           + (" (matcher restarted after loading)" if args.restart else ""))  # fmt: skip
+    print(
+        f"data dir: {args.data_dir or 'a temporary folder'} ({filesystem(data_dir)}); "
+        + (commits[-1].split(" INFO ")[-1] if commits else "audit commits not reported")
+    )
     failed = not visible
     for r in [warm, *runs] if warm else runs:
         lat = r.latencies

@@ -39,6 +39,7 @@ MAX_QUERY_RECORDS = 1_000  # per query or watch
 MAX_INDEX_RECORDS = 50_000_000  # per standing index
 REF_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # standing-index record references
 MAX_PURPOSE = 200  # characters
+CHANGE_KEY_SECONDS = 7 * DAY  # how long a ChangeIndex retry id is remembered
 
 # -- calls in flight (per member, and query streams in all) -------------------------------------
 
@@ -123,6 +124,30 @@ def retried_upload(
             "upload; use a new id for new content"
         )
     return earlier
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What a standing-index change did, and the index's size after it."""
+
+    added: int
+    replaced: int
+    removed: int
+    record_count: int
+
+
+def retried_change(
+    client_change_id: str, digest: str, earlier: tuple[str, ChangeSummary]
+) -> ChangeSummary:
+    """The acknowledgement of the change stored earlier under `client_change_id`
+    (`earlier`: its digest and summary), when this change is a retry of it: the same id
+    with the same content (`digest`); the same id with other content is refused."""
+    if earlier[0] != digest:
+        raise AlreadyExists(
+            f"header.client_change_id: {client_change_id!r} was already used for a different "
+            "change; use a new id for a new change"
+        )
+    return earlier[1]
 
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"

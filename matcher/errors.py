@@ -11,7 +11,11 @@ returned.)
     +-- AlreadyExists        ALREADY_EXISTS       a project of that name exists
     +-- FailedPrecondition   FAILED_PRECONDITION  right request, wrong moment
     +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
-        +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
+    |   +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
+    +-- DataLoss             DATA_LOSS            stored data is damaged (a database page,
+                                                  an upload's file)
+    StartupRefused                                the data dir cannot be served as it is
+                                                  (not a call's error: `serve` refuses to start)
 
 The gRPC edge maps them in one place (`rpc/status.py`); core code raises
 them without knowing about gRPC. An error with `retryable = True` also sends
@@ -75,3 +79,15 @@ class Busy(ResourceExhausted):
     """A momentary limit (calls in flight per member): the same call may succeed later."""
 
     retryable = True
+
+
+class DataLoss(ServiceError):
+    """Stored data is damaged: a database page, or an upload's file that no longer matches
+    the SHA-256 it was acknowledged with. The message says who must do what (never a path)."""
+
+    status_name = "DATA_LOSS"
+
+
+class StartupRefused(Exception):
+    """The data dir cannot be served as it is (a damaged database, a missing audit key);
+    the message names what is wrong and how to recover."""

@@ -30,6 +30,7 @@ from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
+from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -44,7 +45,7 @@ MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].method
 
 @dataclass
 class RunningServer:
-    """A started matcher: its gRPC server, bound port, store, run manager and sweeper."""
+    """A started matcher: its gRPC server, bound port, store, run manager, sweeper and scrub."""
 
     server: grpc.Server
     port: int
@@ -53,13 +54,21 @@ class RunningServer:
     realtime: Realtime
     sweeper: Sweeper
     query_streams: QueryStreams
+    scrubber: Scrubber
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
         self.query_streams.close()
+        self.scrubber.stop()
         self.sweeper.stop()
         self.runs.stop()
         self.realtime.close()
+        commits, entries = self.store.audit.group_commits
+        log.info(
+            "audit log: %d disclosure entries written in %d group commits (one fsync each)",
+            entries,
+            commits,
+        )
         self.store.close()
 
 
@@ -77,9 +86,13 @@ def create_server(
     sweep_interval: float = SWEEP_INTERVAL,
     audit_key_file: str | Path | None = None,
     query_stream_idle: float = QUERY_STREAM_IDLE_SECONDS,
+    scrub_interval: float = SCRUB_INTERVAL,
     executor: Executor | None = None,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
+
+    A data dir that cannot be served as it is (a damaged database, a missing audit key)
+    raises `StartupRefused`, whose message says how to recover, before anything is served.
 
     `lookup_threads` is how many native threads run real-time look-ups, on the cores
     the request threads (kept on one) leave free; None: one per such core, 0: none, and
@@ -88,9 +101,10 @@ def create_server(
     space uploads must leave free; a query stream that asks nothing for
     `query_stream_idle` seconds is ended.
     `clock` is the time source for expiry and the audit log (tests pass their
-    own); `sweep_interval` is how often expired projects are looked for.
-    `executor` runs batch runs' comparison tasks (default: `workers` threads here;
-    core.cluster.DaskExecutor: a Dask cluster).
+    own); `sweep_interval` is how often expired projects are looked for;
+    `scrub_interval` how often every stored upload is hashed again (0: only its size is
+    checked, at start-up). `executor` runs batch runs' comparison tasks (default:
+    `workers` threads here; core.cluster.DaskExecutor: a Dask cluster).
     """
     everywhere = frozenset(allowed_cpus())
     placement = plan_placement(set(everywhere), lookup_threads)
@@ -104,19 +118,25 @@ def create_server(
         store = Store(
             data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
         )
-        # Index merges run in the background at nice 10, on every core, as batch runs do.
-        realtime = Realtime(
-            store,
-            data_dir,
-            clock=clock,
-            merge_cpus=everywhere if request_cpus is not None else None,
-        )
+        try:
+            # Index merges run in the background at nice 10, on every core, as batch runs do.
+            realtime = Realtime(
+                store,
+                data_dir,
+                clock=clock,
+                merge_cpus=everywhere if request_cpus is not None else None,
+            )
+        except BaseException:  # index.sqlite refused (damaged): nothing stays open
+            store.close()
+            raise
         sweeper = Sweeper(store, sweep_interval)
         sweeper.on_expired.append(realtime.erase_project)
         for name in realtime.index_store.projects():  # indexes of projects expired while down
             if not store.is_live(name):
                 realtime.erase_project(name)
         sweeper.start()  # expired data goes before the first request is served
+        scrubber = Scrubber(store, scrub_interval)
+        scrubber.start()  # sizes now; hashes in the background
         runs = RunManager(store, workers=workers, executor=executor)
         log.info("%s", runs.executor.describe())
         with pinned(everywhere if request_cpus is not None else None):
@@ -141,6 +161,7 @@ def create_server(
         if port:
             server.start()
     if port == 0:
+        scrubber.stop()
         query_streams.close()
         runs.stop()
         realtime.close()
@@ -152,7 +173,7 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.files.root)
-    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams)
+    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams, scrubber)
 
 
 def _grpc_server(

@@ -264,14 +264,16 @@ class ResultsChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[ResultsHeader, _Mapping]] = ..., hits: _Optional[_Union[HitBatch, _Mapping]] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint")
+    __slots__ = ("project", "clk_bits", "fingerprint", "client_change_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ...) -> None: ...
+    client_change_id: str
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., client_change_id: _Optional[str] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")
@@ -298,16 +300,18 @@ class IndexChange(_message.Message):
     def __init__(self, header: _Optional[_Union[IndexHeader, _Mapping]] = ..., put: _Optional[_Union[IndexPut, _Mapping]] = ..., remove: _Optional[_Union[IndexRemove, _Mapping]] = ...) -> None: ...
 
 class IndexChangeReply(_message.Message):
-    __slots__ = ("added", "replaced", "removed", "record_count")
+    __slots__ = ("added", "replaced", "removed", "record_count", "replayed")
     ADDED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     added: int
     replaced: int
     removed: int
     record_count: int
-    def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., removed: _Optional[int] = ..., record_count: _Optional[int] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., removed: _Optional[int] = ..., record_count: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class ListIndexRequest(_message.Message):
     __slots__ = ("project",)

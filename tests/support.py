@@ -8,8 +8,10 @@ import hashlib
 import secrets
 import socket
 import sqlite3
+import subprocess
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthclks import CLK_BITS
+from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import encode_csv, read_secret
 from blindmatch.client.encoding.encoded import Encoded, write_encoded
@@ -133,6 +136,23 @@ def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str
     with matcher.member(project.tokens["north"]) as member:
         run = member.start_run(project.project)
         assert [s.state for s in member.watch_run(project.project, run.run_id)][-1] == "done"
+
+
+def encode_cli(org: Org, secret: Path, out: Path, schema: Path = PERSON_SCHEMA) -> int:
+    return main(
+        [
+            "encode",
+            str(org.csv),
+            "--schema",
+            str(schema),
+            "--secret-file",
+            str(secret),
+            "--mapping",
+            str(org.mapping),
+            "--out",
+            str(out),
+        ]
+    )
 
 
 def assert_refused(
@@ -278,3 +298,47 @@ def snapshot(matcher: Matcher) -> dict[str, object]:
         if p.is_file()
     }
     return state
+
+
+def corrupt_table(db_path: Path, table: str) -> None:
+    """Scribble over the b-tree header of `table`'s root page, as a bad disk block would
+    (the database must be closed: nothing of it left in a -wal file)."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()
+    assert root is not None, f"no table {table} in {db_path}"
+    with open(db_path, "r+b") as fh:
+        fh.seek((root[0] - 1) * page_size)
+        fh.write(b"\x0d\xff\xff\xff\xff\xff\xff\xff" * 8)
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs, "3m") mounted at `where`, so writes end in a
+    genuine ENOSPC; the test is skipped where mounting needs a root this run lacks."""
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Take every free byte of `disk`, as another process on the host might; the filler."""
+    filler = disk / "filler"
+    fh = open(filler, "wb")  # noqa: SIM115 - closed below, where a full disk may refuse it
+    with suppress(OSError):
+        while True:
+            fh.write(bytes(4096))
+            fh.flush()
+    with suppress(OSError):
+        fh.close()
+    return filler

@@ -81,14 +81,14 @@ def test_check_passes_on_a_stopped_data_dir_and_changes_nothing(
     ("damage", "problem"),
     [
         (lambda d: only_clk_file(d).unlink(), "is missing"),
-        (lambda d: only_clk_file(d).write_bytes(b"\0" * 128), "bytes, expected"),
+        (lambda d: only_clk_file(d).write_bytes(b"\0" * 128), "holds 128 bytes, not the"),
         (
             lambda d: only_clk_file(d).write_bytes(
                 bytes([only_clk_file(d).read_bytes()[0] ^ 1]) + only_clk_file(d).read_bytes()[1:]
             ),
-            "acknowledged as",
+            "no longer match the SHA-256",
         ),
-        (lambda d: (d / "clks" / "0123abcd.bin").write_bytes(b"x"), "orphan"),
+        (lambda d: (d / "clks" / "notes.txt").write_bytes(b"x"), "not an upload file"),
         (
             lambda d: sqlite3.connect(d / "blindmatch.sqlite").executescript(
                 "UPDATE runs SET state='running'; "
@@ -107,7 +107,7 @@ def test_check_passes_on_a_stopped_data_dir_and_changes_nothing(
             "2 current uploads",
         ),
     ],
-    ids=["missing-file", "truncated-file", "flipped-bit", "orphan", "two-active-runs", "dup"],
+    ids=["missing-file", "truncated-file", "flipped-bit", "foreign", "two-active-runs", "dup"],
 )
 def test_check_reports_damage_clearly_and_exits_1(
     matcher: Matcher,

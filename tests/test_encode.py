@@ -7,29 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.cli import main
 from blindmatch.client.encoding.encode import encode_csv, read_secret
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from tests.support import FALLBACK_SCHEMA, NORTH_MAP, PERSON_SCHEMA, Org, assert_refused
-
-
-def encode_cli(org: Org, secret: Path, out: Path, schema: Path = PERSON_SCHEMA) -> int:
-    return main(
-        [
-            "encode",
-            str(org.csv),
-            "--schema",
-            str(schema),
-            "--secret-file",
-            str(secret),
-            "--mapping",
-            str(org.mapping),
-            "--out",
-            str(out),
-        ]
-    )
+from tests.support import (
+    FALLBACK_SCHEMA,
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    Org,
+    assert_refused,
+    encode_cli,
+)
 
 
 def test_encode_writes_upload_files_and_keeps_ids_local(

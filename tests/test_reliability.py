@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -20,6 +19,7 @@ import grpc
 import pytest
 
 from benchmarks.knownclks import Dataset, population, write
+from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import BusyError, RejectedError, UnavailableError
@@ -28,6 +28,7 @@ from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests import support
 from tests.support import ADMIN_TOKEN, Matcher, free_port
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)
@@ -135,6 +136,40 @@ def test_an_upload_id_reused_for_different_content_is_refused(
         with pytest.raises(RejectedError, match="already used for a different upload"):
             member.upload("trial", write(other, tmp_path / "b"), upload_id="same-id")
     assert upload_rows(matcher.data_dir) == 1
+
+
+def test_running_blindmatch_upload_again_stores_nothing_twice(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command derives its upload id from the content and project: re-running it (after
+    a client killed while the matcher committed, say) is acknowledged, not stored again."""
+
+    def upload(folder: Path) -> str:
+        args = ["upload", str(folder), "--project", "trial", "--token", project.tokens["north"]]
+        assert main([*args, "--server", matcher.target, "--quiet"]) == 0
+        return capsys.readouterr().out
+
+    first = upload(tmp_path / "north.encoded")
+    again = upload(tmp_path / "north.encoded")
+    assert "the matcher had it already, nothing was stored twice" in again
+    assert first.split("(upload ")[1][:32] == again.split("(upload ")[1][:32]
+    assert upload_rows(matcher.data_dir) == 1
+    assert len(list((matcher.data_dir / "clks").iterdir())) == 1
+
+    # Other content, then the first again: the first becomes current again (stored anew).
+    other = population(1, 50, 0.0, seed=8)[0]
+    write(other, tmp_path / "other")
+    upload(tmp_path / "other")
+    back = upload(tmp_path / "north.encoded")
+    assert "had it already" not in back
+    assert upload_rows(matcher.data_dir) == 3
+    with matcher.member(project.tokens["north"]) as member:
+        shown = {m.name: m.record_count for m in member.describe("trial").members}
+    assert shown["north"] == encoded["north"].record_count
 
 
 def test_without_an_upload_id_each_upload_is_new(
@@ -327,21 +362,8 @@ def test_an_upload_that_would_eat_the_reserve_is_refused(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 3 MiB filesystem (tmpfs), so writes end in a genuine ENOSPC."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with support.small_disk(tmp_path / "small-disk", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.server
@@ -368,11 +390,7 @@ def test_a_full_disk_fails_that_upload_clearly_and_keeps_earlier_data(
                 metadata=[("authorization", f"Bearer {tokens['south']}")],
             )
             wait_until(lambda: any((data_dir / "tmp").iterdir()))
-            filler = small_disk / "filler"
-            with open(filler, "wb") as fh, pytest.raises(OSError):
-                while True:  # take every free byte, as another process on the host might
-                    fh.write(bytes(64 * 1024))
-                    fh.flush()
+            filler = support.fill_disk(small_disk)  # (closing it may fail too: the disk is full)
             release.set()
             with pytest.raises(grpc.RpcError) as err:
                 call.result(timeout=30)

@@ -20,8 +20,7 @@ from blindmatch.client.encoding.fingerprint import fingerprint
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.sharedsecret import secret_id, strength_problem
 from blindmatch.client.errors import RejectedError
-from tests.support import PERSON_SCHEMA, Matcher, Org, ProjectTokens
-from tests.test_encode import assert_refused, encode_cli
+from tests.support import PERSON_SCHEMA, Matcher, Org, ProjectTokens, assert_refused, encode_cli
 
 
 def mode(path: Path) -> int:

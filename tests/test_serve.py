@@ -15,7 +15,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.cliflow import ROOT, blindmatch, serve
-from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
+from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
+from blindmatch.client import MatcherClient
+from blindmatch.matcher.server import create_server
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    STRONG_SECRET,
+    corrupt_table,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +111,64 @@ def test_a_token_serve_makes_goes_to_an_owner_only_file_never_to_the_terminal(
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert token not in out + err + "".join(said)
+
+
+# -- refusing to start on a data dir that cannot be served as it is --------------------------
+
+
+@pytest.fixture
+def used_data_dir(tmp_path: Path) -> Path:
+    """A stopped matcher's data dir: a project, an upload, a finished run, an index, audit."""
+    data = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, scrub_interval=0)
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("p", ["north", "south"]).tokens
+        north, south = population(2, 300, 0.5, seed=3)
+        for name, ds in (("north", north), ("south", south)):
+            with MatcherClient(target, tokens[name]) as member:
+                member.upload("p", write(ds, tmp_path / name))
+        with MatcherClient(target, tokens["north"]) as member:
+            run = member.start_run("p")
+            assert list(member.watch_run("p", run.run_id))[-1].state == "done"
+            puts = [(f"r{i}", north.clks[i].tobytes()) for i in range(300)]
+            member.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    finally:
+        server.stop(grace=None)
+    return data
+
+
+def serve_refusal(data: Path) -> str:
+    """`blindmatch serve` on `data`, which must refuse to start: its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data),
+         "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "listening" not in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(("database", "table"), [("blindmatch.sqlite", "links"),
+                                                 ("index.sqlite", "index_records")])  # fmt: skip
+def test_serve_refuses_a_damaged_database_and_says_how_to_recover(
+    used_data_dir: Path, database: str, table: str
+) -> None:
+    corrupt_table(used_data_dir / database, table)
+    err = serve_refusal(used_data_dir)
+    assert f"{used_data_dir / database} is damaged" in err
+    assert "restore the newest verified backup" in err
+    assert "blindmatch admin check" in err
+
+
+def test_serve_refuses_to_start_without_its_audit_key(used_data_dir: Path) -> None:
+    key = used_data_dir / "audit.key"
+    key.unlink()
+    err = serve_refusal(used_data_dir)
+    assert f"the audit key {key} is missing" in err
+    assert "restore the key" in err
+    assert not key.exists()  # not silently replaced by a new one

@@ -23,21 +23,11 @@ from blindmatch.client.errors import BlindmatchError
 def cmd_check(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.integrity import check_data_dir
 
-    report = check_data_dir(args.data_dir, hash_files=not args.no_hash)
+    report = check_data_dir(
+        args.data_dir, hash_files=not args.no_hash, audit_key_file=args.audit_key
+    )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "problems": report.problems,
-                    "projects": report.projects,
-                    "uploads_checked": report.uploads_checked,
-                    "bytes_hashed": report.bytes_hashed,
-                    "runs": report.runs,
-                    "in_flight": report.in_flight,
-                }
-            )
-        )
+        print(json.dumps(report.to_dict()))
     else:
         print(report.render(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
@@ -118,6 +108,11 @@ def register(sub: Subcommands) -> None:
     ac.add_argument("--json", action="store_true", help="print the report as JSON")
     ac.add_argument(
         "--no-hash", action="store_true", help="check file sizes only, not sha256 (faster)"
+    )
+    ac.add_argument(
+        "--audit-key",
+        type=Path,
+        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
     )
 
     ab = command(

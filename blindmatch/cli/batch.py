@@ -20,12 +20,20 @@ from blindmatch.client.errors import BlindmatchError
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.remote.client import content_upload_id
 
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client:
-        receipt = client.upload(args.project, encoded, progress=progress_wanted(args))
+        receipt = client.upload(
+            args.project,
+            encoded,
+            progress=progress_wanted(args),
+            upload_id=content_upload_id(args.project, encoded),  # the same command: idempotent
+        )
+    again = "; the matcher had it already, nothing was stored twice" if receipt.replayed else ""
     print(
-        f"Uploaded {receipt.record_count} encodings to {args.project} (upload {receipt.upload_id})."
+        f"Uploaded {receipt.record_count} encodings to {args.project} "
+        f"(upload {receipt.upload_id}{again})."
     )
     return 0
 

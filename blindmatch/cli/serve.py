@@ -8,6 +8,7 @@ from pathlib import Path
 
 from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command, env
+from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
@@ -18,6 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from blindmatch.client.files import write_text
     from blindmatch.client.remote import tls
+    from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.server import create_server, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -30,18 +32,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     made_token = admin is None
     if admin is None:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
-    running = create_server(
-        args.listen,
-        args.data_dir,
-        admin,
-        credentials=credentials,
-        workers=args.workers,
-        lookup_threads=args.lookup_threads,
-        streams_per_member=args.max_streams_per_member,
-        min_free_bytes=int(args.min_free_mb * 1024 * 1024),
-        audit_key_file=args.audit_key,
-        executor=executor,
-    )
+    try:
+        running = create_server(
+            args.listen,
+            args.data_dir,
+            admin,
+            credentials=credentials,
+            workers=args.workers,
+            lookup_threads=args.lookup_threads,
+            streams_per_member=args.max_streams_per_member,
+            min_free_bytes=int(args.min_free_mb * 1024 * 1024),
+            audit_key_file=args.audit_key,
+            executor=executor,
+        )
+    except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
+        raise InputError(str(exc)) from None
     if made_token:
         token_file = DataDir(Path(args.data_dir)).operator_token
         write_text(token_file, admin + "\n")  # owner-only, never readable by others

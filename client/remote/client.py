@@ -10,6 +10,7 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 import time
 import uuid
@@ -53,6 +54,20 @@ if TYPE_CHECKING:
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
 T = TypeVar("T")
+
+
+def content_upload_id(project: str, encoded: Encoded) -> str:
+    """The upload id of `encoded`'s content sent to `project`: the same every time, so
+    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
+    parts = [
+        project,
+        encoded.sha256,
+        str(encoded.clk_bits),
+        encoded.fingerprint.hex(),
+        ",".join(map(str, encoded.field_bits)),
+        str(encoded.fallback_bits),
+    ]
+    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
 class MatcherClient:
@@ -318,16 +333,22 @@ class MatcherClient:
         fingerprint: bytes,
         puts: Sequence[tuple[str, bytes]] = (),
         removes: Sequence[str] = (),
+        change_id: str | None = None,
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
         Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
-        never local ids. Durable at the matcher when this returns.
+        never local ids. Durable at the matcher when this returns. Every attempt carries
+        the same `change_id` (a fresh random one unless given), so a retry after a lost
+        acknowledgement gets the same summary (`replayed`) and changes nothing twice.
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
+        key = change_id or uuid.uuid4().hex
 
         def messages() -> Iterator[pb.IndexChange]:
-            header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+            header = pb.IndexHeader(
+                project=project, clk_bits=clk_bits, fingerprint=fingerprint, client_change_id=key
+            )
             yield pb.IndexChange(header=header)
             for start in range(0, len(puts), per_message):
                 batch = puts[start : start + per_message]
@@ -337,8 +358,10 @@ class MatcherClient:
             for start in range(0, len(removes), 50_000):
                 yield pb.IndexChange(remove=pb.IndexRemove(refs=removes[start : start + 50_000]))
 
-        with translate_errors(self.target):
-            reply = self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600)
+        reply = self._retrying(
+            "index change",
+            lambda: self._stub.ChangeIndex(messages(), metadata=self._metadata(), timeout=3600),
+        )
         return convert.index_summary(reply)
 
     def list_index(self, project: str) -> dict[str, bytes]:

@@ -210,7 +210,9 @@ def result_hits(hits: pb.HitBatch) -> list[ResultHit]:
 
 
 def index_summary(reply: pb.IndexChangeReply) -> IndexSummary:
-    return IndexSummary(reply.added, reply.replaced, reply.removed, reply.record_count)
+    return IndexSummary(
+        reply.added, reply.replaced, reply.removed, reply.record_count, reply.replayed
+    )
 
 
 def partner_match(m: pb.QueryMatch) -> PartnerMatch:

@@ -123,6 +123,7 @@ class IndexSummary:
     replaced: int
     removed: int
     record_count: int
+    replayed: bool = False  # a retry of a change the matcher had stored: acknowledged again
 
 
 @dataclass(frozen=True)

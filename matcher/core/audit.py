@@ -2,8 +2,9 @@
 
 Pure functions and dataclasses. storage/audit_log.py keeps the entries in SQLite,
 each appended in the same transaction as the change it records, so a change and
-its entry are stored together or not at all; a disclosure is recorded before a
-single result leaves the matcher (usecases/results.py).
+its entry are stored together or not at all (a standing-index change, kept in the
+other database, is announced first and voided if it was never stored); a
+disclosure is durable in the log before a single result leaves the matcher.
 
 The chain: entry n carries `prev_hash` (entry n-1's hash; `GENESIS` for the
 first) and `hash = HMAC-SHA256(key, canonical(entry n))`, where the canonical
@@ -46,6 +47,7 @@ ACTIONS = {
     "results.disclose": "results were disclosed to a member (who learnt what about whom)",
     "erase": "a member erased its uploads and the results involving them",
     "index.change": "a member added, replaced or removed records of its standing index (counts)",
+    "index.change.void": "an announced index change was never stored (the matcher stopped first)",
     "query": "a member queried partners' standing indexes (records asked, what was disclosed)",
     "query.refused": "a query or watch was refused by a quota or rate limit",
     "watch": "a member opened a watch on some records",

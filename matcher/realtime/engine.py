@@ -9,8 +9,10 @@ How a query is answered, in order (`Realtime.query`):
    exact Dice);
 4. reduce what was found to what each partner allows: the lesser of the project's level
    and the partner's consent, read off the one disclosure ladder (`core.disclose`);
-5. record the query, answered or refused, with its purpose, in the server log, the query
-   log and the audit log (querylog.py).
+5. record the query, answered or refused, with its purpose, in the audit log, durably,
+   before the answer leaves (a group commit: one fsync for the queries that arrive
+   together), then in the server log and the query log (querylog.py). A query whose entry
+   cannot be written (a full disk) is refused, not answered.
 
 Query encodings are used for the search and dropped with the reply: nothing of them is
 written anywhere. Watches (watches.py) keep their CLKs in memory only while the member's
@@ -54,6 +56,7 @@ from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
+from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
 
 # How often an open watch looks whether its stream is still open.
@@ -83,12 +86,19 @@ class Realtime:
         self.store = store
         self.index_store = IndexStore(data_dir)
         self.clock = clock
-        self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
         self.watches = Watches()
         self.meter = QueryMeter()
-        for e in self.index_store.logged_queries(self.clock() - DAY):
-            if not e.refused:
-                self.meter.seed(e.project, e.member, e.time, e.records)
+        try:
+            self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
+            for e in self.index_store.logged_queries(self.clock() - DAY):
+                if not e.refused:
+                    self.meter.seed(e.project, e.member, e.time, e.records)
+        except errors.DataLoss as exc:  # a damaged page its opening check did not reach
+            self.index_store.close()
+            raise refuse_damaged(self.index_store.db.path, [str(exc.__cause__ or exc)]) from exc
+        except BaseException:
+            self.index_store.close()
+            raise
         self.query_log = QueryLog(self.index_store, audit_sink=store.audit.append_all)
 
     def close(self) -> None:
@@ -104,35 +114,25 @@ class Realtime:
         encoding: Encoding,
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
-    ) -> ChangeSummary:
-        """Apply one member's change (durable, then visible to the next query), record it,
-        and tell the other members' watches about the records it put."""
+        client_change_id: str = "",
+    ) -> tuple[ChangeSummary, bool]:
+        """Apply one member's change (audited, durable, then visible to the next query)
+        and tell the other members' watches about the records it put. Returns the summary
+        and whether the change was a retry of one already stored (acknowledged again)."""
         self.store.project(project)  # expired: NotFound, like every member call
-        summary, put_words = self.indexes.change(project, member, encoding, puts, removes)
-        if put_words is None:
-            return summary  # an empty change: nothing happened
-        self.store.audit.append(
-            audit.Event(
-                member,
-                "index.change",
-                project,
-                member,
-                detail={
-                    "added": summary.added,
-                    "replaced": summary.replaced,
-                    "removed": summary.removed,
-                    "record_count": summary.record_count,
-                },
-            )
+        summary, put_words, replayed = self.indexes.change(
+            project, member, encoding, puts, removes, client_change_id
         )
+        if put_words is None:  # an empty change, or a retry: nothing happened now
+            return summary, replayed
         if puts and self.watches.watching(project, besides=member):
             live = self.store.project(project)
             level = effective_level(live.disclosure, self.store.consents(project).get(member))
             refs = [r for r, _ in puts]
             self.watches.notify(
-                live, member, level, refs, put_words, self.query_log.record, self.clock
+                live, member, level, refs, put_words, self.query_log.record_all, self.clock
             )
-        return summary
+        return summary, False
 
     def list_index(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
         """(clk_bits, refs, digests) of the member's index."""
@@ -262,9 +262,8 @@ class Realtime:
             raise errors.NotFound(f"no member {member!r} in project {project!r}")
         current = self.index_store.limits().get((project, member), (0, 0))
         per_minute, per_day = per_minute or current[0], per_day or current[1]
-        self.index_store.set_limits(project, member, per_minute, per_day)
-        if allow_watch is not None:
-            self.index_store.set_allow_watch(project, allow_watch)
+        # Recorded first: no change without its entry (a crash between the two leaves an
+        # entry for limits the operator was never told were set, and retries).
         self.store.audit.append(
             audit.Event(
                 audit.OPERATOR,
@@ -278,6 +277,9 @@ class Realtime:
                 },
             )
         )
+        self.index_store.set_limits(project, member, per_minute, per_day)
+        if allow_watch is not None:
+            self.index_store.set_allow_watch(project, allow_watch)
         return self.limits_for(project, member)
 
     def watching_allowed(self, project: str) -> bool:

@@ -1,23 +1,29 @@
 """Every member's standing index: durable in index.sqlite, searched in memory.
 
 At start-up each index is loaded from the `IndexStore` into a `core.index.MemberIndex`.
-A change is checked whole (references, CLK lengths, the project's encoding), written in
-one durable transaction, and only then applied in memory, so it is visible to the very
-next query and a failed change leaves no trace. Queries read `snapshots`, which a change
-replaces whole, without a lock.
+A change is checked whole (references, CLK lengths, the project's encoding), announced in
+the audit log (durable first: storage/audit_log.py), written in one durable transaction,
+and only then applied in memory, so it is visible to the very next query and a failed
+change leaves no trace but its announcement and the entry that voids it. Announcements a
+crash left without their change are voided at start-up, before anything is served. A
+change sent with a retry id that was already stored is acknowledged again, as it was,
+and changes nothing. Queries read `snapshots`, which a change replaces whole, without a
+lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.encodings import (
     Held,
     check_clk_bits,
@@ -25,20 +31,22 @@ from blindmatch.matcher.core.encodings import (
     check_fingerprint,
 )
 from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_up
-from blindmatch.matcher.domain import MAX_INDEX_RECORDS, REF_RE, Encoding
-from blindmatch.matcher.storage.index_store import IndexStore
+from blindmatch.matcher.domain import (
+    CLIENT_UPLOAD_ID_RE,
+    MAX_INDEX_RECORDS,
+    REF_RE,
+    ChangeSummary,
+    Encoding,
+    retried_change,
+)
+from blindmatch.matcher.storage.audit_log import VOID
+from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
-
-@dataclass(frozen=True)
-class ChangeSummary:
-    added: int
-    replaced: int
-    removed: int
-    record_count: int
+__all__ = ["ChangeSummary", "StandingIndexes"]
 
 
 class StandingIndexes:
@@ -60,6 +68,9 @@ class StandingIndexes:
         self._by_project: dict[str, dict[str, MemberIndex]] = {}
         self._encodings: dict[tuple[str, str], Encoding] = {}
         self._write_lock = threading.Lock()
+        # Announcements whose changes are stored: forgotten with the next announcement.
+        self._settled: list[int] = []
+        self._reconcile()
         for key, encoding in index_store.encodings().items():
             refs, clks = index_store.records(*key)
             index = MemberIndex.load(
@@ -72,6 +83,25 @@ class StandingIndexes:
             self._set_index(key, index, encoding)
         self._warm_up()
         log.info("loaded %d standing indexes", len(self._indexes))
+
+    def _reconcile(self) -> None:
+        """Settle every announcement whose change is stored; void the others (cut short)."""
+        stored, cut_short = [], []
+        for seq, project, member, change_id in self.store.audit.announced():
+            found = self.index_store.stored_change(project, member, change_id)
+            if found is not None and found.audit_seq == seq:
+                stored.append(seq)
+            else:
+                cut_short.append((seq, project, member, change_id))
+        self.store.audit.settle(stored)
+        if cut_short:
+            self.store.audit.void(cut_short)
+            log.warning(
+                "%d index change(s) announced in the audit log were cut short before they "
+                "were stored; the log now says so (%s)",
+                len(cut_short),
+                VOID,
+            )
 
     def _warm_up(self) -> None:
         """Run each project's tables through `index.warm_up` before the first query."""
@@ -154,14 +184,26 @@ class StandingIndexes:
         encoding: Encoding,
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
-    ) -> tuple[ChangeSummary, np.ndarray | None]:
-        """Apply one member's change: durable, then visible to the next query. Returns
-        the summary and the CLKs put, as words, for the watches (None: nothing changed)."""
+        client_change_id: str = "",
+    ) -> tuple[ChangeSummary, np.ndarray | None, bool]:
+        """Apply one member's change: announced in the audit log, durable, then visible to
+        the next query. Returns the summary, the CLKs put, as words, for the watches (None:
+        nothing changed now), and whether it was a retry of a change already stored."""
         check_clk_bits(encoding.clk_bits, "header.clk_bits")
         check_fingerprint(encoding.fingerprint, "header.fingerprint")
+        if client_change_id and not CLIENT_UPLOAD_ID_RE.fullmatch(client_change_id):
+            raise errors.InvalidArgument(
+                "header.client_change_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
+            )
         _check_refs(puts, removes, encoding.clk_bits)
         key = (project, member)
+        digest = _digest(encoding, puts, removes) if client_change_id else ""
         with self._write_lock:
+            if client_change_id:
+                earlier = self.index_store.stored_change(project, member, client_change_id)
+                if earlier is not None:
+                    kept = (earlier.digest, earlier.summary)
+                    return retried_change(client_change_id, digest, kept), None, True
             index = self._indexes.get(key)
             if removes:
                 unknown = [r for r in removes if index is None or r not in index]
@@ -186,13 +228,15 @@ class StandingIndexes:
                     f"of {MAX_INDEX_RECORDS}"
                 )
             if not puts and not removes:
-                return ChangeSummary(0, 0, 0, size_after), None
+                return ChangeSummary(0, 0, 0, size_after), None, False
             if index is not None and index.clk_bits != encoding.clk_bits and puts:
                 index = None  # every old record is being removed (checked above)
             # A remove-only change keeps the index's encoding, whatever its header says.
             stored = encoding if puts else self._encodings.get(key, encoding)
-            self.index_store.apply_change(
-                project, member, stored, puts, removes, size_after=size_after
+            summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
+            change_id = client_change_id or f"~{uuid.uuid4().hex}"  # "~": never a client's
+            self._store_change(
+                project, member, stored, puts, removes, StoredChange(change_id, 0, digest, summary)
             )
             put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
             if index is None:
@@ -209,22 +253,85 @@ class StandingIndexes:
                 self._set_index(key, index, stored)
             else:
                 self._set_index(key, None, None)
-        summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
-        return summary, put_words
+        return summary, put_words, False
+
+    def _store_change(
+        self,
+        project: str,
+        member: str,
+        encoding: Encoding,
+        puts: Sequence[tuple[str, bytes]],
+        removes: Sequence[str],
+        change: StoredChange,
+    ) -> None:
+        """Announce the change in the audit log (durable), then store it beside its
+        announcement; a change that could not be stored is voided in the log at once (or,
+        if even that fails, at the next start-up). The writer's lock is held."""
+        done = change.summary
+        seq = self.store.audit.announce(
+            audit.Event(
+                member,
+                "index.change",
+                project,
+                member,
+                detail={
+                    "change_id": change.change_id,
+                    "added": done.added,
+                    "replaced": done.replaced,
+                    "removed": done.removed,
+                    "record_count": done.record_count,
+                },
+            ),
+            change.change_id,
+            settled=self._settled,
+        )
+        self._settled = []
+        try:
+            self.index_store.apply_change(
+                project,
+                member,
+                encoding,
+                puts,
+                removes,
+                size_after=done.record_count,
+                change=StoredChange(change.change_id, seq, change.digest, done),
+            )
+        except BaseException:
+            try:
+                self.store.audit.void([(seq, project, member, change.change_id)])
+            except Exception:  # the disk is still full, say: start-up voids it
+                log.exception("could not void index change %s yet", change.change_id)
+            raise
+        self._settled.append(seq)
 
     def erase_member(self, project: str, member: str) -> None:
         """Forget a member's standing index, on disk and in memory (erasure)."""
         with self._write_lock:
+            self._settle()  # before the stored changes they are checked against go
             self.index_store.erase_member(project, member)
             self._set_index((project, member), None, None)
 
     def erase_project(self, project: str) -> None:
         """Forget every index, limit and query record of an expired project."""
         with self._write_lock:
+            self._settle()
             self.index_store.erase_project(project)
             for key in [k for k in self._indexes if k[0] == project]:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
+
+    def _settle(self) -> None:
+        self.store.audit.settle(self._settled)
+        self._settled = []
+
+
+def _digest(encoding: Encoding, puts: Sequence[tuple[str, bytes]], removes: Sequence[str]) -> str:
+    """A change's content, hashed: the same retry id with the same digest is a retry."""
+    digest = hashlib.sha256(f"{encoding.clk_bits}\n".encode() + encoding.fingerprint)
+    digest.update("\n".join(r for r, _ in puts).encode() + b"\0")
+    digest.update(b"".join(c for _, c in puts))
+    digest.update(b"\0" + "\n".join(removes).encode())
+    return digest.hexdigest()
 
 
 def _check_refs(puts: Sequence[tuple[str, bytes]], removes: Sequence[str], clk_bits: int) -> None:

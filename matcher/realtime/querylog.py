@@ -1,13 +1,18 @@
 """The query log: every query, watch and notification, answered or refused, recorded.
 
-`QueryLog.record` is the one place they all pass through. Each record goes to three
-places: the server log (refusals at WARNING), the query volume log in index.sqlite
-(counts and purposes, for quotas across restarts and `admin query-report`), and the audit
-log (who asked, why, and which partners' information was disclosed at which level; never
-a CLK). A query only appends to a list; a writer thread gathers what arrives within
-`BATCH_WINDOW` and writes it in one transaction per database, so a busy matcher pays for
-two fsynced commits per window, not per query. A crash loses at most that window
-(docs/security.md).
+`QueryLog.record` (and `record_all`, for the notifications one index change sets off) is
+the one place they all pass through. Each record goes to three places:
+
+- the audit log (who asked, why, and which partners' information was disclosed at which
+  level; never a CLK), durably, before `record` returns: a group commit
+  (`AuditLog.append_all`), so the queries that arrive together share one transaction and
+  one fsync, and a lone query waits for no window. If the entry cannot be written (a full
+  disk) `record` raises and the caller answers nothing: no disclosure without its entry;
+- the server log (refusals at WARNING);
+- the query volume log in index.sqlite (counts and purposes, for quotas across restarts
+  and `admin query-report`), off the request path: a writer thread gathers what arrives
+  within `BATCH_WINDOW` into one transaction. A crash can lose that window of volume
+  entries (quotas then count a little less), never an audit entry.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import NOTIFY, QUERY, WATCH, QueryRecord
+from blindmatch.matcher.errors import ResourceExhausted
 from blindmatch.matcher.storage.index_store import IndexStore
 
 log = logging.getLogger("blindmatch.matcher.realtime")
@@ -72,22 +78,28 @@ def _log(record: QueryRecord) -> None:
     )
 
 
-# The query log's group commit: entries gathered for at most this long, or this many.
+# The volume log's batches: entries gathered for at most this long, or this many.
 BATCH_WINDOW = 0.05
 BATCH_MAX = 2000
 
+NOT_AUDITED = (
+    "the matcher's disk is full, so it cannot record this request in its audit log; "
+    "nothing was answered or disclosed; ask the operator to free space, then ask again"
+)
+
 
 class QueryLog:
-    """Writes query volume entries and their audit events off the request path, in batches
-    (the writer is woken for the first entry of a batch, not for every one)."""
+    """Audits each query before it is answered (group-committed, through `audit_sink`),
+    then writes its volume entry off the request path, in batches (the writer is woken for
+    the first entry of a batch, not for every one)."""
 
     def __init__(
-        self, store: IndexStore, audit_sink: Callable[[list[audit.Event]], None] | None = None
+        self, store: IndexStore, audit_sink: Callable[[Sequence[audit.Event]], None] | None = None
     ) -> None:
         self._store = store
         self._audit_sink = audit_sink
         self._cond = threading.Condition()
-        self._pending: list[tuple[QueryRecord, audit.Event]] = []
+        self._pending: list[QueryRecord] = []
         self._added = self._written = 0
         self._hurry = self._closing = False
         self._thread = threading.Thread(target=self._loop, name="blindmatch-qlog", daemon=True)
@@ -95,15 +107,24 @@ class QueryLog:
 
     def record(self, record: QueryRecord) -> None:
         """Record one query, watch or notification, answered or refused (see the module
-        docstring); never blocks on a disk write."""
-        _log(record)
-        self._add(record, audit_event(record))
+        docstring). Returns once its audit entry is durable; `ResourceExhausted` (or what
+        else stopped the write) if it is not, and then nothing may be answered."""
+        self.record_all((record,))
 
-    def _add(self, entry: QueryRecord, event: audit.Event) -> None:
+    def record_all(self, records: Sequence[QueryRecord]) -> None:
+        """`record` for several at once (one audit write)."""
+        if self._audit_sink is not None:
+            try:
+                self._audit_sink([audit_event(r) for r in records])
+            except ResourceExhausted as exc:
+                log.error("%d request(s) not answered: %s", len(records), exc)
+                raise ResourceExhausted(NOT_AUDITED) from exc
+        for record in records:
+            _log(record)
         with self._cond:
-            self._pending.append((entry, event))
-            self._added += 1
-            if len(self._pending) in (1, BATCH_MAX):
+            self._pending.extend(records)
+            self._added += len(records)
+            if len(self._pending) == len(records) or len(self._pending) >= BATCH_MAX:
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -121,7 +142,7 @@ class QueryLog:
             self._cond.notify_all()
         self._thread.join(timeout=10)
 
-    def _next_batch(self) -> tuple[list[tuple[QueryRecord, audit.Event]], bool]:
+    def _next_batch(self) -> tuple[list[QueryRecord], bool]:
         """Wait for entries, then for the window to close; (the batch, closing)."""
         with self._cond:
             while not self._pending and not self._closing and not self._hurry:
@@ -141,9 +162,7 @@ class QueryLog:
             batch, closing = self._next_batch()
             try:
                 if batch:
-                    self._store.log_queries([entry for entry, _ in batch])
-                    if self._audit_sink is not None:
-                        self._audit_sink([event for _, event in batch])
+                    self._store.log_queries(batch)
             except Exception:  # the log must not take the matcher down
                 log.exception("could not write %d query log entries", len(batch))
             finally:

@@ -4,11 +4,13 @@ A watch holds its CLKs in memory only while the member's stream is open, and onl
 projects where the operator allowed watching. When a partner's index change puts new
 records, each open watch of another member is searched against just those records; a
 match is disclosed at that partner's level (the same ladder as queries and batch
-results) and recorded as a notification.
+results) and recorded as a notification, in the audit log, before any of the change's
+notifications is sent (if that record fails, none is).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -19,6 +21,8 @@ import numpy as np
 from blindmatch.matcher.core.disclose import Match, disclose_query
 from blindmatch.matcher.core.index import Segment, search
 from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
+
+log = logging.getLogger("blindmatch.matcher.realtime")
 
 # A watch's notification: (watched record, partner, match or None at COUNT).
 Notification = tuple[int, str, Match | None]
@@ -83,7 +87,7 @@ class Watches:
         level: Level,
         refs: Sequence[str],
         words: np.ndarray,
-        record: Callable[[QueryRecord], None],
+        record: Callable[[Sequence[QueryRecord]], None],
         clock: Callable[[], float],
     ) -> None:
         """Tell every other member's watch in `project` which of `partner`'s newly put
@@ -94,6 +98,8 @@ class Watches:
         if not watches:
             return
         added = Segment.build(words, refs)
+        events: list[tuple[Watch, Notification]] = []
+        records: list[QueryRecord] = []
         for watch in watches:
             for i, q in enumerate(watch.words):
                 rows, scores = search(added.words, added.popcounts, q, project.threshold)
@@ -104,8 +110,8 @@ class Watches:
                 ]
                 answer = disclose_query([{partner: hits}], {partner: level})
                 match = answer.results[0][0] if answer.results[0] else None
-                watch.events.put((i, partner, match))
-                record(
+                events.append((watch, (i, partner, match)))
+                records.append(
                     QueryRecord(
                         clock(),
                         project.name,
@@ -117,3 +123,12 @@ class Watches:
                         disclosed={partner: level.label},
                     )
                 )
+        if not events:
+            return
+        try:
+            record(records)  # durable in the audit log first
+        except Exception:
+            log.exception("%d watch notification(s) not recorded, so not sent", len(events))
+            return
+        for watch, event in events:
+            watch.events.put(event)

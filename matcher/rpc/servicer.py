@@ -211,21 +211,25 @@ class MatcherService(pb_grpc.MatcherServicer):
     ) -> pb.IndexChangeReply:
         header, member = self._stream_header(request_iterator, context, "an index change")
         encoding, puts, removes = convert.index_change(header, request_iterator)
-        summary = self.realtime.change_index(header.project, member, encoding, puts, removes)
+        summary, replayed = self.realtime.change_index(
+            header.project, member, encoding, puts, removes, header.client_change_id
+        )
         log.info(
-            "%s/%s index: +%d ~%d -%d = %d",
+            "%s/%s index: +%d ~%d -%d = %d%s",
             header.project,
             member,
             summary.added,
             summary.replaced,
             summary.removed,
             summary.record_count,
+            " (a retry, acknowledged again)" if replayed else "",
         )
         return pb.IndexChangeReply(
             added=summary.added,
             replaced=summary.replaced,
             removed=summary.removed,
             record_count=summary.record_count,
+            replayed=replayed,
         )
 
     @member_call

@@ -3,8 +3,21 @@
 The rules (events, the keyed hash chain, verification, what a member may see) are in
 core/audit.py; this module appends entries to the chain and reads them back. The parts of
 the store append with `append_in`, inside the transaction of the change the entry records;
-consultations and disclosures, which change nothing else, with `append` (one entry, its
-own transaction) or `append_all` (the query log's batches).
+consultations and disclosures, which change nothing else, with `append` or `append_all`,
+which return once the entries are durable: a group commit (`sqlite.GroupCommit`), so the
+disclosures that arrive together (real-time queries, results) share one transaction and
+one fsync, and a failure to write them (a full disk) fails them all before anything leaves.
+
+A change kept in the other database (a standing index, `index.sqlite`) cannot commit in
+the same transaction as its entry: SQLite commits across two WAL databases are not atomic.
+Its entry is written first, as an *announcement* (`announce`, with a row in
+`audit_intents`); the change is then stored with the entry's seq beside it. An
+announcement whose change never got stored (a crash, a full disk between the two) is
+answered at the next start-up by an `index.change.void` entry (`void`), so the log never
+lacks a change and never claims one that did not happen.
+
+The chain's key is made once, with the first database; after that a missing key refuses
+start-up (`read_key`): a new key would make every earlier entry fail verification.
 """
 
 from __future__ import annotations
@@ -13,11 +26,12 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.storage.sqlite import Database
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage.sqlite import Database, GroupCommit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -33,18 +47,35 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_intents (
+    seq INTEGER PRIMARY KEY,       -- the entry that announced a change to another database
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    change_id TEXT NOT NULL
+);
 """
+
+VOID = "index.change.void"
 
 # The disclosed and detail columns (built once: json.dumps with options builds an encoder
 # on every call).
 _COLUMN_JSON = json.JSONEncoder(sort_keys=True)
 
 
-def read_or_make_key(path: Path) -> bytes:
-    """The audit HMAC key: 32 random bytes, made once, readable by the owner only."""
+def read_key(path: Path, *, entries: int) -> bytes:
+    """The audit HMAC key: 32 random bytes, made (readable by the owner only) while the
+    log has no `entries`; after that, a missing or short key refuses start-up."""
     try:
         key = path.read_bytes()
     except FileNotFoundError:
+        if entries:
+            raise StartupRefused(
+                f"the audit key {path} is missing, but the audit log holds {entries} "
+                "entries made with it; a new key would make every one of them fail "
+                "verification, so the matcher will not start. Recover: restore the key "
+                "from where you back it up (or pass `serve --audit-key FILE` if it is kept "
+                "elsewhere), then start again (docs/operations.md, Recovery)"
+            ) from None
         key = secrets.token_bytes(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -52,8 +83,15 @@ def read_or_make_key(path: Path) -> bytes:
             fh.flush()
             os.fsync(fh.fileno())
     if len(key) < 32:
-        raise ValueError(f"{path}: an audit key must be at least 32 bytes")
+        raise StartupRefused(
+            f"the audit key {path} holds {len(key)} bytes; an audit key is at least 32. "
+            "Restore it from where you back it up, then start again"
+        )
     return key
+
+
+def entry_count(db: Database) -> int:
+    return int(db.query("SELECT COUNT(*) FROM audit")[0][0])
 
 
 class AuditLog:
@@ -61,6 +99,7 @@ class AuditLog:
         self._db = db
         self._key = key
         self._clock = clock
+        self._group: GroupCommit[audit.Event] = GroupCommit(self._write)
 
     def append_in(self, tx: sqlite3.Connection, *events: audit.Event) -> list[audit.Entry]:
         """Append events in order to the chain, inside the caller's transaction `tx`."""
@@ -93,16 +132,81 @@ class AuditLog:
         )
         return entries
 
-    def append(self, event: audit.Event) -> audit.Entry:
-        """Append one event on its own (a consultation or a disclosure)."""
-        with self._db.tx(clears_cache=False) as tx:
-            return self.append_in(tx, event)[-1]
+    def append(self, event: audit.Event) -> None:
+        """Append a consultation or a disclosure; returns once it is durable."""
+        self._group.submit((event,))
 
     def append_all(self, events: Sequence[audit.Event]) -> None:
-        """Append events in one transaction (real-time queries, written in batches)."""
+        """Append events, in order; returns once they are durable (group-committed with
+        whatever else arrives meanwhile)."""
         if events:
-            with self._db.tx(clears_cache=False) as tx:
-                self.append_in(tx, *events)
+            self._group.submit(events)
+
+    def _write(self, events: list[audit.Event]) -> None:
+        with self._db.tx(clears_cache=False) as tx:
+            self.append_in(tx, *events)
+
+    @property
+    def group_commits(self) -> tuple[int, int]:
+        """(transactions, entries) written by group commit so far."""
+        return self._group.writes, self._group.items
+
+    # -- changes stored in another database ---------------------------------------------
+
+    def announce(self, event: audit.Event, change_id: str, settled: Iterable[int] = ()) -> int:
+        """Write `event`, announcing a change that is stored next in another database;
+        its seq, which the change is stored with. `settled`: earlier announcements whose
+        changes are known stored, forgotten in the same transaction. An earlier
+        announcement of the same change id, never stored (its write failed), is voided."""
+        project, member = event.project, event.member
+        with self._db.tx(clears_cache=False) as tx:
+            tx.executemany("DELETE FROM audit_intents WHERE seq=?", [(s,) for s in settled])
+            stale = tx.execute(
+                "SELECT seq FROM audit_intents WHERE project=? AND member=? AND change_id=?",
+                (project, member, change_id),
+            ).fetchall()
+            self._void_in(tx, [(s, project, member, change_id) for (s,) in stale])
+            entry = self.append_in(tx, event)[-1]
+            tx.execute(
+                "INSERT INTO audit_intents VALUES (?,?,?,?)",
+                (entry.seq, project, member, change_id),
+            )
+        return entry.seq
+
+    def announced(self) -> list[tuple[int, str, str, str]]:
+        """(seq, project, member, change id) of every announcement not yet settled."""
+        return self._db.query("SELECT seq, project, member, change_id FROM audit_intents")
+
+    def settle(self, seqs: Iterable[int]) -> None:
+        """Forget announcements whose changes are stored."""
+        with self._db.tx(clears_cache=False) as tx:
+            tx.executemany("DELETE FROM audit_intents WHERE seq=?", [(s,) for s in seqs])
+
+    def void(self, announcements: Sequence[tuple[int, str, str, str]]) -> None:
+        """Record that these announced changes were never stored, and forget them."""
+        with self._db.tx(clears_cache=False) as tx:
+            self._void_in(tx, announcements)
+
+    def _void_in(
+        self, tx: sqlite3.Connection, announcements: Sequence[tuple[int, str, str, str]]
+    ) -> None:
+        for seq, project, member, change_id in announcements:
+            self.append_in(
+                tx,
+                audit.Event(
+                    audit.MATCHER,
+                    VOID,
+                    project,
+                    member,
+                    detail={
+                        "announced": seq,
+                        "change_id": change_id,
+                        "why": "the matcher stopped or failed before the change was stored; "
+                        "nothing of it was kept",
+                    },
+                ),
+            )
+            tx.execute("DELETE FROM audit_intents WHERE seq=?", (seq,))
 
     def entries(self, *, project: str = "", after: int = 0) -> list[audit.Entry]:
         """Entries in seq order, optionally of one project and after a seq."""
@@ -115,6 +219,11 @@ class AuditLog:
 
     def verify(self, anchor: tuple[int, str] | None = None) -> audit.Verification:
         return audit.verify(self._key, self.entries(), anchor)
+
+
+def read_entries(conn: sqlite3.Connection) -> Iterable[audit.Entry]:
+    """Every entry, in seq order, through `conn` (for the integrity check)."""
+    return (_entry(r) for r in conn.execute("SELECT * FROM audit ORDER BY seq"))
 
 
 def _entry(row: tuple) -> audit.Entry:

@@ -98,7 +98,8 @@ def backup_data_dir(data_dir: str | Path, dest: str | Path) -> BackupReport:
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
         if copied is None:
             continue  # the matcher replaced an upload while we copied: take a new snapshot
-        report = check_data_dir(staging.root)
+        # The key comes along when it lives in the data dir; kept apart, it is checked there.
+        report = check_data_dir(staging.root, require_key=staging.audit_key.is_file())
         if not report.ok:
             shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError("the copy failed its integrity check:\n" + report.render())

@@ -5,18 +5,24 @@
 
 Kept apart from `blindmatch.sqlite` so that a large index never slows the batch side's
 single writer. A change to an index is one transaction (WAL, full sync): acknowledged
-means durable, and a failed change leaves nothing behind. The query log holds counts
-and purposes only, never an encoding; it is written in batches off the request path
-(see `realtime.querylog.QueryLog`), so the last moments of it may be lost in a power cut.
+means durable, and a failed change leaves nothing behind. Each change is stored with the
+seq of the audit entry that announced it (`index_changes`; audit_log.py says why the
+entry comes first) and, when the member gave one, its retry id and digest, so that a
+retry of a change already stored gets its acknowledgement again (kept for
+`CHANGE_KEY_SECONDS`). The query log holds counts and purposes only, never an encoding;
+it is written in batches off the request path (see `realtime.querylog.QueryLog`), after
+the queries' audit entries, so the last moments of it may be lost in a power cut (the
+audit log is not).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from blindmatch.matcher.domain import DAY, Encoding, QueryRecord
+from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, DAY, ChangeSummary, Encoding, QueryRecord
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.sqlite import Database
 
@@ -57,8 +63,31 @@ CREATE TABLE IF NOT EXISTS query_log (
     refused TEXT NOT NULL          -- '' when answered, else why not
 );
 CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
+CREATE TABLE IF NOT EXISTS index_changes (
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    change_id TEXT NOT NULL,       -- the member's retry id, or one the matcher made
+    audit_seq INTEGER NOT NULL,    -- the audit entry that announced it
+    digest TEXT NOT NULL,          -- of the change's content, to tell a retry from a reuse
+    added INTEGER NOT NULL,
+    replaced INTEGER NOT NULL,
+    removed INTEGER NOT NULL,
+    record_count INTEGER NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (project, member, change_id)
+);
 """
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """What is kept of a change beside it: its id, announcing entry, digest and summary."""
+
+    change_id: str
+    audit_seq: int
+    digest: str
+    summary: ChangeSummary
 
 
 class IndexStore:
@@ -102,9 +131,21 @@ class IndexStore:
         removes: Sequence[str],
         *,
         size_after: int,
+        change: StoredChange,
     ) -> None:
-        """Put and remove records in one durable transaction."""
+        """Put and remove records in one durable transaction, with `change` beside them."""
+        now = time.time()
         with self.db.tx() as tx:
+            tx.execute(
+                "DELETE FROM index_changes WHERE project=? AND member=? AND time < ?",
+                (project, member, now - CHANGE_KEY_SECONDS),
+            )
+            done = change.summary
+            tx.execute(
+                "INSERT OR REPLACE INTO index_changes VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (project, member, change.change_id, change.audit_seq, change.digest,
+                 done.added, done.replaced, done.removed, done.record_count, now),
+            )  # fmt: skip
             tx.executemany(
                 "DELETE FROM index_records WHERE project=? AND member=? AND ref=?",
                 [(project, member, ref) for ref in removes],
@@ -121,11 +162,23 @@ class IndexStore:
             else:
                 tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
 
+    def stored_change(self, project: str, member: str, change_id: str) -> StoredChange | None:
+        """The change stored under this id (a retry id, or the matcher's), if any."""
+        rows = self.db.query(
+            "SELECT audit_seq, digest, added, replaced, removed, record_count "
+            "FROM index_changes WHERE project=? AND member=? AND change_id=?",
+            (project, member, change_id),
+        )
+        if not rows:
+            return None
+        seq, digest, *counts = rows[0]
+        return StoredChange(change_id, seq, digest, ChangeSummary(*counts))
+
     def erase_member(self, project: str, member: str) -> None:
         """Delete a member's whole index (for erasure)."""
         with self.db.tx() as tx:
-            tx.execute("DELETE FROM index_records WHERE project=? AND member=?", (project, member))
-            tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))
+            for table in ("index_records", "index_meta", "index_changes"):
+                tx.execute(f"DELETE FROM {table} WHERE project=? AND member=?", (project, member))
 
     def projects(self) -> list[str]:
         """Every project with a standing index."""
@@ -134,7 +187,8 @@ class IndexStore:
     def erase_project(self, project: str) -> None:
         """Delete every index, limit and logged query of a project (for expiry)."""
         with self.db.tx() as tx:
-            for table in ("index_records", "index_meta", "query_limits", "query_settings"):
+            tables = ("index_records", "index_meta", "index_changes", "query_limits")
+            for table in (*tables, "query_settings"):
                 tx.execute(f"DELETE FROM {table} WHERE project=?", (project,))
             tx.execute("DELETE FROM query_log WHERE project=?", (project,))
 

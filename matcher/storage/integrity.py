@@ -1,48 +1,73 @@
 """`blindmatch admin check`: is a data dir whole and consistent?
 
-Reads the data dir without changing it (safe beside a running matcher) and
+Reads the data dir without changing it (safe beside a running matcher, under load) and
 reports every problem found, not just the first:
 
-- the SQLite database passes `PRAGMA integrity_check` and `foreign_key_check`;
-- every CLK file the matcher still needs (each member's current upload, and
-  the inputs of queued or running runs) is in `clks/`, with the size its row
-  promises and the sha256 it was acknowledged with;
-- no file in `clks/` is unreferenced (an orphan), and nothing in `clks/` is
-  anything but `<upload id>.bin`;
-- runs are consistent: known states, at most one active run per project,
-  every run has its inputs, finished runs have links only between their own
-  members, failed and active runs have none, progress never exceeds its total;
-- uploads are consistent: at most one current upload per member, every
-  upload's member exists, retry ids point at real uploads.
+- both databases (`blindmatch.sqlite`, `index.sqlite`) pass `PRAGMA integrity_check`,
+  and the first `foreign_key_check`;
+- the audit key is there (or given), and the whole audit chain verifies with it;
+- every CLK file the matcher still needs (each member's current upload, and the inputs
+  of queued or running runs) is in `clks/`, with the size its row promises and the
+  sha256 it was acknowledged with (the same check runs make: `upload_damage`); nothing in
+  `clks/` is anything but `<upload id>.bin`;
+- runs are consistent: known states, at most one active run per project, every run has
+  its inputs (fewer than two only after a member erased its data), finished runs have
+  links only between their own members, failed and active runs have none, progress never
+  exceeds its total;
+- uploads are consistent: at most one current upload per member, every upload's member
+  exists, retry ids point at real uploads;
+- standing indexes are consistent: every indexed record belongs to an index with an
+  encoding, and has that encoding's length.
 
-Files in `tmp/` are uploads in flight (or cut short by a crash, removed at the
-next start-up); they are counted, not treated as problems.
+What a start-up repairs by itself is reported apart, as *will be repaired*, not as a
+problem: files in `tmp/` (uploads in flight, or cut short), CLK files nothing refers to
+(deleted by the garbage collection), runs left queued or running (resumed from the start),
+index changes announced in the audit log but not stored (voided).
+
+A running matcher changes the data dir while the check reads it. The rows are read in one
+snapshot; a file found missing, or found in `clks/` without a row, is judged again against
+a fresh snapshot taken after the file was looked at, so an upload committed or replaced
+meanwhile is never reported missing or orphaned.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
+from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.sqlite import connect_read_only
-from blindmatch.matcher.storage.upload_store import needed_uploads
+from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
+
+T = TypeVar("T")
+_UPLOADS_SQL = (
+    "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 FROM uploads"
+)
+# Problems listed from a chain that fails verification, at most.
+_CHAIN_PROBLEMS = 10
 
 
 @dataclass
 class IntegrityReport:
-    """What `check_data_dir` found: problems (must be none) and what it looked at."""
+    """What `check_data_dir` found: problems (must be none), what the next start-up
+    repairs by itself, and what it looked at."""
 
     data_dir: Path
     problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
     projects: int = 0
     uploads_checked: int = 0
     bytes_hashed: int = 0
     runs: int = 0
     in_flight: int = 0
+    index_records: int = 0
+    audit_entries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -52,104 +77,156 @@ class IntegrityReport:
         head = (
             f"{self.data_dir}: {self.projects} projects, {self.uploads_checked} stored uploads "
             f"verified ({self.bytes_hashed} bytes hashed), {self.runs} runs, "
+            f"{self.index_records} indexed records, {self.audit_entries} audit entries, "
             f"{self.in_flight} uploads in flight in tmp/"
         )
+        lines = [head]
+        if self.repairs:
+            lines.append(f"will be repaired by the matcher ({len(self.repairs)}; not problems):")
+            lines += [f"  - {r}" for r in self.repairs]
         if self.ok:
-            return f"{head}\nOK: no problems found"
-        lines = [head, f"FAILED: {len(self.problems)} problem(s):"]
-        lines += [f"  - {p}" for p in self.problems]
+            lines.append("OK: no problems found")
+        else:
+            lines.append(f"FAILED: {len(self.problems)} problem(s):")
+            lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "problems": self.problems,
+            "will_be_repaired": self.repairs,
+            "projects": self.projects,
+            "uploads_checked": self.uploads_checked,
+            "bytes_hashed": self.bytes_hashed,
+            "runs": self.runs,
+            "in_flight": self.in_flight,
+            "index_records": self.index_records,
+            "audit_entries": self.audit_entries,
+        }
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+
+@dataclass
+class _Snapshot:
+    """The rows of blindmatch.sqlite the file checks need, read at one moment."""
+
+    needed: set[str]
+    uploads: dict[str, Upload]
 
 
-def check_data_dir(data_dir: str | Path, *, hash_files: bool = True) -> IntegrityReport:
-    """Check a data dir; never modifies it."""
+def check_data_dir(
+    data_dir: str | Path,
+    *,
+    hash_files: bool = True,
+    audit_key_file: str | Path | None = None,
+    require_key: bool = True,
+) -> IntegrityReport:
+    """Check a data dir; never modifies it. `audit_key_file`: where the audit key is kept,
+    if not in the data dir (`serve --audit-key`); without `require_key`, a key found
+    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart)."""
     files = DataDir(Path(data_dir))
     report = IntegrityReport(files.root)
-    db_path = files.db
-    if not db_path.is_file():
-        report.problems.append(f"{db_path}: missing; is it a blindmatch data dir?")
+    if not files.db.is_file():
+        report.problems.append(f"{files.db}: missing; is it a blindmatch data dir?")
         return report
-    try:
-        db = connect_read_only(db_path)
-    except sqlite3.Error as exc:
-        report.problems.append(f"{db_path}: cannot open ({exc})")
-        return report
-    try:
-        db.execute("BEGIN")  # one consistent snapshot for every query below
-        _check_database(db, report)
-        if not report.problems:
-            _check_uploads(db, files, report, hash_files=hash_files)
-            _check_runs(db, report)
-        db.execute("COMMIT")
-    except sqlite3.DatabaseError as exc:
-        report.problems.append(f"{db_path}: unreadable ({exc})")
-    finally:
-        db.close()
+    key_file = Path(audit_key_file) if audit_key_file else files.audit_key
+    snapshot = _read(
+        files.db, report, lambda db: _check_main(db, report, key_file, require_key), whole=True
+    )
+    if snapshot is not None:
+        _check_files(files, snapshot, report, hash_files=hash_files)
+    if files.index_db.is_file():
+        _read(files.index_db, report, lambda db: _check_index(db, report), whole=True)
+        if snapshot is not None:
+            _read(files.db, report, lambda db: _check_announced(db, files, report))
     tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
+    if report.in_flight:
+        report.repairs.append(
+            f"{tmp}: {report.in_flight} file(s) of uploads in flight, or cut short by a crash "
+            "(emptied at start-up)"
+        )
     return report
 
 
-def _check_database(db: sqlite3.Connection, report: IntegrityReport) -> None:
-    rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
-    if rows != ["ok"]:
-        report.problems += [f"database integrity: {r}" for r in rows]
+def _read(
+    path: Path,
+    report: IntegrityReport,
+    check: Callable[[sqlite3.Connection], T],
+    *,
+    whole: bool = False,
+) -> T | None:
+    """`check` over one read transaction of the database at `path`, after `PRAGMA
+    integrity_check` if `whole` (None: unreadable, or damaged)."""
+    try:
+        db = connect_read_only(path)
+    except sqlite3.Error as exc:
+        report.problems.append(f"{path}: cannot open ({exc})")
+        return None
+    try:
+        db.execute("BEGIN")  # one consistent snapshot for every query of `check`
+        rows = [r[0] for r in db.execute("PRAGMA integrity_check")] if whole else ["ok"]
+        if rows != ["ok"]:
+            report.problems += [f"{path.name} integrity: {r}" for r in rows]
+            report.problems.append(
+                f"{path}: damaged, so the matcher refuses to start on it; restore the data "
+                "dir from a backup (docs/operations.md, Recovery)"
+            )
+            return None
+        return check(db)
+    except sqlite3.DatabaseError as exc:
+        report.problems.append(f"{path}: unreadable ({exc}); restore it from a backup")
+        return None
+    finally:
+        db.close()
+
+
+def _check_main(
+    db: sqlite3.Connection, report: IntegrityReport, key_file: Path, require_key: bool
+) -> _Snapshot:
     for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
         report.problems.append(f"database: {table} row {rowid} refers to a missing {parent}")
     report.projects = db.execute("SELECT COUNT(*) FROM projects").fetchone()[0]
+    _check_audit(db, report, key_file, require_key)
+    _check_upload_rows(db, report)
+    _check_runs(db, report)
+    return _Snapshot(needed_uploads(db), {r[0]: Upload(*r) for r in db.execute(_UPLOADS_SQL)})
 
 
-def _check_uploads(
-    db: sqlite3.Connection, files: DataDir, report: IntegrityReport, *, hash_files: bool
+def _check_audit(
+    db: sqlite3.Connection, report: IntegrityReport, key_file: Path, require_key: bool
 ) -> None:
-    clk_dir = files.clks
-    needed = needed_uploads(db)
-    for upload_id, count, bits, sha256 in db.execute(
-        "SELECT id, record_count, clk_bits, sha256 FROM uploads ORDER BY created"
-    ):
-        if upload_id not in needed:
-            continue
-        path = files.clk_file(upload_id)
-        expected = count * (bits // 8)
-        if not path.is_file():
-            report.problems.append(f"upload {upload_id}: its CLK file {path} is missing")
-            continue
-        size = path.stat().st_size
-        if size != expected:
+    report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    try:
+        key = key_file.read_bytes()
+    except FileNotFoundError:
+        if report.audit_entries and require_key:
             report.problems.append(
-                f"upload {upload_id}: {path} is {size} bytes, expected {expected} "
-                f"({count} CLKs of {bits} bits)"
+                f"audit key {key_file}: missing, so the matcher refuses to start and the "
+                f"{report.audit_entries} audit entries cannot be verified; restore it from "
+                "where you back it up (or pass --audit-key FILE if it is kept elsewhere)"
             )
-            continue
-        if hash_files:
-            actual = _sha256_of(path)
-            report.bytes_hashed += size
-            if actual != sha256:
-                report.problems.append(
-                    f"upload {upload_id}: {path} has sha256 {actual[:16]}..., "
-                    f"acknowledged as {sha256[:16]}..."
-                )
-                continue
-        report.uploads_checked += 1
-    if clk_dir.is_dir():
-        for path in sorted(clk_dir.iterdir()):
-            upload_id = upload_id_of(path)
-            if upload_id is None:
-                report.problems.append(f"{path}: not an upload file; nothing should be here")
-            elif upload_id not in needed:
-                report.problems.append(
-                    f"{path}: orphan (no current upload or active run refers to it)"
-                )
-    else:
-        report.problems.append(f"{clk_dir}: missing")
+        return
+    if len(key) < 32:
+        report.problems.append(f"audit key {key_file}: {len(key)} bytes, at least 32 expected")
+        return
+    found = audit.verify(key, read_entries(db))
+    if found.ok:
+        return
+    edited = sum(1 for p in found.problems if p.endswith("(edited)"))
+    if found.entries and edited == found.entries:
+        report.problems.append(
+            f"audit log: none of its {found.entries} entries verifies with {key_file}: "
+            "it is not the key the log was written with; restore the right one"
+        )
+        return
+    report.problems += [f"audit log: {p}" for p in found.problems[:_CHAIN_PROBLEMS]]
+    if len(found.problems) > _CHAIN_PROBLEMS:
+        more = len(found.problems) - _CHAIN_PROBLEMS
+        report.problems.append(f"audit log: {more} more (`blindmatch audit verify` lists all)")
+
+
+def _check_upload_rows(db: sqlite3.Connection, report: IntegrityReport) -> None:
     for project, member, n in db.execute(
         "SELECT project, member, COUNT(*) FROM uploads WHERE current=1 "
         "GROUP BY project, member HAVING COUNT(*) > 1"
@@ -171,17 +248,73 @@ def _check_uploads(
         )
 
 
+def _check_files(
+    files: DataDir, snapshot: _Snapshot, report: IntegrityReport, *, hash_files: bool
+) -> None:
+    """Every needed file whole; nothing else in `clks/` but unreferenced upload files
+    (judged again against a fresh snapshot before anything is called missing or orphan)."""
+    suspects: list[tuple[Upload, str]] = []
+    for upload_id in sorted(snapshot.needed):
+        upload = snapshot.uploads.get(upload_id)
+        if upload is None:
+            continue  # a run's input without a row: _check_runs reports it
+        path = files.clk_file(upload_id)
+        reason = upload_damage(path, upload, hashed=hash_files)
+        if reason is None:
+            report.uploads_checked += 1
+            report.bytes_hashed += upload.record_count * (upload.clk_bits // 8) * hash_files
+        else:
+            suspects.append((upload, reason))
+    listed = sorted(files.clks.iterdir()) if files.clks.is_dir() else []
+    if not files.clks.is_dir():
+        report.problems.append(f"{files.clks}: missing")
+    unreferenced = []
+    for path in listed:
+        listed_id = upload_id_of(path)
+        if listed_id is None:
+            if path.exists() or path.is_symlink():  # (else collected while we looked)
+                report.problems.append(f"{path}: not an upload file; nothing should be here")
+        elif listed_id not in snapshot.needed:
+            unreferenced.append(path)
+    if not suspects and not unreferenced:
+        return
+    # Looked at after the files were: what changed since the first snapshot shows here.
+    fresh = _read(files.db, report, needed_uploads) or set()
+    for upload, reason in suspects:
+        if upload.id not in fresh:
+            continue  # replaced (and its file collected) while we looked: not a problem
+        report.problems.append(
+            f"upload {upload.id} of {upload.project}/{upload.member}: {reason} "
+            f"({files.clk_file(upload.id)}); runs refuse it: {upload.member} must upload again"
+        )
+    for path in unreferenced:
+        if path.stem in fresh or not path.exists():
+            continue  # committed, or collected, while we looked
+        report.repairs.append(
+            f"{path}: no current upload or active run refers to it (deleted by the matcher's "
+            "garbage collection, at the next start-up at the latest)"
+        )
+
+
 def _check_runs(db: sqlite3.Connection, report: IntegrityReport) -> None:
     runs = db.execute(
-        "SELECT id, project, state, stage, work_done, work_total FROM runs ORDER BY created"
+        "SELECT id, project, state, stage, work_done, work_total, created FROM runs "
+        "ORDER BY created"
     ).fetchall()
     report.runs = len(runs)
+    erased = dict(
+        db.execute("SELECT project, MAX(time) FROM audit WHERE action='erase' GROUP BY project")
+    )
     active: dict[str, list[str]] = {}
-    for run_id, project, state, stage, done, total in runs:
+    for run_id, project, state, stage, done, total, created in runs:
         if state not in RUN_STATES:
             report.problems.append(f"run {run_id}: unknown state {state!r}")
         if state in ACTIVE:
             active.setdefault(project, []).append(run_id)
+            report.repairs.append(
+                f"run {run_id}: {state} (the matcher runs it; if it had stopped, it resumes "
+                "the run from the start when it starts)"
+            )
         if state == DONE and stage != DONE:
             report.problems.append(f"run {run_id}: done, but its stage is {stage!r}")
         if total and done > total:
@@ -191,7 +324,9 @@ def _check_runs(db: sqlite3.Connection, report: IntegrityReport) -> None:
             "LEFT JOIN uploads u ON u.id=ri.upload_id WHERE ri.run_id=?",
             (run_id,),
         ).fetchall()
-        if len(inputs) < 2:
+        # A member's erasure takes its inputs out of its project's finished runs.
+        erased_since = state not in ACTIVE and erased.get(project, -1.0) >= created
+        if len(inputs) < 2 and not erased_since:
             report.problems.append(f"run {run_id}: {len(inputs)} inputs, a run needs two or more")
         for member, upload_id, found in inputs:
             if found is None:
@@ -219,3 +354,47 @@ def _check_runs(db: sqlite3.Connection, report: IntegrityReport) -> None:
         "SELECT DISTINCT run_id FROM links WHERE run_id NOT IN (SELECT id FROM runs)"
     ):
         report.problems.append(f"links stored for run {run_id}, which does not exist")
+
+
+def _check_index(db: sqlite3.Connection, report: IntegrityReport) -> None:
+    report.index_records = db.execute("SELECT COUNT(*) FROM index_records").fetchone()[0]
+    for project, member, n in db.execute(
+        "SELECT r.project, r.member, COUNT(*) FROM index_records r LEFT JOIN index_meta m "
+        "ON m.project=r.project AND m.member=r.member WHERE m.member IS NULL "
+        "GROUP BY r.project, r.member"
+    ):
+        report.problems.append(
+            f"index of {project}/{member}: {n} records but no encoding (index_meta)"
+        )
+    for project, member, bits, n in db.execute(
+        "SELECT r.project, r.member, m.clk_bits, COUNT(*) FROM index_records r "
+        "JOIN index_meta m ON m.project=r.project AND m.member=r.member "
+        "WHERE length(r.clk) * 8 != m.clk_bits GROUP BY r.project, r.member"
+    ):
+        report.problems.append(
+            f"index of {project}/{member}: {n} records are not {bits}-bit CLKs like the rest"
+        )
+
+
+def _check_announced(db: sqlite3.Connection, files: DataDir, report: IntegrityReport) -> None:
+    """Index changes announced in the audit log: stored, or (cut short) voided at start-up.
+    index.sqlite is read after the announcements, so a change stored meanwhile counts."""
+    announced = db.execute("SELECT seq, project, member, change_id FROM audit_intents").fetchall()
+    if not announced:
+        return
+    index = connect_read_only(files.index_db)
+    try:
+        for seq, project, member, change_id in announced:
+            stored = index.execute(
+                "SELECT 1 FROM index_changes WHERE project=? AND member=? AND change_id=? "
+                "AND audit_seq=?",
+                (project, member, change_id, seq),
+            ).fetchone()
+            if stored is None:
+                report.repairs.append(
+                    f"index change {change_id} of {project}/{member} (audit entry {seq}): "
+                    "announced, not stored (in flight, or cut short by a crash: start-up "
+                    "records it void in the audit log)"
+                )
+    finally:
+        index.close()

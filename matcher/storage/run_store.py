@@ -1,12 +1,16 @@
 """Runs: queued over every member's current upload, then their progress and their links.
 
 Results always come from the latest finished run of a project; a run's links replace the
-links of every earlier run in the transaction that marks it done.
+links of every earlier run in the transaction that marks it done. A member's results are
+read in one snapshot (`stored_results`), so a run that finishes meanwhile is either not
+seen at all or seen whole: never the older run's header with its links already gone.
 """
 
 from __future__ import annotations
 
 import itertools
+import sqlite3
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,6 +54,29 @@ CREATE TABLE IF NOT EXISTS links (
 CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
 """
 
+_RUN_COLUMNS = (
+    "id, project, state, stage, work_done, work_total, groups, message, threshold, "
+    "tasks_done, tasks_total"
+)
+_UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
+
+# A link as a member reads it: (its row, partner, the partner's row, score).
+LinkRow = tuple[int, str, int, float]
+
+
+@dataclass(frozen=True)
+class StoredResults:
+    """What one finished run found for one member, read at one moment."""
+
+    run: Run
+    upload: Upload | None  # the member's upload the run used; None: the member erased it
+    links: list[LinkRow]
+
+
+def _run_in(conn: sqlite3.Connection, run_id: str) -> Run | None:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
+    return Run(*row) if row else None
+
 
 class RunStore(ProjectStore, UploadStore):
     def create_run(self, project: str, actor: str = audit.MATCHER) -> tuple[Run, bool]:
@@ -88,22 +115,36 @@ class RunStore(ProjectStore, UploadStore):
         return self.run(run_id), True
 
     def run(self, run_id: str) -> Run:
-        rows = self.db.query(
-            "SELECT id, project, state, stage, work_done, work_total, groups, message, threshold, "
-            "tasks_done, tasks_total FROM runs WHERE id=?",
-            (run_id,),
-        )
-        if not rows:
+        with self.db.reading() as conn:
+            found = _run_in(conn, run_id)
+        if found is None:
             raise NotFound(f"no run {run_id!r}")
-        return Run(*rows[0])
+        return found
 
-    def latest_run(self, project: str, *, state: str | None = None) -> Run | None:
-        sql = "SELECT id FROM runs WHERE project=?"
-        args: tuple[object, ...] = (project,)
-        if state:
-            sql += " AND state=?"
-            args += (state,)
-        rows = self.db.query(sql + " ORDER BY seq DESC LIMIT 1", args)
+    def stored_results(self, project: str, member: str) -> StoredResults | None:
+        """`member`'s links from the project's latest finished run (None: none finished
+        yet), with the run and the member's upload it used, all read in one snapshot."""
+        with self.db.snapshot() as conn:
+            latest = conn.execute(
+                "SELECT id FROM runs WHERE project=? AND state='done' ORDER BY seq DESC LIMIT 1",
+                (project,),
+            ).fetchone()
+            run = _run_in(conn, latest[0]) if latest else None
+            if run is None:
+                return None
+            upload = conn.execute(
+                f"SELECT {', '.join('u.' + c for c in _UPLOAD_COLUMNS.split(', '))} "
+                "FROM run_inputs ri JOIN uploads u ON u.id=ri.upload_id "
+                "WHERE ri.run_id=? AND ri.member=?",
+                (run.id, member),
+            ).fetchone()
+            links = conn.execute(_LINKS_SQL, (run.id, member)).fetchall()
+        return StoredResults(run, Upload(*upload) if upload else None, links)
+
+    def latest_run(self, project: str) -> Run | None:
+        rows = self.db.query(
+            "SELECT id FROM runs WHERE project=? ORDER BY seq DESC LIMIT 1", (project,)
+        )
         return self.run(rows[0][0]) if rows else None
 
     def run_inputs(self, run_id: str) -> list[tuple[str, Upload]]:
@@ -181,9 +222,8 @@ class RunStore(ProjectStore, UploadStore):
         rows = self.db.query(f"SELECT id FROM runs WHERE state IN {ACTIVE_SQL} ORDER BY created")
         return [self.run(r[0]) for r in rows]
 
-    def links_for(self, run_id: str, member: str) -> list[tuple[int, str, int, float]]:
-        return self.db.query(
-            "SELECT row, partner, partner_row, score FROM links WHERE run_id=? AND member=? "
-            "ORDER BY row, partner",
-            (run_id, member),
-        )
+
+_LINKS_SQL = (
+    "SELECT row, partner, partner_row, score FROM links WHERE run_id=? AND member=? "
+    "ORDER BY row, partner"
+)

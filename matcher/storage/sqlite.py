@@ -4,7 +4,14 @@ Every statement runs under one lock (SQLite has a single writer anyway, and WAL 
 that cheap). A write transaction commits whole or rolls back whole; a full disk (ENOSPC
 from a write, SQLITE_FULL from the database) becomes `ResourceExhausted` and leaves the
 database as it was. What every request reads (projects, token owners, query limits) can be
-cached here, until the next write transaction clears it.
+cached here, until the next write transaction clears it. A read that must see several
+tables at one moment (a member's results) takes a `snapshot`: its own read transaction,
+which no commit can change under it and which holds up no writer.
+
+A database is checked when it is opened (`PRAGMA quick_check`): a damaged one refuses to
+open (`StartupRefused`, with the recovery steps), and damage found later fails the call
+with `DataLoss` rather than an unexplained error. `GroupCommit` writes what many threads
+append at once in one transaction, one fsync (the audit entries of real-time queries).
 """
 
 from __future__ import annotations
@@ -15,11 +22,17 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
-from blindmatch.matcher.errors import ResourceExhausted
+from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
 
-DISK_FULL = "the matcher's disk is full; nothing was stored (earlier uploads are intact)"
+DISK_FULL = "the matcher's disk is full; nothing was stored (what was stored before is intact)"
+DAMAGED = (
+    "the matcher's database is damaged ({what}); nothing was changed; the operator must "
+    "restore the data dir from a backup (docs/operations.md, Recovery)"
+)
+# SQLite's primary result codes for a damaged file.
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 T = TypeVar("T")
 _MISSING = object()
@@ -32,6 +45,36 @@ def disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
     return False
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether `exc` says a database file is damaged (a corrupt page, not a database)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES  # extended codes too
+
+
+@contextmanager
+def _damage_is_data_loss() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if damaged(exc):
+            raise DataLoss(DAMAGED.format(what=exc)) from exc
+        raise
+
+
+def refuse_damaged(path: Path, problems: Sequence[str]) -> StartupRefused:
+    """The start-up refusal for a damaged database, with the recovery steps."""
+    shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if problems[3:] else "")
+    return StartupRefused(
+        f"{path} is damaged ({shown}), so the matcher will not serve it: answers from a "
+        "damaged database could be wrong. Recover: stop here, keep the damaged data dir for "
+        "inspection, restore the newest verified backup (`blindmatch admin backup` made it; "
+        "docs/operations.md, Recovery), check it with `blindmatch admin check`, start again; "
+        "members re-upload what came after the backup."
+    )
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
@@ -47,9 +90,21 @@ class Database:
         self.lock = threading.RLock()
         self._cache: dict[Hashable, object] = {}
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        for pragma in pragmas:
-            self._conn.execute(f"PRAGMA {pragma}")
-        self._conn.executescript(schema)
+        try:
+            for pragma in pragmas:
+                self._conn.execute(f"PRAGMA {pragma}")
+            found = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
+            if found != ["ok"]:
+                raise refuse_damaged(path, found)
+            self._conn.executescript(schema)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if damaged(exc):
+                raise refuse_damaged(path, [str(exc)]) from exc
+            raise
+        except StartupRefused:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         with self.lock:
@@ -59,7 +114,7 @@ class Database:
     def tx(self, *, clears_cache: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction. Unless it changes nothing a cached read could have seen
         (`clears_cache=False`: an append to a log), it forgets what `cached` remembered."""
-        with self.lock:
+        with self.lock, _damage_is_data_loss():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -77,11 +132,23 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """The connection, under the lock, for a read that streams its rows."""
-        with self.lock:
+        with self.lock, _damage_is_data_loss():
             yield self._conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on a connection of its own: every statement in it sees the
+        database as it was at the first, whatever commits meanwhile, and no writer waits."""
+        conn = connect_read_only(self.path)
+        try:
+            with _damage_is_data_loss():
+                conn.execute("BEGIN")
+                yield conn
+        finally:
+            conn.close()  # ends the read transaction
+
     def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
-        with self.lock:
+        with self.lock, _damage_is_data_loss():
             return self._conn.execute(sql, args).fetchall()
 
     def cached(
@@ -96,7 +163,7 @@ class Database:
         hit = self._cache.get(key, _MISSING)
         if hit is not _MISSING:
             return cast(T, hit)
-        with self.lock:
+        with self.lock, _damage_is_data_loss():
             value = compute(self._conn)
             if keep(value):
                 self._cache[key] = value
@@ -116,3 +183,68 @@ class Database:
         """Fold the WAL into the database and truncate it, so deleted pages leave the WAL."""
         with self.lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Ticket:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[T]):
+    """Items appended from many threads, written by `write` in as few calls as they allow.
+
+    `submit` returns once its items are written (durable, when `write` commits with a full
+    sync), or raises what the write raised. Whoever submits while no write is under way
+    writes everything waiting, its own items and those submitted while the previous write
+    ran, in one call: one transaction and one fsync for all the queries that arrived
+    together, and a lone query waits for no window. `writes` and `items` count both.
+    """
+
+    def __init__(self, write: Callable[[list[T]], None]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[Sequence[T], _Ticket]] = []
+        self._writing = False
+        self.writes = 0
+        self.items = 0
+
+    def submit(self, items: Sequence[T]) -> None:
+        ticket = _Ticket()
+        with self._cond:
+            self._waiting.append((items, ticket))
+            while not ticket.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                batch, self._waiting = self._waiting, []
+                self._writing = True
+                self._cond.release()
+                error: BaseException | None = None
+                try:
+                    self._write([item for group, _ in batch for item in group])
+                except BaseException as exc:  # every submitter of the batch gets it
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self.writes += 1
+                    self.items += sum(len(group) for group, _ in batch)
+                    for _, waiter in batch:
+                        waiter.done, waiter.error = True, error
+                    self._cond.notify_all()
+        if ticket.error is not None:
+            raise _again(ticket.error)
+
+
+def _again(exc: BaseException) -> BaseException:
+    """A fresh copy of `exc` for one more thread to raise (a raised exception's traceback
+    is its own), chained to it."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    copy.__cause__ = exc
+    return copy

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blindmatch.matcher.storage import audit_log, project_store, run_store, upload_store
-from blindmatch.matcher.storage.audit_log import AuditLog, read_or_make_key
+from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.retention_store import RetentionStore
 from blindmatch.matcher.storage.run_store import RunStore
@@ -51,8 +51,15 @@ class Store(RunStore, RetentionStore):
         self.files.make()
         for leftover in self.files.tmp.iterdir():  # uploads a crash cut short
             leftover.unlink()
-        key = read_or_make_key(Path(audit_key_file) if audit_key_file else self.files.audit_key)
         self.db = Database(self.files.db, SCHEMA, pragmas=PRAGMAS)
+        try:
+            key = read_key(
+                Path(audit_key_file) if audit_key_file else self.files.audit_key,
+                entries=entry_count(self.db),
+            )
+        except BaseException:
+            self.db.close()
+            raise
         self.audit = AuditLog(self.db, key, clock)
         self._migrate()
         self._collect_garbage()

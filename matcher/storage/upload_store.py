@@ -4,17 +4,28 @@ An upload is acknowledged only after its file is fsynced into `clks/` and its ro
 committed, so a crash loses nothing acknowledged and never exposes half an upload.
 Retries are idempotent: an upload may carry a client-chosen id, recorded in
 `upload_keys` in the same transaction as the upload, so a retry of an acknowledged
-upload finds it instead of storing it twice (`domain.retried_upload`). A full disk
+upload finds it instead of storing it twice (`domain.retried_upload`), as long as it is
+still the member's current upload (`blindmatch upload` derives the id from the content,
+so sending content again after other content makes it current again). A full disk
 becomes `ResourceExhausted` and leaves earlier data as it was; `min_free_bytes`
 refuses an upload up front when it would leave less than that free.
+
+A stored file is never trusted blindly: a run maps its inputs only after each file is
+found whole (present, of the size its row promises, hashing to the SHA-256 it was
+acknowledged with), and hashes the mapped bytes again before its links are stored
+(`verified_clks`, `verify_again`); a damaged one is `DataLoss`, naming the member who must
+upload again. `upload_damage` is the same check for the scrub and `admin check`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +34,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.encodings import Held, check_compatible
 from blindmatch.matcher.domain import Upload, retried_upload
-from blindmatch.matcher.errors import NotFound, ResourceExhausted
+from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import fsync_path, upload_id_of
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
@@ -66,8 +77,66 @@ NEEDED_UPLOADS = (
 )
 
 
+log = logging.getLogger("blindmatch.matcher")
+
+_UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
+_BLOCK = 8 << 20  # bytes hashed at a time by `upload_damage`
+
+
 def needed_uploads(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute(NEEDED_UPLOADS)}
+
+
+def upload_damage(
+    path: Path,
+    upload: Upload,
+    *,
+    hashed: bool = True,
+    pace: Callable[[int], None] | None = None,
+) -> str | None:
+    """What is wrong with `upload`'s file at `path`, in words for its member (no path);
+    None when it is whole (or, unless `hashed`, at least present and of its size).
+    `pace(n)` is called after each n bytes hashed (to throttle)."""
+    found = _size_damage(path, upload)
+    if found is not None or not hashed:
+        return found
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(_BLOCK):
+                digest.update(block)
+                if pace is not None:
+                    pace(len(block))
+    except FileNotFoundError:
+        return MISSING
+    return None if digest.hexdigest() == upload.sha256 else CHANGED
+
+
+MISSING = "its stored file is missing"
+CHANGED = "its stored CLKs no longer match the SHA-256 they were acknowledged with"
+
+
+def _size_damage(path: Path, upload: Upload) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return MISSING
+    expected = upload.record_count * (upload.clk_bits // 8)
+    if size != expected:
+        return (
+            f"its stored file holds {size} bytes, not the {expected} of the "
+            f"{upload.record_count} CLKs acknowledged"
+        )
+    return None
+
+
+def damaged_upload(upload: Upload, reason: str) -> DataLoss:
+    """The error a run fails with when one of its inputs is damaged: who must do what."""
+    member = upload.member
+    return DataLoss(
+        f"{member}'s upload is damaged on the matcher ({reason}), so no run may use it; "
+        f"{member} must upload its data again (`blindmatch upload`), then start a new run"
+    )
 
 
 class UploadStore(StoreBase):
@@ -86,9 +155,12 @@ class UploadStore(StoreBase):
             )
 
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
-        """The upload acknowledged earlier under this client-chosen id, if any."""
+        """The upload acknowledged earlier under this client-chosen id, if it is still the
+        member's current one. (One the member has since replaced is not acknowledged
+        again: its file may be gone, and sending it again means making it current again.)"""
         rows = self.db.query(
-            "SELECT upload_id FROM upload_keys WHERE project=? AND member=? AND client_upload_id=?",
+            "SELECT k.upload_id FROM upload_keys k JOIN uploads u ON u.id=k.upload_id "
+            "WHERE k.project=? AND k.member=? AND k.client_upload_id=? AND u.current=1",
             (project, member, client_upload_id),
         )
         return self.upload(rows[0][0]) if rows else None
@@ -96,8 +168,7 @@ class UploadStore(StoreBase):
     def current_uploads(self, project: str) -> dict[str, Upload]:
         rows = self.db.cached_rows(
             ("uploads", project),
-            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
-            "FROM uploads WHERE project=? AND current=1",
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE project=? AND current=1",
             (project,),
             keep_empty=True,
         )
@@ -171,9 +242,9 @@ class UploadStore(StoreBase):
                         self.clock(),
                     ),
                 )
-                if client_upload_id:
+                if client_upload_id:  # (a replaced upload's id now names this one)
                     tx.execute(
-                        "INSERT INTO upload_keys VALUES (?,?,?,?)",
+                        "INSERT OR REPLACE INTO upload_keys VALUES (?,?,?,?)",
                         (project, member, client_upload_id, upload.id),
                     )
                 if field_bits:  # field-level encodings (see core.fieldlevel)
@@ -208,14 +279,52 @@ class UploadStore(StoreBase):
             clk_bits=upload.clk_bits,
         )
 
-    def load_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
-        """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk."""
+    def verified_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
+        """An upload's CLKs as an (n, clk_bits/8) array, mapped from disk once its file is
+        found whole; `DataLoss` naming the member otherwise."""
         path = self.files.clk_file(upload.id)
+        self._raise_damage(upload, _size_damage(path, upload))
         if upload.record_count == 0:
-            return np.zeros((0, upload.clk_bits // 8), dtype=np.uint8)
-        return np.memmap(
-            path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
+            clks = np.zeros((0, upload.clk_bits // 8), dtype=np.uint8)
+        else:
+            clks = np.memmap(
+                path, dtype=np.uint8, mode="r", shape=(upload.record_count, upload.clk_bits // 8)
+            )
+        self.verify_again(upload, clks)
+        return clks
+
+    def verify_again(self, upload: Upload, clks: npt.NDArray[np.uint8]) -> None:
+        """`DataLoss` unless the bytes mapped for `upload` (the very bytes a run compares)
+        still hash to its acknowledged SHA-256."""
+        if hashlib.sha256(clks.data).hexdigest() != upload.sha256:
+            self._raise_damage(upload, CHANGED)
+
+    def _raise_damage(self, upload: Upload, reason: str | None) -> None:
+        if reason is None:
+            return
+        log.error(
+            "upload %s of %s/%s (%s) is damaged: %s; the member must upload again",
+            upload.id,
+            upload.project,
+            upload.member,
+            self.files.clk_file(upload.id),
+            reason,
         )
+        raise damaged_upload(upload, reason)
+
+    def is_needed(self, upload_id: str) -> bool:
+        """Whether the matcher still needs this upload's file (`NEEDED_UPLOADS`)."""
+        return bool(self.db.query(f"SELECT 1 WHERE ? IN ({NEEDED_UPLOADS})", (upload_id,)))
+
+    def needed_upload_rows(self) -> list[Upload]:
+        """Every upload whose file the matcher still needs (`NEEDED_UPLOADS`)."""
+        return [
+            Upload(*r)
+            for r in self.db.query(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id IN ({NEEDED_UPLOADS}) "
+                "ORDER BY project, member, created"
+            )
+        ]
 
     def _layout(self, upload_id: str) -> str:
         rows = self.db.query(
@@ -236,11 +345,7 @@ class UploadStore(StoreBase):
         return int(layout[len(FALLBACK_PREFIX) :]) if layout.startswith(FALLBACK_PREFIX) else 0
 
     def upload(self, upload_id: str) -> Upload:
-        rows = self.db.query(
-            "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 "
-            "FROM uploads WHERE id=?",
-            (upload_id,),
-        )
+        rows = self.db.query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id=?", (upload_id,))
         if not rows:
             raise NotFound(f"no upload {upload_id!r}")
         return Upload(*rows[0])

@@ -1,5 +1,9 @@
 """A member's results: what the latest finished run found for its rows, as far as each
-partner's level allows, recorded in the audit log before any of it leaves the matcher."""
+partner's level allows, recorded in the audit log before any of it leaves the matcher.
+
+The run, the member's upload it used and its links are read in one snapshot
+(`Store.stored_results`): a run finishing meanwhile never yields an older run's header
+with none of its links."""
 
 from __future__ import annotations
 
@@ -24,19 +28,19 @@ def member_results(store: Store, project_name: str, member: str, purpose: str) -
     """`member`'s results in the project, once the disclosure is in the audit log."""
     project = store.project(project_name)
     purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
-    run = store.latest_run(project.name, state="done")
-    if run is None:
+    stored = store.stored_results(project.name, member)
+    if stored is None:
         raise FailedPrecondition(
             "no finished run in this project yet; start one with `blindmatch run`"
         )
-    upload = dict(store.run_inputs(run.id)).get(member)
+    run, upload = stored.run, stored.upload
     if upload is None:
         raise FailedPrecondition(
             f"the latest run ({run.id}) holds no data of yours (you erased it); "
             "upload again and start a new run"
         )
     levels = effective_levels(project.disclosure, store.consents(project.name), member)
-    disclosed = disclose(levels, store.links_for(run.id, member))
+    disclosed = disclose(levels, stored.links)
     # Recorded before anything leaves: no audit entry, no disclosure.
     store.audit.append(
         audit.Event(

@@ -2,7 +2,10 @@
 
 `match` is the whole computation as a plain function over arrays; `RunManager`
 feeds it runs from the store, one at a time, records progress, and resumes
-(restarts from scratch) any run a crash interrupted.
+(restarts from scratch) any run a crash interrupted. A run uses an input only once its
+file is found whole (`Store.verified_clks`) and stores its links only once the bytes it
+compared still hash to what was acknowledged: a damaged input fails the run with a
+message naming the member who must upload again, never a "done" over wrong data.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from blindmatch.matcher.core.executor import (
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.errors import DataLoss
 from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
@@ -169,7 +173,7 @@ class RunManager:
         while (run_id := self._queue.get()) is not None:
             try:
                 self._execute(run_id)
-            except ClusterError as exc:  # the cluster, not the run: a later run may succeed
+            except (DataLoss, ClusterError) as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
                 self.store.fail_run(run_id, str(exc))
             except Exception as exc:  # a failed run must not stop the loop
@@ -181,7 +185,7 @@ class RunManager:
         run = self.store.run(run_id)
         inputs = self.store.run_inputs(run_id)
         members = [m for m, _ in inputs]
-        datasets = [self.store.load_clks(u) for _, u in inputs]
+        datasets = [self.store.verified_clks(u) for _, u in inputs]
         self.store.update_run(run_id, state="running", stage="compare")
         self._notify()
         last = [0.0]
@@ -216,6 +220,8 @@ class RunManager:
             files=[ClkFile(u.id, u.record_count, u.clk_bits // 8, u.sha256) for _, u in inputs],
             task_progress=task_progress,
         )
+        for (_, upload), clks in zip(inputs, datasets, strict=True):
+            self.store.verify_again(upload, clks)  # no file changed under the run
         self.store.update_run(run_id, stage="store")
         self.store.finish_run(run_id, members, result.links, result.groups)
         log.info(

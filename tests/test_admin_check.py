@@ -1,0 +1,157 @@
+"""`blindmatch admin check` tells the truth: nothing false beside a busy matcher, nothing
+false after a legitimate erase, what start-up repairs by itself reported as such, and
+nothing left unchecked (both databases, every file, the audit key and chain)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.knownclks import CLK_BITS, FINGERPRINT, Dataset, population, write
+from blindmatch.cli import main
+from blindmatch.client import ProjectTokens
+from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
+from tests.support import ADMIN_TOKEN, Matcher, corrupt_table
+
+MEMBERS = ["north", "south", "east"]
+
+
+@pytest.fixture
+def linked(matcher: Matcher, tmp_path: Path) -> ProjectTokens:
+    """Three members who uploaded and ran; north also keeps a standing index."""
+    datasets = dict(zip(MEMBERS, population(3, 300, 0.4, seed=11), strict=True))
+    with matcher.operator() as op:
+        created = op.create_project("region", MEMBERS)
+    for name, ds in datasets.items():
+        with matcher.member(created.tokens[name]) as member:
+            member.upload("region", write(ds, tmp_path / f"{name}.encoded"))
+    with matcher.member(created.tokens["north"]) as member:
+        run = member.start_run("region")
+        assert list(member.watch_run("region", run.run_id))[-1].state == "done"
+        puts = [(f"r{i}", datasets["north"].clks[i].tobytes()) for i in range(200)]
+        member.change_index("region", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    return created
+
+
+def test_check_beside_a_matcher_under_uploads_reports_nothing_false(
+    matcher: Matcher, linked: ProjectTokens, tmp_path: Path
+) -> None:
+    base = population(3, 300, 0.4, seed=12)
+    stop = threading.Event()
+    uploads = {m: 0 for m in MEMBERS}
+
+    def keep_uploading(member: str, ds: Dataset) -> None:
+        rng = np.random.default_rng(len(member))
+        with matcher.member(linked.tokens[member]) as client:
+            while not stop.is_set():  # each upload replaces the last; its file is collected
+                path = tmp_path / f"{member}-{uploads[member]}"
+                client.upload("region", write(ds.variant(rng), path))
+                uploads[member] += 1
+
+    uploaders = [
+        threading.Thread(target=keep_uploading, args=(m, ds))
+        for m, ds in zip(MEMBERS, base, strict=True)
+    ]
+    for thread in uploaders:
+        thread.start()
+    reports = []
+    try:
+        while sum(uploads.values()) < 60 or len(reports) < 10:
+            reports.append(check_data_dir(matcher.data_dir))
+    finally:
+        stop.set()
+        for thread in uploaders:
+            thread.join(timeout=60)
+    assert [p for r in reports for p in r.problems] == []
+
+
+def test_check_passes_after_a_member_erased_its_data(
+    matcher: Matcher, linked: ProjectTokens
+) -> None:
+    with matcher.member(linked.tokens["east"]) as east:
+        east.erase("region")
+    with matcher.member(linked.tokens["south"]) as south:
+        south.erase("region")  # the finished run now holds only north's input
+    report = check_data_dir(matcher.data_dir)
+    assert report.ok, report.render()
+
+
+def test_check_reports_what_start_up_repairs_as_such_and_start_up_repairs_it(
+    matcher: Matcher, linked: ProjectTokens, capsys: pytest.CaptureFixture[str]
+) -> None:
+    matcher.server.stop(grace=None)
+    data = matcher.data_dir
+    # What a crash leaves: a cut-short upload, a file whose row never committed, a run
+    # that was running, an index change announced in the audit log but never stored.
+    (data / "tmp" / "abc.part").write_bytes(b"\0" * 128)
+    (data / "clks" / "0123abcd.bin").write_bytes(b"\0" * 128)
+    with closing(sqlite3.connect(data / "blindmatch.sqlite")) as db, db:
+        db.execute(
+            "INSERT INTO runs (id, project, seq, state, stage, threshold, created) "
+            "VALUES ('region-run-2', 'region', 2, 'running', 'compare', 0.8, 1e10)"
+        )
+        db.execute(
+            "INSERT INTO run_inputs SELECT 'region-run-2', position, member, upload_id "
+            "FROM run_inputs WHERE run_id='region-run-1'"
+        )
+        db.execute("INSERT INTO audit_intents VALUES (999999, 'region', 'north', 'cut-short')")
+    assert main(["admin", "check", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "will be repaired by the matcher (4; not problems):" in out
+    for repair in ("tmp: 1 file(s)", "0123abcd.bin", "region-run-2: running", "cut-short"):
+        assert repair in out
+    assert "OK: no problems found" in out
+
+    server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, scrub_interval=0)
+    try:
+        server.runs.wait_for_change(5)
+    finally:
+        server.stop(grace=None)
+    report = check_data_dir(data)
+    assert report.ok and report.repairs == [], report.render()
+    with closing(sqlite3.connect(data / "blindmatch.sqlite")) as db:
+        (action,) = db.execute("SELECT action FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        (state,) = db.execute("SELECT state FROM runs WHERE id='region-run-2'").fetchone()
+    assert state == "done"  # resumed from the start
+    assert action in ("index.change.void", "run.done", "run.start")
+
+
+@pytest.mark.parametrize(("database", "table"), [("index.sqlite", "index_records"),
+                                                 ("blindmatch.sqlite", "links")])  # fmt: skip
+def test_check_finds_a_corrupt_page_in_either_database(
+    matcher: Matcher, linked: ProjectTokens, database: str, table: str
+) -> None:
+    matcher.server.stop(grace=None)
+    corrupt_table(matcher.data_dir / database, table)
+    report = check_data_dir(matcher.data_dir)
+    assert not report.ok
+    assert any(database in p and "restore" in p for p in report.problems), report.render()
+
+
+def test_check_verifies_the_audit_chain_with_its_key(
+    matcher: Matcher, linked: ProjectTokens, tmp_path: Path
+) -> None:
+    matcher.server.stop(grace=None)
+    key = matcher.data_dir / "audit.key"
+    kept = tmp_path / "elsewhere.key"
+    shutil.move(key, kept)
+    missing = check_data_dir(matcher.data_dir)
+    assert any("audit key" in p and "missing" in p for p in missing.problems)
+    assert check_data_dir(matcher.data_dir, audit_key_file=kept).ok  # serve --audit-key
+
+    key.write_bytes(b"k" * 32)  # a key, but not the one the log was written with
+    wrong = check_data_dir(matcher.data_dir)
+    assert any("is not the key the log was written with" in p for p in wrong.problems)
+
+    shutil.copy(kept, key)
+    with closing(sqlite3.connect(matcher.data_dir / "blindmatch.sqlite")) as db, db:
+        db.execute("UPDATE audit SET purpose='edited' WHERE seq=3")
+    edited = check_data_dir(matcher.data_dir)
+    assert edited.problems == ["audit log: entry 3: its hash does not match its content (edited)"]
