@@ -13,6 +13,7 @@ import pytest
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.core import index as index_module
+from blindmatch.matcher.core import segment as segment_module
 from blindmatch.matcher.core.index import MemberIndex, Segment, as_words
 from blindmatch.protos.wire import clk_digest
 from tests.support import Matcher
@@ -33,7 +34,7 @@ def clks() -> np.ndarray:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Merges wait for this event before building: the test decides when they finish."""
-    monkeypatch.setattr(index_module, "MIN_ROWS", 500)  # so the merged segment gets tables
+    monkeypatch.setattr(segment_module, "MIN_ROWS", 500)  # so the merged segment gets tables
     monkeypatch.setattr(index_module, "COMPACT_MIN", 50)
     opened = threading.Event()
     build = Segment.build.__func__

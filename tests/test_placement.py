@@ -99,7 +99,7 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
     matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert start_lookups(placed) > 0  # running (started by the matcher above)
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
     rng = np.random.default_rng(5)
     pop = Population(8000, 5)
     clks = pop.encode(np.arange(6000), rng, np.zeros(6000, dtype=bool))
@@ -117,7 +117,7 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
 def test_a_forked_child_looks_up_without_the_pool(
     matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
     rng = np.random.default_rng(6)
     clks = Population(3000, 6).encode(np.arange(2000), rng, np.zeros(2000, dtype=bool))
     snapshots = {

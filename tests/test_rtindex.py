@@ -161,7 +161,7 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
 def test_one_call_searches_every_partner_as_one_search_each_would(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
     monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     indexes = partner_indexes(indexed, {"east": 0, "north": 2000, "south": 4000}, 3000)
@@ -193,7 +193,7 @@ def test_one_call_searches_every_partner_as_one_search_each_would(
 def test_changes_are_seen_by_the_next_query_with_lsh_tables(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
     monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
     indexed, queries = people
     n = 4000
@@ -232,7 +232,7 @@ def test_changes_are_seen_by_the_next_query_with_lsh_tables(
 def test_a_large_index_is_queried_through_lsh_over_grpc(
     matcher: Matcher, people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 1000)
     indexed, queries = people
     with matcher.operator() as op:
         project = op.create_project("big", ["north", "west"])
@@ -271,7 +271,7 @@ def test_a_restarted_matcher_warms_its_tables_without_querying(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("blindmatch.matcher.core.index.MIN_ROWS", 1000)
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 1000)
     indexed, _ = people
     data_dir = tmp_path / "data"
     server = create_server("127.0.0.1:0", data_dir, "admin")

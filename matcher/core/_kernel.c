@@ -1287,6 +1287,234 @@ static PyObject *py_lsh_query_many(PyObject *self, PyObject *args) {
     return list;
 }
 
+/* ---- a batch of queries in one call --------------------------------------------------
+ *
+ * lsh_query_batch(items) -> [[(sims, rows, looked, read), ...], ...]
+ *     items: a list of (capsules, queries, threshold, cuts): lsh_query_many's arguments,
+ *     except that `queries` holds one or more whole CLKs (their bytes, back to back). The
+ *     answer has one list per CLK, item by item, each as lsh_query_many's. The GIL is
+ *     released once for the whole batch, and the look-ups are handed to the pool (when
+ *     one runs) together, under one lock, and waited for together: the queries that
+ *     arrive at once (matcher/realtime/lookups.py gathers them) cost one hand-over in all,
+ *     not one each. */
+
+#define MAX_BATCH 4096
+
+static void batch_free(job_t *jobs, size_t nj, uint64_t *qs) {
+    for (size_t i = 0; i < nj; i++) {
+        for (Py_ssize_t k = 0; k < jobs[i].k; k++) out_free(&jobs[i].os[k]);
+        PyMem_Free(jobs[i].os);
+        PyMem_Free(jobs[i].counts);
+        PyMem_Free((void *)jobs[i].cuts);
+        PyMem_Free(jobs[i].ps);
+    }
+    PyMem_Free(jobs);
+    PyMem_Free(qs);
+}
+
+/* All of `jobs` on the pool (enqueued at once), waiting for them all; or here. */
+static void pool_run_all(job_t *jobs, size_t nj) {
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_threads) {
+        pthread_mutex_unlock(&pool_mu);
+        for (size_t i = 0; i < nj; i++) run_job(&jobs[i]);
+        return;
+    }
+    for (size_t i = 0; i < nj; i++) {
+        job_t *j = &jobs[i];
+        pthread_cond_init(&j->cv, NULL);
+        j->done = 0;
+        j->next = NULL;
+        if (pool_tail) pool_tail->next = j;
+        else pool_head = j;
+        pool_tail = j;
+    }
+    if (nj > 1) pthread_cond_broadcast(&pool_cv);
+    else pthread_cond_signal(&pool_cv);
+    /* The last is most likely done last: usually one wake-up for the lot. */
+    for (size_t i = nj; i-- > 0;)
+        while (!jobs[i].done) pthread_cond_wait(&jobs[i].cv, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    for (size_t i = 0; i < nj; i++) pthread_cond_destroy(&jobs[i].cv);
+}
+
+static PyObject *py_lsh_query_batch(PyObject *self, PyObject *args) {
+    PyObject *items;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &items)) return NULL;
+    Py_ssize_t ni = PyList_GET_SIZE(items);
+    size_t nj = 0, nwords = 0;
+    /* First pass: check every item and count the CLKs. */
+    for (Py_ssize_t it = 0; it < ni; it++) {
+        PyObject *item = PyList_GET_ITEM(items, it), *caps, *cuts, *qobj;
+        double t;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "O!SdO!", &PyTuple_Type, &caps,
+                                                      &qobj, &t, &PyTuple_Type, &cuts))
+            return PyErr_Occurred() ? NULL
+                                    : (PyErr_SetString(PyExc_TypeError, "items: tuples"), NULL);
+        Py_ssize_t k = PyTuple_GET_SIZE(caps);
+        if (k < 1 || k > MAX_MANY || PyTuple_GET_SIZE(cuts) != k) {
+            PyErr_SetString(PyExc_ValueError, "capsules and cuts: tuples of one length, 1-256");
+            return NULL;
+        }
+        prepared_t *p0 = PyCapsule_GetPointer(PyTuple_GET_ITEM(caps, 0), "blindmatch.lsh");
+        if (!p0) return NULL;
+        size_t qb = p0->w * 8, len = (size_t)PyBytes_GET_SIZE(qobj);
+        for (Py_ssize_t i = 1; i < k; i++) {
+            prepared_t *pi = PyCapsule_GetPointer(PyTuple_GET_ITEM(caps, i), "blindmatch.lsh");
+            if (!pi) return NULL;
+            if (pi->w != p0->w) {
+                PyErr_SetString(PyExc_ValueError, "capsules: indexes of one CLK length");
+                return NULL;
+            }
+        }
+        if (len == 0 || len % qb) {
+            PyErr_SetString(PyExc_ValueError, "queries: whole CLKs of the indexes' length");
+            return NULL;
+        }
+        nj += len / qb;
+        nwords += len / 8;
+    }
+    if (nj > MAX_BATCH) {
+        PyErr_SetString(PyExc_ValueError, "at most 4096 CLKs in one batch");
+        return NULL;
+    }
+    job_t *jobs = PyMem_Calloc(nj + 1, sizeof(job_t));
+    uint64_t *qs = PyMem_Malloc(nwords * 8 + 8);
+    if (!jobs || !qs) {
+        PyMem_Free(jobs);
+        PyMem_Free(qs);
+        return PyErr_NoMemory();
+    }
+    /* Second pass: one job per CLK. */
+    size_t j = 0, at = 0;
+    for (Py_ssize_t it = 0; it < ni; it++) {
+        PyObject *caps, *cuts, *qobj;
+        double t;
+        PyArg_ParseTuple(PyList_GET_ITEM(items, it), "O!SdO!", &PyTuple_Type, &caps, &qobj, &t,
+                         &PyTuple_Type, &cuts);
+        Py_ssize_t k = PyTuple_GET_SIZE(caps);
+        prepared_t *p0 = PyCapsule_GetPointer(PyTuple_GET_ITEM(caps, 0), "blindmatch.lsh");
+        size_t w = p0->w, count = (size_t)PyBytes_GET_SIZE(qobj) / (w * 8);
+        memcpy(qs + at, PyBytes_AS_STRING(qobj), count * w * 8);
+        for (size_t c = 0; c < count; c++, j++) {
+            job_t *jb = &jobs[j];
+            prepared_t **ps = PyMem_Calloc((size_t)k, sizeof(prepared_t *));
+            long *cs = PyMem_Calloc((size_t)k, sizeof(long));
+            jb->os = PyMem_Calloc((size_t)k, sizeof(out_t));
+            jb->counts = PyMem_Calloc(2 * (size_t)k, sizeof(size_t));
+            jb->ps = ps;
+            jb->cuts = cs;
+            jb->k = (ps && cs && jb->os && jb->counts) ? k : 0;
+            if (!jb->k) {
+                batch_free(jobs, j + 1, qs);
+                return PyErr_NoMemory();
+            }
+            for (Py_ssize_t i = 0; i < k; i++) {
+                ps[i] = PyCapsule_GetPointer(PyTuple_GET_ITEM(caps, i), "blindmatch.lsh");
+                cs[i] = PyLong_AsLong(PyTuple_GET_ITEM(cuts, i));
+            }
+            if (PyErr_Occurred()) {
+                batch_free(jobs, j + 1, qs);
+                return NULL;
+            }
+            jb->q = qs + at + c * w;
+            jb->pa = popcount_row(jb->q, w);
+            jb->t = t;
+        }
+        at += count * w;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pool_run_all(jobs, nj);
+    Py_END_ALLOW_THREADS
+    PyObject *answer = PyList_New((Py_ssize_t)nj);
+    for (size_t i = 0; answer && i < nj; i++) {
+        PyObject *list = PyList_New(jobs[i].k);
+        for (Py_ssize_t k = 0; list && k < jobs[i].k; k++) {
+            PyObject *one = one_result(&jobs[i].os[k], jobs[i].counts[2 * k],
+                                       jobs[i].counts[2 * k + 1]); /* frees os[k] */
+            memset(&jobs[i].os[k], 0, sizeof(out_t));                 /* so batch_free won't */
+            if (!one) Py_CLEAR(list);
+            else PyList_SET_ITEM(list, k, one);
+        }
+        if (!list) Py_CLEAR(answer);
+        else PyList_SET_ITEM(answer, (Py_ssize_t)i, list);
+    }
+    batch_free(jobs, nj, qs); /* frees the answers not made (an error on the way) */
+    return answer;
+}
+
+/* ---- the machine's limit: AND + VPOPCNTQ + ADD and nothing else -----------------
+ *
+ * peak(reps) -> pairs
+ *     runs the dense kernel's inner loop with nothing around it: 8 rows of a (1024-bit
+ *     CLKs, from L1) against 16 blocks of 8 rows of b (word-major, 16 KiB: L1), the
+ *     counts kept in registers, no threshold test, no output; `reps` times over. Returns
+ *     the pairs it compared (reps x 1024), or 0 where the CPU has no AVX-512 VPOPCNTQ.
+ *     benchmarks/kernelpeak.py times it: the pairs/s/core no 1024-bit kernel of this
+ *     shape can beat on this CPU, to hold `dense`'s rate against. */
+
+#define PEAK_W 16
+#define PEAK_BLOCKS 16
+
+#if BM_X86
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+static uint64_t peak_avx512(const uint64_t *a, const uint64_t *bt, size_t reps) {
+    __m512i acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_si512();
+    for (size_t rep = 0; rep < reps; rep++) {
+        for (size_t blk = 0; blk < PEAK_BLOCKS; blk++) {
+            const uint64_t *col = bt + blk * PEAK_W * 8;
+            for (size_t k = 0; k < PEAK_W; k++) {
+                __m512i bv = _mm512_load_si512((const void *)(col + k * 8));
+                for (int r = 0; r < 8; r++)
+                    acc[r] = _mm512_add_epi64(
+                        acc[r], _mm512_popcnt_epi64(_mm512_and_si512(
+                                    _mm512_set1_epi64((long long)a[r * PEAK_W + k]), bv)));
+            }
+        }
+        /* Keep the compiler from hoisting anything out of the rep loop. */
+        __asm__ volatile("" : "+r"(bt), "+r"(a) : : "memory");
+        for (int r = 0; r < 8; r++) __asm__ volatile("" : "+v"(acc[r]));
+    }
+    __m512i sum = acc[0];
+    for (int r = 1; r < 8; r++) sum = _mm512_add_epi64(sum, acc[r]);
+    return (uint64_t)_mm512_reduce_add_epi64(sum);
+}
+#endif
+
+static PyObject *py_peak(PyObject *self, PyObject *args) {
+    Py_ssize_t reps;
+    if (!PyArg_ParseTuple(args, "n", &reps)) return NULL;
+    if (reps < 0) {
+        PyErr_SetString(PyExc_ValueError, "reps: 0 or more");
+        return NULL;
+    }
+    if (!have_avx512()) return PyLong_FromLong(0);
+#if BM_X86
+    uint64_t *a = aligned_alloc(64, 8 * PEAK_W * 8);
+    uint64_t *bt = aligned_alloc(64, PEAK_BLOCKS * PEAK_W * 8 * 8);
+    if (!a || !bt) {
+        free(a);
+        free(bt);
+        return PyErr_NoMemory();
+    }
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < 8 * PEAK_W; i++) a[i] = (x = x * 6364136223846793005ull + 1);
+    for (size_t i = 0; i < PEAK_BLOCKS * PEAK_W * 8; i++)
+        bt[i] = (x = x * 6364136223846793005ull + 1);
+    uint64_t sink;
+    Py_BEGIN_ALLOW_THREADS
+    sink = peak_avx512(a, bt, (size_t)reps);
+    Py_END_ALLOW_THREADS
+    free(a);
+    free(bt);
+    (void)sink;
+    return PyLong_FromUnsignedLongLong((unsigned long long)reps * PEAK_BLOCKS * 64);
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     if (have_avx512()) return Py_BuildValue("[sss]", "avx512", "popcnt", "generic");
     if (have_popcnt()) return Py_BuildValue("[ss]", "popcnt", "generic");
@@ -1308,6 +1536,11 @@ static PyMethodDef methods[] = {
      "lsh_query_many(capsules, query, threshold, cuts) -> [lsh_query's answer per capsule]"},
     {"lsh_pool", py_lsh_pool, METH_VARARGS,
      "lsh_pool(cpus, threads) -> running: look-ups on threads of their own"},
+    {"lsh_query_batch", py_lsh_query_batch, METH_VARARGS,
+     "lsh_query_batch([(capsules, queries, threshold, cuts), ...]) -> per CLK, "
+     "lsh_query_many's answer"},
+    {"peak", py_peak, METH_VARARGS,
+     "peak(reps) -> pairs: the AND + VPOPCNTQ + ADD loop alone (benchmarks/kernelpeak.py)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -240,8 +240,17 @@ class LshTable:
     prepared: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, words: U64, plan: TablePlan, threshold: float) -> LshTable:
-        """Tables over `words` (which queries must then search) for pairs at `threshold`."""
+    def build(
+        cls,
+        words: U64,
+        plan: TablePlan,
+        threshold: float,
+        sketch: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None,
+    ) -> LshTable:
+        """Tables over `words` (which queries must then search) for pairs at `threshold`.
+
+        `sketch`: the sketch's positions and its cut per query popcount, when planned from
+        the data (rtplan.py); by default uniformly drawn positions and binomial cuts."""
         n, w = words.shape
         words = np.ascontiguousarray(words)
         offsets = hugepages.empty((plan.bands, 2**plan.bits_per_band + 1), np.uint32)
@@ -256,9 +265,8 @@ class LshTable:
                 counts = np.bincount(keys[b], minlength=2**plan.bits_per_band)
                 offsets[b, 0] = 0
                 np.cumsum(counts, out=offsets[b, 1:])
-        positions = sketch_positions(w * 64)
+        positions, cuts = sketch or (sketch_positions(w * 64), sketch_cuts(threshold, w * 64))
         sketched = sketches(words, positions)
-        cuts = sketch_cuts(threshold, w * 64)
         prepared = None
         if kernel.NATIVE:
             prepared = kernel._kernel.lsh_prepare(

@@ -1,0 +1,250 @@
+"""LSH bands for a standing index, planned from its own CLKs (real clkhash statistics).
+
+A real-time look-up (`lshindex.LshTable`) finds a pair when, in some band, the two CLKs
+agree on all but at most `radius` of the band's r sampled bits. Whether that works depends
+on how often a matching pair and an unrelated pair differ on the sampled bits, and on real
+clkhash encodings neither is what independent, evenly set bits would give
+(docs/performance.md, *Real-time look-ups on realistic encodings*): about 55% of the bits
+are set, a tenth of the positions are set in more than 80% of records (common bigrams, the
+date digits), and unrelated people agree on about 56% of the bits, some pairs (a shared
+surname, a near date of birth) on far more. So the plan is made from the data:
+
+- **informative bits only.** Bands sample only positions set in between `INFORMATIVE`
+  of the rows: a position set in nearly every record says little about who is who, and a
+  band of them collides for nearly everyone.
+- **a pair at the threshold, bit by bit.** A pair at Dice t with popcounts pa, pb differs
+  in (1 - t)(pa + pb) bits. Which bits those are is modelled from the measured unrelated
+  differences: position i differs with a chance proportional to how often unrelated rows
+  differ there (a near pair and an unrelated one differ on the same kinds of bits, about
+  half as often; measured on realistic encodings). The design pair has both popcounts at
+  the index's 99th percentile, the hardest pair that still counts.
+- **unrelated collisions from unrelated pairs.** Random pairs of the index's own rows give
+  the distribution of how much unrelated rows differ on the sampled positions, and the
+  expected rows a query looks at is the average collision chance over that distribution,
+  not the chance at its mean (which would miss the near strangers, who dominate).
+
+`plan` then picks r, the radius and the number of bands for the least expected work
+(probes and rows looked at) whose design recall, worked out band by band for the
+positions actually drawn, is at least `recall`, within a memory cap. When none reaches
+the target, it returns no plan and says why: the index is then scanned in full (exact,
+slower), never searched with a plan known to miss pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core.lshindex import (
+    PROBE_COST,
+    ROW_COST,
+    SEED,
+    SKETCH_BITS,
+    SKETCH_MISS,
+    TablePlan,
+    probes_per_band,
+)
+
+U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
+
+# The design recall: a pair at the threshold (popcounts at the 99th percentile) is found
+# with at least this chance. Pairs above the threshold are found more often.
+RECALL = 0.999
+# A band samples only positions set in at least the first and at most the second share
+# of the rows.
+INFORMATIVE = (0.02, 0.8)
+MIN_BITS = 10
+MAX_BITS = 22  # 2^r + 1 offsets a band
+MAX_BANDS = 192
+# Tables (row lists and offsets) take at most this many bytes per indexed row, or
+# MIN_BUDGET in all, whichever is more (the CLKs take 128 a row at 1024 bits).
+BYTES_PER_ROW = 800
+MIN_BUDGET = 32 << 20
+# Rows and random pairs of them the statistics are measured on.
+SAMPLE_ROWS = 20_000
+SAMPLE_PAIRS = 40_000
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the planner measures of an index's rows."""
+
+    frequency: npt.NDArray[np.float64]  # (bits,): the share of rows with each bit set
+    differ: npt.NDArray[np.float64]  # (bits,): how often two unrelated rows differ there
+    pool: npt.NDArray[np.int32]  # the informative positions bands may sample
+    pool_differ: npt.NDArray[np.float64]  # (pairs,): each sampled pair's differing share
+    popcount_high: float  # the 99th percentile of the rows' popcounts
+
+    def design_differ(self, threshold: float) -> npt.NDArray[np.float64]:
+        """(bits,): the chance each position differs in a pair at `threshold` whose
+        popcounts are both `popcount_high`."""
+        bits = 2 * self.popcount_high * (1 - threshold)
+        total = float(self.differ.sum())
+        if total <= 0:
+            return np.zeros_like(self.differ)
+        return np.minimum(1.0, bits * self.differ / total)
+
+
+def measure(words: U64, popcounts: I32, seed: int = SEED) -> Stats:
+    """`Stats` of these rows, from a sample of them."""
+    rng = np.random.default_rng(seed)
+    n = len(words)
+    rows = words[rng.integers(0, n, min(SAMPLE_ROWS, n))] if n > SAMPLE_ROWS else words
+    bits = np.unpackbits(np.ascontiguousarray(rows).view(np.uint8), axis=1, bitorder="little")
+    frequency = bits.mean(axis=0, dtype=np.float64)
+    i = rng.integers(0, len(rows), SAMPLE_PAIRS)
+    j = rng.integers(0, len(rows), SAMPLE_PAIRS)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    differs = bits[i] != bits[j]
+    differ = differs.mean(axis=0, dtype=np.float64)
+    lo, hi = INFORMATIVE
+    pool = np.flatnonzero((frequency >= lo) & (frequency <= hi)).astype(np.int32)
+    pool_differ = differs[:, pool].mean(axis=1, dtype=np.float64) if len(pool) else np.zeros(len(i))
+    high = float(np.quantile(popcounts, 0.99)) if len(popcounts) else 0.0
+    return Stats(frequency, differ, pool, pool_differ, high)
+
+
+def within(r: int, radius: int, h: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Chance that at most `radius` of r sampled bits differ, each with chance h."""
+    h = np.asarray(h, dtype=np.float64)
+    return np.asarray(
+        sum(math.comb(r, k) * h**k * (1 - h) ** (r - k) for k in range(radius + 1)),
+        dtype=np.float64,
+    )
+
+
+def band_hit(d: npt.NDArray[np.float64], radius: int) -> float:
+    """Chance that at most `radius` of a band's bits differ, bit k with chance d[k]
+    (independently): the Poisson-binomial tail, by dynamic programming."""
+    dist = np.zeros(radius + 2)
+    dist[0] = 1.0
+    for p in d:
+        dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+        dist[0] *= 1 - p
+    return float(dist[: radius + 1].sum())
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan, or why there is none (`plan` None), with what was measured."""
+
+    plan: TablePlan | None
+    reason: str
+    stats: Stats
+
+
+def plan(
+    words: U64,
+    popcounts: I32,
+    threshold: float,
+    *,
+    recall: float = RECALL,
+    bytes_per_row: int = BYTES_PER_ROW,
+    max_bands: int = MAX_BANDS,
+    seed: int = SEED,
+    size: int | None = None,
+) -> Planned:
+    """The cheapest bands for these rows that find a pair at `threshold` with chance
+    `recall`, or none (and why) when no plan within the memory cap does.
+
+    `size`: plan for an index of this many rows like these (a test or a benchmark
+    planning for 1,000,000 rows from a sample), instead of len(words)."""
+    stats = measure(words, popcounts, seed)
+    n = len(words) if size is None else size
+    if n == 0 or not 0 < threshold <= 1:
+        return Planned(None, "no rows or no threshold", stats)
+    pool = stats.pool
+    if len(pool) < MIN_BITS:
+        return Planned(None, f"only {len(pool)} informative bit positions", stats)
+    design = stats.design_differ(threshold)
+    d_pool = design[pool]
+    h1 = float(d_pool.mean())
+    budget = max(bytes_per_row * n, MIN_BUDGET)
+    options: list[tuple[float, int, int, int, float]] = []
+    for r in range(MIN_BITS, min(MAX_BITS, len(pool)) + 1):
+        per_band = (n + 2**r + 1) * 4
+        for radius in (0, 1, 2):
+            hit = float(within(r, radius, h1))
+            if hit <= 0:
+                continue
+            bands = 1 if hit >= 1 else math.ceil(math.log(1 - recall) / math.log1p(-hit))
+            if bands > max_bands or bands * per_band > budget:
+                continue
+            unrelated = float(within(r, radius, stats.pool_differ).mean())
+            rows = bands * n * unrelated
+            cost = bands * probes_per_band(r, radius) * PROBE_COST + rows * ROW_COST
+            options.append((cost, r, radius, bands, unrelated))
+    if not options:
+        return Planned(
+            None,
+            f"no plan of at most {max_bands} bands within {bytes_per_row} bytes a row finds "
+            f"a pair at Dice {threshold:g} with chance {recall:g} (each sampled bit differs "
+            f"with chance {h1:.3f} in such a pair)",
+            stats,
+        )
+    options.sort()
+    rng = np.random.default_rng(seed)
+    for _, r, radius, bands, unrelated in options[:8]:
+        per_band = (n + 2**r + 1) * 4
+        positions = [rng.choice(pool, r, replace=False) for _ in range(bands)]
+        miss = math.prod(1 - band_hit(design[p], radius) for p in positions)
+        # The positions drawn may be a little harder than the average: add bands until
+        # the design recall, worked out for them, is met (within the caps).
+        while 1 - miss < recall and len(positions) < max_bands:
+            extra = rng.choice(pool, r, replace=False)
+            positions.append(extra)
+            miss *= 1 - band_hit(design[extra], radius)
+        if 1 - miss < recall or len(positions) * per_band > budget:
+            continue
+        table = np.stack(positions).astype(np.int32)
+        return Planned(
+            TablePlan(table, radius, 1 - miss, len(positions) * n * unrelated),
+            "planned",
+            stats,
+        )
+    return Planned(
+        None,
+        f"the bands drawn miss a pair at Dice {threshold:g} more often than 1 - {recall:g} "
+        f"within {max_bands} bands and {bytes_per_row} bytes a row",
+        stats,
+    )
+
+
+def sketch_plan(
+    stats: Stats, threshold: float, max_popcount: int, bits: int = SKETCH_BITS,
+    miss: float = SKETCH_MISS,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:  # fmt: skip
+    """The sketch screen's positions and its cut for each query popcount 0..clk_bits.
+
+    The positions are the `bits` informative ones where unrelated rows differ most (the
+    screen's power). A query of popcount pa matches rows of popcount at most
+    min(pa (2 - t) / t, max_popcount), so it differs from them in at most
+    D = (1 - t)(pa + that) bits, position i with chance D * differ[i] / sum(differ) (the
+    model `plan` designs the bands with); the cut is the least c with
+    P(more than c sketch bits differ) <= miss, the Poisson-binomial tail.
+    """
+    clk_bits = len(stats.differ)
+    pool = stats.pool if len(stats.pool) >= bits else np.arange(clk_bits, dtype=np.int32)
+    best = pool[np.argsort(-stats.differ[pool], kind="stable")[:bits]]
+    positions = np.sort(best).astype(np.int32)
+    total = float(stats.differ.sum())
+    pa = np.arange(clk_bits + 1, dtype=np.float64)
+    pb = np.minimum(pa * (2 - threshold) / threshold, float(max_popcount))
+    span = (1 - threshold) * (pa + pb)  # D for each query popcount
+    share = stats.differ[positions] / total if total > 0 else np.zeros(len(positions))
+    # dist[p, k]: chance that k of the sketch's bits differ, for query popcount p.
+    dist = np.zeros((clk_bits + 1, len(positions) + 1))
+    dist[:, 0] = 1.0
+    for s in share:
+        d = np.minimum(1.0, span * s)[:, None]
+        dist[:, 1:] = dist[:, 1:] * (1 - d) + dist[:, :-1] * d
+        dist[:, :1] *= 1 - d
+    above = 1.0 - np.cumsum(dist, axis=1)  # P(X > k)
+    cuts = (above > miss).sum(axis=1).astype(np.int32)  # the least k with P(X > k) <= miss
+    cuts[0] = 0
+    return positions, np.minimum(cuts, len(positions)).astype(np.int32)
