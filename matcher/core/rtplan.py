@@ -64,6 +64,8 @@ MAX_BANDS = 192
 # MIN_BUDGET in all, whichever is more (the CLKs take 128 a row at 1024 bits).
 BYTES_PER_ROW = 800
 MIN_BUDGET = 32 << 20
+# A plan that looks at more than this share of the rows a query is no better than a scan.
+MAX_SHARE = 0.2
 # Rows and random pairs of them the statistics are measured on.
 SAMPLE_ROWS = 20_000
 SAMPLE_PAIRS = 40_000
@@ -177,14 +179,17 @@ def plan(
                 continue
             unrelated = float(within(r, radius, stats.pool_differ).mean())
             rows = bands * n * unrelated
+            if rows > MAX_SHARE * n:
+                continue
             cost = bands * probes_per_band(r, radius) * PROBE_COST + rows * ROW_COST
             options.append((cost, r, radius, bands, unrelated))
     if not options:
         return Planned(
             None,
             f"no plan of at most {max_bands} bands within {bytes_per_row} bytes a row finds "
-            f"a pair at Dice {threshold:g} with chance {recall:g} (each sampled bit differs "
-            f"with chance {h1:.3f} in such a pair)",
+            f"a pair at Dice {threshold:g} with chance {recall:g} while looking at fewer than "
+            f"{MAX_SHARE:.0%} of the rows (each sampled bit differs with chance {h1:.3f} in "
+            "such a pair)",
             stats,
         )
     options.sort()

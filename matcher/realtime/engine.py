@@ -5,8 +5,8 @@ How a query is answered, in order (`Realtime.query`):
 1. check the request: a purpose, CLKs of a valid length, and the project's CLK length
    and (schema, secret) fingerprint (`core.encodings.check_compatible`);
 2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`);
-3. search every partner's standing index (indexes.py; `core.index`: LSH look-up plus
-   exact Dice);
+3. search every partner's standing index (indexes.py; `core.segment`: LSH look-up plus
+   exact Dice), in one pass with the queries that arrive meanwhile (lookups.py);
 4. reduce what was found to what each partner allows: the lesser of the project's level
    and the partner's consent, read off the one disclosure ladder (`core.disclose`);
 5. record the query, answered or refused, with its purpose, in the audit log, durably,
@@ -37,7 +37,7 @@ from blindmatch.matcher.core.disclose import (
     effective_levels,
 )
 from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
-from blindmatch.matcher.core.index import as_words, search_snapshots
+from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.core.volume import QueryVolume, volume_report
 from blindmatch.matcher.domain import (
@@ -53,6 +53,7 @@ from blindmatch.matcher.domain import (
     QueryRecord,
 )
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
+from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
@@ -88,6 +89,7 @@ class Realtime:
         self.clock = clock
         self.watches = Watches()
         self.meter = QueryMeter()
+        self.lookups = Lookups()  # the look-ups of queries that arrive together, in one pass
         try:
             self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
             for e in self.index_store.logged_queries(self.clock() - DAY):
@@ -158,7 +160,7 @@ class Realtime:
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
-        found = [search_snapshots(snapshots, q, project.threshold) for q in words]
+        found = self.lookups.search(snapshots, words, project.threshold)
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, snapshots
         )

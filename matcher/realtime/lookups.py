@@ -1,0 +1,109 @@
+"""The look-ups of the queries that arrive together, answered in one pass.
+
+Every query searches every partner's standing index (`core.segment.search_batch`). Run
+one by one, each query releases the GIL for its look-up and hands it to the look-up pool
+and back (matcher/placement.py): two thread switches, and a chance for every other
+request thread to take the GIL in between, per query. Under load most of a query's CPU
+went there rather than into the look-up (docs/performance.md, *Real-time queries*).
+
+So look-ups are combined: a query that finds no look-up running runs its own at once,
+on its own thread (a lone query waits for nothing and is handed to no other Python
+thread). Queries that arrive while one runs wait; when it ends, the first of them runs
+all that are waiting, in one native call (one GIL release, one hand-over to the pool for
+the lot), then wakes the others with their answers. Nothing is delayed on purpose: a
+batch is whatever arrived during the previous one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core.segment import Hits, Snapshot, search_batch
+
+Answer = list[dict[str, Hits]]
+
+
+@dataclass(eq=False)
+class _Ask:
+    snapshots: Mapping[str, Snapshot]
+    queries: npt.NDArray[np.uint64]
+    threshold: float
+    # Held until the ask is answered, or its thread is to run the next batch.
+    gate: threading.Lock = field(default_factory=threading.Lock)
+    answer: Answer | None = None
+    error: BaseException | None = None
+    batch: list[_Ask] | None = None  # set when this ask's thread runs the next batch
+
+
+class Lookups:
+    """Combines the look-ups of concurrent queries; safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Ask] = []
+        self._running = False
+        self.batches = 0  # batches run, and the queries in them (for the benchmarks)
+        self.asks = 0
+
+    def search(
+        self, snapshots: Mapping[str, Snapshot], queries: npt.NDArray[np.uint64], threshold: float
+    ) -> Answer:
+        """For each row of `queries`: each snapshot's (ref, score) hits, best first."""
+        ask = _Ask(snapshots, queries, threshold)
+        ask.gate.acquire()
+        with self._lock:
+            lead = not self._running
+            if lead:
+                self._running = True
+            else:
+                self._waiting.append(ask)
+        if lead:
+            self._run([ask])
+        else:
+            ask.gate.acquire()  # released with our answer, or to run the next batch
+            if ask.batch is not None:
+                self._run(ask.batch)
+        if ask.error is not None:
+            raise ask.error
+        assert ask.answer is not None
+        return ask.answer
+
+    def _run(self, batch: list[_Ask]) -> None:
+        """Answer `batch`, appoint the next leader, and wake the rest of the batch."""
+        try:
+            try:
+                answers = search_batch([(a.snapshots, a.queries, a.threshold) for a in batch])
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # One bad ask must not fail the others: each on its own, then.
+                answers = [self._alone(a) for a in batch]
+            for a, answer in zip(batch, answers, strict=True):
+                a.answer = answer
+        except BaseException as exc:  # each waiting query raises it on its own thread
+            for a in batch:
+                a.error = exc
+        finally:
+            with self._lock:
+                self.batches += 1
+                self.asks += len(batch)
+                waiting, self._waiting = self._waiting, []
+                self._running = bool(waiting)
+            if waiting:
+                waiting[0].batch = waiting
+                waiting[0].gate.release()
+            for a in batch[1:]:
+                a.gate.release()
+
+    @staticmethod
+    def _alone(ask: _Ask) -> Answer | None:
+        try:
+            return search_batch([(ask.snapshots, ask.queries, ask.threshold)])[0]
+        except Exception as exc:
+            ask.error = exc
+            return None
