@@ -78,13 +78,13 @@ class Lookups:
         try:
             try:
                 answers = search_batch([(a.snapshots, a.queries, a.threshold) for a in batch])
+                for a, answer in zip(batch, answers, strict=True):
+                    a.answer = answer
             except Exception:
                 if len(batch) == 1:
                     raise
-                # One bad ask must not fail the others: each on its own, then.
-                answers = [self._alone(a) for a in batch]
-            for a, answer in zip(batch, answers, strict=True):
-                a.answer = answer
+                for a in batch:  # one bad ask must not fail the others: each on its own
+                    self._alone(a)
         except BaseException as exc:  # each waiting query raises it on its own thread
             for a in batch:
                 a.error = exc
@@ -101,9 +101,8 @@ class Lookups:
                 a.gate.release()
 
     @staticmethod
-    def _alone(ask: _Ask) -> Answer | None:
+    def _alone(ask: _Ask) -> None:
         try:
-            return search_batch([(ask.snapshots, ask.queries, ask.threshold)])[0]
+            ask.answer = search_batch([(ask.snapshots, ask.queries, ask.threshold)])[0]
         except Exception as exc:
             ask.error = exc
-            return None
