@@ -68,7 +68,7 @@ from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
 from blindmatch.client import MatcherClient, QueryAnswer
 from blindmatch.client.remote.session import AsyncQuerySession
-from blindmatch.matcher.core.index import merge_point
+from blindmatch.matcher.core.index import as_words, merge_point, search
 
 CLK_BITS = 1024
 CLK_BYTES = CLK_BITS // 8
@@ -121,7 +121,41 @@ class Partner:
         return random_clks(self.rng, 1)[0]
 
 
-def load_index(target: str, token: str, partner: Partner) -> None:
+class RealPartner:
+    """One partner's indexed CLKs from real clkhash encodings (benchmarks/realclks.py).
+
+    north holds member A of `realistic_pair(n, 20,000, seed 1)`, south and east members A
+    and B of `realistic_pair(n, n, seed 0)` (10% of their people shared). A hit is another
+    organisation's record of a person the partner holds (north: B of seed 1; south: B of
+    seed 0, itself indexed by east; east: A of seed 0, itself indexed by south), so a hit
+    on south or east also finds that record's own copy; a miss is a person of another
+    seed, whom no partner holds by design (a namesake may still match: real data).
+    """
+
+    def __init__(self, n: int, k: int, seed: int):
+        from benchmarks.realclks import realistic_pair
+
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        if k == 0:
+            pair = realistic_pair(n, 20_000, seed=1, overlap=0.5, quiet=True)
+            self.clks, self.hits = pair.a, pair.b[pair.truth_b]
+        else:
+            pair = realistic_pair(n, n, seed=0, overlap=0.1, quiet=True)
+            own, other = (
+                (pair.a, pair.b[pair.truth_b]) if k == 1 else (pair.b, pair.a[pair.truth_a])
+            )
+            self.clks, self.hits = own, other
+        self.strangers = realistic_pair(4_000, 0, seed=1001, overlap=0.0, quiet=True).a
+
+    def hit(self) -> np.ndarray:
+        return self.hits[int(self.rng.integers(0, len(self.hits)))]
+
+    def miss(self) -> np.ndarray:
+        return self.strangers[int(self.rng.integers(0, len(self.strangers)))]
+
+
+def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
     with MatcherClient(target, token) as client:
         step = 250_000
         for start in range(0, partner.n, step):
@@ -210,7 +244,7 @@ CLIENTS = {
 def measure(
     target: str,
     token: str,
-    held: dict[str, Partner],
+    held: dict[str, Partner | RealPartner],
     queriers: int,
     queries: int,
     server_pid: int,
@@ -341,6 +375,60 @@ def measure(
     )  # fmt: skip
 
 
+def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
+    """The look-up alone, in this process (no gRPC, no audit): CPU ms per query against
+    every partner's index (its main segment as the matcher builds it, threshold 0.8),
+    one query a pass and 20 a pass (`search_batch`, what the matcher's combined passes
+    run), with recall against the exhaustive scan, which is timed on a few queries too."""
+    from blindmatch.matcher.core.segment import Segment, Snapshot, search_batch
+
+    threshold = 0.8
+    snapshots = {}
+    for name, partner in held.items():
+        words = as_words(partner.clks, CLK_BITS)
+        main = Segment.build(words, [f"r{i}" for i in range(len(words))], threshold=threshold)
+        snapshots[name] = Snapshot(main, Segment.empty(CLK_BITS // 64), frozenset(), len(main))
+    partners = list(held.values())
+    asked = np.stack([
+        partners[(i // 2) % len(partners)].hit() if i % 2 == 0 else partners[0].miss()
+        for i in range(count)
+    ])  # fmt: skip
+    queries = as_words(asked, CLK_BITS)
+    t0 = time.process_time()
+    found = [search_batch([(snapshots, q[None, :], threshold)])[0][0] for q in queries]
+    one = (time.process_time() - t0) * 1000 / count
+    t0 = time.process_time()
+    for s in range(0, count, 20):
+        search_batch([(snapshots, q[None, :], threshold) for q in queries[s : s + 20]])
+    twenty = (time.process_time() - t0) * 1000 / count
+    scanned = min(count, 20)
+    t0 = time.process_time()
+    exact = [
+        {
+            name: search(snap.main.words, snap.main.popcounts, q, threshold)[0].tolist()
+            for name, snap in snapshots.items()
+        }
+        for q in queries[:scanned]
+    ]
+    scan = (time.process_time() - t0) * 1000 / scanned
+    pairs = sum(len(rows) for e in exact for rows in e.values())
+    kept = sum(
+        1
+        for e, f in zip(exact, found, strict=False)
+        for name, rows in e.items()
+        for r in rows
+        if f"r{r}" in {ref for ref, _ in f[name]}
+    )
+    tabled = [s.main.lsh.plan.describe() for s in snapshots.values() if s.main.lsh is not None]
+    return (
+        f"look-up alone, in process, {len(held)} x {len(partners[0].clks):,} records "
+        f"({len(tabled)} with LSH tables: {tabled[0] if tabled else 'none'}): CPU ms per "
+        f"query {one:.2f} one a pass, {twenty:.2f} twenty a pass, {scan:.1f} by exhaustive "
+        f"scan ({scan / max(one, 1e-9):.1f}x); recall against the scan on {scanned} "
+        f"queries: {kept} of {pairs} pairs"
+    )
+
+
 def by_second(run: Measured) -> str:
     """Each second of a run: how many queries finished, and their p50, p99 and max."""
     seconds: dict[int, list[float]] = {}
@@ -370,7 +458,7 @@ def main() -> int:
         "--queries", type=int, default=150, help="queries per querier, a round (default: 150)"
     )
     parser.add_argument("--seed", type=int, default=6)
-    parser.add_argument("--clks", choices=("synthetic", "random"), default="synthetic")
+    parser.add_argument("--clks", choices=("realistic", "synthetic", "random"), default="realistic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
     parser.add_argument(
         "--matcher-cpus",
@@ -419,6 +507,13 @@ def main() -> int:
         "AsyncQuerySession each), session (a MatcherClient.query_session each, threads), "
         "calls (a MatcherClient.query call each question) (default: async,calls; the first "
         "also does the warm-up and --change run)",
+    )
+    parser.add_argument(
+        "--lookup-queries",
+        type=int,
+        default=600,
+        help="after the served runs, time the look-up alone in this process on this many "
+        "queries (0: skip; it builds the indexes again here)",
     )
     parser.add_argument(
         "--data-dir",
@@ -481,14 +576,18 @@ def main() -> int:
 
         print(f"loading {len(PARTNERS)} partners x {args.records:,} records through "
               "ChangeIndex ...", flush=True)  # fmt: skip
-        held = {}
+        held: dict[str, Partner | RealPartner] = {}
         population = (
             Population(len(PARTNERS) * args.records + 100_000, args.seed)
             if args.clks == "synthetic"
             else None
         )
         for k, partner in enumerate(PARTNERS):
-            held[partner] = Partner(args.clks, args.records, k, population, args.seed * 10 + k)
+            held[partner] = (
+                RealPartner(args.records, k, args.seed * 10 + k)
+                if args.clks == "realistic"
+                else Partner(args.clks, args.records, k, population, args.seed * 10 + k)
+            )
             t0 = time.perf_counter()
             load_index(served.target, tokens[partner], held[partner])
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -565,6 +664,7 @@ def main() -> int:
             reader.join(timeout=30)
         if args.data_dir is not None:
             shutil.rmtree(args.data_dir, ignore_errors=True)
+    costs = lookup_cost(held, args.lookup_queries) if args.lookup_queries else None
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
@@ -613,6 +713,8 @@ def main() -> int:
             print("  the matcher: " + (merges[0] if merges else "still merging 2 minutes on"))
         else:
             print(f"  (no merge: the delta holds up to {merge_at:,} rows)")
+    if costs:
+        print(costs)
     print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "
           f"visible to the next query: {visible}")  # fmt: skip
     return 1 if failed else 0

@@ -69,6 +69,13 @@ class RunningServer:
             entries,
             commits,
         )
+        lookups = self.realtime.lookups
+        log.info(
+            "real-time look-ups: %d queries' in %d passes (queries that arrive together "
+            "share one; group commit)",
+            lookups.asks,
+            lookups.batches,
+        )
         self.store.close()
 
 
