@@ -831,12 +831,16 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
             uint64_t bit = 1ull << (y & 63);
             if (seen[y >> 6] & bit) continue;
             seen[y >> 6] |= bit;
-            if (a->sk) __builtin_prefetch(a->sk + (size_t)y * a->sw);
             tl_cand[m++] = y;
         }
     }
     return m;
 }
+
+/* How far ahead of the screen a candidate's sketch is prefetched: all of them at once
+ * (tens of thousands of lines on real encodings) would push the first out of the caches
+ * before they are read. */
+#define SKETCH_AHEAD 64
 
 /* Phase 2: screen each collected row by its sketch (prefetched in phase 1), decide the
  * rows that pass exactly (prefetched: they are scattered over the index), and clear the
@@ -853,6 +857,8 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
         if (sk) {                                                                         \
             /* Branch-free: whether a row passes is a coin the predictor cannot call. */  \
             for (size_t c = 0; c < m; c++) {                                              \
+                if (c + SKETCH_AHEAD < m)                                                 \
+                    __builtin_prefetch(sk + (size_t)cand[c + SKETCH_AHEAD] * sw);         \
                 uint32_t y = cand[c], differ = 0;                                         \
                 const uint64_t *ks = sk + (size_t)y * sw;                                 \
                 for (size_t k = 0; k < sw; k++)                                           \
