@@ -52,6 +52,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -544,22 +545,25 @@ def main() -> int:
 
     merges: list[str] = []
     commits: list[str] = []
+    passes: list[str] = []
     readers: list[threading.Thread] = []
 
     def start(stack: contextlib.ExitStack) -> Served:
         served = stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
+
         # Keep reading the matcher's stderr so the pipe never fills; keep what it says
-        # about merges and, as it stops, about its audit log's group commits.
-        readers.append(
-            threading.Thread(
-                target=lambda: [
-                    (merges if "merged" in line else commits).append(line.strip())
-                    for line in served.process.stderr or ()
-                    if "merged" in line or "group commit" in line
-                ],
-                daemon=True,
-            )
-        )
+        # about merges and, as it stops, about its audit log's group commits and its
+        # look-up passes.
+        def read(process: subprocess.Popen[str]) -> None:
+            for line in process.stderr or ():
+                if "merged" in line:
+                    merges.append(line.strip())
+                elif "group commit" in line:
+                    commits.append(line.strip())
+                elif "real-time look-ups:" in line:
+                    passes.append(line.strip())
+
+        readers.append(threading.Thread(target=read, args=(served.process,), daemon=True))
         readers[-1].start()
         return served
 
@@ -684,6 +688,7 @@ def main() -> int:
     print(
         f"data dir: {args.data_dir or 'a temporary folder'} ({filesystem(data_dir)}); "
         + (commits[-1].split(" INFO ")[-1] if commits else "audit commits not reported")
+        + ("; " + passes[-1].split(" INFO ")[-1] if passes else "")
     )
     failed = not visible
     for r in [warm, *runs] if warm else runs:

@@ -71,8 +71,8 @@ class RunningServer:
         )
         lookups = self.realtime.lookups
         log.info(
-            "real-time look-ups: %d queries' in %d passes (queries that arrive together "
-            "share one; group commit)",
+            "real-time look-ups: %d queries in %d passes (the queries that arrive together "
+            "share one)",
             lookups.asks,
             lookups.batches,
         )

@@ -19,7 +19,7 @@ def test_the_realtime_benchmark_runs_and_finds_every_planted_hit() -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/realtime.py", "--records", "2000", "--queriers", "2",
          "--queries", "3", "--change", "300", "--change-queries", "5", "--warm-up", "40",
-         "--clients", "async,session,calls"],
+         "--clients", "async,session,calls", "--clks", "synthetic", "--lookup-queries", "20"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr  # a missed hit exits 1
@@ -32,6 +32,8 @@ def test_the_realtime_benchmark_runs_and_finds_every_planted_hit() -> None:
     assert "index change (300 puts" in done.stdout
     assert "visible to the next query: True" in done.stdout
     assert "disclosure entries written in" in done.stdout  # the audit group commits
+    assert "real-time look-ups: " in done.stdout and " passes" in done.stdout
+    assert "look-up alone, in process, 3 x 2,000 records" in done.stdout
 
 
 def test_the_startup_benchmark_runs() -> None:
