@@ -2,6 +2,7 @@
 
 engine.py     Realtime: answers queries and watches, changes indexes, sets limits
 indexes.py    every member's standing index, durable and in memory
+lookups.py    the look-ups of the queries that arrive together, in one pass
 watches.py    open watches and their notifications
 querylog.py   every query, watch and notification recorded (server, query and audit log)
 """
