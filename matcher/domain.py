@@ -168,6 +168,7 @@ class Run:
     threshold: float
     tasks_done: int = 0  # comparison tasks finished (on the matcher's threads or a cluster)
     tasks_total: int = 0
+    started: float = 0.0  # when it was started (seconds since 1970)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class MemberInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,8 @@ class ProjectInfo(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FROM_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -127,7 +129,21 @@ class ProjectInfo(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    fingerprint_id: str
+    fingerprint_from: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ...) -> None: ...
+
+class ListProjectsRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class ProjectList(_message.Message):
+    __slots__ = ("projects",)
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectInfo]
+    def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
     __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits")
@@ -184,7 +200,7 @@ class WatchRunRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class RunStatus(_message.Message):
-    __slots__ = ("run_id", "state", "stage", "work_done", "work_total", "groups", "message", "tasks_done", "tasks_total")
+    __slots__ = ("run_id", "state", "stage", "work_done", "work_total", "groups", "message", "tasks_done", "tasks_total", "started_unix")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +210,7 @@ class RunStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TASKS_DONE_FIELD_NUMBER: _ClassVar[int]
     TASKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     stage: str
@@ -203,7 +220,8 @@ class RunStatus(_message.Message):
     message: str
     tasks_done: int
     tasks_total: int
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., work_done: _Optional[int] = ..., work_total: _Optional[int] = ..., groups: _Optional[int] = ..., message: _Optional[str] = ..., tasks_done: _Optional[int] = ..., tasks_total: _Optional[int] = ...) -> None: ...
+    started_unix: float
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., work_done: _Optional[int] = ..., work_total: _Optional[int] = ..., groups: _Optional[int] = ..., message: _Optional[str] = ..., tasks_done: _Optional[int] = ..., tasks_total: _Optional[int] = ..., started_unix: _Optional[float] = ...) -> None: ...
 
 class ResultsRequest(_message.Message):
     __slots__ = ("project", "purpose")
@@ -262,6 +280,62 @@ class ResultsChunk(_message.Message):
     header: ResultsHeader
     hits: HitBatch
     def __init__(self, header: _Optional[_Union[ResultsHeader, _Mapping]] = ..., hits: _Optional[_Union[HitBatch, _Mapping]] = ...) -> None: ...
+
+class IssueRefRequest(_message.Message):
+    __slots__ = ("project", "rows", "partner", "upload_sha256", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    partner: str
+    upload_sha256: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., rows: _Optional[_Iterable[int]] = ..., partner: _Optional[str] = ..., upload_sha256: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class IssuedRef(_message.Message):
+    __slots__ = ("partner", "reference")
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    partner: str
+    reference: str
+    def __init__(self, partner: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class IssueRefReply(_message.Message):
+    __slots__ = ("run_id", "refs")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    refs: _containers.RepeatedCompositeFieldContainer[IssuedRef]
+    def __init__(self, run_id: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[IssuedRef, _Mapping]]] = ...) -> None: ...
+
+class ResolveRefRequest(_message.Message):
+    __slots__ = ("project", "reference", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    reference: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class ResolveRefReply(_message.Message):
+    __slots__ = ("reference", "requester", "run_id", "issued_unix", "rows", "upload_sha256")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    requester: str
+    run_id: str
+    issued_unix: float
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    upload_sha256: str
+    def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
     __slots__ = ("project", "clk_bits", "fingerprint", "client_change_id")

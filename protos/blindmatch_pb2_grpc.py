@@ -44,6 +44,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.FromString,
                 _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ListProjects',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.FromString,
+                _registered_method=True)
         self.Upload = channel.stream_unary(
                 '/blindmatch.v1.Matcher/Upload',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
@@ -63,6 +68,16 @@ class MatcherStub:
                 '/blindmatch.v1.Matcher/GetResults',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+                _registered_method=True)
+        self.IssueRequestRef = channel.unary_unary(
+                '/blindmatch.v1.Matcher/IssueRequestRef',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.FromString,
+                _registered_method=True)
+        self.ResolveRequestRef = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ResolveRequestRef',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
                 _registered_method=True)
         self.ChangeIndex = channel.stream_unary(
                 '/blindmatch.v1.Matcher/ChangeIndex',
@@ -148,6 +163,14 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProjects(self, request, context):
+        """Operator: every live project (or one): settings, members and their upload status, the
+        encoding fingerprint id, the latest run. Never a token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Upload(self, request_iterator, context):
         """Member: stream encodings; the first message is a header, then CLK bytes.
         Replaces the member's earlier upload atomically when acknowledged.
@@ -173,6 +196,24 @@ class MatcherServicer:
     def GetResults(self, request, context):
         """Member: what the disclosure level allows this member to learn, in batches.
         Audited; needs a purpose when the project requires one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueRequestRef(self, request, context):
+        """Member: a request reference for one of its own records that the latest run found a
+        partner holds (HITS or above), to quote in a formal request to that partner. Opaque:
+        it tells the caller nothing about the partner's record. Audited; needs a purpose when
+        the project requires one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveRequestRef(self, request, context):
+        """Member: the caller's own rows that a reference addressed to it points at (only the
+        partner it was issued for may resolve it). Audited, seen by both sides.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,6 +328,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.SerializeToString,
             ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.SerializeToString,
+            ),
             'Upload': grpc.stream_unary_rpc_method_handler(
                     servicer.Upload,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.FromString,
@@ -306,6 +352,16 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetResults,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.SerializeToString,
+            ),
+            'IssueRequestRef': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRequestRef,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.SerializeToString,
+            ),
+            'ResolveRequestRef': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveRequestRef,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.SerializeToString,
             ),
             'ChangeIndex': grpc.stream_unary_rpc_method_handler(
                     servicer.ChangeIndex,
@@ -438,6 +494,33 @@ class Matcher:
             _registered_method=True)
 
     @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ListProjects',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Upload(request_iterator,
             target,
             options=(),
@@ -535,6 +618,60 @@ class Matcher:
             '/blindmatch.v1.Matcher/GetResults',
             blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRequestRef(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/IssueRequestRef',
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveRequestRef(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ResolveRequestRef',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ ACTIONS = {
     "run.done": "a run finished and its links were stored",
     "run.failed": "a run failed",
     "results.disclose": "results were disclosed to a member (who learnt what about whom)",
+    "request.issue": "a member was issued request references for one of its hits",
+    "request.resolve": "a partner resolved a request reference addressed to it to its own rows",
     "erase": "a member erased its uploads and the results involving them",
     "index.change": "a member added, replaced or removed records of its standing index (counts)",
     "index.change.void": "an announced index change was never stored (the matcher stopped first)",

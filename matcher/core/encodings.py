@@ -23,6 +23,7 @@ class Held:
     what: str
     encoding: Encoding
     plural: bool = False  # "this project's other uploads have ..."
+    ident: str = ""  # its fingerprint id (protos/wire.py), for the message; "" to leave it out
 
 
 def check_clk_bits(clk_bits: int, field: str) -> None:
@@ -38,8 +39,13 @@ def check_fingerprint(fingerprint: bytes, field: str) -> None:
         raise InvalidArgument(f"{field}: must be {FINGERPRINT_BYTES} bytes")
 
 
-def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
-    """Refuse CLKs made with another CLK length, schema or secret than the project's."""
+def check_compatible(encoding: Encoding, held: Iterable[Held], ident: str = "") -> None:
+    """Refuse CLKs made with another CLK length, schema or secret than the project's.
+
+    With fingerprint ids (`ident` for the new encodings, `Held.ident` for what is held) the
+    refusal names both, so a member can see which side differs from what it checked with
+    `project show`; never any other part of a fingerprint.
+    """
     for h in held:
         other = h.encoding
         if other.clk_bits != encoding.clk_bits:
@@ -49,6 +55,15 @@ def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
                 "CLKs; encode with the project's shared schema"
             )
         if not same_hash(other.fingerprint, encoding.fingerprint):
+            if ident and h.ident:
+                raise FailedPrecondition(
+                    f"these encodings were made with a different schema or secret than "
+                    f"{h.what}: their fingerprint id is {ident}, the project's is {h.ident}; the "
+                    "fingerprint covers both, so compare your schema file's SHA-256 and your "
+                    "secret's id (`secret new` and `secret open` print it) with that member's, "
+                    "then encode again with the agreed ones (no other part of either fingerprint "
+                    "is shown: it would help guess the secret)"
+                )
             raise FailedPrecondition(
                 f"these encodings were made with a different schema or secret than {h.what}; "
                 "encode again with the schema and secret agreed for this project (no part of "

@@ -12,6 +12,7 @@ from typing import cast
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import Match, QueryDisclosure
+from blindmatch.matcher.core.references import RequestRef
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
     DONE,
@@ -165,6 +166,8 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
         blocking=_PB_BLOCKING[project.blocking],
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
+        fingerprint_id=view.fingerprint_id,
+        fingerprint_from=view.fingerprint_from,
     )
     for m in view.members:
         info.members.add(
@@ -176,6 +179,24 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
     if view.latest_run:
         info.latest_run.CopyFrom(run_status(view.latest_run))
     return info
+
+
+def issue_ref_reply(run_id: str, refs: dict[str, str]) -> pb.IssueRefReply:
+    reply = pb.IssueRefReply(run_id=run_id)
+    for partner, reference in refs.items():
+        reply.refs.add(partner=partner, reference=reference)
+    return reply
+
+
+def resolve_ref_reply(ref: RequestRef) -> pb.ResolveRefReply:
+    return pb.ResolveRefReply(
+        reference=ref.reference,
+        requester=ref.requester,
+        run_id=ref.run_id,
+        issued_unix=ref.issued,
+        rows=ref.partner_rows,
+        upload_sha256=ref.partner_sha256,
+    )
 
 
 def upload_reply(receipt: UploadReceipt) -> pb.UploadReply:
@@ -198,6 +219,7 @@ def run_status(run: Run) -> pb.RunStatus:
         message=run.message,
         tasks_done=run.tasks_done,
         tasks_total=run.tasks_total,
+        started_unix=run.started,
     )
 
 

@@ -29,7 +29,13 @@ from blindmatch.matcher.rpc.auth import (
 )
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
-from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
+from blindmatch.matcher.usecases import (
+    audit_access,
+    projects,
+    requests,
+    results,
+    run_requests,
+)
 from blindmatch.matcher.usecases.erasure import erase
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.uploads import receive_upload
@@ -88,6 +94,11 @@ class MatcherService(pb_grpc.MatcherServicer):
     def RevokeToken(self, request: pb.TokenRequest, context: Call) -> pb.RevokeTokenReply:
         projects.revoke_token(self.store, request.project, request.member)
         return pb.RevokeTokenReply(project=request.project, member=request.member)
+
+    @operator_call
+    def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
+        views = projects.list_projects(self.store, request.project)
+        return pb.ProjectList(projects=[convert.project_info(v) for v in views])
 
     @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
@@ -196,6 +207,28 @@ class MatcherService(pb_grpc.MatcherServicer):
         with self.limiter.slot(request.project, member, "results fetch"):
             found = results.member_results(self.store, request.project, member, request.purpose)
             yield from convert.results_chunks(found)
+
+    @member_call
+    def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
+        member = self._member(context, request.project)
+        run_id, refs = requests.issue(
+            self.store,
+            request.project,
+            member,
+            list(request.rows),
+            request.partner,
+            request.upload_sha256,
+            request.purpose,
+        )
+        return convert.issue_ref_reply(run_id, refs)
+
+    @member_call
+    def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
+        member = self._member(context, request.project)
+        ref = requests.resolve(
+            self.store, request.project, member, request.reference, request.purpose
+        )
+        return convert.resolve_ref_reply(ref)
 
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:

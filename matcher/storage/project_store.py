@@ -201,3 +201,11 @@ class ProjectStore(StoreBase):
         except NotFound:
             return False
         return True
+
+    def live_projects(self) -> list[str]:
+        """The names of every project that has not expired, in order."""
+        rows = self.db.query(
+            "SELECT name FROM projects WHERE erased IS NULL AND expires > ? ORDER BY name",
+            (self.clock(),),
+        )
+        return [r[0] for r in rows]

@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
 
 _RUN_COLUMNS = (
     "id, project, state, stage, work_done, work_total, groups, message, threshold, "
-    "tasks_done, tasks_total"
+    "tasks_done, tasks_total, created"
 )
 _UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
 

@@ -166,9 +166,11 @@ class UploadStore(StoreBase):
         return self.upload(rows[0][0]) if rows else None
 
     def current_uploads(self, project: str) -> dict[str, Upload]:
+        """Each member's current upload, earliest first (the first set the encoding)."""
         rows = self.db.cached_rows(
             ("uploads", project),
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE project=? AND current=1",
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE project=? AND current=1 "
+            "ORDER BY created, id",
             (project,),
             keep_empty=True,
         )
