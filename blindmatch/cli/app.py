@@ -18,6 +18,7 @@ from blindmatch.cli import (
     member,
     project,
     realtime,
+    requests,
     secret,
     serve,
 )
@@ -26,7 +27,8 @@ from blindmatch.cli.errors import run
 # In the order `blindmatch --help` lists them: the operator's, then the member's
 # batch flow, then real time, then the tools.
 GROUPS = (
-    serve, project, admin, audit, encoding, secret, batch, member, realtime, checks, certs, demo,
+    serve, project, admin, audit, encoding, secret, batch, requests, member, realtime, checks,
+    certs, demo,
 )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ import argparse
 import json
 import re
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     BLOCKINGS,
@@ -20,10 +22,13 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    member_token,
+    env,
     when,
 )
 from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.model import ProjectInfo
 
 _DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -103,21 +108,112 @@ def cmd_revoke_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    with connect(args, member_token(args)) as client:
-        info = client.describe(args.name)
+def _show(info: ProjectInfo) -> None:
+    who = f"you are {info.member}" if info.member else "operator's view"
     print(
-        f"Project {info.project} (you are {info.member}; "
-        f"disclosure {info.disclosure}, threshold {info.threshold})"
+        f"Project {info.project} ({who}; disclosure {info.disclosure}, "
+        f"threshold {info.threshold}, blocking {info.blocking})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
+    if info.fingerprint_id:
+        print(
+            f"  encodings: fingerprint id {info.fingerprint_id} ({info.clk_bits}-bit CLKs; set "
+            f"by {info.fingerprint_from}'s upload, the first)"
+        )
+    else:
+        print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
     for m in info.members:
         state = f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
         consent = f"; consents to {m.consent}" if m.consent else ""
         print(f"  {m.name}: {state}{consent}")
     if info.latest_run is not None:
-        print(f"  latest run {info.latest_run.run_id}: {info.latest_run.state}")
+        run = info.latest_run
+        print(f"  latest run {run.run_id}: {run.state} (started {when(run.started_unix)})")
+    else:
+        print("  no run yet")
+
+
+def _as_dict(info: ProjectInfo) -> dict[str, object]:
+    run = info.latest_run
+    return {
+        "project": info.project,
+        "disclosure": info.disclosure,
+        "threshold": info.threshold,
+        "blocking": info.blocking,
+        "require_purpose": info.require_purpose,
+        "expires": when(info.expires_unix),
+        "fingerprint_id": info.fingerprint_id,
+        "fingerprint_from": info.fingerprint_from,
+        "members": [
+            {"name": m.name, "record_count": m.record_count if m.uploaded else None,
+             "consent": m.consent}
+            for m in info.members
+        ],
+        "latest_run": None if run is None else {
+            "run_id": run.run_id, "state": run.state, "started": when(run.started_unix),
+        },
+    }  # fmt: skip
+
+
+def _compare_encoded(info: ProjectInfo, path: Path) -> int:
+    """Say whether an ENCODED folder may be uploaded to the project; 1 when it may not."""
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.protos.wire import fingerprint_id
+
+    encoded = read_encoded(path, verify=False)
+    mine = fingerprint_id(encoded.fingerprint)
+    if not info.fingerprint_id:
+        print(f"{path}: fingerprint id {mine}; nothing uploaded yet, so yours will set it.")
+        return 0
+    if mine == info.fingerprint_id and encoded.clk_bits == info.clk_bits:
+        print(f"{path}: fingerprint id {mine}, the project's: it may be uploaded.")
+        return 0
+    print(
+        f"{path}: fingerprint id {mine} ({encoded.clk_bits}-bit CLKs) differs from the "
+        f"project's {info.fingerprint_id} ({info.clk_bits}-bit, set by "
+        f"{info.fingerprint_from}): it was encoded with another schema or secret; do not upload "
+        "it. Compare your schema file's SHA-256 and your secret's id with that member's."
+    )
+    return 1
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    token = None if args.operator else args.token or env("BLINDMATCH_TOKEN")
+    with connect(args, token or admin_token()) as client:
+        info = client.describe(args.name) if token else client.list_projects(args.name)[0]
+    if args.json:
+        print(json.dumps(_as_dict(info)))
+    else:
+        _show(info)
+    return _compare_encoded(info, args.encoded) if args.encoded else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with connect(args, admin_token()) as client:
+        infos = client.list_projects()
+    if args.json:
+        print(json.dumps([_as_dict(i) for i in infos]))
+        return 0
+    if not infos:
+        print("No live projects.")
+        return 0
+    head = ("project", "level", "members", "uploaded", "expires", "latest run", "fingerprint id")
+    rows = [head]
+    for i in infos:
+        run = i.latest_run
+        rows.append((
+            i.project,
+            i.disclosure,
+            str(len(i.members)),
+            str(sum(m.uploaded for m in i.members)),
+            when(i.expires_unix),
+            f"{run.state} {when(run.started_unix)}" if run else "none",
+            i.fingerprint_id or "-",
+        ))  # fmt: skip
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -204,13 +300,46 @@ def register(sub: Subcommands) -> None:
     pv.add_argument("name", help="project name")
     pv.add_argument("--member", required=True, help="the member whose token to revoke")
 
+    pl = command(
+        psub,
+        "list",
+        help="every live project: level, members, expiry, latest run (operator)",
+        description="List every live project with its disclosure level, members and how many "
+        "have uploaded, expiry, latest run and encoding fingerprint id (operator: "
+        "$BLINDMATCH_ADMIN_TOKEN). Never a token.",
+        example="blindmatch project list",
+        handler=cmd_list,
+        parents=[net],
+    )
+    pl.add_argument("--json", action="store_true", help="print a JSON list of projects")
+
     ps = command(
         psub,
         "show",
-        help="a project's members and latest run (member)",
-        example="blindmatch project show burglary --token $BLINDMATCH_TOKEN",
+        help="a project's settings, members, fingerprint id and latest run (member or operator)",
+        description="Show a project: its settings, each member's upload status and consent, "
+        "the encoding fingerprint id every upload must share (set by the first upload), and "
+        "the latest run. With a member token (--token or $BLINDMATCH_TOKEN) as that member "
+        "sees it (audited); otherwise, or with --operator, the operator's view "
+        "($BLINDMATCH_ADMIN_TOKEN). --encoded checks an ENCODED folder's fingerprint id "
+        "against the project's before you upload it (exit 1 when it differs).",
+        example=[
+            "blindmatch project show burglary --token $BLINDMATCH_TOKEN --encoded north.encoded",
+            "blindmatch project show burglary --operator",
+        ],
         handler=cmd_show,
         parents=[net],
     )
     ps.add_argument("name", help="project name")
     ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    ps.add_argument(
+        "--operator",
+        action="store_true",
+        help="the operator's view, with $BLINDMATCH_ADMIN_TOKEN, even if $BLINDMATCH_TOKEN is set",
+    )
+    ps.add_argument(
+        "--encoded",
+        type=Path,
+        help="an ENCODED folder to check against the project's fingerprint id before uploading",
+    )
+    ps.add_argument("--json", action="store_true", help="print the project as JSON")

@@ -32,11 +32,13 @@ from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
     IndexSummary,
+    IssuedRefs,
     MemberVolume,
     ProjectInfo,
     ProjectTokens,
     QueryAnswer,
     QueryLimits,
+    ResolvedRef,
     Results,
     RunProgress,
     UploadReceipt,
@@ -168,6 +170,16 @@ class MatcherClient:
                 metadata=self._metadata(),
                 timeout=self.timeout,
             )
+
+    def _call(self, method: Callable[..., T], request: object) -> T:
+        with translate_errors(self.target):  # one unary call, not retried
+            return method(request, metadata=self._metadata(), timeout=self.timeout)
+
+    def list_projects(self, project: str = "") -> list[ProjectInfo]:
+        """Operator: every live project (or one), without tokens."""
+        request = pb.ListProjectsRequest(project=project)
+        reply = self._retrying("list", lambda: self._call(self._stub.ListProjects, request))
+        return [convert.project_info(p) for p in reply.projects]
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditCheck:
         """Operator: check the audit chain (and that `anchor` (seq, hash) is still in it)."""
@@ -322,6 +334,23 @@ class MatcherClient:
         if results is None:
             raise MatcherError("the matcher sent no results header")
         return results
+
+    def issue_request_refs(
+        self, project: str, rows: Sequence[int], sha256: str,
+        *, partner: str = "", purpose: str = "",
+    ) -> IssuedRefs:  # fmt: skip
+        """Member: references for its record at `rows` of its upload `sha256`, for `partner`
+        (or every partner the latest run found holds it)."""
+        request = pb.IssueRefRequest(
+            project=project, rows=list(rows), partner=partner, upload_sha256=sha256,
+            purpose=purpose,
+        )  # fmt: skip
+        return convert.issued_refs(self._call(self._stub.IssueRequestRef, request))
+
+    def resolve_request_ref(self, project: str, reference: str, purpose: str = "") -> ResolvedRef:
+        """Member: its own rows that a reference addressed to it points at."""
+        request = pb.ResolveRefRequest(project=project, reference=reference, purpose=purpose)
+        return convert.resolved_ref(self._call(self._stub.ResolveRequestRef, request))
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 

@@ -16,6 +16,7 @@ from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
     IndexSummary,
+    IssuedRefs,
     MemberState,
     MemberVolume,
     PartnerMatch,
@@ -23,6 +24,7 @@ from blindmatch.client.remote.model import (
     ProjectTokens,
     QueryAnswer,
     QueryLimits,
+    ResolvedRef,
     ResultHit,
     Results,
     RunProgress,
@@ -140,7 +142,7 @@ def run_progress(msg: pb.RunStatus) -> RunProgress:
     state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
     return RunProgress(
         msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message,
-        msg.tasks_done, msg.tasks_total,
+        msg.tasks_done, msg.tasks_total, msg.started_unix,
     )  # fmt: skip
 
 
@@ -159,6 +161,23 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         require_purpose=msg.require_purpose,
         expires_unix=msg.expires_unix,
         latest_run=run_progress(msg.latest_run) if msg.HasField("latest_run") else None,
+        fingerprint_id=msg.fingerprint_id,
+        fingerprint_from=msg.fingerprint_from,
+    )
+
+
+def issued_refs(reply: pb.IssueRefReply) -> IssuedRefs:
+    return IssuedRefs(reply.run_id, {r.partner: r.reference for r in reply.refs})
+
+
+def resolved_ref(reply: pb.ResolveRefReply) -> ResolvedRef:
+    return ResolvedRef(
+        reply.reference,
+        reply.requester,
+        reply.run_id,
+        reply.issued_unix,
+        tuple(reply.rows),
+        reply.upload_sha256,
     )
 
 

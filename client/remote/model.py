@@ -38,6 +38,7 @@ class RunProgress:
     message: str
     tasks_done: int = 0  # comparison tasks finished, wherever they ran (a cluster's workers)
     tasks_total: int = 0
+    started_unix: float = 0.0  # when the run was started
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class MemberState:
 
 @dataclass(frozen=True)
 class ProjectInfo:
-    """A project as the asking member sees it (`MatcherClient.describe`)."""
+    """A project as the asking member (`MatcherClient.describe`) or the operator
+    (`MatcherClient.list_projects`, `member` empty) sees it."""
 
     project: str
-    member: str  # who asked
+    member: str  # who asked; empty: the operator
     disclosure: str
     threshold: float
     members: list[MemberState]
@@ -64,6 +66,8 @@ class ProjectInfo:
     require_purpose: bool
     expires_unix: int
     latest_run: RunProgress | None
+    fingerprint_id: str = ""  # the project's encodings' (protos/wire.py); "" before any upload
+    fingerprint_from: str = ""  # the member whose upload set it
 
 
 @dataclass(frozen=True)
@@ -175,3 +179,23 @@ class MemberVolume:
     distinct_purposes: int
     refused: int
     flags: list[str]
+
+
+@dataclass(frozen=True)
+class IssuedRefs:
+    """Request references for one record: partner -> reference, from one run's hits."""
+
+    run_id: str
+    refs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ResolvedRef:
+    """A reference addressed to this member: its own rows that the requester's record matched."""
+
+    reference: str
+    requester: str
+    run_id: str
+    issued_unix: float
+    rows: tuple[int, ...]
+    upload_sha256: str  # this member's upload the rows are of

@@ -1,0 +1,259 @@
+"""From a hit to a formal request (issue 22): request references issued by the requester,
+resolved by the partner to its own record on its own machine, both audited; and the
+operator's and members' view of a project (`project list`/`show`, the fingerprint id)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.errors import NotFoundError, RejectedError
+from blindmatch.protos.wire import fingerprint_id
+from tests.support import Matcher, Org, encode, uploaded_and_run
+
+
+@pytest.fixture
+def trio(matcher: Matcher) -> ProjectTokens:
+    """north, south and east; east holds a copy of north's export."""
+    with matcher.operator() as op:
+        return op.create_project("trial", ["north", "south", "east"], require_purpose=True)
+
+
+@pytest.fixture
+def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
+    out = {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
+    out["east"] = encode(orgs["north"], tmp_path / "east.encoded")
+    return out
+
+
+def cli(matcher: Matcher, *args: str) -> int:
+    return main([*args, "--server", matcher.target])
+
+
+def request(matcher: Matcher, token: str, *args: str) -> int:
+    return cli(matcher, "request", "--project", "trial", "--token", token, *args)
+
+
+def resolve(matcher: Matcher, token: str, *args: str) -> int:
+    return cli(matcher, "resolve", "--project", "trial", "--token", token, *args)
+
+
+def audit(matcher: Matcher, token: str, action: str) -> list[dict[str, object]]:
+    with MatcherClient(matcher.target, token) as member:
+        return [e for e in member.audit("trial") if e["action"] == action]
+
+
+def test_a_request_reference_resolves_to_the_partners_own_record_and_is_audited_on_both_sides(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    north, south, east = (trio.tokens[m] for m in ("north", "south", "east"))
+    capsys.readouterr()
+
+    # north holds N1 (Élodie O'Brien); south holds her as S-10, east as its own N1.
+    assert request(matcher, north, "--encoded", str(tmp_path / "north.encoded"),
+                   "--record-id", "N1", "--purpose", "REQ-117", "--json") == 0  # fmt: skip
+    issued = json.loads(capsys.readouterr().out)
+    assert issued["record_id"] == "N1" and set(issued["references"]) == {"south", "east"}
+    ref = issued["references"]["south"]
+    assert ref.startswith("bmr-") and "S-10" not in ref
+
+    assert resolve(matcher, south, ref, "--encoded", str(tmp_path / "south.encoded"),
+                   "--purpose", "answering REQ-117", "--json") == 0  # fmt: skip
+    [resolved] = json.loads(capsys.readouterr().out)
+    assert resolved["requester"] == "north"
+    assert resolved["record_ids"] == ["S-10"]
+
+    # The plain output says the same in words.
+    assert resolve(matcher, south, ref, "--encoded", str(tmp_path / "south.encoded"),
+                   "--purpose", "answering REQ-117") == 0  # fmt: skip
+    assert "north's record matched your record S-10" in capsys.readouterr().out
+
+    # Both steps are in the audit log: north sees it issued and that south resolved it
+    # (south's purpose withheld); south sees its resolutions with its own purpose.
+    [issue] = audit(matcher, north, "request.issue")
+    assert issue["actor"] == "north" and issue["purpose"] == "REQ-117"
+    assert issue["detail"]["references"]["south"] == ref  # type: ignore[index]
+    seen_by_north = audit(matcher, north, "request.resolve")
+    assert len(seen_by_north) == 2
+    assert all(e["actor"] == "south" and e["purpose"] != "answering REQ-117"
+               for e in seen_by_north)  # fmt: skip
+    seen_by_south = audit(matcher, south, "request.resolve")
+    assert [e["purpose"] for e in seen_by_south] == ["answering REQ-117"] * 2
+    assert seen_by_south[0]["detail"]["requester"] == "north"  # type: ignore[index]
+    # east, which took no part, sees none of it.
+    assert audit(matcher, east, "request.resolve") == []
+    assert audit(matcher, east, "request.issue") == []
+
+
+def test_only_the_partner_a_reference_is_addressed_to_can_resolve_it(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    with matcher.member(trio.tokens["north"]) as north:
+        issued = north.issue_request_refs(
+            "trial", [0], encoded["north"].sha256, partner="south", purpose="REQ-1"
+        )
+    assert set(issued.refs) == {"south"}
+    ref = issued.refs["south"]
+    capsys.readouterr()
+
+    for member, folder, says in (
+        ("east", "east.encoded", "addressed to another member;"),
+        ("north", "north.encoded", "addressed to another member (you issued it)"),
+    ):
+        code = resolve(matcher, trio.tokens[member], ref, "--encoded", str(tmp_path / folder),
+                       "--purpose", "x")  # fmt: skip
+        assert code == 3
+        assert says in capsys.readouterr().err
+    # Refused resolutions are not recorded as resolutions.
+    assert audit(matcher, trio.tokens["north"], "request.resolve") == []
+
+
+def test_a_forged_or_mangled_reference_is_refused_clearly(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    south = trio.tokens["south"]
+    folder = str(tmp_path / "south.encoded")
+    capsys.readouterr()
+    assert resolve(matcher, south, "bmr-" + "a" * 26, "--encoded", folder, "--purpose", "x") == 3
+    assert "no request reference bmr-aaaa" in capsys.readouterr().err
+    assert resolve(matcher, south, "S-10", "--encoded", folder, "--purpose", "x") == 3
+    assert "'S-10' is not a request reference" in capsys.readouterr().err
+
+
+def test_a_reference_is_only_for_a_hit_the_requester_may_see(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    north = trio.tokens["north"]
+    folder = str(tmp_path / "north.encoded")
+    capsys.readouterr()
+    # south does not hold N2 (James Smith): no reference to fish with.
+    assert request(matcher, north, "--encoded", folder, "--record-id", "N2",
+                   "--partner", "south", "--purpose", "x") == 3  # fmt: skip
+    assert "found no match for this record at south" in capsys.readouterr().err
+    # An id that is not in the folder is named before anything is asked.
+    assert request(matcher, north, "--encoded", folder, "--record-id", "NOPE",
+                   "--purpose", "x") == 2  # fmt: skip
+    assert "no record id 'NOPE'" in capsys.readouterr().err
+    # The project requires a purpose for this as for results.
+    assert request(matcher, north, "--encoded", folder, "--record-id", "N1") == 3
+    assert "requires a purpose" in capsys.readouterr().err
+    # A partner that consents only to counts cannot be referred to.
+    with matcher.member(trio.tokens["south"]) as south:
+        south.set_consent("trial", "count")
+    assert request(matcher, north, "--encoded", folder, "--record-id", "N1",
+                   "--partner", "south", "--purpose", "x") == 3  # fmt: skip
+    assert "south consents only to counts" in capsys.readouterr().err
+    assert audit(matcher, north, "request.issue") == []
+
+
+def test_resolving_needs_the_folder_that_was_uploaded_and_erasure_deletes_references(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    with matcher.member(trio.tokens["north"]) as north:
+        ref = north.issue_request_refs("trial", [0], encoded["north"].sha256, purpose="x").refs
+    south = trio.tokens["south"]
+    capsys.readouterr()
+    # east's folder is not south's upload: refused on south's machine, naming the run.
+    assert resolve(matcher, south, ref["south"], "--encoded", str(tmp_path / "east.encoded"),
+                   "--purpose", "x") == 2  # fmt: skip
+    assert "not to this encoded folder" in capsys.readouterr().err
+    with matcher.member(south) as member:
+        member.erase("trial")
+        with pytest.raises(NotFoundError, match="no request reference"):
+            member.resolve_request_ref("trial", ref["south"], "x")
+    # east's reference from the same request is untouched by south's erasure.
+    with matcher.member(trio.tokens["east"]) as member:
+        assert member.resolve_request_ref("trial", ref["east"], "x").rows == (0,)
+
+
+# -- the operator's and members' view of a project ------------------------------------------
+
+
+def test_project_list_and_show_give_the_operator_status_without_tokens(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    monkeypatch.delenv("BLINDMATCH_TOKEN", raising=False)
+    with matcher.member(trio.tokens["north"]) as north:
+        north.upload("trial", encoded["north"])
+    capsys.readouterr()
+    assert cli(matcher, "project", "list", "--json") == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["project"] == "trial" and listed["disclosure"] == "hits"
+    assert [m["name"] for m in listed["members"]] == ["east", "north", "south"]
+    assert [m["record_count"] for m in listed["members"]] == [None, 5, None]
+    assert listed["fingerprint_id"] == fingerprint_id(encoded["north"].fingerprint)
+    assert listed["fingerprint_from"] == "north" and listed["latest_run"] is None
+
+    uploaded_and_run(matcher, trio, encoded)
+    for args in (("project", "list"), ("project", "show", "trial")):
+        assert cli(matcher, *args) == 0
+        out = capsys.readouterr().out
+        assert "trial" in out and "done" in out
+        assert not any(token in out for token in trio.tokens.values())
+    assert "operator's view" in out and "set by north's upload, the first" in out
+
+
+def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    north = encode(orgs["north"], tmp_path / "north.encoded")
+    south_ok = encode(orgs["south"], tmp_path / "south.encoded")
+    south_bad = encode(orgs["south"], tmp_path / "bad.encoded", secret=b"another secret")
+    token = project.tokens["south"]
+    show = ("project", "show", "trial", "--token", token, "--encoded")
+    assert cli(matcher, *show, str(tmp_path / "south.encoded")) == 0
+    assert "nothing uploaded yet, so yours will set it" in capsys.readouterr().out
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", north)
+    assert cli(matcher, *show, str(tmp_path / "south.encoded")) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint id {fingerprint_id(north.fingerprint)}" in out
+    assert "it may be uploaded" in out
+    assert cli(matcher, *show, str(tmp_path / "bad.encoded")) == 1
+    out = capsys.readouterr().out
+    assert f"{fingerprint_id(south_bad.fingerprint)} (1024-bit CLKs) differs" in out
+    assert "do not upload it" in out
+    # ... and the matcher would refuse it the same way, naming north's first upload.
+    with matcher.member(token) as member:
+        with pytest.raises(RejectedError, match="than north's upload, the first in this project"):
+            member.upload("trial", south_bad)
+        member.upload("trial", south_ok)
