@@ -254,6 +254,8 @@ def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
     assert "do not upload it" in out
     # ... and the matcher would refuse it the same way, naming north's first upload.
     with matcher.member(token) as member:
-        with pytest.raises(RejectedError, match="than north's upload, the first in this project"):
+        with pytest.raises(
+            RejectedError, match=r"than north's upload \(the first in this project\)"
+        ):
             member.upload("trial", south_bad)
         member.upload("trial", south_ok)

@@ -37,6 +37,8 @@ def issue(
         raise InvalidArgument(f"rows: {len(rows)} rows; at most {MAX_ROWS} for one record")
     if not upload_sha256:
         raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
+    if partner and (partner == member or partner not in store.members(project.name)):
+        raise InvalidArgument(f"partner: {partner!r} is not another member of this project")
     levels = effective_levels(project.disclosure, store.consents(project.name), member)
     run_id, refs = store.issue_refs(
         project.name, member, rows, partner, upload_sha256, levels, project.disclosure, purpose

@@ -99,12 +99,12 @@ def check_matches_project(store: Store, header: UploadHeader, member: str) -> No
         return
     first_member, first = others[0]
     also = [m for m, _ in others[1:]]
-    matching = f" ({', '.join(also)} {'match' if len(also) > 1 else 'matches'} it)" if also else ""
+    matching = f"; {', '.join(also)} {'match' if len(also) > 1 else 'matches'} it" if also else ""
     check_compatible(
         Encoding(header.clk_bits, header.fingerprint),
         [
             Held(
-                f"{first_member}'s upload, the first in this project{matching}",
+                f"{first_member}'s upload (the first in this project{matching})",
                 first.encoding,
                 ident=fingerprint_id(first.fingerprint),
             )
