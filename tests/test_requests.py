@@ -259,3 +259,21 @@ def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
         ):
             member.upload("trial", south_bad)
         member.upload("trial", south_ok)
+
+
+def test_project_commands_take_the_project_as_name_or_as_option(
+    matcher: Matcher,
+    project: ProjectTokens,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    assert cli(matcher, "project", "show", "--project", "trial", "--operator", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["project"] == "trial"
+    assert cli(matcher, "project", "rotate-token", "--project", "trial", "--member", "north",
+               "--json") == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["member"] == "north"
+    assert cli(matcher, "project", "show", "trial", "--project", "other", "--operator") == 2
+    assert "two projects given (trial and --project other)" in capsys.readouterr().err
+    assert cli(matcher, "project", "show", "--operator") == 2
+    assert "which project?" in capsys.readouterr().err

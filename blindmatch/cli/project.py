@@ -1,7 +1,7 @@
-"""`blindmatch project ...`: create projects, manage members' tokens, show a project.
+"""`blindmatch project ...`: create projects, manage members' tokens, list and show them.
 
-The `project` commands name their project positionally (`project create NAME`);
-every other command takes `--project NAME`.
+The `project` commands name their project positionally (`project create NAME`), and
+take `--project NAME` too, as every other command does.
 """
 
 from __future__ import annotations
@@ -58,12 +58,35 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     return expires
 
 
+def _name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME", help="project name")
+    parser.add_argument(
+        "--project",
+        dest="project_option",
+        metavar="NAME",
+        help="the same, as other commands take it",
+    )
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The project, given as NAME or as --project NAME (not two different ones)."""
+    if args.name and args.project_option and args.name != args.project_option:
+        raise InputError(
+            f"two projects given ({args.name} and --project {args.project_option}): give one"
+        )
+    found = args.name or args.project_option
+    if not found:
+        raise InputError("which project? give its NAME (or --project NAME)")
+    return str(found)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    name = _name(args)
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
     with connect(args, admin_token()) as client:
         created = client.create_project(
-            args.name,
+            name,
             members,
             disclosure=args.disclose,
             threshold=args.threshold or 0.0,
@@ -87,22 +110,24 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_token(args: argparse.Namespace) -> int:
+    name = _name(args)
     with connect(args, admin_token()) as client:
-        token = client.rotate_token(args.name, args.member)
+        token = client.rotate_token(name, args.member)
     if args.json:
-        print(json.dumps({"project": args.name, "member": args.member, "token": token}))
+        print(json.dumps({"project": name, "member": args.member, "token": token}))
         return 0
-    print(f"New token for {args.member} in {args.name} (shown once; the old one no longer works):")
+    print(f"New token for {args.member} in {name} (shown once; the old one no longer works):")
     print(f"  {token}")
     return 0
 
 
 def cmd_revoke_token(args: argparse.Namespace) -> int:
+    name = _name(args)
     with connect(args, admin_token()) as client:
-        client.revoke_token(args.name, args.member)
+        client.revoke_token(name, args.member)
     print(
-        f"Revoked {args.member}'s token in {args.name}. Its data stays until it expires or is "
-        f"erased; `blindmatch project rotate-token {args.name} --member {args.member}` issues "
+        f"Revoked {args.member}'s token in {name}. Its data stays until it expires or is "
+        f"erased; `blindmatch project rotate-token {name} --member {args.member}` issues "
         "a new token."
     )
     return 0
@@ -179,9 +204,10 @@ def _compare_encoded(info: ProjectInfo, path: Path) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    name = _name(args)
     token = None if args.operator else args.token or env("BLINDMATCH_TOKEN")
     with connect(args, token or admin_token()) as client:
-        info = client.describe(args.name) if token else client.list_projects(args.name)[0]
+        info = client.describe(name) if token else client.list_projects(name)[0]
     if args.json:
         print(json.dumps(_as_dict(info)))
     else:
@@ -241,7 +267,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_create,
         parents=[net],
     )
-    pc.add_argument("name", help="project name")
+    _name_argument(pc)
     pc.add_argument("--members", required=True, help="comma-separated member names, e.g. a,b,c")
     pc.add_argument(
         "--disclose",
@@ -285,7 +311,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_rotate_token,
         parents=[net],
     )
-    pr.add_argument("name", help="project name")
+    _name_argument(pr)
     pr.add_argument("--member", required=True, help="the member whose token to replace")
     pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
 
@@ -297,7 +323,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_revoke_token,
         parents=[net],
     )
-    pv.add_argument("name", help="project name")
+    _name_argument(pv)
     pv.add_argument("--member", required=True, help="the member whose token to revoke")
 
     pl = command(
@@ -330,7 +356,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_show,
         parents=[net],
     )
-    ps.add_argument("name", help="project name")
+    _name_argument(ps)
     ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
     ps.add_argument(
         "--operator",
