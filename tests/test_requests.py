@@ -14,7 +14,7 @@ from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.protos.wire import fingerprint_id
-from tests.support import Matcher, Org, encode, uploaded_and_run
+from tests.support import Matcher, Org, encode, index_all, uploaded_and_run
 
 
 @pytest.fixture
@@ -277,3 +277,22 @@ def test_project_commands_take_the_project_as_name_or_as_option(
     assert "two projects given (trial and --project other)" in capsys.readouterr().err
     assert cli(matcher, "project", "show", "--operator") == 2
     assert "which project?" in capsys.readouterr().err
+
+
+def test_a_query_with_another_secret_names_both_fingerprint_ids(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    south = encode(orgs["south"], tmp_path / "south.encoded")
+    other = encode(orgs["north"], tmp_path / "other.encoded", secret=b"another secret")
+    with matcher.member(project.tokens["south"]) as member:
+        index_all(member, "trial", south)
+    with matcher.member(project.tokens["north"]) as member:
+        with pytest.raises(RejectedError) as refused:
+            member.query("trial", bytes(128), clk_bits=1024, fingerprint=other.fingerprint,
+                         purpose="case 1")  # fmt: skip
+    message = str(refused.value)
+    assert (
+        "than south's index: their fingerprint id is " + fingerprint_id(other.fingerprint)
+        in message
+    )
+    assert f"the project's is {fingerprint_id(south.fingerprint)}" in message

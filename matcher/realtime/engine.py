@@ -58,6 +58,7 @@ from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
+from blindmatch.protos.wire import fingerprint_id
 
 # How often an open watch looks whether its stream is still open.
 WATCH_POLL_SECONDS = 0.5
@@ -230,7 +231,8 @@ class Realtime:
             raise errors.InvalidArgument(
                 f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
             )
-        check_compatible(encoding, self.indexes.held(project.name))
+        held = self.indexes.held(project.name)
+        check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
         return as_words(clks, encoding.clk_bits)
 
     def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> None:
