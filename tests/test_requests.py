@@ -286,10 +286,9 @@ def test_a_query_with_another_secret_names_both_fingerprint_ids(
     other = encode(orgs["north"], tmp_path / "other.encoded", secret=b"another secret")
     with matcher.member(project.tokens["south"]) as member:
         index_all(member, "trial", south)
-    with matcher.member(project.tokens["north"]) as member:
-        with pytest.raises(RejectedError) as refused:
-            member.query("trial", bytes(128), clk_bits=1024, fingerprint=other.fingerprint,
-                         purpose="case 1")  # fmt: skip
+    with matcher.member(project.tokens["north"]) as member, pytest.raises(RejectedError) as refused:
+        member.query("trial", bytes(128), clk_bits=1024, fingerprint=other.fingerprint,
+                     purpose="case 1")  # fmt: skip
     message = str(refused.value)
     assert (
         "than south's index: their fingerprint id is " + fingerprint_id(other.fingerprint)
