@@ -146,7 +146,7 @@ class ProjectList(_message.Message):
     def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class UploadHeader(_message.Message):
     CLIENT_UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     FIELD_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -163,7 +164,8 @@ class UploadHeader(_message.Message):
     client_upload_id: str
     field_bits: _containers.RepeatedScalarFieldContainer[int]
     fallback_bits: int
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ...) -> None: ...
+    schema_digest: str
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")

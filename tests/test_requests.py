@@ -4,6 +4,7 @@ operator's and members' view of a project (`project list`/`show`, the fingerprin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,10 +12,18 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.encoding.encoded import Encoded, read_encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.protos.wire import fingerprint_id
-from tests.support import Matcher, Org, encode, index_all, uploaded_and_run
+from tests.support import (
+    PERSON_SCHEMA,
+    Matcher,
+    Org,
+    encode,
+    encode_cli,
+    index_all,
+    uploaded_and_run,
+)
 
 
 @pytest.fixture
@@ -290,8 +299,42 @@ def test_a_query_with_another_secret_names_both_fingerprint_ids(
         member.query("trial", bytes(128), clk_bits=1024, fingerprint=other.fingerprint,
                      purpose="case 1")  # fmt: skip
     message = str(refused.value)
-    assert (
-        "than south's index: their fingerprint id is " + fingerprint_id(other.fingerprint)
-        in message
-    )
+    assert "than south's index: " in message
+    assert f"their fingerprint id is {fingerprint_id(other.fingerprint)}" in message
     assert f"the project's is {fingerprint_id(south.fingerprint)}" in message
+
+
+def test_a_refused_upload_says_whether_the_schema_or_the_secret_differs(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    schema = json.loads(PERSON_SCHEMA.read_text(encoding="utf-8"))
+    schema["features"][0]["hashing"]["strategy"]["bitsPerFeature"] += 10  # the same CLK size
+    other_schema = tmp_path / "other-schema.json"
+    other_schema.write_text(json.dumps(schema), encoding="utf-8")
+    other_secret = tmp_path / "other.secret"
+    assert main(["secret", "new", str(other_secret)]) == 0
+    for out, secret, with_schema in (
+        ("north", secret_file, PERSON_SCHEMA),
+        ("schema", secret_file, other_schema),
+        ("secret", other_secret, PERSON_SCHEMA),
+    ):
+        org = orgs["north" if out == "north" else "south"]
+        assert encode_cli(org, secret, tmp_path / f"{out}.encoded", schema=with_schema) == 0
+    north, by_schema, by_secret = (
+        read_encoded(tmp_path / f"{n}.encoded") for n in ("north", "schema", "secret")
+    )
+    with matcher.member(project.tokens["north"]) as member:
+        member.upload("trial", north)
+    with matcher.member(project.tokens["south"]) as member:
+        with pytest.raises(RejectedError, match="the schema differs"):
+            member.upload("trial", by_schema)
+        with pytest.raises(RejectedError, match="the schema is the same, so the secret differs"):
+            member.upload("trial", by_secret)
+        # A folder from before schema digests (none in its manifest) is told it may be either.
+        old = dataclasses.replace(by_secret, schema_digest="")
+        with pytest.raises(RejectedError, match="the fingerprint covers both"):
+            member.upload("trial", old)

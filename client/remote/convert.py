@@ -89,6 +89,7 @@ def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.U
             client_upload_id=client_upload_id,
             field_bits=encoded.field_bits,
             fallback_bits=encoded.fallback_bits,
+            schema_digest=encoded.schema_digest,
         )
     )
 

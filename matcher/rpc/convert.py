@@ -102,6 +102,7 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         client_upload_id=header.client_upload_id,
         field_bits=tuple(header.field_bits),
         fallback_bits=int(header.fallback_bits),
+        schema_digest=header.schema_digest,
     )
 
 

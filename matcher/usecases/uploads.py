@@ -49,6 +49,7 @@ class UploadHeader:
     client_upload_id: str = ""
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
+    schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ def check_header(header: UploadHeader) -> str:
             "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
             "record-level CLKs (no field_bits)"
         )
+    schema = header.schema_digest
+    if schema and (len(schema) != 64 or set(schema) - _HEX):
+        raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
     key = header.client_upload_id
     if key and not CLIENT_UPLOAD_ID_RE.fullmatch(key):
         raise InvalidArgument(
@@ -107,9 +111,11 @@ def check_matches_project(store: Store, header: UploadHeader, member: str) -> No
                 f"{first_member}'s upload (the first in this project{matching})",
                 first.encoding,
                 ident=fingerprint_id(first.fingerprint),
+                schema_digest=store.schema_digest(first.id),
             )
         ],
         ident=fingerprint_id(header.fingerprint),
+        schema_digest=header.schema_digest,
     )
 
 
@@ -176,6 +182,7 @@ def receive_upload(
             client_upload_id=key,
             field_bits=header.field_bits,
             fallback_bits=header.fallback_bits,
+            schema_digest=header.schema_digest,
         )
     except OSError as exc:
         if disk_full(exc):
