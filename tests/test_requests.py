@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,16 @@ from blindmatch.client.encoding.encoded import Encoded, read_encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.protos.wire import fingerprint_id
 from tests.support import (
+    HOUR,
     PERSON_SCHEMA,
+    Clock,
     Matcher,
     Org,
+    db_rows,
     encode,
     encode_cli,
     index_all,
+    start,
     uploaded_and_run,
 )
 
@@ -338,3 +343,27 @@ def test_a_refused_upload_says_whether_the_schema_or_the_secret_differs(
         old = dataclasses.replace(by_secret, schema_digest="")
         with pytest.raises(RejectedError, match="the fingerprint covers both"):
             member.upload("trial", old)
+
+
+@pytest.mark.server
+def test_request_references_go_with_the_projects_data_when_it_expires(
+    tmp_path: Path, encoded: dict[str, Encoded]
+) -> None:
+    clock = Clock()
+    matcher = start(tmp_path / "data", clock, sweep_interval=0.05)
+    try:
+        with matcher.operator() as op:
+            project = op.create_project(
+                "trial", ["north", "south", "east"], expires_unix=int(clock.now + 2 * HOUR)
+            )
+        uploaded_and_run(matcher, project, encoded)
+        with matcher.member(project.tokens["north"]) as north:
+            north.issue_request_refs("trial", [0], encoded["north"].sha256)
+        assert len(db_rows(matcher.data_dir, "request_refs")) == 2
+        clock.advance(3 * HOUR)
+        deadline = time.monotonic() + 10
+        while db_rows(matcher.data_dir, "request_refs") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db_rows(matcher.data_dir, "request_refs") == []
+    finally:
+        matcher.server.stop(grace=None)
