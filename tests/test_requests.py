@@ -291,6 +291,10 @@ def test_project_commands_take_the_project_as_name_or_as_option(
     assert "two projects given (trial and --project other)" in capsys.readouterr().err
     assert cli(matcher, "project", "show", "--operator") == 2
     assert "which project?" in capsys.readouterr().err
+    monkeypatch.delenv("BLINDMATCH_ADMIN_TOKEN")
+    monkeypatch.delenv("BLINDMATCH_TOKEN", raising=False)
+    assert cli(matcher, "project", "show", "trial") == 2
+    assert "pass --token (or set BLINDMATCH_TOKEN) for a member's view" in capsys.readouterr().err
 
 
 def test_a_query_with_another_secret_names_both_fingerprint_ids(

@@ -206,6 +206,11 @@ def _compare_encoded(info: ProjectInfo, path: Path) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     name = _name(args)
     token = None if args.operator else args.token or env("BLINDMATCH_TOKEN")
+    if not token and not args.operator and not env("BLINDMATCH_ADMIN_TOKEN"):
+        raise InputError(
+            "no token: pass --token (or set BLINDMATCH_TOKEN) for a member's view, or set "
+            "BLINDMATCH_ADMIN_TOKEN for the operator's"
+        )
     with connect(args, token or admin_token()) as client:
         info = client.describe(name) if token else client.list_projects(name)[0]
     if args.json:
