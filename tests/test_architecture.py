@@ -67,7 +67,6 @@ CLIENT_FORBIDDEN = {
 # and core/index.py (two branches change its insides now), to be split by whoever next
 # changes them.
 LONG = {
-    "blindmatch.client.tools.privacy.attacks",
     "blindmatch.matcher.core.index",
 }
 
