@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.matcher.core.audit import DAY, PARTNER_DISCLOSURES
