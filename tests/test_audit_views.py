@@ -118,7 +118,7 @@ def test_a_member_with_no_overlap_learns_nothing_of_the_others_overlap(
         assert not {"groups", "links", "counts", "records_with_hits"} & entry["detail"].keys()
     # north's fetch disclosed that east holds none of north's records: a day's line, no more
     [line] = partner_lines(seen)
-    assert line["actor"] == "north" and line["disclosed"] == {"north": "hits"}
+    assert line["actor"] == line["member"] == "north" and line["disclosed"] == {"east": "hits"}
     assert not mentions(seen, "north's case")
     assert {e["actor"] for e in seen} <= {"operator", "matcher", "north", "east"}
     assert "upload" not in {e["action"] for e in seen if e["actor"] != "east"}
@@ -151,8 +151,8 @@ def test_a_partner_look_up_is_not_a_real_time_oracle(
     clock.advance(DAY)
     later = view(matcher3, project.tokens["south"], after=same_day[-1]["seq"])
     [line] = partner_lines(later)
-    assert line["actor"] == "north" and line["member"] == "south"
-    assert line["disclosed"] == {"north": "hits"}
+    assert line["actor"] == line["member"] == "north"
+    assert line["disclosed"] == {"south": "hits"}
     assert line["detail"]["actions"] == {"query": 1} and line["detail"]["entries"] == 1
     assert line["time"] == (looked_up_at // DAY + 1) * DAY != looked_up_at
     assert line["purpose"] == "" and line["hash"] == "" and line["user"] == ""
@@ -184,7 +184,7 @@ def test_a_partners_results_entry_shows_no_counts_or_other_partners(
         "actions": {"results.disclose": 1},
         "entries": 1,
     }
-    assert line["disclosed"] == {"south": "hits"}
+    assert line["actor"] == line["member"] == "south" and line["disclosed"] == {"north": "hits"}
     assert not mentions(seen, "south's case", '"east": 0')
     assert not [e for e in seen if e["actor"] == "south" and e["action"] != PARTNER_DISCLOSURES
                 and e["action"] != "run.start"]  # fmt: skip

@@ -334,9 +334,9 @@ def _day_line(
         partner,
         PARTNER_DISCLOSURES,
         project,
-        member,
+        partner,  # disclosed to the partner, as in the entries it stands for ...
         "",
-        {partner: most},
+        {member: most},  # ... and of this member's information, the most it learnt
         {
             "day": _iso_day(number),
             "actions": dict(sorted(kinds.items())),
