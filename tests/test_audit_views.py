@@ -11,6 +11,7 @@ over, never the moment of a look-up. The operator's view is the whole log.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +196,49 @@ def test_a_partners_results_entry_shows_no_counts_or_other_partners(
     assert disclosure["purpose"] == "south's case"
     assert disclosure["detail"]["counts"] == {"north": 3, "east": 0}
     assert any(e["action"] == "run.done" and e["detail"]["groups"] == 3 for e in everything)
+
+
+def test_a_partners_watch_notification_shows_as_a_days_line(
+    matcher3: Matcher,
+    three: tuple[ProjectTokens, dict[str, Encoded]],
+    clock: Clock,
+    secret_file: Path,
+) -> None:
+    """The other way round: north watches for Grace; the moment south indexes her, north is
+    told. South, the indexer, must not learn from its log that it answered a watch then."""
+    project, encoded = three
+    grace = person(secret_file, **GRACE)
+    with matcher3.operator() as op:
+        op.set_query_limits("three", allow_watch=True)
+    told: list[object] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with matcher3.member(project.tokens["north"]) as north:
+            stream = north.watch(
+                "three", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=PURPOSE,
+                timeout=30,
+            )  # fmt: skip
+            watching.set()
+            told.append(next(stream))
+            stream.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watching.wait(10)
+    for _ in range(100):
+        if len(matcher3.server.realtime.watches):
+            break
+        threading.Event().wait(0.05)
+    with matcher3.member(project.tokens["south"]) as south:
+        index_all(south, "three", encoded["south"])
+    watcher.join(30)
+    assert told
+
+    today = view(matcher3, project.tokens["south"])
+    assert not partner_lines(today) and "watch" not in {e["action"] for e in today}
+    clock.advance(DAY)
+    [line] = partner_lines(view(matcher3, project.tokens["south"]))
+    assert line["actor"] == "north" and line["detail"]["actions"] == {"watch.notify": 1}
+    east = view(matcher3, project.tokens["east"])
+    assert not partner_lines(east) and not {"watch", "watch.notify"} & {e["action"] for e in east}

@@ -253,7 +253,7 @@ DAY = 86400  # seconds: the grain of a member's view of its partners' disclosure
 _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # Project-wide entries whose detail tells a member about overlaps between other members:
 # the detail keys a member may see of each (the rest is the operator's).
-_PROJECT_WIDE_DETAIL = {"run.done": ("run_id",)}
+_PROJECT_WIDE_DETAIL = {"run.done": ("run_id",), "project.expire": ()}
 
 
 def member_entries(entries: Iterable[Entry], project: str, member: str, now: float) -> list[Entry]:
