@@ -71,6 +71,16 @@ def test_the_canonical_form_is_stable() -> None:
     assert audit.entry_hash(KEY, entry) == entry.hash
 
 
+def test_the_user_is_covered_by_the_hash() -> None:
+    event = audit.Event("north", "query", "p", "north", purpose="x", user="pc-4471")
+    entry = audit.seal(KEY, 1, 1700000000.0, event, audit.GENESIS)
+    assert entry.user == "pc-4471" and audit.verify(KEY, [entry]).ok
+    edited = audit.Entry(**{**entry.__dict__, "user": "pc-1"})
+    assert "edited" in audit.verify(KEY, [edited]).problems[0]
+    anonymous = audit.Entry(**{**entry.__dict__, "user": ""})
+    assert not audit.verify(KEY, [anonymous]).ok  # nor can the name be taken off
+
+
 def test_the_chain_needs_the_key() -> None:
     result = audit.verify(b"x" * 32, chain(3))
     assert [p.split(":")[0] for p in result.problems] == ["entry 1", "entry 2", "entry 3"]

@@ -275,7 +275,8 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
       not hit its records, or their other partners.
 
     A day's line has no hash (it is not an entry of the chain) and takes the seq of the
-    first entry of the project's log after the day: paging with `after` sees it once.
+    first entry of this view after the day (the caller's own `audit.export` entry, written
+    before the view is read, is always one): paging with `after` sees it once.
     """
     view: list[Entry] = []
     days: dict[tuple[int, str], list[Entry]] = {}
