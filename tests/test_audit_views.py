@@ -20,6 +20,8 @@ import pytest
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.tools.report import MemberReport
+from blindmatch.client.tools.report_html import render_html
 from blindmatch.matcher.core.audit import DAY, PARTNER_DISCLOSURES
 from tests.support import (
     GRACE,
@@ -160,6 +162,13 @@ def test_a_partner_look_up_is_not_a_real_time_oracle(
     assert not mentions(later, PURPOSE)
     # paged from there, the line is not repeated
     assert not partner_lines(view(matcher3, project.tokens["south"], after=later[-1]["seq"]))
+    # `blindmatch report`'s page lists the line as it is: the day, the partner, the kinds
+    whole = view(matcher3, project.tokens["south"])
+    page = render_html(
+        MemberReport("three", "south", "hits", "hits", 0.8, "auto", False, 0, "r", None, None,
+                     "r: done", clock.now, 4, [], audit=whole)
+    )  # fmt: skip
+    assert line["detail"]["day"] in page and "query x1" in page and PURPOSE not in page
 
     # east's records were not hit: east never hears of north's query
     assert not partner_lines(view(matcher3, project.tokens["east"]))
