@@ -85,8 +85,12 @@ def test_every_consultation_and_disclosure_names_its_user(
         index_all(south, "named", encoded["south"])
     watcher.join(30)
     assert told
-    with matcher.member(pc) as north:
+    with (
+        matcher.member(pc) as north,
+        north.query_session("named", clk_bits=grace[1], fingerprint=grace[2]) as session,
+    ):
         assert ask(north, "named", grace) == ["south"]
+        assert session.query(grace[0], purpose="on a stream").results[0]
 
     with matcher.operator() as op:
         log = [e for e in op.audit("named") if e["actor"] in ("north", "south")]
@@ -105,7 +109,7 @@ def test_every_consultation_and_disclosure_names_its_user(
     } <= users
     consultations = [e for e in log if e["action"] in ("results.disclose", "query", "watch")]
     assert consultations and all(e["user"] for e in consultations)
-    assert {e["purpose"] for e in consultations} == {"op. larch", PURPOSE}
+    assert {e["purpose"] for e in consultations} == {"op. larch", PURPOSE, "on a stream"}
 
     with matcher.member(project.tokens["north"]) as admin:
         own = list(admin.audit("named"))
