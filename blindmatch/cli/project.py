@@ -65,11 +65,13 @@ def cmd_create(args: argparse.Namespace) -> int:
             blocking=args.blocking,
             require_purpose=args.require_purpose,
             expires_unix=expires,
+            require_users=args.require_users,
         )
     if args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
+    purpose += "; results, queries and watches need a user token" if created.require_users else ""
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
@@ -106,11 +108,13 @@ def cmd_revoke_token(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
         info = client.describe(args.name)
+    you = f"{info.member}, user {info.user}" if info.user else info.member
     print(
-        f"Project {info.project} (you are {info.member}; "
+        f"Project {info.project} (you are {you}; "
         f"disclosure {info.disclosure}, threshold {info.threshold})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
+    purpose += "; results, queries and watches need a user token" if info.require_users else ""
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
     for m in info.members:
         state = f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
@@ -172,6 +176,12 @@ def register(sub: Subcommands) -> None:
         "--require-purpose",
         action="store_true",
         help="every results request must give --purpose (a case reference), kept in the audit log",
+    )
+    pc.add_argument(
+        "--require-users",
+        action="store_true",
+        help="results, queries and watches need a named user's token (`blindmatch user add`), "
+        "so that the audit log names the person; members' own tokens are refused for them",
     )
     pc.add_argument(
         "--expires-in",

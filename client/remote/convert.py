@@ -27,6 +27,7 @@ from blindmatch.client.remote.model import (
     Results,
     RunProgress,
     UploadReceipt,
+    UserInfo,
     WatchEvent,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -133,6 +134,7 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
         _BLOCKING_NAMES[reply.blocking],
         reply.require_purpose,
         reply.expires_unix,
+        reply.require_users,
     )
 
 
@@ -159,7 +161,13 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         require_purpose=msg.require_purpose,
         expires_unix=msg.expires_unix,
         latest_run=run_progress(msg.latest_run) if msg.HasField("latest_run") else None,
+        require_users=msg.require_users,
+        user=msg.user,
     )
+
+
+def user_info(msg: pb.UserInfo) -> UserInfo:
+    return UserInfo(msg.name, msg.created, msg.revoked or None)
 
 
 def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
@@ -189,6 +197,7 @@ def audit_entry(e: pb.AuditEntry) -> dict[str, object]:
         "detail": json.loads(e.detail or "{}"),
         "prev_hash": e.prev_hash,
         "hash": e.hash,
+        "user": e.user,
     }
 
 

@@ -26,6 +26,7 @@ from blindmatch.matcher.domain import (
 )
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.run_requests import as_seen_by
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -41,6 +42,7 @@ class ProjectRequest:
     blocking: str = "auto"
     require_purpose: bool = False
     expires: float | None = None
+    require_users: bool = False
 
 
 def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict[str, str]]:
@@ -80,6 +82,7 @@ def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict
         request.blocking,
         require_purpose=request.require_purpose,
         expires=expires,
+        require_users=request.require_users,
     )
     log.info("project %s created with members %s", name, ", ".join(members))
     return store.project(name), tokens
@@ -131,9 +134,11 @@ class ProjectView:
 
 
 def describe(store: Store, project_name: str, member: str) -> ProjectView:
-    """The project as `member` sees it; recorded (it discloses partners' upload status)."""
+    """The project as `member` sees it; recorded (it discloses partners' upload status).
+    The latest run as the member may see it (`run_requests.as_seen_by`)."""
     project = store.project(project_name)
     uploads = store.current_uploads(project.name)
+    latest = store.latest_run(project.name)
     view = ProjectView(
         project,
         member,
@@ -142,7 +147,7 @@ def describe(store: Store, project_name: str, member: str) -> ProjectView:
             MemberStatus(name, uploads.get(name), consent)
             for name, consent in store.consents(project.name).items()
         ],
-        store.latest_run(project.name),
+        None if latest is None else as_seen_by(store, latest, member),
     )
     store.audit.append(
         audit.Event(
