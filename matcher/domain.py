@@ -85,6 +85,16 @@ class Project:
     blocking: str = "auto"  # auto | exhaustive | lsh (see usecases.runs.choose_method)
     require_purpose: bool = False
     expires: float = 0.0  # seconds since 1970; its data is deleted then
+    require_users: bool = False  # consultations and disclosures need a named user's token
+
+
+@dataclass(frozen=True)
+class User:
+    """A named user under a member (its own token; the member's administrator manages it)."""
+
+    name: str
+    created: float
+    revoked: float | None = None
 
 
 @dataclass(frozen=True)
@@ -207,3 +217,4 @@ class QueryRecord:
     records_with_hits: int = 0
     refused: str = ""  # why it was refused; empty when answered
     disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> level label
+    user: str = ""  # the member's named user who asked (or opened the watch), if any

@@ -45,7 +45,7 @@ RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
 
 class CreateProjectRequest(_message.Message):
-    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class CreateProjectRequest(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     disclosure: Disclosure
@@ -60,10 +61,11 @@ class CreateProjectRequest(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    require_users: bool
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +80,7 @@ class CreateProjectReply(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
@@ -85,7 +88,8 @@ class CreateProjectReply(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    require_users: bool
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -106,7 +110,7 @@ class MemberInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +123,8 @@ class ProjectInfo(_message.Message):
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_ID_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FROM_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -131,7 +137,9 @@ class ProjectInfo(_message.Message):
     expires_unix: int
     fingerprint_id: str
     fingerprint_from: str
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ...) -> None: ...
+    require_users: bool
+    user: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ListProjectsRequest(_message.Message):
     __slots__ = ("project",)
@@ -591,7 +599,7 @@ class ExportAuditRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
-    __slots__ = ("seq", "time", "actor", "action", "project", "member", "purpose", "disclosed", "detail", "prev_hash", "hash")
+    __slots__ = ("seq", "time", "actor", "action", "project", "member", "purpose", "disclosed", "detail", "prev_hash", "hash", "user")
     class DisclosedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -610,6 +618,7 @@ class AuditEntry(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: float
     actor: str
@@ -621,7 +630,64 @@ class AuditEntry(_message.Message):
     detail: str
     prev_hash: str
     hash: str
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosed: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosed: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class UserRequest(_message.Message):
+    __slots__ = ("project", "user")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    user: str
+    def __init__(self, project: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class UserToken(_message.Message):
+    __slots__ = ("project", "member", "user", "token")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    user: str
+    token: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., user: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class UserInfo(_message.Message):
+    __slots__ = ("name", "created", "revoked")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created: float
+    revoked: float
+    def __init__(self, name: _Optional[str] = ..., created: _Optional[float] = ..., revoked: _Optional[float] = ...) -> None: ...
+
+class UserList(_message.Message):
+    __slots__ = ("project", "member", "users")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    users: _containers.RepeatedCompositeFieldContainer[UserInfo]
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., users: _Optional[_Iterable[_Union[UserInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeUserReply(_message.Message):
+    __slots__ = ("project", "member", "user")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    user: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditRequest(_message.Message):
     __slots__ = ("anchor_seq", "anchor_hash")

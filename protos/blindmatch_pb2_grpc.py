@@ -144,6 +144,21 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
                 _registered_method=True)
+        self.AddUser = channel.unary_unary(
+                '/blindmatch.v1.Matcher/AddUser',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ListUsers',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserList.FromString,
+                _registered_method=True)
+        self.RevokeUser = channel.unary_unary(
+                '/blindmatch.v1.Matcher/RevokeUser',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -315,6 +330,29 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddUser(self, request, context):
+        """Named users under a member (DPA 2018 s.62: the log names the person). Member, with the
+        member's own token (its administrator's), not a user token:
+        a token for a new user of this member (shown once; the matcher keeps its hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Member (administrator): this member's users, revoked ones included (no tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUser(self, request, context):
+        """Member (administrator): the user's token stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -427,6 +465,21 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
+            ),
+            'AddUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddUser,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserList.SerializeToString,
+            ),
+            'RevokeUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUser,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1023,6 +1076,87 @@ class Matcher:
             '/blindmatch.v1.Matcher/VerifyAudit',
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/AddUser',
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ListUsers',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/RevokeUser',
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,8 +24,8 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ROOT, Matcher, auth, upload_messages
 
 SECURITY_DOC = ROOT / "docs" / "security.md"
-CALLERS = ["operator", "member of the project", "member of another project", "wrong token",
-           "no token"]  # fmt: skip
+CALLERS = ["operator", "member of the project", "user of the project",
+           "member of another project", "wrong token", "no token"]  # fmt: skip
 ALLOWED = "allowed"
 
 
@@ -103,12 +103,14 @@ def make_world(matcher: Matcher, channel: grpc.Channel) -> World:
         pb.IssueRefRequest(project=mine.project, rows=[0], upload_sha256=sha["south"]),
         metadata=auth(mine.tokens["south"]),
     )
+    user = stub.AddUser(pb.UserRequest(project=mine.project, user="pc-1"), metadata=north)
     return World(
         stub,
         mine.project,
         {
             "operator": matcher.admin_token,
             "member of the project": mine.tokens["north"],
+            "user of the project": user.token,
             "member of another project": other.tokens["east"],
             "wrong token": "bm_" + secrets.token_urlsafe(32),
         },
@@ -181,6 +183,15 @@ CALLS: dict[str, Call] = {
     ),
     "GetQueryReport": lambda w, md: w.stub.GetQueryReport(
         pb.QueryReportRequest(project=w.project), metadata=md
+    ),
+    "AddUser": lambda w, md: w.stub.AddUser(
+        pb.UserRequest(project=w.project, user=f"pc-{uuid.uuid4().hex[:8]}"), metadata=md
+    ),
+    "ListUsers": lambda w, md: w.stub.ListUsers(
+        pb.ListUsersRequest(project=w.project), metadata=md
+    ),
+    "RevokeUser": lambda w, md: w.stub.RevokeUser(
+        pb.UserRequest(project=w.project, user="pc-1"), metadata=md
     ),
 }
 

@@ -241,6 +241,21 @@ CASES: list[Case] = [
     ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),
                                                            metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
+    ("useradd-no-name", lambda c: c.stub.AddUser(pb.UserRequest(project="trial"),
+                                                 metadata=c.north),
+     "INVALID_ARGUMENT", "user: required"),
+    ("useradd-bad-name", lambda c: c.stub.AddUser(pb.UserRequest(project="trial", user="PC 1\n"),
+                                                  metadata=c.north),
+     "INVALID_ARGUMENT", "user: 'PC 1\\n'"),
+    ("useradd-no-project", lambda c: c.stub.AddUser(pb.UserRequest(user="pc-1"),
+                                                    metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("userlist-no-project", lambda c: c.stub.ListUsers(pb.ListUsersRequest(), metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("userrevoke-unknown", lambda c: c.stub.RevokeUser(pb.UserRequest(project="trial",
+                                                                      user="nobody"),
+                                                       metadata=c.north),
+     "NOT_FOUND", "no user 'nobody'"),
 ]  # fmt: skip
 
 
@@ -255,6 +270,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "qstream": "QueryStream",
         "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
         "issue": "IssueRequestRef", "resolve": "ResolveRequestRef",
+        "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
 

@@ -78,7 +78,7 @@ def test_cli_flow_finds_the_shared_people(
 
     monkeypatch.setenv("BLINDMATCH_TOKEN", tokens["south"])  # --token may come from the env
     assert cli(matcher, "run", "--project", "trial") == 0
-    assert "3 shared subjects" in capsys.readouterr().out
+    assert "3 of your records are held by a partner" in capsys.readouterr().out
 
     for name in orgs:
         hits = tmp_path / f"{name}-hits.csv"

@@ -93,11 +93,13 @@ def cmd_create(args: argparse.Namespace) -> int:
             blocking=args.blocking,
             require_purpose=args.require_purpose,
             expires_unix=expires,
+            require_users=args.require_users,
         )
     if args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
+    purpose += "; results, queries and watches need a user token" if created.require_users else ""
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
@@ -134,12 +136,16 @@ def cmd_revoke_token(args: argparse.Namespace) -> int:
 
 
 def _show(info: ProjectInfo) -> None:
-    who = f"you are {info.member}" if info.member else "operator's view"
+    if info.member:
+        who = f"you are {info.member}, user {info.user}" if info.user else f"you are {info.member}"
+    else:
+        who = "operator's view"
     print(
         f"Project {info.project} ({who}; disclosure {info.disclosure}, "
         f"threshold {info.threshold}, blocking {info.blocking})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
+    purpose += "; results, queries and watches need a user token" if info.require_users else ""
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
     if info.fingerprint_id:
         print(
@@ -167,6 +173,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "threshold": info.threshold,
         "blocking": info.blocking,
         "require_purpose": info.require_purpose,
+        "require_users": info.require_users,
         "expires": when(info.expires_unix),
         "fingerprint_id": info.fingerprint_id,
         "fingerprint_from": info.fingerprint_from,
@@ -299,6 +306,12 @@ def register(sub: Subcommands) -> None:
         "--require-purpose",
         action="store_true",
         help="every results request must give --purpose (a case reference), kept in the audit log",
+    )
+    pc.add_argument(
+        "--require-users",
+        action="store_true",
+        help="results, queries and watches need a named user's token (`blindmatch user add`), "
+        "so that the audit log names the person; members' own tokens are refused for them",
     )
     pc.add_argument(
         "--expires-in",

@@ -15,9 +15,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import MatcherError
@@ -42,6 +43,7 @@ from blindmatch.client.remote.model import (
     Results,
     RunProgress,
     UploadReceipt,
+    UserInfo,
     WatchEvent,
 )
 from blindmatch.client.remote.retry import RetryPolicy
@@ -141,11 +143,14 @@ class MatcherClient:
         *,
         require_purpose: bool = False,
         expires_unix: int = 0,
+        require_users: bool = False,
     ) -> ProjectTokens:
-        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days)."""
+        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days);
+        `require_users`: results, queries and watches need a named user's token."""
         request = convert.create_project_request(
             name, members, disclosure, threshold, blocking, require_purpose, expires_unix
         )
+        request.require_users = require_users
         with translate_errors(self.target):
             reply = self._stub.CreateProject(
                 request, metadata=self._metadata(), timeout=self.timeout
@@ -200,6 +205,26 @@ class MatcherClient:
                 timeout=3600,
             ):
                 yield convert.audit_entry(e)
+
+    def add_user(self, project: str, user: str) -> str:
+        """Member (its own token): a token for a new named user (returned once)."""
+        return str(self._unary("AddUser", pb.UserRequest(project=project, user=user)).token)
+
+    def list_users(self, project: str) -> list[UserInfo]:
+        """Member (its own token): its named users, revoked ones included."""
+        reply = self._unary("ListUsers", pb.ListUsersRequest(project=project))
+        return [convert.user_info(u) for u in reply.users]
+
+    def revoke_user(self, project: str, user: str) -> None:
+        """Member (its own token): the user's token stops working at once."""
+        self._unary("RevokeUser", pb.UserRequest(project=project, user=user))
+
+    def _unary(self, rpc: str, request: Message) -> Any:
+        """One unary call, not retried (for calls that change something once)."""
+        with translate_errors(self.target):
+            return getattr(self._stub, rpc)(
+                request, metadata=self._metadata(), timeout=self.timeout
+            )
 
     def set_consent(self, project: str, level: str) -> str:
         """Member: the most partners may learn about this member (count/hits/mapping/scores)."""

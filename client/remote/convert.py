@@ -29,6 +29,7 @@ from blindmatch.client.remote.model import (
     Results,
     RunProgress,
     UploadReceipt,
+    UserInfo,
     WatchEvent,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -136,6 +137,7 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
         _BLOCKING_NAMES[reply.blocking],
         reply.require_purpose,
         reply.expires_unix,
+        reply.require_users,
     )
 
 
@@ -164,6 +166,8 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         latest_run=run_progress(msg.latest_run) if msg.HasField("latest_run") else None,
         fingerprint_id=msg.fingerprint_id,
         fingerprint_from=msg.fingerprint_from,
+        require_users=msg.require_users,
+        user=msg.user,
     )
 
 
@@ -180,6 +184,10 @@ def resolved_ref(reply: pb.ResolveRefReply) -> ResolvedRef:
         tuple(reply.rows),
         reply.upload_sha256,
     )
+
+
+def user_info(msg: pb.UserInfo) -> UserInfo:
+    return UserInfo(msg.name, msg.created, msg.revoked or None)
 
 
 def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
@@ -209,6 +217,7 @@ def audit_entry(e: pb.AuditEntry) -> dict[str, object]:
         "detail": json.loads(e.detail or "{}"),
         "prev_hash": e.prev_hash,
         "hash": e.hash,
+        "user": e.user,
     }
 
 

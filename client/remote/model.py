@@ -25,6 +25,7 @@ class ProjectTokens:
     blocking: str = "auto"
     require_purpose: bool = False
     expires_unix: int = 0
+    require_users: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class RunProgress:
     stage: str
     work_done: int
     work_total: int
-    groups: int
+    groups: int  # once done: how many of this member's records a partner holds (0 where its
+    # level does not let it count them); never the run-wide total
     message: str
     tasks_done: int = 0  # comparison tasks finished, wherever they ran (a cluster's workers)
     tasks_total: int = 0
@@ -68,6 +70,17 @@ class ProjectInfo:
     latest_run: RunProgress | None
     fingerprint_id: str = ""  # the project's encodings' (protos/wire.py); "" before any upload
     fingerprint_from: str = ""  # the member whose upload set it
+    require_users: bool = False
+    user: str = ""  # the named user asking; empty: the member's own token
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A named user under a member (`MatcherClient.list_users`)."""
+
+    name: str
+    created: float  # seconds since 1970, UTC
+    revoked: float | None  # None: its token works
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def run_demo(start_matcher: StartMatcher, records: int = 2000, seed: int = 7) ->
                 final = run
                 for status in member.watch_run("demo", run.run_id):
                     final = status
-            _say(f"\nRun {final.run_id}: {final.state}, {final.groups} shared subjects\n")
+            _say(f"\nRun {final.run_id}: {final.state}\n")
 
             truth = {org: t for org, (_c, _m, t) in exports.items()}
             true_pairs = _true_hits(truth)

@@ -174,6 +174,7 @@ class Realtime:
                 len(words),
                 records_with_hits=sum(1 for f in found if any(f.values())),
                 disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
+                user=audit.current_user(),
             )
         )
         return QueryResult(answer, list(snapshots), project.disclosure)
@@ -190,10 +191,11 @@ class Realtime:
             )
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, WATCH, purpose, len(words))
-        watch = Watch(project.name, member, purpose, words)
+        user = audit.current_user()
+        watch = Watch(project.name, member, purpose, words, user=user)
         self.watches.add(watch)
         self.query_log.record(
-            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words))
+            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words), user=user)
         )
         return watch
 
@@ -241,7 +243,16 @@ class Realtime:
             self.meter.take(project, member, n, self.limits_for(project, member), now)
         except errors.ResourceExhausted as exc:
             self.query_log.record(
-                QueryRecord(now, project, member, kind, purpose, n, refused=str(exc))
+                QueryRecord(
+                    now,
+                    project,
+                    member,
+                    kind,
+                    purpose,
+                    n,
+                    refused=str(exc),
+                    user=audit.current_user(),
+                )
             )
             raise
 

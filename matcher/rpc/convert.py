@@ -24,6 +24,7 @@ from blindmatch.matcher.domain import (
     Level,
     Project,
     Run,
+    User,
 )
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.usecases.projects import ProjectRequest, ProjectView
@@ -89,6 +90,7 @@ def project_request(request: pb.CreateProjectRequest) -> ProjectRequest:
         blocking=blocking,
         require_purpose=request.require_purpose,
         expires=float(request.expires_unix) if request.expires_unix else None,
+        require_users=request.require_users,
     )
 
 
@@ -153,6 +155,7 @@ def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectR
         blocking=_PB_BLOCKING[project.blocking],
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
+        require_users=project.require_users,
     )
 
 
@@ -169,6 +172,7 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
         expires_unix=int(project.expires),
         fingerprint_id=view.fingerprint_id,
         fingerprint_from=view.fingerprint_from,
+        require_users=project.require_users,
     )
     for m in view.members:
         info.members.add(
@@ -312,4 +316,15 @@ def audit_entry(entry: audit.Entry) -> pb.AuditEntry:
         detail=json.dumps(entry.detail, sort_keys=True),
         prev_hash=entry.prev_hash,
         hash=entry.hash,
+        user=entry.user,
+    )
+
+
+def user_list(project: str, member: str, users: list[User]) -> pb.UserList:
+    return pb.UserList(
+        project=project,
+        member=member,
+        users=[
+            pb.UserInfo(name=u.name, created=u.created, revoked=u.revoked or 0.0) for u in users
+        ],
     )

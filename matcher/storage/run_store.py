@@ -141,6 +141,14 @@ class RunStore(ProjectStore, UploadStore):
             links = conn.execute(_LINKS_SQL, (run.id, member)).fetchall()
         return StoredResults(run, Upload(*upload) if upload else None, links)
 
+    def linked_rows(self, run_id: str, member: str) -> int:
+        """How many of `member`'s rows a finished run linked to some partner (0 once a
+        later run replaced its links)."""
+        rows = self.db.query(
+            "SELECT COUNT(DISTINCT row) FROM links WHERE run_id=? AND member=?", (run_id, member)
+        )
+        return int(rows[0][0])
+
     def latest_run(self, project: str) -> Run | None:
         rows = self.db.query(
             "SELECT id FROM runs WHERE project=? ORDER BY seq DESC LIMIT 1", (project,)

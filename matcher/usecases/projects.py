@@ -26,6 +26,7 @@ from blindmatch.matcher.domain import (
 )
 from blindmatch.matcher.errors import InvalidArgument, NotFound
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.run_requests import as_seen_by
 from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
@@ -42,6 +43,7 @@ class ProjectRequest:
     blocking: str = "auto"
     require_purpose: bool = False
     expires: float | None = None
+    require_users: bool = False
 
 
 def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict[str, str]]:
@@ -81,6 +83,7 @@ def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict
         request.blocking,
         require_purpose=request.require_purpose,
         expires=expires,
+        require_users=request.require_users,
     )
     log.info("project %s created with members %s", name, ", ".join(members))
     return store.project(name), tokens
@@ -135,8 +138,13 @@ class ProjectView:
 
 
 def _view(store: Store, project: Project, member: str) -> ProjectView:
+    """The latest run as `member` may see it (`run_requests.as_seen_by`); as it is for the
+    operator (`member` empty)."""
     uploads = store.current_uploads(project.name)  # earliest first
     first = next(iter(uploads.values()), None)
+    latest = store.latest_run(project.name)
+    if latest is not None and member:
+        latest = as_seen_by(store, latest, member)
     return ProjectView(
         project,
         member,
@@ -145,14 +153,15 @@ def _view(store: Store, project: Project, member: str) -> ProjectView:
             MemberStatus(name, uploads.get(name), consent)
             for name, consent in store.consents(project.name).items()
         ],
-        store.latest_run(project.name),
+        latest,
         fingerprint_id(first.fingerprint) if first else "",
         first.member if first else "",
     )
 
 
 def describe(store: Store, project_name: str, member: str) -> ProjectView:
-    """The project as `member` sees it; recorded (it discloses partners' upload status)."""
+    """The project as `member` sees it; recorded (it discloses partners' upload status).
+    The latest run as the member may see it (`run_requests.as_seen_by`)."""
     project = store.project(project_name)
     view = _view(store, project, member)
     store.audit.append(
