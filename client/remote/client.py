@@ -151,39 +151,29 @@ class MatcherClient:
             name, members, disclosure, threshold, blocking, require_purpose, expires_unix
         )
         request.require_users = require_users
-        with translate_errors(self.target):
-            reply = self._stub.CreateProject(
-                request, metadata=self._metadata(), timeout=self.timeout
-            )
-        return convert.project_tokens(reply)
+        return convert.project_tokens(self._unary("CreateProject", request))
 
     def rotate_token(self, project: str, member: str) -> str:
         """Operator: a new token for `member` (returned once); its old token stops working."""
-        with translate_errors(self.target):
-            reply = self._stub.RotateToken(
-                pb.TokenRequest(project=project, member=member),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
-        return reply.token
+        return str(
+            self._unary("RotateToken", pb.TokenRequest(project=project, member=member)).token
+        )
 
     def revoke_token(self, project: str, member: str) -> None:
         """Operator: `member`'s token stops working; rotate to issue a new one."""
-        with translate_errors(self.target):
-            self._stub.RevokeToken(
-                pb.TokenRequest(project=project, member=member),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
+        self._unary("RevokeToken", pb.TokenRequest(project=project, member=member))
 
-    def _call(self, method: Callable[..., T], request: object) -> T:
-        with translate_errors(self.target):  # one unary call, not retried
-            return method(request, metadata=self._metadata(), timeout=self.timeout)
+    def _unary(self, rpc: str, request: Message) -> Any:
+        """One unary call, not retried (for calls that change something once)."""
+        with translate_errors(self.target):
+            return getattr(self._stub, rpc)(
+                request, metadata=self._metadata(), timeout=self.timeout
+            )
 
     def list_projects(self, project: str = "") -> list[ProjectInfo]:
         """Operator: every live project (or one), without tokens."""
         request = pb.ListProjectsRequest(project=project)
-        reply = self._retrying("list", lambda: self._call(self._stub.ListProjects, request))
+        reply = self._retrying("list", lambda: self._unary("ListProjects", request))
         return [convert.project_info(p) for p in reply.projects]
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditCheck:
@@ -219,30 +209,14 @@ class MatcherClient:
         """Member (its own token): the user's token stops working at once."""
         self._unary("RevokeUser", pb.UserRequest(project=project, user=user))
 
-    def _unary(self, rpc: str, request: Message) -> Any:
-        """One unary call, not retried (for calls that change something once)."""
-        with translate_errors(self.target):
-            return getattr(self._stub, rpc)(
-                request, metadata=self._metadata(), timeout=self.timeout
-            )
-
     def set_consent(self, project: str, level: str) -> str:
         """Member: the most partners may learn about this member (count/hits/mapping/scores)."""
-        with translate_errors(self.target):
-            reply = self._stub.SetConsent(
-                pb.SetConsentRequest(project=project, level=convert.level_number(level)),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
-        return convert.level_name(reply.level)
+        request = pb.SetConsentRequest(project=project, level=convert.level_number(level))
+        return convert.level_name(self._unary("SetConsent", request).level)
 
     def erase(self, project: str) -> Erased:
         """Member: delete this member's uploads and every result involving them, now."""
-        with translate_errors(self.target):
-            reply = self._stub.Erase(
-                pb.EraseRequest(project=project), metadata=self._metadata(), timeout=self.timeout
-            )
-        return convert.erased(reply)
+        return convert.erased(self._unary("Erase", pb.EraseRequest(project=project)))
 
     def describe(self, project: str) -> ProjectInfo:
         """The project as this member sees it: members, levels, latest run."""
@@ -370,12 +344,12 @@ class MatcherClient:
             project=project, rows=list(rows), partner=partner, upload_sha256=sha256,
             purpose=purpose,
         )  # fmt: skip
-        return convert.issued_refs(self._call(self._stub.IssueRequestRef, request))
+        return convert.issued_refs(self._unary("IssueRequestRef", request))
 
     def resolve_request_ref(self, project: str, reference: str, purpose: str = "") -> ResolvedRef:
         """Member: its own rows that a reference addressed to it points at."""
         request = pb.ResolveRefRequest(project=project, reference=reference, purpose=purpose)
-        return convert.resolved_ref(self._call(self._stub.ResolveRequestRef, request))
+        return convert.resolved_ref(self._unary("ResolveRequestRef", request))
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 
