@@ -92,21 +92,70 @@ def test_a_request_reference_resolves_to_the_partners_own_record_and_is_audited_
                    "--purpose", "answering REQ-117") == 0  # fmt: skip
     assert "north's record matched your record S-10" in capsys.readouterr().out
 
-    # Both steps are in the audit log: north sees it issued and that south resolved it
-    # (south's purpose withheld); south sees its resolutions with its own purpose.
+    # Both steps are in the audit log: north sees it issued and that south resolved it, at
+    # once (not as a partner's day line: it answers north's own request), without south's
+    # purpose or how many of south's records it pointed at; south sees its resolutions with
+    # its own purpose.
     [issue] = audit(matcher, north, "request.issue")
     assert issue["actor"] == "north" and issue["purpose"] == "REQ-117"
     assert issue["detail"]["references"]["south"] == ref  # type: ignore[index]
     seen_by_north = audit(matcher, north, "request.resolve")
     assert len(seen_by_north) == 2
-    assert all(e["actor"] == "south" and e["purpose"] != "answering REQ-117"
-               for e in seen_by_north)  # fmt: skip
+    assert all(e["actor"] == "south" and e["purpose"] == "" for e in seen_by_north)
+    run_id = issue["detail"]["run_id"]  # type: ignore[index]
+    assert seen_by_north[0]["detail"] == {"reference": ref, "requester": "north", "run_id": run_id}
     seen_by_south = audit(matcher, south, "request.resolve")
     assert [e["purpose"] for e in seen_by_south] == ["answering REQ-117"] * 2
     assert seen_by_south[0]["detail"]["requester"] == "north"  # type: ignore[index]
+    assert seen_by_south[0]["detail"]["records"] == 1  # type: ignore[index]
     # east, which took no part, sees none of it.
     assert audit(matcher, east, "request.resolve") == []
     assert audit(matcher, east, "request.issue") == []
+
+
+def test_a_project_requiring_users_needs_a_user_token_to_issue_or_resolve_a_reference(
+    matcher: Matcher,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with matcher.operator() as op:
+        named = op.create_project(
+            "trial", ["north", "south", "east"], require_purpose=True, require_users=True
+        )
+    uploaded_and_run(matcher, named, encoded)  # uploads and runs need no user
+    with matcher.member(named.tokens["north"]) as admin:
+        pc = admin.add_user("trial", "pc-4471")
+    with matcher.member(named.tokens["south"]) as admin:
+        clerk = admin.add_user("trial", "clerk-9")
+    ask = ("--encoded", str(tmp_path / "north.encoded"), "--record-id", "N1",
+           "--partner", "south", "--purpose", "REQ-9")  # fmt: skip
+    capsys.readouterr()
+
+    # The organisations' own tokens are refused, naming what to do; nothing is issued.
+    assert request(matcher, named.tokens["north"], *ask) == 3
+    assert "requires a named user" in capsys.readouterr().err
+    assert audit(matcher, named.tokens["north"], "request.issue") == []
+    assert request(matcher, pc, *ask, "--json") == 0
+    ref = json.loads(capsys.readouterr().out)["references"]["south"]
+    answer = (ref, "--encoded", str(tmp_path / "south.encoded"), "--purpose", "answering REQ-9")
+    assert resolve(matcher, named.tokens["south"], *answer) == 3
+    assert "`blindmatch user add`" in capsys.readouterr().err
+    assert resolve(matcher, clerk, *answer) == 0
+
+    # Each entry names the user who acted, to its own member; north sees south's resolution
+    # without south's user.
+    [issued] = audit(matcher, pc, "request.issue")
+    assert issued["user"] == "pc-4471"
+    [resolved] = audit(matcher, clerk, "request.resolve")
+    assert resolved["user"] == "clerk-9" and resolved["purpose"] == "answering REQ-9"
+    [told] = audit(matcher, pc, "request.resolve")
+    assert told["actor"] == "south" and told["user"] == "" and told["purpose"] == ""
+    with matcher.operator() as op:
+        users = {
+            e["action"]: e["user"] for e in op.audit("trial") if str(e["action"]).startswith("req")
+        }
+    assert users == {"request.issue": "pc-4471", "request.resolve": "clerk-9"}
 
 
 def test_only_the_partner_a_reference_is_addressed_to_can_resolve_it(

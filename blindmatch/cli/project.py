@@ -99,7 +99,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
-    purpose += "; results, queries and watches need a user token" if created.require_users else ""
+    if created.require_users:
+        purpose += "; results, requests, queries and watches need a user token"
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
@@ -145,7 +146,8 @@ def _show(info: ProjectInfo) -> None:
         f"threshold {info.threshold}, blocking {info.blocking})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
-    purpose += "; results, queries and watches need a user token" if info.require_users else ""
+    if info.require_users:
+        purpose += "; results, requests, queries and watches need a user token"
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
     if info.fingerprint_id:
         print(
@@ -310,8 +312,9 @@ def register(sub: Subcommands) -> None:
     pc.add_argument(
         "--require-users",
         action="store_true",
-        help="results, queries and watches need a named user's token (`blindmatch user add`), "
-        "so that the audit log names the person; members' own tokens are refused for them",
+        help="results, request references, queries and watches need a named user's token "
+        "(`blindmatch user add`), so that the audit log names the person; members' own tokens "
+        "are refused for them",
     )
     pc.add_argument(
         "--expires-in",

@@ -78,7 +78,8 @@ def register(sub: Subcommands) -> None:
         description="Named users under a member, so that the audit log names the person who "
         "consulted or disclosed (DPA 2018 s.62), not only the organisation. The member's own "
         "token (its administrator's) adds, lists and revokes them; a project created with "
-        "--require-users accepts only users' tokens for results, queries and watches.",
+        "--require-users accepts only users' tokens for results, request references, queries "
+        "and watches.",
         example="blindmatch user add pc-4471 --project burglary --out pc-4471.token",
     )
     usub = actions(group, "user_command")

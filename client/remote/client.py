@@ -146,7 +146,7 @@ class MatcherClient:
         require_users: bool = False,
     ) -> ProjectTokens:
         """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days);
-        `require_users`: results, queries and watches need a named user's token."""
+        `require_users`: results, requests, queries and watches need a named user's token."""
         request = convert.create_project_request(
             name, members, disclosure, threshold, blocking, require_purpose, expires_unix
         )

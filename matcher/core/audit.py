@@ -256,6 +256,10 @@ _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # Project-wide entries whose detail tells a member about overlaps between other members:
 # the detail keys a member may see of each (the rest is the operator's).
 _PROJECT_WIDE_DETAIL = {"run.done": ("run_id",), "project.expire": ()}
+# A partner's action on a request the member made itself (its `detail["requester"]`): shown to
+# that requester as it happens, with only these detail keys (not the partner's user, purpose or
+# how many of its records the reference pointed at).
+_ON_OWN_REQUEST_DETAIL = {"request.resolve": ("reference", "run_id", "requester")}
 
 
 def member_entries(entries: Iterable[Entry], project: str, member: str, now: float) -> list[Entry]:
@@ -267,8 +271,12 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
       operator or the matcher did to it: as logged;
     - events about the whole project (created, a run started, finished or failed, limits):
       without what they say about other members' overlaps (a run's groups and links);
-    - a partner's action that disclosed something about its records to that partner (a
-      results fetch, a query or watch notification that hit its records, a look at its
+    - a partner's resolution of a request reference the member issued itself
+      (`request.resolve`): as it happens, since it answers the member's own request, but
+      without the partner's user, purpose or how many of its records the reference
+      pointed at;
+    - any other partner action that disclosed something about its records to that partner
+      (a results fetch, a query or watch notification that hit its records, a look at its
       upload status): never the entry, but one `PARTNER_DISCLOSURES` line per partner per
       UTC day, once that day is over: how many such actions, of which kinds, and the most
       the partner learnt. Not when within the day, not which records, not the partner's
@@ -288,12 +296,24 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
         partner_actor = entry.actor not in (member, OPERATOR, MATCHER)
         if entry.actor == member or (entry.member == member and not partner_actor):
             view.append(entry)
+        elif partner_actor and _on_own_request(entry, member):
+            view.append(_as_requester_sees(entry))
         elif partner_actor and entry.disclosed:
             if member in entry.disclosed:
                 days.setdefault((int(entry.time // DAY), entry.actor), []).append(entry)
         elif not entry.member:
             view.append(_project_wide(entry))
     return _with_days(view, days, project, member, now)
+
+
+def _on_own_request(entry: Entry, member: str) -> bool:
+    return entry.action in _ON_OWN_REQUEST_DETAIL and entry.detail.get("requester") == member
+
+
+def _as_requester_sees(entry: Entry) -> Entry:
+    keep = _ON_OWN_REQUEST_DETAIL[entry.action]
+    detail = {k: entry.detail[k] for k in keep if k in entry.detail}
+    return Entry(**{**entry.__dict__, "detail": detail, "user": "", "purpose": ""})
 
 
 def _project_wide(entry: Entry) -> Entry:

@@ -185,14 +185,15 @@ def require_administrator(caller: Caller, project: str, store: Store) -> str:
 
 
 def require_consulting_member(caller: Caller, project: str, store: Store) -> str:
-    """The calling member's name, for a consultation or disclosure (results, a query, a
-    watch): in a project that requires named users, only a user's token will do."""
+    """The calling member's name, for a consultation or disclosure (results, a request
+    reference issued or resolved, a query, a watch): in a project that requires named users,
+    only a user's token will do."""
     member = require_member(caller, project, store)
     if not caller.user and store.project(project).require_users:
         raise PermissionDenied(
-            f"project {project!r} requires a named user for results, queries and watches, "
-            f"and this is {member}'s organisation token: ask your administrator for a user "
-            "token (`blindmatch user add`) and use that"
+            f"project {project!r} requires a named user for results, request references, "
+            f"queries and watches, and this is {member}'s organisation token: ask your "
+            "administrator for a user token (`blindmatch user add`) and use that"
         )
     return member
 

@@ -214,7 +214,7 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @member_call
     def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         run_id, refs = requests.issue(
             self.store,
             request.project,
@@ -228,7 +228,7 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @member_call
     def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         ref = requests.resolve(
             self.store, request.project, member, request.reference, request.purpose
         )
