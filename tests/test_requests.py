@@ -157,6 +157,17 @@ def test_a_project_requiring_users_needs_a_user_token_to_issue_or_resolve_a_refe
         }
     assert users == {"request.issue": "pc-4471", "request.resolve": "clerk-9"}
 
+    # `audit report` (who in my organisation looked at what) lists both steps, each to the
+    # member whose user took it.
+    capsys.readouterr()
+    for token, user, did, not_did in (
+        (pc, "pc-4471", "was issued request references", "resolved"),
+        (clerk, "clerk-9", "resolved a partner's request reference", "was issued"),
+    ):
+        assert cli(matcher, "audit", "report", "--project", "trial", "--token", token) == 0
+        report = capsys.readouterr().out
+        assert user in report and did in report and not_did not in report
+
 
 def test_only_the_partner_a_reference_is_addressed_to_can_resolve_it(
     matcher: Matcher,

@@ -130,7 +130,8 @@ def register(sub: Subcommands) -> None:
         "report",
         help="who in your organisation looked at what, and why",
         description="Every consultation and disclosure in the audit log (results fetched, "
-        "queries, watches and their notifications, looks at the project's upload status): "
+        "queries, watches and their notifications, looks at the project's upload status, "
+        "request references issued and resolved): "
         "when (ISO-8601 UTC), which member and named user, what, the purpose given, whose "
         "information and how many records. With a member token, your organisation's; with "
         "the operator's, every member's.",

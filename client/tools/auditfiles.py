@@ -37,6 +37,8 @@ CONSULTATIONS = {
     "watch.notify": "was told of a watched match",
     "query.refused": "was refused a query (quota or rate limit)",
     "project.describe": "looked at the project's upload status",
+    "request.issue": "was issued request references for a hit",
+    "request.resolve": "resolved a partner's request reference",
 }
 ORGANISATION_TOKEN = "(organisation token)"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -134,6 +136,8 @@ def who_looked(entries: Iterable[Entry]) -> list[list[str]]:
         if e.get("member") not in ("", actor):
             continue  # a partner's line about this member, not this member's own look
         detail = e.get("detail") or {}
+        if e["action"] == "request.resolve" and "records" not in detail:
+            continue  # a partner answering this member's request (its view has no count)
         records = detail.get("records", "")
         rows.append(
             [
