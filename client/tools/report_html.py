@@ -338,7 +338,7 @@ def _audit(r: MemberReport) -> str:
     if not entries:
         return head + "<p>Your audit export is empty.</p>"
     actions = Counter(e["action"] for e in entries)
-    about_me = [e for e in entries if e["actor"] != me and me in (e.get("disclosed") or {})]
+    about_me = [e for e in entries if e["action"] == "partner.disclosures" and e["actor"] != me]
     mine = [e for e in entries if e["actor"] == me and e["action"] in DISCLOSURES]
     last = entries[-1]
     parts = [
