@@ -12,7 +12,7 @@ from blindmatch.cli import main
 from blindmatch.cli.project import parse_expiry
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.errors import InputError, NotFoundError, RejectedError
+from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError
 from blindmatch.matcher.server import RunningServer
 from tests.support import HOUR, Clock, Matcher, Org, db_rows, encode_all, start, uploaded_and_run
 
@@ -42,6 +42,16 @@ def audit_actions(data_dir: Path) -> list[str]:
     return [r[3] for r in db_rows(data_dir, "audit")]
 
 
+def add_user(matcher: Matcher, admin_token: str, project: str, user: str) -> str:
+    with matcher.member(admin_token) as admin:
+        return admin.add_user(project, user)
+
+
+def user_rows(data_dir: Path) -> list[tuple[str, str, str]]:
+    """(project, member, name) of every named user the matcher still keeps."""
+    return sorted((r[0], r[1], r[2]) for r in db_rows(data_dir, "users"))
+
+
 def expiring_project(matcher: Matcher, clock: Clock, encoded: dict[str, Encoded]) -> ProjectTokens:
     with matcher.operator() as op:
         project = op.create_project(
@@ -66,6 +76,10 @@ def test_the_sweep_deletes_expired_projects_data(
         project = expiring_project(matcher, clock, encoded)
         with matcher.operator() as op:
             keep = op.create_project("long", ["north", "south"])  # the default: 180 days
+        pc = add_user(matcher, project.tokens["north"], "short", "pc-4471")
+        kept = add_user(matcher, keep.tokens["north"], "long", "pc-4471")
+        with matcher.member(pc) as north:
+            north.results("short")  # a disclosure the log names pc-4471 for
         clock.advance(3 * HOUR)
         deadline = time.monotonic() + 10
         while clk_files(matcher.data_dir) and time.monotonic() < deadline:
@@ -81,9 +95,19 @@ def test_the_sweep_deletes_expired_projects_data(
             north.describe("short")
         with matcher.member(keep.tokens["north"]) as north:
             assert north.describe("long").project == "long"
+        # Officers' names are personal data: the expired project's users went with its data
+        # (the other project's stay); the log's entries naming them stay as they were.
+        assert user_rows(matcher.data_dir) == [("long", "north", "pc-4471")]
+        with matcher.member(pc) as north, pytest.raises(AuthError):
+            north.describe("short")
+        with matcher.member(kept) as north:
+            assert north.describe("long").user == "pc-4471"
         expired = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "project.expire"]
         assert len(expired) == 1
         assert '"uploads": 2' in expired[0][8] and '"links": 6' in expired[0][8]
+        assert '"users": 1' in expired[0][8]
+        named = [r for r in db_rows(matcher.data_dir, "audit") if r[4] == "short" and r[11]]
+        assert {(r[3], r[11]) for r in named} == {("results.disclose", "pc-4471")}
         with matcher.operator() as op, pytest.raises(RejectedError, match="already exists"):
             op.create_project("short", ["a", "b"])  # the name is not reused
     finally:
@@ -194,7 +218,9 @@ def test_a_member_erases_its_uploads_and_results(
 ) -> None:
     uploaded_and_run(matcher, project, encoded)
     files_before = clk_files(matcher.data_dir)
-    with matcher.member(project.tokens["north"]) as north:
+    pc = add_user(matcher, project.tokens["north"], "trial", "pc-4471")
+    add_user(matcher, project.tokens["south"], "trial", "analyst-2")
+    with matcher.member(pc) as north:
         north.upload("trial", encoded["north"])  # a second upload: both must go
     north_files = set(clk_files(matcher.data_dir)) - set(files_before)
     north_files |= {f for f in files_before if f.stem in _uploads_of(matcher, "north")}
@@ -220,7 +246,14 @@ def test_a_member_erases_its_uploads_and_results(
         north.results("trial")
     erased = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]
     assert len(erased) == 1 and erased[0][2] == "north"
-    assert '"uploads": 2' in erased[0][8]
+    assert '"uploads": 2' in erased[0][8] and '"users": 1' in erased[0][8]
+    # North's officers' names went with its data (south's stay) and their tokens stop
+    # working; the log's entries naming them stay as they were.
+    assert user_rows(matcher.data_dir) == [("trial", "south", "analyst-2")]
+    with matcher.member(pc) as north, pytest.raises(AuthError):
+        north.describe("trial")
+    uploads = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "upload" and r[11]]
+    assert [(r[2], r[11]) for r in uploads] == [("north", "pc-4471")]
 
     with matcher.member(project.tokens["north"]) as north:  # and it may come back
         north.upload("trial", encoded["north"])
@@ -259,8 +292,6 @@ def test_revoked_members_cannot_erase_or_read(
     uploaded_and_run(matcher, project, encoded)
     with matcher.operator() as op:
         op.revoke_token("trial", "north")
-    from blindmatch.client.errors import AuthError
-
     with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
         north.erase("trial")
     with matcher.operator() as op:

@@ -35,8 +35,8 @@ def confirm_erase(args: argparse.Namespace) -> None:
             "to confirm (standard input is not a terminal, so blindmatch cannot ask)"
         )
     print(
-        f"Erase your uploads and every result involving them from {args.project} at "
-        f"{args.server}? This cannot be undone. [y/N] ",
+        f"Erase your uploads, every result involving them and your named users from "
+        f"{args.project} at {args.server}? This cannot be undone. [y/N] ",
         end="",
         file=sys.stderr,
         flush=True,
@@ -87,8 +87,9 @@ def register(sub: Subcommands) -> None:
         "erase",
         help="delete your uploads and results from the matcher",
         description="Delete this member's uploads and every result involving them from the "
-        "project, now. Asks first (it cannot be undone); --yes answers for scripts. The audit "
-        "log keeps the fact, not the data.",
+        "project, now, with its standing index and its named users (their tokens stop "
+        "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
+        "log keeps the fact, not the data, and its earlier entries as they are.",
         example="blindmatch erase --project burglary --token $BLINDMATCH_TOKEN --yes",
         handler=cmd_erase,
         parents=parents,

@@ -224,6 +224,11 @@ class ProjectStore(StoreBase):
     def revoke_users_in(self, tx: sqlite3.Connection, project: str, member: str) -> list[str]:
         return []  # user_store.UserStore: named users
 
+    def delete_users_in(
+        self, tx: sqlite3.Connection, project: str, member: str | None = None
+    ) -> int:
+        return 0  # user_store.UserStore: named users
+
     def is_live(self, name: str) -> bool:
         """True for a project that exists and has not expired."""
         try:

@@ -2,7 +2,9 @@
 
 Deletion is real: files are unlinked, rows deleted with `secure_delete` on (freed pages
 are zeroed) and the WAL checkpointed and truncated, so the bytes are gone from the data
-dir, not flagged. The audit log keeps the fact and the counts, never the data.
+dir, not flagged. The named users' rows (officers' names) go too. The audit log keeps the
+fact and the counts, never the data; its earlier entries stay as they are, user names
+included (s.62 logs must say who consulted or disclosed).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class RetentionStore(ProjectStore, UploadStore):
                 (project, member, member),
             )
             uploads = self._forget_uploads(tx, project, member)
+            users = self.delete_users_in(tx, project, member)  # their tokens stop working
+            detail = {"uploads": len(uploads), "links": links}
             self.audit.append_in(
                 tx,
                 audit.Event(
@@ -50,7 +54,7 @@ class RetentionStore(ProjectStore, UploadStore):
                     "erase",
                     project,
                     member,
-                    detail={"uploads": len(uploads), "links": links},
+                    detail=detail | ({"users": users} if users else {}),
                 ),
             )
         self._unlink_uploads(uploads)
@@ -69,8 +73,8 @@ class RetentionStore(ProjectStore, UploadStore):
         """Delete every expired project's encodings and results; returns their names.
 
         The project's name, members and token hashes stay (so a late caller is
-        told it expired, and the name is not reused); its uploads, runs and
-        links go, rows and files.
+        told it expired, and the name is not reused); its uploads, runs,
+        links, request references and named users go, rows and files.
         """
         done = []
         for name in self.expired_projects():
@@ -81,6 +85,7 @@ class RetentionStore(ProjectStore, UploadStore):
                 run_count = tx.execute("DELETE FROM runs WHERE project=?", (name,)).rowcount
                 tx.execute("DELETE FROM request_refs WHERE project=?", (name,))
                 uploads = self._forget_uploads(tx, name)
+                users = self.delete_users_in(tx, name)
                 tx.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
                 self.audit.append_in(
                     tx,
@@ -88,7 +93,8 @@ class RetentionStore(ProjectStore, UploadStore):
                         audit.MATCHER,
                         "project.expire",
                         name,
-                        detail={"uploads": len(uploads), "runs": run_count, "links": links},
+                        detail={"uploads": len(uploads), "runs": run_count, "links": links}
+                        | ({"users": users} if users else {}),
                     ),
                 )
             self._unlink_uploads(uploads)

@@ -5,7 +5,9 @@ A user token acts for its member, like the member token, and every audit entry m
 names the user (core/audit.py: `Event.user`). A project that requires users refuses
 consultations and disclosures made with the member token alone (rpc/servicer.py). A revoked
 user keeps its row (name, when issued, when revoked) so the log's names stay explained; its
-token hash is replaced by one no token has.
+token hash is replaced by one no token has. The rows go (names are personal data) with the
+member's data when it erases, and with the project's when it expires (retention_store.py);
+the audit log keeps the names in its entries, as it keeps every entry.
 """
 
 from __future__ import annotations
@@ -96,6 +98,17 @@ class UserStore(StoreBase):
                 (_unusable(), now, project, member, name),
             )
         return names
+
+    def delete_users_in(
+        self, tx: sqlite3.Connection, project: str, member: str | None = None
+    ) -> int:
+        """Delete the user rows of `member` (every member's if None), inside `tx`: their
+        names go and their tokens stop working. Returns how many rows went."""
+        if member is None:
+            return tx.execute("DELETE FROM users WHERE project=?", (project,)).rowcount
+        return tx.execute(
+            "DELETE FROM users WHERE project=? AND member=?", (project, member)
+        ).rowcount
 
     def users(self, project: str, member: str) -> list[User]:
         rows = self.db.query(
