@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import stat
 import threading
 from pathlib import Path
@@ -245,6 +246,9 @@ def test_users_and_audit_files_from_the_cli(
     assert cli(matcher, "audit", "report", *admin) == 0
     report = capsys.readouterr().out
     assert "pc-9" in report and "fetched results" in report and hostile in report
+    counts = json.loads(disclosed[0]["detail"])["counts"]
+    fetched = [line for line in report.splitlines() if "fetched results" in line]
+    assert counts and all(line.endswith(f"south: {counts['south']}") for line in fetched)
     assert "(organisation token)" in report  # the administrator's own look at the project
 
     assert cli(matcher, "user", "list", *admin) == 0

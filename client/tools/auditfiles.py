@@ -139,6 +139,8 @@ def who_looked(entries: Iterable[Entry]) -> list[list[str]]:
         if e["action"] == "request.resolve" and "records" not in detail:
             continue  # a partner answering this member's request (its view has no count)
         records = detail.get("records", "")
+        if e["action"] == "results.disclose":  # how many of its records each partner holds
+            records = _mapping(detail.get("counts") or {})
         rows.append(
             [
                 iso(float(e["time"])),
