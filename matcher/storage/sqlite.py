@@ -17,8 +17,10 @@ append at once in one transaction, one fsync (the audit entries of real-time que
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,7 @@ DAMAGED = (
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 T = TypeVar("T")
+log = logging.getLogger("blindmatch.matcher")
 _MISSING = object()
 
 
@@ -179,10 +182,19 @@ class Database:
             keep=lambda rows: bool(rows) or keep_empty,
         )
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the database and truncate it, so deleted pages leave the WAL."""
+    def checkpoint(self, *, tries: int = 20) -> None:
+        """Fold the WAL into the database and truncate it, so deleted pages leave the WAL.
+
+        A reader in the middle of a snapshot can hold the checkpoint up (SQLite reports it
+        busy after its busy timeout); it is tried again, a bounded number of times, and a
+        checkpoint that still cannot finish is logged (the next one folds the same pages)."""
         with self.lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for attempt in range(tries):
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    return
+                time.sleep(0.05 * (attempt + 1))
+        log.warning("%s: the write-ahead log could not be truncated yet (readers busy)", self.path)
 
 
 class _Ticket:
