@@ -25,7 +25,7 @@ from blindmatch.cli.options import (
 )
 from blindmatch.client.errors import InputError
 
-_DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
+_DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -35,7 +35,7 @@ def parse_expiry(text: str, now: float | None = None) -> int:
 
     now = time.time() if now is None else now
     text = text.strip().lower()
-    if m := _DURATION.match(text):
+    if m := _DURATION.fullmatch(text):
         amount = int(m.group(1))
         if amount < 1:
             raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
