@@ -154,10 +154,13 @@ def create_server(
             admin_token, store.token_owner, SERVICE_NAME, call_kinds(service, MATCHER_RPCS)
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # newer gRPC raises where older returned 0
+            port = 0
         if port:
             server.start()
     if port == 0:
@@ -167,7 +170,9 @@ def create_server(
         realtime.close()
         sweeper.stop()
         store.close()
-        raise OSError(f"could not listen on {address}")
+        raise OSError(
+            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
+        )
     if placement is not None:
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):

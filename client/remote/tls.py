@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import grpc
 
 from blindmatch.client.errors import InputError
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _read(path: str | None, what: str) -> bytes | None:
@@ -54,11 +55,38 @@ def server_credentials(
     )
 
 
+def listen_address(listen: str) -> tuple[str, int]:
+    """`--listen`'s host (brackets off an IPv6 address) and port: `127.0.0.1:50051`,
+    `[::1]:50051` and `::1:50051` (the last colon ends an IPv6 address without brackets)."""
+    host, sep, port = listen.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or not _host_ok(host):
+        raise InputError(
+            f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051 or [::1]:50051"
+        )
+    return host, int(port)
+
+
+def _host_ok(host: str) -> bool:
+    """A name or IPv4 address (no colon), or a whole IPv6 address."""
+    if ":" not in host:
+        return "[" not in host and "]" not in host
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def grpc_address(host: str, port: int) -> str:
+    """HOST:PORT as gRPC (and a person) reads it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_listen_address(listen: str, *, secure: bool, allow: bool) -> None:
     """Refuse plaintext anywhere but loopback unless explicitly allowed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InputError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    host, _ = listen_address(listen)
     if secure or allow or host in LOOPBACK_HOSTS:
         return
     raise InputError(
