@@ -109,13 +109,25 @@ def connection_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--server",
         default=env("BLINDMATCH_SERVER") or DEFAULT_SERVER,
-        help="matcher HOST:PORT (default: $BLINDMATCH_SERVER or %(default)s)",
+        help="matcher HOST:PORT, or grpcs://HOST:PORT for TLS trusting the system's CAs "
+        "(default: $BLINDMATCH_SERVER or %(default)s)",
     )
-    g.add_argument("--ca-cert", default=env("BLINDMATCH_CA_CERT"), help="CA to trust for TLS")
+    g.add_argument(
+        "--ca-cert",
+        default=env("BLINDMATCH_CA_CERT"),
+        help="CA to trust for TLS; without it (or grpcs://) only a loopback matcher is "
+        "spoken to, in plaintext",
+    )
     g.add_argument(
         "--client-cert", default=env("BLINDMATCH_CLIENT_CERT"), help="mutual TLS certificate"
     )
     g.add_argument("--client-key", default=env("BLINDMATCH_CLIENT_KEY"), help="mutual TLS key")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the token and data unencrypted to a matcher that is not on loopback "
+        "(a test network only)",
+    )
     quiet_option(g)
     return net
 
@@ -170,16 +182,25 @@ def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
     # gRPC's own log lines (a failed TLS handshake, say) would repeat our one-line error.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from blindmatch.client.remote.client import MatcherClient
-    from blindmatch.client.remote.tls import channel_credentials
+    from blindmatch.client.remote.tls import channel_credentials, client_target
 
     credentials = channel_credentials(
-        ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key
+        ca_cert=args.ca_cert,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        tls=client_target(args.server)[1],
     )
 
     def say_retrying(message: str) -> None:
         print(f"Warning: {message}", file=sys.stderr)
 
-    client = MatcherClient(args.server, token, credentials=credentials, on_retry=say_retrying)
+    client = MatcherClient(
+        args.server,
+        token,
+        credentials=credentials,
+        on_retry=say_retrying,
+        insecure=args.insecure,
+    )
     try:
         client.check_reachable()
     except BaseException:
