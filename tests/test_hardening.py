@@ -4,17 +4,22 @@ do no harm now."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks.cliflow import BLINDMATCH, ROOT
 from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
+from blindmatch.cli import main
 from blindmatch.client import MatcherClient
-from tests.support import HOUR, Clock, start
+from tests.support import HOUR, Clock, Matcher, Org, encode_cli, start
 
 CLKS = population(1, 60, 0.0, seed=16)[0].clks
 
@@ -100,3 +105,105 @@ def test_an_expired_projects_index_leaves_no_clk_in_any_file(tmp_path: Path) -> 
     finally:
         matcher.server.stop(grace=None)
     assert found_in_data_dir(matcher.data_dir, indexed) == []
+
+
+# -- 4. the data dir, and what the client writes, are their owner's only --------------------
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """A common umask that lets others read new files (022); child processes inherit it."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def open_to_others(root: Path) -> list[str]:
+    """Every folder not 0700 and file not 0600 under `root` (and `root` itself)."""
+    found = []
+    for path in [root, *sorted(root.rglob("*"))]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found.append(f"{path.relative_to(root.parent)}: {mode:04o}")
+    return found
+
+
+@pytest.mark.slow
+def test_the_data_dir_and_its_backup_are_owner_only_whatever_the_umask(
+    loose_umask: None, tmp_path: Path
+) -> None:
+    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    try:
+        with MatcherClient(server.target, server.admin_token) as op:
+            tokens = op.create_project("p", ["north", "south"]).tokens
+        with MatcherClient(server.target, tokens["north"]) as north:
+            north.upload("p", write(population(1, 20, 0.0, seed=4)[0], tmp_path / "n.encoded"))
+            north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                               puts=index_puts(0, 10))  # fmt: skip
+        names = {p.name for p in server.data_dir.rglob("*")}
+        for name in ("blindmatch.sqlite-wal", "blindmatch.sqlite-shm", "index.sqlite-wal",
+                     "index.sqlite-shm", "audit.key", "clks", "tmp"):  # fmt: skip
+            assert name in names  # every kind of file is there to be checked
+        assert any(n.endswith(".bin") for n in names)
+        assert open_to_others(server.data_dir) == []
+        done = subprocess.run(
+            [*BLINDMATCH, "admin", "backup", "--data-dir", str(server.data_dir),
+             "--out", str(tmp_path / "backup")],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert open_to_others(tmp_path / "backup") == []
+    finally:
+        server.stop()
+    assert open_to_others(server.data_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loosen", ["", "blindmatch.sqlite", "clks"])
+def test_serve_refuses_a_data_dir_others_can_read_and_says_how_to_fix_it(
+    tmp_path: Path, loosen: str
+) -> None:
+    data = tmp_path / "data"
+    server = Server(data, free_port(), "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    server.stop()
+    (data / loosen).chmod(0o755 if (data / loosen).is_dir() else 0o644)
+    refused = subprocess.run(
+        [*BLINDMATCH, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "bm_op"},
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "is open to other users" in refused.stderr
+    assert f"chmod -R go-rwx {data}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    subprocess.run(["chmod", "-R", "go-rwx", str(data)], check=True)  # the fix it gives works
+    server.start()
+    server.stop()
+
+
+def test_what_the_client_writes_is_owner_only_whatever_the_umask(
+    loose_umask: None,
+    matcher: Matcher,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()  # 0755: the folder the user chose is the user's business
+    assert main(["secret", "new", str(out / "linkage.secret")]) == 0
+    assert encode_cli(orgs["north"], out / "linkage.secret", out / "north.encoded") == 0
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    args = ["project", "create", "p", "--members", "north,south", "--server", matcher.target]
+    assert main([*args, "--tokens-dir", str(out / "tokens")]) == 0
+    said = capsys.readouterr().out
+    token = (out / "tokens" / "north.token").read_text().strip()
+    assert token.startswith("bm_") and token not in said  # in the file, not on the terminal
+    assert main(["project", "rotate-token", "p", "--member", "south", "--server", matcher.target,
+                 "--tokens-dir", str(out / "tokens")]) == 0  # fmt: skip
+    for made in ("linkage.secret", "north.encoded", "tokens"):
+        assert open_to_others(out / made) == [], made

@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import time
+from pathlib import Path
 
 from blindmatch.cli.options import (
     BLOCKINGS,
@@ -66,7 +67,12 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_purpose=args.require_purpose,
             expires_unix=expires,
         )
-    if args.json:
+    if args.tokens_dir:
+        files = write_tokens(args.tokens_dir, created.tokens)
+        if args.json:
+            print(json.dumps({"project": created.project, "token_files": files}))
+            return 0
+    elif args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
@@ -75,15 +81,43 @@ def cmd_create(args: argparse.Namespace) -> int:
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
+    if args.tokens_dir:
+        print("Member tokens written, each to a file only you can read (give each member only "
+              "its own, by a secure channel; members pass it as --token-file):")  # fmt: skip
+        for member, path in files.items():
+            print(f"  {member}: {path}")
+        return 0
     print("Member tokens (shown once; give each member only its own):")
     for member, token in created.tokens.items():
         print(f"  {member}: {token}")
     return 0
 
 
+def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
+    """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here)."""
+    from blindmatch.client.files import write_text
+
+    root = Path(folder)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = {}
+    for member, token in tokens.items():
+        path = root / f"{member}.token"
+        write_text(path, token + "\n")  # owner-only from the first byte
+        files[member] = str(path)
+    return files
+
+
 def cmd_rotate_token(args: argparse.Namespace) -> int:
     with connect(args, admin_token()) as client:
         token = client.rotate_token(args.name, args.member)
+    if args.tokens_dir:
+        path = write_tokens(args.tokens_dir, {args.member: token})[args.member]
+        if args.json:
+            print(json.dumps({"project": args.name, "member": args.member, "token_file": path}))
+        else:
+            print(f"New token for {args.member} in {args.name} written to {path} (only you can "
+                  "read it; the old one no longer works)")  # fmt: skip
+        return 0
     if args.json:
         print(json.dumps({"project": args.name, "member": args.member, "token": token}))
         return 0
@@ -180,6 +214,12 @@ def register(sub: Subcommands) -> None:
         "date (YYYY-MM-DD, UTC); default 180d",
     )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
+    pc.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write each member's token to DIR/MEMBER.token, readable by you only, instead "
+        "of printing it (--json then prints {project, token_files})",
+    )
 
     pr = command(
         psub,
@@ -192,6 +232,12 @@ def register(sub: Subcommands) -> None:
     pr.add_argument("name", help="project name")
     pr.add_argument("--member", required=True, help="the member whose token to replace")
     pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
+    pr.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write the new token to DIR/MEMBER.token, readable by you only, instead of "
+        "printing it",
+    )
 
     pv = command(
         psub,

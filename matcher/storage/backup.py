@@ -23,7 +23,13 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindmatch.matcher.storage.datadir import DB_NAME, DataDir, fsync_path
+from blindmatch.matcher.storage.datadir import (
+    DB_NAME,
+    DataDir,
+    copy_private,
+    create_private_file,
+    fsync_path,
+)
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads
@@ -45,6 +51,7 @@ class BackupReport:
 
 def _snapshot(source_db: Path, dest_db: Path) -> None:
     src = connect_read_only(source_db)
+    create_private_file(dest_db)
     dst = sqlite3.connect(dest_db)
     try:
         src.backup(dst)
@@ -64,10 +71,9 @@ def _copy_needed(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
     copied = 0
     for upload_id in needed:
         try:
-            shutil.copyfile(source.clk_file(upload_id), staging.clk_file(upload_id))
+            copy_private(source.clk_file(upload_id), staging.clk_file(upload_id))
         except FileNotFoundError:
             return None
-        fsync_path(staging.clk_file(upload_id))
         copied += staging.clk_file(upload_id).stat().st_size
     fsync_path(staging.clks)
     return len(needed), copied
@@ -91,8 +97,7 @@ def backup_data_dir(data_dir: str | Path, dest: str | Path) -> BackupReport:
             if source.index_db.is_file():
                 _snapshot(source.index_db, staging.index_db)
             if source.audit_key.is_file():
-                shutil.copy2(source.audit_key, staging.audit_key)
-                fsync_path(staging.audit_key)
+                copy_private(source.audit_key, staging.audit_key)
         except (OSError, sqlite3.Error) as exc:
             shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc

@@ -97,7 +97,7 @@ class IndexStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         files = DataDir(Path(data_dir))
-        files.root.mkdir(parents=True, exist_ok=True)
+        files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
 
     def close(self) -> None:

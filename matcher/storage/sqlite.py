@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
+from blindmatch.matcher.storage.datadir import create_private_file
 
 DISK_FULL = "the matcher's disk is full; nothing was stored (what was stored before is intact)"
 DAMAGED = (
@@ -92,6 +93,7 @@ class Database:
         self.path = path
         self.lock = threading.RLock()
         self._cache: dict[Hashable, object] = {}
+        create_private_file(path)  # SQLite gives its -wal and -shm the same mode
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             for pragma in pragmas:
