@@ -14,13 +14,14 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    env,
+    given_token,
+    token_options,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    token = args.token or env("BLINDMATCH_TOKEN")
+    token = given_token(args)
     if token and not args.project:
         raise InputError("a member sees its own project's audit entries: pass --project")
     with connect(args, token or admin_token()) as client:
@@ -82,9 +83,10 @@ def register(sub: Subcommands) -> None:
         parents=[net],
     )
     ae.add_argument("--project", help="one project (required with a member token)")
-    ae.add_argument(
-        "--token",
-        help="member token (default: $BLINDMATCH_TOKEN; without one, $BLINDMATCH_ADMIN_TOKEN)",
+    token_options(
+        ae,
+        token_help="member token (visible in `ps`: prefer --token-file or $BLINDMATCH_TOKEN; "
+        "without one, $BLINDMATCH_ADMIN_TOKEN)",
     )
     ae.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
     ae.add_argument("--out", type=Path, help="file to write (default: standard output)")

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 from blindmatch.client.errors import InputError
@@ -132,11 +133,24 @@ def connection_options() -> argparse.ArgumentParser:
     return net
 
 
+TOKEN_HELP = (
+    "member token; other users of this machine can see it in `ps`: prefer --token-file "
+    "or $BLINDMATCH_TOKEN"
+)
+TOKEN_FILE_HELP = "file holding the member token (e.g. from `project create --tokens-dir`)"
+
+
+def token_options(parser: argparse._ActionsContainer, *, token_help: str = TOKEN_HELP) -> None:
+    """`--token` and `--token-file`, the same on every command that takes a member token."""
+    parser.add_argument("--token", help=token_help)
+    parser.add_argument("--token-file", metavar="FILE", help=TOKEN_FILE_HELP)
+
+
 def member_options() -> argparse.ArgumentParser:
     """The project a member acts in, and its token."""
     member = argparse.ArgumentParser(add_help=False)
     member.add_argument("--project", required=True, help="project name")
-    member.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    token_options(member)
     return member
 
 
@@ -162,11 +176,29 @@ def progress_wanted(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
+def given_token(args: argparse.Namespace) -> str | None:
+    """The member token from --token, --token-file or $BLINDMATCH_TOKEN, if any."""
+    if args.token and args.token_file:
+        raise InputError("give the member token once: --token or --token-file, not both")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise InputError(f"--token-file {args.token_file}: cannot read it ({why})") from None
+        if not token or any(c.isspace() for c in token):
+            raise InputError(f"--token-file {args.token_file}: expected one token, found none")
+        return token
+    return str(args.token) if args.token else env("BLINDMATCH_TOKEN")
+
+
 def member_token(args: argparse.Namespace) -> str:
-    token = args.token or env("BLINDMATCH_TOKEN")
+    token = given_token(args)
     if not token:
-        raise InputError("no member token: pass --token or set BLINDMATCH_TOKEN")
-    return str(token)
+        raise InputError(
+            "no member token: pass --token-file FILE (or --token), or set BLINDMATCH_TOKEN"
+        )
+    return token
 
 
 def admin_token() -> str:

@@ -22,6 +22,7 @@ from blindmatch.cli.options import (
     connect,
     connection_options,
     member_token,
+    token_options,
     when,
 )
 from blindmatch.client.errors import InputError
@@ -259,4 +260,4 @@ def register(sub: Subcommands) -> None:
         parents=[net],
     )
     ps.add_argument("name", help="project name")
-    ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    token_options(ps)
