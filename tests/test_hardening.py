@@ -151,11 +151,12 @@ def test_the_data_dir_and_its_backup_are_owner_only_whatever_the_umask(
         assert open_to_others(server.data_dir) == []
         done = subprocess.run(
             [*BLINDMATCH, "admin", "backup", "--data-dir", str(server.data_dir),
-             "--out", str(tmp_path / "backup")],
+             "--out", str(tmp_path / "backup"), "--key-out", str(tmp_path / "audit.key")],
             capture_output=True, text=True, timeout=120, cwd=ROOT,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert open_to_others(tmp_path / "backup") == []
+        assert stat.S_IMODE((tmp_path / "audit.key").stat().st_mode) == 0o600
     finally:
         server.stop()
     assert open_to_others(server.data_dir) == []
