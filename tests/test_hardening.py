@@ -18,8 +18,8 @@ from benchmarks.cliflow import BLINDMATCH, ROOT
 from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
-from blindmatch.client import MatcherClient
-from tests.support import HOUR, Clock, Matcher, Org, encode_cli, start
+from blindmatch.client import MatcherClient, ProjectTokens
+from tests.support import HOUR, Clock, Matcher, Org, encode_all, encode_cli, start
 
 CLKS = population(1, 60, 0.0, seed=16)[0].clks
 
@@ -208,3 +208,28 @@ def test_what_the_client_writes_is_owner_only_whatever_the_umask(
                  "--tokens-dir", str(out / "tokens")]) == 0  # fmt: skip
     for made in ("linkage.secret", "north.encoded", "tokens"):
         assert open_to_others(out / made) == [], made
+
+
+# -- 9h. a failed run tells members nothing of the matcher's files --------------------------
+
+
+def test_a_failed_runs_message_carries_no_server_path(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    encoded = encode_all(orgs, tmp_path)
+    for name, enc in encoded.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", enc)
+    # A fault of the matcher's own, whose exception names its file: a CLK file that is a
+    # symbolic link to itself (stat fails with ELOOP and the full path).
+    (clk,) = [p for p in (matcher.data_dir / "clks").iterdir() if p.name.endswith(".bin")][:1]
+    clk.unlink()
+    clk.symlink_to(clk)
+    with matcher.member(project.tokens["north"]) as north:
+        run = north.start_run("trial")
+        last = list(north.watch_run("trial", run.run_id))[-1]
+        entries = [str(e) for e in north.audit("trial")]
+    assert last.state == "failed"
+    assert "internal error on the matcher" in last.message and "operator's log" in last.message
+    for told in (last.message, *entries):
+        assert str(matcher.data_dir) not in told and "clks" not in told and "Errno" not in told
