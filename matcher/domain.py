@@ -192,6 +192,9 @@ class QueryQuota:
 DEFAULT_QUOTA = QueryQuota(per_minute=1_000, per_day=10_000)
 
 QUERY, WATCH, NOTIFY = "query", "watch", "notify"
+# Requests refused for a bad token or bad input, counted in the query volume log (never
+# audited): `records` is how many, `refused` the status (matcher/rpc/refusals.py).
+REFUSED_REQUEST = "request"
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ class QueryRecord:
     time: float
     project: str
     member: str  # who asked
-    kind: str  # QUERY, WATCH or NOTIFY
+    kind: str  # QUERY, WATCH or NOTIFY (or REFUSED_REQUEST)
     purpose: str
     records: int
     records_with_hits: int = 0

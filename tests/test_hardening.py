@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH, ROOT
@@ -19,7 +20,9 @@ from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
-from tests.support import HOUR, Clock, Matcher, Org, encode_all, encode_cli, start
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.support import HOUR, Clock, Matcher, Org, auth, encode_all, encode_cli, start
 
 CLKS = population(1, 60, 0.0, seed=16)[0].clks
 
@@ -233,3 +236,42 @@ def test_a_failed_runs_message_carries_no_server_path(
     assert "internal error on the matcher" in last.message and "operator's log" in last.message
     for told in (last.message, *entries):
         assert str(matcher.data_dir) not in told and "clks" not in told and "Errno" not in told
+
+
+# -- 9c. refused requests are logged (never the token), rate-limited, and counted ----------
+
+
+@pytest.mark.slow
+def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported(
+    served: Server, tmp_path: Path
+) -> None:
+    with MatcherClient(served.target, served.admin_token) as op:
+        tokens = op.create_project("p", ["north", "south"]).tokens
+    bogus = "bm_" + secrets.token_urlsafe(24)  # a guessed token, as a stranger would send
+    with grpc.insecure_channel(served.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        for _ in range(120):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.DescribeProject(pb.DescribeProjectRequest(project="p"), metadata=auth(bogus))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for _ in range(3):  # bad input from a real member
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SetConsent(pb.SetConsentRequest(project="p", level=9),
+                                metadata=auth(tokens["north"]))  # fmt: skip
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with MatcherClient(served.target, served.admin_token) as op:
+        report = {v.member: v for v in op.query_report("p")}
+    assert any("120 requests refused for a bad token or bad input (UNAUTHENTICATED 120)" in f
+               for f in report["(no valid token)"].flags), report  # fmt: skip
+    assert any("3 requests refused" in f and "INVALID_ARGUMENT 3" in f
+               for f in report["north"].flags), report  # fmt: skip
+    assert not report["south"].flags
+
+    served.stop()
+    logged = served.log.read_text()
+    lines = [line for line in logged.splitlines() if "refused " in line and " from " in line]
+    assert lines and "refused DescribeProject from (no valid token)" in lines[0]
+    assert "UNAUTHENTICATED" in lines[0]
+    assert len(lines) <= 21  # rate-limited: a flood does not fill the log ...
+    assert "the rest are counted, not logged" in logged  # ... and says so
+    assert bogus not in logged and tokens["north"] not in logged

@@ -27,6 +27,7 @@ from blindmatch.matcher.rpc.auth import (
     operator_call,
     require_member,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
@@ -49,7 +50,10 @@ class MatcherService(pb_grpc.MatcherServicer):
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        refusals: Refusals | None = None,
     ) -> None:
+        # Refused calls are noted here (status.rpc_errors): logged, rate-limited, counted.
+        self.refusals = refusals
         self.store = store
         self.runs = runs
         self.realtime = realtime
@@ -138,6 +142,8 @@ class MatcherService(pb_grpc.MatcherServicer):
         if not request.project:
             raise InvalidArgument("project: required")
         hours = request.hours or 24
+        if self.refusals is not None:
+            self.refusals.flush()  # the refused requests counted so far, in the report
         volumes = self.realtime.report(request.project, hours)
         return pb.QueryReport(
             project=request.project, hours=hours, members=[convert.volume_pb(v) for v in volumes]

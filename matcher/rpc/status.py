@@ -32,6 +32,24 @@ def abort(context: Aborts, exc: ServiceError) -> NoReturn:
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
 
 
+def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: ServiceError) -> None:
+    """Tell the servicer's `refusals` (rpc/refusals.py), if it has one, of a refused call."""
+    refusals = getattr(servicer, "refusals", None)
+    if refusals is None:
+        return
+    caller = getattr(context, "caller", None)
+    project = getattr(request, "project", "") or getattr(caller, "project", "")
+    peer = context.peer() if hasattr(context, "peer") else ""
+    refusals.note(
+        method=method,
+        status=exc.status_name,
+        message=str(exc),
+        project=project if isinstance(project, str) else "",
+        member=getattr(caller, "member", ""),
+        peer=peer,
+    )
+
+
 def rpc_errors(method: F) -> F:
     """Turn the project's exceptions into gRPC statuses, for unary and streaming methods."""
     if inspect.isgeneratorfunction(method):
@@ -41,6 +59,7 @@ def rpc_errors(method: F) -> F:
             try:
                 yield from method(self, request, context)
             except ServiceError as exc:
+                note_refusal(self, method.__name__, request, context, exc)
                 abort(context, exc)
 
         return stream  # type: ignore[return-value]
@@ -50,6 +69,7 @@ def rpc_errors(method: F) -> F:
         try:
             return method(self, request, context)
         except ServiceError as exc:
+            note_refusal(self, method.__name__, request, context, exc)
             abort(context, exc)
 
     return unary  # type: ignore[return-value]
