@@ -20,9 +20,21 @@ from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.errors import BusyError
+from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import HOUR, Clock, Matcher, Org, auth, encode_all, encode_cli, start
+from tests.support import (
+    HOUR,
+    Clock,
+    Matcher,
+    Org,
+    auth,
+    db_rows,
+    encode_all,
+    encode_cli,
+    start,
+)
 
 CLKS = population(1, 60, 0.0, seed=16)[0].clks
 
@@ -275,3 +287,37 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     assert len(lines) <= 21  # rate-limited: a flood does not fill the log ...
     assert "the rest are counted, not logged" in logged  # ... and says so
     assert bogus not in logged and tokens["north"] not in logged
+
+
+# -- 9e. a member cannot make the matcher fsync an audit entry per call without limit ---------
+
+
+def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    def entries(action: str) -> int:
+        return sum(1 for r in db_rows(matcher.data_dir, "audit") if r[3] == action)
+
+    refused = {"describe": 0, "export": 0}
+    with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
+        for _ in range(150):
+            try:
+                north.describe("trial")
+            except BusyError as exc:
+                assert "at most 60 a minute per member" in str(exc)
+                refused["describe"] += 1
+            try:
+                list(north.audit("trial"))
+            except BusyError:
+                refused["export"] += 1
+    # A burst of 20, then one a second: a loop of 150 gets about 20 through, not 150.
+    assert 20 <= entries("project.describe") <= 40 and refused["describe"] >= 110
+    assert 20 <= entries("audit.export") <= 40 and refused["export"] >= 110
+    # Another member, and the operator, are not held up by north's loop.
+    with matcher.member(project.tokens["south"]) as south:
+        assert south.describe("trial").project == "trial"
+    with matcher.operator() as op:
+        assert len(list(op.audit("trial"))) >= 40
+    # North's own ordinary client waits and retries (busy is retryable): it gets its answer.
+    with matcher.member(project.tokens["north"]) as north:
+        assert north.describe("trial").project == "trial"
