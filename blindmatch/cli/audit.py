@@ -77,7 +77,7 @@ def register(sub: Subcommands) -> None:
         help="audit entries as JSON lines (operator: all; member: those that concern it)",
         example=[
             "blindmatch audit export --out audit.jsonl",
-            "blindmatch audit export --project burglary --token $BLINDMATCH_TOKEN --after 1200",
+            "blindmatch audit export --project burglary --token-file north.token --after 1200",
         ],
         handler=cmd_export,
         parents=[net],

@@ -70,7 +70,7 @@ def register(sub: Subcommands) -> None:
         help="set the most partners may learn about your records",
         description="Set the most partners may learn about your records: they learn the "
         "lesser of this and the project's own level, from the next results or query on.",
-        example="blindmatch consent set --level count --project burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch consent set --level count --project burglary --token-file north.token",
         handler=cmd_consent_set,
         parents=parents,
     )
@@ -89,7 +89,7 @@ def register(sub: Subcommands) -> None:
         description="Delete this member's uploads and every result involving them from the "
         "project, now. Asks first (it cannot be undone); --yes answers for scripts. The audit "
         "log keeps the fact, not the data.",
-        example="blindmatch erase --project burglary --token $BLINDMATCH_TOKEN --yes",
+        example="blindmatch erase --project burglary --token-file north.token --yes",
         handler=cmd_erase,
         parents=parents,
     )

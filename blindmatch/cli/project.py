@@ -255,7 +255,7 @@ def register(sub: Subcommands) -> None:
         psub,
         "show",
         help="a project's members and latest run (member)",
-        example="blindmatch project show burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch project show burglary --token-file north.token",
         handler=cmd_show,
         parents=[net],
     )

@@ -35,6 +35,7 @@ from blindmatch.matcher.core.executor import (
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.domain import ACTIVE
 from blindmatch.matcher.errors import DataLoss
 from blindmatch.matcher.storage.store import Store
 
@@ -203,6 +204,9 @@ class RunManager:
 
     def _execute(self, run_id: str) -> None:
         run = self.store.run(run_id)
+        if run.state not in ACTIVE:  # cancelled by an erasure while it was queued
+            log.info("run %s was cancelled before it started: %s", run_id, run.message)
+            return
         inputs = self.store.run_inputs(run_id)
         members = [m for m, _ in inputs]
         datasets = [self.store.verified_clks(u) for _, u in inputs]
@@ -243,7 +247,9 @@ class RunManager:
         for (_, upload), clks in zip(inputs, datasets, strict=True):
             self.store.verify_again(upload, clks)  # no file changed under the run
         self.store.update_run(run_id, stage="store")
-        self.store.finish_run(run_id, members, result.links, result.groups)
+        if not self.store.finish_run(run_id, members, result.links, result.groups):
+            log.info("run %s finished after it was cancelled: nothing of it is stored", run_id)
+            return
         log.info(
             "run %s done: %d comparisons (%s), %d shared subjects",
             run_id,
