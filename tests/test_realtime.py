@@ -508,8 +508,14 @@ def test_a_query_with_the_wrong_encoding_is_refused(
     with matcher.member(project.tokens["north"]) as north:
         with pytest.raises(RejectedError, match="CLKs of 512 bits, but south's index has 1024"):
             north.query("trial", bytes(64), clk_bits=512, fingerprint=fp, purpose=PURPOSE)
-        with pytest.raises(RejectedError, match="different schema or secret than south's index"):
+        with pytest.raises(
+            RejectedError, match="different schema or secret than south's index"
+        ) as other:
             north.query("trial", bytes(128), clk_bits=1024, fingerprint=bytes(32), purpose=PURPOSE)
+        # Issue 16: the refusal shows no bits of the index's fingerprint (an oracle for the
+        # secret), nor of the one sent.
+        for shown in (fp.hex(), bytes(32).hex()):
+            assert not any(shown[i : i + 6] in str(other.value) for i in range(len(shown) - 6))
         with pytest.raises(RejectedError, match="not a whole, non-zero number of 1024-bit CLKs"):
             north.query("trial", bytes(100), clk_bits=1024, fingerprint=fp, purpose=PURPOSE)
 
