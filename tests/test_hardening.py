@@ -22,6 +22,8 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import BusyError
 from blindmatch.client.remote.retry import NO_RETRY
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import (
@@ -321,3 +323,15 @@ def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
     # North's own ordinary client waits and retries (busy is retryable): it gets its answer.
     with matcher.member(project.tokens["north"]) as north:
         assert north.describe("trial").project == "trial"
+
+
+def test_an_audit_key_kept_elsewhere_must_be_owner_only(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "audit.key"
+    key.parent.mkdir()
+    key.write_bytes(secrets.token_bytes(32))
+    key.chmod(0o644)
+    with pytest.raises(StartupRefused, match=r"is open to other users \(mode 0644\)") as refused:
+        create_server("127.0.0.1:0", tmp_path / "data", "bm_op", audit_key_file=key)
+    assert f"chmod go-rwx {key}" in str(refused.value)
+    key.chmod(0o600)
+    create_server("127.0.0.1:0", tmp_path / "data", "bm_op", audit_key_file=key).stop(grace=None)
