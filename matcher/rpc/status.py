@@ -18,6 +18,8 @@ from blindmatch.matcher.errors import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+OPERATOR_CALLER = "(operator)"  # how refusals name the operator
+
 
 class Aborts(Protocol):
     def set_trailing_metadata(self, trailing_metadata: tuple[tuple[str, str], ...]) -> None: ...
@@ -38,14 +40,21 @@ def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: Se
     if refusals is None:
         return
     caller = getattr(context, "caller", None)
-    project = getattr(request, "project", "") or getattr(caller, "project", "")
+    own = getattr(caller, "project", "")
+    project = getattr(request, "project", "") or own
+    project = project if isinstance(project, str) else ""
+    member = getattr(caller, "member", "")
+    if not member:
+        member = OPERATOR_CALLER
+    elif project != own:  # a member's token used in another project: say whose it is
+        member = f"{member} (of project {own})"
     peer = context.peer() if hasattr(context, "peer") else ""
     refusals.note(
         method=method,
         status=exc.status_name,
         message=str(exc),
-        project=project if isinstance(project, str) else "",
-        member=getattr(caller, "member", ""),
+        project=project,
+        member=member,
         peer=peer,
     )
 
