@@ -20,7 +20,7 @@ from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.client.errors import BusyError
+from blindmatch.client.errors import BusyError, MatcherError
 from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.server import create_server
@@ -335,3 +335,21 @@ def test_an_audit_key_kept_elsewhere_must_be_owner_only(tmp_path: Path) -> None:
     assert f"chmod go-rwx {key}" in str(refused.value)
     key.chmod(0o600)
     create_server("127.0.0.1:0", tmp_path / "data", "bm_op", audit_key_file=key).stop(grace=None)
+
+
+def test_an_unexpected_fault_in_a_call_names_no_server_path(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path
+) -> None:
+    """gRPC's own answer to an exception is `Exception calling application: <it>`."""
+    tmp = matcher.data_dir / "tmp"
+    tmp.rmdir()
+    tmp.write_bytes(b"")  # uploads in flight cannot be written: NotADirectoryError, with a path
+    data = population(1, 10, 0.0, seed=3)[0]
+    with (
+        MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north,
+        pytest.raises(MatcherError) as failed,
+    ):
+        north.upload("trial", write(data, tmp_path / "n.encoded"))
+    told = str(failed.value)
+    assert "internal error on the matcher" in told and "[INTERNAL]" in told
+    assert str(matcher.data_dir) not in told and "Errno" not in told

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -19,6 +20,8 @@ from blindmatch.matcher.errors import ServiceError
 F = TypeVar("F", bound=Callable[..., Any])
 
 OPERATOR_CALLER = "(operator)"  # how refusals name the operator
+
+log = logging.getLogger("blindmatch.matcher")
 
 
 class Aborts(Protocol):
@@ -59,6 +62,20 @@ def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: Se
     )
 
 
+INTERNAL_ERROR = "internal error on the matcher; the operator's log has the details"
+
+
+def _internal(context: Aborts, method: str, exc: Exception) -> NoReturn:
+    """An exception of no kind of ours: the caller gets INTERNAL with a fixed message (gRPC
+    would send `Exception calling application: ...`, which can name the matcher's files);
+    the log gets the traceback. gRPC's own abort (a bare Exception) passes through."""
+    if type(exc) is Exception and not exc.args:  # context.abort() already set the status
+        raise exc
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+    raise AssertionError("unreachable: abort raises")
+
+
 def rpc_errors(method: F) -> F:
     """Turn the project's exceptions into gRPC statuses, for unary and streaming methods."""
     if inspect.isgeneratorfunction(method):
@@ -70,6 +87,8 @@ def rpc_errors(method: F) -> F:
             except ServiceError as exc:
                 note_refusal(self, method.__name__, request, context, exc)
                 abort(context, exc)
+            except Exception as exc:
+                _internal(context, method.__name__, exc)
 
         return stream  # type: ignore[return-value]
 
@@ -80,5 +99,7 @@ def rpc_errors(method: F) -> F:
         except ServiceError as exc:
             note_refusal(self, method.__name__, request, context, exc)
             abort(context, exc)
+        except Exception as exc:
+            _internal(context, method.__name__, exc)
 
     return unary  # type: ignore[return-value]
