@@ -184,7 +184,7 @@ class Database:
             keep=lambda rows: bool(rows) or keep_empty,
         )
 
-    def checkpoint(self, *, tries: int = 20) -> None:
+    def checkpoint(self, *, tries: int = 3) -> None:
         """Fold the WAL into the database and truncate it, so deleted pages leave the WAL.
 
         A reader in the middle of a snapshot can hold the checkpoint up (SQLite reports it
