@@ -262,6 +262,7 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     with MatcherClient(served.target, served.admin_token) as op:
         tokens = op.create_project("p", ["north", "south"]).tokens
     bogus = "bm_" + secrets.token_urlsafe(24)  # a guessed token, as a stranger would send
+    began = time.monotonic()
     with grpc.insecure_channel(served.target) as channel:
         stub = pb_grpc.MatcherStub(channel)
         for _ in range(120):
@@ -273,6 +274,7 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
                 stub.SetConsent(pb.SetConsentRequest(project="p", level=9),
                                 metadata=auth(tokens["north"]))  # fmt: skip
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    minutes = int((time.monotonic() - began) // 60) + 1  # the log's limit is per minute
     with MatcherClient(served.target, served.admin_token) as op:
         report = {v.member: v for v in op.query_report("p")}
     assert any("120 requests refused for a bad token or bad input (UNAUTHENTICATED 120)" in f
@@ -286,7 +288,7 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     lines = [line for line in logged.splitlines() if "refused " in line and " from " in line]
     assert lines and "refused DescribeProject from (no valid token)" in lines[0]
     assert "UNAUTHENTICATED" in lines[0]
-    assert len(lines) <= 21  # rate-limited: a flood does not fill the log ...
+    assert len(lines) <= 20 * minutes  # rate-limited: a flood does not fill the log ...
     assert "the rest are counted, not logged" in logged  # ... and says so
     assert bogus not in logged and tokens["north"] not in logged
 
@@ -301,6 +303,7 @@ def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
         return sum(1 for r in db_rows(matcher.data_dir, "audit") if r[3] == action)
 
     refused = {"describe": 0, "export": 0}
+    began = time.monotonic()
     with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
         for _ in range(150):
             try:
@@ -313,8 +316,9 @@ def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
             except BusyError:
                 refused["export"] += 1
     # A burst of 20, then one a second: a loop of 150 gets about 20 through, not 150.
-    assert 20 <= entries("project.describe") <= 40 and refused["describe"] >= 110
-    assert 20 <= entries("audit.export") <= 40 and refused["export"] >= 110
+    most = 20 + int(time.monotonic() - began) + 2
+    assert 20 <= entries("project.describe") <= most and refused["describe"] >= 150 - most
+    assert 20 <= entries("audit.export") <= most and refused["export"] >= 150 - most
     # Another member, and the operator, are not held up by north's loop.
     with matcher.member(project.tokens["south"]) as south:
         assert south.describe("trial").project == "trial"

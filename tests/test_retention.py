@@ -276,7 +276,9 @@ def test_a_member_starting_runs_in_a_loop_cannot_hold_off_an_erasure(
     looper = threading.Thread(target=loop)
     looper.start()
     try:
+        deadline = time.monotonic() + 60
         while len(started) < 3:  # the loop is under way, a run always queued or running
+            assert time.monotonic() < deadline, "the loop started no runs"
             time.sleep(0.01)
         with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
             erased = north.erase("trial")  # at once: not refused, not retried
