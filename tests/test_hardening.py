@@ -357,3 +357,13 @@ def test_an_unexpected_fault_in_a_call_names_no_server_path(
     told = str(failed.value)
     assert "internal error on the matcher" in told and "[INTERNAL]" in told
     assert str(matcher.data_dir) not in told and "Errno" not in told
+
+
+def test_admin_check_reports_a_data_dir_others_can_read(
+    matcher: Matcher, project: ProjectTokens, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["admin", "check", "--data-dir", str(matcher.data_dir)]) == 0
+    (matcher.data_dir / "blindmatch.sqlite").chmod(0o644)
+    assert main(["admin", "check", "--data-dir", str(matcher.data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "is open to other users" in err and f"chmod -R go-rwx {matcher.data_dir}" in err
