@@ -87,6 +87,16 @@ class Project:
     blocking: str = "auto"  # auto | exhaustive | lsh (see usecases.runs.choose_method)
     require_purpose: bool = False
     expires: float = 0.0  # seconds since 1970; its data is deleted then
+    require_users: bool = False  # consultations and disclosures need a named user's token
+
+
+@dataclass(frozen=True)
+class User:
+    """A named user under a member (its own token; the member's administrator manages it)."""
+
+    name: str
+    created: float
+    revoked: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ class Run:
     threshold: float
     tasks_done: int = 0  # comparison tasks finished (on the matcher's threads or a cluster)
     tasks_total: int = 0
+    started: float = 0.0  # when it was started (seconds since 1970)
 
 
 @dataclass(frozen=True)
@@ -211,3 +222,4 @@ class QueryRecord:
     records_with_hits: int = 0
     refused: str = ""  # why it was refused; empty when answered
     disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> level label
+    user: str = ""  # the member's named user who asked (or opened the watch), if any

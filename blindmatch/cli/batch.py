@@ -73,7 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BlindmatchError(f"run {final.run_id} failed: {final.message}")
     if final.state != "done":
         raise BlindmatchError(f"lost track of run {final.run_id} ({final.state})")
-    print(f"Run {final.run_id} done: {final.groups} shared subjects found.")
+    if final.groups:  # the member's own shared records (never the run-wide total)
+        print(f"Run {final.run_id} done: {final.groups} of your records are held by a partner.")
+    else:
+        print(f"Run {final.run_id} done; `blindmatch results` shows what you share.")
     return 0
 
 

@@ -48,6 +48,7 @@ class Encoded:
     sha256: str
     field_bits: tuple[int, ...] = ()  # field-level encodings: segment sizes in bits
     fallback_bits: int = 0  # the last fallback_bits of each CLK are its fallback CLK
+    schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" in older folders
 
     @property
     def clk_bytes(self) -> int:
@@ -107,6 +108,7 @@ def write_encoded(
     report: dict[str, Any],
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
+    schema_digest: str = "",
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
     path = Path(path)
@@ -126,6 +128,8 @@ def write_encoded(
         "fingerprint": fingerprint.hex(),
         "sha256": digest,
     }
+    if schema_digest:
+        manifest["schema_digest"] = schema_digest
     if field_bits:
         if sum(field_bits) != clk_bits:
             raise ValueError("field_bits must add up to clk_bits")
@@ -155,7 +159,10 @@ def write_encoded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits)
+    return Encoded(
+        path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits,
+        schema_digest,
+    )  # fmt: skip
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -181,6 +188,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             sha256=str(manifest["sha256"]),
             field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
             fallback_bits=int(manifest.get("fallback_bits", 0)),
+            schema_digest=str(manifest.get("schema_digest", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

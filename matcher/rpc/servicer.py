@@ -26,12 +26,21 @@ from blindmatch.matcher.rpc.auth import (
     either_call,
     member_call,
     operator_call,
+    require_administrator,
+    require_consulting_member,
     require_member,
 )
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
-from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
+from blindmatch.matcher.usecases import (
+    audit_access,
+    projects,
+    requests,
+    results,
+    run_requests,
+    users,
+)
 from blindmatch.matcher.usecases.erasure import erase
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.uploads import receive_upload
@@ -117,6 +126,11 @@ class MatcherService(pb_grpc.MatcherServicer):
         return pb.RevokeTokenReply(project=request.project, member=request.member)
 
     @operator_call
+    def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
+        views = projects.list_projects(self.store, request.project)
+        return pb.ProjectList(projects=[convert.project_info(v) for v in views])
+
+    @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
         result = audit_access.verify_audit(self.store, request.anchor_seq, request.anchor_hash)
         return pb.VerifyAuditReply(
@@ -179,7 +193,9 @@ class MatcherService(pb_grpc.MatcherServicer):
     def DescribeProject(self, request: pb.DescribeProjectRequest, context: Call) -> pb.ProjectInfo:
         member = self._member(context, request.project)
         self._consulting(context, "DescribeProject")
-        return convert.project_info(projects.describe(self.store, request.project, member))
+        info = convert.project_info(projects.describe(self.store, request.project, member))
+        info.user = context.caller.user
+        return info
 
     @member_call
     def SetConsent(self, request: pb.SetConsentRequest, context: Call) -> pb.ConsentReply:
@@ -208,9 +224,8 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def StartRun(self, request: pb.StartRunRequest, context: Call) -> pb.RunStatus:
         member = self._member(context, request.project)
-        return convert.run_status(
-            run_requests.start_run(self.store, self.runs, request.project, member)
-        )
+        run = run_requests.start_run(self.store, self.runs, request.project, member)
+        return convert.run_status(run_requests.as_seen_by(self.store, run, member))
 
     @member_call
     def WatchRun(self, request: pb.WatchRunRequest, context: Call) -> Iterator[pb.RunStatus]:
@@ -219,14 +234,36 @@ class MatcherService(pb_grpc.MatcherServicer):
             for run in run_requests.follow_run(
                 self.store, self.runs, request.project, request.run_id, context.is_active
             ):
-                yield convert.run_status(run)
+                yield convert.run_status(run_requests.as_seen_by(self.store, run, member))
 
     @member_call
     def GetResults(self, request: pb.ResultsRequest, context: Call) -> Iterator[pb.ResultsChunk]:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         with self.limiter.slot(request.project, member, "results fetch"):
             found = results.member_results(self.store, request.project, member, request.purpose)
             yield from convert.results_chunks(found)
+
+    @member_call
+    def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
+        member = require_consulting_member(context.caller, request.project, self.store)
+        run_id, refs = requests.issue(
+            self.store,
+            request.project,
+            member,
+            list(request.rows),
+            request.partner,
+            request.upload_sha256,
+            request.purpose,
+        )
+        return convert.issue_ref_reply(run_id, refs)
+
+    @member_call
+    def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
+        member = require_consulting_member(context.caller, request.project, self.store)
+        ref = requests.resolve(
+            self.store, request.project, member, request.reference, request.purpose
+        )
+        return convert.resolve_ref_reply(ref)
 
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
@@ -297,7 +334,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 yield reply
 
     def _query(self, request: pb.QueryRequest, caller: Caller) -> pb.QueryReply:
-        member = require_member(caller, request.project, self.store)
+        member = require_consulting_member(caller, request.project, self.store)
         answer = self.realtime.query(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks
         )
@@ -305,7 +342,7 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @member_call
     def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         watch = self.realtime.watch(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks
         )
@@ -315,3 +352,23 @@ class MatcherService(pb_grpc.MatcherServicer):
                 yield convert.watch_event(*event)
         finally:
             self.realtime.unwatch(watch)
+
+    # -- members: named users ---------------------------------------------------------------
+
+    @member_call
+    def AddUser(self, request: pb.UserRequest, context: Call) -> pb.UserToken:
+        member = require_administrator(context.caller, request.project, self.store)
+        token = users.add_user(self.store, request.project, member, request.user)
+        return pb.UserToken(project=request.project, member=member, user=request.user, token=token)
+
+    @member_call
+    def ListUsers(self, request: pb.ListUsersRequest, context: Call) -> pb.UserList:
+        member = require_administrator(context.caller, request.project, self.store)
+        found = users.list_users(self.store, request.project, member)
+        return convert.user_list(request.project, member, found)
+
+    @member_call
+    def RevokeUser(self, request: pb.UserRequest, context: Call) -> pb.RevokeUserReply:
+        member = require_administrator(context.caller, request.project, self.store)
+        users.revoke_user(self.store, request.project, member, request.user)
+        return pb.RevokeUserReply(project=request.project, member=member, user=request.user)

@@ -1,4 +1,4 @@
-"""Deletion: a member's erasure, and the expiry of whole projects.
+"""Deletion: a member's erasure, and the expiry of whole projects (request references too).
 
 Deletion is real: files are unlinked, rows deleted with `secure_delete` on (freed pages
 are zeroed) and the WAL checkpointed and truncated, so the bytes are gone from the data
@@ -58,6 +58,10 @@ class RetentionStore(ProjectStore, UploadStore):
             tx.execute(
                 f"DELETE FROM run_inputs WHERE run_id IN ({runs}) AND member=?", (project, member)
             )
+            tx.execute(  # they point at its rows, or were issued from them
+                "DELETE FROM request_refs WHERE project=? AND (requester=? OR partner=?)",
+                (project, member, member),
+            )
             uploads = self._forget_uploads(tx, project, member)
             self.audit.append_in(
                 tx,
@@ -95,6 +99,7 @@ class RetentionStore(ProjectStore, UploadStore):
                 links = tx.execute(f"DELETE FROM links WHERE run_id IN ({runs})", (name,)).rowcount
                 tx.execute(f"DELETE FROM run_inputs WHERE run_id IN ({runs})", (name,))
                 run_count = tx.execute("DELETE FROM runs WHERE project=?", (name,)).rowcount
+                tx.execute("DELETE FROM request_refs WHERE project=?", (name,))
                 uploads = self._forget_uploads(tx, name)
                 tx.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
                 self.audit.append_in(

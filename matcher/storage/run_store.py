@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
 
 _RUN_COLUMNS = (
     "id, project, state, stage, work_done, work_total, groups, message, threshold, "
-    "tasks_done, tasks_total"
+    "tasks_done, tasks_total, created"
 )
 _UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
 
@@ -140,6 +140,14 @@ class RunStore(ProjectStore, UploadStore):
             ).fetchone()
             links = conn.execute(_LINKS_SQL, (run.id, member)).fetchall()
         return StoredResults(run, Upload(*upload) if upload else None, links)
+
+    def linked_rows(self, run_id: str, member: str) -> int:
+        """How many of `member`'s rows a finished run linked to some partner (0 once a
+        later run replaced its links)."""
+        rows = self.db.query(
+            "SELECT COUNT(DISTINCT row) FROM links WHERE run_id=? AND member=?", (run_id, member)
+        )
+        return int(rows[0][0])
 
     def latest_run(self, project: str) -> Run | None:
         rows = self.db.query(
