@@ -223,8 +223,25 @@ def test_what_the_client_writes_is_owner_only_whatever_the_umask(
     assert token.startswith("bm_") and token not in said  # in the file, not on the terminal
     assert main(["project", "rotate-token", "p", "--member", "south", "--server", matcher.target,
                  "--tokens-dir", str(out / "tokens")]) == 0  # fmt: skip
-    for made in ("linkage.secret", "north.encoded", "tokens"):
-        assert open_to_others(out / made) == [], made
+    # Main's named users and audit files, through the token files: owner-only too.
+    net = ["--project", "p", "--server", matcher.target]
+    north = ["--token-file", str(out / "tokens" / "north.token")]
+    user = out / "pc-1.token"
+    assert main(["user", "add", "pc-1", *net, *north, "--out", str(user)]) == 0
+    assert user.read_text().strip() not in capsys.readouterr().out
+    pc1 = ["--token-file", str(user)]
+    assert main(["project", "show", *net, *pc1]) == 0
+    assert "you are north, user pc-1" in capsys.readouterr().out
+    for fmt in ("csv", "html"):
+        assert main(["audit", "export", *net, *pc1, "--format", fmt,
+                     "--out", str(out / f"audit.{fmt}")]) == 0  # fmt: skip
+    assert main(["audit", "report", *net, *north, "--format", "html",
+                 "--out", str(out / "who.html")]) == 0  # fmt: skip
+    assert "pc-1" in (out / "who.html").read_text()  # the user's look, named
+    made = ("linkage.secret", "north.encoded", "tokens", "pc-1.token", "audit.csv", "audit.html",
+            "who.html")  # fmt: skip
+    for name in made:
+        assert open_to_others(out / name) == [], name
 
 
 # -- 9h. a failed run tells members nothing of the matcher's files --------------------------

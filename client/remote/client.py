@@ -225,14 +225,8 @@ class MatcherClient:
 
     def describe(self, project: str) -> ProjectInfo:
         """The project as this member sees it: members, levels, latest run."""
-        reply = self._retrying(
-            "describe",
-            lambda: self._stub.DescribeProject(
-                pb.DescribeProjectRequest(project=project),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            ),
-        )
+        request = pb.DescribeProjectRequest(project=project)
+        reply = self._retrying("describe", lambda: self._unary("DescribeProject", request))
         return convert.project_info(reply)
 
     def upload(
