@@ -310,6 +310,36 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     assert bogus not in logged and tokens["north"] not in logged
 
 
+def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
+    matcher: Matcher, project: ProjectTokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Main's RPCs (named users, request references, ListProjects) go through the same
+    refused-request log and count as every other call."""
+    with matcher.member(project.tokens["north"]) as north:
+        pc1 = north.add_user("trial", "pc-1")
+    calls = {
+        "AddUser": lambda c: c.add_user("trial", "pc-2"),  # a user cannot manage users
+        "ListUsers": lambda c: c.list_users("trial"),
+        "RevokeUser": lambda c: c.revoke_user("trial", "pc-1"),
+        "ResolveRequestRef": lambda c: c.resolve_request_ref("trial", "bmr-nonsense"),
+        "ListProjects": lambda c: c.list_projects(),  # the operator's
+    }
+    caplog.set_level("WARNING", logger="blindmatch.matcher")
+    with MatcherClient(matcher.target, pc1, retry=NO_RETRY) as user:
+        for call in calls.values():
+            with pytest.raises(MatcherError, match=r"PERMISSION_DENIED|INVALID_ARGUMENT"):
+                call(user)
+    with matcher.operator() as op:
+        report = {v.member: v.flags for v in op.query_report("trial")}
+    assert report["north"] == [
+        "5 requests refused for a bad token or bad input (INVALID_ARGUMENT 1, PERMISSION_DENIED 4)"
+    ]
+    logged = [r.getMessage() for r in caplog.records if "refused " in r.getMessage()]
+    for rpc in calls:
+        assert any(f"refused {rpc} from trial/north" in line for line in logged), (rpc, logged)
+    assert not any(pc1 in line for line in logged)
+
+
 # -- 9e. a member cannot make the matcher fsync an audit entry per call without limit ---------
 
 
