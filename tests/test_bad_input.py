@@ -56,6 +56,10 @@ CASES: list[Case] = [
     # CreateProject
     ("create-no-name", lambda c: create(c, name=""), "INVALID_ARGUMENT", "name: ''"),
     ("create-bad-name", lambda c: create(c, name="Bad Name"), "INVALID_ARGUMENT", "name:"),
+    # `re.match` with `$` took a trailing newline (issue 16): names are matched whole
+    ("create-name-newline", lambda c: create(c, name="fresh\n"), "INVALID_ARGUMENT", "name:"),
+    ("create-member-newline", lambda c: create(c, members=["a\n", "b"]), "INVALID_ARGUMENT",
+     "member"),
     ("create-one-member", lambda c: create(c, members=["a"]), "INVALID_ARGUMENT",
      "at least two members"),
     ("create-repeated-member", lambda c: create(c, members=["a", "a"]), "INVALID_ARGUMENT",
@@ -193,6 +197,11 @@ CASES: list[Case] = [
                                              fingerprint=bytes(32))),
         pb.IndexChange(put=pb.IndexPut(refs=["r1", "r2"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "put.clks"),
+    ("index-ref-newline", lambda c: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=1024,
+                                             fingerprint=bytes(32))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1\n"], clks=clks(1)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "ref"),
     ("index-unknown-project", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         header=pb.IndexHeader(project="nope", clk_bits=1024, fingerprint=bytes(32)))]),
         metadata=c.north), "NOT_FOUND", "'nope'"),

@@ -354,7 +354,8 @@ def test_project_commands_take_the_project_as_name_or_as_option(
     monkeypatch.delenv("BLINDMATCH_ADMIN_TOKEN")
     monkeypatch.delenv("BLINDMATCH_TOKEN", raising=False)
     assert cli(matcher, "project", "show", "trial") == 2
-    assert "pass --token (or set BLINDMATCH_TOKEN) for a member's view" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --token-file FILE or --token (or set BLINDMATCH_TOKEN) for a member's view" in err
 
 
 def test_a_query_with_another_secret_names_both_fingerprint_ids(

@@ -3,17 +3,21 @@ dir - files and rows - while the audit log keeps the fact."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.knownclks import population, write
 from blindmatch.cli import main
 from blindmatch.cli.project import parse_expiry
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError
+from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.server import RunningServer
+from blindmatch.matcher.storage.retention_store import ERASED_DURING_RUN
 from tests.support import HOUR, Clock, Matcher, Org, db_rows, encode_all, start, uploaded_and_run
 
 
@@ -265,19 +269,64 @@ def _uploads_of(matcher: Matcher, member: str) -> set[str]:
     return {r[0] for r in db_rows(matcher.data_dir, "uploads") if r[2] == member}
 
 
-def test_erasure_waits_for_a_running_match(
+def test_erasure_cancels_a_queued_run(
     matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
 ) -> None:
     for name, enc in encoded.items():
         with matcher.member(project.tokens[name]) as member:
             member.upload("trial", enc)
-    matcher.server.store.create_run("trial")  # queued, never handed to the run manager
-    with (
-        matcher.member(project.tokens["north"]) as north,
-        pytest.raises(RejectedError, match="a run is in progress"),
-    ):
-        north.erase("trial")
-    assert len(clk_files(matcher.data_dir)) == 2
+    run, _ = matcher.server.store.create_run("trial")  # queued, never handed to the runs
+    with matcher.member(project.tokens["north"]) as north:
+        assert north.erase("trial").uploads == 1  # it was refused until issue 16
+        cancelled = north.watch_run("trial", run.id)
+        assert [(r.state, r.message) for r in cancelled] == [("failed", ERASED_DURING_RUN)]
+    assert len(clk_files(matcher.data_dir)) == 1
+    failed = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "run.failed"]
+    assert len(failed) == 1 and "erased its data" in failed[0][8]
+
+
+@pytest.mark.server
+def test_a_member_starting_runs_in_a_loop_cannot_hold_off_an_erasure(
+    tmp_path: Path, matcher: Matcher, project: ProjectTokens
+) -> None:
+    """Issue 16: erasure was refused while any run was queued or running."""
+    north_data, south_data = population(2, 4000, 0.5, seed=9)
+    for name, data in (("north", north_data), ("south", south_data)):
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", write(data, tmp_path / f"{name}.encoded"))
+    stop = threading.Event()
+    started: list[str] = []
+
+    def loop() -> None:
+        with MatcherClient(matcher.target, project.tokens["south"], retry=NO_RETRY) as south:
+            while not stop.is_set():
+                try:
+                    started.append(south.start_run("trial").run_id)
+                    list(south.watch_run("trial", started[-1]))
+                except RejectedError:  # north's data is gone: nothing left to run
+                    time.sleep(0.01)
+
+    looper = threading.Thread(target=loop)
+    looper.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(started) < 3:  # the loop is under way, a run always queued or running
+            assert time.monotonic() < deadline, "the loop started no runs"
+            time.sleep(0.01)
+        with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
+            erased = north.erase("trial")  # at once: not refused, not retried
+        assert erased.uploads == 1
+    finally:
+        stop.set()
+        looper.join(timeout=60)
+    matcher.server.runs.wait_for_change(0.5)
+    deadline = time.monotonic() + 30  # a cancelled run still computing stores nothing
+    while matcher.server.store.unfinished_runs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r for r in db_rows(matcher.data_dir, "links") if "north" in (r[1], r[3])] == []
+    assert _uploads_of(matcher, "north") == set()
+    with matcher.member(project.tokens["south"]) as south, pytest.raises(RejectedError):
+        south.start_run("trial")  # waiting for north: its data is gone
 
 
 def test_erasing_when_there_is_nothing_is_fine(matcher: Matcher, project: ProjectTokens) -> None:

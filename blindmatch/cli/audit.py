@@ -15,7 +15,8 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    env,
+    given_token,
+    token_options,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
 
@@ -24,7 +25,7 @@ FORMATS = ("jsonl", "csv", "html")
 
 def _entries(args: argparse.Namespace) -> tuple[list[dict], str]:
     """The entries the caller may see, and whose they are (for a page's heading)."""
-    token = args.token or env("BLINDMATCH_TOKEN")
+    token = given_token(args)
     if token and not args.project:
         raise InputError("a member sees its own project's audit entries: pass --project")
     with connect(args, token or admin_token()) as client:
@@ -112,7 +113,7 @@ def register(sub: Subcommands) -> None:
         example=[
             "blindmatch audit export --out audit.jsonl",
             "blindmatch audit export --project burglary --format html --out audit.html",
-            "blindmatch audit export --project burglary --token $BLINDMATCH_TOKEN --after 1200",
+            "blindmatch audit export --project burglary --token-file north.token --after 1200",
         ],
         handler=cmd_export,
         parents=[net],
@@ -136,7 +137,7 @@ def register(sub: Subcommands) -> None:
         "information and how many records. With a member token, your organisation's; with "
         "the operator's, every member's.",
         example=[
-            "blindmatch audit report --project burglary --token $BLINDMATCH_TOKEN",
+            "blindmatch audit report --project burglary --token-file north.token",
             "blindmatch audit report --project burglary --format html --out who.html",
         ],
         handler=cmd_report,
@@ -166,9 +167,10 @@ def register(sub: Subcommands) -> None:
 
 def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="one project (required with a member token)")
-    parser.add_argument(
-        "--token",
-        help="member token (default: $BLINDMATCH_TOKEN; without one, $BLINDMATCH_ADMIN_TOKEN)",
+    token_options(
+        parser,
+        token_help="member token (visible in `ps`: prefer --token-file or $BLINDMATCH_TOKEN; "
+        "without one, $BLINDMATCH_ADMIN_TOKEN)",
     )
     parser.add_argument(
         "--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ"

@@ -70,7 +70,7 @@ def register(sub: Subcommands) -> None:
         help="set the most partners may learn about your records",
         description="Set the most partners may learn about your records: they learn the "
         "lesser of this and the project's own level, from the next results or query on.",
-        example="blindmatch consent set --level count --project burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch consent set --level count --project burglary --token-file north.token",
         handler=cmd_consent_set,
         parents=parents,
     )
@@ -90,7 +90,7 @@ def register(sub: Subcommands) -> None:
         "project, now, with its standing index and its named users (their tokens stop "
         "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
         "log keeps the fact, not the data, and its earlier entries as they are.",
-        example="blindmatch erase --project burglary --token $BLINDMATCH_TOKEN --yes",
+        example="blindmatch erase --project burglary --token-file north.token --yes",
         handler=cmd_erase,
         parents=parents,
     )

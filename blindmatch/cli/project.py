@@ -23,6 +23,8 @@ from blindmatch.cli.options import (
     connect,
     connection_options,
     env,
+    given_token,
+    token_options,
     when,
 )
 from blindmatch.client.errors import InputError
@@ -30,7 +32,7 @@ from blindmatch.client.errors import InputError
 if TYPE_CHECKING:
     from blindmatch.client.remote.model import ProjectInfo
 
-_DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
+_DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -40,7 +42,7 @@ def parse_expiry(text: str, now: float | None = None) -> int:
 
     now = time.time() if now is None else now
     text = text.strip().lower()
-    if m := _DURATION.match(text):
+    if m := _DURATION.fullmatch(text):
         amount = int(m.group(1))
         if amount < 1:
             raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
@@ -95,7 +97,12 @@ def cmd_create(args: argparse.Namespace) -> int:
             expires_unix=expires,
             require_users=args.require_users,
         )
-    if args.json:
+    if args.tokens_dir:
+        files = write_tokens(args.tokens_dir, created.tokens)
+        if args.json:
+            print(json.dumps({"project": created.project, "token_files": files}))
+            return 0
+    elif args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
@@ -106,16 +113,44 @@ def cmd_create(args: argparse.Namespace) -> int:
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
+    if args.tokens_dir:
+        print("Member tokens written, each to a file only you can read (give each member only "
+              "its own, by a secure channel; members pass it as --token-file):")  # fmt: skip
+        for member, path in files.items():
+            print(f"  {member}: {path}")
+        return 0
     print("Member tokens (shown once; give each member only its own):")
     for member, token in created.tokens.items():
         print(f"  {member}: {token}")
     return 0
 
 
+def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
+    """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here)."""
+    from blindmatch.client.files import write_text
+
+    root = Path(folder)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = {}
+    for member, token in tokens.items():
+        path = root / f"{member}.token"
+        write_text(path, token + "\n")  # owner-only from the first byte
+        files[member] = str(path)
+    return files
+
+
 def cmd_rotate_token(args: argparse.Namespace) -> int:
     name = _name(args)
     with connect(args, admin_token()) as client:
         token = client.rotate_token(name, args.member)
+    if args.tokens_dir:
+        path = write_tokens(args.tokens_dir, {args.member: token})[args.member]
+        if args.json:
+            print(json.dumps({"project": name, "member": args.member, "token_file": path}))
+        else:
+            print(f"New token for {args.member} in {name} written to {path} (only you can "
+                  "read it; the old one no longer works)")  # fmt: skip
+        return 0
     if args.json:
         print(json.dumps({"project": name, "member": args.member, "token": token}))
         return 0
@@ -214,11 +249,11 @@ def _compare_encoded(info: ProjectInfo, path: Path) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     name = _name(args)
-    token = None if args.operator else args.token or env("BLINDMATCH_TOKEN")
+    token = None if args.operator else given_token(args)
     if not token and not args.operator and not env("BLINDMATCH_ADMIN_TOKEN"):
         raise InputError(
-            "no token: pass --token (or set BLINDMATCH_TOKEN) for a member's view, or set "
-            "BLINDMATCH_ADMIN_TOKEN for the operator's"
+            "no token: pass --token-file FILE or --token (or set BLINDMATCH_TOKEN) for a "
+            "member's view, or set BLINDMATCH_ADMIN_TOKEN for the operator's"
         )
     with connect(args, token or admin_token()) as client:
         info = client.describe(name) if token else client.list_projects(name)[0]
@@ -323,6 +358,12 @@ def register(sub: Subcommands) -> None:
         "date (YYYY-MM-DD, UTC); default 180d",
     )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
+    pc.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write each member's token to DIR/MEMBER.token, readable by you only, instead "
+        "of printing it (--json then prints {project, token_files})",
+    )
 
     pr = command(
         psub,
@@ -335,6 +376,12 @@ def register(sub: Subcommands) -> None:
     _name_argument(pr)
     pr.add_argument("--member", required=True, help="the member whose token to replace")
     pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
+    pr.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write the new token to DIR/MEMBER.token, readable by you only, instead of "
+        "printing it",
+    )
 
     pv = command(
         psub,
@@ -366,19 +413,19 @@ def register(sub: Subcommands) -> None:
         help="a project's settings, members, fingerprint id and latest run (member or operator)",
         description="Show a project: its settings, each member's upload status and consent, "
         "the encoding fingerprint id every upload must share (set by the first upload), and "
-        "the latest run. With a member token (--token or $BLINDMATCH_TOKEN) as that member "
-        "sees it (audited); otherwise, or with --operator, the operator's view "
+        "the latest run. With a member token (--token-file, --token or $BLINDMATCH_TOKEN) as "
+        "that member sees it (audited); otherwise, or with --operator, the operator's view "
         "($BLINDMATCH_ADMIN_TOKEN). --encoded checks an ENCODED folder's fingerprint id "
         "against the project's before you upload it (exit 1 when it differs).",
         example=[
-            "blindmatch project show burglary --token $BLINDMATCH_TOKEN --encoded north.encoded",
+            "blindmatch project show burglary --token-file north.token --encoded north.encoded",
             "blindmatch project show burglary --operator",
         ],
         handler=cmd_show,
         parents=[net],
     )
     _name_argument(ps)
-    ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    token_options(ps)
     ps.add_argument(
         "--operator",
         action="store_true",

@@ -113,7 +113,8 @@ def register(sub: Subcommands) -> None:
         "request. It is opaque: it tells you nothing about the partner's record, and only "
         "that partner can resolve it (`blindmatch resolve`). Audited; needs --purpose where "
         "the project requires one. See docs/requests.md.",
-        example="blindmatch request --project burglary --encoded north.encoded --record-id "
+        example="blindmatch request --project burglary --token-file pc-4471.token --encoded "
+        "north.encoded --record-id "
         "NP-1003 --partner south --purpose 'REQ-2024-117'",
         handler=cmd_request,
         parents=parents,
@@ -142,7 +143,8 @@ def register(sub: Subcommands) -> None:
         "request) to your own record ids, read from the ENCODED folder you uploaded, on this "
         "machine. Only the member a reference was issued for can resolve it. Audited: the "
         "requester sees that you resolved it. See docs/requests.md.",
-        example="blindmatch resolve bmr-2k4x... --project burglary --encoded south.encoded "
+        example="blindmatch resolve bmr-2k4x... --project burglary --token-file south.token "
+        "--encoded south.encoded "
         "--purpose 'REQ-2024-117 from north'",
         handler=cmd_resolve,
         parents=parents,

@@ -35,8 +35,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     write_text(out, token + "\n")  # owner-only from the first byte (client/files.py)
     print(
         f"User {args.name} added in {args.project}. Their token is in {out} (readable by you "
-        "only; it is not shown again): hand it to them, and they pass it with --token "
-        f"or BLINDMATCH_TOKEN, e.g.\n  export BLINDMATCH_TOKEN=$(cat {out})"
+        "only; it is not shown again): hand it to them by a secure channel; they pass it as "
+        f"--token-file {out} (or in BLINDMATCH_TOKEN)."
     )
     return 0
 
@@ -89,7 +89,8 @@ def register(sub: Subcommands) -> None:
         help="issue a named user a token, written to an owner-only file",
         description="Issue a named user a token. The token is written to --out (default "
         "NAME.token), readable by you only, and never printed; the matcher keeps only its hash.",
-        example="blindmatch user add pc-4471 --project burglary --out pc-4471.token",
+        example="blindmatch user add pc-4471 --project burglary --token-file north.token "
+        "--out pc-4471.token",
         handler=cmd_add,
         parents=parents,
     )
@@ -99,7 +100,7 @@ def register(sub: Subcommands) -> None:
         usub,
         "list",
         help="your organisation's users, revoked ones included (no tokens)",
-        example="blindmatch user list --project burglary",
+        example="blindmatch user list --project burglary --token-file north.token",
         handler=cmd_list,
         parents=parents,
     )

@@ -91,7 +91,8 @@ class Encoded:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+    """A new file, its owner's only whatever the umask (the local ids are personal data)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -139,7 +140,7 @@ def write_encoded(
         manifest["fallback_bits"] = fallback_bits
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        (tmp / "local").mkdir()
+        (tmp / "local").mkdir(mode=0o700)  # `mkdtemp` made `tmp` itself 0700
         _fsync_write(tmp / CLKS, clks)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

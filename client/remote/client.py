@@ -86,14 +86,19 @@ class MatcherClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[str], None] | None = None,
+        insecure: bool = False,
     ) -> None:
+        """`credentials` None: plaintext, which is refused here (`InputError`, before any
+        connection) for a target off this machine unless `insecure`; a `grpcs://` target
+        is TLS with the system's trusted CAs."""
         self.target = target
         self.token = token
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
         self.credentials = credentials
-        self._channel = open_channel(target, credentials)
+        self.insecure = insecure
+        self._channel = open_channel(target, credentials, insecure=insecure)
         self._stub = pb_grpc.MatcherStub(self._channel)
 
     def close(self) -> None:
@@ -220,14 +225,8 @@ class MatcherClient:
 
     def describe(self, project: str) -> ProjectInfo:
         """The project as this member sees it: members, levels, latest run."""
-        reply = self._retrying(
-            "describe",
-            lambda: self._stub.DescribeProject(
-                pb.DescribeProjectRequest(project=project),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            ),
-        )
+        request = pb.DescribeProjectRequest(project=project)
+        reply = self._retrying("describe", lambda: self._unary("DescribeProject", request))
         return convert.project_info(reply)
 
     def upload(
@@ -439,6 +438,7 @@ class MatcherClient:
                 fingerprint=fingerprint,
                 credentials=self.credentials,
                 timeout=self.timeout,
+                insecure=self.insecure,
             )
         )
 

@@ -45,6 +45,7 @@ from blindmatch.matcher.domain import (
     DEFAULT_QUOTA,
     MAX_QUERY_RECORDS,
     QUERY,
+    REFUSED_REQUEST,
     WATCH,
     Encoding,
     Level,
@@ -304,7 +305,7 @@ class Realtime:
         entries = [
             e
             for e in self.index_store.logged_queries(self.clock() - hours * 3600, project)
-            if e.kind in (QUERY, WATCH)
+            if e.kind in (QUERY, WATCH, REFUSED_REQUEST)
         ]
         members = self.store.members(project)
         limits = {m: self.limits_for(project, m) for m in members}

@@ -342,7 +342,7 @@ def _check_refs(puts: Sequence[tuple[str, bytes]], removes: Sequence[str], clk_b
     seen: set[str] = set()
     for what, refs in (("put", [r for r, _ in puts]), ("remove", removes)):
         for ref in refs:
-            if not REF_RE.match(ref):
+            if not REF_RE.fullmatch(ref):
                 raise errors.InvalidArgument(
                     f"{what}.refs: {ref[:40]!r} is not a valid reference (1-128 of "
                     "A-Z a-z 0-9 . _ : ~ -)"

@@ -35,6 +35,7 @@ from blindmatch.matcher.errors import (
     ServiceError,
     Unauthenticated,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.storage.store import Store
 
@@ -80,6 +81,9 @@ class Call:
 
     def is_active(self) -> bool:
         return bool(self._context.is_active())
+
+    def peer(self) -> str:
+        return str(self._context.peer())
 
     def cancel(self) -> None:
         self._context.cancel()
@@ -216,7 +220,9 @@ class Authenticator(grpc.ServerInterceptor):
         token_owner: Callable[[str], tuple[str, str, str] | None],
         service: str,
         kinds: Mapping[str, str],
+        refusals: Refusals | None = None,
     ) -> None:
+        self._refusals = refusals
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
         self._prefix = f"/{service}/"
@@ -235,7 +241,25 @@ class Authenticator(grpc.ServerInterceptor):
         token = bearer_token(details.invocation_metadata)
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
-        return _authenticated(handler, lambda request: self._caller(token, kind, request))
+        return _authenticated(
+            handler,
+            lambda request: self._caller(token, kind, request),
+            lambda request, context, exc: self._refused(method, request, context, exc),
+        )
+
+    def _refused(
+        self, method: str, request: object, context: grpc.ServicerContext, exc: ServiceError
+    ) -> None:
+        if self._refusals is not None:
+            project = getattr(request, "project", "")
+            self._refusals.note(
+                method=method,
+                status=exc.status_name,
+                message=str(exc),
+                project=project if isinstance(project, str) else "",
+                member="",
+                peer=str(context.peer()),
+            )
 
     def _caller(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
@@ -279,7 +303,9 @@ def _as_user(user: str, responses: Iterator[Any]) -> Iterator[Any]:
 
 
 def _authenticated(
-    handler: grpc.RpcMethodHandler, caller_of: Callable[[object], Caller]
+    handler: grpc.RpcMethodHandler,
+    caller_of: Callable[[object], Caller],
+    refused: Callable[[object, grpc.ServicerContext, ServiceError], None],
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
     once the caller is known; refused (UNAUTHENTICATED) without touching a request stream.
@@ -293,6 +319,7 @@ def _authenticated(
             try:
                 caller = caller_of(None if streaming else request)
             except ServiceError as exc:
+                refused(None if streaming else request, context, exc)
                 abort(context, exc)
             mark = audit.set_current_user(caller.user)
             try:

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from blindmatch.matcher.core.ratelimit import RateLimit
 from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_UPLOAD_BYTES
-from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
+from blindmatch.matcher.errors import Busy, InvalidArgument, PermissionDenied
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
@@ -29,6 +30,7 @@ from blindmatch.matcher.rpc.auth import (
     require_consulting_member,
     require_member,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import (
@@ -47,6 +49,11 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 
+# A member's DescribeProject and ExportAudit calls (each an fsynced audit entry): a burst,
+# then this many a minute, per member and RPC; past it the call is refused as busy.
+CONSULTATIONS_PER_MINUTE = 60
+CONSULTATION_BURST = 20
+
 
 class MatcherService(pb_grpc.MatcherServicer):
     def __init__(
@@ -58,7 +65,15 @@ class MatcherService(pb_grpc.MatcherServicer):
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        refusals: Refusals | None = None,
+        consultations: RateLimit | None = None,
     ) -> None:
+        # Each DescribeProject and member ExportAudit appends an fsynced audit entry.
+        self.consultations = consultations or RateLimit(
+            CONSULTATIONS_PER_MINUTE, CONSULTATION_BURST
+        )
+        # Refused calls are noted here (status.rpc_errors): logged, rate-limited, counted.
+        self.refusals = refusals
         self.store = store
         self.runs = runs
         self.realtime = realtime
@@ -68,6 +83,18 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
+
+    def _consulting(self, context: Call, what: str) -> None:
+        """Refuse (retryable, nothing written) a member's audited consultation past its rate."""
+        caller = context.caller
+        if caller.is_operator:
+            return
+        wait = self.consultations.take((caller.project, caller.member, what))
+        if wait:
+            raise Busy(
+                f"{what}: at most {CONSULTATIONS_PER_MINUTE} a minute per member (each is "
+                f"written to the audit log); try again in {max(1, round(wait))} s"
+            )
 
     def _stream_header(self, requests: Iterator[Any], context: Call, what: str) -> tuple[Any, str]:
         """A client stream's first message, which must be its header, and the member; the
@@ -117,6 +144,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     @either_call
     def ExportAudit(self, request: pb.ExportAuditRequest, context: Call) -> Iterator[pb.AuditEntry]:
         caller = caller_name(context.caller, request.project, self.store)
+        self._consulting(context, "ExportAudit")
         entries = audit_access.export_audit(self.store, caller, request.project, request.after_seq)
         for entry in entries:
             yield convert.audit_entry(entry)
@@ -152,6 +180,8 @@ class MatcherService(pb_grpc.MatcherServicer):
         if not request.project:
             raise InvalidArgument("project: required")
         hours = request.hours or 24
+        if self.refusals is not None:
+            self.refusals.flush()  # the refused requests counted so far, in the report
         volumes = self.realtime.report(request.project, hours)
         return pb.QueryReport(
             project=request.project, hours=hours, members=[convert.volume_pb(v) for v in volumes]
@@ -162,6 +192,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def DescribeProject(self, request: pb.DescribeProjectRequest, context: Call) -> pb.ProjectInfo:
         member = self._member(context, request.project)
+        self._consulting(context, "DescribeProject")
         info = convert.project_info(projects.describe(self.store, request.project, member))
         info.user = context.caller.user
         return info

@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -87,6 +88,13 @@ def read_key(path: Path, *, entries: int) -> bytes:
         raise StartupRefused(
             f"the audit key {path} holds {len(key)} bytes; an audit key is at least 32. "
             "Restore it from where you back it up, then start again"
+        )
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # kept outside the data dir (serve --audit-key), not checked with it
+        raise StartupRefused(
+            f"the audit key {path} is open to other users (mode {mode:04o}): whoever reads it "
+            "can re-seal an edited audit log. Make it its owner's only, then start again:\n"
+            f"  chmod go-rwx {path}"
         )
     return key
 

@@ -11,26 +11,46 @@ from __future__ import annotations
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import Erasure
-from blindmatch.matcher.errors import FailedPrecondition
 from blindmatch.matcher.storage.base import ACTIVE_SQL
 from blindmatch.matcher.storage.project_store import ProjectStore
 from blindmatch.matcher.storage.upload_store import UploadStore
+
+ERASED_DURING_RUN = (
+    "cancelled: a member erased its data while this run was queued or running, so nothing "
+    "it found is stored; start a new run"
+)
 
 
 class RetentionStore(ProjectStore, UploadStore):
     def erase_member(self, project: str, member: str) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
-        Refused while a run is queued or running (it reads the uploads).
+        Erasure wins over runs: a run of the project that is queued or running is cancelled
+        in the same transaction (failed, with `ERASED_DURING_RUN`; `finish_run` then stores
+        nothing of it), so a member starting runs in a loop cannot hold an erasure off.
         """
         with self.db.tx() as tx:
             self.project(project)
             self._require_member(tx, project, member)
-            if tx.execute(
-                f"SELECT 1 FROM runs WHERE project=? AND state IN {ACTIVE_SQL}", (project,)
-            ).fetchone():
-                raise FailedPrecondition(
-                    "a run is in progress in this project; erase again when it has finished"
+            cancelled = [
+                r[0]
+                for r in tx.execute(
+                    f"SELECT id FROM runs WHERE project=? AND state IN {ACTIVE_SQL}", (project,)
+                )
+            ]
+            for run_id in cancelled:
+                tx.execute(
+                    "UPDATE runs SET state='failed', message=? WHERE id=?",
+                    (ERASED_DURING_RUN, run_id),
+                )
+                self.audit.append_in(
+                    tx,
+                    audit.Event(
+                        audit.MATCHER,
+                        "run.failed",
+                        project,
+                        detail={"run_id": run_id, "message": ERASED_DURING_RUN},
+                    ),
                 )
             runs = "SELECT id FROM runs WHERE project=?"
             links = tx.execute(

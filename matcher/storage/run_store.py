@@ -161,7 +161,9 @@ class RunStore(ProjectStore, UploadStore):
         )
         return [(m, self.upload(u)) for m, u in rows]
 
-    def update_run(self, run_id: str, **fields: object) -> None:
+    def update_run(self, run_id: str, **fields: object) -> bool:
+        """Set a queued or running run's fields; False (nothing set) for one that is not
+        (an erasure cancelled it, or its project expired)."""
         allowed = {
             "state", "stage", "work_done", "work_total", "tasks_done", "tasks_total", "groups",
             "message",
@@ -170,10 +172,15 @@ class RunStore(ProjectStore, UploadStore):
             raise ValueError(f"bad run fields {sorted(fields)}")
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.db.tx() as tx:
-            tx.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
+            done = tx.execute(
+                f"UPDATE runs SET {sets} WHERE id=? AND state IN {ACTIVE_SQL}",
+                (*fields.values(), run_id),
+            )
+            return done.rowcount > 0
 
-    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> None:
-        """Store a run's links and mark it done, in one transaction."""
+    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> bool:
+        """Store a run's links and mark it done, in one transaction; False (nothing stored)
+        for a run no longer queued or running."""
         names = np.asarray(members, dtype=object)
         rows = zip(
             itertools.repeat(run_id),
@@ -184,9 +191,11 @@ class RunStore(ProjectStore, UploadStore):
             links.score.tolist(),
         )
         with self.db.tx() as tx:
-            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
-            if found is None:  # its project expired, or its members erased, while it ran
-                return
+            found = tx.execute(
+                f"SELECT project FROM runs WHERE id=? AND state IN {ACTIVE_SQL}", (run_id,)
+            ).fetchone()
+            if found is None:  # its project expired, or an erasure cancelled it, while it ran
+                return False
             # Results always come from the latest finished run: older links are garbage.
             tx.execute(
                 "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project=?)",
@@ -207,10 +216,14 @@ class RunStore(ProjectStore, UploadStore):
                 ),
             )
         self._collect_garbage()
+        return True
 
     def fail_run(self, run_id: str, message: str) -> None:
+        """Mark a queued or running run failed (one already ended keeps its message)."""
         with self.db.tx() as tx:
-            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            found = tx.execute(
+                f"SELECT project FROM runs WHERE id=? AND state IN {ACTIVE_SQL}", (run_id,)
+            ).fetchone()
             if found is not None:
                 tx.execute(
                     "UPDATE runs SET state='failed', message=? WHERE id=?", (message, run_id)

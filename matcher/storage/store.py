@@ -65,6 +65,7 @@ class Store(UserStore, RequestStore, RetentionStore):
         self.files = DataDir(Path(data_dir))
         self.min_free_bytes = min_free_bytes
         self.clock = clock
+        self.files.check_private()
         self.files.make()
         for leftover in self.files.tmp.iterdir():  # uploads a crash cut short
             leftover.unlink()

@@ -36,7 +36,7 @@ from blindmatch.matcher.core.encodings import Held, check_compatible
 from blindmatch.matcher.domain import Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
-from blindmatch.matcher.storage.datadir import fsync_path, upload_id_of
+from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 
 SCHEMA = """
@@ -145,7 +145,10 @@ def damaged_upload(upload: Upload, reason: str) -> DataLoss:
 
 class UploadStore(StoreBase):
     def new_upload_path(self) -> Path:
-        return self.files.tmp / f"{uuid.uuid4().hex}.part"
+        """A new, empty, owner-only file in `tmp/` for an upload to be written to."""
+        path = self.files.tmp / f"{uuid.uuid4().hex}.part"
+        create_private_file(path)
+        return path
 
     def ensure_room(self, nbytes: int) -> None:
         """Refuse an upload of `nbytes` that would leave less than `min_free_bytes` free."""
