@@ -48,6 +48,19 @@ QUERY_STREAMS_PER_MEMBER = 24
 QUERY_STREAMS_IN_ALL = 48
 QUERY_STREAM_IDLE_SECONDS = 300.0
 
+# -- every stream, whatever its RPC (matcher/rpc/streams.py, `StreamGuard`) --------------------
+
+RPC_THREADS = 96  # the matcher's request threads; a stream holds one while it is open
+MEMBER_STREAMS = 32  # streams of one member (or of the operator) open at once, of any RPC
+STREAMS_IN_ALL = 64  # streams of everyone open at once: the other threads answer unary calls
+MIN_UNARY_THREADS = 16  # request threads no configuration of streams may take
+STREAM_IDLE_SECONDS = 60.0  # waiting this long for a client's next message (or for it to
+# take one sent) ends the stream
+# Per member and RPC, besides MEMBER_STREAMS (Upload, GetResults and WatchRun share
+# DEFAULT_STREAMS_PER_MEMBER; QueryStream has QUERY_STREAMS_PER_MEMBER).
+STREAMS_PER_RPC = {"Watch": 8, "ChangeIndex": 2, "ListIndex": 2, "ExportAudit": 2}
+MAX_INDEX_CHANGE_BYTES = 256 * 1024**2  # references and CLKs one ChangeIndex stream may carry
+
 
 def valid_name(name: str) -> bool:
     """Whether `name` may name a project or a member."""

@@ -9,7 +9,14 @@ from pathlib import Path
 from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.domain import (
+    DEFAULT_STREAMS_PER_MEMBER,
+    MEMBER_STREAMS,
+    MIN_UNARY_THREADS,
+    RPC_THREADS,
+    STREAM_IDLE_SECONDS,
+    STREAMS_IN_ALL,
+)
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
 
@@ -27,6 +34,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    most = RPC_THREADS - MIN_UNARY_THREADS
+    if not 1 <= args.max_member_streams <= args.max_streams <= most:
+        raise InputError(
+            f"--max-member-streams ({args.max_member_streams}) and --max-streams "
+            f"({args.max_streams}): need 1 <= --max-member-streams <= --max-streams <= {most} "
+            f"(of the {RPC_THREADS} request threads, {MIN_UNARY_THREADS} stay for unary calls)"
+        )
+    if args.stream_idle_seconds <= 0:
+        raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     executor = daskopts.executor(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
@@ -41,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             lookup_threads=args.lookup_threads,
             streams_per_member=args.max_streams_per_member,
+            member_streams=args.max_member_streams,
+            max_streams=args.max_streams,
+            stream_idle=args.stream_idle_seconds,
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
             executor=executor,
@@ -117,6 +136,28 @@ def register(sub: Subcommands) -> None:
         default=DEFAULT_STREAMS_PER_MEMBER,
         help="uploads, result fetches and run watches one member may have in flight; "
         "more are refused as busy and retried by the client (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-member-streams",
+        type=int,
+        default=MEMBER_STREAMS,
+        help="streams of any kind (uploads, index changes, watches, query sessions...) one "
+        "member may have open at once; more are refused as busy (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=STREAMS_IN_ALL,
+        help="streams of all members open at once, at most "
+        f"{RPC_THREADS - MIN_UNARY_THREADS}: the other request threads always answer "
+        "unary calls (default: %(default)s)",
+    )
+    p.add_argument(
+        "--stream-idle-seconds",
+        type=float,
+        default=STREAM_IDLE_SECONDS,
+        help="end a stream whose client sends no message (or takes none sent) for this "
+        "long; query sessions have their own limit (default: %(default)s)",
     )
     p.add_argument(
         "--min-free-mb",

@@ -6,7 +6,9 @@ handler reads a single request message (for a stream, before its first one): the
 operator token makes the caller the operator; a member token, the member it was issued
 to, of one project; no token, or a token nobody holds, ends the call UNAUTHENTICATED at
 once, so an unauthenticated stream never holds a request thread waiting for a message.
-The handler gets the caller with its context (`Call.caller`).
+A stream of a known caller is then counted in by `streams.StreamGuard` (refused past its
+caps, ended when idle or when the caller's access ends), still before any message is read.
+The handler gets the caller with its context (`Call.caller`, `Call.stream`).
 
 Who may call what is the table in docs/security.md (tests/test_authz.py walks it). Each
 RPC declares its kind where it is defined, with `@operator_call`, `@member_call` or
@@ -36,6 +38,7 @@ from blindmatch.matcher.errors import (
     Unauthenticated,
 )
 from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
@@ -70,6 +73,29 @@ class Call:
         self._context = context
         self.caller = caller
         self._authenticate = authenticate
+        self.stream: OpenStream | None = None  # a stream's place in the StreamGuard
+
+    def end(self, exc: ServiceError) -> None:
+        """End the call now, from any thread, with `exc`'s status and message (a thread
+        blocked reading the call's next message wakes with an RpcError)."""
+        code = getattr(grpc.StatusCode, exc.status_name)
+        # The server call's cancel with a status (grpc_call_cancel_with_status) is not in
+        # grpc's public API; without it the call is ended as CANCELLED.
+        call = getattr(getattr(self._context, "_rpc_event", None), "call", None)
+        try:
+            call.cancel(code.value[0], str(exc))  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            self._context.cancel()
+
+    def still_valid(self) -> None:
+        """Raise unless this call may still commit what it carried: its stream was not
+        ended by the matcher (its token revoked or rotated, its member erased, its project
+        expired) and its token still authenticates the same caller. Called inside the
+        committing transaction, so a revocation is either before it (refused) or after."""
+        if self.stream is not None:
+            self.stream.check()
+        if self._authenticate(None) != self.caller:
+            raise Unauthenticated("this call's token now belongs to no caller it began as")
 
     def recheck(self, request: object) -> Caller:
         """The caller, authenticated again by the call's token: for each request of a long
@@ -189,7 +215,9 @@ class Authenticator(grpc.ServerInterceptor):
         token_owner: Callable[[str], tuple[str, str] | None],
         service: str,
         kinds: Mapping[str, str],
+        streams: StreamGuard | None = None,
     ) -> None:
+        self._streams = streams
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
         self._prefix = f"/{service}/"
@@ -204,11 +232,14 @@ class Authenticator(grpc.ServerInterceptor):
         method = details.method
         if handler is None or not method.startswith(self._prefix):
             return handler
-        kind = self._kinds[method[len(self._prefix) :]]
+        name = method[len(self._prefix) :]
+        kind = self._kinds[name]
         token = bearer_token(details.invocation_metadata)
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
-        return _authenticated(handler, lambda request: self._caller(token, kind, request))
+        return _authenticated(
+            handler, lambda request: self._caller(token, kind, request), name, self._streams
+        )
 
     def _caller(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
@@ -233,11 +264,16 @@ class Authenticator(grpc.ServerInterceptor):
 
 
 def _authenticated(
-    handler: grpc.RpcMethodHandler, caller_of: Callable[[object], Caller]
+    handler: grpc.RpcMethodHandler,
+    caller_of: Callable[[object], Caller],
+    method: str,
+    streams: StreamGuard | None,
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
-    once the caller is known; refused (UNAUTHENTICATED) without touching a request stream."""
+    once the caller is known; refused (UNAUTHENTICATED) without touching a request stream.
+    A stream is counted in by `streams` first (refused RESOURCE_EXHAUSTED past a cap)."""
     streaming = handler.request_streaming
+    guarded = streams is not None and (handler.request_streaming or handler.response_streaming)
 
     def wrap(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
@@ -245,7 +281,25 @@ def _authenticated(
                 caller = caller_of(None if streaming else request)
             except ServiceError as exc:
                 abort(context, exc)
-            return behavior(request, Call(context, caller, caller_of))
+            call = Call(context, caller, caller_of)
+            if not guarded:
+                return behavior(request, call)
+            assert streams is not None
+            try:
+                stream = streams.open(caller.project, caller.member, method, call.end)
+            except ServiceError as exc:
+                abort(context, exc)
+            call.stream = stream
+            # However the call ends (a client gone before its first response, say).
+            context.add_callback(lambda: streams.close_stream(stream))
+            if streaming:
+                request = streams.requests(stream, request)
+            if handler.response_streaming:
+                return streams.responses(stream, behavior(request, call))
+            try:
+                return behavior(request, call)
+            finally:
+                streams.close_stream(stream)
 
         return run
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_UPLOAD_BYTES
+from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
 from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
@@ -27,7 +27,7 @@ from blindmatch.matcher.rpc.auth import (
     operator_call,
     require_member,
 )
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
 from blindmatch.matcher.usecases.erasure import erase
@@ -48,14 +48,18 @@ class MatcherService(pb_grpc.MatcherServicer):
         realtime: Realtime,
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
+        streams: StreamGuard | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
     ) -> None:
         self.store = store
         self.runs = runs
         self.realtime = realtime
         self.limiter = limiter or MemberLimiter()
         self.query_streams = query_streams or QueryStreams()
+        self.streams = streams or StreamGuard()
         self.max_upload_bytes = max_upload_bytes
+        self.max_index_change_bytes = max_index_change_bytes
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)

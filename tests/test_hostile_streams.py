@@ -1,0 +1,169 @@
+"""Attacks on a running `blindmatch serve` through its streams (issue 16, findings 1, 2, 5).
+
+Each test starts the real server as a separate process, mounts the attack with raw gRPC
+calls, and checks that it does no harm while legitimate use still works.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+import grpc
+import pytest
+
+from benchmarks.cliflow import Served, serve
+from blindmatch.client import MatcherClient
+from blindmatch.protos import blindmatch_pb2 as pb
+from tests.support import auth, stub
+
+pytestmark = pytest.mark.slow  # a separate server process
+
+FINGERPRINT = bytes(range(32))
+
+
+def drain(served: Served) -> None:
+    """Read the server's log as it comes, so that a full pipe never blocks the server."""
+    assert served.process.stderr is not None
+    err = served.process.stderr
+    threading.Thread(target=lambda: [None for _ in err], daemon=True).start()
+
+
+def channels(target: str, n: int) -> list[grpc.Channel]:
+    """`n` channels, each over its own connection (as `n` hostile clients would be)."""
+    return [
+        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(n)
+    ]
+
+
+def silent(first: pb.IndexChange | pb.UploadRequest | None, until: threading.Event) -> Iterator:
+    """A request stream that sends `first` (if any), then nothing until `until` is set."""
+    if first is not None:
+        yield first
+    until.wait()
+
+
+def watch_request(project: str) -> pb.QueryRequest:
+    return pb.QueryRequest(
+        project=project,
+        purpose="case 7",
+        clk_bits=1024,
+        fingerprint=FINGERPRINT,
+        clks=os.urandom(128),
+    )
+
+
+def code_of(call: grpc.Future) -> grpc.StatusCode | None:
+    """The status a finished call ended with (None: still open after a moment)."""
+    try:
+        call.result(timeout=0.05)
+    except grpc.FutureTimeoutError:
+        return None
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def wait_for(calls: list[grpc.Future], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for call in calls:
+        with suppress(grpc.RpcError, grpc.FutureTimeoutError):
+            call.result(timeout=max(0.05, deadline - time.monotonic()))
+
+
+def project_for(served: Served, members: list[str]) -> dict[str, str]:
+    with MatcherClient(served.target, served.admin_token) as op:
+        tokens = op.create_project("trial", members).tokens
+        op.set_query_limits("trial", allow_watch=True)
+    return tokens
+
+
+def test_500_hostile_streams_leave_a_member_answered_and_end_when_idle(tmp_path: Path) -> None:
+    """300 streams without a valid token and a member's 250 streams (Watch, ChangeIndex,
+    Upload: up to and past its caps) that never send: a valid member's DescribeProject still
+    answers; strangers are refused at once, streams past a cap at once, idle ones after the
+    idle limit, each with a status that says why."""
+    with serve(tmp_path / "data", "--stream-idle-seconds", "4") as served, ExitStack() as stack:
+        drain(served)
+        tokens = project_for(served, ["alice", "mallory"])
+        until = threading.Event()
+        stack.callback(until.set)
+        hostile = channels(served.target, 8)
+        for ch in hostile:
+            stack.callback(ch.close)
+        strangers = [
+            stub(hostile[i % 4]).ChangeIndex.future(
+                silent(None, until),
+                metadata=auth("bm_not_a_token") if i % 2 else None,
+                timeout=60,
+            )
+            for i in range(300)
+        ]
+        mallory = auth(tokens["mallory"])
+        started = time.monotonic()
+        watches = [
+            stub(hostile[4 + i % 4]).Watch(watch_request("trial"), metadata=mallory, timeout=60)
+            for i in range(200)
+        ]
+        time.sleep(0.5)  # the watches first, then the index changes, then the uploads
+        changes = [
+            stub(hostile[4 + i % 4]).ChangeIndex.future(
+                silent(None, until), metadata=mallory, timeout=60
+            )
+            for i in range(10)
+        ]
+        time.sleep(0.5)
+        uploads = [
+            stub(hostile[4 + i % 4]).Upload.future(
+                silent(None, until), metadata=mallory, timeout=60
+            )
+            for i in range(40)
+        ]
+        time.sleep(1.0)  # every hostile stream is at the matcher by now
+
+        # A valid member is answered meanwhile, again and again.
+        with grpc.insecure_channel(served.target) as mine:
+            for _ in range(5):
+                t0 = time.monotonic()
+                info = stub(mine).DescribeProject(
+                    pb.DescribeProjectRequest(project="trial"),
+                    metadata=auth(tokens["alice"]),
+                    timeout=10,
+                )
+                assert info.member == "alice"
+                assert time.monotonic() - t0 < 5, "a valid member waited behind hostile streams"
+
+        # Strangers were refused at once: none holds anything.
+        wait_for(strangers, 10)
+        assert time.monotonic() - started < 30
+        assert {code_of(c) for c in strangers} == {grpc.StatusCode.UNAUTHENTICATED}
+
+        # Mallory's streams past its caps were refused at once, saying which cap.
+        busy = grpc.StatusCode.RESOURCE_EXHAUSTED
+        refused = [w for w in watches if w.done() and w.code() is busy]
+        open_watches = [w for w in watches if w not in refused]
+        assert len(open_watches) == 8, "the cap on one member's Watch streams"
+        assert "at most 8" in (refused[0].details() or "")
+        assert [code_of(c) for c in changes].count(busy) == 10 - 2
+        assert [code_of(c) for c in uploads].count(busy) == 40 - (32 - 8 - 2), "32 in all"
+
+        # Streams that send nothing end after the idle limit, saying so; watches stay.
+        wait_for(changes + uploads, 20)
+        idle = [c for c in changes + uploads if code_of(c) is grpc.StatusCode.DEADLINE_EXCEEDED]
+        assert len(idle) == 2 + 22
+        assert "--stream-idle-seconds" in (idle[0].exception().details() or "")
+        assert all(w.is_active() for w in open_watches)
+
+        # Mallory's legitimate use works again once its idle streams are gone.
+        with MatcherClient(served.target, tokens["mallory"]) as client:
+            summary = client.change_index(
+                "trial", clk_bits=1024, fingerprint=FINGERPRINT, puts=[("r1", os.urandom(128))]
+            )
+        assert summary.record_count == 1
+        for w in open_watches:
+            w.cancel()
