@@ -167,3 +167,54 @@ def test_500_hostile_streams_leave_a_member_answered_and_end_when_idle(tmp_path:
         assert summary.record_count == 1
         for w in open_watches:
             w.cancel()
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process `pid`, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def huge_change(project: str, mib: int) -> Iterator[pb.IndexChange]:
+    """An index change of about `mib` MiB of puts (1,024-bit CLKs), made as it is sent."""
+    yield pb.IndexChange(
+        header=pb.IndexHeader(project=project, clk_bits=1024, fingerprint=FINGERPRINT)
+    )
+    per_message = 4 * 1024**2 // 128
+    clks = os.urandom(per_message * 128)
+    for m in range(mib // 4):
+        refs = [f"r{m:04d}.{i:06d}" for i in range(per_message)]
+        yield pb.IndexChange(put=pb.IndexPut(refs=refs, clks=clks))
+
+
+def test_an_index_change_past_its_limit_is_refused_and_the_matcher_does_not_grow(
+    tmp_path: Path,
+) -> None:
+    """A member streaming 160 MiB of puts in one change (limit 8 MiB) is refused with the
+    limit named, nothing of it is applied, and the server's memory grows by far less than
+    the change (it held every put until the stream ended: 160 MiB grew it by over 400 MiB)."""
+    with serve(tmp_path / "data", "--max-index-change-mib", "8") as served:
+        drain(served)
+        tokens = project_for(served, ["alice", "mallory"])
+        before = rss(served.process.pid)
+        with grpc.insecure_channel(served.target) as ch, pytest.raises(grpc.RpcError) as refused:
+            stub(ch).ChangeIndex(
+                huge_change("trial", 160), metadata=auth(tokens["mallory"]), timeout=120
+            )
+        grown = rss(served.process.pid) - before
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "8 MiB" in (refused.value.details() or "")
+        assert "--max-index-change-mib" in (refused.value.details() or "")
+        assert grown < 64 * 1024**2, f"the server grew by {grown / 1024**2:.0f} MiB"
+
+        # Nothing of it was applied; a change within the limit is.
+        with MatcherClient(served.target, tokens["mallory"]) as client:
+            assert client.list_index("trial") == {}
+            puts = [(f"ok{i}", os.urandom(128)) for i in range(1000)]
+            summary = client.change_index(
+                "trial", clk_bits=1024, fingerprint=FINGERPRINT, puts=puts
+            )
+            assert summary.record_count == 1000
+            assert len(client.list_index("trial")) == 1000

@@ -11,6 +11,8 @@ from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
     DEFAULT_STREAMS_PER_MEMBER,
+    INDEX_CHANGES_HELD,
+    MAX_INDEX_CHANGE_BYTES,
     MEMBER_STREAMS,
     MIN_UNARY_THREADS,
     RPC_THREADS,
@@ -41,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"({args.max_streams}): need 1 <= --max-member-streams <= --max-streams <= {most} "
             f"(of the {RPC_THREADS} request threads, {MIN_UNARY_THREADS} stay for unary calls)"
         )
+    if args.max_index_change_mib <= 0:
+        raise InputError(f"--max-index-change-mib {args.max_index_change_mib:g}: must be positive")
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     executor = daskopts.executor(args)
@@ -60,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             member_streams=args.max_member_streams,
             max_streams=args.max_streams,
             stream_idle=args.stream_idle_seconds,
+            max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
             executor=executor,
@@ -158,6 +163,14 @@ def register(sub: Subcommands) -> None:
         default=STREAM_IDLE_SECONDS,
         help="end a stream whose client sends no message (or takes none sent) for this "
         "long; query sessions have their own limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-index-change-mib",
+        type=float,
+        default=MAX_INDEX_CHANGE_BYTES / 1024**2,
+        help="references and CLKs one index change may carry; a larger one is refused whole, "
+        f"and changes being received hold at most {INDEX_CHANGES_HELD} times this together "
+        "(default: %(default)g)",
     )
     p.add_argument(
         "--min-free-mb",

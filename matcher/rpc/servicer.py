@@ -27,7 +27,7 @@ from blindmatch.matcher.rpc.auth import (
     operator_call,
     require_member,
 )
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
+from blindmatch.matcher.rpc.streams import HeldChanges, MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
 from blindmatch.matcher.usecases.erasure import erase
@@ -59,7 +59,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         self.query_streams = query_streams or QueryStreams()
         self.streams = streams or StreamGuard()
         self.max_upload_bytes = max_upload_bytes
-        self.max_index_change_bytes = max_index_change_bytes
+        self.held_changes = HeldChanges(max_index_change_bytes)
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
@@ -214,10 +214,11 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request_iterator: Iterator[pb.IndexChange], context: Call
     ) -> pb.IndexChangeReply:
         header, member = self._stream_header(request_iterator, context, "an index change")
-        encoding, puts, removes = convert.index_change(header, request_iterator)
-        summary, replayed = self.realtime.change_index(
-            header.project, member, encoding, puts, removes, header.client_change_id
-        )
+        with self.held_changes.holding() as hold:  # until applied: it is held till then
+            encoding, puts, removes = convert.index_change(header, request_iterator, hold)
+            summary, replayed = self.realtime.change_index(
+                header.project, member, encoding, puts, removes, header.client_change_id
+            )
         log.info(
             "%s/%s index: +%d ~%d -%d = %d%s",
             header.project,
