@@ -19,7 +19,7 @@ import pytest
 from benchmarks.cliflow import Served, serve
 from blindmatch.client import MatcherClient
 from blindmatch.protos import blindmatch_pb2 as pb
-from tests.support import auth, stub
+from tests.support import auth, db_rows, stub, upload_messages
 
 pytestmark = pytest.mark.slow  # a separate server process
 
@@ -218,3 +218,89 @@ def test_an_index_change_past_its_limit_is_refused_and_the_matcher_does_not_grow
             )
             assert summary.record_count == 1000
             assert len(client.list_index("trial")) == 1000
+
+
+# -- revocation ends what is open (finding 5) ------------------------------------------------
+
+
+def test_a_watch_opened_before_its_token_is_revoked_is_ended_and_told_nothing_after(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path / "data") as served, ExitStack() as stack:
+        drain(served)
+        tokens = project_for(served, ["alice", "bob"])
+        ch = stack.enter_context(grpc.insecure_channel(served.target))
+        clk = os.urandom(128)
+        request = watch_request("trial")
+        request.clks = clk
+        watch = stub(ch).Watch(request, metadata=auth(tokens["alice"]), timeout=60)
+        stack.callback(watch.cancel)
+        assert next(watch).ready
+        bob = stack.enter_context(MatcherClient(served.target, tokens["bob"]))
+        bob.change_index("trial", clk_bits=1024, fingerprint=FINGERPRINT, puts=[("b1", clk)])
+        event = next(watch)
+        assert event.HasField("result") or event.HasField("count"), "it works till revoked"
+
+        with MatcherClient(served.target, served.admin_token) as op:
+            op.revoke_token("trial", "alice")
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            next(watch)  # ended at once, not at the watch's next poll or its deadline
+        assert time.monotonic() - t0 < 5
+        assert ended.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in (ended.value.details() or "")
+        bob.change_index("trial", clk_bits=1024, fingerprint=FINGERPRINT, puts=[("b2", clk)])
+        with pytest.raises(grpc.RpcError):
+            next(watch)  # nothing more arrives
+
+        # Rotated, the member watches again with its new token.
+        with MatcherClient(served.target, served.admin_token) as op:
+            new_token = op.rotate_token("trial", "alice")
+        again = stub(ch).Watch(request, metadata=auth(new_token), timeout=60)
+        stack.callback(again.cancel)
+        assert next(again).ready
+
+
+def held_upload(project: str, clks: bytes, sent: threading.Event, go: threading.Event) -> Iterator:
+    """An upload that sends its header and half its CLKs, then waits for `go` to send the
+    rest."""
+    header, body = upload_messages(project, clks)
+    yield header
+    half = len(clks) // 2
+    yield pb.UploadRequest(clks=body.clks[:half])
+    sent.set()
+    go.wait(timeout=30)
+    yield pb.UploadRequest(clks=body.clks[half:])
+
+
+def test_an_upload_begun_before_its_token_is_revoked_is_not_committed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serve(data) as served, ExitStack() as stack:
+        drain(served)
+        tokens = project_for(served, ["alice", "bob"])
+        ch = stack.enter_context(grpc.insecure_channel(served.target))
+        sent, go = threading.Event(), threading.Event()
+        stack.callback(go.set)
+        clks = os.urandom(128 * 100)
+        upload = stub(ch).Upload.future(
+            held_upload("trial", clks, sent, go), metadata=auth(tokens["alice"]), timeout=60
+        )
+        assert sent.wait(timeout=30)
+        time.sleep(0.5)  # the first half is at the matcher
+        with MatcherClient(served.target, served.admin_token) as op:
+            op.revoke_token("trial", "alice")
+        go.set()  # the rest is sent after the revocation
+        with pytest.raises(grpc.RpcError) as refused:
+            upload.result(timeout=30)
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert db_rows(data, "uploads") == [], "an upload sent after revocation was committed"
+        with MatcherClient(served.target, served.admin_token) as op:
+            entries = [e for e in op.audit("trial") if e.get("action") == "upload"]
+            assert entries == []
+
+        # Rotated, the member uploads with its new token.
+        with MatcherClient(served.target, served.admin_token) as op:
+            new_token = op.rotate_token("trial", "alice")
+        reply = stub(ch).Upload(iter(upload_messages("trial", clks)), metadata=auth(new_token))
+        assert reply.record_count == 100
+        assert len(db_rows(data, "uploads")) == 1

@@ -94,8 +94,15 @@ class Call:
         committing transaction, so a revocation is either before it (refused) or after."""
         if self.stream is not None:
             self.stream.check()
-        if self._authenticate(None) != self.caller:
-            raise Unauthenticated("this call's token now belongs to no caller it began as")
+        try:
+            now: Caller | None = self._authenticate(None)
+        except Unauthenticated:
+            now = None
+        if now != self.caller:
+            raise Unauthenticated(
+                "this call's token was revoked or rotated while the call was open; nothing "
+                "it sent was kept"
+            )
 
     def recheck(self, request: object) -> Caller:
         """The caller, authenticated again by the call's token: for each request of a long

@@ -14,7 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
-from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
+from blindmatch.matcher.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
@@ -86,12 +91,28 @@ class MatcherService(pb_grpc.MatcherServicer):
     @operator_call
     def RotateToken(self, request: pb.TokenRequest, context: Call) -> pb.RotateTokenReply:
         token = projects.rotate_token(self.store, request.project, request.member)
+        self._end_streams(request.project, request.member, "rotated")
         return pb.RotateTokenReply(project=request.project, member=request.member, token=token)
 
     @operator_call
     def RevokeToken(self, request: pb.TokenRequest, context: Call) -> pb.RevokeTokenReply:
         projects.revoke_token(self.store, request.project, request.member)
+        self._end_streams(request.project, request.member, "revoked")
         return pb.RevokeTokenReply(project=request.project, member=request.member)
+
+    def _end_streams(self, project: str, member: str, what: str) -> None:
+        """End the member's open streams now: its old token no longer holds (what they
+        would commit is refused anyway, by `Call.still_valid` inside the transaction)."""
+        ended = self.streams.end_member(
+            project,
+            member,
+            Unauthenticated(
+                f"the token of member {member!r} of {project!r} was {what}; this stream is "
+                "ended and nothing it sent that was not acknowledged is kept"
+            ),
+        )
+        if ended:
+            log.info("%s/%s: token %s, %d open stream(s) ended", project, member, what, ended)
 
     @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
@@ -175,6 +196,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 convert.upload_header(header),
                 convert.upload_chunks(request_iterator),
                 max_upload_bytes=self.max_upload_bytes,
+                check=context.still_valid,
             )
         return convert.upload_reply(receipt)
 
@@ -204,7 +226,17 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
         member = self._member(context, request.project)
-        erased = erase(self.store, self.realtime, request.project, member)
+        why = FailedPrecondition(
+            f"member {member!r} erased its data in {request.project!r}; this stream, open "
+            "before the erasure, is ended and nothing it sent that was not acknowledged is kept"
+        )
+        erased = erase(
+            self.store,
+            self.realtime,
+            request.project,
+            member,
+            lambda: self.streams.end_member(request.project, member, why),
+        )
         return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)
 
     # -- members: real time -----------------------------------------------------------------
@@ -217,7 +249,13 @@ class MatcherService(pb_grpc.MatcherServicer):
         with self.held_changes.holding() as hold:  # until applied: it is held till then
             encoding, puts, removes = convert.index_change(header, request_iterator, hold)
             summary, replayed = self.realtime.change_index(
-                header.project, member, encoding, puts, removes, header.client_change_id
+                header.project,
+                member,
+                encoding,
+                puts,
+                removes,
+                header.client_change_id,
+                context.still_valid,
             )
         log.info(
             "%s/%s index: +%d ~%d -%d = %d%s",

@@ -7,6 +7,8 @@ dir, not flagged. The audit log keeps the fact and the counts, never the data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import Erasure
 from blindmatch.matcher.errors import FailedPrecondition
@@ -16,10 +18,14 @@ from blindmatch.matcher.storage.upload_store import UploadStore
 
 
 class RetentionStore(ProjectStore, UploadStore):
-    def erase_member(self, project: str, member: str) -> Erasure:
+    def erase_member(
+        self, project: str, member: str, then: Callable[[], object] | None = None
+    ) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
-        Refused while a run is queued or running (it reads the uploads).
+        Refused while a run is queued or running (it reads the uploads). `then` runs
+        inside the transaction once the erasure goes ahead (to end the member's streams,
+        so that none commits after it).
         """
         with self.db.tx() as tx:
             self.project(project)
@@ -30,6 +36,8 @@ class RetentionStore(ProjectStore, UploadStore):
                 raise FailedPrecondition(
                     "a run is in progress in this project; erase again when it has finished"
                 )
+            if then is not None:
+                then()
             runs = "SELECT id FROM runs WHERE project=?"
             links = tx.execute(
                 f"DELETE FROM links WHERE run_id IN ({runs}) AND (member=? OR partner=?)",
