@@ -55,6 +55,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STREAMS_PER_CONNECTION = 128
 # A connection that has not finished its (TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 20_000
+# A connection without a call for this long is closed (a client reconnects on its next call).
+CONNECTION_IDLE_MS = 300_000
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
 
@@ -255,6 +257,7 @@ def _grpc_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
         ],
     )
     pb_grpc.add_MatcherServicer_to_server(service, server)

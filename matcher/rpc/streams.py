@@ -334,13 +334,14 @@ class StreamGuard:
             )
 
         def why(s: OpenStream) -> ServiceError:
+            limit = "(the matcher's limit, serve --stream-idle-seconds); the stream is ended"
             if s.sending_since is not None:
-                said = f"the client took no message for {self.idle_seconds:g} s"
-            else:
-                said = f"no message from the client for {self.idle_seconds:g} s"
+                return DeadlineExceeded(
+                    f"{s.method}: the client took no message for {self.idle_seconds:g} s {limit}"
+                )
             return DeadlineExceeded(
-                f"{s.method}: {said} (the matcher's limit, serve --stream-idle-seconds); the "
-                "stream is ended and nothing it carried that was not acknowledged is kept"
+                f"{s.method}: no message from the client for {self.idle_seconds:g} s {limit} "
+                "and nothing it sent is kept"
             )
 
         return self._end(idle, why)
