@@ -61,6 +61,8 @@ STREAM_IDLE_SECONDS = 60.0  # waiting this long for a client's next message (or 
 # DEFAULT_STREAMS_PER_MEMBER; QueryStream has QUERY_STREAMS_PER_MEMBER).
 STREAMS_PER_RPC = {"Watch": 8, "ChangeIndex": 2, "ListIndex": 2, "ExportAudit": 2}
 MAX_INDEX_CHANGE_BYTES = 256 * 1024**2  # references and CLKs one ChangeIndex stream may carry
+AUTH_FAILURES_PER_MINUTE = 60  # refused for their token, from one address, before the next
+# calls from it are refused unread (unless their token authenticated recently)
 INDEX_CHANGES_HELD = 4  # index changes being received at once may hold this many times that
 
 

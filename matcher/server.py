@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from blindmatch.matcher.core.executor import Executor
 from blindmatch.matcher.domain import (
+    AUTH_FAILURES_PER_MINUTE,
     DEFAULT_STREAMS_PER_MEMBER,
     MAX_INDEX_CHANGE_BYTES,
     MEMBER_STREAMS,
@@ -38,7 +39,7 @@ from blindmatch.matcher.placement import (
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
 from blindmatch.matcher.rpc.servicer import MatcherService
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, Strangers, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
@@ -112,6 +113,7 @@ def create_server(
     max_streams: int = STREAMS_IN_ALL,
     stream_idle: float = STREAM_IDLE_SECONDS,
     max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
+    max_auth_failures: int = AUTH_FAILURES_PER_MINUTE,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -127,7 +129,9 @@ def create_server(
     (its member's, of any RPC) and `max_streams` (everyone's: at most RPC_THREADS -
     MIN_UNARY_THREADS, so that unary calls always find a thread); one whose client sends or
     takes nothing for `stream_idle` seconds is ended (rpc/streams.py). One index change
-    may carry at most `max_index_change_bytes` of references and CLKs.
+    may carry at most `max_index_change_bytes` of references and CLKs. Past
+    `max_auth_failures` calls refused for their token in a minute from one address, that
+    address's calls are refused unread unless their token authenticated recently.
     `clock` is the time source for expiry and the audit log (tests pass their
     own); `sweep_interval` is how often expired projects are looked for;
     `scrub_interval` how often every stored upload is hashed again (0: only its size is
@@ -205,6 +209,7 @@ def create_server(
             SERVICE_NAME,
             call_kinds(service, MATCHER_RPCS),
             streams,
+            Strangers(max_auth_failures),
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
         if credentials is None:

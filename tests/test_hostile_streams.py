@@ -91,6 +91,9 @@ def test_500_hostile_streams_leave_a_member_answered_and_end_when_idle(tmp_path:
     with serve(tmp_path / "data", "--stream-idle-seconds", "4") as served, ExitStack() as stack:
         drain(served)
         tokens = project_for(served, ["alice", "mallory"])
+        for member in ("alice", "mallory"):  # each has used the matcher before the attack
+            with MatcherClient(served.target, tokens[member]) as client:
+                client.describe("trial")
         until = threading.Event()
         stack.callback(until.set)
         hostile = channels(served.target, 8)
@@ -218,6 +221,46 @@ def test_an_index_change_past_its_limit_is_refused_and_the_matcher_does_not_grow
             )
             assert summary.record_count == 1000
             assert len(client.list_index("trial")) == 1000
+
+
+def test_an_address_refused_too_often_is_refused_unread_but_known_members_go_on(
+    tmp_path: Path,
+) -> None:
+    """50 calls with guessed tokens from one address (limit 20 a minute): the 21st on are
+    refused without their token being looked up, saying why; a member whose token
+    authenticated from there before, and the operator, are still answered."""
+    with serve(tmp_path / "data", "--max-auth-failures", "20") as served:
+        drain(served)
+        tokens = project_for(served, ["alice", "bob"])
+        with MatcherClient(served.target, tokens["alice"]) as alice:
+            alice.describe("trial")
+        with grpc.insecure_channel(served.target) as ch:
+            said = []
+            for i in range(50):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub(ch).DescribeProject(
+                        pb.DescribeProjectRequest(project="trial"),
+                        metadata=auth(f"bm_guess_{i}"),
+                        timeout=10,
+                    )
+                assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                said.append(refused.value.details() or "")
+            unread = [d for d in said if "--max-auth-failures" in d]
+            assert len(unread) == 30
+            assert "--max-auth-failures" not in "".join(said[:20])
+
+            info = stub(ch).DescribeProject(
+                pb.DescribeProjectRequest(project="trial"), metadata=auth(tokens["alice"])
+            )
+            assert info.member == "alice"
+            with MatcherClient(served.target, served.admin_token) as op:  # and the operator
+                op.set_query_limits("trial", allow_watch=True)
+            # A member new to this address waits out the minute (the price of the limit).
+            with pytest.raises(grpc.RpcError) as refused:
+                stub(ch).DescribeProject(
+                    pb.DescribeProjectRequest(project="trial"), metadata=auth(tokens["bob"])
+                )
+            assert "--max-auth-failures" in (refused.value.details() or "")
 
 
 # -- revocation ends what is open (finding 5) ------------------------------------------------

@@ -12,13 +12,31 @@ import grpc
 import pytest
 
 from blindmatch.client import MatcherClient
+from blindmatch.matcher.core.tokens import token_hash
+from blindmatch.matcher.errors import Unauthenticated
+from blindmatch.matcher.rpc.streams import Strangers
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import ADMIN_TOKEN, auth, stub
 
-pytestmark = pytest.mark.slow  # a 150,000-record index: the flow-control windows fill
+
+def test_strangers_are_refused_per_address_for_a_minute() -> None:
+    now = [0.0]
+    strangers = Strangers(3, clock=lambda: now[0])
+    member, stranger = token_hash("bm_member"), token_hash("bm_guess")
+    strangers.good(member)
+    for _ in range(3):
+        strangers.admit("ipv4:10.0.0.9", stranger)
+        strangers.refused("ipv4:10.0.0.9")
+    with pytest.raises(Unauthenticated, match="--max-auth-failures"):
+        strangers.admit("ipv4:10.0.0.9", stranger)
+    strangers.admit("ipv4:10.0.0.9", member)  # authenticated recently: looked up as ever
+    strangers.admit("ipv4:10.0.0.8", stranger)  # another address: its own count
+    now[0] += 61
+    strangers.admit("ipv4:10.0.0.9", stranger)  # a minute later
 
 
+@pytest.mark.slow  # a 150,000-record index: the flow-control windows fill
 def test_a_stream_whose_client_takes_nothing_is_ended_and_frees_its_thread(
     tmp_path: Path,
 ) -> None:

@@ -10,6 +10,7 @@ from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
+    AUTH_FAILURES_PER_MINUTE,
     DEFAULT_STREAMS_PER_MEMBER,
     INDEX_CHANGES_HELD,
     MAX_INDEX_CHANGE_BYTES,
@@ -45,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.max_index_change_mib <= 0:
         raise InputError(f"--max-index-change-mib {args.max_index_change_mib:g}: must be positive")
+    if args.max_auth_failures < 1:
+        raise InputError(f"--max-auth-failures {args.max_auth_failures}: must be at least 1")
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     executor = daskopts.executor(args)
@@ -65,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_streams=args.max_streams,
             stream_idle=args.stream_idle_seconds,
             max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
+            max_auth_failures=args.max_auth_failures,
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
             executor=executor,
@@ -171,6 +175,14 @@ def register(sub: Subcommands) -> None:
         help="references and CLKs one index change may carry; a larger one is refused whole, "
         f"and changes being received hold at most {INDEX_CHANGES_HELD} times this together "
         "(default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-auth-failures",
+        type=int,
+        default=AUTH_FAILURES_PER_MINUTE,
+        help="calls refused for their token from one address in a minute, past which that "
+        "address's calls are refused unread unless their token authenticated recently "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--min-free-mb",

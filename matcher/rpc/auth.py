@@ -38,7 +38,7 @@ from blindmatch.matcher.errors import (
     Unauthenticated,
 )
 from blindmatch.matcher.rpc.status import abort, rpc_errors
-from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
+from blindmatch.matcher.rpc.streams import OpenStream, Strangers, StreamGuard
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
@@ -223,8 +223,10 @@ class Authenticator(grpc.ServerInterceptor):
         service: str,
         kinds: Mapping[str, str],
         streams: StreamGuard | None = None,
+        strangers: Strangers | None = None,
     ) -> None:
         self._streams = streams
+        self._strangers = strangers
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
         self._prefix = f"/{service}/"
@@ -245,18 +247,40 @@ class Authenticator(grpc.ServerInterceptor):
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
         return _authenticated(
-            handler, lambda request: self._caller(token, kind, request), name, self._streams
+            handler,
+            lambda request, peer=None: self._caller(token, kind, request, peer),
+            name,
+            self._streams,
         )
 
-    def _caller(self, token: str | None, kind: str, request: object) -> Caller:
+    def _caller(
+        self, token: str | None, kind: str, request: object, peer: str | None = None
+    ) -> Caller:
+        """The caller `token` makes; `peer` (the client's address, for a call's first
+        authentication) counts refusals per address in `Strangers`."""
+        digest = token_hash(token or "")
+        if token is not None and same_hash(digest, self._admin_hash):
+            return OPERATOR  # no look-up to save: never refused for its address
+        address = peer.rsplit(":", 1)[0] if peer and self._strangers is not None else None
+        if address is not None:
+            self._strangers.admit(address, digest)  # type: ignore[union-attr]
+        try:
+            caller = self._known(token, kind, request)
+        except Unauthenticated:
+            if address is not None:
+                self._strangers.refused(address)  # type: ignore[union-attr]
+            raise
+        if address is not None:
+            self._strangers.good(digest)  # type: ignore[union-attr]
+        return caller
+
+    def _known(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
             raise Unauthenticated(
                 "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
                 if kind == OPERATOR_CALL
                 else "no token: pass --token or set BLINDMATCH_TOKEN"
             )
-        if same_hash(token_hash(token), self._admin_hash):
-            return OPERATOR
         owner = self._token_owner(token)
         if owner is not None:
             return Caller(*owner)
@@ -272,7 +296,7 @@ class Authenticator(grpc.ServerInterceptor):
 
 def _authenticated(
     handler: grpc.RpcMethodHandler,
-    caller_of: Callable[[object], Caller],
+    caller_of: Callable[..., Caller],
     method: str,
     streams: StreamGuard | None,
 ) -> grpc.RpcMethodHandler:
@@ -285,7 +309,7 @@ def _authenticated(
     def wrap(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                caller = caller_of(None if streaming else request)
+                caller = caller_of(None if streaming else request, context.peer())
             except ServiceError as exc:
                 abort(context, exc)
             call = Call(context, caller, caller_of)

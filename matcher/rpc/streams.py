@@ -40,7 +40,13 @@ from blindmatch.matcher.domain import (
     STREAMS_IN_ALL,
     STREAMS_PER_RPC,
 )
-from blindmatch.matcher.errors import Busy, DeadlineExceeded, ResourceExhausted, ServiceError
+from blindmatch.matcher.errors import (
+    Busy,
+    DeadlineExceeded,
+    ResourceExhausted,
+    ServiceError,
+    Unauthenticated,
+)
 
 
 class MemberLimiter:
@@ -416,3 +422,57 @@ class HeldChanges:
         finally:
             with self._lock:
                 self._held -= mine
+
+
+# -- strangers ----------------------------------------------------------------------------------
+
+
+class Strangers:
+    """Refused authentications per client address: past `per_minute` in the last minute,
+    that address's calls are refused at once, without looking their token up, unless the
+    token authenticated recently (a member behind the same address goes on working)."""
+
+    WINDOW = 60.0
+    REMEMBERED = 10_000  # tokens (hashes) that authenticated recently, at most
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise ValueError("strangers: at least one refusal a minute")
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._refused: dict[str, list[float]] = {}
+        self._good: dict[bytes, float] = {}
+
+    def admit(self, address: str, digest: bytes) -> None:
+        """Raise `Unauthenticated` if `address` is over its refusals and `digest` (a token's
+        hash) did not authenticate recently."""
+        now = self._clock()
+        with self._lock:
+            refusals = sum(1 for t in self._refused.get(address, ()) if now - t < self.WINDOW)
+            if refusals < self.per_minute or now - self._good.get(digest, -1e18) < self.WINDOW:
+                return
+        raise Unauthenticated(
+            f"{refusals} calls from this address were refused for their token in the last "
+            "minute (the matcher's limit, serve --max-auth-failures); this one is refused "
+            "unread: wait a minute and check the token"
+        )
+
+    def refused(self, address: str) -> None:
+        """Count a call from `address` refused for its token."""
+        now = self._clock()
+        with self._lock:
+            if len(self._refused) > self.REMEMBERED:  # forget addresses gone quiet
+                for quiet in [a for a, ts in self._refused.items() if now - ts[-1] >= self.WINDOW]:
+                    del self._refused[quiet]
+            times = [t for t in self._refused.get(address, ()) if now - t < self.WINDOW]
+            self._refused[address] = [*times, now]
+
+    def good(self, digest: bytes) -> None:
+        """Remember that the token with hash `digest` authenticated now."""
+        now = self._clock()
+        with self._lock:
+            self._good[digest] = now
+            if len(self._good) > self.REMEMBERED:
+                for old in sorted(self._good, key=self._good.__getitem__)[: self.REMEMBERED // 2]:
+                    del self._good[old]
