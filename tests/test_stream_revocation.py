@@ -132,3 +132,35 @@ def test_a_commit_after_the_revocation_is_refused_inside_the_transaction(
         )
         assert list(north.list_index("trial")) == ["r1"]
     channel.close()
+
+
+def test_an_upload_finished_after_its_projects_expiry_is_not_committed(tmp_path: Path) -> None:
+    """Expired before the sweep came by: the upload's commit sees it and stores nothing."""
+    clock = Clock()
+    matcher = start(tmp_path / "data", clock)
+    try:
+        with matcher.operator() as op:
+            token = op.create_project(
+                "trial", ["north", "south"], expires_unix=int(clock() + 3600)
+            ).tokens["north"]
+        header, body = upload_messages("trial", os.urandom(128 * 10))
+
+        half = len(body.clks) // 2
+
+        def upload():  # type: ignore[no-untyped-def]
+            yield header
+            yield pb.UploadRequest(clks=body.clks[:half])
+            deadline = time.monotonic() + 10
+            while not any((matcher.data_dir / "tmp").iterdir()):  # the matcher is writing it
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            clock.advance(7200)  # the project expires while the upload is in flight
+            yield pb.UploadRequest(clks=body.clks[half:])
+
+        with grpc.insecure_channel(matcher.target) as channel, pytest.raises(grpc.RpcError) as e:
+            stub(channel).Upload(upload(), metadata=auth(token))
+        assert e.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "expired" in (e.value.details() or "")
+        assert db_rows(matcher.data_dir, "uploads") == []
+    finally:
+        matcher.server.stop(grace=None)

@@ -10,7 +10,7 @@ what comes back. A `ServiceError` becomes its gRPC status (status.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
@@ -68,6 +68,16 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
+
+    def _commit_check(self, context: Call, project: str) -> Callable[[], None]:
+        """What a stream's commit checks inside its transaction: the project has not
+        expired meanwhile, and the call may still commit (`Call.still_valid`)."""
+
+        def check() -> None:
+            self.store.project(project)  # expired: NotFound
+            context.still_valid()
+
+        return check
 
     def _stream_header(self, requests: Iterator[Any], context: Call, what: str) -> tuple[Any, str]:
         """A client stream's first message, which must be its header, and the member; the
@@ -196,7 +206,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 convert.upload_header(header),
                 convert.upload_chunks(request_iterator),
                 max_upload_bytes=self.max_upload_bytes,
-                check=context.still_valid,
+                check=self._commit_check(context, header.project),
             )
         return convert.upload_reply(receipt)
 
@@ -255,7 +265,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 puts,
                 removes,
                 header.client_change_id,
-                context.still_valid,
+                self._commit_check(context, header.project),
             )
         log.info(
             "%s/%s index: +%d ~%d -%d = %d%s",
