@@ -322,7 +322,9 @@ def _authenticated(
                 abort(context, exc)
             call.stream = stream
             # However the call ends (a client gone before its first response, say).
-            context.add_callback(lambda: streams.close_stream(stream))
+            if not context.add_callback(lambda: streams.close_stream(stream)):
+                streams.close_stream(stream)  # it has ended already
+                return iter(()) if handler.response_streaming else None
             if streaming:
                 request = streams.requests(stream, request)
             if handler.response_streaming:
