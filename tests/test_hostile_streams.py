@@ -69,6 +69,14 @@ def code_of(call: grpc.Future) -> grpc.StatusCode | None:
     return grpc.StatusCode.OK
 
 
+def settled(calls: list, n: int) -> None:  # type: ignore[type-arg]
+    """Wait until `n` of `calls` have ended (those the matcher refuses at once)."""
+    deadline = time.monotonic() + 30
+    while sum(1 for c in calls if c.done()) < n:
+        assert time.monotonic() < deadline, "the matcher did not refuse streams past a cap"
+        time.sleep(0.05)
+
+
 def wait_for(calls: list[grpc.Future], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     for call in calls:
@@ -88,7 +96,7 @@ def test_500_hostile_streams_leave_a_member_answered_and_end_when_idle(tmp_path:
     Upload: up to and past its caps) that never send: a valid member's DescribeProject still
     answers; strangers are refused at once, streams past a cap at once, idle ones after the
     idle limit, each with a status that says why."""
-    with serve(tmp_path / "data", "--stream-idle-seconds", "4") as served, ExitStack() as stack:
+    with serve(tmp_path / "data", "--stream-idle-seconds", "10") as served, ExitStack() as stack:
         drain(served)
         tokens = project_for(served, ["alice", "mallory"])
         for member in ("alice", "mallory"):  # each has used the matcher before the attack
@@ -113,21 +121,21 @@ def test_500_hostile_streams_leave_a_member_answered_and_end_when_idle(tmp_path:
             stub(hostile[4 + i % 4]).Watch(watch_request("trial"), metadata=mallory, timeout=60)
             for i in range(200)
         ]
-        time.sleep(0.5)  # the watches first, then the index changes, then the uploads
+        settled(watches, 200 - 8)  # the watches first, then the index changes, then the uploads
         changes = [
             stub(hostile[4 + i % 4]).ChangeIndex.future(
                 silent(None, until), metadata=mallory, timeout=60
             )
             for i in range(10)
         ]
-        time.sleep(0.5)
+        settled(changes, 10 - 2)
         uploads = [
             stub(hostile[4 + i % 4]).Upload.future(
                 silent(None, until), metadata=mallory, timeout=60
             )
             for i in range(40)
         ]
-        time.sleep(1.0)  # every hostile stream is at the matcher by now
+        settled(uploads, 40 - (32 - 8 - 2))  # every hostile stream is at the matcher by now
 
         # A valid member is answered meanwhile, again and again.
         with grpc.insecure_channel(served.target) as mine:
@@ -329,7 +337,10 @@ def test_an_upload_begun_before_its_token_is_revoked_is_not_committed(tmp_path: 
             held_upload("trial", clks, sent, go), metadata=auth(tokens["alice"]), timeout=60
         )
         assert sent.wait(timeout=30)
-        time.sleep(0.5)  # the first half is at the matcher
+        deadline = time.monotonic() + 10
+        while not any((data / "tmp").iterdir()):  # the matcher is writing the first half
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         with MatcherClient(served.target, served.admin_token) as op:
             op.revoke_token("trial", "alice")
         go.set()  # the rest is sent after the revocation
