@@ -96,18 +96,22 @@ def test_a_commit_after_the_revocation_is_refused_inside_the_transaction(
     )
     put = pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks[:128]))
 
-    def revoked_then(*rest: object):  # type: ignore[no-untyped-def]
+    def revoked_then(method: str, *rest: object):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while uncut.server.streams.open_streams("trial", "north", method) == 0:
+            assert time.monotonic() < deadline  # until the stream is authenticated
+            time.sleep(0.01)
         with uncut.operator() as op:
             op.revoke_token("trial", "north")
         yield from rest
 
     def upload():  # type: ignore[no-untyped-def]
         yield header
-        yield from revoked_then(body)
+        yield from revoked_then("Upload", body)
 
     def change():  # type: ignore[no-untyped-def]
         yield index_header
-        yield from revoked_then(put)
+        yield from revoked_then("ChangeIndex", put)
 
     with pytest.raises(grpc.RpcError) as refused:
         stub(channel).Upload(upload(), metadata=auth(token))
