@@ -165,8 +165,8 @@ def register(sub: Subcommands) -> None:
         "--stream-idle-seconds",
         type=float,
         default=STREAM_IDLE_SECONDS,
-        help="end a stream whose client sends no message (or takes none sent) for this "
-        "long; query sessions have their own limit (default: %(default)s)",
+        help="end a stream whose client sends no message for this long (or takes none sent "
+        "for 5 times this long); query sessions have their own limit (default: %(default)s)",
     )
     p.add_argument(
         "--max-index-change-mib",

@@ -191,6 +191,8 @@ class QueryStreams:
 # Streams whose waits for the client are their own business: a query session's stream
 # waits between questions, and QueryStreams ends it when idle (its own, longer limit).
 IDLE_BY_DESIGN = frozenset({"QueryStream"})
+# A client is given this many times the idle limit to take a message sent.
+SEND_PATIENCE = 5
 
 
 @dataclass(eq=False)
@@ -330,20 +332,24 @@ class StreamGuard:
         return self._end(lambda s: s.key[1] != "" and s.key[0] == project, lambda s: why)
 
     def end_idle(self) -> int:
-        """End every stream that waited longer than `idle_seconds` for its client."""
-        cutoff = time.monotonic() - self.idle_seconds
+        """End every stream that waited longer than `idle_seconds` for its client's next
+        message, or `SEND_PATIENCE` times that for its client to take one sent (a message
+        of up to 16 MiB over a slow link takes a while)."""
+        now = time.monotonic()
+        waited, sent = now - self.idle_seconds, now - self.idle_seconds * SEND_PATIENCE
 
         def idle(s: OpenStream) -> bool:
             waiting = s.waiting_since is not None and s.method not in IDLE_BY_DESIGN
-            return (waiting and s.waiting_since < cutoff) or (  # type: ignore[operator]
-                s.sending_since is not None and s.sending_since < cutoff
+            return (waiting and s.waiting_since < waited) or (  # type: ignore[operator]
+                s.sending_since is not None and s.sending_since < sent
             )
 
         def why(s: OpenStream) -> ServiceError:
             limit = "(the matcher's limit, serve --stream-idle-seconds); the stream is ended"
             if s.sending_since is not None:
+                took = self.idle_seconds * SEND_PATIENCE
                 return DeadlineExceeded(
-                    f"{s.method}: the client took no message for {self.idle_seconds:g} s {limit}"
+                    f"{s.method}: the client took no message for {took:g} s {limit}"
                 )
             return DeadlineExceeded(
                 f"{s.method}: no message from the client for {self.idle_seconds:g} s {limit} "
