@@ -38,8 +38,9 @@ from blindmatch.matcher.placement import (
 )
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, Strangers, StreamGuard
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
@@ -194,6 +195,11 @@ def create_server(
         )
         query_streams.start()
         streams.start()
+        refusals = Refusals(
+            realtime.index_store.log_queries,
+            known=store.is_live,
+            max_auth_failures=max_auth_failures,
+        )
         service = MatcherService(
             store,
             runs,
@@ -202,20 +208,24 @@ def create_server(
             query_streams=query_streams,
             streams=streams,
             max_index_change_bytes=max_index_change_bytes,
+            refusals=refusals,
         )
         authenticator = Authenticator(
             admin_token,
             store.token_owner,
             SERVICE_NAME,
             call_kinds(service, MATCHER_RPCS),
-            streams,
-            Strangers(max_auth_failures),
+            streams=streams,
+            refusals=refusals,
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # newer gRPC raises where older returned 0
+            port = 0
         if port:
             server.start()
     if port == 0:
@@ -226,7 +236,9 @@ def create_server(
         realtime.close()
         sweeper.stop()
         store.close()
-        raise OSError(f"could not listen on {address}")
+        raise OSError(
+            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
+        )
     if placement is not None:
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):

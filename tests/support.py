@@ -122,6 +122,7 @@ def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
         fingerprint=result.fingerprint,
         ids=result.ids,
         report=result.report.to_dict(),
+        schema_digest=result.schema_digest,
     )
 
 

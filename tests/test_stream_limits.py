@@ -14,7 +14,7 @@ import pytest
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.core.tokens import token_hash
 from blindmatch.matcher.errors import Unauthenticated
-from blindmatch.matcher.rpc.streams import Strangers
+from blindmatch.matcher.rpc.refusals import Strangers
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import ADMIN_TOKEN, auth, stub

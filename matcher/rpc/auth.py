@@ -37,8 +37,9 @@ from blindmatch.matcher.errors import (
     ServiceError,
     Unauthenticated,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.status import abort, rpc_errors
-from blindmatch.matcher.rpc.streams import OpenStream, Strangers, StreamGuard
+from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
@@ -48,10 +49,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: the operator, or one member of one project."""
+    """An authenticated caller: the operator, or one member of one project (by its own
+    token, or by one of its named users' tokens)."""
 
     project: str = ""
     member: str = ""  # empty: the operator
+    user: str = ""  # the named user; empty: the member's own (administrator's) token
 
     @property
     def is_operator(self) -> bool:
@@ -111,6 +114,9 @@ class Call:
 
     def is_active(self) -> bool:
         return bool(self._context.is_active())
+
+    def peer(self) -> str:
+        return str(self._context.peer())
 
     def cancel(self) -> None:
         self._context.cancel()
@@ -204,6 +210,31 @@ def require_member(caller: Caller, project: str, store: Store) -> str:
     return caller.member
 
 
+def require_administrator(caller: Caller, project: str, store: Store) -> str:
+    """The calling member's name, if it calls with its own (administrator's) token."""
+    member = require_member(caller, project, store)
+    if caller.user:
+        raise PermissionDenied(
+            f"only {member}'s administrator (the member's own token) manages its users; "
+            f"this is user {caller.user!r}'s token"
+        )
+    return member
+
+
+def require_consulting_member(caller: Caller, project: str, store: Store) -> str:
+    """The calling member's name, for a consultation or disclosure (results, a request
+    reference issued or resolved, a query, a watch): in a project that requires named users,
+    only a user's token will do."""
+    member = require_member(caller, project, store)
+    if not caller.user and store.project(project).require_users:
+        raise PermissionDenied(
+            f"project {project!r} requires a named user for results, request references, "
+            f"queries and watches, and this is {member}'s organisation token: ask your "
+            "administrator for a user token (`blindmatch user add`) and use that"
+        )
+    return member
+
+
 def caller_name(caller: Caller, project: str, store: Store) -> str:
     """audit.OPERATOR, or the calling member's name (for calls open to both)."""
     return audit.OPERATOR if caller.is_operator else require_member(caller, project, store)
@@ -219,14 +250,14 @@ class Authenticator(grpc.ServerInterceptor):
     def __init__(
         self,
         admin_token: str,
-        token_owner: Callable[[str], tuple[str, str] | None],
+        token_owner: Callable[[str], tuple[str, str, str] | None],
         service: str,
         kinds: Mapping[str, str],
         streams: StreamGuard | None = None,
-        strangers: Strangers | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._streams = streams
-        self._strangers = strangers
+        self._refusals = refusals
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
         self._prefix = f"/{service}/"
@@ -249,30 +280,37 @@ class Authenticator(grpc.ServerInterceptor):
         return _authenticated(
             handler,
             lambda request, peer=None: self._caller(token, kind, request, peer),
+            lambda request, context, exc: self._refused(method, request, context, exc),
             name,
             self._streams,
         )
+
+    def _refused(
+        self, method: str, request: object, context: grpc.ServicerContext, exc: ServiceError
+    ) -> None:
+        if self._refusals is not None:
+            project = getattr(request, "project", "")
+            self._refusals.note(
+                method=method,
+                status=exc.status_name,
+                message=str(exc),
+                project=project if isinstance(project, str) else "",
+                member="",
+                peer=str(context.peer()),
+            )
 
     def _caller(
         self, token: str | None, kind: str, request: object, peer: str | None = None
     ) -> Caller:
         """The caller `token` makes; `peer` (the client's address, for a call's first
-        authentication) counts refusals per address in `Strangers`."""
+        authentication) has its refusals counted by `Refusals.at_door` (past its limit, its
+        calls are refused unread)."""
         digest = token_hash(token or "")
         if token is not None and same_hash(digest, self._admin_hash):
             return OPERATOR  # no look-up to save: never refused for its address
-        address = peer.rsplit(":", 1)[0] if peer and self._strangers is not None else None
-        if address is not None:
-            self._strangers.admit(address, digest)  # type: ignore[union-attr]
-        try:
-            caller = self._known(token, kind, request)
-        except Unauthenticated:
-            if address is not None:
-                self._strangers.refused(address)  # type: ignore[union-attr]
-            raise
-        if address is not None:
-            self._strangers.good(digest)  # type: ignore[union-attr]
-        return caller
+        if peer is None or self._refusals is None:  # a recheck inside an open call
+            return self._known(token, kind, request)
+        return self._refusals.at_door(peer, digest, lambda: self._known(token, kind, request))
 
     def _known(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
@@ -294,15 +332,51 @@ class Authenticator(grpc.ServerInterceptor):
         raise Unauthenticated("the token is not valid for any project")
 
 
+def _as_user(user: str, responses: Iterator[Any]) -> Iterator[Any]:
+    """`responses`, each made with `user` as the audit log's current user (closed with
+    this stream, so its own clean-up runs when the call ends early)."""
+    try:
+        while True:
+            mark = audit.set_current_user(user)
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            finally:
+                audit.reset_current_user(mark)
+            yield response
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            close()
+
+
+def _as(
+    user: str, behavior: Callable[[Any, Any], Any], request: Any, call: Call, streams_out: bool
+) -> Any:
+    """behaviour(request, call) with `user` as the audit log's current user (for a
+    response stream, while each response is made)."""
+    mark = audit.set_current_user(user)
+    try:
+        answer = behavior(request, call)
+    finally:
+        audit.reset_current_user(mark)
+    return _as_user(user, answer) if streams_out else answer
+
+
 def _authenticated(
     handler: grpc.RpcMethodHandler,
     caller_of: Callable[..., Caller],
+    refused: Callable[[object, grpc.ServicerContext, ServiceError], None],
     method: str,
     streams: StreamGuard | None,
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
     once the caller is known; refused (UNAUTHENTICATED) without touching a request stream.
-    A stream is counted in by `streams` first (refused RESOURCE_EXHAUSTED past a cap)."""
+    A stream is counted in by `streams` first (refused RESOURCE_EXHAUSTED past a cap).
+    The caller's named user, if any, is the audit log's current user while the behaviour
+    runs (for a response stream, while each response is made): every entry the call makes
+    names it."""
     streaming = handler.request_streaming
     guarded = streams is not None and (handler.request_streaming or handler.response_streaming)
 
@@ -311,13 +385,14 @@ def _authenticated(
             try:
                 caller = caller_of(None if streaming else request, context.peer())
             except ServiceError as exc:
+                refused(None if streaming else request, context, exc)
                 abort(context, exc)
             call = Call(context, caller, caller_of)
             if not guarded:
-                return behavior(request, call)
+                return _as(caller.user, behavior, request, call, handler.response_streaming)
             assert streams is not None
             try:
-                stream = streams.open(caller.project, caller.member, method, call.end)
+                stream = streams.open(caller.project, caller.member, method, call.end, caller.user)
             except ServiceError as exc:
                 abort(context, exc)
             call.stream = stream
@@ -328,9 +403,10 @@ def _authenticated(
             if streaming:
                 request = streams.requests(stream, request)
             if handler.response_streaming:
-                return streams.responses(stream, behavior(request, call))
+                answer = _as(caller.user, behavior, request, call, True)
+                return streams.responses(stream, answer)
             try:
-                return behavior(request, call)
+                return _as(caller.user, behavior, request, call, False)
             finally:
                 streams.close_stream(stream)
 

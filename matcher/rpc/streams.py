@@ -45,7 +45,6 @@ from blindmatch.matcher.errors import (
     DeadlineExceeded,
     ResourceExhausted,
     ServiceError,
-    Unauthenticated,
 )
 
 
@@ -202,6 +201,7 @@ class OpenStream:
     key: tuple[str, str]  # (project, member); ("", "") for the operator
     method: str
     end: Callable[[ServiceError], object]  # ends the call with this error's status, now
+    user: str = ""  # the member's named user whose token opened it; "": the member's own
     waiting_since: float | None = None  # for the client's next message
     sending_since: float | None = None  # for the client to take a message sent
     ended: ServiceError | None = None  # why the matcher ended it
@@ -254,9 +254,15 @@ class StreamGuard:
     # -- opening and closing -------------------------------------------------------------------
 
     def open(
-        self, project: str, member: str, method: str, end: Callable[[ServiceError], object]
+        self,
+        project: str,
+        member: str,
+        method: str,
+        end: Callable[[ServiceError], object],
+        user: str = "",
     ) -> OpenStream:
-        """Count a new stream in, or refuse it (`Busy`) past a cap; `close` it when done."""
+        """Count a new stream in, or refuse it (`Busy`) past a cap; `close` it when done.
+        A member's named users' streams count as the member's (`user` says whose token)."""
         key = (project, member)
         with self._lock:
             mine = [s for s in self._open if s.key == key]
@@ -278,7 +284,7 @@ class StreamGuard:
                     f"the matcher has {len(self._open)} streams open, at most {self.in_all} "
                     f"(serve --max-streams); this {method} was refused; retry shortly"
                 )
-            stream = OpenStream(key, method, end)
+            stream = OpenStream(key, method, end, user)
             self._open.append(stream)
         return stream
 
@@ -323,9 +329,15 @@ class StreamGuard:
                 if s.key == (project, member) and (method is None or s.method == method)
             )
 
-    def end_member(self, project: str, member: str, why: ServiceError) -> int:
-        """End every open stream of `member` of `project` now, with `why`; how many."""
-        return self._end(lambda s: s.key == (project, member), lambda s: why)
+    def end_member(
+        self, project: str, member: str, why: ServiceError, user: str | None = None
+    ) -> int:
+        """End open streams of `member` of `project` now, with `why`; how many. `user`
+        None: every one, opened with the member's token or any of its users' (its token
+        revoked, which revokes its users; its data erased, which deletes them); "": those
+        of the member's own token (rotated); a name: that user's (revoked)."""
+        key = (project, member)
+        return self._end(lambda s: s.key == key and (user is None or s.user == user), lambda s: why)
 
     def end_project(self, project: str, why: ServiceError) -> int:
         """End every open stream of the members of `project` now, with `why`; how many."""
@@ -428,57 +440,3 @@ class HeldChanges:
         finally:
             with self._lock:
                 self._held -= mine
-
-
-# -- strangers ----------------------------------------------------------------------------------
-
-
-class Strangers:
-    """Refused authentications per client address: past `per_minute` in the last minute,
-    that address's calls are refused at once, without looking their token up, unless the
-    token authenticated recently (a member behind the same address goes on working)."""
-
-    WINDOW = 60.0
-    REMEMBERED = 10_000  # tokens (hashes) that authenticated recently, at most
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if per_minute < 1:
-            raise ValueError("strangers: at least one refusal a minute")
-        self.per_minute = per_minute
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._refused: dict[str, list[float]] = {}
-        self._good: dict[bytes, float] = {}
-
-    def admit(self, address: str, digest: bytes) -> None:
-        """Raise `Unauthenticated` if `address` is over its refusals and `digest` (a token's
-        hash) did not authenticate recently."""
-        now = self._clock()
-        with self._lock:
-            refusals = sum(1 for t in self._refused.get(address, ()) if now - t < self.WINDOW)
-            if refusals < self.per_minute or now - self._good.get(digest, -1e18) < self.WINDOW:
-                return
-        raise Unauthenticated(
-            f"{refusals} calls from this address were refused for their token in the last "
-            "minute (the matcher's limit, serve --max-auth-failures); this one is refused "
-            "unread: wait a minute and check the token"
-        )
-
-    def refused(self, address: str) -> None:
-        """Count a call from `address` refused for its token."""
-        now = self._clock()
-        with self._lock:
-            if len(self._refused) > self.REMEMBERED:  # forget addresses gone quiet
-                for quiet in [a for a, ts in self._refused.items() if now - ts[-1] >= self.WINDOW]:
-                    del self._refused[quiet]
-            times = [t for t in self._refused.get(address, ()) if now - t < self.WINDOW]
-            self._refused[address] = [*times, now]
-
-    def good(self, digest: bytes) -> None:
-        """Remember that the token with hash `digest` authenticated now."""
-        now = self._clock()
-        with self._lock:
-            self._good[digest] = now
-            if len(self._good) > self.REMEMBERED:
-                for old in sorted(self._good, key=self._good.__getitem__)[: self.REMEMBERED // 2]:
-                    del self._good[old]
