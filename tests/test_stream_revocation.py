@@ -56,6 +56,48 @@ def test_erasure_ends_the_members_open_watch(matcher: Matcher, project: ProjectT
     other.cancel()
 
 
+def test_a_named_users_streams_end_with_its_token(matcher: Matcher, project: ProjectTokens) -> None:
+    """A user's token is a credential too: revoking the user ends the streams opened with it,
+    rotating the member's token does not (the user's token still holds), revoking the
+    member's token does (it revokes the users), and so does the member's erasure (which
+    deletes them)."""
+    with matcher.member(project.tokens["north"]) as admin:
+        first, second = admin.add_user("trial", "pc-1"), admin.add_user("trial", "pc-2")
+    by_first = open_watch(matcher, first)
+    by_second = open_watch(matcher, second)
+    by_member = open_watch(matcher, project.tokens["north"])
+    assert matcher.server.streams.open_streams("trial", "north", "Watch") == 3
+
+    with matcher.member(project.tokens["north"]) as admin:
+        admin.revoke_user("trial", "pc-1")
+    ended = ended_with(by_first)
+    assert ended.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "user 'pc-1'" in (ended.details() or "")
+    assert matcher.server.streams.open_streams("trial", "north", "Watch") == 2
+
+    with matcher.operator() as op:
+        token = op.rotate_token("trial", "north")
+    assert ended_with(by_member).code() is grpc.StatusCode.UNAUTHENTICATED
+    assert matcher.server.streams.open_streams("trial", "north", "Watch") == 1
+    assert by_second.is_active(), "the user's token still holds: its watch goes on"
+
+    with matcher.operator() as op:
+        op.revoke_token("trial", "north")
+    ended = ended_with(by_second)
+    assert ended.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "its users' tokens with it" in (ended.details() or "")
+
+    with matcher.operator() as op:
+        token = op.rotate_token("trial", "north")  # re-admits the member
+    with matcher.member(token) as admin:
+        third = admin.add_user("trial", "pc-3")
+    by_third = open_watch(matcher, third)
+    with matcher.member(token) as admin:
+        admin.erase("trial")
+    assert ended_with(by_third).code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert matcher.server.streams.open_streams("trial", "north") == 0
+
+
 def test_a_projects_expiry_ends_its_open_watches(tmp_path: Path) -> None:
     clock = Clock()
     matcher = start(tmp_path / "data", clock)
