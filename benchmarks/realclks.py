@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/realclks.py 20000 20000 --stats
 
     from benchmarks.realclks import load_realistic, realistic_pair
-    a, b = load_realistic(1_000_000, 1_000_000, seed=0)   # (n, 128) uint8 each
+    a, b = load_realistic(1_000_000, 1_000_000, seed=0)   # (n, clk_bits/8) uint8 each
+    clk_bits, fallback_bits = layout()     # the default schema's CLKs (a fallback CLK last)
 
 People are drawn by `benchmarks/messy.py` (name frequencies from the census lists,
 middle names, dates of birth, sex, postcodes, movers), and each member exports its
@@ -84,6 +85,22 @@ def _encoder() -> tuple[object, dict[str, object]]:
     return schema, mappings
 
 
+@cache
+def layout() -> tuple[int, int]:
+    """(clk_bits, fallback_bits) of the shipped default schema's CLKs, as `blindmatch
+    encode` makes them (a few rows encoded): with a fallback CLK (`fallback_bits` > 0), each
+    row is its first record-level CLK followed by its fallback CLK of that many bits."""
+    from blindmatch.client.encoding.encode import encode_csv
+
+    schema, mappings = _encoder()
+    rows, _ = exports(0, 0, 3, 3, 0)
+    header = [STYLE_A.id_column, *STYLE_A.columns.values()]
+    with tempfile.TemporaryDirectory() as tmp:
+        export = write_export(Path(tmp), "layout", header, rows, STYLE_A.mapping_toml(), [0] * 3)
+        result = encode_csv(export.csv, schema, mappings[STYLE_A.name], SECRET, max_workers=1)  # type: ignore[arg-type]
+    return result.clk_bits, result.fallback_bits
+
+
 def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
     """`blindmatch encode`'s path: the export's CSV, its mapping, the default schema."""
     from blindmatch.client.encoding.encode import encode_csv
@@ -114,7 +131,7 @@ def exports(
 def _chunk(job: tuple[int, int, int, int, int]) -> tuple[Clks, Clks]:
     """A's and B's CLKs of a chunk of people."""
     rows_a, rows_b = exports(*job)
-    width = 128
+    width = layout()[0] // 8
     with tempfile.TemporaryDirectory() as tmp:
         a = _encode(STYLE_A, rows_a, Path(tmp)) if rows_a else np.empty((0, width), np.uint8)
         b = _encode(STYLE_B, rows_b, Path(tmp)) if rows_b else np.empty((0, width), np.uint8)
@@ -175,7 +192,8 @@ def realistic_pair(
 
 
 def load_realistic(n_a: int, n_b: int, seed: int = 0, **kw: object) -> tuple[Clks, Clks]:
-    """(clks_a, clks_b): (n, 128) uint8 arrays, the matcher's format (see `realistic_pair`)."""
+    """(clks_a, clks_b): (n, clk_bits/8) uint8 arrays, the matcher's format (see
+    `realistic_pair`; `layout` says where a fallback CLK starts)."""
     pair = realistic_pair(n_a, n_b, seed, **kw)  # type: ignore[arg-type]
     return pair.a, pair.b
 

@@ -14,6 +14,14 @@ and *graded* copies of indexed records (a share of the set bits, uniform in 12-3
 elsewhere, so that Dice spreads over about 0.75-0.9 and many pairs sit right at the
 threshold, the hardest case).
 
+With a default schema that has a fallback CLK (realclks.layout: each row its first CLK,
+then its fallback CLK), the index is searched as the matcher searches one
+(matcher/core/fallbackindex.py): each half is a segment of its own with tables planned
+from its own rows; a query looks up the first half only when it has the fallback's
+left-out fields, and a pair counts on the half the batch runs' rule scores it by
+(`core.fallback.on_fallback`). Each half is reported on its own, then both together; a
+query's cost is that of the look-ups it makes. Graded copies move bits within each half.
+
 `--clks synthetic`: benchmarks/synthclks.py's imitation of clkhash output (the figures
 docs/performance.md kept before real encodings; a second column now): typo copies, graded
 copies and unrelated people.
@@ -29,17 +37,18 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.realclks import realistic_pair
-from benchmarks.synthclks import CLK_BITS, Population
+from benchmarks.realclks import layout, realistic_pair
+from benchmarks.synthclks import Population
+from blindmatch.matcher.core import fallback
+from blindmatch.matcher.core.lshindex import LshTable
 from blindmatch.matcher.core.segment import Segment, as_words, search
-
-CLK_BYTES = CLK_BITS // 8
 
 
 def graded(rng: np.random.Generator, clks: np.ndarray, least: float, most: float) -> np.ndarray:
@@ -49,8 +58,19 @@ def graded(rng: np.random.Generator, clks: np.ndarray, least: float, most: float
         ones = np.flatnonzero(row)
         k = int(rng.uniform(least, most) * len(ones))
         row[rng.choice(ones, k, replace=False)] = False
-        row[rng.integers(0, CLK_BITS, k)] = True
+        row[rng.integers(0, len(row), k)] = True
     return np.packbits(bits, axis=1)
+
+
+def graded_halves(
+    rng: np.random.Generator, clks: np.ndarray, cut: int, least: float, most: float
+) -> np.ndarray:
+    """`graded` within each half (bytes [0, cut) and [cut, end)); the whole when cut is 0."""
+    if not cut:
+        return graded(rng, clks, least, most)
+    return np.concatenate(
+        [graded(rng, clks[:, :cut], least, most), graded(rng, clks[:, cut:], least, most)], axis=1
+    )
 
 
 def queries(
@@ -78,8 +98,68 @@ def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
     others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0).a[:third]
     b_rows = rng.choice(len(pair.truth_b), third, replace=False)
     indexed = pair.a
-    moved = graded(rng, indexed[rng.integers(0, len(indexed), third)], 0.12, 0.32)
+    clk_bits, fallback_bits = layout()
+    cut = (clk_bits - fallback_bits) // 8 if fallback_bits else 0
+    moved = graded_halves(rng, indexed[rng.integers(0, len(indexed), third)], cut, 0.12, 0.32)
     return indexed, {"shared": pair.b[pair.truth_b[b_rows]], "graded": moved, "strangers": others}
+
+
+@dataclass
+class Half:
+    """One segment searched (the whole CLK, or a first or fallback half) and its tallies."""
+
+    name: str
+    segment: Segment
+    table: LshTable
+    rows_lack: np.ndarray | None  # per indexed row, whether it lacks the left-out fields
+    pairs: int = 0
+    missed: int = 0
+    looked: int = 0
+    read: int = 0
+    lookups: int = 0
+    scan_s: float = 0.0
+    lsh_s: float = 0.0
+
+    def ask(self, q: np.ndarray, threshold: float, keep: np.ndarray | None) -> tuple[dict, dict]:
+        """Scan and look up `q`; (want, got): row -> score, of the rows `keep` allows."""
+        t1 = time.process_time()
+        rows, sims = search(self.segment.words, self.segment.popcounts, q, threshold)
+        t2 = time.process_time()
+        lrows, lsims, seen, decided = self.table.search_counted(
+            self.segment.words, self.segment.popcounts, q, threshold
+        )
+        t3 = time.process_time()
+        self.scan_s += t2 - t1
+        self.lsh_s += t3 - t2
+        self.looked += seen
+        self.read += decided
+        self.lookups += 1
+        want = dict(zip(rows.tolist(), sims.tolist(), strict=True))
+        got = dict(zip(lrows.tolist(), lsims.tolist(), strict=True))
+        if keep is not None:  # the rule scores these pairs by this half
+            want = {r: v for r, v in want.items() if keep[r]}
+            got = {r: v for r, v in got.items() if keep[r]}
+        return want, got
+
+
+def build(name: str, clks: np.ndarray, threshold: float, lack: np.ndarray | None) -> Half | None:
+    n = len(clks)
+    words = as_words(clks, clks.shape[1] * 8)
+    t0 = time.process_time()
+    # Row i of the segment is sorted: refs carry the original row numbers.
+    segment = Segment.build(words, [str(i) for i in range(n)], threshold=threshold)
+    built = time.process_time() - t0
+    if segment.lsh is None:
+        print(f"{name}: {n:,} rows: no LSH tables (below the size, or no plan: see the log); "
+              "scanned")  # fmt: skip
+        return None
+    table = segment.lsh
+    print(f"{name}: {n:,} rows of {words.shape[1] * 64} bits, threshold {threshold}: "
+          f"{table.plan.describe()}")  # fmt: skip
+    print(f"  built (sort + plan + tables) in {built:.2f} s CPU; tables "
+          f"{table.nbytes / 2**20:.0f} MiB ({table.nbytes / n:.0f} bytes per row)")  # fmt: skip
+    order = np.array([int(r) for r in segment.refs])
+    return Half(name, segment, table, None if lack is None else lack[order])
 
 
 def main() -> int:
@@ -93,59 +173,74 @@ def main() -> int:
     if args.seed is None:
         args.seed = 1 if args.clks == "realistic" else 4
     rng = np.random.default_rng(args.seed)
-    n = args.records
 
     t0 = time.perf_counter()
     indexed, asked = (realistic if args.clks == "realistic" else synthetic)(args, rng)
     print(f"{args.clks} CLKs: {time.perf_counter() - t0:.1f} s", flush=True)
 
-    words = as_words(indexed, CLK_BITS)
-    t0 = time.process_time()
-    segment = Segment.build(words, [str(i) for i in range(n)], threshold=args.threshold)
-    built = time.process_time() - t0
-    if segment.lsh is None:
-        print(f"{n:,} rows: no LSH tables (below the size, or no plan: see the log); scanned")
-        return 0
-    table = segment.lsh
-    print(f"index of {n:,} {args.clks} rows, threshold {args.threshold}: {table.plan.describe()}")
-    print(f"  built (sort + plan + tables) in {built:.2f} s CPU; tables "
-          f"{table.nbytes / 2**20:.0f} MiB ({table.nbytes / n:.0f} bytes per row)")  # fmt: skip
+    clk_bits, fallback_bits = layout() if args.clks == "realistic" else (8 * indexed.shape[1], 0)
+    if fallback_bits:
+        cut = (clk_bits - fallback_bits) // 8
+        lack = fallback.lacking(indexed[:, :cut], indexed[:, cut:])
+        print(f"{clk_bits}-bit CLKs: a {clk_bits - fallback_bits}-bit first CLK and a "
+              f"{fallback_bits}-bit fallback CLK; {lack.mean():.1%} of the indexed rows lack "
+              "the fallback's left-out fields")  # fmt: skip
+        first = build("first CLKs", indexed[:, :cut], args.threshold, lack)
+        second = build("fallback CLKs", indexed[:, cut:], args.threshold, lack)
+        if first is None or second is None:
+            return 0
+        halves = [first, second]
+    else:
+        whole = build("index", indexed, args.threshold, None)
+        if whole is None:
+            return 0
+        halves = [whole]
 
     failed = False
     total_pairs = total_missed = 0
     lows: list[float] = []
     for kind, clks in asked.items():
-        pairs = missed = looked = read = 0
-        scan_s = lsh_s = 0.0
-        for q in as_words(clks, CLK_BITS):
-            t1 = time.process_time()
-            rows, sims = search(segment.words, segment.popcounts, q, args.threshold)
-            t2 = time.process_time()
-            lrows, lsims, seen, decided = table.search_counted(
-                segment.words, segment.popcounts, q, args.threshold
-            )
-            t3 = time.process_time()
-            scan_s += t2 - t1
-            lsh_s += t3 - t2
-            looked += seen
-            read += decided
-            want = dict(zip(rows.tolist(), sims.tolist(), strict=True))
-            got = dict(zip(lrows.tolist(), lsims.tolist(), strict=True))
-            if any(want.get(r) != s for r, s in got.items()):
-                print("  a score differs from the exhaustive scan's")
-                failed = True
-            lost = [r for r in want if r not in got]
-            lows.extend(want[r] for r in lost)
-            pairs += len(want)
-            missed += len(lost)
+        pairs = missed = 0
+        before = [(h.scan_s, h.lsh_s, h.looked, h.read) for h in halves]
+        for q in clks:
+            if fallback_bits:
+                q1, q2 = q[:cut], q[cut:]
+                q_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
+                asks = [] if q_lacks else [(first, q1, ~first.rows_lack)]
+                asks.append((second, q2, np.logical_or(q_lacks, second.rows_lack)))
+            else:
+                asks = [(halves[0], q, None)]
+            for half, part, keep in asks:
+                words = as_words(part[None, :], 8 * len(part))[0]
+                want, got = half.ask(words, args.threshold, keep)
+                if any(want.get(r) != v for r, v in got.items()):
+                    print("  a score differs from the exhaustive scan's")
+                    failed = True
+                lost = [r for r in want if r not in got]
+                lows.extend(want[r] for r in lost)
+                half.pairs += len(want)
+                half.missed += len(lost)
+                pairs += len(want)
+                missed += len(lost)
         total_pairs += pairs
         total_missed += missed
         q = len(clks)
+        scan_s = sum(h.scan_s - b[0] for h, b in zip(halves, before, strict=True))
+        lsh_s = sum(h.lsh_s - b[1] for h, b in zip(halves, before, strict=True))
+        looked = sum(h.looked - b[2] for h, b in zip(halves, before, strict=True))
+        read = sum(h.read - b[3] for h, b in zip(halves, before, strict=True))
         recall = f"{1 - missed / pairs:.4%}" if pairs else "n/a"
         print(f"  {kind:>9}: {q} queries, {pairs} pairs >= t, missed {missed} (recall {recall}); "
               f"rows looked at {looked / q:.0f}/query, CLKs read after the sketch screen "
               f"{read / q:.0f}; CPU ms/query scan {scan_s / q * 1e3:.2f}, "
               f"LSH {lsh_s / q * 1e3:.3f} ({scan_s / max(lsh_s, 1e-9):.1f}x)")  # fmt: skip
+    if len(halves) > 1:
+        for h in halves:
+            recall = f"{1 - h.missed / h.pairs:.4%}" if h.pairs else "n/a"
+            print(f"  {h.name}: {h.lookups} look-ups, {h.pairs} pairs scored by it, missed "
+                  f"{h.missed} (recall {recall}); CPU ms/look-up scan "
+                  f"{h.scan_s / h.lookups * 1e3:.2f}, LSH {h.lsh_s / h.lookups * 1e3:.3f} "
+                  f"({h.scan_s / max(h.lsh_s, 1e-9):.1f}x)")  # fmt: skip
     recall = 1 - total_missed / max(total_pairs, 1)
     print(f"  all: {total_pairs} pairs, recall {recall:.4%}"
           + (f"; missed pairs' Dice {min(lows):.3f}-{max(lows):.3f}" if lows else ""))  # fmt: skip
