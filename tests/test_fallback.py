@@ -56,7 +56,10 @@ def test_a_fallback_naming_no_field_or_on_a_field_level_schema_is_refused(
     for bad, message in (
         ({"without": []}, "blindmatch.fallback must be"),
         ({"without": ["nickname"]}, "not hashed fields"),
-        ({"without": ["given_name", "surname", "dob", "sex", "postcode"]}, "leave some field"),
+        (
+            {"without": ["given_name", "surname", "dob", "sex", "postcode", "names"]},
+            "leave some field",
+        ),
     ):
         raw["blindmatch"]["fallback"] = bad
         path = tmp_path / "schema.json"

@@ -435,7 +435,7 @@ def test_bad_changes_are_refused_and_change_nothing(
         assert "put.clks: 129 bytes for 2 refs; expected 256" in str(short.value)
         with pytest.raises(RejectedError, match="FAILED_PRECONDITION") as length:
             south.change_index("trial", clk_bits=512, fingerprint=fp, puts=[("n", bytes(64))])
-        assert "CLKs of 512 bits, but your index has 1024-bit CLKs" in str(length.value)
+        assert "CLKs of 512 bits, but your index has 2048-bit CLKs" in str(length.value)
         with pytest.raises(NotFoundError) as unknown:
             south.change_index(
                 "trial", clk_bits=1024, fingerprint=fp, removes=[next(iter(before)), "nope"]
@@ -460,12 +460,12 @@ def test_a_query_with_the_wrong_encoding_is_refused(
         index_all(south, "trial", encoded["south"])
     fp = encoded["south"].fingerprint
     with matcher.member(project.tokens["north"]) as north:
-        with pytest.raises(RejectedError, match="CLKs of 512 bits, but south's index has 1024"):
+        with pytest.raises(RejectedError, match="CLKs of 512 bits, but south's index has 2048"):
             north.query("trial", bytes(64), clk_bits=512, fingerprint=fp, purpose=PURPOSE)
         with pytest.raises(RejectedError, match="different schema or secret than south's index"):
-            north.query("trial", bytes(128), clk_bits=1024, fingerprint=bytes(32), purpose=PURPOSE)
-        with pytest.raises(RejectedError, match="not a whole, non-zero number of 1024-bit CLKs"):
-            north.query("trial", bytes(100), clk_bits=1024, fingerprint=fp, purpose=PURPOSE)
+            north.query("trial", bytes(256), clk_bits=2048, fingerprint=bytes(32), purpose=PURPOSE)
+        with pytest.raises(RejectedError, match="not a whole, non-zero number of 2048-bit CLKs"):
+            north.query("trial", bytes(100), clk_bits=2048, fingerprint=fp, purpose=PURPOSE)
 
 
 # -- notifications -------------------------------------------------------------------------------
