@@ -264,16 +264,18 @@ class ResultsChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[ResultsHeader, _Mapping]] = ..., hits: _Optional[_Union[HitBatch, _Mapping]] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint", "client_change_id")
+    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "client_change_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
+    fallback_bits: int
     client_change_id: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., client_change_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., client_change_id: _Optional[str] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")

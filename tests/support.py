@@ -129,6 +129,7 @@ def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
         fingerprint=result.fingerprint,
         ids=result.ids,
         report=result.report.to_dict(),
+        fallback_bits=result.fallback_bits,
     )
 
 

@@ -334,8 +334,12 @@ class MatcherClient:
         puts: Sequence[tuple[str, bytes]] = (),
         removes: Sequence[str] = (),
         change_id: str | None = None,
+        fallback_bits: int = 0,
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
+
+        `fallback_bits`: the length of the fallback CLK at the end of each CLK (the
+        encoding's; 0: none), so that queries use the batch runs' fallback rule.
 
         Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
         never local ids. Durable at the matcher when this returns. Every attempt carries
@@ -347,7 +351,11 @@ class MatcherClient:
 
         def messages() -> Iterator[pb.IndexChange]:
             header = pb.IndexHeader(
-                project=project, clk_bits=clk_bits, fingerprint=fingerprint, client_change_id=key
+                project=project,
+                clk_bits=clk_bits,
+                fingerprint=fingerprint,
+                fallback_bits=fallback_bits,
+                client_change_id=key,
             )
             yield pb.IndexChange(header=header)
             for start in range(0, len(puts), per_message):

@@ -50,6 +50,7 @@ def sync_index(
         fingerprint=encoded.fingerprint,
         puts=[(r, clks[r]) for r in plan.puts],
         removes=plan.removes,
+        fallback_bits=encoded.fallback_bits,
     )
     return plan, summary
 
@@ -76,6 +77,7 @@ def add_to_index(
         clk_bits=encoded.clk_bits,
         fingerprint=encoded.fingerprint,
         puts=[(r, clks[i]) for r, i in zip(refs, wanted, strict=True)],
+        fallback_bits=encoded.fallback_bits,
     )
 
 
