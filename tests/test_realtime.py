@@ -510,10 +510,16 @@ def test_a_query_with_the_wrong_encoding_is_refused(
 # -- notifications -------------------------------------------------------------------------------
 
 
+# Without a date of birth, a watch is scored by the fallback rule too.
+@pytest.mark.parametrize("who", [GRACE, GRACE_NO_DOB], ids=["with dob", "without dob"])
 def test_a_watch_is_told_when_a_partner_later_indexes_a_match(
-    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    who: dict[str, str],
 ) -> None:
-    grace = person(secret_file, **GRACE)
+    grace = person(secret_file, **who)
     with matcher.member(project.tokens["north"]) as north, pytest.raises(RejectedError):
         next(north.watch("trial", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose="x"))
     with matcher.operator() as op:
