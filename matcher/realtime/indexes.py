@@ -104,12 +104,14 @@ class StandingIndexes:
         for project, members in self._by_project.items():
             threshold = self._threshold(project)
             if threshold:
+                # An index with a fallback CLK warms up through its first halves' tables;
+                # look-ups mix indexes of one CLK width only.
                 snapshots = {
-                    m: index.snapshot
+                    m: index.snapshot if isinstance(index, MemberIndex) else index.first.snapshot
                     for m, index in members.items()
-                    if isinstance(index, MemberIndex)
                 }
-                lookups += warm_up(snapshots, threshold)
+                if len({snap.main.words.shape[1] for snap in snapshots.values()}) == 1:
+                    lookups += warm_up(snapshots, threshold)
         if lookups:
             log.info(
                 "warmed the standing indexes' look-up tables with %d look-ups in %.1f s",
