@@ -14,7 +14,7 @@ organisations drawn from a realistic population (client/tools/privacy/population
 our own seeded generator: the quality branch's generator was not merged when
 this was written) and (b) Febrl4, at the default threshold, against the same
 schema unhardened. Then, per setting, what q-gram alignment (the strongest
-attack, client/tools/privacy/attacks.py) re-identified of surnames: share of records
+attack, client/tools/privacy/qgram.py) re-identified of surnames: share of records
 and of distinct values, on field-level filters and on the record-level CLKs.
 """
 

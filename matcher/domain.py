@@ -23,7 +23,9 @@ DEFAULT_THRESHOLD = 0.8  # Dice similarity (a match probability for field-level 
 MAX_MEMBERS = 64
 DEFAULT_RETENTION = 180 * DAY  # a project's data is deleted this long after its creation
 MAX_RETENTION = 3653 * DAY  # ten years
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # project and member names
+# Names, refs and ids are matched whole (`fullmatch`): a pattern ending in `$` under
+# `re.match` would accept a trailing newline.
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # project and member names
 
 # -- encodings and uploads -----------------------------------------------------------------------
 
@@ -37,7 +39,7 @@ CLIENT_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 MAX_QUERY_RECORDS = 1_000  # per query or watch
 MAX_INDEX_RECORDS = 50_000_000  # per standing index
-REF_RE = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")  # standing-index record references
+REF_RE = re.compile(r"[A-Za-z0-9._:~-]{1,128}")  # standing-index record references
 MAX_PURPOSE = 200  # characters
 CHANGE_KEY_SECONDS = 7 * DAY  # how long a ChangeIndex retry id is remembered
 
@@ -51,7 +53,7 @@ QUERY_STREAM_IDLE_SECONDS = 300.0
 
 def valid_name(name: str) -> bool:
     """Whether `name` may name a project or a member."""
-    return bool(NAME_RE.match(name))
+    return bool(NAME_RE.fullmatch(name))
 
 
 class Level(enum.IntEnum):
@@ -85,6 +87,16 @@ class Project:
     blocking: str = "auto"  # auto | exhaustive | lsh (see usecases.runs.choose_method)
     require_purpose: bool = False
     expires: float = 0.0  # seconds since 1970; its data is deleted then
+    require_users: bool = False  # consultations and disclosures need a named user's token
+
+
+@dataclass(frozen=True)
+class User:
+    """A named user under a member (its own token; the member's administrator manages it)."""
+
+    name: str
+    created: float
+    revoked: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,7 @@ class Run:
     threshold: float
     tasks_done: int = 0  # comparison tasks finished (on the matcher's threads or a cluster)
     tasks_total: int = 0
+    started: float = 0.0  # when it was started (seconds since 1970)
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,9 @@ class QueryQuota:
 DEFAULT_QUOTA = QueryQuota(per_minute=1_000, per_day=10_000)
 
 QUERY, WATCH, NOTIFY = "query", "watch", "notify"
+# Requests refused for a bad token or bad input, counted in the query volume log (never
+# audited): `records` is how many, `refused` the status (matcher/rpc/refusals.py).
+REFUSED_REQUEST = "request"
 
 
 @dataclass(frozen=True)
@@ -203,9 +219,10 @@ class QueryRecord:
     time: float
     project: str
     member: str  # who asked
-    kind: str  # QUERY, WATCH or NOTIFY
+    kind: str  # QUERY, WATCH or NOTIFY (or REFUSED_REQUEST)
     purpose: str
     records: int
     records_with_hits: int = 0
     refused: str = ""  # why it was refused; empty when answered
     disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> level label
+    user: str = ""  # the member's named user who asked (or opened the watch), if any

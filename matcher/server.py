@@ -25,6 +25,7 @@ from blindmatch.matcher.placement import (
 )
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
@@ -143,21 +144,30 @@ def create_server(
             runs.start()  # a batch run's threads keep every core
         query_streams = QueryStreams(in_all=RPC_THREADS // 2, idle_seconds=query_stream_idle)
         query_streams.start()
+        refusals = Refusals(realtime.index_store.log_queries, known=store.is_live)
         service = MatcherService(
             store,
             runs,
             realtime=realtime,
             limiter=MemberLimiter(streams_per_member),
             query_streams=query_streams,
+            refusals=refusals,
         )
         authenticator = Authenticator(
-            admin_token, store.token_owner, SERVICE_NAME, call_kinds(service, MATCHER_RPCS)
+            admin_token,
+            store.token_owner,
+            SERVICE_NAME,
+            call_kinds(service, MATCHER_RPCS),
+            refusals=refusals,
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # newer gRPC raises where older returned 0
+            port = 0
         if port:
             server.start()
     if port == 0:
@@ -167,7 +177,9 @@ def create_server(
         realtime.close()
         sweeper.stop()
         store.close()
-        raise OSError(f"could not listen on {address}")
+        raise OSError(
+            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
+        )
     if placement is not None:
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):

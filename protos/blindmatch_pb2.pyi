@@ -45,7 +45,7 @@ RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
 
 class CreateProjectRequest(_message.Message):
-    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class CreateProjectRequest(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     disclosure: Disclosure
@@ -60,10 +61,11 @@ class CreateProjectRequest(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    require_users: bool
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +80,7 @@ class CreateProjectReply(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
@@ -85,7 +88,8 @@ class CreateProjectReply(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    require_users: bool
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -106,7 +110,7 @@ class MemberInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +121,10 @@ class ProjectInfo(_message.Message):
     BLOCKING_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_ID_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FROM_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -127,10 +135,26 @@ class ProjectInfo(_message.Message):
     blocking: Blocking
     require_purpose: bool
     expires_unix: int
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ...) -> None: ...
+    fingerprint_id: str
+    fingerprint_from: str
+    require_users: bool
+    user: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ...) -> None: ...
+
+class ListProjectsRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class ProjectList(_message.Message):
+    __slots__ = ("projects",)
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectInfo]
+    def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +163,7 @@ class UploadHeader(_message.Message):
     CLIENT_UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     FIELD_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -147,7 +172,8 @@ class UploadHeader(_message.Message):
     client_upload_id: str
     field_bits: _containers.RepeatedScalarFieldContainer[int]
     fallback_bits: int
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ...) -> None: ...
+    schema_digest: str
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")
@@ -184,7 +210,7 @@ class WatchRunRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class RunStatus(_message.Message):
-    __slots__ = ("run_id", "state", "stage", "work_done", "work_total", "groups", "message", "tasks_done", "tasks_total")
+    __slots__ = ("run_id", "state", "stage", "work_done", "work_total", "groups", "message", "tasks_done", "tasks_total", "started_unix")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +220,7 @@ class RunStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TASKS_DONE_FIELD_NUMBER: _ClassVar[int]
     TASKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     stage: str
@@ -203,7 +230,8 @@ class RunStatus(_message.Message):
     message: str
     tasks_done: int
     tasks_total: int
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., work_done: _Optional[int] = ..., work_total: _Optional[int] = ..., groups: _Optional[int] = ..., message: _Optional[str] = ..., tasks_done: _Optional[int] = ..., tasks_total: _Optional[int] = ...) -> None: ...
+    started_unix: float
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., stage: _Optional[str] = ..., work_done: _Optional[int] = ..., work_total: _Optional[int] = ..., groups: _Optional[int] = ..., message: _Optional[str] = ..., tasks_done: _Optional[int] = ..., tasks_total: _Optional[int] = ..., started_unix: _Optional[float] = ...) -> None: ...
 
 class ResultsRequest(_message.Message):
     __slots__ = ("project", "purpose")
@@ -262,6 +290,62 @@ class ResultsChunk(_message.Message):
     header: ResultsHeader
     hits: HitBatch
     def __init__(self, header: _Optional[_Union[ResultsHeader, _Mapping]] = ..., hits: _Optional[_Union[HitBatch, _Mapping]] = ...) -> None: ...
+
+class IssueRefRequest(_message.Message):
+    __slots__ = ("project", "rows", "partner", "upload_sha256", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    partner: str
+    upload_sha256: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., rows: _Optional[_Iterable[int]] = ..., partner: _Optional[str] = ..., upload_sha256: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class IssuedRef(_message.Message):
+    __slots__ = ("partner", "reference")
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    partner: str
+    reference: str
+    def __init__(self, partner: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class IssueRefReply(_message.Message):
+    __slots__ = ("run_id", "refs")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    refs: _containers.RepeatedCompositeFieldContainer[IssuedRef]
+    def __init__(self, run_id: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[IssuedRef, _Mapping]]] = ...) -> None: ...
+
+class ResolveRefRequest(_message.Message):
+    __slots__ = ("project", "reference", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    reference: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class ResolveRefReply(_message.Message):
+    __slots__ = ("reference", "requester", "run_id", "issued_unix", "rows", "upload_sha256")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    requester: str
+    run_id: str
+    issued_unix: float
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    upload_sha256: str
+    def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
     __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "client_change_id")
@@ -517,7 +601,7 @@ class ExportAuditRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
-    __slots__ = ("seq", "time", "actor", "action", "project", "member", "purpose", "disclosed", "detail", "prev_hash", "hash")
+    __slots__ = ("seq", "time", "actor", "action", "project", "member", "purpose", "disclosed", "detail", "prev_hash", "hash", "user")
     class DisclosedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +620,7 @@ class AuditEntry(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: float
     actor: str
@@ -547,7 +632,64 @@ class AuditEntry(_message.Message):
     detail: str
     prev_hash: str
     hash: str
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosed: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosed: _Optional[_Mapping[str, str]] = ..., detail: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class UserRequest(_message.Message):
+    __slots__ = ("project", "user")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    user: str
+    def __init__(self, project: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class UserToken(_message.Message):
+    __slots__ = ("project", "member", "user", "token")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    user: str
+    token: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., user: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class UserInfo(_message.Message):
+    __slots__ = ("name", "created", "revoked")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created: float
+    revoked: float
+    def __init__(self, name: _Optional[str] = ..., created: _Optional[float] = ..., revoked: _Optional[float] = ...) -> None: ...
+
+class UserList(_message.Message):
+    __slots__ = ("project", "member", "users")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    users: _containers.RepeatedCompositeFieldContainer[UserInfo]
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., users: _Optional[_Iterable[_Union[UserInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeUserReply(_message.Message):
+    __slots__ = ("project", "member", "user")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    user: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditRequest(_message.Message):
     __slots__ = ("anchor_seq", "anchor_hash")

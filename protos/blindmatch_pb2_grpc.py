@@ -44,6 +44,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.FromString,
                 _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ListProjects',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.FromString,
+                _registered_method=True)
         self.Upload = channel.stream_unary(
                 '/blindmatch.v1.Matcher/Upload',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UploadRequest.SerializeToString,
@@ -63,6 +68,16 @@ class MatcherStub:
                 '/blindmatch.v1.Matcher/GetResults',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+                _registered_method=True)
+        self.IssueRequestRef = channel.unary_unary(
+                '/blindmatch.v1.Matcher/IssueRequestRef',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.FromString,
+                _registered_method=True)
+        self.ResolveRequestRef = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ResolveRequestRef',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
                 _registered_method=True)
         self.ChangeIndex = channel.stream_unary(
                 '/blindmatch.v1.Matcher/ChangeIndex',
@@ -129,6 +144,21 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
                 _registered_method=True)
+        self.AddUser = channel.unary_unary(
+                '/blindmatch.v1.Matcher/AddUser',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/blindmatch.v1.Matcher/ListUsers',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserList.FromString,
+                _registered_method=True)
+        self.RevokeUser = channel.unary_unary(
+                '/blindmatch.v1.Matcher/RevokeUser',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -143,6 +173,14 @@ class MatcherServicer:
 
     def DescribeProject(self, request, context):
         """Member: what the project is and who has uploaded (no partner data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjects(self, request, context):
+        """Operator: every live project (or one): settings, members and their upload status, the
+        encoding fingerprint id, the latest run. Never a token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +211,24 @@ class MatcherServicer:
     def GetResults(self, request, context):
         """Member: what the disclosure level allows this member to learn, in batches.
         Audited; needs a purpose when the project requires one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueRequestRef(self, request, context):
+        """Member: a request reference for one of its own records that the latest run found a
+        partner holds (HITS or above), to quote in a formal request to that partner. Opaque:
+        it tells the caller nothing about the partner's record. Audited; needs a purpose when
+        the project requires one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveRequestRef(self, request, context):
+        """Member: the caller's own rows that a reference addressed to it points at (only the
+        partner it was issued for may resolve it). Audited, seen by both sides.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +330,29 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddUser(self, request, context):
+        """Named users under a member (DPA 2018 s.62: the log names the person). Member, with the
+        member's own token (its administrator's), not a user token:
+        a token for a new user of this member (shown once; the matcher keeps its hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Member (administrator): this member's users, revoked ones included (no tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUser(self, request, context):
+        """Member (administrator): the user's token stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +365,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.DescribeProject,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.SerializeToString,
+            ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.SerializeToString,
             ),
             'Upload': grpc.stream_unary_rpc_method_handler(
                     servicer.Upload,
@@ -306,6 +390,16 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetResults,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.SerializeToString,
+            ),
+            'IssueRequestRef': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRequestRef,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.SerializeToString,
+            ),
+            'ResolveRequestRef': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveRequestRef,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.SerializeToString,
             ),
             'ChangeIndex': grpc.stream_unary_rpc_method_handler(
                     servicer.ChangeIndex,
@@ -372,6 +466,21 @@ def add_MatcherServicer_to_server(servicer, server):
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
             ),
+            'AddUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddUser,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserList.SerializeToString,
+            ),
+            'RevokeUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUser,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'blindmatch.v1.Matcher', rpc_method_handlers)
@@ -427,6 +536,33 @@ class Matcher:
             '/blindmatch.v1.Matcher/DescribeProject',
             blindmatch_dot_protos_dot_blindmatch__pb2.DescribeProjectRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ProjectInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ListProjects',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ListProjectsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ProjectList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -535,6 +671,60 @@ class Matcher:
             '/blindmatch.v1.Matcher/GetResults',
             blindmatch_dot_protos_dot_blindmatch__pb2.ResultsRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ResultsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRequestRef(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/IssueRequestRef',
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveRequestRef(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ResolveRequestRef',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -886,6 +1076,87 @@ class Matcher:
             '/blindmatch.v1.Matcher/VerifyAudit',
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/AddUser',
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/ListUsers',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ListUsersRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/RevokeUser',
+            blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RevokeUserReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,10 +3,17 @@
 `ListIndex` lists each indexed CLK by an 8-byte BLAKE2b digest (`IndexListing.digests`,
 concatenated), so that a member can diff its local records against its index without
 the matcher sending CLKs back. The client and the matcher compute it with `clk_digest`.
+
+A project's encodings all carry one keyed (schema, secret) fingerprint. `project show`
+names it by `fingerprint_id`, a short check value a member compares with its own ENCODED
+folder's before uploading, and the matcher's refusal of a mismatching upload names both
+ids. 40 bits of a hash of the fingerprint: they tell a member nothing it cannot compute
+itself, and the operator nothing beyond the fingerprint it already holds.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 DIGEST_BYTES = 8
@@ -15,3 +22,10 @@ DIGEST_BYTES = 8
 def clk_digest(clk: bytes) -> bytes:
     """The digest ListIndex reports for one CLK."""
     return hashlib.blake2b(clk, digest_size=DIGEST_BYTES).digest()
+
+
+def fingerprint_id(fingerprint: bytes) -> str:
+    """The short id of a (schema, secret) fingerprint, e.g. `fp-k3vq-7m2a`."""
+    digest = hashlib.sha256(b"blindmatch fingerprint id v1\0" + fingerprint).digest()[:5]
+    text = base64.b32encode(digest).decode().lower()
+    return f"fp-{text[:4]}-{text[4:]}"

@@ -130,6 +130,7 @@ def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
         ids=result.ids,
         report=result.report.to_dict(),
         fallback_bits=result.fallback_bits,
+        schema_digest=result.schema_digest,
     )
 
 

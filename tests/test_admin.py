@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from benchmarks.knownclks import Dataset, expected_hits, hits_of, population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient
+from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, Matcher
@@ -143,9 +146,19 @@ def test_a_backup_of_a_live_data_dir_restores_to_the_same_results(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     backup = tmp_path / "backups" / "region-1"
+    key_out = tmp_path / "keys" / "audit-region-1.key"
+    key_out.parent.mkdir()
     # The matcher keeps serving while the backup is taken.
-    assert admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(backup)) == 0
-    assert "verified" in capsys.readouterr().out
+    assert admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(backup),
+                 "--key-out", str(key_out)) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "verified" in said
+    anchor = re.search(r"Audit anchor (\d+:[0-9a-f]{64})", said)
+    assert anchor, said
+    # Issue 16: the key stays apart, so whoever holds the backup cannot re-seal an edited log.
+    key = (matcher.data_dir / "audit.key").read_bytes()
+    assert key_out.read_bytes() == key and stat.S_IMODE(key_out.stat().st_mode) == 0o600
+    assert [p for p in backup.rglob("*") if p.is_file() and key in p.read_bytes()] == []
     with matcher.member(linked["south"]) as member:
         south_before = hits_of(member.results("region").hits)
 
@@ -154,11 +167,15 @@ def test_a_backup_of_a_live_data_dir_restores_to_the_same_results(
     shutil.rmtree(matcher.data_dir)
     restored = tmp_path / "restored-data"
     shutil.copytree(backup, restored)
+    with pytest.raises(StartupRefused, match="audit"):  # not without its key
+        create_server("127.0.0.1:0", restored, ADMIN_TOKEN)
+    shutil.copy(key_out, restored / "audit.key")  # the key, from where it was kept
     assert admin("check", "--data-dir", str(restored)) == 0
     server = create_server("127.0.0.1:0", restored, ADMIN_TOKEN)
     try:
         with MatcherClient(f"127.0.0.1:{server.port}", ADMIN_TOKEN) as operator:
-            assert operator.verify_audit().ok  # the audit key came along
+            seq, head = anchor.group(1).split(":")
+            assert operator.verify_audit((int(seq), head)).ok
         truth = expected_hits(datasets)
         for name in MEMBERS:
             with MatcherClient(f"127.0.0.1:{server.port}", linked[name]) as member:
@@ -183,3 +200,14 @@ def test_backup_refuses_to_overwrite(
     code = admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(tmp_path / "taken"))
     assert code == 1
     assert "already exists; back up to a new folder" in capsys.readouterr().err
+
+
+def test_backup_refuses_to_put_the_audit_key_inside_the_backup(
+    matcher: Matcher, linked: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "b"
+    code = admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(dest),
+                 "--key-out", str(dest / "audit.key"))  # fmt: skip
+    assert code == 1
+    assert "inside the backup; the key must be kept apart" in capsys.readouterr().err
+    assert not dest.exists() and list(tmp_path.glob(".b*")) == []

@@ -90,8 +90,9 @@ def test_check_reports_what_start_up_repairs_as_such_and_start_up_repairs_it(
     data = matcher.data_dir
     # What a crash leaves: a cut-short upload, a file whose row never committed, a run
     # that was running, an index change announced in the audit log but never stored.
-    (data / "tmp" / "abc.part").write_bytes(b"\0" * 128)
-    (data / "clks" / "0123abcd.bin").write_bytes(b"\0" * 128)
+    for left in (data / "tmp" / "abc.part", data / "clks" / "0123abcd.bin"):
+        left.write_bytes(b"\0" * 128)
+        left.chmod(0o600)  # as the matcher makes every file
     with closing(sqlite3.connect(data / "blindmatch.sqlite")) as db, db:
         db.execute(
             "INSERT INTO runs (id, project, seq, state, stage, threshold, created) "

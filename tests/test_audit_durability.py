@@ -204,7 +204,7 @@ def test_with_a_database_out_of_disk_nothing_is_answered_or_stored_unaudited(
 ) -> None:
     """One database (the audit log's, or the standing indexes') lives on a disk that fills."""
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     (data / full).symlink_to(small_disk / full)  # SQLite keeps its -wal beside the target
     server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, scrub_interval=0)
     target = f"127.0.0.1:{server.port}"

@@ -7,6 +7,7 @@ fails here.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -23,8 +24,8 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ROOT, Matcher, auth, upload_messages
 
 SECURITY_DOC = ROOT / "docs" / "security.md"
-CALLERS = ["operator", "member of the project", "member of another project", "wrong token",
-           "no token"]  # fmt: skip
+CALLERS = ["operator", "member of the project", "user of the project",
+           "member of another project", "wrong token", "no token"]  # fmt: skip
 ALLOWED = "allowed"
 
 
@@ -68,6 +69,8 @@ class World:
     stub: pb_grpc.MatcherStub
     project: str
     tokens: dict[str, str]  # caller -> token (absent: no token)
+    north_sha256: str = ""  # north's upload, which the run used
+    ref_for_north: str = ""  # a request reference south issued, addressed to north
 
 
 def _clks(n: int) -> bytes:
@@ -85,8 +88,10 @@ def make_world(matcher: Matcher, channel: grpc.Channel) -> World:
         pb.CreateProjectRequest(name=f"q-{suffix}", members=["east", "west"]), metadata=admin
     )
     shared = _clks(3)
+    sha = {}
     for member in ("north", "south"):
         clks = shared + _clks(2)
+        sha[member] = hashlib.sha256(clks).hexdigest()
         stub.Upload(iter(upload_messages(mine.project, clks)), metadata=auth(mine.tokens[member]))
     north = auth(mine.tokens["north"])
     run = stub.StartRun(pb.StartRunRequest(project=mine.project), metadata=north)
@@ -94,15 +99,23 @@ def make_world(matcher: Matcher, channel: grpc.Channel) -> World:
                                 metadata=north))  # fmt: skip
     assert states[-1].state == pb.RUN_STATE_DONE
     stub.SetQueryLimits(pb.QueryLimits(project=mine.project, allow_watch=True), metadata=admin)
+    issued = stub.IssueRequestRef(
+        pb.IssueRefRequest(project=mine.project, rows=[0], upload_sha256=sha["south"]),
+        metadata=auth(mine.tokens["south"]),
+    )
+    user = stub.AddUser(pb.UserRequest(project=mine.project, user="pc-1"), metadata=north)
     return World(
         stub,
         mine.project,
         {
             "operator": matcher.admin_token,
             "member of the project": mine.tokens["north"],
+            "user of the project": user.token,
             "member of another project": other.tokens["east"],
             "wrong token": "bm_" + secrets.token_urlsafe(32),
         },
+        sha["north"],
+        issued.refs[0].reference,
     )
 
 
@@ -138,6 +151,16 @@ CALLS: dict[str, Call] = {
         pb.SetConsentRequest(project=w.project, level=pb.DISCLOSURE_COUNT), metadata=md
     ),
     "Erase": lambda w, md: w.stub.Erase(pb.EraseRequest(project=w.project), metadata=md),
+    "ListProjects": lambda w, md: w.stub.ListProjects(
+        pb.ListProjectsRequest(project=w.project), metadata=md
+    ),
+    "IssueRequestRef": lambda w, md: w.stub.IssueRequestRef(
+        pb.IssueRefRequest(project=w.project, rows=[0], upload_sha256=w.north_sha256),
+        metadata=md,
+    ),
+    "ResolveRequestRef": lambda w, md: w.stub.ResolveRequestRef(
+        pb.ResolveRefRequest(project=w.project, reference=w.ref_for_north), metadata=md
+    ),
     "ChangeIndex": lambda w, md: w.stub.ChangeIndex(
         iter(
             [
@@ -160,6 +183,15 @@ CALLS: dict[str, Call] = {
     ),
     "GetQueryReport": lambda w, md: w.stub.GetQueryReport(
         pb.QueryReportRequest(project=w.project), metadata=md
+    ),
+    "AddUser": lambda w, md: w.stub.AddUser(
+        pb.UserRequest(project=w.project, user=f"pc-{uuid.uuid4().hex[:8]}"), metadata=md
+    ),
+    "ListUsers": lambda w, md: w.stub.ListUsers(
+        pb.ListUsersRequest(project=w.project), metadata=md
+    ),
+    "RevokeUser": lambda w, md: w.stub.RevokeUser(
+        pb.UserRequest(project=w.project, user="pc-1"), metadata=md
     ),
 }
 
@@ -187,8 +219,11 @@ def test_every_rpc_in_the_table_has_a_call_here() -> None:
 def test_who_may_call(matcher: Matcher, row: Row) -> None:
     with grpc.insecure_channel(matcher.target) as channel:
         world = make_world(matcher, channel)
-        # Refusals first: an allowed call may change the world (Erase, RevokeToken, ...).
-        order = sorted(CALLERS, key=lambda c: row.cells[c] == ALLOWED)
+        # Refusals first: an allowed call may change the world (Erase, RevokeToken, ...);
+        # the member's own token last, as its Erase deletes its users.
+        order = sorted(
+            CALLERS, key=lambda c: (row.cells[c] == ALLOWED, c == "member of the project")
+        )
         for caller in order:
             token = world.tokens.get(caller)
             metadata = auth(token) if token else []

@@ -56,6 +56,10 @@ CASES: list[Case] = [
     # CreateProject
     ("create-no-name", lambda c: create(c, name=""), "INVALID_ARGUMENT", "name: ''"),
     ("create-bad-name", lambda c: create(c, name="Bad Name"), "INVALID_ARGUMENT", "name:"),
+    # `re.match` with `$` took a trailing newline (issue 16): names are matched whole
+    ("create-name-newline", lambda c: create(c, name="fresh\n"), "INVALID_ARGUMENT", "name:"),
+    ("create-member-newline", lambda c: create(c, members=["a\n", "b"]), "INVALID_ARGUMENT",
+     "member"),
     ("create-one-member", lambda c: create(c, members=["a"]), "INVALID_ARGUMENT",
      "at least two members"),
     ("create-repeated-member", lambda c: create(c, members=["a", "a"]), "INVALID_ARGUMENT",
@@ -193,6 +197,11 @@ CASES: list[Case] = [
                                              fingerprint=bytes(32))),
         pb.IndexChange(put=pb.IndexPut(refs=["r1", "r2"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "put.clks"),
+    ("index-ref-newline", lambda c: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=1024,
+                                             fingerprint=bytes(32))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1\n"], clks=clks(1)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "ref"),
     ("index-unknown-project", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         header=pb.IndexHeader(project="nope", clk_bits=1024, fingerprint=bytes(32)))]),
         metadata=c.north), "NOT_FOUND", "'nope'"),
@@ -214,11 +223,48 @@ CASES: list[Case] = [
     ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),
+    # ListProjects / IssueRequestRef / ResolveRequestRef
+    ("projects-unknown", lambda c: c.stub.ListProjects(
+        pb.ListProjectsRequest(project="nope"), metadata=c.admin), "NOT_FOUND", "'nope'"),
+    ("issue-no-rows", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", upload_sha256="0" * 64), metadata=c.north),
+     "INVALID_ARGUMENT", "rows: required"),
+    ("issue-no-upload", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", rows=[0]), metadata=c.north), "INVALID_ARGUMENT", "upload_sha256"),
+    ("issue-unknown-partner", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", rows=[0], partner="west", upload_sha256="0" * 64), metadata=c.north),
+     "INVALID_ARGUMENT", "partner: 'west'"),
+    ("issue-before-a-run", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", rows=[0], upload_sha256="0" * 64), metadata=c.north),
+     "FAILED_PRECONDITION", "no finished run"),
+    ("resolve-no-project", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+        reference="bmr-" + "a" * 26), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
+    ("resolve-malformed", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+        project="trial", reference="N1"), metadata=c.north),
+     "INVALID_ARGUMENT", "'N1' is not a request reference"),
+    ("resolve-unknown", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+        project="trial", reference="bmr-" + "a" * 26), metadata=c.north),
+     "NOT_FOUND", "no request reference bmr-aaaa"),
     ("limits-no-project", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(), metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
     ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),
                                                            metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
+    ("useradd-no-name", lambda c: c.stub.AddUser(pb.UserRequest(project="trial"),
+                                                 metadata=c.north),
+     "INVALID_ARGUMENT", "user: required"),
+    ("useradd-bad-name", lambda c: c.stub.AddUser(pb.UserRequest(project="trial", user="PC 1\n"),
+                                                  metadata=c.north),
+     "INVALID_ARGUMENT", "user: 'PC 1\\n'"),
+    ("useradd-no-project", lambda c: c.stub.AddUser(pb.UserRequest(user="pc-1"),
+                                                    metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("userlist-no-project", lambda c: c.stub.ListUsers(pb.ListUsersRequest(), metadata=c.north),
+     "INVALID_ARGUMENT", "project: required"),
+    ("userrevoke-unknown", lambda c: c.stub.RevokeUser(pb.UserRequest(project="trial",
+                                                                      user="nobody"),
+                                                       metadata=c.north),
+     "NOT_FOUND", "no user 'nobody'"),
 ]  # fmt: skip
 
 
@@ -231,7 +277,9 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "revoke": "RevokeToken", "audit": "ExportAudit", "verify": "VerifyAudit",
         "index": "ChangeIndex", "list": "ListIndex", "query": "Query", "qwatch": "Watch",
         "qstream": "QueryStream",
-        "limits": "SetQueryLimits", "report": "GetQueryReport",
+        "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
+        "issue": "IssueRequestRef", "resolve": "ResolveRequestRef",
+        "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
 

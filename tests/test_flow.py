@@ -78,7 +78,7 @@ def test_cli_flow_finds_the_shared_people(
 
     monkeypatch.setenv("BLINDMATCH_TOKEN", tokens["south"])  # --token may come from the env
     assert cli(matcher, "run", "--project", "trial") == 0
-    assert "3 shared subjects" in capsys.readouterr().out
+    assert "3 of your records are held by a partner" in capsys.readouterr().out
 
     for name in orgs:
         hits = tmp_path / f"{name}-hits.csv"
@@ -242,7 +242,7 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with pytest.raises(grpc.RpcError) as err:
         raw_upload(matcher, project.tokens["south"], header, [clks])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "CLKs of 512 bits, but this project's other uploads have 2048-bit CLKs" in str(
+    assert "CLKs of 512 bits, but north's upload (the first in this project) has 2048-bit" in str(
         err.value.details()
     )
     assert stored_files(matcher) == before

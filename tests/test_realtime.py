@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from pathlib import Path
@@ -110,6 +111,51 @@ def test_the_cli_maintains_the_index_and_queries_a_person(
     assert main([*query, "--given-name", "Zoltan", "--surname", "Kovacs", "--dob", "1965-05-05",
                  "--field", "postcode=CF10 1AA", "--sex", "M"]) == 0  # fmt: skip
     assert "query: no partner match disclosed" in capsys.readouterr().out
+
+
+def test_a_query_takes_its_token_and_person_from_files_not_the_command_line(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: a token or a person's details on the command line are visible in `ps`."""
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    token_file = tmp_path / "north.token"
+    token_file.write_text(project.tokens["north"] + "\n")
+    person = tmp_path / "grace.txt"
+    person.write_text("# the person asked about\ngiven_name=Grace\nsurname = Hughes\n"
+                      "dob=2001-12-12\n\nsex=F\n")  # fmt: skip
+    query = ["query", "--project", "trial", "--token-file", str(token_file), "--purpose", PURPOSE,
+             "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret_file),
+             "--server", matcher.target, "--quiet"]  # fmt: skip
+    assert project.tokens["north"] not in " ".join(query)
+    assert main([*query, "--person-file", str(person)]) == 0
+    assert "query: held by south" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(person.read_text()))
+    assert main([*query, "--person-file", "-"]) == 0
+    assert "query: held by south" in capsys.readouterr().out
+    monkeypatch.setenv("BLINDMATCH_TOKEN", project.tokens["north"])  # the other way in
+    no_file = [a for a in query if a not in ("--token-file", str(token_file))]
+    assert main([*no_file, "--person-file", str(person)]) == 0
+    assert "query: held by south" in capsys.readouterr().out
+
+    person.write_text("given_name=Grace\nHughes\n")
+    assert main([*query, "--person-file", str(person)]) == 2
+    assert f"--person-file {person}, line 2: expected NAME=VALUE" in capsys.readouterr().err
+    assert main([*query, "--person-file", str(person), "--surname", "Hughes"]) == 2
+    assert "not both" in capsys.readouterr().err
+    person.write_text("surname=Hughes\n")
+    assert main([*query, "--person-file", str(person), "--token", "x"]) == 2
+    assert "--token or --token-file, not both" in capsys.readouterr().err
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    assert main([*no_file, "--token-file", str(empty), "--person-file", str(person)]) == 2
+    assert f"--token-file {empty}: expected one token" in capsys.readouterr().err
 
 
 def test_a_small_csv_is_queried_through_the_members_mapping(
@@ -501,8 +547,14 @@ def test_a_query_with_the_wrong_encoding_is_refused(
     with matcher.member(project.tokens["north"]) as north:
         with pytest.raises(RejectedError, match="CLKs of 512 bits, but south's index has 2048"):
             north.query("trial", bytes(64), clk_bits=512, fingerprint=fp, purpose=PURPOSE)
-        with pytest.raises(RejectedError, match="different schema or secret than south's index"):
+        with pytest.raises(
+            RejectedError, match="different schema or secret than south's index"
+        ) as other:
             north.query("trial", bytes(256), clk_bits=2048, fingerprint=bytes(32), purpose=PURPOSE)
+        # Issue 16: the refusal shows no bits of the index's fingerprint (an oracle for the
+        # secret), nor of the one sent.
+        for shown in (fp.hex(), bytes(32).hex()):
+            assert not any(shown[i : i + 6] in str(other.value) for i in range(len(shown) - 6))
         with pytest.raises(RejectedError, match="not a whole, non-zero number of 2048-bit CLKs"):
             north.query("trial", bytes(100), clk_bits=2048, fingerprint=fp, purpose=PURPOSE)
 

@@ -89,7 +89,11 @@ def test_no_warning_needs_a_precision_whose_lower_bound_meets_the_target(tmp_pat
     assert best is not None and best.quality.precision == 1.0
     assert thin_evidence(points, best) == ""
     # 300 true of 300 reported: the 95% lower bound is about 0.987, under a 0.99 target.
-    assert "could be as low as 0.9874" in thin_evidence(points, best, min_precision=0.99)
+    uncertain = thin_evidence(points, best, min_precision=0.99)
+    assert "could be as low as 0.9874" in uncertain
+    # 320 scored, 20 false: enough pairs overall, so not "few" and no "at least 100" advice.
+    assert uncertain.startswith("the recommended threshold's precision may be under 0.99 (")
+    assert "few labelled" not in uncertain and "at least 100" not in uncertain
 
 
 def encode_export(csv_path: Path, mapping: Path, out: Path) -> Encoded:

@@ -3,17 +3,21 @@ dir - files and rows - while the audit log keeps the fact."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.knownclks import population, write
 from blindmatch.cli import main
 from blindmatch.cli.project import parse_expiry
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.errors import InputError, NotFoundError, RejectedError
+from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError
+from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.server import RunningServer
+from blindmatch.matcher.storage.retention_store import ERASED_DURING_RUN
 from tests.support import HOUR, Clock, Matcher, Org, db_rows, encode_all, start, uploaded_and_run
 
 
@@ -42,6 +46,16 @@ def audit_actions(data_dir: Path) -> list[str]:
     return [r[3] for r in db_rows(data_dir, "audit")]
 
 
+def add_user(matcher: Matcher, admin_token: str, project: str, user: str) -> str:
+    with matcher.member(admin_token) as admin:
+        return admin.add_user(project, user)
+
+
+def user_rows(data_dir: Path) -> list[tuple[str, str, str]]:
+    """(project, member, name) of every named user the matcher still keeps."""
+    return sorted((r[0], r[1], r[2]) for r in db_rows(data_dir, "users"))
+
+
 def expiring_project(matcher: Matcher, clock: Clock, encoded: dict[str, Encoded]) -> ProjectTokens:
     with matcher.operator() as op:
         project = op.create_project(
@@ -66,6 +80,10 @@ def test_the_sweep_deletes_expired_projects_data(
         project = expiring_project(matcher, clock, encoded)
         with matcher.operator() as op:
             keep = op.create_project("long", ["north", "south"])  # the default: 180 days
+        pc = add_user(matcher, project.tokens["north"], "short", "pc-4471")
+        kept = add_user(matcher, keep.tokens["north"], "long", "pc-4471")
+        with matcher.member(pc) as north:
+            north.results("short")  # a disclosure the log names pc-4471 for
         clock.advance(3 * HOUR)
         deadline = time.monotonic() + 10
         while clk_files(matcher.data_dir) and time.monotonic() < deadline:
@@ -81,9 +99,19 @@ def test_the_sweep_deletes_expired_projects_data(
             north.describe("short")
         with matcher.member(keep.tokens["north"]) as north:
             assert north.describe("long").project == "long"
+        # Officers' names are personal data: the expired project's users went with its data
+        # (the other project's stay); the log's entries naming them stay as they were.
+        assert user_rows(matcher.data_dir) == [("long", "north", "pc-4471")]
+        with matcher.member(pc) as north, pytest.raises(AuthError):
+            north.describe("short")
+        with matcher.member(kept) as north:
+            assert north.describe("long").user == "pc-4471"
         expired = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "project.expire"]
         assert len(expired) == 1
         assert '"uploads": 2' in expired[0][8] and '"links": 6' in expired[0][8]
+        assert '"users": 1' in expired[0][8]
+        named = [r for r in db_rows(matcher.data_dir, "audit") if r[4] == "short" and r[11]]
+        assert {(r[3], r[11]) for r in named} == {("results.disclose", "pc-4471")}
         with matcher.operator() as op, pytest.raises(RejectedError, match="already exists"):
             op.create_project("short", ["a", "b"])  # the name is not reused
     finally:
@@ -194,7 +222,9 @@ def test_a_member_erases_its_uploads_and_results(
 ) -> None:
     uploaded_and_run(matcher, project, encoded)
     files_before = clk_files(matcher.data_dir)
-    with matcher.member(project.tokens["north"]) as north:
+    pc = add_user(matcher, project.tokens["north"], "trial", "pc-4471")
+    add_user(matcher, project.tokens["south"], "trial", "analyst-2")
+    with matcher.member(pc) as north:
         north.upload("trial", encoded["north"])  # a second upload: both must go
     north_files = set(clk_files(matcher.data_dir)) - set(files_before)
     north_files |= {f for f in files_before if f.stem in _uploads_of(matcher, "north")}
@@ -220,7 +250,14 @@ def test_a_member_erases_its_uploads_and_results(
         north.results("trial")
     erased = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]
     assert len(erased) == 1 and erased[0][2] == "north"
-    assert '"uploads": 2' in erased[0][8]
+    assert '"uploads": 2' in erased[0][8] and '"users": 1' in erased[0][8]
+    # North's officers' names went with its data (south's stay) and their tokens stop
+    # working; the log's entries naming them stay as they were.
+    assert user_rows(matcher.data_dir) == [("trial", "south", "analyst-2")]
+    with matcher.member(pc) as north, pytest.raises(AuthError):
+        north.describe("trial")
+    uploads = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "upload" and r[11]]
+    assert [(r[2], r[11]) for r in uploads] == [("north", "pc-4471")]
 
     with matcher.member(project.tokens["north"]) as north:  # and it may come back
         north.upload("trial", encoded["north"])
@@ -232,19 +269,64 @@ def _uploads_of(matcher: Matcher, member: str) -> set[str]:
     return {r[0] for r in db_rows(matcher.data_dir, "uploads") if r[2] == member}
 
 
-def test_erasure_waits_for_a_running_match(
+def test_erasure_cancels_a_queued_run(
     matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
 ) -> None:
     for name, enc in encoded.items():
         with matcher.member(project.tokens[name]) as member:
             member.upload("trial", enc)
-    matcher.server.store.create_run("trial")  # queued, never handed to the run manager
-    with (
-        matcher.member(project.tokens["north"]) as north,
-        pytest.raises(RejectedError, match="a run is in progress"),
-    ):
-        north.erase("trial")
-    assert len(clk_files(matcher.data_dir)) == 2
+    run, _ = matcher.server.store.create_run("trial")  # queued, never handed to the runs
+    with matcher.member(project.tokens["north"]) as north:
+        assert north.erase("trial").uploads == 1  # it was refused until issue 16
+        cancelled = north.watch_run("trial", run.id)
+        assert [(r.state, r.message) for r in cancelled] == [("failed", ERASED_DURING_RUN)]
+    assert len(clk_files(matcher.data_dir)) == 1
+    failed = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "run.failed"]
+    assert len(failed) == 1 and "erased its data" in failed[0][8]
+
+
+@pytest.mark.server
+def test_a_member_starting_runs_in_a_loop_cannot_hold_off_an_erasure(
+    tmp_path: Path, matcher: Matcher, project: ProjectTokens
+) -> None:
+    """Issue 16: erasure was refused while any run was queued or running."""
+    north_data, south_data = population(2, 4000, 0.5, seed=9)
+    for name, data in (("north", north_data), ("south", south_data)):
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", write(data, tmp_path / f"{name}.encoded"))
+    stop = threading.Event()
+    started: list[str] = []
+
+    def loop() -> None:
+        with MatcherClient(matcher.target, project.tokens["south"], retry=NO_RETRY) as south:
+            while not stop.is_set():
+                try:
+                    started.append(south.start_run("trial").run_id)
+                    list(south.watch_run("trial", started[-1]))
+                except RejectedError:  # north's data is gone: nothing left to run
+                    time.sleep(0.01)
+
+    looper = threading.Thread(target=loop)
+    looper.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(started) < 3:  # the loop is under way, a run always queued or running
+            assert time.monotonic() < deadline, "the loop started no runs"
+            time.sleep(0.01)
+        with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
+            erased = north.erase("trial")  # at once: not refused, not retried
+        assert erased.uploads == 1
+    finally:
+        stop.set()
+        looper.join(timeout=60)
+    matcher.server.runs.wait_for_change(0.5)
+    deadline = time.monotonic() + 30  # a cancelled run still computing stores nothing
+    while matcher.server.store.unfinished_runs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r for r in db_rows(matcher.data_dir, "links") if "north" in (r[1], r[3])] == []
+    assert _uploads_of(matcher, "north") == set()
+    with matcher.member(project.tokens["south"]) as south, pytest.raises(RejectedError):
+        south.start_run("trial")  # waiting for north: its data is gone
 
 
 def test_erasing_when_there_is_nothing_is_fine(matcher: Matcher, project: ProjectTokens) -> None:
@@ -259,8 +341,6 @@ def test_revoked_members_cannot_erase_or_read(
     uploaded_and_run(matcher, project, encoded)
     with matcher.operator() as op:
         op.revoke_token("trial", "north")
-    from blindmatch.client.errors import AuthError
-
     with matcher.member(project.tokens["north"]) as north, pytest.raises(AuthError):
         north.erase("trial")
     with matcher.operator() as op:

@@ -20,6 +20,7 @@ from blindmatch.client.encoding.fingerprint import fingerprint
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.sharedsecret import secret_id, strength_problem
 from blindmatch.client.errors import RejectedError
+from blindmatch.protos.wire import fingerprint_id
 from tests.support import PERSON_SCHEMA, Matcher, Org, ProjectTokens, assert_refused, encode_cli
 
 
@@ -124,7 +125,12 @@ def test_a_refused_upload_shows_no_fingerprint_bits(
     with matcher.member(project.tokens["south"]) as member, pytest.raises(RejectedError) as err:
         member.upload("trial", south)
     message = str(err.value)
-    assert "different schema or secret than this project's other uploads" in message
+    # It names whose upload set the project's encodings and both fingerprint ids (which
+    # `project show --encoded` prints too), never any other part of a fingerprint.
+    assert "different schema or secret than north's upload (the first in this project)" in message
+    assert "the schema is the same, so the secret differs" in message
+    assert f"their fingerprint id is {fingerprint_id(south.fingerprint)}" in message
+    assert f"the project's is {fingerprint_id(north.fingerprint)}" in message
     for fp in (north.fingerprint.hex(), south.fingerprint.hex()):
         assert not any(fp[i : i + 6] in message for i in range(0, len(fp) - 6)), message
 

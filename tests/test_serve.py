@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,58 @@ def test_serve_refuses_to_start_without_its_audit_key(used_data_dir: Path) -> No
     assert f"the audit key {key} is missing" in err
     assert "restore the key" in err
     assert not key.exists()  # not silently replaced by a new one
+
+
+# -- --listen on IPv6 loopback (issue 16: `::1:PORT` ended in a traceback) -------------------
+
+
+@pytest.mark.parametrize("listen", ["[::1]:0", "::1:0"])
+def test_serve_listens_on_ipv6_loopback_written_either_way(tmp_path: Path, listen: str) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", listen],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    said: list[str] = []
+    try:
+        while not said or "blindmatch matcher listening on" not in said[-1]:
+            line = proc.stderr.readline()
+            assert line, f"serve exited {proc.wait()}: {''.join(said)}"
+            said.append(line)
+        found = re.search(r"listening on \[::1\]:(\d+)", said[-1])
+        assert found, said[-1]
+        with grpc.insecure_channel(f"[::1]:{found.group(1)}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("listen", "said"),
+    [("::1", "expected HOST:PORT"), ("[::1:0", "expected HOST:PORT"),
+     ("127.0.0.1:99999", "expected HOST:PORT"), ("192.0.2.1:0", "could not listen")],
+)  # fmt: skip
+def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
+    tmp_path: Path, listen: str, said: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", listen, "--insecure-listen-on-network"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr

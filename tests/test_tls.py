@@ -6,14 +6,20 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from benchmarks.cliflow import blindmatch, serve
+from benchmarks.cliflow import ROOT, blindmatch, serve
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encoded import Encoded
@@ -27,6 +33,7 @@ from tests.support import (
     NORTH_MAP,
     PERSON_SCHEMA,
     STRONG_SECRET,
+    Matcher,
     Org,
     encode_all,
 )
@@ -232,3 +239,123 @@ def test_tls_files_that_cannot_be_read_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=re.escape(f"{missing}: cannot read the CA certificate")):
         tls.channel_credentials(ca_cert=str(missing), client_cert=None, client_key=None)
     assert not os.path.exists(missing)
+
+
+# -- the client's plaintext guard (issue 16: the token went in plaintext to any host) -------
+
+
+def network_address() -> str:
+    """This machine's own address on a network interface (not loopback), or skip."""
+    for far in ("198.51.100.1", "10.255.255.1", "192.0.2.1"):  # documentation addresses
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((far, 9))  # no packet is sent: it only picks a route
+            except OSError:
+                continue
+            address = str(s.getsockname()[0])
+        if not address.startswith("127."):
+            return address
+    pytest.skip("no network interface besides loopback")
+
+
+class Listener:
+    """A bare TCP listener on every interface that records whoever connects (and what
+    they send), standing in for a host on the network that is not the matcher."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("0.0.0.0", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                data = b""
+                with suppress(OSError):
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                self.received.append(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    found = Listener()
+    yield found
+    found.close()
+
+
+@pytest.mark.server
+def test_the_client_sends_no_token_in_plaintext_off_this_machine(
+    listener: Listener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"{network_address()}:{listener.port}"
+    with pytest.raises(InputError, match="--ca-cert") as refused:
+        MatcherClient(target, "bm_secret_token")
+    assert "refusing to send the token in plaintext" in str(refused.value)
+    code = main(["project", "show", "p", "--token", "bm_secret_token", "--server", target])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--ca-cert" in err and "grpcs://" in err and "--insecure" in err
+    for address in ("10.255.255.1:50051", "matcher.example.org:50051", "grpc://10.0.0.5:1"):
+        with pytest.raises(InputError, match="not a loopback address"):
+            MatcherClient(address, "bm_secret_token")  # refused before any connection
+    time.sleep(0.5)
+    assert listener.received == []  # nobody connected, so no token went anywhere
+
+    # The listener is real: told --insecure in so many words, the client does connect.
+    code = main(["project", "show", "p", "--token", "bm_secret_token", "--server", target,
+                 "--insecure"])  # fmt: skip
+    assert code == 4
+    deadline = time.monotonic() + 10
+    while not listener.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener.received
+
+
+def test_plaintext_to_loopback_still_works(matcher: Matcher) -> None:
+    for i, host in enumerate(("127.0.0.1", "localhost", "grpc://127.0.0.1")):
+        with MatcherClient(f"{host}:{matcher.server.port}", matcher.admin_token) as op:
+            op.create_project(f"p{i}", ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1:1", True), ("127.3.4.5:1", True), ("localhost:1", True), ("[::1]:1", True),
+     ("::1", True), ("unix:/run/bm.sock", True), ("10.0.0.5:1", False), ("[::2]:1", False),
+     ("localhost.evil.example:1", False), ("127.0.0.1.nip.io:1", False), ("0.0.0.0:1", False)],
+)  # fmt: skip
+def test_only_a_literal_loopback_address_counts_as_loopback(address: str, loopback: bool) -> None:
+    assert tls.is_loopback(address) is loopback
+
+
+def test_a_grpcs_server_uses_the_system_trust_store(
+    tls_server: RunningServer, certs: CertFiles, tmp_path: Path
+) -> None:
+    target = f"grpcs://localhost:{tls_server.port}"
+    # The throwaway CA is in no system store: TLS is tried, and the certificate refused.
+    with MatcherClient(target, ADMIN_TOKEN, timeout=5) as op, pytest.raises(UnavailableError):
+        op.create_project("nope", ["a", "b"])
+    # A system store that holds the CA (gRPC's own variable for it): the same call works.
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "project", "create", "yes", "--members", "a,b",
+         "--json", "--server", target],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN,
+             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(certs.ca_cert)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["project"] == "yes"

@@ -37,13 +37,27 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
     try:
-        done = backup_data_dir(args.data_dir, args.out)
+        done = backup_data_dir(
+            args.data_dir, args.out, key_out=args.key_out, audit_key_file=args.audit_key
+        )
     except BackupError as exc:
         raise BlindmatchError(str(exc)) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
         f"upload files ({done.bytes_copied} bytes), verified."
     )
+    if done.key_out is not None:
+        print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
+    else:
+        print(
+            "The audit key is not in the backup (whoever held both could re-seal an edited "
+            "log): back it up apart, e.g. with --key-out on another volume."
+        )
+    if done.anchor:
+        print(
+            f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
+            "a restored log with `blindmatch audit verify --anchor` it."
+        )
     return 0
 
 
@@ -118,12 +132,25 @@ def register(sub: Subcommands) -> None:
     ab = command(
         asub,
         "backup",
-        help="copy a data dir, even while the matcher serves it",
-        example="blindmatch admin backup --data-dir /var/lib/blindmatch --out /backup/2026-06-01",
+        help="copy a data dir, even while the matcher serves it (the audit key apart)",
+        example="blindmatch admin backup --data-dir /var/lib/blindmatch --out /backup/2026-06-01 "
+        "--key-out /keys/audit-2026-06-01.key",
         handler=cmd_backup,
     )
     ab.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
     ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
+    ab.add_argument(
+        "--key-out",
+        type=Path,
+        metavar="FILE",
+        help="also copy the audit chain's key to FILE (new, owner-only, not inside --out); "
+        "the backup itself never holds it",
+    )
+    ab.add_argument(
+        "--audit-key",
+        type=Path,
+        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
+    )
 
     al = command(
         asub,

@@ -18,15 +18,18 @@ from blindmatch.cli import (
     member,
     project,
     realtime,
+    requests,
     secret,
     serve,
+    user,
 )
 from blindmatch.cli.errors import run
 
 # In the order `blindmatch --help` lists them: the operator's, then the member's
 # batch flow, then real time, then the tools.
 GROUPS = (
-    serve, project, admin, audit, encoding, secret, batch, member, realtime, checks, certs, demo,
+    serve, project, admin, audit, user, encoding, secret, batch, requests, member, realtime,
+    checks, certs, demo,
 )  # fmt: skip
 
 

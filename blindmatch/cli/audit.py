@@ -1,4 +1,5 @@
-"""`blindmatch audit ...`: export the audit log, and verify its hash chain."""
+"""`blindmatch audit ...`: export the audit log (JSON lines, CSV or HTML), report who in an
+organisation looked at what and why, and verify the log's hash chain."""
 
 from __future__ import annotations
 
@@ -14,28 +15,63 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    env,
+    given_token,
+    token_options,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
 
+FORMATS = ("jsonl", "csv", "html")
 
-def cmd_export(args: argparse.Namespace) -> int:
-    token = args.token or env("BLINDMATCH_TOKEN")
+
+def _entries(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The entries the caller may see, and whose they are (for a page's heading)."""
+    token = given_token(args)
     if token and not args.project:
         raise InputError("a member sees its own project's audit entries: pass --project")
     with connect(args, token or admin_token()) as client:
-        lines = [
-            json.dumps(e, sort_keys=True, ensure_ascii=False)
-            for e in client.audit(args.project or "", after=args.after)
-        ]
-    text = "".join(line + "\n" for line in lines)
+        entries = list(client.audit(args.project or "", after=args.after))
+    scope = "project " + args.project if args.project else "every project"
+    return entries, scope + ("" if token else ", the operator's whole log")
+
+
+def _write(args: argparse.Namespace, text: str, what: str) -> None:
     if args.out:
         from blindmatch.client.files import write_text
 
         write_text(args.out, text)
-        print(f"Wrote {len(lines)} audit entries to {args.out}.", file=sys.stderr)
+        print(f"Wrote {what} to {args.out}.", file=sys.stderr)
     else:
         sys.stdout.write(text)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    entries, scope = _entries(args)
+    if args.format == "jsonl":
+        text = "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
+    else:
+        from blindmatch.client.tools import auditfiles
+
+        text = (
+            auditfiles.entries_csv(entries)
+            if args.format == "csv"
+            else auditfiles.entries_html(entries, scope)
+        )
+    _write(args, text, f"{len(entries)} audit entries ({args.format})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from blindmatch.client.tools import auditfiles
+
+    entries, scope = _entries(args)
+    rows = auditfiles.who_looked(entries)
+    if args.format == "csv":
+        text = auditfiles.to_csv(auditfiles.WHO_COLUMNS, rows)
+    elif args.format == "html":
+        text = auditfiles.who_html(rows, scope)
+    else:
+        text = auditfiles.who_text(rows)
+    _write(args, text, f"{len(rows)} consultations and disclosures")
     return 0
 
 
@@ -66,28 +102,54 @@ def register(sub: Subcommands) -> None:
     group = command(
         sub,
         "audit",
-        help="export or verify the audit log",
+        help="export, report on or verify the audit log",
         example="blindmatch audit verify --anchor 1842:5f0c...",
     )
     audit_sub = actions(group, "audit_command")
     ae = command(
         audit_sub,
         "export",
-        help="audit entries as JSON lines (operator: all; member: those that concern it)",
+        help="audit entries as JSON lines, CSV or HTML (operator: all; member: its view)",
         example=[
             "blindmatch audit export --out audit.jsonl",
-            "blindmatch audit export --project burglary --token $BLINDMATCH_TOKEN --after 1200",
+            "blindmatch audit export --project burglary --format html --out audit.html",
+            "blindmatch audit export --project burglary --token-file north.token --after 1200",
         ],
         handler=cmd_export,
         parents=[net],
     )
-    ae.add_argument("--project", help="one project (required with a member token)")
+    _selection(ae)
     ae.add_argument(
-        "--token",
-        help="member token (default: $BLINDMATCH_TOKEN; without one, $BLINDMATCH_ADMIN_TOKEN)",
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="jsonl (one JSON object a line, the default), csv, or html (one self-contained "
+        "page); times in csv and html are ISO-8601 UTC",
     )
-    ae.add_argument("--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ")
-    ae.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    ar = command(
+        audit_sub,
+        "report",
+        help="who in your organisation looked at what, and why",
+        description="Every consultation and disclosure in the audit log (results fetched, "
+        "queries, watches and their notifications, looks at the project's upload status, "
+        "request references issued and resolved): "
+        "when (ISO-8601 UTC), which member and named user, what, the purpose given, whose "
+        "information and how many records. With a member token, your organisation's; with "
+        "the operator's, every member's.",
+        example=[
+            "blindmatch audit report --project burglary --token-file north.token",
+            "blindmatch audit report --project burglary --format html --out who.html",
+        ],
+        handler=cmd_report,
+        parents=[net],
+    )
+    _selection(ar)
+    ar.add_argument(
+        "--format",
+        choices=("text", "csv", "html"),
+        default="text",
+        help="text columns (the default), csv, or html (one self-contained page)",
+    )
     av = command(
         audit_sub,
         "verify",
@@ -101,3 +163,16 @@ def register(sub: Subcommands) -> None:
         metavar="SEQ:HASH",
         help="a head printed by an earlier verify: it must still be in the log, unchanged",
     )
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", help="one project (required with a member token)")
+    token_options(
+        parser,
+        token_help="member token (visible in `ps`: prefer --token-file or $BLINDMATCH_TOKEN; "
+        "without one, $BLINDMATCH_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ"
+    )
+    parser.add_argument("--out", type=Path, help="file to write (default: standard output)")

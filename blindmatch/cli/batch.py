@@ -73,7 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BlindmatchError(f"run {final.run_id} failed: {final.message}")
     if final.state != "done":
         raise BlindmatchError(f"lost track of run {final.run_id} ({final.state})")
-    print(f"Run {final.run_id} done: {final.groups} shared subjects found.")
+    if final.groups:  # the member's own shared records (never the run-wide total)
+        print(f"Run {final.run_id} done: {final.groups} of your records are held by a partner.")
+    else:
+        print(f"Run {final.run_id} done; `blindmatch results` shows what you share.")
     return 0
 
 
@@ -140,7 +143,7 @@ def register(sub: Subcommands) -> None:
         description="Upload an ENCODED folder's CLKs (never its local ids) to the matcher; "
         "it replaces this member's earlier upload. A dropped connection is retried with the "
         "same upload id, so nothing is stored twice.",
-        example="blindmatch upload north.encoded --project burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch upload north.encoded --project burglary --token-file north.token",
         handler=cmd_upload,
         parents=parents,
     )
@@ -152,7 +155,7 @@ def register(sub: Subcommands) -> None:
         help="match all members' uploads, showing progress",
         description="Start matching every member's current upload (or follow the run already "
         "going) and wait, showing progress, until it is done.",
-        example="blindmatch run --project burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch run --project burglary --token-file north.token",
         handler=cmd_run,
         parents=parents,
     )
@@ -164,7 +167,7 @@ def register(sub: Subcommands) -> None:
         description="Fetch what the project's disclosure level and the partners' consent let "
         "this member learn, join it to the local ids of the ENCODED folder that was uploaded, "
         "and write a CSV (record_id,partner for hits).",
-        example="blindmatch results --project burglary --token $BLINDMATCH_TOKEN "
+        example="blindmatch results --project burglary --token-file north.token "
         "--encoded north.encoded --out hits.csv",
         handler=cmd_results,
         parents=[*parents, fetch],

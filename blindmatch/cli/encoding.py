@@ -45,6 +45,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         report=result.report.to_dict(),
         field_bits=result.field_bits,
         fallback_bits=result.fallback_bits,
+        schema_digest=result.schema_digest,
     )
     if not args.quiet:
         print(result.report.render())

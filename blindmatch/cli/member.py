@@ -35,8 +35,8 @@ def confirm_erase(args: argparse.Namespace) -> None:
             "to confirm (standard input is not a terminal, so blindmatch cannot ask)"
         )
     print(
-        f"Erase your uploads and every result involving them from {args.project} at "
-        f"{args.server}? This cannot be undone. [y/N] ",
+        f"Erase your uploads, every result involving them and your named users from "
+        f"{args.project} at {args.server}? This cannot be undone. [y/N] ",
         end="",
         file=sys.stderr,
         flush=True,
@@ -70,7 +70,7 @@ def register(sub: Subcommands) -> None:
         help="set the most partners may learn about your records",
         description="Set the most partners may learn about your records: they learn the "
         "lesser of this and the project's own level, from the next results or query on.",
-        example="blindmatch consent set --level count --project burglary --token $BLINDMATCH_TOKEN",
+        example="blindmatch consent set --level count --project burglary --token-file north.token",
         handler=cmd_consent_set,
         parents=parents,
     )
@@ -87,9 +87,10 @@ def register(sub: Subcommands) -> None:
         "erase",
         help="delete your uploads and results from the matcher",
         description="Delete this member's uploads and every result involving them from the "
-        "project, now. Asks first (it cannot be undone); --yes answers for scripts. The audit "
-        "log keeps the fact, not the data.",
-        example="blindmatch erase --project burglary --token $BLINDMATCH_TOKEN --yes",
+        "project, now, with its standing index and its named users (their tokens stop "
+        "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
+        "log keeps the fact, not the data, and its earlier entries as they are.",
+        example="blindmatch erase --project burglary --token-file north.token --yes",
         handler=cmd_erase,
         parents=parents,
     )

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 from blindmatch.client.errors import InputError
@@ -109,22 +110,47 @@ def connection_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--server",
         default=env("BLINDMATCH_SERVER") or DEFAULT_SERVER,
-        help="matcher HOST:PORT (default: $BLINDMATCH_SERVER or %(default)s)",
+        help="matcher HOST:PORT, or grpcs://HOST:PORT for TLS trusting the system's CAs "
+        "(default: $BLINDMATCH_SERVER or %(default)s)",
     )
-    g.add_argument("--ca-cert", default=env("BLINDMATCH_CA_CERT"), help="CA to trust for TLS")
+    g.add_argument(
+        "--ca-cert",
+        default=env("BLINDMATCH_CA_CERT"),
+        help="CA to trust for TLS; without it (or grpcs://) only a loopback matcher is "
+        "spoken to, in plaintext",
+    )
     g.add_argument(
         "--client-cert", default=env("BLINDMATCH_CLIENT_CERT"), help="mutual TLS certificate"
     )
     g.add_argument("--client-key", default=env("BLINDMATCH_CLIENT_KEY"), help="mutual TLS key")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the token and data unencrypted to a matcher that is not on loopback "
+        "(a test network only)",
+    )
     quiet_option(g)
     return net
+
+
+TOKEN_HELP = (
+    "member token; other users of this machine can see it in `ps`: prefer --token-file "
+    "or $BLINDMATCH_TOKEN"
+)
+TOKEN_FILE_HELP = "file holding the member token (e.g. from `project create --tokens-dir`)"
+
+
+def token_options(parser: argparse._ActionsContainer, *, token_help: str = TOKEN_HELP) -> None:
+    """`--token` and `--token-file`, the same on every command that takes a member token."""
+    parser.add_argument("--token", help=token_help)
+    parser.add_argument("--token-file", metavar="FILE", help=TOKEN_FILE_HELP)
 
 
 def member_options() -> argparse.ArgumentParser:
     """The project a member acts in, and its token."""
     member = argparse.ArgumentParser(add_help=False)
     member.add_argument("--project", required=True, help="project name")
-    member.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    token_options(member)
     return member
 
 
@@ -150,11 +176,29 @@ def progress_wanted(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
+def given_token(args: argparse.Namespace) -> str | None:
+    """The member token from --token, --token-file or $BLINDMATCH_TOKEN, if any."""
+    if args.token and args.token_file:
+        raise InputError("give the member token once: --token or --token-file, not both")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise InputError(f"--token-file {args.token_file}: cannot read it ({why})") from None
+        if not token or any(c.isspace() for c in token):
+            raise InputError(f"--token-file {args.token_file}: expected one token, found none")
+        return token
+    return str(args.token) if args.token else env("BLINDMATCH_TOKEN")
+
+
 def member_token(args: argparse.Namespace) -> str:
-    token = args.token or env("BLINDMATCH_TOKEN")
+    token = given_token(args)
     if not token:
-        raise InputError("no member token: pass --token or set BLINDMATCH_TOKEN")
-    return str(token)
+        raise InputError(
+            "no member token: pass --token-file FILE (or --token), or set BLINDMATCH_TOKEN"
+        )
+    return token
 
 
 def admin_token() -> str:
@@ -170,16 +214,25 @@ def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
     # gRPC's own log lines (a failed TLS handshake, say) would repeat our one-line error.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from blindmatch.client.remote.client import MatcherClient
-    from blindmatch.client.remote.tls import channel_credentials
+    from blindmatch.client.remote.tls import channel_credentials, client_target
 
     credentials = channel_credentials(
-        ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key
+        ca_cert=args.ca_cert,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        tls=client_target(args.server)[1],
     )
 
     def say_retrying(message: str) -> None:
         print(f"Warning: {message}", file=sys.stderr)
 
-    client = MatcherClient(args.server, token, credentials=credentials, on_retry=say_retrying)
+    client = MatcherClient(
+        args.server,
+        token,
+        credentials=credentials,
+        on_retry=say_retrying,
+        insecure=args.insecure,
+    )
     try:
         client.check_reachable()
     except BaseException:

@@ -1,7 +1,7 @@
-"""`blindmatch project ...`: create projects, manage members' tokens, show a project.
+"""`blindmatch project ...`: create projects, manage members' tokens, list and show them.
 
-The `project` commands name their project positionally (`project create NAME`);
-every other command takes `--project NAME`.
+The `project` commands name their project positionally (`project create NAME`), and
+take `--project NAME` too, as every other command does.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import json
 import re
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     BLOCKINGS,
@@ -20,12 +22,17 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    member_token,
+    env,
+    given_token,
+    token_options,
     when,
 )
 from blindmatch.client.errors import InputError
 
-_DURATION = re.compile(r"^(\d+)\s*([hdwy])$")
+if TYPE_CHECKING:
+    from blindmatch.client.remote.model import ProjectInfo
+
+_DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -35,7 +42,7 @@ def parse_expiry(text: str, now: float | None = None) -> int:
 
     now = time.time() if now is None else now
     text = text.strip().lower()
-    if m := _DURATION.match(text):
+    if m := _DURATION.fullmatch(text):
         amount = int(m.group(1))
         if amount < 1:
             raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
@@ -53,71 +60,235 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     return expires
 
 
+def _name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME", help="project name")
+    parser.add_argument(
+        "--project",
+        dest="project_option",
+        metavar="NAME",
+        help="the same, as other commands take it",
+    )
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The project, given as NAME or as --project NAME (not two different ones)."""
+    if args.name and args.project_option and args.name != args.project_option:
+        raise InputError(
+            f"two projects given ({args.name} and --project {args.project_option}): give one"
+        )
+    found = args.name or args.project_option
+    if not found:
+        raise InputError("which project? give its NAME (or --project NAME)")
+    return str(found)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    name = _name(args)
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
     with connect(args, admin_token()) as client:
         created = client.create_project(
-            args.name,
+            name,
             members,
             disclosure=args.disclose,
             threshold=args.threshold or 0.0,
             blocking=args.blocking,
             require_purpose=args.require_purpose,
             expires_unix=expires,
+            require_users=args.require_users,
         )
-    if args.json:
+    if args.tokens_dir:
+        files = write_tokens(args.tokens_dir, created.tokens)
+        if args.json:
+            print(json.dumps({"project": created.project, "token_files": files}))
+            return 0
+    elif args.json:
         print(json.dumps({"project": created.project, "tokens": created.tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
+    if created.require_users:
+        purpose += "; results, requests, queries and watches need a user token"
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
         f"threshold: {created.threshold}, blocking: {created.blocking}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
+    if args.tokens_dir:
+        print("Member tokens written, each to a file only you can read (give each member only "
+              "its own, by a secure channel; members pass it as --token-file):")  # fmt: skip
+        for member, path in files.items():
+            print(f"  {member}: {path}")
+        return 0
     print("Member tokens (shown once; give each member only its own):")
     for member, token in created.tokens.items():
         print(f"  {member}: {token}")
     return 0
 
 
+def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
+    """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here)."""
+    from blindmatch.client.files import write_text
+
+    root = Path(folder)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = {}
+    for member, token in tokens.items():
+        path = root / f"{member}.token"
+        write_text(path, token + "\n")  # owner-only from the first byte
+        files[member] = str(path)
+    return files
+
+
 def cmd_rotate_token(args: argparse.Namespace) -> int:
+    name = _name(args)
     with connect(args, admin_token()) as client:
-        token = client.rotate_token(args.name, args.member)
-    if args.json:
-        print(json.dumps({"project": args.name, "member": args.member, "token": token}))
+        token = client.rotate_token(name, args.member)
+    if args.tokens_dir:
+        path = write_tokens(args.tokens_dir, {args.member: token})[args.member]
+        if args.json:
+            print(json.dumps({"project": name, "member": args.member, "token_file": path}))
+        else:
+            print(f"New token for {args.member} in {name} written to {path} (only you can "
+                  "read it; the old one no longer works)")  # fmt: skip
         return 0
-    print(f"New token for {args.member} in {args.name} (shown once; the old one no longer works):")
+    if args.json:
+        print(json.dumps({"project": name, "member": args.member, "token": token}))
+        return 0
+    print(f"New token for {args.member} in {name} (shown once; the old one no longer works):")
     print(f"  {token}")
     return 0
 
 
 def cmd_revoke_token(args: argparse.Namespace) -> int:
+    name = _name(args)
     with connect(args, admin_token()) as client:
-        client.revoke_token(args.name, args.member)
+        client.revoke_token(name, args.member)
     print(
-        f"Revoked {args.member}'s token in {args.name}. Its data stays until it expires or is "
-        f"erased; `blindmatch project rotate-token {args.name} --member {args.member}` issues "
+        f"Revoked {args.member}'s token in {name}. Its data stays until it expires or is "
+        f"erased; `blindmatch project rotate-token {name} --member {args.member}` issues "
         "a new token."
     )
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    with connect(args, member_token(args)) as client:
-        info = client.describe(args.name)
+def _show(info: ProjectInfo) -> None:
+    if info.member:
+        who = f"you are {info.member}, user {info.user}" if info.user else f"you are {info.member}"
+    else:
+        who = "operator's view"
     print(
-        f"Project {info.project} (you are {info.member}; "
-        f"disclosure {info.disclosure}, threshold {info.threshold})"
+        f"Project {info.project} ({who}; disclosure {info.disclosure}, "
+        f"threshold {info.threshold}, blocking {info.blocking})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
+    if info.require_users:
+        purpose += "; results, requests, queries and watches need a user token"
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
+    if info.fingerprint_id:
+        print(
+            f"  encodings: fingerprint id {info.fingerprint_id} ({info.clk_bits}-bit CLKs; set "
+            f"by {info.fingerprint_from}'s upload, the first)"
+        )
+    else:
+        print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
     for m in info.members:
         state = f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
         consent = f"; consents to {m.consent}" if m.consent else ""
         print(f"  {m.name}: {state}{consent}")
     if info.latest_run is not None:
-        print(f"  latest run {info.latest_run.run_id}: {info.latest_run.state}")
+        run = info.latest_run
+        print(f"  latest run {run.run_id}: {run.state} (started {when(run.started_unix)})")
+    else:
+        print("  no run yet")
+
+
+def _as_dict(info: ProjectInfo) -> dict[str, object]:
+    run = info.latest_run
+    return {
+        "project": info.project,
+        "disclosure": info.disclosure,
+        "threshold": info.threshold,
+        "blocking": info.blocking,
+        "require_purpose": info.require_purpose,
+        "require_users": info.require_users,
+        "expires": when(info.expires_unix),
+        "fingerprint_id": info.fingerprint_id,
+        "fingerprint_from": info.fingerprint_from,
+        "members": [
+            {"name": m.name, "record_count": m.record_count if m.uploaded else None,
+             "consent": m.consent}
+            for m in info.members
+        ],
+        "latest_run": None if run is None else {
+            "run_id": run.run_id, "state": run.state, "started": when(run.started_unix),
+        },
+    }  # fmt: skip
+
+
+def _compare_encoded(info: ProjectInfo, path: Path) -> int:
+    """Say whether an ENCODED folder may be uploaded to the project; 1 when it may not."""
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.protos.wire import fingerprint_id
+
+    encoded = read_encoded(path, verify=False)
+    mine = fingerprint_id(encoded.fingerprint)
+    if not info.fingerprint_id:
+        print(f"{path}: fingerprint id {mine}; nothing uploaded yet, so yours will set it.")
+        return 0
+    if mine == info.fingerprint_id and encoded.clk_bits == info.clk_bits:
+        print(f"{path}: fingerprint id {mine}, the project's: it may be uploaded.")
+        return 0
+    print(
+        f"{path}: fingerprint id {mine} ({encoded.clk_bits}-bit CLKs) differs from the "
+        f"project's {info.fingerprint_id} ({info.clk_bits}-bit, set by "
+        f"{info.fingerprint_from}): it was encoded with another schema or secret; do not upload "
+        "it. Compare your schema file's SHA-256 and your secret's id with that member's."
+    )
+    return 1
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    name = _name(args)
+    token = None if args.operator else given_token(args)
+    if not token and not args.operator and not env("BLINDMATCH_ADMIN_TOKEN"):
+        raise InputError(
+            "no token: pass --token-file FILE or --token (or set BLINDMATCH_TOKEN) for a "
+            "member's view, or set BLINDMATCH_ADMIN_TOKEN for the operator's"
+        )
+    with connect(args, token or admin_token()) as client:
+        info = client.describe(name) if token else client.list_projects(name)[0]
+    if args.json:
+        print(json.dumps(_as_dict(info)))
+    else:
+        _show(info)
+    return _compare_encoded(info, args.encoded) if args.encoded else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with connect(args, admin_token()) as client:
+        infos = client.list_projects()
+    if args.json:
+        print(json.dumps([_as_dict(i) for i in infos]))
+        return 0
+    if not infos:
+        print("No live projects.")
+        return 0
+    head = ("project", "level", "members", "uploaded", "expires", "latest run", "fingerprint id")
+    rows = [head]
+    for i in infos:
+        run = i.latest_run
+        rows.append((
+            i.project,
+            i.disclosure,
+            str(len(i.members)),
+            str(sum(m.uploaded for m in i.members)),
+            when(i.expires_unix),
+            f"{run.state} {when(run.started_unix)}" if run else "none",
+            i.fingerprint_id or "-",
+        ))  # fmt: skip
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -145,7 +316,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_create,
         parents=[net],
     )
-    pc.add_argument("name", help="project name")
+    _name_argument(pc)
     pc.add_argument("--members", required=True, help="comma-separated member names, e.g. a,b,c")
     pc.add_argument(
         "--disclose",
@@ -174,12 +345,25 @@ def register(sub: Subcommands) -> None:
         help="every results request must give --purpose (a case reference), kept in the audit log",
     )
     pc.add_argument(
+        "--require-users",
+        action="store_true",
+        help="results, request references, queries and watches need a named user's token "
+        "(`blindmatch user add`), so that the audit log names the person; members' own tokens "
+        "are refused for them",
+    )
+    pc.add_argument(
         "--expires-in",
         metavar="WHEN",
         help="when the project's encodings and results are deleted: 90d, 12h, 8w, 1y or a "
         "date (YYYY-MM-DD, UTC); default 180d",
     )
     pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
+    pc.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write each member's token to DIR/MEMBER.token, readable by you only, instead "
+        "of printing it (--json then prints {project, token_files})",
+    )
 
     pr = command(
         psub,
@@ -189,9 +373,15 @@ def register(sub: Subcommands) -> None:
         handler=cmd_rotate_token,
         parents=[net],
     )
-    pr.add_argument("name", help="project name")
+    _name_argument(pr)
     pr.add_argument("--member", required=True, help="the member whose token to replace")
     pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
+    pr.add_argument(
+        "--tokens-dir",
+        metavar="DIR",
+        help="write the new token to DIR/MEMBER.token, readable by you only, instead of "
+        "printing it",
+    )
 
     pv = command(
         psub,
@@ -201,16 +391,49 @@ def register(sub: Subcommands) -> None:
         handler=cmd_revoke_token,
         parents=[net],
     )
-    pv.add_argument("name", help="project name")
+    _name_argument(pv)
     pv.add_argument("--member", required=True, help="the member whose token to revoke")
+
+    pl = command(
+        psub,
+        "list",
+        help="every live project: level, members, expiry, latest run (operator)",
+        description="List every live project with its disclosure level, members and how many "
+        "have uploaded, expiry, latest run and encoding fingerprint id (operator: "
+        "$BLINDMATCH_ADMIN_TOKEN). Never a token.",
+        example="blindmatch project list",
+        handler=cmd_list,
+        parents=[net],
+    )
+    pl.add_argument("--json", action="store_true", help="print a JSON list of projects")
 
     ps = command(
         psub,
         "show",
-        help="a project's members and latest run (member)",
-        example="blindmatch project show burglary --token $BLINDMATCH_TOKEN",
+        help="a project's settings, members, fingerprint id and latest run (member or operator)",
+        description="Show a project: its settings, each member's upload status and consent, "
+        "the encoding fingerprint id every upload must share (set by the first upload), and "
+        "the latest run. With a member token (--token-file, --token or $BLINDMATCH_TOKEN) as "
+        "that member sees it (audited); otherwise, or with --operator, the operator's view "
+        "($BLINDMATCH_ADMIN_TOKEN). --encoded checks an ENCODED folder's fingerprint id "
+        "against the project's before you upload it (exit 1 when it differs).",
+        example=[
+            "blindmatch project show burglary --token-file north.token --encoded north.encoded",
+            "blindmatch project show burglary --operator",
+        ],
         handler=cmd_show,
         parents=[net],
     )
-    ps.add_argument("name", help="project name")
-    ps.add_argument("--token", help="member token (default: $BLINDMATCH_TOKEN)")
+    _name_argument(ps)
+    token_options(ps)
+    ps.add_argument(
+        "--operator",
+        action="store_true",
+        help="the operator's view, with $BLINDMATCH_ADMIN_TOKEN, even if $BLINDMATCH_TOKEN is set",
+    )
+    ps.add_argument(
+        "--encoded",
+        type=Path,
+        help="an ENCODED folder to check against the project's fingerprint id before uploading",
+    )
+    ps.add_argument("--json", action="store_true", help="print the project as JSON")

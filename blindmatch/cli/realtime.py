@@ -96,8 +96,40 @@ def cmd_index_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _person_file(path: str) -> dict[str, str]:
+    """--person-file: NAME=VALUE lines (the names of --field, or given_name, surname, dob,
+    sex, postcode), from a file or, for `-`, standard input; blank and # lines skipped."""
+    where = "standard input" if path == "-" else path
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"--person-file {where}: cannot read it ({why})") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise InputError(
+                f"--person-file {where}, line {number}: expected NAME=VALUE, e.g. surname=Smith"
+            )
+        values[name.strip()] = value.strip()
+    if not values:
+        raise InputError(f"--person-file {where}: no NAME=VALUE lines")
+    return values
+
+
 def _query_values(args: argparse.Namespace) -> dict[str, str]:
     values: dict[str, str] = {}
+    if args.person_file:
+        if args.field or any(getattr(args, name) is not None for name in PERSON_OPTIONS):
+            raise InputError("give the person in --person-file or as options, not both")
+        return _person_file(args.person_file)
     for item in args.field or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
@@ -281,9 +313,12 @@ def register(sub: Subcommands) -> None:
         "query",
         help="ask which partners hold a person (or each person of a small CSV), now",
         description="Ask which partners' standing indexes hold a person given on the command "
-        "line, or each person of a small CSV, and print what the disclosure levels allow. "
-        "Every query is logged with its --purpose.",
+        "line or in a file (--person-file, kept out of `ps`), or each person of a small CSV, "
+        "and print what the disclosure levels allow. Every query is logged with its --purpose.",
         example=[
+            "blindmatch query --project burglary --schema person-uk.json --secret-file "
+            "linkage.secret --token-file north.token --purpose 'case 24/118' --person-file "
+            "- < grace.txt",
             "blindmatch query --project burglary --schema person-uk.json --secret-file "
             "linkage.secret --purpose 'case 24/118' --given-name Grace --surname Hughes "
             "--dob 2001-12-12",
@@ -307,6 +342,13 @@ def register(sub: Subcommands) -> None:
         p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
     p.add_argument(
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
+    )
+    p.add_argument(
+        "--person-file",
+        metavar="FILE",
+        help="the person as NAME=VALUE lines (given_name, surname, dob, ... or any schema "
+        "field), from FILE or - for standard input: unlike options, not visible in `ps` "
+        "or shell history",
     )
     p.add_argument(
         "--date-format",

@@ -27,6 +27,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    host, port = tls.listen_address(args.listen)
+    address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
@@ -34,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
     try:
         running = create_server(
-            args.listen,
+            address,
             args.data_dir,
             admin,
             credentials=credentials,
@@ -47,6 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
         raise InputError(str(exc)) from None
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise InputError(f"--listen {args.listen}: {exc}") from None
     if made_token:
         token_file = DataDir(Path(args.data_dir)).operator_token
         write_text(token_file, admin + "\n")  # owner-only, never readable by others
@@ -57,11 +61,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Set BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
             file=sys.stderr,
         )
-    host = args.listen.rsplit(":", 1)[0]
 
     def announce() -> None:
+        shown = tls.grpc_address(host, running.port)
         print(
-            f"blindmatch matcher listening on {host}:{running.port} (data: {args.data_dir})",
+            f"blindmatch matcher listening on {shown} (data: {args.data_dir})",
             file=sys.stderr,
             flush=True,
         )
@@ -89,7 +93,10 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--data-dir", required=True, type=Path, help="where the matcher keeps its state")
     p.add_argument(
-        "--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on (default: %(default)s)"
+        "--listen",
+        default="127.0.0.1:50051",
+        help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
+        "(default: %(default)s)",
     )
     p.add_argument("--tls-cert", help="server certificate (PEM)")
     p.add_argument("--tls-key", help="server private key (PEM)")

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.fieldlevel import encode_field_level
-from blindmatch.client.encoding.fingerprint import fingerprint
+from blindmatch.client.encoding.fingerprint import fingerprint, schema_digest
 from blindmatch.client.encoding.harden import (
     Hardening,
     encode_records,
@@ -53,6 +53,7 @@ class EncodeResult:
     report: EncodeReport
     field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
     fallback_bits: int = 0  # record-level with a fallback CLK: the second CLK's bits
+    schema_digest: str = ""  # fingerprint.schema_digest of the schema
     # Per row, per reported field (report.fields order): whether it had a usable value.
     present: npt.NDArray[np.bool_] = dataclasses.field(
         default_factory=lambda: np.zeros((0, 0), dtype=bool)
@@ -229,6 +230,7 @@ def encode_csv(
         field_bits=schema.field_bits,
         fallback_bits=fallback_bits,
         present=present,
+        schema_digest=schema_digest(schema.raw),
     )
 
 

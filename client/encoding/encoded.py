@@ -48,6 +48,7 @@ class Encoded:
     sha256: str
     field_bits: tuple[int, ...] = ()  # field-level encodings: segment sizes in bits
     fallback_bits: int = 0  # the last fallback_bits of each CLK are its fallback CLK
+    schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" in older folders
 
     @property
     def clk_bytes(self) -> int:
@@ -90,7 +91,8 @@ class Encoded:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+    """A new file, its owner's only whatever the umask (the local ids are personal data)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -106,6 +108,7 @@ def write_encoded(
     report: dict[str, Any],
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
+    schema_digest: str = "",
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
     path = Path(path)
@@ -125,6 +128,8 @@ def write_encoded(
         "fingerprint": fingerprint.hex(),
         "sha256": digest,
     }
+    if schema_digest:
+        manifest["schema_digest"] = schema_digest
     if field_bits:
         if sum(field_bits) != clk_bits:
             raise ValueError("field_bits must add up to clk_bits")
@@ -135,7 +140,7 @@ def write_encoded(
         manifest["fallback_bits"] = fallback_bits
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        (tmp / "local").mkdir()
+        (tmp / "local").mkdir(mode=0o700)  # `mkdtemp` made `tmp` itself 0700
         _fsync_write(tmp / CLKS, clks)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -154,7 +159,10 @@ def write_encoded(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Encoded(path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits)
+    return Encoded(
+        path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits,
+        schema_digest,
+    )  # fmt: skip
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -180,6 +188,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             sha256=str(manifest["sha256"]),
             field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
             fallback_bits=int(manifest.get("fallback_bits", 0)),
+            schema_digest=str(manifest.get("schema_digest", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

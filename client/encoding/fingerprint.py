@@ -42,6 +42,13 @@ def _stretched(secret: bytes) -> bytes:
     )
 
 
+def schema_digest(schema_json: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the schema's canonical JSON, sent beside the fingerprint so that a
+    refused upload can be told whether the schema or the secret differs. The schema is not
+    secret (the encodings' safety rests on the secret alone); the digest says nothing of it."""
+    return hashlib.sha256(b"blindmatch schema v1\0" + canonical_json(schema_json)).hexdigest()
+
+
 def fingerprint(schema_json: dict[str, Any], secret: bytes) -> bytes:
     """32 bytes that are equal iff both the schema and the secret are equal."""
     return hmac.new(_stretched(secret), canonical_json(schema_json), hashlib.sha256).digest()

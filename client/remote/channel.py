@@ -21,6 +21,7 @@ from blindmatch.client.errors import (
     UnavailableError,
 )
 from blindmatch.client.remote.retry import is_busy
+from blindmatch.client.remote.tls import check_plaintext_target, client_target
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -53,18 +54,39 @@ TLS_HINT = (
 TRANSIENT = (UnavailableError, BusyError)
 
 
-def open_channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
-    """A channel to `target`: TLS with `credentials`, plaintext without."""
+def _resolve(
+    target: str, credentials: grpc.ChannelCredentials | None, insecure: bool
+) -> tuple[str, grpc.ChannelCredentials | None]:
+    """The address to dial and the credentials to use: TLS for a `grpcs://` target (the
+    system's CAs unless `credentials` name others), and plaintext only to loopback unless
+    `insecure`, refused here, before any connection is made."""
+    address, wants_tls = client_target(target)
+    if credentials is None and wants_tls:
+        credentials = grpc.ssl_channel_credentials()
     if credentials is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        check_plaintext_target(address, insecure=insecure)
+    return address, credentials
 
 
-def open_aio_channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+def open_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, *, insecure: bool = False
+) -> grpc.Channel:
+    """A channel to `target`: TLS with `credentials` (or a `grpcs://` target), plaintext
+    without (to loopback, or anywhere with `insecure`)."""
+    address, credentials = _resolve(target, credentials, insecure)
+    if credentials is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+def open_aio_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, *, insecure: bool = False
+) -> grpc.aio.Channel:
     """As `open_channel`, for asyncio (bound to the running event loop)."""
+    address, credentials = _resolve(target, credentials, insecure)
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
 
 def _looks_like_tls(detail: str) -> bool:

@@ -15,9 +15,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import MatcherError
@@ -32,14 +33,17 @@ from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
     IndexSummary,
+    IssuedRefs,
     MemberVolume,
     ProjectInfo,
     ProjectTokens,
     QueryAnswer,
     QueryLimits,
+    ResolvedRef,
     Results,
     RunProgress,
     UploadReceipt,
+    UserInfo,
     WatchEvent,
 )
 from blindmatch.client.remote.retry import RetryPolicy
@@ -82,14 +86,19 @@ class MatcherClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[str], None] | None = None,
+        insecure: bool = False,
     ) -> None:
+        """`credentials` None: plaintext, which is refused here (`InputError`, before any
+        connection) for a target off this machine unless `insecure`; a `grpcs://` target
+        is TLS with the system's trusted CAs."""
         self.target = target
         self.token = token
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
         self.credentials = credentials
-        self._channel = open_channel(target, credentials)
+        self.insecure = insecure
+        self._channel = open_channel(target, credentials, insecure=insecure)
         self._stub = pb_grpc.MatcherStub(self._channel)
 
     def close(self) -> None:
@@ -139,35 +148,38 @@ class MatcherClient:
         *,
         require_purpose: bool = False,
         expires_unix: int = 0,
+        require_users: bool = False,
     ) -> ProjectTokens:
-        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days)."""
+        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days);
+        `require_users`: results, requests, queries and watches need a named user's token."""
         request = convert.create_project_request(
             name, members, disclosure, threshold, blocking, require_purpose, expires_unix
         )
-        with translate_errors(self.target):
-            reply = self._stub.CreateProject(
-                request, metadata=self._metadata(), timeout=self.timeout
-            )
-        return convert.project_tokens(reply)
+        request.require_users = require_users
+        return convert.project_tokens(self._unary("CreateProject", request))
 
     def rotate_token(self, project: str, member: str) -> str:
         """Operator: a new token for `member` (returned once); its old token stops working."""
-        with translate_errors(self.target):
-            reply = self._stub.RotateToken(
-                pb.TokenRequest(project=project, member=member),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
-        return reply.token
+        return str(
+            self._unary("RotateToken", pb.TokenRequest(project=project, member=member)).token
+        )
 
     def revoke_token(self, project: str, member: str) -> None:
         """Operator: `member`'s token stops working; rotate to issue a new one."""
+        self._unary("RevokeToken", pb.TokenRequest(project=project, member=member))
+
+    def _unary(self, rpc: str, request: Message) -> Any:
+        """One unary call, not retried (for calls that change something once)."""
         with translate_errors(self.target):
-            self._stub.RevokeToken(
-                pb.TokenRequest(project=project, member=member),
-                metadata=self._metadata(),
-                timeout=self.timeout,
+            return getattr(self._stub, rpc)(
+                request, metadata=self._metadata(), timeout=self.timeout
             )
+
+    def list_projects(self, project: str = "") -> list[ProjectInfo]:
+        """Operator: every live project (or one), without tokens."""
+        request = pb.ListProjectsRequest(project=project)
+        reply = self._retrying("list", lambda: self._unary("ListProjects", request))
+        return [convert.project_info(p) for p in reply.projects]
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditCheck:
         """Operator: check the audit chain (and that `anchor` (seq, hash) is still in it)."""
@@ -189,34 +201,32 @@ class MatcherClient:
             ):
                 yield convert.audit_entry(e)
 
+    def add_user(self, project: str, user: str) -> str:
+        """Member (its own token): a token for a new named user (returned once)."""
+        return str(self._unary("AddUser", pb.UserRequest(project=project, user=user)).token)
+
+    def list_users(self, project: str) -> list[UserInfo]:
+        """Member (its own token): its named users, revoked ones included."""
+        reply = self._unary("ListUsers", pb.ListUsersRequest(project=project))
+        return [convert.user_info(u) for u in reply.users]
+
+    def revoke_user(self, project: str, user: str) -> None:
+        """Member (its own token): the user's token stops working at once."""
+        self._unary("RevokeUser", pb.UserRequest(project=project, user=user))
+
     def set_consent(self, project: str, level: str) -> str:
         """Member: the most partners may learn about this member (count/hits/mapping/scores)."""
-        with translate_errors(self.target):
-            reply = self._stub.SetConsent(
-                pb.SetConsentRequest(project=project, level=convert.level_number(level)),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
-        return convert.level_name(reply.level)
+        request = pb.SetConsentRequest(project=project, level=convert.level_number(level))
+        return convert.level_name(self._unary("SetConsent", request).level)
 
     def erase(self, project: str) -> Erased:
         """Member: delete this member's uploads and every result involving them, now."""
-        with translate_errors(self.target):
-            reply = self._stub.Erase(
-                pb.EraseRequest(project=project), metadata=self._metadata(), timeout=self.timeout
-            )
-        return convert.erased(reply)
+        return convert.erased(self._unary("Erase", pb.EraseRequest(project=project)))
 
     def describe(self, project: str) -> ProjectInfo:
         """The project as this member sees it: members, levels, latest run."""
-        reply = self._retrying(
-            "describe",
-            lambda: self._stub.DescribeProject(
-                pb.DescribeProjectRequest(project=project),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            ),
-        )
+        request = pb.DescribeProjectRequest(project=project)
+        reply = self._retrying("describe", lambda: self._unary("DescribeProject", request))
         return convert.project_info(reply)
 
     def upload(
@@ -323,6 +333,23 @@ class MatcherClient:
             raise MatcherError("the matcher sent no results header")
         return results
 
+    def issue_request_refs(
+        self, project: str, rows: Sequence[int], sha256: str,
+        *, partner: str = "", purpose: str = "",
+    ) -> IssuedRefs:  # fmt: skip
+        """Member: references for its record at `rows` of its upload `sha256`, for `partner`
+        (or every partner the latest run found holds it)."""
+        request = pb.IssueRefRequest(
+            project=project, rows=list(rows), partner=partner, upload_sha256=sha256,
+            purpose=purpose,
+        )  # fmt: skip
+        return convert.issued_refs(self._unary("IssueRequestRef", request))
+
+    def resolve_request_ref(self, project: str, reference: str, purpose: str = "") -> ResolvedRef:
+        """Member: its own rows that a reference addressed to it points at."""
+        request = pb.ResolveRefRequest(project=project, reference=reference, purpose=purpose)
+        return convert.resolved_ref(self._unary("ResolveRequestRef", request))
+
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 
     def change_index(
@@ -419,6 +446,7 @@ class MatcherClient:
                 fingerprint=fingerprint,
                 credentials=self.credentials,
                 timeout=self.timeout,
+                insecure=self.insecure,
             )
         )
 

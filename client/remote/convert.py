@@ -16,6 +16,7 @@ from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
     IndexSummary,
+    IssuedRefs,
     MemberState,
     MemberVolume,
     PartnerMatch,
@@ -23,10 +24,12 @@ from blindmatch.client.remote.model import (
     ProjectTokens,
     QueryAnswer,
     QueryLimits,
+    ResolvedRef,
     ResultHit,
     Results,
     RunProgress,
     UploadReceipt,
+    UserInfo,
     WatchEvent,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -87,6 +90,7 @@ def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.U
             client_upload_id=client_upload_id,
             field_bits=encoded.field_bits,
             fallback_bits=encoded.fallback_bits,
+            schema_digest=encoded.schema_digest,
         )
     )
 
@@ -133,6 +137,7 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
         _BLOCKING_NAMES[reply.blocking],
         reply.require_purpose,
         reply.expires_unix,
+        reply.require_users,
     )
 
 
@@ -140,7 +145,7 @@ def run_progress(msg: pb.RunStatus) -> RunProgress:
     state = pb.RunState.Name(msg.state).removeprefix("RUN_STATE_").lower()
     return RunProgress(
         msg.run_id, state, msg.stage, msg.work_done, msg.work_total, msg.groups, msg.message,
-        msg.tasks_done, msg.tasks_total,
+        msg.tasks_done, msg.tasks_total, msg.started_unix,
     )  # fmt: skip
 
 
@@ -159,7 +164,30 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         require_purpose=msg.require_purpose,
         expires_unix=msg.expires_unix,
         latest_run=run_progress(msg.latest_run) if msg.HasField("latest_run") else None,
+        fingerprint_id=msg.fingerprint_id,
+        fingerprint_from=msg.fingerprint_from,
+        require_users=msg.require_users,
+        user=msg.user,
     )
+
+
+def issued_refs(reply: pb.IssueRefReply) -> IssuedRefs:
+    return IssuedRefs(reply.run_id, {r.partner: r.reference for r in reply.refs})
+
+
+def resolved_ref(reply: pb.ResolveRefReply) -> ResolvedRef:
+    return ResolvedRef(
+        reply.reference,
+        reply.requester,
+        reply.run_id,
+        reply.issued_unix,
+        tuple(reply.rows),
+        reply.upload_sha256,
+    )
+
+
+def user_info(msg: pb.UserInfo) -> UserInfo:
+    return UserInfo(msg.name, msg.created, msg.revoked or None)
 
 
 def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
@@ -189,6 +217,7 @@ def audit_entry(e: pb.AuditEntry) -> dict[str, object]:
         "detail": json.loads(e.detail or "{}"),
         "prev_hash": e.prev_hash,
         "hash": e.hash,
+        "user": e.user,
     }
 
 

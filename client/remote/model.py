@@ -25,6 +25,7 @@ class ProjectTokens:
     blocking: str = "auto"
     require_purpose: bool = False
     expires_unix: int = 0
+    require_users: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,12 @@ class RunProgress:
     stage: str
     work_done: int
     work_total: int
-    groups: int
+    groups: int  # once done: how many of this member's records a partner holds (0 where its
+    # level does not let it count them); never the run-wide total
     message: str
     tasks_done: int = 0  # comparison tasks finished, wherever they ran (a cluster's workers)
     tasks_total: int = 0
+    started_unix: float = 0.0  # when the run was started
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,11 @@ class MemberState:
 
 @dataclass(frozen=True)
 class ProjectInfo:
-    """A project as the asking member sees it (`MatcherClient.describe`)."""
+    """A project as the asking member (`MatcherClient.describe`) or the operator
+    (`MatcherClient.list_projects`, `member` empty) sees it."""
 
     project: str
-    member: str  # who asked
+    member: str  # who asked; empty: the operator
     disclosure: str
     threshold: float
     members: list[MemberState]
@@ -64,6 +68,19 @@ class ProjectInfo:
     require_purpose: bool
     expires_unix: int
     latest_run: RunProgress | None
+    fingerprint_id: str = ""  # the project's encodings' (protos/wire.py); "" before any upload
+    fingerprint_from: str = ""  # the member whose upload set it
+    require_users: bool = False
+    user: str = ""  # the named user asking; empty: the member's own token
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A named user under a member (`MatcherClient.list_users`)."""
+
+    name: str
+    created: float  # seconds since 1970, UTC
+    revoked: float | None  # None: its token works
 
 
 @dataclass(frozen=True)
@@ -175,3 +192,23 @@ class MemberVolume:
     distinct_purposes: int
     refused: int
     flags: list[str]
+
+
+@dataclass(frozen=True)
+class IssuedRefs:
+    """Request references for one record: partner -> reference, from one run's hits."""
+
+    run_id: str
+    refs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ResolvedRef:
+    """A reference addressed to this member: its own rows that the requester's record matched."""
+
+    reference: str
+    requester: str
+    run_id: str
+    issued_unix: float
+    rows: tuple[int, ...]
+    upload_sha256: str  # this member's upload the rows are of

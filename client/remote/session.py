@@ -69,6 +69,7 @@ class AsyncQuerySession:
         fingerprint: bytes,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
+        insecure: bool = False,
     ) -> None:
         self.target = target
         self.project = project
@@ -76,7 +77,7 @@ class AsyncQuerySession:
         self.fingerprint = fingerprint
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = open_aio_channel(target, credentials)
+        self._channel = open_aio_channel(target, credentials, insecure=insecure)
         self._stub = pb_grpc.MatcherStub(self._channel)
         self._call: Any = None  # the open stream, if any
         self._single_until = 0.0

@@ -1,14 +1,17 @@
-"""TLS and mutual TLS credentials for both ends, and the plaintext guard for `serve`."""
+"""TLS and mutual TLS credentials for both ends, and the plaintext guards: `serve` listens
+in plaintext only on loopback, and a client sends its token in plaintext only to loopback,
+unless told otherwise in so many words."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import grpc
 
 from blindmatch.client.errors import InputError
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _read(path: str | None, what: str) -> bytes | None:
@@ -21,12 +24,13 @@ def _read(path: str | None, what: str) -> bytes | None:
 
 
 def channel_credentials(
-    *, ca_cert: str | None, client_cert: str | None, client_key: str | None
+    *, ca_cert: str | None, client_cert: str | None, client_key: str | None, tls: bool = False
 ) -> grpc.ChannelCredentials | None:
-    """TLS credentials for the client, or None for plaintext (loopback only)."""
+    """TLS credentials for the client (with `tls` and no `ca_cert`: the system's trusted
+    CAs), or None for plaintext (loopback only, unless --insecure)."""
     if (client_cert is None) != (client_key is None):
         raise InputError("--client-cert and --client-key go together")
-    if ca_cert is None and client_cert is None:
+    if ca_cert is None and client_cert is None and not tls:
         return None
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca_cert, "CA certificate"),
@@ -54,11 +58,87 @@ def server_credentials(
     )
 
 
+def listen_address(listen: str) -> tuple[str, int]:
+    """`--listen`'s host (brackets off an IPv6 address) and port: `127.0.0.1:50051`,
+    `[::1]:50051` and `::1:50051` (the last colon ends an IPv6 address without brackets)."""
+    host, sep, port = listen.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or not _host_ok(host):
+        raise InputError(
+            f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051 or [::1]:50051"
+        )
+    return host, int(port)
+
+
+TLS_SCHEME = "grpcs://"
+PLAIN_SCHEME = "grpc://"
+
+
+def client_target(server: str) -> tuple[str, bool]:
+    """`--server`'s address for gRPC, and whether it asks for TLS: `grpcs://HOST:PORT` is
+    TLS (the system's trusted CAs unless --ca-cert names one), `grpc://HOST:PORT` or a bare
+    `HOST:PORT` plaintext unless TLS files are given."""
+    if server.startswith(TLS_SCHEME):
+        return server[len(TLS_SCHEME) :], True
+    if server.startswith(PLAIN_SCHEME):
+        return server[len(PLAIN_SCHEME) :], False
+    if "://" in server:
+        raise InputError(f"--server {server}: use HOST:PORT, or grpcs://HOST:PORT for TLS")
+    return server, False
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a client `address` (HOST:PORT, [V6]:PORT, HOST, unix:PATH) stays on this
+    machine. Only what it says literally counts: a name is not resolved (`localhost` is
+    the one name taken at its word), since what it resolves to can change."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    if address.startswith("["):
+        host = address[1 : address.find("]")]
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or (":" in host and not _host_ok(host)):
+            host = address  # no port given
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_plaintext_target(address: str, *, insecure: bool) -> None:
+    """Refuse, before any connection, to send a token in plaintext off this machine."""
+    if insecure or is_loopback(address):
+        return
+    raise InputError(
+        f"refusing to send the token in plaintext to {address} (not a loopback address): "
+        "pass --ca-cert with the CA that signed the matcher's certificate (or give the "
+        f"server as {TLS_SCHEME}{address} to trust the system's CAs); --insecure sends it "
+        "unencrypted, for a test network only (see docs/security.md)"
+    )
+
+
+def _host_ok(host: str) -> bool:
+    """A name or IPv4 address (no colon), or a whole IPv6 address."""
+    if ":" not in host:
+        return "[" not in host and "]" not in host
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def grpc_address(host: str, port: int) -> str:
+    """HOST:PORT as gRPC (and a person) reads it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_listen_address(listen: str, *, secure: bool, allow: bool) -> None:
     """Refuse plaintext anywhere but loopback unless explicitly allowed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InputError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    host, _ = listen_address(listen)
     if secure or allow or host in LOOPBACK_HOSTS:
         return
     raise InputError(

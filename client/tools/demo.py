@@ -69,6 +69,7 @@ def run_demo(start_matcher: StartMatcher, records: int = 2000, seed: int = 7) ->
                     report=result.report.to_dict(),
                     field_bits=result.field_bits,
                     fallback_bits=result.fallback_bits,
+                    schema_digest=result.schema_digest,
                 )
                 _say(f"{org}: {result.report.rows_encoded} records, columns {', '.join(header)}")
                 _say(f"    e.g. {', '.join(first)}")
@@ -81,7 +82,7 @@ def run_demo(start_matcher: StartMatcher, records: int = 2000, seed: int = 7) ->
                 final = run
                 for status in member.watch_run("demo", run.run_id):
                     final = status
-            _say(f"\nRun {final.run_id}: {final.state}, {final.groups} shared subjects\n")
+            _say(f"\nRun {final.run_id}: {final.state}\n")
 
             truth = {org: t for org, (_c, _m, t) in exports.items()}
             true_pairs = _true_hits(truth)

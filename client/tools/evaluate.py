@@ -189,14 +189,23 @@ def thin_evidence(
     false = scored - true
     q = best.quality
     low = wilson_low(q.true_positives, q.predicted)
-    if scored >= FEW_LABELLED and false >= FEW_FALSE and low >= min_precision:
+    few = scored < FEW_LABELLED or false < FEW_FALSE
+    if not few and low >= min_precision:
         return ""
-    return (
-        f"the recommended threshold rests on few labelled pairs ({scored} scored results: "
-        f"{true} true, {false} false; at it, precision {q.precision:.4f} from "
-        f"{q.predicted} results could be as low as {low:.4f}, 95% interval); label more "
-        f"pairs (at least {FEW_LABELLED} scored, {FEW_FALSE} of them false) before relying "
-        "on it"
+    evidence = (
+        f"({scored} scored results: {true} true, {false} false; at it, precision "
+        f"{q.precision:.4f} from {q.predicted} results could be as low as {low:.4f}, 95% "
+        "interval)"
+    )
+    if few:
+        return (
+            f"the recommended threshold rests on few labelled pairs {evidence}; label more "
+            f"pairs (at least {FEW_LABELLED} scored, {FEW_FALSE} of them false) before "
+            "relying on it"
+        )
+    return (  # enough pairs overall, but too few at and above the threshold for the target
+        f"the recommended threshold's precision may be under {min_precision:g} {evidence}; "
+        "label more pairs scoring near it, or choose a higher threshold, before relying on it"
     )
 
 

@@ -338,7 +338,7 @@ def _audit(r: MemberReport) -> str:
     if not entries:
         return head + "<p>Your audit export is empty.</p>"
     actions = Counter(e["action"] for e in entries)
-    about_me = [e for e in entries if e["actor"] != me and me in (e.get("disclosed") or {})]
+    about_me = [e for e in entries if e["action"] == "partner.disclosures" and e["actor"] != me]
     mine = [e for e in entries if e["actor"] == me and e["action"] in DISCLOSURES]
     last = entries[-1]
     parts = [
@@ -349,27 +349,30 @@ def _audit(r: MemberReport) -> str:
         "elsewhere and ask the operator to check it with <code>blindmatch audit verify "
         "--anchor</code>.</p>",
         _table(("action", "entries"), sorted(actions.items()), numeric=(1,)),
-        f"<h3>Your information disclosed to partners ({len(about_me)})</h3>",
+        f"<h3>Your information disclosed to partners ({len(about_me)} partner-days)</h3>",
+        "<p>One line per partner per UTC day, once that UTC day is over: how many of the "
+        "partner's actions (results fetched, queries, watch notifications, looks at the "
+        "project) disclosed something about your records to it, and the most it learnt. The "
+        "matcher does not show you when within the day, which records, or why: ask the "
+        "operator.</p>",
     ]
     if about_me:
         parts.append(
             _table(
-                ("time", "partner", "action", "level", "your records it shares", "purpose"),
+                ("day", "partner", "actions", "most it learnt"),
                 (
                     (
-                        _iso(e["time"]),
+                        (e.get("detail") or {}).get("day", _iso(e["time"])),
                         e["actor"],
-                        e["action"],
+                        _actions(e),
                         e["disclosed"][me],
-                        _shared_with(e, me),
-                        e.get("purpose", ""),
                     )
                     for e in reversed(about_me[-MAX_AUDIT_ROWS:])
                 ),
             )
         )
     else:
-        parts.append("<p>None recorded.</p>")
+        parts.append("<p>None recorded for a closed day.</p>")
     parts.append(f"<h3>What you asked for ({len(mine)})</h3>")
     if mine:
         parts.append(
@@ -390,16 +393,15 @@ def _audit(r: MemberReport) -> str:
             "<code>blindmatch audit export</code> gives them all.</p>"
         )
     parts.append(
-        '<p class="muted">Purposes of other members\' requests are withheld by the matcher '
-        "(ask the operator). From entries other members made, only what concerns you is "
-        "shown.</p>"
+        '<p class="muted">Other members\' requests, their purposes and what they learnt about '
+        "anyone else are not in your audit export (ask the operator).</p>"
     )
     return "".join(parts)
 
 
-def _shared_with(entry: dict[str, Any], me: str) -> str:
-    counts = (entry.get("detail") or {}).get("counts") or {}
-    return str(counts[me]) if me in counts else ""
+def _actions(entry: dict[str, Any]) -> str:
+    kinds = (entry.get("detail") or {}).get("actions") or {}
+    return ", ".join(f"{action} x{n}" for action, n in sorted(kinds.items()))
 
 
 def _learnt(entry: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ valid shorter chain, which only an anchor recorded elsewhere can expose (see
 
 from __future__ import annotations
 
+import contextvars
+import datetime
 import hmac
 import json
 import re
@@ -30,7 +32,6 @@ from blindmatch.matcher.errors import InvalidArgument
 GENESIS = "0" * 64
 OPERATOR = "operator"
 MATCHER = "matcher"
-WITHHELD = "(withheld: ask the operator)"
 
 # Every action the matcher records, and when. docs/security.md repeats this list.
 ACTIONS = {
@@ -45,6 +46,8 @@ ACTIONS = {
     "run.done": "a run finished and its links were stored",
     "run.failed": "a run failed",
     "results.disclose": "results were disclosed to a member (who learnt what about whom)",
+    "request.issue": "a member was issued request references for one of its hits",
+    "request.resolve": "a partner resolved a request reference addressed to it to its own rows",
     "erase": "a member erased its uploads and the results involving them",
     "index.change": "a member added, replaced or removed records of its standing index (counts)",
     "index.change.void": "an announced index change was never stored (the matcher stopped first)",
@@ -55,7 +58,31 @@ ACTIONS = {
     "query.limits": "the operator changed query limits or whether watching is allowed",
     "audit.export": "someone exported (part of) the audit log",
     "audit.verify": "the operator verified the audit log",
+    "user.add": "a member's administrator issued a named user a token",
+    "user.revoke": "a member's administrator (or the operator, revoking the member) revoked a user",
 }
+
+# Not an entry of the chain: what a member's view shows instead of a partner's entries that
+# disclosed something about the member's records to that partner (`member_entries`).
+PARTNER_DISCLOSURES = "partner.disclosures"
+
+# The named user acting for a member in the current call (set by the gRPC edge, rpc/auth.py,
+# for each call's thread; empty for the member's administrator token, the operator and the
+# matcher's own threads). An Event takes it when it is made, on the caller's thread.
+_CURRENT_USER: contextvars.ContextVar[str] = contextvars.ContextVar("audit_user", default="")
+
+
+def current_user() -> str:
+    return _CURRENT_USER.get()
+
+
+def set_current_user(user: str) -> contextvars.Token[str]:
+    return _CURRENT_USER.set(user)
+
+
+def reset_current_user(token: contextvars.Token[str]) -> None:
+    _CURRENT_USER.reset(token)
+
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -71,6 +98,7 @@ class Event:
     purpose: str = ""
     disclosed: Mapping[str, str] = field(default_factory=dict)  # partner -> what of it
     detail: Mapping[str, object] = field(default_factory=dict)
+    user: str = field(default_factory=current_user)  # the named user acting for `actor`
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -90,9 +118,12 @@ class Entry:
     detail: dict[str, object]
     prev_hash: str
     hash: str
+    user: str = ""  # the named user acting for `actor`; empty: its administrator token
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        """Every field; `user` only when there is one (entries made before users existed
+        hash without it, so the canonical form leaves an empty user out)."""
+        body: dict[str, object] = {
             "seq": self.seq,
             "time": self.time,
             "actor": self.actor,
@@ -105,6 +136,9 @@ class Entry:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+        if self.user:
+            body["user"] = self.user
+        return body
 
 
 # Built once: json.dumps with options builds a new encoder on every call.
@@ -155,10 +189,12 @@ def seal(key: bytes, seq: int, time: float, event: Event, prev_hash: str) -> Ent
         "detail": detail,
         "prev_hash": prev_hash,
     }
+    if event.user:
+        body["user"] = event.user
     digest = hmac.digest(key, _canonical(body), "sha256").hex()
     return Entry(
         seq, time, event.actor, event.action, event.project, event.member, event.purpose,
-        disclosed, detail, prev_hash, digest,
+        disclosed, detail, prev_hash, digest, event.user,
     )  # fmt: skip
 
 
@@ -212,27 +248,134 @@ def verify(
     return Verification(not problems, count, head_seq, head_hash, problems)
 
 
-def concerns(entry: Entry, project: str, member: str) -> bool:
-    """Whether a member of `project` may see this entry in its own audit export.
+# -- what a member sees ----------------------------------------------------------------------
 
-    It sees what it did, what was done to it or disclosed to it, every
-    disclosure of its own information, and events about the whole project.
+DAY = 86400  # seconds: the grain of a member's view of its partners' disclosures
+# What a partner learnt about a member's records, least to most (for a day's summary).
+_DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
+# Project-wide entries whose detail tells a member about overlaps between other members:
+# the detail keys a member may see of each (the rest is the operator's).
+_PROJECT_WIDE_DETAIL = {"run.done": ("run_id",), "project.expire": ()}
+# A partner's action on a request the member made itself (its `detail["requester"]`): shown to
+# that requester as it happens, with only these detail keys (not the partner's user, purpose or
+# how many of its records the reference pointed at).
+_ON_OWN_REQUEST_DETAIL = {"request.resolve": ("reference", "run_id", "requester")}
+
+
+def member_entries(entries: Iterable[Entry], project: str, member: str, now: float) -> list[Entry]:
+    """`member`'s view of `project`'s log, in seq order (docs/threat-model.md, "What each
+    party's audit view shows"). A member learns nothing about records or overlaps that do
+    not involve its own records, and no more about its own than its partners learnt:
+
+    - its own actions (every user of its own, their purposes, what it learnt), and what the
+      operator or the matcher did to it: as logged;
+    - events about the whole project (created, a run started, finished or failed, limits):
+      without what they say about other members' overlaps (a run's groups and links);
+    - a partner's resolution of a request reference the member issued itself
+      (`request.resolve`): as it happens, since it answers the member's own request, but
+      without the partner's user, purpose or how many of its records the reference
+      pointed at;
+    - any other partner action that disclosed something about its records to that partner
+      (a results fetch, a query or watch notification that hit its records, a look at its
+      upload status): never the entry, but one `PARTNER_DISCLOSURES` line per partner per
+      UTC day, once that day is over: how many such actions, of which kinds, and the most
+      the partner learnt. Not when within the day, not which records, not the partner's
+      users, purposes or its counts for other members;
+    - nothing else: not partners' uploads, consent, erasure, index changes, queries that did
+      not hit its records, or their other partners.
+
+    A day's line has no hash (it is not an entry of the chain) and takes the seq of the
+    first entry of this view after the day (the caller's own `audit.export` entry, written
+    before the view is read, is always one): paging with `after` sees it once.
     """
-    if entry.project != project:
-        return False
-    return entry.actor == member or entry.member in (member, "") or member in entry.disclosed
+    view: list[Entry] = []
+    days: dict[tuple[int, str], list[Entry]] = {}
+    for entry in entries:
+        if entry.project != project:
+            continue
+        partner_actor = entry.actor not in (member, OPERATOR, MATCHER)
+        if entry.actor == member or (entry.member == member and not partner_actor):
+            view.append(entry)
+        elif partner_actor and _on_own_request(entry, member):
+            view.append(_as_requester_sees(entry))
+        elif partner_actor and entry.disclosed:
+            if member in entry.disclosed:
+                days.setdefault((int(entry.time // DAY), entry.actor), []).append(entry)
+        elif not entry.member:
+            view.append(_project_wide(entry))
+    return _with_days(view, days, project, member, now)
 
 
-def member_view(entry: Entry, member: str) -> Entry:
-    """The entry as a member sees it: other actors' purposes are withheld.
+def _on_own_request(entry: Entry, member: str) -> bool:
+    return entry.action in _ON_OWN_REQUEST_DETAIL and entry.detail.get("requester") == member
 
-    A partner's case reference can itself be sensitive; the member whose data
-    was disclosed sees that it was, to whom and how much, and asks the operator
-    for the justification.
-    """
-    if entry.actor == member or not entry.purpose:
-        return entry
-    return Entry(**{**entry.__dict__, "purpose": WITHHELD})
+
+def _as_requester_sees(entry: Entry) -> Entry:
+    keep = _ON_OWN_REQUEST_DETAIL[entry.action]
+    detail = {k: entry.detail[k] for k in keep if k in entry.detail}
+    return Entry(**{**entry.__dict__, "detail": detail, "user": "", "purpose": ""})
+
+
+def _project_wide(entry: Entry) -> Entry:
+    keep = _PROJECT_WIDE_DETAIL.get(entry.action)
+    detail = (
+        entry.detail if keep is None else {k: entry.detail[k] for k in keep if k in entry.detail}
+    )
+    return Entry(**{**entry.__dict__, "detail": detail, "user": "", "purpose": ""})
+
+
+def _with_days(
+    view: list[Entry],
+    days: dict[tuple[int, str], list[Entry]],
+    project: str,
+    member: str,
+    now: float,
+) -> list[Entry]:
+    """`view` with each closed day's summary placed before the first entry after that day."""
+    out: list[Entry] = []
+    pending = sorted(days.items())
+    i = 0
+    for entry in view:
+        while i < len(pending) and (pending[i][0][0] + 1) * DAY <= min(entry.time, now):
+            out.append(_day_line(pending[i], project, member, entry.seq))
+            i += 1
+        out.append(entry)
+    return out
+
+
+def _day_line(
+    day: tuple[tuple[int, str], list[Entry]], project: str, member: str, seq: int
+) -> Entry:
+    (number, partner), entries = day
+    kinds: dict[str, int] = {}
+    for e in entries:
+        kinds[e.action] = kinds.get(e.action, 0) + 1
+    most = max((e.disclosed[member] for e in entries), key=_disclosed_rank)
+    return Entry(
+        seq,
+        float((number + 1) * DAY),
+        partner,
+        PARTNER_DISCLOSURES,
+        project,
+        partner,  # disclosed to the partner, as in the entries it stands for ...
+        "",
+        {member: most},  # ... and of this member's information, the most it learnt
+        {
+            "day": _iso_day(number),
+            "actions": dict(sorted(kinds.items())),
+            "entries": len(entries),
+        },
+        "",
+        "",
+    )
+
+
+def _disclosed_rank(label: str) -> int:
+    return _DISCLOSED_ORDER.index(label) if label in _DISCLOSED_ORDER else len(_DISCLOSED_ORDER)
+
+
+def _iso_day(number: int) -> str:
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=number)).isoformat()
 
 
 def check_purpose(purpose: str, *, required: bool, project: str) -> str:

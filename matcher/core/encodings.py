@@ -23,6 +23,8 @@ class Held:
     what: str
     encoding: Encoding
     plural: bool = False  # "this project's other uploads have ..."
+    ident: str = ""  # its fingerprint id (protos/wire.py), for the message; "" to leave it out
+    schema_digest: str = ""  # SHA-256 of its schema, when its client sent one
 
 
 def check_clk_bits(clk_bits: int, field: str) -> None:
@@ -38,8 +40,16 @@ def check_fingerprint(fingerprint: bytes, field: str) -> None:
         raise InvalidArgument(f"{field}: must be {FINGERPRINT_BYTES} bytes")
 
 
-def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
-    """Refuse CLKs made with another CLK length, schema or secret than the project's."""
+def check_compatible(
+    encoding: Encoding, held: Iterable[Held], ident: str = "", schema_digest: str = ""
+) -> None:
+    """Refuse CLKs made with another CLK length, schema or secret than the project's.
+
+    With fingerprint ids (`ident` for the new encodings, `Held.ident` for what is held) the
+    refusal names both, so a member can see which side differs from what it checked with
+    `project show`; never any other part of a fingerprint. With both schema digests it also
+    says whether the schema differs or, the schema being the same, the secret.
+    """
     for h in held:
         other = h.encoding
         if other.clk_bits != encoding.clk_bits:
@@ -49,8 +59,35 @@ def check_compatible(encoding: Encoding, held: Iterable[Held]) -> None:
                 "CLKs; encode with the project's shared schema"
             )
         if not same_hash(other.fingerprint, encoding.fingerprint):
+            if ident and h.ident:
+                raise FailedPrecondition(
+                    f"these encodings were made with a different schema or secret than "
+                    f"{h.what}: {_which(schema_digest, h.schema_digest)}; their fingerprint id "
+                    f"is {ident}, the project's is {h.ident} (no other part of either "
+                    "fingerprint is shown: it would help guess the secret)"
+                )
             raise FailedPrecondition(
                 f"these encodings were made with a different schema or secret than {h.what}; "
                 "encode again with the schema and secret agreed for this project (no part of "
                 "either fingerprint is shown: it would help guess the secret)"
             )
+
+
+def _which(mine: str, theirs: str) -> str:
+    """What differs, and what to do, from the two schema digests ("" when not sent)."""
+    if mine and theirs and mine != theirs:
+        return (
+            "the schema differs (the secret may too): get the schema file from that member, "
+            "compare SHA-256s, and encode again with the agreed schema and secret"
+        )
+    if mine and theirs:
+        return (
+            "the schema is the same, so the secret differs: compare your secret's id (`secret "
+            "new` and `secret open` print it) with that member's by phone, and encode again "
+            "with the agreed secret"
+        )
+    return (
+        "the fingerprint covers both, so compare your schema file's SHA-256 and your secret's "
+        "id (`secret new` and `secret open` print it) with that member's, then encode again "
+        "with the agreed ones"
+    )

@@ -8,10 +8,11 @@ Pure: it reads query log entries, nothing else.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from blindmatch.matcher.domain import DEFAULT_QUOTA, QueryQuota, QueryRecord
+from blindmatch.matcher.domain import DEFAULT_QUOTA, REFUSED_REQUEST, QueryQuota, QueryRecord
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,17 @@ def volume_report(
     limits: Mapping[str, QueryQuota],
     hours: int,
 ) -> list[QueryVolume]:
-    """Per-member query volume over the window `entries` cover, unusual volume flagged."""
+    """Per-member query volume over the window `entries` cover, unusual volume flagged;
+    requests refused for a bad token or bad input (`REFUSED_REQUEST` entries) are flagged
+    on the caller's row (a token nobody holds has a row of its own)."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
+    bad: dict[str, Counter[str]] = {}
     for e in entries:
-        by_member.setdefault(e.member, []).append(e)
+        if e.kind == REFUSED_REQUEST:
+            bad.setdefault(e.member, Counter())[e.refused] += e.records
+            by_member.setdefault(e.member, [])
+        else:
+            by_member.setdefault(e.member, []).append(e)
     records = {m: sum(e.records for e in es if not e.refused) for m, es in by_member.items()}
     median = statistics.median(records.values()) if records else 0
     window_days = max(hours / 24.0, 1e-9)
@@ -76,6 +84,12 @@ def volume_report(
         refused = len(es) - len(answered)
         if refused:
             flags.append(f"{refused} queries refused for exceeding limits")
+        if member in bad:
+            statuses = ", ".join(f"{s} {n}" for s, n in sorted(bad[member].items()))
+            flags.append(
+                f"{sum(bad[member].values())} requests refused for a bad token or bad "
+                f"input ({statuses})"
+            )
         report.append(
             QueryVolume(
                 member=member,

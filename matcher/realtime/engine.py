@@ -46,6 +46,7 @@ from blindmatch.matcher.domain import (
     DEFAULT_QUOTA,
     MAX_QUERY_RECORDS,
     QUERY,
+    REFUSED_REQUEST,
     WATCH,
     Encoding,
     Level,
@@ -59,6 +60,7 @@ from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
+from blindmatch.protos.wire import fingerprint_id
 
 # How often an open watch looks whether its stream is still open.
 WATCH_POLL_SECONDS = 0.5
@@ -181,6 +183,7 @@ class Realtime:
                 len(words),
                 records_with_hits=sum(1 for f in found if any(f.values())),
                 disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
+                user=audit.current_user(),
             )
         )
         return QueryResult(answer, list(snapshots), project.disclosure)
@@ -197,10 +200,11 @@ class Realtime:
             )
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, WATCH, purpose, len(words))
-        watch = Watch(project.name, member, purpose, words)
+        user = audit.current_user()
+        watch = Watch(project.name, member, purpose, words, user=user)
         self.watches.add(watch)
         self.query_log.record(
-            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words))
+            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words), user=user)
         )
         return watch
 
@@ -238,7 +242,8 @@ class Realtime:
             raise errors.InvalidArgument(
                 f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
             )
-        check_compatible(encoding, self.indexes.held(project.name))
+        held = self.indexes.held(project.name)
+        check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
         return as_words(clks, encoding.clk_bits)
 
     def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> None:
@@ -247,7 +252,16 @@ class Realtime:
             self.meter.take(project, member, n, self.limits_for(project, member), now)
         except errors.ResourceExhausted as exc:
             self.query_log.record(
-                QueryRecord(now, project, member, kind, purpose, n, refused=str(exc))
+                QueryRecord(
+                    now,
+                    project,
+                    member,
+                    kind,
+                    purpose,
+                    n,
+                    refused=str(exc),
+                    user=audit.current_user(),
+                )
             )
             raise
 
@@ -299,7 +313,7 @@ class Realtime:
         entries = [
             e
             for e in self.index_store.logged_queries(self.clock() - hours * 3600, project)
-            if e.kind in (QUERY, WATCH)
+            if e.kind in (QUERY, WATCH, REFUSED_REQUEST)
         ]
         members = self.store.members(project)
         limits = {m: self.limits_for(project, m) for m in members}

@@ -43,7 +43,7 @@ from blindmatch.matcher.domain import (
 from blindmatch.matcher.storage.audit_log import VOID
 from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
 from blindmatch.matcher.storage.store import Store
-from blindmatch.protos.wire import clk_digest
+from blindmatch.protos.wire import clk_digest, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
@@ -178,13 +178,15 @@ class StandingIndexes:
     def held(self, project: str, *, besides: str | None = None) -> list[Held]:
         """The encodings the project holds (indexes and uploads), for the compatibility rule."""
         held = [
-            Held(f"{m}'s index", enc)
+            Held(f"{m}'s index", enc, ident=fingerprint_id(enc.fingerprint))
             for (p, m), enc in self._encodings.items()
             if p == project and m != besides
         ]
         for m, upload in self.store.current_uploads(project).items():
             if m != besides:
-                held.append(Held(f"{m}'s upload", upload.encoding))
+                held.append(
+                    Held(f"{m}'s upload", upload.encoding, ident=fingerprint_id(upload.fingerprint))
+                )
         return held
 
     def listing(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
@@ -245,8 +247,8 @@ class StandingIndexes:
                 mine = self._encodings.get(key)
                 held = self.held(project, besides=member)
                 if mine is not None and len(removes) < len(index or ()):
-                    held.append(Held("your index", mine))
-                check_compatible(encoding, held)
+                    held.append(Held("your index", mine, ident=fingerprint_id(mine.fingerprint)))
+                check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
             replaced = sum(1 for r, _ in puts if index is not None and r in index)
             size_after = (len(index) if index else 0) - len(removes) + len(puts) - replaced
             if size_after > MAX_INDEX_RECORDS:
@@ -371,7 +373,7 @@ def _check_refs(puts: Sequence[tuple[str, bytes]], removes: Sequence[str], clk_b
     seen: set[str] = set()
     for what, refs in (("put", [r for r, _ in puts]), ("remove", removes)):
         for ref in refs:
-            if not REF_RE.match(ref):
+            if not REF_RE.fullmatch(ref):
                 raise errors.InvalidArgument(
                     f"{what}.refs: {ref[:40]!r} is not a valid reference (1-128 of "
                     "A-Z a-z 0-9 . _ : ~ -)"

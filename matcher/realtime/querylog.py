@@ -47,6 +47,7 @@ def audit_event(record: QueryRecord) -> audit.Event:
         purpose=record.purpose,
         disclosed=dict(record.disclosed),
         detail=detail,
+        user=record.user,
     )
 
 

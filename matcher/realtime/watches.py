@@ -38,6 +38,7 @@ class Watch:
     words: np.ndarray
     events: queue.Queue[Notification] = field(default_factory=queue.Queue)
     ended: str = ""  # why the matcher ended the watch (its project expired), if it did
+    user: str = ""  # the member's named user who opened it (its notifications' audit entries)
 
     def next_event(self, timeout: float) -> Notification | None:
         """The next event, or None after `timeout` seconds."""
@@ -120,6 +121,7 @@ class Watches:
                         1,
                         records_with_hits=1,
                         disclosed={partner: level.label},
+                        user=watch.user,
                     )
                 )
         if not events:

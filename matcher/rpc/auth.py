@@ -35,6 +35,7 @@ from blindmatch.matcher.errors import (
     ServiceError,
     Unauthenticated,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.storage.store import Store
 
@@ -45,10 +46,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: the operator, or one member of one project."""
+    """An authenticated caller: the operator, or one member of one project (by its own
+    token, or by one of its named users' tokens)."""
 
     project: str = ""
     member: str = ""  # empty: the operator
+    user: str = ""  # the named user; empty: the member's own (administrator's) token
 
     @property
     def is_operator(self) -> bool:
@@ -78,6 +81,9 @@ class Call:
 
     def is_active(self) -> bool:
         return bool(self._context.is_active())
+
+    def peer(self) -> str:
+        return str(self._context.peer())
 
     def cancel(self) -> None:
         self._context.cancel()
@@ -171,6 +177,31 @@ def require_member(caller: Caller, project: str, store: Store) -> str:
     return caller.member
 
 
+def require_administrator(caller: Caller, project: str, store: Store) -> str:
+    """The calling member's name, if it calls with its own (administrator's) token."""
+    member = require_member(caller, project, store)
+    if caller.user:
+        raise PermissionDenied(
+            f"only {member}'s administrator (the member's own token) manages its users; "
+            f"this is user {caller.user!r}'s token"
+        )
+    return member
+
+
+def require_consulting_member(caller: Caller, project: str, store: Store) -> str:
+    """The calling member's name, for a consultation or disclosure (results, a request
+    reference issued or resolved, a query, a watch): in a project that requires named users,
+    only a user's token will do."""
+    member = require_member(caller, project, store)
+    if not caller.user and store.project(project).require_users:
+        raise PermissionDenied(
+            f"project {project!r} requires a named user for results, request references, "
+            f"queries and watches, and this is {member}'s organisation token: ask your "
+            "administrator for a user token (`blindmatch user add`) and use that"
+        )
+    return member
+
+
 def caller_name(caller: Caller, project: str, store: Store) -> str:
     """audit.OPERATOR, or the calling member's name (for calls open to both)."""
     return audit.OPERATOR if caller.is_operator else require_member(caller, project, store)
@@ -186,10 +217,12 @@ class Authenticator(grpc.ServerInterceptor):
     def __init__(
         self,
         admin_token: str,
-        token_owner: Callable[[str], tuple[str, str] | None],
+        token_owner: Callable[[str], tuple[str, str, str] | None],
         service: str,
         kinds: Mapping[str, str],
+        refusals: Refusals | None = None,
     ) -> None:
+        self._refusals = refusals
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
         self._prefix = f"/{service}/"
@@ -208,7 +241,25 @@ class Authenticator(grpc.ServerInterceptor):
         token = bearer_token(details.invocation_metadata)
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
-        return _authenticated(handler, lambda request: self._caller(token, kind, request))
+        return _authenticated(
+            handler,
+            lambda request: self._caller(token, kind, request),
+            lambda request, context, exc: self._refused(method, request, context, exc),
+        )
+
+    def _refused(
+        self, method: str, request: object, context: grpc.ServicerContext, exc: ServiceError
+    ) -> None:
+        if self._refusals is not None:
+            project = getattr(request, "project", "")
+            self._refusals.note(
+                method=method,
+                status=exc.status_name,
+                message=str(exc),
+                project=project if isinstance(project, str) else "",
+                member="",
+                peer=str(context.peer()),
+            )
 
     def _caller(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
@@ -232,11 +283,35 @@ class Authenticator(grpc.ServerInterceptor):
         raise Unauthenticated("the token is not valid for any project")
 
 
+def _as_user(user: str, responses: Iterator[Any]) -> Iterator[Any]:
+    """`responses`, each made with `user` as the audit log's current user (closed with
+    this stream, so its own clean-up runs when the call ends early)."""
+    try:
+        while True:
+            mark = audit.set_current_user(user)
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            finally:
+                audit.reset_current_user(mark)
+            yield response
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            close()
+
+
 def _authenticated(
-    handler: grpc.RpcMethodHandler, caller_of: Callable[[object], Caller]
+    handler: grpc.RpcMethodHandler,
+    caller_of: Callable[[object], Caller],
+    refused: Callable[[object, grpc.ServicerContext, ServiceError], None],
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
-    once the caller is known; refused (UNAUTHENTICATED) without touching a request stream."""
+    once the caller is known; refused (UNAUTHENTICATED) without touching a request stream.
+    The caller's named user, if any, is the audit log's current user while the behaviour
+    runs (for a response stream, while each response is made): every entry the call makes
+    names it."""
     streaming = handler.request_streaming
 
     def wrap(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -244,8 +319,16 @@ def _authenticated(
             try:
                 caller = caller_of(None if streaming else request)
             except ServiceError as exc:
+                refused(None if streaming else request, context, exc)
                 abort(context, exc)
-            return behavior(request, Call(context, caller, caller_of))
+            mark = audit.set_current_user(caller.user)
+            try:
+                answer = behavior(request, Call(context, caller, caller_of))
+            finally:
+                audit.reset_current_user(mark)
+            if handler.response_streaming:
+                return _as_user(caller.user, answer)
+            return answer
 
         return run
 

@@ -12,6 +12,7 @@ from typing import cast
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import Match, QueryDisclosure
+from blindmatch.matcher.core.references import RequestRef
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
     DONE,
@@ -23,6 +24,7 @@ from blindmatch.matcher.domain import (
     Level,
     Project,
     Run,
+    User,
 )
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.usecases.projects import ProjectRequest, ProjectView
@@ -88,6 +90,7 @@ def project_request(request: pb.CreateProjectRequest) -> ProjectRequest:
         blocking=blocking,
         require_purpose=request.require_purpose,
         expires=float(request.expires_unix) if request.expires_unix else None,
+        require_users=request.require_users,
     )
 
 
@@ -101,6 +104,7 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         client_upload_id=header.client_upload_id,
         field_bits=tuple(header.field_bits),
         fallback_bits=int(header.fallback_bits),
+        schema_digest=header.schema_digest,
     )
 
 
@@ -151,6 +155,7 @@ def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectR
         blocking=_PB_BLOCKING[project.blocking],
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
+        require_users=project.require_users,
     )
 
 
@@ -165,6 +170,9 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
         blocking=_PB_BLOCKING[project.blocking],
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
+        fingerprint_id=view.fingerprint_id,
+        fingerprint_from=view.fingerprint_from,
+        require_users=project.require_users,
     )
     for m in view.members:
         info.members.add(
@@ -176,6 +184,24 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
     if view.latest_run:
         info.latest_run.CopyFrom(run_status(view.latest_run))
     return info
+
+
+def issue_ref_reply(run_id: str, refs: dict[str, str]) -> pb.IssueRefReply:
+    reply = pb.IssueRefReply(run_id=run_id)
+    for partner, reference in refs.items():
+        reply.refs.add(partner=partner, reference=reference)
+    return reply
+
+
+def resolve_ref_reply(ref: RequestRef) -> pb.ResolveRefReply:
+    return pb.ResolveRefReply(
+        reference=ref.reference,
+        requester=ref.requester,
+        run_id=ref.run_id,
+        issued_unix=ref.issued,
+        rows=ref.partner_rows,
+        upload_sha256=ref.partner_sha256,
+    )
 
 
 def upload_reply(receipt: UploadReceipt) -> pb.UploadReply:
@@ -198,6 +224,7 @@ def run_status(run: Run) -> pb.RunStatus:
         message=run.message,
         tasks_done=run.tasks_done,
         tasks_total=run.tasks_total,
+        started_unix=run.started,
     )
 
 
@@ -289,4 +316,15 @@ def audit_entry(entry: audit.Entry) -> pb.AuditEntry:
         detail=json.dumps(entry.detail, sort_keys=True),
         prev_hash=entry.prev_hash,
         hash=entry.hash,
+        user=entry.user,
+    )
+
+
+def user_list(project: str, member: str, users: list[User]) -> pb.UserList:
+    return pb.UserList(
+        project=project,
+        member=member,
+        users=[
+            pb.UserInfo(name=u.name, created=u.created, revoked=u.revoked or 0.0) for u in users
+        ],
     )

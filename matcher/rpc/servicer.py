@@ -13,8 +13,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from blindmatch.matcher.core.ratelimit import RateLimit
 from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_UPLOAD_BYTES
-from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
+from blindmatch.matcher.errors import Busy, InvalidArgument, PermissionDenied
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
@@ -25,11 +26,21 @@ from blindmatch.matcher.rpc.auth import (
     either_call,
     member_call,
     operator_call,
+    require_administrator,
+    require_consulting_member,
     require_member,
 )
+from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
 from blindmatch.matcher.storage.store import Store
-from blindmatch.matcher.usecases import audit_access, projects, results, run_requests
+from blindmatch.matcher.usecases import (
+    audit_access,
+    projects,
+    requests,
+    results,
+    run_requests,
+    users,
+)
 from blindmatch.matcher.usecases.erasure import erase
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.uploads import receive_upload
@@ -37,6 +48,11 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
+
+# A member's DescribeProject and ExportAudit calls (each an fsynced audit entry): a burst,
+# then this many a minute, per member and RPC; past it the call is refused as busy.
+CONSULTATIONS_PER_MINUTE = 60
+CONSULTATION_BURST = 20
 
 
 class MatcherService(pb_grpc.MatcherServicer):
@@ -49,7 +65,15 @@ class MatcherService(pb_grpc.MatcherServicer):
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        refusals: Refusals | None = None,
+        consultations: RateLimit | None = None,
     ) -> None:
+        # Each DescribeProject and member ExportAudit appends an fsynced audit entry.
+        self.consultations = consultations or RateLimit(
+            CONSULTATIONS_PER_MINUTE, CONSULTATION_BURST
+        )
+        # Refused calls are noted here (status.rpc_errors): logged, rate-limited, counted.
+        self.refusals = refusals
         self.store = store
         self.runs = runs
         self.realtime = realtime
@@ -59,6 +83,18 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
+
+    def _consulting(self, context: Call, what: str) -> None:
+        """Refuse (retryable, nothing written) a member's audited consultation past its rate."""
+        caller = context.caller
+        if caller.is_operator:
+            return
+        wait = self.consultations.take((caller.project, caller.member, what))
+        if wait:
+            raise Busy(
+                f"{what}: at most {CONSULTATIONS_PER_MINUTE} a minute per member (each is "
+                f"written to the audit log); try again in {max(1, round(wait))} s"
+            )
 
     def _stream_header(self, requests: Iterator[Any], context: Call, what: str) -> tuple[Any, str]:
         """A client stream's first message, which must be its header, and the member; the
@@ -90,6 +126,11 @@ class MatcherService(pb_grpc.MatcherServicer):
         return pb.RevokeTokenReply(project=request.project, member=request.member)
 
     @operator_call
+    def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
+        views = projects.list_projects(self.store, request.project)
+        return pb.ProjectList(projects=[convert.project_info(v) for v in views])
+
+    @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
         result = audit_access.verify_audit(self.store, request.anchor_seq, request.anchor_hash)
         return pb.VerifyAuditReply(
@@ -103,6 +144,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     @either_call
     def ExportAudit(self, request: pb.ExportAuditRequest, context: Call) -> Iterator[pb.AuditEntry]:
         caller = caller_name(context.caller, request.project, self.store)
+        self._consulting(context, "ExportAudit")
         entries = audit_access.export_audit(self.store, caller, request.project, request.after_seq)
         for entry in entries:
             yield convert.audit_entry(entry)
@@ -138,6 +180,8 @@ class MatcherService(pb_grpc.MatcherServicer):
         if not request.project:
             raise InvalidArgument("project: required")
         hours = request.hours or 24
+        if self.refusals is not None:
+            self.refusals.flush()  # the refused requests counted so far, in the report
         volumes = self.realtime.report(request.project, hours)
         return pb.QueryReport(
             project=request.project, hours=hours, members=[convert.volume_pb(v) for v in volumes]
@@ -148,7 +192,10 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def DescribeProject(self, request: pb.DescribeProjectRequest, context: Call) -> pb.ProjectInfo:
         member = self._member(context, request.project)
-        return convert.project_info(projects.describe(self.store, request.project, member))
+        self._consulting(context, "DescribeProject")
+        info = convert.project_info(projects.describe(self.store, request.project, member))
+        info.user = context.caller.user
+        return info
 
     @member_call
     def SetConsent(self, request: pb.SetConsentRequest, context: Call) -> pb.ConsentReply:
@@ -177,9 +224,8 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def StartRun(self, request: pb.StartRunRequest, context: Call) -> pb.RunStatus:
         member = self._member(context, request.project)
-        return convert.run_status(
-            run_requests.start_run(self.store, self.runs, request.project, member)
-        )
+        run = run_requests.start_run(self.store, self.runs, request.project, member)
+        return convert.run_status(run_requests.as_seen_by(self.store, run, member))
 
     @member_call
     def WatchRun(self, request: pb.WatchRunRequest, context: Call) -> Iterator[pb.RunStatus]:
@@ -188,14 +234,36 @@ class MatcherService(pb_grpc.MatcherServicer):
             for run in run_requests.follow_run(
                 self.store, self.runs, request.project, request.run_id, context.is_active
             ):
-                yield convert.run_status(run)
+                yield convert.run_status(run_requests.as_seen_by(self.store, run, member))
 
     @member_call
     def GetResults(self, request: pb.ResultsRequest, context: Call) -> Iterator[pb.ResultsChunk]:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         with self.limiter.slot(request.project, member, "results fetch"):
             found = results.member_results(self.store, request.project, member, request.purpose)
             yield from convert.results_chunks(found)
+
+    @member_call
+    def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
+        member = require_consulting_member(context.caller, request.project, self.store)
+        run_id, refs = requests.issue(
+            self.store,
+            request.project,
+            member,
+            list(request.rows),
+            request.partner,
+            request.upload_sha256,
+            request.purpose,
+        )
+        return convert.issue_ref_reply(run_id, refs)
+
+    @member_call
+    def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
+        member = require_consulting_member(context.caller, request.project, self.store)
+        ref = requests.resolve(
+            self.store, request.project, member, request.reference, request.purpose
+        )
+        return convert.resolve_ref_reply(ref)
 
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
@@ -266,7 +334,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 yield reply
 
     def _query(self, request: pb.QueryRequest, caller: Caller) -> pb.QueryReply:
-        member = require_member(caller, request.project, self.store)
+        member = require_consulting_member(caller, request.project, self.store)
         answer = self.realtime.query(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks
         )
@@ -274,7 +342,7 @@ class MatcherService(pb_grpc.MatcherServicer):
 
     @member_call
     def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:
-        member = self._member(context, request.project)
+        member = require_consulting_member(context.caller, request.project, self.store)
         watch = self.realtime.watch(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks
         )
@@ -284,3 +352,23 @@ class MatcherService(pb_grpc.MatcherServicer):
                 yield convert.watch_event(*event)
         finally:
             self.realtime.unwatch(watch)
+
+    # -- members: named users ---------------------------------------------------------------
+
+    @member_call
+    def AddUser(self, request: pb.UserRequest, context: Call) -> pb.UserToken:
+        member = require_administrator(context.caller, request.project, self.store)
+        token = users.add_user(self.store, request.project, member, request.user)
+        return pb.UserToken(project=request.project, member=member, user=request.user, token=token)
+
+    @member_call
+    def ListUsers(self, request: pb.ListUsersRequest, context: Call) -> pb.UserList:
+        member = require_administrator(context.caller, request.project, self.store)
+        found = users.list_users(self.store, request.project, member)
+        return convert.user_list(request.project, member, found)
+
+    @member_call
+    def RevokeUser(self, request: pb.UserRequest, context: Call) -> pb.RevokeUserReply:
+        member = require_administrator(context.caller, request.project, self.store)
+        users.revoke_user(self.store, request.project, member, request.user)
+        return pb.RevokeUserReply(project=request.project, member=member, user=request.user)

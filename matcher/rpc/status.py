@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -17,6 +18,10 @@ import grpc
 from blindmatch.matcher.errors import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+OPERATOR_CALLER = "(operator)"  # how refusals name the operator
+
+log = logging.getLogger("blindmatch.matcher")
 
 
 class Aborts(Protocol):
@@ -32,6 +37,45 @@ def abort(context: Aborts, exc: ServiceError) -> NoReturn:
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
 
 
+def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: ServiceError) -> None:
+    """Tell the servicer's `refusals` (rpc/refusals.py), if it has one, of a refused call."""
+    refusals = getattr(servicer, "refusals", None)
+    if refusals is None:
+        return
+    caller = getattr(context, "caller", None)
+    own = getattr(caller, "project", "")
+    project = getattr(request, "project", "") or own
+    project = project if isinstance(project, str) else ""
+    member = getattr(caller, "member", "")
+    if not member:
+        member = OPERATOR_CALLER
+    elif project != own:  # a member's token used in another project: say whose it is
+        member = f"{member} (of project {own})"
+    peer = context.peer() if hasattr(context, "peer") else ""
+    refusals.note(
+        method=method,
+        status=exc.status_name,
+        message=str(exc),
+        project=project,
+        member=member,
+        peer=peer,
+    )
+
+
+INTERNAL_ERROR = "internal error on the matcher; the operator's log has the details"
+
+
+def _internal(context: Aborts, method: str, exc: Exception) -> NoReturn:
+    """An exception of no kind of ours: the caller gets INTERNAL with a fixed message (gRPC
+    would send `Exception calling application: ...`, which can name the matcher's files);
+    the log gets the traceback. gRPC's own abort (a bare Exception) passes through."""
+    if type(exc) is Exception and not exc.args:  # context.abort() already set the status
+        raise exc
+    log.exception("%s failed", method)
+    context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+    raise AssertionError("unreachable: abort raises")
+
+
 def rpc_errors(method: F) -> F:
     """Turn the project's exceptions into gRPC statuses, for unary and streaming methods."""
     if inspect.isgeneratorfunction(method):
@@ -41,7 +85,10 @@ def rpc_errors(method: F) -> F:
             try:
                 yield from method(self, request, context)
             except ServiceError as exc:
+                note_refusal(self, method.__name__, request, context, exc)
                 abort(context, exc)
+            except Exception as exc:
+                _internal(context, method.__name__, exc)
 
         return stream  # type: ignore[return-value]
 
@@ -50,6 +97,9 @@ def rpc_errors(method: F) -> F:
         try:
             return method(self, request, context)
         except ServiceError as exc:
+            note_refusal(self, method.__name__, request, context, exc)
             abort(context, exc)
+        except Exception as exc:
+            _internal(context, method.__name__, exc)
 
     return unary  # type: ignore[return-value]

@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS audit (
     disclosed TEXT NOT NULL,
     detail TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT ''  -- the named user acting for `actor` (project_store MIGRATIONS)
 );
 CREATE TABLE IF NOT EXISTS audit_intents (
     seq INTEGER PRIMARY KEY,       -- the entry that announced a change to another database
@@ -87,6 +89,13 @@ def read_key(path: Path, *, entries: int) -> bytes:
             f"the audit key {path} holds {len(key)} bytes; an audit key is at least 32. "
             "Restore it from where you back it up, then start again"
         )
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # kept outside the data dir (serve --audit-key), not checked with it
+        raise StartupRefused(
+            f"the audit key {path} is open to other users (mode {mode:04o}): whoever reads it "
+            "can re-seal an edited audit log. Make it its owner's only, then start again:\n"
+            f"  chmod go-rwx {path}"
+        )
     return key
 
 
@@ -112,7 +121,8 @@ class AuditLog:
             entries.append(entry)
             prev = entry.hash
         tx.executemany(
-            "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO audit (seq, time, actor, action, project, member, purpose, disclosed, "
+            "detail, prev_hash, hash, user) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     e.seq,
@@ -126,6 +136,7 @@ class AuditLog:
                     _COLUMN_JSON.encode(e.detail),
                     e.prev_hash,
                     e.hash,
+                    e.user,
                 )
                 for e in entries
             ],
@@ -227,8 +238,10 @@ def read_entries(conn: sqlite3.Connection) -> Iterable[audit.Entry]:
 
 
 def _entry(row: tuple) -> audit.Entry:
-    seq, t, actor, action, project, member, purpose, disclosed, detail, prev, h = row
+    """An entry from its row (a data dir from before named users lacks the `user` column
+    until the store's migration adds it; `admin check` may read one)."""
+    seq, t, actor, action, project, member, purpose, disclosed, detail, prev, h = row[:11]
     return audit.Entry(
         seq, t, actor, action, project, member, purpose,
-        json.loads(disclosed), json.loads(detail), prev, h,
+        json.loads(disclosed), json.loads(detail), prev, h, row[11] if len(row) > 11 else "",
     )  # fmt: skip

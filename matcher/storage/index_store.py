@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS index_changes (
     PRIMARY KEY (project, member, change_id)
 );
 """
-PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
+# `secure_delete`: a deleted record's CLK is zeroed in its page, not left in free space
+# (erasure and expiry checkpoint the WAL too, so no old copy of the page stays in it).
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class IndexStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         files = DataDir(Path(data_dir))
-        files.root.mkdir(parents=True, exist_ok=True)
+        files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
         with self.db.tx() as tx:  # index_meta of a data dir from before fallback_bits
             have = {r[1] for r in tx.execute("PRAGMA table_info(index_meta)")}
@@ -192,10 +194,12 @@ class IndexStore:
         return StoredChange(change_id, seq, digest, ChangeSummary(*counts))
 
     def erase_member(self, project: str, member: str) -> None:
-        """Delete a member's whole index (for erasure)."""
+        """Delete a member's whole index (for erasure): gone from the data dir, the WAL
+        included, when this returns."""
         with self.db.tx() as tx:
             for table in ("index_records", "index_meta", "index_changes"):
                 tx.execute(f"DELETE FROM {table} WHERE project=? AND member=?", (project, member))
+        self.db.checkpoint()
 
     def projects(self) -> list[str]:
         """Every project with a standing index."""
@@ -208,6 +212,7 @@ class IndexStore:
             for table in (*tables, "query_settings"):
                 tx.execute(f"DELETE FROM {table} WHERE project=?", (project,))
             tx.execute("DELETE FROM query_log WHERE project=?", (project,))
+        self.db.checkpoint()
 
     # -- limits and settings --------------------------------------------------------------
 

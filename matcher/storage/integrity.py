@@ -129,6 +129,13 @@ def check_data_dir(
     if not files.db.is_file():
         report.problems.append(f"{files.db}: missing; is it a blindmatch data dir?")
         return report
+    open_to_others = files.open_to_others()
+    if open_to_others:
+        report.problems.append(
+            f"{files.root} is open to other users ({', '.join(open_to_others[:3])}"
+            f"{' ...' if open_to_others[3:] else ''}), so the matcher refuses to start on it; "
+            f"fix it with: chmod -R go-rwx {files.root}"
+        )
     key_file = Path(audit_key_file) if audit_key_file else files.audit_key
     snapshot = _read(
         files.db, report, lambda db: _check_main(db, report, key_file, require_key), whole=True

@@ -45,6 +45,8 @@ MIGRATIONS = [
     ("members", "consent", "INTEGER"),
     ("runs", "tasks_done", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "tasks_total", "INTEGER NOT NULL DEFAULT 0"),
+    ("audit", "user", "TEXT NOT NULL DEFAULT ''"),
+    ("projects", "require_users", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 
@@ -70,6 +72,7 @@ class ProjectStore(StoreBase):
         *,
         require_purpose: bool = False,
         expires: float | None = None,
+        require_users: bool = False,
     ) -> dict[str, str]:
         """Make the project; returns each member's token (the only time it exists)."""
         tokens = {m: new_token() for m in members}
@@ -84,8 +87,17 @@ class ProjectStore(StoreBase):
                 raise AlreadyExists(f"project {name!r} already exists{gone}")
             tx.execute(
                 "INSERT INTO projects (name, disclosure, threshold, created, blocking, "
-                "require_purpose, expires) VALUES (?,?,?,?,?,?,?)",
-                (name, int(disclosure), threshold, now, blocking, int(require_purpose), expires),
+                "require_purpose, expires, require_users) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    int(disclosure),
+                    threshold,
+                    now,
+                    blocking,
+                    int(require_purpose),
+                    expires,
+                    int(require_users),
+                ),
             )
             tx.executemany(
                 "INSERT INTO members (project, name, token_hash) VALUES (?,?,?)",
@@ -102,6 +114,7 @@ class ProjectStore(StoreBase):
                         "disclosure": disclosure.label,
                         "threshold": threshold,
                         "require_purpose": require_purpose,
+                        "require_users": require_users,
                         "expires": expires,
                     },
                 ),
@@ -112,22 +125,23 @@ class ProjectStore(StoreBase):
         """A live project; NotFound when there is none or it has expired."""
         rows = self.db.cached_rows(
             ("project", name),
-            "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased "
-            "FROM projects WHERE name=?",
+            "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased, "
+            "require_users FROM projects WHERE name=?",
             (name,),
         )
         if not rows:
             raise NotFound(f"no project named {name!r}")
-        n, d, t, b, purpose, expires, erased = rows[0]
+        n, d, t, b, purpose, expires, erased, users = rows[0]
         if erased is not None or expires <= self.clock():
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
             raise NotFound(
                 f"project {name!r} expired at {when}; its encodings and results are deleted"
             )
-        return Project(n, Level(d), t, b, bool(purpose), expires)
+        return Project(n, Level(d), t, b, bool(purpose), expires, bool(users))
 
-    def token_owner(self, token: str) -> tuple[str, str] | None:
-        """(project, member) holding `token`, or None when nobody does."""
+    def token_owner(self, token: str) -> tuple[str, str, str] | None:
+        """(project, member, user) holding `token` (user empty for the member's own
+        token), or None when nobody does."""
         digest = token_hash(token)
         rows = self.db.cached_rows(
             ("token", digest),
@@ -135,8 +149,11 @@ class ProjectStore(StoreBase):
             (digest,),
         )
         if not rows or not same_hash(rows[0][2], digest):
-            return None
-        return str(rows[0][0]), str(rows[0][1])
+            return self.user_token_owner(digest)
+        return str(rows[0][0]), str(rows[0][1]), ""
+
+    def user_token_owner(self, digest: bytes) -> tuple[str, str, str] | None:
+        return None  # user_store.UserStore: named users
 
     def members(self, project: str) -> list[str]:
         rows = self.db.query("SELECT name FROM members WHERE project=? ORDER BY name", (project,))
@@ -192,7 +209,25 @@ class ProjectStore(StoreBase):
                 "UPDATE members SET token_hash=? WHERE project=? AND name=?",
                 (unusable, project, member),
             )
-            self.audit.append_in(tx, audit.Event(audit.OPERATOR, "token.revoke", project, member))
+            users = self.revoke_users_in(tx, project, member)
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    audit.OPERATOR,
+                    "token.revoke",
+                    project,
+                    member,
+                    detail={"users_revoked": users} if users else {},
+                ),
+            )
+
+    def revoke_users_in(self, tx: sqlite3.Connection, project: str, member: str) -> list[str]:
+        return []  # user_store.UserStore: named users
+
+    def delete_users_in(
+        self, tx: sqlite3.Connection, project: str, member: str | None = None
+    ) -> int:
+        return 0  # user_store.UserStore: named users
 
     def is_live(self, name: str) -> bool:
         """True for a project that exists and has not expired."""
@@ -201,3 +236,11 @@ class ProjectStore(StoreBase):
         except NotFound:
             return False
         return True
+
+    def live_projects(self) -> list[str]:
+        """The names of every project that has not expired, in order."""
+        rows = self.db.query(
+            "SELECT name FROM projects WHERE erased IS NULL AND expires > ? ORDER BY name",
+            (self.clock(),),
+        )
+        return [r[0] for r in rows]

@@ -1,34 +1,56 @@
-"""Deletion: a member's erasure, and the expiry of whole projects.
+"""Deletion: a member's erasure, and the expiry of whole projects (request references too).
 
 Deletion is real: files are unlinked, rows deleted with `secure_delete` on (freed pages
 are zeroed) and the WAL checkpointed and truncated, so the bytes are gone from the data
-dir, not flagged. The audit log keeps the fact and the counts, never the data.
+dir, not flagged. The named users' rows (officers' names) go too. The audit log keeps the
+fact and the counts, never the data; its earlier entries stay as they are, user names
+included (s.62 logs must say who consulted or disclosed).
 """
 
 from __future__ import annotations
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import Erasure
-from blindmatch.matcher.errors import FailedPrecondition
 from blindmatch.matcher.storage.base import ACTIVE_SQL
 from blindmatch.matcher.storage.project_store import ProjectStore
 from blindmatch.matcher.storage.upload_store import UploadStore
+
+ERASED_DURING_RUN = (
+    "cancelled: a member erased its data while this run was queued or running, so nothing "
+    "it found is stored; start a new run"
+)
 
 
 class RetentionStore(ProjectStore, UploadStore):
     def erase_member(self, project: str, member: str) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
-        Refused while a run is queued or running (it reads the uploads).
+        Erasure wins over runs: a run of the project that is queued or running is cancelled
+        in the same transaction (failed, with `ERASED_DURING_RUN`; `finish_run` then stores
+        nothing of it), so a member starting runs in a loop cannot hold an erasure off.
         """
         with self.db.tx() as tx:
             self.project(project)
             self._require_member(tx, project, member)
-            if tx.execute(
-                f"SELECT 1 FROM runs WHERE project=? AND state IN {ACTIVE_SQL}", (project,)
-            ).fetchone():
-                raise FailedPrecondition(
-                    "a run is in progress in this project; erase again when it has finished"
+            cancelled = [
+                r[0]
+                for r in tx.execute(
+                    f"SELECT id FROM runs WHERE project=? AND state IN {ACTIVE_SQL}", (project,)
+                )
+            ]
+            for run_id in cancelled:
+                tx.execute(
+                    "UPDATE runs SET state='failed', message=? WHERE id=?",
+                    (ERASED_DURING_RUN, run_id),
+                )
+                self.audit.append_in(
+                    tx,
+                    audit.Event(
+                        audit.MATCHER,
+                        "run.failed",
+                        project,
+                        detail={"run_id": run_id, "message": ERASED_DURING_RUN},
+                    ),
                 )
             runs = "SELECT id FROM runs WHERE project=?"
             links = tx.execute(
@@ -38,7 +60,13 @@ class RetentionStore(ProjectStore, UploadStore):
             tx.execute(
                 f"DELETE FROM run_inputs WHERE run_id IN ({runs}) AND member=?", (project, member)
             )
+            tx.execute(  # they point at its rows, or were issued from them
+                "DELETE FROM request_refs WHERE project=? AND (requester=? OR partner=?)",
+                (project, member, member),
+            )
             uploads = self._forget_uploads(tx, project, member)
+            users = self.delete_users_in(tx, project, member)  # their tokens stop working
+            detail = {"uploads": len(uploads), "links": links}
             self.audit.append_in(
                 tx,
                 audit.Event(
@@ -46,7 +74,7 @@ class RetentionStore(ProjectStore, UploadStore):
                     "erase",
                     project,
                     member,
-                    detail={"uploads": len(uploads), "links": links},
+                    detail=detail | ({"users": users} if users else {}),
                 ),
             )
         self._unlink_uploads(uploads)
@@ -65,8 +93,8 @@ class RetentionStore(ProjectStore, UploadStore):
         """Delete every expired project's encodings and results; returns their names.
 
         The project's name, members and token hashes stay (so a late caller is
-        told it expired, and the name is not reused); its uploads, runs and
-        links go, rows and files.
+        told it expired, and the name is not reused); its uploads, runs,
+        links, request references and named users go, rows and files.
         """
         done = []
         for name in self.expired_projects():
@@ -75,7 +103,9 @@ class RetentionStore(ProjectStore, UploadStore):
                 links = tx.execute(f"DELETE FROM links WHERE run_id IN ({runs})", (name,)).rowcount
                 tx.execute(f"DELETE FROM run_inputs WHERE run_id IN ({runs})", (name,))
                 run_count = tx.execute("DELETE FROM runs WHERE project=?", (name,)).rowcount
+                tx.execute("DELETE FROM request_refs WHERE project=?", (name,))
                 uploads = self._forget_uploads(tx, name)
+                users = self.delete_users_in(tx, name)
                 tx.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
                 self.audit.append_in(
                     tx,
@@ -83,7 +113,8 @@ class RetentionStore(ProjectStore, UploadStore):
                         audit.MATCHER,
                         "project.expire",
                         name,
-                        detail={"uploads": len(uploads), "runs": run_count, "links": links},
+                        detail={"uploads": len(uploads), "runs": run_count, "links": links}
+                        | ({"users": users} if users else {}),
                     ),
                 )
             self._unlink_uploads(uploads)

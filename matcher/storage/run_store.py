@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS links_by_member ON links (run_id, member, row);
 
 _RUN_COLUMNS = (
     "id, project, state, stage, work_done, work_total, groups, message, threshold, "
-    "tasks_done, tasks_total"
+    "tasks_done, tasks_total, created"
 )
 _UPLOAD_COLUMNS = "id, project, member, record_count, clk_bits, fingerprint, sha256"
 
@@ -141,6 +141,14 @@ class RunStore(ProjectStore, UploadStore):
             links = conn.execute(_LINKS_SQL, (run.id, member)).fetchall()
         return StoredResults(run, Upload(*upload) if upload else None, links)
 
+    def linked_rows(self, run_id: str, member: str) -> int:
+        """How many of `member`'s rows a finished run linked to some partner (0 once a
+        later run replaced its links)."""
+        rows = self.db.query(
+            "SELECT COUNT(DISTINCT row) FROM links WHERE run_id=? AND member=?", (run_id, member)
+        )
+        return int(rows[0][0])
+
     def latest_run(self, project: str) -> Run | None:
         rows = self.db.query(
             "SELECT id FROM runs WHERE project=? ORDER BY seq DESC LIMIT 1", (project,)
@@ -153,7 +161,9 @@ class RunStore(ProjectStore, UploadStore):
         )
         return [(m, self.upload(u)) for m, u in rows]
 
-    def update_run(self, run_id: str, **fields: object) -> None:
+    def update_run(self, run_id: str, **fields: object) -> bool:
+        """Set a queued or running run's fields; False (nothing set) for one that is not
+        (an erasure cancelled it, or its project expired)."""
         allowed = {
             "state", "stage", "work_done", "work_total", "tasks_done", "tasks_total", "groups",
             "message",
@@ -162,10 +172,15 @@ class RunStore(ProjectStore, UploadStore):
             raise ValueError(f"bad run fields {sorted(fields)}")
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.db.tx() as tx:
-            tx.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), run_id))
+            done = tx.execute(
+                f"UPDATE runs SET {sets} WHERE id=? AND state IN {ACTIVE_SQL}",
+                (*fields.values(), run_id),
+            )
+            return done.rowcount > 0
 
-    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> None:
-        """Store a run's links and mark it done, in one transaction."""
+    def finish_run(self, run_id: str, members: list[str], links: Links, groups: int) -> bool:
+        """Store a run's links and mark it done, in one transaction; False (nothing stored)
+        for a run no longer queued or running."""
         names = np.asarray(members, dtype=object)
         rows = zip(
             itertools.repeat(run_id),
@@ -176,9 +191,11 @@ class RunStore(ProjectStore, UploadStore):
             links.score.tolist(),
         )
         with self.db.tx() as tx:
-            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
-            if found is None:  # its project expired, or its members erased, while it ran
-                return
+            found = tx.execute(
+                f"SELECT project FROM runs WHERE id=? AND state IN {ACTIVE_SQL}", (run_id,)
+            ).fetchone()
+            if found is None:  # its project expired, or an erasure cancelled it, while it ran
+                return False
             # Results always come from the latest finished run: older links are garbage.
             tx.execute(
                 "DELETE FROM links WHERE run_id IN (SELECT id FROM runs WHERE project=?)",
@@ -199,10 +216,14 @@ class RunStore(ProjectStore, UploadStore):
                 ),
             )
         self._collect_garbage()
+        return True
 
     def fail_run(self, run_id: str, message: str) -> None:
+        """Mark a queued or running run failed (one already ended keeps its message)."""
         with self.db.tx() as tx:
-            found = tx.execute("SELECT project FROM runs WHERE id=?", (run_id,)).fetchone()
+            found = tx.execute(
+                f"SELECT project FROM runs WHERE id=? AND state IN {ACTIVE_SQL}", (run_id,)
+            ).fetchone()
             if found is not None:
                 tx.execute(
                     "UPDATE runs SET state='failed', message=? WHERE id=?", (message, run_id)

@@ -17,14 +17,17 @@ append at once in one transaction, one fsync (the audit entries of real-time que
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
+from blindmatch.matcher.storage.datadir import create_private_file
 
 DISK_FULL = "the matcher's disk is full; nothing was stored (what was stored before is intact)"
 DAMAGED = (
@@ -35,6 +38,7 @@ DAMAGED = (
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 T = TypeVar("T")
+log = logging.getLogger("blindmatch.matcher")
 _MISSING = object()
 
 
@@ -89,6 +93,7 @@ class Database:
         self.path = path
         self.lock = threading.RLock()
         self._cache: dict[Hashable, object] = {}
+        create_private_file(path)  # SQLite gives its -wal and -shm the same mode
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             for pragma in pragmas:
@@ -179,10 +184,19 @@ class Database:
             keep=lambda rows: bool(rows) or keep_empty,
         )
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the database and truncate it, so deleted pages leave the WAL."""
+    def checkpoint(self, *, tries: int = 3) -> None:
+        """Fold the WAL into the database and truncate it, so deleted pages leave the WAL.
+
+        A reader in the middle of a snapshot can hold the checkpoint up (SQLite reports it
+        busy after its busy timeout); it is tried again, a bounded number of times, and a
+        checkpoint that still cannot finish is logged (the next one folds the same pages)."""
         with self.lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for attempt in range(tries):
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    return
+                time.sleep(0.05 * (attempt + 1))
+        log.warning("%s: the write-ahead log could not be truncated yet (readers busy)", self.path)
 
 
 class _Ticket:

@@ -5,7 +5,9 @@
     project_store.py    projects, members, token hashes, consent
     upload_store.py     uploads and their CLK files, idempotent retries, a full disk
     run_store.py        runs, their inputs and progress, and their links
+    request_store.py    request references issued from hits, and their resolution
     retention_store.py  erasure of a member, expiry of projects
+    user_store.py       named users under a member, their token hashes
     audit_log.py        the hash-chained audit log (`store.audit`)
 
 Every write goes through one connection under one lock (sqlite.py); every change that
@@ -18,18 +20,33 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from blindmatch.matcher.storage import audit_log, project_store, run_store, upload_store
+from blindmatch.matcher.storage import (
+    audit_log,
+    project_store,
+    request_store,
+    run_store,
+    upload_store,
+    user_store,
+)
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.request_store import RequestStore
 from blindmatch.matcher.storage.retention_store import RetentionStore
-from blindmatch.matcher.storage.run_store import RunStore
 from blindmatch.matcher.storage.sqlite import Database
+from blindmatch.matcher.storage.user_store import UserStore
 
-SCHEMA = project_store.SCHEMA + upload_store.SCHEMA + run_store.SCHEMA + audit_log.SCHEMA
+SCHEMA = (
+    project_store.SCHEMA
+    + upload_store.SCHEMA
+    + run_store.SCHEMA
+    + request_store.SCHEMA
+    + audit_log.SCHEMA
+    + user_store.SCHEMA
+)
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
 
 
-class Store(RunStore, RetentionStore):
+class Store(UserStore, RequestStore, RetentionStore):
     """Everything the batch side keeps, in one data dir.
 
     `min_free_bytes` is the disk space uploads must leave free; `clock` gives
@@ -48,6 +65,7 @@ class Store(RunStore, RetentionStore):
         self.files = DataDir(Path(data_dir))
         self.min_free_bytes = min_free_bytes
         self.clock = clock
+        self.files.check_private()
         self.files.make()
         for leftover in self.files.tmp.iterdir():  # uploads a crash cut short
             leftover.unlink()

@@ -36,7 +36,7 @@ from blindmatch.matcher.core.encodings import Held, check_compatible
 from blindmatch.matcher.domain import Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
-from blindmatch.matcher.storage.datadir import fsync_path, upload_id_of
+from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 
 SCHEMA = """
@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS upload_keys (
 CREATE TABLE IF NOT EXISTS upload_layouts (
     upload_id TEXT PRIMARY KEY,
     field_bits TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_schemas (
+    upload_id TEXT PRIMARY KEY,
+    schema_digest TEXT NOT NULL
 );
 """
 
@@ -141,7 +145,10 @@ def damaged_upload(upload: Upload, reason: str) -> DataLoss:
 
 class UploadStore(StoreBase):
     def new_upload_path(self) -> Path:
-        return self.files.tmp / f"{uuid.uuid4().hex}.part"
+        """A new, empty, owner-only file in `tmp/` for an upload to be written to."""
+        path = self.files.tmp / f"{uuid.uuid4().hex}.part"
+        create_private_file(path)
+        return path
 
     def ensure_room(self, nbytes: int) -> None:
         """Refuse an upload of `nbytes` that would leave less than `min_free_bytes` free."""
@@ -166,9 +173,11 @@ class UploadStore(StoreBase):
         return self.upload(rows[0][0]) if rows else None
 
     def current_uploads(self, project: str) -> dict[str, Upload]:
+        """Each member's current upload, earliest first (the first set the encoding)."""
         rows = self.db.cached_rows(
             ("uploads", project),
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE project=? AND current=1",
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE project=? AND current=1 "
+            "ORDER BY created, id",
             (project,),
             keep_empty=True,
         )
@@ -187,6 +196,7 @@ class UploadStore(StoreBase):
         client_upload_id: str = "",
         field_bits: tuple[int, ...] = (),
         fallback_bits: int = 0,
+        schema_digest: str = "",
     ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
 
@@ -256,6 +266,10 @@ class UploadStore(StoreBase):
                     tx.execute(
                         "INSERT INTO upload_layouts VALUES (?,?)",
                         (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}"),
+                    )
+                if schema_digest:  # for naming what differs when another upload is refused
+                    tx.execute(
+                        "INSERT INTO upload_schemas VALUES (?,?)", (upload.id, schema_digest)
                     )
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
@@ -332,6 +346,13 @@ class UploadStore(StoreBase):
         )
         return str(rows[0][0]) if rows else ""
 
+    def schema_digest(self, upload_id: str) -> str:
+        """The SHA-256 of the schema an upload was made with, as its client sent it; ""."""
+        rows = self.db.query(
+            "SELECT schema_digest FROM upload_schemas WHERE upload_id=?", (upload_id,)
+        )
+        return str(rows[0][0]) if rows else ""
+
     def field_bits(self, upload_id: str) -> tuple[int, ...]:
         """Segment sizes of a field-level upload; () for a record-level one."""
         layout = self._layout(upload_id)
@@ -372,6 +393,7 @@ class UploadStore(StoreBase):
         tx.execute(f"DELETE FROM uploads WHERE {where}", args)
         tx.execute(f"DELETE FROM upload_keys WHERE {where}", args)
         tx.executemany("DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads])
+        tx.executemany("DELETE FROM upload_schemas WHERE upload_id=?", [(u,) for u in uploads])
         return uploads
 
     def _unlink_uploads(self, uploads: list[str]) -> None:

@@ -1,7 +1,9 @@
 """Reading the audit log: the operator's whole log or a member's view, and verification.
 
-Every read is itself recorded (`audit.export`, `audit.verify`). A member sees only the
-entries that concern it, with other actors' purposes withheld (core/audit.py).
+Every read is itself recorded (`audit.export`, `audit.verify`). A member sees its view
+(core/audit.py: `member_entries`): its own actions, what was done to it, project-wide
+events without other members' overlaps, and its partners' disclosures about its records
+only as one line per partner per closed UTC day.
 """
 
 from __future__ import annotations
@@ -15,18 +17,24 @@ _HEX = frozenset("0123456789abcdef")
 
 def export_audit(store: Store, caller: str, project: str, after: int) -> list[audit.Entry]:
     """The entries `caller` (audit.OPERATOR, or a member of `project`) may see."""
-    entries = store.audit.entries(project=project, after=after)
     if caller != audit.OPERATOR:
         store.project(project)  # expired: NotFound, like every member call
-        entries = [
-            audit.member_view(e, caller) for e in entries if audit.concerns(e, project, caller)
-        ]
+        # Recorded first, so that the view holds an entry after every day that has ended
+        # (where that day's partner-disclosure lines are placed).
+        store.audit.append(
+            audit.Event(caller, "audit.export", project, caller, detail={"after_seq": after})
+        )
+        seen = audit.member_entries(
+            store.audit.entries(project=project), project, caller, store.clock()
+        )
+        return [e for e in seen if e.seq > after]
+    entries = store.audit.entries(project=project, after=after)
     store.audit.append(
         audit.Event(
             caller,
             "audit.export",
             project,
-            "" if caller == audit.OPERATOR else caller,
+            "",
             detail={"after_seq": after, "entries": len(entries)},
         )
     )

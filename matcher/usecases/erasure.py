@@ -2,7 +2,8 @@
 
 Its uploads (rows and files), every result row that involves its records, in its own
 results and its partners', and its standing index; the audit log keeps the fact and the
-counts. Refused while a run of the project is queued or running (it reads the uploads).
+counts. Erasure wins over runs: a run of the project that is queued or running is
+cancelled (`RetentionStore.erase_member`), and stores nothing when it ends.
 """
 
 from __future__ import annotations

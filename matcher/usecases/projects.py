@@ -24,8 +24,10 @@ from blindmatch.matcher.domain import (
     Upload,
     valid_name,
 )
-from blindmatch.matcher.errors import InvalidArgument
+from blindmatch.matcher.errors import InvalidArgument, NotFound
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.run_requests import as_seen_by
+from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -41,6 +43,7 @@ class ProjectRequest:
     blocking: str = "auto"
     require_purpose: bool = False
     expires: float | None = None
+    require_users: bool = False
 
 
 def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict[str, str]]:
@@ -80,6 +83,7 @@ def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict
         request.blocking,
         require_purpose=request.require_purpose,
         expires=expires,
+        require_users=request.require_users,
     )
     log.info("project %s created with members %s", name, ", ".join(members))
     return store.project(name), tokens
@@ -121,36 +125,67 @@ class MemberStatus:
 
 @dataclass(frozen=True)
 class ProjectView:
-    """What a member sees of its project: settings, partners' upload status, the latest run."""
+    """A project as a member (or, with `member` empty, the operator) sees it: settings,
+    members' upload status, the encoding fingerprint id, the latest run."""
 
     project: Project
-    member: str
+    member: str  # empty: the operator
     clk_bits: int  # of the project's uploads; 0 before the first
     members: list[MemberStatus]
     latest_run: Run | None
+    fingerprint_id: str = ""  # of the earliest current upload; "" before any
+    fingerprint_from: str = ""  # the member whose upload that is
 
 
-def describe(store: Store, project_name: str, member: str) -> ProjectView:
-    """The project as `member` sees it; recorded (it discloses partners' upload status)."""
-    project = store.project(project_name)
-    uploads = store.current_uploads(project.name)
-    view = ProjectView(
+def _view(store: Store, project: Project, member: str) -> ProjectView:
+    """The latest run as `member` may see it (`run_requests.as_seen_by`); as it is for the
+    operator (`member` empty)."""
+    uploads = store.current_uploads(project.name)  # earliest first
+    first = next(iter(uploads.values()), None)
+    latest = store.latest_run(project.name)
+    if latest is not None and member:
+        latest = as_seen_by(store, latest, member)
+    return ProjectView(
         project,
         member,
-        next(iter(uploads.values())).clk_bits if uploads else 0,
+        first.clk_bits if first else 0,
         [
             MemberStatus(name, uploads.get(name), consent)
             for name, consent in store.consents(project.name).items()
         ],
-        store.latest_run(project.name),
+        latest,
+        fingerprint_id(first.fingerprint) if first else "",
+        first.member if first else "",
     )
+
+
+def describe(store: Store, project_name: str, member: str) -> ProjectView:
+    """The project as `member` sees it; recorded (it discloses partners' upload status).
+    The latest run as the member may see it (`run_requests.as_seen_by`)."""
+    project = store.project(project_name)
+    view = _view(store, project, member)
     store.audit.append(
         audit.Event(
             member,
             "project.describe",
             project.name,
             member,
-            disclosed={p: "upload status" for p in uploads if p != member},
+            disclosed={
+                m.name: "upload status" for m in view.members if m.upload and m.name != member
+            },
         )
     )
     return view
+
+
+def list_projects(store: Store, project_name: str = "") -> list[ProjectView]:
+    """The operator's view of every live project, or of one (NotFound when it is not live).
+    Nothing a member holds is disclosed to a member, so nothing is recorded."""
+    names = [store.project(project_name).name] if project_name else store.live_projects()
+    views = []
+    for name in names:
+        try:
+            views.append(_view(store, store.project(name), ""))
+        except NotFound:  # expired between the listing and now
+            continue
+    return views

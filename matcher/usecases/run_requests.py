@@ -1,13 +1,18 @@
 """What members ask of batch runs: start one (or get the one already under way), and
-follow its progress until it is done or has failed."""
+follow its progress until it is done or has failed. A member sees a run as `as_seen_by`
+shows it: not the run's groups (how many subjects all members share, which tells a member
+about overlaps between others), but how many of its own records a partner holds, where its
+disclosure level lets it count that."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
 
-from blindmatch.matcher.domain import DAY, DONE, FAILED, Run
+from blindmatch.matcher.core.disclose import effective_levels
+from blindmatch.matcher.domain import DAY, DONE, FAILED, Level, Run
 from blindmatch.matcher.errors import FailedPrecondition, NotFound
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.runs import RunManager
@@ -16,6 +21,18 @@ log = logging.getLogger("blindmatch.matcher")
 
 # How long a follower waits for progress before it looks again.
 FOLLOW_POLL_SECONDS = 0.5
+
+
+def as_seen_by(store: Store, run: Run, member: str) -> Run:
+    """`run` as `member` may see it: `groups` is the number of its own records some partner
+    holds, when it can work that out from its results anyway (every partner at `hits` or
+    above, or a single partner); otherwise 0."""
+    if run.state != DONE or not run.groups:
+        return dataclasses.replace(run, groups=0)
+    project = store.project(run.project)
+    levels = effective_levels(project.disclosure, store.consents(project.name), member)
+    own = len(levels) <= 1 or all(level >= Level.HITS for level in levels.values())
+    return dataclasses.replace(run, groups=store.linked_rows(run.id, member) if own else 0)
 
 
 def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +35,30 @@ from blindmatch.matcher.core.executor import (
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.domain import ACTIVE
 from blindmatch.matcher.errors import DataLoss
 from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
+
+# What members (and the audit log) are told of a run that failed for a reason of the
+# matcher's own: the exception itself, which may name the matcher's files, is in its log.
+INTERNAL_FAILURE = (
+    "internal error on the matcher; nothing of this run was stored. The operator's log has "
+    "the details (run {run_id})"
+)
+# A URL of a file (file://, s3://, ...), not a Dask scheduler's address (tcp://, tls://),
+# which the message names so that the operator can be told which one failed.
+_URL = re.compile(
+    r"\b(?!(?:tcp|tls|ws|wss|inproc|ucx)://)[a-z][a-z0-9+.-]*://[^\s'\"),;]+", re.IGNORECASE
+)
+_PATH = re.compile(r"(?<![\w.~:/-])(?:~|\.{1,2})?/[^\s'\"),;:]+")
+
+
+def without_locations(message: str) -> str:
+    """A failure's message as a member may read it: the matcher's file paths and URLs
+    (a data dir, a worker's file://...) replaced by what they are."""
+    return _PATH.sub("[a path on the matcher]", _URL.sub("[a location on the matcher]", message))
 
 
 BLOCKING = ("auto", "exhaustive", "lsh")
@@ -175,14 +196,17 @@ class RunManager:
                 self._execute(run_id)
             except (DataLoss, ClusterError) as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
-                self.store.fail_run(run_id, str(exc))
-            except Exception as exc:  # a failed run must not stop the loop
+                self.store.fail_run(run_id, without_locations(str(exc)))
+            except Exception:  # a failed run must not stop the loop
                 log.exception("run %s failed", run_id)
-                self.store.fail_run(run_id, f"internal error: {exc}")
+                self.store.fail_run(run_id, INTERNAL_FAILURE.format(run_id=run_id))
             self._notify()
 
     def _execute(self, run_id: str) -> None:
         run = self.store.run(run_id)
+        if run.state not in ACTIVE:  # cancelled by an erasure while it was queued
+            log.info("run %s was cancelled before it started: %s", run_id, run.message)
+            return
         inputs = self.store.run_inputs(run_id)
         members = [m for m, _ in inputs]
         datasets = [self.store.verified_clks(u) for _, u in inputs]
@@ -223,7 +247,9 @@ class RunManager:
         for (_, upload), clks in zip(inputs, datasets, strict=True):
             self.store.verify_again(upload, clks)  # no file changed under the run
         self.store.update_run(run_id, stage="store")
-        self.store.finish_run(run_id, members, result.links, result.groups)
+        if not self.store.finish_run(run_id, members, result.links, result.groups):
+            log.info("run %s finished after it was cancelled: nothing of it is stored", run_id)
+            return
         log.info(
             "run %s done: %d comparisons (%s), %d shared subjects",
             run_id,

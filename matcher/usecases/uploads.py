@@ -17,15 +17,22 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from blindmatch.matcher.core.encodings import check_clk_bits, check_fingerprint
+from blindmatch.matcher.core.encodings import (
+    Held,
+    check_clk_bits,
+    check_compatible,
+    check_fingerprint,
+)
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_RECORDS,
+    Encoding,
     retried_upload,
 )
 from blindmatch.matcher.errors import InvalidArgument, ResourceExhausted
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 from blindmatch.matcher.storage.store import Store
+from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -42,6 +49,7 @@ class UploadHeader:
     client_upload_id: str = ""
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
+    schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,40 @@ def check_header(header: UploadHeader) -> str:
             "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
             "record-level CLKs (no field_bits)"
         )
+    schema = header.schema_digest
+    if schema and (len(schema) != 64 or set(schema) - _HEX):
+        raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
     key = header.client_upload_id
     if key and not CLIENT_UPLOAD_ID_RE.fullmatch(key):
         raise InvalidArgument(
             "header.client_upload_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
         )
     return sha256
+
+
+def check_matches_project(store: Store, header: UploadHeader, member: str) -> None:
+    """Refuse, before a byte of CLKs is read, encodings that differ from the project's:
+    named by the member whose upload set them (the earliest current one of another
+    member) and both fingerprint ids. (Storage checks again when committing.)"""
+    others = [(m, u) for m, u in store.current_uploads(header.project).items() if m != member]
+    if not others:
+        return
+    first_member, first = others[0]
+    also = [m for m, _ in others[1:]]
+    matching = f"; {', '.join(also)} {'match' if len(also) > 1 else 'matches'} it" if also else ""
+    check_compatible(
+        Encoding(header.clk_bits, header.fingerprint),
+        [
+            Held(
+                f"{first_member}'s upload (the first in this project{matching})",
+                first.encoding,
+                ident=fingerprint_id(first.fingerprint),
+                schema_digest=store.schema_digest(first.id),
+            )
+        ],
+        ident=fingerprint_id(header.fingerprint),
+        schema_digest=header.schema_digest,
+    )
 
 
 def receive_upload(
@@ -101,6 +137,7 @@ def receive_upload(
         retried_upload(earlier, key, sha256=sha256, record_count=count, clk_bits=bits)
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
+    check_matches_project(store, header, member)
     clk_bytes = bits // 8
     if count * clk_bytes > max_upload_bytes:
         raise ResourceExhausted(
@@ -145,6 +182,7 @@ def receive_upload(
             client_upload_id=key,
             field_bits=header.field_bits,
             fallback_bits=header.fallback_bits,
+            schema_digest=header.schema_digest,
         )
     except OSError as exc:
         if disk_full(exc):

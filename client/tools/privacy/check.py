@@ -45,7 +45,6 @@ from blindmatch.client.tools.privacy.attacks import (
     clustering_threshold,
     frequency_alignment,
     pattern_mining,
-    qgram_alignment,
     unpack,
 )
 from blindmatch.client.tools.privacy.frequencies import FrequencyList
@@ -56,6 +55,7 @@ from blindmatch.client.tools.privacy.graphcheck import (
     sample,
 )
 from blindmatch.client.tools.privacy.plot import plot, write_outputs
+from blindmatch.client.tools.privacy.qgram import qgram_alignment
 
 Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram", "graph")

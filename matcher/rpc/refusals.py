@@ -1,0 +1,123 @@
+"""Refused requests (a bad token, bad input): logged, rate-limited, and counted.
+
+Every call the matcher refuses with one of `COUNTED` passes through `Refusals.note`:
+
+- the server log gets one WARNING line (the RPC, the caller as far as it is known, the
+  peer's address, the status and the message sent back; never a token, which no message
+  carries), at most `LOG_BURST` lines a minute: past that, one line says the rest of the
+  minute is counted, not logged, and the next minute's first line says how many were not
+  logged. A flood of bad tokens cannot fill the disk through the log;
+- the counts go to the query volume log (index.sqlite), one row per project, caller and
+  status every `FLUSH_SECONDS` at most (not a row per refusal, so a flood cannot fill the
+  database either), where `admin query-report` shows them: a member's refused requests on
+  its own row, a token nobody holds (naming the project) on the row `UNKNOWN_CALLER`.
+  Counts for a project that does not exist are dropped when they are written.
+
+Busy and quota refusals (RESOURCE_EXHAUSTED) and the right request at the wrong moment
+(FAILED_PRECONDITION, ALREADY_EXISTS) are not refusals of this kind: quotas have their own
+log (realtime/querylog.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from blindmatch.matcher.domain import REFUSED_REQUEST, QueryRecord
+
+log = logging.getLogger("blindmatch.matcher")
+
+COUNTED = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND", "OUT_OF_RANGE"}
+)
+LOG_BURST = 20  # log lines a minute
+LOG_WINDOW = 60.0
+FLUSH_SECONDS = 10.0
+MAX_KEYS = 10_000  # (project, caller, status) counts held between two writes
+MAX_MESSAGE = 300  # characters of the refusal's message logged
+UNKNOWN_CALLER = "(no valid token)"
+
+
+class Refusals:
+    """Notes refused requests; `sink` writes counted ones (QueryRecords of kind
+    `REFUSED_REQUEST`, `records` = how many), `known` says whether a project exists."""
+
+    def __init__(
+        self,
+        sink: Callable[[Sequence[QueryRecord]], None] | None = None,
+        known: Callable[[str], bool] = lambda _: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._known = known
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self.totals: Counter[str] = Counter()  # status -> refusals since start
+        self._window = clock()
+        self._logged = self._unlogged = 0
+        self._flushed = clock()
+
+    def note(
+        self, *, method: str, status: str, message: str, project: str, member: str, peer: str
+    ) -> None:
+        if status not in COUNTED:
+            return
+        who = f"{project or '?'}/{member}" if member else UNKNOWN_CALLER
+        now = self._clock()
+        with self._lock:
+            self.totals[status] += 1
+            key = (project, member or UNKNOWN_CALLER, status)
+            if project and (key in self._counts or len(self._counts) < MAX_KEYS):
+                self._counts[key] += 1
+            unlogged = 0
+            if now - self._window >= LOG_WINDOW:
+                unlogged, self._unlogged = self._unlogged, 0
+                self._window, self._logged = now, 0
+            self._logged += 1
+            burst_ends = self._logged == LOG_BURST + 1
+            logs = self._logged <= LOG_BURST
+            if not logs:
+                self._unlogged += 1
+            due = now - self._flushed >= FLUSH_SECONDS
+        if unlogged:
+            log.warning("%d more refused requests in the last minute were not logged", unlogged)
+        if logs:
+            log.warning(
+                "refused %s from %s at %s: %s %s",
+                method.rsplit("/", 1)[-1],
+                who,
+                peer,
+                status,
+                message[:MAX_MESSAGE],
+            )
+        elif burst_ends:
+            log.warning(
+                "over %d refused requests this minute: the rest are counted, not logged",
+                LOG_BURST,
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the counts gathered since the last write (for projects that exist)."""
+        now = self._clock()
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+            self._flushed = now
+        if self._sink is None or not counts:
+            return
+        known = {p for p in {p for p, _, _ in counts} if self._known(p)}
+        records = [
+            QueryRecord(now, project, member, REFUSED_REQUEST, "", n, refused=status)
+            for (project, member, status), n in sorted(counts.items())
+            if project in known
+        ]
+        if records:
+            try:
+                self._sink(records)
+            except Exception:  # a full disk, say: the counts are lost, the log has the lines
+                log.exception("could not record %d refused requests", sum(counts.values()))

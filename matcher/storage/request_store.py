@@ -1,0 +1,161 @@
+"""Request references (core/references.py): issued against the latest finished run, kept
+until resolved or not, deleted with the project's data or either member's erasure.
+
+Issuing reads the run, the member's upload and its links, stores the references and
+appends the audit entry in one transaction; resolving checks the caller is the partner
+the reference was issued for and appends its entry in the same transaction it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.references import RequestRef, new_reference, referable
+from blindmatch.matcher.domain import Level
+from blindmatch.matcher.errors import FailedPrecondition, NotFound, PermissionDenied
+from blindmatch.matcher.storage.run_store import RunStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS request_refs (
+    reference TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    partner TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    partner_rows TEXT NOT NULL,
+    partner_sha256 TEXT NOT NULL,
+    issued REAL NOT NULL,
+    resolved REAL
+);
+CREATE INDEX IF NOT EXISTS request_refs_by_project ON request_refs (project);
+"""
+
+_INPUT_SHA = (
+    "SELECT u.sha256 FROM run_inputs ri JOIN uploads u ON u.id=ri.upload_id "
+    "WHERE ri.run_id=? AND ri.member=?"
+)
+
+
+class RequestStore(RunStore):
+    def issue_refs(
+        self,
+        project: str,
+        member: str,
+        rows: list[int],
+        partner: str,
+        upload_sha256: str,
+        levels: Mapping[str, Level],
+        project_level: Level,
+        purpose: str,
+    ) -> tuple[str, dict[str, str]]:
+        """References for `member`'s record at `rows` (of its upload `upload_sha256`): the
+        latest finished run's id, and partner -> reference."""
+        with self.db.tx() as tx:
+            latest = tx.execute(
+                "SELECT id FROM runs WHERE project=? AND state='done' ORDER BY seq DESC LIMIT 1",
+                (project,),
+            ).fetchone()
+            if latest is None:
+                raise FailedPrecondition(
+                    "no finished run in this project yet; start one with `blindmatch run`"
+                )
+            run_id = latest[0]
+            own = tx.execute(_INPUT_SHA, (run_id, member)).fetchone()
+            if own is None:
+                raise FailedPrecondition(
+                    f"the latest run ({run_id}) holds no data of yours (you erased it)"
+                )
+            if own[0] != upload_sha256.lower():
+                raise FailedPrecondition(
+                    f"upload_sha256: the latest run ({run_id}) used a different upload of "
+                    "yours than this encoded folder; pass the --encoded folder that was "
+                    "uploaded for it"
+                )
+            marks = ",".join("?" * len(rows))
+            links = tx.execute(
+                f"SELECT row, partner, partner_row FROM links WHERE run_id=? AND member=? "
+                f"AND row IN ({marks})",
+                (run_id, member, *rows),
+            ).fetchall()
+            found = referable(links, partner, levels, project_level)
+            now = self.clock()
+            refs: dict[str, str] = {}
+            for p, partner_rows in found.items():
+                theirs = tx.execute(_INPUT_SHA, (run_id, p)).fetchone()
+                if theirs is None:  # erased since (its links would have gone too)
+                    continue
+                refs[p] = new_reference()
+                tx.execute(
+                    "INSERT INTO request_refs VALUES (?,?,?,?,?,?,?,?,NULL)",
+                    (
+                        refs[p], project, member, p, run_id,
+                        ",".join(map(str, partner_rows)), theirs[0], now,
+                    ),
+                )  # fmt: skip
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    member,
+                    "request.issue",
+                    project,
+                    member,
+                    purpose=purpose,
+                    detail={"run_id": run_id, "references": refs},
+                ),
+            )
+        return run_id, refs
+
+    def resolve_ref(self, project: str, member: str, reference: str, purpose: str) -> RequestRef:
+        """The reference, once `member` is found to be the partner it was issued for and
+        the resolution is in the audit log."""
+        with self.db.tx() as tx:
+            row = tx.execute(
+                "SELECT reference, project, requester, partner, run_id, partner_rows, "
+                "partner_sha256, issued FROM request_refs WHERE reference=? AND project=?",
+                (reference, project),
+            ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"reference: no request reference {reference} in project {project!r} (check "
+                    "it was copied whole and names this project; references go when the "
+                    "project expires or either member erases its data)"
+                )
+            reference, _, requester, partner, run_id, rows, sha256, issued = row
+            ref = RequestRef(
+                reference,
+                project,
+                requester,
+                partner,
+                run_id,
+                tuple(int(r) for r in rows.split(",")),
+                sha256,
+                issued,
+            )
+            if ref.partner != member:
+                mine = " (you issued it)" if ref.requester == member else ""
+                raise PermissionDenied(
+                    f"reference: {reference} is addressed to another member{mine}; only the "
+                    "member it was issued for can resolve it"
+                )
+            tx.execute(
+                "UPDATE request_refs SET resolved=? WHERE reference=?", (self.clock(), reference)
+            )
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    member,
+                    "request.resolve",
+                    project,
+                    member,
+                    purpose=purpose,
+                    disclosed={ref.requester: "request reference"},
+                    detail={
+                        "reference": reference,
+                        "run_id": ref.run_id,
+                        "requester": ref.requester,
+                        "records": len(ref.partner_rows),
+                    },
+                ),
+            )
+        return ref

@@ -1,0 +1,58 @@
+"""From a hit to a formal request: request references issued and resolved (both audited).
+
+The rules are core/references.py; storage/request_store.py keeps references and appends
+each audit entry in the transaction that issues or resolves them. Both steps take a
+purpose, required where the project requires one for results.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.disclose import effective_levels
+from blindmatch.matcher.core.references import MAX_ROWS, RequestRef, check_reference
+from blindmatch.matcher.errors import InvalidArgument
+from blindmatch.matcher.storage.store import Store
+
+log = logging.getLogger("blindmatch.matcher")
+
+
+def issue(
+    store: Store,
+    project_name: str,
+    member: str,
+    rows: list[int],
+    partner: str,
+    upload_sha256: str,
+    purpose: str,
+) -> tuple[str, dict[str, str]]:
+    """References to `member`'s record at `rows` for `partner` (or for every partner
+    holding it): the run's id and partner -> reference."""
+    project = store.project(project_name)
+    purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
+    if not rows:
+        raise InvalidArgument("rows: required (the row positions of your record)")
+    if len(rows) > MAX_ROWS:
+        raise InvalidArgument(f"rows: {len(rows)} rows; at most {MAX_ROWS} for one record")
+    if not upload_sha256:
+        raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
+    if partner and (partner == member or partner not in store.members(project.name)):
+        raise InvalidArgument(f"partner: {partner!r} is not another member of this project")
+    levels = effective_levels(project.disclosure, store.consents(project.name), member)
+    run_id, refs = store.issue_refs(
+        project.name, member, rows, partner, upload_sha256, levels, project.disclosure, purpose
+    )
+    log.info("%s/%s: %d request reference(s) issued", project.name, member, len(refs))
+    return run_id, refs
+
+
+def resolve(
+    store: Store, project_name: str, member: str, reference: str, purpose: str
+) -> RequestRef:
+    """The reference addressed to `member`: its own rows the requester's record matched."""
+    project = store.project(project_name)
+    purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
+    ref = store.resolve_ref(project.name, member, check_reference(reference), purpose)
+    log.info("%s/%s: request reference resolved", project.name, member)
+    return ref

@@ -1,0 +1,416 @@
+"""Attacks from the outside security review (issue 16) by someone on the matcher's host or
+at a member's machine, each mounted against a real matcher and real files, and shown to
+do no harm now."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from benchmarks.cliflow import BLINDMATCH, ROOT
+from benchmarks.faults import Server, free_port
+from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
+from blindmatch.cli import main
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.errors import BusyError, MatcherError
+from blindmatch.client.remote.retry import NO_RETRY
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.support import (
+    HOUR,
+    Clock,
+    Matcher,
+    Org,
+    auth,
+    db_rows,
+    encode_all,
+    encode_cli,
+    start,
+)
+
+CLKS = population(1, 60, 0.0, seed=16)[0].clks
+
+
+def index_puts(start: int, n: int) -> list[tuple[str, bytes]]:
+    return [(f"r{i}", CLKS[i].tobytes()) for i in range(start, start + n)]
+
+
+def found_in_data_dir(data_dir: Path, clks: list[bytes]) -> list[str]:
+    """Every file of the data dir holding any of `clks`, byte for byte (as `grep -r` would)."""
+    found = []
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        hits = sum(1 for clk in clks if clk in content)
+        if hits:
+            found.append(f"{path.relative_to(data_dir)}: {hits} of {len(clks)} CLKs")
+    return found
+
+
+# -- 3. erasure and expiry leave no encoding on disk -----------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_an_erased_index_and_upload_leave_no_clk_in_any_file(
+    served: Server, tmp_path: Path
+) -> None:
+    with MatcherClient(served.target, served.admin_token) as op:
+        tokens = op.create_project("p", ["north", "south"]).tokens
+    puts = index_puts(0, 40)
+    uploaded = population(1, 20, 0.0, seed=61)[0]
+    with MatcherClient(served.target, tokens["north"]) as north:
+        north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+        north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, removes=["r0"])
+        north.upload("p", write(uploaded, tmp_path / "north.encoded"))
+    erased = [clk for _, clk in puts] + [row.tobytes() for row in uploaded.clks]
+    assert found_in_data_dir(served.data_dir, erased)  # the test can see them when present
+
+    with MatcherClient(served.target, tokens["north"]) as north:
+        north.erase("p")
+    assert found_in_data_dir(served.data_dir, erased) == []  # at once, the server running
+    served.kill()  # SIGKILL right after the acknowledgement: nothing left to flush
+    assert found_in_data_dir(served.data_dir, erased) == []
+    served.start()  # a restart replays whatever SQLite kept
+    try:
+        assert found_in_data_dir(served.data_dir, erased) == []
+        with MatcherClient(served.target, tokens["north"]) as north:
+            assert north.list_index("p") == {}
+    finally:
+        served.stop()
+    assert found_in_data_dir(served.data_dir, erased) == []
+
+
+@pytest.mark.server
+def test_an_expired_projects_index_leaves_no_clk_in_any_file(tmp_path: Path) -> None:
+    clock = Clock()
+    matcher = start(tmp_path / "data", clock)
+    try:
+        with matcher.operator() as op:
+            tokens = op.create_project(
+                "short", ["north", "south"], expires_unix=int(clock.now + HOUR)
+            ).tokens
+        puts = index_puts(0, 40)
+        with matcher.member(tokens["north"]) as north:
+            north.change_index("short", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+        indexed = [clk for _, clk in puts]
+        assert found_in_data_dir(matcher.data_dir, indexed)
+        clock.advance(2 * HOUR)
+        assert matcher.server.sweeper.sweep() == ["short"]
+        deadline = time.monotonic() + 10  # the index goes on the sweep's own hook
+        while found_in_data_dir(matcher.data_dir, indexed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert found_in_data_dir(matcher.data_dir, indexed) == []
+    finally:
+        matcher.server.stop(grace=None)
+    assert found_in_data_dir(matcher.data_dir, indexed) == []
+
+
+# -- 4. the data dir, and what the client writes, are their owner's only --------------------
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """A common umask that lets others read new files (022); child processes inherit it."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def open_to_others(root: Path) -> list[str]:
+    """Every folder not 0700 and file not 0600 under `root` (and `root` itself)."""
+    found = []
+    for path in [root, *sorted(root.rglob("*"))]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found.append(f"{path.relative_to(root.parent)}: {mode:04o}")
+    return found
+
+
+@pytest.mark.slow
+def test_the_data_dir_and_its_backup_are_owner_only_whatever_the_umask(
+    loose_umask: None, tmp_path: Path
+) -> None:
+    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    try:
+        with MatcherClient(server.target, server.admin_token) as op:
+            tokens = op.create_project("p", ["north", "south"]).tokens
+        with MatcherClient(server.target, tokens["north"]) as north:
+            north.upload("p", write(population(1, 20, 0.0, seed=4)[0], tmp_path / "n.encoded"))
+            north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                               puts=index_puts(0, 10))  # fmt: skip
+        names = {p.name for p in server.data_dir.rglob("*")}
+        for name in ("blindmatch.sqlite-wal", "blindmatch.sqlite-shm", "index.sqlite-wal",
+                     "index.sqlite-shm", "audit.key", "clks", "tmp"):  # fmt: skip
+            assert name in names  # every kind of file is there to be checked
+        assert any(n.endswith(".bin") for n in names)
+        assert open_to_others(server.data_dir) == []
+        done = subprocess.run(
+            [*BLINDMATCH, "admin", "backup", "--data-dir", str(server.data_dir),
+             "--out", str(tmp_path / "backup"), "--key-out", str(tmp_path / "audit.key")],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert open_to_others(tmp_path / "backup") == []
+        assert stat.S_IMODE((tmp_path / "audit.key").stat().st_mode) == 0o600
+    finally:
+        server.stop()
+    assert open_to_others(server.data_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loosen", ["", "blindmatch.sqlite", "clks"])
+def test_serve_refuses_a_data_dir_others_can_read_and_says_how_to_fix_it(
+    tmp_path: Path, loosen: str
+) -> None:
+    data = tmp_path / "data"
+    server = Server(data, free_port(), "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    server.stop()
+    (data / loosen).chmod(0o755 if (data / loosen).is_dir() else 0o644)
+    refused = subprocess.run(
+        [*BLINDMATCH, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "bm_op"},
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "is open to other users" in refused.stderr
+    assert f"chmod -R go-rwx {data}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    subprocess.run(["chmod", "-R", "go-rwx", str(data)], check=True)  # the fix it gives works
+    server.start()
+    server.stop()
+
+
+def test_what_the_client_writes_is_owner_only_whatever_the_umask(
+    loose_umask: None,
+    matcher: Matcher,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()  # 0755: the folder the user chose is the user's business
+    assert main(["secret", "new", str(out / "linkage.secret")]) == 0
+    assert encode_cli(orgs["north"], out / "linkage.secret", out / "north.encoded") == 0
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    args = ["project", "create", "p", "--members", "north,south", "--server", matcher.target]
+    assert main([*args, "--tokens-dir", str(out / "tokens")]) == 0
+    said = capsys.readouterr().out
+    token = (out / "tokens" / "north.token").read_text().strip()
+    assert token.startswith("bm_") and token not in said  # in the file, not on the terminal
+    assert main(["project", "rotate-token", "p", "--member", "south", "--server", matcher.target,
+                 "--tokens-dir", str(out / "tokens")]) == 0  # fmt: skip
+    # Main's named users and audit files, through the token files: owner-only too.
+    net = ["--project", "p", "--server", matcher.target]
+    north = ["--token-file", str(out / "tokens" / "north.token")]
+    user = out / "pc-1.token"
+    assert main(["user", "add", "pc-1", *net, *north, "--out", str(user)]) == 0
+    assert user.read_text().strip() not in capsys.readouterr().out
+    pc1 = ["--token-file", str(user)]
+    assert main(["project", "show", *net, *pc1]) == 0
+    assert "you are north, user pc-1" in capsys.readouterr().out
+    for fmt in ("csv", "html"):
+        assert main(["audit", "export", *net, *pc1, "--format", fmt,
+                     "--out", str(out / f"audit.{fmt}")]) == 0  # fmt: skip
+    assert main(["audit", "report", *net, *north, "--format", "html",
+                 "--out", str(out / "who.html")]) == 0  # fmt: skip
+    assert "pc-1" in (out / "who.html").read_text()  # the user's look, named
+    made = ("linkage.secret", "north.encoded", "tokens", "pc-1.token", "audit.csv", "audit.html",
+            "who.html")  # fmt: skip
+    for name in made:
+        assert open_to_others(out / name) == [], name
+
+
+# -- 9h. a failed run tells members nothing of the matcher's files --------------------------
+
+
+def test_a_failed_runs_message_carries_no_server_path(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    encoded = encode_all(orgs, tmp_path)
+    for name, enc in encoded.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", enc)
+    # A fault of the matcher's own, whose exception names its file: a CLK file that is a
+    # symbolic link to itself (stat fails with ELOOP and the full path).
+    (clk,) = [p for p in (matcher.data_dir / "clks").iterdir() if p.name.endswith(".bin")][:1]
+    clk.unlink()
+    clk.symlink_to(clk)
+    with matcher.member(project.tokens["north"]) as north:
+        run = north.start_run("trial")
+        last = list(north.watch_run("trial", run.run_id))[-1]
+        entries = [str(e) for e in north.audit("trial")]
+    assert last.state == "failed"
+    assert "internal error on the matcher" in last.message and "operator's log" in last.message
+    for told in (last.message, *entries):
+        assert str(matcher.data_dir) not in told and "clks" not in told and "Errno" not in told
+
+
+# -- 9c. refused requests are logged (never the token), rate-limited, and counted ----------
+
+
+@pytest.mark.slow
+def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported(
+    served: Server, tmp_path: Path
+) -> None:
+    with MatcherClient(served.target, served.admin_token) as op:
+        tokens = op.create_project("p", ["north", "south"]).tokens
+    bogus = "bm_" + secrets.token_urlsafe(24)  # a guessed token, as a stranger would send
+    began = time.monotonic()
+    with grpc.insecure_channel(served.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        for _ in range(120):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.DescribeProject(pb.DescribeProjectRequest(project="p"), metadata=auth(bogus))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for _ in range(3):  # bad input from a real member
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SetConsent(pb.SetConsentRequest(project="p", level=9),
+                                metadata=auth(tokens["north"]))  # fmt: skip
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    minutes = int((time.monotonic() - began) // 60) + 1  # the log's limit is per minute
+    with MatcherClient(served.target, served.admin_token) as op:
+        report = {v.member: v for v in op.query_report("p")}
+    assert any("120 requests refused for a bad token or bad input (UNAUTHENTICATED 120)" in f
+               for f in report["(no valid token)"].flags), report  # fmt: skip
+    assert any("3 requests refused" in f and "INVALID_ARGUMENT 3" in f
+               for f in report["north"].flags), report  # fmt: skip
+    assert not report["south"].flags
+
+    served.stop()
+    logged = served.log.read_text()
+    lines = [line for line in logged.splitlines() if "refused " in line and " from " in line]
+    assert lines and "refused DescribeProject from (no valid token)" in lines[0]
+    assert "UNAUTHENTICATED" in lines[0]
+    assert len(lines) <= 20 * minutes  # rate-limited: a flood does not fill the log ...
+    assert "the rest are counted, not logged" in logged  # ... and says so
+    assert bogus not in logged and tokens["north"] not in logged
+
+
+def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
+    matcher: Matcher, project: ProjectTokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Main's RPCs (named users, request references, ListProjects) go through the same
+    refused-request log and count as every other call."""
+    with matcher.member(project.tokens["north"]) as north:
+        pc1 = north.add_user("trial", "pc-1")
+    calls = {
+        "AddUser": lambda c: c.add_user("trial", "pc-2"),  # a user cannot manage users
+        "ListUsers": lambda c: c.list_users("trial"),
+        "RevokeUser": lambda c: c.revoke_user("trial", "pc-1"),
+        "ResolveRequestRef": lambda c: c.resolve_request_ref("trial", "bmr-nonsense"),
+        "ListProjects": lambda c: c.list_projects(),  # the operator's
+    }
+    caplog.set_level("WARNING", logger="blindmatch.matcher")
+    with MatcherClient(matcher.target, pc1, retry=NO_RETRY) as user:
+        for call in calls.values():
+            with pytest.raises(MatcherError, match=r"PERMISSION_DENIED|INVALID_ARGUMENT"):
+                call(user)
+    with matcher.operator() as op:
+        report = {v.member: v.flags for v in op.query_report("trial")}
+    assert report["north"] == [
+        "5 requests refused for a bad token or bad input (INVALID_ARGUMENT 1, PERMISSION_DENIED 4)"
+    ]
+    logged = [r.getMessage() for r in caplog.records if "refused " in r.getMessage()]
+    for rpc in calls:
+        assert any(f"refused {rpc} from trial/north" in line for line in logged), (rpc, logged)
+    assert not any(pc1 in line for line in logged)
+
+
+# -- 9e. a member cannot make the matcher fsync an audit entry per call without limit ---------
+
+
+def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    def entries(action: str) -> int:
+        return sum(1 for r in db_rows(matcher.data_dir, "audit") if r[3] == action)
+
+    refused = {"describe": 0, "export": 0}
+    began = time.monotonic()
+    with MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north:
+        for _ in range(150):
+            try:
+                north.describe("trial")
+            except BusyError as exc:
+                assert "at most 60 a minute per member" in str(exc)
+                refused["describe"] += 1
+            try:
+                list(north.audit("trial"))
+            except BusyError:
+                refused["export"] += 1
+    # A burst of 20, then one a second: a loop of 150 gets about 20 through, not 150.
+    most = 20 + int(time.monotonic() - began) + 2
+    assert 20 <= entries("project.describe") <= most and refused["describe"] >= 150 - most
+    assert 20 <= entries("audit.export") <= most and refused["export"] >= 150 - most
+    # Another member, and the operator, are not held up by north's loop.
+    with matcher.member(project.tokens["south"]) as south:
+        assert south.describe("trial").project == "trial"
+    with matcher.operator() as op:
+        assert len(list(op.audit("trial"))) >= 40
+    # North's own ordinary client waits and retries (busy is retryable): it gets its answer.
+    with matcher.member(project.tokens["north"]) as north:
+        assert north.describe("trial").project == "trial"
+
+
+def test_an_audit_key_kept_elsewhere_must_be_owner_only(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "audit.key"
+    key.parent.mkdir()
+    key.write_bytes(secrets.token_bytes(32))
+    key.chmod(0o644)
+    with pytest.raises(StartupRefused, match=r"is open to other users \(mode 0644\)") as refused:
+        create_server("127.0.0.1:0", tmp_path / "data", "bm_op", audit_key_file=key)
+    assert f"chmod go-rwx {key}" in str(refused.value)
+    key.chmod(0o600)
+    create_server("127.0.0.1:0", tmp_path / "data", "bm_op", audit_key_file=key).stop(grace=None)
+
+
+def test_an_unexpected_fault_in_a_call_names_no_server_path(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path
+) -> None:
+    """gRPC's own answer to an exception is `Exception calling application: <it>`."""
+    tmp = matcher.data_dir / "tmp"
+    tmp.rmdir()
+    tmp.write_bytes(b"")  # uploads in flight cannot be written: NotADirectoryError, with a path
+    data = population(1, 10, 0.0, seed=3)[0]
+    with (
+        MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north,
+        pytest.raises(MatcherError) as failed,
+    ):
+        north.upload("trial", write(data, tmp_path / "n.encoded"))
+    told = str(failed.value)
+    assert "internal error on the matcher" in told and "[INTERNAL]" in told
+    assert str(matcher.data_dir) not in told and "Errno" not in told
+
+
+def test_admin_check_reports_a_data_dir_others_can_read(
+    matcher: Matcher, project: ProjectTokens, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["admin", "check", "--data-dir", str(matcher.data_dir)]) == 0
+    (matcher.data_dir / "blindmatch.sqlite").chmod(0o644)
+    assert main(["admin", "check", "--data-dir", str(matcher.data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "is open to other users" in err and f"chmod -R go-rwx {matcher.data_dir}" in err
