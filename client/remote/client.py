@@ -365,25 +365,17 @@ class MatcherClient:
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
-        `fallback_bits`: the length of the fallback CLK at the end of each CLK (the
-        encoding's; 0: none), so that queries use the batch runs' fallback rule.
-
+        `fallback_bits`: the encoding's fallback CLK at the end of each CLK (0: none).
         Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
         never local ids. Durable at the matcher when this returns. Every attempt carries
         the same `change_id` (a fresh random one unless given), so a retry after a lost
         acknowledgement gets the same summary (`replayed`) and changes nothing twice.
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
-        key = change_id or uuid.uuid4().hex
+        header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+        header.fallback_bits, header.client_change_id = fallback_bits, change_id or uuid.uuid4().hex
 
         def messages() -> Iterator[pb.IndexChange]:
-            header = pb.IndexHeader(
-                project=project,
-                clk_bits=clk_bits,
-                fingerprint=fingerprint,
-                fallback_bits=fallback_bits,
-                client_change_id=key,
-            )
             yield pb.IndexChange(header=header)
             for start in range(0, len(puts), per_message):
                 batch = puts[start : start + per_message]
