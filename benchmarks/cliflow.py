@@ -9,14 +9,19 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BLINDMATCH = [sys.executable, "-m", "blindmatch"]
 ROOT = Path(__file__).resolve().parent.parent
+
+
+LOG_LINES = 10_000  # of the server's log kept in `Served.log`
 
 
 @dataclass
@@ -24,6 +29,9 @@ class Served:
     target: str
     admin_token: str
     process: subprocess.Popen[str]
+    # The server's log (its stderr) since start-up, the latest LOG_LINES lines, read as it
+    # comes by a thread of `serve`: a talkative server never blocks on a full pipe.
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
 
 
 def blindmatch(*args: str, env: dict[str, str] | None = None) -> str:
@@ -69,8 +77,12 @@ def serve(
     if port is None:
         proc.kill()
         raise RuntimeError("blindmatch serve did not start within 60s")
+    served = Served(f"127.0.0.1:{port}", admin, proc)
+    err = proc.stderr
+    reader = threading.Thread(target=lambda: served.log.extend(err), daemon=True)
+    reader.start()
     try:
-        yield Served(f"127.0.0.1:{port}", admin, proc)
+        yield served
     finally:
         proc.terminate()
         try:
@@ -78,7 +90,9 @@ def serve(
         finally:
             if proc.poll() is None:
                 proc.kill()
-            proc.stderr.close()
+                proc.wait(timeout=30)
+            reader.join(timeout=10)  # the pipe's end: the server (and its children) exited
+            err.close()
 
 
 def link(

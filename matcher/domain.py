@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from blindmatch.matcher.errors import AlreadyExists
 
@@ -49,6 +50,59 @@ DEFAULT_STREAMS_PER_MEMBER = 4  # uploads, result fetches and run watches
 QUERY_STREAMS_PER_MEMBER = 24
 QUERY_STREAMS_IN_ALL = 48
 QUERY_STREAM_IDLE_SECONDS = 300.0
+
+# -- every stream, whatever its RPC (matcher/rpc/streams.py, `StreamGuard`) --------------------
+
+RPC_THREADS = 96  # the matcher's request threads; a stream holds one while it is open
+MEMBER_STREAMS = 32  # streams of one member (or of the operator) open at once, of any RPC
+STREAMS_IN_ALL = 64  # streams of everyone open at once: the other threads answer unary calls
+MIN_UNARY_THREADS = 16  # request threads no configuration of streams may take
+STREAM_IDLE_SECONDS = 60.0  # waiting this long for a client's next message (or for it to
+# take one sent) ends the stream
+# Per member and RPC, besides MEMBER_STREAMS (Upload, GetResults and WatchRun share
+# DEFAULT_STREAMS_PER_MEMBER; QueryStream has QUERY_STREAMS_PER_MEMBER).
+STREAMS_PER_RPC = {"Watch": 8, "ChangeIndex": 2, "ListIndex": 2, "ExportAudit": 2}
+MAX_INDEX_CHANGE_BYTES = 256 * 1024**2  # references and CLKs one ChangeIndex stream may carry
+AUTH_FAILURES_PER_MINUTE = 60  # refused for their token, from one address, before the next
+# calls from it are refused unread (unless their token authenticated recently)
+INDEX_CHANGES_HELD = 4  # index changes being received at once may hold this many times that
+
+
+class IndexPuts(Sequence[tuple[str, bytes]]):
+    """An index change's puts, (ref, CLK) pairs, held compactly: the references and one
+    buffer of CLKs, not a tuple and a bytes object a record (which took 2 to 3 times the
+    CLKs' size)."""
+
+    def __init__(self, clk_bytes: int) -> None:
+        self.clk_bytes = clk_bytes
+        self.refs: list[str] = []
+        self.clks = bytearray()
+
+    def extend(self, refs: Sequence[str], clks: bytes) -> None:
+        """Add `refs` and their CLKs (`clk_bytes` each, in order)."""
+        self.refs.extend(refs)
+        self.clks += clks
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, bytes]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[str, bytes]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[str, bytes] | Sequence[tuple[str, bytes]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        start = i * self.clk_bytes
+        return self.refs[i], bytes(self.clks[start : start + self.clk_bytes])
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for i in range(len(self.refs)):
+            yield self[i]
 
 
 def valid_name(name: str) -> bool:

@@ -12,6 +12,7 @@ returned.)
     +-- FailedPrecondition   FAILED_PRECONDITION  right request, wrong moment
     +-- ResourceExhausted    RESOURCE_EXHAUSTED   too big, or out of disk
     |   +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
+    +-- DeadlineExceeded     DEADLINE_EXCEEDED    a stream left idle too long was ended
     +-- DataLoss             DATA_LOSS            stored data is damaged (a database page,
                                                   an upload's file)
     StartupRefused                                the data dir cannot be served as it is
@@ -79,6 +80,12 @@ class Busy(ResourceExhausted):
     """A momentary limit (calls in flight per member): the same call may succeed later."""
 
     retryable = True
+
+
+class DeadlineExceeded(ServiceError):
+    """A stream whose client sent (or took) nothing for too long; the matcher ended it."""
+
+    status_name = "DEADLINE_EXCEEDED"
 
 
 class DataLoss(ServiceError):

@@ -15,7 +15,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from blindmatch.matcher.core.executor import Executor
-from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER, QUERY_STREAM_IDLE_SECONDS
+from blindmatch.matcher.domain import (
+    AUTH_FAILURES_PER_MINUTE,
+    DEFAULT_STREAMS_PER_MEMBER,
+    MAX_INDEX_CHANGE_BYTES,
+    MEMBER_STREAMS,
+    MIN_UNARY_THREADS,
+    QUERY_STREAM_IDLE_SECONDS,
+    QUERY_STREAMS_IN_ALL,
+    QUERY_STREAMS_PER_MEMBER,
+    RPC_THREADS,
+    STREAM_IDLE_SECONDS,
+    STREAMS_IN_ALL,
+)
+from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.placement import (
     allowed_cpus,
     pin_this_thread,
@@ -27,7 +40,7 @@ from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
+from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
@@ -38,8 +51,14 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# Query streams may hold half of these (rpc/streams.py); every other call has the rest.
-RPC_THREADS = 96
+# Streams may hold at most STREAMS_IN_ALL of the RPC_THREADS request threads (query
+# streams at most QUERY_STREAMS_IN_ALL of those; rpc/streams.py); unary calls have the rest.
+# HTTP/2 streams one connection may have open at once (a client opens more connections).
+STREAMS_PER_CONNECTION = 128
+# A connection that has not finished its (TLS) handshake by then is closed.
+HANDSHAKE_TIMEOUT_MS = 20_000
+# A connection without a call for this long is closed (a client reconnects on its next call).
+CONNECTION_IDLE_MS = 300_000
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
 
@@ -56,9 +75,11 @@ class RunningServer:
     sweeper: Sweeper
     query_streams: QueryStreams
     scrubber: Scrubber
+    streams: StreamGuard
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.streams.close()
         self.query_streams.close()
         self.scrubber.stop()
         self.sweeper.stop()
@@ -89,6 +110,11 @@ def create_server(
     query_stream_idle: float = QUERY_STREAM_IDLE_SECONDS,
     scrub_interval: float = SCRUB_INTERVAL,
     executor: Executor | None = None,
+    member_streams: int = MEMBER_STREAMS,
+    max_streams: int = STREAMS_IN_ALL,
+    stream_idle: float = STREAM_IDLE_SECONDS,
+    max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
+    max_auth_failures: int = AUTH_FAILURES_PER_MINUTE,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -100,13 +126,28 @@ def create_server(
     no thread is placed (matcher/placement.py). `streams_per_member` caps each member's
     uploads, result fetches and run watches in flight; `min_free_bytes` is the disk
     space uploads must leave free; a query stream that asks nothing for
-    `query_stream_idle` seconds is ended.
+    `query_stream_idle` seconds is ended. Every stream counts against `member_streams`
+    (its member's, of any RPC) and `max_streams` (everyone's: at most RPC_THREADS -
+    MIN_UNARY_THREADS, so that unary calls always find a thread); one whose client sends or
+    takes nothing for `stream_idle` seconds is ended (rpc/streams.py). One index change
+    may carry at most `max_index_change_bytes` of references and CLKs. Past
+    `max_auth_failures` calls refused for their token in a minute from one address, that
+    address's calls are refused unread unless their token authenticated recently.
     `clock` is the time source for expiry and the audit log (tests pass their
     own); `sweep_interval` is how often expired projects are looked for;
     `scrub_interval` how often every stored upload is hashed again (0: only its size is
     checked, at start-up). `executor` runs batch runs' comparison tasks (default:
     `workers` threads here; core.cluster.DaskExecutor: a Dask cluster).
     """
+    if not 1 <= member_streams <= max_streams <= RPC_THREADS - MIN_UNARY_THREADS:
+        raise ValueError(
+            f"streams: need 1 <= per member ({member_streams}) <= in all ({max_streams}) <= "
+            f"{RPC_THREADS - MIN_UNARY_THREADS} (the request threads less those kept for "
+            "unary calls)"
+        )
+    if stream_idle <= 0 or max_index_change_bytes < 1:
+        raise ValueError("the stream idle limit and the index change limit must be positive")
+    streams = StreamGuard(member_streams, max_streams, stream_idle)
     everywhere = frozenset(allowed_cpus())
     placement = plan_placement(set(everywhere), lookup_threads)
     if placement is not None and start_lookups(placement) == 0:
@@ -132,6 +173,11 @@ def create_server(
             raise
         sweeper = Sweeper(store, sweep_interval)
         sweeper.on_expired.append(realtime.erase_project)
+
+        def end_streams(name: str) -> None:
+            streams.end_project(name, NotFound(f"project {name!r} expired; its data is deleted"))
+
+        sweeper.on_expired.append(end_streams)
         for name in realtime.index_store.projects():  # indexes of projects expired while down
             if not store.is_live(name):
                 realtime.erase_project(name)
@@ -142,15 +188,26 @@ def create_server(
         log.info("%s", runs.executor.describe())
         with pinned(everywhere if request_cpus is not None else None):
             runs.start()  # a batch run's threads keep every core
-        query_streams = QueryStreams(in_all=RPC_THREADS // 2, idle_seconds=query_stream_idle)
+        query_streams = QueryStreams(
+            per_member=min(QUERY_STREAMS_PER_MEMBER, member_streams),
+            in_all=min(QUERY_STREAMS_IN_ALL, max_streams),
+            idle_seconds=query_stream_idle,
+        )
         query_streams.start()
-        refusals = Refusals(realtime.index_store.log_queries, known=store.is_live)
+        streams.start()
+        refusals = Refusals(
+            realtime.index_store.log_queries,
+            known=store.is_live,
+            max_auth_failures=max_auth_failures,
+        )
         service = MatcherService(
             store,
             runs,
             realtime=realtime,
             limiter=MemberLimiter(streams_per_member),
             query_streams=query_streams,
+            streams=streams,
+            max_index_change_bytes=max_index_change_bytes,
             refusals=refusals,
         )
         authenticator = Authenticator(
@@ -158,6 +215,7 @@ def create_server(
             store.token_owner,
             SERVICE_NAME,
             call_kinds(service, MATCHER_RPCS),
+            streams=streams,
             refusals=refusals,
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
@@ -171,6 +229,7 @@ def create_server(
         if port:
             server.start()
     if port == 0:
+        streams.close()
         scrubber.stop()
         query_streams.close()
         runs.stop()
@@ -185,7 +244,9 @@ def create_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.files.root)
-    return RunningServer(server, port, store, runs, realtime, sweeper, query_streams, scrubber)
+    return RunningServer(
+        server, port, store, runs, realtime, sweeper, query_streams, scrubber, streams
+    )
 
 
 def _grpc_server(
@@ -211,6 +272,9 @@ def _grpc_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
         ],
     )
     pb_grpc.add_MatcherServicer_to_server(service, server)

@@ -282,10 +282,15 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     began = time.monotonic()
     with grpc.insecure_channel(served.target) as channel:
         stub = pb_grpc.MatcherStub(channel)
-        for _ in range(120):
+        # A member in use (its token authenticated recently) is not refused for its address
+        # once the stranger sharing it is (serve --max-auth-failures, 60 a minute).
+        stub.DescribeProject(pb.DescribeProjectRequest(project="p"), metadata=auth(tokens["north"]))
+        for i in range(120):
             with pytest.raises(grpc.RpcError) as refused:
                 stub.DescribeProject(pb.DescribeProjectRequest(project="p"), metadata=auth(bogus))
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            unread = "--max-auth-failures" in (refused.value.details() or "")
+            assert unread == (i >= 60), (i, refused.value.details())
         for _ in range(3):  # bad input from a real member
             with pytest.raises(grpc.RpcError) as refused:
                 stub.SetConsent(pb.SetConsentRequest(project="p", level=9),
@@ -294,6 +299,7 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     minutes = int((time.monotonic() - began) // 60) + 1  # the log's limit is per minute
     with MatcherClient(served.target, served.admin_token) as op:
         report = {v.member: v for v in op.query_report("p")}
+    # Those refused unread for their address are logged and counted like the others.
     assert any("120 requests refused for a bad token or bad input (UNAUTHENTICATED 120)" in f
                for f in report["(no valid token)"].flags), report  # fmt: skip
     assert any("3 requests refused" in f and "INVALID_ARGUMENT 3" in f

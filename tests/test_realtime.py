@@ -14,16 +14,17 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
-from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.encoding.refs import plan_sync, resolve_refs, row_refs
+from blindmatch.client.encoding.encoded import Encoded, write_encoded
+from blindmatch.client.encoding.refs import load_ref_key, plan_sync, resolve_refs, row_refs
 from blindmatch.client.errors import NotFoundError, RejectedError
-from blindmatch.client.remote.index import sync_index
+from blindmatch.client.remote.index import SyncPart, sync_index
 from blindmatch.matcher.core.index import MemberIndex, as_words, search
 from blindmatch.matcher.core.solve import dice
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import (
+    ADMIN_TOKEN,
     GRACE,
     KEY,
     PERSON_SCHEMA,
@@ -684,3 +685,69 @@ def test_every_real_time_command_has_help(
         main([*command, "--help"])
     assert done.value.code == 0
     assert f"usage: blindmatch {' '.join(command)}" in capsys.readouterr().out
+
+
+class CutShort(Exception):
+    """The sync stopped between two of its changes (a crash, a lost connection)."""
+
+
+def test_a_sync_over_the_matchers_change_limit_goes_in_several_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first load larger than `serve --max-index-change-mib` (here 64 KiB: 2,000 records,
+    320 KB of references and CLKs) is sent as several changes, each under the limit; one cut
+    short is finished by running the sync again, which sends only the rest."""
+    server = create_server(
+        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, max_index_change_bytes=64 * 1024
+    )
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            token = op.create_project("trial", ["north", "south"]).tokens["south"]
+        rng = np.random.default_rng(7)
+        folder = write_encoded(
+            tmp_path / "south.encoded",
+            clks=rng.integers(0, 256, 2000 * 128, dtype=np.uint8).tobytes(),
+            clk_bits=1024,
+            fingerprint=bytes(range(32)),
+            ids=[f"S-{i:05d}" for i in range(2000)],
+            report={},
+        )
+        ref_key = tmp_path / "south.refkey"
+        key, _ = load_ref_key(ref_key, create=True)
+
+        stored: list[SyncPart] = []
+
+        def stop_after_two(part: SyncPart) -> None:
+            stored.append(part)
+            if part.number == 2:
+                raise CutShort
+
+        with MatcherClient(target, token) as south, pytest.raises(CutShort):
+            sync_index(south, "trial", folder, key, progress=stop_after_two)
+        held = stored[-1].summary.record_count
+        assert 0 < held < 2000 and held == sum(p.summary.added for p in stored)
+
+        south_args = ["--project", "trial", "--token", token, "--ref-key", str(ref_key)]
+        sync = ["index", "sync", str(folder.path), *south_args, "--server", target]
+        assert main(sync) == 0
+        said = capsys.readouterr()
+        parts = int(said.out.split("Index synced in ")[1].split(" changes")[0])
+        assert parts >= 3, said.out  # 1,600 records of 160 bytes, under 64 KiB a change
+        assert (
+            f"{2000 - held} added, 0 replaced, 0 removed; the index now holds 2000 records"
+            in said.out
+        )
+        assert "sending them as several changes" in said.err
+        assert f"Change {parts} of {parts} stored" in said.err
+
+        with MatcherClient(target, token) as south:
+            assert len(south.list_index("trial")) == 2000
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            changes = [e for e in op.audit("trial") if e.get("action") == "index.change"]
+        assert len(changes) == 2 + parts  # each part its own change, none replayed
+
+        assert main(sync) == 0  # nothing left to send
+        assert "Index synced: 0 added, 0 replaced, 0 removed" in capsys.readouterr().out
+    finally:
+        server.stop(grace=None)

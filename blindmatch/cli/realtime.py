@@ -79,13 +79,36 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 def cmd_index_sync(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.remote.index import sync_index
+    from blindmatch.client.remote.index import SyncPart, sync_index
 
     encoded = read_encoded(args.encoded)
     key = _ref_key(args, create=True)
+    parts = 0
+
+    def told(part: SyncPart) -> None:
+        nonlocal parts
+        parts = part.number
+        if args.quiet or (part.number == 1 and part.planned == 1):
+            return
+        if part.number == 1:
+            print(
+                "The differences are more than one index change carries: sending them as "
+                "several changes, each applied all or nothing (if this is cut short, run "
+                "`index sync` again: it sends only what is still different).",
+                file=sys.stderr,
+            )
+        s = part.summary
+        print(
+            f"Change {part.number} of {max(part.planned, part.number)} stored: {s.added} "
+            f"added, {s.replaced} replaced, {s.removed} removed; the index holds "
+            f"{s.record_count} records.",
+            file=sys.stderr,
+            flush=True,
+        )
+
     with connect(args, member_token(args)) as client:
-        _plan, summary = sync_index(client, args.project, encoded, key)
-    print(_summary("Index synced", summary))
+        _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
+    print(_summary("Index synced" if parts <= 1 else f"Index synced in {parts} changes", summary))
     return 0
 
 
@@ -293,7 +316,8 @@ def register(sub: Subcommands) -> None:
     isy = command(
         isub,
         "sync",
-        help="make the index hold exactly ENCODED's records (sends only the differences)",
+        help="make the index hold exactly ENCODED's records (sends only the differences; "
+        "large ones as several changes, each under the matcher's limit)",
         example="blindmatch index sync north.encoded --project burglary",
         handler=cmd_index_sync,
         parents=[net, member, ref_key],

@@ -9,7 +9,17 @@ from pathlib import Path
 from blindmatch.cli import daskopts
 from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.domain import DEFAULT_STREAMS_PER_MEMBER
+from blindmatch.matcher.domain import (
+    AUTH_FAILURES_PER_MINUTE,
+    DEFAULT_STREAMS_PER_MEMBER,
+    INDEX_CHANGES_HELD,
+    MAX_INDEX_CHANGE_BYTES,
+    MEMBER_STREAMS,
+    MIN_UNARY_THREADS,
+    RPC_THREADS,
+    STREAM_IDLE_SECONDS,
+    STREAMS_IN_ALL,
+)
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
 
@@ -27,6 +37,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    most = RPC_THREADS - MIN_UNARY_THREADS
+    if not 1 <= args.max_member_streams <= args.max_streams <= most:
+        raise InputError(
+            f"--max-member-streams ({args.max_member_streams}) and --max-streams "
+            f"({args.max_streams}): need 1 <= --max-member-streams <= --max-streams <= {most} "
+            f"(of the {RPC_THREADS} request threads, {MIN_UNARY_THREADS} stay for unary calls)"
+        )
+    if args.max_index_change_mib <= 0:
+        raise InputError(f"--max-index-change-mib {args.max_index_change_mib:g}: must be positive")
+    if args.max_auth_failures < 1:
+        raise InputError(f"--max-auth-failures {args.max_auth_failures}: must be at least 1")
+    if args.stream_idle_seconds <= 0:
+        raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
@@ -43,6 +66,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             lookup_threads=args.lookup_threads,
             streams_per_member=args.max_streams_per_member,
+            member_streams=args.max_member_streams,
+            max_streams=args.max_streams,
+            stream_idle=args.stream_idle_seconds,
+            max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
+            max_auth_failures=args.max_auth_failures,
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
             executor=executor,
@@ -124,6 +152,44 @@ def register(sub: Subcommands) -> None:
         default=DEFAULT_STREAMS_PER_MEMBER,
         help="uploads, result fetches and run watches one member may have in flight; "
         "more are refused as busy and retried by the client (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-member-streams",
+        type=int,
+        default=MEMBER_STREAMS,
+        help="streams of any kind (uploads, index changes, watches, query sessions...) one "
+        "member may have open at once; more are refused as busy (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=STREAMS_IN_ALL,
+        help="streams of all members open at once, at most "
+        f"{RPC_THREADS - MIN_UNARY_THREADS}: the other request threads always answer "
+        "unary calls (default: %(default)s)",
+    )
+    p.add_argument(
+        "--stream-idle-seconds",
+        type=float,
+        default=STREAM_IDLE_SECONDS,
+        help="end a stream whose client sends no message for this long (or takes none sent "
+        "for 5 times this long); query sessions have their own limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-index-change-mib",
+        type=float,
+        default=MAX_INDEX_CHANGE_BYTES / 1024**2,
+        help="references and CLKs one index change may carry; a larger one is refused whole, "
+        f"and changes being received hold at most {INDEX_CHANGES_HELD} times this together "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-auth-failures",
+        type=int,
+        default=AUTH_FAILURES_PER_MINUTE,
+        help="calls refused for their token from one address in a minute, past which that "
+        "address's calls are refused unread unless their token authenticated recently "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--min-free-mb",

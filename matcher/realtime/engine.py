@@ -118,13 +118,15 @@ class Realtime:
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
         client_change_id: str = "",
+        check: Callable[[], None] | None = None,
     ) -> tuple[ChangeSummary, bool]:
         """Apply one member's change (audited, durable, then visible to the next query)
         and tell the other members' watches about the records it put. Returns the summary
-        and whether the change was a retry of one already stored (acknowledged again)."""
+        and whether the change was a retry of one already stored (acknowledged again).
+        `check` runs inside the transaction that announces the change, and may refuse it."""
         self.store.project(project)  # expired: NotFound, like every member call
         summary, put_words, replayed = self.indexes.change(
-            project, member, encoding, puts, removes, client_change_id
+            project, member, encoding, puts, removes, client_change_id, check
         )
         if put_words is None:  # an empty change, or a retry: nothing happened now
             return summary, replayed

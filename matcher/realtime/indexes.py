@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -209,10 +209,13 @@ class StandingIndexes:
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
         client_change_id: str = "",
+        check: Callable[[], None] | None = None,
     ) -> tuple[ChangeSummary, np.ndarray | None, bool]:
         """Apply one member's change: announced in the audit log, durable, then visible to
         the next query. Returns the summary, the CLKs put, as words, for the watches (None:
-        nothing changed now), and whether it was a retry of a change already stored."""
+        nothing changed now), and whether it was a retry of a change already stored.
+        `check` runs inside the announcing transaction and may refuse the change (the
+        member's token revoked meanwhile): nothing is announced or stored then."""
         check_clk_bits(encoding.clk_bits, "header.clk_bits")
         check_fingerprint(encoding.fingerprint, "header.fingerprint")
         fallback = encoding.fallback_bits
@@ -272,7 +275,13 @@ class StandingIndexes:
             summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
             change_id = client_change_id or f"~{uuid.uuid4().hex}"  # "~": never a client's
             self._store_change(
-                project, member, stored, puts, removes, StoredChange(change_id, 0, digest, summary)
+                project,
+                member,
+                stored,
+                puts,
+                removes,
+                StoredChange(change_id, 0, digest, summary),
+                check,
             )
             put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
             if relayout:  # a client that says otherwise of the fallback CLK: search anew
@@ -296,6 +305,7 @@ class StandingIndexes:
         puts: Sequence[tuple[str, bytes]],
         removes: Sequence[str],
         change: StoredChange,
+        check: Callable[[], None] | None = None,
     ) -> None:
         """Announce the change in the audit log (durable), then store it beside its
         announcement; a change that could not be stored is voided in the log at once (or,
@@ -317,6 +327,7 @@ class StandingIndexes:
             ),
             change.change_id,
             settled=self._settled,
+            check=check,
         )
         self._settled = []
         try:

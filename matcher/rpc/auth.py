@@ -6,7 +6,9 @@ handler reads a single request message (for a stream, before its first one): the
 operator token makes the caller the operator; a member token, the member it was issued
 to, of one project; no token, or a token nobody holds, ends the call UNAUTHENTICATED at
 once, so an unauthenticated stream never holds a request thread waiting for a message.
-The handler gets the caller with its context (`Call.caller`).
+A stream of a known caller is then counted in by `streams.StreamGuard` (refused past its
+caps, ended when idle or when the caller's access ends), still before any message is read.
+The handler gets the caller with its context (`Call.caller`, `Call.stream`).
 
 Who may call what is the table in docs/security.md (tests/test_authz.py walks it). Each
 RPC declares its kind where it is defined, with `@operator_call`, `@member_call` or
@@ -37,6 +39,7 @@ from blindmatch.matcher.errors import (
 )
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
@@ -73,6 +76,36 @@ class Call:
         self._context = context
         self.caller = caller
         self._authenticate = authenticate
+        self.stream: OpenStream | None = None  # a stream's place in the StreamGuard
+
+    def end(self, exc: ServiceError) -> None:
+        """End the call now, from any thread, with `exc`'s status and message (a thread
+        blocked reading the call's next message wakes with an RpcError)."""
+        code = getattr(grpc.StatusCode, exc.status_name)
+        # The server call's cancel with a status (grpc_call_cancel_with_status) is not in
+        # grpc's public API; without it the call is ended as CANCELLED.
+        call = getattr(getattr(self._context, "_rpc_event", None), "call", None)
+        try:
+            call.cancel(code.value[0], str(exc))  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            self._context.cancel()
+
+    def still_valid(self) -> None:
+        """Raise unless this call may still commit what it carried: its stream was not
+        ended by the matcher (its token revoked or rotated, its member erased, its project
+        expired) and its token still authenticates the same caller. Called inside the
+        committing transaction, so a revocation is either before it (refused) or after."""
+        if self.stream is not None:
+            self.stream.check()
+        try:
+            now: Caller | None = self._authenticate(None)
+        except Unauthenticated:
+            now = None
+        if now != self.caller:
+            raise Unauthenticated(
+                "this call's token was revoked or rotated while the call was open; nothing "
+                "it sent was kept"
+            )
 
     def recheck(self, request: object) -> Caller:
         """The caller, authenticated again by the call's token: for each request of a long
@@ -220,8 +253,10 @@ class Authenticator(grpc.ServerInterceptor):
         token_owner: Callable[[str], tuple[str, str, str] | None],
         service: str,
         kinds: Mapping[str, str],
+        streams: StreamGuard | None = None,
         refusals: Refusals | None = None,
     ) -> None:
+        self._streams = streams
         self._refusals = refusals
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
@@ -237,14 +272,17 @@ class Authenticator(grpc.ServerInterceptor):
         method = details.method
         if handler is None or not method.startswith(self._prefix):
             return handler
-        kind = self._kinds[method[len(self._prefix) :]]
+        name = method[len(self._prefix) :]
+        kind = self._kinds[name]
         token = bearer_token(details.invocation_metadata)
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
         return _authenticated(
             handler,
-            lambda request: self._caller(token, kind, request),
+            lambda request, peer=None: self._caller(token, kind, request, peer),
             lambda request, context, exc: self._refused(method, request, context, exc),
+            name,
+            self._streams,
         )
 
     def _refused(
@@ -261,15 +299,26 @@ class Authenticator(grpc.ServerInterceptor):
                 peer=str(context.peer()),
             )
 
-    def _caller(self, token: str | None, kind: str, request: object) -> Caller:
+    def _caller(
+        self, token: str | None, kind: str, request: object, peer: str | None = None
+    ) -> Caller:
+        """The caller `token` makes; `peer` (the client's address, for a call's first
+        authentication) has its refusals counted by `Refusals.at_door` (past its limit, its
+        calls are refused unread)."""
+        digest = token_hash(token or "")
+        if token is not None and same_hash(digest, self._admin_hash):
+            return OPERATOR  # no look-up to save: never refused for its address
+        if peer is None or self._refusals is None:  # a recheck inside an open call
+            return self._known(token, kind, request)
+        return self._refusals.at_door(peer, digest, lambda: self._known(token, kind, request))
+
+    def _known(self, token: str | None, kind: str, request: object) -> Caller:
         if token is None:
             raise Unauthenticated(
                 "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
                 if kind == OPERATOR_CALL
                 else "no token: pass --token or set BLINDMATCH_TOKEN"
             )
-        if same_hash(token_hash(token), self._admin_hash):
-            return OPERATOR
         owner = self._token_owner(token)
         if owner is not None:
             return Caller(*owner)
@@ -302,33 +351,64 @@ def _as_user(user: str, responses: Iterator[Any]) -> Iterator[Any]:
             close()
 
 
+def _as(
+    user: str, behavior: Callable[[Any, Any], Any], request: Any, call: Call, streams_out: bool
+) -> Any:
+    """behaviour(request, call) with `user` as the audit log's current user (for a
+    response stream, while each response is made)."""
+    mark = audit.set_current_user(user)
+    try:
+        answer = behavior(request, call)
+    finally:
+        audit.reset_current_user(mark)
+    return _as_user(user, answer) if streams_out else answer
+
+
 def _authenticated(
     handler: grpc.RpcMethodHandler,
-    caller_of: Callable[[object], Caller],
+    caller_of: Callable[..., Caller],
     refused: Callable[[object, grpc.ServicerContext, ServiceError], None],
+    method: str,
+    streams: StreamGuard | None,
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour called as behaviour(request, Call(context, caller)),
     once the caller is known; refused (UNAUTHENTICATED) without touching a request stream.
+    A stream is counted in by `streams` first (refused RESOURCE_EXHAUSTED past a cap).
     The caller's named user, if any, is the audit log's current user while the behaviour
     runs (for a response stream, while each response is made): every entry the call makes
     names it."""
     streaming = handler.request_streaming
+    guarded = streams is not None and (handler.request_streaming or handler.response_streaming)
 
     def wrap(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                caller = caller_of(None if streaming else request)
+                caller = caller_of(None if streaming else request, context.peer())
             except ServiceError as exc:
                 refused(None if streaming else request, context, exc)
                 abort(context, exc)
-            mark = audit.set_current_user(caller.user)
+            call = Call(context, caller, caller_of)
+            if not guarded:
+                return _as(caller.user, behavior, request, call, handler.response_streaming)
+            assert streams is not None
             try:
-                answer = behavior(request, Call(context, caller, caller_of))
-            finally:
-                audit.reset_current_user(mark)
+                stream = streams.open(caller.project, caller.member, method, call.end, caller.user)
+            except ServiceError as exc:
+                abort(context, exc)
+            call.stream = stream
+            # However the call ends (a client gone before its first response, say).
+            if not context.add_callback(lambda: streams.close_stream(stream)):
+                streams.close_stream(stream)  # it has ended already
+                return iter(()) if handler.response_streaming else None
+            if streaming:
+                request = streams.requests(stream, request)
             if handler.response_streaming:
-                return _as_user(caller.user, answer)
-            return answer
+                answer = _as(caller.user, behavior, request, call, True)
+                return streams.responses(stream, answer)
+            try:
+                return _as(caller.user, behavior, request, call, False)
+            finally:
+                streams.close_stream(stream)
 
         return run
 

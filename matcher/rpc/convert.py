@@ -7,7 +7,7 @@ Disclosure levels travel as their numbers (`domain.Level` values are protos'
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from blindmatch.matcher.core import audit
@@ -21,6 +21,7 @@ from blindmatch.matcher.domain import (
     QUEUED,
     RUNNING,
     Encoding,
+    IndexPuts,
     Level,
     Project,
     Run,
@@ -114,12 +115,14 @@ def upload_chunks(messages: Iterator[pb.UploadRequest]) -> Iterator[bytes | None
 
 
 def index_change(
-    header: pb.IndexHeader, messages: Iterator[pb.IndexChange]
-) -> tuple[Encoding, list[tuple[str, bytes]], list[str]]:
-    """An index change's encoding, puts (ref, CLK) and removes, read to the stream's end."""
-    puts: list[tuple[str, bytes]] = []
-    removes: list[str] = []
+    header: pb.IndexHeader, messages: Iterator[pb.IndexChange], hold: Callable[[int], None]
+) -> tuple[Encoding, IndexPuts, list[str]]:
+    """An index change's encoding, puts (ref, CLK) and removes, read to the stream's end;
+    `hold` is told each message's references and CLKs in bytes before they are kept (and
+    refuses past a limit)."""
     clk_bytes = max(header.clk_bits // 8, 1)
+    puts = IndexPuts(clk_bytes)
+    removes: list[str] = []
     for message in messages:
         if message.HasField("put"):
             refs, data = message.put.refs, message.put.clks
@@ -129,10 +132,10 @@ def index_change(
                     f"{len(refs) * clk_bytes} ({header.clk_bits}-bit CLKs as the header "
                     "says); nothing was changed"
                 )
-            puts.extend(
-                (ref, data[i * clk_bytes : (i + 1) * clk_bytes]) for i, ref in enumerate(refs)
-            )
+            hold(len(data) + sum(len(r) for r in refs))
+            puts.extend(refs, data)
         elif message.HasField("remove"):
+            hold(sum(len(r) for r in message.remove.refs))
             removes.extend(message.remove.refs)
         else:
             raise InvalidArgument("header: only the first message may be a header")

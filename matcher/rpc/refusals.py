@@ -13,6 +13,11 @@ Every call the matcher refuses with one of `COUNTED` passes through `Refusals.no
   its own row, a token nobody holds (naming the project) on the row `UNKNOWN_CALLER`.
   Counts for a project that does not exist are dropped when they are written.
 
+- the calls refused for their token at the door (none, or one nobody holds) are counted per
+  client address too (`Strangers`): past `serve --max-auth-failures` in a minute, that
+  address's calls are refused unread, without a token look-up, unless their token
+  authenticated recently (`Refusals.at_door`, from the authenticating interceptor).
+
 Busy and quota refusals (RESOURCE_EXHAUSTED) and the right request at the wrong moment
 (FAILED_PRECONDITION, ALREADY_EXISTS) are not refusals of this kind: quotas have their own
 log (realtime/querylog.py).
@@ -25,8 +30,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from blindmatch.matcher.domain import REFUSED_REQUEST, QueryRecord
+from blindmatch.matcher.domain import AUTH_FAILURES_PER_MINUTE, REFUSED_REQUEST, QueryRecord
+from blindmatch.matcher.errors import Unauthenticated
+
+T = TypeVar("T")
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -50,7 +59,9 @@ class Refusals:
         sink: Callable[[Sequence[QueryRecord]], None] | None = None,
         known: Callable[[str], bool] = lambda _: True,
         clock: Callable[[], float] = time.time,
+        max_auth_failures: int = AUTH_FAILURES_PER_MINUTE,
     ) -> None:
+        self.strangers = Strangers(max_auth_failures)
         self._sink = sink
         self._known = known
         self._clock = clock
@@ -60,6 +71,21 @@ class Refusals:
         self._window = clock()
         self._logged = self._unlogged = 0
         self._flushed = clock()
+
+    def at_door(self, peer: str, digest: bytes, look_up: Callable[[], T]) -> T:
+        """`look_up()` (who a call's token makes it, raising `Unauthenticated` for nobody),
+        unless `peer`'s address is over its refusals and the token (whose hash is `digest`)
+        did not authenticate recently: then refused unread. A refusal counts against the
+        address; a success remembers the token."""
+        address = peer.rsplit(":", 1)[0]  # ipv4:10.0.0.9:port, ipv6:[::1]:port
+        self.strangers.admit(address, digest)
+        try:
+            found = look_up()
+        except Unauthenticated:
+            self.strangers.refused(address)
+            raise
+        self.strangers.good(digest)
+        return found
 
     def note(
         self, *, method: str, status: str, message: str, project: str, member: str, peer: str
@@ -121,3 +147,57 @@ class Refusals:
                 self._sink(records)
             except Exception:  # a full disk, say: the counts are lost, the log has the lines
                 log.exception("could not record %d refused requests", sum(counts.values()))
+
+
+# -- strangers ----------------------------------------------------------------------------------
+
+
+class Strangers:
+    """Refused authentications per client address: past `per_minute` in the last minute,
+    that address's calls are refused at once, without looking their token up, unless the
+    token authenticated recently (a member behind the same address goes on working)."""
+
+    WINDOW = 60.0
+    REMEMBERED = 10_000  # tokens (hashes) that authenticated recently, at most
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise ValueError("strangers: at least one refusal a minute")
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._refused: dict[str, list[float]] = {}
+        self._good: dict[bytes, float] = {}
+
+    def admit(self, address: str, digest: bytes) -> None:
+        """Raise `Unauthenticated` if `address` is over its refusals and `digest` (a token's
+        hash) did not authenticate recently."""
+        now = self._clock()
+        with self._lock:
+            refusals = sum(1 for t in self._refused.get(address, ()) if now - t < self.WINDOW)
+            if refusals < self.per_minute or now - self._good.get(digest, -1e18) < self.WINDOW:
+                return
+        raise Unauthenticated(
+            f"{refusals} calls from this address were refused for their token in the last "
+            "minute (the matcher's limit, serve --max-auth-failures); this one is refused "
+            "unread: wait a minute and check the token"
+        )
+
+    def refused(self, address: str) -> None:
+        """Count a call from `address` refused for its token."""
+        now = self._clock()
+        with self._lock:
+            if len(self._refused) > self.REMEMBERED:  # forget addresses gone quiet
+                for quiet in [a for a, ts in self._refused.items() if now - ts[-1] >= self.WINDOW]:
+                    del self._refused[quiet]
+            times = [t for t in self._refused.get(address, ()) if now - t < self.WINDOW]
+            self._refused[address] = [*times, now]
+
+    def good(self, digest: bytes) -> None:
+        """Remember that the token with hash `digest` authenticated now."""
+        now = self._clock()
+        with self._lock:
+            self._good[digest] = now
+            if len(self._good) > self.REMEMBERED:
+                for old in sorted(self._good, key=self._good.__getitem__)[: self.REMEMBERED // 2]:
+                    del self._good[old]

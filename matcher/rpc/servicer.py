@@ -10,12 +10,18 @@ what comes back. A `ServiceError` becomes its gRPC status (status.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from blindmatch.matcher.core.ratelimit import RateLimit
-from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_UPLOAD_BYTES
-from blindmatch.matcher.errors import Busy, InvalidArgument, PermissionDenied
+from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
+from blindmatch.matcher.errors import (
+    Busy,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
@@ -31,7 +37,7 @@ from blindmatch.matcher.rpc.auth import (
     require_member,
 )
 from blindmatch.matcher.rpc.refusals import Refusals
-from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams
+from blindmatch.matcher.rpc.streams import HeldChanges, MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import (
     audit_access,
@@ -64,7 +70,9 @@ class MatcherService(pb_grpc.MatcherServicer):
         realtime: Realtime,
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
+        streams: StreamGuard | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
         refusals: Refusals | None = None,
         consultations: RateLimit | None = None,
     ) -> None:
@@ -79,10 +87,22 @@ class MatcherService(pb_grpc.MatcherServicer):
         self.realtime = realtime
         self.limiter = limiter or MemberLimiter()
         self.query_streams = query_streams or QueryStreams()
+        self.streams = streams or StreamGuard()
         self.max_upload_bytes = max_upload_bytes
+        self.held_changes = HeldChanges(max_index_change_bytes)
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
+
+    def _commit_check(self, context: Call, project: str) -> Callable[[], None]:
+        """What a stream's commit checks inside its transaction: the project has not
+        expired meanwhile, and the call may still commit (`Call.still_valid`)."""
+
+        def check() -> None:
+            self.store.project(project)  # expired: NotFound
+            context.still_valid()
+
+        return check
 
     def _consulting(self, context: Call, what: str) -> None:
         """Refuse (retryable, nothing written) a member's audited consultation past its rate."""
@@ -118,12 +138,32 @@ class MatcherService(pb_grpc.MatcherServicer):
     @operator_call
     def RotateToken(self, request: pb.TokenRequest, context: Call) -> pb.RotateTokenReply:
         token = projects.rotate_token(self.store, request.project, request.member)
+        self._end_streams(request.project, request.member, "rotated", "")
         return pb.RotateTokenReply(project=request.project, member=request.member, token=token)
 
     @operator_call
     def RevokeToken(self, request: pb.TokenRequest, context: Call) -> pb.RevokeTokenReply:
         projects.revoke_token(self.store, request.project, request.member)
+        self._end_streams(request.project, request.member, "revoked", None)
         return pb.RevokeTokenReply(project=request.project, member=request.member)
+
+    def _end_streams(self, project: str, member: str, what: str, user: str | None) -> None:
+        """End the open streams of the tokens that no longer hold, now (what they would
+        commit is refused anyway, by `Call.still_valid` inside the transaction): `user`
+        None, the member's and all its users' (`StreamGuard.end_member`)."""
+        whose = f"user {user!r} of member {member!r}" if user else f"member {member!r}"
+        also = " (and its users' tokens with it)" if user is None else ""
+        ended = self.streams.end_member(
+            project,
+            member,
+            Unauthenticated(
+                f"the token of {whose} of {project!r} was {what}{also}; this stream is "
+                "ended and nothing it sent that was not acknowledged is kept"
+            ),
+            user,
+        )
+        if ended:
+            log.info("%s/%s: %s %s, %d open stream(s) ended", project, member, whose, what, ended)
 
     @operator_call
     def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
@@ -218,6 +258,7 @@ class MatcherService(pb_grpc.MatcherServicer):
                 convert.upload_header(header),
                 convert.upload_chunks(request_iterator),
                 max_upload_bytes=self.max_upload_bytes,
+                check=self._commit_check(context, header.project),
             )
         return convert.upload_reply(receipt)
 
@@ -268,7 +309,17 @@ class MatcherService(pb_grpc.MatcherServicer):
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
         member = self._member(context, request.project)
-        erased = erase(self.store, self.realtime, request.project, member)
+        why = FailedPrecondition(
+            f"member {member!r} erased its data in {request.project!r}; this stream, open "
+            "before the erasure, is ended and nothing it sent that was not acknowledged is kept"
+        )
+        erased = erase(
+            self.store,
+            self.realtime,
+            request.project,
+            member,
+            lambda: self.streams.end_member(request.project, member, why),
+        )
         return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)
 
     # -- members: real time -----------------------------------------------------------------
@@ -278,10 +329,17 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request_iterator: Iterator[pb.IndexChange], context: Call
     ) -> pb.IndexChangeReply:
         header, member = self._stream_header(request_iterator, context, "an index change")
-        encoding, puts, removes = convert.index_change(header, request_iterator)
-        summary, replayed = self.realtime.change_index(
-            header.project, member, encoding, puts, removes, header.client_change_id
-        )
+        with self.held_changes.holding() as hold:  # until applied: it is held till then
+            encoding, puts, removes = convert.index_change(header, request_iterator, hold)
+            summary, replayed = self.realtime.change_index(
+                header.project,
+                member,
+                encoding,
+                puts,
+                removes,
+                header.client_change_id,
+                self._commit_check(context, header.project),
+            )
         log.info(
             "%s/%s index: +%d ~%d -%d = %d%s",
             header.project,
@@ -371,4 +429,5 @@ class MatcherService(pb_grpc.MatcherServicer):
     def RevokeUser(self, request: pb.UserRequest, context: Call) -> pb.RevokeUserReply:
         member = require_administrator(context.caller, request.project, self.store)
         users.revoke_user(self.store, request.project, member, request.user)
+        self._end_streams(request.project, member, "revoked", request.user)
         return pb.RevokeUserReply(project=request.project, member=member, user=request.user)

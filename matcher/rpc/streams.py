@@ -1,4 +1,13 @@
-"""Per-member limits on calls in flight, so one member cannot starve the others.
+"""Limits on streams in flight, so no member (and nobody without a token) can starve the others.
+
+Every streaming call, whatever its RPC, first passes `StreamGuard` (from the
+authenticating interceptor, auth.py, before the handler reads a message): at most so
+many streams per member and RPC, per member in all and in all (a fraction of the
+request threads, so unary calls always find one free); a stream whose client sends
+nothing (or takes nothing sent) for `idle_seconds` is ended with DEADLINE_EXCEEDED; and
+revoking or rotating a member's token, its erasure or its project's expiry ends its open
+streams at once (`end_member`, `end_project`), marking them so that nothing they carry is
+committed afterwards (`OpenStream.check`, called inside the committing transaction).
 
 The matcher serves every member from one thread pool. A member that opens many
 uploads or result streams at once would hold those threads (and memory and
@@ -17,14 +26,26 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from blindmatch.matcher.domain import (
     DEFAULT_STREAMS_PER_MEMBER,
+    INDEX_CHANGES_HELD,
+    MAX_INDEX_CHANGE_BYTES,
+    MEMBER_STREAMS,
     QUERY_STREAM_IDLE_SECONDS,
     QUERY_STREAMS_IN_ALL,
     QUERY_STREAMS_PER_MEMBER,
+    STREAM_IDLE_SECONDS,
+    STREAMS_IN_ALL,
+    STREAMS_PER_RPC,
 )
-from blindmatch.matcher.errors import Busy
+from blindmatch.matcher.errors import (
+    Busy,
+    DeadlineExceeded,
+    ResourceExhausted,
+    ServiceError,
+)
 
 
 class MemberLimiter:
@@ -162,3 +183,260 @@ class QueryStreams:
     def _loop(self) -> None:
         while not self._stopped.wait(min(30.0, self.idle_seconds / 4)):
             self.end_idle()
+
+
+# -- every stream -------------------------------------------------------------------------------
+
+# Streams whose waits for the client are their own business: a query session's stream
+# waits between questions, and QueryStreams ends it when idle (its own, longer limit).
+IDLE_BY_DESIGN = frozenset({"QueryStream"})
+# A client is given this many times the idle limit to take a message sent.
+SEND_PATIENCE = 5
+
+
+@dataclass(eq=False)
+class OpenStream:
+    """One open stream: whose, of which RPC, and what it is waiting for."""
+
+    key: tuple[str, str]  # (project, member); ("", "") for the operator
+    method: str
+    end: Callable[[ServiceError], object]  # ends the call with this error's status, now
+    user: str = ""  # the member's named user whose token opened it; "": the member's own
+    waiting_since: float | None = None  # for the client's next message
+    sending_since: float | None = None  # for the client to take a message sent
+    ended: ServiceError | None = None  # why the matcher ended it
+    closed: bool = False
+
+    def check(self) -> None:
+        """Raise why the matcher ended this stream, if it did (before committing what it
+        carried: nothing a stream sends after its token's revocation is kept)."""
+        if self.ended is not None:
+            raise self.ended
+
+
+def _whose(key: tuple[str, str]) -> str:
+    return f"member {key[1]!r} of {key[0]!r}" if key[1] else "the operator"
+
+
+class StreamGuard:
+    """Every open stream: capped per member and RPC (`per_rpc`), per member (`per_member`)
+    and in all (`in_all`); ended when idle for `idle_seconds`, or when its member's access
+    ends (`end_member`, `end_project`)."""
+
+    def __init__(
+        self,
+        per_member: int = MEMBER_STREAMS,
+        in_all: int = STREAMS_IN_ALL,
+        idle_seconds: float = STREAM_IDLE_SECONDS,
+        per_rpc: dict[str, int] | None = None,
+    ) -> None:
+        if per_member < 1 or in_all < per_member:
+            raise ValueError("streams: need 1 <= per member <= in all")
+        if idle_seconds <= 0:
+            raise ValueError("streams: the idle limit must be positive")
+        self.per_member = per_member
+        self.in_all = in_all
+        self.idle_seconds = idle_seconds
+        self.per_rpc = dict(STREAMS_PER_RPC if per_rpc is None else per_rpc)
+        self._lock = threading.Lock()
+        self._open: list[OpenStream] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="blindmatch-streams", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    # -- opening and closing -------------------------------------------------------------------
+
+    def open(
+        self,
+        project: str,
+        member: str,
+        method: str,
+        end: Callable[[ServiceError], object],
+        user: str = "",
+    ) -> OpenStream:
+        """Count a new stream in, or refuse it (`Busy`) past a cap; `close` it when done.
+        A member's named users' streams count as the member's (`user` says whose token)."""
+        key = (project, member)
+        with self._lock:
+            mine = [s for s in self._open if s.key == key]
+            same = sum(1 for s in mine if s.method == method)
+            cap = self.per_rpc.get(method)
+            if cap is not None and same >= cap:
+                raise Busy(
+                    f"{_whose(key)} already has {same} {method} streams open, at most {cap} "
+                    f"(the matcher's limit per member); this one was refused: end one first"
+                )
+            if len(mine) >= self.per_member:
+                raise Busy(
+                    f"{_whose(key)} already has {len(mine)} streams open, at most "
+                    f"{self.per_member} (serve --max-member-streams); this {method} was "
+                    "refused: end one first"
+                )
+            if len(self._open) >= self.in_all:
+                raise Busy(
+                    f"the matcher has {len(self._open)} streams open, at most {self.in_all} "
+                    f"(serve --max-streams); this {method} was refused; retry shortly"
+                )
+            stream = OpenStream(key, method, end, user)
+            self._open.append(stream)
+        return stream
+
+    def close_stream(self, stream: OpenStream) -> None:
+        """Count `stream` out (again: a no-op)."""
+        with self._lock:
+            if not stream.closed:
+                stream.closed = True
+                self._open.remove(stream)
+
+    def requests(self, stream: OpenStream, requests: Iterator[Any]) -> Iterator[Any]:
+        """`requests`, timed: a wait for the client's next message is what `idle_seconds`
+        limits."""
+        while True:
+            stream.waiting_since = time.monotonic()
+            try:
+                request = next(requests)
+            except StopIteration:
+                return
+            finally:
+                stream.waiting_since = None
+            yield request
+
+    def responses(self, stream: OpenStream, responses: Iterator[Any]) -> Iterator[Any]:
+        """`responses`, timed (a message the client does not take for `idle_seconds` ends
+        the stream); `stream` is closed when they end, however they end."""
+        try:
+            for response in responses:
+                stream.sending_since = time.monotonic()
+                yield response
+                stream.sending_since = None
+        finally:
+            self.close_stream(stream)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def open_streams(self, project: str, member: str, method: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for s in self._open
+                if s.key == (project, member) and (method is None or s.method == method)
+            )
+
+    def end_member(
+        self, project: str, member: str, why: ServiceError, user: str | None = None
+    ) -> int:
+        """End open streams of `member` of `project` now, with `why`; how many. `user`
+        None: every one, opened with the member's token or any of its users' (its token
+        revoked, which revokes its users; its data erased, which deletes them); "": those
+        of the member's own token (rotated); a name: that user's (revoked)."""
+        key = (project, member)
+        return self._end(lambda s: s.key == key and (user is None or s.user == user), lambda s: why)
+
+    def end_project(self, project: str, why: ServiceError) -> int:
+        """End every open stream of the members of `project` now, with `why`; how many."""
+        return self._end(lambda s: s.key[1] != "" and s.key[0] == project, lambda s: why)
+
+    def end_idle(self) -> int:
+        """End every stream that waited longer than `idle_seconds` for its client's next
+        message, or `SEND_PATIENCE` times that for its client to take one sent (a message
+        of up to 16 MiB over a slow link takes a while)."""
+        now = time.monotonic()
+        waited, sent = now - self.idle_seconds, now - self.idle_seconds * SEND_PATIENCE
+
+        def idle(s: OpenStream) -> bool:
+            waiting = s.waiting_since is not None and s.method not in IDLE_BY_DESIGN
+            return (waiting and s.waiting_since < waited) or (  # type: ignore[operator]
+                s.sending_since is not None and s.sending_since < sent
+            )
+
+        def why(s: OpenStream) -> ServiceError:
+            limit = "(the matcher's limit, serve --stream-idle-seconds); the stream is ended"
+            if s.sending_since is not None:
+                took = self.idle_seconds * SEND_PATIENCE
+                return DeadlineExceeded(
+                    f"{s.method}: the client took no message for {took:g} s {limit}"
+                )
+            return DeadlineExceeded(
+                f"{s.method}: no message from the client for {self.idle_seconds:g} s {limit} "
+                "and nothing it sent is kept"
+            )
+
+        return self._end(idle, why)
+
+    def _end(
+        self, which: Callable[[OpenStream], bool], why: Callable[[OpenStream], ServiceError]
+    ) -> int:
+        with self._lock:
+            chosen = [s for s in self._open if s.ended is None and which(s)]
+            for s in chosen:
+                s.ended = why(s)
+        for s in chosen:
+            assert s.ended is not None
+            s.end(s.ended)
+        return len(chosen)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(min(1.0, self.idle_seconds / 4)):
+            self.end_idle()
+
+
+# -- what index changes hold --------------------------------------------------------------------
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:g} MiB"
+
+
+class HeldChanges:
+    """Bytes of references and CLKs that index changes being received hold: at most
+    `per_change` one change (more is refused, naming the limit: nothing of it is applied),
+    `INDEX_CHANGES_HELD` times that all changes at once (more waits: refused as busy)."""
+
+    def __init__(self, per_change: int = MAX_INDEX_CHANGE_BYTES) -> None:
+        if per_change < 1:
+            raise ValueError("index changes: the limit must be positive")
+        self.per_change = per_change
+        self.in_all = per_change * INDEX_CHANGES_HELD
+        self._lock = threading.Lock()
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return self._held
+
+    @contextmanager
+    def holding(self) -> Iterator[Callable[[int], None]]:
+        """A function to call with each message's size before keeping it; what it counted
+        is released when the change is done."""
+        mine = 0
+
+        def hold(size: int) -> None:
+            nonlocal mine
+            if mine + size > self.per_change:
+                raise ResourceExhausted(
+                    f"the index change carries more than {_mib(self.per_change)} of references "
+                    "and CLKs, this matcher's limit for one change (serve "
+                    "--max-index-change-mib); nothing was changed: send it as several changes"
+                )
+            with self._lock:
+                if self._held + size > self.in_all:
+                    raise Busy(
+                        f"index changes being received hold {_mib(self._held)} already, at "
+                        f"most {_mib(self.in_all)} together; nothing was changed: retry shortly"
+                    )
+                self._held += size
+            mine += size
+
+        try:
+            yield hold
+        finally:
+            with self._lock:
+                self._held -= mine

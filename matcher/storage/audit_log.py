@@ -164,13 +164,22 @@ class AuditLog:
 
     # -- changes stored in another database ---------------------------------------------
 
-    def announce(self, event: audit.Event, change_id: str, settled: Iterable[int] = ()) -> int:
+    def announce(
+        self,
+        event: audit.Event,
+        change_id: str,
+        settled: Iterable[int] = (),
+        check: Callable[[], None] | None = None,
+    ) -> int:
         """Write `event`, announcing a change that is stored next in another database;
         its seq, which the change is stored with. `settled`: earlier announcements whose
         changes are known stored, forgotten in the same transaction. An earlier
-        announcement of the same change id, never stored (its write failed), is voided."""
+        announcement of the same change id, never stored (its write failed), is voided.
+        `check` runs first inside the transaction and may refuse (nothing is written)."""
         project, member = event.project, event.member
         with self._db.tx(clears_cache=False) as tx:
+            if check is not None:
+                check()
             tx.executemany("DELETE FROM audit_intents WHERE seq=?", [(s,) for s in settled])
             stale = tx.execute(
                 "SELECT seq FROM audit_intents WHERE project=? AND member=? AND change_id=?",

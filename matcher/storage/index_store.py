@@ -164,7 +164,7 @@ class IndexStore:
             )
             tx.executemany(
                 "INSERT OR REPLACE INTO index_records VALUES (?,?,?,?)",
-                [(project, member, ref, clk) for ref, clk in puts],
+                ((project, member, ref, clk) for ref, clk in puts),
             )
             if size_after:
                 tx.execute(

@@ -9,6 +9,8 @@ included (s.62 logs must say who consulted or disclosed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import Erasure
 from blindmatch.matcher.storage.base import ACTIVE_SQL
@@ -22,12 +24,16 @@ ERASED_DURING_RUN = (
 
 
 class RetentionStore(ProjectStore, UploadStore):
-    def erase_member(self, project: str, member: str) -> Erasure:
+    def erase_member(
+        self, project: str, member: str, then: Callable[[], object] | None = None
+    ) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
         Erasure wins over runs: a run of the project that is queued or running is cancelled
         in the same transaction (failed, with `ERASED_DURING_RUN`; `finish_run` then stores
         nothing of it), so a member starting runs in a loop cannot hold an erasure off.
+        `then` runs inside the transaction once the erasure goes ahead (to end the member's
+        streams, so that none commits after it).
         """
         with self.db.tx() as tx:
             self.project(project)
@@ -52,6 +58,8 @@ class RetentionStore(ProjectStore, UploadStore):
                         detail={"run_id": run_id, "message": ERASED_DURING_RUN},
                     ),
                 )
+            if then is not None:
+                then()
             runs = "SELECT id FROM runs WHERE project=?"
             links = tx.execute(
                 f"DELETE FROM links WHERE run_id IN ({runs}) AND (member=? OR partner=?)",

@@ -196,13 +196,15 @@ class UploadStore(StoreBase):
         client_upload_id: str = "",
         field_bits: tuple[int, ...] = (),
         fallback_bits: int = 0,
+        check: Callable[[], None] | None = None,
         schema_digest: str = "",
     ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
 
         With a `client_upload_id` already acknowledged for the same content,
         returns that earlier upload and stores nothing new. The flag says which: True
-        for an earlier upload acknowledged again.
+        for an earlier upload acknowledged again. `check` runs first inside the committing
+        transaction and may refuse (the uploader's token revoked meanwhile, say).
         """
         upload = Upload(
             uuid.uuid4().hex, project, member, record_count, clk_bits, fingerprint, sha256
@@ -210,6 +212,8 @@ class UploadStore(StoreBase):
         final = self.files.clk_file(upload.id)
         try:
             with self.db.tx() as tx:
+                if check is not None:
+                    check()
                 earlier = self._keyed_for_commit(upload, client_upload_id)
                 if earlier is not None:
                     return earlier, True

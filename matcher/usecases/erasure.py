@@ -9,6 +9,7 @@ cancelled (`RetentionStore.erase_member`), and stores nothing when it ends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from blindmatch.matcher.domain import Erasure
 from blindmatch.matcher.realtime.engine import Realtime
@@ -17,8 +18,16 @@ from blindmatch.matcher.storage.store import Store
 log = logging.getLogger("blindmatch.matcher")
 
 
-def erase(store: Store, realtime: Realtime, project: str, member: str) -> Erasure:
-    erased = store.erase_member(project, member)
+def erase(
+    store: Store,
+    realtime: Realtime,
+    project: str,
+    member: str,
+    then: Callable[[], object] | None = None,
+) -> Erasure:
+    """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
+    it goes ahead (the matcher ends the member's open streams there: none commits after)."""
+    erased = store.erase_member(project, member, then)
     realtime.erase_member(project, member)
     log.info("%s/%s: erased %d uploads", project, member, erased.uploads)
     return erased

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from blindmatch.matcher.core.encodings import (
@@ -126,9 +126,11 @@ def receive_upload(
     chunks: Iterable[bytes | None],
     *,
     max_upload_bytes: int,
+    check: Callable[[], None] | None = None,
 ) -> UploadReceipt:
     """Store `member`'s upload, whose CLKs arrive as `chunks` after `header` (None: a
-    message that is not CLKs), as its current data for the project."""
+    message that is not CLKs), as its current data for the project. `check` runs inside
+    the committing transaction and may refuse (the uploader's token revoked meanwhile)."""
     store.project(header.project)  # expired: NotFound, like every member call
     sha256 = check_header(header)
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
@@ -182,6 +184,7 @@ def receive_upload(
             client_upload_id=key,
             field_bits=header.field_bits,
             fallback_bits=header.fallback_bits,
+            check=check,
             schema_digest=header.schema_digest,
         )
     except OSError as exc:
