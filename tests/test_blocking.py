@@ -69,6 +69,31 @@ def test_the_native_bands_find_what_the_numpy_bands_find(
     assert native.comparisons == sum(r.comparisons for r in bands)
 
 
+@pytest.mark.parametrize("bits", [64, 192, 512, 1024, 2048])
+def test_the_native_bands_agree_with_numpy_at_every_width(bits: int) -> None:
+    # 1024 bits takes the AVX-512 path for two vectors a row (narrow and wide tiles), other
+    # multiples of 512 the general vector path, the rest scalar POPCNT; all-zero rows too.
+    rng = np.random.default_rng(bits)
+    people = rng.random((900, bits)) < 0.4
+    a = np.packbits(people[:600], axis=1)
+    b = np.packbits(people[300:] ^ (rng.random((600, bits)) < 0.02), axis=1)
+    a[:5] = 0
+    b[-5:] = 0
+    r = min(12, bits // 4)
+    positions = np.stack([rng.choice(bits, r, replace=False) for _ in range(30)])
+    plan = blocking.LshPlan(positions.astype(np.int32), 0.8, 0.999)
+    keys_a, keys_b = blocking.band_keys(a, plan), blocking.band_keys(b, plan)
+    bands = [blocking.compare_band(a, b, keys_a[k], keys_b[k], 0.8) for k in range(30)]
+    numpy = as_dict(*blocking.dedupe(
+        np.concatenate([x.sims for x in bands]),
+        np.concatenate([x.rows_a for x in bands]),
+        np.concatenate([x.rows_b for x in bands]),
+    ))  # fmt: skip
+    native = blocking.compare_bands(a, b, plan.positions, 0.8)
+    assert as_dict(native.sims, native.rows_a, native.rows_b) == numpy and len(numpy) > 200
+    assert native.comparisons == sum(x.comparisons for x in bands)
+
+
 def test_on_real_encodings_lsh_finds_a_subset_of_the_exhaustive_pairs_with_their_scores(
     realistic: tuple[np.ndarray, np.ndarray],
 ) -> None:
