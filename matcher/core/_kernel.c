@@ -519,6 +519,9 @@ done:
     return ret;
 }
 
+/* Batch LSH blocking (blocking.py): lsh_pairs, in a file of its own. */
+#include "_lshbatch.c"
+
 /* ---- one query against a standing index ----------------------------------------
  *
  * scan(clks, words, popcounts, query, threshold) -> (sims, rows)
@@ -1287,9 +1290,6 @@ static PyObject *py_lsh_query_many(PyObject *self, PyObject *args) {
     return list;
 }
 
-/* Batch LSH blocking (blocking.py): lsh_pairs, in a file of its own. */
-#include "_lshbatch.c"
-
 static PyObject *py_paths(PyObject *self, PyObject *noargs) {
     if (have_avx512()) return Py_BuildValue("[sss]", "avx512", "popcnt", "generic");
     if (have_popcnt()) return Py_BuildValue("[ss]", "popcnt", "generic");
@@ -1299,6 +1299,9 @@ static PyObject *py_paths(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"dense", py_dense, METH_VARARGS, "dense(a, b, words, threshold, path='auto')"},
     {"pairs", py_pairs, METH_VARARGS, "pairs(a, b, words, ia, ib, threshold)"},
+    {"lsh_pairs", py_lsh_pairs, METH_VARARGS,
+     "lsh_pairs(a, b, words, positions, bits_per_band, threshold) -> "
+     "((sims, rows_a, rows_b), comparisons)"},
     {"scan", py_scan, METH_VARARGS, "scan(clks, words, popcounts, query, threshold)"},
     {"lsh_build", py_lsh_build, METH_VARARGS,
      "lsh_build(clks, words, positions, bits_per_band, offsets, rows)"},
@@ -1311,9 +1314,6 @@ static PyMethodDef methods[] = {
      "lsh_query_many(capsules, query, threshold, cuts) -> [lsh_query's answer per capsule]"},
     {"lsh_pool", py_lsh_pool, METH_VARARGS,
      "lsh_pool(cpus, threads) -> running: look-ups on threads of their own"},
-    {"lsh_pairs", py_lsh_pairs, METH_VARARGS,
-     "lsh_pairs(a, b, words, positions, bits_per_band, threshold) -> "
-     "((sims, rows_a, rows_b), comparisons)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

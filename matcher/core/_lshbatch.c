@@ -1,15 +1,17 @@
 /*
- * Batch LSH blocking, native: included by _kernel.c (it uses that file's anonlink test,
- * `max_delta` and `passes`, its output buffer and its CPU checks).
+ * Batch LSH blocking, native: included by _kernel.c after `pairs` (it uses that file's
+ * anonlink test, `max_delta` and `passes`, its output buffer, `check_clks` and its CPU
+ * checks).
  *
  *   lsh_pairs(a, b, words, positions, bits_per_band, threshold)
- *       -> (sims, rows_a, rows_b, comparisons)
+ *       -> ((sims, rows_a, rows_b), comparisons)
  *
  * For every band (a row of `positions`, int32 bands*r: bit p is bit p % 64 of 64-bit word
  * p / 64), the rows of `a` and of `b` whose sampled bits spell the same key collide, and
  * every colliding pair is decided by anonlink's exact test. Each pair reaching the
  * threshold is returned once however many bands it collides in; `comparisons` counts
- * every colliding pair of every band (what blocking proposed).
+ * every colliding pair of every band (what blocking proposed). The threshold must be
+ * positive (rows with no bits set are skipped: they pass only a threshold <= 0).
  *
  * How it is cheap: the keys of a group of bands are computed in one pass over the rows
  * (each row read once per group, not once per band; PEXT where the CPU has BMI2); each
@@ -284,7 +286,13 @@ static void keys_generic(const uint64_t *x, size_t n, size_t w, const int32_t *p
                          size_t ng, const band_pieces_t *bp, uint32_t *keys) {
     (void)bp;
     for (size_t i = 0; i < n; i++)
-        for (size_t g = 0; g < ng; g++) keys[g * n + i] = band_key(x + i * w, pos + g * r, r);
+        for (size_t g = 0; g < ng; g++) {
+            const int32_t *p = pos + g * r;
+            uint32_t key = 0;
+            for (int j = 0; j < r; j++)
+                key |= (uint32_t)((x[i * w + ((uint32_t)p[j] >> 6)] >> (p[j] & 63)) & 1u) << j;
+            keys[g * n + i] = key;
+        }
 }
 
 #if BM_X86
