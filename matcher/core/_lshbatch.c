@@ -164,6 +164,7 @@ __attribute__((target("avx512f,avx512dq,avx512vpopcntdq"))) static void tile_avx
 }
 
 #define LSHB_WIDE 4 /* b rows from which a tile is scored in the transposed layout */
+#define LSHB_ROWS 4 /* rows of a scored together against a block of 8 rows of b */
 
 /* 1024-bit CLKs, a tile with at least LSHB_WIDE rows of b: the b rows as blocks of 8,
  * word-major (one vector holds a word of 8 rows, as the dense kernel lays them out), so a
@@ -187,38 +188,45 @@ __attribute__((target("avx512f,avx512dq,avx512vpopcntdq"))) static void tile_avx
             s->bufh[y] = y < kb ? h * s->bufp[y] : INFINITY;
         }
     }
-    for (size_t x = 0; x < ka; x++) {
-        uint32_t i = ia[x], pa = s->pa[i];
-        if (pa == 0) continue;
-        uint32_t delta = max_delta(pa, s->t, s->bits);
-        const uint64_t *ra = s->a + (size_t)i * 16;
-        __m512d ha = _mm512_set1_pd(h * pa);
+    /* LSHB_ROWS rows of a at a time, so each vector of b is loaded once for all of them. */
+    for (size_t x0 = 0; x0 < ka; x0 += LSHB_ROWS) {
+        const uint64_t *ra[LSHB_ROWS];
+        uint32_t ii[LSHB_ROWS], pa[LSHB_ROWS], delta[LSHB_ROWS];
+        __m512d ha[LSHB_ROWS];
+        for (size_t r = 0; r < LSHB_ROWS; r++) {
+            size_t x = x0 + r < ka ? x0 + r : x0; /* past the end: row x0 again, never kept */
+            ii[r] = ia[x];
+            pa[r] = s->pa[ii[r]];
+            delta[r] = max_delta(pa[r], s->t, s->bits);
+            ra[r] = s->a + (size_t)ii[r] * 16;
+            ha[r] = _mm512_set1_pd(x0 + r < ka && pa[r] ? h * pa[r] : INFINITY);
+        }
         for (size_t blk = 0; blk < nblk; blk++) {
             const uint64_t *col = bt + blk * 128;
-            __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-            for (size_t k = 0; k < 16; k += 2) {
-                acc0 = _mm512_add_epi64(
-                    acc0, _mm512_popcnt_epi64(_mm512_and_si512(
-                              _mm512_set1_epi64((long long)ra[k]),
-                              _mm512_load_si512((const void *)(col + k * 8)))));
-                acc1 = _mm512_add_epi64(
-                    acc1, _mm512_popcnt_epi64(_mm512_and_si512(
-                              _mm512_set1_epi64((long long)ra[k + 1]),
-                              _mm512_load_si512((const void *)(col + (k + 1) * 8)))));
+            __m512i acc[LSHB_ROWS];
+            for (size_t r = 0; r < LSHB_ROWS; r++) acc[r] = _mm512_setzero_si512();
+            for (size_t k = 0; k < 16; k++) {
+                __m512i bv = _mm512_load_si512((const void *)(col + k * 8));
+                for (size_t r = 0; r < LSHB_ROWS; r++)
+                    acc[r] = _mm512_add_epi64(
+                        acc[r], _mm512_popcnt_epi64(_mm512_and_si512(
+                                    _mm512_set1_epi64((long long)ra[r][k]), bv)));
             }
-            __m512i acc = _mm512_add_epi64(acc0, acc1);
-            __m512d thr = _mm512_add_pd(ha, _mm512_load_pd(s->bufh + blk * 8));
-            __mmask8 m = _mm512_cmp_pd_mask(_mm512_cvtepi64_pd(acc), thr, _CMP_GE_OQ);
-            if (!m) continue;
-            uint64_t counts[8];
-            _mm512_storeu_si512((void *)counts, acc);
-            while (m) {
-                int lane = __builtin_ctz(m);
-                m &= (__mmask8)(m - 1);
-                size_t y = blk * 8 + (size_t)lane;
-                double sim;
-                if (passes((uint32_t)counts[lane], pa, s->bufp[y], delta, s->t, &sim))
-                    pairset_add(&s->found, ((uint64_t)i << 32) | s->bufj[y], sim);
+            __m512d hbv = _mm512_load_pd(s->bufh + blk * 8);
+            for (size_t r = 0; r < LSHB_ROWS; r++) {
+                __mmask8 m = _mm512_cmp_pd_mask(_mm512_cvtepi64_pd(acc[r]),
+                                                _mm512_add_pd(ha[r], hbv), _CMP_GE_OQ);
+                if (!m) continue;
+                uint64_t counts[8];
+                _mm512_storeu_si512((void *)counts, acc[r]);
+                while (m) {
+                    int lane = __builtin_ctz(m);
+                    m &= (__mmask8)(m - 1);
+                    size_t y = blk * 8 + (size_t)lane;
+                    double sim;
+                    if (passes((uint32_t)counts[lane], pa[r], s->bufp[y], delta[r], s->t, &sim))
+                        pairset_add(&s->found, ((uint64_t)ii[r] << 32) | s->bufj[y], sim);
+                }
             }
         }
     }
