@@ -164,7 +164,7 @@ __attribute__((target("avx512f,avx512dq,avx512vpopcntdq"))) static void tile_avx
 }
 
 #define LSHB_WIDE 4 /* b rows from which a tile is scored in the transposed layout */
-#define LSHB_ROWS 4 /* rows of a scored together against a block of 8 rows of b */
+#define LSHB_ROWS 8 /* rows of a scored together against a block of 8 rows of b */
 
 /* 1024-bit CLKs, a tile with at least LSHB_WIDE rows of b: the b rows as blocks of 8,
  * word-major (one vector holds a word of 8 rows, as the dense kernel lays them out), so a
