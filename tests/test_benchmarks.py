@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -78,3 +79,35 @@ def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path:
         households.setdefault(p.household, []).append(p)
     twins = [h for h in households.values() if len({p.dob for p in h}) < len(h)]
     assert twins and max(len(h) for h in households.values()) <= 5
+
+
+def test_realistic_encodings_are_what_blindmatch_encode_makes(tmp_path: Path) -> None:
+    from benchmarks import realclks
+    from benchmarks.exports import write_export
+    from blindmatch.client.encoding.encoded import CLKS, read_encoded
+    from blindmatch.matcher.core import kernel
+    from tests.support import Org, encode_cli
+
+    one = realclks.realistic_pair(1_500, 1_200, seed=5, workers=1, cache=False, quiet=True)
+    two = realclks.realistic_pair(1_500, 1_200, seed=5, workers=2, cache=False, quiet=True)
+    assert one.a.shape == (1_500, 128) and one.b.shape == (1_200, 128)
+    # The same whatever the number of processes; no row repeated to make up the size.
+    assert np.array_equal(one.a, two.a) and np.array_equal(one.b, two.b)
+    assert len(np.unique(one.a, axis=0)) == 1_500
+    # 10% of A's people are in B, and the exact kernel finds nearly all of them at 0.8.
+    assert len(one.truth_a) == 150
+    _, ia, ib = kernel.dice_candidates(one.a, one.b, 0.8)
+    found = set(zip(ia.tolist(), ib.tolist(), strict=True))
+    truth = set(zip(one.truth_a.tolist(), one.truth_b.tolist(), strict=True))
+    assert len(found & truth) >= 0.95 * len(truth)
+    # A's rows are what `blindmatch encode` makes of A's export (default schema).
+    rows_a, _ = realclks.exports(5, 0, 2_550, 1_500, 150)
+    style = realclks.STYLE_A
+    header = [style.id_column, *style.columns.values()]
+    export = write_export(tmp_path, style.name, header, rows_a, style.mapping_toml(), [0] * 1_500)
+    secret = tmp_path / "secret"
+    secret.write_bytes(realclks.SECRET)
+    out = tmp_path / "enc"
+    assert encode_cli(Org(export.csv, export.mapping), secret, out, realclks.SCHEMA) == 0
+    assert read_encoded(out).record_count == 1_500
+    assert (out / CLKS).read_bytes() == one.a.tobytes()
