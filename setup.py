@@ -12,6 +12,7 @@ setup(
         Extension(
             "blindmatch.matcher.core._kernel",
             sources=["matcher/core/_kernel.c"],
+            depends=["matcher/core/_lshbatch.c"],  # included by _kernel.c
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -190,11 +190,21 @@ def overhead_per_task(executor: Executor, tasks: int = 2_000) -> tuple[float, in
     return out.seconds / out.tasks, out.tasks
 
 
+def lsh_plan(a: np.ndarray, b: np.ndarray) -> blocking.LshPlan:
+    """The planner's bands for a and b; where it finds comparing every pair cheaper (a
+    NoPlan), the bands it plans for such data at 1M x 1M, so a band task can be timed."""
+    found = blocking.plan([a, b], THRESHOLD)
+    if isinstance(found, blocking.NoPlan):
+        found = blocking.plan([a, b], THRESHOLD, sizes=[1_000_000, 1_000_000])
+    assert isinstance(found, blocking.LshPlan), found
+    return found
+
+
 def band_seconds(a: np.ndarray, b: np.ndarray, bands: int = 2) -> tuple[float, int]:
     """CPU seconds one band of an LSH task takes for datasets a and b (keys computed in the
     task; CPU time, so that other work on the machine does not count), and the bands the
     planner gives that pair."""
-    lsh = blocking.plan([a, b], THRESHOLD)
+    lsh = lsh_plan(a, b)
     task = BandTask(0, len(a), 1, len(b), 0, min(bands, lsh.bands))
     start = time.process_time()
     run_task(task, a, b, THRESHOLD, lsh)
@@ -205,7 +215,7 @@ def planned_bands(n_a: int, n_b: int, sample: np.ndarray) -> int:
     """Bands the planner picks for a pair of these sizes (data like `sample`)."""
     a = np.resize(sample, (n_a, sample.shape[1]))
     b = np.resize(sample[::-1], (n_b, sample.shape[1]))
-    return blocking.plan([a, b], THRESHOLD).bands
+    return lsh_plan(a, b).bands
 
 
 @dataclass
@@ -308,7 +318,7 @@ def costs(args: argparse.Namespace) -> None:
         )
 
     # The matcher's serial part: merging and solving candidates (greedy, one thread).
-    lsh = blocking.plan([big_a[:200_000], big_b[:200_000]], THRESHOLD)
+    lsh = lsh_plan(big_a[:200_000], big_b[:200_000])
     task = BandTask(0, 200_000, 1, 200_000, 0, lsh.bands)
     found = run_task(task, big_a[:200_000], big_b[:200_000], THRESHOLD, lsh).candidates
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """The graph-matching attack against each encoding and view, and the fallback CLK's F1 cost.
 
     .venv/bin/python benchmarks/graph_attack.py [--records 1000] [--overlap 1.0] [--seed 1]
-        [--only LABEL ...] [--known 0 10 50]
+        [--only LABEL ...] [--known 0 10 50] [--schema schemas/person-uk.json]
     .venv/bin/python benchmarks/graph_attack.py --f1 [--seeds 11 12 13] [--population 20000]
 
 Attack table: a police force's export of `--records` people (the victim) and another
@@ -17,8 +17,12 @@ the secret); the matcher learns which records share a band. Printed beside the a
 recall of band collisions on true cross-organisation pairs at Dice >= 0.8 (the default
 threshold), and the density of the within-member collision graph.
 
+Every setting is the layout of `--schema` (default: the shipped default, schemas/person-uk.json;
+schemas/person-uk-original.json reproduces the figures of the layout before issue 21), with
+its fallback CLK on or off.
+
 --f1: pair F1 on benchmarks/messy.py's three organisations at the default threshold, with the
-default schema's fallback CLK on and off (in-process encode and match, as a run does).
+schema's fallback CLK on and off (in-process encode and match, as a run does).
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class Case:
 def cases(person: LinkageSchema) -> list[Case]:
     old, plain = with_fallback(person, True), with_fallback(person, False)
     return [
-        Case("old default: record + fallback CLK", old),
+        Case("record + fallback CLK", old),
         Case("record CLK only (fallback off)", plain),
         Case("salt dob:year (fallback off)", plain, Hardening(salt_field="dob")),
         Case("BLIP eps=3 (fallback off)", plain, Hardening(blip_epsilon=3.0)),
@@ -117,7 +121,7 @@ def cases(person: LinkageSchema) -> list[Case]:
 
 
 def attack_table(args: argparse.Namespace) -> None:
-    person = load_schema(PERSON)
+    person = load_schema(args.schema)
     chosen = [c for c in cases(person) if not args.only or c.label in args.only]
     with tempfile.TemporaryDirectory(prefix="blindmatch-graph-") as tmp:
         pair = population.write_pair(Path(tmp), args.seed, args.records, args.overlap)
@@ -182,7 +186,7 @@ def f1_study(args: argparse.Namespace) -> None:
     from blindmatch.matcher.domain import DEFAULT_THRESHOLD
     from blindmatch.matcher.usecases.runs import match
 
-    person = load_schema(PERSON)
+    person = load_schema(args.schema)
     print(f"{'seed':>5} {'fallback':<9} {'precision':>9} {'recall':>7} {'F1':>7}")
     deltas = []
     for seed in args.seeds:
@@ -234,8 +238,9 @@ def main() -> int:
     parser.add_argument("--f1", action="store_true", help="the fallback's F1 cost instead")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--population", type=int, default=20_000)
+    parser.add_argument("--schema", type=Path, default=PERSON, help="the layout attacked")
     args = parser.parse_args()
-    labels = [c.label for c in cases(load_schema(PERSON))]
+    labels = [c.label for c in cases(load_schema(args.schema))]
     for label in args.only:
         if label not in labels:
             parser.error(f"--only {label!r}: one of {'; '.join(labels)}")

@@ -24,8 +24,10 @@ files:
   with match probability >= 0.5, resolved one-to-one between each two organisations best
   first (benchmarks/splink_link.py, run in benchmarks/.venv-splink: Splink is the
   benchmark's anchor, not a dependency).
-- **candidate** (in the grid): the same CLI flow with the opt-in
-  schemas/person-uk-candidate.json (issue 21; docs/schema.md).
+- **original** (in the grid): the same CLI flow with schemas/person-uk-original.json, the
+  default until the candidate layout replaced it (issue 21; docs/schema.md); with
+  `--flows`, also **no-fallback** (the default without its fallback CLK) and
+  **original-no-fallback**.
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
   the largest export: the share of records its worst attack re-identifies.
 
@@ -56,7 +58,13 @@ from blindmatch.client.tools.evaluate import Quality, quality, read_results, rea
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
-CANDIDATE = ROOT / "schemas" / "person-uk-candidate.json"  # opt-in, issue 21
+# The other shipped record-level schemas the grid can run through the same CLI flow.
+SCHEMA_FLOWS = {
+    "no-fallback": ROOT / "schemas" / "person-uk-no-fallback.json",
+    "original": ROOT / "schemas" / "person-uk-original.json",  # the default until issue 21
+    "original-no-fallback": ROOT / "schemas" / "person-uk-original-no-fallback.json",
+}
+FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, "splink"]
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
 SPLINK_PYTHON = Path(__file__).resolve().parent / ".venv-splink" / "bin" / "python"
 SPLINK_SCRIPT = Path(__file__).resolve().parent / "splink_link.py"
@@ -196,7 +204,7 @@ def _q(q: Quality) -> str:
 
 def grid(args: argparse.Namespace) -> int:
     """Both generators x corruption rates x population sizes: the table of issue 21."""
-    flows = args.flows or ["anchor", "blindmatch", "candidate", "splink"]
+    flows = args.flows or ["anchor", "blindmatch", "original", "splink"]
     results: list[dict[str, object]] = []
     print(f"{'generator':<11} {'corr':>4} {'people':>6} {'flow':<11} {'precision':>9} "
           f"{'recall':>7} {'F1':>7} {'s':>6}", flush=True)  # fmt: skip
@@ -218,8 +226,10 @@ def grid(args: argparse.Namespace) -> int:
                             found = anchor(folder, generator=gen)
                         elif flow == "blindmatch":
                             found = blindmatch_flow(folder, Path(tmp), gen)
-                        elif flow == "candidate":
-                            found = blindmatch_flow(folder, Path(tmp) / "c", gen, CANDIDATE)
+                        elif flow in SCHEMA_FLOWS:
+                            found = blindmatch_flow(
+                                folder, Path(tmp) / flow, gen, SCHEMA_FLOWS[flow]
+                            )
                         else:
                             found = splink(folder, gen, Path(tmp))
                         q = quality(found, truth)
@@ -308,8 +318,8 @@ def main() -> int:
     parser.add_argument(
         "--flows",
         nargs="+",
-        choices=["anchor", "blindmatch", "candidate", "splink"],
-        help="grid: the flows to run (default: all four)",
+        choices=FLOWS,
+        help="grid: the flows to run (default: anchor, blindmatch, original, splink)",
     )
     parser.add_argument("--no-privacy", action="store_true", help="grid: no privacy-check")
     parser.add_argument("--out", type=Path, help="grid: also write the figures as JSON")

@@ -15,7 +15,10 @@ values, stale postcodes; docs/evaluation.md lists the rates). Each export is enc
 by `client.encoding.encode.encode_csv`, the code behind `blindmatch encode`, with the
 shipped default schema (schemas/person-uk.json) and a fixed benchmark secret: these
 are the CLKs the matcher would receive, not a simulation of them (compare
-`benchmarks/synthclks.py`).
+`benchmarks/synthclks.py`). The default uploads a record-level CLK followed by a
+fallback CLK (matcher/core/fallback.py); kept here is the record-level CLK, the first
+1,024 bits: it is what the kernel, batch LSH and the standing index's first half
+compare (the fallback CLK is compared only for records that lack a date of birth).
 
 Scale comes from generating, never from repeating rows: the people are cut into
 chunks, each chunk drawn from its own seed (so the result does not depend on how
@@ -109,7 +112,8 @@ def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
     header = [style.id_column, *style.columns.values()]
     export = write_export(folder, style.name, header, rows, style.mapping_toml(), [0] * len(rows))
     result = encode_csv(export.csv, schema, mappings[style.name], SECRET, max_workers=1)  # type: ignore[arg-type]
-    return np.frombuffer(result.clks, dtype=np.uint8).reshape(len(rows), result.clk_bits // 8)
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(len(rows), result.clk_bits // 8)
+    return np.ascontiguousarray(clks[:, : (result.clk_bits - result.fallback_bits) // 8])
 
 
 def exports(
@@ -131,7 +135,8 @@ def exports(
 def _chunk(job: tuple[int, int, int, int, int]) -> tuple[Clks, Clks]:
     """A's and B's CLKs of a chunk of people."""
     rows_a, rows_b = exports(*job)
-    width = layout()[0] // 8
+    clk_bits, fallback_bits = layout()
+    width = (clk_bits - fallback_bits) // 8  # the record-level CLK, as `_encode` keeps
     with tempfile.TemporaryDirectory() as tmp:
         a = _encode(STYLE_A, rows_a, Path(tmp)) if rows_a else np.empty((0, width), np.uint8)
         b = _encode(STYLE_B, rows_b, Path(tmp)) if rows_b else np.empty((0, width), np.uint8)

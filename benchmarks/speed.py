@@ -1,18 +1,29 @@
-"""Speed and scale, beside anonlink measured in the same run.
+"""Speed and scale on realistic and synthetic encodings, beside anonlink, in one run.
 
-    .venv/bin/python benchmarks/speed.py            # full: up to 1M x 1M (~10-15 min)
-    .venv/bin/python benchmarks/speed.py --quick    # 10k-20k sizes (~1 min)
+    .venv/bin/python benchmarks/speed.py            # full: up to 1M x 1M (~30-60 min)
+    .venv/bin/python benchmarks/speed.py --quick    # 10k-20k sizes (~1-2 min)
     make bench-speed                                 # the full run
 
-1. kernel: pairs/s of anonlink's dice_coefficient_accelerated and of
-   blindmatch's kernel (1 thread, all threads), interleaved, medians, same
-   synthetic CLKs, with a check that both return identical pairs and scores.
-2. blocking and growth: for n x n members (10% overlap), exhaustive time,
-   LSH time, comparisons and recall of LSH against exhaustive; anonlink's time
-   where it is affordable (else estimated from its measured rate, marked ~).
-3. end to end: n x n through a real matcher on loopback gRPC (upload, run,
-   results), wall times and peak resident memory of this process, which holds
-   server and both clients; and the multi-party solver on 5 x 200k (full only).
+Two kinds of encodings, side by side: *realistic*, real clkhash output of realistic
+people under the default schema (`benchmarks/realclks.py`, cached after the first
+run), and *synthetic* (`benchmarks/synthclks.py`), simulated CLKs.
+
+1. kernel: pairs/s of anonlink's dice_coefficient_accelerated and of blindmatch's
+   kernel (1 thread, all threads), interleaved, medians, with a check that both
+   return identical pairs and scores.
+2. blocking and growth: for n x n members (10% overlap), exhaustive and LSH (the
+   planner's plan, run by the matcher's thread executor): wall and CPU seconds,
+   comparisons, how many fewer than all pairs, recall of LSH against the
+   exhaustive pairs at or above the threshold, and CPU ns per LSH-proposed
+   comparison beside the previous pure-numpy band path (`compare_band`, timed on a
+   few bands of the same plan). Past 200k rows a side, the exhaustive pairs come from
+   a random sample of A's rows against all of B (or, for realistic 1M x 1M, the
+   chunks cached by benchmarks/exhaustive_cache.py), and exhaustive time is
+   extrapolated from it; anonlink's time is estimated from its measured rate (~).
+3. end to end: n x n realistic encodings through a real matcher on loopback gRPC
+   (upload, run, results): wall and CPU seconds, load average, peak memory; and the
+   multi-party solver on 5 x 200k (full only).
+4. a summary: realistic and synthetic columns, as ratios.
 
 No timing is asserted anywhere; the numbers are printed and written to
 docs/performance.md by hand.
@@ -21,7 +32,9 @@ docs/performance.md by hand.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import platform
 import resource
 import statistics
 import sys
@@ -29,16 +42,22 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import exhaustive_cache
+from benchmarks.realclks import load_realistic
 from benchmarks.synthclks import member_pair, members
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encoded import write_encoded
 from blindmatch.matcher.core import blocking, kernel
+from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.executor import CompareJob, ThreadExecutor
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.usecases.runs import match
 
@@ -50,6 +69,33 @@ with warnings.catch_warnings():
 
 THRESHOLD = 0.8
 CORES = os.cpu_count() or 1
+KINDS = ("realistic", "synthetic")
+EXACT_MAX = 200_000  # past this many rows a side, exhaustive pairs from a sample of A
+SAMPLE_ROWS = 20_000  # rows of A in that sample
+OLD_COMPARISONS = 30_000_000  # about this many proposed pairs timed on the previous path
+
+Clks = npt.NDArray[np.uint8]
+
+
+def data(kind: str, n: int, seed: int = 2) -> tuple[Clks, Clks]:
+    if kind == "realistic":
+        return load_realistic(n, n, seed if n < 1_000_000 else 0)
+    pair = member_pair(n, seed=seed)
+    return pair.a, pair.b
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def bitarrays(clks: np.ndarray) -> list[bitarray]:
@@ -61,29 +107,38 @@ def bitarrays(clks: np.ndarray) -> list[bitarray]:
     return out
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall s, CPU s of this process, result)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
-    return time.perf_counter() - t0, result
+    return time.perf_counter() - t0, time.process_time() - c0, result
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def kernel_bench(na: int, nb: int, repeats: int) -> float:
-    pair = member_pair(max(na, nb), seed=1)
-    a, b = pair.a[:na], pair.b[:nb]
+@dataclass
+class Summary:
+    """What the closing table compares, per kind of encodings."""
+
+    kernel: dict[str, float] = field(default_factory=dict)  # x anonlink, 1 thread
+    growth: dict[str, dict[str, float]] = field(default_factory=dict)  # at the largest n
+
+
+def kernel_bench(kind: str, na: int, nb: int, repeats: int, summary: Summary) -> float:
+    a, b = data(kind, max(na, nb))
+    a, b = a[:na], b[:nb]
     ba, bb = bitarrays(a), bitarrays(b)
     runs: dict[str, list[float]] = {"anonlink": [], "blindmatch 1 thread": []}
     runs[f"blindmatch {CORES} threads"] = []
     same = True
     for _ in range(repeats):  # interleaved, so load from other users hits all alike
-        dt, theirs = timed(lambda: dice_coefficient_accelerated([ba, bb], THRESHOLD))
+        dt, _, theirs = timed(lambda: dice_coefficient_accelerated([ba, bb], THRESHOLD))
         runs["anonlink"].append(dt)
-        dt, ours = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=1))
+        dt, _, ours = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=1))
         runs["blindmatch 1 thread"].append(dt)
-        dt, _ = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES))
+        dt, _, _ = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES))
         runs[f"blindmatch {CORES} threads"].append(dt)
         s, (i, j) = theirs  # type: ignore[misc]
         o = ours  # type: ignore[assignment]
@@ -92,83 +147,133 @@ def kernel_bench(na: int, nb: int, repeats: int) -> float:
         )
     pairs = na * nb
     base = statistics.median(runs["anonlink"])
-    print(f"\n## Kernel: {na:,} x {nb:,} CLKs of 1024 bits, threshold {THRESHOLD}")
+    print(f"\n## Kernel, {kind}: {na:,} x {nb:,} CLKs of {a.shape[1] * 8} bits, t = {THRESHOLD}")
     print(f"path: {kernel.paths()[0]}; identical pairs and scores to anonlink: {same}")
     print(f"{'':28} {'median s':>9} {'M pairs/s':>10} {'x anonlink':>11}")
     for name, times in runs.items():
         med = statistics.median(times)
         print(f"{name:28} {med:9.3f} {pairs / med / 1e6:10.0f} {base / med:11.2f}")
-    t1 = statistics.median(runs["blindmatch 1 thread"])
-    tn = statistics.median(runs[f"blindmatch {CORES} threads"])
-    print(f"thread scaling on {CORES} cores: {t1 / tn:.2f}x")
+    summary.kernel[kind] = base / statistics.median(runs["blindmatch 1 thread"])
     return pairs / base
 
 
-def growth_bench(sizes: list[int], anonlink_rate: float, anonlink_max: int) -> None:
-    print(f"\n## Blocking and growth: n x n members, 10% overlap, threshold {THRESHOLD}")
+def exhaustive_reference(
+    kind: str, a: Clks, b: Clks
+) -> tuple[npt.NDArray[np.int64], set[tuple[int, int]], float, str]:
+    """(rows of A covered, exhaustive pairs of those rows, CPU s for all of A, how)."""
+    n = len(a)
+    if n <= EXACT_MAX:
+        _, cpu, (_, i, j) = timed(  # type: ignore[misc]
+            lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES)
+        )
+        return np.arange(n), set(zip(i.tolist(), j.tolist(), strict=True)), cpu, "all rows"
+    if kind == "realistic" and n == 1_000_000:
+        rows, pairs, cpu = exhaustive_cache.load(n)
+        if len(rows):
+            how = f"{len(rows):,} of {n:,} rows of A (benchmarks/exhaustive_cache.py)"
+            return rows, pairs, cpu * n / len(rows), how
+    rows = np.sort(np.random.default_rng(7).choice(n, SAMPLE_ROWS, replace=False))
+    _, cpu, (_, i, j) = timed(  # type: ignore[misc]
+        lambda: kernel.dice_candidates(a[rows], b, THRESHOLD, workers=CORES)
+    )
+    pairs = set(zip(rows[i].tolist(), j.tolist(), strict=True))
+    return rows, pairs, cpu * n / len(rows), f"a random {len(rows):,} of {n:,} rows of A"
+
+
+def old_ns_per_comparison(a: Clks, b: Clks, plan: blocking.LshPlan) -> float:
+    """CPU ns per proposed comparison of the previous band path (numpy keys and sort, a
+    gather of both rows of every pair), on a few bands of the same plan."""
+    per_band = plan.expected_comparisons / plan.bands
+    bands = int(min(3, max(1, OLD_COMPARISONS // max(per_band, 1))))
+    part = dataclasses.replace(plan, positions=plan.positions[:bands])
+    c0 = time.process_time()
+    keys_a, keys_b = blocking.band_keys(a, part), blocking.band_keys(b, part)
+    compared = sum(
+        blocking.compare_band(a, b, keys_a[k], keys_b[k], THRESHOLD).comparisons
+        for k in range(part.bands)
+    )
+    return (time.process_time() - c0) / max(compared, 1) * 1e9
+
+
+def lsh_run(a: Clks, b: Clks, plan: blocking.LshPlan) -> tuple[set[tuple[int, int]], int]:
+    """The run's comparing as the matcher does it: band tasks on the thread executor."""
+    job = CompareJob([a, b], THRESHOLD, "lsh", lsh=plan)
+    parts, comparisons = ThreadExecutor(CORES).compare(job, lambda *_: None, lambda *_: None)
+    c = merge(parts)
+    return set(zip(c.rec0.tolist(), c.rec1.tolist(), strict=True)), comparisons
+
+
+def growth_bench(
+    kind: str, sizes: list[int], anonlink_rate: float, anonlink_max: int, summary: Summary
+) -> None:
+    print(f"\n## Blocking and growth, {kind}: n x n members, 10% overlap, t = {THRESHOLD}")
     print(
-        f"{'n':>9} {'anonlink s':>11} {'exhaustive s':>13} {'lsh s':>7} {'x anonlink':>11}"
-        f" {'comparisons':>13} {'fewer':>8} {'recall':>8}"
+        f"{'n':>9} {'anonlink s':>10} {'exh. s':>8} {'exh. CPU':>9} {'lsh s':>7} {'lsh CPU':>8}"
+        f" {'x exh.':>7} {'comparisons':>15} {'fewer':>7} {'recall':>8} {'ns/cmp':>7}"
+        f" {'old ns/cmp':>10} {'x old':>6}  plan"
     )
     for n in sizes:
-        pair = member_pair(n, seed=2)
-        a, b = pair.a, pair.b
+        a, b = data(kind, n)
         if n <= anonlink_max:
             ba, bb = bitarrays(a), bitarrays(b)
-            t_anon, _ = timed(lambda: dice_coefficient_accelerated([ba, bb], THRESHOLD))  # noqa: B023
-            anon = f"{t_anon:11.2f}"
+            t_anon, _, _ = timed(lambda: dice_coefficient_accelerated([ba, bb], THRESHOLD))  # noqa: B023
+            anon = f"{t_anon:10.1f}"
+            del ba, bb
         else:
-            t_anon = n * n / anonlink_rate
-            anon = f"~{t_anon:10.0f}"
-        t_full, full = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES))  # noqa: B023
-        t_lsh, res = timed(lambda: lsh_pairs(a, b))  # noqa: B023
+            anon = f"~{n * n / anonlink_rate:9.0f}"
+        t_full, c_full, ref = timed(lambda: exhaustive_reference(kind, a, b))  # noqa: B023
+        rows, exhaustive, c_full, how = ref  # type: ignore[misc]
+        if how != "all rows":
+            t_full = float("nan")  # not measured whole: CPU extrapolated
+        plan = blocking.plan([a, b], THRESHOLD)
+        label = ""
+        if isinstance(plan, blocking.NoPlan):  # a run compares every pair; show LSH anyway
+            print(f"{n:9,} {anon} {t_full:8.1f} {c_full:9.1f}  a run: {plan.message}")
+            plan = blocking.plan([a, b], THRESHOLD, sizes=[1_000_000] * 2)
+            assert isinstance(plan, blocking.LshPlan), plan
+            label = " (the plan for 1M x 1M)"
+        load_before = load()
+        t_lsh, c_lsh, res = timed(lambda: lsh_run(a, b, plan))  # noqa: B023
         found, comparisons = res  # type: ignore[misc]
-        _, i, j = full  # type: ignore[misc]
-        exhaustive = set(zip(i.tolist(), j.tolist(), strict=True))
-        recall = len(found & exhaustive) / max(len(exhaustive), 1)
+        covered = set(rows.tolist())
+        mine = {p for p in found if p[0] in covered} if how != "all rows" else found
+        recall = len(mine & exhaustive) / max(len(exhaustive), 1)
+        ns = c_lsh / max(comparisons, 1) * 1e9
+        old = old_ns_per_comparison(a, b, plan)
         print(
-            f"{n:9,} {anon} {t_full:13.2f} {t_lsh:7.2f} {t_anon / min(t_full, t_lsh):11.1f}"
-            f" {comparisons:13,} {n * n / comparisons:7.0f}x {recall:8.4f}"
+            f"{n:9,} {anon} {t_full:8.1f} {c_full:9.1f} {t_lsh:7.1f} {c_lsh:8.1f}"
+            f" {c_full / c_lsh:7.1f} {comparisons:15,} {n * n / comparisons:6.0f}x {recall:8.5f}"
+            f" {ns:7.1f} {old:10.0f} {old / ns:6.0f}  {plan.bands} x {plan.bits_per_band} bits,"
+            f" design recall {plan.design_recall:.4f}{label}"
         )
-
-
-def lsh_pairs(a: np.ndarray, b: np.ndarray) -> tuple[set[tuple[int, int]], int]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    plan = blocking.plan([a, b], THRESHOLD)
-    with ThreadPoolExecutor(CORES) as pool:
-        ka, kb = pool.map(lambda d: blocking.band_keys(d, plan), [a, b])
-        results = list(
-            pool.map(
-                lambda band: blocking.compare_band(a, b, ka[band], kb[band], THRESHOLD),
-                range(plan.bands),
-            )
+        print(
+            f"{'':9} exhaustive pairs >= t: {len(exhaustive):,} ({how}); LSH found "
+            f"{len(mine & exhaustive):,} of them; load average before LSH {load_before}"
         )
-    _, i, j = blocking.dedupe(
-        np.concatenate([r.sims for r in results]),
-        np.concatenate([r.rows_a for r in results]),
-        np.concatenate([r.rows_b for r in results]),
-    )
-    return set(zip(i.tolist(), j.tolist(), strict=True)), sum(r.comparisons for r in results)
+        summary.growth[kind] = {
+            "n": n, "recall": recall, "fewer": n * n / comparisons, "x exhaustive CPU":
+            c_full / c_lsh, "ns/cmp": ns, "x old ns/cmp": old / ns, "lsh CPU": c_lsh,
+            "lsh wall": t_lsh,
+        }  # fmt: skip
 
 
-def end_to_end(n: int, blocking_mode: str) -> None:
-    print(f"\n## End to end through the matcher: {n:,} x {n:,}, blocking {blocking_mode}")
-    pair = member_pair(n, seed=3)
+def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
+    print(f"\n## End to end through the matcher, {kind}: {n:,} x {n:,}, blocking {blocking_mode}")
+    a, b = data(kind, n)
     with tempfile.TemporaryDirectory() as tmp:
         encoded = []
-        for name, clks in (("a", pair.a), ("b", pair.b)):
+        for name, clks in (("a", a), ("b", b)):
             encoded.append(
                 write_encoded(
                     Path(tmp) / name,
                     clks=clks.tobytes(),
-                    clk_bits=1024,
+                    clk_bits=clks.shape[1] * 8,
                     fingerprint=b"f" * 32,
                     ids=[str(x) for x in range(n)],
                     report={},
                 )
             )
-        del pair
+        del a, b
         server = create_server("127.0.0.1:0", Path(tmp) / "data", "admin", workers=CORES)
         target = f"127.0.0.1:{server.port}"
         try:
@@ -176,18 +281,22 @@ def end_to_end(n: int, blocking_mode: str) -> None:
                 proj = op.create_project("scale", ["a", "b"], blocking=blocking_mode)
             for name, enc in zip("ab", encoded, strict=True):
                 with MatcherClient(target, proj.tokens[name]) as c:
-                    dt, _ = timed(lambda c=c, enc=enc: c.upload("scale", enc))
+                    dt, _, _ = timed(lambda c=c, enc=enc: c.upload("scale", enc))
                 print(f"upload {n:,} CLKs ({name}): {dt:.1f} s")
             with MatcherClient(target, proj.tokens["a"]) as c:
-                t0 = time.perf_counter()
+                print(f"load average before the run: {load()}")
+                t0, c0 = time.perf_counter(), time.process_time()
                 c.start_run("scale")
                 last = None
                 for status in c.watch_run("scale"):
                     last = status
-                t_run = time.perf_counter() - t0
+                t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
                 assert last is not None and last.state == "done", last
-                t_res, results = timed(lambda: c.results("scale"))
-            print(f"run: {t_run:.1f} s, {last.groups:,} shared subjects")
+                t_res, _, results = timed(lambda: c.results("scale"))
+            print(
+                f"run: {t_run:.1f} s wall, {c_run:.1f} CPU s (all threads of this process), "
+                f"{last.groups:,} shared subjects; load average after: {load()}"
+            )
             print(f"results ({len(results.hits):,} hits, streamed in batches): {t_res:.1f} s")  # type: ignore[attr-defined]
             print(
                 f"peak resident memory of this process (server + clients): {peak_rss_gib():.2f} GiB"
@@ -197,9 +306,9 @@ def end_to_end(n: int, blocking_mode: str) -> None:
 
 
 def multiparty(count: int, n: int) -> None:
-    print(f"\n## Multi-party: {count} members x {n:,} records, 10% held by all")
+    print(f"\n## Multi-party, synthetic: {count} members x {n:,} records, 10% held by all")
     datasets = members(count, n, overlap=0.1, seed=4)
-    dt, result = timed(lambda: match(datasets, THRESHOLD, workers=CORES))
+    dt, _, result = timed(lambda: match(datasets, THRESHOLD, workers=CORES))
     r = result  # type: ignore[assignment]
     print(
         f"match ({r.method}): {dt:.1f} s, {r.comparisons:,} comparisons, {r.groups:,} groups, "
@@ -207,33 +316,71 @@ def multiparty(count: int, n: int) -> None:
     )
 
 
+def summarise(summary: Summary) -> None:
+    print("\n## Summary: realistic | synthetic")
+    k = summary.kernel
+    if k:
+        cells = " | ".join(f"{k[x]:.1f}x" if x in k else "-" for x in KINDS)
+        print(f"kernel, 1 thread, x anonlink: {cells}")
+    g = summary.growth
+    if not g:
+        return
+    rows = [
+        ("n x n", "n", "{:,.0f}"),
+        ("LSH recall vs exhaustive pairs >= t", "recall", "{:.5f}"),
+        ("pairs compared: x fewer than all", "fewer", "{:,.0f}x"),
+        ("LSH CPU: x less than exhaustive", "x exhaustive CPU", "{:.1f}x"),
+        ("CPU ns per LSH-proposed comparison", "ns/cmp", "{:.1f}"),
+        ("  x fewer than the previous numpy path", "x old ns/cmp", "{:.0f}x"),
+        ("LSH CPU s", "lsh CPU", "{:.1f}"),
+        ("LSH wall s", "lsh wall", "{:.1f}"),
+    ]
+    for label, key, fmt in rows:
+        cells = " | ".join(fmt.format(g[x][key]) if x in g else "-" for x in KINDS)
+        print(f"{label}: {cells}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes only (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="small sizes only (~1-2 minutes)")
     parser.add_argument(
         "--only",
         choices=["kernel", "growth", "end-to-end", "multiparty"],
         help="run one part of the full benchmark (at its full size)",
     )
+    parser.add_argument("--sizes", help="growth sizes, comma-separated (default by mode)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="realistic,synthetic")
     args = parser.parse_args()
-    print(f"# blindmatch speed, {CORES} cores, kernel paths {kernel.paths()}")
-    if args.only == "kernel":
-        kernel_bench(2000, 100_000, 5)
-    elif args.only == "growth":
-        growth_bench([10_000, 100_000, 1_000_000], kernel_bench(2000, 100_000, 3), 100_000)
-    elif args.only == "end-to-end":
-        end_to_end(1_000_000, "auto")
-    elif args.only == "multiparty":
+    kinds = args.kinds.split(",")
+    print(
+        f"# blindmatch speed: {cpu_model()}, {CORES} cores, kernel paths {kernel.paths()}, "
+        f"load average {load()}"
+    )
+    summary = Summary()
+    quick = args.quick
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
+    rates = {}
+    if args.only in (None, "kernel", "growth"):
+        for kind in kinds:
+            rates[kind] = (
+                kernel_bench(kind, 1000, 20_000, 3, summary)
+                if quick
+                else kernel_bench(kind, 2000, 100_000, 5 if args.only == "kernel" else 3, summary)
+            )
+    if args.only in (None, "growth"):
+        for kind in kinds:
+            growth_bench(
+                kind,
+                sizes or ([10_000, 20_000] if quick else [100_000, 1_000_000]),
+                rates[kind],
+                20_000,  # anonlink at 100k x 100k alone takes minutes: estimated past 20k
+                summary,
+            )
+    if args.only in (None, "end-to-end"):
+        end_to_end(20_000 if quick else 1_000_000, "auto")
+    if args.only is None and not quick:
         multiparty(5, 200_000)
-    elif args.quick:
-        rate = kernel_bench(1000, 20_000, 3)
-        growth_bench([10_000, 20_000], rate, anonlink_max=20_000)
-        end_to_end(20_000, "auto")
-    else:
-        rate = kernel_bench(2000, 100_000, 5)
-        growth_bench([10_000, 100_000, 1_000_000], rate, anonlink_max=100_000)
-        end_to_end(1_000_000, "auto")
-        multiparty(5, 200_000)
+    summarise(summary)
 
 
 if __name__ == "__main__":

@@ -155,10 +155,13 @@ class User:
 
 @dataclass(frozen=True)
 class Encoding:
-    """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint."""
+    """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint;
+    for a standing index, also the length of the fallback CLK at the end of each CLK (0:
+    none; core.fallback), which its searches need."""
 
     clk_bits: int
     fingerprint: bytes
+    fallback_bits: int = 0
 
 
 @dataclass(frozen=True)

@@ -348,16 +348,18 @@ class ResolveRefReply(_message.Message):
     def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint", "client_change_id")
+    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "client_change_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
+    fallback_bits: int
     client_change_id: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., client_change_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., client_change_id: _Optional[str] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")

@@ -34,11 +34,18 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
+# The default: record-level CLK plus a fallback CLK without the date of birth (issue 21).
 PERSON_SCHEMA = ROOT / "schemas" / "person-uk.json"
+# The default has the fallback CLK; tests that are about the fallback say so by this name.
+FALLBACK_SCHEMA = PERSON_SCHEMA
+# Opt-in: the default's layout with one record-level CLK per record, no fallback CLK.
+NO_FALLBACK_SCHEMA = ROOT / "schemas" / "person-uk-no-fallback.json"
+# Opt-in: the layout that was the default until issue 21 (dob in positional unigrams, no
+# swap-tolerant names feature), with its fallback CLK.
+ORIGINAL_SCHEMA = ROOT / "schemas" / "person-uk-original.json"
+ORIGINAL_NO_FALLBACK_SCHEMA = ROOT / "schemas" / "person-uk-original-no-fallback.json"
 # Opt-in: field-level filters scored with Fellegi-Sunter; leaks value frequencies.
 FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
-# The opt-in schema with a fallback CLK without the date of birth (the default until issue 18).
-FALLBACK_SCHEMA = ROOT / "schemas" / "person-uk-fallback.json"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)
@@ -122,6 +129,7 @@ def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
         fingerprint=result.fingerprint,
         ids=result.ids,
         report=result.report.to_dict(),
+        fallback_bits=result.fallback_bits,
         schema_digest=result.schema_digest,
     )
 

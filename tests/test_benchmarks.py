@@ -111,5 +111,7 @@ def test_realistic_encodings_are_what_blindmatch_encode_makes(tmp_path: Path) ->
     secret.write_bytes(realclks.SECRET)
     out = tmp_path / "enc"
     assert encode_cli(Org(export.csv, export.mapping), secret, out, realclks.SCHEMA) == 0
-    assert read_encoded(out).record_count == 1_500
-    assert (out / CLKS).read_bytes() == one.a.tobytes()
+    encoded = read_encoded(out)
+    assert encoded.record_count == 1_500 and encoded.fallback_bits == 1024
+    uploaded = np.frombuffer((out / CLKS).read_bytes(), np.uint8).reshape(1_500, 256)
+    assert np.array_equal(uploaded[:, :128], one.a)  # the record-level CLK, before the fallback

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import re
+
 import numpy as np
 import pytest
 
+from benchmarks.realclks import realistic_pair
 from benchmarks.synthclks import member_pair, members
 from blindmatch.matcher.core import blocking
 from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.tasks import plan_tasks, run_task
 from blindmatch.matcher.usecases.runs import AUTO_LSH_PAIRS, choose_method, match
 from tests.support import Matcher
 
@@ -18,41 +24,144 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
     return p.a, p.b
 
 
+@pytest.fixture(scope="module")
+def realistic() -> tuple[np.ndarray, np.ndarray]:
+    """Real clkhash encodings (default schema) of 3,000 + 3,000 realistic records."""
+    p = realistic_pair(3_000, 3_000, seed=11, workers=1, cache=False, quiet=True)
+    return p.a, p.b
+
+
+def as_dict(sims: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> dict[tuple[int, int], float]:
+    return dict(zip(zip(ia.tolist(), ib.tolist(), strict=True), sims.tolist(), strict=True))
+
+
 def test_lsh_keeps_the_matches_with_far_fewer_comparisons(
     pair: tuple[np.ndarray, np.ndarray],
 ) -> None:
     a, b = pair
-    sims, ia, ib = dice_candidates(a, b, 0.8)
-    exhaustive = dict(zip(zip(ia.tolist(), ib.tolist(), strict=True), sims.tolist(), strict=True))
+    exhaustive = as_dict(*dice_candidates(a, b, 0.8))
     plan = blocking.plan([a, b], 0.8)
-    keys_a, keys_b = blocking.band_keys(a, plan), blocking.band_keys(b, plan)
-    results = [
-        blocking.compare_band(a, b, keys_a[band], keys_b[band], 0.8) for band in range(plan.bands)
-    ]
-    s, ra, rb = blocking.dedupe(
-        np.concatenate([r.sims for r in results]),
-        np.concatenate([r.rows_a for r in results]),
-        np.concatenate([r.rows_b for r in results]),
-    )
-    blocked = dict(zip(zip(ra.tolist(), rb.tolist(), strict=True), s.tolist(), strict=True))
-    assert len(blocked) == len(s)  # each pair once
+    assert isinstance(plan, blocking.LshPlan) and plan.design_recall >= 0.999
+    found = blocking.compare_bands(a, b, plan.positions, 0.8)
+    blocked = as_dict(found.sims, found.rows_a, found.rows_b)
+    assert len(blocked) == len(found.sims)  # each pair once
     assert all(exhaustive[p] == v for p, v in blocked.items())  # same pairs, same scores
-    assert len(blocked) >= 0.995 * len(exhaustive) and len(exhaustive) >= 2000
-    comparisons = sum(r.comparisons for r in results)
-    assert comparisons * 20 <= len(a) * len(b)
+    assert len(blocked) >= 0.999 * len(exhaustive) and len(exhaustive) >= 2000
+    assert found.comparisons * 5 <= len(a) * len(b)
+
+
+def test_the_native_bands_find_what_the_numpy_bands_find(
+    realistic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    a, b = realistic
+    plan = blocking.plan([a, b], 0.8, sizes=[1_000_000] * 2)
+    assert isinstance(plan, blocking.LshPlan)
+    part = dataclasses.replace(plan, positions=plan.positions[:40])
+    keys_a, keys_b = blocking.band_keys(a, part), blocking.band_keys(b, part)
+    bands = [blocking.compare_band(a, b, keys_a[k], keys_b[k], 0.8) for k in range(40)]
+    numpy = as_dict(*blocking.dedupe(
+        np.concatenate([r.sims for r in bands]),
+        np.concatenate([r.rows_a for r in bands]),
+        np.concatenate([r.rows_b for r in bands]),
+    ))  # fmt: skip
+    native = blocking.compare_bands(a, b, part.positions, 0.8)
+    assert as_dict(native.sims, native.rows_a, native.rows_b) == numpy and len(numpy) > 100
+    assert native.comparisons == sum(r.comparisons for r in bands)
+
+
+@pytest.mark.parametrize("bits", [64, 192, 512, 1024, 2048])
+def test_the_native_bands_agree_with_numpy_at_every_width(bits: int) -> None:
+    # 1024 bits takes the AVX-512 path for two vectors a row (narrow and wide tiles), other
+    # multiples of 512 the general vector path, the rest scalar POPCNT; all-zero rows too.
+    rng = np.random.default_rng(bits)
+    people = rng.random((900, bits)) < 0.4
+    a = np.packbits(people[:600], axis=1)
+    b = np.packbits(people[300:] ^ (rng.random((600, bits)) < 0.02), axis=1)
+    a[:5] = 0
+    b[-5:] = 0
+    r = min(12, bits // 4)
+    positions = np.stack([rng.choice(bits, r, replace=False) for _ in range(30)])
+    plan = blocking.LshPlan(positions.astype(np.int32), 0.8, 0.999)
+    keys_a, keys_b = blocking.band_keys(a, plan), blocking.band_keys(b, plan)
+    bands = [blocking.compare_band(a, b, keys_a[k], keys_b[k], 0.8) for k in range(30)]
+    numpy = as_dict(*blocking.dedupe(
+        np.concatenate([x.sims for x in bands]),
+        np.concatenate([x.rows_a for x in bands]),
+        np.concatenate([x.rows_b for x in bands]),
+    ))  # fmt: skip
+    native = blocking.compare_bands(a, b, plan.positions, 0.8)
+    assert as_dict(native.sims, native.rows_a, native.rows_b) == numpy and len(numpy) > 200
+    assert native.comparisons == sum(x.comparisons for x in bands)
+
+
+def test_on_real_encodings_lsh_finds_a_subset_of_the_exhaustive_pairs_with_their_scores(
+    realistic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    a, b = realistic
+    exhaustive = as_dict(*dice_candidates(a, b, 0.8))
+    # The plan a 1M x 1M run of these encodings gets, applied to the small set.
+    plan = blocking.plan([a, b], 0.8, sizes=[1_000_000] * 2)
+    assert isinstance(plan, blocking.LshPlan)
+    found = blocking.compare_bands(a, b, plan.positions, 0.8)
+    blocked = as_dict(found.sims, found.rows_a, found.rows_b)
+    assert blocked.keys() <= exhaustive.keys()
+    assert all(exhaustive[p] == v for p, v in blocked.items())
+    assert len(blocked) >= 0.999 * len(exhaustive) and len(exhaustive) >= 300
+
+
+def test_at_1m_the_planner_widens_past_the_old_band_cap_or_refuses(
+    realistic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    a, b = realistic
+    sizes = [1_000_000] * 2
+    # What the old planner did at 1M on real encodings: 22 bits a band, capped at 160
+    # bands, design recall ~0.8. The planner refuses it, naming the design recall.
+    old = blocking.plan([a, b], 0.8, sizes=sizes, bits_per_band=22, max_bands=160)
+    assert isinstance(old, blocking.NoPlan)
+    assert old.design_recall < 0.95
+    assert re.fullmatch(
+        r"plan design recall 0\.\d{4} below target 0\.999: comparing exhaustively \(.*\)",
+        old.message,
+    )
+    # Left to choose, it widens: more bands than the old cap, design recall on target.
+    plan = blocking.plan([a, b], 0.8, sizes=sizes)
+    assert isinstance(plan, blocking.LshPlan)
+    assert plan.design_recall >= blocking.TARGET_RECALL and plan.bands > 160
+    # Every band width it may choose at 1M either reaches the target or is refused.
+    for r in range(blocking.MIN_BITS, blocking.MAX_BITS + 1):
+        got = blocking.plan([a, b], 0.8, sizes=sizes, bits_per_band=r, max_bands=3_000)
+        assert isinstance(got, blocking.NoPlan) or got.design_recall >= 0.999, r
+    # A plan below the target never compares anything.
+    weak = dataclasses.replace(plan, positions=plan.positions[:160], design_recall=0.8)
+    task = plan_tasks([len(a), len(b)], "lsh", weak)[0]
+    with pytest.raises(blocking.LshPlanError, match=r"below target 0\.999"):
+        run_task(task, a, b, 0.8, weak)
+
+
+def test_a_run_without_a_cheap_plan_compares_every_pair_and_says_so(
+    realistic: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = realistic
+    assert isinstance(blocking.plan([a, b], 0.8), blocking.NoPlan)  # 3k x 3k: all pairs is cheaper
+    with caplog.at_level(logging.WARNING, logger="blindmatch.matcher"):
+        lsh = match([a, b], 0.8, blocking="lsh")
+    full = match([a, b], 0.8, blocking="exhaustive")
+    assert lsh.method == "exhaustive" and lsh.comparisons == len(a) * len(b)
+    assert "comparing exhaustively" in caplog.text
+    assert lsh.links.row.tolist() == full.links.row.tolist()
 
 
 def test_blocked_multiparty_match_finds_the_exhaustive_groups() -> None:
-    datasets = members(3, 4000, overlap=0.2, seed=9)
+    datasets = members(3, 20_000, overlap=0.2, seed=9)
     full = match(datasets, 0.8, blocking="exhaustive")
     lsh = match(datasets, 0.8, blocking="lsh")
     assert (full.method, lsh.method) == ("exhaustive", "lsh")
-    assert lsh.comparisons < full.comparisons
+    assert lsh.comparisons * 5 < full.comparisons
     link = lambda r: set(  # noqa: E731
         zip(r.links.dset.tolist(), r.links.row.tolist(), r.links.partner.tolist(), strict=True)
     )
-    assert len(link(lsh) & link(full)) >= 0.995 * len(link(full))
-    assert full.groups >= 800
+    assert len(link(lsh) & link(full)) >= 0.999 * len(link(full))
+    assert full.groups >= 4000
 
 
 def test_auto_blocks_only_large_inputs() -> None:

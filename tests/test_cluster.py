@@ -28,6 +28,7 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient, RunProgress
 from blindmatch.client.tools.certs import make_dask_certs
 from blindmatch.client.tools.synthetic import write_org_exports
+from blindmatch.matcher.core import blocking
 from blindmatch.matcher.core import cluster as cluster_
 from blindmatch.matcher.core.cluster import ClusterError, DaskExecutor, DaskSettings
 from blindmatch.matcher.core.compare import merge
@@ -350,7 +351,10 @@ def _job(tmp_path: Path, method: str, columns: int | None = None) -> CompareJob:
         (tmp_path / f"u{i}.bin").write_bytes(clks.tobytes())
         files.append(ClkFile(f"u{i}", len(clks), 128, hashlib.sha256(clks.tobytes()).hexdigest()))
         datasets.append(clks if columns is None else np.ascontiguousarray(clks[:, :columns]))
-    return CompareJob(datasets, 0.75, method, columns=columns, files=files)
+    # Planned as for 200k rows a member: at 400 rows comparing every pair is cheaper.
+    lsh = blocking.plan(datasets, 0.75, sizes=[200_000] * 3) if method == "lsh" else None
+    assert not isinstance(lsh, blocking.NoPlan)
+    return CompareJob(datasets, 0.75, method, columns=columns, files=files, lsh=lsh)
 
 
 def _candidates(

@@ -12,7 +12,7 @@ from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from tests.support import (
-    FALLBACK_SCHEMA,
+    NO_FALLBACK_SCHEMA,
     NORTH_MAP,
     PERSON_SCHEMA,
     Org,
@@ -28,9 +28,9 @@ def test_encode_writes_upload_files_and_keeps_ids_local(
     assert encode_cli(orgs["north"], secret_file, out) == 0
     encoded = read_encoded(out)
     assert encoded.record_count == 5
-    # The default schema uploads one record-level CLK per record (the fallback CLK is opt-in).
-    assert encoded.clk_bits == load_schema(PERSON_SCHEMA).clk_bits
-    assert encoded.fallback_bits == 0
+    # The default schema adds a fallback CLK (without dob) of the same length to each record.
+    assert encoded.clk_bits == 2 * load_schema(PERSON_SCHEMA).clk_bits
+    assert encoded.fallback_bits == load_schema(PERSON_SCHEMA).clk_bits
     assert (out / "clks.bin").stat().st_size == 5 * encoded.clk_bits // 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert "N1" not in json.dumps(manifest)  # no local id in what is uploaded
@@ -246,16 +246,17 @@ def test_the_report_says_what_a_sparse_field_does_under_the_schema(
     data.write_text("\n".join(rows) + "\n")
     mapping = tmp_path / "north.toml"
     mapping.write_text(NORTH_MAP)
+    # The default's fallback CLK compares a record without a date of birth without it.
     schema = load_schema(PERSON_SCHEMA)
     report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
     assert any(
-        w.startswith("dob is present in only 0% of rows") and "lowers the similarity" in w
+        w.startswith("dob is present in only 0% of rows") and "not held against a match" in w
         for w in report.warnings
     )
-    # With the opt-in fallback CLK, a missing date of birth is compared without it.
-    schema = load_schema(FALLBACK_SCHEMA)
+    # Without the fallback CLK, a missing date lowers the score.
+    schema = load_schema(NO_FALLBACK_SCHEMA)
     report = encode_csv(data, schema, load_mapping(mapping, schema), b"k").report
     assert any(
-        w.startswith("dob is present in only 0% of rows") and "not held against a match" in w
+        w.startswith("dob is present in only 0% of rows") and "lowers the similarity" in w
         for w in report.warnings
     )

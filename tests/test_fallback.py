@@ -19,6 +19,8 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher.core import fallback
+from blindmatch.matcher.core.fallbackindex import FallbackIndex
+from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.usecases.runs import match
 from tests.support import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
@@ -56,7 +58,10 @@ def test_a_fallback_naming_no_field_or_on_a_field_level_schema_is_refused(
     for bad, message in (
         ({"without": []}, "blindmatch.fallback must be"),
         ({"without": ["nickname"]}, "not hashed fields"),
-        ({"without": ["given_name", "surname", "dob", "sex", "postcode"]}, "leave some field"),
+        (
+            {"without": ["given_name", "surname", "dob", "sex", "postcode", "names"]},
+            "leave some field",
+        ),
     ):
         raw["blindmatch"]["fallback"] = bad
         path = tmp_path / "schema.json"
@@ -119,6 +124,53 @@ def test_the_fallback_recovers_matches_without_a_date_of_birth_and_stays_precise
     assert precision >= 0.98 and f1 >= 0.98, (precision, f1)
     assert f1 > plain_f1 + 0.005, (f1, plain_f1)
     assert np.all(scores >= 0.8)  # links carry the score they were matched on
+
+
+def test_a_standing_index_answers_a_query_as_a_batch_run_scores_the_pair(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+) -> None:
+    # Retail (a third without a date of birth) queried against the south force's index, before
+    # and after a change that strips the date from some records and removes others.
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2].copy()
+    bits = 8 * south.shape[1]
+    refs = [f"s{i}" for i in range(len(south))]
+    index = FallbackIndex.load(bits, SCHEMA.clk_bits, refs, as_words(south, bits), threshold=0.8)
+    queries = retail
+    query_lacks = fallback.Split.of([queries], SCHEMA.clk_bits).lacking[0]
+
+    def expected(held: npt.NDArray[np.uint8], alive: list[int]) -> list[set[str]]:
+        split = fallback.Split.of([queries, held], SCHEMA.clk_bits)
+        out = []
+        for q in range(len(queries)):
+            cols = np.array(alive, dtype=np.uint32)
+            scores = fallback.pair_scores(
+                split,
+                np.zeros(len(cols), np.uint32),
+                np.full(len(cols), q, np.uint32),
+                np.ones(len(cols), np.uint32),
+                cols,
+            )
+            out.append({refs[c] for c, sc in zip(cols, scores, strict=True) if sc >= 0.8})
+        return out
+
+    def answered() -> list[set[str]]:
+        snap = index.snapshot
+        return [{r for r, _ in snap.search(q, 0.8)} for q in as_words(queries, bits)]
+
+    want = expected(south, list(range(len(south))))
+    # Enough pairs of both kinds to mean something: queries with and without a date of birth.
+    assert sum(len(w) for w, lacks in zip(want, query_lacks, strict=True) if lacks) > 30
+    assert sum(len(w) for w, lacks in zip(want, query_lacks, strict=True) if not lacks) > 30
+    assert answered() == want
+    # Twenty records lose their date of birth (their first CLK becomes their fallback
+    # CLK's values under the first keys: here, simply the records of partners that lack one).
+    changed = south.copy()
+    lacking = np.flatnonzero(fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0])[:20]
+    changed[:20] = retail[lacking]
+    index.apply(refs[:20], as_words(changed[:20], bits), refs[20:40])
+    alive = [i for i in range(len(south)) if not 20 <= i < 40]
+    assert answered() == expected(changed, alive)
 
 
 def test_salting_by_a_field_the_fallback_leaves_out_is_refused(

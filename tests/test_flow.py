@@ -231,7 +231,7 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with matcher.member(project.tokens["north"]) as member:
         member.upload("trial", encoded["north"])
     before = stored_files(matcher)
-    clks = bytes(64 * 3)  # three 512-bit CLKs in a 1024-bit project
+    clks = bytes(64 * 3)  # three 512-bit CLKs in a 2048-bit project
     header = pb.UploadHeader(
         project="trial",
         clk_bits=512,
@@ -242,7 +242,7 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with pytest.raises(grpc.RpcError) as err:
         raw_upload(matcher, project.tokens["south"], header, [clks])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "CLKs of 512 bits, but north's upload (the first in this project) has 1024-bit" in str(
+    assert "CLKs of 512 bits, but north's upload (the first in this project) has 2048-bit" in str(
         err.value.details()
     )
     assert stored_files(matcher) == before

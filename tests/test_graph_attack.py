@@ -21,10 +21,10 @@ from blindmatch.client.tools.privacy.graph import (
     score_matching,
 )
 from blindmatch.client.tools.privacy.graphcheck import graph_attacks
-from tests.support import FALLBACK_SCHEMA, PERSON_SCHEMA
+from tests.support import NO_FALLBACK_SCHEMA, PERSON_SCHEMA
 
-SCHEMA = load_schema(PERSON_SCHEMA)
-OLD_DEFAULT = load_schema(FALLBACK_SCHEMA)  # record-level plus the DOB-free fallback CLK
+SCHEMA = load_schema(PERSON_SCHEMA)  # record-level plus the DOB-free fallback CLK
+NO_FALLBACK = load_schema(NO_FALLBACK_SCHEMA)  # the same layout, one record-level CLK
 SECRET = bytes(range(32))
 
 
@@ -39,15 +39,13 @@ def exports(tmp_path: Path, size: int, overlap: float, seed: int = 4) -> tuple[l
     return tuple(out)
 
 
-def test_the_old_default_upload_is_re_identified_blind_by_a_matcher_holding_the_same_people(
+def test_the_default_upload_is_re_identified_blind_by_a_matcher_holding_the_same_people(
     tmp_path: Path,
 ) -> None:
     # 300 people, each held by the member and (with its own typos and gaps) by the attacker;
-    # no known pair. Both CLKs of the fallback schema are attacked (~95% measured).
+    # no known pair. Both CLKs of the default schema are attacked.
     victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
-    results = graph_attacks(
-        OLD_DEFAULT, victim, attacker, v_people, a_people, SECRET, NONE, known=(0,)
-    )
+    results = graph_attacks(SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(0,))
     (blind,) = results
     assert blind.attack == "graph matching (blind)"
     assert blind.encoding == "record+fallback"
@@ -55,10 +53,12 @@ def test_the_old_default_upload_is_re_identified_blind_by_a_matcher_holding_the_
     assert blind.precision is not None and blind.precision >= 0.9, blind
 
 
-def test_the_default_record_level_upload_falls_to_50_known_pairs(tmp_path: Path) -> None:
+def test_without_the_fallback_clk_the_upload_still_falls_to_50_known_pairs(
+    tmp_path: Path,
+) -> None:
     victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
     (known,) = graph_attacks(
-        SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
+        NO_FALLBACK, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
     )
     assert known.encoding == "record"
     assert known.record_share >= 0.8, known
@@ -114,8 +114,8 @@ def test_strong_randomised_response_stops_it_and_shows_what_that_costs(tmp_path:
     assert blind.record_share < 0.05, blind
 
 
-def test_privacy_check_fails_the_old_default_on_the_graph_attack() -> None:
-    report = check_synthetic(600, 2, OLD_DEFAULT, attacks=("frequency", "graph"), graph_records=300)
+def test_privacy_check_fails_the_default_on_the_graph_attack() -> None:
+    report = check_synthetic(600, 2, SCHEMA, attacks=("frequency", "graph"), graph_records=300)
     graph = [r for r in report.results if r.attack.startswith("graph matching")]
     assert [r.attack for r in graph] == [
         "graph matching (blind)",

@@ -324,7 +324,7 @@ def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
     assert "it may be uploaded" in out
     assert cli(matcher, *show, str(tmp_path / "bad.encoded")) == 1
     out = capsys.readouterr().out
-    assert f"{fingerprint_id(south_bad.fingerprint)} (1024-bit CLKs) differs" in out
+    assert f"{fingerprint_id(south_bad.fingerprint)} (2048-bit CLKs) differs" in out
     assert "do not upload it" in out
     # ... and the matcher would refuse it the same way, naming north's first upload.
     with matcher.member(token) as member:
@@ -366,7 +366,7 @@ def test_a_query_with_another_secret_names_both_fingerprint_ids(
     with matcher.member(project.tokens["south"]) as member:
         index_all(member, "trial", south)
     with matcher.member(project.tokens["north"]) as member, pytest.raises(RejectedError) as refused:
-        member.query("trial", bytes(128), clk_bits=1024, fingerprint=other.fingerprint,
+        member.query("trial", bytes(256), clk_bits=2048, fingerprint=other.fingerprint,
                      purpose="case 1")  # fmt: skip
     message = str(refused.value)
     assert "than south's index: " in message

@@ -11,16 +11,25 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client.encoding.schemacheck import check_schema
-from tests.support import FALLBACK_SCHEMA, FEBRL4, FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
+from tests.support import (
+    FEBRL4,
+    FIELD_LEVEL_SCHEMA,
+    NO_FALLBACK_SCHEMA,
+    ORIGINAL_NO_FALLBACK_SCHEMA,
+    ORIGINAL_SCHEMA,
+    PERSON_SCHEMA,
+)
 
 RECOMMENDED: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())
 FIELD_LEVEL: dict[str, Any] = json.loads(FIELD_LEVEL_SCHEMA.read_text())
 
 
 def record_level(**bits_per_feature: int) -> dict[str, Any]:
-    """The recommended fields as a record-level schema with the given budgets."""
+    """The recommended schema's mapped fields (not its derived `names`) as a plain
+    record-level schema with the given budgets."""
     raw = copy.deepcopy(RECOMMENDED)
     del raw["blindmatch"]
+    raw["features"] = [f for f in raw["features"] if "from" not in f.get("blindmatch", {})]
     for feature in raw["features"]:
         feature.pop("blindmatch", None)
         budget = bits_per_feature.get(feature["identifier"], 100)
@@ -39,11 +48,19 @@ def test_the_recommended_schema_is_valid_and_raises_no_warnings(
 ) -> None:
     assert main(["schema", "check", str(PERSON_SCHEMA)]) == 0
     out = capsys.readouterr().out
-    assert "valid clkhash v3 schema, record-level, 1024 bits, 5 hashed fields" in out
+    assert (
+        "valid clkhash v3 schema, record-level with a fallback CLK without dob, 1024 bits, "
+        "6 hashed fields" in out
+    )
     assert "no warnings" in out
-    assert main(["schema", "check", str(FALLBACK_SCHEMA)]) == 0
+    for opt_in, fields in ((NO_FALLBACK_SCHEMA, 6), (ORIGINAL_NO_FALLBACK_SCHEMA, 5)):
+        assert main(["schema", "check", str(opt_in)]) == 0
+        out = capsys.readouterr().out
+        assert f"valid clkhash v3 schema, record-level, 1024 bits, {fields} hashed fields" in out
+        assert "no warnings" in out
+    assert main(["schema", "check", str(ORIGINAL_SCHEMA)]) == 0
     out = capsys.readouterr().out
-    assert "record-level with a fallback CLK without dob, 1024 bits" in out
+    assert "record-level with a fallback CLK without dob, 1024 bits, 5 hashed fields" in out
     assert "no warnings" in out
     assert main(["schema", "check", str(FIELD_LEVEL_SCHEMA)]) == 0
     out = capsys.readouterr().out

@@ -85,18 +85,21 @@ class EncodeReport:
 
     def render(self) -> str:
         """The human-readable report the CLI prints."""
+        shown = [
+            ",".join(fr.columns)
+            or (f"(from {'+'.join(fr.derived_from)})" if fr.derived_from else "(not mapped)")
+            for fr in self.fields
+        ]
+        width = max([24, *(len(c) for c in shown)])
         lines = [
             f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
-            f"  {'field':<16} {'column(s)':<24} {'present':>8} {'missing':>8} {'invalid':>8} "
-            f"{'ambiguous':>9} {'distinct':>8}",
+            f"  {'field':<16} {'column(s)':<{width}} {'present':>8} {'missing':>8} "
+            f"{'invalid':>8} {'ambiguous':>9} {'distinct':>8}",
         ]
-        for fr in self.fields:
-            cols = ",".join(fr.columns) or (
-                f"(from {'+'.join(fr.derived_from)})" if fr.derived_from else "(not mapped)"
-            )
+        for fr, cols in zip(self.fields, shown, strict=True):
             lines.append(
-                f"  {fr.field:<16} {cols:<24} {fr.present:>8} {fr.missing:>8} {fr.invalid:>8} "
-                f"{fr.ambiguous:>9} {fr.distinct:>8}"
+                f"  {fr.field:<16} {cols:<{width}} {fr.present:>8} {fr.missing:>8} "
+                f"{fr.invalid:>8} {fr.ambiguous:>9} {fr.distinct:>8}"
             )
         for fr in self.fields:
             for what, listed in (("invalid", fr.invalid_rows), ("ambiguous", fr.ambiguous_rows)):

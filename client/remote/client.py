@@ -361,21 +361,21 @@ class MatcherClient:
         puts: Sequence[tuple[str, bytes]] = (),
         removes: Sequence[str] = (),
         change_id: str | None = None,
+        fallback_bits: int = 0,
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
+        `fallback_bits`: the encoding's fallback CLK at the end of each CLK (0: none).
         Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
         never local ids. Durable at the matcher when this returns. Every attempt carries
         the same `change_id` (a fresh random one unless given), so a retry after a lost
         acknowledgement gets the same summary (`replayed`) and changes nothing twice.
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
-        key = change_id or uuid.uuid4().hex
+        header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+        header.fallback_bits, header.client_change_id = fallback_bits, change_id or uuid.uuid4().hex
 
         def messages() -> Iterator[pb.IndexChange]:
-            header = pb.IndexHeader(
-                project=project, clk_bits=clk_bits, fingerprint=fingerprint, client_change_id=key
-            )
             yield pb.IndexChange(header=header)
             for start in range(0, len(puts), per_message):
                 batch = puts[start : start + per_message]

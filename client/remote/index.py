@@ -101,6 +101,7 @@ def sync_index(
                 fingerprint=encoded.fingerprint,
                 puts=[(r, c) for r, c in part if c is not None],
                 removes=[r for r, c in part if c is None],
+                fallback_bits=encoded.fallback_bits,
             )
         except RejectedError as exc:
             limit = _OVER_LIMIT.search(str(exc))
@@ -145,6 +146,7 @@ def add_to_index(
         clk_bits=encoded.clk_bits,
         fingerprint=encoded.fingerprint,
         puts=[(r, clks[i]) for r, i in zip(refs, wanted, strict=True)],
+        fallback_bits=encoded.fallback_bits,
     )
 
 

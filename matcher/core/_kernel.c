@@ -519,6 +519,9 @@ done:
     return ret;
 }
 
+/* Batch LSH blocking (blocking.py): lsh_pairs, in a file of its own. */
+#include "_lshbatch.c"
+
 /* ---- one query against a standing index ----------------------------------------
  *
  * scan(clks, words, popcounts, query, threshold) -> (sims, rows)
@@ -1530,6 +1533,9 @@ static PyObject *py_paths(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"dense", py_dense, METH_VARARGS, "dense(a, b, words, threshold, path='auto')"},
     {"pairs", py_pairs, METH_VARARGS, "pairs(a, b, words, ia, ib, threshold)"},
+    {"lsh_pairs", py_lsh_pairs, METH_VARARGS,
+     "lsh_pairs(a, b, words, positions, bits_per_band, threshold) -> "
+     "((sims, rows_a, rows_b), comparisons)"},
     {"scan", py_scan, METH_VARARGS, "scan(clks, words, popcounts, query, threshold)"},
     {"lsh_build", py_lsh_build, METH_VARARGS,
      "lsh_build(clks, words, positions, bits_per_band, offsets, rows)"},

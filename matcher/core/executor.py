@@ -11,6 +11,7 @@ whichever executor found them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ TaskProgress = Callable[[int, int], None]
 T = TypeVar("T")
 R = TypeVar("R")
 
+# Fewest bands in a band task (the native kernel computes 16 bands' keys in one pass).
+BANDS_PER_TASK = 16
 # Results between returns of freed memory to the OS (see core.memory).
 TRIM_EVERY = 32
 
@@ -63,13 +66,32 @@ class CompareJob:
     method: str
     columns: int | None = None
     files: Sequence[ClkFile] | None = None
+    lsh: blocking_.LshPlan | None = None  # planned already (usecases.runs); else planned here
 
     @property
     def sizes(self) -> list[int]:
         return [len(d) for d in self.datasets]
 
     def lsh_plan(self) -> blocking_.LshPlan | None:
-        return blocking_.plan(self.datasets, self.threshold) if self.method == "lsh" else None
+        """The LSH plan of an `lsh` job; an error when no plan reaches the target recall
+        (usecases.runs.match plans first and compares exhaustively then)."""
+        if self.method != "lsh":
+            return None
+        found = self.lsh or blocking_.plan(self.datasets, self.threshold)
+        if isinstance(found, blocking_.NoPlan):
+            raise blocking_.LshPlanError(found.message)
+        return found
+
+    def band_rows(self, lsh: blocking_.LshPlan | None, workers: int) -> int:
+        """Rows of keys per band task: runs of bands long enough to amortise reading the
+        rows (keys are computed for `blocking` groups of bands in one pass), short enough
+        for about 8 tasks a worker."""
+        if lsh is None:
+            return 0
+        per_task = max(BANDS_PER_TASK, math.ceil(lsh.bands / (8 * max(1, workers))))
+        sizes = self.sizes
+        rows = max((x + y for i, x in enumerate(sizes) for y in sizes[i + 1 :]), default=0)
+        return per_task * rows
 
 
 class Executor(Protocol):
@@ -146,21 +168,19 @@ class ThreadExecutor:
     ) -> tuple[list[Candidates], int]:
         datasets, t = job.datasets, job.threshold
         lsh = job.lsh_plan()
-        planned = plan_tasks(job.sizes, job.method, lsh, chunk_comparisons=self.chunk_comparisons)
+        planned = plan_tasks(
+            job.sizes,
+            job.method,
+            lsh,
+            chunk_comparisons=self.chunk_comparisons,
+            band_rows=job.band_rows(lsh, self.workers),
+        )
         results = []
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            keys: list[npt.NDArray[np.uint32]] = []
-            if lsh is not None:
-                # Every dataset's keys once, not once per pair of datasets.
-                progress("index", 0, len(datasets))
-                keys = list(pool.map(lambda d: blocking_.band_keys(d, lsh), datasets))
-                progress("index", len(datasets), len(datasets))
 
             def one(task: Task) -> TaskResult:
                 a, b = (rows_of(datasets, r) for r in task.inputs)
-                return run_task(
-                    task, a, b, t, lsh, (lambda d, band: keys[d][band]) if keys else None
-                )
+                return run_task(task, a, b, t, lsh)
 
             tally = Tally(planned, progress, tasks)
             for _, res in run_bounded(pool, one, planned, 2 * self.workers):

@@ -16,9 +16,11 @@ popcounts alone (`lacking`), then scores a pair by:
 - Dice of the fallback CLKs when either lacks them: what the two records have
   in common, with the missing field counted neither for nor against.
 
-Candidates are the pairs at or above the threshold under that score: the first
-CLKs' pairs (found as usual, exhaustively or by LSH), with pairs that involve a
-lacking record rescored, plus the fallback CLKs' pairs between a lacking record
+The rule is `on_fallback`; batch runs (`pair_scores`, `rescored`) and real-time
+queries against a standing index (`query_hits`, matcher/realtime/indexes.py) both
+apply it. Candidates are the pairs at or above the threshold under that score: the
+first CLKs' pairs (found as usual, exhaustively or by LSH), with pairs that involve
+a lacking record rescored, plus the fallback CLKs' pairs between a lacking record
 and any record of another member. Everything is a pure function over arrays.
 
 What the matcher learns beyond a plain record-level CLK: which records lack the
@@ -29,7 +31,7 @@ the first's (docs/privacy.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,14 +65,54 @@ class Split:
         return cls(first, second, [lacking(a, b) for a, b in zip(first, second, strict=True)])
 
 
-def _popcounts(x: Clks) -> npt.NDArray[np.int64]:
+# CLKs one row per record, as bytes (a run's uploads) or 64-bit words (a standing index).
+Rows = Clks | npt.NDArray[np.uint64]
+
+
+def _popcounts(x: Rows) -> npt.NDArray[np.int64]:
     return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
 
 
-def lacking(first: Clks, second: Clks) -> npt.NDArray[np.bool_]:
+def lacking(first: Rows, second: Rows) -> npt.NDArray[np.bool_]:
     """Records whose fallback CLK is (nearly) as full as their first: they lack the fields."""
     p1, p2 = _popcounts(first), _popcounts(second)
     return (p1 > 0) & (p2 >= LACKING_RATIO * p1)
+
+
+def on_fallback(
+    lacking_a: npt.NDArray[np.bool_] | bool, lacking_b: npt.NDArray[np.bool_] | bool
+) -> npt.NDArray[np.bool_]:
+    """The rule: a pair is scored by Dice of its fallback CLKs when either record lacks the
+    left-out fields, by Dice of its first CLKs when both have them (element-wise)."""
+    return np.logical_or(lacking_a, lacking_b)
+
+
+Hits = list[tuple[str, float]]
+
+
+def query_hits(
+    query_lacks: bool,
+    search_first: Callable[[], Hits],
+    search_second: Callable[[], Hits],
+    lacking_refs: Container[str],
+) -> Hits:
+    """One query's (ref, score) hits in one standing index under the rule, best first.
+
+    `search_first` / `search_second`: the index rows whose first / fallback CLK reaches the
+    threshold with the query's first / fallback CLK. A hit counts only when the rule scores
+    its pair by that CLK: first-CLK hits with a row that has the fields (none when the
+    query lacks them, so that search is skipped), fallback hits otherwise.
+    """
+    found = []
+    if not query_lacks:
+        found = [(ref, score) for ref, score in search_first() if ref not in lacking_refs]
+    found += [
+        (ref, score)
+        for ref, score in search_second()
+        if on_fallback(query_lacks, ref in lacking_refs)
+    ]
+    found.sort(key=lambda hit: (-hit[1], hit[0]))
+    return found
 
 
 def pair_scores(
@@ -88,7 +130,7 @@ def pair_scores(
             if not len(sel):
                 continue
             ra, rb = r0[sel], r1[sel]
-            either = split.lacking[a][ra] | split.lacking[b][rb]
+            either = on_fallback(split.lacking[a][ra], split.lacking[b][rb])
             scores = dice(split.first[a][ra], split.first[b][rb])
             if either.any():
                 scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
@@ -130,11 +172,14 @@ def rescored(
     """All candidate pairs under the fallback score (see the module docstring), unordered:
     the first CLKs' pairs between records that both have the fields, and the fallback
     CLKs' pairs that involve a record lacking them."""
-    keep = np.ones(len(first_pairs), dtype=bool)
+    sides = []
     for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
+        lacks = np.zeros(len(first_pairs), dtype=bool)
         for a, lack in enumerate(split.lacking):
             sel = np.flatnonzero(dset == a)
-            keep[sel[lack[rec[sel]]]] = False
+            lacks[sel] = lack[rec[sel]]
+        sides.append(lacks)
+    keep = ~on_fallback(*sides)
     both_have = Candidates(
         first_pairs.sims[keep],
         first_pairs.dset0[keep],
@@ -145,4 +190,12 @@ def rescored(
     return [both_have, *_fallback_pairs(split, threshold, workers)]
 
 
-__all__ = ["LACKING_RATIO", "Split", "lacking", "pair_scores", "rescored"]
+__all__ = [
+    "LACKING_RATIO",
+    "Split",
+    "lacking",
+    "on_fallback",
+    "pair_scores",
+    "query_hits",
+    "rescored",
+]

@@ -16,9 +16,10 @@ results together, in whatever order they arrive, into the same candidates.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +35,6 @@ from blindmatch.matcher.core.compare import (
 )
 
 Clks = npt.NDArray[np.uint8]
-# Keys already computed for (dataset, band), so a task need not compute them again.
-KeysOf = Callable[[int, int], npt.NDArray[np.uint32]]
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def plan_tasks(
 
 def bands_of(lsh: blocking_.LshPlan, start: int, stop: int) -> blocking_.LshPlan:
     """The plan restricted to bands [start, stop) (their keys are the same)."""
-    return blocking_.LshPlan(lsh.positions[start:stop], lsh.design_dice, lsh.design_recall)
+    return dataclasses.replace(lsh, positions=lsh.positions[start:stop])
 
 
 def run_task(
@@ -145,12 +144,8 @@ def run_task(
     b: Clks,
     threshold: float,
     lsh: blocking_.LshPlan | None = None,
-    keys: KeysOf | None = None,
 ) -> TaskResult:
-    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names.
-
-    A band task computes its bands' keys from `a` and `b` unless `keys` has them.
-    """
+    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names."""
     ra, rb = task.inputs
     if (len(a), len(b)) != (len(ra), len(rb)):
         raise ValueError(
@@ -161,27 +156,13 @@ def run_task(
         return TaskResult(task, found, task.chunk.comparisons)
     if lsh is None:
         raise ValueError("a band task needs the run's LSH plan")
-    if keys is None:
-        part = bands_of(lsh, task.band_start, task.band_stop)
-        keys_a, keys_b = blocking_.band_keys(a, part), blocking_.band_keys(b, part)
-
-        def keys_of(dataset: int, band: int) -> npt.NDArray[np.uint32]:
-            mine = keys_a if dataset == task.a else keys_b
-            return mine[band - task.band_start]
-
-        keys = keys_of
-    results = [
-        blocking_.compare_band(a, b, keys(task.a, band), keys(task.b, band), threshold)
-        for band in range(task.band_start, task.band_stop)
-    ]
-    found = _deduped(
-        task.a,
-        task.b,
-        [r.sims for r in results],
-        [r.rows_a for r in results],
-        [r.rows_b for r in results],
-    )
-    return TaskResult(task, found, sum(r.comparisons for r in results))
+    if lsh.design_recall < blocking_.TARGET_RECALL:
+        raise blocking_.LshPlanError(
+            f"plan design recall {lsh.design_recall:.4f} below target {blocking_.TARGET_RECALL}"
+        )
+    res = blocking_.compare_bands(a, b, lsh.positions[task.band_start : task.band_stop], threshold)
+    found = _deduped(task.a, task.b, [res.sims], [res.rows_a], [res.rows_b])
+    return TaskResult(task, found, res.comparisons)
 
 
 def _deduped(

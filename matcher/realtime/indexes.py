@@ -30,6 +30,7 @@ from blindmatch.matcher.core.encodings import (
     check_compatible,
     check_fingerprint,
 )
+from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot
 from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_up
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
@@ -62,10 +63,10 @@ class StandingIndexes:
         self.store = store
         self.index_store = index_store
         self.merge_cpus = merge_cpus
-        self._indexes: dict[tuple[str, str], MemberIndex] = {}
+        self._indexes: dict[tuple[str, str], MemberIndex | FallbackIndex] = {}
         # project -> {member: index}, sorted by member; replaced whole on a change, so a
         # query reads it without a lock.
-        self._by_project: dict[str, dict[str, MemberIndex]] = {}
+        self._by_project: dict[str, dict[str, MemberIndex | FallbackIndex]] = {}
         self._encodings: dict[tuple[str, str], Encoding] = {}
         self._write_lock = threading.Lock()
         # Announcements whose changes are stored: forgotten with the next announcement.
@@ -73,13 +74,7 @@ class StandingIndexes:
         self._reconcile()
         for key, encoding in index_store.encodings().items():
             refs, clks = index_store.records(*key)
-            index = MemberIndex.load(
-                encoding.clk_bits,
-                refs,
-                as_words(clks, encoding.clk_bits),
-                threshold=self._threshold(key[0]),
-                merge_cpus=merge_cpus,
-            )
+            index = self._load(key[0], encoding, refs, as_words(clks, encoding.clk_bits))
             self._set_index(key, index, encoding)
         self._warm_up()
         log.info("loaded %d standing indexes", len(self._indexes))
@@ -109,8 +104,14 @@ class StandingIndexes:
         for project, members in self._by_project.items():
             threshold = self._threshold(project)
             if threshold:
-                snapshots = {m: index.snapshot for m, index in members.items()}
-                lookups += warm_up(snapshots, threshold)
+                # An index with a fallback CLK warms up through its first halves' tables;
+                # look-ups mix indexes of one CLK width only.
+                snapshots = {
+                    m: index.snapshot if isinstance(index, MemberIndex) else index.first.snapshot
+                    for m, index in members.items()
+                }
+                if len({snap.main.words.shape[1] for snap in snapshots.values()}) == 1:
+                    lookups += warm_up(snapshots, threshold)
         if lookups:
             log.info(
                 "warmed the standing indexes' look-up tables with %d look-ups in %.1f s",
@@ -125,8 +126,29 @@ class StandingIndexes:
         except errors.NotFound:
             return None
 
+    def _load(
+        self, project: str, encoding: Encoding, refs: Sequence[str], words: np.ndarray
+    ) -> MemberIndex | FallbackIndex:
+        """A member's index of these records, searched as its encoding says."""
+        threshold = self._threshold(project)
+        if encoding.fallback_bits:
+            return FallbackIndex.load(
+                encoding.clk_bits,
+                encoding.fallback_bits,
+                refs,
+                words,
+                threshold=threshold,
+                merge_cpus=self.merge_cpus,
+            )
+        return MemberIndex.load(
+            encoding.clk_bits, refs, words, threshold=threshold, merge_cpus=self.merge_cpus
+        )
+
     def _set_index(
-        self, key: tuple[str, str], index: MemberIndex | None, encoding: Encoding | None
+        self,
+        key: tuple[str, str],
+        index: MemberIndex | FallbackIndex | None,
+        encoding: Encoding | None,
     ) -> None:
         """Install (or, with None, drop) a member's index; the writer's lock is held."""
         project = key[0]
@@ -142,10 +164,10 @@ class StandingIndexes:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def get(self, project: str, member: str) -> MemberIndex | None:
+    def get(self, project: str, member: str) -> MemberIndex | FallbackIndex | None:
         return self._indexes.get((project, member))
 
-    def snapshots(self, project: str, *, besides: str) -> dict[str, Snapshot]:
+    def snapshots(self, project: str, *, besides: str) -> dict[str, Snapshot | FallbackSnapshot]:
         """What a query by `besides` searches: every partner's index, by partner."""
         return {
             m: index.snapshot
@@ -196,6 +218,11 @@ class StandingIndexes:
         member's token revoked meanwhile): nothing is announced or stored then."""
         check_clk_bits(encoding.clk_bits, "header.clk_bits")
         check_fingerprint(encoding.fingerprint, "header.fingerprint")
+        fallback = encoding.fallback_bits
+        if fallback and (fallback % 64 or fallback >= encoding.clk_bits):
+            raise errors.InvalidArgument(
+                "header.fallback_bits: a multiple of 64 below clk_bits (or 0: no fallback CLK)"
+            )
         if client_change_id and not CLIENT_UPLOAD_ID_RE.fullmatch(client_change_id):
             raise errors.InvalidArgument(
                 "header.client_change_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
@@ -236,6 +263,13 @@ class StandingIndexes:
                 return ChangeSummary(0, 0, 0, size_after), None, False
             if index is not None and index.clk_bits != encoding.clk_bits and puts:
                 index = None  # every old record is being removed (checked above)
+            held_as = self._encodings.get(key)
+            relayout = bool(
+                index is not None
+                and held_as is not None
+                and puts
+                and held_as.fallback_bits != encoding.fallback_bits
+            )
             # A remove-only change keeps the index's encoding, whatever its header says.
             stored = encoding if puts else self._encodings.get(key, encoding)
             summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
@@ -250,14 +284,11 @@ class StandingIndexes:
                 check,
             )
             put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
-            if index is None:
-                index = MemberIndex.load(
-                    encoding.clk_bits,
-                    [r for r, _ in puts],
-                    put_words,
-                    threshold=self._threshold(project),
-                    merge_cpus=self.merge_cpus,
-                )
+            if relayout:  # a client that says otherwise of the fallback CLK: search anew
+                refs, clks = self.index_store.records(project, member)
+                index = self._load(project, stored, refs, as_words(clks, stored.clk_bits))
+            elif index is None:
+                index = self._load(project, encoding, [r for r, _ in puts], put_words)
             else:
                 index.apply([r for r, _ in puts], put_words, removes)
             if size_after:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blindmatch.matcher.core.disclose import Match, disclose_query
-from blindmatch.matcher.core.index import Segment, search
+from blindmatch.matcher.core.fallbackindex import searchable
 from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
 
 log = logging.getLogger("blindmatch.matcher.realtime")
@@ -90,25 +90,24 @@ class Watches:
         words: np.ndarray,
         record: Callable[[Sequence[QueryRecord]], None],
         clock: Callable[[], float],
+        fallback_bits: int = 0,
     ) -> None:
         """Tell every other member's watch in `project` which of `partner`'s newly put
         records (`refs`, `words`) match it, as far as `level` (what a member may learn
-        about `partner`) allows."""
+        about `partner`) allows; scored as a query would be (`fallback_bits`: the
+        fallback rule's, core.fallbackindex)."""
         with self._lock:
             watches = [w for w in self._open if w.project == project.name and w.member != partner]
         if not watches:
             return
-        added = Segment.build(words, refs)
+        added = searchable(words, refs, fallback_bits)
         events: list[tuple[Watch, Notification]] = []
         records: list[QueryRecord] = []
         for watch in watches:
             for i, q in enumerate(watch.words):
-                rows, scores = search(added.words, added.popcounts, q, project.threshold)
-                if not len(rows):
+                hits = added.search(q, project.threshold)
+                if not hits:
                     continue
-                hits = [
-                    (added.refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)
-                ]
                 answer = disclose_query([{partner: hits}], {partner: level})
                 match = answer.results[0][0] if answer.results[0] else None
                 events.append((watch, (i, partner, match)))

@@ -139,7 +139,7 @@ def index_change(
             removes.extend(message.remove.refs)
         else:
             raise InvalidArgument("header: only the first message may be a header")
-    return Encoding(header.clk_bits, header.fingerprint), puts, removes
+    return Encoding(header.clk_bits, header.fingerprint, header.fallback_bits), puts, removes
 
 
 def query_encoding(request: pb.QueryRequest) -> Encoding:

@@ -1,6 +1,7 @@
 """Durable state of the real-time side, in its own SQLite file in the data dir.
 
-    DIR/index.sqlite   standing-index records, per-member encoding (clk_bits, fingerprint),
+    DIR/index.sqlite   standing-index records, per-member encoding (clk_bits, fingerprint,
+                       fallback_bits),
                        query limits and settings, and the query volume log
 
 Kept apart from `blindmatch.sqlite` so that a large index never slows the batch side's
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS index_meta (
     member TEXT NOT NULL,
     clk_bits INTEGER NOT NULL,
     fingerprint BLOB NOT NULL,
+    fallback_bits INTEGER NOT NULL DEFAULT 0,  -- of each CLK, its fallback CLK (core.fallback)
     PRIMARY KEY (project, member)
 );
 CREATE TABLE IF NOT EXISTS index_records (
@@ -99,6 +101,12 @@ class IndexStore:
         files = DataDir(Path(data_dir))
         files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
+        with self.db.tx() as tx:  # index_meta of a data dir from before fallback_bits
+            have = {r[1] for r in tx.execute("PRAGMA table_info(index_meta)")}
+            if "fallback_bits" not in have:
+                tx.execute(
+                    "ALTER TABLE index_meta ADD COLUMN fallback_bits INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         self.db.close()
@@ -107,8 +115,10 @@ class IndexStore:
 
     def encodings(self) -> dict[tuple[str, str], Encoding]:
         """(project, member) -> encoding, for every non-empty index."""
-        rows = self.db.query("SELECT project, member, clk_bits, fingerprint FROM index_meta")
-        return {(p, m): Encoding(b, bytes(f)) for p, m, b, f in rows}
+        rows = self.db.query(
+            "SELECT project, member, clk_bits, fingerprint, fallback_bits FROM index_meta"
+        )
+        return {(p, m): Encoding(b, bytes(f), fb) for p, m, b, f, fb in rows}
 
     def records(self, project: str, member: str) -> tuple[list[str], bytes]:
         """An index's refs and their CLKs (concatenated, in the same order)."""
@@ -158,8 +168,15 @@ class IndexStore:
             )
             if size_after:
                 tx.execute(
-                    "INSERT OR REPLACE INTO index_meta VALUES (?,?,?,?)",
-                    (project, member, encoding.clk_bits, encoding.fingerprint),
+                    "INSERT OR REPLACE INTO index_meta "
+                    "(project, member, clk_bits, fingerprint, fallback_bits) VALUES (?,?,?,?,?)",
+                    (
+                        project,
+                        member,
+                        encoding.clk_bits,
+                        encoding.fingerprint,
+                        encoding.fallback_bits,
+                    ),
                 )
             else:
                 tx.execute("DELETE FROM index_meta WHERE project=? AND member=?", (project, member))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.cluster import ClusterError
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
@@ -129,12 +130,24 @@ def match(
     n_workers = workers or os.cpu_count() or 1
     executor = executor or ThreadExecutor(n_workers, chunk_comparisons)
     split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
+    to_compare = split.first if split is not None else datasets
+    lsh = None
+    if method == "lsh":
+        # A plan below the target recall would lose matches silently: compare every pair.
+        found = blocking_.plan(to_compare, threshold)
+        if isinstance(found, blocking_.NoPlan):
+            log.warning("LSH blocking: %s", found.message)
+            method = "exhaustive"
+        else:
+            log.info("LSH blocking: %s", found.describe())
+            lsh = found
     job = CompareJob(
-        split.first if split is not None else datasets,
+        to_compare,
         threshold,
         method,
         columns=split.first[0].shape[1] if split is not None and datasets else None,
         files=files,
+        lsh=lsh,
     )
     parts, comparisons = executor.compare(job, report, task_progress or (lambda done, total: None))
     candidates = merge(parts)

@@ -145,7 +145,8 @@ class CheckReport:
         if worst.encoding == "fallback":
             return (
                 f"The fallback CLKs (blindmatch.fallback, without {', '.join(self.fallback)}) "
-                "leak: remove the fallback from the schema, or harden it (blindmatch.hardening, "
+                "leak: remove the fallback from the schema (for the default: "
+                "schemas/person-uk-no-fallback.json), or harden it (blindmatch.hardening, "
                 "docs/privacy.md)"
             )
         return (
