@@ -18,9 +18,10 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
-from blindmatch.matcher.core import fallback
+from blindmatch.matcher.core import fallback, kernel, segment
 from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
+from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.usecases.runs import match
 from tests.support import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
@@ -171,6 +172,43 @@ def test_a_standing_index_answers_a_query_as_a_batch_run_scores_the_pair(
     index.apply(refs[:20], as_words(changed[:20], bits), refs[20:40])
     alive = [i for i in range(len(south)) if not 20 <= i < 40]
     assert answered() == expected(changed, alive)
+
+
+@pytest.mark.skipif(not kernel.NATIVE, reason="the look-up pass is the native kernel's")
+def test_queries_against_a_fallback_index_are_looked_up_half_by_half_in_one_pass(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Large enough (here) for LSH tables: each half plans its own from its own rows.
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2]
+    bits = 8 * south.shape[1]
+    refs = [f"s{i}" for i in range(len(south))]
+    words = as_words(south, bits)
+    snap = FallbackIndex.load(bits, SCHEMA.clk_bits, refs, words, threshold=0.8).snapshot
+    first, second = snap.first.main.lsh, snap.second.main.lsh
+    assert first is not None and second is not None
+    assert not np.array_equal(first.plan.positions, second.plan.positions)
+    passes: list[int] = []
+    native = kernel._kernel.lsh_query_batch
+
+    def counted(items):  # type: ignore[no-untyped-def]
+        passes.append(len(items))
+        return native(items)
+
+    monkeypatch.setattr(kernel._kernel, "lsh_query_batch", counted)
+    queries = as_words(retail, bits)
+    found = Lookups().search({"south": snap}, queries, 0.8)
+    # One pass: every query's fallback half, and the first half of those with a birth date.
+    having = int((~fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0]).sum())
+    assert 0 < having < len(queries)
+    assert passes == [len(queries) + having]
+    # The same answers as a scan of the whole index (no tables) under the rule.
+    scanned = FallbackIndex.load(bits, SCHEMA.clk_bits, refs, words).snapshot
+    assert scanned.first.main.lsh is None
+    want = [{"south": scanned.search(q, 0.8)} for q in queries]
+    assert sum(len(w["south"]) for w in want) > 30
+    assert found == want
 
 
 def test_salting_by_a_field_the_fallback_leaves_out_is_refused(

@@ -9,6 +9,15 @@ LSH tables when large) and the refs of the records that lack the fields. A query
 the first halves only when it has the fields itself, and keeps what `fallback.query_hits`
 says the rule scores by each half. Same memory as one index of the whole CLKs, plus the
 set of lacking refs and a second ref table.
+
+Each half is a `MemberIndex` of its own (index.py), so each plans its own LSH tables from
+its own rows (rtplan.py: the first CLKs' informative bits are not the fallback CLKs'), and
+either half falls back to a full scan on its own when no plan reaches the design recall.
+`search_batch` answers many queries against partners' indexes, with or without fallback
+CLKs, with the look-ups of every half of every index in one native call
+(`segment.search_batch`; matcher/realtime/lookups.py batches the queries that arrive
+together through it): a query against an index with a fallback CLK is one look-up of its
+fallback half, plus one of its first half when the query has the fields.
 """
 
 from __future__ import annotations
@@ -16,11 +25,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from blindmatch.matcher.core import fallback
-from blindmatch.matcher.core.index import U64, MemberIndex, Segment, Snapshot, search_snapshots
+from blindmatch.matcher.core import fallback, segment
+from blindmatch.matcher.core.index import MemberIndex
+from blindmatch.matcher.core.segment import U64, Hits, Segment, Snapshot
 
 
 @dataclass(frozen=True)
@@ -44,16 +55,64 @@ class FallbackSnapshot:
         )
 
 
+# What a query reads of one partner's index: a plain one, or one with a fallback CLK.
+AnySnapshot = Snapshot | FallbackSnapshot
+# One ask: (partner -> what the query reads of its index, the queries as rows, threshold).
+Ask = tuple[Mapping[str, AnySnapshot], U64, float]
+
+
 def search_indexes(
-    snapshots: Mapping[str, Snapshot | FallbackSnapshot], query: U64, threshold: float
-) -> dict[str, list[tuple[str, float]]]:
-    """`core.index.search_snapshots` over partners' indexes, with or without fallback CLKs."""
-    plain = {m: s for m, s in snapshots.items() if isinstance(s, Snapshot)}
-    found = search_snapshots(plain, query, threshold) if plain else {}
-    return {
-        m: found[m] if isinstance(s, Snapshot) else s.search(query, threshold)
-        for m, s in snapshots.items()
-    }
+    snapshots: Mapping[str, AnySnapshot], query: U64, threshold: float
+) -> dict[str, Hits]:
+    """`segment.search_snapshots` over partners' indexes, with or without fallback CLKs."""
+    return search_batch([(snapshots, query[None, :], threshold)])[0][0]
+
+
+def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
+    """For each (snapshots, queries, threshold): each query row's hits in each snapshot,
+    best first, under the fallback rule for the snapshots with a fallback CLK.
+
+    Every look-up goes to `segment.search_batch` at once (one native call for the lot):
+    an ask's plain snapshots with its whole queries; for each cut between first and
+    fallback CLK, the fallback halves with every query's fallback CLK, and the first
+    halves with the first CLKs of the queries that have the fields (a query that lacks
+    them is scored on fallback CLKs only, so its first half is never searched)."""
+    plain: list[tuple[Mapping[str, Snapshot], U64, float]] = []
+    # (ask, its snapshots with a fallback CLK at one cut, the queries that have the fields,
+    # where the first halves' ask is in `plain`: the fallback halves' is the next one)
+    halves: list[tuple[int, dict[str, FallbackSnapshot], list[int], int]] = []
+    for k, (snapshots, queries, threshold) in enumerate(asks):
+        plain.append(
+            ({m: s for m, s in snapshots.items() if isinstance(s, Snapshot)}, queries, threshold)
+        )
+        by_cut: dict[int, dict[str, FallbackSnapshot]] = {}
+        for m, s in snapshots.items():
+            if isinstance(s, FallbackSnapshot):
+                by_cut.setdefault(s.cut, {})[m] = s
+        for cut, group in by_cut.items():
+            q1 = np.ascontiguousarray(queries[:, :cut])
+            q2 = np.ascontiguousarray(queries[:, cut:])
+            having = np.flatnonzero(~fallback.lacking(q1, q2))
+            halves.append((k, group, having.tolist(), len(plain)))
+            plain.append(({m: s.first for m, s in group.items()}, q1[having], threshold))
+            plain.append(({m: s.second for m, s in group.items()}, q2, threshold))
+    found = segment.search_batch(plain)
+    answers = [found[k] for k in range(len(asks))]
+    for k, group, has, at in halves:
+        firsts = dict(zip(has, found[at], strict=True))
+        for i, seconds in enumerate(found[at + 1]):
+            mine = firsts.get(i, {})
+            for m, s in group.items():
+                answers[k][i][m] = fallback.query_hits(
+                    i not in firsts,
+                    partial(mine.__getitem__, m),
+                    partial(seconds.__getitem__, m),
+                    s.lacking,
+                )
+    return [
+        [{m: answer[m] for m in snapshots} for answer in answers[k]]
+        for k, (snapshots, _, _) in enumerate(asks)
+    ]
 
 
 def searchable(words: U64, refs: Sequence[str], fallback_bits: int) -> Snapshot | FallbackSnapshot:

@@ -6,7 +6,8 @@ How a query is answered, in order (`Realtime.query`):
    and (schema, secret) fingerprint (`core.encodings.check_compatible`);
 2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`);
 3. search every partner's standing index (indexes.py; `core.segment`: LSH look-up plus
-   exact Dice), in one pass with the queries that arrive meanwhile (lookups.py);
+   exact Dice; `core.fallbackindex`: the batch runs' rule for an index with a fallback
+   CLK), in one pass with the queries that arrive meanwhile (lookups.py);
 4. reduce what was found to what each partner allows: the lesser of the project's level
    and the partner's consent, read off the one disclosure ladder (`core.disclose`);
 5. record the query, answered or refused, with its purpose, in the audit log, durably,
@@ -37,7 +38,6 @@ from blindmatch.matcher.core.disclose import (
     effective_levels,
 )
 from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
-from blindmatch.matcher.core.fallbackindex import search_indexes
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.core.volume import QueryVolume, volume_report
@@ -172,8 +172,7 @@ class Realtime:
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
-        # Not yet batched: lookups.py takes plain snapshots only (the next commit).
-        found = [search_indexes(snapshots, q, project.threshold) for q in words]
+        found = self.lookups.search(snapshots, words, project.threshold)
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, snapshots
         )

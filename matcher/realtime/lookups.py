@@ -1,6 +1,8 @@
 """The look-ups of the queries that arrive together, answered in one pass.
 
-Every query searches every partner's standing index (`core.segment.search_batch`). Run
+Every query searches every partner's standing index (`core.fallbackindex.search_batch`:
+an index with a fallback CLK is a look-up of each half it needs, batched like any other;
+`core.segment.search_batch` underneath). Run
 one by one, each query releases the GIL for its look-up and hands it to the look-up pool
 and back (matcher/placement.py): two thread switches, and a chance for every other
 request thread to take the GIL in between, per query. Under load most of a query's CPU
@@ -23,14 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core.segment import Hits, Snapshot, search_batch
+from blindmatch.matcher.core.fallbackindex import AnySnapshot, search_batch
+from blindmatch.matcher.core.segment import Hits
 
 Answer = list[dict[str, Hits]]
 
 
 @dataclass(eq=False)
 class _Ask:
-    snapshots: Mapping[str, Snapshot]
+    snapshots: Mapping[str, AnySnapshot]
     queries: npt.NDArray[np.uint64]
     threshold: float
     # Held until the ask is answered, or its thread is to run the next batch.
@@ -51,7 +54,10 @@ class Lookups:
         self.asks = 0
 
     def search(
-        self, snapshots: Mapping[str, Snapshot], queries: npt.NDArray[np.uint64], threshold: float
+        self,
+        snapshots: Mapping[str, AnySnapshot],
+        queries: npt.NDArray[np.uint64],
+        threshold: float,
     ) -> Answer:
         """For each row of `queries`: each snapshot's (ref, score) hits, best first."""
         ask = _Ask(snapshots, queries, threshold)
