@@ -16,9 +16,11 @@ by `client.encoding.encode.encode_csv`, the code behind `blindmatch encode`, wit
 shipped default schema (schemas/person-uk.json) and a fixed benchmark secret: these
 are the CLKs the matcher would receive, not a simulation of them (compare
 `benchmarks/synthclks.py`). The default uploads a record-level CLK followed by a
-fallback CLK (matcher/core/fallback.py); kept here is the record-level CLK, the first
-1,024 bits: it is what the kernel, batch LSH and the standing index's first half
-compare (the fallback CLK is compared only for records that lack a date of birth).
+fallback CLK (matcher/core/fallback.py); `realistic_pair` gives the record-level CLK, the
+first 1,024 bits: it is what the kernel and batch LSH compare (a run compares the fallback
+CLK only for records that lack a date of birth). `whole=True` gives the whole CLKs as
+uploaded, for what searches both halves: a standing index (matcher/core/fallbackindex.py)
+looks up its fallback half for every query, to find the records that lack one.
 
 Scale comes from generating, never from repeating rows: the people are cut into
 chunks, each chunk drawn from its own seed (so the result does not depend on how
@@ -57,7 +59,9 @@ SCHEMA = ROOT / "schemas" / "person-uk.json"
 CACHE = Path(__file__).resolve().parent / "data" / "cache"
 SECRET = hashlib.sha256(b"blindmatch realistic benchmark, public on purpose").hexdigest().encode()
 CHUNK = 10_000  # people per chunk (one seed and one task each)
-VERSION = 1  # bump when the generator or the encoding path changes what it makes
+# Bump when the generator or the encoding path changes what it makes (2: the whole CLKs
+# are cached, fallback CLK included).
+VERSION = 2
 STYLE_A, STYLE_B = ORGS[0], ORGS[1]  # north-police, south-police
 
 Clks = npt.NDArray[np.uint8]
@@ -112,8 +116,7 @@ def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
     header = [style.id_column, *style.columns.values()]
     export = write_export(folder, style.name, header, rows, style.mapping_toml(), [0] * len(rows))
     result = encode_csv(export.csv, schema, mappings[style.name], SECRET, max_workers=1)  # type: ignore[arg-type]
-    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(len(rows), result.clk_bits // 8)
-    return np.ascontiguousarray(clks[:, : (result.clk_bits - result.fallback_bits) // 8])
+    return np.frombuffer(result.clks, dtype=np.uint8).reshape(len(rows), result.clk_bits // 8)
 
 
 def exports(
@@ -135,8 +138,7 @@ def exports(
 def _chunk(job: tuple[int, int, int, int, int]) -> tuple[Clks, Clks]:
     """A's and B's CLKs of a chunk of people."""
     rows_a, rows_b = exports(*job)
-    clk_bits, fallback_bits = layout()
-    width = (clk_bits - fallback_bits) // 8  # the record-level CLK, as `_encode` keeps
+    width = layout()[0] // 8
     with tempfile.TemporaryDirectory() as tmp:
         a = _encode(STYLE_A, rows_a, Path(tmp)) if rows_a else np.empty((0, width), np.uint8)
         b = _encode(STYLE_B, rows_b, Path(tmp)) if rows_b else np.empty((0, width), np.uint8)
@@ -157,8 +159,23 @@ def realistic_pair(
     workers: int | None = None,
     cache: bool = True,
     quiet: bool = False,
+    whole: bool = False,
 ) -> RealPair:
-    """A's n_a and B's n_b CLKs (default schema), `overlap` of A's people also in B."""
+    """A's n_a and B's n_b CLKs (default schema), `overlap` of A's people also in B: the
+    record-level CLKs, or with `whole` the CLKs as uploaded (`layout` says where a
+    fallback CLK starts)."""
+    pair = _whole_pair(n_a, n_b, seed, overlap, workers, cache, quiet)
+    clk_bits, fallback_bits = layout()
+    if whole or not fallback_bits:
+        return pair
+    cut = (clk_bits - fallback_bits) // 8
+    first = (np.ascontiguousarray(x[:, :cut]) for x in (pair.a, pair.b))
+    return RealPair(*first, pair.truth_a, pair.truth_b)
+
+
+def _whole_pair(
+    n_a: int, n_b: int, seed: int, overlap: float, workers: int | None, cache: bool, quiet: bool
+) -> RealPair:
     folder = cache_dir(n_a, n_b, seed, overlap)
     names = ("a", "b", "truth_a", "truth_b")
     if cache and all((folder / f"{n}.npy").exists() for n in names):

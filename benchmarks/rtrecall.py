@@ -94,8 +94,9 @@ def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
     """A's records indexed; B's records of shared people, strangers, graded copies asked."""
     third = args.queries // 3
     # B: 20,000 records, all of people A holds (the same encodings realtime.py uses).
-    pair = realistic_pair(args.records, max(third, 20_000), seed=args.seed, overlap=0.5)
-    others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0).a[:third]
+    pair = realistic_pair(args.records, max(third, 20_000), seed=args.seed, overlap=0.5, whole=True)
+    others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0, whole=True)
+    others = others.a[:third]
     b_rows = rng.choice(len(pair.truth_b), third, replace=False)
     indexed = pair.a
     clk_bits, fallback_bits = layout()
@@ -207,7 +208,7 @@ def main() -> int:
                 q1, q2 = q[:cut], q[cut:]
                 q_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
                 asks = [] if q_lacks else [(first, q1, ~first.rows_lack)]
-                asks.append((second, q2, np.logical_or(q_lacks, second.rows_lack)))
+                asks.append((second, q2, fallback.on_fallback(q_lacks, second.rows_lack)))
             else:
                 asks = [(halves[0], q, None)]
             for half, part, keep in asks:

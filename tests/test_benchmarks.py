@@ -115,3 +115,8 @@ def test_realistic_encodings_are_what_blindmatch_encode_makes(tmp_path: Path) ->
     assert encoded.record_count == 1_500 and encoded.fallback_bits == 1024
     uploaded = np.frombuffer((out / CLKS).read_bytes(), np.uint8).reshape(1_500, 256)
     assert np.array_equal(uploaded[:, :128], one.a)  # the record-level CLK, before the fallback
+    # `whole`: the CLKs as uploaded, fallback CLK included (what a standing index holds).
+    whole = realclks.realistic_pair(
+        1_500, 1_200, seed=5, workers=1, cache=False, quiet=True, whole=True
+    )
+    assert realclks.layout() == (2048, 1024) and np.array_equal(whole.a, uploaded)
