@@ -52,7 +52,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -543,29 +542,18 @@ def main() -> int:
         [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
     )
 
-    merges: list[str] = []
-    commits: list[str] = []
-    passes: list[str] = []
-    readers: list[threading.Thread] = []
+    servers: list[Served] = []
+
+    def said(words: str) -> list[str]:
+        """The matcher's log lines (`Served.log`, every start) that contain `words`."""
+        return [line.strip() for s in servers for line in list(s.log) if words in line]
 
     def start(stack: contextlib.ExitStack) -> Served:
-        served = stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
-
-        # Keep reading the matcher's stderr so the pipe never fills; keep what it says
-        # about merges and, as it stops, about its audit log's group commits and its
-        # look-up passes.
-        def read(process: subprocess.Popen[str]) -> None:
-            for line in process.stderr or ():
-                if "merged" in line:
-                    merges.append(line.strip())
-                elif "group commit" in line:
-                    commits.append(line.strip())
-                elif "real-time look-ups:" in line:
-                    passes.append(line.strip())
-
-        readers.append(threading.Thread(target=read, args=(served.process,), daemon=True))
-        readers[-1].start()
-        return served
+        # `serve` keeps reading the matcher's stderr (the pipe never fills) into
+        # `Served.log`: what it says about merges and, as it stops, about its audit log's
+        # group commits and its look-up passes is read from there.
+        servers.append(stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus)))
+        return servers[-1]
 
     if args.data_dir is not None and args.data_dir.exists():
         parser.error(f"--data-dir: {args.data_dir} exists; give a new folder")
@@ -666,12 +654,10 @@ def main() -> int:
         merge_at = merge_point(args.records)
         if changed and args.change > merge_at:  # it may still be merging: allow 2 minutes
             for _ in range(1200):
-                if merges:
+                if said("merged"):
                     break
                 time.sleep(0.1)
         stack.close()  # stop the matcher: it says how its audit entries were committed
-        for reader in readers:
-            reader.join(timeout=30)
         if args.data_dir is not None:
             shutil.rmtree(args.data_dir, ignore_errors=True)
     costs = lookup_cost(held, args.lookup_queries) if args.lookup_queries else None
@@ -685,6 +671,7 @@ def main() -> int:
               f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
     print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs"
           + (" (matcher restarted after loading)" if args.restart else ""))  # fmt: skip
+    merges, commits, passes = said("merged"), said("group commit"), said("real-time look-ups:")
     print(
         f"data dir: {args.data_dir or 'a temporary folder'} ({filesystem(data_dir)}); "
         + (commits[-1].split(" INFO ")[-1] if commits else "audit commits not reported")
