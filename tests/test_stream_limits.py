@@ -51,7 +51,10 @@ def test_a_stream_whose_client_takes_nothing_is_ended_and_frees_its_thread(
         puts = [(f"ref-{i:08d}-{'x' * 110}", os.urandom(128)) for i in range(150_000)]
         with MatcherClient(target, token) as north:
             north.change_index("trial", clk_bits=1024, fingerprint=bytes(range(32)), puts=puts)
-        big = [("grpc.max_receive_message_length", 16 * 1024**2)]  # as the client's channel
+        # As the client's channel, but without BDP probing: with it the transport's window can
+        # grow to take in the whole listing unread under load (seen once), and the server's
+        # thread would never wait.
+        big = [("grpc.max_receive_message_length", 16 * 1024**2), ("grpc.http2.bdp_probe", 0)]
         with grpc.insecure_channel(target, options=big) as channel:
             listing = stub(channel).ListIndex(
                 pb.ListIndexRequest(project="trial"), metadata=auth(token), timeout=60
