@@ -13,6 +13,7 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.messy import ORGS, write_exports
+from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
@@ -22,6 +23,7 @@ from blindmatch.matcher.core import fallback, kernel, segment
 from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.realtime.lookups import Lookups
+from blindmatch.matcher.server import create_server
 from blindmatch.matcher.usecases.runs import match
 from tests.support import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
@@ -209,6 +211,53 @@ def test_queries_against_a_fallback_index_are_looked_up_half_by_half_in_one_pass
     want = [{"south": scanned.search(q, 0.8)} for q in queries]
     assert sum(len(w["south"]) for w in want) > 30
     assert found == want
+
+
+@pytest.mark.server
+def test_a_restarted_matcher_warms_the_fallback_halves_tables_too(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Large enough (here) for LSH tables on each half; both halves' tables are warmed
+    # before the restarted matcher listens, not only the first halves'.
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2]
+    bits, fingerprint = 8 * south.shape[1], bytes(range(32))
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    with MatcherClient(f"127.0.0.1:{server.port}", "admin") as op:
+        project = op.create_project("warm", ["south", "retail"], threshold=0.8)
+    with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["south"]) as client:
+        puts = [(f"s{i}", clk.tobytes()) for i, clk in enumerate(south)]
+        client.change_index("warm", clk_bits=bits, fingerprint=fingerprint, puts=puts,
+                            fallback_bits=SCHEMA.clk_bits)  # fmt: skip
+    server.stop(grace=None)
+
+    caplog.set_level("INFO", logger="blindmatch.matcher.realtime")
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    try:
+        assert (
+            "look-up tables with 4000 look-ups" in caplog.text
+            and "(2000 of them on fallback CLKs' tables)" in caplog.text
+        ), caplog.text
+        # A query without a date of birth, matched by the fallback CLKs only.
+        lacks = fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0]
+        scanned = FallbackIndex.load(
+            bits, SCHEMA.clk_bits, [f"s{i}" for i in range(len(south))], as_words(south, bits)
+        ).snapshot
+        query = next(
+            q for q, lacking in zip(retail, lacks, strict=True)
+            if lacking and scanned.search(as_words(q, bits)[0], 0.8)
+        )  # fmt: skip
+        with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["retail"]) as client:
+            answer = client.query("warm", query.tobytes(), clk_bits=bits,
+                                  fingerprint=fingerprint, purpose="t")  # fmt: skip
+        assert [m.partner for m in answer.results[0]] == ["south"]
+    finally:
+        server.stop(grace=None)
 
 
 def test_salting_by_a_field_the_fallback_leaves_out_is_refused(
