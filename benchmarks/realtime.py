@@ -465,18 +465,25 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
         for e, f in zip(exact, found, strict=False)
         for name, refs in e.items()
     )
-    mains = [
-        half.main
-        for snap in snapshots.values()
-        for half in ((snap.first, snap.second) if isinstance(snap, FallbackSnapshot) else (snap,))
-    ]
-    tabled = [m.lsh.plan.describe() for m in mains if m.lsh is not None]
+    # Each half's tables (or each whole index's), the plan shown of the first partner's.
+    halves: dict[str, list[Segment]] = {}
+    for snap in snapshots.values():
+        if isinstance(snap, FallbackSnapshot):
+            halves.setdefault("first halves", []).append(snap.first.main)
+            halves.setdefault("fallback halves", []).append(snap.second.main)
+        else:
+            halves.setdefault("indexes", []).append(snap.main)
+    tabled = "; ".join(
+        f"{sum(m.lsh is not None for m in mains)} of {len(mains)} {kind} with LSH tables"
+        + (f", {mains[0].lsh.plan.describe()}" if mains[0].lsh is not None else "")
+        for kind, mains in halves.items()
+    )
     layout = f"{clk_bits}-bit CLKs" + (
-        f" with a {fallback_bits}-bit fallback CLK, {len(mains)} halves" if fallback_bits else ""
+        f" with a {fallback_bits}-bit fallback CLK" if fallback_bits else ""
     )
     return (
         f"look-up alone, in process, {len(held)} x {len(partners[0].clks):,} records "
-        f"({layout}; {len(tabled)} with LSH tables: {'; '.join(sorted(set(tabled))) or 'none'}):"
+        f"({layout}; {tabled}):"
         f" CPU ms per query {one:.2f} one a pass, {twenty:.2f} twenty a pass, {scan:.1f} by "
         f"exhaustive scan ({scan / max(one, 1e-9):.1f}x); recall against the scan on "
         f"{scanned} queries: {kept} of {pairs} pairs"
