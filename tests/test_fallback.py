@@ -20,7 +20,13 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher.core import fallback, kernel, segment
-from blindmatch.matcher.core.fallbackindex import FallbackIndex
+from blindmatch.matcher.core.fallbackindex import (
+    AnySnapshot,
+    FallbackIndex,
+    search_batch,
+    search_indexes,
+    searchable,
+)
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.server import create_server
@@ -211,6 +217,32 @@ def test_queries_against_a_fallback_index_are_looked_up_half_by_half_in_one_pass
     want = [{"south": scanned.search(q, 0.8)} for q in queries]
     assert sum(len(w["south"]) for w in want) > 30
     assert found == want
+
+
+def test_queries_batched_together_each_get_their_own_answer(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+) -> None:
+    # Several queries in one pass (lookups.py batches those that arrive together), against a
+    # fallback index and a plain one (an index an older client wrote, no fallback_bits),
+    # some with a date of birth and some without: each gets what it gets on its own.
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2]
+    bits = 8 * south.shape[1]
+    refs = [f"s{i}" for i in range(len(south))]
+    snapshots: dict[str, AnySnapshot] = {
+        "south": searchable(as_words(south, bits), refs, SCHEMA.clk_bits),
+        "older": searchable(as_words(south, bits), refs, 0),
+    }
+    lacks = fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0]
+    rows = [int(i) for i in np.flatnonzero(lacks)[:3]] + [
+        int(i) for i in np.flatnonzero(~lacks)[:3]
+    ]
+    rows = [rows[i] for i in (3, 0, 4, 1, 5, 2)]  # with and without, interleaved
+    queries = as_words(retail[rows], bits)
+    alone = [search_indexes(snapshots, q, 0.8) for q in queries]
+    assert sum(len(hits) for answer in alone for hits in answer.values()) > 6
+    together = search_batch([(snapshots, q[None, :], 0.8) for q in queries])
+    assert [answer[0] for answer in together] == alone
 
 
 @pytest.mark.server
