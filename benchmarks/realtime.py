@@ -57,7 +57,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -597,29 +596,14 @@ def main() -> int:
         [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
     )
 
-    merges: list[str] = []
-    commits: list[str] = []
-    passes: list[str] = []
-    readers: list[threading.Thread] = []
+    # What the matcher said (`Served.log`: `serve` reads its stderr as it comes, so the pipe
+    # never fills; a second reader here would take lines from it) about merges and, as it
+    # stops, about its audit log's group commits and its look-up passes.
+    def said(served: Served, what: str) -> list[str]:
+        return [line.strip() for line in list(served.log) if what in line]
 
     def start(stack: contextlib.ExitStack) -> Served:
-        served = stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
-
-        # Keep reading the matcher's stderr so the pipe never fills; keep what it says
-        # about merges and, as it stops, about its audit log's group commits and its
-        # look-up passes.
-        def read(process: subprocess.Popen[str]) -> None:
-            for line in process.stderr or ():
-                if "merged" in line:
-                    merges.append(line.strip())
-                elif "group commit" in line:
-                    commits.append(line.strip())
-                elif "real-time look-ups:" in line:
-                    passes.append(line.strip())
-
-        readers.append(threading.Thread(target=read, args=(served.process,), daemon=True))
-        readers[-1].start()
-        return served
+        return stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
 
     if args.data_dir is not None and args.data_dir.exists():
         parser.error(f"--data-dir: {args.data_dir} exists; give a new folder")
@@ -723,12 +707,13 @@ def main() -> int:
         merge_at = merge_point(args.records)
         if changed and args.change > merge_at:  # it may still be merging: allow 2 minutes
             for _ in range(1200):
-                if merges:
+                if said(served, "merged"):
                     break
                 time.sleep(0.1)
         stack.close()  # stop the matcher: it says how its audit entries were committed
-        for reader in readers:
-            reader.join(timeout=30)
+        merges = said(served, "merged")
+        commits = said(served, "group commit")
+        passes = said(served, "real-time look-ups:")
         if args.data_dir is not None:
             shutil.rmtree(args.data_dir, ignore_errors=True)
     costs = lookup_cost(held, args.lookup_queries) if args.lookup_queries else None
