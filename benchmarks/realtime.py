@@ -1,7 +1,7 @@
 """Real-time query latency: one-record queries against partners' standing indexes.
 
 Starts `blindmatch serve` as its own process on loopback, gives three partners a
-standing index of N synthetic CLKs each through ChangeIndex (the same RPC `blindmatch
+standing index of N CLKs each through ChangeIndex (the same RPC `blindmatch
 index sync` uses), then has 20 concurrent queriers (one channel each, in this process)
 ask single-record queries, half of them noisy copies of indexed records
 (hits) and half fresh random CLKs (no hits), and prints p50/p95/p99 latency. It also
@@ -29,11 +29,16 @@ reports, when it stops, how many audit entries it wrote in how many such commits
 once with the data dir on a disk and once on a tmpfs (`--data-dir /dev/shm/...`, where an
 fsync costs nothing) measures what that durability costs the query latency.
 
-By default the CLKs are synthetic person encodings (benchmarks/synthclks.py: field values
-from Zipf-like tables, about 39% of bits set, as clkhash output), the planted hits the same
-people re-encoded with typos in one or two fields (Dice about 0.85-0.95), the misses people
-no partner holds. `--clks random` uses uniformly random 1024-bit strings instead (50% of
-bits set, hits with 3% of bits flipped), as the first measurements did.
+By default (`--clks realistic`) the CLKs are real clkhash encodings under the default schema,
+as `blindmatch encode` uploads them (benchmarks/realclks.py, `realistic_pair(..., whole=True)`:
+2,048 bits, a 1,024-bit record-level CLK followed by a 1,024-bit fallback CLK), indexed with
+`fallback_bits` as `blindmatch index sync` sends them, so the matcher searches them half by
+half under the fallback rule (matcher/core/fallbackindex.py). `--clks synthetic` uses
+synthetic person encodings (benchmarks/synthclks.py: 1,024 bits, field values from Zipf-like
+tables, about 39% of bits set, as clkhash output), the planted hits the same people
+re-encoded with typos in one or two fields (Dice about 0.85-0.95), the misses people no
+partner holds. `--clks random` uses uniformly random 1024-bit strings instead (50% of bits
+set, hits with 3% of bits flipped), as the first measurements did.
 
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
@@ -68,17 +73,39 @@ from benchmarks.cliflow import Served, blindmatch, serve
 from benchmarks.synthclks import Population
 from blindmatch.client import MatcherClient, QueryAnswer
 from blindmatch.client.remote.session import AsyncQuerySession
-from blindmatch.matcher.core.index import as_words, merge_point, search
+from blindmatch.matcher.core import fallback
+from blindmatch.matcher.core.fallbackindex import FallbackSnapshot
+from blindmatch.matcher.core.index import as_words, merge_point
 
+# The synthetic and random CLKs' length (no fallback CLK); realistic ones are the default
+# schema's (`RealPartner.clk_bits`, `fallback_bits`).
 CLK_BITS = 1024
-CLK_BYTES = CLK_BITS // 8
 FINGERPRINT = bytes(range(32))
 PARTNERS = ("north", "south", "east")
 QUERIER = "west"
 
 
-def random_clks(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.integers(0, 256, size=(n, CLK_BYTES), dtype=np.uint8)
+def random_clks(rng: np.random.Generator, n: int, clk_bits: int = CLK_BITS) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, clk_bits // 8), dtype=np.uint8)
+
+
+def rule_dice(a: np.ndarray, b: np.ndarray, clk_bits: int, fallback_bits: int) -> np.ndarray:
+    """Dice of each row pair (CLK bytes) as the matcher scores it: of the whole CLKs, or with
+    a fallback CLK of the fallback CLKs when either record lacks the date of birth, of the
+    first CLKs otherwise (`core.fallback.on_fallback`)."""
+
+    def dice(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        both = np.bitwise_count(x & y).sum(axis=1)
+        total = np.bitwise_count(x).sum(axis=1) + np.bitwise_count(y).sum(axis=1)
+        return 2 * both / np.maximum(total, 1)
+
+    if not fallback_bits:
+        return dice(a, b)
+    cut = (clk_bits - fallback_bits) // 8
+    lacks = [fallback.lacking(x[:, :cut], x[:, cut:]) for x in (a, b)]
+    return np.where(
+        fallback.on_fallback(*lacks), dice(a[:, cut:], b[:, cut:]), dice(a[:, :cut], b[:, :cut])
+    )
 
 
 def noisy(rng: np.random.Generator, clks: np.ndarray, flip: float) -> np.ndarray:
@@ -94,6 +121,9 @@ class Partner:
     Synthetic partners share one population (one schema and secret): partner k holds
     people k*n .. (k+1)*n - 1, and the last 100,000 people are held by no one.
     """
+
+    clk_bits = CLK_BITS
+    fallback_bits = 0
 
     def __init__(self, kind: str, n: int, k: int, population: Population | None, seed: int):
         self.kind = kind
@@ -122,7 +152,8 @@ class Partner:
 
 
 class RealPartner:
-    """One partner's indexed CLKs from real clkhash encodings (benchmarks/realclks.py).
+    """One partner's indexed CLKs from real clkhash encodings (benchmarks/realclks.py): the
+    whole CLKs the default schema uploads, with its fallback CLK when it has one.
 
     north holds member A of `realistic_pair(n, 20,000, seed 1)`, south and east members A
     and B of `realistic_pair(n, n, seed 0)` (10% of their people shared). A hit is another
@@ -130,29 +161,29 @@ class RealPartner:
     seed 0, itself indexed by east; east: A of seed 0, itself indexed by south), so a hit
     on south or east also finds that record's own copy; a miss is a person of another
     seed, whom no partner holds by design (a namesake may still match: real data). Hits
-    are drawn from the people whose two records reach Dice 0.8, so each must be found.
+    are drawn from the people whose two records reach 0.8 as the matcher scores them (the
+    fallback rule under a schema with a fallback CLK), so each must be found.
     """
 
     def __init__(self, n: int, k: int, seed: int):
-        from benchmarks.realclks import realistic_pair
+        from benchmarks.realclks import layout, realistic_pair
 
         self.n = n
         self.rng = np.random.default_rng(seed)
+        self.clk_bits, self.fallback_bits = layout()
         if k == 0:
-            pair = realistic_pair(n, 20_000, seed=1, overlap=0.5, quiet=True)
+            pair = realistic_pair(n, 20_000, seed=1, overlap=0.5, quiet=True, whole=True)
         else:
-            pair = realistic_pair(n, n, seed=0, overlap=0.1, quiet=True)
+            pair = realistic_pair(n, n, seed=0, overlap=0.1, quiet=True, whole=True)
         if k < 2:
             self.clks, held, asked = pair.a, pair.truth_a, pair.b[pair.truth_b]
         else:
             self.clks, held, asked = pair.b, pair.truth_b, pair.a[pair.truth_a]
         # Only the people whose two records reach the threshold must be found (real
         # corruptions take a share of true pairs below it: no matcher finds those).
-        mine = self.clks[held]
-        both = np.bitwise_count(mine & asked).sum(axis=1)
-        total = np.bitwise_count(mine).sum(axis=1) + np.bitwise_count(asked).sum(axis=1)
-        self.hits = asked[2 * both >= 0.8 * total]
-        self.strangers = realistic_pair(4_000, 0, seed=1001, overlap=0.0, quiet=True).a
+        scores = rule_dice(self.clks[held], asked, self.clk_bits, self.fallback_bits)
+        self.hits = asked[scores >= 0.8]
+        self.strangers = realistic_pair(4_000, 0, seed=1001, overlap=0.0, quiet=True, whole=True).a
 
     def hit(self) -> np.ndarray:
         return self.hits[int(self.rng.integers(0, len(self.hits)))]
@@ -167,7 +198,8 @@ def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
         for start in range(0, partner.n, step):
             block = partner.clks[start : start + step]
             puts = [(f"r{start + i}", block[i].tobytes()) for i in range(len(block))]
-            client.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+            client.change_index("rt", clk_bits=partner.clk_bits, fingerprint=FINGERPRINT,
+                                puts=puts, fallback_bits=partner.fallback_bits)  # fmt: skip
 
 
 def filesystem(path: Path) -> str:
@@ -269,6 +301,7 @@ def measure(
     (`CLIENTS`): over a query session each (one stream: `async` as coroutines of one
     event loop, `session` as threads) or by one `Query` call a question (`calls`).
     """
+    clk_bits = next(iter(held.values())).clk_bits
     total = queriers * queries
     planted: list[tuple[np.ndarray, str | None]] = []
     for i in range(total):
@@ -303,12 +336,12 @@ def measure(
         with MatcherClient(target, token) as matcher, contextlib.ExitStack() as stack:
             if client == "session":
                 session = stack.enter_context(
-                    matcher.query_session("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT)
+                    matcher.query_session("rt", clk_bits=clk_bits, fingerprint=FINGERPRINT)
                 )
                 query: Callable[..., QueryAnswer] = session.query
             else:
                 query = functools.partial(
-                    matcher.query, "rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT
+                    matcher.query, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT
                 )
             query(planted[0][0].tobytes(), purpose="warm-up")
             gate.wait()
@@ -331,7 +364,7 @@ def measure(
     def async_queriers() -> None:
         async def run() -> None:
             sessions = [
-                AsyncQuerySession(target, token, "rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT)
+                AsyncQuerySession(target, token, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT)
                 for _ in range(queriers)
             ]
             await asyncio.gather(
@@ -383,23 +416,33 @@ def measure(
 
 def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
     """The look-up alone, in this process (no gRPC, no audit): CPU ms per query against
-    every partner's index (its main segment as the matcher builds it, threshold 0.8),
-    one query a pass and 20 a pass (`search_batch`, what the matcher's combined passes
-    run), with recall against the exhaustive scan, which is timed on a few queries too."""
-    from blindmatch.matcher.core.segment import Segment, Snapshot, search_batch
+    every partner's index (as the matcher builds it, threshold 0.8: with a fallback CLK,
+    both halves with their own tables), one query a pass and 20 a pass (`search_batch`,
+    what the matcher's combined passes run), with recall against the exhaustive scan under
+    the same rule, which is timed on a few queries too."""
+    from blindmatch.matcher.core.fallbackindex import FallbackIndex, search_batch
+    from blindmatch.matcher.core.segment import Segment, Snapshot
 
     threshold = 0.8
-    snapshots = {}
-    for name, partner in held.items():
-        words = as_words(partner.clks, CLK_BITS)
-        main = Segment.build(words, [f"r{i}" for i in range(len(words))], threshold=threshold)
-        snapshots[name] = Snapshot(main, Segment.empty(CLK_BITS // 64), frozenset(), len(main))
     partners = list(held.values())
+    clk_bits, fallback_bits = partners[0].clk_bits, partners[0].fallback_bits
+
+    def snapshot(words: np.ndarray, tables: float | None) -> Snapshot | FallbackSnapshot:
+        refs = [f"r{i}" for i in range(len(words))]
+        if fallback_bits:
+            return FallbackIndex.load(
+                clk_bits, fallback_bits, refs, words, threshold=tables
+            ).snapshot
+        main = Segment.build(words, refs, threshold=tables)
+        return Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main))
+
+    words = {name: as_words(partner.clks, clk_bits) for name, partner in held.items()}
+    snapshots = {name: snapshot(w, threshold) for name, w in words.items()}
     asked = np.stack([
         partners[(i // 2) % len(partners)].hit() if i % 2 == 0 else partners[0].miss()
         for i in range(count)
     ])  # fmt: skip
-    queries = as_words(asked, CLK_BITS)
+    queries = as_words(asked, clk_bits)
     t0 = time.process_time()
     found = [search_batch([(snapshots, q[None, :], threshold)])[0][0] for q in queries]
     one = (time.process_time() - t0) * 1000 / count
@@ -408,30 +451,41 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
         search_batch([(snapshots, q[None, :], threshold) for q in queries[s : s + 20]])
     twenty = (time.process_time() - t0) * 1000 / count
     scanned = min(count, 40)
+    plain = {name: snapshot(w, None) for name, w in words.items()}  # no tables: scanned
     t0 = time.process_time()
     exact = [
-        {
-            name: search(snap.main.words, snap.main.popcounts, q, threshold)[0].tolist()
-            for name, snap in snapshots.items()
-        }
+        {name: {ref for ref, _ in snap.search(q, threshold)} for name, snap in plain.items()}
         for q in queries[:scanned]
     ]
     scan = (time.process_time() - t0) * 1000 / scanned
-    pairs = sum(len(rows) for e in exact for rows in e.values())
+    pairs = sum(len(refs) for e in exact for refs in e.values())
     kept = sum(
-        1
+        len(refs & {ref for ref, _ in f[name]})
         for e, f in zip(exact, found, strict=False)
-        for name, rows in e.items()
-        for r in rows
-        if snapshots[name].main.refs[r] in {ref for ref, _ in f[name]}
+        for name, refs in e.items()
     )
-    tabled = [s.main.lsh.plan.describe() for s in snapshots.values() if s.main.lsh is not None]
+    # Each half's tables (or each whole index's), the plan shown of the first partner's.
+    halves: dict[str, list[Segment]] = {}
+    for snap in snapshots.values():
+        if isinstance(snap, FallbackSnapshot):
+            halves.setdefault("first halves", []).append(snap.first.main)
+            halves.setdefault("fallback halves", []).append(snap.second.main)
+        else:
+            halves.setdefault("indexes", []).append(snap.main)
+    tabled = "; ".join(
+        f"{sum(m.lsh is not None for m in mains)} of {len(mains)} {kind} with LSH tables"
+        + (f", {mains[0].lsh.plan.describe()}" if mains[0].lsh is not None else "")
+        for kind, mains in halves.items()
+    )
+    layout = f"{clk_bits}-bit CLKs" + (
+        f" with a {fallback_bits}-bit fallback CLK" if fallback_bits else ""
+    )
     return (
         f"look-up alone, in process, {len(held)} x {len(partners[0].clks):,} records "
-        f"({len(tabled)} with LSH tables: {tabled[0] if tabled else 'none'}): CPU ms per "
-        f"query {one:.2f} one a pass, {twenty:.2f} twenty a pass, {scan:.1f} by exhaustive "
-        f"scan ({scan / max(one, 1e-9):.1f}x); recall against the scan on {scanned} "
-        f"queries: {kept} of {pairs} pairs"
+        f"({layout}; {tabled}):"
+        f" CPU ms per query {one:.2f} one a pass, {twenty:.2f} twenty a pass, {scan:.1f} by "
+        f"exhaustive scan ({scan / max(one, 1e-9):.1f}x); recall against the scan on "
+        f"{scanned} queries: {kept} of {pairs} pairs"
     )
 
 
@@ -446,8 +500,8 @@ def by_second(run: Measured) -> str:
     )
 
 
-def ask(client: MatcherClient, clk: bytes, purpose: str) -> list[str]:
-    answer = client.query("rt", clk, clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose=purpose)
+def ask(client: MatcherClient, clk: bytes, clk_bits: int, purpose: str) -> list[str]:
+    answer = client.query("rt", clk, clk_bits=clk_bits, fingerprint=FINGERPRINT, purpose=purpose)
     return [m.partner for m in answer.results[0]]
 
 
@@ -542,18 +596,14 @@ def main() -> int:
         [] if args.lookup_threads is None else ["--lookup-threads", str(args.lookup_threads)]
     )
 
-    servers: list[Served] = []
-
-    def said(words: str) -> list[str]:
-        """The matcher's log lines (`Served.log`, every start) that contain `words`."""
-        return [line.strip() for s in servers for line in list(s.log) if words in line]
+    # What the matcher said (`Served.log`: `serve` reads its stderr as it comes, so the pipe
+    # never fills; a second reader here would take lines from it) about merges and, as it
+    # stops, about its audit log's group commits and its look-up passes.
+    def said(served: Served, what: str) -> list[str]:
+        return [line.strip() for line in list(served.log) if what in line]
 
     def start(stack: contextlib.ExitStack) -> Served:
-        # `serve` keeps reading the matcher's stderr (the pipe never fills) into
-        # `Served.log`: what it says about merges and, as it stops, about its audit log's
-        # group commits and its look-up passes is read from there.
-        servers.append(stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus)))
-        return servers[-1]
+        return stack.enter_context(serve(data_dir, *serve_args, cpus=args.matcher_cpus))
 
     if args.data_dir is not None and args.data_dir.exists():
         parser.error(f"--data-dir: {args.data_dir} exists; give a new folder")
@@ -589,6 +639,7 @@ def main() -> int:
             t0 = time.perf_counter()
             load_index(served.target, tokens[partner], held[partner])
             print(f"  {partner}: {time.perf_counter() - t0:.1f} s", flush=True)
+        layout = held[PARTNERS[0]]
 
         if args.restart:
             print("restarting the matcher over its data dir ...", flush=True)
@@ -631,7 +682,8 @@ def main() -> int:
             puts = [(f"r{i}", clks[i].tobytes()) for i in range(args.change)]
             with MatcherClient(served.target, tokens["north"]) as north:
                 t = time.perf_counter()
-                north.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+                north.change_index("rt", clk_bits=layout.clk_bits, fingerprint=FINGERPRINT,
+                                   puts=puts, fallback_bits=layout.fallback_bits)  # fmt: skip
                 changed.append(time.perf_counter() - t)
 
         if args.change:
@@ -645,19 +697,23 @@ def main() -> int:
             MatcherClient(served.target, tokens["north"]) as north,
             MatcherClient(served.target, tokens[QUERIER]) as asker,
         ):
-            fresh = random_clks(rng, 1)[0].tobytes()
+            fresh = random_clks(rng, 1, layout.clk_bits)[0].tobytes()
             t1 = time.perf_counter()
-            north.change_index("rt", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
-                               puts=[("fresh", fresh)])  # fmt: skip
+            north.change_index("rt", clk_bits=layout.clk_bits, fingerprint=FINGERPRINT,
+                               puts=[("fresh", fresh)],
+                               fallback_bits=layout.fallback_bits)  # fmt: skip
             change_ms = (time.perf_counter() - t1) * 1000
-            visible = ask(asker, fresh, "visibility") == ["north"]
+            visible = ask(asker, fresh, layout.clk_bits, "visibility") == ["north"]
         merge_at = merge_point(args.records)
         if changed and args.change > merge_at:  # it may still be merging: allow 2 minutes
             for _ in range(1200):
-                if said("merged"):
+                if said(served, "merged"):
                     break
                 time.sleep(0.1)
         stack.close()  # stop the matcher: it says how its audit entries were committed
+        merges = said(served, "merged")
+        commits = said(served, "group commit")
+        passes = said(served, "real-time look-ups:")
         if args.data_dir is not None:
             shutil.rmtree(args.data_dir, ignore_errors=True)
     costs = lookup_cost(held, args.lookup_queries) if args.lookup_queries else None
@@ -669,9 +725,11 @@ def main() -> int:
     if args.matcher_cpus or args.client_cpus:
         print(f"matcher on CPUs {sorted(args.matcher_cpus or [])}, "
               f"queriers on CPUs {sorted(args.client_cpus or [])}")  # fmt: skip
-    print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, {CLK_BITS}-bit CLKs"
+    print(f"partners: {len(PARTNERS)} x {args.records:,} {args.clks} records, "
+          f"{layout.clk_bits}-bit CLKs"
+          + (f" ({layout.fallback_bits}-bit fallback CLK at the end, searched half by half)"
+             if layout.fallback_bits else " (no fallback CLK)")
           + (" (matcher restarted after loading)" if args.restart else ""))  # fmt: skip
-    merges, commits, passes = said("merged"), said("group commit"), said("real-time look-ups:")
     print(
         f"data dir: {args.data_dir or 'a temporary folder'} ({filesystem(data_dir)}); "
         + (commits[-1].split(" INFO ")[-1] if commits else "audit commits not reported")

@@ -13,15 +13,23 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.messy import ORGS, write_exports
+from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
 from blindmatch.matcher.core import fallback, kernel, segment
-from blindmatch.matcher.core.fallbackindex import FallbackIndex
+from blindmatch.matcher.core.fallbackindex import (
+    AnySnapshot,
+    FallbackIndex,
+    search_batch,
+    search_indexes,
+    searchable,
+)
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.realtime.lookups import Lookups
+from blindmatch.matcher.server import create_server
 from blindmatch.matcher.usecases.runs import match
 from tests.support import FALLBACK_SCHEMA, PERSON_SCHEMA, Org
 
@@ -209,6 +217,79 @@ def test_queries_against_a_fallback_index_are_looked_up_half_by_half_in_one_pass
     want = [{"south": scanned.search(q, 0.8)} for q in queries]
     assert sum(len(w["south"]) for w in want) > 30
     assert found == want
+
+
+def test_queries_batched_together_each_get_their_own_answer(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+) -> None:
+    # Several queries in one pass (lookups.py batches those that arrive together), against a
+    # fallback index and a plain one (an index an older client wrote, no fallback_bits),
+    # some with a date of birth and some without: each gets what it gets on its own.
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2]
+    bits = 8 * south.shape[1]
+    refs = [f"s{i}" for i in range(len(south))]
+    snapshots: dict[str, AnySnapshot] = {
+        "south": searchable(as_words(south, bits), refs, SCHEMA.clk_bits),
+        "older": searchable(as_words(south, bits), refs, 0),
+    }
+    lacks = fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0]
+    rows = [int(i) for i in np.flatnonzero(lacks)[:3]] + [
+        int(i) for i in np.flatnonzero(~lacks)[:3]
+    ]
+    rows = [rows[i] for i in (3, 0, 4, 1, 5, 2)]  # with and without, interleaved
+    queries = as_words(retail[rows], bits)
+    alone = [search_indexes(snapshots, q, 0.8) for q in queries]
+    assert sum(len(hits) for answer in alone for hits in answer.values()) > 6
+    together = search_batch([(snapshots, q[None, :], 0.8) for q in queries])
+    assert [answer[0] for answer in together] == alone
+
+
+@pytest.mark.server
+def test_a_restarted_matcher_warms_the_fallback_halves_tables_too(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Large enough (here) for LSH tables on each half; both halves' tables are warmed
+    # before the restarted matcher listens, not only the first halves'.
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    datasets, _folder = messy
+    south, retail = datasets[1], datasets[2]
+    bits, fingerprint = 8 * south.shape[1], bytes(range(32))
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    with MatcherClient(f"127.0.0.1:{server.port}", "admin") as op:
+        project = op.create_project("warm", ["south", "retail"], threshold=0.8)
+    with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["south"]) as client:
+        puts = [(f"s{i}", clk.tobytes()) for i, clk in enumerate(south)]
+        client.change_index("warm", clk_bits=bits, fingerprint=fingerprint, puts=puts,
+                            fallback_bits=SCHEMA.clk_bits)  # fmt: skip
+    server.stop(grace=None)
+
+    caplog.set_level("INFO", logger="blindmatch.matcher.realtime")
+    server = create_server("127.0.0.1:0", data_dir, "admin")
+    try:
+        assert (
+            "look-up tables with 4000 look-ups" in caplog.text
+            and "(2000 of them on fallback CLKs' tables)" in caplog.text
+        ), caplog.text
+        # A query without a date of birth, matched by the fallback CLKs only.
+        lacks = fallback.Split.of([retail], SCHEMA.clk_bits).lacking[0]
+        scanned = FallbackIndex.load(
+            bits, SCHEMA.clk_bits, [f"s{i}" for i in range(len(south))], as_words(south, bits)
+        ).snapshot
+        query = next(
+            q for q, lacking in zip(retail, lacks, strict=True)
+            if lacking and scanned.search(as_words(q, bits)[0], 0.8)
+        )  # fmt: skip
+        with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["retail"]) as client:
+            answer = client.query("warm", query.tobytes(), clk_bits=bits,
+                                  fingerprint=fingerprint, purpose="t")  # fmt: skip
+        assert [m.partner for m in answer.results[0]] == ["south"]
+    finally:
+        server.stop(grace=None)
 
 
 def test_salting_by_a_field_the_fallback_leaves_out_is_refused(

@@ -8,12 +8,16 @@ message, in order, which spares the matcher much of gRPC's cost per call (measur
 docs/performance.md, *Query sessions*). Every query is still checked, counted against the
 member's quota, audited with its purpose and answered exactly as `query` answers it.
 
-    async with AsyncQuerySession(target, token, "burglary", clk_bits=1024,
+    async with AsyncQuerySession(target, token, "burglary", clk_bits=2048,
                                  fingerprint=fp) as session:
         answer = await session.query(clk, purpose="case 24/118")
 
-    with client.query_session("burglary", clk_bits=1024, fingerprint=fp) as session:
+    with client.query_session("burglary", clk_bits=2048, fingerprint=fp) as session:
         answer = session.query(clk, purpose="case 24/118")
+
+`clk_bits` is the whole CLK's length as encoded and uploaded (`Encoding.clk_bits`): 2,048
+under the default schema, a 1,024-bit record-level CLK followed by its 1,024-bit fallback CLK
+(the index, not the query, tells the matcher where the fallback starts).
 
 `AsyncQuerySession` is the session for asyncio programs; `QuerySession` (what
 `MatcherClient.query_session` returns) runs one on a background event loop shared by the

@@ -81,7 +81,9 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
     # (ask, its snapshots with a fallback CLK at one cut, the queries that have the fields,
     # where the first halves' ask is in `plain`: the fallback halves' is the next one)
     halves: list[tuple[int, dict[str, FallbackSnapshot], list[int], int]] = []
+    own: list[int] = []  # where each ask's plain snapshots' look-ups are in `plain`
     for k, (snapshots, queries, threshold) in enumerate(asks):
+        own.append(len(plain))
         plain.append(
             ({m: s for m, s in snapshots.items() if isinstance(s, Snapshot)}, queries, threshold)
         )
@@ -97,7 +99,7 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
             plain.append(({m: s.first for m, s in group.items()}, q1[having], threshold))
             plain.append(({m: s.second for m, s in group.items()}, q2, threshold))
     found = segment.search_batch(plain)
-    answers = [found[k] for k in range(len(asks))]
+    answers = [found[at] for at in own]
     for k, group, has, at in halves:
         firsts = dict(zip(has, found[at], strict=True))
         for i, seconds in enumerate(found[at + 1]):

@@ -99,24 +99,37 @@ class StandingIndexes:
             )
 
     def _warm_up(self) -> None:
-        """Run each project's tables through `index.warm_up` before the first query."""
-        started, lookups = time.perf_counter(), 0
+        """Run each project's tables through `index.warm_up` before the first query.
+
+        An index with a fallback CLK has tables for each half: its first halves warm up
+        with the project's plain indexes of their width, its fallback halves apart (a
+        look-up mixes indexes of one CLK width only, and a member's halves are two)."""
+        started, lookups, on_fallback = time.perf_counter(), 0, 0
         for project, members in self._by_project.items():
             threshold = self._threshold(project)
-            if threshold:
-                # An index with a fallback CLK warms up through its first halves' tables;
-                # look-ups mix indexes of one CLK width only.
-                snapshots = {
-                    m: index.snapshot if isinstance(index, MemberIndex) else index.first.snapshot
-                    for m, index in members.items()
-                }
-                if len({snap.main.words.shape[1] for snap in snapshots.values()}) == 1:
-                    lookups += warm_up(snapshots, threshold)
+            if not threshold:
+                continue
+            # (fallback half?, words per CLK) -> {member: snapshot}
+            groups: dict[tuple[bool, int], dict[str, Snapshot]] = {}
+            for m, index in members.items():
+                halves = (
+                    [(False, index.snapshot)]
+                    if isinstance(index, MemberIndex)
+                    else [(False, index.first.snapshot), (True, index.second.snapshot)]
+                )
+                for second, snap in halves:
+                    groups.setdefault((second, snap.main.words.shape[1]), {})[m] = snap
+            for (second, _), snapshots in groups.items():
+                ran = warm_up(snapshots, threshold)
+                lookups += ran
+                on_fallback += ran if second else 0
         if lookups:
             log.info(
-                "warmed the standing indexes' look-up tables with %d look-ups in %.1f s",
+                "warmed the standing indexes' look-up tables with %d look-ups in %.1f s "
+                "(%d of them on fallback CLKs' tables)",
                 lookups,
                 time.perf_counter() - started,
+                on_fallback,
             )
 
     def _threshold(self, project: str) -> float | None:
