@@ -62,6 +62,9 @@ with warnings.catch_warnings():
 
 THRESHOLD = 0.8
 CLK_BYTES = 128
+KINDS = ("realistic", "synthetic")
+KIND_HELP = "CLKs: realistic (benchmarks/realclks.py, cached) or synthetic (synthclks.py)"
+BAND_PASS = 16  # bands whose keys the native band path computes in one pass (_lshbatch.c)
 
 
 def quiet(*_: object) -> None:
@@ -190,32 +193,52 @@ def overhead_per_task(executor: Executor, tasks: int = 2_000) -> tuple[float, in
     return out.seconds / out.tasks, out.tasks
 
 
-def lsh_plan(a: np.ndarray, b: np.ndarray) -> blocking.LshPlan:
-    """The planner's bands for a and b; where it finds comparing every pair cheaper (a
-    NoPlan), the bands it plans for such data at 1M x 1M, so a band task can be timed."""
-    found = blocking.plan([a, b], THRESHOLD)
+def lsh_plan(a: np.ndarray, b: np.ndarray, sizes: Sequence[int] | None = None) -> blocking.LshPlan:
+    """The planner's bands for a run over datasets of `sizes` (default: a and b) with a's
+    and b's statistics; where it finds comparing every pair cheaper (a NoPlan), the bands
+    it plans for such data at 1M x 1M, so a band task can be timed."""
+    found = blocking.plan([a, b], THRESHOLD, sizes=sizes)
     if isinstance(found, blocking.NoPlan):
         found = blocking.plan([a, b], THRESHOLD, sizes=[1_000_000, 1_000_000])
     assert isinstance(found, blocking.LshPlan), found
     return found
 
 
-def band_seconds(a: np.ndarray, b: np.ndarray, bands: int = 2) -> tuple[float, int]:
-    """CPU seconds one band of an LSH task takes for datasets a and b (keys computed in the
-    task; CPU time, so that other work on the machine does not count), and the bands the
-    planner gives that pair."""
-    lsh = lsh_plan(a, b)
+def band_seconds(
+    a: np.ndarray, b: np.ndarray, lsh: blocking.LshPlan | None = None, bands: int = BAND_PASS
+) -> tuple[float, int]:
+    """CPU seconds one band of an LSH task takes for datasets a and b under `lsh` (default:
+    the planner's for a and b), timed over `bands` bands (16: one pass of the native key
+    computation, as a task runs them; keys computed in the task; CPU time, so that other
+    work on the machine does not count), and the plan's bands."""
+    lsh = lsh or lsh_plan(a, b)
     task = BandTask(0, len(a), 1, len(b), 0, min(bands, lsh.bands))
     start = time.process_time()
     run_task(task, a, b, THRESHOLD, lsh)
     return (time.process_time() - start) / task.units, lsh.bands
 
 
-def planned_bands(n_a: int, n_b: int, sample: np.ndarray) -> int:
-    """Bands the planner picks for a pair of these sizes (data like `sample`)."""
-    a = np.resize(sample, (n_a, sample.shape[1]))
-    b = np.resize(sample[::-1], (n_b, sample.shape[1]))
-    return lsh_plan(a, b).bands
+def realistic_members(count: int, records: int) -> list[np.ndarray]:
+    """`count` members of `records` realistic CLKs (benchmarks/realclks.py: the default
+    schema's record-level CLKs, what batch LSH compares): consecutive slices of the cached
+    1,000,000 x 1,000,000 pair, taken from A and B in turn (B shares 10% of A's people)."""
+    from benchmarks.realclks import load_realistic
+
+    if math.ceil(count / 2) * records > 1_000_000:
+        raise SystemExit("realistic members: at most 1,000,000 records from each of A and B")
+    pair = load_realistic(1_000_000, 1_000_000)
+    return [
+        np.ascontiguousarray(pair[k % 2][(k // 2) * records : (k // 2 + 1) * records])
+        for k in range(count)
+    ]
+
+
+def data(kind: str, count: int, records: int, seed: int) -> list[np.ndarray]:
+    return (
+        realistic_members(count, records)
+        if kind == "realistic"
+        else members(count, records, seed=seed)
+    )
 
 
 @dataclass
@@ -234,10 +257,13 @@ class Shape:
         return self.pairs * self.bands * self.band_s
 
     def tasks(self, task_comparisons: int = TASK_COMPARISONS) -> int:
+        """Tasks as the Dask executor plans them (core.cluster, core.tasks.plan_tasks)."""
         from blindmatch.matcher.core.cluster import BAND_ROWS_PER_COMPARISON
+        from blindmatch.matcher.core.executor import BANDS_PER_TASK
 
         band_rows = int(task_comparisons * BAND_ROWS_PER_COMPARISON)
-        per_task = min(self.bands, max(1, band_rows // (self.n_a + self.n_b)))
+        per_task = max(1, band_rows // (self.n_a + self.n_b), BANDS_PER_TASK)
+        per_task = min(self.bands, per_task)
         return self.pairs * math.ceil(self.bands / per_task)
 
 
@@ -269,10 +295,16 @@ def project(
 
 
 def costs(args: argparse.Namespace) -> None:
-    print(f"costs: {load()}")
+    print(f"costs: {args.kind} CLKs; {load()}")
     anchor = anonlink_rate()
     print(f"anchor: anonlink dice_coefficient_accelerated, one core: {anchor / 1e6:,.1f} M/s")
-    dense_a, dense_b = members(2, 20_000, seed=6)
+    if args.kind == "realistic":
+        print("loading 2 x 1,000,000 realistic CLKs (benchmarks/realclks.py) ...", flush=True)
+        big_a, big_b = realistic_members(2, 1_000_000)
+    else:
+        print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
+        big_a, big_b = members(2, 1_000_000, seed=8)
+    dense_a, dense_b = big_a[:20_000], big_b[:20_000]
     start = time.perf_counter()
     out = timed(ThreadExecutor(1), CompareJob([dense_a, dense_b], THRESHOLD, "exhaustive"))
     rate = out.comparisons / (time.perf_counter() - start)
@@ -298,76 +330,102 @@ def costs(args: argparse.Namespace) -> None:
         f"({dask_s / threads_s:,.0f}x)"
     )
 
-    print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
-    big_a, big_b = members(2, 1_000_000, seed=8)
-    shapes = {
-        "1M x 1M": (big_a, big_b),
-        "100k x 100k": (big_a[:100_000], big_b[:100_000]),
-        "50k x 1M": (big_a[:50_000], big_b),
-        "10k x 1M": (big_a[:10_000], big_b),
-        "10k x 10k": (big_a[:10_000], big_b[:10_000]),
-        "500 x 10k": (big_a[:500], big_b[:10_000]),
-        "500 x 1M": (big_a[:500], big_b),
+    # One plan a run (core.blocking.plan over every member's sizes): every pair of the run
+    # compares the same bands. Band costs are timed under the plan of the scenario.
+    forces_sizes = [1_000_000] * 43
+    plans = {
+        "forces": lsh_plan(big_a, big_b, forces_sizes),
+        "with retailers": lsh_plan(big_a, big_b, forces_sizes + [10_000] * 300),
     }
-    band: dict[str, tuple[float, int]] = {}
-    for label, (a, b) in shapes.items():
-        band[label] = band_seconds(a, b, bands=args.bands)
+    for name, p in plans.items():
         print(
-            f"  LSH band task {label}: {band[label][0] * 1000:.1f} ms a band, "
-            f"{band[label][1]} bands planned"
+            f"plan for {name}: {p.bands} bands of {p.positions.shape[1]} bits, design recall "
+            f"{p.design_recall:.4f}"
         )
+    measured: dict[tuple[str, int, int], float] = {}
+
+    def shape(plan: str, label: str, pairs: int, n_a: int, n_b: int) -> Shape:
+        lsh = plans[plan]
+        key = (f"{lsh.bands}x{lsh.positions.shape[1]}", n_a, n_b)
+        if key not in measured:
+            measured[key] = band_seconds(big_a[:n_a], big_b[:n_b], lsh, args.bands)[0]
+            print(
+                f"  LSH band {label} ({key[0]} plan): {measured[key] * 1000:.1f} ms of CPU a band"
+                f" ({min(args.bands, lsh.bands)} bands timed)",
+                flush=True,
+            )
+        return Shape(label, pairs, n_a, n_b, lsh.bands, measured[key])
 
     # The matcher's serial part: merging and solving candidates (greedy, one thread).
-    lsh = lsh_plan(big_a[:200_000], big_b[:200_000])
-    task = BandTask(0, 200_000, 1, 200_000, 0, lsh.bands)
-    found = run_task(task, big_a[:200_000], big_b[:200_000], THRESHOLD, lsh).candidates
+    lsh = plans["forces"]
+    n = 200_000
+    task = BandTask(0, n, 1, n, 0, lsh.bands)
+    found = run_task(task, big_a[:n], big_b[:n], THRESHOLD, lsh).candidates
     start = time.perf_counter()
     solve(merge([found]))
     solve_rate = len(found) / (time.perf_counter() - start)
     print(f"solve (merge + greedy, matcher): {solve_rate:,.0f} candidates/s ({len(found):,})")
+    # Candidates of different people at the threshold (namesakes, relatives): with real
+    # encodings a share of every pair of records, on top of the people members share.
+    false_rate = 0.0
+    if args.kind == "realistic":
+        from benchmarks.realclks import realistic_pair
 
-    def shape(label: str, pairs: int, n_a: int, n_b: int) -> Shape:
-        s, bands = band[label]
-        return Shape(label, pairs, n_a, n_b, bands, s)
+        pair = realistic_pair(1_000_000, 1_000_000)
+        inside = (pair.truth_a < n) & (pair.truth_b < n)
+        true_keys = (pair.truth_a[inside].astype(np.uint64) << np.uint64(32)) | pair.truth_b[
+            inside
+        ].astype(np.uint64)
+        keys = (found.rec0.astype(np.uint64) << np.uint64(32)) | found.rec1.astype(np.uint64)
+        false = int((~np.isin(keys, true_keys)).sum())
+        false_rate = false / (n * n)
+        print(
+            f"candidates of different people at {THRESHOLD}: {false:,} of {len(found):,} in "
+            f"{n:,} x {n:,}: {false_rate:.3g} a pair of records"
+        )
 
-    forces = [shape("1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000)]
-    retail = [
-        shape("10k x 1M", 43 * 300, 10_000, 1_000_000),
-        shape("10k x 10k", 300 * 299 // 2, 10_000, 10_000),
+    def candidates(shapes: list[Shape], share: float) -> float:
+        """Each pair: `share` of the smaller member's people shared, and false candidates."""
+        return sum(
+            s.pairs * (share * min(s.n_a, s.n_b) + false_rate * s.n_a * s.n_b) for s in shapes
+        )
+
+    forces = [shape("forces", "1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000)]
+    with_retail = [
+        shape("with retailers", "1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000),
+        shape("with retailers", "10k x 1M", 43 * 300, 10_000, 1_000_000),
+        shape("with retailers", "10k x 10k", 300 * 299 // 2, 10_000, 10_000),
     ]
     # A person held by several forces appears in each pair's candidates: `overlap` of each
     # dataset shared with each other dataset.
     ov = args.overlap
     project(
         f"43 forces x 1,000,000, all pairs, LSH (overlap {ov:.0%} a pair)",
-        forces, dask_s, solve_rate, 903 * ov * 1e6,
+        forces, dask_s, solve_rate, candidates(forces, ov),
     )  # fmt: skip
     project(
         "the same plus 300 retailers x 10,000",
-        forces + retail, dask_s, solve_rate, (903 * 1e6 + 12_900 * 1e4 + 44_850 * 1e4) * ov,
+        with_retail, dask_s, solve_rate, candidates(with_retail, ov),
     )  # fmt: skip
     nightly = [
-        shape("50k x 1M", 2 * 903, 50_000, 1_000_000),
-        shape("500 x 10k", 2 * 44_850, 500, 10_000),
-        shape("500 x 1M", 2 * 12_900, 500, 1_000_000),
+        shape("with retailers", "50k x 1M", 2 * 903, 50_000, 1_000_000),
+        shape("with retailers", "500 x 10k", 2 * 44_850, 500, 10_000),
+        shape("with retailers", "500 x 1M", 2 * 12_900, 500, 1_000_000),
     ]
     project(
         "nightly: the 5% that changed against everyone (a delta run: not built; see docs/scale.md)",
-        nightly, dask_s, solve_rate, (903 * 1e6 + 12_900 * 1e4 + 44_850 * 1e4) * ov * 0.1,
+        nightly, dask_s, solve_rate, candidates(nightly, ov),
     )  # fmt: skip
-    model = band["100k x 100k"][0] * band["100k x 100k"][1] * 45
-    print(
-        f"\nmodel for `same-run --members 10 --records 100000`: {model:,.0f} core-seconds of "
-        f"band tasks (1 worker: {model:,.0f} s, 2 workers: {model / 2:,.0f} s, plus overheads)"
-    )
 
 
 # -- the same run, in-process and on Dask --------------------------------------------------
 
 
 def same_run(args: argparse.Namespace) -> None:
-    print(f"same-run: {args.members} x {args.records:,} synthetic CLKs, {args.blocking}; {load()}")
-    datasets = members(args.members, args.records, seed=9)
+    print(
+        f"same-run: {args.members} x {args.records:,} {args.kind} CLKs, {args.blocking}; {load()}"
+    )
+    datasets = data(args.kind, args.members, args.records, seed=9)
     configs = args.configs.split(",")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         files = write_uploads(datasets, Path(tmp))
@@ -375,13 +433,26 @@ def same_run(args: argparse.Namespace) -> None:
             np.memmap(Path(tmp) / f"{f.upload_id}.bin", np.uint8, "r", shape=(f.rows, f.width))
             for f in files
         ]
-        job = CompareJob(mapped, THRESHOLD, args.blocking, files=files)
+        fixed = None
+        if args.blocking == "lsh":
+            found = blocking.plan(datasets, THRESHOLD)
+            if isinstance(found, blocking.NoPlan):
+                # At these sizes comparing every pair is cheaper (a run would); time LSH
+                # anyway, with the bands the planner gives such data at 1M a member.
+                print(f"planner: no LSH plan ({found.message}); using its plan at 1M a member")
+                found = blocking.plan(datasets, THRESHOLD, sizes=[1_000_000] * len(datasets))
+            assert isinstance(found, blocking.LshPlan), found
+            fixed = found
+        job = CompareJob(mapped, THRESHOLD, args.blocking, files=files, lsh=fixed)
         lsh = job.lsh_plan()
-        planned = plan_tasks(job.sizes, args.blocking, lsh)
-        print(f"plan: {len(planned)} tasks on threads" + (f", {lsh.bands} bands" if lsh else ""))
+        planned = plan_tasks(job.sizes, args.blocking, lsh, band_rows=job.band_rows(lsh, 2))
+        print(
+            f"plan: {len(planned)} tasks on 2 threads"
+            + (f", {lsh.bands} bands of {lsh.positions.shape[1]} bits" if lsh else "")
+        )
         if lsh is not None:
             # The model, from one pair's band cost timed now (docs/scale.md).
-            band_s, _bands = band_seconds(datasets[0], datasets[1], bands=args.model_bands)
+            band_s, _bands = band_seconds(datasets[0], datasets[1], lsh, args.model_bands)
             pairs = args.members * (args.members - 1) // 2
             core_s = band_s * lsh.bands * pairs
             print(
@@ -515,11 +586,13 @@ def main() -> None:
         help="threads, filesN (workers read upload files), scatterN (N = 1 or 2 workers)",
     )
     p.add_argument("--tmp", help="folder for the upload files (default: the system's)")
-    p.add_argument("--model-bands", type=int, default=4, help="bands timed for the model")
+    p.add_argument("--model-bands", type=int, default=BAND_PASS, help="bands timed for the model")
+    p.add_argument("--kind", choices=KINDS, default="realistic", help=KIND_HELP)
     p.set_defaults(func=same_run)
     p = sub.add_parser("costs", help="unit costs and the national-scale projection")
-    p.add_argument("--overhead-tasks", type=int, default=2_000)
-    p.add_argument("--bands", type=int, default=2, help="bands timed per shape")
+    p.add_argument("--overhead-tasks", type=int, default=1_000)
+    p.add_argument("--bands", type=int, default=BAND_PASS, help="bands timed per shape")
+    p.add_argument("--kind", choices=KINDS, default="realistic", help=KIND_HELP)
     p.add_argument("--overlap", type=float, default=0.05, help="share of a dataset in each pair")
     p.set_defaults(func=costs)
     p = sub.add_parser("index", help="standing index look-ups by size, and a Dask actor's floor")

@@ -164,13 +164,30 @@ def realistic_pair(
     """A's n_a and B's n_b CLKs (default schema), `overlap` of A's people also in B: the
     record-level CLKs, or with `whole` the CLKs as uploaded (`layout` says where a
     fallback CLK starts)."""
-    pair = _whole_pair(n_a, n_b, seed, overlap, workers, cache, quiet)
     clk_bits, fallback_bits = layout()
+    if cache and not whole and fallback_bits:
+        legacy = _record_level_cache(n_a, n_b, seed, overlap, (clk_bits - fallback_bits) // 8)
+        if legacy is not None:
+            return legacy
+    pair = _whole_pair(n_a, n_b, seed, overlap, workers, cache, quiet)
     if whole or not fallback_bits:
         return pair
     cut = (clk_bits - fallback_bits) // 8
     first = (np.ascontiguousarray(x[:, :cut]) for x in (pair.a, pair.b))
     return RealPair(*first, pair.truth_a, pair.truth_b)
+
+
+def _record_level_cache(
+    n_a: int, n_b: int, seed: int, overlap: float, width: int
+) -> RealPair | None:
+    """A VERSION 1 cache of the same schema: it held the record-level CLKs only, which is
+    what `realistic_pair` returns without `whole` (read back rather than encoded again)."""
+    folder = CACHE / cache_dir(n_a, n_b, seed, overlap).name.replace(f"v{VERSION}-", "v1-", 1)
+    names = ("a", "b", "truth_a", "truth_b")
+    if not all((folder / f"{n}.npy").exists() for n in names):
+        return None
+    a, b, ta, tb = (np.load(folder / f"{n}.npy") for n in names)
+    return RealPair(a, b, ta, tb) if a.shape[1] == b.shape[1] == width else None
 
 
 def _whole_pair(

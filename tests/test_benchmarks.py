@@ -120,3 +120,24 @@ def test_realistic_encodings_are_what_blindmatch_encode_makes(tmp_path: Path) ->
         1_500, 1_200, seed=5, workers=1, cache=False, quiet=True, whole=True
     )
     assert realclks.layout() == (2048, 1024) and np.array_equal(whole.a, uploaded)
+
+
+def test_a_version_1_cache_serves_the_record_level_clks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VERSION 1 caches held the record-level CLKs only: read back for them, never for
+    `whole` (which encodes afresh)."""
+    from benchmarks import realclks
+
+    monkeypatch.setattr(realclks, "CACHE", tmp_path)
+    fresh = realclks.realistic_pair(300, 200, seed=7, workers=1, cache=False, quiet=True)
+    v1 = tmp_path / realclks.cache_dir(300, 200, 7, 0.1).name.replace("v2-", "v1-", 1)
+    v1.mkdir()
+    marked = fresh.a.copy()
+    marked[0] ^= 0xFF  # tells the cached rows from encoded ones
+    for name, arr in (("a", marked), ("b", fresh.b), ("truth_a", fresh.truth_a),
+                      ("truth_b", fresh.truth_b)):  # fmt: skip
+        np.save(v1 / f"{name}.npy", arr)
+    assert np.array_equal(realclks.realistic_pair(300, 200, seed=7, quiet=True).a, marked)
+    whole = realclks.realistic_pair(300, 200, seed=7, workers=1, quiet=True, whole=True)
+    assert whole.a.shape == (300, 256) and np.array_equal(whole.a[:, :128], fresh.a)

@@ -43,6 +43,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.executor import (
+    BANDS_PER_TASK,
     ClkFile,
     CompareJob,
     Progress,
@@ -66,8 +67,8 @@ SCATTER = "scatter"
 # kernel, so Dask's own cost per task (milliseconds) stays small beside it.
 TASK_COMPARISONS = 2_000_000_000
 # An LSH task's bands hold about this many rows of keys per task per unit of
-# TASK_COMPARISONS (both datasets' rows x bands): one band of 1M x 1M costs about
-# what 2.5e9 exhaustive comparisons do (docs/scale.md).
+# TASK_COMPARISONS (both datasets' rows x bands), and at least BANDS_PER_TASK bands
+# (one pass of the native band path's keys; 16 bands of 1M x 1M are a few seconds).
 BAND_ROWS_PER_COMPARISON = 1 / 1_250
 READ_BLOCK = 8 * 1024 * 1024  # bytes read at a time when checking a file
 RESUBMITS = 3  # times one task is sent again after its scattered inputs were lost
@@ -380,6 +381,7 @@ class DaskExecutor:
             lsh,
             chunk_comparisons=s.task_comparisons,
             band_rows=int(s.task_comparisons * BAND_ROWS_PER_COMPARISON),
+            min_bands=BANDS_PER_TASK,
         )
         nthreads = sum(client.nthreads().values())
         try:

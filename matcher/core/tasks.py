@@ -106,12 +106,15 @@ def plan_tasks(
     *,
     chunk_comparisons: int = CHUNK_COMPARISONS,
     band_rows: int = 0,
+    min_bands: int = 1,
 ) -> list[Task]:
     """The tasks of a run over datasets of these sizes.
 
     `exhaustive`: chunks of about `chunk_comparisons` pairs. `lsh`: for every pair
     of datasets, runs of consecutive bands holding about `band_rows` rows of keys
-    (both datasets' rows times bands); 0 means one band a task.
+    (both datasets' rows times bands), split evenly in runs of at most that many and
+    at least `min_bands` (the native band path computes 16 bands' keys in one pass over
+    the rows; runs of 15 and 16 are one pass each); `band_rows` 0 means one band a task.
     """
     if method == "exhaustive":
         return [DenseTask(c) for c in plan_chunks(sizes, chunk_comparisons)]
@@ -122,6 +125,7 @@ def plan_tasks(
         for y in range(x + 1, len(sizes)):
             rows = sizes[x] + sizes[y]
             step = max(1, band_rows // rows) if band_rows and rows else 1
+            step = max(step, min_bands)
             step = min(step, lsh.bands)
             # Even runs of bands: 134 bands at most 50 a task are 45/45/44, not 50/50/34.
             count = math.ceil(lsh.bands / step)
