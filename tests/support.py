@@ -9,8 +9,9 @@ import secrets
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,40 @@ def ask(client: MatcherClient, project: str, clk: tuple[bytes, int, bytes]) -> l
     """The partners said to hold the one queried person."""
     answer = client.query(project, clk[0], clk_bits=clk[1], fingerprint=clk[2], purpose=PURPOSE)
     return [m.partner for m in answer.results[0]]
+
+
+def first_notification(
+    matcher: Matcher,
+    token: str,
+    project: str,
+    clk: tuple[bytes, int, bytes],
+    then: Callable[[], None],
+) -> list[object]:
+    """Watch for `clk` as `token`, run `then` once the matcher holds the watch, and return
+    what the watch was told (its first notification, or nothing within 30 s)."""
+    told: list[object] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with matcher.member(token) as member:
+            stream = member.watch(
+                project, clk[0], clk_bits=clk[1], fingerprint=clk[2], purpose=PURPOSE,
+                timeout=30,
+            )  # fmt: skip
+            watching.set()
+            told.append(next(stream))
+            stream.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watching.wait(10)
+    for _ in range(100):
+        if len(matcher.server.realtime.watches):
+            break
+        time.sleep(0.05)
+    then()
+    watcher.join(30)
+    return told
 
 
 def partner_indexes(clks: np.ndarray, starts: dict[str, int], size: int) -> dict[str, MemberIndex]:

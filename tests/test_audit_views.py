@@ -11,7 +11,6 @@ over, never the moment of a look-up. The operator's view is the whole log.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.support import (
     Org,
     ask,
     encode,
+    first_notification,
     index_all,
     person,
     start,
@@ -219,29 +219,12 @@ def test_a_partners_watch_notification_shows_as_a_days_line(
     grace = person(secret_file, **GRACE)
     with matcher3.operator() as op:
         op.set_query_limits("three", allow_watch=True)
-    told: list[object] = []
-    watching = threading.Event()
 
-    def watch() -> None:
-        with matcher3.member(project.tokens["north"]) as north:
-            stream = north.watch(
-                "three", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=PURPOSE,
-                timeout=30,
-            )  # fmt: skip
-            watching.set()
-            told.append(next(stream))
-            stream.close()
+    def south_indexes() -> None:
+        with matcher3.member(project.tokens["south"]) as south:
+            index_all(south, "three", encoded["south"])
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    watching.wait(10)
-    for _ in range(100):
-        if len(matcher3.server.realtime.watches):
-            break
-        threading.Event().wait(0.05)
-    with matcher3.member(project.tokens["south"]) as south:
-        index_all(south, "three", encoded["south"])
-    watcher.join(30)
+    told = first_notification(matcher3, project.tokens["north"], "three", grace, south_indexes)
     assert told
 
     today = view(matcher3, project.tokens["south"])

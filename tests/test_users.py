@@ -19,7 +19,17 @@ from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError
-from tests.support import GRACE, PURPOSE, Matcher, Org, ask, encode, index_all, person
+from tests.support import (
+    GRACE,
+    PURPOSE,
+    Matcher,
+    Org,
+    ask,
+    encode,
+    first_notification,
+    index_all,
+    person,
+)
 
 
 @pytest.fixture
@@ -62,29 +72,11 @@ def test_every_consultation_and_disclosure_names_its_user(
         assert north.describe("named").user == "pc-4471"
         north.results("named", purpose="op. larch")
 
-    watching = threading.Event()
-    told: list[object] = []
+    def south_indexes() -> None:
+        with matcher.member(analyst) as south:  # the notification is north's user's, not south's
+            index_all(south, "named", encoded["south"])
 
-    def watch() -> None:
-        with matcher.member(pc) as north:
-            stream = north.watch(
-                "named", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose=PURPOSE,
-                timeout=30,
-            )  # fmt: skip
-            watching.set()
-            told.append(next(stream))
-            stream.close()
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    watching.wait(10)
-    for _ in range(100):
-        if len(matcher.server.realtime.watches):
-            break
-        threading.Event().wait(0.05)
-    with matcher.member(analyst) as south:  # the notification is north's user's, not south's
-        index_all(south, "named", encoded["south"])
-    watcher.join(30)
+    told = first_notification(matcher, pc, "named", grace, south_indexes)
     assert told
     with (
         matcher.member(pc) as north,
