@@ -30,6 +30,7 @@ test: $(STAMP) lint check-protos
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
+# ruff over the whole tree; mypy over the package and benchmarks/ (pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -38,7 +38,9 @@ def order(n: int) -> npt.NDArray[np.int64]:
 
 def load(n: int, seed: int = 0) -> tuple[npt.NDArray[np.int64], set[tuple[int, int]], float]:
     """(rows of A covered, their exhaustive pairs, CPU seconds spent) from the cached chunks."""
-    rows, pairs, cpu = [], set(), 0.0
+    rows: list[npt.NDArray[np.int64]] = []
+    pairs: set[tuple[int, int]] = set()
+    cpu = 0.0
     perm = order(n)
     for k in range(0, n, CHUNK):
         path = folder(n, seed) / f"{k}.npz"

@@ -256,7 +256,7 @@ class Trials:
         self.tokens: dict[str, str] = {}
         # Typical durations, learnt as we go, so kill delays span each operation.
         self.duration = {"upload": 0.2, "run": 1.0, "results": 0.1, "index": 0.1, "mixed": 1.0}
-        self.kinds = KINDS
+        self.kinds: tuple[str, ...] = KINDS
 
     # -- clients -------------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -46,9 +48,12 @@ with warnings.catch_warnings():
 THRESHOLD = 0.8
 
 
-def cpu(fn: object) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def cpu(fn: Callable[[], T]) -> tuple[float, T]:
     t0 = time.process_time()
-    out = fn()  # type: ignore[operator]
+    out = fn()
     return time.process_time() - t0, out
 
 
@@ -58,7 +63,7 @@ def peak_rate(reps: int = 400_000) -> float:
     return float(pairs) / seconds if pairs else 0.0  # type: ignore[arg-type]
 
 
-def dense_rate(a: np.ndarray, b: np.ndarray) -> tuple[float, object]:
+def dense_rate(a: np.ndarray, b: np.ndarray) -> tuple[float, Any]:
     seconds, found = cpu(lambda: kernel._kernel.dense(a, b, a.shape[1] // 8, THRESHOLD, "avx512"))
     return len(a) * len(b) / seconds, found
 
@@ -107,9 +112,9 @@ def main() -> int:
     _, found = dense_rate(small, real_b)
     ours = sorted(
         zip(
-            np.frombuffer(found[1], np.uint32).tolist(),  # type: ignore[index]
-            np.frombuffer(found[2], np.uint32).tolist(),  # type: ignore[index]
-            np.frombuffer(found[0], np.float64).tolist(),  # type: ignore[index]
+            np.frombuffer(found[1], np.uint32).tolist(),
+            np.frombuffer(found[2], np.uint32).tolist(),
+            np.frombuffer(found[0], np.float64).tolist(),
             strict=True,
         )
     )

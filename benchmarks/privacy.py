@@ -26,6 +26,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,7 +63,9 @@ def hardened(schema: LinkageSchema, hardening: Hardening) -> LinkageSchema:
 
 
 def pair_f1(
-    schema: LinkageSchema, members: list[tuple[Path, Path, dict[str, object]]], threshold: float
+    schema: LinkageSchema,
+    members: Sequence[tuple[Path, Path, Mapping[str, object]]],
+    threshold: float,
 ) -> float:
     """Pair-level F1 of linking `members` (csv, mapping, record id -> entity)."""
     secret = secrets.token_bytes(32)
@@ -159,7 +162,8 @@ def main() -> int:
             qgram_rows.append((label, qgram[("field", "surname")], qgram[("record", "surname")]))
             rows.append((label, record_worst, field_worst, f1_orgs, f1_febrl))
             print(
-                f"  ({label}: {time.monotonic() - started:.0f}s; worst {worst.field})",
+                f"  ({label}: {time.monotonic() - started:.0f}s; "
+                f"worst {worst.field if worst else 'none'})",
                 file=sys.stderr,
             )
     base_orgs, base_febrl = rows[0][3], rows[0][4]

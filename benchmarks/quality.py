@@ -46,9 +46,10 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -76,7 +77,7 @@ HandRows = dict[str, tuple[list[str], list[list[str]]]]
 @dataclass(frozen=True)
 class Generator:
     name: str
-    write: Callable[..., dict[str, object]]  # (folder, seed, size, corruption) -> exports
+    write: Callable[..., Mapping[str, object]]  # (folder, seed, size, corruption) -> exports
     hand_rows: Callable[[Path], HandRows]
 
     def exports(self, folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -251,10 +252,10 @@ def grid(args: argparse.Namespace) -> int:
     for cell in results:
         shown = []
         for flow in flows:
-            p, r, f = cell[flow]  # type: ignore[misc]
+            p, r, f = cast("list[float]", cell[flow])
             shown.append(f"{f:.4f} ({p:.4f}/{r:.4f})")
         priv = cell.get("privacy")
-        privacy_cell = f"{priv[0]:.2%}" if priv else ""  # type: ignore[index]
+        privacy_cell = f"{cast('list[float]', priv)[0]:.2%}" if priv else ""
         print(_row([cell["generator"], cell["corruption"], cell["population"],
                     cell["true_hits"], *shown, privacy_cell]))  # fmt: skip
     return 0

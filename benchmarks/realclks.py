@@ -45,6 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.exports import write_export
 from benchmarks.messy import ORGS, OrgStyle, export_row, population
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.mapping import Mapping
+    from blindmatch.client.encoding.schema import LinkageSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
@@ -78,7 +83,7 @@ class RealPair:
 
 
 @cache
-def _encoder() -> tuple[object, dict[str, object]]:
+def _encoder() -> tuple[LinkageSchema, dict[str, Mapping]]:
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.schema import load_schema
 
@@ -104,7 +109,7 @@ def layout() -> tuple[int, int]:
     header = [STYLE_A.id_column, *STYLE_A.columns.values()]
     with tempfile.TemporaryDirectory() as tmp:
         export = write_export(Path(tmp), "layout", header, rows, STYLE_A.mapping_toml(), [0] * 3)
-        result = encode_csv(export.csv, schema, mappings[STYLE_A.name], SECRET, max_workers=1)  # type: ignore[arg-type]
+        result = encode_csv(export.csv, schema, mappings[STYLE_A.name], SECRET, max_workers=1)
     return result.clk_bits, result.fallback_bits
 
 
@@ -115,7 +120,7 @@ def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
     schema, mappings = _encoder()
     header = [style.id_column, *style.columns.values()]
     export = write_export(folder, style.name, header, rows, style.mapping_toml(), [0] * len(rows))
-    result = encode_csv(export.csv, schema, mappings[style.name], SECRET, max_workers=1)  # type: ignore[arg-type]
+    result = encode_csv(export.csv, schema, mappings[style.name], SECRET, max_workers=1)
     return np.frombuffer(result.clks, dtype=np.uint8).reshape(len(rows), result.clk_bits // 8)
 
 
@@ -173,8 +178,8 @@ def realistic_pair(
     if whole or not fallback_bits:
         return pair
     cut = (clk_bits - fallback_bits) // 8
-    first = (np.ascontiguousarray(x[:, :cut]) for x in (pair.a, pair.b))
-    return RealPair(*first, pair.truth_a, pair.truth_b)
+    a, b = (np.ascontiguousarray(x[:, :cut]) for x in (pair.a, pair.b))
+    return RealPair(a, b, pair.truth_a, pair.truth_b)
 
 
 def _record_level_cache(

@@ -44,7 +44,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +72,8 @@ THRESHOLD = 0.8
 Clks = npt.NDArray[np.uint8]
 
 
-def _derived(identifier: str, sources: list[str], options: list[str], comparison: dict[str, object],
-             bits: int) -> dict[str, object]:  # fmt: skip
+def _derived(identifier: str, sources: list[str], options: list[str],
+             comparison: Mapping[str, object], bits: int) -> dict[str, object]:  # fmt: skip
     return {
         "identifier": identifier,
         "format": {"type": "string", "encoding": "utf-8",
@@ -337,8 +337,8 @@ def realtime_gap(population: int, seed: int, secret: bytes) -> None:
                 words = as_words(enc.clks[i], 8 * enc.clks[i].shape[1])
                 partners = {m: s for m, s in indexes.items() if m != enc.names[i]}
                 for r, q in enumerate(words):
-                    for partner, hits in search_indexes(partners, q, THRESHOLD).items():
-                        if hits:
+                    for partner, near in search_indexes(partners, q, THRESHOLD).items():
+                        if near:
                             found["real-time path"].add((enc.names[i], enc.ids[i][r], partner))
             no_dob = {
                 (enc.names[i], enc.ids[i][r]) for i in range(n) for r in np.flatnonzero(lacking[i])
@@ -477,7 +477,7 @@ def privacy(folder: Path, gen: str, schemas: dict[str, LinkageSchema], secret: b
     for name in ("default", "phonetic", "swap", "phonetic+swap", "no-postcode", "no-surname",
                  "dob-bigrams", "dob-bigrams+swap", "dob-bigrams+phonetic+swap"):  # fmt: skip
         report = check_csv(csv_path, schemas[name], mapping, secret)
-        worst = {}
+        worst: dict[str, tuple[float, str]] = {}
         for r in report.results:
             key = f"{r.encoding}"
             if r.record_share >= worst.get(key, (0.0, ""))[0]:

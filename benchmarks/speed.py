@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import resource
@@ -44,6 +45,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -107,7 +109,10 @@ def bitarrays(clks: np.ndarray) -> list[bitarray]:
     return out
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, float, T]:
     """(wall s, CPU s of this process, result)."""
     t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
@@ -140,8 +145,8 @@ def kernel_bench(kind: str, na: int, nb: int, repeats: int, summary: Summary) ->
         runs["blindmatch 1 thread"].append(dt)
         dt, _, _ = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES))
         runs[f"blindmatch {CORES} threads"].append(dt)
-        s, (i, j) = theirs  # type: ignore[misc]
-        o = ours  # type: ignore[assignment]
+        s, (i, j) = theirs
+        o = ours
         same &= dict(zip(zip(i, j, strict=True), s, strict=True)) == dict(
             zip(zip(o[1].tolist(), o[2].tolist(), strict=True), o[0].tolist(), strict=True)
         )
@@ -163,9 +168,7 @@ def exhaustive_reference(
     """(rows of A covered, exhaustive pairs of those rows, CPU s for all of A, how)."""
     n = len(a)
     if n <= EXACT_MAX:
-        _, cpu, (_, i, j) = timed(  # type: ignore[misc]
-            lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES)
-        )
+        _, cpu, (_, i, j) = timed(lambda: kernel.dice_candidates(a, b, THRESHOLD, workers=CORES))
         return np.arange(n), set(zip(i.tolist(), j.tolist(), strict=True)), cpu, "all rows"
     if kind == "realistic" and n == 1_000_000:
         rows, pairs, cpu = exhaustive_cache.load(n)
@@ -173,9 +176,7 @@ def exhaustive_reference(
             how = f"{len(rows):,} of {n:,} rows of A (benchmarks/exhaustive_cache.py)"
             return rows, pairs, cpu * n / len(rows), how
     rows = np.sort(np.random.default_rng(7).choice(n, SAMPLE_ROWS, replace=False))
-    _, cpu, (_, i, j) = timed(  # type: ignore[misc]
-        lambda: kernel.dice_candidates(a[rows], b, THRESHOLD, workers=CORES)
-    )
+    _, cpu, (_, i, j) = timed(lambda: kernel.dice_candidates(a[rows], b, THRESHOLD, workers=CORES))
     pairs = set(zip(rows[i].tolist(), j.tolist(), strict=True))
     return rows, pairs, cpu * n / len(rows), f"a random {len(rows):,} of {n:,} rows of A"
 
@@ -222,7 +223,7 @@ def growth_bench(
         else:
             anon = f"~{n * n / anonlink_rate:9.0f}"
         t_full, c_full, ref = timed(lambda: exhaustive_reference(kind, a, b))  # noqa: B023
-        rows, exhaustive, c_full, how = ref  # type: ignore[misc]
+        rows, exhaustive, c_full, how = ref
         if how != "all rows":
             t_full = float("nan")  # not measured whole: CPU extrapolated
         plan = blocking.plan([a, b], THRESHOLD)
@@ -234,7 +235,7 @@ def growth_bench(
             label = " (the plan for 1M x 1M)"
         load_before = load()
         t_lsh, c_lsh, res = timed(lambda: lsh_run(a, b, plan))  # noqa: B023
-        found, comparisons = res  # type: ignore[misc]
+        found, comparisons = res
         covered = set(rows.tolist())
         mine = {p for p in found if p[0] in covered} if how != "all rows" else found
         recall = len(mine & exhaustive) / max(len(exhaustive), 1)
@@ -281,7 +282,7 @@ def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
                 proj = op.create_project("scale", ["a", "b"], blocking=blocking_mode)
             for name, enc in zip("ab", encoded, strict=True):
                 with MatcherClient(target, proj.tokens[name]) as c:
-                    dt, _, _ = timed(lambda c=c, enc=enc: c.upload("scale", enc))
+                    dt, _, _ = timed(functools.partial(c.upload, "scale", enc))
                 print(f"upload {n:,} CLKs ({name}): {dt:.1f} s")
             with MatcherClient(target, proj.tokens["a"]) as c:
                 print(f"load average before the run: {load()}")
@@ -297,7 +298,7 @@ def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
                 f"run: {t_run:.1f} s wall, {c_run:.1f} CPU s (all threads of this process), "
                 f"{last.groups:,} shared subjects; load average after: {load()}"
             )
-            print(f"results ({len(results.hits):,} hits, streamed in batches): {t_res:.1f} s")  # type: ignore[attr-defined]
+            print(f"results ({len(results.hits):,} hits, streamed in batches): {t_res:.1f} s")
             print(
                 f"peak resident memory of this process (server + clients): {peak_rss_gib():.2f} GiB"
             )
@@ -309,7 +310,7 @@ def multiparty(count: int, n: int) -> None:
     print(f"\n## Multi-party, synthetic: {count} members x {n:,} records, 10% held by all")
     datasets = members(count, n, overlap=0.1, seed=4)
     dt, _, result = timed(lambda: match(datasets, THRESHOLD, workers=CORES))
-    r = result  # type: ignore[assignment]
+    r = result
     print(
         f"match ({r.method}): {dt:.1f} s, {r.comparisons:,} comparisons, {r.groups:,} groups, "
         f"{len(r.links):,} links; peak RSS {peak_rss_gib():.2f} GiB"

@@ -304,3 +304,13 @@ def test_no_module_is_too_long() -> None:
     assert over == {}
     no_longer = sorted(name for name in LONG if name in long and long[name] <= MAX_LINES)
     assert no_longer == [], "these are short enough now: delete them from LONG"
+
+
+def test_make_lint_type_checks_the_benchmarks_too() -> None:
+    """`make lint` runs mypy with pyproject.toml's packages: the benchmarks are code the
+    documented figures come from, so a type error there is caught like one in the package."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert {"blindmatch", "benchmarks"} <= set(config["packages"])
+    assert (ROOT / "benchmarks" / "__init__.py").exists()  # mypy finds it as a package

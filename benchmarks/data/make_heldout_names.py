@@ -36,7 +36,7 @@ def zipf(names: list[str], rng: random.Random) -> list[tuple[str, float]]:
 
 def main() -> None:
     rng = random.Random(21)
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
     for origin, locale in ORIGINS.items():
         provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
         for kind, attr in (
