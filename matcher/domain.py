@@ -246,6 +246,7 @@ class Erasure:
 
     uploads: int
     links: int
+    users: int  # its named users
 
 
 @dataclass(frozen=True)

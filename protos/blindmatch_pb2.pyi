@@ -559,12 +559,14 @@ class EraseRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class EraseReply(_message.Message):
-    __slots__ = ("uploads_deleted", "links_deleted")
+    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted")
     UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
     LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    USERS_DELETED_FIELD_NUMBER: _ClassVar[int]
     uploads_deleted: int
     links_deleted: int
-    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ...) -> None: ...
+    users_deleted: int
+    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ...) -> None: ...
 
 class TokenRequest(_message.Message):
     __slots__ = ("project", "member")

@@ -235,7 +235,11 @@ def test_a_member_erases_its_uploads_and_results(
     assert "pass --yes to confirm" in capsys.readouterr().err
     assert _uploads_of(matcher, "north")
     assert main([*args, "--server", matcher.target, "--quiet", "--yes"]) == 0
-    assert "Erased from trial: 2 upload(s) and 6 result row(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 upload(s), 6 result row(s) involving your records and 1 named user(s)" in out
+    # The user it counted is gone: its token no longer works.
+    with matcher.member(pc) as gone, pytest.raises(AuthError):
+        gone.describe("trial")
 
     remaining = set(clk_files(matcher.data_dir))
     assert remaining and not remaining & north_files  # south's upload stays, north's are gone

@@ -50,8 +50,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
         erased = client.erase(args.project)
     print(
-        f"Erased from {args.project}: {erased.uploads} upload(s) and {erased.links} result "
-        "row(s) involving your records. The audit log keeps the fact, not the data."
+        f"Erased from {args.project}: {erased.uploads} upload(s), {erased.links} result "
+        f"row(s) involving your records and {erased.users} named user(s) (their tokens no "
+        "longer work). The audit log keeps the fact, not the data."
     )
     return 0
 

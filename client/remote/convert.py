@@ -195,7 +195,7 @@ def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
 
 
 def erased(reply: pb.EraseReply) -> Erased:
-    return Erased(reply.uploads_deleted, reply.links_deleted)
+    return Erased(reply.uploads_deleted, reply.links_deleted, reply.users_deleted)
 
 
 def audit_check(reply: pb.VerifyAuditReply) -> AuditCheck:

@@ -97,6 +97,7 @@ class UploadReceipt:
 class Erased:
     uploads: int
     links: int
+    users: int  # named users deleted (0 from a matcher before this count)
 
 
 @dataclass(frozen=True)

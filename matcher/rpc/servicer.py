@@ -320,7 +320,11 @@ class MatcherService(pb_grpc.MatcherServicer):
             member,
             lambda: self.streams.end_member(request.project, member, why),
         )
-        return pb.EraseReply(uploads_deleted=erased.uploads, links_deleted=erased.links)
+        return pb.EraseReply(
+            uploads_deleted=erased.uploads,
+            links_deleted=erased.links,
+            users_deleted=erased.users,
+        )
 
     # -- members: real time -----------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class RetentionStore(ProjectStore, UploadStore):
         self._unlink_uploads(uploads)
         self._collect_garbage()
         self.db.checkpoint()
-        return Erasure(len(uploads), links)
+        return Erasure(len(uploads), links, users)
 
     def expired_projects(self) -> list[str]:
         rows = self.db.query(

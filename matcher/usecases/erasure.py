@@ -29,5 +29,12 @@ def erase(
     it goes ahead (the matcher ends the member's open streams there: none commits after)."""
     erased = store.erase_member(project, member, then)
     realtime.erase_member(project, member)
-    log.info("%s/%s: erased %d uploads", project, member, erased.uploads)
+    log.info(
+        "%s/%s: erased %d uploads, %d result rows, %d named users",
+        project,
+        member,
+        erased.uploads,
+        erased.links,
+        erased.users,
+    )
     return erased
