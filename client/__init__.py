@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         Results,
         RunProgress,
         UploadReceipt,
+        UserVolume,
         WatchEvent,
     )
     from blindmatch.client.results import join_results
@@ -68,6 +69,7 @@ _WHERE = {
     "Results": "blindmatch.client.remote.model",
     "RunProgress": "blindmatch.client.remote.model",
     "UploadReceipt": "blindmatch.client.remote.model",
+    "UserVolume": "blindmatch.client.remote.model",
     "WatchEvent": "blindmatch.client.remote.model",
     "encode_csv": "blindmatch.client.encoding.encode",
     "join_results": "blindmatch.client.results",
@@ -96,6 +98,7 @@ __all__ = [
     "Results",
     "RunProgress",
     "UploadReceipt",
+    "UserVolume",
     "WatchEvent",
     "encode_csv",
     "join_results",

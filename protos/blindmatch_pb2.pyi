@@ -503,7 +503,7 @@ class QueryReportRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., hours: _Optional[int] = ...) -> None: ...
 
 class MemberQueryVolume(_message.Message):
-    __slots__ = ("member", "queries", "records", "records_with_hits", "peak_per_minute", "records_per_day_limit", "distinct_purposes", "refused", "flags")
+    __slots__ = ("member", "queries", "records", "records_with_hits", "peak_per_minute", "records_per_day_limit", "distinct_purposes", "refused", "flags", "users")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -513,6 +513,7 @@ class MemberQueryVolume(_message.Message):
     DISTINCT_PURPOSES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
     member: str
     queries: int
     records: int
@@ -522,7 +523,24 @@ class MemberQueryVolume(_message.Message):
     distinct_purposes: int
     refused: int
     flags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+    users: _containers.RepeatedCompositeFieldContainer[UserQueryVolume]
+    def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[_Union[UserQueryVolume, _Mapping]]] = ...) -> None: ...
+
+class UserQueryVolume(_message.Message):
+    __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_WITH_HITS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    BAD_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    queries: int
+    records: int
+    records_with_hits: int
+    refused: int
+    bad_requests: int
+    def __init__(self, user: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., refused: _Optional[int] = ..., bad_requests: _Optional[int] = ...) -> None: ...
 
 class QueryReport(_message.Message):
     __slots__ = ("project", "hours", "members")

@@ -335,15 +335,25 @@ def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
         for call in calls.values():
             with pytest.raises(MatcherError, match=r"PERMISSION_DENIED|INVALID_ARGUMENT"):
                 call(user)
+    with (
+        MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as own,
+        pytest.raises(MatcherError, match="INVALID_ARGUMENT"),
+    ):
+        own.resolve_request_ref("trial", "bmr-nonsense")  # the member's own token
     with matcher.operator() as op:
-        report = {v.member: v.flags for v in op.query_report("trial")}
-    assert report["north"] == [
-        "5 requests refused for a bad token or bad input (INVALID_ARGUMENT 1, PERMISSION_DENIED 4)"
+        report = {v.member: v for v in op.query_report("trial")}
+    # Counted on the member's row, the user's share named (the rest: the member's own token).
+    assert report["north"].flags == [
+        "6 requests refused for a bad token or bad input (INVALID_ARGUMENT 2, "
+        "PERMISSION_DENIED 4; by user pc-1 5)"
     ]
+    assert [(u.user, u.bad_requests) for u in report["north"].users] == [("pc-1", 5)]
     logged = [r.getMessage() for r in caplog.records if "refused " in r.getMessage()]
     for rpc in calls:
-        assert any(f"refused {rpc} from trial/north" in line for line in logged), (rpc, logged)
-    assert not any(pc1 in line for line in logged)
+        line = f"refused {rpc} from trial/north (user pc-1) at "
+        assert any(line in message for message in logged), (rpc, logged)
+    assert any("refused ResolveRequestRef from trial/north at " in m for m in logged), logged
+    assert not any(pc1 in line or project.tokens["north"] in line for line in logged)
 
 
 # -- 9e. a member cannot make the matcher fsync an audit entry per call without limit ---------

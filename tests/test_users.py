@@ -112,6 +112,16 @@ def test_every_consultation_and_disclosure_names_its_user(
         theirs = list(south.audit("named"))
     assert "pc-4471" not in str(theirs)  # a partner's users are its own business
 
+    # The operator's volume report names the user whose token asked, on its member's row.
+    with matcher.operator() as op:
+        report = {v.member: v for v in op.query_report("named")}
+    north_row = report["north"]
+    assert north_row.queries >= 3  # the watch, the query, the one on a stream
+    assert [(u.user, u.queries, u.records) for u in north_row.users] == [
+        ("pc-4471", north_row.queries, north_row.records)
+    ]
+    assert report["south"].users == []
+
 
 def test_a_project_requiring_users_refuses_organisation_tokens(
     matcher: Matcher,
@@ -248,3 +258,32 @@ def test_users_and_audit_files_from_the_cli(
     assert cli(matcher, "user", "revoke", "pc-9", *admin) == 0
     with matcher.member(token) as user, pytest.raises(AuthError):
         user.describe("named")
+
+
+def test_a_query_log_from_before_users_keeps_its_rows_and_gains_the_user(tmp_path: Path) -> None:
+    """index.sqlite written before the query log named users: its entries read back as the
+    member's own token's, and new ones keep their user."""
+    import sqlite3
+
+    from blindmatch.matcher.domain import QUERY, QueryRecord
+    from blindmatch.matcher.storage.datadir import DataDir
+    from blindmatch.matcher.storage.index_store import IndexStore
+
+    files = DataDir(tmp_path / "data")
+    files.make()
+    with sqlite3.connect(files.index_db) as old:
+        old.execute(
+            "CREATE TABLE query_log (time REAL NOT NULL, project TEXT NOT NULL, member TEXT NOT "
+            "NULL, kind TEXT NOT NULL, purpose TEXT NOT NULL, records INTEGER NOT NULL, "
+            "records_with_hits INTEGER NOT NULL, refused TEXT NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO query_log VALUES (1.0, 'p', 'north', ?, 'old', 2, 1, '')", (QUERY,)
+        )
+    store = IndexStore(files.root)
+    try:
+        store.log_queries([QueryRecord(2.0, "p", "north", QUERY, "new", 3, 0, user="pc-1")])
+        logged = store.logged_queries(0.0, "p")
+    finally:
+        store.close()
+    assert [(e.purpose, e.records, e.user) for e in logged] == [("old", 2, ""), ("new", 3, "pc-1")]

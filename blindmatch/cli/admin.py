@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     with connect(args, admin_token()) as client:
         report = client.query_report(project, hours=args.hours)
     if args.json:
-        print(json.dumps([vars(v) for v in report], indent=2))
+        print(json.dumps([dataclasses.asdict(v) for v in report], indent=2))
         return 0
     print(f"Query volume in {project}, last {args.hours} hours:")
     print(
@@ -96,6 +97,12 @@ def cmd_query_report(args: argparse.Namespace) -> int:
             f"{v.peak_per_minute:>8} {v.per_day_limit:>9} {v.distinct_purposes:>8} "
             f"{v.refused:>7}"
         )
+        for u in v.users:
+            print(
+                f"      user {u.user}: {u.queries} queries, {u.records} records "
+                f"({u.records_with_hits} with hits), {u.refused} refused for limits, "
+                f"{u.bad_requests} refused for a bad token or bad input"
+            )
         for flag in v.flags:
             print(f"      UNUSUAL: {flag}")
     return 0

@@ -30,6 +30,7 @@ from blindmatch.client.remote.model import (
     RunProgress,
     UploadReceipt,
     UserInfo,
+    UserVolume,
     WatchEvent,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -290,6 +291,12 @@ def member_volumes(reply: pb.QueryReport) -> list[MemberVolume]:
             m.distinct_purposes,
             m.refused,
             list(m.flags),
+            [
+                UserVolume(
+                    u.user, u.queries, u.records, u.records_with_hits, u.refused, u.bad_requests
+                )
+                for u in m.users
+            ],
         )
         for m in reply.members
     ]

@@ -193,6 +193,17 @@ class MemberVolume:
     distinct_purposes: int
     refused: int
     flags: list[str]
+    users: list[UserVolume]  # each named user's share of the row
+
+
+@dataclass(frozen=True)
+class UserVolume:
+    user: str
+    queries: int
+    records: int
+    records_with_hits: int
+    refused: int  # queries refused for exceeding limits
+    bad_requests: int  # requests refused for a bad token or bad input
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,18 @@ from blindmatch.matcher.domain import DEFAULT_QUOTA, REFUSED_REQUEST, QueryQuota
 
 
 @dataclass(frozen=True)
+class UserVolume:
+    """A named user's share of its member's volume (the rest is the member's own token's)."""
+
+    user: str
+    queries: int
+    records: int
+    records_with_hits: int
+    refused: int  # queries refused for exceeding limits
+    bad_requests: int  # requests refused for a bad token or bad input
+
+
+@dataclass(frozen=True)
 class QueryVolume:
     """One member's query volume over a window, and why it looks unusual (if it does)."""
 
@@ -28,6 +40,7 @@ class QueryVolume:
     distinct_purposes: int
     refused: int
     flags: tuple[str, ...]
+    users: tuple[UserVolume, ...] = ()  # each named user who asked or was refused
 
 
 # A member is flagged when its volume is this many times the median of its project's
@@ -48,12 +61,16 @@ def volume_report(
 ) -> list[QueryVolume]:
     """Per-member query volume over the window `entries` cover, unusual volume flagged;
     requests refused for a bad token or bad input (`REFUSED_REQUEST` entries) are flagged
-    on the caller's row (a token nobody holds has a row of its own)."""
+    on the caller's row (a token nobody holds has a row of its own). Each named user's share
+    of its member's row is in `users`."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
     bad: dict[str, Counter[str]] = {}
+    bad_users: dict[str, Counter[str]] = {}
     for e in entries:
         if e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
+            if e.user:
+                bad_users.setdefault(e.member, Counter())[e.user] += e.records
             by_member.setdefault(e.member, [])
         else:
             by_member.setdefault(e.member, []).append(e)
@@ -86,12 +103,15 @@ def volume_report(
             flags.append(f"{refused} queries refused for exceeding limits")
         if member in bad:
             statuses = ", ".join(f"{s} {n}" for s, n in sorted(bad[member].items()))
+            users = bad_users.get(member, Counter())
+            by = "; by user " + ", ".join(f"{u} {n}" for u, n in sorted(users.items()))
             flags.append(
                 f"{sum(bad[member].values())} requests refused for a bad token or bad "
-                f"input ({statuses})"
+                f"input ({statuses}{by if users else ''})"
             )
         report.append(
             QueryVolume(
+                users=_users(es, bad_users.get(member, Counter())),
                 member=member,
                 queries=len(answered),
                 records=n,
@@ -104,3 +124,23 @@ def volume_report(
             )
         )
     return report
+
+
+def _users(entries: Sequence[QueryRecord], bad: Counter[str]) -> tuple[UserVolume, ...]:
+    """Each named user's share of one member's queries (`entries`) and bad requests."""
+    names = sorted({e.user for e in entries if e.user} | set(bad))
+    shares = []
+    for name in names:
+        mine = [e for e in entries if e.user == name]
+        answered = [e for e in mine if not e.refused]
+        shares.append(
+            UserVolume(
+                user=name,
+                queries=len(answered),
+                records=sum(e.records for e in answered),
+                records_with_hits=sum(e.records_with_hits for e in answered),
+                refused=len(mine) - len(answered),
+                bad_requests=bad[name],
+            )
+        )
+    return tuple(shares)

@@ -55,12 +55,13 @@ def _log(record: QueryRecord) -> None:
     """The server log's line: refusals at WARNING, answered queries at DEBUG (the query
     log and the audit log hold every one, and a line per query on the server log would
     cost the query path a lock and a write each, at thousands a second)."""
+    who = f"{record.member} (user {record.user})" if record.user else record.member
     if record.refused:
         log.warning(
             "%s refused: %s/%s, %d record(s), purpose %r: %s",
             record.kind,
             record.project,
-            record.member,
+            who,
             record.records,
             record.purpose,
             record.refused,
@@ -72,7 +73,7 @@ def _log(record: QueryRecord) -> None:
         "%s: %s/%s, %d record(s), purpose %r, disclosed %s",
         record.kind,
         record.project,
-        record.member,
+        who,
         record.records,
         record.purpose,
         ", ".join(f"{p} ({lvl})" for p, lvl in sorted(record.disclosed.items())) or "nothing",

@@ -303,6 +303,17 @@ def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
         distinct_purposes=v.distinct_purposes,
         refused=v.refused,
         flags=v.flags,
+        users=[
+            pb.UserQueryVolume(
+                user=u.user,
+                queries=u.queries,
+                records=u.records,
+                records_with_hits=u.records_with_hits,
+                refused=u.refused,
+                bad_requests=u.bad_requests,
+            )
+            for u in v.users
+        ],
     )
 
 

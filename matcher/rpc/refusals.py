@@ -2,15 +2,17 @@
 
 Every call the matcher refuses with one of `COUNTED` passes through `Refusals.note`:
 
-- the server log gets one WARNING line (the RPC, the caller as far as it is known, the
-  peer's address, the status and the message sent back; never a token, which no message
-  carries), at most `LOG_BURST` lines a minute: past that, one line says the rest of the
-  minute is counted, not logged, and the next minute's first line says how many were not
-  logged. A flood of bad tokens cannot fill the disk through the log;
+- the server log gets one WARNING line (the RPC, the caller as far as it is known, with
+  the named user whose token it used, if any, the peer's address, the status and the
+  message sent back; never a token, which no message carries), at most `LOG_BURST` lines
+  a minute: past that, one line says the rest of the minute is counted, not logged, and
+  the next minute's first line says how many were not logged. A flood of bad tokens
+  cannot fill the disk through the log;
 - the counts go to the query volume log (index.sqlite), one row per project, caller and
-  status every `FLUSH_SECONDS` at most (not a row per refusal, so a flood cannot fill the
-  database either), where `admin query-report` shows them: a member's refused requests on
-  its own row, a token nobody holds (naming the project) on the row `UNKNOWN_CALLER`.
+  status (and named user) every `FLUSH_SECONDS` at most (not a row per refusal, so a flood
+  cannot fill the database either), where `admin query-report` shows them: a member's
+  refused requests on its own row (its users' shares named), a token nobody holds (naming
+  the project) on the row `UNKNOWN_CALLER`.
   Counts for a project that does not exist are dropped when they are written.
 
 - the calls refused for their token at the door (none, or one nobody holds) are counted per
@@ -45,7 +47,7 @@ COUNTED = frozenset(
 LOG_BURST = 20  # log lines a minute
 LOG_WINDOW = 60.0
 FLUSH_SECONDS = 10.0
-MAX_KEYS = 10_000  # (project, caller, status) counts held between two writes
+MAX_KEYS = 10_000  # (project, caller, user, status) counts held between two writes
 MAX_MESSAGE = 300  # characters of the refusal's message logged
 UNKNOWN_CALLER = "(no valid token)"
 
@@ -66,7 +68,7 @@ class Refusals:
         self._known = known
         self._clock = clock
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._counts: Counter[tuple[str, str, str, str]] = Counter()
         self.totals: Counter[str] = Counter()  # status -> refusals since start
         self._window = clock()
         self._logged = self._unlogged = 0
@@ -88,15 +90,27 @@ class Refusals:
         return found
 
     def note(
-        self, *, method: str, status: str, message: str, project: str, member: str, peer: str
+        self,
+        *,
+        method: str,
+        status: str,
+        message: str,
+        project: str,
+        member: str,
+        peer: str,
+        user: str = "",
     ) -> None:
+        """Log and count one refused call of `member` (empty: no valid token), by its named
+        `user`'s token if `user` (the name is logged, never the token)."""
         if status not in COUNTED:
             return
         who = f"{project or '?'}/{member}" if member else UNKNOWN_CALLER
+        if member and user:
+            who += f" (user {user})"
         now = self._clock()
         with self._lock:
             self.totals[status] += 1
-            key = (project, member or UNKNOWN_CALLER, status)
+            key = (project, member or UNKNOWN_CALLER, user if member else "", status)
             if project and (key in self._counts or len(self._counts) < MAX_KEYS):
                 self._counts[key] += 1
             unlogged = 0
@@ -136,10 +150,10 @@ class Refusals:
             self._flushed = now
         if self._sink is None or not counts:
             return
-        known = {p for p in {p for p, _, _ in counts} if self._known(p)}
+        known = {p for p in {p for p, _, _, _ in counts} if self._known(p)}
         records = [
-            QueryRecord(now, project, member, REFUSED_REQUEST, "", n, refused=status)
-            for (project, member, status), n in sorted(counts.items())
+            QueryRecord(now, project, member, REFUSED_REQUEST, "", n, refused=status, user=user)
+            for (project, member, user, status), n in sorted(counts.items())
             if project in known
         ]
         if records:

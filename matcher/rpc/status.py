@@ -47,6 +47,7 @@ def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: Se
     project = getattr(request, "project", "") or own
     project = project if isinstance(project, str) else ""
     member = getattr(caller, "member", "")
+    user = getattr(caller, "user", "")
     if not member:
         member = OPERATOR_CALLER
     elif project != own:  # a member's token used in another project: say whose it is
@@ -59,6 +60,7 @@ def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: Se
         project=project,
         member=member,
         peer=peer,
+        user=user if isinstance(user, str) else "",
     )
 
 

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS query_log (
     purpose TEXT NOT NULL,
     records INTEGER NOT NULL,
     records_with_hits INTEGER NOT NULL,
-    refused TEXT NOT NULL          -- '' when answered, else why not
+    refused TEXT NOT NULL,         -- '' when answered, else why not
+    user TEXT NOT NULL DEFAULT ''  -- the member's named user who asked; '' its own token
 );
 CREATE INDEX IF NOT EXISTS query_log_by_time ON query_log (project, time);
 CREATE TABLE IF NOT EXISTS index_changes (
@@ -94,6 +95,9 @@ class StoredChange:
     summary: ChangeSummary
 
 
+_QUERY_LOG = "time, project, member, kind, purpose, records, records_with_hits, refused, user"
+
+
 class IndexStore:
     """Standing indexes, limits and the query log, in DIR/index.sqlite."""
 
@@ -101,12 +105,14 @@ class IndexStore:
         files = DataDir(Path(data_dir))
         files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
-        with self.db.tx() as tx:  # index_meta of a data dir from before fallback_bits
+        with self.db.tx() as tx:  # a data dir from before fallback_bits, or query_log's user
             have = {r[1] for r in tx.execute("PRAGMA table_info(index_meta)")}
             if "fallback_bits" not in have:
                 tx.execute(
                     "ALTER TABLE index_meta ADD COLUMN fallback_bits INTEGER NOT NULL DEFAULT 0"
                 )
+            if "user" not in {r[1] for r in tx.execute("PRAGMA table_info(query_log)")}:
+                tx.execute("ALTER TABLE query_log ADD COLUMN user TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self.db.close()
@@ -253,7 +259,7 @@ class IndexStore:
     def log_queries(self, entries: Sequence[QueryRecord]) -> None:
         with self.db.tx(clears_cache=False) as tx:
             tx.executemany(
-                "INSERT INTO query_log VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT INTO query_log ({_QUERY_LOG}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         e.time,
@@ -264,18 +270,24 @@ class IndexStore:
                         e.records,
                         e.records_with_hits,
                         e.refused,
+                        e.user,
                     )
                     for e in entries
                 ],
             )
 
     def logged_queries(self, since: float, project: str | None = None) -> list[QueryRecord]:
-        sql = "SELECT * FROM query_log WHERE time >= ?"
+        sql = f"SELECT {_QUERY_LOG} FROM query_log WHERE time >= ?"
         args: tuple[object, ...] = (since,)
         if project is not None:
             sql += " AND project = ?"
             args += (project,)
-        return [QueryRecord(*row) for row in self.db.query(sql + " ORDER BY time", args)]
+        return [
+            QueryRecord(t, p, m, kind, purpose, n, hits, refused, user=user)
+            for t, p, m, kind, purpose, n, hits, refused, user in self.db.query(
+                sql + " ORDER BY time", args
+            )
+        ]
 
     def prune_log(self, before: float | None = None) -> None:
         """Drop volume entries older than `before` (default: 30 days ago)."""
