@@ -22,6 +22,7 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import BusyError, MatcherError
 from blindmatch.client.remote.retry import NO_RETRY
+from blindmatch.matcher.core.ratelimit import NestedRateLimit, RateLimit
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -390,6 +391,42 @@ def test_describe_and_audit_export_in_a_loop_are_refused_past_a_rate(
     # North's own ordinary client waits and retries (busy is retryable): it gets its answer.
     with matcher.member(project.tokens["north"]) as north:
         assert north.describe("trial").project == "trial"
+
+
+def test_a_users_loop_does_not_hold_up_its_colleagues(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    """The rate is per token: a named user looping DescribeProject is refused past it,
+    naming itself; a colleague's token and the member's own still get their answers."""
+    with matcher.member(project.tokens["north"]) as admin:
+        looping, colleague = admin.add_user("trial", "pc-1"), admin.add_user("trial", "pc-2")
+    refused = []
+    with MatcherClient(matcher.target, looping, retry=NO_RETRY) as user:
+        for _ in range(40):
+            try:
+                user.describe("trial")
+            except BusyError as exc:
+                refused.append(str(exc))
+    assert len(refused) >= 40 - 20 - 5  # a burst of 20, then one a second
+    assert "at most 60 a minute per member token or named user (user 'pc-1')" in refused[0]
+    for token in (colleague, project.tokens["north"]):
+        with MatcherClient(matcher.target, token, retry=NO_RETRY) as other:
+            assert [other.describe("trial").project for _ in range(10)] == ["trial"] * 10
+
+
+def test_a_members_users_together_stay_within_a_member_wide_rate() -> None:
+    """Many users cannot multiply what one member may cost: past the member-wide bucket,
+    every one of its tokens waits; another member does not."""
+    clock = Clock()
+    limit = NestedRateLimit(RateLimit(60, 2, clock), RateLimit(60, 3, clock))
+    assert [limit.take(("north", u), "north") for u in ("a", "a", "b")] == [(0.0, False)] * 3
+    wait, member_wide = limit.take(("north", "c"), "north")  # c's own bucket is full
+    assert wait == pytest.approx(1.0) and member_wide
+    wait, member_wide = limit.take(("north", "a"), "north")  # a's own is empty too
+    assert wait == pytest.approx(1.0) and not member_wide
+    assert limit.take(("south", "d"), "south") == (0.0, False)
+    clock.advance(1.0)
+    assert limit.take(("north", "c"), "north") == (0.0, False)  # nothing was counted meanwhile
 
 
 def test_an_audit_key_kept_elsewhere_must_be_owner_only(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from blindmatch.matcher.core.ratelimit import RateLimit
+from blindmatch.matcher.core.ratelimit import NestedRateLimit, RateLimit
 from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
 from blindmatch.matcher.errors import (
     Busy,
@@ -57,8 +57,10 @@ log = logging.getLogger("blindmatch.matcher")
 
 # A member's DescribeProject and ExportAudit calls (each an fsynced audit entry): a burst,
 # then this many a minute, per member and RPC; past it the call is refused as busy.
-CONSULTATIONS_PER_MINUTE = 60
+CONSULTATIONS_PER_MINUTE = 60  # per token: a named user's, or the member's own
 CONSULTATION_BURST = 20
+MEMBER_CONSULTATIONS_PER_MINUTE = 240  # all of a member's tokens together
+MEMBER_CONSULTATION_BURST = 80
 
 
 class MatcherService(pb_grpc.MatcherServicer):
@@ -74,11 +76,12 @@ class MatcherService(pb_grpc.MatcherServicer):
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
         refusals: Refusals | None = None,
-        consultations: RateLimit | None = None,
+        consultations: NestedRateLimit | None = None,
     ) -> None:
         # Each DescribeProject and member ExportAudit appends an fsynced audit entry.
-        self.consultations = consultations or RateLimit(
-            CONSULTATIONS_PER_MINUTE, CONSULTATION_BURST
+        self.consultations = consultations or NestedRateLimit(
+            RateLimit(CONSULTATIONS_PER_MINUTE, CONSULTATION_BURST),
+            RateLimit(MEMBER_CONSULTATIONS_PER_MINUTE, MEMBER_CONSULTATION_BURST),
         )
         # Refused calls are noted here (status.rpc_errors): logged, rate-limited, counted.
         self.refusals = refusals
@@ -105,16 +108,26 @@ class MatcherService(pb_grpc.MatcherServicer):
         return check
 
     def _consulting(self, context: Call, what: str) -> None:
-        """Refuse (retryable, nothing written) a member's audited consultation past its rate."""
+        """Refuse (retryable, nothing written) a member's audited consultation past its
+        rate: per token (a named user's, or the member's own), and for all its tokens."""
         caller = context.caller
         if caller.is_operator:
             return
-        wait = self.consultations.take((caller.project, caller.member, what))
-        if wait:
-            raise Busy(
-                f"{what}: at most {CONSULTATIONS_PER_MINUTE} a minute per member (each is "
-                f"written to the audit log); try again in {max(1, round(wait))} s"
-            )
+        group = (caller.project, caller.member, what)
+        wait, member_wide = self.consultations.take((*group, caller.user), group)
+        if not wait:
+            return
+        if member_wide:
+            limit = f"at most {MEMBER_CONSULTATIONS_PER_MINUTE} a minute for {caller.member}"
+            limit += " and all its named users together"
+        else:
+            whose = f"user {caller.user!r}" if caller.user else f"{caller.member}'s own token"
+            limit = f"at most {CONSULTATIONS_PER_MINUTE} a minute per member token or named"
+            limit += f" user ({whose})"
+        raise Busy(
+            f"{what}: {limit} (each is written to the audit log); try again in "
+            f"{max(1, round(wait))} s"
+        )
 
     def _stream_header(self, requests: Iterator[Any], context: Call, what: str) -> tuple[Any, str]:
         """A client stream's first message, which must be its header, and the member; the
