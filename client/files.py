@@ -1,4 +1,5 @@
-"""Files the client writes for the user, atomically: the old file or the whole new one.
+"""Files the client writes for the user, atomically: the old file or the whole new one;
+and the CSV files it reads from the user (`read_csv`).
 
 Each is written to a temporary file beside it and renamed into place. The temporary file
 is made readable and writable by its owner only (`tempfile.mkstemp`), so the new file
@@ -11,7 +12,31 @@ import csv
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from blindmatch.client.errors import InputError
+
+
+def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """A CSV file's rows by column name (the header's names trimmed); an `InputError` naming
+    the file when it is missing, not UTF-8, or lacks one of the `required` columns."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputError(
+                    f"{path}: column(s) {', '.join(missing)} missing; the header must start "
+                    f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
+                )
+            reader.fieldnames = header
+            return list(reader)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 CSV file") from None
 
 
 def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> None:

@@ -4,9 +4,54 @@ its own record ids. Both read `ENCODED/local/ids.csv`, which never leaves the ma
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
+from blindmatch.client.files import read_csv
 from blindmatch.client.remote.model import ResolvedRef
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One row of a results file: the member's own record, the partner holding it."""
+
+    line: int  # in the file, the header being line 1
+    record_id: str
+    partner: str
+    rows: list[int]  # the record's row positions in the ENCODED folder
+
+
+def read_hits(path: Path, encoded: Encoded) -> list[Hit]:
+    """The hits of a results file (`record_id,partner`, as `blindmatch results` writes at
+    the hits level or above), each with its rows in `encoded`; every bad row is an
+    `InputError` naming the file and row, before anything is asked of the matcher."""
+    ids: dict[str, list[int]] = {}
+    for position, rid in enumerate(encoded.read_ids()):
+        ids.setdefault(rid, []).append(position)
+    hits: list[Hit] = []
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in enumerate(read_csv(path, ("record_id", "partner")), start=2):
+        record_id, partner = (row["record_id"] or "").strip(), (row["partner"] or "").strip()
+        where = f"{path}: row {line}"
+        if not record_id or not partner:
+            raise InputError(f"{where}: record_id and partner are both required")
+        if record_id not in ids:
+            raise InputError(
+                f"{where}: no record id {record_id!r} in {encoded.path}/local/ids.csv; the "
+                "results file and the --encoded folder must be the same member's, of one run"
+            )
+        if (record_id, partner) in seen:
+            raise InputError(
+                f"{where}: record {record_id!r} at {partner} is already on row "
+                f"{seen[record_id, partner]}; one request reference per hit"
+            )
+        seen[record_id, partner] = line
+        hits.append(Hit(line, record_id, partner, ids[record_id]))
+    if not hits:
+        raise InputError(f"{path}: no hits (the file has a header and no rows)")
+    return hits
 
 
 def rows_of(encoded: Encoded, record_id: str) -> list[int]:

@@ -321,6 +321,34 @@ class IssueRefReply(_message.Message):
     refs: _containers.RepeatedCompositeFieldContainer[IssuedRef]
     def __init__(self, run_id: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[IssuedRef, _Mapping]]] = ...) -> None: ...
 
+class HitRows(_message.Message):
+    __slots__ = ("rows", "partner")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    partner: str
+    def __init__(self, rows: _Optional[_Iterable[int]] = ..., partner: _Optional[str] = ...) -> None: ...
+
+class IssueRefsRequest(_message.Message):
+    __slots__ = ("project", "hits", "upload_sha256", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    hits: _containers.RepeatedCompositeFieldContainer[HitRows]
+    upload_sha256: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., hits: _Optional[_Iterable[_Union[HitRows, _Mapping]]] = ..., upload_sha256: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class IssueRefsReply(_message.Message):
+    __slots__ = ("run_id", "references")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    references: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., references: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ResolveRefRequest(_message.Message):
     __slots__ = ("project", "reference", "purpose")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

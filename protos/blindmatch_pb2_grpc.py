@@ -79,6 +79,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
                 _registered_method=True)
+        self.IssueRequestRefs = channel.unary_unary(
+                '/blindmatch.v1.Matcher/IssueRequestRefs',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
+                _registered_method=True)
         self.ChangeIndex = channel.stream_unary(
                 '/blindmatch.v1.Matcher/ChangeIndex',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
@@ -229,6 +234,14 @@ class MatcherServicer:
     def ResolveRequestRef(self, request, context):
         """Member: the caller's own rows that a reference addressed to it points at (only the
         partner it was issued for may resolve it). Audited, seen by both sides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueRequestRefs(self, request, context):
+        """Member: one reference per hit (record and partner) at once, all or none: a hit with
+        nothing to refer to refuses the whole request, naming it, and nothing is issued.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -400,6 +413,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.ResolveRequestRef,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.SerializeToString,
+            ),
+            'IssueRequestRefs': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRequestRefs,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.SerializeToString,
             ),
             'ChangeIndex': grpc.stream_unary_rpc_method_handler(
                     servicer.ChangeIndex,
@@ -725,6 +743,33 @@ class Matcher:
             '/blindmatch.v1.Matcher/ResolveRequestRef',
             blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ResolveRefReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRequestRefs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/IssueRequestRefs',
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
             options,
             channel_credentials,
             insecure,

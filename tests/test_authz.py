@@ -158,6 +158,14 @@ CALLS: dict[str, Call] = {
         pb.IssueRefRequest(project=w.project, rows=[0], upload_sha256=w.north_sha256),
         metadata=md,
     ),
+    "IssueRequestRefs": lambda w, md: w.stub.IssueRequestRefs(
+        pb.IssueRefsRequest(
+            project=w.project,
+            hits=[pb.HitRows(rows=[0], partner="south")],
+            upload_sha256=w.north_sha256,
+        ),
+        metadata=md,
+    ),
     "ResolveRequestRef": lambda w, md: w.stub.ResolveRequestRef(
         pb.ResolveRefRequest(project=w.project, reference=w.ref_for_north), metadata=md
     ),

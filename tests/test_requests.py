@@ -4,6 +4,7 @@ operator's and members' view of a project (`project list`/`show`, the fingerprin
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import time
@@ -243,6 +244,64 @@ def test_a_reference_is_only_for_a_hit_the_requester_may_see(
                    "--partner", "south", "--purpose", "x") == 3  # fmt: skip
     assert "south consents only to counts" in capsys.readouterr().err
     assert audit(matcher, north, "request.issue") == []
+
+
+def test_request_hits_makes_one_reference_per_row_of_a_results_file_all_or_none(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uploaded_and_run(matcher, trio, encoded)
+    north, south = trio.tokens["north"], trio.tokens["south"]
+    folder = str(tmp_path / "north.encoded")
+    hits, out = tmp_path / "hits.csv", tmp_path / "refs.csv"
+    assert cli(matcher, "results", "--project", "trial", "--token", north, "--encoded", folder,
+               "--out", str(hits), "--purpose", "REQ-117") == 0  # fmt: skip
+    with hits.open(newline="") as fh:
+        listed = [(r["record_id"], r["partner"]) for r in csv.DictReader(fh)]
+    assert ("N1", "south") in listed and len(listed) > 2
+    capsys.readouterr()
+
+    def refs_stored() -> int:
+        return len(db_rows(matcher.data_dir, "request_refs"))
+
+    def bulk(rows: list[tuple[str, str]]) -> int:
+        bad = tmp_path / "bad.csv"
+        bad.write_text("record_id,partner\n" + "".join(f"{r},{p}\n" for r, p in rows))
+        return request(matcher, north, "--encoded", folder, "--hits", str(bad), "--out",
+                       str(out), "--purpose", "REQ-117")  # fmt: skip
+
+    # A bad row anywhere: nothing issued, nothing written, the file and row named.
+    assert bulk([listed[0], ("NOPE", "south")]) == 2  # not this member's id: before any call
+    assert f"{tmp_path / 'bad.csv'}: row 3: no record id 'NOPE'" in capsys.readouterr().err
+    assert bulk([listed[0], ("N2", "south")]) == 3  # the matcher refuses the second hit
+    told = capsys.readouterr().err
+    assert f"{tmp_path / 'bad.csv'}: row 3 (N2 at south): " in told
+    assert "found no match for this record at south" in told and "no reference was issued" in told
+    assert bulk([listed[0], listed[0]]) == 2
+    assert "already on row 2" in capsys.readouterr().err
+    assert refs_stored() == 0 and audit(matcher, north, "request.issue") == [] and not out.exists()
+
+    # The whole file: one reference per row, in its order, each resolvable by its partner.
+    assert request(matcher, north, "--encoded", folder, "--hits", str(hits), "--out", str(out),
+                   "--purpose", "REQ-117") == 0  # fmt: skip
+    assert f"Request references for {len(listed)} hit(s) of {hits}" in capsys.readouterr().out
+    with out.open(newline="") as fh:
+        written = list(csv.DictReader(fh))
+    assert [(r["record_id"], r["partner"]) for r in written] == listed
+    assert len({r["reference"] for r in written}) == len(listed) == refs_stored()
+    ref = next(r["reference"] for r in written if (r["record_id"], r["partner"]) == ("N1", "south"))
+    assert resolve(matcher, south, ref, "--encoded", str(tmp_path / "south.encoded"),
+                   "--purpose", "answering REQ-117", "--json") == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)[0]["record_ids"] == ["S-10"]
+    # One audit entry per hit, as if each had been asked for alone.
+    issued = audit(matcher, north, "request.issue")
+    assert [e["detail"]["references"] for e in issued] == [  # type: ignore[index]
+        {r["partner"]: r["reference"]} for r in written
+    ]
+    assert {e["purpose"] for e in issued} == {"REQ-117"}
 
 
 def test_resolving_needs_the_folder_that_was_uploaded_and_erasure_deletes_references(

@@ -155,6 +155,7 @@ def test_a_project_requiring_users_refuses_organisation_tokens(
                     timeout=10,
                 )
             ),
+            lambda: north.issue_hit_refs("named", [([0], "south")], encoded["north"].sha256),
         ):
             with pytest.raises(AuthError, match="requires a named user"):
                 consult()

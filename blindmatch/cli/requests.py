@@ -1,14 +1,16 @@
 """`blindmatch request` and `resolve`: from a hit to a formal request (docs/requests.md).
 
 The requester turns one of its own record ids into request references, one per partner
-holding the record; the partner resolves a reference to its own record ids on its own
-machine. Both steps are audited at the matcher.
+holding the record (or every hit of a results file into one reference each); the partner
+resolves a reference to its own record ids on its own machine. Both steps are audited at
+the matcher.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from blindmatch.cli.options import (
@@ -20,12 +22,24 @@ from blindmatch.cli.options import (
     member_token,
     when,
 )
+from blindmatch.client.errors import InputError, MatcherError
+
+HOW_TO_QUOTE = (
+    "Quote each in your formal request to that partner only; it resolves it to its own "
+    "record with `blindmatch resolve REFERENCE --project {project} --encoded ITS.encoded`. "
+    "A hit is a lead, not an identification: the partner confirms the match first "
+    "(docs/governance/acting-on-a-hit.md)."
+)
 
 
 def cmd_request(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.requests import rows_of
 
+    if args.hits is not None:
+        return _request_hits(args)
+    if args.out is not None:
+        raise InputError("--out goes with --hits (one reference per hit, written to a file)")
     encoded = read_encoded(args.encoded, verify=False)
     rows = rows_of(encoded, args.record_id)
     with connect(args, member_token(args)) as client:
@@ -52,12 +66,62 @@ def cmd_request(args: argparse.Namespace) -> int:
     for partner, reference in issued.refs.items():
         print(f"  {partner}: {reference}")
     if not args.quiet:
+        print(HOW_TO_QUOTE.format(project=args.project))
+    return 0
+
+
+def _request_hits(args: argparse.Namespace) -> int:
+    """`request --hits FILE --out FILE`: every hit checked here first, then one request
+    for them all at the matcher (all issued or none), then the references written."""
+    from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.files import write_csv
+    from blindmatch.client.requests import read_hits
+
+    if args.out is None:
+        raise InputError("--hits needs --out FILE: where to write the references, one per hit")
+    if args.partner:
+        raise InputError("--partner goes with --record-id; with --hits, each row names one")
+    if args.out.is_dir() or args.out.resolve() == args.hits.resolve():
+        raise InputError(f"--out {args.out}: give a new file (not a folder, not the --hits file)")
+    encoded = read_encoded(args.encoded, verify=False)
+    hits = read_hits(args.hits, encoded)
+    try:
+        with connect(args, member_token(args)) as client:
+            issued = client.issue_hit_refs(
+                args.project,
+                [(h.rows, h.partner) for h in hits],
+                encoded.sha256,
+                purpose=args.purpose or "",
+            )
+    except MatcherError as exc:  # `hits[3]: ...` named as the file's row
+        told = re.match(r"hits\[(\d+)\](?:\.\w+)?: (.*)", str(exc), re.DOTALL)
+        if told is None or int(told[1]) >= len(hits):
+            raise
+        hit = hits[int(told[1])]
+        where = f"{args.hits}: row {hit.line} ({hit.record_id} at {hit.partner})"
+        raise type(exc)(f"{where}: {told[2]}; no reference was issued") from None
+    rows = [[h.record_id, h.partner, ref] for h, ref in zip(hits, issued.references, strict=True)]
+    write_csv(args.out, ["record_id", "partner", "reference"], rows)
+    if args.json:
         print(
-            "Quote each in your formal request to that partner only; it resolves it to its own "
-            f"record with `blindmatch resolve REFERENCE --project {args.project} --encoded "
-            "ITS.encoded`. A hit is a lead, not an identification: the partner confirms the "
-            "match first (docs/governance/acting-on-a-hit.md)."
+            json.dumps(
+                {
+                    "project": args.project,
+                    "run_id": issued.run_id,
+                    "out": str(args.out),
+                    "references": [
+                        {"record_id": r, "partner": p, "reference": ref} for r, p, ref in rows
+                    ],
+                }
+            )
         )
+        return 0
+    print(
+        f"Request references for {len(rows)} hit(s) of {args.hits} (run {issued.run_id}), "
+        f"one per row, written to {args.out} (record_id,partner,reference)."
+    )
+    if not args.quiet:
+        print(HOW_TO_QUOTE.format(project=args.project))
     return 0
 
 
@@ -107,12 +171,13 @@ def register(sub: Subcommands) -> None:
     p = command(
         sub,
         "request",
-        help="make request references for one of your hits, to send to the partner",
+        help="make request references for your hits, to send to the partners",
         description="For one of your own records that the latest run found a partner holds, "
         "get a request reference per partner (or for --partner only) to quote in your formal "
-        "request. It is opaque: it tells you nothing about the partner's record, and only "
-        "that partner can resolve it (`blindmatch resolve`). Audited; needs --purpose where "
-        "the project requires one. See docs/requests.md.",
+        "request; or, with --hits, one reference per row of a results file, all at once "
+        "(all issued or none), written to --out. It is opaque: it tells you nothing about the "
+        "partner's record, and only that partner can resolve it (`blindmatch resolve`). "
+        "Audited; needs --purpose where the project requires one. See docs/requests.md.",
         example="blindmatch request --project burglary --token-file pc-4471.token --encoded "
         "north.encoded --record-id "
         "NP-1003 --partner south --purpose 'REQ-2024-117'",
@@ -122,8 +187,18 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
     )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--record-id", help="your own record id (as in hits.csv's record_id)")
+    which.add_argument(
+        "--hits",
+        type=Path,
+        help="a results file (record_id,partner, as `blindmatch results` writes): one "
+        "reference per row; needs --out",
+    )
     p.add_argument(
-        "--record-id", required=True, help="your own record id (as in hits.csv's record_id)"
+        "--out",
+        type=Path,
+        help="with --hits: the file to write, record_id,partner,reference (one row per hit)",
     )
     p.add_argument("--partner", help="only this partner (default: every partner holding it)")
     p.add_argument(
@@ -132,7 +207,10 @@ def register(sub: Subcommands) -> None:
         "by projects created with --require-purpose",
     )
     p.add_argument(
-        "--json", action="store_true", help="print {project, record_id, run_id, references}"
+        "--json",
+        action="store_true",
+        help="print {project, record_id, run_id, references} (with --hits: {project, run_id, "
+        "out, references: [{record_id, partner, reference}]})",
     )
 
     p = command(

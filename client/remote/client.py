@@ -32,6 +32,7 @@ from blindmatch.client.remote.channel import (
 from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
+    HitRefs,
     IndexSummary,
     IssuedRefs,
     MemberVolume,
@@ -160,9 +161,8 @@ class MatcherClient:
 
     def rotate_token(self, project: str, member: str) -> str:
         """Operator: a new token for `member` (returned once); its old token stops working."""
-        return str(
-            self._unary("RotateToken", pb.TokenRequest(project=project, member=member)).token
-        )
+        request = pb.TokenRequest(project=project, member=member)
+        return str(self._unary("RotateToken", request).token)
 
     def revoke_token(self, project: str, member: str) -> None:
         """Operator: `member`'s token stops working; rotate to issue a new one."""
@@ -279,12 +279,8 @@ class MatcherClient:
 
     def start_run(self, project: str) -> RunProgress:
         """Start a run, or get the one already queued or running (so safe to retry)."""
-        status = self._retrying(
-            "start run",
-            lambda: self._stub.StartRun(
-                pb.StartRunRequest(project=project), metadata=self._metadata(), timeout=self.timeout
-            ),
-        )
+        request = pb.StartRunRequest(project=project)
+        status = self._retrying("start run", lambda: self._unary("StartRun", request))
         return convert.run_progress(status)
 
     def watch_run(self, project: str, run_id: str = "") -> Iterator[RunProgress]:
@@ -339,11 +335,16 @@ class MatcherClient:
     ) -> IssuedRefs:  # fmt: skip
         """Member: references for its record at `rows` of its upload `sha256`, for `partner`
         (or every partner the latest run found holds it)."""
-        request = pb.IssueRefRequest(
-            project=project, rows=list(rows), partner=partner, upload_sha256=sha256,
-            purpose=purpose,
-        )  # fmt: skip
+        request = convert.issue_ref_request(project, rows, sha256, partner, purpose)
         return convert.issued_refs(self._unary("IssueRequestRef", request))
+
+    def issue_hit_refs(
+        self, project: str, hits: Sequence[tuple[Sequence[int], str]], sha256: str,
+        *, purpose: str = "",
+    ) -> HitRefs:  # fmt: skip
+        """Member: one reference per hit (rows of its upload `sha256`, partner), all or none."""
+        request = convert.issue_refs_request(project, hits, sha256, purpose)
+        return convert.hit_refs(self._unary("IssueRequestRefs", request))
 
     def resolve_request_ref(self, project: str, reference: str, purpose: str = "") -> ResolvedRef:
         """Member: its own rows that a reference addressed to it points at."""

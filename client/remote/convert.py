@@ -15,6 +15,7 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.remote.model import (
     AuditCheck,
     Erased,
+    HitRefs,
     IndexSummary,
     IssuedRefs,
     MemberState,
@@ -174,6 +175,29 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
 
 def issued_refs(reply: pb.IssueRefReply) -> IssuedRefs:
     return IssuedRefs(reply.run_id, {r.partner: r.reference for r in reply.refs})
+
+
+def issue_ref_request(
+    project: str, rows: Sequence[int], sha256: str, partner: str, purpose: str
+) -> pb.IssueRefRequest:
+    return pb.IssueRefRequest(
+        project=project, rows=list(rows), partner=partner, upload_sha256=sha256, purpose=purpose
+    )
+
+
+def issue_refs_request(
+    project: str, hits: Sequence[tuple[Sequence[int], str]], sha256: str, purpose: str
+) -> pb.IssueRefsRequest:
+    return pb.IssueRefsRequest(
+        project=project,
+        hits=[pb.HitRows(rows=list(rows), partner=partner) for rows, partner in hits],
+        upload_sha256=sha256,
+        purpose=purpose,
+    )
+
+
+def hit_refs(reply: pb.IssueRefsReply) -> HitRefs:
+    return HitRefs(reply.run_id, list(reply.references))
 
 
 def resolved_ref(reply: pb.ResolveRefReply) -> ResolvedRef:

@@ -215,6 +215,14 @@ class IssuedRefs:
 
 
 @dataclass(frozen=True)
+class HitRefs:
+    """Request references for many hits at once: one per hit, in the hits' order."""
+
+    run_id: str
+    references: list[str]
+
+
+@dataclass(frozen=True)
 class ResolvedRef:
     """A reference addressed to this member: its own rows that the requester's record matched."""
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.files import read_csv
 
 Hit = tuple[str, str, str]  # (member, record_id, partner)
 
@@ -90,31 +91,12 @@ class Quality:
         )
 
 
-def _rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise InputError(
-                    f"{path}: column(s) {', '.join(missing)} missing; the header must start "
-                    f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
-                )
-            reader.fieldnames = header
-            return list(reader)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 CSV file") from None
-
-
 def read_truth(path: str | Path) -> Truth:
     """Read `member,record_id,entity_id`; a record listed twice is an error."""
     path = Path(path)
     entity: dict[tuple[str, str], str] = {}
     holders: dict[str, set[str]] = {}
-    for line, row in enumerate(_rows(path, ("member", "record_id", "entity_id")), start=2):
+    for line, row in enumerate(read_csv(path, ("member", "record_id", "entity_id")), start=2):
         key = (row["member"].strip(), row["record_id"].strip())
         ent = row["entity_id"].strip()
         if not all(key) or not ent:
@@ -129,7 +111,7 @@ def read_truth(path: str | Path) -> Truth:
 def read_results(path: str | Path, member: str) -> list[Scored]:
     """A results file (hits, mapping or scores level) as scored hits of `member`."""
     path = Path(path)
-    rows = _rows(path, ("record_id", "partner"))
+    rows = read_csv(path, ("record_id", "partner"))
     out = []
     for line, row in enumerate(rows, start=2):
         score = None

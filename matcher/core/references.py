@@ -23,6 +23,7 @@ from blindmatch.matcher.errors import FailedPrecondition, InvalidArgument
 PREFIX = "bmr-"
 REFERENCE_RE = re.compile(r"^bmr-[a-z2-7]{26}$")
 MAX_ROWS = 64  # rows of one record (ids repeated by keep-all) per reference request
+MAX_HITS = 10_000  # hits in one request for references (IssueRequestRefs)
 
 
 def new_reference() -> str:

@@ -312,6 +312,15 @@ class MatcherService(pb_grpc.MatcherServicer):
         return convert.issue_ref_reply(run_id, refs)
 
     @member_call
+    def IssueRequestRefs(self, request: pb.IssueRefsRequest, context: Call) -> pb.IssueRefsReply:
+        member = require_consulting_member(context.caller, request.project, self.store)
+        hits = [(list(h.rows), h.partner) for h in request.hits]
+        run_id, refs = requests.issue_for_hits(
+            self.store, request.project, member, hits, request.upload_sha256, request.purpose
+        )
+        return pb.IssueRefsReply(run_id=run_id, references=refs)
+
+    @member_call
     def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
         member = require_consulting_member(context.caller, request.project, self.store)
         ref = requests.resolve(

@@ -8,12 +8,18 @@ the reference was issued for and appends its entry in the same transaction it is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Mapping, Sequence
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.references import RequestRef, new_reference, referable
 from blindmatch.matcher.domain import Level
-from blindmatch.matcher.errors import FailedPrecondition, NotFound, PermissionDenied
+from blindmatch.matcher.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+)
 from blindmatch.matcher.storage.run_store import RunStore
 
 SCHEMA = """
@@ -51,6 +57,26 @@ class RequestStore(RunStore):
     ) -> tuple[str, dict[str, str]]:
         """References for `member`'s record at `rows` (of its upload `upload_sha256`): the
         latest finished run's id, and partner -> reference."""
+        run_id, [refs] = self.issue_hit_refs(
+            project, member, [(rows, partner)], upload_sha256, levels, project_level, purpose
+        )
+        return run_id, refs
+
+    def issue_hit_refs(
+        self,
+        project: str,
+        member: str,
+        hits: Sequence[tuple[list[int], str]],
+        upload_sha256: str,
+        levels: Mapping[str, Level],
+        project_level: Level,
+        purpose: str,
+        *,
+        numbered: bool = False,
+    ) -> tuple[str, list[dict[str, str]]]:
+        """`issue_refs` for each of `hits` (rows, partner or "" for every partner), in one
+        transaction: all are issued (each with its audit entry) or none. With `numbered`, a
+        refusal names its hit (`hits[3]: ...`) and a hit left with no reference refuses."""
         with self.db.tx() as tx:
             latest = tx.execute(
                 "SELECT id FROM runs WHERE project=? AND state='done' ORDER BY seq DESC LIMIT 1",
@@ -72,39 +98,69 @@ class RequestStore(RunStore):
                     "yours than this encoded folder; pass the --encoded folder that was "
                     "uploaded for it"
                 )
-            marks = ",".join("?" * len(rows))
-            links = tx.execute(
-                f"SELECT row, partner, partner_row FROM links WHERE run_id=? AND member=? "
-                f"AND row IN ({marks})",
-                (run_id, member, *rows),
-            ).fetchall()
-            found = referable(links, partner, levels, project_level)
-            now = self.clock()
-            refs: dict[str, str] = {}
-            for p, partner_rows in found.items():
-                theirs = tx.execute(_INPUT_SHA, (run_id, p)).fetchone()
-                if theirs is None:  # erased since (its links would have gone too)
-                    continue
-                refs[p] = new_reference()
-                tx.execute(
-                    "INSERT INTO request_refs VALUES (?,?,?,?,?,?,?,?,NULL)",
-                    (
-                        refs[p], project, member, p, run_id,
-                        ",".join(map(str, partner_rows)), theirs[0], now,
-                    ),
-                )  # fmt: skip
+            issued: list[dict[str, str]] = []
+            for i, (rows, partner) in enumerate(hits):
+                try:
+                    refs = self._issue_in(
+                        tx, project, member, run_id, rows, partner, levels, project_level
+                    )
+                    if numbered and not refs:
+                        raise FailedPrecondition(f"{partner} erased its data since the run")
+                except ServiceError as exc:
+                    if not numbered:
+                        raise
+                    raise type(exc)(f"hits[{i}]: {exc}") from exc
+                issued.append(refs)
             self.audit.append_in(
                 tx,
-                audit.Event(
-                    member,
-                    "request.issue",
-                    project,
-                    member,
-                    purpose=purpose,
-                    detail={"run_id": run_id, "references": refs},
+                *(
+                    audit.Event(
+                        member,
+                        "request.issue",
+                        project,
+                        member,
+                        purpose=purpose,
+                        detail={"run_id": run_id, "references": refs},
+                    )
+                    for refs in issued
                 ),
             )
-        return run_id, refs
+        return run_id, issued
+
+    def _issue_in(
+        self,
+        tx: sqlite3.Connection,
+        project: str,
+        member: str,
+        run_id: str,
+        rows: list[int],
+        partner: str,
+        levels: Mapping[str, Level],
+        project_level: Level,
+    ) -> dict[str, str]:
+        """Inside `tx`: the references for one record of `member` in run `run_id`."""
+        marks = ",".join("?" * len(rows))
+        links = tx.execute(
+            f"SELECT row, partner, partner_row FROM links WHERE run_id=? AND member=? "
+            f"AND row IN ({marks})",
+            (run_id, member, *rows),
+        ).fetchall()
+        found = referable(links, partner, levels, project_level)
+        now = self.clock()
+        refs: dict[str, str] = {}
+        for p, partner_rows in found.items():
+            theirs = tx.execute(_INPUT_SHA, (run_id, p)).fetchone()
+            if theirs is None:  # erased since (its links would have gone too)
+                continue
+            refs[p] = new_reference()
+            tx.execute(
+                "INSERT INTO request_refs VALUES (?,?,?,?,?,?,?,?,NULL)",
+                (
+                    refs[p], project, member, p, run_id,
+                    ",".join(map(str, partner_rows)), theirs[0], now,
+                ),
+            )  # fmt: skip
+        return refs
 
     def resolve_ref(self, project: str, member: str, reference: str, purpose: str) -> RequestRef:
         """The reference, once `member` is found to be the partner it was issued for and

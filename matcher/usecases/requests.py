@@ -11,7 +11,7 @@ import logging
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import effective_levels
-from blindmatch.matcher.core.references import MAX_ROWS, RequestRef, check_reference
+from blindmatch.matcher.core.references import MAX_HITS, MAX_ROWS, RequestRef, check_reference
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
 
@@ -45,6 +45,51 @@ def issue(
     )
     log.info("%s/%s: %d request reference(s) issued", project.name, member, len(refs))
     return run_id, refs
+
+
+def issue_for_hits(
+    store: Store,
+    project_name: str,
+    member: str,
+    hits: list[tuple[list[int], str]],
+    upload_sha256: str,
+    purpose: str,
+) -> tuple[str, list[str]]:
+    """One reference per hit (`member`'s record at rows, the partner holding it), all or
+    none: the run's id and the references in the hits' order."""
+    project = store.project(project_name)
+    purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
+    if not hits:
+        raise InvalidArgument("hits: required (one per record and partner)")
+    if len(hits) > MAX_HITS:
+        raise InvalidArgument(f"hits: {len(hits)}; at most {MAX_HITS} in one request")
+    if not upload_sha256:
+        raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
+    members = store.members(project.name)
+    for i, (rows, partner) in enumerate(hits):
+        if not rows:
+            raise InvalidArgument(f"hits[{i}].rows: required (the row positions of your record)")
+        if len(rows) > MAX_ROWS:
+            raise InvalidArgument(f"hits[{i}].rows: {len(rows)}; at most {MAX_ROWS} for one record")
+        if not partner:
+            raise InvalidArgument(f"hits[{i}].partner: required (the member holding the record)")
+        if partner == member or partner not in members:
+            raise InvalidArgument(
+                f"hits[{i}].partner: {partner!r} is not another member of this project"
+            )
+    levels = effective_levels(project.disclosure, store.consents(project.name), member)
+    run_id, issued = store.issue_hit_refs(
+        project.name,
+        member,
+        hits,
+        upload_sha256,
+        levels,
+        project.disclosure,
+        purpose,
+        numbered=True,
+    )
+    log.info("%s/%s: %d request reference(s) issued", project.name, member, len(issued))
+    return run_id, [refs[partner] for refs, (_, partner) in zip(issued, hits, strict=True)]
 
 
 def resolve(
