@@ -397,19 +397,32 @@ def test_the_matcher_keeps_no_copy_of_a_query(
 
 
 def test_the_quota_refuses_with_resource_exhausted(
-    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded], secret_file: Path
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with matcher.operator() as op:
         op.set_query_limits("trial", member="north", per_minute=100, per_day=3)
     grace = person(secret_file, **GRACE)
     with matcher.member(project.tokens["north"]) as north:
+        user = north.add_user("trial", "pc-1")  # the member's quota is its users' too
         for _ in range(3):
             ask(north, "trial", grace)
-        with pytest.raises(RejectedError) as refused:
-            ask(north, "trial", grace)
+    caplog.set_level("WARNING", logger="blindmatch.matcher.realtime")
+    with matcher.member(user) as pc1, pytest.raises(RejectedError) as refused:
+        ask(pc1, "trial", grace)
     message = str(refused.value)
     assert "RESOURCE_EXHAUSTED" in message
     assert "query quota: north may query 3 records per 24 hours in project 'trial'" in message
+    # The log line and the operator's report name the user whose token was refused.
+    assert any("query refused: trial/north (user pc-1), 1 record(s)" in r.getMessage()
+               for r in caplog.records), caplog.text  # fmt: skip
+    with matcher.operator() as op:
+        [north_row] = [v for v in op.query_report("trial") if v.member == "north"]
+    assert (north_row.queries, north_row.refused) == (3, 1)
+    assert [(u.user, u.queries, u.refused) for u in north_row.users] == [("pc-1", 0, 1)]
     with matcher.member(project.tokens["south"]) as south:
         ask(south, "trial", grace)  # other members keep their own quota
 
