@@ -13,7 +13,9 @@ Every call the matcher refuses with one of `COUNTED` passes through `Refusals.no
   cannot fill the database either), where `admin query-report` shows them: a member's
   refused requests on its own row (its users' shares named), a token nobody holds (naming
   the project) on the row `UNKNOWN_CALLER`.
-  Counts for a project that does not exist are dropped when they are written.
+  Counts for a project that does not exist are dropped when they are written, and so are
+  those of a client stream refused at the door: its project is in its first message, which
+  is not read for a caller that did not authenticate (only logged, and counted per address).
 
 - the calls refused for their token at the door (none, or one nobody holds) are counted per
   client address too (`Strangers`): past `serve --max-auth-failures` in a minute, that
