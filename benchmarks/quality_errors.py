@@ -76,6 +76,24 @@ def encoded(folder: Path, generator: str, schema_path: Path, secret: bytes) -> l
     return out
 
 
+def linked(
+    members: list[Member], threshold: float = 0.8
+) -> dict[tuple[str, str, str], tuple[int, int, int, int, float]]:
+    """The hits a run with default settings reports (every link of every member), each with
+    its (dataset, row, partner dataset, partner row, score)."""
+    bits = {m.fallback_bits for m in members}.pop()
+    result = match(
+        [m.clks for m in members], threshold, blocking="exhaustive", fallback_bits=bits, workers=1
+    )
+    links, names = result.links, [m.name for m in members]
+    return {
+        (names[d0], members[d0].ids[r0], names[d1]): (int(d0), int(r0), int(d1), int(r1), float(s))
+        for d0, r0, d1, r1, s in zip(
+            links.dset, links.row, links.partner, links.partner_row, links.score, strict=True
+        )
+    }
+
+
 def roles(people: dict[int, households.Person]) -> dict[int, str]:
     """adult or child, as `households.population` made them: a household's first person is
     an adult, its children were born at least 18 years after that person, anyone else of
@@ -126,27 +144,9 @@ def main() -> int:
     secret = hashlib.sha256(f"quality-errors {args.seed}".encode()).digest()
     members = encoded(folder, args.generator, args.schema, secret)
     bits = {m.fallback_bits for m in members}.pop()
-    result = match(
-        [m.clks for m in members],
-        args.threshold,
-        blocking="exhaustive",
-        fallback_bits=bits,
-        workers=1,
-    )
+    found = linked(members, args.threshold)
     split = fallback_.Split.of([m.clks for m in members], bits) if bits else None
     names = [m.name for m in members]
-    links = result.links
-    found: dict[tuple[str, str, str], tuple[int, int, int, int, float]] = {}
-    for d0, r0, d1, r1, s in zip(
-        links.dset, links.row, links.partner, links.partner_row, links.score, strict=True
-    ):
-        found[(names[d0], members[d0].ids[r0], names[d1])] = (
-            int(d0),
-            int(r0),
-            int(d1),
-            int(r1),
-            float(s),
-        )
     actual = truth.true_hits()
     tp = len(set(found) & actual)
     p, r = tp / len(found), tp / len(actual)
