@@ -217,6 +217,7 @@ def main() -> int:
 
     # False negatives: true pairs not reported, by their own score.
     fn: Counter[str] = Counter()
+    life: Counter[str] = Counter()
     fn_examples: dict[str, list[str]] = {}
     missed = sorted(actual - set(found))
     pairs = set()
@@ -256,10 +257,26 @@ def main() -> int:
             )
             cls += "; >=0.75" if s >= 0.75 else "; <0.75"
         fn[cls] += 1
+        if people:  # what happened to the person, as the generator made it
+            person = people[ent[(names[d0], members[d0].ids[r0])]]
+            events = []
+            if not x[2] or not y[2]:
+                events.append("no dob on a side")
+            if person.old_postcode and x[4] != y[4]:
+                events.append("moved")
+            if person.surname != person.birth_surname and x[1] != y[1]:
+                events.append("married")
+            if x[0] != y[0]:
+                events.append("given name differs")
+            life[" + ".join(events) or "other"] += 1
         fn_examples.setdefault(cls, []).append(f"{s:.3f}\n    {show(d0, r0)}\n    {show(d1, r1)}")
     print(f"\nfalse negative pairs: {len(pairs)} ({len(missed)} hits, both directions)")
     for cls, n in fn.most_common():
         print(f"  {n:5d}  {cls}")
+    if life:
+        print("  by what happened to the person (households.py's life events):")
+        for cls, n in life.most_common():
+            print(f"  {n:5d}  {cls}")
     if args.show:
         for title, ex in (("FP", examples), ("FN", fn_examples)):
             for cls, lines in ex.items():
