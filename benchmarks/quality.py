@@ -26,8 +26,9 @@ files:
   benchmark's anchor, not a dependency).
 - **original** (in the grid): the same CLI flow with schemas/person-uk-original.json, the
   default until the candidate layout replaced it (issue 21; docs/schema.md); with
-  `--flows`, also **no-fallback** (the default without its fallback CLK) and
-  **original-no-fallback**.
+  `--flows`, also **no-fallback** (the default without its fallback CLK),
+  **original-no-fallback** and **household-weights** (schemas/person-uk-households.json:
+  the default with fewer bits on surname, postcode and `names`).
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
   the largest export: the share of records its worst attack re-identifies.
 
@@ -64,6 +65,8 @@ SCHEMA_FLOWS = {
     "no-fallback": ROOT / "schemas" / "person-uk-no-fallback.json",
     "original": ROOT / "schemas" / "person-uk-original.json",  # the default until issue 21
     "original-no-fallback": ROOT / "schemas" / "person-uk-original-no-fallback.json",
+    # The default with fewer bits on what a household shares (issue 21 item 1, docs/schema.md).
+    "household-weights": ROOT / "schemas" / "person-uk-households.json",
 }
 FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, "splink"]
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
