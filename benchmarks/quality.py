@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,17 +207,31 @@ def _q(q: Quality) -> str:
     return f"{q.f1:.4f} ({q.precision:.4f}/{q.recall:.4f})"
 
 
+CORRUPTIONS = [0.5, 1.0, 2.0]
+POPULATIONS = [20_000, 50_000]
+
+
+def cell_seed(base: int, generator: str, corruption: float, population: int) -> int:
+    """A grid cell's seed from its place in the whole grid, so a run of a few cells (one
+    generator, one rate) generates the same people as the whole grid does; a cell outside the
+    default grid gets a seed of its own past the grid's."""
+    cells = [(g, c, p) for g in GENERATORS for c in CORRUPTIONS for p in POPULATIONS]
+    if (generator, corruption, population) in cells:
+        return base + 1 + cells.index((generator, corruption, population))
+    name = f"{generator}/{corruption:g}/{population}".encode()
+    return base + 1 + len(cells) + zlib.crc32(name) % 1_000_000
+
+
 def grid(args: argparse.Namespace) -> int:
     """Both generators x corruption rates x population sizes: the table of issue 21."""
     flows = args.flows or ["anchor", "blindmatch", "original", "splink"]
     results: list[dict[str, object]] = []
     print(f"{'generator':<11} {'corr':>4} {'people':>6} {'flow':<11} {'precision':>9} "
           f"{'recall':>7} {'F1':>7} {'s':>6}", flush=True)  # fmt: skip
-    seed = args.seed
     for gen in args.generators:
         for corruption in args.corruptions:
             for size in args.populations:
-                seed += 1
+                seed = cell_seed(args.seed, gen, corruption, size)
                 cell: dict[str, object] = {"generator": gen, "corruption": corruption,
                                            "population": size, "seed": seed}  # fmt: skip
                 with tempfile.TemporaryDirectory(prefix="blindmatch-quality-") as tmp:
@@ -316,9 +331,14 @@ def main() -> int:
     parser.add_argument("--population", type=int, default=20_000)
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--splink", action="store_true", help="also run Splink (per-seed mode)")
-    parser.add_argument("--corruptions", type=float, nargs="+", default=[0.5, 1.0, 2.0])
-    parser.add_argument("--populations", type=int, nargs="+", default=[20_000, 50_000])
-    parser.add_argument("--seed", type=int, default=2100, help="grid: first cell's seed - 1")
+    parser.add_argument("--corruptions", type=float, nargs="+", default=CORRUPTIONS)
+    parser.add_argument("--populations", type=int, nargs="+", default=POPULATIONS)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2100,
+        help="grid: first cell's seed - 1 (a cell keeps its seed when run alone)",
+    )
     parser.add_argument(
         "--flows",
         nargs="+",
