@@ -808,6 +808,7 @@ static size_t probes_per_band(int r, int radius) {
  * stages over all bands at once, each stage prefetching what the next reads: every
  * probe's offsets, then every probe's row list, then the rows' sketches. The misses of
  * a stage are then in flight together, not one band's few at a time. */
+#define ROWS_AHEAD 4
 static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     size_t keys = (size_t)1 << a->r, per = probes_per_band(a->r, a->radius), np = 0, m = 0;
     uint64_t *seen = tl_seen;
@@ -819,16 +820,23 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     }
     for (size_t p = 0; p < np; p++) __builtin_prefetch(a->offsets + probe[p]);
     size_t want = 0;
-    for (size_t p = 0; p < np; p++) {
+    /* Each probe's row list, every cache line of it up to ROWS_AHEAD lines (a popular
+     * key's list is long; the hardware prefetcher carries on from there). */
+    const uint32_t *band_rows = a->rows;
+    for (size_t p = 0, k = 0; p < np; p++) {
         lo[p] = a->offsets[probe[p]];
         hi[p] = a->offsets[probe[p] + 1];
-        if (hi[p] > lo[p]) __builtin_prefetch(a->rows + (p / per) * a->n + lo[p]);
+        const char *at = (const char *)(band_rows + lo[p]), *end = (const char *)(band_rows + hi[p]);
+        for (int l = 0; l < ROWS_AHEAD && at < end; l++, at += 64) __builtin_prefetch(at);
         want += hi[p] - lo[p];
+        if (++k == per) k = 0, band_rows += a->n;
     }
     *looked += want;
     if (grow_u32(&tl_cand, &tl_cand_cap, want)) return (size_t)-1;
-    for (size_t p = 0; p < np; p++) {
-        const uint32_t *rows = a->rows + (p / per) * a->n;
+    band_rows = a->rows;
+    for (size_t p = 0, k = 0; p < np; p++) {
+        const uint32_t *rows = band_rows;
+        if (++k == per) k = 0, band_rows += a->n;
         for (uint32_t e = lo[p]; e < hi[p]; e++) {
             uint32_t y = rows[e];
             uint64_t bit = 1ull << (y & 63);
