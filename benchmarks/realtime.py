@@ -469,7 +469,8 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
     for snap in snapshots.values():
         if isinstance(snap, FallbackSnapshot):
             halves.setdefault("first halves", []).append(snap.first.main)
-            halves.setdefault("fallback halves", []).append(snap.second.main)
+            halves.setdefault("fallback halves with a birth date", []).append(snap.second.main)
+            halves.setdefault("fallback halves without", []).append(snap.lacks.main)
         else:
             halves.setdefault("indexes", []).append(snap.main)
     tabled = "; ".join(

@@ -4,11 +4,17 @@ A member whose schema has a fallback CLK (`blindmatch.fallback`) indexes, per re
 first record-level CLK followed by its fallback CLK (`Encoding.fallback_bits` long). A
 batch run scores a pair on the fallback CLKs when either record lacks the left-out fields,
 on the first CLKs otherwise (`core.fallback`); a real-time query must answer the same, so
-this index keeps the two halves as two `MemberIndex`es (each popcount-sorted, with its own
-LSH tables when large) and the refs of the records that lack the fields. A query searches
-the first halves only when it has the fields itself, and keeps what `fallback.query_hits`
-says the rule scores by each half. Same memory as one index of the whole CLKs, plus the
-set of lacking refs and a second ref table.
+this index keeps the first halves as one `MemberIndex` and the fallback halves as two: those
+of the records that have the fields (`second`) and those of the records that lack them
+(`lacks`, about 1% of a police force's records), each popcount-sorted, with its own LSH
+tables when large, and the refs of the records that lack the fields. Under the rule a
+query that has the fields scores a record on fallback CLKs only when the record lacks them,
+so it searches the first halves and `lacks` (a small index, scanned) and never walks the
+fallback tables of the records that have them; a query that lacks the fields searches
+`second` and `lacks`. Either way it keeps what `fallback.query_hits` says the rule scores
+by each half. Same memory as one index of the whole CLKs, plus the set of lacking refs and
+two more ref tables (a record moves between `second` and `lacks` when a put changes
+whether it has the fields).
 
 Each half is a `MemberIndex` of its own (index.py), so each plans its own LSH tables from
 its own rows (rtplan.py: the first CLKs' informative bits are not the fallback CLKs'), and
@@ -16,8 +22,8 @@ either half falls back to a full scan on its own when no plan reaches the design
 `search_batch` answers many queries against partners' indexes, with or without fallback
 CLKs, with the look-ups of every half of every index in one native call
 (`segment.search_batch`; matcher/realtime/lookups.py batches the queries that arrive
-together through it): a query against an index with a fallback CLK is one look-up of its
-fallback half, plus one of its first half when the query has the fields.
+together through it): a query against an index with a fallback CLK is a look-up of its
+first half and of `lacks` when the query has the fields, of `second` and `lacks` when not.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback, segment
 from blindmatch.matcher.core.index import MemberIndex
@@ -36,10 +43,12 @@ from blindmatch.matcher.core.segment import U64, Hits, Segment, Snapshot
 
 @dataclass(frozen=True)
 class FallbackSnapshot:
-    """What a query reads: both halves' snapshots and the refs lacking the fields."""
+    """What a query reads: the first halves', and the two parts of the fallback halves'
+    snapshots, and the refs lacking the fields."""
 
-    first: Snapshot
-    second: Snapshot
+    first: Snapshot  # every record's first CLK
+    second: Snapshot  # the fallback CLKs of the records that have the fields
+    lacks: Snapshot  # the fallback CLKs of the records that lack them
     lacking: frozenset[str] | set[str]
     cut: int  # 64-bit words of the first CLK
 
@@ -47,11 +56,13 @@ class FallbackSnapshot:
         """(ref, score) of every live record the rule scores at or above `threshold`."""
         q1, q2 = query[: self.cut], query[self.cut :]
         query_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
+
+        def second() -> Hits:
+            found = self.lacks.search(q2, threshold)
+            return self.second.search(q2, threshold) + found if query_lacks else found
+
         return fallback.query_hits(
-            query_lacks,
-            lambda: self.first.search(q1, threshold),
-            lambda: self.second.search(q2, threshold),
-            self.lacking,
+            query_lacks, lambda: self.first.search(q1, threshold), second, self.lacking
         )
 
 
@@ -74,13 +85,16 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
 
     Every look-up goes to `segment.search_batch` at once (one native call for the lot):
     an ask's plain snapshots with its whole queries; for each cut between first and
-    fallback CLK, the fallback halves with every query's fallback CLK, and the first
-    halves with the first CLKs of the queries that have the fields (a query that lacks
-    them is scored on fallback CLKs only, so its first half is never searched)."""
+    fallback CLK, the `lacks` parts with every query's fallback CLK, the first halves with
+    the first CLKs of the queries that have the fields, and the `second` parts with the
+    fallback CLKs of those that lack them (the rule scores a query that has the fields on
+    fallback CLKs only against records that lack them, and one that lacks them never on
+    first CLKs)."""
     plain: list[tuple[Mapping[str, Snapshot], U64, float]] = []
     # (ask, its snapshots with a fallback CLK at one cut, the queries that have the fields,
-    # where the first halves' ask is in `plain`: the fallback halves' is the next one)
-    halves: list[tuple[int, dict[str, FallbackSnapshot], list[int], int]] = []
+    # the queries that lack them, where the first halves' ask is in `plain`: the `lacks`
+    # parts' and the `second` parts' are the next two)
+    halves: list[tuple[int, dict[str, FallbackSnapshot], list[int], list[int], int]] = []
     own: list[int] = []  # where each ask's plain snapshots' look-ups are in `plain`
     for k, (snapshots, queries, threshold) in enumerate(asks):
         own.append(len(plain))
@@ -94,27 +108,36 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
         for cut, group in by_cut.items():
             q1 = np.ascontiguousarray(queries[:, :cut])
             q2 = np.ascontiguousarray(queries[:, cut:])
-            having = np.flatnonzero(~fallback.lacking(q1, q2))
-            halves.append((k, group, having.tolist(), len(plain)))
+            lacks = fallback.lacking(q1, q2)
+            having, lacking = np.flatnonzero(~lacks), np.flatnonzero(lacks)
+            halves.append((k, group, having.tolist(), lacking.tolist(), len(plain)))
             plain.append(({m: s.first for m, s in group.items()}, q1[having], threshold))
-            plain.append(({m: s.second for m, s in group.items()}, q2, threshold))
+            plain.append(({m: s.lacks for m, s in group.items()}, q2, threshold))
+            plain.append(({m: s.second for m, s in group.items()}, q2[lacking], threshold))
     found = segment.search_batch(plain)
     answers = [found[at] for at in own]
-    for k, group, has, at in halves:
+    for k, group, has, lack, at in halves:
         firsts = dict(zip(has, found[at], strict=True))
-        for i, seconds in enumerate(found[at + 1]):
-            mine = firsts.get(i, {})
+        seconds = dict(zip(lack, found[at + 2], strict=True))
+        for i, few in enumerate(found[at + 1]):
+            mine, rest = firsts.get(i, {}), seconds.get(i, {})
             for m, s in group.items():
                 answers[k][i][m] = fallback.query_hits(
-                    i not in firsts,
+                    i in seconds,
                     partial(mine.__getitem__, m),
-                    partial(seconds.__getitem__, m),
+                    partial(_joined, rest, few, m),
                     s.lacking,
                 )
     return [
         [{m: answer[m] for m in snapshots} for answer in answers[k]]
         for k, (snapshots, _, _) in enumerate(asks)
     ]
+
+
+def _joined(rest: Mapping[str, Hits], few: Mapping[str, Hits], member: str) -> Hits:
+    """A member's fallback-CLK hits: in `second` (searched for queries lacking the fields
+    only) and in `lacks`."""
+    return [*rest.get(member, ()), *few[member]]
 
 
 def searchable(words: U64, refs: Sequence[str], fallback_bits: int) -> Snapshot | FallbackSnapshot:
@@ -128,12 +151,13 @@ def searchable(words: U64, refs: Sequence[str], fallback_bits: int) -> Snapshot 
 @dataclass(eq=False)
 class FallbackIndex:
     """One member's standing index of CLKs with a fallback CLK (the `MemberIndex` calls a
-    standing index makes, over both halves)."""
+    standing index makes, over its three parts)."""
 
     clk_bits: int
     fallback_bits: int
-    first: MemberIndex
-    second: MemberIndex
+    first: MemberIndex  # every record's first CLK
+    second: MemberIndex  # the fallback CLKs of the records that have the fields
+    lacks: MemberIndex  # the fallback CLKs of the records that lack them
     # Refs of the records that lack the fallback's fields; changed in place by the writer
     # (a query reads one membership at a time).
     lacking: set[str] = field(default_factory=set)
@@ -157,32 +181,53 @@ class FallbackIndex:
         """An index built in one go; `clks` are whole CLKs, (n, clk_bits/64) words."""
         cut = (clk_bits - fallback_bits) // 64
         first, second = _halves(clks, cut)
+        lacks = _lacks(first, second)
+        having, lacking = np.flatnonzero(~lacks), np.flatnonzero(lacks)
+
+        def part(bits: int, rows: U64, rows_refs: Sequence[str]) -> MemberIndex:
+            return MemberIndex.load(
+                bits, rows_refs, rows, threshold=threshold, merge_cpus=merge_cpus
+            )
+
+        fallback_refs = [[refs[i] for i in having.tolist()], [refs[i] for i in lacking.tolist()]]
         index = cls(
             clk_bits,
             fallback_bits,
-            MemberIndex.load(
-                clk_bits - fallback_bits, refs, first, threshold=threshold, merge_cpus=merge_cpus
-            ),
-            MemberIndex.load(
-                fallback_bits, refs, second, threshold=threshold, merge_cpus=merge_cpus
-            ),
+            part(clk_bits - fallback_bits, first, refs),
+            part(fallback_bits, np.ascontiguousarray(second[having]), fallback_refs[0]),
+            part(fallback_bits, np.ascontiguousarray(second[lacking]), fallback_refs[1]),
         )
-        index.lacking = _lacking(refs, first, second)
+        index.lacking = set(fallback_refs[1])
         return index
 
     @property
     def snapshot(self) -> FallbackSnapshot:
-        return FallbackSnapshot(self.first.snapshot, self.second.snapshot, self.lacking, self.cut)
+        return FallbackSnapshot(
+            self.first.snapshot,
+            self.second.snapshot,
+            self.lacks.snapshot,
+            self.lacking,
+            self.cut,
+        )
 
     def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
-        """Put (add or replace) and remove records; the caller has checked the refs."""
+        """Put (add or replace) and remove records; the caller has checked the refs.
+
+        A record put goes to `second` or `lacks` as it has the fields or not, and out of
+        the other (where an earlier version of it may be)."""
         first, second = _halves(put_words, self.cut)
+        lacks = _lacks(first, second).tolist()
+        having = [i for i, lack in enumerate(lacks) if not lack]
+        lacking = [i for i, lack in enumerate(lacks) if lack]
+        having_refs = [put_refs[i] for i in having]
+        lacking_refs = [put_refs[i] for i in lacking]
         with self.lock:
             self.first.apply(put_refs, first, remove)
-            self.second.apply(put_refs, second, remove)
+            self.second.apply(having_refs, second[having], [*remove, *lacking_refs])
+            self.lacks.apply(lacking_refs, second[lacking], [*remove, *having_refs])
             self.lacking.difference_update(remove)
-            self.lacking.difference_update(put_refs)
-            self.lacking.update(_lacking(put_refs, first, second))
+            self.lacking.difference_update(having_refs)
+            self.lacking.update(lacking_refs)
 
     def __len__(self) -> int:
         return len(self.first)
@@ -195,20 +240,26 @@ class FallbackIndex:
 
     def clk(self, ref: str) -> U64:
         """The whole CLK stored under `ref` (KeyError when absent)."""
-        return np.concatenate([self.first.clk(ref), self.second.clk(ref)])
+        first = self.first.clk(ref)
+        with self.lock:
+            part = self.lacks if ref in self.lacking else self.second
+            return np.concatenate([first, part.clk(ref)])
+
+    @property
+    def parts(self) -> tuple[MemberIndex, MemberIndex, MemberIndex]:
+        return self.first, self.second, self.lacks
 
     @property
     def merging(self) -> bool:
-        return self.first.merging or self.second.merging
+        return any(part.merging for part in self.parts)
 
     def wait_merged(self, timeout: float | None = None) -> bool:
-        return self.first.wait_merged(timeout) and self.second.wait_merged(timeout)
+        return all(part.wait_merged(timeout) for part in self.parts)
 
 
 def _halves(words: U64, cut: int) -> tuple[U64, U64]:
     return np.ascontiguousarray(words[:, :cut]), np.ascontiguousarray(words[:, cut:])
 
 
-def _lacking(refs: Sequence[str], first: U64, second: U64) -> set[str]:
-    lacks = fallback.lacking(first, second).tolist() if len(refs) else []
-    return {ref for ref, lacks_it in zip(refs, lacks, strict=True) if lacks_it}
+def _lacks(first: U64, second: U64) -> npt.NDArray[np.bool_]:
+    return fallback.lacking(first, second) if len(first) else np.zeros(0, dtype=bool)

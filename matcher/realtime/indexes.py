@@ -103,26 +103,28 @@ class StandingIndexes:
 
         An index with a fallback CLK has tables for each half: its first halves warm up
         with the project's plain indexes of their width, its fallback halves apart (a
-        look-up mixes indexes of one CLK width only, and a member's halves are two)."""
+        look-up mixes indexes of one CLK width only, and a member's fallback halves are in
+        two parts: those of the records that have the fields and those that lack them)."""
         started, lookups, on_fallback = time.perf_counter(), 0, 0
         for project, members in self._by_project.items():
             threshold = self._threshold(project)
             if not threshold:
                 continue
-            # (fallback half?, words per CLK) -> {member: snapshot}
-            groups: dict[tuple[bool, int], dict[str, Snapshot]] = {}
+            # (part: 0 first or plain, 1 fallback having the fields, 2 lacking them; words
+            # per CLK) -> {member: snapshot}
+            groups: dict[tuple[int, int], dict[str, Snapshot]] = {}
             for m, index in members.items():
-                halves = (
-                    [(False, index.snapshot)]
+                parts = (
+                    [index.snapshot]
                     if isinstance(index, MemberIndex)
-                    else [(False, index.first.snapshot), (True, index.second.snapshot)]
+                    else [part.snapshot for part in index.parts]
                 )
-                for second, snap in halves:
-                    groups.setdefault((second, snap.main.words.shape[1]), {})[m] = snap
-            for (second, _), snapshots in groups.items():
+                for kind, snap in enumerate(parts):
+                    groups.setdefault((kind, snap.main.words.shape[1]), {})[m] = snap
+            for (kind, _), snapshots in groups.items():
                 ran = warm_up(snapshots, threshold)
                 lookups += ran
-                on_fallback += ran if second else 0
+                on_fallback += ran if kind else 0
         if lookups:
             log.info(
                 "warmed the standing indexes' look-up tables with %d look-ups in %.1f s "

@@ -1,0 +1,82 @@
+"""The real-time look-up alone against three standing indexes, through the matcher's own path.
+
+Three partners' indexes of N realistic records each (benchmarks/realclks.py, the default
+schema's whole 2,048-bit CLKs with their fallback CLK; the same rows for the three, as three
+separate copies, so they share the caches as three indexes do), built as the matcher builds
+them (`FallbackIndex.load` at threshold 0.8: tables planned from the rows), then asked
+Q single-record queries through `fallbackindex.search_batch`, the call the matcher's passes
+make: half other organisations' records of indexed people, half people no one holds. After
+Q/2 unmeasured queries, CPU ms a query (time.process_time) one query a pass and twenty a
+pass, two rounds, and the hits found (the same on any correct tree).
+
+`--tree PATH` runs another checkout's matcher code on the same data (an A/B against main:
+`git worktree add /tmp/bm-main main`, build its extension there with `python setup.py
+build_ext --inplace`, then `--tree /tmp/bm-main`; its blindmatch/ must be importable from it).
+
+    .venv/bin/python benchmarks/rtlookup.py                       # 3 x 1,000,000, 600 queries
+    .venv/bin/python benchmarks/rtlookup.py --records 200000 --tree /tmp/bm-main
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="per partner")
+    parser.add_argument("--queries", type=int, default=600)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose code runs")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(args.tree.resolve()))
+
+    import numpy as np
+
+    from benchmarks.realclks import layout, realistic_pair
+    from blindmatch.matcher.core.fallbackindex import FallbackIndex, search_batch
+    from blindmatch.matcher.core.segment import as_words
+
+    clk_bits, fallback_bits = layout()
+    pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
+    half = args.queries // 2
+    others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
+    refs = [f"r{i}" for i in range(len(pair.a))]
+    t0 = time.process_time()
+    snaps = {
+        m: FallbackIndex.load(
+            clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), threshold=0.8
+        ).snapshot
+        for m in ("north", "south", "east")
+    }
+    print(f"{args.tree}: 3 x {args.records:,} realistic records ({clk_bits}-bit CLKs, a "
+          f"{fallback_bits}-bit fallback CLK), built in {time.process_time() - t0:.0f} s CPU",
+          flush=True)  # fmt: skip
+    rng = np.random.default_rng(7)
+    shared = pair.b[pair.truth_b[rng.choice(len(pair.truth_b), half, replace=False)]]
+    queries = as_words(np.concatenate([shared, others[:half]]), clk_bits)
+    for q in queries[:half]:  # unmeasured
+        search_batch([(snaps, q[None, :], 0.8)])
+    for round_ in range(2):
+        t0 = time.process_time()
+        found = [search_batch([(snaps, q[None, :], 0.8)])[0][0] for q in queries]
+        one = (time.process_time() - t0) * 1000 / len(queries)
+        t0 = time.process_time()
+        for s in range(0, len(queries), 20):
+            search_batch([(snaps, q[None, :], 0.8) for q in queries[s : s + 20]])
+        twenty = (time.process_time() - t0) * 1000 / len(queries)
+        hits = sum(len(h) for answer in found for h in answer.values())
+        print(f"round {round_ + 1}: CPU ms a query {one:.2f} one a pass, {twenty:.2f} twenty a "
+              f"pass; {hits} hits", flush=True)  # fmt: skip
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
