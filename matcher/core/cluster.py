@@ -52,7 +52,15 @@ from blindmatch.matcher.core.executor import (
     rows_of,
 )
 from blindmatch.matcher.core.memory import keep_freed_memory
-from blindmatch.matcher.core.tasks import Rows, Task, TaskResult, combine, plan_tasks, run_task
+from blindmatch.matcher.core.tasks import (
+    BandTask,
+    Rows,
+    Task,
+    TaskResult,
+    combine,
+    plan_tasks,
+    run_task,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -399,10 +407,18 @@ class DaskExecutor:
         sources = _Sources(client, job, s.clks, planned)
         if not sources.scatter:
             self._check_files(client, job, sources)
-        # Small, shared by every task: held by the scheduler, recomputed if its worker dies.
-        plan = client.submit(_identity, lsh, key=f"blindmatch-plan-{secrets.token_hex(6)}")
+        # Small, shared by every task of their pairs: held by the scheduler, recomputed if
+        # its worker dies. One per plan (a plan per shape of pair, blocking.PairPlans).
+        token = secrets.token_hex(6)
+        if isinstance(lsh, blocking_.PairPlans):
+            plans = [
+                client.submit(_identity, p, key=f"blindmatch-plan-{token}-{k}")
+                for k, p in enumerate(lsh.plans)
+            ]
+        else:
+            plans = [client.submit(_identity, lsh, key=f"blindmatch-plan-{token}")]
         tally = Tally(planned, progress, tasks)
-        results = list(self._run(client, planned, sources, job.threshold, plan, tally, nthreads))
+        results = list(self._run(client, planned, sources, job.threshold, plans, tally, nthreads))
         return combine(results)
 
     def _check_files(self, client: Client, job: CompareJob, sources: _Sources) -> None:
@@ -424,7 +440,7 @@ class DaskExecutor:
         planned: Sequence[Task],
         sources: _Sources,
         threshold: float,
-        plan: Future,
+        plans: Sequence[Future],
         tally: Tally,
         nthreads: int,
     ) -> Iterator[TaskResult]:
@@ -438,6 +454,7 @@ class DaskExecutor:
 
         def submit(i: int, task: Task, attempt: int = 0) -> None:
             a, b = (sources.get(r) for r in task.inputs)
+            plan = plans[task.plan] if isinstance(task, BandTask) else None
             fut = client.submit(
                 compare_remote, task, a, b, threshold, plan,
                 key=f"blindmatch-compare-{token}-{i}-{attempt}", pure=False,

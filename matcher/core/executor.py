@@ -25,7 +25,15 @@ import numpy.typing as npt
 from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, Candidates
 from blindmatch.matcher.core.memory import release_free_memory
-from blindmatch.matcher.core.tasks import Rows, Task, TaskResult, combine, plan_tasks, run_task
+from blindmatch.matcher.core.tasks import (
+    Rows,
+    Task,
+    TaskResult,
+    combine,
+    plan_of,
+    plan_tasks,
+    run_task,
+)
 
 Clks = npt.NDArray[np.uint8]
 # (stage, done, total): work units of a stage (comparisons, or bands of pairs with LSH).
@@ -66,23 +74,25 @@ class CompareJob:
     method: str
     columns: int | None = None
     files: Sequence[ClkFile] | None = None
-    lsh: blocking_.LshPlan | None = None  # planned already (usecases.runs); else planned here
+    # Planned already (usecases.runs: a plan per shape of pair), or one plan for every pair;
+    # else planned here.
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None = None
 
     @property
     def sizes(self) -> list[int]:
         return [len(d) for d in self.datasets]
 
-    def lsh_plan(self) -> blocking_.LshPlan | None:
-        """The LSH plan of an `lsh` job; an error when no plan reaches the target recall
-        (usecases.runs.match plans first and compares exhaustively then)."""
+    def lsh_plan(self) -> blocking_.LshPlan | blocking_.PairPlans | None:
+        """The LSH plans of an `lsh` job; an error when no pair has a plan reaching the
+        target recall (usecases.runs.match plans first and compares exhaustively then)."""
         if self.method != "lsh":
             return None
-        found = self.lsh or blocking_.plan(self.datasets, self.threshold)
+        found = self.lsh or blocking_.plan_pairs(self.datasets, self.threshold)
         if isinstance(found, blocking_.NoPlan):
             raise blocking_.LshPlanError(found.message)
         return found
 
-    def band_rows(self, lsh: blocking_.LshPlan | None, workers: int) -> int:
+    def band_rows(self, lsh: blocking_.LshPlan | blocking_.PairPlans | None, workers: int) -> int:
         """Rows of keys per band task: runs of bands long enough to amortise reading the
         rows (keys are computed for `blocking` groups of bands in one pass), short enough
         for about 8 tasks a worker."""
@@ -180,7 +190,7 @@ class ThreadExecutor:
 
             def one(task: Task) -> TaskResult:
                 a, b = (rows_of(datasets, r) for r in task.inputs)
-                return run_task(task, a, b, t, lsh)
+                return run_task(task, a, b, t, plan_of(task, lsh))
 
             tally = Tally(planned, progress, tasks)
             for _, res in run_bounded(pool, one, planned, 2 * self.workers):
