@@ -18,7 +18,9 @@ of each worker, and what the model of `costs` predicts for that run.
 anchor), Dask's overhead per task (thousands of tiny tasks on one worker, beside the same on
 the matcher's threads), the cost of one LSH band task for each shape of pair the projection
 needs, and the matcher-side solve rate; then projects the wall time and worker count of the
-national scenarios (docs/scale.md).
+national scenarios (docs/scale.md), first under one plan for the whole run (as runs were
+planned before), then under a plan per shape of pair (`blocking.plan_pairs`, what runs do:
+a shape the planner compares exhaustively is costed at the measured exhaustive CPU rate).
 
 `index` measures the standing index's look-up (one query against one member's main segment
 with its LSH tables, in-process, as `matcher.index` does it) at several sizes, as µs per
@@ -252,7 +254,8 @@ def data(kind: str, count: int, records: int, seed: int) -> list[np.ndarray]:
 
 @dataclass
 class Shape:
-    """A kind of pair in a scenario: how many such pairs, their sizes, bands and band cost."""
+    """A kind of pair in a scenario: how many such pairs, their sizes, bands and band cost;
+    or, for pairs compared exhaustively (no bands), the CPU seconds of one such pair."""
 
     name: str
     pairs: int
@@ -260,16 +263,19 @@ class Shape:
     n_b: int
     bands: int = 0
     band_s: float = 0.0
+    dense_s: float = 0.0
 
     @property
     def core_seconds(self) -> float:
-        return self.pairs * self.bands * self.band_s
+        return self.pairs * (self.bands * self.band_s if self.bands else self.dense_s)
 
     def tasks(self, task_comparisons: int = TASK_COMPARISONS) -> int:
         """Tasks as the Dask executor plans them (core.cluster, core.tasks.plan_tasks)."""
         from blindmatch.matcher.core.cluster import BAND_ROWS_PER_COMPARISON
         from blindmatch.matcher.core.executor import BANDS_PER_TASK
 
+        if not self.bands:
+            return self.pairs * math.ceil(self.n_a * self.n_b / task_comparisons)
         band_rows = int(task_comparisons * BAND_ROWS_PER_COMPARISON)
         per_task = max(1, band_rows // (self.n_a + self.n_b), BANDS_PER_TASK)
         per_task = min(self.bands, per_task)
@@ -284,9 +290,14 @@ def project(
     solve_s = candidates / solve_rate
     print(f"\n{name}")
     for s in shapes:
+        how = (
+            f"{s.bands} bands, {s.band_s * 1000:.1f} ms a band"
+            if s.bands
+            else f"every pair of rows, {s.dense_s:,.2f} s a pair"
+        )
         print(
-            f"  {s.name}: {s.pairs:,} pairs of {s.n_a:,} x {s.n_b:,}, {s.bands} bands, "
-            f"{s.band_s * 1000:.1f} ms a band -> {s.core_seconds / 3600:,.1f} core-hours"
+            f"  {s.name}: {s.pairs:,} pairs of {s.n_a:,} x {s.n_b:,}, {how} -> "
+            f"{s.core_seconds / 3600:,.1f} core-hours"
         )
     print(
         f"  comparing: {core_s / 3600:,.1f} core-hours in {tasks:,} tasks "
@@ -313,13 +324,15 @@ def costs(args: argparse.Namespace) -> None:
     else:
         print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
         big_a, big_b = members(2, 1_000_000, seed=8)
-    dense_a, dense_b = big_a[:20_000], big_b[:20_000]
-    start = time.perf_counter()
+    # A retailer against a force's rows: 10,000 x 250,000, exhaustive tasks on one thread.
+    dense_a, dense_b = big_a[:10_000], big_b[:250_000]
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = timed(ThreadExecutor(1), CompareJob([dense_a, dense_b], THRESHOLD, "exhaustive"))
     rate = out.comparisons / (time.perf_counter() - start)
+    dense_cpu = out.comparisons / (time.process_time() - cpu_start)
     print(
-        f"exhaustive tasks, one thread: {rate / 1e6:,.0f} M comparisons/s "
-        f"({rate / anchor:.1f}x anchor)"
+        f"exhaustive tasks, one thread (10,000 x 250,000): {rate / 1e6:,.0f} M comparisons/s "
+        f"of wall time ({rate / anchor:.1f}x anchor), {dense_cpu / 1e6:,.0f} M a CPU second"
     )
 
     cpu0 = _usage()[1]
@@ -426,6 +439,44 @@ def costs(args: argparse.Namespace) -> None:
         nightly, dask_s, solve_rate, candidates(nightly, ov),
     )  # fmt: skip
 
+    # A plan per shape of pair (core.blocking.plan_pairs, what runs use): each shape gets
+    # the plan that costs it least, or is compared exhaustively where that is cheaper.
+    def own(label: str, pairs: int, n_a: int, n_b: int) -> Shape:
+        found = blocking.plan_pairs([big_a, big_b], THRESHOLD, sizes=[n_a, n_b])
+        if isinstance(found, blocking.NoPlan):
+            print(f"  plan for {label} alone: none, every pair of rows ({found.message})")
+            return Shape(label, pairs, n_a, n_b, dense_s=n_a * n_b / dense_cpu)
+        lsh = found.plans[0]
+        plans[f"{label} alone"] = lsh
+        print(f"  plan for {label} alone: {lsh.bands} bands of {lsh.bits_per_band} bits, "
+              f"design recall {lsh.design_recall:.4f}")  # fmt: skip
+        return shape(f"{label} alone", label, pairs, n_a, n_b)
+
+    print("\na plan per shape of pair (core.blocking.plan_pairs):")
+    per_forces = [own("1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000)]
+    per_retail = [
+        *per_forces,
+        own("10k x 1M", 43 * 300, 10_000, 1_000_000),
+        own("10k x 10k", 300 * 299 // 2, 10_000, 10_000),
+    ]
+    per_nightly = [
+        own("50k x 1M", 2 * 903, 50_000, 1_000_000),
+        own("500 x 10k", 2 * 44_850, 500, 10_000),
+        own("500 x 1M", 2 * 12_900, 500, 1_000_000),
+    ]
+    project(
+        "43 forces x 1,000,000, a plan per shape of pair",
+        per_forces, dask_s, solve_rate, candidates(per_forces, ov),
+    )  # fmt: skip
+    project(
+        "the same plus 300 retailers x 10,000, a plan per shape of pair",
+        per_retail, dask_s, solve_rate, candidates(per_retail, ov),
+    )  # fmt: skip
+    project(
+        "nightly delta, a plan per shape of pair (not built; see docs/scale.md)",
+        per_nightly, dask_s, solve_rate, candidates(per_nightly, ov),
+    )  # fmt: skip
+
 
 # -- the same run, in-process and on Dask --------------------------------------------------
 
@@ -453,7 +504,7 @@ def same_run(args: argparse.Namespace) -> None:
             assert isinstance(found, blocking.LshPlan), found
             fixed = found
         job = CompareJob(mapped, THRESHOLD, args.blocking, files=files, lsh=fixed)
-        lsh = job.lsh_plan()
+        lsh = fixed  # one plan: these runs' members are all of one size
         planned = plan_tasks(job.sizes, args.blocking, lsh, band_rows=job.band_rows(lsh, 2))
         print(
             f"plan: {len(planned)} tasks on 2 threads"

@@ -33,6 +33,12 @@ more than comparing every pair, `plan` returns a `NoPlan` saying why, and the
 run compares exhaustively (usecases.runs): a plan whose design recall is below
 the target is never used.
 
+A run plans each shape of pair on its own (`plan_pairs`, what usecases.runs
+uses): the statistics above are measured once over all the members, and each
+pair of member sizes gets the bands that cost it least, or is compared
+exhaustively, that pair only, where no plan reaches the target or one would
+cost more. Two 1M members keep their long keys when 10k members join the run.
+
 The bands come from a public seed: members need no extra secret and upload
 nothing extra. The comparing itself is native (`_lshbatch.c`, `compare_bands`):
 keys computed for a group of bands in one pass, counting-sorted per band, and
