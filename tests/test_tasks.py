@@ -10,6 +10,7 @@ import pytest
 
 from blindmatch.matcher.core import blocking
 from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.executor import CompareJob, ThreadExecutor
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.tasks import (
     BandTask,
@@ -124,6 +125,25 @@ def test_a_plan_per_shape_of_pair_compares_each_pair_under_its_own_plan() -> Non
             expected.update({(x, y, int(i), int(j)): v for v, i, j in zip(s, ia, ib, strict=True)})
     assert found == expected and len(found) > 100
     assert {(x, y) for x, y, _, _ in found} == {(x, y) for x in range(4) for y in range(x + 1, 4)}
+
+
+def test_a_run_mixing_bands_and_exhaustive_pairs_reports_progress_in_one_unit() -> None:
+    datasets = clks(6, (400, 300, 200, 150))
+    plans = blocking.plan_pairs(datasets, 0.8, sizes=[1_000_000, 100_000, 5_000, 500])
+    assert isinstance(plans, blocking.PairPlans) and plans.exhaustive
+    reports: list[tuple[int, int]] = []
+    job = CompareJob(datasets, 0.8, "lsh", lsh=plans)
+    ThreadExecutor(2, chunk_comparisons=10_000).compare(
+        job, lambda stage, done, total: reports.append((done, total)), lambda *a: None
+    )
+    # The three exhaustive pairs' comparisons, and each band as 87 comparisons a row of its
+    # two members: the bands are not lost beside the comparisons (a band of 400 + 300 rows
+    # counts 60,900), and the bar ends full.
+    bands = sum(plans.plans[k].bands * (len(datasets[x]) + len(datasets[y])) * 87
+                for (x, y), k in plans.pairs.items())  # fmt: skip
+    assert reports[0] == (0, 150 * 900 + bands)
+    assert reports[-1] == (150 * 900 + bands, 150 * 900 + bands)
+    assert all(a[0] <= b[0] for a, b in zip(reports, reports[1:], strict=False))
 
 
 def test_a_task_given_the_wrong_rows_refuses() -> None:

@@ -26,6 +26,7 @@ from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, Candidates
 from blindmatch.matcher.core.memory import release_free_memory
 from blindmatch.matcher.core.tasks import (
+    BandTask,
     Rows,
     Task,
     TaskResult,
@@ -137,11 +138,26 @@ def run_bounded(
         yield done, fut.result()
 
 
+def work_units(tasks: Sequence[Task]) -> Callable[[Task], int]:
+    """A task's work units for progress: its own (comparisons, or bands), except in a run
+    that mixes both (a plan per shape of pair comparing some pairs exhaustively), where a
+    band counts as the comparisons its keys cost, about the planner's row cost over its
+    dense cost for each row of the two members."""
+    kinds = {type(t) for t in tasks}
+    if BandTask not in kinds or len(kinds) == 1:
+        return lambda t: t.units
+    per_row = round(blocking_.COST_ROW / blocking_.COST_DENSE)
+    return lambda t: (
+        t.units * (t.size_a + t.size_b) * per_row if isinstance(t, BandTask) else t.units
+    )
+
+
 class Tally:
     """Progress of a run's tasks: work units and tasks done, reported as results come in."""
 
     def __init__(self, tasks: Sequence[Task], progress: Progress, task_progress: TaskProgress):
-        self.total = sum(t.units for t in tasks)
+        self.units = work_units(tasks)
+        self.total = sum(self.units(t) for t in tasks)
         self.count = len(tasks)
         self.done = 0
         self.finished = 0
@@ -151,7 +167,7 @@ class Tally:
         progress("compare", 0, self.total)
 
     def add(self, result: TaskResult) -> None:
-        self.done += result.task.units
+        self.done += self.units(result.task)
         self.finished += 1
         self.task_progress(self.finished, self.count)
         self.progress("compare", self.done, self.total)
