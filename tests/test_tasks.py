@@ -3,6 +3,7 @@ candidates are the same pairs with the same scores."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -143,7 +144,7 @@ def test_a_run_mixing_bands_and_exhaustive_pairs_reports_progress_in_one_unit() 
                 for (x, y), k in plans.pairs.items())  # fmt: skip
     assert reports[0] == (0, 150 * 900 + bands)
     assert reports[-1] == (150 * 900 + bands, 150 * 900 + bands)
-    assert all(a[0] <= b[0] for a, b in zip(reports, reports[1:], strict=False))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(reports))
 
 
 def test_a_task_given_the_wrong_rows_refuses() -> None:
