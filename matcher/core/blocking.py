@@ -33,11 +33,10 @@ more than comparing every pair, `plan` returns a `NoPlan` saying why, and the
 run compares exhaustively (usecases.runs): a plan whose design recall is below
 the target is never used.
 
-A run plans each shape of pair on its own (`plan_pairs`, what usecases.runs
-uses): the statistics above are measured once over all the members, and each
-pair of member sizes gets the bands that cost it least, or is compared
-exhaustively, that pair only, where no plan reaches the target or one would
-cost more. Two 1M members keep their long keys when 10k members join the run.
+A run plans each shape of pair on its own (`plan_pairs`, usecases.runs): the
+statistics once over all the members, then for each pair of member sizes the
+cheapest bands, or every pair of rows for that pair only where no plan reaches
+the target or one would cost more.
 
 The bands come from a public seed: members need no extra secret and upload
 nothing extra. The comparing itself is native (`_lshbatch.c`, `compare_bands`):
@@ -50,6 +49,7 @@ Everything here is pure: arrays in, arrays out.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,10 +267,6 @@ def _draw(
     return LshPlan(positions.astype(np.int32), threshold, achieved, comparisons, found.m)
 
 
-def _pairs(count: int) -> list[tuple[int, int]]:
-    return [(x, y) for x in range(count) for y in range(x + 1, count)]
-
-
 def plan(
     datasets: Sequence[Clks],
     threshold: float,
@@ -293,7 +289,7 @@ def plan(
     found = _measure(datasets, sizes, threshold, recall, seed, sample, pairs)
     if isinstance(found, NoPlan):
         return found
-    shapes = [(sizes[x], sizes[y]) for x, y in _pairs(len(sizes))]
+    shapes = [(sizes[x], sizes[y]) for x, y in itertools.combinations(range(len(sizes)), 2)]
     chosen = _choose(found, shapes, recall, max_bands, bits_per_band)
     if isinstance(chosen, NoPlan):
         return chosen
@@ -313,11 +309,10 @@ class PairPlans:
     @classmethod
     def single(cls, lsh: LshPlan, count: int) -> PairPlans:
         """Every pair of `count` datasets under one plan."""
-        return cls((lsh,), dict.fromkeys(_pairs(count), 0), {})
+        return cls((lsh,), dict.fromkeys(itertools.combinations(range(count), 2), 0), {})
 
     @property
-    def bands(self) -> int:
-        """The most bands any pair is compared in."""
+    def bands(self) -> int:  # the most bands any pair is compared in
         return max((p.bands for p in self.plans), default=0)
 
     def describe(self) -> list[str]:
@@ -355,7 +350,7 @@ def plan_pairs(
         return found
     chosen: dict[tuple[int, int], tuple[int, int, float] | NoPlan] = {}
     shape_of: dict[tuple[int, int], tuple[int, int]] = {}
-    for x, y in _pairs(len(sizes)):
+    for x, y in itertools.combinations(range(len(sizes)), 2):
         shape = (min(sizes[x], sizes[y]), max(sizes[x], sizes[y]))
         shape_of[(x, y)] = shape
         if shape not in chosen:

@@ -52,15 +52,7 @@ from blindmatch.matcher.core.executor import (
     rows_of,
 )
 from blindmatch.matcher.core.memory import keep_freed_memory
-from blindmatch.matcher.core.tasks import (
-    BandTask,
-    Rows,
-    Task,
-    TaskResult,
-    combine,
-    plan_tasks,
-    run_task,
-)
+from blindmatch.matcher.core.tasks import Rows, Task, TaskResult, combine, plan_tasks, run_task
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -249,7 +241,7 @@ def compare_remote(
     a: SharedRows | Clks,
     b: SharedRows | Clks,
     threshold: float,
-    lsh: blocking_.LshPlan | None,
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None,
 ) -> TaskResult:
     """One task on a worker: its rows (read here, or scattered to it) in, candidates out."""
     keep_freed_memory()
@@ -407,18 +399,13 @@ class DaskExecutor:
         sources = _Sources(client, job, s.clks, planned)
         if not sources.scatter:
             self._check_files(client, job, sources)
-        # Small, shared by every task of their pairs: held by the scheduler, recomputed if
-        # its worker dies. One per plan (a plan per shape of pair, blocking.PairPlans).
-        token = secrets.token_hex(6)
+        # Small, shared by every task: held by the scheduler, recomputed if its worker dies.
+        # A band task takes its pair's plan from the run's plans (not the map of pairs).
         if isinstance(lsh, blocking_.PairPlans):
-            plans = [
-                client.submit(_identity, p, key=f"blindmatch-plan-{token}-{k}")
-                for k, p in enumerate(lsh.plans)
-            ]
-        else:
-            plans = [client.submit(_identity, lsh, key=f"blindmatch-plan-{token}")]
+            lsh = blocking_.PairPlans(lsh.plans, {}, {})
+        plan = client.submit(_identity, lsh, key=f"blindmatch-plan-{secrets.token_hex(6)}")
         tally = Tally(planned, progress, tasks)
-        results = list(self._run(client, planned, sources, job.threshold, plans, tally, nthreads))
+        results = list(self._run(client, planned, sources, job.threshold, plan, tally, nthreads))
         return combine(results)
 
     def _check_files(self, client: Client, job: CompareJob, sources: _Sources) -> None:
@@ -440,7 +427,7 @@ class DaskExecutor:
         planned: Sequence[Task],
         sources: _Sources,
         threshold: float,
-        plans: Sequence[Future],
+        plan: Future,
         tally: Tally,
         nthreads: int,
     ) -> Iterator[TaskResult]:
@@ -454,7 +441,6 @@ class DaskExecutor:
 
         def submit(i: int, task: Task, attempt: int = 0) -> None:
             a, b = (sources.get(r) for r in task.inputs)
-            plan = plans[task.plan] if isinstance(task, BandTask) else None
             fut = client.submit(
                 compare_remote, task, a, b, threshold, plan,
                 key=f"blindmatch-compare-{token}-{i}-{attempt}", pure=False,

@@ -31,7 +31,6 @@ from blindmatch.matcher.core.tasks import (
     Task,
     TaskResult,
     combine,
-    plan_of,
     plan_tasks,
     run_task,
 )
@@ -206,7 +205,7 @@ class ThreadExecutor:
 
             def one(task: Task) -> TaskResult:
                 a, b = (rows_of(datasets, r) for r in task.inputs)
-                return run_task(task, a, b, t, plan_of(task, lsh))
+                return run_task(task, a, b, t, lsh)
 
             tally = Tally(planned, progress, tasks)
             for _, res in run_bounded(pool, one, planned, 2 * self.workers):

@@ -171,9 +171,11 @@ def run_task(
     a: Clks,
     b: Clks,
     threshold: float,
-    lsh: blocking_.LshPlan | None = None,
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None = None,
 ) -> TaskResult:
-    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names."""
+    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names;
+    `lsh` the run's plan, or its plans (a band task takes the one it names)."""
+    lsh = plan_of(task, lsh)
     ra, rb = task.inputs
     if (len(a), len(b)) != (len(ra), len(rb)):
         raise ValueError(
