@@ -18,7 +18,9 @@ of each worker, and what the model of `costs` predicts for that run.
 anchor), Dask's overhead per task (thousands of tiny tasks on one worker, beside the same on
 the matcher's threads), the cost of one LSH band task for each shape of pair the projection
 needs, and the matcher-side solve rate; then projects the wall time and worker count of the
-national scenarios (docs/scale.md).
+national scenarios (docs/scale.md), first under one plan for the whole run (as runs were
+planned before), then under a plan per shape of pair (`blocking.plan_pairs`, what runs do:
+a shape the planner compares exhaustively is costed at the measured exhaustive CPU rate).
 
 `index` measures the standing index's look-up (one query against one member's main segment
 with its LSH tables, in-process, as `matcher.index` does it) at several sizes, as µs per
@@ -167,14 +169,14 @@ def timed(executor: Executor, job: CompareJob) -> Outcome:
 # -- measured unit costs -------------------------------------------------------------------
 
 
-def anonlink_rate(n: int = 3_000) -> float:
+def anonlink_rate(n: int = 6_000) -> float:
     """Comparisons a second of anonlink's dice_coefficient_accelerated on one core (anchor)."""
     a, b = members(2, n, seed=3)
     ba = [bitarray(bytes(r)) for r in a]  # type: ignore[call-arg]
     bb = [bitarray(bytes(r)) for r in b]  # type: ignore[call-arg]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: one thread, whatever else the machine runs
     dice_coefficient_accelerated((ba, bb), THRESHOLD)
-    return n * n / (time.perf_counter() - start)
+    return n * n / (time.process_time() - start)
 
 
 def overhead_per_task(executor: Executor, tasks: int = 2_000) -> tuple[float, int]:
@@ -221,16 +223,25 @@ def band_seconds(
 def realistic_members(count: int, records: int) -> list[np.ndarray]:
     """`count` members of `records` realistic CLKs (benchmarks/realclks.py: the default
     schema's record-level CLKs, what batch LSH compares): consecutive slices of the cached
-    1,000,000 x 1,000,000 pair, taken from A and B in turn (B shares 10% of A's people)."""
+    1,000,000 x 1,000,000 pair, taken from A and B in turn (B shares 10% of A's people).
+    Members past that pair's 2,000,000 records are slices of one more export in A's style
+    of other people (seed 1, encoded and cached on first use): they share no one with the
+    others, only namesakes and relatives."""
     from benchmarks.realclks import load_realistic
 
-    if math.ceil(count / 2) * records > 1_000_000:
-        raise SystemExit("realistic members: at most 1,000,000 records from each of A and B")
+    if records > 1_000_000:
+        raise SystemExit("realistic members: at most 1,000,000 records each")
+    first = min(count, 2 * (1_000_000 // records))
     pair = load_realistic(1_000_000, 1_000_000)
-    return [
+    found = [
         np.ascontiguousarray(pair[k % 2][(k // 2) * records : (k // 2 + 1) * records])
-        for k in range(count)
+        for k in range(first)
     ]
+    rest = count - first
+    if rest:
+        extra, _ = load_realistic(rest * records, 0, seed=1)
+        found += [np.ascontiguousarray(extra[k * records : (k + 1) * records]) for k in range(rest)]
+    return found
 
 
 def data(kind: str, count: int, records: int, seed: int) -> list[np.ndarray]:
@@ -243,7 +254,8 @@ def data(kind: str, count: int, records: int, seed: int) -> list[np.ndarray]:
 
 @dataclass
 class Shape:
-    """A kind of pair in a scenario: how many such pairs, their sizes, bands and band cost."""
+    """A kind of pair in a scenario: how many such pairs, their sizes, bands and band cost;
+    or, for pairs compared exhaustively (no bands), the CPU seconds of one such pair."""
 
     name: str
     pairs: int
@@ -251,16 +263,19 @@ class Shape:
     n_b: int
     bands: int = 0
     band_s: float = 0.0
+    dense_s: float = 0.0
 
     @property
     def core_seconds(self) -> float:
-        return self.pairs * self.bands * self.band_s
+        return self.pairs * (self.bands * self.band_s if self.bands else self.dense_s)
 
     def tasks(self, task_comparisons: int = TASK_COMPARISONS) -> int:
         """Tasks as the Dask executor plans them (core.cluster, core.tasks.plan_tasks)."""
         from blindmatch.matcher.core.cluster import BAND_ROWS_PER_COMPARISON
         from blindmatch.matcher.core.executor import BANDS_PER_TASK
 
+        if not self.bands:
+            return self.pairs * math.ceil(self.n_a * self.n_b / task_comparisons)
         band_rows = int(task_comparisons * BAND_ROWS_PER_COMPARISON)
         per_task = max(1, band_rows // (self.n_a + self.n_b), BANDS_PER_TASK)
         per_task = min(self.bands, per_task)
@@ -275,9 +290,14 @@ def project(
     solve_s = candidates / solve_rate
     print(f"\n{name}")
     for s in shapes:
+        how = (
+            f"{s.bands} bands, {s.band_s * 1000:.1f} ms a band"
+            if s.bands
+            else f"every pair of rows, {s.dense_s:,.2f} s a pair"
+        )
         print(
-            f"  {s.name}: {s.pairs:,} pairs of {s.n_a:,} x {s.n_b:,}, {s.bands} bands, "
-            f"{s.band_s * 1000:.1f} ms a band -> {s.core_seconds / 3600:,.1f} core-hours"
+            f"  {s.name}: {s.pairs:,} pairs of {s.n_a:,} x {s.n_b:,}, {how} -> "
+            f"{s.core_seconds / 3600:,.1f} core-hours"
         )
     print(
         f"  comparing: {core_s / 3600:,.1f} core-hours in {tasks:,} tasks "
@@ -304,13 +324,16 @@ def costs(args: argparse.Namespace) -> None:
     else:
         print("generating 2 x 1,000,000 synthetic CLKs for the band costs ...", flush=True)
         big_a, big_b = members(2, 1_000_000, seed=8)
-    dense_a, dense_b = big_a[:20_000], big_b[:20_000]
-    start = time.perf_counter()
+    # A retailer against a force's rows: 10,000 x 250,000, exhaustive tasks on one thread.
+    dense_a, dense_b = big_a[:10_000], big_b[:250_000]
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = timed(ThreadExecutor(1), CompareJob([dense_a, dense_b], THRESHOLD, "exhaustive"))
     rate = out.comparisons / (time.perf_counter() - start)
+    dense_cpu = out.comparisons / (time.process_time() - cpu_start)
     print(
-        f"exhaustive tasks, one thread: {rate / 1e6:,.0f} M comparisons/s "
-        f"({rate / anchor:.1f}x anchor)"
+        f"exhaustive tasks, one thread (10,000 x 250,000): {rate / 1e6:,.0f} M comparisons/s "
+        f"of wall time, {dense_cpu / 1e6:,.0f} M a CPU second ({dense_cpu / anchor:.1f}x the "
+        "anchor's CPU rate)"
     )
 
     cpu0 = _usage()[1]
@@ -361,10 +384,13 @@ def costs(args: argparse.Namespace) -> None:
     n = 200_000
     task = BandTask(0, n, 1, n, 0, lsh.bands)
     found = run_task(task, big_a[:n], big_b[:n], THRESHOLD, lsh).candidates
-    start = time.perf_counter()
+    start = time.process_time()  # one thread: its CPU time is its time on an idle core
     solve(merge([found]))
-    solve_rate = len(found) / (time.perf_counter() - start)
-    print(f"solve (merge + greedy, matcher): {solve_rate:,.0f} candidates/s ({len(found):,})")
+    solve_rate = len(found) / (time.process_time() - start)
+    print(
+        f"solve (merge + greedy, matcher): {solve_rate:,.0f} candidates a CPU second "
+        f"({len(found):,})"
+    )
     # Candidates of different people at the threshold (namesakes, relatives): with real
     # encodings a share of every pair of records, on top of the people members share.
     false_rate = 0.0
@@ -401,11 +427,11 @@ def costs(args: argparse.Namespace) -> None:
     ov = args.overlap
     project(
         f"43 forces x 1,000,000, all pairs, LSH (overlap {ov:.0%} a pair)",
-        forces, dask_s, solve_rate, candidates(forces, ov),
+        forces, dask_cpu, solve_rate, candidates(forces, ov),
     )  # fmt: skip
     project(
         "the same plus 300 retailers x 10,000",
-        with_retail, dask_s, solve_rate, candidates(with_retail, ov),
+        with_retail, dask_cpu, solve_rate, candidates(with_retail, ov),
     )  # fmt: skip
     nightly = [
         shape("with retailers", "50k x 1M", 2 * 903, 50_000, 1_000_000),
@@ -414,7 +440,45 @@ def costs(args: argparse.Namespace) -> None:
     ]
     project(
         "nightly: the 5% that changed against everyone (a delta run: not built; see docs/scale.md)",
-        nightly, dask_s, solve_rate, candidates(nightly, ov),
+        nightly, dask_cpu, solve_rate, candidates(nightly, ov),
+    )  # fmt: skip
+
+    # A plan per shape of pair (core.blocking.plan_pairs, what runs use): each shape gets
+    # the plan that costs it least, or is compared exhaustively where that is cheaper.
+    def own(label: str, pairs: int, n_a: int, n_b: int) -> Shape:
+        found = blocking.plan_pairs([big_a, big_b], THRESHOLD, sizes=[n_a, n_b])
+        if isinstance(found, blocking.NoPlan):
+            print(f"  plan for {label} alone: none, every pair of rows ({found.message})")
+            return Shape(label, pairs, n_a, n_b, dense_s=n_a * n_b / dense_cpu)
+        lsh = found.plans[0]
+        plans[f"{label} alone"] = lsh
+        print(f"  plan for {label} alone: {lsh.bands} bands of {lsh.bits_per_band} bits, "
+              f"design recall {lsh.design_recall:.4f}")  # fmt: skip
+        return shape(f"{label} alone", label, pairs, n_a, n_b)
+
+    print("\na plan per shape of pair (core.blocking.plan_pairs):")
+    per_forces = [own("1M x 1M", 43 * 42 // 2, 1_000_000, 1_000_000)]
+    per_retail = [
+        *per_forces,
+        own("10k x 1M", 43 * 300, 10_000, 1_000_000),
+        own("10k x 10k", 300 * 299 // 2, 10_000, 10_000),
+    ]
+    per_nightly = [
+        own("50k x 1M", 2 * 903, 50_000, 1_000_000),
+        own("500 x 10k", 2 * 44_850, 500, 10_000),
+        own("500 x 1M", 2 * 12_900, 500, 1_000_000),
+    ]
+    project(
+        "43 forces x 1,000,000, a plan per shape of pair",
+        per_forces, dask_cpu, solve_rate, candidates(per_forces, ov),
+    )  # fmt: skip
+    project(
+        "the same plus 300 retailers x 10,000, a plan per shape of pair",
+        per_retail, dask_cpu, solve_rate, candidates(per_retail, ov),
+    )  # fmt: skip
+    project(
+        "nightly delta, a plan per shape of pair (not built; see docs/scale.md)",
+        per_nightly, dask_cpu, solve_rate, candidates(per_nightly, ov),
     )  # fmt: skip
 
 
@@ -444,7 +508,7 @@ def same_run(args: argparse.Namespace) -> None:
             assert isinstance(found, blocking.LshPlan), found
             fixed = found
         job = CompareJob(mapped, THRESHOLD, args.blocking, files=files, lsh=fixed)
-        lsh = job.lsh_plan()
+        lsh = fixed  # one plan: these runs' members are all of one size
         planned = plan_tasks(job.sizes, args.blocking, lsh, band_rows=job.band_rows(lsh, 2))
         print(
             f"plan: {len(planned)} tasks on 2 threads"
@@ -513,32 +577,51 @@ class Echo:
 def index(args: argparse.Namespace) -> None:
     from blindmatch.matcher.core.index import Segment, as_words
 
-    print(f"index: {load()}")
+    print(f"index: {args.kind} CLKs; {load()}")
     largest = max(args.sizes)
-    print(f"generating 2 x {largest:,} synthetic CLKs ...", flush=True)
-    rows, queries = members(2, largest, overlap=0.5, seed=12)
-    asked = as_words(queries[: args.queries], 1024)
+    if args.kind == "realistic":
+        # A's record-level CLKs are the index (past 1,000,000 rows, followed by the seed-1
+        # export's: `realistic_members`); the queries are B's, half of them people A holds
+        # (the truth of the cached pair) and half people it does not.
+        from benchmarks.realclks import load_realistic, realistic_pair
+
+        pair = realistic_pair(1_000_000, 1_000_000)
+        rows = pair.a
+        if largest > len(rows):
+            extra, _ = load_realistic(largest - len(rows), 0, seed=1)
+            rows = np.concatenate([rows, extra])
+        held = pair.truth_b[pair.truth_a < min(args.sizes)][: args.queries // 2]
+        others = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)[: args.queries - len(held)]
+        queries = pair.b[np.concatenate([held, others])]
+    else:
+        print(f"generating 2 x {largest:,} synthetic CLKs ...", flush=True)
+        rows, queries = members(2, largest, overlap=0.5, seed=12)
+    asked = as_words(np.ascontiguousarray(queries[: args.queries]), 1024)
     for size in sorted(args.sizes):
         words = as_words(rows[:size], 1024)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         seg = Segment.build(words, [str(i) for i in range(size)], threshold=THRESHOLD)
-        built = time.perf_counter() - start
+        built, built_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         for q in asked[:200]:  # warm the tables, as the matcher does before it listens
             seg.search(q, THRESHOLD)
-        times = []
+        times, cpu = [], []
         found = 0
         for q in asked:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             hit, _ = seg.search(q, THRESHOLD)
+            cpu.append(time.thread_time() - c0)  # this thread's CPU: other jobs do not count
             times.append(time.perf_counter() - t0)
             found += len(hit)
         mean = sum(times) / len(times)
         p50 = sorted(times)[len(times) // 2]
+        cpu_mean, cpu_p50 = sum(cpu) / len(cpu), sorted(cpu)[len(cpu) // 2]
         mib = seg.lsh.nbytes / 2**20 if seg.lsh is not None else 0.0
         print(
-            f"  {size:>10,} rows: look-up mean {mean * 1e6:,.0f} µs, p50 {p50 * 1e6:,.0f} µs, "
-            f"{mean * 1e6 / (size / 1e6):,.0f} µs per million rows; tables {mib:,.0f} MiB, "
-            f"built in {built:.1f} s; {found / len(asked):.2f} hits a query",
+            f"  {size:>10,} rows: look-up CPU p50 {cpu_p50 * 1e6:,.0f} µs, mean "
+            f"{cpu_mean * 1e6:,.0f} µs ({cpu_p50 * 1e6 / (size / 1e6):,.0f} µs per million "
+            f"rows at p50); wall p50 {p50 * 1e6:,.0f} µs, mean {mean * 1e6:,.0f} µs; tables "
+            f"{mib:,.0f} MiB, built in {built_cpu:.1f} CPU s ({built:.1f} s); "
+            f"{found / len(asked):.2f} hits a query",
             flush=True,
         )
         del seg, words
@@ -602,6 +685,7 @@ def main() -> None:
         default=[250_000, 1_000_000, 2_000_000],
     )
     p.add_argument("--queries", type=int, default=2_000)
+    p.add_argument("--kind", choices=KINDS, default="realistic", help=KIND_HELP)
     p.set_defaults(func=index)
     args = parser.parse_args()
     args.func(args)

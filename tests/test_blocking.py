@@ -138,6 +138,54 @@ def test_at_1m_the_planner_widens_past_the_old_band_cap_or_refuses(
         run_task(task, a, b, 0.8, weak)
 
 
+def test_each_shape_of_pair_gets_the_plan_that_costs_it_least(
+    realistic: tuple[np.ndarray, np.ndarray],
+) -> None:
+    a, b = realistic
+    datasets = [a, b, a[:1_500], b[:1_500]]
+
+    def cost(lsh: blocking.LshPlan, shapes: list[tuple[int, int]]) -> float:
+        """The planner's estimate of comparing these pairs of sizes under `lsh`."""
+        rows = sum(x + y for x, y in shapes)
+        return lsh.bands * rows * blocking.COST_ROW + lsh.expected_comparisons * blocking.COST_PAIR
+
+    # Members all of one size: one plan, the one `plan` gives, band for band.
+    same = blocking.plan_pairs(datasets, 0.8, sizes=[1_000_000] * 4)
+    one = blocking.plan(datasets, 0.8, sizes=[1_000_000] * 4)
+    assert isinstance(same, blocking.PairPlans) and isinstance(one, blocking.LshPlan)
+    assert len(same.plans) == 1 and np.array_equal(same.plans[0].positions, one.positions)
+    # Two forces of 1M, a national agency of 50k and a retailer of 10k: the forces' pair
+    # keeps the forces' plan, the agency's pairs get shorter keys, the retailer's pairs
+    # compare every pair (cheaper than any plan for 10k rows: every band pays for the
+    # partner's rows), every plan at the target recall, and together they cost less than
+    # the one plan a run would have.
+    sizes = [1_000_000, 1_000_000, 50_000, 10_000]
+    plans = blocking.plan_pairs(datasets, 0.8, sizes=sizes)
+    assert isinstance(plans, blocking.PairPlans) and len(plans.plans) == 2
+    forces, agency = plans.plans
+    assert (forces.bands, forces.bits_per_band) == (one.bands, one.bits_per_band)
+    assert agency.bits_per_band < forces.bits_per_band
+    assert plans.pairs == {(0, 1): 0, (0, 2): 1, (1, 2): 1}
+    assert set(plans.exhaustive) == {(0, 3), (1, 3), (2, 3)}
+    assert all(p.design_recall >= blocking.TARGET_RECALL for p in plans.plans)
+    shape = {(x, y): (sizes[x], sizes[y]) for x in range(4) for y in range(x + 1, 4)}
+    whole = blocking.plan(datasets, 0.8, sizes=sizes)
+    assert isinstance(whole, blocking.LshPlan)
+    per_pair = (
+        cost(forces, [shape[0, 1]])
+        + cost(agency, [shape[0, 2], shape[1, 2]])
+        + sum(shape[p][0] * shape[p][1] * blocking.COST_DENSE for p in plans.exhaustive)
+    )
+    assert per_pair < cost(whole, list(shape.values()))
+    # What the per-pair plans find on these rows is what comparing every pair finds.
+    for (x, y), k in plans.pairs.items():
+        found = blocking.compare_bands(datasets[x], datasets[y], plans.plans[k].positions, 0.8)
+        exhaustive = as_dict(*dice_candidates(datasets[x], datasets[y], 0.8))
+        blocked = as_dict(found.sims, found.rows_a, found.rows_b)
+        assert blocked.keys() <= exhaustive.keys()
+        assert len(blocked) >= 0.99 * len(exhaustive)
+
+
 def test_a_run_without_a_cheap_plan_compares_every_pair_and_says_so(
     realistic: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -353,7 +353,16 @@ def _job(tmp_path: Path, method: str, columns: int | None = None) -> CompareJob:
         files.append(ClkFile(f"u{i}", len(clks), 128, hashlib.sha256(clks.tobytes()).hexdigest()))
         datasets.append(clks if columns is None else np.ascontiguousarray(clks[:, :columns]))
     # Planned as for 200k rows a member: at 400 rows comparing every pair is cheaper.
-    lsh = blocking.plan(datasets, 0.75, sizes=[200_000] * 3) if method == "lsh" else None
+    lsh: blocking.LshPlan | blocking.PairPlans | blocking.NoPlan | None = None
+    if method == "lsh":
+        lsh = blocking.plan(datasets, 0.75, sizes=[200_000] * 3)
+    elif method == "pairs":
+        # A plan per shape of pair, as for members of 1M, 100k and 5k: two plans, and the
+        # 5k member compared with the 100k one exhaustively.
+        lsh = blocking.plan_pairs(datasets, 0.75, sizes=[1_000_000, 100_000, 5_000])
+        assert isinstance(lsh, blocking.PairPlans)
+        assert len(lsh.plans) == 2 and set(lsh.exhaustive) == {(1, 2)}
+        method = "lsh"
     assert not isinstance(lsh, blocking.NoPlan)
     return CompareJob(datasets, 0.75, method, columns=columns, files=files, lsh=lsh)
 
@@ -374,6 +383,7 @@ def _candidates(
         ("lsh", None, "files"),
         ("exhaustive", 64, "scatter"),
         ("lsh", 64, "scatter"),
+        ("pairs", None, "files"),
     ],
 )
 def test_the_cluster_finds_the_candidates_the_threads_find(
@@ -389,7 +399,7 @@ def test_the_cluster_finds_the_candidates_the_threads_find(
     )
     assert len(mine[1]) > 250  # type: ignore[arg-type]
     assert theirs == mine
-    if job.lsh is not None:
+    if isinstance(job.lsh, blocking.LshPlan):
         # Small tasks (50,000 comparisons) still take 16 bands each: one native key pass.
         assert totals[-1] == 3 * math.ceil(job.lsh.bands / 16) < 3 * job.lsh.bands
 

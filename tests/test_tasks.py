@@ -3,6 +3,7 @@ candidates are the same pairs with the same scores."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -10,8 +11,15 @@ import pytest
 
 from blindmatch.matcher.core import blocking
 from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.executor import CompareJob, ThreadExecutor
 from blindmatch.matcher.core.kernel import dice_candidates
-from blindmatch.matcher.core.tasks import BandTask, DenseTask, combine, plan_tasks, run_task
+from blindmatch.matcher.core.tasks import (
+    BandTask,
+    DenseTask,
+    combine,
+    plan_tasks,
+    run_task,
+)
 
 
 def clks(seed: int, sizes: tuple[int, ...]) -> list[np.ndarray]:
@@ -73,6 +81,69 @@ def test_band_tasks_find_the_same_pairs_however_the_bands_are_grouped(band_rows:
     random.Random(4).shuffle(results)
     assert as_lists(combine(results)[0]) == reference
     assert len(reference[0]) > 30
+
+
+def test_a_plan_per_shape_of_pair_compares_each_pair_under_its_own_plan() -> None:
+    datasets = clks(6, (400, 300, 200, 150))
+    sizes = [len(d) for d in datasets]
+    # Planned as for members of 1M, 100k, 5k and 500 rows: the large pair gets long keys,
+    # the pairs with the 5k member short ones, and the 500-row member's pairs none.
+    plans = blocking.plan_pairs(datasets, 0.8, sizes=[1_000_000, 100_000, 5_000, 500])
+    assert isinstance(plans, blocking.PairPlans)
+    big, small = plans.plans
+    assert big.bits_per_band > small.bits_per_band and big.bands > small.bands
+    assert plans.pairs == {(0, 1): 0, (0, 2): 1, (1, 2): 1}
+    assert set(plans.exhaustive) == {(0, 3), (1, 3), (2, 3)}
+    tasks = plan_tasks(sizes, "lsh", plans, band_rows=5_000, chunk_comparisons=10_000)
+    for (x, y), k in plans.pairs.items():  # every band of the pair's own plan, once
+        bands = sorted(b for t in tasks if isinstance(t, BandTask) and (t.a, t.b) == (x, y)
+                       for b in range(t.band_start, t.band_stop))  # fmt: skip
+        assert bands == list(range(plans.plans[k].bands))
+        assert {t.plan for t in tasks if isinstance(t, BandTask) and (t.a, t.b) == (x, y)} == {k}
+    dense = [t for t in tasks if isinstance(t, DenseTask)]
+    assert {(t.chunk.a, t.chunk.b) for t in dense} == {(0, 3), (1, 3), (2, 3)}
+    assert sum(t.units for t in dense) == 150 * (400 + 300 + 200)
+    results = []
+    for task in tasks:
+        a, b = (datasets[r.dataset][r.start : r.stop] for r in task.inputs)
+        results.append(run_task(task, a, b, 0.8, plans))  # each band task takes its plan
+    random.Random(5).shuffle(results)
+    sims, d0, d1, r0, r1 = as_lists(combine(results)[0])
+    found = dict(zip(zip(d0, d1, r0, r1, strict=True), sims, strict=True))
+    # What each pair finds alone: its plan's bands, or every pair of rows.
+    expected = {}
+    for x in range(4):
+        for y in range(x + 1, 4):
+            k = plans.pairs.get((x, y))
+            if k is None:
+                s, ia, ib = dice_candidates(datasets[x], datasets[y], 0.8)
+            else:
+                got = blocking.compare_bands(
+                    datasets[x], datasets[y], plans.plans[k].positions, 0.8
+                )
+                s, ia, ib = got.sims, got.rows_a, got.rows_b
+            expected.update({(x, y, int(i), int(j)): v for v, i, j in zip(s, ia, ib, strict=True)})
+    assert found == expected and len(found) > 100
+    assert {(x, y) for x, y, _, _ in found} == {(x, y) for x in range(4) for y in range(x + 1, 4)}
+
+
+def test_a_run_mixing_bands_and_exhaustive_pairs_reports_progress_in_one_unit() -> None:
+    datasets = clks(6, (400, 300, 200, 150))
+    plans = blocking.plan_pairs(datasets, 0.8, sizes=[1_000_000, 100_000, 5_000, 500])
+    assert isinstance(plans, blocking.PairPlans) and plans.exhaustive
+    reports: list[tuple[int, int]] = []
+    job = CompareJob(datasets, 0.8, "lsh", lsh=plans)
+    ThreadExecutor(2, chunk_comparisons=10_000).compare(
+        job, lambda stage, done, total: reports.append((done, total)), lambda *a: None
+    )
+    # The three exhaustive pairs' comparisons, and each band as 87 comparisons a row of its
+    # two members: the bands are not lost beside the comparisons (a band of 400 + 300 rows
+    # counts 60,900), and the bar ends full.
+    bands = sum(plans.plans[k].bands * (len(datasets[x]) + len(datasets[y])) * 87
+                for (x, y), k in plans.pairs.items())  # fmt: skip
+    assert reports[0] == (0, 150 * 900 + bands)
+    assert reports[-1] == (150 * 900 + bands, 150 * 900 + bands)
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(reports))
 
 
 def test_a_task_given_the_wrong_rows_refuses() -> None:

@@ -33,6 +33,11 @@ more than comparing every pair, `plan` returns a `NoPlan` saying why, and the
 run compares exhaustively (usecases.runs): a plan whose design recall is below
 the target is never used.
 
+A run plans each shape of pair on its own (`plan_pairs`, usecases.runs): the
+statistics once over all the members, then for each pair of member sizes the
+cheapest bands, or every pair of rows for that pair only where no plan reaches
+the target or one would cost more.
+
 The bands come from a public seed: members need no extra secret and upload
 nothing extra. The comparing itself is native (`_lshbatch.c`, `compare_bands`):
 keys computed for a group of bands in one pass, counting-sorted per band, and
@@ -43,6 +48,8 @@ Everything here is pure: arrays in, arrays out.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,24 +151,27 @@ def _hypergeometric_run(
     return np.concatenate([np.ones((len(have), 1)), np.cumprod(steps, axis=1)], axis=1)
 
 
-def plan(
-    datasets: Sequence[Clks],
-    threshold: float,
-    *,
-    recall: float = TARGET_RECALL,
-    sizes: Sequence[int] | None = None,
-    max_bands: int = MAX_BANDS,
-    seed: int = SEED,
-    sample: int = SAMPLE_ROWS,
-    pairs: int = SAMPLE_PAIRS,
-    bits_per_band: int | None = None,
-) -> LshPlan | NoPlan:
-    """Bands for these datasets at `threshold` (see the module docstring), or a NoPlan.
+@dataclass(frozen=True)
+class _Design:
+    """What the planner measured of a run's data (`_measure`): shared by every plan of it."""
 
-    `sizes` plans for datasets of other sizes with these datasets' statistics (the
-    tests plan 1M x 1M from a small sample); `bits_per_band` fixes r instead of choosing
-    it (the number of bands is still what the target recall needs)."""
-    sizes = list(sizes) if sizes is not None else [len(d) for d in datasets]
+    rng: np.random.Generator  # continues where the sampling left off: draws the bands
+    informative: npt.NDArray[np.int64]
+    unrelated: npt.NDArray[np.float64]  # chance an unrelated pair collides in r bits, by r
+    design: npt.NDArray[np.float64]  # chance the design pair collides in r bits, by r
+    m: int
+    r_max: int
+
+
+def _measure(
+    datasets: Sequence[Clks],
+    sizes: Sequence[int],
+    threshold: float,
+    recall: float,
+    seed: int,
+    sample: int,
+    pairs: int,
+) -> _Design | NoPlan:
     present = [d for d in datasets if len(d)]
     if len(present) < 2 or sum(1 for n in sizes if n) < 2:
         return NoPlan("fewer than two datasets with rows", 0.0, recall)
@@ -198,25 +208,36 @@ def plan(
         same = ~(samples[x][i] ^ samples[y][j]) & mask
         agree.append(np.bitwise_count(same).sum(axis=1))
     unrelated = _hypergeometric_run(np.concatenate(agree).astype(np.float64), m, r_max)
-    unrelated = unrelated.mean(axis=0)
     design = _hypergeometric_run(np.array([float(m - d)]), m, r_max)[0]
-    twos = [(x, y) for x in range(len(sizes)) for y in range(x + 1, len(sizes))]
-    all_pairs = sum(sizes[x] * sizes[y] for x, y in twos)
-    all_rows = sum(sizes[x] + sizes[y] for x, y in twos)
+    return _Design(rng, informative, unrelated.mean(axis=0), design, m, r_max)
+
+
+def _choose(
+    found: _Design,
+    shapes: Sequence[tuple[int, int]],
+    recall: float,
+    max_bands: int,
+    bits_per_band: int | None,
+) -> tuple[int, int, float] | NoPlan:
+    """(r, bands, expected comparisons) of least estimated cost for pairs of datasets of
+    these sizes compared under one plan, or why none is used."""
+    all_pairs = sum(x * y for x, y in shapes)
+    all_rows = sum(x + y for x, y in shapes)
     best: tuple[float, int, int, float] | None = None
     best_recall = 0.0
-    widths = range(MIN_BITS, r_max + 1) if bits_per_band is None else [bits_per_band]
+    widths = range(MIN_BITS, found.r_max + 1) if bits_per_band is None else [bits_per_band]
     for r in widths:
-        if not 1 <= r <= r_max:
-            return NoPlan(f"{r} bits a band: the CLKs have {m} informative bits", 0.0, recall)
-        hit = float(design[r])
+        if not 1 <= r <= found.r_max:
+            return NoPlan(f"{r} bits a band: the CLKs have {found.m} informative bits",
+                          0.0, recall)  # fmt: skip
+        hit = float(found.design[r])
         if hit <= 0:
             break
         bands = 1 if hit >= 1 else math.ceil(math.log(1 - recall) / math.log1p(-hit))
         if bands > max_bands:
             best_recall = max(best_recall, 1 - (1 - hit) ** max_bands)
             continue
-        comparisons = bands * all_pairs * float(unrelated[r])
+        comparisons = bands * all_pairs * float(found.unrelated[r])
         cost = bands * all_rows * COST_ROW + comparisons * COST_PAIR
         if best is None or cost < best[0]:
             best = (cost, r, bands, comparisons)
@@ -226,16 +247,138 @@ def plan(
     cost, r, bands, comparisons = best
     exhaustive = all_pairs * COST_DENSE
     if cost > exhaustive:
-        achieved = 1 - (1 - float(design[r])) ** bands
+        achieved = 1 - (1 - float(found.design[r])) ** bands
         return NoPlan(
             f"its cheapest plan, {bands} bands of {r} bits, would take ~{cost:.3g} CPU s against "
             f"~{exhaustive:.3g} for every pair", achieved, recall
         )  # fmt: skip
-    positions = np.stack([rng.choice(informative, r, replace=False) for _ in range(bands)])
-    achieved = 1 - (1 - float(design[r])) ** bands
+    return r, bands, comparisons
+
+
+def _draw(
+    found: _Design, r: int, bands: int, comparisons: float, threshold: float, recall: float
+) -> LshPlan:
+    """The plan of `bands` bands of r informative bits each (from the planner's rng)."""
+    positions = np.stack([found.rng.choice(found.informative, r, replace=False)
+                          for _ in range(bands)])  # fmt: skip
+    achieved = 1 - (1 - float(found.design[r])) ** bands
     if achieved < recall:  # rounding: never hand out a plan below the target
         raise LshPlanError(f"plan design recall {achieved:.6f} below target {recall}")
-    return LshPlan(positions.astype(np.int32), threshold, achieved, comparisons, m)
+    return LshPlan(positions.astype(np.int32), threshold, achieved, comparisons, found.m)
+
+
+def plan(
+    datasets: Sequence[Clks],
+    threshold: float,
+    *,
+    recall: float = TARGET_RECALL,
+    sizes: Sequence[int] | None = None,
+    max_bands: int = MAX_BANDS,
+    seed: int = SEED,
+    sample: int = SAMPLE_ROWS,
+    pairs: int = SAMPLE_PAIRS,
+    bits_per_band: int | None = None,
+) -> LshPlan | NoPlan:
+    """One plan for every pair of these datasets at `threshold` (see the module
+    docstring), or a NoPlan; `plan_pairs` plans each shape of pair on its own.
+
+    `sizes` plans for datasets of other sizes with these datasets' statistics (the
+    tests plan 1M x 1M from a small sample); `bits_per_band` fixes r instead of choosing
+    it (the number of bands is still what the target recall needs)."""
+    sizes = list(sizes) if sizes is not None else [len(d) for d in datasets]
+    found = _measure(datasets, sizes, threshold, recall, seed, sample, pairs)
+    if isinstance(found, NoPlan):
+        return found
+    shapes = [(sizes[x], sizes[y]) for x, y in itertools.combinations(range(len(sizes)), 2)]
+    chosen = _choose(found, shapes, recall, max_bands, bits_per_band)
+    if isinstance(chosen, NoPlan):
+        return chosen
+    return _draw(found, *chosen, threshold, recall)
+
+
+@dataclass(frozen=True)
+class PairPlans:
+    """A run's LSH plans, one per shape of pair (`plan_pairs`): `pairs[(x, y)]` is the
+    index in `plans` of the plan datasets x < y are compared under; a pair absent from
+    it is compared exhaustively, for the reason `exhaustive[(x, y)]` gives."""
+
+    plans: tuple[LshPlan, ...]
+    pairs: dict[tuple[int, int], int]
+    exhaustive: dict[tuple[int, int], NoPlan]
+
+    @classmethod
+    def single(cls, lsh: LshPlan, count: int) -> PairPlans:
+        """Every pair of `count` datasets under one plan."""
+        return cls((lsh,), dict.fromkeys(itertools.combinations(range(count), 2), 0), {})
+
+    @property
+    def bands(self) -> int:  # the most bands any pair is compared in
+        return max((p.bands for p in self.plans), default=0)
+
+    def describe(self) -> list[str]:
+        """One line per plan (and one for the pairs compared exhaustively), for the log."""
+        used = [sum(1 for k in self.pairs.values() if k == i) for i in range(len(self.plans))]
+        lines = [
+            f"{n} pair{'s' * (n != 1)} of members: {p.describe()}"
+            for n, p in zip(used, self.plans, strict=True)
+        ]
+        if self.exhaustive:
+            why = next(iter(self.exhaustive.values())).message
+            n = len(self.exhaustive)
+            lines.append(f"{n} pair{'s' * (n != 1)} of members: {why}")
+        return lines
+
+
+def plan_pairs(
+    datasets: Sequence[Clks],
+    threshold: float,
+    *,
+    recall: float = TARGET_RECALL,
+    sizes: Sequence[int] | None = None,
+    max_bands: int = MAX_BANDS,
+    seed: int = SEED,
+) -> PairPlans | NoPlan:
+    """A plan for each shape of pair of these datasets: the bands that cost least for
+    that pair's two sizes, at the target recall (the statistics of all the datasets
+    together, as `plan`). Pairs of the same sizes share a plan; a pair no plan serves
+    at the target recall, or more cheaply than comparing every pair, is compared
+    exhaustively, that pair only. A NoPlan when no pair has a plan. When every pair
+    has the same sizes this is `plan`'s one plan, band for band."""
+    sizes = list(sizes) if sizes is not None else [len(d) for d in datasets]
+    found = _measure(datasets, sizes, threshold, recall, seed, SAMPLE_ROWS, SAMPLE_PAIRS)
+    if isinstance(found, NoPlan):
+        return found
+    chosen: dict[tuple[int, int], tuple[int, int, float] | NoPlan] = {}
+    shape_of: dict[tuple[int, int], tuple[int, int]] = {}
+    for x, y in itertools.combinations(range(len(sizes)), 2):
+        shape = (min(sizes[x], sizes[y]), max(sizes[x], sizes[y]))
+        shape_of[(x, y)] = shape
+        if shape not in chosen:
+            chosen[shape] = _choose(found, [shape], recall, max_bands, None)
+    # One plan for each (r, bands) chosen, drawn in the order pairs first need it.
+    drawn: dict[tuple[int, int], int] = {}
+    plans: list[LshPlan] = []
+    pairs: dict[tuple[int, int], int] = {}
+    exhaustive: dict[tuple[int, int], NoPlan] = {}
+    expected: dict[tuple[int, int], float] = {}
+    for pair, shape in shape_of.items():
+        pick = chosen[shape]
+        if isinstance(pick, NoPlan):
+            exhaustive[pair] = pick
+            continue
+        r, bands, _ = pick
+        expected[(r, bands)] = expected.get((r, bands), 0.0) + pick[2]
+        if (r, bands) not in drawn:
+            drawn[(r, bands)] = len(plans)
+            plans.append(_draw(found, r, bands, 0.0, threshold, recall))
+        pairs[pair] = drawn[(r, bands)]
+    if not plans:
+        return next(iter(exhaustive.values()))
+    plans = [
+        dataclasses.replace(p, expected_comparisons=expected[(p.bits_per_band, p.bands)])
+        for p in plans
+    ]
+    return PairPlans(tuple(plans), pairs, exhaustive)
 
 
 def band_keys(clks: Clks, plan: LshPlan) -> npt.NDArray[np.uint32]:

@@ -241,7 +241,7 @@ def compare_remote(
     a: SharedRows | Clks,
     b: SharedRows | Clks,
     threshold: float,
-    lsh: blocking_.LshPlan | None,
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None,
 ) -> TaskResult:
     """One task on a worker: its rows (read here, or scattered to it) in, candidates out."""
     keep_freed_memory()
@@ -400,6 +400,9 @@ class DaskExecutor:
         if not sources.scatter:
             self._check_files(client, job, sources)
         # Small, shared by every task: held by the scheduler, recomputed if its worker dies.
+        # A band task takes its pair's plan from the run's plans (not the map of pairs).
+        if isinstance(lsh, blocking_.PairPlans):
+            lsh = blocking_.PairPlans(lsh.plans, {}, {})
         plan = client.submit(_identity, lsh, key=f"blindmatch-plan-{secrets.token_hex(6)}")
         tally = Tally(planned, progress, tasks)
         results = list(self._run(client, planned, sources, job.threshold, plan, tally, nthreads))

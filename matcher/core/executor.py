@@ -25,7 +25,15 @@ import numpy.typing as npt
 from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, Candidates
 from blindmatch.matcher.core.memory import release_free_memory
-from blindmatch.matcher.core.tasks import Rows, Task, TaskResult, combine, plan_tasks, run_task
+from blindmatch.matcher.core.tasks import (
+    BandTask,
+    Rows,
+    Task,
+    TaskResult,
+    combine,
+    plan_tasks,
+    run_task,
+)
 
 Clks = npt.NDArray[np.uint8]
 # (stage, done, total): work units of a stage (comparisons, or bands of pairs with LSH).
@@ -66,23 +74,25 @@ class CompareJob:
     method: str
     columns: int | None = None
     files: Sequence[ClkFile] | None = None
-    lsh: blocking_.LshPlan | None = None  # planned already (usecases.runs); else planned here
+    # Planned already (usecases.runs: a plan per shape of pair), or one plan for every pair;
+    # else planned here.
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None = None
 
     @property
     def sizes(self) -> list[int]:
         return [len(d) for d in self.datasets]
 
-    def lsh_plan(self) -> blocking_.LshPlan | None:
-        """The LSH plan of an `lsh` job; an error when no plan reaches the target recall
-        (usecases.runs.match plans first and compares exhaustively then)."""
+    def lsh_plan(self) -> blocking_.LshPlan | blocking_.PairPlans | None:
+        """The LSH plans of an `lsh` job; an error when no pair has a plan reaching the
+        target recall (usecases.runs.match plans first and compares exhaustively then)."""
         if self.method != "lsh":
             return None
-        found = self.lsh or blocking_.plan(self.datasets, self.threshold)
+        found = self.lsh or blocking_.plan_pairs(self.datasets, self.threshold)
         if isinstance(found, blocking_.NoPlan):
             raise blocking_.LshPlanError(found.message)
         return found
 
-    def band_rows(self, lsh: blocking_.LshPlan | None, workers: int) -> int:
+    def band_rows(self, lsh: blocking_.LshPlan | blocking_.PairPlans | None, workers: int) -> int:
         """Rows of keys per band task: runs of bands long enough to amortise reading the
         rows (keys are computed for `blocking` groups of bands in one pass), short enough
         for about 8 tasks a worker."""
@@ -127,11 +137,26 @@ def run_bounded(
         yield done, fut.result()
 
 
+def work_units(tasks: Sequence[Task]) -> Callable[[Task], int]:
+    """A task's work units for progress: its own (comparisons, or bands), except in a run
+    that mixes both (a plan per shape of pair comparing some pairs exhaustively), where a
+    band counts as the comparisons its keys cost, about the planner's row cost over its
+    dense cost for each row of the two members."""
+    kinds = {type(t) for t in tasks}
+    if BandTask not in kinds or len(kinds) == 1:
+        return lambda t: t.units
+    per_row = round(blocking_.COST_ROW / blocking_.COST_DENSE)
+    return lambda t: (
+        t.units * (t.size_a + t.size_b) * per_row if isinstance(t, BandTask) else t.units
+    )
+
+
 class Tally:
     """Progress of a run's tasks: work units and tasks done, reported as results come in."""
 
     def __init__(self, tasks: Sequence[Task], progress: Progress, task_progress: TaskProgress):
-        self.total = sum(t.units for t in tasks)
+        self.units = work_units(tasks)
+        self.total = sum(self.units(t) for t in tasks)
         self.count = len(tasks)
         self.done = 0
         self.finished = 0
@@ -141,7 +166,7 @@ class Tally:
         progress("compare", 0, self.total)
 
     def add(self, result: TaskResult) -> None:
-        self.done += result.task.units
+        self.done += self.units(result.task)
         self.finished += 1
         self.task_progress(self.finished, self.count)
         self.progress("compare", self.done, self.total)

@@ -68,7 +68,8 @@ class DenseTask:
 
 @dataclass(frozen=True)
 class BandTask:
-    """Pairs of datasets `a` and `b` (all rows) colliding in bands [band_start, band_stop)."""
+    """Pairs of datasets `a` and `b` (all rows) colliding in bands [band_start, band_stop)
+    of the run's plan number `plan` (blocking.PairPlans: a plan per shape of pair)."""
 
     a: int
     size_a: int
@@ -76,6 +77,7 @@ class BandTask:
     size_b: int
     band_start: int
     band_stop: int
+    plan: int = 0
 
     @property
     def inputs(self) -> tuple[Rows, Rows]:
@@ -102,7 +104,7 @@ class TaskResult:
 def plan_tasks(
     sizes: Sequence[int],
     method: str,
-    lsh: blocking_.LshPlan | None = None,
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None = None,
     *,
     chunk_comparisons: int = CHUNK_COMPARISONS,
     band_rows: int = 0,
@@ -111,7 +113,9 @@ def plan_tasks(
     """The tasks of a run over datasets of these sizes.
 
     `exhaustive`: chunks of about `chunk_comparisons` pairs. `lsh`: for every pair
-    of datasets, runs of consecutive bands holding about `band_rows` rows of keys
+    of datasets, runs of consecutive bands of its plan (one plan for all, or
+    `blocking.PairPlans`: a plan per shape of pair, and chunks as for `exhaustive`
+    for a pair it compares exhaustively) holding about `band_rows` rows of keys
     (both datasets' rows times bands), split evenly in runs of at most that many and
     at least `min_bands` (the native band path computes 16 bands' keys in one pass over
     the rows; runs of 15 and 16 are one pass each); `band_rows` 0 means one band a task.
@@ -120,21 +124,41 @@ def plan_tasks(
         return [DenseTask(c) for c in plan_chunks(sizes, chunk_comparisons)]
     if method != "lsh" or lsh is None:
         raise ValueError(f"no tasks for method {method!r} without an LSH plan")
+    plans = (
+        lsh if isinstance(lsh, blocking_.PairPlans) else blocking_.PairPlans.single(lsh, len(sizes))
+    )
     tasks: list[Task] = []
     for x in range(len(sizes)):
         for y in range(x + 1, len(sizes)):
+            k = plans.pairs.get((x, y))
+            if k is None:  # this pair compares every pair of rows
+                tasks.extend(
+                    DenseTask(dataclasses.replace(c, a=(x, y)[c.a], b=(x, y)[c.b]))
+                    for c in plan_chunks([sizes[x], sizes[y]], chunk_comparisons)
+                )
+                continue
+            bands = plans.plans[k].bands
             rows = sizes[x] + sizes[y]
             step = max(1, band_rows // rows) if band_rows and rows else 1
             step = max(step, min_bands)
-            step = min(step, lsh.bands)
+            step = min(step, bands)
             # Even runs of bands: 134 bands at most 50 a task are 45/45/44, not 50/50/34.
-            count = math.ceil(lsh.bands / step)
-            bounds = np.linspace(0, lsh.bands, count + 1).round().astype(int)
+            count = math.ceil(bands / step)
+            bounds = np.linspace(0, bands, count + 1).round().astype(int)
             tasks.extend(
-                BandTask(x, sizes[x], y, sizes[y], int(lo), int(hi))
+                BandTask(x, sizes[x], y, sizes[y], int(lo), int(hi), k)
                 for lo, hi in itertools.pairwise(bounds)
             )
     return tasks
+
+
+def plan_of(
+    task: Task, lsh: blocking_.LshPlan | blocking_.PairPlans | None
+) -> blocking_.LshPlan | None:
+    """The plan `task` compares under (None for a dense task)."""
+    if isinstance(task, DenseTask) or lsh is None:
+        return None
+    return lsh.plans[task.plan] if isinstance(lsh, blocking_.PairPlans) else lsh
 
 
 def bands_of(lsh: blocking_.LshPlan, start: int, stop: int) -> blocking_.LshPlan:
@@ -147,9 +171,11 @@ def run_task(
     a: Clks,
     b: Clks,
     threshold: float,
-    lsh: blocking_.LshPlan | None = None,
+    lsh: blocking_.LshPlan | blocking_.PairPlans | None = None,
 ) -> TaskResult:
-    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names."""
+    """The candidate pairs `task` finds: `a` and `b` are the rows `task.inputs` names;
+    `lsh` the run's plan, or its plans (a band task takes the one it names)."""
+    lsh = plan_of(task, lsh)
     ra, rb = task.inputs
     if (len(a), len(b)) != (len(ra), len(rb)):
         raise ValueError(
@@ -215,6 +241,7 @@ __all__ = [
     "TaskResult",
     "bands_of",
     "combine",
+    "plan_of",
     "plan_tasks",
     "run_task",
 ]

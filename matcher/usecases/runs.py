@@ -133,13 +133,15 @@ def match(
     to_compare = split.first if split is not None else datasets
     lsh = None
     if method == "lsh":
-        # A plan below the target recall would lose matches silently: compare every pair.
-        found = blocking_.plan(to_compare, threshold)
+        # A plan per shape of pair of members. A plan below the target recall would lose
+        # matches silently: a pair without one compares every pair of its rows.
+        found = blocking_.plan_pairs(to_compare, threshold)
         if isinstance(found, blocking_.NoPlan):
             log.warning("LSH blocking: %s", found.message)
             method = "exhaustive"
         else:
-            log.info("LSH blocking: %s", found.describe())
+            for line in found.describe():
+                log.info("LSH blocking: %s", line)
             lsh = found
     job = CompareJob(
         to_compare,
