@@ -71,7 +71,6 @@ class Refusals:
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str, str]] = Counter()
-        self.totals: Counter[str] = Counter()  # status -> refusals since start
         self._window = clock()
         self._logged = self._unlogged = 0
         self._flushed = clock()
@@ -111,7 +110,6 @@ class Refusals:
             who += f" (user {user})"
         now = self._clock()
         with self._lock:
-            self.totals[status] += 1
             key = (project, member or UNKNOWN_CALLER, user if member else "", status)
             if project and (key in self._counts or len(self._counts) < MAX_KEYS):
                 self._counts[key] += 1
