@@ -117,7 +117,11 @@ class Propagation:
     """Poisson log-likelihood scores of (victim i, attacker p), summed over the seeds."""
 
     def __init__(self, c: sp.csr_matrix, lam: Floats) -> None:
-        self.c, self.lam, self.log_lam = c, lam, np.log(lam)
+        # Against a background: each seed's expected counts relative to their mean over the
+        # attacker's records (log-likelihood ratios), so that scores compare across victim
+        # records as well as across attacker records (the row order is unchanged).
+        mean = lam.mean(axis=1, keepdims=True)
+        self.c, self.lam, self.log_lam = c, lam - mean, np.log(lam) - np.log(mean)
         n = c.shape[0]
         self.score = np.zeros((n, n), dtype=np.float32)
         self.seeds: dict[int, int] = {}
@@ -130,6 +134,27 @@ class Propagation:
         cols = self.c[:, iv].toarray().astype(np.float32)  # (n, K)
         self.score += cols @ self.log_lam[pa] - self.lam[pa].sum(axis=0)[None, :]
         self.seeds.update(new)
+
+    def remove(self, victims: list[int]) -> None:
+        if not victims:
+            return
+        iv = np.array(victims)
+        pa = np.array([self.seeds[i] for i in victims])
+        cols = self.c[:, iv].toarray().astype(np.float32)
+        self.score -= cols @ self.log_lam[pa] - self.lam[pa].sum(axis=0)[None, :]
+        for i in victims:
+            del self.seeds[i]
+
+    def unstable(self, fixed: set[int]) -> list[int]:
+        """Found seeds (not in `fixed`) that are no longer each other's best match against
+        every record, seeded or not."""
+        best_p = np.argmax(self.score, axis=1)
+        best_i = np.argmax(self.score, axis=0)
+        return [
+            i
+            for i, p in self.seeds.items()
+            if i not in fixed and (best_p[i] != p or best_i[p] != i)
+        ]
 
     def mutual(self, margin: float) -> list[tuple[float, int, int]]:
         """Mutual best (i, p) among records not yet seeded, with their margin in nats."""
@@ -179,18 +204,28 @@ def blind_seeds(c: sp.csr_matrix, lam: Floats, count: int) -> dict[int, int]:
 
 
 def attack(
-    c: sp.csr_matrix, lam: Floats, start: dict[int, int], margin: float, cap: int
-) -> dict[int, int]:
+    c: sp.csr_matrix, lam: Floats, start: dict[int, int], margin: float, cap: int,
+    robust: bool = False,
+) -> dict[int, int]:  # fmt: skip
+    """Propagate from `start`. `robust`: each round takes the most confident half as many new
+    mutual best matches as there are seeds whatever their margin, then drops found seeds that
+    are no longer mutual best matches (the self-correcting growth of graph.py's `_grow`)."""
     prop = Propagation(c, lam)
     prop.add(start)
+    fixed = set(start) if not robust or len(start) >= 50 else set()
     for _round in range(200):
         if len(prop.seeds) >= cap:
             break
-        found = prop.mutual(margin)
+        found = prop.mutual(0.0 if robust else margin)
         if not found:
             break
-        take = found[: max(10, len(prop.seeds))]
+        take = found[: max(10, len(prop.seeds) // (2 if robust else 1))]
+        before = len(prop.seeds)
         prop.add({i: p for _m, i, p in take})
+        if robust:
+            prop.remove(prop.unstable(fixed))
+            if len(prop.seeds) <= before:
+                break
     claims = dict(prop.seeds)
     claims.update({i: p for _m, i, p in prop.mutual(margin)})
     return claims
@@ -211,6 +246,25 @@ def oracle(
     return float((np.argmax(score, axis=1) == truth[sample]).mean())
 
 
+def ceiling_curve(
+    c: sp.csr_matrix, lam: Floats, truth: npt.NDArray[np.intp], rows: int, counts: list[int]
+) -> list[tuple[int, float]]:
+    """With k random true seeds: the share of (other) sampled records whose true identity
+    scores best among all attacker records."""
+    rng = np.random.default_rng(5)
+    n = c.shape[0]
+    order = rng.permutation(n)
+    sample, rest = order[:rows], order[rows:]
+    dense = c[sample].toarray().astype(np.float32)
+    log_lam = np.log(lam)
+    out = []
+    for k in counts:
+        seeds = rest[: min(k, len(rest))]
+        score = dense[:, seeds] @ log_lam[truth[seeds]] - lam[truth[seeds]].sum(axis=0)[None, :]
+        out.append((len(seeds), float((np.argmax(score, axis=1) == truth[sample]).mean())))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=10_000)
@@ -221,6 +275,11 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=3.0, help="nats")
     parser.add_argument("--cap", type=int, default=3000, help="most seeds propagated")
     parser.add_argument("--oracle-rows", type=int, default=1000)
+    parser.add_argument("--robust", action="store_true", help="self-correcting propagation")
+    parser.add_argument(
+        "--curve", type=int, nargs="*", default=[50, 200, 1000, 3000],
+        help="true seeds for the evidence curve",
+    )  # fmt: skip
     args = parser.parse_args()
     t0 = time.process_time()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -265,12 +324,14 @@ def main() -> int:
             f"({time.process_time() - t1:.0f} CPU s)",
             flush=True,
         )
+        for k, share in ceiling_curve(c, lam, truth, args.oracle_rows, args.curve):
+            print(f"  with {k:,} true seeds: {share:.1%}", flush=True)
     for count in args.known:
         t1 = time.process_time()
         start = (
             known_pairs(v_people, a_people, count, seed=count) if count else blind_seeds(c, lam, 50)
         )
-        claims = attack(c, lam, start, args.margin, args.cap)
+        claims = attack(c, lam, start, args.margin, args.cap, args.robust)
         if count:
             claims = {i: p for i, p in claims.items() if i not in start}
         right = sum(1 for i, p in claims.items() if truth[i] == p)
