@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/keyedblocking.py [--sizes 10000 100000 1000000]
         [--bits 10 12 14 15 16 18 20] [--max-bands 3000] [--near-sample 40000]
-        [--random-pairs 200000] [--fallback] [--check-exact]
+        [--random-pairs 200000] [--fallback] [--check-exact] [--sketch 128]
 
 The design study's option (a) (docs/privacy-design.md): members upload b HMAC'd band keys per
 record, each band r bit positions chosen from the secret. Equal keys are equal bits, so a
@@ -29,9 +29,12 @@ of B's exhaustively):
 
 A candidate fraction is a per-pair property, so it does not depend on n (each pair either
 collides or not), but the near pairs do (more namesakes at larger n): the table prints both per
-size. `--check-exact` counts every distinct candidate pair of the smallest size with the
-native batch LSH (`compare_bands` at a threshold that keeps every collision) to confirm the
-sampled fraction.
+size. `--sketch BITS` measures a two-stage reveal (the servers first send the combiner the
+permuted share differences on a keyed sample of BITS positions; only candidates whose sample
+distance is within what 99.9% of the near pairs show go on to the full 1,024 bits): the share
+of candidates passed and the bytes to the combiner a candidate. `--check-exact` counts every
+distinct candidate pair of the smallest size with the native batch LSH (`compare_bands` at a
+threshold that keeps every collision) to confirm the sampled fraction.
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ def measure(n: int, args: argparse.Namespace) -> None:
         f"mean shared bands, unrelated | recall at Dice {THRESHOLD}-{HARD} |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    recalls: dict[str, int] = {}
     for label, positions in settings(a, b, args):
         recall, _ = curve(near, len(near_a), positions)
         frac, mean_hits = curve(rand, args.random_pairs, positions)
@@ -200,6 +204,7 @@ def measure(n: int, args: argparse.Namespace) -> None:
         bands = int(reach[0]) + 1
         if label.startswith("planner"):
             bands = len(positions)
+        recalls[label] = bands
         f = float(frac[bands - 1])
         found = collided(near, positions[:bands])[: len(near_a)]
         pairs = f * n * n
@@ -211,8 +216,53 @@ def measure(n: int, args: argparse.Namespace) -> None:
             f"({int(hard.sum())}) |",
             flush=True,
         )
+    if args.sketch:
+        sketch(near, len(near_a), rand, args.random_pairs, settings(a, b, args), recalls, args)
     if args.check_exact and n == min(args.sizes):
         check_exact(a, b, settings(a, b, args), rand, args.random_pairs)
+
+
+def sketch(
+    near: npt.NDArray[np.uint64], n_near: int, rand: npt.NDArray[np.uint64], n_rand: int,
+    labelled: list[tuple[str, npt.NDArray[np.int32]]], bands: dict[str, int],
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """A two-stage reveal: the servers first send C the permuted share differences on a keyed
+    sample of `--sketch` positions only; C passes on to the full 1,024 bits the candidates whose
+    sample distance is within what 99.9% of the near pairs (those blocking found) show."""
+    print(
+        f"\ntwo-stage reveal, a {args.sketch}-bit sample first (keyed positions): "
+        "| blocking | candidates in the random sample | sample distance kept | candidates "
+        "passed | bytes to C a candidate (256 in one stage) | near pairs kept |"
+    )
+    rng = np.random.default_rng(int.from_bytes(SECRET[:8], "big"))
+    for label, positions in labelled:
+        if label not in bands or label.startswith("planner") or "informative" not in label:
+            continue
+        found_near = collided(near, positions[: bands[label]])[:n_near]
+        found_rand = collided(rand, positions[: bands[label]])[:n_rand]
+        pool = np.unique(positions)
+        chosen = rng.choice(pool, min(args.sketch, len(pool)), replace=False)
+        d_near = _sample_distance(near, n_near, chosen)[found_near]
+        d_rand = _sample_distance(rand, n_rand, chosen)[found_rand]
+        cut = np.quantile(d_near, TARGET, method="higher")
+        passed = float((d_rand <= cut).mean()) if len(d_rand) else float("nan")
+        kept = float((d_near <= cut).mean())
+        print(
+            f"| {label} x {bands[label]} | {len(d_rand):,} | <= {cut} of {len(chosen)} | "
+            f"{passed:.1%} | {2 * len(chosen) / 8 + passed * BYTES_PER_PAIR:.0f} | {kept:.4f} |",
+            flush=True,
+        )
+
+
+def _sample_distance(
+    sliced: npt.NDArray[np.uint64], count: int, chosen: npt.NDArray[np.int32]
+) -> npt.NDArray[np.int64]:
+    """Each pair's number of disagreements on the `chosen` positions."""
+    agree = np.unpackbits(
+        np.ascontiguousarray(sliced[chosen]).view(np.uint8), axis=1, bitorder="little"
+    )[:, :count]
+    return len(chosen) - agree.sum(axis=0).astype(np.int64)
 
 
 def check_exact(
@@ -250,6 +300,10 @@ def main() -> int:
     parser.add_argument("--a-sample", type=int, default=20_000, help="rows of A at 10^6")
     parser.add_argument("--fallback", action="store_true", help="the fallback CLK instead")
     parser.add_argument("--check-exact", action="store_true")
+    parser.add_argument(
+        "--sketch", type=int, default=0, metavar="BITS",
+        help="also measure a two-stage reveal with a sample of this many positions first",
+    )  # fmt: skip
     args = parser.parse_args()
     for n in args.sizes:
         measure(n, args)
