@@ -161,14 +161,21 @@ def measure(n: int, args: argparse.Namespace) -> None:
     sample = None if n <= 100_000 else args.a_sample
     seed = {10_000: 0, 20_000: 0, 100_000: 2}.get(n, 0)
     source = n if n != 10_000 else 20_000  # 10^4: the first 10^4 rows of each of 2 x 20,000
-    pair = realistic_pair(source, source, seed, whole=args.fallback)
+    whole = args.fallback or args.block_on_fallback
+    pair = realistic_pair(source, source, seed, whole=whole)
     a, b = pair.a, pair.b
-    if args.fallback:
+    if whole:
         clk_bits, fallback_bits = layout()
         cut = (clk_bits - fallback_bits) // 8
-        a, b = (np.ascontiguousarray(x[:, cut:]) for x in (a, b))
+        halves = [
+            (np.ascontiguousarray(x[:n, :cut]), np.ascontiguousarray(x[:n, cut:])) for x in (a, b)
+        ]
+        (a_rec, a_fb), (b_rec, b_fb) = halves
+        a, b = (a_fb, b_fb) if args.fallback else (a_rec, b_rec)
     a, b = np.ascontiguousarray(a[:n]), np.ascontiguousarray(b[:n])
     ia, ib, sims, cpu, compared = near_pairs(a, b, sample)
+    if args.block_on_fallback:
+        a, b = a_fb, b_fb  # near pairs by the record-level CLK, bands on the fallback CLK
     rng = np.random.default_rng(11)
     ra, rb = rng.integers(0, n, args.random_pairs), rng.integers(0, n, args.random_pairs)
     if len(ia) > args.near_sample:
@@ -181,7 +188,8 @@ def measure(n: int, args: argparse.Namespace) -> None:
     rand = sliced_agreement(a, b, ra, rb)
     per_row = len(ia) / compared
     print(
-        f"\n## {n:,} x {n:,} ({'fallback' if args.fallback else 'record-level'} CLK, "
+        f"\n## {n:,} x {n:,} ({'fallback' if args.fallback else 'record-level'} CLK"
+        f"{', bands on the fallback CLK' if args.block_on_fallback else ''}, "
         f"{a.shape[1] * 8} bits): {per_row * n:,.0f} exhaustive pairs at Dice >= {THRESHOLD} "
         f"({per_row:.2f} per record of A; {compared:,} rows of A compared, {cpu:.0f} CPU s), "
         f"recall on {len(near_a):,} of them; fraction on {args.random_pairs:,} random pairs",
@@ -299,6 +307,10 @@ def main() -> int:
     parser.add_argument("--random-pairs", type=int, default=200_000)
     parser.add_argument("--a-sample", type=int, default=20_000, help="rows of A at 10^6")
     parser.add_argument("--fallback", action="store_true", help="the fallback CLK instead")
+    parser.add_argument(
+        "--block-on-fallback", action="store_true",
+        help="near pairs by the record-level CLK, bands drawn on the fallback (DOB-free) CLK",
+    )  # fmt: skip
     parser.add_argument("--check-exact", action="store_true")
     parser.add_argument(
         "--sketch", type=int, default=0, metavar="BITS",
