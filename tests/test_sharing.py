@@ -1,0 +1,124 @@
+"""Primitives of the two-server design: keyed band keys, XOR shares, permuted differences and
+the combiner's Dice (client/encoding/sharing.py, matcher/core/sharing.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindmatch.client.encoding import sharing as client
+from blindmatch.matcher.core import sharing as server
+from blindmatch.matcher.core.kernel import dice_pairs
+
+SECRET = b"a project secret of enough length...."
+KEY = b"the two servers' shared key......"
+
+clk_bytes = st.binary(min_size=16, max_size=16)
+
+
+def as_clks(*rows: bytes) -> np.ndarray:
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1).copy()
+
+
+def plaintext_dice(a: bytes, b: bytes) -> float:
+    x, y = as_clks(a), as_clks(b)
+    total = int(np.bitwise_count(x).sum() + np.bitwise_count(y).sum())
+    return 2 * int(np.bitwise_count(x & y).sum()) / total if total else 0.0
+
+
+def three_party_dice(a: bytes, b: bytes, ids: tuple[int, int]) -> float:
+    """The whole protocol: members split, each server sends its message, the combiner adds."""
+    x1, x2 = client.split_shares(as_clks(a, b))
+    m1 = server.permuted_difference(x1[0], x1[1], KEY, *ids)
+    m2 = server.permuted_difference(x2[0], x2[1], KEY, *ids)
+    pops = client.popcounts(as_clks(a, b))
+    return server.combiner_dice(m1, m2, int(pops[0]), int(pops[1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(clk_bytes, clk_bytes, st.integers(0, 2**32), st.integers(0, 2**32))
+def test_combiner_dice_is_the_plaintext_dice_for_any_clks(
+    a: bytes, b: bytes, i: int, j: int
+) -> None:
+    assert three_party_dice(a, b, (i, j)) == pytest.approx(plaintext_dice(a, b), abs=1e-12)
+
+
+def test_combiner_dice_matches_the_matchers_kernel_on_full_width_clks() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (20, 128), dtype=np.uint8)
+    b = a ^ np.packbits(rng.random((20, 1024)) < 0.1, axis=1)  # about 10% of bits flipped
+    rows = np.arange(20, dtype=np.uint32)
+    sims, keep = dice_pairs(a, b, rows, rows, 0.01)
+    assert keep.tolist() == list(range(20))  # every pair kept, in order
+    for k in range(20):
+        got = three_party_dice(a[k].tobytes(), b[k].tobytes(), (k, 1000 + k))
+        assert got == pytest.approx(float(sims[k]), abs=1e-9)
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_each_share_is_fresh_and_the_two_rebuild_the_clk(raw: bytes) -> None:
+    clks = as_clks(raw)
+    x1, x2 = client.split_shares(clks)
+    assert np.array_equal(x1 ^ x2, clks)
+    y1, _ = client.split_shares(clks)
+    if len(raw) >= 8:  # 2^-64: two draws of the first share never agree
+        assert not np.array_equal(x1, y1)
+
+
+def test_permuted_difference_hides_where_the_clks_differ() -> None:
+    # The same difference pattern in two pairs reaches the combiner at different places,
+    # with the same number of bits.
+    a = np.zeros(128, np.uint8)
+    b = a.copy()
+    b[:4] = 0xFF  # 32 bits differ, all at the start
+    m_first = server.permuted_difference(a, b, KEY, 1, 2)
+    m_second = server.permuted_difference(a, b, KEY, 3, 4)
+    assert int(np.bitwise_count(m_first).sum()) == int(np.bitwise_count(m_second).sum()) == 32
+    assert not np.array_equal(m_first, m_second)
+    assert int(np.bitwise_count(m_first[:4]).sum()) < 32  # no longer where they were
+
+
+def test_pair_permutation_is_a_permutation_shared_by_both_servers() -> None:
+    p = server.pair_permutation(KEY, 7, 9, 1024)
+    assert sorted(p.tolist()) == list(range(1024))
+    assert np.array_equal(p, server.pair_permutation(KEY, 7, 9, 1024))
+    assert not np.array_equal(p, server.pair_permutation(KEY, 9, 7, 1024))
+    assert not np.array_equal(p, server.pair_permutation(b"another key", 7, 9, 1024))
+
+
+def test_band_positions_come_from_the_secret_and_the_pool() -> None:
+    pool = list(range(3, 1000, 2))
+    pos = client.band_positions(SECRET, pool, 16, 40)
+    assert pos.shape == (40, 16)
+    assert set(pos.ravel().tolist()) <= set(pool)
+    assert all(len(set(row)) == 16 for row in pos.tolist())
+    assert np.array_equal(pos, client.band_positions(SECRET, pool, 16, 40))
+    assert not np.array_equal(pos, client.band_positions(b"another secret", pool, 16, 40))
+
+
+def test_band_positions_refuse_a_bad_plan() -> None:
+    with pytest.raises(ValueError, match="pool of 3"):
+        client.band_positions(SECRET, [1, 2, 3], 4, 1)
+    with pytest.raises(ValueError, match="repeated"):
+        client.band_positions(SECRET, [1, 1, 2], 1, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(clk_bytes, clk_bytes)
+def test_band_keys_are_equal_exactly_where_the_sampled_bits_are(a: bytes, b: bytes) -> None:
+    clks = as_clks(a, b)
+    pos = client.band_positions(SECRET, range(128), 6, 12)
+    keys = client.band_keys(clks, pos, SECRET)
+    bits = np.unpackbits(clks, axis=1, bitorder="little")
+    same_bits = (bits[0][pos] == bits[1][pos]).all(axis=1)
+    assert np.array_equal(keys[0] == keys[1], same_bits)
+
+
+def test_band_keys_differ_between_secrets() -> None:
+    clks = as_clks(bytes(range(16)))
+    pos = client.band_positions(SECRET, range(128), 8, 4)
+    assert not np.array_equal(
+        client.band_keys(clks, pos, SECRET), client.band_keys(clks, pos, b"another secret")
+    )
