@@ -237,6 +237,19 @@ CASES: list[Case] = [
     ("issue-before-a-run", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
         project="trial", rows=[0], upload_sha256="0" * 64), metadata=c.north),
      "FAILED_PRECONDITION", "no finished run"),
+    ("issues-no-hits", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 64), metadata=c.north),
+     "INVALID_ARGUMENT", "hits: required"),
+    ("issues-no-rows", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 64, hits=[pb.HitRows(partner="south")]),
+        metadata=c.north), "INVALID_ARGUMENT", "hits[0].rows: required"),
+    ("issues-unknown-partner", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 64, hits=[pb.HitRows(rows=[0], partner="south"),
+                                                       pb.HitRows(rows=[1], partner="west")]),
+        metadata=c.north), "INVALID_ARGUMENT", "hits[1].partner: 'west'"),
+    ("issues-before-a-run", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 64, hits=[pb.HitRows(rows=[0], partner="south")]),
+        metadata=c.north), "FAILED_PRECONDITION", "no finished run"),
     ("resolve-no-project", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
         reference="bmr-" + "a" * 26), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
     ("resolve-malformed", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
@@ -278,7 +291,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "index": "ChangeIndex", "list": "ListIndex", "query": "Query", "qwatch": "Watch",
         "qstream": "QueryStream",
         "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
-        "issue": "IssueRequestRef", "resolve": "ResolveRequestRef",
+        "issue": "IssueRequestRef", "issues": "IssueRequestRefs", "resolve": "ResolveRequestRef",
         "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
