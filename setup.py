@@ -12,7 +12,8 @@ setup(
         Extension(
             "blindmatch.matcher.core._kernel",
             sources=["matcher/core/_kernel.c"],
-            depends=["matcher/core/_lshbatch.c"],  # included by _kernel.c
+            # included by _kernel.c
+            depends=["matcher/core/_lshbatch.c", "matcher/core/_pairperm.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,
         )

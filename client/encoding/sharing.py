@@ -1,11 +1,16 @@
-"""Client-side primitives of the two-server design (docs/privacy-design.md, options a and b).
+"""Client side of the two-server design (docs/privacy-design.md, options a and b).
 
-Not wired into `blindmatch encode` yet: plain functions, tested, for the build to use.
+`shared_upload` turns a member's encoded CLKs into what it uploads in that mode: to the
+blocking server S1 the keyed band keys and one XOR share of each CLK, to S2 the other share,
+to the combiner C the popcounts (matcher/core/twoserver.py runs the three roles). Not wired
+into `blindmatch encode` or the RPCs yet. Its primitives:
 
 - `band_positions`: which bit positions each blocking band samples, drawn from the project
   secret (so the matcher cannot choose them, and they differ between projects);
 - `band_keys`: each record's keyed band keys, equal exactly when two records agree on every
-  position of the band (what the blocking server compares; it learns nothing else);
+  position of the band (what the blocking server compares; it learns nothing else): SipHash-2-4
+  (a keyed PRF for short inputs, vectorised in numpy) of the band's bits under a key for each
+  band derived from the secret by HMAC-SHA256;
 - `split_shares`: a CLK as two XOR shares, each uniformly random on its own (one for each
   of the two non-colluding servers).
 
@@ -19,6 +24,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +32,9 @@ import numpy.typing as npt
 Clks = npt.NDArray[np.uint8]
 
 POSITIONS_LABEL = b"blindmatch band positions v1"
-KEYS_LABEL = b"blindmatch band keys v1"
+KEYS_LABEL = b"blindmatch band keys v2"
+PART_LABEL = b"blindmatch two-server part "
+MAX_BAND_BITS = 64  # a band's bits are one 64-bit SipHash message
 
 
 class _Stream:
@@ -84,26 +92,102 @@ def _bits(clks: Clks) -> npt.NDArray[np.uint8]:
     return np.unpackbits(np.ascontiguousarray(clks), axis=1, bitorder="little")
 
 
+_U64 = np.uint64
+SIPHASH_ROWS = 16_384  # records a SipHash call: arrays of a few 10^4 are the fastest
+
+
+def siphash24(
+    k0: npt.NDArray[np.uint64] | np.uint64,
+    k1: npt.NDArray[np.uint64] | np.uint64,
+    m: npt.NDArray[np.uint64],
+) -> npt.NDArray[np.uint64]:
+    """SipHash-2-4 (Aumasson and Bernstein) of 8-byte messages, element-wise: key (k0, k1)
+    and message m as little-endian 64-bit words, broadcast together. In place on four state
+    arrays (about 100 ns an element on arrays of a few 10^4)."""
+    m = np.asarray(m, dtype=np.uint64)
+    shape = np.broadcast_shapes(np.shape(k0), np.shape(k1), m.shape)
+    state = np.empty((4, *shape), dtype=np.uint64)
+    state[0] = k0 ^ _U64(0x736F6D6570736575)
+    state[1] = k1 ^ _U64(0x646F72616E646F6D)
+    state[2] = k0 ^ _U64(0x6C7967656E657261)
+    state[3] = k1 ^ _U64(0x7465646279746573)
+    v0, v1, v2, v3 = state
+    np.bitwise_xor(v3, m, out=v3)
+    spare = np.empty(shape, dtype=np.uint64)
+    add, xor = np.add, np.bitwise_xor
+
+    def rotl(x: npt.NDArray[np.uint64], n: int) -> None:
+        np.right_shift(x, _U64(64 - n), out=spare)
+        np.left_shift(x, _U64(n), out=x)
+        np.bitwise_or(x, spare, out=x)
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            add(v0, v1, out=v0)
+            rotl(v1, 13)
+            xor(v1, v0, out=v1)
+            rotl(v0, 32)
+            add(v2, v3, out=v2)
+            rotl(v3, 16)
+            xor(v3, v2, out=v3)
+            add(v0, v3, out=v0)
+            rotl(v3, 21)
+            xor(v3, v0, out=v3)
+            add(v2, v1, out=v2)
+            rotl(v1, 17)
+            xor(v1, v2, out=v1)
+            rotl(v2, 32)
+
+    last = _U64(8 << 56)  # the final block: the message's length, 8, and no tail
+    rounds(2)
+    xor(v0, m, out=v0)
+    xor(v3, last, out=v3)
+    rounds(2)
+    xor(v0, last, out=v0)
+    xor(v2, _U64(0xFF), out=v2)
+    rounds(4)
+    out: npt.NDArray[np.uint64] = v0 ^ v1 ^ v2 ^ v3
+    return out
+
+
+def _band_secrets(secret: bytes, bands: int) -> tuple[npt.NDArray[np.uint64], ...]:
+    key = hmac.new(secret, KEYS_LABEL, hashlib.sha256).digest()
+    words = [
+        np.frombuffer(
+            hmac.new(key, band.to_bytes(4, "big"), hashlib.sha256).digest()[:16], dtype="<u8"
+        )
+        for band in range(bands)
+    ]
+    both = np.array(words, dtype=np.uint64).reshape(bands, 2)
+    return both[:, 0].copy(), both[:, 1].copy()
+
+
 def band_keys(
     clks: Clks, positions: npt.NDArray[np.int32], secret: bytes
 ) -> npt.NDArray[np.uint64]:
-    """(n, bands) keys: the first 8 bytes of HMAC-SHA256 under a key derived from the secret of
-    the band's number and the record's bits at the band's positions. Two records' keys in a
-    band are equal exactly when those bits are (up to a 2^-64 chance)."""
+    """(n, bands) keys: SipHash-2-4, under a key for the band derived from the secret, of the
+    record's bits at the band's positions (bit j of the message is the bit at positions[band,
+    j]). Two records' keys in a band are equal exactly when those bits are (up to a 2^-64
+    chance); without the secret they say nothing else."""
     if positions.ndim != 2 or not positions.size:
         raise ValueError("band keys: positions must be (bands, bits)")
+    if positions.shape[1] > MAX_BAND_BITS:
+        raise ValueError(f"band keys: at most {MAX_BAND_BITS} bits a band")
     bits = _bits(clks)
     if int(positions.max()) >= bits.shape[1] or int(positions.min()) < 0:
         raise ValueError(f"band keys: a position outside the CLKs' {bits.shape[1]} bits")
-    key = hmac.new(secret, KEYS_LABEL, hashlib.sha256).digest()
-    out = np.empty((len(clks), len(positions)), dtype=np.uint64)
+    k0, k1 = _band_secrets(secret, len(positions))
+    by_position = np.ascontiguousarray(bits.T)  # (positions, n): a band's rows are whole rows
+    out = np.empty((len(positions), len(clks)), dtype=np.uint64)
+    padded = np.zeros((len(clks), 8), dtype=np.uint8)
     for band, pos in enumerate(positions):
-        packed = np.packbits(bits[:, pos], axis=1)
-        prefix = band.to_bytes(4, "big")
-        for i, row in enumerate(packed):
-            digest = hmac.new(key, prefix + row.tobytes(), hashlib.sha256).digest()
-            out[i, band] = int.from_bytes(digest[:8], "big")
-    return out
+        packed = np.packbits(by_position[pos], axis=0, bitorder="little")  # (bytes, n)
+        padded[:, : len(packed)] = packed.T
+        values = padded.view("<u8")[:, 0]
+        for lo in range(0, len(clks), SIPHASH_ROWS):
+            hi = lo + SIPHASH_ROWS
+            out[band, lo:hi] = siphash24(k0[band], k1[band], values[lo:hi])
+    return np.ascontiguousarray(out.T)
 
 
 def split_shares(clks: Clks) -> tuple[Clks, Clks]:
@@ -117,3 +201,104 @@ def split_shares(clks: Clks) -> tuple[Clks, Clks]:
 def popcounts(clks: Clks) -> npt.NDArray[np.int64]:
     """Each CLK's number of set bits (what a member sends the combiner)."""
     return np.bitwise_count(np.ascontiguousarray(clks)).sum(axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Keyed blocking of one CLK: `bands` bands of `bits` positions each (the schema's
+    `blindmatch.twoserver`, docs/schema.md)."""
+
+    bits: int
+    bands: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bits <= MAX_BAND_BITS or self.bands < 1:
+            raise ValueError(
+                f"keyed blocking: {self.bits} bits x {self.bands} bands (1 to {MAX_BAND_BITS} "
+                "bits, at least one band)"
+            )
+
+
+# docs/privacy-design.md, "Recommendation": recall 0.999 of the pairs at Dice >= 0.8 on
+# realistic encodings at 10^5-10^6 records a member, 1.1-1.2% of cross pairs candidates.
+RECOMMENDED = BandPlan(bits=20, bands=1600)
+PARTS = ("record", "fallback")  # the CLKs of an upload: record-level, then the fallback CLK
+
+
+def part_secret(secret: bytes, part: str) -> bytes:
+    """Each CLK of an upload gets band positions and band keys of its own."""
+    return hmac.new(secret, PART_LABEL + part.encode(), hashlib.sha256).digest()
+
+
+def part_positions(
+    secret: bytes, part: str, width_bits: int, plan: BandPlan
+) -> npt.NDArray[np.int32]:
+    """The bands of one CLK: every position of it is in the pool (members cannot agree on a
+    data-dependent pool without sharing data; the informative-bits pool of
+    benchmarks/keyedblocking.py leaves 10-20% fewer candidates)."""
+    return band_positions(part_secret(secret, part), range(width_bits), plan.bits, plan.bands)
+
+
+@dataclass(frozen=True)
+class ToS1:
+    """What the blocking server S1 receives: per CLK, band keys and the first XOR shares."""
+
+    keys: tuple[npt.NDArray[np.uint64], ...]
+    shares: tuple[Clks, ...]
+
+
+@dataclass(frozen=True)
+class ToS2:
+    """What S2 receives: per CLK, the second XOR shares."""
+
+    shares: tuple[Clks, ...]
+
+
+@dataclass(frozen=True)
+class ToCombiner:
+    """What the combiner C receives: per CLK, each record's popcount. Nothing else."""
+
+    popcounts: tuple[npt.NDArray[np.int64], ...]
+
+
+@dataclass(frozen=True)
+class SharedUpload:
+    """A member's upload in the two-server mode, split by recipient; CLK 0 is the record-level
+    CLK, CLK 1 (when the schema has `blindmatch.fallback`) the fallback CLK."""
+
+    s1: ToS1
+    s2: ToS2
+    combiner: ToCombiner
+
+    def __len__(self) -> int:
+        return len(self.combiner.popcounts[0])
+
+
+def shared_upload(
+    clks: Clks, secret: bytes, plan: BandPlan = RECOMMENDED, fallback_bits: int = 0
+) -> SharedUpload:
+    """A member's encoded CLKs (`EncodeResult.clks` as (rows, bytes); with `fallback_bits`, the
+    fallback CLK last, as `encode_csv` lays it out) as the two-server upload: per CLK, band keys
+    from the member secret under `plan` to S1, two fresh XOR shares to S1 and S2, popcounts to
+    C. Every member of a project uses the same secret and plan, so their bands agree."""
+    x = np.ascontiguousarray(clks, dtype=np.uint8)
+    if x.ndim != 2 or not x.shape[1]:
+        raise ValueError("shared upload: CLKs must be (rows, bytes)")
+    if fallback_bits % 8 or not 0 <= fallback_bits // 8 < x.shape[1]:
+        raise ValueError(
+            f"shared upload: a fallback CLK of {fallback_bits} bits in {8 * x.shape[1]}"
+        )
+    cut = x.shape[1] - fallback_bits // 8
+    parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    keys, first, second, pops = [], [], [], []
+    for name, part in zip(PARTS, parts, strict=False):
+        part = np.ascontiguousarray(part)
+        positions = part_positions(secret, name, 8 * part.shape[1], plan)
+        keys.append(band_keys(part, positions, part_secret(secret, name)))
+        x1, x2 = split_shares(part)
+        first.append(x1)
+        second.append(x2)
+        pops.append(popcounts(part))
+    return SharedUpload(
+        ToS1(tuple(keys), tuple(first)), ToS2(tuple(second)), ToCombiner(tuple(pops))
+    )

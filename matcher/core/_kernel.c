@@ -521,6 +521,7 @@ done:
 
 /* Batch LSH blocking (blocking.py): lsh_pairs, in a file of its own. */
 #include "_lshbatch.c"
+#include "_pairperm.c"
 
 /* ---- one query against a standing index ----------------------------------------
  *
@@ -1566,6 +1567,9 @@ static PyMethodDef methods[] = {
      "lsh_query_many's answer"},
     {"peak", py_peak, METH_VARARGS,
      "peak(reps) -> pairs: the AND + VPOPCNTQ + ADD loop alone (benchmarks/kernelpeak.py)"},
+    {"pair_messages", py_pair_messages, METH_VARARGS,
+     "pair_messages(shares_a, shares_b, width, rows_a, rows_b, dset_a, dset_b, key) -> "
+     "permuted share differences (bytes), or None without AES instructions"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };
