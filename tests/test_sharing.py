@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blindmatch.client.encoding import sharing as client
+from blindmatch.matcher.core import kernel
 from blindmatch.matcher.core import sharing as server
 from blindmatch.matcher.core.kernel import dice_pairs
 
@@ -122,3 +123,36 @@ def test_band_keys_differ_between_secrets() -> None:
     assert not np.array_equal(
         client.band_keys(clks, pos, SECRET), client.band_keys(clks, pos, b"another secret")
     )
+
+
+def test_the_native_pair_messages_are_the_python_reference_permutation() -> None:
+    rng = np.random.default_rng(5)
+    for width in (128, 8):  # the record-level CLK, and a narrow one
+        a = rng.integers(0, 256, (30, width), dtype=np.uint8)
+        b = rng.integers(0, 256, (40, width), dtype=np.uint8)
+        rows_a = rng.integers(0, 30, 25).astype(np.uint32)
+        rows_b = rng.integers(0, 40, 25).astype(np.uint32)
+        got = server.pair_messages(a, b, 2, 5, rows_a, rows_b, KEY)
+        for k, (i, j) in enumerate(zip(rows_a.tolist(), rows_b.tolist(), strict=True)):
+            want = server.permuted_difference(
+                a[i], b[j], KEY, server.record_number(2, i), server.record_number(5, j)
+            )
+            assert np.array_equal(got[k], want), (width, k)
+    if not kernel.NATIVE:
+        pytest.skip("the native module is not built: only the reference ran")
+
+
+def test_pair_messages_refuse_rows_outside_the_shares() -> None:
+    shares = np.zeros((3, 128), np.uint8)
+    with pytest.raises(ValueError, match="outside the shares"):
+        server.pair_messages(
+            shares, shares, 0, 1, np.array([3], np.uint32), np.array([0], np.uint32), KEY
+        )
+
+
+def test_band_keys_are_siphash_2_4() -> None:
+    # The reference implementation's test vector: key 00..0f, message 00..07.
+    k0 = np.uint64(int.from_bytes(bytes(range(8)), "little"))
+    k1 = np.uint64(int.from_bytes(bytes(range(8, 16)), "little"))
+    m = np.array([int.from_bytes(bytes(range(8)), "little")] * 3, dtype=np.uint64)
+    assert client.siphash24(k0, k1, m).tolist() == [0x93F5F5799A932462] * 3

@@ -75,8 +75,14 @@ def _popcounts(x: Rows) -> npt.NDArray[np.int64]:
 
 def lacking(first: Rows, second: Rows) -> npt.NDArray[np.bool_]:
     """Records whose fallback CLK is (nearly) as full as their first: they lack the fields."""
-    p1, p2 = _popcounts(first), _popcounts(second)
-    return (p1 > 0) & (p2 >= LACKING_RATIO * p1)
+    return lacking_from_popcounts(_popcounts(first), _popcounts(second))
+
+
+def lacking_from_popcounts(
+    first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """`lacking` from the two CLKs' popcounts alone (what the two-server combiner holds)."""
+    return (first > 0) & (second >= LACKING_RATIO * first)
 
 
 def on_fallback(
@@ -194,6 +200,7 @@ __all__ = [
     "LACKING_RATIO",
     "Split",
     "lacking",
+    "lacking_from_popcounts",
     "on_fallback",
     "pair_scores",
     "query_hits",

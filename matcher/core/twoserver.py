@@ -1,0 +1,324 @@
+"""A run on two non-colluding servers and a combiner (docs/privacy-design.md, options a + b).
+
+The three roles, as plain objects over arrays (no RPCs yet), each given only what it
+receives in the design:
+
+- `BlockingServer` (S1): every member's keyed band keys (client/encoding/sharing.py
+  `shared_upload`) and the first XOR share of each CLK. `block` proposes the cross-member pairs
+  that share a band key; `messages` sends, for a batch of pairs, each pair's share difference
+  with its bits permuted by the pair's permutation (core/sharing.py `pair_messages`).
+- `ShareServer` (S2): the second XOR shares; `messages` as S1's.
+- `Combiner` (C): the popcounts, and the two servers' messages; never a CLK nor a share.
+  `decide` XORs a batch's two messages (the permuted difference of the CLKs: its popcount is
+  their Hamming distance) and keeps the pairs whose Dice reaches the threshold, by the
+  kernel's own test (core/kernel.py: same popcount pre-filter, same float64 score); the
+  run's candidates are then solved and turned into links as a normal run's are (core/solve.py).
+
+`run` drives them: C tells S1 which records lack the fallback CLK's left-out fields (from the
+popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 send messages batch by batch, C
+decides, solves, and scores the links inside each group (a few more pairs through S1 and S2:
+a group of three members holds a pair blocking may not have proposed).
+
+With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
+blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
+CLK 1 the fallback), and a pair is compared on the CLK the normal run scores it by
+(`fallback.on_fallback`): blocking proposes record-level pairs between records that both have
+the left-out fields, and fallback pairs where either lacks them. So with blocking that misses
+no pair at or above the threshold the links are exactly the exhaustive run's (tests/
+test_twoserver.py); with keyed blocking at r=20 the cost is the pairs blocking misses
+(benchmarks/twoserver_quality.py).
+
+What each role learns here beyond the design's option (b): S1 (and, through the pair batches,
+S2) which records lack the left-out fields, one bit a record the normal matcher reads from
+the popcounts too; C the exact Dice of the pairs inside matched groups that blocking did not
+propose. Band keys of different bands are sorted together (their keys differ, the bands'
+SipHash keys being independent): two equal keys of different bands, a 2^-64 chance a pair
+of keys, would propose one pair more, which the combiner then decides like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.kernel import _check_threshold
+from blindmatch.matcher.core.sharing import pair_messages
+from blindmatch.matcher.core.solve import Links, links_from_groups, solve
+
+Keys = npt.NDArray[np.uint64]
+Shares = npt.NDArray[np.uint8]
+Rows = npt.NDArray[np.uint32]
+Popcounts = npt.NDArray[np.int64]
+
+RECORD, FALLBACK = 0, 1  # the CLKs of an upload
+BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
+BATCH_PAIRS = 100_000  # pairs a message batch (memory: 2 x this x the CLK's bytes)
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """Pairs (member_a's row rows_a[k], member_b's row rows_b[k]), member_a < member_b, to be
+    compared on CLK `clk` (RECORD or FALLBACK)."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    rows_a: Rows
+    rows_b: Rows
+
+    def __len__(self) -> int:
+        return len(self.rows_a)
+
+    def split(self, size: int) -> Iterator[PairBatch]:
+        for lo in range(0, len(self), size):
+            yield PairBatch(
+                self.member_a,
+                self.member_b,
+                self.clk,
+                self.rows_a[lo : lo + size],
+                self.rows_b[lo : lo + size],
+            )
+
+
+def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
+    """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
+    for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
+    if keys_a.ndim != 2 or keys_b.ndim != 2 or keys_a.shape[1] != keys_b.shape[1]:
+        raise ValueError("band keys must be (rows, bands) with as many bands on both sides")
+    n_a, bands = keys_a.shape
+    n_b = len(keys_b)
+    found: list[npt.NDArray[np.uint64]] = []
+    for lo in range(0, bands if n_a and n_b else 0, band_step):
+        ka = keys_a[:, lo : lo + band_step].ravel()
+        kb = keys_b[:, lo : lo + band_step].ravel()
+        width = keys_a[:, lo : lo + band_step].shape[1]
+        order_b = np.argsort(kb, kind="stable")
+        sorted_b = kb[order_b]
+        start = np.searchsorted(sorted_b, ka, side="left")
+        counts = np.searchsorted(sorted_b, ka, side="right") - start
+        hit = np.flatnonzero(counts)
+        if not len(hit):
+            continue
+        c = counts[hit]
+        total = int(c.sum())
+        row_a = (hit // width).astype(np.uint64)
+        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(total)
+        row_b = (order_b[at] // width).astype(np.uint64)
+        found.append(np.unique((np.repeat(row_a, c) << np.uint64(32)) | row_b))
+    if not found:
+        empty = np.empty(0, dtype=np.uint32)
+        return empty, empty.copy()
+    codes = np.unique(np.concatenate(found))
+    return (codes >> np.uint64(32)).astype(np.uint32), (codes & np.uint64(0xFFFFFFFF)).astype(
+        np.uint32
+    )
+
+
+class ShareServer:
+    """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
+    and the key the two servers share for the pairs' permutations."""
+
+    def __init__(self, shares: Sequence[Sequence[Shares]], pair_key: bytes) -> None:
+        self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
+        self._key = pair_key
+
+    def messages(self, batch: PairBatch) -> Shares:
+        """(pairs, width): each pair's share difference, permuted (core/sharing.py)."""
+        return pair_messages(
+            self._shares[batch.member_a][batch.clk],
+            self._shares[batch.member_b][batch.clk],
+            batch.member_a,
+            batch.member_b,
+            batch.rows_a,
+            batch.rows_b,
+            self._key,
+        )
+
+
+class BlockingServer(ShareServer):
+    """S1: S2's part, and every member's band keys, `keys[member][clk]` ((rows, bands))."""
+
+    def __init__(
+        self, keys: Sequence[Sequence[Keys]], shares: Sequence[Sequence[Shares]], pair_key: bytes
+    ) -> None:
+        super().__init__(shares, pair_key)
+        self._keys = [list(m) for m in keys]
+        if len(self._keys) != len(shares):
+            raise ValueError("S1: band keys and shares of different numbers of members")
+
+    def block(self, lacking: Sequence[npt.NDArray[np.bool_]] | None = None) -> list[PairBatch]:
+        """The cross-member pairs to compare, per pair of members and CLK: with `lacking`
+        (each member's records lacking the fallback's fields; every upload then has two
+        CLKs), record-level pairs between records that have them and fallback pairs where
+        either lacks them, each on its own band keys; without, record-level pairs."""
+        out = []
+        members = len(self._keys)
+        for x in range(members):
+            for y in range(x + 1, members):
+                if lacking is None:
+                    ia, ib = colliding_pairs(self._keys[x][RECORD], self._keys[y][RECORD])
+                    out.append(PairBatch(x, y, RECORD, ia, ib))
+                    continue
+                lx, ly = lacking[x], lacking[y]
+                has_x, has_y = np.flatnonzero(~lx), np.flatnonzero(~ly)
+                out.append(self._restricted(x, y, RECORD, has_x, has_y))
+                # (lacking of x) x (all of y), then (the rest of x) x (lacking of y).
+                first = self._restricted(x, y, FALLBACK, np.flatnonzero(lx), np.arange(len(ly)))
+                second = self._restricted(x, y, FALLBACK, has_x, np.flatnonzero(ly))
+                rows_a = np.concatenate([first.rows_a, second.rows_a])
+                rows_b = np.concatenate([first.rows_b, second.rows_b])
+                order = np.lexsort((rows_b, rows_a))
+                out.append(PairBatch(x, y, FALLBACK, rows_a[order], rows_b[order]))
+        return out
+
+    def _restricted(
+        self, x: int, y: int, clk: int, rows_x: npt.NDArray[np.intp], rows_y: npt.NDArray[np.intp]
+    ) -> PairBatch:
+        ia, ib = colliding_pairs(self._keys[x][clk][rows_x], self._keys[y][clk][rows_y])
+        return PairBatch(x, y, clk, rows_x[ia].astype(np.uint32), rows_y[ib].astype(np.uint32))
+
+
+class Combiner:
+    """C: each member's popcounts, `popcounts[member][clk]`, and the threshold."""
+
+    def __init__(self, popcounts: Sequence[Sequence[Popcounts]], threshold: float) -> None:
+        self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts]
+        self.threshold = _check_threshold(threshold)
+        if not self.threshold > 0:
+            raise ValueError("the two-server run needs a positive threshold")
+        clks = {len(m) for m in self._pops}
+        if len(clks) > 1:
+            raise ValueError("C: every member must upload the same CLKs")
+        self.has_fallback = clks == {2}
+
+    def lacking(self) -> list[npt.NDArray[np.bool_]] | None:
+        """Each member's records lacking the fallback's fields (fallback.py's rule), or None
+        without a fallback CLK: what C tells S1."""
+        if not self.has_fallback:
+            return None
+        return [fallback_.lacking_from_popcounts(m[RECORD], m[FALLBACK]) for m in self._pops]
+
+    def scores(self, batch: PairBatch, m1: Shares, m2: Shares) -> npt.NDArray[np.float64]:
+        """Each pair's Dice from the two servers' messages: 2|a & b| / (|a| + |b|) as the
+        kernel computes it, |a| + |b| - Hamming being 2|a & b|; 0 for two empty CLKs."""
+        if m1.shape != m2.shape or len(m1) != len(batch):
+            raise ValueError("C: the two servers' messages differ in shape")
+        hamming = np.bitwise_count(m1 ^ m2).sum(axis=1, dtype=np.int64)
+        total = (
+            self._pops[batch.member_a][batch.clk][batch.rows_a]
+            + (self._pops[batch.member_b][batch.clk][batch.rows_b])
+        )
+        out = np.zeros(len(batch), dtype=np.float64)
+        np.divide((total - hamming).astype(np.float64), total, out=out, where=total > 0)
+        return out
+
+    def decide(self, batch: PairBatch, m1: Shares, m2: Shares) -> Candidates:
+        """The batch's pairs at or above the threshold, by the kernel's test: anonlink's
+        popcount pre-filter |pa - pb| <= int(2 pa (1/t - 1)), then Dice >= t."""
+        sims = self.scores(batch, m1, m2)
+        pa = self._pops[batch.member_a][batch.clk][batch.rows_a]
+        pb = self._pops[batch.member_b][batch.clk][batch.rows_b]
+        width = 8 * m1.shape[1] if m1.ndim == 2 else 0
+        delta = np.minimum((2 * pa).astype(np.float64) * (1.0 / self.threshold - 1.0), width)
+        keep = (np.abs(pa - pb) <= delta.astype(np.int64)) & (sims >= self.threshold) & (pa > 0)
+        n = int(keep.sum())
+        return Candidates(
+            sims[keep],
+            np.full(n, batch.member_a, dtype=np.uint32),
+            np.full(n, batch.member_b, dtype=np.uint32),
+            batch.rows_a[keep].astype(np.uint32),
+            batch.rows_b[keep].astype(np.uint32),
+        )
+
+
+@dataclass
+class TwoServerResult:
+    """What a two-server run gives: the links (as a normal run's), the groups, the pairs
+    blocking proposed (per pair of members and CLK), and CPU seconds per stage."""
+
+    links: Links
+    groups: int
+    proposed: list[PairBatch]
+    method: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def comparisons(self) -> int:
+        return sum(len(b) for b in self.proposed)
+
+
+def run(
+    s1: BlockingServer,
+    s2: ShareServer,
+    combiner: Combiner,
+    *,
+    batch_pairs: int = BATCH_PAIRS,
+) -> TwoServerResult:
+    """The whole run: blocking (S1), messages (S1, S2), deciding (C), solving and links (C)."""
+    seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
+               "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
+    started = time.process_time()
+    lacking = combiner.lacking()
+    proposed = s1.block(lacking)
+    seconds["blocking (S1)"] += time.process_time() - started
+    parts = []
+    for pairs in proposed:
+        for batch in pairs.split(batch_pairs):
+            t0 = time.process_time()
+            m1 = s1.messages(batch)
+            t1 = time.process_time()
+            m2 = s2.messages(batch)
+            t2 = time.process_time()
+            parts.append(combiner.decide(batch, m1, m2))
+            seconds["messages (S1)"] += t1 - t0
+            seconds["messages (S2)"] += t2 - t1
+            seconds["combining (C)"] += time.process_time() - t2
+    started = time.process_time()
+    candidates = merge(parts)
+    groups = solve(candidates)
+
+    def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
+        """The links' scores: each pair inside a group through S1, S2 and C again."""
+        out = np.empty(len(d0), dtype=np.float64)
+        for a in np.unique(d0).tolist():
+            for b in np.unique(d1).tolist():
+                sel = np.flatnonzero((d0 == a) & (d1 == b))
+                if not len(sel):
+                    continue
+                lo, hi = (a, b) if a < b else (b, a)
+                rows_lo = (r0 if a < b else r1)[sel].astype(np.uint32)
+                rows_hi = (r1 if a < b else r0)[sel].astype(np.uint32)
+                clk = np.zeros(len(sel), dtype=bool)
+                if lacking is not None:
+                    clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+                for c in (RECORD, FALLBACK):
+                    pick = np.flatnonzero(clk == bool(c))
+                    if len(pick):
+                        batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
+                        m1, m2 = s1.messages(batch), s2.messages(batch)
+                        out[sel[pick]] = combiner.scores(batch, m1, m2)
+        return out
+
+    links = links_from_groups(groups, [], scorer)
+    seconds["solving (C)"] += time.process_time() - started
+    method = "two-server" + ("+fallback" if lacking is not None else "")
+    return TwoServerResult(links, len(groups), proposed, method, seconds)
+
+
+__all__ = [
+    "FALLBACK",
+    "RECORD",
+    "BlockingServer",
+    "Combiner",
+    "PairBatch",
+    "ShareServer",
+    "TwoServerResult",
+    "colliding_pairs",
+    "run",
+]

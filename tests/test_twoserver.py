@@ -1,0 +1,198 @@
+"""A run on two non-colluding servers and a combiner (matcher/core/twoserver.py) on realistic
+encodings of the default schema (a record-level CLK and a fallback CLK): its links are the
+exhaustive run's wherever blocking proposes the pairs, and the combiner only ever holds
+popcounts and permuted share differences."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from benchmarks.messy import ORGS, write_exports
+from blindmatch.client.encoding import sharing as client
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.matcher.core import fallback, twoserver
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.kernel import dice_pairs
+from blindmatch.matcher.core.solve import Links, links_from_groups, solve
+from blindmatch.matcher.usecases.runs import match
+from tests.support import FALLBACK_SCHEMA
+
+SCHEMA = load_schema(FALLBACK_SCHEMA)
+SECRET = b"the members' project secret"
+THRESHOLD = 0.8
+Clks = npt.NDArray[np.uint8]
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clks], int]:
+    """Three organisations' exports of 1,000 people (benchmarks/messy.py), encoded as
+    `blindmatch encode` does: record-level CLK, then the fallback CLK."""
+    exports = write_exports(tmp_path_factory.mktemp("messy"), seed=5, size=1000)
+    datasets = []
+    for style in ORGS:
+        exp = exports[style.name]
+        result = encode_csv(exp.csv, SCHEMA, load_mapping(exp.mapping, SCHEMA), SECRET)
+        datasets.append(
+            np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+        )
+    return datasets, result.fallback_bits
+
+
+class RecordingCombiner(twoserver.Combiner):
+    """The real combiner, keeping a copy of every message it is given."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.received: list[Clks] = []
+
+    def scores(self, batch: twoserver.PairBatch, m1: Clks, m2: Clks) -> npt.NDArray[np.float64]:
+        self.received += [m1.copy(), m2.copy()]
+        return super().scores(batch, m1, m2)
+
+
+def three_party(
+    datasets: list[Clks], fallback_bits: int, plan: client.BandPlan
+) -> tuple[twoserver.TwoServerResult, RecordingCombiner, list[client.SharedUpload]]:
+    uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
+    key = secrets.token_bytes(32)  # S1 and S2's, never C's
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    combiner = RecordingCombiner([u.combiner.popcounts for u in uploads], THRESHOLD)
+    return twoserver.run(s1, s2, combiner, batch_pairs=5000), combiner, uploads
+
+
+def assert_same_links(got: Links, want: Links) -> None:
+    for name in ("dset", "row", "partner", "partner_row", "score"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_with_blocking_that_misses_no_pair_the_links_are_the_exhaustive_runs(
+    members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = members
+    # 4 bits x 40 bands: a pair at Dice 0.8 agrees on ~85% of bits, so it collides in some
+    # band but with a chance of 10^-12; most unrelated pairs are proposed too.
+    result, _, _ = three_party(datasets, fallback_bits, client.BandPlan(bits=4, bands=40))
+    exhaustive = match(datasets, THRESHOLD, workers=1, blocking="exhaustive",
+                       fallback_bits=fallback_bits)  # fmt: skip
+    assert (
+        result.method
+        == "two-server+fallback"
+        == exhaustive.method.replace("exhaustive", "two-server")
+    )
+    assert len(exhaustive.links) > 300
+    assert result.groups == exhaustive.groups
+    assert_same_links(result.links, exhaustive.links)
+
+
+def plaintext_on(
+    proposed: list[twoserver.PairBatch], datasets: list[Clks], fallback_bits: int
+) -> Links:
+    """The exhaustive run's decisions on the pairs blocking proposed: the kernel's Dice test
+    on each pair's CLK in plaintext, solved, links scored by the fallback rule."""
+    split = fallback.Split.of(datasets, fallback_bits)
+    parts = []
+    for batch in proposed:
+        clks = split.first if batch.clk == twoserver.RECORD else split.second
+        sims, keep = dice_pairs(
+            clks[batch.member_a], clks[batch.member_b], batch.rows_a, batch.rows_b, THRESHOLD
+        )
+        n = len(sims)
+        parts.append(
+            Candidates(
+                sims,
+                np.full(n, batch.member_a, np.uint32),
+                np.full(n, batch.member_b, np.uint32),
+                batch.rows_a[keep],
+                batch.rows_b[keep],
+            )
+        )
+    groups = solve(merge(parts))
+    return links_from_groups(groups, datasets, lambda *p: fallback.pair_scores(split, *p))
+
+
+def test_with_keyed_blocking_the_links_are_the_plaintext_runs_on_the_proposed_pairs(
+    members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = members
+    # 20 bits a band (the recommendation's width) in only 30 bands: blocking misses pairs.
+    result, _, _ = three_party(datasets, fallback_bits, client.BandPlan(bits=20, bands=30))
+    exhaustive = match(datasets, THRESHOLD, workers=1, blocking="exhaustive",
+                       fallback_bits=fallback_bits)  # fmt: skip
+    assert len(result.links) < len(exhaustive.links)  # the missed pairs are missed
+    cross = sum(len(a) * len(b) for i, a in enumerate(datasets) for b in datasets[i + 1 :])
+    assert result.comparisons < 0.05 * cross
+    assert {b.clk for b in result.proposed} == {twoserver.RECORD, twoserver.FALLBACK}
+    assert_same_links(result.links, plaintext_on(result.proposed, datasets, fallback_bits))
+
+
+def test_the_combiner_never_receives_a_clk_or_a_share(members: tuple[list[Clks], int]) -> None:
+    datasets, fallback_bits = members
+    result, combiner, uploads = three_party(
+        datasets, fallback_bits, client.BandPlan(bits=20, bands=200)
+    )
+    # What C holds: popcounts (integers, one a record and CLK) and the threshold; no bytes.
+    for upload in uploads:
+        assert set(vars(upload.combiner)) == {"popcounts"}
+        assert all(p.dtype == np.int64 and p.ndim == 1 for p in upload.combiner.popcounts)
+    held = {name: value for name, value in vars(combiner).items() if name != "received"}
+    assert set(held) == {"_pops", "threshold", "has_fallback"}
+    assert all(p.dtype == np.int64 and p.ndim == 1 for m in held["_pops"] for p in m)
+    # What C is sent: permuted differences, none of them a CLK or a share of one, and none
+    # the plain difference of two CLKs (the positions where they differ).
+    got = np.concatenate(combiner.received)
+    assert len(got) == 2 * (result.comparisons + len(result.links))  # and the links' scores
+    split = fallback.Split.of(datasets, fallback_bits)
+    known = {row.tobytes() for clks in (*split.first, *split.second) for row in clks}
+    known |= {
+        row.tobytes() for u in uploads for part in (*u.s1.shares, *u.s2.shares) for row in part
+    }
+    assert not known & {row.tobytes() for row in got}
+    batch = next(b for b in result.proposed if len(b))  # the first C was sent
+    assert batch.clk == twoserver.RECORD
+    m1, m2 = combiner.received[0], combiner.received[1]
+    rows_a, rows_b = batch.rows_a[: len(m1)], batch.rows_b[: len(m1)]
+    a, b = split.first[batch.member_a][rows_a], split.first[batch.member_b][rows_b]
+    combined = m1 ^ m2
+    assert np.array_equal(
+        np.bitwise_count(combined).sum(axis=1), np.bitwise_count(a ^ b).sum(axis=1)
+    )
+    assert not np.array_equal(combined, a ^ b)
+
+
+def test_members_with_one_secret_draw_the_same_bands_and_fresh_shares(
+    members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = members
+    plan = client.BandPlan(bits=20, bands=50)
+    one = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)
+    again = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)
+    other = client.shared_upload(datasets[0][:20], b"another project", plan, fallback_bits)
+    for k in (twoserver.RECORD, twoserver.FALLBACK):
+        assert np.array_equal(one.s1.keys[k], again.s1.keys[k])  # the same record collides
+        assert not (one.s1.keys[k] == other.s1.keys[k]).any()  # keys belong to the secret
+        assert not np.array_equal(one.s1.shares[k], again.s1.shares[k])
+    assert not (one.s1.keys[0] == one.s1.keys[1]).any()  # each CLK has bands of its own
+    rebuilt = np.concatenate(
+        [one.s1.shares[0] ^ one.s2.shares[0], one.s1.shares[1] ^ one.s2.shares[1]], axis=1
+    )
+    assert np.array_equal(rebuilt, datasets[0][:20])
+
+
+def test_a_bad_upload_or_plan_is_refused() -> None:
+    with pytest.raises(ValueError, match="20 bits x 0 bands"):
+        client.BandPlan(bits=20, bands=0)
+    with pytest.raises(ValueError, match="65 bits"):
+        client.BandPlan(bits=65, bands=10)
+    with pytest.raises(ValueError, match="a fallback CLK of 12 bits"):
+        client.shared_upload(np.zeros((2, 16), np.uint8), SECRET, fallback_bits=12)
+    with pytest.raises(ValueError, match="positive threshold"):
+        twoserver.Combiner([[np.zeros(2, np.int64)]], 0.0)
+    with pytest.raises(ValueError, match="same CLKs"):
+        twoserver.Combiner([[np.zeros(2, np.int64)], [np.zeros(2, np.int64)] * 2], 0.8)
