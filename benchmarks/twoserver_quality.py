@@ -1,0 +1,216 @@
+"""End-to-end match quality of the two-server run (keyed blocking + secret-shared Dice) beside
+the default exhaustive run, on the same encodings.
+
+    .venv/bin/python benchmarks/twoserver_quality.py [--generators messy households]
+        [--population 20000] [--corruption 1.0] [--bits 20] [--bands 1600] [--seed 2100]
+
+For each generator (benchmarks/messy.py, benchmarks/households.py; the cell of
+docs/evaluation.md's grid with the same population and corruption, `quality.cell_seed`), the
+organisations' exports are encoded once, as `blindmatch encode` does, with the default schema
+(schemas/person-uk.json: a record-level CLK and a fallback CLK) under a fresh secret. Then on
+those CLKs:
+
+- **exhaustive**: the normal run (matcher/usecases/runs.py `match`, blocking "exhaustive",
+  the fallback rule), what a project runs today;
+- **two-server**: each member's `shared_upload` (client/encoding/sharing.py: band keys at r
+  `--bits` x `--bands` bands per CLK from the secret, two XOR shares, popcounts), then
+  matcher/core/twoserver.py `run`: S1 blocks on the band keys, S1 and S2 send permuted share
+  differences for every proposed pair, the combiner decides, solves and scores the links.
+
+Printed per generator: precision, recall and F1 over (record, partner) hits of all members,
+side by side with ratios; the pairs each compares (the two-server run: the pairs blocking
+proposes, by CLK); blocking recall of the true cross-member pairs (same person) and of every
+pair at or above the threshold under the fallback rule (what the exhaustive run decides
+from); CPU seconds per stage (the members' uploads, S1's blocking, S1's and S2's messages, the
+combiner; the exhaustive run's compare and solve). All three parties run in this process, one
+core; bytes to C are 2 x the CLK's bytes a pair (computed, not sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.quality import GENERATORS, SCHEMA, cell_seed
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.evaluate import Quality, quality, read_truth
+from blindmatch.matcher.core import fallback, twoserver
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.usecases.runs import match
+
+THRESHOLD = 0.8
+Clks = npt.NDArray[np.uint8]
+
+
+def hits(links: Links, orgs: list[str], ids: list[list[str]]) -> set[tuple[str, str, str]]:
+    return {
+        (orgs[d], ids[d][r], orgs[p])
+        for d, r, p in zip(
+            links.dset.tolist(), links.row.tolist(), links.partner.tolist(), strict=True
+        )
+    }
+
+
+def codes(
+    x: int, y: int, rows_x: npt.NDArray[np.integer], rows_y: npt.NDArray[np.integer]
+) -> set[int]:
+    """Pairs of members x < y as integers, to compare sets of pairs."""
+    return set(((x << 56) | (rows_x.astype(np.int64) << 28) | rows_y.astype(np.int64)).tolist())
+
+
+def near_pairs(datasets: list[Clks], fallback_bits: int) -> set[int]:
+    """Every cross-member pair at or above the threshold under the fallback rule."""
+    split = fallback.Split.of(datasets, fallback_bits)
+    first = []
+    for x in range(len(datasets)):
+        for y in range(x + 1, len(datasets)):
+            sims, ia, ib = dice_candidates(split.first[x], split.first[y], THRESHOLD)
+            n = len(sims)
+            first.append(
+                Candidates(sims, np.full(n, x, np.uint32), np.full(n, y, np.uint32), ia, ib)
+            )
+    out: set[int] = set()
+    for c in fallback.rescored(merge(first), split, THRESHOLD):
+        for x, y in {(int(a), int(b)) for a, b in zip(c.dset0, c.dset1, strict=True)}:
+            sel = (c.dset0 == x) & (c.dset1 == y)
+            out |= codes(x, y, c.rec0[sel], c.rec1[sel])
+    return out
+
+
+def true_pairs(
+    truth_entity: dict[tuple[str, str], str], orgs: list[str], ids: list[list[str]]
+) -> set[int]:
+    by_entity: list[dict[str, list[int]]] = []
+    for org, rows in zip(orgs, ids, strict=True):
+        held: dict[str, list[int]] = {}
+        for r, rid in enumerate(rows):
+            ent = truth_entity.get((org, rid))
+            if ent is not None:
+                held.setdefault(ent, []).append(r)
+        by_entity.append(held)
+    out: set[int] = set()
+    for x in range(len(orgs)):
+        for y in range(x + 1, len(orgs)):
+            for ent, rows_x in by_entity[x].items():
+                for rx in rows_x:
+                    for ry in by_entity[y].get(ent, []):
+                        out.add((x << 56) | (rx << 28) | ry)
+    return out
+
+
+def cell(gen: str, args: argparse.Namespace) -> None:
+    seed = cell_seed(args.seed, gen, args.corruption, args.population)
+    schema = load_schema(SCHEMA)
+    plan = sharing.BandPlan(args.bits, args.bands)
+    with tempfile.TemporaryDirectory(prefix="blindmatch-2sq-") as tmp:
+        folder = Path(tmp) / "exports"
+        GENERATORS[gen].write(folder, seed, args.population, args.corruption)
+        truth = read_truth(folder / "truth.csv")
+        orgs = GENERATORS[gen].orgs
+        secret = secrets.token_bytes(32)
+        datasets, ids = [], []
+        started = time.monotonic()
+        for org in orgs:
+            csv_path, mapping = GENERATORS[gen].exports(folder)[org]
+            res = encode_csv(csv_path, schema, load_mapping(mapping, schema), secret)
+            datasets.append(np.frombuffer(res.clks, dtype=np.uint8).reshape(-1, res.clk_bits // 8))
+            ids.append(res.ids)
+        encode_s = time.monotonic() - started
+    fb = res.fallback_bits
+    sizes = [len(d) for d in datasets]
+    cross = sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1 :])
+    print(f"\n## {gen}, {args.population:,} people, corruption x{args.corruption:g} (seed {seed}): "
+          f"{', '.join(f'{o} {n:,}' for o, n in zip(orgs, sizes, strict=True))} records; "
+          f"{cross:,} cross pairs; {len(truth.true_hits()):,} true hits; "
+          f"encoded in {encode_s:.0f} s",
+          flush=True)  # fmt: skip
+
+    started = time.process_time()
+    normal = match(datasets, THRESHOLD, workers=1, blocking="exhaustive", fallback_bits=fb)
+    normal_s = time.process_time() - started
+
+    started = time.process_time()
+    uploads = [sharing.shared_upload(d, secret, plan, fb) for d in datasets]
+    upload_s = time.process_time() - started
+    key = secrets.token_bytes(32)
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    combiner = twoserver.Combiner([u.combiner.popcounts for u in uploads], THRESHOLD)
+    del uploads
+    result = twoserver.run(s1, s2, combiner)
+
+    proposed: set[int] = set()
+    by_clk = {twoserver.RECORD: 0, twoserver.FALLBACK: 0}
+    for batch in result.proposed:
+        proposed |= codes(batch.member_a, batch.member_b, batch.rows_a, batch.rows_b)
+        by_clk[batch.clk] += len(batch)
+    near = near_pairs(datasets, fb)
+    true = true_pairs(truth.entity, orgs, ids)
+    q_normal: Quality = quality(hits(normal.links, orgs, ids), truth)
+    q_two: Quality = quality(hits(result.links, orgs, ids), truth)
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.4f}" if b else "-"
+
+    print("| | exhaustive (default) | two-server | two-server / exhaustive |")
+    print("|---|---|---|---|")
+    for name in ("precision", "recall", "f1"):
+        a, b = getattr(q_normal, name), getattr(q_two, name)
+        print(f"| {name} | {a:.4f} | {b:.4f} | {ratio(b, a)} ({b - a:+.4f}) |")
+    n_links, n_two = len(normal.links), len(result.links)
+    print(f"| links | {n_links:,} | {n_two:,} | {ratio(n_two, n_links)} |")
+    print(f"| pairs compared | {cross:,} (all) | {result.comparisons:,} (record-level "
+          f"{by_clk[twoserver.RECORD]:,}, fallback {by_clk[twoserver.FALLBACK]:,}) | "
+          f"{ratio(result.comparisons, cross)} |")  # fmt: skip
+    width = datasets[0].shape[1] // (2 if fb else 1)
+    print(f"| bytes to C | 0 | {2 * width * result.comparisons / 1e6:,.0f} MB | |")
+    print(
+        f"| blocking recall, pairs at Dice >= {THRESHOLD} | 1 ({len(near):,}) | "
+        f"{len(near & proposed) / max(1, len(near)):.5f} ({len(near - proposed):,} missed) | |"
+    )
+    print(
+        f"| blocking recall, true pairs | 1 ({len(true):,}) | "
+        f"{len(true & proposed) / max(1, len(true)):.5f} ({len(true - proposed):,} missed) | |"
+    )
+    stages = {"members' uploads (band keys, shares)": upload_s, **result.seconds}
+    for stage, secs in stages.items():
+        print(f"| CPU s, {stage} | | {secs:.1f} | |")
+    total = sum(stages.values())
+    shown = ratio(total, normal_s)
+    print(f"| CPU s, the run | {normal_s:.1f} (compare + solve) | {total:.1f} | {shown} |")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--generators", nargs="+", default=["messy", "households"], choices=list(GENERATORS)
+    )
+    parser.add_argument("--population", type=int, default=20_000)
+    parser.add_argument("--corruption", type=float, default=1.0)
+    parser.add_argument("--bits", type=int, default=sharing.RECOMMENDED.bits)
+    parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
+    parser.add_argument("--seed", type=int, default=2100, help="as benchmarks/quality.py --grid")
+    args = parser.parse_args()
+    print(f"keyed blocking r={args.bits} x {args.bands} bands a CLK; threshold {THRESHOLD}")
+    for gen in args.generators:
+        cell(gen, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
