@@ -5,7 +5,9 @@ popcounts and permuted share differences."""
 
 from __future__ import annotations
 
+import json
 import secrets
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +18,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.errors import InputError
 from blindmatch.matcher.core import fallback, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
@@ -196,3 +199,23 @@ def test_a_bad_upload_or_plan_is_refused() -> None:
         twoserver.Combiner([[np.zeros(2, np.int64)]], 0.0)
     with pytest.raises(ValueError, match="same CLKs"):
         twoserver.Combiner([[np.zeros(2, np.int64)], [np.zeros(2, np.int64)] * 2], 0.8)
+
+
+def test_the_schema_sets_the_keyed_blocking_and_bad_settings_are_refused(tmp_path: Path) -> None:
+    assert client.plan_of(SCHEMA) == client.RECOMMENDED == client.BandPlan(20, 1600)
+    raw = json.loads(FALLBACK_SCHEMA.read_text())
+    path = tmp_path / "schema.json"
+    raw["blindmatch"]["twoserver"] = {"bits": 24, "bands": 5089}
+    path.write_text(json.dumps(raw))
+    assert client.plan_of(load_schema(path)) == client.BandPlan(24, 5089)
+    for bad, message in (
+        ({"bits": 20}, r'blindmatch.twoserver must be \{"bits": R, "bands": B\}'),
+        ({"bits": 65, "bands": 10}, "twoserver.bits must be a whole number from 1 to 64, not 65"),
+        ({"bits": 20, "bands": "many"}, "twoserver.bands must be a whole number .* not 'many'"),
+        ({"bits": True, "bands": 10}, "twoserver.bits"),
+    ):
+        raw["blindmatch"]["twoserver"] = bad
+        path.write_text(json.dumps(raw))
+        with pytest.raises(InputError, match=message) as refused:
+            load_schema(path)
+        assert str(path) in str(refused.value)

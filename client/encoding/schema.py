@@ -26,6 +26,8 @@ class LinkageSchema:
     field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
     # Record-level with a fallback CLK: the fields the second CLK leaves out (encoding.encode).
     fallback: tuple[str, ...] = ()
+    # The two-server mode's keyed blocking, (bits a band, bands a CLK), when the schema sets it.
+    twoserver: tuple[int, int] | None = None
 
     @property
     def field_level(self) -> bool:
@@ -146,6 +148,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     _check_derived(rules, path)
     field_bits = _field_bits(raw, parsed, path)
     fallback = _fallback(raw, rules, bool(field_bits), path)
+    twoserver = _twoserver(raw, bool(field_bits), path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -153,6 +156,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
         rules=rules,
         field_bits=field_bits,
         fallback=fallback,
+        twoserver=twoserver,
     )
 
 
@@ -206,6 +210,38 @@ def _fallback(
     if field_level:
         raise InputError(f"{path}: blindmatch.fallback is for record-level schemas only")
     return tuple(dict.fromkeys(without))
+
+
+MAX_BAND_BITS = 64  # a band's bits are one SipHash message (client/encoding/sharing.py)
+MAX_BANDS = 65_536
+
+
+def _twoserver(raw: dict[str, Any], field_level: bool, path: Path) -> tuple[int, int] | None:
+    """`blindmatch.twoserver`: `{"bits": R, "bands": B}`, the keyed blocking of the two-server
+    mode (client/encoding/sharing.py `shared_upload`, docs/privacy-design.md): B bands of R
+    positions of each CLK, drawn from the secret. Every member must use the same, so it is
+    part of the schema (and of the fingerprint)."""
+    ext = raw.get("blindmatch", {})
+    spec = ext.get("twoserver") if isinstance(ext, dict) else None
+    if spec is None:
+        return None
+    shape = '{"bits": R, "bands": B}'
+    if not isinstance(spec, dict) or set(spec) != {"bits", "bands"}:
+        raise InputError(f"{path}: blindmatch.twoserver must be {shape}")
+    bits, bands = spec["bits"], spec["bands"]
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BAND_BITS:
+        raise InputError(
+            f"{path}: blindmatch.twoserver.bits must be a whole number from 1 to "
+            f"{MAX_BAND_BITS}, not {bits!r}"
+        )
+    if isinstance(bands, bool) or not isinstance(bands, int) or not 1 <= bands <= MAX_BANDS:
+        raise InputError(
+            f"{path}: blindmatch.twoserver.bands must be a whole number from 1 to "
+            f"{MAX_BANDS:,}, not {bands!r}"
+        )
+    if field_level:
+        raise InputError(f"{path}: blindmatch.twoserver is for record-level schemas only")
+    return bits, bands
 
 
 def _field_bits(raw: dict[str, Any], parsed: clk_schema.Schema, path: Path) -> tuple[int, ...]:

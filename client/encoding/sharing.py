@@ -29,12 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
+
 Clks = npt.NDArray[np.uint8]
 
 POSITIONS_LABEL = b"blindmatch band positions v1"
 KEYS_LABEL = b"blindmatch band keys v2"
 PART_LABEL = b"blindmatch two-server part "
-MAX_BAND_BITS = 64  # a band's bits are one 64-bit SipHash message
 
 
 class _Stream:
@@ -217,6 +218,13 @@ class BandPlan:
                 f"keyed blocking: {self.bits} bits x {self.bands} bands (1 to {MAX_BAND_BITS} "
                 "bits, at least one band)"
             )
+
+
+def plan_of(schema: LinkageSchema) -> BandPlan:
+    """The schema's keyed blocking (`blindmatch.twoserver`), or the recommended one."""
+    if schema.twoserver is None:
+        return RECOMMENDED
+    return BandPlan(*schema.twoserver)
 
 
 # docs/privacy-design.md, "Recommendation": recall 0.999 of the pairs at Dice >= 0.8 on
