@@ -59,6 +59,23 @@ def test_the_quality_grid_runs_on_both_generators_through_the_cli() -> None:
         assert 0.5 < f1_anchor <= 1 and 0.5 < f1_blindmatch <= 1, row
 
 
+def test_the_two_server_quality_benchmark_runs_on_both_generators() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/twoserver_quality.py", "--population", "1000",
+         "--bands", "400"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("## ") == 2  # messy, households
+    f1_rows = [line for line in done.stdout.splitlines() if line.startswith("| f1 |")]
+    for row in f1_rows:  # F1 of both runs, and their ratio: real figures
+        exhaustive, two_server = (float(c) for c in row.split(" | ")[1:3])
+        assert 0.5 < exhaustive <= 1 and 0.5 < two_server <= 1, row
+    assert len(f1_rows) == 2
+    assert done.stdout.count("| blocking recall, pairs at Dice >= 0.8 |") == 2
+    assert done.stdout.count("| CPU s, messages (S2) |") == 2
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports
