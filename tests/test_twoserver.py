@@ -18,6 +18,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.encoding.schemacheck import check_schema
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.core import fallback, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
@@ -208,6 +209,7 @@ def test_the_schema_sets_the_keyed_blocking_and_bad_settings_are_refused(tmp_pat
     raw["blindmatch"]["twoserver"] = {"bits": 24, "bands": 5089}
     path.write_text(json.dumps(raw))
     assert client.plan_of(load_schema(path)) == client.BandPlan(24, 5089)
+    assert "two-server keyed blocking: 5,089 bands of 24 bits a CLK" in check_schema(path).render()
     for bad, message in (
         ({"bits": 20}, r'blindmatch.twoserver must be \{"bits": R, "bands": B\}'),
         ({"bits": 65, "bands": 10}, "twoserver.bits must be a whole number from 1 to 64, not 65"),

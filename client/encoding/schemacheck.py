@@ -80,6 +80,12 @@ class SchemaCheck:
             )
         if not s.field_level:
             lines.append(f"  expected share of bits set per CLK: {self.record_fill:.0%}")
+        if s.twoserver is not None:
+            bits, bands = s.twoserver
+            lines.append(
+                f"  two-server keyed blocking: {bands:,} bands of {bits} bits a CLK "
+                f"({8 * bands:,} bytes of band keys a CLK, docs/privacy-design.md)"
+            )
         lines.extend(f"  warning: {w}" for w in self.warnings)
         if not self.warnings:
             lines.append("  no warnings")
