@@ -295,25 +295,28 @@ def run(
     groups = solve(candidates)
 
     def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
-        """The links' scores: each pair inside a group through S1, S2 and C again."""
-        out = np.empty(len(d0), dtype=np.float64)
-        for a in np.unique(d0).tolist():
-            for b in np.unique(d1).tolist():
-                sel = np.flatnonzero((d0 == a) & (d1 == b))
-                if not len(sel):
-                    continue
-                lo, hi = (a, b) if a < b else (b, a)
-                rows_lo = (r0 if a < b else r1)[sel].astype(np.uint32)
-                rows_hi = (r1 if a < b else r0)[sel].astype(np.uint32)
-                clk = np.zeros(len(sel), dtype=bool)
-                if lacking is not None:
-                    clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
-                for c in (RECORD, FALLBACK):
-                    pick = np.flatnonzero(clk == bool(c))
-                    if len(pick):
-                        batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
-                        m1, m2 = s1.messages(batch), s2.messages(batch)
-                        out[sel[pick]] = combiner.scores(batch, m1, m2)
+        """The links' scores: each pair inside a group (once, whichever way round it is
+        listed) through S1, S2 and C again."""
+        forward = d0 < d1
+        ends = np.stack(
+            [np.where(forward, d0, d1), np.where(forward, r0, r1),
+             np.where(forward, d1, d0), np.where(forward, r1, r0)], axis=1,
+        ).astype(np.int64)  # fmt: skip
+        pairs, back = np.unique(ends, axis=0, return_inverse=True)
+        scores = np.empty(len(pairs), dtype=np.float64)
+        for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
+            sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
+            rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
+            clk = np.zeros(len(sel), dtype=bool)
+            if lacking is not None:
+                clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+            for c in (RECORD, FALLBACK):
+                pick = np.flatnonzero(clk == bool(c))
+                if len(pick):
+                    batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
+                    m1, m2 = s1.messages(batch), s2.messages(batch)
+                    scores[sel[pick]] = combiner.scores(batch, m1, m2)
+        out: npt.NDArray[np.float64] = scores[back.ravel()]
         return out
 
     links = links_from_groups(groups, [], scorer)
