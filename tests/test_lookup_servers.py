@@ -1,0 +1,228 @@
+"""The standing indexes spread over look-up servers (docs/scale.md): a matcher started
+with `lookup_servers` answers every query as the in-process index does, sees every
+change, and refuses (UNAVAILABLE, naming the server) rather than answer without a shard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.synthclks import CLK_BITS, members
+from blindmatch.client import ProjectTokens
+from blindmatch.client.errors import UnavailableError
+from blindmatch.client.remote.model import QueryAnswer
+from blindmatch.matcher.core import segment
+from blindmatch.matcher.realtime.shards import shard_of
+from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN, PURPOSE, Matcher, free_port
+
+FINGERPRINT = b"lookup-server test fingerprint!!"
+NAMES = ("north", "south", "west")
+ROWS = 3_000
+
+
+@pytest.fixture(scope="module")
+def clks() -> list[np.ndarray]:
+    """Three members' CLKs; a fifth of the people held by all three (noisy copies)."""
+    return members(len(NAMES), ROWS, overlap=0.2, seed=7)
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    addresses: list[str]
+    lookups: list[RunningLookupServer | None]
+    matcher: Matcher | None = None
+
+    def start_matcher(self, *, sharded: bool = True) -> Matcher:
+        server = create_server(
+            "127.0.0.1:0",
+            self.data_dir,
+            ADMIN_TOKEN,
+            workers=1,
+            lookup_servers=self.addresses if sharded else (),
+        )
+        self.matcher = Matcher(server, self.data_dir, ADMIN_TOKEN)
+        return self.matcher
+
+    def start_lookup(self, i: int) -> RunningLookupServer:
+        server = create_lookup_server(
+            self.addresses[i], self.data_dir, i, len(self.addresses), wait=True
+        )
+        self.lookups[i] = server
+        return server
+
+    def stop_lookup(self, i: int) -> None:
+        server = self.lookups[i]
+        assert server is not None
+        server.stop(grace=None)
+        self.lookups[i] = None
+
+    def stop(self) -> None:
+        if self.matcher is not None:
+            self.matcher.server.stop(grace=None)
+            self.matcher = None
+        for i, server in enumerate(self.lookups):
+            if server is not None:
+                self.stop_lookup(i)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """A matcher and two look-up servers on loopback, sharing its data dir. Indexes of a
+    thousand rows or more get LSH tables (as a million-row one would), so the shards'
+    tables, planned from their own rows, are what is compared."""
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    found = Cluster(tmp_path / "data", addresses, [None, None])
+    found.start_matcher()  # makes the data dir; the servers read it
+    for i in range(2):
+        found.start_lookup(i)
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+def refs_of(name: str, rows: range) -> list[str]:
+    return [f"{name}-{i}" for i in rows]
+
+
+def put(matcher: Matcher, token: str, name: str, clks: np.ndarray, rows: range) -> None:
+    with matcher.member(token) as member:
+        member.change_index(
+            "trial",
+            clk_bits=CLK_BITS,
+            fingerprint=FINGERPRINT,
+            puts=list(zip(refs_of(name, rows), (clks[i].tobytes() for i in rows), strict=True)),
+        )
+
+
+def remove(matcher: Matcher, token: str, refs: list[str]) -> None:
+    with matcher.member(token) as member:
+        member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, removes=refs)
+
+
+def query(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
+    with matcher.member(token) as member:
+        return member.query(
+            "trial", clks.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose=PURPOSE
+        )
+
+
+def once_read(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
+    """`query`, asked again while a look-up server says it is reading its shards (which it
+    does when the matcher asks, after a change it missed): refused meanwhile, never
+    answered from part of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return query(matcher, token, clks)
+        except UnavailableError as exc:
+            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def answers(answer: QueryAnswer) -> list[list[tuple[str, tuple[str, ...], tuple[float, ...]]]]:
+    return [[(m.partner, m.refs, m.scores) for m in result] for result in answer.results]
+
+
+def project_of(matcher: Matcher) -> ProjectTokens:
+    with matcher.operator() as op:
+        return op.create_project("trial", list(NAMES), disclosure="scores")
+
+
+def test_sharded_answers_equal_the_in_process_index(
+    cluster: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    for name, member_clks in zip(NAMES, clks, strict=True):
+        put(cluster.matcher, tokens[name], name, member_clks, range(ROWS))
+    # Both servers hold a part of every index, split by ref.
+    held = [server.shards.records for server in cluster.lookups if server is not None]
+    assert sum(held) == len(NAMES) * ROWS and min(held) > ROWS
+    # North asks for its shared people (held by the others too) and some of its own.
+    asked = clks[0][np.r_[0:300, 1000:1100]]
+    sharded = query(cluster.matcher, tokens["north"], asked)
+    found = answers(sharded)
+    assert sum(1 for result in found if result) >= 290  # the shared people are found
+    assert {p for result in found for p, _, _ in result} == {"south", "west"}
+    cluster.stop()  # the same data dir, served in-process
+    alone = cluster.start_matcher(sharded=False)
+    assert answers(query(alone, tokens["north"], asked)) == found
+
+
+def test_a_change_is_visible_through_the_shards(cluster: Cluster, clks: list[np.ndarray]) -> None:
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:50]  # people south holds as south-0 .. south-49
+    before = answers(query(cluster.matcher, tokens["north"], asked))
+    assert all(result and result[0][1][0] == f"south-{i}" for i, result in enumerate(before))
+    gone = refs_of("south", range(0, 50, 2))
+    remove(cluster.matcher, tokens["south"], gone)
+    after = answers(query(cluster.matcher, tokens["north"], asked))
+    assert [bool(result) for result in after] == [i % 2 == 1 for i in range(50)]
+    # Both shards took part: the removed refs fall on both.
+    assert {shard_of(r, 2) for r in gone} == {0, 1}
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(0, 50, 2))  # back again
+    assert answers(query(cluster.matcher, tokens["north"], asked)) == before
+
+
+def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
+    cluster: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(query(cluster.matcher, tokens["north"], asked))
+    cluster.stop_lookup(1)
+    with pytest.raises(UnavailableError, match=rf"look-up server {cluster.addresses[1]}"):
+        query(cluster.matcher, tokens["north"], asked)
+    # A change while it is down is acknowledged (durable in index.sqlite) ...
+    remove(cluster.matcher, tokens["south"], refs_of("south", range(20)))
+    with pytest.raises(UnavailableError, match="missed an index change"):
+        query(cluster.matcher, tokens["north"], asked)
+    # ... and a restarted server reads it from there: nothing acknowledged is lost.
+    cluster.start_lookup(1)
+    assert answers(once_read(cluster.matcher, tokens["north"], asked)) == [[]] * 20
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(20))
+    assert answers(query(cluster.matcher, tokens["north"], asked)) == before
+
+
+def test_a_server_missing_a_forward_reads_its_shards_again(
+    cluster: Cluster, clks: list[np.ndarray]
+) -> None:
+    """Still running, but a change did not reach it (stopped and started on the same port
+    between two changes): the matcher has it read its shards again before answering."""
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    cluster.stop_lookup(0)
+    remove(cluster.matcher, tokens["south"], refs_of("south", range(10)))
+    cluster.start_lookup(0)
+    asked = clks[0][0:10]
+    assert answers(once_read(cluster.matcher, tokens["north"], asked)) == [[]] * 10
+
+
+def test_a_look_up_server_in_the_wrong_place_is_refused(
+    cluster: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(100))
+    cluster.stop_lookup(1)
+    cluster.lookups[1] = create_lookup_server(
+        cluster.addresses[1], cluster.data_dir, 0, 2, wait=True
+    )
+    with pytest.raises(UnavailableError, match="holds shard 0 of 2: start it with --shard 1/2"):
+        query(cluster.matcher, tokens["north"], clks[0][0:5])
