@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -313,7 +314,13 @@ def _grpc_server(
     return server, health_servicer
 
 
-def serve_forever(running: RunningServer, ready: Callable[[], None] | None = None) -> None:
+class Stoppable(Protocol):
+    """A started server (the matcher's, or a look-up server's)."""
+
+    def stop(self, grace: float | None = 1.0) -> None: ...
+
+
+def serve_forever(running: Stoppable, ready: Callable[[], None] | None = None) -> None:
     """Block until SIGINT/SIGTERM, then stop gracefully.
 
     `ready` is called once the signal handlers are in place (announce the

@@ -4,6 +4,8 @@ change, and refuses (UNAVAILABLE, naming the server) rather than answer without 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
-from blindmatch.client import ProjectTokens
+from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import UnavailableError
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.matcher.core import segment
@@ -226,3 +229,76 @@ def test_a_look_up_server_in_the_wrong_place_is_refused(
     )
     with pytest.raises(UnavailableError, match="holds shard 0 of 2: start it with --shard 1/2"):
         query(cluster.matcher, tokens["north"], clks[0][0:5])
+
+
+# -- as processes, through the CLI -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_with_look_up_server_processes(tmp_path: Path, clks: list[np.ndarray]) -> None:
+    data = tmp_path / "data"
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    lookups = [a for address in addresses for a in ("--lookup-server", address)]
+    with (
+        serve(data, *lookups) as served,
+        lookup_server(data, "0/2", listen=addresses[0]),
+        lookup_server(data, "1/2", listen=addresses[1]) as second,
+    ):
+        with MatcherClient(served.target, served.admin_token) as op:
+            tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
+        with MatcherClient(served.target, tokens["south"]) as south:
+            south.change_index(
+                "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
+            )  # fmt: skip
+        with MatcherClient(served.target, tokens["north"]) as north:
+            answer = once_read_at(north, clks[0][0:20])
+        assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
+            [("south", f"south-{i}")] for i in range(20)
+        ]
+        second.process.kill()
+        second.process.wait(timeout=30)
+        refused = f"look-up server {addresses[1]}"
+        with (
+            MatcherClient(served.target, tokens["north"]) as north,
+            pytest.raises(UnavailableError, match=refused),
+        ):
+            once_read_at(north, clks[0][0:20])
+
+
+def once_read_at(client: MatcherClient, clks: np.ndarray) -> QueryAnswer:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.query(
+                "trial", clks.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                purpose=PURPOSE,
+            )  # fmt: skip
+        except UnavailableError as exc:
+            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "refusal"),
+    [
+        (["lookup-server", "--shard", "0/2", "--listen", "0.0.0.0:0"],
+         "refusing plaintext gRPC on a non-loopback address"),
+        (["lookup-server", "--shard", "2/2"], "expected I/N with 0 <= I < N"),
+        (["serve", "--lookup-server", "10.1.2.3:50061"],
+         "refusing plaintext to a non-loopback look-up server"),
+    ],
+)  # fmt: skip
+def test_look_up_server_options_are_refused_before_anything_starts(
+    tmp_path: Path, argv: list[str], refusal: str
+) -> None:
+    done = subprocess.run(
+        [*BLINDMATCH, *argv, "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert refusal in done.stderr
+    assert not (tmp_path / "d").exists()
