@@ -18,7 +18,9 @@ from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import UnavailableError
+from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
+from blindmatch.client.tools.certs import make_certs
 from blindmatch.matcher.core import segment
 from blindmatch.matcher.realtime.shards import shard_of
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
@@ -302,3 +304,50 @@ def test_look_up_server_options_are_refused_before_anything_starts(
     assert done.returncode == 2, done.stderr
     assert refusal in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray]) -> None:
+    """The matcher reaches its look-up server over mutual TLS (certificates as `blindmatch
+    certs` makes them); without its client certificate the server does not answer it."""
+    files = make_certs(tmp_path / "certs", ["localhost"])
+    address = f"127.0.0.1:{free_port()}"
+    found = Cluster(tmp_path / "data", [address], [None])
+    to_server = {"ca_cert": str(files.ca_cert)}
+    with_client = tls.channel_credentials(
+        **to_server, client_cert=str(files.client_cert), client_key=str(files.client_key)
+    )
+    found.matcher = Matcher(
+        create_server(
+            "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
+            lookup_servers=[address], lookup_credentials=with_client,
+        ),
+        found.data_dir,
+        ADMIN_TOKEN,
+    )  # fmt: skip
+    server_tls = tls.server_credentials(
+        cert=str(files.server_cert), key=str(files.server_key), client_ca=str(files.ca_cert)
+    )
+    found.lookups[0] = create_lookup_server(
+        address, found.data_dir, 0, 1, credentials=server_tls, wait=True
+    )
+    try:
+        tokens = project_of(found.matcher).tokens
+        put(found.matcher, tokens["south"], "south", clks[1], range(100))
+        asked = clks[0][0:10]
+        assert [r[0][1] for r in answers(query(found.matcher, tokens["north"], asked))] == [
+            (f"south-{i}",) for i in range(10)
+        ]
+        found.matcher.server.stop(grace=None)
+        no_client_cert = tls.channel_credentials(**to_server, client_cert=None, client_key=None)
+        found.matcher = Matcher(
+            create_server(
+                "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
+                lookup_servers=[address], lookup_credentials=no_client_cert,
+            ),
+            found.data_dir,
+            ADMIN_TOKEN,
+        )  # fmt: skip
+        with pytest.raises(UnavailableError, match=f"look-up server {address}"):
+            query(found.matcher, tokens["north"], asked)
+    finally:
+        found.stop()
