@@ -11,7 +11,8 @@ served three ways in turn: the indexes in the matcher's process (today's default
 the matcher with one look-up server holding every shard (`--shard 0/1`), then with two
 (`0/2`, `1/2`), each a `blindmatch lookup-server` process reading the data dir.
 
-Printed for each: the query's wall time as the client sees it (p50, p99), and CPU a
+The three take turns, `--rounds` times, so that the machine's other load falls on each
+alike. Printed for each: the query's wall time as the client sees it (p50, p99), and CPU a
 query: the matcher's and the look-up servers', from /proc (utime + stime of each process
 over the measured queries, divided by the queries). On a 2-core host shared with other
 jobs, spreading memory and CPU over machines cannot show; what this measures is what the
@@ -151,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=250_000, help="per member (3 members)")
     parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=2, help="each configuration in turn")
     parser.add_argument("--data-dir", type=Path, help="(default: a temporary folder)")
     args = parser.parse_args()
     import tempfile
@@ -162,36 +164,53 @@ def main() -> None:
         flush=True,
     )
     members, queries = data(args.records, args.queries)
+    labels = {0: "in-process", 1: "1 look-up server", 2: "2 look-up servers"}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
-        results: dict[str, tuple[list[float], float, float, list[Answer]]] = {}
+        times: dict[str, list[float]] = {label: [] for label in labels.values()}
+        cpu: dict[str, list[float]] = {label: [0.0, 0.0] for label in labels.values()}
+        answered: dict[str, list[Answer]] = {}
         tokens: dict[str, str] = {}
-        for servers in (0, 1, 2):
-            label = "in-process" if not servers else f"{servers} look-up server(s)"
-            started = time.perf_counter()
-            with configuration(data_dir, servers) as (served, lookups):
-                if not tokens:
-                    tokens = load(served, members)
-                    print(f"  indexed in {time.perf_counter() - started:.0f} s", flush=True)
-                results[label] = measure(served, tokens[ASKER], queries, lookups)
-            times, matcher_cpu, lookup_cpu, answers = results[label]
+        for round_ in range(args.rounds):  # in turn, so that the load falls on each alike
+            for servers, label in labels.items():
+                started = time.perf_counter()
+                with configuration(data_dir, servers) as (served, lookups):
+                    if not tokens:
+                        tokens = load(served, members)
+                        print(f"  indexed in {time.perf_counter() - started:.0f} s", flush=True)
+                    took, matcher_cpu, lookup_cpu, answers = measure(
+                        served, tokens[ASKER], queries, lookups
+                    )
+                times[label] += took
+                cpu[label][0] += matcher_cpu / args.rounds
+                cpu[label][1] += lookup_cpu / args.rounds
+                answered.setdefault(label, answers)
+                print(
+                    f"  round {round_ + 1} {label:>17}: wall p50 {pct(took, 0.5) * 1e3:6.2f} ms, "
+                    f"p99 {pct(took, 0.99) * 1e3:7.2f} ms; CPU a query: matcher "
+                    f"{matcher_cpu * 1e3:.2f} ms, look-up servers {lookup_cpu * 1e3:.2f} ms; "
+                    f"{sum(1 for a in answers if a)} queries with hits; load {load_avg()}",
+                    flush=True,
+                )
+        base = labels[0]
+        print(f"all rounds ({args.rounds} x {len(queries):,} queries each):")
+        for label in labels.values():
+            same = [
+                k for k, (x, y) in enumerate(zip(answered[label], answered[base], strict=True))
+                if x == y
+            ]  # fmt: skip
+            total, base_total = sum(cpu[label]), sum(cpu[base])
             print(
-                f"  {label:>22}: wall p50 {pct(times, 0.5) * 1e3:6.2f} ms, p99 "
-                f"{pct(times, 0.99) * 1e3:7.2f} ms, mean {sum(times) / len(times) * 1e3:6.2f} "
-                f"ms; CPU a query: matcher {matcher_cpu * 1e3:.2f} ms, look-up servers "
-                f"{lookup_cpu * 1e3:.2f} ms; {sum(1 for a in answers if a)} queries with hits; "
-                f"load {load_avg()}",
-                flush=True,
+                f"  {label:>17}: wall p50 {pct(times[label], 0.5) * 1e3:6.2f} ms "
+                f"(x{pct(times[label], 0.5) / pct(times[base], 0.5):.2f}), p99 "
+                f"{pct(times[label], 0.99) * 1e3:6.2f} ms "
+                f"(x{pct(times[label], 0.99) / pct(times[base], 0.99):.2f}); CPU a query "
+                f"{total * 1e3:.2f} ms (matcher {cpu[label][0] * 1e3:.2f}, look-up servers "
+                f"{cpu[label][1] * 1e3:.2f}; x{total / base_total:.2f}); answers equal to "
+                f"in-process: {len(same):,} of {len(queries):,}"
             )
-        base = results["in-process"]
-        for label, (times, matcher_cpu, lookup_cpu, answers) in results.items():
-            same = sum(1 for x, y in zip(answers, base[3], strict=True) if x == y)
-            print(
-                f"  {label:>22}: p50 x{pct(times, 0.5) / pct(base[0], 0.5):.2f}, p99 "
-                f"x{pct(times, 0.99) / pct(base[0], 0.99):.2f}, CPU a query "
-                f"x{(matcher_cpu + lookup_cpu) / (base[1] + base[2]):.2f} of in-process; "
-                f"answers equal to in-process: {same:,} of {len(answers):,}"
-            )
+            for k in sorted(set(range(len(queries))) - set(same))[:3]:
+                print(f"    query {k}: {answered[label][k]} vs in-process {answered[base][k]}")
 
 
 if __name__ == "__main__":
