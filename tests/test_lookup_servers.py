@@ -22,10 +22,16 @@ from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.tools.certs import make_certs
 from blindmatch.matcher.core import segment
-from blindmatch.matcher.realtime.shards import shard_of
+from blindmatch.matcher.core.index import as_words
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.errors import Unavailable
+from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN, PURPOSE, Matcher, free_port
+
+# In-process servers on loopback: the server tier (the tests that start processes are slow).
+pytestmark = pytest.mark.server
 
 FINGERPRINT = b"lookup-server test fingerprint!!"
 NAMES = ("north", "south", "west")
@@ -79,7 +85,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+def sharded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     """A matcher and two look-up servers on loopback, sharing its data dir. Indexes of a
     thousand rows or more get LSH tables (as a million-row one would), so the shards'
     tables, planned from their own rows, are what is compared."""
@@ -145,92 +151,91 @@ def project_of(matcher: Matcher) -> ProjectTokens:
 
 
 def test_sharded_answers_equal_the_in_process_index(
-    cluster: Cluster, clks: list[np.ndarray]
+    sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
-    assert cluster.matcher is not None
-    tokens = project_of(cluster.matcher).tokens
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
     for name, member_clks in zip(NAMES, clks, strict=True):
-        put(cluster.matcher, tokens[name], name, member_clks, range(ROWS))
+        put(sharded.matcher, tokens[name], name, member_clks, range(ROWS))
     # Both servers hold a part of every index, split by ref.
-    held = [server.shards.records for server in cluster.lookups if server is not None]
+    held = [server.shards.records for server in sharded.lookups if server is not None]
     assert sum(held) == len(NAMES) * ROWS and min(held) > ROWS
     # North asks for its shared people (held by the others too) and some of its own.
     asked = clks[0][np.r_[0:300, 1000:1100]]
-    sharded = query(cluster.matcher, tokens["north"], asked)
-    found = answers(sharded)
+    found = answers(query(sharded.matcher, tokens["north"], asked))
     assert sum(1 for result in found if result) >= 290  # the shared people are found
     assert {p for result in found for p, _, _ in result} == {"south", "west"}
-    cluster.stop()  # the same data dir, served in-process
-    alone = cluster.start_matcher(sharded=False)
+    sharded.stop()  # the same data dir, served in-process
+    alone = sharded.start_matcher(sharded=False)
     assert answers(query(alone, tokens["north"], asked)) == found
 
 
-def test_a_change_is_visible_through_the_shards(cluster: Cluster, clks: list[np.ndarray]) -> None:
-    assert cluster.matcher is not None
-    tokens = project_of(cluster.matcher).tokens
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+def test_a_change_is_visible_through_the_shards(sharded: Cluster, clks: list[np.ndarray]) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
     asked = clks[0][0:50]  # people south holds as south-0 .. south-49
-    before = answers(query(cluster.matcher, tokens["north"], asked))
+    before = answers(query(sharded.matcher, tokens["north"], asked))
     assert all(result and result[0][1][0] == f"south-{i}" for i, result in enumerate(before))
     gone = refs_of("south", range(0, 50, 2))
-    remove(cluster.matcher, tokens["south"], gone)
-    after = answers(query(cluster.matcher, tokens["north"], asked))
+    remove(sharded.matcher, tokens["south"], gone)
+    after = answers(query(sharded.matcher, tokens["north"], asked))
     assert [bool(result) for result in after] == [i % 2 == 1 for i in range(50)]
     # Both shards took part: the removed refs fall on both.
     assert {shard_of(r, 2) for r in gone} == {0, 1}
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(0, 50, 2))  # back again
-    assert answers(query(cluster.matcher, tokens["north"], asked)) == before
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(0, 50, 2))  # back again
+    assert answers(query(sharded.matcher, tokens["north"], asked)) == before
 
 
 def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
-    cluster: Cluster, clks: list[np.ndarray]
+    sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
-    assert cluster.matcher is not None
-    tokens = project_of(cluster.matcher).tokens
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
     asked = clks[0][0:20]
-    before = answers(query(cluster.matcher, tokens["north"], asked))
-    cluster.stop_lookup(1)
-    with pytest.raises(UnavailableError, match=rf"look-up server {cluster.addresses[1]}"):
-        query(cluster.matcher, tokens["north"], asked)
+    before = answers(query(sharded.matcher, tokens["north"], asked))
+    sharded.stop_lookup(1)
+    with pytest.raises(UnavailableError, match=rf"look-up server {sharded.addresses[1]}"):
+        query(sharded.matcher, tokens["north"], asked)
     # A change while it is down is acknowledged (durable in index.sqlite) ...
-    remove(cluster.matcher, tokens["south"], refs_of("south", range(20)))
+    remove(sharded.matcher, tokens["south"], refs_of("south", range(20)))
     with pytest.raises(UnavailableError, match="missed an index change"):
-        query(cluster.matcher, tokens["north"], asked)
+        query(sharded.matcher, tokens["north"], asked)
     # ... and a restarted server reads it from there: nothing acknowledged is lost.
-    cluster.start_lookup(1)
-    assert answers(once_read(cluster.matcher, tokens["north"], asked)) == [[]] * 20
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(20))
-    assert answers(query(cluster.matcher, tokens["north"], asked)) == before
+    sharded.start_lookup(1)
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 20
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
+    assert answers(query(sharded.matcher, tokens["north"], asked)) == before
 
 
 def test_a_server_missing_a_forward_reads_its_shards_again(
-    cluster: Cluster, clks: list[np.ndarray]
+    sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
     """Still running, but a change did not reach it (stopped and started on the same port
     between two changes): the matcher has it read its shards again before answering."""
-    assert cluster.matcher is not None
-    tokens = project_of(cluster.matcher).tokens
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
-    cluster.stop_lookup(0)
-    remove(cluster.matcher, tokens["south"], refs_of("south", range(10)))
-    cluster.start_lookup(0)
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    sharded.stop_lookup(0)
+    remove(sharded.matcher, tokens["south"], refs_of("south", range(10)))
+    sharded.start_lookup(0)
     asked = clks[0][0:10]
-    assert answers(once_read(cluster.matcher, tokens["north"], asked)) == [[]] * 10
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 10
 
 
 def test_a_look_up_server_in_the_wrong_place_is_refused(
-    cluster: Cluster, clks: list[np.ndarray]
+    sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
-    assert cluster.matcher is not None
-    tokens = project_of(cluster.matcher).tokens
-    put(cluster.matcher, tokens["south"], "south", clks[1], range(100))
-    cluster.stop_lookup(1)
-    cluster.lookups[1] = create_lookup_server(
-        cluster.addresses[1], cluster.data_dir, 0, 2, wait=True
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(100))
+    sharded.stop_lookup(1)
+    sharded.lookups[1] = create_lookup_server(
+        sharded.addresses[1], sharded.data_dir, 0, 2, wait=True
     )
     with pytest.raises(UnavailableError, match="holds shard 0 of 2: start it with --shard 1/2"):
-        query(cluster.matcher, tokens["north"], clks[0][0:5])
+        query(sharded.matcher, tokens["north"], clks[0][0:5])
 
 
 # -- as processes, through the CLI -------------------------------------------------------------
@@ -351,3 +356,38 @@ def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray])
             query(found.matcher, tokens["north"], asked)
     finally:
         found.stop()
+
+
+def test_changes_queued_while_reading_are_replayed_whatever_the_read_held(
+    matcher: Matcher, clks: list[np.ndarray]
+) -> None:
+    """A look-up server queues the changes forwarded while it reads its shards, and replays
+    them over what it read, which may hold some of them already: it ends where the matcher
+    did, each ref's last change winning."""
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["south"], "south", clks[1], range(10))
+    remove(matcher, tokens["south"], ["south-0", "south-1"])  # stored before the read
+    put(matcher, tokens["south"], "south", clks[1], range(1, 2))  # south-1 back
+    shards = Shards(matcher.data_dir, 0, 1)  # not read yet: changes are queued
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+
+    def forwarded(puts: range = range(0), removes: tuple[str, ...] = ()) -> ShardChange:
+        return ShardChange(
+            "trial", "south", encoding, 0.8,
+            [(f"south-{i}", clks[1][i].tobytes()) for i in puts], list(removes),
+        )  # fmt: skip
+
+    # The same three changes forwarded, as they would be had the server been listening
+    # while the matcher made them, and one made after the read.
+    for change in (forwarded(range(10)), forwarded(removes=("south-0", "south-1")),
+                   forwarded(range(1, 2))):  # fmt: skip
+        shards.apply(change)
+    with pytest.raises(Unavailable, match="being read"):
+        shards.search("trial", ["south"], as_words(clks[0][:1].tobytes(), CLK_BITS), 0.8)
+    shards.load()
+    shards.apply(forwarded(removes=("south-9",)))
+    found = shards.search("trial", ["south"], as_words(clks[0][0:10].tobytes(), CLK_BITS), 0.8)
+    assert [[r for r, _ in f["south"]] for f in found] == [
+        [] if i in (0, 9) else [f"south-{i}"] for i in range(10)
+    ]
+    assert shards.records == 8

@@ -106,6 +106,8 @@ class Shards:
     shard: int
     shards: int
     started: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # (project, member) -> its encoding and this shard's index of it; replaced whole on a
+    # change (under the lock), so a search reads it without the lock.
     _indexes: dict[tuple[str, str], tuple[Encoding, AnyIndex]] = field(default_factory=dict)
     _thresholds: dict[str, float] = field(default_factory=dict)
     # Changes forwarded while the shards are being read; None when ready.
@@ -203,12 +205,11 @@ class Shards:
         if change.threshold is not None:
             self._thresholds[project] = change.threshold
         if change.erase == ERASE_PROJECT:
-            for key in [k for k in self._indexes if k[0] == project]:
-                del self._indexes[key]
+            self._indexes = {k: v for k, v in self._indexes.items() if k[0] != project}
             return
         key = (project, member)
         if change.erase == ERASE_MEMBER:
-            self._indexes.pop(key, None)
+            self._indexes = {k: v for k, v in self._indexes.items() if k != key}
             return
         held = self._indexes.get(key)
         encoding = change.encoding or (held[0] if held else None)
@@ -242,10 +243,10 @@ class Shards:
             )
         else:
             index.apply([r for r, _ in puts], words, removes)
+        indexes = {k: v for k, v in self._indexes.items() if k != key}
         if len(index):
-            self._indexes[key] = (encoding, index)
-        else:
-            self._indexes.pop(key, None)
+            indexes[key] = (encoding, index)
+        self._indexes = indexes  # replaced whole: a search reads it without the lock
 
     def search(
         self,
@@ -265,10 +266,9 @@ class Shards:
                 f"shard {self.shard} of {self.shards} is being read from index.sqlite; "
                 "try again in a moment"
             )
-        indexes = self._indexes
-        snapshots = {
-            m: indexes[(project, m)][1].snapshot for m in members if (project, m) in indexes
-        }
+        indexes = self._indexes  # one version of it for the whole search
+        held = {m: indexes.get((project, m)) for m in members}
+        snapshots = {m: h[1].snapshot for m, h in held.items() if h is not None}
         found = self.lookups.search(snapshots, queries, threshold) if snapshots else None
         return [
             {m: (found[i].get(m, []) if found else []) for m in members}

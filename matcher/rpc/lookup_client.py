@@ -91,12 +91,12 @@ class LookupServers:
         threshold: float,
     ) -> Answer:
         """Each query row's hits in every partner's index: every server's shards, merged."""
+        if not members:  # no partner has an index: no shard to ask
+            return [{} for _ in range(len(queries))]
         if self._behind:
             self._catch_up()
             for i, why in sorted(self._behind.items()):
                 raise errors.Unavailable(f"{self._name(i)} {why}")
-        if not members:
-            return [{} for _ in range(len(queries))]
         request = pb.ShardSearchRequest(
             project=project,
             members=list(members),
