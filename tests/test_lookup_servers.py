@@ -17,6 +17,7 @@ import pytest
 from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.errors import UnavailableError
 from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
@@ -28,7 +29,19 @@ from blindmatch.matcher.errors import Unavailable
 from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
-from tests.support import ADMIN_TOKEN, PURPOSE, Matcher, free_port
+from tests.support import (
+    ADMIN_TOKEN,
+    GRACE,
+    NORTH_CSV,
+    PETER,
+    PURPOSE,
+    Matcher,
+    Org,
+    encode,
+    free_port,
+    index_all,
+    person,
+)
 
 # In-process servers on loopback: the server tier (the tests that start processes are slow).
 pytestmark = pytest.mark.server
@@ -391,3 +404,43 @@ def test_changes_queued_while_reading_are_replayed_whatever_the_read_held(
         [] if i in (0, 9) else [f"south-{i}"] for i in range(10)
     ]
     assert shards.records == 8
+
+
+def test_indexes_with_a_fallback_clk_answer_alike_on_shards(
+    sharded: Cluster, orgs: dict[str, Org], secret_file: Path, tmp_path: Path
+) -> None:
+    """The default schema's CLKs carry a fallback CLK: its rule (scored on the fallback CLK
+    when either side lacks the date of birth) holds on the shards as in-process."""
+    assert sharded.matcher is not None
+    orgs["north"].csv.write_text(
+        NORTH_CSV.replace("N5,Grace,Hughes,12/12/2001,F,EH1 9ZZ", "N5,Grace,Hughes,,F,")
+    )
+    secret = read_secret(secret_file)
+    encoded = {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+    assert encoded["south"].fallback_bits
+    with sharded.matcher.operator() as op:
+        tokens = op.create_project("fb", ["north", "south"], disclosure="scores").tokens
+    for name in ("north", "south"):
+        with sharded.matcher.member(tokens[name]) as member:
+            index_all(member, "fb", encoded[name])
+    asked = [
+        person(secret_file, **GRACE),
+        person(secret_file, given_name="Grace", surname="Hughes", sex="F"),  # no date of birth
+        person(secret_file, given_name="Elodie", surname="O'Brien", dob="1985-03-02"),
+        person(secret_file, **PETER),
+    ]
+
+    def ask_all(matcher: Matcher, token: str) -> list[object]:
+        with matcher.member(token) as member:
+            return [
+                [(m.partner, m.refs, m.scores) for m in member.query(
+                    "fb", clk, clk_bits=bits, fingerprint=fp, purpose=PURPOSE).results[0]]
+                for clk, bits, fp in asked
+            ]  # fmt: skip
+
+    spread = {name: ask_all(sharded.matcher, tokens[name]) for name in ("north", "south")}
+    assert spread["north"][0] and spread["north"][1]  # Grace is found with and without
+    assert spread["south"][1]  # north's Grace lacks her date of birth: found on the fallback
+    sharded.stop()
+    alone = sharded.start_matcher(sharded=False)
+    assert {name: ask_all(alone, tokens[name]) for name in ("north", "south")} == spread
