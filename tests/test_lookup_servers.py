@@ -23,6 +23,7 @@ from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.tools.certs import make_certs
 from blindmatch.matcher.core import segment
+from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
@@ -444,3 +445,28 @@ def test_indexes_with_a_fallback_clk_answer_alike_on_shards(
     sharded.stop()
     alone = sharded.start_matcher(sharded=False)
     assert {name: ask_all(alone, tokens[name]) for name in ("north", "south")} == spread
+
+
+def test_a_shard_searches_anew_when_a_member_changes_its_fallback_layout(
+    matcher: Matcher,
+) -> None:
+    """A change whose header says otherwise of the fallback CLK re-lays the shard's index
+    out, keeping the records it holds, as the matcher's own index does."""
+    shards = Shards(matcher.data_dir, 0, 1)
+    shards.load()
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 256, (12, 256), dtype=np.uint8)  # 2,048-bit CLKs
+
+    def change(fallback_bits: int, refs: range) -> ShardChange:
+        return ShardChange(
+            "trial", "south", Encoding(2048, FINGERPRINT, fallback_bits), 0.8,
+            [(f"s{i}", rows[i].tobytes()) for i in refs],
+        )  # fmt: skip
+
+    shards.apply(change(0, range(10)))
+    shards.apply(change(1024, range(10, 12)))
+    encoding, index = shards._indexes[("trial", "south")]
+    assert encoding.fallback_bits == 1024 and len(index) == 12
+    assert isinstance(index, FallbackIndex)  # searched by the fallback rule from now on
+    found = shards.search("trial", ["south"], as_words(rows[3].tobytes(), 2048), 0.8)
+    assert found[0]["south"][0] == ("s3", 1.0)
