@@ -113,8 +113,7 @@ class Shards:
     # Changes forwarded while the shards are being read; None when ready.
     _queue: list[ShardChange] | None = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _wanted: int = 1  # reads asked for, and done
-    _done: int = 0
+    _wanted: int = 1  # reads asked for (a read that ends with more asked reads again)
     _reading: bool = True  # the first read is to come (`load`)
     failed: str = ""  # why the last read failed
     lookups: Lookups = field(default_factory=Lookups)
@@ -174,7 +173,6 @@ class Shards:
                 queue = self._queue or []
                 for change in queue:
                     self._apply(change)
-                self._done = wanted
                 self.failed = ""
                 if self._wanted == wanted:
                     self._queue, self._reading = None, False
