@@ -201,6 +201,22 @@ def test_a_change_is_visible_through_the_shards(sharded: Cluster, clks: list[np.
     assert answers(query(sharded.matcher, tokens["north"], asked)) == before
 
 
+def test_a_query_session_is_answered_through_the_shards(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(200))
+    with (
+        sharded.matcher.member(tokens["north"]) as north,
+        north.query_session("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT) as session,
+    ):
+        for i in (0, 5, 199, 2999):  # 2999: a person south does not hold
+            single = query(sharded.matcher, tokens["north"], clks[0][i : i + 1])
+            assert session.query(clks[0][i].tobytes(), purpose=PURPOSE) == single
+            assert [m.refs for m in single.results[0]] == ([] if i > 199 else [(f"south-{i}",)])
+
+
 def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
     sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
