@@ -57,8 +57,37 @@ def serve(
     `extra` arguments (TLS files, say), on `cpus` only if given (as `taskset` would),
     stopped with SIGTERM afterwards."""
     admin = "bm_admin_" + secrets.token_urlsafe(16)
-    proc = subprocess.Popen(
+    with _started(
         [*BLINDMATCH, "serve", "--data-dir", str(data_dir), "--listen", listen, *extra],
+        admin,
+        cpus,
+    ) as served:
+        yield served
+
+
+@contextmanager
+def lookup_server(
+    data_dir: Path,
+    shard: str,
+    *extra: str,
+    listen: str = "127.0.0.1:0",
+    cpus: set[int] | None = None,
+) -> Iterator[Served]:
+    """`blindmatch lookup-server --shard SHARD` (I/N) over the matcher's `data_dir`, as
+    `serve` starts the matcher (its `admin_token` is unused)."""
+    with _started(
+        [*BLINDMATCH, "lookup-server", "--data-dir", str(data_dir), "--shard", shard,
+         "--listen", listen, *extra],
+        "",
+        cpus,
+    ) as served:  # fmt: skip
+        yield served
+
+
+@contextmanager
+def _started(argv: list[str], admin: str, cpus: set[int] | None) -> Iterator[Served]:
+    proc = subprocess.Popen(
+        argv,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -68,15 +97,16 @@ def serve(
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     port = None
+    what = " ".join(argv[len(BLINDMATCH) : len(BLINDMATCH) + 1])
     while port is None and time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
-            raise RuntimeError(f"blindmatch serve exited {proc.returncode}")
+            raise RuntimeError(f"blindmatch {what} exited {proc.returncode}")
         if m := re.search(r"listening on [\d.]+:(\d+)", line):
             port = int(m.group(1))
     if port is None:
         proc.kill()
-        raise RuntimeError("blindmatch serve did not start within 60s")
+        raise RuntimeError(f"blindmatch {what} did not start within 60s")
     served = Served(f"127.0.0.1:{port}", admin, proc)
     err = proc.stderr
     reader = threading.Thread(target=lambda: served.log.extend(err), daemon=True)

@@ -14,7 +14,9 @@ returned.)
     |   +-- Busy             RESOURCE_EXHAUSTED   too many calls in flight; retry later
     +-- DeadlineExceeded     DEADLINE_EXCEEDED    a stream left idle too long was ended
     +-- DataLoss             DATA_LOSS            stored data is damaged (a database page,
-                                                  an upload's file)
+    |                                             an upload's file)
+    +-- Unavailable          UNAVAILABLE          a look-up server holding shards a query
+                                                  needs is down, behind or still loading
     StartupRefused                                the data dir cannot be served as it is
                                                   (not a call's error: `serve` refuses to start)
 
@@ -93,6 +95,14 @@ class DataLoss(ServiceError):
     the SHA-256 it was acknowledged with. The message says who must do what (never a path)."""
 
     status_name = "DATA_LOSS"
+
+
+class Unavailable(ServiceError):
+    """A part of the matcher a call needs (a look-up server holding shards of the standing
+    indexes) cannot answer now; the message names it. Never answered as "no match"."""
+
+    status_name = "UNAVAILABLE"
+    retryable = True
 
 
 class StartupRefused(Exception):

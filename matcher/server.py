@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,9 +39,11 @@ from blindmatch.matcher.placement import (
 )
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
+from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
@@ -122,6 +125,8 @@ def create_server(
     stream_idle: float = STREAM_IDLE_SECONDS,
     max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
     max_auth_failures: int = AUTH_FAILURES_PER_MINUTE,
+    lookup_servers: Sequence[str] = (),
+    lookup_credentials: grpc.ChannelCredentials | None = None,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -144,7 +149,10 @@ def create_server(
     own); `sweep_interval` is how often expired projects are looked for;
     `scrub_interval` how often every stored upload is hashed again (0: only its size is
     checked, at start-up). `executor` runs batch runs' comparison tasks (default:
-    `workers` threads here; core.cluster.DaskExecutor: a Dask cluster).
+    `workers` threads here; core.cluster.DaskExecutor: a Dask cluster). With
+    `lookup_servers` (addresses, the i-th holding shard i of them all; reached with
+    `lookup_credentials`, None: plaintext), real-time queries fan out to them and
+    index changes are forwarded to them (rpc/lookup_client.py).
     """
     if not 1 <= member_streams <= max_streams <= RPC_THREADS - MIN_UNARY_THREADS:
         raise ValueError(
@@ -168,13 +176,21 @@ def create_server(
             data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
         )
         try:
+            remote = (
+                LookupServers(lookup_servers, lookup_key(data_dir), lookup_credentials)
+                if lookup_servers
+                else None
+            )
             # Index merges run in the background at nice 10, on every core, as batch runs do.
             realtime = Realtime(
                 store,
                 data_dir,
                 clock=clock,
                 merge_cpus=everywhere if request_cpus is not None else None,
+                remote=remote,
             )
+            if remote is not None:
+                log.info("%s", remote.describe())
         except BaseException:  # index.sqlite refused (damaged): nothing stays open
             store.close()
             raise
@@ -298,7 +314,13 @@ def _grpc_server(
     return server, health_servicer
 
 
-def serve_forever(running: RunningServer, ready: Callable[[], None] | None = None) -> None:
+class Stoppable(Protocol):
+    """A started server (the matcher's, or a look-up server's)."""
+
+    def stop(self, grace: float | None = 1.0) -> None: ...
+
+
+def serve_forever(running: Stoppable, ready: Callable[[], None] | None = None) -> None:
     """Block until SIGINT/SIGTERM, then stop gracefully.
 
     `ready` is called once the signal handlers are in place (announce the

@@ -760,3 +760,77 @@ class VerifyAuditReply(_message.Message):
     head_hash: str
     problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., head_seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShardSearchRequest(_message.Message):
+    __slots__ = ("project", "members", "clk_bits", "clks", "threshold")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    CLKS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    clk_bits: int
+    clks: bytes
+    threshold: float
+    def __init__(self, project: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., clk_bits: _Optional[int] = ..., clks: _Optional[bytes] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class ShardSearchReply(_message.Message):
+    __slots__ = ("queries", "members", "refs", "scores", "state")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedScalarFieldContainer[int]
+    members: _containers.RepeatedScalarFieldContainer[int]
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    state: ShardState
+    def __init__(self, queries: _Optional[_Iterable[int]] = ..., members: _Optional[_Iterable[int]] = ..., refs: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., state: _Optional[_Union[ShardState, _Mapping]] = ...) -> None: ...
+
+class ShardChange(_message.Message):
+    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PUT_REFS_FIELD_NUMBER: _ClassVar[int]
+    PUT_CLKS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_REFS_FIELD_NUMBER: _ClassVar[int]
+    ERASE_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ERASE_PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    clk_bits: int
+    fallback_bits: int
+    threshold: float
+    put_refs: _containers.RepeatedScalarFieldContainer[str]
+    put_clks: bytes
+    remove_refs: _containers.RepeatedScalarFieldContainer[str]
+    erase_member: bool
+    erase_project: bool
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
+
+class ShardReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShardDescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShardState(_message.Message):
+    __slots__ = ("shard", "shards", "ready", "records", "started")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    shards: int
+    ready: bool
+    records: int
+    started: str
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ...) -> None: ...

@@ -1211,3 +1211,228 @@ class Matcher:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LookupServerStub:
+    """A look-up server (`blindmatch lookup-server`): holds shards of the members' standing
+    indexes (a member's records split by a hash of their ref, `realtime.shards.shard_of`),
+    rebuilt from the matcher's index.sqlite on start, and answers the matcher's real-time
+    look-ups over them. Only the matcher calls it, with the look-up key from its data dir
+    (`authorization: Bearer <key>`), over mutual TLS off loopback. Tokens, quotas,
+    consent, the audit log and disclosure stay in the matcher (docs/scale.md).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Search = channel.unary_unary(
+                '/blindmatch.v1.LookupServer/Search',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchReply.FromString,
+                _registered_method=True)
+        self.Apply = channel.unary_unary(
+                '/blindmatch.v1.LookupServer/Apply',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardChange.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+                _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/blindmatch.v1.LookupServer/Reload',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardReloadRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+                _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/blindmatch.v1.LookupServer/Describe',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+                _registered_method=True)
+
+
+class LookupServerServicer:
+    """A look-up server (`blindmatch lookup-server`): holds shards of the members' standing
+    indexes (a member's records split by a hash of their ref, `realtime.shards.shard_of`),
+    rebuilt from the matcher's index.sqlite on start, and answers the matcher's real-time
+    look-ups over them. Only the matcher calls it, with the look-up key from its data dir
+    (`authorization: Bearer <key>`), over mutual TLS off loopback. Tokens, quotas,
+    consent, the audit log and disclosure stay in the matcher (docs/scale.md).
+    """
+
+    def Search(self, request, context):
+        """Search this server's shards of `members`' indexes for each query CLK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Apply(self, request, context):
+        """A change the matcher has stored durably, for this server's shards (put or remove
+        records of one member, or forget a member's or a project's index).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Read every shard again from index.sqlite (the matcher asks after a change it could
+        not forward); answers at once, searches are refused while it reads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Describe(self, request, context):
+        """Which shard this is, whether it is ready, how many records it holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LookupServerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchReply.SerializeToString,
+            ),
+            'Apply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardChange.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardReloadRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'blindmatch.v1.LookupServer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('blindmatch.v1.LookupServer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LookupServer:
+    """A look-up server (`blindmatch lookup-server`): holds shards of the members' standing
+    indexes (a member's records split by a hash of their ref, `realtime.shards.shard_of`),
+    rebuilt from the matcher's index.sqlite on start, and answers the matcher's real-time
+    look-ups over them. Only the matcher calls it, with the look-up key from its data dir
+    (`authorization: Bearer <key>`), over mutual TLS off loopback. Tokens, quotas,
+    consent, the audit log and disclosure stay in the matcher (docs/scale.md).
+    """
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.LookupServer/Search',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardSearchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.LookupServer/Apply',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardChange.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.LookupServer/Reload',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardReloadRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.LookupServer/Describe',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

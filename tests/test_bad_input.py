@@ -13,6 +13,8 @@ import grpc
 import pytest
 
 from blindmatch.client import ProjectTokens
+from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import Matcher, auth, snapshot, upload_messages
@@ -319,3 +321,91 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert refused.value.code().name == status, refused.value.details()
         assert fragment in (refused.value.details() or "")
         assert snapshot(matcher) == before
+
+
+# -- the look-up server's RPCs (only the matcher calls them, with its data dir's key) -----------
+
+
+@dataclass
+class LookupCtx:
+    stub: pb_grpc.LookupServerStub
+    key: list[tuple[str, str]]  # the data dir's look-up key
+
+
+def search(c: LookupCtx, **fields: Any) -> Any:
+    base: dict[str, Any] = dict(project="trial", members=["south"], clk_bits=1024,
+                                clks=clks(1), threshold=0.8)  # fmt: skip
+    return c.stub.Search(pb.ShardSearchRequest(**{**base, **fields}), metadata=c.key)
+
+
+def apply(c: LookupCtx, **fields: Any) -> Any:
+    base: dict[str, Any] = dict(project="trial", member="south", clk_bits=1024,
+                                put_refs=["s1"], put_clks=clks(1), threshold=0.8)  # fmt: skip
+    return c.stub.Apply(pb.ShardChange(**{**base, **fields}), metadata=c.key)
+
+
+LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
+    ("search-unkeyed", lambda c: c.stub.Search(pb.ShardSearchRequest(project="trial"),
+                                               metadata=auth("bm_lookup_guess")),
+     "UNAUTHENTICATED", "answers only its matcher"),
+    ("search-no-project", lambda c: search(c, project=""), "INVALID_ARGUMENT",
+     "project: required"),
+    ("search-bad-clk-bits", lambda c: search(c, clk_bits=1000), "INVALID_ARGUMENT", "clk_bits"),
+    ("search-ragged-clks", lambda c: search(c, clks=b"x" * 100), "INVALID_ARGUMENT",
+     "clks: 100 bytes"),
+    ("search-no-clks", lambda c: search(c, clks=b""), "INVALID_ARGUMENT", "clks: 0 bytes"),
+    ("search-bad-threshold", lambda c: search(c, threshold=1.5), "INVALID_ARGUMENT",
+     "threshold: 1.5"),
+    ("search-repeated-member", lambda c: search(c, members=["south", "south"]),
+     "INVALID_ARGUMENT", "members: each named once"),
+    ("apply-unkeyed", lambda c: c.stub.Apply(pb.ShardChange(project="trial"), metadata=[]),
+     "UNAUTHENTICATED", "answers only its matcher"),
+    ("apply-no-project", lambda c: apply(c, project=""), "INVALID_ARGUMENT", "project: required"),
+    ("apply-no-member", lambda c: apply(c, member=""), "INVALID_ARGUMENT", "member: required"),
+    ("apply-bad-clk-bits", lambda c: apply(c, clk_bits=0), "INVALID_ARGUMENT", "clk_bits"),
+    ("apply-ragged-clks", lambda c: apply(c, put_clks=clks(2)), "INVALID_ARGUMENT",
+     "put_clks: 256 bytes for 1 refs"),
+    ("apply-bad-ref", lambda c: apply(c, put_refs=["no spaces"]), "INVALID_ARGUMENT",
+     "'no spaces' is not a valid reference"),
+    ("apply-bad-fallback", lambda c: apply(c, fallback_bits=100), "INVALID_ARGUMENT",
+     "fallback_bits"),
+    ("apply-bad-threshold", lambda c: apply(c, threshold=-1), "INVALID_ARGUMENT", "threshold"),
+    ("reload-unkeyed", lambda c: c.stub.Reload(pb.ShardReloadRequest(), metadata=[]),
+     "UNAUTHENTICATED", "answers only its matcher"),
+    ("describe-unkeyed", lambda c: c.stub.Describe(pb.ShardDescribeRequest(),
+                                                   metadata=auth("x")),
+     "UNAUTHENTICATED", "answers only its matcher"),
+]  # fmt: skip
+
+
+def test_every_look_up_server_rpc_has_bad_input_cases() -> None:
+    rpcs = {m.name for m in pb.DESCRIPTOR.services_by_name["LookupServer"].methods}
+    prefixes = {"search": "Search", "apply": "Apply", "reload": "Reload", "describe": "Describe"}
+    assert {prefixes[case[0].split("-")[0]] for case in LOOKUP_CASES} == rpcs
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "status", "fragment"), LOOKUP_CASES, ids=[c[0] for c in LOOKUP_CASES]
+)
+def test_bad_input_to_a_look_up_server_is_refused_and_changes_nothing(
+    matcher: Matcher,
+    project: ProjectTokens,
+    name: str,
+    call: Callable[[LookupCtx], Any],
+    status: str,
+    fragment: str,
+) -> None:
+    server = create_lookup_server("127.0.0.1:0", matcher.data_dir, 0, 1, wait=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            ctx = LookupCtx(pb_grpc.LookupServerStub(channel), auth(lookup_key(matcher.data_dir)))
+            assert ctx.stub.Describe(pb.ShardDescribeRequest(), metadata=ctx.key).ready
+            before = (server.shards.records, dict(server.shards._indexes), server.shards._wanted)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(ctx)
+            assert refused.value.code().name == status, refused.value.details()
+            assert fragment in (refused.value.details() or "")
+            after = (server.shards.records, dict(server.shards._indexes), server.shards._wanted)
+            assert after == before
+    finally:
+        server.stop(grace=None)

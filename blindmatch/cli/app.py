@@ -15,6 +15,7 @@ from blindmatch.cli import (
     checks,
     demo,
     encoding,
+    lookup,
     member,
     project,
     realtime,
@@ -28,7 +29,7 @@ from blindmatch.cli.errors import run
 # In the order `blindmatch --help` lists them: the operator's, then the member's
 # batch flow, then real time, then the tools.
 GROUPS = (
-    serve, project, admin, audit, user, encoding, secret, batch, requests, member, realtime,
+    serve, lookup, project, admin, audit, user, encoding, secret, batch, requests, member, realtime,
     checks, certs, demo,
 )  # fmt: skip
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from blindmatch.cli import daskopts
+from blindmatch.cli import daskopts, lookup
 from blindmatch.cli.options import Subcommands, command, env
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
+    lookup_servers, lookup_credentials = lookup.lookup_options(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
     if admin is None:
@@ -74,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             min_free_bytes=int(args.min_free_mb * 1024 * 1024),
             audit_key_file=args.audit_key,
             executor=executor,
+            lookup_servers=lookup_servers,
+            lookup_credentials=lookup_credentials,
         )
     except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
         raise InputError(str(exc)) from None
@@ -198,3 +201,4 @@ def register(sub: Subcommands) -> None:
         help="refuse an upload that would leave less free disk than this (default: %(default)s)",
     )
     daskopts.add_arguments(p)
+    lookup.add_arguments(p)

@@ -50,6 +50,10 @@ TLS_HINT = (
     "requires client certificates); see docs/security.md"
 )
 
+# How the matcher's UNAVAILABLE starts when the matcher answered but a part of it (a
+# look-up server holding index shards) could not: said as it is, not as "cannot reach".
+MATCHER_PART_DOWN = "look-up server "
+
 # The transient failures a call is retried on (see `client.remote.retry`).
 TRANSIENT = (UnavailableError, BusyError)
 
@@ -104,7 +108,7 @@ def translate_errors(target: str) -> Iterator[None]:
         cls = _ERRORS.get(code, MatcherError)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
             cls = BusyError
-        if cls is UnavailableError:
+        if cls is UnavailableError and not detail.startswith(MATCHER_PART_DOWN):
             hint = TLS_HINT if _looks_like_tls(detail) else ""
             detail = f"cannot reach the matcher at {target}: {detail}{hint}"
         raise cls(f"{detail} [{code.name}]") from None

@@ -257,6 +257,23 @@ class FallbackIndex:
         return all(part.wait_merged(timeout) for part in self.parts)
 
 
+def load_index(
+    clk_bits: int,
+    fallback_bits: int,
+    refs: Sequence[str],
+    words: U64,
+    threshold: float | None,
+    merge_cpus: frozenset[int] | None = None,
+) -> MemberIndex | FallbackIndex:
+    """An index of these records, with a fallback CLK or without (`fallback_bits` 0); with
+    LSH tables for `threshold` where large enough (None: none, always scanned)."""
+    if fallback_bits:
+        return FallbackIndex.load(
+            clk_bits, fallback_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus
+        )
+    return MemberIndex.load(clk_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus)
+
+
 def _halves(words: U64, cut: int) -> tuple[U64, U64]:
     return np.ascontiguousarray(words[:, :cut]), np.ascontiguousarray(words[:, cut:])
 

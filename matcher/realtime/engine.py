@@ -7,7 +7,8 @@ How a query is answered, in order (`Realtime.query`):
 2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`);
 3. search every partner's standing index (indexes.py; `core.segment`: LSH look-up plus
    exact Dice; `core.fallbackindex`: the batch runs' rule for an index with a fallback
-   CLK), in one pass with the queries that arrive meanwhile (lookups.py);
+   CLK), in one pass with the queries that arrive meanwhile (lookups.py), or, with
+   look-up servers, every server's shards of them in parallel, merged (shards.py);
 4. reduce what was found to what each partner allows: the lesser of the project's level
    and the partner's consent, read off the one disclosure ladder (`core.disclose`);
 5. record the query, answered or refused, with its purpose, in the audit log, durably,
@@ -57,6 +58,7 @@ from blindmatch.matcher.domain import (
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
+from blindmatch.matcher.realtime.shards import RemoteLookups
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
@@ -84,17 +86,21 @@ class Realtime:
         *,
         clock: Callable[[], float] = time.time,
         merge_cpus: frozenset[int] | None = None,
+        remote: RemoteLookups | None = None,
     ) -> None:
         """`merge_cpus`: where the indexes' background merges run (None: where the
-        change that starts one is handled)."""
+        change that starts one is handled). `remote`: look-up servers hold the indexes'
+        searchable shards (shards.py); queries fan out to them, changes are forwarded."""
         self.store = store
         self.index_store = IndexStore(data_dir)
         self.clock = clock
         self.watches = Watches()
         self.meter = QueryMeter()
         self.lookups = Lookups()  # the look-ups of queries that arrive together, in one pass
+        self.remote = remote
         try:
-            self.indexes = StandingIndexes(store, self.index_store, merge_cpus)
+            forward = remote.forward if remote is not None else None
+            self.indexes = StandingIndexes(store, self.index_store, merge_cpus, forward)
             for e in self.index_store.logged_queries(self.clock() - DAY):
                 if not e.refused:
                     self.meter.seed(e.project, e.member, e.time, e.records)
@@ -109,6 +115,8 @@ class Realtime:
     def close(self) -> None:
         self.query_log.close()
         self.index_store.close()
+        if self.remote is not None:
+            self.remote.close()
 
     # -- standing indexes --------------------------------------------------------------------
 
@@ -172,7 +180,10 @@ class Realtime:
         words = self._check_query(project, purpose, encoding, clks)
         self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
-        found = self.lookups.search(snapshots, words, project.threshold)
+        if self.remote is not None:  # every shard of every partner's index, merged
+            found = self.remote.search(project.name, list(snapshots), words, project.threshold)
+        else:
+            found = self.lookups.search(snapshots, words, project.threshold)
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, snapshots
         )

@@ -30,7 +30,7 @@ from blindmatch.matcher.core.encodings import (
     check_compatible,
     check_fingerprint,
 )
-from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot
+from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
 from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_up
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
@@ -40,6 +40,7 @@ from blindmatch.matcher.domain import (
     Encoding,
     retried_change,
 )
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange
 from blindmatch.matcher.storage.audit_log import VOID
 from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
 from blindmatch.matcher.storage.store import Store
@@ -54,15 +55,24 @@ class StandingIndexes:
     """The indexes of every member of every project, in memory and in `index_store`.
 
     `merge_cpus`: where the indexes' background merges run (None: where the change that
-    starts one is handled).
+    starts one is handled). `forward`: look-up servers hold the searchable shards
+    (realtime/shards.py), told of each stored change through it.
     """
 
     def __init__(
-        self, store: Store, index_store: IndexStore, merge_cpus: frozenset[int] | None = None
+        self,
+        store: Store,
+        index_store: IndexStore,
+        merge_cpus: frozenset[int] | None = None,
+        forward: Callable[[ShardChange], None] | None = None,
     ) -> None:
         self.store = store
         self.index_store = index_store
         self.merge_cpus = merge_cpus
+        # With look-up servers (realtime/shards.py): every stored change is forwarded to
+        # them, under the writer's lock (in order), and the indexes here keep refs and
+        # CLKs for the checks and listings, without LSH tables.
+        self.forward = forward
         self._indexes: dict[tuple[str, str], MemberIndex | FallbackIndex] = {}
         # project -> {member: index}, sorted by member; replaced whole on a change, so a
         # query reads it without a lock.
@@ -144,19 +154,11 @@ class StandingIndexes:
     def _load(
         self, project: str, encoding: Encoding, refs: Sequence[str], words: np.ndarray
     ) -> MemberIndex | FallbackIndex:
-        """A member's index of these records, searched as its encoding says."""
-        threshold = self._threshold(project)
-        if encoding.fallback_bits:
-            return FallbackIndex.load(
-                encoding.clk_bits,
-                encoding.fallback_bits,
-                refs,
-                words,
-                threshold=threshold,
-                merge_cpus=self.merge_cpus,
-            )
-        return MemberIndex.load(
-            encoding.clk_bits, refs, words, threshold=threshold, merge_cpus=self.merge_cpus
+        """A member's index of these records, searched as its encoding says (without LSH
+        tables when look-up servers hold the searchable shards)."""
+        threshold = None if self.forward is not None else self._threshold(project)
+        return load_index(
+            encoding.clk_bits, encoding.fallback_bits, refs, words, threshold, self.merge_cpus
         )
 
     def _set_index(
@@ -310,6 +312,9 @@ class StandingIndexes:
                 self._set_index(key, index, stored)
             else:
                 self._set_index(key, None, None)
+            if self.forward is not None:
+                threshold = self._threshold(project)
+                self.forward(ShardChange(project, member, stored, threshold, puts, removes))
         return summary, put_words, False
 
     def _store_change(
@@ -369,6 +374,8 @@ class StandingIndexes:
             self._settle()  # before the stored changes they are checked against go
             self.index_store.erase_member(project, member)
             self._set_index((project, member), None, None)
+            if self.forward is not None:
+                self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
 
     def erase_project(self, project: str) -> None:
         """Forget every index, limit and query record of an expired project."""
@@ -378,6 +385,8 @@ class StandingIndexes:
             for key in [k for k in self._indexes if k[0] == project]:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
+            if self.forward is not None:
+                self.forward(ShardChange(project, "", erase=ERASE_PROJECT))
 
     def _settle(self) -> None:
         self.store.audit.settle(self._settled)

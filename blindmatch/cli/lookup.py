@@ -1,0 +1,170 @@
+"""`blindmatch lookup-server`, and `serve`'s options for its look-up servers.
+
+A look-up server holds one shard of every standing index (docs/scale.md, *The standing
+index at scale*); the matcher stays the front and fans real-time queries out to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindmatch.cli.options import Subcommands, command
+from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    import grpc
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`serve`'s options for look-up servers."""
+    g = p.add_argument_group("standing indexes on look-up servers (docs/scale.md)")
+    g.add_argument(
+        "--lookup-server",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a look-up server (`blindmatch lookup-server`); repeat in shard order: the "
+        "i-th given holds --shard i/N of N given. Real-time queries then fan out to them "
+        "all (default: the indexes are searched in this process)",
+    )
+    g.add_argument("--lookup-tls-ca", metavar="PEM", help="the look-up servers' CA certificate")
+    g.add_argument(
+        "--lookup-tls-cert", metavar="PEM", help="the matcher's client certificate for them"
+    )
+    g.add_argument("--lookup-tls-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--lookup-insecure",
+        action="store_true",
+        help="allow plaintext to a look-up server on a non-loopback host (CLKs travel unencrypted)",
+    )
+
+
+def lookup_options(args: argparse.Namespace) -> tuple[list[str], grpc.ChannelCredentials | None]:
+    """The look-up servers `serve` was given, and the credentials to reach them."""
+    from blindmatch.client.remote import tls
+
+    servers: list[str] = args.lookup_server
+    if len(set(servers)) != len(servers):
+        raise InputError("--lookup-server: each server once (the i-th holds shard i)")
+    tls_given = args.lookup_tls_ca or args.lookup_tls_cert or args.lookup_tls_key
+    if not servers and tls_given:
+        raise InputError("--lookup-tls-*: only with --lookup-server")
+    if (args.lookup_tls_cert is None) != (args.lookup_tls_key is None):
+        raise InputError("--lookup-tls-cert and --lookup-tls-key go together")
+    credentials = None
+    if tls_given:
+        credentials = tls.channel_credentials(
+            ca_cert=args.lookup_tls_ca,
+            client_cert=args.lookup_tls_cert,
+            client_key=args.lookup_tls_key,
+            tls=True,
+        )
+    for server in servers:
+        if server.startswith(("grpc://", "grpcs://")) or "://" in server:
+            raise InputError(f"--lookup-server {server}: HOST:PORT (TLS: --lookup-tls-ca)")
+        if credentials is None and not args.lookup_insecure and not tls.is_loopback(server):
+            raise InputError(
+                f"--lookup-server {server}: refusing plaintext to a non-loopback look-up "
+                "server (it is sent every query's CLKs); give --lookup-tls-ca (and "
+                "--lookup-tls-cert/--lookup-tls-key for mutual TLS), or --lookup-insecure"
+            )
+    return servers, credentials
+
+
+def _shard(text: str) -> tuple[int, int]:
+    shard, sep, of = text.partition("/")
+    if not sep or not shard.isdigit() or not of.isdigit() or not 0 <= int(shard) < int(of):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected I/N with 0 <= I < N, e.g. 0/2 (shard 0 of 2)"
+        )
+    return int(shard), int(of)
+
+
+def cmd_lookup_server(args: argparse.Namespace) -> int:
+    import logging
+
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.errors import StartupRefused
+    from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+    from blindmatch.matcher.server import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    credentials = tls.server_credentials(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
+    )
+    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    host, port = tls.listen_address(args.listen)
+    shard, shards = args.shard
+    if not (args.data_dir / "index.sqlite").is_file():
+        raise InputError(
+            f"--data-dir {args.data_dir}: no index.sqlite; give the matcher's data dir (start "
+            "`blindmatch serve` on it once first)"
+        )
+    try:
+        running = create_lookup_server(
+            tls.grpc_address(host, port), args.data_dir, shard, shards, credentials=credentials
+        )
+    except StartupRefused as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"--listen {args.listen}: {exc}") from None
+
+    def announce() -> None:
+        print(
+            f"blindmatch look-up server for shard {shard} of {shards} listening on "
+            f"{tls.grpc_address(host, running.port)} (reading {args.data_dir}/index.sqlite)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    serve_forever(running, ready=announce)
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    p = command(
+        sub,
+        "lookup-server",
+        help="hold a shard of the standing indexes for the matcher's real-time queries",
+        description="Hold shard I of N of every standing index (records split by a hash of "
+        "their ref), read from the matcher's index.sqlite (read-only; shared storage) at "
+        "start and kept current by the changes the matcher forwards, and answer the "
+        "matcher's look-ups over them. Start one per shard, then `blindmatch serve "
+        "--lookup-server ADDR` once per server, in shard order. Only the matcher may call "
+        "it (the look-up key in its data dir). Plaintext is refused on a non-loopback "
+        "address: give --tls-cert and --tls-key, and --client-ca for mutual TLS.",
+        example=[
+            "blindmatch lookup-server --data-dir /var/lib/blindmatch --shard 0/2 "
+            "--listen 127.0.0.1:50061",
+            "blindmatch lookup-server --data-dir /var/lib/blindmatch --shard 1/2 "
+            "--listen 127.0.0.1:50062",
+        ],
+        handler=cmd_lookup_server,
+    )
+    p.add_argument(
+        "--data-dir", required=True, type=Path, help="the matcher's data dir (read-only)"
+    )
+    p.add_argument(
+        "--shard",
+        required=True,
+        type=_shard,
+        metavar="I/N",
+        help="which shard of every index this server holds: I of N (from 0)",
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:50061",
+        help="HOST:PORT to listen on (default: %(default)s)",
+    )
+    p.add_argument("--tls-cert", help="server certificate (PEM)")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument(
+        "--insecure-listen-on-network",
+        dest="insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback address (CLKs travel unencrypted)",
+    )

@@ -1,0 +1,292 @@
+"""Shards of the standing indexes, held by look-up servers (docs/scale.md).
+
+A member's index is split by a hash of each record's ref into `shards` parts
+(`shard_of`); a look-up server (`blindmatch lookup-server`) holds part `shard` of every
+index of every project, as `Shards`: each part a `core.index.MemberIndex` (or
+`FallbackIndex`) with its own LSH tables, searched by the same native batch look-up as the
+matcher's in-process indexes (lookups.py). The matcher stays the front: it checks,
+meters, records and discloses; it forwards each change it has stored durably
+(`ShardChange`, under its writer's lock, so in order) and fans each query out to every
+server (`RemoteLookups`, at the gRPC edge: rpc/lookup_client.py), then merges the
+(member, ref, score) answers.
+
+Durability stays in the matcher's index.sqlite. A look-up server reads its shards from
+it on start (storage/shard_source.py) and again when the matcher asks (`reload`: after a
+change it could not forward). It listens before it reads, and queues the changes
+forwarded meanwhile; once read, it applies the queue in order. Replaying changes already
+in what it read is harmless: a put or remove, replayed in order over a later state, ends
+where the sequence ends (each ref's last operation wins), so nothing acknowledged is lost
+between the read and the queue. Searches are refused (`Unavailable`) until it is ready,
+never answered from part of the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index
+from blindmatch.matcher.core.index import MemberIndex, as_words
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.realtime.lookups import Answer, Lookups
+from blindmatch.matcher.storage.shard_source import ShardRecords, read_shards
+
+log = logging.getLogger("blindmatch.matcher.lookupserver")
+
+ERASE_MEMBER = "member"
+ERASE_PROJECT = "project"
+
+
+def shard_of(ref: str, shards: int) -> int:
+    """Which of `shards` parts of an index holds the record `ref` (the same everywhere)."""
+    digest = hashlib.blake2b(ref.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
+@dataclass(frozen=True)
+class ShardChange:
+    """A change the matcher has stored: records put and removed, or an index erased."""
+
+    project: str
+    member: str
+    encoding: Encoding | None = None  # the index's, after the change
+    threshold: float | None = None  # the project's
+    puts: Sequence[tuple[str, bytes]] = ()
+    removes: Sequence[str] = ()
+    erase: str = ""  # ERASE_MEMBER, ERASE_PROJECT, or "" for puts and removes
+
+    def part(self, shard: int, shards: int) -> ShardChange | None:
+        """What of this change falls in one shard (None: nothing)."""
+        if self.erase:
+            return self
+        puts = [(r, c) for r, c in self.puts if shard_of(r, shards) == shard]
+        removes = [r for r in self.removes if shard_of(r, shards) == shard]
+        if not puts and not removes:
+            return None
+        return ShardChange(self.project, self.member, self.encoding, self.threshold, puts, removes)
+
+
+class RemoteLookups(Protocol):
+    """The matcher's side of its look-up servers (rpc/lookup_client.py)."""
+
+    def search(
+        self,
+        project: str,
+        members: Sequence[str],
+        queries: npt.NDArray[np.uint64],
+        threshold: float,
+    ) -> Answer: ...
+
+    def forward(self, change: ShardChange) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+AnyIndex = MemberIndex | FallbackIndex
+
+
+@dataclass
+class Shards:
+    """Shard `shard` of `shards` of every standing index, on one look-up server."""
+
+    data_dir: Path
+    shard: int
+    shards: int
+    started: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # (project, member) -> its encoding and this shard's index of it; replaced whole on a
+    # change (under the lock), so a search reads it without the lock.
+    _indexes: dict[tuple[str, str], tuple[Encoding, AnyIndex]] = field(default_factory=dict)
+    _thresholds: dict[str, float] = field(default_factory=dict)
+    # Changes forwarded while the shards are being read; None when ready.
+    _queue: list[ShardChange] | None = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _wanted: int = 1  # reads asked for (a read that ends with more asked reads again)
+    _reading: bool = True  # the first read is to come (`load`)
+    failed: str = ""  # why the last read failed
+    lookups: Lookups = field(default_factory=Lookups)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard {self.shard} of {self.shards}: need 0 <= shard < shards")
+
+    @property
+    def ready(self) -> bool:
+        return self._queue is None
+
+    @property
+    def records(self) -> int:
+        return sum(len(index) for _, index in self._indexes.values())
+
+    def reload(self, wait: bool = False) -> None:
+        """Read every shard again from index.sqlite, in a thread (`wait`: here); searches
+        are refused until it is done, changes forwarded meanwhile are queued."""
+        with self._lock:
+            self._wanted += 1
+            if self._queue is None:
+                self._queue = []
+            if self._reading:
+                return  # the running read reads again when it ends
+            self._reading = True
+        if wait:
+            self._read()
+        else:
+            threading.Thread(target=self._read, name="blindmatch-shards", daemon=True).start()
+
+    def load(self) -> None:
+        """The first read, at start (here, in this thread)."""
+        self._read()
+
+    def _read(self) -> None:
+        while True:
+            with self._lock:
+                wanted = self._wanted
+            started = time.perf_counter()
+            try:
+                found, thresholds = read_shards(
+                    self.data_dir, lambda ref: shard_of(ref, self.shards) == self.shard
+                )
+                built = {
+                    key: (part.encoding, _build(part, thresholds.get(key[0])))
+                    for key, part in found.items()
+                }
+            except Exception as exc:  # a damaged or missing file: say so on every search
+                log.exception("reading the shards from %s failed", self.data_dir)
+                with self._lock:
+                    self.failed = f"reading its shards from index.sqlite failed: {exc}"
+                    self._reading = False
+                return
+            with self._lock:
+                self._indexes, self._thresholds = built, thresholds
+                queue = self._queue or []
+                for change in queue:
+                    self._apply(change)
+                self.failed = ""
+                if self._wanted == wanted:
+                    self._queue, self._reading = None, False
+                    log.info(
+                        "shard %d of %d: %d records of %d indexes read in %.1f s "
+                        "(%d changes queued meanwhile)",
+                        self.shard,
+                        self.shards,
+                        self.records,
+                        len(built),
+                        time.perf_counter() - started,
+                        len(queue),
+                    )
+                    return
+                self._queue = []  # read again: what it reads holds what was queued
+
+    def apply(self, change: ShardChange) -> None:
+        """A change the matcher stored (queued while the shards are being read)."""
+        with self._lock:
+            if self._queue is not None:
+                self._queue.append(change)
+            else:
+                self._apply(change)
+
+    def _apply(self, change: ShardChange) -> None:
+        """Apply one change; replayed over a later state it changes nothing wrongly."""
+        project, member = change.project, change.member
+        if change.threshold is not None:
+            self._thresholds[project] = change.threshold
+        if change.erase == ERASE_PROJECT:
+            self._indexes = {k: v for k, v in self._indexes.items() if k[0] != project}
+            return
+        key = (project, member)
+        if change.erase == ERASE_MEMBER:
+            self._indexes = {k: v for k, v in self._indexes.items() if k != key}
+            return
+        held = self._indexes.get(key)
+        encoding = change.encoding or (held[0] if held else None)
+        if encoding is None:
+            return  # removes from an index this shard never held
+        index = held[1] if held else None
+        removes = [r for r in change.removes if index is not None and r in index]
+        puts = list(change.puts)
+        words = as_words(b"".join(c for _, c in puts), encoding.clk_bits)
+        if (
+            index is not None
+            and puts
+            and held is not None
+            and _layout(held[0]) != _layout(encoding)
+        ):
+            # Another CLK length or fallback layout: build anew from what stays.
+            gone = set(removes) | {r for r, _ in puts}
+            kept = [r for r in index.refs() if r not in gone]
+            if held[0].clk_bits != encoding.clk_bits:
+                kept = []  # the matcher removed every old record (its rule)
+            old = np.array([index.clk(r) for r in kept], dtype=np.uint64)
+            rows = np.concatenate([old.reshape(-1, words.shape[1]), words])
+            index = _build(ShardRecords(encoding, kept + [r for r, _ in puts], rows.tobytes()),
+                           self._thresholds.get(project))  # fmt: skip
+        elif index is None:
+            if not puts:
+                return
+            index = _build(
+                ShardRecords(encoding, [r for r, _ in puts], words.tobytes()),
+                self._thresholds.get(project),
+            )
+        else:
+            index.apply([r for r, _ in puts], words, removes)
+        indexes = {k: v for k, v in self._indexes.items() if k != key}
+        if len(index):
+            indexes[key] = (encoding, index)
+        self._indexes = indexes  # replaced whole: a search reads it without the lock
+
+    def search(
+        self,
+        project: str,
+        members: Sequence[str],
+        queries: npt.NDArray[np.uint64],
+        threshold: float,
+    ) -> Answer:
+        """Each query row's hits in this server's shards of `members`' indexes (members it
+        holds nothing of: no hits)."""
+        if self.failed:  # try again (the matcher's data dir made meanwhile, say)
+            failed = self.failed
+            self.reload()
+            raise errors.Unavailable(f"{failed}; reading them again")
+        if self._queue is not None:
+            raise errors.Unavailable(
+                f"shard {self.shard} of {self.shards} is being read from index.sqlite; "
+                "try again in a moment"
+            )
+        indexes = self._indexes  # one version of it for the whole search
+        held = {m: indexes.get((project, m)) for m in members}
+        snapshots = {m: h[1].snapshot for m, h in held.items() if h is not None}
+        found = self.lookups.search(snapshots, queries, threshold) if snapshots else None
+        return [
+            {m: (found[i].get(m, []) if found else []) for m in members}
+            for i in range(len(queries))
+        ]
+
+
+def _build(part: ShardRecords, threshold: float | None) -> AnyIndex:
+    bits, fallback_bits = part.encoding.clk_bits, part.encoding.fallback_bits
+    return load_index(bits, fallback_bits, part.refs, as_words(part.clks, bits), threshold)
+
+
+def _layout(encoding: Encoding) -> tuple[int, int]:
+    return encoding.clk_bits, encoding.fallback_bits
+
+
+def describe_shards(addresses: Sequence[str]) -> str:
+    """How the matcher's indexes are spread, for its log."""
+    return (
+        f"real-time look-ups go to {len(addresses)} look-up server(s), each index split by "
+        f"ref into {len(addresses)} shard(s): "
+        + ", ".join(f"shard {i} at {a}" for i, a in enumerate(addresses))
+    )

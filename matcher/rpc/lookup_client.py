@@ -1,0 +1,216 @@
+"""The matcher's side of its look-up servers: fan a query out, merge, forward changes.
+
+`LookupServers` is `realtime.shards.RemoteLookups` over gRPC. The i-th address given to
+`serve --lookup-server` holds shard i of as many as there are addresses (each server says
+which it holds in every reply, and a mismatch is refused). A query goes to every server
+at once (one unary call each, in flight together) and waits for all: its latency is the
+slowest server's look-up plus one round trip. The hits are merged per query and partner,
+best first, as the in-process search orders them.
+
+A change the matcher has stored is forwarded to the servers whose shards it touches,
+under the matcher's writer lock (so in order). A server the forward does not reach is
+*behind*: no query is answered without it (`Unavailable`, naming it), and before each
+query the matcher asks it to read its shards again from index.sqlite (`Reload`), which
+holds the change; once it has said yes, it refuses searches itself until it has read
+them. Nothing is ever answered as "no match" for want of a shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.realtime.lookups import Answer
+from blindmatch.matcher.realtime.shards import (
+    ERASE_MEMBER,
+    ERASE_PROJECT,
+    ShardChange,
+    describe_shards,
+)
+from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("blindmatch.matcher")
+
+SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
+FORWARD_SECONDS = 60.0  # a forwarded change (up to the largest index change)
+RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
+
+
+class LookupServers:
+    """The matcher's look-up servers: server i holds shard i of len(addresses)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        key: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("no look-up servers")
+        self.addresses = list(addresses)
+        self._metadata = (("authorization", f"Bearer {key}"),)
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        self._channels = [
+            grpc.insecure_channel(a, options=options)
+            if credentials is None
+            else grpc.secure_channel(a, credentials, options=options)
+            for a in self.addresses
+        ]
+        self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
+        self._lock = threading.Lock()  # forwards and catching up, in order
+        self._behind: dict[int, str] = {}  # server -> why
+
+    def describe(self) -> str:
+        return describe_shards(self.addresses)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def _name(self, i: int) -> str:
+        return f"look-up server {self.addresses[i]} (shard {i} of {len(self.addresses)})"
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        project: str,
+        members: Sequence[str],
+        queries: npt.NDArray[np.uint64],
+        threshold: float,
+    ) -> Answer:
+        """Each query row's hits in every partner's index: every server's shards, merged."""
+        if not members:  # no partner has an index: no shard to ask
+            return [{} for _ in range(len(queries))]
+        if self._behind:
+            self._catch_up()
+            for i, why in sorted(self._behind.items()):
+                raise errors.Unavailable(f"{self._name(i)} {why}")
+        request = pb.ShardSearchRequest(
+            project=project,
+            members=list(members),
+            clk_bits=queries.shape[1] * 64,
+            clks=np.ascontiguousarray(queries).tobytes(),
+            threshold=threshold,
+        )
+        calls = [
+            stub.Search.future(request, timeout=SEARCH_SECONDS, metadata=self._metadata)
+            for stub in self._stubs
+        ]
+        answer: Answer = [{m: [] for m in members} for _ in range(len(queries))]
+        for i, call in enumerate(calls):
+            try:
+                reply = call.result()
+            except grpc.RpcError as exc:
+                for other in calls[i + 1 :]:
+                    other.cancel()
+                raise errors.Unavailable(
+                    f"{self._name(i)} did not answer: {_reason(exc)}; no answer is given "
+                    "without every shard"
+                ) from None
+            self._check_state(i, reply.state)
+            for q, k, ref, score in zip(
+                reply.queries, reply.members, reply.refs, reply.scores, strict=True
+            ):
+                answer[q][members[k]].append((ref, score))
+        for per_member in answer:
+            for hits in per_member.values():
+                if len(hits) > 1:
+                    hits.sort(key=lambda hit: (-hit[1], hit[0]))
+        return answer
+
+    def _check_state(self, i: int, state: pb.ShardState) -> None:
+        if (state.shard, state.shards) != (i, len(self.addresses)):
+            raise errors.Unavailable(
+                f"{self._name(i)} holds shard {state.shard} of {state.shards}: start it with "
+                f"--shard {i}/{len(self.addresses)}, or list the matcher's --lookup-server "
+                "addresses in shard order"
+            )
+        if i in self._behind:
+            raise errors.Unavailable(f"{self._name(i)} {self._behind[i]}")
+
+    def _catch_up(self) -> None:
+        """Ask each server that is behind to read its shards again (which hold every
+        change stored so far); one that cannot be asked stays behind."""
+        with self._lock:
+            for i in sorted(self._behind):
+                try:
+                    self._stubs[i].Reload(
+                        pb.ShardReloadRequest(), timeout=RELOAD_SECONDS, metadata=self._metadata
+                    )
+                except grpc.RpcError as exc:
+                    self._behind[i] = (
+                        f"missed an index change and cannot be asked to read its shards "
+                        f"again: {_reason(exc)}; start it (it reads them from index.sqlite)"
+                    )
+                    continue
+                log.info("%s reads its shards again from index.sqlite", self._name(i))
+                del self._behind[i]
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def forward(self, change: ShardChange) -> None:
+        """Tell each server whose shards `change` touches; one not reached falls behind."""
+        with self._lock:
+            calls = []
+            for i, stub in enumerate(self._stubs):
+                part = change.part(i, len(self._stubs))
+                if part is None or i in self._behind:
+                    continue
+                calls.append(
+                    (
+                        i,
+                        stub.Apply.future(
+                            _message(part), timeout=FORWARD_SECONDS, metadata=self._metadata
+                        ),
+                    )
+                )
+            for i, call in calls:
+                try:
+                    call.result()
+                except grpc.RpcError as exc:
+                    self._behind[i] = (
+                        f"missed an index change ({_reason(exc)}) and has not read its "
+                        "shards again yet"
+                    )
+                    log.warning(
+                        "%s did not take a change to %s's index in project %s (%s): no query "
+                        "is answered until it reads its shards again from index.sqlite",
+                        self._name(i),
+                        change.member or "every member",
+                        change.project,
+                        _reason(exc),
+                    )
+
+
+def _message(change: ShardChange) -> pb.ShardChange:
+    encoding = change.encoding
+    return pb.ShardChange(
+        project=change.project,
+        member=change.member,
+        clk_bits=encoding.clk_bits if encoding else 0,
+        fallback_bits=encoding.fallback_bits if encoding else 0,
+        threshold=change.threshold or 0.0,
+        put_refs=[r for r, _ in change.puts],
+        put_clks=b"".join(c for _, c in change.puts),
+        remove_refs=list(change.removes),
+        erase_member=change.erase == ERASE_MEMBER,
+        erase_project=change.erase == ERASE_PROJECT,
+    )
+
+
+def _reason(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    detail = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{detail} [{code.name if code else 'UNKNOWN'}]"

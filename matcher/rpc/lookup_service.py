@@ -1,0 +1,212 @@
+"""The look-up server: shards of the standing indexes behind a gRPC service.
+
+`blindmatch lookup-server` runs `create_lookup_server`: it listens at once (changes the
+matcher forwards are queued), reads its shards from the matcher's index.sqlite
+(realtime/shards.py), then answers `Search`. Every call must carry the data dir's
+look-up key (`authorization: Bearer <key>`, storage/shard_source.py); off loopback the
+CLI refuses plaintext, and mutual TLS (`--client-ca`) admits only the matcher's
+certificate besides.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core.encodings import check_clk_bits
+from blindmatch.matcher.core.index import as_words
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, REF_RE, Encoding
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange, Shards
+from blindmatch.matcher.rpc.auth import bearer_token
+from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.storage.shard_source import lookup_key
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("blindmatch.matcher.lookupserver")
+
+# A forwarded change carries at most the matcher's largest index change; with room.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+LOOKUP_THREADS = 16
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _keyed(method: F) -> F:
+    """Refuse a call without the data dir's look-up key, then map errors to statuses."""
+    wrapped = rpc_errors(method)
+
+    @functools.wraps(method)
+    def call(self: LookupService, request: Any, context: Any) -> Any:
+        token = bearer_token(context.invocation_metadata()) or ""
+        if not hmac.compare_digest(token.encode(), self.key.encode()):
+            abort(
+                context,
+                errors.Unauthenticated(
+                    "a look-up server answers only its matcher (the look-up key of the data dir)"
+                ),
+            )
+        return wrapped(self, request, context)
+
+    return call  # type: ignore[return-value]
+
+
+class LookupService(pb_grpc.LookupServerServicer):
+    def __init__(self, shards: Shards, key: str) -> None:
+        self.shards = shards
+        self.key = key
+
+    def _state(self) -> pb.ShardState:
+        s = self.shards
+        return pb.ShardState(
+            shard=s.shard, shards=s.shards, ready=s.ready, records=s.records, started=s.started
+        )
+
+    @_keyed
+    def Search(self, request: pb.ShardSearchRequest, context: Any) -> pb.ShardSearchReply:
+        if not request.project:
+            raise errors.InvalidArgument("project: required")
+        check_clk_bits(request.clk_bits, "clk_bits")
+        clk_bytes = request.clk_bits // 8
+        if not request.clks or len(request.clks) % clk_bytes:
+            raise errors.InvalidArgument(
+                f"clks: {len(request.clks)} bytes is not a whole, non-zero number of "
+                f"{request.clk_bits}-bit CLKs"
+            )
+        if len(request.clks) // clk_bytes > MAX_QUERY_RECORDS:
+            raise errors.InvalidArgument(f"clks: at most {MAX_QUERY_RECORDS} CLKs in one search")
+        if not 0 < request.threshold <= 1:
+            raise errors.InvalidArgument(f"threshold: {request.threshold} is not in (0, 1]")
+        members = list(request.members)
+        if len(set(members)) != len(members) or not all(members):
+            raise errors.InvalidArgument("members: each named once, none empty")
+        words = as_words(request.clks, request.clk_bits)
+        found = self.shards.search(request.project, members, words, request.threshold)
+        reply = pb.ShardSearchReply(state=self._state())
+        queries, which, refs, scores = [], [], [], []
+        for q, per_member in enumerate(found):
+            for k, m in enumerate(members):
+                for ref, score in per_member[m]:
+                    queries.append(q)
+                    which.append(k)
+                    refs.append(ref)
+                    scores.append(score)
+        reply.queries.extend(queries)
+        reply.members.extend(which)
+        reply.refs.extend(refs)
+        reply.scores.extend(scores)
+        return reply
+
+    @_keyed
+    def Apply(self, request: pb.ShardChange, context: Any) -> pb.ShardState:
+        self.shards.apply(_change(request))
+        return self._state()
+
+    @_keyed
+    def Reload(self, request: pb.ShardReloadRequest, context: Any) -> pb.ShardState:
+        self.shards.reload()
+        log.info("the matcher asked for the shards to be read again from index.sqlite")
+        return self._state()
+
+    @_keyed
+    def Describe(self, request: pb.ShardDescribeRequest, context: Any) -> pb.ShardState:
+        return self._state()
+
+
+def _change(m: pb.ShardChange) -> ShardChange:
+    """A forwarded change, checked whole."""
+    if not m.project:
+        raise errors.InvalidArgument("project: required")
+    if m.erase_project:
+        return ShardChange(m.project, "", erase=ERASE_PROJECT)
+    if not m.member:
+        raise errors.InvalidArgument("member: required")
+    if m.erase_member:
+        return ShardChange(m.project, m.member, erase=ERASE_MEMBER)
+    check_clk_bits(m.clk_bits, "clk_bits")
+    if m.fallback_bits and (m.fallback_bits % 64 or m.fallback_bits >= m.clk_bits):
+        raise errors.InvalidArgument("fallback_bits: a multiple of 64 below clk_bits (or 0)")
+    if not 0 <= m.threshold <= 1:
+        raise errors.InvalidArgument(f"threshold: {m.threshold} is not in [0, 1] (0: not given)")
+    clk_bytes = m.clk_bits // 8
+    if len(m.put_clks) != clk_bytes * len(m.put_refs):
+        raise errors.InvalidArgument(
+            f"put_clks: {len(m.put_clks)} bytes for {len(m.put_refs)} refs of {m.clk_bits}-bit CLKs"
+        )
+    bad = next((r for r in [*m.put_refs, *m.remove_refs] if not REF_RE.fullmatch(r)), None)
+    if bad is not None:
+        raise errors.InvalidArgument(f"put_refs/remove_refs: {bad[:40]!r} is not a valid reference")
+    data = np.frombuffer(m.put_clks, dtype=np.uint8)
+    puts = [
+        (ref, data[i * clk_bytes : (i + 1) * clk_bytes].tobytes())
+        for i, ref in enumerate(m.put_refs)
+    ]
+    return ShardChange(
+        m.project,
+        m.member,
+        Encoding(m.clk_bits, b"", m.fallback_bits),
+        m.threshold or None,
+        puts,
+        list(m.remove_refs),
+    )
+
+
+@dataclass
+class RunningLookupServer:
+    server: grpc.Server
+    port: int
+    shards: Shards
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.server.stop(grace).wait()
+
+
+def create_lookup_server(
+    address: str,
+    data_dir: str | Path,
+    shard: int,
+    shards: int,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    wait: bool = False,
+) -> RunningLookupServer:
+    """Listen on `address` (port 0: a free one), then read the shards from `data_dir` in
+    the background (`wait`: before returning); forwarded changes are queued meanwhile."""
+    holder = Shards(Path(data_dir), shard, shards)
+    service = LookupService(holder, lookup_key(data_dir))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="bm-lookup"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_LookupServerServicer_to_server(service, server)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise OSError(
+            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
+        )
+    server.start()
+    log.info("look-up server for shard %d of %d listening on port %d", shard, shards, port)
+    if wait:
+        holder.load()
+    else:
+        threading.Thread(target=holder.load, name="blindmatch-shards", daemon=True).start()
+    return RunningLookupServer(server, port, holder)

@@ -1,0 +1,99 @@
+"""What a look-up server reads of the matcher's data dir: its shards, and the look-up key.
+
+A look-up server (`blindmatch lookup-server`; matcher/realtime/shards.py) rebuilds its
+shards of the standing indexes from the matcher's `index.sqlite`, opened read-only (it
+never writes the matcher's databases), in one read transaction: every index as of one
+commit. The project thresholds its LSH tables are built for come from
+`blindmatch.sqlite`, read-only too.
+
+`DIR/lookup.key` is the secret the matcher presents to its look-up servers (and they
+require): whoever can read it can read `index.sqlite` beside it, so it grants nothing
+more. Made, owner-only, by whichever of the matcher or a look-up server starts first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage.datadir import FILE_MODE, DataDir
+from blindmatch.matcher.storage.sqlite import connect_read_only
+
+LOOKUP_KEY_NAME = "lookup.key"
+
+
+@dataclass(frozen=True)
+class ShardRecords:
+    """One index's records that fall in a shard: refs and their CLKs, concatenated."""
+
+    encoding: Encoding
+    refs: list[str]
+    clks: bytes
+
+
+def read_shards(
+    data_dir: str | Path, keep: Callable[[str], bool]
+) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+    """Every standing index's records whose ref `keep` accepts, by (project, member), as of
+    one commit; and every project's threshold."""
+    files = DataDir(Path(data_dir))
+    for path in (files.index_db, files.db):
+        if not path.is_file():
+            raise StartupRefused(
+                f"{path}: not found; --data-dir must be the matcher's data dir (its "
+                "index.sqlite and blindmatch.sqlite), on storage this server can read"
+            )
+    conn = connect_read_only(files.db)
+    try:
+        thresholds = {n: float(t) for n, t in conn.execute("SELECT name, threshold FROM projects")}
+    finally:
+        conn.close()
+    conn = connect_read_only(files.index_db)
+    found: dict[tuple[str, str], ShardRecords] = {}
+    try:
+        conn.execute("BEGIN")  # one snapshot for every index
+        meta = conn.execute(
+            "SELECT project, member, clk_bits, fingerprint, fallback_bits FROM index_meta"
+        ).fetchall()
+        for project, member, bits, fingerprint, fallback_bits in meta:
+            refs: list[str] = []
+            clks: list[bytes] = []
+            for ref, clk in conn.execute(
+                "SELECT ref, clk FROM index_records WHERE project=? AND member=?",
+                (project, member),
+            ):
+                if keep(ref):
+                    refs.append(ref)
+                    clks.append(clk)
+            if refs:
+                encoding = Encoding(bits, bytes(fingerprint), fallback_bits)
+                found[(project, member)] = ShardRecords(encoding, refs, b"".join(clks))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return found, thresholds
+
+
+def lookup_key(data_dir: str | Path) -> str:
+    """The data dir's look-up key, made now (owner-only, atomically) if it is not there."""
+    path = Path(data_dir) / LOOKUP_KEY_NAME
+    if not path.exists():
+        temp = path.with_name(f".{LOOKUP_KEY_NAME}.{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w") as out:
+            out.write("bm_lookup_" + secrets.token_urlsafe(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):  # the other side made it first
+            os.link(temp, path)
+        temp.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise StartupRefused(f"{path} is empty; delete it and start the matcher again")
+    return key

@@ -1,0 +1,488 @@
+"""The standing indexes spread over look-up servers (docs/scale.md): a matcher started
+with `lookup_servers` answers every query as the in-process index does, sees every
+change, and refuses (UNAVAILABLE, naming the server) rather than answer without a shard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
+from benchmarks.synthclks import CLK_BITS, members
+from blindmatch.client import MatcherClient, ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
+from blindmatch.client.errors import UnavailableError
+from blindmatch.client.remote import tls
+from blindmatch.client.remote.model import QueryAnswer
+from blindmatch.client.tools.certs import make_certs
+from blindmatch.matcher.core import segment
+from blindmatch.matcher.core.fallbackindex import FallbackIndex
+from blindmatch.matcher.core.index import as_words
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.errors import Unavailable
+from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
+from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
+from blindmatch.matcher.server import create_server
+from tests.support import (
+    ADMIN_TOKEN,
+    GRACE,
+    NORTH_CSV,
+    PETER,
+    PURPOSE,
+    Matcher,
+    Org,
+    encode,
+    free_port,
+    index_all,
+    person,
+)
+
+# In-process servers on loopback: the server tier (the tests that start processes are slow).
+pytestmark = pytest.mark.server
+
+FINGERPRINT = b"lookup-server test fingerprint!!"
+NAMES = ("north", "south", "west")
+ROWS = 3_000
+
+
+@pytest.fixture(scope="module")
+def clks() -> list[np.ndarray]:
+    """Three members' CLKs; a fifth of the people held by all three (noisy copies)."""
+    return members(len(NAMES), ROWS, overlap=0.2, seed=7)
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    addresses: list[str]
+    lookups: list[RunningLookupServer | None]
+    matcher: Matcher | None = None
+
+    def start_matcher(self, *, sharded: bool = True) -> Matcher:
+        server = create_server(
+            "127.0.0.1:0",
+            self.data_dir,
+            ADMIN_TOKEN,
+            workers=1,
+            lookup_servers=self.addresses if sharded else (),
+        )
+        self.matcher = Matcher(server, self.data_dir, ADMIN_TOKEN)
+        return self.matcher
+
+    def start_lookup(self, i: int) -> RunningLookupServer:
+        server = create_lookup_server(
+            self.addresses[i], self.data_dir, i, len(self.addresses), wait=True
+        )
+        self.lookups[i] = server
+        return server
+
+    def stop_lookup(self, i: int) -> None:
+        server = self.lookups[i]
+        assert server is not None
+        server.stop(grace=None)
+        self.lookups[i] = None
+
+    def stop(self) -> None:
+        if self.matcher is not None:
+            self.matcher.server.stop(grace=None)
+            self.matcher = None
+        for i, server in enumerate(self.lookups):
+            if server is not None:
+                self.stop_lookup(i)
+
+
+@pytest.fixture
+def sharded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """A matcher and two look-up servers on loopback, sharing its data dir. Indexes of a
+    thousand rows or more get LSH tables (as a million-row one would), so the shards'
+    tables, planned from their own rows, are what is compared."""
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    found = Cluster(tmp_path / "data", addresses, [None, None])
+    found.start_matcher()  # makes the data dir; the servers read it
+    for i in range(2):
+        found.start_lookup(i)
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+def refs_of(name: str, rows: range) -> list[str]:
+    return [f"{name}-{i}" for i in rows]
+
+
+def put(matcher: Matcher, token: str, name: str, clks: np.ndarray, rows: range) -> None:
+    with matcher.member(token) as member:
+        member.change_index(
+            "trial",
+            clk_bits=CLK_BITS,
+            fingerprint=FINGERPRINT,
+            puts=list(zip(refs_of(name, rows), (clks[i].tobytes() for i in rows), strict=True)),
+        )
+
+
+def remove(matcher: Matcher, token: str, refs: list[str]) -> None:
+    with matcher.member(token) as member:
+        member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, removes=refs)
+
+
+def query(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
+    with matcher.member(token) as member:
+        return member.query(
+            "trial", clks.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT, purpose=PURPOSE
+        )
+
+
+def once_read(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
+    """`query`, asked again while a look-up server says it is reading its shards (which it
+    does when the matcher asks, after a change it missed): refused meanwhile, never
+    answered from part of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return query(matcher, token, clks)
+        except UnavailableError as exc:
+            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def answers(answer: QueryAnswer) -> list[list[tuple[str, tuple[str, ...], tuple[float, ...]]]]:
+    return [[(m.partner, m.refs, m.scores) for m in result] for result in answer.results]
+
+
+def project_of(matcher: Matcher) -> ProjectTokens:
+    with matcher.operator() as op:
+        return op.create_project("trial", list(NAMES), disclosure="scores")
+
+
+def test_sharded_answers_equal_the_in_process_index(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    for name, member_clks in zip(NAMES, clks, strict=True):
+        put(sharded.matcher, tokens[name], name, member_clks, range(ROWS))
+    # Both servers hold a part of every index, split by ref.
+    held = [server.shards.records for server in sharded.lookups if server is not None]
+    assert sum(held) == len(NAMES) * ROWS and min(held) > ROWS
+    # North asks for its shared people (held by the others too) and some of its own.
+    asked = clks[0][np.r_[0:300, 1000:1100]]
+    found = answers(query(sharded.matcher, tokens["north"], asked))
+    assert sum(1 for result in found if result) >= 290  # the shared people are found
+    assert {p for result in found for p, _, _ in result} == {"south", "west"}
+    sharded.stop()  # the same data dir, served in-process
+    alone = sharded.start_matcher(sharded=False)
+    assert answers(query(alone, tokens["north"], asked)) == found
+
+
+def test_a_change_is_visible_through_the_shards(sharded: Cluster, clks: list[np.ndarray]) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:50]  # people south holds as south-0 .. south-49
+    before = answers(query(sharded.matcher, tokens["north"], asked))
+    assert all(result and result[0][1][0] == f"south-{i}" for i, result in enumerate(before))
+    gone = refs_of("south", range(0, 50, 2))
+    remove(sharded.matcher, tokens["south"], gone)
+    after = answers(query(sharded.matcher, tokens["north"], asked))
+    assert [bool(result) for result in after] == [i % 2 == 1 for i in range(50)]
+    # Both shards took part: the removed refs fall on both.
+    assert {shard_of(r, 2) for r in gone} == {0, 1}
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(0, 50, 2))  # back again
+    assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+
+
+def test_a_query_session_is_answered_through_the_shards(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(200))
+    with (
+        sharded.matcher.member(tokens["north"]) as north,
+        north.query_session("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT) as session,
+    ):
+        for i in (0, 5, 199, 2999):  # 2999: a person south does not hold
+            single = query(sharded.matcher, tokens["north"], clks[0][i : i + 1])
+            assert session.query(clks[0][i].tobytes(), purpose=PURPOSE) == single
+            assert [m.refs for m in single.results[0]] == ([] if i > 199 else [(f"south-{i}",)])
+
+
+def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(query(sharded.matcher, tokens["north"], asked))
+    sharded.stop_lookup(1)
+    with pytest.raises(UnavailableError, match=rf"look-up server {sharded.addresses[1]}"):
+        query(sharded.matcher, tokens["north"], asked)
+    # A change while it is down is acknowledged (durable in index.sqlite) ...
+    remove(sharded.matcher, tokens["south"], refs_of("south", range(20)))
+    with pytest.raises(UnavailableError, match="missed an index change"):
+        query(sharded.matcher, tokens["north"], asked)
+    # ... and a restarted server reads it from there: nothing acknowledged is lost.
+    sharded.start_lookup(1)
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 20
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
+    assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+
+
+def test_a_server_missing_a_forward_reads_its_shards_again(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    """Still running, but a change did not reach it (stopped and started on the same port
+    between two changes): the matcher has it read its shards again before answering."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    sharded.stop_lookup(0)
+    remove(sharded.matcher, tokens["south"], refs_of("south", range(10)))
+    sharded.start_lookup(0)
+    asked = clks[0][0:10]
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 10
+
+
+def test_a_look_up_server_in_the_wrong_place_is_refused(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(100))
+    sharded.stop_lookup(1)
+    sharded.lookups[1] = create_lookup_server(
+        sharded.addresses[1], sharded.data_dir, 0, 2, wait=True
+    )
+    with pytest.raises(UnavailableError, match="holds shard 0 of 2: start it with --shard 1/2"):
+        query(sharded.matcher, tokens["north"], clks[0][0:5])
+
+
+# -- as processes, through the CLI -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_with_look_up_server_processes(tmp_path: Path, clks: list[np.ndarray]) -> None:
+    data = tmp_path / "data"
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    lookups = [a for address in addresses for a in ("--lookup-server", address)]
+    with (
+        serve(data, *lookups) as served,
+        lookup_server(data, "0/2", listen=addresses[0]),
+        lookup_server(data, "1/2", listen=addresses[1]) as second,
+    ):
+        with MatcherClient(served.target, served.admin_token) as op:
+            tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
+        with MatcherClient(served.target, tokens["south"]) as south:
+            south.change_index(
+                "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
+            )  # fmt: skip
+        with MatcherClient(served.target, tokens["north"]) as north:
+            answer = once_read_at(north, clks[0][0:20])
+        assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
+            [("south", f"south-{i}")] for i in range(20)
+        ]
+        second.process.kill()
+        second.process.wait(timeout=30)
+        refused = f"look-up server {addresses[1]}"
+        with (
+            MatcherClient(served.target, tokens["north"]) as north,
+            pytest.raises(UnavailableError, match=refused),
+        ):
+            once_read_at(north, clks[0][0:20])
+
+
+def once_read_at(client: MatcherClient, clks: np.ndarray) -> QueryAnswer:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.query(
+                "trial", clks.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                purpose=PURPOSE,
+            )  # fmt: skip
+        except UnavailableError as exc:
+            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "refusal"),
+    [
+        (["lookup-server", "--shard", "0/2", "--listen", "0.0.0.0:0"],
+         "refusing plaintext gRPC on a non-loopback address"),
+        (["lookup-server", "--shard", "2/2"], "expected I/N with 0 <= I < N"),
+        (["serve", "--lookup-server", "10.1.2.3:50061"],
+         "refusing plaintext to a non-loopback look-up server"),
+    ],
+)  # fmt: skip
+def test_look_up_server_options_are_refused_before_anything_starts(
+    tmp_path: Path, argv: list[str], refusal: str
+) -> None:
+    done = subprocess.run(
+        [*BLINDMATCH, *argv, "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert refusal in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray]) -> None:
+    """The matcher reaches its look-up server over mutual TLS (certificates as `blindmatch
+    certs` makes them); without its client certificate the server does not answer it."""
+    files = make_certs(tmp_path / "certs", ["localhost"])
+    address = f"127.0.0.1:{free_port()}"
+    found = Cluster(tmp_path / "data", [address], [None])
+    to_server = {"ca_cert": str(files.ca_cert)}
+    with_client = tls.channel_credentials(
+        **to_server, client_cert=str(files.client_cert), client_key=str(files.client_key)
+    )
+    found.matcher = Matcher(
+        create_server(
+            "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
+            lookup_servers=[address], lookup_credentials=with_client,
+        ),
+        found.data_dir,
+        ADMIN_TOKEN,
+    )  # fmt: skip
+    server_tls = tls.server_credentials(
+        cert=str(files.server_cert), key=str(files.server_key), client_ca=str(files.ca_cert)
+    )
+    found.lookups[0] = create_lookup_server(
+        address, found.data_dir, 0, 1, credentials=server_tls, wait=True
+    )
+    try:
+        tokens = project_of(found.matcher).tokens
+        put(found.matcher, tokens["south"], "south", clks[1], range(100))
+        asked = clks[0][0:10]
+        assert [r[0][1] for r in answers(query(found.matcher, tokens["north"], asked))] == [
+            (f"south-{i}",) for i in range(10)
+        ]
+        found.matcher.server.stop(grace=None)
+        no_client_cert = tls.channel_credentials(**to_server, client_cert=None, client_key=None)
+        found.matcher = Matcher(
+            create_server(
+                "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
+                lookup_servers=[address], lookup_credentials=no_client_cert,
+            ),
+            found.data_dir,
+            ADMIN_TOKEN,
+        )  # fmt: skip
+        with pytest.raises(UnavailableError, match=f"look-up server {address}"):
+            query(found.matcher, tokens["north"], asked)
+    finally:
+        found.stop()
+
+
+def test_changes_queued_while_reading_are_replayed_whatever_the_read_held(
+    matcher: Matcher, clks: list[np.ndarray]
+) -> None:
+    """A look-up server queues the changes forwarded while it reads its shards, and replays
+    them over what it read, which may hold some of them already: it ends where the matcher
+    did, each ref's last change winning."""
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["south"], "south", clks[1], range(10))
+    remove(matcher, tokens["south"], ["south-0", "south-1"])  # stored before the read
+    put(matcher, tokens["south"], "south", clks[1], range(1, 2))  # south-1 back
+    shards = Shards(matcher.data_dir, 0, 1)  # not read yet: changes are queued
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+
+    def forwarded(puts: range = range(0), removes: tuple[str, ...] = ()) -> ShardChange:
+        return ShardChange(
+            "trial", "south", encoding, 0.8,
+            [(f"south-{i}", clks[1][i].tobytes()) for i in puts], list(removes),
+        )  # fmt: skip
+
+    # The same three changes forwarded, as they would be had the server been listening
+    # while the matcher made them, and one made after the read.
+    for change in (forwarded(range(10)), forwarded(removes=("south-0", "south-1")),
+                   forwarded(range(1, 2))):  # fmt: skip
+        shards.apply(change)
+    with pytest.raises(Unavailable, match="being read"):
+        shards.search("trial", ["south"], as_words(clks[0][:1].tobytes(), CLK_BITS), 0.8)
+    shards.load()
+    shards.apply(forwarded(removes=("south-9",)))
+    found = shards.search("trial", ["south"], as_words(clks[0][0:10].tobytes(), CLK_BITS), 0.8)
+    assert [[r for r, _ in f["south"]] for f in found] == [
+        [] if i in (0, 9) else [f"south-{i}"] for i in range(10)
+    ]
+    assert shards.records == 8
+
+
+def test_indexes_with_a_fallback_clk_answer_alike_on_shards(
+    sharded: Cluster, orgs: dict[str, Org], secret_file: Path, tmp_path: Path
+) -> None:
+    """The default schema's CLKs carry a fallback CLK: its rule (scored on the fallback CLK
+    when either side lacks the date of birth) holds on the shards as in-process."""
+    assert sharded.matcher is not None
+    orgs["north"].csv.write_text(
+        NORTH_CSV.replace("N5,Grace,Hughes,12/12/2001,F,EH1 9ZZ", "N5,Grace,Hughes,,F,")
+    )
+    secret = read_secret(secret_file)
+    encoded = {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+    assert encoded["south"].fallback_bits
+    with sharded.matcher.operator() as op:
+        tokens = op.create_project("fb", ["north", "south"], disclosure="scores").tokens
+    for name in ("north", "south"):
+        with sharded.matcher.member(tokens[name]) as member:
+            index_all(member, "fb", encoded[name])
+    asked = [
+        person(secret_file, **GRACE),
+        person(secret_file, given_name="Grace", surname="Hughes", sex="F"),  # no date of birth
+        person(secret_file, given_name="Elodie", surname="O'Brien", dob="1985-03-02"),
+        person(secret_file, **PETER),
+    ]
+
+    def ask_all(matcher: Matcher, token: str) -> list[object]:
+        with matcher.member(token) as member:
+            return [
+                [(m.partner, m.refs, m.scores) for m in member.query(
+                    "fb", clk, clk_bits=bits, fingerprint=fp, purpose=PURPOSE).results[0]]
+                for clk, bits, fp in asked
+            ]  # fmt: skip
+
+    spread = {name: ask_all(sharded.matcher, tokens[name]) for name in ("north", "south")}
+    assert spread["north"][0] and spread["north"][1]  # Grace is found with and without
+    assert spread["south"][1]  # north's Grace lacks her date of birth: found on the fallback
+    sharded.stop()
+    alone = sharded.start_matcher(sharded=False)
+    assert {name: ask_all(alone, tokens[name]) for name in ("north", "south")} == spread
+
+
+def test_a_shard_searches_anew_when_a_member_changes_its_fallback_layout(
+    matcher: Matcher,
+) -> None:
+    """A change whose header says otherwise of the fallback CLK re-lays the shard's index
+    out, keeping the records it holds, as the matcher's own index does."""
+    shards = Shards(matcher.data_dir, 0, 1)
+    shards.load()
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 256, (12, 256), dtype=np.uint8)  # 2,048-bit CLKs
+
+    def change(fallback_bits: int, refs: range) -> ShardChange:
+        return ShardChange(
+            "trial", "south", Encoding(2048, FINGERPRINT, fallback_bits), 0.8,
+            [(f"s{i}", rows[i].tobytes()) for i in refs],
+        )  # fmt: skip
+
+    shards.apply(change(0, range(10)))
+    shards.apply(change(1024, range(10, 12)))
+    encoding, index = shards._indexes[("trial", "south")]
+    assert encoding.fallback_bits == 1024 and len(index) == 12
+    assert isinstance(index, FallbackIndex)  # searched by the fallback rule from now on
+    found = shards.search("trial", ["south"], as_words(rows[3].tobytes(), 2048), 0.8)
+    assert found[0]["south"][0] == ("s3", 1.0)
