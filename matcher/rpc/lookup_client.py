@@ -60,6 +60,11 @@ class LookupServers:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A restarted server is found again within a second, not after gRPC's default
+            # back-off (up to two minutes of refused queries).
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         self._channels = [
             grpc.insecure_channel(a, options=options)
@@ -147,7 +152,10 @@ class LookupServers:
             for i in sorted(self._behind):
                 try:
                     self._stubs[i].Reload(
-                        pb.ShardReloadRequest(), timeout=RELOAD_SECONDS, metadata=self._metadata
+                        pb.ShardReloadRequest(),
+                        timeout=RELOAD_SECONDS,
+                        metadata=self._metadata,
+                        wait_for_ready=True,  # a server just started: its channel reconnects
                     )
                 except grpc.RpcError as exc:
                     self._behind[i] = (
