@@ -1420,10 +1420,17 @@ static void batch_free(job_t *jobs, size_t nj, uint64_t *qs) {
     PyMem_Free(qs);
 }
 
-/* All of `jobs` on the pool (enqueued at once), waiting for them all; or here. */
+/* All of `jobs` on the pool (enqueued at once), waiting for them all; or here.
+ *
+ * The calling thread does not only wait: it runs jobs from the queue too, while there are
+ * any (its own, mostly; whichever thread runs a job wakes its owner). On real encodings a
+ * look-up takes several times the CPU of the request's Python, so with the look-ups on
+ * the pool alone the request core sat idle while the pool's core was the bottleneck; the
+ * caller (its GIL released) now lends its core. A pass of one CLK runs here at once, with
+ * no hand-over to a pool thread and back (docs/performance.md, *Serving overhead*). */
 static void pool_run_all(job_t *jobs, size_t nj) {
     pthread_mutex_lock(&pool_mu);
-    if (!pool_threads) {
+    if (!pool_threads || nj == 1) {
         pthread_mutex_unlock(&pool_mu);
         for (size_t i = 0; i < nj; i++) run_job(&jobs[i]);
         return;
@@ -1439,6 +1446,16 @@ static void pool_run_all(job_t *jobs, size_t nj) {
     }
     if (nj > 1) pthread_cond_broadcast(&pool_cv);
     else pthread_cond_signal(&pool_cv);
+    while (pool_head) { /* help: run queued jobs here until none is left to start */
+        job_t *j = pool_head;
+        pool_head = j->next;
+        if (!pool_head) pool_tail = NULL;
+        pthread_mutex_unlock(&pool_mu);
+        run_job(j);
+        pthread_mutex_lock(&pool_mu);
+        j->done = 1;
+        pthread_cond_signal(&j->cv);
+    }
     /* The last is most likely done last: usually one wake-up for the lot. */
     for (size_t i = nj; i-- > 0;)
         while (!jobs[i].done) pthread_cond_wait(&jobs[i].cv, &pool_mu);
