@@ -163,19 +163,23 @@ class RealPartner:
     seed, whom no partner holds by design (a namesake may still match: real data). Hits
     are drawn from the people whose two records reach 0.8 as the matcher scores them (the
     fallback rule under a schema with a fallback CLK), so each must be found.
+
+    With `same` every partner holds member A of seed 1, as benchmarks/rtlookup.py's three
+    indexes do (three copies of one population: no 2,000,000 more encodings to make, and
+    the served figures beside rtlookup.py's look-up cost on the same rows).
     """
 
-    def __init__(self, n: int, k: int, seed: int):
+    def __init__(self, n: int, k: int, seed: int, same: bool = False):
         from benchmarks.realclks import layout, realistic_pair
 
         self.n = n
         self.rng = np.random.default_rng(seed)
         self.clk_bits, self.fallback_bits = layout()
-        if k == 0:
+        if k == 0 or same:
             pair = realistic_pair(n, 20_000, seed=1, overlap=0.5, quiet=True, whole=True)
         else:
             pair = realistic_pair(n, n, seed=0, overlap=0.1, quiet=True, whole=True)
-        if k < 2:
+        if k < 2 or same:
             self.clks, held, asked = pair.a, pair.truth_a, pair.b[pair.truth_b]
         else:
             self.clks, held, asked = pair.b, pair.truth_b, pair.a[pair.truth_a]
@@ -522,6 +526,12 @@ def main() -> int:
     parser.add_argument("--clks", choices=("realistic", "synthetic", "random"), default="realistic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
     parser.add_argument(
+        "--one-population",
+        action="store_true",
+        help="realistic: every partner indexes the same people (seed 1's member A, as "
+        "benchmarks/rtlookup.py), instead of north seed 1 and south/east seed 0",
+    )
+    parser.add_argument(
         "--matcher-cpus",
         type=cpu_list,
         help="start the matcher on these CPUs only (say 0-7; it places its own threads "
@@ -633,7 +643,7 @@ def main() -> int:
         )
         for k, partner in enumerate(PARTNERS):
             held[partner] = (
-                RealPartner(args.records, k, args.seed * 10 + k)
+                RealPartner(args.records, k, args.seed * 10 + k, args.one_population)
                 if args.clks == "realistic"
                 else Partner(args.clks, args.records, k, population, args.seed * 10 + k)
             )

@@ -6,7 +6,11 @@ again). Between threads on one core a hand-over is cheap; between cores it is a 
 on the other core and the GIL's cache lines moving, which under load costs the matcher
 much of its CPU per query. So the gRPC threads are kept on one core, and the look-ups,
 which need no GIL, run on a native pool on the others (`lsh_pool` in
-matcher/core/_kernel.c). docs/performance.md (*Real-time queries*) has the measurements.
+matcher/core/_kernel.c). The request thread that hands a pass of look-ups to the pool
+runs queued look-ups too while it waits, with the GIL released (a pass of one query
+entirely): on real encodings the look-ups are most of a query's CPU, and the request
+core would otherwise sit idle while they queue. docs/performance.md (*Real-time queries*)
+has the measurements.
 
 Batch runs are not affected: their threads are started elsewhere and keep every core.
 """

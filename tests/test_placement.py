@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.synthclks import CLK_BITS, Population
 from blindmatch.client import MatcherClient
-from blindmatch.matcher.core import kernel
+from blindmatch.matcher.core import kernel, segment
 from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search_snapshots
 from blindmatch.matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
 from tests.support import Matcher, partner_indexes
@@ -112,6 +112,39 @@ def test_look_ups_on_the_pool_answer_as_look_ups_in_the_caller(
         assert together == {n: s.search(q, 0.8) for n, s in snapshots.items()}  # here
         found += sum(map(len, together.values()))
     assert found >= 50
+
+
+def test_passes_run_by_the_pool_and_their_callers_together_answer_as_look_ups_here(
+    matcher: Matcher, placed: Placement, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass of many queries is shared by the pool and the thread that asked (which runs
+    # queued look-ups while it waits, another pass's among them); a pass of one query runs
+    # on its caller. Four threads ask at once, over and over: every answer is the same as
+    # a search here, one query at a time.
+    assert start_lookups(placed) > 0
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
+    rng = np.random.default_rng(8)
+    pop = Population(8000, 8)
+    clks = pop.encode(np.arange(6000), rng, np.zeros(6000, dtype=bool))
+    indexes = partner_indexes(clks, {"east": 0, "north": 1500, "south": 3000}, 3000)
+    snapshots = {name: index.snapshot for name, index in indexes.items()}
+    queries = as_words(pop.encode(rng.integers(0, 4500, 60), rng, np.ones(60, bool)), CLK_BITS)
+    want = [{n: s.search(q, 0.8) for n, s in snapshots.items()} for q in queries]
+    wrong: list[int] = []
+
+    def ask(k: int) -> None:
+        for size in (15, 1, 7, 15, 1):
+            mine = queries[k::4][:size]
+            if segment.search_batch([(snapshots, mine, 0.8)])[0] != want[k::4][:size]:
+                wrong.append(k)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not wrong and not any(t.is_alive() for t in threads)
+    assert sum(len(h) for answer in want for h in answer.values()) >= 50
 
 
 def test_a_forked_child_looks_up_without_the_pool(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.rtrecall import graded
 from benchmarks.synthclks import CLK_BITS, Population
@@ -22,6 +24,7 @@ from blindmatch.matcher.core.lshindex import (
     sketch_cut,
     sketch_positions,
 )
+from blindmatch.matcher.core.segment import search_batch
 from blindmatch.matcher.server import create_server
 from tests.support import Matcher, partner_indexes
 
@@ -417,3 +420,79 @@ def test_the_native_look_up_refuses_buffers_that_do_not_fit(
         native.lsh_query(table.prepared, words[0].tobytes()[:-8], 0.8, -1)
     with pytest.raises(ValueError, match="the rows the tables were built over"):
         table.search(words[:10], np.zeros(10, np.int32), words[0], 0.8)
+
+
+@pytest.mark.skipif(not kernel.NATIVE, reason="the native kernel is not built")
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 300),
+    st.sampled_from([1, 2, 8, 16]),
+    st.floats(0.05, 0.95),
+    st.floats(0.5, 1.0),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_a_segment_scanned_in_the_native_pass_finds_what_anonlink_finds(
+    n: int, w: int, density: float, threshold: float, near: bool, seed: int
+) -> None:
+    # A segment without tables (a small index, a delta) is scanned in the same native call
+    # as the look-ups (`Segment.scanner`, `lsh_query_batch`): every row anonlink scores at
+    # or above the threshold, with anonlink's score, and no other.
+    rng = np.random.default_rng(seed)
+    bits = rng.random((n + 1, w * 64)) < density
+    if near and n:  # a query close to an indexed row, so that some pairs pass
+        bits[n] = bits[0] ^ (rng.random(w * 64) < 0.03)
+    bits[n, 0] = True  # a query with no bits set matches nothing by definition
+    clks = np.packbits(bits, axis=1, bitorder="little")
+    seg = Segment.build(as_words(clks[:n], w * 64), [f"r{i}" for i in range(n)])
+    query = as_words(clks[n], w * 64)[0]
+    if n == 0:
+        assert seg.scanner is None
+        return
+    [[(sims, rows, looked, read)]] = kernel._kernel.lsh_query_batch(
+        [((seg.scanner,), query.tobytes(), threshold, (-1,))]
+    )
+    found = np.frombuffer(rows, dtype=np.uint32).tolist()
+    ours = dict(zip((seg.refs[r] for r in found), np.frombuffer(sims).tolist(), strict=True))
+    want = {seg.refs[r]: s for r, s in anonlink_hits(seg.words, query, threshold).items()}
+    assert ours == want
+    assert len(found) <= looked == read <= n
+
+
+def test_a_batch_pass_answers_as_each_snapshot_searched_alone(
+    people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # segment.search_batch (the matcher's passes): tabled main segments, a main segment
+    # too small for tables, deltas and dead rows, asks at thresholds above and below the
+    # tables', all in one call; the same answers as Snapshot.search one by one.
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
+    monkeypatch.setattr("blindmatch.matcher.core.index.COMPACT_MIN", 50)
+    indexed, queries = people
+    indexes = partner_indexes(indexed, {"east": 0, "north": 2000}, 3000)
+    small = MemberIndex.load(CLK_BITS, ["w0", "w1"], as_words(indexed[:2], CLK_BITS))
+    indexes["north"].apply(["new"], as_words(queries[-1], CLK_BITS), ["north2500"])
+    small.apply(["w2"], as_words(queries[-2], CLK_BITS), ["w1"])
+    snapshots = {**{n: i.snapshot for n, i in indexes.items()}, "west": small.snapshot}
+    assert len(snapshots["north"].delta) == 1 and snapshots["north"].delta.scanner is not None
+    assert small.snapshot.main.lsh is None and small.snapshot.main.scanner is not None
+    asks = (
+        [
+            (
+                snapshots,
+                as_words(np.concatenate([queries[::40], indexed[2400:2600:40]]), CLK_BITS),
+                t,
+            )
+            for t in (0.8, 0.9, 0.7)  # 0.7: below the tables' threshold, so scanned
+        ]
+        + [
+            (snapshots, as_words(queries[-2:], CLK_BITS), 0.8),
+            ({}, as_words(queries[:1], CLK_BITS), 0.8),
+        ]
+    )
+    answers = search_batch(asks)
+    hits = 0
+    for (snaps, qs, t), answer in zip(asks, answers, strict=True):
+        assert answer == [{n: s.search(q, t) for n, s in snaps.items()} for q in qs]
+        hits += sum(len(f) for a in answer for f in a.values())
+    assert hits > 20
+    assert answers[3][0]["west"] == [("w2", 1.0)] and answers[3][1]["north"] == [("new", 1.0)]

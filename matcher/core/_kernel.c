@@ -984,12 +984,19 @@ done:
 #define MAX_QUERY_WORDS 64
 
 typedef struct {
-    Py_buffer x, pos, off, rows, sp, sk, cuts;
+    Py_buffer x, pos, off, rows, sp, sk, cuts, pc;
     size_t w, n, bands, s, sw;
     long r, radius;
+    int scan; /* scan_prepare's: no tables, every row in the popcount range is decided */
 } prepared_t;
 
 static void prepared_release(prepared_t *p) {
+    if (p->scan) {
+        PyBuffer_Release(&p->x);
+        PyBuffer_Release(&p->pc);
+        PyMem_Free(p);
+        return;
+    }
     PyBuffer_Release(&p->x);
     PyBuffer_Release(&p->pos);
     PyBuffer_Release(&p->off);
@@ -1048,11 +1055,90 @@ fail:
     return NULL;
 }
 
+/* First index in the ascending int32 popcounts `v[0..n)` with v >= x. */
+static size_t lower_bound_i32(const int32_t *v, size_t n, int64_t x) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if ((int64_t)v[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* A scanned segment's answer for query q: every row whose popcount can reach the
+ * threshold (segment.popcount_range's slice: the rows are sorted by popcount), decided
+ * exactly as `scan` decides; rows numbered in the whole segment. */
+static void scan_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double t, out_t *o,
+                     size_t *looked, size_t *read) {
+    int64_t low = (int64_t)floor((double)pa * t / (2.0 - t)) - 1;
+    int64_t high = (int64_t)ceil((double)pa * (2.0 - t) / t) + 1;
+    const int32_t *pc = p->pc.buf;
+    size_t start = lower_bound_i32(pc, p->n, low < 1 ? 1 : low);
+    size_t stop = lower_bound_i32(pc, p->n, high + 1);
+    if (stop <= start) return;
+    size_t before = o->n;
+    scan_best((const uint64_t *)p->x.buf + start * p->w, stop - start, p->w, pc + start, q, pa,
+              t, (uint32_t)(p->w * 64), o);
+    for (size_t k = before; k < o->n; k++) o->ia[k] += (uint32_t)start;
+    *looked += stop - start;
+    *read += stop - start;
+}
+
+/* scan_prepare(clks, words, popcounts) -> capsule
+ *     a segment searched by a full scan (no LSH tables: a small index, a delta), held like
+ *     lsh_prepare's so that lsh_query_many and lsh_query_batch take it beside the tabled
+ *     ones and scan it in the same pass (on the look-up pool). `popcounts`: int32 per
+ *     row, ascending (the rows sorted by popcount). Its cut is ignored. */
+static PyObject *py_scan_prepare(PyObject *self, PyObject *args) {
+    prepared_t *p = PyMem_Calloc(1, sizeof(prepared_t));
+    if (!p) return PyErr_NoMemory();
+    Py_ssize_t words;
+    if (!PyArg_ParseTuple(args, "y*ny*", &p->x, &words, &p->pc)) {
+        PyMem_Free(p);
+        return NULL;
+    }
+    p->scan = 1;
+    PyObject *capsule = PyCapsule_New(p, "blindmatch.lsh", prepared_free);
+    if (!capsule) {
+        prepared_release(p);
+        return NULL;
+    }
+    p->w = (size_t)words;
+    if (words <= 0 || words > MAX_QUERY_WORDS) {
+        PyErr_SetString(PyExc_ValueError, "words must be 1-64");
+        goto fail;
+    }
+    if (check_clks(&p->x, p->w, "clks", &p->n)) goto fail;
+    if ((size_t)p->pc.len != p->n * 4) {
+        PyErr_SetString(PyExc_ValueError, "popcounts: int32, one per row");
+        goto fail;
+    }
+    if ((uintptr_t)p->x.buf % 8 || (uintptr_t)p->pc.buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers must be aligned");
+        goto fail;
+    }
+    const int32_t *pc = p->pc.buf;
+    for (size_t y = 1; y < p->n; y++)
+        if (pc[y] < pc[y - 1]) {
+            PyErr_SetString(PyExc_ValueError, "popcounts: ascending (rows sorted by popcount)");
+            goto fail;
+        }
+    return capsule;
+fail:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
 /* One prepared index's look-up for query q (p->w words, popcount pa); no Python calls,
  * so it runs with the GIL released. */
 static void lsh_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double t,
                     long cut_override, out_t *o, size_t *looked, size_t *read) {
     if (pa == 0 || t <= 0 || p->n == 0) return;
+    if (p->scan) {
+        scan_one(p, q, pa, t, o, looked, read);
+        return;
+    }
     lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
                      p->rows.buf, (int)p->radius, q, pa, t,
                      p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
@@ -1335,10 +1421,17 @@ static void batch_free(job_t *jobs, size_t nj, uint64_t *qs) {
     PyMem_Free(qs);
 }
 
-/* All of `jobs` on the pool (enqueued at once), waiting for them all; or here. */
+/* All of `jobs` on the pool (enqueued at once), waiting for them all; or here.
+ *
+ * The calling thread does not only wait: it runs jobs from the queue too, while there are
+ * any (its own, mostly; whichever thread runs a job wakes its owner). On real encodings a
+ * look-up takes several times the CPU of the request's Python, so with the look-ups on
+ * the pool alone the request core sat idle while the pool's core was the bottleneck; the
+ * caller (its GIL released) now lends its core. A pass of one CLK runs here at once, with
+ * no hand-over to a pool thread and back (docs/performance.md, *Serving overhead*). */
 static void pool_run_all(job_t *jobs, size_t nj) {
     pthread_mutex_lock(&pool_mu);
-    if (!pool_threads) {
+    if (!pool_threads || nj == 1) {
         pthread_mutex_unlock(&pool_mu);
         for (size_t i = 0; i < nj; i++) run_job(&jobs[i]);
         return;
@@ -1354,6 +1447,16 @@ static void pool_run_all(job_t *jobs, size_t nj) {
     }
     if (nj > 1) pthread_cond_broadcast(&pool_cv);
     else pthread_cond_signal(&pool_cv);
+    while (pool_head) { /* help: run queued jobs here until none is left to start */
+        job_t *j = pool_head;
+        pool_head = j->next;
+        if (!pool_head) pool_tail = NULL;
+        pthread_mutex_unlock(&pool_mu);
+        run_job(j);
+        pthread_mutex_lock(&pool_mu);
+        j->done = 1;
+        pthread_cond_signal(&j->cv);
+    }
     /* The last is most likely done last: usually one wake-up for the lot. */
     for (size_t i = nj; i-- > 0;)
         while (!jobs[i].done) pthread_cond_wait(&jobs[i].cv, &pool_mu);
@@ -1558,6 +1661,8 @@ static PyMethodDef methods[] = {
      "lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius, "
      "sketch_positions, sketches, cuts) -> capsule"},
     {"lsh_query", py_lsh_query, METH_VARARGS, "lsh_query(capsule, query, threshold, cut)"},
+    {"scan_prepare", py_scan_prepare, METH_VARARGS,
+     "scan_prepare(clks, words, popcounts) -> capsule: a segment lsh_query* scan in full"},
     {"lsh_query_many", py_lsh_query_many, METH_VARARGS,
      "lsh_query_many(capsules, query, threshold, cuts) -> [lsh_query's answer per capsule]"},
     {"lsh_pool", py_lsh_pool, METH_VARARGS,

@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,8 @@ Hits = list[tuple[str, float]]
 SCAN_ROWS = 16_384
 # Look-ups of its own rows a starting matcher runs over each project's tables (warm_up).
 WARM_UP_LOOKUPS = 2_000
+# Segments one native look-up takes at most (_kernel.c, MAX_MANY).
+MAX_NATIVE = 256
 
 
 def as_words(clks: npt.NDArray[np.uint8] | bytes, clk_bits: int) -> U64:
@@ -181,6 +183,24 @@ class Segment:
     refs: tuple[str, ...]
     lsh: LshTable | None = None
     lsh_threshold: float = 1.0  # the tables find pairs at this threshold or above
+    # The native kernel's grip on words and popcounts for a full scan (`scan_prepare`), so
+    # that `search_batch` scans the segment in the same native pass as the look-ups;
+    # None without the kernel or rows.
+    scanner: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.scanner is None and kernel.NATIVE and len(self.words) and self._scannable():
+            scanner = kernel._kernel.scan_prepare(self.words, self.words.shape[1], self.popcounts)
+            object.__setattr__(self, "scanner", scanner)
+
+    def _scannable(self) -> bool:
+        w = self.words
+        return (
+            w.dtype == np.uint64
+            and w.flags.c_contiguous
+            and self.popcounts.dtype == np.int32
+            and self.popcounts.flags.c_contiguous
+        )
 
     @classmethod
     def build(cls, words: U64, refs: Sequence[str], *, threshold: float | None = None) -> Segment:
@@ -249,8 +269,10 @@ class Snapshot:
         main_found: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
         query: U64,
         threshold: float,
+        delta_found: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None,
     ) -> list[tuple[str, float]]:
-        """`search`, given what the main segment's search found."""
+        """`search`, given what the main segment's search found (and the delta's, when
+        scanned already)."""
         found: list[tuple[str, float]] = []
         rows, scores = main_found
         if len(rows):
@@ -261,7 +283,9 @@ class Snapshot:
                 if r not in dead
             )
         if len(self.delta):
-            rows, scores = search(self.delta.words, self.delta.popcounts, query, threshold)
+            rows, scores = delta_found or search(
+                self.delta.words, self.delta.popcounts, query, threshold
+            )
             refs = self.delta.refs
             found.extend((refs[r], s) for r, s in zip(rows.tolist(), scores.tolist(), strict=True))
         if len(found) > 1:
@@ -317,52 +341,83 @@ def search_batch(
 ) -> list[list[dict[str, Hits]]]:
     """For each (snapshots, queries, threshold): `search_snapshots` of each query row.
 
-    The LSH look-ups of every query of every ask go to the native kernel in one call
-    (`lsh_query_batch`: one GIL release and one hand-over to the look-up pool for all);
-    scans (segments without prepared tables, deltas) and the dead-row filter run here."""
-    items: list[tuple[tuple[object, ...], bytes, float, tuple[int, ...]]] = []
-    where: list[tuple[int, list[str]]] = []  # (ask, tabled names) per item
-    for k, (snapshots, queries, threshold) in enumerate(asks):
-        tabled = _tabled(snapshots, threshold)
-        if not tabled or not kernel.NATIVE:
-            continue
-        names = list(tabled)
-        for q in queries:
-            items.append(
-                (
-                    tuple(tabled[n].prepared for n in names),
-                    np.ascontiguousarray(q).tobytes(),
-                    float(threshold),
-                    tuple(tabled[n]._cut(q, threshold) for n in names),
-                )
-            )
-            where.append((k, names))
-    answers = kernel._kernel.lsh_query_batch(items) if items else []
-    found: list[list[dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]]] = [
-        [{} for _ in queries] for _, queries, _ in asks
-    ]
-    seen = [0] * len(asks)
-    for (k, names), answer in zip(where, answers, strict=True):
-        found[k][seen[k]] = {
-            name: (
-                np.frombuffer(rows, dtype=np.uint32).astype(np.int64),
-                np.frombuffer(sims, dtype=np.float64),
-            )
-            for name, (sims, rows, _, _) in zip(names, answer, strict=True)
-        }
-        seen[k] += 1
-    return [
-        [
-            {
-                name: snap._hits(main[name], q, threshold)
-                if name in main
-                else snap.search(q, threshold)
-                for name, snap in snapshots.items()
-            }
-            for q, main in zip(queries, found[k], strict=True)
+    Every query's look-ups and scans go to the native kernel in one call
+    (`lsh_query_batch`: one GIL release and one hand-over to the look-up pool for all):
+    each snapshot's main segment by its LSH tables when it has tables for the threshold,
+    else by a full scan (`Segment.scanner`), and its delta by a scan. Only the dead-row
+    filter and the refs are left to Python. Without the native kernel each is searched
+    here, one by one."""
+    if not kernel.NATIVE:
+        return [
+            [{name: snap.search(q, threshold) for name, snap in snapshots.items()} for q in queries]
+            for snapshots, queries, threshold in asks
         ]
-        for k, (snapshots, queries, threshold) in enumerate(asks)
-    ]
+    items: list[tuple[tuple[object, ...], bytes, float, tuple[int, ...]]] = []
+    # Per ask: each snapshot's (name, where its main's answer is in an item's answer,
+    # where its delta's is, or -1: no rows), and the native items' capsules and cuts.
+    plans: list[list[tuple[str, Snapshot, int, int]]] = []
+    for snapshots, queries, threshold in asks:
+        capsules: list[object] = []
+        tabled: list[LshTable | None] = []
+        layout: list[tuple[str, Snapshot, int, int]] = []
+        for name, snap in snapshots.items():
+            main, delta = snap.main, snap.delta
+            lsh = main.lsh
+            at_main = at_delta = -1
+            if lsh is not None and lsh.prepared is not None and threshold >= main.lsh_threshold:
+                at_main = len(capsules)
+                capsules.append(lsh.prepared)
+                tabled.append(lsh)
+            elif main.scanner is not None:
+                at_main = len(capsules)
+                capsules.append(main.scanner)
+                tabled.append(None)
+            if delta.scanner is not None:
+                at_delta = len(capsules)
+                capsules.append(delta.scanner)
+                tabled.append(None)
+            layout.append((name, snap, at_main, at_delta))
+        if len(capsules) > MAX_NATIVE:  # more than one native call takes: here, one by one
+            layout = [(name, snap, -1, -1) for name, snap, _, _ in layout]
+            capsules = []
+        plans.append(layout)
+        if not capsules or not len(queries):
+            continue
+        caps = tuple(capsules)
+        t = float(threshold)
+        if all(x is None or threshold >= x.threshold for x in tabled):
+            # Every table's own sketch cut holds (the usual case): all the rows in one item.
+            cuts = (-1,) * len(caps)
+            items.append((caps, np.ascontiguousarray(queries).tobytes(), t, cuts))
+        else:
+            for q in queries:
+                cuts = tuple(-1 if x is None else x._cut(q, threshold) for x in tabled)
+                items.append((caps, np.ascontiguousarray(q).tobytes(), t, cuts))
+    answers = iter(kernel._kernel.lsh_query_batch(items) if items else ())
+    out: list[list[dict[str, Hits]]] = []
+    for (_, queries, threshold), layout in zip(asks, plans, strict=True):
+        per_query: list[dict[str, Hits]] = []
+        native = any(at_main >= 0 or at_delta >= 0 for _, _, at_main, at_delta in layout)
+        for q in queries:
+            answer = next(answers) if native else []
+            hits: dict[str, Hits] = {}
+            for name, snap, at_main, at_delta in layout:
+                if at_main < 0:
+                    main_found = snap.main.search(q, threshold)
+                else:
+                    main_found = _found(answer[at_main])
+                delta_found = _found(answer[at_delta]) if at_delta >= 0 else None
+                hits[name] = snap._hits(main_found, q, threshold, delta_found)
+            per_query.append(hits)
+        out.append(per_query)
+    return out
+
+
+def _found(
+    answer: tuple[bytes, bytes, int, int],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    sims, rows, _, _ = answer
+    return np.frombuffer(rows, dtype=np.uint32).astype(np.int64), np.frombuffer(sims, np.float64)
 
 
 def _tabled(snapshots: Mapping[str, Snapshot], threshold: float) -> dict[str, LshTable]:
