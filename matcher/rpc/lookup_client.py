@@ -93,7 +93,8 @@ class LookupServers:
         self._source: ShardSource | None = None
 
     def attach(self, source: ShardSource) -> None:
-        """Where a server without a data dir is loaded from (the matcher's indexes)."""
+        """Where a server without a data dir is loaded from (the matcher's indexes): at
+        the first query that finds it empty (or behind)."""
         self._source = source
 
     def describe(self) -> str:
@@ -136,25 +137,32 @@ class LookupServers:
             for stub in self._stubs
         ]
         answer: Answer = [{m: [] for m in members} for _ in range(len(queries))]
+        empty: list[int] = []  # servers that hold nothing yet: loaded, all at once
         for i, call in enumerate(calls):
             try:
                 reply = call.result()
             except grpc.RpcError as exc:
+                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                    empty.append(i)
+                    continue
                 for other in calls[i + 1 :]:
                     other.cancel()
-                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:  # empty: load it
-                    with self._lock:
-                        self._start_load(i)
-                    raise errors.Unavailable(f"{self._name(i)} {BEING_LOADED}") from None
                 raise errors.Unavailable(
                     f"{self._name(i)} did not answer: {_reason(exc)}; no answer is given "
                     "without every shard"
                 ) from None
+            if empty:
+                continue
             self._check_state(i, reply.state)
             for q, k, ref, score in zip(
                 reply.queries, reply.members, reply.refs, reply.scores, strict=True
             ):
                 answer[q][members[k]].append((ref, score))
+        if empty:
+            with self._lock:
+                for i in empty:
+                    self._start_load(i)
+            raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
         for per_member in answer:
             for hits in per_member.values():
                 if len(hits) > 1:
@@ -223,6 +231,8 @@ class LookupServers:
                         metadata=self._metadata,
                         wait_for_ready=True,
                     )
+                except ValueError:  # its channel closed: the matcher is stopping
+                    return
                 except grpc.RpcError as exc:
                     self._behind[i] = (
                         f"could not be loaded: {_reason(exc)}; the matcher tries again at the "
