@@ -399,9 +399,51 @@ def once_read_at(client: MatcherClient, clks: np.ndarray) -> QueryAnswer:
                 purpose=PURPOSE,
             )  # fmt: skip
         except UnavailableError as exc:
-            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+            if not being_read(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_serve_with_look_up_server_processes_without_a_data_dir(
+    tmp_path: Path, clks: list[np.ndarray]
+) -> None:
+    """`lookup-server --key-file` (a copy of the matcher's lookup.key, as on another
+    machine): no data dir; the matcher loads it, and it answers."""
+    data = tmp_path / "data"
+    address = f"127.0.0.1:{free_port()}"
+    key_file = tmp_path / "elsewhere" / "lookup.key"
+    key_file.parent.mkdir()
+    with serve(data, "--lookup-server", address) as served:
+        key_file.write_text((data / "lookup.key").read_text())
+        key_file.chmod(0o600)
+        with lookup_server(tmp_path / "absent", "0/1", listen=address, key_file=key_file):
+            with MatcherClient(served.target, served.admin_token) as op:
+                tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
+            with MatcherClient(served.target, tokens["south"]) as south:
+                south.change_index(
+                    "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                    puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
+                )  # fmt: skip
+            with MatcherClient(served.target, tokens["north"]) as north:
+                answer = once_read_at(north, clks[0][0:20])
+            assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
+                [("south", f"south-{i}")] for i in range(20)
+            ]
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.slow
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "lookup.key"
+    key_file.write_text("bm_lookup_x\n")
+    key_file.chmod(0o644)
+    done = subprocess.run(
+        [*BLINDMATCH, "lookup-server", "--key-file", str(key_file), "--shard", "0/1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"--key-file {key_file}: readable by others than its owner (mode 644)" in done.stderr
 
 
 @pytest.mark.slow
