@@ -347,7 +347,8 @@ def apply(c: LookupCtx, **fields: Any) -> Any:
 def load(c: LookupCtx, *parts: dict[str, Any]) -> Any:
     """A `Load` of these parts (each over a good one: shard 0 of 1, one record of south)."""
     base: dict[str, Any] = dict(shard=0, shards=1, project="trial", member="south",
-                                clk_bits=1024, threshold=0.8, refs=["s9"], clks=clks(1))  # fmt: skip
+                                clk_bits=1024, threshold=0.8, refs=["s9"],
+                                clks=clks(1))  # fmt: skip
     return c.stub.Load(iter([pb.ShardLoad(**{**base, **p}) for p in parts]), metadata=c.key)
 
 
