@@ -384,6 +384,8 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
                                                    metadata=auth("x")),
      "UNAUTHENTICATED", "answers only its matcher"),
     # Load goes to a server without a data dir (loaded once already: it keeps what it holds).
+    ("reload-no-data-dir", lambda c: c.stub.Reload(pb.ShardReloadRequest(), metadata=c.key),
+     "FAILED_PRECONDITION", "no data dir to read its shards from: its matcher loads them"),
     ("load-unkeyed", lambda c: c.stub.Load(iter([pb.ShardLoad()]), metadata=auth("x")),
      "UNAUTHENTICATED", "answers only its matcher"),
     ("load-no-parts", lambda c: c.stub.Load(iter([]), metadata=c.key), "INVALID_ARGUMENT",
@@ -432,7 +434,8 @@ def test_bad_input_to_a_look_up_server_is_refused_and_changes_nothing(
     fragment: str,
 ) -> None:
     key = lookup_key(matcher.data_dir)
-    loaded = name.startswith("load-") and name != "load-data-dir"  # no data dir: loaded
+    # No data dir (loaded by the matcher) for Load's cases, and Reload's refusal.
+    loaded = (name.startswith("load-") and name != "load-data-dir") or name == "reload-no-data-dir"
     if loaded:
         server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
     else:

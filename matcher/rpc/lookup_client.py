@@ -53,7 +53,9 @@ log = logging.getLogger("blindmatch.matcher")
 SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
 FORWARD_SECONDS = 60.0  # a forwarded change (up to the largest index change)
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
-LOAD_SECONDS = 3600.0  # streaming a server without a data dir its shards (a large one)
+# Streaming a server without a data dir its shards (index changes wait meanwhile): a
+# 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
+LOAD_SECONDS = 600.0
 LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
 MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
 
@@ -229,7 +231,6 @@ class LookupServers:
                         _load_parts(i, len(self.addresses), indexes, thresholds),
                         timeout=LOAD_SECONDS,
                         metadata=self._metadata,
-                        wait_for_ready=True,
                     )
                 except ValueError:  # its channel closed: the matcher is stopping
                     return
