@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
 from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
+from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
-from blindmatch.matcher.storage.shard_source import lookup_key
+from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -339,6 +341,56 @@ def test_a_server_without_a_data_dir_restarted_between_changes_is_loaded(
     # A change made as the load starts waits for it, then is forwarded: not lost.
     remove(remote.matcher, tokens["south"], refs_of("south", range(5)))
     assert answers(once_read(remote.matcher, tokens["north"], asked)) == [[]] * 5 + before[5:]
+
+
+def test_a_change_forwarded_during_a_load_is_applied_after_it(clks: list[np.ndarray]) -> None:
+    """The matcher's side alone (`LookupServers`, a real server without a data dir): a
+    change stored while a load is gathering its rows waits for the load, then reaches the
+    server; the load's rows are not lost either."""
+    key = "bm_lookup_" + "k" * 43
+    address = f"127.0.0.1:{free_port()}"
+    server = create_lookup_server(address, None, 0, 1, key=key)
+    remote = LookupServers([address], key)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    gathering, go_on = threading.Event(), threading.Event()
+
+    def source(
+        shard: int, shards: int
+    ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+        gathering.set()
+        go_on.wait(30)
+        rows = ShardRecords(encoding, refs_of("south", range(10)), clks[1][:10].tobytes())
+        return {("trial", "south"): rows}, {"trial": 0.8}
+
+    remote.attach(source)
+    asked = as_words(clks[1][:11].tobytes(), CLK_BITS)
+    try:
+        with pytest.raises(Unavailable, match="is being loaded"):
+            remote.search("trial", ["south"], asked, 0.8)
+        assert gathering.wait(30)
+        put = ShardChange("trial", "south", encoding, 0.8, [("south-10", clks[1][10].tobytes())])
+        forwarded = threading.Thread(target=remote.forward, args=(put,))
+        forwarded.start()
+        forwarded.join(0.5)
+        assert forwarded.is_alive()  # it waits for the load
+        with pytest.raises(Unavailable, match="is being loaded"):
+            remote.search("trial", ["south"], asked, 0.8)
+        go_on.set()
+        forwarded.join(30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                found = remote.search("trial", ["south"], asked, 0.8)
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert [f["south"][0][0] for f in found] == refs_of("south", range(11))
+        assert server.shards.records == 11
+    finally:
+        go_on.set()
+        remote.close()
+        server.stop(grace=None)
 
 
 def test_a_look_up_server_in_the_wrong_place_is_refused(
