@@ -72,12 +72,14 @@ def lookup_server(
     *extra: str,
     listen: str = "127.0.0.1:0",
     cpus: set[int] | None = None,
+    key_file: Path | None = None,
 ) -> Iterator[Served]:
     """`blindmatch lookup-server --shard SHARD` (I/N) over the matcher's `data_dir`, as
-    `serve` starts the matcher (its `admin_token` is unused)."""
+    `serve` starts the matcher (its `admin_token` is unused); with `key_file` (a copy of
+    the matcher's lookup.key), without a data dir, loaded by the matcher."""
+    source = ["--key-file", str(key_file)] if key_file else ["--data-dir", str(data_dir)]
     with _started(
-        [*BLINDMATCH, "lookup-server", "--data-dir", str(data_dir), "--shard", shard,
-         "--listen", listen, *extra],
+        [*BLINDMATCH, "lookup-server", *source, "--shard", shard, "--listen", listen, *extra],
         "",
         cpus,
     ) as served:  # fmt: skip

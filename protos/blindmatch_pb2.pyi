@@ -813,6 +813,28 @@ class ShardChange(_message.Message):
     erase_project: bool
     def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
 
+class ShardLoad(_message.Message):
+    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    CLKS_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    shards: int
+    project: str
+    member: str
+    clk_bits: int
+    fallback_bits: int
+    threshold: float
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    clks: bytes
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ...) -> None: ...
+
 class ShardReloadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -822,15 +844,17 @@ class ShardDescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardState(_message.Message):
-    __slots__ = ("shard", "shards", "ready", "records", "started")
+    __slots__ = ("shard", "shards", "ready", "records", "started", "loaded")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     ready: bool
     records: int
     started: str
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ...) -> None: ...
+    loaded: bool
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...

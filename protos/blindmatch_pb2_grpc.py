@@ -1248,6 +1248,11 @@ class LookupServerStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
                 _registered_method=True)
+        self.Load = channel.stream_unary(
+                '/blindmatch.v1.LookupServer/Load',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardLoad.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+                _registered_method=True)
 
 
 class LookupServerServicer:
@@ -1289,6 +1294,15 @@ class LookupServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Load(self, request_iterator, context):
+        """Replace every shard with the records streamed (a server without a data dir: the
+        matcher loads it from its memory when it is empty or has missed a change). Checked
+        whole before anything is replaced; searches are refused until a load has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LookupServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1310,6 +1324,11 @@ def add_LookupServerServicer_to_server(servicer, server):
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.SerializeToString,
+            ),
+            'Load': grpc.stream_unary_rpc_method_handler(
+                    servicer.Load,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardLoad.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.SerializeToString,
             ),
     }
@@ -1426,6 +1445,33 @@ class LookupServer:
             target,
             '/blindmatch.v1.LookupServer/Describe',
             blindmatch_dot_protos_dot_blindmatch__pb2.ShardDescribeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Load(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.LookupServer/Load',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ShardLoad.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ShardState.FromString,
             options,
             channel_credentials,

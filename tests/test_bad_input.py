@@ -344,6 +344,14 @@ def apply(c: LookupCtx, **fields: Any) -> Any:
     return c.stub.Apply(pb.ShardChange(**{**base, **fields}), metadata=c.key)
 
 
+def load(c: LookupCtx, *parts: dict[str, Any]) -> Any:
+    """A `Load` of these parts (each over a good one: shard 0 of 1, one record of south)."""
+    base: dict[str, Any] = dict(shard=0, shards=1, project="trial", member="south",
+                                clk_bits=1024, threshold=0.8, refs=["s9"],
+                                clks=clks(1))  # fmt: skip
+    return c.stub.Load(iter([pb.ShardLoad(**{**base, **p}) for p in parts]), metadata=c.key)
+
+
 LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
     ("search-unkeyed", lambda c: c.stub.Search(pb.ShardSearchRequest(project="trial"),
                                                metadata=auth("bm_lookup_guess")),
@@ -375,12 +383,42 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
     ("describe-unkeyed", lambda c: c.stub.Describe(pb.ShardDescribeRequest(),
                                                    metadata=auth("x")),
      "UNAUTHENTICATED", "answers only its matcher"),
+    # Load goes to a server without a data dir (loaded once already: it keeps what it holds).
+    ("reload-no-data-dir", lambda c: c.stub.Reload(pb.ShardReloadRequest(), metadata=c.key),
+     "FAILED_PRECONDITION", "no data dir to read its shards from: its matcher loads them"),
+    ("load-unkeyed", lambda c: c.stub.Load(iter([pb.ShardLoad()]), metadata=auth("x")),
+     "UNAUTHENTICATED", "answers only its matcher"),
+    ("load-no-parts", lambda c: c.stub.Load(iter([]), metadata=c.key), "INVALID_ARGUMENT",
+     "a load of no parts"),
+    ("load-wrong-shard", lambda c: load(c, {}, dict(shard=1, shards=2)), "INVALID_ARGUMENT",
+     "shard/shards (part 1): 1 of 2, but this server holds shard 0 of 1"),
+    ("load-records-without-project", lambda c: load(c, dict(project="")), "INVALID_ARGUMENT",
+     "project (part 0): required with records"),
+    ("load-no-member", lambda c: load(c, dict(member="")), "INVALID_ARGUMENT",
+     "member (part 0): required"),
+    ("load-bad-clk-bits", lambda c: load(c, dict(clk_bits=1000)), "INVALID_ARGUMENT",
+     "clk_bits (part 0)"),
+    ("load-bad-fallback", lambda c: load(c, dict(fallback_bits=100)), "INVALID_ARGUMENT",
+     "fallback_bits (part 0)"),
+    ("load-bad-threshold", lambda c: load(c, dict(threshold=2)), "INVALID_ARGUMENT",
+     "threshold (part 0): 2"),
+    ("load-ragged-clks", lambda c: load(c, {}, dict(clks=clks(2))), "INVALID_ARGUMENT",
+     "clks (part 1): 256 bytes for 1 refs"),
+    ("load-bad-ref", lambda c: load(c, dict(refs=["no spaces"])), "INVALID_ARGUMENT",
+     "refs (part 0): 'no spaces' is not a valid reference"),
+    ("load-two-layouts", lambda c: load(c, {}, dict(refs=["s8"], clk_bits=2048, clks=clks(2))),
+     "INVALID_ARGUMENT", "came with another layout in an earlier part"),
+    ("load-repeated-ref", lambda c: load(c, {}, {}), "INVALID_ARGUMENT",
+     "was sent more than once"),
+    ("load-data-dir", lambda c: load(c, {}), "FAILED_PRECONDITION",
+     "only one without a data dir is loaded by its matcher"),
 ]  # fmt: skip
 
 
 def test_every_look_up_server_rpc_has_bad_input_cases() -> None:
     rpcs = {m.name for m in pb.DESCRIPTOR.services_by_name["LookupServer"].methods}
-    prefixes = {"search": "Search", "apply": "Apply", "reload": "Reload", "describe": "Describe"}
+    prefixes = {"search": "Search", "apply": "Apply", "reload": "Reload", "describe": "Describe",
+                "load": "Load"}  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in LOOKUP_CASES} == rpcs
 
 
@@ -395,10 +433,18 @@ def test_bad_input_to_a_look_up_server_is_refused_and_changes_nothing(
     status: str,
     fragment: str,
 ) -> None:
-    server = create_lookup_server("127.0.0.1:0", matcher.data_dir, 0, 1, wait=True)
+    key = lookup_key(matcher.data_dir)
+    # No data dir (loaded by the matcher) for Load's cases, and Reload's refusal.
+    loaded = (name.startswith("load-") and name != "load-data-dir") or name == "reload-no-data-dir"
+    if loaded:
+        server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
+    else:
+        server = create_lookup_server("127.0.0.1:0", matcher.data_dir, 0, 1, wait=True)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            ctx = LookupCtx(pb_grpc.LookupServerStub(channel), auth(lookup_key(matcher.data_dir)))
+            ctx = LookupCtx(pb_grpc.LookupServerStub(channel), auth(key))
+            if loaded:
+                assert load(ctx, dict(refs=["s1", "s2"], clks=clks(2))).records == 2
             assert ctx.stub.Describe(pb.ShardDescribeRequest(), metadata=ctx.key).ready
             before = (server.shards.records, dict(server.shards._indexes), server.shards._wanted)
             with pytest.raises(grpc.RpcError) as refused:

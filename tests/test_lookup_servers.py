@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
 from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
+from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -64,6 +67,7 @@ class Cluster:
     addresses: list[str]
     lookups: list[RunningLookupServer | None]
     matcher: Matcher | None = None
+    loaded: bool = False  # servers without a data dir, loaded by the matcher
 
     def start_matcher(self, *, sharded: bool = True) -> Matcher:
         server = create_server(
@@ -77,9 +81,13 @@ class Cluster:
         return self.matcher
 
     def start_lookup(self, i: int) -> RunningLookupServer:
-        server = create_lookup_server(
-            self.addresses[i], self.data_dir, i, len(self.addresses), wait=True
-        )
+        if self.loaded:  # on another machine: only the matcher's look-up key, copied
+            key = lookup_key(self.data_dir)
+            server = create_lookup_server(self.addresses[i], None, i, len(self.addresses), key=key)
+        else:
+            server = create_lookup_server(
+                self.addresses[i], self.data_dir, i, len(self.addresses), wait=True
+            )
         self.lookups[i] = server
         return server
 
@@ -98,21 +106,44 @@ class Cluster:
                 self.stop_lookup(i)
 
 
+def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool) -> Cluster:
+    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
+    found.start_matcher()  # makes the data dir; the servers read it (or its key)
+    for i in range(2):
+        found.start_lookup(i)
+    return found
+
+
 @pytest.fixture
 def sharded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     """A matcher and two look-up servers on loopback, sharing its data dir. Indexes of a
     thousand rows or more get LSH tables (as a million-row one would), so the shards'
     tables, planned from their own rows, are what is compared."""
-    monkeypatch.setattr(segment, "MIN_ROWS", 1000)
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    found = Cluster(tmp_path / "data", addresses, [None, None])
-    found.start_matcher()  # makes the data dir; the servers read it
-    for i in range(2):
-        found.start_lookup(i)
+    found = start_cluster(tmp_path, monkeypatch, loaded=False)
     try:
         yield found
     finally:
         found.stop()
+
+
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """`sharded`, but the look-up servers have no data dir (as on another machine): they
+    start empty and the matcher loads them."""
+    found = start_cluster(tmp_path, monkeypatch, loaded=True)
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+@pytest.fixture(params=["data-dir", "loaded"])
+def either(request: pytest.FixtureRequest) -> Cluster:
+    """Each kind of cluster in turn: servers reading the data dir, servers loaded."""
+    found: Cluster = request.getfixturevalue("sharded" if request.param == "data-dir" else "remote")
+    return found
 
 
 def refs_of(name: str, rows: range) -> list[str]:
@@ -144,15 +175,27 @@ def query(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
 def once_read(matcher: Matcher, token: str, clks: np.ndarray) -> QueryAnswer:
     """`query`, asked again while a look-up server says it is reading its shards (which it
     does when the matcher asks, after a change it missed): refused meanwhile, never
-    answered from part of them."""
+    answered from part of them. Asked again one CLK at a time (refused queries count
+    against the member's rate limit) until one is answered, then whole."""
     deadline = time.monotonic() + 60
+    asked = clks
     while True:
         try:
-            return query(matcher, token, clks)
+            answer = query(matcher, token, asked)
         except UnavailableError as exc:
-            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+            if not being_read(exc) or time.monotonic() > deadline:
                 raise
+            asked = clks[:1]
             time.sleep(0.1)
+            continue
+        if asked is clks:
+            return answer
+        asked = clks
+
+
+def being_read(exc: UnavailableError) -> bool:
+    """Refused while a look-up server reads its shards, or the matcher loads it."""
+    return any(s in str(exc) for s in ("is being read from index.sqlite", "is being loaded"))
 
 
 def answers(answer: QueryAnswer) -> list[list[tuple[str, tuple[str, ...], tuple[float, ...]]]]:
@@ -165,18 +208,19 @@ def project_of(matcher: Matcher) -> ProjectTokens:
 
 
 def test_sharded_answers_equal_the_in_process_index(
-    sharded: Cluster, clks: list[np.ndarray]
+    either: Cluster, clks: list[np.ndarray]
 ) -> None:
+    sharded = either
     assert sharded.matcher is not None
     tokens = project_of(sharded.matcher).tokens
     for name, member_clks in zip(NAMES, clks, strict=True):
         put(sharded.matcher, tokens[name], name, member_clks, range(ROWS))
+    # North asks for its shared people (held by the others too) and some of its own.
+    asked = clks[0][np.r_[0:300, 1000:1100]]
+    found = answers(once_read(sharded.matcher, tokens["north"], asked))
     # Both servers hold a part of every index, split by ref.
     held = [server.shards.records for server in sharded.lookups if server is not None]
     assert sum(held) == len(NAMES) * ROWS and min(held) > ROWS
-    # North asks for its shared people (held by the others too) and some of its own.
-    asked = clks[0][np.r_[0:300, 1000:1100]]
-    found = answers(query(sharded.matcher, tokens["north"], asked))
     assert sum(1 for result in found if result) >= 290  # the shared people are found
     assert {p for result in found for p, _, _ in result} == {"south", "west"}
     sharded.stop()  # the same data dir, served in-process
@@ -254,6 +298,101 @@ def test_a_server_missing_a_forward_reads_its_shards_again(
     assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 10
 
 
+def test_a_restarted_server_without_a_data_dir_is_loaded_again(
+    remote: Cluster, clks: list[np.ndarray]
+) -> None:
+    """A look-up server without a data dir comes back empty: the matcher loads it again
+    (refusing queries meanwhile, never answering from part of the shards), with the
+    changes made while it was down, and the changes made after."""
+    assert remote.matcher is not None
+    tokens = project_of(remote.matcher).tokens
+    put(remote.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(remote.matcher, tokens["north"], asked))
+    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    remote.stop_lookup(1)
+    with pytest.raises(UnavailableError, match=rf"look-up server {remote.addresses[1]}"):
+        query(remote.matcher, tokens["north"], asked)
+    remove(remote.matcher, tokens["south"], refs_of("south", range(10)))  # while it is down
+    remote.start_lookup(1)
+    assert remote.lookups[1] is not None and not remote.lookups[1].shards.loaded
+    with pytest.raises(UnavailableError, match="is being loaded by the matcher"):
+        query(remote.matcher, tokens["north"], asked)
+    assert answers(once_read(remote.matcher, tokens["north"], asked)) == [[]] * 10 + before[10:]
+    assert remote.lookups[1].shards.records + remote.lookups[0].shards.records == ROWS - 10
+    put(remote.matcher, tokens["south"], "south", clks[1], range(10))  # forwarded as before
+    assert answers(query(remote.matcher, tokens["north"], asked)) == before
+
+
+def test_a_server_without_a_data_dir_restarted_between_changes_is_loaded(
+    remote: Cluster, clks: list[np.ndarray]
+) -> None:
+    """Stopped and started with no change between (nothing told the matcher): it says it
+    holds nothing, and is loaded, rather than answer "no match"."""
+    assert remote.matcher is not None
+    tokens = project_of(remote.matcher).tokens
+    put(remote.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(remote.matcher, tokens["north"], asked))
+    remote.stop_lookup(0)
+    remote.start_lookup(0)
+    with pytest.raises(UnavailableError, match="is being loaded by the matcher"):
+        query(remote.matcher, tokens["north"], asked)
+    # A change made as the load starts waits for it, then is forwarded: not lost.
+    remove(remote.matcher, tokens["south"], refs_of("south", range(5)))
+    assert answers(once_read(remote.matcher, tokens["north"], asked)) == [[]] * 5 + before[5:]
+
+
+def test_a_change_forwarded_during_a_load_is_applied_after_it(clks: list[np.ndarray]) -> None:
+    """The matcher's side alone (`LookupServers`, a real server without a data dir): a
+    change stored while a load is gathering its rows waits for the load, then reaches the
+    server; the load's rows are not lost either."""
+    key = "bm_lookup_" + "k" * 43
+    address = f"127.0.0.1:{free_port()}"
+    server = create_lookup_server(address, None, 0, 1, key=key)
+    remote = LookupServers([address], key)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    gathering, go_on = threading.Event(), threading.Event()
+
+    def source(
+        shard: int, shards: int
+    ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+        gathering.set()
+        go_on.wait(30)
+        rows = ShardRecords(encoding, refs_of("south", range(10)), clks[1][:10].tobytes())
+        return {("trial", "south"): rows}, {"trial": 0.8}
+
+    remote.attach(source)
+    asked = as_words(clks[1][:11].tobytes(), CLK_BITS)
+    try:
+        with pytest.raises(Unavailable, match="is being loaded"):
+            remote.search("trial", ["south"], asked, 0.8)
+        assert gathering.wait(30)
+        put = ShardChange("trial", "south", encoding, 0.8, [("south-10", clks[1][10].tobytes())])
+        forwarded = threading.Thread(target=remote.forward, args=(put,))
+        forwarded.start()
+        forwarded.join(0.5)
+        assert forwarded.is_alive()  # it waits for the load
+        with pytest.raises(Unavailable, match="is being loaded"):
+            remote.search("trial", ["south"], asked, 0.8)
+        go_on.set()
+        forwarded.join(30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                found = remote.search("trial", ["south"], asked, 0.8)
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert [f["south"][0][0] for f in found] == refs_of("south", range(11))
+        assert server.shards.records == 11
+    finally:
+        go_on.set()
+        remote.close()
+        server.stop(grace=None)
+
+
 def test_a_look_up_server_in_the_wrong_place_is_refused(
     sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
@@ -312,9 +451,51 @@ def once_read_at(client: MatcherClient, clks: np.ndarray) -> QueryAnswer:
                 purpose=PURPOSE,
             )  # fmt: skip
         except UnavailableError as exc:
-            if "is being read from index.sqlite" not in str(exc) or time.monotonic() > deadline:
+            if not being_read(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_serve_with_look_up_server_processes_without_a_data_dir(
+    tmp_path: Path, clks: list[np.ndarray]
+) -> None:
+    """`lookup-server --key-file` (a copy of the matcher's lookup.key, as on another
+    machine): no data dir; the matcher loads it, and it answers."""
+    data = tmp_path / "data"
+    address = f"127.0.0.1:{free_port()}"
+    key_file = tmp_path / "elsewhere" / "lookup.key"
+    key_file.parent.mkdir()
+    with serve(data, "--lookup-server", address) as served:
+        key_file.write_text((data / "lookup.key").read_text())
+        key_file.chmod(0o600)
+        with lookup_server(tmp_path / "absent", "0/1", listen=address, key_file=key_file):
+            with MatcherClient(served.target, served.admin_token) as op:
+                tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
+            with MatcherClient(served.target, tokens["south"]) as south:
+                south.change_index(
+                    "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                    puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
+                )  # fmt: skip
+            with MatcherClient(served.target, tokens["north"]) as north:
+                answer = once_read_at(north, clks[0][0:20])
+            assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
+                [("south", f"south-{i}")] for i in range(20)
+            ]
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.slow
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "lookup.key"
+    key_file.write_text("bm_lookup_x\n")
+    key_file.chmod(0o644)
+    done = subprocess.run(
+        [*BLINDMATCH, "lookup-server", "--key-file", str(key_file), "--shard", "0/1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"--key-file {key_file}: readable by others than its owner (mode 644)" in done.stderr
 
 
 @pytest.mark.slow
@@ -424,10 +605,11 @@ def test_changes_queued_while_reading_are_replayed_whatever_the_read_held(
 
 
 def test_indexes_with_a_fallback_clk_answer_alike_on_shards(
-    sharded: Cluster, orgs: dict[str, Org], secret_file: Path, tmp_path: Path
+    either: Cluster, orgs: dict[str, Org], secret_file: Path, tmp_path: Path
 ) -> None:
     """The default schema's CLKs carry a fallback CLK: its rule (scored on the fallback CLK
     when either side lacks the date of birth) holds on the shards as in-process."""
+    sharded = either
     assert sharded.matcher is not None
     orgs["north"].csv.write_text(
         NORTH_CSV.replace("N5,Grace,Hughes,12/12/2001,F,EH1 9ZZ", "N5,Grace,Hughes,,F,")
@@ -448,6 +630,16 @@ def test_indexes_with_a_fallback_clk_answer_alike_on_shards(
     ]
 
     def ask_all(matcher: Matcher, token: str) -> list[object]:
+        deadline = time.monotonic() + 60
+        while True:  # while a look-up server is being loaded
+            try:
+                return ask_once(matcher, token)
+            except UnavailableError as exc:
+                if not being_read(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def ask_once(matcher: Matcher, token: str) -> list[object]:
         with matcher.member(token) as member:
             return [
                 [(m.partner, m.refs, m.scores) for m in member.query(

@@ -90,6 +90,7 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.rpc.lookup_service import create_lookup_server
     from blindmatch.matcher.server import serve_forever
+    from blindmatch.matcher.storage.shard_source import read_lookup_key
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     credentials = tls.server_credentials(
@@ -98,14 +99,25 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
     shard, shards = args.shard
-    if not (args.data_dir / "index.sqlite").is_file():
+    key = None
+    if args.data_dir is None:
+        try:
+            key = read_lookup_key(args.key_file)
+        except StartupRefused as exc:
+            raise InputError(f"--key-file {exc}") from None
+    elif not (args.data_dir / "index.sqlite").is_file():
         raise InputError(
             f"--data-dir {args.data_dir}: no index.sqlite; give the matcher's data dir (start "
             "`blindmatch serve` on it once first)"
         )
     try:
         running = create_lookup_server(
-            tls.grpc_address(host, port), args.data_dir, shard, shards, credentials=credentials
+            tls.grpc_address(host, port),
+            args.data_dir,
+            shard,
+            shards,
+            key=key,
+            credentials=credentials,
         )
     except StartupRefused as exc:
         raise InputError(str(exc)) from None
@@ -115,7 +127,12 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     def announce() -> None:
         print(
             f"blindmatch look-up server for shard {shard} of {shards} listening on "
-            f"{tls.grpc_address(host, running.port)} (reading {args.data_dir}/index.sqlite)",
+            f"{tls.grpc_address(host, running.port)} "
+            + (
+                f"(reading {args.data_dir}/index.sqlite)"
+                if args.data_dir is not None
+                else "(no data dir: waiting for the matcher to load it)"
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -130,22 +147,35 @@ def register(sub: Subcommands) -> None:
         "lookup-server",
         help="hold a shard of the standing indexes for the matcher's real-time queries",
         description="Hold shard I of N of every standing index (records split by a hash of "
-        "their ref), read from the matcher's index.sqlite (read-only; shared storage) at "
-        "start and kept current by the changes the matcher forwards, and answer the "
-        "matcher's look-ups over them. Start one per shard, then `blindmatch serve "
-        "--lookup-server ADDR` once per server, in shard order. Only the matcher may call "
-        "it (the look-up key in its data dir). Plaintext is refused on a non-loopback "
-        "address: give --tls-cert and --tls-key, and --client-ca for mutual TLS.",
+        "their ref), read from the matcher's index.sqlite (read-only; on the matcher's "
+        "machine) at start, or, with --key-file instead of --data-dir (on another machine), "
+        "loaded by the matcher over gRPC from its memory; kept current by the changes the "
+        "matcher forwards, and answer the matcher's look-ups over them. Start one per "
+        "shard, then `blindmatch serve --lookup-server ADDR` once per server, in shard "
+        "order. Only the matcher may call it (the look-up key in its data dir). Plaintext "
+        "is refused on a non-loopback address: give --tls-cert and --tls-key, and "
+        "--client-ca for mutual TLS.",
         example=[
             "blindmatch lookup-server --data-dir /var/lib/blindmatch --shard 0/2 "
             "--listen 127.0.0.1:50061",
             "blindmatch lookup-server --data-dir /var/lib/blindmatch --shard 1/2 "
             "--listen 127.0.0.1:50062",
+            "blindmatch lookup-server --key-file /etc/blindmatch/lookup.key --shard 1/2 "
+            "--listen 10.0.0.12:50061 --tls-cert server.pem --tls-key server.key "
+            "--client-ca ca.pem",
         ],
         handler=cmd_lookup_server,
     )
-    p.add_argument(
-        "--data-dir", required=True, type=Path, help="the matcher's data dir (read-only)"
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data-dir", type=Path, help="the matcher's data dir (read-only; on its machine)"
+    )
+    source.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="PATH",
+        help="no data dir (another machine): a copy of the matcher's DIR/lookup.key, "
+        "owner-only; the server starts empty and the matcher loads it",
     )
     p.add_argument(
         "--shard",

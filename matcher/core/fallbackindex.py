@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback, segment
-from blindmatch.matcher.core.index import MemberIndex
+from blindmatch.matcher.core.index import MemberIndex, snapshot_rows
 from blindmatch.matcher.core.segment import U64, Hits, Segment, Snapshot
 
 
@@ -244,6 +244,17 @@ class FallbackIndex:
         with self.lock:
             part = self.lacks if ref in self.lacking else self.second
             return np.concatenate([first, part.clk(ref)])
+
+    def rows(self) -> tuple[list[str], U64]:
+        """Every record's ref and whole CLK, as of one moment (a look-up server's load)."""
+        with self.lock:  # the three parts as of one change
+            first, second, lacks = (part.snapshot for part in self.parts)
+        refs, words = snapshot_rows(first)
+        second_refs, second_words = snapshot_rows(second)
+        lacks_refs, lacks_words = snapshot_rows(lacks)
+        at = {r: i for i, r in enumerate([*second_refs, *lacks_refs])}
+        rest = np.concatenate([second_words, lacks_words])[[at[r] for r in refs]]
+        return refs, np.hstack([words, rest])
 
     @property
     def parts(self) -> tuple[MemberIndex, MemberIndex, MemberIndex]:

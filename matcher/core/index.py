@@ -148,6 +148,10 @@ class MemberIndex:
             snap = self.snapshot
             return snap.main.words[row] if row >= 0 else snap.delta.words[-1 - row]
 
+    def rows(self) -> tuple[list[str], U64]:
+        """Every record's ref and CLK, as of one moment (a look-up server's load)."""
+        return snapshot_rows(self.snapshot)  # replaced whole on a change: one version
+
     @property
     def merging(self) -> bool:
         """Whether a background merge is running."""
@@ -284,6 +288,12 @@ def live_rows(
     refs = [r for r, a in zip(main.refs, alive.tolist(), strict=True) if a]
     refs.extend(delta_refs)
     return words, refs
+
+
+def snapshot_rows(snap: Snapshot) -> tuple[list[str], U64]:
+    """A snapshot's live records: refs, and their CLKs as words."""
+    words, refs = live_rows(snap.main, snap.dead, snap.delta.words, snap.delta.refs)
+    return refs, words
 
 
 def main_rows(main: Segment) -> dict[str, int]:

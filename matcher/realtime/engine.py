@@ -101,6 +101,8 @@ class Realtime:
         try:
             forward = remote.forward if remote is not None else None
             self.indexes = StandingIndexes(store, self.index_store, merge_cpus, forward)
+            if remote is not None:  # look-up servers without a data dir are loaded from here
+                remote.attach(self.indexes.shard_records)
             for e in self.index_store.logged_queries(self.clock() - DAY):
                 if not e.refused:
                     self.meter.seed(e.project, e.member, e.time, e.records)

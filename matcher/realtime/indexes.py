@@ -40,9 +40,10 @@ from blindmatch.matcher.domain import (
     Encoding,
     retried_change,
 )
-from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange, shard_of
 from blindmatch.matcher.storage.audit_log import VOID
 from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
+from blindmatch.matcher.storage.shard_source import ShardRecords
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest, fingerprint_id
 
@@ -215,6 +216,30 @@ class StandingIndexes:
             refs = sorted(index.refs())
             digests = [clk_digest(index.clk(r).tobytes()) for r in refs]
             return index.clk_bits, refs, digests
+
+    def shard_records(
+        self, shard: int, shards: int
+    ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+        """Shard `shard` of `shards` of every index, from memory, and every project's
+        threshold: what a look-up server without a data dir is loaded with (the same as
+        `storage.shard_source.read_shards` reads of index.sqlite). Each index as of one
+        change; the caller keeps changes from being forwarded meanwhile (a change applied
+        here but not yet forwarded is forwarded after, and applying it twice is harmless)."""
+        found: dict[tuple[str, str], ShardRecords] = {}
+        thresholds: dict[str, float] = {}
+        for key, index in list(self._indexes.items()):
+            encoding = self._encodings.get(key)
+            if encoding is None:
+                continue
+            refs, words = index.rows()
+            keep = [i for i, r in enumerate(refs) if shard_of(r, shards) == shard]
+            if keep:
+                clks = np.ascontiguousarray(words[keep]).tobytes()
+                found[key] = ShardRecords(encoding, [refs[i] for i in keep], clks)
+            threshold = self._threshold(key[0])
+            if threshold is not None:
+                thresholds[key[0]] = threshold
+        return found, thresholds
 
     # -- changing ----------------------------------------------------------------------------
 

@@ -18,6 +18,13 @@ in what it read is harmless: a put or remove, replayed in order over a later sta
 where the sequence ends (each ref's last operation wins), so nothing acknowledged is lost
 between the read and the queue. Searches are refused (`Unavailable`) until it is ready,
 never answered from part of the shards.
+
+A look-up server without a data dir (on another machine: SQLite's readers must share the
+writer's host) starts empty and is loaded by its matcher instead (`replace`, from the
+`Load` stream the matcher sends from its memory: `StandingIndexes.shard_records`). Until
+then it refuses searches (`FailedPrecondition`: the matcher then loads it) and drops
+forwarded changes, which the load carries. The matcher holds its forwarding lock for the
+whole load, so no change falls between what it sent and what it forwards after.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -77,6 +84,11 @@ class ShardChange:
         return ShardChange(self.project, self.member, self.encoding, self.threshold, puts, removes)
 
 
+# shard, shards -> that shard of every index the matcher holds, and the projects' thresholds
+# (`StandingIndexes.shard_records`): what a look-up server without a data dir is loaded with
+ShardSource = Callable[[int, int], tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]]
+
+
 class RemoteLookups(Protocol):
     """The matcher's side of its look-up servers (rpc/lookup_client.py)."""
 
@@ -90,6 +102,8 @@ class RemoteLookups(Protocol):
 
     def forward(self, change: ShardChange) -> None: ...
 
+    def attach(self, source: ShardSource) -> None: ...
+
     def describe(self) -> str: ...
 
     def close(self) -> None: ...
@@ -102,7 +116,7 @@ AnyIndex = MemberIndex | FallbackIndex
 class Shards:
     """Shard `shard` of `shards` of every standing index, on one look-up server."""
 
-    data_dir: Path
+    data_dir: Path | None  # None: loaded by the matcher (`replace`), not read
     shard: int
     shards: int
     started: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -116,6 +130,7 @@ class Shards:
     _wanted: int = 1  # reads asked for (a read that ends with more asked reads again)
     _reading: bool = True  # the first read is to come (`load`)
     failed: str = ""  # why the last read failed
+    _loaded: bool = False  # without a data dir: whether the matcher has loaded it
     lookups: Lookups = field(default_factory=Lookups)
 
     def __post_init__(self) -> None:
@@ -127,12 +142,22 @@ class Shards:
         return self._queue is None
 
     @property
+    def loaded(self) -> bool:
+        """Read from a data dir, or loaded by the matcher: holds what it should."""
+        return self.data_dir is not None or self._loaded
+
+    @property
     def records(self) -> int:
         return sum(len(index) for _, index in self._indexes.values())
 
     def reload(self, wait: bool = False) -> None:
         """Read every shard again from index.sqlite, in a thread (`wait`: here); searches
         are refused until it is done, changes forwarded meanwhile are queued."""
+        if self.data_dir is None:
+            raise errors.FailedPrecondition(
+                "this look-up server has no data dir to read its shards from: its matcher "
+                "loads them (Load)"
+            )
         with self._lock:
             self._wanted += 1
             if self._queue is None:
@@ -146,10 +171,42 @@ class Shards:
             threading.Thread(target=self._read, name="blindmatch-shards", daemon=True).start()
 
     def load(self) -> None:
-        """The first read, at start (here, in this thread)."""
+        """The first read, at start (here, in this thread); without a data dir, nothing:
+        the matcher loads it."""
+        if self.data_dir is None:
+            with self._lock:
+                self._reading = False
+            return
         self._read()
 
+    def replace(
+        self, indexes: dict[tuple[str, str], ShardRecords], thresholds: dict[str, float]
+    ) -> None:
+        """Hold these shards, loaded by the matcher, and nothing else; ready at once.
+        The matcher forwards nothing while it loads, so what it sent holds every change
+        forwarded before (those dropped or queued here meanwhile with them)."""
+        if self.data_dir is not None:
+            raise errors.FailedPrecondition(
+                f"this look-up server reads its shards from {self.data_dir}; only one "
+                "without a data dir is loaded by its matcher"
+            )
+        started = time.perf_counter()
+        built = {key: (part.encoding, _build(part, thresholds.get(key[0])))
+                 for key, part in indexes.items()}  # fmt: skip
+        with self._lock:
+            self._indexes, self._thresholds = built, dict(thresholds)
+            self._queue, self._reading, self.failed, self._loaded = None, False, "", True
+        log.info(
+            "shard %d of %d: %d records of %d indexes loaded by the matcher, built in %.1f s",
+            self.shard,
+            self.shards,
+            self.records,
+            len(built),
+            time.perf_counter() - started,
+        )
+
     def _read(self) -> None:
+        assert self.data_dir is not None  # `reload` and `load` read only from a data dir
         while True:
             with self._lock:
                 wanted = self._wanted
@@ -190,8 +247,11 @@ class Shards:
                 self._queue = []  # read again: what it reads holds what was queued
 
     def apply(self, change: ShardChange) -> None:
-        """A change the matcher stored (queued while the shards are being read)."""
+        """A change the matcher stored (queued while the shards are being read; dropped
+        before the matcher has loaded a server without a data dir: the load carries it)."""
         with self._lock:
+            if not self.loaded:
+                return
             if self._queue is not None:
                 self._queue.append(change)
             else:
@@ -255,6 +315,11 @@ class Shards:
     ) -> Answer:
         """Each query row's hits in this server's shards of `members`' indexes (members it
         holds nothing of: no hits)."""
+        if not self.loaded:
+            raise errors.FailedPrecondition(
+                f"shard {self.shard} of {self.shards} holds nothing yet: this look-up server "
+                "has no data dir and waits for its matcher to load it"
+            )
         if self.failed:  # try again (the matcher's data dir made meanwhile, say)
             failed = self.failed
             self.reload()

@@ -13,13 +13,22 @@ under the matcher's writer lock (so in order). A server the forward does not rea
 query the matcher asks it to read its shards again from index.sqlite (`Reload`), which
 holds the change; once it has said yes, it refuses searches itself until it has read
 them. Nothing is ever answered as "no match" for want of a shard.
+
+A look-up server without a data dir (on another machine) cannot read them: it says so
+(FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
+and the matcher loads it instead, in a thread: it streams the server's shards of every
+index from its own memory (`Load`, in parts below the message size limit), holding the
+forwarding lock throughout, so that no change falls between the load and the changes
+forwarded after it (index changes wait for the load). Queries are refused meanwhile
+(`Unavailable`, "being loaded").
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -31,9 +40,11 @@ from blindmatch.matcher.realtime.shards import (
     ERASE_MEMBER,
     ERASE_PROJECT,
     ShardChange,
+    ShardSource,
     describe_shards,
 )
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
+from blindmatch.matcher.storage.shard_source import ShardRecords
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -42,6 +53,11 @@ log = logging.getLogger("blindmatch.matcher")
 SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
 FORWARD_SECONDS = 60.0  # a forwarded change (up to the largest index change)
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
+# Streaming a server without a data dir its shards (index changes wait meanwhile): a
+# 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
+LOAD_SECONDS = 600.0
+LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
+MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
 
 
 class LookupServers:
@@ -75,6 +91,13 @@ class LookupServers:
         self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
         self._lock = threading.Lock()  # forwards and catching up, in order
         self._behind: dict[int, str] = {}  # server -> why
+        self._loading: set[int] = set()  # servers being loaded (each by its own thread)
+        self._source: ShardSource | None = None
+
+    def attach(self, source: ShardSource) -> None:
+        """Where a server without a data dir is loaded from (the matcher's indexes): at
+        the first query that finds it empty (or behind)."""
+        self._source = source
 
     def describe(self) -> str:
         return describe_shards(self.addresses)
@@ -98,6 +121,8 @@ class LookupServers:
         """Each query row's hits in every partner's index: every server's shards, merged."""
         if not members:  # no partner has an index: no shard to ask
             return [{} for _ in range(len(queries))]
+        for i in sorted(self._loading):
+            raise errors.Unavailable(f"{self._name(i)} {self._behind.get(i, BEING_LOADED)}")
         if self._behind:
             self._catch_up()
             for i, why in sorted(self._behind.items()):
@@ -114,21 +139,32 @@ class LookupServers:
             for stub in self._stubs
         ]
         answer: Answer = [{m: [] for m in members} for _ in range(len(queries))]
+        empty: list[int] = []  # servers that hold nothing yet: loaded, all at once
         for i, call in enumerate(calls):
             try:
                 reply = call.result()
             except grpc.RpcError as exc:
+                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                    empty.append(i)
+                    continue
                 for other in calls[i + 1 :]:
                     other.cancel()
                 raise errors.Unavailable(
                     f"{self._name(i)} did not answer: {_reason(exc)}; no answer is given "
                     "without every shard"
                 ) from None
+            if empty:
+                continue
             self._check_state(i, reply.state)
             for q, k, ref, score in zip(
                 reply.queries, reply.members, reply.refs, reply.scores, strict=True
             ):
                 answer[q][members[k]].append((ref, score))
+        if empty:
+            with self._lock:
+                for i in empty:
+                    self._start_load(i)
+            raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
         for per_member in answer:
             for hits in per_member.values():
                 if len(hits) > 1:
@@ -158,13 +194,67 @@ class LookupServers:
                         wait_for_ready=True,  # a server just started: its channel reconnects
                     )
                 except grpc.RpcError as exc:
+                    if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:  # no data dir
+                        self._start_load(i)
+                        continue
                     self._behind[i] = (
                         f"missed an index change and cannot be asked to read its shards "
-                        f"again: {_reason(exc)}; start it (it reads them from index.sqlite)"
+                        f"again: {_reason(exc)}; start it (it reads them from index.sqlite, "
+                        "or is loaded by the matcher)"
                     )
                     continue
                 log.info("%s reads its shards again from index.sqlite", self._name(i))
                 del self._behind[i]
+
+    def _start_load(self, i: int) -> None:
+        """Load server i in a thread (unless one is at it); the lock is held."""
+        if self._source is None:
+            self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
+            return
+        self._behind[i] = BEING_LOADED
+        if i in self._loading:
+            return
+        self._loading.add(i)
+        threading.Thread(
+            target=self._load, args=(i, self._source), name="blindmatch-load", daemon=True
+        ).start()
+
+    def _load(self, i: int, source: ShardSource) -> None:
+        """Stream server i its shards, under the lock: changes are forwarded after."""
+        try:
+            with self._lock:
+                started = time.perf_counter()
+                indexes, thresholds = source(i, len(self.addresses))
+                rows = sum(len(part.refs) for part in indexes.values())
+                try:
+                    self._stubs[i].Load(
+                        _load_parts(i, len(self.addresses), indexes, thresholds),
+                        timeout=LOAD_SECONDS,
+                        metadata=self._metadata,
+                    )
+                except ValueError:  # its channel closed: the matcher is stopping
+                    return
+                except grpc.RpcError as exc:
+                    self._behind[i] = (
+                        f"could not be loaded: {_reason(exc)}; the matcher tries again at the "
+                        "next query"
+                    )
+                    log.warning("%s could not be loaded: %s", self._name(i), _reason(exc))
+                    return
+                self._behind.pop(i, None)
+                log.info(
+                    "%s loaded with %d records of %d indexes in %.1f s",
+                    self._name(i),
+                    rows,
+                    len(indexes),
+                    time.perf_counter() - started,
+                )
+        except Exception as exc:  # the matcher's own side failed: say so on each query
+            log.exception("loading %s failed", self._name(i))
+            with self._lock:
+                self._behind[i] = f"could not be loaded: {exc}"
+        finally:
+            self._loading.discard(i)
 
     # -- changes -----------------------------------------------------------------------------
 
@@ -200,6 +290,39 @@ class LookupServers:
                         change.project,
                         _reason(exc),
                     )
+
+
+BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
+
+
+def _load_parts(
+    shard: int,
+    shards: int,
+    indexes: dict[tuple[str, str], ShardRecords],
+    thresholds: dict[str, float],
+) -> Iterator[pb.ShardLoad]:
+    """A load's messages: each index's records in parts below LOAD_PART_BYTES."""
+    yield pb.ShardLoad(shard=shard, shards=shards)  # the whole load, if there is nothing
+    for (project, member), part in indexes.items():
+        clk_bytes = part.encoding.clk_bits // 8
+        rows = max(1, LOAD_PART_BYTES // (clk_bytes + MAX_REF_BYTES))
+        for start in range(0, len(part.refs), rows):
+            end = min(start + rows, len(part.refs))
+            yield pb.ShardLoad(
+                shard=shard,
+                shards=shards,
+                project=project,
+                member=member,
+                clk_bits=part.encoding.clk_bits,
+                fallback_bits=part.encoding.fallback_bits,
+                threshold=thresholds.get(project, 0.0),
+                refs=part.refs[start:end],
+                clks=part.clks[start * clk_bytes : end * clk_bytes],
+            )
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    return exc.code() if hasattr(exc, "code") else None
 
 
 def _message(change: ShardChange) -> pb.ShardChange:

@@ -6,6 +6,10 @@ matcher forwards are queued), reads its shards from the matcher's index.sqlite
 look-up key (`authorization: Bearer <key>`, storage/shard_source.py); off loopback the
 CLI refuses plaintext, and mutual TLS (`--client-ca`) admits only the matcher's
 certificate besides.
+
+Without a data dir (`--key-file`: the matcher's look-up key, copied; a server on another
+machine) it starts empty, refuses searches (FAILED_PRECONDITION) until the matcher has
+streamed its shards to it (`Load`), and answers from them after.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import functools
 import hmac
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +31,16 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core.encodings import check_clk_bits
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, REF_RE, Encoding
-from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange, Shards
+from blindmatch.matcher.realtime.shards import (
+    ERASE_MEMBER,
+    ERASE_PROJECT,
+    ShardChange,
+    Shards,
+    shard_of,
+)
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
-from blindmatch.matcher.storage.shard_source import lookup_key
+from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -69,7 +79,12 @@ class LookupService(pb_grpc.LookupServerServicer):
     def _state(self) -> pb.ShardState:
         s = self.shards
         return pb.ShardState(
-            shard=s.shard, shards=s.shards, ready=s.ready, records=s.records, started=s.started
+            shard=s.shard,
+            shards=s.shards,
+            ready=s.ready,
+            records=s.records,
+            started=s.started,
+            loaded=s.loaded,
         )
 
     @_keyed
@@ -119,8 +134,84 @@ class LookupService(pb_grpc.LookupServerServicer):
         return self._state()
 
     @_keyed
+    def Load(self, request_iterator: Iterator[pb.ShardLoad], context: Any) -> pb.ShardState:
+        indexes, thresholds = _load(request_iterator, self.shards.shard, self.shards.shards)
+        self.shards.replace(indexes, thresholds)
+        return self._state()
+
+    @_keyed
     def Describe(self, request: pb.ShardDescribeRequest, context: Any) -> pb.ShardState:
         return self._state()
+
+
+def _load(
+    parts: Iterator[pb.ShardLoad], shard: int, shards: int
+) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+    """A load's parts, checked whole (nothing is replaced unless every part is good)."""
+    refs: dict[tuple[str, str], list[str]] = {}
+    clks: dict[tuple[str, str], list[bytes]] = {}
+    encodings: dict[tuple[str, str], Encoding] = {}
+    thresholds: dict[str, float] = {}
+    got = 0
+    for n, m in enumerate(parts):
+        got += 1
+        where = f"part {n}"
+        if (m.shard, m.shards) != (shard, shards):
+            raise errors.InvalidArgument(
+                f"shard/shards ({where}): {m.shard} of {m.shards}, but this server holds "
+                f"shard {shard} of {shards}"
+            )
+        if not m.project:
+            if m.member or m.refs or m.clks:
+                raise errors.InvalidArgument(f"project ({where}): required with records")
+            continue
+        if not m.member:
+            raise errors.InvalidArgument(f"member ({where}): required")
+        check_clk_bits(m.clk_bits, f"clk_bits ({where})")
+        if m.fallback_bits and (m.fallback_bits % 64 or m.fallback_bits >= m.clk_bits):
+            raise errors.InvalidArgument(
+                f"fallback_bits ({where}): a multiple of 64 below clk_bits (or 0)"
+            )
+        if not 0 <= m.threshold <= 1:
+            raise errors.InvalidArgument(
+                f"threshold ({where}): {m.threshold} is not in [0, 1] (0: not given)"
+            )
+        if len(m.clks) != m.clk_bits // 8 * len(m.refs):
+            raise errors.InvalidArgument(
+                f"clks ({where}): {len(m.clks)} bytes for {len(m.refs)} refs of "
+                f"{m.clk_bits}-bit CLKs"
+            )
+        for ref in m.refs:
+            if not REF_RE.fullmatch(ref):
+                raise errors.InvalidArgument(
+                    f"refs ({where}): {ref[:40]!r} is not a valid reference"
+                )
+            if shard_of(ref, shards) != shard:
+                raise errors.InvalidArgument(
+                    f"refs ({where}): {ref!r} falls in shard {shard_of(ref, shards)}, not {shard}"
+                )
+        key = (m.project, m.member)
+        encoding = Encoding(m.clk_bits, b"", m.fallback_bits)
+        if encodings.setdefault(key, encoding) != encoding:
+            raise errors.InvalidArgument(
+                f"clk_bits/fallback_bits ({where}): {m.member}'s index in {m.project} came "
+                "with another layout in an earlier part"
+            )
+        if m.threshold:
+            thresholds[m.project] = m.threshold
+        refs.setdefault(key, []).extend(m.refs)
+        clks.setdefault(key, []).append(m.clks)
+    if not got:
+        raise errors.InvalidArgument("a load of no parts (a load of nothing is one empty part)")
+    indexes = {}
+    for key, held in refs.items():
+        if len(set(held)) != len(held):
+            raise errors.InvalidArgument(
+                f"refs: a ref of {key[1]}'s index in {key[0]} was sent more than once"
+            )
+        if held:
+            indexes[key] = ShardRecords(encodings[key], held, b"".join(clks[key]))
+    return indexes, thresholds
 
 
 def _change(m: pb.ShardChange) -> ShardChange:
@@ -173,17 +264,22 @@ class RunningLookupServer:
 
 def create_lookup_server(
     address: str,
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     shard: int,
     shards: int,
     *,
+    key: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
     wait: bool = False,
 ) -> RunningLookupServer:
     """Listen on `address` (port 0: a free one), then read the shards from `data_dir` in
-    the background (`wait`: before returning); forwarded changes are queued meanwhile."""
-    holder = Shards(Path(data_dir), shard, shards)
-    service = LookupService(holder, lookup_key(data_dir))
+    the background (`wait`: before returning); forwarded changes are queued meanwhile.
+    Without a data dir: `key` is the matcher's look-up key, and the server waits, empty,
+    for its matcher to load it."""
+    if (data_dir is None) == (key is None):
+        raise ValueError("a data dir (whose look-up key is used) or a key, not both")
+    holder = Shards(Path(data_dir) if data_dir is not None else None, shard, shards)
+    service = LookupService(holder, key if key is not None else lookup_key(data_dir or ""))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="bm-lookup"),
         options=[

@@ -9,6 +9,8 @@ commit. The project thresholds its LSH tables are built for come from
 `DIR/lookup.key` is the secret the matcher presents to its look-up servers (and they
 require): whoever can read it can read `index.sqlite` beside it, so it grants nothing
 more. Made, owner-only, by whichever of the matcher or a look-up server starts first.
+A look-up server on another machine, without the data dir, is given a copy of it
+(`--key-file`, `read_lookup_key`: refused unless owner-only, as it is made).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,4 +99,27 @@ def lookup_key(data_dir: str | Path) -> str:
     key = path.read_text().strip()
     if not key:
         raise StartupRefused(f"{path} is empty; delete it and start the matcher again")
+    return key
+
+
+def read_lookup_key(path: str | Path) -> str:
+    """The matcher's look-up key from a copy of its `lookup.key` (a look-up server without
+    the data dir); refused unless the file is the owner's only, as the matcher makes it."""
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        raise StartupRefused(
+            f"{path}: not found; copy the matcher's DIR/{LOOKUP_KEY_NAME} here (owner-only)"
+        ) from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise StartupRefused(f"{path}: not a look-up key file (DIR/{LOOKUP_KEY_NAME})") from None
+    if mode & 0o077:
+        raise StartupRefused(
+            f"{path}: readable by others than its owner (mode {mode:o}); it lets whoever "
+            f"reads it send this server changes and read its records: chmod 600 {path}"
+        )
+    if not key:
+        raise StartupRefused(f"{path} is empty; copy the matcher's DIR/{LOOKUP_KEY_NAME}")
     return key

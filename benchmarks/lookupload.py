@@ -1,0 +1,157 @@
+"""What loading a look-up server without a data dir costs (`lookup-server --key-file`).
+
+    .venv/bin/python benchmarks/lookupload.py [--records 250000] [--members 2] [--servers 2]
+
+`blindmatch serve` with `--servers` look-up server processes that have no data dir (as on
+other machines: a copy of the matcher's lookup.key only). `--members` members each index
+`--records` synthetic CLKs (benchmarks/synthclks.py) through the matcher; the servers,
+empty, drop the changes forwarded to them. The first query then finds them empty and the
+matcher loads each in turn from its memory (`Load`, rpc/lookup_client.py): printed, the
+seconds from that query to the first one answered, and what the matcher's log says of each
+load (records, seconds: from gathering the rows in the matcher to the server's index
+built). Then one server is killed and started again, empty, and re-loaded: the time a
+restarted server is away. The anchor is a look-up server reading the same shards from the
+matcher's index.sqlite (`--data-dir`, on the matcher's machine), timed from its start to
+its first answered query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.cliflow import Served, lookup_server, serve
+from benchmarks.synthclks import CLK_BITS, members
+from blindmatch.client import MatcherClient
+
+FINGERPRINT = b"lookup-load benchmark fingerprint"[:32]
+PURPOSE = "benchmark"
+PUT_CHUNK = 50_000
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answered(served: Served, token: str, clk: np.ndarray) -> float:
+    """Seconds until a query is answered (refused while a look-up server is loaded)."""
+    started = time.perf_counter()
+    with MatcherClient(served.target, token) as client:
+        while True:
+            try:
+                client.query(
+                    "bench", clk.tobytes(), clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                    purpose=PURPOSE,
+                )  # fmt: skip
+                return time.perf_counter() - started
+            except Exception as exc:
+                if "being loaded" not in str(exc) and "being read" not in str(exc):
+                    raise
+                time.sleep(0.05)
+
+
+def loads(served: Served) -> list[str]:
+    return [
+        m.group(0)
+        for line in list(served.log)
+        if (m := re.search(r"shard \d+ of \d+\) loaded with .*", line))
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=250_000, help="per member")
+    parser.add_argument("--members", type=int, default=2)
+    parser.add_argument("--servers", type=int, default=2)
+    args = parser.parse_args()
+    names = [f"m{i}" for i in range(args.members)]
+    clks = members(args.members, args.records, overlap=0.1, seed=3)
+    print(
+        f"lookupload: {args.members} members x {args.records:,} CLKs of {CLK_BITS} bits, "
+        f"{args.servers} look-up servers",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        asked, token = loaded(data, Path(tmp), names, clks, args.servers)
+        anchor(data, asked, token, args.servers)
+
+
+def loaded(
+    data: Path, tmp: Path, names: list[str], clks: list[np.ndarray], of: int
+) -> tuple[np.ndarray, str]:
+    """Index through a matcher whose servers have no data dir; time their loads."""
+    with ExitStack() as stack:
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(of)]
+        served = stack.enter_context(
+            serve(data, *[a for address in addresses for a in ("--lookup-server", address)])
+        )
+        key_file = tmp / "lookup.key"
+        key_file.write_text((data / "lookup.key").read_text())
+        key_file.chmod(0o600)
+        servers = [
+            stack.enter_context(lookup_server(data, f"{i}/{of}", listen=address, key_file=key_file))
+            for i, address in enumerate(addresses)
+        ]
+        with MatcherClient(served.target, served.admin_token) as op:
+            tokens = op.create_project("bench", [*names, "asker"], disclosure="scores").tokens
+            op.set_query_limits("bench", per_minute=1_000_000, per_day=1_000_000)
+        started = time.perf_counter()
+        for name, rows in zip(names, clks, strict=True):
+            with MatcherClient(served.target, tokens[name]) as member:
+                for start in range(0, len(rows), PUT_CHUNK):
+                    part = range(start, min(start + PUT_CHUNK, len(rows)))
+                    member.change_index(
+                        "bench", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                        puts=[(f"{name}-{i}", rows[i].tobytes()) for i in part],
+                    )  # fmt: skip
+        total = sum(len(rows) for rows in clks)
+        print(f"  indexed {total:,} records in {time.perf_counter() - started:.1f} s", flush=True)
+        asked = clks[0][0]
+        first = answered(served, tokens["asker"], asked)
+        print(f"  first query answered after {first:.2f} s (every server loaded, in turn):")
+        for line in loads(served):
+            print(f"    {line}")
+        servers[-1].process.kill()
+        servers[-1].process.wait(timeout=30)
+        stack.enter_context(
+            lookup_server(data, f"{of - 1}/{of}", listen=addresses[-1], key_file=key_file)
+        )
+        again = answered(served, tokens["asker"], asked)
+        print(f"  a restarted server (shard {of - 1} of {of}) answered again after {again:.2f} s:")
+        print(f"    {loads(served)[-1]}")
+        return asked, tokens["asker"]
+
+
+def anchor(data: Path, asked: np.ndarray, token: str, of: int) -> None:
+    """The same shards read from index.sqlite by servers on the matcher's machine, timed
+    from their start to the first query answered."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(of)]
+    with ExitStack() as stack:
+        served = stack.enter_context(
+            serve(data, *[a for address in addresses for a in ("--lookup-server", address)])
+        )
+        for i, address in enumerate(addresses):
+            stack.enter_context(lookup_server(data, f"{i}/{of}", listen=address))
+        took = answered(served, token, asked)
+        print(
+            f"  anchor: {of} servers reading index.sqlite (--data-dir, the matcher's machine) "
+            f"answered {took:.2f} s after they listened (they read in parallel)"
+        )
+
+
+if __name__ == "__main__":
+    main()
