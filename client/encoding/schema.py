@@ -11,6 +11,7 @@ from typing import Any
 from clkhash import field_formats
 from clkhash import schema as clk_schema
 
+from blindmatch.client.encoding.frequency import FrequencyTiers, parse_frequency
 from blindmatch.client.encoding.normalise import DERIVED_OPTIONS, OPTIONS, FieldRule
 from blindmatch.client.errors import InputError
 
@@ -26,6 +27,9 @@ class LinkageSchema:
     field_bits: tuple[int, ...] = ()  # one segment per hashed field; () for record-level
     # Record-level with a fallback CLK: the fields the second CLK leaves out (encoding.encode).
     fallback: tuple[str, ...] = ()
+    # Record-level features hashed with more or fewer insertions by how often their value
+    # occurs in the member's own export (encoding.frequency); () when none.
+    frequency: tuple[FrequencyTiers, ...] = ()
 
     @property
     def field_level(self) -> bool:
@@ -146,6 +150,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     _check_derived(rules, path)
     field_bits = _field_bits(raw, parsed, path)
     fallback = _fallback(raw, rules, bool(field_bits), path)
+    frequency = parse_frequency(raw, parsed, [r.kind for r in rules], bool(field_bits), path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -153,6 +158,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
         rules=rules,
         field_bits=field_bits,
         fallback=fallback,
+        frequency=frequency,
     )
 
 
