@@ -426,7 +426,6 @@ def check_csv(
                 picked, [picked[i] for i in order], secret, chosen,
                 overlap_label=" (this export with its own typos and gaps)",
                 victim_reference=rows,
-                # frequency tiers: the attacker counts its own copy of the whole export
                 attacker_reference=(
                     population.noisy_copy(rows, kinds, seed=3) if schema.frequency else None
                 ),
