@@ -87,6 +87,22 @@ def routes() -> dict[str, dict[str, Any]]:
         HOUSEHOLDS, {"surname": (0.001, 200, 0.005, 100), "given_name": (0.001, 210, 0.005, 100)}
     )
     out["hh+given"] = tiered(HOUSEHOLDS, {"given_name": (0.001, 210, 0.005, 100)})
+    out["hh+mild"] = tiered(
+        HOUSEHOLDS, {"surname": (0.0005, 180, 0.008, 120), "given_name": (0.0005, 180, 0.008, 120)}
+    )
+    out["hh+common"] = tiered(
+        HOUSEHOLDS, {"surname": (0.001, 0, 0.004, 100), "given_name": (0.001, 0, 0.004, 90)}
+    )
+    return out
+
+
+def mixed(first: list[Member], second: list[Member]) -> list[Member]:
+    """Each member's first CLKs from one route and its fallback CLKs from another."""
+    out = []
+    for a, b in zip(first, second, strict=True):
+        half = a.clks.shape[1] - a.fallback_bits // 8
+        clks = np.concatenate([a.clks[:, :half], b.clks[:, half:]], axis=1)
+        out.append(Member(a.name, a.ids, a.rows, clks, a.fallback_bits))
     return out
 
 
@@ -191,7 +207,7 @@ def main() -> int:
     chosen = args.routes or list(all_routes)
     with tempfile.TemporaryDirectory(prefix="blindmatch-frequency-") as tmp:
         paths = {}
-        for name in chosen:
+        for name in {part for n in chosen for part in n.split("/")}:
             paths[name] = Path(tmp) / f"{name}.json"
             paths[name].write_text(json.dumps(all_routes[name]))
         for spec in args.seeds:
@@ -204,16 +220,22 @@ def main() -> int:
             actual = truth.true_hits()
             secret = secret_for(seed)
             default_members = encoded(folder, gen, DEFAULT, secret) if args.leak else []
-            for name in chosen:
-                members = encoded(folder, gen, paths[name], secret)
+            cache: dict[str, list[Member]] = {}
+            for name in chosen:  # "A/B": A's first CLKs with B's fallback CLKs
+                for part in name.split("/"):
+                    if part not in cache:
+                        cache[part] = encoded(folder, gen, paths[part], secret)
+                parts = [cache[p] for p in name.split("/")]
+                members = parts[0] if len(parts) == 1 else mixed(parts[0], parts[1])
                 cells = []
                 for cut in args.cuts:
                     p, r, f = prf(set(linked(members, cut)), actual)
                     cells.append(f"{cut}: {f:.4f} ({p:.4f}/{r:.4f})")
                 print(f"{gen:<10} {seed} {name:<14} " + "  ".join(cells), flush=True)
-                if args.leak and load_schema(paths[name]).frequency:
-                    print("    leak: " + leak(members, paths[name], default_members))
-                    print("    tiers: " + tier_agreement(members, paths[name], truth.entity))
+                last = paths[name.split("/")[-1]]
+                if args.leak and load_schema(last).frequency:
+                    print("    leak: " + leak(members, last, default_members))
+                    print("    tiers: " + tier_agreement(members, last, truth.entity))
     return 0
 
 
