@@ -14,6 +14,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.fingerprint import fingerprint
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import LinkageSchema, load_schema
+from blindmatch.client.encoding.schemacheck import check
 from blindmatch.client.errors import InputError
 from tests.support import NORTH_MAP, PERSON_SCHEMA
 
@@ -105,6 +106,12 @@ def test_the_encode_report_says_what_the_tiers_tell_the_matcher(tmp_path: Path) 
         export(tmp_path, ROWS), schema, load_mapping(tmp_path / "map.toml", schema), b"k"
     )
     assert any("frequency tiers" in w and "popcount" in w for w in result.report.warnings)
+
+
+def test_schema_check_warns_about_the_popcount(tmp_path: Path) -> None:
+    warnings = check(load_schema(tiered_schema(tmp_path))).warnings
+    assert any("surname: frequency tiers" in w and "popcount" in w for w in warnings)
+    assert not any("frequency" in w for w in check(load_schema(PERSON_SCHEMA)).warnings)
 
 
 def test_the_tiers_are_part_of_the_fingerprint(tmp_path: Path) -> None:
