@@ -86,6 +86,9 @@ def routes() -> dict[str, dict[str, Any]]:
     out["hh+both"] = tiered(
         HOUSEHOLDS, {"surname": (0.001, 200, 0.005, 100), "given_name": (0.001, 210, 0.005, 100)}
     )
+    out["hh+common-strong"] = tiered(
+        HOUSEHOLDS, {"surname": (0.001, 0, 0.004, 70), "given_name": (0.001, 0, 0.004, 60)}
+    )
     for name, path in (("frequency", "person-uk-frequency.json"),
                        ("household-frequency", "person-uk-households-frequency.json")):  # fmt: skip
         out[name] = json.loads((ROOT / "benchmarks" / "data" / path).read_text())
