@@ -136,3 +136,21 @@ def test_the_tiers_are_part_of_the_fingerprint(tmp_path: Path) -> None:
 def test_frequency_mistakes_are_named(tmp_path: Path, field: str, tiers: Any, message: str) -> None:
     with pytest.raises(InputError, match=rf"feature '{field}'.*{message}"):
         load_schema(tiered_schema(tmp_path, field, tiers))
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [("person-uk-frequency.json", "person-uk.json"),
+     ("person-uk-households-frequency.json", "person-uk-households.json")],
+)  # fmt: skip
+def test_the_benchmark_schemas_are_their_base_with_tiers(name: str, base: str) -> None:
+    """The grid's `frequency` flows (docs/evaluation.md) differ from the shipped schemas they
+    extend only by `blindmatch.frequency`."""
+    root = PERSON_SCHEMA.parent.parent
+    tiered = json.loads((root / "benchmarks" / "data" / name).read_text())
+    assert load_schema(root / "benchmarks" / "data" / name).frequency
+    for feature in tiered["features"]:
+        feature.get("blindmatch", {}).pop("frequency", None)
+        if feature.get("blindmatch") == {}:
+            del feature["blindmatch"]
+    assert tiered == json.loads((root / "schemas" / base).read_text())
