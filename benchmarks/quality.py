@@ -28,7 +28,9 @@ files:
   default until the candidate layout replaced it (issue 21; docs/schema.md); with
   `--flows`, also **no-fallback** (the default without its fallback CLK),
   **original-no-fallback** and **household-weights** (schemas/person-uk-households.json:
-  the default with fewer bits on surname, postcode and `names`).
+  the default with fewer bits on surname, postcode and `names`), **frequency** and
+  **household-frequency** (benchmarks/data/person-uk-frequency.json and
+  person-uk-households-frequency.json: `blindmatch.frequency` tiers, docs/evaluation.md).
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
   the largest export: the share of records its worst attack re-identifies.
 
@@ -68,6 +70,11 @@ SCHEMA_FLOWS = {
     "original-no-fallback": ROOT / "schemas" / "person-uk-original-no-fallback.json",
     # The default with fewer bits on what a household shares (issue 21 item 1, docs/schema.md).
     "household-weights": ROOT / "schemas" / "person-uk-households.json",
+    # Frequency tiers counted by each member over its own export (issue 21 item 1; not
+    # shipped: docs/evaluation.md, "Frequency tiers"): on the given name of the default,
+    # and common-value tiers on both names of the household weights.
+    "frequency": ROOT / "benchmarks" / "data" / "person-uk-frequency.json",
+    "household-frequency": ROOT / "benchmarks" / "data" / "person-uk-households-frequency.json",
 }
 FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, "splink"]
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from clkhash.schema import Schema
 
 from blindmatch.client.encoding.fieldlevel import encode_field_level
 from blindmatch.client.encoding.fingerprint import fingerprint, schema_digest
+from blindmatch.client.encoding.frequency import row_bits, with_bits
 from blindmatch.client.encoding.harden import (
     Hardening,
     encode_records,
@@ -181,6 +184,13 @@ def encode_csv(
             "blindmatch.fallback (for the default: schemas/person-uk-no-fallback.json) costs "
             f"about 1 F1 point where records lack {'/'.join(schema.fallback)}"
         )
+    if schema.frequency:
+        report.warnings.append(
+            "weaker privacy: frequency tiers (blindmatch.frequency on "
+            f"{', '.join(t.field for t in schema.frequency)}): a rare value makes more bits, "
+            "a common one fewer, so the linkage service can tell from a CLK's popcount "
+            "roughly whether the record carries a rare or a common name (docs/schema.md)"
+        )
     if schema.field_level and not hardening.is_none:
         raise InputError(
             f"{schema.path}: blindmatch.hardening is not supported with field-level schemas yet; "
@@ -194,14 +204,8 @@ def encode_csv(
                 rows, encoding_schema, schema.field_bits, secret, callback=bar.update
             )
         else:
-            clks = encode_records(
-                rows,
-                encoding_schema,
-                secret,
-                hardening,
-                field_names=schema.field_names,
-                callback=bar.update,
-                max_workers=max_workers,
+            clks = encode_first(
+                rows, schema, secret, hardening, callback=bar.update, max_workers=max_workers
             ).tobytes()
     finally:
         bar.close()
@@ -247,9 +251,11 @@ def encode_fallback(
     hardening: Hardening,
     *,
     max_workers: int | None = None,
+    reference: Sequence[Sequence[str]] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Each row's fallback CLK: record-level, without the schema's `fallback` fields,
-    under keys of its own; (rows, bits/8) bytes."""
+    under keys of its own; (rows, bits/8) bytes. Frequency tiers are counted over
+    `reference` (the whole export) when given, else over `rows`."""
     if hardening.salt_field in schema.fallback:
         raise InputError(
             f"{schema.path}: blindmatch.hardening salts with {hardening.salt_field}, which the "
@@ -264,14 +270,85 @@ def encode_fallback(
     left_out = [schema.field_names.index(name) for name in schema.fallback]
     sentinels = {i: schema.missing_sentinel(i) for i in left_out}
     reduced = [[sentinels.get(i, v) for i, v in enumerate(row)] for row in rows]
-    return encode_records(
+    return _encode_tiered(
         reduced,
+        schema,
         encoding_schema,
         secret,
         hardening,
-        field_names=schema.field_names,
+        reference=rows if reference is None else reference,
         max_workers=max_workers,
     )
+
+
+def encode_first(
+    rows: Sequence[Sequence[str]],
+    schema: LinkageSchema,
+    secret: bytes,
+    hardening: Hardening,
+    *,
+    callback: Callable[[int], None] | None = None,
+    max_workers: int | None = None,
+    reference: Sequence[Sequence[str]] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Each row's (first) record-level CLK, hardened, with the schema's frequency tiers
+    counted over `reference` (the whole export) when given, else over `rows`
+    (encoding.frequency); (rows, bits/8) bytes."""
+    return _encode_tiered(
+        rows,
+        schema,
+        schema.for_encoding(),
+        secret,
+        hardening,
+        reference=rows if reference is None else reference,
+        callback=callback,
+        max_workers=max_workers,
+    )
+
+
+def _encode_tiered(
+    rows: Sequence[Sequence[str]],
+    schema: LinkageSchema,
+    encoding_schema: Schema,
+    secret: bytes,
+    hardening: Hardening,
+    *,
+    reference: Sequence[Sequence[str]],
+    callback: Callable[[int], None] | None = None,
+    max_workers: int | None = None,
+) -> npt.NDArray[np.uint8]:
+    """`encode_records`, with each row's tiered features hashed at its tier's insertions:
+    the rows of one combination of tiers are encoded together under a schema copy."""
+    if not schema.frequency or not rows:
+        return encode_records(
+            rows,
+            encoding_schema,
+            secret,
+            hardening,
+            field_names=schema.field_names,
+            callback=callback,
+            max_workers=max_workers,
+        )
+    sentinels = [schema.missing_sentinel(t.index) for t in schema.frequency]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, bits in enumerate(row_bits(rows, schema.frequency, sentinels, reference)):
+        groups.setdefault(bits, []).append(i)
+    out: npt.NDArray[np.uint8] | None = None
+    for bits, members in sorted(groups.items()):
+        part = encode_records(
+            [rows[i] for i in members],
+            with_bits(encoding_schema, schema.frequency, bits),
+            secret,
+            hardening,
+            field_names=schema.field_names,
+            callback=callback,
+            max_workers=max_workers,
+        )
+        if out is None:
+            out = np.zeros((len(rows), part.shape[1]), dtype=np.uint8)
+        out[members] = part
+    assert out is not None
+    return out
 
 
 __all__ = [
@@ -282,6 +359,7 @@ __all__ = [
     "OnDuplicate",
     "encode_csv",
     "encode_fallback",
+    "encode_first",
     "read_rows",
     "read_secret",
 ]

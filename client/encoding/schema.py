@@ -11,6 +11,7 @@ from typing import Any
 from clkhash import field_formats
 from clkhash import schema as clk_schema
 
+from blindmatch.client.encoding.frequency import FrequencyTiers, parse_frequency
 from blindmatch.client.encoding.normalise import DERIVED_OPTIONS, OPTIONS, FieldRule
 from blindmatch.client.errors import InputError
 
@@ -28,6 +29,9 @@ class LinkageSchema:
     fallback: tuple[str, ...] = ()
     # The two-server mode's keyed blocking, (bits a band, bands a CLK), when the schema sets it.
     twoserver: tuple[int, int] | None = None
+    # Record-level features hashed with more or fewer insertions by how often their value
+    # occurs in the member's own export (encoding.frequency); () when none.
+    frequency: tuple[FrequencyTiers, ...] = ()
 
     @property
     def field_level(self) -> bool:
@@ -149,6 +153,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     field_bits = _field_bits(raw, parsed, path)
     fallback = _fallback(raw, rules, bool(field_bits), path)
     twoserver = _twoserver(raw, bool(field_bits), path)
+    frequency = parse_frequency(raw, parsed, [r.kind for r in rules], bool(field_bits), path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -157,6 +162,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
         field_bits=field_bits,
         fallback=fallback,
         twoserver=twoserver,
+        frequency=frequency,
     )
 
 

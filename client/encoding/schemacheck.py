@@ -195,6 +195,16 @@ def check(schema: LinkageSchema) -> SchemaCheck:
                 f"{f.name} is compared exactly but takes {share:.0%} of the bit budget; "
                 "a field with few values (sex, say) carries little identity"
             )
+    for t in schema.frequency:
+        tiers = [
+            f"rare {t.rare_bits}" if t.rare_bits else "",
+            f"common {t.common_bits}" if t.common_bits else "",
+        ]
+        warn(
+            f"{t.field}: frequency tiers ({', '.join(x for x in tiers if x)} insertions "
+            f"instead of {t.base_bits}): a record's popcount tells the linkage service "
+            f"whether its {t.field} is rare or common in the member's export (docs/schema.md)"
+        )
     return result
 
 

@@ -25,12 +25,17 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding.encode import EncodeReport, encode_fallback, read_rows, read_secret
+from blindmatch.client.encoding.encode import (
+    EncodeReport,
+    encode_fallback,
+    encode_first,
+    read_rows,
+    read_secret,
+)
 from blindmatch.client.encoding.fieldlevel import encode_field_level
 from blindmatch.client.encoding.harden import (
     Hardening,
     encode_fields,
-    encode_records,
     hardening_from_raw,
 )
 from blindmatch.client.encoding.mapping import load_mapping
@@ -273,9 +278,7 @@ def attack_encodings(
     enc_schema = schema.for_encoding()
     results: list[AttackResult] = []
     if level in ("record", "both") and targets:
-        clks = encode_records(
-            rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
-        )
+        clks = encode_first(rows, schema, secret, hardening, max_workers=1)
         results.extend(_attack_clks(clks, [t for _, t in targets], hardening, attacks, "record"))
         if schema.fallback:
             # The fallback CLK encodes every field but the left-out ones: attack those.
@@ -422,6 +425,10 @@ def check_csv(
                 schema, victim_rows, [noisy[i] for i in order],
                 picked, [picked[i] for i in order], secret, chosen,
                 overlap_label=" (this export with its own typos and gaps)",
+                victim_reference=rows,
+                attacker_reference=(
+                    population.noisy_copy(rows, kinds, seed=3) if schema.frequency else None
+                ),
             )
         )  # fmt: skip
     return CheckReport(

@@ -14,9 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding.encode import EncodeReport, encode_fallback, read_rows
+from blindmatch.client.encoding.encode import (
+    EncodeReport,
+    encode_fallback,
+    encode_first,
+    read_rows,
+)
 from blindmatch.client.encoding.fieldlevel import encode_field_level
-from blindmatch.client.encoding.harden import Hardening, encode_records
+from blindmatch.client.encoding.harden import Hardening
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.tools.privacy import population
@@ -36,22 +41,25 @@ GRAPH_RECORDS = 2000
 
 
 def upload_views(
-    schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes, hardening: Hardening
+    schema: LinkageSchema,
+    rows: Sequence[Sequence[str]],
+    secret: bytes,
+    hardening: Hardening,
+    reference: Sequence[Sequence[str]] | None = None,
 ) -> list[npt.NDArray[np.uint8]]:
     """What one member uploads, as encodings the matcher can compare pairwise: the CLKs (a
-    field-level schema's whole CLK), and the fallback CLKs when the schema has them."""
+    field-level schema's whole CLK), and the fallback CLKs when the schema has them.
+    `reference`: the whole export `rows` were sampled from (frequency tiers count it)."""
     enc_schema = schema.for_encoding()
     if schema.field_level:
         clks = encode_field_level(rows, enc_schema, schema.field_bits, secret)
         return [np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), -1)]
-    views = [
-        encode_records(
-            rows, enc_schema, secret, hardening, field_names=schema.field_names, max_workers=1
-        )
-    ]
+    views = [encode_first(rows, schema, secret, hardening, max_workers=1, reference=reference)]
     if schema.fallback:
         views.append(
-            encode_fallback(list(map(list, rows)), schema, secret, hardening, max_workers=1)
+            encode_fallback(
+                list(map(list, rows)), schema, secret, hardening, max_workers=1, reference=reference
+            )
         )
     return views
 
@@ -67,17 +75,24 @@ def graph_attacks(
     *,
     known: Sequence[int] = KNOWN_PAIRS,
     overlap_label: str = "",
+    victim_reference: Sequence[Sequence[str]] | None = None,
+    attacker_reference: Sequence[Sequence[str]] | None = None,
 ) -> list[AttackResult]:
     """The graph-matching attack (client.tools.privacy.graph) on what the schema uploads.
 
     The victim's rows are encoded under `secret`; the attacker's under a key of its
     own, with the same (public) schema and hardening. One result per number of known
-    pairs; the people (entity ids) only score the claims.
+    pairs; the people (entity ids) only score the claims. The references are the
+    whole exports the rows were sampled from (a frequency-tiered schema counts them).
     """
     attacker_secret = secrets.token_bytes(32)
-    victim = [bit_similarity(v) for v in upload_views(schema, victim_rows, secret, hardening)]
+    victim = [
+        bit_similarity(v)
+        for v in upload_views(schema, victim_rows, secret, hardening, victim_reference)
+    ]
     attacker = [
-        bit_similarity(v) for v in upload_views(schema, attacker_rows, attacker_secret, hardening)
+        bit_similarity(v)
+        for v in upload_views(schema, attacker_rows, attacker_secret, hardening, attacker_reference)
     ]
     encoding = "field" if schema.field_level else "record"
     if len(victim) > 1:
