@@ -37,7 +37,6 @@ does, on realistic encodings); the band setting is the one it found for recall 0
 from __future__ import annotations
 
 import argparse
-import hashlib
 import secrets
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.encoding.sharing import band_positions
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
@@ -73,17 +73,15 @@ def informative_mask(clks: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
 
 def victim_counts(clks: npt.NDArray[np.uint8], r: int, bands: int, key: bytes) -> sp.csr_matrix:
     """The matcher's view: c_ij, the bands (r informative positions each, drawn from the
-    secret) in which records i and j have equal keys. Equal HMACs are equal bits, so the keys
-    here are the bits themselves."""
+    secret by the shipped client's `band_positions`) in which records i and j have equal keys.
+    Equal HMACs are equal bits (up to a 2^-64 chance), so the keys here are the bits themselves."""
     bits = bits_little(clks)
     pool = np.flatnonzero(informative_mask(clks))
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     weights = (1 << np.arange(r, dtype=np.int64)).astype(np.int64)
     rows, cols = [], []
     groups = 0
     n = len(clks)
-    for _ in range(bands):
-        pos = rng.choice(pool, r, replace=False)
+    for pos in band_positions(key, pool, r, bands):
         keys = bits[:, pos].astype(np.int64) @ weights
         _u, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2
