@@ -24,7 +24,9 @@ against an attacker who builds the same view from its own plaintext.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import random
 import secrets
 import sys
 import tempfile
@@ -36,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.stats import norm
 
+from benchmarks.collision_attack import mutual_best
 from benchmarks.graph_attack import band_keys, with_fallback
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
@@ -52,6 +56,7 @@ from blindmatch.client.tools.privacy.graph import (
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 
 ROOT = Path(__file__).resolve().parent.parent
+Floats = npt.NDArray[np.float32]
 
 
 def candidates(keys_a: np.ndarray, keys_b: np.ndarray) -> npt.NDArray[np.intp]:
@@ -108,6 +113,223 @@ def two_hop(n_a: int, n_b: int, pairs: np.ndarray, dice: np.ndarray) -> np.ndarr
     return _double_centred(m @ m.T)
 
 
+# --- The attack built for C's view: trilateration from Dice to the other member's records ---
+
+LEVEL = 0.02  # width of a Dice level
+SAME = int(1 / LEVEL) + 2  # the level index of "the same person" (p == q in the attacker's data)
+COARSE = np.array([0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01])  # signature bins
+EPS = 0.05  # outlier share of the noise model
+
+
+def levels(d: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
+    return np.minimum(np.floor(np.asarray(d) / LEVEL).astype(np.intp), SAME - 1)
+
+
+@dataclasses.dataclass
+class CombinerView:
+    """What C holds: the cross-member candidate pairs (row of A, row of B), their exact Dice,
+    and every record's popcount (the members send them to C)."""
+
+    n_a: int
+    n_b: int
+    pairs: npt.NDArray[np.intp]
+    dice: npt.NDArray[np.float64]
+    pop_a: npt.NDArray[np.int64]
+    pop_b: npt.NDArray[np.int64]
+
+    def flipped(self) -> CombinerView:
+        return CombinerView(
+            self.n_b, self.n_a, self.pairs[:, ::-1].copy(), self.dice, self.pop_b, self.pop_a
+        )
+
+
+@dataclasses.dataclass
+class Model:
+    """The attacker's model of C's view, from its own plaintext of A's and B's people (`own`:
+    its encodings under its own key, one record a person) and the public blocking setting:
+    for each pair (p, q) of its records, the chance that blocking makes them candidates
+    (1 - (1 - P_band)^b, P_band the chance r random positions all agree) and the level of
+    their Dice; and its noise model: a victim candidate's Dice level given the attacker's
+    level (Gaussian, fitted, with an outlier floor), p == q (the same person in both members)
+    being a level of its own."""
+
+    level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
+    logit_pc: Floats  # (N, N) log Pc - log(1 - Pc)
+    log_miss: Floats  # (N, N) log(1 - Pc)
+    table: Floats  # (SAME + 1, SAME + 1): log P(victim level k | attacker level l)
+    coarse: Floats  # (SAME + 1, len(COARSE) - 1): P(victim coarse bin | attacker level)
+    pop: npt.NDArray[np.int64]  # the attacker's popcounts
+    pop_sigma: float
+
+
+def fit_model(
+    own: npt.NDArray[np.uint8], r: int, bands: int, view: CombinerView,
+    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
+) -> Model:  # fmt: skip
+    """The attacker's model. Its noise parameters are fitted on the true alignment, which an
+    attacker would estimate by re-encoding noisy copies of its own plaintext: a generous
+    calibration, as an attacker's best case should be."""
+    bits = np.unpackbits(own, axis=1).astype(np.float32)
+    width = bits.shape[1]
+    pop = bits.sum(axis=1)
+    inter = bits @ bits.T
+    ham = np.rint(pop[:, None] + pop[None, :] - 2 * inter).astype(np.int16)
+    dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
+    del inter
+    agree = width - np.arange(width + 1, dtype=np.float64)
+    p_band = np.ones(width + 1)
+    for k in range(r):
+        p_band *= np.clip(agree - k, 0, None) / (width - k)
+    pc = np.clip(1 - (1 - p_band) ** bands, 1e-9, 1 - 1e-6)
+    log_miss = np.log1p(-pc).astype(np.float32)[ham]
+    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[ham]
+    level = levels(dice).astype(np.int8)
+    np.fill_diagonal(level, SAME)
+    # noise: the victim's Dice against the attacker's for the true alignment of candidates
+    ta, tb = truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]
+    same = ta == tb
+    resid = view.dice[~same] - dice[ta[~same], tb[~same]]
+    mu, sigma = float(np.median(resid)), float(1.4826 * np.median(np.abs(resid - np.median(resid))))
+    same_d = view.dice[same] if same.any() else np.array([0.95])
+    mu_s = float(np.median(same_d))
+    sigma_s = float(1.4826 * np.median(np.abs(same_d - mu_s))) + LEVEL
+    centres = (np.arange(SAME + 1) + 0.5) * LEVEL
+    centres[SAME] = 1.0
+    edges = np.arange(SAME + 1) * LEVEL
+    table = np.empty((SAME + 1, SAME + 1))
+    coarse = np.empty((SAME + 1, len(COARSE) - 1))
+    for lv in range(SAME + 1):
+        m, s = (mu_s, sigma_s) if lv == SAME else (centres[lv] + mu, sigma + LEVEL / 2)
+        cdf = norm.cdf(np.append(edges, np.inf), m, s)
+        mass = np.diff(cdf)
+        mass[SAME - 1] += mass[SAME]  # Dice 1 sits in the top level
+        mass[SAME] = 0.0
+        probs = (1 - EPS) * mass + EPS / SAME
+        table[:, lv] = np.log(probs)
+        coarse[lv] = np.diff(norm.cdf(COARSE, m, s))
+    pr = view.pop_a - pop[truth_a]
+    pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
+    return Model(
+        level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
+        pop.astype(np.int64), pop_sigma,
+    )  # fmt: skip
+
+
+def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
+              theirs: npt.NDArray[np.intp]) -> Floats:  # fmt: skip
+    """(victim record of A, attacker record of A's people): log-likelihood of the record's
+    popcount and of its histogram of candidates' Dice (coarse bins; the count in each Poisson)
+    given the attacker record's popcount and expected histogram against B's people. No seed
+    needed: this is the blind start."""
+    hist = np.zeros((view.n_a, len(COARSE) - 1), dtype=np.float32)
+    bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
+    np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
+    lev = model.level[np.ix_(mine, theirs)].astype(np.intp)
+    pc = 1 - np.exp(model.log_miss[np.ix_(mine, theirs)])
+    nl = SAME + 1
+    by_level = np.bincount(
+        (np.arange(len(mine))[:, None] * nl + lev).ravel(), weights=pc.ravel(),
+        minlength=len(mine) * nl,
+    ).reshape(len(mine), nl)  # fmt: skip
+    expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
+    ll = hist @ np.log(expected).T - expected.sum(axis=1)[None, :]
+    z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
+    ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
+    return ll.astype(np.float32)
+
+
+class Trilateration:
+    """Scores of (victim record of A, attacker record among A's people) from the seeds of B:
+    for each seeded record b (identity q), a's Dice to b if they are candidates (its level's
+    likelihood under the attacker's level for (p, q), and the chance they block together),
+    else the chance they do not."""
+
+    def __init__(self, view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
+                 prior: Floats) -> None:  # fmt: skip
+        self.view, self.model, self.mine = view, model, mine
+        self.score = prior.copy()
+        lev = levels(view.dice)
+        self.by_level = {
+            int(k): sp.csr_matrix(
+                (np.ones(int((lev == k).sum()), np.float32),
+                 (view.pairs[lev == k, 0], view.pairs[lev == k, 1])),
+                shape=(view.n_a, view.n_b),
+            )
+            for k in np.unique(lev)
+        }  # fmt: skip
+
+    def add(self, seeds_b: dict[int, int]) -> None:
+        """New seeds of B (row of B -> the attacker's record, an index of its data)."""
+        if not seeds_b:
+            return
+        rows = np.array(list(seeds_b), dtype=np.intp)
+        ids = np.array(list(seeds_b.values()), dtype=np.intp)
+        lev = self.model.level[np.ix_(self.mine, ids)].astype(np.intp)  # (|mine|, S)
+        logit = self.model.logit_pc[np.ix_(self.mine, ids)]
+        self.score += self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
+        for k, mat in self.by_level.items():
+            cols = mat[:, rows]
+            if not cols.nnz:
+                continue
+            w = self.model.table[k][lev] + logit  # (|mine|, S)
+            self.score += np.asarray(cols @ w.T, dtype=np.float32)
+
+    def centred(self) -> Floats:
+        return self.score - self.score.mean(axis=1, keepdims=True)
+
+
+def trilaterate(
+    view: CombinerView, model: Model, in_a: npt.NDArray[np.intp], in_b: npt.NDArray[np.intp],
+    known_a: dict[int, int], known_b: dict[int, int], blind: int, margin: float, cap: int,
+) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:  # fmt: skip
+    """Alternating seed propagation over both members. Seeds: the known pairs (rows -> indices
+    of the attacker's data) and, on each side, the `blind` most confident mutual best matches
+    of the signature. Each round the mutual best matches of each side with at least `margin`
+    nats over the runner-up join (most confident first, at most as many as that side has
+    seeds) and rescore the other side. Returns the claims on A and on B (rows -> attacker
+    indices), and A's blind seeds."""
+    flipped = view.flipped()
+    sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
+    pos_a = {int(p): j for j, p in enumerate(in_a)}
+    pos_b = {int(p): j for j, p in enumerate(in_b)}
+    seeds_a = {i: pos_a[p] for i, p in known_a.items()}
+    seeds_b = {i: pos_b[p] for i, p in known_b.items()}
+    blind_a: dict[int, int] = {}
+    if blind:
+        for sig, seeds, out in ((sig_a, seeds_a, blind_a), (sig_b, seeds_b, None)):
+            centred = sig - sig.mean(axis=1, keepdims=True)
+            found = mutual_best(centred, seeds, 0.0)[:blind]
+            chosen = {i: p for _m, i, p in found}
+            seeds.update(chosen)
+            if out is not None:
+                out.update(chosen)
+    tri_a = Trilateration(view, model, in_a, sig_a)
+    tri_b = Trilateration(flipped, model, in_b, sig_b)
+    tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
+    tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
+    for _round in range(100):
+        if len(seeds_a) + len(seeds_b) >= cap:
+            break
+        new_a = mutual_best(tri_a.centred(), seeds_a, margin)[: max(10, len(seeds_a))]
+        new_b = mutual_best(tri_b.centred(), seeds_b, margin)[: max(10, len(seeds_b))]
+        if not new_a and not new_b:
+            break
+        add_a = {i: j for _m, i, j in new_a}
+        add_b = {i: j for _m, i, j in new_b}
+        seeds_a.update(add_a)
+        seeds_b.update(add_b)
+        tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
+        tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
+    claims_a, claims_b = dict(seeds_a), dict(seeds_b)
+    claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
+    claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
+    return (
+        {i: int(in_a[j]) for i, j in claims_a.items()},
+        {i: int(in_b[j]) for i, j in claims_b.items()},
+        {i: int(in_a[j]) for i, j in blind_a.items()},
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1000)
@@ -119,19 +341,49 @@ def main() -> int:
         help="candidate pairs run through the simulated protocol (checked and timed); the "
         "attack reads every candidate's Dice, which the check shows C computes exactly",
     )  # fmt: skip
+    parser.add_argument(
+        "--attack",
+        choices=("graph", "trilateration", "both"),
+        default="both",
+        help="the graph-matching attack on C's view, the trilateration attack built for it, "
+        "or both",
+    )
+    parser.add_argument("--known", type=int, nargs="+", default=[0, 50])
+    parser.add_argument(
+        "--blind-seeds",
+        type=int,
+        default=50,
+        help="trilateration: the signature's most confident mutual best matches taken as "
+        "seeds on each side (popcount and histogram of candidates' Dice)",
+    )
+    parser.add_argument("--margin", type=float, default=3.0, help="trilateration: nats")
+    parser.add_argument("--cap", type=int, default=20_000, help="trilateration: most seeds")
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         # Member A (the victim), member B (another force: half the same people), and the
-        # attacker's plaintext of A's people (its own errors).
+        # attacker's plaintext of every person of A and B (one record a person, its own
+        # errors). write_pair draws A's and B's people from population(size + extra, seed);
+        # the attacker's are the same people (the same call), exported again.
         first = population.write_pair(Path(tmp) / "ab", args.seed, args.records, 0.5)
-        second = population.write_pair(Path(tmp) / "ap", args.seed, args.records, 1.0)
+        extra = args.records - round(0.5 * args.records)
+        people = population.population(args.records + extra, args.seed)
+        rng = random.Random(args.seed + 11)
+        rows_u = [
+            population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)
+        ]
+        population.write_csv(Path(tmp) / "ab" / "plaintext.csv", rows_u)
+        own = population.Export(
+            Path(tmp) / "ab" / "plaintext.csv",
+            first.victim.mapping,
+            {row["id"]: q.entity for row, q in zip(rows_u, people, strict=True)},
+        )
         loaded = []
-        for export in (first.victim, first.attacker, second.attacker):
+        for export in (first.victim, first.attacker, own):
             mapping = load_mapping(export.mapping, schema)
             ids, rows = read_rows(export.csv, schema, mapping, EncodeReport(""))
             loaded.append((rows, [export.truth[i] for i in ids]))
-    (a_rows, a_people), (b_rows, _b_people), (p_rows, p_people) = loaded
+    (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))
     keys_a, keys_b = band_keys(a, args.r, args.b, key), band_keys(b, args.r, args.b, key)
@@ -146,28 +398,76 @@ def main() -> int:
         f"{len(pairs)} candidate pairs ({len(pairs) / len(a):.1f} per record of A, "
         f"{len(pairs) / (len(a) * len(b)):.2%} of cross pairs); C's Dice = plaintext Dice on "
         f"all {len(run):,} run through the protocol; {sent / len(run):.0f} bytes to C per pair; "
-        f"{1e6 * seconds / len(run):.0f} us per pair (numpy, one process, all three parties)"
+        f"{1e6 * seconds / len(run):.0f} us per pair (numpy, one process, all three parties)",
+        flush=True,
     )
-    # The attacker's same view of its own plaintext: its encodings against themselves, blocked
-    # by its own keyed LSH.
     own_key = secrets.token_bytes(32)
-    p = upload_views(schema, p_rows, own_key, NONE)[0]
-    keys_p = band_keys(p, args.r, args.b, own_key)
-    own_pairs = candidates(keys_p, keys_p)
-    own_pairs = own_pairs[own_pairs[:, 0] != own_pairs[:, 1]]
-    inter = np.bitwise_count(p[own_pairs[:, 0]] & p[own_pairs[:, 1]]).sum(1)
-    total = np.bitwise_count(p[own_pairs[:, 0]]).sum(1) + np.bitwise_count(p[own_pairs[:, 1]]).sum(
-        1
-    )
-    victim = [two_hop(len(a), len(b), pairs, dice)]
-    attacker = [two_hop(len(p), len(p), own_pairs, 2 * inter / total)]
-    for count in (0, 50):
-        known = known_pairs(a_people, p_people, count, seed=count)
-        scored = score_matching(match_graphs(victim, attacker, known), a_people, p_people, known)
+    u = upload_views(schema, u_rows, own_key, NONE)[0]
+    where = {q: k for k, q in enumerate(u_people)}
+    truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
+    truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
+    if args.attack in ("graph", "both"):
+        # The graph-matching attack: the attacker's same view of its plaintext of A's people,
+        # its encodings against themselves, blocked by its own keyed LSH.
+        p = u[np.sort(truth_a)]
+        p_people = [u_people[k] for k in np.sort(truth_a)]
+        keys_p = band_keys(p, args.r, args.b, own_key)
+        own_pairs = candidates(keys_p, keys_p)
+        own_pairs = own_pairs[own_pairs[:, 0] != own_pairs[:, 1]]
+        inter = np.bitwise_count(p[own_pairs[:, 0]] & p[own_pairs[:, 1]]).sum(1)
+        total = np.bitwise_count(p[own_pairs[:, 0]]).sum(1) + np.bitwise_count(
+            p[own_pairs[:, 1]]
+        ).sum(1)
+        victim = [two_hop(len(a), len(b), pairs, dice)]
+        attacker = [two_hop(len(p), len(p), own_pairs, 2 * inter / total)]
+        for count in args.known:
+            known = known_pairs(a_people, p_people, count, seed=count)
+            scored = score_matching(
+                match_graphs(victim, attacker, known), a_people, p_people, known
+            )
+            print(
+                f"graph matching on C's view, {count} known pairs: {scored.rate:.1%} of A's "
+                f"records (claim precision {scored.precision:.1%})",
+                flush=True,
+            )
+    if args.attack in ("trilateration", "both"):
+        t0 = time.process_time()
+        pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
+        view = CombinerView(len(a), len(b), pairs, dice, pop_a, pop_b)
+        model = fit_model(u, args.r, args.b, view, truth_a, truth_b)
+        in_a, in_b = np.sort(truth_a), np.sort(truth_b)
         print(
-            f"graph matching on C's view, {count} known pairs: {scored.rate:.1%} of A's records "
-            f"(claim precision {scored.precision:.1%})"
+            f"trilateration: the attacker's plaintext holds {len(u):,} people (all of A's and "
+            f"B's); model {time.process_time() - t0:.0f} CPU s",
+            flush=True,
         )
+        for count in args.known:
+            t1 = time.process_time()
+            known_a = known_pairs(a_people, u_people, count, seed=count)
+            known_b = known_pairs(b_people, u_people, count, seed=count + 1)
+            claims_a, claims_b, blind_a = trilaterate(
+                view, model, in_a, in_b, known_a, known_b, args.blind_seeds, args.margin,
+                args.cap,
+            )  # fmt: skip
+            good = sum(1 for i, q in blind_a.items() if truth_a[i] == q)
+            out = []
+            for claims, known, truth in (
+                (claims_a, known_a, truth_a),
+                (claims_b, known_b, truth_b),
+            ):
+                claimed = {i: q for i, q in claims.items() if i not in known}
+                right = sum(1 for i, q in claimed.items() if truth[i] == q)
+                covered = len(truth) - len(known)
+                out.append(
+                    f"{right / covered:.2%} ({right} of {covered:,}; {len(claimed)} claims, "
+                    f"precision {right / len(claimed) if claimed else 1:.1%})"
+                )
+            print(
+                f"trilateration on C's view, {count} known pairs in each member "
+                f"({len(blind_a)} blind seeds in A, {good} right): A {out[0]}; B {out[1]}; "
+                f"{time.process_time() - t1:.0f} CPU s",
+                flush=True,
+            )
     return 0
 
 
