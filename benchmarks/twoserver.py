@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
 from benchmarks.collision_attack import mutual_best
@@ -166,49 +167,67 @@ def fit_model(
     own: npt.NDArray[np.uint8], r: int, bands: int, view: CombinerView,
     truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
 ) -> Model:  # fmt: skip
-    """The attacker's model. Its noise parameters are fitted on the true alignment, which an
-    attacker would estimate by re-encoding noisy copies of its own plaintext: a generous
-    calibration, as an attacker's best case should be."""
+    """The attacker's model. Its calibration (the chance a pair blocks together, and the
+    victim's Dice level, given the attacker's Dice level for the pair) is counted on the true
+    alignment, smoothed towards a Gaussian; an attacker would estimate both by re-encoding
+    noisy copies of its own plaintext under the public blocking setting: a generous
+    calibration, as an attacker's best case should be. `r` and `bands` shape the prior only."""
     bits = np.unpackbits(own, axis=1).astype(np.float32)
     width = bits.shape[1]
     pop = bits.sum(axis=1)
     inter = bits @ bits.T
-    ham = np.rint(pop[:, None] + pop[None, :] - 2 * inter).astype(np.int16)
     dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
     del inter
-    agree = width - np.arange(width + 1, dtype=np.float64)
-    p_band = np.ones(width + 1)
-    for k in range(r):
-        p_band *= np.clip(agree - k, 0, None) / (width - k)
-    pc = np.clip(1 - (1 - p_band) ** bands, 1e-9, 1 - 1e-6)
-    log_miss = np.log1p(-pc).astype(np.float32)[ham]
-    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[ham]
     level = levels(dice).astype(np.int8)
     np.fill_diagonal(level, SAME)
-    # noise: the victim's Dice against the attacker's for the true alignment of candidates
+    nl = SAME + 1
+    # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
+    # towards the bit-sampling curve at the level's Dice)
+    lev_all = level[np.ix_(truth_a, truth_b)].astype(np.intp)
+    lev_cand = lev_all[view.pairs[:, 0], view.pairs[:, 1]]
+    n_all = np.bincount(lev_all.ravel(), minlength=nl).astype(np.float64)
+    n_cand = np.bincount(lev_cand, minlength=nl).astype(np.float64)
+    del lev_all
+    centres = (np.arange(nl) + 0.5) * LEVEL
+    centres[SAME] = 1.0
+    agree = np.clip(1 - (1 - centres) * 0.5, 0, 1)  # rough bit agreement at that Dice
+    prior = np.clip(1 - (1 - agree**r) ** bands, 1e-4, 1 - 1e-4)
+    pc = np.clip((n_cand + 2 * prior) / (n_all + 2), 1e-6, 1 - 1e-6)
+    log_miss = np.log1p(-pc).astype(np.float32)[level]
+    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[level]
+    # Dice noise: the victim level of true-aligned candidates against the attacker's level
     ta, tb = truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]
+    k_v = levels(view.dice)
+    hist = np.zeros((nl, nl))
+    np.add.at(hist, (k_v, lev_cand), 1.0)
     same = ta == tb
     resid = view.dice[~same] - dice[ta[~same], tb[~same]]
-    mu, sigma = float(np.median(resid)), float(1.4826 * np.median(np.abs(resid - np.median(resid))))
+    mu = float(np.median(resid))
+    sigma = float(1.4826 * np.median(np.abs(resid - mu))) + LEVEL / 2
     same_d = view.dice[same] if same.any() else np.array([0.95])
     mu_s = float(np.median(same_d))
-    sigma_s = float(1.4826 * np.median(np.abs(same_d - mu_s))) + LEVEL
-    centres = (np.arange(SAME + 1) + 0.5) * LEVEL
-    centres[SAME] = 1.0
-    edges = np.arange(SAME + 1) * LEVEL
-    table = np.empty((SAME + 1, SAME + 1))
-    coarse = np.empty((SAME + 1, len(COARSE) - 1))
-    for lv in range(SAME + 1):
-        m, s = (mu_s, sigma_s) if lv == SAME else (centres[lv] + mu, sigma + LEVEL / 2)
-        cdf = norm.cdf(np.append(edges, np.inf), m, s)
-        mass = np.diff(cdf)
+    sigma_s = float(1.4826 * np.median(np.abs(same_d - mu_s))) + LEVEL / 2
+    edges = np.append(np.arange(nl) * LEVEL, np.inf)
+    table = np.empty((nl, nl))
+    for lv in range(nl):
+        m, sd = (mu_s, sigma_s) if lv == SAME else (centres[lv] + mu, sigma)
+        mass = np.diff(norm.cdf(edges, m, sd))
         mass[SAME - 1] += mass[SAME]  # Dice 1 sits in the top level
         mass[SAME] = 0.0
-        probs = (1 - EPS) * mass + EPS / SAME
-        table[:, lv] = np.log(probs)
-        coarse[lv] = np.diff(norm.cdf(COARSE, m, s))
+        gauss = (1 - EPS) * mass + EPS / SAME
+        counts = hist[:, lv].copy()
+        counts[SAME] = 0.0
+        smooth = (counts + 10 * gauss) / (counts.sum() + 10)
+        smooth[SAME] = 1e-9
+        table[:, lv] = np.log(smooth)
+    probs = np.exp(table)
+    mids = np.clip(np.searchsorted(COARSE, centres, side="right") - 1, 0, len(COARSE) - 2)
+    coarse = np.zeros((nl, len(COARSE) - 1))
+    for k in range(nl):
+        coarse[:, mids[k]] += probs[k, :]
     pr = view.pop_a - pop[truth_a]
     pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
+    del width
     return Model(
         level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
         pop.astype(np.int64), pop_sigma,
@@ -258,36 +277,67 @@ class Trilateration:
             for k in np.unique(lev)
         }  # fmt: skip
 
-    def add(self, seeds_b: dict[int, int]) -> None:
-        """New seeds of B (row of B -> the attacker's record, an index of its data)."""
+    def add(self, seeds_b: dict[int, int], sign: float = 1.0) -> None:
+        """New seeds of B (row of B -> the attacker's record, an index of its data); `sign`
+        -1 takes dropped seeds back out."""
         if not seeds_b:
             return
         rows = np.array(list(seeds_b), dtype=np.intp)
         ids = np.array(list(seeds_b.values()), dtype=np.intp)
         lev = self.model.level[np.ix_(self.mine, ids)].astype(np.intp)  # (|mine|, S)
         logit = self.model.logit_pc[np.ix_(self.mine, ids)]
-        self.score += self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
+        self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
         for k, mat in self.by_level.items():
             cols = mat[:, rows]
             if not cols.nnz:
                 continue
             w = self.model.table[k][lev] + logit  # (|mine|, S)
-            self.score += np.asarray(cols @ w.T, dtype=np.float32)
+            self.score += sign * np.asarray(cols @ w.T, dtype=np.float32)
 
     def centred(self) -> Floats:
         return self.score - self.score.mean(axis=1, keepdims=True)
 
 
+def unstable(score: Floats, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
+    """Found seeds (not in `fixed`) that are no longer their row's and column's best."""
+    best_j, best_i = np.argmax(score, axis=1), np.argmax(score, axis=0)
+    return {i: j for i, j in seeds.items() if i not in fixed and (best_j[i] != j or best_i[j] != i)}
+
+
+def assignment(
+    score: Floats, seeds: dict[int, int], fixed: set[int]
+) -> tuple[dict[int, int], dict[int, float]]:
+    """The one-to-one assignment maximising the scores of the rows and columns not held by
+    `fixed` seeds, with each pair's margin over the runner-up in its row."""
+    rows = np.array([i for i in range(score.shape[0]) if i not in fixed], dtype=np.intp)
+    taken = {seeds[i] for i in fixed}
+    cols = np.array([j for j in range(score.shape[1]) if j not in taken], dtype=np.intp)
+    sub = score[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(-sub)
+    top = sub[r, c]
+    masked = sub.copy()
+    masked[r, c] = -np.inf
+    second = masked.max(axis=1)[r]
+    chosen = {int(rows[x]): int(cols[y]) for x, y in zip(r, c, strict=True)}
+    margins = {int(rows[x]): float(m) for x, m in zip(r, top - second, strict=True)}
+    return chosen, margins
+
+
 def trilaterate(
     view: CombinerView, model: Model, in_a: npt.NDArray[np.intp], in_b: npt.NDArray[np.intp],
     known_a: dict[int, int], known_b: dict[int, int], blind: int, margin: float, cap: int,
+    robust: bool = False, lap: int = 0,
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:  # fmt: skip
     """Alternating seed propagation over both members. Seeds: the known pairs (rows -> indices
     of the attacker's data) and, on each side, the `blind` most confident mutual best matches
     of the signature. Each round the mutual best matches of each side with at least `margin`
     nats over the runner-up join (most confident first, at most as many as that side has
-    seeds) and rescore the other side. Returns the claims on A and on B (rows -> attacker
-    indices), and A's blind seeds."""
+    seeds) and rescore the other side. `lap` rounds then follow: each the one-to-one
+    (Hungarian) assignment of each side's scores, whose most confident share (a tenth more
+    each round, up to nine tenths) become that side's seeds, replacing the found ones; the
+    claims are then the last assignment's pairs whose score stands `margin` nats above the
+    runner-up in their row. Returns the claims on A and on B (rows -> attacker indices), and
+    A's blind seeds."""
     flipped = view.flipped()
     sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
     pos_a = {int(p): j for j, p in enumerate(in_a)}
@@ -307,11 +357,16 @@ def trilaterate(
     tri_b = Trilateration(flipped, model, in_b, sig_b)
     tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
     tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
-    for _round in range(100):
+    fixed_a, fixed_b = set(known_a), set(known_b)
+    stalled = 0
+    for _round in range(100 if not robust else 60):
         if len(seeds_a) + len(seeds_b) >= cap:
             break
-        new_a = mutual_best(tri_a.centred(), seeds_a, margin)[: max(10, len(seeds_a))]
-        new_b = mutual_best(tri_b.centred(), seeds_b, margin)[: max(10, len(seeds_b))]
+        before = len(seeds_a) + len(seeds_b)
+        floor = 0.0 if robust else margin
+        share = 2 if robust else 1
+        new_a = mutual_best(tri_a.centred(), seeds_a, floor)[: max(10, len(seeds_a) // share)]
+        new_b = mutual_best(tri_b.centred(), seeds_b, floor)[: max(10, len(seeds_b) // share)]
         if not new_a and not new_b:
             break
         add_a = {i: j for _m, i, j in new_a}
@@ -320,9 +375,40 @@ def trilaterate(
         seeds_b.update(add_b)
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
-    claims_a, claims_b = dict(seeds_a), dict(seeds_b)
-    claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
-    claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
+        if robust:
+            drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
+            drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
+            for i in drop_a:
+                del seeds_a[i]
+            for i in drop_b:
+                del seeds_b[i]
+            tri_b.add({i: int(in_a[j]) for i, j in drop_a.items()}, -1.0)
+            tri_a.add({i: int(in_b[j]) for i, j in drop_b.items()}, -1.0)
+            stalled = stalled + 1 if len(seeds_a) + len(seeds_b) <= before else 0
+            if stalled == 3:
+                break
+    if lap:
+        sides = [(tri_a, seeds_a, fixed_a, tri_b, in_a), (tri_b, seeds_b, fixed_b, tri_a, in_b)]
+        claims: list[dict[int, int]] = [{}, {}]
+        for t in range(1, lap + 1):
+            for k, (tri, seeds, fixed, other, ids) in enumerate(sides):
+                chosen, margins = assignment(tri.centred(), seeds, fixed)
+                part = min(0.9, 0.1 * t)
+                order = sorted(chosen, key=lambda i: -margins[i])
+                keep = {i: seeds[i] for i in fixed}
+                keep.update({i: chosen[i] for i in order[: int(part * len(order))]})
+                drop = {i: j for i, j in seeds.items() if keep.get(i) != j}
+                add = {i: j for i, j in keep.items() if seeds.get(i) != j}
+                other.add({i: int(ids[j]) for i, j in drop.items()}, -1.0)
+                other.add({i: int(ids[j]) for i, j in add.items()})
+                seeds.clear()
+                seeds.update(keep)
+                claims[k] = {i: j for i, j in chosen.items() if margins[i] >= margin}
+        claims_a, claims_b = claims
+    else:
+        claims_a, claims_b = dict(seeds_a), dict(seeds_b)
+        claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
+        claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
     return (
         {i: int(in_a[j]) for i, j in claims_a.items()},
         {i: int(in_b[j]) for i, j in claims_b.items()},
@@ -358,6 +444,20 @@ def main() -> int:
     )
     parser.add_argument("--margin", type=float, default=3.0, help="trilateration: nats")
     parser.add_argument("--cap", type=int, default=20_000, help="trilateration: most seeds")
+    parser.add_argument(
+        "--robust",
+        action="store_true",
+        help="trilateration: self-correcting propagation (take the most confident half as many "
+        "new mutual best matches as there are seeds, drop found seeds no longer mutual best)",
+    )
+    parser.add_argument(
+        "--lap",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="trilateration: Hungarian-assignment rounds after propagation (claims: the last "
+        "assignment's pairs --margin nats above their row's runner-up)",
+    )
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
@@ -444,10 +544,10 @@ def main() -> int:
         for count in args.known:
             t1 = time.process_time()
             known_a = known_pairs(a_people, u_people, count, seed=count)
-            known_b = known_pairs(b_people, u_people, count, seed=count + 1)
+            known_b: dict[int, int] = {}  # the known pairs are A's: the victim's
             claims_a, claims_b, blind_a = trilaterate(
                 view, model, in_a, in_b, known_a, known_b, args.blind_seeds, args.margin,
-                args.cap,
+                args.cap, args.robust, args.lap,
             )  # fmt: skip
             good = sum(1 for i, q in blind_a.items() if truth_a[i] == q)
             out = []
@@ -463,7 +563,7 @@ def main() -> int:
                     f"precision {right / len(claimed) if claimed else 1:.1%})"
                 )
             print(
-                f"trilateration on C's view, {count} known pairs in each member "
+                f"trilateration on C's view, {count} known pairs of A "
                 f"({len(blind_a)} blind seeds in A, {good} right): A {out[0]}; B {out[1]}; "
                 f"{time.process_time() - t1:.0f} CPU s",
                 flush=True,
