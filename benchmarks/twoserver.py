@@ -375,6 +375,11 @@ def trilaterate(
         seeds_b.update(add_b)
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
+        print(
+            f"  round {_round}: seeds A {len(seeds_a)}, B {len(seeds_b)}",
+            file=sys.stderr,
+            flush=True,
+        )
         if robust:
             drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
             drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
@@ -551,6 +556,10 @@ def main() -> int:
             )  # fmt: skip
             good = sum(1 for i, q in blind_a.items() if truth_a[i] == q)
             out = []
+            # B's records of the known people (linked to a known record of A at Dice ~0.9,
+            # which C sees) are left out of B's count as the known pairs are out of A's.
+            people_known = {int(q) for q in known_a.values()}
+            known_b = {i: int(q) for i, q in enumerate(truth_b) if int(q) in people_known}
             for claims, known, truth in (
                 (claims_a, known_a, truth_a),
                 (claims_b, known_b, truth_b),
