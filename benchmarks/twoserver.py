@@ -450,6 +450,14 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=3.0, help="trilateration: nats")
     parser.add_argument("--cap", type=int, default=20_000, help="trilateration: most seeds")
     parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="*",
+        default=[],
+        help="trilateration's evidence: the share of A placed right with this many true "
+        "identities of B as seeds (no propagation)",
+    )
+    parser.add_argument(
         "--robust",
         action="store_true",
         help="trilateration: self-correcting propagation (take the most confident half as many "
@@ -546,6 +554,19 @@ def main() -> int:
             f"B's); model {time.process_time() - t0:.0f} CPU s",
             flush=True,
         )
+        if args.curve:
+            pos = {int(q): j for j, q in enumerate(in_a)}
+            col = np.array([pos[int(q)] for q in truth_a])
+            order = np.random.default_rng(5).permutation(len(b))
+            for k in args.curve:
+                tri = Trilateration(view, model, in_a, np.zeros((len(a), len(in_a)), np.float32))
+                tri.add({int(i): int(truth_b[i]) for i in order[:k]})
+                best = np.argmax(tri.score, axis=1)
+                print(
+                    f"  evidence: with the true identities of {min(k, len(b)):,} random records "
+                    f"of B, A's true identity scores best for {np.mean(best == col):.1%} of A",
+                    flush=True,
+                )
         for count in args.known:
             t1 = time.process_time()
             known_a = known_pairs(a_people, u_people, count, seed=count)
