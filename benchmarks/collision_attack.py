@@ -65,9 +65,16 @@ ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
 
 
+POOL = "informative"  # or "all": every position, as the shipped client draws them
+
+
 def informative_mask(clks: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """Bits set in 2-95% of one's own records (the planner's rule)."""
+    """Bits set in 2-95% of one's own records (the planner's rule), or every bit when the
+    pool is "all" (what the two-server client on main ships: members cannot agree on a
+    data-dependent pool)."""
     freq = bits_little(clks).mean(axis=0)
+    if POOL == "all":
+        return np.ones(len(freq), dtype=np.bool_)
     return (freq >= blocking.SPARSE_BIT) & (freq <= blocking.DENSE_BIT)
 
 
@@ -385,10 +392,19 @@ def main() -> int:
     )
     parser.add_argument("--blind-seeds", type=int, default=50, help="blind seeds wanted")
     parser.add_argument(
+        "--pool",
+        choices=("informative", "all"),
+        default="informative",
+        help="positions bands draw from: the informative bits (set in 2-95%% of records), or "
+        "every bit (what the shipped two-server client draws from)",
+    )
+    parser.add_argument(
         "--curve", type=int, nargs="*", default=[50, 200, 1000, 3000],
         help="true seeds for the evidence curve",
     )  # fmt: skip
     args = parser.parse_args()
+    global POOL
+    POOL = args.pool
     t0 = time.process_time()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-ca-") as tmp:
@@ -415,7 +431,7 @@ def main() -> int:
     counts = np.asarray(c[pi, pj]).ravel()
     corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1])
     print(
-        f"{n:,} victim records, r={args.r} x {args.bands} bands on informative bits: "
+        f"{n:,} victim records, r={args.r} x {args.bands} bands on {args.pool} bits: "
         f"{c.nnz / (n * (n - 1)):.2%} of pairs share a band, "
         f"mean count {c.sum() / (n * (n - 1)):.4f}; "
         f"correlation of the view's counts with the attacker's expected counts (true alignment) "
