@@ -1,7 +1,8 @@
 """A prototype of secret-shared Dice on two non-colluding servers and a combiner, and its leak.
 
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
-        [--protocol-pairs 20000]
+        [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
+        [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -16,9 +17,18 @@ The protocol (docs/privacy-design.md, option b), simulated in one process:
    differ; each share alone is uniformly random.
 
 Printed: that C's Dice equals the plaintext Dice on every candidate pair; bytes and time per
-pair; candidates per record; and the graph-matching attack on what C learns (each record of
-member A described by its Dice to its candidates in member B, correlated between records),
-against an attacker who builds the same view from its own plaintext.
+pair; candidates per record; and two attacks on what C learns, by an attacker holding
+plaintext (its own export, its own errors) on every person of A and of B:
+
+- the graph-matching attack (each record of member A described by its Dice to its candidates
+  in member B, correlated between records; the attacker builds the same view of its own
+  plaintext of A's people);
+- trilateration, the attack built for the bipartite view: each record of A placed by its
+  Dice to B's records whose identities the attacker holds (and each of B's by its Dice to A's),
+  under a model of the blocking chance and the Dice noise by the attacker's own Dice level;
+  blind seeds from popcounts (C receives them) and each record's histogram of candidates' Dice;
+  alternating seed propagation over both members. `--curve`: its evidence, the share of A
+  placed right from k true identities of B without propagation.
 """
 
 from __future__ import annotations
