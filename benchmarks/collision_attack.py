@@ -1,7 +1,8 @@
 """A stronger attack on the keyed-LSH view: collision counts modelled directly (Poisson).
 
     .venv/bin/python benchmarks/collision_attack.py [--records 10000] [--r 16 --bands 559]
-        [--known 0 50 200] [--seed 1] [--oracle-rows 1000]
+        [--known 0 50 200] [--seed 1] [--oracle-rows 1000] [--pool informative|all]
+        [--blind degree|signature|households] [--robust]
 
 The design study (docs/privacy-design.md, option a) found the graph-matching attack re-identified
 0% of records from a keyed-LSH view, and said why that might be the attack's fault: it was built
@@ -22,9 +23,15 @@ runner-up in row and column is at least `--margin` nats join the seeds (most con
 most as many as there are seeds, so a wrong start cannot snowball at once). The attacker claims
 every seed it found and every final mutual best match with that margin.
 
-Blind seeds: each record's degree (its collisions summed) and its number of records it collides
-with at least twice, against their expectations under lambda (Poisson), matched by margin: the
-only structure a count view gives without a known pair.
+Blind seeds (`--blind`): `degree`, each record's degree (its collisions summed) and its number
+of records it collides with at least twice, against their expectations under lambda (Poisson),
+matched by margin; `signature`, the likelihood of each record's whole histogram of counts (how
+many records it shares exactly k bands with) given an attacker record's expected histogram;
+`households`, the victim's most-collided pairs (household members, relatives, namesakes,
+near-duplicates) matched to the attacker's pairs with the largest lambda by the count's
+likelihood ratio plus both ends' signatures. `signature` and `households` seeds are added to
+the known pairs too. `--robust`: self-correcting propagation (sparse products: it finishes at
+10^4 records in about a minute of CPU).
 
 `--oracle-rows`: an upper bound on what any propagation can reach. For that many victim records,
 every *other* record's identity is given as a seed, and the share whose true identity scores
@@ -37,7 +44,6 @@ does, on realistic encodings); the band setting is the one it found for recall 0
 from __future__ import annotations
 
 import argparse
-import hashlib
 import secrets
 import sys
 import tempfile
@@ -56,6 +62,7 @@ from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.encoding.sharing import band_positions
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
@@ -65,25 +72,30 @@ ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
 
 
+POOL = "informative"  # or "all": every position, as the shipped client draws them
+
+
 def informative_mask(clks: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """Bits set in 2-95% of one's own records (the planner's rule)."""
+    """Bits set in 2-95% of one's own records (the planner's rule), or every bit when the
+    pool is "all" (what the two-server client on main ships: members cannot agree on a
+    data-dependent pool)."""
     freq = bits_little(clks).mean(axis=0)
+    if POOL == "all":
+        return np.ones(len(freq), dtype=np.bool_)
     return (freq >= blocking.SPARSE_BIT) & (freq <= blocking.DENSE_BIT)
 
 
 def victim_counts(clks: npt.NDArray[np.uint8], r: int, bands: int, key: bytes) -> sp.csr_matrix:
     """The matcher's view: c_ij, the bands (r informative positions each, drawn from the
-    secret) in which records i and j have equal keys. Equal HMACs are equal bits, so the keys
-    here are the bits themselves."""
+    secret by the shipped client's `band_positions`) in which records i and j have equal keys.
+    Equal HMACs are equal bits (up to a 2^-64 chance), so the keys here are the bits themselves."""
     bits = bits_little(clks)
     pool = np.flatnonzero(informative_mask(clks))
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     weights = (1 << np.arange(r, dtype=np.int64)).astype(np.int64)
     rows, cols = [], []
     groups = 0
     n = len(clks)
-    for _ in range(bands):
-        pos = rng.choice(pool, r, replace=False)
+    for pos in band_positions(key, pool, r, bands):
         keys = bits[:, pos].astype(np.int64) @ weights
         _u, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2
@@ -131,17 +143,25 @@ class Propagation:
         if not new:
             return
         iv, pa = np.array(list(new)), np.array(list(new.values()))
-        cols = self.c[:, iv].toarray().astype(np.float32)  # (n, K)
-        self.score += cols @ self.log_lam[pa] - self.lam[pa].sum(axis=0)[None, :]
+        self.score += self._term(iv, pa)
         self.seeds.update(new)
+
+    def _term(self, iv: npt.NDArray[np.intp], pa: npt.NDArray[np.intp]) -> Floats:
+        """Seeds (iv -> pa)'s contribution to every score. The counts are sparse (a few % of
+        pairs collide), so the product runs on the sparse columns, in blocks."""
+        out = np.zeros_like(self.score)
+        for k in range(0, len(iv), 500):
+            cols = self.c[:, iv[k : k + 500]]
+            out += np.asarray(cols @ self.log_lam[pa[k : k + 500]], dtype=np.float32)
+            out -= self.lam[pa[k : k + 500]].sum(axis=0)[None, :]
+        return out
 
     def remove(self, victims: list[int]) -> None:
         if not victims:
             return
         iv = np.array(victims)
         pa = np.array([self.seeds[i] for i in victims])
-        cols = self.c[:, iv].toarray().astype(np.float32)
-        self.score -= cols @ self.log_lam[pa] - self.lam[pa].sum(axis=0)[None, :]
+        self.score -= self._term(iv, pa)
         for i in victims:
             del self.seeds[i]
 
@@ -158,23 +178,39 @@ class Propagation:
 
     def mutual(self, margin: float) -> list[tuple[float, int, int]]:
         """Mutual best (i, p) among records not yet seeded, with their margin in nats."""
-        s = self.score.copy()
-        taken_v = np.array(list(self.seeds), dtype=np.intp)
-        taken_a = np.array(list(self.seeds.values()), dtype=np.intp)
-        s[taken_v, :] = -np.inf
-        s[:, taken_a] = -np.inf
-        best_p = np.argmax(s, axis=1)
-        best_i = np.argmax(s, axis=0)
-        top2_row = np.partition(s, -2, axis=1)[:, -2:]
-        top2_col = np.partition(s, -2, axis=0)[-2:, :]
-        out = []
-        for i, p in enumerate(best_p):
-            if i in self.seeds or best_i[p] != i or not np.isfinite(s[i, p]):
-                continue
-            m = min(top2_row[i, 1] - top2_row[i, 0], top2_col[1, p] - top2_col[0, p])
-            if m >= margin:
-                out.append((float(m), i, int(p)))
-        return sorted(out, reverse=True)
+        return mutual_best(self.score, self.seeds, margin)
+
+
+def mutual_best(
+    score: Floats, seeds: dict[int, int], margin: float
+) -> list[tuple[float, int, int]]:
+    """Mutual best (i, p) of `score` among rows and columns not in `seeds`, whose margin over
+    the runner-up in row and column is at least `margin`; most confident first."""
+    s = score.copy()
+    taken_v = np.array(list(seeds), dtype=np.intp)
+    taken_a = np.array(list(seeds.values()), dtype=np.intp)
+    s[taken_v, :] = -np.inf
+    s[:, taken_a] = -np.inf
+    rows = np.arange(s.shape[0])
+    best_p = np.argmax(s, axis=1)
+    best_i = np.argmax(s, axis=0)
+    top_row = s[rows, best_p]
+    top_col = s[best_i, np.arange(s.shape[1])]
+    s[rows, best_p] = -np.inf
+    second_row = s.max(axis=1)
+    s[rows, best_p] = top_row
+    cols = np.arange(s.shape[1])
+    s[best_i, cols] = -np.inf
+    second_col = s.max(axis=0)
+    mutual = (best_i[best_p] == rows) & np.isfinite(top_row)
+    mutual[taken_v] = False
+    out = []
+    for i in np.flatnonzero(mutual):
+        p = best_p[i]
+        m = min(top_row[i] - second_row[i], top_col[p] - second_col[p])
+        if m >= margin:
+            out.append((float(m), int(i), int(p)))
+    return sorted(out, reverse=True)
 
 
 def blind_seeds(c: sp.csr_matrix, lam: Floats, count: int) -> dict[int, int]:
@@ -203,17 +239,92 @@ def blind_seeds(c: sp.csr_matrix, lam: Floats, count: int) -> dict[int, int]:
     return chosen
 
 
+def signature_ll(c: sp.csr_matrix, lam: Floats, top: int = 8) -> Floats:
+    """(victim i, attacker p): log-likelihood of i's histogram of counts (how many records it
+    shares exactly k bands with, k = 1 .. top-1, and >= top) given p's expected histogram under
+    lambda (each bin Poisson). The structural signature a count view gives without a seed: it
+    generalises degree and 'collided twice', and weighs near-duplicates (households, relatives,
+    namesakes: the records sharing many bands) most."""
+    n = c.shape[0]
+    hist = np.zeros((n, top), dtype=np.float32)
+    coo = c.tocoo()
+    k = np.minimum(coo.data.astype(np.int64), top) - 1
+    np.add.at(hist, (coo.row, k), 1.0)
+    expected = np.zeros((n, top), dtype=np.float64)
+    below = np.zeros_like(lam)
+    term = np.exp(-lam)  # P(count 0)
+    for kk in range(1, top):
+        term = term * lam / kk  # P(count kk)
+        below += term
+        expected[:, kk - 1] = term.sum(axis=1)
+    tail = 1 - np.exp(-lam) - below
+    expected[:, top - 1] = np.clip(tail, 0, None).sum(axis=1)
+    expected = np.maximum(expected, 1e-3)
+    ll = hist @ np.log(expected).T.astype(np.float32) - expected.sum(axis=1)[None, :]
+    return ll.astype(np.float32)
+
+
+def signature_seeds(ll: Floats, count: int) -> dict[int, int]:
+    """The `count` mutual best matches of the signature with the largest margins."""
+    return {i: p for _m, i, p in mutual_best(ll, {}, 0.0)[:count]}
+
+
+def household_seeds(
+    c: sp.csr_matrix, lam: Floats, ll: Floats, count: int, pairs: int = 400
+) -> dict[int, int]:
+    """Seeds from households: the victim's `pairs` most-collided pairs (near-duplicates,
+    relatives, namesakes sharing many bands) against the attacker's most expected-to-collide
+    pairs, each candidate pair of pairs scored by the Poisson likelihood ratio of the pair's
+    count plus both ends' signatures (both orientations). Pairs of pairs are taken most
+    confident first (margin over the runner-up), never reusing a record; `count` seeds."""
+    upper = sp.triu(c, k=1).tocoo()
+    order = np.argsort(-upper.data)[:pairs]
+    vi, vj, vc = upper.row[order], upper.col[order], upper.data[order].astype(np.float64)
+    flat = np.triu(lam, k=1).ravel()
+    top = np.argpartition(-flat, 10 * pairs)[: 10 * pairs]
+    del flat
+    ap, aq = np.unravel_index(top, lam.shape)
+    al = lam[ap, aq].astype(np.float64)
+    background = float(lam.mean())
+    pois = vc[:, None] * np.log(al[None, :] / background) - (al[None, :] - background)
+    straight = pois + ll[vi][:, ap] + ll[vj][:, aq]
+    crossed = pois + ll[vi][:, aq] + ll[vj][:, ap]
+    flip = crossed > straight
+    best = np.where(flip, crossed, straight)
+    ranked = np.sort(best, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    chosen: dict[int, int] = {}
+    used: set[int] = set()
+    for row in np.argsort(-margin):
+        col = int(np.argmax(best[row]))
+        p, q = (aq[col], ap[col]) if flip[row, col] else (ap[col], aq[col])
+        i, j = int(vi[row]), int(vj[row])
+        if {i, j} & set(chosen) or {int(p), int(q)} & used:
+            continue
+        chosen[i], chosen[j] = int(p), int(q)
+        used.update((int(p), int(q)))
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
 def attack(
     c: sp.csr_matrix, lam: Floats, start: dict[int, int], margin: float, cap: int,
-    robust: bool = False,
+    robust: bool = False, fixed: set[int] | None = None,
 ) -> dict[int, int]:  # fmt: skip
     """Propagate from `start`. `robust`: each round takes the most confident half as many new
-    mutual best matches as there are seeds whatever their margin, then drops found seeds that
-    are no longer mutual best matches (the self-correcting growth of graph.py's `_grow`)."""
+    mutual best matches as there are seeds whatever their margin, then drops found seeds (and
+    start seeds not in `fixed`: blind ones) that are no longer mutual best matches (the
+    self-correcting growth of graph.py's `_grow`); it stops after three rounds that add
+    nothing net, or 60 rounds.
+    The seeds' terms are sparse products (counts are nonzero for a few % of pairs), which is
+    what lets it finish at 10^4 records."""
     prop = Propagation(c, lam)
     prop.add(start)
-    fixed = set(start) if not robust or len(start) >= 50 else set()
-    for _round in range(200):
+    if fixed is None:
+        fixed = set(start) if not robust or len(start) >= 50 else set()
+    stalled = 0
+    for _round in range(200 if not robust else 60):
         if len(prop.seeds) >= cap:
             break
         found = prop.mutual(0.0 if robust else margin)
@@ -224,7 +335,8 @@ def attack(
         prop.add({i: p for _m, i, p in take})
         if robust:
             prop.remove(prop.unstable(fixed))
-            if len(prop.seeds) <= before:
+            stalled = stalled + 1 if len(prop.seeds) <= before else 0
+            if stalled == 3:
                 break
     claims = dict(prop.seeds)
     claims.update({i: p for _m, i, p in prop.mutual(margin)})
@@ -277,10 +389,29 @@ def main() -> int:
     parser.add_argument("--oracle-rows", type=int, default=1000)
     parser.add_argument("--robust", action="store_true", help="self-correcting propagation")
     parser.add_argument(
+        "--blind",
+        choices=("degree", "signature", "households"),
+        default="degree",
+        help="blind seeding: degree and twice-collided counts (the first attacker); the "
+        "histogram-of-counts signature's most confident mutual best matches; or households "
+        "(the most-collided pairs matched to the attacker's most expected pairs, with both "
+        "ends' signatures). signature/households seeds are added to known pairs too",
+    )
+    parser.add_argument("--blind-seeds", type=int, default=50, help="blind seeds wanted")
+    parser.add_argument(
+        "--pool",
+        choices=("informative", "all"),
+        default="informative",
+        help="positions bands draw from: the informative bits (set in 2-95%% of records), or "
+        "every bit (what the shipped two-server client draws from)",
+    )
+    parser.add_argument(
         "--curve", type=int, nargs="*", default=[50, 200, 1000, 3000],
         help="true seeds for the evidence curve",
     )  # fmt: skip
     args = parser.parse_args()
+    global POOL
+    POOL = args.pool
     t0 = time.process_time()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-ca-") as tmp:
@@ -307,7 +438,7 @@ def main() -> int:
     counts = np.asarray(c[pi, pj]).ravel()
     corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1])
     print(
-        f"{n:,} victim records, r={args.r} x {args.bands} bands on informative bits: "
+        f"{n:,} victim records, r={args.r} x {args.bands} bands on {args.pool} bits: "
         f"{c.nnz / (n * (n - 1)):.2%} of pairs share a band, "
         f"mean count {c.sum() / (n * (n - 1)):.4f}; "
         f"correlation of the view's counts with the attacker's expected counts (true alignment) "
@@ -326,16 +457,32 @@ def main() -> int:
         )
         for k, share in ceiling_curve(c, lam, truth, args.oracle_rows, args.curve):
             print(f"  with {k:,} true seeds: {share:.1%}", flush=True)
+    ll = signature_ll(c, lam) if args.blind != "degree" else None
     for count in args.known:
         t1 = time.process_time()
-        start = (
-            known_pairs(v_people, a_people, count, seed=count) if count else blind_seeds(c, lam, 50)
-        )
-        claims = attack(c, lam, start, args.margin, args.cap, args.robust)
+        known = known_pairs(v_people, a_people, count, seed=count) if count else {}
+        blind: dict[int, int] = {}
+        if ll is not None:
+            if args.blind == "signature":
+                blind = signature_seeds(ll, args.blind_seeds)
+            else:
+                blind = household_seeds(c, lam, ll, args.blind_seeds)
+        elif not count:
+            blind = blind_seeds(c, lam, args.blind_seeds)
+        blind = {i: p for i, p in blind.items() if i not in known and p not in set(known.values())}
+        if blind:
+            good = sum(1 for i, p in blind.items() if truth[i] == p)
+            print(
+                f"  {args.blind} blind seeds: {len(blind)}, {good} right "
+                f"({time.process_time() - t1:.0f} CPU s)",
+                flush=True,
+            )
+        start = {**blind, **known}
+        claims = attack(c, lam, start, args.margin, args.cap, args.robust, fixed=set(known))
         if count:
-            claims = {i: p for i, p in claims.items() if i not in start}
+            claims = {i: p for i, p in claims.items() if i not in known}
         right = sum(1 for i, p in claims.items() if truth[i] == p)
-        covered = n - (count if count else 0)
+        covered = n - count
         print(
             f"{'blind' if not count else f'{count} known pairs'}: {right / covered:.2%} of records "
             f"re-identified ({right} of {covered:,}; {len(claims)} claims, precision "

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
-import hmac
 import secrets
 import sys
 import tempfile
@@ -43,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import EncodeReport, encode_csv, read_rows
 from blindmatch.client.encoding.harden import NONE, Hardening, with_hardening
 from blindmatch.client.encoding.mapping import load_mapping
@@ -76,18 +75,11 @@ def hardened(schema: LinkageSchema, hardening: Hardening) -> LinkageSchema:
 
 
 def band_keys(clks: npt.NDArray[np.uint8], r: int, b: int, key: bytes) -> npt.NDArray[np.uint64]:
-    """Keyed Hamming LSH: b bands of r bit positions (chosen by the key), each band's bits
-    HMAC'd with the key and the band number; 64 bits of each HMAC kept."""
-    bits = np.unpackbits(clks, axis=1)
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-    out = np.zeros((len(bits), b), dtype=np.uint64)
-    for band in range(b):
-        positions = rng.choice(bits.shape[1], size=r, replace=False)
-        packed = np.packbits(bits[:, positions], axis=1)
-        for i, row in enumerate(packed):
-            digest = hmac.new(key, band.to_bytes(2, "big") + row.tobytes(), "sha256").digest()
-            out[i, band] = int.from_bytes(digest[:8], "big")
-    return out
+    """Keyed Hamming LSH as the client ships it (client/encoding/sharing.py): b bands of r bit
+    positions of all the CLK's bits, drawn from the key by `band_positions`, each band's bits
+    HMAC'd under a key derived from it by `band_keys`; 64 bits of each HMAC kept."""
+    positions = sharing.band_positions(key, np.arange(8 * clks.shape[1]), r, b)
+    return sharing.band_keys(clks, positions, key)
 
 
 def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:

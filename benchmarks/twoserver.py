@@ -1,7 +1,8 @@
 """A prototype of secret-shared Dice on two non-colluding servers and a combiner, and its leak.
 
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
-        [--protocol-pairs 20000]
+        [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
+        [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -16,15 +17,26 @@ The protocol (docs/privacy-design.md, option b), simulated in one process:
    differ; each share alone is uniformly random.
 
 Printed: that C's Dice equals the plaintext Dice on every candidate pair; bytes and time per
-pair; candidates per record; and the graph-matching attack on what C learns (each record of
-member A described by its Dice to its candidates in member B, correlated between records),
-against an attacker who builds the same view from its own plaintext.
+pair; candidates per record; and two attacks on what C learns, by an attacker holding
+plaintext (its own export, its own errors) on every person of A and of B:
+
+- the graph-matching attack (each record of member A described by its Dice to its candidates
+  in member B, correlated between records; the attacker builds the same view of its own
+  plaintext of A's people);
+- trilateration, the attack built for the bipartite view: each record of A placed by its
+  Dice to B's records whose identities the attacker holds (and each of B's by its Dice to A's),
+  under a model of the blocking chance and the Dice noise by the attacker's own Dice level;
+  blind seeds from popcounts (C receives them) and each record's histogram of candidates' Dice;
+  alternating seed propagation over both members. `--curve`: its evidence, the share of A
+  placed right from k true identities of B without propagation.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import random
 import secrets
 import sys
 import tempfile
@@ -36,7 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import norm
 
+from benchmarks.collision_attack import mutual_best
 from benchmarks.graph_attack import band_keys, with_fallback
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
@@ -52,6 +67,7 @@ from blindmatch.client.tools.privacy.graph import (
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 
 ROOT = Path(__file__).resolve().parent.parent
+Floats = npt.NDArray[np.float32]
 
 
 def candidates(keys_a: np.ndarray, keys_b: np.ndarray) -> npt.NDArray[np.intp]:
@@ -108,6 +124,313 @@ def two_hop(n_a: int, n_b: int, pairs: np.ndarray, dice: np.ndarray) -> np.ndarr
     return _double_centred(m @ m.T)
 
 
+# --- The attack built for C's view: trilateration from Dice to the other member's records ---
+
+LEVEL = 0.02  # width of a Dice level
+SAME = int(1 / LEVEL) + 2  # the level index of "the same person" (p == q in the attacker's data)
+COARSE = np.array([0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01])  # signature bins
+EPS = 0.05  # outlier share of the noise model
+
+
+def levels(d: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
+    return np.minimum(np.floor(np.asarray(d) / LEVEL).astype(np.intp), SAME - 1)
+
+
+@dataclasses.dataclass
+class CombinerView:
+    """What C holds: the cross-member candidate pairs (row of A, row of B), their exact Dice,
+    and every record's popcount (the members send them to C)."""
+
+    n_a: int
+    n_b: int
+    pairs: npt.NDArray[np.intp]
+    dice: npt.NDArray[np.float64]
+    pop_a: npt.NDArray[np.int64]
+    pop_b: npt.NDArray[np.int64]
+
+    def flipped(self) -> CombinerView:
+        return CombinerView(
+            self.n_b, self.n_a, self.pairs[:, ::-1].copy(), self.dice, self.pop_b, self.pop_a
+        )
+
+
+@dataclasses.dataclass
+class Model:
+    """The attacker's model of C's view, from its own plaintext of A's and B's people (`own`:
+    its encodings under its own key, one record a person) and the public blocking setting:
+    for each pair (p, q) of its records, the chance that blocking makes them candidates
+    (1 - (1 - P_band)^b, P_band the chance r random positions all agree) and the level of
+    their Dice; and its noise model: a victim candidate's Dice level given the attacker's
+    level (Gaussian, fitted, with an outlier floor), p == q (the same person in both members)
+    being a level of its own."""
+
+    level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
+    logit_pc: Floats  # (N, N) log Pc - log(1 - Pc)
+    log_miss: Floats  # (N, N) log(1 - Pc)
+    table: Floats  # (SAME + 1, SAME + 1): log P(victim level k | attacker level l)
+    coarse: Floats  # (SAME + 1, len(COARSE) - 1): P(victim coarse bin | attacker level)
+    pop: npt.NDArray[np.int64]  # the attacker's popcounts
+    pop_sigma: float
+
+
+def fit_model(
+    own: npt.NDArray[np.uint8], r: int, bands: int, view: CombinerView,
+    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
+) -> Model:  # fmt: skip
+    """The attacker's model. Its calibration (the chance a pair blocks together, and the
+    victim's Dice level, given the attacker's Dice level for the pair) is counted on the true
+    alignment, smoothed towards a Gaussian; an attacker would estimate both by re-encoding
+    noisy copies of its own plaintext under the public blocking setting: a generous
+    calibration, as an attacker's best case should be. `r` and `bands` shape the prior only."""
+    bits = np.unpackbits(own, axis=1).astype(np.float32)
+    width = bits.shape[1]
+    pop = bits.sum(axis=1)
+    inter = bits @ bits.T
+    dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
+    del inter
+    level = levels(dice).astype(np.int8)
+    np.fill_diagonal(level, SAME)
+    nl = SAME + 1
+    # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
+    # towards the bit-sampling curve at the level's Dice)
+    lev_all = level[np.ix_(truth_a, truth_b)].astype(np.intp)
+    lev_cand = lev_all[view.pairs[:, 0], view.pairs[:, 1]]
+    n_all = np.bincount(lev_all.ravel(), minlength=nl).astype(np.float64)
+    n_cand = np.bincount(lev_cand, minlength=nl).astype(np.float64)
+    del lev_all
+    centres = (np.arange(nl) + 0.5) * LEVEL
+    centres[SAME] = 1.0
+    agree = np.clip(1 - (1 - centres) * 0.5, 0, 1)  # rough bit agreement at that Dice
+    prior = np.clip(1 - (1 - agree**r) ** bands, 1e-4, 1 - 1e-4)
+    pc = np.clip((n_cand + 2 * prior) / (n_all + 2), 1e-6, 1 - 1e-6)
+    log_miss = np.log1p(-pc).astype(np.float32)[level]
+    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[level]
+    # Dice noise: the victim level of true-aligned candidates against the attacker's level
+    ta, tb = truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]
+    k_v = levels(view.dice)
+    hist = np.zeros((nl, nl))
+    np.add.at(hist, (k_v, lev_cand), 1.0)
+    same = ta == tb
+    resid = view.dice[~same] - dice[ta[~same], tb[~same]]
+    mu = float(np.median(resid))
+    sigma = float(1.4826 * np.median(np.abs(resid - mu))) + LEVEL / 2
+    same_d = view.dice[same] if same.any() else np.array([0.95])
+    mu_s = float(np.median(same_d))
+    sigma_s = float(1.4826 * np.median(np.abs(same_d - mu_s))) + LEVEL / 2
+    edges = np.append(np.arange(nl) * LEVEL, np.inf)
+    table = np.empty((nl, nl))
+    for lv in range(nl):
+        m, sd = (mu_s, sigma_s) if lv == SAME else (centres[lv] + mu, sigma)
+        mass = np.diff(norm.cdf(edges, m, sd))
+        mass[SAME - 1] += mass[SAME]  # Dice 1 sits in the top level
+        mass[SAME] = 0.0
+        gauss = (1 - EPS) * mass + EPS / SAME
+        counts = hist[:, lv].copy()
+        counts[SAME] = 0.0
+        smooth = (counts + 10 * gauss) / (counts.sum() + 10)
+        smooth[SAME] = 1e-9
+        table[:, lv] = np.log(smooth)
+    probs = np.exp(table)
+    mids = np.clip(np.searchsorted(COARSE, centres, side="right") - 1, 0, len(COARSE) - 2)
+    coarse = np.zeros((nl, len(COARSE) - 1))
+    for k in range(nl):
+        coarse[:, mids[k]] += probs[k, :]
+    pr = view.pop_a - pop[truth_a]
+    pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
+    del width
+    return Model(
+        level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
+        pop.astype(np.int64), pop_sigma,
+    )  # fmt: skip
+
+
+def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
+              theirs: npt.NDArray[np.intp]) -> Floats:  # fmt: skip
+    """(victim record of A, attacker record of A's people): log-likelihood of the record's
+    popcount and of its histogram of candidates' Dice (coarse bins; the count in each Poisson)
+    given the attacker record's popcount and expected histogram against B's people. No seed
+    needed: this is the blind start."""
+    hist = np.zeros((view.n_a, len(COARSE) - 1), dtype=np.float32)
+    bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
+    np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
+    lev = model.level[np.ix_(mine, theirs)].astype(np.intp)
+    pc = 1 - np.exp(model.log_miss[np.ix_(mine, theirs)])
+    nl = SAME + 1
+    by_level = np.bincount(
+        (np.arange(len(mine))[:, None] * nl + lev).ravel(), weights=pc.ravel(),
+        minlength=len(mine) * nl,
+    ).reshape(len(mine), nl)  # fmt: skip
+    expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
+    ll = hist @ np.log(expected).T - expected.sum(axis=1)[None, :]
+    z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
+    ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
+    return ll.astype(np.float32)
+
+
+class Trilateration:
+    """Scores of (victim record of A, attacker record among A's people) from the seeds of B:
+    for each seeded record b (identity q), a's Dice to b if they are candidates (its level's
+    likelihood under the attacker's level for (p, q), and the chance they block together),
+    else the chance they do not."""
+
+    def __init__(self, view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
+                 prior: Floats) -> None:  # fmt: skip
+        self.view, self.model, self.mine = view, model, mine
+        self.score = prior.copy()
+        lev = levels(view.dice)
+        self.by_level = {
+            int(k): sp.csr_matrix(
+                (np.ones(int((lev == k).sum()), np.float32),
+                 (view.pairs[lev == k, 0], view.pairs[lev == k, 1])),
+                shape=(view.n_a, view.n_b),
+            )
+            for k in np.unique(lev)
+        }  # fmt: skip
+
+    def add(self, seeds_b: dict[int, int], sign: float = 1.0) -> None:
+        """New seeds of B (row of B -> the attacker's record, an index of its data); `sign`
+        -1 takes dropped seeds back out."""
+        if not seeds_b:
+            return
+        rows = np.array(list(seeds_b), dtype=np.intp)
+        ids = np.array(list(seeds_b.values()), dtype=np.intp)
+        lev = self.model.level[np.ix_(self.mine, ids)].astype(np.intp)  # (|mine|, S)
+        logit = self.model.logit_pc[np.ix_(self.mine, ids)]
+        self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
+        for k, mat in self.by_level.items():
+            cols = mat[:, rows]
+            if not cols.nnz:
+                continue
+            w = self.model.table[k][lev] + logit  # (|mine|, S)
+            self.score += sign * np.asarray(cols @ w.T, dtype=np.float32)
+
+    def centred(self) -> Floats:
+        return self.score - self.score.mean(axis=1, keepdims=True)
+
+
+def unstable(score: Floats, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
+    """Found seeds (not in `fixed`) that are no longer their row's and column's best."""
+    best_j, best_i = np.argmax(score, axis=1), np.argmax(score, axis=0)
+    return {i: j for i, j in seeds.items() if i not in fixed and (best_j[i] != j or best_i[j] != i)}
+
+
+def assignment(
+    score: Floats, seeds: dict[int, int], fixed: set[int]
+) -> tuple[dict[int, int], dict[int, float]]:
+    """The one-to-one assignment maximising the scores of the rows and columns not held by
+    `fixed` seeds, with each pair's margin over the runner-up in its row."""
+    rows = np.array([i for i in range(score.shape[0]) if i not in fixed], dtype=np.intp)
+    taken = {seeds[i] for i in fixed}
+    cols = np.array([j for j in range(score.shape[1]) if j not in taken], dtype=np.intp)
+    sub = score[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(-sub)
+    top = sub[r, c]
+    masked = sub.copy()
+    masked[r, c] = -np.inf
+    second = masked.max(axis=1)[r]
+    chosen = {int(rows[x]): int(cols[y]) for x, y in zip(r, c, strict=True)}
+    margins = {int(rows[x]): float(m) for x, m in zip(r, top - second, strict=True)}
+    return chosen, margins
+
+
+def trilaterate(
+    view: CombinerView, model: Model, in_a: npt.NDArray[np.intp], in_b: npt.NDArray[np.intp],
+    known_a: dict[int, int], known_b: dict[int, int], blind: int, margin: float, cap: int,
+    robust: bool = False, lap: int = 0,
+) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:  # fmt: skip
+    """Alternating seed propagation over both members. Seeds: the known pairs (rows -> indices
+    of the attacker's data) and, on each side, the `blind` most confident mutual best matches
+    of the signature. Each round the mutual best matches of each side with at least `margin`
+    nats over the runner-up join (most confident first, at most as many as that side has
+    seeds) and rescore the other side. `lap` rounds then follow: each the one-to-one
+    (Hungarian) assignment of each side's scores, whose most confident share (a tenth more
+    each round, up to nine tenths) become that side's seeds, replacing the found ones; the
+    claims are then the last assignment's pairs whose score stands `margin` nats above the
+    runner-up in their row. Returns the claims on A and on B (rows -> attacker indices), and
+    A's blind seeds."""
+    flipped = view.flipped()
+    sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
+    pos_a = {int(p): j for j, p in enumerate(in_a)}
+    pos_b = {int(p): j for j, p in enumerate(in_b)}
+    seeds_a = {i: pos_a[p] for i, p in known_a.items()}
+    seeds_b = {i: pos_b[p] for i, p in known_b.items()}
+    blind_a: dict[int, int] = {}
+    if blind:
+        for sig, seeds, out in ((sig_a, seeds_a, blind_a), (sig_b, seeds_b, None)):
+            centred = sig - sig.mean(axis=1, keepdims=True)
+            found = mutual_best(centred, seeds, 0.0)[:blind]
+            chosen = {i: p for _m, i, p in found}
+            seeds.update(chosen)
+            if out is not None:
+                out.update(chosen)
+    tri_a = Trilateration(view, model, in_a, sig_a)
+    tri_b = Trilateration(flipped, model, in_b, sig_b)
+    tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
+    tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
+    fixed_a, fixed_b = set(known_a), set(known_b)
+    stalled = 0
+    for _round in range(100 if not robust else 60):
+        if len(seeds_a) + len(seeds_b) >= cap:
+            break
+        before = len(seeds_a) + len(seeds_b)
+        floor = 0.0 if robust else margin
+        share = 2 if robust else 1
+        new_a = mutual_best(tri_a.centred(), seeds_a, floor)[: max(10, len(seeds_a) // share)]
+        new_b = mutual_best(tri_b.centred(), seeds_b, floor)[: max(10, len(seeds_b) // share)]
+        if not new_a and not new_b:
+            break
+        add_a = {i: j for _m, i, j in new_a}
+        add_b = {i: j for _m, i, j in new_b}
+        seeds_a.update(add_a)
+        seeds_b.update(add_b)
+        tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
+        tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
+        print(
+            f"  round {_round}: seeds A {len(seeds_a)}, B {len(seeds_b)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if robust:
+            drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
+            drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
+            for i in drop_a:
+                del seeds_a[i]
+            for i in drop_b:
+                del seeds_b[i]
+            tri_b.add({i: int(in_a[j]) for i, j in drop_a.items()}, -1.0)
+            tri_a.add({i: int(in_b[j]) for i, j in drop_b.items()}, -1.0)
+            stalled = stalled + 1 if len(seeds_a) + len(seeds_b) <= before else 0
+            if stalled == 3:
+                break
+    if lap:
+        sides = [(tri_a, seeds_a, fixed_a, tri_b, in_a), (tri_b, seeds_b, fixed_b, tri_a, in_b)]
+        claims: list[dict[int, int]] = [{}, {}]
+        for t in range(1, lap + 1):
+            for k, (tri, seeds, fixed, other, ids) in enumerate(sides):
+                chosen, margins = assignment(tri.centred(), seeds, fixed)
+                part = min(0.9, 0.1 * t)
+                order = sorted(chosen, key=lambda i: -margins[i])
+                keep = {i: seeds[i] for i in fixed}
+                keep.update({i: chosen[i] for i in order[: int(part * len(order))]})
+                drop = {i: j for i, j in seeds.items() if keep.get(i) != j}
+                add = {i: j for i, j in keep.items() if seeds.get(i) != j}
+                other.add({i: int(ids[j]) for i, j in drop.items()}, -1.0)
+                other.add({i: int(ids[j]) for i, j in add.items()})
+                seeds.clear()
+                seeds.update(keep)
+                claims[k] = {i: j for i, j in chosen.items() if margins[i] >= margin}
+        claims_a, claims_b = claims
+    else:
+        claims_a, claims_b = dict(seeds_a), dict(seeds_b)
+        claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
+        claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
+    return (
+        {i: int(in_a[j]) for i, j in claims_a.items()},
+        {i: int(in_b[j]) for i, j in claims_b.items()},
+        {i: int(in_a[j]) for i, j in blind_a.items()},
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1000)
@@ -119,19 +442,71 @@ def main() -> int:
         help="candidate pairs run through the simulated protocol (checked and timed); the "
         "attack reads every candidate's Dice, which the check shows C computes exactly",
     )  # fmt: skip
+    parser.add_argument(
+        "--attack",
+        choices=("graph", "trilateration", "both"),
+        default="both",
+        help="the graph-matching attack on C's view, the trilateration attack built for it, "
+        "or both",
+    )
+    parser.add_argument("--known", type=int, nargs="+", default=[0, 50])
+    parser.add_argument(
+        "--blind-seeds",
+        type=int,
+        default=50,
+        help="trilateration: the signature's most confident mutual best matches taken as "
+        "seeds on each side (popcount and histogram of candidates' Dice)",
+    )
+    parser.add_argument("--margin", type=float, default=3.0, help="trilateration: nats")
+    parser.add_argument("--cap", type=int, default=20_000, help="trilateration: most seeds")
+    parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="*",
+        default=[],
+        help="trilateration's evidence: the share of A placed right with this many true "
+        "identities of B as seeds (no propagation)",
+    )
+    parser.add_argument(
+        "--robust",
+        action="store_true",
+        help="trilateration: self-correcting propagation (take the most confident half as many "
+        "new mutual best matches as there are seeds, drop found seeds no longer mutual best)",
+    )
+    parser.add_argument(
+        "--lap",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="trilateration: Hungarian-assignment rounds after propagation (claims: the last "
+        "assignment's pairs --margin nats above their row's runner-up)",
+    )
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         # Member A (the victim), member B (another force: half the same people), and the
-        # attacker's plaintext of A's people (its own errors).
+        # attacker's plaintext of every person of A and B (one record a person, its own
+        # errors). write_pair draws A's and B's people from population(size + extra, seed);
+        # the attacker's are the same people (the same call), exported again.
         first = population.write_pair(Path(tmp) / "ab", args.seed, args.records, 0.5)
-        second = population.write_pair(Path(tmp) / "ap", args.seed, args.records, 1.0)
+        extra = args.records - round(0.5 * args.records)
+        people = population.population(args.records + extra, args.seed)
+        rng = random.Random(args.seed + 11)
+        rows_u = [
+            population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)
+        ]
+        population.write_csv(Path(tmp) / "ab" / "plaintext.csv", rows_u)
+        own = population.Export(
+            Path(tmp) / "ab" / "plaintext.csv",
+            first.victim.mapping,
+            {row["id"]: q.entity for row, q in zip(rows_u, people, strict=True)},
+        )
         loaded = []
-        for export in (first.victim, first.attacker, second.attacker):
+        for export in (first.victim, first.attacker, own):
             mapping = load_mapping(export.mapping, schema)
             ids, rows = read_rows(export.csv, schema, mapping, EncodeReport(""))
             loaded.append((rows, [export.truth[i] for i in ids]))
-    (a_rows, a_people), (b_rows, _b_people), (p_rows, p_people) = loaded
+    (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))
     keys_a, keys_b = band_keys(a, args.r, args.b, key), band_keys(b, args.r, args.b, key)
@@ -146,28 +521,93 @@ def main() -> int:
         f"{len(pairs)} candidate pairs ({len(pairs) / len(a):.1f} per record of A, "
         f"{len(pairs) / (len(a) * len(b)):.2%} of cross pairs); C's Dice = plaintext Dice on "
         f"all {len(run):,} run through the protocol; {sent / len(run):.0f} bytes to C per pair; "
-        f"{1e6 * seconds / len(run):.0f} us per pair (numpy, one process, all three parties)"
+        f"{1e6 * seconds / len(run):.0f} us per pair (numpy, one process, all three parties)",
+        flush=True,
     )
-    # The attacker's same view of its own plaintext: its encodings against themselves, blocked
-    # by its own keyed LSH.
     own_key = secrets.token_bytes(32)
-    p = upload_views(schema, p_rows, own_key, NONE)[0]
-    keys_p = band_keys(p, args.r, args.b, own_key)
-    own_pairs = candidates(keys_p, keys_p)
-    own_pairs = own_pairs[own_pairs[:, 0] != own_pairs[:, 1]]
-    inter = np.bitwise_count(p[own_pairs[:, 0]] & p[own_pairs[:, 1]]).sum(1)
-    total = np.bitwise_count(p[own_pairs[:, 0]]).sum(1) + np.bitwise_count(p[own_pairs[:, 1]]).sum(
-        1
-    )
-    victim = [two_hop(len(a), len(b), pairs, dice)]
-    attacker = [two_hop(len(p), len(p), own_pairs, 2 * inter / total)]
-    for count in (0, 50):
-        known = known_pairs(a_people, p_people, count, seed=count)
-        scored = score_matching(match_graphs(victim, attacker, known), a_people, p_people, known)
+    u = upload_views(schema, u_rows, own_key, NONE)[0]
+    where = {q: k for k, q in enumerate(u_people)}
+    truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
+    truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
+    if args.attack in ("graph", "both"):
+        # The graph-matching attack: the attacker's same view of its plaintext of A's people,
+        # its encodings against themselves, blocked by its own keyed LSH.
+        p = u[np.sort(truth_a)]
+        p_people = [u_people[k] for k in np.sort(truth_a)]
+        keys_p = band_keys(p, args.r, args.b, own_key)
+        own_pairs = candidates(keys_p, keys_p)
+        own_pairs = own_pairs[own_pairs[:, 0] != own_pairs[:, 1]]
+        inter = np.bitwise_count(p[own_pairs[:, 0]] & p[own_pairs[:, 1]]).sum(1)
+        total = np.bitwise_count(p[own_pairs[:, 0]]).sum(1) + np.bitwise_count(
+            p[own_pairs[:, 1]]
+        ).sum(1)
+        victim = [two_hop(len(a), len(b), pairs, dice)]
+        attacker = [two_hop(len(p), len(p), own_pairs, 2 * inter / total)]
+        for count in args.known:
+            known = known_pairs(a_people, p_people, count, seed=count)
+            scored = score_matching(
+                match_graphs(victim, attacker, known), a_people, p_people, known
+            )
+            print(
+                f"graph matching on C's view, {count} known pairs: {scored.rate:.1%} of A's "
+                f"records (claim precision {scored.precision:.1%})",
+                flush=True,
+            )
+    if args.attack in ("trilateration", "both"):
+        t0 = time.process_time()
+        pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
+        view = CombinerView(len(a), len(b), pairs, dice, pop_a, pop_b)
+        model = fit_model(u, args.r, args.b, view, truth_a, truth_b)
+        in_a, in_b = np.sort(truth_a), np.sort(truth_b)
         print(
-            f"graph matching on C's view, {count} known pairs: {scored.rate:.1%} of A's records "
-            f"(claim precision {scored.precision:.1%})"
+            f"trilateration: the attacker's plaintext holds {len(u):,} people (all of A's and "
+            f"B's); model {time.process_time() - t0:.0f} CPU s",
+            flush=True,
         )
+        if args.curve:
+            pos = {int(q): j for j, q in enumerate(in_a)}
+            col = np.array([pos[int(q)] for q in truth_a])
+            order = np.random.default_rng(5).permutation(len(b))
+            for k in args.curve:
+                tri = Trilateration(view, model, in_a, np.zeros((len(a), len(in_a)), np.float32))
+                tri.add({int(i): int(truth_b[i]) for i in order[:k]})
+                best = np.argmax(tri.score, axis=1)
+                print(
+                    f"  evidence: with the true identities of {min(k, len(b)):,} random records "
+                    f"of B, A's true identity scores best for {np.mean(best == col):.1%} of A",
+                    flush=True,
+                )
+        for count in args.known:
+            t1 = time.process_time()
+            known_a = known_pairs(a_people, u_people, count, seed=count)
+            known_b: dict[int, int] = {}  # the known pairs are A's: the victim's
+            claims_a, claims_b, blind_a = trilaterate(
+                view, model, in_a, in_b, known_a, known_b, args.blind_seeds, args.margin,
+                args.cap, args.robust, args.lap,
+            )  # fmt: skip
+            good = sum(1 for i, q in blind_a.items() if truth_a[i] == q)
+            out = []
+            # B's records of the known people (linked to a known record of A at Dice ~0.9,
+            # which C sees) are left out of B's count as the known pairs are out of A's.
+            people_known = {int(q) for q in known_a.values()}
+            known_b = {i: int(q) for i, q in enumerate(truth_b) if int(q) in people_known}
+            for claims, known, truth in (
+                (claims_a, known_a, truth_a),
+                (claims_b, known_b, truth_b),
+            ):
+                claimed = {i: q for i, q in claims.items() if i not in known}
+                right = sum(1 for i, q in claimed.items() if truth[i] == q)
+                covered = len(truth) - len(known)
+                out.append(
+                    f"{right / covered:.2%} ({right} of {covered:,}; {len(claimed)} claims, "
+                    f"precision {right / len(claimed) if claimed else 1:.1%})"
+                )
+            print(
+                f"trilateration on C's view, {count} known pairs of A "
+                f"({len(blind_a)} blind seeds in A, {good} right): A {out[0]}; B {out[1]}; "
+                f"{time.process_time() - t1:.0f} CPU s",
+                flush=True,
+            )
     return 0
 
 
