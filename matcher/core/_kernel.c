@@ -1233,19 +1233,24 @@ static void run_job(job_t *j) {
                 &j->counts[2 * i + 1]);
 }
 
+/* Take the queue's first job and run it outside the lock; called and returns with pool_mu held. */
+static void run_head_locked(void) {
+    job_t *j = pool_head;
+    pool_head = j->next;
+    if (!pool_head) pool_tail = NULL;
+    pthread_mutex_unlock(&pool_mu);
+    run_job(j);
+    pthread_mutex_lock(&pool_mu);
+    j->done = 1;
+    pthread_cond_signal(&j->cv);
+}
+
 static void *pool_main(void *arg) {
     (void)arg;
     for (;;) {
         pthread_mutex_lock(&pool_mu);
         while (!pool_head) pthread_cond_wait(&pool_cv, &pool_mu);
-        job_t *j = pool_head;
-        pool_head = j->next;
-        if (!pool_head) pool_tail = NULL;
-        pthread_mutex_unlock(&pool_mu);
-        run_job(j);
-        pthread_mutex_lock(&pool_mu);
-        j->done = 1;
-        pthread_cond_signal(&j->cv);
+        run_head_locked();
         pthread_mutex_unlock(&pool_mu);
     }
     return NULL;
@@ -1447,16 +1452,7 @@ static void pool_run_all(job_t *jobs, size_t nj) {
     }
     if (nj > 1) pthread_cond_broadcast(&pool_cv);
     else pthread_cond_signal(&pool_cv);
-    while (pool_head) { /* help: run queued jobs here until none is left to start */
-        job_t *j = pool_head;
-        pool_head = j->next;
-        if (!pool_head) pool_tail = NULL;
-        pthread_mutex_unlock(&pool_mu);
-        run_job(j);
-        pthread_mutex_lock(&pool_mu);
-        j->done = 1;
-        pthread_cond_signal(&j->cv);
-    }
+    while (pool_head) run_head_locked(); /* help: run queued jobs here until none is left */
     /* The last is most likely done last: usually one wake-up for the lot. */
     for (size_t i = nj; i-- > 0;)
         while (!jobs[i].done) pthread_cond_wait(&jobs[i].cv, &pool_mu);
