@@ -420,18 +420,7 @@ def test_serve_with_look_up_server_processes(tmp_path: Path, clks: list[np.ndarr
         lookup_server(data, "0/2", listen=addresses[0]),
         lookup_server(data, "1/2", listen=addresses[1]) as second,
     ):
-        with MatcherClient(served.target, served.admin_token) as op:
-            tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
-        with MatcherClient(served.target, tokens["south"]) as south:
-            south.change_index(
-                "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
-                puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
-            )  # fmt: skip
-        with MatcherClient(served.target, tokens["north"]) as north:
-            answer = once_read_at(north, clks[0][0:20])
-        assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
-            [("south", f"south-{i}")] for i in range(20)
-        ]
+        tokens = south_indexed_north_answered(served.target, served.admin_token, clks)
         second.process.kill()
         second.process.wait(timeout=30)
         refused = f"look-up server {addresses[1]}"
@@ -440,6 +429,26 @@ def test_serve_with_look_up_server_processes(tmp_path: Path, clks: list[np.ndarr
             pytest.raises(UnavailableError, match=refused),
         ):
             once_read_at(north, clks[0][0:20])
+
+
+def south_indexed_north_answered(
+    target: str, admin_token: str, clks: list[np.ndarray]
+) -> dict[str, str]:
+    """A project whose south indexes 500 records through the served matcher; north's first 20
+    queries are each answered with south's record of the same person. Returns the tokens."""
+    with MatcherClient(target, admin_token) as op:
+        tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
+    with MatcherClient(target, tokens["south"]) as south:
+        south.change_index(
+            "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+            puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
+        )  # fmt: skip
+    with MatcherClient(target, tokens["north"]) as north:
+        answer = once_read_at(north, clks[0][0:20])
+    assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
+        [("south", f"south-{i}")] for i in range(20)
+    ]
+    return dict(tokens)
 
 
 def once_read_at(client: MatcherClient, clks: np.ndarray) -> QueryAnswer:
@@ -470,18 +479,7 @@ def test_serve_with_look_up_server_processes_without_a_data_dir(
         key_file.write_text((data / "lookup.key").read_text())
         key_file.chmod(0o600)
         with lookup_server(tmp_path / "absent", "0/1", listen=address, key_file=key_file):
-            with MatcherClient(served.target, served.admin_token) as op:
-                tokens = op.create_project("trial", list(NAMES), disclosure="mapping").tokens
-            with MatcherClient(served.target, tokens["south"]) as south:
-                south.change_index(
-                    "trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
-                    puts=[(f"south-{i}", clks[1][i].tobytes()) for i in range(500)],
-                )  # fmt: skip
-            with MatcherClient(served.target, tokens["north"]) as north:
-                answer = once_read_at(north, clks[0][0:20])
-            assert [[(m.partner, m.refs[0]) for m in r] for r in answer.results] == [
-                [("south", f"south-{i}")] for i in range(20)
-            ]
+            south_indexed_north_answered(served.target, served.admin_token, clks)
     assert not (tmp_path / "absent").exists()
 
 
