@@ -1,0 +1,212 @@
+"""The link bit on the shares (matcher/core/linkbit.py): the circuit's bit is the kernel's test
+on the CLKs, and what S1, S2 and C receive says nothing beyond the bits C is meant to learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.kernel import dice_pairs, popcounts
+
+Clks = npt.NDArray[np.uint8]
+
+
+def split(d: Clks, rng: np.random.Generator) -> tuple[Clks, Clks]:
+    """Two XOR shares of `d`."""
+    u = rng.integers(0, 256, d.shape, dtype=np.uint8)
+    return u, u ^ d
+
+
+def width_bytes(n_bits: int) -> int:
+    return (n_bits + 7) // 8
+
+
+def differences(n_bits: int, hamming: npt.NDArray[np.int64], rng: np.random.Generator) -> Clks:
+    """Rows of `n_bits` bits (the rest of the last byte clear) with hamming[k] bits set."""
+    rows = np.zeros((len(hamming), n_bits), dtype=np.uint8)
+    for k, h in enumerate(hamming.tolist()):
+        rows[k, rng.choice(n_bits, size=h, replace=False)] = 1
+    padded = np.zeros((len(hamming), 8 * width_bytes(n_bits)), dtype=np.uint8)
+    padded[:, :n_bits] = rows
+    return np.packbits(padded, axis=1, bitorder="little")
+
+
+@pytest.mark.parametrize("n_bits", [1, 7, 64, 100, 1023, 1024])
+@pytest.mark.parametrize("pairs", [1, 63, 130])
+def test_the_circuit_gives_popcount_below_the_bound_at_the_edges(n_bits: int, pairs: int) -> None:
+    rng = np.random.default_rng(n_bits * 1000 + pairs)
+    # Distances at the ends (0, every bit) and random; bounds 0, H, H + 1, n + 1 and random.
+    hamming = rng.integers(0, n_bits + 1, pairs)
+    hamming[:2] = [0, n_bits][: min(2, pairs)]
+    d = differences(n_bits, hamming, rng)
+    assert np.array_equal(np.bitwise_count(d).sum(axis=1), hamming)
+    bounds = np.stack(
+        [np.zeros(pairs, np.int64), hamming, hamming + 1, np.full(pairs, n_bits + 1),
+         rng.integers(0, n_bits + 2, pairs)]
+    )  # fmt: skip
+    u, v = split(d, rng)
+    got = linkbit.compare(u, v, bounds, n_bits)
+    assert got.shape == bounds.shape
+    assert np.array_equal(got, hamming[None, :] < bounds)
+    assert not got[0].any() and not got[1].any() and got[2].all() and got[3].all()
+
+
+def test_the_circuit_costs_about_one_and_gate_a_bit_in_a_dozen_rounds() -> None:
+    one = linkbit.circuit(1024, 1)
+    assert 1024 <= one.and_gates <= 1040
+    assert one.rounds <= 12
+    four = linkbit.circuit(1024, 4)
+    assert four.and_gates - one.and_gates == 3 * 11  # a bound costs a ripple of 11 ANDs
+    assert four.rounds == one.rounds
+
+
+def kernel_links(a: Clks, b: Clks, threshold: float) -> npt.NDArray[np.bool_]:
+    k = np.arange(len(a), dtype=np.uint32)
+    _, keep = dice_pairs(a, b, k, k, threshold)
+    out = np.zeros(len(a), dtype=bool)
+    out[keep] = True
+    return out
+
+
+def link_bits(a: Clks, b: Clks, cutoffs: list[float], seed: int) -> npt.NDArray[np.bool_]:
+    """C's bits for pairs (a[k], b[k]): each CLK split in two shares, S1 and S2 each XOR theirs."""
+    rng = np.random.default_rng(seed)
+    a1, a2 = split(a, rng)
+    b1, b2 = split(b, rng)
+    n_bits = 8 * a.shape[1]
+    bounds = linkbit.hamming_bounds(popcounts(a), popcounts(b), cutoffs, n_bits)
+    return linkbit.compare(a1 ^ b1, a2 ^ b2, bounds, n_bits)
+
+
+def test_the_link_bits_are_the_kernels_test_on_the_edges() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    a = (rng.random((n, 1024)) < rng.random((n, 1))).astype(np.uint8)
+    # b: a with a few bits flipped, so that Dice runs through 0.8 and beyond.
+    b = a ^ (rng.random((n, 1024)) < rng.random((n, 1)) * 0.3).astype(np.uint8)
+    a[0], b[0] = 0, 0  # S = 0: two empty CLKs
+    a[1], b[1] = 1, 1  # all ones
+    a[2], b[2] = 0, 1  # one empty: the pre-filter
+    a[3, :], b[3, :] = 0, 0
+    a[3, :10], b[3, :8] = 1, 1  # S = 18, H = 2: Dice 16/18
+    a[4, :], b[4, :] = 0, 0
+    a[4, :5], b[4, 1:6] = 1, 1  # S = 10, H = 2: Dice exactly 0.8
+    a[5, :], b[5, :] = 0, 0
+    a[5, :5], b[5, 2:7] = 1, 1  # S = 10, H = 4: Dice 0.6
+    packed_a = np.packbits(a, axis=1, bitorder="little")
+    packed_b = np.packbits(b, axis=1, bitorder="little")
+    for t in (0.8, 0.6, 0.95, 1.0, 1e-9):
+        want = kernel_links(packed_a, packed_b, t)
+        got = link_bits(packed_a, packed_b, [t], seed=7)[0]
+        assert np.array_equal(got, want), t
+        assert 0 < want.sum() < n
+    assert link_bits(packed_a[:6], packed_b[:6], [0.8], seed=8)[0].tolist() == [
+        False, True, False, True, True, False,
+    ]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    pairs=st.integers(1, 150),
+    flip=st.floats(0.0, 0.5),
+    cutoffs=st.lists(st.floats(0.05, 1.0), min_size=1, max_size=4, unique=True),
+)
+def test_the_link_bits_equal_the_kernels_test_on_random_pairs(
+    seed: int, pairs: int, flip: float, cutoffs: list[float]
+) -> None:
+    rng = np.random.default_rng(seed)
+    density = rng.random((pairs, 1))
+    a = np.packbits(rng.random((pairs, 1024)) < density, axis=1, bitorder="little")
+    noise = np.packbits(rng.random((pairs, 1024)) < flip * rng.random((pairs, 1)), axis=1,
+                        bitorder="little")  # fmt: skip
+    b = a ^ noise
+    cutoffs = sorted(cutoffs)
+    got = link_bits(a, b, cutoffs, seed)
+    for j, t in enumerate(cutoffs):
+        # Bound j: Dice >= cutoffs[j] among the pairs passing the pre-filter at cutoffs[0].
+        assert np.array_equal(got[j], kernel_links(a, b, t) & kernel_links(a, b, cutoffs[0]))
+
+
+def run_views(
+    d: Clks, u: Clks, bounds: npt.NDArray[np.int64], seeds: tuple[bytes, bytes] | None
+) -> tuple[npt.NDArray[np.bool_], linkbit.Transcript]:
+    t = linkbit.Transcript(keep=True)
+    return linkbit.compare(u, u ^ d, bounds, 8 * d.shape[1], t, seeds), t
+
+
+def received(t: linkbit.Transcript, who: str, what: str | None = None) -> Clks:
+    return np.frombuffer(
+        b"".join(p for _, r, w, p in t.messages if r == who and what in (None, w)), np.uint8
+    )
+
+
+def test_c_receives_only_the_output_shares_and_each_alone_is_uniform() -> None:
+    rng = np.random.default_rng(11)
+    pairs, n_bits = 4096, 1024
+    d = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
+    u = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
+    words = linkbit.words_for(pairs)
+    for bound in (0, n_bits + 1):  # every bit 0, every bit 1
+        bits, t = run_views(d, u, np.full((2, pairs), bound), (bytes(32), bytes(range(32))))
+        assert bits.all() == bool(bound) and bits.any() == bool(bound)
+        to_c = [(s, w, len(p)) for s, r, w, p in t.messages if r == "C"]
+        assert to_c == [("S1", "output", 2 * 8 * words), ("S2", "output", 2 * 8 * words)]
+        # Each server's share alone is balanced whatever the bits are.
+        for share in (t.messages[-2][3], t.messages[-1][3]):
+            ones = np.bitwise_count(np.frombuffer(share, np.uint8)).sum() / (8 * len(share))
+            assert 0.47 < ones < 0.53
+        # C sends S1 its seed only.
+        assert [len(p) for s, r, _, p in t.messages if (s, r) == ("C", "S1")] == [32]
+
+
+def test_what_s1_and_s2_receive_is_uniform_whatever_the_inputs() -> None:
+    """Each server's view is its own shares, its seed, and messages padded by randomness it
+    does not hold (S2's by S1's seed stream and C's c2; S1's by S2's seed stream), so it is
+    simulated by uniform bytes. Checked on the inputs furthest from uniform: d = 0 with every
+    bound 0 and d = all ones with every bound the largest, S2's shares all zero in the first
+    (sent unpadded, S1 would receive zeros): every message is balanced and no pad row is used
+    twice (a reused triple would repeat one)."""
+    rng = np.random.default_rng(12)
+    pairs = 2048
+    u = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
+    for d, bound in ((u, 0), (~u, 1025)):  # S2's shares u ^ d: all zeros, all ones
+        bits, t = run_views(d, u, np.full((1, pairs), bound), None)
+        assert bits.all() == (bound > 0)
+        views = {
+            "S1 from S2": received(t, "S1", "round"),
+            "S2 from S1": received(t, "S2", "round"),
+            "S2 from C": received(t, "S2", "setup")[linkbit.SEED_BYTES :],  # past S2's seed
+        }
+        assert len(received(t, "S1", "setup")) == linkbit.SEED_BYTES  # S1: a seed, nothing else
+        for who, view in views.items():
+            share = np.bitwise_count(view).sum() / (8 * len(view))
+            assert 0.49 < share < 0.51, who
+            rows = view.view("<u8").reshape(-1, linkbit.words_for(pairs))
+            assert len(np.unique(rows, axis=0)) == len(rows), who
+
+
+def test_the_bounds_are_the_largest_distance_the_threshold_allows() -> None:
+    pa = np.array([0, 5, 5, 100, 500, 1024, 3, 600], np.int64)
+    pb = np.array([0, 5, 4, 40, 520, 1024, 0, 200], np.int64)
+    b = linkbit.hamming_bounds(pa, pb, [0.8, 0.9], 1024)
+    # S = 10 at 0.8: H <= 2 (8/10 = 0.8 exactly), so B = 3; S = 9: H <= 1 (7/9 < 0.8 < 8/9).
+    assert b[0, :3].tolist() == [0, 3, 2]
+    assert b[1, 1] == 2  # 9/10 >= 0.9
+    assert b[0, 3] == 0 and b[0, 6] == 0 and b[0, 7] == 0  # the pre-filter (|pa - pb|, pa = 0)
+    assert b[0, 4] == 205  # H <= 204: (1020 - 204) / 1020 = 0.8
+    assert b[0, 5] == 410 and b[1, 5] == 205  # S = 2048: H <= 409 at 0.8
+    with pytest.raises(ValueError, match="popcounts outside"):
+        linkbit.hamming_bounds(np.array([1025]), np.array([1024]), [0.8], 1024)
+    with pytest.raises(ValueError, match="bound outside"):
+        linkbit.deal(linkbit.circuit(64), np.array([[66]]))
+    with pytest.raises(ValueError, match="does not fit the round"):
+        c = linkbit.circuit(64)
+        dealt = linkbit.deal(c, np.array([[3, 4]]))
+        s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1)
+        s1.open()
+        s1.close(b"\0" * 8)
