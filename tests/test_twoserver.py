@@ -1,7 +1,8 @@
 """A run on two non-colluding servers and a combiner (matcher/core/twoserver.py) on realistic
 encodings of the default schema (a record-level CLK and a fallback CLK): its links are the
-exhaustive run's wherever blocking proposes the pairs, and the combiner only ever holds
-popcounts and permuted share differences."""
+exhaustive run's wherever blocking proposes the pairs; the combiner only ever holds popcounts
+and, with link bits (the default), the servers' shares of the output bits, with the Dice
+oracle their permuted share differences."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.schemacheck import check_schema
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.core import fallback, twoserver
+from blindmatch.matcher.core import fallback, linkbit, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
@@ -61,14 +62,22 @@ class RecordingCombiner(twoserver.Combiner):
 
 
 def three_party(
-    datasets: list[Clks], fallback_bits: int, plan: client.BandPlan
+    datasets: list[Clks],
+    fallback_bits: int,
+    plan: client.BandPlan,
+    transcript: linkbit.Transcript | None = None,
+    **reveal: object,
 ) -> tuple[twoserver.TwoServerResult, RecordingCombiner, list[client.SharedUpload]]:
+    """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
-    combiner = RecordingCombiner([u.combiner.popcounts for u in uploads], THRESHOLD)
-    return twoserver.run(s1, s2, combiner, batch_pairs=5000), combiner, uploads
+    combiner = RecordingCombiner(
+        [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
+    )
+    result = twoserver.run(s1, s2, combiner, batch_pairs=5000, transcript=transcript)
+    return result, combiner, uploads
 
 
 def assert_same_links(got: Links, want: Links) -> None:
@@ -136,6 +145,47 @@ def test_with_keyed_blocking_the_links_are_the_plaintext_runs_on_the_proposed_pa
     assert_same_links(result.links, plaintext_on(result.proposed, datasets, fallback_bits))
 
 
+def test_with_link_bits_the_links_are_the_dice_oracles_scored_by_bucket(
+    members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = members
+    plan = client.BandPlan(bits=20, bands=30)
+    buckets = (0.85, 0.9, 0.95)
+    got, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit", buckets=buckets)
+    bare, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit")
+    oracle, _, _ = three_party(datasets, fallback_bits, plan)  # C learns each pair's Dice
+    assert len(oracle.links) > 300 and got.comparisons == oracle.comparisons
+    for name in ("dset", "row", "partner", "partner_row"):
+        assert np.array_equal(getattr(got.links, name), getattr(oracle.links, name)), name
+        assert np.array_equal(getattr(bare.links, name), getattr(oracle.links, name)), name
+    # A link's score is the lower end of its Dice's bucket; 0.0 below the threshold.
+    cuts = np.array([0.0, THRESHOLD, *buckets])
+    want = cuts[np.searchsorted(cuts, oracle.links.score, side="right") - 1]
+    assert np.array_equal(got.links.score, want)
+    assert set(np.unique(bare.links.score).tolist()) <= {0.0, THRESHOLD}
+    assert {THRESHOLD, *buckets} <= set(got.links.score.tolist())  # every bucket is used
+
+
+def test_with_link_bits_c_receives_output_shares_only(members: tuple[list[Clks], int]) -> None:
+    datasets, fallback_bits = members
+    seen = linkbit.Transcript(keep=True)
+    result, combiner, _ = three_party(
+        datasets, fallback_bits, client.BandPlan(bits=20, bands=30), seen, reveal="link-bit"
+    )
+    assert combiner.received == []  # no permuted difference was ever made for C
+    to_c = [(w, len(p)) for _, r, w, p in seen.messages if r == "C"]
+    circuits = len([m for m in seen.messages if m[1] == "S1" and m[2] == "setup"])
+    assert {w for w, _ in to_c} == {"output"} and len(to_c) == 2 * circuits
+    # One bit a pair (padded to a word) from each server: the link bit's share.
+    assert sum(n for _, n in to_c) <= 2 * (seen.pairs + 64 * circuits) // 8
+    assert seen.pairs >= result.comparisons
+    from_c = {(r, w) for s, r, w, _ in seen.messages if s == "C"}
+    assert from_c == {("S1", "setup"), ("S2", "setup")}
+    assert all(
+        len(p) == linkbit.SEED_BYTES for s, r, _, p in seen.messages if (s, r) == ("C", "S1")
+    )
+
+
 def test_the_combiner_never_receives_a_clk_or_a_share(members: tuple[list[Clks], int]) -> None:
     datasets, fallback_bits = members
     result, combiner, uploads = three_party(
@@ -146,7 +196,7 @@ def test_the_combiner_never_receives_a_clk_or_a_share(members: tuple[list[Clks],
         assert set(vars(upload.combiner)) == {"popcounts"}
         assert all(p.dtype == np.int64 and p.ndim == 1 for p in upload.combiner.popcounts)
     held = {name: value for name, value in vars(combiner).items() if name != "received"}
-    assert set(held) == {"_pops", "threshold", "has_fallback"}
+    assert set(held) == {"_pops", "threshold", "has_fallback", "reveal", "cutoffs"}
     assert all(p.dtype == np.int64 and p.ndim == 1 for m in held["_pops"] for p in m)
     # What C is sent: permuted differences, none of them a CLK or a share of one, and none
     # the plain difference of two CLKs (the positions where they differ).

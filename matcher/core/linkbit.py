@@ -446,8 +446,11 @@ class Transcript:
     pairs: int = 0
     messages: list[tuple[str, str, str, bytes]] = field(default_factory=list)
 
+    def count(self, sender: str, receiver: str, nbytes: int) -> None:
+        self.sent[sender, receiver] = self.sent.get((sender, receiver), 0) + nbytes
+
     def send(self, sender: str, receiver: str, what: str, payload: bytes) -> bytes:
-        self.sent[sender, receiver] = self.sent.get((sender, receiver), 0) + len(payload)
+        self.count(sender, receiver, len(payload))
         if self.keep:
             self.messages.append((sender, receiver, what, payload))
         return payload

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.sharing import pair_messages
@@ -140,8 +141,26 @@ class ShareServer:
         self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
         self._key = pair_key
 
+    def bits(self, clk: int) -> int:
+        """The width of CLK `clk` in bits (public: the schema's)."""
+        return 8 * int(self._shares[0][clk].shape[1])
+
+    def differences(self, batch: PairBatch) -> Shares:
+        """(pairs, width): each pair's share difference, unpermuted (the link-bit step's
+        input: S1's and S2's XOR to a ^ b, which neither holds)."""
+        a = self._shares[batch.member_a][batch.clk][batch.rows_a]
+        out: Shares = a ^ self._shares[batch.member_b][batch.clk][batch.rows_b]
+        return out
+
+    def party(
+        self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes
+    ) -> linkbit.Party:
+        """This server's side of the link-bit circuit on `batch`, from C's `setup`."""
+        return linkbit.Party(role, circuit, self.differences(batch), setup)
+
     def messages(self, batch: PairBatch) -> Shares:
-        """(pairs, width): each pair's share difference, permuted (core/sharing.py)."""
+        """(pairs, width): each pair's share difference, permuted (core/sharing.py): the
+        Dice-revealing step's message to C."""
         return pair_messages(
             self._shares[batch.member_a][batch.clk],
             self._shares[batch.member_b][batch.clk],
@@ -197,13 +216,35 @@ class BlockingServer(ShareServer):
 
 
 class Combiner:
-    """C: each member's popcounts, `popcounts[member][clk]`, and the threshold."""
+    """C: each member's popcounts, `popcounts[member][clk]`, and the threshold.
 
-    def __init__(self, popcounts: Sequence[Sequence[Popcounts]], threshold: float) -> None:
+    `reveal` is what C learns of a pair: "link-bit" (the default) its link bit from the
+    servers' circuit (core/linkbit.py) and, with `buckets` (cut-offs above the threshold),
+    the highest cut-off its Dice reaches; "dice" its exact Dice from the servers' permuted
+    differences (the stepping stone and the test oracle: docs/privacy-design.md measured that
+    this view leaks). With link bits a candidate's score, for the solver and in the links, is
+    the lower end of its bucket: the threshold, or the highest cut-off reached; a pair inside
+    a group that does not reach the threshold scores 0.0 (C learns only that)."""
+
+    def __init__(
+        self,
+        popcounts: Sequence[Sequence[Popcounts]],
+        threshold: float,
+        *,
+        reveal: str = "link-bit",
+        buckets: Sequence[float] = (),
+    ) -> None:
         self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts]
         self.threshold = _check_threshold(threshold)
         if not self.threshold > 0:
             raise ValueError("the two-server run needs a positive threshold")
+        if reveal not in ("link-bit", "dice"):
+            raise ValueError(f"C reveals 'link-bit' or 'dice', not {reveal!r}")
+        self.reveal = reveal
+        cuts = sorted({_check_threshold(b) for b in buckets})
+        if cuts and (cuts[0] <= self.threshold or reveal == "dice"):
+            raise ValueError("score buckets: cut-offs above the threshold, with link bits")
+        self.cutoffs = (self.threshold, *cuts)
         clks = {len(m) for m in self._pops}
         if len(clks) > 1:
             raise ValueError("C: every member must upload the same CLKs")
@@ -248,6 +289,86 @@ class Combiner:
             batch.rows_b[keep].astype(np.uint32),
         )
 
+    def deal(self, batch: PairBatch, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
+        """The link-bit circuit for the batch and C's messages to S1 and S2: each pair's
+        Hamming bounds (one a cut-off; from the popcounts, 0 where the pre-filter fails)
+        shared, and the triples."""
+        pa = self._pops[batch.member_a][batch.clk][batch.rows_a]
+        pb = self._pops[batch.member_b][batch.clk][batch.rows_b]
+        bounds = linkbit.hamming_bounds(pa, pb, self.cutoffs, n_bits)
+        circuit = linkbit.circuit(n_bits, len(self.cutoffs))
+        return circuit, linkbit.deal(circuit, bounds)
+
+    def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        """(pairs,): the highest cut-off each pair reaches, 0.0 for none (bits: (cut-offs,
+        pairs), monotone down the cut-offs)."""
+        reached = bits.sum(axis=0)
+        out: npt.NDArray[np.float64] = np.asarray((0.0, *self.cutoffs))[reached]
+        return out
+
+    def decide_bits(self, batch: PairBatch, bits: npt.NDArray[np.bool_]) -> Candidates:
+        """The batch's pairs whose link bit is set, scored by their bucket."""
+        keep = bits[0]
+        n = int(keep.sum())
+        return Candidates(
+            self.bucket_scores(bits[:, keep]),
+            np.full(n, batch.member_a, dtype=np.uint32),
+            np.full(n, batch.member_b, dtype=np.uint32),
+            batch.rows_a[keep].astype(np.uint32),
+            batch.rows_b[keep].astype(np.uint32),
+        )
+
+
+def link_bits(
+    s1: ShareServer,
+    s2: ShareServer,
+    combiner: Combiner,
+    batch: PairBatch,
+    transcript: linkbit.Transcript,
+    seconds: dict[str, float],
+) -> npt.NDArray[np.bool_]:
+    """(cut-offs, pairs): the link-bit step on a batch, in circuits of linkbit.BATCH pairs:
+    C deals, S1 and S2 run the rounds, C reveals; CPU seconds by role into `seconds`."""
+    out = np.zeros((len(combiner.cutoffs), len(batch)), dtype=bool)
+    at = 0
+    for part in batch.split(linkbit.BATCH):
+        t0 = time.process_time()
+        circuit, dealt = combiner.deal(part, s1.bits(part.clk))
+        t1 = time.process_time()
+        p1 = s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
+        t2 = time.process_time()
+        p2 = s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
+        t3 = time.process_time()
+        clock = [t1 - t0, t2 - t1, t3 - t2]  # C, S1, S2
+        for _ in range(circuit.rounds):
+            t0 = time.process_time()
+            m1 = transcript.send("S1", "S2", "round", p1.open())
+            t1 = time.process_time()
+            m2 = transcript.send("S2", "S1", "round", p2.open())
+            t2 = time.process_time()
+            p1.close(m2)
+            t3 = time.process_time()
+            p2.close(m1)
+            clock[1] += t1 - t0 + t3 - t2
+            clock[2] += t2 - t1 + time.process_time() - t3
+        transcript.rounds += circuit.rounds
+        t0 = time.process_time()
+        o1 = transcript.send("S1", "C", "output", p1.output())
+        t1 = time.process_time()
+        o2 = transcript.send("S2", "C", "output", p2.output())
+        t2 = time.process_time()
+        out[:, at : at + len(part)] = linkbit.reveal(circuit, o1, o2, len(part))
+        transcript.pairs += len(part)
+        at += len(part)
+        clock[0] += time.process_time() - t2
+        clock[1] += t1 - t0
+        clock[2] += t2 - t1
+        for role, secs in zip(
+            ("combining (C)", "messages (S1)", "messages (S2)"), clock, strict=True
+        ):
+            seconds[role] = seconds.get(role, 0.0) + secs
+    return out
+
 
 @dataclass
 class TwoServerResult:
@@ -259,6 +380,7 @@ class TwoServerResult:
     proposed: list[PairBatch]
     method: str
     seconds: dict[str, float] = field(default_factory=dict)
+    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
 
     @property
     def comparisons(self) -> int:
@@ -271,17 +393,33 @@ def run(
     combiner: Combiner,
     *,
     batch_pairs: int = BATCH_PAIRS,
+    transcript: linkbit.Transcript | None = None,
 ) -> TwoServerResult:
-    """The whole run: blocking (S1), messages (S1, S2), deciding (C), solving and links (C)."""
+    """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
+    combiner the permuted differences), deciding (C), solving and links (C); what crossed
+    between the parties counted in `transcript` (the result's)."""
     seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
     proposed = s1.block(lacking)
     seconds["blocking (S1)"] += time.process_time() - started
+    transcript = transcript if transcript is not None else linkbit.Transcript()
+
+    def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:
+        m1, m2 = s1.messages(batch), s2.messages(batch)
+        transcript.count("S1", "C", m1.nbytes)
+        transcript.count("S2", "C", m2.nbytes)
+        transcript.pairs += len(batch)
+        return m1, m2
+
     parts = []
     for pairs in proposed:
         for batch in pairs.split(batch_pairs):
+            if combiner.reveal == "link-bit":
+                bits = link_bits(s1, s2, combiner, batch, transcript, seconds)
+                parts.append(combiner.decide_bits(batch, bits))
+                continue
             t0 = time.process_time()
             m1 = s1.messages(batch)
             t1 = time.process_time()
@@ -291,6 +429,9 @@ def run(
             seconds["messages (S1)"] += t1 - t0
             seconds["messages (S2)"] += t2 - t1
             seconds["combining (C)"] += time.process_time() - t2
+            transcript.count("S1", "C", m1.nbytes)
+            transcript.count("S2", "C", m2.nbytes)
+            transcript.pairs += len(batch)
     started = time.process_time()
     candidates = merge(parts)
     groups = solve(candidates)
@@ -313,17 +454,26 @@ def run(
                 clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
             for c in (RECORD, FALLBACK):
                 pick = np.flatnonzero(clk == bool(c))
-                if len(pick):
-                    batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
-                    m1, m2 = s1.messages(batch), s2.messages(batch)
-                    scores[sel[pick]] = combiner.scores(batch, m1, m2)
+                if not len(pick):
+                    continue
+                batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
+                if combiner.reveal == "link-bit":
+                    bits = link_bits(s1, s2, combiner, batch, transcript, seconds)
+                    scores[sel[pick]] = combiner.bucket_scores(bits)
+                else:
+                    scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
         out: npt.NDArray[np.float64] = scores[back.ravel()]
         return out
 
+    roles = ("messages (S1)", "messages (S2)", "combining (C)")
+    before = sum(seconds[r] for r in roles)
     links = links_from_groups(groups, [], scorer)
-    seconds["solving (C)"] += time.process_time() - started
+    # The links' pairs through the link-bit circuit are counted by role, not as solving.
+    seconds["solving (C)"] += (
+        time.process_time() - started - (sum(seconds[r] for r in roles) - before)
+    )
     method = "two-server" + ("+fallback" if lacking is not None else "")
-    return TwoServerResult(links, len(groups), proposed, method, seconds)
+    return TwoServerResult(links, len(groups), proposed, method, seconds, transcript)
 
 
 __all__ = [
