@@ -3,6 +3,7 @@ the default exhaustive run, on the same encodings.
 
     .venv/bin/python benchmarks/twoserver_quality.py [--generators messy households]
         [--population 20000] [--corruption 1.0] [--bits 20] [--bands 1600] [--seed 2100]
+        [--combiners link-bit link-bit:0.85,0.9,0.95 dice]
     .venv/bin/python benchmarks/twoserver_quality.py --scale 100000
 
 For each generator (benchmarks/messy.py, benchmarks/households.py; the cell of
@@ -15,17 +16,23 @@ those CLKs:
   the fallback rule), what a project runs today;
 - **two-server**: each member's `shared_upload` (client/encoding/sharing.py: band keys at r
   `--bits` x `--bands` bands per CLK from the secret, two XOR shares, popcounts), then
-  matcher/core/twoserver.py `run`: S1 blocks on the band keys, S1 and S2 send permuted share
-  differences for every proposed pair, the combiner decides, solves and scores the links.
+  matcher/core/twoserver.py `run` once a `--combiners` entry: S1 blocks on the band keys;
+  with `link-bit` S1 and S2 run the link-bit circuit on every proposed pair (core/linkbit.py)
+  and C learns link bits, with `link-bit:0.85,0.9,0.95` also which of those cut-offs each
+  candidate's Dice reaches (score buckets, the solver's order); with `dice` (the oracle) S1 and
+  S2 send permuted share differences and C learns each pair's Dice. C decides, solves and
+  scores the links.
 
 Printed per generator: precision, recall and F1 over (record, partner) hits of all members,
-side by side with ratios; the pairs each compares (the two-server run: the pairs blocking
-proposes, by CLK); blocking recall of the true cross-member pairs (same person), of every
+side by side with their difference from the exhaustive run's; the links that differ from the
+Dice oracle's; the pairs compared (the pairs blocking proposes, by CLK); bytes between the
+parties (counted as `run` sends them: S1 <-> S2, C -> S1 and S2, S1 and S2 -> C) and rounds
+between S1 and S2; blocking recall of the true cross-member pairs (same person), of every
 pair at or above the threshold under the fallback rule (what the exhaustive run decides
 from) and of the pairs the exhaustive run links; CPU seconds per stage (the members'
-uploads, S1's blocking, S1's and S2's messages, the combiner; the exhaustive run's compare
-and solve). All three parties run in this process, one core; bytes to C are 2 x the CLK's
-bytes a pair (computed, not sent).
+uploads, S1's blocking, S1's and S2's part of the per-pair step, C's, solving; the
+exhaustive run's compare and solve), and the per-pair step's CPU a pair. All three parties
+run in this process, one core.
 
 `--scale N`: blocking alone at N records a member (benchmarks/realclks.py `realistic_pair`,
 the record-level CLK, 10% of A's people in B): the members' band keys and S1's candidate
@@ -157,9 +164,17 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     key = secrets.token_bytes(32)
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
-    combiner = twoserver.Combiner([u.combiner.popcounts for u in uploads], THRESHOLD)
+    popcounts = [u.combiner.popcounts for u in uploads]
     del uploads
-    result = twoserver.run(s1, s2, combiner)
+    runs: list[tuple[str, twoserver.TwoServerResult]] = []
+    for spec in args.combiners:
+        reveal, _, cuts = spec.partition(":")
+        buckets = [float(c) for c in cuts.split(",") if c]
+        combiner = twoserver.Combiner(popcounts, THRESHOLD, reveal=reveal, buckets=buckets)
+        label = {"link-bit": "link bits", "dice": "Dice (oracle)"}[reveal]
+        label += f" + buckets {', '.join(cuts.split(','))}" if buckets else ""
+        runs.append((label, twoserver.run(s1, s2, combiner)))
+    result = runs[0][1]
 
     proposed: set[int] = set()
     by_clk = {twoserver.RECORD: 0, twoserver.FALLBACK: 0}
@@ -169,26 +184,43 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     near = near_pairs(datasets, fb)
     true = true_pairs(truth.entity, orgs, ids)
     q_normal: Quality = quality(hits(normal.links, orgs, ids), truth)
-    q_two: Quality = quality(hits(result.links, orgs, ids), truth)
+    q_two = [quality(hits(r.links, orgs, ids), truth) for _, r in runs]
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.4f}" if b else "-"
 
-    print("| | exhaustive (default) | two-server | two-server / exhaustive |")
-    print("|---|---|---|---|")
+    def row(name: str, first: str, cells: list[str]) -> None:
+        print(f"| {name} | {first} | {' | '.join(cells)} |")
+
+    print(f"| | exhaustive (default) | {' | '.join(f'two-server, {lb}' for lb, _ in runs)} |")
+    print("|---|---|" + "---|" * len(runs))
     for name in ("precision", "recall", "f1"):
-        a, b = getattr(q_normal, name), getattr(q_two, name)
-        print(f"| {name} | {a:.4f} | {b:.4f} | {ratio(b, a)} ({b - a:+.4f}) |")
-    n_links, n_two = len(normal.links), len(result.links)
-    print(f"| links | {n_links:,} | {n_two:,} | {ratio(n_two, n_links)} |")
+        a = getattr(q_normal, name)
+        row(name, f"{a:.4f}", [f"{getattr(q, name):.4f} ({getattr(q, name) - a:+.4f})"
+                               for q in q_two])  # fmt: skip
+    row("links", f"{len(normal.links):,}", [f"{len(r.links):,}" for _, r in runs])
+    oracle = next((r for lb, r in runs if lb.startswith("Dice")), None)
+    if oracle is not None:
+        want = set(hits(oracle.links, orgs, ids))
+        row("links not the Dice oracle's (either way)", "",
+            [f"{len(set(hits(r.links, orgs, ids)) ^ want):,}" for _, r in runs])  # fmt: skip
     print(f"| pairs compared | {cross:,} (all) | {result.comparisons:,} (record-level "
-          f"{by_clk[twoserver.RECORD]:,}, fallback {by_clk[twoserver.FALLBACK]:,}) | "
-          f"{ratio(result.comparisons, cross)} |")  # fmt: skip
-    width = datasets[0].shape[1] // (2 if fb else 1)
-    print(f"| bytes to C | 0 | {2 * width * result.comparisons / 1e6:,.0f} MB | |")
+          f"{by_clk[twoserver.RECORD]:,}, fallback {by_clk[twoserver.FALLBACK]:,}; "
+          f"{ratio(result.comparisons, cross)}) |")  # fmt: skip
+    for name, ends in (("S1 <-> S2", (("S1", "S2"), ("S2", "S1"))),
+                       ("C -> S1, S2", (("C", "S1"), ("C", "S2"))),
+                       ("S1, S2 -> C", (("S1", "C"), ("S2", "C")))):  # fmt: skip
+        cells = []
+        for _, r in runs:
+            sent = sum(r.transcript.sent.get(e, 0) for e in ends)
+            cells.append(
+                f"{sent / 1e6:,.1f} MB ({sent / max(1, r.transcript.pairs):,.1f} B a pair)"
+            )
+        row(f"bytes {name}", "0", cells)
+    row("rounds S1 <-> S2", "", [f"{r.transcript.rounds:,}" for _, r in runs])
     print(
         f"| blocking recall, pairs at Dice >= {THRESHOLD} | 1 ({len(near):,}) | "
-        f"{len(near & proposed) / max(1, len(near)):.5f} ({len(near - proposed):,} missed) | |"
+        f"{len(near & proposed) / max(1, len(near)):.5f} ({len(near - proposed):,} missed) |"
     )
     links = normal.links
     forward = links.dset < links.partner
@@ -198,17 +230,20 @@ def cell(gen: str, args: argparse.Namespace) -> None:
         sel = forward & (links.dset == x) & (links.partner == y)
         linked |= codes(x, y, links.row[sel], links.partner_row[sel])
     missed = len(linked - proposed)
-    print(f"| exhaustive run's linked pairs blocking missed | | {missed:,} of {len(linked):,} | |")
+    print(f"| exhaustive run's linked pairs blocking missed | | {missed:,} of {len(linked):,} |")
     print(
         f"| blocking recall, true pairs | 1 ({len(true):,}) | "
-        f"{len(true & proposed) / max(1, len(true)):.5f} ({len(true - proposed):,} missed) | |"
+        f"{len(true & proposed) / max(1, len(true)):.5f} ({len(true - proposed):,} missed) |"
     )
-    stages = {"members' uploads (band keys, shares)": upload_s, **result.seconds}
-    for stage, secs in stages.items():
-        print(f"| CPU s, {stage} | | {secs:.1f} | |")
-    total = sum(stages.values())
-    shown = ratio(total, normal_s)
-    print(f"| CPU s, the run | {normal_s:.1f} (compare + solve) | {total:.1f} | {shown} |")
+    print(f"| CPU s, members' uploads (band keys, shares) | | {upload_s:.1f} |")
+    for stage in result.seconds:
+        row(f"CPU s, {stage}", "", [f"{r.seconds[stage]:.1f}" for _, r in runs])
+    step = ("messages (S1)", "messages (S2)", "combining (C)")
+    per_pair = [sum(r.seconds[k] for k in step) / max(1, r.transcript.pairs) for _, r in runs]
+    row("CPU us a pair, S1 + S2 + C", "", [f"{1e6 * x:.1f}" for x in per_pair])
+    row("CPU s, the run", f"{normal_s:.1f} (compare + solve)",
+        [f"{upload_s + sum(r.seconds.values()):.1f} "
+         f"({ratio(upload_s + sum(r.seconds.values()), normal_s)})" for _, r in runs])  # fmt: skip
     sys.stdout.flush()
 
 
@@ -246,6 +281,13 @@ def main() -> int:
     parser.add_argument("--bits", type=int, default=sharing.RECOMMENDED.bits)
     parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=2100, help="as benchmarks/quality.py --grid")
+    parser.add_argument(
+        "--combiners",
+        nargs="+",
+        default=["link-bit", "link-bit:0.85,0.9,0.95", "dice"],
+        help="what C learns, one two-server run each: link-bit, link-bit:CUT,CUT (score "
+        "buckets above the threshold), dice (the oracle)",
+    )
     parser.add_argument("--scale", type=int, help="blocking alone at this many records a member")
     args = parser.parse_args()
     if args.scale:

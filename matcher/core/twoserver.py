@@ -5,19 +5,27 @@ receives in the design:
 
 - `BlockingServer` (S1): every member's keyed band keys (client/encoding/sharing.py
   `shared_upload`) and the first XOR share of each CLK. `block` proposes the cross-member pairs
-  that share a band key; `messages` sends, for a batch of pairs, each pair's share difference
-  with its bits permuted by the pair's permutation (core/sharing.py `pair_messages`).
-- `ShareServer` (S2): the second XOR shares; `messages` as S1's.
-- `Combiner` (C): the popcounts, and the two servers' messages; never a CLK nor a share.
-  `decide` XORs a batch's two messages (the permuted difference of the CLKs: its popcount is
-  their Hamming distance) and keeps the pairs whose Dice reaches the threshold, by the
-  kernel's own test (core/kernel.py: same popcount pre-filter, same float64 score); the
-  run's candidates are then solved and turned into links as a normal run's are (core/solve.py).
+  that share a band key; for a batch of pairs, `party` is its side of the link-bit circuit
+  (core/linkbit.py) on each pair's share difference, and `messages` (the Dice oracle's) each
+  pair's share difference with its bits permuted (core/sharing.py `pair_messages`).
+- `ShareServer` (S2): the second XOR shares; `party` and `messages` as S1's.
+- `Combiner` (C): the popcounts; never a CLK nor a share. With `reveal="link-bit"` (the
+  default) C computes each pair's Hamming bound from the popcounts, deals the circuit's
+  triples and the bounds' shares, and learns from the servers' output shares each pair's link
+  bit (and, with `buckets`, which cut-offs above the threshold its Dice reaches) and nothing
+  else; S1 and S2 exchange masked gate inputs, a round an AND-depth (`link_bits`). With
+  `reveal="dice"`, the stepping stone kept as the tests' oracle, `decide` XORs the servers'
+  permuted differences and learns each pair's exact Dice (an attack on that view crosses the
+  bar: docs/privacy-design.md). Either way C keeps the pairs by the kernel's own test (same
+  popcount pre-filter, same float64 score); the run's candidates are then solved and turned
+  into links as a normal run's are (core/solve.py), a link-bit candidate scored by the lower
+  end of its bucket (the threshold without buckets), so the links' scores are bounds, not
+  Dice values.
 
 `run` drives them: C tells S1 which records lack the fallback CLK's left-out fields (from the
-popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 send messages batch by batch, C
-decides, solves, and scores the links inside each group (a few more pairs through S1 and S2:
-a group of three members holds a pair blocking may not have proposed).
+popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit (or send messages)
+batch by batch, C decides, solves, and scores the links inside each group (a few more pairs
+through S1 and S2: a group of three members holds a pair blocking may not have proposed).
 
 With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
 blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
@@ -31,10 +39,11 @@ docs/privacy-design.md).
 
 What each role learns here beyond the design's option (b): S1 (and, through the pair batches,
 S2) which records lack the left-out fields, one bit a record the normal matcher reads from
-the popcounts too; C the exact Dice of the pairs inside matched groups that blocking did not
-propose. Band keys of different bands are sorted together (their keys differ, the bands'
-SipHash keys being independent): two equal keys of different bands, a 2^-64 chance a pair
-of keys, would propose one pair more, which the combiner then decides like any other.
+the popcounts too, and which pairs inside matched groups blocking did not propose (they are
+sent through the circuit to score the links); C those pairs' link bits (buckets), or with
+the Dice oracle their exact Dice. Band keys of different bands are sorted together (their
+keys differ, the bands' SipHash keys being independent): two equal keys of different bands,
+a 2^-64 chance a pair of keys, would propose one pair more, which C decides like any other.
 """
 
 from __future__ import annotations
