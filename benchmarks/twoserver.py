@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
+        [--view dice|link-bit|buckets] [--cuts 0.8 0.85 0.9 0.95]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -29,6 +30,11 @@ plaintext (its own export, its own errors) on every person of A and of B:
   blind seeds from popcounts (C receives them) and each record's histogram of candidates' Dice;
   alternating seed propagation over both members. `--curve`: its evidence, the share of A
   placed right from k true identities of B without propagation.
+
+`--view link-bit` / `--view buckets`: the attacks on what C learns with the link-bit step
+(matcher/core/linkbit.py): each candidate's link bit at the threshold (the first `--cuts`),
+or its bucket among `--cuts`, in place of its Dice; C still knows which pairs are candidates
+and every popcount.
 """
 
 from __future__ import annotations
@@ -481,6 +487,14 @@ def main() -> int:
         help="trilateration: Hungarian-assignment rounds after propagation (claims: the last "
         "assignment's pairs --margin nats above their row's runner-up)",
     )
+    parser.add_argument(
+        "--view",
+        choices=["dice", "link-bit", "buckets"],
+        default="dice",
+        help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
+        "--cuts, or its bucket among --cuts",
+    )
+    parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
@@ -517,6 +531,15 @@ def main() -> int:
     run = np.random.default_rng(args.seed).permutation(len(pairs))[: args.protocol_pairs]
     at_c, sent, seconds = protocol(a, b, pairs[run])
     assert np.allclose(at_c, dice[run]), "C's Dice differs from the plaintext Dice"
+    if args.view != "dice":
+        # What C learns with the link-bit step (matcher/core/linkbit.py): each candidate's
+        # bucket, its Dice's lower end among the cut-offs, 0.0 below the threshold (C knows
+        # only that). The attacks below read it where they read the Dice: the same attacks,
+        # calibrated on this view as on the Dice.
+        cuts = np.array([0.0, *(args.cuts if args.view == "buckets" else args.cuts[:1])])
+        dice = cuts[np.searchsorted(cuts, dice, side="right") - 1]
+        print(f"C's view: {args.view} at cut-offs {', '.join(map(str, cuts[1:]))}: "
+              f"{(dice > 0).sum():,} of {len(dice):,} candidates link")  # fmt: skip
     print(
         f"{len(pairs)} candidate pairs ({len(pairs) / len(a):.1f} per record of A, "
         f"{len(pairs) / (len(a) * len(b)):.2%} of cross pairs); C's Dice = plaintext Dice on "

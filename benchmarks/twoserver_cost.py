@@ -1,6 +1,6 @@
 """The three-party cost of secret-shared Dice (docs/privacy-design.md option b), projected.
 
-    .venv/bin/python benchmarks/twoserver_cost.py [--pairs 200000]
+    .venv/bin/python benchmarks/twoserver_cost.py [--pairs 200000] [--link-bit-pairs 65536]
 
 Builds benchmarks/twoserver_perm.c with the system C compiler (`cc -O2 -march=native`), runs
 it (CPU time per pair of each keyed permutation, and of the combiner's XOR and popcount), and
@@ -16,6 +16,12 @@ at Dice >= 0.8; figures of 2026-12-03, in `BLOCKINGS`):
   candidate list S1 sends S2 (8 bytes a pair);
 - C: XOR, popcount, Dice, threshold, per pair (measured), then the solve as today.
 
+The link-bit step (matcher/core/linkbit.py, the per-pair step that ships) is measured in
+this process on random 1,024-bit pairs (`--link-bit-pairs`), with one cut-off (the link bit)
+and four (score buckets): CPU a pair of S1, S2 and C, bytes a pair in each direction as
+`linkbit.Transcript` counts them, rounds a circuit; the projection gives its server and C
+CPU and its traffic beside the Dice-revealing step's.
+
 Scenarios: one pair of members at 10^4, 10^5 and 10^6 records each, and docs/scale.md's 43
 forces x 1,000,000 (903 pairs of members), and the same plus 300 retailers x 10,000. Today's
 plaintext run, for comparison: docs/scale.md (42.3 core-hours for the 43 forces).
@@ -28,10 +34,15 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.blocking import COST_PAIR, COST_ROW
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +74,71 @@ def build_and_run(pairs: int) -> dict[str, tuple[float, float]]:
     server = dict(re.findall(r"^(\w+) server_us_per_pair ([\d.]+)", out, re.M))
     combiner = dict(re.findall(r"^(\w+) combiner_us_per_pair ([\d.]+)", out, re.M))
     return {k: (float(server[k]), float(combiner[k])) for k in server}
+
+
+@dataclass
+class LinkBitCost:
+    """The link-bit step (matcher/core/linkbit.py) measured on random 1,024-bit pairs: CPU us
+    a pair by role, bytes a pair by direction, rounds a circuit, AND gates a pair."""
+
+    us: dict[str, float]
+    bytes: dict[tuple[str, str], float]
+    rounds: int
+    and_gates: int
+    batch: int
+
+
+def link_bit_cost(pairs: int, n_bounds: int = 1, n_bits: int = 1024) -> LinkBitCost:
+    """Times C's dealing and reveal, S1's and S2's circuit (bit slicing, PRG, rounds), in
+    circuits of linkbit.BATCH pairs, one process; bytes as linkbit.Transcript counts them."""
+    rng = np.random.default_rng(1)
+    c = linkbit.circuit(n_bits, n_bounds)
+    us = {"S1": 0.0, "S2": 0.0, "C": 0.0}
+    t = linkbit.Transcript()
+    done = 0
+    while done < pairs:
+        n = min(linkbit.BATCH, pairs - done)
+        u = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+        v = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+        bounds = rng.integers(0, n_bits + 2, (n_bounds, n))
+        t0 = time.process_time()
+        dealt = linkbit.deal(c, bounds)
+        t1 = time.process_time()
+        p1 = linkbit.Party(0, c, u, t.send("C", "S1", "setup", dealt.to_s1))
+        t2 = time.process_time()
+        p2 = linkbit.Party(1, c, v, t.send("C", "S2", "setup", dealt.to_s2))
+        t3 = time.process_time()
+        us["C"] += t1 - t0
+        us["S1"] += t2 - t1
+        us["S2"] += t3 - t2
+        for _ in range(c.rounds):
+            t0 = time.process_time()
+            m1 = t.send("S1", "S2", "round", p1.open())
+            t1 = time.process_time()
+            m2 = t.send("S2", "S1", "round", p2.open())
+            t2 = time.process_time()
+            p1.close(m2)
+            t3 = time.process_time()
+            p2.close(m1)
+            us["S1"] += t1 - t0 + t3 - t2
+            us["S2"] += t2 - t1 + time.process_time() - t3
+        t0 = time.process_time()
+        o1 = t.send("S1", "C", "output", p1.output())
+        t1 = time.process_time()
+        o2 = t.send("S2", "C", "output", p2.output())
+        t2 = time.process_time()
+        linkbit.reveal(c, o1, o2, n)
+        us["C"] += time.process_time() - t2
+        us["S1"] += t1 - t0
+        us["S2"] += t2 - t1
+        done += n
+    return LinkBitCost(
+        {k: 1e6 * v / pairs for k, v in us.items()},
+        {k: v / pairs for k, v in t.sent.items()},
+        c.rounds,
+        c.and_gates,
+        linkbit.BATCH,
+    )
 
 
 def scenarios() -> list[tuple[str, list[tuple[int, int, int]]]]:
@@ -98,22 +174,54 @@ def _human(x: float, unit: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=200_000, help="pairs timed per variant")
+    parser.add_argument(
+        "--link-bit-pairs", type=int, default=65_536, help="pairs timed for the link-bit step"
+    )
     args = parser.parse_args()
     measured = build_and_run(args.pairs)
     print("| permutation | one server, us a pair | pairs/s/core | combiner, us a pair |")
     print("|---|---|---|---|")
     for name, (s, c) in measured.items():
         print(f"| {name} | {s:.2f} | {1e6 / s:,.0f} | {c:.3f} |")
+    print(
+        "\nThe link-bit step (matcher/core/linkbit.py, numpy, one process), 1,024-bit CLKs, "
+        f"{args.link_bit_pairs:,} pairs in circuits of {linkbit.BATCH:,}; beside it the "
+        "Dice-revealing step (fyaes above; 128 bytes from each server to C):\n"
+    )
+    print("| step | cut-offs | AND gates a pair | rounds a circuit | CPU us a pair: S1, S2, C "
+          "| bytes a pair: S1 <-> S2, C -> S1, C -> S2, S1 + S2 -> C |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    dice_us = measured["fyaes"]
+    print(f"| Dice (oracle) | - | 0 | 0 (one message) | {dice_us[0]:.2f}, {dice_us[0]:.2f}, "
+          f"{dice_us[1]:.3f} | 0, 0, 0, {BYTES_TO_C} |")  # fmt: skip
+    costs = {}
+    for bounds in (1, 4):
+        cost = costs[bounds] = link_bit_cost(args.link_bit_pairs, bounds)
+        b = cost.bytes
+        print(
+            f"| link bit | {bounds} | {cost.and_gates:,} | {cost.rounds} | "
+            f"{cost.us['S1']:.2f}, {cost.us['S2']:.2f}, {cost.us['C']:.2f} | "
+            f"{b['S1', 'S2'] + b['S2', 'S1']:.1f}, {b['C', 'S1']:.3f}, {b['C', 'S2']:.1f}, "
+            f"{b['S1', 'C'] + b['S2', 'C']:.2f} |",
+            flush=True,
+        )
+    lb = costs[1]
+    lb_server_us = max(lb.us["S1"], lb.us["S2"])
+    lb_between = lb.bytes["S1", "S2"] + lb.bytes["S2", "S1"]
+    lb_from_c = lb.bytes["C", "S1"] + lb.bytes["C", "S2"]
     server_us, combiner_us = measured["fyaes"]
     print(
         f"\nProjection with fyaes ({server_us:.2f} us a pair on each of S1 and S2, "
-        f"{combiner_us:.3f} at C):\n"
+        f"{combiner_us:.3f} at C), and with the link-bit step ({lb_server_us:.2f} us a pair "
+        f"on a server, {lb.us['C']:.2f} at C, {lb_between:.0f} bytes a pair between S1 and "
+        f"S2, {lb_from_c:.0f} from C; rounds: {lb.rounds} a circuit of {lb.batch:,} pairs):\n"
     )
     print(
         "| scenario | blocking | candidate pairs | S1 CPU (blocking + shares) | S2 CPU | C CPU | "
-        "to C | S1 to S2 | band keys uploaded |"
+        "to C | S1 to S2 | band keys uploaded | link bit: server CPU, C CPU | "
+        "link bit: S1 <-> S2, C -> S1 + S2 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, parts in scenarios():
         for name, bands, table in BLOCKINGS:
             pairs = block = 0.0
@@ -127,7 +235,9 @@ def main() -> int:
                 f"| {label} | {name} | {pairs:.3g} | {(block + share) / 3600:.3g} core-h | "
                 f"{share / 3600:.3g} core-h | {pairs * combiner_us * 1e-6 / 3600:.3g} core-h | "
                 f"{_human(pairs * BYTES_TO_C, 'B')} | {_human(pairs * BYTES_S1_S2, 'B')} | "
-                f"{_human(keys, 'B')} |"
+                f"{_human(keys, 'B')} | {pairs * lb_server_us * 1e-6 / 3600:.3g} core-h, "
+                f"{pairs * lb.us['C'] * 1e-6 / 3600:.3g} core-h | "
+                f"{_human(pairs * lb_between, 'B')}, {_human(pairs * lb_from_c, 'B')} |"
             )
     return 0
 
