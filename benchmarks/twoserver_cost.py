@@ -111,17 +111,7 @@ def link_bit_cost(pairs: int, n_bounds: int = 1, n_bits: int = 1024) -> LinkBitC
         us["C"] += t1 - t0
         us["S1"] += t2 - t1
         us["S2"] += t3 - t2
-        for _ in range(c.rounds):
-            t0 = time.process_time()
-            m1 = t.send("S1", "S2", "round", p1.open())
-            t1 = time.process_time()
-            m2 = t.send("S2", "S1", "round", p2.open())
-            t2 = time.process_time()
-            p1.close(m2)
-            t3 = time.process_time()
-            p2.close(m1)
-            us["S1"] += t1 - t0 + t3 - t2
-            us["S2"] += t2 - t1 + time.process_time() - t3
+        linkbit.exchange(p1, p2, t, us)
         t0 = time.process_time()
         o1 = t.send("S1", "C", "output", p1.output())
         t1 = time.process_time()

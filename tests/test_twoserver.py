@@ -152,7 +152,7 @@ def test_with_link_bits_the_links_are_the_dice_oracles_scored_by_bucket(
     plan = client.BandPlan(bits=20, bands=30)
     buckets = (0.85, 0.9, 0.95)
     got, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit", buckets=buckets)
-    bare, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit")
+    bare, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit", buckets=())
     oracle, _, _ = three_party(datasets, fallback_bits, plan)  # C learns each pair's Dice
     assert len(oracle.links) > 300 and got.comparisons == oracle.comparisons
     for name in ("dset", "row", "partner", "partner_row"):
@@ -177,7 +177,7 @@ def test_with_link_bits_c_receives_output_shares_only(members: tuple[list[Clks],
     circuits = len([m for m in seen.messages if m[1] == "S1" and m[2] == "setup"])
     assert {w for w, _ in to_c} == {"output"} and len(to_c) == 2 * circuits
     # One bit a pair (padded to a word) from each server: the link bit's share.
-    assert sum(n for _, n in to_c) <= 2 * (seen.pairs + 64 * circuits) // 8
+    assert sum(n for _, n in to_c) <= 2 * len(combiner.cutoffs) * (seen.pairs + 64 * circuits) // 8
     assert seen.pairs >= result.comparisons
     from_c = {(r, w) for s, r, w, _ in seen.messages if s == "C"}
     assert from_c == {("S1", "setup"), ("S2", "setup")}
@@ -248,6 +248,11 @@ def test_a_bad_upload_or_plan_is_refused() -> None:
         client.shared_upload(np.zeros((2, 16), np.uint8), SECRET, fallback_bits=12)
     with pytest.raises(ValueError, match="positive threshold"):
         twoserver.Combiner([[np.zeros(2, np.int64)]], 0.0)
+    with pytest.raises(ValueError, match="reveals 'link-bit' or 'dice'"):
+        twoserver.Combiner([[np.zeros(2, np.int64)]], 0.8, reveal="hamming")
+    with pytest.raises(ValueError, match="cut-offs above the threshold"):
+        twoserver.Combiner([[np.zeros(2, np.int64)]], 0.8, buckets=(0.75,))
+    assert twoserver.Combiner([[np.zeros(2, np.int64)]], 0.8).cutoffs == (0.8, 0.85, 0.9, 0.95)
     with pytest.raises(ValueError, match="same CLKs"):
         twoserver.Combiner([[np.zeros(2, np.int64)], [np.zeros(2, np.int64)] * 2], 0.8)
 

@@ -40,6 +40,7 @@ Dice-revealing step.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -455,19 +456,25 @@ class Transcript:
             self.messages.append((sender, receiver, what, payload))
         return payload
 
-    @property
-    def total(self) -> int:
-        return sum(self.sent.values())
 
-
-def exchange(s1: Party, s2: Party, transcript: Transcript) -> None:
-    """The rounds between S1 and S2: each sends the other its masked gate inputs."""
+def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None = None) -> None:
+    """The rounds between S1 and S2 (masked gate inputs each way); CPU s into `clock`."""
+    spent = [0.0, 0.0]
     for _ in range(s1.circuit.rounds):
-        m1 = transcript.send("S1", "S2", "round", s1.open())
-        m2 = transcript.send("S2", "S1", "round", s2.open())
+        t0 = time.process_time()
+        m1 = t.send("S1", "S2", "round", s1.open())
+        t1 = time.process_time()
+        m2 = t.send("S2", "S1", "round", s2.open())
+        t2 = time.process_time()
         s1.close(m2)
+        t3 = time.process_time()
         s2.close(m1)
-        transcript.rounds += 1
+        spent[0] += t1 - t0 + t3 - t2
+        spent[1] += t2 - t1 + time.process_time() - t3
+        t.rounds += 1
+    if clock is not None:
+        for role, secs in zip(("S1", "S2"), spent, strict=True):
+            clock[role] = clock.get(role, 0.0) + secs
 
 
 def compare(
