@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
-        [--view dice|link-bit|buckets] [--cuts 0.8 0.85 0.9 0.95]
+        [--view dice|link-bit|buckets|candidates] [--cuts 0.8 0.85 0.9 0.95]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -34,7 +34,7 @@ plaintext (its own export, its own errors) on every person of A and of B:
 `--view link-bit` / `--view buckets`: the attacks on what C learns with the link-bit step
 (matcher/core/linkbit.py): each candidate's link bit at the threshold (the first `--cuts`),
 or its bucket among `--cuts`, in place of its Dice; C still knows which pairs are candidates
-and every popcount.
+and every popcount. `--view candidates`: that alone (every candidate's value 0).
 """
 
 from __future__ import annotations
@@ -489,10 +489,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets"],
+        choices=["dice", "link-bit", "buckets", "candidates"],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
-        "--cuts, or its bucket among --cuts",
+        "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates)",
     )
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
@@ -536,7 +536,8 @@ def main() -> int:
         # bucket, its Dice's lower end among the cut-offs, 0.0 below the threshold (C knows
         # only that). The attacks below read it where they read the Dice: the same attacks,
         # calibrated on this view as on the Dice.
-        cuts = np.array([0.0, *(args.cuts if args.view == "buckets" else args.cuts[:1])])
+        chosen = {"buckets": args.cuts, "link-bit": args.cuts[:1], "candidates": [2.0]}
+        cuts = np.array([0.0, *chosen[args.view]])
         dice = cuts[np.searchsorted(cuts, dice, side="right") - 1]
         print(f"C's view: {args.view} at cut-offs {', '.join(map(str, cuts[1:]))}: "
               f"{(dice > 0).sum():,} of {len(dice):,} candidates link")  # fmt: skip
