@@ -210,3 +210,39 @@ def test_the_bounds_are_the_largest_distance_the_threshold_allows() -> None:
         s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1)
         s1.open()
         s1.close(b"\0" * 8)
+
+
+def test_the_bytes_and_rounds_are_what_the_protocol_says() -> None:
+    """Per circuit: C sends S1 a seed and S2 a seed, its c shares and bound shares (a bit a
+    gate and a bound bit a pair); S1 and S2 send each other 2 bits a gate a pair; each sends C
+    a bit a cut-off a pair; one round an AND-depth, however many pairs."""
+    rng = np.random.default_rng(5)
+    pairs, n_bits, cuts = 1000, 1024, 4
+    u, v = (rng.integers(0, 256, (pairs, 128), dtype=np.uint8) for _ in range(2))
+    t = linkbit.Transcript()
+    linkbit.compare(u, v, rng.integers(0, n_bits + 2, (cuts, pairs)), n_bits, t)
+    c, words = linkbit.circuit(n_bits, cuts), linkbit.words_for(pairs)
+    assert t.sent == {
+        ("C", "S1"): 32,
+        ("C", "S2"): 32 + 8 * words * (c.and_gates + cuts * c.bound_bits),
+        ("S1", "S2"): 2 * 8 * words * c.and_gates,
+        ("S2", "S1"): 2 * 8 * words * c.and_gates,
+        ("S1", "C"): 8 * words * cuts,
+        ("S2", "C"): 8 * words * cuts,
+    }
+    assert t.rounds == c.rounds == 11 and t.pairs == pairs
+
+
+def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None:
+    c = linkbit.circuit(64)
+    dealt = linkbit.deal(c, np.array([[3, 4]]))
+    diffs = np.zeros((2, 8), np.uint8)
+    s2 = linkbit.Party(1, c, diffs, dealt.to_s2)
+    with pytest.raises(RuntimeError, match="close before open"):
+        s2.close(b"")
+    with pytest.raises(RuntimeError, match="output before the last round"):
+        s2.output()
+    with pytest.raises(ValueError, match="S2's setup does not fit"):
+        linkbit.Party(1, c, np.zeros((65, 8), np.uint8), dealt.to_s2)  # a word more than dealt
+    with pytest.raises(ValueError, match="S1's setup is its seed"):
+        linkbit.Party(0, c, diffs, dealt.to_s2)
