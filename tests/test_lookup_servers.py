@@ -19,7 +19,7 @@ from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
-from blindmatch.client.errors import UnavailableError
+from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.tools.certs import make_certs
@@ -281,6 +281,36 @@ def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
     assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 20
     put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
     assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+
+
+def test_a_query_refused_for_a_stopped_look_up_server_costs_no_quota(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    """A query the matcher could not answer (a look-up server down) is not counted against
+    the member's rate limit: asked again and again while the server is down, then once it
+    is back, it is answered, not refused for the quota."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    with sharded.matcher.operator() as op:
+        op.set_query_limits("trial", per_minute=20, per_day=1000)
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]  # the whole minute's quota in one query
+    sharded.stop_lookup(1)
+    for _ in range(3):
+        with pytest.raises(UnavailableError, match=rf"look-up server {sharded.addresses[1]}"):
+            query(sharded.matcher, tokens["north"], asked)
+    sharded.start_lookup(1)
+    deadline = time.monotonic() + 30
+    while True:  # until its channel has found the server again
+        try:
+            answer = query(sharded.matcher, tokens["north"], asked)
+            break
+        except UnavailableError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert [r[0][1] for r in answers(answer)] == [(f"south-{i}",) for i in range(20)]
+    with pytest.raises(RejectedError, match="query rate limit"):  # that one counted
+        query(sharded.matcher, tokens["north"], asked[:1])
 
 
 def test_a_server_missing_a_forward_reads_its_shards_again(
