@@ -492,15 +492,9 @@ def compare_bands(
 def dedupe(
     sims: npt.NDArray[np.float64], rows_a: npt.NDArray[np.uint32], rows_b: npt.NDArray[np.uint32]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
-    """Each pair once, ordered by (row of A, row of B) (a pair colliding in several bands
-    is found several times, with the same score each time: which copy is kept does not
-    matter). A sort and a mask of where the sorted keys change: `np.unique(...,
-    return_index=True)` did the same about 2x slower on 10^7 pairs under numpy 2.4
-    (`benchmarks/speed.py --only dedupe`)."""
+    """Each pair once, by (row of A, row of B); one score a pair, so any copy will do."""
     key = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
-    order = np.argsort(key)
+    order = np.argsort(key)  # then where the sorted keys change: np.unique's work, 1.7x faster
     key = key[order]
-    keep = np.ones(len(key), dtype=bool)
-    np.not_equal(key[1:], key[:-1], out=keep[1:])
-    first = order[keep]
+    first = order[np.concatenate(([True], key[1:] != key[:-1]))[: len(key)]]
     return sims[first], rows_a[first], rows_b[first]
