@@ -94,6 +94,29 @@ def test_the_native_bands_agree_with_numpy_at_every_width(bits: int) -> None:
     assert native.comparisons == sum(x.comparisons for x in bands)
 
 
+def test_dedupe_keeps_each_pair_once_in_the_order_np_unique_gave() -> None:
+    """Pairs found again (as in several bands, with their score) come out once each, ordered
+    by (row of A, row of B), exactly as `np.unique(..., return_index=True)` had them; none
+    and one pair too."""
+    rng = np.random.default_rng(11)
+    rows_a = rng.integers(0, 300, 5_000, dtype=np.uint32)
+    rows_b = rng.integers(0, 300, 5_000, dtype=np.uint32)
+    rows_b[:100] = np.uint32(2**32 - 1)  # the top bit of the key's low half
+    sims = (rows_a.astype(np.float64) * 7 + rows_b) % 1000 / 1000  # one score a pair
+    again = rng.integers(0, 5_000, 20_000)
+    a, b, s = rows_a[again], rows_b[again], sims[again]
+    key = (a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)
+    _, first = np.unique(key, return_index=True)
+    got = blocking.dedupe(s, a, b)
+    for mine, theirs in zip(got, (s[first], a[first], b[first]), strict=True):
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+    assert len(got[0]) == len(set(zip(a.tolist(), b.tolist(), strict=True))) < len(a)
+    none = np.empty(0, dtype=np.uint32)
+    assert [len(x) for x in blocking.dedupe(np.empty(0), none, none)] == [0, 0, 0]
+    one = np.ones(1, dtype=np.uint32)
+    assert [x.tolist() for x in blocking.dedupe(np.ones(1) / 2, one, one)] == [[0.5], [1], [1]]
+
+
 def test_on_real_encodings_lsh_finds_a_subset_of_the_exhaustive_pairs_with_their_scores(
     realistic: tuple[np.ndarray, np.ndarray],
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from blindmatch.cli import main
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.fingerprint import fingerprint
 from blindmatch.client.encoding.mapping import load_mapping
@@ -78,11 +79,42 @@ def test_each_member_counts_its_own_export(tmp_path: Path) -> None:
 
 
 def test_a_small_export_is_encoded_at_the_middle_tier(tmp_path: Path) -> None:
-    """Fewer than 100 values give no frequencies: a one-person query encodes as without tiers."""
+    """Fewer than 100 values give no frequencies: a small export encodes as without tiers."""
     data = export(tmp_path, ROWS[:50])
     plain = first_clks(load_schema(PERSON_SCHEMA), data, tmp_path)
     tiered = first_clks(load_schema(tiered_schema(tmp_path)), data, tmp_path)
     assert (plain == tiered).all()
+
+
+def test_a_one_person_query_of_a_tiered_schema_is_refused_naming_why(
+    tmp_path: Path, secret_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One person has no export to count tiers over: encoded at the middle tier, a rare name
+    would have fewer bits than in the members' encodings and score lower than a batch run.
+    `blindmatch query` refuses it (before asking the matcher; exit 2), as it does a CSV of
+    too few values of a tiered field; a CSV of enough is tiered by its own counts, as an
+    export is."""
+    schema = tiered_schema(tmp_path)
+    query = ["query", "--project", "trial", "--token", "bm_x", "--server", "127.0.0.1:1",
+             "--schema", str(schema), "--secret-file", str(secret_file),
+             "--purpose", "case 1"]  # fmt: skip
+    assert main([*query, "--surname", "Bloggs", "--given-name", "Joseph"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{schema.name}: frequency-tier schemas (blindmatch.frequency on surname) do not "
+        "support one-person queries" in err
+    )
+    assert "nothing was queried" in err and "no matcher at" not in err
+    (tmp_path / "map.toml").write_text(NORTH_MAP)
+    small = [*query, str(export(tmp_path, ROWS[:50])), "--mapping", str(tmp_path / "map.toml")]
+    assert main(small) == 2
+    assert "queries of fewer than 100 values of a tiered field (these have 50 of surname)" in (
+        capsys.readouterr().err
+    )
+    enough = [*query, str(export(tmp_path, ROWS)), "--mapping", str(tmp_path / "map.toml")]
+    assert main(enough) != 0  # encoded, then no matcher at 127.0.0.1:1
+    err = capsys.readouterr().err
+    assert "no matcher at 127.0.0.1:1" in err and "frequency-tier" not in err
 
 
 def test_the_fallback_clk_is_tiered_too(tmp_path: Path) -> None:

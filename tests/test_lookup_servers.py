@@ -19,7 +19,7 @@ from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
-from blindmatch.client.errors import UnavailableError
+from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote import tls
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.tools.certs import make_certs
@@ -283,6 +283,36 @@ def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
     assert answers(query(sharded.matcher, tokens["north"], asked)) == before
 
 
+def test_a_query_refused_for_a_stopped_look_up_server_costs_no_quota(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    """A query the matcher could not answer (a look-up server down) is not counted against
+    the member's rate limit: asked again and again while the server is down, then once it
+    is back, it is answered, not refused for the quota."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    with sharded.matcher.operator() as op:
+        op.set_query_limits("trial", per_minute=20, per_day=1000)
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]  # the whole minute's quota in one query
+    sharded.stop_lookup(1)
+    for _ in range(3):
+        with pytest.raises(UnavailableError, match=rf"look-up server {sharded.addresses[1]}"):
+            query(sharded.matcher, tokens["north"], asked)
+    sharded.start_lookup(1)
+    deadline = time.monotonic() + 30
+    while True:  # until its channel has found the server again
+        try:
+            answer = query(sharded.matcher, tokens["north"], asked)
+            break
+        except UnavailableError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert [r[0][1] for r in answers(answer)] == [(f"south-{i}",) for i in range(20)]
+    with pytest.raises(RejectedError, match="query rate limit"):  # that one counted
+        query(sharded.matcher, tokens["north"], asked[:1])
+
+
 def test_a_server_missing_a_forward_reads_its_shards_again(
     sharded: Cluster, clks: list[np.ndarray]
 ) -> None:
@@ -338,15 +368,18 @@ def test_a_server_without_a_data_dir_restarted_between_changes_is_loaded(
     remote.start_lookup(0)
     with pytest.raises(UnavailableError, match="is being loaded by the matcher"):
         query(remote.matcher, tokens["north"], asked)
-    # A change made as the load starts waits for it, then is forwarded: not lost.
+    # A change made as the load starts is queued for it, then replayed: not lost.
     remove(remote.matcher, tokens["south"], refs_of("south", range(5)))
     assert answers(once_read(remote.matcher, tokens["north"], asked)) == [[]] * 5 + before[5:]
 
 
-def test_a_change_forwarded_during_a_load_is_applied_after_it(clks: list[np.ndarray]) -> None:
+def test_a_change_made_during_a_load_is_acknowledged_at_once_and_replayed_after_it(
+    clks: list[np.ndarray],
+) -> None:
     """The matcher's side alone (`LookupServers`, a real server without a data dir): a
-    change stored while a load is gathering its rows waits for the load, then reaches the
-    server; the load's rows are not lost either."""
+    change stored while a load is gathering its rows does not wait for the load (writes
+    never wait for one); the server answers nothing until the load is in and the change
+    replayed to it, then holds both the load's rows and the change."""
     key = "bm_lookup_" + "k" * 43
     address = f"127.0.0.1:{free_port()}"
     server = create_lookup_server(address, None, 0, 1, key=key)
@@ -362,21 +395,21 @@ def test_a_change_forwarded_during_a_load_is_applied_after_it(clks: list[np.ndar
         rows = ShardRecords(encoding, refs_of("south", range(10)), clks[1][:10].tobytes())
         return {("trial", "south"): rows}, {"trial": 0.8}
 
-    remote.attach(source)
     asked = as_words(clks[1][:11].tobytes(), CLK_BITS)
     try:
+        remote.attach(source)
         with pytest.raises(Unavailable, match="is being loaded"):
             remote.search("trial", ["south"], asked, 0.8)
         assert gathering.wait(30)
         put = ShardChange("trial", "south", encoding, 0.8, [("south-10", clks[1][10].tobytes())])
         forwarded = threading.Thread(target=remote.forward, args=(put,))
         forwarded.start()
-        forwarded.join(0.5)
-        assert forwarded.is_alive()  # it waits for the load
+        forwarded.join(5)
+        assert not forwarded.is_alive()  # done while the load is still gathering its rows
+        assert not server.shards.loaded
         with pytest.raises(Unavailable, match="is being loaded"):
             remote.search("trial", ["south"], asked, 0.8)
         go_on.set()
-        forwarded.join(30)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -385,12 +418,40 @@ def test_a_change_forwarded_during_a_load_is_applied_after_it(clks: list[np.ndar
             except Unavailable:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        assert [f["south"][0][0] for f in found] == refs_of("south", range(11))
+        # south-10 is not in the load's rows: it is there because it was replayed after.
+        assert [[ref for ref, _ in f["south"]][:1] for f in found] == [
+            [ref] for ref in refs_of("south", range(11))
+        ]
         assert server.shards.records == 11
     finally:
         go_on.set()
         remote.close()
         server.stop(grace=None)
+
+
+def test_empty_servers_are_loaded_when_the_matcher_starts(
+    remote: Cluster, clks: list[np.ndarray]
+) -> None:
+    """A matcher started beside look-up servers that hold nothing (as after both were
+    restarted) loads them at once: once loaded, its first query is answered, not refused
+    while they load."""
+    assert remote.matcher is not None
+    tokens = project_of(remote.matcher).tokens
+    put(remote.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(remote.matcher, tokens["north"], asked))
+    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    remote.stop()
+    for i in range(2):
+        remote.start_lookup(i)
+    matcher = remote.start_matcher()
+    servers = matcher.server.realtime.remote
+    assert isinstance(servers, LookupServers)
+    deadline = time.monotonic() + 60
+    while not all(s is not None and s.shards.loaded for s in remote.lookups) or servers.loading:
+        assert time.monotonic() < deadline, "the look-up servers were not loaded at start"
+        time.sleep(0.05)
+    assert answers(query(matcher, tokens["north"], asked)) == before
 
 
 def test_a_look_up_server_in_the_wrong_place_is_refused(

@@ -26,7 +26,7 @@ from blindmatch.client.tools.evaluate import (
     thin_evidence,
 )
 from blindmatch.client.tools.privacy.attacks import AttackResult
-from blindmatch.client.tools.privacy.check import CheckReport
+from blindmatch.client.tools.privacy.report import CheckReport
 from tests.support import PERSON_SCHEMA, Matcher, Org
 
 TRUTH = """member,record_id,entity_id

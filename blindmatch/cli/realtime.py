@@ -168,7 +168,11 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
 def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
-    from blindmatch.client.encoding.person import encode_person, refuse_unreadable
+    from blindmatch.client.encoding.person import (
+        encode_person,
+        refuse_unreadable,
+        refuse_untiered,
+    )
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
 
@@ -184,6 +188,7 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
             raise InputError("--mapping is required with a CSV of people to query")
         result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
         refuse_unreadable(result)
+        refuse_untiered(result, schema)
         labels = result.ids
     else:
         if not values:

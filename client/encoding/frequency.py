@@ -21,8 +21,10 @@ the smaller tier's bits.
 
 What it costs (docs/schema.md, docs/evaluation.md): the tier changes the record's
 popcount, so the matcher can estimate from popcounts alone which records carry a rare
-or a common name. An export with fewer than `MIN_VALUES` present values of the field (a
-one-person query, say) has no frequencies to count: every value gets the middle tier.
+or a common name. An export with fewer than `MIN_VALUES` present values of the field has
+no frequencies to count: every value gets the middle tier. A real-time query that small
+(one person, always) is refused rather than scored unlike the members' encodings
+(encoding/person.py `refuse_untiered`).
 """
 
 from __future__ import annotations

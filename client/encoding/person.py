@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.encoding.encode import EncodeResult, encode_csv
+from blindmatch.client.encoding.frequency import MIN_VALUES
 from blindmatch.client.encoding.mapping import ColumnMap
 from blindmatch.client.encoding.mapping import Mapping as ColumnMapping
 from blindmatch.client.encoding.normalise import QUERY_DATE_FORMATS
@@ -65,7 +66,37 @@ def encode_person(
         result = encode_csv(path, schema, mapping, secret)
     result.report.source = "the command line"
     refuse_unreadable(result, one_person=True)
+    refuse_untiered(result, schema, one_person=True)
     return result
+
+
+def refuse_untiered(
+    result: EncodeResult, schema: LinkageSchema, *, one_person: bool = False
+) -> None:
+    """A frequency-tier schema (`blindmatch.frequency`) tiers each value by its count in the
+    export it is encoded with, and below `MIN_VALUES` values of a field every value gets the
+    middle tier: a query that small (one person always) would be encoded unlike the same
+    person in the members' encodings (a rare name with fewer bits than theirs), and score
+    lower than a batch run would. It is refused, naming the schema and the field."""
+    if not schema.frequency:
+        return
+    present = {fr.field: fr.present for fr in result.report.fields}
+    short = [t.field for t in schema.frequency if present.get(t.field, 0) < MIN_VALUES]
+    if not short:
+        return
+    tiers = f"blindmatch.frequency on {', '.join(t.field for t in schema.frequency)}"
+    if one_person:
+        what = "one-person queries"
+    else:
+        counts = ", ".join(f"{present.get(f, 0)} of {f}" for f in short)
+        what = f"queries of fewer than {MIN_VALUES} values of a tiered field (these have {counts})"
+    raise InputError(
+        f"{schema.path.name}: frequency-tier schemas ({tiers}) do not support {what}: a "
+        f"value's tier is counted over the whole export it is encoded with (at least "
+        f"{MIN_VALUES} values of the field), so this query would be encoded at the middle "
+        "tier and score unlike the same person in the members' encodings; nothing was queried. "
+        "Match in a batch run, or use a schema without blindmatch.frequency (docs/schema.md)"
+    )
 
 
 def refuse_unreadable(result: EncodeResult, *, one_person: bool = False) -> None:

@@ -4,7 +4,8 @@ A hit/no-hit service is an oracle: a member that may ask without limit can try g
 identities until it has enumerated a partner's index. So every queried record counts
 against two limits the operator sets per project (and optionally per member): records
 per minute (a sliding 60-second window) and records per day (a sliding 24-hour window).
-A batch of 100 records costs 100. A refused query costs nothing.
+A batch of 100 records costs 100. A refused query costs nothing, nor does one the matcher
+could not answer (a look-up server down: `refund`).
 
 `QueryMeter` is plain in-memory bookkeeping (per-second buckets for the minute, per-minute
 buckets for the day); the matcher seeds it from the query log at start-up so a restart
@@ -52,6 +53,22 @@ class _Usage:
         self.minute_total += records
         self.day_total += records
 
+    def remove(self, when: float, records: int) -> None:
+        """Take back `records` counted at `when` (those of its buckets still held)."""
+        second, minute = int(when), int(when // 60)
+        for buckets, key in ((self.seconds, second), (self.minutes, minute)):
+            for bucket in reversed(buckets):
+                if bucket[0] == key:
+                    taken = min(records, bucket[1])
+                    bucket[1] -= taken
+                    if buckets is self.seconds:
+                        self.minute_total -= taken
+                    else:
+                        self.day_total -= taken
+                    break
+                if bucket[0] < key:
+                    break
+
     def seconds_until_minute_frees(self, now: float, needed: int, limit: int) -> int:
         """How long until `needed` more records fit in the minute window."""
         total = sum(n for _, n in self.seconds)
@@ -97,6 +114,14 @@ class QueryMeter:
                     "or try again later"
                 )
             usage.add(now, records)
+
+    def refund(self, project: str, member: str, records: int, when: float) -> None:
+        """Give back what `take` counted at `when`: the query was not answered (a look-up
+        server down, say), and a query not answered costs nothing."""
+        with self._lock:
+            usage = self._usage.get((project, member))
+            if usage is not None:
+                usage.remove(when, records)
 
     def used(self, project: str, member: str, now: float) -> tuple[int, int]:
         """Records queried in the last minute and the last 24 hours."""

@@ -4,7 +4,8 @@ How a query is answered, in order (`Realtime.query`):
 
 1. check the request: a purpose, CLKs of a valid length, and the project's CLK length
    and (schema, secret) fingerprint (`core.encodings.check_compatible`);
-2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`);
+2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`;
+   given back if the search in 3 fails: a query not answered costs nothing);
 3. search every partner's standing index (indexes.py; `core.segment`: LSH look-up plus
    exact Dice; `core.fallbackindex`: the batch runs' rule for an index with a fallback
    CLK), in one pass with the queries that arrive meanwhile (lookups.py), or, with
@@ -180,12 +181,16 @@ class Realtime:
         """Which partners hold each queried CLK, as far as each partner's level allows."""
         project = self.store.project(project_name)
         words = self._check_query(project, purpose, encoding, clks)
-        self._take_quota(project.name, member, QUERY, purpose, len(words))
+        taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
-        if self.remote is not None:  # every shard of every partner's index, merged
-            found = self.remote.search(project.name, list(snapshots), words, project.threshold)
-        else:
-            found = self.lookups.search(snapshots, words, project.threshold)
+        try:
+            if self.remote is not None:  # every shard of every partner's index, merged
+                found = self.remote.search(project.name, list(snapshots), words, project.threshold)
+            else:
+                found = self.lookups.search(snapshots, words, project.threshold)
+        except BaseException:  # not answered (a look-up server down): it costs nothing
+            self.meter.refund(project.name, member, len(words), taken)
+            raise
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, snapshots
         )
@@ -263,7 +268,8 @@ class Realtime:
         check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
         return as_words(clks, encoding.clk_bits)
 
-    def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> None:
+    def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> float:
+        """Count `n` records against the member's limits; returns when (for a refund)."""
         now = self.clock()
         try:
             self.meter.take(project, member, n, self.limits_for(project, member), now)
@@ -281,6 +287,7 @@ class Realtime:
                 )
             )
             raise
+        return now
 
     # -- limits and the volume report ----------------------------------------------------------
 

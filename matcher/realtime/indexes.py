@@ -223,8 +223,9 @@ class StandingIndexes:
         """Shard `shard` of `shards` of every index, from memory, and every project's
         threshold: what a look-up server without a data dir is loaded with (the same as
         `storage.shard_source.read_shards` reads of index.sqlite). Each index as of one
-        change; the caller keeps changes from being forwarded meanwhile (a change applied
-        here but not yet forwarded is forwarded after, and applying it twice is harmless)."""
+        change, read without the writer's lock; the caller queues every change forwarded
+        from before this read on and replays it after the load (a change both read here
+        and queued is applied twice, which is harmless: realtime/shards.py)."""
         found: dict[tuple[str, str], ShardRecords] = {}
         thresholds: dict[str, float] = {}
         for key, index in list(self._indexes.items()):

@@ -23,8 +23,10 @@ A look-up server without a data dir (on another machine: SQLite's readers must s
 writer's host) starts empty and is loaded by its matcher instead (`replace`, from the
 `Load` stream the matcher sends from its memory: `StandingIndexes.shard_records`). Until
 then it refuses searches (`FailedPrecondition`: the matcher then loads it) and drops
-forwarded changes, which the load carries. The matcher holds its forwarding lock for the
-whole load, so no change falls between what it sent and what it forwards after.
+forwarded changes, which the load carries. Changes stored while the matcher loads it are
+not held up: the matcher queues them for this server and replays them, in order, once the
+load is in (what the load carries of them too is harmless, as above), and answers no
+query through it until then.
 """
 
 from __future__ import annotations
@@ -183,8 +185,8 @@ class Shards:
         self, indexes: dict[tuple[str, str], ShardRecords], thresholds: dict[str, float]
     ) -> None:
         """Hold these shards, loaded by the matcher, and nothing else; ready at once.
-        The matcher forwards nothing while it loads, so what it sent holds every change
-        forwarded before (those dropped or queued here meanwhile with them)."""
+        What it sent holds every change forwarded before the load (those dropped here);
+        the changes made during the load the matcher replays after it (`Apply`)."""
         if self.data_dir is not None:
             raise errors.FailedPrecondition(
                 f"this look-up server reads its shards from {self.data_dir}; only one "

@@ -17,10 +17,15 @@ them. Nothing is ever answered as "no match" for want of a shard.
 A look-up server without a data dir (on another machine) cannot read them: it says so
 (FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
 and the matcher loads it instead, in a thread: it streams the server's shards of every
-index from its own memory (`Load`, in parts below the message size limit), holding the
-forwarding lock throughout, so that no change falls between the load and the changes
-forwarded after it (index changes wait for the load). Queries are refused meanwhile
-(`Unavailable`, "being loaded").
+index from its own memory (`Load`, in parts below the message size limit). Index changes
+do not wait for a load: from the moment a load starts (before it gathers its rows), each
+change forwarded is queued for the server being loaded (the member's change is
+acknowledged as soon as it is durable in index.sqlite, as always), and replayed to it, in
+order, once the load is in; a change both in the rows and in the queue is harmless
+(replayed in order over a later state, each ref ends as its last operation left it:
+realtime/shards.py). Queries are refused (`Unavailable`, "being loaded") until the server
+has taken the load and every queued change. At the matcher's start, each server that
+says it holds nothing yet is loaded at once (`attach`), not at the first query.
 """
 
 from __future__ import annotations
@@ -53,9 +58,13 @@ log = logging.getLogger("blindmatch.matcher")
 SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
 FORWARD_SECONDS = 60.0  # a forwarded change (up to the largest index change)
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
-# Streaming a server without a data dir its shards (index changes wait meanwhile): a
-# 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
+# Streaming a server without a data dir its shards (index changes are queued for it
+# meanwhile): a 250,000-record shard took 4 s (docs/scale.md), so this allows tens of
+# millions.
 LOAD_SECONDS = 600.0
+# At the matcher's start, how long to wait for each look-up server to answer whether it
+# holds anything yet (one not up by then is loaded at the first query that finds it empty).
+START_SECONDS = 30.0
 LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
 MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
 
@@ -73,6 +82,55 @@ class LookupServers:
             raise ValueError("no look-up servers")
         self.addresses = list(addresses)
         self._metadata = (("authorization", f"Bearer {key}"),)
+        self._credentials = credentials
+        self._channels = [self._channel(a) for a in self.addresses]
+        # The start-up question to servers not up yet (`attach`) goes on channels of its
+        # own, so the forwarding channels do not start in gRPC's reconnect back-off.
+        self._asking: list[grpc.Channel] = []
+        self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
+        self._lock = threading.Lock()  # forwards and catching up, in order
+        self._behind: dict[int, str] = {}  # server -> why
+        self._loading: set[int] = set()  # servers being loaded (each by its own thread)
+        # server being loaded -> the changes forwarded since its load started, in order:
+        # replayed to it once the load is in
+        self._pending: dict[int, list[ShardChange]] = {}
+        self._source: ShardSource | None = None
+
+    def attach(self, source: ShardSource) -> None:
+        """Where a server without a data dir is loaded from (the matcher's indexes). Each
+        server that says it holds nothing yet is loaded now, in the background (one not up
+        yet: at the first query that finds it empty, or behind)."""
+        self._source = source
+        self._asking = [
+            self._channel(a, ("grpc.use_local_subchannel_pool", 1)) for a in self.addresses
+        ]
+        threading.Thread(target=self._load_empty, name="blindmatch-load", daemon=True).start()
+
+    def _load_empty(self) -> None:
+        """Ask each server, at start, whether it holds anything; load those that do not."""
+        calls = [
+            pb_grpc.LookupServerStub(channel).Describe.future(
+                pb.ShardDescribeRequest(),
+                timeout=START_SECONDS,
+                metadata=self._metadata,
+                wait_for_ready=True,  # started just after the matcher: wait for it a while
+            )
+            for channel in self._asking
+        ]
+        for i, call in enumerate(calls):
+            try:
+                state = call.result()
+            except (grpc.RpcError, ValueError):  # not up, or the matcher is stopping
+                continue
+            if not state.loaded and (state.shard, state.shards) == (i, len(self.addresses)):
+                with self._lock:
+                    if i not in self._loading:
+                        log.info("%s holds nothing yet: loading it", self._name(i))
+                        self._start_load(i)
+        for channel in self._asking:
+            channel.close()
+
+    def _channel(self, address: str, *extra: tuple[str, int]) -> grpc.Channel:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -81,29 +139,22 @@ class LookupServers:
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            *extra,
         ]
-        self._channels = [
-            grpc.insecure_channel(a, options=options)
-            if credentials is None
-            else grpc.secure_channel(a, credentials, options=options)
-            for a in self.addresses
-        ]
-        self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
-        self._lock = threading.Lock()  # forwards and catching up, in order
-        self._behind: dict[int, str] = {}  # server -> why
-        self._loading: set[int] = set()  # servers being loaded (each by its own thread)
-        self._source: ShardSource | None = None
-
-    def attach(self, source: ShardSource) -> None:
-        """Where a server without a data dir is loaded from (the matcher's indexes): at
-        the first query that finds it empty (or behind)."""
-        self._source = source
+        if self._credentials is None:
+            return grpc.insecure_channel(address, options=options)
+        return grpc.secure_channel(address, self._credentials, options=options)
 
     def describe(self) -> str:
         return describe_shards(self.addresses)
 
+    @property
+    def loading(self) -> list[int]:
+        """The servers being loaded (or taking the changes made meanwhile) now."""
+        return sorted(self._loading)
+
     def close(self) -> None:
-        for channel in self._channels:
+        for channel in [*self._asking, *self._channels]:
             channel.close()
 
     def _name(self, i: int) -> str:
@@ -207,7 +258,8 @@ class LookupServers:
                 del self._behind[i]
 
     def _start_load(self, i: int) -> None:
-        """Load server i in a thread (unless one is at it); the lock is held."""
+        """Load server i in a thread (unless one is at it); the lock is held. Changes
+        forwarded from now on are queued for it (`forward`), replayed after the load."""
         if self._source is None:
             self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
             return
@@ -215,56 +267,108 @@ class LookupServers:
         if i in self._loading:
             return
         self._loading.add(i)
+        self._pending[i] = []
         threading.Thread(
             target=self._load, args=(i, self._source), name="blindmatch-load", daemon=True
         ).start()
 
     def _load(self, i: int, source: ShardSource) -> None:
-        """Stream server i its shards, under the lock: changes are forwarded after."""
+        """Stream server i its shards, then replay the changes queued meanwhile; changes
+        are never held up by it (the lock is taken only to hand over the queue). Each way
+        out ends the load under the lock once (`_replay`, `_end_load`): a load started
+        after that is another's."""
+        started = time.perf_counter()
         try:
-            with self._lock:
-                started = time.perf_counter()
-                indexes, thresholds = source(i, len(self.addresses))
-                rows = sum(len(part.refs) for part in indexes.values())
-                try:
-                    self._stubs[i].Load(
-                        _load_parts(i, len(self.addresses), indexes, thresholds),
-                        timeout=LOAD_SECONDS,
-                        metadata=self._metadata,
-                    )
-                except ValueError:  # its channel closed: the matcher is stopping
-                    return
-                except grpc.RpcError as exc:
-                    self._behind[i] = (
-                        f"could not be loaded: {_reason(exc)}; the matcher tries again at the "
-                        "next query"
-                    )
-                    log.warning("%s could not be loaded: %s", self._name(i), _reason(exc))
-                    return
-                self._behind.pop(i, None)
-                log.info(
-                    "%s loaded with %d records of %d indexes in %.1f s",
-                    self._name(i),
-                    rows,
-                    len(indexes),
-                    time.perf_counter() - started,
-                )
+            # Every change stored in memory before this point is in these rows; every one
+            # forwarded after `_start_load` is in the queue (some in both: harmless).
+            indexes, thresholds = source(i, len(self.addresses))
+            rows = sum(len(part.refs) for part in indexes.values())
+            self._stubs[i].Load(
+                _load_parts(i, len(self.addresses), indexes, thresholds),
+                timeout=LOAD_SECONDS,
+                metadata=self._metadata,
+            )
+        except ValueError:  # its channel closed: the matcher is stopping
+            self._end_load(i, "is not loaded: the matcher is stopping")
+            return
+        except grpc.RpcError as exc:
+            log.warning("%s could not be loaded: %s", self._name(i), _reason(exc))
+            self._end_load(
+                i,
+                f"could not be loaded: {_reason(exc)}; the matcher tries again at the next query",
+            )
+            return
         except Exception as exc:  # the matcher's own side failed: say so on each query
             log.exception("loading %s failed", self._name(i))
+            self._end_load(i, f"could not be loaded: {exc}")
+            return
+        replayed = self._replay(i)
+        if replayed is not None:
+            log.info(
+                "%s loaded with %d records of %d indexes in %.1f s (then %d changes made "
+                "meanwhile)",
+                self._name(i),
+                rows,
+                len(indexes),
+                time.perf_counter() - started,
+                replayed,
+            )
+
+    def _replay(self, i: int) -> int | None:
+        """Send server i, in order, the changes queued since its load started, until none
+        is left: then it is caught up, and no longer behind. Returns how many, or None if
+        one did not reach it (it stays behind: the next query has it loaded again)."""
+        replayed = 0
+        while True:
             with self._lock:
-                self._behind[i] = f"could not be loaded: {exc}"
-        finally:
+                queued = self._pending.get(i, [])
+                if not queued:
+                    self._pending.pop(i, None)
+                    self._loading.discard(i)
+                    self._behind.pop(i, None)
+                    return replayed
+                self._pending[i] = []
+            for change in queued:
+                try:
+                    self._stubs[i].Apply(
+                        _message(change), timeout=FORWARD_SECONDS, metadata=self._metadata
+                    )
+                except ValueError:  # its channel closed: the matcher is stopping
+                    self._end_load(i, "is not loaded: the matcher is stopping")
+                    return None
+                except grpc.RpcError as exc:
+                    log.warning("%s did not take a change made during its load: %s",
+                                self._name(i), _reason(exc))  # fmt: skip
+                    self._end_load(
+                        i,
+                        f"missed an index change made during its load ({_reason(exc)}); "
+                        "the matcher loads it again at the next query",
+                    )
+                    return None
+                replayed += 1
+
+    def _end_load(self, i: int, why: str) -> None:
+        """A load that did not bring server i up to date: it stays behind, saying why."""
+        with self._lock:
+            self._behind[i] = why
+            self._pending.pop(i, None)
             self._loading.discard(i)
 
     # -- changes -----------------------------------------------------------------------------
 
     def forward(self, change: ShardChange) -> None:
-        """Tell each server whose shards `change` touches; one not reached falls behind."""
+        """Tell each server whose shards `change` touches (one being loaded: queued for it,
+        replayed after its load); one not reached falls behind."""
         with self._lock:
             calls = []
             for i, stub in enumerate(self._stubs):
                 part = change.part(i, len(self._stubs))
-                if part is None or i in self._behind:
+                if part is None:
+                    continue
+                if i in self._pending:
+                    self._pending[i].append(part)
+                    continue
+                if i in self._behind:
                     continue
                 calls.append(
                     (

@@ -10,15 +10,15 @@ a field-level schema, the fields' segments of its CLK, `blindmatch.bits` bits
 each), or as a record-level or a field-level design would upload them, or both
 (on a field-level schema, `field` is its segments; on a record-level one, one
 filter of the schema's length per field).
+
+The attacks are run here; what they found, the verdict and its advice are report.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,145 +61,11 @@ from blindmatch.client.tools.privacy.graphcheck import (
 )
 from blindmatch.client.tools.privacy.plot import plot, write_outputs
 from blindmatch.client.tools.privacy.qgram import qgram_alignment
+from blindmatch.client.tools.privacy.report import LIMIT, MIN_RECORDS, CheckReport
 
 Level = Literal["schema", "record", "field", "both"]
 ATTACKS = ("frequency", "pattern", "qgram", "graph")
-# The verdict: every attack must re-identify fewer than this share of records.
-LIMIT = 0.01
-# Below this many records no verdict is given: the attacks align the data's value frequencies
-# with public lists, and a small sample has too few repeats to align, so a PASS would mean
-# nothing (and 1% of a few hundred records is a handful of people).
-MIN_RECORDS = 1000
 DEFAULT_SCHEMA = SCHEMAS / "person-uk.json"
-
-
-@dataclass
-class CheckReport:
-    source: str
-    records: int
-    hardening: str
-    results: list[AttackResult]
-    skipped: list[str]
-    limit: float = LIMIT
-    field_level: bool = False  # what the checked schema uploads, for the advice
-    fallback: tuple[str, ...] = ()
-
-    @property
-    def worst(self) -> AttackResult | None:
-        return max(self.results, key=lambda r: r.record_share, default=None)
-
-    @property
-    def too_few(self) -> bool:
-        return self.records < MIN_RECORDS
-
-    @property
-    def passed(self) -> bool:
-        return not self.too_few and all(r.record_share < self.limit for r in self.results)
-
-    @property
-    def graph_leak(self) -> bool:
-        """Graph matching re-identified at least the limit: it needs no repeated values, so
-        its leak stands on a small sample too."""
-        return any(
-            r.attack.startswith("graph") and r.record_share >= self.limit for r in self.results
-        )
-
-    def verdict(self) -> str:
-        worst = self.worst
-        if self.too_few and not self.graph_leak:
-            return (
-                f"NO VERDICT: {self.records} records are too few for the attacks to mean "
-                f"anything (at least {MIN_RECORDS:,}: they align value frequencies, and a small "
-                "sample has too few repeats to align); check a larger export, or the synthetic "
-                "data (no DATA argument)"
-            )
-        if worst is None:
-            return "NO VERDICT: no field could be attacked (no text or date field with a value)"
-        where = f"{worst.attack} on {worst.encoding} encodings of {worst.field}"
-        if self.passed:
-            return (
-                f"PASS: every attack re-identified under {self.limit:.0%} of records "
-                f"(worst: {worst.record_share:.2%}, {where})"
-            )
-        return (
-            f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
-            f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
-            + self.advice(worst)
-        )
-
-    def advice(self, worst: AttackResult) -> str:
-        """What to do about the leak, for the schema that was checked (docs/privacy.md)."""
-        if worst.attack.startswith("graph"):
-            return (
-                "Whoever holds encodings it can compare pairwise can match their similarity "
-                "graph to plaintext it holds on the same people; no hardening stops it at a "
-                "usable F1 (docs/privacy.md, docs/privacy-design.md)"
-            )
-        if worst.encoding == "field" and self.field_level:
-            return (
-                "This schema is field-level, which shows the linkage service each field's value "
-                "frequencies and supports no hardening: use a record-level schema such as "
-                "schemas/person-uk.json (docs/privacy.md, docs/schema.md)"
-            )
-        if worst.encoding == "field":
-            return (
-                "These are the field-level filters this record-level schema would upload if it "
-                "were field-level (--encoding field/both), not what it uploads: field-level "
-                "filters need salting (docs/privacy.md)"
-            )
-        if worst.encoding == "fallback":
-            return (
-                f"The fallback CLKs (blindmatch.fallback, without {', '.join(self.fallback)}) "
-                "leak: remove the fallback from the schema (for the default: "
-                "schemas/person-uk-no-fallback.json), or harden it (blindmatch.hardening, "
-                "docs/privacy.md)"
-            )
-        return (
-            "The record-level CLKs this schema uploads leak: harden the schema "
-            "(blindmatch.hardening, docs/privacy.md)"
-        )
-
-    def render(self) -> str:
-        wa = max([20, *(len(r.attack) for r in self.results)])
-        we = max([8, *(len(r.encoding) for r in self.results)])
-        lines = [
-            f"privacy-check of {self.source}: {self.records} records, hardening: {self.hardening}",
-            f"  {'attack':<{wa}} {'encoding':<{we}} {'field':<12} {'records':>9} {'values':>9}"
-            "  public list",
-        ]
-        for r in self.results:
-            values = f"{r.value_share:>9.2%}" if r.claims is None else f"{'':>9}"
-            lines.append(
-                f"  {r.attack:<{wa}} {r.encoding:<{we}} {r.field:<12} {r.record_share:>9.2%} "
-                f"{values}  {r.public_list}"
-            )
-        lines.append(
-            "  (share of records and of distinct values re-identified; graph matching: share of "
-            "the records the attacker's plaintext covers)"
-        )
-        lines.extend(f"  not attacked: {s}" for s in self.skipped)
-        lines.append(self.verdict())
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "records": self.records,
-            "hardening": self.hardening,
-            "limit": self.limit,
-            "passed": self.passed,
-            "verdict": self.verdict(),
-            "results": [
-                {
-                    **dataclasses.asdict(r),
-                    "record_share": r.record_share,
-                    "value_share": r.value_share,
-                    "precision": r.precision,
-                }
-                for r in self.results
-            ],
-            "skipped": self.skipped,
-        }
 
 
 def _tokenizer(schema: LinkageSchema, index: int) -> Any:
@@ -488,6 +354,8 @@ def check_synthetic(
 
 
 __all__ = [
+    "LIMIT",
+    "MIN_RECORDS",
     "CheckReport",
     "attack_encodings",
     "check_csv",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from blindmatch.client.tools.privacy.check import CheckReport
+    from blindmatch.client.tools.privacy.report import CheckReport
 
 
 def plot(report: CheckReport, path: Path) -> Path:
