@@ -264,6 +264,10 @@ QUERY, WATCH, NOTIFY = "query", "watch", "notify"
 # Requests refused for a bad token or bad input, counted in the query volume log (never
 # audited): `records` is how many, `refused` the status (matcher/rpc/refusals.py).
 REFUSED_REQUEST = "request"
+# How a query the matcher could not answer (UNAVAILABLE: a look-up server down, behind or
+# being loaded) is recorded: `refused` is this, then the reason naming the server. Audited
+# like any query, never counted against the quota, not the member's doing (not flagged).
+UNANSWERED = "unavailable: "
 
 
 @dataclass(frozen=True)

@@ -531,7 +531,7 @@ class QueryReportRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., hours: _Optional[int] = ...) -> None: ...
 
 class MemberQueryVolume(_message.Message):
-    __slots__ = ("member", "queries", "records", "records_with_hits", "peak_per_minute", "records_per_day_limit", "distinct_purposes", "refused", "flags", "users")
+    __slots__ = ("member", "queries", "records", "records_with_hits", "peak_per_minute", "records_per_day_limit", "distinct_purposes", "refused", "flags", "users", "unanswered")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -542,6 +542,7 @@ class MemberQueryVolume(_message.Message):
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
+    UNANSWERED_FIELD_NUMBER: _ClassVar[int]
     member: str
     queries: int
     records: int
@@ -552,7 +553,8 @@ class MemberQueryVolume(_message.Message):
     refused: int
     flags: _containers.RepeatedScalarFieldContainer[str]
     users: _containers.RepeatedCompositeFieldContainer[UserQueryVolume]
-    def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[_Union[UserQueryVolume, _Mapping]]] = ...) -> None: ...
+    unanswered: int
+    def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[_Union[UserQueryVolume, _Mapping]]] = ..., unanswered: _Optional[int] = ...) -> None: ...
 
 class UserQueryVolume(_message.Message):
     __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests")

@@ -313,6 +313,37 @@ def test_a_query_refused_for_a_stopped_look_up_server_costs_no_quota(
         query(sharded.matcher, tokens["north"], asked[:1])
 
 
+def test_a_query_refused_for_a_stopped_look_up_server_is_audited_and_reported(
+    sharded: Cluster, clks: list[np.ndarray]
+) -> None:
+    """Every query attempt is auditable: one the matcher could not answer is in the audit
+    log (`query.refused`, `unavailable: ...` naming the server, nothing disclosed) and on
+    the operator's query report, apart from the quota refusals and not flagged."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(100))
+    asked = clks[0][0:5]
+    query(sharded.matcher, tokens["north"], asked)
+    sharded.stop_lookup(1)
+    for _ in range(2):
+        with pytest.raises(UnavailableError, match=rf"look-up server {sharded.addresses[1]}"):
+            query(sharded.matcher, tokens["north"], asked)
+    with sharded.matcher.operator() as op:
+        entries = [e for e in op.audit("trial") if str(e["action"]).startswith("query")]
+        report = {v.member: v for v in op.query_report("trial")}
+    assert [e["action"] for e in entries] == ["query", "query.refused", "query.refused"]
+    for refused in entries[1:]:
+        assert refused["member"] == "north" and refused["purpose"] == PURPOSE
+        assert refused["disclosed"] == {}
+        detail = refused["detail"]
+        assert isinstance(detail, dict) and detail["records"] == 5
+        assert detail["refused"].startswith("unavailable: ")
+        assert f"look-up server {sharded.addresses[1]}" in detail["refused"]
+    north = report["north"]
+    assert (north.queries, north.records, north.refused, north.unanswered) == (1, 5, 0, 2)
+    assert not any("refused" in flag for flag in north.flags)
+
+
 def test_a_server_missing_a_forward_reads_its_shards_again(
     sharded: Cluster, clks: list[np.ndarray]
 ) -> None:

@@ -105,6 +105,11 @@ def cmd_query_report(args: argparse.Namespace) -> int:
             )
         for flag in v.flags:
             print(f"      UNUSUAL: {flag}")
+        if v.unanswered:
+            print(
+                f"      not answered: {v.unanswered} queries refused UNAVAILABLE (a look-up "
+                "server down or being loaded; audited, no quota used)"
+            )
     return 0
 
 

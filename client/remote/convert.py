@@ -321,6 +321,7 @@ def member_volumes(reply: pb.QueryReport) -> list[MemberVolume]:
                 )
                 for u in m.users
             ],
+            m.unanswered,
         )
         for m in reply.members
     ]

@@ -194,6 +194,9 @@ class MemberVolume:
     refused: int
     flags: list[str]
     users: list[UserVolume]  # each named user's share of the row
+    # Queries the matcher could not answer (UNAVAILABLE: a look-up server down or being
+    # loaded): audited, not counted against the quota, not flagged (not the member's doing).
+    unanswered: int = 0
 
 
 @dataclass(frozen=True)

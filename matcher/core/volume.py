@@ -12,7 +12,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from blindmatch.matcher.domain import DEFAULT_QUOTA, REFUSED_REQUEST, QueryQuota, QueryRecord
+from blindmatch.matcher.domain import (
+    DEFAULT_QUOTA,
+    REFUSED_REQUEST,
+    UNANSWERED,
+    QueryQuota,
+    QueryRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class QueryVolume:
     refused: int
     flags: tuple[str, ...]
     users: tuple[UserVolume, ...] = ()  # each named user who asked or was refused
+    # Queries the matcher could not answer (UNAVAILABLE: a look-up server down or being
+    # loaded): audited, not counted against the quota, not the member's doing (no flag).
+    unanswered: int = 0
 
 
 # A member is flagged when its volume is this many times the median of its project's
@@ -61,13 +70,18 @@ def volume_report(
 ) -> list[QueryVolume]:
     """Per-member query volume over the window `entries` cover, unusual volume flagged;
     requests refused for a bad token or bad input (`REFUSED_REQUEST` entries) are flagged
-    on the caller's row (a token nobody holds has a row of its own). Each named user's share
-    of its member's row is in `users`."""
+    on the caller's row (a token nobody holds has a row of its own). Queries the matcher
+    could not answer (refused `UNANSWERED`) are counted apart, in `unanswered`, and not
+    flagged. Each named user's share of its member's row is in `users`."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
     bad: dict[str, Counter[str]] = {}
     bad_users: dict[str, Counter[str]] = {}
+    unanswered: Counter[str] = Counter()
     for e in entries:
-        if e.kind == REFUSED_REQUEST:
+        if e.refused.startswith(UNANSWERED):
+            unanswered[e.member] += 1
+            by_member.setdefault(e.member, [])
+        elif e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
             if e.user:
                 bad_users.setdefault(e.member, Counter())[e.user] += e.records
@@ -121,6 +135,7 @@ def volume_report(
                 distinct_purposes=len({e.purpose for e in answered}),
                 refused=refused,
                 flags=tuple(flags),
+                unanswered=unanswered[member],
             )
         )
     return report

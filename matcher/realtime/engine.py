@@ -5,7 +5,8 @@ How a query is answered, in order (`Realtime.query`):
 1. check the request: a purpose, CLKs of a valid length, and the project's CLK length
    and (schema, secret) fingerprint (`core.encodings.check_compatible`);
 2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`;
-   given back if the search in 3 fails: a query not answered costs nothing);
+   given back if the search in 3 fails: a query not answered costs nothing; one refused
+   `UNAVAILABLE` is recorded as in 5, refused `unavailable: ...`);
 3. search every partner's standing index (indexes.py; `core.segment`: LSH look-up plus
    exact Dice; `core.fallbackindex`: the batch runs' rule for an index with a fallback
    CLK), in one pass with the queries that arrive meanwhile (lookups.py), or, with
@@ -24,6 +25,7 @@ stream is open, and only in projects where the operator allowed watching.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from blindmatch.matcher.domain import (
     MAX_QUERY_RECORDS,
     QUERY,
     REFUSED_REQUEST,
+    UNANSWERED,
     WATCH,
     Encoding,
     Level,
@@ -188,7 +191,11 @@ class Realtime:
                 found = self.remote.search(project.name, list(snapshots), words, project.threshold)
             else:
                 found = self.lookups.search(snapshots, words, project.threshold)
-        except BaseException:  # not answered (a look-up server down): it costs nothing
+        except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
+            self.meter.refund(project.name, member, len(words), taken)
+            self._record_unanswered(project.name, member, purpose, len(words), exc)
+            raise
+        except BaseException:  # not answered: it costs nothing
             self.meter.refund(project.name, member, len(words), taken)
             raise
         levels = effective_levels(
@@ -288,6 +295,26 @@ class Realtime:
             )
             raise
         return now
+
+    def _record_unanswered(
+        self, project: str, member: str, purpose: str, n: int, exc: errors.Unavailable
+    ) -> None:
+        """Audit a query refused `UNAVAILABLE` (refused `unavailable: ...`, naming the
+        server; nothing disclosed). The member is told `exc` whether or not this entry
+        could be written (a full disk: the query log has said so)."""
+        with contextlib.suppress(errors.ResourceExhausted):
+            self.query_log.record(
+                QueryRecord(
+                    self.clock(),
+                    project,
+                    member,
+                    QUERY,
+                    purpose,
+                    n,
+                    refused=UNANSWERED + str(exc),
+                    user=audit.current_user(),
+                )
+            )
 
     # -- limits and the volume report ----------------------------------------------------------
 

@@ -314,6 +314,7 @@ def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
             )
             for u in v.users
         ],
+        unanswered=v.unanswered,
     )
 
 
