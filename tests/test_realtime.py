@@ -571,6 +571,14 @@ def test_a_query_with_the_wrong_encoding_is_refused(
             assert not any(shown[i : i + 6] in str(other.value) for i in range(len(shown) - 6))
         with pytest.raises(RejectedError, match="not a whole, non-zero number of 2048-bit CLKs"):
             north.query("trial", bytes(100), clk_bits=2048, fingerprint=fp, purpose=PURPOSE)
+    # Refused before any search: counted on the operator's report (not audited), the
+    # incompatible encodings as well as the malformed CLKs.
+    with matcher.operator() as op:
+        report = {v.member: v for v in op.query_report("trial")}
+    assert report["north"].flags == [
+        "3 requests refused for a bad token or bad input (FAILED_PRECONDITION 2, "
+        "INVALID_ARGUMENT 1)"
+    ]
 
 
 # -- notifications -------------------------------------------------------------------------------

@@ -24,7 +24,11 @@ Every call the matcher refuses with one of `COUNTED` passes through `Refusals.no
 
 Busy and quota refusals (RESOURCE_EXHAUSTED) and the right request at the wrong moment
 (FAILED_PRECONDITION, ALREADY_EXISTS) are not refusals of this kind: quotas have their own
-log (realtime/querylog.py).
+log (realtime/querylog.py), and so do queries the matcher could not answer (UNAVAILABLE).
+Except a query or watch refused FAILED_PRECONDITION (`QUERY_METHODS`): CLKs of another
+length, schema or secret than the project's, or a watch where watching is not allowed, is
+bad input, counted here, so that every query refused after its token was checked is on
+the operator's report (docs/realtime.md, "Which refused queries are audited").
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ log = logging.getLogger("blindmatch.matcher")
 COUNTED = frozenset(
     {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND", "OUT_OF_RANGE"}
 )
+# A query or watch refused FAILED_PRECONDITION is bad input too (CLKs of another length,
+# schema or secret than the project's; a watch where watching is not allowed): counted.
+QUERY_METHODS = frozenset({"Query", "QueryStream", "Watch"})
 LOG_BURST = 20  # log lines a minute
 LOG_WINDOW = 60.0
 FLUSH_SECONDS = 10.0
@@ -103,7 +110,8 @@ class Refusals:
     ) -> None:
         """Log and count one refused call of `member` (empty: no valid token), by its named
         `user`'s token if `user` (the name is logged, never the token)."""
-        if status not in COUNTED:
+        rpc = method.rsplit("/", 1)[-1]
+        if status not in COUNTED and not (status == "FAILED_PRECONDITION" and rpc in QUERY_METHODS):
             return
         who = f"{project or '?'}/{member}" if member else UNKNOWN_CALLER
         if member and user:
@@ -128,7 +136,7 @@ class Refusals:
         if logs:
             log.warning(
                 "refused %s from %s at %s: %s %s",
-                method.rsplit("/", 1)[-1],
+                rpc,
                 who,
                 peer,
                 status,
