@@ -86,6 +86,34 @@ def test_a_small_export_is_encoded_at_the_middle_tier(tmp_path: Path) -> None:
     assert (plain == tiered).all()
 
 
+def test_encode_warns_of_a_tiered_field_with_too_few_values_naming_it_and_the_count(
+    tmp_path: Path, secret_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch export with fewer than 100 values of a tiered field is encoded (a small
+    member may still match) at the middle tier, and `blindmatch encode` says so: in its
+    report (printed and kept in local/report.json) and on stderr, even with --quiet."""
+    schema = tiered_schema(tmp_path)
+    (tmp_path / "map.toml").write_text(NORTH_MAP)
+    encode = ["encode", "--schema", str(schema), "--secret-file", str(secret_file),
+              "--mapping", str(tmp_path / "map.toml")]  # fmt: skip
+    small = tmp_path / "small.encoded"
+    assert main([*encode, str(export(tmp_path, ROWS[:50])), "--out", str(small)]) == 0
+    out, err = capsys.readouterr()
+    said = "surname: only 50 present value(s), fewer than the 100 the schema's frequency tiers"
+    assert said in err and "middle tier" in err
+    assert f"warning: {said}" in out
+    report = json.loads((small / "local" / "report.json").read_text())
+    assert any(said in w for w in report["warnings"])
+    quiet = tmp_path / "quiet.encoded"
+    assert main([*encode, str(export(tmp_path, ROWS[:50])), "--out", str(quiet), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert said in err and not out
+    enough = tmp_path / "enough.encoded"
+    assert main([*encode, str(export(tmp_path, ROWS)), "--out", str(enough)]) == 0
+    out, err = capsys.readouterr()
+    assert "fewer than the 100" not in out + err
+
+
 def test_a_one_person_query_of_a_tiered_schema_is_refused_naming_why(
     tmp_path: Path, secret_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

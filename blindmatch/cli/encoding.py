@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from blindmatch.cli.options import (
@@ -18,6 +19,7 @@ from blindmatch.cli.options import (
 def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.encoded import write_encoded
+    from blindmatch.client.encoding.frequency import untiered, untiered_warning
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
@@ -50,6 +52,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.report.render())
         print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
+    if result.ids:  # too few values of a tiered field: said on stderr too, even with --quiet
+        present = {fr.field: fr.present for fr in result.report.fields}
+        for tier, count in untiered(schema.frequency, present):
+            print(f"warning: {untiered_warning(tier, count)}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,7 @@ from clkhash.schema import Schema
 
 from blindmatch.client.encoding.fieldlevel import encode_field_level
 from blindmatch.client.encoding.fingerprint import fingerprint, schema_digest
-from blindmatch.client.encoding.frequency import row_bits, with_bits
+from blindmatch.client.encoding.frequency import row_bits, untiered, untiered_warning, with_bits
 from blindmatch.client.encoding.harden import (
     Hardening,
     encode_records,
@@ -190,6 +190,11 @@ def encode_csv(
             f"{', '.join(t.field for t in schema.frequency)}): a rare value makes more bits, "
             "a common one fewer, so the linkage service can tell from a CLK's popcount "
             "roughly whether the record carries a rare or a common name (docs/schema.md)"
+        )
+    if schema.frequency and rows:  # too few values to tier: warned, encoded (docs/schema.md)
+        values = {fr.field: fr.present for fr in report.fields}
+        report.warnings.extend(
+            untiered_warning(t, n) for t, n in untiered(schema.frequency, values)
         )
     if schema.field_level and not hardening.is_none:
         raise InputError(

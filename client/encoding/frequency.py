@@ -22,16 +22,17 @@ the smaller tier's bits.
 What it costs (docs/schema.md, docs/evaluation.md): the tier changes the record's
 popcount, so the matcher can estimate from popcounts alone which records carry a rare
 or a common name. An export with fewer than `MIN_VALUES` present values of the field has
-no frequencies to count: every value gets the middle tier. A real-time query that small
-(one person, always) is refused rather than scored unlike the members' encodings
-(encoding/person.py `refuse_untiered`).
+no frequencies to count: every value gets the middle tier. `blindmatch encode` warns of it
+(`untiered_warning`, in the encode report and on stderr) and encodes; a real-time query
+that small (one person, always) is refused rather than scored unlike the members'
+encodings (encoding/person.py `refuse_untiered`).
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,26 @@ def parse_frequency(
     return tuple(out)
 
 
+def untiered(
+    tiers: Sequence[FrequencyTiers], present: Mapping[str, int]
+) -> list[tuple[FrequencyTiers, int]]:
+    """The tiered fields with fewer than `MIN_VALUES` present values (`present`: field ->
+    count) and their counts: every value of each is encoded at the middle tier."""
+    return [(t, present.get(t.field, 0)) for t in tiers if present.get(t.field, 0) < MIN_VALUES]
+
+
+def untiered_warning(tier: FrequencyTiers, count: int) -> str:
+    """What `blindmatch encode` warns (report and stderr) for a field `untiered` found."""
+    return (
+        f"{tier.field}: only {count} present value(s), fewer than the {MIN_VALUES} the "
+        "schema's frequency tiers (blindmatch.frequency) need: all were encoded at the "
+        f"middle tier ({tier.base_bits} bits per feature), so a value rare in a partner's "
+        "larger export has fewer bits here than there and its matches score lower; encoded "
+        "anyway. For an export this small, agree a schema without blindmatch.frequency "
+        "(docs/schema.md)"
+    )
+
+
 def row_bits(
     rows: Sequence[Sequence[str]],
     tiers: Sequence[FrequencyTiers],
@@ -180,4 +201,12 @@ def with_bits(schema: Schema, tiers: Sequence[FrequencyTiers], bits: Sequence[in
     return out
 
 
-__all__ = ["MIN_VALUES", "FrequencyTiers", "parse_frequency", "row_bits", "with_bits"]
+__all__ = [
+    "MIN_VALUES",
+    "FrequencyTiers",
+    "parse_frequency",
+    "row_bits",
+    "untiered",
+    "untiered_warning",
+    "with_bits",
+]

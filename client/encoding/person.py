@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.encoding.encode import EncodeResult, encode_csv
-from blindmatch.client.encoding.frequency import MIN_VALUES
+from blindmatch.client.encoding.frequency import MIN_VALUES, untiered
 from blindmatch.client.encoding.mapping import ColumnMap
 from blindmatch.client.encoding.mapping import Mapping as ColumnMapping
 from blindmatch.client.encoding.normalise import QUERY_DATE_FORMATS
@@ -81,14 +81,14 @@ def refuse_untiered(
     if not schema.frequency:
         return
     present = {fr.field: fr.present for fr in result.report.fields}
-    short = [t.field for t in schema.frequency if present.get(t.field, 0) < MIN_VALUES]
+    short = untiered(schema.frequency, present)
     if not short:
         return
     tiers = f"blindmatch.frequency on {', '.join(t.field for t in schema.frequency)}"
     if one_person:
         what = "one-person queries"
     else:
-        counts = ", ".join(f"{present.get(f, 0)} of {f}" for f in short)
+        counts = ", ".join(f"{n} of {t.field}" for t, n in short)
         what = f"queries of fewer than {MIN_VALUES} values of a tiered field (these have {counts})"
     raise InputError(
         f"{schema.path.name}: frequency-tier schemas ({tiers}) do not support {what}: a "
