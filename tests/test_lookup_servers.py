@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
 from benchmarks.synthclks import CLK_BITS, members
+from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.errors import RejectedError, UnavailableError
@@ -314,7 +315,10 @@ def test_a_query_refused_for_a_stopped_look_up_server_costs_no_quota(
 
 
 def test_a_query_refused_for_a_stopped_look_up_server_is_audited_and_reported(
-    sharded: Cluster, clks: list[np.ndarray]
+    sharded: Cluster,
+    clks: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Every query attempt is auditable: one the matcher could not answer is in the audit
     log (`query.refused`, `unavailable: ...` naming the server, nothing disclosed) and on
@@ -342,6 +346,12 @@ def test_a_query_refused_for_a_stopped_look_up_server_is_audited_and_reported(
     north = report["north"]
     assert (north.queries, north.records, north.refused, north.unanswered) == (1, 5, 0, 2)
     assert not any("refused" in flag for flag in north.flags)
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    capsys.readouterr()
+    assert main(["admin", "query-report", "trial", "--server", sharded.matcher.target]) == 0
+    shown = capsys.readouterr().out
+    assert "not answered: 2 queries refused UNAVAILABLE (a look-up server down" in shown
+    assert "UNUSUAL" not in shown
 
 
 def test_a_server_missing_a_forward_reads_its_shards_again(
