@@ -6,21 +6,24 @@ down fails the run naming it; uploads that do not agree are refused naming the f
 
 from __future__ import annotations
 
+import csv
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
 from blindmatch.matcher.core import tworun, twoserver
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import MESSY_SECRET, auth
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, Org, auth
 
 pytestmark = pytest.mark.server
 
@@ -149,3 +152,65 @@ def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
     n = len(datasets)
     assert f"{n} of 'south' at the combiner, but S1 holds {n - 1} (the uploads differ)" in message
     assert "[INVALID_ARGUMENT]" in message
+
+
+# -- the command line: `encode --two-server`, `two-server upload`, `two-server run` ------------
+
+
+def test_the_cli_encodes_uploads_and_runs_over_the_roles(
+    roles: dict[str, RunningRole],
+    key: str,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key_file = tmp_path / "two-server.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    addresses = [f"--{r}=127.0.0.1:{roles[r].port}" for r in ("s1", "s2", "combiner")]
+    folders = {}
+    for name, org in orgs.items():
+        folders[name] = tmp_path / f"{name}.encoded"
+        assert main(["encode", str(org.csv), "--schema", str(PERSON_SCHEMA), "--secret-file",
+                     str(secret_file), "--mapping", str(org.mapping), "--out",
+                     str(folders[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
+        assert main(["two-server", "upload", str(folders[name]), "--member", name, *addresses,
+                     "--key-file", str(key_file)]) == 0  # fmt: skip
+        assert f"the combiner (127.0.0.1:{roles['combiner'].port}) holds" in capsys.readouterr().out
+    out = tmp_path / "links.csv"
+    assert main(["two-server", "run", addresses[2], "--key-file", str(key_file),
+                 "--threshold", "0.8", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    with open(out, newline="", encoding="utf-8") as f:
+        got = list(csv.reader(f))
+    # The same run in process over the files `encode --two-server` wrote.
+    uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+                                  b"")  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
+                                                  0.8)).links  # fmt: skip
+    names = sorted(orgs)
+    want = [[names[d], str(r), names[p], str(pr), f"{s:.6f}"] for d, r, p, pr, s in
+            zip(links.dset, links.row, links.partner, links.partner_row, links.score,
+                strict=True)]  # fmt: skip
+    assert len(want) >= 4  # the small exports share people
+    assert got == [["member", "row", "partner", "partner_row", "score"], *want]
+
+
+def test_the_cli_refuses_plaintext_off_loopback_and_a_readable_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "k"
+    key_file.write_text("a key\n")
+    key_file.chmod(0o600)
+    role = ["two-server", "role", "--key-file", str(key_file)]
+    assert main([*role, "--role", "s2", "--listen", "0.0.0.0:0"]) == 2
+    assert "refusing plaintext gRPC on a non-loopback address" in capsys.readouterr().err
+    assert main([*role, "--role", "s1", "--listen", "127.0.0.1:0", "--s2", "10.1.2.3:50072"]) == 2
+    assert "--s2 10.1.2.3:50072: refusing plaintext to a party" in capsys.readouterr().err
+    assert main([*role, "--role", "combiner", "--listen", "127.0.0.1:0", "--s2", "h:1"]) == 2
+    assert "--s1: required for --role combiner" in capsys.readouterr().err
+    key_file.chmod(0o644)
+    assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
+    assert "readable by others than its owner" in capsys.readouterr().err

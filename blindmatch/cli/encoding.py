@@ -16,6 +16,8 @@ from blindmatch.cli.options import (
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.encoded import write_encoded
     from blindmatch.client.encoding.mapping import load_mapping
@@ -47,9 +49,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
         fallback_bits=result.fallback_bits,
         schema_digest=result.schema_digest,
     )
+    if args.two_server:
+        from blindmatch.client.encoding import sharing
+
+        clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+        upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+        sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
     if not args.quiet:
         print(result.report.render())
         print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
+        if args.two_server:
+            print(f"Wrote the two-server upload in {args.out}/twoserver/ (s1.npz, s2.npz, "
+                  "combiner.npz: send with `blindmatch two-server upload`)")  # fmt: skip
     return 0
 
 
@@ -91,6 +102,12 @@ def register(sub: Subcommands) -> None:
         help="a record id that repeats an earlier row's: stop (error, the default), encode "
         "only its first row (keep-first), or encode every row (keep-all); repeats are "
         "listed in the report either way",
+    )
+    p.add_argument(
+        "--two-server",
+        action="store_true",
+        help="also write the upload for a two-server run (ENCODED/twoserver/: band keys and "
+        "a share for S1, a share for S2, popcounts for the combiner; docs/privacy-design.md)",
     )
     p.add_argument(
         "--allow-empty",
