@@ -20,10 +20,17 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
-from blindmatch.matcher.core import tworun, twoserver
-from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.rpc.twoserver_service import (
+    MAX_PENDING,
+    STALE_SECONDS,
+    RunningRole,
+    SharesService,
+    create_role,
+)
+from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import MESSY_SECRET, PERSON_SCHEMA, Org, auth
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, Clock, Org, auth
 
 pytestmark = pytest.mark.server
 
@@ -214,3 +221,36 @@ def test_the_cli_refuses_plaintext_off_loopback_and_a_readable_key(
     key_file.chmod(0o644)
     assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
     assert "readable by others than its owner" in capsys.readouterr().err
+
+
+def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
+    clock = Clock()
+    s2 = create_role("s2", "127.0.0.1:0", key, clock=clock)
+    try:
+        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        with RoleClient("s2", f"127.0.0.1:{s2.port}", key) as c:
+            c.upload("north", up)
+            c.upload("south", up)
+        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        rows = np.zeros(1, "<u4").tobytes()
+
+        def prepare(batch: str) -> None:
+            request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
+                                      records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                      bounds=1, setup=dealt.to_s2)  # fmt: skip
+            stub.Prepare(request, metadata=auth(key))
+
+        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
+            stub = pb_grpc.TwoServerSharesStub(channel)
+            for k in range(MAX_PENDING):  # prepared, never exchanged nor collected
+                prepare(f"b{k}")
+            with pytest.raises(grpc.RpcError) as full:
+                prepare("next")
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            clock.advance(STALE_SECONDS + 1)
+            prepare("next")
+        service = s2.service
+        assert isinstance(service, SharesService)
+        assert list(service.pending) == ["next"]
+    finally:
+        s2.stop(grace=None)

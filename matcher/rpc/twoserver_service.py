@@ -24,6 +24,7 @@ import hmac
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatc
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import (
+    CALL_SECONDS,
     MAX_MESSAGE_BYTES,
     RemoteServers,
     ShareExchange,
@@ -57,6 +59,7 @@ NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
 MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
 MAX_BOUNDS = 16  # cut-offs a circuit: the threshold and the score buckets
 MAX_PENDING = 64  # batches S2 holds between Prepare and Collect
+STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
 PROPOSE_PART = 1 << 20  # pairs a part of Propose's stream (8 MiB)
 THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
@@ -302,10 +305,21 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     """S2."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__("s2", key)
         self.pending: dict[str, linkbit.Party] = {}
         self.outputs: dict[str, bytes] = {}
+        self.since: dict[str, float] = {}  # batch -> when it was prepared
+        self.clock = clock
+
+    def _expire(self) -> None:
+        """Forget batches prepared longer ago than a call may last (a run that failed
+        between Prepare and Collect), so that they never fill S2 (under the lock)."""
+        cutoff = self.clock() - STALE_SECONDS
+        for batch in [b for b, t in self.since.items() if t < cutoff]:
+            self.pending.pop(batch, None)
+            self.outputs.pop(batch, None)
+            del self.since[batch]
 
     @_keyed
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -315,11 +329,13 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
         party = self.party(request, 1)
         with self.lock:
+            self._expire()
             if request.batch in self.pending or request.batch in self.outputs:
                 raise errors.InvalidArgument(f"batch: {request.batch!r} is prepared already")
             if len(self.pending) + len(self.outputs) >= MAX_PENDING:
                 raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
             self.pending[request.batch] = party
+            self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
     @_keyed
@@ -355,6 +371,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     def Collect(self, request: pb.CollectRequest, context: Any) -> pb.OutputShares:
         with self.lock:
             out = self.outputs.pop(request.batch, None)
+            self.since.pop(request.batch, None)
         if out is None:
             raise errors.FailedPrecondition(
                 f"batch: {request.batch!r} has no outputs on S2 (not prepared, not exchanged, "
@@ -424,17 +441,18 @@ def create_role(
     s2: str = "",
     credentials: grpc.ServerCredentials | None = None,
     peer_credentials: grpc.ChannelCredentials | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). Peers are reached with the same key, over TLS with
-    `peer_credentials`."""
+    `peer_credentials`; `clock` (seconds) ages S2's batches."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, ShareExchange(s2, key, peer_credentials))
     elif role == "s2":
-        service = SharesService(key)
+        service = SharesService(key, clock)
     elif role == "combiner":
         if not s1 or not s2:
             raise ValueError("the combiner needs S1's and S2's addresses")
