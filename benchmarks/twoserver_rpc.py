@@ -94,12 +94,13 @@ def main() -> int:
           f"{len(local.links):,} links, {t.rounds:,} rounds; "
           f"{fmt_bytes({f'{a}->{b}': n for (a, b), n in t.sent.items()})}")  # fmt: skip
 
-    key = os.urandom(16).hex()
+    key, member_key = os.urandom(16).hex(), os.urandom(16).hex()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        key_file = Path(tmp) / "key"
-        key_file.write_text(key)
-        key_file.chmod(0o600)
+        key_file, member_key_file = Path(tmp) / "parties.key", Path(tmp) / "members.key"
+        for path, text in ((key_file, key), (member_key_file, member_key)):
+            path.write_text(text)
+            path.chmod(0o600)
         ports = {r: free_port() for r in ("s1", "s2", "combiner")}
         peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}"],
                  "combiner": ["--s1", f"127.0.0.1:{ports['s1']}",
@@ -108,7 +109,8 @@ def main() -> int:
             for role in ("s2", "s1", "combiner"):
                 procs.append(subprocess.Popen(
                     [BLINDMATCH, "two-server", "role", "--role", role, "--listen",
-                     f"127.0.0.1:{ports[role]}", "--key-file", str(key_file), *peers[role]],
+                     f"127.0.0.1:{ports[role]}", "--key-file", str(key_file),
+                     "--member-key-file", str(member_key_file), *peers[role]],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))  # fmt: skip
                 wait_listening(ports[role], procs[-1])
@@ -117,7 +119,7 @@ def main() -> int:
             for name, up in zip(("a", "b"), uploads, strict=True):
                 for role, port in ports.items():
                     sent += sum(p.ByteSize() for p in upload_parts(name, role, up))
-                    with RoleClient(role, f"127.0.0.1:{port}", key) as rc:
+                    with RoleClient(role, f"127.0.0.1:{port}", member_key) as rc:
                         rc.upload(name, up)
             upload_wall = time.perf_counter() - w0
             w0 = time.perf_counter()

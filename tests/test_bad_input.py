@@ -470,8 +470,9 @@ class RolesCtx:
     s1: pb_grpc.TwoServerBlockingStub
     s2: pb_grpc.TwoServerSharesStub
     c: pb_grpc.TwoServerCombinerStub
-    key: list[tuple[str, str]]  # the deployment's key
+    key: list[tuple[str, str]]  # the parties' key
     upload: SharedUpload  # north's (south's is another of 20 records)
+    member: list[tuple[str, str]]  # the members' key (uploads only)
 
 
 ROWS = 20
@@ -518,49 +519,56 @@ def exchange(c: RolesCtx, *messages: pb.RoundMessage, key: Any = None) -> Any:
 
 ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-unkeyed", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth("guess")),
-     "UNAUTHENTICATED", "S1 answers only callers with the deployment's key"),
-    ("s1upload-no-parts", lambda c: c.s1.Upload(iter([]), metadata=c.key), "INVALID_ARGUMENT",
+     "UNAUTHENTICATED", "S1 answers Upload only with the members' key"),
+    ("s1upload-parties-key", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=c.key),
+     "UNAUTHENTICATED", "S1 answers Upload only with the members' key"),
+    ("s1upload-no-parts", lambda c: c.s1.Upload(iter([]), metadata=c.member), "INVALID_ARGUMENT",
      "an upload of no parts"),
     ("s1upload-no-member", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(member=""))),
-                                                 metadata=c.key),
+                                                 metadata=c.member),
      "INVALID_ARGUMENT", "member (part 0): required"),
     ("s1upload-popcounts", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(popcounts=[1] * ROWS))),
-                                                 metadata=c.key),
+                                                 metadata=c.member),
      "INVALID_ARGUMENT", "popcounts (part 0): only the combiner receives them"),
     ("s1upload-ragged-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
-                                                   metadata=c.key),
+                                                   metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): 8 bytes for 20 records of 4 band keys"),
-    ("s1upload-bad-clk", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=2))), metadata=c.key),
+    ("s1upload-bad-clk", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=2))),
+                                               metadata=c.member),
      "INVALID_ARGUMENT", "clk (part 0): 2"),
     ("s1upload-bad-clk-bits", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk_bits=1000))),
-                                                    metadata=c.key),
+                                                    metadata=c.member),
      "INVALID_ARGUMENT", "clk_bits (part 0): 1000 is not a multiple of 64"),
     ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1))),
-                                                metadata=c.key),
+                                                metadata=c.member),
      "INVALID_ARGUMENT", "clk: CLK 0 (and 1, the fallback), not [1]"),
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
-        clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.key),
+        clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.member),
      "INVALID_ARGUMENT", "every member uploads the same layout"),
     ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
-                                            metadata=c.key),
+                                            metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
     ("s2upload-ragged-shares", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(shares=b"x"))),
-                                                     metadata=c.key),
+                                                     metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): 1 bytes for 20 records of 1024-bit CLKs"),
     ("s2upload-two-members", lambda c: c.s2.Upload(iter([
-        *parts(c, "s2"), pb.SharedPart(member="south", clk=0, clk_bits=1024)]), metadata=c.key),
+        *parts(c, "s2"), pb.SharedPart(member="south", clk=0, clk_bits=1024)]), metadata=c.member),
      "INVALID_ARGUMENT", "member (part 1): 'south', but this upload is 'north''s"),
+    ("cupload-parties-key", lambda c: c.c.Upload(iter(parts(c, "combiner")), metadata=c.key),
+     "UNAUTHENTICATED", "the combiner answers Upload only with the members' key"),
     ("cupload-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(shares=b"s" * 128))),
-                                            metadata=c.key),
+                                            metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): the combiner never receives a share"),
     ("cupload-popcount-too-big", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
-        popcounts=[2000] * ROWS))), metadata=c.key),
+        popcounts=[2000] * ROWS))), metadata=c.member),
      "INVALID_ARGUMENT", "popcounts (part 0): 2000 above the CLK's 1024 bits"),
     ("cupload-ragged", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(popcounts=[1]))),
-                                            metadata=c.key),
+                                            metadata=c.member),
      "INVALID_ARGUMENT", "popcounts (part 0): 1 for 20 records"),
     ("propose-unkeyed", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=[])),
-     "UNAUTHENTICATED", "S1 answers only"),
+     "UNAUTHENTICATED", "S1 answers Propose only with the parties' key"),
+    ("propose-members-key", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=c.member)),
+     "UNAUTHENTICATED", "S1 answers Propose only with the parties' key"),
     ("propose-one-member", lambda c: propose(c, members=["north"], records=[ROWS]),
      "INVALID_ARGUMENT", "members: two or more, each named once"),
     ("propose-unknown-member", lambda c: propose(c, members=["north", "east"]),
@@ -572,7 +580,7 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("propose-lacking-alone", lambda c: propose(c, lacking=bytes(5)), "INVALID_ARGUMENT",
      "lacking: only with a fallback CLK"),
     ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
-     "UNAUTHENTICATED", "S1 answers only"),
+     "UNAUTHENTICATED", "S1 answers Evaluate only with the parties' key"),
     ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
      "INVALID_ARGUMENT", "batch: an id of 1 to 64 characters"),
     ("evaluate-one-member", lambda c: c.s1.Evaluate(circuit_batch(c, 0, member_b="north"),
@@ -599,7 +607,7 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
     ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
-     "UNAUTHENTICATED", "S2 answers only"),
+     "UNAUTHENTICATED", "S2 answers Prepare only with the parties' key"),
     ("prepare-bad-setup", lambda c: c.s2.Prepare(circuit_batch(c, 1, setup=bytes(40)),
                                                  metadata=c.key),
      "INVALID_ARGUMENT", "setup: link bits: S2's setup does not fit the batch"),
@@ -607,17 +615,21 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "member_a: S2 holds no upload of 'east'"),
     ("exchange-unkeyed", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=auth("x")),
-     "UNAUTHENTICATED", "S2 answers only"),
+     "UNAUTHENTICATED", "S2 answers Exchange only with the parties' key"),
+    ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
+     "UNAUTHENTICATED", "S2 answers Exchange only with the parties' key"),
     ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
      "an exchange of no messages"),
     ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),
      "FAILED_PRECONDITION", "batch: 'b0' is not prepared on S2"),
     ("collect-unkeyed", lambda c: c.s2.Collect(pb.CollectRequest(batch="b0"), metadata=[]),
-     "UNAUTHENTICATED", "S2 answers only"),
+     "UNAUTHENTICATED", "S2 answers Collect only with the parties' key"),
     ("collect-unknown", lambda c: c.s2.Collect(pb.CollectRequest(batch="b0"), metadata=c.key),
      "FAILED_PRECONDITION", "batch: 'b0' has no outputs on S2"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
-     "UNAUTHENTICATED", "the combiner answers only"),
+     "UNAUTHENTICATED", "the combiner answers Run only with the parties' key"),
+    ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),
+     "UNAUTHENTICATED", "the combiner answers Run only with the parties' key"),
     ("run-bad-threshold", lambda c: run(c, threshold=1.5), "INVALID_ARGUMENT", "threshold: 1.5"),
     ("run-one-member", lambda c: run(c, members=["north"]), "INVALID_ARGUMENT",
      "members: two or more, each named once"),
@@ -660,10 +672,10 @@ def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
     status: str,
     fragment: str,
 ) -> None:
-    key = secrets.token_urlsafe(12)
-    s2 = create_role("s2", "127.0.0.1:0", key)
-    s1 = create_role("s1", "127.0.0.1:0", key, s2=f"127.0.0.1:{s2.port}")
-    c = create_role("combiner", "127.0.0.1:0", key, s1=f"127.0.0.1:{s1.port}",
+    key, member_key = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}")
+    c = create_role("combiner", "127.0.0.1:0", key, member_key, s1=f"127.0.0.1:{s1.port}",
                     s2=f"127.0.0.1:{s2.port}")  # fmt: skip
     running = (s1, s2, c)
     try:
@@ -678,10 +690,11 @@ def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
                 pb_grpc.TwoServerCombinerStub(chc),
                 auth(key),
                 role_uploads[0],
+                auth(member_key),
             )
             for member, up in zip(("north", "south"), role_uploads, strict=True):
                 for stub, role in ((ctx.s1, "s1"), (ctx.s2, "s2"), (ctx.c, "combiner")):
-                    stub.Upload(iter(upload_parts(member, role, up)), metadata=ctx.key)
+                    stub.Upload(iter(upload_parts(member, role, up)), metadata=ctx.member)
 
             def state() -> object:
                 shares = s2.service

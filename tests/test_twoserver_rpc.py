@@ -43,15 +43,19 @@ Clks = npt.NDArray[np.uint8]
 
 @pytest.fixture
 def key() -> str:
+    """The parties' key (the members' is MEMBER_KEY)."""
     return secrets.token_urlsafe(16)
+
+
+MEMBER_KEY = "the members' key"
 
 
 @pytest.fixture
 def roles(key: str) -> Iterator[dict[str, RunningRole]]:
     """S2, then S1 (which calls S2), then the combiner (which calls both)."""
-    s2 = create_role("s2", "127.0.0.1:0", key)
-    s1 = create_role("s1", "127.0.0.1:0", key, s2=f"127.0.0.1:{s2.port}")
-    c = create_role("combiner", "127.0.0.1:0", key, s1=f"127.0.0.1:{s1.port}",
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    c = create_role("combiner", "127.0.0.1:0", key, MEMBER_KEY, s1=f"127.0.0.1:{s1.port}",
                     s2=f"127.0.0.1:{s2.port}")  # fmt: skip
     running = {"s1": s1, "s2": s2, "combiner": c}
     try:
@@ -69,7 +73,7 @@ def uploads(messy_members: tuple[list[Clks], int]) -> list[client.SharedUpload]:
 
 def send(roles: dict[str, RunningRole], key: str, member: str, up: client.SharedUpload) -> None:
     for role, running in roles.items():
-        with RoleClient(role, f"127.0.0.1:{running.port}", key) as c:
+        with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as c:
             assert c.upload(member, up) == len(up)
 
 
@@ -119,7 +123,7 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
     shares = upload_parts("spy", "s2", uploads[1])
     target = f"127.0.0.1:{roles['combiner'].port}"
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
-        pb_grpc.TwoServerCombinerStub(channel).Upload(shares, metadata=auth(key))
+        pb_grpc.TwoServerCombinerStub(channel).Upload(shares, metadata=auth(MEMBER_KEY))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "shares (part 0): the combiner never receives a share" in str(refused.value.details())
     assert "spy" not in roles["combiner"].service.held
@@ -150,7 +154,7 @@ def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
                     tuple(s[:-1] for s in datasets.s1.shares)),
         datasets.s2, datasets.combiner,
     )  # fmt: skip
-    with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", key) as s1:
+    with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", MEMBER_KEY) as s1:
         assert s1.upload("south", fewer) == len(datasets) - 1
     with combiner(roles, key) as c, pytest.raises(RejectedError) as refused:
         c.run(THRESHOLD)
@@ -172,9 +176,10 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    key_file = tmp_path / "two-server.key"
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
+    key_file, member_key_file = tmp_path / "parties.key", tmp_path / "members.key"
+    for path, text in ((key_file, key), (member_key_file, MEMBER_KEY)):
+        path.write_text(text + "\n")
+        path.chmod(0o600)
     addresses = [f"--{r}=127.0.0.1:{roles[r].port}" for r in ("s1", "s2", "combiner")]
     folders = {}
     for name, org in orgs.items():
@@ -183,7 +188,7 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
                      str(secret_file), "--mapping", str(org.mapping), "--out",
                      str(folders[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
         assert main(["two-server", "upload", str(folders[name]), "--member", name, *addresses,
-                     "--key-file", str(key_file)]) == 0  # fmt: skip
+                     "--key-file", str(member_key_file)]) == 0  # fmt: skip
         assert f"the combiner (127.0.0.1:{roles['combiner'].port}) holds" in capsys.readouterr().out
     out = tmp_path / "links.csv"
     assert main(["two-server", "run", addresses[2], "--key-file", str(key_file),
@@ -205,30 +210,36 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
     assert got == [["member", "row", "partner", "partner_row", "score"], *want]
 
 
-def test_the_cli_refuses_plaintext_off_loopback_and_a_readable_key(
+def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key_file = tmp_path / "k"
-    key_file.write_text("a key\n")
-    key_file.chmod(0o600)
-    role = ["two-server", "role", "--key-file", str(key_file)]
+    key_file, member_key_file = tmp_path / "k", tmp_path / "m"
+    for path in (key_file, member_key_file):
+        path.write_text(f"{path.name}'s key\n")
+        path.chmod(0o600)
+    role = ["two-server", "role", "--key-file", str(key_file), "--member-key-file",
+            str(member_key_file)]  # fmt: skip
     assert main([*role, "--role", "s2", "--listen", "0.0.0.0:0"]) == 2
     assert "refusing plaintext gRPC on a non-loopback address" in capsys.readouterr().err
     assert main([*role, "--role", "s1", "--listen", "127.0.0.1:0", "--s2", "10.1.2.3:50072"]) == 2
     assert "--s2 10.1.2.3:50072: refusing plaintext to a party" in capsys.readouterr().err
     assert main([*role, "--role", "combiner", "--listen", "127.0.0.1:0", "--s2", "h:1"]) == 2
     assert "--s1: required for --role combiner" in capsys.readouterr().err
-    key_file.chmod(0o644)
+    member_key_file.write_text("k's key\n")
     assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
-    assert "readable by others than its owner" in capsys.readouterr().err
+    assert "--member-key-file: two different keys" in capsys.readouterr().err
+    member_key_file.chmod(0o644)
+    assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
+    assert "--member-key-file" in (err := capsys.readouterr().err)
+    assert "readable by others than its owner" in err
 
 
 def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
     clock = Clock()
-    s2 = create_role("s2", "127.0.0.1:0", key, clock=clock)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)
     try:
         up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
-        with RoleClient("s2", f"127.0.0.1:{s2.port}", key) as c:
+        with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
             c.upload("north", up)
             c.upload("south", up)
         dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))

@@ -26,22 +26,22 @@ if TYPE_CHECKING:
 ROLES = ("s1", "s2", "combiner")
 
 
-def read_key(path: Path) -> str:
-    """The deployment key: the file's text, refused unless only its owner can read it."""
+def read_key(path: Path, flag: str = "--key-file") -> str:
+    """A key: the file's text, refused unless only its owner can read it."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         key = path.read_text().strip()
     except FileNotFoundError:
-        raise InputError(f"--key-file {path}: not found") from None
+        raise InputError(f"{flag} {path}: not found") from None
     except (IsADirectoryError, UnicodeDecodeError):
-        raise InputError(f"--key-file {path}: not a key file (one line of text)") from None
+        raise InputError(f"{flag} {path}: not a key file (one line of text)") from None
     if mode & 0o077:
         raise InputError(
-            f"--key-file {path}: readable by others than its owner (mode {mode:o}); whoever "
+            f"{flag} {path}: readable by others than its owner (mode {mode:o}); whoever "
             f"reads it can call the roles: chmod 600 {path}"
         )
     if not key:
-        raise InputError(f"--key-file {path} is empty (make one: `blindmatch secret new FILE`)")
+        raise InputError(f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)")
     return key
 
 
@@ -89,6 +89,12 @@ def cmd_role(args: argparse.Namespace) -> int:
                 "(S1 calls S2; the combiner calls S1 and S2)"
             )
     key = read_key(args.key_file)
+    member_key = read_key(args.member_key_file, "--member-key-file")
+    if key == member_key:
+        raise InputError(
+            "--key-file and --member-key-file: two different keys (a member must not be "
+            "able to call the parties' RPCs)"
+        )
     peer = _peer_credentials(args)
     credentials = tls.server_credentials(
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
@@ -96,7 +102,8 @@ def cmd_role(args: argparse.Namespace) -> int:
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
     try:
-        running = create_role(args.role, tls.grpc_address(host, port), key, s1=args.s1 or "",
+        running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
+                              s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer)  # fmt: skip
     except OSError as exc:
@@ -163,7 +170,8 @@ def _peer_options(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-KEY_HELP = "the deployment's key, owner-only (every party's and member's the same)"
+KEY_HELP = "the parties' key, owner-only (S1's, S2's and the combiner's; never a member's)"
+MEMBER_KEY_HELP = "the members' key, owner-only: it admits uploads and nothing else"
 
 
 def register(sub: Subcommands) -> None:
@@ -177,7 +185,7 @@ def register(sub: Subcommands) -> None:
         "only the combiner learns it. Start each role (`role`), send each member's upload "
         "to all three (`upload`), then start the run at the combiner (`run`).",
         example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
-        "two-server.key",
+        "parties.key --member-key-file members.key",
     )
     acts = actions(group, "two_server_command")
     p = command(
@@ -185,21 +193,27 @@ def register(sub: Subcommands) -> None:
         "role",
         help="serve one role of a two-server run",
         description="Serve one role of a two-server run: s1 (needs --s2), s2, or combiner "
-        "(needs --s1 and --s2). Every party and member uses the same --key-file. Plaintext "
+        "(needs --s1 and --s2). The parties share one key (--key-file), the members another "
+        "(--member-key-file), which admits their uploads and nothing else. Plaintext "
         "is refused on a non-loopback address: give --tls-cert and --tls-key (and "
         "--client-ca for mutual TLS), and --peer-ca to reach the other parties over TLS.",
         example=[
-            "blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file k",
+            "blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
+            "parties.key --member-key-file members.key",
             "blindmatch two-server role --role s1 --listen 127.0.0.1:50071 --s2 "
-            "127.0.0.1:50072 --key-file k",
+            "127.0.0.1:50072 --key-file parties.key --member-key-file members.key",
             "blindmatch two-server role --role combiner --listen 127.0.0.1:50073 --s1 "
-            "127.0.0.1:50071 --s2 127.0.0.1:50072 --key-file k",
+            "127.0.0.1:50071 --s2 127.0.0.1:50072 --key-file parties.key --member-key-file "
+            "members.key",
         ],
         handler=cmd_role,
     )
     p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
     p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
+    p.add_argument(
+        "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
+    )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
     p.add_argument("--tls-cert", help="server certificate (PEM)")
@@ -219,16 +233,17 @@ def register(sub: Subcommands) -> None:
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
         "three roles, each its own part only: S1 the band keys and first shares, S2 the "
-        "second shares, the combiner the popcounts. Replaces the member's earlier upload.",
+        "second shares, the combiner the popcounts, with the members' key (--key-file). "
+        "Replaces the member's earlier upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
-        "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file k",
+        "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",
         handler=cmd_upload,
     )
     u.add_argument("encoded", type=Path, help="the ENCODED folder (`encode --two-server`)")
     u.add_argument("--member", required=True, help="this member's name in the run")
     for role in ROLES:
         u.add_argument(f"--{role}", required=True, metavar="HOST:PORT", help=f"{role}'s address")
-    u.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
+    u.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP)
     quiet_option(u)
     _peer_options(u, "the three roles")
 
@@ -239,8 +254,9 @@ def register(sub: Subcommands) -> None:
         description="Start the run at the combiner over every member's uploads (or those "
         "named), and write its links as CSV: member, row, partner, partner_row, score (rows "
         "in each member's ENCODED order; a score is the lower end of its bucket, not a Dice "
-        "value). A party that cannot be reached fails the run, naming it.",
-        example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file k "
+        "value), with the parties' key (--key-file). A party that cannot be reached fails "
+        "the run, naming it.",
+        example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file parties.key "
         "--threshold 0.8 --out links.csv",
         handler=cmd_run,
     )

@@ -13,8 +13,9 @@
 
 Each role refuses the fields of an upload that are not its own (C never receives a share nor
 a band key, S1 and S2 never a popcount), so what a party holds is what the design gives it.
-The RPC layer carries only the bytes the core objects produce. Every call must carry the
-deployment's key (`authorization: Bearer <key>`).
+The RPC layer carries only the bytes the core objects produce. Two keys
+(`authorization: Bearer <key>`): the members' key admits `Upload` and nothing else, the
+parties' key (S1's, S2's and the combiner's, never a member's) every other call.
 """
 
 from __future__ import annotations
@@ -32,11 +33,9 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun
-from blindmatch.matcher.core.encodings import check_clk_bits
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
@@ -49,6 +48,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     from_rows,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -56,7 +56,6 @@ log = logging.getLogger("blindmatch.matcher.twoserver")
 
 ROLES = ("s1", "s2", "combiner")
 NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
-MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
 MAX_BOUNDS = 16  # cut-offs a circuit: the threshold and the score buckets
 MAX_PENDING = 64  # batches S2 holds between Prepare and Collect
 STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
@@ -65,128 +64,44 @@ THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _keyed(method: F) -> F:
-    """Refuse a call without the deployment's key, then map errors to statuses."""
+def _checked(method: F, members: bool) -> F:
     wrapped = rpc_errors(method)
 
     @functools.wraps(method)
     def call(self: _Role, request: Any, context: Any) -> Any:
-        token = bearer_token(context.invocation_metadata()) or ""
-        if not hmac.compare_digest(token.encode(), self.key.encode()):
+        token = (bearer_token(context.invocation_metadata()) or "").encode()
+        key = self.member_key if members else self.key
+        if not hmac.compare_digest(token, key.encode()):
+            who = "the members' key" if members else "the parties' key"
             abort(context, errors.Unauthenticated(
-                f"{NAMES[self.role]} answers only callers with the deployment's key"))  # fmt: skip
+                f"{NAMES[self.role]} answers {method.__name__} only with {who}"))  # fmt: skip
         return wrapped(self, request, context)
 
     return call  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class Held:
-    """One member's upload to one role, per CLK: widths, and the role's own arrays."""
-
-    bits: tuple[int, ...]
-    bands: tuple[int, ...]
-    keys: tuple[npt.NDArray[np.uint64], ...]
-    shares: tuple[npt.NDArray[np.uint8], ...]
-    popcounts: tuple[npt.NDArray[np.int64], ...]
-
-    @property
-    def records(self) -> int:
-        for arrays in (self.shares, self.popcounts, self.keys):
-            if arrays:
-                return len(arrays[0])
-        return 0
+def _keyed(method: F) -> F:
+    """A call between the parties: refused without the parties' key; errors to statuses."""
+    return _checked(method, members=False)
 
 
-def _read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
-    """One member's upload to `role`, checked whole."""
-    member = ""
-    got: dict[int, dict[str, Any]] = {}
-    for n, p in enumerate(parts):
-        where = f"part {n}"
-        if not p.member:
-            raise errors.InvalidArgument(f"member ({where}): required")
-        if member and p.member != member:
-            raise errors.InvalidArgument(
-                f"member ({where}): {p.member!r}, but this upload is {member!r}'s (one member "
-                "an upload)"
-            )
-        member = p.member
-        if p.clk not in (0, 1):
-            raise errors.InvalidArgument(f"clk ({where}): {p.clk}; 0 (record-level) or 1")
-        check_clk_bits(p.clk_bits, f"clk_bits ({where})")
-        if role != "s1" and (p.keys or p.bands):
-            raise errors.InvalidArgument(f"keys ({where}): only S1 receives band keys")
-        if role == "combiner" and p.shares:
-            raise errors.InvalidArgument(f"shares ({where}): the combiner never receives a share")
-        if role != "combiner" and p.popcounts:
-            raise errors.InvalidArgument(f"popcounts ({where}): only the combiner receives them")
-        if role == "s1":
-            if not 1 <= p.bands <= MAX_BANDS:
-                raise errors.InvalidArgument(f"bands ({where}): {p.bands}; 1 to {MAX_BANDS}")
-            if len(p.keys) != 8 * p.bands * p.rows:
-                raise errors.InvalidArgument(
-                    f"keys ({where}): {len(p.keys)} bytes for {p.rows} records of {p.bands} "
-                    "band keys"
-                )
-        if role != "combiner" and len(p.shares) != p.rows * p.clk_bits // 8:
-            raise errors.InvalidArgument(
-                f"shares ({where}): {len(p.shares)} bytes for {p.rows} records of "
-                f"{p.clk_bits}-bit CLKs"
-            )
-        if role == "combiner":
-            if len(p.popcounts) != p.rows:
-                raise errors.InvalidArgument(
-                    f"popcounts ({where}): {len(p.popcounts)} for {p.rows} records"
-                )
-            if p.rows and max(p.popcounts) > p.clk_bits:
-                raise errors.InvalidArgument(
-                    f"popcounts ({where}): {max(p.popcounts)} above the CLK's {p.clk_bits} bits"
-                )
-        clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, keys=[], shares=[],
-                                         popcounts=[], rows=0))  # fmt: skip
-        if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
-            raise errors.InvalidArgument(
-                f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"
-            )
-        clk["rows"] += p.rows
-        clk["keys"].append(p.keys)
-        clk["shares"].append(p.shares)
-        clk["popcounts"].extend(p.popcounts)
-    if not member:
-        raise errors.InvalidArgument("an upload of no parts")
-    if sorted(got) not in ([0], [0, 1]):
-        raise errors.InvalidArgument(f"clk: CLK 0 (and 1, the fallback), not {sorted(got)}")
-    rows = [got[c]["rows"] for c in sorted(got)]
-    if len(set(rows)) > 1 or not rows[0]:
-        raise errors.InvalidArgument(f"rows: {rows} records by CLK (equal, and not 0)")
-    clks = [got[c] for c in sorted(got)]
-    keys: tuple[npt.NDArray[np.uint64], ...] = ()
-    shares: tuple[npt.NDArray[np.uint8], ...] = ()
-    pops: tuple[npt.NDArray[np.int64], ...] = ()
-    if role == "s1":
-        keys = tuple(np.frombuffer(b"".join(c["keys"]), "<u8").astype(np.uint64)
-                     .reshape(c["rows"], c["bands"]) for c in clks)  # fmt: skip
-    if role != "combiner":
-        shares = tuple(np.frombuffer(b"".join(c["shares"]), np.uint8)
-                       .reshape(c["rows"], c["bits"] // 8) for c in clks)  # fmt: skip
-    else:
-        pops = tuple(np.asarray(c["popcounts"], dtype=np.int64) for c in clks)
-    held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), keys, shares,
-                pops)  # fmt: skip
-    return member, held
+def _member(method: F) -> F:
+    """A member's upload: refused without the members' key (which admits nothing else)."""
+    return _checked(method, members=True)
 
 
 class _Role:
     """What the three roles share: the uploads held, the key."""
 
-    def __init__(self, role: str, key: str) -> None:
-        self.role, self.key = role, key
+    def __init__(self, role: str, key: str, member_key: str) -> None:
+        if not key or not member_key or key == member_key:
+            raise ValueError("the parties' key and the members' key: two different keys")
+        self.role, self.key, self.member_key = role, key, member_key
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
 
     def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
-        member, held = _read_upload(parts, self.role)
+        member, held = read_upload(parts, self.role)
         with self.lock:
             for other, h in self.held.items():
                 if other != member and (h.bits, h.bands) != (held.bits, held.bands):
@@ -248,11 +163,11 @@ class _Role:
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     """S1."""
 
-    def __init__(self, key: str, s2: ShareExchange) -> None:
-        super().__init__("s1", key)
+    def __init__(self, key: str, member_key: str, s2: ShareExchange) -> None:
+        super().__init__("s1", key, member_key)
         self.s2 = s2
 
-    @_keyed
+    @_member
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
@@ -305,8 +220,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     """S2."""
 
-    def __init__(self, key: str, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__("s2", key)
+    def __init__(
+        self, key: str, member_key: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__("s2", key, member_key)
         self.pending: dict[str, linkbit.Party] = {}
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
@@ -321,7 +238,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.outputs.pop(batch, None)
             del self.since[batch]
 
-    @_keyed
+    @_member
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
@@ -383,12 +300,17 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
 class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
     """C."""
 
-    def __init__(self, key: str, servers: Callable[[list[str], list[Held]], RemoteServers]) -> None:
-        super().__init__("combiner", key)
+    def __init__(
+        self,
+        key: str,
+        member_key: str,
+        servers: Callable[[list[str], list[Held]], RemoteServers],
+    ) -> None:
+        super().__init__("combiner", key, member_key)
         self.servers = servers
         self.running = threading.Lock()
 
-    @_keyed
+    @_member
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
@@ -436,6 +358,7 @@ def create_role(
     role: str,
     address: str,
     key: str,
+    member_key: str,
     *,
     s1: str = "",
     s2: str = "",
@@ -444,15 +367,16 @@ def create_role(
     clock: Callable[[], float] = time.monotonic,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
-    "s2"; "combiner": needs both). Peers are reached with the same key, over TLS with
-    `peer_credentials`; `clock` (seconds) ages S2's batches."""
+    "s2"; "combiner": needs both). `key`: the parties' (peers are called with it, over TLS
+    with `peer_credentials`); `member_key`: the members' (uploads only); `clock` (seconds)
+    ages S2's batches."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
-        service = BlockingService(key, ShareExchange(s2, key, peer_credentials))
+        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials))
     elif role == "s2":
-        service = SharesService(key, clock)
+        service = SharesService(key, member_key, clock)
     elif role == "combiner":
         if not s1 or not s2:
             raise ValueError("the combiner needs S1's and S2's addresses")
@@ -461,7 +385,7 @@ def create_role(
             return RemoteServers(s1, s2, key, members, [h.records for h in held],
                                  held[0].bits, peer_credentials)  # fmt: skip
 
-        service = CombinerService(key, servers)
+        service = CombinerService(key, member_key, servers)
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     server = grpc.server(
