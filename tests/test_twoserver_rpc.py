@@ -129,17 +129,19 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
     assert "spy" not in roles["combiner"].service.held
 
 
-def test_a_stopped_s2_fails_the_run_naming_it(
-    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+@pytest.mark.parametrize("down", ["s1", "s2"])
+def test_a_stopped_server_fails_the_run_naming_it(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload], down: str
 ) -> None:
     for name, up in zip(NAMES[:2], uploads[:2], strict=True):
         send(roles, key, name, up)
-    roles["s2"].stop(grace=None)
+    roles[down].stop(grace=None)
     with combiner(roles, key) as c, pytest.raises(UnavailableError) as refused:
         c.run(THRESHOLD)
     message = str(refused.value)
-    assert f"S2 (127.0.0.1:{roles['s2'].port}) is unreachable" in message
-    assert "UNAVAILABLE" in message
+    assert f"{down.upper()} (127.0.0.1:{roles[down].port}) is unreachable" in message
+    assert message.endswith("[UNAVAILABLE]")
+    assert "cannot reach the combiner" not in message  # the combiner answered
 
 
 def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
