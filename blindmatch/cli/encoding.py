@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     Choices,
@@ -14,10 +15,12 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encode import EncodeResult
+    from blindmatch.client.encoding.schema import LinkageSchema
+
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.encoded import write_encoded
     from blindmatch.client.encoding.mapping import load_mapping
@@ -50,18 +53,27 @@ def cmd_encode(args: argparse.Namespace) -> int:
         schema_digest=result.schema_digest,
     )
     if args.two_server:
-        from blindmatch.client.encoding import sharing
-
-        clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-        upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
-        sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
+        write_two_server(args, schema, secret, result)
     if not args.quiet:
         print(result.report.render())
         print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
-        if args.two_server:
-            print(f"Wrote the two-server upload in {args.out}/twoserver/ (s1.npz, s2.npz, "
-                  "combiner.npz: send with `blindmatch two-server upload`)")  # fmt: skip
     return 0
+
+
+def write_two_server(
+    args: argparse.Namespace, schema: LinkageSchema, secret: bytes, result: EncodeResult
+) -> None:
+    """`encode --two-server`: the upload for a two-server run, by recipient, beside the CLKs."""
+    import numpy as np
+
+    from blindmatch.client.encoding import sharing
+
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+    sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
+    if not args.quiet:
+        print(f"Wrote the two-server upload in {args.out}/{sharing.SHARED_FOLDER}/ (s1.npz, "
+              "s2.npz, combiner.npz: send them with `blindmatch two-server upload`)")  # fmt: skip
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
