@@ -16,7 +16,7 @@ those CLKs:
   the fallback rule), what a project runs today;
 - **two-server**: each member's `shared_upload` (client/encoding/sharing.py: band keys at r
   `--bits` x `--bands` bands per CLK from the secret, two XOR shares, popcounts), then
-  matcher/core/twoserver.py `run` once a `--combiners` entry: S1 blocks on the band keys;
+  matcher/core/tworun.py `run` once a `--combiners` entry: S1 blocks on the band keys;
   with `link-bit` S1 and S2 run the link-bit circuit on every proposed pair (core/linkbit.py)
   and C learns link bits, with `link-bit:0.85,0.9,0.95` also which of those cut-offs each
   candidate's Dice reaches (score buckets, the solver's order); with `dice` (the oracle) S1 and
@@ -61,7 +61,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.evaluate import Quality, quality, read_truth
-from blindmatch.matcher.core import fallback, twoserver
+from blindmatch.matcher.core import fallback, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import Links
@@ -166,14 +166,14 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
     popcounts = [u.combiner.popcounts for u in uploads]
     del uploads
-    runs: list[tuple[str, twoserver.TwoServerResult]] = []
+    runs: list[tuple[str, tworun.TwoServerResult]] = []
     for spec in args.combiners:
         reveal, _, cuts = spec.partition(":")
         buckets = [float(c) for c in cuts.split(",") if c]
         combiner = twoserver.Combiner(popcounts, THRESHOLD, reveal=reveal, buckets=buckets)
         label = {"link-bit": "link bits", "dice": "Dice (oracle)"}[reveal]
         label += f" + buckets {', '.join(cuts.split(','))}" if buckets else ""
-        runs.append((label, twoserver.run(s1, s2, combiner)))
+        runs.append((label, tworun.run(s1, s2, combiner)))
     result = runs[0][1]
 
     proposed: set[int] = set()

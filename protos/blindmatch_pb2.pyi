@@ -860,3 +860,158 @@ class ShardState(_message.Message):
     started: str
     loaded: bool
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class SharedPart(_message.Message):
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    CLK_BITS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    clk: int
+    clk_bits: int
+    rows: int
+    bands: int
+    keys: bytes
+    shares: bytes
+    popcounts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SharedReceipt(_message.Message):
+    __slots__ = ("member", "records", "clks")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CLKS_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    records: int
+    clks: int
+    def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ("members", "records", "lacking", "fallback")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    records: _containers.RepeatedScalarFieldContainer[int]
+    lacking: bytes
+    fallback: bool
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ...) -> None: ...
+
+class CandidatePairs(_message.Message):
+    __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    member_a: int
+    member_b: int
+    clk: int
+    rows_a: bytes
+    rows_b: bytes
+    last: bool
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class CircuitBatch(_message.Message):
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "bounds", "setup")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_A_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    batch: str
+    member_a: str
+    member_b: str
+    records_a: int
+    records_b: int
+    clk: int
+    rows_a: bytes
+    rows_b: bytes
+    bounds: int
+    setup: bytes
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., bounds: _Optional[int] = ..., setup: _Optional[bytes] = ...) -> None: ...
+
+class PrepareReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RoundMessage(_message.Message):
+    __slots__ = ("batch", "masked")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    batch: str
+    masked: bytes
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ...) -> None: ...
+
+class CollectRequest(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: str
+    def __init__(self, batch: _Optional[str] = ...) -> None: ...
+
+class OutputShares(_message.Message):
+    __slots__ = ("shares", "round_bytes_sent", "round_bytes_received", "rounds")
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    shares: bytes
+    round_bytes_sent: int
+    round_bytes_received: int
+    rounds: int
+    def __init__(self, shares: _Optional[bytes] = ..., round_bytes_sent: _Optional[int] = ..., round_bytes_received: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class TwoServerRunRequest(_message.Message):
+    __slots__ = ("members", "threshold", "buckets")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    threshold: float
+    buckets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TwoServerRunReply(_message.Message):
+    __slots__ = ("members", "dset", "row", "partner", "partner_row", "score", "groups", "comparisons", "method", "bytes_sent", "rounds")
+    class BytesSentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DSET_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_ROW_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    dset: _containers.RepeatedScalarFieldContainer[int]
+    row: _containers.RepeatedScalarFieldContainer[int]
+    partner: _containers.RepeatedScalarFieldContainer[int]
+    partner_row: _containers.RepeatedScalarFieldContainer[int]
+    score: _containers.RepeatedScalarFieldContainer[float]
+    groups: int
+    comparisons: int
+    method: str
+    bytes_sent: _containers.ScalarMap[str, int]
+    rounds: int
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., dset: _Optional[_Iterable[int]] = ..., row: _Optional[_Iterable[int]] = ..., partner: _Optional[_Iterable[int]] = ..., partner_row: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., groups: _Optional[int] = ..., comparisons: _Optional[int] = ..., method: _Optional[str] = ..., bytes_sent: _Optional[_Mapping[str, int]] = ..., rounds: _Optional[int] = ...) -> None: ...

@@ -1482,3 +1482,534 @@ class LookupServer:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TwoServerBlockingStub:
+    """-- A run on two non-colluding servers and a combiner (docs/privacy-design.md) ---------------
+
+    Three services, each on its own address and run by its own party: S1 (TwoServerBlocking)
+    holds every member's keyed band keys and first XOR shares and proposes the candidate
+    pairs; S2 (TwoServerShares) holds the second shares; C (TwoServerCombiner) holds the
+    popcounts, deals the link-bit circuit's triples, learns each pair's link bit (and score
+    bucket) from the servers' output shares, solves and gives the links. S1 and S2 exchange
+    the circuit's masked gate inputs over `TwoServerShares.Exchange`, a message a round; C
+    never receives a share nor an opening, S1 and S2 never a popcount. Every call carries
+    the deployment's key (`authorization: Bearer <key>`); off loopback the CLI refuses
+    plaintext.
+
+    S1
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upload = channel.stream_unary(
+                '/blindmatch.v1.TwoServerBlocking/Upload',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+                _registered_method=True)
+        self.Propose = channel.unary_stream(
+                '/blindmatch.v1.TwoServerBlocking/Propose',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProposeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CandidatePairs.FromString,
+                _registered_method=True)
+        self.Evaluate = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/Evaluate',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+                _registered_method=True)
+
+
+class TwoServerBlockingServicer:
+    """-- A run on two non-colluding servers and a combiner (docs/privacy-design.md) ---------------
+
+    Three services, each on its own address and run by its own party: S1 (TwoServerBlocking)
+    holds every member's keyed band keys and first XOR shares and proposes the candidate
+    pairs; S2 (TwoServerShares) holds the second shares; C (TwoServerCombiner) holds the
+    popcounts, deals the link-bit circuit's triples, learns each pair's link bit (and score
+    bucket) from the servers' output shares, solves and gives the links. S1 and S2 exchange
+    the circuit's masked gate inputs over `TwoServerShares.Exchange`, a message a round; C
+    never receives a share nor an opening, S1 and S2 never a popcount. Every call carries
+    the deployment's key (`authorization: Bearer <key>`); off loopback the CLI refuses
+    plaintext.
+
+    S1
+    """
+
+    def Upload(self, request_iterator, context):
+        """One member's band keys and first shares (every CLK), in parts; replaces its earlier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Propose(self, request, context):
+        """The cross-member pairs sharing a band key (C calls it), in parts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Evaluate(self, request, context):
+        """S1's side of the circuit on a batch of pairs from C's setup: runs the rounds with S2
+        (Exchange) and returns S1's output shares.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TwoServerBlockingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.SerializeToString,
+            ),
+            'Propose': grpc.unary_stream_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ProposeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CandidatePairs.SerializeToString,
+            ),
+            'Evaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evaluate,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'blindmatch.v1.TwoServerBlocking', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('blindmatch.v1.TwoServerBlocking', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TwoServerBlocking:
+    """-- A run on two non-colluding servers and a combiner (docs/privacy-design.md) ---------------
+
+    Three services, each on its own address and run by its own party: S1 (TwoServerBlocking)
+    holds every member's keyed band keys and first XOR shares and proposes the candidate
+    pairs; S2 (TwoServerShares) holds the second shares; C (TwoServerCombiner) holds the
+    popcounts, deals the link-bit circuit's triples, learns each pair's link bit (and score
+    bucket) from the servers' output shares, solves and gives the links. S1 and S2 exchange
+    the circuit's masked gate inputs over `TwoServerShares.Exchange`, a message a round; C
+    never receives a share nor an opening, S1 and S2 never a popcount. Every call carries
+    the deployment's key (`authorization: Bearer <key>`); off loopback the CLI refuses
+    plaintext.
+
+    S1
+    """
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Upload',
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Propose',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ProposeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.CandidatePairs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Evaluate',
+            blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class TwoServerSharesStub:
+    """S2
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upload = channel.stream_unary(
+                '/blindmatch.v1.TwoServerShares/Upload',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+                _registered_method=True)
+        self.Prepare = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Prepare',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.FromString,
+                _registered_method=True)
+        self.Exchange = channel.stream_stream(
+                '/blindmatch.v1.TwoServerShares/Exchange',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.FromString,
+                _registered_method=True)
+        self.Collect = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Collect',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+                _registered_method=True)
+
+
+class TwoServerSharesServicer:
+    """S2
+    """
+
+    def Upload(self, request_iterator, context):
+        """One member's second shares (every CLK), in parts; replaces its earlier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Prepare(self, request, context):
+        """S2's side of a batch from C's setup, held until S1 opens the rounds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exchange(self, request_iterator, context):
+        """The rounds of a prepared batch (S1 calls it): S1's masked inputs in, S2's out, one
+        message each way a round; the first of S1's names the batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Collect(self, request, context):
+        """S2's output shares of a batch whose rounds have ended (C calls it), once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TwoServerSharesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.SerializeToString,
+            ),
+            'Prepare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prepare,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.SerializeToString,
+            ),
+            'Exchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.SerializeToString,
+            ),
+            'Collect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Collect,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'blindmatch.v1.TwoServerShares', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('blindmatch.v1.TwoServerShares', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TwoServerShares:
+    """S2
+    """
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerShares/Upload',
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prepare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Prepare',
+            blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerShares/Exchange',
+            blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.RoundMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Collect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Collect',
+            blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class TwoServerCombinerStub:
+    """C
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upload = channel.stream_unary(
+                '/blindmatch.v1.TwoServerCombiner/Upload',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+                _registered_method=True)
+        self.Run = channel.unary_unary(
+                '/blindmatch.v1.TwoServerCombiner/Run',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunReply.FromString,
+                _registered_method=True)
+
+
+class TwoServerCombinerServicer:
+    """C
+    """
+
+    def Upload(self, request_iterator, context):
+        """One member's popcounts (every CLK), in parts; replaces its earlier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Run(self, request, context):
+        """The run over every member's uploads (to all three): blocking (S1), the circuit (S1,
+        S2), deciding and solving (C); the links.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TwoServerCombinerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.SerializeToString,
+            ),
+            'Run': grpc.unary_unary_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'blindmatch.v1.TwoServerCombiner', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('blindmatch.v1.TwoServerCombiner', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TwoServerCombiner:
+    """C
+    """
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerCombiner/Upload',
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerCombiner/Run',
+            blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerRunReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

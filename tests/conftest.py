@@ -19,12 +19,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
+from benchmarks.messy import ORGS, write_exports
 from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.matcher.server import create_server
 from tests.support import (
     ADMIN_TOKEN,
+    FALLBACK_SCHEMA,
+    MESSY_SECRET,
     NORTH_CSV,
     NORTH_MAP,
     SOUTH_CSV,
@@ -86,3 +94,24 @@ def orgs(tmp_path: Path) -> dict[str, Org]:
         map_path.write_text(mapping, encoding="utf-8")
         out[name] = Org(csv_path, map_path)
     return out
+
+
+@pytest.fixture(scope="session")
+def messy_members(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[npt.NDArray[np.uint8]], int]:
+    """Three organisations' exports of 1,000 people (benchmarks/messy.py), encoded as
+    `blindmatch encode` does (the default schema under MESSY_SECRET): record-level CLK, then
+    the fallback CLK; and the fallback CLK's bits."""
+    schema = load_schema(FALLBACK_SCHEMA)
+    exports = write_exports(tmp_path_factory.mktemp("messy"), seed=5, size=1000)
+    datasets = []
+    fallback_bits = 0
+    for style in ORGS:
+        exp = exports[style.name]
+        result = encode_csv(exp.csv, schema, load_mapping(exp.mapping, schema), MESSY_SECRET)
+        datasets.append(
+            np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+        )
+        fallback_bits = result.fallback_bits
+    return datasets, fallback_bits

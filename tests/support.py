@@ -276,6 +276,9 @@ def start(data_dir: Path, clock: Clock, sweep_interval: float = HOUR) -> Matcher
     return Matcher(server, data_dir, ADMIN_TOKEN)
 
 
+# The project secret of the `messy_members` fixture's encodings (tests/conftest.py).
+MESSY_SECRET = b"the members' project secret"
+
 # -- raw RPCs, and what the matcher keeps ---------------------------------------------------
 
 

@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_upload
+from blindmatch.client.remote.twoserver import upload_parts
+from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+from blindmatch.matcher.rpc.twoserver_service import SharesService, create_role
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -455,3 +460,254 @@ def test_bad_input_to_a_look_up_server_is_refused_and_changes_nothing(
             assert after == before
     finally:
         server.stop(grace=None)
+
+
+# -- the two-server run's roles (S1, S2, the combiner: rpc/twoserver_service.py) ---------------
+
+
+@dataclass
+class RolesCtx:
+    s1: pb_grpc.TwoServerBlockingStub
+    s2: pb_grpc.TwoServerSharesStub
+    c: pb_grpc.TwoServerCombinerStub
+    key: list[tuple[str, str]]  # the parties' key
+    upload: SharedUpload  # north's (south's is another of 20 records)
+    member: list[tuple[str, str]]  # the members' key (uploads only)
+
+
+ROWS = 20
+
+
+def parts(c: RolesCtx, role: str, *changes: dict[str, Any]) -> list[pb.SharedPart]:
+    """north's upload to `role` as parts, part k changed by changes[k]."""
+    out = list(upload_parts("north", role, c.upload))
+    for k, change in enumerate(changes):
+        for name, value in change.items():
+            if name == "popcounts":
+                del out[k].popcounts[:]
+                out[k].popcounts.extend(value)
+            else:
+                setattr(out[k], name, value)
+    return out
+
+
+def circuit_batch(c: RolesCtx, who: int, **fields: Any) -> pb.CircuitBatch:
+    """A good batch of two pairs (north 0-1 x south 1-2) with C's setup for S1 (0) or S2 (1)."""
+    dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 2), dtype=np.int64))
+    base: dict[str, Any] = dict(
+        batch=secrets.token_hex(4), member_a="north", member_b="south", records_a=ROWS,
+        records_b=ROWS, clk=0, rows_a=np.array([0, 1], "<u4").tobytes(),
+        rows_b=np.array([1, 2], "<u4").tobytes(), bounds=1,
+        setup=dealt.to_s2 if who else dealt.to_s1,
+    )  # fmt: skip
+    return pb.CircuitBatch(**{**base, **fields})
+
+
+def propose(c: RolesCtx, **fields: Any) -> Any:
+    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
+    return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
+
+
+def run(c: RolesCtx, **fields: Any) -> Any:
+    base: dict[str, Any] = dict(threshold=0.8)
+    return c.c.Run(pb.TwoServerRunRequest(**{**base, **fields}), metadata=c.key)
+
+
+def exchange(c: RolesCtx, *messages: pb.RoundMessage, key: Any = None) -> Any:
+    return list(c.s2.Exchange(iter(messages), metadata=c.key if key is None else key))
+
+
+ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
+    ("s1upload-unkeyed", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth("guess")),
+     "UNAUTHENTICATED", "S1 answers Upload only with the members' key"),
+    ("s1upload-parties-key", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=c.key),
+     "UNAUTHENTICATED", "S1 answers Upload only with the members' key"),
+    ("s1upload-no-parts", lambda c: c.s1.Upload(iter([]), metadata=c.member), "INVALID_ARGUMENT",
+     "an upload of no parts"),
+    ("s1upload-no-member", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(member=""))),
+                                                 metadata=c.member),
+     "INVALID_ARGUMENT", "member (part 0): required"),
+    ("s1upload-popcounts", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(popcounts=[1] * ROWS))),
+                                                 metadata=c.member),
+     "INVALID_ARGUMENT", "popcounts (part 0): only the combiner receives them"),
+    ("s1upload-ragged-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
+                                                   metadata=c.member),
+     "INVALID_ARGUMENT", "keys (part 0): 8 bytes for 20 records of 4 band keys"),
+    ("s1upload-bad-clk", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=2))),
+                                               metadata=c.member),
+     "INVALID_ARGUMENT", "clk (part 0): 2"),
+    ("s1upload-bad-clk-bits", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk_bits=1000))),
+                                                    metadata=c.member),
+     "INVALID_ARGUMENT", "clk_bits (part 0): 1000 is not a multiple of 64"),
+    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1))),
+                                                metadata=c.member),
+     "INVALID_ARGUMENT", "clk: CLK 0 (and 1, the fallback), not [1]"),
+    ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.member),
+     "INVALID_ARGUMENT", "every member uploads the same layout"),
+    ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
+                                            metadata=c.member),
+     "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
+    ("s2upload-ragged-shares", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(shares=b"x"))),
+                                                     metadata=c.member),
+     "INVALID_ARGUMENT", "shares (part 0): 1 bytes for 20 records of 1024-bit CLKs"),
+    ("s2upload-two-members", lambda c: c.s2.Upload(iter([
+        *parts(c, "s2"), pb.SharedPart(member="south", clk=0, clk_bits=1024)]), metadata=c.member),
+     "INVALID_ARGUMENT", "member (part 1): 'south', but this upload is 'north''s"),
+    ("cupload-parties-key", lambda c: c.c.Upload(iter(parts(c, "combiner")), metadata=c.key),
+     "UNAUTHENTICATED", "the combiner answers Upload only with the members' key"),
+    ("cupload-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(shares=b"s" * 128))),
+                                            metadata=c.member),
+     "INVALID_ARGUMENT", "shares (part 0): the combiner never receives a share"),
+    ("cupload-popcount-too-big", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcounts=[2000] * ROWS))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcounts (part 0): 2000 above the CLK's 1024 bits"),
+    ("cupload-ragged", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(popcounts=[1]))),
+                                            metadata=c.member),
+     "INVALID_ARGUMENT", "popcounts (part 0): 1 for 20 records"),
+    ("propose-unkeyed", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=[])),
+     "UNAUTHENTICATED", "S1 answers Propose only with the parties' key"),
+    ("propose-members-key", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=c.member)),
+     "UNAUTHENTICATED", "S1 answers Propose only with the parties' key"),
+    ("propose-one-member", lambda c: propose(c, members=["north"], records=[ROWS]),
+     "INVALID_ARGUMENT", "members: two or more, each named once"),
+    ("propose-unknown-member", lambda c: propose(c, members=["north", "east"]),
+     "FAILED_PRECONDITION", "members: S1 holds no upload of 'east'"),
+    ("propose-other-records", lambda c: propose(c, records=[ROWS - 1, ROWS]), "INVALID_ARGUMENT",
+     "records: 19 of 'north' at the combiner, but S1 holds 20 (the uploads differ)"),
+    ("propose-no-fallback", lambda c: propose(c, fallback=True, lacking=bytes(5)),
+     "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
+    ("propose-lacking-alone", lambda c: propose(c, lacking=bytes(5)), "INVALID_ARGUMENT",
+     "lacking: only with a fallback CLK"),
+    ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
+     "UNAUTHENTICATED", "S1 answers Evaluate only with the parties' key"),
+    ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
+     "INVALID_ARGUMENT", "batch: an id of 1 to 64 characters"),
+    ("evaluate-one-member", lambda c: c.s1.Evaluate(circuit_batch(c, 0, member_b="north"),
+                                                    metadata=c.key),
+     "INVALID_ARGUMENT", "member_a/member_b: two members"),
+    ("evaluate-other-records", lambda c: c.s1.Evaluate(circuit_batch(c, 0, records_b=7),
+                                                       metadata=c.key),
+     "INVALID_ARGUMENT", "records_b: 7 at the combiner, but S1 holds 20 of 'south'"),
+    ("evaluate-row-outside", lambda c: c.s1.Evaluate(circuit_batch(
+        c, 0, rows_a=np.array([0, ROWS], "<u4").tobytes()), metadata=c.key),
+     "INVALID_ARGUMENT", "rows_a: row 20 of 20"),
+    ("evaluate-ragged-rows", lambda c: c.s1.Evaluate(circuit_batch(c, 0, rows_b=b"xyz"),
+                                                     metadata=c.key),
+     "INVALID_ARGUMENT", "rows_b: 3 bytes is not whole uint32 rows"),
+    ("evaluate-uneven-rows", lambda c: c.s1.Evaluate(circuit_batch(c, 0, rows_b=bytes(4)),
+                                                     metadata=c.key),
+     "INVALID_ARGUMENT", "rows_a/rows_b: 2 and 1 rows"),
+    ("evaluate-no-bounds", lambda c: c.s1.Evaluate(circuit_batch(c, 0, bounds=0), metadata=c.key),
+     "INVALID_ARGUMENT", "bounds: 0"),
+    ("evaluate-bad-setup", lambda c: c.s1.Evaluate(circuit_batch(c, 0, setup=b"s"),
+                                                   metadata=c.key),
+     "INVALID_ARGUMENT", "setup: link bits: a seed is 32 bytes"),
+    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch="b0"),
+                                                      metadata=c.key),
+     "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
+    ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
+     "UNAUTHENTICATED", "S2 answers Prepare only with the parties' key"),
+    ("prepare-bad-setup", lambda c: c.s2.Prepare(circuit_batch(c, 1, setup=bytes(40)),
+                                                 metadata=c.key),
+     "INVALID_ARGUMENT", "setup: link bits: S2's setup does not fit the batch"),
+    ("prepare-unknown-member", lambda c: c.s2.Prepare(circuit_batch(c, 1, member_a="east"),
+                                                      metadata=c.key),
+     "FAILED_PRECONDITION", "member_a: S2 holds no upload of 'east'"),
+    ("exchange-unkeyed", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=auth("x")),
+     "UNAUTHENTICATED", "S2 answers Exchange only with the parties' key"),
+    ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
+     "UNAUTHENTICATED", "S2 answers Exchange only with the parties' key"),
+    ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
+     "an exchange of no messages"),
+    ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),
+     "FAILED_PRECONDITION", "batch: 'b0' is not prepared on S2"),
+    ("collect-unkeyed", lambda c: c.s2.Collect(pb.CollectRequest(batch="b0"), metadata=[]),
+     "UNAUTHENTICATED", "S2 answers Collect only with the parties' key"),
+    ("collect-unknown", lambda c: c.s2.Collect(pb.CollectRequest(batch="b0"), metadata=c.key),
+     "FAILED_PRECONDITION", "batch: 'b0' has no outputs on S2"),
+    ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
+     "UNAUTHENTICATED", "the combiner answers Run only with the parties' key"),
+    ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),
+     "UNAUTHENTICATED", "the combiner answers Run only with the parties' key"),
+    ("run-bad-threshold", lambda c: run(c, threshold=1.5), "INVALID_ARGUMENT", "threshold: 1.5"),
+    ("run-one-member", lambda c: run(c, members=["north"]), "INVALID_ARGUMENT",
+     "members: two or more, each named once"),
+    ("run-unknown-member", lambda c: run(c, members=["north", "east"]), "FAILED_PRECONDITION",
+     "members: the combiner holds no upload of 'east'"),
+    ("run-bad-buckets", lambda c: run(c, buckets=[0.5]), "INVALID_ARGUMENT",
+     "buckets: score buckets: cut-offs above the threshold"),
+]  # fmt: skip
+
+
+def test_every_two_server_rpc_has_bad_input_cases() -> None:
+    prefixes = {
+        "s1upload": ("TwoServerBlocking", "Upload"), "propose": ("TwoServerBlocking", "Propose"),
+        "evaluate": ("TwoServerBlocking", "Evaluate"), "s2upload": ("TwoServerShares", "Upload"),
+        "prepare": ("TwoServerShares", "Prepare"), "exchange": ("TwoServerShares", "Exchange"),
+        "collect": ("TwoServerShares", "Collect"), "cupload": ("TwoServerCombiner", "Upload"),
+        "run": ("TwoServerCombiner", "Run"),
+    }  # fmt: skip
+    rpcs = {(s, m.name) for s in ("TwoServerBlocking", "TwoServerShares", "TwoServerCombiner")
+            for m in pb.DESCRIPTOR.services_by_name[s].methods}  # fmt: skip
+    assert {prefixes[case[0].split("-")[0]] for case in ROLE_CASES} == rpcs
+
+
+@pytest.fixture(scope="module")
+def role_uploads() -> list[SharedUpload]:
+    """north's and south's uploads: 20 random 1,024-bit CLKs each, 4 bands of 4 bits."""
+    plan = BandPlan(bits=4, bands=4)
+    return [shared_upload(np.frombuffer(clks(ROWS), np.uint8).reshape(ROWS, 128), b"s", plan)
+            for _ in range(2)]  # fmt: skip
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("name", "call", "status", "fragment"), ROLE_CASES, ids=[c[0] for c in ROLE_CASES]
+)
+def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
+    role_uploads: list[SharedUpload],
+    name: str,
+    call: Callable[[RolesCtx], Any],
+    status: str,
+    fragment: str,
+) -> None:
+    key, member_key = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}")
+    c = create_role("combiner", "127.0.0.1:0", key, member_key, s1=f"127.0.0.1:{s1.port}",
+                    s2=f"127.0.0.1:{s2.port}")  # fmt: skip
+    running = (s1, s2, c)
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{s1.port}") as ch1,
+            grpc.insecure_channel(f"127.0.0.1:{s2.port}") as ch2,
+            grpc.insecure_channel(f"127.0.0.1:{c.port}") as chc,
+        ):
+            ctx = RolesCtx(
+                pb_grpc.TwoServerBlockingStub(ch1),
+                pb_grpc.TwoServerSharesStub(ch2),
+                pb_grpc.TwoServerCombinerStub(chc),
+                auth(key),
+                role_uploads[0],
+                auth(member_key),
+            )
+            for member, up in zip(("north", "south"), role_uploads, strict=True):
+                for stub, role in ((ctx.s1, "s1"), (ctx.s2, "s2"), (ctx.c, "combiner")):
+                    stub.Upload(iter(upload_parts(member, role, up)), metadata=ctx.member)
+
+            def state() -> object:
+                shares = s2.service
+                assert isinstance(shares, SharesService)
+                return ([dict(r.service.held) for r in running], dict(shares.pending),
+                        dict(shares.outputs))  # fmt: skip
+
+            before = state()
+            with pytest.raises(grpc.RpcError) as refused:
+                call(ctx)
+            assert refused.value.code().name == status, refused.value.details()
+            assert fragment in (refused.value.details() or "")
+            assert state() == before
+    finally:
+        for r in running:
+            r.stop(grace=None)

@@ -76,6 +76,18 @@ def test_the_two_server_quality_benchmark_runs_on_both_generators() -> None:
     assert done.stdout.count("| CPU s, messages (S2) |") == 2
 
 
+def test_the_two_server_run_over_three_role_processes_gives_the_in_process_links() -> None:
+    """benchmarks/twoserver_rpc.py starts `blindmatch two-server role` three times."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/twoserver_rpc.py", "--records", "300", "--bands", "100"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same links in process and over gRPC: yes" in done.stdout
+    over_grpc = next(line for line in done.stdout.splitlines() if line.startswith("over gRPC"))
+    assert "S1->S2" in over_grpc and " 0 links" not in over_grpc
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports

@@ -14,39 +14,21 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from benchmarks.messy import ORGS, write_exports
 from blindmatch.client.encoding import sharing as client
-from blindmatch.client.encoding.encode import encode_csv
-from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.schemacheck import check_schema
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.core import fallback, linkbit, twoserver
+from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.usecases.runs import match
-from tests.support import FALLBACK_SCHEMA
+from tests.support import FALLBACK_SCHEMA, MESSY_SECRET
 
 SCHEMA = load_schema(FALLBACK_SCHEMA)
-SECRET = b"the members' project secret"
+SECRET = MESSY_SECRET
 THRESHOLD = 0.8
 Clks = npt.NDArray[np.uint8]
-
-
-@pytest.fixture(scope="module")
-def members(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Clks], int]:
-    """Three organisations' exports of 1,000 people (benchmarks/messy.py), encoded as
-    `blindmatch encode` does: record-level CLK, then the fallback CLK."""
-    exports = write_exports(tmp_path_factory.mktemp("messy"), seed=5, size=1000)
-    datasets = []
-    for style in ORGS:
-        exp = exports[style.name]
-        result = encode_csv(exp.csv, SCHEMA, load_mapping(exp.mapping, SCHEMA), SECRET)
-        datasets.append(
-            np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-        )
-    return datasets, result.fallback_bits
 
 
 class RecordingCombiner(twoserver.Combiner):
@@ -67,7 +49,7 @@ def three_party(
     plan: client.BandPlan,
     transcript: linkbit.Transcript | None = None,
     **reveal: object,
-) -> tuple[twoserver.TwoServerResult, RecordingCombiner, list[client.SharedUpload]]:
+) -> tuple[tworun.TwoServerResult, RecordingCombiner, list[client.SharedUpload]]:
     """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
@@ -76,7 +58,7 @@ def three_party(
     combiner = RecordingCombiner(
         [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
     )
-    result = twoserver.run(s1, s2, combiner, batch_pairs=5000, transcript=transcript)
+    result = tworun.run(s1, s2, combiner, batch_pairs=5000, transcript=transcript)
     return result, combiner, uploads
 
 
@@ -86,9 +68,9 @@ def assert_same_links(got: Links, want: Links) -> None:
 
 
 def test_with_blocking_that_misses_no_pair_the_links_are_the_exhaustive_runs(
-    members: tuple[list[Clks], int],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
-    datasets, fallback_bits = members
+    datasets, fallback_bits = messy_members
     # 4 bits x 40 bands: a pair at Dice 0.8 agrees on ~85% of bits, so it collides in some
     # band but with a chance of 10^-12; most unrelated pairs are proposed too.
     result, _, _ = three_party(datasets, fallback_bits, client.BandPlan(bits=4, bands=40))
@@ -131,9 +113,9 @@ def plaintext_on(
 
 
 def test_with_keyed_blocking_the_links_are_the_plaintext_runs_on_the_proposed_pairs(
-    members: tuple[list[Clks], int],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
-    datasets, fallback_bits = members
+    datasets, fallback_bits = messy_members
     # 20 bits a band (the recommendation's width) in only 30 bands: blocking misses pairs.
     result, _, _ = three_party(datasets, fallback_bits, client.BandPlan(bits=20, bands=30))
     exhaustive = match(datasets, THRESHOLD, workers=1, blocking="exhaustive",
@@ -146,9 +128,9 @@ def test_with_keyed_blocking_the_links_are_the_plaintext_runs_on_the_proposed_pa
 
 
 def test_with_link_bits_the_links_are_the_dice_oracles_scored_by_bucket(
-    members: tuple[list[Clks], int],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
-    datasets, fallback_bits = members
+    datasets, fallback_bits = messy_members
     plan = client.BandPlan(bits=20, bands=30)
     buckets = (0.85, 0.9, 0.95)
     got, _, _ = three_party(datasets, fallback_bits, plan, reveal="link-bit", buckets=buckets)
@@ -166,8 +148,10 @@ def test_with_link_bits_the_links_are_the_dice_oracles_scored_by_bucket(
     assert {THRESHOLD, *buckets} <= set(got.links.score.tolist())  # every bucket is used
 
 
-def test_with_link_bits_c_receives_output_shares_only(members: tuple[list[Clks], int]) -> None:
-    datasets, fallback_bits = members
+def test_with_link_bits_c_receives_output_shares_only(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = messy_members
     seen = linkbit.Transcript(keep=True)
     result, combiner, _ = three_party(
         datasets, fallback_bits, client.BandPlan(bits=20, bands=30), seen, reveal="link-bit"
@@ -186,8 +170,10 @@ def test_with_link_bits_c_receives_output_shares_only(members: tuple[list[Clks],
     )
 
 
-def test_the_combiner_never_receives_a_clk_or_a_share(members: tuple[list[Clks], int]) -> None:
-    datasets, fallback_bits = members
+def test_the_combiner_never_receives_a_clk_or_a_share(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    datasets, fallback_bits = messy_members
     result, combiner, uploads = three_party(
         datasets, fallback_bits, client.BandPlan(bits=20, bands=200)
     )
@@ -221,9 +207,9 @@ def test_the_combiner_never_receives_a_clk_or_a_share(members: tuple[list[Clks],
 
 
 def test_members_with_one_secret_draw_the_same_bands_and_fresh_shares(
-    members: tuple[list[Clks], int],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
-    datasets, fallback_bits = members
+    datasets, fallback_bits = messy_members
     plan = client.BandPlan(bits=20, bands=50)
     one = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)
     again = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)

@@ -22,6 +22,7 @@ from blindmatch.cli import (
     requests,
     secret,
     serve,
+    twoserver,
     user,
 )
 from blindmatch.cli.errors import run
@@ -29,8 +30,8 @@ from blindmatch.cli.errors import run
 # In the order `blindmatch --help` lists them: the operator's, then the member's
 # batch flow, then real time, then the tools.
 GROUPS = (
-    serve, lookup, project, admin, audit, user, encoding, secret, batch, requests, member, realtime,
-    checks, certs, demo,
+    serve, lookup, twoserver, project, admin, audit, user, encoding, secret, batch, requests,
+    member, realtime, checks, certs, demo,
 )  # fmt: skip
 
 

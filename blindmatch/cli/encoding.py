@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     Choices,
@@ -14,6 +15,10 @@ from blindmatch.cli.options import (
     progress_wanted,
     quiet_option,
 )
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encode import EncodeResult
+    from blindmatch.client.encoding.schema import LinkageSchema
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -49,6 +54,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         fallback_bits=result.fallback_bits,
         schema_digest=result.schema_digest,
     )
+    if args.two_server:
+        write_two_server(args, schema, secret, result)
     if not args.quiet:
         print(result.report.render())
         print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
@@ -57,6 +64,22 @@ def cmd_encode(args: argparse.Namespace) -> int:
         for tier, count in untiered(schema.frequency, present):
             print(f"warning: {untiered_warning(tier, count)}", file=sys.stderr)
     return 0
+
+
+def write_two_server(
+    args: argparse.Namespace, schema: LinkageSchema, secret: bytes, result: EncodeResult
+) -> None:
+    """`encode --two-server`: the upload for a two-server run, by recipient, beside the CLKs."""
+    import numpy as np
+
+    from blindmatch.client.encoding import sharing
+
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+    sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
+    if not args.quiet:
+        print(f"Wrote the two-server upload in {args.out}/{sharing.SHARED_FOLDER}/ (s1.npz, "
+              "s2.npz, combiner.npz: send them with `blindmatch two-server upload`)")  # fmt: skip
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
@@ -97,6 +120,12 @@ def register(sub: Subcommands) -> None:
         help="a record id that repeats an earlier row's: stop (error, the default), encode "
         "only its first row (keep-first), or encode every row (keep-all); repeats are "
         "listed in the report either way",
+    )
+    p.add_argument(
+        "--two-server",
+        action="store_true",
+        help="also write the upload for a two-server run (ENCODED/twoserver/: band keys and "
+        "a share for S1, a share for S2, popcounts for the combiner; docs/privacy-design.md)",
     )
     p.add_argument(
         "--allow-empty",

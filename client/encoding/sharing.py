@@ -2,8 +2,9 @@
 
 `shared_upload` turns a member's encoded CLKs into what it uploads in that mode: to the
 blocking server S1 the keyed band keys and one XOR share of each CLK, to S2 the other share,
-to the combiner C the popcounts (matcher/core/twoserver.py runs the three roles). Not wired
-into `blindmatch encode` or the RPCs yet. Its primitives:
+to the combiner C the popcounts (matcher/core/twoserver.py runs the three roles; `blindmatch
+encode --two-server` writes it as three files, `write_shared`, and `blindmatch two-server
+upload` sends each role its part over gRPC, client/remote/twoserver.py). Its primitives:
 
 - `band_positions`: which bit positions each blocking band samples, drawn from the project
   secret (so the matcher cannot choose them, and they differ between projects);
@@ -25,11 +26,13 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
+from blindmatch.client.errors import InputError
 
 Clks = npt.NDArray[np.uint8]
 
@@ -310,3 +313,54 @@ def shared_upload(
     return SharedUpload(
         ToS1(tuple(keys), tuple(first)), ToS2(tuple(second)), ToCombiner(tuple(pops))
     )
+
+
+SHARED_FOLDER = "twoserver"  # inside an ENCODED folder: `encode --two-server` writes it
+SHARED_FILES = {"s1": "s1.npz", "s2": "s2.npz", "combiner": "combiner.npz"}
+
+
+def write_shared(folder: str | Path, upload: SharedUpload) -> None:
+    """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz (keys_K,
+    shares_K for each CLK K), s2.npz (shares_K), combiner.npz (popcounts_K)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clks = range(len(upload.combiner.popcounts))
+    arrays: dict[str, dict[str, npt.NDArray[np.generic]]] = {
+        "s1": {**{f"keys_{k}": upload.s1.keys[k] for k in clks},
+               **{f"shares_{k}": upload.s1.shares[k] for k in clks}},
+        "s2": {f"shares_{k}": upload.s2.shares[k] for k in clks},
+        "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
+    }  # fmt: skip
+    for role, name in SHARED_FILES.items():
+        with open(folder / name, "wb") as f:
+            np.savez(f, **arrays[role])  # type: ignore[arg-type]
+
+
+def read_shared(folder: str | Path) -> SharedUpload:
+    """The three files `write_shared` wrote, checked to hold one upload."""
+    folder = Path(folder)
+    held: dict[str, dict[str, npt.NDArray[np.generic]]] = {}
+    for role, name in SHARED_FILES.items():
+        try:
+            with np.load(folder / name, allow_pickle=False) as f:
+                held[role] = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise InputError(
+                f"{folder / name}: not found (`blindmatch encode --two-server` writes it)"
+            ) from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{folder / name}: not a two-server upload file ({exc})") from None
+    n = len([k for k in held["combiner"] if k.startswith("popcounts_")])
+    try:
+        keys = tuple(held["s1"][f"keys_{k}"].astype(np.uint64) for k in range(n))
+        first = tuple(held["s1"][f"shares_{k}"].astype(np.uint8) for k in range(n))
+        second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8) for k in range(n))
+        pops = tuple(held["combiner"][f"popcounts_{k}"].astype(np.int64) for k in range(n))
+    except KeyError as exc:
+        raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
+    every: list[npt.NDArray[np.generic]] = [*keys, *first, *second, *pops]
+    rows = {len(a) for a in every}
+    shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
+    if not n or len(rows) != 1 or any(a != b for a, b in shapes):
+        raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
+    return SharedUpload(ToS1(keys, first), ToS2(second), ToCombiner(pops))

@@ -53,6 +53,8 @@ TLS_HINT = (
 # How the matcher's UNAVAILABLE starts when the matcher answered but a part of it (a
 # look-up server holding index shards) could not: said as it is, not as "cannot reach".
 MATCHER_PART_DOWN = "look-up server "
+# A two-server party down behind the combiner (matcher/rpc/twoserver_client.py names it).
+PART_DOWN = (MATCHER_PART_DOWN, "S1 (", "S2 (")
 
 # The transient failures a call is retried on (see `client.remote.retry`).
 TRANSIENT = (UnavailableError, BusyError)
@@ -98,8 +100,9 @@ def _looks_like_tls(detail: str) -> bool:
 
 
 @contextmanager
-def translate_errors(target: str) -> Iterator[None]:
-    """Turn a failed gRPC call into the matching `MatcherError` subclass."""
+def translate_errors(target: str, party: str = "the matcher") -> Iterator[None]:
+    """Turn a failed gRPC call into the matching `MatcherError` subclass (`party`: what
+    answers at `target`, named when it cannot be reached)."""
     try:
         yield
     except grpc.RpcError as exc:
@@ -108,9 +111,9 @@ def translate_errors(target: str) -> Iterator[None]:
         cls = _ERRORS.get(code, MatcherError)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
             cls = BusyError
-        if cls is UnavailableError and not detail.startswith(MATCHER_PART_DOWN):
+        if cls is UnavailableError and not detail.startswith(PART_DOWN):
             hint = TLS_HINT if _looks_like_tls(detail) else ""
-            detail = f"cannot reach the matcher at {target}: {detail}{hint}"
+            detail = f"cannot reach {party} at {target}: {detail}{hint}"
         raise cls(f"{detail} [{code.name}]") from None
 
 

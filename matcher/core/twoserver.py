@@ -1,7 +1,7 @@
 """A run on two non-colluding servers and a combiner (docs/privacy-design.md, options a + b).
 
-The three roles, as plain objects over arrays (no RPCs yet), each given only what it
-receives in the design:
+The three roles, as plain objects over arrays, each given only what it receives in the
+design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its own):
 
 - `BlockingServer` (S1): every member's keyed band keys (client/encoding/sharing.py
   `shared_upload`) and the first XOR share of each CLK. `block` proposes the cross-member pairs
@@ -13,7 +13,7 @@ receives in the design:
   default) C computes each pair's Hamming bound from the popcounts, deals the circuit's
   triples and the bounds' shares, and learns from the servers' output shares each pair's link
   bit (and, with `buckets`, which cut-offs above the threshold its Dice reaches) and nothing
-  else; S1 and S2 exchange masked gate inputs, a round an AND-depth (`link_bits`). With
+  else; S1 and S2 exchange masked gate inputs, a round an AND-depth (core/tworun.py). With
   `reveal="dice"`, the stepping stone kept as the tests' oracle, `decide` XORs the servers'
   permuted differences and learns each pair's exact Dice (an attack on that view crosses the
   bar: docs/privacy-design.md). Either way C keeps the pairs by the kernel's own test (same
@@ -22,10 +22,11 @@ receives in the design:
   end of its bucket (the threshold without buckets), so the links' scores are bounds, not
   Dice values.
 
-`run` drives them: C tells S1 which records lack the fallback CLK's left-out fields (from the
-popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit (or send messages)
-batch by batch, C decides, solves, and scores the links inside each group (a few more pairs
-through S1 and S2: a group of three members holds a pair blocking may not have proposed).
+core/tworun.py `run` drives them: C tells S1 which records lack the fallback CLK's left-out
+fields (from the popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit
+(or send messages) batch by batch, C decides, solves, and scores the links inside each group
+(a few more pairs through S1 and S2: a group of three members holds a pair blocking may not
+have proposed).
 
 With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
 blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
@@ -48,19 +49,17 @@ a 2^-64 chance a pair of keys, would propose one pair more, which C decides like
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.sharing import pair_messages
-from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 
 Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
@@ -338,149 +337,6 @@ class Combiner:
         )
 
 
-def link_bits(
-    s1: ShareServer,
-    s2: ShareServer,
-    combiner: Combiner,
-    batch: PairBatch,
-    transcript: linkbit.Transcript,
-    seconds: dict[str, float],
-) -> npt.NDArray[np.bool_]:
-    """(cut-offs, pairs): the link-bit step on a batch, in circuits of linkbit.BATCH pairs:
-    C deals, S1 and S2 run the rounds, C reveals; CPU seconds by role into `seconds`."""
-    out = np.zeros((len(combiner.cutoffs), len(batch)), dtype=bool)
-    clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
-    for k, part in enumerate(batch.split(linkbit.BATCH)):
-        at = k * linkbit.BATCH
-        t0 = time.process_time()
-        circuit, dealt = combiner.deal(part, s1.bits(part.clk))
-        t1 = time.process_time()
-        p1 = s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
-        t2 = time.process_time()
-        p2 = s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
-        t3 = time.process_time()
-        linkbit.exchange(p1, p2, transcript, clock)
-        t4 = time.process_time()
-        o1 = transcript.send("S1", "C", "output", p1.output())
-        t5 = time.process_time()
-        o2 = transcript.send("S2", "C", "output", p2.output())
-        t6 = time.process_time()
-        out[:, at : at + len(part)] = linkbit.reveal(circuit, o1, o2, len(part))
-        transcript.pairs += len(part)
-        clock["C"] += t1 - t0 + time.process_time() - t6
-        clock["S1"] += t2 - t1 + t5 - t4
-        clock["S2"] += t3 - t2 + t6 - t5
-    for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
-        seconds[name] = seconds.get(name, 0.0) + clock[role]
-    return out
-
-
-@dataclass
-class TwoServerResult:
-    """What a two-server run gives: the links (as a normal run's), the groups, the pairs
-    blocking proposed (per pair of members and CLK), and CPU seconds per stage."""
-
-    links: Links
-    groups: int
-    proposed: list[PairBatch]
-    method: str
-    seconds: dict[str, float] = field(default_factory=dict)
-    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
-
-    @property
-    def comparisons(self) -> int:
-        return sum(len(b) for b in self.proposed)
-
-
-def run(
-    s1: BlockingServer,
-    s2: ShareServer,
-    combiner: Combiner,
-    *,
-    batch_pairs: int = BATCH_PAIRS,
-    transcript: linkbit.Transcript | None = None,
-) -> TwoServerResult:
-    """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
-    combiner the permuted differences), deciding (C), solving and links (C); what crossed
-    between the parties counted in `transcript` (the result's)."""
-    seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
-               "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
-    started = time.process_time()
-    lacking = combiner.lacking()
-    proposed = s1.block(lacking)
-    seconds["blocking (S1)"] += time.process_time() - started
-    transcript = transcript if transcript is not None else linkbit.Transcript()
-
-    def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:
-        m1, m2 = s1.messages(batch), s2.messages(batch)
-        transcript.count("S1", "C", m1.nbytes)
-        transcript.count("S2", "C", m2.nbytes)
-        transcript.pairs += len(batch)
-        return m1, m2
-
-    parts = []
-    for pairs in proposed:
-        for batch in pairs.split(batch_pairs):
-            if combiner.reveal == "link-bit":
-                bits = link_bits(s1, s2, combiner, batch, transcript, seconds)
-                parts.append(combiner.decide_bits(batch, bits))
-                continue
-            t0 = time.process_time()
-            m1 = s1.messages(batch)
-            t1 = time.process_time()
-            m2 = s2.messages(batch)
-            t2 = time.process_time()
-            parts.append(combiner.decide(batch, m1, m2))
-            seconds["messages (S1)"] += t1 - t0
-            seconds["messages (S2)"] += t2 - t1
-            seconds["combining (C)"] += time.process_time() - t2
-            transcript.count("S1", "C", m1.nbytes)
-            transcript.count("S2", "C", m2.nbytes)
-            transcript.pairs += len(batch)
-    started = time.process_time()
-    candidates = merge(parts)
-    groups = solve(candidates)
-
-    def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
-        """The links' scores: each pair inside a group (once, whichever way round it is
-        listed) through S1, S2 and C again."""
-        forward = d0 < d1
-        ends = np.stack(
-            [np.where(forward, d0, d1), np.where(forward, r0, r1),
-             np.where(forward, d1, d0), np.where(forward, r1, r0)], axis=1,
-        ).astype(np.int64)  # fmt: skip
-        pairs, back = np.unique(ends, axis=0, return_inverse=True)
-        scores = np.empty(len(pairs), dtype=np.float64)
-        for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
-            sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
-            rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
-            clk = np.zeros(len(sel), dtype=bool)
-            if lacking is not None:
-                clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
-            for c in (RECORD, FALLBACK):
-                pick = np.flatnonzero(clk == bool(c))
-                if not len(pick):
-                    continue
-                batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
-                if combiner.reveal == "link-bit":
-                    bits = link_bits(s1, s2, combiner, batch, transcript, seconds)
-                    scores[sel[pick]] = combiner.bucket_scores(bits)
-                else:
-                    scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
-        out: npt.NDArray[np.float64] = scores[back.ravel()]
-        return out
-
-    roles = ("messages (S1)", "messages (S2)", "combining (C)")
-    before = sum(seconds[r] for r in roles)
-    links = links_from_groups(groups, [], scorer)
-    # The links' pairs through the link-bit circuit are counted by role, not as solving.
-    seconds["solving (C)"] += (
-        time.process_time() - started - (sum(seconds[r] for r in roles) - before)
-    )
-    method = "two-server" + ("+fallback" if lacking is not None else "")
-    return TwoServerResult(links, len(groups), proposed, method, seconds, transcript)
-
-
 __all__ = [
     "FALLBACK",
     "RECORD",
@@ -488,7 +344,5 @@ __all__ = [
     "Combiner",
     "PairBatch",
     "ShareServer",
-    "TwoServerResult",
     "colliding_pairs",
-    "run",
 ]

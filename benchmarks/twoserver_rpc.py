@@ -1,0 +1,146 @@
+"""The two-server run deployed (three `blindmatch two-server role` processes on loopback)
+beside the same run in one process (matcher/core/tworun.py `run`), on the same uploads.
+
+    .venv/bin/python benchmarks/twoserver_rpc.py [--records 5000] [--bits 20] [--bands 1600]
+        [--seed 0]
+
+Two members of `--records` realistic CLKs each (benchmarks/realclks.py `realistic_pair`, the
+default schema: a record-level CLK and a fallback CLK; 10% of A's people in B), each made
+into its `shared_upload` under the recommended keyed blocking. Then:
+
+- **in process**: S1, S2 and C as objects in this process, the run's wall and CPU seconds,
+  and the bytes between the parties as `tworun.run` counts them;
+- **over gRPC**: S2, S1 and the combiner started as three processes (`blindmatch two-server
+  role`, plaintext on loopback), both members' uploads sent to each (wall seconds, bytes on
+  the wire as the parts' sizes), the run started at the combiner (wall seconds; the bytes
+  between the parties as the combiner counts them: the messages' serialised sizes, the
+  rounds' masked inputs as S1 reports them).
+
+Printed: both runs' figures side by side, and whether their links are the same (they must
+be: the link bits are exact). The machine's other load counts in the wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks.realclks import layout, realistic_pair
+from blindmatch.client.encoding import sharing
+from blindmatch.client.remote.twoserver import RoleClient, upload_parts
+from blindmatch.matcher.core import tworun, twoserver
+
+THRESHOLD = 0.8
+BLINDMATCH = str(Path(sys.executable).with_name("blindmatch"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a role exited ({proc.returncode}) before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listening on {port} after {seconds} s")
+
+
+def fmt_bytes(sent: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v / 1e6:,.1f} MB" for k, v in sorted(sent.items()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=5000, help="records a member")
+    parser.add_argument("--bits", type=int, default=sharing.RECOMMENDED.bits)
+    parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    plan = sharing.BandPlan(args.bits, args.bands)
+    _, fallback_bits = layout()
+    pair = realistic_pair(args.records, args.records, args.seed, whole=True, quiet=True)
+    secret = os.urandom(32)
+    t0 = time.perf_counter()
+    uploads = [sharing.shared_upload(x, secret, plan, fallback_bits) for x in (pair.a, pair.b)]
+    print(f"2 x {args.records:,} records, keyed blocking {args.bits} bits x {args.bands} bands "
+          f"a CLK; the members' uploads made in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+                                  b"")  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    c = twoserver.Combiner([u.combiner.popcounts for u in uploads], THRESHOLD)
+    w0, c0 = time.perf_counter(), time.process_time()
+    local = tworun.run(s1, s2, c)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    t = local.transcript
+    print(f"in process: {wall:.1f} s wall ({cpu:.1f} s CPU), {local.comparisons:,} pairs, "
+          f"{len(local.links):,} links, {t.rounds:,} rounds; "
+          f"{fmt_bytes({f'{a}->{b}': n for (a, b), n in t.sent.items()})}")  # fmt: skip
+
+    key, member_key = os.urandom(16).hex(), os.urandom(16).hex()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file, member_key_file = Path(tmp) / "parties.key", Path(tmp) / "members.key"
+        for path, text in ((key_file, key), (member_key_file, member_key)):
+            path.write_text(text)
+            path.chmod(0o600)
+        ports = {r: free_port() for r in ("s1", "s2", "combiner")}
+        peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}"],
+                 "combiner": ["--s1", f"127.0.0.1:{ports['s1']}",
+                              "--s2", f"127.0.0.1:{ports['s2']}"]}  # fmt: skip
+        try:
+            for role in ("s2", "s1", "combiner"):
+                procs.append(subprocess.Popen(
+                    [BLINDMATCH, "two-server", "role", "--role", role, "--listen",
+                     f"127.0.0.1:{ports[role]}", "--key-file", str(key_file),
+                     "--member-key-file", str(member_key_file), *peers[role]],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                wait_listening(ports[role], procs[-1])
+            w0 = time.perf_counter()
+            sent = 0
+            for name, up in zip(("a", "b"), uploads, strict=True):
+                for role, port in ports.items():
+                    sent += sum(p.ByteSize() for p in upload_parts(name, role, up))
+                    with RoleClient(role, f"127.0.0.1:{port}", member_key) as rc:
+                        rc.upload(name, up)
+            upload_wall = time.perf_counter() - w0
+            w0 = time.perf_counter()
+            with RoleClient("combiner", f"127.0.0.1:{ports['combiner']}", key) as rc:
+                remote = rc.run(THRESHOLD, ["a", "b"])
+            run_wall = time.perf_counter() - w0
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+    print(f"over gRPC: uploads {sent / 1e6:,.1f} MB in {upload_wall:.1f} s; run {run_wall:.1f} s "
+          f"wall, {remote.comparisons:,} pairs, {len(remote.score):,} links, {remote.rounds:,} "
+          f"rounds; {fmt_bytes(remote.bytes_sent)}")  # fmt: skip
+    same = all(
+        np.array_equal(getattr(remote, n), getattr(local.links, n))
+        for n in ("dset", "row", "partner", "partner_row", "score")
+    )
+    print(f"same links in process and over gRPC: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""`blindmatch two-server role|upload|run`: a run on two non-colluding servers and a combiner
+(docs/privacy-design.md "Recommendation"; docs/operations.md "Two servers and a combiner").
+
+Three parties each start one role (`role`), all with the same deployment key; each member
+sends its `encode --two-server` upload to all three (`upload`); the combiner's operator
+starts the run (`run`) and gets the links.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import stat
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindmatch.cli.options import Subcommands, actions, command, quiet_option
+from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    import grpc
+
+    from blindmatch.client.remote.twoserver import RoleClient
+
+ROLES = ("s1", "s2", "combiner")
+
+
+def read_key(path: Path, flag: str = "--key-file") -> str:
+    """A key: the file's text, refused unless only its owner can read it."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: not found") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise InputError(f"{flag} {path}: not a key file (one line of text)") from None
+    if mode & 0o077:
+        raise InputError(
+            f"{flag} {path}: readable by others than its owner (mode {mode:o}); whoever "
+            f"reads it can call the roles: chmod 600 {path}"
+        )
+    if not key:
+        raise InputError(f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)")
+    return key
+
+
+def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """How this role (or a member) reaches the others: TLS with --peer-ca, plaintext to
+    loopback only unless --peer-insecure."""
+    from blindmatch.client.remote import tls
+
+    if (args.peer_cert is None) != (args.peer_key is None):
+        raise InputError("--peer-cert and --peer-key go together")
+    credentials = None
+    if args.peer_ca or args.peer_cert:
+        credentials = tls.channel_credentials(
+            ca_cert=args.peer_ca, client_cert=args.peer_cert, client_key=args.peer_key, tls=True
+        )
+    for flag in ("s1", "s2", "combiner"):
+        address = getattr(args, flag, None)
+        if not address:
+            continue
+        if "://" in address:
+            raise InputError(f"--{flag} {address}: HOST:PORT (TLS: --peer-ca)")
+        if credentials is None and not args.peer_insecure and not tls.is_loopback(address):
+            raise InputError(
+                f"--{flag} {address}: refusing plaintext to a party that is not on loopback "
+                "(shares and setups travel unencrypted); give --peer-ca (and --peer-cert/"
+                "--peer-key for mutual TLS), or --peer-insecure"
+            )
+    return credentials
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    import logging
+
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.rpc.twoserver_service import create_role
+    from blindmatch.matcher.server import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    needs = {"s1": ("s2",), "s2": (), "combiner": ("s1", "s2")}[args.role]
+    for flag in ("s1", "s2"):
+        given = bool(getattr(args, flag))
+        if given != (flag in needs):
+            raise InputError(
+                f"--{flag}: {'required' if not given else 'not taken'} for --role {args.role} "
+                "(S1 calls S2; the combiner calls S1 and S2)"
+            )
+    key = read_key(args.key_file)
+    member_key = read_key(args.member_key_file, "--member-key-file")
+    if key == member_key:
+        raise InputError(
+            "--key-file and --member-key-file: two different keys (a member must not be "
+            "able to call the parties' RPCs)"
+        )
+    peer = _peer_credentials(args)
+    credentials = tls.server_credentials(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
+    )
+    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    host, port = tls.listen_address(args.listen)
+    try:
+        running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
+                              s1=args.s1 or "",
+                              s2=args.s2 or "", credentials=credentials,
+                              peer_credentials=peer)  # fmt: skip
+    except OSError as exc:
+        raise InputError(f"--listen {args.listen}: {exc}") from None
+
+    def announce() -> None:
+        name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}
+        print(f"blindmatch two-server {name[args.role]} listening on "
+              f"{tls.grpc_address(host, running.port)}", file=sys.stderr, flush=True)  # fmt: skip
+
+    serve_forever(running, ready=announce)
+    return 0
+
+
+def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
+    from blindmatch.client.remote.twoserver import RoleClient
+
+    return RoleClient(role, getattr(args, role), key, _peer_credentials(args),
+                      insecure=args.peer_insecure)  # fmt: skip
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+
+    upload = read_shared(args.encoded / SHARED_FOLDER)
+    key = read_key(args.key_file)
+    for role in ROLES:
+        with _client(role, args, key) as client:
+            held = client.upload(args.member, upload)
+        if not args.quiet:
+            print(f"{client.party} ({getattr(args, role)}) holds {held} records of {args.member}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.force:
+        raise InputError(f"--out {args.out}: exists (--force to replace it)")
+    with _client("combiner", args, read_key(args.key_file)) as client:
+        links = client.run(args.threshold, args.member or (), args.bucket or ())
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["member", "row", "partner", "partner_row", "score"])
+        for d, r, p, pr, s in zip(links.dset, links.row, links.partner, links.partner_row,
+                                  links.score, strict=True):  # fmt: skip
+            out.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
+    tmp.replace(args.out)
+    if not args.quiet:
+        sent = ", ".join(f"{k} {v:,}" for k, v in sorted(links.bytes_sent.items()))
+        print(f"{len(links.score)} links in {links.groups} groups ({links.method}; "
+              f"{links.comparisons:,} pairs compared; bytes {sent}); wrote {args.out}")  # fmt: skip
+    return 0
+
+
+def _peer_options(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group(f"reaching {what}")
+    g.add_argument("--peer-ca", metavar="PEM", help="their CA certificate (TLS)")
+    g.add_argument("--peer-cert", metavar="PEM", help="this side's client certificate (mTLS)")
+    g.add_argument("--peer-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--peer-insecure",
+        action="store_true",
+        help="allow plaintext to a party not on loopback (a test network only)",
+    )
+
+
+KEY_HELP = "the parties' key, owner-only (S1's, S2's and the combiner's; never a member's)"
+MEMBER_KEY_HELP = "the members' key, owner-only: it admits uploads and nothing else"
+
+
+def register(sub: Subcommands) -> None:
+    group = command(
+        sub,
+        "two-server",
+        help="run matching on two non-colluding servers and a combiner",
+        description="The two-server design (docs/privacy-design.md): S1 holds the members' "
+        "keyed band keys and first XOR shares and proposes the pairs, S2 the second shares, "
+        "the combiner the popcounts; the link bit of each pair is computed on the shares, and "
+        "only the combiner learns it. Start each role (`role`), send each member's upload "
+        "to all three (`upload`), then start the run at the combiner (`run`).",
+        example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
+        "parties.key --member-key-file members.key",
+    )
+    acts = actions(group, "two_server_command")
+    p = command(
+        acts,
+        "role",
+        help="serve one role of a two-server run",
+        description="Serve one role of a two-server run: s1 (needs --s2), s2, or combiner "
+        "(needs --s1 and --s2). The parties share one key (--key-file), the members another "
+        "(--member-key-file), which admits their uploads and nothing else. Plaintext "
+        "is refused on a non-loopback address: give --tls-cert and --tls-key (and "
+        "--client-ca for mutual TLS), and --peer-ca to reach the other parties over TLS.",
+        example=[
+            "blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
+            "parties.key --member-key-file members.key",
+            "blindmatch two-server role --role s1 --listen 127.0.0.1:50071 --s2 "
+            "127.0.0.1:50072 --key-file parties.key --member-key-file members.key",
+            "blindmatch two-server role --role combiner --listen 127.0.0.1:50073 --s1 "
+            "127.0.0.1:50071 --s2 127.0.0.1:50072 --key-file parties.key --member-key-file "
+            "members.key",
+        ],
+        handler=cmd_role,
+    )
+    p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
+    p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
+    p.add_argument(
+        "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
+    )
+    p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
+    p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
+    p.add_argument("--tls-cert", help="server certificate (PEM)")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument(
+        "--insecure-listen-on-network",
+        dest="insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback address (shares travel unencrypted)",
+    )
+    _peer_options(p, "the other parties")
+
+    u = command(
+        acts,
+        "upload",
+        help="send a member's two-server upload to S1, S2 and the combiner",
+        description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
+        "three roles, each its own part only: S1 the band keys and first shares, S2 the "
+        "second shares, the combiner the popcounts, with the members' key (--key-file). "
+        "Replaces the member's earlier upload.",
+        example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
+        "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",
+        handler=cmd_upload,
+    )
+    u.add_argument("encoded", type=Path, help="the ENCODED folder (`encode --two-server`)")
+    u.add_argument("--member", required=True, help="this member's name in the run")
+    for role in ROLES:
+        u.add_argument(f"--{role}", required=True, metavar="HOST:PORT", help=f"{role}'s address")
+    u.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP)
+    quiet_option(u)
+    _peer_options(u, "the three roles")
+
+    r = command(
+        acts,
+        "run",
+        help="run the two-server matching at the combiner and write the links",
+        description="Start the run at the combiner over every member's uploads (or those "
+        "named), and write its links as CSV: member, row, partner, partner_row, score (rows "
+        "in each member's ENCODED order; a score is the lower end of its bucket, not a Dice "
+        "value), with the parties' key (--key-file). A party that cannot be reached fails "
+        "the run, naming it.",
+        example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file parties.key "
+        "--threshold 0.8 --out links.csv",
+        handler=cmd_run,
+    )
+    r.add_argument("--combiner", required=True, metavar="HOST:PORT", help="the combiner")
+    r.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
+    r.add_argument("--threshold", required=True, type=float, help="Dice at or above which a "
+                   "pair links")  # fmt: skip
+    r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")
+    r.add_argument("--bucket", action="append", type=float,
+                   help="a score cut-off above the threshold (repeat; default three)")  # fmt: skip
+    r.add_argument("--out", required=True, type=Path, help="the links CSV to write")
+    r.add_argument("--force", action="store_true", help="replace --out if it exists")
+    quiet_option(r)
+    _peer_options(r, "the combiner")

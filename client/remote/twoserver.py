@@ -1,0 +1,147 @@
+"""A member's side of the two-server run over gRPC (docs/protocol.md "Two servers and a
+combiner"): its upload (client/encoding/sharing.py `shared_upload`) sent to the three roles,
+each part carrying only that role's fields, and the run started at the combiner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.client.encoding.sharing import SharedUpload
+from blindmatch.client.remote.channel import _resolve, translate_errors
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+ROLES = ("s1", "s2", "combiner")
+PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+RUN_SECONDS = 24 * 3600.0
+
+
+def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
+    """`upload` as the parts `role` receives: S1 band keys and first shares, S2 second shares,
+    the combiner popcounts; each CLK in parts of at most PART_BYTES a field."""
+    if role not in ROLES:
+        raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+    for clk, pops in enumerate(upload.combiner.popcounts):
+        shares = upload.s1.shares[clk] if role == "s1" else upload.s2.shares[clk]
+        keys = upload.s1.keys[clk]
+        width = shares.shape[1]
+        bands = keys.shape[1]
+        row_bytes = 8 * bands + width if role == "s1" else width
+        step = max(1, PART_BYTES // row_bytes)
+        rows = len(pops) if role == "combiner" else len(shares)
+        for lo in range(0, rows, step):
+            hi = min(lo + step, rows)
+            part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
+            if role == "s1":
+                part.bands = bands
+                part.keys = np.ascontiguousarray(keys[lo:hi], dtype="<u8").tobytes()
+            if role != "combiner":
+                part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
+            else:
+                part.popcounts.extend(pops[lo:hi].tolist())
+            yield part
+
+
+@dataclass
+class TwoServerLinks:
+    """A two-server run's links (dataset k = members[k]), as a run's results."""
+
+    members: list[str]
+    dset: npt.NDArray[np.uint32]
+    row: npt.NDArray[np.uint32]
+    partner: npt.NDArray[np.uint32]
+    partner_row: npt.NDArray[np.uint32]
+    score: npt.NDArray[np.float64]
+    groups: int
+    comparisons: int
+    method: str
+    bytes_sent: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
+
+
+class RoleClient:
+    """One role's address: a member's uploads to it, or (the combiner) a run."""
+
+    def __init__(
+        self,
+        role: str,
+        target: str,
+        key: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        *,
+        insecure: bool = False,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+        self.role, self.target = role, target
+        self.party = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}[role]
+        address, creds = _resolve(target, credentials, insecure)
+        self._channel = (
+            grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if creds is None
+            else grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+        )
+        self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RoleClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def upload(self, member: str, upload: SharedUpload) -> int:
+        """Send `member`'s upload (this role's part of it); the records the role holds."""
+        stub: (
+            pb_grpc.TwoServerBlockingStub
+            | pb_grpc.TwoServerSharesStub
+            | (pb_grpc.TwoServerCombinerStub)
+        )
+        if self.role == "s1":
+            stub = pb_grpc.TwoServerBlockingStub(self._channel)
+        elif self.role == "s2":
+            stub = pb_grpc.TwoServerSharesStub(self._channel)
+        else:
+            stub = pb_grpc.TwoServerCombinerStub(self._channel)
+        with translate_errors(self.target, self.party):
+            parts = upload_parts(member, self.role, upload)
+            reply = stub.Upload(parts, metadata=self._metadata)
+        return int(reply.records)
+
+    def run(
+        self, threshold: float, members: Sequence[str] = (), buckets: Sequence[float] = ()
+    ) -> TwoServerLinks:
+        """The run (the combiner only)."""
+        if self.role != "combiner":
+            raise ValueError("a run is started at the combiner")
+        stub = pb_grpc.TwoServerCombinerStub(self._channel)
+        request = pb.TwoServerRunRequest(
+            members=list(members), threshold=threshold, buckets=list(buckets)
+        )
+        with translate_errors(self.target, self.party):
+            r = stub.Run(request, metadata=self._metadata, timeout=RUN_SECONDS)
+        return TwoServerLinks(
+            list(r.members),
+            np.asarray(r.dset, dtype=np.uint32),
+            np.asarray(r.row, dtype=np.uint32),
+            np.asarray(r.partner, dtype=np.uint32),
+            np.asarray(r.partner_row, dtype=np.uint32),
+            np.asarray(r.score, dtype=np.float64),
+            int(r.groups),
+            int(r.comparisons),
+            r.method,
+            dict(r.bytes_sent),
+            int(r.rounds),
+        )

@@ -1,0 +1,240 @@
+"""The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1),
+the link-bit circuit on the shares (S1 and S2), deciding, solving and links (C).
+
+`drive` runs it over any `Servers`: what C sees of S1 and S2, the pairs S1 proposes and, for a
+batch of pairs, the two servers' output shares of the circuit C dealt for it. `InProcess` is
+S1 and S2 as plain objects in this process (core/twoserver.py; `run` drives them, what the
+tests and benchmarks use); matcher/rpc/twoserver_client.py is the same two servers over gRPC,
+each on its own address, so the run's decisions and links are the same code either way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.solve import Links, links_from_groups, solve
+from blindmatch.matcher.core.twoserver import (
+    BATCH_PAIRS,
+    FALLBACK,
+    RECORD,
+    BlockingServer,
+    Combiner,
+    PairBatch,
+    Rows,
+    Shares,
+    ShareServer,
+)
+
+
+class Servers(Protocol):
+    """S1 and S2 as C sees them."""
+
+    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+        """S1's proposed pairs (`BlockingServer.block`)."""
+        ...
+
+    def bits(self, clk: int) -> int:
+        """The width of CLK `clk` in bits (the schema's; public)."""
+        ...
+
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        """The link-bit circuit on `part` (at most linkbit.BATCH pairs) from C's deal: S1's
+        and S2's output shares, for C; what crossed counted in `transcript`."""
+        ...
+
+    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
+        """The Dice oracle's permuted share differences (the tests' oracle only)."""
+        ...
+
+
+class InProcess:
+    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock."""
+
+    def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
+        self.s1, self.s2 = s1, s2
+
+    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+        return self.s1.block(lacking)
+
+    def bits(self, clk: int) -> int:
+        return self.s1.bits(clk)
+
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        t1 = time.process_time()
+        p1 = self.s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
+        t2 = time.process_time()
+        p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
+        t3 = time.process_time()
+        linkbit.exchange(p1, p2, transcript, clock)
+        t4 = time.process_time()
+        o1 = transcript.send("S1", "C", "output", p1.output())
+        t5 = time.process_time()
+        o2 = transcript.send("S2", "C", "output", p2.output())
+        clock["S1"] = clock.get("S1", 0.0) + t2 - t1 + t5 - t4
+        clock["S2"] = clock.get("S2", 0.0) + t3 - t2 + time.process_time() - t5
+        return o1, o2
+
+    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
+        return self.s1.messages(batch), self.s2.messages(batch)
+
+
+def link_bits(
+    servers: Servers,
+    combiner: Combiner,
+    batch: PairBatch,
+    transcript: linkbit.Transcript,
+    seconds: dict[str, float],
+) -> npt.NDArray[np.bool_]:
+    """(cut-offs, pairs): the link-bit step on a batch, in circuits of linkbit.BATCH pairs:
+    C deals, S1 and S2 run the rounds, C reveals; CPU seconds by role into `seconds`."""
+    out = np.zeros((len(combiner.cutoffs), len(batch)), dtype=bool)
+    clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
+    for k, part in enumerate(batch.split(linkbit.BATCH)):
+        at = k * linkbit.BATCH
+        t0 = time.process_time()
+        circuit, dealt = combiner.deal(part, servers.bits(part.clk))
+        clock["C"] += time.process_time() - t0
+        o1, o2 = servers.evaluate(part, circuit, dealt, transcript, clock)
+        t1 = time.process_time()
+        out[:, at : at + len(part)] = linkbit.reveal(circuit, o1, o2, len(part))
+        transcript.pairs += len(part)
+        clock["C"] += time.process_time() - t1
+    for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
+        seconds[name] = seconds.get(name, 0.0) + clock[role]
+    return out
+
+
+@dataclass
+class TwoServerResult:
+    """What a two-server run gives: the links (as a normal run's), the groups, the pairs
+    blocking proposed (per pair of members and CLK), and CPU seconds per stage."""
+
+    links: Links
+    groups: int
+    proposed: list[PairBatch]
+    method: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
+
+    @property
+    def comparisons(self) -> int:
+        return sum(len(b) for b in self.proposed)
+
+
+def run(
+    s1: BlockingServer,
+    s2: ShareServer,
+    combiner: Combiner,
+    *,
+    batch_pairs: int = BATCH_PAIRS,
+    transcript: linkbit.Transcript | None = None,
+) -> TwoServerResult:
+    """The whole run on S1 and S2 in this process (`drive` over `InProcess`)."""
+    return drive(InProcess(s1, s2), combiner, batch_pairs=batch_pairs, transcript=transcript)
+
+
+def drive(
+    servers: Servers,
+    combiner: Combiner,
+    *,
+    batch_pairs: int = BATCH_PAIRS,
+    transcript: linkbit.Transcript | None = None,
+) -> TwoServerResult:
+    """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
+    combiner the permuted differences), deciding (C), solving and links (C); what crossed
+    between the parties counted in `transcript` (the result's)."""
+    seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
+               "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
+    started = time.process_time()
+    lacking = combiner.lacking()
+    proposed = servers.block(lacking)
+    seconds["blocking (S1)"] += time.process_time() - started
+    transcript = transcript if transcript is not None else linkbit.Transcript()
+
+    def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:
+        t0 = time.process_time()
+        m1, m2 = servers.messages(batch)
+        seconds["messages (S1)"] += time.process_time() - t0
+        transcript.count("S1", "C", m1.nbytes)
+        transcript.count("S2", "C", m2.nbytes)
+        transcript.pairs += len(batch)
+        return m1, m2
+
+    parts = []
+    for pairs in proposed:
+        for batch in pairs.split(batch_pairs):
+            if combiner.reveal == "link-bit":
+                bits = link_bits(servers, combiner, batch, transcript, seconds)
+                parts.append(combiner.decide_bits(batch, bits))
+                continue
+            m1, m2 = dice_messages(batch)
+            t2 = time.process_time()
+            parts.append(combiner.decide(batch, m1, m2))
+            seconds["combining (C)"] += time.process_time() - t2
+    started = time.process_time()
+    candidates = merge(parts)
+    groups = solve(candidates)
+
+    def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
+        """The links' scores: each pair inside a group (once, whichever way round it is
+        listed) through S1, S2 and C again."""
+        forward = d0 < d1
+        ends = np.stack(
+            [np.where(forward, d0, d1), np.where(forward, r0, r1),
+             np.where(forward, d1, d0), np.where(forward, r1, r0)], axis=1,
+        ).astype(np.int64)  # fmt: skip
+        pairs, back = np.unique(ends, axis=0, return_inverse=True)
+        scores = np.empty(len(pairs), dtype=np.float64)
+        for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
+            sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
+            rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
+            clk = np.zeros(len(sel), dtype=bool)
+            if lacking is not None:
+                clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+            for c in (RECORD, FALLBACK):
+                pick = np.flatnonzero(clk == bool(c))
+                if not len(pick):
+                    continue
+                batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
+                if combiner.reveal == "link-bit":
+                    bits = link_bits(servers, combiner, batch, transcript, seconds)
+                    scores[sel[pick]] = combiner.bucket_scores(bits)
+                else:
+                    scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
+        out: npt.NDArray[np.float64] = scores[back.ravel()]
+        return out
+
+    roles = ("messages (S1)", "messages (S2)", "combining (C)")
+    before = sum(seconds[r] for r in roles)
+    links = links_from_groups(groups, [], scorer)
+    # The links' pairs through the link-bit circuit are counted by role, not as solving.
+    seconds["solving (C)"] += (
+        time.process_time() - started - (sum(seconds[r] for r in roles) - before)
+    )
+    method = "two-server" + ("+fallback" if lacking is not None else "")
+    return TwoServerResult(links, len(groups), proposed, method, seconds, transcript)
+
+
+__all__ = ["InProcess", "Servers", "TwoServerResult", "drive", "link_bits", "run"]

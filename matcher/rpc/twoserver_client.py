@@ -1,0 +1,227 @@
+"""The two-server run's calls between the parties (rpc/twoserver_service.py serves them).
+
+`RemoteServers` is core/tworun.py's `Servers` over gRPC, what the combiner drives its run
+through: S1's `Propose` for the pairs, and for each batch of the link-bit circuit S2's
+`Prepare` (S2's setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and
+S2's `Collect`, each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
+side of the rounds: one bidirectional `Exchange` stream to S2 a batch, a message each way a
+round.
+
+A party that cannot be reached fails the run with UNAVAILABLE naming it (never a run with
+fewer links); a refusal from a party keeps its status, its message prefixed with the party.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.twoserver import PairBatch, Rows, Shares
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # S2's setup for a batch is ~2.5 MB at 1,024 bits
+CALL_SECONDS = 600.0  # a batch's call (a party computing its side), or Propose's stream
+T = TypeVar("T")
+
+
+def channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(address, options=channel_options())
+    return grpc.secure_channel(address, credentials, options=channel_options())
+
+
+def to_rows(data: bytes, field: str) -> Rows:
+    if len(data) % 4:
+        raise errors.InvalidArgument(f"{field}: {len(data)} bytes is not whole uint32 rows")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def from_rows(rows: Rows) -> bytes:
+    return np.ascontiguousarray(rows, dtype="<u4").tobytes()
+
+
+_BY_STATUS = {cls.status_name: cls for cls in (
+    errors.InvalidArgument, errors.Unauthenticated, errors.PermissionDenied, errors.NotFound,
+    errors.FailedPrecondition, errors.ResourceExhausted, errors.Unavailable, errors.DataLoss,
+)}  # fmt: skip
+
+
+def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
+    """A failed call to party `who` as this party's error: UNAVAILABLE names the party that
+    could not be reached; other refusals keep their status, prefixed with the party."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or code.name
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not (
+        details.startswith(("S1 ", "S2 "))
+    ):
+        return errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
+    cls = _BY_STATUS.get(code.name, errors.ServiceError)
+    return cls(f"{who}: {details}")
+
+
+def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        raise peer_error(who, exc) from None
+
+
+class ShareExchange:
+    """S1's calls to S2: the rounds of a batch."""
+
+    def __init__(
+        self, address: str, key: str, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        self.name = f"S2 ({address})"
+        self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
+        self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def exchange(self, batch: str, party: linkbit.Party) -> tuple[int, int]:
+        """Run `party` (S1's) through every round with S2's party of `batch`; bytes sent and
+        received."""
+        rounds = party.circuit.rounds
+        outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
+        sent = received = done = 0
+        first = party.open()
+        sent += len(first)
+        outbox.put(pb.RoundMessage(batch=batch, masked=first))
+
+        def requests() -> Iterator[pb.RoundMessage]:
+            while (m := outbox.get()) is not None:
+                yield m
+
+        try:
+            replies = self._stub.Exchange(requests(), metadata=self._metadata,
+                                          timeout=CALL_SECONDS)  # fmt: skip
+            for reply in replies:
+                received += len(reply.masked)
+                try:
+                    party.close(reply.masked)
+                except ValueError as exc:
+                    raise errors.DataLoss(f"{self.name}: {exc}") from None
+                done += 1
+                if done < rounds:
+                    mine = party.open()
+                    sent += len(mine)
+                    outbox.put(pb.RoundMessage(masked=mine))
+                else:
+                    outbox.put(None)
+        except grpc.RpcError as exc:
+            raise peer_error(self.name, exc) from None
+        finally:
+            outbox.put(None)
+        if done != rounds:
+            raise errors.DataLoss(f"{self.name} ended the exchange after {done} of {rounds} rounds")
+        return sent, received
+
+
+class RemoteServers:
+    """S1 and S2 reached over gRPC, as the combiner sees them (core/tworun.py `Servers`)."""
+
+    def __init__(
+        self,
+        s1: str,
+        s2: str,
+        key: str,
+        members: Sequence[str],
+        records: Sequence[int],
+        bits: Sequence[int],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.names = (f"S1 ({s1})", f"S2 ({s2})")
+        self._channels = (_channel(s1, credentials), _channel(s2, credentials))
+        self._s1 = pb_grpc.TwoServerBlockingStub(self._channels[0])
+        self._s2 = pb_grpc.TwoServerSharesStub(self._channels[1])
+        self._metadata = (("authorization", f"Bearer {key}"),)
+        self.members, self.records, self._bits = list(members), list(records), list(bits)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def bits(self, clk: int) -> int:
+        return self._bits[clk]
+
+    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+        packed = b""
+        if lacking is not None:
+            packed = np.packbits(np.concatenate(lacking), bitorder="little").tobytes()
+        request = pb.ProposeRequest(members=self.members, records=self.records,
+                                    lacking=packed, fallback=lacking is not None)  # fmt: skip
+        out: list[PairBatch] = []
+        rows_a: list[Rows] = []
+        rows_b: list[Rows] = []
+        try:
+            for part in self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS):
+                rows_a.append(to_rows(part.rows_a, "rows_a"))
+                rows_b.append(to_rows(part.rows_b, "rows_b"))
+                if part.last:
+                    a, b = np.concatenate(rows_a), np.concatenate(rows_b)
+                    out.append(PairBatch(part.member_a, part.member_b, part.clk, a, b))
+                    rows_a, rows_b = [], []
+        except grpc.RpcError as exc:
+            raise peer_error(self.names[0], exc) from None
+        return out
+
+    def _batch(self, batch: str, part: PairBatch, setup: bytes, bounds: int) -> pb.CircuitBatch:
+        return pb.CircuitBatch(
+            batch=batch, member_a=self.members[part.member_a],
+            member_b=self.members[part.member_b], records_a=self.records[part.member_a],
+            records_b=self.records[part.member_b], clk=part.clk, rows_a=from_rows(part.rows_a),
+            rows_b=from_rows(part.rows_b), bounds=bounds, setup=setup,
+        )  # fmt: skip
+
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        batch = secrets.token_hex(12)
+        n = circuit.n_bounds
+        to_s2 = self._batch(batch, part, dealt.to_s2, n)
+        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+              timeout=CALL_SECONDS)  # fmt: skip
+        to_s1 = self._batch(batch, part, dealt.to_s1, n)
+        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
+        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=batch),
+                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        transcript.count("C", "S1", to_s1.ByteSize())
+        transcript.count("C", "S2", to_s2.ByteSize())
+        transcript.count("S1", "S2", o1.round_bytes_sent)
+        transcript.count("S2", "S1", o1.round_bytes_received)
+        transcript.count("S1", "C", o1.ByteSize())
+        transcript.count("S2", "C", o2.ByteSize())
+        transcript.rounds += o1.rounds
+        words = linkbit.words_for(len(part)) * 8 * n
+        if len(o1.shares) != words or len(o2.shares) != words:
+            raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
+                                  f"bytes for {len(part)} pairs")  # fmt: skip
+        return o1.shares, o2.shares
+
+    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
+        raise errors.FailedPrecondition(
+            "the Dice oracle runs in one process only (it leaks: docs/privacy-design.md)"
+        )

@@ -1,0 +1,114 @@
+"""A member's upload to one role of the two-server run, checked whole
+(rpc/twoserver_service.py): each role takes only its own fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core.encodings import check_clk_bits
+from blindmatch.protos import blindmatch_pb2 as pb
+
+MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One member's upload to one role, per CLK: widths, and the role's own arrays."""
+
+    bits: tuple[int, ...]
+    bands: tuple[int, ...]
+    keys: tuple[npt.NDArray[np.uint64], ...]
+    shares: tuple[npt.NDArray[np.uint8], ...]
+    popcounts: tuple[npt.NDArray[np.int64], ...]
+
+    @property
+    def records(self) -> int:
+        for arrays in (self.shares, self.popcounts, self.keys):
+            if arrays:
+                return len(arrays[0])
+        return 0
+
+
+def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
+    """One member's upload to `role`, checked whole."""
+    member = ""
+    got: dict[int, dict[str, Any]] = {}
+    for n, p in enumerate(parts):
+        where = f"part {n}"
+        if not p.member:
+            raise errors.InvalidArgument(f"member ({where}): required")
+        if member and p.member != member:
+            raise errors.InvalidArgument(
+                f"member ({where}): {p.member!r}, but this upload is {member!r}'s (one member "
+                "an upload)"
+            )
+        member = p.member
+        if p.clk not in (0, 1):
+            raise errors.InvalidArgument(f"clk ({where}): {p.clk}; 0 (record-level) or 1")
+        check_clk_bits(p.clk_bits, f"clk_bits ({where})")
+        if role != "s1" and (p.keys or p.bands):
+            raise errors.InvalidArgument(f"keys ({where}): only S1 receives band keys")
+        if role == "combiner" and p.shares:
+            raise errors.InvalidArgument(f"shares ({where}): the combiner never receives a share")
+        if role != "combiner" and p.popcounts:
+            raise errors.InvalidArgument(f"popcounts ({where}): only the combiner receives them")
+        if role == "s1":
+            if not 1 <= p.bands <= MAX_BANDS:
+                raise errors.InvalidArgument(f"bands ({where}): {p.bands}; 1 to {MAX_BANDS}")
+            if len(p.keys) != 8 * p.bands * p.rows:
+                raise errors.InvalidArgument(
+                    f"keys ({where}): {len(p.keys)} bytes for {p.rows} records of {p.bands} "
+                    "band keys"
+                )
+        if role != "combiner" and len(p.shares) != p.rows * p.clk_bits // 8:
+            raise errors.InvalidArgument(
+                f"shares ({where}): {len(p.shares)} bytes for {p.rows} records of "
+                f"{p.clk_bits}-bit CLKs"
+            )
+        if role == "combiner":
+            if len(p.popcounts) != p.rows:
+                raise errors.InvalidArgument(
+                    f"popcounts ({where}): {len(p.popcounts)} for {p.rows} records"
+                )
+            if p.rows and max(p.popcounts) > p.clk_bits:
+                raise errors.InvalidArgument(
+                    f"popcounts ({where}): {max(p.popcounts)} above the CLK's {p.clk_bits} bits"
+                )
+        clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, keys=[], shares=[],
+                                         popcounts=[], rows=0))  # fmt: skip
+        if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
+            raise errors.InvalidArgument(
+                f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"
+            )
+        clk["rows"] += p.rows
+        clk["keys"].append(p.keys)
+        clk["shares"].append(p.shares)
+        clk["popcounts"].extend(p.popcounts)
+    if not member:
+        raise errors.InvalidArgument("an upload of no parts")
+    if sorted(got) not in ([0], [0, 1]):
+        raise errors.InvalidArgument(f"clk: CLK 0 (and 1, the fallback), not {sorted(got)}")
+    rows = [got[c]["rows"] for c in sorted(got)]
+    if len(set(rows)) > 1 or not rows[0]:
+        raise errors.InvalidArgument(f"rows: {rows} records by CLK (equal, and not 0)")
+    clks = [got[c] for c in sorted(got)]
+    keys: tuple[npt.NDArray[np.uint64], ...] = ()
+    shares: tuple[npt.NDArray[np.uint8], ...] = ()
+    pops: tuple[npt.NDArray[np.int64], ...] = ()
+    if role == "s1":
+        keys = tuple(np.frombuffer(b"".join(c["keys"]), "<u8").astype(np.uint64)
+                     .reshape(c["rows"], c["bands"]) for c in clks)  # fmt: skip
+    if role != "combiner":
+        shares = tuple(np.frombuffer(b"".join(c["shares"]), np.uint8)
+                       .reshape(c["rows"], c["bits"] // 8) for c in clks)  # fmt: skip
+    else:
+        pops = tuple(np.asarray(c["popcounts"], dtype=np.int64) for c in clks)
+    held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), keys, shares,
+                pops)  # fmt: skip
+    return member, held

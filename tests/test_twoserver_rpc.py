@@ -1,0 +1,269 @@
+"""The two-server run deployed: S1, S2 and the combiner as three gRPC servers on their own
+loopback ports (matcher/rpc/twoserver_service.py), members' uploads made by `shared_upload`
+from real encodings and sent to each role over gRPC (client/remote/twoserver.py). Its links
+are the in-process run's exactly; each role holds only its own part of the uploads; a party
+down fails the run naming it; uploads that do not agree are refused naming the field."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from blindmatch.cli.app import main
+from blindmatch.client.encoding import sharing as client
+from blindmatch.client.errors import RejectedError, UnavailableError
+from blindmatch.client.remote.twoserver import RoleClient, upload_parts
+from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.rpc.twoserver_service import (
+    MAX_PENDING,
+    STALE_SECONDS,
+    RunningRole,
+    SharesService,
+    create_role,
+)
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, Clock, Org, auth
+
+pytestmark = pytest.mark.server
+
+THRESHOLD = 0.8
+# 20 bits a band (the recommendation's width) in 30 bands: a few per cent of cross pairs.
+PLAN = client.BandPlan(bits=20, bands=30)
+NAMES = ("north", "south", "west")
+Clks = npt.NDArray[np.uint8]
+
+
+@pytest.fixture
+def key() -> str:
+    """The parties' key (the members' is MEMBER_KEY)."""
+    return secrets.token_urlsafe(16)
+
+
+MEMBER_KEY = "the members' key"
+
+
+@pytest.fixture
+def roles(key: str) -> Iterator[dict[str, RunningRole]]:
+    """S2, then S1 (which calls S2), then the combiner (which calls both)."""
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    c = create_role("combiner", "127.0.0.1:0", key, MEMBER_KEY, s1=f"127.0.0.1:{s1.port}",
+                    s2=f"127.0.0.1:{s2.port}")  # fmt: skip
+    running = {"s1": s1, "s2": s2, "combiner": c}
+    try:
+        yield running
+    finally:
+        for role in running.values():
+            role.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def uploads(messy_members: tuple[list[Clks], int]) -> list[client.SharedUpload]:
+    datasets, fallback_bits = messy_members
+    return [client.shared_upload(d, MESSY_SECRET, PLAN, fallback_bits) for d in datasets]
+
+
+def send(roles: dict[str, RunningRole], key: str, member: str, up: client.SharedUpload) -> None:
+    for role, running in roles.items():
+        with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as c:
+            assert c.upload(member, up) == len(up)
+
+
+def combiner(roles: dict[str, RunningRole], key: str) -> RoleClient:
+    return RoleClient("combiner", f"127.0.0.1:{roles['combiner'].port}", key)
+
+
+def test_the_run_over_grpc_gives_the_in_process_runs_links(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+) -> None:
+    for name, up in zip(NAMES, uploads, strict=True):
+        send(roles, key, name, up)
+    with combiner(roles, key) as c:
+        got = c.run(THRESHOLD, NAMES)
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+                                  b"")  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
+                                                 THRESHOLD))  # fmt: skip
+    assert len(want.links) > 300
+    assert got.members == list(NAMES)
+    for name in ("dset", "row", "partner", "partner_row", "score"):
+        assert np.array_equal(getattr(got, name), getattr(want.links, name)), name
+    assert (got.groups, got.comparisons, got.method) == (
+        want.groups, want.comparisons, "two-server+fallback"
+    )  # fmt: skip
+    # The rounds between S1 and S2 crossed the network: as many as in process, and the
+    # gate inputs' bytes exactly (the setups and outputs carry their framing besides).
+    assert got.rounds == want.transcript.rounds
+    for pair in (("S1", "S2"), ("S2", "S1")):
+        assert got.bytes_sent["->".join(pair)] == want.transcript.sent[pair]
+
+
+def test_each_role_holds_only_its_own_part_of_the_uploads(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+) -> None:
+    send(roles, key, "north", uploads[0])
+    s1, s2, c = (roles[r].service.held["north"] for r in ("s1", "s2", "combiner"))
+    assert s1.keys and s1.shares and not s1.popcounts
+    assert s2.shares and not s2.keys and not s2.popcounts
+    assert c.popcounts and not c.shares and not c.keys
+    for clk in range(2):
+        assert np.array_equal(s1.shares[clk], uploads[0].s1.shares[clk])
+        assert np.array_equal(s2.shares[clk], uploads[0].s2.shares[clk])
+        assert np.array_equal(c.popcounts[clk], uploads[0].combiner.popcounts[clk])
+    # A share sent to the combiner is refused, and nothing of it is held.
+    shares = upload_parts("spy", "s2", uploads[1])
+    target = f"127.0.0.1:{roles['combiner'].port}"
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.TwoServerCombinerStub(channel).Upload(shares, metadata=auth(MEMBER_KEY))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "shares (part 0): the combiner never receives a share" in str(refused.value.details())
+    assert "spy" not in roles["combiner"].service.held
+
+
+@pytest.mark.parametrize("down", ["s1", "s2"])
+def test_a_stopped_server_fails_the_run_naming_it(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload], down: str
+) -> None:
+    for name, up in zip(NAMES[:2], uploads[:2], strict=True):
+        send(roles, key, name, up)
+    roles[down].stop(grace=None)
+    with combiner(roles, key) as c, pytest.raises(UnavailableError) as refused:
+        c.run(THRESHOLD)
+    message = str(refused.value)
+    assert f"{down.upper()} (127.0.0.1:{roles[down].port}) is unreachable" in message
+    assert message.endswith("[UNAVAILABLE]")
+    assert "cannot reach the combiner" not in message  # the combiner answered
+
+
+def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+) -> None:
+    for name, up in zip(NAMES[:2], uploads[:2], strict=True):
+        send(roles, key, name, up)
+    # south's upload to S1 is made again without its last record: S1 holds one fewer than C.
+    datasets = uploads[1]
+    fewer = client.SharedUpload(
+        client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
+                    tuple(s[:-1] for s in datasets.s1.shares)),
+        datasets.s2, datasets.combiner,
+    )  # fmt: skip
+    with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", MEMBER_KEY) as s1:
+        assert s1.upload("south", fewer) == len(datasets) - 1
+    with combiner(roles, key) as c, pytest.raises(RejectedError) as refused:
+        c.run(THRESHOLD)
+    message = str(refused.value)
+    assert f"S1 (127.0.0.1:{roles['s1'].port}): records:" in message
+    n = len(datasets)
+    assert f"{n} of 'south' at the combiner, but S1 holds {n - 1} (the uploads differ)" in message
+    assert "[INVALID_ARGUMENT]" in message
+
+
+# -- the command line: `encode --two-server`, `two-server upload`, `two-server run` ------------
+
+
+def test_the_cli_encodes_uploads_and_runs_over_the_roles(
+    roles: dict[str, RunningRole],
+    key: str,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key_file, member_key_file = tmp_path / "parties.key", tmp_path / "members.key"
+    for path, text in ((key_file, key), (member_key_file, MEMBER_KEY)):
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+    addresses = [f"--{r}=127.0.0.1:{roles[r].port}" for r in ("s1", "s2", "combiner")]
+    folders = {}
+    for name, org in orgs.items():
+        folders[name] = tmp_path / f"{name}.encoded"
+        assert main(["encode", str(org.csv), "--schema", str(PERSON_SCHEMA), "--secret-file",
+                     str(secret_file), "--mapping", str(org.mapping), "--out",
+                     str(folders[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
+        assert main(["two-server", "upload", str(folders[name]), "--member", name, *addresses,
+                     "--key-file", str(member_key_file)]) == 0  # fmt: skip
+        assert f"the combiner (127.0.0.1:{roles['combiner'].port}) holds" in capsys.readouterr().out
+    out = tmp_path / "links.csv"
+    assert main(["two-server", "run", addresses[2], "--key-file", str(key_file),
+                 "--threshold", "0.8", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    with open(out, newline="", encoding="utf-8") as f:
+        got = list(csv.reader(f))
+    # The same run in process over the files `encode --two-server` wrote.
+    uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
+    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+                                  b"")  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
+                                                  0.8)).links  # fmt: skip
+    names = sorted(orgs)
+    want = [[names[d], str(r), names[p], str(pr), f"{s:.6f}"] for d, r, p, pr, s in
+            zip(links.dset, links.row, links.partner, links.partner_row, links.score,
+                strict=True)]  # fmt: skip
+    assert len(want) >= 4  # the small exports share people
+    assert got == [["member", "row", "partner", "partner_row", "score"], *want]
+
+
+def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file, member_key_file = tmp_path / "k", tmp_path / "m"
+    for path in (key_file, member_key_file):
+        path.write_text(f"{path.name}'s key\n")
+        path.chmod(0o600)
+    role = ["two-server", "role", "--key-file", str(key_file), "--member-key-file",
+            str(member_key_file)]  # fmt: skip
+    assert main([*role, "--role", "s2", "--listen", "0.0.0.0:0"]) == 2
+    assert "refusing plaintext gRPC on a non-loopback address" in capsys.readouterr().err
+    assert main([*role, "--role", "s1", "--listen", "127.0.0.1:0", "--s2", "10.1.2.3:50072"]) == 2
+    assert "--s2 10.1.2.3:50072: refusing plaintext to a party" in capsys.readouterr().err
+    assert main([*role, "--role", "combiner", "--listen", "127.0.0.1:0", "--s2", "h:1"]) == 2
+    assert "--s1: required for --role combiner" in capsys.readouterr().err
+    member_key_file.write_text("k's key\n")
+    assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
+    assert "--member-key-file: two different keys" in capsys.readouterr().err
+    member_key_file.chmod(0o644)
+    assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
+    assert "--member-key-file" in (err := capsys.readouterr().err)
+    assert "readable by others than its owner" in err
+
+
+def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
+    clock = Clock()
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)
+    try:
+        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
+            c.upload("north", up)
+            c.upload("south", up)
+        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        rows = np.zeros(1, "<u4").tobytes()
+
+        def prepare(batch: str) -> None:
+            request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
+                                      records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                      bounds=1, setup=dealt.to_s2)  # fmt: skip
+            stub.Prepare(request, metadata=auth(key))
+
+        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
+            stub = pb_grpc.TwoServerSharesStub(channel)
+            for k in range(MAX_PENDING):  # prepared, never exchanged nor collected
+                prepare(f"b{k}")
+            with pytest.raises(grpc.RpcError) as full:
+                prepare("next")
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            clock.advance(STALE_SECONDS + 1)
+            prepare("next")
+        service = s2.service
+        assert isinstance(service, SharesService)
+        assert list(service.pending) == ["next"]
+    finally:
+        s2.stop(grace=None)
