@@ -36,8 +36,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import households, quality_errors
 from benchmarks.quality import GENERATORS
 from benchmarks.quality_errors import Member, encoded
 from blindmatch.client.tools.evaluate import read_truth
@@ -144,8 +147,9 @@ def candidates(
 
 def hits(
     members: list[Member], pairs: Pairs, accept: npt.NDArray[np.bool_], score: Floats
-) -> set[tuple[str, str, str]]:
-    """The hits a run reports when the solver gets the accepted pairs, best score first."""
+) -> dict[tuple[str, str, str], tuple[int, int, int, int]]:
+    """The hits a run reports when the solver gets the accepted pairs, best score first,
+    each with its link's (dataset, row, partner dataset, partner row)."""
     sel = np.flatnonzero(accept)
     cands = merge(
         [Candidates(score[sel], pairs.d0[sel], pairs.d1[sel], pairs.r0[sel], pairs.r1[sel])]
@@ -154,9 +158,13 @@ def hits(
     links = links_from_groups(groups, [m.clks for m in members])
     names = [m.name for m in members]
     return {
-        (names[a], members[a].ids[r], names[b])
-        for a, r, b in zip(
-            links.dset.tolist(), links.row.tolist(), links.partner.tolist(), strict=True
+        (names[a], members[a].ids[r], names[b]): (a, r, b, r1)
+        for a, r, b, r1 in zip(
+            links.dset.tolist(),
+            links.row.tolist(),
+            links.partner.tolist(),
+            links.partner_row.tolist(),
+            strict=True,
         )
     }
 
@@ -249,10 +257,46 @@ class Seed:
     members: list[Member]
     pairs: Pairs
     actual: set[tuple[str, str, str]]
+    entity: dict[tuple[str, str], str]
+    people: dict[int, households.Person]  # households only
 
     def evaluate(self, rule: Rule) -> tuple[float, float, float]:
         accept, score = rule(self.pairs)
-        return prf(hits(self.members, self.pairs, accept, score), self.actual)
+        return prf(set(hits(self.members, self.pairs, accept, score)), self.actual)
+
+    def errors(self, rule: Rule) -> str:
+        """False pairs by relation (households), missed pairs by whether a side lacks a date."""
+        accept, score = rule(self.pairs)
+        found = hits(self.members, self.pairs, accept, score)
+        split = fallback_.Split.of([m.clks for m in self.members], self.members[0].fallback_bits)
+        names = [m.name for m in self.members]
+        role = quality_errors.roles(self.people)
+        false: Counter[str] = Counter()
+        seen = set()
+        for hit, (d0, r0, d1, r1) in found.items():
+            key = tuple(sorted(((d0, r0), (d1, r1))))
+            if hit in self.actual or key in seen:
+                continue
+            seen.add(key)
+            a = self.people[int(self.entity[(names[d0], self.members[d0].ids[r0])])]
+            b = self.people[int(self.entity[(names[d1], self.members[d1].ids[r1])])]
+            same = a.household == b.household
+            false[quality_errors.relation(a, b, role) if same else "unrelated"] += 1
+        index = {
+            n: {rid: i for i, rid in enumerate(m.ids)}
+            for n, m in zip(names, self.members, strict=True)
+        }
+        row_of = {(e, n): index[n][rid] for (n, rid), e in self.entity.items() if n in index}
+        missed: Counter[str] = Counter()
+        for name, rid, partner in self.actual - set(found):
+            d0, d1 = names.index(name), names.index(partner)
+            if d0 > d1:  # each pair once
+                continue
+            r1 = row_of[(self.entity[(name, rid)], partner)]
+            lack = split.lacking[d0][index[name][rid]] or split.lacking[d1][r1]
+            missed["dob-less" if lack else "dated"] += 1
+        fp = ", ".join(f"{k} {v}" for k, v in false.most_common())
+        return f"false pairs {sum(false.values())} ({fp}); missed pairs {dict(missed)}"
 
 
 def load(
@@ -269,7 +313,10 @@ def load(
     members = encoded(folder, gen, schema, secret)
     third = encoded(folder, gen, third_path, secret) if third_path else None
     pairs = candidates(members, third, floor, truth.entity)
-    return Seed(spec, members, pairs, truth.true_hits())
+    people = {}
+    if gen == "households":
+        people = {p.entity: p for p in households.population(population, random.Random(seed))}
+    return Seed(spec, members, pairs, truth.true_hits(), truth.entity, people)
 
 
 def choose(fit: Sequence[Seed], rules: dict[str, Rule]) -> tuple[str, float, float, float]:
@@ -311,6 +358,9 @@ def main() -> int:
     parser.add_argument("--schema", type=Path, default=DEFAULT)
     parser.add_argument("--third", action="store_true", help="add a given name + dob + sex CLK")
     parser.add_argument("--floor", type=float, default=0.7)
+    parser.add_argument(
+        "--classify", action="store_true", help="classify households' false and missed pairs"
+    )
     parser.add_argument(
         "--oracle", action="store_true", help="also every cut of the logistic rule on --report"
     )
@@ -366,6 +416,8 @@ def main() -> int:
             s = load(spec, args.schema, third_path, args.floor, args.population, args.cache)
             for name, rule in chosen.items():
                 print(line(name, s, rule), flush=True)
+                if args.classify and s.people:
+                    print(f"    {s.errors(rule)}", flush=True)
             if args.oracle:
                 for c in cuts:
                     rule = logistic_rule(wb, wf, args.third, c)
