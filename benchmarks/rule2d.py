@@ -359,6 +359,9 @@ def main() -> int:
     parser.add_argument("--third", action="store_true", help="add a given name + dob + sex CLK")
     parser.add_argument("--floor", type=float, default=0.7)
     parser.add_argument(
+        "--linear", type=float, nargs=2, metavar=("A", "C"), help="this linear rule, no grid"
+    )
+    parser.add_argument(
         "--classify", action="store_true", help="classify households' false and missed pairs"
     )
     parser.add_argument(
@@ -378,11 +381,9 @@ def main() -> int:
             n_true = int(s.pairs.label.sum())
             print(f"{s.spec}: {len(s.pairs.label)} candidate pairs at {args.floor}, {n_true} true")
         # linear: grid over the weight on D1 and the cut, chosen on fit
-        grid = {
-            f"linear a={a:.2f} c={c:.3f}": linear_rule(a, c)
-            for a in np.arange(0.0, 3.01, 0.25)
-            for c in np.arange(0.60, 0.90, 0.01)
-        }
+        weights = np.arange(0.0, 3.01, 0.25) if args.linear is None else [args.linear[0]]
+        cuts_lin = np.arange(0.60, 0.90, 0.01) if args.linear is None else [args.linear[1]]
+        grid = {f"linear a={a:.2f} c={c:.3f}": linear_rule(a, c) for a in weights for c in cuts_lin}
         lin = choose(fit, grid)
         print(f"chosen on fit: {lin[0]}: mean {lin[3]:.4f} ({lin[1]:.4f}/{lin[2]:.4f})")
         # logistic
