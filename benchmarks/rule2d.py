@@ -2,8 +2,17 @@
 `messy`, reported on `households`.
 
     .venv/bin/python benchmarks/rule2d.py [--fit messy:2205 messy:2305]
-        [--report households:2105 households:2107:0.5 households:2109 households:2111:2.0]
-        [--schema schemas/person-uk.json] [--third] [--floor 0.7]
+        [--report households:2105 households:2107:0.5 households:2109 households:2111:2.0
+                  messy:2101:0.5 messy:2103 messy:2105:2.0]
+        [--schema schemas/person-uk.json] [--third] [--floor 0.7] [--linear A C]
+        [--classify] [--oracle]
+
+A seed is GENERATOR:SEED[:CORRUPTION] at 20,000 people (`--population`). `--linear A C`
+takes that linear rule instead of choosing one on a grid (faster); `--classify` prints
+households' false pairs by relation and missed pairs by whether a side lacks a date of
+birth; `--oracle` prints the logistic rule at every cut on the `--report` seeds (not a fair
+figure: the cut is then chosen with their labels). Figures: docs/evaluation.md, "A decision
+rule over both CLKs' scores".
 
 Today a pair is scored by one Dice: of the first (record-level) CLKs when both records
 have a date of birth, of the fallback CLKs (no date of birth) otherwise, cut at 0.8
