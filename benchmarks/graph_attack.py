@@ -1,7 +1,7 @@
 """The graph-matching attack against each encoding and view, and the fallback CLK's F1 cost.
 
     .venv/bin/python benchmarks/graph_attack.py [--records 1000] [--overlap 1.0] [--seed 1]
-        [--only LABEL ...] [--known 0 10 50] [--schema schemas/person-uk.json]
+        [--only LABEL ...] [--known 0 10 50] [--schema schemas/person-uk.json] [--third]
     .venv/bin/python benchmarks/graph_attack.py --f1 [--seeds 11 12 13] [--population 20000]
 
 Attack table: a police force's export of `--records` people (the victim) and another
@@ -19,7 +19,9 @@ threshold), and the density of the within-member collision graph.
 
 Every setting is the layout of `--schema` (default: the shipped default, schemas/person-uk.json;
 schemas/person-uk-original.json reproduces the figures of the layout before issue 21), with
-its fallback CLK on or off.
+its fallback CLK on or off. With `--third`, every non-LSH setting's upload also carries a
+third record-level CLK of given name, date of birth and sex (benchmarks/rule2d.py), one more
+similarity graph for the attack.
 
 --f1: pair F1 on benchmarks/messy.py's three organisations at the default threshold, with the
 schema's fallback CLK on and off (in-process encode and match, as a run does).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import secrets
 import sys
 import tempfile
@@ -115,7 +118,13 @@ def cases(person: LinkageSchema) -> list[Case]:
 def attack_table(args: argparse.Namespace) -> None:
     person = load_schema(args.schema)
     chosen = [c for c in cases(person) if not args.only or c.label in args.only]
+    third: LinkageSchema | None = None
     with tempfile.TemporaryDirectory(prefix="blindmatch-graph-") as tmp:
+        if args.third:
+            from benchmarks.rule2d import third_schema
+
+            (Path(tmp) / "third.json").write_text(json.dumps(third_schema(args.schema)))
+            third = load_schema(Path(tmp) / "third.json")
         pair = population.write_pair(Path(tmp), args.seed, args.records, args.overlap)
         data = []
         for export in (pair.victim, pair.attacker):
@@ -137,6 +146,9 @@ def attack_table(args: argparse.Namespace) -> None:
         views_v = upload_views(schema, v_rows, key_v, case.hardening)
         views_a = upload_views(schema, a_rows, key_a, case.hardening)
         recall = density = float("nan")
+        if third is not None and case.lsh is None:  # the third schema's fallback CLK
+            views_v.append(upload_views(third, v_rows, key_v, case.hardening)[1])
+            views_a.append(upload_views(third, a_rows, key_a, case.hardening)[1])
         if case.lsh is None:
             sim_v = [bit_similarity(v) for v in views_v]
             sim_a = [bit_similarity(a) for a in views_a]
@@ -231,6 +243,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
     parser.add_argument("--population", type=int, default=20_000)
     parser.add_argument("--schema", type=Path, default=PERSON, help="the layout attacked")
+    parser.add_argument("--third", action="store_true", help="add a given name + dob + sex CLK")
     args = parser.parse_args()
     labels = [c.label for c in cases(load_schema(args.schema))]
     for label in args.only:
