@@ -159,7 +159,7 @@ class Lookups:
             assert a.answer is not None
             try:
                 a.reply, record = a.finish(a.answer)
-            except Exception as exc:  # this query's own failure: the others go on
+            except BaseException as exc:  # this query's own failure: the others go on
                 a.error = exc
             else:
                 done.append((a, record))
