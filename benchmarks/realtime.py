@@ -22,6 +22,7 @@ threads with a `MatcherClient.query_session` each.
     .venv/bin/python benchmarks/realtime.py --lookup-threads 0   # no thread placement
     .venv/bin/python benchmarks/realtime.py --restart   # measure a matcher restarted on its data
     .venv/bin/python benchmarks/realtime.py --data-dir /dev/shm/bm   # fsync costs nothing there
+    .venv/bin/python benchmarks/realtime.py --record-level   # cached 1M record-level CLKs
 
 Every answered query is in the audit log, durably, before its answer leaves (a group
 commit: one fsync for the queries that arrived together; docs/security.md). The matcher
@@ -39,6 +40,12 @@ tables, about 39% of bits set, as clkhash output), the planted hits the same peo
 re-encoded with typos in one or two fields (Dice about 0.85-0.95), the misses people no
 partner holds. `--clks random` uses uniformly random 1024-bit strings instead (50% of bits
 set, hits with 3% of bits flipped), as the first measurements did.
+
+With `--lookup-queries` (the default) it also times the look-up alone in this process and
+prints, for each run, the matcher's CPU a query less that: its serving overhead (gRPC, the
+checks, disclosure, the audit write, the reply). `--record-level` serves the cached
+record-level encodings (1,024 bits, no fallback CLK) of benchmarks/realclks.py's 1,000,000 x
+1,000,000 pair, which need no encoding at any size up to 1,000,000.
 
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
