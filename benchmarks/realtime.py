@@ -22,6 +22,7 @@ threads with a `MatcherClient.query_session` each.
     .venv/bin/python benchmarks/realtime.py --lookup-threads 0   # no thread placement
     .venv/bin/python benchmarks/realtime.py --restart   # measure a matcher restarted on its data
     .venv/bin/python benchmarks/realtime.py --data-dir /dev/shm/bm   # fsync costs nothing there
+    .venv/bin/python benchmarks/realtime.py --record-level   # cached 1M record-level CLKs
 
 Every answered query is in the audit log, durably, before its answer leaves (a group
 commit: one fsync for the queries that arrived together; docs/security.md). The matcher
@@ -39,6 +40,12 @@ tables, about 39% of bits set, as clkhash output), the planted hits the same peo
 re-encoded with typos in one or two fields (Dice about 0.85-0.95), the misses people no
 partner holds. `--clks random` uses uniformly random 1024-bit strings instead (50% of bits
 set, hits with 3% of bits flipped), as the first measurements did.
+
+With `--lookup-queries` (the default) it also times the look-up alone in this process and
+prints, for each run, the matcher's CPU a query less that: its serving overhead (gRPC, the
+checks, disclosure, the audit write, the reply). `--record-level` serves the cached
+record-level encodings (1,024 bits, no fallback CLK) of benchmarks/realclks.py's 1,000,000 x
+1,000,000 pair, which need no encoding at any size up to 1,000,000.
 
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
@@ -194,6 +201,33 @@ class RealPartner:
 
     def miss(self) -> np.ndarray:
         return self.strangers[int(self.rng.integers(0, len(self.strangers)))]
+
+
+class RecordLevelPartner(RealPartner):
+    """Real clkhash encodings of the record-level CLK alone (1,024 bits, no fallback CLK:
+    the layout `realtime.py` indexed before 2026-12-03), from the cached 1,000,000 x
+    1,000,000 pair of seed 0 (`realistic_pair` without `whole` reads the version 1 cache,
+    so nothing is encoded). Every partner holds member A's first n records (one
+    population, as `--one-population`); a hit is member B's record of a person a partner
+    holds whose pair reaches 0.8, a miss one of B's records of a person A does not hold."""
+
+    def __init__(self, n: int, k: int, seed: int, same: bool = True):
+        from benchmarks.realclks import realistic_pair
+
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        pair = realistic_pair(1_000_000, 1_000_000, seed=0, overlap=0.1, quiet=True)
+        if n > len(pair.a):
+            raise SystemExit(f"--record-level: at most {len(pair.a):,} records a partner")
+        self.clk_bits, self.fallback_bits = pair.a.shape[1] * 8, 0
+        self.clks = pair.a[:n]
+        kept = pair.truth_a < n
+        held, asked = pair.truth_a[kept], pair.b[pair.truth_b[kept]]
+        scores = rule_dice(self.clks[held], asked, self.clk_bits, 0)
+        self.hits = asked[scores >= 0.8]
+        strangers = np.ones(len(pair.b), dtype=bool)
+        strangers[pair.truth_b] = False
+        self.strangers = pair.b[np.flatnonzero(strangers)[:4_000]]
 
 
 def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
@@ -418,12 +452,13 @@ def measure(
     )  # fmt: skip
 
 
-def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
-    """The look-up alone, in this process (no gRPC, no audit): CPU ms per query against
-    every partner's index (as the matcher builds it, threshold 0.8: with a fallback CLK,
-    both halves with their own tables), one query a pass and 20 a pass (`search_batch`,
-    what the matcher's combined passes run), with recall against the exhaustive scan under
-    the same rule, which is timed on a few queries too."""
+def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> tuple[str, float, float]:
+    """The look-up alone, in this process (no gRPC, no audit), after as many unmeasured
+    look-ups: CPU ms per query against every partner's index (as the matcher builds it,
+    threshold 0.8: with a fallback CLK, both halves with their own tables), one query a
+    pass and 20 a pass (`search_batch`, what the matcher's combined passes run), with
+    recall against the exhaustive scan under the same rule, which is timed on a few
+    queries too."""
     from blindmatch.matcher.core.fallbackindex import FallbackIndex, search_batch
     from blindmatch.matcher.core.segment import Segment, Snapshot
 
@@ -447,6 +482,10 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
         for i in range(count)
     ])  # fmt: skip
     queries = as_words(asked, clk_bits)
+    # Unmeasured first, as the matcher's were (its warm-up, then the benchmark's): the first
+    # look-ups of new tables cost several times what they settle at (page faults, TLB).
+    for s in range(0, count, 20):
+        search_batch([(snapshots, q[None, :], threshold) for q in queries[s : s + 20]])
     t0 = time.process_time()
     found = [search_batch([(snapshots, q[None, :], threshold)])[0][0] for q in queries]
     one = (time.process_time() - t0) * 1000 / count
@@ -490,7 +529,9 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> str:
         f"({layout}; {tabled}):"
         f" CPU ms per query {one:.2f} one a pass, {twenty:.2f} twenty a pass, {scan:.1f} by "
         f"exhaustive scan ({scan / max(one, 1e-9):.1f}x); recall against the scan on "
-        f"{scanned} queries: {kept} of {pairs} pairs"
+        f"{scanned} queries: {kept} of {pairs} pairs",
+        one,
+        twenty,
     )
 
 
@@ -530,6 +571,12 @@ def main() -> int:
         action="store_true",
         help="realistic: every partner indexes the same people (seed 1's member A, as "
         "benchmarks/rtlookup.py), instead of north seed 1 and south/east seed 0",
+    )
+    parser.add_argument(
+        "--record-level",
+        action="store_true",
+        help="realistic: index the cached record-level CLKs alone (1,024 bits, no fallback "
+        "CLK; seed 0's member A, one population), which needs no encoding at 1,000,000",
     )
     parser.add_argument(
         "--matcher-cpus",
@@ -643,7 +690,9 @@ def main() -> int:
         )
         for k, partner in enumerate(PARTNERS):
             held[partner] = (
-                RealPartner(args.records, k, args.seed * 10 + k, args.one_population)
+                (RecordLevelPartner if args.record_level else RealPartner)(
+                    args.records, k, args.seed * 10 + k, args.one_population
+                )
                 if args.clks == "realistic"
                 else Partner(args.clks, args.records, k, population, args.seed * 10 + k)
             )
@@ -781,7 +830,15 @@ def main() -> int:
         else:
             print(f"  (no merge: the delta holds up to {merge_at:,} rows)")
     if costs:
-        print(costs)
+        print(costs[0])
+        # The serving overhead: what the matcher spent a query besides the look-up itself
+        # (one a pass for a lone querier, twenty a pass otherwise: what its passes hold).
+        for r in runs[:measured]:
+            alone = costs[1] if r.queriers == 1 else costs[2]
+            print(
+                f"{r.queriers:>3} queriers, {r.client}: matcher CPU outside the look-up "
+                f"{r.cpu_ms[0] - alone:.2f} ms a query ({r.cpu_ms[0]:.2f} - {alone:.2f})"
+            )
     print(f"index change (1 put) acknowledged in {change_ms:.1f} ms; "
           f"visible to the next query: {visible}")  # fmt: skip
     return 1 if failed else 0

@@ -235,7 +235,7 @@ def create_server(
         )
         authenticator = Authenticator(
             admin_token,
-            store.token_owner,
+            store.digest_owner,
             SERVICE_NAME,
             call_kinds(service, MATCHER_RPCS),
             streams=streams,

@@ -14,6 +14,7 @@ itself, and the operator nothing beyond the fingerprint it already holds.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 DIGEST_BYTES = 8
@@ -24,6 +25,7 @@ def clk_digest(clk: bytes) -> bytes:
     return hashlib.blake2b(clk, digest_size=DIGEST_BYTES).digest()
 
 
+@functools.lru_cache(maxsize=256)  # asked for every query, of the same few fingerprints
 def fingerprint_id(fingerprint: bytes) -> str:
     """The short id of a (schema, secret) fingerprint, e.g. `fp-k3vq-7m2a`."""
     digest = hashlib.sha256(b"blindmatch fingerprint id v1\0" + fingerprint).digest()[:5]

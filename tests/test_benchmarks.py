@@ -34,6 +34,8 @@ def test_the_realtime_benchmark_runs_and_finds_every_planted_hit() -> None:
     assert "disclosure entries written in" in done.stdout  # the audit group commits
     assert "real-time look-ups: " in done.stdout and " passes" in done.stdout
     assert "look-up alone, in process, 3 x 2,000 records" in done.stdout
+    for client in ("async", "session", "calls"):  # the serving overhead, each way of asking
+        assert f"2 queriers, {client}: matcher CPU outside the look-up" in done.stdout
 
 
 def test_the_startup_benchmark_runs() -> None:

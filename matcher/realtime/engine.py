@@ -18,6 +18,11 @@ How a query is answered, in order (`Realtime.query`):
    together), then in the server log and the query log (querylog.py). A query whose entry
    cannot be written (a full disk) is refused, not answered.
 
+Steps 4 and 5 of the queries looked up in one pass are done by the thread that ran the
+pass, once it has handed the look-ups on to the next pass: their records go to the audit
+log in one write, and each waiting query is woken once, answered and recorded
+(lookups.py), rather than once for its look-up and again for its audit entry.
+
 Query encodings are used for the search and dropped with the reply: nothing of them is
 written anywhere. Watches (watches.py) keep their CLKs in memory only while the member's
 stream is open, and only in projects where the operator allowed watching.
@@ -44,6 +49,7 @@ from blindmatch.matcher.core.disclose import (
 from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
+from blindmatch.matcher.core.segment import Hits
 from blindmatch.matcher.core.volume import QueryVolume, volume_report
 from blindmatch.matcher.domain import (
     DAY,
@@ -100,7 +106,9 @@ class Realtime:
         self.clock = clock
         self.watches = Watches()
         self.meter = QueryMeter()
-        self.lookups = Lookups()  # the look-ups of queries that arrive together, in one pass
+        # The look-ups of queries that arrive together, in one pass, their records in one
+        # audit write (the query log is made below; a query comes only after both).
+        self.lookups = Lookups(commit=lambda records: self.query_log.record_all(records))
         self.remote = remote
         try:
             forward = remote.forward if remote is not None else None
@@ -186,24 +194,14 @@ class Realtime:
         words = self._check_query(project, purpose, encoding, clks)
         taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
-        try:
-            if self.remote is not None:  # every shard of every partner's index, merged
-                found = self.remote.search(project.name, list(snapshots), words, project.threshold)
-            else:
-                found = self.lookups.search(snapshots, words, project.threshold)
-        except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
-            self.meter.refund(project.name, member, len(words), taken)
-            self._record_unanswered(project.name, member, purpose, len(words), exc)
-            raise
-        except BaseException:  # not answered: it costs nothing
-            self.meter.refund(project.name, member, len(words), taken)
-            raise
-        levels = effective_levels(
-            project.disclosure, self.store.consents(project.name), member, snapshots
-        )
-        answer = disclose_query(found, levels)
-        self.query_log.record(
-            QueryRecord(
+        user = audit.current_user()  # this request's, taken on its own thread
+
+        def finish(found: list[dict[str, Hits]]) -> tuple[QueryResult, QueryRecord]:
+            levels = effective_levels(
+                project.disclosure, self.store.consents(project.name), member, snapshots
+            )
+            answer = disclose_query(found, levels)
+            record = QueryRecord(
                 self.clock(),
                 project.name,
                 member,
@@ -212,10 +210,31 @@ class Realtime:
                 len(words),
                 records_with_hits=sum(1 for f in found if any(f.values())),
                 disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
-                user=audit.current_user(),
+                user=user,
             )
-        )
-        return QueryResult(answer, list(snapshots), project.disclosure)
+            return QueryResult(answer, list(snapshots), project.disclosure), record
+
+        try:
+            if self.remote is not None:  # every shard of every partner's index, merged
+                found = self.remote.search(project.name, list(snapshots), words, project.threshold)
+            else:
+                # Looked up with the queries that arrive together; finished, recorded (one
+                # audit write for the pass) and answered by the thread that ran the pass
+                # (lookups.py).
+                reply: QueryResult = self.lookups.answer(
+                    snapshots, words, project.threshold, finish
+                )
+                return reply
+        except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
+            self.meter.refund(project.name, member, len(words), taken)
+            self._record_unanswered(project.name, member, purpose, len(words), exc)
+            raise
+        except BaseException:  # not answered: it costs nothing
+            self.meter.refund(project.name, member, len(words), taken)
+            raise
+        result, record = finish(found)
+        self.query_log.record(record)
+        return result
 
     def watch(
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes

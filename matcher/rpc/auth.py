@@ -250,7 +250,7 @@ class Authenticator(grpc.ServerInterceptor):
     def __init__(
         self,
         admin_token: str,
-        token_owner: Callable[[str], tuple[str, str, str] | None],
+        token_owner: Callable[[bytes], tuple[str, str, str] | None],
         service: str,
         kinds: Mapping[str, str],
         streams: StreamGuard | None = None,
@@ -275,11 +275,12 @@ class Authenticator(grpc.ServerInterceptor):
         name = method[len(self._prefix) :]
         kind = self._kinds[name]
         token = bearer_token(details.invocation_metadata)
+        digest = token_hash(token or "")  # once a call, however many requests it carries
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
         return _authenticated(
             handler,
-            lambda request, peer=None: self._caller(token, kind, request, peer),
+            lambda request, peer=None: self._caller(token, digest, kind, request, peer),
             lambda request, context, exc: self._refused(method, request, context, exc),
             name,
             self._streams,
@@ -300,26 +301,32 @@ class Authenticator(grpc.ServerInterceptor):
             )
 
     def _caller(
-        self, token: str | None, kind: str, request: object, peer: str | None = None
+        self,
+        token: str | None,
+        digest: bytes,
+        kind: str,
+        request: object,
+        peer: str | None = None,
     ) -> Caller:
-        """The caller `token` makes; `peer` (the client's address, for a call's first
-        authentication) has its refusals counted by `Refusals.at_door` (past its limit, its
-        calls are refused unread)."""
-        digest = token_hash(token or "")
+        """The caller `token` (whose hash is `digest`) makes; `peer` (the client's address,
+        for a call's first authentication) has its refusals counted by `Refusals.at_door`
+        (past its limit, its calls are refused unread)."""
         if token is not None and same_hash(digest, self._admin_hash):
             return OPERATOR  # no look-up to save: never refused for its address
         if peer is None or self._refusals is None:  # a recheck inside an open call
-            return self._known(token, kind, request)
-        return self._refusals.at_door(peer, digest, lambda: self._known(token, kind, request))
+            return self._known(token, digest, kind, request)
+        return self._refusals.at_door(
+            peer, digest, lambda: self._known(token, digest, kind, request)
+        )
 
-    def _known(self, token: str | None, kind: str, request: object) -> Caller:
+    def _known(self, token: str | None, digest: bytes, kind: str, request: object) -> Caller:
         if token is None:
             raise Unauthenticated(
                 "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
                 if kind == OPERATOR_CALL
                 else "no token: pass --token or set BLINDMATCH_TOKEN"
             )
-        owner = self._token_owner(token)
+        owner = self._token_owner(digest)
         if owner is not None:
             return Caller(*owner)
         if kind == OPERATOR_CALL:

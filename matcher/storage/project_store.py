@@ -142,7 +142,10 @@ class ProjectStore(StoreBase):
     def token_owner(self, token: str) -> tuple[str, str, str] | None:
         """(project, member, user) holding `token` (user empty for the member's own
         token), or None when nobody does."""
-        digest = token_hash(token)
+        return self.digest_owner(token_hash(token))
+
+    def digest_owner(self, digest: bytes) -> tuple[str, str, str] | None:
+        """`token_owner` by the token's hash (`core.tokens.token_hash`)."""
         rows = self.db.cached_rows(
             ("token", digest),
             "SELECT project, name, token_hash FROM members WHERE token_hash=?",
