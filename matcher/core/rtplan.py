@@ -70,7 +70,7 @@ MAX_BITS = 22  # 2^r + 1 offsets a band
 MAX_BANDS = 192
 # A row is looked at when it shares a key with the query in at least this many bands
 # (collision counting): the planner weighs each.
-HITS = (1, 2, 3)
+HITS: tuple[int, ...] = (1, 2, 3)
 # Tables (row lists and offsets) take at most this many bytes per indexed row, or
 # MIN_BUDGET in all, whichever is more (the CLKs take 128 a row at 1024 bits).
 BYTES_PER_ROW = 800
