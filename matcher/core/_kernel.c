@@ -856,45 +856,56 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
         }
         const uint32_t *rows = a->rows + (p / per) * a->n;
         uint32_t e0 = lo[p], e1 = hi[p];
+        if (a->hits > 1) {
+            /* Gathered first, counted after (below): a copy's loads do not wait on one
+             * another, so the misses of many lists overlap, where counting as it reads
+             * held each entry's work behind its list's miss. */
+            if (want + (e1 - e0) > tl_cand_cap && grow_u32(&tl_cand, &tl_cand_cap, want + (e1 - e0)))
+                return (size_t)-1;
+            memcpy(tl_cand + want, rows + e0, (size_t)(e1 - e0) * sizeof(uint32_t));
+            want += e1 - e0;
+            continue;
+        }
         want += e1 - e0;
         if (m + (e1 - e0) > tl_cand_cap && grow_u32(&tl_cand, &tl_cand_cap, m + (e1 - e0)))
             return (size_t)-1;
         uint32_t *cand = tl_cand;
-        if (a->hits <= 1) {
-            for (uint32_t e = e0; e < e1; e++) {
-                uint32_t y = rows[e];
-                uint64_t bit = 1ull << (y & 63);
-                if (seen[y >> 6] & bit) continue;
-                seen[y >> 6] |= bit;
-                cand[m++] = y;
-            }
-        } else if (a->hits == 2) {
-            /* Collision counting: a row met before (seen) and not yet twice becomes a
-             * candidate. The two bit planes (n/8 bytes each) stay in the second-level
-             * cache, where a byte a row would not. */
-            for (uint32_t e = e0; e < e1; e++) {
-                uint32_t y = rows[e];
-                size_t at = y >> 6;
-                uint64_t bit = 1ull << (y & 63), l = seen[at], h = twice[at];
-                cand[m] = y;
-                m += (l & ~h & bit) != 0;
-                twice[at] = h | (l & bit);
-                seen[at] = l | bit;
-            }
-        } else {
-            /* The count in the two planes (seen: bit 0, twice: bit 1), saturating at 3. */
-            for (uint32_t e = e0; e < e1; e++) {
-                uint32_t y = rows[e];
-                size_t at = y >> 6;
-                uint32_t s = y & 63;
-                uint64_t l = seen[at], h = twice[at];
-                uint32_t c = (uint32_t)((l >> s) & 1) | (uint32_t)(((h >> s) & 1) << 1);
-                uint32_t c2 = c + (c < 3);
-                seen[at] = (l & ~(1ull << s)) | ((uint64_t)(c2 & 1) << s);
-                twice[at] = (h & ~(1ull << s)) | ((uint64_t)(c2 >> 1) << s);
-                cand[m] = y;
-                m += c == target;
-            }
+        for (uint32_t e = e0; e < e1; e++) {
+            uint32_t y = rows[e];
+            uint64_t bit = 1ull << (y & 63);
+            if (seen[y >> 6] & bit) continue;
+            seen[y >> 6] |= bit;
+            cand[m++] = y;
+        }
+    }
+    /* Collision counting over the gathered entries, in place (a candidate is written at or
+     * before the entry being read): a row met before (seen) and not yet twice becomes a
+     * candidate. The two bit planes (n/8 bytes each) stay in the second-level cache,
+     * where a byte a row would not. */
+    uint32_t *cand = tl_cand;
+    if (a->hits == 2) {
+        for (size_t e = 0; e < want; e++) {
+            uint32_t y = cand[e];
+            size_t at = y >> 6;
+            uint64_t bit = 1ull << (y & 63), l = seen[at], h = twice[at];
+            cand[m] = y;
+            m += (l & ~h & bit) != 0;
+            twice[at] = h | (l & bit);
+            seen[at] = l | bit;
+        }
+    } else if (a->hits == 3) {
+        /* The count in the two planes (seen: bit 0, twice: bit 1), saturating at 3. */
+        for (size_t e = 0; e < want; e++) {
+            uint32_t y = cand[e];
+            size_t at = y >> 6;
+            uint32_t s = y & 63;
+            uint64_t l = seen[at], h = twice[at];
+            uint32_t c = (uint32_t)((l >> s) & 1) | (uint32_t)(((h >> s) & 1) << 1);
+            uint32_t c2 = c + (c < 3);
+            seen[at] = (l & ~(1ull << s)) | ((uint64_t)(c2 & 1) << s);
+            twice[at] = (h & ~(1ull << s)) | ((uint64_t)(c2 >> 1) << s);
+            cand[m] = y;
+            m += c == target;
         }
     }
     *looked += want;
