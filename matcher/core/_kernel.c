@@ -884,15 +884,27 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
      * where a byte a row would not. */
     uint32_t *cand = tl_cand;
     if (a->hits == 2) {
+        /* One plane toggled: a row is written out each second time it is met (once for
+         * two or three meetings, twice for four or five), then the few written out are
+         * made distinct with the second plane, cleared again row by row. */
         for (size_t e = 0; e < want; e++) {
             uint32_t y = cand[e];
             size_t at = y >> 6;
-            uint64_t bit = 1ull << (y & 63), l = seen[at], h = twice[at];
+            uint64_t bit = 1ull << (y & 63), l = seen[at];
             cand[m] = y;
-            m += (l & ~h & bit) != 0;
-            twice[at] = h | (l & bit);
-            seen[at] = l | bit;
+            m += (l & bit) != 0;
+            seen[at] = l ^ bit;
         }
+        size_t kept = 0;
+        for (size_t c = 0; c < m; c++) {
+            uint32_t y = cand[c];
+            uint64_t bit = 1ull << (y & 63), h = twice[y >> 6];
+            cand[kept] = y;
+            kept += (h & bit) == 0;
+            twice[y >> 6] = h | bit;
+        }
+        for (size_t c = 0; c < kept; c++) twice[cand[c] >> 6] = 0;
+        m = kept;
     } else if (a->hits == 3) {
         /* The count in the two planes (seen: bit 0, twice: bit 1), saturating at 3. */
         for (size_t e = 0; e < want; e++) {
@@ -910,10 +922,10 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     }
     *looked += want;
     if (a->hits > 1) {
-        /* Clear both planes for the next call: every row met, not just the candidates. */
+        /* Clear the planes for the next call: every row met, not just the candidates. */
         size_t words = a->n / 64 + 1;
         memset(seen, 0, words * sizeof(uint64_t));
-        memset(twice, 0, words * sizeof(uint64_t));
+        if (a->hits > 2) memset(twice, 0, words * sizeof(uint64_t));
     }
     return m;
 }
