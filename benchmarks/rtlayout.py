@@ -21,6 +21,11 @@ organisations' records of indexed people, half people no one holds, as rtlookup.
 
     .venv/bin/python benchmarks/rtlayout.py                     # 1,000,000 rows, 80 queries
     .venv/bin/python benchmarks/rtlayout.py --records 200000 --only inline
+    .venv/bin/python benchmarks/rtlayout.py --record-level --only lines   # cached 1,000,000
+
+Since collision counting (rtplan's `hits`) a query's candidates are the rows under at
+least that many of its probed keys, and `lines` also counts the row-list entries read and
+the lines of offsets and row lists the probes touch.
 """
 
 from __future__ import annotations
@@ -45,8 +50,12 @@ I64 = npt.NDArray[np.int64]
 THRESHOLD = 0.8
 
 
-def candidates(seg: Segment, query: npt.NDArray[np.uint64]) -> I64:
-    """The distinct rows a look-up of `query` collects (before the sketch screen)."""
+def candidates(
+    seg: Segment, query: npt.NDArray[np.uint64], tally: dict[str, int] | None = None
+) -> I64:
+    """The distinct rows a look-up of `query` collects (before the sketch screen): under at
+    least `plan.hits` of its probed keys. `tally` adds up the row-list entries read and the
+    distinct lines of offsets and of row lists the probes read."""
     table = seg.lsh
     assert table is not None
     plan = table.plan
@@ -62,13 +71,29 @@ def candidates(seg: Segment, query: npt.NDArray[np.uint64]) -> I64:
     lo = table.offsets[band, probe].astype(np.int64)
     hi = table.offsets[band, probe + 1].astype(np.int64)
     parts = [table.rows[b, s:e] for b, s, e in zip(band, lo, hi, strict=True) if e > s]
-    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    if tally is not None:
+        n, keys = table.rows.shape[1], table.offsets.shape[1]
+        tally["entries"] = tally.get("entries", 0) + int((hi - lo).sum())
+        tally["offset lines"] = tally.get("offset lines", 0) + len(
+            np.unique((band * keys + probe) * 4 // 64)
+        )
+        spans = [np.arange((b * n + s) * 4 // 64, (b * n + e - 1) * 4 // 64 + 1)
+                 for b, s, e in zip(band, lo, hi, strict=True) if e > s]  # fmt: skip
+        tally["row-list lines"] = tally.get("row-list lines", 0) + (
+            len(np.unique(np.concatenate(spans))) if spans else 0
+        )
+    if not parts:
+        return np.zeros(0, np.int64)
+    rows, count = np.unique(np.concatenate(parts), return_counts=True)
+    return rows[count >= plan.hits].astype(np.int64)
 
 
 def lines(seg: Segment, queries: npt.NDArray[np.uint64], pca_sample: int) -> None:
-    found = [candidates(seg, q) for q in queries]
+    tally: dict[str, int] = {}
+    found = [candidates(seg, q, tally) for q in queries]
     n = len(seg)
     print(f"candidates a query (distinct rows looked at): {np.mean([len(c) for c in found]):,.0f}")
+    print("  " + ", ".join(f"{k} {v / len(queries):,.0f}" for k, v in tally.items()) + " a query")
 
     def report(name: str, rank: I64) -> None:
         per_line, runs = [], []
@@ -153,10 +178,17 @@ def main() -> int:
     parser.add_argument("--line-ns", type=float, default=12.4, help="a random line's cost")
     parser.add_argument("--stream-gbs", type=float, default=8.0, help="sequential read, GB/s")
     parser.add_argument("--pca-sample", type=int, default=5_000)
+    parser.add_argument(
+        "--record-level", action="store_true", help="realistic_pair(N, N)'s record-level CLKs"
+    )
     args = parser.parse_args()
     clk_bits, fallback_bits = layout()
     cut = (clk_bits - fallback_bits) // 64
-    pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
+    if args.record_level:
+        pair = realistic_pair(args.records, args.records)
+        clk_bits = cut * 64
+    else:
+        pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
     words = np.ascontiguousarray(as_words(pair.a, clk_bits)[:, :cut])
     if args.only != "inline":
         t0 = time.process_time()
@@ -165,7 +197,11 @@ def main() -> int:
         print(f"{len(seg):,} rows: {seg.lsh.plan.describe()} ({time.process_time() - t0:.0f} s)")
         half = args.queries // 2
         rng = np.random.default_rng(7)
-        others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
+        if args.record_level:
+            unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+            others = pair.b[rng.choice(unheld, half, replace=False)]
+        else:
+            others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
         shared = pair.b[pair.truth_b[rng.choice(len(pair.truth_b), half, replace=False)]]
         queries = as_words(np.concatenate([shared, others[:half]]), clk_bits)[:, :cut]
         lines(seg, np.ascontiguousarray(queries), args.pca_sample)

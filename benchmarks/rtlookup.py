@@ -13,8 +13,15 @@ pass, two rounds, and the hits found (the same on any correct tree).
 `git worktree add /tmp/bm-main main`, build its extension there with `python setup.py
 build_ext --inplace`, then `--tree /tmp/bm-main`; its blindmatch/ must be importable from it).
 
+`--record-level` indexes the record-level CLKs alone (1,024 bits, no fallback CLK:
+`realistic_pair(N, N)`, member A's records, seed 0, whose 1,000,000-row encodings are cached
+from the batch benchmarks, so nothing is encoded): the part of a query's look-up that
+costs (docs/performance.md). Its queries are member B's records of people A holds and
+B's people A does not hold.
+
     .venv/bin/python benchmarks/rtlookup.py                       # 3 x 1,000,000, 600 queries
     .venv/bin/python benchmarks/rtlookup.py --records 200000 --tree /tmp/bm-main
+    .venv/bin/python benchmarks/rtlookup.py --record-level        # cached 1,000,000 rows
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="per partner")
     parser.add_argument("--queries", type=int, default=600)
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose code runs")
+    parser.add_argument("--record-level", action="store_true",
+                        help="index the record-level CLKs alone (cached at 1,000,000)")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(args.tree.resolve()))
@@ -40,25 +49,37 @@ def main() -> int:
     import numpy as np
 
     from benchmarks.realclks import layout, realistic_pair
-    from blindmatch.matcher.core.fallbackindex import FallbackIndex, search_batch
+    from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index, search_batch
     from blindmatch.matcher.core.segment import as_words
 
-    clk_bits, fallback_bits = layout()
-    pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
     half = args.queries // 2
-    others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
+    rng = np.random.default_rng(7)
+    if args.record_level:
+        clk_bits, fallback_bits = 1024, 0
+        pair = realistic_pair(args.records, args.records)
+        unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+        others = pair.b[rng.choice(unheld, half, replace=False)]
+    else:
+        clk_bits, fallback_bits = layout()
+        pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
+        others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
     refs = [f"r{i}" for i in range(len(pair.a))]
     t0 = time.process_time()
-    snaps = {
-        m: FallbackIndex.load(
-            clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), threshold=0.8
-        ).snapshot
+    indexes = {
+        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8)
         for m in ("north", "south", "east")
     }
+    snaps = {m: index.snapshot for m, index in indexes.items()}
+    built = time.process_time() - t0
+    north = indexes["north"]
+    first = north.first if isinstance(north, FallbackIndex) else north
+    main_segment = first.snapshot.main
+    table = main_segment.lsh
     print(f"{args.tree}: 3 x {args.records:,} realistic records ({clk_bits}-bit CLKs, a "
-          f"{fallback_bits}-bit fallback CLK), built in {time.process_time() - t0:.0f} s CPU",
-          flush=True)  # fmt: skip
-    rng = np.random.default_rng(7)
+          f"{fallback_bits}-bit fallback CLK), built in {built:.0f} s CPU", flush=True)  # fmt: skip
+    if table is not None:
+        print(f"  record-level tables: {table.plan.describe()}; {table.nbytes / 2**20:,.0f} MiB "
+              f"({table.nbytes / len(main_segment):.0f} bytes a row) an index")  # fmt: skip
     shared = pair.b[pair.truth_b[rng.choice(len(pair.truth_b), half, replace=False)]]
     queries = as_words(np.concatenate([shared, others[:half]]), clk_bits)
     for q in queries[:half]:  # unmeasured

@@ -25,6 +25,14 @@ exhaustive scan of every row's first and fallback CLK, kept by the batch runs' r
 (`core.fallback.on_fallback`), so a pair missed or wrongly found by the split shows. A
 query's cost is that of the look-ups it makes. Graded copies move bits within each half.
 
+`--clks record-level`: the record-level CLKs alone (1,024 bits, no fallback CLK) of
+`realistic_pair(N, N)` (seed 0: at 1,000,000 the batch benchmarks' cached encodings, so
+nothing is encoded), the part of a query's look-up that costs: A's records indexed; B's
+records of people A holds, B's people A does not hold, graded copies of A's records.
+
+`--shared-bands 1`: the plans rtplan may weigh by how many bands a row must share a key
+with the query in (default 1,2,3; 1 is the plan before collision counting).
+
 `--clks synthetic`: benchmarks/synthclks.py's imitation of clkhash output (the figures
 docs/performance.md kept before real encodings; a second column now): typo copies, graded
 copies and unrelated people.
@@ -32,6 +40,7 @@ copies and unrelated people.
     .venv/bin/python benchmarks/rtrecall.py                       # 1,000,000 rows, 3,000 queries
     .venv/bin/python benchmarks/rtrecall.py --records 200000 --threshold 0.9
     .venv/bin/python benchmarks/rtrecall.py --clks synthetic
+    .venv/bin/python benchmarks/rtrecall.py --clks record-level [--shared-bands 1]
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.realclks import layout, realistic_pair
 from benchmarks.synthclks import Population
-from blindmatch.matcher.core import fallback
+from blindmatch.matcher.core import fallback, rtplan
 from blindmatch.matcher.core.lshindex import LshTable
 from blindmatch.matcher.core.segment import Segment, as_words, search
 
@@ -109,6 +118,20 @@ def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
         "shared": pair.b[pair.truth_b[b_rows]],
         "graded": moved,
         "strangers": strangers,
+    }
+
+
+def record_level(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A's record-level CLKs indexed; B's of shared people and of others, graded copies."""
+    third = args.queries // 3
+    pair = realistic_pair(args.records, args.records)
+    unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+    b_rows = rng.choice(len(pair.truth_b), third, replace=False)
+    moved = graded(rng, pair.a[rng.integers(0, len(pair.a), third)], 0.12, 0.32)
+    return pair.a, {
+        "shared": pair.b[pair.truth_b[b_rows]],
+        "graded": moved,
+        "strangers": pair.b[rng.choice(unheld, third, replace=False)],
     }
 
 
@@ -188,14 +211,20 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=3_000)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--seed", type=int, help="default: 1 (realistic), 4 (synthetic)")
-    parser.add_argument("--clks", choices=("realistic", "synthetic"), default="realistic")
+    parser.add_argument("--clks", choices=("realistic", "record-level", "synthetic"),
+                        default="realistic")  # fmt: skip
+    parser.add_argument(
+        "--shared-bands", default="1,2,3", help="the shared bands rtplan may weigh: 1 or 1,2,3"
+    )
     args = parser.parse_args()
+    rtplan.HITS = tuple(int(k) for k in args.shared_bands.split(","))
     if args.seed is None:
-        args.seed = 1 if args.clks == "realistic" else 4
+        args.seed = 4 if args.clks == "synthetic" else 1
     rng = np.random.default_rng(args.seed)
 
     t0 = time.perf_counter()
-    indexed, asked = (realistic if args.clks == "realistic" else synthetic)(args, rng)
+    make = {"realistic": realistic, "record-level": record_level, "synthetic": synthetic}
+    indexed, asked = make[args.clks](args, rng)
     print(f"{args.clks} CLKs: {time.perf_counter() - t0:.1f} s", flush=True)
 
     clk_bits, fallback_bits = layout() if args.clks == "realistic" else (8 * indexed.shape[1], 0)

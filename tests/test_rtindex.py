@@ -19,6 +19,7 @@ from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search
 from blindmatch.matcher.core.lshindex import (
     LshTable,
     TablePlan,
+    band_keys,
     plan_tables,
     search_many,
     sketch_cut,
@@ -148,8 +149,8 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
     words = as_words(indexed[:5000], CLK_BITS)
     popcounts = np.bitwise_count(words).sum(axis=1, dtype=np.int32)
     full = small_plan(words)
-    for radius in (0, 1, 2):
-        lsh_plan = TablePlan(full.positions[:4, :12], radius, 0.0, 0.0)
+    for radius, hits in ((0, 1), (1, 1), (2, 1), (0, 2), (1, 2), (1, 3), (2, 3)):
+        lsh_plan = TablePlan(full.positions[:6, :12], radius, 0.0, 0.0, hits)
         table = LshTable.build(words, lsh_plan, 0.7)
         for q in as_words(queries[::40], CLK_BITS):
             rows, sims, looked, read = table.search_counted(words, popcounts, q, 0.7)
@@ -159,6 +160,59 @@ def test_the_numpy_lsh_fallback_agrees_with_the_native_one(
                 zip(nrows.tolist(), nsims.tolist(), strict=True)
             )
             assert (looked, read) == (nlooked, nread)
+
+
+def colliding(words: np.ndarray, q: np.ndarray, lsh_plan: TablePlan) -> np.ndarray:
+    """Per row: in how many bands its key is within the plan's radius of the query's."""
+    keys = band_keys(words, lsh_plan).astype(np.int64)
+    own = band_keys(q[None, :], lsh_plan).astype(np.int64)
+    differ = np.bitwise_count(keys ^ own)  # (bands, rows)
+    return (differ <= lsh_plan.radius).sum(axis=0)
+
+
+@pytest.mark.skipif(not kernel.NATIVE, reason="the native kernel is not built")
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 600),
+    st.integers(1, 12),
+    st.integers(4, 10),
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.floats(0.5, 0.95),
+    st.integers(0, 2**32 - 1),
+)
+def test_collision_counting_finds_exactly_the_rows_met_in_enough_bands(
+    n: int, bands: int, r: int, radius: int, hits: int, threshold: float, seed: int
+) -> None:
+    # With `hits` above 1 a row is looked at only when its key is within the radius of the
+    # query's in at least `hits` bands (counted in two bit planes, cleared between calls):
+    # the look-up, sketch screen off, returns exactly the rows the scan finds at the
+    # threshold among those, with anonlink's scores, each once, on a first call and again.
+    rng = np.random.default_rng(seed)
+    base = rng.random(1024) < 0.4
+    bits = np.where(rng.random((n, 1024)) < rng.uniform(0, 0.3, (n, 1)), ~base, base)
+    clks = np.packbits(bits, axis=1, bitorder="little")
+    words = as_words(clks, 1024)
+    positions = np.stack([rng.choice(1024, r, replace=False) for _ in range(bands)])
+    lsh_plan = TablePlan(positions, radius, 0.0, 0.0, hits)
+    table = LshTable.build(words, lsh_plan, threshold)
+    query = as_words(np.packbits(base ^ (rng.random(1024) < 0.05), bitorder="little"), 1024)[0]
+    met = colliding(words, query, lsh_plan) >= hits
+    want = {r: v for r, v in anonlink_hits(clks, query, threshold).items() if met[r]}
+    for _ in range(2):
+        sims, rows, looked, read = kernel._kernel.lsh_query(
+            table.prepared, query.tobytes(), threshold, 256
+        )
+        found = np.frombuffer(rows, dtype=np.uint32).tolist()
+        assert len(found) == len(set(found))
+        assert dict(zip(found, np.frombuffer(sims).tolist(), strict=True)) == want
+        assert read == int(met.sum())
+        assert looked == int(colliding(words, query, lsh_plan).sum())
+
+
+def test_a_plan_asks_for_one_to_three_shared_bands() -> None:
+    with pytest.raises(ValueError, match="hits"):
+        TablePlan(np.zeros((2, 8), np.int32), 0, 0.0, 0.0, 4)
 
 
 def test_one_call_searches_every_partner_as_one_search_each_would(

@@ -724,6 +724,9 @@ typedef struct {
     size_t bands;
     const uint32_t *offsets, *rows;
     int radius;
+    /* A row is a candidate once it is under this many of the probed keys (1-3): with 2 or
+     * 3, rows met in a single band are not read at all (see lsh_collect). */
+    int hits;
     const uint64_t *q;
     uint32_t pa;
     double t;
@@ -738,7 +741,7 @@ typedef struct {
 /* Per thread, kept for the thread's life so a query allocates nothing once warm: a bitmap
  * of the rows already collected (all clear between calls), the rows collected, and each
  * probe's table entry and row range. */
-static __thread uint64_t *tl_seen;
+static __thread uint64_t *tl_seen, *tl_twice;
 static __thread size_t tl_seen_words;
 static __thread uint32_t *tl_cand;
 static __thread size_t tl_cand_cap;
@@ -761,9 +764,16 @@ static int lsh_scratch(size_t n, size_t probes) {
     size_t words = n / 64 + 1;
     if (words > tl_seen_words) {
         free(tl_seen);
+        free(tl_twice);
         tl_seen = calloc(words, sizeof(uint64_t));
-        tl_seen_words = tl_seen ? words : 0;
-        if (!tl_seen) return -1;
+        tl_twice = calloc(words, sizeof(uint64_t));
+        tl_seen_words = tl_seen && tl_twice ? words : 0;
+        if (!tl_seen_words) {
+            free(tl_seen);
+            free(tl_twice);
+            tl_seen = tl_twice = NULL;
+            return -1;
+        }
     }
     if (grow_u32(&tl_cand, &tl_cand_cap, 4096)) return -1;
     if (probes > tl_probe_cap) {
@@ -803,13 +813,19 @@ static size_t probes_per_band(int r, int radius) {
     return 1 + (radius >= 1 ? (size_t)r : 0) + (radius >= 2 ? (size_t)r * (r - 1) / 2 : 0);
 }
 
-/* Phase 1: the distinct rows under the probed keys, into tl_cand. Returns the count, or
- * (size_t)-1 when out of memory; *looked counts rows with repeats. The tables are far
- * bigger than the caches and nearly every probe misses them, so the work is done in
- * stages over all bands at once, each stage prefetching what the next reads: every
- * probe's offsets, then every probe's row list, then the rows' sketches. The misses of
- * a stage are then in flight together, not one band's few at a time. */
+/* Phase 1: the rows under the probed keys, into tl_cand: each distinct row once, or with
+ * collision counting (hits 2 or 3) each row under at least `hits` of the keys, once.
+ * Returns the count, or (size_t)-1 when out of memory; *looked counts the row-list
+ * entries read (rows with repeats). The tables are far bigger than the caches and nearly
+ * every probe misses them, so the probes are walked as a pipeline: a probe's offsets are
+ * prefetched OFFSETS_AHEAD probes before its list is walked, read and its row list's
+ * first ROWS_AHEAD lines prefetched LIST_AHEAD probes before. (Until 2026-12-03 every
+ * probe's offsets, then every probe's lists, were prefetched up front: with thousands of
+ * probes most of those lines were gone from the caches again when the walk reached them,
+ * and perf put a third of a counting look-up on the load of a row id.) */
 #define ROWS_AHEAD 4
+#define LIST_AHEAD 8
+#define OFFSETS_AHEAD 16
 /* Prefetches of the tables and sketches ask for the line in the second-level cache
  * (prefetcht1), not the first: with the T0 hint the sketch screen's look-ahead stalled
  * once the first level's miss buffers filled, and the T1 hint made the look-up at
@@ -817,39 +833,99 @@ static size_t probes_per_band(int r, int radius) {
 #define HINT_L2 2
 static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     size_t keys = (size_t)1 << a->r, per = probes_per_band(a->r, a->radius), np = 0, m = 0;
-    uint64_t *seen = tl_seen;
+    uint64_t *seen = tl_seen, *twice = tl_twice;
     size_t *probe = tl_probe;
     uint32_t *lo = tl_lo, *hi = tl_hi;
     for (size_t b = 0; b < a->bands; b++) {
         uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
         np += probe_keys(k0, a->r, a->radius, b * (keys + 1), probe + np);
     }
-    for (size_t p = 0; p < np; p++) __builtin_prefetch(a->offsets + probe[p], 0, HINT_L2);
-    size_t want = 0;
-    /* Each probe's row list, every cache line of it up to ROWS_AHEAD lines (a popular
-     * key's list is long; the hardware prefetcher carries on from there). */
-    const uint32_t *band_rows = a->rows;
-    for (size_t p = 0, k = 0; p < np; p++) {
-        lo[p] = a->offsets[probe[p]];
-        hi[p] = a->offsets[probe[p] + 1];
-        const char *at = (const char *)(band_rows + lo[p]), *end = (const char *)(band_rows + hi[p]);
-        for (int l = 0; l < ROWS_AHEAD && at < end; l++, at += 64) __builtin_prefetch(at, 0, HINT_L2);
-        want += hi[p] - lo[p];
-        if (++k == per) k = 0, band_rows += a->n;
-    }
-    *looked += want;
-    if (grow_u32(&tl_cand, &tl_cand_cap, want)) return (size_t)-1;
-    band_rows = a->rows;
-    for (size_t p = 0, k = 0; p < np; p++) {
-        const uint32_t *rows = band_rows;
-        if (++k == per) k = 0, band_rows += a->n;
-        for (uint32_t e = lo[p]; e < hi[p]; e++) {
+    const uint32_t *offsets = a->offsets;
+    size_t po = 0, pl = 0, want = 0;
+    uint32_t target = (uint32_t)a->hits - 1;
+    for (size_t p = 0; p < np; p++) {
+        for (; po < np && po < p + OFFSETS_AHEAD; po++)
+            __builtin_prefetch(offsets + probe[po], 0, HINT_L2);
+        for (; pl < np && pl < p + LIST_AHEAD; pl++) {
+            lo[pl] = offsets[probe[pl]];
+            hi[pl] = offsets[probe[pl] + 1];
+            const uint32_t *list = a->rows + (pl / per) * a->n;
+            const char *at = (const char *)(list + lo[pl]), *end = (const char *)(list + hi[pl]);
+            for (int l = 0; l < ROWS_AHEAD && at < end; l++, at += 64)
+                __builtin_prefetch(at, 0, HINT_L2);
+        }
+        const uint32_t *rows = a->rows + (p / per) * a->n;
+        uint32_t e0 = lo[p], e1 = hi[p];
+        if (a->hits > 1) {
+            /* Gathered first, counted after (below): a copy's loads do not wait on one
+             * another, so the misses of many lists overlap, where counting as it reads
+             * held each entry's work behind its list's miss. */
+            if (want + (e1 - e0) > tl_cand_cap && grow_u32(&tl_cand, &tl_cand_cap, want + (e1 - e0)))
+                return (size_t)-1;
+            memcpy(tl_cand + want, rows + e0, (size_t)(e1 - e0) * sizeof(uint32_t));
+            want += e1 - e0;
+            continue;
+        }
+        want += e1 - e0;
+        if (m + (e1 - e0) > tl_cand_cap && grow_u32(&tl_cand, &tl_cand_cap, m + (e1 - e0)))
+            return (size_t)-1;
+        uint32_t *cand = tl_cand;
+        for (uint32_t e = e0; e < e1; e++) {
             uint32_t y = rows[e];
             uint64_t bit = 1ull << (y & 63);
             if (seen[y >> 6] & bit) continue;
             seen[y >> 6] |= bit;
-            tl_cand[m++] = y;
+            cand[m++] = y;
         }
+    }
+    /* Collision counting over the gathered entries, in place (a candidate is written at or
+     * before the entry being read): a row met before (seen) and not yet twice becomes a
+     * candidate. The two bit planes (n/8 bytes each) stay in the second-level cache,
+     * where a byte a row would not. */
+    uint32_t *cand = tl_cand;
+    if (a->hits == 2) {
+        /* One plane toggled: a row is written out each second time it is met (once for
+         * two or three meetings, twice for four or five), then the few written out are
+         * made distinct with the second plane, cleared again row by row. */
+        for (size_t e = 0; e < want; e++) {
+            uint32_t y = cand[e];
+            size_t at = y >> 6;
+            uint64_t bit = 1ull << (y & 63), l = seen[at];
+            cand[m] = y;
+            m += (l & bit) != 0;
+            seen[at] = l ^ bit;
+        }
+        size_t kept = 0;
+        for (size_t c = 0; c < m; c++) {
+            uint32_t y = cand[c];
+            uint64_t bit = 1ull << (y & 63), h = twice[y >> 6];
+            cand[kept] = y;
+            kept += (h & bit) == 0;
+            twice[y >> 6] = h | bit;
+        }
+        for (size_t c = 0; c < kept; c++) twice[cand[c] >> 6] = 0;
+        m = kept;
+    } else if (a->hits == 3) {
+        /* The count in the two planes (seen: bit 0, twice: bit 1), saturating at 3. */
+        for (size_t e = 0; e < want; e++) {
+            uint32_t y = cand[e];
+            size_t at = y >> 6;
+            uint32_t s = y & 63;
+            uint64_t l = seen[at], h = twice[at];
+            uint32_t c = (uint32_t)((l >> s) & 1) | (uint32_t)(((h >> s) & 1) << 1);
+            uint32_t c2 = c + (c < 3);
+            seen[at] = (l & ~(1ull << s)) | ((uint64_t)(c2 & 1) << s);
+            twice[at] = (h & ~(1ull << s)) | ((uint64_t)(c2 >> 1) << s);
+            cand[m] = y;
+            m += c == target;
+        }
+    }
+    *looked += want;
+    if (a->hits > 1) {
+        /* Clear the planes for the next call: every row met, not just the candidates. */
+        size_t words = a->n / 64 + 1;
+        memset(seen, 0, words * sizeof(uint64_t));
+        if (a->hits > 2) memset(twice, 0, words * sizeof(uint64_t));
     }
     return m;
 }
@@ -964,11 +1040,12 @@ done:
 /* ---- a prepared index: the buffers held once, so a query passes only itself ---------
  *
  * lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius,
- *             sketch_positions, sketches, cuts) -> capsule
+ *             sketch_positions, sketches, cuts[, hits]) -> capsule
  *     checks the buffers once and holds them (read-only from then on) for the capsule's
  *     life. `cuts` (int32, one per popcount 0..bits) is the sketch cut for a query of each
  *     popcount, chosen by matcher/lshindex.py for the tables' threshold (a valid, looser
- *     cut for any higher threshold).
+ *     cut for any higher threshold). `hits` (1-3, default 1): a row is looked at only when
+ *     it is under at least that many of a query's probed keys (in that many bands).
  * lsh_query(capsule, query, threshold, cut) -> (sims, rows, looked, read)
  *     the rows sharing a band key with `query` (one CLK's bytes), or one within `radius`
  *     (0-2) flipped bits of it (multi-probe), decided exactly as `scan` decides; each row
@@ -986,7 +1063,7 @@ done:
 typedef struct {
     Py_buffer x, pos, off, rows, sp, sk, cuts, pc;
     size_t w, n, bands, s, sw;
-    long r, radius;
+    long r, radius, hits;
     int scan; /* scan_prepare's: no tables, every row in the popcount range is decided */
 } prepared_t;
 
@@ -1016,8 +1093,9 @@ static PyObject *py_lsh_prepare(PyObject *self, PyObject *args) {
     prepared_t *p = PyMem_Calloc(1, sizeof(prepared_t));
     if (!p) return PyErr_NoMemory();
     Py_ssize_t words;
-    if (!PyArg_ParseTuple(args, "y*ny*ly*y*ly*y*y*", &p->x, &words, &p->pos, &p->r, &p->off,
-                          &p->rows, &p->radius, &p->sp, &p->sk, &p->cuts)) {
+    p->hits = 1;
+    if (!PyArg_ParseTuple(args, "y*ny*ly*y*ly*y*y*|l", &p->x, &words, &p->pos, &p->r, &p->off,
+                          &p->rows, &p->radius, &p->sp, &p->sk, &p->cuts, &p->hits)) {
         PyMem_Free(p);
         return NULL;
     }
@@ -1028,8 +1106,9 @@ static PyObject *py_lsh_prepare(PyObject *self, PyObject *args) {
     }
     /* From here on the capsule owns the buffers: an error just drops it. */
     p->w = (size_t)words;
-    if (words <= 0 || words > MAX_QUERY_WORDS || p->radius < 0 || p->radius > 2) {
-        PyErr_SetString(PyExc_ValueError, "words must be 1-64 and radius 0, 1 or 2");
+    if (words <= 0 || words > MAX_QUERY_WORDS || p->radius < 0 || p->radius > 2 || p->hits < 1 ||
+        p->hits > 3) {
+        PyErr_SetString(PyExc_ValueError, "words must be 1-64, radius 0, 1 or 2 and hits 1-3");
         goto fail;
     }
     if (check_clks(&p->x, p->w, "clks", &p->n) || check_plan(&p->pos, p->w, p->r, &p->bands) ||
@@ -1140,7 +1219,7 @@ static void lsh_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double 
         return;
     }
     lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
-                     p->rows.buf, (int)p->radius, q, pa, t,
+                     p->rows.buf, (int)p->radius, (int)p->hits, q, pa, t,
                      p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
     if (p->s) {
         long cut = cut_override >= 0 ? cut_override : ((const int32_t *)p->cuts.buf)[pa];
@@ -1655,7 +1734,7 @@ static PyMethodDef methods[] = {
     {"sketch", py_sketch, METH_VARARGS, "sketch(clks, words, sketch_positions, out)"},
     {"lsh_prepare", py_lsh_prepare, METH_VARARGS,
      "lsh_prepare(clks, words, positions, bits_per_band, offsets, rows, radius, "
-     "sketch_positions, sketches, cuts) -> capsule"},
+     "sketch_positions, sketches, cuts[, hits]) -> capsule"},
     {"lsh_query", py_lsh_query, METH_VARARGS, "lsh_query(capsule, query, threshold, cut)"},
     {"scan_prepare", py_scan_prepare, METH_VARARGS,
      "scan_prepare(clks, words, popcounts) -> capsule: a segment lsh_query* scan in full"},

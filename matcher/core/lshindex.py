@@ -62,6 +62,10 @@ BYTES_PER_ROW = 640
 # sketch screen are read in full, which this folds in).
 PROBE_COST = 2.0
 ROW_COST = 1.0
+# Under collision counting (`TablePlan.hits` above 1) each row-list entry read: its share
+# of the row list's lines and its count in two bit planes. Fitted to look-ups of 1,000,000
+# realistic rows at 1, 2 and 3 hits (0.33-0.47 a random line's cost; docs/performance.md).
+ENTRY_COST = 0.4
 # The sketch screen: bits per row, and the most a pair at the threshold may be screened out.
 # 256 bits rather than 128: on synthetic person CLKs (unrelated rows agree on more than
 # half their bits) 128 let ~10% of candidates through to a full read and 256 ~3%, for the
@@ -76,9 +80,14 @@ class TablePlan:
     radius: int  # probe keys within this many flipped bits (0, 1 or 2)
     design_recall: float  # for a pair at the threshold, popcounts at the 99th percentile
     expected_rows: float  # unrelated rows decided per query (from the bit frequencies)
+    # A row is looked at only when it is under at least this many of a query's probed keys
+    # (in that many bands): collision counting, 1-3 (docs/realtime.md).
+    hits: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "positions", np.ascontiguousarray(self.positions, np.int32))
+        if self.hits not in (1, 2, 3):
+            raise ValueError(f"hits must be 1, 2 or 3, not {self.hits}")
 
     @property
     def bands(self) -> int:
@@ -94,8 +103,9 @@ class TablePlan:
         return self.bands * probes_per_band(self.bits_per_band, self.radius)
 
     def describe(self) -> str:
+        shared = f", in at least {self.hits} bands" if self.hits > 1 else ""
         return (
-            f"{self.bands} bands x {self.bits_per_band} bits, radius {self.radius}: "
+            f"{self.bands} bands x {self.bits_per_band} bits, radius {self.radius}{shared}: "
             f"{self.probes} probes and ~{self.expected_rows:.0f} unrelated rows per query, "
             f"recall {self.design_recall:.4f} at the threshold"
         )
@@ -271,7 +281,7 @@ class LshTable:
         if kernel.NATIVE:
             prepared = kernel._kernel.lsh_prepare(
                 words, w, plan.positions, plan.bits_per_band, offsets, rows, plan.radius,
-                positions, sketched, cuts,
+                positions, sketched, cuts, plan.hits,
             )  # fmt: skip
         return cls(plan, offsets, rows, positions, sketched, threshold, cuts, prepared)
 
@@ -335,7 +345,8 @@ class LshTable:
         looked = int((hi - lo).sum())
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.float64), looked, 0
-        cand = np.unique(np.concatenate(parts)).astype(np.int64)
+        cand, count = np.unique(np.concatenate(parts), return_counts=True)
+        cand = cand[count >= p.hits].astype(np.int64)
         own = sketches(query[None, :], self.sketch_positions)[0]
         differ = np.bitwise_count(self.sketches[cand] ^ own).sum(axis=1)
         cand = cand[differ <= cut]

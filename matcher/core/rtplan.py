@@ -23,9 +23,16 @@ surname, a near date of birth) on far more. So the plan is made from the data:
   expected rows a query looks at is the average collision chance over that distribution,
   not the chance at its mean (which would miss the near strangers, who dominate).
 
-`plan` then picks r, the radius and the number of bands for the least expected work
-(probes and rows looked at) whose design recall, worked out band by band for the
-positions actually drawn, is at least `recall`, within a memory cap. When none reaches
+- **collision counting.** A row may have to share a key (within the radius) with the
+  query in at least 2 or 3 bands before it is looked at (`TablePlan.hits`): more, shorter
+  bands, whose row lists are read nearly in sequence and counted in two bit planes,
+  while the rows met in one band only (the most, at 1,000,000 rows) cost no random read
+  of their sketch. The design recall is then the chance that at least that many bands
+  hit, and the cost counts the row-list entries read (`ENTRY_COST`).
+
+`plan` then picks the hits, r, the radius and the number of bands for the least expected
+work (probes, row-list entries and rows looked at) whose design recall, worked out band by
+band for the positions actually drawn, is at least `recall`, within a memory cap. When none reaches
 the target, it returns no plan and says why: the index is then scanned in full (exact,
 slower), never searched with a plan known to miss pairs.
 """
@@ -39,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core.lshindex import (
+    ENTRY_COST,
     PROBE_COST,
     ROW_COST,
     SEED,
@@ -60,6 +68,9 @@ INFORMATIVE = (0.02, 0.8)
 MIN_BITS = 10
 MAX_BITS = 22  # 2^r + 1 offsets a band
 MAX_BANDS = 192
+# A row is looked at when it shares a key with the query in at least this many bands
+# (collision counting): the planner weighs each.
+HITS: tuple[int, ...] = (1, 2, 3)
 # Tables (row lists and offsets) take at most this many bytes per indexed row, or
 # MIN_BUDGET in all, whichever is more (the CLKs take 128 a row at 1024 bits).
 BYTES_PER_ROW = 800
@@ -120,6 +131,40 @@ def within(r: int, radius: int, h: npt.ArrayLike) -> npt.NDArray[np.float64]:
     )
 
 
+def at_least(hits: int, p: npt.ArrayLike, bands: int) -> npt.NDArray[np.float64]:
+    """Chance that at least `hits` of `bands` bands hit, each with chance p (elementwise)."""
+    p = np.asarray(p, dtype=np.float64)
+    below = sum(math.comb(bands, k) * p**k * (1 - p) ** (bands - k) for k in range(hits))
+    return np.asarray(np.clip(1 - below, 0.0, 1.0), dtype=np.float64)
+
+
+def bands_needed(hits: int, p: float, recall: float, most: int) -> int | None:
+    """The fewest bands (at most `most`) of which at least `hits` hit with chance `recall`,
+    each hitting with chance p; None when more are needed."""
+    if p >= 1:
+        return hits
+    if hits == 1:
+        bands = math.ceil(math.log(1 - recall) / math.log1p(-p)) if p > 0 else most + 1
+        return bands if bands <= most else None
+    for bands in range(hits, most + 1):
+        if float(at_least(hits, p, bands)) >= recall:
+            return bands
+    return None
+
+
+def shared_hit(hit: list[float], hits: int) -> float:
+    """Chance that at least `hits` of the bands hit, band k with chance hit[k]
+    (independently): the Poisson-binomial tail, by dynamic programming."""
+    dist = np.zeros(hits + 1)  # counts 0..hits-1, then hits or more
+    dist[0] = 1.0
+    for p in hit:
+        top = dist[hits] + dist[hits - 1] * p
+        dist[1:hits] = dist[1:hits] * (1 - p) + dist[: hits - 1] * p
+        dist[0] *= 1 - p
+        dist[hits] = top
+    return float(dist[hits])
+
+
 def band_hit(d: npt.NDArray[np.float64], radius: int) -> float:
     """Chance that at most `radius` of a band's bits differ, bit k with chance d[k]
     (independently): the Poisson-binomial tail, by dynamic programming."""
@@ -146,16 +191,19 @@ def plan(
     threshold: float,
     *,
     recall: float = RECALL,
-    bytes_per_row: int = BYTES_PER_ROW,
+    bytes_per_row: int | None = None,
     max_bands: int = MAX_BANDS,
     seed: int = SEED,
     size: int | None = None,
+    shared: tuple[int, ...] | None = None,
 ) -> Planned:
     """The cheapest bands for these rows that find a pair at `threshold` with chance
     `recall`, or none (and why) when no plan within the memory cap does.
 
     `size`: plan for an index of this many rows like these (a test or a benchmark
-    planning for 1,000,000 rows from a sample), instead of len(words)."""
+    planning for 1,000,000 rows from a sample), instead of len(words). `shared`: the
+    least numbers of bands a row must share a key in that may be weighed (default
+    `HITS`)."""
     stats = measure(words, popcounts, seed)
     n = len(words) if size is None else size
     if n == 0 or not 0 < threshold <= 1:
@@ -166,23 +214,34 @@ def plan(
     design = stats.design_differ(threshold)
     d_pool = design[pool]
     h1 = float(d_pool.mean())
+    if bytes_per_row is None:
+        bytes_per_row = BYTES_PER_ROW
     budget = max(bytes_per_row * n, MIN_BUDGET)
-    options: list[tuple[float, int, int, int, float]] = []
-    for r in range(MIN_BITS, min(MAX_BITS, len(pool)) + 1):
-        per_band = (n + 2**r + 1) * 4
-        for radius in (0, 1, 2):
-            hit = float(within(r, radius, h1))
-            if hit <= 0:
-                continue
-            bands = 1 if hit >= 1 else math.ceil(math.log(1 - recall) / math.log1p(-hit))
-            if bands > max_bands or bands * per_band > budget:
-                continue
-            unrelated = float(within(r, radius, stats.pool_differ).mean())
-            rows = bands * n * unrelated
-            if rows > MAX_SHARE * n:
-                continue
-            cost = bands * probes_per_band(r, radius) * PROBE_COST + rows * ROW_COST
-            options.append((cost, r, radius, bands, unrelated))
+    options: list[tuple[float, int, int, int, int, float]] = []
+    for hits in HITS if shared is None else shared:
+        for r in range(MIN_BITS, min(MAX_BITS, len(pool)) + 1):
+            per_band = (n + 2**r + 1) * 4
+            most = min(max_bands, budget // per_band)
+            for radius in (0, 1, 2):
+                chance = float(within(r, radius, h1))
+                if chance <= 0:
+                    continue
+                needed = bands_needed(hits, chance, recall, most)
+                if needed is None:
+                    continue
+                bands = needed
+                unrelated = within(r, radius, stats.pool_differ)
+                # Row-list entries read (each a row met in a band) and rows looked at
+                # (met in at least `hits` bands: a sketch line each).
+                entries = bands * n * float(unrelated.mean())
+                share = float(at_least(hits, unrelated, bands).mean())
+                rows = n * share
+                if rows > MAX_SHARE * n:
+                    continue
+                cost = bands * probes_per_band(r, radius) * PROBE_COST + rows * ROW_COST
+                if hits > 1:
+                    cost += entries * ENTRY_COST
+                options.append((cost, hits, r, radius, bands, share))
     if not options:
         return Planned(
             None,
@@ -194,24 +253,22 @@ def plan(
         )
     options.sort()
     rng = np.random.default_rng(seed)
-    for _, r, radius, bands, unrelated in options[:8]:
+    for _, hits, r, radius, bands, share in options[:8]:
         per_band = (n + 2**r + 1) * 4
         positions = [rng.choice(pool, r, replace=False) for _ in range(bands)]
-        miss = math.prod(1 - band_hit(design[p], radius) for p in positions)
+        each = [band_hit(design[p], radius) for p in positions]
+        achieved = shared_hit(each, hits)
         # The positions drawn may be a little harder than the average: add bands until
         # the design recall, worked out for them, is met (within the caps).
-        while 1 - miss < recall and len(positions) < max_bands:
+        while achieved < recall and len(positions) < max_bands:
             extra = rng.choice(pool, r, replace=False)
             positions.append(extra)
-            miss *= 1 - band_hit(design[extra], radius)
-        if 1 - miss < recall or len(positions) * per_band > budget:
+            each.append(band_hit(design[extra], radius))
+            achieved = shared_hit(each, hits)
+        if achieved < recall or len(positions) * per_band > budget:
             continue
         table = np.stack(positions).astype(np.int32)
-        return Planned(
-            TablePlan(table, radius, 1 - miss, len(positions) * n * unrelated),
-            "planned",
-            stats,
-        )
+        return Planned(TablePlan(table, radius, achieved, n * share, hits), "planned", stats)
     return Planned(
         None,
         f"the bands drawn miss a pair at Dice {threshold:g} more often than 1 - {recall:g} "
