@@ -240,30 +240,95 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
     clock = Clock()
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)
     try:
-        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        n = MAX_PENDING + 2
+        up = client.shared_upload(np.zeros((n, 128), np.uint8), b"s", client.BandPlan(4, 4))
         with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
             c.upload("north", up)
             c.upload("south", up)
         dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
-        rows = np.zeros(1, "<u4").tobytes()
 
-        def prepare(batch: str) -> None:
+        def prepare(batch: str, row: int) -> None:
+            rows = np.array([row], "<u4").tobytes()  # a pair of its own: S2 prepares a
+            # pair once an upload
             request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
-                                      records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                      records_a=n, records_b=n, rows_a=rows, rows_b=rows,
                                       bounds=1, setup=dealt.to_s2)  # fmt: skip
             stub.Prepare(request, metadata=auth(key))
 
         with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
             stub = pb_grpc.TwoServerSharesStub(channel)
             for k in range(MAX_PENDING):  # prepared, never exchanged nor collected
-                prepare(f"b{k}")
+                prepare(f"b{k}", k)
             with pytest.raises(grpc.RpcError) as full:
-                prepare("next")
+                prepare("next", MAX_PENDING)
             assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             clock.advance(STALE_SECONDS + 1)
-            prepare("next")
+            prepare("next", MAX_PENDING + 1)
         service = s2.service
         assert isinstance(service, SharesService)
         assert list(service.pending) == ["next"]
     finally:
         s2.stop(grace=None)
+
+
+# -- a dishonest combiner: S1 and S2 evaluate a pair at most once an upload ----
+
+
+def test_a_combiner_searching_a_pairs_distance_is_refused_after_the_runs_one_evaluation(
+    roles: dict[str, RunningRole], key: str
+) -> None:
+    rng = np.random.default_rng(18)
+    clks = {m: rng.integers(0, 256, (4, 128), dtype=np.uint8) for m in ("north", "south")}
+    distance = int(np.unpackbits(clks["north"][0] ^ clks["south"][0]).sum())
+
+    def upload(member: str) -> None:
+        up = client.shared_upload(clks[member], b"s", client.BandPlan(4, 4))
+        for role in ("s1", "s2"):
+            with RoleClient(role, f"127.0.0.1:{roles[role].port}", MEMBER_KEY) as c:
+                c.upload(member, up)
+
+    for member in clks:
+        upload(member)
+    rows = np.zeros(1, "<u4").tobytes()
+    circuit = linkbit.circuit(1024, 1)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in ("s1", "s2")]
+    s1, s2 = pb_grpc.TwoServerBlockingStub(channels[0]), pb_grpc.TwoServerSharesStub(channels[1])
+
+    def below(bound: int, batch: str, skip_s2: bool = False) -> bool:
+        """The hand-driven combiner: is the pair's distance below `bound`?"""
+        dealt = linkbit.deal(circuit, np.array([[bound]], dtype=np.int64))
+
+        def request(setup: bytes) -> pb.CircuitBatch:
+            return pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
+                                   records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                   bounds=1, setup=setup)  # fmt: skip
+
+        if not skip_s2:
+            s2.Prepare(request(dealt.to_s2), metadata=auth(key))
+        o1 = s1.Evaluate(request(dealt.to_s1), metadata=auth(key))
+        o2 = s2.Collect(pb.CollectRequest(batch=batch), metadata=auth(key))
+        return bool(linkbit.reveal(circuit, o1.shares, o2.shares, 1)[0, 0])
+
+    # The run's one evaluation works, and answers its bound truly.
+    assert below(distance + 1, "b1") is True
+    # A second, to narrow the range, is refused by S2 (its Prepare) and by S1 (its
+    # Evaluate, reached without S2), each naming the pairs over.
+    for skip_s2, stub in ((False, "S2"), (True, "S1")):
+        with pytest.raises(grpc.RpcError) as refused:
+            below(distance, f"b2{stub}", skip_s2=skip_s2)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = str(refused.value.details())
+        assert (
+            "1 of the batch's 1 pairs would be evaluated more than once since 'north' "
+            "and 'south' uploaded" in details
+        ), details
+        assert f"{stub} evaluates a pair at most once an upload" in details
+    # The pair the other way round is the same pair.
+    budget = roles["s1"].service.budget
+    assert budget.spend("south", "north", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
+    # A member uploading again (fresh shares: the members' consent to another run) gives its
+    # pairs their evaluation again.
+    upload("north")
+    assert below(distance, "b3") is False
+    for channel in channels:
+        channel.close()

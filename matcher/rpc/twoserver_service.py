@@ -36,6 +36,7 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
@@ -99,6 +100,7 @@ class _Role:
         self.role, self.key, self.member_key = role, key, member_key
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
+        self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
 
     def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
         member, held = read_upload(parts, self.role)
@@ -111,6 +113,7 @@ class _Role:
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
             self.held[member] = held
+            self.budget.forget(member)
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
@@ -152,12 +155,29 @@ class _Role:
         circuit = linkbit.circuit(held[0].bits[m.clk], m.bounds)
         return shares, PairBatch(0, 1, m.clk, rows_a, rows_b), circuit
 
+    def spend(self, m: pb.CircuitBatch) -> None:
+        """Count the (checked) batch's pairs evaluated (core/pairbudget.py), or refuse it
+        whole."""
+        rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
+        over = self.budget.spend(m.member_a, m.member_b, rows_a, rows_b)
+        if over:
+            n = self.budget.evaluations
+            times = "once" if n == 1 else f"{n} times"
+            raise errors.FailedPrecondition(
+                f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
+                f"more than {times} since {m.member_a!r} and {m.member_b!r} uploaded; "
+                f"{NAMES[self.role]} evaluates a pair at most {times} an upload (a run needs "
+                "it once), so that a combiner cannot search its distance with new bounds: the "
+                "members upload again for another run"
+            )
+
     def party(self, m: pb.CircuitBatch, who: int) -> linkbit.Party:
         shares, pairs, circuit = self.batch(m)
         try:
-            return shares.party(who, pairs, circuit, m.setup)
+            party = shares.party(who, pairs, circuit, m.setup)
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
+        return party
 
 
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
@@ -211,6 +231,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_keyed
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         party = self.party(request, 0)
+        self.spend(request)
         sent, received = self.s2.exchange(request.batch, party)
         return pb.OutputShares(shares=party.output(), round_bytes_sent=sent,
                                round_bytes_received=received,
@@ -251,6 +272,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.InvalidArgument(f"batch: {request.batch!r} is prepared already")
             if len(self.pending) + len(self.outputs) >= MAX_PENDING:
                 raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
+            self.spend(request)
             self.pending[request.batch] = party
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
