@@ -7,6 +7,7 @@ down fails the run naming it; uploads that do not agree are refused naming the f
 from __future__ import annotations
 
 import csv
+import hashlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,6 +235,17 @@ def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_
     assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
     assert "--member-key-file" in (err := capsys.readouterr().err)
     assert "readable by others than its owner" in err
+    member_key_file.write_text("m's key\n")
+    member_key_file.chmod(0o600)
+    digest = tmp_path / "c.sha256"
+    digest.write_text("sha256:abc\n")
+    digest.chmod(0o600)
+    s2 = [*role, "--role", "s2", "--listen", "127.0.0.1:0"]
+    assert main([*s2, "--party-key", f"s2={key_file}"]) == 2
+    assert "--party-key s2=" in (err := capsys.readouterr().err)
+    assert "ROLE one of s1, combiner, operator (the parties --role s2 answers)" in err
+    assert main([*s2, "--party-key", f"combiner={digest}"]) == 2
+    assert "sha256:...: 64 hex digits after 'sha256:'" in capsys.readouterr().err
 
 
 def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
@@ -332,3 +344,79 @@ def test_a_combiner_searching_a_pairs_distance_is_refused_after_the_runs_one_eva
     assert below(distance, "b3") is False
     for channel in channels:
         channel.close()
+
+
+# -- a key a party: each RPC admits only the caller the protocol has call it ------------------
+
+
+def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> None:
+    own = {p: secrets.token_urlsafe(16) for p in ("s1", "s2", "combiner", "operator")}
+    # Each role holds its own key and only the digests of the others' (it can check them,
+    # not present them).
+    digests = {p: "sha256:" + hashlib.sha256(k.encode()).hexdigest() for p, k in own.items()}
+
+    def others(role: str) -> dict[str, str]:
+        return {p: d for p, d in digests.items() if p != role}
+
+    s2 = create_role("s2", "127.0.0.1:0", own["s2"], MEMBER_KEY, keys=others("s2"))
+    s1 = create_role("s1", "127.0.0.1:0", own["s1"], MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     keys=others("s1"))  # fmt: skip
+    c = create_role("combiner", "127.0.0.1:0", own["combiner"], MEMBER_KEY,
+                    s1=f"127.0.0.1:{s1.port}", s2=f"127.0.0.1:{s2.port}",
+                    keys=others("combiner"))  # fmt: skip
+    roles = {"s1": s1, "s2": s2, "combiner": c}
+    channels = {r: grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in roles}
+    try:
+        clks = np.random.default_rng(2).integers(0, 256, (4, 128), dtype=np.uint8)
+        up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
+        for member in ("north", "south"):
+            for role, running in roles.items():
+                with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                    rc.upload(member, up)
+        # The run works: C calls S1 and S2 with its key, S1 calls S2 with its own.
+        with RoleClient("combiner", f"127.0.0.1:{c.port}", own["operator"]) as rc:
+            got = rc.run(THRESHOLD)  # the same 4 records: each its partner
+        # Each link listed from both ends.
+        pairs = sorted(zip(got.row.tolist(), got.partner_row.tolist(), strict=True))
+        assert (got.rounds, pairs) == (11, [(r, r) for r in range(4) for _ in range(2)])
+        s1_stub = pb_grpc.TwoServerBlockingStub(channels["s1"])
+        s2_stub = pb_grpc.TwoServerSharesStub(channels["s2"])
+        c_stub = pb_grpc.TwoServerCombinerStub(channels["combiner"])
+        batch = pb.CircuitBatch(batch="b", member_a="north", member_b="south", records_a=4,
+                                records_b=4, rows_a=bytes(4), rows_b=bytes(4),
+                                bounds=1)  # fmt: skip
+        calls = {
+            "Propose": ("S1", "combiner", lambda m: list(s1_stub.Propose(pb.ProposeRequest(),
+                                                                         metadata=m))),
+            "Evaluate": ("S1", "combiner", lambda m: s1_stub.Evaluate(batch, metadata=m)),
+            "Prepare": ("S2", "combiner", lambda m: s2_stub.Prepare(batch, metadata=m)),
+            "Collect": ("S2", "combiner", lambda m: s2_stub.Collect(pb.CollectRequest(batch="b"),
+                                                                    metadata=m)),
+            "Exchange": ("S2", "s1", lambda m: list(s2_stub.Exchange(
+                iter([pb.RoundMessage(batch="b")]), metadata=m))),
+            "Run": ("the combiner", "operator", lambda m: c_stub.Run(
+                pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
+            "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
+                iter(upload_parts("east", "combiner", up)), metadata=m)),
+        }  # fmt: skip
+        whose = {"s1": "S1's", "s2": "S2's", "combiner": "the combiner's",
+                 "operator": "the operator's", "member": "the members'"}  # fmt: skip
+        keys = {**own, "member": MEMBER_KEY}
+        for rpc, (name, caller, call) in calls.items():
+            for wrong in sorted(set(keys) - {caller}):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(auth(keys[wrong]))
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, (rpc, wrong)
+                assert refused.value.details() == (
+                    f"{name} answers {rpc} only with {whose[caller]} key, not with {whose[wrong]}"
+                ), (rpc, wrong)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(auth("a key nobody holds"))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.details() == f"{name} answers {rpc} only with {whose[caller]} key"
+        assert "east" not in c.service.held
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for running in roles.values():
+            running.stop(grace=None)

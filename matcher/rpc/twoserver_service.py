@@ -13,20 +13,20 @@
 
 Each role refuses the fields of an upload that are not its own (C never receives a share nor
 a band key, S1 and S2 never a popcount), so what a party holds is what the design gives it.
-The RPC layer carries only the bytes the core objects produce. Two keys
-(`authorization: Bearer <key>`): the members' key admits `Upload` and nothing else, the
-parties' key (S1's, S2's and the combiner's, never a member's) every other call.
+The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
+caller the protocol has call it, by its key (`authorization: Bearer <key>`;
+rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
+`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Exchange`; the operator's `Run`.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +49,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     from_rows,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_keys import Keys
 from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -65,39 +66,34 @@ THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _checked(method: F, members: bool) -> F:
-    wrapped = rpc_errors(method)
+def _from(caller: str) -> Callable[[F], F]:
+    """An RPC `caller` makes (rpc/twoserver_keys.py): refused without its key; errors to
+    statuses."""
 
-    @functools.wraps(method)
-    def call(self: _Role, request: Any, context: Any) -> Any:
-        token = (bearer_token(context.invocation_metadata()) or "").encode()
-        key = self.member_key if members else self.key
-        if not hmac.compare_digest(token, key.encode()):
-            who = "the members' key" if members else "the parties' key"
-            abort(context, errors.Unauthenticated(
-                f"{NAMES[self.role]} answers {method.__name__} only with {who}"))  # fmt: skip
-        return wrapped(self, request, context)
+    def decorate(method: F) -> F:
+        wrapped = rpc_errors(method)
 
-    return call  # type: ignore[return-value]
+        @functools.wraps(method)
+        def call(self: _Role, request: Any, context: Any) -> Any:
+            token = bearer_token(context.invocation_metadata())
+            try:
+                self.keys.check(NAMES[self.role], method.__name__, caller, token)
+            except errors.ServiceError as exc:
+                abort(context, exc)
+            return wrapped(self, request, context)
 
+        return call  # type: ignore[return-value]
 
-def _keyed(method: F) -> F:
-    """A call between the parties: refused without the parties' key; errors to statuses."""
-    return _checked(method, members=False)
-
-
-def _member(method: F) -> F:
-    """A member's upload: refused without the members' key (which admits nothing else)."""
-    return _checked(method, members=True)
+    return decorate
 
 
 class _Role:
-    """What the three roles share: the uploads held, the key."""
+    """What the three roles share: the uploads held, the keys."""
 
-    def __init__(self, role: str, key: str, member_key: str) -> None:
-        if not key or not member_key or key == member_key:
-            raise ValueError("the parties' key and the members' key: two different keys")
-        self.role, self.key, self.member_key = role, key, member_key
+    def __init__(
+        self, role: str, key: str, member_key: str, keys: Mapping[str, str] | None = None
+    ) -> None:
+        self.role, self.keys = role, Keys(role, key, member_key, keys)
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
@@ -183,15 +179,21 @@ class _Role:
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     """S1."""
 
-    def __init__(self, key: str, member_key: str, s2: ShareExchange) -> None:
-        super().__init__("s1", key, member_key)
+    def __init__(
+        self,
+        key: str,
+        member_key: str,
+        s2: ShareExchange,
+        keys: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__("s1", key, member_key, keys)
         self.s2 = s2
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members = list(request.members)
         if len(members) < 2 or len(set(members)) != len(members):
@@ -228,7 +230,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                     last=k == len(chunks) - 1,
                 )  # fmt: skip
 
-    @_keyed
+    @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         party = self.party(request, 0)
         self.spend(request)
@@ -242,9 +244,13 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     """S2."""
 
     def __init__(
-        self, key: str, member_key: str, clock: Callable[[], float] = time.monotonic
+        self,
+        key: str,
+        member_key: str,
+        clock: Callable[[], float] = time.monotonic,
+        keys: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__("s2", key, member_key)
+        super().__init__("s2", key, member_key, keys)
         self.pending: dict[str, linkbit.Party] = {}
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
@@ -259,11 +265,11 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.outputs.pop(batch, None)
             del self.since[batch]
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
         party = self.party(request, 1)
         with self.lock:
@@ -277,7 +283,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
-    @_keyed
+    @_from("s1")
     def Exchange(
         self, request: Iterator[pb.RoundMessage], context: Any
     ) -> Iterator[pb.RoundMessage]:
@@ -306,7 +312,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                     self.outputs[first.batch] = party.output()
             yield pb.RoundMessage(masked=mine)
 
-    @_keyed
+    @_from("combiner")
     def Collect(self, request: pb.CollectRequest, context: Any) -> pb.OutputShares:
         with self.lock:
             out = self.outputs.pop(request.batch, None)
@@ -327,16 +333,17 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         key: str,
         member_key: str,
         servers: Callable[[list[str], list[Held]], RemoteServers],
+        keys: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__("combiner", key, member_key)
+        super().__init__("combiner", key, member_key, keys)
         self.servers = servers
         self.running = threading.Lock()
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("operator")
     def Run(self, request: pb.TwoServerRunRequest, context: Any) -> pb.TwoServerRunReply:
         members = list(request.members) or sorted(self.held)
         if len(members) < 2 or len(set(members)) != len(members):
@@ -387,18 +394,21 @@ def create_role(
     credentials: grpc.ServerCredentials | None = None,
     peer_credentials: grpc.ChannelCredentials | None = None,
     clock: Callable[[], float] = time.monotonic,
+    keys: Mapping[str, str] | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
-    "s2"; "combiner": needs both). `key`: the parties' (peers are called with it, over TLS
-    with `peer_credentials`); `member_key`: the members' (uploads only); `clock` (seconds)
-    ages S2's batches."""
+    "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
+    with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
+    `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
+    of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
+    `clock` (seconds) ages S2's batches."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
-        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials))
+        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys)
     elif role == "s2":
-        service = SharesService(key, member_key, clock)
+        service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":
         if not s1 or not s2:
             raise ValueError("the combiner needs S1's and S2's addresses")
@@ -407,7 +417,7 @@ def create_role(
             return RemoteServers(s1, s2, key, members, [h.records for h in held],
                                  held[0].bits, peer_credentials)  # fmt: skip
 
-        service = CombinerService(key, member_key, servers)
+        service = CombinerService(key, member_key, servers, keys)
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     server = grpc.server(
