@@ -29,6 +29,7 @@ from blindmatch.matcher.rpc.twoserver_service import (
     SharesService,
     create_role,
 )
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import MESSY_SECRET, PERSON_SCHEMA, Clock, Org, auth
@@ -420,3 +421,68 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             channel.close()
         for running in roles.values():
             running.stop(grace=None)
+
+
+# -- the roles' audit logs -------------------------------------------------------------------
+
+
+def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
+    tmp_path: Path, key: str
+) -> None:
+    dirs = {r: tmp_path / r for r in ("s1", "s2", "combiner")}
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=dirs["s2"])
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=dirs["s1"])  # fmt: skip
+    c = create_role("combiner", "127.0.0.1:0", key, MEMBER_KEY, s1=f"127.0.0.1:{s1.port}",
+                    s2=f"127.0.0.1:{s2.port}", data_dir=dirs["combiner"])  # fmt: skip
+    roles = {"s1": s1, "s2": s2, "combiner": c}
+    clks = np.random.default_rng(3).integers(0, 256, (4, 128), dtype=np.uint8)
+    up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
+    try:
+        for member in ("north", "south"):
+            for role, running in roles.items():
+                with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                    rc.upload(member, up)
+        with RoleClient("combiner", f"127.0.0.1:{c.port}", key) as rc:
+            got = rc.run(THRESHOLD)
+        # A combiner asking S2 for a pair of the run again: refused, and in S2's log.
+        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel, pytest.raises(grpc.RpcError):
+            pb_grpc.TwoServerSharesStub(channel).Prepare(pb.CircuitBatch(
+                batch="again", member_a="south", member_b="north", records_a=4, records_b=4,
+                rows_a=bytes(4), rows_b=bytes(4), bounds=1, setup=dealt.to_s2,
+            ), metadata=auth(key))  # fmt: skip
+    finally:
+        for running in roles.values():
+            running.stop(grace=None)
+    # Read back after the roles stopped (the files outlive them), each chain intact.
+    logs = {}
+    for role, folder in dirs.items():
+        kept = RoleAudit(folder, role)
+        try:
+            assert kept.log.verify().ok, role
+            logs[role] = [(e.actor, e.action, e.member, e.detail) for e in kept.log.entries()]
+        finally:
+            kept.close()
+        assert (folder / f"twoserver-{role}.audit.key").stat().st_mode & 0o077 == 0
+    for role, entries in logs.items():
+        uploads = [e for e in entries if e[1] == "twoserver.upload"]
+        assert [(a, m) for a, _, m, _ in uploads] == [("north", "north"), ("south", "south")]
+        for _, _, _, detail in uploads:
+            assert detail["role"] == role and detail["records"] == 4 and detail["clks"] == 1
+            assert len(str(detail["sha256"])) == 64
+    runs = {r: [e for e in logs[r] if e[1] == "twoserver.run"] for r in logs}
+    pairs = got.comparisons
+    assert [(a, d["members"], d["pairs"]) for a, _, _, d in runs["s1"]] == [
+        ("combiner", ["north", "south"], pairs)
+    ]
+    assert [(a, d["pairs"], d["links"]) for a, _, _, d in runs["combiner"]] == [
+        ("operator", pairs, len(got.dset))
+    ]
+    assert runs["s2"] == []  # S2 never learns a run, only batches
+    refused = [d for a, action, _, d in logs["s2"] if action == "twoserver.refused"]
+    assert refused == [{"role": "s2", "members": ["south", "north"], "pairs": 1, "over": 1}]
+    # Never the data: no share, key or popcount in any entry.
+    text = repr(logs)
+    for array in (*up.s1.shares, *up.s2.shares):
+        assert array.tobytes().hex()[:16] not in text

@@ -96,6 +96,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     import logging
 
     from blindmatch.client.remote import tls
+    from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.rpc.twoserver_service import create_role
     from blindmatch.matcher.server import serve_forever
 
@@ -126,11 +127,14 @@ def cmd_role(args: argparse.Namespace) -> int:
         running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
-                              peer_credentials=peer, keys=keys)  # fmt: skip
+                              peer_credentials=peer, keys=keys,
+                              data_dir=args.data_dir)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
         raise InputError(f"--party-key/--member-key-file: {exc}") from None
+    except StartupRefused as exc:
+        raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
     def announce() -> None:
         name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}
@@ -252,6 +256,13 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep this role's audit log (uploads held, runs, refusals; never data) in "
+        "DIR/twoserver-ROLE.sqlite, its key beside it (made at the first start)",
     )
     p.add_argument(
         "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP

@@ -22,6 +22,7 @@ rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import threading
@@ -29,13 +30,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
@@ -51,6 +53,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
 )
 from blindmatch.matcher.rpc.twoserver_keys import Keys
 from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -94,9 +97,17 @@ class _Role:
         self, role: str, key: str, member_key: str, keys: Mapping[str, str] | None = None
     ) -> None:
         self.role, self.keys = role, Keys(role, key, member_key, keys)
+        self.audit: RoleAudit | None = None  # create_role's data_dir
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
+
+    def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
+        """An audit entry (storage/twoserver_audit.py), durable before this returns; none
+        without a data dir."""
+        if self.audit is not None:
+            detail = {"role": self.role, **detail}
+            self.audit.log.append(audit.Event(actor, action, member=member, detail=detail))
 
     def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
         member, held = read_upload(parts, self.role)
@@ -108,6 +119,12 @@ class _Role:
                         f"({list(held.bands)} bands), {other}'s {list(h.bits)} "
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
+            digest = hashlib.sha256()
+            for arrays in (held.keys, held.shares, held.popcounts):
+                for array in arrays:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+            self.log(member, "twoserver.upload", member, records=held.records,
+                     clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
             self.budget.forget(member)
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
@@ -157,6 +174,8 @@ class _Role:
         rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
         over = self.budget.spend(m.member_a, m.member_b, rows_a, rows_b)
         if over:
+            self.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
+                     pairs=len(rows_a), over=over)  # fmt: skip
             n = self.budget.evaluations
             times = "once" if n == 1 else f"{n} times"
             raise errors.FailedPrecondition(
@@ -221,7 +240,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         elif request.lacking:
             raise errors.InvalidArgument("lacking: only with a fallback CLK")
         s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
-        for pairs in s1.block(lacking):
+        proposed = s1.block(lacking)
+        self.log("combiner", "twoserver.run", members=members,
+                 pairs=sum(len(p) for p in proposed))  # fmt: skip
+        for pairs in proposed:
             chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
             for k, part in enumerate(chunks):
                 yield pb.CandidatePairs(
@@ -363,6 +385,8 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         finally:
             self.running.release()
         links, t = result.links, result.transcript
+        self.log("operator", "twoserver.run", members=members, threshold=request.threshold,
+                 pairs=result.comparisons, links=len(links), groups=result.groups)  # fmt: skip
         return pb.TwoServerRunReply(
             members=members, dset=links.dset.tolist(), row=links.row.tolist(),
             partner=links.partner.tolist(), partner_row=links.partner_row.tolist(),
@@ -381,6 +405,8 @@ class RunningRole:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.service.audit is not None:
+            self.service.audit.close()
 
 
 def create_role(
@@ -395,13 +421,15 @@ def create_role(
     peer_credentials: grpc.ChannelCredentials | None = None,
     clock: Callable[[], float] = time.monotonic,
     keys: Mapping[str, str] | None = None,
+    data_dir: Path | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
     with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
     `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
-    `clock` (seconds) ages S2's batches."""
+    `clock` (seconds) ages S2's batches; `data_dir`: where the role's audit log is kept
+    (storage/twoserver_audit.py; None: none)."""
     service: _Role
     if role == "s1":
         if not s2:
@@ -420,6 +448,8 @@ def create_role(
         service = CombinerService(key, member_key, servers, keys)
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+    if data_dir is not None:
+        service.audit = RoleAudit(data_dir, role)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
         options=channel_options(),
@@ -436,6 +466,8 @@ def create_role(
     except RuntimeError:
         port = 0
     if not port:
+        if service.audit is not None:
+            service.audit.close()
         raise OSError(
             f"could not listen on {address} (is the port taken, or the address not this machine's?)"
         )
