@@ -20,21 +20,45 @@ import numpy as np
 import numpy.typing as npt
 
 EVALUATIONS = 1  # a pair's evaluations per upload: its decision (a link's score reuses it)
+Keys = npt.NDArray[np.uint64]
+
+
+class _Seen:
+    """A set of pair keys as sorted runs of halving sizes (merged like a binary counter):
+    8 bytes a pair, a batch looked up in a few binary searches."""
+
+    def __init__(self) -> None:
+        self.runs: list[Keys] = []
+
+    def contains(self, keys: Keys) -> npt.NDArray[np.bool_]:
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            found |= run[at] == keys
+        return found
+
+    def add(self, keys: Keys) -> None:
+        """Add sorted keys none of which is in the set."""
+        run = keys
+        while self.runs and len(self.runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")  # two runs
+        self.runs.append(run)
 
 
 class PairBudget:
-    """Each pair's evaluations, by pair of members (by name, either order); a member's
-    counts are forgotten when it uploads again (`forget`)."""
+    """The pairs evaluated, by pair of members (by name, either order); a member's pairs
+    are forgotten when it uploads again (`forget`)."""
 
-    def __init__(self, evaluations: int = EVALUATIONS) -> None:
-        self.evaluations = evaluations
-        self._counts: dict[tuple[str, str], dict[int, int]] = {}
+    evaluations = EVALUATIONS
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], _Seen] = {}
         self._lock = threading.Lock()
 
     def forget(self, member: str) -> None:
         with self._lock:
-            for pair in [p for p in self._counts if member in p]:
-                del self._counts[pair]
+            for pair in [p for p in self._seen if member in p]:
+                del self._seen[pair]
 
     def spend(
         self,
@@ -44,21 +68,18 @@ class PairBudget:
         rows_b: npt.NDArray[np.uint32],
     ) -> int:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
-        all or none: the number of pairs that would go over the budget (nothing counted
-        then), or 0."""
+        all or none: the number of pairs that would be evaluated again (nothing counted
+        then: a pair evaluated before, or twice in the batch), or 0."""
         if member_a > member_b:
             member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
         unique, times = np.unique(keys, return_counts=True)
         with self._lock:
-            counts = self._counts.setdefault((member_a, member_b), {})
-            pairs = unique.tolist()
-            after = [counts.get(k, 0) + int(t) for k, t in zip(pairs, times.tolist(), strict=True)]
-            over = sum(1 for n in after if n > self.evaluations)
-            if over:
-                return over
-            counts.update(zip(pairs, after, strict=True))
-        return 0
+            seen = self._seen.setdefault((member_a, member_b), _Seen())
+            over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
+            if not over:
+                seen.add(unique)
+        return over
 
 
 __all__ = ["EVALUATIONS", "PairBudget"]
