@@ -227,7 +227,8 @@ def drive(
 
     def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
         """The links' scores: each pair inside a group (once, whichever way round it is
-        listed) through S1, S2 and C again."""
+        listed) from its decision where blocking proposed it, otherwise through S1, S2 and
+        C (once: S1 and S2 evaluate a pair once an upload, core/pairbudget.py)."""
         forward = d0 < d1
         ends = np.stack(
             [np.where(forward, d0, d1), np.where(forward, r0, r1),

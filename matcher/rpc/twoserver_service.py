@@ -13,6 +13,9 @@
 
 Each role refuses the fields of an upload that are not its own (C never receives a share nor
 a band key, S1 and S2 never a popcount), so what a party holds is what the design gives it.
+S1 and S2 evaluate each pair once an upload (core/pairbudget.py): a combiner cannot ask
+again with new bounds. With a data dir each role audits uploads, runs and refusals
+(storage/twoserver_audit.py).
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
