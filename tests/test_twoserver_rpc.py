@@ -244,7 +244,7 @@ def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_
     s2 = [*role, "--role", "s2", "--listen", "127.0.0.1:0"]
     assert main([*s2, "--party-key", f"s2={key_file}"]) == 2
     assert "--party-key s2=" in (err := capsys.readouterr().err)
-    assert "ROLE one of s1, combiner, operator (the parties --role s2 answers)" in err
+    assert "ROLE one of s1, combiner, operator (a party other than --role s2)" in err
     assert main([*s2, "--party-key", f"combiner={digest}"]) == 2
     assert "sha256:...: 64 hex digits after 'sha256:'" in capsys.readouterr().err
 

@@ -83,8 +83,8 @@ def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
         role, _, path = given.partition("=")
         if role not in parties or not path:
             raise InputError(
-                f"--party-key {given}: ROLE=FILE, ROLE one of {', '.join(parties)} (the "
-                f"parties --role {args.role} answers)"
+                f"--party-key {given}: ROLE=FILE, ROLE one of {', '.join(parties)} (a party "
+                f"other than --role {args.role})"
             )
         if role in keys:
             raise InputError(f"--party-key {role}: given twice")
