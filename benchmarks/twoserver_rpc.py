@@ -23,6 +23,7 @@ be: the link bits are exact). The machine's other load counts in the wall second
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from benchmarks.realclks import layout, realistic_pair
 from blindmatch.client.encoding import sharing
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
 from blindmatch.matcher.core import tworun, twoserver
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 THRESHOLD = 0.8
 BLINDMATCH = str(Path(sys.executable).with_name("blindmatch"))
@@ -94,22 +96,32 @@ def main() -> int:
           f"{len(local.links):,} links, {t.rounds:,} rounds; "
           f"{fmt_bytes({f'{a}->{b}': n for (a, b), n in t.sent.items()})}")  # fmt: skip
 
-    key, member_key = os.urandom(16).hex(), os.urandom(16).hex()
+    # A key a party, each role given the digests of the keys it answers (docs/operations.md).
+    member_key = os.urandom(16).hex()
+    own = {p: os.urandom(16).hex() for p in ("s1", "s2", "combiner", "operator")}
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        key_file, member_key_file = Path(tmp) / "parties.key", Path(tmp) / "members.key"
-        for path, text in ((key_file, key), (member_key_file, member_key)):
+        member_key_file = Path(tmp) / "members.key"
+        files = {p: Path(tmp) / f"{p}.key" for p in own}
+        digests = {p: Path(tmp) / f"{p}.sha256" for p in own}
+        for path, text in ((member_key_file, member_key), *((files[r], own[r]) for r in own),
+                        *((digests[r], "sha256:" + hashlib.sha256(own[r].encode()).hexdigest())
+                          for r in own)):  # fmt: skip
             path.write_text(text)
             path.chmod(0o600)
         ports = {r: free_port() for r in ("s1", "s2", "combiner")}
+        answers = {"s2": ("s1", "combiner"), "s1": ("combiner",), "combiner": ("operator",)}
         peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}"],
                  "combiner": ["--s1", f"127.0.0.1:{ports['s1']}",
                               "--s2", f"127.0.0.1:{ports['s2']}"]}  # fmt: skip
+        for role, callers in answers.items():
+            peers[role] += [a for c in callers for a in ("--party-key", f"{c}={digests[c]}")]
+            peers[role] += ["--data-dir", str(Path(tmp) / role)]
         try:
             for role in ("s2", "s1", "combiner"):
                 procs.append(subprocess.Popen(
                     [BLINDMATCH, "two-server", "role", "--role", role, "--listen",
-                     f"127.0.0.1:{ports[role]}", "--key-file", str(key_file),
+                     f"127.0.0.1:{ports[role]}", "--key-file", str(files[role]),
                      "--member-key-file", str(member_key_file), *peers[role]],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))  # fmt: skip
@@ -123,7 +135,7 @@ def main() -> int:
                         rc.upload(name, up)
             upload_wall = time.perf_counter() - w0
             w0 = time.perf_counter()
-            with RoleClient("combiner", f"127.0.0.1:{ports['combiner']}", key) as rc:
+            with RoleClient("combiner", f"127.0.0.1:{ports['combiner']}", own["operator"]) as rc:
                 remote = rc.run(THRESHOLD, ["a", "b"])
             run_wall = time.perf_counter() - w0
         finally:
@@ -131,6 +143,12 @@ def main() -> int:
                 p.terminate()
             for p in procs:
                 p.wait(timeout=30)
+        logged = {}
+        for role in answers:
+            kept = RoleAudit(Path(tmp) / role, role)
+            logged[role] = len(kept.log.entries()) if kept.log.verify().ok else -1
+            kept.close()
+    print(f"audit entries (chain verified): {logged}")
     print(f"over gRPC: uploads {sent / 1e6:,.1f} MB in {upload_wall:.1f} s; run {run_wall:.1f} s "
           f"wall, {remote.comparisons:,} pairs, {len(remote.score):,} links, {remote.rounds:,} "
           f"rounds; {fmt_bytes(remote.bytes_sent)}")  # fmt: skip

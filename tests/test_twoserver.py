@@ -262,3 +262,27 @@ def test_the_schema_sets_the_keyed_blocking_and_bad_settings_are_refused(tmp_pat
         with pytest.raises(InputError, match=message) as refused:
             load_schema(path)
         assert str(path) in str(refused.value)
+
+
+def test_the_pair_budget_refuses_exactly_the_pairs_evaluated_before_whatever_the_order() -> None:
+    """core/pairbudget.py against a plain set: many batches (its sorted runs merge), pairs
+    either way round, duplicates inside a batch, a refused batch counting nothing, and a
+    member's upload forgetting its pairs."""
+    from blindmatch.matcher.core.pairbudget import PairBudget
+
+    rng = np.random.default_rng(5)
+    budget, seen = PairBudget(), set()
+    for k in range(300):
+        n = int(rng.integers(1, 40))
+        a, b = rng.integers(0, 30, n).astype(np.uint32), rng.integers(0, 30, n).astype(np.uint32)
+        swap = bool(k % 2)
+        pairs = [(int(x), int(y)) for x, y in zip(a, b, strict=True)]
+        want = sum(1 for p in set(pairs) if p in seen or pairs.count(p) > 1)
+        got = budget.spend("south", "north", b, a) if swap else budget.spend("north", "south", a, b)
+        assert got == want, k
+        if not want:
+            seen |= set(pairs)
+    assert budget.spend("north", "west", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 0
+    budget.forget("south")
+    assert budget.spend("north", "south", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 0
+    assert budget.spend("north", "west", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1

@@ -7,6 +7,7 @@ down fails the run naming it; uploads that do not agree are refused naming the f
 from __future__ import annotations
 
 import csv
+import hashlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from blindmatch.matcher.rpc.twoserver_service import (
     SharesService,
     create_role,
 )
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import MESSY_SECRET, PERSON_SCHEMA, Clock, Org, auth
@@ -234,36 +236,253 @@ def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_
     assert main([*role, "--role", "s2", "--listen", "127.0.0.1:0"]) == 2
     assert "--member-key-file" in (err := capsys.readouterr().err)
     assert "readable by others than its owner" in err
+    member_key_file.write_text("m's key\n")
+    member_key_file.chmod(0o600)
+    digest = tmp_path / "c.sha256"
+    digest.write_text("sha256:abc\n")
+    digest.chmod(0o600)
+    s2 = [*role, "--role", "s2", "--listen", "127.0.0.1:0"]
+    assert main([*s2, "--party-key", f"s2={key_file}"]) == 2
+    assert "--party-key s2=" in (err := capsys.readouterr().err)
+    assert "ROLE one of s1, combiner, operator (a party other than --role s2)" in err
+    assert main([*s2, "--party-key", f"combiner={digest}"]) == 2
+    assert "sha256:...: 64 hex digits after 'sha256:'" in capsys.readouterr().err
 
 
 def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
     clock = Clock()
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)
     try:
-        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        n = MAX_PENDING + 2
+        up = client.shared_upload(np.zeros((n, 128), np.uint8), b"s", client.BandPlan(4, 4))
         with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
             c.upload("north", up)
             c.upload("south", up)
         dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
-        rows = np.zeros(1, "<u4").tobytes()
 
-        def prepare(batch: str) -> None:
+        def prepare(batch: str, row: int) -> None:
+            rows = np.array([row], "<u4").tobytes()  # a pair of its own: S2 prepares a
+            # pair once an upload
             request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
-                                      records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                      records_a=n, records_b=n, rows_a=rows, rows_b=rows,
                                       bounds=1, setup=dealt.to_s2)  # fmt: skip
             stub.Prepare(request, metadata=auth(key))
 
         with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
             stub = pb_grpc.TwoServerSharesStub(channel)
             for k in range(MAX_PENDING):  # prepared, never exchanged nor collected
-                prepare(f"b{k}")
+                prepare(f"b{k}", k)
             with pytest.raises(grpc.RpcError) as full:
-                prepare("next")
+                prepare("next", MAX_PENDING)
             assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             clock.advance(STALE_SECONDS + 1)
-            prepare("next")
+            prepare("next", MAX_PENDING + 1)
         service = s2.service
         assert isinstance(service, SharesService)
         assert list(service.pending) == ["next"]
     finally:
         s2.stop(grace=None)
+
+
+# -- a dishonest combiner: S1 and S2 evaluate a pair at most once an upload ----
+
+
+def test_a_combiner_searching_a_pairs_distance_is_refused_after_the_runs_one_evaluation(
+    roles: dict[str, RunningRole], key: str
+) -> None:
+    rng = np.random.default_rng(18)
+    clks = {m: rng.integers(0, 256, (4, 128), dtype=np.uint8) for m in ("north", "south")}
+    distance = int(np.unpackbits(clks["north"][0] ^ clks["south"][0]).sum())
+
+    def upload(member: str) -> None:
+        up = client.shared_upload(clks[member], b"s", client.BandPlan(4, 4))
+        for role in ("s1", "s2"):
+            with RoleClient(role, f"127.0.0.1:{roles[role].port}", MEMBER_KEY) as c:
+                c.upload(member, up)
+
+    for member in clks:
+        upload(member)
+    rows = np.zeros(1, "<u4").tobytes()
+    circuit = linkbit.circuit(1024, 1)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in ("s1", "s2")]
+    s1, s2 = pb_grpc.TwoServerBlockingStub(channels[0]), pb_grpc.TwoServerSharesStub(channels[1])
+
+    def below(bound: int, batch: str, skip_s2: bool = False) -> bool:
+        """The hand-driven combiner: is the pair's distance below `bound`?"""
+        dealt = linkbit.deal(circuit, np.array([[bound]], dtype=np.int64))
+
+        def request(setup: bytes) -> pb.CircuitBatch:
+            return pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
+                                   records_a=4, records_b=4, rows_a=rows, rows_b=rows,
+                                   bounds=1, setup=setup)  # fmt: skip
+
+        if not skip_s2:
+            s2.Prepare(request(dealt.to_s2), metadata=auth(key))
+        o1 = s1.Evaluate(request(dealt.to_s1), metadata=auth(key))
+        o2 = s2.Collect(pb.CollectRequest(batch=batch), metadata=auth(key))
+        return bool(linkbit.reveal(circuit, o1.shares, o2.shares, 1)[0, 0])
+
+    # The run's one evaluation works, and answers its bound truly.
+    assert below(distance + 1, "b1") is True
+    # A second, to narrow the range, is refused by S2 (its Prepare) and by S1 (its
+    # Evaluate, reached without S2), each naming the pairs over.
+    for skip_s2, stub in ((False, "S2"), (True, "S1")):
+        with pytest.raises(grpc.RpcError) as refused:
+            below(distance, f"b2{stub}", skip_s2=skip_s2)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = str(refused.value.details())
+        assert (
+            "1 of the batch's 1 pairs would be evaluated more than once since 'north' "
+            "and 'south' uploaded" in details
+        ), details
+        assert f"{stub} evaluates a pair at most once an upload" in details
+    # The pair the other way round is the same pair.
+    budget = roles["s1"].service.budget
+    assert budget.spend("south", "north", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
+    # A member uploading again (fresh shares: the members' consent to another run) gives its
+    # pairs their evaluation again.
+    upload("north")
+    assert below(distance, "b3") is False
+    for channel in channels:
+        channel.close()
+
+
+# -- a key a party: each RPC admits only the caller the protocol has call it ------------------
+
+
+def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> None:
+    own = {p: secrets.token_urlsafe(16) for p in ("s1", "s2", "combiner", "operator")}
+    # Each role holds its own key and only the digests of the others' (it can check them,
+    # not present them).
+    digests = {p: "sha256:" + hashlib.sha256(k.encode()).hexdigest() for p, k in own.items()}
+
+    def others(role: str) -> dict[str, str]:
+        return {p: d for p, d in digests.items() if p != role}
+
+    s2 = create_role("s2", "127.0.0.1:0", own["s2"], MEMBER_KEY, keys=others("s2"))
+    s1 = create_role("s1", "127.0.0.1:0", own["s1"], MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     keys=others("s1"))  # fmt: skip
+    c = create_role("combiner", "127.0.0.1:0", own["combiner"], MEMBER_KEY,
+                    s1=f"127.0.0.1:{s1.port}", s2=f"127.0.0.1:{s2.port}",
+                    keys=others("combiner"))  # fmt: skip
+    roles = {"s1": s1, "s2": s2, "combiner": c}
+    channels = {r: grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in roles}
+    try:
+        clks = np.random.default_rng(2).integers(0, 256, (4, 128), dtype=np.uint8)
+        up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
+        for member in ("north", "south"):
+            for role, running in roles.items():
+                with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                    rc.upload(member, up)
+        # The run works: C calls S1 and S2 with its key, S1 calls S2 with its own.
+        with RoleClient("combiner", f"127.0.0.1:{c.port}", own["operator"]) as rc:
+            got = rc.run(THRESHOLD)  # the same 4 records: each its partner
+        # Each link listed from both ends.
+        pairs = sorted(zip(got.row.tolist(), got.partner_row.tolist(), strict=True))
+        assert (got.rounds, pairs) == (11, [(r, r) for r in range(4) for _ in range(2)])
+        s1_stub = pb_grpc.TwoServerBlockingStub(channels["s1"])
+        s2_stub = pb_grpc.TwoServerSharesStub(channels["s2"])
+        c_stub = pb_grpc.TwoServerCombinerStub(channels["combiner"])
+        batch = pb.CircuitBatch(batch="b", member_a="north", member_b="south", records_a=4,
+                                records_b=4, rows_a=bytes(4), rows_b=bytes(4),
+                                bounds=1)  # fmt: skip
+        calls = {
+            "Propose": ("S1", "combiner", lambda m: list(s1_stub.Propose(pb.ProposeRequest(),
+                                                                         metadata=m))),
+            "Evaluate": ("S1", "combiner", lambda m: s1_stub.Evaluate(batch, metadata=m)),
+            "Prepare": ("S2", "combiner", lambda m: s2_stub.Prepare(batch, metadata=m)),
+            "Collect": ("S2", "combiner", lambda m: s2_stub.Collect(pb.CollectRequest(batch="b"),
+                                                                    metadata=m)),
+            "Exchange": ("S2", "s1", lambda m: list(s2_stub.Exchange(
+                iter([pb.RoundMessage(batch="b")]), metadata=m))),
+            "Run": ("the combiner", "operator", lambda m: c_stub.Run(
+                pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
+            "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
+                iter(upload_parts("east", "combiner", up)), metadata=m)),
+        }  # fmt: skip
+        whose = {"s1": "S1's", "s2": "S2's", "combiner": "the combiner's",
+                 "operator": "the operator's", "member": "the members'"}  # fmt: skip
+        keys = {**own, "member": MEMBER_KEY}
+        for rpc, (name, caller, call) in calls.items():
+            for wrong in sorted(set(keys) - {caller}):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(auth(keys[wrong]))
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, (rpc, wrong)
+                assert refused.value.details() == (
+                    f"{name} answers {rpc} only with {whose[caller]} key, not with {whose[wrong]}"
+                ), (rpc, wrong)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(auth("a key nobody holds"))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.details() == f"{name} answers {rpc} only with {whose[caller]} key"
+        assert "east" not in c.service.held
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for running in roles.values():
+            running.stop(grace=None)
+
+
+# -- the roles' audit logs -------------------------------------------------------------------
+
+
+def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
+    tmp_path: Path, key: str
+) -> None:
+    dirs = {r: tmp_path / r for r in ("s1", "s2", "combiner")}
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=dirs["s2"])
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=dirs["s1"])  # fmt: skip
+    c = create_role("combiner", "127.0.0.1:0", key, MEMBER_KEY, s1=f"127.0.0.1:{s1.port}",
+                    s2=f"127.0.0.1:{s2.port}", data_dir=dirs["combiner"])  # fmt: skip
+    roles = {"s1": s1, "s2": s2, "combiner": c}
+    clks = np.random.default_rng(3).integers(0, 256, (4, 128), dtype=np.uint8)
+    up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
+    try:
+        for member in ("north", "south"):
+            for role, running in roles.items():
+                with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                    rc.upload(member, up)
+        with RoleClient("combiner", f"127.0.0.1:{c.port}", key) as rc:
+            got = rc.run(THRESHOLD)
+        # A combiner asking S2 for a pair of the run again: refused, and in S2's log.
+        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel, pytest.raises(grpc.RpcError):
+            pb_grpc.TwoServerSharesStub(channel).Prepare(pb.CircuitBatch(
+                batch="again", member_a="south", member_b="north", records_a=4, records_b=4,
+                rows_a=bytes(4), rows_b=bytes(4), bounds=1, setup=dealt.to_s2,
+            ), metadata=auth(key))  # fmt: skip
+    finally:
+        for running in roles.values():
+            running.stop(grace=None)
+    # Read back after the roles stopped (the files outlive them), each chain intact.
+    logs = {}
+    for role, folder in dirs.items():
+        kept = RoleAudit(folder, role)
+        try:
+            assert kept.log.verify().ok, role
+            logs[role] = [(e.actor, e.action, e.member, e.detail) for e in kept.log.entries()]
+        finally:
+            kept.close()
+        assert (folder / f"twoserver-{role}.audit.key").stat().st_mode & 0o077 == 0
+    for role, entries in logs.items():
+        uploads = [e for e in entries if e[1] == "twoserver.upload"]
+        assert [(a, m) for a, _, m, _ in uploads] == [("north", "north"), ("south", "south")]
+        for _, _, _, detail in uploads:
+            assert detail["role"] == role and detail["records"] == 4 and detail["clks"] == 1
+            assert len(str(detail["sha256"])) == 64
+    runs = {r: [e for e in logs[r] if e[1] == "twoserver.run"] for r in logs}
+    pairs = got.comparisons
+    assert [(a, d["members"], d["pairs"]) for a, _, _, d in runs["s1"]] == [
+        ("combiner", ["north", "south"], pairs)
+    ]
+    assert [(a, d["pairs"], d["links"]) for a, _, _, d in runs["combiner"]] == [
+        ("operator", pairs, len(got.dset))
+    ]
+    assert runs["s2"] == []  # S2 never learns a run, only batches
+    refused = [d for a, action, _, d in logs["s2"] if action == "twoserver.refused"]
+    assert refused == [{"role": "s2", "members": ["south", "north"], "pairs": 1, "over": 1}]
+    # Never the data: no share, key or popcount in any entry.
+    text = repr(logs)
+    for array in (*up.s1.shares, *up.s2.shares):
+        assert array.tobytes().hex()[:16] not in text

@@ -1,9 +1,10 @@
 """`blindmatch two-server role|upload|run`: a run on two non-colluding servers and a combiner
 (docs/privacy-design.md "Recommendation"; docs/operations.md "Two servers and a combiner").
 
-Three parties each start one role (`role`), all with the same deployment key; each member
-sends its `encode --two-server` upload to all three (`upload`); the combiner's operator
-starts the run (`run`) and gets the links.
+Three parties each start one role (`role`), each with its own key and the keys (or digests)
+of the parties it answers (`--party-key`; without, one key all share); each member sends its
+`encode --two-server` upload to all three (`upload`); the combiner's operator starts the run
+(`run`) and gets the links.
 """
 
 from __future__ import annotations
@@ -72,10 +73,30 @@ def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | Non
     return credentials
 
 
+def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
+    """--party-key ROLE=FILE, by role; None without (one key for every party)."""
+    if not args.party_key:
+        return None
+    keys: dict[str, str] = {}
+    parties = [p for p in (*ROLES, "operator") if p != args.role]
+    for given in args.party_key:
+        role, _, path = given.partition("=")
+        if role not in parties or not path:
+            raise InputError(
+                f"--party-key {given}: ROLE=FILE, ROLE one of {', '.join(parties)} (a party "
+                f"other than --role {args.role})"
+            )
+        if role in keys:
+            raise InputError(f"--party-key {role}: given twice")
+        keys[role] = read_key(Path(path), f"--party-key {role}:")
+    return keys
+
+
 def cmd_role(args: argparse.Namespace) -> int:
     import logging
 
     from blindmatch.client.remote import tls
+    from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.rpc.twoserver_service import create_role
     from blindmatch.matcher.server import serve_forever
 
@@ -95,6 +116,7 @@ def cmd_role(args: argparse.Namespace) -> int:
             "--key-file and --member-key-file: two different keys (a member must not be "
             "able to call the parties' RPCs)"
         )
+    keys = _party_keys(args)
     peer = _peer_credentials(args)
     credentials = tls.server_credentials(
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
@@ -105,9 +127,14 @@ def cmd_role(args: argparse.Namespace) -> int:
         running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
-                              peer_credentials=peer)  # fmt: skip
+                              peer_credentials=peer, keys=keys,
+                              data_dir=args.data_dir)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
+    except ValueError as exc:
+        raise InputError(f"--party-key/--member-key-file: {exc}") from None
+    except StartupRefused as exc:
+        raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
     def announce() -> None:
         name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}
@@ -170,7 +197,21 @@ def _peer_options(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-KEY_HELP = "the parties' key, owner-only (S1's, S2's and the combiner's; never a member's)"
+KEY_HELP = (
+    "this party's key, owner-only: what it presents to the parties it calls; without "
+    "--party-key, the one key S1, S2, the combiner and the operator share (never a member's)"
+)
+RUN_KEY_HELP = (
+    "the operator's key, owner-only (the combiner's --party-key operator=...; the parties' "
+    "key where they share one)"
+)
+PARTY_KEY_HELP = (
+    "ROLE=FILE (ROLE: s1, s2, combiner or operator; repeat it): the key of a party this role "
+    "answers, or only its digest (a line `sha256:` and 64 hex digits), owner-only; with it "
+    "each RPC admits only its caller's key (S1's Propose and Evaluate and S2's Prepare and "
+    "Collect the combiner's, S2's Exchange S1's, the combiner's Run the operator's, or the "
+    "combiner's own where no operator key is given)"
+)
 MEMBER_KEY_HELP = "the members' key, owner-only: it admits uploads and nothing else"
 
 
@@ -193,8 +234,10 @@ def register(sub: Subcommands) -> None:
         "role",
         help="serve one role of a two-server run",
         description="Serve one role of a two-server run: s1 (needs --s2), s2, or combiner "
-        "(needs --s1 and --s2). The parties share one key (--key-file), the members another "
-        "(--member-key-file), which admits their uploads and nothing else. Plaintext "
+        "(needs --s1 and --s2). Each party's own key (--key-file), and with --party-key the "
+        "keys (or digests) of the parties it answers, so that each RPC admits only the party "
+        "the protocol has call it; without, the parties share one key. The members' key "
+        "(--member-key-file) admits their uploads and nothing else. Plaintext "
         "is refused on a non-loopback address: give --tls-cert and --tls-key (and "
         "--client-ca for mutual TLS), and --peer-ca to reach the other parties over TLS.",
         example=[
@@ -213,6 +256,16 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep this role's audit log (uploads held, runs, refusals; never data) in "
+        "DIR/twoserver-ROLE.sqlite, its key beside it (made at the first start)",
+    )
+    p.add_argument(
+        "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
@@ -254,14 +307,14 @@ def register(sub: Subcommands) -> None:
         description="Start the run at the combiner over every member's uploads (or those "
         "named), and write its links as CSV: member, row, partner, partner_row, score (rows "
         "in each member's ENCODED order; a score is the lower end of its bucket, not a Dice "
-        "value), with the parties' key (--key-file). A party that cannot be reached fails "
+        "value), with the operator's key (--key-file). A party that cannot be reached fails "
         "the run, naming it.",
         example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file parties.key "
         "--threshold 0.8 --out links.csv",
         handler=cmd_run,
     )
     r.add_argument("--combiner", required=True, metavar="HOST:PORT", help="the combiner")
-    r.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
+    r.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=RUN_KEY_HELP)
     r.add_argument("--threshold", required=True, type=float, help="Dice at or above which a "
                    "pair links")  # fmt: skip
     r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")

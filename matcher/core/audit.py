@@ -60,6 +60,9 @@ ACTIONS = {
     "audit.verify": "the operator verified the audit log",
     "user.add": "a member's administrator issued a named user a token",
     "user.revoke": "a member's administrator (or the operator, revoking the member) revoked a user",
+    "twoserver.upload": "a two-server role holds a member's upload (records, SHA-256 of its part)",
+    "twoserver.run": "a two-server role took part in a run (who asked, members, pairs, links)",
+    "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
 }
 
 # Not an entry of the chain: what a member's view shows instead of a partner's entries that

@@ -100,6 +100,26 @@ class InProcess:
         return self.s1.messages(batch), self.s2.messages(batch)
 
 
+Scores = npt.NDArray[np.float64]
+
+
+def _keys(rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.uint64]:
+    """A pair of rows as one number (row_a in the high 32 bits)."""
+    out: npt.NDArray[np.uint64] = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(
+        np.uint64
+    )
+    return out
+
+
+def _sorted(
+    got: list[tuple[npt.NDArray[np.uint64], Scores]],
+) -> tuple[npt.NDArray[np.uint64], Scores]:
+    keys = np.concatenate([k for k, _ in got])
+    scores = np.concatenate([v for _, v in got])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], scores[order]
+
+
 def link_bits(
     servers: Servers,
     combiner: Combiner,
@@ -183,23 +203,32 @@ def drive(
         return m1, m2
 
     parts = []
+    # Each decided pair's score, by pair of members (keys sorted): a link's pair blocking
+    # proposed is scored from its decision, never through the circuit again, so that S1 and
+    # S2 evaluate each pair once (core/pairbudget.py).
+    decided: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
     for pairs in proposed:
         for batch in pairs.split(batch_pairs):
             if combiner.reveal == "link-bit":
                 bits = link_bits(servers, combiner, batch, transcript, seconds)
                 parts.append(combiner.decide_bits(batch, bits))
+                decided.setdefault((batch.member_a, batch.member_b), []).append(
+                    (_keys(batch.rows_a, batch.rows_b), combiner.bucket_scores(bits))
+                )
                 continue
             m1, m2 = dice_messages(batch)
             t2 = time.process_time()
             parts.append(combiner.decide(batch, m1, m2))
             seconds["combining (C)"] += time.process_time() - t2
+    known = {ends: _sorted(got) for ends, got in decided.items()}
     started = time.process_time()
     candidates = merge(parts)
     groups = solve(candidates)
 
     def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
         """The links' scores: each pair inside a group (once, whichever way round it is
-        listed) through S1, S2 and C again."""
+        listed) from its decision where blocking proposed it, otherwise through S1, S2 and
+        C (once: S1 and S2 evaluate a pair once an upload, core/pairbudget.py)."""
         forward = d0 < d1
         ends = np.stack(
             [np.where(forward, d0, d1), np.where(forward, r0, r1),
@@ -210,6 +239,14 @@ def drive(
         for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
             sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
             rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
+            if (lo, hi) in known:
+                keys, got = known[lo, hi]
+                at = np.minimum(np.searchsorted(keys, _keys(rows_lo, rows_hi)), len(keys) - 1)
+                found = keys[at] == _keys(rows_lo, rows_hi)
+                scores[sel[found]] = got[at[found]]
+                sel, rows_lo, rows_hi = sel[~found], rows_lo[~found], rows_hi[~found]
+                if not len(sel):
+                    continue
             clk = np.zeros(len(sel), dtype=bool)
             if lacking is not None:
                 clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])

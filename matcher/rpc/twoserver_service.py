@@ -13,29 +13,35 @@
 
 Each role refuses the fields of an upload that are not its own (C never receives a share nor
 a band key, S1 and S2 never a popcount), so what a party holds is what the design gives it.
-The RPC layer carries only the bytes the core objects produce. Two keys
-(`authorization: Bearer <key>`): the members' key admits `Upload` and nothing else, the
-parties' key (S1's, S2's and the combiner's, never a member's) every other call.
+S1 and S2 evaluate each pair once an upload (core/pairbudget.py): a combiner cannot ask
+again with new bounds. With a data dir each role audits uploads, runs and refusals
+(storage/twoserver_audit.py).
+The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
+caller the protocol has call it, by its key (`authorization: Bearer <key>`;
+rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
+`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Exchange`; the operator's `Run`.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
+import hashlib
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core import audit, linkbit, tworun
+from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
@@ -48,7 +54,9 @@ from blindmatch.matcher.rpc.twoserver_client import (
     from_rows,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_keys import Keys
 from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -64,41 +72,45 @@ THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _checked(method: F, members: bool) -> F:
-    wrapped = rpc_errors(method)
+def _from(caller: str) -> Callable[[F], F]:
+    """An RPC `caller` makes (rpc/twoserver_keys.py): refused without its key; errors to
+    statuses."""
 
-    @functools.wraps(method)
-    def call(self: _Role, request: Any, context: Any) -> Any:
-        token = (bearer_token(context.invocation_metadata()) or "").encode()
-        key = self.member_key if members else self.key
-        if not hmac.compare_digest(token, key.encode()):
-            who = "the members' key" if members else "the parties' key"
-            abort(context, errors.Unauthenticated(
-                f"{NAMES[self.role]} answers {method.__name__} only with {who}"))  # fmt: skip
-        return wrapped(self, request, context)
+    def decorate(method: F) -> F:
+        wrapped = rpc_errors(method)
 
-    return call  # type: ignore[return-value]
+        @functools.wraps(method)
+        def call(self: _Role, request: Any, context: Any) -> Any:
+            token = bearer_token(context.invocation_metadata())
+            try:
+                self.keys.check(NAMES[self.role], method.__name__, caller, token)
+            except errors.ServiceError as exc:
+                abort(context, exc)
+            return wrapped(self, request, context)
 
+        return call  # type: ignore[return-value]
 
-def _keyed(method: F) -> F:
-    """A call between the parties: refused without the parties' key; errors to statuses."""
-    return _checked(method, members=False)
-
-
-def _member(method: F) -> F:
-    """A member's upload: refused without the members' key (which admits nothing else)."""
-    return _checked(method, members=True)
+    return decorate
 
 
 class _Role:
-    """What the three roles share: the uploads held, the key."""
+    """What the three roles share: the uploads held, the keys."""
 
-    def __init__(self, role: str, key: str, member_key: str) -> None:
-        if not key or not member_key or key == member_key:
-            raise ValueError("the parties' key and the members' key: two different keys")
-        self.role, self.key, self.member_key = role, key, member_key
+    def __init__(
+        self, role: str, key: str, member_key: str, keys: Mapping[str, str] | None = None
+    ) -> None:
+        self.role, self.keys = role, Keys(role, key, member_key, keys)
+        self.audit: RoleAudit | None = None  # create_role's data_dir
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
+        self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
+
+    def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
+        """An audit entry (storage/twoserver_audit.py), durable before this returns; none
+        without a data dir."""
+        if self.audit is not None:
+            detail = {"role": self.role, **detail}
+            self.audit.log.append(audit.Event(actor, action, member=member, detail=detail))
 
     def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
         member, held = read_upload(parts, self.role)
@@ -110,7 +122,14 @@ class _Role:
                         f"({list(held.bands)} bands), {other}'s {list(h.bits)} "
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
+            digest = hashlib.sha256()
+            for arrays in (held.keys, held.shares, held.popcounts):
+                for array in arrays:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+            self.log(member, "twoserver.upload", member, records=held.records,
+                     clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
+            self.budget.forget(member)
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
@@ -152,26 +171,51 @@ class _Role:
         circuit = linkbit.circuit(held[0].bits[m.clk], m.bounds)
         return shares, PairBatch(0, 1, m.clk, rows_a, rows_b), circuit
 
+    def spend(self, m: pb.CircuitBatch) -> None:
+        """Count the (checked) batch's pairs evaluated (core/pairbudget.py), or refuse it
+        whole."""
+        rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
+        over = self.budget.spend(m.member_a, m.member_b, rows_a, rows_b)
+        if over:
+            self.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
+                     pairs=len(rows_a), over=over)  # fmt: skip
+            n = self.budget.evaluations
+            times = "once" if n == 1 else f"{n} times"
+            raise errors.FailedPrecondition(
+                f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
+                f"more than {times} since {m.member_a!r} and {m.member_b!r} uploaded; "
+                f"{NAMES[self.role]} evaluates a pair at most {times} an upload (a run needs "
+                "it once), so that a combiner cannot search its distance with new bounds: the "
+                "members upload again for another run"
+            )
+
     def party(self, m: pb.CircuitBatch, who: int) -> linkbit.Party:
         shares, pairs, circuit = self.batch(m)
         try:
-            return shares.party(who, pairs, circuit, m.setup)
+            party = shares.party(who, pairs, circuit, m.setup)
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
+        return party
 
 
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     """S1."""
 
-    def __init__(self, key: str, member_key: str, s2: ShareExchange) -> None:
-        super().__init__("s1", key, member_key)
+    def __init__(
+        self,
+        key: str,
+        member_key: str,
+        s2: ShareExchange,
+        keys: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__("s1", key, member_key, keys)
         self.s2 = s2
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members = list(request.members)
         if len(members) < 2 or len(set(members)) != len(members):
@@ -199,7 +243,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         elif request.lacking:
             raise errors.InvalidArgument("lacking: only with a fallback CLK")
         s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
-        for pairs in s1.block(lacking):
+        proposed = s1.block(lacking)
+        self.log("combiner", "twoserver.run", members=members,
+                 pairs=sum(len(p) for p in proposed))  # fmt: skip
+        for pairs in proposed:
             chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
             for k, part in enumerate(chunks):
                 yield pb.CandidatePairs(
@@ -208,9 +255,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                     last=k == len(chunks) - 1,
                 )  # fmt: skip
 
-    @_keyed
+    @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         party = self.party(request, 0)
+        self.spend(request)
         sent, received = self.s2.exchange(request.batch, party)
         return pb.OutputShares(shares=party.output(), round_bytes_sent=sent,
                                round_bytes_received=received,
@@ -221,9 +269,13 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     """S2."""
 
     def __init__(
-        self, key: str, member_key: str, clock: Callable[[], float] = time.monotonic
+        self,
+        key: str,
+        member_key: str,
+        clock: Callable[[], float] = time.monotonic,
+        keys: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__("s2", key, member_key)
+        super().__init__("s2", key, member_key, keys)
         self.pending: dict[str, linkbit.Party] = {}
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
@@ -238,11 +290,11 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.outputs.pop(batch, None)
             del self.since[batch]
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
         party = self.party(request, 1)
         with self.lock:
@@ -251,11 +303,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.InvalidArgument(f"batch: {request.batch!r} is prepared already")
             if len(self.pending) + len(self.outputs) >= MAX_PENDING:
                 raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
+            self.spend(request)
             self.pending[request.batch] = party
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
-    @_keyed
+    @_from("s1")
     def Exchange(
         self, request: Iterator[pb.RoundMessage], context: Any
     ) -> Iterator[pb.RoundMessage]:
@@ -284,7 +337,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                     self.outputs[first.batch] = party.output()
             yield pb.RoundMessage(masked=mine)
 
-    @_keyed
+    @_from("combiner")
     def Collect(self, request: pb.CollectRequest, context: Any) -> pb.OutputShares:
         with self.lock:
             out = self.outputs.pop(request.batch, None)
@@ -305,16 +358,17 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         key: str,
         member_key: str,
         servers: Callable[[list[str], list[Held]], RemoteServers],
+        keys: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__("combiner", key, member_key)
+        super().__init__("combiner", key, member_key, keys)
         self.servers = servers
         self.running = threading.Lock()
 
-    @_member
+    @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
 
-    @_keyed
+    @_from("operator")
     def Run(self, request: pb.TwoServerRunRequest, context: Any) -> pb.TwoServerRunReply:
         members = list(request.members) or sorted(self.held)
         if len(members) < 2 or len(set(members)) != len(members):
@@ -334,6 +388,8 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         finally:
             self.running.release()
         links, t = result.links, result.transcript
+        self.log("operator", "twoserver.run", members=members, threshold=request.threshold,
+                 pairs=result.comparisons, links=len(links), groups=result.groups)  # fmt: skip
         return pb.TwoServerRunReply(
             members=members, dset=links.dset.tolist(), row=links.row.tolist(),
             partner=links.partner.tolist(), partner_row=links.partner_row.tolist(),
@@ -352,6 +408,8 @@ class RunningRole:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.service.audit is not None:
+            self.service.audit.close()
 
 
 def create_role(
@@ -365,18 +423,23 @@ def create_role(
     credentials: grpc.ServerCredentials | None = None,
     peer_credentials: grpc.ChannelCredentials | None = None,
     clock: Callable[[], float] = time.monotonic,
+    keys: Mapping[str, str] | None = None,
+    data_dir: Path | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
-    "s2"; "combiner": needs both). `key`: the parties' (peers are called with it, over TLS
-    with `peer_credentials`); `member_key`: the members' (uploads only); `clock` (seconds)
-    ages S2's batches."""
+    "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
+    with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
+    `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
+    of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
+    `clock` (seconds) ages S2's batches; `data_dir`: where the role's audit log is kept
+    (storage/twoserver_audit.py; None: none)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
-        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials))
+        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys)
     elif role == "s2":
-        service = SharesService(key, member_key, clock)
+        service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":
         if not s1 or not s2:
             raise ValueError("the combiner needs S1's and S2's addresses")
@@ -385,9 +448,11 @@ def create_role(
             return RemoteServers(s1, s2, key, members, [h.records for h in held],
                                  held[0].bits, peer_credentials)  # fmt: skip
 
-        service = CombinerService(key, member_key, servers)
+        service = CombinerService(key, member_key, servers, keys)
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+    if data_dir is not None:
+        service.audit = RoleAudit(data_dir, role)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
         options=channel_options(),
@@ -404,6 +469,8 @@ def create_role(
     except RuntimeError:
         port = 0
     if not port:
+        if service.audit is not None:
+            service.audit.close()
         raise OSError(
             f"could not listen on {address} (is the port taken, or the address not this machine's?)"
         )

@@ -1,0 +1,85 @@
+"""How many times S1 and S2 evaluate each pair of records (docs/privacy-design.md "What a
+dishonest combiner can still learn").
+
+C deals every circuit, and with it the Hamming bounds the circuit compares each pair's
+distance with; S1 and S2 never see them. A C that evaluated the same pair again and again
+with new bounds would binary-search its exact distance (and with the popcounts it holds,
+its Dice) in about 11 evaluations. The honest run (core/tworun.py `drive`) evaluates a pair
+once: a pair blocking proposed when deciding it (each pair on one CLK only), and a link's
+pair is scored from that decision; a pair inside a group that blocking did not propose is
+evaluated once, to score it. So S1 and S2 each count the evaluations of every pair since
+both its members uploaded, and refuse a batch holding a pair that would go over
+`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import numpy.typing as npt
+
+EVALUATIONS = 1  # a pair's evaluations per upload: its decision (a link's score reuses it)
+Keys = npt.NDArray[np.uint64]
+
+
+class _Seen:
+    """A set of pair keys as sorted runs of halving sizes (merged like a binary counter):
+    8 bytes a pair, a batch looked up in a few binary searches."""
+
+    def __init__(self) -> None:
+        self.runs: list[Keys] = []
+
+    def contains(self, keys: Keys) -> npt.NDArray[np.bool_]:
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            found |= run[at] == keys
+        return found
+
+    def add(self, keys: Keys) -> None:
+        """Add sorted keys none of which is in the set."""
+        run = keys
+        while self.runs and len(self.runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")  # two runs
+        self.runs.append(run)
+
+
+class PairBudget:
+    """The pairs evaluated, by pair of members (by name, either order); a member's pairs
+    are forgotten when it uploads again (`forget`)."""
+
+    evaluations = EVALUATIONS
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, member: str) -> None:
+        with self._lock:
+            for pair in [p for p in self._seen if member in p]:
+                del self._seen[pair]
+
+    def spend(
+        self,
+        member_a: str,
+        member_b: str,
+        rows_a: npt.NDArray[np.uint32],
+        rows_b: npt.NDArray[np.uint32],
+    ) -> int:
+        """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
+        all or none: the number of pairs that would be evaluated again (nothing counted
+        then: a pair evaluated before, or twice in the batch), or 0."""
+        if member_a > member_b:
+            member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
+        keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
+        unique, times = np.unique(keys, return_counts=True)
+        with self._lock:
+            seen = self._seen.setdefault((member_a, member_b), _Seen())
+            over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
+            if not over:
+                seen.add(unique)
+        return over
+
+
+__all__ = ["EVALUATIONS", "PairBudget"]
