@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, command
+from blindmatch.cli.options import Subcommands, command, listen_tls_options
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -189,12 +189,4 @@ def register(sub: Subcommands) -> None:
         default="127.0.0.1:50061",
         help="HOST:PORT to listen on (default: %(default)s)",
     )
-    p.add_argument("--tls-cert", help="server certificate (PEM)")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument(
-        "--insecure-listen-on-network",
-        dest="insecure",
-        action="store_true",
-        help="allow plaintext on a non-loopback address (CLKs travel unencrypted)",
-    )
+    listen_tls_options(p, "CLKs")

@@ -103,6 +103,23 @@ def quiet_option(parser: argparse._ActionsContainer) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
 
 
+def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None:
+    """A server's TLS options (`serve`, `lookup-server`, `two-server role`): its certificate
+    and key, the CA its clients' certificates must be signed by, and the flag that allows
+    plaintext off loopback, whose help says what `travels` unencrypted then."""
+    parser.add_argument("--tls-cert", help="server certificate (PEM)")
+    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument(
+        "--client-ca", help="require client certificates signed by this CA (mutual TLS)"
+    )
+    parser.add_argument(
+        "--insecure-listen-on-network",
+        dest="insecure",
+        action="store_true",
+        help=f"allow plaintext on a non-loopback address ({travels} travel unencrypted)",
+    )
+
+
 def connection_options() -> argparse.ArgumentParser:
     """Where the matcher is and how to reach it (every command that talks to it)."""
     net = argparse.ArgumentParser(add_help=False)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from blindmatch.cli import daskopts, lookup
-from blindmatch.cli.options import Subcommands, command, env
+from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
@@ -129,15 +129,7 @@ def register(sub: Subcommands) -> None:
         help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
         "(default: %(default)s)",
     )
-    p.add_argument("--tls-cert", help="server certificate (PEM)")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument(
-        "--insecure-listen-on-network",
-        dest="insecure",
-        action="store_true",
-        help="allow plaintext on a non-loopback address (tokens and encodings travel unencrypted)",
-    )
+    listen_tls_options(p, "tokens and encodings")
     p.add_argument("--workers", type=int, help="threads for comparisons (default: all cores)")
     p.add_argument(
         "--lookup-threads",

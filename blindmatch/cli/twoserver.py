@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, actions, command, quiet_option
+from blindmatch.cli.options import Subcommands, actions, command, listen_tls_options, quiet_option
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -269,15 +269,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
-    p.add_argument("--tls-cert", help="server certificate (PEM)")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument(
-        "--insecure-listen-on-network",
-        dest="insecure",
-        action="store_true",
-        help="allow plaintext on a non-loopback address (shares travel unencrypted)",
-    )
+    listen_tls_options(p, "shares")
     _peer_options(p, "the other parties")
 
     u = command(
