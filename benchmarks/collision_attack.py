@@ -400,14 +400,17 @@ def ceiling_curve(
     return out
 
 
-def generator_pair(folder: Path, generator: str, seed: int, size: int) -> tuple[Export, Export]:
+def generator_pair(
+    folder: Path, generator: str, seed: int, size: int
+) -> tuple[Export, Export, dict[int, int]]:
     """The victim's export of `size` people of a benchmark generator (benchmarks/messy.py,
     benchmarks/households.py: its first organisation's conventions and errors) and the
     attacker's plaintext on the same people (its second organisation's export: its own
     conventions and errors; full overlap, shuffled). The people are the generator's first
     `size`: for households.py whole households (parents, siblings, twins sharing surname,
     postcode and dates), every member of each in the one export, the most within-member
-    near-duplicates a member can hold."""
+    near-duplicates a member can hold. Also returned: each person's household (messy.py's
+    people each live alone), to tell how many right claims are a known person's relatives."""
     gen = {"messy": messy, "households": households}[generator]
     rng = random.Random(seed)
     people = gen.population(size, rng)
@@ -419,7 +422,8 @@ def generator_pair(folder: Path, generator: str, seed: int, size: int) -> tuple[
         header = [org.id_column, *org.columns.values()]
         entities = [p.entity for p in chosen]
         out.append(write_export(folder, org.name, header, rows, org.mapping_toml(), entities))
-    return out[0], out[1]
+    home = {p.entity: getattr(p, "household", p.entity) for p in people}
+    return out[0], out[1], home
 
 
 def main() -> int:
@@ -482,8 +486,12 @@ def main() -> int:
         if args.population == "synthetic":
             pair = population.write_pair(Path(tmp), args.seed, args.records, 1.0)
             exports = tuple(Export(e.csv, e.mapping, e.truth) for e in (pair.victim, pair.attacker))
+            home: dict[int, int] = {}
         else:
-            exports = generator_pair(Path(tmp), args.population, args.seed, args.records)
+            victim, attacker, home = generator_pair(
+                Path(tmp), args.population, args.seed, args.records
+            )
+            exports = (victim, attacker)
         data = []
         for export in exports:
             ids, rows = read_rows(
@@ -562,6 +570,10 @@ def main() -> int:
             claims = {i: p for i, p in claims.items() if i not in known}
         right = sum(1 for i, p in claims.items() if truth[i] == p)
         covered = n - count
+        if home and count:
+            homes = {home[v_people[i]] for i in known}
+            kin = sum(1 for i, p in claims.items() if truth[i] == p and home[v_people[i]] in homes)
+            print(f"  right claims in a known person's household: {kin} of {right}", flush=True)
         print(
             f"{'blind' if not count else f'{count} known pairs'}: {right / covered:.2%} of records "
             f"re-identified ({right} of {covered:,}; {len(claims)} claims, precision "
