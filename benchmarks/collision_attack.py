@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/collision_attack.py [--records 10000] [--r 16 --bands 559]
         [--known 0 50 200] [--seed 1] [--oracle-rows 1000] [--pool informative|all]
         [--blind degree|signature|households] [--robust]
+        [--population synthetic|messy|households] [--clk record|fallback|both]
 
 The design study (docs/privacy-design.md, option a) found the graph-matching attack re-identified
 0% of records from a keyed-LSH view, and said why that might be the attack's fault: it was built
@@ -33,6 +34,17 @@ likelihood ratio plus both ends' signatures. `signature` and `households` seeds 
 the known pairs too. `--robust`: self-correcting propagation (sparse products: it finishes at
 10^4 records in about a minute of CPU).
 
+`--clk`: which CLK's band keys the view holds. Under the default schema every record has two
+CLKs (record-level, and the DOB-free fallback, `blindmatch.fallback`), each shared and blocked
+with band keys of its own (client/encoding/sharing.py `shared_upload`: positions and keys from
+`part_secret`), and the blocking server holds both for the same record: `both` attacks them
+together (each seed's Poisson terms from both views added; the blind seeds read the summed
+counts). `--population`: whose records: `population.write_pair`'s (the synthetic data of
+`privacy-check`), or the first N people of benchmarks/messy.py or benchmarks/households.py
+(whole households: parents, siblings and twins sharing a surname, a postcode and dates in the
+one export), the victim's export written by the generator's first organisation and the
+attacker's by its second (its conventions and errors), full overlap.
+
 `--oracle-rows`: an upper bound on what any propagation can reach. For that many victim records,
 every *other* record's identity is given as a seed, and the share whose true identity scores
 best is printed (with the all-identities seeds, this is the view's evidence ceiling).
@@ -44,6 +56,7 @@ does, on realistic encodings); the band setting is the one it found for recall 0
 from __future__ import annotations
 
 import argparse
+import random
 import secrets
 import sys
 import tempfile
@@ -56,13 +69,15 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from benchmarks import households, messy
+from benchmarks.exports import Export, write_export
 from benchmarks.graph_attack import with_fallback
 from benchmarks.keyedblocking import bits_little
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.encoding.sharing import band_positions
+from blindmatch.client.encoding.sharing import PARTS, band_positions, part_secret
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
@@ -70,6 +85,7 @@ from blindmatch.matcher.core import blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
+View = tuple[sp.csr_matrix, Floats]  # one CLK's band-key view: counts c, expected counts lambda
 
 
 POOL = "informative"  # or "all": every position, as the shipped client draws them
@@ -128,13 +144,17 @@ def expected_counts(clks: npt.NDArray[np.uint8], r: int, bands: int) -> Floats:
 class Propagation:
     """Poisson log-likelihood scores of (victim i, attacker p), summed over the seeds."""
 
-    def __init__(self, c: sp.csr_matrix, lam: Floats) -> None:
+    def __init__(self, views: list[View]) -> None:
         # Against a background: each seed's expected counts relative to their mean over the
         # attacker's records (log-likelihood ratios), so that scores compare across victim
-        # records as well as across attacker records (the row order is unchanged).
-        mean = lam.mean(axis=1, keepdims=True)
-        self.c, self.lam, self.log_lam = c, lam - mean, np.log(lam) - np.log(mean)
-        n = c.shape[0]
+        # records as well as across attacker records (the row order is unchanged). Several
+        # views (a record's band keys of its record-level and of its fallback CLK, which the
+        # blocking server holds side by side) add their terms: independent Poisson counts.
+        self.parts = []
+        for c, lam in views:
+            mean = lam.mean(axis=1, keepdims=True)
+            self.parts.append((c, lam - mean, np.log(lam) - np.log(mean)))
+        n = views[0][0].shape[0]
         self.score = np.zeros((n, n), dtype=np.float32)
         self.seeds: dict[int, int] = {}
 
@@ -150,10 +170,11 @@ class Propagation:
         """Seeds (iv -> pa)'s contribution to every score. The counts are sparse (a few % of
         pairs collide), so the product runs on the sparse columns, in blocks."""
         out = np.zeros_like(self.score)
-        for k in range(0, len(iv), 500):
-            cols = self.c[:, iv[k : k + 500]]
-            out += np.asarray(cols @ self.log_lam[pa[k : k + 500]], dtype=np.float32)
-            out -= self.lam[pa[k : k + 500]].sum(axis=0)[None, :]
+        for c, lam, log_lam in self.parts:
+            for k in range(0, len(iv), 500):
+                cols = c[:, iv[k : k + 500]]
+                out += np.asarray(cols @ log_lam[pa[k : k + 500]], dtype=np.float32)
+                out -= lam[pa[k : k + 500]].sum(axis=0)[None, :]
         return out
 
     def remove(self, victims: list[int]) -> None:
@@ -309,7 +330,7 @@ def household_seeds(
 
 
 def attack(
-    c: sp.csr_matrix, lam: Floats, start: dict[int, int], margin: float, cap: int,
+    views: list[View], start: dict[int, int], margin: float, cap: int,
     robust: bool = False, fixed: set[int] | None = None,
 ) -> dict[int, int]:  # fmt: skip
     """Propagate from `start`. `robust`: each round takes the most confident half as many new
@@ -319,7 +340,7 @@ def attack(
     nothing net, or 60 rounds.
     The seeds' terms are sparse products (counts are nonzero for a few % of pairs), which is
     what lets it finish at 10^4 records."""
-    prop = Propagation(c, lam)
+    prop = Propagation(views)
     prop.add(start)
     if fixed is None:
         fixed = set(start) if not robust or len(start) >= 50 else set()
@@ -343,38 +364,66 @@ def attack(
     return claims
 
 
-def oracle(
-    c: sp.csr_matrix, lam: Floats, truth: npt.NDArray[np.intp], rows: int, seed: int
-) -> float:
+def oracle(views: list[View], truth: npt.NDArray[np.intp], rows: int, seed: int) -> float:
     """Share of sampled victim records whose true identity scores best when every other
     record's identity is a seed."""
     rng = np.random.default_rng(seed)
-    sample = rng.choice(c.shape[0], min(rows, c.shape[0]), replace=False)
-    dense = c[sample].toarray().astype(np.float32)  # (rows, n): counts to every record
-    log_lam = np.log(lam)[truth]  # row k: lambda of seed k's true identity to every p
-    # every record but i itself is a seed (c_ii = 0 leaves its count term out; its lambda
-    # term is added back)
-    score = dense @ log_lam - lam[truth].sum(axis=0)[None, :] + lam[truth[sample]]
+    n = views[0][0].shape[0]
+    sample = rng.choice(n, min(rows, n), replace=False)
+    score = np.zeros((len(sample), n), dtype=np.float32)
+    for c, lam in views:
+        dense = c[sample].toarray().astype(np.float32)  # (rows, n): counts to every record
+        log_lam = np.log(lam)[truth]  # row k: lambda of seed k's true identity to every p
+        # every record but i itself is a seed (c_ii = 0 leaves its count term out; its
+        # lambda term is added back)
+        score += dense @ log_lam - lam[truth].sum(axis=0)[None, :] + lam[truth[sample]]
     return float((np.argmax(score, axis=1) == truth[sample]).mean())
 
 
 def ceiling_curve(
-    c: sp.csr_matrix, lam: Floats, truth: npt.NDArray[np.intp], rows: int, counts: list[int]
+    views: list[View], truth: npt.NDArray[np.intp], rows: int, counts: list[int]
 ) -> list[tuple[int, float]]:
     """With k random true seeds: the share of (other) sampled records whose true identity
     scores best among all attacker records."""
     rng = np.random.default_rng(5)
-    n = c.shape[0]
+    n = views[0][0].shape[0]
     order = rng.permutation(n)
     sample, rest = order[:rows], order[rows:]
-    dense = c[sample].toarray().astype(np.float32)
-    log_lam = np.log(lam)
     out = []
     for k in counts:
         seeds = rest[: min(k, len(rest))]
-        score = dense[:, seeds] @ log_lam[truth[seeds]] - lam[truth[seeds]].sum(axis=0)[None, :]
+        score = np.zeros((len(sample), n), dtype=np.float32)
+        for c, lam in views:
+            dense = c[sample][:, seeds].toarray().astype(np.float32)
+            score += dense @ np.log(lam)[truth[seeds]] - lam[truth[seeds]].sum(axis=0)[None, :]
         out.append((len(seeds), float((np.argmax(score, axis=1) == truth[sample]).mean())))
     return out
+
+
+def generator_pair(
+    folder: Path, generator: str, seed: int, size: int
+) -> tuple[Export, Export, dict[int, int]]:
+    """The victim's export of `size` people of a benchmark generator (benchmarks/messy.py,
+    benchmarks/households.py: its first organisation's conventions and errors) and the
+    attacker's plaintext on the same people (its second organisation's export: its own
+    conventions and errors; full overlap, shuffled). The people are the generator's first
+    `size`: for households.py whole households (parents, siblings, twins sharing surname,
+    postcode and dates), every member of each in the one export, the most within-member
+    near-duplicates a member can hold. Also returned: each person's household (messy.py's
+    people each live alone), to tell how many right claims are a known person's relatives."""
+    gen = {"messy": messy, "households": households}[generator]
+    rng = random.Random(seed)
+    people = gen.population(size, rng)
+    held = list(people)
+    rng.shuffle(held)
+    out = []
+    for org, chosen in zip(gen.ORGS[:2], (people, held), strict=False):
+        rows = [gen.export_row(org, p, n, rng) for n, p in enumerate(chosen)]
+        header = [org.id_column, *org.columns.values()]
+        entities = [p.entity for p in chosen]
+        out.append(write_export(folder, org.name, header, rows, org.mapping_toml(), entities))
+    home = {p.entity: getattr(p, "household", p.entity) for p in people}
+    return out[0], out[1], home
 
 
 def main() -> int:
@@ -409,45 +458,81 @@ def main() -> int:
         "--curve", type=int, nargs="*", default=[50, 200, 1000, 3000],
         help="true seeds for the evidence curve",
     )  # fmt: skip
+    parser.add_argument(
+        "--population",
+        choices=("synthetic", "messy", "households"),
+        default="synthetic",
+        help="the people: population.write_pair's (privacy-check's synthetic data), or the "
+        "first N of benchmarks/messy.py's or benchmarks/households.py's (whole households), "
+        "the victim's export by the generator's first organisation, the attacker's by its "
+        "second",
+    )
+    parser.add_argument(
+        "--clk",
+        choices=("record", "fallback", "both"),
+        default="record",
+        help="whose band keys the blocking server's view holds: the record-level CLK's, the "
+        "fallback (DOB-free) CLK's, or both side by side (what S1 holds for every record "
+        "under the default schema); each CLK's bands drawn as the shipped client draws them "
+        "(sharing.part_secret per CLK)",
+    )
     args = parser.parse_args()
     global POOL
     POOL = args.pool
     t0 = time.process_time()
-    schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
+    parts = {"record": [0], "fallback": [1], "both": [0, 1]}[args.clk]
+    schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), args.clk != "record")
     with tempfile.TemporaryDirectory(prefix="blindmatch-ca-") as tmp:
-        pair = population.write_pair(Path(tmp), args.seed, args.records, 1.0)
+        if args.population == "synthetic":
+            pair = population.write_pair(Path(tmp), args.seed, args.records, 1.0)
+            exports = tuple(Export(e.csv, e.mapping, e.truth) for e in (pair.victim, pair.attacker))
+            home: dict[int, int] = {}
+        else:
+            victim, attacker, home = generator_pair(
+                Path(tmp), args.population, args.seed, args.records
+            )
+            exports = (victim, attacker)
         data = []
-        for export in (pair.victim, pair.attacker):
+        for export in exports:
             ids, rows = read_rows(
                 export.csv, schema, load_mapping(export.mapping, schema), EncodeReport("")
             )
             data.append((rows, [export.truth[i] for i in ids]))
     (v_rows, v_people), (a_rows, a_people) = data
     key_v, key_a = secrets.token_bytes(32), secrets.token_bytes(32)
-    v = upload_views(schema, v_rows, key_v, NONE)[0]
-    a = upload_views(schema, a_rows, key_a, NONE)[0]
-    c = victim_counts(v, args.r, args.bands, key_v)
-    lam = expected_counts(a, args.r, args.bands)
+    v_clks = upload_views(schema, v_rows, key_v, NONE)
+    a_clks = upload_views(schema, a_rows, key_a, NONE)
     where = {p: j for j, p in enumerate(a_people)}
     truth = np.array([where[p] for p in v_people], dtype=np.intp)
-    n = len(v)
+    n = len(v_rows)
     rng = np.random.default_rng(0)
     pi, pj = rng.integers(0, n, 2_000_000), rng.integers(0, n, 2_000_000)
     keep = pi != pj
     pi, pj = pi[keep], pj[keep]
-    counts = np.asarray(c[pi, pj]).ravel()
-    corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1])
-    print(
-        f"{n:,} victim records, r={args.r} x {args.bands} bands on {args.pool} bits: "
-        f"{c.nnz / (n * (n - 1)):.2%} of pairs share a band, "
-        f"mean count {c.sum() / (n * (n - 1)):.4f}; "
-        f"correlation of the view's counts with the attacker's expected counts (true alignment) "
-        f"{corr:.3f}; setup {time.process_time() - t0:.0f} CPU s",
-        flush=True,
-    )
+    views: list[View] = []
+    for k in parts:
+        c = victim_counts(v_clks[k], args.r, args.bands, part_secret(key_v, PARTS[k]))
+        lam = expected_counts(a_clks[k], args.r, args.bands)
+        views.append((c, lam))
+        counts = np.asarray(c[pi, pj]).ravel()
+        corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1])
+        print(
+            f"{n:,} victim records ({args.population}), {PARTS[k]} CLK, r={args.r} x "
+            f"{args.bands} bands on {args.pool} bits: "
+            f"{c.nnz / (n * (n - 1)):.2%} of pairs share a band, "
+            f"mean count {c.sum() / (n * (n - 1)):.4f}, "
+            f"{(c >= 8).nnz // 2:,} pairs share >= 8 bands; "
+            f"correlation of the view's counts with the attacker's expected counts (true "
+            f"alignment) {corr:.3f}; setup {time.process_time() - t0:.0f} CPU s",
+            flush=True,
+        )
+    del v_clks, a_clks
+    # Blind seeding reads one count a pair: the views' counts summed (a sum of independent
+    # Poisson counts is Poisson with the summed mean).
+    c, lam = views[0] if len(views) == 1 else (views[0][0] + views[1][0], views[0][1] + views[1][1])
     if args.oracle_rows:
         t1 = time.process_time()
-        ceiling = oracle(c, lam, truth, args.oracle_rows, args.seed)
+        ceiling = oracle(views, truth, args.oracle_rows, args.seed)
         print(
             f"evidence ceiling: every other record's identity known, the true identity scores "
             f"best among all {n:,} attacker records for {ceiling:.1%} of "
@@ -455,9 +540,11 @@ def main() -> int:
             f"({time.process_time() - t1:.0f} CPU s)",
             flush=True,
         )
-        for k, share in ceiling_curve(c, lam, truth, args.oracle_rows, args.curve):
+        for k, share in ceiling_curve(views, truth, args.oracle_rows, args.curve):
             print(f"  with {k:,} true seeds: {share:.1%}", flush=True)
-    ll = signature_ll(c, lam) if args.blind != "degree" else None
+    ll = None
+    if args.blind != "degree":
+        ll = sum((signature_ll(cv, lv) for cv, lv in views), np.zeros((n, n), np.float32))
     for count in args.known:
         t1 = time.process_time()
         known = known_pairs(v_people, a_people, count, seed=count) if count else {}
@@ -478,11 +565,15 @@ def main() -> int:
                 flush=True,
             )
         start = {**blind, **known}
-        claims = attack(c, lam, start, args.margin, args.cap, args.robust, fixed=set(known))
+        claims = attack(views, start, args.margin, args.cap, args.robust, fixed=set(known))
         if count:
             claims = {i: p for i, p in claims.items() if i not in known}
         right = sum(1 for i, p in claims.items() if truth[i] == p)
         covered = n - count
+        if home and count:
+            homes = {home[v_people[i]] for i in known}
+            kin = sum(1 for i, p in claims.items() if truth[i] == p and home[v_people[i]] in homes)
+            print(f"  right claims in a known person's household: {kin} of {right}", flush=True)
         print(
             f"{'blind' if not count else f'{count} known pairs'}: {right / covered:.2%} of records "
             f"re-identified ({right} of {covered:,}; {len(claims)} claims, precision "

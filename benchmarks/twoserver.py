@@ -392,7 +392,8 @@ def trilaterate(
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
         print(
-            f"  round {_round}: seeds A {len(seeds_a)}, B {len(seeds_b)}",
+            f"  round {_round}: seeds A {len(seeds_a)}, B {len(seeds_b)} "
+            f"({time.process_time():.0f} CPU s in all)",
             file=sys.stderr,
             flush=True,
         )
