@@ -39,6 +39,7 @@ from blindmatch.matcher.placement import (
 )
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
+from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
@@ -242,13 +243,7 @@ def create_server(
             refusals=refusals,
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
-        try:
-            if credentials is None:
-                port = server.add_insecure_port(address)
-            else:
-                port = server.add_secure_port(address, credentials)
-        except RuntimeError:  # newer gRPC raises where older returned 0
-            port = 0
+        port = add_port(server, address, credentials)
         if port:
             server.start()
     if port == 0:
@@ -259,9 +254,7 @@ def create_server(
         realtime.close()
         sweeper.stop()
         store.close()
-        raise OSError(
-            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
-        )
+        raise cannot_listen(address)
     if placement is not None:
         log.info("%s", placement.describe())
     for name in ("", SERVICE_NAME):

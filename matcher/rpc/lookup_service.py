@@ -39,6 +39,7 @@ from blindmatch.matcher.realtime.shards import (
     shard_of,
 )
 from blindmatch.matcher.rpc.auth import bearer_token
+from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -288,17 +289,9 @@ def create_lookup_server(
         ],
     )
     pb_grpc.add_LookupServerServicer_to_server(service, server)
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError:
-        port = 0
+    port = add_port(server, address, credentials)
     if not port:
-        raise OSError(
-            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
-        )
+        raise cannot_listen(address)
     server.start()
     log.info("look-up server for shard %d of %d listening on port %d", shard, shards, port)
     if wait:

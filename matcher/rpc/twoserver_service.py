@@ -44,6 +44,7 @@ from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
+from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
@@ -461,19 +462,11 @@ def create_role(
               "s2": pb_grpc.add_TwoServerSharesServicer_to_server,
               "combiner": pb_grpc.add_TwoServerCombinerServicer_to_server}  # fmt: skip
     adders[role](service, server)  # type: ignore[operator]
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError:
-        port = 0
+    port = add_port(server, address, credentials)
     if not port:
         if service.audit is not None:
             service.audit.close()
-        raise OSError(
-            f"could not listen on {address} (is the port taken, or the address not this machine's?)"
-        )
+        raise cannot_listen(address)
     server.start()
     log.info("%s listening on port %d (message limit %d bytes)", NAMES[role], port,
              MAX_MESSAGE_BYTES)  # fmt: skip
