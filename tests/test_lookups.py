@@ -23,6 +23,18 @@ def clks() -> np.ndarray:
     return Population(6_000, 3).encode(np.arange(6_000), rng, np.zeros(6_000, dtype=bool))
 
 
+def first_then_the_rest(lookups: Lookups, threads: list[threading.Thread]) -> None:
+    """Start the first thread, and the others once its pass is running (so they queue behind
+    it); wait for all."""
+    threads[0].start()
+    while not lookups._running:
+        time.sleep(0.001)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+
 def held_first_batch(monkeypatch: pytest.MonkeyPatch, lookups: Lookups, queued: int) -> None:
     """Hold the first batch until `queued` more queries wait behind it, so what arrives
     together is known (the look-ups themselves are the real ones)."""
@@ -58,13 +70,7 @@ def test_queries_that_arrive_together_are_answered_in_one_pass(
         answers[row] = lookups.search(snapshots, as_words(clks[row : row + 1], CLK_BITS), 0.8)
 
     threads = [threading.Thread(target=ask, args=(r,)) for r in rows]
-    threads[0].start()
-    while not lookups._running:
-        time.sleep(0.001)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    first_then_the_rest(lookups, threads)
     # The first ran alone; the eleven that arrived meanwhile, together in one more pass.
     assert (lookups.batches, lookups.asks) == (2, 12)
     for row in rows:
@@ -95,13 +101,7 @@ def test_a_bad_query_in_a_batch_fails_alone(
         threading.Thread(target=ask, args=(name, q))
         for name, q in (("first", good), ("good1", good), ("bad", bad), ("good2", good))
     ]
-    threads[0].start()
-    while not lookups._running:
-        time.sleep(0.001)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    first_then_the_rest(lookups, threads)
     assert isinstance(results["bad"], ValueError)
     for name in ("first", "good1", "good2"):
         answer = results[name]
@@ -134,13 +134,7 @@ def test_a_pass_finishes_and_commits_its_queries_in_one_write(
         replies[row] = reply
 
     threads = [threading.Thread(target=ask, args=(r,)) for r in rows]
-    threads[0].start()
-    while not lookups._running:
-        time.sleep(0.001)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    first_then_the_rest(lookups, threads)
     for row in rows:
         assert replies[row][0] == f"north{row}"  # type: ignore[index]
     # The first pass alone, then the seven that arrived meanwhile: two writes in all.
@@ -180,13 +174,7 @@ def test_a_failed_commit_fails_every_query_of_its_pass(
 
     names = ["first", "a", "b", "broken", "c"]
     threads = [threading.Thread(target=ask, args=(n,)) for n in names]
-    threads[0].start()
-    while not lookups._running:
-        time.sleep(0.001)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    first_then_the_rest(lookups, threads)
     assert results["first"] == "answered"
     for name in ("a", "b", "c"):
         assert isinstance(results[name], ResourceExhausted), results[name]
