@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, command, listen_tls_options
+from blindmatch.cli.options import Subcommands, command, listen_tls_options, outbound_credentials
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def lookup_options(args: argparse.Namespace) -> tuple[list[str], grpc.ChannelCredentials | None]:
     """The look-up servers `serve` was given, and the credentials to reach them."""
-    from blindmatch.client.remote import tls
 
     servers: list[str] = args.lookup_server
     if len(set(servers)) != len(servers):
@@ -52,25 +51,16 @@ def lookup_options(args: argparse.Namespace) -> tuple[list[str], grpc.ChannelCre
     tls_given = args.lookup_tls_ca or args.lookup_tls_cert or args.lookup_tls_key
     if not servers and tls_given:
         raise InputError("--lookup-tls-*: only with --lookup-server")
-    if (args.lookup_tls_cert is None) != (args.lookup_tls_key is None):
-        raise InputError("--lookup-tls-cert and --lookup-tls-key go together")
-    credentials = None
-    if tls_given:
-        credentials = tls.channel_credentials(
-            ca_cert=args.lookup_tls_ca,
-            client_cert=args.lookup_tls_cert,
-            client_key=args.lookup_tls_key,
-            tls=True,
-        )
-    for server in servers:
-        if server.startswith(("grpc://", "grpcs://")) or "://" in server:
-            raise InputError(f"--lookup-server {server}: HOST:PORT (TLS: --lookup-tls-ca)")
-        if credentials is None and not args.lookup_insecure and not tls.is_loopback(server):
-            raise InputError(
-                f"--lookup-server {server}: refusing plaintext to a non-loopback look-up "
-                "server (it is sent every query's CLKs); give --lookup-tls-ca (and "
-                "--lookup-tls-cert/--lookup-tls-key for mutual TLS), or --lookup-insecure"
-            )
+    credentials = outbound_credentials(
+        [("--lookup-server", server) for server in servers],
+        ca=args.lookup_tls_ca,
+        cert=args.lookup_tls_cert,
+        key=args.lookup_tls_key,
+        insecure=args.lookup_insecure,
+        flags=("--lookup-tls-ca", "--lookup-tls-cert", "--lookup-tls-key", "--lookup-insecure"),
+        whom="a non-loopback look-up server",
+        why="it is sent every query's CLKs",
+    )
     return servers, credentials
 
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, overload
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
+    import grpc
+
     from blindmatch.client.remote.client import MatcherClient
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -118,6 +120,43 @@ def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None
         action="store_true",
         help=f"allow plaintext on a non-loopback address ({travels} travel unencrypted)",
     )
+
+
+def outbound_credentials(
+    targets: Sequence[tuple[str, str]],
+    *,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    insecure: bool,
+    flags: tuple[str, str, str, str],
+    whom: str,
+    why: str,
+) -> grpc.ChannelCredentials | None:
+    """How a server reaches other servers (`serve` its look-up servers, a two-server role
+    the other parties): TLS when a CA or client certificate is given, else plaintext, which
+    is refused to any of `targets` ((flag, HOST:PORT) pairs) off loopback unless `insecure`.
+    `flags` names the CA, certificate, key and insecure options in the messages; `whom` and
+    `why` say who would be reached in plaintext and what would travel."""
+    from blindmatch.client.remote import tls
+
+    ca_flag, cert_flag, key_flag, insecure_flag = flags
+    if (cert is None) != (key is None):
+        raise InputError(f"{cert_flag} and {key_flag} go together")
+    credentials = None
+    if ca or cert:
+        credentials = tls.channel_credentials(
+            ca_cert=ca, client_cert=cert, client_key=key, tls=True
+        )
+    for flag, address in targets:
+        if "://" in address:
+            raise InputError(f"{flag} {address}: HOST:PORT (TLS: {ca_flag})")
+        if credentials is None and not insecure and not tls.is_loopback(address):
+            raise InputError(
+                f"{flag} {address}: refusing plaintext to {whom} ({why}); give {ca_flag} "
+                f"(and {cert_flag}/{key_flag} for mutual TLS), or {insecure_flag}"
+            )
+    return credentials
 
 
 def connection_options() -> argparse.ArgumentParser:

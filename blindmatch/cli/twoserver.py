@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, actions, command, listen_tls_options, quiet_option
+from blindmatch.cli.options import (
+    Subcommands,
+    actions,
+    command,
+    listen_tls_options,
+    outbound_credentials,
+    quiet_option,
+)
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -49,28 +56,17 @@ def read_key(path: Path, flag: str = "--key-file") -> str:
 def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """How this role (or a member) reaches the others: TLS with --peer-ca, plaintext to
     loopback only unless --peer-insecure."""
-    from blindmatch.client.remote import tls
-
-    if (args.peer_cert is None) != (args.peer_key is None):
-        raise InputError("--peer-cert and --peer-key go together")
-    credentials = None
-    if args.peer_ca or args.peer_cert:
-        credentials = tls.channel_credentials(
-            ca_cert=args.peer_ca, client_cert=args.peer_cert, client_key=args.peer_key, tls=True
-        )
-    for flag in ("s1", "s2", "combiner"):
-        address = getattr(args, flag, None)
-        if not address:
-            continue
-        if "://" in address:
-            raise InputError(f"--{flag} {address}: HOST:PORT (TLS: --peer-ca)")
-        if credentials is None and not args.peer_insecure and not tls.is_loopback(address):
-            raise InputError(
-                f"--{flag} {address}: refusing plaintext to a party that is not on loopback "
-                "(shares and setups travel unencrypted); give --peer-ca (and --peer-cert/"
-                "--peer-key for mutual TLS), or --peer-insecure"
-            )
-    return credentials
+    return outbound_credentials(
+        [(f"--{flag}", getattr(args, flag)) for flag in ("s1", "s2", "combiner")
+         if getattr(args, flag, None)],
+        ca=args.peer_ca,
+        cert=args.peer_cert,
+        key=args.peer_key,
+        insecure=args.peer_insecure,
+        flags=("--peer-ca", "--peer-cert", "--peer-key", "--peer-insecure"),
+        whom="a party that is not on loopback",
+        why="shares and setups travel unencrypted",
+    )  # fmt: skip
 
 
 def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
