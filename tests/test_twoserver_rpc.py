@@ -249,6 +249,33 @@ def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_
     assert "sha256:...: 64 hex digits after 'sha256:'" in capsys.readouterr().err
 
 
+def test_a_party_key_digest_file_others_can_read_is_refused_naming_it_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --party-key file holding only a digest is kept owner-only like a key: a group- or
+    world-readable one is refused before the role listens, naming the flag, the file, its
+    mode, what a reader could do with it, and the chmod that fixes it."""
+    key_file, member_key_file = tmp_path / "k", tmp_path / "m"
+    for path in (key_file, member_key_file):
+        path.write_text(f"{path.name}'s key\n")
+        path.chmod(0o600)
+    digest = tmp_path / "combiner.sha256"
+    digest.write_text("sha256:" + hashlib.sha256(b"the combiner's key").hexdigest() + "\n")
+    s2 = ["two-server", "role", "--key-file", str(key_file), "--member-key-file",
+          str(member_key_file), "--role", "s2", "--listen", "127.0.0.1:0",
+          "--party-key", f"combiner={digest}"]  # fmt: skip
+    for mode in (0o640, 0o604):
+        digest.chmod(mode)
+        assert main(s2) == 2
+        err = capsys.readouterr().err
+        assert f"--party-key combiner: {digest}: readable by others than its owner" in err
+        assert f"(mode {mode:o})" in err and "its sha256: digest, is kept owner-only" in err
+        assert f"chmod 600 {digest}" in err
+    key_file.chmod(0o644)  # a key file keeps its own advice
+    assert main(s2) == 2
+    assert "whoever reads it can call the roles: chmod 600" in capsys.readouterr().err
+
+
 def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
     clock = Clock()
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 from blindmatch.client.errors import InputError
+from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 
 if TYPE_CHECKING:
     import grpc
@@ -34,23 +34,27 @@ if TYPE_CHECKING:
 ROLES = ("s1", "s2", "combiner")
 
 
-def read_key(path: Path, flag: str = "--key-file") -> str:
-    """A key: the file's text, refused unless only its owner can read it."""
+def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
+    """A key: the file's text, refused unless only its owner can read it (`risk`: what a
+    reader could do with it, for the refusal; by default, call the roles)."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        key = path.read_text().strip()
-    except FileNotFoundError:
-        raise InputError(f"{flag} {path}: not found") from None
-    except (IsADirectoryError, UnicodeDecodeError):
-        raise InputError(f"{flag} {path}: not a key file (one line of text)") from None
-    if mode & 0o077:
-        raise InputError(
-            f"{flag} {path}: readable by others than its owner (mode {mode:o}); whoever "
-            f"reads it can call the roles: chmod 600 {path}"
-        )
-    if not key:
-        raise InputError(f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)")
-    return key
+        return read_owner_only(path)
+    except KeyFileProblem as problem:
+        raise InputError({
+            "missing": f"{flag} {path}: not found",
+            "not text": f"{flag} {path}: not a key file (one line of text)",
+            "readable": f"{flag} {path}: readable by others than its owner (mode "
+            f"{problem.mode:o}); {risk or 'whoever reads it can call the roles'}: "
+            f"chmod 600 {path}",
+            "empty": f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)",
+        }[problem.problem]) from None  # fmt: skip
+
+
+# --party-key files hold a party's key or only its digest; either is kept owner-only.
+PARTY_KEY_RISK = (
+    "a party's key, or its sha256: digest, is kept owner-only (whoever reads the key can "
+    "call this role as that party; whoever reads the digest can test guesses of the key)"
+)
 
 
 def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -84,7 +88,7 @@ def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
             )
         if role in keys:
             raise InputError(f"--party-key {role}: given twice")
-        keys[role] = read_key(Path(path), f"--party-key {role}:")
+        keys[role] = read_key(Path(path), f"--party-key {role}:", PARTY_KEY_RISK)
     return keys
 
 
