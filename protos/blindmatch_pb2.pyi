@@ -557,20 +557,22 @@ class MemberQueryVolume(_message.Message):
     def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[_Union[UserQueryVolume, _Mapping]]] = ..., unanswered: _Optional[int] = ...) -> None: ...
 
 class UserQueryVolume(_message.Message):
-    __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests")
+    __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests", "unanswered")
     USER_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_WITH_HITS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     BAD_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UNANSWERED_FIELD_NUMBER: _ClassVar[int]
     user: str
     queries: int
     records: int
     records_with_hits: int
     refused: int
     bad_requests: int
-    def __init__(self, user: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., refused: _Optional[int] = ..., bad_requests: _Optional[int] = ...) -> None: ...
+    unanswered: int
+    def __init__(self, user: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., refused: _Optional[int] = ..., bad_requests: _Optional[int] = ..., unanswered: _Optional[int] = ...) -> None: ...
 
 class QueryReport(_message.Message):
     __slots__ = ("project", "hours", "members")

@@ -317,7 +317,13 @@ def member_volumes(reply: pb.QueryReport) -> list[MemberVolume]:
             list(m.flags),
             [
                 UserVolume(
-                    u.user, u.queries, u.records, u.records_with_hits, u.refused, u.bad_requests
+                    u.user,
+                    u.queries,
+                    u.records,
+                    u.records_with_hits,
+                    u.refused,
+                    u.bad_requests,
+                    u.unanswered,
                 )
                 for u in m.users
             ],

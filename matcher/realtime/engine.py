@@ -322,7 +322,7 @@ class Realtime:
         server; nothing disclosed). The member is told `exc` whether or not this entry
         could be written (a full disk: the query log has said so)."""
         with contextlib.suppress(errors.ResourceExhausted):
-            self.query_log.record(
+            self.query_log.record_unanswered(
                 QueryRecord(
                     self.clock(),
                     project,

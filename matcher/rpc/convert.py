@@ -311,6 +311,7 @@ def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
                 records_with_hits=u.records_with_hits,
                 refused=u.refused,
                 bad_requests=u.bad_requests,
+                unanswered=u.unanswered,
             )
             for u in v.users
         ],
