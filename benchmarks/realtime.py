@@ -289,6 +289,9 @@ class Measured:
     cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
     finished: list[float] = field(default_factory=list)  # s from the start, per latency
     client: str = "async"  # how the queriers asked (CLIENTS)
+    # The matcher's thread switches per query: voluntary (a thread waited: for a message,
+    # the GIL, a lock, the disk), involuntary (a thread was preempted).
+    switches: tuple[float, float] = (0.0, 0.0)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -326,6 +329,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_switches(pid: int) -> tuple[int, int]:
+    """Context switches so far of every live thread of process `pid`: (voluntary,
+    involuntary) (Linux /proc; a thread that has ended is no longer counted)."""
+    voluntary = involuntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 CLIENTS = {
@@ -452,9 +469,14 @@ def measure(
         side.start()
     load_before = os.getloadavg()[0]
     cpu_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    switches_before = thread_switches(server_pid)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    switched = [
+        (after - before) / total
+        for before, after in zip(switches_before, thread_switches(server_pid), strict=True)
+    ]
     if side:
         side.join()
     cpu = [
@@ -466,7 +488,7 @@ def measure(
     load = (load_before, os.getloadavg()[0])
     return Measured(
         queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1]),
-        finished, client,
+        finished, client, (switched[0], switched[1]),
     )  # fmt: skip
 
 
@@ -837,7 +859,8 @@ def main() -> int:
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
             f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
             f"CPU ms per query: matcher {r.cpu_ms[0]:.2f}, client {r.cpu_ms[1]:.2f}; "
-            f"planted hits missed {r.missed} of {r.planted}; "
+            f"matcher thread switches per query {r.switches[0]:.1f} voluntary, "
+            f"{r.switches[1]:.1f} involuntary; planted hits missed {r.missed} of {r.planted}; "
             f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
         failed = failed or bool(r.missed)
