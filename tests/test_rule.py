@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.synthclks import members
+from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.encoded import Encoded, read_encoded, write_encoded
@@ -30,7 +31,7 @@ from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import dice
 from blindmatch.matcher.usecases.runs import match
 from blindmatch.protos import blindmatch_pb2 as pb
-from tests.support import NORTH_MAP, PERSON_SCHEMA, SOUTH_MAP, Matcher
+from tests.support import NORTH_MAP, PERSON_SCHEMA, ROOT, SOUTH_MAP, Matcher, Org
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 RULE = fallback.Rule(0.25, 0.03, 0.03)
@@ -352,3 +353,30 @@ def test_a_query_follows_the_rule_as_a_run_does(matcher: Matcher, tmp_path: Path
     assert ask(THOMAZ, tomas) == [("south", 0.806)]
     assert ask(TOBIAS, thomas, old) == [("south", 0.809)]  # today's rule, where the schema
     assert ask(THOMAZ, tomas, old) == []  # has none
+
+
+# -- two-server runs -------------------------------------------------------------------------
+
+
+def test_encode_for_a_two_server_run_says_the_rule_is_not_applied_there(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = orgs["north"]
+    said = {}
+    for schema in (PERSON_SCHEMA, ROOT / "schemas" / "person-uk-no-rule.json"):
+        out = tmp_path / f"{schema.stem}.encoded"
+        assert main(["encode", str(org.csv), "--schema", str(schema), "--secret-file",
+                     str(secret_file), "--mapping", str(org.mapping), "--out", str(out),
+                     "--two-server", "--quiet"]) == 0  # fmt: skip
+        assert (out / "twoserver").is_dir()
+        said[schema.stem] = capsys.readouterr().err
+    assert "note: two-server runs score each pair by one CLK" in said["person-uk"]
+    assert "blindmatch.rule over both CLKs is not applied" in said["person-uk"]
+    assert "blindmatch.rule" not in said["person-uk-no-rule"]
+
+
+def test_the_no_rule_schema_is_the_default_less_its_rule() -> None:
+    plain = load_schema(ROOT / "schemas" / "person-uk-no-rule.json")
+    raw = copy.deepcopy(SCHEMA.raw)
+    del raw["blindmatch"]["rule"]
+    assert plain.raw == raw and plain.rule is None

@@ -71,10 +71,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 # the schema's rule over both CLKs is not applied there (docs/schema.md, "blindmatch.rule").
 TWO_SERVER_RULE_NOTE = (
     "two-server runs score each pair by one CLK (the first CLKs' Dice, or the fallback "
-    "CLKs' where a record lacks the date of birth, against the threshold): the schema's "
-    "blindmatch.rule over both CLKs is not applied in them, so a two-server run links as "
-    "a schema without it does (about 1 F1 point under a batch run on household data; "
-    "docs/schema.md)"
+    "CLKs' where a record lacks the fallback's fields, against the threshold): the "
+    "schema's blindmatch.rule over both CLKs is not applied in them, so a two-server run "
+    "links as the schema without it does (about 1 F1 point under a batch run on household "
+    "data; docs/schema.md)"
 )
 
 
