@@ -380,3 +380,35 @@ def test_the_no_rule_schema_is_the_default_less_its_rule() -> None:
     raw = copy.deepcopy(SCHEMA.raw)
     del raw["blindmatch"]["rule"]
     assert plain.raw == raw and plain.rule is None
+
+
+@pytest.mark.server
+def test_a_restarted_matcher_keeps_scoring_an_index_by_its_rule(tmp_path: Path) -> None:
+    # The rule is stored with the index (index_meta.rule): after a restart a query for
+    # Thomas still does not find his brother (today's rule would: D1 0.809).
+    from blindmatch.matcher.server import create_server
+    from tests.support import ADMIN_TOKEN
+
+    data_dir = tmp_path / "data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN)
+    try:
+        with MatcherClient(f"127.0.0.1:{server.port}", ADMIN_TOKEN) as op:
+            project = op.create_project("kept", ["north", "south"], disclosure="scores")
+        south = encoded(tmp_path, "south", TOBIAS, PERSON_SCHEMA, south=True)
+        with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["south"]) as client:
+            sync_index(client, "kept", south, b"south's own ref key")
+    finally:
+        server.stop(grace=None)
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN)
+    try:
+        thomas = {"given_name": "Thomas", "surname": "Whitfield", "dob": "1988-06-14",
+                  "sex": "M", "postcode": "LS6 3DR"}  # fmt: skip
+        brother = {**thomas, "given_name": "Tobias", "dob": "1990-02-02"}
+        with MatcherClient(f"127.0.0.1:{server.port}", project.tokens["north"]) as client:
+            for values, want in ((thomas, []), (brother, ["south"])):
+                person = encode_person(SCHEMA, SECRET, values)
+                answer = client.query("kept", person.clks, clk_bits=person.clk_bits,
+                                      fingerprint=person.fingerprint, purpose="case 2")  # fmt: skip
+                assert [m.partner for m in answer.results[0]] == want
+    finally:
+        server.stop(grace=None)
