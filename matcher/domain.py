@@ -10,12 +10,13 @@ import enum
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import overload
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, overload
 
 from blindmatch.matcher.errors import AlreadyExists
+
+if TYPE_CHECKING:  # numpy is not loaded for the CLI's help (tests/test_cli.py)
+    import numpy as np
+    import numpy.typing as npt
 
 # -- time ----------------------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class Rule:
         """S of pairs that both have the fields, clipped to [0, 1] (the scale a score has)."""
         if not self.active:
             return d1
-        return np.clip(d1 + self.gap * (d1 - d2) - self.offset, 0.0, 1.0)
+        return (d1 + self.gap * (d1 - d2) - self.offset).clip(0.0, 1.0)
 
     def text(self) -> str:
         """As stored: "GAP,OFFSET,REACH", or "" for no rule (`parse` reads it back)."""
