@@ -153,8 +153,18 @@ class ProjectList(_message.Message):
     projects: _containers.RepeatedCompositeFieldContainer[ProjectInfo]
     def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...
 
+class ScoreRule(_message.Message):
+    __slots__ = ("gap", "offset", "reach")
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REACH_FIELD_NUMBER: _ClassVar[int]
+    gap: float
+    offset: float
+    reach: float
+    def __init__(self, gap: _Optional[float] = ..., offset: _Optional[float] = ..., reach: _Optional[float] = ...) -> None: ...
+
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +174,7 @@ class UploadHeader(_message.Message):
     FIELD_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -173,7 +184,8 @@ class UploadHeader(_message.Message):
     field_bits: _containers.RepeatedScalarFieldContainer[int]
     fallback_bits: int
     schema_digest: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")
@@ -376,18 +388,20 @@ class ResolveRefReply(_message.Message):
     def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "client_change_id")
+    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "rule", "client_change_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
     fallback_bits: int
+    rule: ScoreRule
     client_change_id: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., client_change_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., client_change_id: _Optional[str] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")
@@ -794,12 +808,13 @@ class ShardSearchReply(_message.Message):
     def __init__(self, queries: _Optional[_Iterable[int]] = ..., members: _Optional[_Iterable[int]] = ..., refs: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., state: _Optional[_Union[ShardState, _Mapping]] = ...) -> None: ...
 
 class ShardChange(_message.Message):
-    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
+    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "rule", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     PUT_REFS_FIELD_NUMBER: _ClassVar[int]
     PUT_CLKS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_REFS_FIELD_NUMBER: _ClassVar[int]
@@ -810,15 +825,16 @@ class ShardChange(_message.Message):
     clk_bits: int
     fallback_bits: int
     threshold: float
+    rule: ScoreRule
     put_refs: _containers.RepeatedScalarFieldContainer[str]
     put_clks: bytes
     remove_refs: _containers.RepeatedScalarFieldContainer[str]
     erase_member: bool
     erase_project: bool
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
 
 class ShardLoad(_message.Message):
-    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks")
+    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -828,6 +844,7 @@ class ShardLoad(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
     CLKS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     project: str
@@ -837,7 +854,8 @@ class ShardLoad(_message.Message):
     threshold: float
     refs: _containers.RepeatedScalarFieldContainer[str]
     clks: bytes
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class ShardReloadRequest(_message.Message):
     __slots__ = ()

@@ -167,6 +167,7 @@ class Realtime:
                 self.query_log.record_all,
                 self.clock,
                 fallback_bits=encoding.fallback_bits,
+                rule=encoding.rule,
             )
         return summary, False
 

@@ -12,6 +12,7 @@ from typing import cast
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import Match, QueryDisclosure
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.references import RequestRef
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
@@ -106,7 +107,13 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         field_bits=tuple(header.field_bits),
         fallback_bits=int(header.fallback_bits),
         schema_digest=header.schema_digest,
+        rule=score_rule(header.rule),
     )
+
+
+def score_rule(rule: pb.ScoreRule) -> Rule:
+    """A wire rule as sent; checked where it is used (`fallback.checked_rule`)."""
+    return Rule(rule.gap, rule.offset, rule.reach)
 
 
 def upload_chunks(messages: Iterator[pb.UploadRequest]) -> Iterator[bytes | None]:
@@ -139,7 +146,10 @@ def index_change(
             removes.extend(message.remove.refs)
         else:
             raise InvalidArgument("header: only the first message may be a header")
-    return Encoding(header.clk_bits, header.fingerprint, header.fallback_bits), puts, removes
+    encoding = Encoding(
+        header.clk_bits, header.fingerprint, header.fallback_bits, score_rule(header.rule)
+    )
+    return encoding, puts, removes
 
 
 def query_encoding(request: pb.QueryRequest) -> Encoding:

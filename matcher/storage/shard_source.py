@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, DataDir
@@ -61,10 +62,13 @@ def read_shards(
     found: dict[tuple[str, str], ShardRecords] = {}
     try:
         conn.execute("BEGIN")  # one snapshot for every index
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(index_meta)")}
+        rule_column = "rule" if "rule" in columns else "''"  # (a data dir from before it)
         meta = conn.execute(
-            "SELECT project, member, clk_bits, fingerprint, fallback_bits FROM index_meta"
+            "SELECT project, member, clk_bits, fingerprint, fallback_bits, "
+            f"{rule_column} FROM index_meta"
         ).fetchall()
-        for project, member, bits, fingerprint, fallback_bits in meta:
+        for project, member, bits, fingerprint, fallback_bits, rule in meta:
             refs: list[str] = []
             clks: list[bytes] = []
             for ref, clk in conn.execute(
@@ -75,7 +79,7 @@ def read_shards(
                     refs.append(ref)
                     clks.append(clk)
             if refs:
-                encoding = Encoding(bits, bytes(fingerprint), fallback_bits)
+                encoding = Encoding(bits, bytes(fingerprint), fallback_bits, Rule.parse(rule))
                 found[(project, member)] = ShardRecords(encoding, refs, b"".join(clks))
         conn.execute("COMMIT")
     finally:

@@ -23,6 +23,7 @@ from blindmatch.matcher.core.encodings import (
     check_compatible,
     check_fingerprint,
 )
+from blindmatch.matcher.core.fallback import NO_RULE, Rule, checked_rule
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_RECORDS,
@@ -50,6 +51,7 @@ class UploadHeader:
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
     schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
+    rule: Rule = NO_RULE  # the schema's rule over both CLKs (core.fallback); checked here
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def check_header(header: UploadHeader) -> str:
             "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
             "record-level CLKs (no field_bits)"
         )
+    rule = header.rule
+    checked_rule(rule.gap, rule.offset, rule.reach, header.fallback_bits, "header.rule")
     schema = header.schema_digest
     if schema and (len(schema) != 64 or set(schema) - _HEX):
         raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
@@ -184,6 +188,7 @@ def receive_upload(
             client_upload_id=key,
             field_bits=header.field_bits,
             fallback_bits=header.fallback_bits,
+            rule=header.rule,
             check=check,
             schema_digest=header.schema_digest,
         )
