@@ -162,8 +162,15 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     uploads = [sharing.shared_upload(d, secret, plan, fb) for d in datasets]
     upload_s = time.process_time() - started
     key = secrets.token_bytes(32)
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    s1 = twoserver.BlockingServer(
+        [u.s1.keys for u in uploads],
+        [u.s1.shares for u in uploads],
+        key,
+        [u.s1.popcounts for u in uploads],
+    )
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads]
+    )
     popcounts = [u.combiner.popcounts for u in uploads]
     del uploads
     runs: list[tuple[str, tworun.TwoServerResult]] = []

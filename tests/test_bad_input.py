@@ -493,19 +493,39 @@ def parts(c: RolesCtx, role: str, *changes: dict[str, Any]) -> list[pb.SharedPar
 
 def circuit_batch(c: RolesCtx, who: int, **fields: Any) -> pb.CircuitBatch:
     """A good batch of two pairs (north 0-1 x south 1-2) with C's setup for S1 (0) or S2 (1)."""
-    dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 2), dtype=np.int64))
+    dealt = linkbit.deal(linkbit.circuit(1024, (0.8,)), 2)
     base: dict[str, Any] = dict(
         batch=secrets.token_hex(4), member_a="north", member_b="south", records_a=ROWS,
         records_b=ROWS, clk=0, rows_a=np.array([0, 1], "<u4").tobytes(),
-        rows_b=np.array([1, 2], "<u4").tobytes(), bounds=1,
+        rows_b=np.array([1, 2], "<u4").tobytes(), cutoffs=[0.8],
         setup=dealt.to_s2 if who else dealt.to_s1,
     )  # fmt: skip
     return pb.CircuitBatch(**{**base, **fields})
 
 
 def propose(c: RolesCtx, **fields: Any) -> Any:
-    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
+    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS], threshold=0.8)
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
+
+
+def after_propose(c: RolesCtx, proposed: bool, **fields: Any) -> pb.CircuitBatch:
+    """S1 proposes the run (threshold 0.8); a batch of one pair it proposed (or did not)."""
+    got = {
+        (int(a), int(b))
+        for p in propose(c)
+        for a, b in zip(np.frombuffer(p.rows_a, "<u4"), np.frombuffer(p.rows_b, "<u4"), strict=True)
+    }
+    pair = next((a, b) for a in range(ROWS) for b in range(ROWS) if ((a, b) in got) == proposed)
+    dealt = linkbit.deal(linkbit.circuit(1024, (0.8,)), 1)
+    rows = dict(rows_a=np.array(pair[:1], "<u4").tobytes(),
+                rows_b=np.array(pair[1:], "<u4").tobytes())  # fmt: skip
+    return circuit_batch(c, 0, **{"setup": dealt.to_s1, **rows, **fields})
+
+
+def prepared_then_exchanged(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message of another (its digest not S2's)."""
+    c.s2.Prepare(circuit_batch(c, 1, batch="b9"), metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b9", checked=bytes(32)))
 
 
 def run(c: RolesCtx, **fields: Any) -> Any:
@@ -545,6 +565,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
         clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.member),
      "INVALID_ARGUMENT", "every member uploads the same layout"),
+    ("s1upload-no-popcount-shares", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        popcount_shares=b""))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): 0 bytes for 20 records (a uint32 share each"),
+    ("s2upload-popcount-share-too-wide", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(
+        popcount_shares=np.full(ROWS, 2048, "<u4").tobytes()))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): a share of 2048, beyond the 11 bits of a"),
     ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
@@ -559,6 +585,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("cupload-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(shares=b"s" * 128))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): the combiner never receives a share"),
+    ("cupload-popcount-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcount_shares=bytes(4 * ROWS)))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): the combiner never receives a share"),
     ("cupload-popcount-too-big", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
         popcounts=[2000] * ROWS))), metadata=c.member),
      "INVALID_ARGUMENT", "popcounts (part 0): 2000 above the CLK's 1024 bits"),
@@ -579,6 +608,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
     ("propose-lacking-alone", lambda c: propose(c, lacking=bytes(5)), "INVALID_ARGUMENT",
      "lacking: only with a fallback CLK"),
+    ("propose-bad-threshold", lambda c: propose(c, threshold=1.5), "INVALID_ARGUMENT",
+     "threshold: 1.5 is not in (0, 1]"),
+    ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
     ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
      "UNAUTHENTICATED", "S1 answers Evaluate only with the combiner's key"),
     ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
@@ -598,12 +631,23 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("evaluate-uneven-rows", lambda c: c.s1.Evaluate(circuit_batch(c, 0, rows_b=bytes(4)),
                                                      metadata=c.key),
      "INVALID_ARGUMENT", "rows_a/rows_b: 2 and 1 rows"),
-    ("evaluate-no-bounds", lambda c: c.s1.Evaluate(circuit_batch(c, 0, bounds=0), metadata=c.key),
-     "INVALID_ARGUMENT", "bounds: 0"),
+    ("evaluate-no-cutoffs", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[]),
+                                                    metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: the threshold, then none or the default buckets"),
+    ("evaluate-own-buckets", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[0.8, 0.81]),
+                                                     metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: buckets: [0.81]; the circuit's cut-offs are fixed"),
+    ("evaluate-no-run", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=c.key),
+     "FAILED_PRECONDITION", "batch: S1 has proposed no run over these uploads (Propose first)"),
+    ("evaluate-unproposed", lambda c: c.s1.Evaluate(after_propose(c, False), metadata=c.key),
+     "PERMISSION_DENIED", "rows_a/rows_b: 1 of the batch's 1 pairs S1 did not propose"),
+    ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, True, cutoffs=[0.9]),
+                                                       metadata=c.key),
+     "PERMISSION_DENIED", "cutoffs: [0.9], but the run's are [0.8] (fixed when S1 proposed)"),
     ("evaluate-bad-setup", lambda c: c.s1.Evaluate(circuit_batch(c, 0, setup=b"s"),
                                                    metadata=c.key),
      "INVALID_ARGUMENT", "setup: link bits: a seed is 32 bytes"),
-    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch="b0"),
+    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(after_propose(c, True, batch="b0"),
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
     ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
@@ -618,6 +662,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "UNAUTHENTICATED", "S2 answers Exchange only with S1's key"),
     ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
      "PERMISSION_DENIED", "S2 answers Exchange only with S1's key, not with the members'"),
+    ("exchange-unchecked", prepared_then_exchanged, "PERMISSION_DENIED",
+     "checked: batch 'b9' as S1 checked it is not the batch the combiner prepared on S2"),
     ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
      "an exchange of no messages"),
     ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),
@@ -637,6 +683,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "members: the combiner holds no upload of 'east'"),
     ("run-bad-buckets", lambda c: run(c, buckets=[0.5]), "INVALID_ARGUMENT",
      "buckets: score buckets: cut-offs above the threshold"),
+    ("run-own-buckets", lambda c: run(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "): buckets: [0.9]; the circuit's cut-offs are fixed"),
 ]  # fmt: skip
 
 

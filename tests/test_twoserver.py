@@ -53,8 +53,15 @@ def three_party(
     """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    s1 = twoserver.BlockingServer(
+        [u.s1.keys for u in uploads],
+        [u.s1.shares for u in uploads],
+        key,
+        [u.s1.popcounts for u in uploads],
+    )
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads]
+    )
     combiner = RecordingCombiner(
         [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
     )

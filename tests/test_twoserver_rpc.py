@@ -91,8 +91,10 @@ def test_the_run_over_grpc_gives_the_in_process_runs_links(
     with combiner(roles, key) as c:
         got = c.run(THRESHOLD, NAMES)
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
-                                  b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+                                  b"", [u.s1.popcounts for u in uploads])  # fmt: skip
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
+    )
     want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                  THRESHOLD))  # fmt: skip
     assert len(want.links) > 300
@@ -155,7 +157,8 @@ def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
     datasets = uploads[1]
     fewer = client.SharedUpload(
         client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
-                    tuple(s[:-1] for s in datasets.s1.shares)),
+                    tuple(s[:-1] for s in datasets.s1.shares),
+                    tuple(p[:-1] for p in datasets.s1.popcounts)),
         datasets.s2, datasets.combiner,
     )  # fmt: skip
     with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", MEMBER_KEY) as s1:
@@ -202,8 +205,10 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
     # The same run in process over the files `encode --two-server` wrote.
     uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
-                                  b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+                                  b"", [u.s1.popcounts for u in uploads])  # fmt: skip
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
+    )
     links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                   0.8)).links  # fmt: skip
     names = sorted(orgs)
@@ -258,14 +263,14 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
         with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
             c.upload("north", up)
             c.upload("south", up)
-        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        dealt = linkbit.deal(linkbit.circuit(1024, (THRESHOLD,)), 1)
 
         def prepare(batch: str, row: int) -> None:
             rows = np.array([row], "<u4").tobytes()  # a pair of its own: S2 prepares a
             # pair once an upload
             request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
                                       records_a=n, records_b=n, rows_a=rows, rows_b=rows,
-                                      bounds=1, setup=dealt.to_s2)  # fmt: skip
+                                      cutoffs=[THRESHOLD], setup=dealt.to_s2)  # fmt: skip
             stub.Prepare(request, metadata=auth(key))
 
         with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
@@ -284,65 +289,106 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
         s2.stop(grace=None)
 
 
-# -- a dishonest combiner: S1 and S2 evaluate a pair at most once an upload ----
+# -- a dishonest combiner: S1 and S2 evaluate what S1 proposed, at the run's cut-offs, once ----
 
 
-def test_a_combiner_searching_a_pairs_distance_is_refused_after_the_runs_one_evaluation(
+def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_evaluations(
     roles: dict[str, RunningRole], key: str
 ) -> None:
-    rng = np.random.default_rng(18)
-    clks = {m: rng.integers(0, 256, (4, 128), dtype=np.uint8) for m in ("north", "south")}
-    distance = int(np.unpackbits(clks["north"][0] ^ clks["south"][0]).sum())
+    """A hand-driven combiner after the run's Propose: cut-offs of its own (a bound between
+    the threshold's, to place a pair's Dice), a pair S1 did not propose, a batch that differs
+    between S1 and S2, and a pair again are each refused with a status naming the field."""
+    clks = np.random.default_rng(18).integers(0, 256, (6, 128), dtype=np.uint8)
+    up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
 
     def upload(member: str) -> None:
-        up = client.shared_upload(clks[member], b"s", client.BandPlan(4, 4))
         for role in ("s1", "s2"):
             with RoleClient(role, f"127.0.0.1:{roles[role].port}", MEMBER_KEY) as c:
                 c.upload(member, up)
 
-    for member in clks:
+    for member in ("north", "south"):
         upload(member)
-    rows = np.zeros(1, "<u4").tobytes()
-    circuit = linkbit.circuit(1024, 1)
     channels = [grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in ("s1", "s2")]
     s1, s2 = pb_grpc.TwoServerBlockingStub(channels[0]), pb_grpc.TwoServerSharesStub(channels[1])
 
-    def below(bound: int, batch: str, skip_s2: bool = False) -> bool:
-        """The hand-driven combiner: is the pair's distance below `bound`?"""
-        dealt = linkbit.deal(circuit, np.array([[bound]], dtype=np.int64))
+    def propose() -> set[tuple[int, int]]:
+        request = pb.ProposeRequest(members=["north", "south"], records=[6, 6], threshold=0.8)
+        parts = list(s1.Propose(request, metadata=auth(key)))
+        return {
+            (int(a), int(b))
+            for p in parts
+            for a, b in zip(
+                np.frombuffer(p.rows_a, "<u4"), np.frombuffer(p.rows_b, "<u4"), strict=True
+            )
+        }
 
-        def request(setup: bytes) -> pb.CircuitBatch:
+    def evaluate(
+        batch: str,
+        pair: tuple[int, int],
+        cutoffs: list[float],
+        s2_pair: tuple[int, int] | None = None,
+        skip_s2: bool = False,
+    ) -> bool:
+        """The hand-driven combiner: is the pair at the cut-offs?"""
+        circuit = linkbit.circuit(1024, tuple(cutoffs))
+        dealt = linkbit.deal(circuit, 1)
+
+        def request(setup: bytes, rows: tuple[int, int]) -> pb.CircuitBatch:
             return pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
-                                   records_a=4, records_b=4, rows_a=rows, rows_b=rows,
-                                   bounds=1, setup=setup)  # fmt: skip
+                                   records_a=6, records_b=6,
+                                   rows_a=np.array(rows[:1], "<u4").tobytes(),
+                                   rows_b=np.array(rows[1:], "<u4").tobytes(),
+                                   cutoffs=cutoffs, setup=setup)  # fmt: skip
 
         if not skip_s2:
-            s2.Prepare(request(dealt.to_s2), metadata=auth(key))
-        o1 = s1.Evaluate(request(dealt.to_s1), metadata=auth(key))
+            s2.Prepare(request(dealt.to_s2, s2_pair or pair), metadata=auth(key))
+        o1 = s1.Evaluate(request(dealt.to_s1, pair), metadata=auth(key))
         o2 = s2.Collect(pb.CollectRequest(batch=batch), metadata=auth(key))
         return bool(linkbit.reveal(circuit, o1.shares, o2.shares, 1)[0, 0])
 
-    # The run's one evaluation works, and answers its bound truly.
-    assert below(distance + 1, "b1") is True
-    # A second, to narrow the range, is refused by S2 (its Prepare) and by S1 (its
-    # Evaluate, reached without S2), each naming the pairs over.
-    for skip_s2, stub in ((False, "S2"), (True, "S1")):
-        with pytest.raises(grpc.RpcError) as refused:
-            below(distance, f"b2{stub}", skip_s2=skip_s2)
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        details = str(refused.value.details())
+    def refused(code: grpc.StatusCode, *args: object, **kwargs: object) -> str:
+        with pytest.raises(grpc.RpcError) as got:
+            evaluate(*args, **kwargs)  # type: ignore[arg-type]
+        assert got.value.code() == code, got.value.details()
+        return str(got.value.details())
+
+    # Before a run is proposed S1 evaluates nothing.
+    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b0", (0, 0), [0.8],
+                                      skip_s2=True)  # fmt: skip
+    proposed = propose()
+    assert (0, 0) in proposed  # the same CLKs: every (r, r) shares every band key
+    unproposed = next((a, b) for a in range(6) for b in range(6) if (a, b) not in proposed)
+    # Cut-offs of C's own: malformed ones refused by both servers, another threshold by S1.
+    for s in (False, True):
+        details = refused(grpc.StatusCode.INVALID_ARGUMENT, "b1", (0, 0), [0.8, 0.81],
+                          skip_s2=s)  # fmt: skip
+        assert "buckets: [0.81]; the circuit's cut-offs are fixed" in details
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b2", (1, 1), [0.5])
+    assert "cutoffs: [0.5], but the run's are [0.8] (fixed when S1 proposed)" in details
+    # A pair S1 did not propose.
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b3", unproposed, [0.8])
+    assert "1 of the batch's 1 pairs S1 did not propose" in details
+    assert "a run of two members has no pair beyond its proposal" in details
+    # S2 prepared another pair than the one S1 checked: S2 refuses the rounds.
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b4", (2, 2), [0.8], s2_pair=(3, 3))
+    assert "checked: batch 'b4' as S1 checked it is not the batch the combiner prepared" in details
+    # The run's one evaluation of a pair works and is the kernel's answer (the same CLKs).
+    assert evaluate("b5", (0, 0), [0.8]) is True
+    # Again: refused by S2 (its Prepare) and by S1 (its Evaluate, reached without S2).
+    for skip_s2, name in ((False, "S2"), (True, "S1")):
+        details = refused(grpc.StatusCode.FAILED_PRECONDITION, f"b6{name}", (0, 0), [0.8],
+                          skip_s2=skip_s2)  # fmt: skip
         assert (
             "1 of the batch's 1 pairs would be evaluated more than once since 'north' "
             "and 'south' uploaded" in details
         ), details
-        assert f"{stub} evaluates a pair at most once an upload" in details
-    # The pair the other way round is the same pair.
-    budget = roles["s1"].service.budget
-    assert budget.spend("south", "north", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
-    # A member uploading again (fresh shares: the members' consent to another run) gives its
-    # pairs their evaluation again.
+        assert f"{name} evaluates a pair at most once an upload" in details
+    # A member uploading again ends the proposed run and gives its pairs their evaluation.
     upload("north")
-    assert below(distance, "b3") is False
+    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b7", (0, 0), [0.8],
+                                      skip_s2=True)  # fmt: skip
+    propose()
+    assert evaluate("b8", (0, 0), [0.8]) is True
     for channel in channels:
         channel.close()
 
@@ -379,13 +425,14 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             got = rc.run(THRESHOLD)  # the same 4 records: each its partner
         # Each link listed from both ends.
         pairs = sorted(zip(got.row.tolist(), got.partner_row.tolist(), strict=True))
-        assert (got.rounds, pairs) == (11, [(r, r) for r in range(4) for _ in range(2)])
+        rounds = linkbit.circuit(1024, (0.8, *twoserver.default_buckets(0.8))).rounds
+        assert (got.rounds, pairs) == (rounds, [(r, r) for r in range(4) for _ in range(2)])
         s1_stub = pb_grpc.TwoServerBlockingStub(channels["s1"])
         s2_stub = pb_grpc.TwoServerSharesStub(channels["s2"])
         c_stub = pb_grpc.TwoServerCombinerStub(channels["combiner"])
         batch = pb.CircuitBatch(batch="b", member_a="north", member_b="south", records_a=4,
                                 records_b=4, rows_a=bytes(4), rows_b=bytes(4),
-                                bounds=1)  # fmt: skip
+                                cutoffs=[0.8])  # fmt: skip
         calls = {
             "Propose": ("S1", "combiner", lambda m: list(s1_stub.Propose(pb.ProposeRequest(),
                                                                          metadata=m))),
@@ -446,11 +493,11 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
         with RoleClient("combiner", f"127.0.0.1:{c.port}", key) as rc:
             got = rc.run(THRESHOLD)
         # A combiner asking S2 for a pair of the run again: refused, and in S2's log.
-        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        dealt = linkbit.deal(linkbit.circuit(1024, (THRESHOLD,)), 1)
         with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel, pytest.raises(grpc.RpcError):
             pb_grpc.TwoServerSharesStub(channel).Prepare(pb.CircuitBatch(
                 batch="again", member_a="south", member_b="north", records_a=4, records_b=4,
-                rows_a=bytes(4), rows_b=bytes(4), bounds=1, setup=dealt.to_s2,
+                rows_a=bytes(4), rows_b=bytes(4), cutoffs=[THRESHOLD], setup=dealt.to_s2,
             ), metadata=auth(key))  # fmt: skip
     finally:
         for running in roles.values():

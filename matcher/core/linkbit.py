@@ -66,17 +66,22 @@ ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 class Circuit:
     """A boolean circuit scheduled by AND-depth: XOR gates by (depth, XOR level), then the AND
     gates of each depth as one round. Wires 0 and 1 are the constants, then `n_bits` wires of
-    d, then the bounds' bits (`bound_wires`, bound j's bit i); `outputs[j]` is [H < B_j]."""
+    d, then `pop_bits` wires of |a| and `pop_bits` of |b| (`pop_wires`); `outputs[j]` is the
+    kernel's test at `cutoffs[j]` (pre-filter at cutoffs[0], Dice >= cutoffs[j])."""
 
     n_bits: int
-    n_bounds: int
-    bound_bits: int
+    cutoffs: tuple[float, ...]
+    pop_bits: int
     n_wires: int
-    bound_wires: Index
+    pop_wires: Index
     outputs: Index
     xors: tuple[tuple[Gates, ...], ...]  # xors[k]: the levels at AND-depth k, in order
     ands: tuple[Gates, ...]  # ands[r]: the gates of AND-depth r + 1 (round r)
     and_offsets: tuple[int, ...]  # triple index of round r's first gate; last = all gates
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.cutoffs)
 
     @property
     def rounds(self) -> int:
@@ -85,6 +90,9 @@ class Circuit:
     @property
     def and_gates(self) -> int:
         return self.and_offsets[-1]
+
+
+Term = tuple[list[int], int]  # (the bits of a value, lowest first; its public weight)
 
 
 class _Builder:
@@ -110,10 +118,28 @@ class _Builder:
         self.xor_gates.append((out, a, b))
         return out
 
+    def not_(self, a: int) -> int:
+        return ONE if a == ZERO else self.xor(a, ONE)
+
     def and_(self, a: int, b: int) -> int:
+        if ZERO in (a, b):
+            return ZERO
+        if a == ONE:
+            return b
+        if b == ONE:
+            return a
         out = self._wire(1 + max(self.depth[a], self.depth[b]), 0)
         self.and_gates.append((out, a, b))
         return out
+
+    def and_all(self, bits: list[int]) -> int:
+        """A balanced AND tree (log depth)."""
+        if not bits:
+            return ONE
+        while len(bits) > 1:
+            bits = [self.and_(*bits[i : i + 2]) if i + 1 < len(bits) else bits[i]
+                    for i in range(0, len(bits), 2)]  # fmt: skip
+        return bits[0]
 
     def xor_all(self, bits: list[int]) -> int:
         """A balanced XOR tree (few levels)."""
@@ -130,6 +156,7 @@ class _Builder:
 
     def column(self, bits: list[int]) -> tuple[int, list[int]]:
         """A column's bits reduced to one (or ZERO), and the carries for the next."""
+        bits = [w for w in bits if w != ZERO]
         carries: list[int] = []
         while len(bits) >= 3:
             bits = sorted(bits, key=lambda w: self.depth[w])
@@ -148,7 +175,58 @@ class _Builder:
             bits = [self.xor(*bits)]
         return (bits[0] if bits else ZERO), carries
 
-    def compile(self, n_bits: int, bound_wires: Index, outputs: list[int]) -> Circuit:
+    def weighted_sum(self, terms: Sequence[Term], const: int, width: int) -> list[int]:
+        """The bits of sum(weight * value) + const mod 2^width, public weights and constant:
+        a negative weight's bits enter negated (w x = |w| (1 - x) - |w|), every bit in the
+        columns of its weight's set bits, reduced by carry-save column by column; the top
+        column by XOR alone."""
+        cols: list[list[int]] = [[] for _ in range(width)]
+        for bits, weight in terms:
+            for i, bit in enumerate(bits):
+                w = weight << i
+                if w < 0:
+                    bit, const = self.not_(bit), const + w
+                for k in range(width):
+                    if (abs(w) >> k) & 1:
+                        cols[k].append(bit)
+        const %= 1 << width
+        for k in range(width):
+            if (const >> k) & 1:
+                cols[k].append(ONE)
+        out = []
+        for k in range(width - 1):
+            bit, carries = self.column(cols[k])
+            out.append(bit)
+            cols[k + 1] += carries
+        out.append(self.xor_all([w for w in cols[width - 1] if w != ZERO]))
+        return out
+
+    def nonnegative(self, terms: Sequence[Term], const: int) -> int:
+        """[sum(weight * value) + const >= 0]: the sign of the sum in enough bits."""
+        hi = lo = const
+        for bits, weight in terms:
+            top = weight * ((1 << len(bits)) - 1)
+            hi, lo = hi + max(top, 0), lo + min(top, 0)
+        width = max(hi.bit_length(), (-lo).bit_length() if lo < 0 else 0) + 1
+        return self.not_(self.weighted_sum(terms, const, width)[-1])
+
+    def indicator(self, bits: list[int], values: Sequence[int]) -> int:
+        """[the value of `bits` is one of `values`]: a multiplexer tree on the top bit."""
+        if not values:
+            return ZERO
+        if not bits:
+            return ONE
+        top = len(bits) - 1
+        low = [v for v in values if not (v >> top) & 1]
+        high = [v - (1 << top) for v in values if (v >> top) & 1]
+        f0, f1 = self.indicator(bits[:top], low), self.indicator(bits[:top], high)
+        if f0 == f1:
+            return f0
+        # b ? f1 : f0 = f0 ^ b (f0 ^ f1): one AND.
+        return self.xor(f0, self.and_(bits[top], self.xor(f0, f1)))
+
+    def compile(self, n_bits: int, cutoffs: tuple[float, ...], pop_wires: Index,
+                outputs: list[int]) -> Circuit:  # fmt: skip
         depth = np.asarray(self.depth)
         top = int(depth.max()) if len(depth) else 0
         by_level: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
@@ -170,10 +248,10 @@ class _Builder:
         offsets = np.concatenate([[0], np.cumsum([len(g[0]) for g in ands])]).astype(int)
         return Circuit(
             n_bits=n_bits,
-            n_bounds=len(outputs),
-            bound_bits=bound_wires.shape[1],
+            cutoffs=cutoffs,
+            pop_bits=pop_wires.shape[1],
             n_wires=len(self.depth),
-            bound_wires=bound_wires,
+            pop_wires=pop_wires,
             outputs=np.asarray(outputs, dtype=np.intp),
             xors=xors,
             ands=ands,
@@ -181,18 +259,104 @@ class _Builder:
         )
 
 
+# --- the kernel's rule as integer inequalities --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """f(x) = floor((a x + c) / b) + [x in extra] over the table's domain: the integer form
+    of one of the kernel's float64 tests (`rule`)."""
+
+    a: int
+    b: int
+    c: int
+    extra: tuple[int, ...] = ()
+
+
+def fit_line(table: npt.NDArray[np.int64], xs: npt.NDArray[np.int64], slope: float) -> Line:
+    """The line (smallest b, then fewest extra points) whose floor is `table` at each of `xs`,
+    or falls one short of it at the extra points. The smallest b with no extra point is at most
+    len(xs) + 1 where the table is the floor of a line (a Farey neighbour of the slope); the
+    float64 rounding of the pre-filter's product makes a few tables (thresholds near a
+    fraction of small denominator, such as 0.55) one higher at some points than any line."""
+    f = np.asarray(table, dtype=np.int64)
+    x = np.asarray(xs, dtype=np.int64)
+    best: Line | None = None
+    for b in range(1, len(x) + 2):
+        base = int(np.floor(slope * b))
+        for a in range(base - 2, base + 3):
+            lo = int((b * f - a * x).max())
+            hi = int((b * f + b - 1 - a * x).min())
+            if lo <= hi:
+                return Line(a, b, hi)
+            # One short allowed: b (f - 1) <= a x + c < b (f + 1), c as high as it goes.
+            lo1, hi1 = int((b * (f - 1) - a * x).max()), int((b * (f + 1) - 1 - a * x).min())
+            if lo1 <= hi1:
+                short = x[(a * x + hi1) // b < f]
+                if best is None or len(short) < len(best.extra):
+                    best = Line(a, b, hi1, tuple(int(v) for v in short))
+    if best is None:
+        raise ValueError("link bits: no integer form of the kernel's test")
+    return best
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The kernel's test at one cut-off as integer inequalities (exact for every pair of
+    popcounts): the pre-filter |pa - pb| <= int(min(2 pa (1/t - 1), n)) is |pa - pb| <=
+    pre(pa) for pa > 0, and Dice >= t, the float64 (S - H) / S >= t with S = pa + pb, is
+    H <= dice(S)."""
+
+    pre: Line
+    dice: Line
+
+
+@lru_cache(maxsize=64)
+def rule(threshold: float, n_bits: int) -> Rule:
+    """The kernel's test at `threshold` on `n_bits`-bit CLKs as `Rule`; tests/test_linkbit.py
+    checks it on every (pa, pb) against the kernel's own arithmetic."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"link bits: a threshold in (0, 1], not {threshold}")
+    pa = np.arange(1, n_bits + 1, dtype=np.int64)
+    # int(min(x, n)) = int(x) as a bound on |pa - pb| <= n: the cap never decides.
+    pre = ((2 * pa).astype(np.float64) * (1.0 / threshold - 1.0)).astype(np.int64)
+    total = np.arange(1, 2 * n_bits + 1, dtype=np.int64)
+    largest = _largest_distance(threshold, n_bits, uncapped=True)[1:]
+    return Rule(
+        pre=fit_line(pre, pa, 2 * (1.0 / threshold - 1.0)),
+        dice=fit_line(largest, total, 1.0 - threshold),
+    )
+
+
+def _at_most_line(
+    b: _Builder, lhs: list[Term], x: list[Term], line: Line, extra_bits: list[int] | None
+) -> int:
+    """[sum(lhs) <= floor((a x + c) / b) + [x in extra]], i.e. [b sum(lhs) <= a x + c + b e]
+    (e the extra indicator on `extra_bits`, x's bits)."""
+    terms: list[Term] = [(bits, line.a * w) for bits, w in x]
+    terms += [(bits, -line.b * w) for bits, w in lhs]
+    if line.extra:
+        assert extra_bits is not None
+        terms.append(([b.indicator(extra_bits, line.extra)], line.b))
+    return b.nonnegative(terms, line.c)
+
+
 @lru_cache(maxsize=16)
-def circuit(n_bits: int, n_bounds: int = 1) -> Circuit:
-    """[popcount(d) < B_j] for j < n_bounds, d of `n_bits` bits, each B_j <= n_bits + 1."""
-    if n_bits < 1 or n_bounds < 1:
-        raise ValueError(f"link-bit circuit: {n_bits} bits, {n_bounds} bounds")
-    levels = n_bits.bit_length()  # H <= n_bits < 2^levels
-    bound_bits = (n_bits + 1).bit_length()  # B <= n_bits + 1 < 2^bound_bits
-    first_bound = 2 + n_bits
-    b = _Builder(first_bound + n_bounds * bound_bits)
-    bound_wires: Index = np.arange(
-        first_bound, first_bound + n_bounds * bound_bits, dtype=np.intp
-    ).reshape(n_bounds, bound_bits)
+def circuit(n_bits: int, cutoffs: tuple[float, ...] = (0.8,)) -> Circuit:
+    """The kernel's test at each cut-off (the first the threshold) on d = a ^ b of `n_bits`
+    bits and the shared popcounts |a|, |b|: output j is [pa > 0, |pa - pb| <= pre(pa) at
+    cutoffs[0], popcount(d) <= dice_j(pa + pb)], the rule's constants public (`rule`)."""
+    if n_bits < 1 or not cutoffs:
+        raise ValueError(f"link-bit circuit: {n_bits} bits, {len(cutoffs)} cut-offs")
+    cutoffs = tuple(float(t) for t in cutoffs)
+    rules = [rule(t, n_bits) for t in cutoffs]
+    levels = n_bits.bit_length()  # H, |a|, |b| <= n_bits < 2^levels
+    first_pop = 2 + n_bits
+    b = _Builder(first_pop + 2 * levels)
+    pop_wires: Index = np.arange(first_pop, first_pop + 2 * levels, dtype=np.intp).reshape(
+        2, levels
+    )
+    pa, pb = [int(w) for w in pop_wires[0]], [int(w) for w in pop_wires[1]]
     column = list(range(2, 2 + n_bits))
     h: list[int] = []
     for w in range(levels):
@@ -201,27 +365,34 @@ def circuit(n_bits: int, n_bounds: int = 1) -> Circuit:
             break
         bit, column = b.column(column)
         h.append(bit)
-    h += [ZERO] * (bound_bits - len(h))
+    # The pre-filter, beside the popcount (its inputs are there from the start).
+    pre = rules[0].pre
+    positive = b.not_(b.and_all([b.not_(w) for w in pa]))  # pa > 0
+    up = _at_most_line(b, [(pb, 1), (pa, -1)], [(pa, 1)], pre, pa)  # pb - pa <= pre(pa)
+    down = _at_most_line(b, [(pa, 1), (pb, -1)], [(pa, 1)], pre, pa)  # pa - pb <= pre(pa)
+    keep = b.and_all([positive, up, down])
+    total_bits: list[int] | None = None
     outputs = []
-    for j in range(n_bounds):
-        carry = ZERO  # the carry of B_j + ~H: 1 at the top iff B_j > H
-        for i in range(bound_bits):
-            not_h = b.xor(h[i], ONE)
-            x = b.xor(int(bound_wires[j, i]), carry)
-            carry = b.xor(carry, b.and_(x, b.xor(not_h, carry)))
-        outputs.append(carry)
-    return b.compile(n_bits, bound_wires, outputs)
+    for r in rules:
+        if r.dice.extra and total_bits is None:
+            total_bits = b.weighted_sum([(pa, 1), (pb, 1)], 0, levels + 1)
+        dice = _at_most_line(b, [(h, 1)], [(pa, 1), (pb, 1)], r.dice, total_bits)
+        outputs.append(b.and_(keep, dice))
+    return b.compile(n_bits, cutoffs, pop_wires, outputs)
 
 
-# --- C's bounds --------------------------------------------------------------------------------
+# --- the kernel's rule in the clear (the tests' reference) --------------------------------------
 
 
 @lru_cache(maxsize=64)
-def _largest_distance(threshold: float, n_bits: int) -> npt.NDArray[np.int64]:
+def _largest_distance(
+    threshold: float, n_bits: int, uncapped: bool = False
+) -> npt.NDArray[np.int64]:
     """[S] -> the largest H <= min(S, n_bits) with float64 (S - H) / S >= threshold, for S in
-    0..2 n_bits (the kernel's score, compared as the kernel compares it); -1 for S = 0."""
+    0..2 n_bits (the kernel's score, compared as the kernel compares it); -1 for S = 0.
+    `uncapped`: H up to S (the same test wherever H <= n_bits)."""
     total = np.arange(2 * n_bits + 1, dtype=np.int64)[:, None]
-    dist = np.arange(n_bits + 1, dtype=np.int64)[None, :]
+    dist = np.arange((2 if uncapped else 1) * n_bits + 1, dtype=np.int64)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         ok = (dist <= total) & ((total - dist).astype(np.float64) / total >= threshold)
     ok[0] = False
@@ -247,8 +418,8 @@ def hamming_bounds(
 ) -> npt.NDArray[np.int64]:
     """(len(cutoffs), pairs): B such that a pair with Hamming distance H has Dice >= cutoff
     (and passes the pre-filter at cutoffs[0], the run's threshold) iff H < B; 0 where the
-    pre-filter fails, so that those pairs go through the circuit too and S1 and S2 do not
-    learn which fail it. B <= n_bits + 1."""
+    pre-filter fails. The kernel's rule in the clear, what the circuit's output is checked
+    against (tests/test_linkbit.py); no party computes it in a run."""
     pa = np.asarray(pa, dtype=np.int64)
     pb = np.asarray(pb, dtype=np.int64)
     total = pa + pb
@@ -311,16 +482,13 @@ def prg(seed: bytes, count: int) -> Words:
 
 def _triples(
     seed: bytes, c: Circuit, words: int, with_c: bool
-) -> tuple[Words, Words, Words | None, Words | None]:
-    """A party's (a, b[, c, bounds' share]) from its seed: S1's all four, S2's a and b."""
-    g, nb = c.and_gates, c.n_bounds * c.bound_bits
-    raw = prg(seed, (3 * g + nb if with_c else 2 * g) * words)
+) -> tuple[Words, Words, Words | None]:
+    """A party's (a, b[, c]) from its seed: S1's all three, S2's a and b."""
+    g = c.and_gates
+    raw = prg(seed, (3 if with_c else 2) * g * words)
     a = raw[: g * words].reshape(g, words)
     b = raw[g * words : 2 * g * words].reshape(g, words)
-    if not with_c:
-        return a, b, None, None
-    cc = raw[2 * g * words : 3 * g * words].reshape(g, words)
-    return a, b, cc, raw[3 * g * words :].reshape(nb, words)
+    return a, b, raw[2 * g * words :].reshape(g, words) if with_c else None
 
 
 # --- the three parties -------------------------------------------------------------------------
@@ -328,62 +496,67 @@ def _triples(
 
 @dataclass(frozen=True)
 class Deal:
-    """C's messages for one batch: to S1 its seed; to S2 its seed, its c shares and its
-    shares of the bounds' bits (packed words, bytes)."""
+    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares (packed
+    words, bytes). Generic triples: nothing in them depends on the pairs."""
 
     to_s1: bytes
     to_s2: bytes
     pairs: int
 
 
-def deal(
-    c: Circuit, bounds: npt.NDArray[np.int64], seeds: tuple[bytes, bytes] | None = None
-) -> Deal:
-    """C: triples and bound shares for a batch of pairs with `bounds` ((n_bounds, pairs),
-    `hamming_bounds`); `seeds` fixed only by tests (fresh random otherwise)."""
-    if bounds.ndim != 2 or bounds.shape[0] != c.n_bounds:
-        raise ValueError("link bits: one row of bounds a bound of the circuit")
-    if bounds.size and (int(bounds.min()) < 0 or int(bounds.max()) > c.n_bits + 1):
-        raise ValueError(f"link bits: a bound outside 0..{c.n_bits + 1}")
-    pairs = bounds.shape[1]
+def deal(c: Circuit, pairs: int, seeds: tuple[bytes, bytes] | None = None) -> Deal:
+    """C: the Beaver triples of `c` for a batch of `pairs` pairs; `seeds` fixed only by tests
+    (fresh random otherwise)."""
+    if pairs < 0:
+        raise ValueError("link bits: a batch of no pairs")
     words = words_for(pairs)
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
-    a1, b1, c1, r1 = _triples(s1, c, words, with_c=True)
-    a2, b2, _, _ = _triples(s2, c, words, with_c=False)
-    assert c1 is not None and r1 is not None
+    a1, b1, c1 = _triples(s1, c, words, with_c=True)
+    a2, b2, _ = _triples(s2, c, words, with_c=False)
+    assert c1 is not None
     c2 = ((a1 ^ a2) & (b1 ^ b2)) ^ c1
-    shares = _slice_ints(bounds, c.bound_bits) ^ r1
-    return Deal(s1, s2 + c2.tobytes() + shares.tobytes(), pairs)
+    return Deal(s1, s2 + c2.tobytes(), pairs)
+
+
+Pops = tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]
 
 
 class Party:
-    """S1 (role 0) or S2 (role 1) evaluating the circuit on its shares `diffs` ((pairs, bytes):
-    its share of each pair's a ^ b) with what C sent it. Drive it by `open` (this round's
-    message to the other server), `close` (the other's message), then `output` (to C)."""
+    """S1 (role 0) or S2 (role 1) evaluating the circuit on its shares: `diffs` ((pairs,
+    bytes): its share of each pair's a ^ b) and `pops` (its XOR shares of each pair's |a| and
+    |b|), with the triples C sent it. Drive it by `open` (this round's message to the other
+    server), `close` (the other's message), then `output` (to C)."""
 
-    def __init__(self, role: int, c: Circuit, diffs: npt.NDArray[np.uint8], setup: bytes) -> None:
+    def __init__(
+        self, role: int, c: Circuit, diffs: npt.NDArray[np.uint8], setup: bytes, pops: Pops
+    ) -> None:
         if role not in (0, 1):
             raise ValueError("link bits: role 0 (S1) or 1 (S2)")
         if diffs.ndim != 2 or 8 * diffs.shape[1] < c.n_bits:
             raise ValueError("link bits: shares narrower than the circuit")
         self.role, self.circuit, self.pairs = role, c, len(diffs)
+        if len(pops) != 2 or any(np.shape(p) != (self.pairs,) for p in pops):
+            raise ValueError("link bits: a popcount share a CLK of each pair")
+        popshares = np.stack([np.asarray(p, dtype=np.int64) for p in pops])
+        if self.pairs and (popshares.min() < 0 or popshares.max() >> c.pop_bits):
+            raise ValueError(f"link bits: a popcount share beyond {c.pop_bits} bits")
         words = words_for(self.pairs)
-        g, nb = c.and_gates, c.n_bounds * c.bound_bits
-        self._a, self._b, cc, r = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
+        g = c.and_gates
+        self._a, self._b, cc = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
         if role == 1:
             rest = np.frombuffer(setup[SEED_BYTES:], dtype="<u8").astype(np.uint64)
-            if len(rest) != (g + nb) * words:
+            if len(rest) != g * words:
                 raise ValueError("link bits: S2's setup does not fit the batch")
-            cc, r = rest[: g * words].reshape(g, words), rest[g * words :].reshape(nb, words)
+            cc = rest.reshape(g, words)
         elif len(setup) != SEED_BYTES:
             raise ValueError("link bits: S1's setup is its seed")
-        assert cc is not None and r is not None
+        assert cc is not None
         self._c = cc
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
         self._w[2 : 2 + c.n_bits] = bitslice(diffs, c.n_bits)
-        self._w[c.bound_wires.ravel()] = r
+        self._w[c.pop_wires.ravel()] = _slice_ints(popshares, c.pop_bits)
         self._round = 0
         self._masked: tuple[Words, Words] | None = None
         self._xors(0)
@@ -429,10 +602,10 @@ class Party:
 
 
 def reveal(c: Circuit, out1: bytes, out2: bytes, pairs: int) -> npt.NDArray[np.bool_]:
-    """C: (n_bounds, pairs) output bits from the two servers' shares."""
+    """C: (cut-offs, pairs) output bits from the two servers' shares."""
     words = words_for(pairs)
-    one = np.frombuffer(out1, dtype="<u8").reshape(c.n_bounds, words)
-    two = np.frombuffer(out2, dtype="<u8").reshape(c.n_bounds, words)
+    one = np.frombuffer(out1, dtype="<u8").reshape(c.n_outputs, words)
+    two = np.frombuffer(out2, dtype="<u8").reshape(c.n_outputs, words)
     return unslice((one ^ two).astype(np.uint64), pairs)
 
 
@@ -477,20 +650,36 @@ def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None
             clock[role] = clock.get(role, 0.0) + secs
 
 
+def split_popcounts(
+    pops: npt.NDArray[np.integer], n_bits: int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+    """Two XOR shares of each popcount of an `n_bits`-bit CLK, each uniform on the circuit's
+    n_bits.bit_length() bits (a member's, client/encoding/sharing.py)."""
+    p = np.asarray(pops, dtype=np.uint32)
+    if p.size and int(p.max()) > n_bits:
+        raise ValueError(f"popcount shares: a popcount above {n_bits}")
+    r = np.frombuffer(secrets.token_bytes(4 * p.size), dtype="<u4").astype(np.uint32)
+    r = r.reshape(p.shape) & np.uint32((1 << n_bits.bit_length()) - 1)
+    return r, r ^ p
+
+
 def compare(
     diffs1: npt.NDArray[np.uint8],
     diffs2: npt.NDArray[np.uint8],
-    bounds: npt.NDArray[np.int64],
+    pops1: Pops,
+    pops2: Pops,
+    cutoffs: Sequence[float],
     n_bits: int,
     transcript: Transcript | None = None,
     seeds: tuple[bytes, bytes] | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """The three roles on one batch: (n_bounds, pairs), [popcount(diffs1 ^ diffs2) < bound]."""
+    """The three roles on one batch: (cut-offs, pairs), the kernel's test at each cut-off on
+    a = a1 ^ a2, b = b1 ^ b2 given each server's share of a ^ b and of |a|, |b|."""
     t = transcript if transcript is not None else Transcript()
-    c = circuit(n_bits, bounds.shape[0])
-    d = deal(c, bounds, seeds)
-    s1 = Party(0, c, diffs1, t.send("C", "S1", "setup", d.to_s1))
-    s2 = Party(1, c, diffs2, t.send("C", "S2", "setup", d.to_s2))
+    c = circuit(n_bits, tuple(cutoffs))
+    d = deal(c, len(diffs1), seeds)
+    s1 = Party(0, c, diffs1, t.send("C", "S1", "setup", d.to_s1), pops1)
+    s2 = Party(1, c, diffs2, t.send("C", "S2", "setup", d.to_s2), pops2)
     exchange(s1, s2, t)
     out1 = t.send("S1", "C", "output", s1.output())
     out2 = t.send("S2", "C", "output", s2.output())

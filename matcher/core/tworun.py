@@ -37,8 +37,11 @@ from blindmatch.matcher.core.twoserver import (
 class Servers(Protocol):
     """S1 and S2 as C sees them."""
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
-        """S1's proposed pairs (`BlockingServer.block`)."""
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
+        """S1's proposed pairs (`BlockingServer.block`); `cutoffs`, the run's (the threshold,
+        then the buckets), fix the circuit's for the run."""
         ...
 
     def bits(self, clk: int) -> int:
@@ -68,7 +71,9 @@ class InProcess:
     def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
         self.s1, self.s2 = s1, s2
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
         return self.s1.block(lacking)
 
     def bits(self, clk: int) -> int:
@@ -189,7 +194,7 @@ def drive(
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
-    proposed = servers.block(lacking)
+    proposed = servers.block(lacking, combiner.cutoffs)
     seconds["blocking (S1)"] += time.process_time() - started
     transcript = transcript if transcript is not None else linkbit.Transcript()
 

@@ -65,6 +65,7 @@ Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
 Rows = npt.NDArray[np.uint32]
 Popcounts = npt.NDArray[np.int64]
+PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
@@ -145,9 +146,18 @@ class ShareServer:
     """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
     and the key the two servers share for the pairs' permutations."""
 
-    def __init__(self, shares: Sequence[Sequence[Shares]], pair_key: bytes) -> None:
+    def __init__(
+        self,
+        shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+        popcounts: Sequence[Sequence[PopShares]] | None = None,
+    ) -> None:
         self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
         self._key = pair_key
+        # This server's XOR shares of each record's popcount (the link-bit circuit's input).
+        self._pops = [[np.asarray(p, dtype=np.uint32) for p in m] for m in popcounts or ()]
+        if self._pops and len(self._pops) != len(self._shares):
+            raise ValueError("popcount shares and CLK shares of different numbers of members")
 
     def bits(self, clk: int) -> int:
         """The width of CLK `clk` in bits (public: the schema's)."""
@@ -163,8 +173,15 @@ class ShareServer:
     def party(
         self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes
     ) -> linkbit.Party:
-        """This server's side of the link-bit circuit on `batch`, from C's `setup`."""
-        return linkbit.Party(role, circuit, self.differences(batch), setup)
+        """This server's side of the link-bit circuit on `batch`, from C's `setup`: its
+        shares of each pair's a ^ b and of |a| and |b|."""
+        if not self._pops:
+            raise ValueError("the link-bit circuit needs the popcount shares")
+        pops = (
+            self._pops[batch.member_a][batch.clk][batch.rows_a],
+            self._pops[batch.member_b][batch.clk][batch.rows_b],
+        )
+        return linkbit.Party(role, circuit, self.differences(batch), setup, pops)
 
     def messages(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, permuted (core/sharing.py): the
@@ -184,9 +201,13 @@ class BlockingServer(ShareServer):
     """S1: S2's part, and every member's band keys, `keys[member][clk]` ((rows, bands))."""
 
     def __init__(
-        self, keys: Sequence[Sequence[Keys]], shares: Sequence[Sequence[Shares]], pair_key: bytes
+        self,
+        keys: Sequence[Sequence[Keys]],
+        shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+        popcounts: Sequence[Sequence[PopShares]] | None = None,
     ) -> None:
-        super().__init__(shares, pair_key)
+        super().__init__(shares, pair_key, popcounts)
         self._keys = [list(m) for m in keys]
         if len(self._keys) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
@@ -308,14 +329,11 @@ class Combiner:
         )
 
     def deal(self, batch: PairBatch, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
-        """The link-bit circuit for the batch and C's messages to S1 and S2: each pair's
-        Hamming bounds (one a cut-off; from the popcounts, 0 where the pre-filter fails)
-        shared, and the triples."""
-        pa = self._pops[batch.member_a][batch.clk][batch.rows_a]
-        pb = self._pops[batch.member_b][batch.clk][batch.rows_b]
-        bounds = linkbit.hamming_bounds(pa, pb, self.cutoffs, n_bits)
-        circuit = linkbit.circuit(n_bits, len(self.cutoffs))
-        return circuit, linkbit.deal(circuit, bounds)
+        """The link-bit circuit for the batch (the kernel's test at the run's cut-offs, public
+        constants of the circuit) and C's messages to S1 and S2: generic triples, nothing
+        that depends on the pairs."""
+        circuit = linkbit.circuit(n_bits, self.cutoffs)
+        return circuit, linkbit.deal(circuit, len(batch))
 
     def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
         """(pairs,): the highest cut-off each pair reaches, 0.0 for none (bits: (cut-offs,

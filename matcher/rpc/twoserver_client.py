@@ -95,15 +95,15 @@ class ShareExchange:
         self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
 
-    def exchange(self, batch: str, party: linkbit.Party) -> tuple[int, int]:
-        """Run `party` (S1's) through every round with S2's party of `batch`; bytes sent and
-        received."""
+    def exchange(self, batch: str, party: linkbit.Party, checked: bytes) -> tuple[int, int]:
+        """Run `party` (S1's) through every round with S2's party of `batch` (`checked`: the
+        digest of the batch S1 checked); bytes sent and received."""
         rounds = party.circuit.rounds
         outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
         sent = received = done = 0
         first = party.open()
         sent += len(first)
-        outbox.put(pb.RoundMessage(batch=batch, masked=first))
+        outbox.put(pb.RoundMessage(batch=batch, masked=first, checked=checked))
 
         def requests() -> Iterator[pb.RoundMessage]:
             while (m := outbox.get()) is not None:
@@ -161,12 +161,16 @@ class RemoteServers:
     def bits(self, clk: int) -> int:
         return self._bits[clk]
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
         packed = b""
         if lacking is not None:
             packed = np.packbits(np.concatenate(lacking), bitorder="little").tobytes()
         request = pb.ProposeRequest(members=self.members, records=self.records,
-                                    lacking=packed, fallback=lacking is not None)  # fmt: skip
+                                    lacking=packed, fallback=lacking is not None,
+                                    threshold=cutoffs[0] if cutoffs else 0.0,
+                                    buckets=cutoffs[1:])  # fmt: skip
         out: list[PairBatch] = []
         rows_a: list[Rows] = []
         rows_b: list[Rows] = []
@@ -182,12 +186,14 @@ class RemoteServers:
             raise peer_error(self.names[0], exc) from None
         return out
 
-    def _batch(self, batch: str, part: PairBatch, setup: bytes, bounds: int) -> pb.CircuitBatch:
+    def _batch(
+        self, batch: str, part: PairBatch, setup: bytes, cutoffs: tuple[float, ...]
+    ) -> pb.CircuitBatch:
         return pb.CircuitBatch(
             batch=batch, member_a=self.members[part.member_a],
             member_b=self.members[part.member_b], records_a=self.records[part.member_a],
             records_b=self.records[part.member_b], clk=part.clk, rows_a=from_rows(part.rows_a),
-            rows_b=from_rows(part.rows_b), bounds=bounds, setup=setup,
+            rows_b=from_rows(part.rows_b), cutoffs=cutoffs, setup=setup,
         )  # fmt: skip
 
     def evaluate(
@@ -199,11 +205,11 @@ class RemoteServers:
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
         batch = secrets.token_hex(12)
-        n = circuit.n_bounds
-        to_s2 = self._batch(batch, part, dealt.to_s2, n)
+        n = circuit.n_outputs
+        to_s2 = self._batch(batch, part, dealt.to_s2, circuit.cutoffs)
         _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
               timeout=CALL_SECONDS)  # fmt: skip
-        to_s1 = self._batch(batch, part, dealt.to_s1, n)
+        to_s1 = self._batch(batch, part, dealt.to_s1, circuit.cutoffs)
         o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
                    timeout=CALL_SECONDS)  # fmt: skip
         o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=batch),

@@ -42,6 +42,7 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
+from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
@@ -65,7 +66,6 @@ log = logging.getLogger("blindmatch.matcher.twoserver")
 
 ROLES = ("s1", "s2", "combiner")
 NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
-MAX_BOUNDS = 16  # cut-offs a circuit: the threshold and the score buckets
 MAX_PENDING = 64  # batches S2 holds between Prepare and Collect
 STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
 PROPOSE_PART = 1 << 20  # pairs a part of Propose's stream (8 MiB)
@@ -94,6 +94,15 @@ def _from(caller: str) -> Callable[[F], F]:
     return decorate
 
 
+def batch_digest(m: pb.CircuitBatch) -> bytes:
+    """SHA-256 of a batch less C's setup: equal on S1 and S2 exactly when C sent both the
+    same pairs, members, CLK and cut-offs."""
+    bare = pb.CircuitBatch()
+    bare.CopyFrom(m)
+    bare.setup = b""
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+
+
 class _Role:
     """What the three roles share: the uploads held, the keys."""
 
@@ -105,6 +114,7 @@ class _Role:
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
+        self.proposal: Proposal | None = None  # S1: the run it proposed (core/proposal.py)
 
     def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
         """An audit entry (storage/twoserver_audit.py), durable before this returns; none
@@ -131,6 +141,7 @@ class _Role:
                      clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
             self.budget.forget(member)
+            self.proposal = None  # a run proposed over the earlier upload ends
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
@@ -143,7 +154,8 @@ class _Role:
         return held
 
     def batch(self, m: pb.CircuitBatch) -> tuple[ShareServer, PairBatch, linkbit.Circuit]:
-        """A batch of the circuit, checked: the two members' shares, the pairs, the circuit."""
+        """A batch of the circuit, checked: the two members' shares, the pairs, the circuit
+        (its cut-offs the threshold and none or the default buckets)."""
         if not m.batch or len(m.batch) > 64:
             raise errors.InvalidArgument("batch: an id of 1 to 64 characters")
         if m.member_a == m.member_b:
@@ -166,10 +178,15 @@ class _Role:
         for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
             if int(rows.max()) >= h.records:
                 raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
-        if not 1 <= m.bounds <= MAX_BOUNDS:
-            raise errors.InvalidArgument(f"bounds: {m.bounds}; 1 to {MAX_BOUNDS}")
-        shares = ShareServer([held[0].shares, held[1].shares], b"")
-        circuit = linkbit.circuit(held[0].bits[m.clk], m.bounds)
+        if not m.cutoffs:
+            raise errors.InvalidArgument("cutoffs: the threshold, then none or the default buckets")
+        try:
+            cutoffs = run_cutoffs(m.cutoffs[0], m.cutoffs[1:])
+        except Refused as exc:
+            raise errors.InvalidArgument(f"cutoffs: {exc}") from None
+        shares = ShareServer([held[0].shares, held[1].shares], b"",
+                             [held[0].popshares, held[1].popshares])  # fmt: skip
+        circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
         return shares, PairBatch(0, 1, m.clk, rows_a, rows_b), circuit
 
     def spend(self, m: pb.CircuitBatch) -> None:
@@ -208,9 +225,11 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         member_key: str,
         s2: ShareExchange,
         keys: Mapping[str, str] | None = None,
+        threshold: float | None = None,
     ) -> None:
         super().__init__("s1", key, member_key, keys)
         self.s2 = s2
+        self.threshold = threshold  # the only threshold S1 runs at; None: the combiner's
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -243,9 +262,20 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             lacking = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
         elif request.lacking:
             raise errors.InvalidArgument("lacking: only with a fallback CLK")
+        try:
+            cutoffs = run_cutoffs(request.threshold, request.buckets)
+        except Refused as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        if self.threshold is not None and cutoffs[0] != self.threshold:
+            raise errors.PermissionDenied(
+                f"threshold: {cutoffs[0]}, but S1 runs at {self.threshold} (its --threshold)"
+            )
         s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
         proposed = s1.block(lacking)
-        self.log("combiner", "twoserver.run", members=members,
+        with self.lock:
+            self.proposal = Proposal(members, [h.records for h in held], proposed, cutoffs,
+                                     lacking)  # fmt: skip
+        self.log("combiner", "twoserver.run", members=members, cutoffs=list(cutoffs),
                  pairs=sum(len(p) for p in proposed))  # fmt: skip
         for pairs in proposed:
             chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
@@ -259,8 +289,27 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         party = self.party(request, 0)
-        self.spend(request)
-        sent, received = self.s2.exchange(request.batch, party)
+        rows_a, rows_b = to_rows(request.rows_a, "rows_a"), to_rows(request.rows_b, "rows_b")
+        members = [request.member_a, request.member_b]
+        with self.lock:
+            proposal = self.proposal
+            if proposal is None:
+                raise errors.FailedPrecondition(
+                    "batch: S1 has proposed no run over these uploads (Propose first)"
+                )
+            try:
+                checked = proposal.check(request.member_a, request.member_b, request.clk,
+                                         rows_a, rows_b, request.cutoffs)  # fmt: skip
+            except Refused as exc:
+                self.log("combiner", "twoserver.refused", members=members, pairs=len(rows_a),
+                         reason=str(exc))  # fmt: skip
+                raise errors.PermissionDenied(str(exc)) from None
+            self.spend(request)
+            proposal.commit(checked)
+        if checked.extras:
+            self.log("combiner", "twoserver.extras", members=members, clk=request.clk,
+                     pairs=checked.extras, run_total=proposal.extras)  # fmt: skip
+        sent, received = self.s2.exchange(request.batch, party, batch_digest(request))
         return pb.OutputShares(shares=party.output(), round_bytes_sent=sent,
                                round_bytes_received=received,
                                rounds=party.circuit.rounds)  # fmt: skip
@@ -278,6 +327,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     ) -> None:
         super().__init__("s2", key, member_key, keys)
         self.pending: dict[str, linkbit.Party] = {}
+        self.digests: dict[str, bytes] = {}  # batch -> its digest (what S1 must have checked)
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
         self.clock = clock
@@ -289,6 +339,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         for batch in [b for b, t in self.since.items() if t < cutoff]:
             self.pending.pop(batch, None)
             self.outputs.pop(batch, None)
+            self.digests.pop(batch, None)
             del self.since[batch]
 
     @_from("member")
@@ -306,6 +357,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
             self.spend(request)
             self.pending[request.batch] = party
+            self.digests[request.batch] = batch_digest(request)
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
@@ -318,8 +370,14 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             raise errors.InvalidArgument("an exchange of no messages")
         with self.lock:
             party = self.pending.pop(first.batch, None)
+            digest = self.digests.pop(first.batch, None)
         if party is None:
             raise errors.FailedPrecondition(f"batch: {first.batch!r} is not prepared on S2")
+        if first.checked != digest:
+            raise errors.PermissionDenied(
+                f"checked: batch {first.batch!r} as S1 checked it is not the batch the "
+                "combiner prepared on S2 (other pairs, members, CLK or cut-offs)"
+            )
         rounds, message = party.circuit.rounds, first
         for r in range(rounds):
             if r:
@@ -426,6 +484,7 @@ def create_role(
     clock: Callable[[], float] = time.monotonic,
     keys: Mapping[str, str] | None = None,
     data_dir: Path | None = None,
+    threshold: float | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -433,12 +492,14 @@ def create_role(
     `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
     `clock` (seconds) ages S2's batches; `data_dir`: where the role's audit log is kept
-    (storage/twoserver_audit.py; None: none)."""
+    (storage/twoserver_audit.py; None: none); `threshold`: S1 runs at this one only (None:
+    the combiner's)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
-        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys)
+        service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
+                                  threshold)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":
