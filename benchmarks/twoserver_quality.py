@@ -185,7 +185,8 @@ def cell(gen: str, args: argparse.Namespace) -> None:
 
     proposed: set[int] = set()
     by_clk = {twoserver.RECORD: 0, twoserver.FALLBACK: 0}
-    for batch in result.proposed:
+    # The pairs S1 proposes (the benchmark reads them from S1; C never receives them).
+    for batch in s1.block(twoserver.Combiner(popcounts, THRESHOLD).lacking()):
         proposed |= codes(batch.member_a, batch.member_b, batch.rows_a, batch.rows_b)
         by_clk[batch.clk] += len(batch)
     near = near_pairs(datasets, fb)

@@ -910,23 +910,21 @@ class ProposeRequest(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
-    __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")
+    __slots__ = ("member_a", "member_b", "clk", "last", "pairs")
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
-    ROWS_A_FIELD_NUMBER: _ClassVar[int]
-    ROWS_B_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     member_a: int
     member_b: int
     clk: int
-    rows_a: bytes
-    rows_b: bytes
     last: bool
-    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    pairs: int
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -937,6 +935,10 @@ class CircuitBatch(_message.Message):
     ROWS_B_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
     CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -947,21 +949,33 @@ class CircuitBatch(_message.Message):
     rows_b: bytes
     setup: bytes
     cutoffs: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ...) -> None: ...
+    proposed: bool
+    part: int
+    offset: int
+    count: int
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked", "checked")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
     checked: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ...) -> None: ...
+    rows_a: bytes
+    rows_b: bytes
+    mask: bytes
+    drop: bytes
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

@@ -18,7 +18,7 @@ from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_up
 from blindmatch.client.remote.twoserver import upload_parts
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
-from blindmatch.matcher.rpc.twoserver_service import SharesService, create_role
+from blindmatch.matcher.rpc.twoserver_service import SharesService, batch_digest, create_role
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -508,18 +508,27 @@ def propose(c: RolesCtx, **fields: Any) -> Any:
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
 
 
-def after_propose(c: RolesCtx, proposed: bool, **fields: Any) -> pb.CircuitBatch:
-    """S1 proposes the run (threshold 0.8); a batch of one pair it proposed (or did not)."""
-    got = {
-        (int(a), int(b))
-        for p in propose(c)
-        for a, b in zip(np.frombuffer(p.rows_a, "<u4"), np.frombuffer(p.rows_b, "<u4"), strict=True)
-    }
-    pair = next((a, b) for a in range(ROWS) for b in range(ROWS) if ((a, b) in got) == proposed)
-    dealt = linkbit.deal(linkbit.circuit(1024, (0.8,)), 1)
-    rows = dict(rows_a=np.array(pair[:1], "<u4").tobytes(),
-                rows_b=np.array(pair[1:], "<u4").tobytes())  # fmt: skip
-    return circuit_batch(c, 0, **{"setup": dealt.to_s1, **rows, **fields})
+def after_propose(c: RolesCtx, **fields: Any) -> pb.CircuitBatch:
+    """S1 proposes the run (threshold 0.8); a batch of the first pair of its proposal's part 0,
+    by reference (`fields` changing it)."""
+    propose(c)
+    ref: dict[str, Any] = dict(proposed=True, part=0, offset=0, count=1, rows_a=b"", rows_b=b"")
+    return circuit_batch(c, 0, **{"setup": bytes(32), **ref, **fields})
+
+
+def every_pair(c: RolesCtx) -> pb.CircuitBatch:
+    """After S1 proposes, a batch naming every one of the 400 cross pairs (most unproposed)."""
+    propose(c)
+    a, b = np.meshgrid(np.arange(ROWS), np.arange(ROWS))
+    return circuit_batch(c, 0, rows_a=a.ravel().astype("<u4").tobytes(),
+                         rows_b=b.ravel().astype("<u4").tobytes())  # fmt: skip
+
+
+def exchanged_without_rows(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message with its digest but no rows."""
+    request = circuit_batch(c, 1, batch="b8")
+    c.s2.Prepare(request, metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b8", checked=batch_digest(request), mask=bytes(32)))
 
 
 def prepared_then_exchanged(c: RolesCtx) -> Any:
@@ -639,15 +648,25 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "cutoffs: buckets: [0.81]; the circuit's cut-offs are fixed"),
     ("evaluate-no-run", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=c.key),
      "FAILED_PRECONDITION", "batch: S1 has proposed no run over these uploads (Propose first)"),
-    ("evaluate-unproposed", lambda c: c.s1.Evaluate(after_propose(c, False), metadata=c.key),
-     "PERMISSION_DENIED", "rows_a/rows_b: 1 of the batch's 1 pairs S1 did not propose"),
-    ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, True, cutoffs=[0.9]),
+    ("evaluate-unproposed", lambda c: c.s1.Evaluate(every_pair(c), metadata=c.key),
+     "PERMISSION_DENIED", "of the batch's 400 pairs S1 did not propose (a run of two members"),
+    ("evaluate-part-outside", lambda c: c.s1.Evaluate(after_propose(c, part=7), metadata=c.key),
+     "PERMISSION_DENIED", "part: 7, but S1 proposed 1 parts"),
+    ("evaluate-part-beyond", lambda c: c.s1.Evaluate(after_propose(c, offset=10**6),
+                                                     metadata=c.key),
+     "PERMISSION_DENIED", "offset/count: 1000000..1000001 of part 0's"),
+    ("evaluate-part-with-rows", lambda c: c.s1.Evaluate(after_propose(c, rows_a=bytes(4)),
+                                                        metadata=c.key),
+     "INVALID_ARGUMENT", "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"),
+    ("evaluate-part-no-count", lambda c: c.s1.Evaluate(after_propose(c, count=0), metadata=c.key),
+     "INVALID_ARGUMENT", "count: 0; 1 to 16384"),
+    ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, cutoffs=[0.9]),
                                                        metadata=c.key),
      "PERMISSION_DENIED", "cutoffs: [0.9], but the run's are [0.8] (fixed when S1 proposed)"),
     ("evaluate-bad-setup", lambda c: c.s1.Evaluate(circuit_batch(c, 0, setup=b"s"),
                                                    metadata=c.key),
      "INVALID_ARGUMENT", "setup: link bits: a seed is 32 bytes"),
-    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(after_propose(c, True, batch="b0"),
+    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(after_propose(c, batch="b0"),
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
     ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
@@ -664,6 +683,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "PERMISSION_DENIED", "S2 answers Exchange only with S1's key, not with the members'"),
     ("exchange-unchecked", prepared_then_exchanged, "PERMISSION_DENIED",
      "checked: batch 'b9' as S1 checked it is not the batch the combiner prepared on S2"),
+    ("exchange-no-rows", exchanged_without_rows, "INVALID_ARGUMENT",
+     "rows_a/rows_b/mask: not 2 pairs and a seed"),
     ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
      "an exchange of no messages"),
     ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),

@@ -131,7 +131,7 @@ def test_with_keyed_blocking_the_links_are_the_plaintext_runs_on_the_proposed_pa
     cross = sum(len(a) * len(b) for i, a in enumerate(datasets) for b in datasets[i + 1 :])
     assert result.comparisons < 0.05 * cross
     assert {b.clk for b in result.proposed} == {twoserver.RECORD, twoserver.FALLBACK}
-    assert_same_links(result.links, plaintext_on(result.proposed, datasets, fallback_bits))
+    assert_same_links(result.links, plaintext_on(result.pairs, datasets, fallback_bits))
 
 
 def test_with_link_bits_the_links_are_the_dice_oracles_scored_by_bucket(
@@ -167,14 +167,66 @@ def test_with_link_bits_c_receives_output_shares_only(
     to_c = [(w, len(p)) for _, r, w, p in seen.messages if r == "C"]
     circuits = len([m for m in seen.messages if m[1] == "S1" and m[2] == "setup"])
     assert {w for w, _ in to_c} == {"output"} and len(to_c) == 2 * circuits
-    # One bit a pair (padded to a word) from each server: the link bit's share.
-    assert sum(n for _, n in to_c) <= 2 * len(combiner.cutoffs) * (seen.pairs + 64 * circuits) // 8
     assert seen.pairs >= result.comparisons
     from_c = {(r, w) for s, r, w, _ in seen.messages if s == "C"}
     assert from_c == {("S1", "setup"), ("S2", "setup")}
     assert all(
         len(p) == linkbit.SEED_BYTES for s, r, _, p in seen.messages if (s, r) == ("C", "S1")
     )
+
+
+def test_with_link_bits_c_learns_the_identities_of_the_linking_pairs_only(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """What C receives, decoded as C can: of S1's proposal only each part's members, CLK and
+    number of pairs; from the output shares each pair's bits and, for a linking pair only,
+    its rows; each share alone uniform. The non-links among the candidates (most of them)
+    leave no identity at C."""
+    datasets, fallback_bits = messy_members
+    seen = linkbit.Transcript(keep=True)
+    plan = client.BandPlan(bits=8, bands=20)  # many candidates that do not link
+    result, combiner, _ = three_party(datasets, fallback_bits, plan, seen, reveal="link-bit")
+    oracle, _, _ = three_party(datasets, fallback_bits, plan)
+    assert np.array_equal(result.links.row, oracle.links.row)
+    assert all(set(vars(p)) == {"member_a", "member_b", "clk", "pairs"} for p in result.proposed)
+    assert result.pairs == [] and result.comparisons == oracle.comparisons
+    cuts = len(combiner.cutoffs)
+    decoded: set[tuple[int, int]] = set()
+    tagged_pairs = links = 0
+    shares = []
+    words = 0
+    outputs: list[bytes] = []
+    for sender, receiver, _what, payload in seen.messages:
+        if (sender, receiver) == ("C", "S2"):  # S2's seed and c shares: the batch's words
+            gates = len(payload[linkbit.SEED_BYTES :]) // 8
+            words = gates // linkbit.circuit(1024, combiner.cutoffs).and_gates
+        if receiver == "C":
+            outputs.append(payload)
+            if len(outputs) < 2:
+                continue
+            rows = len(outputs[0]) // (8 * words)
+            one, two = (np.frombuffer(o, "<u8").reshape(rows, words) for o in outputs)
+            bits = linkbit.unslice(one ^ two, 64 * words)
+            outputs = []
+            if rows == cuts:
+                continue  # an extra inside a group: C named its rows itself
+            assert rows == cuts + linkbit.TAG_BITS
+            shares += [one, two]
+            link = bits[0]
+            # Padding past the batch's pairs decodes as non-links (no pair).
+            assert not bits[cuts:, ~link].any()  # no tag bit of a non-link
+            rows_a, rows_b = linkbit.untag(bits)
+            decoded |= set(zip(rows_a[link].tolist(), rows_b[link].tolist(), strict=True))
+            tagged_pairs += 64 * words
+            links += int(link.sum())
+    candidates = sum(p.pairs for p in result.proposed)
+    assert tagged_pairs >= candidates > 20 * links > 0  # most candidates do not link
+    assert len(decoded) <= links  # rows of linking pairs only (two members may share rows)
+    # Each server's share alone is balanced, the tag rows' too (a share of link & tag would
+    # otherwise be the tag wherever the server's link share is 1).
+    for share in shares[:: max(1, len(shares) // 8)]:
+        ones = np.bitwise_count(share[cuts:]).sum() / (64 * share[cuts:].size)
+        assert 0.45 < ones < 0.55
 
 
 def test_the_combiner_never_receives_a_clk_or_a_share(
@@ -201,7 +253,7 @@ def test_the_combiner_never_receives_a_clk_or_a_share(
         row.tobytes() for u in uploads for part in (*u.s1.shares, *u.s2.shares) for row in part
     }
     assert not known & {row.tobytes() for row in got}
-    batch = next(b for b in result.proposed if len(b))  # the first C was sent
+    batch = next(b for b in result.pairs if len(b))  # the first C was sent
     assert batch.clk == twoserver.RECORD
     m1, m2 = combiner.received[0], combiner.received[1]
     rows_a, rows_b = batch.rows_a[: len(m1)], batch.rows_b[: len(m1)]

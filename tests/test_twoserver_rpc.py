@@ -295,9 +295,11 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
 def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_evaluations(
     roles: dict[str, RunningRole], key: str
 ) -> None:
-    """A hand-driven combiner after the run's Propose: cut-offs of its own (a bound between
-    the threshold's, to place a pair's Dice), a pair S1 did not propose, a batch that differs
-    between S1 and S2, and a pair again are each refused with a status naming the field."""
+    """A hand-driven combiner after the run's Propose, which tells it each part's size only:
+    cut-offs of its own (to place a pair's Dice), a pair S1 did not propose, a proposed pair
+    by name (answered 0: C learns a candidate's bits only through the proposal, gated by its
+    link bit), a batch that differs between S1 and S2, a part again: each refused with a
+    status naming the field, or answered 0."""
     clks = np.random.default_rng(18).integers(0, 256, (6, 128), dtype=np.uint8)
     up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
 
@@ -311,40 +313,38 @@ def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_ev
     channels = [grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in ("s1", "s2")]
     s1, s2 = pb_grpc.TwoServerBlockingStub(channels[0]), pb_grpc.TwoServerSharesStub(channels[1])
 
-    def propose() -> set[tuple[int, int]]:
+    def propose() -> list[pb.CandidatePairs]:
         request = pb.ProposeRequest(members=["north", "south"], records=[6, 6], threshold=0.8)
-        parts = list(s1.Propose(request, metadata=auth(key)))
-        return {
-            (int(a), int(b))
-            for p in parts
-            for a, b in zip(
-                np.frombuffer(p.rows_a, "<u4"), np.frombuffer(p.rows_b, "<u4"), strict=True
-            )
-        }
+        return list(s1.Propose(request, metadata=auth(key)))
 
     def evaluate(
         batch: str,
-        pair: tuple[int, int],
+        pair: tuple[int, int] | None,
         cutoffs: list[float],
         s2_pair: tuple[int, int] | None = None,
         skip_s2: bool = False,
-    ) -> bool:
-        """The hand-driven combiner: is the pair at the cut-offs?"""
+        part: int = 0,
+        count: int = 1,
+    ) -> npt.NDArray[np.bool_]:
+        """The hand-driven combiner: a pair by name, or (pair None) `count` pairs of `part`
+        of the proposal; the bits it reveals."""
         circuit = linkbit.circuit(1024, tuple(cutoffs))
-        dealt = linkbit.deal(circuit, 1)
+        n = 1 if pair else count
+        dealt = linkbit.deal(circuit, n)
 
-        def request(setup: bytes, rows: tuple[int, int]) -> pb.CircuitBatch:
+        def request(setup: bytes, rows: tuple[int, int] | None) -> pb.CircuitBatch:
+            named = dict(rows_a=np.array(rows[:1], "<u4").tobytes(),
+                         rows_b=np.array(rows[1:], "<u4").tobytes()) if rows else dict(
+                proposed=True, part=part, offset=0, count=count)  # fmt: skip
             return pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
-                                   records_a=6, records_b=6,
-                                   rows_a=np.array(rows[:1], "<u4").tobytes(),
-                                   rows_b=np.array(rows[1:], "<u4").tobytes(),
-                                   cutoffs=cutoffs, setup=setup)  # fmt: skip
+                                   records_a=6, records_b=6, cutoffs=cutoffs, setup=setup,
+                                   **named)  # type: ignore[arg-type]  # fmt: skip
 
         if not skip_s2:
             s2.Prepare(request(dealt.to_s2, s2_pair or pair), metadata=auth(key))
         o1 = s1.Evaluate(request(dealt.to_s1, pair), metadata=auth(key))
         o2 = s2.Collect(pb.CollectRequest(batch=batch), metadata=auth(key))
-        return bool(linkbit.reveal(circuit, o1.shares, o2.shares, 1)[0, 0])
+        return linkbit.reveal(circuit, o1.shares, o2.shares, n, tagged=pair is None)
 
     def refused(code: grpc.StatusCode, *args: object, **kwargs: object) -> str:
         with pytest.raises(grpc.RpcError) as got:
@@ -355,8 +355,15 @@ def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_ev
     # Before a run is proposed S1 evaluates nothing.
     assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b0", (0, 0), [0.8],
                                       skip_s2=True)  # fmt: skip
-    proposed = propose()
-    assert (0, 0) in proposed  # the same CLKs: every (r, r) shares every band key
+    parts = propose()
+    # What C receives of the proposal: members, CLK and a count, no pair.
+    assert [{f.name for f, _ in p.ListFields()} for p in parts] == [
+        {"member_b", "last", "pairs"}]  # member_a 0 and clk 0 are proto3 defaults  # fmt: skip
+    service = roles["s1"].service
+    assert service.proposal is not None
+    held = service.proposal.parts[0]  # S1's own: in an order of its own
+    proposed = set(zip(held.rows_a.tolist(), held.rows_b.tolist(), strict=True))
+    assert parts[0].pairs == len(proposed) and (0, 0) in proposed  # the same CLKs: (r, r)
     unproposed = next((a, b) for a in range(6) for b in range(6) if (a, b) not in proposed)
     # Cut-offs of C's own: malformed ones refused by both servers, another threshold by S1.
     for s in (False, True):
@@ -369,26 +376,29 @@ def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_ev
     details = refused(grpc.StatusCode.PERMISSION_DENIED, "b3", unproposed, [0.8])
     assert "1 of the batch's 1 pairs S1 did not propose" in details
     assert "a run of two members has no pair beyond its proposal" in details
+    # A proposed pair by name: answered 0 (it links: Dice 1.0), evaluated by neither server.
+    assert not evaluate("b4", (0, 0), [0.8]).any()
     # S2 prepared another pair than the one S1 checked: S2 refuses the rounds.
-    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b4", (2, 2), [0.8], s2_pair=(3, 3))
-    assert "checked: batch 'b4' as S1 checked it is not the batch the combiner prepared" in details
-    # The run's one evaluation of a pair works and is the kernel's answer (the same CLKs).
-    assert evaluate("b5", (0, 0), [0.8]) is True
-    # Again: refused by S2 (its Prepare) and by S1 (its Evaluate, reached without S2).
-    for skip_s2, name in ((False, "S2"), (True, "S1")):
-        details = refused(grpc.StatusCode.FAILED_PRECONDITION, f"b6{name}", (0, 0), [0.8],
-                          skip_s2=skip_s2)  # fmt: skip
-        assert (
-            "1 of the batch's 1 pairs would be evaluated more than once since 'north' "
-            "and 'south' uploaded" in details
-        ), details
-        assert f"{name} evaluates a pair at most once an upload" in details
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b5", (2, 2), [0.8], s2_pair=(3, 3))
+    assert "checked: batch 'b5' as S1 checked it is not the batch the combiner prepared" in details
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b6", None, [0.8], part=5)
+    assert "part: 5, but S1 proposed 1 parts" in details
+    # The part by reference: the links' rows, gated by their link bits, each pair once.
+    bits = evaluate("b7", None, [0.8], count=len(proposed))
+    rows_a, rows_b = linkbit.untag(bits)
+    links = {(int(a), int(b)) for a, b, k in zip(rows_a, rows_b, bits[0], strict=True) if k}
+    assert links == {(r, r) for r in range(6)}  # the same records link, nothing else shows
+    assert not bits[1:, ~bits[0]].any()
+    details = refused(grpc.StatusCode.FAILED_PRECONDITION, "b8", None, [0.8], skip_s2=True,
+                      count=len(proposed))  # fmt: skip
+    assert "would be evaluated more than once since 'north' and 'south' uploaded" in details
+    assert "S1 evaluates a pair at most once an upload" in details
     # A member uploading again ends the proposed run and gives its pairs their evaluation.
     upload("north")
-    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b7", (0, 0), [0.8],
+    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b9", (0, 0), [0.8],
                                       skip_s2=True)  # fmt: skip
     propose()
-    assert evaluate("b8", (0, 0), [0.8]) is True
+    assert evaluate("b10", None, [0.8], count=len(proposed))[0].sum() == 6
     for channel in channels:
         channel.close()
 
@@ -492,12 +502,13 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
                     rc.upload(member, up)
         with RoleClient("combiner", f"127.0.0.1:{c.port}", key) as rc:
             got = rc.run(THRESHOLD)
-        # A combiner asking S2 for a pair of the run again: refused, and in S2's log.
-        dealt = linkbit.deal(linkbit.circuit(1024, (THRESHOLD,)), 1)
-        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel, pytest.raises(grpc.RpcError):
-            pb_grpc.TwoServerSharesStub(channel).Prepare(pb.CircuitBatch(
-                batch="again", member_a="south", member_b="north", records_a=4, records_b=4,
-                rows_a=bytes(4), rows_b=bytes(4), cutoffs=[THRESHOLD], setup=dealt.to_s2,
+        # A combiner asking S1 for the run's pairs again: refused, and in S1's log.
+        cutoffs = [THRESHOLD, *twoserver.default_buckets(THRESHOLD)]
+        with grpc.insecure_channel(f"127.0.0.1:{s1.port}") as channel, pytest.raises(grpc.RpcError):
+            pb_grpc.TwoServerBlockingStub(channel).Evaluate(pb.CircuitBatch(
+                batch="again", member_a="north", member_b="south", records_a=4, records_b=4,
+                proposed=True, part=0, offset=0, count=got.comparisons, cutoffs=cutoffs,
+                setup=bytes(32),
             ), metadata=auth(key))  # fmt: skip
     finally:
         for running in roles.values():
@@ -527,8 +538,9 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
         ("operator", pairs, len(got.dset))
     ]
     assert runs["s2"] == []  # S2 never learns a run, only batches
-    refused = [d for a, action, _, d in logs["s2"] if action == "twoserver.refused"]
-    assert refused == [{"role": "s2", "members": ["south", "north"], "pairs": 1, "over": 1}]
+    refused = [d for a, action, _, d in logs["s1"] if action == "twoserver.refused"]
+    n = got.comparisons
+    assert refused == [{"role": "s1", "members": ["north", "south"], "pairs": n, "over": n}]
     # Never the data: no share, key or popcount in any entry.
     text = repr(logs)
     for array in (*up.s1.shares, *up.s2.shares):

@@ -594,18 +594,59 @@ class Party:
         self._masked = None
         self._xors(self._round)
 
-    def output(self) -> bytes:
-        """The shares of the output bits, for C."""
+    def output(
+        self, tags: Words | None = None, keep: Words | None = None, mask: bytes | None = None
+    ) -> bytes:
+        """The shares of the output bits, for C: the cut-offs' bits, then with `tags` (public
+        bits of each pair, `tags`) each tag bit AND the link bit (this server's link share
+        AND the tag: the two XOR to link & tag, so C learns a pair's tags only where it
+        links); with `keep` (a word row) every output 0 where its bit is clear; with `mask`
+        (a seed S1 and S2 share, C does not) each share re-randomised by the same pad, so
+        that each alone is uniform whatever the bits (a share of link & tag is otherwise the
+        tag wherever the server's link share is 1)."""
         if self._round != self.circuit.rounds:
             raise RuntimeError("link bits: output before the last round")
-        return self._w[self.circuit.outputs].tobytes()
+        out = self._w[self.circuit.outputs]
+        if tags is not None:
+            out = np.concatenate([out, tags & out[0]])
+        if keep is not None:
+            out = out & keep
+        if mask is not None:
+            out = out ^ prg(mask, out.size).reshape(out.shape)
+        return np.ascontiguousarray(out).tobytes()
 
 
-def reveal(c: Circuit, out1: bytes, out2: bytes, pairs: int) -> npt.NDArray[np.bool_]:
-    """C: (cut-offs, pairs) output bits from the two servers' shares."""
+TAG_BITS = 64  # a pair's tags: its row of member a, then of member b (32 bits each)
+
+
+def tags(rows_a: npt.NDArray[np.integer], rows_b: npt.NDArray[np.integer]) -> Words:
+    """(64, words): each pair's two rows as public wires, gated by its link bit in `output`."""
+    both = np.stack([np.asarray(rows_a, np.int64), np.asarray(rows_b, np.int64)])
+    return _slice_ints(both, TAG_BITS // 2)
+
+
+def untag(bits: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+    """The rows (a, b) from `reveal`'s last 64 rows (0 where a pair does not link)."""
+    weights = (np.uint64(1) << np.arange(TAG_BITS // 2, dtype=np.uint64))[:, None]
+    half = TAG_BITS // 2
+    rows_a = (bits[-TAG_BITS:-half].astype(np.uint64) * weights).sum(axis=0)
+    rows_b = (bits[-half:].astype(np.uint64) * weights).sum(axis=0)
+    return rows_a.astype(np.uint32), rows_b.astype(np.uint32)
+
+
+def keep_row(drop: npt.NDArray[np.bool_]) -> Words:
+    """(1, words): bit k set unless drop[k] (`Party.output`'s `keep`)."""
+    return _slice_ints((~np.asarray(drop, bool)).astype(np.int64)[None, :], 1)
+
+
+def reveal(
+    c: Circuit, out1: bytes, out2: bytes, pairs: int, tagged: bool = False
+) -> npt.NDArray[np.bool_]:
+    """C: (cut-offs [+ 64 tag bits], pairs) output bits from the two servers' shares."""
     words = words_for(pairs)
-    one = np.frombuffer(out1, dtype="<u8").reshape(c.n_outputs, words)
-    two = np.frombuffer(out2, dtype="<u8").reshape(c.n_outputs, words)
+    rows = c.n_outputs + (TAG_BITS if tagged else 0)
+    one = np.frombuffer(out1, dtype="<u8").reshape(rows, words)
+    two = np.frombuffer(out2, dtype="<u8").reshape(rows, words)
     return unslice((one ^ two).astype(np.uint64), pairs)
 
 

@@ -70,6 +70,8 @@ class PairBudget:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
         all or none: the number of pairs that would be evaluated again (nothing counted
         then: a pair evaluated before, or twice in the batch), or 0."""
+        if not len(rows_a):
+            return 0  # nothing evaluated (a batch whose pairs are all answered 0)
         if member_a > member_b:
             member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)

@@ -25,6 +25,7 @@ digest).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core.twoserver import RECORD, PairBatch, default_buckets
+from blindmatch.matcher.core.twoserver import RECORD, PairBatch, Proposed, default_buckets
 
 Rows = npt.NDArray[np.uint32]
 
@@ -66,13 +67,16 @@ def _keys(rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.uint64]:
 
 @dataclass
 class Checked:
-    """A checked batch: how many of its pairs are extras, and their rows (for `commit`)."""
+    """A checked batch of pairs C named: which of them S1 proposed (`proposed`: answered 0,
+    never evaluated again: C learns a proposed pair's bits only through the proposal, where
+    they are gated by its link bit), how many are extras, and their rows (for `commit`)."""
 
     extras: int
     member_a: int
     member_b: int
     rows_a: Rows
     rows_b: Rows
+    proposed: npt.NDArray[np.bool_]
 
 
 class Proposal:
@@ -85,8 +89,17 @@ class Proposal:
         proposed: Sequence[PairBatch],
         cutoffs: tuple[float, ...],
         lacking: Sequence[npt.NDArray[np.bool_]] | None,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.members = list(members)
+        # The parts C evaluates by reference, each in an order of S1's (a fresh permutation C
+        # does not hold): a position in a part says nothing of its rows.
+        rng = rng or np.random.default_rng(secrets.randbits(128))
+        self.parts = []
+        for p in proposed:
+            order = rng.permutation(len(p))
+            self.parts.append(PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[order],
+                                        p.rows_b[order]))  # fmt: skip
         self.cutoffs = cutoffs
         self.lacking = None if lacking is None else [np.asarray(x, bool) for x in lacking]
         self._pairs: dict[tuple[int, int, int], npt.NDArray[np.uint64]] = {}
@@ -103,6 +116,29 @@ class Proposal:
         self.extras = 0
         self._lock = threading.Lock()
 
+    def described(self) -> list[Proposed]:
+        """What C receives of the proposal: each part's members, CLK and number of pairs."""
+        return [Proposed(p.member_a, p.member_b, p.clk, len(p)) for p in self.parts]
+
+    def part(self, index: int, offset: int, count: int, cutoffs: Sequence[float]) -> PairBatch:
+        """Pairs offset..offset + count of part `index`, at the run's cut-offs (refused
+        otherwise)."""
+        self._cutoffs(cutoffs)
+        if not 0 <= index < len(self.parts):
+            raise Refused(f"part: {index}, but S1 proposed {len(self.parts)} parts")
+        p = self.parts[index]
+        if count < 1 or offset + count > len(p):
+            raise Refused(f"offset/count: {offset}..{offset + count} of part {index}'s {len(p)}")
+        return PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[offset : offset + count],
+                         p.rows_b[offset : offset + count])  # fmt: skip
+
+    def _cutoffs(self, cutoffs: Sequence[float]) -> None:
+        if tuple(float(c) for c in cutoffs) != self.cutoffs:
+            raise Refused(
+                f"cutoffs: {list(cutoffs)}, but the run's are {list(self.cutoffs)} (fixed when "
+                "S1 proposed)"
+            )
+
     def index(self, name: str, field: str) -> int:
         try:
             return self.members.index(name)
@@ -118,13 +154,11 @@ class Proposal:
         rows_b: Rows,
         cutoffs: Sequence[float],
     ) -> Checked:
-        """The batch's pairs against the proposal, whole: refused (`Refused`, naming the
-        field) unless every pair is proposed on `clk` or an extra within the bounds."""
-        if tuple(float(c) for c in cutoffs) != self.cutoffs:
-            raise Refused(
-                f"cutoffs: {list(cutoffs)}, but the run's are {list(self.cutoffs)} (fixed when "
-                "S1 proposed)"
-            )
+        """A batch of pairs C names (the extras: pairs inside its groups it does not know as
+        links) against the proposal, whole: the pairs S1 proposed on `clk` are marked (answered
+        0), the rest must be extras within the bounds, or the batch is refused (`Refused`,
+        naming the field)."""
+        self._cutoffs(cutoffs)
         a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
@@ -158,7 +192,7 @@ class Proposal:
                     f"{where}, a record in two extra pairs with one member (a group holds one "
                     "record a member)"
                 )
-        return Checked(len(extra), a, b, ea, eb)
+        return Checked(len(extra), a, b, ea, eb, found)
 
     def commit(self, checked: Checked) -> None:
         """Count a checked batch's extras as asked (after the pair budget took it)."""

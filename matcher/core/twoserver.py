@@ -97,6 +97,17 @@ class PairBatch:
             )
 
 
+@dataclass(frozen=True)
+class Proposed:
+    """What C learns of a part of S1's proposal: its members, CLK and number of pairs, never
+    the pairs (S1 keeps them, in an order of its own: core/proposal.py)."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    pairs: int
+
+
 def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
     """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
     for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
@@ -162,6 +173,10 @@ class ShareServer:
     def bits(self, clk: int) -> int:
         """The width of CLK `clk` in bits (public: the schema's)."""
         return 8 * int(self._shares[0][clk].shape[1])
+
+    def records(self) -> list[int]:
+        """Each member's number of records."""
+        return [len(m[0]) for m in self._shares]
 
     def differences(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, unpermuted (the link-bit step's
@@ -332,8 +347,12 @@ class Combiner:
         """The link-bit circuit for the batch (the kernel's test at the run's cut-offs, public
         constants of the circuit) and C's messages to S1 and S2: generic triples, nothing
         that depends on the pairs."""
+        return self.deal_count(len(batch), n_bits)
+
+    def deal_count(self, pairs: int, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
+        """`deal` for a batch of `pairs` pairs C cannot name (a part of S1's proposal)."""
         circuit = linkbit.circuit(n_bits, self.cutoffs)
-        return circuit, linkbit.deal(circuit, len(batch))
+        return circuit, linkbit.deal(circuit, pairs)
 
     def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
         """(pairs,): the highest cut-off each pair reaches, 0.0 for none (bits: (cut-offs,
@@ -361,6 +380,7 @@ __all__ = [
     "BlockingServer",
     "Combiner",
     "PairBatch",
+    "Proposed",
     "ShareServer",
     "colliding_pairs",
 ]

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.twoserver import PairBatch, Rows, Shares
+from blindmatch.matcher.core.twoserver import PairBatch, Proposed, Rows, Shares
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -95,15 +95,17 @@ class ShareExchange:
         self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
 
-    def exchange(self, batch: str, party: linkbit.Party, checked: bytes) -> tuple[int, int]:
-        """Run `party` (S1's) through every round with S2's party of `batch` (`checked`: the
-        digest of the batch S1 checked); bytes sent and received."""
+    def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
+        """Run `party` (S1's) through every round with S2's party of the batch `first` opens
+        (its id, digest, rows, the output pad's seed and the pairs answered 0); bytes sent
+        and received."""
         rounds = party.circuit.rounds
         outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
         sent = received = done = 0
-        first = party.open()
-        sent += len(first)
-        outbox.put(pb.RoundMessage(batch=batch, masked=first, checked=checked))
+        mine = party.open()
+        sent += len(mine) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
+        first.masked = mine
+        outbox.put(first)
 
         def requests() -> Iterator[pb.RoundMessage]:
             while (m := outbox.get()) is not None:
@@ -153,6 +155,7 @@ class RemoteServers:
         self._s2 = pb_grpc.TwoServerSharesStub(self._channels[1])
         self._metadata = (("authorization", f"Bearer {key}"),)
         self.members, self.records, self._bits = list(members), list(records), list(bits)
+        self._parts: list[Proposed] = []  # what S1's Propose said of its proposal
 
     def close(self) -> None:
         for channel in self._channels:
@@ -164,6 +167,13 @@ class RemoteServers:
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
     ) -> list[PairBatch]:
+        raise errors.FailedPrecondition(
+            "the candidates' rows stay on S1 and S2 (the Dice oracle runs in one process only)"
+        )
+
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
         packed = b""
         if lacking is not None:
             packed = np.packbits(np.concatenate(lacking), bitorder="little").tobytes()
@@ -171,30 +181,71 @@ class RemoteServers:
                                     lacking=packed, fallback=lacking is not None,
                                     threshold=cutoffs[0] if cutoffs else 0.0,
                                     buckets=cutoffs[1:])  # fmt: skip
-        out: list[PairBatch] = []
-        rows_a: list[Rows] = []
-        rows_b: list[Rows] = []
         try:
-            for part in self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS):
-                rows_a.append(to_rows(part.rows_a, "rows_a"))
-                rows_b.append(to_rows(part.rows_b, "rows_b"))
-                if part.last:
-                    a, b = np.concatenate(rows_a), np.concatenate(rows_b)
-                    out.append(PairBatch(part.member_a, part.member_b, part.clk, a, b))
-                    rows_a, rows_b = [], []
+            parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:
             raise peer_error(self.names[0], exc) from None
-        return out
+        self._parts = [Proposed(p.member_a, p.member_b, p.clk, p.pairs) for p in parts]
+        for p in self._parts:
+            if not (p.member_a < p.member_b < len(self.members)) or p.clk >= len(self._bits):
+                raise errors.DataLoss(f"{self.names[0]} proposed a part of no such members/CLK")
+        return list(self._parts)
 
     def _batch(
-        self, batch: str, part: PairBatch, setup: bytes, cutoffs: tuple[float, ...]
-    ) -> pb.CircuitBatch:
+        self, batch: str, member_a: int, member_b: int, clk: int, setup: bytes,
+        cutoffs: tuple[float, ...], **pairs: Any,
+    ) -> pb.CircuitBatch:  # fmt: skip
         return pb.CircuitBatch(
-            batch=batch, member_a=self.members[part.member_a],
-            member_b=self.members[part.member_b], records_a=self.records[part.member_a],
-            records_b=self.records[part.member_b], clk=part.clk, rows_a=from_rows(part.rows_a),
-            rows_b=from_rows(part.rows_b), cutoffs=cutoffs, setup=setup,
+            batch=batch, member_a=self.members[member_a], member_b=self.members[member_b],
+            records_a=self.records[member_a], records_b=self.records[member_b], clk=clk,
+            cutoffs=cutoffs, setup=setup, **pairs,
         )  # fmt: skip
+
+    def _run(
+        self,
+        to_s1: pb.CircuitBatch,
+        to_s2: pb.CircuitBatch,
+        pairs: int,
+        circuit: linkbit.Circuit,
+        transcript: linkbit.Transcript,
+        tagged: bool,
+    ) -> tuple[bytes, bytes]:
+        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+              timeout=CALL_SECONDS)  # fmt: skip
+        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
+        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
+                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        transcript.count("C", "S1", to_s1.ByteSize())
+        transcript.count("C", "S2", to_s2.ByteSize())
+        transcript.count("S1", "S2", o1.round_bytes_sent)
+        transcript.count("S2", "S1", o1.round_bytes_received)
+        transcript.count("S1", "C", o1.ByteSize())
+        transcript.count("S2", "C", o2.ByteSize())
+        transcript.rounds += o1.rounds
+        rows = circuit.n_outputs + (linkbit.TAG_BITS if tagged else 0)
+        words = linkbit.words_for(pairs) * 8 * rows
+        if len(o1.shares) != words or len(o2.shares) != words:
+            raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
+                                  f"bytes for {pairs} pairs")  # fmt: skip
+        return o1.shares, o2.shares
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        p = self._parts[index]
+        batch = secrets.token_hex(12)
+        ref = dict(proposed=True, part=index, offset=offset, count=count)
+        made = [self._batch(batch, p.member_a, p.member_b, p.clk, setup, circuit.cutoffs, **ref)
+                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
+        return self._run(made[0], made[1], count, circuit, transcript, tagged=True)
 
     def evaluate(
         self,
@@ -205,27 +256,11 @@ class RemoteServers:
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
         batch = secrets.token_hex(12)
-        n = circuit.n_outputs
-        to_s2 = self._batch(batch, part, dealt.to_s2, circuit.cutoffs)
-        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
-              timeout=CALL_SECONDS)  # fmt: skip
-        to_s1 = self._batch(batch, part, dealt.to_s1, circuit.cutoffs)
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=batch),
-                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
-        transcript.count("C", "S1", to_s1.ByteSize())
-        transcript.count("C", "S2", to_s2.ByteSize())
-        transcript.count("S1", "S2", o1.round_bytes_sent)
-        transcript.count("S2", "S1", o1.round_bytes_received)
-        transcript.count("S1", "C", o1.ByteSize())
-        transcript.count("S2", "C", o2.ByteSize())
-        transcript.rounds += o1.rounds
-        words = linkbit.words_for(len(part)) * 8 * n
-        if len(o1.shares) != words or len(o2.shares) != words:
-            raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
-                                  f"bytes for {len(part)} pairs")  # fmt: skip
-        return o1.shares, o2.shares
+        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b))
+        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
+                            circuit.cutoffs, **rows)
+                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
+        return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         raise errors.FailedPrecondition(

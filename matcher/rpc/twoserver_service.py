@@ -28,6 +28,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,11 +39,12 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
-from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
+from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
@@ -71,6 +73,8 @@ STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
 PROPOSE_PART = 1 << 20  # pairs a part of Propose's stream (8 MiB)
 THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
+Rows = npt.NDArray[np.uint32]
+Bools = npt.NDArray[np.bool_]
 
 
 def _from(caller: str) -> Callable[[F], F]:
@@ -153,9 +157,10 @@ class _Role:
             )
         return held
 
-    def batch(self, m: pb.CircuitBatch) -> tuple[ShareServer, PairBatch, linkbit.Circuit]:
-        """A batch of the circuit, checked: the two members' shares, the pairs, the circuit
-        (its cut-offs the threshold and none or the default buckets)."""
+    def batch(self, m: pb.CircuitBatch) -> tuple[list[Held], linkbit.Circuit, int]:
+        """A batch of the circuit, checked but for its pairs: the two members' uploads, the
+        circuit (its cut-offs the threshold and none or the default buckets), the number of
+        pairs; C's setup checked to fit them."""
         if not m.batch or len(m.batch) > 64:
             raise errors.InvalidArgument("batch: an id of 1 to 64 characters")
         if m.member_a == m.member_b:
@@ -169,51 +174,77 @@ class _Role:
                 )
         if m.clk >= len(held[0].bits):
             raise errors.InvalidArgument(f"clk: {m.clk}, but the uploads have {len(held[0].bits)}")
-        rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
-        if len(rows_a) != len(rows_b) or not 0 < len(rows_a) <= linkbit.BATCH:
-            raise errors.InvalidArgument(
-                f"rows_a/rows_b: {len(rows_a)} and {len(rows_b)} rows; as many, 1 to "
-                f"{linkbit.BATCH}"
-            )
-        for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
-            if int(rows.max()) >= h.records:
-                raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
+        if m.proposed:
+            if m.rows_a or m.rows_b:
+                raise errors.InvalidArgument(
+                    "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"
+                )
+            count = m.count
+            if not 0 < count <= linkbit.BATCH:
+                raise errors.InvalidArgument(f"count: {count}; 1 to {linkbit.BATCH}")
+        else:
+            rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
+            if len(rows_a) != len(rows_b) or not 0 < len(rows_a) <= linkbit.BATCH:
+                raise errors.InvalidArgument(
+                    f"rows_a/rows_b: {len(rows_a)} and {len(rows_b)} rows; as many, 1 to "
+                    f"{linkbit.BATCH}"
+                )
+            for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
+                if int(rows.max()) >= h.records:
+                    raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
+            count = len(rows_a)
         if not m.cutoffs:
             raise errors.InvalidArgument("cutoffs: the threshold, then none or the default buckets")
         try:
             cutoffs = run_cutoffs(m.cutoffs[0], m.cutoffs[1:])
         except Refused as exc:
             raise errors.InvalidArgument(f"cutoffs: {exc}") from None
-        shares = ShareServer([held[0].shares, held[1].shares], b"",
-                             [held[0].popshares, held[1].popshares])  # fmt: skip
         circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
-        return shares, PairBatch(0, 1, m.clk, rows_a, rows_b), circuit
+        # C's setup: S1's a seed; S2's a seed and a c share a gate a word of pairs.
+        if self.role == "s1" and len(m.setup) != linkbit.SEED_BYTES:
+            raise errors.InvalidArgument(f"setup: link bits: a seed is {linkbit.SEED_BYTES} bytes")
+        words = linkbit.words_for(count)
+        if self.role == "s2" and len(m.setup) != linkbit.SEED_BYTES + 8 * circuit.and_gates * words:
+            raise errors.InvalidArgument("setup: link bits: S2's setup does not fit the batch")
+        return held, circuit, count
 
-    def spend(self, m: pb.CircuitBatch) -> None:
+    def spend(self, member_a: str, member_b: str, rows_a: Rows, rows_b: Rows) -> None:
         """Count the (checked) batch's pairs evaluated (core/pairbudget.py), or refuse it
         whole."""
-        rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
-        over = self.budget.spend(m.member_a, m.member_b, rows_a, rows_b)
+        over = self.budget.spend(member_a, member_b, rows_a, rows_b)
         if over:
-            self.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
+            self.log("combiner", "twoserver.refused", members=[member_a, member_b],
                      pairs=len(rows_a), over=over)  # fmt: skip
             n = self.budget.evaluations
             times = "once" if n == 1 else f"{n} times"
             raise errors.FailedPrecondition(
                 f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
-                f"more than {times} since {m.member_a!r} and {m.member_b!r} uploaded; "
+                f"more than {times} since {member_a!r} and {member_b!r} uploaded; "
                 f"{NAMES[self.role]} evaluates a pair at most {times} an upload (a run needs "
-                "it once), so that a combiner cannot search its distance with new bounds: the "
-                "members upload again for another run"
+                "it once): the members upload again for another run"
             )
 
-    def party(self, m: pb.CircuitBatch, who: int) -> linkbit.Party:
-        shares, pairs, circuit = self.batch(m)
+    def party(
+        self, who: int, held: list[Held], circuit: linkbit.Circuit, clk: int, rows_a: Rows,
+        rows_b: Rows, setup: bytes,
+    ) -> linkbit.Party:  # fmt: skip
+        shares = ShareServer([held[0].shares, held[1].shares], b"",
+                             [held[0].popshares, held[1].popshares])  # fmt: skip
         try:
-            party = shares.party(who, pairs, circuit, m.setup)
+            party = shares.party(who, PairBatch(0, 1, clk, rows_a, rows_b), circuit, setup)
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
         return party
+
+
+def _outputs(
+    party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
+) -> bytes:
+    """A server's output shares: with `tagged` (a batch of the proposal) the rows gated by the
+    link bit; 0 at `drop`; padded by `mask` (both servers the same pad)."""
+    tags = linkbit.tags(rows_a, rows_b) if tagged else None
+    keep = linkbit.keep_row(drop) if drop.any() else None
+    return party.output(tags, keep, mask)
 
 
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
@@ -272,24 +303,36 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             )
         s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
         proposed = s1.block(lacking)
+        proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking)
         with self.lock:
-            self.proposal = Proposal(members, [h.records for h in held], proposed, cutoffs,
-                                     lacking)  # fmt: skip
+            self.proposal = proposal
         self.log("combiner", "twoserver.run", members=members, cutoffs=list(cutoffs),
                  pairs=sum(len(p) for p in proposed))  # fmt: skip
-        for pairs in proposed:
-            chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
-            for k, part in enumerate(chunks):
-                yield pb.CandidatePairs(
-                    member_a=part.member_a, member_b=part.member_b, clk=part.clk,
-                    rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
-                    last=k == len(chunks) - 1,
-                )  # fmt: skip
+        for part in proposal.described():
+            yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
+                                    clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
+
+    def _checked(
+        self, m: pb.CircuitBatch, proposal: Proposal
+    ) -> tuple[Rows, Rows, Bools, Checked | None]:
+        """The batch's pairs from the proposal (a part of it, or C's extras checked):
+        rows, the pairs answered 0, the check to commit."""
+        if m.proposed:
+            part = proposal.part(m.part, m.offset, m.count, m.cutoffs)
+            names = (proposal.members[part.member_a], proposal.members[part.member_b])
+            if names != (m.member_a, m.member_b) or part.clk != m.clk:
+                raise Refused(
+                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}, not "
+                    f"{m.member_a!r} x {m.member_b!r} on clk {m.clk}"
+                )
+            return part.rows_a, part.rows_b, np.zeros(len(part), bool), None
+        rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
+        checked = proposal.check(m.member_a, m.member_b, m.clk, rows_a, rows_b, m.cutoffs)
+        return rows_a, rows_b, checked.proposed, checked
 
     @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
-        party = self.party(request, 0)
-        rows_a, rows_b = to_rows(request.rows_a, "rows_a"), to_rows(request.rows_b, "rows_b")
+        held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
         with self.lock:
             proposal = self.proposal
@@ -298,19 +341,24 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                     "batch: S1 has proposed no run over these uploads (Propose first)"
                 )
             try:
-                checked = proposal.check(request.member_a, request.member_b, request.clk,
-                                         rows_a, rows_b, request.cutoffs)  # fmt: skip
+                rows_a, rows_b, drop, checked = self._checked(request, proposal)
             except Refused as exc:
-                self.log("combiner", "twoserver.refused", members=members, pairs=len(rows_a),
-                         reason=str(exc))  # fmt: skip
+                self.log("combiner", "twoserver.refused", members=members, reason=str(exc))
                 raise errors.PermissionDenied(str(exc)) from None
-            self.spend(request)
-            proposal.commit(checked)
-        if checked.extras:
+            self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop])
+            if checked is not None:
+                proposal.commit(checked)
+        if checked is not None and checked.extras:
             self.log("combiner", "twoserver.extras", members=members, clk=request.clk,
                      pairs=checked.extras, run_total=proposal.extras)  # fmt: skip
-        sent, received = self.s2.exchange(request.batch, party, batch_digest(request))
-        return pb.OutputShares(shares=party.output(), round_bytes_sent=sent,
+        party = self.party(0, held, circuit, request.clk, rows_a, rows_b, request.setup)
+        mask = secrets.token_bytes(linkbit.SEED_BYTES)
+        first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
+                                rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
+                                drop=np.packbits(drop, bitorder="little").tobytes())  # fmt: skip
+        sent, received = self.s2.exchange(first, party)
+        shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
+        return pb.OutputShares(shares=shares, round_bytes_sent=sent,
                                round_bytes_received=received,
                                rounds=party.circuit.rounds)  # fmt: skip
 
@@ -326,8 +374,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         keys: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__("s2", key, member_key, keys)
-        self.pending: dict[str, linkbit.Party] = {}
-        self.digests: dict[str, bytes] = {}  # batch -> its digest (what S1 must have checked)
+        self.pending: dict[str, pb.CircuitBatch] = {}  # prepared: C's batch, until S1's rounds
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
         self.clock = clock
@@ -339,7 +386,6 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         for batch in [b for b, t in self.since.items() if t < cutoff]:
             self.pending.pop(batch, None)
             self.outputs.pop(batch, None)
-            self.digests.pop(batch, None)
             del self.since[batch]
 
     @_from("member")
@@ -348,18 +394,45 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
 
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
-        party = self.party(request, 1)
+        self.batch(request)
         with self.lock:
             self._expire()
             if request.batch in self.pending or request.batch in self.outputs:
                 raise errors.InvalidArgument(f"batch: {request.batch!r} is prepared already")
             if len(self.pending) + len(self.outputs) >= MAX_PENDING:
                 raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
-            self.spend(request)
-            self.pending[request.batch] = party
-            self.digests[request.batch] = batch_digest(request)
+            self.pending[request.batch] = request
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
+
+    def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, linkbit.Party, Bools]:
+        """The batch S1's first message opens: C's prepared batch, checked to be the one S1
+        checked, with S1's rows (a part of the proposal) or its own; S2's party."""
+        with self.lock:
+            m = self.pending.pop(first.batch, None)
+        if m is None:
+            raise errors.FailedPrecondition(f"batch: {first.batch!r} is not prepared on S2")
+        if first.checked != batch_digest(m):
+            raise errors.PermissionDenied(
+                f"checked: batch {first.batch!r} as S1 checked it is not the batch the "
+                "combiner prepared on S2 (other pairs, members, CLK or cut-offs)"
+            )
+        held, circuit, count = self.batch(m)
+        rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
+        if len(rows_a) != count or len(rows_b) != count or len(first.mask) != linkbit.SEED_BYTES:
+            raise errors.InvalidArgument(f"rows_a/rows_b/mask: not {count} pairs and a seed")
+        if not m.proposed and (first.rows_a, first.rows_b) != (m.rows_a, m.rows_b):
+            raise errors.PermissionDenied("rows_a/rows_b: not the pairs the combiner named")
+        for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
+            if count and int(rows.max()) >= h.records:
+                raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
+        bits = np.unpackbits(np.frombuffer(first.drop, np.uint8), bitorder="little")
+        if len(first.drop) != (count + 7) // 8:
+            raise errors.InvalidArgument(f"drop: {len(first.drop)} bytes for {count} pairs")
+        drop = bits[:count].astype(bool)
+        self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop])
+        party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup)
+        return m, party, drop
 
     @_from("s1")
     def Exchange(
@@ -368,16 +441,8 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         first = next(request, None)
         if first is None:
             raise errors.InvalidArgument("an exchange of no messages")
-        with self.lock:
-            party = self.pending.pop(first.batch, None)
-            digest = self.digests.pop(first.batch, None)
-        if party is None:
-            raise errors.FailedPrecondition(f"batch: {first.batch!r} is not prepared on S2")
-        if first.checked != digest:
-            raise errors.PermissionDenied(
-                f"checked: batch {first.batch!r} as S1 checked it is not the batch the "
-                "combiner prepared on S2 (other pairs, members, CLK or cut-offs)"
-            )
+        m, party, drop = self._start(first)
+        rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
         rounds, message = party.circuit.rounds, first
         for r in range(rounds):
             if r:
@@ -392,8 +457,9 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             except ValueError as exc:
                 raise errors.InvalidArgument(f"masked (round {r}): {exc}") from None
             if r == rounds - 1:
+                out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
                 with self.lock:
-                    self.outputs[first.batch] = party.output()
+                    self.outputs[first.batch] = out
             yield pb.RoundMessage(masked=mine)
 
     @_from("combiner")
