@@ -862,7 +862,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -872,6 +872,7 @@ class SharedPart(_message.Message):
     SHARES_FIELD_NUMBER: _ClassVar[int]
     POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
     POPCOUNT_SHARES_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -881,7 +882,8 @@ class SharedPart(_message.Message):
     shares: bytes
     popcounts: _containers.RepeatedScalarFieldContainer[int]
     popcount_shares: bytes
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ...) -> None: ...
+    lacking: bytes
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -894,20 +896,18 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "lacking", "fallback", "threshold", "buckets")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
-    LACKING_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
-    lacking: bytes
     fallback: bool
     threshold: float
     buckets: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
     __slots__ = ("member_a", "member_b", "clk", "last", "pairs")

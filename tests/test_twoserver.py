@@ -18,7 +18,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.schemacheck import check_schema
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
+from blindmatch.matcher.core import fallback, linkbit, proposal, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
@@ -345,3 +345,52 @@ def test_the_pair_budget_refuses_exactly_the_pairs_evaluated_before_whatever_the
     budget.forget("south")
     assert budget.spend("north", "south", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 0
     assert budget.spend("north", "west", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
+
+
+def test_members_tell_s1_who_lacks_the_fallback_fields_by_the_matchers_rule() -> None:
+    rng = np.random.default_rng(4)
+    first, second = rng.integers(0, 400, 500), rng.integers(0, 400, 500)
+    assert client.LACKING_RATIO == fallback.LACKING_RATIO
+    assert np.array_equal(client.lacking(first, second),
+                          fallback.lacking_from_popcounts(first, second))  # fmt: skip
+
+
+def test_s1_answers_extras_only_inside_what_a_group_can_hold() -> None:
+    """core/proposal.py on three members: a pair S1 proposed, named, is answered 0 and never
+    counted; an extra needs both records in proposed pairs, one extra a record a member, the
+    run's cut-offs and, with a fallback CLK, its own CLK (the other answered 0)."""
+    rows = np.arange(4, dtype=np.uint32)
+    proposed = [twoserver.PairBatch(0, 1, twoserver.RECORD, rows[:3], rows[:3]),
+                twoserver.PairBatch(1, 2, twoserver.RECORD, rows[:3], rows[:3])]  # fmt: skip
+    names = ["north", "south", "west"]
+    cuts = (0.8, *twoserver.default_buckets(0.8))
+    p = proposal.Proposal(names, [4, 4, 4], proposed, cuts, None)
+    one = np.array([1], np.uint32)
+    # (north 1, west 1): both records in proposed pairs, in a group north 1 - south 1 - west 1.
+    checked = p.check("north", "west", 0, one, one, cuts)
+    assert checked.extras == 1 and not checked.proposed.any()
+    p.commit(checked)
+    with pytest.raises(proposal.Refused, match="a record in two extra pairs with one member"):
+        p.check("north", "west", 0, one, np.array([2], np.uint32), cuts)
+    with pytest.raises(proposal.Refused, match="with a record in no proposed pair"):
+        p.check("north", "west", 0, np.array([3], np.uint32), np.array([0], np.uint32), cuts)
+    with pytest.raises(proposal.Refused, match=r"cutoffs: \[0.5\], but the run's are"):
+        p.check("north", "west", 0, one, one, (0.5,))
+    with pytest.raises(proposal.Refused, match="clk: 1, but the uploads have one CLK"):
+        p.check("north", "west", 1, one, one, cuts)
+    # A proposed pair by name, either way round: answered 0, not an extra.
+    again = p.check("south", "north", 0, rows[:2], rows[:2], cuts)
+    assert again.proposed.all() and again.extras == 0
+    with pytest.raises(proposal.Refused, match="no pair beyond its proposal"):
+        proposal.Proposal(names[:2], [4, 4], proposed[:1], cuts, None).check(
+            "north", "south", 0, np.array([3], np.uint32), np.array([0], np.uint32), cuts
+        )
+    # With a fallback CLK, a pair named on the CLK it is not scored by is answered 0.
+    lacking = [np.array([False, True, False, False])] * 3
+    p = proposal.Proposal(names, [4, 4, 4], proposed, cuts, lacking)
+    both = np.array([0, 1], np.uint32)
+    on_record = p.check("north", "west", 0, both, both, cuts)
+    assert on_record.proposed.tolist() == [False, True] and on_record.extras == 1
+    assert proposal.run_cutoffs(0.8, ()) == (0.8,)
+    with pytest.raises(proposal.Refused, match="the circuit's cut-offs are fixed"):
+        proposal.run_cutoffs(0.8, (0.9,))

@@ -21,7 +21,7 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
-from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
 from blindmatch.matcher.rpc.twoserver_service import (
     MAX_PENDING,
     STALE_SECONDS,
@@ -116,13 +116,18 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
 ) -> None:
     send(roles, key, "north", uploads[0])
     s1, s2, c = (roles[r].service.held["north"] for r in ("s1", "s2", "combiner"))
-    assert s1.keys and s1.shares and not s1.popcounts
-    assert s2.shares and not s2.keys and not s2.popcounts
-    assert c.popcounts and not c.shares and not c.keys
+    assert s1.keys and s1.shares and s1.popshares and s1.lacking is not None
+    assert s2.shares and s2.popshares and not s2.keys and s2.lacking is None
+    # The combiner: how many records, of CLKs how wide; no popcount, no share, no key.
+    assert (c.records, c.bits) == (len(uploads[0]), (1024, 1024))
+    assert not (c.popcounts or c.popshares or c.shares or c.keys) and c.lacking is None
     for clk in range(2):
         assert np.array_equal(s1.shares[clk], uploads[0].s1.shares[clk])
         assert np.array_equal(s2.shares[clk], uploads[0].s2.shares[clk])
-        assert np.array_equal(c.popcounts[clk], uploads[0].combiner.popcounts[clk])
+        both = s1.popshares[clk] ^ s2.popshares[clk]
+        assert np.array_equal(both, uploads[0].combiner.popcounts[clk])
+    assert np.array_equal(s1.lacking, fallback.lacking_from_popcounts(
+        *uploads[0].combiner.popcounts))  # fmt: skip
     # A share sent to the combiner is refused, and nothing of it is held.
     shares = upload_parts("spy", "s2", uploads[1])
     target = f"127.0.0.1:{roles['combiner'].port}"
@@ -158,7 +163,8 @@ def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
     fewer = client.SharedUpload(
         client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
                     tuple(s[:-1] for s in datasets.s1.shares),
-                    tuple(p[:-1] for p in datasets.s1.popcounts)),
+                    tuple(p[:-1] for p in datasets.s1.popcounts),
+                    None if datasets.s1.lacking is None else datasets.s1.lacking[:-1]),
         datasets.s2, datasets.combiner,
     )  # fmt: skip
     with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", MEMBER_KEY) as s1:

@@ -208,6 +208,18 @@ def popcounts(clks: Clks) -> npt.NDArray[np.int64]:
     return np.bitwise_count(np.ascontiguousarray(clks)).sum(axis=1).astype(np.int64)
 
 
+# matcher/core/fallback.py's LACKING_RATIO (tests/test_twoserver.py checks they agree): a
+# record lacks the left-out fields when its fallback CLK is nearly as full as its first.
+LACKING_RATIO = 0.88
+
+
+def lacking(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Each record lacks the fallback's left-out fields (core/fallback.py's rule, from the
+    two CLKs' popcounts): what a member tells S1."""
+    out: npt.NDArray[np.bool_] = (first > 0) & (second >= LACKING_RATIO * first)
+    return out
+
+
 def popcount_shares(pops: npt.NDArray[np.int64], width_bits: int) -> tuple[PopShares, PopShares]:
     """(p1, p2) with p1 ^ p2 == pops: p1 uniform on the width's popcount bits
     (width_bits.bit_length(), the link-bit circuit's inputs), from the OS's generator."""
@@ -269,6 +281,9 @@ class ToS1:
     keys: tuple[npt.NDArray[np.uint64], ...]
     shares: tuple[Clks, ...]
     popcounts: tuple[PopShares, ...] = ()
+    # With a fallback CLK: each record lacks the fallback's left-out fields (`lacking`), what
+    # S1 blocks the two CLKs by; the combiner never learns it.
+    lacking: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +296,9 @@ class ToS2:
 
 @dataclass(frozen=True)
 class ToCombiner:
-    """What the combiner C receives: per CLK, each record's popcount. Nothing else."""
+    """Per CLK, each record's popcount: kept by the member; the combiner receives only how
+    many records there are (client/remote/twoserver.py), the in-process Dice oracle of the
+    tests reads them."""
 
     popcounts: tuple[npt.NDArray[np.int64], ...]
 
@@ -327,8 +344,9 @@ def shared_upload(
         p1, p2 = popcount_shares(pops[-1], 8 * part.shape[1])
         pop1.append(p1)
         pop2.append(p2)
+    lacks = lacking(pops[0], pops[1]) if fallback_bits else None
     return SharedUpload(
-        ToS1(tuple(keys), tuple(first), tuple(pop1)),
+        ToS1(tuple(keys), tuple(first), tuple(pop1), lacks),
         ToS2(tuple(second), tuple(pop2)),
         ToCombiner(tuple(pops)),
     )
@@ -347,7 +365,8 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
     arrays: dict[str, dict[str, npt.NDArray[np.generic]]] = {
         "s1": {**{f"keys_{k}": upload.s1.keys[k] for k in clks},
                **{f"shares_{k}": upload.s1.shares[k] for k in clks},
-               **{f"popshares_{k}": upload.s1.popcounts[k] for k in clks}},
+               **{f"popshares_{k}": upload.s1.popcounts[k] for k in clks},
+               **({} if upload.s1.lacking is None else {"lacking": upload.s1.lacking})},
         "s2": {**{f"shares_{k}": upload.s2.shares[k] for k in clks},
                **{f"popshares_{k}": upload.s2.popcounts[k] for k in clks}},
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
@@ -386,4 +405,7 @@ def read_shared(folder: str | Path) -> SharedUpload:
     shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
     if not n or len(rows) != 1 or any(a != b for a, b in shapes):
         raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
-    return SharedUpload(ToS1(keys, first, pop1), ToS2(second, pop2), ToCombiner(pops))
+    lacks = held["s1"]["lacking"].astype(bool) if "lacking" in held["s1"] else None
+    if (lacks is None) != (n < 2):
+        raise InputError(f"{folder}: s1.npz's lacking does not fit its CLKs (encode again)")
+    return SharedUpload(ToS1(keys, first, pop1, lacks), ToS2(second, pop2), ToCombiner(pops))

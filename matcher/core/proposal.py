@@ -15,7 +15,9 @@ bounds what an extra can be by what a group is (core/solve.py: at most one recor
   candidate pair);
 - each record in at most one extra pair with each other member, over the whole run (its
   group holds one record of that member);
-- on the CLK the run scores the pair by (core/fallback.py `on_fallback`, from what S1 holds).
+- on the CLK the run scores the pair by (core/fallback.py `on_fallback`, from what the members
+  told S1): C, which does not hold it, names its extras on both CLKs, and S1 and S2 answer 0
+  on the other.
 
 So a combiner can ask at most (members - 2) extra pairs a record, each once (the pair budget,
 core/pairbudget.py), and never a pair's bits at a cut-off of its choosing. S2 evaluates only
@@ -67,9 +69,10 @@ def _keys(rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.uint64]:
 
 @dataclass
 class Checked:
-    """A checked batch of pairs C named: which of them S1 proposed (`proposed`: answered 0,
-    never evaluated again: C learns a proposed pair's bits only through the proposal, where
-    they are gated by its link bit), how many are extras, and their rows (for `commit`)."""
+    """A checked batch of pairs C named: which of them are answered 0 (`proposed`: a pair S1
+    proposed, never evaluated again: C learns its bits only through the proposal, gated by
+    its link bit; or a pair on the other CLK), how many are extras, and their rows (for
+    `commit`)."""
 
     extras: int
     member_a: int
@@ -166,7 +169,15 @@ class Proposal:
         keys = _keys(rows_a, rows_b)
         at = np.minimum(np.searchsorted(proposed, keys), max(len(proposed) - 1, 0))
         found = proposed[at] == keys if len(proposed) else np.zeros(len(keys), bool)
-        extra = np.flatnonzero(~found)
+        # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
+        # who lacks the fallback's fields, names its extras on both CLKs).
+        other = np.zeros(len(keys), bool)
+        if self.lacking is not None:
+            on = fallback_.on_fallback(self.lacking[a][rows_a], self.lacking[b][rows_b])
+            other = np.asarray(on != bool(clk)) & ~found
+        elif clk != RECORD:
+            raise Refused(f"clk: {clk}, but the uploads have one CLK")
+        extra = np.flatnonzero(~found & ~other)
         ea, eb = rows_a[extra], rows_b[extra]
         if len(extra):
             where = (
@@ -176,14 +187,6 @@ class Proposal:
                 raise Refused(f"{where} (a run of two members has no pair beyond its proposal)")
             if not (self._seen[a][ea].all() and self._seen[b][eb].all()):
                 raise Refused(f"{where}, with a record in no proposed pair (not in a group)")
-            want = RECORD
-            if self.lacking is not None:
-                on = fallback_.on_fallback(self.lacking[a][ea], self.lacking[b][eb])
-                if not np.all(on == bool(clk)):
-                    raise Refused(f"{where}, some not on clk {clk} (the run scores them on "
-                                  "the other CLK)")  # fmt: skip
-            elif clk != want:
-                raise Refused(f"{where}, on clk {clk} (the uploads have one CLK)")
             used = self._extra_rows.get((a, b), (set(), set()))
             ta, tb = ea.tolist(), eb.tolist()
             if (len(set(ta)) < len(ta) or len(set(tb)) < len(tb)
@@ -192,7 +195,7 @@ class Proposal:
                     f"{where}, a record in two extra pairs with one member (a group holds one "
                     "record a member)"
                 )
-        return Checked(len(extra), a, b, ea, eb, found)
+        return Checked(len(extra), a, b, ea, eb, found | other)
 
     def commit(self, checked: Checked) -> None:
         """Count a checked batch's extras as asked (after the pair budget took it)."""

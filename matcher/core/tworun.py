@@ -108,6 +108,7 @@ class InProcess:
     def propose(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
     ) -> list[Proposed]:
+        lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         proposed = self.s1.block(lacking)
         records = self.s1.records()
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
@@ -376,17 +377,25 @@ def drive(
                 sel, rows_lo, rows_hi = sel[~found], rows_lo[~found], rows_hi[~found]
                 if not len(sel):
                     continue
-            clk = np.zeros(len(sel), dtype=bool)
+            scores[sel] = 0.0
+            everything = np.ones(len(sel), dtype=bool)
+            on = {RECORD: everything, FALLBACK: ~everything}
             if lacking is not None:
                 clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+                on = {RECORD: ~clk, FALLBACK: clk}
+            elif combiner.has_fallback:
+                # Only S1 knows which CLK each pair is scored on: C names it on both, and S1
+                # and S2 answer 0 on the other (core/proposal.py).
+                on = {RECORD: everything, FALLBACK: everything}
             for c in (RECORD, FALLBACK):
-                pick = np.flatnonzero(clk == bool(c))
+                pick = np.flatnonzero(on[c])
                 if not len(pick):
                     continue
                 batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
                 if combiner.reveal == "link-bit":
                     bits = link_bits(servers, combiner, batch, transcript, seconds)
-                    scores[sel[pick]] = combiner.bucket_scores(bits)
+                    got = combiner.bucket_scores(bits)
+                    scores[sel[pick]] = np.maximum(scores[sel[pick]], got)
                 else:
                     scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
         out: npt.NDArray[np.float64] = scores[back.ravel()]
@@ -399,7 +408,7 @@ def drive(
     seconds["solving (C)"] += (
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
-    method = "two-server" + ("+fallback" if lacking is not None else "")
+    method = "two-server" + ("+fallback" if combiner.has_fallback else "")
     return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed)
 
 

@@ -221,8 +221,11 @@ class BlockingServer(ShareServer):
         shares: Sequence[Sequence[Shares]],
         pair_key: bytes,
         popcounts: Sequence[Sequence[PopShares]] | None = None,
+        lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
     ) -> None:
         super().__init__(shares, pair_key, popcounts)
+        # Each member's records lacking the fallback's fields, as the members told S1.
+        self.lacking = [np.asarray(x, bool) for x in lacking] if lacking is not None else None
         self._keys = [list(m) for m in keys]
         if len(self._keys) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
@@ -280,13 +283,16 @@ class Combiner:
 
     def __init__(
         self,
-        popcounts: Sequence[Sequence[Popcounts]],
+        popcounts: Sequence[Sequence[Popcounts]] | None,
         threshold: float,
         *,
         reveal: str = "link-bit",
         buckets: Sequence[float] | None = None,
+        clks: int = 1,
     ) -> None:
-        self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts]
+        self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts or ()]
+        if popcounts is None and reveal == "dice":
+            raise ValueError("the Dice oracle needs the popcounts")
         self.threshold = _check_threshold(threshold)
         if not self.threshold > 0:
             raise ValueError("the two-server run needs a positive threshold")
@@ -299,15 +305,17 @@ class Combiner:
         if cuts and (cuts[0] <= self.threshold or reveal == "dice"):
             raise ValueError("score buckets: cut-offs above the threshold, with link bits")
         self.cutoffs = (self.threshold, *cuts)
-        clks = {len(m) for m in self._pops}
-        if len(clks) > 1:
+        held = {len(m) for m in self._pops} if popcounts is not None else {clks}
+        if len(held) > 1:
             raise ValueError("C: every member must upload the same CLKs")
-        self.has_fallback = clks == {2}
+        self.has_fallback = held == {2}
 
     def lacking(self) -> list[npt.NDArray[np.bool_]] | None:
-        """Each member's records lacking the fallback's fields (fallback.py's rule), or None
-        without a fallback CLK: what C tells S1."""
-        if not self.has_fallback:
+        """Each member's records lacking the fallback's fields (fallback.py's rule), from
+        the popcounts where C holds them (the in-process runs of the tests); None without a
+        fallback CLK or without popcounts (S1 holds them from the members: core/proposal.py
+        drops the pairs C names on the other CLK)."""
+        if not self.has_fallback or not self._pops:
             return None
         return [fallback_.lacking_from_popcounts(m[RECORD], m[FALLBACK]) for m in self._pops]
 

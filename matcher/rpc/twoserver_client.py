@@ -174,11 +174,8 @@ class RemoteServers:
     def propose(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
     ) -> list[Proposed]:
-        packed = b""
-        if lacking is not None:
-            packed = np.packbits(np.concatenate(lacking), bitorder="little").tobytes()
         request = pb.ProposeRequest(members=self.members, records=self.records,
-                                    lacking=packed, fallback=lacking is not None,
+                                    fallback=len(self._bits) == 2,
                                     threshold=cutoffs[0] if cutoffs else 0.0,
                                     buckets=cutoffs[1:])  # fmt: skip
         try:

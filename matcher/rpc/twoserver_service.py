@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import logging
 import secrets
 import threading
@@ -280,19 +279,14 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                     f"records: {records} of {name!r} at the combiner, but S1 holds {h.records} "
                     "(the uploads differ)"
                 )
+        # Which records lack the fallback's fields: what each member told S1 with its upload.
         lacking = None
         if request.fallback:
-            if any(len(h.bits) != 2 for h in held):
+            if any(len(h.bits) != 2 or h.lacking is None for h in held):
                 raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
-            total = sum(h.records for h in held)
-            bits = np.unpackbits(np.frombuffer(request.lacking, np.uint8), bitorder="little")
-            if len(request.lacking) != (total + 7) // 8:
-                raise errors.InvalidArgument(f"lacking: {len(request.lacking)} bytes for "
-                                             f"{total} records")  # fmt: skip
-            ends = np.cumsum([0, *(h.records for h in held)])
-            lacking = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
-        elif request.lacking:
-            raise errors.InvalidArgument("lacking: only with a fallback CLK")
+            lacking = [h.lacking for h in held if h.lacking is not None]
+        elif any(len(h.bits) == 2 for h in held):
+            raise errors.InvalidArgument("fallback: the uploads have a fallback CLK")
         try:
             cutoffs = run_cutoffs(request.threshold, request.buckets)
         except Refused as exc:
@@ -502,8 +496,8 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         if not 0 < request.threshold <= 1:
             raise errors.InvalidArgument(f"threshold: {request.threshold} is not in (0, 1]")
         try:
-            combiner = Combiner([h.popcounts for h in held], request.threshold,
-                                buckets=list(request.buckets) or None)  # fmt: skip
+            combiner = Combiner(None, request.threshold, buckets=list(request.buckets) or None,
+                                clks=len(held[0].bits))  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(f"buckets: {exc}") from None
         if not self.running.acquire(blocking=False):
