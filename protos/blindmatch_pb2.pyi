@@ -960,7 +960,7 @@ class PrepareReply(_message.Message):
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
@@ -968,6 +968,7 @@ class RoundMessage(_message.Message):
     ROWS_B_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
     checked: bytes
@@ -975,7 +976,8 @@ class RoundMessage(_message.Message):
     rows_b: bytes
     mask: bytes
     drop: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ...) -> None: ...
+    run: str
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

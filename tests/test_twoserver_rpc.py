@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -543,7 +544,11 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     assert [(a, d["pairs"], d["links"]) for a, _, _, d in runs["combiner"]] == [
         ("operator", pairs, len(got.dset))
     ]
-    assert runs["s2"] == []  # S2 never learns a run, only batches
+    # S2 records the run S1 opened batches of (S1's run id), each pair of members once.
+    run_id = runs["s1"][0][3]["run"]
+    assert [(a, d["run"], d["members"], d["cutoffs"]) for a, _, _, d in runs["s2"]] == [
+        ("s1", run_id, ["north", "south"], [THRESHOLD, *twoserver.default_buckets(THRESHOLD)])
+    ]
     refused = [d for a, action, _, d in logs["s1"] if action == "twoserver.refused"]
     n = got.comparisons
     assert refused == [{"role": "s1", "members": ["north", "south"], "pairs": n, "over": n}]
@@ -551,3 +556,54 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     text = repr(logs)
     for array in (*up.s1.shares, *up.s2.shares):
         assert array.tobytes().hex()[:16] not in text
+
+
+def test_verify_audit_names_the_first_edited_entry_and_a_readable_key(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "s2"
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=data)
+    try:
+        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
+            for member in ("north", "south", "west"):
+                c.upload(member, up)
+        check = ["two-server", "verify-audit", "--data-dir", str(data), "--role", "s2"]
+        # Checked while the role runs (read-only).
+        assert main(check) == 0
+        assert "twoserver-s2.sqlite: intact, 3 entries. Head 3:" in capsys.readouterr().out
+    finally:
+        s2.stop(grace=None)
+    # An entry edited behind the log's back: named, exit 1.
+    with sqlite3.connect(data / "twoserver-s2.sqlite") as conn:
+        conn.execute("UPDATE audit SET member = 'east' WHERE seq = 2")
+    assert main(check) == 1
+    err = capsys.readouterr().err
+    assert "the audit log fails verification at entry 2: its hash does not match its content" in err
+    # A key others can read is refused (whoever reads it can rewrite the log undetected).
+    key_file = data / "twoserver-s2.audit.key"
+    key_file.chmod(0o640)
+    assert main(check) == 2
+    assert "readable by others than its owner (mode 640)" in capsys.readouterr().err
+    assert main([*check[:3], str(tmp_path / "none"), "--role", "s2"]) == 2
+    assert "no audit log of role s2 here" in capsys.readouterr().err
+
+
+def test_a_party_key_others_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {n: tmp_path / n for n in ("k", "m", "op")}
+    for name, path in files.items():
+        path.write_text(f"{name}'s key\n")
+        path.chmod(0o600)
+    files["op"].chmod(0o644)
+    role = ["two-server", "role", "--role", "combiner", "--listen", "127.0.0.1:0", "--s1",
+            "127.0.0.1:1", "--s2", "127.0.0.1:2", "--key-file", str(files["k"]),
+            "--member-key-file", str(files["m"]),
+            "--party-key", f"operator={files['op']}"]  # fmt: skip
+    assert main(role) == 2
+    err = capsys.readouterr().err
+    assert f"--party-key operator: {files['op']}: readable by others than its owner" in err
+    assert f"chmod 600 {files['op']}" in err
+    assert main([*role[:-2], "--threshold", "0.8"]) == 2
+    assert "--threshold: S1's alone" in capsys.readouterr().err

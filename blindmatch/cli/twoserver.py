@@ -24,7 +24,7 @@ from blindmatch.cli.options import (
     outbound_credentials,
     quiet_option,
 )
-from blindmatch.client.errors import InputError
+from blindmatch.client.errors import BlindmatchError, InputError
 
 if TYPE_CHECKING:
     import grpc
@@ -105,6 +105,10 @@ def cmd_role(args: argparse.Namespace) -> int:
                 f"--{flag}: {'required' if not given else 'not taken'} for --role {args.role} "
                 "(S1 calls S2; the combiner calls S1 and S2)"
             )
+    if args.threshold is not None and args.role != "s1":
+        raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
     if key == member_key:
@@ -124,7 +128,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
-                              data_dir=args.data_dir)  # fmt: skip
+                              data_dir=args.data_dir, threshold=args.threshold)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -146,6 +150,25 @@ def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
 
     return RoleClient(role, getattr(args, role), key, _peer_credentials(args),
                       insecure=args.peer_insecure)  # fmt: skip
+
+
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.twoserver_audit import Unreadable, log_path, verify_log
+
+    try:
+        check = verify_log(args.data_dir, args.role, args.key_file)
+    except Unreadable as exc:
+        raise InputError(str(exc)) from None
+    path = log_path(args.data_dir, args.role)
+    if not check.ok:
+        for problem in check.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise BlindmatchError(
+            f"{path}: the audit log fails verification at {check.problems[0]} "
+            f"({len(check.problems)} problems)"
+        )
+    print(f"{path}: intact, {check.entries} entries. Head {check.head_seq}:{check.head_hash}")
+    return 0
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -263,10 +286,33 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="S1: the only threshold it proposes runs at (default: the one the combiner "
+        "asks for; the circuit's cut-offs follow from it)",
+    )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
     listen_tls_options(p, "shares")
     _peer_options(p, "the other parties")
+
+    v = command(
+        acts,
+        "verify-audit",
+        help="check a role's audit log: every entry's keyed hash and its chain",
+        description="Check the audit log a role keeps under its --data-dir (read-only: the "
+        "role may be running): each entry's HMAC under the role's audit key and its link to "
+        "the entry before. Exits 1 naming the first bad entry (edited, removed, reordered). "
+        "The key is read from beside the log unless --key-file says where it is kept; it must "
+        "be readable by its owner only.",
+        example="blindmatch two-server verify-audit --data-dir /srv/s2 --role s2",
+        handler=cmd_verify_audit,
+    )
+    v.add_argument("--data-dir", required=True, type=Path, metavar="DIR", help="the role's")
+    v.add_argument("--role", required=True, choices=ROLES, help="whose log")
+    v.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="the role's audit key (default DIR/twoserver-ROLE.audit.key)")  # fmt: skip
 
     u = command(
         acts,

@@ -95,6 +95,7 @@ class Proposal:
         rng: np.random.Generator | None = None,
     ) -> None:
         self.members = list(members)
+        self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
         # The parts C evaluates by reference, each in an order of S1's (a fresh permutation C
         # does not hold): a position in a part says nothing of its rows.
         rng = rng or np.random.default_rng(secrets.randbits(128))

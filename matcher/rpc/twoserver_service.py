@@ -300,8 +300,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking)
         with self.lock:
             self.proposal = proposal
-        self.log("combiner", "twoserver.run", members=members, cutoffs=list(cutoffs),
-                 pairs=sum(len(p) for p in proposed))  # fmt: skip
+        self.log("combiner", "twoserver.run", run=proposal.id, members=members,
+                 cutoffs=list(cutoffs), pairs=sum(len(p) for p in proposed))  # fmt: skip
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
                                     clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
@@ -349,7 +349,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
                                 rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
-                                drop=np.packbits(drop, bitorder="little").tobytes())  # fmt: skip
+                                drop=np.packbits(drop, bitorder="little").tobytes(),
+                                run=proposal.id)  # fmt: skip
         sent, received = self.s2.exchange(first, party)
         shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
         return pb.OutputShares(shares=shares, round_bytes_sent=sent,
@@ -372,6 +373,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
         self.clock = clock
+        self.runs: set[tuple[str, str, str]] = set()  # (run, member_a, member_b) logged
 
     def _expire(self) -> None:
         """Forget batches prepared longer ago than a call may last (a run that failed
@@ -425,6 +427,13 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             raise errors.InvalidArgument(f"drop: {len(first.drop)} bytes for {count} pairs")
         drop = bits[:count].astype(bool)
         self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop])
+        seen = (first.run, m.member_a, m.member_b)
+        with self.lock:
+            new = seen not in self.runs
+            self.runs.add(seen)
+        if new:  # S2's record of a run: each pair of members S1 opens batches of, once
+            self.log("s1", "twoserver.run", run=first.run, members=[m.member_a, m.member_b],
+                     cutoffs=list(m.cutoffs))  # fmt: skip
         party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup)
         return m, party, drop
 
