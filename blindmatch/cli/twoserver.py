@@ -243,8 +243,9 @@ def register(sub: Subcommands) -> None:
         "keyed band keys and first XOR shares (of the CLKs and their popcounts) and proposes "
         "the pairs, S2 the second shares, the combiner only how many records; the kernel's "
         "test of each pair is computed on the shares, and only the combiner learns its link "
-        "bit (and, for a pair that links, which pair it is). Start each role (`role`), send each member's upload "
-        "to all three (`upload`), then start the run at the combiner (`run`).",
+        "bit (and, for a pair that links, which pair it is). Start each role (`role`), send "
+        "each member's upload to all three (`upload`), then start the run at the combiner "
+        "(`run`).",
         example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
         "parties.key --member-key-file members.key",
     )
