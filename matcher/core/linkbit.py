@@ -1,40 +1,44 @@
-"""The link bit on the shares: S1 and S2 compare each candidate pair's Hamming distance with the
-threshold's bound by boolean GMW, and C learns the link bit and nothing more
-(docs/privacy-design.md, "The link bit on the shares").
+"""The link bit on the shares: S1 and S2 evaluate the kernel's test on each candidate pair by
+boolean GMW on XOR shares, and C learns each pair's bits and, where it links, its rows
+(docs/privacy-design.md, "The link bit on the shares", "The combiner without the
+candidates").
 
 Roles (semi-honest, non-colluding; the commodity model): S1 holds u = a1 ^ b1 and S2 holds
 v = a2 ^ b2 for each pair, the XOR of their shares of the pair's two CLKs, so u ^ v = a ^ b,
-whose popcount H is the pair's Hamming distance; no permutation is needed. C, which knows
-both popcounts, computes each pair's bound B (`hamming_bounds`: the pair links iff H < B,
-exactly the kernel's test, popcount pre-filter included, B = 0 where the pre-filter fails),
-deals the Beaver triples and XOR shares of B's bits (`deal`), and receives only the two
-servers' shares of the output bits (`reveal`). C never sees a share of a CLK or of d.
+whose popcount H is the pair's Hamming distance; and each holds XOR shares of |a| and |b|
+(the members upload them). The circuit (`circuit`) tests the kernel's rule at public
+cut-offs: [pa > 0], the pre-filter |pa - pb| <= pre(pa) at the threshold, and H <=
+dice_j(pa + pb) at each cut-off, pre and dice the integer forms of the kernel's float64
+tests (`rule`: a line floor((a x + c) / b), plus one at a few points where float64 rounding
+leaves the line, checked on every pair of popcounts by tests/test_linkbit.py). C deals
+generic Beaver triples (`deal`) and receives only the two servers' output shares (`reveal`):
+it chooses no bound. C never sees a share of a CLK, of a popcount, or of d.
 
-The circuit (`circuit`), evaluated bit-sliced (a wire is a uint64 array over the batch's
-pairs, bit k of word j being pair 64j + k):
+The circuit, evaluated bit-sliced (a wire is a uint64 array over the batch's pairs, bit k of
+word j being pair 64j + k):
 
 - the popcount of d's `n_bits` wires by carry-save reduction, column by column: full adders
   on triples of the bits of lowest AND-depth (one AND each: carry = c ^ ((a ^ c) & (b ^ c)),
   sum = a ^ b ^ c, so sums cascade with no AND-depth), a half adder where two bits are left,
-  the top column (2^(L-1), L = n_bits.bit_length()) by XOR alone (H < 2^L: its bits hold at
-  most a single one); about n_bits AND gates, the carries of column w at AND-depth ~w;
-- for each bound B_j, [H < B_j] = the carry out of B_j + ~H (a ripple of majorities, one AND
-  a bit), which keeps pace with the popcount's columns;
+  the top column (2^(L-1), L = n_bits.bit_length()) by XOR alone;
+- each of the rule's comparisons as the sign of a weighted sum of secret bits with public
+  weights (`_Builder.nonnegative`: a negative weight's bits enter negated, the constant as
+  constant wires, the same column reduction, the sign column by XOR alone); the pre-filter's
+  beside the popcount (its inputs are there from the start), each cut-off's after it;
 - every AND of one AND-depth evaluated at once, one round: S1 and S2 exchange their masked
   inputs (x ^ a, y ^ b) of all of the round's gates, as Beaver multiplication does.
 
-Triples: S1's share of every triple (a1, b1, c1) and of the bounds' bits comes from a 32-byte
-seed C sends it; S2's a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 and its
-share of the bounds' bits explicitly: per pair, 1 bit an AND gate plus 1 bit a bound bit from C
-to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a bound from each server to C. The
-PRG is AES-256-CTR keyed by the seed (one seed, one batch).
+Triples: S1's share of every triple (a1, b1, c1) comes from a 32-byte seed C sends it; S2's
+a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly: per pair, 1 bit
+an AND gate from C to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a cut-off
+from each server to C, and with `tags` the pair's 64 row bits AND its link bit (a public bit
+times a share, no gate), every output share padded by a seed S1 and S2 share (`Party.output`).
+The PRG is AES-256-CTR keyed by the seed (one seed, one batch).
 
 What each party sees: S1 its own shares, its seed, and S2's masked gate inputs, each one-time
-padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed, C's
-c2 and bound shares padded by c1 and S1's bound shares); C only the output shares, whose XOR is
-the bits it is meant to learn. tests/test_linkbit.py checks the circuit against the plain test
-and these views. Which pairs are compared (the batch) is known to all three, as in the
-Dice-revealing step.
+padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed,
+C's c2 padded by c1); C only the output shares, whose XOR is the bits it is meant to learn.
+tests/test_linkbit.py checks the circuit against the kernel and these views.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   (core/linkbit.py) on each pair's share difference, and `messages` (the Dice oracle's) each
   pair's share difference with its bits permuted (core/sharing.py `pair_messages`).
 - `ShareServer` (S2): the second XOR shares; `party` and `messages` as S1's.
-- `Combiner` (C): the popcounts; never a CLK nor a share. With `reveal="link-bit"` (the
-  default) C computes each pair's Hamming bound from the popcounts, deals the circuit's
-  triples and the bounds' shares, and learns from the servers' output shares each pair's link
-  bit (and, with `buckets`, which cut-offs above the threshold its Dice reaches) and nothing
-  else; S1 and S2 exchange masked gate inputs, a round an AND-depth (core/tworun.py). With
+- `Combiner` (C): never a CLK nor a share. With `reveal="link-bit"` (the default) C deals
+  the circuit's generic triples (the circuit tests the kernel's rule on the servers' shares
+  of the CLKs and of their popcounts, at public cut-offs: core/linkbit.py) and learns from the
+  servers' output shares each pair's link bit (and, with `buckets`, which cut-offs above the
+  threshold its Dice reaches) and, for a pair of S1's proposal, its rows only if it links;
+  S1 and S2 exchange masked gate inputs, a round an AND-depth (core/tworun.py). It needs no
+  popcount (the in-process tests give it them for the Dice oracle and `lacking`). With
   `reveal="dice"`, the stepping stone kept as the tests' oracle, `decide` XORs the servers'
   permuted differences and learns each pair's exact Dice (an attack on that view crosses the
   bar: docs/privacy-design.md). Either way C keeps the pairs by the kernel's own test (same
@@ -22,11 +24,11 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   end of its bucket (the threshold without buckets), so the links' scores are bounds, not
   Dice values.
 
-core/tworun.py `run` drives them: C tells S1 which records lack the fallback CLK's left-out
-fields (from the popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit
-(or send messages) batch by batch, C decides, solves, and scores the links inside each group
-(a few more pairs through S1 and S2: a group of three members holds a pair blocking may not
-have proposed).
+core/tworun.py `run` drives them: S1 blocks (by which records lack the fallback CLK's
+left-out fields, what the members told it), S1 and S2 run the circuit on the parts of S1's
+proposal (or send messages) batch by batch, C decides, solves, and scores the links inside
+each group (a few more pairs through S1 and S2, checked by core/proposal.py: a group of three
+members holds a pair blocking may not have proposed).
 
 With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
 blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
@@ -38,11 +40,11 @@ no pair at or above the threshold the links are exactly the exhaustive run's
 none in F1 on the benchmark's cells of 20,000-50,000 people (benchmarks/twoserver_quality.py,
 docs/privacy-design.md).
 
-What each role learns here beyond the design's option (b): S1 (and, through the pair batches,
-S2) which records lack the left-out fields, one bit a record the normal matcher reads from
-the popcounts too, and which pairs inside matched groups blocking did not propose (they are
-sent through the circuit to score the links); C those pairs' link bits (buckets), or with
-the Dice oracle their exact Dice. Band keys of different bands are sorted together (their
+What each role learns here beyond the design's option (b): S1 which records lack the
+left-out fields, one bit a record the normal matcher reads from the popcounts too, and
+(with S2) which pairs inside matched groups C asks about (they are sent through the circuit
+to score the links); C those pairs' link bits (buckets), or with the Dice oracle their exact
+Dice. Band keys of different bands are sorted together (their
 keys differ, the bands' SipHash keys being independent): two equal keys of different bands,
 a 2^-64 chance a pair of keys, would propose one pair more, which C decides like any other.
 """

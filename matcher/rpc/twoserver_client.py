@@ -1,9 +1,10 @@
 """The two-server run's calls between the parties (rpc/twoserver_service.py serves them).
 
 `RemoteServers` is core/tworun.py's `Servers` over gRPC, what the combiner drives its run
-through: S1's `Propose` for the pairs, and for each batch of the link-bit circuit S2's
-`Prepare` (S2's setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and
-S2's `Collect`, each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
+through: S1's `Propose` for the size of each part of its proposal, and for each batch of the
+link-bit circuit (a part's pairs by reference, or pairs C names) S2's `Prepare` (S2's
+setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and S2's `Collect`,
+each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
 side of the rounds: one bidirectional `Exchange` stream to S2 a batch, a message each way a
 round.
 

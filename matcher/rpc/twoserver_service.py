@@ -1,21 +1,24 @@
 """The two-server run's three roles as gRPC services, each on its own address
 (docs/privacy-design.md, docs/protocol.md "Two servers and a combiner").
 
-- S1 (`TwoServerBlocking`): every member's keyed band keys and first shares; `Propose`
-  blocks (core/twoserver.py `BlockingServer.block`) and streams the pairs to C; `Evaluate`
-  runs S1's `linkbit.Party` on a batch from C's setup, exchanging each round's masked
-  inputs with S2 over S2's `Exchange`, and gives C S1's output shares.
-- S2 (`TwoServerShares`): the second shares; `Prepare` builds S2's `Party` from C's setup
-  and holds it, `Exchange` runs its rounds against S1's messages, `Collect` gives C the
-  output shares.
-- C (`TwoServerCombiner`): the popcounts; `Run` drives the run (core/tworun.py `drive`) over
-  S1 and S2 reached by gRPC (rpc/twoserver_client.py `RemoteServers`).
+- S1 (`TwoServerBlocking`): every member's keyed band keys, first shares (of the CLKs and
+  their popcounts) and who lacks the fallback's fields; `Propose` blocks (core/twoserver.py
+  `BlockingServer.block`), fixes the run's proposal and cut-offs (core/proposal.py) and
+  tells C each part's size; `Evaluate` checks a batch against the proposal, runs S1's
+  `linkbit.Party` on it, exchanging each round's masked inputs with S2 over S2's `Exchange`
+  (the first message carrying the batch's rows, digest and output pad seed), and gives C
+  S1's output shares.
+- S2 (`TwoServerShares`): the second shares; `Prepare` checks and holds C's batch,
+  `Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch and
+  runs its rounds, `Collect` gives C the output shares.
+- C (`TwoServerCombiner`): how many records; `Run` drives the run (core/tworun.py `drive`)
+  over S1 and S2 reached by gRPC (rpc/twoserver_client.py `RemoteServers`).
 
-Each role refuses the fields of an upload that are not its own (C never receives a share nor
-a band key, S1 and S2 never a popcount), so what a party holds is what the design gives it.
-S1 and S2 evaluate each pair once an upload (core/pairbudget.py): a combiner cannot ask
-again with new bounds. With a data dir each role audits uploads, runs and refusals
-(storage/twoserver_audit.py).
+Each role refuses the fields of an upload that are not its own (C never receives a share, a
+band key or a popcount), so what a party holds is what the design gives it. S1 and S2
+evaluate only what S1 proposed (plus bounded extras inside C's groups), at the run's
+cut-offs, each pair once an upload (core/pairbudget.py). With a data dir each role audits
+uploads, runs, refusals and extras (storage/twoserver_audit.py).
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
