@@ -2,17 +2,16 @@
 dishonest combiner can still learn").
 
 The circuit's cut-offs are now public constants S1 fixes for a run (core/proposal.py), so
-evaluating a pair again tells C nothing new at the same cut-offs; the budget still bounds
-what a combiner colluding with no one can get from one upload (each pair's bits once, at one
-run's cut-offs) and costs nothing to the honest run, which evaluates a pair once.
-(Before, C dealt the bounds, and a C that evaluated the same pair again and again with new
-bounds would binary-search its exact distance in about 11 evaluations.) The honest run
-(core/tworun.py `drive`) evaluates a pair once: a pair blocking proposed when deciding it
-(each pair on one CLK only), and a link's pair is scored from that decision; a pair inside
-a group that blocking did not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every pair since
-both its members uploaded, and refuse a batch holding a pair that would go over
-`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
-"""
+evaluating a pair again tells C nothing new at the same cut-offs; the budget still bounds what
+a combiner colluding with no one can get from one upload (each pair's bits once, at one run's
+cut-offs) and costs nothing to the honest run, which evaluates a pair once. (Before, C dealt
+the bounds, and a C that evaluated the same pair again and again with new bounds would
+binary-search its exact distance in about 11 evaluations.) The honest run (core/tworun.py
+`drive`) evaluates a pair once: a pair blocking proposed when deciding it (each pair on one CLK
+only), and a link's pair is scored from that decision; a pair inside a group that blocking did
+not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every
+pair since both its members uploaded, and refuse a batch holding a pair that would go over
+`EVALUATIONS`: a second run over the same uploads needs the members to upload again."""
 
 from __future__ import annotations
 

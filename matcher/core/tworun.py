@@ -1,15 +1,15 @@
 """The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1),
 the link-bit circuit on the shares (S1 and S2), deciding, solving and links (C).
 
-`drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of
-S1's proposal holds (never which: C evaluates a part by reference and learns a pair's rows
-only where it links, `proposed_links`) and, for a batch, the two servers' output shares of
-the circuit C dealt for it; the pairs inside C's groups it does not know as links go through
+`drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
+proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
+where it links, `proposed_links`) and, for a batch, the two servers' output shares of the
+circuit C dealt for it; the pairs inside C's groups it does not know as links go through
 `link_bits` by name, on both CLKs where C cannot tell which (S1 answers 0 on the other).
-`InProcess` is S1 and S2 as plain objects in this process (core/twoserver.py; `run` drives them, what the
-tests and benchmarks use); matcher/rpc/twoserver_client.py is the same two servers over gRPC,
-each on its own address, so the run's decisions and links are the same code either way.
-"""
+`InProcess` is S1 and S2 as plain objects in this process (core/twoserver.py; `run` drives
+them, what the tests and benchmarks use); matcher/rpc/twoserver_client.py is the same two
+servers over gRPC, each on its own address, so the run's decisions and links are the same code
+either way."""
 
 from __future__ import annotations
 
