@@ -201,7 +201,10 @@ class _Role:
             cutoffs = run_cutoffs(m.cutoffs[0], m.cutoffs[1:])
         except Refused as exc:
             raise errors.InvalidArgument(f"cutoffs: {exc}") from None
-        circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
+        try:
+            circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
+        except ValueError as exc:  # a threshold with no integer form of the kernel's test
+            raise errors.InvalidArgument(f"cutoffs: {exc}") from None
         # C's setup: S1's a seed; S2's a seed and a c share a gate a word of pairs.
         if self.role == "s1" and len(m.setup) != linkbit.SEED_BYTES:
             raise errors.InvalidArgument(f"setup: link bits: a seed is {linkbit.SEED_BYTES} bytes")
