@@ -72,7 +72,6 @@ ROLES = ("s1", "s2", "combiner")
 NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
 MAX_PENDING = 64  # batches S2 holds between Prepare and Collect
 STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
-PROPOSE_PART = 1 << 20  # pairs a part of Propose's stream (8 MiB)
 THREADS = 16
 F = TypeVar("F", bound=Callable[..., Any])
 Rows = npt.NDArray[np.uint32]
