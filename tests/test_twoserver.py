@@ -394,3 +394,31 @@ def test_s1_answers_extras_only_inside_what_a_group_can_hold() -> None:
     assert proposal.run_cutoffs(0.8, ()) == (0.8,)
     with pytest.raises(proposal.Refused, match="the circuit's cut-offs are fixed"):
         proposal.run_cutoffs(0.8, (0.9,))
+
+
+def test_a_combiner_without_popcounts_gives_the_dice_oracles_links(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """C as deployed, with no popcount and not knowing who lacks the fallback's fields (S1
+    blocks by what the members told it; C names the pairs of its groups it does not know as
+    links on both CLKs, S1 answering 0 on the other): the links are the Dice oracle's. (On
+    this fixture every pair of a group is a candidate, so none is an extra: the extras'
+    bounds are tested on core/proposal.py directly.)"""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=20, bands=30)
+    uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
+    key = secrets.token_bytes(32)
+    s1 = twoserver.BlockingServer(
+        [u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key,
+        [u.s1.popcounts for u in uploads], [u.s1.lacking for u in uploads],
+    )  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
+                               [u.s2.popcounts for u in uploads])  # fmt: skip
+    servers = tworun.InProcess(s1, s2)
+    got = tworun.drive(servers, twoserver.Combiner(None, THRESHOLD, clks=2))
+    oracle = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
+                                                   THRESHOLD, reveal="dice"))  # fmt: skip
+    assert servers.proposal is not None and servers.proposal.lacking is not None
+    assert got.method == oracle.method == "two-server+fallback"
+    for name in ("dset", "row", "partner", "partner_row"):
+        assert np.array_equal(getattr(got.links, name), getattr(oracle.links, name)), name
