@@ -882,7 +882,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -891,6 +891,8 @@ class SharedPart(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    POPCOUNT_SHARES_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -899,7 +901,9 @@ class SharedPart(_message.Message):
     keys: bytes
     shares: bytes
     popcounts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ...) -> None: ...
+    popcount_shares: bytes
+    lacking: bytes
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -912,35 +916,35 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "lacking", "fallback")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
-    LACKING_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
-    lacking: bytes
     fallback: bool
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ...) -> None: ...
+    threshold: float
+    buckets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
-    __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")
+    __slots__ = ("member_a", "member_b", "clk", "last", "pairs")
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
-    ROWS_A_FIELD_NUMBER: _ClassVar[int]
-    ROWS_B_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     member_a: int
     member_b: int
     clk: int
-    rows_a: bytes
-    rows_b: bytes
     last: bool
-    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    pairs: int
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "bounds", "setup")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -949,8 +953,12 @@ class CircuitBatch(_message.Message):
     CLK_FIELD_NUMBER: _ClassVar[int]
     ROWS_A_FIELD_NUMBER: _ClassVar[int]
     ROWS_B_FIELD_NUMBER: _ClassVar[int]
-    BOUNDS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -959,21 +967,37 @@ class CircuitBatch(_message.Message):
     clk: int
     rows_a: bytes
     rows_b: bytes
-    bounds: int
     setup: bytes
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., bounds: _Optional[int] = ..., setup: _Optional[bytes] = ...) -> None: ...
+    cutoffs: _containers.RepeatedScalarFieldContainer[float]
+    proposed: bool
+    part: int
+    offset: int
+    count: int
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ...) -> None: ...
+    checked: bytes
+    rows_a: bytes
+    rows_b: bytes
+    mask: bytes
+    drop: bytes
+    run: str
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

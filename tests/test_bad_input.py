@@ -18,7 +18,7 @@ from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_up
 from blindmatch.client.remote.twoserver import upload_parts
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
-from blindmatch.matcher.rpc.twoserver_service import SharesService, create_role
+from blindmatch.matcher.rpc.twoserver_service import SharesService, batch_digest, create_role
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -515,19 +515,48 @@ def parts(c: RolesCtx, role: str, *changes: dict[str, Any]) -> list[pb.SharedPar
 
 def circuit_batch(c: RolesCtx, who: int, **fields: Any) -> pb.CircuitBatch:
     """A good batch of two pairs (north 0-1 x south 1-2) with C's setup for S1 (0) or S2 (1)."""
-    dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 2), dtype=np.int64))
+    dealt = linkbit.deal(linkbit.circuit(1024, (0.8,)), 2)
     base: dict[str, Any] = dict(
         batch=secrets.token_hex(4), member_a="north", member_b="south", records_a=ROWS,
         records_b=ROWS, clk=0, rows_a=np.array([0, 1], "<u4").tobytes(),
-        rows_b=np.array([1, 2], "<u4").tobytes(), bounds=1,
+        rows_b=np.array([1, 2], "<u4").tobytes(), cutoffs=[0.8],
         setup=dealt.to_s2 if who else dealt.to_s1,
     )  # fmt: skip
     return pb.CircuitBatch(**{**base, **fields})
 
 
 def propose(c: RolesCtx, **fields: Any) -> Any:
-    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
+    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS], threshold=0.8)
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
+
+
+def after_propose(c: RolesCtx, **fields: Any) -> pb.CircuitBatch:
+    """S1 proposes the run (threshold 0.8); a batch of the first pair of its proposal's part 0,
+    by reference (`fields` changing it)."""
+    propose(c)
+    ref: dict[str, Any] = dict(proposed=True, part=0, offset=0, count=1, rows_a=b"", rows_b=b"")
+    return circuit_batch(c, 0, **{"setup": bytes(32), **ref, **fields})
+
+
+def every_pair(c: RolesCtx) -> pb.CircuitBatch:
+    """After S1 proposes, a batch naming every one of the 400 cross pairs (most unproposed)."""
+    propose(c)
+    a, b = np.meshgrid(np.arange(ROWS), np.arange(ROWS))
+    return circuit_batch(c, 0, rows_a=a.ravel().astype("<u4").tobytes(),
+                         rows_b=b.ravel().astype("<u4").tobytes())  # fmt: skip
+
+
+def exchanged_without_rows(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message with its digest but no rows."""
+    request = circuit_batch(c, 1, batch="b8")
+    c.s2.Prepare(request, metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b8", checked=batch_digest(request), mask=bytes(32)))
+
+
+def prepared_then_exchanged(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message of another (its digest not S2's)."""
+    c.s2.Prepare(circuit_batch(c, 1, batch="b9"), metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b9", checked=bytes(32)))
 
 
 def run(c: RolesCtx, **fields: Any) -> Any:
@@ -551,7 +580,13 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "member (part 0): required"),
     ("s1upload-popcounts", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(popcounts=[1] * ROWS))),
                                                  metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): only the combiner receives them"),
+     "INVALID_ARGUMENT", "popcounts (part 0): no role receives them (S1 and S2 take XOR shares"),
+    ("s1upload-lacking-on-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        lacking=bytes(3)))), metadata=c.member),
+     "INVALID_ARGUMENT", "lacking (part 0): only S1 receives it, with the fallback CLK's parts"),
+    ("s2upload-lacking", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(lacking=bytes(3)))),
+                                               metadata=c.member),
+     "INVALID_ARGUMENT", "lacking (part 0): only S1 receives it"),
     ("s1upload-ragged-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
                                                    metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): 8 bytes for 20 records of 4 band keys"),
@@ -561,12 +596,19 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-bad-clk-bits", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk_bits=1000))),
                                                     metadata=c.member),
      "INVALID_ARGUMENT", "clk_bits (part 0): 1000 is not a multiple of 64"),
-    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1))),
+    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1,
+                                                                         lacking=bytes(3)))),
                                                 metadata=c.member),
      "INVALID_ARGUMENT", "clk: CLK 0 (and 1, the fallback), not [1]"),
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
         clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.member),
      "INVALID_ARGUMENT", "every member uploads the same layout"),
+    ("s1upload-no-popcount-shares", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        popcount_shares=b""))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): 0 bytes for 20 records (a uint32 share each"),
+    ("s2upload-popcount-share-too-wide", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(
+        popcount_shares=np.full(ROWS, 2048, "<u4").tobytes()))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): a share of 2048, beyond the 11 bits of a"),
     ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
@@ -581,12 +623,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("cupload-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(shares=b"s" * 128))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): the combiner never receives a share"),
-    ("cupload-popcount-too-big", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
-        popcounts=[2000] * ROWS))), metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): 2000 above the CLK's 1024 bits"),
-    ("cupload-ragged", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(popcounts=[1]))),
-                                            metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): 1 for 20 records"),
+    ("cupload-popcount-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcount_shares=bytes(4 * ROWS)))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): the combiner never receives a share"),
+    ("cupload-popcounts", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcounts=[1] * ROWS))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcounts (part 0): no role receives them"),
     ("propose-unkeyed", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=[])),
      "UNAUTHENTICATED", "S1 answers Propose only with the combiner's key"),
     ("propose-members-key", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=c.member)),
@@ -597,10 +639,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "FAILED_PRECONDITION", "members: S1 holds no upload of 'east'"),
     ("propose-other-records", lambda c: propose(c, records=[ROWS - 1, ROWS]), "INVALID_ARGUMENT",
      "records: 19 of 'north' at the combiner, but S1 holds 20 (the uploads differ)"),
-    ("propose-no-fallback", lambda c: propose(c, fallback=True, lacking=bytes(5)),
+    ("propose-no-fallback", lambda c: propose(c, fallback=True),
      "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
-    ("propose-lacking-alone", lambda c: propose(c, lacking=bytes(5)), "INVALID_ARGUMENT",
-     "lacking: only with a fallback CLK"),
+    ("propose-bad-threshold", lambda c: propose(c, threshold=1.5), "INVALID_ARGUMENT",
+     "threshold: 1.5 is not in (0, 1]"),
+    ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
     ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
      "UNAUTHENTICATED", "S1 answers Evaluate only with the combiner's key"),
     ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
@@ -620,12 +664,33 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("evaluate-uneven-rows", lambda c: c.s1.Evaluate(circuit_batch(c, 0, rows_b=bytes(4)),
                                                      metadata=c.key),
      "INVALID_ARGUMENT", "rows_a/rows_b: 2 and 1 rows"),
-    ("evaluate-no-bounds", lambda c: c.s1.Evaluate(circuit_batch(c, 0, bounds=0), metadata=c.key),
-     "INVALID_ARGUMENT", "bounds: 0"),
+    ("evaluate-no-cutoffs", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[]),
+                                                    metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: the threshold, then none or the default buckets"),
+    ("evaluate-own-buckets", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[0.8, 0.81]),
+                                                     metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: buckets: [0.81]; the circuit's cut-offs are fixed"),
+    ("evaluate-no-run", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=c.key),
+     "FAILED_PRECONDITION", "batch: S1 has proposed no run over these uploads (Propose first)"),
+    ("evaluate-unproposed", lambda c: c.s1.Evaluate(every_pair(c), metadata=c.key),
+     "PERMISSION_DENIED", "of the batch's 400 pairs S1 did not propose (a run of two members"),
+    ("evaluate-part-outside", lambda c: c.s1.Evaluate(after_propose(c, part=7), metadata=c.key),
+     "PERMISSION_DENIED", "part: 7, but S1 proposed 1 parts"),
+    ("evaluate-part-beyond", lambda c: c.s1.Evaluate(after_propose(c, offset=10**6),
+                                                     metadata=c.key),
+     "PERMISSION_DENIED", "offset/count: 1000000..1000001 of part 0's"),
+    ("evaluate-part-with-rows", lambda c: c.s1.Evaluate(after_propose(c, rows_a=bytes(4)),
+                                                        metadata=c.key),
+     "INVALID_ARGUMENT", "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"),
+    ("evaluate-part-no-count", lambda c: c.s1.Evaluate(after_propose(c, count=0), metadata=c.key),
+     "INVALID_ARGUMENT", "count: 0; 1 to 16384"),
+    ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, cutoffs=[0.9]),
+                                                       metadata=c.key),
+     "PERMISSION_DENIED", "cutoffs: [0.9], but the run's are [0.8] (fixed when S1 proposed)"),
     ("evaluate-bad-setup", lambda c: c.s1.Evaluate(circuit_batch(c, 0, setup=b"s"),
                                                    metadata=c.key),
      "INVALID_ARGUMENT", "setup: link bits: a seed is 32 bytes"),
-    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch="b0"),
+    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(after_propose(c, batch="b0"),
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
     ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
@@ -640,6 +705,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "UNAUTHENTICATED", "S2 answers Exchange only with S1's key"),
     ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
      "PERMISSION_DENIED", "S2 answers Exchange only with S1's key, not with the members'"),
+    ("exchange-unchecked", prepared_then_exchanged, "PERMISSION_DENIED",
+     "checked: batch 'b9' as S1 checked it is not the batch the combiner prepared on S2"),
+    ("exchange-no-rows", exchanged_without_rows, "INVALID_ARGUMENT",
+     "rows_a/rows_b/mask: not 2 pairs and a seed"),
     ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
      "an exchange of no messages"),
     ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),
@@ -659,6 +728,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "members: the combiner holds no upload of 'east'"),
     ("run-bad-buckets", lambda c: run(c, buckets=[0.5]), "INVALID_ARGUMENT",
      "buckets: score buckets: cut-offs above the threshold"),
+    ("run-own-buckets", lambda c: run(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "): buckets: [0.9]; the circuit's cut-offs are fixed"),
 ]  # fmt: skip
 
 

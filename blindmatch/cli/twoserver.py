@@ -23,7 +23,7 @@ from blindmatch.cli.options import (
     outbound_credentials,
     quiet_option,
 )
-from blindmatch.client.errors import InputError
+from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 
 if TYPE_CHECKING:
@@ -109,6 +109,10 @@ def cmd_role(args: argparse.Namespace) -> int:
                 f"--{flag}: {'required' if not given else 'not taken'} for --role {args.role} "
                 "(S1 calls S2; the combiner calls S1 and S2)"
             )
+    if args.threshold is not None and args.role != "s1":
+        raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
     if key == member_key:
@@ -128,7 +132,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
-                              data_dir=args.data_dir)  # fmt: skip
+                              data_dir=args.data_dir, threshold=args.threshold)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -150,6 +154,25 @@ def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
 
     return RoleClient(role, getattr(args, role), key, _peer_credentials(args),
                       insecure=args.peer_insecure)  # fmt: skip
+
+
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.twoserver_audit import Unreadable, log_path, verify_log
+
+    try:
+        check = verify_log(args.data_dir, args.role, args.key_file)
+    except Unreadable as exc:
+        raise InputError(str(exc)) from None
+    path = log_path(args.data_dir, args.role)
+    if not check.ok:
+        for problem in check.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise BlindmatchError(
+            f"{path}: the audit log fails verification at {check.problems[0]} "
+            f"({len(check.problems)} problems)"
+        )
+    print(f"{path}: intact, {check.entries} entries. Head {check.head_seq}:{check.head_hash}")
+    return 0
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -221,10 +244,12 @@ def register(sub: Subcommands) -> None:
         "two-server",
         help="run matching on two non-colluding servers and a combiner",
         description="The two-server design (docs/privacy-design.md): S1 holds the members' "
-        "keyed band keys and first XOR shares and proposes the pairs, S2 the second shares, "
-        "the combiner the popcounts; the link bit of each pair is computed on the shares, and "
-        "only the combiner learns it. Start each role (`role`), send each member's upload "
-        "to all three (`upload`), then start the run at the combiner (`run`).",
+        "keyed band keys and first XOR shares (of the CLKs and their popcounts) and proposes "
+        "the pairs, S2 the second shares, the combiner only how many records; the kernel's "
+        "test of each pair is computed on the shares, and only the combiner learns its link "
+        "bit (and, for a pair that links, which pair it is). Start each role (`role`), send "
+        "each member's upload to all three (`upload`), then start the run at the combiner "
+        "(`run`).",
         example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
         "parties.key --member-key-file members.key",
     )
@@ -267,18 +292,42 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="S1: the only threshold it proposes runs at (default: the one the combiner "
+        "asks for; the circuit's cut-offs follow from it)",
+    )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
     listen_tls_options(p, "shares")
     _peer_options(p, "the other parties")
+
+    v = command(
+        acts,
+        "verify-audit",
+        help="check a role's audit log: every entry's keyed hash and its chain",
+        description="Check the audit log a role keeps under its --data-dir (read-only: the "
+        "role may be running): each entry's HMAC under the role's audit key and its link to "
+        "the entry before. Exits 1 naming the first bad entry (edited, removed, reordered). "
+        "The key is read from beside the log unless --key-file says where it is kept; it must "
+        "be readable by its owner only.",
+        example="blindmatch two-server verify-audit --data-dir /srv/s2 --role s2",
+        handler=cmd_verify_audit,
+    )
+    v.add_argument("--data-dir", required=True, type=Path, metavar="DIR", help="the role's")
+    v.add_argument("--role", required=True, choices=ROLES, help="whose log")
+    v.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="the role's audit key (default DIR/twoserver-ROLE.audit.key)")  # fmt: skip
 
     u = command(
         acts,
         "upload",
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
-        "three roles, each its own part only: S1 the band keys and first shares, S2 the "
-        "second shares, the combiner the popcounts, with the members' key (--key-file). "
+        "three roles, each its own part only: S1 the band keys, first shares and who lacks "
+        "the fallback's fields, S2 the second shares, the combiner how many records, with the "
+        "members' key (--key-file). "
         "Replaces the member's earlier upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
         "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",

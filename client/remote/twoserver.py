@@ -27,8 +27,10 @@ RUN_SECONDS = 24 * 3600.0
 
 
 def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
-    """`upload` as the parts `role` receives: S1 band keys and first shares, S2 second shares,
-    the combiner popcounts; each CLK in parts of at most PART_BYTES a field."""
+    """`upload` as the parts `role` receives: S1 band keys and first shares (of the CLKs and
+    their popcounts) and which records lack the fallback's fields, S2 second shares, the
+    combiner how many records (no popcount); each CLK in parts of at most PART_BYTES a
+    field."""
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     for clk, pops in enumerate(upload.combiner.popcounts):
@@ -47,8 +49,11 @@ def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.Sh
                 part.keys = np.ascontiguousarray(keys[lo:hi], dtype="<u8").tobytes()
             if role != "combiner":
                 part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
-            else:
-                part.popcounts.extend(pops[lo:hi].tolist())
+                held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
+                part.popcount_shares = np.ascontiguousarray(held[clk][lo:hi], "<u4").tobytes()
+            if role == "s1" and clk == 1 and upload.s1.lacking is not None:
+                bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
+                part.lacking = bits.tobytes()
             yield part
 
 
