@@ -53,8 +53,10 @@ def three_party(
     """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
+                                  key)  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     combiner = RecordingCombiner(
         [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
     )
@@ -215,10 +217,13 @@ def test_members_with_one_secret_draw_the_same_bands_and_fresh_shares(
     again = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)
     other = client.shared_upload(datasets[0][:20], b"another project", plan, fallback_bits)
     for k in (twoserver.RECORD, twoserver.FALLBACK):
-        assert np.array_equal(one.s1.keys[k], again.s1.keys[k])  # the same record collides
-        assert not (one.s1.keys[k] == other.s1.keys[k]).any()  # keys belong to the secret
+        same, fresh = one.s1.bands[k], again.s1.bands[k]
+        assert np.array_equal(same.keys, fresh.keys)  # the same record collides
+        assert not np.array_equal(same.sealed, fresh.sealed)  # sealed afresh each upload
+        assert not np.isin(same.keys, other.s1.bands[k].keys).any()  # keys are the secret's
         assert not np.array_equal(one.s1.shares[k], again.s1.shares[k])
-    assert not (one.s1.keys[0] == one.s1.keys[1]).any()  # each CLK has bands of its own
+    assert not np.isin(one.s1.bands[0].keys, one.s1.bands[1].keys).any()  # bands of its own
+    assert one.s2.seal_key != again.s2.seal_key
     rebuilt = np.concatenate(
         [one.s1.shares[0] ^ one.s2.shares[0], one.s1.shares[1] ^ one.s2.shares[1]], axis=1
     )
@@ -286,3 +291,101 @@ def test_the_pair_budget_refuses_exactly_the_pairs_evaluated_before_whatever_the
     budget.forget("south")
     assert budget.spend("north", "south", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 0
     assert budget.spend("north", "west", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
+
+
+@pytest.mark.parametrize("bits,bands", [(20, 200), (8, 30)])
+def test_s1s_sealed_join_and_s2s_expansion_propose_exactly_the_record_keys_pairs(
+    messy_members: tuple[list[Clks], int], bits: int, bands: int
+) -> None:
+    """The candidate set is the one S1 proposed when it held every record's band keys (by
+    pair of members and CLK, rows in order), and so are the links: the realistic fixture,
+    three members, both CLKs, at the recommendation's width and at a narrow one (keys many
+    records share)."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=bits, bands=bands)
+    result, combiner, uploads = three_party(datasets, fallback_bits, plan, reveal="link-bit")
+    keys = [client.record_keys(d, SECRET, plan, fallback_bits) for d in datasets]
+    want = twoserver.record_blocking(keys, combiner.lacking())
+    got = {(b.member_a, b.member_b, b.clk): b for b in result.proposed}
+    assert len(got) == len(want) == 6  # three pairs of members, two CLKs
+    for batch in want:
+        mine = got[batch.member_a, batch.member_b, batch.clk]
+        assert np.array_equal(mine.rows_a, batch.rows_a)
+        assert np.array_equal(mine.rows_b, batch.rows_b)
+    assert result.comparisons > 300
+    # The links are the run's where S1 blocked on every record's keys (the run before).
+    before = RecordKeysServers(keys, uploads)
+    pops = [u.combiner.popcounts for u in uploads]
+    old = tworun.drive(before, twoserver.Combiner(pops, THRESHOLD), batch_pairs=5000)
+    assert len(old.links) > 100 and old.comparisons == result.comparisons
+    assert_same_links(result.links, old.links)
+
+
+class RecordKeysServers(tworun.InProcess):
+    """S1 blocking on every record's band keys (`record_blocking`, the run before the sealed
+    join), S1 and S2 otherwise the real ones, on shares of the CLKs that `proposed` ran on."""
+
+    def __init__(
+        self, keys: list[tuple[npt.NDArray[np.uint64], ...]], uploads: list[client.SharedUpload]
+    ) -> None:
+        self.keys = keys
+        key = secrets.token_bytes(32)
+        s1 = twoserver.BlockingServer([[] for _ in keys], [u.s1.shares for u in uploads], key)
+        super().__init__(s1, twoserver.ShareServer([u.s2.shares for u in uploads], key))
+
+    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[twoserver.PairBatch]:
+        return twoserver.record_blocking(self.keys, lacking)
+
+
+def test_s1_holds_each_bands_distinct_keys_once_and_no_member_records_rows(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """What S1 receives of a CLK: each band's distinct keys once (one member's records that
+    collide are one key), sealed rows it cannot open, and nothing a record long."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=8, bands=40)  # narrow bands: many records share a key
+    up = client.shared_upload(datasets[0], SECRET, plan, fallback_bits)
+    keys = client.record_keys(datasets[0], SECRET, plan, fallback_bits)
+    for clk, sealed in enumerate(up.s1.bands):
+        for band in range(plan.bands):
+            lo, hi = int(sealed.counts[:band].sum()), int(sealed.counts[: band + 1].sum())
+            assert np.array_equal(sealed.keys[lo:hi], np.unique(keys[clk][:, band]))
+        assert len(sealed.keys) < 0.5 * keys[clk].size  # S1 no longer sees the duplicates
+        # A sealed list opens under the seal key only, bound to its CLK and key.
+        rows = twoserver.open_rows(up.s2.seal_key, clk, sealed.keys[:5], sealed.classes[:5],
+                                   sealed.sealed[: sealed.offsets()[5]], len(datasets[0]),
+                                   "a")  # fmt: skip
+        held = np.flatnonzero(keys[clk][:, 0] == sealed.keys[0])
+        assert np.array_equal(rows[1][: rows[0][0]], held)
+        for wrong_key, wrong_clk, keys_at in (
+            (bytes(32), clk, sealed.keys[:5]),
+            (up.s2.seal_key, 1 - clk, sealed.keys[:5]),
+            (up.s2.seal_key, clk, sealed.keys[1:6]),
+        ):
+            with pytest.raises(ValueError, match="does not open"):
+                twoserver.open_rows(wrong_key, wrong_clk, keys_at, sealed.classes[:5],
+                                    sealed.sealed[: sealed.offsets()[5]], len(datasets[0]),
+                                    "a")  # fmt: skip
+    # The sealed lists' lengths are size classes (1, 4, 16, ... rows), not the counts.
+    assert set(np.unique(up.s1.bands[0].classes).tolist()) <= {0, 1, 2, 3, 4, 5}
+    assert set(np.unique(np.diff(up.s1.bands[0].offsets())).tolist()) <= {
+        int(client.sealed_size(np.array([c]))[0]) for c in range(6)
+    }
+
+
+def test_an_upload_of_the_older_format_is_refused_naming_the_field(
+    tmp_path: Path, messy_members: tuple[list[Clks], int]
+) -> None:
+    datasets, fallback_bits = messy_members
+    up = client.shared_upload(datasets[0][:50], SECRET, client.BandPlan(20, 10), fallback_bits)
+    client.write_shared(tmp_path, up)
+    assert np.array_equal(client.read_shared(tmp_path).s1.bands[1].keys, up.s1.bands[1].keys)
+    keys = client.record_keys(datasets[0][:50], SECRET, client.BandPlan(20, 10), fallback_bits)
+    np.savez(tmp_path / "s1.npz", keys_0=keys[0], keys_1=keys[1], shares_0=up.s1.shares[0],
+             shares_1=up.s1.shares[1])  # fmt: skip
+    with pytest.raises(InputError, match=r"keys_0 is the older upload format.*encode again"):
+        client.read_shared(tmp_path)
+    client.write_shared(tmp_path, up)
+    np.savez(tmp_path / "s2.npz", shares_0=up.s2.shares[0], shares_1=up.s2.shares[1])
+    with pytest.raises(InputError, match="no seal_key"):
+        client.read_shared(tmp_path)

@@ -13,7 +13,15 @@ upload` sends each role its part over gRPC, client/remote/twoserver.py). Its pri
   (a keyed PRF for short inputs, vectorised in numpy) of the band's bits under a key for each
   band derived from the secret by HMAC-SHA256;
 - `split_shares`: a CLK as two XOR shares, each uniformly random on its own (one for each
-  of the two non-colluding servers).
+  of the two non-colluding servers);
+- `seal_bands`: a CLK's band keys as S1 receives them, each band's keys once
+  (`SealedBands`): for each distinct key of a band, the key and the member's rows holding it,
+  sealed (AES-256-GCM, a fresh random nonce) under a key made for this upload, which only S2
+  receives; the rows padded to a size class (1, 4, 16, ... rows) so a sealed list's length
+  says little. S1 joins the keys across members and forwards the matched sealed pairs; S2
+  opens them into the candidate pairs (matcher/core/twoserver.py). S1 never learns which
+  records hold a key, nor which of one member's records share one
+  (docs/privacy-design.md, "S1 sees only cross-member equalities").
 
 Bits follow the matcher's convention (core/blocking.py): bit p of a CLK is bit p % 64 of its
 64-bit little-endian word p // 64.
@@ -30,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
 from blindmatch.client.errors import InputError
@@ -250,19 +259,122 @@ def part_positions(
     return band_positions(part_secret(secret, part), range(width_bits), plan.bits, plan.bands)
 
 
+# The sealed rows' format (docs/protocol.md "Sealed band keys"; matcher/core/twoserver.py
+# opens it): nonce || AES-256-GCM(seal key, nonce, rows, SEAL_AAD || clk || key), the rows
+# uint32 little-endian ascending, padded with SEAL_PAD to CLASS_BASE ** class of them.
+SEAL_AAD = b"blindmatch sealed rows v1"
+SEAL_NONCE, SEAL_TAG = 12, 16
+SEAL_PAD = 0xFFFFFFFF
+SEAL_KEY_BYTES = 32
+CLASS_BASE = 4
+MAX_CLASS = 16  # 4^16 rows: more than a member's records (uint32 rows)
+
+
+def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """The sealed length in bytes of rows of each size class."""
+    rows = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    out: npt.NDArray[np.int64] = SEAL_NONCE + SEAL_TAG + 4 * rows
+    return out
+
+
+def seal_aad(clk: int, key: int) -> bytes:
+    """What a sealed list is bound to: its CLK and its band key (so S1 can have S2 open only
+    lists whose keys matched)."""
+    return SEAL_AAD + bytes([clk]) + int(key).to_bytes(8, "little")
+
+
+def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """The smallest class c with CLASS_BASE ** c >= count, for each count (>= 1)."""
+    c = np.zeros(len(counts), dtype=np.uint8)
+    cap = np.ones(len(counts), dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    while (short := cap < counts).any():
+        c[short] += 1
+        cap[short] *= CLASS_BASE
+    return c
+
+
+@dataclass(frozen=True)
+class SealedBands:
+    """One CLK's band keys as S1 receives them: `counts[band]` distinct keys in each band,
+    `keys` those keys (band by band, each band's in ascending order: their order says nothing
+    of the records, the keys being a keyed PRF's), `classes` each key's size class and
+    `sealed` the sealed rows of each key one after the other (`sealed_size(classes)` bytes
+    each)."""
+
+    counts: npt.NDArray[np.int64]
+    keys: npt.NDArray[np.uint64]
+    classes: npt.NDArray[np.uint8]
+    sealed: npt.NDArray[np.uint8]
+
+    @property
+    def bands(self) -> int:
+        return len(self.counts)
+
+    def offsets(self) -> npt.NDArray[np.int64]:
+        """Where each key's sealed rows start in `sealed` (one past the end last)."""
+        out = np.zeros(len(self.keys) + 1, dtype=np.int64)
+        np.cumsum(sealed_size(self.classes), out=out[1:])
+        return out
+
+
+def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> SealedBands:
+    """A CLK's band keys ((rows, bands), `band_keys`) as S1 receives them: each band's distinct
+    keys once, each with the rows holding it sealed under `seal_key` (AES-256-GCM, a fresh
+    random nonce each, bound to the CLK and the key)."""
+    if keys.ndim != 2 or not keys.shape[0] or not keys.shape[1]:
+        raise ValueError("sealed bands: band keys must be (rows, bands), not empty")
+    if len(seal_key) != SEAL_KEY_BYTES:
+        raise ValueError(f"sealed bands: a seal key of {SEAL_KEY_BYTES} bytes")
+    n, bands = keys.shape
+    by_band = np.ascontiguousarray(keys.T).ravel()  # band-major: band b's keys at b*n...
+    band = np.repeat(np.arange(bands, dtype=np.int64), n)
+    order = np.lexsort((by_band, band))  # by band, then key; rows ascending within a key
+    k_sorted, b_sorted = by_band[order], band[order]
+    rows = (order % n).astype(np.uint32)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (k_sorted[1:] != k_sorted[:-1]) | (b_sorted[1:] != b_sorted[:-1])
+    starts = np.flatnonzero(first)
+    held = np.diff(np.append(starts, len(order)))
+    classes = size_class(held)
+    caps = np.power(CLASS_BASE, classes.astype(np.int64))
+    plain = np.full(int(caps.sum()), SEAL_PAD, dtype="<u4")
+    slot = np.zeros(len(caps) + 1, dtype=np.int64)
+    np.cumsum(caps, out=slot[1:])
+    within = np.arange(len(order)) - np.repeat(starts, held)
+    plain[np.repeat(slot[:-1], held) + within] = rows
+    flat = plain.tobytes()
+    aead = AESGCM(seal_key)
+    nonces = secrets.token_bytes(SEAL_NONCE * len(starts))
+    unique = k_sorted[starts]
+    aad = SEAL_AAD + bytes([clk])
+    out = bytearray()
+    for k, (lo, hi) in enumerate(zip((4 * slot[:-1]).tolist(), (4 * slot[1:]).tolist(),
+                                     strict=True)):  # fmt: skip
+        nonce = nonces[SEAL_NONCE * k : SEAL_NONCE * (k + 1)]
+        out += nonce
+        out += aead.encrypt(nonce, flat[lo:hi], aad + int(unique[k]).to_bytes(8, "little"))
+    counts = np.bincount(b_sorted[starts], minlength=bands).astype(np.int64)
+    return SealedBands(counts, unique.astype(np.uint64), classes,
+                       np.frombuffer(bytes(out), dtype=np.uint8))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ToS1:
-    """What the blocking server S1 receives: per CLK, band keys and the first XOR shares."""
+    """What the blocking server S1 receives: per CLK, the sealed band keys (`seal_bands`) and
+    the first XOR shares."""
 
-    keys: tuple[npt.NDArray[np.uint64], ...]
+    bands: tuple[SealedBands, ...]
     shares: tuple[Clks, ...]
 
 
 @dataclass(frozen=True)
 class ToS2:
-    """What S2 receives: per CLK, the second XOR shares."""
+    """What S2 receives: per CLK, the second XOR shares; and the key that opens the upload's
+    sealed rows (fresh for this upload, never S1's)."""
 
     shares: tuple[Clks, ...]
+    seal_key: bytes
 
 
 @dataclass(frozen=True)
@@ -290,8 +402,9 @@ def shared_upload(
 ) -> SharedUpload:
     """A member's encoded CLKs (`EncodeResult.clks` as (rows, bytes); with `fallback_bits`, the
     fallback CLK last, as `encode_csv` lays it out) as the two-server upload: per CLK, band keys
-    from the member secret under `plan` to S1, two fresh XOR shares to S1 and S2, popcounts to
-    C. Every member of a project uses the same secret and plan, so their bands agree."""
+    from the member secret under `plan`, each band's distinct keys once with their rows sealed
+    (`seal_bands`), to S1, two fresh XOR shares to S1 and S2, the seal key to S2, popcounts
+    to C. Every member of a project uses the same secret and plan, so their bands agree."""
     x = np.ascontiguousarray(clks, dtype=np.uint8)
     if x.ndim != 2 or not x.shape[1]:
         raise ValueError("shared upload: CLKs must be (rows, bytes)")
@@ -301,18 +414,37 @@ def shared_upload(
         )
     cut = x.shape[1] - fallback_bits // 8
     parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    seal_key = secrets.token_bytes(SEAL_KEY_BYTES)
     keys, first, second, pops = [], [], [], []
-    for name, part in zip(PARTS, parts, strict=False):
+    for clk, (name, part) in enumerate(zip(PARTS, parts, strict=False)):
         part = np.ascontiguousarray(part)
         positions = part_positions(secret, name, 8 * part.shape[1], plan)
-        keys.append(band_keys(part, positions, part_secret(secret, name)))
+        keys.append(
+            seal_bands(band_keys(part, positions, part_secret(secret, name)), clk, seal_key)
+        )
         x1, x2 = split_shares(part)
         first.append(x1)
         second.append(x2)
         pops.append(popcounts(part))
     return SharedUpload(
-        ToS1(tuple(keys), tuple(first)), ToS2(tuple(second)), ToCombiner(tuple(pops))
+        ToS1(tuple(keys), tuple(first)), ToS2(tuple(second), seal_key), ToCombiner(tuple(pops))
     )
+
+
+def record_keys(
+    clks: Clks, secret: bytes, plan: BandPlan = RECOMMENDED, fallback_bits: int = 0
+) -> tuple[npt.NDArray[np.uint64], ...]:
+    """Per CLK, each record's band keys ((rows, bands)): what `seal_bands` seals, and what S1
+    held before it did (the tests' and benchmarks' reference for the candidate set)."""
+    x = np.ascontiguousarray(clks, dtype=np.uint8)
+    cut = x.shape[1] - fallback_bits // 8
+    parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    out = []
+    for name, part in zip(PARTS, parts, strict=False):
+        part = np.ascontiguousarray(part)
+        positions = part_positions(secret, name, 8 * part.shape[1], plan)
+        out.append(band_keys(part, positions, part_secret(secret, name)))
+    return tuple(out)
 
 
 SHARED_FOLDER = "twoserver"  # inside an ENCODED folder: `encode --two-server` writes it
@@ -320,15 +452,22 @@ SHARED_FILES = {"s1": "s1.npz", "s2": "s2.npz", "combiner": "combiner.npz"}
 
 
 def write_shared(folder: str | Path, upload: SharedUpload) -> None:
-    """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz (keys_K,
-    shares_K for each CLK K), s2.npz (shares_K), combiner.npz (popcounts_K)."""
+    """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz
+    (band_counts_K, band_keys_K, classes_K, sealed_K: `SealedBands`; shares_K, for each CLK K),
+    s2.npz (shares_K, seal_key), combiner.npz (popcounts_K)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clks = range(len(upload.combiner.popcounts))
+    s1: dict[str, npt.NDArray[np.generic]] = {}
+    for k in clks:
+        b = upload.s1.bands[k]
+        s1 |= {f"band_counts_{k}": b.counts, f"band_keys_{k}": b.keys,
+               f"classes_{k}": b.classes, f"sealed_{k}": b.sealed,
+               f"shares_{k}": upload.s1.shares[k]}  # fmt: skip
     arrays: dict[str, dict[str, npt.NDArray[np.generic]]] = {
-        "s1": {**{f"keys_{k}": upload.s1.keys[k] for k in clks},
-               **{f"shares_{k}": upload.s1.shares[k] for k in clks}},
-        "s2": {f"shares_{k}": upload.s2.shares[k] for k in clks},
+        "s1": s1,
+        "s2": {**{f"shares_{k}": upload.s2.shares[k] for k in clks},
+               "seal_key": np.frombuffer(upload.s2.seal_key, dtype=np.uint8)},
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
     }  # fmt: skip
     for role, name in SHARED_FILES.items():
@@ -336,8 +475,33 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
             np.savez(f, **arrays[role])  # type: ignore[arg-type]
 
 
+def check_sealed(bands: SealedBands, where: str) -> None:
+    """A CLK's sealed band keys, checked to be one upload's: ValueError naming the field."""
+    if bands.counts.ndim != 1 or not len(bands.counts) or (bands.counts < 0).any():
+        raise ValueError(f"band_counts ({where}): a count of distinct keys a band")
+    if int(bands.counts.sum()) != len(bands.keys) or len(bands.classes) != len(bands.keys):
+        raise ValueError(
+            f"band_keys/classes ({where}): {len(bands.keys)} keys and {len(bands.classes)} "
+            f"classes for {int(bands.counts.sum())} counted"
+        )
+    if len(bands.classes) and int(bands.classes.max()) > MAX_CLASS:
+        raise ValueError(f"classes ({where}): {int(bands.classes.max())}; 0 to {MAX_CLASS}")
+    if int(sealed_size(bands.classes).sum()) != len(bands.sealed):
+        raise ValueError(
+            f"sealed ({where}): {len(bands.sealed)} bytes for {len(bands.keys)} keys of their "
+            "classes"
+        )
+    ends = np.cumsum(bands.counts)
+    rising = np.ones(len(bands.keys), dtype=bool)
+    rising[1:] = bands.keys[1:] > bands.keys[:-1]
+    rising[ends[:-1][ends[:-1] < len(bands.keys)]] = True  # a band's first key
+    if not rising.all():
+        raise ValueError(f"band_keys ({where}): a band's keys repeat or are out of order")
+
+
 def read_shared(folder: str | Path) -> SharedUpload:
-    """The three files `write_shared` wrote, checked to hold one upload."""
+    """The three files `write_shared` wrote, checked to hold one upload (an upload of the
+    older format, a band key a record, is refused naming the field: encode again)."""
     folder = Path(folder)
     held: dict[str, dict[str, npt.NDArray[np.generic]]] = {}
     for role, name in SHARED_FILES.items():
@@ -351,16 +515,43 @@ def read_shared(folder: str | Path) -> SharedUpload:
         except (ValueError, OSError) as exc:
             raise InputError(f"{folder / name}: not a two-server upload file ({exc})") from None
     n = len([k for k in held["combiner"] if k.startswith("popcounts_")])
+    if "keys_0" in held["s1"] and "band_keys_0" not in held["s1"]:
+        raise InputError(
+            f"{folder / SHARED_FILES['s1']}: keys_0 is the older upload format (a band key a "
+            "record, which let S1 see one member's records colliding); this version reads "
+            "band_counts_0, band_keys_0, classes_0 and sealed_0: encode again with "
+            "`blindmatch encode --two-server`"
+        )
+    if "seal_key" not in held["s2"]:
+        raise InputError(
+            f"{folder / SHARED_FILES['s2']}: no seal_key (the older upload format): encode "
+            "again with `blindmatch encode --two-server`"
+        )
     try:
-        keys = tuple(held["s1"][f"keys_{k}"].astype(np.uint64) for k in range(n))
-        first = tuple(held["s1"][f"shares_{k}"].astype(np.uint8) for k in range(n))
+        s1 = held["s1"]
+        bands = tuple(
+            SealedBands(s1[f"band_counts_{k}"].astype(np.int64),
+                        s1[f"band_keys_{k}"].astype(np.uint64),
+                        s1[f"classes_{k}"].astype(np.uint8), s1[f"sealed_{k}"].astype(np.uint8))
+            for k in range(n)
+        )  # fmt: skip
+        first = tuple(s1[f"shares_{k}"].astype(np.uint8) for k in range(n))
         second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8) for k in range(n))
         pops = tuple(held["combiner"][f"popcounts_{k}"].astype(np.int64) for k in range(n))
+        seal_key = held["s2"]["seal_key"].astype(np.uint8).tobytes()
     except KeyError as exc:
         raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
-    every: list[npt.NDArray[np.generic]] = [*keys, *first, *second, *pops]
+    for k, b in enumerate(bands):
+        try:
+            check_sealed(b, f"{folder / SHARED_FILES['s1']}, CLK {k}")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if len(seal_key) != SEAL_KEY_BYTES:
+        raise InputError(f"{folder / SHARED_FILES['s2']}: seal_key of {len(seal_key)} bytes, "
+                         f"not {SEAL_KEY_BYTES}")  # fmt: skip
+    every: list[npt.NDArray[np.generic]] = [*first, *second, *pops]
     rows = {len(a) for a in every}
     shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
     if not n or len(rows) != 1 or any(a != b for a, b in shapes):
         raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
-    return SharedUpload(ToS1(keys, first), ToS2(second), ToCombiner(pops))
+    return SharedUpload(ToS1(bands, first), ToS2(second, seal_key), ToCombiner(pops))

@@ -38,7 +38,8 @@ class Servers(Protocol):
     """S1 and S2 as C sees them."""
 
     def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
-        """S1's proposed pairs (`BlockingServer.block`)."""
+        """The proposed pairs: S1's join of the sealed band keys (`BlockingServer.join`),
+        expanded by S2 (`ShareServer.expand`)."""
         ...
 
     def bits(self, clk: int) -> int:
@@ -63,13 +64,21 @@ class Servers(Protocol):
 
 
 class InProcess:
-    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock."""
+    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock, and
+    blocking's into `blocking` (S1's join, S2's expansion)."""
 
     def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
         self.s1, self.s2 = s1, s2
+        self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
 
     def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
-        return self.s1.block(lacking)
+        t0 = time.process_time()
+        matched = self.s1.join()
+        t1 = time.process_time()
+        out = self.s2.expand(matched, lacking)
+        self.blocking["join (S1)"] += t1 - t0
+        self.blocking["expand (S2)"] += time.process_time() - t1
+        return out
 
     def bits(self, clk: int) -> int:
         return self.s1.bits(clk)
@@ -185,12 +194,12 @@ def drive(
     """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
     combiner the permuted differences), deciding (C), solving and links (C); what crossed
     between the parties counted in `transcript` (the result's)."""
-    seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
+    seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
     proposed = servers.block(lacking)
-    seconds["blocking (S1)"] += time.process_time() - started
+    seconds["blocking (S1, S2)"] += time.process_time() - started
     transcript = transcript if transcript is not None else linkbit.Transcript()
 
     def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:

@@ -49,11 +49,14 @@ a 2^-64 chance a pair of keys, would propose one pair more, which C decides like
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
@@ -141,13 +144,229 @@ def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return codes[keep]
 
 
+# The sealed rows' format (client/encoding/sharing.py `seal_bands`, docs/protocol.md "Sealed
+# band keys"): nonce || AES-256-GCM(the member's seal key, nonce, rows, SEAL_AAD || clk || key),
+# CLASS_BASE ** class rows, uint32 little-endian, padded with SEAL_PAD.
+SEAL_AAD = b"blindmatch sealed rows v1"
+SEAL_NONCE, SEAL_TAG, SEAL_PAD, CLASS_BASE, MAX_CLASS = 12, 16, 0xFFFFFFFF, 4, 16
+SEAL_KEY_BYTES = 32
+
+
+def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """The sealed length in bytes of rows of each size class."""
+    rows = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    out: npt.NDArray[np.int64] = SEAL_NONCE + SEAL_TAG + 4 * rows
+    return out
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """One member's band keys of one CLK as S1 holds them (sharing.py `SealedBands`): each
+    band's distinct keys (`counts[band]` of them, band by band), each key's size class and
+    sealed rows, one after the other."""
+
+    counts: npt.NDArray[np.int64]
+    keys: Keys
+    classes: npt.NDArray[np.uint8]
+    sealed: npt.NDArray[np.uint8]
+
+    def offsets(self) -> npt.NDArray[np.int64]:
+        out = np.zeros(len(self.keys) + 1, dtype=np.int64)
+        np.cumsum(sealed_size(self.classes), out=out[1:])
+        return out
+
+    def gather(self, at: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.uint8], Shares]:
+        """The classes and the sealed rows (one after the other) of keys `at`."""
+        offsets = self.offsets()
+        lengths = offsets[at + 1] - offsets[at]
+        total = int(lengths.sum())
+        starts = np.repeat(offsets[at] - (np.cumsum(lengths) - lengths), lengths)
+        return self.classes[at].copy(), self.sealed[starts + np.arange(total)]
+
+
+@dataclass(frozen=True)
+class Matched:
+    """What S1 forwards to S2 for a pair of members and a CLK: the keys both hold in a band
+    (in a random order, not by band), and for each the two members' sealed rows."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    keys: Keys
+    classes_a: npt.NDArray[np.uint8]
+    sealed_a: Shares
+    classes_b: npt.NDArray[np.uint8]
+    sealed_b: Shares
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def split(self, size: int) -> Iterator[Matched]:
+        """In parts of at most `size` keys."""
+        off_a = np.concatenate([[0], np.cumsum(sealed_size(self.classes_a))])
+        off_b = np.concatenate([[0], np.cumsum(sealed_size(self.classes_b))])
+        for lo in range(0, len(self), size):
+            hi = min(lo + size, len(self))
+            yield Matched(self.member_a, self.member_b, self.clk, self.keys[lo:hi],
+                          self.classes_a[lo:hi], self.sealed_a[off_a[lo]:off_a[hi]],
+                          self.classes_b[lo:hi], self.sealed_b[off_b[lo]:off_b[hi]])  # fmt: skip
+
+
+def matched_keys(
+    a: Sealed, b: Sealed, band_step: int = BAND_STEP
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(indexes into a's keys, into b's): each key both hold in the same band, a band range at
+    a time (each band's keys are distinct on each side, so each matches at most one)."""
+    if len(a.counts) != len(b.counts):
+        raise ValueError("sealed band keys with different numbers of bands")
+    ends_a = np.concatenate([[0], np.cumsum(a.counts)])
+    ends_b = np.concatenate([[0], np.cumsum(b.counts)])
+    got_a, got_b = [], []
+    for lo in range(0, len(a.counts), band_step):
+        hi = min(lo + band_step, len(a.counts))
+        ka = a.keys[ends_a[lo] : ends_a[hi]]
+        kb = b.keys[ends_b[lo] : ends_b[hi]]
+        if not len(ka) or not len(kb):
+            continue
+        band_a = np.repeat(np.arange(lo, hi), a.counts[lo:hi])
+        band_b = np.repeat(np.arange(lo, hi), b.counts[lo:hi])
+        order_b = np.argsort(kb, kind="stable")
+        sorted_b = kb[order_b]
+        start = np.searchsorted(sorted_b, ka, side="left")
+        counts = np.searchsorted(sorted_b, ka, side="right") - start
+        hit = np.flatnonzero(counts)
+        c = counts[hit]
+        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+        ia, ib = np.repeat(hit, c), order_b[at]
+        same = band_a[ia] == band_b[ib]  # equal keys of two bands: a 2^-64 chance
+        got_a.append(ends_a[lo] + ia[same])
+        got_b.append(ends_b[lo] + ib[same])
+    if not got_a:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return np.concatenate(got_a).astype(np.intp), np.concatenate(got_b).astype(np.intp)
+
+
+def join(x: int, y: int, clk: int, a: Sealed, b: Sealed) -> Matched:
+    """S1's join of two members' sealed band keys of a CLK: the matched keys with both sealed
+    rows, shuffled (so S2 does not learn which keys are of one band)."""
+    ia, ib = matched_keys(a, b)
+    order = np.random.default_rng(secrets.randbits(128)).permutation(len(ia))
+    ia, ib = ia[order], ib[order]
+    classes_a, sealed_a = a.gather(ia)
+    classes_b, sealed_b = b.gather(ib)
+    return Matched(x, y, clk, a.keys[ia].copy(), classes_a, sealed_a, classes_b, sealed_b)
+
+
+def open_rows(
+    seal_key: bytes,
+    clk: int,
+    keys: Keys,
+    classes: npt.NDArray[np.uint8],
+    sealed: Shares,
+    records: int,
+    side: str,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
+    """(rows a key, the rows one key after the other): each sealed list opened under the
+    member's seal key, bound to its CLK and key; ValueError naming `side` for a list that does
+    not open, is empty or names a row outside the member's `records`."""
+    if len(classes) != len(keys) or (len(classes) and int(classes.max()) > MAX_CLASS):
+        raise ValueError(f"classes_{side}: {len(classes)} classes for {len(keys)} keys")
+    sizes = sealed_size(classes)
+    if int(sizes.sum()) != len(sealed):
+        raise ValueError(f"sealed_{side}: {len(sealed)} bytes for {len(keys)} keys")
+    aead = AESGCM(seal_key)
+    raw = sealed.tobytes()
+    aad = SEAL_AAD + bytes([clk])
+    plain = []
+    at = 0
+    for key, size in zip(keys.tolist(), sizes.tolist(), strict=True):
+        nonce = raw[at : at + SEAL_NONCE]
+        try:
+            plain.append(aead.decrypt(nonce, raw[at + SEAL_NONCE : at + size],
+                                      aad + key.to_bytes(8, "little")))  # fmt: skip
+        except InvalidTag:
+            raise ValueError(
+                f"sealed_{side}: a list that does not open under the member's seal key for its "
+                "CLK and key (not this upload's, or not a matched key)"
+            ) from None
+        at += size
+    values = np.frombuffer(b"".join(plain), dtype="<u4")
+    caps = np.power(CLASS_BASE, classes.astype(np.int64))
+    which = np.repeat(np.arange(len(keys)), caps)
+    real = values != SEAL_PAD
+    held = np.bincount(which[real], minlength=len(keys)).astype(np.int64)
+    rows = values[real].astype(np.uint32)
+    if len(keys) and (not held.all() or (len(rows) and int(rows.max()) >= records)):
+        raise ValueError(f"sealed_{side}: a list of no rows, or a row outside the {records}")
+    return held, rows
+
+
+def expanded_pairs(
+    matched: Matched, seal_keys: tuple[bytes, bytes], records: tuple[int, int]
+) -> npt.NDArray[np.uint64]:
+    """Each pair (row of a, row of b) of each matched key, row_a << 32 | row_b, once a key:
+    a pair appears once for each band whose keys the two records share (S2's view)."""
+    held_a, rows_a = open_rows(seal_keys[0], matched.clk, matched.keys, matched.classes_a,
+                               matched.sealed_a, records[0], "a")  # fmt: skip
+    held_b, rows_b = open_rows(seal_keys[1], matched.clk, matched.keys, matched.classes_b,
+                               matched.sealed_b, records[1], "b")  # fmt: skip
+    per = held_a * held_b
+    total = int(per.sum())
+    key = np.repeat(np.arange(len(per)), per)
+    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+    start_a = np.cumsum(held_a) - held_a
+    start_b = np.cumsum(held_b) - held_b
+    a = rows_a[start_a[key] + within // held_b[key]].astype(np.uint64)
+    b = rows_b[start_b[key] + within % held_b[key]].astype(np.uint64)
+    out: npt.NDArray[np.uint64] = (a << np.uint64(32)) | b
+    return out
+
+
 class ShareServer:
     """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
-    and the key the two servers share for the pairs' permutations."""
+    the key the two servers share for the pairs' permutations, and (S2) each member's seal
+    key, which opens the rows S1 forwards."""
 
-    def __init__(self, shares: Sequence[Sequence[Shares]], pair_key: bytes) -> None:
+    def __init__(
+        self,
+        shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+        seal_keys: Sequence[bytes] = (),
+    ) -> None:
         self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
         self._key = pair_key
+        self._seal = list(seal_keys)
+
+    def records(self, member: int) -> int:
+        return len(self._shares[member][0])
+
+    def expand(
+        self, matched: Sequence[Matched], lacking: Sequence[npt.NDArray[np.bool_]] | None = None
+    ) -> list[PairBatch]:
+        """S2's expansion of what S1 matched: per pair of members and CLK, the pairs sharing a
+        key in at least one band, once, in row order: with `lacking` (each member's records
+        lacking the fallback's fields), record-level pairs between records that have them and
+        fallback pairs where either lacks them (the pairs S1 proposed when it held every
+        record's keys); ValueError for a list that does not open."""
+        if not self._seal:
+            raise ValueError("S2 holds no seal keys")
+        got: dict[tuple[int, int, int], list[npt.NDArray[np.uint64]]] = {}
+        for m in matched:
+            x, y = m.member_a, m.member_b
+            codes = expanded_pairs(m, (self._seal[x], self._seal[y]),
+                                   (self.records(x), self.records(y)))  # fmt: skip
+            got.setdefault((x, y, m.clk), []).append(codes)
+        out = []
+        for (x, y, clk), parts in sorted(got.items()):
+            codes = _distinct(np.concatenate(parts))
+            rows_a = (codes >> np.uint64(32)).astype(np.uint32)
+            rows_b = (codes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            if lacking is not None:
+                either = lacking[x][rows_a] | lacking[y][rows_b]
+                keep = either if clk == FALLBACK else ~either
+                rows_a, rows_b = rows_a[keep], rows_b[keep]
+            out.append(PairBatch(x, y, clk, rows_a, rows_b))
+        return out
 
     def bits(self, clk: int) -> int:
         """The width of CLK `clk` in bits (public: the schema's)."""
@@ -181,46 +400,51 @@ class ShareServer:
 
 
 class BlockingServer(ShareServer):
-    """S1: S2's part, and every member's band keys, `keys[member][clk]` ((rows, bands))."""
+    """S1: S2's part (no seal keys), and every member's sealed band keys, `bands[member][clk]`
+    (`Sealed`): each band's distinct keys, each with its rows sealed for S2."""
 
     def __init__(
-        self, keys: Sequence[Sequence[Keys]], shares: Sequence[Sequence[Shares]], pair_key: bytes
-    ) -> None:
+        self, bands: Sequence[Sequence[Sealed]], shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+    ) -> None:  # fmt: skip
         super().__init__(shares, pair_key)
-        self._keys = [list(m) for m in keys]
-        if len(self._keys) != len(shares):
+        self._bands = [[Sealed(b.counts, b.keys, b.classes, b.sealed) for b in m] for m in bands]
+        if len(self._bands) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
 
-    def block(self, lacking: Sequence[npt.NDArray[np.bool_]] | None = None) -> list[PairBatch]:
-        """The cross-member pairs to compare, per pair of members and CLK: with `lacking`
-        (each member's records lacking the fallback's fields; every upload then has two
-        CLKs), record-level pairs between records that have them and fallback pairs where
-        either lacks them, each on its own band keys; without, record-level pairs."""
+    def join(self) -> list[Matched]:
+        """Per pair of members and CLK, the keys both hold in a band with their sealed rows,
+        shuffled: all S1 learns of the band keys is which distinct keys of two members are
+        equal, and how many distinct keys each member has in each band."""
         out = []
-        members = len(self._keys)
+        members = len(self._bands)
         for x in range(members):
             for y in range(x + 1, members):
-                if lacking is None:
-                    ia, ib = colliding_pairs(self._keys[x][RECORD], self._keys[y][RECORD])
-                    out.append(PairBatch(x, y, RECORD, ia, ib))
-                    continue
-                lx, ly = lacking[x], lacking[y]
-                has_x, has_y = np.flatnonzero(~lx), np.flatnonzero(~ly)
-                out.append(self._restricted(x, y, RECORD, has_x, has_y))
-                # (lacking of x) x (all of y), then (the rest of x) x (lacking of y).
-                first = self._restricted(x, y, FALLBACK, np.flatnonzero(lx), np.arange(len(ly)))
-                second = self._restricted(x, y, FALLBACK, has_x, np.flatnonzero(ly))
-                rows_a = np.concatenate([first.rows_a, second.rows_a])
-                rows_b = np.concatenate([first.rows_b, second.rows_b])
-                order = np.lexsort((rows_b, rows_a))
-                out.append(PairBatch(x, y, FALLBACK, rows_a[order], rows_b[order]))
+                for clk in range(len(self._bands[x])):
+                    out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk]))
         return out
 
-    def _restricted(
-        self, x: int, y: int, clk: int, rows_x: npt.NDArray[np.intp], rows_y: npt.NDArray[np.intp]
-    ) -> PairBatch:
-        ia, ib = colliding_pairs(self._keys[x][clk][rows_x], self._keys[y][clk][rows_y])
-        return PairBatch(x, y, clk, rows_x[ia].astype(np.uint32), rows_y[ib].astype(np.uint32))
+
+def record_blocking(
+    keys: Sequence[Sequence[Keys]], lacking: Sequence[npt.NDArray[np.bool_]] | None = None
+) -> list[PairBatch]:
+    """The cross-member pairs from every record's band keys, `keys[member][clk]` ((rows,
+    bands)), as S1 proposed them when it held them (the reference the sealed join plus S2's
+    expansion is tested against: the same pairs)."""
+    out = []
+    for x in range(len(keys)):
+        for y in range(x + 1, len(keys)):
+            if lacking is None:
+                ia, ib = colliding_pairs(keys[x][RECORD], keys[y][RECORD])
+                out.append(PairBatch(x, y, RECORD, ia, ib))
+                continue
+            lx, ly = lacking[x], lacking[y]
+            for clk in (RECORD, FALLBACK):
+                ia, ib = colliding_pairs(keys[x][clk], keys[y][clk])
+                either = lx[ia] | ly[ib]
+                keep = either if clk == FALLBACK else ~either
+                out.append(PairBatch(x, y, clk, ia[keep], ib[keep]))
+    return out
 
 
 def default_buckets(threshold: float) -> tuple[float, ...]:
@@ -342,7 +566,11 @@ __all__ = [
     "RECORD",
     "BlockingServer",
     "Combiner",
+    "Matched",
     "PairBatch",
+    "Sealed",
     "ShareServer",
     "colliding_pairs",
+    "join",
+    "record_blocking",
 ]
