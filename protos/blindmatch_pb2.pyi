@@ -862,7 +862,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -871,6 +871,12 @@ class SharedPart(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    BAND_LO_FIELD_NUMBER: _ClassVar[int]
+    BAND_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BAND_KEYS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -879,7 +885,13 @@ class SharedPart(_message.Message):
     keys: bytes
     shares: bytes
     popcounts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ...) -> None: ...
+    band_lo: int
+    band_counts: _containers.RepeatedScalarFieldContainer[int]
+    band_keys: bytes
+    classes: bytes
+    sealed: bytes
+    seal_key: bytes
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -902,6 +914,28 @@ class ProposeRequest(_message.Message):
     lacking: bytes
     fallback: bool
     def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ...) -> None: ...
+
+class SealedMatches(_message.Message):
+    __slots__ = ("run", "member_a", "member_b", "clk", "keys", "classes_a", "sealed_a", "classes_b", "sealed_b")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_A_FIELD_NUMBER: _ClassVar[int]
+    SEALED_A_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_B_FIELD_NUMBER: _ClassVar[int]
+    SEALED_B_FIELD_NUMBER: _ClassVar[int]
+    run: ProposeRequest
+    member_a: int
+    member_b: int
+    clk: int
+    keys: bytes
+    classes_a: bytes
+    sealed_a: bytes
+    classes_b: bytes
+    sealed_b: bytes
+    def __init__(self, run: _Optional[_Union[ProposeRequest, _Mapping]] = ..., member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., keys: _Optional[bytes] = ..., classes_a: _Optional[bytes] = ..., sealed_a: _Optional[bytes] = ..., classes_b: _Optional[bytes] = ..., sealed_b: _Optional[bytes] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
     __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")

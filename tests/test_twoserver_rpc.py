@@ -90,9 +90,10 @@ def test_the_run_over_grpc_gives_the_in_process_runs_links(
         send(roles, key, name, up)
     with combiner(roles, key) as c:
         got = c.run(THRESHOLD, NAMES)
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                   b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                  THRESHOLD))  # fmt: skip
     assert len(want.links) > 300
@@ -114,10 +115,14 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
 ) -> None:
     send(roles, key, "north", uploads[0])
     s1, s2, c = (roles[r].service.held["north"] for r in ("s1", "s2", "combiner"))
-    assert s1.keys and s1.shares and not s1.popcounts
-    assert s2.shares and not s2.keys and not s2.popcounts
-    assert c.popcounts and not c.shares and not c.keys
+    assert s1.sealed and s1.shares and not s1.popcounts and not s1.seal_key
+    assert s2.shares and s2.seal_key and not s2.sealed and not s2.popcounts
+    assert c.popcounts and not c.shares and not c.sealed and not c.seal_key
+    assert s2.seal_key == uploads[0].s2.seal_key
     for clk in range(2):
+        for field in ("counts", "keys", "classes", "sealed"):
+            assert np.array_equal(getattr(s1.sealed[clk], field),
+                                  getattr(uploads[0].s1.bands[clk], field))  # fmt: skip
         assert np.array_equal(s1.shares[clk], uploads[0].s1.shares[clk])
         assert np.array_equal(s2.shares[clk], uploads[0].s2.shares[clk])
         assert np.array_equal(c.popcounts[clk], uploads[0].combiner.popcounts[clk])
@@ -127,8 +132,16 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.TwoServerCombinerStub(channel).Upload(shares, metadata=auth(MEMBER_KEY))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "shares (part 0): the combiner never receives a share" in str(refused.value.details())
+    assert "seal_key (part 0): only S2 receives it" in str(refused.value.details())
     assert "spy" not in roles["combiner"].service.held
+    # S1's sealed band keys sent to S2 are refused too.
+    target = f"127.0.0.1:{roles['s2'].port}"
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.TwoServerSharesStub(channel).Upload(
+            upload_parts("spy", "s1", uploads[1]), metadata=auth(MEMBER_KEY)
+        )
+    assert "band_keys (part 0): only S1 receives band keys" in str(refused.value.details())
+    assert "spy" not in roles["s2"].service.held
 
 
 @pytest.mark.parametrize("down", ["s1", "s2"])
@@ -147,14 +160,20 @@ def test_a_stopped_server_fails_the_run_naming_it(
 
 
 def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
-    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+    roles: dict[str, RunningRole],
+    key: str,
+    uploads: list[client.SharedUpload],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
     for name, up in zip(NAMES[:2], uploads[:2], strict=True):
         send(roles, key, name, up)
     # south's upload to S1 is made again without its last record: S1 holds one fewer than C.
     datasets = uploads[1]
+    clks, fallback_bits = messy_members[0][1], messy_members[1]
+    keys = client.record_keys(clks[:-1], MESSY_SECRET, PLAN, fallback_bits)
     fewer = client.SharedUpload(
-        client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
+        client.ToS1(tuple(client.seal_bands(k, c, datasets.s2.seal_key)
+                          for c, k in enumerate(keys)),
                     tuple(s[:-1] for s in datasets.s1.shares)),
         datasets.s2, datasets.combiner,
     )  # fmt: skip
@@ -201,9 +220,10 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
         got = list(csv.reader(f))
     # The same run in process over the files `encode --two-server` wrote.
     uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                   b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                   0.8)).links  # fmt: skip
     names = sorted(orgs)
@@ -479,7 +499,10 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     assert [(a, d["pairs"], d["links"]) for a, _, _, d in runs["combiner"]] == [
         ("operator", pairs, len(got.dset))
     ]
-    assert runs["s2"] == []  # S2 never learns a run, only batches
+    assert runs["s2"] == []  # S2 never learns a run's links, only its batches and pairs
+    expanded = [(a, d["members"], d["pairs"]) for a, action, _, d in logs["s2"]
+                if action == "twoserver.expand"]  # fmt: skip
+    assert expanded == [("s1", ["north", "south"], pairs)]
     refused = [d for a, action, _, d in logs["s2"] if action == "twoserver.refused"]
     assert refused == [{"role": "s2", "members": ["south", "north"], "pairs": 1, "over": 1}]
     # Never the data: no share, key or popcount in any entry.

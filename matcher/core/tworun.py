@@ -73,7 +73,7 @@ class InProcess:
 
     def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
         t0 = time.process_time()
-        matched = self.s1.join()
+        matched = self.s1.join(1 if lacking is None else None)
         t1 = time.process_time()
         out = self.s2.expand(matched, lacking)
         self.blocking["join (S1)"] += t1 - t0

@@ -52,6 +52,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -157,6 +158,20 @@ def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     rows = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
     out: npt.NDArray[np.int64] = SEAL_NONCE + SEAL_TAG + 4 * rows
     return out
+
+
+class SealedLike(Protocol):
+    """A member's sealed band keys of a CLK as it uploads them (client/encoding/sharing.py
+    `SealedBands`)."""
+
+    @property
+    def counts(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def classes(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def sealed(self) -> Shares: ...
 
 
 @dataclass(frozen=True)
@@ -352,6 +367,8 @@ class ShareServer:
             raise ValueError("S2 holds no seal keys")
         got: dict[tuple[int, int, int], list[npt.NDArray[np.uint64]]] = {}
         for m in matched:
+            if lacking is None and m.clk != RECORD:
+                continue  # without the fallback's split, record-level pairs only
             x, y = m.member_a, m.member_b
             codes = expanded_pairs(m, (self._seal[x], self._seal[y]),
                                    (self.records(x), self.records(y)))  # fmt: skip
@@ -404,7 +421,7 @@ class BlockingServer(ShareServer):
     (`Sealed`): each band's distinct keys, each with its rows sealed for S2."""
 
     def __init__(
-        self, bands: Sequence[Sequence[Sealed]], shares: Sequence[Sequence[Shares]],
+        self, bands: Sequence[Sequence[SealedLike]], shares: Sequence[Sequence[Shares]],
         pair_key: bytes,
     ) -> None:  # fmt: skip
         super().__init__(shares, pair_key)
@@ -412,15 +429,16 @@ class BlockingServer(ShareServer):
         if len(self._bands) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
 
-    def join(self) -> list[Matched]:
-        """Per pair of members and CLK, the keys both hold in a band with their sealed rows,
-        shuffled: all S1 learns of the band keys is which distinct keys of two members are
-        equal, and how many distinct keys each member has in each band."""
+    def join(self, clks: int | None = None) -> list[Matched]:
+        """Per pair of members and CLK (the first `clks`; None: every one), the keys both hold
+        in a band with their sealed rows, shuffled: all S1 learns of the band keys is which
+        distinct keys of two members are equal, and how many distinct keys each member has in
+        each band."""
         out = []
         members = len(self._bands)
         for x in range(members):
             for y in range(x + 1, members):
-                for clk in range(len(self._bands[x])):
+                for clk in range(len(self._bands[x]) if clks is None else clks):
                     out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk]))
         return out
 

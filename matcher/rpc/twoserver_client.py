@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.twoserver import PairBatch, Rows, Shares
+from blindmatch.matcher.core.twoserver import Matched, PairBatch, Rows, Shares
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -85,8 +85,24 @@ def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise peer_error(who, exc) from None
 
 
+MATCHES_PART = 1 << 16  # matched keys a SealedMatches message (about 6 MiB)
+
+
+def matches_parts(run: pb.ProposeRequest, matched: Sequence[Matched]) -> Iterator[pb.SealedMatches]:
+    """What S1 streams to S2's Expand: the run first, then the matched keys in parts."""
+    yield pb.SealedMatches(run=run)
+    for m in matched:
+        for part in m.split(MATCHES_PART):
+            yield pb.SealedMatches(
+                member_a=part.member_a, member_b=part.member_b, clk=part.clk,
+                keys=np.ascontiguousarray(part.keys, "<u8").tobytes(),
+                classes_a=part.classes_a.tobytes(), sealed_a=part.sealed_a.tobytes(),
+                classes_b=part.classes_b.tobytes(), sealed_b=part.sealed_b.tobytes(),
+            )  # fmt: skip
+
+
 class ShareExchange:
-    """S1's calls to S2: the rounds of a batch."""
+    """S1's calls to S2: the expansion of the matched keys, the rounds of a batch."""
 
     def __init__(
         self, address: str, key: str, credentials: grpc.ChannelCredentials | None = None
@@ -94,6 +110,16 @@ class ShareExchange:
         self.name = f"S2 ({address})"
         self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def expand(
+        self, run: pb.ProposeRequest, matched: Sequence[Matched]
+    ) -> Iterator[pb.CandidatePairs]:
+        """S2's candidate pairs from the keys S1 matched (S2 opens the sealed rows)."""
+        try:
+            yield from self._stub.Expand(matches_parts(run, matched), metadata=self._metadata,
+                                         timeout=CALL_SECONDS)  # fmt: skip
+        except grpc.RpcError as exc:
+            raise peer_error(self.name, exc) from None
 
     def exchange(self, batch: str, party: linkbit.Party) -> tuple[int, int]:
         """Run `party` (S1's) through every round with S2's party of `batch`; bytes sent and

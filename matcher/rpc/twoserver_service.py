@@ -1,11 +1,15 @@
 """The two-server run's three roles as gRPC services, each on its own address
 (docs/privacy-design.md, docs/protocol.md "Two servers and a combiner").
 
-- S1 (`TwoServerBlocking`): every member's keyed band keys and first shares; `Propose`
-  blocks (core/twoserver.py `BlockingServer.block`) and streams the pairs to C; `Evaluate`
+- S1 (`TwoServerBlocking`): every member's sealed band keys (each band's distinct keys, each
+  with its rows sealed for S2) and first shares; `Propose` joins the keys across members
+  (core/twoserver.py `BlockingServer.join`), has S2 open the matched keys' rows over S2's
+  `Expand`, and streams the pairs S2 returns to C; `Evaluate`
   runs S1's `linkbit.Party` on a batch from C's setup, exchanging each round's masked
   inputs with S2 over S2's `Exchange`, and gives C S1's output shares.
-- S2 (`TwoServerShares`): the second shares; `Prepare` builds S2's `Party` from C's setup
+- S2 (`TwoServerShares`): the second shares and each upload's seal key; `Expand` opens the
+  keys S1 matched into the candidate pairs (`ShareServer.expand`); `Prepare` builds S2's
+  `Party` from C's setup
   and holds it, `Exchange` runs its rounds against S1's messages, `Collect` gives C the
   output shares.
 - C (`TwoServerCombiner`): the popcounts; `Run` drives the run (core/tworun.py `drive`) over
@@ -19,7 +23,8 @@ again with new bounds. With a data dir each role audits uploads, runs and refusa
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
-`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Exchange`; the operator's `Run`.
+`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Expand` and `Exchange`; the
+operator's `Run`.
 """
 
 from __future__ import annotations
@@ -38,11 +43,18 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
-from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, PairBatch, ShareServer
+from blindmatch.matcher.core.twoserver import (
+    BlockingServer,
+    Combiner,
+    Matched,
+    PairBatch,
+    ShareServer,
+)
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
@@ -124,15 +136,46 @@ class _Role:
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
             digest = hashlib.sha256()
-            for arrays in (held.keys, held.shares, held.popcounts):
-                for array in arrays:
-                    digest.update(np.ascontiguousarray(array).tobytes())
+            for array in held.arrays():
+                digest.update(np.ascontiguousarray(array).tobytes())
             self.log(member, "twoserver.upload", member, records=held.records,
                      clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
             self.budget.forget(member)
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def run_members(
+        self, request: pb.ProposeRequest
+    ) -> tuple[list[str], list[Held], list[npt.NDArray[np.bool_]] | None]:
+        """A run's members (held, as many records as C holds) and their records lacking the
+        fallback's fields, checked."""
+        members = list(request.members)
+        if len(members) < 2 or len(set(members)) != len(members):
+            raise errors.InvalidArgument("members: two or more, each named once")
+        if len(request.records) != len(members):
+            raise errors.InvalidArgument("records: one count a member")
+        held = [self.member(m, "members") for m in members]
+        for name, h, records in zip(members, held, request.records, strict=True):
+            if h.records != records:
+                raise errors.InvalidArgument(
+                    f"records: {records} of {name!r} at the combiner, but {NAMES[self.role]} "
+                    f"holds {h.records} (the uploads differ)"
+                )
+        lacking = None
+        if request.fallback:
+            if any(len(h.bits) != 2 for h in held):
+                raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
+            total = sum(h.records for h in held)
+            bits = np.unpackbits(np.frombuffer(request.lacking, np.uint8), bitorder="little")
+            if len(request.lacking) != (total + 7) // 8:
+                raise errors.InvalidArgument(f"lacking: {len(request.lacking)} bytes for "
+                                             f"{total} records")  # fmt: skip
+            ends = np.cumsum([0, *(h.records for h in held)])
+            lacking = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
+        elif request.lacking:
+            raise errors.InvalidArgument("lacking: only with a fallback CLK")
+        return members, held, lacking
 
     def member(self, name: str, field: str) -> Held:
         held = self.held.get(name)
@@ -218,43 +261,14 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
-        members = list(request.members)
-        if len(members) < 2 or len(set(members)) != len(members):
-            raise errors.InvalidArgument("members: two or more, each named once")
-        if len(request.records) != len(members):
-            raise errors.InvalidArgument("records: one count a member")
-        held = [self.member(m, "members") for m in members]
-        for name, h, records in zip(members, held, request.records, strict=True):
-            if h.records != records:
-                raise errors.InvalidArgument(
-                    f"records: {records} of {name!r} at the combiner, but S1 holds {h.records} "
-                    "(the uploads differ)"
-                )
-        lacking = None
-        if request.fallback:
-            if any(len(h.bits) != 2 for h in held):
-                raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
-            total = sum(h.records for h in held)
-            bits = np.unpackbits(np.frombuffer(request.lacking, np.uint8), bitorder="little")
-            if len(request.lacking) != (total + 7) // 8:
-                raise errors.InvalidArgument(f"lacking: {len(request.lacking)} bytes for "
-                                             f"{total} records")  # fmt: skip
-            ends = np.cumsum([0, *(h.records for h in held)])
-            lacking = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
-        elif request.lacking:
-            raise errors.InvalidArgument("lacking: only with a fallback CLK")
-        s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
-        proposed = s1.block(lacking)
-        self.log("combiner", "twoserver.run", members=members,
-                 pairs=sum(len(p) for p in proposed))  # fmt: skip
-        for pairs in proposed:
-            chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
-            for k, part in enumerate(chunks):
-                yield pb.CandidatePairs(
-                    member_a=part.member_a, member_b=part.member_b, clk=part.clk,
-                    rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
-                    last=k == len(chunks) - 1,
-                )  # fmt: skip
+        members, held, _ = self.run_members(request)
+        s1 = BlockingServer([h.sealed for h in held], [h.shares for h in held], b"")
+        matched = s1.join(None if request.fallback else 1)
+        parts = list(self.s2.expand(request, matched))
+        pairs = sum(len(p.rows_a) // 4 for p in parts)
+        self.log("combiner", "twoserver.run", members=members, pairs=pairs,
+                 matched=sum(len(m) for m in matched))  # fmt: skip
+        yield from parts
 
     @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
@@ -294,6 +308,57 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request)
+
+    @_from("s1")
+    def Expand(
+        self, request: Iterator[pb.SealedMatches], context: Any
+    ) -> Iterator[pb.CandidatePairs]:
+        first = next(request, None)
+        if first is None or not first.HasField("run"):
+            raise errors.InvalidArgument("run: the first message names the run")
+        members, held, lacking = self.run_members(first.run)
+        matched = []
+        for n, m in enumerate(request, start=1):
+            where = f"message {n}"
+            if m.HasField("run"):
+                raise errors.InvalidArgument(f"run ({where}): the first message's only")
+            if not m.member_a < m.member_b < len(members):
+                raise errors.InvalidArgument(
+                    f"member_a/member_b ({where}): {m.member_a} and {m.member_b}; two of the "
+                    f"run's {len(members)}, the first lower"
+                )
+            if m.clk >= len(held[0].bits):
+                raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {len(held[0].bits)}")
+            if len(m.keys) % 8:
+                raise errors.InvalidArgument(f"keys ({where}): {len(m.keys)} bytes, not 8 a key")
+            matched.append(Matched(
+                m.member_a, m.member_b, m.clk, np.frombuffer(m.keys, "<u8").astype(np.uint64),
+                np.frombuffer(m.classes_a, np.uint8), np.frombuffer(m.sealed_a, np.uint8),
+                np.frombuffer(m.classes_b, np.uint8), np.frombuffer(m.sealed_b, np.uint8),
+            ))  # fmt: skip
+        s2 = ShareServer([h.shares for h in held], b"", [h.seal_key for h in held])
+        try:
+            proposed = s2.expand(matched, lacking)
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        got = {(p.member_a, p.member_b, p.clk) for p in proposed}
+        for x in range(len(members)):  # every pair of members and CLK, with pairs or none
+            for y in range(x + 1, len(members)):
+                for clk in range(len(held[0].bits) if lacking is not None else 1):
+                    if (x, y, clk) not in got:
+                        empty = np.empty(0, np.uint32)
+                        proposed.append(PairBatch(x, y, clk, empty, empty.copy()))
+        proposed.sort(key=lambda p: (p.member_a, p.member_b, p.clk))
+        self.log("s1", "twoserver.expand", members=members,
+                 pairs=sum(len(p) for p in proposed))  # fmt: skip
+        for pairs in proposed:
+            chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
+            for k, part in enumerate(chunks):
+                yield pb.CandidatePairs(
+                    member_a=part.member_a, member_b=part.member_b, clk=part.clk,
+                    rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
+                    last=k == len(chunks) - 1,
+                )  # fmt: skip
 
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
