@@ -916,26 +916,20 @@ class ProposeRequest(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ...) -> None: ...
 
 class SealedMatches(_message.Message):
-    __slots__ = ("run", "member_a", "member_b", "clk", "keys", "classes_a", "sealed_a", "classes_b", "sealed_b")
+    __slots__ = ("run", "member_a", "member_b", "clk", "tokens_a", "tokens_b")
     RUN_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
-    KEYS_FIELD_NUMBER: _ClassVar[int]
-    CLASSES_A_FIELD_NUMBER: _ClassVar[int]
-    SEALED_A_FIELD_NUMBER: _ClassVar[int]
-    CLASSES_B_FIELD_NUMBER: _ClassVar[int]
-    SEALED_B_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_A_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_B_FIELD_NUMBER: _ClassVar[int]
     run: ProposeRequest
     member_a: int
     member_b: int
     clk: int
-    keys: bytes
-    classes_a: bytes
-    sealed_a: bytes
-    classes_b: bytes
-    sealed_b: bytes
-    def __init__(self, run: _Optional[_Union[ProposeRequest, _Mapping]] = ..., member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., keys: _Optional[bytes] = ..., classes_a: _Optional[bytes] = ..., sealed_a: _Optional[bytes] = ..., classes_b: _Optional[bytes] = ..., sealed_b: _Optional[bytes] = ...) -> None: ...
+    tokens_a: bytes
+    tokens_b: bytes
+    def __init__(self, run: _Optional[_Union[ProposeRequest, _Mapping]] = ..., member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., tokens_a: _Optional[bytes] = ..., tokens_b: _Optional[bytes] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
     __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")

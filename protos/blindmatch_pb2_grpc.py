@@ -1736,8 +1736,8 @@ class TwoServerSharesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Expand(self, request_iterator, context):
-        """The keys S1 matched across members, with both members' sealed rows (S1 calls it): S2
-        opens them and returns the candidate pairs, each pair of members and CLK once.
+        """The tokens of the keys S1 matched across members, in pairs (S1 calls it): S2 opens them
+        and returns the candidate pairs, each pair of members and CLK once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

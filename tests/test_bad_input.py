@@ -514,16 +514,12 @@ def run(c: RolesCtx, **fields: Any) -> Any:
 
 
 def expand(c: RolesCtx, *changes: dict[str, Any], key: Any = None, **run: Any) -> Any:
-    """S2's Expand as S1 calls it: the run, then north's first key matched with itself (a's
-    side opens under north's seal key, b's would need south's), message k changed by
+    """S2's Expand as S1 calls it: the run, then a pair of north's first token with itself
+    (a's side opens under north's seal key, b's would need south's), message k changed by
     changes[k - 1]."""
     base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
-    bands = c.upload.s1.bands[0]
-    end = int(bands.offsets()[1])
-    first = dict(member_a=0, member_b=1, clk=0, keys=bands.keys[:1].astype("<u8").tobytes(),
-                 classes_a=bands.classes[:1].tobytes(), sealed_a=bands.sealed[:end].tobytes(),
-                 classes_b=bands.classes[:1].tobytes(),
-                 sealed_b=bands.sealed[:end].tobytes())  # fmt: skip
+    token = c.upload.s1.bands[0].sealed[:16].tobytes()
+    first = dict(member_a=0, member_b=1, clk=0, tokens_a=token, tokens_b=token)
     messages = [pb.SealedMatches(run=pb.ProposeRequest(**{**base, **run}))]
     messages += [pb.SealedMatches(**{**first, **change}) for change in changes or ({},)]
     return list(c.s2.Expand(iter(messages), metadata=c.key if key is None else key))
@@ -559,6 +555,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-bad-classes", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
         classes=bytes([17]) * len(c.upload.s1.bands[0].keys)))), metadata=c.member),
      "INVALID_ARGUMENT", "classes (part 1): 17; 0 to 16"),
+    ("s1upload-other-classes", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        classes=bytes([1]) * len(c.upload.s1.bands[0].keys)))), metadata=c.member),
+     "INVALID_ARGUMENT", "bytes for "),
     ("s1upload-ragged-sealed", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
         sealed=b"x"))), metadata=c.member),
      "INVALID_ARGUMENT", "sealed (part 1): 1 bytes for "),
@@ -674,12 +673,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "member_a/member_b (message 1): 1 and 0"),
     ("expand-bad-clk", lambda c: expand(c, dict(clk=1)), "INVALID_ARGUMENT",
      "clk (message 1): 1 of 1"),
-    ("expand-ragged-keys", lambda c: expand(c, dict(keys=b"xyz")), "INVALID_ARGUMENT",
-     "keys (message 1): 3 bytes, not 8 a key"),
-    ("expand-ragged-sealed", lambda c: expand(c, dict(sealed_a=b"x")), "INVALID_ARGUMENT",
-     "sealed_a: 1 bytes for 1 keys"),
-    ("expand-not-matched", lambda c: expand(c), "INVALID_ARGUMENT",
-     "sealed_b: a list that does not open under the member's seal key"),
+    ("expand-ragged-tokens", lambda c: expand(c, dict(tokens_a=b"xyz")), "INVALID_ARGUMENT",
+     "tokens_a/tokens_b (message 1): 3 and 16 bytes; as many, 16 a token"),
+    ("expand-other-members-token", lambda c: expand(c), "INVALID_ARGUMENT",
+     "tokens_b: a token that does not open under the member's seal key for this CLK"),
     ("exchange-unkeyed", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=auth("x")),
      "UNAUTHENTICATED", "S2 answers Exchange only with S1's key"),
     ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),

@@ -6,6 +6,7 @@ oracle their permuted share differences."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from pathlib import Path
@@ -341,36 +342,67 @@ def test_s1_holds_each_bands_distinct_keys_once_and_no_member_records_rows(
     messy_members: tuple[list[Clks], int],
 ) -> None:
     """What S1 receives of a CLK: each band's distinct keys once (one member's records that
-    collide are one key), sealed rows it cannot open, and nothing a record long."""
+    collide are one key), with tokens it cannot open: a key's rows padded to its size class,
+    each in copies, every token different."""
     datasets, fallback_bits = messy_members
     plan = client.BandPlan(bits=8, bands=40)  # narrow bands: many records share a key
     up = client.shared_upload(datasets[0], SECRET, plan, fallback_bits)
     keys = client.record_keys(datasets[0], SECRET, plan, fallback_bits)
+    n = len(datasets[0])
     for clk, sealed in enumerate(up.s1.bands):
         for band in range(plan.bands):
             lo, hi = int(sealed.counts[:band].sum()), int(sealed.counts[: band + 1].sum())
             assert np.array_equal(sealed.keys[lo:hi], np.unique(keys[clk][:, band]))
         assert len(sealed.keys) < 0.5 * keys[clk].size  # S1 no longer sees the duplicates
-        # A sealed list opens under the seal key only, bound to its CLK and key.
-        rows = twoserver.open_rows(up.s2.seal_key, clk, sealed.keys[:5], sealed.classes[:5],
-                                   sealed.sealed[: sealed.offsets()[5]], len(datasets[0]),
-                                   "a")  # fmt: skip
-        held = np.flatnonzero(keys[clk][:, 0] == sealed.keys[0])
-        assert np.array_equal(rows[1][: rows[0][0]], held)
-        for wrong_key, wrong_clk, keys_at in (
-            (bytes(32), clk, sealed.keys[:5]),
-            (up.s2.seal_key, 1 - clk, sealed.keys[:5]),
-            (up.s2.seal_key, clk, sealed.keys[1:6]),
-        ):
+        tokens = sealed.sealed.reshape(-1, 16)
+        assert len(np.unique(tokens, axis=0)) == len(tokens)  # no two tokens alike
+        # S2 opens a key's tokens into its rows (slot by slot, each in its copies), then
+        # padding; under another key, or as another CLK, they do not open.
+        k = int(np.argmax(sealed.classes[: sealed.counts[0]]))  # band 0's most shared key
+        held = np.flatnonzero(keys[clk][:, 0] == sealed.keys[k])
+        cap = int(client.slots(sealed.classes[k : k + 1])[0])
+        copy = int(client.copies(sealed.classes[k : k + 1])[0])
+        at = int(sealed.offsets()[k]) // 16
+        rows = twoserver.open_tokens(up.s2.seal_key, clk, tokens[at : at + cap * copy], n, "a")
+        want = np.concatenate([held, np.full(cap - len(held), -1)])
+        assert cap >= len(held) > 1 and np.array_equal(rows, np.repeat(want, copy))
+        for wrong_key, wrong_clk in ((bytes(32), clk), (up.s2.seal_key, 1 - clk)):
             with pytest.raises(ValueError, match="does not open"):
-                twoserver.open_rows(wrong_key, wrong_clk, keys_at, sealed.classes[:5],
-                                    sealed.sealed[: sealed.offsets()[5]], len(datasets[0]),
-                                    "a")  # fmt: skip
-    # The sealed lists' lengths are size classes (1, 4, 16, ... rows), not the counts.
-    assert set(np.unique(up.s1.bands[0].classes).tolist()) <= {0, 1, 2, 3, 4, 5}
-    assert set(np.unique(np.diff(up.s1.bands[0].offsets())).tolist()) <= {
-        int(client.sealed_size(np.array([c]))[0]) for c in range(6)
-    }
+                twoserver.open_tokens(wrong_key, wrong_clk, tokens[:4], n, "a")
+    # Each key's tokens: 16 bytes x its slots x their copies (1, 4, 16, 64 ... slots; 2 to 16
+    # copies).
+    sizes = set(np.unique(np.diff(up.s1.bands[0].offsets())).tolist())
+    assert sizes <= {16 * 4**c * min(max(4**c, 2), 16) for c in range(8)}
+
+
+def test_s2_opens_each_token_once_and_cannot_tell_which_pairs_share_a_key(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """What S1 forwards to S2: pairs of tokens, each token in one pair only where the two
+    keys' classes agree, all bands' in one order; they open into the pairs sharing a key, a
+    pair once for each band it shares, and nothing else (no key, no band)."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=12, bands=40)
+    a, b = (client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets[:2])
+    sa, sb = (twoserver.Sealed(u.s1.bands[0].counts, u.s1.bands[0].keys, u.s1.bands[0].classes,
+                               u.s1.bands[0].sealed) for u in (a, b))  # fmt: skip
+    matched = twoserver.join(0, 1, 0, sa, sb)
+    assert {f.name for f in dataclasses.fields(matched)} == {
+        "member_a", "member_b", "clk", "tokens_a", "tokens_b"}  # fmt: skip
+    ia, ib = twoserver.matched_keys(sa, sb)
+    same = client.slots(sa.classes[ia]) == client.slots(sb.classes[ib])
+    assert same.mean() > 0.5  # most matched keys are of one class on both sides
+    codes = twoserver.expanded_pairs(matched, (a.s2.seal_key, b.s2.seal_key),
+                                     (len(datasets[0]), len(datasets[1])))  # fmt: skip
+    got, count = np.unique(codes, return_counts=True)
+    keys = [client.record_keys(d, SECRET, plan, fallback_bits)[0] for d in datasets[:2]]
+    shared = (keys[0][:, None, :] == keys[1][None, :, :]).sum(axis=2)  # (rows a, rows b)
+    ra, rb = np.nonzero(shared)
+    assert np.array_equal(got, (ra.astype(np.uint64) << np.uint64(32)) | rb.astype(np.uint64))
+    assert np.array_equal(count, shared[ra, rb])  # a pair once a band it shares
+    # A token is forwarded more than once only where the keys' classes differ.
+    _, uses = np.unique(matched.tokens_a, axis=0, return_counts=True)
+    assert (uses > 1).sum() <= int((~same).sum()) * 16
 
 
 def test_an_upload_of_the_older_format_is_refused_naming_the_field(

@@ -14,14 +14,16 @@ upload` sends each role its part over gRPC, client/remote/twoserver.py). Its pri
   band derived from the secret by HMAC-SHA256;
 - `split_shares`: a CLK as two XOR shares, each uniformly random on its own (one for each
   of the two non-colluding servers);
-- `seal_bands`: a CLK's band keys as S1 receives them, each band's keys once
-  (`SealedBands`): for each distinct key of a band, the key and the member's rows holding it,
-  sealed (AES-256-GCM, a fresh random nonce) under a key made for this upload, which only S2
-  receives; the rows padded to a size class (1, 4, 16, ... rows) so a sealed list's length
-  says little. S1 joins the keys across members and forwards the matched sealed pairs; S2
-  opens them into the candidate pairs (matcher/core/twoserver.py). S1 never learns which
-  records hold a key, nor which of one member's records share one
-  (docs/privacy-design.md, "S1 sees only cross-member equalities").
+- `seal_bands`: a CLK's band keys as S1 receives them, each band's distinct keys once
+  (`SealedBands`), each with the member's rows holding it as tokens only S2 can open (AES-256
+  under a key made for this upload, which only S2 receives; padded to a size class of 1, 4,
+  16, ... rows, each row in as many copies, at least two). S1 joins the keys across members
+  and forwards the matched keys' tokens in pairs, a fresh copy for each pair, all bands
+  shuffled together;
+  S2 opens them into the candidate pairs (matcher/core/twoserver.py). S1 never learns which
+  records hold a key nor which of one member's records share one, and S2 opens each token
+  once, so it cannot tell which pairs came from one band's key either
+  (docs/privacy-design.md, "Sealed band keys: S1 sees only cross-member equalities").
 
 Bits follow the matcher's convention (core/blocking.py): bit p of a CLK is bit p % 64 of its
 64-bit little-endian word p // 64.
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
 from blindmatch.client.errors import InputError
@@ -259,28 +261,38 @@ def part_positions(
     return band_positions(part_secret(secret, part), range(width_bits), plan.bits, plan.bands)
 
 
-# The sealed rows' format (docs/protocol.md "Sealed band keys"; matcher/core/twoserver.py
-# opens it): nonce || AES-256-GCM(seal key, nonce, rows, SEAL_AAD || clk || key), the rows
-# uint32 little-endian ascending, padded with SEAL_PAD to CLASS_BASE ** class of them.
-SEAL_AAD = b"blindmatch sealed rows v1"
-SEAL_NONCE, SEAL_TAG = 12, 16
-SEAL_PAD = 0xFFFFFFFF
+# Sealed band keys (docs/protocol.md "Sealed band keys"; matcher/core/twoserver.py opens them):
+# each distinct key of a band with CLASS_BASE ** class slots (its rows, then padding), each slot
+# in as many copies (MIN_COPIES to MAX_COPIES), each copy one 16-byte token: AES-256 of (row uint32
+# LE || clk || TOKEN_TAG || 8 random bytes) under the upload's seal key (a padding slot's row is
+# TOKEN_PAD).
+TOKEN_BYTES = 16
+TOKEN_TAG = b"bm1"
+TOKEN_PAD = 0xFFFFFFFF
 SEAL_KEY_BYTES = 32
 CLASS_BASE = 4
-MAX_CLASS = 16  # 4^16 rows: more than a member's records (uint32 rows)
+MAX_CLASS = 16  # 4^16 slots: any count of uint32 rows
+MAX_COPIES = 16  # copies of a slot: a key more records share reuses them (cost: slots x copies)
+MIN_COPIES = 2  # even a key one record holds: a pair of relatives on the other side then opens
+# two tokens, not one twice (households.py: S2's view of one member's records drops from 1.05%
+# re-identified with 50 known pairs to 0.00%, at 1,000 records; docs/privacy-design.md)
 
 
-def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
-    """The sealed length in bytes of rows of each size class."""
-    rows = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
-    out: npt.NDArray[np.int64] = SEAL_NONCE + SEAL_TAG + 4 * rows
+def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Each key's slots: CLASS_BASE ** class."""
+    out: npt.NDArray[np.int64] = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
     return out
 
 
-def seal_aad(clk: int, key: int) -> bytes:
-    """What a sealed list is bound to: its CLK and its band key (so S1 can have S2 open only
-    lists whose keys matched)."""
-    return SEAL_AAD + bytes([clk]) + int(key).to_bytes(8, "little")
+def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """The copies of each of a key's slots: as many as its slots, MIN_COPIES to MAX_COPIES."""
+    return np.clip(slots(classes), MIN_COPIES, MAX_COPIES)
+
+
+def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
+    out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
+    return out
 
 
 def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
@@ -294,13 +306,28 @@ def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     return c
 
 
+def seal_tokens(rows: npt.NDArray[np.uint32], clk: int, seal_key: bytes) -> bytes:
+    """One token a row (TOKEN_PAD for padding): AES-256 (one block each, each with 8 fresh
+    random bytes, so no two tokens are alike) under the seal key."""
+    block = np.zeros((len(rows), TOKEN_BYTES), dtype=np.uint8)
+    block[:, :4] = np.asarray(rows, dtype="<u4").view(np.uint8).reshape(-1, 4)
+    block[:, 4] = clk
+    block[:, 5:8] = np.frombuffer(TOKEN_TAG, dtype=np.uint8)
+    block[:, 8:] = np.frombuffer(secrets.token_bytes(8 * len(rows)), np.uint8).reshape(-1, 8)
+    enc = Cipher(algorithms.AES(seal_key), modes.ECB()).encryptor()
+    return enc.update(block.tobytes()) + enc.finalize()
+
+
 @dataclass(frozen=True)
 class SealedBands:
     """One CLK's band keys as S1 receives them: `counts[band]` distinct keys in each band,
     `keys` those keys (band by band, each band's in ascending order: their order says nothing
-    of the records, the keys being a keyed PRF's), `classes` each key's size class and
-    `sealed` the sealed rows of each key one after the other (`sealed_size(classes)` bytes
-    each)."""
+    of the records, the keys being a keyed PRF's), `classes` each key's size class, and
+    `sealed` each key's tokens one after the other: its slots (the rows holding it, then
+    padding to CLASS_BASE ** class), each in as many copies (slot-major), each copy a token
+    only S2 can open. S1 pairs slot s of one member's key with slot t of another's through
+    copy t of the one and copy s of the other (modulo their copies), so S2 opens no token
+    twice where both keys' classes agree and at most MAX_COPIES records share a key."""
 
     counts: npt.NDArray[np.int64]
     keys: npt.NDArray[np.uint64]
@@ -312,7 +339,7 @@ class SealedBands:
         return len(self.counts)
 
     def offsets(self) -> npt.NDArray[np.int64]:
-        """Where each key's sealed rows start in `sealed` (one past the end last)."""
+        """Where each key's tokens start in `sealed`, in bytes (one past the end last)."""
         out = np.zeros(len(self.keys) + 1, dtype=np.int64)
         np.cumsum(sealed_size(self.classes), out=out[1:])
         return out
@@ -320,8 +347,7 @@ class SealedBands:
 
 def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> SealedBands:
     """A CLK's band keys ((rows, bands), `band_keys`) as S1 receives them: each band's distinct
-    keys once, each with the rows holding it sealed under `seal_key` (AES-256-GCM, a fresh
-    random nonce each, bound to the CLK and the key)."""
+    keys once, each with its rows as tokens under `seal_key` (`SealedBands`)."""
     if keys.ndim != 2 or not keys.shape[0] or not keys.shape[1]:
         raise ValueError("sealed bands: band keys must be (rows, bands), not empty")
     if len(seal_key) != SEAL_KEY_BYTES:
@@ -337,26 +363,17 @@ def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> Seale
     starts = np.flatnonzero(first)
     held = np.diff(np.append(starts, len(order)))
     classes = size_class(held)
-    caps = np.power(CLASS_BASE, classes.astype(np.int64))
-    plain = np.full(int(caps.sum()), SEAL_PAD, dtype="<u4")
-    slot = np.zeros(len(caps) + 1, dtype=np.int64)
-    np.cumsum(caps, out=slot[1:])
+    cap, copy = slots(classes), copies(classes)
+    # Each key's slots: its rows, then padding; each slot repeated (its copies).
+    slot_start = np.zeros(len(cap) + 1, dtype=np.int64)
+    np.cumsum(cap, out=slot_start[1:])
+    slot_rows = np.full(int(slot_start[-1]), TOKEN_PAD, dtype=np.uint32)
     within = np.arange(len(order)) - np.repeat(starts, held)
-    plain[np.repeat(slot[:-1], held) + within] = rows
-    flat = plain.tobytes()
-    aead = AESGCM(seal_key)
-    nonces = secrets.token_bytes(SEAL_NONCE * len(starts))
-    unique = k_sorted[starts]
-    aad = SEAL_AAD + bytes([clk])
-    out = bytearray()
-    for k, (lo, hi) in enumerate(zip((4 * slot[:-1]).tolist(), (4 * slot[1:]).tolist(),
-                                     strict=True)):  # fmt: skip
-        nonce = nonces[SEAL_NONCE * k : SEAL_NONCE * (k + 1)]
-        out += nonce
-        out += aead.encrypt(nonce, flat[lo:hi], aad + int(unique[k]).to_bytes(8, "little"))
+    slot_rows[np.repeat(slot_start[:-1], held) + within] = rows
+    tokens = np.repeat(slot_rows, np.repeat(copy, cap))
+    sealed = np.frombuffer(seal_tokens(tokens, clk, seal_key), dtype=np.uint8)
     counts = np.bincount(b_sorted[starts], minlength=bands).astype(np.int64)
-    return SealedBands(counts, unique.astype(np.uint64), classes,
-                       np.frombuffer(bytes(out), dtype=np.uint8))  # fmt: skip
+    return SealedBands(counts, k_sorted[starts].astype(np.uint64), classes, sealed)
 
 
 @dataclass(frozen=True)

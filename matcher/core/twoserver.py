@@ -56,8 +56,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
@@ -145,18 +144,26 @@ def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return codes[keep]
 
 
-# The sealed rows' format (client/encoding/sharing.py `seal_bands`, docs/protocol.md "Sealed
-# band keys"): nonce || AES-256-GCM(the member's seal key, nonce, rows, SEAL_AAD || clk || key),
-# CLASS_BASE ** class rows, uint32 little-endian, padded with SEAL_PAD.
-SEAL_AAD = b"blindmatch sealed rows v1"
-SEAL_NONCE, SEAL_TAG, SEAL_PAD, CLASS_BASE, MAX_CLASS = 12, 16, 0xFFFFFFFF, 4, 16
-SEAL_KEY_BYTES = 32
+# Sealed band keys (client/encoding/sharing.py `seal_bands`, docs/protocol.md "Sealed band
+# keys"): each key CLASS_BASE ** class slots, each in slots copies (MIN_COPIES to MAX_COPIES), each a
+# 16-byte token, AES-256 of (row uint32 LE || clk || TOKEN_TAG || 8 random bytes) under the
+# member's seal key; a padding slot's row is TOKEN_PAD.
+TOKEN_BYTES, TOKEN_TAG, TOKEN_PAD = 16, b"bm1", 0xFFFFFFFF
+CLASS_BASE, MAX_CLASS, MIN_COPIES, MAX_COPIES, SEAL_KEY_BYTES = 4, 16, 2, 16, 32
+
+
+def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    return out
+
+
+def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    return np.clip(slots(classes), MIN_COPIES, MAX_COPIES)
 
 
 def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
-    """The sealed length in bytes of rows of each size class."""
-    rows = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
-    out: npt.NDArray[np.int64] = SEAL_NONCE + SEAL_TAG + 4 * rows
+    """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
+    out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
     return out
 
 
@@ -176,55 +183,46 @@ class SealedLike(Protocol):
 
 @dataclass(frozen=True)
 class Sealed:
-    """One member's band keys of one CLK as S1 holds them (sharing.py `SealedBands`): each
-    band's distinct keys (`counts[band]` of them, band by band), each key's size class and
-    sealed rows, one after the other."""
+    """One member's band keys of one CLK as S1 holds them: each band's distinct keys
+    (`counts[band]` of them, band by band), each key's size class and tokens (slot-major:
+    slot s's copies together), one key after the other."""
 
     counts: npt.NDArray[np.int64]
     keys: Keys
     classes: npt.NDArray[np.uint8]
     sealed: npt.NDArray[np.uint8]
 
-    def offsets(self) -> npt.NDArray[np.int64]:
+    def token_offsets(self) -> npt.NDArray[np.int64]:
+        """Where each key's tokens start, in tokens (one past the end last)."""
         out = np.zeros(len(self.keys) + 1, dtype=np.int64)
-        np.cumsum(sealed_size(self.classes), out=out[1:])
+        np.cumsum(slots(self.classes) * copies(self.classes), out=out[1:])
         return out
 
-    def gather(self, at: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.uint8], Shares]:
-        """The classes and the sealed rows (one after the other) of keys `at`."""
-        offsets = self.offsets()
-        lengths = offsets[at + 1] - offsets[at]
-        total = int(lengths.sum())
-        starts = np.repeat(offsets[at] - (np.cumsum(lengths) - lengths), lengths)
-        return self.classes[at].copy(), self.sealed[starts + np.arange(total)]
+    def tokens(self) -> Shares:
+        """(tokens, TOKEN_BYTES)."""
+        return self.sealed.reshape(-1, TOKEN_BYTES)
 
 
 @dataclass(frozen=True)
 class Matched:
-    """What S1 forwards to S2 for a pair of members and a CLK: the keys both hold in a band
-    (in a random order, not by band), and for each the two members' sealed rows."""
+    """What S1 forwards to S2 for a pair of members and a CLK: pairs of tokens (one of each
+    member's, (pairs, TOKEN_BYTES) each), every pair of slots of every key both hold in a
+    band, all bands' in one random order."""
 
     member_a: int
     member_b: int
     clk: int
-    keys: Keys
-    classes_a: npt.NDArray[np.uint8]
-    sealed_a: Shares
-    classes_b: npt.NDArray[np.uint8]
-    sealed_b: Shares
+    tokens_a: Shares
+    tokens_b: Shares
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.tokens_a)
 
     def split(self, size: int) -> Iterator[Matched]:
-        """In parts of at most `size` keys."""
-        off_a = np.concatenate([[0], np.cumsum(sealed_size(self.classes_a))])
-        off_b = np.concatenate([[0], np.cumsum(sealed_size(self.classes_b))])
+        """In parts of at most `size` pairs of tokens."""
         for lo in range(0, len(self), size):
-            hi = min(lo + size, len(self))
-            yield Matched(self.member_a, self.member_b, self.clk, self.keys[lo:hi],
-                          self.classes_a[lo:hi], self.sealed_a[off_a[lo]:off_a[hi]],
-                          self.classes_b[lo:hi], self.sealed_b[off_b[lo]:off_b[hi]])  # fmt: skip
+            yield Matched(self.member_a, self.member_b, self.clk, self.tokens_a[lo : lo + size],
+                          self.tokens_b[lo : lo + size])  # fmt: skip
 
 
 def matched_keys(
@@ -262,78 +260,62 @@ def matched_keys(
 
 
 def join(x: int, y: int, clk: int, a: Sealed, b: Sealed) -> Matched:
-    """S1's join of two members' sealed band keys of a CLK: the matched keys with both sealed
-    rows, shuffled (so S2 does not learn which keys are of one band)."""
+    """S1's join of two members' sealed band keys of a CLK: for each key both hold in a band,
+    slot s of a's with slot t of b's, through a's copy t and b's copy s (modulo their copies:
+    each token once where the classes agree), every band's pairs shuffled together (so S2
+    cannot tell which pairs came from one key)."""
     ia, ib = matched_keys(a, b)
-    order = np.random.default_rng(secrets.randbits(128)).permutation(len(ia))
-    ia, ib = ia[order], ib[order]
-    classes_a, sealed_a = a.gather(ia)
-    classes_b, sealed_b = b.gather(ib)
-    return Matched(x, y, clk, a.keys[ia].copy(), classes_a, sealed_a, classes_b, sealed_b)
+    sa, sb = slots(a.classes[ia]), slots(b.classes[ib])
+    ca, cb = copies(a.classes[ia]), copies(b.classes[ib])
+    per = sa * sb
+    total = int(per.sum())
+    key = np.repeat(np.arange(len(per)), per)
+    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+    s, t = within // sb[key], within % sb[key]
+    at_a = a.token_offsets()[ia][key] + s * ca[key] + t % ca[key]
+    at_b = b.token_offsets()[ib][key] + t * cb[key] + s % cb[key]
+    order = np.random.default_rng(secrets.randbits(128)).permutation(total)
+    return Matched(x, y, clk, a.tokens()[at_a[order]], b.tokens()[at_b[order]])
 
 
-def open_rows(
-    seal_key: bytes,
-    clk: int,
-    keys: Keys,
-    classes: npt.NDArray[np.uint8],
-    sealed: Shares,
-    records: int,
-    side: str,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
-    """(rows a key, the rows one key after the other): each sealed list opened under the
-    member's seal key, bound to its CLK and key; ValueError naming `side` for a list that does
-    not open, is empty or names a row outside the member's `records`."""
-    if len(classes) != len(keys) or (len(classes) and int(classes.max()) > MAX_CLASS):
-        raise ValueError(f"classes_{side}: {len(classes)} classes for {len(keys)} keys")
-    sizes = sealed_size(classes)
-    if int(sizes.sum()) != len(sealed):
-        raise ValueError(f"sealed_{side}: {len(sealed)} bytes for {len(keys)} keys")
-    aead = AESGCM(seal_key)
-    raw = sealed.tobytes()
-    aad = SEAL_AAD + bytes([clk])
-    plain = []
-    at = 0
-    for key, size in zip(keys.tolist(), sizes.tolist(), strict=True):
-        nonce = raw[at : at + SEAL_NONCE]
-        try:
-            plain.append(aead.decrypt(nonce, raw[at + SEAL_NONCE : at + size],
-                                      aad + key.to_bytes(8, "little")))  # fmt: skip
-        except InvalidTag:
-            raise ValueError(
-                f"sealed_{side}: a list that does not open under the member's seal key for its "
-                "CLK and key (not this upload's, or not a matched key)"
-            ) from None
-        at += size
-    values = np.frombuffer(b"".join(plain), dtype="<u4")
-    caps = np.power(CLASS_BASE, classes.astype(np.int64))
-    which = np.repeat(np.arange(len(keys)), caps)
-    real = values != SEAL_PAD
-    held = np.bincount(which[real], minlength=len(keys)).astype(np.int64)
-    rows = values[real].astype(np.uint32)
-    if len(keys) and (not held.all() or (len(rows) and int(rows.max()) >= records)):
-        raise ValueError(f"sealed_{side}: a list of no rows, or a row outside the {records}")
-    return held, rows
+def open_tokens(
+    seal_key: bytes, clk: int, tokens: Shares, records: int, side: str
+) -> npt.NDArray[np.int64]:
+    """Each token's row (-1 for padding), opened under the member's seal key; ValueError
+    naming `side` for a token that is not the member's for this CLK or names a row beyond its
+    `records`."""
+    if tokens.ndim != 2 or tokens.shape[1] != TOKEN_BYTES:
+        raise ValueError(f"tokens_{side}: {TOKEN_BYTES} bytes a token")
+    dec = Cipher(algorithms.AES(seal_key), modes.ECB()).decryptor()
+    plain = np.frombuffer(dec.update(np.ascontiguousarray(tokens).tobytes()) + dec.finalize(),
+                          np.uint8).reshape(-1, TOKEN_BYTES)  # fmt: skip
+    tag = np.frombuffer(TOKEN_TAG, np.uint8)
+    ok = (plain[:, 4] == clk) & (plain[:, 5:8] == tag).all(axis=1)
+    if not ok.all():
+        raise ValueError(
+            f"tokens_{side}: a token that does not open under the member's seal key for this "
+            "CLK (not this upload's)"
+        )
+    rows = np.ascontiguousarray(plain[:, :4]).view("<u4").ravel().astype(np.int64)
+    real = rows != TOKEN_PAD
+    if real.any() and int(rows[real].max()) >= records:
+        raise ValueError(f"tokens_{side}: row {int(rows[real].max())} of {records}")
+    rows[~real] = -1
+    return rows
 
 
 def expanded_pairs(
     matched: Matched, seal_keys: tuple[bytes, bytes], records: tuple[int, int]
 ) -> npt.NDArray[np.uint64]:
-    """Each pair (row of a, row of b) of each matched key, row_a << 32 | row_b, once a key:
-    a pair appears once for each band whose keys the two records share (S2's view)."""
-    held_a, rows_a = open_rows(seal_keys[0], matched.clk, matched.keys, matched.classes_a,
-                               matched.sealed_a, records[0], "a")  # fmt: skip
-    held_b, rows_b = open_rows(seal_keys[1], matched.clk, matched.keys, matched.classes_b,
-                               matched.sealed_b, records[1], "b")  # fmt: skip
-    per = held_a * held_b
-    total = int(per.sum())
-    key = np.repeat(np.arange(len(per)), per)
-    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-    start_a = np.cumsum(held_a) - held_a
-    start_b = np.cumsum(held_b) - held_b
-    a = rows_a[start_a[key] + within // held_b[key]].astype(np.uint64)
-    b = rows_b[start_b[key] + within % held_b[key]].astype(np.uint64)
-    out: npt.NDArray[np.uint64] = (a << np.uint64(32)) | b
+    """Each pair (row of a, row of b) of the matched tokens, row_a << 32 | row_b, padding
+    dropped: a pair appears once for each band whose keys the two records share (S2's
+    view)."""
+    a = open_tokens(seal_keys[0], matched.clk, matched.tokens_a, records[0], "a")
+    b = open_tokens(seal_keys[1], matched.clk, matched.tokens_b, records[1], "b")
+    real = (a >= 0) & (b >= 0)
+    out: npt.NDArray[np.uint64] = (a[real].astype(np.uint64) << np.uint64(32)) | b[real].astype(
+        np.uint64
+    )
     return out
 
 

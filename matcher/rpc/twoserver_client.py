@@ -85,7 +85,7 @@ def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise peer_error(who, exc) from None
 
 
-MATCHES_PART = 1 << 16  # matched keys a SealedMatches message (about 6 MiB)
+MATCHES_PART = 1 << 17  # pairs of tokens a SealedMatches message (4 MiB)
 
 
 def matches_parts(run: pb.ProposeRequest, matched: Sequence[Matched]) -> Iterator[pb.SealedMatches]:
@@ -95,9 +95,7 @@ def matches_parts(run: pb.ProposeRequest, matched: Sequence[Matched]) -> Iterato
         for part in m.split(MATCHES_PART):
             yield pb.SealedMatches(
                 member_a=part.member_a, member_b=part.member_b, clk=part.clk,
-                keys=np.ascontiguousarray(part.keys, "<u8").tobytes(),
-                classes_a=part.classes_a.tobytes(), sealed_a=part.sealed_a.tobytes(),
-                classes_b=part.classes_b.tobytes(), sealed_b=part.sealed_b.tobytes(),
+                tokens_a=part.tokens_a.tobytes(), tokens_b=part.tokens_b.tobytes(),
             )  # fmt: skip
 
 
@@ -114,7 +112,7 @@ class ShareExchange:
     def expand(
         self, run: pb.ProposeRequest, matched: Sequence[Matched]
     ) -> Iterator[pb.CandidatePairs]:
-        """S2's candidate pairs from the keys S1 matched (S2 opens the sealed rows)."""
+        """S2's candidate pairs from the keys S1 matched (S2 opens the tokens)."""
         try:
             yield from self._stub.Expand(matches_parts(run, matched), metadata=self._metadata,
                                          timeout=CALL_SECONDS)  # fmt: skip

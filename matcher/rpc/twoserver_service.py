@@ -2,16 +2,15 @@
 (docs/privacy-design.md, docs/protocol.md "Two servers and a combiner").
 
 - S1 (`TwoServerBlocking`): every member's sealed band keys (each band's distinct keys, each
-  with its rows sealed for S2) and first shares; `Propose` joins the keys across members
-  (core/twoserver.py `BlockingServer.join`), has S2 open the matched keys' rows over S2's
+  with its rows as tokens for S2) and first shares; `Propose` joins the keys across members
+  (core/twoserver.py `BlockingServer.join`), has S2 open the matched keys' tokens over S2's
   `Expand`, and streams the pairs S2 returns to C; `Evaluate`
   runs S1's `linkbit.Party` on a batch from C's setup, exchanging each round's masked
   inputs with S2 over S2's `Exchange`, and gives C S1's output shares.
 - S2 (`TwoServerShares`): the second shares and each upload's seal key; `Expand` opens the
-  keys S1 matched into the candidate pairs (`ShareServer.expand`); `Prepare` builds S2's
-  `Party` from C's setup
-  and holds it, `Exchange` runs its rounds against S1's messages, `Collect` gives C the
-  output shares.
+  tokens of the keys S1 matched into the candidate pairs (`ShareServer.expand`); `Prepare`
+  builds S2's `Party` from C's setup and holds it, `Exchange` runs its rounds against S1's
+  messages, `Collect` gives C the output shares.
 - C (`TwoServerCombiner`): the popcounts; `Run` drives the run (core/tworun.py `drive`) over
   S1 and S2 reached by gRPC (rpc/twoserver_client.py `RemoteServers`).
 
@@ -49,6 +48,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit, tworun
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.twoserver import (
+    TOKEN_BYTES,
     BlockingServer,
     Combiner,
     Matched,
@@ -329,12 +329,15 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 )
             if m.clk >= len(held[0].bits):
                 raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {len(held[0].bits)}")
-            if len(m.keys) % 8:
-                raise errors.InvalidArgument(f"keys ({where}): {len(m.keys)} bytes, not 8 a key")
+            if len(m.tokens_a) % TOKEN_BYTES or len(m.tokens_a) != len(m.tokens_b):
+                raise errors.InvalidArgument(
+                    f"tokens_a/tokens_b ({where}): {len(m.tokens_a)} and {len(m.tokens_b)} "
+                    f"bytes; as many, {TOKEN_BYTES} a token"
+                )
             matched.append(Matched(
-                m.member_a, m.member_b, m.clk, np.frombuffer(m.keys, "<u8").astype(np.uint64),
-                np.frombuffer(m.classes_a, np.uint8), np.frombuffer(m.sealed_a, np.uint8),
-                np.frombuffer(m.classes_b, np.uint8), np.frombuffer(m.sealed_b, np.uint8),
+                m.member_a, m.member_b, m.clk,
+                np.frombuffer(m.tokens_a, np.uint8).reshape(-1, TOKEN_BYTES),
+                np.frombuffer(m.tokens_b, np.uint8).reshape(-1, TOKEN_BYTES),
             ))  # fmt: skip
         s2 = ShareServer([h.shares for h in held], b"", [h.seal_key for h in held])
         try:

@@ -50,8 +50,8 @@ class Held:
 OLDER = (
     "a band key a record is the older upload format, which S1 no longer takes (it showed S1 "
     "which of a member's records collide): encode again with this version, which sends each "
-    "band's distinct keys once with their rows sealed for S2 (band_counts, band_keys, classes, "
-    "sealed; seal_key to S2)"
+    "band's distinct keys once with their rows as tokens for S2 (band_counts, band_keys, "
+    "classes, sealed; seal_key to S2)"
 )
 SEALED_FIELDS = ("band_counts", "band_keys", "classes", "sealed")
 
