@@ -146,8 +146,8 @@ def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 # Sealed band keys (client/encoding/sharing.py `seal_bands`, docs/protocol.md "Sealed band
 # keys"): each key CLASS_BASE ** class slots, each in as many copies (MIN_COPIES to
-# MAX_COPIES), each a 16-byte token, AES-256 of (row uint32 LE || clk || TOKEN_TAG || 8 random bytes) under the
-# member's seal key; a padding slot's row is TOKEN_PAD.
+# MAX_COPIES), each a 16-byte token, AES-256 of (row uint32 LE || clk || TOKEN_TAG || 8 random
+# bytes) under the member's seal key; a padding slot's row is TOKEN_PAD.
 TOKEN_BYTES, TOKEN_TAG, TOKEN_PAD = 16, b"bm1", 0xFFFFFFFF
 CLASS_BASE, MAX_CLASS, MIN_COPIES, MAX_COPIES, SEAL_KEY_BYTES = 4, 16, 2, 16, 32
 
