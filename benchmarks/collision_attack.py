@@ -140,12 +140,14 @@ def victim_counts(
         _u, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2
         if other_bits is not None:
-            theirs = other_bits[:, pos].astype(np.int64) @ weights
+            theirs: npt.NDArray[np.int64] = np.asarray(
+                other_bits[:, pos].astype(np.int64) @ weights
+            )
             shared &= np.isin(keys, theirs)
             if tokens:
                 their_u, their_n = np.unique(theirs, return_counts=True)
                 held_b = np.zeros(len(_u), dtype=np.int64)
-                at = np.searchsorted(their_u, _u)
+                at: npt.NDArray[np.intp] = np.asarray(np.searchsorted(their_u, _u))
                 ok = (at < len(their_u)) & (their_u[np.minimum(at, len(their_u) - 1)] == _u)
                 held_b[ok] = their_n[at[ok]]
                 copies_b = np.clip(
