@@ -1,5 +1,6 @@
-"""The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1),
-the link-bit circuit on the shares (S1 and S2), deciding, solving and links (C).
+"""The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1
+joins the sealed band keys, S2 expands the matches into pairs), the link-bit circuit on the
+shares (S1 and S2), deciding, solving and links (C).
 
 `drive` runs it over any `Servers`: what C sees of S1 and S2, the pairs S1 proposes and, for a
 batch of pairs, the two servers' output shares of the circuit C dealt for it. `InProcess` is
@@ -191,7 +192,7 @@ def drive(
     batch_pairs: int = BATCH_PAIRS,
     transcript: linkbit.Transcript | None = None,
 ) -> TwoServerResult:
-    """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
+    """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit circuit, or with a Dice
     combiner the permuted differences), deciding (C), solving and links (C); what crossed
     between the parties counted in `transcript` (the result's)."""
     seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,

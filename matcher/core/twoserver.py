@@ -3,12 +3,23 @@
 The three roles, as plain objects over arrays, each given only what it receives in the
 design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its own):
 
-- `BlockingServer` (S1): every member's keyed band keys (client/encoding/sharing.py
-  `shared_upload`) and the first XOR share of each CLK. `block` proposes the cross-member pairs
-  that share a band key; for a batch of pairs, `party` is its side of the link-bit circuit
-  (core/linkbit.py) on each pair's share difference, and `messages` (the Dice oracle's) each
-  pair's share difference with its bits permuted (core/sharing.py `pair_messages`).
-- `ShareServer` (S2): the second XOR shares; `party` and `messages` as S1's.
+- `BlockingServer` (S1): every member's sealed band keys (client/encoding/sharing.py
+  `seal_bands`: each band's distinct keys once, each with its rows as tokens only S2 can open)
+  and the first XOR share of each CLK. `join` matches the keys of each pair of members band by
+  band and pairs the matched keys' tokens (`join`: slot s of one with slot t of the other,
+  each through a copy of its own, all bands shuffled together); for a batch of pairs, `party`
+  is its side of the link-bit circuit (core/linkbit.py) on each pair's share difference, and
+  `messages` (the Dice oracle's) each pair's share difference with its bits permuted
+  (core/sharing.py `pair_messages`). S1 never holds a record's band key: it learns each band's
+  count of distinct keys, which keys two members share and each key's size class, not which
+  records hold them, nor which of one member's records collide.
+- `ShareServer` (S2): the second XOR shares and each upload's seal key; `expand` opens the
+  tokens S1 paired into the candidate pairs (de-duplicated across bands, the fallback's split
+  applied): the pairs S1 proposed when it held every record's keys (`record_blocking`, the
+  tests' reference). S2 opens each token once (but where two matched keys' classes differ, or
+  more than 16 records share a key), so it learns of each candidate pair the number of bands
+  its records share (an approximate similarity: docs/privacy-design.md measures that view)
+  and not which pairs came from one key. `party` and `messages` as S1's.
 - `Combiner` (C): the popcounts; never a CLK nor a share. With `reveal="link-bit"` (the
   default) C computes each pair's Hamming bound from the popcounts, deals the circuit's
   triples and the bounds' shares, and learns from the servers' output shares each pair's link
@@ -23,7 +34,8 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   Dice values.
 
 core/tworun.py `run` drives them: C tells S1 which records lack the fallback CLK's left-out
-fields (from the popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit
+fields (from the popcounts, core/fallback.py's rule), S1 joins, S2 expands, S1 and S2 run the
+circuit
 (or send messages) batch by batch, C decides, solves, and scores the links inside each group
 (a few more pairs through S1 and S2: a group of three members holds a pair blocking may not
 have proposed).
@@ -38,13 +50,13 @@ no pair at or above the threshold the links are exactly the exhaustive run's
 none in F1 on the benchmark's cells of 20,000-50,000 people (benchmarks/twoserver_quality.py,
 docs/privacy-design.md).
 
-What each role learns here beyond the design's option (b): S1 (and, through the pair batches,
-S2) which records lack the left-out fields, one bit a record the normal matcher reads from
-the popcounts too, and which pairs inside matched groups blocking did not propose (they are
-sent through the circuit to score the links); C those pairs' link bits (buckets), or with
-the Dice oracle their exact Dice. Band keys of different bands are sorted together (their
-keys differ, the bands' SipHash keys being independent): two equal keys of different bands,
-a 2^-64 chance a pair of keys, would propose one pair more, which C decides like any other.
+What each role learns here beyond the design's option (b): S1 and S2 which records lack the
+left-out fields, one bit a record the normal matcher reads from the popcounts too, the
+candidate pairs (S2 expands them, S1 relays them to C and evaluates them), and which pairs
+inside matched groups blocking did not propose (they are sent through the circuit to score
+the links); S2 each candidate's count of shared bands; C those pairs' link bits (buckets), or
+with the Dice oracle their exact Dice. S1 joins keys a range of bands at a time and checks
+that matched keys are of one band.
 """
 
 from __future__ import annotations
