@@ -192,9 +192,9 @@ def drive(
     batch_pairs: int = BATCH_PAIRS,
     transcript: linkbit.Transcript | None = None,
 ) -> TwoServerResult:
-    """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit circuit, or with a Dice
-    combiner the permuted differences), deciding (C), solving and links (C); what crossed
-    between the parties counted in `transcript` (the result's)."""
+    """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit
+    circuit, or with a Dice combiner the permuted differences), deciding (C), solving and
+    links (C); what crossed between the parties counted in `transcript` (the result's)."""
     seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
