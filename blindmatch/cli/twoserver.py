@@ -217,7 +217,8 @@ def register(sub: Subcommands) -> None:
         "two-server",
         help="run matching on two non-colluding servers and a combiner",
         description="The two-server design (docs/privacy-design.md): S1 holds the members' "
-        "keyed band keys and first XOR shares and proposes the pairs, S2 the second shares, "
+        "sealed band keys and first XOR shares and joins them, S2 the second shares and opens "
+        "the matched keys into the pairs, "
         "the combiner the popcounts; the link bit of each pair is computed on the shares, and "
         "only the combiner learns it. Start each role (`role`), send each member's upload "
         "to all three (`upload`), then start the run at the combiner (`run`).",
@@ -273,8 +274,8 @@ def register(sub: Subcommands) -> None:
         "upload",
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
-        "three roles, each its own part only: S1 the band keys and first shares, S2 the "
-        "second shares, the combiner the popcounts, with the members' key (--key-file). "
+        "three roles, each its own part only: S1 the sealed band keys and first shares, S2 "
+        "the second shares and the seal key, the combiner the popcounts, with the members' key (--key-file). "
         "Replaces the member's earlier upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
         "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",
