@@ -275,8 +275,8 @@ def register(sub: Subcommands) -> None:
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
         "three roles, each its own part only: S1 the sealed band keys and first shares, S2 "
-        "the second shares and the seal key, the combiner the popcounts, with the members' key (--key-file). "
-        "Replaces the member's earlier upload.",
+        "the second shares and the seal key, the combiner the popcounts, with the members' "
+        "key (--key-file). Replaces the member's earlier upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
         "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",
         handler=cmd_upload,
