@@ -345,6 +345,9 @@ class SealedBands:
         return out
 
 
+SEAL_BANDS = 64  # bands sealed at a time (memory: rows x this many keys, a few arrays)
+
+
 def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> SealedBands:
     """A CLK's band keys ((rows, bands), `band_keys`) as S1 receives them: each band's distinct
     keys once, each with its rows as tokens under `seal_key` (`SealedBands`)."""
@@ -352,6 +355,15 @@ def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> Seale
         raise ValueError("sealed bands: band keys must be (rows, bands), not empty")
     if len(seal_key) != SEAL_KEY_BYTES:
         raise ValueError(f"sealed bands: a seal key of {SEAL_KEY_BYTES} bytes")
+    parts = [_seal_range(keys[:, lo : lo + SEAL_BANDS], clk, seal_key)
+             for lo in range(0, keys.shape[1], SEAL_BANDS)]  # fmt: skip
+    return SealedBands(*(np.concatenate(f) for f in zip(*parts, strict=True)))
+
+
+def _seal_range(
+    keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], npt.NDArray[np.uint8], Clks]:
+    """`seal_bands` on a range of bands: (counts, keys, classes, sealed)."""
     n, bands = keys.shape
     by_band = np.ascontiguousarray(keys.T).ravel()  # band-major: band b's keys at b*n...
     band = np.repeat(np.arange(bands, dtype=np.int64), n)
@@ -373,7 +385,7 @@ def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> Seale
     tokens = np.repeat(slot_rows, np.repeat(copy, cap))
     sealed = np.frombuffer(seal_tokens(tokens, clk, seal_key), dtype=np.uint8)
     counts = np.bincount(b_sorted[starts], minlength=bands).astype(np.int64)
-    return SealedBands(counts, k_sorted[starts].astype(np.uint64), classes, sealed)
+    return counts, k_sorted[starts].astype(np.uint64), classes, sealed
 
 
 @dataclass(frozen=True)
