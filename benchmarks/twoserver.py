@@ -683,6 +683,7 @@ def main() -> int:
                 f"records (claim precision {scored.precision:.1%})",
                 flush=True,
             )
+    whose = {"s1": "S1", "s2": "S2"}.get(args.view, "C")
     if args.attack in ("trilateration", "both"):
         t0 = time.process_time()
         pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
@@ -733,7 +734,7 @@ def main() -> int:
                     f"precision {right / len(claimed) if claimed else 1:.1%})"
                 )
             print(
-                f"trilateration on C's view, {count} known pairs of A "
+                f"trilateration on {whose}'s view, {count} known pairs of A "
                 f"({len(blind_a)} blind seeds in A, {good} right): A {out[0]}; B {out[1]}; "
                 f"{time.process_time() - t1:.0f} CPU s",
                 flush=True,
