@@ -469,25 +469,32 @@ def trilaterate(
 
 
 def sealed_view(
-    a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], bits: int, bands: int
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], bits: int, bands: int,
+    fallback: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:  # fmt: skip
     """The candidates (row of A, row of B) and each one's count of shared bands, through the
-    shipped client's sealed band keys, S1's join and S2's expansion (record-level CLK)."""
+    shipped client's sealed band keys, S1's join and S2's expansion: the record-level CLK's,
+    or with `fallback` (A's and B's fallback CLKs) both CLKs' counts added (S2 opens both)."""
     t0 = time.process_time()
     secret = secrets.token_bytes(32)
     plan = sharing.BandPlan(bits, bands)
     seal = (secrets.token_bytes(32), secrets.token_bytes(32))
-    up = [sharing.seal_bands(sharing.record_keys(x, secret, plan)[0], 0, k)
-          for x, k in zip((a, b), seal, strict=True)]  # fmt: skip
+    clks = [(a, b)] + ([fallback] if fallback is not None else [])
+    up = [[sharing.seal_bands(sharing.record_keys(x, sharing.part_secret(secret, name) if k
+                                                  else secret, plan)[0], k, sk)
+           for x, sk in zip(pair, seal, strict=True)]
+          for k, (name, pair) in enumerate(zip(sharing.PARTS, clks, strict=False))]  # fmt: skip
     t1 = time.process_time()
-    matched = twoserver.join(0, 1, 0, *(twoserver.Sealed(u.counts, u.keys, u.classes, u.sealed)
-                                        for u in up))  # fmt: skip
+    matched = [twoserver.join(0, 1, k, *(twoserver.Sealed(u.counts, u.keys, u.classes, u.sealed)
+                                         for u in sides))
+               for k, sides in enumerate(up)]  # fmt: skip
     t2 = time.process_time()
-    codes = twoserver.expanded_pairs(matched, seal, (len(a), len(b)))
+    codes = np.concatenate([twoserver.expanded_pairs(m, seal, (len(a), len(b))) for m in matched])
     uniq, count = np.unique(codes, return_counts=True)
     t3 = time.process_time()
     print(f"sealed band keys ({bits} bits x {bands} bands): members {t1 - t0:.0f} CPU s, S1's "
-          f"join {t2 - t1:.1f} s ({len(matched):,} matched keys), S2's expansion "
+          f"join {t2 - t1:.1f} s ({sum(len(m) for m in matched):,} pairs of tokens), S2's "
+          "expansion "
           f"{t3 - t2:.1f} s", flush=True)  # fmt: skip
     pairs = np.stack([(uniq >> np.uint64(32)).astype(np.intp),
                       (uniq & np.uint64(0xFFFFFFFF)).astype(np.intp)], axis=1)  # fmt: skip
@@ -586,6 +593,12 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--bits", type=int, default=20, help="s1/s2: bits a band")
     parser.add_argument("--bands", type=int, default=1600, help="s1/s2: bands")
+    parser.add_argument(
+        "--fallback", action="store_true",
+        help="s1/s2: the fallback CLK's band keys too (S2 opens both CLKs' matched keys): a "
+        "candidate's count is both CLKs' shared bands added, read as the agreement "
+        "(count / 2 bands)^(1 / bits)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -620,7 +633,12 @@ def main() -> int:
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))
     shared = None
     if args.view in ("s1", "s2"):
-        pairs, shared = sealed_view(a, b, args.bits, args.bands)
+        fb = None
+        if args.fallback:
+            both = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), True)
+            fa, fbb = (upload_views(both, rows, key, NONE)[1] for rows in (a_rows, b_rows))
+            fb = (fa, fbb)
+        pairs, shared = sealed_view(a, b, args.bits, args.bands, fb)
     else:
         keys_a, keys_b = band_keys(a, args.r, args.b, key), band_keys(b, args.r, args.b, key)
         pairs = candidates(keys_a, keys_b)
