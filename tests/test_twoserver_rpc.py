@@ -415,6 +415,8 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
                                                                     metadata=m)),
             "Exchange": ("S2", "s1", lambda m: list(s2_stub.Exchange(
                 iter([pb.RoundMessage(batch="b")]), metadata=m))),
+            "Expand": ("S2", "s1", lambda m: list(s2_stub.Expand(
+                iter([pb.SealedMatches(run=pb.ProposeRequest())]), metadata=m))),
             "Run": ("the combiner", "operator", lambda m: c_stub.Run(
                 pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
             "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
