@@ -654,7 +654,7 @@ def main() -> int:
             np.zeros(len(pairs)) if args.view == "s1" else (shared / args.bands) ** (1 / args.bits)
         )
         print(f"{args.view}'s view: {len(pairs):,} candidates; shared bands a candidate: "
-              f"median {np.median(shared):.0f}, max {shared.max()} of {args.bands}")  # fmt: skip
+              f"median {np.median(shared):.0f}, max {shared.max()} of {total}")  # fmt: skip
     elif args.view != "dice":
         # What C learns with the link-bit step (matcher/core/linkbit.py): each candidate's
         # bucket, its Dice's lower end among the cut-offs, 0.0 below the threshold (C knows
