@@ -367,6 +367,12 @@ class ShareServer:
             codes = expanded_pairs(m, (self._seal[x], self._seal[y]),
                                    (self.records(x), self.records(y)))  # fmt: skip
             got.setdefault((x, y, m.clk), []).append(codes)
+        clks = (RECORD,) if lacking is None else (RECORD, FALLBACK)
+        members = len(self._shares)
+        for x in range(members):  # every pair of members and CLK, with pairs or none
+            for y in range(x + 1, members):
+                for clk in clks:
+                    got.setdefault((x, y, clk), [np.empty(0, dtype=np.uint64)])
         out = []
         for (x, y, clk), parts in sorted(got.items()):
             codes = _distinct(np.concatenate(parts))

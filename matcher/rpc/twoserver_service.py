@@ -344,14 +344,6 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             proposed = s2.expand(matched, lacking)
         except ValueError as exc:
             raise errors.InvalidArgument(str(exc)) from None
-        got = {(p.member_a, p.member_b, p.clk) for p in proposed}
-        for x in range(len(members)):  # every pair of members and CLK, with pairs or none
-            for y in range(x + 1, len(members)):
-                for clk in range(len(held[0].bits) if lacking is not None else 1):
-                    if (x, y, clk) not in got:
-                        empty = np.empty(0, np.uint32)
-                        proposed.append(PairBatch(x, y, clk, empty, empty.copy()))
-        proposed.sort(key=lambda p: (p.member_a, p.member_b, p.clk))
         self.log("s1", "twoserver.expand", members=members,
                  pairs=sum(len(p) for p in proposed))  # fmt: skip
         for pairs in proposed:
