@@ -669,6 +669,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "FAILED_PRECONDITION", "members: S2 holds no upload of 'east'"),
     ("expand-other-records", lambda c: expand(c, records=[ROWS, 3]), "INVALID_ARGUMENT",
      "records: 3 of 'south' at the combiner, but S2 holds 20"),
+    ("expand-lacking", lambda c: expand(c, lacking=b"\x01"), "INVALID_ARGUMENT",
+     "run.lacking: S1's (S2 expands every pair)"),
     ("expand-bad-members", lambda c: expand(c, dict(member_a=1, member_b=0)), "INVALID_ARGUMENT",
      "member_a/member_b (message 1): 1 and 0"),
     ("expand-bad-clk", lambda c: expand(c, dict(clk=1)), "INVALID_ARGUMENT",

@@ -32,6 +32,7 @@ from blindmatch.matcher.core.twoserver import (
     Rows,
     Shares,
     ShareServer,
+    fallback_split,
 )
 
 
@@ -74,9 +75,10 @@ class InProcess:
 
     def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
         t0 = time.process_time()
-        matched = self.s1.join(1 if lacking is None else None)
+        clks = 1 if lacking is None else 2
+        matched = self.s1.join(clks)
         t1 = time.process_time()
-        out = self.s2.expand(matched, lacking)
+        out = fallback_split(self.s2.expand(matched, clks), lacking)
         self.blocking["join (S1)"] += t1 - t0
         self.blocking["expand (S2)"] += time.process_time() - t1
         return out

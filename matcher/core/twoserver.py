@@ -14,9 +14,10 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   count of distinct keys, which keys two members share and each key's size class, not which
   records hold them, nor which of one member's records collide.
 - `ShareServer` (S2): the second XOR shares and each upload's seal key; `expand` opens the
-  tokens S1 paired into the candidate pairs (de-duplicated across bands, the fallback's split
-  applied): the pairs S1 proposed when it held every record's keys (`record_blocking`, the
-  tests' reference). S2 opens each token once (but where two matched keys' classes differ, or
+  tokens S1 paired into each CLK's pairs sharing a key (de-duplicated across bands), which
+  `fallback_split` (S1, which knows which records lack the fallback's fields) turns into the
+  pairs S1 proposed when it held every record's keys (`record_blocking`, the tests'
+  reference). S2 opens each token once (but where two matched keys' classes differ, or
   more than 16 records share a key), so it learns of each candidate pair the number of bands
   its records share (an approximate similarity: docs/privacy-design.md measures that view)
   and not which pairs came from one key. `party` and `messages` as S1's.
@@ -34,8 +35,8 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   Dice values.
 
 core/tworun.py `run` drives them: C tells S1 which records lack the fallback CLK's left-out
-fields (from the popcounts, core/fallback.py's rule), S1 joins, S2 expands, S1 and S2 run the
-circuit
+fields (from the popcounts, core/fallback.py's rule), S1 joins, S2 expands, S1 splits the
+pairs by the fallback's rule, S1 and S2 run the circuit
 (or send messages) batch by batch, C decides, solves, and scores the links inside each group
 (a few more pairs through S1 and S2: a group of three members holds a pair blocking may not
 have proposed).
@@ -331,6 +332,25 @@ def expanded_pairs(
     return out
 
 
+def fallback_split(
+    batches: Sequence[PairBatch], lacking: Sequence[npt.NDArray[np.bool_]] | None
+) -> list[PairBatch]:
+    """The pairs compared, from each CLK's pairs sharing a band key: with `lacking` (each
+    member's records lacking the fallback's fields), record-level pairs between records that
+    have them and fallback pairs where either lacks them; without, the record-level pairs (the
+    pairs S1 proposed when it held every record's keys, `record_blocking`)."""
+    out = []
+    for b in batches:
+        if lacking is None:
+            if b.clk == RECORD:
+                out.append(b)
+            continue
+        either = lacking[b.member_a][b.rows_a] | lacking[b.member_b][b.rows_b]
+        keep = either if b.clk == FALLBACK else ~either
+        out.append(PairBatch(b.member_a, b.member_b, b.clk, b.rows_a[keep], b.rows_b[keep]))
+    return out
+
+
 class ShareServer:
     """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
     the key the two servers share for the pairs' permutations, and (S2) each member's seal
@@ -349,39 +369,31 @@ class ShareServer:
     def records(self, member: int) -> int:
         return len(self._shares[member][0])
 
-    def expand(
-        self, matched: Sequence[Matched], lacking: Sequence[npt.NDArray[np.bool_]] | None = None
-    ) -> list[PairBatch]:
-        """S2's expansion of what S1 matched: per pair of members and CLK, the pairs sharing a
-        key in at least one band, once, in row order: with `lacking` (each member's records
-        lacking the fallback's fields), record-level pairs between records that have them and
-        fallback pairs where either lacks them (the pairs S1 proposed when it held every
-        record's keys); ValueError for a list that does not open."""
+    def expand(self, matched: Sequence[Matched], clks: int = 1) -> list[PairBatch]:
+        """S2's expansion of what S1 matched: per pair of members and CLK (the first `clks`;
+        every pair of members and CLK listed, with pairs or none), the pairs sharing a key in
+        at least one band, once, in row order; ValueError for a token that does not open.
+        `fallback_split` then applies the fallback's rule (whoever holds which records lack
+        its fields: S1)."""
         if not self._seal:
             raise ValueError("S2 holds no seal keys")
         got: dict[tuple[int, int, int], list[npt.NDArray[np.uint64]]] = {}
-        for m in matched:
-            if lacking is None and m.clk != RECORD:
-                continue  # without the fallback's split, record-level pairs only
-            x, y = m.member_a, m.member_b
-            codes = expanded_pairs(m, (self._seal[x], self._seal[y]),
-                                   (self.records(x), self.records(y)))  # fmt: skip
-            got.setdefault((x, y, m.clk), []).append(codes)
-        clks = (RECORD,) if lacking is None else (RECORD, FALLBACK)
         members = len(self._shares)
-        for x in range(members):  # every pair of members and CLK, with pairs or none
+        for x in range(members):
             for y in range(x + 1, members):
-                for clk in clks:
-                    got.setdefault((x, y, clk), [np.empty(0, dtype=np.uint64)])
+                for clk in range(clks):
+                    got[x, y, clk] = [np.empty(0, dtype=np.uint64)]
+        for m in matched:
+            x, y = m.member_a, m.member_b
+            if (x, y, m.clk) not in got:
+                raise ValueError(f"member_a/member_b/clk: {x}, {y}, {m.clk} not of the run")
+            got[x, y, m.clk].append(expanded_pairs(m, (self._seal[x], self._seal[y]),
+                                                   (self.records(x), self.records(y))))  # fmt: skip
         out = []
         for (x, y, clk), parts in sorted(got.items()):
             codes = _distinct(np.concatenate(parts))
             rows_a = (codes >> np.uint64(32)).astype(np.uint32)
             rows_b = (codes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-            if lacking is not None:
-                either = lacking[x][rows_a] | lacking[y][rows_b]
-                keep = either if clk == FALLBACK else ~either
-                rows_a, rows_b = rows_a[keep], rows_b[keep]
             out.append(PairBatch(x, y, clk, rows_a, rows_b))
         return out
 

@@ -54,6 +54,7 @@ from blindmatch.matcher.core.twoserver import (
     Matched,
     PairBatch,
     ShareServer,
+    fallback_split,
 )
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
@@ -146,10 +147,10 @@ class _Role:
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
     def run_members(
-        self, request: pb.ProposeRequest
+        self, request: pb.ProposeRequest, lacking: bool = True
     ) -> tuple[list[str], list[Held], list[npt.NDArray[np.bool_]] | None]:
-        """A run's members (held, as many records as C holds) and their records lacking the
-        fallback's fields, checked."""
+        """A run's members (held, as many records as C holds) and (with `lacking`) their
+        records lacking the fallback's fields, checked."""
         members = list(request.members)
         if len(members) < 2 or len(set(members)) != len(members):
             raise errors.InvalidArgument("members: two or more, each named once")
@@ -162,20 +163,22 @@ class _Role:
                     f"records: {records} of {name!r} at the combiner, but {NAMES[self.role]} "
                     f"holds {h.records} (the uploads differ)"
                 )
-        lacking = None
+        if request.fallback and any(len(h.bits) != 2 for h in held):
+            raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
+        if not lacking:
+            return members, held, None
+        out = None
         if request.fallback:
-            if any(len(h.bits) != 2 for h in held):
-                raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
             total = sum(h.records for h in held)
             bits = np.unpackbits(np.frombuffer(request.lacking, np.uint8), bitorder="little")
             if len(request.lacking) != (total + 7) // 8:
                 raise errors.InvalidArgument(f"lacking: {len(request.lacking)} bytes for "
                                              f"{total} records")  # fmt: skip
             ends = np.cumsum([0, *(h.records for h in held)])
-            lacking = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
+            out = [bits[lo:hi].astype(bool) for lo, hi in itertools.pairwise(ends)]
         elif request.lacking:
             raise errors.InvalidArgument("lacking: only with a fallback CLK")
-        return members, held, lacking
+        return members, held, out
 
     def member(self, name: str, field: str) -> Held:
         held = self.held.get(name)
@@ -242,6 +245,39 @@ class _Role:
         return party
 
 
+def to_parts(batches: list[PairBatch]) -> Iterator[pb.CandidatePairs]:
+    """Pairs as CandidatePairs, PROPOSE_PART pairs a part (`last` a batch's last)."""
+    for pairs in batches:
+        chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
+        for k, part in enumerate(chunks):
+            yield pb.CandidatePairs(
+                member_a=part.member_a, member_b=part.member_b, clk=part.clk,
+                rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
+                last=k == len(chunks) - 1,
+            )  # fmt: skip
+
+
+def from_parts(parts: Iterator[pb.CandidatePairs], peer: str) -> list[PairBatch]:
+    """CandidatePairs back into pairs (S2's, for S1), checked."""
+    out: list[PairBatch] = []
+    rows_a: list[npt.NDArray[np.uint32]] = []
+    rows_b: list[npt.NDArray[np.uint32]] = []
+    for part in parts:
+        try:
+            a, b = to_rows(part.rows_a, "rows_a"), to_rows(part.rows_b, "rows_b")
+        except errors.ServiceError as exc:
+            raise errors.DataLoss(f"{peer}: {exc}") from None
+        if len(a) != len(b):
+            raise errors.DataLoss(f"{peer}: rows_a/rows_b of {len(a)} and {len(b)} rows")
+        rows_a.append(a)
+        rows_b.append(b)
+        if part.last:
+            out.append(PairBatch(part.member_a, part.member_b, part.clk,
+                                 np.concatenate(rows_a), np.concatenate(rows_b)))  # fmt: skip
+            rows_a, rows_b = [], []
+    return out
+
+
 class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     """S1."""
 
@@ -261,14 +297,18 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
-        members, held, _ = self.run_members(request)
+        members, held, lacking = self.run_members(request)
         s1 = BlockingServer([h.sealed for h in held], [h.shares for h in held], b"")
-        matched = s1.join(None if request.fallback else 1)
-        parts = list(self.s2.expand(request, matched))
-        pairs = sum(len(p.rows_a) // 4 for p in parts)
-        self.log("combiner", "twoserver.run", members=members, pairs=pairs,
+        clks = 2 if request.fallback else 1
+        matched = s1.join(clks)
+        run = pb.ProposeRequest(members=members, records=request.records,
+                                fallback=request.fallback)  # fmt: skip
+        expanded = from_parts(self.s2.expand(run, matched), self.s2.name)
+        proposed = fallback_split(expanded, lacking)
+        self.log("combiner", "twoserver.run", members=members,
+                 pairs=sum(len(p) for p in proposed),
                  matched=sum(len(m) for m in matched))  # fmt: skip
-        yield from parts
+        yield from to_parts(proposed)
 
     @_from("combiner")
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
@@ -316,7 +356,9 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         first = next(request, None)
         if first is None or not first.HasField("run"):
             raise errors.InvalidArgument("run: the first message names the run")
-        members, held, lacking = self.run_members(first.run)
+        if first.run.lacking:
+            raise errors.InvalidArgument("run.lacking: S1's (S2 expands every pair)")
+        members, held, _ = self.run_members(first.run, lacking=False)
         matched = []
         for n, m in enumerate(request, start=1):
             where = f"message {n}"
@@ -341,19 +383,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             ))  # fmt: skip
         s2 = ShareServer([h.shares for h in held], b"", [h.seal_key for h in held])
         try:
-            proposed = s2.expand(matched, lacking)
+            expanded = s2.expand(matched, 2 if first.run.fallback else 1)
         except ValueError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         self.log("s1", "twoserver.expand", members=members,
-                 pairs=sum(len(p) for p in proposed))  # fmt: skip
-        for pairs in proposed:
-            chunks = list(pairs.split(PROPOSE_PART)) or [pairs]
-            for k, part in enumerate(chunks):
-                yield pb.CandidatePairs(
-                    member_a=part.member_a, member_b=part.member_b, clk=part.clk,
-                    rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
-                    last=k == len(chunks) - 1,
-                )  # fmt: skip
+                 pairs=sum(len(p) for p in expanded))  # fmt: skip
+        yield from to_parts(expanded)
 
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
