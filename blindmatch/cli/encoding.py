@@ -138,8 +138,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--two-server",
         action="store_true",
-        help="also write the upload for a two-server run (ENCODED/twoserver/: band keys and "
-        "a share for S1, a share for S2, popcounts for the combiner; docs/privacy-design.md)",
+        help="also write the upload for a two-server run (ENCODED/twoserver/: sealed band keys "
+        "and a share for S1, a share and the seal key for S2, popcounts for the combiner; "
+        "docs/privacy-design.md)",
     )
     p.add_argument(
         "--allow-empty",

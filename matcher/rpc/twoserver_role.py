@@ -97,9 +97,8 @@ class _Role:
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
             digest = hashlib.sha256()
-            for arrays in (held.keys, held.shares, held.popcounts):
-                for array in arrays:
-                    digest.update(np.ascontiguousarray(array).tobytes())
+            for array in held.arrays():
+                digest.update(np.ascontiguousarray(array).tobytes())
             self.log(member, "twoserver.upload", member, records=held.records,
                      clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
@@ -107,6 +106,22 @@ class _Role:
             self.proposal = None  # a run proposed over the earlier upload ends
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def run_held(self, request: pb.ProposeRequest) -> tuple[list[str], list[Held]]:
+        """A run's members, each held with as many records as C holds, checked."""
+        members = list(request.members)
+        if len(members) < 2 or len(set(members)) != len(members):
+            raise errors.InvalidArgument("members: two or more, each named once")
+        if len(request.records) != len(members):
+            raise errors.InvalidArgument("records: one count a member")
+        held = [self.member(m, "members") for m in members]
+        for name, h, records in zip(members, held, request.records, strict=True):
+            if h.records != records:
+                raise errors.InvalidArgument(
+                    f"records: {records} of {name!r} at the combiner, but "
+                    f"{NAMES[self.role]} holds {h.records} (the uploads differ)"
+                )
+        return members, held
 
     def member(self, name: str, field: str) -> Held:
         held = self.held.get(name)
