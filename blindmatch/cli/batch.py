@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     Subcommands,
@@ -15,7 +16,11 @@ from blindmatch.cli.options import (
     member_token,
     progress_wanted,
 )
-from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.errors import BlindmatchError, InputError
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encoded import Encoded
+    from blindmatch.client.remote.client import MatcherClient
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -24,6 +29,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client:
+        if client.describe(args.project).mode == "two-server":
+            return _two_server_upload(args, client, encoded)
+        if args.s1 or args.s2:
+            raise InputError(f"--s1/--s2: {args.project} is not a two-server project")
         receipt = client.upload(
             args.project,
             encoded,
@@ -34,6 +43,29 @@ def cmd_upload(args: argparse.Namespace) -> int:
     print(
         f"Uploaded {receipt.record_count} encodings to {args.project} "
         f"(upload {receipt.upload_id}{again})."
+    )
+    return 0
+
+
+def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> int:
+    """A project in two-server mode: the shares to S1 and S2, the popcounts to the matcher."""
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.remote.twoserver import project_upload
+
+    if not (args.encoded / SHARED_FOLDER).is_dir():
+        raise InputError(
+            f"{args.encoded}: {args.project} runs in two-server mode (the matcher never takes "
+            f"CLKs), and this folder has no {SHARED_FOLDER}/: encode it again with "
+            "`blindmatch encode ... --two-server`, then upload it"
+        )
+    upload = read_shared(args.encoded / SHARED_FOLDER)
+    say = None if args.quiet else print
+    sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
+                          s2=args.s2 or "", say=say)  # fmt: skip
+    print(
+        f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
+        f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), popcounts to the matcher (upload "
+        f"{sent.receipt.upload_id})."
     )
     return 0
 
@@ -80,6 +112,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _two_server_sha256(folder: Path) -> str:
+    """The SHA-256 of the folder's two-server upload at the matcher ("" without one)."""
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.remote.twoserver import matcher_sha256
+
+    if not (folder / SHARED_FOLDER).is_dir():
+        return ""
+    return matcher_sha256(read_shared(folder / SHARED_FOLDER))
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import write_csv
@@ -88,7 +130,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     encoded = read_encoded(args.encoded, verify=False)
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
-    rows = join_results(results, encoded)
+    rows = join_results(results, encoded, _two_server_sha256(args.encoded))
     write_csv(args.out, HEADERS[results.disclosure], rows)
 
     def limited(partner: str) -> str:
@@ -142,12 +184,21 @@ def register(sub: Subcommands) -> None:
         help="upload encodings to the matcher",
         description="Upload an ENCODED folder's CLKs (never its local ids) to the matcher; "
         "it replaces this member's earlier upload. A dropped connection is retried with the "
-        "same upload id, so nothing is stored twice.",
+        "same upload id, so nothing is stored twice. In a project in two-server mode the CLKs "
+        "never go to the matcher: the folder's two-server upload (`encode --two-server`) goes "
+        "as XOR shares to S1 and S2 (where the matcher says they are) under a ticket the "
+        "matcher signs, and only its popcounts to the matcher.",
         example="blindmatch upload north.encoded --project burglary --token-file north.token",
         handler=cmd_upload,
         parents=parents,
     )
     p.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    p.add_argument(
+        "--s1",
+        metavar="HOST:PORT",
+        help="two-server projects: S1's address, if not the matcher's (a proxy)",
+    )
+    p.add_argument("--s2", metavar="HOST:PORT", help="two-server projects: S2's address")
 
     command(
         sub,

@@ -96,6 +96,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_purpose=args.require_purpose,
             expires_unix=expires,
             require_users=args.require_users,
+            mode=args.mode or "",
         )
     if args.tokens_dir:
         files = write_tokens(args.tokens_dir, created.tokens)
@@ -110,7 +111,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         purpose += "; results, requests, queries and watches need a user token"
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold}, blocking: {created.blocking}; "
+        f"threshold: {created.threshold}, blocking: {created.blocking}, mode: {created.mode}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
     if args.tokens_dir:
@@ -338,6 +339,14 @@ def register(sub: Subcommands) -> None:
         default="auto",
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
         "size (auto, the default: LSH above 10^10 pairs per pair of members)",
+    )
+    pc.add_argument(
+        "--mode",
+        choices=("clk", "two-server"),
+        help="clk: the matcher holds the members' CLKs and compares them; two-server: the "
+        "members' XOR shares go to two non-colluding servers S1 and S2 and the matcher holds "
+        "only popcounts (it must be started with --two-server-s1/--two-server-s2; no scores "
+        "disclosure; docs/operations.md) (default: the matcher's, `serve --default-mode`)",
     )
     pc.add_argument(
         "--require-purpose",

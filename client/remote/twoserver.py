@@ -1,19 +1,30 @@
 """A member's side of the two-server run over gRPC (docs/protocol.md "Two servers and a
 combiner"): its upload (client/encoding/sharing.py `shared_upload`) sent to the three roles,
 each part carrying only that role's fields, and the run started at the combiner.
+
+In a project in two-server mode (`project_upload`) the matcher is the combiner: it gives the
+member a ticket for S1 and S2, the shares go to them under it, and only the popcounts to the
+matcher (an upload of 8 bytes a record, `matcher_part`), last, so that the matcher never
+holds a member's part before S1 and S2 hold theirs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SharedUpload
+from blindmatch.client.errors import InputError
 from blindmatch.client.remote.channel import _resolve, translate_errors
+from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -24,6 +35,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 RUN_SECONDS = 24 * 3600.0
+POPCOUNT_BITS = 64  # a record of the matcher's part: two uint32 popcounts
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.client import MatcherClient
 
 
 def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
@@ -145,3 +160,89 @@ class RoleClient:
             dict(r.bytes_sent),
             int(r.rounds),
         )
+
+
+def matcher_part(upload: SharedUpload) -> bytes:
+    """The matcher's part of a two-server project upload: each record's popcounts (its
+    record-level CLK's, its fallback CLK's or 0), uint32 little-endian, 8 bytes a record."""
+    out = np.zeros((len(upload), 2), dtype="<u4")
+    for k, pops in enumerate(upload.combiner.popcounts):
+        out[:, k] = pops
+    return out.tobytes()
+
+
+def matcher_sha256(upload: SharedUpload) -> str:
+    """The SHA-256 the matcher acknowledges a two-server project upload with."""
+    return hashlib.sha256(matcher_part(upload)).hexdigest()
+
+
+def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
+    """The matcher's ticket for this member's next upload to S1 and S2."""
+    request = pb.TwoServerTicketRequest(project=project)
+    reply = client._retrying(
+        "two-server ticket",
+        lambda: client._stub.TwoServerTicket(request, metadata=client._metadata(),
+                                             timeout=client.timeout),
+    )  # fmt: skip
+    return TwoServerTicket(reply.ticket, reply.name, reply.s1, reply.s2, reply.expires_unix)
+
+
+@dataclass(frozen=True)
+class ProjectUpload:
+    """A two-server project upload sent: S1's and S2's addresses, and the matcher's receipt."""
+
+    name: str  # the upload's name at S1 and S2
+    s1: str
+    s2: str
+    receipt: UploadReceipt
+
+
+def project_upload(
+    client: MatcherClient,
+    project: str,
+    encoded: Encoded,
+    upload: SharedUpload,
+    *,
+    s1: str = "",
+    s2: str = "",
+    say: Callable[[str], None] | None = None,
+) -> ProjectUpload:
+    """Send a member's two-server upload in a project in two-server mode: a ticket from the
+    matcher, the shares to S1 and S2 (at the matcher's addresses unless `s1`/`s2` given,
+    reached as the matcher is), then the popcounts to the matcher. A part refused stops it:
+    the matcher then holds the member's earlier upload (or none), which a run refuses while
+    S1 or S2 holds another, so nothing runs on half an upload."""
+    if len(upload) != encoded.record_count:
+        raise InputError(
+            f"{encoded.path}: its two-server upload holds {len(upload)} records, its CLKs "
+            f"{encoded.record_count}: encode it again with --two-server"
+        )
+    t = ticket(client, project)
+    where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
+    for role in ("s1", "s2"):
+        with RoleClient(role, where[role], t.ticket, client.credentials,
+                        insecure=client.insecure) as c:  # fmt: skip
+            held = c.upload(t.name, upload)
+        if say is not None:
+            say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
+    data = matcher_part(upload)
+    header = pb.UploadHeader(
+        project=project, clk_bits=POPCOUNT_BITS, record_count=len(upload),
+        fingerprint=encoded.fingerprint, sha256=hashlib.sha256(data).hexdigest(),
+        client_upload_id=uuid.uuid4().hex, schema_digest=encoded.schema_digest,
+        two_server_ticket=t.ticket,
+        two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
+    )  # fmt: skip
+    step = 8 * (PART_BYTES // 8)
+
+    def messages() -> Iterator[pb.UploadRequest]:
+        yield pb.UploadRequest(header=header)
+        for lo in range(0, len(data), step):
+            yield pb.UploadRequest(clks=data[lo : lo + step])
+
+    reply = client._retrying(
+        "upload",
+        lambda: client._stub.Upload(messages(), metadata=client._metadata(), timeout=3600),
+    )
+    receipt = UploadReceipt(reply.upload_id, reply.record_count, reply.sha256, reply.replayed)
+    return ProjectUpload(t.name, where["s1"], where["s2"], receipt)

@@ -113,10 +113,23 @@ class _Role:
             detail = {"role": self.role, **detail}
             self.audit.log.append(audit.Event(actor, action, member=member, detail=detail))
 
-    def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
+    def upload(self, parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
+        it replaces that project member's upload under any earlier tag."""
         member, held = read_upload(parts, self.role)
+        if vouched and member != vouched:
+            raise errors.PermissionDenied(
+                f"member: {member!r}, but the upload ticket admits {vouched!r} only"
+            )
         with self.lock:
+            if vouched:  # the project member's earlier uploads, under other tags, go
+                prefix = vouched.rsplit("/", 1)[0] + "/"
+                for old in [m for m in self.held if m.startswith(prefix) and m != member]:
+                    del self.held[old]
+                    self.budget.forget(old)
             for other, h in self.held.items():
+                if vouched and not other.startswith(vouched.split("/", 1)[0] + "/"):
+                    continue  # another project's uploads may have another layout
                 if other != member and (h.bits, h.bands) != (held.bits, held.bands):
                     raise errors.InvalidArgument(
                         f"clk_bits/bands: {member}'s CLKs are {list(held.bits)} bits "
@@ -133,6 +146,11 @@ class _Role:
             self.budget.forget(member)
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def vouched(self, context: Any) -> str:
+        """The name the caller's upload ticket admits ("" for the members' key)."""
+        token = bearer_token(context.invocation_metadata())
+        return self.keys.vouched(NAMES[self.role], token)
 
     def member(self, name: str, field: str) -> Held:
         held = self.held.get(name)
@@ -214,7 +232,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
@@ -293,7 +311,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
@@ -367,7 +385,7 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("operator")
     def Run(self, request: pb.TwoServerRunRequest, context: Any) -> pb.TwoServerRunReply:

@@ -7,6 +7,12 @@ client id is answered from the store at once. Then the CLKs are streamed to a fi
 fsynced, checked against the header, and committed: renamed into `clks/` with its row
 and audit entry in one transaction (storage/upload_store.py). A full disk at any point
 is `ResourceExhausted`; whatever fails, the file in `tmp/` is removed.
+
+A two-server project's members never send CLKs here: their upload is the popcounts the
+combiner needs (each record's two, 8 bytes), under the upload ticket the matcher signed for
+their shares at S1 and S2 (`two_server_ticket`, core/tickets.py); stored, hashed and
+committed the same way, with the member's name at S1 and S2 beside it. A CLK upload to such
+a project, and a two-server upload to a CLK project, are refused before a byte is read.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import (
     Held,
     check_clk_bits,
@@ -26,10 +36,17 @@ from blindmatch.matcher.core.encodings import (
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_RECORDS,
+    POPCOUNT_BITS,
+    TWO_SERVER,
     Encoding,
     retried_upload,
 )
-from blindmatch.matcher.errors import InvalidArgument, ResourceExhausted
+from blindmatch.matcher.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import fingerprint_id
@@ -50,6 +67,8 @@ class UploadHeader:
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
     schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
+    two_server_ticket: str = ""  # a two-server project's upload: popcounts, not CLKs
+    two_server_bits: tuple[int, ...] = ()  # their CLKs' widths (record-level, fallback)
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,62 @@ def check_header(header: UploadHeader) -> str:
     return sha256
 
 
+CLK_REFUSED = (
+    "project {project!r} runs in two-server mode: the matcher never takes its members' CLKs. "
+    "Encode with `blindmatch encode ... --two-server` and send it with `blindmatch upload` "
+    "(it sends the shares to S1 and S2 and only popcounts here)"
+)
+
+
+def two_server_name(
+    header: UploadHeader, member: str, ticket_key: str, now: float
+) -> tuple[str, tuple[int, ...]]:
+    """A two-server upload's header checked: the member's name at S1 and S2 (the ticket's,
+    which must be this member's in this project) and its CLKs' widths."""
+    if not ticket_key:
+        raise FailedPrecondition(
+            "header.two_server_ticket: this matcher was started without two-server servers "
+            "(serve --two-server-s1/--two-server-s2), so it takes no two-server upload"
+        )
+    try:
+        name, _ = tickets.verify(ticket_key, header.two_server_ticket, now)
+    except ValueError as exc:
+        raise InvalidArgument(f"header.two_server_ticket: {exc}") from None
+    project, owner, _ = tickets.owner(name)
+    if (project, owner) != (header.project, member):
+        raise PermissionDenied(
+            f"header.two_server_ticket: issued to {owner!r} of {project!r}, not to {member!r} "
+            f"of {header.project!r}"
+        )
+    if header.clk_bits != POPCOUNT_BITS or header.field_bits or header.fallback_bits:
+        raise InvalidArgument(
+            f"header.clk_bits: a two-server upload is {POPCOUNT_BITS}-bit popcount records "
+            "(no field_bits, no fallback_bits), not CLKs"
+        )
+    widths = header.two_server_bits
+    if len(widths) not in (1, 2):
+        raise InvalidArgument(
+            f"header.two_server_bits: {len(widths)} widths; the record-level CLK's, and the "
+            "fallback CLK's where there is one"
+        )
+    for k, bits in enumerate(widths):
+        check_clk_bits(bits, f"header.two_server_bits[{k}]")
+    return name, tuple(widths)
+
+
+def check_popcounts(data: bytes, widths: tuple[int, ...], first: int) -> None:
+    """Refuse a popcount above its CLK's width, naming the record (`first`: the chunk's)."""
+    pops = np.frombuffer(data, dtype="<u4").reshape(-1, 2)
+    limits = np.array([widths[0], widths[1] if len(widths) > 1 else 0], dtype=np.int64)
+    over = np.flatnonzero((pops > limits).any(axis=1))
+    if len(over):
+        k = int(over[0])
+        raise InvalidArgument(
+            f"clks: record {first + k}: popcounts {pops[k].tolist()} above the CLKs' widths "
+            f"{list(widths)} (a fallback popcount must be 0 without a fallback CLK)"
+        )
+
+
 def check_matches_project(store: Store, header: UploadHeader, member: str) -> None:
     """Refuse, before a byte of CLKs is read, encodings that differ from the project's:
     named by the member whose upload set them (the earliest current one of another
@@ -127,11 +202,23 @@ def receive_upload(
     *,
     max_upload_bytes: int,
     check: Callable[[], None] | None = None,
+    ticket_key: str = "",
 ) -> UploadReceipt:
     """Store `member`'s upload, whose CLKs arrive as `chunks` after `header` (None: a
     message that is not CLKs), as its current data for the project. `check` runs inside
-    the committing transaction and may refuse (the uploader's token revoked meanwhile)."""
-    store.project(header.project)  # expired: NotFound, like every member call
+    the committing transaction and may refuse (the uploader's token revoked meanwhile).
+    `ticket_key`: the members' key of S1 and S2, which signs two-server upload tickets."""
+    project = store.project(header.project)  # expired: NotFound, like every member call
+    two_server = None
+    if project.mode == TWO_SERVER:
+        if not header.two_server_ticket:
+            raise FailedPrecondition(CLK_REFUSED.format(project=project.name))
+        two_server = two_server_name(header, member, ticket_key, time.time())
+    elif header.two_server_ticket or header.two_server_bits:
+        raise FailedPrecondition(
+            f"header.two_server_ticket: project {project.name!r} is not a two-server project "
+            "(its members upload CLKs: `blindmatch upload` without a two-server ticket)"
+        )
     sha256 = check_header(header)
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
     earlier = store.keyed_upload(header.project, member, key) if key else None
@@ -160,6 +247,8 @@ def receive_upload(
                         f"clks: {len(data)} bytes is not a whole number of {bits}-bit CLKs "
                         f"(record {received + len(data) // clk_bytes})"
                     )
+                if two_server is not None and received + len(data) // clk_bytes <= count:
+                    check_popcounts(data, two_server[1], received)
                 received += len(data) // clk_bytes
                 if received > count:
                     raise InvalidArgument(f"clks: more CLKs than header.record_count ({count})")
@@ -186,6 +275,7 @@ def receive_upload(
             fallback_bits=header.fallback_bits,
             check=check,
             schema_digest=header.schema_digest,
+            two_server=two_server,
         )
     except OSError as exc:
         if disk_full(exc):
