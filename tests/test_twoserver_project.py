@@ -1,0 +1,266 @@
+"""A project in two-server mode through the members' own commands (docs/operations.md "A
+project in two-server mode"): a real matcher started with S1 and S2 (three gRPC servers on
+loopback ports), members from the realistic fixture (benchmarks/messy.py) who `encode
+--two-server`, `upload`, `run` and `results` exactly as in a CLK project. Their hits.csv are
+the same project's CLK run's; the matcher never holds a CLK; a CLK upload, a run with a part
+missing and a run with S1 down are refused, naming what to do."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.messy import write_exports
+from blindmatch.cli.app import main
+from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.encoded import read_encoded
+from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+from blindmatch.client.errors import RejectedError, UnavailableError
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.retry import RetryPolicy
+from blindmatch.client.remote.twoserver import RoleClient, ticket
+from blindmatch.matcher.core import tickets
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.server import RunningServer, create_server
+from tests.support import ADMIN_TOKEN, PERSON_SCHEMA, STRONG_SECRET, db_rows
+
+pytestmark = pytest.mark.server
+
+MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
+NAMES = ("north", "south", "west")
+EXPORTS = {"north": "north-police", "south": "south-police", "west": "retail-bcrp"}
+
+
+@dataclass
+class World:
+    """S1, S2 and a matcher that is their combiner; where the members' files are."""
+
+    roles: dict[str, RunningRole]
+    server: RunningServer
+    data_dir: Path
+    folder: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def operator(self) -> MatcherClient:
+        return MatcherClient(self.target, ADMIN_TOKEN)
+
+    def cli(self, *args: str, token: str = "") -> int:
+        extra = ["--token", token] if token else []
+        return main([*args, "--server", self.target, *extra])
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    roles = {"s1": s1, "s2": s2}
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    data_dir = tmp_path / "matcher-data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup)
+    try:
+        yield World(roles, server, data_dir, tmp_path)
+    finally:
+        server.stop(grace=None)
+        for role in roles.values():
+            role.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three organisations' exports of 400 people, each encoded by `blindmatch encode
+    --two-server` (its CLKs, and its two-server upload beside them)."""
+    folder = tmp_path_factory.mktemp("members")
+    secret = folder / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(folder, seed=11, size=400)
+    out = {}
+    for name in NAMES:
+        out[name] = folder / f"{name}.encoded"
+        export = exports[EXPORTS[name]]
+        assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                     "--secret-file", str(secret), "--mapping", str(export.mapping),
+                     "--out", str(out[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
+    return out
+
+
+def create(world: World, name: str, mode: str) -> ProjectTokens:
+    with world.operator() as op:
+        return op.create_project(name, list(NAMES), mode=mode)
+
+
+def hits(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return sorted(csv.reader(f))
+
+
+def flow(world: World, project: ProjectTokens, encoded: dict[str, Path]) -> dict[str, Path]:
+    """Every member uploads; north runs; every member writes its hits.csv."""
+    for name in NAMES:
+        token = project.tokens[name]
+        assert world.cli("upload", str(encoded[name]), "--project", project.project,
+                         token=token) == 0  # fmt: skip
+    assert world.cli("run", "--project", project.project, token=project.tokens["north"]) == 0
+    out = {}
+    for name in NAMES:
+        out[name] = world.folder / f"{project.project}-{name}-hits.csv"
+        assert world.cli("results", "--project", project.project, "--encoded",
+                         str(encoded[name]), "--out", str(out[name]),
+                         token=project.tokens[name]) == 0  # fmt: skip
+    return out
+
+
+def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_no_clk(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    clk = flow(world, create(world, "clks", "clk"), encoded)
+    two = create(world, "shares", "two-server")
+    assert two.mode == "two-server"
+    got = flow(world, two, encoded)
+    out = capsys.readouterr().out
+    assert "in two-server mode: shares to S1 (127.0.0.1:" in out
+    total = 0
+    for name in NAMES:
+        assert hits(got[name])[-1] == ["record_id", "partner"]  # the header, sorted last
+        assert hits(got[name]) == hits(clk[name]), name
+        total += len(hits(got[name])) - 1
+    assert total > 100  # the exports share many of their people
+    # What the matcher holds of the two-server project: 8 bytes a record (popcounts), with
+    # the name of the member's shares at S1 and S2; S1 and S2 hold the shares under it.
+    uploads = {r[2]: r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"}
+    parts = {r[0]: r for r in db_rows(world.data_dir, "upload_twoserver")}
+    for name in NAMES:
+        upload_id, _, _, records, clk_bits = uploads[name][:5]
+        assert clk_bits == 64
+        stored = world.server.store.files.clk_file(upload_id)
+        assert stored.stat().st_size == 8 * records
+        held_as = parts[upload_id][1]
+        assert held_as.startswith(f"shares/{name}/")
+        for role in ("s1", "s2"):
+            assert world.roles[role].service.held[held_as].records == records
+        shared = read_shared(encoded[name] / SHARED_FOLDER)
+        want = np.zeros((records, 2), dtype="<u4")
+        for k, pops in enumerate(shared.combiner.popcounts):
+            want[:, k] = pops
+        assert stored.read_bytes() == want.tobytes()
+    # The audit log records the run as a two-server one, naming S1 and S2.
+    with world.operator() as op:
+        runs = [e for e in op.audit("shares") if e["action"] == "twoserver.run"]
+    assert len(runs) == 1
+    detail = runs[0]["detail"]
+    assert isinstance(detail, dict)
+    assert detail["s1"] == f"127.0.0.1:{world.roles['s1'].port}"
+    assert detail["links"] > 0 and detail["members"] == sorted(NAMES)
+
+
+def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = create(world, "shares", "two-server")
+    enc = read_encoded(encoded["north"])
+    with (
+        MatcherClient(world.target, project.tokens["north"]) as member,
+        pytest.raises(RejectedError) as refused,
+    ):
+        member.upload("shares", enc)
+    message = str(refused.value)
+    assert "project 'shares' runs in two-server mode" in message
+    assert "--two-server" in message and "[FAILED_PRECONDITION]" in message
+    assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
+    # A folder encoded without --two-server: `upload` says to encode it again, sending nothing.
+    plain = world.folder / "plain.encoded"
+    for f in encoded["north"].iterdir():
+        if f.is_file():
+            (plain / f.name).parent.mkdir(exist_ok=True)
+            (plain / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()
+    assert world.cli("upload", str(plain), "--project", "shares",
+                     token=project.tokens["north"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "shares runs in two-server mode" in err
+    assert "encode it again with `blindmatch encode ... --two-server`" in err
+    assert not world.roles["s1"].service.held
+
+
+def test_a_run_with_a_part_missing_is_refused(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = create(world, "shares", "two-server")
+    for name in NAMES[:2]:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    # west's shares reach S1, but S2 is never sent its part nor the matcher its popcounts.
+    with MatcherClient(world.target, project.tokens["west"]) as west:
+        t = ticket(west, "shares")
+    shared = read_shared(encoded["west"] / SHARED_FOLDER)
+    with RoleClient("s1", t.s1, t.ticket) as s1:
+        s1.upload(t.name, shared)
+    capsys.readouterr()
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 3
+    assert "not every member has uploaded yet: waiting for west" in capsys.readouterr().err
+    # south uploads again, but only S1 takes it (S2 refuses): S1 holds south's new shares,
+    # the matcher and S2 its earlier; the run is refused, naming south and what to do.
+    with MatcherClient(world.target, project.tokens["south"]) as south:
+        t = ticket(south, "shares")
+    with RoleClient("s1", t.s1, t.ticket) as s1:
+        s1.upload(t.name, read_shared(encoded["south"] / SHARED_FOLDER))
+    assert world.cli("upload", str(encoded["west"]), "--project", "shares",
+                     token=project.tokens["west"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 1
+    err = capsys.readouterr().err
+    assert "south's upload is not whole" in err
+    assert "S1 holds no upload of 'shares/south/" in err
+    assert "south must upload again" in err
+    # Once south uploads again, the run goes through.
+    assert world.cli("upload", str(encoded["south"]), "--project", "shares",
+                     token=project.tokens["south"]) == 0  # fmt: skip
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 0
+
+
+def test_a_run_with_s1_down_is_refused_unavailable_naming_it(
+    world: World, encoded: dict[str, Path]
+) -> None:
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    world.roles["s1"].stop(grace=None)
+    once = RetryPolicy(attempts=1)  # (`blindmatch run` retries an UNAVAILABLE a while)
+    with MatcherClient(world.target, project.tokens["north"], retry=once) as north:
+        with pytest.raises(UnavailableError) as refused:
+            north.start_run("shares")
+        assert north.describe("shares").latest_run is None  # nothing was started
+    message = str(refused.value)
+    assert f"S1 (127.0.0.1:{world.roles['s1'].port}) is unreachable" in message
+    assert message.endswith("[UNAVAILABLE]")
+
+
+def test_tickets_admit_only_their_member_and_the_members_key_never_reaches_a_member(
+    world: World, encoded: dict[str, Path]
+) -> None:
+    project = create(world, "shares", "two-server")
+    shared = read_shared(encoded["north"] / SHARED_FOLDER)
+    with MatcherClient(world.target, project.tokens["north"]) as north:
+        t = ticket(north, "shares")
+    assert MEMBER_KEY not in t.ticket
+    assert t.name.startswith("shares/north/")
+    # north's ticket cannot upload as south, at S1 or at the matcher.
+    with RoleClient("s1", t.s1, t.ticket) as s1, pytest.raises(Exception) as refused:
+        s1.upload("shares/south/" + "0" * 24, shared)
+    assert "the upload ticket admits 'shares/north/" in str(refused.value)
+    # A forged ticket (another key) is refused.
+    forged = tickets.issue("not the members' key", t.name, t.expires_unix)
+    with RoleClient("s2", t.s2, forged) as s2, pytest.raises(Exception) as refused:
+        s2.upload(t.name, shared)
+    assert "not signed with the members' key" in str(refused.value)
