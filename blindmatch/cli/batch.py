@@ -130,7 +130,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     encoded = read_encoded(args.encoded, verify=False)
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
-    rows = join_results(results, encoded, _two_server_sha256(args.encoded))
+    also = _two_server_sha256(args.encoded) if results.upload_sha256 != encoded.sha256 else ""
+    rows = join_results(results, encoded, also)
     write_csv(args.out, HEADERS[results.disclosure], rows)
 
     def limited(partner: str) -> str:
