@@ -105,9 +105,9 @@ def main() -> int:
     n = " x ".join(f"{records[m]:,}" for m in MEMBERS)
     print(f"\n{n} records (messy fixture, seed {args.seed}), wall seconds, each step a process")
     print(f"{'step':<10}{'CLK project':>14}{'two-server':>14}{'ratio':>9}")
-    for step in ("upload", "run", "results", "total"):
-        a, b = figures["clk"][step], figures["two-server"][step]
-        print(f"{step:<10}{a:>14.2f}{b:>14.2f}{b / a:>8.1f}x")
+    for what in ("upload", "run", "results", "total"):
+        a, b = figures["clk"][what], figures["two-server"][what]
+        print(f"{what:<10}{a:>14.2f}{b:>14.2f}{b / a:>8.1f}x")
     same = all(results["clk"][m] == results["two-server"][m] for m in MEMBERS)
     count = {m: len(results["two-server"][m]) - 1 for m in MEMBERS}
     print(f"hits.csv the same in both modes: {same} (hits: "

@@ -184,7 +184,7 @@ CALLS: dict[str, Call] = {
         w.stub.ListIndex(pb.ListIndexRequest(project=w.project), metadata=md)
     ),
     "Query": lambda w, md: w.stub.Query(_query(w), metadata=md),
-    "TwoServerTicket": _ticket,
+    "TwoServerTicket": lambda w, md: _ticket(w, md),
     "QueryStream": lambda w, md: list(w.stub.QueryStream(iter([_query(w)]), metadata=md)),
     "Watch": lambda w, md: _first_event(w.stub.Watch(_query(w), metadata=md)),
     "SetQueryLimits": lambda w, md: w.stub.SetQueryLimits(

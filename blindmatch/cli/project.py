@@ -185,10 +185,15 @@ def _show(info: ProjectInfo) -> None:
     if info.require_users:
         purpose += "; results, requests, queries and watches need a user token"
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
+    if info.mode == "two-server":
+        print(f"  two-server mode: shares to S1 ({info.two_server_s1 or '?'}) and S2 "
+              f"({info.two_server_s2 or '?'}), popcounts to the matcher (encode with "
+              "--two-server)")  # fmt: skip
     if info.fingerprint_id:
         print(
-            f"  encodings: fingerprint id {info.fingerprint_id} ({info.clk_bits}-bit CLKs; set "
-            f"by {info.fingerprint_from}'s upload, the first)"
+            f"  encodings: fingerprint id {info.fingerprint_id} ("
+            + (f"{info.clk_bits}-bit CLKs; " if info.clk_bits else "")
+            + f"set by {info.fingerprint_from}'s upload, the first)"
         )
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
@@ -210,6 +215,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "disclosure": info.disclosure,
         "threshold": info.threshold,
         "blocking": info.blocking,
+        "mode": info.mode,
         "require_purpose": info.require_purpose,
         "require_users": info.require_users,
         "expires": when(info.expires_unix),
@@ -236,7 +242,8 @@ def _compare_encoded(info: ProjectInfo, path: Path) -> int:
     if not info.fingerprint_id:
         print(f"{path}: fingerprint id {mine}; nothing uploaded yet, so yours will set it.")
         return 0
-    if mine == info.fingerprint_id and encoded.clk_bits == info.clk_bits:
+    same_bits = encoded.clk_bits == info.clk_bits or info.mode == "two-server"  # no CLKs there
+    if mine == info.fingerprint_id and same_bits:
         print(f"{path}: fingerprint id {mine}, the project's: it may be uploaded.")
         return 0
     print(
