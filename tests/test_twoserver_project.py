@@ -8,6 +8,7 @@ missing and a run with S1 down are refused, naming what to do."""
 from __future__ import annotations
 
 import csv
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,6 +136,19 @@ def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_
         assert hits(got[name]) == hits(clk[name]), name
         total += len(hits(got[name])) - 1
     assert total > 100  # the exports share many of their people
+    # A request reference for one of north's hits resolves, at the partner, to the partner's
+    # own record that its hits.csv pairs with north (the rows are the two-server upload's).
+    record_id, partner = next(r for r in hits(got["north"]) if r[0] != "record_id")
+    capsys.readouterr()
+    assert world.cli("request", "--project", "shares", "--encoded", str(encoded["north"]),
+                     "--record-id", record_id, "--partner", partner, "--json",
+                     token=two.tokens["north"]) == 0  # fmt: skip
+    reference = json.loads(capsys.readouterr().out)["references"][partner]
+    assert world.cli("resolve", reference, "--project", "shares", "--encoded",
+                     str(encoded[partner]), "--json", token=two.tokens[partner]) == 0  # fmt: skip
+    resolved = json.loads(capsys.readouterr().out)
+    ids = resolved[0]["record_ids"] if isinstance(resolved, list) else resolved["record_ids"]
+    assert ids and all([i, "north"] in hits(got[partner]) for i in ids)
     # What the matcher holds of the two-server project: 8 bytes a record (popcounts), with
     # the name of the member's shares at S1 and S2; S1 and S2 hold the shares under it.
     uploads = {r[2]: r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"}

@@ -112,25 +112,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _two_server_sha256(folder: Path) -> str:
-    """The SHA-256 of the folder's two-server upload at the matcher ("" without one)."""
-    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
-    from blindmatch.client.remote.twoserver import matcher_sha256
-
-    if not (folder / SHARED_FOLDER).is_dir():
-        return ""
-    return matcher_sha256(read_shared(folder / SHARED_FOLDER))
-
-
 def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import write_csv
+    from blindmatch.client.remote.twoserver import folder_sha256
     from blindmatch.client.results import HEADERS, join_results
 
     encoded = read_encoded(args.encoded, verify=False)
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
-    also = _two_server_sha256(args.encoded) if results.upload_sha256 != encoded.sha256 else ""
+    also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
     rows = join_results(results, encoded, also)
     write_csv(args.out, HEADERS[results.disclosure], rows)
 

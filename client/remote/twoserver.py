@@ -176,6 +176,25 @@ def matcher_sha256(upload: SharedUpload) -> str:
     return hashlib.sha256(matcher_part(upload)).hexdigest()
 
 
+def folder_sha256(encoded: Encoded) -> str:
+    """The SHA-256 the matcher acknowledges an ENCODED folder's two-server upload with (its
+    `twoserver/`, `matcher_part`); "" for a folder without one."""
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+
+    folder = encoded.path / SHARED_FOLDER
+    return matcher_sha256(read_shared(folder)) if folder.is_dir() else ""
+
+
+def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -> str:
+    """The SHA-256 the matcher acknowledged this folder's upload to `project` with, which a
+    request names its rows by: the CLKs', or in a two-server project its two-server
+    upload's (asked of the matcher only for a folder that has one)."""
+    also = folder_sha256(encoded)
+    if not also or client.describe(project).mode != "two-server":
+        return encoded.sha256
+    return also
+
+
 def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
     """The matcher's ticket for this member's next upload to S1 and S2."""
     request = pb.TwoServerTicketRequest(project=project)
