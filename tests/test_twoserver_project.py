@@ -278,3 +278,54 @@ def test_tickets_admit_only_their_member_and_the_members_key_never_reaches_a_mem
     with RoleClient("s2", t.s2, forged) as s2, pytest.raises(Exception) as refused:
         s2.upload(t.name, shared)
     assert "not signed with the members' key" in str(refused.value)
+
+
+def test_serve_refuses_two_server_options_that_do_not_go_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    serve = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
+    both = ["--two-server-s1", "127.0.0.1:50071", "--two-server-s2", "127.0.0.1:50072"]
+    files = ["--two-server-key-file", str(keys[0]), "--two-server-member-key-file", str(keys[1])]
+    assert main([*serve, *both]) == 2
+    assert "--two-server-s1, --two-server-s2, --two-server-key-file and" in (
+        capsys.readouterr().err
+    )
+    assert main([*serve, "--default-mode", "two-server"]) == 2
+    assert "--default-mode two-server: needs --two-server-s1 and -s2" in capsys.readouterr().err
+    far = ["--two-server-s1", "10.1.2.3:50071", "--two-server-s2", "127.0.0.1:50072"]
+    assert main([*serve, *far, *files]) == 2
+    assert "--two-server-s1 10.1.2.3:50071: refusing plaintext to S1 or S2 off loopback" in (
+        capsys.readouterr().err
+    )
+    same = ["--two-server-key-file", str(keys[0]), "--two-server-member-key-file", str(keys[0])]
+    assert main([*serve, *both, *same]) == 2
+    assert "the combiner's key and the members' key: two different keys" in (
+        capsys.readouterr().err
+    )
+    keys[1].chmod(0o644)
+    assert main([*serve, *both, *files]) == 2
+    assert "readable by others than its owner" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_project_create_and_show_name_the_mode(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_token = {"BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env_token.items():
+            mp.setenv(k, v)
+        assert world.cli("project", "create", "shares", "--members", "north,south",
+                         "--mode", "two-server") == 0  # fmt: skip
+        assert "mode: two-server;" in capsys.readouterr().out
+        assert world.cli("project", "create", "sc", "--members", "north,south", "--mode",
+                         "two-server", "--disclose", "scores") == 3  # fmt: skip
+        assert "disclosure: scores, but a two-server project" in capsys.readouterr().err
+        assert world.cli("project", "show", "shares", "--operator") == 0
+    out = capsys.readouterr().out
+    assert f"two-server mode: shares to S1 (127.0.0.1:{world.roles['s1'].port})" in out

@@ -139,7 +139,7 @@ def run(
     """A two-server project's run over its members' current uploads (`inputs`): the links
     as a CLK run's (dataset k = inputs[k]); refused, naming the member, where an upload is
     not whole at S1 or S2; a party down fails it naming the party."""
-    run = store.run(run_id)
+    threshold = store.run(run_id).threshold
     if setup is None:
         raise not_set_up("run")
     parts = []
@@ -157,7 +157,7 @@ def run(
         )
     bits = list(widths.pop())
     datasets = [store.verified_clks(u) for _, u in inputs]
-    combiner = Combiner([popcounts(d, bits) for d in datasets], run.threshold)
+    combiner = Combiner([popcounts(d, bits) for d in datasets], threshold)
     names = [p[0] for p in parts]
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
     try:
@@ -180,7 +180,7 @@ def run(
     t = result.transcript
     store.audit.append(
         audit.Event(
-            audit.MATCHER, "twoserver.run", run.project,
+            audit.MATCHER, "twoserver.run", store.run(run_id).project,
             detail={"run_id": run_id, "s1": setup.s1, "s2": setup.s2,
                     "members": [m for m, _ in inputs], "pairs": result.comparisons,
                     "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
