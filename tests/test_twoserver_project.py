@@ -199,11 +199,12 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
             (plain / f.name).write_bytes(f.read_bytes())
     capsys.readouterr()
     assert world.cli("upload", str(plain), "--project", "shares",
-                     token=project.tokens["north"]) == 2  # fmt: skip
+                     token=project.tokens["north"]) == 3  # fmt: skip
     err = capsys.readouterr().err
-    assert "shares runs in two-server mode" in err
-    assert "encode it again with `blindmatch encode ... --two-server`" in err
+    assert "project 'shares' runs in two-server mode" in err
+    assert "Encode with `blindmatch encode ... --two-server`" in err
     assert not world.roles["s1"].service.held
+    assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
 
 
 def test_a_run_with_a_part_missing_is_refused(

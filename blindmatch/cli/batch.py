@@ -25,14 +25,21 @@ if TYPE_CHECKING:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
     from blindmatch.client.remote.client import content_upload_id
 
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client:
-        if client.describe(args.project).mode == "two-server":
-            return _two_server_upload(args, client, encoded)
+        # A folder with a two-server upload: the project's mode decides what goes where
+        # (a CLK project refuses the ticket, storing nothing). Without one, a two-server
+        # project refuses the CLKs, saying to encode with --two-server.
+        if (args.encoded / SHARED_FOLDER).is_dir() and _two_server_upload(args, client, encoded):
+            return 0
         if args.s1 or args.s2:
-            raise InputError(f"--s1/--s2: {args.project} is not a two-server project")
+            raise InputError(
+                f"--s1/--s2: only for a project in two-server mode ({args.project} is not), "
+                "with a folder encoded --two-server"
+            )
         receipt = client.upload(
             args.project,
             encoded,
@@ -47,27 +54,25 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> int:
-    """A project in two-server mode: the shares to S1 and S2, the popcounts to the matcher."""
+def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
+    """In a project in two-server mode: the shares to S1 and S2, the popcounts to the
+    matcher, True; False (nothing sent) for a CLK project."""
     from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
-    from blindmatch.client.remote.twoserver import project_upload
+    from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
 
-    if not (args.encoded / SHARED_FOLDER).is_dir():
-        raise InputError(
-            f"{args.encoded}: {args.project} runs in two-server mode (the matcher never takes "
-            f"CLKs), and this folder has no {SHARED_FOLDER}/: encode it again with "
-            "`blindmatch encode ... --two-server`, then upload it"
-        )
+    issued = ticket_if_two_server(client, args.project)
+    if issued is None:
+        return False
     upload = read_shared(args.encoded / SHARED_FOLDER)
     say = None if args.quiet else print
     sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
-                          s2=args.s2 or "", say=say)  # fmt: skip
+                          s2=args.s2 or "", say=say, issued=issued)  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
         f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), popcounts to the matcher (upload "
         f"{sent.receipt.upload_id})."
     )
-    return 0
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:

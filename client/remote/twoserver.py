@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SharedUpload
-from blindmatch.client.errors import InputError
+from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -195,6 +195,9 @@ def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -
     return also
 
 
+NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK project's
+
+
 def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
     """The matcher's ticket for this member's next upload to S1 and S2."""
     request = pb.TwoServerTicketRequest(project=project)
@@ -204,6 +207,17 @@ def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
                                              timeout=client.timeout),
     )  # fmt: skip
     return TwoServerTicket(reply.ticket, reply.name, reply.s1, reply.s2, reply.expires_unix)
+
+
+def ticket_if_two_server(client: MatcherClient, project: str) -> TwoServerTicket | None:
+    """A ticket when `project` is in two-server mode; None for a CLK project (asking
+    stores and audits nothing)."""
+    try:
+        return ticket(client, project)
+    except RejectedError as exc:
+        if NOT_TWO_SERVER in str(exc):
+            return None
+        raise
 
 
 @dataclass(frozen=True)
@@ -225,18 +239,20 @@ def project_upload(
     s1: str = "",
     s2: str = "",
     say: Callable[[str], None] | None = None,
+    issued: TwoServerTicket | None = None,
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
     matcher, the shares to S1 and S2 (at the matcher's addresses unless `s1`/`s2` given,
     reached as the matcher is), then the popcounts to the matcher. A part refused stops it:
     the matcher then holds the member's earlier upload (or none), which a run refuses while
-    S1 or S2 holds another, so nothing runs on half an upload."""
+    S1 or S2 holds another, so nothing runs on half an upload. `issued`: a ticket already
+    asked for."""
     if len(upload) != encoded.record_count:
         raise InputError(
             f"{encoded.path}: its two-server upload holds {len(upload)} records, its CLKs "
             f"{encoded.record_count}: encode it again with --two-server"
         )
-    t = ticket(client, project)
+    t = issued or ticket(client, project)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
     for role in ("s1", "s2"):
         with RoleClient(role, where[role], t.ticket, client.credentials,
