@@ -175,6 +175,12 @@ def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_
     assert isinstance(detail, dict)
     assert detail["s1"] == f"127.0.0.1:{world.roles['s1'].port}"
     assert detail["links"] > 0 and detail["members"] == sorted(NAMES)
+    # A member sees that the run was a two-server one, and where, not its pairs or links
+    # (which say how much other members overlap).
+    with MatcherClient(world.target, two.tokens["south"]) as south:
+        seen = [e for e in south.audit("shares") if e["action"] == "twoserver.run"]
+    assert len(seen) == 1
+    assert seen[0]["detail"] == {k: detail[k] for k in ("run_id", "s1", "s2", "members")}
 
 
 def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
