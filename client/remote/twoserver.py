@@ -165,8 +165,12 @@ class RoleClient:
 def matcher_part(upload: SharedUpload) -> bytes:
     """The matcher's part of a two-server project upload: each record's popcounts (its
     record-level CLK's, its fallback CLK's or 0), uint32 little-endian, 8 bytes a record."""
-    out = np.zeros((len(upload), 2), dtype="<u4")
-    for k, pops in enumerate(upload.combiner.popcounts):
+    return _popcount_records(upload.combiner.popcounts)
+
+
+def _popcount_records(popcounts: Sequence[npt.NDArray[np.int64]]) -> bytes:
+    out = np.zeros((len(popcounts[0]), 2), dtype="<u4")
+    for k, pops in enumerate(popcounts):
         out[:, k] = pops
     return out.tobytes()
 
@@ -179,10 +183,17 @@ def matcher_sha256(upload: SharedUpload) -> str:
 def folder_sha256(encoded: Encoded) -> str:
     """The SHA-256 the matcher acknowledges an ENCODED folder's two-server upload with (its
     `twoserver/`, `matcher_part`); "" for a folder without one."""
-    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.encoding.sharing import SHARED_FILES, SHARED_FOLDER
 
-    folder = encoded.path / SHARED_FOLDER
-    return matcher_sha256(read_shared(folder)) if folder.is_dir() else ""
+    path = encoded.path / SHARED_FOLDER / SHARED_FILES["combiner"]  # popcounts only
+    if not path.parent.is_dir():
+        return ""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            pops = [f[f"popcounts_{k}"] for k in range(len(f.files))]
+    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a two-server upload file ({exc})") from None
+    return hashlib.sha256(_popcount_records(pops)).hexdigest()
 
 
 def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -> str:
