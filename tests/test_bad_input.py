@@ -807,6 +807,15 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
     ("tscreate-scores", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
         name="fresh", members=["a", "b"], mode="two-server", disclosure=pb.DISCLOSURE_SCORES),
         metadata=c.admin), "INVALID_ARGUMENT", "disclosure: scores, but a two-server project"),
+    ("tsindex-clks", lambda c, u: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="shares", clk_bits=1024,
+                                             fingerprint=bytes(32))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
+     "FAILED_PRECONDITION", "runs in two-server mode: the matcher holds no CLKs, so it keeps"),
+    ("tsquery-clks", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)), metadata=c.north),
+     "FAILED_PRECONDITION", "answers no query or watch"),
     ("tsrun-before-every-upload", lambda c, u: c.stub.StartRun(
         pb.StartRunRequest(project="shares"), metadata=c.north), "FAILED_PRECONDITION",
      "waiting for south"),
