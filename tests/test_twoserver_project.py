@@ -197,7 +197,8 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     assert "project 'shares' runs in two-server mode" in message
     assert "--two-server" in message and "[FAILED_PRECONDITION]" in message
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
-    # A folder encoded without --two-server: `upload` says to encode it again, sending nothing.
+    # A folder encoded without --two-server: `upload` sends its CLKs, which the matcher
+    # refuses, saying to encode with --two-server; nothing is stored anywhere.
     plain = world.folder / "plain.encoded"
     for f in encoded["north"].iterdir():
         if f.is_file():
@@ -229,8 +230,8 @@ def test_a_run_with_a_part_missing_is_refused(
     capsys.readouterr()
     assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 3
     assert "not every member has uploaded yet: waiting for west" in capsys.readouterr().err
-    # south uploads again, but only S1 takes it (S2 refuses): S1 holds south's new shares,
-    # the matcher and S2 its earlier; the run is refused, naming south and what to do.
+    # south uploads again, but only S1 gets it (the rest never sent): S1 holds south's new
+    # shares, the matcher and S2 its earlier; the run fails, naming south and what to do.
     with MatcherClient(world.target, project.tokens["south"]) as south:
         t = ticket(south, "shares")
     with RoleClient("s1", t.s1, t.ticket) as s1:
