@@ -577,6 +577,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-expired-ticket", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth(
         tickets.issue(member_key(c), "p/north/00ff00ff", 1))),
      "UNAUTHENTICATED", "S1 refused the upload: an upload ticket that has expired"),
+    ("s1upload-project-name-unticketed", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        member="p/north/00ff00ff"))), metadata=c.member),
+     "PERMISSION_DENIED", "is a project's name (project/member/tag): only the matcher's"),
     ("s2upload-others-ticket", lambda c: c.s2.Upload(iter(parts(c, "s2")), metadata=auth(
         tickets.issue(member_key(c), "p/south/00ff00ff", 2**40))),
      "PERMISSION_DENIED", "member: 'north', but the upload ticket admits 'p/south/00ff00ff'"),

@@ -117,9 +117,12 @@ class _Role:
         """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
         it replaces that project member's upload under any earlier tag."""
         member, held = read_upload(parts, self.role)
-        if vouched and member != vouched:
+        if (vouched and member != vouched) or (not vouched and "/" in member):
             raise errors.PermissionDenied(
                 f"member: {member!r}, but the upload ticket admits {vouched!r} only"
+                if vouched
+                else f"member: {member!r} is a project's name (project/member/tag): only the "
+                "matcher's upload ticket admits it"
             )
         with self.lock:
             if vouched:  # the project member's earlier uploads, under other tags, go
