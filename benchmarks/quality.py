@@ -24,6 +24,8 @@ files:
   with match probability >= 0.5, resolved one-to-one between each two organisations best
   first (benchmarks/splink_link.py, run in benchmarks/.venv-splink: Splink is the
   benchmark's anchor, not a dependency).
+- **no-rule** (with `--flows`): the same CLI flow with schemas/person-uk-no-rule.json, the
+  default without `blindmatch.rule` (one CLK a pair: the default until the rule was built).
 - **original** (in the grid): the same CLI flow with schemas/person-uk-original.json, the
   default until the candidate layout replaced it (issue 21; docs/schema.md); with
   `--flows`, also **no-fallback** (the default without its fallback CLK),
@@ -65,6 +67,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
 # The other shipped record-level schemas the grid can run through the same CLI flow.
 SCHEMA_FLOWS = {
+    # The default without its rule over both CLKs (one CLK a pair): the default until the
+    # rule was built (issue 21, docs/evaluation.md "A decision rule over both CLKs' scores").
+    "no-rule": ROOT / "schemas" / "person-uk-no-rule.json",
     "no-fallback": ROOT / "schemas" / "person-uk-no-fallback.json",
     "original": ROOT / "schemas" / "person-uk-original.json",  # the default until issue 21
     "original-no-fallback": ROOT / "schemas" / "person-uk-original-no-fallback.json",

@@ -49,6 +49,7 @@ from blindmatch.client.encoding.readcsv import EncodeReport, read_rows
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.evaluate import read_truth
 from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.usecases.runs import match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ class Member:
     rows: list[list[str]]  # normalised, schema order
     clks: np.ndarray  # (records, bytes)
     fallback_bits: int
+    rule: Rule = NO_RULE  # the schema's rule over both CLKs (blindmatch.rule), as a run has it
 
 
 def encoded(folder: Path, generator: str, schema_path: Path, secret: bytes) -> list[Member]:
@@ -72,7 +74,8 @@ def encoded(folder: Path, generator: str, schema_path: Path, secret: bytes) -> l
         res = encode_csv(csv_path, schema, mapping, secret)
         ids, rows = read_rows(csv_path, schema, mapping, EncodeReport(source=str(csv_path)))
         clks = np.frombuffer(res.clks, dtype=np.uint8).reshape(len(ids), res.clk_bits // 8)
-        out.append(Member(name, ids, rows, clks.copy(), res.fallback_bits))
+        rule = Rule(*res.rule) if res.rule is not None else NO_RULE
+        out.append(Member(name, ids, rows, clks.copy(), res.fallback_bits, rule))
     return out
 
 
@@ -82,9 +85,11 @@ def linked(
     """The hits a run with default settings reports (every link of every member), each with
     its (dataset, row, partner dataset, partner row, score)."""
     bits = {m.fallback_bits for m in members}.pop()
+    rule = {m.rule for m in members}.pop()
     result = match(
-        [m.clks for m in members], threshold, blocking="exhaustive", fallback_bits=bits, workers=1
-    )
+        [m.clks for m in members], threshold, blocking="exhaustive", fallback_bits=bits,
+        rule=rule, workers=1,
+    )  # fmt: skip
     links, names = result.links, [m.name for m in members]
     return {
         (names[d0], members[d0].ids[r0], names[d1]): (int(d0), int(r0), int(d1), int(r1), float(s))
@@ -229,7 +234,7 @@ def main() -> int:
     for (d0, r0), (d1, r1) in sorted(pairs):
         if split is not None:
             one = [np.array([v], dtype=np.uint32) for v in (d0, r0, d1, r1)]
-            s = float(fallback_.pair_scores(split, *one)[0])
+            s = float(fallback_.pair_scores(split, *one, rule=members[0].rule)[0])
         else:
             from blindmatch.matcher.core.solve import dice
 

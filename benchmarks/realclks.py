@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
+NO_RULE_SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 CACHE = Path(__file__).resolve().parent / "data" / "cache"
 SECRET = hashlib.sha256(b"blindmatch realistic benchmark, public on purpose").hexdigest().encode()
 CHUNK = 10_000  # people per chunk (one seed and one task each)
@@ -150,8 +151,22 @@ def _chunk(job: tuple[int, int, int, int, int]) -> tuple[Clks, Clks]:
     return a, b
 
 
+def _cache_key_schema() -> bytes:
+    """What the cache is keyed by: the default schema's bytes, less its `blindmatch.rule`
+    (the matcher's rule over both CLKs changes no bit of them): those of
+    schemas/person-uk-no-rule.json, the default before the rule, when that is all they differ
+    by, so encodings cached before the rule are still found."""
+    import json
+
+    raw = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    raw.get("blindmatch", {}).pop("rule", None)
+    if raw == json.loads(NO_RULE_SCHEMA.read_text(encoding="utf-8")):
+        return NO_RULE_SCHEMA.read_bytes()
+    return SCHEMA.read_bytes()
+
+
 def cache_dir(n_a: int, n_b: int, seed: int, overlap: float) -> Path:
-    schema = hashlib.sha256(SCHEMA.read_bytes()).hexdigest()[:10]
+    schema = hashlib.sha256(_cache_key_schema()).hexdigest()[:10]
     return CACHE / f"real-v{VERSION}-{schema}-{n_a}x{n_b}-o{overlap:g}-s{seed}"
 
 

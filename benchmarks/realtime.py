@@ -23,6 +23,7 @@ threads with a `MatcherClient.query_session` each.
     .venv/bin/python benchmarks/realtime.py --restart   # measure a matcher restarted on its data
     .venv/bin/python benchmarks/realtime.py --data-dir /dev/shm/bm   # fsync costs nothing there
     .venv/bin/python benchmarks/realtime.py --record-level   # cached 1M record-level CLKs
+    .venv/bin/python benchmarks/realtime.py --cached-pair    # the same people, default layout
 
 Every answered query is in the audit log, durably, before its answer leaves (a group
 commit: one fsync for the queries that arrived together; docs/security.md). The matcher
@@ -45,7 +46,9 @@ With `--lookup-queries` (the default) it also times the look-up alone in this pr
 prints, for each run, the matcher's CPU a query less that: its serving overhead (gRPC, the
 checks, disclosure, the audit write, the reply). `--record-level` serves the cached
 record-level encodings (1,024 bits, no fallback CLK) of benchmarks/realclks.py's 1,000,000 x
-1,000,000 pair, which need no encoding at any size up to 1,000,000.
+1,000,000 pair, which need no encoding at any size up to 1,000,000; `--cached-pair` serves
+the same people's whole CLKs (the default layout, fallback CLK included) from that pair's
+cache (`benchmarks/realclks.py 1000000 1000000` makes it once).
 
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
@@ -211,23 +214,38 @@ class RecordLevelPartner(RealPartner):
     population, as `--one-population`); a hit is member B's record of a person a partner
     holds whose pair reaches 0.8, a miss one of B's records of a person A does not hold."""
 
+    whole = False  # the record-level CLKs alone; CachedPairPartner: the whole CLKs
+    flag = "--record-level"
+
     def __init__(self, n: int, k: int, seed: int, same: bool = True):
-        from benchmarks.realclks import realistic_pair
+        from benchmarks.realclks import layout, realistic_pair
 
         self.n = n
         self.rng = np.random.default_rng(seed)
-        pair = realistic_pair(1_000_000, 1_000_000, seed=0, overlap=0.1, quiet=True)
+        pair = realistic_pair(1_000_000, 1_000_000, seed=0, overlap=0.1, quiet=True,
+                              whole=self.whole)  # fmt: skip
         if n > len(pair.a):
-            raise SystemExit(f"--record-level: at most {len(pair.a):,} records a partner")
-        self.clk_bits, self.fallback_bits = pair.a.shape[1] * 8, 0
+            raise SystemExit(f"{self.flag}: at most {len(pair.a):,} records a partner")
+        self.clk_bits, self.fallback_bits = layout() if self.whole else (pair.a.shape[1] * 8, 0)
         self.clks = pair.a[:n]
         kept = pair.truth_a < n
         held, asked = pair.truth_a[kept], pair.b[pair.truth_b[kept]]
-        scores = rule_dice(self.clks[held], asked, self.clk_bits, 0)
+        scores = rule_dice(self.clks[held], asked, self.clk_bits, self.fallback_bits)
         self.hits = asked[scores >= 0.8]
         strangers = np.ones(len(pair.b), dtype=bool)
         strangers[pair.truth_b] = False
         self.strangers = pair.b[np.flatnonzero(strangers)[:4_000]]
+
+
+class CachedPairPartner(RecordLevelPartner):
+    """The default layout (whole 2,048-bit CLKs with their fallback CLK, searched half by
+    half) on the same people as `RecordLevelPartner`: member A of the batch benchmarks'
+    cached 1,000,000 x 1,000,000 pair of seed 0 (`realistic_pair(..., whole=True)`), one
+    population; hits B's records of held people that reach 0.8 under the fallback rule,
+    misses B's people A does not hold. Needs no encoding where that pair is cached."""
+
+    whole = True
+    flag = "--cached-pair"
 
 
 def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
@@ -271,6 +289,9 @@ class Measured:
     cpu_ms: tuple[float, float]  # CPU per query: the matcher process, this (client) process
     finished: list[float] = field(default_factory=list)  # s from the start, per latency
     client: str = "async"  # how the queriers asked (CLIENTS)
+    # The matcher's thread switches per query: voluntary (a thread waited: for a message,
+    # the GIL, a lock, the disk), involuntary (a thread was preempted).
+    switches: tuple[float, float] = (0.0, 0.0)
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -308,6 +329,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_switches(pid: int) -> tuple[int, int]:
+    """Context switches so far of every live thread of process `pid`: (voluntary,
+    involuntary) (Linux /proc; a thread that has ended is no longer counted)."""
+    voluntary = involuntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 CLIENTS = {
@@ -434,9 +469,14 @@ def measure(
         side.start()
     load_before = os.getloadavg()[0]
     cpu_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    switches_before = thread_switches(server_pid)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    switched = [
+        (after - before) / total
+        for before, after in zip(switches_before, thread_switches(server_pid), strict=True)
+    ]
     if side:
         side.join()
     cpu = [
@@ -448,7 +488,7 @@ def measure(
     load = (load_before, os.getloadavg()[0])
     return Measured(
         queriers, rate, latencies, wall, len(missed), (total + 1) // 2, load, (cpu[0], cpu[1]),
-        finished, client,
+        finished, client, (switched[0], switched[1]),
     )  # fmt: skip
 
 
@@ -579,6 +619,13 @@ def main() -> int:
         "CLK; seed 0's member A, one population), which needs no encoding at 1,000,000",
     )
     parser.add_argument(
+        "--cached-pair",
+        action="store_true",
+        help="realistic: index the whole CLKs (the default layout, fallback CLK included) of "
+        "the cached 1,000,000 x 1,000,000 pair of seed 0 (member A, one population, as "
+        "--record-level), which needs no encoding where the batch benchmarks cached it",
+    )
+    parser.add_argument(
         "--matcher-cpus",
         type=cpu_list,
         help="start the matcher on these CPUs only (say 0-7; it places its own threads "
@@ -690,9 +737,13 @@ def main() -> int:
         )
         for k, partner in enumerate(PARTNERS):
             held[partner] = (
-                (RecordLevelPartner if args.record_level else RealPartner)(
-                    args.records, k, args.seed * 10 + k, args.one_population
-                )
+                (
+                    CachedPairPartner
+                    if args.cached_pair
+                    else RecordLevelPartner
+                    if args.record_level
+                    else RealPartner
+                )(args.records, k, args.seed * 10 + k, args.one_population)
                 if args.clks == "realistic"
                 else Partner(args.clks, args.records, k, population, args.seed * 10 + k)
             )
@@ -808,7 +859,8 @@ def main() -> int:
             f"({len(lat) / r.wall:.1f}/s); latency ms p50 {statistics.median(lat):.1f}  "
             f"p95 {percentile(lat, 95):.1f}  p99 {percentile(lat, 99):.1f}  max {max(lat):.1f}; "
             f"CPU ms per query: matcher {r.cpu_ms[0]:.2f}, client {r.cpu_ms[1]:.2f}; "
-            f"planted hits missed {r.missed} of {r.planted}; "
+            f"matcher thread switches per query {r.switches[0]:.1f} voluntary, "
+            f"{r.switches[1]:.1f} involuntary; planted hits missed {r.missed} of {r.planted}; "
             f"load average {r.load[0]:.1f} -> {r.load[1]:.1f}"
         )
         failed = failed or bool(r.missed)

@@ -17,11 +17,13 @@ build_ext --inplace`, then `--tree /tmp/bm-main`; its blindmatch/ must be import
 `realistic_pair(N, N)`, member A's records, seed 0, whose 1,000,000-row encodings are cached
 from the batch benchmarks, so nothing is encoded): the part of a query's look-up that
 costs (docs/performance.md). Its queries are member B's records of people A holds and
-B's people A does not hold.
+B's people A does not hold. `--cached-pair` indexes the same people's whole CLKs (the
+default layout, fallback CLK included; `realistic_pair(N, N, whole=True)`), asked the same way.
 
     .venv/bin/python benchmarks/rtlookup.py                       # 3 x 1,000,000, 600 queries
     .venv/bin/python benchmarks/rtlookup.py --records 200000 --tree /tmp/bm-main
     .venv/bin/python benchmarks/rtlookup.py --record-level        # cached 1,000,000 rows
+    .venv/bin/python benchmarks/rtlookup.py --cached-pair         # the same rows, default layout
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose code runs")
     parser.add_argument("--record-level", action="store_true",
                         help="index the record-level CLKs alone (cached at 1,000,000)")  # fmt: skip
+    parser.add_argument(
+        "--cached-pair", action="store_true", help="the whole CLKs of --record-level's pair"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(args.tree.resolve()))
@@ -57,6 +62,11 @@ def main() -> int:
     if args.record_level:
         clk_bits, fallback_bits = 1024, 0
         pair = realistic_pair(args.records, args.records)
+        unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+        others = pair.b[rng.choice(unheld, half, replace=False)]
+    elif args.cached_pair:
+        clk_bits, fallback_bits = layout()
+        pair = realistic_pair(args.records, args.records, whole=True)
         unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
         others = pair.b[rng.choice(unheld, half, replace=False)]
     else:

@@ -30,6 +30,11 @@ query's cost is that of the look-ups it makes. Graded copies move bits within ea
 nothing is encoded), the part of a query's look-up that costs: A's records indexed; B's
 records of people A holds, B's people A does not hold, graded copies of A's records.
 
+`--cached-pair` (realistic): the whole CLKs of the same `realistic_pair(N, N)` (seed 0) as
+`--clks record-level` instead of seed 1's N x 20,000 pair, searched as above; strangers are
+B's people A does not hold. Nothing is encoded where that pair is cached
+(`benchmarks/realclks.py 1000000 1000000`).
+
 `--shared-bands 1`: the plans rtplan may weigh by how many bands a row must share a key
 with the query in (default 1,2,3; 1 is the plan before collision counting).
 
@@ -41,6 +46,7 @@ copies and unrelated people.
     .venv/bin/python benchmarks/rtrecall.py --records 200000 --threshold 0.9
     .venv/bin/python benchmarks/rtrecall.py --clks synthetic
     .venv/bin/python benchmarks/rtrecall.py --clks record-level [--shared-bands 1]
+    .venv/bin/python benchmarks/rtrecall.py --cached-pair         # default layout, seed 0's pair
 """
 
 from __future__ import annotations
@@ -105,10 +111,19 @@ def synthetic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
 def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """A's records indexed; B's records of shared people, strangers, graded copies asked."""
     third = args.queries // 3
-    # B: 20,000 records, all of people A holds (the same encodings realtime.py uses).
-    pair = realistic_pair(args.records, max(third, 20_000), seed=args.seed, overlap=0.5, whole=True)
-    others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0, whole=True)
-    strangers = others.a[:third]
+    if args.cached_pair:
+        # The batch benchmarks' N x N pair of seed 0 (10% shared): strangers are B's people
+        # A does not hold, so a cached pair needs nothing encoded.
+        pair = realistic_pair(args.records, args.records, whole=True)
+        unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+        strangers = pair.b[rng.choice(unheld, third, replace=False)]
+    else:
+        # B: 20,000 records, all of people A holds (the same encodings realtime.py uses).
+        pair = realistic_pair(args.records, max(third, 20_000), seed=args.seed, overlap=0.5,
+                              whole=True)  # fmt: skip
+        others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0,
+                                whole=True)  # fmt: skip
+        strangers = others.a[:third]
     b_rows = rng.choice(len(pair.truth_b), third, replace=False)
     indexed = pair.a
     clk_bits, fallback_bits = layout()
@@ -213,6 +228,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, help="default: 1 (realistic), 4 (synthetic)")
     parser.add_argument("--clks", choices=("realistic", "record-level", "synthetic"),
                         default="realistic")  # fmt: skip
+    parser.add_argument(
+        "--cached-pair",
+        action="store_true",
+        help="realistic: index member A of realistic_pair(N, N) (seed 0, the batch "
+        "benchmarks' pair, cached at 1,000,000) and ask B's records, instead of seed 1's "
+        "N x 20,000 pair",
+    )
     parser.add_argument(
         "--shared-bands", default="1,2,3", help="the shared bands rtplan may weigh: 1 or 1,2,3"
     )

@@ -31,6 +31,9 @@ plaintext (its own export, its own errors) on every person of A and of B:
   alternating seed propagation over both members. `--curve`: its evidence, the share of A
   placed right from k true identities of B without propagation.
 
+`--view links`: what C learns since the circuit tests the shared popcounts and gates each
+pair's rows by its link bit: the linking pairs with their buckets, and no popcount.
+
 `--view link-bit` / `--view buckets`: the attacks on what C learns with the link-bit step
 (matcher/core/linkbit.py): each candidate's link bit at the threshold (the first `--cuts`),
 or its bucket among `--cuts`, in place of its Dice; C still knows which pairs are candidates
@@ -490,10 +493,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets", "candidates"],
+        choices=["dice", "link-bit", "buckets", "candidates", "links"],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
-        "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates)",
+        "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates); "
+        "links: what C learns since the circuit gates identities by the link bit (the linking "
+        "pairs and their buckets, no other candidate, no popcount)",
     )
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
@@ -537,9 +542,14 @@ def main() -> int:
         # bucket, its Dice's lower end among the cut-offs, 0.0 below the threshold (C knows
         # only that). The attacks below read it where they read the Dice: the same attacks,
         # calibrated on this view as on the Dice.
-        chosen = {"buckets": args.cuts, "link-bit": args.cuts[:1], "candidates": [2.0]}
+        chosen = {"buckets": args.cuts, "link-bit": args.cuts[:1], "candidates": [2.0],
+                  "links": args.cuts}  # fmt: skip
         cuts = np.array([0.0, *chosen[args.view]])
         dice = cuts[np.searchsorted(cuts, dice, side="right") - 1]
+        if args.view == "links":
+            # C learns a candidate's identity only where it links (core/linkbit.py gates the
+            # rows by the link bit): the other candidates are not in its view at all.
+            pairs, dice = pairs[dice > 0], dice[dice > 0]
         print(f"C's view: {args.view} at cut-offs {', '.join(map(str, cuts[1:]))}: "
               f"{(dice > 0).sum():,} of {len(dice):,} candidates link")  # fmt: skip
     print(
@@ -581,6 +591,8 @@ def main() -> int:
     if args.attack in ("trilateration", "both"):
         t0 = time.process_time()
         pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
+        if args.view == "links":  # C holds no popcount (the circuit takes them shared)
+            pop_a, pop_b = np.zeros_like(pop_a), np.zeros_like(pop_b)
         view = CombinerView(len(a), len(b), pairs, dice, pop_a, pop_b)
         model = fit_model(u, args.r, args.b, view, truth_a, truth_b)
         in_a, in_b = np.sort(truth_a), np.sort(truth_b)

@@ -76,6 +76,18 @@ def build_and_run(pairs: int) -> dict[str, tuple[float, float]]:
     return {k: (float(server[k]), float(combiner[k])) for k in server}
 
 
+# The link-bit step when C computed and shared each pair's Hamming bounds (before the circuit
+# tested the shared popcounts itself), measured by this script at 32,768 pairs on the
+# 2-core helper machine (2026-12-04): by cut-offs, AND gates and rounds of the circuit, the
+# slower server's and C's CPU us a pair, bytes a pair between S1 and S2 and from C to S2.
+BOUNDS_FROM_C = {
+    1: {"and": 1034, "rounds": 11, "server_us": 1.34, "c_us": 0.79, "between": 517.0,
+        "c_s2": 130.6, "to_c": 0.25},
+    4: {"and": 1067, "rounds": 11, "server_us": 1.31, "c_us": 0.68, "between": 533.5,
+        "c_s2": 138.9, "to_c": 1.00},
+}  # fmt: skip
+
+
 @dataclass
 class LinkBitCost:
     """The link-bit step (matcher/core/linkbit.py) measured on random 1,024-bit pairs: CPU us
@@ -88,11 +100,14 @@ class LinkBitCost:
     batch: int
 
 
-def link_bit_cost(pairs: int, n_bounds: int = 1, n_bits: int = 1024) -> LinkBitCost:
-    """Times C's dealing and reveal, S1's and S2's circuit (bit slicing, PRG, rounds), in
-    circuits of linkbit.BATCH pairs, one process; bytes as linkbit.Transcript counts them."""
+def link_bit_cost(
+    pairs: int, cutoffs: tuple[float, ...] = (0.8,), n_bits: int = 1024
+) -> LinkBitCost:
+    """Times C's dealing and reveal, S1's and S2's circuit (bit slicing, popcount shares, PRG,
+    rounds), in circuits of linkbit.BATCH pairs, one process; bytes as linkbit.Transcript
+    counts them."""
     rng = np.random.default_rng(1)
-    c = linkbit.circuit(n_bits, n_bounds)
+    c = linkbit.circuit(n_bits, cutoffs)
     us = {"S1": 0.0, "S2": 0.0, "C": 0.0}
     t = linkbit.Transcript()
     done = 0
@@ -100,24 +115,29 @@ def link_bit_cost(pairs: int, n_bounds: int = 1, n_bits: int = 1024) -> LinkBitC
         n = min(linkbit.BATCH, pairs - done)
         u = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
         v = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
-        bounds = rng.integers(0, n_bits + 2, (n_bounds, n))
+        pops = [rng.integers(0, 1 << c.pop_bits, n) for _ in range(4)]
         t0 = time.process_time()
-        dealt = linkbit.deal(c, bounds)
+        dealt = linkbit.deal(c, n)
         t1 = time.process_time()
-        p1 = linkbit.Party(0, c, u, t.send("C", "S1", "setup", dealt.to_s1))
+        p1 = linkbit.Party(0, c, u, t.send("C", "S1", "setup", dealt.to_s1), (pops[0], pops[1]))
         t2 = time.process_time()
-        p2 = linkbit.Party(1, c, v, t.send("C", "S2", "setup", dealt.to_s2))
+        p2 = linkbit.Party(1, c, v, t.send("C", "S2", "setup", dealt.to_s2), (pops[2], pops[3]))
         t3 = time.process_time()
         us["C"] += t1 - t0
         us["S1"] += t2 - t1
         us["S2"] += t3 - t2
         linkbit.exchange(p1, p2, t, us)
+        # S1's first message to S2 also carries the rows (8 bytes a pair) and the pad's seed;
+        # each server's output holds the rows gated by the link bit (64 bits a pair).
+        rows = rng.integers(0, 1 << 20, (2, n))
+        mask = bytes(linkbit.SEED_BYTES)
+        t.count("S1", "S2", 8 * n + len(mask))
         t0 = time.process_time()
-        o1 = t.send("S1", "C", "output", p1.output())
+        o1 = t.send("S1", "C", "output", p1.output(linkbit.tags(*rows), None, mask))
         t1 = time.process_time()
-        o2 = t.send("S2", "C", "output", p2.output())
+        o2 = t.send("S2", "C", "output", p2.output(linkbit.tags(*rows), None, mask))
         t2 = time.process_time()
-        linkbit.reveal(c, o1, o2, n)
+        linkbit.untag(linkbit.reveal(c, o1, o2, n, tagged=True))
         us["C"] += time.process_time() - t2
         us["S1"] += t1 - t0
         us["S2"] += t2 - t1
@@ -185,14 +205,26 @@ def main() -> int:
     print(f"| Dice (oracle) | - | 0 | 0 (one message) | {dice_us[0]:.2f}, {dice_us[0]:.2f}, "
           f"{dice_us[1]:.3f} | 0, 0, 0, {BYTES_TO_C} |")  # fmt: skip
     costs = {}
-    for bounds in (1, 4):
-        cost = costs[bounds] = link_bit_cost(args.link_bit_pairs, bounds)
+    for cutoffs in ((0.8,), (0.8, 0.85, 0.9, 0.95)):
+        bounds = len(cutoffs)
+        cost = costs[bounds] = link_bit_cost(args.link_bit_pairs, cutoffs)
         b = cost.bytes
+        between = b["S1", "S2"] + b["S2", "S1"]
         print(
             f"| link bit | {bounds} | {cost.and_gates:,} | {cost.rounds} | "
             f"{cost.us['S1']:.2f}, {cost.us['S2']:.2f}, {cost.us['C']:.2f} | "
-            f"{b['S1', 'S2'] + b['S2', 'S1']:.1f}, {b['C', 'S1']:.3f}, {b['C', 'S2']:.1f}, "
+            f"{between:.1f}, {b['C', 'S1']:.3f}, {b['C', 'S2']:.1f}, "
             f"{b['S1', 'C'] + b['S2', 'C']:.2f} |",
+            flush=True,
+        )
+        old = BOUNDS_FROM_C[bounds]
+        print(
+            f"|   ratio to C's bounds (2026-12-03) | {bounds} | "
+            f"{cost.and_gates / old['and']:.2f}x | {cost.rounds / old['rounds']:.2f}x | "
+            f"{max(cost.us['S1'], cost.us['S2']) / old['server_us']:.2f}x, "
+            f"C {cost.us['C'] / old['c_us']:.2f}x | {between / old['between']:.2f}x, -, "
+            f"{b['C', 'S2'] / old['c_s2']:.2f}x, "
+            f"{(b['S1', 'C'] + b['S2', 'C']) / old['to_c']:.1f}x |",
             flush=True,
         )
     lb = costs[1]

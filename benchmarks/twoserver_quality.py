@@ -162,8 +162,15 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     uploads = [sharing.shared_upload(d, secret, plan, fb) for d in datasets]
     upload_s = time.process_time() - started
     key = secrets.token_bytes(32)
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key)
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key)
+    s1 = twoserver.BlockingServer(
+        [u.s1.keys for u in uploads],
+        [u.s1.shares for u in uploads],
+        key,
+        [u.s1.popcounts for u in uploads],
+    )
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads]
+    )
     popcounts = [u.combiner.popcounts for u in uploads]
     del uploads
     runs: list[tuple[str, tworun.TwoServerResult]] = []
@@ -178,7 +185,8 @@ def cell(gen: str, args: argparse.Namespace) -> None:
 
     proposed: set[int] = set()
     by_clk = {twoserver.RECORD: 0, twoserver.FALLBACK: 0}
-    for batch in result.proposed:
+    # The pairs S1 proposes (the benchmark reads them from S1; C never receives them).
+    for batch in s1.block(twoserver.Combiner(popcounts, THRESHOLD).lacking()):
         proposed |= codes(batch.member_a, batch.member_b, batch.rows_a, batch.rows_b)
         by_clk[batch.clk] += len(batch)
     near = near_pairs(datasets, fb)

@@ -10,9 +10,13 @@ import enum
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from blindmatch.matcher.errors import AlreadyExists
+
+if TYPE_CHECKING:  # numpy is not loaded for the CLI's help (tests/test_cli.py)
+    import numpy as np
+    import numpy.typing as npt
 
 # -- time ----------------------------------------------------------------------------------------
 
@@ -38,7 +42,6 @@ MAX_CLK_BITS = 8192
 CLK_MODE = "clk"
 TWO_SERVER = "two-server"
 MODES = (CLK_MODE, TWO_SERVER)
-POPCOUNT_BITS = 64  # a two-server upload's record at the matcher: two uint32 popcounts
 FINGERPRINT_BYTES = 32  # the keyed (schema, secret) fingerprint every encoding carries
 MAX_RECORDS = 50_000_000  # per upload
 MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
@@ -163,14 +166,71 @@ class User:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """How a pair where both records have a fallback CLK's left-out fields is scored
+    (`blindmatch.rule`; core.fallback):
+    S = D1 + gap * (D1 - D2) - offset, kept when S >= threshold and D1 >= `candidate_floor`.
+    `NO_RULE` (all 0): S = D1, today's rule. Pairs with a lacking record: D2, either way."""
+
+    gap: float = 0.0
+    offset: float = 0.0
+    reach: float = 0.0  # how far under the threshold the first CLKs' candidates reach
+
+    @property
+    def active(self) -> bool:
+        return bool(self.gap or self.offset)
+
+    def candidate_floor(self, threshold: float) -> float:
+        """The first-CLK Dice a pair needs to be a candidate: the threshold without a rule;
+        with one, `threshold - reach`, never under the exact floor (threshold + offset) /
+        (1 + gap), below which no pair reaches the threshold (D2 >= 0), nor above the
+        threshold or the offset's floor (threshold + offset, where D2 = D1)."""
+        if not self.active:
+            return threshold
+        exact = (threshold + self.offset) / (1 + self.gap)
+        return min(max(exact, threshold - self.reach), threshold + max(self.offset, 0.0), 1.0)
+
+    def score(
+        self, d1: npt.NDArray[np.float64], d2: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """S of pairs that both have the fields, clipped to [0, 1] (the scale a score has)."""
+        if not self.active:
+            return d1
+        return (d1 + self.gap * (d1 - d2) - self.offset).clip(0.0, 1.0)
+
+    def text(self) -> str:
+        """As stored: "GAP,OFFSET,REACH", or "" for no rule (`parse` reads it back)."""
+        return f"{self.gap!r},{self.offset!r},{self.reach!r}" if self.active else ""
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        if not text:
+            return cls()
+        gap, offset, reach = (float(x) for x in text.split(","))
+        return cls(gap, offset, reach)
+
+    def describe(self, threshold: float) -> str:
+        if not self.active:
+            return f"Dice >= {threshold:g}"
+        return (
+            f"D1 + {self.gap:g} * (D1 - D2) - {self.offset:g} >= {threshold:g} with D1 >= "
+            f"{self.candidate_floor(threshold):.3f} where both records have the fields"
+        )
+
+
+NO_RULE = Rule()
+
+
+@dataclass(frozen=True)
 class Encoding:
     """What a member's encodings are: CLK length and keyed (schema, secret) fingerprint;
     for a standing index, also the length of the fallback CLK at the end of each CLK (0:
-    none; core.fallback), which its searches need."""
+    none; core.fallback) and the schema's rule over both CLKs, which its searches need."""
 
     clk_bits: int
     fingerprint: bytes
     fallback_bits: int = 0
+    rule: Rule = NO_RULE
 
 
 @dataclass(frozen=True)

@@ -163,8 +163,18 @@ class ProjectList(_message.Message):
     projects: _containers.RepeatedCompositeFieldContainer[ProjectInfo]
     def __init__(self, projects: _Optional[_Iterable[_Union[ProjectInfo, _Mapping]]] = ...) -> None: ...
 
+class ScoreRule(_message.Message):
+    __slots__ = ("gap", "offset", "reach")
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REACH_FIELD_NUMBER: _ClassVar[int]
+    gap: float
+    offset: float
+    reach: float
+    def __init__(self, gap: _Optional[float] = ..., offset: _Optional[float] = ..., reach: _Optional[float] = ...) -> None: ...
+
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "two_server_ticket", "two_server_bits")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule", "two_server_ticket", "two_server_bits")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +184,7 @@ class UploadHeader(_message.Message):
     FIELD_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_TICKET_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_BITS_FIELD_NUMBER: _ClassVar[int]
     project: str
@@ -185,9 +196,10 @@ class UploadHeader(_message.Message):
     field_bits: _containers.RepeatedScalarFieldContainer[int]
     fallback_bits: int
     schema_digest: str
+    rule: ScoreRule
     two_server_ticket: str
     two_server_bits: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., two_server_ticket: _Optional[str] = ..., two_server_bits: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_bits: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")
@@ -390,18 +402,20 @@ class ResolveRefReply(_message.Message):
     def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "client_change_id")
+    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "rule", "client_change_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
     fallback_bits: int
+    rule: ScoreRule
     client_change_id: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., client_change_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., client_change_id: _Optional[str] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")
@@ -571,20 +585,22 @@ class MemberQueryVolume(_message.Message):
     def __init__(self, member: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., peak_per_minute: _Optional[int] = ..., records_per_day_limit: _Optional[int] = ..., distinct_purposes: _Optional[int] = ..., refused: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[_Union[UserQueryVolume, _Mapping]]] = ..., unanswered: _Optional[int] = ...) -> None: ...
 
 class UserQueryVolume(_message.Message):
-    __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests")
+    __slots__ = ("user", "queries", "records", "records_with_hits", "refused", "bad_requests", "unanswered")
     USER_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_WITH_HITS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     BAD_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UNANSWERED_FIELD_NUMBER: _ClassVar[int]
     user: str
     queries: int
     records: int
     records_with_hits: int
     refused: int
     bad_requests: int
-    def __init__(self, user: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., refused: _Optional[int] = ..., bad_requests: _Optional[int] = ...) -> None: ...
+    unanswered: int
+    def __init__(self, user: _Optional[str] = ..., queries: _Optional[int] = ..., records: _Optional[int] = ..., records_with_hits: _Optional[int] = ..., refused: _Optional[int] = ..., bad_requests: _Optional[int] = ..., unanswered: _Optional[int] = ...) -> None: ...
 
 class QueryReport(_message.Message):
     __slots__ = ("project", "hours", "members")
@@ -806,12 +822,13 @@ class ShardSearchReply(_message.Message):
     def __init__(self, queries: _Optional[_Iterable[int]] = ..., members: _Optional[_Iterable[int]] = ..., refs: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., state: _Optional[_Union[ShardState, _Mapping]] = ...) -> None: ...
 
 class ShardChange(_message.Message):
-    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
+    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "rule", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     PUT_REFS_FIELD_NUMBER: _ClassVar[int]
     PUT_CLKS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_REFS_FIELD_NUMBER: _ClassVar[int]
@@ -822,15 +839,16 @@ class ShardChange(_message.Message):
     clk_bits: int
     fallback_bits: int
     threshold: float
+    rule: ScoreRule
     put_refs: _containers.RepeatedScalarFieldContainer[str]
     put_clks: bytes
     remove_refs: _containers.RepeatedScalarFieldContainer[str]
     erase_member: bool
     erase_project: bool
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
 
 class ShardLoad(_message.Message):
-    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks")
+    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -840,6 +858,7 @@ class ShardLoad(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
     CLKS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     project: str
@@ -849,7 +868,8 @@ class ShardLoad(_message.Message):
     threshold: float
     refs: _containers.RepeatedScalarFieldContainer[str]
     clks: bytes
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class ShardReloadRequest(_message.Message):
     __slots__ = ()
@@ -876,7 +896,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -885,6 +905,8 @@ class SharedPart(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    POPCOUNT_SHARES_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -893,7 +915,9 @@ class SharedPart(_message.Message):
     keys: bytes
     shares: bytes
     popcounts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ...) -> None: ...
+    popcount_shares: bytes
+    lacking: bytes
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -906,35 +930,35 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "lacking", "fallback")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
-    LACKING_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
-    lacking: bytes
     fallback: bool
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., lacking: _Optional[bytes] = ..., fallback: _Optional[bool] = ...) -> None: ...
+    threshold: float
+    buckets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
-    __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")
+    __slots__ = ("member_a", "member_b", "clk", "last", "pairs")
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
-    ROWS_A_FIELD_NUMBER: _ClassVar[int]
-    ROWS_B_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     member_a: int
     member_b: int
     clk: int
-    rows_a: bytes
-    rows_b: bytes
     last: bool
-    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    pairs: int
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "bounds", "setup")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -943,8 +967,12 @@ class CircuitBatch(_message.Message):
     CLK_FIELD_NUMBER: _ClassVar[int]
     ROWS_A_FIELD_NUMBER: _ClassVar[int]
     ROWS_B_FIELD_NUMBER: _ClassVar[int]
-    BOUNDS_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -953,21 +981,37 @@ class CircuitBatch(_message.Message):
     clk: int
     rows_a: bytes
     rows_b: bytes
-    bounds: int
     setup: bytes
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., bounds: _Optional[int] = ..., setup: _Optional[bytes] = ...) -> None: ...
+    cutoffs: _containers.RepeatedScalarFieldContainer[float]
+    proposed: bool
+    part: int
+    offset: int
+    count: int
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ...) -> None: ...
+    checked: bytes
+    rows_a: bytes
+    rows_b: bytes
+    mask: bytes
+    drop: bytes
+    run: str
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

@@ -256,8 +256,8 @@ class MatcherServicer:
         """Member, in a two-server project (docs/operations.md "A project in two-server mode"): a
         ticket, signed by the matcher, that admits this member's upload to S1 and S2 under the
         name it gives (project/member/tag), and where S1 and S2 are. The member then uploads its
-        shares to S1 and S2 with the ticket, and its popcounts here (Upload, the header carrying
-        the ticket).
+        shares to S1 and S2 with the ticket, then a header alone here (Upload, the header
+        carrying the ticket: how many records, never a CLK or a popcount).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -132,6 +132,7 @@ def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
         report=result.report.to_dict(),
         fallback_bits=result.fallback_bits,
         schema_digest=result.schema_digest,
+        rule=result.rule,
     )
 
 

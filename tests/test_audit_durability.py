@@ -27,6 +27,7 @@ from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import BlindmatchError, RejectedError
 from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.sqlite import GroupCommit
 from tests import support
 from tests.support import ADMIN_TOKEN, Matcher
 
@@ -190,6 +191,42 @@ def test_queries_arriving_together_share_one_audit_commit(
     assert commits - commits_before < entries - entries_before  # grouped, one fsync each
     purposes = {p for _, a, p, _ in audit_rows(matcher.data_dir) if a == "query"}
     assert {f"case-{w}-{i}" for w in range(16) for i in range(15)} <= purposes
+
+
+def test_a_group_commit_returns_each_submit_after_its_own_write_and_fails_only_its_batch() -> None:
+    written: list[list[int]] = []
+    fail = {7}  # the batch holding this item fails, and only that batch
+
+    def write(items: list[int]) -> None:
+        time.sleep(0.002)  # long enough for others to arrive meanwhile
+        if fail & set(items):
+            raise OSError("disk gone")
+        written.append(list(items))
+
+    group: GroupCommit[int] = GroupCommit(write)
+    seen: dict[int, str] = {}
+
+    def submit(i: int) -> None:
+        try:
+            group.submit((i, i + 1000))
+        except OSError:
+            seen[i] = "failed"
+            return
+        # Returned: its items are in a write that finished.
+        seen[i] = "written" if any(i in w and i + 1000 in w for w in written) else "early"
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    flat = [x for w in written for x in w]
+    kept = [x for i in range(40) if seen[i] == "written" for x in (i, i + 1000)]
+    assert sorted(flat) == sorted(kept)  # each written once, and none of the failed batch
+    assert seen[7] == "failed" and "early" not in seen.values()
+    assert set(seen.values()) == {"written", "failed"}  # each waited for its own write
+    assert group.items == 80 and group.writes == len(written) + 1  # the failed one counted
+    assert group.writes < 40  # arrivals during a write shared the next
 
 
 @pytest.fixture

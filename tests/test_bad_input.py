@@ -15,11 +15,16 @@ import pytest
 
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_upload
-from blindmatch.client.remote.twoserver import RoleClient, upload_parts
+from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, upload_parts
 from blindmatch.matcher.core import linkbit, tickets
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
-from blindmatch.matcher.rpc.twoserver_service import RunningRole, SharesService, create_role
+from blindmatch.matcher.rpc.twoserver_service import (
+    RunningRole,
+    SharesService,
+    batch_digest,
+    create_role,
+)
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -106,6 +111,11 @@ CASES: list[Case] = [
      "NOT_FOUND", "'nope'"),
     ("upload-bad-clk-bits", lambda c: upload(c, [header(clk_bits=100)]), "INVALID_ARGUMENT",
      "header.clk_bits: 100"),
+    ("upload-bad-rule", lambda c: upload(c, [header(clk_bits=2048, fallback_bits=1024,
+                                                    rule=pb.ScoreRule(offset=0.9))]),
+     "INVALID_ARGUMENT", "header.rule.offset: a number from -0.5 to 0.5, not 0.9"),
+    ("upload-rule-without-fallback", lambda c: upload(c, [header(rule=pb.ScoreRule(gap=0.25))]),
+     "INVALID_ARGUMENT", "header.rule: a rule over both CLKs needs a fallback CLK"),
     ("upload-huge-clk-bits", lambda c: upload(c, [header(clk_bits=16384)]), "INVALID_ARGUMENT",
      "header.clk_bits"),
     ("upload-too-many-records", lambda c: upload(c, [header(record_count=10**9)]),
@@ -230,6 +240,18 @@ CASES: list[Case] = [
                                              fingerprint=bytes(32))),
         pb.IndexChange(put=pb.IndexPut(refs=["r1\n"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "ref"),
+    ("index-bad-rule", lambda c: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=2048, fallback_bits=1024,
+                                             fingerprint=bytes(32),
+                                             rule=pb.ScoreRule(gap=5, offset=0.03))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks(2)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "header.rule.gap: a number from 0 to 4, not 5.0"),
+    ("index-rule-without-fallback", lambda c: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=1024,
+                                             fingerprint=bytes(32),
+                                             rule=pb.ScoreRule(gap=0.25, offset=0.03))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
+     "INVALID_ARGUMENT", "header.rule: a rule over both CLKs needs a fallback CLK"),
     ("index-unknown-project", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         header=pb.IndexHeader(project="nope", clk_bits=1024, fingerprint=bytes(32)))]),
         metadata=c.north), "NOT_FOUND", "'nope'"),
@@ -405,6 +427,9 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
     ("apply-bad-fallback", lambda c: apply(c, fallback_bits=100), "INVALID_ARGUMENT",
      "fallback_bits"),
     ("apply-bad-threshold", lambda c: apply(c, threshold=-1), "INVALID_ARGUMENT", "threshold"),
+    ("apply-bad-rule", lambda c: apply(c, clk_bits=2048, fallback_bits=1024, put_clks=clks(2),
+                                       rule=pb.ScoreRule(gap=0.25, reach=0.9)),
+     "INVALID_ARGUMENT", "rule.reach: a number from 0 to 0.5, not 0.9"),
     ("reload-unkeyed", lambda c: c.stub.Reload(pb.ShardReloadRequest(), metadata=[]),
      "UNAUTHENTICATED", "answers only its matcher"),
     ("describe-unkeyed", lambda c: c.stub.Describe(pb.ShardDescribeRequest(),
@@ -427,6 +452,8 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
      "clk_bits (part 0)"),
     ("load-bad-fallback", lambda c: load(c, dict(fallback_bits=100)), "INVALID_ARGUMENT",
      "fallback_bits (part 0)"),
+    ("load-bad-rule", lambda c: load(c, dict(rule=pb.ScoreRule(gap=0.25))), "INVALID_ARGUMENT",
+     "rule (part 0): a rule over both CLKs needs a fallback CLK"),
     ("load-bad-threshold", lambda c: load(c, dict(threshold=2)), "INVALID_ARGUMENT",
      "threshold (part 0): 2"),
     ("load-ragged-clks", lambda c: load(c, {}, dict(clks=clks(2))), "INVALID_ARGUMENT",
@@ -515,11 +542,11 @@ def parts(c: RolesCtx, role: str, *changes: dict[str, Any]) -> list[pb.SharedPar
 
 def circuit_batch(c: RolesCtx, who: int, **fields: Any) -> pb.CircuitBatch:
     """A good batch of two pairs (north 0-1 x south 1-2) with C's setup for S1 (0) or S2 (1)."""
-    dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 2), dtype=np.int64))
+    dealt = linkbit.deal(linkbit.circuit(1024, (0.8,)), 2)
     base: dict[str, Any] = dict(
         batch=secrets.token_hex(4), member_a="north", member_b="south", records_a=ROWS,
         records_b=ROWS, clk=0, rows_a=np.array([0, 1], "<u4").tobytes(),
-        rows_b=np.array([1, 2], "<u4").tobytes(), bounds=1,
+        rows_b=np.array([1, 2], "<u4").tobytes(), cutoffs=[0.8],
         setup=dealt.to_s2 if who else dealt.to_s1,
     )  # fmt: skip
     return pb.CircuitBatch(**{**base, **fields})
@@ -530,8 +557,37 @@ def member_key(c: RolesCtx) -> str:
 
 
 def propose(c: RolesCtx, **fields: Any) -> Any:
-    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
+    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS], threshold=0.8)
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
+
+
+def after_propose(c: RolesCtx, **fields: Any) -> pb.CircuitBatch:
+    """S1 proposes the run (threshold 0.8); a batch of the first pair of its proposal's part 0,
+    by reference (`fields` changing it)."""
+    propose(c)
+    ref: dict[str, Any] = dict(proposed=True, part=0, offset=0, count=1, rows_a=b"", rows_b=b"")
+    return circuit_batch(c, 0, **{"setup": bytes(32), **ref, **fields})
+
+
+def every_pair(c: RolesCtx) -> pb.CircuitBatch:
+    """After S1 proposes, a batch naming every one of the 400 cross pairs (most unproposed)."""
+    propose(c)
+    a, b = np.meshgrid(np.arange(ROWS), np.arange(ROWS))
+    return circuit_batch(c, 0, rows_a=a.ravel().astype("<u4").tobytes(),
+                         rows_b=b.ravel().astype("<u4").tobytes())  # fmt: skip
+
+
+def exchanged_without_rows(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message with its digest but no rows."""
+    request = circuit_batch(c, 1, batch="b8")
+    c.s2.Prepare(request, metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b8", checked=batch_digest(request), mask=bytes(32)))
+
+
+def prepared_then_exchanged(c: RolesCtx) -> Any:
+    """A batch prepared on S2, then S1's first message of another (its digest not S2's)."""
+    c.s2.Prepare(circuit_batch(c, 1, batch="b9"), metadata=c.key)
+    return exchange(c, pb.RoundMessage(batch="b9", checked=bytes(32)))
 
 
 def run(c: RolesCtx, **fields: Any) -> Any:
@@ -555,7 +611,13 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "member (part 0): required"),
     ("s1upload-popcounts", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(popcounts=[1] * ROWS))),
                                                  metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): only the combiner receives them"),
+     "INVALID_ARGUMENT", "popcounts (part 0): no role receives them (S1 and S2 take XOR shares"),
+    ("s1upload-lacking-on-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        lacking=bytes(3)))), metadata=c.member),
+     "INVALID_ARGUMENT", "lacking (part 0): only S1 receives it, with the fallback CLK's parts"),
+    ("s2upload-lacking", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(lacking=bytes(3)))),
+                                               metadata=c.member),
+     "INVALID_ARGUMENT", "lacking (part 0): only S1 receives it"),
     ("s1upload-ragged-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
                                                    metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): 8 bytes for 20 records of 4 band keys"),
@@ -565,7 +627,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-bad-clk-bits", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk_bits=1000))),
                                                     metadata=c.member),
      "INVALID_ARGUMENT", "clk_bits (part 0): 1000 is not a multiple of 64"),
-    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1))),
+    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1,
+                                                                         lacking=bytes(3)))),
                                                 metadata=c.member),
      "INVALID_ARGUMENT", "clk: CLK 0 (and 1, the fallback), not [1]"),
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
@@ -583,6 +646,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s2upload-others-ticket", lambda c: c.s2.Upload(iter(parts(c, "s2")), metadata=auth(
         tickets.issue(member_key(c), "p/south/00ff00ff", 2**40))),
      "PERMISSION_DENIED", "member: 'north', but the upload ticket admits 'p/south/00ff00ff'"),
+    ("s1upload-no-popcount-shares", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        popcount_shares=b""))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): 0 bytes for 20 records (a uint32 share each"),
+    ("s2upload-popcount-share-too-wide", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(
+        popcount_shares=np.full(ROWS, 2048, "<u4").tobytes()))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): a share of 2048, beyond the 11 bits of a"),
     ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
@@ -597,12 +666,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("cupload-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(shares=b"s" * 128))),
                                             metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): the combiner never receives a share"),
-    ("cupload-popcount-too-big", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
-        popcounts=[2000] * ROWS))), metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): 2000 above the CLK's 1024 bits"),
-    ("cupload-ragged", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(popcounts=[1]))),
-                                            metadata=c.member),
-     "INVALID_ARGUMENT", "popcounts (part 0): 1 for 20 records"),
+    ("cupload-popcount-shares", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcount_shares=bytes(4 * ROWS)))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcount_shares (part 0): the combiner never receives a share"),
+    ("cupload-popcounts", lambda c: c.c.Upload(iter(parts(c, "combiner", dict(
+        popcounts=[1] * ROWS))), metadata=c.member),
+     "INVALID_ARGUMENT", "popcounts (part 0): no role receives them"),
     ("propose-unkeyed", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=[])),
      "UNAUTHENTICATED", "S1 answers Propose only with the combiner's key"),
     ("propose-members-key", lambda c: list(c.s1.Propose(pb.ProposeRequest(), metadata=c.member)),
@@ -613,10 +682,12 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "FAILED_PRECONDITION", "members: S1 holds no upload of 'east'"),
     ("propose-other-records", lambda c: propose(c, records=[ROWS - 1, ROWS]), "INVALID_ARGUMENT",
      "records: 19 of 'north' at the combiner, but S1 holds 20 (the uploads differ)"),
-    ("propose-no-fallback", lambda c: propose(c, fallback=True, lacking=bytes(5)),
+    ("propose-no-fallback", lambda c: propose(c, fallback=True),
      "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
-    ("propose-lacking-alone", lambda c: propose(c, lacking=bytes(5)), "INVALID_ARGUMENT",
-     "lacking: only with a fallback CLK"),
+    ("propose-bad-threshold", lambda c: propose(c, threshold=1.5), "INVALID_ARGUMENT",
+     "threshold: 1.5 is not in (0, 1]"),
+    ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
     ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
      "UNAUTHENTICATED", "S1 answers Evaluate only with the combiner's key"),
     ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
@@ -636,12 +707,33 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("evaluate-uneven-rows", lambda c: c.s1.Evaluate(circuit_batch(c, 0, rows_b=bytes(4)),
                                                      metadata=c.key),
      "INVALID_ARGUMENT", "rows_a/rows_b: 2 and 1 rows"),
-    ("evaluate-no-bounds", lambda c: c.s1.Evaluate(circuit_batch(c, 0, bounds=0), metadata=c.key),
-     "INVALID_ARGUMENT", "bounds: 0"),
+    ("evaluate-no-cutoffs", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[]),
+                                                    metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: the threshold, then none or the default buckets"),
+    ("evaluate-own-buckets", lambda c: c.s1.Evaluate(circuit_batch(c, 0, cutoffs=[0.8, 0.81]),
+                                                     metadata=c.key),
+     "INVALID_ARGUMENT", "cutoffs: buckets: [0.81]; the circuit's cut-offs are fixed"),
+    ("evaluate-no-run", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=c.key),
+     "FAILED_PRECONDITION", "batch: S1 has proposed no run over these uploads (Propose first)"),
+    ("evaluate-unproposed", lambda c: c.s1.Evaluate(every_pair(c), metadata=c.key),
+     "PERMISSION_DENIED", "of the batch's 400 pairs S1 did not propose (a run of two members"),
+    ("evaluate-part-outside", lambda c: c.s1.Evaluate(after_propose(c, part=7), metadata=c.key),
+     "PERMISSION_DENIED", "part: 7, but S1 proposed 1 parts"),
+    ("evaluate-part-beyond", lambda c: c.s1.Evaluate(after_propose(c, offset=10**6),
+                                                     metadata=c.key),
+     "PERMISSION_DENIED", "offset/count: 1000000..1000001 of part 0's"),
+    ("evaluate-part-with-rows", lambda c: c.s1.Evaluate(after_propose(c, rows_a=bytes(4)),
+                                                        metadata=c.key),
+     "INVALID_ARGUMENT", "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"),
+    ("evaluate-part-no-count", lambda c: c.s1.Evaluate(after_propose(c, count=0), metadata=c.key),
+     "INVALID_ARGUMENT", "count: 0; 1 to 16384"),
+    ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, cutoffs=[0.9]),
+                                                       metadata=c.key),
+     "PERMISSION_DENIED", "cutoffs: [0.9], but the run's are [0.8] (fixed when S1 proposed)"),
     ("evaluate-bad-setup", lambda c: c.s1.Evaluate(circuit_batch(c, 0, setup=b"s"),
                                                    metadata=c.key),
      "INVALID_ARGUMENT", "setup: link bits: a seed is 32 bytes"),
-    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch="b0"),
+    ("evaluate-not-prepared", lambda c: c.s1.Evaluate(after_propose(c, batch="b0"),
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "): batch: 'b0' is not prepared on S2"),
     ("prepare-unkeyed", lambda c: c.s2.Prepare(circuit_batch(c, 1), metadata=[]),
@@ -656,6 +748,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "UNAUTHENTICATED", "S2 answers Exchange only with S1's key"),
     ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
      "PERMISSION_DENIED", "S2 answers Exchange only with S1's key, not with the members'"),
+    ("exchange-unchecked", prepared_then_exchanged, "PERMISSION_DENIED",
+     "checked: batch 'b9' as S1 checked it is not the batch the combiner prepared on S2"),
+    ("exchange-no-rows", exchanged_without_rows, "INVALID_ARGUMENT",
+     "rows_a/rows_b/mask: not 2 pairs and a seed"),
     ("exchange-no-messages", lambda c: exchange(c), "INVALID_ARGUMENT",
      "an exchange of no messages"),
     ("exchange-not-prepared", lambda c: exchange(c, pb.RoundMessage(batch="b0")),
@@ -675,6 +771,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "members: the combiner holds no upload of 'east'"),
     ("run-bad-buckets", lambda c: run(c, buckets=[0.5]), "INVALID_ARGUMENT",
      "buckets: score buckets: cut-offs above the threshold"),
+    ("run-own-buckets", lambda c: run(c, buckets=[0.9]), "INVALID_ARGUMENT",
+     "): buckets: [0.9]; the circuit's cut-offs are fixed"),
 ]  # fmt: skip
 
 
@@ -758,29 +856,25 @@ def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
 class ProjectCtx:
     stub: pb_grpc.MatcherStub
     admin: list[tuple[str, str]]
-    north: list[tuple[str, str]]  # has uploaded (shares to S1 and S2, popcounts here)
+    north: list[tuple[str, str]]  # has uploaded (shares to S1 and S2, a header here)
     south: list[tuple[str, str]]  # has not
     ticket: str  # a ticket of south's
 
-    def popcounts(self, upload: SharedUpload, **fields: Any) -> list[pb.UploadRequest]:
-        """`upload`'s part for the matcher as south's, header fields changed by `fields`
-        (`data`: the records instead)."""
+    def header_only(self, upload: SharedUpload, **fields: Any) -> list[pb.UploadRequest]:
+        """`upload`'s part for the matcher (a header alone) as south's, header fields changed
+        by `fields` (`data`: records sent after it too)."""
         data = fields.pop("data", None)
-        if data is None:
-            out = np.zeros((len(upload), 2), "<u4")
-            out[:, 0] = upload.combiner.popcounts[0]
-            data = out.tobytes()
         base: dict[str, Any] = dict(
-            project="shares", clk_bits=64, record_count=len(data) // 8, fingerprint=bytes(32),
-            sha256=hashlib.sha256(data).hexdigest(), two_server_ticket=self.ticket,
+            project="shares", clk_bits=0, record_count=len(upload), fingerprint=bytes(32),
+            sha256=shares_sha256(upload.s2.shares), two_server_ticket=self.ticket,
             two_server_bits=[1024],
         )  # fmt: skip
-        header = pb.UploadHeader(**{**base, **fields})
-        return [pb.UploadRequest(header=header), pb.UploadRequest(clks=data)]
+        header = pb.UploadRequest(header=pb.UploadHeader(**{**base, **fields}))
+        return [header] + ([] if data is None else [pb.UploadRequest(clks=data)])
 
 
 def south_upload(c: ProjectCtx, upload: SharedUpload, **fields: Any) -> Any:
-    return c.stub.Upload(iter(c.popcounts(upload, **fields)), metadata=c.south)
+    return c.stub.Upload(iter(c.header_only(upload, **fields)), metadata=c.south)
 
 
 PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, str]] = [
@@ -792,21 +886,23 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
      "header.two_server_ticket: an upload ticket not signed with the members' key"),
     ("tsupload-garbled-ticket", lambda c, u: south_upload(c, u, two_server_ticket="bmt1.x"),
      "INVALID_ARGUMENT", "header.two_server_ticket: not an upload ticket"),
-    ("tsupload-others-ticket", lambda c, u: c.stub.Upload(iter(c.popcounts(u)),
+    ("tsupload-others-ticket", lambda c, u: c.stub.Upload(iter(c.header_only(u)),
                                                           metadata=c.north),
      "PERMISSION_DENIED", "issued to 'south' of 'shares', not to 'north'"),
     ("tsupload-clk-bits", lambda c, u: south_upload(c, u, clk_bits=1024), "INVALID_ARGUMENT",
-     "header.clk_bits: a two-server upload is 64-bit popcount records"),
+     "header.clk_bits: 1024, but a two-server upload sends the matcher no records"),
     ("tsupload-no-widths", lambda c, u: south_upload(c, u, two_server_bits=[]),
      "INVALID_ARGUMENT", "header.two_server_bits: 0 widths"),
     ("tsupload-bad-width", lambda c, u: south_upload(c, u, two_server_bits=[1000]),
      "INVALID_ARGUMENT", "header.two_server_bits[0]: 1000 is not a multiple of 64"),
-    ("tsupload-popcount-over", lambda c, u: south_upload(
-        c, u, data=np.array([[3, 0], [2000, 0]], "<u4").tobytes()), "INVALID_ARGUMENT",
-     "clks: record 1: popcounts [2000, 0] above the CLKs' widths [1024]"),
-    ("tsupload-fallback-without-one", lambda c, u: south_upload(
-        c, u, data=np.array([[3, 5]], "<u4").tobytes()), "INVALID_ARGUMENT",
-     "a fallback popcount must be 0 without a fallback CLK"),
+    ("tsupload-records", lambda c, u: south_upload(
+        c, u, data=np.array([[3, 0], [20, 0]], "<u4").tobytes()), "INVALID_ARGUMENT",
+     "clks: a two-server upload sends the matcher no records"),
+    ("tsupload-rule-without-fallback", lambda c, u: south_upload(
+        c, u, rule=pb.ScoreRule(gap=0.25, offset=-0.03, reach=0.1)), "INVALID_ARGUMENT",
+     "header.rule: a rule over both CLKs needs a fallback CLK"),
+    ("tsupload-bad-sha256", lambda c, u: south_upload(c, u, sha256="not hex"),
+     "INVALID_ARGUMENT", "header.sha256: must be 64 hex digits"),
     ("tscreate-scores", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
         name="fresh", members=["a", "b"], mode="two-server", disclosure=pb.DISCLOSURE_SCORES),
         metadata=c.admin), "INVALID_ARGUMENT", "disclosure: scores, but a two-server project"),
@@ -856,7 +952,7 @@ def two_server_matcher(
         ctx = ProjectCtx(stub, auth(ADMIN_TOKEN), auth(tokens["north"]), auth(tokens["south"]),
                          issued["south"].ticket)  # fmt: skip
         ctx.ticket = north.ticket
-        stub.Upload(iter(ctx.popcounts(role_uploads[0])), metadata=ctx.north)
+        stub.Upload(iter(ctx.header_only(role_uploads[0])), metadata=ctx.north)
         ctx.ticket = issued["south"].ticket
         yield matcher, [s1, s2], ctx
         channel.close()

@@ -8,10 +8,12 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.realclks import realistic_pair
 from benchmarks.synthclks import member_pair, members
-from blindmatch.matcher.core import blocking
+from blindmatch.matcher.core import blocking, kernel
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.tasks import plan_tasks, run_task
 from blindmatch.matcher.usecases.runs import AUTO_LSH_PAIRS, choose_method, match
@@ -115,6 +117,39 @@ def test_dedupe_keeps_each_pair_once_in_the_order_np_unique_gave() -> None:
     assert [len(x) for x in blocking.dedupe(np.empty(0), none, none)] == [0, 0, 0]
     one = np.ones(1, dtype=np.uint32)
     assert [x.tolist() for x in blocking.dedupe(np.ones(1) / 2, one, one)] == [[0.5], [1], [1]]
+
+
+@pytest.mark.skipif(not kernel.NATIVE, reason="the native kernel did not build")
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1) | st.integers(0, 40),
+            st.integers(0, 2**32 - 1) | st.integers(0, 40),
+        ),
+        max_size=300,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_the_native_dedupe_gives_what_the_numpy_dedupe_gives(
+    pairs: list[tuple[int, int]], rand: object
+) -> None:
+    """`blocking.dedupe` (native radix sort) against `dedupe_numpy`, the oracle: the same
+    pairs, scores, dtypes and order, for repeats, rows near 2^32 and none at all."""
+    again = pairs + [pairs[i] for i in range(0, len(pairs), 3)]
+    rand.shuffle(again)  # type: ignore[attr-defined]
+    rows_a = np.array([p[0] for p in again], dtype=np.uint32)
+    rows_b = np.array([p[1] for p in again], dtype=np.uint32)
+    sims = ((rows_a.astype(np.float64) * 7 + rows_b) % 1000) / 1000  # one score a pair
+    got, want = blocking.dedupe(sims, rows_a, rows_b), blocking.dedupe_numpy(sims, rows_a, rows_b)
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+    assert len(got[0]) == len(set(pairs))
+
+
+def test_the_native_dedupe_refuses_arrays_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="as long"):
+        blocking.dedupe(np.ones(3), np.ones(3, dtype=np.uint32), np.ones(2, dtype=np.uint32))
 
 
 def test_on_real_encodings_lsh_finds_a_subset_of_the_exhaustive_pairs_with_their_scores(

@@ -35,33 +35,77 @@ def differences(n_bits: int, hamming: npt.NDArray[np.int64], rng: np.random.Gene
     return np.packbits(padded, axis=1, bitorder="little")
 
 
-@pytest.mark.parametrize("n_bits", [1, 7, 64, 100, 1023, 1024])
-@pytest.mark.parametrize("pairs", [1, 63, 130])
-def test_the_circuit_gives_popcount_below_the_bound_at_the_edges(n_bits: int, pairs: int) -> None:
-    rng = np.random.default_rng(n_bits * 1000 + pairs)
-    # Distances at the ends (0, every bit) and random; bounds 0, H, H + 1, n + 1 and random.
-    hamming = rng.integers(0, n_bits + 1, pairs)
-    hamming[:2] = [0, n_bits][: min(2, pairs)]
-    d = differences(n_bits, hamming, rng)
-    assert np.array_equal(np.bitwise_count(d).sum(axis=1), hamming)
-    bounds = np.stack(
-        [np.zeros(pairs, np.int64), hamming, hamming + 1, np.full(pairs, n_bits + 1),
-         rng.integers(0, n_bits + 2, pairs)]
-    )  # fmt: skip
+def clear_rule(
+    pa: npt.NDArray[np.int64], pb: npt.NDArray[np.int64], h: npt.NDArray[np.int64],
+    cutoffs: tuple[float, ...], n_bits: int,
+) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """The kernel's test in the clear, by the bounds (its own float64 arithmetic)."""
+    return h[None, :] < linkbit.hamming_bounds(pa, pb, cutoffs, n_bits)
+
+
+def on_shares(
+    d: Clks, pa: npt.NDArray[np.int64], pb: npt.NDArray[np.int64], cutoffs: tuple[float, ...],
+    n_bits: int, rng: np.random.Generator, t: linkbit.Transcript | None = None,
+    seeds: tuple[bytes, bytes] | None = None,
+) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """The circuit on XOR shares of d and of the popcounts (any popcounts, even ones no pair
+    of CLKs has: the circuit's arithmetic on its own)."""
     u, v = split(d, rng)
-    got = linkbit.compare(u, v, bounds, n_bits)
-    assert got.shape == bounds.shape
-    assert np.array_equal(got, hamming[None, :] < bounds)
-    assert not got[0].any() and not got[1].any() and got[2].all() and got[3].all()
+    pa1, pa2 = linkbit.split_popcounts(pa, n_bits)
+    pb1, pb2 = linkbit.split_popcounts(pb, n_bits)
+    return linkbit.compare(u, v, (pa1, pb1), (pa2, pb2), cutoffs, n_bits, t, seeds)
 
 
-def test_the_circuit_costs_about_one_and_gate_a_bit_in_a_dozen_rounds() -> None:
-    one = linkbit.circuit(1024, 1)
-    assert 1024 <= one.and_gates <= 1040
-    assert one.rounds <= 12
-    four = linkbit.circuit(1024, 4)
-    assert four.and_gates - one.and_gates == 3 * 11  # a bound costs a ripple of 11 ANDs
-    assert four.rounds == one.rounds
+@pytest.mark.parametrize("n_bits", [1, 7, 64, 100])
+@pytest.mark.parametrize("cutoffs", [(0.8,), (0.55, 0.7, 0.9), (1.0,), (0.3, 0.99)])
+def test_the_circuit_is_the_kernels_rule_for_every_pair_of_popcounts(
+    n_bits: int, cutoffs: tuple[float, ...]
+) -> None:
+    """Every (|a|, |b|) of small CLKs, each with the distances at its bounds' edges (B - 1,
+    B) and a random one: the circuit's bits are the bounds' test."""
+    rng = np.random.default_rng(n_bits)
+    pa, pb = (x.ravel() for x in np.meshgrid(np.arange(n_bits + 1), np.arange(n_bits + 1)))
+    bounds = linkbit.hamming_bounds(pa, pb, cutoffs, n_bits)
+    picks = [np.clip(bounds[j] + k, 0, n_bits) for j in range(len(cutoffs)) for k in (-1, 0)]
+    picks.append(rng.integers(0, n_bits + 1, len(pa)))
+    h = np.concatenate(picks)
+    pa, pb = np.tile(pa, len(picks)), np.tile(pb, len(picks))
+    got = on_shares(differences(n_bits, h, rng), pa, pb, cutoffs, n_bits, rng)
+    assert np.array_equal(got, clear_rule(pa, pb, h, cutoffs, n_bits))
+    assert got[0].any() and not got[0].all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(threshold=st.floats(0.01, 1.0), n_bits=st.sampled_from([64, 1024]))
+def test_the_integer_rule_is_the_kernels_float64_test_for_every_pair_of_popcounts(
+    threshold: float, n_bits: int
+) -> None:
+    """`linkbit.rule`'s integer inequalities against the kernel's float64 arithmetic on every
+    (pa, pb) (the pre-filter) and every (S, H) (Dice), H <= n_bits."""
+    r = linkbit.rule(threshold, n_bits)
+    pa, pb = (x.ravel().astype(np.int64) for x in np.meshgrid(np.arange(n_bits + 1),
+                                                             np.arange(n_bits + 1)))  # fmt: skip
+    extra = np.isin(pa, r.pre.extra)
+    integer = (pa > 0) & (r.pre.b * np.abs(pa - pb) <= r.pre.a * pa + r.pre.c + r.pre.b * extra)
+    assert np.array_equal(integer, linkbit.prefilter(pa, pb, threshold, n_bits))
+    s, h = (x.ravel().astype(np.int64) for x in np.meshgrid(np.arange(1, 2 * n_bits + 1),
+                                                           np.arange(n_bits + 1)))  # fmt: skip
+    extra = np.isin(s, r.dice.extra)
+    integer = r.dice.b * h <= r.dice.a * s + r.dice.c + r.dice.b * extra
+    kernel = (h <= s) & ((s - h).astype(np.float64) / s >= threshold)
+    assert np.array_equal(integer, kernel)
+
+
+def test_the_circuit_costs_a_fifth_more_and_gates_than_the_popcount_in_a_few_more_rounds() -> None:
+    one = linkbit.circuit(1024, (0.8,))
+    assert 1024 <= one.and_gates <= 1130
+    assert one.rounds <= 18
+    four = linkbit.circuit(1024, (0.8, 0.85, 0.9, 0.95))
+    assert four.and_gates - one.and_gates <= 3 * 50  # a cut-off's Dice test, about 45 ANDs
+    assert four.rounds <= 18
+    # A threshold whose float64 pre-filter no line matches (0.55) costs its exceptions.
+    assert linkbit.rule(0.55, 1024).pre.extra
+    assert linkbit.circuit(1024, (0.55,)).and_gates < 2100
 
 
 def kernel_links(a: Clks, b: Clks, threshold: float) -> npt.NDArray[np.bool_]:
@@ -73,13 +117,15 @@ def kernel_links(a: Clks, b: Clks, threshold: float) -> npt.NDArray[np.bool_]:
 
 
 def link_bits(a: Clks, b: Clks, cutoffs: list[float], seed: int) -> npt.NDArray[np.bool_]:
-    """C's bits for pairs (a[k], b[k]): each CLK split in two shares, S1 and S2 each XOR theirs."""
+    """C's bits for pairs (a[k], b[k]): each CLK and popcount split in two shares, S1 and S2
+    each XOR theirs."""
     rng = np.random.default_rng(seed)
     a1, a2 = split(a, rng)
     b1, b2 = split(b, rng)
     n_bits = 8 * a.shape[1]
-    bounds = linkbit.hamming_bounds(popcounts(a), popcounts(b), cutoffs, n_bits)
-    return linkbit.compare(a1 ^ b1, a2 ^ b2, bounds, n_bits)
+    pa1, pa2 = linkbit.split_popcounts(popcounts(a), n_bits)
+    pb1, pb2 = linkbit.split_popcounts(popcounts(b), n_bits)
+    return linkbit.compare(a1 ^ b1, a2 ^ b2, (pa1, pb1), (pa2, pb2), tuple(cutoffs), n_bits)
 
 
 def test_the_link_bits_are_the_kernels_test_on_the_edges() -> None:
@@ -133,10 +179,17 @@ def test_the_link_bits_equal_the_kernels_test_on_random_pairs(
 
 
 def run_views(
-    d: Clks, u: Clks, bounds: npt.NDArray[np.int64], seeds: tuple[bytes, bytes] | None
-) -> tuple[npt.NDArray[np.bool_], linkbit.Transcript]:
+    d: Clks, u: Clks, pops: tuple[int, int], cutoffs: tuple[float, ...],
+    seeds: tuple[bytes, bytes] | None,
+) -> tuple[npt.NDArray[np.bool_], linkbit.Transcript]:  # fmt: skip
+    """The circuit with S1's shares u (of d) and zero shares of the popcounts for S1: S2's
+    shares are then d ^ u and the popcounts themselves."""
     t = linkbit.Transcript(keep=True)
-    return linkbit.compare(u, u ^ d, bounds, 8 * d.shape[1], t, seeds), t
+    n = len(d)
+    zero = np.zeros(n, np.uint32)
+    theirs = (np.full(n, pops[0], np.uint32), np.full(n, pops[1], np.uint32))
+    bits = linkbit.compare(u, u ^ d, (zero, zero), theirs, cutoffs, 8 * d.shape[1], t, seeds)
+    return bits, t
 
 
 def received(t: linkbit.Transcript, who: str, what: str | None = None) -> Clks:
@@ -147,13 +200,13 @@ def received(t: linkbit.Transcript, who: str, what: str | None = None) -> Clks:
 
 def test_c_receives_only_the_output_shares_and_each_alone_is_uniform() -> None:
     rng = np.random.default_rng(11)
-    pairs, n_bits = 4096, 1024
-    d = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
+    pairs = 4096
     u = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
     words = linkbit.words_for(pairs)
-    for bound in (0, n_bits + 1):  # every bit 0, every bit 1
-        bits, t = run_views(d, u, np.full((2, pairs), bound), (bytes(32), bytes(range(32))))
-        assert bits.all() == bool(bound) and bits.any() == bool(bound)
+    d_zero = np.zeros((pairs, 128), np.uint8)
+    for pops, want in (((0, 0), False), ((500, 500), True)):  # every bit 0, every bit 1
+        bits, t = run_views(d_zero, u, pops, (0.8, 0.9), (bytes(32), bytes(range(32))))
+        assert bits.all() == want and bits.any() == want
         to_c = [(s, w, len(p)) for s, r, w, p in t.messages if r == "C"]
         assert to_c == [("S1", "output", 2 * 8 * words), ("S2", "output", 2 * 8 * words)]
         # Each server's share alone is balanced whatever the bits are.
@@ -167,16 +220,16 @@ def test_c_receives_only_the_output_shares_and_each_alone_is_uniform() -> None:
 def test_what_s1_and_s2_receive_is_uniform_whatever_the_inputs() -> None:
     """Each server's view is its own shares, its seed, and messages padded by randomness it
     does not hold (S2's by S1's seed stream and C's c2; S1's by S2's seed stream), so it is
-    simulated by uniform bytes. Checked on the inputs furthest from uniform: d = 0 with every
-    bound 0 and d = all ones with every bound the largest, S2's shares all zero in the first
-    (sent unpadded, S1 would receive zeros): every message is balanced and no pad row is used
-    twice (a reused triple would repeat one)."""
+    simulated by uniform bytes. Checked on the inputs furthest from uniform: d = 0 with
+    popcounts 0, and d = all ones with the largest popcounts, S2's shares all zero in the
+    first (sent unpadded, S1 would receive zeros): every message is balanced and no pad row
+    is used twice (a reused triple would repeat one)."""
     rng = np.random.default_rng(12)
     pairs = 2048
     u = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
-    for d, bound in ((u, 0), (~u, 1025)):  # S2's shares u ^ d: all zeros, all ones
-        bits, t = run_views(d, u, np.full((1, pairs), bound), None)
-        assert bits.all() == (bound > 0)
+    for d, pops in ((u, (0, 0)), (~u, (1024, 1024))):  # S2's shares u ^ d: all zeros, all ones
+        bits, t = run_views(d, u, pops, (0.8,), None)
+        assert not bits.any()
         views = {
             "S1 from S2": received(t, "S1", "round"),
             "S2 from S1": received(t, "S2", "round"),
@@ -202,47 +255,53 @@ def test_the_bounds_are_the_largest_distance_the_threshold_allows() -> None:
     assert b[0, 5] == 410 and b[1, 5] == 205  # S = 2048: H <= 409 at 0.8
     with pytest.raises(ValueError, match="popcounts outside"):
         linkbit.hamming_bounds(np.array([1025]), np.array([1024]), [0.8], 1024)
-    with pytest.raises(ValueError, match="bound outside"):
-        linkbit.deal(linkbit.circuit(64), np.array([[66]]))
     with pytest.raises(ValueError, match="does not fit the round"):
         c = linkbit.circuit(64)
-        dealt = linkbit.deal(c, np.array([[3, 4]]))
-        s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1)
+        dealt = linkbit.deal(c, 2)
+        zero = np.zeros(2, np.uint32)
+        s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1, (zero, zero))
         s1.open()
         s1.close(b"\0" * 8)
 
 
 def test_the_bytes_and_rounds_are_what_the_protocol_says() -> None:
-    """Per circuit: C sends S1 a seed and S2 a seed, its c shares and bound shares (a bit a
-    gate and a bound bit a pair); S1 and S2 send each other 2 bits a gate a pair; each sends C
-    a bit a cut-off a pair; one round an AND-depth, however many pairs."""
+    """Per circuit: C sends S1 a seed and S2 a seed and its c shares (a bit a gate a pair);
+    S1 and S2 send each other 2 bits a gate a pair; each sends C a bit a cut-off a pair; one
+    round an AND-depth, however many pairs."""
     rng = np.random.default_rng(5)
-    pairs, n_bits, cuts = 1000, 1024, 4
-    u, v = (rng.integers(0, 256, (pairs, 128), dtype=np.uint8) for _ in range(2))
+    pairs, n_bits, cuts = 1000, 1024, (0.8, 0.85, 0.9, 0.95)
+    d = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
     t = linkbit.Transcript()
-    linkbit.compare(u, v, rng.integers(0, n_bits + 2, (cuts, pairs)), n_bits, t)
+    pops = rng.integers(0, n_bits + 1, pairs)
+    on_shares(d, pops, pops, cuts, n_bits, rng, t)
     c, words = linkbit.circuit(n_bits, cuts), linkbit.words_for(pairs)
     assert t.sent == {
         ("C", "S1"): 32,
-        ("C", "S2"): 32 + 8 * words * (c.and_gates + cuts * c.bound_bits),
+        ("C", "S2"): 32 + 8 * words * c.and_gates,
         ("S1", "S2"): 2 * 8 * words * c.and_gates,
         ("S2", "S1"): 2 * 8 * words * c.and_gates,
-        ("S1", "C"): 8 * words * cuts,
-        ("S2", "C"): 8 * words * cuts,
+        ("S1", "C"): 8 * words * len(cuts),
+        ("S2", "C"): 8 * words * len(cuts),
     }
-    assert t.rounds == c.rounds == 11 and t.pairs == pairs
+    assert t.rounds == c.rounds and t.pairs == pairs
 
 
 def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None:
     c = linkbit.circuit(64)
-    dealt = linkbit.deal(c, np.array([[3, 4]]))
+    dealt = linkbit.deal(c, 2)
     diffs = np.zeros((2, 8), np.uint8)
-    s2 = linkbit.Party(1, c, diffs, dealt.to_s2)
+    zero = np.zeros(2, np.uint32)
+    s2 = linkbit.Party(1, c, diffs, dealt.to_s2, (zero, zero))
     with pytest.raises(RuntimeError, match="close before open"):
         s2.close(b"")
     with pytest.raises(RuntimeError, match="output before the last round"):
         s2.output()
     with pytest.raises(ValueError, match="S2's setup does not fit"):
-        linkbit.Party(1, c, np.zeros((65, 8), np.uint8), dealt.to_s2)  # a word more than dealt
+        z65 = np.zeros(65, np.uint32)
+        linkbit.Party(1, c, np.zeros((65, 8), np.uint8), dealt.to_s2, (z65, z65))  # a word more
     with pytest.raises(ValueError, match="S1's setup is its seed"):
-        linkbit.Party(0, c, diffs, dealt.to_s2)
+        linkbit.Party(0, c, diffs, dealt.to_s2, (zero, zero))
+    with pytest.raises(ValueError, match="popcount share beyond 7 bits"):
+        linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero + 128))
+    with pytest.raises(ValueError, match="a popcount share a CLK of each pair"):
+        linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero[:1]))

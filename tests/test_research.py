@@ -101,7 +101,7 @@ def encode_export(csv_path: Path, mapping: Path, out: Path) -> Encoded:
     result = encode_csv(csv_path, schema, load_mapping(mapping, schema), b"one shared secret")
     return write_encoded(
         out, clks=result.clks, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
-        ids=result.ids, report={}, fallback_bits=result.fallback_bits,
+        ids=result.ids, report={}, fallback_bits=result.fallback_bits, rule=result.rule,
     )  # fmt: skip
 
 

@@ -2,8 +2,10 @@
 project in two-server mode"): a real matcher started with S1 and S2 (three gRPC servers on
 loopback ports), members from the realistic fixture (benchmarks/messy.py) who `encode
 --two-server`, `upload`, `run` and `results` exactly as in a CLK project. Their hits.csv are
-the same project's CLK run's; the matcher never holds a CLK; a CLK upload, a run with a part
-missing and a run with S1 down are refused, naming what to do."""
+the same project's CLK run's (the schema without `blindmatch.rule`, which a two-server run
+does not apply); the matcher never holds a CLK, a share or a popcount, only how many records;
+a CLK upload, a run with a part missing and a run with S1 down are refused, naming what to
+do."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks.messy import write_exports
@@ -25,18 +26,21 @@ from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.retry import RetryPolicy
-from blindmatch.client.remote.twoserver import RoleClient, ticket
+from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.support import ADMIN_TOKEN, PERSON_SCHEMA, STRONG_SECRET, db_rows
+from tests.support import ADMIN_TOKEN, ROOT, STRONG_SECRET, db_rows
 
 pytestmark = pytest.mark.server
 
 MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
 NAMES = ("north", "south", "west")
 EXPORTS = {"north": "north-police", "south": "south-police", "west": "retail-bcrp"}
+# The default schema without its rule over both CLKs: a two-server run scores a pair by one
+# CLK, as a CLK run does without the rule, so the two projects' hits are the same.
+SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 
 
 @dataclass
@@ -89,7 +93,7 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in NAMES:
         out[name] = folder / f"{name}.encoded"
         export = exports[EXPORTS[name]]
-        assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+        assert main(["encode", str(export.csv), "--schema", str(SCHEMA),
                      "--secret-file", str(secret), "--mapping", str(export.mapping),
                      "--out", str(out[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
     return out
@@ -149,24 +153,23 @@ def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_
     resolved = json.loads(capsys.readouterr().out)
     ids = resolved[0]["record_ids"] if isinstance(resolved, list) else resolved["record_ids"]
     assert ids and all([i, "north"] in hits(got[partner]) for i in ids)
-    # What the matcher holds of the two-server project: 8 bytes a record (popcounts), with
-    # the name of the member's shares at S1 and S2; S1 and S2 hold the shares under it.
+    # What the matcher holds of the two-server project: how many records (no CLK, share or
+    # popcount: an empty file), the digest of the member's second shares as the upload's
+    # name, and the name of its shares at S1 and S2, who hold them (and the popcounts'
+    # shares) under it.
     uploads = {r[2]: r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"}
     parts = {r[0]: r for r in db_rows(world.data_dir, "upload_twoserver")}
     for name in NAMES:
-        upload_id, _, _, records, clk_bits = uploads[name][:5]
-        assert clk_bits == 64
-        stored = world.server.store.files.clk_file(upload_id)
-        assert stored.stat().st_size == 8 * records
+        upload_id, _, _, records, clk_bits, _, sha256 = uploads[name][:7]
+        shared = read_shared(encoded[name] / SHARED_FOLDER)
+        assert (clk_bits, records) == (0, len(shared))
+        assert world.server.store.files.clk_file(upload_id).stat().st_size == 0
+        assert sha256 == shares_sha256(shared.s2.shares)
         held_as = parts[upload_id][1]
         assert held_as.startswith(f"shares/{name}/")
         for role in ("s1", "s2"):
-            assert world.roles[role].service.held[held_as].records == records
-        shared = read_shared(encoded[name] / SHARED_FOLDER)
-        want = np.zeros((records, 2), dtype="<u4")
-        for k, pops in enumerate(shared.combiner.popcounts):
-            want[:, k] = pops
-        assert stored.read_bytes() == want.tobytes()
+            held = world.roles[role].service.held[held_as]
+            assert held.records == records and len(held.popshares) == 2
     # The audit log records the run as a two-server one, naming S1 and S2.
     with world.operator() as op:
         runs = [e for e in op.audit("shares") if e["action"] == "twoserver.run"]
@@ -175,6 +178,7 @@ def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_
     assert isinstance(detail, dict)
     assert detail["s1"] == f"127.0.0.1:{world.roles['s1'].port}"
     assert detail["links"] > 0 and detail["members"] == sorted(NAMES)
+    assert detail["rule"] == "none" and detail["cutoffs"][0] == 0.8
     # A member sees that the run was a two-server one, and where, not its pairs or links
     # (which say how much other members overlap).
     with MatcherClient(world.target, two.tokens["south"]) as south:

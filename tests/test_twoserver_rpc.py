@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
-from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
 from blindmatch.matcher.rpc.twoserver_service import (
     MAX_PENDING,
     STALE_SECONDS,
@@ -91,8 +92,10 @@ def test_the_run_over_grpc_gives_the_in_process_runs_links(
     with combiner(roles, key) as c:
         got = c.run(THRESHOLD, NAMES)
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
-                                  b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+                                  b"", [u.s1.popcounts for u in uploads])  # fmt: skip
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
+    )
     want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                  THRESHOLD))  # fmt: skip
     assert len(want.links) > 300
@@ -114,13 +117,18 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
 ) -> None:
     send(roles, key, "north", uploads[0])
     s1, s2, c = (roles[r].service.held["north"] for r in ("s1", "s2", "combiner"))
-    assert s1.keys and s1.shares and not s1.popcounts
-    assert s2.shares and not s2.keys and not s2.popcounts
-    assert c.popcounts and not c.shares and not c.keys
+    assert s1.keys and s1.shares and s1.popshares and s1.lacking is not None
+    assert s2.shares and s2.popshares and not s2.keys and s2.lacking is None
+    # The combiner: how many records, of CLKs how wide; no popcount, no share, no key.
+    assert (c.records, c.bits) == (len(uploads[0]), (1024, 1024))
+    assert not (c.popcounts or c.popshares or c.shares or c.keys) and c.lacking is None
     for clk in range(2):
         assert np.array_equal(s1.shares[clk], uploads[0].s1.shares[clk])
         assert np.array_equal(s2.shares[clk], uploads[0].s2.shares[clk])
-        assert np.array_equal(c.popcounts[clk], uploads[0].combiner.popcounts[clk])
+        both = s1.popshares[clk] ^ s2.popshares[clk]
+        assert np.array_equal(both, uploads[0].combiner.popcounts[clk])
+    assert np.array_equal(s1.lacking, fallback.lacking_from_popcounts(
+        *uploads[0].combiner.popcounts))  # fmt: skip
     # A share sent to the combiner is refused, and nothing of it is held.
     shares = upload_parts("spy", "s2", uploads[1])
     target = f"127.0.0.1:{roles['combiner'].port}"
@@ -155,7 +163,9 @@ def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
     datasets = uploads[1]
     fewer = client.SharedUpload(
         client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
-                    tuple(s[:-1] for s in datasets.s1.shares)),
+                    tuple(s[:-1] for s in datasets.s1.shares),
+                    tuple(p[:-1] for p in datasets.s1.popcounts),
+                    None if datasets.s1.lacking is None else datasets.s1.lacking[:-1]),
         datasets.s2, datasets.combiner,
     )  # fmt: skip
     with RoleClient("s1", f"127.0.0.1:{roles['s1'].port}", MEMBER_KEY) as s1:
@@ -202,8 +212,10 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
     # The same run in process over the files `encode --two-server` wrote.
     uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
     s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
-                                  b"")  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"")
+                                  b"", [u.s1.popcounts for u in uploads])  # fmt: skip
+    s2 = twoserver.ShareServer(
+        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
+    )
     links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                   0.8)).links  # fmt: skip
     names = sorted(orgs)
@@ -249,6 +261,33 @@ def test_the_cli_refuses_plaintext_off_loopback_one_key_for_both_and_a_readable_
     assert "sha256:...: 64 hex digits after 'sha256:'" in capsys.readouterr().err
 
 
+def test_a_party_key_digest_file_others_can_read_is_refused_naming_it_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --party-key file holding only a digest is kept owner-only like a key: a group- or
+    world-readable one is refused before the role listens, naming the flag, the file, its
+    mode, what a reader could do with it, and the chmod that fixes it."""
+    key_file, member_key_file = tmp_path / "k", tmp_path / "m"
+    for path in (key_file, member_key_file):
+        path.write_text(f"{path.name}'s key\n")
+        path.chmod(0o600)
+    digest = tmp_path / "combiner.sha256"
+    digest.write_text("sha256:" + hashlib.sha256(b"the combiner's key").hexdigest() + "\n")
+    s2 = ["two-server", "role", "--key-file", str(key_file), "--member-key-file",
+          str(member_key_file), "--role", "s2", "--listen", "127.0.0.1:0",
+          "--party-key", f"combiner={digest}"]  # fmt: skip
+    for mode in (0o640, 0o604):
+        digest.chmod(mode)
+        assert main(s2) == 2
+        err = capsys.readouterr().err
+        assert f"--party-key combiner: {digest}: readable by others than its owner" in err
+        assert f"(mode {mode:o})" in err and "its sha256: digest, is kept owner-only" in err
+        assert f"chmod 600 {digest}" in err
+    key_file.chmod(0o644)  # a key file keeps its own advice
+    assert main(s2) == 2
+    assert "whoever reads it can call the roles: chmod 600" in capsys.readouterr().err
+
+
 def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: str) -> None:
     clock = Clock()
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, clock=clock)
@@ -258,14 +297,14 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
         with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
             c.upload("north", up)
             c.upload("south", up)
-        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
+        dealt = linkbit.deal(linkbit.circuit(1024, (THRESHOLD,)), 1)
 
         def prepare(batch: str, row: int) -> None:
             rows = np.array([row], "<u4").tobytes()  # a pair of its own: S2 prepares a
             # pair once an upload
             request = pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
                                       records_a=n, records_b=n, rows_a=rows, rows_b=rows,
-                                      bounds=1, setup=dealt.to_s2)  # fmt: skip
+                                      cutoffs=[THRESHOLD], setup=dealt.to_s2)  # fmt: skip
             stub.Prepare(request, metadata=auth(key))
 
         with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel:
@@ -284,65 +323,116 @@ def test_batches_a_failed_run_left_on_s2_are_forgotten_and_never_fill_it(key: st
         s2.stop(grace=None)
 
 
-# -- a dishonest combiner: S1 and S2 evaluate a pair at most once an upload ----
+# -- a dishonest combiner: S1 and S2 evaluate what S1 proposed, at the run's cut-offs, once ----
 
 
-def test_a_combiner_searching_a_pairs_distance_is_refused_after_the_runs_one_evaluation(
+def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_evaluations(
     roles: dict[str, RunningRole], key: str
 ) -> None:
-    rng = np.random.default_rng(18)
-    clks = {m: rng.integers(0, 256, (4, 128), dtype=np.uint8) for m in ("north", "south")}
-    distance = int(np.unpackbits(clks["north"][0] ^ clks["south"][0]).sum())
+    """A hand-driven combiner after the run's Propose, which tells it each part's size only:
+    cut-offs of its own (to place a pair's Dice), a pair S1 did not propose, a proposed pair
+    by name (answered 0: C learns a candidate's bits only through the proposal, gated by its
+    link bit), a batch that differs between S1 and S2, a part again: each refused with a
+    status naming the field, or answered 0."""
+    clks = np.random.default_rng(18).integers(0, 256, (6, 128), dtype=np.uint8)
+    up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
 
     def upload(member: str) -> None:
-        up = client.shared_upload(clks[member], b"s", client.BandPlan(4, 4))
         for role in ("s1", "s2"):
             with RoleClient(role, f"127.0.0.1:{roles[role].port}", MEMBER_KEY) as c:
                 c.upload(member, up)
 
-    for member in clks:
+    for member in ("north", "south"):
         upload(member)
-    rows = np.zeros(1, "<u4").tobytes()
-    circuit = linkbit.circuit(1024, 1)
     channels = [grpc.insecure_channel(f"127.0.0.1:{roles[r].port}") for r in ("s1", "s2")]
     s1, s2 = pb_grpc.TwoServerBlockingStub(channels[0]), pb_grpc.TwoServerSharesStub(channels[1])
 
-    def below(bound: int, batch: str, skip_s2: bool = False) -> bool:
-        """The hand-driven combiner: is the pair's distance below `bound`?"""
-        dealt = linkbit.deal(circuit, np.array([[bound]], dtype=np.int64))
+    def propose() -> list[pb.CandidatePairs]:
+        request = pb.ProposeRequest(members=["north", "south"], records=[6, 6], threshold=0.8)
+        return list(s1.Propose(request, metadata=auth(key)))
 
-        def request(setup: bytes) -> pb.CircuitBatch:
+    def evaluate(
+        batch: str,
+        pair: tuple[int, int] | None,
+        cutoffs: list[float],
+        s2_pair: tuple[int, int] | None = None,
+        skip_s2: bool = False,
+        part: int = 0,
+        count: int = 1,
+    ) -> npt.NDArray[np.bool_]:
+        """The hand-driven combiner: a pair by name, or (pair None) `count` pairs of `part`
+        of the proposal; the bits it reveals."""
+        circuit = linkbit.circuit(1024, tuple(cutoffs))
+        n = 1 if pair else count
+        dealt = linkbit.deal(circuit, n)
+
+        def request(setup: bytes, rows: tuple[int, int] | None) -> pb.CircuitBatch:
+            named = dict(rows_a=np.array(rows[:1], "<u4").tobytes(),
+                         rows_b=np.array(rows[1:], "<u4").tobytes()) if rows else dict(
+                proposed=True, part=part, offset=0, count=count)  # fmt: skip
             return pb.CircuitBatch(batch=batch, member_a="north", member_b="south",
-                                   records_a=4, records_b=4, rows_a=rows, rows_b=rows,
-                                   bounds=1, setup=setup)  # fmt: skip
+                                   records_a=6, records_b=6, cutoffs=cutoffs, setup=setup,
+                                   **named)  # type: ignore[arg-type]  # fmt: skip
 
         if not skip_s2:
-            s2.Prepare(request(dealt.to_s2), metadata=auth(key))
-        o1 = s1.Evaluate(request(dealt.to_s1), metadata=auth(key))
+            s2.Prepare(request(dealt.to_s2, s2_pair or pair), metadata=auth(key))
+        o1 = s1.Evaluate(request(dealt.to_s1, pair), metadata=auth(key))
         o2 = s2.Collect(pb.CollectRequest(batch=batch), metadata=auth(key))
-        return bool(linkbit.reveal(circuit, o1.shares, o2.shares, 1)[0, 0])
+        return linkbit.reveal(circuit, o1.shares, o2.shares, n, tagged=pair is None)
 
-    # The run's one evaluation works, and answers its bound truly.
-    assert below(distance + 1, "b1") is True
-    # A second, to narrow the range, is refused by S2 (its Prepare) and by S1 (its
-    # Evaluate, reached without S2), each naming the pairs over.
-    for skip_s2, stub in ((False, "S2"), (True, "S1")):
-        with pytest.raises(grpc.RpcError) as refused:
-            below(distance, f"b2{stub}", skip_s2=skip_s2)
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        details = str(refused.value.details())
-        assert (
-            "1 of the batch's 1 pairs would be evaluated more than once since 'north' "
-            "and 'south' uploaded" in details
-        ), details
-        assert f"{stub} evaluates a pair at most once an upload" in details
-    # The pair the other way round is the same pair.
-    budget = roles["s1"].service.budget
-    assert budget.spend("south", "north", np.zeros(1, np.uint32), np.zeros(1, np.uint32)) == 1
-    # A member uploading again (fresh shares: the members' consent to another run) gives its
-    # pairs their evaluation again.
+    def refused(code: grpc.StatusCode, *args: object, **kwargs: object) -> str:
+        with pytest.raises(grpc.RpcError) as got:
+            evaluate(*args, **kwargs)  # type: ignore[arg-type]
+        assert got.value.code() == code, got.value.details()
+        return str(got.value.details())
+
+    # Before a run is proposed S1 evaluates nothing.
+    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b0", (0, 0), [0.8],
+                                      skip_s2=True)  # fmt: skip
+    parts = propose()
+    # What C receives of the proposal: members, CLK and a count, no pair.
+    assert [{f.name for f, _ in p.ListFields()} for p in parts] == [
+        {"member_b", "last", "pairs"}]  # member_a 0 and clk 0 are proto3 defaults  # fmt: skip
+    service = roles["s1"].service
+    assert service.proposal is not None
+    held = service.proposal.parts[0]  # S1's own: in an order of its own
+    proposed = set(zip(held.rows_a.tolist(), held.rows_b.tolist(), strict=True))
+    assert parts[0].pairs == len(proposed) and (0, 0) in proposed  # the same CLKs: (r, r)
+    unproposed = next((a, b) for a in range(6) for b in range(6) if (a, b) not in proposed)
+    # Cut-offs of C's own: malformed ones refused by both servers, another threshold by S1.
+    for s in (False, True):
+        details = refused(grpc.StatusCode.INVALID_ARGUMENT, "b1", (0, 0), [0.8, 0.81],
+                          skip_s2=s)  # fmt: skip
+        assert "buckets: [0.81]; the circuit's cut-offs are fixed" in details
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b2", (1, 1), [0.5])
+    assert "cutoffs: [0.5], but the run's are [0.8] (fixed when S1 proposed)" in details
+    # A pair S1 did not propose.
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b3", unproposed, [0.8])
+    assert "1 of the batch's 1 pairs S1 did not propose" in details
+    assert "a run of two members has no pair beyond its proposal" in details
+    # A proposed pair by name: answered 0 (it links: Dice 1.0), evaluated by neither server.
+    assert not evaluate("b4", (0, 0), [0.8]).any()
+    # S2 prepared another pair than the one S1 checked: S2 refuses the rounds.
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b5", (2, 2), [0.8], s2_pair=(3, 3))
+    assert "checked: batch 'b5' as S1 checked it is not the batch the combiner prepared" in details
+    details = refused(grpc.StatusCode.PERMISSION_DENIED, "b6", None, [0.8], part=5)
+    assert "part: 5, but S1 proposed 1 parts" in details
+    # The part by reference: the links' rows, gated by their link bits, each pair once.
+    bits = evaluate("b7", None, [0.8], count=len(proposed))
+    rows_a, rows_b = linkbit.untag(bits)
+    links = {(int(a), int(b)) for a, b, k in zip(rows_a, rows_b, bits[0], strict=True) if k}
+    assert links == {(r, r) for r in range(6)}  # the same records link, nothing else shows
+    assert not bits[1:, ~bits[0]].any()
+    details = refused(grpc.StatusCode.FAILED_PRECONDITION, "b8", None, [0.8], skip_s2=True,
+                      count=len(proposed))  # fmt: skip
+    assert "would be evaluated more than once since 'north' and 'south' uploaded" in details
+    assert "S1 evaluates a pair at most once an upload" in details
+    # A member uploading again ends the proposed run and gives its pairs their evaluation.
     upload("north")
-    assert below(distance, "b3") is False
+    assert "Propose first" in refused(grpc.StatusCode.FAILED_PRECONDITION, "b9", (0, 0), [0.8],
+                                      skip_s2=True)  # fmt: skip
+    propose()
+    assert evaluate("b10", None, [0.8], count=len(proposed))[0].sum() == 6
     for channel in channels:
         channel.close()
 
@@ -379,13 +469,14 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             got = rc.run(THRESHOLD)  # the same 4 records: each its partner
         # Each link listed from both ends.
         pairs = sorted(zip(got.row.tolist(), got.partner_row.tolist(), strict=True))
-        assert (got.rounds, pairs) == (11, [(r, r) for r in range(4) for _ in range(2)])
+        rounds = linkbit.circuit(1024, (0.8, *twoserver.default_buckets(0.8))).rounds
+        assert (got.rounds, pairs) == (rounds, [(r, r) for r in range(4) for _ in range(2)])
         s1_stub = pb_grpc.TwoServerBlockingStub(channels["s1"])
         s2_stub = pb_grpc.TwoServerSharesStub(channels["s2"])
         c_stub = pb_grpc.TwoServerCombinerStub(channels["combiner"])
         batch = pb.CircuitBatch(batch="b", member_a="north", member_b="south", records_a=4,
                                 records_b=4, rows_a=bytes(4), rows_b=bytes(4),
-                                bounds=1)  # fmt: skip
+                                cutoffs=[0.8])  # fmt: skip
         calls = {
             "Propose": ("S1", "combiner", lambda m: list(s1_stub.Propose(pb.ProposeRequest(),
                                                                          metadata=m))),
@@ -445,12 +536,13 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
                     rc.upload(member, up)
         with RoleClient("combiner", f"127.0.0.1:{c.port}", key) as rc:
             got = rc.run(THRESHOLD)
-        # A combiner asking S2 for a pair of the run again: refused, and in S2's log.
-        dealt = linkbit.deal(linkbit.circuit(1024, 1), np.zeros((1, 1), dtype=np.int64))
-        with grpc.insecure_channel(f"127.0.0.1:{s2.port}") as channel, pytest.raises(grpc.RpcError):
-            pb_grpc.TwoServerSharesStub(channel).Prepare(pb.CircuitBatch(
-                batch="again", member_a="south", member_b="north", records_a=4, records_b=4,
-                rows_a=bytes(4), rows_b=bytes(4), bounds=1, setup=dealt.to_s2,
+        # A combiner asking S1 for the run's pairs again: refused, and in S1's log.
+        cutoffs = [THRESHOLD, *twoserver.default_buckets(THRESHOLD)]
+        with grpc.insecure_channel(f"127.0.0.1:{s1.port}") as channel, pytest.raises(grpc.RpcError):
+            pb_grpc.TwoServerBlockingStub(channel).Evaluate(pb.CircuitBatch(
+                batch="again", member_a="north", member_b="south", records_a=4, records_b=4,
+                proposed=True, part=0, offset=0, count=got.comparisons, cutoffs=cutoffs,
+                setup=bytes(32),
             ), metadata=auth(key))  # fmt: skip
     finally:
         for running in roles.values():
@@ -479,10 +571,66 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     assert [(a, d["pairs"], d["links"]) for a, _, _, d in runs["combiner"]] == [
         ("operator", pairs, len(got.dset))
     ]
-    assert runs["s2"] == []  # S2 never learns a run, only batches
-    refused = [d for a, action, _, d in logs["s2"] if action == "twoserver.refused"]
-    assert refused == [{"role": "s2", "members": ["south", "north"], "pairs": 1, "over": 1}]
+    # S2 records the run S1 opened batches of (S1's run id), each pair of members once.
+    run_id = runs["s1"][0][3]["run"]
+    assert [(a, d["run"], d["members"], d["cutoffs"]) for a, _, _, d in runs["s2"]] == [
+        ("s1", run_id, ["north", "south"], [THRESHOLD, *twoserver.default_buckets(THRESHOLD)])
+    ]
+    refused = [d for a, action, _, d in logs["s1"] if action == "twoserver.refused"]
+    n = got.comparisons
+    assert refused == [{"role": "s1", "members": ["north", "south"], "pairs": n, "over": n}]
     # Never the data: no share, key or popcount in any entry.
     text = repr(logs)
     for array in (*up.s1.shares, *up.s2.shares):
         assert array.tobytes().hex()[:16] not in text
+
+
+def test_verify_audit_names_the_first_edited_entry_and_a_readable_key(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "s2"
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=data)
+    try:
+        up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+        with RoleClient("s2", f"127.0.0.1:{s2.port}", MEMBER_KEY) as c:
+            for member in ("north", "south", "west"):
+                c.upload(member, up)
+        check = ["two-server", "verify-audit", "--data-dir", str(data), "--role", "s2"]
+        # Checked while the role runs (read-only).
+        assert main(check) == 0
+        assert "twoserver-s2.sqlite: intact, 3 entries. Head 3:" in capsys.readouterr().out
+    finally:
+        s2.stop(grace=None)
+    # An entry edited behind the log's back: named, exit 1.
+    with sqlite3.connect(data / "twoserver-s2.sqlite") as conn:
+        conn.execute("UPDATE audit SET member = 'east' WHERE seq = 2")
+    assert main(check) == 1
+    err = capsys.readouterr().err
+    assert "the audit log fails verification at entry 2: its hash does not match its content" in err
+    # A key others can read is refused (whoever reads it can rewrite the log undetected).
+    key_file = data / "twoserver-s2.audit.key"
+    key_file.chmod(0o640)
+    assert main(check) == 2
+    assert "readable by others than its owner (mode 640)" in capsys.readouterr().err
+    assert main([*check[:3], str(tmp_path / "none"), "--role", "s2"]) == 2
+    assert "no audit log of role s2 here" in capsys.readouterr().err
+
+
+def test_a_party_key_others_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {n: tmp_path / n for n in ("k", "m", "op")}
+    for name, path in files.items():
+        path.write_text(f"{name}'s key\n")
+        path.chmod(0o600)
+    files["op"].chmod(0o644)
+    role = ["two-server", "role", "--role", "combiner", "--listen", "127.0.0.1:0", "--s1",
+            "127.0.0.1:1", "--s2", "127.0.0.1:2", "--key-file", str(files["k"]),
+            "--member-key-file", str(files["m"]),
+            "--party-key", f"operator={files['op']}"]  # fmt: skip
+    assert main(role) == 2
+    err = capsys.readouterr().err
+    assert f"--party-key operator: {files['op']}: readable by others than its owner" in err
+    assert f"chmod 600 {files['op']}" in err
+    assert main([*role[:-2], "--threshold", "0.8"]) == 2
+    assert "--threshold: S1's alone" in capsys.readouterr().err

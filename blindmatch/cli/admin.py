@@ -102,6 +102,7 @@ def cmd_query_report(args: argparse.Namespace) -> int:
                 f"      user {u.user}: {u.queries} queries, {u.records} records "
                 f"({u.records_with_hits} with hits), {u.refused} refused for limits, "
                 f"{u.bad_requests} refused for a bad token or bad input"
+                + (f", {u.unanswered} not answered (UNAVAILABLE)" if u.unanswered else "")
             )
         for flag in v.flags:
             print(f"      UNUSUAL: {flag}")

@@ -55,7 +55,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
-    """In a project in two-server mode: the shares to S1 and S2, the popcounts to the
+    """In a project in two-server mode: the shares to S1 and S2, how many records to the
     matcher, True; False (nothing sent) for a CLK project."""
     from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
     from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
@@ -63,13 +63,17 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
     issued = ticket_if_two_server(client, args.project)
     if issued is None:
         return False
+    from blindmatch.cli.encoding import TWO_SERVER_RULE_NOTE
+
     upload = read_shared(args.encoded / SHARED_FOLDER)
+    if encoded.rule is not None:  # recorded with the upload; said on stderr, even with --quiet
+        print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
     say = None if args.quiet else print
     sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
                           s2=args.s2 or "", say=say, issued=issued)  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
-        f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), popcounts to the matcher (upload "
+        f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "
         f"{sent.receipt.upload_id})."
     )
     return True
@@ -184,7 +188,7 @@ def register(sub: Subcommands) -> None:
         "same upload id, so nothing is stored twice. In a project in two-server mode the CLKs "
         "never go to the matcher: the folder's two-server upload (`encode --two-server`) goes "
         "as XOR shares to S1 and S2 (where the matcher says they are) under a ticket the "
-        "matcher signs, and only its popcounts to the matcher.",
+        "matcher signs, and the matcher gets only how many records there are.",
         example="blindmatch upload north.encoded --project burglary --token-file north.token",
         handler=cmd_upload,
         parents=parents,

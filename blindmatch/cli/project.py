@@ -187,7 +187,7 @@ def _show(info: ProjectInfo) -> None:
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
     if info.mode == "two-server":
         print(f"  two-server mode: shares to S1 ({info.two_server_s1 or '?'}) and S2 "
-              f"({info.two_server_s2 or '?'}), popcounts to the matcher (encode with "
+              f"({info.two_server_s2 or '?'}), how many records to the matcher (encode with "
               "--two-server)")  # fmt: skip
     if info.fingerprint_id:
         print(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,8 @@ from blindmatch.cli.options import (
     outbound_credentials,
     quiet_option,
 )
-from blindmatch.client.errors import InputError
+from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 
 if TYPE_CHECKING:
     import grpc
@@ -35,23 +35,27 @@ if TYPE_CHECKING:
 ROLES = ("s1", "s2", "combiner")
 
 
-def read_key(path: Path, flag: str = "--key-file") -> str:
-    """A key: the file's text, refused unless only its owner can read it."""
+def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
+    """A key: the file's text, refused unless only its owner can read it (`risk`: what a
+    reader could do with it, for the refusal; by default, call the roles)."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        key = path.read_text().strip()
-    except FileNotFoundError:
-        raise InputError(f"{flag} {path}: not found") from None
-    except (IsADirectoryError, UnicodeDecodeError):
-        raise InputError(f"{flag} {path}: not a key file (one line of text)") from None
-    if mode & 0o077:
-        raise InputError(
-            f"{flag} {path}: readable by others than its owner (mode {mode:o}); whoever "
-            f"reads it can call the roles: chmod 600 {path}"
-        )
-    if not key:
-        raise InputError(f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)")
-    return key
+        return read_owner_only(path)
+    except KeyFileProblem as problem:
+        raise InputError({
+            "missing": f"{flag} {path}: not found",
+            "not text": f"{flag} {path}: not a key file (one line of text)",
+            "readable": f"{flag} {path}: readable by others than its owner (mode "
+            f"{problem.mode:o}); {risk or 'whoever reads it can call the roles'}: "
+            f"chmod 600 {path}",
+            "empty": f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)",
+        }[problem.problem]) from None  # fmt: skip
+
+
+# --party-key files hold a party's key or only its digest; either is kept owner-only.
+PARTY_KEY_RISK = (
+    "a party's key, or its sha256: digest, is kept owner-only (whoever reads the key can "
+    "call this role as that party; whoever reads the digest can test guesses of the key)"
+)
 
 
 def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -85,7 +89,7 @@ def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
             )
         if role in keys:
             raise InputError(f"--party-key {role}: given twice")
-        keys[role] = read_key(Path(path), f"--party-key {role}:")
+        keys[role] = read_key(Path(path), f"--party-key {role}:", PARTY_KEY_RISK)
     return keys
 
 
@@ -106,6 +110,10 @@ def cmd_role(args: argparse.Namespace) -> int:
                 f"--{flag}: {'required' if not given else 'not taken'} for --role {args.role} "
                 "(S1 calls S2; the combiner calls S1 and S2)"
             )
+    if args.threshold is not None and args.role != "s1":
+        raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
     if key == member_key:
@@ -125,7 +133,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
-                              data_dir=args.data_dir)  # fmt: skip
+                              data_dir=args.data_dir, threshold=args.threshold)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -147,6 +155,25 @@ def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
 
     return RoleClient(role, getattr(args, role), key, _peer_credentials(args),
                       insecure=args.peer_insecure)  # fmt: skip
+
+
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.twoserver_audit import Unreadable, log_path, verify_log
+
+    try:
+        check = verify_log(args.data_dir, args.role, args.key_file)
+    except Unreadable as exc:
+        raise InputError(str(exc)) from None
+    path = log_path(args.data_dir, args.role)
+    if not check.ok:
+        for problem in check.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise BlindmatchError(
+            f"{path}: the audit log fails verification at {check.problems[0]} "
+            f"({len(check.problems)} problems)"
+        )
+    print(f"{path}: intact, {check.entries} entries. Head {check.head_seq}:{check.head_hash}")
+    return 0
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -282,10 +309,12 @@ def register(sub: Subcommands) -> None:
         "two-server",
         help="run matching on two non-colluding servers and a combiner",
         description="The two-server design (docs/privacy-design.md): S1 holds the members' "
-        "keyed band keys and first XOR shares and proposes the pairs, S2 the second shares, "
-        "the combiner the popcounts; the link bit of each pair is computed on the shares, and "
-        "only the combiner learns it. Start each role (`role`), send each member's upload "
-        "to all three (`upload`), then start the run at the combiner (`run`).",
+        "keyed band keys and first XOR shares (of the CLKs and their popcounts) and proposes "
+        "the pairs, S2 the second shares, the combiner only how many records; the kernel's "
+        "test of each pair is computed on the shares, and only the combiner learns its link "
+        "bit (and, for a pair that links, which pair it is). Start each role (`role`), send "
+        "each member's upload to all three (`upload`), then start the run at the combiner "
+        "(`run`).",
         example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
         "parties.key --member-key-file members.key",
     )
@@ -328,18 +357,42 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP
     )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="S1: the only threshold it proposes runs at (default: the one the combiner "
+        "asks for; the circuit's cut-offs follow from it)",
+    )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
     listen_tls_options(p, "shares")
     _peer_options(p, "the other parties")
+
+    v = command(
+        acts,
+        "verify-audit",
+        help="check a role's audit log: every entry's keyed hash and its chain",
+        description="Check the audit log a role keeps under its --data-dir (read-only: the "
+        "role may be running): each entry's HMAC under the role's audit key and its link to "
+        "the entry before. Exits 1 naming the first bad entry (edited, removed, reordered). "
+        "The key is read from beside the log unless --key-file says where it is kept; it must "
+        "be readable by its owner only.",
+        example="blindmatch two-server verify-audit --data-dir /srv/s2 --role s2",
+        handler=cmd_verify_audit,
+    )
+    v.add_argument("--data-dir", required=True, type=Path, metavar="DIR", help="the role's")
+    v.add_argument("--role", required=True, choices=ROLES, help="whose log")
+    v.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="the role's audit key (default DIR/twoserver-ROLE.audit.key)")  # fmt: skip
 
     u = command(
         acts,
         "upload",
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
-        "three roles, each its own part only: S1 the band keys and first shares, S2 the "
-        "second shares, the combiner the popcounts, with the members' key (--key-file). "
+        "three roles, each its own part only: S1 the band keys, first shares and who lacks "
+        "the fallback's fields, S2 the second shares, the combiner how many records, with the "
+        "members' key (--key-file). "
         "Replaces the member's earlier upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
         "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",

@@ -57,6 +57,8 @@ class EncodeResult:
     field_bits: tuple[int, ...] = ()  # segment sizes of a field-level encoding
     fallback_bits: int = 0  # record-level with a fallback CLK: the second CLK's bits
     schema_digest: str = ""  # fingerprint.schema_digest of the schema
+    # With a fallback CLK: the schema's rule over both CLKs (gap, offset, reach); None: none.
+    rule: tuple[float, float, float] | None = None
     # Per row, per reported field (report.fields order): whether it had a usable value.
     present: npt.NDArray[np.bool_] = dataclasses.field(
         default_factory=lambda: np.zeros((0, 0), dtype=bool)
@@ -240,6 +242,7 @@ def encode_csv(
         fallback_bits=fallback_bits,
         present=present,
         schema_digest=schema_digest(schema.raw),
+        rule=schema.rule,
     )
 
 

@@ -4,7 +4,9 @@
       manifest.json     what is uploaded about the encodings: format, clk_bits,
                         record_count, fingerprint, sha256 of clks.bin, and
                         field_bits (segment sizes) for field-level encodings,
-                        fallback_bits for record-level CLKs with a fallback CLK
+                        fallback_bits for record-level CLKs with a fallback CLK,
+                        and rule ({gap, offset, reach}) when the schema has
+                        blindmatch.rule
       clks.bin          record_count CLKs of clk_bits/8 bytes each, in row order
       local/ids.csv     row position -> local record id; never leaves the machine
       local/report.json the encode report (missing and invalid values by row)
@@ -49,6 +51,7 @@ class Encoded:
     field_bits: tuple[int, ...] = ()  # field-level encodings: segment sizes in bits
     fallback_bits: int = 0  # the last fallback_bits of each CLK are its fallback CLK
     schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" in older folders
+    rule: tuple[float, float, float] | None = None  # blindmatch.rule (gap, offset, reach)
 
     @property
     def clk_bytes(self) -> int:
@@ -109,6 +112,7 @@ def write_encoded(
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
     schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
     path = Path(path)
@@ -138,6 +142,10 @@ def write_encoded(
         if fallback_bits % 64 or fallback_bits >= clk_bits or field_bits:
             raise ValueError("fallback_bits must be a multiple of 64 below clk_bits")
         manifest["fallback_bits"] = fallback_bits
+    if rule is not None:
+        if not fallback_bits:
+            raise ValueError("a rule is over a fallback CLK's score as well")
+        manifest["rule"] = dict(zip(RULE_KEYS, rule, strict=True))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "local").mkdir(mode=0o700)  # `mkdtemp` made `tmp` itself 0700
@@ -161,8 +169,18 @@ def write_encoded(
         raise
     return Encoded(
         path, clk_bits, len(ids), fingerprint, digest, tuple(field_bits), fallback_bits,
-        schema_digest,
+        schema_digest, rule,
     )  # fmt: skip
+
+
+RULE_KEYS = ("gap", "offset", "reach")
+
+
+def _read_rule(spec: Any) -> tuple[float, float, float] | None:
+    if spec is None:
+        return None
+    gap, offset, reach = (float(spec[k]) for k in RULE_KEYS)
+    return gap, offset, reach
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -189,6 +207,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
             fallback_bits=int(manifest.get("fallback_bits", 0)),
             schema_digest=str(manifest.get("schema_digest", "")),
+            rule=_read_rule(manifest.get("rule")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

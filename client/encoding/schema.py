@@ -32,6 +32,9 @@ class LinkageSchema:
     # Record-level features hashed with more or fewer insertions by how often their value
     # occurs in the member's own export (encoding.frequency); () when none.
     frequency: tuple[FrequencyTiers, ...] = ()
+    # With a fallback CLK: the rule over a pair's two CLKs, (gap, offset, reach), when the
+    # schema sets `blindmatch.rule` (matcher/core/fallback.py `Rule`); None: one CLK a pair.
+    rule: tuple[float, float, float] | None = None
 
     @property
     def field_level(self) -> bool:
@@ -154,6 +157,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     fallback = _fallback(raw, rules, bool(field_bits), path)
     twoserver = _twoserver(raw, bool(field_bits), path)
     frequency = parse_frequency(raw, parsed, [r.kind for r in rules], bool(field_bits), path)
+    rule = _rule(raw, fallback, path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -163,6 +167,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
         fallback=fallback,
         twoserver=twoserver,
         frequency=frequency,
+        rule=rule,
     )
 
 
@@ -216,6 +221,44 @@ def _fallback(
     if field_level:
         raise InputError(f"{path}: blindmatch.fallback is for record-level schemas only")
     return tuple(dict.fromkeys(without))
+
+
+# `blindmatch.rule`: what each number may be (the matcher checks the same, uploads.py).
+RULE_RANGES = {"gap": (0.0, 4.0), "offset": (-0.5, 0.5), "reach": (0.0, 0.5)}
+
+
+def _rule(
+    raw: dict[str, Any], fallback: tuple[str, ...], path: Path
+) -> tuple[float, float, float] | None:
+    """`blindmatch.rule`: `{"gap": G, "offset": O, "reach": R}`, the decision rule over a
+    pair's two CLKs. Where both records have the fallback's left-out fields, the matcher
+    scores a pair S = D1 + G * (D1 - D2) - O (D1, D2: Dice of the first and of the fallback
+    CLKs), compares S with the project's threshold T, and considers first-CLK candidates
+    down to max((T + O) / (1 + G), T - R) (matcher/core/fallback.py, docs/schema.md). Every
+    member must use the same, so it is part of the schema (and of the fingerprint)."""
+    ext = raw.get("blindmatch", {})
+    spec = ext.get("rule") if isinstance(ext, dict) else None
+    if spec is None:
+        return None
+    shape = '{"gap": G, "offset": O, "reach": R}'
+    if not isinstance(spec, dict) or set(spec) != set(RULE_RANGES):
+        raise InputError(f"{path}: blindmatch.rule must be {shape}")
+    values = []
+    for key, (lo, hi) in RULE_RANGES.items():
+        value = spec[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise InputError(
+                f"{path}: blindmatch.rule.{key} must be a number from {lo:g} to {hi:g}, "
+                f"not {value!r}"
+            )
+        values.append(float(value))
+    if not fallback:
+        raise InputError(
+            f"{path}: blindmatch.rule scores a pair by both of its CLKs, so it needs "
+            'blindmatch.fallback (a second CLK: {"without": [FIELD, ...]})'
+        )
+    gap, offset, reach = values
+    return gap, offset, reach
 
 
 MAX_BAND_BITS = 64  # a band's bits are one SipHash message (client/encoding/sharing.py)

@@ -80,6 +80,14 @@ class SchemaCheck:
             )
         if not s.field_level:
             lines.append(f"  expected share of bits set per CLK: {self.record_fill:.0%}")
+        if s.rule is not None:
+            gap, offset, reach = s.rule
+            lines.append(
+                f"  rule over both CLKs: where both records have {'/'.join(s.fallback)}, "
+                f"D1 + {gap:g} * (D1 - D2) - {offset:g} >= threshold, D1 >= "
+                f"max((threshold + {offset:g}) / {1 + gap:g}, threshold - {reach:g}) "
+                "(docs/schema.md)"
+            )
         if s.twoserver is not None:
             bits, bands = s.twoserver
             lines.append(

@@ -35,6 +35,7 @@ from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
 from blindmatch.client.errors import InputError
 
 Clks = npt.NDArray[np.uint8]
+PopShares = npt.NDArray[np.uint32]
 
 POSITIONS_LABEL = b"blindmatch band positions v1"
 KEYS_LABEL = b"blindmatch band keys v2"
@@ -203,8 +204,30 @@ def split_shares(clks: Clks) -> tuple[Clks, Clks]:
 
 
 def popcounts(clks: Clks) -> npt.NDArray[np.int64]:
-    """Each CLK's number of set bits (what a member sends the combiner)."""
+    """Each CLK's number of set bits."""
     return np.bitwise_count(np.ascontiguousarray(clks)).sum(axis=1).astype(np.int64)
+
+
+# matcher/core/fallback.py's LACKING_RATIO (tests/test_twoserver.py checks they agree): a
+# record lacks the left-out fields when its fallback CLK is nearly as full as its first.
+LACKING_RATIO = 0.88
+
+
+def lacking(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Each record lacks the fallback's left-out fields (core/fallback.py's rule, from the
+    two CLKs' popcounts): what a member tells S1."""
+    out: npt.NDArray[np.bool_] = (first > 0) & (second >= LACKING_RATIO * first)
+    return out
+
+
+def popcount_shares(pops: npt.NDArray[np.int64], width_bits: int) -> tuple[PopShares, PopShares]:
+    """(p1, p2) with p1 ^ p2 == pops: p1 uniform on the width's popcount bits
+    (width_bits.bit_length(), the link-bit circuit's inputs), from the OS's generator."""
+    p = np.asarray(pops, dtype=np.uint32)
+    mask = np.uint32((1 << width_bits.bit_length()) - 1)
+    r = np.frombuffer(secrets.token_bytes(4 * p.size), dtype="<u4").astype(np.uint32)
+    r = r.reshape(p.shape) & mask
+    return r, r ^ p
 
 
 @dataclass(frozen=True)
@@ -252,22 +275,30 @@ def part_positions(
 
 @dataclass(frozen=True)
 class ToS1:
-    """What the blocking server S1 receives: per CLK, band keys and the first XOR shares."""
+    """What the blocking server S1 receives: per CLK, band keys, the first XOR shares, and
+    the first XOR shares of each record's popcount (`popcount_shares`)."""
 
     keys: tuple[npt.NDArray[np.uint64], ...]
     shares: tuple[Clks, ...]
+    popcounts: tuple[PopShares, ...] = ()
+    # With a fallback CLK: each record lacks the fallback's left-out fields (`lacking`), what
+    # S1 blocks the two CLKs by; the combiner never learns it.
+    lacking: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)
 class ToS2:
-    """What S2 receives: per CLK, the second XOR shares."""
+    """What S2 receives: per CLK, the second XOR shares of the CLKs and of their popcounts."""
 
     shares: tuple[Clks, ...]
+    popcounts: tuple[PopShares, ...] = ()
 
 
 @dataclass(frozen=True)
 class ToCombiner:
-    """What the combiner C receives: per CLK, each record's popcount. Nothing else."""
+    """Per CLK, each record's popcount: kept by the member; the combiner receives only how
+    many records there are (client/remote/twoserver.py), the in-process Dice oracle of the
+    tests reads them."""
 
     popcounts: tuple[npt.NDArray[np.int64], ...]
 
@@ -301,7 +332,7 @@ def shared_upload(
         )
     cut = x.shape[1] - fallback_bits // 8
     parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
-    keys, first, second, pops = [], [], [], []
+    keys, first, second, pops, pop1, pop2 = [], [], [], [], [], []
     for name, part in zip(PARTS, parts, strict=False):
         part = np.ascontiguousarray(part)
         positions = part_positions(secret, name, 8 * part.shape[1], plan)
@@ -310,8 +341,14 @@ def shared_upload(
         first.append(x1)
         second.append(x2)
         pops.append(popcounts(part))
+        p1, p2 = popcount_shares(pops[-1], 8 * part.shape[1])
+        pop1.append(p1)
+        pop2.append(p2)
+    lacks = lacking(pops[0], pops[1]) if fallback_bits else None
     return SharedUpload(
-        ToS1(tuple(keys), tuple(first)), ToS2(tuple(second)), ToCombiner(tuple(pops))
+        ToS1(tuple(keys), tuple(first), tuple(pop1), lacks),
+        ToS2(tuple(second), tuple(pop2)),
+        ToCombiner(tuple(pops)),
     )
 
 
@@ -327,8 +364,11 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
     clks = range(len(upload.combiner.popcounts))
     arrays: dict[str, dict[str, npt.NDArray[np.generic]]] = {
         "s1": {**{f"keys_{k}": upload.s1.keys[k] for k in clks},
-               **{f"shares_{k}": upload.s1.shares[k] for k in clks}},
-        "s2": {f"shares_{k}": upload.s2.shares[k] for k in clks},
+               **{f"shares_{k}": upload.s1.shares[k] for k in clks},
+               **{f"popshares_{k}": upload.s1.popcounts[k] for k in clks},
+               **({} if upload.s1.lacking is None else {"lacking": upload.s1.lacking})},
+        "s2": {**{f"shares_{k}": upload.s2.shares[k] for k in clks},
+               **{f"popshares_{k}": upload.s2.popcounts[k] for k in clks}},
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
     }  # fmt: skip
     for role, name in SHARED_FILES.items():
@@ -356,11 +396,16 @@ def read_shared(folder: str | Path) -> SharedUpload:
         first = tuple(held["s1"][f"shares_{k}"].astype(np.uint8) for k in range(n))
         second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8) for k in range(n))
         pops = tuple(held["combiner"][f"popcounts_{k}"].astype(np.int64) for k in range(n))
+        pop1 = tuple(held["s1"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
+        pop2 = tuple(held["s2"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
     except KeyError as exc:
         raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
-    every: list[npt.NDArray[np.generic]] = [*keys, *first, *second, *pops]
+    every: list[npt.NDArray[np.generic]] = [*keys, *first, *second, *pops, *pop1, *pop2]
     rows = {len(a) for a in every}
     shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
     if not n or len(rows) != 1 or any(a != b for a, b in shapes):
         raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
-    return SharedUpload(ToS1(keys, first), ToS2(second), ToCombiner(pops))
+    lacks = held["s1"]["lacking"].astype(bool) if "lacking" in held["s1"] else None
+    if (lacks is None) != (n < 2):
+        raise InputError(f"{folder}: s1.npz's lacking does not fit its CLKs (encode again)")
+    return SharedUpload(ToS1(keys, first, pop1, lacks), ToS2(second, pop2), ToCombiner(pops))

@@ -154,9 +154,8 @@ class MatcherClient:
     ) -> ProjectTokens:
         """Operator: a new project; `expires_unix` 0: the matcher's default (180 days);
         `require_users`: consultations need a named user's token; `mode`: "clk", "two-server"."""
-        request = convert.create_project_request(
-            name, members, disclosure, threshold, blocking, require_purpose, expires_unix
-        )
+        request = convert.create_project_request(name, members, disclosure, threshold, blocking,
+                                                 require_purpose, expires_unix)  # fmt: skip
         request.require_users, request.mode = require_users, mode
         return convert.project_tokens(self._unary("CreateProject", request))
 
@@ -364,17 +363,18 @@ class MatcherClient:
         removes: Sequence[str] = (),
         change_id: str | None = None,
         fallback_bits: int = 0,
+        rule: tuple[float, float, float] | None = None,
     ) -> IndexSummary:
         """Add or replace (`puts`: (ref, CLK) pairs) and remove records, all or nothing.
 
-        `fallback_bits`: the encoding's fallback CLK at the end of each CLK (0: none).
-        Refs are the member's own opaque row references (see `client.encoding.refs.row_refs`),
-        never local ids. Durable at the matcher when this returns. Every attempt carries
-        the same `change_id` (a fresh random one unless given), so a retry after a lost
-        acknowledgement gets the same summary (`replayed`) and changes nothing twice.
+        `fallback_bits`/`rule`: fallback CLK bits (0: none), `blindmatch.rule` (None). Refs: the
+        member's opaque row references (`client.encoding.refs.row_refs`), never local ids.
+        Durable at the matcher on return. Every attempt carries one `change_id` (random unless
+        given): a retry after a lost acknowledgement gets the same summary (`replayed`).
         """
         per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // max(clk_bits // 8, 1))
-        header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint)
+        header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint,
+                                rule=convert.score_rule(rule))  # fmt: skip
         header.fallback_bits, header.client_change_id = fallback_bits, change_id or uuid.uuid4().hex
 
         def messages() -> Iterator[pb.IndexChange]:

@@ -93,8 +93,17 @@ def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.U
             field_bits=encoded.field_bits,
             fallback_bits=encoded.fallback_bits,
             schema_digest=encoded.schema_digest,
+            rule=score_rule(encoded.rule),
         )
     )
+
+
+def score_rule(rule: tuple[float, float, float] | None) -> pb.ScoreRule | None:
+    """The wire form of a schema's `blindmatch.rule` (None: unset)."""
+    if rule is None:
+        return None
+    gap, offset, reach = rule
+    return pb.ScoreRule(gap=gap, offset=offset, reach=reach)
 
 
 def query_request(
@@ -321,7 +330,13 @@ def member_volumes(reply: pb.QueryReport) -> list[MemberVolume]:
             list(m.flags),
             [
                 UserVolume(
-                    u.user, u.queries, u.records, u.records_with_hits, u.refused, u.bad_requests
+                    u.user,
+                    u.queries,
+                    u.records,
+                    u.records_with_hits,
+                    u.refused,
+                    u.bad_requests,
+                    u.unanswered,
                 )
                 for u in m.users
             ],

@@ -102,6 +102,7 @@ def sync_index(
                 puts=[(r, c) for r, c in part if c is not None],
                 removes=[r for r, c in part if c is None],
                 fallback_bits=encoded.fallback_bits,
+                rule=encoded.rule,
             )
         except RejectedError as exc:
             limit = _OVER_LIMIT.search(str(exc))
@@ -147,6 +148,7 @@ def add_to_index(
         fingerprint=encoded.fingerprint,
         puts=[(r, clks[i]) for r, i in zip(refs, wanted, strict=True)],
         fallback_bits=encoded.fallback_bits,
+        rule=encoded.rule,
     )
 
 

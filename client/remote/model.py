@@ -222,6 +222,7 @@ class UserVolume:
     records_with_hits: int
     refused: int  # queries refused for exceeding limits
     bad_requests: int  # requests refused for a bad token or bad input
+    unanswered: int = 0  # queries the matcher could not answer (UNAVAILABLE)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@ combiner"): its upload (client/encoding/sharing.py `shared_upload`) sent to the 
 each part carrying only that role's fields, and the run started at the combiner.
 
 In a project in two-server mode (`project_upload`) the matcher is the combiner: it gives the
-member a ticket for S1 and S2, the shares go to them under it, and only the popcounts to the
-matcher (an upload of 8 bytes a record, `matcher_part`), last, so that the matcher never
-holds a member's part before S1 and S2 hold theirs.
+member a ticket for S1 and S2, the shares go to them under it (with the popcounts' shares and,
+to S1, which records lack the fallback's fields, as `upload_parts` sends them), and the
+matcher then gets a header alone: how many records, and the digest of the member's second
+shares (`shares_sha256`) as the upload's name; last, so that the matcher never holds a
+member's upload before S1 and S2 hold theirs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
+from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -35,15 +38,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 RUN_SECONDS = 24 * 3600.0
-POPCOUNT_BITS = 64  # a record of the matcher's part: two uint32 popcounts
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
 
 
 def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
-    """`upload` as the parts `role` receives: S1 band keys and first shares, S2 second shares,
-    the combiner popcounts; each CLK in parts of at most PART_BYTES a field."""
+    """`upload` as the parts `role` receives: S1 band keys and first shares (of the CLKs and
+    their popcounts) and which records lack the fallback's fields, S2 second shares, the
+    combiner how many records (no popcount); each CLK in parts of at most PART_BYTES a
+    field."""
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     for clk, pops in enumerate(upload.combiner.popcounts):
@@ -62,8 +66,11 @@ def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.Sh
                 part.keys = np.ascontiguousarray(keys[lo:hi], dtype="<u8").tobytes()
             if role != "combiner":
                 part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
-            else:
-                part.popcounts.extend(pops[lo:hi].tolist())
+                held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
+                part.popcount_shares = np.ascontiguousarray(held[clk][lo:hi], "<u4").tobytes()
+            if role == "s1" and clk == 1 and upload.s1.lacking is not None:
+                bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
+                part.lacking = bits.tobytes()
             yield part
 
 
@@ -162,38 +169,31 @@ class RoleClient:
         )
 
 
-def matcher_part(upload: SharedUpload) -> bytes:
-    """The matcher's part of a two-server project upload: each record's popcounts (its
-    record-level CLK's, its fallback CLK's or 0), uint32 little-endian, 8 bytes a record."""
-    return _popcount_records(upload.combiner.popcounts)
-
-
-def _popcount_records(popcounts: Sequence[npt.NDArray[np.int64]]) -> bytes:
-    out = np.zeros((len(popcounts[0]), 2), dtype="<u4")
-    for k, pops in enumerate(popcounts):
-        out[:, k] = pops
-    return out.tobytes()
-
-
-def matcher_sha256(upload: SharedUpload) -> str:
-    """The SHA-256 the matcher acknowledges a two-server project upload with."""
-    return hashlib.sha256(matcher_part(upload)).hexdigest()
+def shares_sha256(second: Sequence[npt.NDArray[np.uint8]]) -> str:
+    """The SHA-256 a two-server project upload is acknowledged with: of the member's second
+    XOR shares (S2's, every CLK in order), uniformly random bytes that say nothing of the
+    records but name this encoding's upload (`encode --two-server` draws them afresh)."""
+    digest = hashlib.sha256()
+    for shares in second:
+        digest.update(np.ascontiguousarray(shares, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
 
 
 def folder_sha256(encoded: Encoded) -> str:
     """The SHA-256 the matcher acknowledges an ENCODED folder's two-server upload with (its
-    `twoserver/`, `matcher_part`); "" for a folder without one."""
+    `twoserver/` second shares, `shares_sha256`); "" for a folder without one."""
     from blindmatch.client.encoding.sharing import SHARED_FILES, SHARED_FOLDER
 
-    path = encoded.path / SHARED_FOLDER / SHARED_FILES["combiner"]  # popcounts only
+    path = encoded.path / SHARED_FOLDER / SHARED_FILES["s2"]
     if not path.parent.is_dir():
         return ""
     try:
         with np.load(path, allow_pickle=False) as f:
-            pops = [f[f"popcounts_{k}"] for k in range(len(f.files))]
+            n = sum(1 for k in f.files if k.startswith("shares_"))
+            shares = [f[f"shares_{k}"] for k in range(n)]
     except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise InputError(f"{path}: not a two-server upload file ({exc})") from None
-    return hashlib.sha256(_popcount_records(pops)).hexdigest()
+    return shares_sha256(shares)
 
 
 def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -> str:
@@ -254,7 +254,8 @@ def project_upload(
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
     matcher, the shares to S1 and S2 (at the matcher's addresses unless `s1`/`s2` given,
-    reached as the matcher is), then the popcounts to the matcher. A part refused stops it:
+    reached as the matcher is), then the header alone to the matcher (how many records; no
+    popcount, no share). A part refused stops it:
     the matcher then holds the member's earlier upload (or none), which a run refuses while
     S1 or S2 holds another, so nothing runs on half an upload. `issued`: a ticket already
     asked for."""
@@ -271,20 +272,16 @@ def project_upload(
             held = c.upload(t.name, upload)
         if say is not None:
             say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
-    data = matcher_part(upload)
     header = pb.UploadHeader(
-        project=project, clk_bits=POPCOUNT_BITS, record_count=len(upload),
-        fingerprint=encoded.fingerprint, sha256=hashlib.sha256(data).hexdigest(),
+        project=project, clk_bits=0, record_count=len(upload),
+        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.s2.shares),
         client_upload_id=uuid.uuid4().hex, schema_digest=encoded.schema_digest,
-        two_server_ticket=t.ticket,
+        rule=score_rule(encoded.rule), two_server_ticket=t.ticket,
         two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
     )  # fmt: skip
-    step = 8 * (PART_BYTES // 8)
 
     def messages() -> Iterator[pb.UploadRequest]:
-        yield pb.UploadRequest(header=header)
-        for lo in range(0, len(data), step):
-            yield pb.UploadRequest(clks=data[lo : lo + step])
+        yield pb.UploadRequest(header=header)  # the header alone: no record goes here
 
     reply = client._retrying(
         "upload",

@@ -70,6 +70,7 @@ def run_demo(start_matcher: StartMatcher, records: int = 2000, seed: int = 7) ->
                     field_bits=result.field_bits,
                     fallback_bits=result.fallback_bits,
                     schema_digest=result.schema_digest,
+                    rule=result.rule,
                 )
                 _say(f"{org}: {result.report.rows_encoded} records, columns {', '.join(header)}")
                 _say(f"    e.g. {', '.join(first)}")

@@ -1728,6 +1728,8 @@ static PyMethodDef methods[] = {
     {"lsh_pairs", py_lsh_pairs, METH_VARARGS,
      "lsh_pairs(a, b, words, positions, bits_per_band, threshold) -> "
      "((sims, rows_a, rows_b), comparisons)"},
+    {"dedupe", py_dedupe, METH_VARARGS,
+     "dedupe(sims, rows_a, rows_b, out_sims, out_a, out_b) -> n: each pair once, in order"},
     {"scan", py_scan, METH_VARARGS, "scan(clks, words, popcounts, query, threshold)"},
     {"lsh_build", py_lsh_build, METH_VARARGS,
      "lsh_build(clks, words, positions, bits_per_band, offsets, rows)"},

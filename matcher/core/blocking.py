@@ -59,6 +59,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import kernel
 from blindmatch.matcher.core.kernel import dice_pairs
+from blindmatch.matcher.core.pairdedupe import dedupe, dedupe_numpy  # noqa: F401 (re-exported)
 
 Clks = npt.NDArray[np.uint8]
 
@@ -487,14 +488,3 @@ def compare_bands(
     )  # fmt: skip
     sims, ia, ib = kernel._unpack(raw)
     return BandResult(sims, ia, ib, int(comparisons))
-
-
-def dedupe(
-    sims: npt.NDArray[np.float64], rows_a: npt.NDArray[np.uint32], rows_b: npt.NDArray[np.uint32]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
-    """Each pair once, by (row of A, row of B); one score a pair, so any copy will do."""
-    key = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
-    order = np.argsort(key)  # then where the sorted keys change: np.unique's work, 1.7x faster
-    key = key[order]
-    first = order[np.concatenate(([True], key[1:] != key[:-1]))[: len(key)]]
-    return sims[first], rows_a[first], rows_b[first]

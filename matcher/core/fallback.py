@@ -16,7 +16,16 @@ popcounts alone (`lacking`), then scores a pair by:
 - Dice of the fallback CLKs when either lacks them: what the two records have
   in common, with the missing field counted neither for nor against.
 
-The rule is `on_fallback`; batch runs (`pair_scores`, `rescored`) and real-time
+With a gap rule (schema `blindmatch.rule`, `Rule`), a pair where both records have the
+fields is scored by both CLKs instead: S = D1 + gap * (D1 - D2) - offset, where D1 and D2
+are the Dice of its first and of its fallback CLKs; a sibling (same surname and postcode,
+another given name and date) has a high D2 for its D1, a true pair with a typo or a move
+a D1 its date of birth holds up. S is compared with the threshold as D1 is without a rule;
+candidates are the first CLKs' pairs at or above `Rule.candidate_floor` (a pair under it
+is not accepted whatever its S), so exhaustive and LSH runs keep the same pairs. Without a
+rule (`NO_RULE`: gap and offset 0) S is D1 and everything is as before.
+
+Which CLK a pair is scored by is `on_fallback`; batch runs (`pair_scores`, `rescored`) and real-time
 queries against a standing index (`query_hits`, matcher/realtime/indexes.py) both
 apply it. Candidates are the pairs at or above the threshold under that score: the
 first CLKs' pairs (found as usual, exhaustively or by LSH), with pairs that involve
@@ -40,6 +49,8 @@ import numpy.typing as npt
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.kernel import Clks, dice_candidates
 from blindmatch.matcher.core.solve import dice
+from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.errors import InvalidArgument
 
 # A record lacks the left-out fields when its fallback CLK's popcount is at least this share
 # of its first CLK's. Two hashings of the same values differ by collisions only (ratios
@@ -47,6 +58,24 @@ from blindmatch.matcher.core.solve import dice
 # the first CLK is markedly fuller (ratios 0.57-0.79). Left-out fields carrying under 25% of
 # the insertions would blur the line (`blindmatch schema check` warns).
 LACKING_RATIO = 0.88
+
+
+# What each of a rule's numbers may be (as the schema's, client/encoding/schema.py).
+RULE_RANGES = {"gap": (0.0, 4.0), "offset": (-0.5, 0.5), "reach": (0.0, 0.5)}
+
+
+def checked_rule(gap: float, offset: float, reach: float, fallback_bits: int, field: str) -> Rule:
+    """A rule from the wire (`field`: where it came from), or InvalidArgument naming it."""
+    rule = Rule(float(gap), float(offset), float(reach))
+    for key, (lo, hi) in RULE_RANGES.items():
+        value = getattr(rule, key)
+        if not lo <= value <= hi:  # (NaN fails too)
+            raise InvalidArgument(f"{field}.{key}: a number from {lo:g} to {hi:g}, not {value!r}")
+    if rule != NO_RULE and not fallback_bits:
+        raise InvalidArgument(
+            f"{field}: a rule over both CLKs needs a fallback CLK (fallback_bits)"
+        )
+    return rule
 
 
 @dataclass(frozen=True)
@@ -127,8 +156,11 @@ def pair_scores(
     r0: npt.NDArray[np.uint32],
     d1: npt.NDArray[np.uint32],
     r1: npt.NDArray[np.uint32],
+    *,
+    rule: Rule = NO_RULE,
 ) -> npt.NDArray[np.float64]:
-    """The score of each pair: fallback Dice when either record lacks the fields, else Dice."""
+    """The score of each pair: fallback Dice when either record lacks the fields, else Dice
+    of the first CLKs (with a rule, its score S over both)."""
     out = np.empty(len(d0), dtype=np.float64)
     for a in np.unique(d0):
         for b in np.unique(d1):
@@ -138,6 +170,8 @@ def pair_scores(
             ra, rb = r0[sel], r1[sel]
             either = on_fallback(split.lacking[a][ra], split.lacking[b][rb])
             scores = dice(split.first[a][ra], split.first[b][rb])
+            if rule.active:
+                scores = rule.score(scores, dice(split.second[a][ra], split.second[b][rb]))
             if either.any():
                 scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
             out[sel] = scores
@@ -173,11 +207,17 @@ def _fallback_pairs(split: Split, threshold: float, workers: int) -> list[Candid
 
 
 def rescored(
-    first_pairs: Candidates, split: Split, threshold: float, workers: int = 1
+    first_pairs: Candidates,
+    split: Split,
+    threshold: float,
+    workers: int = 1,
+    rule: Rule = NO_RULE,
 ) -> list[Candidates]:
     """All candidate pairs under the fallback score (see the module docstring), unordered:
     the first CLKs' pairs between records that both have the fields, and the fallback
-    CLKs' pairs that involve a record lacking them."""
+    CLKs' pairs that involve a record lacking them. With a rule, `first_pairs` are those
+    at or above `rule.candidate_floor(threshold)`, and the first kind is kept (and scored)
+    by S >= threshold."""
     sides = []
     for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
         lacks = np.zeros(len(first_pairs), dtype=bool)
@@ -185,9 +225,14 @@ def rescored(
             sel = np.flatnonzero(dset == a)
             lacks[sel] = lack[rec[sel]]
         sides.append(lacks)
-    keep = ~on_fallback(*sides)
+    keep: npt.NDArray[np.intp] = np.flatnonzero(~on_fallback(*sides))
+    sims = first_pairs.sims
+    if rule.active:
+        sims = np.zeros(len(first_pairs), dtype=np.float64)
+        sims[keep] = _rule_scores(first_pairs, split, keep, rule)
+        keep = keep[sims[keep] >= threshold]
     both_have = Candidates(
-        first_pairs.sims[keep],
+        sims[keep],
         first_pairs.dset0[keep],
         first_pairs.dset1[keep],
         first_pairs.rec0[keep],
@@ -196,9 +241,36 @@ def rescored(
     return [both_have, *_fallback_pairs(split, threshold, workers)]
 
 
+def _rule_scores(
+    pairs: Candidates, split: Split, sel: npt.NDArray[np.intp], rule: Rule
+) -> npt.NDArray[np.float64]:
+    """S of the pairs `sel` (both records have the fields), D1 and D2 recomputed exactly
+    (as `pair_scores`), so that the kernel's and LSH's candidates score alike."""
+    out = np.empty(len(sel), dtype=np.float64)
+    d0, d1, r0, r1 = pairs.dset0[sel], pairs.dset1[sel], pairs.rec0[sel], pairs.rec1[sel]
+    for a in np.unique(d0):
+        for b in np.unique(d1):
+            part = np.flatnonzero((d0 == a) & (d1 == b))
+            for lo in range(0, len(part), _SCORE_CHUNK):
+                p = part[lo : lo + _SCORE_CHUNK]
+                ra, rb = r0[p], r1[p]
+                out[p] = rule.score(
+                    dice(split.first[a][ra], split.first[b][rb]),
+                    dice(split.second[a][ra], split.second[b][rb]),
+                )
+    return out
+
+
+_SCORE_CHUNK = 1 << 18  # pairs scored at once: bounds the gathered rows' memory
+
+
 __all__ = [
     "LACKING_RATIO",
+    "NO_RULE",
+    "RULE_RANGES",
+    "Rule",
     "Split",
+    "checked_rule",
     "lacking",
     "lacking_from_popcounts",
     "on_fallback",

@@ -19,6 +19,12 @@ whether it has the fields).
 Each half is a `MemberIndex` of its own (index.py), so each plans its own LSH tables from
 its own rows (rtplan.py: the first CLKs' informative bits are not the fallback CLKs'), and
 either half falls back to a full scan on its own when no plan reaches the design recall.
+
+With a rule over both CLKs (`fallback.Rule`, schema `blindmatch.rule`), a query that has
+the fields scores a record that has them by S = D1 + gap * (D1 - D2) - offset, as a batch
+run does: the first halves are searched (and their LSH tables built) for the rule's
+candidate floor instead of the threshold, and each record found there is kept when its S,
+from its whole CLK as the index holds it now (`FallbackIndex.clk`), reaches the threshold.
 `search_batch` answers many queries against partners' indexes, with or without fallback
 CLKs, with the look-ups of every half of every index in one native call
 (`segment.search_batch`; matcher/realtime/lookups.py batches the queries that arrive
@@ -29,7 +35,7 @@ first half and of `lacks` when the query has the fields, of `second` and `lacks`
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -51,6 +57,9 @@ class FallbackSnapshot:
     lacks: Snapshot  # the fallback CLKs of the records that lack them
     lacking: frozenset[str] | set[str]
     cut: int  # 64-bit words of the first CLK
+    rule: fallback.Rule = fallback.NO_RULE
+    # A record's whole CLK as the index holds it (for the rule's D2); None without a rule.
+    clk: Callable[[str], U64] | None = None
 
     def search(self, query: U64, threshold: float) -> list[tuple[str, float]]:
         """(ref, score) of every live record the rule scores at or above `threshold`."""
@@ -61,9 +70,36 @@ class FallbackSnapshot:
             found = self.lacks.search(q2, threshold)
             return self.second.search(q2, threshold) + found if query_lacks else found
 
-        return fallback.query_hits(
-            query_lacks, lambda: self.first.search(q1, threshold), second, self.lacking
-        )
+        def first() -> Hits:
+            found = self.first.search(q1, self.rule.candidate_floor(threshold))
+            return self.ruled(found, query, threshold)
+
+        return fallback.query_hits(query_lacks, first, second, self.lacking)
+
+    def ruled(self, found: Hits, query: U64, threshold: float) -> Hits:
+        """First-half hits (found at the rule's candidate floor) rescored by the rule and
+        kept at or above `threshold`; as found without a rule. Hits of records that lack
+        the fields are dropped later (`query_hits`); a record removed since this snapshot
+        is dropped here."""
+        if not self.rule.active or not found:
+            return found
+        assert self.clk is not None
+        refs, rows = [], []
+        for ref, _ in found:
+            if ref in self.lacking:
+                continue
+            try:
+                rows.append(self.clk(ref))
+            except KeyError:  # removed by a change since this snapshot was taken
+                continue
+            refs.append(ref)
+        if not refs:
+            return []
+        held = np.stack(rows)
+        q = np.broadcast_to(query, held.shape)
+        cut = self.cut
+        scores = self.rule.score(_dice(q[:, :cut], held[:, :cut]), _dice(q[:, cut:], held[:, cut:]))
+        return [(r, float(s)) for r, s in zip(refs, scores.tolist(), strict=True) if s >= threshold]
 
 
 # What a query reads of one partner's index: a plain one, or one with a fallback CLK.
@@ -101,17 +137,18 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
         plain.append(
             ({m: s for m, s in snapshots.items() if isinstance(s, Snapshot)}, queries, threshold)
         )
-        by_cut: dict[int, dict[str, FallbackSnapshot]] = {}
+        by_cut: dict[tuple[int, fallback.Rule], dict[str, FallbackSnapshot]] = {}
         for m, s in snapshots.items():
             if isinstance(s, FallbackSnapshot):
-                by_cut.setdefault(s.cut, {})[m] = s
-        for cut, group in by_cut.items():
+                by_cut.setdefault((s.cut, s.rule), {})[m] = s
+        for (cut, rule), group in by_cut.items():
             q1 = np.ascontiguousarray(queries[:, :cut])
             q2 = np.ascontiguousarray(queries[:, cut:])
             lacks = fallback.lacking(q1, q2)
             having, lacking = np.flatnonzero(~lacks), np.flatnonzero(lacks)
             halves.append((k, group, having.tolist(), lacking.tolist(), len(plain)))
-            plain.append(({m: s.first for m, s in group.items()}, q1[having], threshold))
+            floor = rule.candidate_floor(threshold)
+            plain.append(({m: s.first for m, s in group.items()}, q1[having], floor))
             plain.append(({m: s.lacks for m, s in group.items()}, q2, threshold))
             plain.append(({m: s.second for m, s in group.items()}, q2[lacking], threshold))
     found = segment.search_batch(plain)
@@ -119,12 +156,13 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
     for k, group, has, lack, at in halves:
         firsts = dict(zip(has, found[at], strict=True))
         seconds = dict(zip(lack, found[at + 2], strict=True))
+        queries, threshold = asks[k][1], asks[k][2]
         for i, few in enumerate(found[at + 1]):
             mine, rest = firsts.get(i, {}), seconds.get(i, {})
             for m, s in group.items():
                 answers[k][i][m] = fallback.query_hits(
                     i in seconds,
-                    partial(mine.__getitem__, m),
+                    partial(_first, s, mine, m, queries[i], threshold),
                     partial(_joined, rest, few, m),
                     s.lacking,
                 )
@@ -134,18 +172,27 @@ def search_batch(asks: Sequence[Ask]) -> list[list[dict[str, Hits]]]:
     ]
 
 
+def _first(
+    snap: FallbackSnapshot, mine: Mapping[str, Hits], member: str, query: U64, threshold: float
+) -> Hits:
+    """A member's first-half hits for a query that has the fields, under its rule."""
+    return snap.ruled(mine[member], query, threshold)
+
+
 def _joined(rest: Mapping[str, Hits], few: Mapping[str, Hits], member: str) -> Hits:
     """A member's fallback-CLK hits: in `second` (searched for queries lacking the fields
     only) and in `lacks`."""
     return [*rest.get(member, ()), *few[member]]
 
 
-def searchable(words: U64, refs: Sequence[str], fallback_bits: int) -> Snapshot | FallbackSnapshot:
+def searchable(
+    words: U64, refs: Sequence[str], fallback_bits: int, rule: fallback.Rule = fallback.NO_RULE
+) -> Snapshot | FallbackSnapshot:
     """A few records (a change's puts, say) to search as a standing index of them would be."""
     if not fallback_bits:
         main = Segment.build(words, refs)
         return Snapshot(main, Segment.empty(words.shape[1]), frozenset(), len(main))
-    return FallbackIndex.load(words.shape[1] * 64, fallback_bits, refs, words).snapshot
+    return FallbackIndex.load(words.shape[1] * 64, fallback_bits, refs, words, rule=rule).snapshot
 
 
 @dataclass(eq=False)
@@ -162,6 +209,7 @@ class FallbackIndex:
     # (a query reads one membership at a time).
     lacking: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rule: fallback.Rule = fallback.NO_RULE  # how a pair that both have the fields is scored
 
     @property
     def cut(self) -> int:
@@ -177,25 +225,29 @@ class FallbackIndex:
         *,
         threshold: float | None = None,
         merge_cpus: frozenset[int] | None = None,
+        rule: fallback.Rule = fallback.NO_RULE,
     ) -> FallbackIndex:
-        """An index built in one go; `clks` are whole CLKs, (n, clk_bits/64) words."""
+        """An index built in one go; `clks` are whole CLKs, (n, clk_bits/64) words. With a
+        rule, the first halves' tables are for its candidate floor under `threshold`."""
         cut = (clk_bits - fallback_bits) // 64
         first, second = _halves(clks, cut)
         lacks = _lacks(first, second)
         having, lacking = np.flatnonzero(~lacks), np.flatnonzero(lacks)
 
-        def part(bits: int, rows: U64, rows_refs: Sequence[str]) -> MemberIndex:
-            return MemberIndex.load(
-                bits, rows_refs, rows, threshold=threshold, merge_cpus=merge_cpus
-            )
+        def part(
+            bits: int, rows: U64, rows_refs: Sequence[str], at: float | None = threshold
+        ) -> MemberIndex:
+            return MemberIndex.load(bits, rows_refs, rows, threshold=at, merge_cpus=merge_cpus)
 
+        floor = None if threshold is None else rule.candidate_floor(threshold)
         fallback_refs = [[refs[i] for i in having.tolist()], [refs[i] for i in lacking.tolist()]]
         index = cls(
             clk_bits,
             fallback_bits,
-            part(clk_bits - fallback_bits, first, refs),
+            part(clk_bits - fallback_bits, first, refs, floor),
             part(fallback_bits, np.ascontiguousarray(second[having]), fallback_refs[0]),
             part(fallback_bits, np.ascontiguousarray(second[lacking]), fallback_refs[1]),
+            rule=rule,
         )
         index.lacking = set(fallback_refs[1])
         return index
@@ -208,6 +260,8 @@ class FallbackIndex:
             self.lacks.snapshot,
             self.lacking,
             self.cut,
+            self.rule,
+            self.clk if self.rule.active else None,
         )
 
     def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
@@ -275,14 +329,28 @@ def load_index(
     words: U64,
     threshold: float | None,
     merge_cpus: frozenset[int] | None = None,
+    rule: fallback.Rule = fallback.NO_RULE,
 ) -> MemberIndex | FallbackIndex:
     """An index of these records, with a fallback CLK or without (`fallback_bits` 0); with
-    LSH tables for `threshold` where large enough (None: none, always scanned)."""
+    LSH tables for `threshold` where large enough (None: none, always scanned), and with a
+    fallback CLK scored by `rule`."""
     if fallback_bits:
         return FallbackIndex.load(
-            clk_bits, fallback_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus
-        )
+            clk_bits, fallback_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus,
+            rule=rule,
+        )  # fmt: skip
     return MemberIndex.load(clk_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus)
+
+
+def _dice(a: U64, b: U64) -> npt.NDArray[np.float64]:
+    """Row-wise Dice of 64-bit words (as `solve.dice` of the same bits as bytes)."""
+    both = np.bitwise_count(a & b).sum(axis=1, dtype=np.int64)
+    total = np.bitwise_count(a).sum(axis=1, dtype=np.int64) + np.bitwise_count(b).sum(
+        axis=1, dtype=np.int64
+    )
+    out = np.zeros(len(a), dtype=np.float64)
+    np.divide(2.0 * both, total, out=out, where=total > 0)
+    return out
 
 
 def _halves(words: U64, cut: int) -> tuple[U64, U64]:

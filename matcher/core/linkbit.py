@@ -1,40 +1,44 @@
-"""The link bit on the shares: S1 and S2 compare each candidate pair's Hamming distance with the
-threshold's bound by boolean GMW, and C learns the link bit and nothing more
-(docs/privacy-design.md, "The link bit on the shares").
+"""The link bit on the shares: S1 and S2 evaluate the kernel's test on each candidate pair by
+boolean GMW on XOR shares, and C learns each pair's bits and, where it links, its rows
+(docs/privacy-design.md, "The link bit on the shares", "The combiner without the
+candidates").
 
 Roles (semi-honest, non-colluding; the commodity model): S1 holds u = a1 ^ b1 and S2 holds
 v = a2 ^ b2 for each pair, the XOR of their shares of the pair's two CLKs, so u ^ v = a ^ b,
-whose popcount H is the pair's Hamming distance; no permutation is needed. C, which knows
-both popcounts, computes each pair's bound B (`hamming_bounds`: the pair links iff H < B,
-exactly the kernel's test, popcount pre-filter included, B = 0 where the pre-filter fails),
-deals the Beaver triples and XOR shares of B's bits (`deal`), and receives only the two
-servers' shares of the output bits (`reveal`). C never sees a share of a CLK or of d.
+whose popcount H is the pair's Hamming distance; and each holds XOR shares of |a| and |b|
+(the members upload them). The circuit (`circuit`) tests the kernel's rule at public
+cut-offs: [pa > 0], the pre-filter |pa - pb| <= pre(pa) at the threshold, and H <=
+dice_j(pa + pb) at each cut-off, pre and dice the integer forms of the kernel's float64
+tests (`rule`: a line floor((a x + c) / b), plus one at a few points where float64 rounding
+leaves the line, checked on every pair of popcounts by tests/test_linkbit.py). C deals
+generic Beaver triples (`deal`) and receives only the two servers' output shares (`reveal`):
+it chooses no bound. C never sees a share of a CLK, of a popcount, or of d.
 
-The circuit (`circuit`), evaluated bit-sliced (a wire is a uint64 array over the batch's
-pairs, bit k of word j being pair 64j + k):
+The circuit, evaluated bit-sliced (a wire is a uint64 array over the batch's pairs, bit k of
+word j being pair 64j + k):
 
 - the popcount of d's `n_bits` wires by carry-save reduction, column by column: full adders
   on triples of the bits of lowest AND-depth (one AND each: carry = c ^ ((a ^ c) & (b ^ c)),
   sum = a ^ b ^ c, so sums cascade with no AND-depth), a half adder where two bits are left,
-  the top column (2^(L-1), L = n_bits.bit_length()) by XOR alone (H < 2^L: its bits hold at
-  most a single one); about n_bits AND gates, the carries of column w at AND-depth ~w;
-- for each bound B_j, [H < B_j] = the carry out of B_j + ~H (a ripple of majorities, one AND
-  a bit), which keeps pace with the popcount's columns;
+  the top column (2^(L-1), L = n_bits.bit_length()) by XOR alone;
+- each of the rule's comparisons as the sign of a weighted sum of secret bits with public
+  weights (`_Builder.nonnegative`: a negative weight's bits enter negated, the constant as
+  constant wires, the same column reduction, the sign column by XOR alone); the pre-filter's
+  beside the popcount (its inputs are there from the start), each cut-off's after it;
 - every AND of one AND-depth evaluated at once, one round: S1 and S2 exchange their masked
   inputs (x ^ a, y ^ b) of all of the round's gates, as Beaver multiplication does.
 
-Triples: S1's share of every triple (a1, b1, c1) and of the bounds' bits comes from a 32-byte
-seed C sends it; S2's a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 and its
-share of the bounds' bits explicitly: per pair, 1 bit an AND gate plus 1 bit a bound bit from C
-to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a bound from each server to C. The
-PRG is AES-256-CTR keyed by the seed (one seed, one batch).
+Triples: S1's share of every triple (a1, b1, c1) comes from a 32-byte seed C sends it; S2's
+a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly: per pair, 1 bit
+an AND gate from C to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a cut-off
+from each server to C, and with `tags` the pair's 64 row bits AND its link bit (a public bit
+times a share, no gate), every output share padded by a seed S1 and S2 share (`Party.output`).
+The PRG is AES-256-CTR keyed by the seed (one seed, one batch).
 
 What each party sees: S1 its own shares, its seed, and S2's masked gate inputs, each one-time
-padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed, C's
-c2 and bound shares padded by c1 and S1's bound shares); C only the output shares, whose XOR is
-the bits it is meant to learn. tests/test_linkbit.py checks the circuit against the plain test
-and these views. Which pairs are compared (the batch) is known to all three, as in the
-Dice-revealing step.
+padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed,
+C's c2 padded by c1); C only the output shares, whose XOR is the bits it is meant to learn.
+tests/test_linkbit.py checks the circuit against the kernel and these views.
 """
 
 from __future__ import annotations
@@ -43,222 +47,26 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-Words = npt.NDArray[np.uint64]
-Index = npt.NDArray[np.intp]
-Gates = tuple[Index, Index, Index]  # (out, a, b) wire ids
+from blindmatch.matcher.core.gmwcircuit import ONE as ONE
+from blindmatch.matcher.core.gmwcircuit import ZERO as ZERO
+from blindmatch.matcher.core.gmwcircuit import Circuit as Circuit
+from blindmatch.matcher.core.gmwcircuit import circuit as circuit
+from blindmatch.matcher.core.kernelrule import Line as Line
+from blindmatch.matcher.core.kernelrule import Rule as Rule
+from blindmatch.matcher.core.kernelrule import fit_line as fit_line
+from blindmatch.matcher.core.kernelrule import hamming_bounds as hamming_bounds
+from blindmatch.matcher.core.kernelrule import prefilter as prefilter
+from blindmatch.matcher.core.kernelrule import rule as rule
 
-ZERO, ONE = 0, 1  # constant wires: shares (0, 0) and (1, 0)
+Words = npt.NDArray[np.uint64]
 SEED_BYTES = 32
 BATCH = 1 << 14  # pairs a circuit evaluation (memory: ~8 kB a pair a party at 1,024 bits)
 ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-# --- the circuit ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Circuit:
-    """A boolean circuit scheduled by AND-depth: XOR gates by (depth, XOR level), then the AND
-    gates of each depth as one round. Wires 0 and 1 are the constants, then `n_bits` wires of
-    d, then the bounds' bits (`bound_wires`, bound j's bit i); `outputs[j]` is [H < B_j]."""
-
-    n_bits: int
-    n_bounds: int
-    bound_bits: int
-    n_wires: int
-    bound_wires: Index
-    outputs: Index
-    xors: tuple[tuple[Gates, ...], ...]  # xors[k]: the levels at AND-depth k, in order
-    ands: tuple[Gates, ...]  # ands[r]: the gates of AND-depth r + 1 (round r)
-    and_offsets: tuple[int, ...]  # triple index of round r's first gate; last = all gates
-
-    @property
-    def rounds(self) -> int:
-        return len(self.ands)
-
-    @property
-    def and_gates(self) -> int:
-        return self.and_offsets[-1]
-
-
-class _Builder:
-    def __init__(self, inputs: int) -> None:
-        self.depth = [0] * inputs
-        self.level = [0] * inputs
-        self.xor_gates: list[tuple[int, int, int]] = []
-        self.and_gates: list[tuple[int, int, int]] = []
-
-    def _wire(self, depth: int, level: int) -> int:
-        self.depth.append(depth)
-        self.level.append(level)
-        return len(self.depth) - 1
-
-    def xor(self, a: int, b: int) -> int:
-        if a == ZERO:
-            return b
-        if b == ZERO:
-            return a
-        d = max(self.depth[a], self.depth[b])
-        level = 1 + max(self.level[x] if self.depth[x] == d else 0 for x in (a, b))
-        out = self._wire(d, level)
-        self.xor_gates.append((out, a, b))
-        return out
-
-    def and_(self, a: int, b: int) -> int:
-        out = self._wire(1 + max(self.depth[a], self.depth[b]), 0)
-        self.and_gates.append((out, a, b))
-        return out
-
-    def xor_all(self, bits: list[int]) -> int:
-        """A balanced XOR tree (few levels)."""
-        if not bits:
-            return ZERO
-        while len(bits) > 1:
-            bits = [self.xor(*bits[i : i + 2]) if i + 1 < len(bits) else bits[i]
-                    for i in range(0, len(bits), 2)]  # fmt: skip
-        return bits[0]
-
-    def full_add(self, a: int, b: int, c: int) -> tuple[int, int]:
-        t1, t2 = self.xor(a, c), self.xor(b, c)
-        return self.xor(t1, b), self.xor(c, self.and_(t1, t2))
-
-    def column(self, bits: list[int]) -> tuple[int, list[int]]:
-        """A column's bits reduced to one (or ZERO), and the carries for the next."""
-        carries: list[int] = []
-        while len(bits) >= 3:
-            bits = sorted(bits, key=lambda w: self.depth[w])
-            cutoff = self.depth[bits[2]]
-            ready = [w for w in bits if self.depth[w] <= cutoff]
-            rest = [w for w in bits if self.depth[w] > cutoff]
-            n = len(ready) // 3 * 3
-            sums = []
-            for i in range(0, n, 3):
-                s, c = self.full_add(*ready[i : i + 3])
-                sums.append(s)
-                carries.append(c)
-            bits = sums + ready[n:] + rest
-        if len(bits) == 2:
-            carries.append(self.and_(*bits))
-            bits = [self.xor(*bits)]
-        return (bits[0] if bits else ZERO), carries
-
-    def compile(self, n_bits: int, bound_wires: Index, outputs: list[int]) -> Circuit:
-        depth = np.asarray(self.depth)
-        top = int(depth.max()) if len(depth) else 0
-        by_level: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
-        for g in self.xor_gates:
-            by_level.setdefault((self.depth[g[0]], self.level[g[0]]), []).append(g)
-        by_depth: dict[int, list[tuple[int, int, int]]] = {}
-        for g in self.and_gates:
-            by_depth.setdefault(self.depth[g[0]], []).append(g)
-
-        def arrays(gates: list[tuple[int, int, int]]) -> Gates:
-            a = np.asarray(gates, dtype=np.intp).reshape(-1, 3)
-            return a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy()
-
-        xors = tuple(
-            tuple(arrays(by_level[k, lv]) for lv in sorted(lv for d, lv in by_level if d == k))
-            for k in range(top + 1)
-        )
-        ands = tuple(arrays(by_depth.get(r, [])) for r in range(1, top + 1))
-        offsets = np.concatenate([[0], np.cumsum([len(g[0]) for g in ands])]).astype(int)
-        return Circuit(
-            n_bits=n_bits,
-            n_bounds=len(outputs),
-            bound_bits=bound_wires.shape[1],
-            n_wires=len(self.depth),
-            bound_wires=bound_wires,
-            outputs=np.asarray(outputs, dtype=np.intp),
-            xors=xors,
-            ands=ands,
-            and_offsets=tuple(int(x) for x in offsets),
-        )
-
-
-@lru_cache(maxsize=16)
-def circuit(n_bits: int, n_bounds: int = 1) -> Circuit:
-    """[popcount(d) < B_j] for j < n_bounds, d of `n_bits` bits, each B_j <= n_bits + 1."""
-    if n_bits < 1 or n_bounds < 1:
-        raise ValueError(f"link-bit circuit: {n_bits} bits, {n_bounds} bounds")
-    levels = n_bits.bit_length()  # H <= n_bits < 2^levels
-    bound_bits = (n_bits + 1).bit_length()  # B <= n_bits + 1 < 2^bound_bits
-    first_bound = 2 + n_bits
-    b = _Builder(first_bound + n_bounds * bound_bits)
-    bound_wires: Index = np.arange(
-        first_bound, first_bound + n_bounds * bound_bits, dtype=np.intp
-    ).reshape(n_bounds, bound_bits)
-    column = list(range(2, 2 + n_bits))
-    h: list[int] = []
-    for w in range(levels):
-        if w == levels - 1:
-            h.append(b.xor_all(column))
-            break
-        bit, column = b.column(column)
-        h.append(bit)
-    h += [ZERO] * (bound_bits - len(h))
-    outputs = []
-    for j in range(n_bounds):
-        carry = ZERO  # the carry of B_j + ~H: 1 at the top iff B_j > H
-        for i in range(bound_bits):
-            not_h = b.xor(h[i], ONE)
-            x = b.xor(int(bound_wires[j, i]), carry)
-            carry = b.xor(carry, b.and_(x, b.xor(not_h, carry)))
-        outputs.append(carry)
-    return b.compile(n_bits, bound_wires, outputs)
-
-
-# --- C's bounds --------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _largest_distance(threshold: float, n_bits: int) -> npt.NDArray[np.int64]:
-    """[S] -> the largest H <= min(S, n_bits) with float64 (S - H) / S >= threshold, for S in
-    0..2 n_bits (the kernel's score, compared as the kernel compares it); -1 for S = 0."""
-    total = np.arange(2 * n_bits + 1, dtype=np.int64)[:, None]
-    dist = np.arange(n_bits + 1, dtype=np.int64)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = (dist <= total) & ((total - dist).astype(np.float64) / total >= threshold)
-    ok[0] = False
-    out: npt.NDArray[np.int64] = ok.sum(axis=1).astype(np.int64) - 1  # monotone in H
-    return out
-
-
-def prefilter(
-    pa: npt.NDArray[np.int64], pb: npt.NDArray[np.int64], threshold: float, n_bits: int
-) -> npt.NDArray[np.bool_]:
-    """The kernel's popcount pre-filter (anonlink's): |pa - pb| <= int(min(2 pa (1/t - 1),
-    n_bits)), and pa > 0 (core/twoserver.py `Combiner.decide`, the same expression)."""
-    delta = np.minimum((2 * pa).astype(np.float64) * (1.0 / threshold - 1.0), n_bits)
-    keep: npt.NDArray[np.bool_] = (np.abs(pa - pb) <= delta.astype(np.int64)) & (pa > 0)
-    return keep
-
-
-def hamming_bounds(
-    pa: npt.NDArray[np.int64],
-    pb: npt.NDArray[np.int64],
-    cutoffs: Sequence[float],
-    n_bits: int,
-) -> npt.NDArray[np.int64]:
-    """(len(cutoffs), pairs): B such that a pair with Hamming distance H has Dice >= cutoff
-    (and passes the pre-filter at cutoffs[0], the run's threshold) iff H < B; 0 where the
-    pre-filter fails, so that those pairs go through the circuit too and S1 and S2 do not
-    learn which fail it. B <= n_bits + 1."""
-    pa = np.asarray(pa, dtype=np.int64)
-    pb = np.asarray(pb, dtype=np.int64)
-    total = pa + pb
-    if len(total) and (int(total.min()) < 0 or int(total.max()) > 2 * n_bits):
-        raise ValueError(f"link bits: popcounts outside 0..{n_bits}")
-    keep = prefilter(pa, pb, cutoffs[0], n_bits)
-    out = np.zeros((len(cutoffs), len(pa)), dtype=np.int64)
-    for j, t in enumerate(cutoffs):
-        out[j] = np.where(keep, _largest_distance(float(t), n_bits)[total] + 1, 0)
-    return out
 
 
 # --- bit slicing and the PRG -----------------------------------------------------------------
@@ -311,16 +119,13 @@ def prg(seed: bytes, count: int) -> Words:
 
 def _triples(
     seed: bytes, c: Circuit, words: int, with_c: bool
-) -> tuple[Words, Words, Words | None, Words | None]:
-    """A party's (a, b[, c, bounds' share]) from its seed: S1's all four, S2's a and b."""
-    g, nb = c.and_gates, c.n_bounds * c.bound_bits
-    raw = prg(seed, (3 * g + nb if with_c else 2 * g) * words)
+) -> tuple[Words, Words, Words | None]:
+    """A party's (a, b[, c]) from its seed: S1's all three, S2's a and b."""
+    g = c.and_gates
+    raw = prg(seed, (3 if with_c else 2) * g * words)
     a = raw[: g * words].reshape(g, words)
     b = raw[g * words : 2 * g * words].reshape(g, words)
-    if not with_c:
-        return a, b, None, None
-    cc = raw[2 * g * words : 3 * g * words].reshape(g, words)
-    return a, b, cc, raw[3 * g * words :].reshape(nb, words)
+    return a, b, raw[2 * g * words :].reshape(g, words) if with_c else None
 
 
 # --- the three parties -------------------------------------------------------------------------
@@ -328,62 +133,67 @@ def _triples(
 
 @dataclass(frozen=True)
 class Deal:
-    """C's messages for one batch: to S1 its seed; to S2 its seed, its c shares and its
-    shares of the bounds' bits (packed words, bytes)."""
+    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares (packed
+    words, bytes). Generic triples: nothing in them depends on the pairs."""
 
     to_s1: bytes
     to_s2: bytes
     pairs: int
 
 
-def deal(
-    c: Circuit, bounds: npt.NDArray[np.int64], seeds: tuple[bytes, bytes] | None = None
-) -> Deal:
-    """C: triples and bound shares for a batch of pairs with `bounds` ((n_bounds, pairs),
-    `hamming_bounds`); `seeds` fixed only by tests (fresh random otherwise)."""
-    if bounds.ndim != 2 or bounds.shape[0] != c.n_bounds:
-        raise ValueError("link bits: one row of bounds a bound of the circuit")
-    if bounds.size and (int(bounds.min()) < 0 or int(bounds.max()) > c.n_bits + 1):
-        raise ValueError(f"link bits: a bound outside 0..{c.n_bits + 1}")
-    pairs = bounds.shape[1]
+def deal(c: Circuit, pairs: int, seeds: tuple[bytes, bytes] | None = None) -> Deal:
+    """C: the Beaver triples of `c` for a batch of `pairs` pairs; `seeds` fixed only by tests
+    (fresh random otherwise)."""
+    if pairs < 0:
+        raise ValueError("link bits: a batch of no pairs")
     words = words_for(pairs)
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
-    a1, b1, c1, r1 = _triples(s1, c, words, with_c=True)
-    a2, b2, _, _ = _triples(s2, c, words, with_c=False)
-    assert c1 is not None and r1 is not None
+    a1, b1, c1 = _triples(s1, c, words, with_c=True)
+    a2, b2, _ = _triples(s2, c, words, with_c=False)
+    assert c1 is not None
     c2 = ((a1 ^ a2) & (b1 ^ b2)) ^ c1
-    shares = _slice_ints(bounds, c.bound_bits) ^ r1
-    return Deal(s1, s2 + c2.tobytes() + shares.tobytes(), pairs)
+    return Deal(s1, s2 + c2.tobytes(), pairs)
+
+
+Pops = tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]
 
 
 class Party:
-    """S1 (role 0) or S2 (role 1) evaluating the circuit on its shares `diffs` ((pairs, bytes):
-    its share of each pair's a ^ b) with what C sent it. Drive it by `open` (this round's
-    message to the other server), `close` (the other's message), then `output` (to C)."""
+    """S1 (role 0) or S2 (role 1) evaluating the circuit on its shares: `diffs` ((pairs,
+    bytes): its share of each pair's a ^ b) and `pops` (its XOR shares of each pair's |a| and
+    |b|), with the triples C sent it. Drive it by `open` (this round's message to the other
+    server), `close` (the other's message), then `output` (to C)."""
 
-    def __init__(self, role: int, c: Circuit, diffs: npt.NDArray[np.uint8], setup: bytes) -> None:
+    def __init__(
+        self, role: int, c: Circuit, diffs: npt.NDArray[np.uint8], setup: bytes, pops: Pops
+    ) -> None:
         if role not in (0, 1):
             raise ValueError("link bits: role 0 (S1) or 1 (S2)")
         if diffs.ndim != 2 or 8 * diffs.shape[1] < c.n_bits:
             raise ValueError("link bits: shares narrower than the circuit")
         self.role, self.circuit, self.pairs = role, c, len(diffs)
+        if len(pops) != 2 or any(np.shape(p) != (self.pairs,) for p in pops):
+            raise ValueError("link bits: a popcount share a CLK of each pair")
+        popshares = np.stack([np.asarray(p, dtype=np.int64) for p in pops])
+        if self.pairs and (popshares.min() < 0 or popshares.max() >> c.pop_bits):
+            raise ValueError(f"link bits: a popcount share beyond {c.pop_bits} bits")
         words = words_for(self.pairs)
-        g, nb = c.and_gates, c.n_bounds * c.bound_bits
-        self._a, self._b, cc, r = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
+        g = c.and_gates
+        self._a, self._b, cc = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
         if role == 1:
             rest = np.frombuffer(setup[SEED_BYTES:], dtype="<u8").astype(np.uint64)
-            if len(rest) != (g + nb) * words:
+            if len(rest) != g * words:
                 raise ValueError("link bits: S2's setup does not fit the batch")
-            cc, r = rest[: g * words].reshape(g, words), rest[g * words :].reshape(nb, words)
+            cc = rest.reshape(g, words)
         elif len(setup) != SEED_BYTES:
             raise ValueError("link bits: S1's setup is its seed")
-        assert cc is not None and r is not None
+        assert cc is not None
         self._c = cc
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
         self._w[2 : 2 + c.n_bits] = bitslice(diffs, c.n_bits)
-        self._w[c.bound_wires.ravel()] = r
+        self._w[c.pop_wires.ravel()] = _slice_ints(popshares, c.pop_bits)
         self._round = 0
         self._masked: tuple[Words, Words] | None = None
         self._xors(0)
@@ -421,18 +231,59 @@ class Party:
         self._masked = None
         self._xors(self._round)
 
-    def output(self) -> bytes:
-        """The shares of the output bits, for C."""
+    def output(
+        self, tags: Words | None = None, keep: Words | None = None, mask: bytes | None = None
+    ) -> bytes:
+        """The shares of the output bits, for C: the cut-offs' bits, then with `tags` (public
+        bits of each pair, `tags`) each tag bit AND the link bit (this server's link share
+        AND the tag: the two XOR to link & tag, so C learns a pair's tags only where it
+        links); with `keep` (a word row) every output 0 where its bit is clear; with `mask`
+        (a seed S1 and S2 share, C does not) each share re-randomised by the same pad, so
+        that each alone is uniform whatever the bits (a share of link & tag is otherwise the
+        tag wherever the server's link share is 1)."""
         if self._round != self.circuit.rounds:
             raise RuntimeError("link bits: output before the last round")
-        return self._w[self.circuit.outputs].tobytes()
+        out = self._w[self.circuit.outputs]
+        if tags is not None:
+            out = np.concatenate([out, tags & out[0]])
+        if keep is not None:
+            out = out & keep
+        if mask is not None:
+            out = out ^ prg(mask, out.size).reshape(out.shape)
+        return np.ascontiguousarray(out).tobytes()
 
 
-def reveal(c: Circuit, out1: bytes, out2: bytes, pairs: int) -> npt.NDArray[np.bool_]:
-    """C: (n_bounds, pairs) output bits from the two servers' shares."""
+TAG_BITS = 64  # a pair's tags: its row of member a, then of member b (32 bits each)
+
+
+def tags(rows_a: npt.NDArray[np.integer], rows_b: npt.NDArray[np.integer]) -> Words:
+    """(64, words): each pair's two rows as public wires, gated by its link bit in `output`."""
+    both = np.stack([np.asarray(rows_a, np.int64), np.asarray(rows_b, np.int64)])
+    return _slice_ints(both, TAG_BITS // 2)
+
+
+def untag(bits: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+    """The rows (a, b) from `reveal`'s last 64 rows (0 where a pair does not link)."""
+    weights = (np.uint64(1) << np.arange(TAG_BITS // 2, dtype=np.uint64))[:, None]
+    half = TAG_BITS // 2
+    rows_a = (bits[-TAG_BITS:-half].astype(np.uint64) * weights).sum(axis=0)
+    rows_b = (bits[-half:].astype(np.uint64) * weights).sum(axis=0)
+    return rows_a.astype(np.uint32), rows_b.astype(np.uint32)
+
+
+def keep_row(drop: npt.NDArray[np.bool_]) -> Words:
+    """(1, words): bit k set unless drop[k] (`Party.output`'s `keep`)."""
+    return _slice_ints((~np.asarray(drop, bool)).astype(np.int64)[None, :], 1)
+
+
+def reveal(
+    c: Circuit, out1: bytes, out2: bytes, pairs: int, tagged: bool = False
+) -> npt.NDArray[np.bool_]:
+    """C: (cut-offs [+ 64 tag bits], pairs) output bits from the two servers' shares."""
     words = words_for(pairs)
-    one = np.frombuffer(out1, dtype="<u8").reshape(c.n_bounds, words)
-    two = np.frombuffer(out2, dtype="<u8").reshape(c.n_bounds, words)
+    rows = c.n_outputs + (TAG_BITS if tagged else 0)
+    one = np.frombuffer(out1, dtype="<u8").reshape(rows, words)
+    two = np.frombuffer(out2, dtype="<u8").reshape(rows, words)
     return unslice((one ^ two).astype(np.uint64), pairs)
 
 
@@ -477,20 +328,36 @@ def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None
             clock[role] = clock.get(role, 0.0) + secs
 
 
+def split_popcounts(
+    pops: npt.NDArray[np.integer], n_bits: int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+    """Two XOR shares of each popcount of an `n_bits`-bit CLK, each uniform on the circuit's
+    n_bits.bit_length() bits (a member's, client/encoding/sharing.py)."""
+    p = np.asarray(pops, dtype=np.uint32)
+    if p.size and int(p.max()) > n_bits:
+        raise ValueError(f"popcount shares: a popcount above {n_bits}")
+    r = np.frombuffer(secrets.token_bytes(4 * p.size), dtype="<u4").astype(np.uint32)
+    r = r.reshape(p.shape) & np.uint32((1 << n_bits.bit_length()) - 1)
+    return r, r ^ p
+
+
 def compare(
     diffs1: npt.NDArray[np.uint8],
     diffs2: npt.NDArray[np.uint8],
-    bounds: npt.NDArray[np.int64],
+    pops1: Pops,
+    pops2: Pops,
+    cutoffs: Sequence[float],
     n_bits: int,
     transcript: Transcript | None = None,
     seeds: tuple[bytes, bytes] | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """The three roles on one batch: (n_bounds, pairs), [popcount(diffs1 ^ diffs2) < bound]."""
+    """The three roles on one batch: (cut-offs, pairs), the kernel's test at each cut-off on
+    a = a1 ^ a2, b = b1 ^ b2 given each server's share of a ^ b and of |a|, |b|."""
     t = transcript if transcript is not None else Transcript()
-    c = circuit(n_bits, bounds.shape[0])
-    d = deal(c, bounds, seeds)
-    s1 = Party(0, c, diffs1, t.send("C", "S1", "setup", d.to_s1))
-    s2 = Party(1, c, diffs2, t.send("C", "S2", "setup", d.to_s2))
+    c = circuit(n_bits, tuple(cutoffs))
+    d = deal(c, len(diffs1), seeds)
+    s1 = Party(0, c, diffs1, t.send("C", "S1", "setup", d.to_s1), pops1)
+    s2 = Party(1, c, diffs2, t.send("C", "S2", "setup", d.to_s2), pops2)
     exchange(s1, s2, t)
     out1 = t.send("S1", "C", "output", s1.output())
     out2 = t.send("S2", "C", "output", s2.output())

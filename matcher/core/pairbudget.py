@@ -1,16 +1,17 @@
 """How many times S1 and S2 evaluate each pair of records (docs/privacy-design.md "What a
 dishonest combiner can still learn").
 
-C deals every circuit, and with it the Hamming bounds the circuit compares each pair's
-distance with; S1 and S2 never see them. A C that evaluated the same pair again and again
-with new bounds would binary-search its exact distance (and with the popcounts it holds,
-its Dice) in about 11 evaluations. The honest run (core/tworun.py `drive`) evaluates a pair
-once: a pair blocking proposed when deciding it (each pair on one CLK only), and a link's
-pair is scored from that decision; a pair inside a group that blocking did not propose is
-evaluated once, to score it. So S1 and S2 each count the evaluations of every pair since
-both its members uploaded, and refuse a batch holding a pair that would go over
-`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
-"""
+The circuit's cut-offs are now public constants S1 fixes for a run (core/proposal.py), so
+evaluating a pair again tells C nothing new at the same cut-offs; the budget still bounds what
+a combiner colluding with no one can get from one upload (each pair's bits once, at one run's
+cut-offs) and costs nothing to the honest run, which evaluates a pair once. (Before, C dealt
+the bounds, and a C that evaluated the same pair again and again with new bounds would
+binary-search its exact distance in about 11 evaluations.) The honest run (core/tworun.py
+`drive`) evaluates a pair once: a pair blocking proposed when deciding it (each pair on one CLK
+only), and a link's pair is scored from that decision; a pair inside a group that blocking did
+not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every
+pair since both its members uploaded, and refuse a batch holding a pair that would go over
+`EVALUATIONS`: a second run over the same uploads needs the members to upload again."""
 
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ class PairBudget:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
         all or none: the number of pairs that would be evaluated again (nothing counted
         then: a pair evaluated before, or twice in the batch), or 0."""
+        if not len(rows_a):
+            return 0  # nothing evaluated (a batch whose pairs are all answered 0)
         if member_a > member_b:
             member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)

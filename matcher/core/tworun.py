@@ -1,15 +1,19 @@
 """The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1),
 the link-bit circuit on the shares (S1 and S2), deciding, solving and links (C).
 
-`drive` runs it over any `Servers`: what C sees of S1 and S2, the pairs S1 proposes and, for a
-batch of pairs, the two servers' output shares of the circuit C dealt for it. `InProcess` is
-S1 and S2 as plain objects in this process (core/twoserver.py; `run` drives them, what the
-tests and benchmarks use); matcher/rpc/twoserver_client.py is the same two servers over gRPC,
-each on its own address, so the run's decisions and links are the same code either way.
-"""
+`drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
+proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
+where it links, `proposed_links`) and, for a batch, the two servers' output shares of the
+circuit C dealt for it; the pairs inside C's groups it does not know as links go through
+`link_bits` by name, on both CLKs where C cannot tell which (S1 answers 0 on the other).
+`InProcess` is S1 and S2 as plain objects in this process (core/twoserver.py; `run` drives
+them, what the tests and benchmarks use); matcher/rpc/twoserver_client.py is the same two
+servers over gRPC, each on its own address, so the run's decisions and links are the same code
+either way."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,7 +23,8 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.core.twoserver import (
     BATCH_PAIRS,
@@ -28,6 +33,7 @@ from blindmatch.matcher.core.twoserver import (
     BlockingServer,
     Combiner,
     PairBatch,
+    Proposed,
     Rows,
     Shares,
     ShareServer,
@@ -37,12 +43,35 @@ from blindmatch.matcher.core.twoserver import (
 class Servers(Protocol):
     """S1 and S2 as C sees them."""
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
-        """S1's proposed pairs (`BlockingServer.block`)."""
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
+        """S1's proposed pairs (`BlockingServer.block`); `cutoffs`, the run's (the threshold,
+        then the buckets), fix the circuit's for the run."""
         ...
 
     def bits(self, clk: int) -> int:
         """The width of CLK `clk` in bits (the schema's; public)."""
+        ...
+
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
+        """S1 proposes the run at `cutoffs`: what C learns of each part (never its pairs)."""
+        ...
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        """The circuit on pairs offset..offset + count of the proposal's part `index`, which
+        only S1 and S2 know: the output shares, the pairs' rows gated by their link bit."""
         ...
 
     def evaluate(
@@ -53,8 +82,9 @@ class Servers(Protocol):
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        """The link-bit circuit on `part` (at most linkbit.BATCH pairs) from C's deal: S1's
-        and S2's output shares, for C; what crossed counted in `transcript`."""
+        """The link-bit circuit on `part` (at most linkbit.BATCH pairs C names: the extras
+        inside its groups) from C's deal: S1's and S2's output shares, for C, 0 at the pairs S1
+        proposed; what crossed counted in `transcript`."""
         ...
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
@@ -63,16 +93,74 @@ class Servers(Protocol):
 
 
 class InProcess:
-    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock."""
+    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock. S1's
+    proposal and checks are core/proposal.py's, as over gRPC."""
 
     def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
         self.s1, self.s2 = s1, s2
+        self.proposal: Proposal | None = None
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
         return self.s1.block(lacking)
 
     def bits(self, clk: int) -> int:
         return self.s1.bits(clk)
+
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
+        lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        proposed = self.s1.block(lacking)
+        records = self.s1.records()
+        self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
+                                 cutoffs, lacking)  # fmt: skip
+        return self.proposal.described()
+
+    def _run(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+        tagged: bool,
+        drop: npt.NDArray[np.bool_] | None,
+    ) -> tuple[bytes, bytes]:
+        t1 = time.process_time()
+        p1 = self.s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
+        # S1's first message to S2 carries the batch's rows and the output pad's seed.
+        mask = secrets.token_bytes(linkbit.SEED_BYTES)
+        transcript.count("S1", "S2", 8 * len(part) + len(mask))
+        t2 = time.process_time()
+        p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
+        t3 = time.process_time()
+        linkbit.exchange(p1, p2, transcript, clock)
+        t4 = time.process_time()
+        tags = linkbit.tags(part.rows_a, part.rows_b) if tagged else None
+        keep = linkbit.keep_row(drop) if drop is not None else None
+        o1 = transcript.send("S1", "C", "output", p1.output(tags, keep, mask))
+        t5 = time.process_time()
+        o2 = transcript.send("S2", "C", "output", p2.output(tags, keep, mask))
+        clock["S1"] = clock.get("S1", 0.0) + t2 - t1 + t5 - t4
+        clock["S2"] = clock.get("S2", 0.0) + t3 - t2 + time.process_time() - t5
+        return o1, o2
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        part = self.proposal.part(index, offset, count, circuit.cutoffs)
+        return self._run(part, circuit, dealt, transcript, clock, True, None)
 
     def evaluate(
         self,
@@ -82,19 +170,14 @@ class InProcess:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        t1 = time.process_time()
-        p1 = self.s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
-        t2 = time.process_time()
-        p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
-        t3 = time.process_time()
-        linkbit.exchange(p1, p2, transcript, clock)
-        t4 = time.process_time()
-        o1 = transcript.send("S1", "C", "output", p1.output())
-        t5 = time.process_time()
-        o2 = transcript.send("S2", "C", "output", p2.output())
-        clock["S1"] = clock.get("S1", 0.0) + t2 - t1 + t5 - t4
-        clock["S2"] = clock.get("S2", 0.0) + t3 - t2 + time.process_time() - t5
-        return o1, o2
+        drop = None
+        if self.proposal is not None:
+            a, b = str(part.member_a), str(part.member_b)
+            checked = self.proposal.check(a, b, part.clk, part.rows_a, part.rows_b,
+                                          circuit.cutoffs)  # fmt: skip
+            self.proposal.commit(checked)
+            drop = checked.proposed
+        return self._run(part, circuit, dealt, transcript, clock, False, drop)
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         return self.s1.messages(batch), self.s2.messages(batch)
@@ -127,8 +210,9 @@ def link_bits(
     transcript: linkbit.Transcript,
     seconds: dict[str, float],
 ) -> npt.NDArray[np.bool_]:
-    """(cut-offs, pairs): the link-bit step on a batch, in circuits of linkbit.BATCH pairs:
-    C deals, S1 and S2 run the rounds, C reveals; CPU seconds by role into `seconds`."""
+    """(cut-offs, pairs): the link-bit step on a batch C names (the extras inside its
+    groups), in circuits of linkbit.BATCH pairs: C deals, S1 and S2 run the rounds, C reveals;
+    CPU seconds by role into `seconds`."""
     out = np.zeros((len(combiner.cutoffs), len(batch)), dtype=bool)
     clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
     for k, part in enumerate(batch.split(linkbit.BATCH)):
@@ -141,9 +225,49 @@ def link_bits(
         out[:, at : at + len(part)] = linkbit.reveal(circuit, o1, o2, len(part))
         transcript.pairs += len(part)
         clock["C"] += time.process_time() - t1
+    _add_clock(seconds, clock)
+    return out
+
+
+def _add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
     for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
         seconds[name] = seconds.get(name, 0.0) + clock[role]
-    return out
+
+
+def proposed_links(
+    servers: Servers,
+    combiner: Combiner,
+    index: int,
+    part: Proposed,
+    transcript: linkbit.Transcript,
+    seconds: dict[str, float],
+) -> Candidates:
+    """The links among part `index` of S1's proposal, in circuits of linkbit.BATCH pairs: C
+    deals for a number of pairs it cannot name, and learns each pair's link bit, its bucket
+    and, where it links, its rows (gated by the link bit in the circuit's output)."""
+    found: list[Candidates] = []
+    clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
+    n_bits = servers.bits(part.clk)
+    for offset in range(0, part.pairs, linkbit.BATCH):
+        count = min(linkbit.BATCH, part.pairs - offset)
+        t0 = time.process_time()
+        circuit, dealt = combiner.deal_count(count, n_bits)
+        clock["C"] += time.process_time() - t0
+        o1, o2 = servers.evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
+        t1 = time.process_time()
+        bits = linkbit.reveal(circuit, o1, o2, count, tagged=True)
+        rows_a, rows_b = linkbit.untag(bits)
+        keep = bits[0]
+        n = int(keep.sum())
+        found.append(Candidates(
+            combiner.bucket_scores(bits[: circuit.n_outputs, keep]),
+            np.full(n, part.member_a, dtype=np.uint32), np.full(n, part.member_b, dtype=np.uint32),
+            rows_a[keep], rows_b[keep],
+        ))  # fmt: skip
+        transcript.pairs += count
+        clock["C"] += time.process_time() - t1
+    _add_clock(seconds, clock)
+    return merge(found) if found else Candidates.empty()
 
 
 @dataclass
@@ -153,14 +277,15 @@ class TwoServerResult:
 
     links: Links
     groups: int
-    proposed: list[PairBatch]
+    proposed: list[Proposed]  # what C learns of S1's proposal: members, CLK, how many pairs
     method: str
     seconds: dict[str, float] = field(default_factory=dict)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
+    pairs: list[PairBatch] = field(default_factory=list)  # the Dice oracle's only: C sees them
 
     @property
     def comparisons(self) -> int:
-        return sum(len(b) for b in self.proposed)
+        return sum(p.pairs for p in self.proposed)
 
 
 def run(
@@ -189,9 +314,14 @@ def drive(
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
-    proposed = servers.block(lacking)
-    seconds["blocking (S1)"] += time.process_time() - started
     transcript = transcript if transcript is not None else linkbit.Transcript()
+    if combiner.reveal == "link-bit":
+        described = servers.propose(lacking, combiner.cutoffs)
+        proposed: list[PairBatch] = []
+    else:
+        proposed = servers.block(lacking, combiner.cutoffs)
+        described = [Proposed(p.member_a, p.member_b, p.clk, len(p)) for p in proposed]
+    seconds["blocking (S1)"] += time.process_time() - started
 
     def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:
         t0 = time.process_time()
@@ -207,15 +337,18 @@ def drive(
     # proposed is scored from its decision, never through the circuit again, so that S1 and
     # S2 evaluate each pair once (core/pairbudget.py).
     decided: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
+    if combiner.reveal == "link-bit":
+        # C learns the links of each part, with their buckets and rows, and of the rest only
+        # how many pairs there were: a pair inside a group C does not know as a link is an
+        # extra (answered 0 where S1 proposed it: it did not link).
+        for index, part in enumerate(described):
+            found = proposed_links(servers, combiner, index, part, transcript, seconds)
+            parts.append(found)
+            decided.setdefault((part.member_a, part.member_b), []).append(
+                (_keys(found.rec0, found.rec1), found.sims)
+            )
     for pairs in proposed:
         for batch in pairs.split(batch_pairs):
-            if combiner.reveal == "link-bit":
-                bits = link_bits(servers, combiner, batch, transcript, seconds)
-                parts.append(combiner.decide_bits(batch, bits))
-                decided.setdefault((batch.member_a, batch.member_b), []).append(
-                    (_keys(batch.rows_a, batch.rows_b), combiner.bucket_scores(bits))
-                )
-                continue
             m1, m2 = dice_messages(batch)
             t2 = time.process_time()
             parts.append(combiner.decide(batch, m1, m2))
@@ -247,17 +380,25 @@ def drive(
                 sel, rows_lo, rows_hi = sel[~found], rows_lo[~found], rows_hi[~found]
                 if not len(sel):
                     continue
-            clk = np.zeros(len(sel), dtype=bool)
+            scores[sel] = 0.0
+            everything = np.ones(len(sel), dtype=bool)
+            on = {RECORD: everything, FALLBACK: ~everything}
             if lacking is not None:
                 clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+                on = {RECORD: ~clk, FALLBACK: clk}
+            elif combiner.has_fallback:
+                # Only S1 knows which CLK each pair is scored on: C names it on both, and S1
+                # and S2 answer 0 on the other (core/proposal.py).
+                on = {RECORD: everything, FALLBACK: everything}
             for c in (RECORD, FALLBACK):
-                pick = np.flatnonzero(clk == bool(c))
+                pick = np.flatnonzero(on[c])
                 if not len(pick):
                     continue
                 batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
                 if combiner.reveal == "link-bit":
                     bits = link_bits(servers, combiner, batch, transcript, seconds)
-                    scores[sel[pick]] = combiner.bucket_scores(bits)
+                    got = combiner.bucket_scores(bits)
+                    scores[sel[pick]] = np.maximum(scores[sel[pick]], got)
                 else:
                     scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
         out: npt.NDArray[np.float64] = scores[back.ravel()]
@@ -270,8 +411,8 @@ def drive(
     seconds["solving (C)"] += (
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
-    method = "two-server" + ("+fallback" if lacking is not None else "")
-    return TwoServerResult(links, len(groups), proposed, method, seconds, transcript)
+    method = "two-server" + ("+fallback" if combiner.has_fallback else "")
+    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed)
 
 
-__all__ = ["InProcess", "Servers", "TwoServerResult", "drive", "link_bits", "run"]
+__all__ = ["InProcess", "Servers", "TwoServerResult", "drive", "link_bits", "proposed_links", "run"]

@@ -9,11 +9,13 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   (core/linkbit.py) on each pair's share difference, and `messages` (the Dice oracle's) each
   pair's share difference with its bits permuted (core/sharing.py `pair_messages`).
 - `ShareServer` (S2): the second XOR shares; `party` and `messages` as S1's.
-- `Combiner` (C): the popcounts; never a CLK nor a share. With `reveal="link-bit"` (the
-  default) C computes each pair's Hamming bound from the popcounts, deals the circuit's
-  triples and the bounds' shares, and learns from the servers' output shares each pair's link
-  bit (and, with `buckets`, which cut-offs above the threshold its Dice reaches) and nothing
-  else; S1 and S2 exchange masked gate inputs, a round an AND-depth (core/tworun.py). With
+- `Combiner` (C): never a CLK nor a share. With `reveal="link-bit"` (the default) C deals
+  the circuit's generic triples (the circuit tests the kernel's rule on the servers' shares
+  of the CLKs and of their popcounts, at public cut-offs: core/linkbit.py) and learns from the
+  servers' output shares each pair's link bit (and, with `buckets`, which cut-offs above the
+  threshold its Dice reaches) and, for a pair of S1's proposal, its rows only if it links;
+  S1 and S2 exchange masked gate inputs, a round an AND-depth (core/tworun.py). It needs no
+  popcount (the in-process tests give it them for the Dice oracle and `lacking`). With
   `reveal="dice"`, the stepping stone kept as the tests' oracle, `decide` XORs the servers'
   permuted differences and learns each pair's exact Dice (an attack on that view crosses the
   bar: docs/privacy-design.md). Either way C keeps the pairs by the kernel's own test (same
@@ -22,11 +24,11 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   end of its bucket (the threshold without buckets), so the links' scores are bounds, not
   Dice values.
 
-core/tworun.py `run` drives them: C tells S1 which records lack the fallback CLK's left-out
-fields (from the popcounts, core/fallback.py's rule), S1 blocks, S1 and S2 run the circuit
-(or send messages) batch by batch, C decides, solves, and scores the links inside each group
-(a few more pairs through S1 and S2: a group of three members holds a pair blocking may not
-have proposed).
+core/tworun.py `run` drives them: S1 blocks (by which records lack the fallback CLK's
+left-out fields, what the members told it), S1 and S2 run the circuit on the parts of S1's
+proposal (or send messages) batch by batch, C decides, solves, and scores the links inside
+each group (a few more pairs through S1 and S2, checked by core/proposal.py: a group of three
+members holds a pair blocking may not have proposed).
 
 With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
 blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
@@ -38,11 +40,11 @@ no pair at or above the threshold the links are exactly the exhaustive run's
 none in F1 on the benchmark's cells of 20,000-50,000 people (benchmarks/twoserver_quality.py,
 docs/privacy-design.md).
 
-What each role learns here beyond the design's option (b): S1 (and, through the pair batches,
-S2) which records lack the left-out fields, one bit a record the normal matcher reads from
-the popcounts too, and which pairs inside matched groups blocking did not propose (they are
-sent through the circuit to score the links); C those pairs' link bits (buckets), or with
-the Dice oracle their exact Dice. Band keys of different bands are sorted together (their
+What each role learns here beyond the design's option (b): S1 which records lack the
+left-out fields, one bit a record the normal matcher reads from the popcounts too, and
+(with S2) which pairs inside matched groups C asks about (they are sent through the circuit
+to score the links); C those pairs' link bits (buckets), or with the Dice oracle their exact
+Dice. Band keys of different bands are sorted together (their
 keys differ, the bands' SipHash keys being independent): two equal keys of different bands,
 a 2^-64 chance a pair of keys, would propose one pair more, which C decides like any other.
 """
@@ -65,6 +67,7 @@ Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
 Rows = npt.NDArray[np.uint32]
 Popcounts = npt.NDArray[np.int64]
+PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
@@ -94,6 +97,17 @@ class PairBatch:
                 self.rows_a[lo : lo + size],
                 self.rows_b[lo : lo + size],
             )
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """What C learns of a part of S1's proposal: its members, CLK and number of pairs, never
+    the pairs (S1 keeps them, in an order of its own: core/proposal.py)."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    pairs: int
 
 
 def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
@@ -145,13 +159,26 @@ class ShareServer:
     """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
     and the key the two servers share for the pairs' permutations."""
 
-    def __init__(self, shares: Sequence[Sequence[Shares]], pair_key: bytes) -> None:
+    def __init__(
+        self,
+        shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+        popcounts: Sequence[Sequence[PopShares]] | None = None,
+    ) -> None:
         self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
         self._key = pair_key
+        # This server's XOR shares of each record's popcount (the link-bit circuit's input).
+        self._pops = [[np.asarray(p, dtype=np.uint32) for p in m] for m in popcounts or ()]
+        if self._pops and len(self._pops) != len(self._shares):
+            raise ValueError("popcount shares and CLK shares of different numbers of members")
 
     def bits(self, clk: int) -> int:
         """The width of CLK `clk` in bits (public: the schema's)."""
         return 8 * int(self._shares[0][clk].shape[1])
+
+    def records(self) -> list[int]:
+        """Each member's number of records."""
+        return [len(m[0]) for m in self._shares]
 
     def differences(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, unpermuted (the link-bit step's
@@ -163,8 +190,15 @@ class ShareServer:
     def party(
         self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes
     ) -> linkbit.Party:
-        """This server's side of the link-bit circuit on `batch`, from C's `setup`."""
-        return linkbit.Party(role, circuit, self.differences(batch), setup)
+        """This server's side of the link-bit circuit on `batch`, from C's `setup`: its
+        shares of each pair's a ^ b and of |a| and |b|."""
+        if not self._pops:
+            raise ValueError("the link-bit circuit needs the popcount shares")
+        pops = (
+            self._pops[batch.member_a][batch.clk][batch.rows_a],
+            self._pops[batch.member_b][batch.clk][batch.rows_b],
+        )
+        return linkbit.Party(role, circuit, self.differences(batch), setup, pops)
 
     def messages(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, permuted (core/sharing.py): the
@@ -184,9 +218,16 @@ class BlockingServer(ShareServer):
     """S1: S2's part, and every member's band keys, `keys[member][clk]` ((rows, bands))."""
 
     def __init__(
-        self, keys: Sequence[Sequence[Keys]], shares: Sequence[Sequence[Shares]], pair_key: bytes
+        self,
+        keys: Sequence[Sequence[Keys]],
+        shares: Sequence[Sequence[Shares]],
+        pair_key: bytes,
+        popcounts: Sequence[Sequence[PopShares]] | None = None,
+        lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
     ) -> None:
-        super().__init__(shares, pair_key)
+        super().__init__(shares, pair_key, popcounts)
+        # Each member's records lacking the fallback's fields, as the members told S1.
+        self.lacking = [np.asarray(x, bool) for x in lacking] if lacking is not None else None
         self._keys = [list(m) for m in keys]
         if len(self._keys) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
@@ -244,13 +285,16 @@ class Combiner:
 
     def __init__(
         self,
-        popcounts: Sequence[Sequence[Popcounts]],
+        popcounts: Sequence[Sequence[Popcounts]] | None,
         threshold: float,
         *,
         reveal: str = "link-bit",
         buckets: Sequence[float] | None = None,
+        clks: int = 1,
     ) -> None:
-        self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts]
+        self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts or ()]
+        if popcounts is None and reveal == "dice":
+            raise ValueError("the Dice oracle needs the popcounts")
         self.threshold = _check_threshold(threshold)
         if not self.threshold > 0:
             raise ValueError("the two-server run needs a positive threshold")
@@ -263,15 +307,17 @@ class Combiner:
         if cuts and (cuts[0] <= self.threshold or reveal == "dice"):
             raise ValueError("score buckets: cut-offs above the threshold, with link bits")
         self.cutoffs = (self.threshold, *cuts)
-        clks = {len(m) for m in self._pops}
-        if len(clks) > 1:
+        held = {len(m) for m in self._pops} if popcounts is not None else {clks}
+        if len(held) > 1:
             raise ValueError("C: every member must upload the same CLKs")
-        self.has_fallback = clks == {2}
+        self.has_fallback = held == {2}
 
     def lacking(self) -> list[npt.NDArray[np.bool_]] | None:
-        """Each member's records lacking the fallback's fields (fallback.py's rule), or None
-        without a fallback CLK: what C tells S1."""
-        if not self.has_fallback:
+        """Each member's records lacking the fallback's fields (fallback.py's rule), from
+        the popcounts where C holds them (the in-process runs of the tests); None without a
+        fallback CLK or without popcounts (S1 holds them from the members: core/proposal.py
+        drops the pairs C names on the other CLK)."""
+        if not self.has_fallback or not self._pops:
             return None
         return [fallback_.lacking_from_popcounts(m[RECORD], m[FALLBACK]) for m in self._pops]
 
@@ -308,14 +354,15 @@ class Combiner:
         )
 
     def deal(self, batch: PairBatch, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
-        """The link-bit circuit for the batch and C's messages to S1 and S2: each pair's
-        Hamming bounds (one a cut-off; from the popcounts, 0 where the pre-filter fails)
-        shared, and the triples."""
-        pa = self._pops[batch.member_a][batch.clk][batch.rows_a]
-        pb = self._pops[batch.member_b][batch.clk][batch.rows_b]
-        bounds = linkbit.hamming_bounds(pa, pb, self.cutoffs, n_bits)
-        circuit = linkbit.circuit(n_bits, len(self.cutoffs))
-        return circuit, linkbit.deal(circuit, bounds)
+        """The link-bit circuit for the batch (the kernel's test at the run's cut-offs, public
+        constants of the circuit) and C's messages to S1 and S2: generic triples, nothing
+        that depends on the pairs."""
+        return self.deal_count(len(batch), n_bits)
+
+    def deal_count(self, pairs: int, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
+        """`deal` for a batch of `pairs` pairs C cannot name (a part of S1's proposal)."""
+        circuit = linkbit.circuit(n_bits, self.cutoffs)
+        return circuit, linkbit.deal(circuit, pairs)
 
     def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
         """(pairs,): the highest cut-off each pair reaches, 0.0 for none (bits: (cut-offs,
@@ -343,6 +390,7 @@ __all__ = [
     "BlockingServer",
     "Combiner",
     "PairBatch",
+    "Proposed",
     "ShareServer",
     "colliding_pairs",
 ]

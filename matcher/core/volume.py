@@ -31,6 +31,7 @@ class UserVolume:
     records_with_hits: int
     refused: int  # queries refused for exceeding limits
     bad_requests: int  # requests refused for a bad token or bad input
+    unanswered: int = 0  # queries the matcher could not answer (UNAVAILABLE), as the row's
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,18 @@ def volume_report(
     requests refused for a bad token or bad input (`REFUSED_REQUEST` entries) are flagged
     on the caller's row (a token nobody holds has a row of its own). Queries the matcher
     could not answer (refused `UNANSWERED`) are counted apart, in `unanswered`, and not
-    flagged. Each named user's share of its member's row is in `users`."""
+    flagged. Each named user's share of its member's row is in `users`, its unanswered
+    queries included."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
     bad: dict[str, Counter[str]] = {}
     bad_users: dict[str, Counter[str]] = {}
     unanswered: Counter[str] = Counter()
+    unanswered_users: dict[str, Counter[str]] = {}
     for e in entries:
         if e.refused.startswith(UNANSWERED):
             unanswered[e.member] += 1
+            if e.user:
+                unanswered_users.setdefault(e.member, Counter())[e.user] += 1
             by_member.setdefault(e.member, [])
         elif e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
@@ -125,7 +130,9 @@ def volume_report(
             )
         report.append(
             QueryVolume(
-                users=_users(es, bad_users.get(member, Counter())),
+                users=_users(
+                    es, bad_users.get(member, Counter()), unanswered_users.get(member, Counter())
+                ),
                 member=member,
                 queries=len(answered),
                 records=n,
@@ -141,9 +148,12 @@ def volume_report(
     return report
 
 
-def _users(entries: Sequence[QueryRecord], bad: Counter[str]) -> tuple[UserVolume, ...]:
-    """Each named user's share of one member's queries (`entries`) and bad requests."""
-    names = sorted({e.user for e in entries if e.user} | set(bad))
+def _users(
+    entries: Sequence[QueryRecord], bad: Counter[str], unanswered: Counter[str]
+) -> tuple[UserVolume, ...]:
+    """Each named user's share of one member's queries (`entries`), bad requests and
+    queries not answered."""
+    names = sorted({e.user for e in entries if e.user} | set(bad) | set(unanswered))
     shares = []
     for name in names:
         mine = [e for e in entries if e.user == name]
@@ -156,6 +166,7 @@ def _users(entries: Sequence[QueryRecord], bad: Counter[str]) -> tuple[UserVolum
                 records_with_hits=sum(e.records_with_hits for e in answered),
                 refused=len(mine) - len(answered),
                 bad_requests=bad[name],
+                unanswered=unanswered[name],
             )
         )
     return tuple(shares)

@@ -179,6 +179,7 @@ class Realtime:
                 self.query_log.record_all,
                 self.clock,
                 fallback_bits=encoding.fallback_bits,
+                rule=encoding.rule,
             )
         return summary, False
 
@@ -334,7 +335,7 @@ class Realtime:
         server; nothing disclosed). The member is told `exc` whether or not this entry
         could be written (a full disk: the query log has said so)."""
         with contextlib.suppress(errors.ResourceExhausted):
-            self.query_log.record(
+            self.query_log.record_unanswered(
                 QueryRecord(
                     self.clock(),
                     project,

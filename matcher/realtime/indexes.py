@@ -30,6 +30,7 @@ from blindmatch.matcher.core.encodings import (
     check_compatible,
     check_fingerprint,
 )
+from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
 from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_up
 from blindmatch.matcher.domain import (
@@ -159,8 +160,9 @@ class StandingIndexes:
         tables when look-up servers hold the searchable shards)."""
         threshold = None if self.forward is not None else self._threshold(project)
         return load_index(
-            encoding.clk_bits, encoding.fallback_bits, refs, words, threshold, self.merge_cpus
-        )
+            encoding.clk_bits, encoding.fallback_bits, refs, words, threshold, self.merge_cpus,
+            encoding.rule,
+        )  # fmt: skip
 
     def _set_index(
         self,
@@ -266,6 +268,8 @@ class StandingIndexes:
             raise errors.InvalidArgument(
                 "header.fallback_bits: a multiple of 64 below clk_bits (or 0: no fallback CLK)"
             )
+        rule = encoding.rule
+        checked_rule(rule.gap, rule.offset, rule.reach, fallback, "header.rule")
         if client_change_id and not CLIENT_UPLOAD_ID_RE.fullmatch(client_change_id):
             raise errors.InvalidArgument(
                 "header.client_change_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
@@ -311,7 +315,7 @@ class StandingIndexes:
                 index is not None
                 and held_as is not None
                 and puts
-                and held_as.fallback_bits != encoding.fallback_bits
+                and (held_as.fallback_bits, held_as.rule) != (encoding.fallback_bits, encoding.rule)
             )
             # A remove-only change keeps the index's encoding, whatever its header says.
             stored = encoding if puts else self._encodings.get(key, encoding)

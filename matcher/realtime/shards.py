@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index
 from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.domain import Encoding
@@ -342,12 +343,13 @@ class Shards:
 
 
 def _build(part: ShardRecords, threshold: float | None) -> AnyIndex:
-    bits, fallback_bits = part.encoding.clk_bits, part.encoding.fallback_bits
-    return load_index(bits, fallback_bits, part.refs, as_words(part.clks, bits), threshold)
+    enc = part.encoding
+    words = as_words(part.clks, enc.clk_bits)
+    return load_index(enc.clk_bits, enc.fallback_bits, part.refs, words, threshold, rule=enc.rule)
 
 
-def _layout(encoding: Encoding) -> tuple[int, int]:
-    return encoding.clk_bits, encoding.fallback_bits
+def _layout(encoding: Encoding) -> tuple[int, int, Rule]:
+    return encoding.clk_bits, encoding.fallback_bits, encoding.rule
 
 
 def describe_shards(addresses: Sequence[str]) -> str:

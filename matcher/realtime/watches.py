@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blindmatch.matcher.core.disclose import Match, disclose_query
+from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.core.fallbackindex import searchable
 from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
 
@@ -91,16 +92,17 @@ class Watches:
         record: Callable[[Sequence[QueryRecord]], None],
         clock: Callable[[], float],
         fallback_bits: int = 0,
+        rule: Rule = NO_RULE,
     ) -> None:
         """Tell every other member's watch in `project` which of `partner`'s newly put
         records (`refs`, `words`) match it, as far as `level` (what a member may learn
         about `partner`) allows; scored as a query would be (`fallback_bits`: the
-        fallback rule's, core.fallbackindex)."""
+        fallback rule's, core.fallbackindex, and `rule` over both CLKs)."""
         with self._lock:
             watches = [w for w in self._open if w.project == project.name and w.member != partner]
         if not watches:
             return
-        added = searchable(words, refs, fallback_bits)
+        added = searchable(words, refs, fallback_bits, rule)
         events: list[tuple[Watch, Notification]] = []
         records: list[QueryRecord] = []
         for watch in watches:

@@ -12,6 +12,7 @@ from typing import cast
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import Match, QueryDisclosure
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.references import RequestRef
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
@@ -110,7 +111,13 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         schema_digest=header.schema_digest,
         two_server_ticket=header.two_server_ticket,
         two_server_bits=tuple(header.two_server_bits),
+        rule=score_rule(header.rule),
     )
+
+
+def score_rule(rule: pb.ScoreRule) -> Rule:
+    """A wire rule as sent; checked where it is used (`fallback.checked_rule`)."""
+    return Rule(rule.gap, rule.offset, rule.reach)
 
 
 def upload_chunks(messages: Iterator[pb.UploadRequest]) -> Iterator[bytes | None]:
@@ -143,7 +150,10 @@ def index_change(
             removes.extend(message.remove.refs)
         else:
             raise InvalidArgument("header: only the first message may be a header")
-    return Encoding(header.clk_bits, header.fingerprint, header.fallback_bits), puts, removes
+    encoding = Encoding(
+        header.clk_bits, header.fingerprint, header.fallback_bits, score_rule(header.rule)
+    )
+    return encoding, puts, removes
 
 
 def query_encoding(request: pb.QueryRequest) -> Encoding:
@@ -317,6 +327,7 @@ def volume_pb(v: QueryVolume) -> pb.MemberQueryVolume:
                 records_with_hits=u.records_with_hits,
                 refused=u.refused,
                 bad_requests=u.bad_requests,
+                unanswered=u.unanswered,
             )
             for u in v.users
         ],

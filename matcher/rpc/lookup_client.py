@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.lookups import Answer
 from blindmatch.matcher.realtime.shards import (
     ERASE_MEMBER,
@@ -419,6 +420,7 @@ def _load_parts(
                 member=member,
                 clk_bits=part.encoding.clk_bits,
                 fallback_bits=part.encoding.fallback_bits,
+                rule=_rule(part.encoding),
                 threshold=thresholds.get(project, 0.0),
                 refs=part.refs[start:end],
                 clks=part.clks[start * clk_bytes : end * clk_bytes],
@@ -429,6 +431,14 @@ def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
     return exc.code() if hasattr(exc, "code") else None
 
 
+def _rule(encoding: Encoding | None) -> pb.ScoreRule | None:
+    """An index's rule over both CLKs on the wire (None: none)."""
+    if encoding is None or not encoding.rule.active:
+        return None
+    rule = encoding.rule
+    return pb.ScoreRule(gap=rule.gap, offset=rule.offset, reach=rule.reach)
+
+
 def _message(change: ShardChange) -> pb.ShardChange:
     encoding = change.encoding
     return pb.ShardChange(
@@ -436,6 +446,7 @@ def _message(change: ShardChange) -> pb.ShardChange:
         member=change.member,
         clk_bits=encoding.clk_bits if encoding else 0,
         fallback_bits=encoding.fallback_bits if encoding else 0,
+        rule=_rule(encoding),
         threshold=change.threshold or 0.0,
         put_refs=[r for r, _ in change.puts],
         put_clks=b"".join(c for _, c in change.puts),

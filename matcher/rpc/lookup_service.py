@@ -29,6 +29,7 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.encodings import check_clk_bits
+from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, REF_RE, Encoding
 from blindmatch.matcher.realtime.shards import (
@@ -192,10 +193,13 @@ def _load(
                     f"refs ({where}): {ref!r} falls in shard {shard_of(ref, shards)}, not {shard}"
                 )
         key = (m.project, m.member)
-        encoding = Encoding(m.clk_bits, b"", m.fallback_bits)
+        rule = checked_rule(
+            m.rule.gap, m.rule.offset, m.rule.reach, m.fallback_bits, f"rule ({where})"
+        )
+        encoding = Encoding(m.clk_bits, b"", m.fallback_bits, rule)
         if encodings.setdefault(key, encoding) != encoding:
             raise errors.InvalidArgument(
-                f"clk_bits/fallback_bits ({where}): {m.member}'s index in {m.project} came "
+                f"clk_bits/fallback_bits/rule ({where}): {m.member}'s index in {m.project} came "
                 "with another layout in an earlier part"
             )
         if m.threshold:
@@ -230,6 +234,7 @@ def _change(m: pb.ShardChange) -> ShardChange:
         raise errors.InvalidArgument("fallback_bits: a multiple of 64 below clk_bits (or 0)")
     if not 0 <= m.threshold <= 1:
         raise errors.InvalidArgument(f"threshold: {m.threshold} is not in [0, 1] (0: not given)")
+    rule = checked_rule(m.rule.gap, m.rule.offset, m.rule.reach, m.fallback_bits, "rule")
     clk_bytes = m.clk_bits // 8
     if len(m.put_clks) != clk_bytes * len(m.put_refs):
         raise errors.InvalidArgument(
@@ -246,7 +251,7 @@ def _change(m: pb.ShardChange) -> ShardChange:
     return ShardChange(
         m.project,
         m.member,
-        Encoding(m.clk_bits, b"", m.fallback_bits),
+        Encoding(m.clk_bits, b"", m.fallback_bits, rule),
         m.threshold or None,
         puts,
         list(m.remove_refs),

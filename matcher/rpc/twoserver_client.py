@@ -1,9 +1,10 @@
 """The two-server run's calls between the parties (rpc/twoserver_service.py serves them).
 
 `RemoteServers` is core/tworun.py's `Servers` over gRPC, what the combiner drives its run
-through: S1's `Propose` for the pairs, and for each batch of the link-bit circuit S2's
-`Prepare` (S2's setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and
-S2's `Collect`, each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
+through: S1's `Propose` for the size of each part of its proposal, and for each batch of the
+link-bit circuit (a part's pairs by reference, or pairs C names) S2's `Prepare` (S2's
+setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and S2's `Collect`,
+each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
 side of the rounds: one bidirectional `Exchange` stream to S2 a batch, a message each way a
 round.
 
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.twoserver import PairBatch, Rows, Shares
+from blindmatch.matcher.core.twoserver import PairBatch, Proposed, Rows, Shares
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -95,15 +96,17 @@ class ShareExchange:
         self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
 
-    def exchange(self, batch: str, party: linkbit.Party) -> tuple[int, int]:
-        """Run `party` (S1's) through every round with S2's party of `batch`; bytes sent and
-        received."""
+    def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
+        """Run `party` (S1's) through every round with S2's party of the batch `first` opens
+        (its id, digest, rows, the output pad's seed and the pairs answered 0); bytes sent
+        and received."""
         rounds = party.circuit.rounds
         outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
         sent = received = done = 0
-        first = party.open()
-        sent += len(first)
-        outbox.put(pb.RoundMessage(batch=batch, masked=first))
+        mine = party.open()
+        sent += len(mine) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
+        first.masked = mine
+        outbox.put(first)
 
         def requests() -> Iterator[pb.RoundMessage]:
             while (m := outbox.get()) is not None:
@@ -153,6 +156,7 @@ class RemoteServers:
         self._s2 = pb_grpc.TwoServerSharesStub(self._channels[1])
         self._metadata = (("authorization", f"Bearer {key}"),)
         self.members, self.records, self._bits = list(members), list(records), list(bits)
+        self._parts: list[Proposed] = []  # what S1's Propose said of its proposal
 
     def close(self) -> None:
         for channel in self._channels:
@@ -161,34 +165,85 @@ class RemoteServers:
     def bits(self, clk: int) -> int:
         return self._bits[clk]
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
-        packed = b""
-        if lacking is not None:
-            packed = np.packbits(np.concatenate(lacking), bitorder="little").tobytes()
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
+        raise errors.FailedPrecondition(
+            "the candidates' rows stay on S1 and S2 (the Dice oracle runs in one process only)"
+        )
+
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
         request = pb.ProposeRequest(members=self.members, records=self.records,
-                                    lacking=packed, fallback=lacking is not None)  # fmt: skip
-        out: list[PairBatch] = []
-        rows_a: list[Rows] = []
-        rows_b: list[Rows] = []
+                                    fallback=len(self._bits) == 2,
+                                    threshold=cutoffs[0] if cutoffs else 0.0,
+                                    buckets=cutoffs[1:])  # fmt: skip
         try:
-            for part in self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS):
-                rows_a.append(to_rows(part.rows_a, "rows_a"))
-                rows_b.append(to_rows(part.rows_b, "rows_b"))
-                if part.last:
-                    a, b = np.concatenate(rows_a), np.concatenate(rows_b)
-                    out.append(PairBatch(part.member_a, part.member_b, part.clk, a, b))
-                    rows_a, rows_b = [], []
+            parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:
             raise peer_error(self.names[0], exc) from None
-        return out
+        self._parts = [Proposed(p.member_a, p.member_b, p.clk, p.pairs) for p in parts]
+        for p in self._parts:
+            if not (p.member_a < p.member_b < len(self.members)) or p.clk >= len(self._bits):
+                raise errors.DataLoss(f"{self.names[0]} proposed a part of no such members/CLK")
+        return list(self._parts)
 
-    def _batch(self, batch: str, part: PairBatch, setup: bytes, bounds: int) -> pb.CircuitBatch:
+    def _batch(
+        self, batch: str, member_a: int, member_b: int, clk: int, setup: bytes,
+        cutoffs: tuple[float, ...], **pairs: Any,
+    ) -> pb.CircuitBatch:  # fmt: skip
         return pb.CircuitBatch(
-            batch=batch, member_a=self.members[part.member_a],
-            member_b=self.members[part.member_b], records_a=self.records[part.member_a],
-            records_b=self.records[part.member_b], clk=part.clk, rows_a=from_rows(part.rows_a),
-            rows_b=from_rows(part.rows_b), bounds=bounds, setup=setup,
+            batch=batch, member_a=self.members[member_a], member_b=self.members[member_b],
+            records_a=self.records[member_a], records_b=self.records[member_b], clk=clk,
+            cutoffs=cutoffs, setup=setup, **pairs,
         )  # fmt: skip
+
+    def _run(
+        self,
+        to_s1: pb.CircuitBatch,
+        to_s2: pb.CircuitBatch,
+        pairs: int,
+        circuit: linkbit.Circuit,
+        transcript: linkbit.Transcript,
+        tagged: bool,
+    ) -> tuple[bytes, bytes]:
+        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+              timeout=CALL_SECONDS)  # fmt: skip
+        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
+        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
+                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        transcript.count("C", "S1", to_s1.ByteSize())
+        transcript.count("C", "S2", to_s2.ByteSize())
+        transcript.count("S1", "S2", o1.round_bytes_sent)
+        transcript.count("S2", "S1", o1.round_bytes_received)
+        transcript.count("S1", "C", o1.ByteSize())
+        transcript.count("S2", "C", o2.ByteSize())
+        transcript.rounds += o1.rounds
+        rows = circuit.n_outputs + (linkbit.TAG_BITS if tagged else 0)
+        words = linkbit.words_for(pairs) * 8 * rows
+        if len(o1.shares) != words or len(o2.shares) != words:
+            raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
+                                  f"bytes for {pairs} pairs")  # fmt: skip
+        return o1.shares, o2.shares
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        p = self._parts[index]
+        batch = secrets.token_hex(12)
+        ref = dict(proposed=True, part=index, offset=offset, count=count)
+        made = [self._batch(batch, p.member_a, p.member_b, p.clk, setup, circuit.cutoffs, **ref)
+                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
+        return self._run(made[0], made[1], count, circuit, transcript, tagged=True)
 
     def evaluate(
         self,
@@ -199,27 +254,11 @@ class RemoteServers:
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
         batch = secrets.token_hex(12)
-        n = circuit.n_bounds
-        to_s2 = self._batch(batch, part, dealt.to_s2, n)
-        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
-              timeout=CALL_SECONDS)  # fmt: skip
-        to_s1 = self._batch(batch, part, dealt.to_s1, n)
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=batch),
-                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
-        transcript.count("C", "S1", to_s1.ByteSize())
-        transcript.count("C", "S2", to_s2.ByteSize())
-        transcript.count("S1", "S2", o1.round_bytes_sent)
-        transcript.count("S2", "S1", o1.round_bytes_received)
-        transcript.count("S1", "C", o1.ByteSize())
-        transcript.count("S2", "C", o2.ByteSize())
-        transcript.rounds += o1.rounds
-        words = linkbit.words_for(len(part)) * 8 * n
-        if len(o1.shares) != words or len(o2.shares) != words:
-            raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
-                                  f"bytes for {len(part)} pairs")  # fmt: skip
-        return o1.shares, o2.shares
+        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b))
+        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
+                            circuit.cutoffs, **rows)
+                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
+        return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         raise errors.FailedPrecondition(

@@ -26,13 +26,13 @@ class Held:
     keys: tuple[npt.NDArray[np.uint64], ...]
     shares: tuple[npt.NDArray[np.uint8], ...]
     popcounts: tuple[npt.NDArray[np.int64], ...]
+    popshares: tuple[npt.NDArray[np.uint32], ...] = ()  # S1, S2: shares of the popcounts
+    lacking: npt.NDArray[np.bool_] | None = None  # S1, with a fallback CLK
+    rows: int = 0  # records
 
     @property
     def records(self) -> int:
-        for arrays in (self.shares, self.popcounts, self.keys):
-            if arrays:
-                return len(arrays[0])
-        return 0
+        return self.rows
 
 
 def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
@@ -56,8 +56,35 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
             raise errors.InvalidArgument(f"keys ({where}): only S1 receives band keys")
         if role == "combiner" and p.shares:
             raise errors.InvalidArgument(f"shares ({where}): the combiner never receives a share")
-        if role != "combiner" and p.popcounts:
-            raise errors.InvalidArgument(f"popcounts ({where}): only the combiner receives them")
+        if p.popcounts:
+            raise errors.InvalidArgument(
+                f"popcounts ({where}): no role receives them (S1 and S2 take XOR shares, "
+                "popcount_shares; the combiner only how many records)"
+            )
+        if p.lacking and (role != "s1" or p.clk != 1):
+            raise errors.InvalidArgument(
+                f"lacking ({where}): only S1 receives it, with the fallback CLK's parts"
+            )
+        if role == "s1" and p.clk == 1 and len(p.lacking) != (p.rows + 7) // 8:
+            raise errors.InvalidArgument(
+                f"lacking ({where}): {len(p.lacking)} bytes for {p.rows} records (a bit each)"
+            )
+        if role == "combiner" and p.popcount_shares:
+            raise errors.InvalidArgument(
+                f"popcount_shares ({where}): the combiner never receives a share"
+            )
+        if role != "combiner":
+            if len(p.popcount_shares) != 4 * p.rows:
+                raise errors.InvalidArgument(
+                    f"popcount_shares ({where}): {len(p.popcount_shares)} bytes for {p.rows} "
+                    "records (a uint32 share each; `blindmatch encode --two-server` writes them)"
+                )
+            top = int(np.frombuffer(p.popcount_shares, "<u4").max()) if p.rows else 0
+            if top >> p.clk_bits.bit_length():
+                raise errors.InvalidArgument(
+                    f"popcount_shares ({where}): a share of {top}, beyond the "
+                    f"{p.clk_bits.bit_length()} bits of a {p.clk_bits}-bit CLK's popcount"
+                )
         if role == "s1":
             if not 1 <= p.bands <= MAX_BANDS:
                 raise errors.InvalidArgument(f"bands ({where}): {p.bands}; 1 to {MAX_BANDS}")
@@ -71,17 +98,9 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
                 f"shares ({where}): {len(p.shares)} bytes for {p.rows} records of "
                 f"{p.clk_bits}-bit CLKs"
             )
-        if role == "combiner":
-            if len(p.popcounts) != p.rows:
-                raise errors.InvalidArgument(
-                    f"popcounts ({where}): {len(p.popcounts)} for {p.rows} records"
-                )
-            if p.rows and max(p.popcounts) > p.clk_bits:
-                raise errors.InvalidArgument(
-                    f"popcounts ({where}): {max(p.popcounts)} above the CLK's {p.clk_bits} bits"
-                )
         clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, keys=[], shares=[],
-                                         popcounts=[], rows=0))  # fmt: skip
+                                         popcounts=[], popshares=[], lacking=[],
+                                         rows=0))  # fmt: skip
         if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
             raise errors.InvalidArgument(
                 f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"
@@ -89,7 +108,10 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
         clk["rows"] += p.rows
         clk["keys"].append(p.keys)
         clk["shares"].append(p.shares)
-        clk["popcounts"].extend(p.popcounts)
+        clk["popshares"].append(p.popcount_shares)
+        if role == "s1" and p.clk == 1:
+            bits = np.unpackbits(np.frombuffer(p.lacking, np.uint8), bitorder="little")
+            clk["lacking"].append(bits[: p.rows].astype(bool))
     if not member:
         raise errors.InvalidArgument("an upload of no parts")
     if sorted(got) not in ([0], [0, 1]):
@@ -101,14 +123,16 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     keys: tuple[npt.NDArray[np.uint64], ...] = ()
     shares: tuple[npt.NDArray[np.uint8], ...] = ()
     pops: tuple[npt.NDArray[np.int64], ...] = ()
+    popshares: tuple[npt.NDArray[np.uint32], ...] = ()
     if role == "s1":
         keys = tuple(np.frombuffer(b"".join(c["keys"]), "<u8").astype(np.uint64)
                      .reshape(c["rows"], c["bands"]) for c in clks)  # fmt: skip
     if role != "combiner":
         shares = tuple(np.frombuffer(b"".join(c["shares"]), np.uint8)
                        .reshape(c["rows"], c["bits"] // 8) for c in clks)  # fmt: skip
-    else:
-        pops = tuple(np.asarray(c["popcounts"], dtype=np.int64) for c in clks)
+        popshares = tuple(np.frombuffer(b"".join(c["popshares"]), "<u4").astype(np.uint32)
+                          for c in clks)  # fmt: skip
+    lacking = np.concatenate(clks[1]["lacking"]) if role == "s1" and len(clks) == 2 else None
     held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), keys, shares,
-                pops)  # fmt: skip
+                pops, popshares, lacking, rows[0])  # fmt: skip
     return member, held

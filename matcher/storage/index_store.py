@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, DAY, ChangeSummary, Encoding, QueryRecord
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.sqlite import Database
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS index_meta (
     clk_bits INTEGER NOT NULL,
     fingerprint BLOB NOT NULL,
     fallback_bits INTEGER NOT NULL DEFAULT 0,  -- of each CLK, its fallback CLK (core.fallback)
+    rule TEXT NOT NULL DEFAULT '',  -- the rule over both CLKs (core.fallback Rule.text)
     PRIMARY KEY (project, member)
 );
 CREATE TABLE IF NOT EXISTS index_records (
@@ -111,6 +113,8 @@ class IndexStore:
                 tx.execute(
                     "ALTER TABLE index_meta ADD COLUMN fallback_bits INTEGER NOT NULL DEFAULT 0"
                 )
+            if "rule" not in have:
+                tx.execute("ALTER TABLE index_meta ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
             if "user" not in {r[1] for r in tx.execute("PRAGMA table_info(query_log)")}:
                 tx.execute("ALTER TABLE query_log ADD COLUMN user TEXT NOT NULL DEFAULT ''")
 
@@ -122,9 +126,9 @@ class IndexStore:
     def encodings(self) -> dict[tuple[str, str], Encoding]:
         """(project, member) -> encoding, for every non-empty index."""
         rows = self.db.query(
-            "SELECT project, member, clk_bits, fingerprint, fallback_bits FROM index_meta"
+            "SELECT project, member, clk_bits, fingerprint, fallback_bits, rule FROM index_meta"
         )
-        return {(p, m): Encoding(b, bytes(f), fb) for p, m, b, f, fb in rows}
+        return {(p, m): Encoding(b, bytes(f), fb, Rule.parse(r)) for p, m, b, f, fb, r in rows}
 
     def records(self, project: str, member: str) -> tuple[list[str], bytes]:
         """An index's refs and their CLKs (concatenated, in the same order)."""
@@ -175,13 +179,15 @@ class IndexStore:
             if size_after:
                 tx.execute(
                     "INSERT OR REPLACE INTO index_meta "
-                    "(project, member, clk_bits, fingerprint, fallback_bits) VALUES (?,?,?,?,?)",
+                    "(project, member, clk_bits, fingerprint, fallback_bits, rule) "
+                    "VALUES (?,?,?,?,?,?)",
                     (
                         project,
                         member,
                         encoding.clk_bits,
                         encoding.fingerprint,
                         encoding.fallback_bits,
+                        encoding.rule.text(),
                     ),
                 )
             else:

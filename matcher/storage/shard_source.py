@@ -18,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, DataDir
+from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 LOOKUP_KEY_NAME = "lookup.key"
@@ -61,10 +62,13 @@ def read_shards(
     found: dict[tuple[str, str], ShardRecords] = {}
     try:
         conn.execute("BEGIN")  # one snapshot for every index
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(index_meta)")}
+        rule_column = "rule" if "rule" in columns else "''"  # (a data dir from before it)
         meta = conn.execute(
-            "SELECT project, member, clk_bits, fingerprint, fallback_bits FROM index_meta"
+            "SELECT project, member, clk_bits, fingerprint, fallback_bits, "
+            f"{rule_column} FROM index_meta"
         ).fetchall()
-        for project, member, bits, fingerprint, fallback_bits in meta:
+        for project, member, bits, fingerprint, fallback_bits, rule in meta:
             refs: list[str] = []
             clks: list[bytes] = []
             for ref, clk in conn.execute(
@@ -75,7 +79,7 @@ def read_shards(
                     refs.append(ref)
                     clks.append(clk)
             if refs:
-                encoding = Encoding(bits, bytes(fingerprint), fallback_bits)
+                encoding = Encoding(bits, bytes(fingerprint), fallback_bits, Rule.parse(rule))
                 found[(project, member)] = ShardRecords(encoding, refs, b"".join(clks))
         conn.execute("COMMIT")
     finally:
@@ -107,19 +111,14 @@ def read_lookup_key(path: str | Path) -> str:
     the data dir); refused unless the file is the owner's only, as the matcher makes it."""
     path = Path(path)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        key = path.read_text().strip()
-    except FileNotFoundError:
-        raise StartupRefused(
-            f"{path}: not found; copy the matcher's DIR/{LOOKUP_KEY_NAME} here (owner-only)"
-        ) from None
-    except (IsADirectoryError, UnicodeDecodeError):
-        raise StartupRefused(f"{path}: not a look-up key file (DIR/{LOOKUP_KEY_NAME})") from None
-    if mode & 0o077:
-        raise StartupRefused(
-            f"{path}: readable by others than its owner (mode {mode:o}); it lets whoever "
-            f"reads it send this server changes and read its records: chmod 600 {path}"
-        )
-    if not key:
-        raise StartupRefused(f"{path} is empty; copy the matcher's DIR/{LOOKUP_KEY_NAME}")
-    return key
+        return read_owner_only(path)
+    except KeyFileProblem as problem:
+        raise StartupRefused({
+            "missing": f"{path}: not found; copy the matcher's DIR/{LOOKUP_KEY_NAME} here "
+            "(owner-only)",
+            "not text": f"{path}: not a look-up key file (DIR/{LOOKUP_KEY_NAME})",
+            "readable": f"{path}: readable by others than its owner (mode {problem.mode:o}); "
+            "it lets whoever reads it send this server changes and read its records: "
+            f"chmod 600 {path}",
+            "empty": f"{path} is empty; copy the matcher's DIR/{LOOKUP_KEY_NAME}",
+        }[problem.problem]) from None  # fmt: skip

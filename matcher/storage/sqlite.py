@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
 from blindmatch.matcher.storage.datadir import create_private_file
@@ -200,11 +200,17 @@ class Database:
 
 
 class _Ticket:
-    __slots__ = ("done", "error")
+    """One submitter's place in a group commit: its gate is held until its items are
+    written (`done`), or until it is to write the next batch (`batch`)."""
+
+    __slots__ = ("batch", "done", "error", "gate")
 
     def __init__(self) -> None:
+        self.gate = threading.Lock()
+        self.gate.acquire()
         self.done = False
         self.error: BaseException | None = None
+        self.batch: list[tuple[Sequence[Any], _Ticket]] | None = None
 
 
 class GroupCommit(Generic[T]):
@@ -212,14 +218,17 @@ class GroupCommit(Generic[T]):
 
     `submit` returns once its items are written (durable, when `write` commits with a full
     sync), or raises what the write raised. Whoever submits while no write is under way
-    writes everything waiting, its own items and those submitted while the previous write
-    ran, in one call: one transaction and one fsync for all the queries that arrived
-    together, and a lone query waits for no window. `writes` and `items` count both.
+    writes its items at once: a lone query waits for no window. What is submitted while a
+    write runs waits; when it ends, the writer hands everything that waited to the first
+    of those submitters, who writes it in one call (one transaction and one fsync for all
+    the queries that arrived together), and the writer wakes only its own batch's
+    submitters, each once (no herd of threads woken to learn whether their write was the
+    one that finished). `writes` and `items` count both.
     """
 
     def __init__(self, write: Callable[[list[T]], None]) -> None:
         self._write = write
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[tuple[Sequence[T], _Ticket]] = []
         self._writing = False
         self.writes = 0
@@ -227,30 +236,45 @@ class GroupCommit(Generic[T]):
 
     def submit(self, items: Sequence[T]) -> None:
         ticket = _Ticket()
-        with self._cond:
-            self._waiting.append((items, ticket))
-            while not ticket.done:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                batch, self._waiting = self._waiting, []
+        with self._lock:
+            if self._writing:
+                self._waiting.append((items, ticket))
+                batch = None
+            else:
                 self._writing = True
-                self._cond.release()
-                error: BaseException | None = None
-                try:
-                    self._write([item for group, _ in batch for item in group])
-                except BaseException as exc:  # every submitter of the batch gets it
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self.writes += 1
-                    self.items += sum(len(group) for group, _ in batch)
-                    for _, waiter in batch:
-                        waiter.done, waiter.error = True, error
-                    self._cond.notify_all()
+                batch = [(items, ticket)]
+        if batch is None:
+            ticket.gate.acquire()  # released once written, or to write the next batch
+            if not ticket.done:
+                assert ticket.batch is not None
+                batch = ticket.batch
+        if batch is not None:
+            self._write_batch(batch)
         if ticket.error is not None:
             raise _again(ticket.error)
+
+    def _write_batch(self, batch: list[tuple[Sequence[T], _Ticket]]) -> None:
+        """Write `batch` (its first ticket is the caller's), hand what waited meanwhile
+        to its first submitter, then wake the rest of `batch`."""
+        error: BaseException | None = None
+        try:
+            self._write([item for group, _ in batch for item in group])
+        except BaseException as exc:  # every submitter of the batch gets it
+            error = exc
+        finally:
+            with self._lock:
+                self.writes += 1
+                self.items += sum(len(group) for group, _ in batch)
+                waiting, self._waiting = self._waiting, []
+                self._writing = bool(waiting)
+            for _, ticket in batch:
+                ticket.done, ticket.error = True, error
+            if waiting:
+                first = waiting[0][1]
+                first.batch = waiting
+                first.gate.release()
+            for _, ticket in batch[1:]:
+                ticket.gate.release()
 
 
 def _again(exc: BaseException) -> BaseException:

@@ -4,16 +4,27 @@ of its own under the role's `--data-dir`: `twoserver-ROLE.sqlite`, its key besid
 `twoserver-ROLE.audit.key` (made with the first entry; owner-only). What it logs: each
 upload a role holds (the member, records, CLKs, the SHA-256 of the arrays it holds, never
 the arrays) and each run a role takes part in (who asked, the members, the pairs, the links
-at the combiner), and each batch refused for evaluating a pair again.
+at the combiner; S2 each run and pair of members S1 opens batches of), each batch refused
+(a pair again, a pair S1 did not propose, the run's cut-offs changed) and the extras C asked
+for. `verify_log` checks a role's chain (`blindmatch two-server verify-audit`).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from blindmatch.matcher.storage.audit_log import SCHEMA, AuditLog, entry_count, read_key
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.storage.audit_log import (
+    SCHEMA,
+    AuditLog,
+    entry_count,
+    read_entries,
+    read_key,
+)
 from blindmatch.matcher.storage.sqlite import Database
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
@@ -37,4 +48,44 @@ class RoleAudit:
         self.db.close()
 
 
-__all__ = ["RoleAudit"]
+class Unreadable(Exception):
+    """A role's audit log or key that cannot be checked (the message names the file)."""
+
+
+def log_path(data_dir: Path, role: str) -> Path:
+    return data_dir / f"twoserver-{role}.sqlite"
+
+
+def verify_log(data_dir: Path, role: str, key_file: Path | None = None) -> audit.Verification:
+    """Check one role's chain (every entry's HMAC, and each entry's link to the one before),
+    read-only, so a running role's log can be checked; `key_file`: where its key is kept
+    (default: beside the log), refused unless owner-only, as the role made it."""
+    path = log_path(data_dir, role)
+    key_path = key_file or data_dir / f"twoserver-{role}.audit.key"
+    if not path.is_file():
+        raise Unreadable(f"{path}: no audit log of role {role} here (`two-server role --data-dir`)")
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        key = key_path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise Unreadable(f"{key_path}: not found (the role's audit key)") from None
+    if mode & 0o077:
+        raise Unreadable(
+            f"{key_path}: readable by others than its owner (mode {mode:o}); whoever reads it "
+            f"can rewrite the log undetected: chmod 600 {key_path}"
+        )
+    if len(key) < 32:
+        raise Unreadable(f"{key_path}: {len(key)} bytes; an audit key is at least 32")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise Unreadable(f"{path}: {exc}") from None
+    try:
+        return audit.verify(key, list(read_entries(conn)))
+    except sqlite3.Error as exc:
+        raise Unreadable(f"{path}: not an audit log ({exc})") from None
+    finally:
+        conn.close()
+
+
+__all__ = ["RoleAudit", "Unreadable", "log_path", "verify_log"]

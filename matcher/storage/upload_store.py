@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.encodings import Held, check_compatible
+from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.domain import Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
@@ -76,6 +77,12 @@ CREATE TABLE IF NOT EXISTS upload_twoserver (
 
 # upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
 FALLBACK_PREFIX = "fallback:"
+RULE_MARK = ":rule:"  # "fallback:BITS:rule:GAP,OFFSET,REACH" (older rows: no rule)
+
+
+def _rule_layout(rule: Rule) -> str:
+    return f"{RULE_MARK}{rule.text()}" if rule.active else ""
+
 
 # The uploads whose CLK files the matcher still needs: each member's current one, and the
 # inputs of runs that are queued or running. Every other file in clks/ is garbage.
@@ -107,7 +114,8 @@ def upload_damage(
     None when it is whole (or, unless `hashed`, at least present and of its size).
     `pace(n)` is called after each n bytes hashed (to throttle)."""
     found = _size_damage(path, upload)
-    if found is not None or not hashed:
+    if found is not None or not hashed or not upload.clk_bits:
+        # (clk_bits 0: a two-server upload, its file empty, its sha256 its shares' at S2)
         return found
     digest = hashlib.sha256()
     try:
@@ -201,14 +209,16 @@ class UploadStore(StoreBase):
         client_upload_id: str = "",
         field_bits: tuple[int, ...] = (),
         fallback_bits: int = 0,
+        rule: Rule = NO_RULE,
         check: Callable[[], None] | None = None,
         schema_digest: str = "",
         two_server: tuple[str, tuple[int, ...]] | None = None,
     ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
 
-        `two_server`: a two-server project's upload (its file the popcounts), the member's
-        name at S1 and S2 for it and its CLKs' widths (`two_server_part`).
+        `two_server`: a two-server project's upload (clk_bits 0, its file empty: the matcher
+        holds no record of it), the member's name at S1 and S2 for it and its CLKs' widths
+        (`two_server_part`).
 
         With a `client_upload_id` already acknowledged for the same content,
         returns that earlier upload and stores nothing new. The flag says which: True
@@ -278,7 +288,7 @@ class UploadStore(StoreBase):
                 elif fallback_bits:  # record-level with a fallback CLK (core.fallback)
                     tx.execute(
                         "INSERT INTO upload_layouts VALUES (?,?)",
-                        (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}"),
+                        (upload.id, f"{FALLBACK_PREFIX}{fallback_bits}{_rule_layout(rule)}"),
                     )
                 if schema_digest:  # for naming what differs when another upload is refused
                     tx.execute(
@@ -392,7 +402,16 @@ class UploadStore(StoreBase):
     def fallback_bits(self, upload_id: str) -> int:
         """Bits of the fallback CLK at the end of each of a record-level upload's CLKs; 0: none."""
         layout = self._layout(upload_id)
-        return int(layout[len(FALLBACK_PREFIX) :]) if layout.startswith(FALLBACK_PREFIX) else 0
+        if not layout.startswith(FALLBACK_PREFIX):
+            return 0
+        return int(layout[len(FALLBACK_PREFIX) :].split(RULE_MARK)[0])
+
+    def score_rule(self, upload_id: str) -> Rule:
+        """The rule over both CLKs an upload was sent with (core.fallback); NO_RULE: none."""
+        layout = self._layout(upload_id)
+        if not layout.startswith(FALLBACK_PREFIX) or RULE_MARK not in layout:
+            return NO_RULE
+        return Rule.parse(layout.split(RULE_MARK)[1])
 
     def upload(self, upload_id: str) -> Upload:
         rows = self.db.query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id=?", (upload_id,))

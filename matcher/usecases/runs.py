@@ -98,6 +98,7 @@ def match(
     blocking: str = "auto",
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
+    rule: fallback_.Rule = fallback_.NO_RULE,
     executor: Executor | None = None,
     files: Sequence[ClkFile] | None = None,
     task_progress: TaskProgress | None = None,
@@ -114,7 +115,9 @@ def match(
     instead, here (core.fieldlevel), and `threshold` is a match probability.
     With `fallback_bits` (record-level CLKs followed by a fallback CLK), pairs
     involving a record that lacks the fallback's left-out fields are rescored
-    here on the fallback CLKs (core.fallback).
+    here on the fallback CLKs (core.fallback); with a `rule` as well, the first CLKs are
+    compared down to its candidate floor and pairs where both records have the fields are
+    kept and scored by the rule's score over both CLKs.
     """
     report = progress or (lambda stage, done, total: None)
     if field_bits:
@@ -133,11 +136,15 @@ def match(
     executor = executor or ThreadExecutor(n_workers, chunk_comparisons)
     split = fallback_.Split.of(datasets, fallback_bits) if fallback_bits else None
     to_compare = split.first if split is not None else datasets
+    if split is None:
+        rule = fallback_.NO_RULE  # the rule is over a pair's two CLKs
+    # With a rule, the first CLKs' candidates reach under the threshold (core.fallback).
+    floor = rule.candidate_floor(threshold)
     lsh = None
     if method == "lsh":
         # A plan per shape of pair of members. A plan below the target recall would lose
         # matches silently: a pair without one compares every pair of its rows.
-        found = blocking_.plan_pairs(to_compare, threshold)
+        found = blocking_.plan_pairs(to_compare, floor)
         if isinstance(found, blocking_.NoPlan):
             log.warning("LSH blocking: %s", found.message)
             method = "exhaustive"
@@ -147,7 +154,7 @@ def match(
             lsh = found
     job = CompareJob(
         to_compare,
-        threshold,
+        floor,
         method,
         columns=split.first[0].shape[1] if split is not None and datasets else None,
         files=files,
@@ -158,9 +165,9 @@ def match(
     del parts
     pair_scorer: PairScorer | None = None
     if split is not None:
-        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers))
-        pair_scorer = functools.partial(fallback_.pair_scores, split)
-        method += "+fallback"
+        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers, rule))
+        pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
+        method += "+fallback" + ("+rule" if rule.active else "")
     report("solve", 0, len(candidates))
     groups = solve(candidates)
     report("solve", len(candidates), len(candidates))
@@ -231,7 +238,8 @@ class RunManager:
             return
         inputs = self.store.run_inputs(run_id)
         members = [m for m, _ in inputs]
-        datasets = [self.store.verified_clks(u) for _, u in inputs]
+        two_server = self.store.project(run.project).mode == TWO_SERVER  # no CLKs here
+        datasets = [] if two_server else [self.store.verified_clks(u) for _, u in inputs]
         self.store.update_run(run_id, state="running", stage="compare")
         self._notify()
         last = [0.0]
@@ -250,7 +258,7 @@ class RunManager:
         def task_progress(done: int, total: int) -> None:
             tasks[:] = [done, total]
 
-        if self.store.project(run.project).mode == TWO_SERVER:
+        if two_server:
             two = tworuns.run(self.store, self.two_server, run_id, inputs, progress)
             self._finish(run_id, members, two.links, two.groups, two.comparisons, two.method)
             return
@@ -258,6 +266,8 @@ class RunManager:
         field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
         fallbacks = {self.store.fallback_bits(u.id) for _, u in inputs}
         fallback_bits = fallbacks.pop() if len(fallbacks) == 1 else 0  # mixed: plain Dice
+        rules = {self.store.score_rule(u.id) for _, u in inputs}
+        rule = rules.pop() if len(rules) == 1 else fallback_.NO_RULE  # (one fingerprint: one)
         result = match(
             datasets,
             run.threshold,
@@ -266,6 +276,7 @@ class RunManager:
             blocking=self.store.project(run.project).blocking,
             field_bits=field_bits,
             fallback_bits=fallback_bits,
+            rule=rule,
             executor=self.executor,
             files=[ClkFile(u.id, u.record_count, u.clk_bits // 8, u.sha256) for _, u in inputs],
             task_progress=task_progress,

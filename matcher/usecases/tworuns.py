@@ -1,26 +1,28 @@
 """A project in two-server mode (docs/operations.md "A project in two-server mode"): the
 matcher as the combiner C of core/tworun.py, its members' shares at S1 and S2.
 
-The matcher holds each member's popcounts only (an upload of 8 bytes a record,
-usecases/uploads.py), and names, with an upload ticket it signs (core/tickets.py), what the
-member's shares are called at S1 and S2. A run drives `tworun.drive` over S1 and S2 (the
-`Servers` the edge builds: rpc/twoserver_client.py `RemoteServers`), showing its progress
-as a CLK run does, and stores its links as a CLK run's, so results, disclosure levels and
-request references are the same; the audit log records the run's parties and what crossed.
+The matcher holds of each member's upload only how many records it has (a header alone,
+usecases/uploads.py: as the stand-alone combiner, never a popcount), and names, with an
+upload ticket it signs (core/tickets.py), what the member's shares are called at S1 and S2.
+A run drives `tworun.drive` over S1 and S2 (the `Servers` the edge builds:
+rpc/twoserver_client.py `RemoteServers`): S1 proposes the pairs, the circuit decides each
+on the shares, and the matcher learns the link bits only. It shows its progress as a CLK run
+does, and stores its links as a CLK run's, so results, disclosure levels and request
+references are the same; the audit log records the run's parties and what crossed.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
-from blindmatch.matcher.core.twoserver import Combiner, PairBatch
+from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import TWO_SERVER, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
@@ -85,23 +87,45 @@ def check_can_run(store: Store, setup: TwoServerSetup | None, project: str) -> N
 
 
 class _Progress:
-    """S1 and S2 as `drive` sees them, counting the pairs through the circuit as the
-    run's "compare" progress (the links' scoring, after, is part of "solve")."""
+    """S1 and S2 as `drive` sees them, counting the proposed pairs through the circuit as
+    the run's "compare" progress (the links' extras, after, are part of "solve")."""
 
     def __init__(self, servers: tworun.Servers, report: Report) -> None:
         self.servers, self.report = servers, report
         self.total = self.done = 0
 
-    def block(self, lacking: list[npt.NDArray[np.bool_]] | None) -> list[PairBatch]:
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
         self.report("block", 0, 1)
-        proposed = self.servers.block(lacking)
-        self.total = sum(len(p) for p in proposed)
+        described = self.servers.propose(lacking, cutoffs)
+        self.total = sum(p.pairs for p in described)
         self.report("block", 1, 1)
         self.report("compare", 0, self.total)
-        return proposed
+        if not self.total:
+            self.report("solve", 0, 1)
+        return described
 
     def bits(self, clk: int) -> int:
         return self.servers.bits(clk)
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        out = self.servers.evaluate_part(index, offset, count, circuit, dealt, transcript,
+                                         clock)  # fmt: skip
+        self.done = min(self.total, self.done + count)
+        self.report("compare", self.done, self.total)
+        if self.done == self.total:
+            self.report("solve", 0, 1)
+        return out
 
     def evaluate(
         self,
@@ -111,22 +135,15 @@ class _Progress:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        out = self.servers.evaluate(part, circuit, dealt, transcript, clock)
-        if self.done < self.total:
-            self.done = min(self.total, self.done + len(part))
-            self.report("compare", self.done, self.total)
-            if self.done == self.total:
-                self.report("solve", 0, 1)
-        return out
+        return self.servers.evaluate(part, circuit, dealt, transcript, clock)
+
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
+        return self.servers.block(lacking, cutoffs)
 
     def messages(self, batch: PairBatch) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         return self.servers.messages(batch)
-
-
-def popcounts(clks: npt.NDArray[np.uint8], widths: Sequence[int]) -> list[npt.NDArray[np.int64]]:
-    """A two-server upload's records (two uint32 a record) as its popcounts, by CLK."""
-    pops = np.ascontiguousarray(clks).view("<u4").reshape(len(clks), 2).astype(np.int64)
-    return [pops[:, k] for k in range(len(widths))]
 
 
 def run(
@@ -156,8 +173,9 @@ def run(
             + "): every member encodes with the same schema"
         )
     bits = list(widths.pop())
-    datasets = [store.verified_clks(u) for _, u in inputs]
-    combiner = Combiner([popcounts(d, bits) for d in datasets], threshold)
+    # C holds no popcount: S1 and S2 hold their shares, and S1 which records lack the
+    # fallback's fields (core/proposal.py).
+    combiner = Combiner(None, threshold, clks=len(bits))
     names = [p[0] for p in parts]
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
     try:
@@ -175,8 +193,6 @@ def run(
         close = getattr(servers, "close", None)
         if close is not None:
             close()
-    for (_, upload), clks in zip(inputs, datasets, strict=True):
-        store.verify_again(upload, clks)
     t = result.transcript
     store.audit.append(
         audit.Event(
@@ -184,10 +200,18 @@ def run(
             detail={"run_id": run_id, "s1": setup.s1, "s2": setup.s2,
                     "members": [m for m, _ in inputs], "pairs": result.comparisons,
                     "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
+                    "cutoffs": list(combiner.cutoffs), "rule": _rule(store, inputs),
                     "bytes": {f"{a}->{b}": n for (a, b), n in sorted(t.sent.items())}},
         )
     )  # fmt: skip
     return result
 
 
-__all__ = ["Ticket", "TwoServerSetup", "check_can_run", "issue_ticket", "popcounts", "run"]
+def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
+    """The schema's rule over both CLKs the members encoded with, as the run's audit names
+    it: a two-server run scores a pair by one CLK, so "not applied" where there is one."""
+    rules = {store.score_rule(u.id) for _, u in inputs}
+    return "not applied" if any(r.active for r in rules) else "none"
+
+
+__all__ = ["Ticket", "TwoServerSetup", "check_can_run", "issue_ticket", "run"]

@@ -8,11 +8,14 @@ fsynced, checked against the header, and committed: renamed into `clks/` with it
 and audit entry in one transaction (storage/upload_store.py). A full disk at any point
 is `ResourceExhausted`; whatever fails, the file in `tmp/` is removed.
 
-A two-server project's members never send CLKs here: their upload is the popcounts the
-combiner needs (each record's two, 8 bytes), under the upload ticket the matcher signed for
-their shares at S1 and S2 (`two_server_ticket`, core/tickets.py); stored, hashed and
-committed the same way, with the member's name at S1 and S2 beside it. A CLK upload to such
-a project, and a two-server upload to a CLK project, are refused before a byte is read.
+A two-server project's members never send CLKs here, nor anything derived from them: their
+upload is a header alone (`two_server_upload`), under the upload ticket the matcher signed for
+their shares at S1 and S2 (`two_server_ticket`, core/tickets.py): how many records, the CLKs'
+widths, the fingerprint and rule, and as sha256 the digest of the member's second shares
+(uniformly random bytes: the name results and request references give the upload). It is
+committed the same way, with an empty file, and the member's name at S1 and S2 beside it. A
+CLK upload to such a project, and a two-server upload to a CLK project, are refused before
+a byte is read.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import (
     Held,
@@ -33,10 +34,10 @@ from blindmatch.matcher.core.encodings import (
     check_compatible,
     check_fingerprint,
 )
+from blindmatch.matcher.core.fallback import NO_RULE, Rule, checked_rule
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_RECORDS,
-    POPCOUNT_BITS,
     TWO_SERVER,
     Encoding,
     retried_upload,
@@ -67,8 +68,9 @@ class UploadHeader:
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
     schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
-    two_server_ticket: str = ""  # a two-server project's upload: popcounts, not CLKs
+    two_server_ticket: str = ""  # a two-server project's upload: a header alone
     two_server_bits: tuple[int, ...] = ()  # their CLKs' widths (record-level, fallback)
+    rule: Rule = NO_RULE  # the schema's rule over both CLKs (core.fallback); checked here
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,12 @@ class UploadReceipt:
     replayed: bool  # an upload acknowledged earlier under the same client id
 
 
-def check_header(header: UploadHeader) -> str:
-    """Refuse a malformed header; the sha256 it promises, in lower case."""
+def check_header(header: UploadHeader, two_server: bool = False) -> str:
+    """Refuse a malformed header; the sha256 it promises, in lower case. `two_server`: a
+    two-server project's upload (no CLKs: clk_bits 0, `two_server_name` checked the rest)."""
     bits, count = header.clk_bits, header.record_count
-    check_clk_bits(bits, "header.clk_bits")
+    if not two_server:
+        check_clk_bits(bits, "header.clk_bits")
     if count > MAX_RECORDS:
         raise ResourceExhausted(
             f"header.record_count: {count} is over this matcher's limit of {MAX_RECORDS}"
@@ -102,6 +106,10 @@ def check_header(header: UploadHeader) -> str:
             "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
             "record-level CLKs (no field_bits)"
         )
+    rule, fallback = header.rule, header.fallback_bits
+    if two_server:  # the rule over the shares' CLKs: recorded; a two-server run scores by one
+        fallback = header.two_server_bits[1] if len(header.two_server_bits) > 1 else 0
+    checked_rule(rule.gap, rule.offset, rule.reach, fallback, "header.rule")
     schema = header.schema_digest
     if schema and (len(schema) != 64 or set(schema) - _HEX):
         raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
@@ -116,7 +124,7 @@ def check_header(header: UploadHeader) -> str:
 CLK_REFUSED = (
     "project {project!r} runs in two-server mode: the matcher never takes its members' CLKs. "
     "Encode with `blindmatch encode ... --two-server` and send it with `blindmatch upload` "
-    "(it sends the shares to S1 and S2 and only popcounts here)"
+    "(it sends the shares to S1 and S2 and only how many records here)"
 )
 
 
@@ -140,10 +148,11 @@ def two_server_name(
             f"header.two_server_ticket: issued to {owner!r} of {project!r}, not to {member!r} "
             f"of {header.project!r}"
         )
-    if header.clk_bits != POPCOUNT_BITS or header.field_bits or header.fallback_bits:
+    if header.clk_bits or header.field_bits or header.fallback_bits:
         raise InvalidArgument(
-            f"header.clk_bits: a two-server upload is {POPCOUNT_BITS}-bit popcount records "
-            "(no field_bits, no fallback_bits), not CLKs"
+            f"header.clk_bits: {header.clk_bits}, but a two-server upload sends the matcher no "
+            "records (clk_bits 0, no field_bits, no fallback_bits; the CLKs' widths in "
+            "two_server_bits)"
         )
     widths = header.two_server_bits
     if len(widths) not in (1, 2):
@@ -154,19 +163,6 @@ def two_server_name(
     for k, bits in enumerate(widths):
         check_clk_bits(bits, f"header.two_server_bits[{k}]")
     return name, tuple(widths)
-
-
-def check_popcounts(data: bytes, widths: tuple[int, ...], first: int) -> None:
-    """Refuse a popcount above its CLK's width, naming the record (`first`: the chunk's)."""
-    pops = np.frombuffer(data, dtype="<u4").reshape(-1, 2)
-    limits = np.array([widths[0], widths[1] if len(widths) > 1 else 0], dtype=np.int64)
-    over = np.flatnonzero((pops > limits).any(axis=1))
-    if len(over):
-        k = int(over[0])
-        raise InvalidArgument(
-            f"clks: record {first + k}: popcounts {pops[k].tolist()} above the CLKs' widths "
-            f"{list(widths)} (a fallback popcount must be 0 without a fallback CLK)"
-        )
 
 
 def check_matches_project(store: Store, header: UploadHeader, member: str) -> None:
@@ -219,7 +215,7 @@ def receive_upload(
             f"header.two_server_ticket: project {project.name!r} is not a two-server project "
             "(its members upload CLKs: `blindmatch upload` without a two-server ticket)"
         )
-    sha256 = check_header(header)
+    sha256 = check_header(header, two_server is not None)
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
     earlier = store.keyed_upload(header.project, member, key) if key else None
     if earlier is not None:
@@ -227,6 +223,8 @@ def receive_upload(
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
     check_matches_project(store, header, member)
+    if two_server is not None:
+        return _two_server_upload(store, member, header, chunks, two_server, check)
     clk_bytes = bits // 8
     if count * clk_bytes > max_upload_bytes:
         raise ResourceExhausted(
@@ -247,8 +245,6 @@ def receive_upload(
                         f"clks: {len(data)} bytes is not a whole number of {bits}-bit CLKs "
                         f"(record {received + len(data) // clk_bytes})"
                     )
-                if two_server is not None and received + len(data) // clk_bytes <= count:
-                    check_popcounts(data, two_server[1], received)
                 received += len(data) // clk_bytes
                 if received > count:
                     raise InvalidArgument(f"clks: more CLKs than header.record_count ({count})")
@@ -273,9 +269,9 @@ def receive_upload(
             client_upload_id=key,
             field_bits=header.field_bits,
             fallback_bits=header.fallback_bits,
+            rule=header.rule,
             check=check,
             schema_digest=header.schema_digest,
-            two_server=two_server,
         )
     except OSError as exc:
         if disk_full(exc):
@@ -285,3 +281,42 @@ def receive_upload(
         part.unlink(missing_ok=True)
     log.info("%s/%s uploaded %d CLKs", header.project, member, count)
     return UploadReceipt(upload.id, count, upload.sha256, replayed)
+
+
+def _two_server_upload(
+    store: Store,
+    member: str,
+    header: UploadHeader,
+    chunks: Iterable[bytes | None],
+    two_server: tuple[str, tuple[int, ...]],
+    check: Callable[[], None] | None,
+) -> UploadReceipt:
+    """A two-server project's upload: the header alone (any `clks` message refused),
+    committed with an empty file; the fallback CLK's width and the rule recorded as a CLK
+    upload's are."""
+    for data in chunks:
+        raise InvalidArgument(
+            "clks: a two-server upload sends the matcher no records (its shares go to S1 and "
+            "S2; the matcher holds only how many)"
+            if data is not None
+            else "clks: only the first message may be a header"
+        )
+    widths = two_server[1]
+    part = store.new_upload_path()
+    try:
+        upload, replayed = store.commit_upload(
+            header.project, member, part, record_count=header.record_count, clk_bits=0,
+            fingerprint=header.fingerprint, sha256=header.sha256.lower(),
+            client_upload_id=header.client_upload_id,
+            fallback_bits=widths[1] if len(widths) > 1 else 0, rule=header.rule, check=check,
+            schema_digest=header.schema_digest, two_server=two_server,
+        )  # fmt: skip
+    except OSError as exc:
+        if disk_full(exc):
+            raise ResourceExhausted(DISK_FULL) from exc
+        raise
+    finally:
+        part.unlink(missing_ok=True)
+    log.info("%s/%s uploaded a two-server upload (%d records at S1 and S2)", header.project,
+             member, header.record_count)  # fmt: skip
+    return UploadReceipt(upload.id, header.record_count, upload.sha256, replayed)

@@ -1,0 +1,212 @@
+"""What S1 and S2 let a combiner evaluate (docs/privacy-design.md "What a dishonest combiner can
+still learn"): the pairs S1 proposed for the run, at the run's cut-offs, and a bounded set of
+pairs inside matched groups.
+
+S1 fixes a run's `Proposal` when it proposes: the members, the cut-offs (the threshold, then
+none or the default three buckets, core/twoserver.py `default_buckets`: public constants of the
+circuit), and every pair it proposed, by pair of members and CLK. Every batch C asks S1 to
+evaluate is checked whole (`check`): a pair S1 proposed on the batch's CLK, or an *extra* pair,
+one inside a matched group that blocking did not propose (core/tworun.py scores a link's pairs
+inside groups of three or more members through the circuit). C alone knows the groups, so S1
+bounds what an extra can be by what a group is (core/solve.py: at most one record a member):
+
+- a run of three or more members (a group of two is one solved candidate, proposed);
+- both records in some pair S1 proposed in the run (every record of a group is in a
+  candidate pair);
+- each record in at most one extra pair with each other member, over the whole run (its
+  group holds one record of that member);
+- on the CLK the run scores the pair by (core/fallback.py `on_fallback`, from what the members
+  told S1): C, which does not hold it, names its extras on both CLKs, and S1 and S2 answer 0
+  on the other.
+
+So a combiner can ask at most (members - 2) extra pairs a record, each once (the pair budget,
+core/pairbudget.py), and never a pair's bits at a cut-off of its choosing. S2 evaluates only
+a batch S1 checked (twoserver_service.py: S1's first round message carries the batch's
+digest).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.twoserver import RECORD, PairBatch, Proposed, default_buckets
+
+Rows = npt.NDArray[np.uint32]
+
+
+class Refused(ValueError):
+    """A batch S1 and S2 will not evaluate (the message names the field)."""
+
+
+def run_cutoffs(threshold: float, buckets: Sequence[float]) -> tuple[float, ...]:
+    """The circuit's cut-offs for a run: the threshold, then no bucket or the default three;
+    any other choice refused (C chooses no cut-off)."""
+    if not 0 < threshold <= 1:
+        raise Refused(f"threshold: {threshold} is not in (0, 1]")
+    default = default_buckets(threshold)
+    got = tuple(float(b) for b in buckets)
+    if got not in ((), default):
+        raise Refused(
+            f"buckets: {list(got)}; the circuit's cut-offs are fixed: none, or the default "
+            f"{list(default)} at threshold {threshold}"
+        )
+    return (float(threshold), *got)
+
+
+def _keys(rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.uint64]:
+    out: npt.NDArray[np.uint64] = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(
+        np.uint64
+    )
+    return out
+
+
+@dataclass
+class Checked:
+    """A checked batch of pairs C named: which of them are answered 0 (`proposed`: a pair S1
+    proposed, never evaluated again: C learns its bits only through the proposal, gated by
+    its link bit; or a pair on the other CLK), how many are extras, and their rows (for
+    `commit`)."""
+
+    extras: int
+    member_a: int
+    member_b: int
+    rows_a: Rows
+    rows_b: Rows
+    proposed: npt.NDArray[np.bool_]
+
+
+class Proposal:
+    """S1's proposal for one run (`members` by name, index = the run's dataset)."""
+
+    def __init__(
+        self,
+        members: Sequence[str],
+        records: Sequence[int],
+        proposed: Sequence[PairBatch],
+        cutoffs: tuple[float, ...],
+        lacking: Sequence[npt.NDArray[np.bool_]] | None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.members = list(members)
+        self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
+        # The parts C evaluates by reference, each in an order of S1's (a fresh permutation C
+        # does not hold): a position in a part says nothing of its rows.
+        rng = rng or np.random.default_rng(secrets.randbits(128))
+        self.parts = []
+        for p in proposed:
+            order = rng.permutation(len(p))
+            self.parts.append(PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[order],
+                                        p.rows_b[order]))  # fmt: skip
+        self.cutoffs = cutoffs
+        self.lacking = None if lacking is None else [np.asarray(x, bool) for x in lacking]
+        self._pairs: dict[tuple[int, int, int], npt.NDArray[np.uint64]] = {}
+        self._seen = [np.zeros(n, dtype=bool) for n in records]
+        for p in proposed:
+            keys = np.sort(_keys(p.rows_a, p.rows_b))
+            at = (p.member_a, p.member_b, p.clk)
+            self._pairs[at] = np.sort(np.concatenate([self._pairs[at], keys])) if (
+                at in self._pairs) else keys  # fmt: skip
+            self._seen[p.member_a][p.rows_a] = True
+            self._seen[p.member_b][p.rows_b] = True
+        # Rows of each pair of members already in an extra pair, each side.
+        self._extra_rows: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
+        self.extras = 0
+        self._lock = threading.Lock()
+
+    def described(self) -> list[Proposed]:
+        """What C receives of the proposal: each part's members, CLK and number of pairs."""
+        return [Proposed(p.member_a, p.member_b, p.clk, len(p)) for p in self.parts]
+
+    def part(self, index: int, offset: int, count: int, cutoffs: Sequence[float]) -> PairBatch:
+        """Pairs offset..offset + count of part `index`, at the run's cut-offs (refused
+        otherwise)."""
+        self._cutoffs(cutoffs)
+        if not 0 <= index < len(self.parts):
+            raise Refused(f"part: {index}, but S1 proposed {len(self.parts)} parts")
+        p = self.parts[index]
+        if count < 1 or offset + count > len(p):
+            raise Refused(f"offset/count: {offset}..{offset + count} of part {index}'s {len(p)}")
+        return PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[offset : offset + count],
+                         p.rows_b[offset : offset + count])  # fmt: skip
+
+    def _cutoffs(self, cutoffs: Sequence[float]) -> None:
+        if tuple(float(c) for c in cutoffs) != self.cutoffs:
+            raise Refused(
+                f"cutoffs: {list(cutoffs)}, but the run's are {list(self.cutoffs)} (fixed when "
+                "S1 proposed)"
+            )
+
+    def index(self, name: str, field: str) -> int:
+        try:
+            return self.members.index(name)
+        except ValueError:
+            raise Refused(f"{field}: {name!r} is not in the run S1 proposed for") from None
+
+    def check(
+        self,
+        member_a: str,
+        member_b: str,
+        clk: int,
+        rows_a: Rows,
+        rows_b: Rows,
+        cutoffs: Sequence[float],
+    ) -> Checked:
+        """A batch of pairs C names (the extras: pairs inside its groups it does not know as
+        links) against the proposal, whole: the pairs S1 proposed on `clk` are marked (answered
+        0), the rest must be extras within the bounds, or the batch is refused (`Refused`,
+        naming the field)."""
+        self._cutoffs(cutoffs)
+        a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
+        if a > b:
+            a, b, rows_a, rows_b = b, a, rows_b, rows_a
+        proposed = self._pairs.get((a, b, clk), np.empty(0, np.uint64))
+        keys = _keys(rows_a, rows_b)
+        at = np.minimum(np.searchsorted(proposed, keys), max(len(proposed) - 1, 0))
+        found = proposed[at] == keys if len(proposed) else np.zeros(len(keys), bool)
+        # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
+        # who lacks the fallback's fields, names its extras on both CLKs).
+        other = np.zeros(len(keys), bool)
+        if self.lacking is not None:
+            on = fallback_.on_fallback(self.lacking[a][rows_a], self.lacking[b][rows_b])
+            other = np.asarray(on != bool(clk)) & ~found
+        elif clk != RECORD:
+            raise Refused(f"clk: {clk}, but the uploads have one CLK")
+        extra = np.flatnonzero(~found & ~other)
+        ea, eb = rows_a[extra], rows_b[extra]
+        if len(extra):
+            where = (
+                f"rows_a/rows_b: {len(extra)} of the batch's {len(keys)} pairs S1 did not propose"
+            )
+            if len(self.members) < 3:
+                raise Refused(f"{where} (a run of two members has no pair beyond its proposal)")
+            if not (self._seen[a][ea].all() and self._seen[b][eb].all()):
+                raise Refused(f"{where}, with a record in no proposed pair (not in a group)")
+            used = self._extra_rows.get((a, b), (set(), set()))
+            ta, tb = ea.tolist(), eb.tolist()
+            if (len(set(ta)) < len(ta) or len(set(tb)) < len(tb)
+                    or used[0].intersection(ta) or used[1].intersection(tb)):  # fmt: skip
+                raise Refused(
+                    f"{where}, a record in two extra pairs with one member (a group holds one "
+                    "record a member)"
+                )
+        return Checked(len(extra), a, b, ea, eb, found | other)
+
+    def commit(self, checked: Checked) -> None:
+        """Count a checked batch's extras as asked (after the pair budget took it)."""
+        if not checked.extras:
+            return
+        with self._lock:
+            used = self._extra_rows.setdefault((checked.member_a, checked.member_b), (set(), set()))
+            used[0].update(checked.rows_a.tolist())
+            used[1].update(checked.rows_b.tolist())
+            self.extras += checked.extras
+
+
+__all__ = ["Checked", "Proposal", "Refused", "run_cutoffs"]

@@ -1,0 +1,233 @@
+"""What the two-server run's three roles share (rpc/twoserver_service.py serves them): the
+caller check of each RPC (`_from`), the uploads held and the checks of a circuit batch
+(`_Role`), the batch digest S1 and S2 compare (`batch_digest`), and a server's output shares
+(`_outputs`)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import audit, linkbit
+from blindmatch.matcher.core.pairbudget import PairBudget
+from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
+from blindmatch.matcher.core.twoserver import PairBatch, ShareServer
+from blindmatch.matcher.rpc.auth import bearer_token
+from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.rpc.twoserver_client import to_rows
+from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
+from blindmatch.protos import blindmatch_pb2 as pb
+
+log = logging.getLogger("blindmatch.matcher.twoserver")
+
+NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
+F = TypeVar("F", bound=Callable[..., Any])
+Rows = npt.NDArray[np.uint32]
+Bools = npt.NDArray[np.bool_]
+
+
+def _from(caller: str) -> Callable[[F], F]:
+    """An RPC `caller` makes (rpc/twoserver_keys.py): refused without its key; errors to
+    statuses."""
+
+    def decorate(method: F) -> F:
+        wrapped = rpc_errors(method)
+
+        @functools.wraps(method)
+        def call(self: _Role, request: Any, context: Any) -> Any:
+            token = bearer_token(context.invocation_metadata())
+            try:
+                self.keys.check(NAMES[self.role], method.__name__, caller, token)
+            except errors.ServiceError as exc:
+                abort(context, exc)
+            return wrapped(self, request, context)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def batch_digest(m: pb.CircuitBatch) -> bytes:
+    """SHA-256 of a batch less C's setup: equal on S1 and S2 exactly when C sent both the
+    same pairs, members, CLK and cut-offs."""
+    bare = pb.CircuitBatch()
+    bare.CopyFrom(m)
+    bare.setup = b""
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+
+
+class _Role:
+    """What the three roles share: the uploads held, the keys."""
+
+    def __init__(
+        self, role: str, key: str, member_key: str, keys: Mapping[str, str] | None = None
+    ) -> None:
+        self.role, self.keys = role, Keys(role, key, member_key, keys)
+        self.audit: RoleAudit | None = None  # create_role's data_dir
+        self.held: dict[str, Held] = {}
+        self.lock = threading.Lock()
+        self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
+        self.proposal: Proposal | None = None  # S1: the run it proposed (core/proposal.py)
+
+    def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
+        """An audit entry (storage/twoserver_audit.py), durable before this returns; none
+        without a data dir."""
+        if self.audit is not None:
+            detail = {"role": self.role, **detail}
+            self.audit.log.append(audit.Event(actor, action, member=member, detail=detail))
+
+    def upload(self, parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
+        it replaces that project member's upload under any earlier tag."""
+        member, held = read_upload(parts, self.role)
+        if (vouched and member != vouched) or (not vouched and "/" in member):
+            raise errors.PermissionDenied(
+                f"member: {member!r}, but the upload ticket admits {vouched!r} only"
+                if vouched
+                else f"member: {member!r} is a project's name (project/member/tag): only the "
+                "matcher's upload ticket admits it"
+            )
+        with self.lock:
+            if vouched:  # the project member's earlier uploads, under other tags, go
+                prefix = vouched.rsplit("/", 1)[0] + "/"
+                for old in [m for m in self.held if m.startswith(prefix) and m != member]:
+                    del self.held[old]
+                    self.budget.forget(old)
+            for other, h in self.held.items():
+                if vouched and not other.startswith(vouched.split("/", 1)[0] + "/"):
+                    continue  # another project's uploads may have another layout
+                if other != member and (h.bits, h.bands) != (held.bits, held.bands):
+                    raise errors.InvalidArgument(
+                        f"clk_bits/bands: {member}'s CLKs are {list(held.bits)} bits "
+                        f"({list(held.bands)} bands), {other}'s {list(h.bits)} "
+                        f"({list(h.bands)}): every member uploads the same layout"
+                    )
+            digest = hashlib.sha256()
+            for arrays in (held.keys, held.shares, held.popcounts):
+                for array in arrays:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+            self.log(member, "twoserver.upload", member, records=held.records,
+                     clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
+            self.held[member] = held
+            self.budget.forget(member)
+            self.proposal = None  # a run proposed over the earlier upload ends
+        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
+        return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def vouched(self, context: Any) -> str:
+        """The name the caller's upload ticket admits ("" for the members' key)."""
+        token = bearer_token(context.invocation_metadata())
+        return self.keys.vouched(NAMES[self.role], token)
+
+    def member(self, name: str, field: str) -> Held:
+        held = self.held.get(name)
+        if held is None:
+            raise errors.FailedPrecondition(
+                f"{field}: {NAMES[self.role]} holds no upload of {name!r}"
+            )
+        return held
+
+    def batch(self, m: pb.CircuitBatch) -> tuple[list[Held], linkbit.Circuit, int]:
+        """A batch of the circuit, checked but for its pairs: the two members' uploads, the
+        circuit (its cut-offs the threshold and none or the default buckets), the number of
+        pairs; C's setup checked to fit them."""
+        if not m.batch or len(m.batch) > 64:
+            raise errors.InvalidArgument("batch: an id of 1 to 64 characters")
+        if m.member_a == m.member_b:
+            raise errors.InvalidArgument("member_a/member_b: two members")
+        held = [self.member(m.member_a, "member_a"), self.member(m.member_b, "member_b")]
+        for name, h, records in (("a", held[0], m.records_a), ("b", held[1], m.records_b)):
+            if h.records != records:
+                raise errors.InvalidArgument(
+                    f"records_{name}: {records} at the combiner, but {NAMES[self.role]} holds "
+                    f"{h.records} of {getattr(m, 'member_' + name)!r} (the uploads differ)"
+                )
+        if m.clk >= len(held[0].bits):
+            raise errors.InvalidArgument(f"clk: {m.clk}, but the uploads have {len(held[0].bits)}")
+        if m.proposed:
+            if m.rows_a or m.rows_b:
+                raise errors.InvalidArgument(
+                    "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"
+                )
+            count = m.count
+            if not 0 < count <= linkbit.BATCH:
+                raise errors.InvalidArgument(f"count: {count}; 1 to {linkbit.BATCH}")
+        else:
+            rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
+            if len(rows_a) != len(rows_b) or not 0 < len(rows_a) <= linkbit.BATCH:
+                raise errors.InvalidArgument(
+                    f"rows_a/rows_b: {len(rows_a)} and {len(rows_b)} rows; as many, 1 to "
+                    f"{linkbit.BATCH}"
+                )
+            for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
+                if int(rows.max()) >= h.records:
+                    raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
+            count = len(rows_a)
+        if not m.cutoffs:
+            raise errors.InvalidArgument("cutoffs: the threshold, then none or the default buckets")
+        try:
+            cutoffs = run_cutoffs(m.cutoffs[0], m.cutoffs[1:])
+        except Refused as exc:
+            raise errors.InvalidArgument(f"cutoffs: {exc}") from None
+        try:
+            circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
+        except ValueError as exc:  # a threshold with no integer form of the kernel's test
+            raise errors.InvalidArgument(f"cutoffs: {exc}") from None
+        # C's setup: S1's a seed; S2's a seed and a c share a gate a word of pairs.
+        if self.role == "s1" and len(m.setup) != linkbit.SEED_BYTES:
+            raise errors.InvalidArgument(f"setup: link bits: a seed is {linkbit.SEED_BYTES} bytes")
+        words = linkbit.words_for(count)
+        if self.role == "s2" and len(m.setup) != linkbit.SEED_BYTES + 8 * circuit.and_gates * words:
+            raise errors.InvalidArgument("setup: link bits: S2's setup does not fit the batch")
+        return held, circuit, count
+
+    def spend(self, member_a: str, member_b: str, rows_a: Rows, rows_b: Rows) -> None:
+        """Count the (checked) batch's pairs evaluated (core/pairbudget.py), or refuse it
+        whole."""
+        over = self.budget.spend(member_a, member_b, rows_a, rows_b)
+        if over:
+            self.log("combiner", "twoserver.refused", members=[member_a, member_b],
+                     pairs=len(rows_a), over=over)  # fmt: skip
+            n = self.budget.evaluations
+            times = "once" if n == 1 else f"{n} times"
+            raise errors.FailedPrecondition(
+                f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
+                f"more than {times} since {member_a!r} and {member_b!r} uploaded; "
+                f"{NAMES[self.role]} evaluates a pair at most {times} an upload (a run needs "
+                "it once): the members upload again for another run"
+            )
+
+    def party(
+        self, who: int, held: list[Held], circuit: linkbit.Circuit, clk: int, rows_a: Rows,
+        rows_b: Rows, setup: bytes,
+    ) -> linkbit.Party:  # fmt: skip
+        shares = ShareServer([held[0].shares, held[1].shares], b"",
+                             [held[0].popshares, held[1].popshares])  # fmt: skip
+        try:
+            party = shares.party(who, PairBatch(0, 1, clk, rows_a, rows_b), circuit, setup)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"setup: {exc}") from None
+        return party
+
+
+def _outputs(
+    party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
+) -> bytes:
+    """A server's output shares: with `tagged` (a batch of the proposal) the rows gated by the
+    link bit; 0 at `drop`; padded by `mask` (both servers the same pad)."""
+    tags = linkbit.tags(rows_a, rows_b) if tagged else None
+    keep = linkbit.keep_row(drop) if drop.any() else None
+    return party.output(tags, keep, mask)
+
+
+__all__ = ["NAMES", "Bools", "Rows", "batch_digest"]
