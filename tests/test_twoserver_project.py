@@ -31,7 +31,8 @@ from blindmatch.matcher.core import tickets
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
-from tests.support import ADMIN_TOKEN, ROOT, STRONG_SECRET, db_rows
+from blindmatch.matcher.storage.integrity import check_data_dir
+from tests.support import ADMIN_TOKEN, PERSON_SCHEMA, ROOT, STRONG_SECRET, db_rows
 
 pytestmark = pytest.mark.server
 
@@ -341,3 +342,38 @@ def test_project_create_and_show_name_the_mode(
         assert world.cli("project", "show", "shares", "--operator") == 0
     out = capsys.readouterr().out
     assert f"two-server mode: shares to S1 (127.0.0.1:{world.roles['s1'].port})" in out
+
+
+def test_a_schema_rule_is_recorded_not_applied_and_the_data_dir_checks_whole(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default schema has a rule over both CLKs: a two-server upload sends and records it
+    # as a CLK upload does, and says on stderr that a two-server run does not apply it.
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(tmp_path, seed=5, size=120)
+    with world.operator() as op:
+        project = op.create_project("ruled", ["north", "south"], mode="two-server")
+    for name in ("north", "south"):
+        export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+        assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                     "--secret-file", str(secret), "--mapping", str(export.mapping),
+                     "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+        capsys.readouterr()
+        assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
+                         token=project.tokens[name]) == 0  # fmt: skip
+        assert "blindmatch.rule over both CLKs is not applied" in capsys.readouterr().err
+    store = world.server.store
+    for upload in store.current_uploads("ruled").values():
+        assert store.score_rule(upload.id).active
+        part = store.two_server_part(upload.id)
+        assert part is not None and store.fallback_bits(upload.id) == part[1][1]
+    assert world.cli("run", "--project", "ruled", token=project.tokens["north"]) == 0
+    with world.operator() as op:
+        runs = [e for e in op.audit("ruled") if e["action"] == "twoserver.run"]
+    assert len(runs) == 1
+    detail = runs[0]["detail"]
+    assert isinstance(detail, dict) and detail["rule"] == "not applied"
+    # The empty files of two-server uploads are whole to `admin check` (hashing every file).
+    report = check_data_dir(world.data_dir)
+    assert report.problems == [] and report.uploads_checked >= 2
