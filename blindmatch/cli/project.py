@@ -352,7 +352,7 @@ def register(sub: Subcommands) -> None:
         choices=("clk", "two-server"),
         help="clk: the matcher holds the members' CLKs and compares them; two-server: the "
         "members' XOR shares go to two non-colluding servers S1 and S2 and the matcher holds "
-        "only popcounts (it must be started with --two-server-s1/--two-server-s2; no scores "
+        "only how many records (it must be started with --two-server-s1/--two-server-s2; no scores "
         "disclosure; docs/operations.md) (default: the matcher's, `serve --default-mode`)",
     )
     pc.add_argument(
