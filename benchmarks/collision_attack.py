@@ -45,6 +45,18 @@ counts). `--population`: whose records: `population.write_pair`'s (the synthetic
 one export), the victim's export written by the generator's first organisation and the
 attacker's by its second (its conventions and errors), full overlap.
 
+`--view`: whose view. `record-keys` (the default): S1 holding every record's band keys, the
+upload format before sealed band keys. `s1`: S1 with sealed band keys (client/encoding/sharing.py
+`seal_bands`): each band's distinct keys once, with no record behind them, so it holds no count
+for any pair of one member's records (every c_ij is 0; what it learns of records, the
+cross-member candidates, is attacked by benchmarks/twoserver.py `--view s1`). `s2`: S2, which
+opens the tokens of the keys S1 matched across members (member B: the generator's third
+organisation's export of the same people; needs `--population messy` or `households`): each
+token once, so c_ij counts only the bands where the victim's key has more slots than B's has
+copies and S2 sees B's token reused for slots of i and j (`victim_counts`). `s2-lists`: what
+S2 would see opening each matched key's rows as one list (the first design of the sealed
+keys): every band whose key B also holds.
+
 `--oracle-rows`: an upper bound on what any propagation can reach. For that many victim records,
 every *other* record's identity is given as a seed, and the share whose true identity scores
 best is printed (with the all-identities seeds, this is the view's evidence ceiling).
@@ -77,7 +89,7 @@ from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.encoding.sharing import PARTS, band_positions, part_secret
+from blindmatch.client.encoding.sharing import PARTS, band_positions, part_secret, size_class
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
@@ -89,6 +101,8 @@ View = tuple[sp.csr_matrix, Floats]  # one CLK's band-key view: counts c, expect
 
 
 POOL = "informative"  # or "all": every position, as the shipped client draws them
+MIN_COPIES = 2  # --min-copies: a floor on each slot's copies (2: as shipped)
+OTHER: Export | None = None  # generator_pair's third organisation's export (--view s2's B)
 
 
 def informative_mask(clks: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -101,11 +115,21 @@ def informative_mask(clks: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     return (freq >= blocking.SPARSE_BIT) & (freq <= blocking.DENSE_BIT)
 
 
-def victim_counts(clks: npt.NDArray[np.uint8], r: int, bands: int, key: bytes) -> sp.csr_matrix:
+def victim_counts(
+    clks: npt.NDArray[np.uint8], r: int, bands: int, key: bytes,
+    other: npt.NDArray[np.uint8] | None = None, tokens: bool = False,
+) -> sp.csr_matrix:  # fmt: skip
     """The matcher's view: c_ij, the bands (r informative positions each, drawn from the
     secret by the shipped client's `band_positions`) in which records i and j have equal keys.
-    Equal HMACs are equal bits (up to a 2^-64 chance), so the keys here are the bits themselves."""
+    Equal HMACs are equal bits (up to a 2^-64 chance), so the keys here are the bits themselves.
+    With `other` (another member's CLKs): only the keys that member holds too in the band (what
+    S2 would see opening a matched key's rows as one list). With `tokens` too, only what S2
+    sees of the shipped sealed band keys (client/encoding/sharing.py `seal_bands`, core/
+    twoserver.py `join`): a matched key's tokens are each opened once, except that where the
+    victim's key has more slots than the other member's has copies, the other's tokens are
+    reused and link the victim's slots s and s' with s = s' modulo those copies."""
     bits = bits_little(clks)
+    other_bits = None if other is None else bits_little(other)
     pool = np.flatnonzero(informative_mask(clks))
     weights = (1 << np.arange(r, dtype=np.int64)).astype(np.int64)
     rows, cols = [], []
@@ -115,6 +139,30 @@ def victim_counts(clks: npt.NDArray[np.uint8], r: int, bands: int, key: bytes) -
         keys = bits[:, pos].astype(np.int64) @ weights
         _u, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2
+        if other_bits is not None:
+            theirs: npt.NDArray[np.int64] = np.asarray(
+                other_bits[:, pos].astype(np.int64) @ weights
+            )
+            shared &= np.isin(keys, theirs)
+            if tokens:
+                their_u, their_n = np.unique(theirs, return_counts=True)
+                held_b = np.zeros(len(_u), dtype=np.int64)
+                at: npt.NDArray[np.intp] = np.asarray(np.searchsorted(their_u, _u))
+                ok = (at < len(their_u)) & (their_u[np.minimum(at, len(their_u) - 1)] == _u)
+                held_b[ok] = their_n[at[ok]]
+                copies_b = np.clip(
+                    np.power(4, size_class(np.maximum(held_b, 1)).astype(np.int64)), MIN_COPIES, 16
+                )
+                # each victim row's slot: its rank among its key's rows (rows ascending)
+                order = np.lexsort((np.arange(len(keys)), inverse))
+                rank = np.empty(len(keys), dtype=np.int64)
+                first = np.searchsorted(inverse[order], inverse[order])
+                rank[order] = np.arange(len(keys)) - first
+                residue = rank % copies_b[inverse]
+                # rows of one key and one residue are linked; a key's own id otherwise
+                inverse = inverse * 16 + residue
+                _g, inverse, counts = np.unique(inverse, return_inverse=True, return_counts=True)
+                shared &= counts[inverse] >= 2
         rows.append(np.flatnonzero(shared))
         cols.append(groups + inverse[shared])
         groups += len(counts)
@@ -417,12 +465,16 @@ def generator_pair(
     held = list(people)
     rng.shuffle(held)
     out = []
-    for org, chosen in zip(gen.ORGS[:2], (people, held), strict=False):
+    other = list(people)
+    rng.shuffle(other)
+    for org, chosen in zip(gen.ORGS[:3], (people, held, other), strict=False):
         rows = [gen.export_row(org, p, n, rng) for n, p in enumerate(chosen)]
         header = [org.id_column, *org.columns.values()]
         entities = [p.entity for p in chosen]
         out.append(write_export(folder, org.name, header, rows, org.mapping_toml(), entities))
     home = {p.entity: getattr(p, "household", p.entity) for p in people}
+    global OTHER
+    OTHER = out[2]
     return out[0], out[1], home
 
 
@@ -476,8 +528,22 @@ def main() -> int:
         "under the default schema); each CLK's bands drawn as the shipped client draws them "
         "(sharing.part_secret per CLK)",
     )
+    parser.add_argument(
+        "--view", choices=("record-keys", "s1", "s2", "s2-lists"), default="record-keys",
+        help="whose view: S1 holding every record's band keys (the format before sealed band "
+        "keys); S1 with sealed band keys (each band's distinct keys once: no pair of one "
+        "member's records, so every count is 0); or S2, which opens the rows of the keys S1 "
+        "matched across members: the victim's pairs sharing a key that member B (the "
+        "generator's third organisation's export of the same people) holds too in the band",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-copies", type=int, default=2,
+        help="s2: at least this many copies of every slot (2, as shipped; 1: a key's copies "
+        "its slots, half the tokens of the keys one record holds)",
+    )  # fmt: skip
     args = parser.parse_args()
-    global POOL
+    global POOL, MIN_COPIES
+    MIN_COPIES = args.min_copies
     POOL = args.pool
     t0 = time.process_time()
     parts = {"record": [0], "fallback": [1], "both": [0, 1]}[args.clk]
@@ -492,15 +558,21 @@ def main() -> int:
                 Path(tmp), args.population, args.seed, args.records
             )
             exports = (victim, attacker)
+            if args.view.startswith("s2"):
+                assert OTHER is not None
+                exports = (victim, attacker, OTHER)
+        if args.view.startswith("s2") and args.population == "synthetic":
+            raise SystemExit("--view s2 needs --population messy or households")
         data = []
         for export in exports:
             ids, rows = read_rows(
                 export.csv, schema, load_mapping(export.mapping, schema), EncodeReport("")
             )
             data.append((rows, [export.truth[i] for i in ids]))
-    (v_rows, v_people), (a_rows, a_people) = data
+    (v_rows, v_people), (a_rows, a_people) = data[:2]
     key_v, key_a = secrets.token_bytes(32), secrets.token_bytes(32)
     v_clks = upload_views(schema, v_rows, key_v, NONE)
+    b_clks = upload_views(schema, data[2][0], key_v, NONE) if len(data) > 2 else None
     a_clks = upload_views(schema, a_rows, key_a, NONE)
     where = {p: j for j, p in enumerate(a_people)}
     truth = np.array([where[p] for p in v_people], dtype=np.intp)
@@ -511,12 +583,17 @@ def main() -> int:
     pi, pj = pi[keep], pj[keep]
     views: list[View] = []
     for k in parts:
-        c = victim_counts(v_clks[k], args.r, args.bands, part_secret(key_v, PARTS[k]))
+        other = None if b_clks is None else b_clks[k]
+        c = victim_counts(v_clks[k], args.r, args.bands, part_secret(key_v, PARTS[k]), other,
+                          tokens=args.view == "s2")  # fmt: skip
+        if args.view == "s1":
+            c = sp.csr_matrix(c.shape, dtype=np.float32)  # S1: no pair of one member's records
         lam = expected_counts(a_clks[k], args.r, args.bands)
         views.append((c, lam))
         counts = np.asarray(c[pi, pj]).ravel()
-        corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1])
+        corr = float(np.corrcoef(counts, lam[truth[pi], truth[pj]])[0, 1]) if c.nnz else 0.0
         print(
+            f"{args.view} view: "
             f"{n:,} victim records ({args.population}), {PARTS[k]} CLK, r={args.r} x "
             f"{args.bands} bands on {args.pool} bits: "
             f"{c.nnz / (n * (n - 1)):.2%} of pairs share a band, "

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
-        [--view dice|link-bit|buckets|candidates] [--cuts 0.8 0.85 0.9 0.95]
+        [--view dice|link-bit|buckets|candidates|s1|s2] [--cuts 0.8 0.85 0.9 0.95]
+        [--population synthetic|messy|households] [--bits 20 --bands 1600]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -38,6 +39,24 @@ pair's rows by its link bit: the linking pairs with their buckets, and no popcou
 (matcher/core/linkbit.py): each candidate's link bit at the threshold (the first `--cuts`),
 or its bucket among `--cuts`, in place of its Dice; C still knows which pairs are candidates
 and every popcount. `--view candidates`: that alone (every candidate's value 0).
+
+`--view s1` and `--view s2`: the two servers' views of blocking with sealed band keys
+(client/encoding/sharing.py `seal_bands`, matcher/core/twoserver.py `join`, `expanded_pairs`),
+the members' band keys made by the shipped client (every position in the pool, `--bits` x
+`--bands`, the record-level CLK), run through the real join and expansion. S1 learns of a
+record only which cross-member pairs are candidates (it relays S2's pairs and evaluates them):
+`s1` is `candidates` without the popcounts (S1 never receives them). S2, which opens the
+matched keys' rows, learns per candidate pair the number of bands whose keys the two records
+share: `s2` reads that count c, as the agreement it implies, (c / bands)^(1 / bits), where the
+other views read the Dice (the model's calibration, fitted on the true alignment, learns how it
+relates to the attacker's Dice); no popcounts. (S2 also sees which records of one member share
+a matched key, and the fallback CLK's counts: this attack reads neither, so it is a lower
+bound on what S2's view gives.)
+
+`--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
+the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
+organisation's export, B its second's (the same people, full overlap), the attacker's
+plaintext its third's.
 """
 
 from __future__ import annotations
@@ -51,6 +70,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,6 +82,7 @@ from scipy.stats import norm
 
 from benchmarks.collision_attack import mutual_best
 from benchmarks.graph_attack import band_keys, with_fallback
+from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
@@ -74,6 +95,7 @@ from blindmatch.client.tools.privacy.graph import (
     score_matching,
 )
 from blindmatch.client.tools.privacy.graphcheck import upload_views
+from blindmatch.matcher.core import twoblocking
 
 ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
@@ -156,10 +178,17 @@ class CombinerView:
     dice: npt.NDArray[np.float64]
     pop_a: npt.NDArray[np.int64]
     pop_b: npt.NDArray[np.int64]
+    pops: bool = True  # whether the view holds the popcounts (C's does, S1's and S2's do not)
 
     def flipped(self) -> CombinerView:
         return CombinerView(
-            self.n_b, self.n_a, self.pairs[:, ::-1].copy(), self.dice, self.pop_b, self.pop_a
+            self.n_b,
+            self.n_a,
+            self.pairs[:, ::-1].copy(),
+            self.dice,
+            self.pop_b,
+            self.pop_a,
+            self.pops,
         )
 
 
@@ -244,7 +273,7 @@ def fit_model(
     coarse = np.zeros((nl, len(COARSE) - 1))
     for k in range(nl):
         coarse[:, mids[k]] += probs[k, :]
-    pr = view.pop_a - pop[truth_a]
+    pr = view.pop_a - pop[truth_a] if view.pops else np.zeros(1)
     pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
     del width
     return Model(
@@ -271,8 +300,9 @@ def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
     ).reshape(len(mine), nl)  # fmt: skip
     expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
     ll = hist @ np.log(expected).T - expected.sum(axis=1)[None, :]
-    z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
-    ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
+    if view.pops:
+        z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
+        ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
     return ll.astype(np.float32)
 
 
@@ -441,6 +471,65 @@ def trilaterate(
     )
 
 
+def sealed_view(
+    a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], bits: int, bands: int,
+    fallback: tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None = None,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:  # fmt: skip
+    """The candidates (row of A, row of B) and each one's count of shared bands, through the
+    shipped client's sealed band keys, S1's join and S2's expansion: the record-level CLK's,
+    or with `fallback` (A's and B's fallback CLKs) both CLKs' counts added (S2 opens both)."""
+    t0 = time.process_time()
+    secret = secrets.token_bytes(32)
+    plan = sharing.BandPlan(bits, bands)
+    seal = (secrets.token_bytes(32), secrets.token_bytes(32))
+    clks = [(a, b)] + ([fallback] if fallback is not None else [])
+    up = [[sharing.seal_bands(sharing.record_keys(x, sharing.part_secret(secret, name) if k
+                                                  else secret, plan)[0], k, sk)
+           for x, sk in zip(pair, seal, strict=True)]
+          for k, (name, pair) in enumerate(zip(sharing.PARTS, clks, strict=False))]  # fmt: skip
+    t1 = time.process_time()
+    matched = [twoblocking.join(0, 1, k, *(twoblocking.Sealed(u.counts, u.keys, u.classes, u.sealed)
+                                         for u in sides))
+               for k, sides in enumerate(up)]  # fmt: skip
+    t2 = time.process_time()
+    codes = np.concatenate([twoblocking.expanded_pairs(m, seal, (len(a), len(b))) for m in matched])
+    uniq, count = np.unique(codes, return_counts=True)
+    t3 = time.process_time()
+    print(f"sealed band keys ({bits} bits x {bands} bands): members {t1 - t0:.0f} CPU s, S1's "
+          f"join {t2 - t1:.1f} s ({sum(len(m) for m in matched):,} pairs of tokens), S2's "
+          "expansion "
+          f"{t3 - t2:.1f} s", flush=True)  # fmt: skip
+    pairs = np.stack([(uniq >> np.uint64(32)).astype(np.intp),
+                      (uniq & np.uint64(0xFFFFFFFF)).astype(np.intp)], axis=1)  # fmt: skip
+    return pairs, count.astype(np.int64)
+
+
+def generator_three(
+    folder: Path, generator: str, seed: int, size: int, schema: object
+) -> list[tuple[list[list[str]], list[int]]]:
+    """A benchmark generator's first `size` people: A's export (its first organisation's),
+    B's (its second's, the same people shuffled) and the attacker's plaintext (its third's),
+    read as `read_rows` reads them, with each row's person."""
+    from benchmarks import households, messy
+    from benchmarks.exports import write_export
+
+    gen: Any = {"messy": messy, "households": households}[generator]
+    rng = random.Random(seed)
+    people = gen.population(size, rng)
+    out = []
+    for org in gen.ORGS[:3]:
+        chosen = list(people)
+        rng.shuffle(chosen)
+        rows = [gen.export_row(org, p, n, rng) for n, p in enumerate(chosen)]
+        header = [org.id_column, *org.columns.values()]
+        export = write_export(folder, org.name, header, rows, org.mapping_toml(),
+                              [p.entity for p in chosen])  # fmt: skip
+        mapping = load_mapping(export.mapping, schema)  # type: ignore[arg-type]
+        ids, read = read_rows(export.csv, schema, mapping, EncodeReport(""))  # type: ignore[arg-type]
+        out.append((read, [export.truth[i] for i in ids]))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1000)
@@ -493,51 +582,85 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets", "candidates", "links"],
+        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2"],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
         "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates); "
         "links: what C learns since the circuit gates identities by the link bit (the linking "
-        "pairs and their buckets, no other candidate, no popcount)",
+        "pairs and their buckets, no other candidate, no popcount); or with sealed band keys "
+        "what S1 learns (the candidates, no popcounts) or S2 (each candidate's count of shared "
+        "bands, no popcounts)",
     )
+    parser.add_argument(
+        "--population", choices=("synthetic", "messy", "households"), default="synthetic",
+        help="the people: privacy-check's synthetic pair, or a benchmark generator's first N "
+        "(A its first organisation's export, B its second's, the attacker its third's)",
+    )  # fmt: skip
+    parser.add_argument("--bits", type=int, default=20, help="s1/s2: bits a band")
+    parser.add_argument("--bands", type=int, default=1600, help="s1/s2: bands")
+    parser.add_argument(
+        "--fallback", action="store_true",
+        help="s1/s2: the fallback CLK's band keys too (S2 opens both CLKs' matched keys): a "
+        "candidate's count is both CLKs' shared bands added, read as the agreement "
+        "(count / 2 bands)^(1 / bits)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
-        # Member A (the victim), member B (another force: half the same people), and the
-        # attacker's plaintext of every person of A and B (one record a person, its own
-        # errors). write_pair draws A's and B's people from population(size + extra, seed);
-        # the attacker's are the same people (the same call), exported again.
-        first = population.write_pair(Path(tmp) / "ab", args.seed, args.records, 0.5)
-        extra = args.records - round(0.5 * args.records)
-        people = population.population(args.records + extra, args.seed)
-        rng = random.Random(args.seed + 11)
-        rows_u = [
-            population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)
-        ]
-        population.write_csv(Path(tmp) / "ab" / "plaintext.csv", rows_u)
-        own = population.Export(
-            Path(tmp) / "ab" / "plaintext.csv",
-            first.victim.mapping,
-            {row["id"]: q.entity for row, q in zip(rows_u, people, strict=True)},
-        )
-        loaded = []
-        for export in (first.victim, first.attacker, own):
-            mapping = load_mapping(export.mapping, schema)
-            ids, rows = read_rows(export.csv, schema, mapping, EncodeReport(""))
-            loaded.append((rows, [export.truth[i] for i in ids]))
+        if args.population != "synthetic":
+            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema)
+        else:
+            # Member A (the victim), member B (another force: half the same people), and the
+            # attacker's plaintext of every person of A and B (one record a person, its own
+            # errors). write_pair draws A's and B's people from population(size + extra, seed);
+            # the attacker's are the same people (the same call), exported again.
+            first = population.write_pair(Path(tmp) / "ab", args.seed, args.records, 0.5)
+            extra = args.records - round(0.5 * args.records)
+            people = population.population(args.records + extra, args.seed)
+            rng = random.Random(args.seed + 11)
+            rows_u = [
+                population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)
+            ]
+            population.write_csv(Path(tmp) / "ab" / "plaintext.csv", rows_u)
+            own = population.Export(
+                Path(tmp) / "ab" / "plaintext.csv",
+                first.victim.mapping,
+                {row["id"]: q.entity for row, q in zip(rows_u, people, strict=True)},
+            )
+            loaded = []
+            for export in (first.victim, first.attacker, own):
+                mapping = load_mapping(export.mapping, schema)
+                ids, rows = read_rows(export.csv, schema, mapping, EncodeReport(""))
+                loaded.append((rows, [export.truth[i] for i in ids]))
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))
-    keys_a, keys_b = band_keys(a, args.r, args.b, key), band_keys(b, args.r, args.b, key)
-    pairs = candidates(keys_a, keys_b)
+    shared = None
+    if args.view in ("s1", "s2"):
+        fb = None
+        if args.fallback:
+            both = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), True)
+            fa, fbb = (upload_views(both, rows, key, NONE)[1] for rows in (a_rows, b_rows))
+            fb = (fa, fbb)
+        pairs, shared = sealed_view(a, b, args.bits, args.bands, fb)
+    else:
+        keys_a, keys_b = band_keys(a, args.r, args.b, key), band_keys(b, args.r, args.b, key)
+        pairs = candidates(keys_a, keys_b)
     inter = np.bitwise_count(a[pairs[:, 0]] & b[pairs[:, 1]]).sum(1)
     total = np.bitwise_count(a[pairs[:, 0]]).sum(1) + np.bitwise_count(b[pairs[:, 1]]).sum(1)
     dice = 2 * inter / total
     run = np.random.default_rng(args.seed).permutation(len(pairs))[: args.protocol_pairs]
     at_c, sent, seconds = protocol(a, b, pairs[run])
     assert np.allclose(at_c, dice[run]), "C's Dice differs from the plaintext Dice"
-    if args.view != "dice":
+    if shared is not None:
+        # S1: the candidates alone; S2: each candidate's shared bands, as an agreement.
+        dice = (
+            np.zeros(len(pairs)) if args.view == "s1" else (shared / args.bands) ** (1 / args.bits)
+        )
+        print(f"{args.view}'s view: {len(pairs):,} candidates; shared bands a candidate: "
+              f"median {np.median(shared):.0f}, max {shared.max()} of {total}")  # fmt: skip
+    elif args.view != "dice":
         # What C learns with the link-bit step (matcher/core/linkbit.py): each candidate's
         # bucket, its Dice's lower end among the cut-offs, 0.0 below the threshold (C knows
         # only that). The attacks below read it where they read the Dice: the same attacks,
@@ -588,12 +711,13 @@ def main() -> int:
                 f"records (claim precision {scored.precision:.1%})",
                 flush=True,
             )
+    whose = {"s1": "S1", "s2": "S2"}.get(args.view, "C")
     if args.attack in ("trilateration", "both"):
         t0 = time.process_time()
         pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
-        if args.view == "links":  # C holds no popcount (the circuit takes them shared)
-            pop_a, pop_b = np.zeros_like(pop_a), np.zeros_like(pop_b)
-        view = CombinerView(len(a), len(b), pairs, dice, pop_a, pop_b)
+        # C holds no popcount under "links" (the circuit takes them shared), S1 and S2 none.
+        holds = shared is None and args.view != "links"
+        view = CombinerView(len(a), len(b), pairs, dice, pop_a, pop_b, holds)
         model = fit_model(u, args.r, args.b, view, truth_a, truth_b)
         in_a, in_b = np.sort(truth_a), np.sort(truth_b)
         print(
@@ -640,7 +764,7 @@ def main() -> int:
                     f"precision {right / len(claimed) if claimed else 1:.1%})"
                 )
             print(
-                f"trilateration on C's view, {count} known pairs of A "
+                f"trilateration on {whose}'s view, {count} known pairs of A "
                 f"({len(blind_a)} blind seeds in A, {good} right): A {out[0]}; B {out[1]}; "
                 f"{time.process_time() - t1:.0f} CPU s",
                 flush=True,

@@ -61,7 +61,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.evaluate import Quality, quality, read_truth
-from blindmatch.matcher.core import fallback, tworun, twoserver
+from blindmatch.matcher.core import fallback, twoblocking, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import Links
@@ -162,15 +162,11 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     uploads = [sharing.shared_upload(d, secret, plan, fb) for d in datasets]
     upload_s = time.process_time() - started
     key = secrets.token_bytes(32)
-    s1 = twoserver.BlockingServer(
-        [u.s1.keys for u in uploads],
-        [u.s1.shares for u in uploads],
-        key,
-        [u.s1.popcounts for u in uploads],
-    )
-    s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads]
-    )
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
+                                  key, [u.s1.popcounts for u in uploads])  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     popcounts = [u.combiner.popcounts for u in uploads]
     del uploads
     runs: list[tuple[str, tworun.TwoServerResult]] = []
@@ -182,11 +178,23 @@ def cell(gen: str, args: argparse.Namespace) -> None:
         label += f" + buckets {', '.join(cuts.split(','))}" if buckets else ""
         runs.append((label, tworun.run(s1, s2, combiner)))
     result = runs[0][1]
+    # The candidate set is the one S1 proposed when it held every record's band keys.
+    keys = [sharing.record_keys(d, secret, plan, fb) for d in datasets]
+    lacking = twoserver.Combiner(popcounts, THRESHOLD).lacking()
+    before = twoserver.record_blocking(keys, lacking)
+    # The pairs S1 proposes (S1's join, S2's expansion; C never receives them).
+    blocked = tworun.InProcess(s1, s2).block(lacking)
+    same = sorted((b.member_a, b.member_b, b.clk, b.rows_a.tobytes(), b.rows_b.tobytes())
+                  for b in before if len(b)) == sorted(
+        (b.member_a, b.member_b, b.clk, b.rows_a.tobytes(), b.rows_b.tobytes())
+        for b in blocked if len(b))  # fmt: skip
+    print(f"candidate pairs: {result.comparisons:,}, "
+          f"{'the same as' if same else 'NOT the same as'} S1's blocking on every record's "
+          "band keys (the run before the sealed join)", flush=True)  # fmt: skip
 
     proposed: set[int] = set()
     by_clk = {twoserver.RECORD: 0, twoserver.FALLBACK: 0}
-    # The pairs S1 proposes (the benchmark reads them from S1; C never receives them).
-    for batch in s1.block(twoserver.Combiner(popcounts, THRESHOLD).lacking()):
+    for batch in blocked:
         proposed |= codes(batch.member_a, batch.member_b, batch.rows_a, batch.rows_b)
         by_clk[batch.clk] += len(batch)
     near = near_pairs(datasets, fb)
@@ -255,27 +263,57 @@ def cell(gen: str, args: argparse.Namespace) -> None:
 
 
 def scale(n: int, args: argparse.Namespace) -> None:
+    """Blocking alone at n records a member, realistic encodings (record-level CLK): S1's
+    sealed join and S2's expansion against S1's blocking on every record's band keys (the run
+    before), as ratios: the members' upload to S1 (bytes, CPU), S1's CPU, S2's CPU; the
+    candidate pairs (the same) and their recall at Dice >= 0.8."""
     from benchmarks.realclks import realistic_pair
 
     pair = realistic_pair(n, n, seed=2)
     plan = sharing.BandPlan(args.bits, args.bands)
     secret = secrets.token_bytes(32)
     started = time.process_time()
-    keys = [sharing.shared_upload(x, secret, plan).s1.keys[0] for x in (pair.a, pair.b)]
-    upload_s = time.process_time() - started
+    keys = [sharing.record_keys(x, secret, plan)[0] for x in (pair.a, pair.b)]
+    keys_s = time.process_time() - started
     started = time.process_time()
     rows_a, rows_b = twoserver.colliding_pairs(keys[0], keys[1])
     blocking_s = time.process_time() - started
-    _, near_a, near_b = dice_candidates(pair.a, pair.b, THRESHOLD)
+    seal_key = [secrets.token_bytes(32) for _ in keys]
+    started = time.process_time()
+    sealed = [sharing.seal_bands(k, 0, sk) for k, sk in zip(keys, seal_key, strict=True)]
+    seal_s = time.process_time() - started
+    started = time.process_time()
+    matched = twoblocking.join(0, 1, 0, *(twoblocking.Sealed(b.counts, b.keys, b.classes, b.sealed)
+                                        for b in sealed))  # fmt: skip
+    join_s = time.process_time() - started
+    started = time.process_time()
+    codes = twoblocking.expanded_pairs(matched, (seal_key[0], seal_key[1]), (n, n))
+    counts = np.unique(codes, return_counts=True)
+    expand_s = time.process_time() - started
     found = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b  # sorted
+    same = np.array_equal(counts[0], found)
+    _, near_a, near_b = dice_candidates(pair.a, pair.b, THRESHOLD)
     near = (near_a.astype(np.uint64) << np.uint64(32)) | near_b
     at = np.minimum(np.searchsorted(found, near), max(0, len(found) - 1))
     hit = int((found[at] == near).sum()) if len(found) else 0
     recall = hit / max(1, len(near))
-    print(f"{n:,} x {n:,} records, r={args.bits} x {args.bands} bands: {len(rows_a):,} candidate "
-          f"pairs ({len(rows_a) / n / n:.2%} of cross pairs, {len(rows_a) / n:,.0f} a record); "
-          f"recall of the {len(near):,} pairs at Dice >= {THRESHOLD}: {recall:.5f}; CPU: band "
-          f"keys of both members {upload_s:.0f} s, S1's blocking {blocking_s:.0f} s")  # fmt: skip
+    before = sum(k.nbytes for k in keys)
+    after = sum(
+        b.counts.nbytes // 2 + b.keys.nbytes + b.classes.nbytes + b.sealed.nbytes for b in sealed
+    )  # fmt: skip (counts go as uint32)
+    distinct = sum(len(b.keys) for b in sealed) / sum(k.size for k in keys)
+    print(f"{n:,} x {n:,} records, r={args.bits} x {args.bands} bands (record-level CLK): "
+          f"{len(rows_a):,} candidate pairs ({len(rows_a) / n / n:.2%} of cross pairs), "
+          f"{'the same' if same else 'NOT the same'} from the sealed join and S2's expansion; "
+          f"recall of the {len(near):,} pairs at Dice >= {THRESHOLD}: {recall:.5f}")  # fmt: skip
+    print(f"  band keys to S1, both members: {before / 2**20:,.1f} MiB a key a record, "
+          f"{after / 2**20:,.1f} MiB sealed ({after / before:.2f}x; {distinct:.1%} of the "
+          f"record x band keys distinct); {len(matched):,} matched keys "
+          f"({len(matched) / max(1, len(rows_a)):.1f} a candidate pair)")  # fmt: skip
+    print(f"  CPU s: members' band keys {keys_s:.1f}, + sealing {seal_s:.1f} "
+          f"({(keys_s + seal_s) / keys_s:.2f}x); S1's blocking {blocking_s:.2f} -> S1's join "
+          f"{join_s:.2f} ({join_s / blocking_s:.2f}x) + S2's expansion {expand_s:.2f} "
+          f"(together {(join_s + expand_s) / blocking_s:.2f}x)", flush=True)  # fmt: skip
 
 
 def main() -> int:

@@ -84,11 +84,11 @@ def main() -> int:
     print(f"2 x {args.records:,} records, keyed blocking {args.bits} bits x {args.bands} bands "
           f"a CLK; the members' uploads made in {time.perf_counter() - t0:.1f} s")  # fmt: skip
 
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                   b"", [u.s1.popcounts for u in uploads])  # fmt: skip
-    s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
-    )
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     c = twoserver.Combiner([u.combiner.popcounts for u in uploads], THRESHOLD)
     w0, c0 = time.perf_counter(), time.process_time()
     local = tworun.run(s1, s2, c)

@@ -896,7 +896,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -907,6 +907,12 @@ class SharedPart(_message.Message):
     POPCOUNTS_FIELD_NUMBER: _ClassVar[int]
     POPCOUNT_SHARES_FIELD_NUMBER: _ClassVar[int]
     LACKING_FIELD_NUMBER: _ClassVar[int]
+    BAND_LO_FIELD_NUMBER: _ClassVar[int]
+    BAND_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BAND_KEYS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -917,7 +923,13 @@ class SharedPart(_message.Message):
     popcounts: _containers.RepeatedScalarFieldContainer[int]
     popcount_shares: bytes
     lacking: bytes
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ...) -> None: ...
+    band_lo: int
+    band_counts: _containers.RepeatedScalarFieldContainer[int]
+    band_keys: bytes
+    classes: bytes
+    sealed: bytes
+    seal_key: bytes
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -942,6 +954,38 @@ class ProposeRequest(_message.Message):
     threshold: float
     buckets: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class SealedMatches(_message.Message):
+    __slots__ = ("run", "member_a", "member_b", "clk", "tokens_a", "tokens_b")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_A_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_B_FIELD_NUMBER: _ClassVar[int]
+    run: ProposeRequest
+    member_a: int
+    member_b: int
+    clk: int
+    tokens_a: bytes
+    tokens_b: bytes
+    def __init__(self, run: _Optional[_Union[ProposeRequest, _Mapping]] = ..., member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., tokens_a: _Optional[bytes] = ..., tokens_b: _Optional[bytes] = ...) -> None: ...
+
+class ExpandedPairs(_message.Message):
+    __slots__ = ("member_a", "member_b", "clk", "rows_a", "rows_b", "last")
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    member_a: int
+    member_b: int
+    clk: int
+    rows_a: bytes
+    rows_b: bytes
+    last: bool
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
     __slots__ = ("member_a", "member_b", "clk", "last", "pairs")

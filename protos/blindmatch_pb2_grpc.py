@@ -1588,14 +1588,16 @@ class TwoServerBlockingServicer:
     """
 
     def Upload(self, request_iterator, context):
-        """One member's band keys and first shares (every CLK), in parts; replaces its earlier.
+        """One member's sealed band keys and first shares (every CLK), in parts; replaces its
+        earlier.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Propose(self, request, context):
-        """The cross-member pairs sharing a band key (C calls it), in parts.
+        """The cross-member pairs sharing a band key (C calls it), in parts: S1 joins the members'
+        distinct band keys and has S2 open the matched keys' sealed rows (S2's Expand).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1748,6 +1750,11 @@ class TwoServerSharesStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
                 _registered_method=True)
+        self.Expand = channel.stream_stream(
+                '/blindmatch.v1.TwoServerShares/Expand',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SealedMatches.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ExpandedPairs.FromString,
+                _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/blindmatch.v1.TwoServerShares/Prepare',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
@@ -1770,7 +1777,15 @@ class TwoServerSharesServicer:
     """
 
     def Upload(self, request_iterator, context):
-        """One member's second shares (every CLK), in parts; replaces its earlier.
+        """One member's second shares (every CLK) and seal key, in parts; replaces its earlier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Expand(self, request_iterator, context):
+        """The tokens of the keys S1 matched across members, in pairs (S1 calls it): S2 opens them
+        and returns the candidate pairs, each pair of members and CLK once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1805,6 +1820,11 @@ def add_TwoServerSharesServicer_to_server(servicer, server):
                     servicer.Upload,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.SerializeToString,
+            ),
+            'Expand': grpc.stream_stream_rpc_method_handler(
+                    servicer.Expand,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.SealedMatches.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ExpandedPairs.SerializeToString,
             ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
@@ -1850,6 +1870,33 @@ class TwoServerShares:
             '/blindmatch.v1.TwoServerShares/Upload',
             blindmatch_dot_protos_dot_blindmatch__pb2.SharedPart.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.SharedReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Expand(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerShares/Expand',
+            blindmatch_dot_protos_dot_blindmatch__pb2.SealedMatches.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ExpandedPairs.FromString,
             options,
             channel_credentials,
             insecure,

@@ -595,6 +595,18 @@ def run(c: RolesCtx, **fields: Any) -> Any:
     return c.c.Run(pb.TwoServerRunRequest(**{**base, **fields}), metadata=c.key)
 
 
+def expand(c: RolesCtx, *changes: dict[str, Any], key: Any = None, **run: Any) -> Any:
+    """S2's Expand as S1 calls it: the run, then a pair of north's first token with itself
+    (a's side opens under north's seal key, b's would need south's), message k changed by
+    changes[k - 1]."""
+    base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS])
+    token = c.upload.s1.bands[0].sealed[:16].tobytes()
+    first = dict(member_a=0, member_b=1, clk=0, tokens_a=token, tokens_b=token)
+    messages = [pb.SealedMatches(run=pb.ProposeRequest(**{**base, **run}))]
+    messages += [pb.SealedMatches(**{**first, **change}) for change in changes or ({},)]
+    return list(c.s2.Expand(iter(messages), metadata=c.key if key is None else key))
+
+
 def exchange(c: RolesCtx, *messages: pb.RoundMessage, key: Any = None) -> Any:
     return list(c.s2.Exchange(iter(messages), metadata=c.key if key is None else key))
 
@@ -618,21 +630,46 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s2upload-lacking", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(lacking=bytes(3)))),
                                                metadata=c.member),
      "INVALID_ARGUMENT", "lacking (part 0): only S1 receives it"),
-    ("s1upload-ragged-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
-                                                   metadata=c.member),
-     "INVALID_ARGUMENT", "keys (part 0): 8 bytes for 20 records of 4 band keys"),
+    ("s1upload-older-format", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(keys=b"x" * 8))),
+                                                    metadata=c.member),
+     "INVALID_ARGUMENT", "keys (part 0): a band key a record is the older upload format, which "
+     "S1 no longer takes"),
+    ("s1upload-ragged-band-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        band_keys=b"x" * 8))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys (part 1): 8 bytes for "),
+    ("s1upload-band-keys-out-of-order", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        band_keys=c.upload.s1.bands[0].keys[::-1].astype("<u8").tobytes()))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys (part 1): a band's keys repeat or are out of order"),
+    ("s1upload-bad-classes", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        classes=bytes([17]) * len(c.upload.s1.bands[0].keys)))), metadata=c.member),
+     "INVALID_ARGUMENT", "classes (part 1): 17; 0 to 16"),
+    ("s1upload-other-classes", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        classes=bytes([1]) * len(c.upload.s1.bands[0].keys)))), metadata=c.member),
+     "INVALID_ARGUMENT", "bytes for "),
+    ("s1upload-ragged-sealed", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        sealed=b"x"))), metadata=c.member),
+     "INVALID_ARGUMENT", "sealed (part 1): 1 bytes for "),
+    ("s1upload-band-gap", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(band_lo=1))),
+                                                metadata=c.member),
+     "INVALID_ARGUMENT", "band_lo (part 1): 1, but the CLK's bands so far end at 0"),
+    ("s1upload-missing-bands", lambda c: c.s1.Upload(iter(parts(c, "s1")[:1]),
+                                                     metadata=c.member),
+     "INVALID_ARGUMENT", "band_counts: CLK 0's parts hold 0 of its 4 bands"),
+    ("s1upload-seal-key", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(seal_key=bytes(32)))),
+                                                metadata=c.member),
+     "INVALID_ARGUMENT", "seal_key (part 0): only S2 receives it"),
     ("s1upload-bad-clk", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=2))),
                                                metadata=c.member),
      "INVALID_ARGUMENT", "clk (part 0): 2"),
     ("s1upload-bad-clk-bits", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk_bits=1000))),
                                                     metadata=c.member),
      "INVALID_ARGUMENT", "clk_bits (part 0): 1000 is not a multiple of 64"),
-    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(clk=1,
-                                                                         lacking=bytes(3)))),
+    ("s1upload-no-clk-0", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        clk=1, lacking=bytes(3)), dict(clk=1))),
                                                 metadata=c.member),
      "INVALID_ARGUMENT", "clk: CLK 0 (and 1, the fallback), not [1]"),
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
-        clk_bits=2048, shares=bytes(256 * ROWS)))), metadata=c.member),
+        clk_bits=2048, shares=bytes(256 * ROWS)), dict(clk_bits=2048))), metadata=c.member),
      "INVALID_ARGUMENT", "every member uploads the same layout"),
     ("s1upload-forged-ticket", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth(
         tickets.issue("not the members' key", "p/north/00ff00ff", 2**40))),
@@ -640,8 +677,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-expired-ticket", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth(
         tickets.issue(member_key(c), "p/north/00ff00ff", 1))),
      "UNAUTHENTICATED", "S1 refused the upload: an upload ticket that has expired"),
-    ("s1upload-project-name-unticketed", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
-        member="p/north/00ff00ff"))), metadata=c.member),
+    ("s1upload-project-name-unticketed", lambda c: c.s1.Upload(iter(upload_parts(
+        "p/north/00ff00ff", "s1", c.upload)), metadata=c.member),
      "PERMISSION_DENIED", "is a project's name (project/member/tag): only the matcher's"),
     ("s2upload-others-ticket", lambda c: c.s2.Upload(iter(parts(c, "s2")), metadata=auth(
         tickets.issue(member_key(c), "p/south/00ff00ff", 2**40))),
@@ -654,7 +691,14 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "popcount_shares (part 0): a share of 2048, beyond the 11 bits of a"),
     ("s2upload-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(keys=b"k" * 8))),
                                             metadata=c.member),
-     "INVALID_ARGUMENT", "keys (part 0): only S1 receives band keys"),
+     "INVALID_ARGUMENT", "keys (part 0): a band key a record is the older upload format"),
+    ("s2upload-band-keys", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(band_keys=b"k" * 8))),
+                                                 metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys (part 0): only S1 receives band keys"),
+    ("s2upload-no-seal-key", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(seal_key=b""))),
+                                                   metadata=c.member),
+     "INVALID_ARGUMENT", "seal_key (part 0): 0 bytes; 32 in every part (an upload without one "
+     "is of the older format"),
     ("s2upload-ragged-shares", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(shares=b"x"))),
                                                      metadata=c.member),
      "INVALID_ARGUMENT", "shares (part 0): 1 bytes for 20 records of 1024-bit CLKs"),
@@ -744,6 +788,27 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("prepare-unknown-member", lambda c: c.s2.Prepare(circuit_batch(c, 1, member_a="east"),
                                                       metadata=c.key),
      "FAILED_PRECONDITION", "member_a: S2 holds no upload of 'east'"),
+    ("expand-unkeyed", lambda c: expand(c, key=auth("x")), "UNAUTHENTICATED",
+     "S2 answers Expand only with S1's key"),
+    ("expand-members-key", lambda c: expand(c, key=c.member), "PERMISSION_DENIED",
+     "S2 answers Expand only with S1's key, not with the members'"),
+    ("expand-no-run", lambda c: list(c.s2.Expand(iter([pb.SealedMatches(clk=0)]),
+                                                 metadata=c.key)),
+     "INVALID_ARGUMENT", "run: the first message names the run"),
+    ("expand-unknown-member", lambda c: expand(c, members=["north", "east"]),
+     "FAILED_PRECONDITION", "members: S2 holds no upload of 'east'"),
+    ("expand-other-records", lambda c: expand(c, records=[ROWS, 3]), "INVALID_ARGUMENT",
+     "records: 3 of 'south' at the combiner, but S2 holds 20"),
+    ("expand-fallback-without", lambda c: expand(c, fallback=True), "INVALID_ARGUMENT",
+     "run.fallback: an upload without a fallback CLK"),
+    ("expand-bad-members", lambda c: expand(c, dict(member_a=1, member_b=0)), "INVALID_ARGUMENT",
+     "member_a/member_b (message 1): 1 and 0"),
+    ("expand-bad-clk", lambda c: expand(c, dict(clk=1)), "INVALID_ARGUMENT",
+     "clk (message 1): 1 of 1"),
+    ("expand-ragged-tokens", lambda c: expand(c, dict(tokens_a=b"xyz")), "INVALID_ARGUMENT",
+     "tokens_a/tokens_b (message 1): 3 and 16 bytes; as many, 16 a token"),
+    ("expand-other-members-token", lambda c: expand(c), "INVALID_ARGUMENT",
+     "tokens_b: a token that does not open under the member's seal key for this CLK"),
     ("exchange-unkeyed", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=auth("x")),
      "UNAUTHENTICATED", "S2 answers Exchange only with S1's key"),
     ("exchange-members-key", lambda c: exchange(c, pb.RoundMessage(batch="b0"), key=c.member),
@@ -781,6 +846,7 @@ def test_every_two_server_rpc_has_bad_input_cases() -> None:
         "s1upload": ("TwoServerBlocking", "Upload"), "propose": ("TwoServerBlocking", "Propose"),
         "evaluate": ("TwoServerBlocking", "Evaluate"), "s2upload": ("TwoServerShares", "Upload"),
         "prepare": ("TwoServerShares", "Prepare"), "exchange": ("TwoServerShares", "Exchange"),
+        "expand": ("TwoServerShares", "Expand"),
         "collect": ("TwoServerShares", "Collect"), "cupload": ("TwoServerCombiner", "Upload"),
         "run": ("TwoServerCombiner", "Run"),
     }  # fmt: skip

@@ -6,6 +6,7 @@ oracle their permuted share differences."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from pathlib import Path
@@ -18,7 +19,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.schemacheck import check_schema
 from blindmatch.client.errors import InputError
-from blindmatch.matcher.core import fallback, linkbit, proposal, tworun, twoserver
+from blindmatch.matcher.core import fallback, linkbit, proposal, twoblocking, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
@@ -54,14 +55,15 @@ def three_party(
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
     s1 = twoserver.BlockingServer(
-        [u.s1.keys for u in uploads],
+        [u.s1.bands for u in uploads],
         [u.s1.shares for u in uploads],
         key,
         [u.s1.popcounts for u in uploads],
     )
     s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads]
-    )
+        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads],
+        [u.s2.seal_key for u in uploads],
+    )  # fmt: skip
     combiner = RecordingCombiner(
         [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
     )
@@ -274,10 +276,13 @@ def test_members_with_one_secret_draw_the_same_bands_and_fresh_shares(
     again = client.shared_upload(datasets[0][:20], SECRET, plan, fallback_bits)
     other = client.shared_upload(datasets[0][:20], b"another project", plan, fallback_bits)
     for k in (twoserver.RECORD, twoserver.FALLBACK):
-        assert np.array_equal(one.s1.keys[k], again.s1.keys[k])  # the same record collides
-        assert not (one.s1.keys[k] == other.s1.keys[k]).any()  # keys belong to the secret
+        same, fresh = one.s1.bands[k], again.s1.bands[k]
+        assert np.array_equal(same.keys, fresh.keys)  # the same record collides
+        assert not np.array_equal(same.sealed, fresh.sealed)  # sealed afresh each upload
+        assert not np.isin(same.keys, other.s1.bands[k].keys).any()  # keys are the secret's
         assert not np.array_equal(one.s1.shares[k], again.s1.shares[k])
-    assert not (one.s1.keys[0] == one.s1.keys[1]).any()  # each CLK has bands of its own
+    assert not np.isin(one.s1.bands[0].keys, one.s1.bands[1].keys).any()  # bands of its own
+    assert one.s2.seal_key != again.s2.seal_key
     rebuilt = np.concatenate(
         [one.s1.shares[0] ^ one.s2.shares[0], one.s1.shares[1] ^ one.s2.shares[1]], axis=1
     )
@@ -409,11 +414,12 @@ def test_a_combiner_without_popcounts_gives_the_dice_oracles_links(
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)
     s1 = twoserver.BlockingServer(
-        [u.s1.keys for u in uploads], [u.s1.shares for u in uploads], key,
+        [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
         [u.s1.popcounts for u in uploads], [u.s1.lacking for u in uploads],
     )  # fmt: skip
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
-                               [u.s2.popcounts for u in uploads])  # fmt: skip
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     servers = tworun.InProcess(s1, s2)
     got = tworun.drive(servers, twoserver.Combiner(None, THRESHOLD, clks=2))
     oracle = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
@@ -422,3 +428,138 @@ def test_a_combiner_without_popcounts_gives_the_dice_oracles_links(
     assert got.method == oracle.method == "two-server+fallback"
     for name in ("dset", "row", "partner", "partner_row"):
         assert np.array_equal(getattr(got.links, name), getattr(oracle.links, name)), name
+
+
+@pytest.mark.parametrize("bits,bands", [(20, 200), (8, 30)])
+def test_s1s_sealed_join_and_s2s_expansion_propose_exactly_the_record_keys_pairs(
+    messy_members: tuple[list[Clks], int], bits: int, bands: int
+) -> None:
+    """The candidate set is the one S1 proposed when it held every record's band keys (by
+    pair of members and CLK, rows in order), and so are the links: the realistic fixture,
+    three members, both CLKs, at the recommendation's width and at a narrow one (keys many
+    records share)."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=bits, bands=bands)
+    result, combiner, uploads = three_party(datasets, fallback_bits, plan)  # the Dice oracle's
+    keys = [client.record_keys(d, SECRET, plan, fallback_bits) for d in datasets]
+    want = twoserver.record_blocking(keys, combiner.lacking())
+    got = {(b.member_a, b.member_b, b.clk): b for b in result.pairs}
+    assert len(got) == len(want) == 6  # three pairs of members, two CLKs
+    for batch in want:
+        mine = got[batch.member_a, batch.member_b, batch.clk]
+        assert np.array_equal(mine.rows_a, batch.rows_a)
+        assert np.array_equal(mine.rows_b, batch.rows_b)
+    assert result.comparisons > 300
+    # The links are the run's where S1 blocked on every record's keys (the run before).
+    before = RecordKeysServers(keys, uploads)
+    pops = [u.combiner.popcounts for u in uploads]
+    old = tworun.drive(before, twoserver.Combiner(pops, THRESHOLD, reveal="dice"),
+                       batch_pairs=5000)  # fmt: skip
+    assert len(old.links) > 100 and old.comparisons == result.comparisons
+    assert_same_links(result.links, old.links)
+
+
+class RecordKeysServers(tworun.InProcess):
+    """S1 blocking on every record's band keys (`record_blocking`, the run before the sealed
+    join), S1 and S2 otherwise the real ones, on shares of the CLKs that `proposed` ran on."""
+
+    def __init__(
+        self, keys: list[tuple[npt.NDArray[np.uint64], ...]], uploads: list[client.SharedUpload]
+    ) -> None:
+        self.keys = keys
+        key = secrets.token_bytes(32)
+        s1 = twoserver.BlockingServer([[] for _ in keys], [u.s1.shares for u in uploads], key,
+                                      [u.s1.popcounts for u in uploads])  # fmt: skip
+        s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
+                                   [u.s2.popcounts for u in uploads])  # fmt: skip
+        super().__init__(s1, s2)
+
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[twoserver.PairBatch]:
+        return twoserver.record_blocking(self.keys, lacking)
+
+
+def test_s1_holds_each_bands_distinct_keys_once_and_no_member_records_rows(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """What S1 receives of a CLK: each band's distinct keys once (one member's records that
+    collide are one key), with tokens it cannot open: a key's rows padded to its size class,
+    each in copies, every token different."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=8, bands=40)  # narrow bands: many records share a key
+    up = client.shared_upload(datasets[0], SECRET, plan, fallback_bits)
+    keys = client.record_keys(datasets[0], SECRET, plan, fallback_bits)
+    n = len(datasets[0])
+    for clk, sealed in enumerate(up.s1.bands):
+        for band in range(plan.bands):
+            lo, hi = int(sealed.counts[:band].sum()), int(sealed.counts[: band + 1].sum())
+            assert np.array_equal(sealed.keys[lo:hi], np.unique(keys[clk][:, band]))
+        assert len(sealed.keys) < 0.5 * keys[clk].size  # S1 no longer sees the duplicates
+        tokens = sealed.sealed.reshape(-1, 16)
+        assert len(np.unique(tokens, axis=0)) == len(tokens)  # no two tokens alike
+        # S2 opens a key's tokens into its rows (slot by slot, each in its copies), then
+        # padding; under another key, or as another CLK, they do not open.
+        k = int(np.argmax(sealed.classes[: sealed.counts[0]]))  # band 0's most shared key
+        held = np.flatnonzero(keys[clk][:, 0] == sealed.keys[k])
+        cap = int(client.slots(sealed.classes[k : k + 1])[0])
+        copy = int(client.copies(sealed.classes[k : k + 1])[0])
+        at = int(sealed.offsets()[k]) // 16
+        rows = twoblocking.open_tokens(up.s2.seal_key, clk, tokens[at : at + cap * copy], n, "a")
+        want = np.concatenate([held, np.full(cap - len(held), -1)])
+        assert cap >= len(held) > 1 and np.array_equal(rows, np.repeat(want, copy))
+        for wrong_key, wrong_clk in ((bytes(32), clk), (up.s2.seal_key, 1 - clk)):
+            with pytest.raises(ValueError, match="does not open"):
+                twoblocking.open_tokens(wrong_key, wrong_clk, tokens[:4], n, "a")
+    # Each key's tokens: 16 bytes x its slots x their copies (1, 4, 16, 64 ... slots; 2 to 16
+    # copies).
+    sizes = set(np.unique(np.diff(up.s1.bands[0].offsets())).tolist())
+    assert sizes <= {16 * 4**c * min(max(4**c, 2), 16) for c in range(8)}
+
+
+def test_s2_opens_each_token_once_and_cannot_tell_which_pairs_share_a_key(
+    messy_members: tuple[list[Clks], int],
+) -> None:
+    """What S1 forwards to S2: pairs of tokens, each token in one pair only where the two
+    keys' classes agree, all bands' in one order; they open into the pairs sharing a key, a
+    pair once for each band it shares, and nothing else (no key, no band)."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=12, bands=40)
+    a, b = (client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets[:2])
+    sa, sb = (twoserver.Sealed(u.s1.bands[0].counts, u.s1.bands[0].keys, u.s1.bands[0].classes,
+                               u.s1.bands[0].sealed) for u in (a, b))  # fmt: skip
+    matched = twoserver.join(0, 1, 0, sa, sb)
+    assert {f.name for f in dataclasses.fields(matched)} == {
+        "member_a", "member_b", "clk", "tokens_a", "tokens_b"}  # fmt: skip
+    ia, ib = twoblocking.matched_keys(sa, sb)
+    same = client.slots(sa.classes[ia]) == client.slots(sb.classes[ib])
+    assert same.mean() > 0.5  # most matched keys are of one class on both sides
+    codes = twoblocking.expanded_pairs(matched, (a.s2.seal_key, b.s2.seal_key),
+                                     (len(datasets[0]), len(datasets[1])))  # fmt: skip
+    got, count = np.unique(codes, return_counts=True)
+    keys = [client.record_keys(d, SECRET, plan, fallback_bits)[0] for d in datasets[:2]]
+    shared = (keys[0][:, None, :] == keys[1][None, :, :]).sum(axis=2)  # (rows a, rows b)
+    ra, rb = np.nonzero(shared)
+    assert np.array_equal(got, (ra.astype(np.uint64) << np.uint64(32)) | rb.astype(np.uint64))
+    assert np.array_equal(count, shared[ra, rb])  # a pair once a band it shares
+    # A token is forwarded more than once only where the keys' classes differ.
+    _, uses = np.unique(matched.tokens_a, axis=0, return_counts=True)
+    assert (uses > 1).sum() <= int((~same).sum()) * 16
+
+
+def test_an_upload_of_the_older_format_is_refused_naming_the_field(
+    tmp_path: Path, messy_members: tuple[list[Clks], int]
+) -> None:
+    datasets, fallback_bits = messy_members
+    up = client.shared_upload(datasets[0][:50], SECRET, client.BandPlan(20, 10), fallback_bits)
+    client.write_shared(tmp_path, up)
+    assert np.array_equal(client.read_shared(tmp_path).s1.bands[1].keys, up.s1.bands[1].keys)
+    keys = client.record_keys(datasets[0][:50], SECRET, client.BandPlan(20, 10), fallback_bits)
+    np.savez(tmp_path / "s1.npz", keys_0=keys[0], keys_1=keys[1], shares_0=up.s1.shares[0],
+             shares_1=up.s1.shares[1])  # fmt: skip
+    with pytest.raises(InputError, match=r"keys_0 is the older upload format.*encode again"):
+        client.read_shared(tmp_path)
+    client.write_shared(tmp_path, up)
+    np.savez(tmp_path / "s2.npz", shares_0=up.s2.shares[0], shares_1=up.s2.shares[1])
+    with pytest.raises(InputError, match="no seal_key"):
+        client.read_shared(tmp_path)

@@ -91,11 +91,11 @@ def test_the_run_over_grpc_gives_the_in_process_runs_links(
         send(roles, key, name, up)
     with combiner(roles, key) as c:
         got = c.run(THRESHOLD, NAMES)
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                   b"", [u.s1.popcounts for u in uploads])  # fmt: skip
-    s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
-    )
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                  THRESHOLD))  # fmt: skip
     assert len(want.links) > 300
@@ -117,12 +117,17 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
 ) -> None:
     send(roles, key, "north", uploads[0])
     s1, s2, c = (roles[r].service.held["north"] for r in ("s1", "s2", "combiner"))
-    assert s1.keys and s1.shares and s1.popshares and s1.lacking is not None
-    assert s2.shares and s2.popshares and not s2.keys and s2.lacking is None
+    assert s1.sealed and s1.shares and s1.popshares and s1.lacking is not None
+    assert not s1.seal_key and s2.seal_key == uploads[0].s2.seal_key
+    assert s2.shares and s2.popshares and not s2.sealed and s2.lacking is None
     # The combiner: how many records, of CLKs how wide; no popcount, no share, no key.
     assert (c.records, c.bits) == (len(uploads[0]), (1024, 1024))
-    assert not (c.popcounts or c.popshares or c.shares or c.keys) and c.lacking is None
+    assert not (c.popcounts or c.popshares or c.shares or c.sealed or c.seal_key)
+    assert c.lacking is None
     for clk in range(2):
+        for field in ("counts", "keys", "classes", "sealed"):
+            assert np.array_equal(getattr(s1.sealed[clk], field),
+                                  getattr(uploads[0].s1.bands[clk], field))  # fmt: skip
         assert np.array_equal(s1.shares[clk], uploads[0].s1.shares[clk])
         assert np.array_equal(s2.shares[clk], uploads[0].s2.shares[clk])
         both = s1.popshares[clk] ^ s2.popshares[clk]
@@ -135,8 +140,16 @@ def test_each_role_holds_only_its_own_part_of_the_uploads(
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.TwoServerCombinerStub(channel).Upload(shares, metadata=auth(MEMBER_KEY))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "shares (part 0): the combiner never receives a share" in str(refused.value.details())
+    assert "seal_key (part 0): only S2 receives it" in str(refused.value.details())
     assert "spy" not in roles["combiner"].service.held
+    # S1's sealed band keys sent to S2 are refused too.
+    target = f"127.0.0.1:{roles['s2'].port}"
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.TwoServerSharesStub(channel).Upload(
+            upload_parts("spy", "s1", uploads[1]), metadata=auth(MEMBER_KEY)
+        )
+    assert "band_keys (part 0): only S1 receives band keys" in str(refused.value.details())
+    assert "spy" not in roles["s2"].service.held
 
 
 @pytest.mark.parametrize("down", ["s1", "s2"])
@@ -155,14 +168,20 @@ def test_a_stopped_server_fails_the_run_naming_it(
 
 
 def test_uploads_that_differ_between_the_roles_are_refused_naming_the_field(
-    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+    roles: dict[str, RunningRole],
+    key: str,
+    uploads: list[client.SharedUpload],
+    messy_members: tuple[list[Clks], int],
 ) -> None:
     for name, up in zip(NAMES[:2], uploads[:2], strict=True):
         send(roles, key, name, up)
     # south's upload to S1 is made again without its last record: S1 holds one fewer than C.
     datasets = uploads[1]
+    clks, fallback_bits = messy_members[0][1], messy_members[1]
+    keys = client.record_keys(clks[:-1], MESSY_SECRET, PLAN, fallback_bits)
     fewer = client.SharedUpload(
-        client.ToS1(tuple(k[:-1] for k in datasets.s1.keys),
+        client.ToS1(tuple(client.seal_bands(k, c, datasets.s2.seal_key)
+                          for c, k in enumerate(keys)),
                     tuple(s[:-1] for s in datasets.s1.shares),
                     tuple(p[:-1] for p in datasets.s1.popcounts),
                     None if datasets.s1.lacking is None else datasets.s1.lacking[:-1]),
@@ -211,11 +230,11 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
         got = list(csv.reader(f))
     # The same run in process over the files `encode --two-server` wrote.
     uploads = [client.read_shared(folders[n] / client.SHARED_FOLDER) for n in sorted(orgs)]
-    s1 = twoserver.BlockingServer([u.s1.keys for u in uploads], [u.s1.shares for u in uploads],
+    s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                   b"", [u.s1.popcounts for u in uploads])  # fmt: skip
-    s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], b"", [u.s2.popcounts for u in uploads]
-    )
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
     links = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
                                                   0.8)).links  # fmt: skip
     names = sorted(orgs)
@@ -486,6 +505,8 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
                                                                     metadata=m)),
             "Exchange": ("S2", "s1", lambda m: list(s2_stub.Exchange(
                 iter([pb.RoundMessage(batch="b")]), metadata=m))),
+            "Expand": ("S2", "s1", lambda m: list(s2_stub.Expand(
+                iter([pb.SealedMatches(run=pb.ProposeRequest())]), metadata=m))),
             "Run": ("the combiner", "operator", lambda m: c_stub.Run(
                 pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
             "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
@@ -579,6 +600,10 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     refused = [d for a, action, _, d in logs["s1"] if action == "twoserver.refused"]
     n = got.comparisons
     assert refused == [{"role": "s1", "members": ["north", "south"], "pairs": n, "over": n}]
+    expanded = [(a, d["members"], d["pairs"]) for a, action, _, d in logs["s2"]
+                if action == "twoserver.expand"]  # fmt: skip
+    assert len(expanded) == 1 and expanded[0][:2] == ("s1", ["north", "south"])
+    assert expanded[0][2] >= pairs  # before S1's split by the fallback's rule
     # Never the data: no share, key or popcount in any entry.
     text = repr(logs)
     for array in (*up.s1.shares, *up.s2.shares):

@@ -139,9 +139,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--two-server",
         action="store_true",
-        help="also write the upload for a two-server run (ENCODED/twoserver/: band keys and "
-        "a share for S1, a share for S2, popcounts for the combiner; docs/privacy-design.md): "
-        "what `upload` needs for a project in two-server mode",
+        help="also write the upload for a two-server run (ENCODED/twoserver/: sealed band keys "
+        "and a share for S1, a share and the seal key for S2, popcounts for the combiner; "
+        "docs/privacy-design.md): what `upload` needs for a project in two-server mode",
     )
     p.add_argument(
         "--allow-empty",

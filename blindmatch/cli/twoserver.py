@@ -309,12 +309,12 @@ def register(sub: Subcommands) -> None:
         "two-server",
         help="run matching on two non-colluding servers and a combiner",
         description="The two-server design (docs/privacy-design.md): S1 holds the members' "
-        "keyed band keys and first XOR shares (of the CLKs and their popcounts) and proposes "
-        "the pairs, S2 the second shares, the combiner only how many records; the kernel's "
-        "test of each pair is computed on the shares, and only the combiner learns its link "
-        "bit (and, for a pair that links, which pair it is). Start each role (`role`), send "
-        "each member's upload to all three (`upload`), then start the run at the combiner "
-        "(`run`).",
+        "sealed band keys, first XOR shares (of the CLKs and their popcounts) and joins the "
+        "keys, S2 the second shares and opens the matched keys into the pairs S1 proposes, the "
+        "combiner only how many records; the kernel's test of each pair is computed on the "
+        "shares, and only the combiner learns its link bit (and, for a pair that links, which "
+        "pair it is). Start each role (`role`), send each member's upload to all three "
+        "(`upload`), then start the run at the combiner (`run`).",
         example="blindmatch two-server role --role s2 --listen 127.0.0.1:50072 --key-file "
         "parties.key --member-key-file members.key",
     )
@@ -390,10 +390,10 @@ def register(sub: Subcommands) -> None:
         "upload",
         help="send a member's two-server upload to S1, S2 and the combiner",
         description="Send the upload `encode --two-server` wrote (ENCODED/twoserver/) to the "
-        "three roles, each its own part only: S1 the band keys, first shares and who lacks "
-        "the fallback's fields, S2 the second shares, the combiner how many records, with the "
-        "members' key (--key-file). "
-        "Replaces the member's earlier upload.",
+        "three roles, each its own part only: S1 the sealed band keys, first shares and who "
+        "lacks the fallback's fields, S2 the second shares and the seal key, the combiner how "
+        "many records, with the members' key (--key-file). Replaces the member's earlier "
+        "upload.",
         example="blindmatch two-server upload north.encoded --member north --s1 127.0.0.1:50071 "
         "--s2 127.0.0.1:50072 --combiner 127.0.0.1:50073 --key-file members.key",
         handler=cmd_upload,

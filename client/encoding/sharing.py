@@ -13,7 +13,17 @@ upload` sends each role its part over gRPC, client/remote/twoserver.py). Its pri
   (a keyed PRF for short inputs, vectorised in numpy) of the band's bits under a key for each
   band derived from the secret by HMAC-SHA256;
 - `split_shares`: a CLK as two XOR shares, each uniformly random on its own (one for each
-  of the two non-colluding servers).
+  of the two non-colluding servers);
+- `seal_bands`: a CLK's band keys as S1 receives them, each band's distinct keys once
+  (`SealedBands`), each with the member's rows holding it as tokens only S2 can open (AES-256
+  under a key made for this upload, which only S2 receives; padded to a size class of 1, 4,
+  16, ... rows, each row in as many copies, at least two). S1 joins the keys across members
+  and forwards the matched keys' tokens in pairs, a fresh copy for each pair, all bands
+  shuffled together;
+  S2 opens them into the candidate pairs (matcher/core/twoserver.py). S1 never learns which
+  records hold a key nor which of one member's records share one, and S2 opens each token
+  once, so it cannot tell which pairs came from one band's key either
+  (docs/privacy-design.md, "Sealed band keys: S1 sees only cross-member equalities").
 
 Bits follow the matcher's convention (core/blocking.py): bit p of a CLK is bit p % 64 of its
 64-bit little-endian word p // 64.
@@ -32,6 +42,24 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
+from blindmatch.client.encoding.sealing import (  # noqa: F401 (re-exported: `sharing.X`)
+    CLASS_BASE,
+    MAX_CLASS,
+    MAX_COPIES,
+    MIN_COPIES,
+    SEAL_KEY_BYTES,
+    TOKEN_BYTES,
+    TOKEN_PAD,
+    TOKEN_TAG,
+    SealedBands,
+    check_sealed,
+    copies,
+    seal_bands,
+    seal_tokens,
+    sealed_size,
+    size_class,
+    slots,
+)
 from blindmatch.client.errors import InputError
 
 Clks = npt.NDArray[np.uint8]
@@ -275,10 +303,10 @@ def part_positions(
 
 @dataclass(frozen=True)
 class ToS1:
-    """What the blocking server S1 receives: per CLK, band keys, the first XOR shares, and
-    the first XOR shares of each record's popcount (`popcount_shares`)."""
+    """What the blocking server S1 receives: per CLK, the sealed band keys (`seal_bands`), the
+    first XOR shares, and the first XOR shares of each record's popcount (`popcount_shares`)."""
 
-    keys: tuple[npt.NDArray[np.uint64], ...]
+    bands: tuple[SealedBands, ...]
     shares: tuple[Clks, ...]
     popcounts: tuple[PopShares, ...] = ()
     # With a fallback CLK: each record lacks the fallback's left-out fields (`lacking`), what
@@ -288,9 +316,11 @@ class ToS1:
 
 @dataclass(frozen=True)
 class ToS2:
-    """What S2 receives: per CLK, the second XOR shares of the CLKs and of their popcounts."""
+    """What S2 receives: per CLK, the second XOR shares of the CLKs and of their popcounts; and
+    the key that opens the upload's sealed rows (fresh for this upload, never S1's)."""
 
     shares: tuple[Clks, ...]
+    seal_key: bytes
     popcounts: tuple[PopShares, ...] = ()
 
 
@@ -321,8 +351,9 @@ def shared_upload(
 ) -> SharedUpload:
     """A member's encoded CLKs (`EncodeResult.clks` as (rows, bytes); with `fallback_bits`, the
     fallback CLK last, as `encode_csv` lays it out) as the two-server upload: per CLK, band keys
-    from the member secret under `plan` to S1, two fresh XOR shares to S1 and S2, popcounts to
-    C. Every member of a project uses the same secret and plan, so their bands agree."""
+    from the member secret under `plan`, each band's distinct keys once with their rows sealed
+    (`seal_bands`), to S1, two fresh XOR shares to S1 and S2, the seal key to S2, popcounts
+    to C. Every member of a project uses the same secret and plan, so their bands agree."""
     x = np.ascontiguousarray(clks, dtype=np.uint8)
     if x.ndim != 2 or not x.shape[1]:
         raise ValueError("shared upload: CLKs must be (rows, bytes)")
@@ -332,11 +363,14 @@ def shared_upload(
         )
     cut = x.shape[1] - fallback_bits // 8
     parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    seal_key = secrets.token_bytes(SEAL_KEY_BYTES)
     keys, first, second, pops, pop1, pop2 = [], [], [], [], [], []
-    for name, part in zip(PARTS, parts, strict=False):
+    for clk, (name, part) in enumerate(zip(PARTS, parts, strict=False)):
         part = np.ascontiguousarray(part)
         positions = part_positions(secret, name, 8 * part.shape[1], plan)
-        keys.append(band_keys(part, positions, part_secret(secret, name)))
+        keys.append(
+            seal_bands(band_keys(part, positions, part_secret(secret, name)), clk, seal_key)
+        )
         x1, x2 = split_shares(part)
         first.append(x1)
         second.append(x2)
@@ -347,9 +381,25 @@ def shared_upload(
     lacks = lacking(pops[0], pops[1]) if fallback_bits else None
     return SharedUpload(
         ToS1(tuple(keys), tuple(first), tuple(pop1), lacks),
-        ToS2(tuple(second), tuple(pop2)),
+        ToS2(tuple(second), seal_key, tuple(pop2)),
         ToCombiner(tuple(pops)),
     )
+
+
+def record_keys(
+    clks: Clks, secret: bytes, plan: BandPlan = RECOMMENDED, fallback_bits: int = 0
+) -> tuple[npt.NDArray[np.uint64], ...]:
+    """Per CLK, each record's band keys ((rows, bands)): what `seal_bands` seals, and what S1
+    held before it did (the tests' and benchmarks' reference for the candidate set)."""
+    x = np.ascontiguousarray(clks, dtype=np.uint8)
+    cut = x.shape[1] - fallback_bits // 8
+    parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    out = []
+    for name, part in zip(PARTS, parts, strict=False):
+        part = np.ascontiguousarray(part)
+        positions = part_positions(secret, name, 8 * part.shape[1], plan)
+        out.append(band_keys(part, positions, part_secret(secret, name)))
+    return tuple(out)
 
 
 SHARED_FOLDER = "twoserver"  # inside an ENCODED folder: `encode --two-server` writes it
@@ -357,18 +407,25 @@ SHARED_FILES = {"s1": "s1.npz", "s2": "s2.npz", "combiner": "combiner.npz"}
 
 
 def write_shared(folder: str | Path, upload: SharedUpload) -> None:
-    """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz (keys_K,
-    shares_K for each CLK K), s2.npz (shares_K), combiner.npz (popcounts_K)."""
+    """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz
+    (band_counts_K, band_keys_K, classes_K, sealed_K: `SealedBands`; shares_K, for each CLK K),
+    s2.npz (shares_K, seal_key), combiner.npz (popcounts_K)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clks = range(len(upload.combiner.popcounts))
+    s1: dict[str, npt.NDArray[np.generic]] = {}
+    for k in clks:
+        b = upload.s1.bands[k]
+        s1 |= {f"band_counts_{k}": b.counts, f"band_keys_{k}": b.keys,
+               f"classes_{k}": b.classes, f"sealed_{k}": b.sealed,
+               f"shares_{k}": upload.s1.shares[k]}  # fmt: skip
     arrays: dict[str, dict[str, npt.NDArray[np.generic]]] = {
-        "s1": {**{f"keys_{k}": upload.s1.keys[k] for k in clks},
-               **{f"shares_{k}": upload.s1.shares[k] for k in clks},
+        "s1": {**s1,
                **{f"popshares_{k}": upload.s1.popcounts[k] for k in clks},
                **({} if upload.s1.lacking is None else {"lacking": upload.s1.lacking})},
         "s2": {**{f"shares_{k}": upload.s2.shares[k] for k in clks},
-               **{f"popshares_{k}": upload.s2.popcounts[k] for k in clks}},
+               **{f"popshares_{k}": upload.s2.popcounts[k] for k in clks},
+               "seal_key": np.frombuffer(upload.s2.seal_key, dtype=np.uint8)},
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
     }  # fmt: skip
     for role, name in SHARED_FILES.items():
@@ -377,7 +434,8 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
 
 
 def read_shared(folder: str | Path) -> SharedUpload:
-    """The three files `write_shared` wrote, checked to hold one upload."""
+    """The three files `write_shared` wrote, checked to hold one upload (an upload of the
+    older format, a band key a record, is refused naming the field: encode again)."""
     folder = Path(folder)
     held: dict[str, dict[str, npt.NDArray[np.generic]]] = {}
     for role, name in SHARED_FILES.items():
@@ -391,16 +449,43 @@ def read_shared(folder: str | Path) -> SharedUpload:
         except (ValueError, OSError) as exc:
             raise InputError(f"{folder / name}: not a two-server upload file ({exc})") from None
     n = len([k for k in held["combiner"] if k.startswith("popcounts_")])
+    if "keys_0" in held["s1"] and "band_keys_0" not in held["s1"]:
+        raise InputError(
+            f"{folder / SHARED_FILES['s1']}: keys_0 is the older upload format (a band key a "
+            "record, which let S1 see one member's records colliding); this version reads "
+            "band_counts_0, band_keys_0, classes_0 and sealed_0: encode again with "
+            "`blindmatch encode --two-server`"
+        )
+    if "seal_key" not in held["s2"]:
+        raise InputError(
+            f"{folder / SHARED_FILES['s2']}: no seal_key (the older upload format): encode "
+            "again with `blindmatch encode --two-server`"
+        )
     try:
-        keys = tuple(held["s1"][f"keys_{k}"].astype(np.uint64) for k in range(n))
-        first = tuple(held["s1"][f"shares_{k}"].astype(np.uint8) for k in range(n))
+        s1 = held["s1"]
+        bands = tuple(
+            SealedBands(s1[f"band_counts_{k}"].astype(np.int64),
+                        s1[f"band_keys_{k}"].astype(np.uint64),
+                        s1[f"classes_{k}"].astype(np.uint8), s1[f"sealed_{k}"].astype(np.uint8))
+            for k in range(n)
+        )  # fmt: skip
+        first = tuple(s1[f"shares_{k}"].astype(np.uint8) for k in range(n))
         second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8) for k in range(n))
         pops = tuple(held["combiner"][f"popcounts_{k}"].astype(np.int64) for k in range(n))
         pop1 = tuple(held["s1"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
         pop2 = tuple(held["s2"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
+        seal_key = held["s2"]["seal_key"].astype(np.uint8).tobytes()
     except KeyError as exc:
         raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
-    every: list[npt.NDArray[np.generic]] = [*keys, *first, *second, *pops, *pop1, *pop2]
+    for k, b in enumerate(bands):
+        try:
+            check_sealed(b, f"{folder / SHARED_FILES['s1']}, CLK {k}")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if len(seal_key) != SEAL_KEY_BYTES:
+        raise InputError(f"{folder / SHARED_FILES['s2']}: seal_key of {len(seal_key)} bytes, "
+                         f"not {SEAL_KEY_BYTES}")  # fmt: skip
+    every: list[npt.NDArray[np.generic]] = [*first, *second, *pops, *pop1, *pop2]
     rows = {len(a) for a in every}
     shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
     if not n or len(rows) != 1 or any(a != b for a, b in shapes):
@@ -408,4 +493,6 @@ def read_shared(folder: str | Path) -> SharedUpload:
     lacks = held["s1"]["lacking"].astype(bool) if "lacking" in held["s1"] else None
     if (lacks is None) != (n < 2):
         raise InputError(f"{folder}: s1.npz's lacking does not fit its CLKs (encode again)")
-    return SharedUpload(ToS1(keys, first, pop1, lacks), ToS2(second, pop2), ToCombiner(pops))
+    return SharedUpload(
+        ToS1(bands, first, pop1, lacks), ToS2(second, seal_key, pop2), ToCombiner(pops)
+    )

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.encoding.sharing import SharedUpload
+from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
 from blindmatch.client.remote.convert import score_rule
@@ -44,26 +44,26 @@ if TYPE_CHECKING:
 
 
 def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
-    """`upload` as the parts `role` receives: S1 band keys and first shares (of the CLKs and
-    their popcounts) and which records lack the fallback's fields, S2 second shares, the
-    combiner how many records (no popcount); each CLK in parts of at most PART_BYTES a
+    """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their
+    popcounts), which records lack the fallback's fields, then sealed band keys (band ranges,
+    in parts of no rows); S2 second shares (of both) and the seal key (every part); the
+    combiner how many records (no popcount); each CLK in parts of at most about PART_BYTES a
     field."""
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     for clk, pops in enumerate(upload.combiner.popcounts):
         shares = upload.s1.shares[clk] if role == "s1" else upload.s2.shares[clk]
-        keys = upload.s1.keys[clk]
         width = shares.shape[1]
-        bands = keys.shape[1]
-        row_bytes = 8 * bands + width if role == "s1" else width
-        step = max(1, PART_BYTES // row_bytes)
+        bands = upload.s1.bands[clk]
+        step = max(1, PART_BYTES // width)
         rows = len(pops) if role == "combiner" else len(shares)
         for lo in range(0, rows, step):
             hi = min(lo + step, rows)
             part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
             if role == "s1":
-                part.bands = bands
-                part.keys = np.ascontiguousarray(keys[lo:hi], dtype="<u8").tobytes()
+                part.bands = bands.bands
+            if role == "s2":
+                part.seal_key = upload.s2.seal_key
             if role != "combiner":
                 part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
                 held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
@@ -72,6 +72,30 @@ def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.Sh
                 bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
                 part.lacking = bits.tobytes()
             yield part
+        if role == "s1":
+            yield from _sealed_parts(member, clk, 8 * width, bands)
+
+
+def _sealed_parts(
+    member: str, clk: int, clk_bits: int, bands: SealedBands
+) -> Iterator[pb.SharedPart]:
+    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part."""
+    offsets = bands.offsets()
+    ends = np.concatenate([[0], np.cumsum(bands.counts)])
+    band = 0
+    while band < bands.bands:
+        last = band + 1  # at least one band a part, then as many as fit
+        while last < bands.bands and offsets[ends[last + 1]] - offsets[ends[band]] <= PART_BYTES:
+            last += 1
+        k0, k1 = int(ends[band]), int(ends[last])
+        yield pb.SharedPart(
+            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=bands.bands,
+            band_lo=band, band_counts=bands.counts[band:last].tolist(),
+            band_keys=np.ascontiguousarray(bands.keys[k0:k1], "<u8").tobytes(),
+            classes=bands.classes[k0:k1].tobytes(),
+            sealed=bands.sealed[offsets[k0] : offsets[k1]].tobytes(),
+        )  # fmt: skip
+        band = last
 
 
 @dataclass

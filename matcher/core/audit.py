@@ -62,6 +62,7 @@ ACTIONS = {
     "user.revoke": "a member's administrator (or the operator, revoking the member) revoked a user",
     "twoserver.upload": "a two-server role holds a member's upload (records, SHA-256 of its part)",
     "twoserver.run": "a two-server role took part in a run (who asked, members, pairs, links)",
+    "twoserver.expand": "S2 opened the band keys S1 matched into a run's candidate pairs",
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
 }
 

@@ -1,5 +1,6 @@
-"""The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1),
-the link-bit circuit on the shares (S1 and S2), deciding, solving and links (C).
+"""The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1
+joins the sealed band keys, S2 expands the matches into pairs), the link-bit circuit on the
+shares (S1 and S2), deciding, solving and links (C).
 
 `drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
 proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
@@ -37,6 +38,7 @@ from blindmatch.matcher.core.twoserver import (
     Rows,
     Shares,
     ShareServer,
+    fallback_split,
 )
 
 
@@ -46,8 +48,9 @@ class Servers(Protocol):
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
     ) -> list[PairBatch]:
-        """S1's proposed pairs (`BlockingServer.block`); `cutoffs`, the run's (the threshold,
-        then the buckets), fix the circuit's for the run."""
+        """The proposed pairs: S1's join of the sealed band keys (`BlockingServer.join`),
+        expanded by S2 (`ShareServer.expand`) and split by the fallback's rule; `cutoffs`,
+        the run's (the threshold, then the buckets), fix the circuit's for the run."""
         ...
 
     def bits(self, clk: int) -> int:
@@ -93,17 +96,27 @@ class Servers(Protocol):
 
 
 class InProcess:
-    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock. S1's
-    proposal and checks are core/proposal.py's, as over gRPC."""
+    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock, and
+    blocking's into `blocking` (S1's join, S2's expansion). S1's proposal and checks are
+    core/proposal.py's, as over gRPC."""
 
     def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
         self.s1, self.s2 = s1, s2
         self.proposal: Proposal | None = None
+        self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
 
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
     ) -> list[PairBatch]:
-        return self.s1.block(lacking)
+        lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        t0 = time.process_time()
+        clks = 1 if lacking is None else 2
+        matched = self.s1.join(clks)
+        t1 = time.process_time()
+        out = fallback_split(self.s2.expand(matched, clks), lacking)
+        self.blocking["join (S1)"] += t1 - t0
+        self.blocking["expand (S2)"] += time.process_time() - t1
+        return out
 
     def bits(self, clk: int) -> int:
         return self.s1.bits(clk)
@@ -112,7 +125,7 @@ class InProcess:
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
-        proposed = self.s1.block(lacking)
+        proposed = self.block(lacking)
         records = self.s1.records()
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
                                  cutoffs, lacking)  # fmt: skip
@@ -307,10 +320,10 @@ def drive(
     batch_pairs: int = BATCH_PAIRS,
     transcript: linkbit.Transcript | None = None,
 ) -> TwoServerResult:
-    """The whole run: blocking (S1), messages (S1, S2: the link-bit circuit, or with a Dice
-    combiner the permuted differences), deciding (C), solving and links (C); what crossed
-    between the parties counted in `transcript` (the result's)."""
-    seconds = {"blocking (S1)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
+    """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit
+    circuit, or with a Dice combiner the permuted differences), deciding (C), solving and
+    links (C); what crossed between the parties counted in `transcript` (the result's)."""
+    seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
@@ -321,7 +334,7 @@ def drive(
     else:
         proposed = servers.block(lacking, combiner.cutoffs)
         described = [Proposed(p.member_a, p.member_b, p.clk, len(p)) for p in proposed]
-    seconds["blocking (S1)"] += time.process_time() - started
+    seconds["blocking (S1, S2)"] += time.process_time() - started
 
     def dice_messages(batch: PairBatch) -> tuple[Shares, Shares]:
         t0 = time.process_time()

@@ -3,12 +3,17 @@
 The three roles, as plain objects over arrays, each given only what it receives in the
 design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its own):
 
-- `BlockingServer` (S1): every member's keyed band keys (client/encoding/sharing.py
-  `shared_upload`) and the first XOR share of each CLK. `block` proposes the cross-member pairs
-  that share a band key; for a batch of pairs, `party` is its side of the link-bit circuit
-  (core/linkbit.py) on each pair's share difference, and `messages` (the Dice oracle's) each
-  pair's share difference with its bits permuted (core/sharing.py `pair_messages`).
-- `ShareServer` (S2): the second XOR shares; `party` and `messages` as S1's.
+- `BlockingServer` (S1): every member's sealed band keys (client/encoding/sharing.py
+  `seal_bands`: each band's distinct keys once, each with its rows as tokens only S2 can open),
+  the first XOR share of each CLK and of its popcount, and which records lack the fallback's
+  fields. `join` matches the keys of each pair of members band by band and pairs the matched
+  keys' tokens (core/twoblocking.py); for a batch of pairs, `party` is its side of the
+  link-bit circuit (core/linkbit.py) on each pair's share difference, and `messages` (the Dice
+  oracle's) each pair's share difference with its bits permuted (core/sharing.py
+  `pair_messages`).
+- `ShareServer` (S2): the second XOR shares and each upload's seal key; `expand` opens the
+  tokens S1 paired into each CLK's pairs sharing a key, which S1's `fallback_split` turns into
+  the proposal; `party` and `messages` as S1's.
 - `Combiner` (C): never a CLK nor a share. With `reveal="link-bit"` (the default) C deals
   the circuit's generic triples (the circuit tests the kernel's rule on the servers' shares
   of the CLKs and of their popcounts, at public cut-offs: core/linkbit.py) and learns from the
@@ -24,11 +29,11 @@ design (matcher/rpc/twoserver_service.py puts each behind a gRPC service of its 
   end of its bucket (the threshold without buckets), so the links' scores are bounds, not
   Dice values.
 
-core/tworun.py `run` drives them: S1 blocks (by which records lack the fallback CLK's
-left-out fields, what the members told it), S1 and S2 run the circuit on the parts of S1's
-proposal (or send messages) batch by batch, C decides, solves, and scores the links inside
-each group (a few more pairs through S1 and S2, checked by core/proposal.py: a group of three
-members holds a pair blocking may not have proposed).
+core/tworun.py `run` drives them: S1 joins, S2 expands, S1 splits the pairs by which records
+lack the fallback CLK's left-out fields (what the members told it), S1 and S2 run the
+circuit on the parts of S1's proposal (or send messages) batch by batch, C decides, solves,
+and scores the links inside each group (a few more pairs through S1 and S2, checked by
+core/proposal.py: a group of three members holds a pair blocking may not have proposed).
 
 With a fallback CLK (schema `blindmatch.fallback`) every record's two CLKs are shared and
 blocked the same way, each with band keys and shares of its own (CLK 0 the record-level one,
@@ -41,17 +46,16 @@ none in F1 on the benchmark's cells of 20,000-50,000 people (benchmarks/twoserve
 docs/privacy-design.md).
 
 What each role learns here beyond the design's option (b): S1 which records lack the
-left-out fields, one bit a record the normal matcher reads from the popcounts too, and
-(with S2) which pairs inside matched groups C asks about (they are sent through the circuit
-to score the links); C those pairs' link bits (buckets), or with the Dice oracle their exact
-Dice. Band keys of different bands are sorted together (their
-keys differ, the bands' SipHash keys being independent): two equal keys of different bands,
-a 2^-64 chance a pair of keys, would propose one pair more, which C decides like any other.
+left-out fields, one bit a record the normal matcher reads from the popcounts too; S1 and S2
+the candidate pairs (S2 expands them, S1 keeps the proposal and evaluates it) and which pairs
+inside matched groups C asks about (they are sent through the circuit to score the links);
+S2 each candidate's count of shared bands (core/twoblocking.py); C those pairs' link bits
+(buckets), or with the Dice oracle their exact Dice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,41 +66,28 @@ from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.sharing import pair_messages
+from blindmatch.matcher.core.twoblocking import (
+    FALLBACK,
+    RECORD,
+    TOKEN_BYTES,
+    Keys,
+    Matched,
+    PairBatch,
+    Rows,
+    Sealed,
+    SealedLike,
+    Shares,
+    colliding_pairs,
+    expand,
+    fallback_split,
+    join,
+    record_blocking,
+)
 
-Keys = npt.NDArray[np.uint64]
-Shares = npt.NDArray[np.uint8]
-Rows = npt.NDArray[np.uint32]
 Popcounts = npt.NDArray[np.int64]
 PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
-RECORD, FALLBACK = 0, 1  # the CLKs of an upload
-BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
 BATCH_PAIRS = 100_000  # pairs a message batch (memory: 2 x this x the CLK's bytes)
-
-
-@dataclass(frozen=True)
-class PairBatch:
-    """Pairs (member_a's row rows_a[k], member_b's row rows_b[k]), member_a < member_b, to be
-    compared on CLK `clk` (RECORD or FALLBACK)."""
-
-    member_a: int
-    member_b: int
-    clk: int
-    rows_a: Rows
-    rows_b: Rows
-
-    def __len__(self) -> int:
-        return len(self.rows_a)
-
-    def split(self, size: int) -> Iterator[PairBatch]:
-        for lo in range(0, len(self), size):
-            yield PairBatch(
-                self.member_a,
-                self.member_b,
-                self.clk,
-                self.rows_a[lo : lo + size],
-                self.rows_b[lo : lo + size],
-            )
 
 
 @dataclass(frozen=True)
@@ -110,63 +101,21 @@ class Proposed:
     pairs: int
 
 
-def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
-    """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
-    for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
-    if keys_a.ndim != 2 or keys_b.ndim != 2 or keys_a.shape[1] != keys_b.shape[1]:
-        raise ValueError("band keys must be (rows, bands) with as many bands on both sides")
-    n_a, bands = keys_a.shape
-    n_b = len(keys_b)
-    found: list[npt.NDArray[np.uint64]] = []
-    for lo in range(0, bands if n_a and n_b else 0, band_step):
-        ka = keys_a[:, lo : lo + band_step].ravel()
-        kb = keys_b[:, lo : lo + band_step].ravel()
-        width = keys_a[:, lo : lo + band_step].shape[1]
-        # Both sides sorted: the look-ups of a's keys in b's then walk b in order.
-        order_a, order_b = np.argsort(ka), np.argsort(kb)
-        sorted_a, sorted_b = ka[order_a], kb[order_b]
-        start = np.searchsorted(sorted_b, sorted_a, side="left")
-        counts = np.searchsorted(sorted_b, sorted_a, side="right") - start
-        hit = np.flatnonzero(counts)
-        if not len(hit):
-            continue
-        c = counts[hit]
-        total = int(c.sum())
-        row_a = (order_a[hit] // width).astype(np.uint64)
-        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(total)
-        row_b = (order_b[at] // width).astype(np.uint64)
-        found.append((np.repeat(row_a, c) << np.uint64(32)) | row_b)
-    if not found:
-        empty = np.empty(0, dtype=np.uint32)
-        return empty, empty.copy()
-    codes = _distinct(np.concatenate(found))
-    return (codes >> np.uint64(32)).astype(np.uint32), (codes & np.uint64(0xFFFFFFFF)).astype(
-        np.uint32
-    )
-
-
-def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """Sorted, each once: a sort and a comparison of neighbours (np.unique on 10^7 uint64s
-    takes 40 times longer with numpy 2.3's hashing path)."""
-    codes.sort()
-    keep = np.empty(len(codes), dtype=bool)
-    keep[:1] = True
-    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
-    return codes[keep]
-
-
 class ShareServer:
     """S2 (and S1's share side): one XOR share of each member's CLKs, `shares[member][clk]`,
-    and the key the two servers share for the pairs' permutations."""
+    the key the two servers share for the pairs' permutations, and (S2) each member's seal
+    key, which opens the rows S1 forwards."""
 
     def __init__(
         self,
         shares: Sequence[Sequence[Shares]],
         pair_key: bytes,
         popcounts: Sequence[Sequence[PopShares]] | None = None,
+        seal_keys: Sequence[bytes] = (),
     ) -> None:
         self._shares = [[np.ascontiguousarray(s, dtype=np.uint8) for s in m] for m in shares]
         self._key = pair_key
+        self._seal = list(seal_keys)
         # This server's XOR shares of each record's popcount (the link-bit circuit's input).
         self._pops = [[np.asarray(p, dtype=np.uint32) for p in m] for m in popcounts or ()]
         if self._pops and len(self._pops) != len(self._shares):
@@ -179,6 +128,13 @@ class ShareServer:
     def records(self) -> list[int]:
         """Each member's number of records."""
         return [len(m[0]) for m in self._shares]
+
+    def expand(self, matched: Sequence[Matched], clks: int = 1) -> list[PairBatch]:
+        """The pairs of rows sharing a key in at least one band, from what S1 matched
+        (core/twoblocking.py `expand`)."""
+        if not self._seal:
+            raise ValueError("S2 holds no seal keys")
+        return expand(matched, self._seal, self.records(), clks)
 
     def differences(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, unpermuted (the link-bit step's
@@ -215,53 +171,39 @@ class ShareServer:
 
 
 class BlockingServer(ShareServer):
-    """S1: S2's part, and every member's band keys, `keys[member][clk]` ((rows, bands))."""
+    """S1: S2's part (no seal keys), every member's sealed band keys, `bands[member][clk]`
+    (`Sealed`: each band's distinct keys, each with its rows sealed for S2), and which of
+    each member's records lack the fallback's fields, as the members told S1."""
 
     def __init__(
         self,
-        keys: Sequence[Sequence[Keys]],
+        bands: Sequence[Sequence[SealedLike]],
         shares: Sequence[Sequence[Shares]],
         pair_key: bytes,
         popcounts: Sequence[Sequence[PopShares]] | None = None,
         lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
     ) -> None:
         super().__init__(shares, pair_key, popcounts)
-        # Each member's records lacking the fallback's fields, as the members told S1.
         self.lacking = [np.asarray(x, bool) for x in lacking] if lacking is not None else None
-        self._keys = [list(m) for m in keys]
-        if len(self._keys) != len(shares):
+        self._bands = [[Sealed(b.counts, b.keys, b.classes, b.sealed) for b in m] for m in bands]
+        if len(self._bands) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
 
-    def block(self, lacking: Sequence[npt.NDArray[np.bool_]] | None = None) -> list[PairBatch]:
-        """The cross-member pairs to compare, per pair of members and CLK: with `lacking`
-        (each member's records lacking the fallback's fields; every upload then has two
-        CLKs), record-level pairs between records that have them and fallback pairs where
-        either lacks them, each on its own band keys; without, record-level pairs."""
+    def join(self, clks: int | None = None) -> list[Matched]:
+        """Per pair of members and CLK (the first `clks`; None: every one), the keys both hold
+        in a band with their sealed rows, shuffled (core/twoblocking.py `join`)."""
         out = []
-        members = len(self._keys)
+        members = len(self._bands)
         for x in range(members):
             for y in range(x + 1, members):
-                if lacking is None:
-                    ia, ib = colliding_pairs(self._keys[x][RECORD], self._keys[y][RECORD])
-                    out.append(PairBatch(x, y, RECORD, ia, ib))
-                    continue
-                lx, ly = lacking[x], lacking[y]
-                has_x, has_y = np.flatnonzero(~lx), np.flatnonzero(~ly)
-                out.append(self._restricted(x, y, RECORD, has_x, has_y))
-                # (lacking of x) x (all of y), then (the rest of x) x (lacking of y).
-                first = self._restricted(x, y, FALLBACK, np.flatnonzero(lx), np.arange(len(ly)))
-                second = self._restricted(x, y, FALLBACK, has_x, np.flatnonzero(ly))
-                rows_a = np.concatenate([first.rows_a, second.rows_a])
-                rows_b = np.concatenate([first.rows_b, second.rows_b])
-                order = np.lexsort((rows_b, rows_a))
-                out.append(PairBatch(x, y, FALLBACK, rows_a[order], rows_b[order]))
+                for clk in range(len(self._bands[x]) if clks is None else clks):
+                    out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk]))
         return out
 
-    def _restricted(
-        self, x: int, y: int, clk: int, rows_x: npt.NDArray[np.intp], rows_y: npt.NDArray[np.intp]
-    ) -> PairBatch:
-        ia, ib = colliding_pairs(self._keys[x][clk][rows_x], self._keys[y][clk][rows_y])
-        return PairBatch(x, y, clk, rows_x[ia].astype(np.uint32), rows_y[ib].astype(np.uint32))
+    def propose(self, expanded: Sequence[PairBatch]) -> list[PairBatch]:
+        """The pairs to compare from S2's expansion, by the fallback's rule on the records
+        lacking its fields (core/twoblocking.py `fallback_split`)."""
+        return fallback_split(expanded, self.lacking)
 
 
 def default_buckets(threshold: float) -> tuple[float, ...]:
@@ -387,10 +329,19 @@ class Combiner:
 __all__ = [
     "FALLBACK",
     "RECORD",
+    "TOKEN_BYTES",
     "BlockingServer",
     "Combiner",
+    "Keys",
+    "Matched",
     "PairBatch",
     "Proposed",
+    "Rows",
+    "Sealed",
     "ShareServer",
+    "Shares",
     "colliding_pairs",
+    "fallback_split",
+    "join",
+    "record_blocking",
 ]

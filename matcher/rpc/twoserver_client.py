@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.twoserver import PairBatch, Proposed, Rows, Shares
+from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -86,8 +86,58 @@ def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise peer_error(who, exc) from None
 
 
+MATCHES_PART = 1 << 17  # pairs of tokens a SealedMatches message (4 MiB)
+
+
+def matches_parts(run: pb.ProposeRequest, matched: Sequence[Matched]) -> Iterator[pb.SealedMatches]:
+    """What S1 streams to S2's Expand: the run first, then the matched keys in parts."""
+    yield pb.SealedMatches(run=run)
+    for m in matched:
+        for part in m.split(MATCHES_PART):
+            yield pb.SealedMatches(
+                member_a=part.member_a, member_b=part.member_b, clk=part.clk,
+                tokens_a=part.tokens_a.tobytes(), tokens_b=part.tokens_b.tobytes(),
+            )  # fmt: skip
+
+
+EXPANDED_PART = 1 << 20  # pairs an ExpandedPairs message (8 MiB)
+
+
+def expanded_parts(batches: list[PairBatch]) -> Iterator[pb.ExpandedPairs]:
+    """S2's expansion as ExpandedPairs, EXPANDED_PART pairs a part (`last` a batch's last)."""
+    for pairs in batches:
+        chunks = list(pairs.split(EXPANDED_PART)) or [pairs]
+        for k, part in enumerate(chunks):
+            yield pb.ExpandedPairs(
+                member_a=part.member_a, member_b=part.member_b, clk=part.clk,
+                rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b),
+                last=k == len(chunks) - 1,
+            )  # fmt: skip
+
+
+def read_expanded(parts: Iterator[pb.ExpandedPairs], peer: str) -> list[PairBatch]:
+    """ExpandedPairs back into pairs (S2's, for S1), checked."""
+    out: list[PairBatch] = []
+    rows_a: list[Rows] = []
+    rows_b: list[Rows] = []
+    for part in parts:
+        try:
+            a, b = to_rows(part.rows_a, "rows_a"), to_rows(part.rows_b, "rows_b")
+        except errors.ServiceError as exc:
+            raise errors.DataLoss(f"{peer}: {exc}") from None
+        if len(a) != len(b):
+            raise errors.DataLoss(f"{peer}: rows_a/rows_b of {len(a)} and {len(b)} rows")
+        rows_a.append(a)
+        rows_b.append(b)
+        if part.last:
+            out.append(PairBatch(part.member_a, part.member_b, part.clk,
+                                 np.concatenate(rows_a), np.concatenate(rows_b)))  # fmt: skip
+            rows_a, rows_b = [], []
+    return out
+
+
 class ShareExchange:
-    """S1's calls to S2: the rounds of a batch."""
+    """S1's calls to S2: the expansion of the matched keys, the rounds of a batch."""
 
     def __init__(
         self, address: str, key: str, credentials: grpc.ChannelCredentials | None = None
@@ -95,6 +145,16 @@ class ShareExchange:
         self.name = f"S2 ({address})"
         self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def expand(
+        self, run: pb.ProposeRequest, matched: Sequence[Matched]
+    ) -> Iterator[pb.ExpandedPairs]:
+        """S2's pairs sharing a key, from the keys S1 matched (S2 opens the tokens)."""
+        try:
+            yield from self._stub.Expand(matches_parts(run, matched), metadata=self._metadata,
+                                         timeout=CALL_SECONDS)  # fmt: skip
+        except grpc.RpcError as exc:
+            raise peer_error(self.name, exc) from None
 
     def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
         """Run `party` (S1's) through every round with S2's party of the batch `first` opens

@@ -113,9 +113,8 @@ class _Role:
                         f"({list(h.bands)}): every member uploads the same layout"
                     )
             digest = hashlib.sha256()
-            for arrays in (held.keys, held.shares, held.popcounts):
-                for array in arrays:
-                    digest.update(np.ascontiguousarray(array).tobytes())
+            for array in held.arrays():
+                digest.update(np.ascontiguousarray(array).tobytes())
             self.log(member, "twoserver.upload", member, records=held.records,
                      clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
@@ -128,6 +127,22 @@ class _Role:
         """The name the caller's upload ticket admits ("" for the members' key)."""
         token = bearer_token(context.invocation_metadata())
         return self.keys.vouched(NAMES[self.role], token)
+
+    def run_held(self, request: pb.ProposeRequest) -> tuple[list[str], list[Held]]:
+        """A run's members, each held with as many records as C holds, checked."""
+        members = list(request.members)
+        if len(members) < 2 or len(set(members)) != len(members):
+            raise errors.InvalidArgument("members: two or more, each named once")
+        if len(request.records) != len(members):
+            raise errors.InvalidArgument("records: one count a member")
+        held = [self.member(m, "members") for m in members]
+        for name, h, records in zip(members, held, request.records, strict=True):
+            if h.records != records:
+                raise errors.InvalidArgument(
+                    f"records: {records} of {name!r} at the combiner, but "
+                    f"{NAMES[self.role]} holds {h.records} (the uploads differ)"
+                )
+        return members, held
 
     def member(self, name: str, field: str) -> Held:
         held = self.held.get(name)

@@ -1,16 +1,20 @@
 """The two-server run's three roles as gRPC services, each on its own address
 (docs/privacy-design.md, docs/protocol.md "Two servers and a combiner").
 
-- S1 (`TwoServerBlocking`): every member's keyed band keys, first shares (of the CLKs and
-  their popcounts) and who lacks the fallback's fields; `Propose` blocks (core/twoserver.py
-  `BlockingServer.block`), fixes the run's proposal and cut-offs (core/proposal.py) and
+- S1 (`TwoServerBlocking`): every member's sealed band keys (each band's distinct keys, each
+  with its rows as tokens for S2), first shares (of the CLKs and their popcounts) and who
+  lacks the fallback's fields; `Propose` joins the keys across members (core/twoserver.py
+  `BlockingServer.join`), has S2 open the matched keys' tokens over S2's `Expand`, splits the
+  pairs by the fallback's rule, fixes the run's proposal and cut-offs (core/proposal.py) and
   tells C each part's size; `Evaluate` checks a batch against the proposal, runs S1's
   `linkbit.Party` on it, exchanging each round's masked inputs with S2 over S2's `Exchange`
   (the first message carrying the batch's rows, digest and output pad seed), and gives C
   S1's output shares.
-- S2 (`TwoServerShares`): the second shares; `Prepare` checks and holds C's batch,
-  `Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch and
-  runs its rounds, `Collect` gives C the output shares.
+- S2 (`TwoServerShares`): the second shares and each upload's seal key; `Expand` opens the
+  tokens of the keys S1 matched into the pairs sharing a key (`ShareServer.expand`);
+  `Prepare` checks and holds C's batch, `Exchange` builds S2's `Party` once S1's first
+  message shows S1 checked that batch and runs its rounds, `Collect` gives C the output
+  shares.
 - C (`TwoServerCombiner`): how many records; `Run` drives the run (core/tworun.py `drive`)
   over S1 and S2 reached by gRPC (rpc/twoserver_client.py `RemoteServers`).
 
@@ -22,7 +26,8 @@ uploads, runs, refusals and extras (storage/twoserver_audit.py).
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
-`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Exchange`; the operator's `Run`.
+`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Expand` and `Exchange`; the
+operator's `Run`.
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
-from blindmatch.matcher.core.twoserver import BlockingServer, Combiner
+from blindmatch.matcher.core.twoserver import (
+    TOKEN_BYTES,
+    BlockingServer,
+    Combiner,
+    Matched,
+    ShareServer,
+)
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
@@ -51,7 +62,9 @@ from blindmatch.matcher.rpc.twoserver_client import (
     RemoteServers,
     ShareExchange,
     channel_options,
+    expanded_parts,
     from_rows,
+    read_expanded,
     to_rows,
 )
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
@@ -91,18 +104,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
-        members = list(request.members)
-        if len(members) < 2 or len(set(members)) != len(members):
-            raise errors.InvalidArgument("members: two or more, each named once")
-        if len(request.records) != len(members):
-            raise errors.InvalidArgument("records: one count a member")
-        held = [self.member(m, "members") for m in members]
-        for name, h, records in zip(members, held, request.records, strict=True):
-            if h.records != records:
-                raise errors.InvalidArgument(
-                    f"records: {records} of {name!r} at the combiner, but S1 holds {h.records} "
-                    "(the uploads differ)"
-                )
+        members, held = self.run_held(request)
         # Which records lack the fallback's fields: what each member told S1 with its upload.
         lacking = None
         if request.fallback:
@@ -119,8 +121,13 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             raise errors.PermissionDenied(
                 f"threshold: {cutoffs[0]}, but S1 runs at {self.threshold} (its --threshold)"
             )
-        s1 = BlockingServer([h.keys for h in held], [h.shares for h in held], b"")
-        proposed = s1.block(lacking)
+        s1 = BlockingServer([h.sealed for h in held], [h.shares for h in held], b"",
+                            lacking=lacking)  # fmt: skip
+        clks = 2 if request.fallback else 1
+        matched = s1.join(clks)
+        run = pb.ProposeRequest(members=members, records=request.records,
+                                fallback=request.fallback)  # fmt: skip
+        proposed = s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
         proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking)
         with self.lock:
             self.proposal = proposal
@@ -211,6 +218,47 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
         return self.upload(request, self.vouched(context))
+
+    @_from("s1")
+    def Expand(
+        self, request: Iterator[pb.SealedMatches], context: Any
+    ) -> Iterator[pb.ExpandedPairs]:
+        first = next(request, None)
+        if first is None or not first.HasField("run"):
+            raise errors.InvalidArgument("run: the first message names the run")
+        members, held = self.run_held(first.run)
+        if first.run.fallback and any(len(h.bits) != 2 for h in held):
+            raise errors.InvalidArgument("run.fallback: an upload without a fallback CLK")
+        matched = []
+        for n, m in enumerate(request, start=1):
+            where = f"message {n}"
+            if m.HasField("run"):
+                raise errors.InvalidArgument(f"run ({where}): the first message's only")
+            if not m.member_a < m.member_b < len(members):
+                raise errors.InvalidArgument(
+                    f"member_a/member_b ({where}): {m.member_a} and {m.member_b}; two of the "
+                    f"run's {len(members)}, the first lower"
+                )
+            if m.clk >= len(held[0].bits):
+                raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {len(held[0].bits)}")
+            if len(m.tokens_a) % TOKEN_BYTES or len(m.tokens_a) != len(m.tokens_b):
+                raise errors.InvalidArgument(
+                    f"tokens_a/tokens_b ({where}): {len(m.tokens_a)} and {len(m.tokens_b)} "
+                    f"bytes; as many, {TOKEN_BYTES} a token"
+                )
+            matched.append(Matched(
+                m.member_a, m.member_b, m.clk,
+                np.frombuffer(m.tokens_a, np.uint8).reshape(-1, TOKEN_BYTES),
+                np.frombuffer(m.tokens_b, np.uint8).reshape(-1, TOKEN_BYTES),
+            ))  # fmt: skip
+        s2 = ShareServer([h.shares for h in held], b"", seal_keys=[h.seal_key for h in held])
+        try:
+            expanded = s2.expand(matched, 2 if first.run.fallback else 1)
+        except ValueError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        self.log("s1", "twoserver.expand", members=members,
+                 pairs=sum(len(p) for p in expanded))  # fmt: skip
+        yield from expanded_parts(expanded)
 
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:

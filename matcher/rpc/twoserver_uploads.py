@@ -1,5 +1,7 @@
 """A member's upload to one role of the two-server run, checked whole
-(rpc/twoserver_service.py): each role takes only its own fields."""
+(rpc/twoserver_service.py): each role takes only its own fields. S1's band keys come sealed,
+each band's distinct keys once (core/twoblocking.py `Sealed`); an upload of the older format, a
+band key a record, is refused naming the field."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.encodings import check_clk_bits
+from blindmatch.matcher.core.twoblocking import MAX_CLASS, SEAL_KEY_BYTES, Sealed, sealed_size
 from blindmatch.protos import blindmatch_pb2 as pb
 
 MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
@@ -23,21 +26,88 @@ class Held:
 
     bits: tuple[int, ...]
     bands: tuple[int, ...]
-    keys: tuple[npt.NDArray[np.uint64], ...]
+    sealed: tuple[Sealed, ...]  # S1's
     shares: tuple[npt.NDArray[np.uint8], ...]
     popcounts: tuple[npt.NDArray[np.int64], ...]
     popshares: tuple[npt.NDArray[np.uint32], ...] = ()  # S1, S2: shares of the popcounts
     lacking: npt.NDArray[np.bool_] | None = None  # S1, with a fallback CLK
     rows: int = 0  # records
+    seal_key: bytes = b""  # S2's
 
     @property
     def records(self) -> int:
         return self.rows
 
+    def arrays(self) -> list[npt.NDArray[np.generic]]:
+        """Everything held, for the audit's digest."""
+        out: list[npt.NDArray[np.generic]] = []
+        for b in self.sealed:
+            out += [b.counts, b.keys, b.classes, b.sealed]
+        out += [*self.shares, *self.popcounts, *self.popshares]
+        if self.lacking is not None:
+            out.append(self.lacking)
+        out.append(np.frombuffer(self.seal_key, np.uint8))
+        return out
+
+
+OLDER = (
+    "a band key a record is the older upload format, which S1 no longer takes (it showed S1 "
+    "which of a member's records collide): encode again with this version, which sends each "
+    "band's distinct keys once with their rows as tokens for S2 (band_counts, band_keys, "
+    "classes, sealed; seal_key to S2)"
+)
+SEALED_FIELDS = ("band_counts", "band_keys", "classes", "sealed")
+
+
+def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
+    """S1: a part's sealed band keys, checked and added to `clk` (bands in order)."""
+    if not any((p.band_counts, p.band_keys, p.classes, p.sealed)):
+        return
+    if p.band_lo != clk["next_band"]:
+        raise errors.InvalidArgument(
+            f"band_lo ({where}): {p.band_lo}, but the CLK's bands so far end at "
+            f"{clk['next_band']} (parts in band order)"
+        )
+    if p.band_lo + len(p.band_counts) > p.bands:
+        raise errors.InvalidArgument(
+            f"band_counts ({where}): bands {p.band_lo} to {p.band_lo + len(p.band_counts)} of "
+            f"{p.bands}"
+        )
+    counts = np.asarray(p.band_counts, dtype=np.int64)
+    n = int(counts.sum())
+    if len(p.band_keys) != 8 * n:
+        raise errors.InvalidArgument(
+            f"band_keys ({where}): {len(p.band_keys)} bytes for {n} keys (band_counts)"
+        )
+    if len(p.classes) != n:
+        raise errors.InvalidArgument(f"classes ({where}): {len(p.classes)} for {n} keys")
+    classes = np.frombuffer(p.classes, np.uint8)
+    if n and int(classes.max()) > MAX_CLASS:
+        raise errors.InvalidArgument(f"classes ({where}): {int(classes.max())}; 0 to {MAX_CLASS}")
+    if len(p.sealed) != int(sealed_size(classes).sum()):
+        raise errors.InvalidArgument(
+            f"sealed ({where}): {len(p.sealed)} bytes for {n} keys of their classes"
+        )
+    keys = np.frombuffer(p.band_keys, "<u8").astype(np.uint64)
+    rising = np.ones(n, dtype=bool)
+    rising[1:] = keys[1:] > keys[:-1]
+    starts = np.cumsum(counts) - counts
+    rising[starts[starts < n]] = True
+    if not rising.all():
+        raise errors.InvalidArgument(
+            f"band_keys ({where}): a band's keys repeat or are out of order (each band's "
+            "distinct keys, ascending)"
+        )
+    clk["next_band"] += len(counts)
+    sealed = np.frombuffer(p.sealed, np.uint8)
+    for name, value in zip(SEALED_FIELDS, (counts, keys, classes, sealed), strict=True):
+        clk[name].append(value)
+
 
 def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     """One member's upload to `role`, checked whole."""
     member = ""
+    seal_key = b""
     got: dict[int, dict[str, Any]] = {}
     for n, p in enumerate(parts):
         where = f"part {n}"
@@ -52,8 +122,17 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
         if p.clk not in (0, 1):
             raise errors.InvalidArgument(f"clk ({where}): {p.clk}; 0 (record-level) or 1")
         check_clk_bits(p.clk_bits, f"clk_bits ({where})")
-        if role != "s1" and (p.keys or p.bands):
-            raise errors.InvalidArgument(f"keys ({where}): only S1 receives band keys")
+        if p.keys:
+            raise errors.InvalidArgument(f"keys ({where}): {OLDER}")
+        if role != "s1" and (p.bands or p.band_counts or p.band_keys or p.classes or p.sealed):
+            raise errors.InvalidArgument(f"band_keys ({where}): only S1 receives band keys")
+        if role != "s2" and p.seal_key:
+            raise errors.InvalidArgument(f"seal_key ({where}): only S2 receives it")
+        if role == "s2" and len(p.seal_key) != SEAL_KEY_BYTES:
+            raise errors.InvalidArgument(
+                f"seal_key ({where}): {len(p.seal_key)} bytes; {SEAL_KEY_BYTES} in every part "
+                "(an upload without one is of the older format: encode again)"
+            )
         if role == "combiner" and p.shares:
             raise errors.InvalidArgument(f"shares ({where}): the combiner never receives a share")
         if p.popcounts:
@@ -85,28 +164,27 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
                     f"popcount_shares ({where}): a share of {top}, beyond the "
                     f"{p.clk_bits.bit_length()} bits of a {p.clk_bits}-bit CLK's popcount"
                 )
-        if role == "s1":
-            if not 1 <= p.bands <= MAX_BANDS:
-                raise errors.InvalidArgument(f"bands ({where}): {p.bands}; 1 to {MAX_BANDS}")
-            if len(p.keys) != 8 * p.bands * p.rows:
-                raise errors.InvalidArgument(
-                    f"keys ({where}): {len(p.keys)} bytes for {p.rows} records of {p.bands} "
-                    "band keys"
-                )
+        if role == "s1" and not 1 <= p.bands <= MAX_BANDS:
+            raise errors.InvalidArgument(f"bands ({where}): {p.bands}; 1 to {MAX_BANDS}")
         if role != "combiner" and len(p.shares) != p.rows * p.clk_bits // 8:
             raise errors.InvalidArgument(
                 f"shares ({where}): {len(p.shares)} bytes for {p.rows} records of "
                 f"{p.clk_bits}-bit CLKs"
             )
-        clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, keys=[], shares=[],
-                                         popcounts=[], popshares=[], lacking=[],
-                                         rows=0))  # fmt: skip
+        if seal_key and p.seal_key != seal_key:
+            raise errors.InvalidArgument(f"seal_key ({where}): not the earlier parts' (one an "
+                                         "upload)")  # fmt: skip
+        seal_key = p.seal_key
+        clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, shares=[],
+                                         popshares=[], lacking=[], rows=0, next_band=0,
+                                         **{f: [] for f in SEALED_FIELDS}))  # fmt: skip
         if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
             raise errors.InvalidArgument(
                 f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"
             )
+        if role == "s1":
+            _sealed_part(p, clk, where)
         clk["rows"] += p.rows
-        clk["keys"].append(p.keys)
         clk["shares"].append(p.shares)
         clk["popshares"].append(p.popcount_shares)
         if role == "s1" and p.clk == 1:
@@ -120,19 +198,30 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     if len(set(rows)) > 1 or not rows[0]:
         raise errors.InvalidArgument(f"rows: {rows} records by CLK (equal, and not 0)")
     clks = [got[c] for c in sorted(got)]
-    keys: tuple[npt.NDArray[np.uint64], ...] = ()
+    sealed: tuple[Sealed, ...] = ()
     shares: tuple[npt.NDArray[np.uint8], ...] = ()
     pops: tuple[npt.NDArray[np.int64], ...] = ()
     popshares: tuple[npt.NDArray[np.uint32], ...] = ()
     if role == "s1":
-        keys = tuple(np.frombuffer(b"".join(c["keys"]), "<u8").astype(np.uint64)
-                     .reshape(c["rows"], c["bands"]) for c in clks)  # fmt: skip
+        for k, c in enumerate(clks):
+            if c["next_band"] != c["bands"]:
+                raise errors.InvalidArgument(
+                    f"band_counts: CLK {k}'s parts hold {c['next_band']} of its {c['bands']} bands"
+                )
+            counts = np.concatenate(c["band_counts"])
+            if (counts < 1).any() or (counts > c["rows"]).any():
+                raise errors.InvalidArgument(
+                    f"band_counts: CLK {k} has a band of {int(counts.min())} or "
+                    f"{int(counts.max())} distinct keys for {c['rows']} records (1 to the records)"
+                )
+        sealed = tuple(Sealed(*(np.concatenate(c[f]) for f in SEALED_FIELDS))  # type: ignore[arg-type]
+                       for c in clks)  # fmt: skip
     if role != "combiner":
         shares = tuple(np.frombuffer(b"".join(c["shares"]), np.uint8)
                        .reshape(c["rows"], c["bits"] // 8) for c in clks)  # fmt: skip
         popshares = tuple(np.frombuffer(b"".join(c["popshares"]), "<u4").astype(np.uint32)
                           for c in clks)  # fmt: skip
     lacking = np.concatenate(clks[1]["lacking"]) if role == "s1" and len(clks) == 2 else None
-    held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), keys, shares,
-                pops, popshares, lacking, rows[0])  # fmt: skip
+    held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), sealed, shares,
+                pops, popshares, lacking, rows[0], seal_key)  # fmt: skip
     return member, held

@@ -1,0 +1,356 @@
+"""Blocking for the two-server run without a record's band key at S1 (docs/privacy-design.md,
+docs/protocol.md "Sealed band keys").
+
+Each member uploads, per CLK, each band's distinct keys once, each with its rows sealed as
+tokens only S2 can open (client/encoding/sharing.py `seal_bands`). S1 `join`s two members'
+keys band by band and pairs the matched keys' tokens (slot s of one with slot t of the other,
+each through a copy of its own, all bands shuffled together); S2 `expand`s the pairs of
+tokens into the pairs of rows sharing a key in at least one band, once; S1's `fallback_split`
+applies the fallback CLK's rule (S1 knows which records lack the fallback's fields: the
+members told it). The result is the pairs S1 proposed when it held every record's keys
+(`record_blocking`, the tests' reference).
+
+S1 learns each band's count of distinct keys, which keys two members share and each key's
+size class, not which records hold them, nor which of one member's records collide. S2 opens
+each token once (but where two matched keys' classes differ, or more than 16 records share a
+key), so it learns of each candidate pair the number of bands its records share (an
+approximate similarity: docs/privacy-design.md measures that view), not which pairs came from
+one key.
+
+Pure: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+Keys = npt.NDArray[np.uint64]
+Shares = npt.NDArray[np.uint8]
+Rows = npt.NDArray[np.uint32]
+Popcounts = npt.NDArray[np.int64]
+PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
+
+RECORD, FALLBACK = 0, 1  # the CLKs of an upload
+BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """Pairs (member_a's row rows_a[k], member_b's row rows_b[k]), member_a < member_b, to be
+    compared on CLK `clk` (RECORD or FALLBACK)."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    rows_a: Rows
+    rows_b: Rows
+
+    def __len__(self) -> int:
+        return len(self.rows_a)
+
+    def split(self, size: int) -> Iterator[PairBatch]:
+        for lo in range(0, len(self), size):
+            yield PairBatch(
+                self.member_a,
+                self.member_b,
+                self.clk,
+                self.rows_a[lo : lo + size],
+                self.rows_b[lo : lo + size],
+            )
+
+
+def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
+    """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
+    for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
+    if keys_a.ndim != 2 or keys_b.ndim != 2 or keys_a.shape[1] != keys_b.shape[1]:
+        raise ValueError("band keys must be (rows, bands) with as many bands on both sides")
+    n_a, bands = keys_a.shape
+    n_b = len(keys_b)
+    found: list[npt.NDArray[np.uint64]] = []
+    for lo in range(0, bands if n_a and n_b else 0, band_step):
+        ka = keys_a[:, lo : lo + band_step].ravel()
+        kb = keys_b[:, lo : lo + band_step].ravel()
+        width = keys_a[:, lo : lo + band_step].shape[1]
+        # Both sides sorted: the look-ups of a's keys in b's then walk b in order.
+        order_a, order_b = np.argsort(ka), np.argsort(kb)
+        sorted_a, sorted_b = ka[order_a], kb[order_b]
+        start = np.searchsorted(sorted_b, sorted_a, side="left")
+        counts = np.searchsorted(sorted_b, sorted_a, side="right") - start
+        hit = np.flatnonzero(counts)
+        if not len(hit):
+            continue
+        c = counts[hit]
+        total = int(c.sum())
+        row_a = (order_a[hit] // width).astype(np.uint64)
+        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(total)
+        row_b = (order_b[at] // width).astype(np.uint64)
+        found.append((np.repeat(row_a, c) << np.uint64(32)) | row_b)
+    if not found:
+        empty = np.empty(0, dtype=np.uint32)
+        return empty, empty.copy()
+    codes = _distinct(np.concatenate(found))
+    return (codes >> np.uint64(32)).astype(np.uint32), (codes & np.uint64(0xFFFFFFFF)).astype(
+        np.uint32
+    )
+
+
+def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Sorted, each once: a sort and a comparison of neighbours (np.unique on 10^7 uint64s
+    takes 40 times longer with numpy 2.3's hashing path)."""
+    codes.sort()
+    keep = np.empty(len(codes), dtype=bool)
+    keep[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep]
+
+
+# Sealed band keys (client/encoding/sharing.py `seal_bands`, docs/protocol.md "Sealed band
+# keys"): each key CLASS_BASE ** class slots, each in as many copies (MIN_COPIES to
+# MAX_COPIES), each a 16-byte token, AES-256 of (row uint32 LE || clk || TOKEN_TAG || 8 random
+# bytes) under the member's seal key; a padding slot's row is TOKEN_PAD.
+TOKEN_BYTES, TOKEN_TAG, TOKEN_PAD = 16, b"bm1", 0xFFFFFFFF
+CLASS_BASE, MAX_CLASS, MIN_COPIES, MAX_COPIES, SEAL_KEY_BYTES = 4, 16, 2, 16, 32
+
+
+def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    return out
+
+
+def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    return np.clip(slots(classes), MIN_COPIES, MAX_COPIES)
+
+
+def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
+    out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
+    return out
+
+
+class SealedLike(Protocol):
+    """A member's sealed band keys of a CLK as it uploads them (client/encoding/sharing.py
+    `SealedBands`)."""
+
+    @property
+    def counts(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def classes(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def sealed(self) -> Shares: ...
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """One member's band keys of one CLK as S1 holds them: each band's distinct keys
+    (`counts[band]` of them, band by band), each key's size class and tokens (slot-major:
+    slot s's copies together), one key after the other."""
+
+    counts: npt.NDArray[np.int64]
+    keys: Keys
+    classes: npt.NDArray[np.uint8]
+    sealed: npt.NDArray[np.uint8]
+
+    def token_offsets(self) -> npt.NDArray[np.int64]:
+        """Where each key's tokens start, in tokens (one past the end last)."""
+        out = np.zeros(len(self.keys) + 1, dtype=np.int64)
+        np.cumsum(slots(self.classes) * copies(self.classes), out=out[1:])
+        return out
+
+    def tokens(self) -> Shares:
+        """(tokens, TOKEN_BYTES)."""
+        return self.sealed.reshape(-1, TOKEN_BYTES)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """What S1 forwards to S2 for a pair of members and a CLK: pairs of tokens (one of each
+    member's, (pairs, TOKEN_BYTES) each), every pair of slots of every key both hold in a
+    band, all bands' in one random order."""
+
+    member_a: int
+    member_b: int
+    clk: int
+    tokens_a: Shares
+    tokens_b: Shares
+
+    def __len__(self) -> int:
+        return len(self.tokens_a)
+
+    def split(self, size: int) -> Iterator[Matched]:
+        """In parts of at most `size` pairs of tokens."""
+        for lo in range(0, len(self), size):
+            yield Matched(self.member_a, self.member_b, self.clk, self.tokens_a[lo : lo + size],
+                          self.tokens_b[lo : lo + size])  # fmt: skip
+
+
+def matched_keys(
+    a: Sealed, b: Sealed, band_step: int = BAND_STEP
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(indexes into a's keys, into b's): each key both hold in the same band, a band range at
+    a time (each band's keys are distinct on each side, so each matches at most one)."""
+    if len(a.counts) != len(b.counts):
+        raise ValueError("sealed band keys with different numbers of bands")
+    ends_a = np.concatenate([[0], np.cumsum(a.counts)])
+    ends_b = np.concatenate([[0], np.cumsum(b.counts)])
+    got_a, got_b = [], []
+    for lo in range(0, len(a.counts), band_step):
+        hi = min(lo + band_step, len(a.counts))
+        ka = a.keys[ends_a[lo] : ends_a[hi]]
+        kb = b.keys[ends_b[lo] : ends_b[hi]]
+        if not len(ka) or not len(kb):
+            continue
+        band_a = np.repeat(np.arange(lo, hi), a.counts[lo:hi])
+        band_b = np.repeat(np.arange(lo, hi), b.counts[lo:hi])
+        order_b = np.argsort(kb, kind="stable")
+        sorted_b = kb[order_b]
+        start = np.searchsorted(sorted_b, ka, side="left")
+        counts = np.searchsorted(sorted_b, ka, side="right") - start
+        hit = np.flatnonzero(counts)
+        c = counts[hit]
+        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+        ia, ib = np.repeat(hit, c), order_b[at]
+        same = band_a[ia] == band_b[ib]  # equal keys of two bands: a 2^-64 chance
+        got_a.append(ends_a[lo] + ia[same])
+        got_b.append(ends_b[lo] + ib[same])
+    if not got_a:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return np.concatenate(got_a).astype(np.intp), np.concatenate(got_b).astype(np.intp)
+
+
+def join(x: int, y: int, clk: int, a: Sealed, b: Sealed) -> Matched:
+    """S1's join of two members' sealed band keys of a CLK: for each key both hold in a band,
+    slot s of a's with slot t of b's, through a's copy t and b's copy s (modulo their copies:
+    each token once where the classes agree), every band's pairs shuffled together (so S2
+    cannot tell which pairs came from one key)."""
+    ia, ib = matched_keys(a, b)
+    sa, sb = slots(a.classes[ia]), slots(b.classes[ib])
+    ca, cb = copies(a.classes[ia]), copies(b.classes[ib])
+    per = sa * sb
+    total = int(per.sum())
+    key = np.repeat(np.arange(len(per)), per)
+    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+    s, t = within // sb[key], within % sb[key]
+    at_a = a.token_offsets()[ia][key] + s * ca[key] + t % ca[key]
+    at_b = b.token_offsets()[ib][key] + t * cb[key] + s % cb[key]
+    order = np.random.default_rng(secrets.randbits(128)).permutation(total)
+    return Matched(x, y, clk, a.tokens()[at_a[order]], b.tokens()[at_b[order]])
+
+
+def open_tokens(
+    seal_key: bytes, clk: int, tokens: Shares, records: int, side: str
+) -> npt.NDArray[np.int64]:
+    """Each token's row (-1 for padding), opened under the member's seal key; ValueError
+    naming `side` for a token that is not the member's for this CLK or names a row beyond its
+    `records`."""
+    if tokens.ndim != 2 or tokens.shape[1] != TOKEN_BYTES:
+        raise ValueError(f"tokens_{side}: {TOKEN_BYTES} bytes a token")
+    dec = Cipher(algorithms.AES(seal_key), modes.ECB()).decryptor()
+    plain = np.frombuffer(dec.update(np.ascontiguousarray(tokens).tobytes()) + dec.finalize(),
+                          np.uint8).reshape(-1, TOKEN_BYTES)  # fmt: skip
+    tag = np.frombuffer(TOKEN_TAG, np.uint8)
+    ok = (plain[:, 4] == clk) & (plain[:, 5:8] == tag).all(axis=1)
+    if not ok.all():
+        raise ValueError(
+            f"tokens_{side}: a token that does not open under the member's seal key for this "
+            "CLK (not this upload's)"
+        )
+    rows = np.ascontiguousarray(plain[:, :4]).view("<u4").ravel().astype(np.int64)
+    real = rows != TOKEN_PAD
+    if real.any() and int(rows[real].max()) >= records:
+        raise ValueError(f"tokens_{side}: row {int(rows[real].max())} of {records}")
+    rows[~real] = -1
+    return rows
+
+
+def expanded_pairs(
+    matched: Matched, seal_keys: tuple[bytes, bytes], records: tuple[int, int]
+) -> npt.NDArray[np.uint64]:
+    """Each pair (row of a, row of b) of the matched tokens, row_a << 32 | row_b, padding
+    dropped: a pair appears once for each band whose keys the two records share (S2's
+    view)."""
+    a = open_tokens(seal_keys[0], matched.clk, matched.tokens_a, records[0], "a")
+    b = open_tokens(seal_keys[1], matched.clk, matched.tokens_b, records[1], "b")
+    real = (a >= 0) & (b >= 0)
+    out: npt.NDArray[np.uint64] = (a[real].astype(np.uint64) << np.uint64(32)) | b[real].astype(
+        np.uint64
+    )
+    return out
+
+
+def fallback_split(
+    batches: Sequence[PairBatch], lacking: Sequence[npt.NDArray[np.bool_]] | None
+) -> list[PairBatch]:
+    """The pairs compared, from each CLK's pairs sharing a band key: with `lacking` (each
+    member's records lacking the fallback's fields), record-level pairs between records that
+    have them and fallback pairs where either lacks them; without, the record-level pairs (the
+    pairs S1 proposed when it held every record's keys, `record_blocking`)."""
+    out = []
+    for b in batches:
+        if lacking is None:
+            if b.clk == RECORD:
+                out.append(b)
+            continue
+        either = lacking[b.member_a][b.rows_a] | lacking[b.member_b][b.rows_b]
+        keep = either if b.clk == FALLBACK else ~either
+        out.append(PairBatch(b.member_a, b.member_b, b.clk, b.rows_a[keep], b.rows_b[keep]))
+    return out
+
+
+def expand(
+    matched: Sequence[Matched], seal_keys: Sequence[bytes], records: Sequence[int], clks: int = 1
+) -> list[PairBatch]:
+    """S2's expansion of what S1 matched: per pair of members and CLK (the first `clks`;
+    every pair of members and CLK listed, with pairs or none), the pairs sharing a key in at
+    least one band, once, in row order; ValueError for a token that does not open.
+    `fallback_split` then applies the fallback's rule (whoever holds which records lack its
+    fields: S1)."""
+    got: dict[tuple[int, int, int], list[npt.NDArray[np.uint64]]] = {}
+    members = len(records)
+    for x in range(members):
+        for y in range(x + 1, members):
+            for clk in range(clks):
+                got[x, y, clk] = [np.empty(0, dtype=np.uint64)]
+    for m in matched:
+        x, y = m.member_a, m.member_b
+        if (x, y, m.clk) not in got:
+            raise ValueError(f"member_a/member_b/clk: {x}, {y}, {m.clk} not of the run")
+        got[x, y, m.clk].append(expanded_pairs(m, (seal_keys[x], seal_keys[y]),
+                                               (records[x], records[y])))  # fmt: skip
+    out = []
+    for (x, y, clk), parts in sorted(got.items()):
+        codes = _distinct(np.concatenate(parts))
+        rows_a = (codes >> np.uint64(32)).astype(np.uint32)
+        rows_b = (codes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        out.append(PairBatch(x, y, clk, rows_a, rows_b))
+    return out
+
+
+def record_blocking(
+    keys: Sequence[Sequence[Keys]], lacking: Sequence[npt.NDArray[np.bool_]] | None = None
+) -> list[PairBatch]:
+    """The cross-member pairs from every record's band keys, `keys[member][clk]` ((rows,
+    bands)), as S1 proposed them when it held them (the reference the sealed join plus S2's
+    expansion is tested against: the same pairs)."""
+    out = []
+    for x in range(len(keys)):
+        for y in range(x + 1, len(keys)):
+            if lacking is None:
+                ia, ib = colliding_pairs(keys[x][RECORD], keys[y][RECORD])
+                out.append(PairBatch(x, y, RECORD, ia, ib))
+                continue
+            lx, ly = lacking[x], lacking[y]
+            for clk in (RECORD, FALLBACK):
+                ia, ib = colliding_pairs(keys[x][clk], keys[y][clk])
+                either = lx[ia] | ly[ib]
+                keep = either if clk == FALLBACK else ~either
+                out.append(PairBatch(x, y, clk, ia[keep], ib[keep]))
+    return out
