@@ -66,9 +66,10 @@ def rows_of(encoded: Encoded, record_id: str) -> list[int]:
     return rows
 
 
-def local_ids(resolved: ResolvedRef, encoded: Encoded) -> list[str]:
-    """This member's record ids a resolved reference points at, in row order, once each."""
-    if resolved.upload_sha256 != encoded.sha256:
+def local_ids(resolved: ResolvedRef, encoded: Encoded, also_sha256: str = "") -> list[str]:
+    """This member's record ids a resolved reference points at, in row order, once each.
+    `also_sha256`: the folder's two-server upload's, as the matcher acknowledged it."""
+    if resolved.upload_sha256 not in (encoded.sha256, also_sha256 or encoded.sha256):
         raise InputError(
             f"{encoded.path}: reference {resolved.reference} is to the upload that run "
             f"{resolved.run_id} used (SHA-256 {resolved.upload_sha256[:16]}...), not to this "

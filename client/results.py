@@ -26,9 +26,10 @@ HEADERS = {
 }
 
 
-def join_results(results: Results, encoded: Encoded) -> list[list[str]]:
-    """Rows for the output file, with this member's own local ids."""
-    if results.upload_sha256 != encoded.sha256:
+def join_results(results: Results, encoded: Encoded, also_sha256: str = "") -> list[list[str]]:
+    """Rows for the output file, with this member's own local ids. `also_sha256`: the
+    folder's two-server upload's, as the matcher acknowledged it (a two-server project)."""
+    if results.upload_sha256 not in (encoded.sha256, also_sha256 or encoded.sha256):
         raise InputError(
             f"{encoded.path}: these results are from run {results.run_id}, which used a "
             "different upload than this encoded folder; upload it and `blindmatch run` again, "

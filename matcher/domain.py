@@ -35,6 +35,13 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # project and member names
 # -- encodings and uploads -----------------------------------------------------------------------
 
 MAX_CLK_BITS = 8192
+# How a project's batch runs are made: "clk", the matcher holds the members' CLKs and
+# compares them; "two-server", the members' XOR shares go to two non-colluding servers S1
+# and S2 and the matcher holds only popcounts, combining what the circuit on the shares
+# reveals (docs/operations.md "A project in two-server mode").
+CLK_MODE = "clk"
+TWO_SERVER = "two-server"
+MODES = (CLK_MODE, TWO_SERVER)
 FINGERPRINT_BYTES = 32  # the keyed (schema, secret) fingerprint every encoding carries
 MAX_RECORDS = 50_000_000  # per upload
 MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
@@ -146,6 +153,7 @@ class Project:
     require_purpose: bool = False
     expires: float = 0.0  # seconds since 1970; its data is deleted then
     require_users: bool = False  # consultations and disclosures need a named user's token
+    mode: str = "clk"  # CLK_MODE or TWO_SERVER (see MODES)
 
 
 @dataclass(frozen=True)

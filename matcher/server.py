@@ -18,16 +18,19 @@ from grpc_reflection.v1alpha import reflection
 from blindmatch.matcher.core.executor import Executor
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
+    CLK_MODE,
     DEFAULT_STREAMS_PER_MEMBER,
     MAX_INDEX_CHANGE_BYTES,
     MEMBER_STREAMS,
     MIN_UNARY_THREADS,
+    MODES,
     QUERY_STREAM_IDLE_SECONDS,
     QUERY_STREAMS_IN_ALL,
     QUERY_STREAMS_PER_MEMBER,
     RPC_THREADS,
     STREAM_IDLE_SECONDS,
     STREAMS_IN_ALL,
+    TWO_SERVER,
 )
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.placement import (
@@ -49,6 +52,7 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -128,6 +132,8 @@ def create_server(
     max_auth_failures: int = AUTH_FAILURES_PER_MINUTE,
     lookup_servers: Sequence[str] = (),
     lookup_credentials: grpc.ChannelCredentials | None = None,
+    two_server: TwoServerSetup | None = None,
+    default_mode: str = CLK_MODE,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -153,8 +159,12 @@ def create_server(
     `workers` threads here; core.cluster.DaskExecutor: a Dask cluster). With
     `lookup_servers` (addresses, the i-th holding shard i of them all; reached with
     `lookup_credentials`, None: plaintext), real-time queries fan out to them and
-    index changes are forwarded to them (rpc/lookup_client.py).
+    index changes are forwarded to them (rpc/lookup_client.py). With `two_server`
+    (rpc/twoserver_project.py `combiner_setup`) the matcher is the combiner of two-server
+    projects; `default_mode` is a project's mode where CreateProject gives none.
     """
+    if default_mode not in MODES or (default_mode == TWO_SERVER and two_server is None):
+        raise ValueError(f"default mode {default_mode!r}: one of {MODES} (two-server: with S1/S2)")
     if not 1 <= member_streams <= max_streams <= RPC_THREADS - MIN_UNARY_THREADS:
         raise ValueError(
             f"streams: need 1 <= per member ({member_streams}) <= in all ({max_streams}) <= "
@@ -208,7 +218,9 @@ def create_server(
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background
-        runs = RunManager(store, workers=workers, executor=executor)
+        runs = RunManager(store, workers=workers, executor=executor, two_server=two_server)
+        if two_server is not None:
+            log.info("two-server projects: S1 %s, S2 %s", two_server.s1, two_server.s2)
         log.info("%s", runs.executor.describe())
         with pinned(everywhere if request_cpus is not None else None):
             runs.start()  # a batch run's threads keep every core
@@ -233,6 +245,7 @@ def create_server(
             streams=streams,
             max_index_change_bytes=max_index_change_bytes,
             refusals=refusals,
+            default_mode=default_mode,
         )
         authenticator = Authenticator(
             admin_token,

@@ -45,7 +45,7 @@ RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
 
 class CreateProjectRequest(_message.Message):
-    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
+    __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users", "mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class CreateProjectRequest(_message.Message):
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     disclosure: Disclosure
@@ -62,10 +63,11 @@ class CreateProjectRequest(_message.Message):
     require_purpose: bool
     expires_unix: int
     require_users: bool
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
+    mode: str
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users", "mode")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +83,7 @@ class CreateProjectReply(_message.Message):
     REQUIRE_PURPOSE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
@@ -89,7 +92,8 @@ class CreateProjectReply(_message.Message):
     require_purpose: bool
     expires_unix: int
     require_users: bool
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ...) -> None: ...
+    mode: str
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -110,7 +114,7 @@ class MemberInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user", "mode", "two_server_s1", "two_server_s2")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +129,9 @@ class ProjectInfo(_message.Message):
     FINGERPRINT_FROM_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_S1_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_S2_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -139,7 +146,10 @@ class ProjectInfo(_message.Message):
     fingerprint_from: str
     require_users: bool
     user: str
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ...) -> None: ...
+    mode: str
+    two_server_s1: str
+    two_server_s2: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ..., mode: _Optional[str] = ..., two_server_s1: _Optional[str] = ..., two_server_s2: _Optional[str] = ...) -> None: ...
 
 class ListProjectsRequest(_message.Message):
     __slots__ = ("project",)
@@ -164,7 +174,7 @@ class ScoreRule(_message.Message):
     def __init__(self, gap: _Optional[float] = ..., offset: _Optional[float] = ..., reach: _Optional[float] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule", "two_server_ticket", "two_server_bits")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +185,8 @@ class UploadHeader(_message.Message):
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_TICKET_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_BITS_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -185,7 +197,9 @@ class UploadHeader(_message.Message):
     fallback_bits: int
     schema_digest: str
     rule: ScoreRule
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
+    two_server_ticket: str
+    two_server_bits: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_bits: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")
@@ -1103,3 +1117,23 @@ class TwoServerRunReply(_message.Message):
     bytes_sent: _containers.ScalarMap[str, int]
     rounds: int
     def __init__(self, members: _Optional[_Iterable[str]] = ..., dset: _Optional[_Iterable[int]] = ..., row: _Optional[_Iterable[int]] = ..., partner: _Optional[_Iterable[int]] = ..., partner_row: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., groups: _Optional[int] = ..., comparisons: _Optional[int] = ..., method: _Optional[str] = ..., bytes_sent: _Optional[_Mapping[str, int]] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class TwoServerTicketRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class TwoServerTicketReply(_message.Message):
+    __slots__ = ("ticket", "name", "s1", "s2", "expires_unix")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    S1_FIELD_NUMBER: _ClassVar[int]
+    S2_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ticket: str
+    name: str
+    s1: str
+    s2: str
+    expires_unix: int
+    def __init__(self, ticket: _Optional[str] = ..., name: _Optional[str] = ..., s1: _Optional[str] = ..., s2: _Optional[str] = ..., expires_unix: _Optional[int] = ...) -> None: ...

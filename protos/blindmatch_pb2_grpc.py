@@ -84,6 +84,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
                 _registered_method=True)
+        self.TwoServerTicket = channel.unary_unary(
+                '/blindmatch.v1.Matcher/TwoServerTicket',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketReply.FromString,
+                _registered_method=True)
         self.ChangeIndex = channel.stream_unary(
                 '/blindmatch.v1.Matcher/ChangeIndex',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IndexChange.SerializeToString,
@@ -242,6 +247,17 @@ class MatcherServicer:
     def IssueRequestRefs(self, request, context):
         """Member: one reference per hit (record and partner) at once, all or none: a hit with
         nothing to refer to refuses the whole request, naming it, and nothing is issued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TwoServerTicket(self, request, context):
+        """Member, in a two-server project (docs/operations.md "A project in two-server mode"): a
+        ticket, signed by the matcher, that admits this member's upload to S1 and S2 under the
+        name it gives (project/member/tag), and where S1 and S2 are. The member then uploads its
+        shares to S1 and S2 with the ticket, then a header alone here (Upload, the header
+        carrying the ticket: how many records, never a CLK or a popcount).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -418,6 +434,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.IssueRequestRefs,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.SerializeToString,
+            ),
+            'TwoServerTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.TwoServerTicket,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketReply.SerializeToString,
             ),
             'ChangeIndex': grpc.stream_unary_rpc_method_handler(
                     servicer.ChangeIndex,
@@ -770,6 +791,33 @@ class Matcher:
             '/blindmatch.v1.Matcher/IssueRequestRefs',
             blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TwoServerTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/TwoServerTicket',
+            blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -184,6 +184,7 @@ CALLS: dict[str, Call] = {
         w.stub.ListIndex(pb.ListIndexRequest(project=w.project), metadata=md)
     ),
     "Query": lambda w, md: w.stub.Query(_query(w), metadata=md),
+    "TwoServerTicket": lambda w, md: _ticket(w, md),
     "QueryStream": lambda w, md: list(w.stub.QueryStream(iter([_query(w)]), metadata=md)),
     "Watch": lambda w, md: _first_event(w.stub.Watch(_query(w), metadata=md)),
     "SetQueryLimits": lambda w, md: w.stub.SetQueryLimits(
@@ -202,6 +203,17 @@ CALLS: dict[str, Call] = {
         pb.UserRequest(project=w.project, user="pc-1"), metadata=md
     ),
 }
+
+
+def _ticket(w: World, md: Any) -> Any:
+    """A ticket: authorised, then refused for what it asks (the project is a CLK project)."""
+    try:
+        return w.stub.TwoServerTicket(pb.TwoServerTicketRequest(project=w.project), metadata=md)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        assert "is not a two-server project" in (exc.details() or "")
+        return None
 
 
 def _query(w: World) -> pb.QueryRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +15,21 @@ import pytest
 
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_upload
-from blindmatch.client.remote.twoserver import upload_parts
-from blindmatch.matcher.core import linkbit
+from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, upload_parts
+from blindmatch.matcher.core import linkbit, tickets
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
-from blindmatch.matcher.rpc.twoserver_service import SharesService, batch_digest, create_role
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import (
+    RunningRole,
+    SharesService,
+    batch_digest,
+    create_role,
+)
+from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import Matcher, auth, snapshot, upload_messages
+from tests.support import ADMIN_TOKEN, Matcher, auth, snapshot, upload_messages
 
 OVERSIZED = 17 * 1024 * 1024  # over the matcher's 16 MiB message limit
 
@@ -85,6 +92,10 @@ CASES: list[Case] = [
      "ten years"),
     ("create-taken-name", lambda c: create(c, name="trial"), "ALREADY_EXISTS", "already exists"),
     ("create-oversized", lambda c: create(c, name="x" * OVERSIZED), "RESOURCE_EXHAUSTED", ""),
+    ("create-unknown-mode", lambda c: create(c, mode="three-server"), "INVALID_ARGUMENT",
+     "mode: 'three-server'; one of clk, two-server"),
+    ("create-two-server-unset", lambda c: create(c, mode="two-server"), "FAILED_PRECONDITION",
+     "started without two-server servers; start it with `serve --two-server-s1"),
     # DescribeProject
     ("describe-no-project", lambda c: c.stub.DescribeProject(
         pb.DescribeProjectRequest(), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
@@ -133,6 +144,21 @@ CASES: list[Case] = [
     ("upload-other-clk-size", lambda c: c.stub.Upload(iter(
         upload_messages("trial", bytes(64 * 2), clk_bits=512)), metadata=c.south),
      "FAILED_PRECONDITION", "CLKs of 512 bits"),
+    ("upload-ticket-to-clk-project", lambda c: upload(c, [header(two_server_ticket="bmt1.a.b")]),
+     "FAILED_PRECONDITION", "header.two_server_ticket: project 'trial' is not a two-server"),
+    ("upload-widths-to-clk-project", lambda c: upload(c, [header(two_server_bits=[1024])]),
+     "FAILED_PRECONDITION", "is not a two-server project"),
+    # TwoServerTicket
+    ("ticket-no-project", lambda c: c.stub.TwoServerTicket(
+        pb.TwoServerTicketRequest(), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
+    ("ticket-unknown-project", lambda c: c.stub.TwoServerTicket(
+        pb.TwoServerTicketRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    ("ticket-clk-project", lambda c: c.stub.TwoServerTicket(
+        pb.TwoServerTicketRequest(project="trial"), metadata=c.north), "FAILED_PRECONDITION",
+     "project: 'trial' is not a two-server project"),
+    ("ticket-operator", lambda c: c.stub.TwoServerTicket(
+        pb.TwoServerTicketRequest(project="trial"), metadata=c.admin), "PERMISSION_DENIED",
+     "operator token cannot be used for member calls"),
     # StartRun / WatchRun
     ("run-no-project", lambda c: c.stub.StartRun(pb.StartRunRequest(), metadata=c.north),
      "INVALID_ARGUMENT", "project: required"),
@@ -317,6 +343,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
         "issue": "IssueRequestRef", "issues": "IssueRequestRefs", "resolve": "ResolveRequestRef",
         "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
+        "ticket": "TwoServerTicket",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
 
@@ -525,6 +552,10 @@ def circuit_batch(c: RolesCtx, who: int, **fields: Any) -> pb.CircuitBatch:
     return pb.CircuitBatch(**{**base, **fields})
 
 
+def member_key(c: RolesCtx) -> str:
+    return c.member[0][1].removeprefix("Bearer ")
+
+
 def propose(c: RolesCtx, **fields: Any) -> Any:
     base: dict[str, Any] = dict(members=["north", "south"], records=[ROWS, ROWS], threshold=0.8)
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
@@ -640,6 +671,18 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-other-layout", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
         clk_bits=2048, shares=bytes(256 * ROWS)), dict(clk_bits=2048))), metadata=c.member),
      "INVALID_ARGUMENT", "every member uploads the same layout"),
+    ("s1upload-forged-ticket", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth(
+        tickets.issue("not the members' key", "p/north/00ff00ff", 2**40))),
+     "UNAUTHENTICATED", "S1 refused the upload: an upload ticket not signed with the members'"),
+    ("s1upload-expired-ticket", lambda c: c.s1.Upload(iter(parts(c, "s1")), metadata=auth(
+        tickets.issue(member_key(c), "p/north/00ff00ff", 1))),
+     "UNAUTHENTICATED", "S1 refused the upload: an upload ticket that has expired"),
+    ("s1upload-project-name-unticketed", lambda c: c.s1.Upload(iter(upload_parts(
+        "p/north/00ff00ff", "s1", c.upload)), metadata=c.member),
+     "PERMISSION_DENIED", "is a project's name (project/member/tag): only the matcher's"),
+    ("s2upload-others-ticket", lambda c: c.s2.Upload(iter(parts(c, "s2")), metadata=auth(
+        tickets.issue(member_key(c), "p/south/00ff00ff", 2**40))),
+     "PERMISSION_DENIED", "member: 'north', but the upload ticket admits 'p/south/00ff00ff'"),
     ("s1upload-no-popcount-shares", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
         popcount_shares=b""))), metadata=c.member),
      "INVALID_ARGUMENT", "popcount_shares (part 0): 0 bytes for 20 records (a uint32 share each"),
@@ -870,3 +913,137 @@ def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
     finally:
         for r in running:
             r.stop(grace=None)
+
+
+# -- a project in two-server mode (usecases/tworuns.py): its Upload, CreateProject, StartRun --
+
+
+@dataclass
+class ProjectCtx:
+    stub: pb_grpc.MatcherStub
+    admin: list[tuple[str, str]]
+    north: list[tuple[str, str]]  # has uploaded (shares to S1 and S2, a header here)
+    south: list[tuple[str, str]]  # has not
+    ticket: str  # a ticket of south's
+
+    def header_only(self, upload: SharedUpload, **fields: Any) -> list[pb.UploadRequest]:
+        """`upload`'s part for the matcher (a header alone) as south's, header fields changed
+        by `fields` (`data`: records sent after it too)."""
+        data = fields.pop("data", None)
+        base: dict[str, Any] = dict(
+            project="shares", clk_bits=0, record_count=len(upload), fingerprint=bytes(32),
+            sha256=shares_sha256(upload.s2.shares), two_server_ticket=self.ticket,
+            two_server_bits=[1024],
+        )  # fmt: skip
+        header = pb.UploadRequest(header=pb.UploadHeader(**{**base, **fields}))
+        return [header] + ([] if data is None else [pb.UploadRequest(clks=data)])
+
+
+def south_upload(c: ProjectCtx, upload: SharedUpload, **fields: Any) -> Any:
+    return c.stub.Upload(iter(c.header_only(upload, **fields)), metadata=c.south)
+
+
+PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, str]] = [
+    ("tsupload-clks", lambda c, u: c.stub.Upload(iter(upload_messages("shares", clks(2))),
+                                                 metadata=c.south),
+     "FAILED_PRECONDITION", "project 'shares' runs in two-server mode: the matcher never takes"),
+    ("tsupload-forged-ticket", lambda c, u: south_upload(c, u, two_server_ticket=tickets.issue(
+        "another key", "shares/south/00ff00ff", 2**40)), "INVALID_ARGUMENT",
+     "header.two_server_ticket: an upload ticket not signed with the members' key"),
+    ("tsupload-garbled-ticket", lambda c, u: south_upload(c, u, two_server_ticket="bmt1.x"),
+     "INVALID_ARGUMENT", "header.two_server_ticket: not an upload ticket"),
+    ("tsupload-others-ticket", lambda c, u: c.stub.Upload(iter(c.header_only(u)),
+                                                          metadata=c.north),
+     "PERMISSION_DENIED", "issued to 'south' of 'shares', not to 'north'"),
+    ("tsupload-clk-bits", lambda c, u: south_upload(c, u, clk_bits=1024), "INVALID_ARGUMENT",
+     "header.clk_bits: 1024, but a two-server upload sends the matcher no records"),
+    ("tsupload-no-widths", lambda c, u: south_upload(c, u, two_server_bits=[]),
+     "INVALID_ARGUMENT", "header.two_server_bits: 0 widths"),
+    ("tsupload-bad-width", lambda c, u: south_upload(c, u, two_server_bits=[1000]),
+     "INVALID_ARGUMENT", "header.two_server_bits[0]: 1000 is not a multiple of 64"),
+    ("tsupload-records", lambda c, u: south_upload(
+        c, u, data=np.array([[3, 0], [20, 0]], "<u4").tobytes()), "INVALID_ARGUMENT",
+     "clks: a two-server upload sends the matcher no records"),
+    ("tsupload-rule-without-fallback", lambda c, u: south_upload(
+        c, u, rule=pb.ScoreRule(gap=0.25, offset=-0.03, reach=0.1)), "INVALID_ARGUMENT",
+     "header.rule: a rule over both CLKs needs a fallback CLK"),
+    ("tsupload-bad-sha256", lambda c, u: south_upload(c, u, sha256="not hex"),
+     "INVALID_ARGUMENT", "header.sha256: must be 64 hex digits"),
+    ("tscreate-scores", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
+        name="fresh", members=["a", "b"], mode="two-server", disclosure=pb.DISCLOSURE_SCORES),
+        metadata=c.admin), "INVALID_ARGUMENT", "disclosure: scores, but a two-server project"),
+    ("tsindex-clks", lambda c, u: c.stub.ChangeIndex(iter([
+        pb.IndexChange(header=pb.IndexHeader(project="shares", clk_bits=1024,
+                                             fingerprint=bytes(32))),
+        pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
+     "FAILED_PRECONDITION", "runs in two-server mode: the matcher holds no CLKs, so it keeps"),
+    ("tsquery-clks", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)), metadata=c.north),
+     "FAILED_PRECONDITION", "answers no query or watch"),
+    ("tsrun-before-every-upload", lambda c, u: c.stub.StartRun(
+        pb.StartRunRequest(project="shares"), metadata=c.north), "FAILED_PRECONDITION",
+     "waiting for south"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_server_matcher(
+    tmp_path_factory: pytest.TempPathFactory, role_uploads: list[SharedUpload]
+) -> Iterator[tuple[Matcher, list[RunningRole], ProjectCtx]]:
+    """S1, S2 and a matcher that is their combiner; project "shares" in two-server mode,
+    north's upload in (role_uploads[0]), south's not."""
+    key, member_key = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}")
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, member_key)
+    data_dir = tmp_path_factory.mktemp("two-server") / "data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1, two_server=setup)
+    matcher = Matcher(server, data_dir, ADMIN_TOKEN)
+    try:
+        with matcher.operator() as op:
+            tokens = op.create_project("shares", ["north", "south"], mode="two-server").tokens
+        channel = grpc.insecure_channel(matcher.target)
+        stub = pb_grpc.MatcherStub(channel)
+        issued = {
+            m: stub.TwoServerTicket(
+                pb.TwoServerTicketRequest(project="shares"), metadata=auth(tokens[m])
+            )
+            for m in ("north", "south")
+        }
+        north = issued["north"]
+        for role, address in (("s1", north.s1), ("s2", north.s2)):
+            with RoleClient(role, address, north.ticket) as c:
+                c.upload(north.name, role_uploads[0])
+        ctx = ProjectCtx(stub, auth(ADMIN_TOKEN), auth(tokens["north"]), auth(tokens["south"]),
+                         issued["south"].ticket)  # fmt: skip
+        ctx.ticket = north.ticket
+        stub.Upload(iter(ctx.header_only(role_uploads[0])), metadata=ctx.north)
+        ctx.ticket = issued["south"].ticket
+        yield matcher, [s1, s2], ctx
+        channel.close()
+    finally:
+        server.stop(grace=None)
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("name", "call", "status", "fragment"), PROJECT_CASES, ids=[c[0] for c in PROJECT_CASES]
+)
+def test_bad_input_in_a_two_server_project_is_refused_and_changes_nothing(
+    two_server_matcher: tuple[Matcher, list[RunningRole], ProjectCtx],
+    role_uploads: list[SharedUpload],
+    name: str,
+    call: Callable[[ProjectCtx, SharedUpload], Any],
+    status: str,
+    fragment: str,
+) -> None:
+    matcher, roles, ctx = two_server_matcher
+    before = snapshot(matcher), [dict(r.service.held) for r in roles]
+    with pytest.raises(grpc.RpcError) as refused:
+        call(ctx, role_uploads[1])
+    assert refused.value.code().name == status, refused.value.details()
+    assert fragment in (refused.value.details() or "")
+    assert (snapshot(matcher), [dict(r.service.held) for r in roles]) == before

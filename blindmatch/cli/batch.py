@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     Subcommands,
@@ -15,15 +16,30 @@ from blindmatch.cli.options import (
     member_token,
     progress_wanted,
 )
-from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.errors import BlindmatchError, InputError
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encoded import Encoded
+    from blindmatch.client.remote.client import MatcherClient
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
     from blindmatch.client.remote.client import content_upload_id
 
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client:
+        # A folder with a two-server upload: the project's mode decides what goes where
+        # (a CLK project refuses the ticket, storing nothing). Without one, a two-server
+        # project refuses the CLKs, saying to encode with --two-server.
+        if (args.encoded / SHARED_FOLDER).is_dir() and _two_server_upload(args, client, encoded):
+            return 0
+        if args.s1 or args.s2:
+            raise InputError(
+                f"--s1/--s2: only for a project in two-server mode ({args.project} is not), "
+                "with a folder encoded --two-server"
+            )
         receipt = client.upload(
             args.project,
             encoded,
@@ -36,6 +52,31 @@ def cmd_upload(args: argparse.Namespace) -> int:
         f"(upload {receipt.upload_id}{again})."
     )
     return 0
+
+
+def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
+    """In a project in two-server mode: the shares to S1 and S2, how many records to the
+    matcher, True; False (nothing sent) for a CLK project."""
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
+
+    issued = ticket_if_two_server(client, args.project)
+    if issued is None:
+        return False
+    from blindmatch.cli.encoding import TWO_SERVER_RULE_NOTE
+
+    upload = read_shared(args.encoded / SHARED_FOLDER)
+    if encoded.rule is not None:  # recorded with the upload; said on stderr, even with --quiet
+        print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
+    say = None if args.quiet else print
+    sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
+                          s2=args.s2 or "", say=say, issued=issued)  # fmt: skip
+    print(
+        f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
+        f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "
+        f"{sent.receipt.upload_id})."
+    )
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,12 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import write_csv
+    from blindmatch.client.remote.twoserver import folder_sha256
     from blindmatch.client.results import HEADERS, join_results
 
     encoded = read_encoded(args.encoded, verify=False)
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
-    rows = join_results(results, encoded)
+    also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
+    rows = join_results(results, encoded, also)
     write_csv(args.out, HEADERS[results.disclosure], rows)
 
     def limited(partner: str) -> str:
@@ -142,12 +185,21 @@ def register(sub: Subcommands) -> None:
         help="upload encodings to the matcher",
         description="Upload an ENCODED folder's CLKs (never its local ids) to the matcher; "
         "it replaces this member's earlier upload. A dropped connection is retried with the "
-        "same upload id, so nothing is stored twice.",
+        "same upload id, so nothing is stored twice. In a project in two-server mode the CLKs "
+        "never go to the matcher: the folder's two-server upload (`encode --two-server`) goes "
+        "as XOR shares to S1 and S2 (where the matcher says they are) under a ticket the "
+        "matcher signs, and the matcher gets only how many records there are.",
         example="blindmatch upload north.encoded --project burglary --token-file north.token",
         handler=cmd_upload,
         parents=parents,
     )
     p.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    p.add_argument(
+        "--s1",
+        metavar="HOST:PORT",
+        help="two-server projects: S1's address, if not the matcher's (a proxy)",
+    )
+    p.add_argument("--s2", metavar="HOST:PORT", help="two-server projects: S2's address")
 
     command(
         sub,

@@ -93,7 +93,8 @@ def write_two_server(
         print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
     if not args.quiet:
         print(f"Wrote the two-server upload in {args.out}/{sharing.SHARED_FOLDER}/ (s1.npz, "
-              "s2.npz, combiner.npz: send them with `blindmatch two-server upload`)")  # fmt: skip
+              "s2.npz, combiner.npz: `blindmatch upload` sends them in a project in two-server "
+              "mode, `blindmatch two-server upload` to stand-alone roles)")  # fmt: skip
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
@@ -140,7 +141,7 @@ def register(sub: Subcommands) -> None:
         action="store_true",
         help="also write the upload for a two-server run (ENCODED/twoserver/: sealed band keys "
         "and a share for S1, a share and the seal key for S2, popcounts for the combiner; "
-        "docs/privacy-design.md)",
+        "docs/privacy-design.md): what `upload` needs for a project in two-server mode",
     )
     p.add_argument(
         "--allow-empty",

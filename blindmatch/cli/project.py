@@ -96,6 +96,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_purpose=args.require_purpose,
             expires_unix=expires,
             require_users=args.require_users,
+            mode=args.mode or "",
         )
     if args.tokens_dir:
         files = write_tokens(args.tokens_dir, created.tokens)
@@ -110,7 +111,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         purpose += "; results, requests, queries and watches need a user token"
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold}, blocking: {created.blocking}; "
+        f"threshold: {created.threshold}, blocking: {created.blocking}, mode: {created.mode}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
     if args.tokens_dir:
@@ -184,10 +185,15 @@ def _show(info: ProjectInfo) -> None:
     if info.require_users:
         purpose += "; results, requests, queries and watches need a user token"
     print(f"  data deleted at {when(info.expires_unix)}{purpose}")
+    if info.mode == "two-server":
+        print(f"  two-server mode: shares to S1 ({info.two_server_s1 or '?'}) and S2 "
+              f"({info.two_server_s2 or '?'}), how many records to the matcher (encode with "
+              "--two-server)")  # fmt: skip
     if info.fingerprint_id:
         print(
-            f"  encodings: fingerprint id {info.fingerprint_id} ({info.clk_bits}-bit CLKs; set "
-            f"by {info.fingerprint_from}'s upload, the first)"
+            f"  encodings: fingerprint id {info.fingerprint_id} ("
+            + (f"{info.clk_bits}-bit CLKs; " if info.clk_bits else "")
+            + f"set by {info.fingerprint_from}'s upload, the first)"
         )
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
@@ -209,6 +215,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "disclosure": info.disclosure,
         "threshold": info.threshold,
         "blocking": info.blocking,
+        "mode": info.mode,
         "require_purpose": info.require_purpose,
         "require_users": info.require_users,
         "expires": when(info.expires_unix),
@@ -235,7 +242,8 @@ def _compare_encoded(info: ProjectInfo, path: Path) -> int:
     if not info.fingerprint_id:
         print(f"{path}: fingerprint id {mine}; nothing uploaded yet, so yours will set it.")
         return 0
-    if mine == info.fingerprint_id and encoded.clk_bits == info.clk_bits:
+    same_bits = encoded.clk_bits == info.clk_bits or info.mode == "two-server"  # no CLKs there
+    if mine == info.fingerprint_id and same_bits:
         print(f"{path}: fingerprint id {mine}, the project's: it may be uploaded.")
         return 0
     print(
@@ -338,6 +346,14 @@ def register(sub: Subcommands) -> None:
         default="auto",
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
         "size (auto, the default: LSH above 10^10 pairs per pair of members)",
+    )
+    pc.add_argument(
+        "--mode",
+        choices=("clk", "two-server"),
+        help="clk: the matcher holds the members' CLKs and compares them; two-server: the "
+        "members' XOR shares go to two non-colluding servers S1 and S2 and the matcher holds "
+        "only how many records (it must be started with --two-server-s1/--two-server-s2; no scores "
+        "disclosure; docs/operations.md) (default: the matcher's, `serve --default-mode`)",
     )
     pc.add_argument(
         "--require-purpose",

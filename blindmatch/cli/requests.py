@@ -34,6 +34,7 @@ HOW_TO_QUOTE = (
 
 def cmd_request(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import rows_of
 
     if args.hits is not None:
@@ -46,7 +47,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         issued = client.issue_request_refs(
             args.project,
             rows,
-            encoded.sha256,
+            acknowledged_sha256(client, args.project, encoded),
             partner=args.partner or "",
             purpose=args.purpose or "",
         )
@@ -75,6 +76,7 @@ def _request_hits(args: argparse.Namespace) -> int:
     for them all at the matcher (all issued or none), then the references written."""
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import write_csv
+    from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import read_hits
 
     if args.out is None:
@@ -90,7 +92,7 @@ def _request_hits(args: argparse.Namespace) -> int:
             issued = client.issue_hit_refs(
                 args.project,
                 [(h.rows, h.partner) for h in hits],
-                encoded.sha256,
+                acknowledged_sha256(client, args.project, encoded),
                 purpose=args.purpose or "",
             )
     except MatcherError as exc:  # `hits[3]: ...` named as the file's row
@@ -127,6 +129,7 @@ def _request_hits(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
+    from blindmatch.client.remote.twoserver import folder_sha256
     from blindmatch.client.requests import local_ids
 
     encoded = read_encoded(args.encoded, verify=False)
@@ -134,7 +137,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
         for reference in args.reference:
             resolved = client.resolve_request_ref(args.project, reference, args.purpose or "")
-            found.append((resolved, local_ids(resolved, encoded)))
+            also = folder_sha256(encoded) if resolved.upload_sha256 != encoded.sha256 else ""
+            found.append((resolved, local_ids(resolved, encoded, also)))
     if args.json:
         print(
             json.dumps(

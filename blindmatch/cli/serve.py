@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from blindmatch.cli import daskopts, lookup
+from blindmatch.cli import daskopts, lookup, twoserver
 from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
+    two_server = twoserver.serve_setup(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
     if admin is None:
@@ -77,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             executor=executor,
             lookup_servers=lookup_servers,
             lookup_credentials=lookup_credentials,
+            two_server=two_server,
+            default_mode=args.default_mode,
         )
     except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
         raise InputError(str(exc)) from None
@@ -194,3 +197,4 @@ def register(sub: Subcommands) -> None:
     )
     daskopts.add_arguments(p)
     lookup.add_arguments(p)
+    twoserver.add_serve_arguments(p)

@@ -150,13 +150,13 @@ class MatcherClient:
         require_purpose: bool = False,
         expires_unix: int = 0,
         require_users: bool = False,
+        mode: str = "",
     ) -> ProjectTokens:
-        """Operator: a new project; `expires_unix` 0 means the matcher's default (180 days);
-        `require_users`: results, requests, queries and watches need a named user's token."""
-        request = convert.create_project_request(
-            name, members, disclosure, threshold, blocking, require_purpose, expires_unix
-        )
-        request.require_users = require_users
+        """Operator: a new project; `expires_unix` 0: the matcher's default (180 days);
+        `require_users`: consultations need a named user's token; `mode`: "clk", "two-server"."""
+        request = convert.create_project_request(name, members, disclosure, threshold, blocking,
+                                                 require_purpose, expires_unix)  # fmt: skip
+        request.require_users, request.mode = require_users, mode
         return convert.project_tokens(self._unary("CreateProject", request))
 
     def rotate_token(self, project: str, member: str) -> str:

@@ -149,6 +149,7 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
         reply.require_purpose,
         reply.expires_unix,
         reply.require_users,
+        reply.mode or "clk",
     )
 
 
@@ -179,6 +180,9 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         fingerprint_from=msg.fingerprint_from,
         require_users=msg.require_users,
         user=msg.user,
+        mode=msg.mode or "clk",
+        two_server_s1=msg.two_server_s1,
+        two_server_s2=msg.two_server_s2,
     )
 
 

@@ -26,6 +26,7 @@ class ProjectTokens:
     require_purpose: bool = False
     expires_unix: int = 0
     require_users: bool = False
+    mode: str = "clk"  # or "two-server"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class ProjectInfo:
     fingerprint_from: str = ""  # the member whose upload set it
     require_users: bool = False
     user: str = ""  # the named user asking; empty: the member's own token
+    mode: str = "clk"  # "two-server": CLKs never go to the matcher (two_server_s1/s2 do)
+    two_server_s1: str = ""  # S1's address (two-server), where first shares go
+    two_server_s2: str = ""  # S2's address, where second shares go
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,17 @@ class UserInfo:
     name: str
     created: float  # seconds since 1970, UTC
     revoked: float | None  # None: its token works
+
+
+@dataclass(frozen=True)
+class TwoServerTicket:
+    """What admits a member's upload at S1 and S2 in a two-server project."""
+
+    ticket: str  # the bearer token for S1's and S2's Upload
+    name: str  # the member's upload's name there: project/member/tag
+    s1: str
+    s2: str
+    expires_unix: int
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,33 @@
 """A member's side of the two-server run over gRPC (docs/protocol.md "Two servers and a
 combiner"): its upload (client/encoding/sharing.py `shared_upload`) sent to the three roles,
 each part carrying only that role's fields, and the run started at the combiner.
+
+In a project in two-server mode (`project_upload`) the matcher is the combiner: it gives the
+member a ticket for S1 and S2, the shares go to them under it (with the popcounts' shares and,
+to S1, which records lack the fallback's fields, as `upload_parts` sends them), and the
+matcher then gets a header alone: how many records, and the digest of the member's second
+shares (`shares_sha256`) as the upload's name; last, so that the matcher never holds a
+member's upload before S1 and S2 hold theirs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
+from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
+from blindmatch.client.remote.convert import score_rule
+from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -24,6 +38,9 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 RUN_SECONDS = 24 * 3600.0
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.client import MatcherClient
 
 
 def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
@@ -174,3 +191,125 @@ class RoleClient:
             dict(r.bytes_sent),
             int(r.rounds),
         )
+
+
+def shares_sha256(second: Sequence[npt.NDArray[np.uint8]]) -> str:
+    """The SHA-256 a two-server project upload is acknowledged with: of the member's second
+    XOR shares (S2's, every CLK in order), uniformly random bytes that say nothing of the
+    records but name this encoding's upload (`encode --two-server` draws them afresh)."""
+    digest = hashlib.sha256()
+    for shares in second:
+        digest.update(np.ascontiguousarray(shares, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def folder_sha256(encoded: Encoded) -> str:
+    """The SHA-256 the matcher acknowledges an ENCODED folder's two-server upload with (its
+    `twoserver/` second shares, `shares_sha256`); "" for a folder without one."""
+    from blindmatch.client.encoding.sharing import SHARED_FILES, SHARED_FOLDER
+
+    path = encoded.path / SHARED_FOLDER / SHARED_FILES["s2"]
+    if not path.parent.is_dir():
+        return ""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            n = sum(1 for k in f.files if k.startswith("shares_"))
+            shares = [f[f"shares_{k}"] for k in range(n)]
+    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a two-server upload file ({exc})") from None
+    return shares_sha256(shares)
+
+
+def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -> str:
+    """The SHA-256 the matcher acknowledged this folder's upload to `project` with, which a
+    request names its rows by: the CLKs', or in a two-server project its two-server
+    upload's (asked of the matcher only for a folder that has one)."""
+    also = folder_sha256(encoded)
+    if not also or client.describe(project).mode != "two-server":
+        return encoded.sha256
+    return also
+
+
+NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK project's
+
+
+def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
+    """The matcher's ticket for this member's next upload to S1 and S2."""
+    request = pb.TwoServerTicketRequest(project=project)
+    reply = client._retrying(
+        "two-server ticket",
+        lambda: client._stub.TwoServerTicket(request, metadata=client._metadata(),
+                                             timeout=client.timeout),
+    )  # fmt: skip
+    return TwoServerTicket(reply.ticket, reply.name, reply.s1, reply.s2, reply.expires_unix)
+
+
+def ticket_if_two_server(client: MatcherClient, project: str) -> TwoServerTicket | None:
+    """A ticket when `project` is in two-server mode; None for a CLK project (asking
+    stores and audits nothing)."""
+    try:
+        return ticket(client, project)
+    except RejectedError as exc:
+        if NOT_TWO_SERVER in str(exc):
+            return None
+        raise
+
+
+@dataclass(frozen=True)
+class ProjectUpload:
+    """A two-server project upload sent: S1's and S2's addresses, and the matcher's receipt."""
+
+    name: str  # the upload's name at S1 and S2
+    s1: str
+    s2: str
+    receipt: UploadReceipt
+
+
+def project_upload(
+    client: MatcherClient,
+    project: str,
+    encoded: Encoded,
+    upload: SharedUpload,
+    *,
+    s1: str = "",
+    s2: str = "",
+    say: Callable[[str], None] | None = None,
+    issued: TwoServerTicket | None = None,
+) -> ProjectUpload:
+    """Send a member's two-server upload in a project in two-server mode: a ticket from the
+    matcher, the shares to S1 and S2 (at the matcher's addresses unless `s1`/`s2` given,
+    reached as the matcher is), then the header alone to the matcher (how many records; no
+    popcount, no share). A part refused stops it:
+    the matcher then holds the member's earlier upload (or none), which a run refuses while
+    S1 or S2 holds another, so nothing runs on half an upload. `issued`: a ticket already
+    asked for."""
+    if len(upload) != encoded.record_count:
+        raise InputError(
+            f"{encoded.path}: its two-server upload holds {len(upload)} records, its CLKs "
+            f"{encoded.record_count}: encode it again with --two-server"
+        )
+    t = issued or ticket(client, project)
+    where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
+    for role in ("s1", "s2"):
+        with RoleClient(role, where[role], t.ticket, client.credentials,
+                        insecure=client.insecure) as c:  # fmt: skip
+            held = c.upload(t.name, upload)
+        if say is not None:
+            say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
+    header = pb.UploadHeader(
+        project=project, clk_bits=0, record_count=len(upload),
+        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.s2.shares),
+        client_upload_id=uuid.uuid4().hex, schema_digest=encoded.schema_digest,
+        rule=score_rule(encoded.rule), two_server_ticket=t.ticket,
+        two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
+    )  # fmt: skip
+
+    def messages() -> Iterator[pb.UploadRequest]:
+        yield pb.UploadRequest(header=header)  # the header alone: no record goes here
+
+    reply = client._retrying(
+        "upload",
+        lambda: client._stub.Upload(messages(), metadata=client._metadata(), timeout=3600),
+    )
+    receipt = UploadReceipt(reply.upload_id, reply.record_count, reply.sha256, reply.replayed)
+    return ProjectUpload(t.name, where["s1"], where["s2"], receipt)

@@ -37,6 +37,7 @@ from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import LEVELS, ProjectInfo, Results
+from blindmatch.client.remote.twoserver import folder_sha256
 from blindmatch.client.results import HEADERS, join_results
 from blindmatch.client.tools.evaluate import (
     Quality,
@@ -119,7 +120,8 @@ def gather_report(
     encoded = read_encoded(encoded_path, verify=False)
     info = client.describe(project)
     results = client.results(project, purpose=purpose)
-    joined = join_results(results, encoded)  # refuses results of another upload
+    also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
+    joined = join_results(results, encoded, also)  # refuses results of another upload
     audit = list(client.audit(project))  # after the results: their disclosure is in it
     member = info.member
     header = [] if results.disclosure == "count" else HEADERS[results.disclosure]

@@ -259,7 +259,11 @@ DAY = 86400  # seconds: the grain of a member's view of its partners' disclosure
 _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # Project-wide entries whose detail tells a member about overlaps between other members:
 # the detail keys a member may see of each (the rest is the operator's).
-_PROJECT_WIDE_DETAIL = {"run.done": ("run_id",), "project.expire": ()}
+_PROJECT_WIDE_DETAIL = {
+    "run.done": ("run_id",),
+    "project.expire": (),
+    "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
+}
 # A partner's action on a request the member made itself (its `detail["requester"]`): shown to
 # that requester as it happens, with only these detail keys (not the partner's user, purpose or
 # how many of its records the reference pointed at).

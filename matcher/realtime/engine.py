@@ -57,6 +57,7 @@ from blindmatch.matcher.domain import (
     MAX_QUERY_RECORDS,
     QUERY,
     REFUSED_REQUEST,
+    TWO_SERVER,
     UNANSWERED,
     WATCH,
     Encoding,
@@ -84,6 +85,17 @@ class QueryResult:
     disclosed: QueryDisclosure
     partners: list[str]  # whose standing indexes were searched
     level: Level  # the project's disclosure level
+
+
+def takes_clks(project: Project) -> Project:
+    """`project`, refused FAILED_PRECONDITION in two-server mode: its matcher never holds a
+    CLK, and standing indexes and queries are CLKs (docs/operations.md)."""
+    if project.mode == TWO_SERVER:
+        raise errors.FailedPrecondition(
+            f"project {project.name!r} runs in two-server mode: the matcher holds no CLKs, so "
+            "it keeps no standing index and answers no query or watch (batch runs only)"
+        )
+    return project
 
 
 class Realtime:
@@ -148,7 +160,7 @@ class Realtime:
         and tell the other members' watches about the records it put. Returns the summary
         and whether the change was a retry of one already stored (acknowledged again).
         `check` runs inside the transaction that announces the change, and may refuse it."""
-        self.store.project(project)  # expired: NotFound, like every member call
+        takes_clks(self.store.project(project))  # expired: NotFound, like every member call
         summary, put_words, replayed = self.indexes.change(
             project, member, encoding, puts, removes, client_change_id, check
         )
@@ -191,7 +203,7 @@ class Realtime:
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
     ) -> QueryResult:
         """Which partners hold each queried CLK, as far as each partner's level allows."""
-        project = self.store.project(project_name)
+        project = takes_clks(self.store.project(project_name))
         words = self._check_query(project, purpose, encoding, clks)
         taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
@@ -241,7 +253,7 @@ class Realtime:
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
     ) -> Watch:
         """Register a watch; events arrive when a partner later indexes a match."""
-        project = self.store.project(project_name)
+        project = takes_clks(self.store.project(project_name))
         if project.name not in self.index_store.allow_watch():
             raise errors.FailedPrecondition(
                 f"watching is not allowed in project {project.name!r}; the operator allows it "

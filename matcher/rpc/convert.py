@@ -16,6 +16,7 @@ from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.references import RequestRef
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
+    CLK_MODE,
     DONE,
     FAILED,
     LEVEL_NUMBERS,
@@ -93,6 +94,7 @@ def project_request(request: pb.CreateProjectRequest) -> ProjectRequest:
         require_purpose=request.require_purpose,
         expires=float(request.expires_unix) if request.expires_unix else None,
         require_users=request.require_users,
+        mode=request.mode,
     )
 
 
@@ -107,6 +109,8 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         field_bits=tuple(header.field_bits),
         fallback_bits=int(header.fallback_bits),
         schema_digest=header.schema_digest,
+        two_server_ticket=header.two_server_ticket,
+        two_server_bits=tuple(header.two_server_bits),
         rule=score_rule(header.rule),
     )
 
@@ -169,6 +173,7 @@ def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectR
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
         require_users=project.require_users,
+        mode=project.mode,
     )
 
 
@@ -179,13 +184,14 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
         member=view.member,
         disclosure=level_pb(project.disclosure),
         threshold=project.threshold,
-        clk_bits=view.clk_bits,
+        clk_bits=view.clk_bits if project.mode == CLK_MODE else 0,  # popcounts: no CLKs
         blocking=_PB_BLOCKING[project.blocking],
         require_purpose=project.require_purpose,
         expires_unix=int(project.expires),
         fingerprint_id=view.fingerprint_id,
         fingerprint_from=view.fingerprint_from,
         require_users=project.require_users,
+        mode=project.mode,
     )
     for m in view.members:
         info.members.add(

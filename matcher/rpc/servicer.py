@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from blindmatch.matcher.core.ratelimit import NestedRateLimit, RateLimit
-from blindmatch.matcher.domain import LEVEL_CHOICES, MAX_INDEX_CHANGE_BYTES, MAX_UPLOAD_BYTES
+from blindmatch.matcher.domain import (
+    CLK_MODE,
+    LEVEL_CHOICES,
+    MAX_INDEX_CHANGE_BYTES,
+    MAX_UPLOAD_BYTES,
+    TWO_SERVER,
+)
 from blindmatch.matcher.errors import (
     Busy,
     FailedPrecondition,
@@ -45,6 +51,7 @@ from blindmatch.matcher.usecases import (
     requests,
     results,
     run_requests,
+    tworuns,
     users,
 )
 from blindmatch.matcher.usecases.erasure import erase
@@ -77,6 +84,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         max_index_change_bytes: int = MAX_INDEX_CHANGE_BYTES,
         refusals: Refusals | None = None,
         consultations: NestedRateLimit | None = None,
+        default_mode: str = CLK_MODE,
     ) -> None:
         # Each DescribeProject and member ExportAudit appends an fsynced audit entry.
         self.consultations = consultations or NestedRateLimit(
@@ -93,6 +101,18 @@ class MatcherService(pb_grpc.MatcherServicer):
         self.streams = streams or StreamGuard()
         self.max_upload_bytes = max_upload_bytes
         self.held_changes = HeldChanges(max_index_change_bytes)
+        self.default_mode = default_mode  # a project's mode where CreateProject gives none
+
+    @property
+    def two_server(self) -> tworuns.TwoServerSetup | None:
+        """S1 and S2 (`serve --two-server-s1/--two-server-s2`), or None."""
+        return self.runs.two_server
+
+    def _parties(self, info: pb.ProjectInfo) -> pb.ProjectInfo:
+        """A two-server project's description names S1 and S2."""
+        if info.mode == TWO_SERVER and self.two_server is not None:
+            info.two_server_s1, info.two_server_s2 = self.two_server.s1, self.two_server.s2
+        return info
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
@@ -145,7 +165,12 @@ class MatcherService(pb_grpc.MatcherServicer):
     def CreateProject(
         self, request: pb.CreateProjectRequest, context: Call
     ) -> pb.CreateProjectReply:
-        project, tokens = projects.create_project(self.store, convert.project_request(request))
+        project, tokens = projects.create_project(
+            self.store,
+            convert.project_request(request),
+            default_mode=self.default_mode,
+            two_server_ready=self.two_server is not None,
+        )
         return convert.project_reply(project, tokens)
 
     @operator_call
@@ -181,7 +206,7 @@ class MatcherService(pb_grpc.MatcherServicer):
     @operator_call
     def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
         views = projects.list_projects(self.store, request.project)
-        return pb.ProjectList(projects=[convert.project_info(v) for v in views])
+        return pb.ProjectList(projects=[self._parties(convert.project_info(v)) for v in views])
 
     @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
@@ -248,7 +273,7 @@ class MatcherService(pb_grpc.MatcherServicer):
         self._consulting(context, "DescribeProject")
         info = convert.project_info(projects.describe(self.store, request.project, member))
         info.user = context.caller.user
-        return info
+        return self._parties(info)
 
     @member_call
     def SetConsent(self, request: pb.SetConsentRequest, context: Call) -> pb.ConsentReply:
@@ -272,8 +297,20 @@ class MatcherService(pb_grpc.MatcherServicer):
                 convert.upload_chunks(request_iterator),
                 max_upload_bytes=self.max_upload_bytes,
                 check=self._commit_check(context, header.project),
+                ticket_key=self.two_server.member_key if self.two_server else "",
             )
         return convert.upload_reply(receipt)
+
+    @member_call
+    def TwoServerTicket(
+        self, request: pb.TwoServerTicketRequest, context: Call
+    ) -> pb.TwoServerTicketReply:
+        member = self._member(context, request.project)
+        t = tworuns.issue_ticket(self.store, self.two_server, request.project, member)
+        log.info("%s/%s: two-server upload ticket for %s", request.project, member, t.name)
+        return pb.TwoServerTicketReply(
+            ticket=t.ticket, name=t.name, s1=t.s1, s2=t.s2, expires_unix=t.expires
+        )
 
     @member_call
     def StartRun(self, request: pb.StartRunRequest, context: Call) -> pb.RunStatus:

@@ -10,6 +10,11 @@ able to present it). Without per-party keys every party's key is the role's own 
 shared by S1, S2, the combiner and the operator, as before): the members are still kept to
 `Upload`, but the parties cannot be told apart.
 
+In a project run by the matcher (docs/operations.md "A project in two-server mode") a
+member uploads with a ticket the matcher signed with the members' key instead
+(core/tickets.py): `Upload` admits it, and only under the name it gives. A role given only
+the members' key's digest cannot check tickets and refuses them.
+
 A token nobody configured is UNAUTHENTICATED; a key of a known caller used for an RPC that
 caller does not make is PERMISSION_DENIED, naming the RPC and whose key it is.
 """
@@ -17,9 +22,11 @@ caller does not make is PERMISSION_DENIED, naming the RPC and whose key it is.
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Mapping
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.tokens import token_hash
 
 PARTIES = ("s1", "s2", "combiner", "operator")  # callers with a key of their own
@@ -60,13 +67,19 @@ class Keys:
                 )
             own = {role: key, **({"operator": key} if role == "combiner" else {})}
             parties = {**own, **keys}
+        # The members' key itself (not a digest) checks the matcher's upload tickets.
+        self.ticket_key = member_key if member_key and not member_key.startswith(DIGEST) else ""
         self.digests = {"member": digest(member_key) if member_key else b""}
         self.digests.update({who: digest(k) for who, k in parties.items()})
         if not member_key or self.digests["member"] in [self.digests[p] for p in parties]:
             raise ValueError("the parties' key and the members' key: two different keys")
 
     def check(self, name: str, rpc: str, caller: str, token: str | None) -> None:
-        """Raise unless `token` is `caller`'s key (`name`: the role answering `rpc`)."""
+        """Raise unless `token` is `caller`'s key (`name`: the role answering `rpc`), or for
+        a member's call a valid upload ticket (`vouched`)."""
+        if caller == "member" and tickets.is_ticket(token):
+            self.vouched(name, token)
+            return
         got = token_hash(token or "")
         want = self.digests.get(caller)
         if want is not None and hmac.compare_digest(got, want):
@@ -79,6 +92,23 @@ class Keys:
             raise errors.Unauthenticated(wanted)
         whose = LABELS[holders[0]] if len(holders) == 1 else "the parties'"
         raise errors.PermissionDenied(f"{wanted}, not with {whose}")
+
+    def vouched(self, name: str, token: str | None) -> str:
+        """The name a valid upload ticket admits uploads under; "" for a token that is not
+        a ticket (the members' key: any name). UNAUTHENTICATED for a ticket refused."""
+        if not tickets.is_ticket(token):
+            return ""
+        if not self.ticket_key:
+            raise errors.Unauthenticated(
+                f"{name} holds only the members' key's digest, so it cannot check the "
+                "matcher's upload tickets: start it with the members' key itself "
+                "(--member-key-file)"
+            )
+        try:
+            held, _ = tickets.verify(self.ticket_key, str(token), time.time())
+        except ValueError as exc:
+            raise errors.Unauthenticated(f"{name} refused the upload: {exc}") from None
+        return held
 
 
 __all__ = ["DIGEST", "LABELS", "PARTIES", "Keys", "digest"]

@@ -86,10 +86,26 @@ class _Role:
             detail = {"role": self.role, **detail}
             self.audit.log.append(audit.Event(actor, action, member=member, detail=detail))
 
-    def upload(self, parts: Iterator[pb.SharedPart]) -> pb.SharedReceipt:
+    def upload(self, parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
+        it replaces that project member's upload under any earlier tag."""
         member, held = read_upload(parts, self.role)
+        if (vouched and member != vouched) or (not vouched and "/" in member):
+            raise errors.PermissionDenied(
+                f"member: {member!r}, but the upload ticket admits {vouched!r} only"
+                if vouched
+                else f"member: {member!r} is a project's name (project/member/tag): only the "
+                "matcher's upload ticket admits it"
+            )
         with self.lock:
+            if vouched:  # the project member's earlier uploads, under other tags, go
+                prefix = vouched.rsplit("/", 1)[0] + "/"
+                for old in [m for m in self.held if m.startswith(prefix) and m != member]:
+                    del self.held[old]
+                    self.budget.forget(old)
             for other, h in self.held.items():
+                if vouched and not other.startswith(vouched.split("/", 1)[0] + "/"):
+                    continue  # another project's uploads may have another layout
                 if other != member and (h.bits, h.bands) != (held.bits, held.bands):
                     raise errors.InvalidArgument(
                         f"clk_bits/bands: {member}'s CLKs are {list(held.bits)} bits "
@@ -106,6 +122,11 @@ class _Role:
             self.proposal = None  # a run proposed over the earlier upload ends
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def vouched(self, context: Any) -> str:
+        """The name the caller's upload ticket admits ("" for the members' key)."""
+        token = bearer_token(context.invocation_metadata())
+        return self.keys.vouched(NAMES[self.role], token)
 
     def run_held(self, request: pb.ProposeRequest) -> tuple[list[str], list[Held]]:
         """A run's members, each held with as many records as C holds, checked."""

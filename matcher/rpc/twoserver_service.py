@@ -100,7 +100,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
@@ -217,7 +217,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("s1")
     def Expand(
@@ -366,7 +366,7 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request)
+        return self.upload(request, self.vouched(context))
 
     @_from("operator")
     def Run(self, request: pb.TwoServerRunRequest, context: Any) -> pb.TwoServerRunReply:

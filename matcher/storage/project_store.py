@@ -12,7 +12,7 @@ import time
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
-from blindmatch.matcher.domain import DEFAULT_RETENTION, Level, Project
+from blindmatch.matcher.domain import CLK_MODE, DEFAULT_RETENTION, Level, Project
 from blindmatch.matcher.errors import AlreadyExists, NotFound
 from blindmatch.matcher.storage.base import StoreBase
 
@@ -47,6 +47,7 @@ MIGRATIONS = [
     ("runs", "tasks_total", "INTEGER NOT NULL DEFAULT 0"),
     ("audit", "user", "TEXT NOT NULL DEFAULT ''"),
     ("projects", "require_users", "INTEGER NOT NULL DEFAULT 0"),
+    ("projects", "mode", "TEXT NOT NULL DEFAULT 'clk'"),
 ]
 
 
@@ -73,6 +74,7 @@ class ProjectStore(StoreBase):
         require_purpose: bool = False,
         expires: float | None = None,
         require_users: bool = False,
+        mode: str = CLK_MODE,
     ) -> dict[str, str]:
         """Make the project; returns each member's token (the only time it exists)."""
         tokens = {m: new_token() for m in members}
@@ -87,7 +89,7 @@ class ProjectStore(StoreBase):
                 raise AlreadyExists(f"project {name!r} already exists{gone}")
             tx.execute(
                 "INSERT INTO projects (name, disclosure, threshold, created, blocking, "
-                "require_purpose, expires, require_users) VALUES (?,?,?,?,?,?,?,?)",
+                "require_purpose, expires, require_users, mode) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     name,
                     int(disclosure),
@@ -97,6 +99,7 @@ class ProjectStore(StoreBase):
                     int(require_purpose),
                     expires,
                     int(require_users),
+                    mode,
                 ),
             )
             tx.executemany(
@@ -116,6 +119,7 @@ class ProjectStore(StoreBase):
                         "require_purpose": require_purpose,
                         "require_users": require_users,
                         "expires": expires,
+                        "mode": mode,
                     },
                 ),
             )
@@ -126,18 +130,18 @@ class ProjectStore(StoreBase):
         rows = self.db.cached_rows(
             ("project", name),
             "SELECT name, disclosure, threshold, blocking, require_purpose, expires, erased, "
-            "require_users FROM projects WHERE name=?",
+            "require_users, mode FROM projects WHERE name=?",
             (name,),
         )
         if not rows:
             raise NotFound(f"no project named {name!r}")
-        n, d, t, b, purpose, expires, erased, users = rows[0]
+        n, d, t, b, purpose, expires, erased, users, mode = rows[0]
         if erased is not None or expires <= self.clock():
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
             raise NotFound(
                 f"project {name!r} expired at {when}; its encodings and results are deleted"
             )
-        return Project(n, Level(d), t, b, bool(purpose), expires, bool(users))
+        return Project(n, Level(d), t, b, bool(purpose), expires, bool(users), mode)
 
     def token_owner(self, token: str) -> tuple[str, str, str] | None:
         """(project, member, user) holding `token` (user empty for the member's own

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS upload_schemas (
     upload_id TEXT PRIMARY KEY,
     schema_digest TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS upload_twoserver (
+    upload_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    bits TEXT NOT NULL
+);
 """
 
 # upload_layouts.field_bits of a record-level upload with a fallback CLK: "fallback:BITS".
@@ -109,7 +114,8 @@ def upload_damage(
     None when it is whole (or, unless `hashed`, at least present and of its size).
     `pace(n)` is called after each n bytes hashed (to throttle)."""
     found = _size_damage(path, upload)
-    if found is not None or not hashed:
+    if found is not None or not hashed or not upload.clk_bits:
+        # (clk_bits 0: a two-server upload, its file empty, its sha256 its shares' at S2)
         return found
     digest = hashlib.sha256()
     try:
@@ -206,8 +212,13 @@ class UploadStore(StoreBase):
         rule: Rule = NO_RULE,
         check: Callable[[], None] | None = None,
         schema_digest: str = "",
+        two_server: tuple[str, tuple[int, ...]] | None = None,
     ) -> tuple[Upload, bool]:
         """Make a fully received, fsynced upload file the member's current data.
+
+        `two_server`: a two-server project's upload (clk_bits 0, its file empty: the matcher
+        holds no record of it), the member's name at S1 and S2 for it and its CLKs' widths
+        (`two_server_part`).
 
         With a `client_upload_id` already acknowledged for the same content,
         returns that earlier upload and stores nothing new. The flag says which: True
@@ -282,6 +293,12 @@ class UploadStore(StoreBase):
                 if schema_digest:  # for naming what differs when another upload is refused
                     tx.execute(
                         "INSERT INTO upload_schemas VALUES (?,?)", (upload.id, schema_digest)
+                    )
+                if two_server is not None:
+                    name, widths = two_server
+                    tx.execute(
+                        "INSERT INTO upload_twoserver VALUES (?,?,?)",
+                        (upload.id, name, ",".join(map(str, widths))),
                     )
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
@@ -365,6 +382,16 @@ class UploadStore(StoreBase):
         )
         return str(rows[0][0]) if rows else ""
 
+    def two_server_part(self, upload_id: str) -> tuple[str, tuple[int, ...]] | None:
+        """A two-server upload's name at S1 and S2 (project/member/tag) and its CLKs'
+        widths in bits (record-level, then the fallback); None for a CLK upload."""
+        rows = self.db.query(
+            "SELECT name, bits FROM upload_twoserver WHERE upload_id=?", (upload_id,)
+        )
+        if not rows:
+            return None
+        return str(rows[0][0]), tuple(int(b) for b in str(rows[0][1]).split(","))
+
     def field_bits(self, upload_id: str) -> tuple[int, ...]:
         """Segment sizes of a field-level upload; () for a record-level one."""
         layout = self._layout(upload_id)
@@ -415,6 +442,7 @@ class UploadStore(StoreBase):
         tx.execute(f"DELETE FROM upload_keys WHERE {where}", args)
         tx.executemany("DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads])
         tx.executemany("DELETE FROM upload_schemas WHERE upload_id=?", [(u,) for u in uploads])
+        tx.executemany("DELETE FROM upload_twoserver WHERE upload_id=?", [(u,) for u in uploads])
         return uploads
 
     def _unlink_uploads(self, uploads: list[str]) -> None:

@@ -5,7 +5,9 @@ A project's rules, checked in this order (each failure names the request field):
 a valid name; at most MAX_MEMBERS members, each with a valid name, none repeated, at
 least two; a threshold in (0, 1]; an expiry between now and MAX_RETENTION from now.
 Unset fields take the defaults: disclosure HITS, threshold DEFAULT_THRESHOLD, blocking
-auto, expiry DEFAULT_RETENTION after creation.
+auto, expiry DEFAULT_RETENTION after creation, the matcher's default mode. A two-server
+project needs a matcher started with S1 and S2, and never discloses scores (its run learns
+only score buckets, never a Dice value).
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import (
+    CLK_MODE,
     DEFAULT_THRESHOLD,
     MAX_MEMBERS,
     MAX_RETENTION,
+    MODES,
+    TWO_SERVER,
     Level,
     Project,
     Run,
     Upload,
     valid_name,
 )
-from blindmatch.matcher.errors import InvalidArgument, NotFound
+from blindmatch.matcher.errors import FailedPrecondition, InvalidArgument, NotFound
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.run_requests import as_seen_by
 from blindmatch.protos.wire import fingerprint_id
@@ -44,10 +49,18 @@ class ProjectRequest:
     require_purpose: bool = False
     expires: float | None = None
     require_users: bool = False
+    mode: str = ""  # "": the matcher's default
 
 
-def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict[str, str]]:
-    """The new project and each member's token (the only time the tokens exist)."""
+def create_project(
+    store: Store,
+    request: ProjectRequest,
+    *,
+    default_mode: str = CLK_MODE,
+    two_server_ready: bool = False,
+) -> tuple[Project, dict[str, str]]:
+    """The new project and each member's token (the only time the tokens exist).
+    `two_server_ready`: the matcher was started with S1 and S2."""
     name, members = request.name, request.members
     if not valid_name(name):
         raise InvalidArgument(
@@ -66,6 +79,19 @@ def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict
     if len(members) < 2:
         raise InvalidArgument("members: a project needs at least two members")
     disclosure = request.disclosure or Level.HITS
+    mode = request.mode or default_mode
+    if mode not in MODES:
+        raise InvalidArgument(f"mode: {mode!r}; one of {', '.join(MODES)}")
+    if mode == TWO_SERVER and not two_server_ready:
+        raise FailedPrecondition(
+            "mode: two-server, but this matcher was started without two-server servers; "
+            "start it with `serve --two-server-s1 HOST:PORT --two-server-s2 HOST:PORT`"
+        )
+    if mode == TWO_SERVER and disclosure == Level.SCORES:
+        raise InvalidArgument(
+            "disclosure: scores, but a two-server project's run learns only whether a pair "
+            "links and its score bucket, never its Dice: count, hits or mapping"
+        )
     threshold = request.threshold or DEFAULT_THRESHOLD
     if not 0.0 < threshold <= 1.0:
         raise InvalidArgument(f"threshold: {threshold} is not in (0, 1]")
@@ -84,8 +110,9 @@ def create_project(store: Store, request: ProjectRequest) -> tuple[Project, dict
         require_purpose=request.require_purpose,
         expires=expires,
         require_users=request.require_users,
+        mode=mode,
     )
-    log.info("project %s created with members %s", name, ", ".join(members))
+    log.info("project %s (%s) created with members %s", name, mode, ", ".join(members))
     return store.project(name), tokens
 
 

@@ -15,6 +15,7 @@ from blindmatch.matcher.core.disclose import effective_levels
 from blindmatch.matcher.domain import DAY, DONE, FAILED, Level, Run
 from blindmatch.matcher.errors import FailedPrecondition, NotFound
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import tworuns
 from blindmatch.matcher.usecases.runs import RunManager
 
 log = logging.getLogger("blindmatch.matcher")
@@ -37,7 +38,9 @@ def as_seen_by(store: Store, run: Run, member: str) -> Run:
 
 def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:
     """A new run over every member's current upload, queued; or the one already queued
-    or running (so a retried start starts nothing twice)."""
+    or running (so a retried start starts nothing twice). A two-server project's is
+    refused unless S1 and S2 answer (UNAVAILABLE naming the one that does not)."""
+    tworuns.check_can_run(store, runs.two_server, project)
     run, created = store.create_run(project, actor=member)
     if created:
         runs.submit(run.id)

@@ -5,7 +5,8 @@ feeds it runs from the store, one at a time, records progress, and resumes
 (restarts from scratch) any run a crash interrupted. A run uses an input only once its
 file is found whole (`Store.verified_clks`) and stores its links only once the bytes it
 compared still hash to what was acknowledged: a damaged input fails the run with a
-message naming the member who must upload again, never a "done" over wrong data.
+message naming the member who must upload again, never a "done" over wrong data. A
+two-server project's run is usecases/tworuns.py's, over S1 and S2, stored the same way.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from blindmatch.matcher.core.executor import (
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
 from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
-from blindmatch.matcher.domain import ACTIVE
-from blindmatch.matcher.errors import DataLoss
+from blindmatch.matcher.domain import ACTIVE, TWO_SERVER
+from blindmatch.matcher.errors import ServiceError
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import tworuns
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -177,9 +179,14 @@ class RunManager:
     """Executes queued runs on one background thread, in order."""
 
     def __init__(
-        self, store: Store, workers: int | None = None, executor: Executor | None = None
+        self,
+        store: Store,
+        workers: int | None = None,
+        executor: Executor | None = None,
+        two_server: tworuns.TwoServerSetup | None = None,
     ) -> None:
         self.store = store
+        self.two_server = two_server  # S1 and S2, for two-server projects' runs
         self.workers = workers
         self.executor = executor or ThreadExecutor(workers)
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -216,7 +223,7 @@ class RunManager:
         while (run_id := self._queue.get()) is not None:
             try:
                 self._execute(run_id)
-            except (DataLoss, ClusterError) as exc:  # its message says what to do
+            except (ServiceError, ClusterError) as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
                 self.store.fail_run(run_id, without_locations(str(exc)))
             except Exception:  # a failed run must not stop the loop
@@ -231,7 +238,8 @@ class RunManager:
             return
         inputs = self.store.run_inputs(run_id)
         members = [m for m, _ in inputs]
-        datasets = [self.store.verified_clks(u) for _, u in inputs]
+        two_server = self.store.project(run.project).mode == TWO_SERVER  # no CLKs here
+        datasets = [] if two_server else [self.store.verified_clks(u) for _, u in inputs]
         self.store.update_run(run_id, state="running", stage="compare")
         self._notify()
         last = [0.0]
@@ -250,6 +258,10 @@ class RunManager:
         def task_progress(done: int, total: int) -> None:
             tasks[:] = [done, total]
 
+        if two_server:
+            two = tworuns.run(self.store, self.two_server, run_id, inputs, progress)
+            self._finish(run_id, members, two.links, two.groups, two.comparisons, two.method)
+            return
         layouts = {self.store.field_bits(u.id) for _, u in inputs}
         field_bits = layouts.pop() if len(layouts) == 1 else ()  # mixed: record-level
         fallbacks = {self.store.fallback_bits(u.id) for _, u in inputs}
@@ -271,14 +283,17 @@ class RunManager:
         )
         for (_, upload), clks in zip(inputs, datasets, strict=True):
             self.store.verify_again(upload, clks)  # no file changed under the run
+        self._finish(
+            run_id, members, result.links, result.groups, result.comparisons, result.method
+        )
+
+    def _finish(
+        self, run_id: str, members: list[str], links: Links, groups: int, compared: int,
+        method: str,
+    ) -> None:  # fmt: skip
         self.store.update_run(run_id, stage="store")
-        if not self.store.finish_run(run_id, members, result.links, result.groups):
+        if not self.store.finish_run(run_id, members, links, groups):
             log.info("run %s finished after it was cancelled: nothing of it is stored", run_id)
             return
-        log.info(
-            "run %s done: %d comparisons (%s), %d shared subjects",
-            run_id,
-            result.comparisons,
-            result.method,
-            result.groups,
-        )
+        log.info("run %s done: %d comparisons (%s), %d shared subjects", run_id, compared,
+                 method, groups)  # fmt: skip

@@ -7,6 +7,15 @@ client id is answered from the store at once. Then the CLKs are streamed to a fi
 fsynced, checked against the header, and committed: renamed into `clks/` with its row
 and audit entry in one transaction (storage/upload_store.py). A full disk at any point
 is `ResourceExhausted`; whatever fails, the file in `tmp/` is removed.
+
+A two-server project's members never send CLKs here, nor anything derived from them: their
+upload is a header alone (`two_server_upload`), under the upload ticket the matcher signed for
+their shares at S1 and S2 (`two_server_ticket`, core/tickets.py): how many records, the CLKs'
+widths, the fingerprint and rule, and as sha256 the digest of the member's second shares
+(uniformly random bytes: the name results and request references give the upload). It is
+committed the same way, with an empty file, and the member's name at S1 and S2 beside it. A
+CLK upload to such a project, and a two-server upload to a CLK project, are refused before
+a byte is read.
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import (
     Held,
     check_clk_bits,
@@ -27,10 +38,16 @@ from blindmatch.matcher.core.fallback import NO_RULE, Rule, checked_rule
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_RECORDS,
+    TWO_SERVER,
     Encoding,
     retried_upload,
 )
-from blindmatch.matcher.errors import InvalidArgument, ResourceExhausted
+from blindmatch.matcher.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import fingerprint_id
@@ -51,6 +68,8 @@ class UploadHeader:
     field_bits: tuple[int, ...] = ()
     fallback_bits: int = 0
     schema_digest: str = ""  # SHA-256 of the schema's canonical JSON; "" when not sent
+    two_server_ticket: str = ""  # a two-server project's upload: a header alone
+    two_server_bits: tuple[int, ...] = ()  # their CLKs' widths (record-level, fallback)
     rule: Rule = NO_RULE  # the schema's rule over both CLKs (core.fallback); checked here
 
 
@@ -62,10 +81,12 @@ class UploadReceipt:
     replayed: bool  # an upload acknowledged earlier under the same client id
 
 
-def check_header(header: UploadHeader) -> str:
-    """Refuse a malformed header; the sha256 it promises, in lower case."""
+def check_header(header: UploadHeader, two_server: bool = False) -> str:
+    """Refuse a malformed header; the sha256 it promises, in lower case. `two_server`: a
+    two-server project's upload (no CLKs: clk_bits 0, `two_server_name` checked the rest)."""
     bits, count = header.clk_bits, header.record_count
-    check_clk_bits(bits, "header.clk_bits")
+    if not two_server:
+        check_clk_bits(bits, "header.clk_bits")
     if count > MAX_RECORDS:
         raise ResourceExhausted(
             f"header.record_count: {count} is over this matcher's limit of {MAX_RECORDS}"
@@ -85,8 +106,10 @@ def check_header(header: UploadHeader) -> str:
             "header.fallback_bits: a multiple of 64 below clk_bits, and only for "
             "record-level CLKs (no field_bits)"
         )
-    rule = header.rule
-    checked_rule(rule.gap, rule.offset, rule.reach, header.fallback_bits, "header.rule")
+    rule, fallback = header.rule, header.fallback_bits
+    if two_server:  # the rule over the shares' CLKs: recorded; a two-server run scores by one
+        fallback = header.two_server_bits[1] if len(header.two_server_bits) > 1 else 0
+    checked_rule(rule.gap, rule.offset, rule.reach, fallback, "header.rule")
     schema = header.schema_digest
     if schema and (len(schema) != 64 or set(schema) - _HEX):
         raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
@@ -96,6 +119,50 @@ def check_header(header: UploadHeader) -> str:
             "header.client_upload_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
         )
     return sha256
+
+
+CLK_REFUSED = (
+    "project {project!r} runs in two-server mode: the matcher never takes its members' CLKs. "
+    "Encode with `blindmatch encode ... --two-server` and send it with `blindmatch upload` "
+    "(it sends the shares to S1 and S2 and only how many records here)"
+)
+
+
+def two_server_name(
+    header: UploadHeader, member: str, ticket_key: str, now: float
+) -> tuple[str, tuple[int, ...]]:
+    """A two-server upload's header checked: the member's name at S1 and S2 (the ticket's,
+    which must be this member's in this project) and its CLKs' widths."""
+    if not ticket_key:
+        raise FailedPrecondition(
+            "header.two_server_ticket: this matcher was started without two-server servers "
+            "(serve --two-server-s1/--two-server-s2), so it takes no two-server upload"
+        )
+    try:
+        name, _ = tickets.verify(ticket_key, header.two_server_ticket, now)
+    except ValueError as exc:
+        raise InvalidArgument(f"header.two_server_ticket: {exc}") from None
+    project, owner, _ = tickets.owner(name)
+    if (project, owner) != (header.project, member):
+        raise PermissionDenied(
+            f"header.two_server_ticket: issued to {owner!r} of {project!r}, not to {member!r} "
+            f"of {header.project!r}"
+        )
+    if header.clk_bits or header.field_bits or header.fallback_bits:
+        raise InvalidArgument(
+            f"header.clk_bits: {header.clk_bits}, but a two-server upload sends the matcher no "
+            "records (clk_bits 0, no field_bits, no fallback_bits; the CLKs' widths in "
+            "two_server_bits)"
+        )
+    widths = header.two_server_bits
+    if len(widths) not in (1, 2):
+        raise InvalidArgument(
+            f"header.two_server_bits: {len(widths)} widths; the record-level CLK's, and the "
+            "fallback CLK's where there is one"
+        )
+    for k, bits in enumerate(widths):
+        check_clk_bits(bits, f"header.two_server_bits[{k}]")
+    return name, tuple(widths)
 
 
 def check_matches_project(store: Store, header: UploadHeader, member: str) -> None:
@@ -131,12 +198,24 @@ def receive_upload(
     *,
     max_upload_bytes: int,
     check: Callable[[], None] | None = None,
+    ticket_key: str = "",
 ) -> UploadReceipt:
     """Store `member`'s upload, whose CLKs arrive as `chunks` after `header` (None: a
     message that is not CLKs), as its current data for the project. `check` runs inside
-    the committing transaction and may refuse (the uploader's token revoked meanwhile)."""
-    store.project(header.project)  # expired: NotFound, like every member call
-    sha256 = check_header(header)
+    the committing transaction and may refuse (the uploader's token revoked meanwhile).
+    `ticket_key`: the members' key of S1 and S2, which signs two-server upload tickets."""
+    project = store.project(header.project)  # expired: NotFound, like every member call
+    two_server = None
+    if project.mode == TWO_SERVER:
+        if not header.two_server_ticket:
+            raise FailedPrecondition(CLK_REFUSED.format(project=project.name))
+        two_server = two_server_name(header, member, ticket_key, time.time())
+    elif header.two_server_ticket or header.two_server_bits:
+        raise FailedPrecondition(
+            f"header.two_server_ticket: project {project.name!r} is not a two-server project "
+            "(its members upload CLKs: `blindmatch upload` without a two-server ticket)"
+        )
+    sha256 = check_header(header, two_server is not None)
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
     earlier = store.keyed_upload(header.project, member, key) if key else None
     if earlier is not None:
@@ -144,6 +223,8 @@ def receive_upload(
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
     check_matches_project(store, header, member)
+    if two_server is not None:
+        return _two_server_upload(store, member, header, chunks, two_server, check)
     clk_bytes = bits // 8
     if count * clk_bytes > max_upload_bytes:
         raise ResourceExhausted(
@@ -200,3 +281,42 @@ def receive_upload(
         part.unlink(missing_ok=True)
     log.info("%s/%s uploaded %d CLKs", header.project, member, count)
     return UploadReceipt(upload.id, count, upload.sha256, replayed)
+
+
+def _two_server_upload(
+    store: Store,
+    member: str,
+    header: UploadHeader,
+    chunks: Iterable[bytes | None],
+    two_server: tuple[str, tuple[int, ...]],
+    check: Callable[[], None] | None,
+) -> UploadReceipt:
+    """A two-server project's upload: the header alone (any `clks` message refused),
+    committed with an empty file; the fallback CLK's width and the rule recorded as a CLK
+    upload's are."""
+    for data in chunks:
+        raise InvalidArgument(
+            "clks: a two-server upload sends the matcher no records (its shares go to S1 and "
+            "S2; the matcher holds only how many)"
+            if data is not None
+            else "clks: only the first message may be a header"
+        )
+    widths = two_server[1]
+    part = store.new_upload_path()
+    try:
+        upload, replayed = store.commit_upload(
+            header.project, member, part, record_count=header.record_count, clk_bits=0,
+            fingerprint=header.fingerprint, sha256=header.sha256.lower(),
+            client_upload_id=header.client_upload_id,
+            fallback_bits=widths[1] if len(widths) > 1 else 0, rule=header.rule, check=check,
+            schema_digest=header.schema_digest, two_server=two_server,
+        )  # fmt: skip
+    except OSError as exc:
+        if disk_full(exc):
+            raise ResourceExhausted(DISK_FULL) from exc
+        raise
+    finally:
+        part.unlink(missing_ok=True)
+    log.info("%s/%s uploaded a two-server upload (%d records at S1 and S2)", header.project,
+             member, header.record_count)  # fmt: skip
+    return UploadReceipt(upload.id, header.record_count, upload.sha256, replayed)

@@ -1,0 +1,62 @@
+"""The matcher as the combiner of its two-server projects (`serve --two-server-s1/-s2`):
+S1 and S2 reached over gRPC (rpc/twoserver_client.py `RemoteServers`), with the combiner's
+key, and the members' key that signs the upload tickets (usecases/tworuns.py)."""
+
+from __future__ import annotations
+
+import grpc
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers, channel_options
+from blindmatch.matcher.rpc.twoserver_keys import DIGEST
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+
+REACH_SECONDS = 5.0  # how long StartRun waits for S1 and S2 to answer
+
+
+def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | None) -> None:
+    """Raise Unavailable naming `who` unless a connection to `address` is made in time."""
+    channel = (
+        grpc.insecure_channel(address, options=channel_options())
+        if credentials is None
+        else grpc.secure_channel(address, credentials, options=channel_options())
+    )
+    try:
+        grpc.channel_ready_future(channel).result(timeout=REACH_SECONDS)
+    except grpc.FutureTimeoutError:
+        raise errors.Unavailable(
+            f"{who} ({address}) is unreachable: a two-server run needs it (no answer in "
+            f"{REACH_SECONDS:g} s); nothing was started"
+        ) from None
+    finally:
+        channel.close()
+
+
+def combiner_setup(
+    s1: str,
+    s2: str,
+    key: str,
+    member_key: str,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> TwoServerSetup:
+    """The matcher's two-server set-up: `key` the combiner's (S1 and S2 admit its Propose,
+    Evaluate, Prepare and Collect), `member_key` the members' key S1 and S2 were started
+    with (the key itself: it signs tickets), over TLS with `credentials`."""
+    if not s1 or not s2 or s1 == s2:
+        raise ValueError("S1 and S2: two addresses")
+    if not key or key.startswith(DIGEST) or not member_key or member_key.startswith(DIGEST):
+        raise ValueError("the combiner's key and the members' key: the keys, not digests")
+    if key == member_key:
+        raise ValueError("the combiner's key and the members' key: two different keys")
+
+    def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
+        return RemoteServers(s1, s2, key, names, records, bits, credentials)
+
+    def check() -> None:
+        reachable(s1, "S1", credentials)
+        reachable(s2, "S2", credentials)
+
+    return TwoServerSetup(s1, s2, member_key, servers, check)
+
+
+__all__ = ["combiner_setup", "reachable"]

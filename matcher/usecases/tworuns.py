@@ -1,0 +1,217 @@
+"""A project in two-server mode (docs/operations.md "A project in two-server mode"): the
+matcher as the combiner C of core/tworun.py, its members' shares at S1 and S2.
+
+The matcher holds of each member's upload only how many records it has (a header alone,
+usecases/uploads.py: as the stand-alone combiner, never a popcount), and names, with an
+upload ticket it signs (core/tickets.py), what the member's shares are called at S1 and S2.
+A run drives `tworun.drive` over S1 and S2 (the `Servers` the edge builds:
+rpc/twoserver_client.py `RemoteServers`): S1 proposes the pairs, the circuit decides each
+on the shares, and the matcher learns the link bits only. It shows its progress as a CLK run
+does, and stores its links as a CLK run's, so results, disclosure levels and request
+references are the same; the audit log records the run's parties and what crossed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import audit, linkbit, tickets, tworun
+from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
+from blindmatch.matcher.domain import TWO_SERVER, Upload
+from blindmatch.matcher.errors import FailedPrecondition, ServiceError
+from blindmatch.matcher.storage.store import Store
+
+Report = Callable[[str, int, int], None]
+# (names at S1 and S2, records, CLK widths) -> S1 and S2 as the combiner reaches them
+ServersFactory = Callable[[list[str], list[int], list[int]], tworun.Servers]
+
+
+@dataclass(frozen=True)
+class TwoServerSetup:
+    """What `serve --two-server-s1/--two-server-s2` gives the matcher: where S1 and S2 are,
+    the members' key (it signs upload tickets), how to reach them (`servers`), and a check
+    that both answer (`reachable`: raises Unavailable naming the one that does not)."""
+
+    s1: str
+    s2: str
+    member_key: str
+    servers: ServersFactory
+    reachable: Callable[[], None] = lambda: None
+
+
+def not_set_up(what: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"{what}: this matcher was started without two-server servers; start it with "
+        "`serve --two-server-s1 HOST:PORT --two-server-s2 HOST:PORT` (docs/operations.md)"
+    )
+
+
+@dataclass(frozen=True)
+class Ticket:
+    ticket: str
+    name: str  # project/member/tag, the member's upload's name at S1 and S2
+    s1: str
+    s2: str
+    expires: int
+
+
+def issue_ticket(store: Store, setup: TwoServerSetup | None, project: str, member: str) -> Ticket:
+    """A ticket admitting `member`'s next upload at S1 and S2 (a fresh tag each time)."""
+    found = store.project(project)
+    if found.mode != TWO_SERVER:
+        raise FailedPrecondition(
+            f"project: {project!r} is not a two-server project (its members upload CLKs with "
+            "`blindmatch upload`)"
+        )
+    if setup is None:
+        raise not_set_up("project")
+    name = f"{project}/{member}/{secrets.token_hex(12)}"
+    expires = int(time.time() + tickets.TTL_SECONDS)
+    return Ticket(tickets.issue(setup.member_key, name, expires), name, setup.s1, setup.s2,
+                  expires)  # fmt: skip
+
+
+def check_can_run(store: Store, setup: TwoServerSetup | None, project: str) -> None:
+    """Before a two-server run is queued: the matcher knows S1 and S2, and both answer."""
+    if store.project(project).mode != TWO_SERVER:
+        return
+    if setup is None:
+        raise not_set_up("project")
+    setup.reachable()
+
+
+class _Progress:
+    """S1 and S2 as `drive` sees them, counting the proposed pairs through the circuit as
+    the run's "compare" progress (the links' extras, after, are part of "solve")."""
+
+    def __init__(self, servers: tworun.Servers, report: Report) -> None:
+        self.servers, self.report = servers, report
+        self.total = self.done = 0
+
+    def propose(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+    ) -> list[Proposed]:
+        self.report("block", 0, 1)
+        described = self.servers.propose(lacking, cutoffs)
+        self.total = sum(p.pairs for p in described)
+        self.report("block", 1, 1)
+        self.report("compare", 0, self.total)
+        if not self.total:
+            self.report("solve", 0, 1)
+        return described
+
+    def bits(self, clk: int) -> int:
+        return self.servers.bits(clk)
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        out = self.servers.evaluate_part(index, offset, count, circuit, dealt, transcript,
+                                         clock)  # fmt: skip
+        self.done = min(self.total, self.done + count)
+        self.report("compare", self.done, self.total)
+        if self.done == self.total:
+            self.report("solve", 0, 1)
+        return out
+
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        return self.servers.evaluate(part, circuit, dealt, transcript, clock)
+
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> list[PairBatch]:
+        return self.servers.block(lacking, cutoffs)
+
+    def messages(self, batch: PairBatch) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        return self.servers.messages(batch)
+
+
+def run(
+    store: Store,
+    setup: TwoServerSetup | None,
+    run_id: str,
+    inputs: list[tuple[str, Upload]],
+    report: Report,
+) -> tworun.TwoServerResult:
+    """A two-server project's run over its members' current uploads (`inputs`): the links
+    as a CLK run's (dataset k = inputs[k]); refused, naming the member, where an upload is
+    not whole at S1 or S2; a party down fails it naming the party."""
+    threshold = store.run(run_id).threshold
+    if setup is None:
+        raise not_set_up("run")
+    parts = []
+    for member, upload in inputs:
+        part = store.two_server_part(upload.id)
+        if part is None:
+            raise FailedPrecondition(f"{member}'s upload holds CLKs, not a two-server upload")
+        parts.append(part)
+    widths = {p[1] for p in parts}
+    if len(widths) != 1:
+        raise FailedPrecondition(
+            "the members' CLKs differ in width or fallback ("
+            + ", ".join(f"{m}: {list(p[1])}" for (m, _), p in zip(inputs, parts, strict=True))
+            + "): every member encodes with the same schema"
+        )
+    bits = list(widths.pop())
+    # C holds no popcount: S1 and S2 hold their shares, and S1 which records lack the
+    # fallback's fields (core/proposal.py).
+    combiner = Combiner(None, threshold, clks=len(bits))
+    names = [p[0] for p in parts]
+    servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
+    try:
+        result = tworun.drive(_Progress(servers, report), combiner)
+    except ServiceError as exc:
+        message = str(exc)
+        for (member, _), name in zip(inputs, names, strict=True):
+            if f"holds no upload of {name!r}" in message:
+                message = (
+                    f"{member}'s upload is not whole: {message}. {member} must upload again "
+                    "(`blindmatch upload` sends all three parts)"
+                )
+        raise type(exc)(message) from None
+    finally:
+        close = getattr(servers, "close", None)
+        if close is not None:
+            close()
+    t = result.transcript
+    store.audit.append(
+        audit.Event(
+            audit.MATCHER, "twoserver.run", store.run(run_id).project,
+            detail={"run_id": run_id, "s1": setup.s1, "s2": setup.s2,
+                    "members": [m for m, _ in inputs], "pairs": result.comparisons,
+                    "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
+                    "cutoffs": list(combiner.cutoffs), "rule": _rule(store, inputs),
+                    "bytes": {f"{a}->{b}": n for (a, b), n in sorted(t.sent.items())}},
+        )
+    )  # fmt: skip
+    return result
+
+
+def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
+    """The schema's rule over both CLKs the members encoded with, as the run's audit names
+    it: a two-server run scores a pair by one CLK, so "not applied" where there is one."""
+    rules = {store.score_rule(u.id) for _, u in inputs}
+    return "not applied" if any(r.active for r in rules) else "none"
+
+
+__all__ = ["Ticket", "TwoServerSetup", "check_can_run", "issue_ticket", "run"]
