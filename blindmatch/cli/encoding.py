@@ -139,9 +139,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--two-server",
         action="store_true",
-        help="also write the upload for a two-server run (ENCODED/twoserver/: sealed band keys "
-        "and a share for S1, a share and the seal key for S2, popcounts for the combiner; "
-        "docs/privacy-design.md): what `upload` needs for a project in two-server mode",
+        help="also write the upload for a two-server run (ENCODED/twoserver/: for S1 the "
+        "sealed band keys, a share of each CLK and of its popcount and who lacks the fallback's "
+        "fields; for S2 the other shares and the seal key; the popcounts, which stay with the "
+        "member: the combiner receives only how many records; docs/privacy-design.md): what "
+        "`upload` needs for a project in two-server mode",
     )
     p.add_argument(
         "--allow-empty",
