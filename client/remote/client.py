@@ -72,6 +72,8 @@ def content_upload_id(project: str, encoded: Encoded) -> str:
         ",".join(map(str, encoded.field_bits)),
         str(encoded.fallback_bits),
     ]
+    if encoded.rule is not None:  # the same CLKs under another rule are another upload
+        parts.append(",".join(map(repr, encoded.rule)))
     return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 

@@ -292,7 +292,8 @@ class Realtime:
                 f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
             )
         held = self.indexes.held(project.name)
-        check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
+        # (a query says nothing of how its pairs are scored: each index's own rule does)
+        check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint), layout=False)
         return as_words(clks, encoding.clk_bits)
 
     def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> float:

@@ -205,7 +205,11 @@ class StandingIndexes:
         for m, upload in self.store.current_uploads(project).items():
             if m != besides:
                 held.append(
-                    Held(f"{m}'s upload", upload.encoding, ident=fingerprint_id(upload.fingerprint))
+                    Held(
+                        f"{m}'s upload",
+                        self.store.upload_encoding(upload),
+                        ident=fingerprint_id(upload.fingerprint),
+                    )
                 )
         return held
 
@@ -297,7 +301,9 @@ class StandingIndexes:
                 mine = self._encodings.get(key)
                 held = self.held(project, besides=member)
                 if mine is not None and len(removes) < len(index or ()):
-                    held.append(Held("your index", mine, ident=fingerprint_id(mine.fingerprint)))
+                    ident = fingerprint_id(mine.fingerprint)
+                    # (its own index may be laid out anew: `relayout` below)
+                    held.append(Held("your index", mine, ident=ident, layout=False))
                 check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
             replaced = sum(1 for r, _ in puts if index is not None and r in index)
             size_after = (len(index) if index else 0) - len(removes) + len(puts) - replaced

@@ -32,9 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.core.encodings import Held, check_compatible
+from blindmatch.matcher.core.encodings import Held, check_compatible, same_scoring
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
-from blindmatch.matcher.domain import Upload, retried_upload
+from blindmatch.matcher.domain import Encoding, Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
@@ -222,13 +222,17 @@ class UploadStore(StoreBase):
             with self.db.tx() as tx:
                 if check is not None:
                     check()
-                earlier = self._keyed_for_commit(upload, client_upload_id)
+                mine = Encoding(clk_bits, fingerprint, fallback_bits, rule)
+                earlier = self._keyed_for_commit(upload, client_upload_id, mine)
                 if earlier is not None:
                     return earlier, True
                 others = [u for m, u in self.current_uploads(project).items() if m != member]
                 check_compatible(
-                    upload.encoding,
-                    [Held("this project's other uploads", u.encoding, plural=True) for u in others],
+                    mine,
+                    [
+                        Held("this project's other uploads", self.upload_encoding(u), plural=True)
+                        for u in others
+                    ],
                 )
                 os.replace(part, final)
                 fsync_path(self.files.clks)
@@ -291,7 +295,9 @@ class UploadStore(StoreBase):
         self._collect_garbage()
         return upload, False
 
-    def _keyed_for_commit(self, upload: Upload, client_upload_id: str) -> Upload | None:
+    def _keyed_for_commit(
+        self, upload: Upload, client_upload_id: str, encoding: Encoding
+    ) -> Upload | None:
         if not client_upload_id:
             return None
         earlier = self.keyed_upload(upload.project, upload.member, client_upload_id)
@@ -303,6 +309,7 @@ class UploadStore(StoreBase):
             sha256=upload.sha256,
             record_count=upload.record_count,
             clk_bits=upload.clk_bits,
+            same_scoring=same_scoring(self.upload_encoding(earlier), encoding),
         )
 
     def verified_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
@@ -385,6 +392,14 @@ class UploadStore(StoreBase):
         if not layout.startswith(FALLBACK_PREFIX) or RULE_MARK not in layout:
             return NO_RULE
         return Rule.parse(layout.split(RULE_MARK)[1])
+
+    def upload_encoding(self, upload: Upload) -> Encoding:
+        """An upload's CLK length and fingerprint, with its fallback CLK and rule: what
+        `core.encodings.check_compatible` compares."""
+        return Encoding(
+            upload.clk_bits, upload.fingerprint, self.fallback_bits(upload.id),
+            self.score_rule(upload.id),
+        )  # fmt: skip
 
     def upload(self, upload_id: str) -> Upload:
         rows = self.db.query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id=?", (upload_id,))
