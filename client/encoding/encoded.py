@@ -193,6 +193,8 @@ def write_encoded(
 
 
 RULE_KEYS = ("gap", "offset", "reach")
+# The linkage schemas shipped with blindmatch (as `client.tools.SCHEMAS`).
+SHIPPED_SCHEMAS = Path(__file__).parents[2] / "schemas"
 Rule = tuple[float, float, float]
 
 
@@ -206,10 +208,8 @@ def _read_rule(spec: Any) -> Rule | None:
 @lru_cache(maxsize=1)
 def _shipped_rules() -> dict[str, tuple[str, Rule | None]]:
     """schema digest -> (file name, its rule) of the schemas shipped with blindmatch."""
-    from blindmatch.client.tools import SCHEMAS
-
     found: dict[str, tuple[str, Rule | None]] = {}
-    for path in sorted(SCHEMAS.glob("*.json")):
+    for path in sorted(SHIPPED_SCHEMAS.glob("*.json")):
         raw = json.loads(path.read_text(encoding="utf-8"))
         ext = raw.get("blindmatch", {})
         found[digest_of(raw)] = (path.name, _read_rule(ext.get("rule")))

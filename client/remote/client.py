@@ -10,7 +10,6 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 from __future__ import annotations
 
 import functools
-import hashlib
 import sys
 import time
 import uuid
@@ -59,22 +58,6 @@ if TYPE_CHECKING:
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
 T = TypeVar("T")
-
-
-def content_upload_id(project: str, encoded: Encoded) -> str:
-    """The upload id of `encoded`'s content sent to `project`: the same every time, so
-    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
-    parts = [
-        project,
-        encoded.sha256,
-        str(encoded.clk_bits),
-        encoded.fingerprint.hex(),
-        ",".join(map(str, encoded.field_bits)),
-        str(encoded.fallback_bits),
-    ]
-    if encoded.rule is not None:  # the same CLKs under another rule are another upload
-        parts.append(",".join(map(repr, encoded.rule)))
-    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
 class MatcherClient:

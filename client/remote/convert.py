@@ -7,6 +7,7 @@ number: levels and blocking methods travel as names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import cast
@@ -79,6 +80,22 @@ def create_project_request(
         require_purpose=require_purpose,
         expires_unix=expires_unix,
     )
+
+
+def content_upload_id(project: str, encoded: Encoded) -> str:
+    """The upload id of `encoded`'s content sent to `project`: the same every time, so
+    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
+    parts = [
+        project,
+        encoded.sha256,
+        str(encoded.clk_bits),
+        encoded.fingerprint.hex(),
+        ",".join(map(str, encoded.field_bits)),
+        str(encoded.fallback_bits),
+    ]
+    if encoded.rule is not None:  # the same CLKs under another rule are another upload
+        parts.append(",".join(map(repr, encoded.rule)))
+    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
 def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.UploadRequest:
