@@ -302,3 +302,56 @@ def test_an_input_error_names_the_manifest(tmp_path: Path, weak_secret: Path) ->
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=r"manifest\.json: rule None, but its schema"):
         read_encoded(folder)
+
+
+# -- a query says how its schema scores a pair ---------------------------------------------
+
+
+def query_args(matcher: Matcher, token: str, schema: Path, secret: Path) -> list[str]:
+    """`blindmatch query` for Thomas (his brother Tobias is south's), as JSON."""
+    return ["query", "--project", "asked", "--token", token, "--schema", str(schema),
+            "--secret-file", str(secret), "--allow-weak-secret", "--purpose", "case 7",
+            "--given-name", "Thomas", "--surname", "Whitfield", "--dob", "1988-06-14",
+            "--sex", "M", "--postcode", "LS6 3DR", "--json"]  # fmt: skip
+
+
+def test_a_query_finds_out_an_index_that_lost_its_schemas_rule(
+    matcher: Matcher, tmp_path: Path, weak_secret: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # South's standing index is its schema's encodings less the rule (nothing on the client
+    # tells, and no partner's index to differ from). North's query, encoded from the schema
+    # itself, says the rule: refused, naming south's index (before: answered by one CLK a
+    # pair, south's brother found at 0.809). A query that says nothing (an older client)
+    # is answered as before.
+    schema = custom_schema(tmp_path)
+    tokens = project(matcher, "asked", disclose="scores")
+    lost = without_rule_in_manifest(encode(tmp_path, weak_secret, "south", TOBIAS, schema))
+    assert cli(matcher, "index", "sync", str(lost), "--project", "asked", "--token",
+               tokens["south"], "--ref-key", str(tmp_path / "south.refkey")) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) != 0
+    said = capsys.readouterr().err
+    assert "south's index" in said and "no blindmatch.rule" in said, said
+    assert "gap 0.25, offset 0.03, reach 0.03" in said
+    from blindmatch.client.encoding.person import encode_person
+
+    person = encode_person(load_schema(schema), b"shared secret", {
+        "given_name": "Thomas", "surname": "Whitfield", "dob": "1988-06-14", "sex": "M",
+        "postcode": "LS6 3DR"})  # fmt: skip
+    with MatcherClient(matcher.target, tokens["north"]) as client:
+        answer = client.query("asked", person.clks, clk_bits=person.clk_bits,
+                              fingerprint=person.fingerprint, purpose="case 8")  # fmt: skip
+    assert [(m.partner, round(m.scores[0], 3)) for m in answer.results[0]] == [("south", 0.809)]
+    # `index sync` from a fresh encode changes nothing (the same CLKs); `index add` puts
+    # every record again with the rule, and the query is answered by it: no brother.
+    fresh = encode(tmp_path, weak_secret, "south-again", TOBIAS, schema)
+    key = tmp_path / "south.refkey"
+    for how in ("sync", "add"):
+        assert cli(matcher, "index", how, str(fresh), "--project", "asked", "--token",
+                   tokens["south"], "--ref-key", str(key)) == 0  # fmt: skip
+        if how == "sync":
+            assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) != 0
+    capsys.readouterr()
+    assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) == 0
+    answer_json = json.loads(capsys.readouterr().out)
+    assert answer_json["results"][0]["matches"] == []

@@ -129,13 +129,19 @@ def query_request(
     clk_bits: int,
     fingerprint: bytes,
     purpose: str,
+    fallback_bits: int = 0,
+    rule: tuple[float, float, float] | None = None,
 ) -> pb.QueryRequest:
+    """`fallback_bits`/`rule`: how the querier's schema scores a pair (0: not said), which
+    the matcher checks against how each index is scored."""
     return pb.QueryRequest(
         project=project,
         purpose=purpose,
         clk_bits=clk_bits,
         fingerprint=fingerprint,
         clks=clk_bytes(clks),
+        fallback_bits=fallback_bits,
+        rule=score_rule(rule),
     )
 
 

@@ -115,9 +115,10 @@ def check_compatible(
                 f"these encodings are scored with {scoring(encoding)}, but {h.what} {has} "
                 f"{scoring(other)}, under the same schema and secret: the schema has one "
                 "rule, so one side's ENCODED folder lost it (written without the schema's "
-                "blindmatch.rule); encode again with `blindmatch encode` and the agreed "
-                "schema, then upload (or sync the index) again, on whichever side differs "
-                "from the schema"
+                "blindmatch.rule); on whichever side differs from the schema, encode again "
+                "with `blindmatch encode` and the agreed schema, then upload again or put "
+                "the index's records again (`blindmatch index add ENCODED`; `index sync` "
+                "sends only CLKs that changed, and these did not)"
             )
 
 
