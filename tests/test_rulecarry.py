@@ -342,15 +342,18 @@ def test_a_query_finds_out_an_index_that_lost_its_schemas_rule(
         answer = client.query("asked", person.clks, clk_bits=person.clk_bits,
                               fingerprint=person.fingerprint, purpose="case 8")  # fmt: skip
     assert [(m.partner, round(m.scores[0], 3)) for m in answer.results[0]] == [("south", 0.809)]
-    # `index sync` from a fresh encode changes nothing (the same CLKs); `index add` puts
-    # every record again with the rule, and the query is answered by it: no brother.
+    # `index sync` from a fresh encode has no CLK to send (the same CLKs), so it is refused
+    # saying so, not acknowledged as in sync; `index add` puts every record again with the
+    # rule, and the query is answered by it: no brother.
     fresh = encode(tmp_path, weak_secret, "south-again", TOBIAS, schema)
-    key = tmp_path / "south.refkey"
-    for how in ("sync", "add"):
-        assert cli(matcher, "index", how, str(fresh), "--project", "asked", "--token",
-                   tokens["south"], "--ref-key", str(key)) == 0  # fmt: skip
-        if how == "sync":
-            assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) != 0
+    args = [str(fresh), "--project", "asked", "--token", tokens["south"], "--ref-key",
+            str(tmp_path / "south.refkey")]  # fmt: skip
+    capsys.readouterr()
+    assert cli(matcher, "index", "sync", *args) != 0
+    said = capsys.readouterr().err
+    assert "nothing to sync" in said and "blindmatch index add ENCODED" in said, said
+    assert "your index is scored with a 1024-bit fallback CLK and no blindmatch.rule" in said
+    assert cli(matcher, "index", "add", *args) == 0
     capsys.readouterr()
     assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) == 0
     answer_json = json.loads(capsys.readouterr().out)

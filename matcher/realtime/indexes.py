@@ -29,6 +29,8 @@ from blindmatch.matcher.core.encodings import (
     check_clk_bits,
     check_compatible,
     check_fingerprint,
+    same_scoring,
+    scoring,
 )
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
@@ -49,6 +51,25 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
+
+
+def _check_restated(held: Encoding | None, encoding: Encoding) -> None:
+    """An empty change (`index sync` with nothing to send) whose header is the index's
+    fingerprint but says otherwise of how its pairs are scored: the index lost its schema's
+    rule (or this folder did), and no CLK differs for a sync to put. Refused, saying how
+    to put the records again, rather than acknowledged as in sync."""
+    if (
+        held is not None
+        and (held.clk_bits, held.fingerprint) == (encoding.clk_bits, encoding.fingerprint)
+        and not same_scoring(held, encoding)
+    ):
+        raise errors.FailedPrecondition(
+            f"your index is scored with {scoring(held)}, but this change says "
+            f"{scoring(encoding)}, under the same schema and secret, and its CLKs are the "
+            "same, so there is nothing to sync: put its records again with `blindmatch "
+            "index add ENCODED` (from a folder encoded with the agreed schema)"
+        )
+
 
 __all__ = ["ChangeSummary", "StandingIndexes"]
 
@@ -313,6 +334,7 @@ class StandingIndexes:
                     f"of {MAX_INDEX_RECORDS}"
                 )
             if not puts and not removes:
+                _check_restated(self._encodings.get(key), encoding)
                 return ChangeSummary(0, 0, 0, size_after), None, False
             if index is not None and index.clk_bits != encoding.clk_bits and puts:
                 index = None  # every old record is being removed (checked above)
