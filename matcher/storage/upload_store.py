@@ -360,8 +360,13 @@ class UploadStore(StoreBase):
         ]
 
     def _layout(self, upload_id: str) -> str:
-        rows = self.db.query(
-            "SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,)
+        # Remembered until the next write (an upload's layout never changes): a real-time
+        # query reads every current upload's (`upload_encoding`, core.encodings).
+        rows = self.db.cached_rows(
+            ("upload_layout", upload_id),
+            "SELECT field_bits FROM upload_layouts WHERE upload_id=?",
+            (upload_id,),
+            keep_empty=True,
         )
         return str(rows[0][0]) if rows else ""
 
