@@ -96,6 +96,7 @@ def write(ds: Dataset, path: Path) -> Encoded:
         fingerprint=FINGERPRINT,
         ids=[f"r{i}" for i in range(len(ds.subjects))],
         report={},
+        rule=None,  # synthetic record-level CLKs: no fallback CLK
     )
 
 

@@ -19,16 +19,25 @@ from the batch benchmarks, so nothing is encoded): the part of a query's look-up
 costs (docs/performance.md). Its queries are member B's records of people A holds and
 B's people A does not hold. `--cached-pair` indexes the same people's whole CLKs (the
 default layout, fallback CLK included; `realistic_pair(N, N, whole=True)`), asked the same way.
+`--first N` does that on the first N rows of A of the cached 1,000,000 x 1,000,000 pair
+(nothing encoded; B's records of people among them, and B's people A does not hold).
+
+`--schema PATH` scores the indexes by that schema's `blindmatch.rule` over both CLKs, as the
+matcher does (default: schemas/person-uk.json, the default, which has one; CLKs are the same
+bits either way): `--schema schemas/person-uk-no-rule.json` is one CLK a pair, the A/B of
+what the rule costs a query (docs/performance.md).
 
     .venv/bin/python benchmarks/rtlookup.py                       # 3 x 1,000,000, 600 queries
     .venv/bin/python benchmarks/rtlookup.py --records 200000 --tree /tmp/bm-main
     .venv/bin/python benchmarks/rtlookup.py --record-level        # cached 1,000,000 rows
     .venv/bin/python benchmarks/rtlookup.py --cached-pair         # the same rows, default layout
+    .venv/bin/python benchmarks/rtlookup.py --first 200000 --schema schemas/person-uk-no-rule.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -47,21 +56,36 @@ def main() -> int:
     parser.add_argument(
         "--cached-pair", action="store_true", help="the whole CLKs of --record-level's pair"
     )
+    parser.add_argument("--first", type=int, default=0,
+                        help="index the first N rows of the cached 1M x 1M pair's A")  # fmt: skip
+    parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
+                        help="whose blindmatch.rule scores the indexes")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(args.tree.resolve()))
 
     import numpy as np
 
-    from benchmarks.realclks import layout, realistic_pair
+    from benchmarks.realclks import RealPair, layout, realistic_pair
     from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index, search_batch
     from blindmatch.matcher.core.segment import as_words
+    from blindmatch.matcher.domain import NO_RULE, Rule
 
+    raw_rule = json.loads(args.schema.read_text()).get("blindmatch", {}).get("rule")
+    rule = Rule(raw_rule["gap"], raw_rule["offset"], raw_rule["reach"]) if raw_rule else NO_RULE
     half = args.queries // 2
     rng = np.random.default_rng(7)
     if args.record_level:
         clk_bits, fallback_bits = 1024, 0
         pair = realistic_pair(args.records, args.records)
+        unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+        others = pair.b[rng.choice(unheld, half, replace=False)]
+    elif args.first:
+        clk_bits, fallback_bits = layout()
+        whole = realistic_pair(1_000_000, 1_000_000, whole=True)
+        a = np.ascontiguousarray(whole.a[: args.first])
+        inside = whole.truth_a < args.first
+        pair = RealPair(a, whole.b, whole.truth_a[inside], whole.truth_b[inside])
         unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
         others = pair.b[rng.choice(unheld, half, replace=False)]
     elif args.cached_pair:
@@ -76,7 +100,7 @@ def main() -> int:
     refs = [f"r{i}" for i in range(len(pair.a))]
     t0 = time.process_time()
     indexes = {
-        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8)
+        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8, rule=rule)
         for m in ("north", "south", "east")
     }
     snaps = {m: index.snapshot for m, index in indexes.items()}
@@ -85,8 +109,9 @@ def main() -> int:
     first = north.first if isinstance(north, FallbackIndex) else north
     main_segment = first.snapshot.main
     table = main_segment.lsh
-    print(f"{args.tree}: 3 x {args.records:,} realistic records ({clk_bits}-bit CLKs, a "
-          f"{fallback_bits}-bit fallback CLK), built in {built:.0f} s CPU", flush=True)  # fmt: skip
+    print(f"{args.tree}: 3 x {len(pair.a):,} realistic records ({clk_bits}-bit CLKs, a "
+          f"{fallback_bits}-bit fallback CLK), built in {built:.0f} s CPU; scored "
+          f"{rule.describe(0.8)} ({args.schema.name})", flush=True)  # fmt: skip
     if table is not None:
         print(f"  record-level tables: {table.plan.describe()}; {table.nbytes / 2**20:,.0f} MiB "
               f"({table.nbytes / len(main_segment):.0f} bytes a row) an index")  # fmt: skip

@@ -274,6 +274,7 @@ def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
                     fingerprint=b"f" * 32,
                     ids=[str(x) for x in range(n)],
                     report={},
+                    rule=None,  # synthetic record-level CLKs: no fallback CLK
                 )
             )
         del a, b

@@ -249,14 +249,26 @@ class Upload:
 
 
 def retried_upload(
-    earlier: Upload, client_upload_id: str, *, sha256: str, record_count: int, clk_bits: int
+    earlier: Upload,
+    client_upload_id: str,
+    *,
+    sha256: str,
+    record_count: int,
+    clk_bits: int,
+    same_scoring: bool = True,
 ) -> Upload:
     """`earlier`, acknowledged under `client_upload_id`, when this upload is a retry of it.
 
     Idempotent retries: the same client-chosen id with the same content is the same upload;
-    the same id with other content is refused (the id was reused by mistake).
+    the same id with other content is refused (the id was reused by mistake). Content
+    includes how its pairs are scored (`same_scoring`: the same fallback CLK and rule as
+    `earlier`'s): the same CLKs under another rule are not acknowledged as the old ones.
     """
-    if (earlier.sha256, earlier.record_count, earlier.clk_bits) != (sha256, record_count, clk_bits):
+    if not same_scoring or (earlier.sha256, earlier.record_count, earlier.clk_bits) != (
+        sha256,
+        record_count,
+        clk_bits,
+    ):
         raise AlreadyExists(
             f"header.client_upload_id: {client_upload_id!r} was already used for a different "
             "upload; use a new id for new content"

@@ -474,18 +474,22 @@ class IndexListing(_message.Message):
     def __init__(self, refs: _Optional[_Iterable[str]] = ..., digests: _Optional[bytes] = ..., record_count: _Optional[int] = ..., clk_bits: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks")
+    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks", "fallback_bits", "rule")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CLKS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     project: str
     purpose: str
     clk_bits: int
     fingerprint: bytes
     clks: bytes
-    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ...) -> None: ...
+    fallback_bits: int
+    rule: ScoreRule
+    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class QueryMatch(_message.Message):
     __slots__ = ("partner", "partner_refs", "scores")

@@ -270,6 +270,18 @@ CASES: list[Case] = [
     ("qstream-wrong-length", lambda c: list(c.stub.QueryStream(iter([pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)[:100])]), metadata=c.north)), "INVALID_ARGUMENT", "clks"),
+    ("query-bad-fallback", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=2048, fingerprint=bytes(32), clks=clks(2),
+        fallback_bits=100), metadata=c.north),
+     "INVALID_ARGUMENT", "fallback_bits: a multiple of 64 below clk_bits"),
+    ("query-bad-rule", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=2048, fingerprint=bytes(32), clks=clks(2),
+        fallback_bits=1024, rule=pb.ScoreRule(gap=9, offset=0.03)), metadata=c.north),
+     "INVALID_ARGUMENT", "rule.gap: a number from 0 to 4, not 9.0"),
+    ("qstream-rule-without-fallback", lambda c: list(c.stub.QueryStream(iter([pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32), clks=clks(1),
+        rule=pb.ScoreRule(gap=0.25, offset=0.03))]), metadata=c.north)),
+     "INVALID_ARGUMENT", "rule: a rule over both CLKs needs a fallback CLK"),
     ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),

@@ -461,6 +461,7 @@ def test_long_clks_upload_in_messages_under_the_size_limit(
         fingerprint=bytes(32),
         ids=[f"r{i}" for i in range(count)],
         report={},
+        rule=None,
     )
     with matcher.member(project.tokens["north"]) as member:
         reply = member.upload("trial", enc)

@@ -733,6 +733,7 @@ def test_a_sync_over_the_matchers_change_limit_goes_in_several_changes(
             fingerprint=bytes(range(32)),
             ids=[f"S-{i:05d}" for i in range(2000)],
             report={},
+            rule=None,
         )
         ref_key = tmp_path / "south.refkey"
         key, _ = load_ref_key(ref_key, create=True)

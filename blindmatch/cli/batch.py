@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.encoding.sharing import SHARED_FOLDER
-    from blindmatch.client.remote.client import content_upload_id
+    from blindmatch.client.remote.convert import content_upload_id
 
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client:

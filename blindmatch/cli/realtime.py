@@ -222,6 +222,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             clk_bits=result.clk_bits,
             fingerprint=result.fingerprint,
             purpose=args.purpose,
+            fallback_bits=result.fallback_bits,
+            rule=result.rule,
         )
     usable = usable_fields(result)
     rows = []

@@ -14,6 +14,13 @@
 Only `manifest.json` and `clks.bin` are ever read for an upload. The folder is
 written to a temporary sibling and renamed into place, so a failed encode
 leaves either the old folder or nothing, never half a folder.
+
+The rule travels in the manifest only, and the fingerprint cannot tell the matcher
+whether it came along, so it is never left to a default: `write_encoded` must be told
+it (None: the schema has none), and for the schemas shipped with blindmatch (known by
+`schema_digest`) both sides check it against the schema itself. A folder of a shipped
+schema whose manifest lacks the rule (written before this check) is read with it; one
+that names another rule is refused.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from blindmatch.client.encoding.fingerprint import schema_digest as digest_of
 from blindmatch.client.errors import InputError
 
 FORMAT = "blindmatch-encoded/1"
@@ -112,10 +121,20 @@ def write_encoded(
     field_bits: Sequence[int] = (),
     fallback_bits: int = 0,
     schema_digest: str = "",
-    rule: tuple[float, float, float] | None = None,
+    rule: tuple[float, float, float] | None,
 ) -> Encoded:
-    """Write an ENCODED folder atomically, replacing an earlier one at `path`."""
+    """Write an ENCODED folder atomically, replacing an earlier one at `path`.
+
+    `rule`: the schema's `blindmatch.rule` (`EncodeResult.rule`; None: the schema has
+    none). Required, so that no caller drops it by leaving it out; checked against a
+    shipped schema's own when `schema_digest` is one's."""
     path = Path(path)
+    shipped = shipped_rule(schema_digest)
+    if shipped is not None and shipped[1] != rule:
+        raise ValueError(
+            f"rule: {rule!r}, but the schema (schemas/{shipped[0]}, by its digest) has "
+            f"blindmatch.rule {shipped[1]!r}; pass the encode result's rule"
+        )
     if len(clks) != len(ids) * (clk_bits // 8):
         raise ValueError("clks and ids disagree on the record count")
     if path.exists() and not (path / MANIFEST).is_file():
@@ -174,13 +193,52 @@ def write_encoded(
 
 
 RULE_KEYS = ("gap", "offset", "reach")
+# The linkage schemas shipped with blindmatch (as `client.tools.SCHEMAS`).
+SHIPPED_SCHEMAS = Path(__file__).parents[2] / "schemas"
+Rule = tuple[float, float, float]
 
 
-def _read_rule(spec: Any) -> tuple[float, float, float] | None:
+def _read_rule(spec: Any) -> Rule | None:
     if spec is None:
         return None
     gap, offset, reach = (float(spec[k]) for k in RULE_KEYS)
     return gap, offset, reach
+
+
+@lru_cache(maxsize=1)
+def _shipped_rules() -> dict[str, tuple[str, Rule | None]]:
+    """schema digest -> (file name, its rule) of the schemas shipped with blindmatch."""
+    found: dict[str, tuple[str, Rule | None]] = {}
+    for path in sorted(SHIPPED_SCHEMAS.glob("*.json")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        ext = raw.get("blindmatch", {})
+        found[digest_of(raw)] = (path.name, _read_rule(ext.get("rule")))
+    return found
+
+
+def shipped_rule(schema_digest: str) -> tuple[str, Rule | None] | None:
+    """(file name, `blindmatch.rule`) of the shipped schema with this digest; None when the
+    digest is no shipped schema's (or unknown: "")."""
+    return _shipped_rules().get(schema_digest) if schema_digest else None
+
+
+def _checked_rule(manifest: dict[str, Any], manifest_path: Path, digest: str) -> Rule | None:
+    """The manifest's rule; for a shipped schema, the schema's (carried where a manifest
+    written before the rule was checked left it out), or InputError where they differ."""
+    rule = _read_rule(manifest.get("rule"))
+    shipped = shipped_rule(digest)
+    if shipped is None:
+        return rule
+    name, want = shipped
+    if "rule" not in manifest:
+        return want
+    if rule != want:
+        raise InputError(
+            f"{manifest_path}: rule {rule!r}, but its schema (schemas/{name}, by its "
+            f"schema_digest) has blindmatch.rule {want!r}; re-run `blindmatch encode` with "
+            f"schemas/{name}"
+        )
+    return rule
 
 
 def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
@@ -207,7 +265,7 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
             field_bits=tuple(int(b) for b in manifest.get("field_bits", ())),
             fallback_bits=int(manifest.get("fallback_bits", 0)),
             schema_digest=str(manifest.get("schema_digest", "")),
-            rule=_read_rule(manifest.get("rule")),
+            rule=_checked_rule(manifest, manifest_path, str(manifest.get("schema_digest", ""))),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{manifest_path}: malformed manifest ({exc})") from None

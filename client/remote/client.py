@@ -10,7 +10,6 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 from __future__ import annotations
 
 import functools
-import hashlib
 import sys
 import time
 import uuid
@@ -59,20 +58,6 @@ if TYPE_CHECKING:
 UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 
 T = TypeVar("T")
-
-
-def content_upload_id(project: str, encoded: Encoded) -> str:
-    """The upload id of `encoded`'s content sent to `project`: the same every time, so
-    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
-    parts = [
-        project,
-        encoded.sha256,
-        str(encoded.clk_bits),
-        encoded.fingerprint.hex(),
-        ",".join(map(str, encoded.field_bits)),
-        str(encoded.fallback_bits),
-    ]
-    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
 class MatcherClient:
@@ -412,22 +397,32 @@ class MatcherClient:
         clk_bits: int,
         fingerprint: bytes,
         purpose: str,
+        fallback_bits: int = 0,
+        rule: tuple[float, float, float] | None = None,
     ) -> QueryAnswer:
         """Which partners hold each of `clks` (one CLK, or several), within disclosure.
 
-        `purpose` (a case reference, say) is required and logged with the query. The
-        matcher keeps nothing of the CLKs after answering.
+        `purpose` (a case reference, say) is required and logged with the query. The matcher
+        keeps nothing of the CLKs. `fallback_bits`/`rule`: the schema's (0: not said).
         """
-        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose)
+        scoring = (fallback_bits, rule)  # checked against each index's
+        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
             reply = self._stub.Query(request, metadata=self._metadata(), timeout=self.timeout)
         return convert.query_answer(reply)
 
-    def query_session(self, project: str, *, clk_bits: int, fingerprint: bytes) -> QuerySession:
-        """A session for many queries in `project`: one stream, cheaper a query than `query`.
-
-        Use it as a context manager (or call `close`); see `client.remote.session`.
-        """
+    def query_session(
+        self,
+        project: str,
+        *,
+        clk_bits: int,
+        fingerprint: bytes,
+        fallback_bits: int = 0,
+        rule: tuple[float, float, float] | None = None,
+    ) -> QuerySession:
+        """A session for many queries in `project`: one stream, cheaper a query than `query`
+        (`fallback_bits`/`rule` as there). Use it as a context manager (or call `close`);
+        see `client.remote.session`."""
         from blindmatch.client.remote.session import AsyncQuerySession, QuerySession
 
         return QuerySession(
@@ -438,6 +433,8 @@ class MatcherClient:
                 project,
                 clk_bits=clk_bits,
                 fingerprint=fingerprint,
+                fallback_bits=fallback_bits,
+                rule=rule,
                 credentials=self.credentials,
                 timeout=self.timeout,
                 insecure=self.insecure,
@@ -453,13 +450,16 @@ class MatcherClient:
         fingerprint: bytes,
         purpose: str,
         timeout: float | None = None,
+        fallback_bits: int = 0,
+        rule: tuple[float, float, float] | None = None,
     ) -> Iterator[WatchEvent]:
         """Events, as partners later index records matching `clks`; runs until closed.
 
         Only where the operator allows watching; the first event arrives once the watch
         is registered (it is not yielded). Close the generator to stop watching.
         """
-        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose)
+        scoring = (fallback_bits, rule)  # as `query`
+        request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
             stream = self._stub.Watch(request, metadata=self._metadata(), timeout=timeout)
             try:

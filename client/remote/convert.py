@@ -7,6 +7,7 @@ number: levels and blocking methods travel as names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import cast
@@ -81,6 +82,22 @@ def create_project_request(
     )
 
 
+def content_upload_id(project: str, encoded: Encoded) -> str:
+    """The upload id of `encoded`'s content sent to `project`: the same every time, so
+    running `blindmatch upload` again (after a kill, say) stores nothing twice."""
+    parts = [
+        project,
+        encoded.sha256,
+        str(encoded.clk_bits),
+        encoded.fingerprint.hex(),
+        ",".join(map(str, encoded.field_bits)),
+        str(encoded.fallback_bits),
+    ]
+    if encoded.rule is not None:  # the same CLKs under another rule are another upload
+        parts.append(",".join(map(repr, encoded.rule)))
+    return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
+
+
 def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.UploadRequest:
     return pb.UploadRequest(
         header=pb.UploadHeader(
@@ -112,13 +129,19 @@ def query_request(
     clk_bits: int,
     fingerprint: bytes,
     purpose: str,
+    fallback_bits: int = 0,
+    rule: tuple[float, float, float] | None = None,
 ) -> pb.QueryRequest:
+    """`fallback_bits`/`rule`: how the querier's schema scores a pair (0: not said), which
+    the matcher checks against how each index is scored."""
     return pb.QueryRequest(
         project=project,
         purpose=purpose,
         clk_bits=clk_bits,
         fingerprint=fingerprint,
         clks=clk_bytes(clks),
+        fallback_bits=fallback_bits,
+        rule=score_rule(rule),
     )
 
 

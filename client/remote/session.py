@@ -71,6 +71,8 @@ class AsyncQuerySession:
         *,
         clk_bits: int,
         fingerprint: bytes,
+        fallback_bits: int = 0,
+        rule: tuple[float, float, float] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
         insecure: bool = False,
@@ -79,6 +81,7 @@ class AsyncQuerySession:
         self.project = project
         self.clk_bits = clk_bits
         self.fingerprint = fingerprint
+        self.scoring = (fallback_bits, rule)  # the schema's (MatcherClient.query)
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = open_aio_channel(target, credentials, insecure=insecure)
@@ -89,7 +92,9 @@ class AsyncQuerySession:
 
     async def query(self, clks: bytes | Sequence[bytes], *, purpose: str) -> QueryAnswer:
         """Which partners hold each of `clks`, within disclosure (as `MatcherClient.query`)."""
-        request = query_request(self.project, clks, self.clk_bits, self.fingerprint, purpose)
+        request = query_request(
+            self.project, clks, self.clk_bits, self.fingerprint, purpose, *self.scoring
+        )
         async with self._turn:
             with translate_errors(self.target):
                 try:

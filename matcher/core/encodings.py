@@ -1,9 +1,14 @@
-"""Which CLKs may meet: one CLK length and one keyed (schema, secret) fingerprint a project.
+"""Which CLKs may meet: one CLK length and one keyed (schema, secret) fingerprint a project,
+and one way of scoring them.
 
 The one compatibility rule for everything a project holds or is asked: uploads for batch
 runs, standing indexes, real-time queries and watches. CLKs of another length, or made
 with another schema or secret, would compare as noise; they are refused, naming what the
-project already holds.
+project already holds. So are encodings of the same fingerprint that say otherwise of how
+a pair is scored (their fallback CLK's bits, the schema's `blindmatch.rule`): the same
+schema has one rule, so one of them lost it on its way from the schema (an ENCODED folder
+written without it), and a run or a query would otherwise score some pairs by one rule and
+some by the other, or silently by neither.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from blindmatch.matcher.core.tokens import same_hash
-from blindmatch.matcher.domain import FINGERPRINT_BYTES, MAX_CLK_BITS, Encoding
+from blindmatch.matcher.domain import FINGERPRINT_BYTES, MAX_CLK_BITS, NO_RULE, Encoding, Rule
 from blindmatch.matcher.errors import FailedPrecondition, InvalidArgument
 
 
@@ -25,6 +30,9 @@ class Held:
     plural: bool = False  # "this project's other uploads have ..."
     ident: str = ""  # its fingerprint id (protos/wire.py), for the message; "" to leave it out
     schema_digest: str = ""  # SHA-256 of its schema, when its client sent one
+    # Whether its fallback CLK and rule must be the new encodings' too (False: the member's
+    # own index, which a change may lay out anew).
+    layout: bool = True
 
 
 def check_clk_bits(clk_bits: int, field: str) -> None:
@@ -40,10 +48,40 @@ def check_fingerprint(fingerprint: bytes, field: str) -> None:
         raise InvalidArgument(f"{field}: must be {FINGERPRINT_BYTES} bytes")
 
 
+def scoring(encoding: Encoding) -> str:
+    """How pairs of these encodings are scored, in words (for a refusal)."""
+    if not encoding.fallback_bits:
+        return "one CLK a pair, without a fallback CLK"
+    if not encoding.rule.active:
+        return f"a {encoding.fallback_bits}-bit fallback CLK and no blindmatch.rule"
+    r = encoding.rule
+    return (
+        f"a {encoding.fallback_bits}-bit fallback CLK and blindmatch.rule "
+        f"{{gap {r.gap:g}, offset {r.offset:g}, reach {r.reach:g}}}"
+    )
+
+
+def _layout(encoding: Encoding) -> tuple[int, Rule]:
+    return encoding.fallback_bits, encoding.rule if encoding.rule.active else NO_RULE
+
+
+def same_scoring(a: Encoding, b: Encoding) -> bool:
+    """Whether pairs of `a`'s and of `b`'s CLKs are scored alike: the same fallback CLK and
+    the same rule over both CLKs (a rule that moves nothing counts as none)."""
+    return _layout(a) == _layout(b)
+
+
 def check_compatible(
-    encoding: Encoding, held: Iterable[Held], ident: str = "", schema_digest: str = ""
+    encoding: Encoding,
+    held: Iterable[Held],
+    ident: str = "",
+    schema_digest: str = "",
+    *,
+    layout: bool = True,
 ) -> None:
-    """Refuse CLKs made with another CLK length, schema or secret than the project's.
+    """Refuse CLKs made with another CLK length, schema or secret than the project's, or
+    (with `layout`: `encoding` says how its pairs are scored; a query does not) scored
+    otherwise than what the project holds under the same fingerprint.
 
     With fingerprint ids (`ident` for the new encodings, `Held.ident` for what is held) the
     refusal names both, so a member can see which side differs from what it checked with
@@ -70,6 +108,17 @@ def check_compatible(
                 f"these encodings were made with a different schema or secret than {h.what}; "
                 "encode again with the schema and secret agreed for this project (no part of "
                 "either fingerprint is shown: it would help guess the secret)"
+            )
+        if layout and h.layout and not same_scoring(other, encoding):
+            has = "have" if h.plural else "has"
+            raise FailedPrecondition(
+                f"these encodings are scored with {scoring(encoding)}, but {h.what} {has} "
+                f"{scoring(other)}, under the same schema and secret: the schema has one "
+                "rule, so one side's ENCODED folder lost it (written without the schema's "
+                "blindmatch.rule); on whichever side differs from the schema, encode again "
+                "with `blindmatch encode` and the agreed schema, then upload again or put "
+                "the index's records again (`blindmatch index add ENCODED`; `index sync` "
+                "sends only CLKs that changed, and these did not)"
             )
 
 

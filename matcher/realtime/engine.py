@@ -47,6 +47,7 @@ from blindmatch.matcher.core.disclose import (
     effective_levels,
 )
 from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
+from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.core.segment import Hits
@@ -303,8 +304,17 @@ class Realtime:
             raise errors.InvalidArgument(
                 f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
             )
+        fallback, rule = encoding.fallback_bits, encoding.rule
+        if fallback and (fallback % 64 or fallback >= encoding.clk_bits):
+            raise errors.InvalidArgument(
+                "fallback_bits: a multiple of 64 below clk_bits (or 0: not said)"
+            )
+        checked_rule(rule.gap, rule.offset, rule.reach, fallback, "rule")
         held = self.indexes.held(project.name)
-        check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
+        # Each index is searched by its own rule; a query that says its schema's (with
+        # fallback_bits; older clients do not) must find the indexes scored alike.
+        ident = fingerprint_id(encoding.fingerprint)
+        check_compatible(encoding, held, ident=ident, layout=bool(fallback))
         return as_words(clks, encoding.clk_bits)
 
     def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> float:

@@ -29,6 +29,8 @@ from blindmatch.matcher.core.encodings import (
     check_clk_bits,
     check_compatible,
     check_fingerprint,
+    same_scoring,
+    scoring,
 )
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
@@ -49,6 +51,25 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
+
+
+def _check_restated(held: Encoding | None, encoding: Encoding) -> None:
+    """An empty change (`index sync` with nothing to send) whose header is the index's
+    fingerprint but says otherwise of how its pairs are scored: the index lost its schema's
+    rule (or this folder did), and no CLK differs for a sync to put. Refused, saying how
+    to put the records again, rather than acknowledged as in sync."""
+    if (
+        held is not None
+        and (held.clk_bits, held.fingerprint) == (encoding.clk_bits, encoding.fingerprint)
+        and not same_scoring(held, encoding)
+    ):
+        raise errors.FailedPrecondition(
+            f"your index is scored with {scoring(held)}, but this change says "
+            f"{scoring(encoding)}, under the same schema and secret, and its CLKs are the "
+            "same, so there is nothing to sync: put its records again with `blindmatch "
+            "index add ENCODED` (from a folder encoded with the agreed schema)"
+        )
+
 
 __all__ = ["ChangeSummary", "StandingIndexes"]
 
@@ -205,7 +226,11 @@ class StandingIndexes:
         for m, upload in self.store.current_uploads(project).items():
             if m != besides:
                 held.append(
-                    Held(f"{m}'s upload", upload.encoding, ident=fingerprint_id(upload.fingerprint))
+                    Held(
+                        f"{m}'s upload",
+                        self.store.upload_encoding(upload),
+                        ident=fingerprint_id(upload.fingerprint),
+                    )
                 )
         return held
 
@@ -297,7 +322,9 @@ class StandingIndexes:
                 mine = self._encodings.get(key)
                 held = self.held(project, besides=member)
                 if mine is not None and len(removes) < len(index or ()):
-                    held.append(Held("your index", mine, ident=fingerprint_id(mine.fingerprint)))
+                    ident = fingerprint_id(mine.fingerprint)
+                    # (its own index may be laid out anew: `relayout` below)
+                    held.append(Held("your index", mine, ident=ident, layout=False))
                 check_compatible(encoding, held, ident=fingerprint_id(encoding.fingerprint))
             replaced = sum(1 for r, _ in puts if index is not None and r in index)
             size_after = (len(index) if index else 0) - len(removes) + len(puts) - replaced
@@ -307,6 +334,7 @@ class StandingIndexes:
                     f"of {MAX_INDEX_RECORDS}"
                 )
             if not puts and not removes:
+                _check_restated(self._encodings.get(key), encoding)
                 return ChangeSummary(0, 0, 0, size_after), None, False
             if index is not None and index.clk_bits != encoding.clk_bits and puts:
                 index = None  # every old record is being removed (checked above)

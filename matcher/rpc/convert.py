@@ -157,7 +157,11 @@ def index_change(
 
 
 def query_encoding(request: pb.QueryRequest) -> Encoding:
-    return Encoding(request.clk_bits, request.fingerprint)
+    """A query's CLK length and fingerprint, and how its schema scores a pair (fallback_bits
+    0: not said); checked in `realtime.engine`."""
+    return Encoding(
+        request.clk_bits, request.fingerprint, request.fallback_bits, score_rule(request.rule)
+    )
 
 
 # -- replies -----------------------------------------------------------------------------------

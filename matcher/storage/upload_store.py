@@ -32,9 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.core.encodings import Held, check_compatible
+from blindmatch.matcher.core.encodings import Held, check_compatible, same_scoring
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
-from blindmatch.matcher.domain import Upload, retried_upload
+from blindmatch.matcher.domain import Encoding, Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
@@ -233,13 +233,17 @@ class UploadStore(StoreBase):
             with self.db.tx() as tx:
                 if check is not None:
                     check()
-                earlier = self._keyed_for_commit(upload, client_upload_id)
+                mine = Encoding(clk_bits, fingerprint, fallback_bits, rule)
+                earlier = self._keyed_for_commit(upload, client_upload_id, mine)
                 if earlier is not None:
                     return earlier, True
                 others = [u for m, u in self.current_uploads(project).items() if m != member]
                 check_compatible(
-                    upload.encoding,
-                    [Held("this project's other uploads", u.encoding, plural=True) for u in others],
+                    mine,
+                    [
+                        Held("this project's other uploads", self.upload_encoding(u), plural=True)
+                        for u in others
+                    ],
                 )
                 os.replace(part, final)
                 fsync_path(self.files.clks)
@@ -308,7 +312,9 @@ class UploadStore(StoreBase):
         self._collect_garbage()
         return upload, False
 
-    def _keyed_for_commit(self, upload: Upload, client_upload_id: str) -> Upload | None:
+    def _keyed_for_commit(
+        self, upload: Upload, client_upload_id: str, encoding: Encoding
+    ) -> Upload | None:
         if not client_upload_id:
             return None
         earlier = self.keyed_upload(upload.project, upload.member, client_upload_id)
@@ -320,6 +326,7 @@ class UploadStore(StoreBase):
             sha256=upload.sha256,
             record_count=upload.record_count,
             clk_bits=upload.clk_bits,
+            same_scoring=same_scoring(self.upload_encoding(earlier), encoding),
         )
 
     def verified_clks(self, upload: Upload) -> npt.NDArray[np.uint8]:
@@ -370,8 +377,13 @@ class UploadStore(StoreBase):
         ]
 
     def _layout(self, upload_id: str) -> str:
-        rows = self.db.query(
-            "SELECT field_bits FROM upload_layouts WHERE upload_id=?", (upload_id,)
+        # Remembered until the next write (an upload's layout never changes): a real-time
+        # query reads every current upload's (`upload_encoding`, core.encodings).
+        rows = self.db.cached_rows(
+            ("upload_layout", upload_id),
+            "SELECT field_bits FROM upload_layouts WHERE upload_id=?",
+            (upload_id,),
+            keep_empty=True,
         )
         return str(rows[0][0]) if rows else ""
 
@@ -412,6 +424,14 @@ class UploadStore(StoreBase):
         if not layout.startswith(FALLBACK_PREFIX) or RULE_MARK not in layout:
             return NO_RULE
         return Rule.parse(layout.split(RULE_MARK)[1])
+
+    def upload_encoding(self, upload: Upload) -> Encoding:
+        """An upload's CLK length and fingerprint, with its fallback CLK and rule: what
+        `core.encodings.check_compatible` compares."""
+        return Encoding(
+            upload.clk_bits, upload.fingerprint, self.fallback_bits(upload.id),
+            self.score_rule(upload.id),
+        )  # fmt: skip
 
     def upload(self, upload_id: str) -> Upload:
         rows = self.db.query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id=?", (upload_id,))

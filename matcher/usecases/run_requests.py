@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from blindmatch.matcher.core.disclose import effective_levels
+from blindmatch.matcher.core.encodings import same_scoring, scoring
 from blindmatch.matcher.domain import DAY, DONE, FAILED, Level, Run
 from blindmatch.matcher.errors import FailedPrecondition, NotFound
 from blindmatch.matcher.storage.store import Store
@@ -39,13 +40,34 @@ def as_seen_by(store: Store, run: Run, member: str) -> Run:
 def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:
     """A new run over every member's current upload, queued; or the one already queued
     or running (so a retried start starts nothing twice). A two-server project's is
-    refused unless S1 and S2 answer (UNAVAILABLE naming the one that does not)."""
+    refused unless S1 and S2 answer (UNAVAILABLE naming the one that does not); any run
+    where the current uploads disagree on how a pair is scored (`check_one_scoring`)."""
     tworuns.check_can_run(store, runs.two_server, project)
+    check_one_scoring(store, project)
     run, created = store.create_run(project, actor=member)
     if created:
         runs.submit(run.id)
         log.info("run %s queued", run.id)
     return run
+
+
+def check_one_scoring(store: Store, project: str) -> None:
+    """Refuse a run over uploads of one fingerprint whose fallback CLK or rule over both
+    CLKs differ (stored before uploads were checked for it): it would score their pairs
+    by neither rule, silently (core.encodings)."""
+    uploads = list(store.current_uploads(project).items())
+    if not uploads:
+        return
+    first, enc = uploads[0][0], store.upload_encoding(uploads[0][1])
+    for other, upload in uploads[1:]:
+        theirs = store.upload_encoding(upload)
+        if theirs.fingerprint == enc.fingerprint and not same_scoring(theirs, enc):
+            raise FailedPrecondition(
+                f"{other}'s upload is scored with {scoring(theirs)}, but {first}'s with "
+                f"{scoring(enc)}, under the same schema and secret: one of them lost the "
+                "schema's blindmatch.rule; that member encodes again with `blindmatch encode` "
+                "and the agreed schema and uploads again, then start the run"
+            )
 
 
 def follow_run(

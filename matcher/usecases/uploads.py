@@ -33,6 +33,7 @@ from blindmatch.matcher.core.encodings import (
     check_clk_bits,
     check_compatible,
     check_fingerprint,
+    same_scoring,
 )
 from blindmatch.matcher.core.fallback import NO_RULE, Rule, checked_rule
 from blindmatch.matcher.domain import (
@@ -176,11 +177,11 @@ def check_matches_project(store: Store, header: UploadHeader, member: str) -> No
     also = [m for m, _ in others[1:]]
     matching = f"; {', '.join(also)} {'match' if len(also) > 1 else 'matches'} it" if also else ""
     check_compatible(
-        Encoding(header.clk_bits, header.fingerprint),
+        Encoding(header.clk_bits, header.fingerprint, header.fallback_bits, header.rule),
         [
             Held(
                 f"{first_member}'s upload (the first in this project{matching})",
-                first.encoding,
+                store.upload_encoding(first),
                 ident=fingerprint_id(first.fingerprint),
                 schema_digest=store.schema_digest(first.id),
             )
@@ -219,7 +220,10 @@ def receive_upload(
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
     earlier = store.keyed_upload(header.project, member, key) if key else None
     if earlier is not None:
-        retried_upload(earlier, key, sha256=sha256, record_count=count, clk_bits=bits)
+        mine = Encoding(bits, header.fingerprint, header.fallback_bits, header.rule)
+        scored = same_scoring(store.upload_encoding(earlier), mine)
+        retried_upload(earlier, key, sha256=sha256, record_count=count, clk_bits=bits,
+                       same_scoring=scored)  # fmt: skip
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
     check_matches_project(store, header, member)
