@@ -166,6 +166,15 @@ def two_server_name(
     return name, tuple(widths)
 
 
+def header_encoding(header: UploadHeader) -> Encoding:
+    """The encoding a header promises: a two-server upload's fallback width is in
+    `two_server_bits` (its `clk_bits` is 0: the matcher holds no CLK)."""
+    fallback = header.fallback_bits
+    if header.two_server_ticket and len(header.two_server_bits) > 1:
+        fallback = header.two_server_bits[1]
+    return Encoding(header.clk_bits, header.fingerprint, fallback, header.rule)
+
+
 def check_matches_project(store: Store, header: UploadHeader, member: str) -> None:
     """Refuse, before a byte of CLKs is read, encodings that differ from the project's:
     named by the member whose upload set them (the earliest current one of another
@@ -177,7 +186,7 @@ def check_matches_project(store: Store, header: UploadHeader, member: str) -> No
     also = [m for m, _ in others[1:]]
     matching = f"; {', '.join(also)} {'match' if len(also) > 1 else 'matches'} it" if also else ""
     check_compatible(
-        Encoding(header.clk_bits, header.fingerprint, header.fallback_bits, header.rule),
+        header_encoding(header),
         [
             Held(
                 f"{first_member}'s upload (the first in this project{matching})",
@@ -220,8 +229,7 @@ def receive_upload(
     bits, count, key = header.clk_bits, header.record_count, header.client_upload_id
     earlier = store.keyed_upload(header.project, member, key) if key else None
     if earlier is not None:
-        mine = Encoding(bits, header.fingerprint, header.fallback_bits, header.rule)
-        scored = same_scoring(store.upload_encoding(earlier), mine)
+        scored = same_scoring(store.upload_encoding(earlier), header_encoding(header))
         retried_upload(earlier, key, sha256=sha256, record_count=count, clk_bits=bits,
                        same_scoring=scored)  # fmt: skip
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
