@@ -1,0 +1,182 @@
+"""Where three partners' look-ups go, and what sharing them across partners could save.
+
+Issue 19 item 4 asks for <= 0.5 ms CPU a query against 3 x 1,000,000 realistic records;
+one 1,000,000-row index costs about 0.4 ms, three about 1.4-2.0 (docs/performance.md).
+This profiles the three (the same cached realistic rows as `rtlookup.py --cached-pair`,
+member A's whole CLKs as three separate indexes, 600 queries: half B's records of people A
+holds, half B's people A does not hold) and measures, interleaved over several rounds, CPU
+time a query:
+
+- `path 1` / `path 3`: `fallbackindex.search_batch` (the matcher's pass) over one and over
+  all three indexes, one query a pass;
+- `native 1` / `native 3`: the native look-up alone (`lsh_query_batch`) of the first halves
+  (the record-level CLKs: the LSH part), one index's tables and all three in one job;
+- `native 3 x 1`: the three first halves as three separate jobs of one call;
+
+so `path 3 - native 3` is the Python a pass spends per query, and `native 3 / native 1`
+says whether three look-ups cost more than three times one.
+
+`--union` then asks what one structure over several partners' rows would cost: LSH work
+grows about n^0.47 (rtplan's model), so tables over 2,000,000 distinct rows (A's and B's
+record-level CLKs, the queries left out) planned for their size are timed against A's
+1,000,000-row tables on the same queries, with the plans and rtplan's modelled cost at
+1, 2 and 3 million rows.
+
+`--perf SECONDS` records `perf` on the `native 3` loop (needs perf; user space only).
+
+    nice .venv/bin/python benchmarks/rtshare.py                  # 3 x 1,000,000, cached
+    nice .venv/bin/python benchmarks/rtshare.py --union --perf 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="per partner")
+    parser.add_argument("--seed", type=int, default=0, help="of the cached pair")
+    parser.add_argument("--queries", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--union", action="store_true", help="time a 2M-row union's tables")
+    parser.add_argument("--perf", type=float, default=0.0, help="perf the native 3 loop")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    import numpy as np
+
+    from benchmarks.realclks import layout, realistic_pair
+    from blindmatch.matcher.core import kernel, rtplan
+    from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index, search_batch
+    from blindmatch.matcher.core.segment import Segment, as_words
+
+    assert kernel.NATIVE, "the native kernel is needed"
+    k = kernel._kernel
+    clk_bits, fallback_bits = layout()
+    cut = (clk_bits - fallback_bits) // 64
+    pair = realistic_pair(args.records, args.records, args.seed, whole=True)
+    rng = np.random.default_rng(7)
+    half = args.queries // 2
+    unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
+    picked_b = np.concatenate(
+        [
+            pair.truth_b[rng.choice(len(pair.truth_b), half, replace=False)],
+            rng.choice(unheld, half, replace=False),
+        ]
+    )
+    queries = as_words(pair.b[picked_b], clk_bits)
+    refs = [f"r{i}" for i in range(len(pair.a))]
+    t0 = time.process_time()
+    indexes = {
+        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8)
+        for m in ("north", "south", "east")
+    }
+    print(f"3 x {args.records:,} realistic records built in {time.process_time() - t0:.0f} s "
+          f"CPU", flush=True)  # fmt: skip
+    snaps = {m: x.snapshot for m, x in indexes.items()}
+    firsts = []
+    for x in indexes.values():
+        assert isinstance(x, FallbackIndex)
+        table = x.first.snapshot.main.lsh
+        assert table is not None and table.prepared is not None
+        firsts.append(table)
+    print(f"  record-level tables: {firsts[0].plan.describe()}")
+    q1 = [np.ascontiguousarray(q[:cut]).tobytes() for q in queries]
+    one_snap = {"north": snaps["north"]}
+
+    def path(which: dict[str, object]) -> float:
+        t = time.process_time()
+        for q in queries:
+            search_batch([(which, q[None, :], 0.8)])
+        return time.process_time() - t
+
+    def native(caps: tuple[object, ...], apart: bool = False) -> float:
+        t = time.process_time()
+        for q in q1:
+            if apart:
+                k.lsh_query_batch([((c,), q, 0.8, (-1,)) for c in caps])
+            else:
+                k.lsh_query_batch([(caps, q, 0.8, (-1,) * len(caps))])
+        return time.process_time() - t
+
+    caps3 = tuple(t.prepared for t in firsts)
+    timers = {
+        "path 1": lambda: path(one_snap),
+        "path 3": lambda: path(snaps),
+        "native 1": lambda: native(caps3[:1]),
+        "native 3": lambda: native(caps3),
+        "native 3 x 1": lambda: native(caps3, apart=True),
+    }
+    for timer in timers.values():  # unmeasured: warm
+        timer()
+    looked = [k.lsh_query_batch([(caps3[:1], q, 0.8, (-1,))])[0][0] for q in q1]
+    print(f"  a look-up of one index's first half: {np.mean([x[2] for x in looked]):,.0f} "
+          f"row-list entries, {np.mean([x[3] for x in looked]):,.0f} rows read")  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(args.rounds):
+        for name, timer in timers.items():
+            times[name].append(timer() * 1000 / len(queries))
+    print(f"CPU ms a query, {args.rounds} rounds interleaved (min-max), load average "
+          f"{os.getloadavg()[0]:.1f}:")  # fmt: skip
+    for name, got in times.items():
+        print(f"  {name:13s} {min(got):.3f}-{max(got):.3f}")
+    med = {name: float(np.median(got)) for name, got in times.items()}
+    print(f"  native 3 / native 1 = {med['native 3'] / med['native 1']:.2f}, "
+          f"path 3 / path 1 = {med['path 3'] / med['path 1']:.2f}, "
+          f"path 3 - native 3 = {med['path 3'] - med['native 3']:.3f} ms (medians)")  # fmt: skip
+
+    if args.perf > 0:
+        out = Path(os.environ.get("PERF_OUT", "/tmp/rtshare.perf"))
+        rec = subprocess.Popen(
+            ["perf", "record", "-F", "1999", "-g", "-o", str(out), "-p", str(os.getpid())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.0)
+        end = time.monotonic() + args.perf
+        while time.monotonic() < end:
+            native(caps3)
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+        print(f"perf data: {out}")
+
+    if args.union:
+        del indexes, snaps, firsts, caps3, timers
+        keep_b = np.ones(len(pair.b), dtype=bool)
+        keep_b[picked_b] = False
+        a1 = as_words(pair.a, clk_bits)[:, :cut].copy()
+        b1 = as_words(pair.b[keep_b], clk_bits)[:, :cut].copy()
+        both = np.concatenate([a1, b1])
+        for n, words in ((len(a1), a1), (len(both), both)):
+            t0 = time.process_time()
+            seg = Segment.build(words, [f"u{i}" for i in range(n)], threshold=0.8)
+            built = time.process_time() - t0
+            assert seg.lsh is not None and seg.lsh.prepared is not None
+            caps = (seg.lsh.prepared,)
+            native(caps)
+            got = [native(caps) * 1000 / len(queries) for _ in range(args.rounds)]
+            looked = [k.lsh_query_batch([(caps, q, 0.8, (-1,))])[0][0] for q in q1]
+            print(f"union of {n:,} rows (built {built:.0f} s CPU): {seg.lsh.plan.describe()}; "
+                  f"{min(got):.3f}-{max(got):.3f} ms a look-up; "
+                  f"{np.mean([x[2] for x in looked]):,.0f} entries, "
+                  f"{np.mean([x[3] for x in looked]):,.0f} rows read, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            del seg, caps
+        pcs = np.bitwise_count(a1).sum(axis=1, dtype=np.int32)
+        for n in (1_000_000, 2_000_000, 3_000_000):
+            p = rtplan.plan(a1[:200_000], pcs[:200_000], 0.8, size=n).plan
+            if p is not None:
+                print(f"  rtplan at {n:,} rows: {p.describe()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
