@@ -550,3 +550,73 @@ def test_a_batch_pass_answers_as_each_snapshot_searched_alone(
         hits += sum(len(f) for a in answer for f in a.values())
     assert hits > 20
     assert answers[3][0]["west"] == [("w2", 1.0)] and answers[3][1]["north"] == [("new", 1.0)]
+
+
+def test_partners_planned_alike_share_a_querys_keys_and_answer_as_looked_up_apart(
+    people: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # One native job looks a query up in every partner's index; an index with the same
+    # bands (and sketch positions) as the one looked up before it reuses the query's probed
+    # keys and sketch instead of working them out again (_kernel.c, lsh_one). The answers
+    # (rows, scores, rows looked at and read) must be what each index gives looked up
+    # alone, whatever lies between two alike indexes: one planned otherwise, a scanned
+    # segment. Partners hold different, overlapping rows; the scores are anonlink's.
+    if not kernel.NATIVE:
+        pytest.skip("the native kernel shares the keys")
+    indexed, queries = people
+    words = as_words(indexed, CLK_BITS)
+    alike = plan_tables(len(words), CLK_BITS, 560.0, 0.55, 0.8, bytes_per_row=4000)
+    other = plan_tables(len(words), CLK_BITS, 560.0, 0.55, 0.8, bytes_per_row=4000, seed=5)
+    assert alike is not None and other is not None
+    assert not np.array_equal(alike.positions, other.positions)
+    spans = {"north": (0, 25_000), "south": (15_000, 40_000), "east": (30_000, 55_000)}
+    rows = {name: words[lo:hi] for name, (lo, hi) in spans.items()}
+    tables = {name: LshTable.build(w, alike, 0.8) for name, w in rows.items()}
+    rows["west"] = words[5_000:45_000]
+    tables["west"] = LshTable.build(rows["west"], other, 0.8, (np.arange(0, 512, 2, dtype=np.int32),
+                                    np.full(CLK_BITS + 1, 60, np.int32)))  # fmt: skip
+    small = Segment.build(words[50_000:50_300], [str(i) for i in range(300)])
+    caps = {name: t.prepared for name, t in tables.items()}
+    caps["small"] = small.scanner
+    rows["small"] = small.words
+    orders = [
+        ("north", "south", "east"),
+        ("north", "small", "south", "west", "east", "north"),
+    ]
+    found = 0
+    for q in as_words(np.concatenate([queries[::15], indexed[20_000:35_000:500]]), CLK_BITS):
+        for order in orders:
+            key = q.tobytes()
+            [together] = kernel._kernel.lsh_query_batch(
+                [(tuple(caps[n] for n in order), key, 0.8, (-1,) * len(order))]
+            )
+            apart = kernel._kernel.lsh_query_batch([((caps[n],), key, 0.8, (-1,)) for n in order])
+            assert together == [one for [one] in apart]
+            for name, (sims, got, _, _) in zip(order, together, strict=True):
+                mine = dict(zip(np.frombuffer(got, np.uint32).tolist(), np.frombuffer(sims).tolist(), strict=True))  # fmt: skip
+                want = anonlink_hits(rows[name].view(np.uint8), q.view(np.uint8), 0.8)
+                assert all(want[r] == s for r, s in mine.items())
+                found += len(mine)
+    assert found > 100
+
+
+def test_a_pass_over_partners_holding_the_same_records_answers_as_each_alone(
+    people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Partners holding the same records get the same plan (rtplan plans from the rows), so
+    # a pass shares each query's keys across their indexes: the hits are each index's own.
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
+    indexed, queries = people
+    words = as_words(indexed[:6000], CLK_BITS)
+    indexes = {
+        n: MemberIndex.load(CLK_BITS, [f"{n}{i}" for i in range(6000)], words, threshold=0.8)
+        for n in ("north", "south", "east")
+    }
+    snapshots = {n: i.snapshot for n, i in indexes.items()}
+    plans = [s.main.lsh.plan.positions for s in snapshots.values() if s.main.lsh is not None]
+    assert len(plans) == 3 and all(np.array_equal(plans[0], p) for p in plans)
+    asks = [(snapshots, as_words(np.concatenate([queries[::10], indexed[:6000:300]]), CLK_BITS), 0.8)]
+    [together] = search_batch(asks)
+    alone = {n: search_batch([({n: s}, asks[0][1], 0.8)])[0] for n, s in snapshots.items()}
+    assert together == [{n: alone[n][k][n] for n in snapshots} for k in range(len(together))]
+    assert sum(len(h) for answer in together for h in answer.values()) > 3 * 20
