@@ -49,13 +49,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--union", action="store_true", help="time a 2M-row union's tables")
     parser.add_argument("--perf", type=float, default=0.0, help="perf the native 3 loop")
+    parser.add_argument("--base-kernel", type=Path,
+                        help="another build of _kernel (a .so) to time beside this one")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
     import numpy as np
 
     from benchmarks.realclks import layout, realistic_pair
-    from blindmatch.matcher.core import kernel, rtplan
+    from blindmatch.matcher.core import fallback, kernel, rtplan
     from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index, search_batch
     from blindmatch.matcher.core.segment import Segment, as_words
 
@@ -116,6 +118,64 @@ def main() -> int:
         "native 3": lambda: native(caps3),
         "native 3 x 1": lambda: native(caps3, apart=True),
     }
+    ours = k
+    if args.base_kernel is not None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_kernel", args.base_kernel)
+        assert spec is not None and spec.loader is not None
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+
+        def with_base(timer: object) -> object:
+            def run() -> float:
+                nonlocal k
+                kernel._kernel, k = base, base
+                try:
+                    return timer()  # type: ignore[operator, no-any-return]
+                finally:
+                    kernel._kernel, k = ours, ours
+
+            return run
+
+        timers["path 3 (base)"] = with_base(timers["path 3"])
+        timers["native 3 (base)"] = with_base(timers["native 3"])
+        answers = [search_batch([(snaps, q[None, :], 0.8)]) for q in queries]
+        kernel._kernel = base
+        same = answers == [search_batch([(snaps, q[None, :], 0.8)]) for q in queries]
+        kernel._kernel = ours
+        print(f"  hits of all {len(queries)} queries in the 3 indexes the same with the base "
+              f"kernel: {same}")  # fmt: skip
+    # Recall against the exhaustive scan (the indexes hold the same rows, so one truth):
+    # every row's fallback CLK scanned and kept by the rule, and the first CLKs of the
+    # rows with the fields when the query has them (as benchmarks/rtrecall.py).
+    words = as_words(pair.a, clk_bits)
+    lack = fallback.lacking(words[:, :cut], words[:, cut:])
+    firsts_all = Segment.build(np.ascontiguousarray(words[:, :cut]), refs)
+    seconds_all = Segment.build(np.ascontiguousarray(words[:, cut:]), refs)
+    at = {r: i for i, r in enumerate(refs)}
+    del words
+    def scanned(seg: Segment, q: np.ndarray) -> list[tuple[str, float]]:
+        rows, sims = seg.search(q, 0.8)
+        return [(seg.refs[r], v) for r, v in zip(rows.tolist(), sims.tolist(), strict=True)]
+
+    pairs = missed = 0
+    for q in queries:
+        h1, h2 = q[:cut], q[cut:]
+        q_lacks = bool(fallback.lacking(h1[None, :], h2[None, :])[0])
+        keep = fallback.on_fallback(q_lacks, lack)
+        want = {r: v for r, v in scanned(seconds_all, h2) if keep[at[r]]}
+        if not q_lacks:
+            want.update({r: v for r, v in scanned(firsts_all, h1) if not lack[at[r]]})
+        got = search_batch([(snaps, q[None, :], 0.8)])[0][0]
+        for m in snaps:
+            mine = dict(got[m])
+            pairs += len(want)
+            missed += len(set(want) - set(mine))
+            assert all(abs(mine[r] - v) < 1e-12 for r, v in want.items() if r in mine)
+    print(f"  recall against the exhaustive scan, 3 indexes: {pairs - missed:,} of {pairs:,} "
+          f"pairs >= 0.8 found ({1 - missed / max(pairs, 1):.5f})", flush=True)  # fmt: skip
+    del firsts_all, seconds_all
     for timer in timers.values():  # unmeasured: warm
         timer()
     looked = [k.lsh_query_batch([(caps3[:1], q, 0.8, (-1,))])[0][0] for q in q1]
@@ -133,6 +193,11 @@ def main() -> int:
     print(f"  native 3 / native 1 = {med['native 3'] / med['native 1']:.2f}, "
           f"path 3 / path 1 = {med['path 3'] / med['path 1']:.2f}, "
           f"path 3 - native 3 = {med['path 3'] - med['native 3']:.3f} ms (medians)")  # fmt: skip
+    print(f"  keys shared (one job) / apart (three jobs): "
+          f"{med['native 3'] / med['native 3 x 1']:.3f}")  # fmt: skip
+    if "path 3 (base)" in med:
+        print(f"  this kernel / the base kernel: native 3 {med['native 3'] / med['native 3 (base)']:.3f}, "
+              f"path 3 {med['path 3'] / med['path 3 (base)']:.3f}")  # fmt: skip
 
     if args.perf > 0:
         out = Path(os.environ.get("PERF_OUT", "/tmp/rtshare.perf"))
