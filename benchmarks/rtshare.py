@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +50,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--union", action="store_true", help="time a 2M-row union's tables")
     parser.add_argument("--perf", type=float, default=0.0, help="perf the native 3 loop")
-    parser.add_argument("--base-kernel", type=Path,
-                        help="another build of _kernel (a .so) to time beside this one")  # fmt: skip
+    parser.add_argument(
+        "--base-kernel", type=Path, help="another build of _kernel (a .so) to time beside ours"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
@@ -58,7 +60,12 @@ def main() -> int:
 
     from benchmarks.realclks import layout, realistic_pair
     from blindmatch.matcher.core import fallback, kernel, rtplan
-    from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index, search_batch
+    from blindmatch.matcher.core.fallbackindex import (
+        AnySnapshot,
+        FallbackIndex,
+        load_index,
+        search_batch,
+    )
     from blindmatch.matcher.core.segment import Segment, as_words
 
     assert kernel.NATIVE, "the native kernel is needed"
@@ -95,7 +102,7 @@ def main() -> int:
     q1 = [np.ascontiguousarray(q[:cut]).tobytes() for q in queries]
     one_snap = {"north": snaps["north"]}
 
-    def path(which: dict[str, object]) -> float:
+    def path(which: Mapping[str, AnySnapshot]) -> float:
         t = time.process_time()
         for q in queries:
             search_batch([(which, q[None, :], 0.8)])
@@ -127,12 +134,12 @@ def main() -> int:
         base = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(base)
 
-        def with_base(timer: object) -> object:
+        def with_base(timer: Callable[[], float]) -> Callable[[], float]:
             def run() -> float:
                 nonlocal k
                 kernel._kernel, k = base, base
                 try:
-                    return timer()  # type: ignore[operator, no-any-return]
+                    return timer()
                 finally:
                     kernel._kernel, k = ours, ours
 
@@ -155,6 +162,7 @@ def main() -> int:
     seconds_all = Segment.build(np.ascontiguousarray(words[:, cut:]), refs)
     at = {r: i for i, r in enumerate(refs)}
     del words
+
     def scanned(seg: Segment, q: np.ndarray) -> list[tuple[str, float]]:
         rows, sims = seg.search(q, 0.8)
         return [(seg.refs[r], v) for r, v in zip(rows.tolist(), sims.tolist(), strict=True)]
@@ -167,9 +175,9 @@ def main() -> int:
         want = {r: v for r, v in scanned(seconds_all, h2) if keep[at[r]]}
         if not q_lacks:
             want.update({r: v for r, v in scanned(firsts_all, h1) if not lack[at[r]]})
-        got = search_batch([(snaps, q[None, :], 0.8)])[0][0]
+        answer = search_batch([(snaps, q[None, :], 0.8)])[0][0]
         for m in snaps:
-            mine = dict(got[m])
+            mine = dict(answer[m])
             pairs += len(want)
             missed += len(set(want) - set(mine))
             assert all(abs(mine[r] - v) < 1e-12 for r, v in want.items() if r in mine)
@@ -187,16 +195,17 @@ def main() -> int:
             times[name].append(timer() * 1000 / len(queries))
     print(f"CPU ms a query, {args.rounds} rounds interleaved (min-max), load average "
           f"{os.getloadavg()[0]:.1f}:")  # fmt: skip
-    for name, got in times.items():
-        print(f"  {name:13s} {min(got):.3f}-{max(got):.3f}")
-    med = {name: float(np.median(got)) for name, got in times.items()}
+    for name, spent in times.items():
+        print(f"  {name:13s} {min(spent):.3f}-{max(spent):.3f}")
+    med = {name: float(np.median(spent)) for name, spent in times.items()}
     print(f"  native 3 / native 1 = {med['native 3'] / med['native 1']:.2f}, "
           f"path 3 / path 1 = {med['path 3'] / med['path 1']:.2f}, "
           f"path 3 - native 3 = {med['path 3'] - med['native 3']:.3f} ms (medians)")  # fmt: skip
     print(f"  keys shared (one job) / apart (three jobs): "
           f"{med['native 3'] / med['native 3 x 1']:.3f}")  # fmt: skip
     if "path 3 (base)" in med:
-        print(f"  this kernel / the base kernel: native 3 {med['native 3'] / med['native 3 (base)']:.3f}, "
+        native_ratio = med["native 3"] / med["native 3 (base)"]
+        print(f"  this kernel / the base kernel: native 3 {native_ratio:.3f}, "
               f"path 3 {med['path 3'] / med['path 3 (base)']:.3f}")  # fmt: skip
 
     if args.perf > 0:

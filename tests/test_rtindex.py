@@ -593,7 +593,8 @@ def test_partners_planned_alike_share_a_querys_keys_and_answer_as_looked_up_apar
             apart = kernel._kernel.lsh_query_batch([((caps[n],), key, 0.8, (-1,)) for n in order])
             assert together == [one for [one] in apart]
             for name, (sims, got, _, _) in zip(order, together, strict=True):
-                mine = dict(zip(np.frombuffer(got, np.uint32).tolist(), np.frombuffer(sims).tolist(), strict=True))  # fmt: skip
+                at = np.frombuffer(got, np.uint32).tolist()
+                mine = dict(zip(at, np.frombuffer(sims).tolist(), strict=True))
                 want = anonlink_hits(rows[name].view(np.uint8), q.view(np.uint8), 0.8)
                 assert all(want[r] == s for r, s in mine.items())
                 found += len(mine)
@@ -615,7 +616,9 @@ def test_a_pass_over_partners_holding_the_same_records_answers_as_each_alone(
     snapshots = {n: i.snapshot for n, i in indexes.items()}
     plans = [s.main.lsh.plan.positions for s in snapshots.values() if s.main.lsh is not None]
     assert len(plans) == 3 and all(np.array_equal(plans[0], p) for p in plans)
-    asks = [(snapshots, as_words(np.concatenate([queries[::10], indexed[:6000:300]]), CLK_BITS), 0.8)]
+    asks = [
+        (snapshots, as_words(np.concatenate([queries[::10], indexed[:6000:300]]), CLK_BITS), 0.8)
+    ]
     [together] = search_batch(asks)
     alone = {n: search_batch([({n: s}, asks[0][1], 0.8)])[0] for n, s in snapshots.items()}
     assert together == [{n: alone[n][k][n] for n in snapshots} for k in range(len(together))]
