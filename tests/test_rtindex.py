@@ -552,60 +552,12 @@ def test_a_batch_pass_answers_as_each_snapshot_searched_alone(
     assert answers[3][0]["west"] == [("w2", 1.0)] and answers[3][1]["north"] == [("new", 1.0)]
 
 
-def test_partners_planned_alike_share_a_querys_keys_and_answer_as_looked_up_apart(
-    people: tuple[np.ndarray, np.ndarray],
-) -> None:
-    # One native job looks a query up in every partner's index; an index with the same
-    # bands (and sketch positions) as the one looked up before it reuses the query's probed
-    # keys and sketch instead of working them out again (_kernel.c, lsh_one). The answers
-    # (rows, scores, rows looked at and read) must be what each index gives looked up
-    # alone, whatever lies between two alike indexes: one planned otherwise, a scanned
-    # segment. Partners hold different, overlapping rows; the scores are anonlink's.
-    if not kernel.NATIVE:
-        pytest.skip("the native kernel shares the keys")
-    indexed, queries = people
-    words = as_words(indexed, CLK_BITS)
-    alike = plan_tables(len(words), CLK_BITS, 560.0, 0.55, 0.8, bytes_per_row=4000)
-    other = plan_tables(len(words), CLK_BITS, 560.0, 0.55, 0.8, bytes_per_row=4000, seed=5)
-    assert alike is not None and other is not None
-    assert not np.array_equal(alike.positions, other.positions)
-    spans = {"north": (0, 25_000), "south": (15_000, 40_000), "east": (30_000, 55_000)}
-    rows = {name: words[lo:hi] for name, (lo, hi) in spans.items()}
-    tables = {name: LshTable.build(w, alike, 0.8) for name, w in rows.items()}
-    rows["west"] = words[5_000:45_000]
-    tables["west"] = LshTable.build(rows["west"], other, 0.8, (np.arange(0, 512, 2, dtype=np.int32),
-                                    np.full(CLK_BITS + 1, 60, np.int32)))  # fmt: skip
-    small = Segment.build(words[50_000:50_300], [str(i) for i in range(300)])
-    caps = {name: t.prepared for name, t in tables.items()}
-    caps["small"] = small.scanner
-    rows["small"] = small.words
-    orders = [
-        ("north", "south", "east"),
-        ("north", "small", "south", "west", "east", "north"),
-    ]
-    found = 0
-    for q in as_words(np.concatenate([queries[::15], indexed[20_000:35_000:500]]), CLK_BITS):
-        for order in orders:
-            key = q.tobytes()
-            [together] = kernel._kernel.lsh_query_batch(
-                [(tuple(caps[n] for n in order), key, 0.8, (-1,) * len(order))]
-            )
-            apart = kernel._kernel.lsh_query_batch([((caps[n],), key, 0.8, (-1,)) for n in order])
-            assert together == [one for [one] in apart]
-            for name, (sims, got, _, _) in zip(order, together, strict=True):
-                at = np.frombuffer(got, np.uint32).tolist()
-                mine = dict(zip(at, np.frombuffer(sims).tolist(), strict=True))
-                want = anonlink_hits(rows[name].view(np.uint8), q.view(np.uint8), 0.8)
-                assert all(want[r] == s for r, s in mine.items())
-                found += len(mine)
-    assert found > 100
-
-
 def test_a_pass_over_partners_holding_the_same_records_answers_as_each_alone(
     people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Partners holding the same records get the same plan (rtplan plans from the rows), so
-    # a pass shares each query's keys across their indexes: the hits are each index's own.
+    # Partners holding the same records get the same plan (rtplan plans from the rows), and
+    # a pass looks a query up in all their indexes in one native job: the hits are still
+    # each index's own (what sharing a query's work across partners must keep).
     monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
     indexed, queries = people
     words = as_words(indexed[:6000], CLK_BITS)

@@ -736,9 +736,6 @@ typedef struct {
     size_t sw;
     uint32_t cut;
     uint64_t qs[SKETCH_WORDS];
-    /* Set when tl_probe already holds this query's probed keys under this plan (the
-     * previous index of the job has the same bands: see lsh_one). */
-    int keyed;
 } lsh_args_t;
 
 /* Per thread, kept for the thread's life so a query allocates nothing once warm: a bitmap
@@ -750,7 +747,7 @@ static __thread uint32_t *tl_cand;
 static __thread size_t tl_cand_cap;
 static __thread size_t *tl_probe;
 static __thread uint32_t *tl_lo, *tl_hi;
-static __thread size_t tl_probe_cap, tl_probes;
+static __thread size_t tl_probe_cap;
 
 static int grow_u32(uint32_t **v, size_t *cap, size_t want) {
     if (want <= *cap) return 0;
@@ -839,14 +836,9 @@ static size_t lsh_collect(const lsh_args_t *a, size_t *looked) {
     uint64_t *seen = tl_seen, *twice = tl_twice;
     size_t *probe = tl_probe;
     uint32_t *lo = tl_lo, *hi = tl_hi;
-    if (a->keyed) {
-        np = tl_probes;
-    } else {
-        for (size_t b = 0; b < a->bands; b++) {
-            uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
-            np += probe_keys(k0, a->r, a->radius, b * (keys + 1), probe + np);
-        }
-        tl_probes = np;
+    for (size_t b = 0; b < a->bands; b++) {
+        uint32_t k0 = band_key(a->q, a->pos + b * (size_t)a->r, a->r);
+        np += probe_keys(k0, a->r, a->radius, b * (keys + 1), probe + np);
     }
     const uint32_t *offsets = a->offsets;
     size_t po = 0, pl = 0, want = 0;
@@ -1217,44 +1209,21 @@ fail:
     return NULL;
 }
 
-/* Whether two prepared indexes probe the same keys for a query (the same bands), and
- * sketch it alike (the same sketch positions). */
-static int same_bands(const prepared_t *a, const prepared_t *b) {
-    return a->r == b->r && a->radius == b->radius && a->bands == b->bands &&
-           (a->pos.buf == b->pos.buf ||
-            !memcmp(a->pos.buf, b->pos.buf, a->bands * (size_t)a->r * sizeof(int32_t)));
-}
-
-static int same_sketch(const prepared_t *a, const prepared_t *b) {
-    return a->s == b->s && a->sw == b->sw &&
-           (a->sp.buf == b->sp.buf || !memcmp(a->sp.buf, b->sp.buf, a->s * sizeof(int32_t)));
-}
-
-/* The query's sketch under the last index whose look-up sketched it (this thread). */
-static __thread uint64_t tl_qs[SKETCH_WORDS];
-
 /* One prepared index's look-up for query q (p->w words, popcount pa); no Python calls,
- * so it runs with the GIL released. `prev`: the index this thread looked the same query
- * up in last (its probed keys and the query's sketch are still in the thread's scratch),
- * or NULL: when it has the same bands (partners' indexes planned alike), the keys are not
- * worked out again, nor the sketch. Returns whether this look-up left its keys and
- * sketch in the scratch (the `prev` of the next index). */
-static int lsh_one(const prepared_t *p, const prepared_t *prev, const uint64_t *q, uint32_t pa,
-                   double t, long cut_override, out_t *o, size_t *looked, size_t *read) {
-    if (pa == 0 || t <= 0 || p->n == 0) return 0;
+ * so it runs with the GIL released. */
+static void lsh_one(const prepared_t *p, const uint64_t *q, uint32_t pa, double t,
+                    long cut_override, out_t *o, size_t *looked, size_t *read) {
+    if (pa == 0 || t <= 0 || p->n == 0) return;
     if (p->scan) {
         scan_one(p, q, pa, t, o, looked, read);
-        return 0;
+        return;
     }
     lsh_args_t la = {p->x.buf, p->w, p->n, p->pos.buf, (int)p->r, p->bands, p->off.buf,
                      p->rows.buf, (int)p->radius, (int)p->hits, q, pa, t,
-                     p->s ? p->sk.buf : NULL, p->sw, 0, {0}, 0};
-    la.keyed = prev != NULL && same_bands(prev, p);
+                     p->s ? p->sk.buf : NULL, p->sw, 0, {0}};
     if (p->s) {
         long cut = cut_override >= 0 ? cut_override : ((const int32_t *)p->cuts.buf)[pa];
-        if (prev != NULL && same_sketch(prev, p)) memcpy(la.qs, tl_qs, sizeof(la.qs));
-        else sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
-        memcpy(tl_qs, la.qs, sizeof(la.qs));
+        sketch_row(q, p->sp.buf, p->s, p->sw, la.qs);
         la.cut = cut < 0 ? 0 : cut > (long)p->s ? (uint32_t)p->s : (uint32_t)cut;
     }
     size_t m = lsh_scratch(p->n, p->bands * probes_per_band((int)p->r, (int)p->radius))
@@ -1262,7 +1231,7 @@ static int lsh_one(const prepared_t *p, const prepared_t *prev, const uint64_t *
                    : lsh_collect(&la, looked);
     if (m == (size_t)-1) {
         o->failed = 1;
-        return 0;
+        return;
     }
 #if BM_X86
     if (have_popcnt()) lsh_decide_popcnt(&la, m, o, read);
@@ -1270,7 +1239,6 @@ static int lsh_one(const prepared_t *p, const prepared_t *prev, const uint64_t *
 #else
     lsh_decide_generic(&la, m, o, read);
 #endif
-    return 1;
 }
 
 static PyObject *one_result(out_t *o, size_t looked, size_t read) {
@@ -1303,7 +1271,7 @@ static PyObject *py_lsh_query(PyObject *self, PyObject *args) {
     size_t looked = 0, read = 0;
     out_t o = {0};
     Py_BEGIN_ALLOW_THREADS
-    lsh_one(p, NULL, q, pa, t, cut_override, &o, &looked, &read);
+    lsh_one(p, q, pa, t, cut_override, &o, &looked, &read);
     Py_END_ALLOW_THREADS
     return one_result(&o, looked, read);
 }
@@ -1338,16 +1306,10 @@ static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
 static job_t *pool_head, *pool_tail;
 static int pool_threads;
 
-/* A query's look-ups in each index of the job, one after the other on this thread: an
- * index planned like the one looked up before it reuses the query's keys and sketch. */
 static void run_job(job_t *j) {
-    const prepared_t *prev = NULL;
-    for (Py_ssize_t i = 0; i < j->k; i++) {
-        const prepared_t *p = j->ps[i];
-        if (lsh_one(p, prev, j->q, j->pa, j->t, j->cuts[i], &j->os[i], &j->counts[2 * i],
-                    &j->counts[2 * i + 1]))
-            prev = p;
-    }
+    for (Py_ssize_t i = 0; i < j->k; i++)
+        lsh_one(j->ps[i], j->q, j->pa, j->t, j->cuts[i], &j->os[i], &j->counts[2 * i],
+                &j->counts[2 * i + 1]);
 }
 
 /* Take the queue's first job and run it outside the lock; called and returns with pool_mu held. */
