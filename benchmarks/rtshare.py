@@ -22,7 +22,10 @@ record-level CLKs, the queries left out) planned for their size are timed agains
 1,000,000-row tables on the same queries, with the plans and rtplan's modelled cost at
 1, 2 and 3 million rows.
 
-`--perf SECONDS` records `perf` on the `native 3` loop (needs perf; user space only).
+`--perf SECONDS` records `perf` on the `native 3` loop (needs perf; user space only);
+`--pyprofile` prints cProfile's view of a `path 3` run. `--base-kernel PATH` loads another
+build of the extension (a .so, say main's) and times `path 3` and `native 3` with it too,
+interleaved, after checking that it gives the same hits.
 
     nice .venv/bin/python benchmarks/rtshare.py                  # 3 x 1,000,000, cached
     nice .venv/bin/python benchmarks/rtshare.py --union --perf 20
@@ -50,6 +53,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--union", action="store_true", help="time a 2M-row union's tables")
     parser.add_argument("--perf", type=float, default=0.0, help="perf the native 3 loop")
+    parser.add_argument("--pyprofile", action="store_true", help="cProfile a path 3 run")
     parser.add_argument(
         "--base-kernel", type=Path, help="another build of _kernel (a .so) to time beside ours"
     )
@@ -207,6 +211,41 @@ def main() -> int:
         native_ratio = med["native 3"] / med["native 3 (base)"]
         print(f"  this kernel / the base kernel: native 3 {native_ratio:.3f}, "
               f"path 3 {med['path 3'] / med['path 3 (base)']:.3f}")  # fmt: skip
+
+    # The native call's share of `path 3` (its look-ups and scans), the rest Python's.
+    class Timed:
+        def __init__(self) -> None:
+            self.spent = 0.0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(ours, name)
+
+        def lsh_query_batch(self, items: object) -> object:
+            t = time.process_time()
+            try:
+                return ours.lsh_query_batch(items)
+            finally:
+                self.spent += time.process_time() - t
+
+    timed = Timed()
+    kernel._kernel = timed  # type: ignore[assignment]
+    try:
+        whole = path(snaps)
+    finally:
+        kernel._kernel = ours
+    print(f"  path 3: {whole * 1000 / len(queries):.3f} ms a query, of it the native call "
+          f"{timed.spent * 1000 / len(queries):.3f} (the first halves' look-ups and the "
+          f"scans of the rows lacking the fields), Python "
+          f"{(whole - timed.spent) * 1000 / len(queries):.3f}")  # fmt: skip
+    if args.pyprofile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        path(snaps)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
     if args.perf > 0:
         out = Path(os.environ.get("PERF_OUT", "/tmp/rtshare.perf"))
