@@ -22,6 +22,8 @@ record-level CLKs, the queries left out) planned for their size are timed agains
 1,000,000-row tables on the same queries, with the plans and rtplan's modelled cost at
 1, 2 and 3 million rows.
 
+`--rule` builds the indexes under the default schema's rule (`blindmatch.rule`: the first
+halves planned for its candidate floor, 0.78 at 0.8, and their hits rescored).
 `--perf SECONDS` records `perf` on the `native 3` loop (needs perf; user space only);
 `--pyprofile` prints cProfile's view of a `path 3` run. `--base-kernel PATH` loads another
 build of the extension (a .so, say main's) and times `path 3` and `native 3` with it too,
@@ -53,6 +55,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--union", action="store_true", help="time a 2M-row union's tables")
     parser.add_argument("--perf", type=float, default=0.0, help="perf the native 3 loop")
+    parser.add_argument("--rule", action="store_true", help="the default schema's rule")
     parser.add_argument("--pyprofile", action="store_true", help="cProfile a path 3 run")
     parser.add_argument(
         "--base-kernel", type=Path, help="another build of _kernel (a .so) to time beside ours"
@@ -70,7 +73,9 @@ def main() -> int:
         load_index,
         search_batch,
     )
+    from blindmatch.matcher.core.fallbackindex import _dice as fallback_dice
     from blindmatch.matcher.core.segment import Segment, as_words
+    from blindmatch.matcher.domain import NO_RULE, Rule
 
     assert kernel.NATIVE, "the native kernel is needed"
     k = kernel._kernel
@@ -88,13 +93,18 @@ def main() -> int:
     )
     queries = as_words(pair.b[picked_b], clk_bits)
     refs = [f"r{i}" for i in range(len(pair.a))]
+    # The default schema's rule (`blindmatch.rule`) with --rule: the first halves are
+    # planned and searched for its candidate floor, and their hits rescored by it.
+    rule = Rule(0.25, 0.03, 0.02) if args.rule else NO_RULE
+    floor = rule.candidate_floor(0.8)  # what the first halves are searched for
     t0 = time.process_time()
     indexes = {
-        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8)
+        m: load_index(clk_bits, fallback_bits, refs, as_words(pair.a, clk_bits), 0.8, rule=rule)
         for m in ("north", "south", "east")
     }
-    print(f"3 x {args.records:,} realistic records built in {time.process_time() - t0:.0f} s "
-          f"CPU", flush=True)  # fmt: skip
+    built = time.process_time() - t0
+    print(f"3 x {args.records:,} realistic records ({rule.describe(0.8)}) built in "
+          f"{built:.0f} s CPU", flush=True)  # fmt: skip
     snaps = {m: x.snapshot for m, x in indexes.items()}
     firsts = []
     for x in indexes.values():
@@ -116,9 +126,9 @@ def main() -> int:
         t = time.process_time()
         for q in q1:
             if apart:
-                k.lsh_query_batch([((c,), q, 0.8, (-1,)) for c in caps])
+                k.lsh_query_batch([((c,), q, floor, (-1,)) for c in caps])
             else:
-                k.lsh_query_batch([(caps, q, 0.8, (-1,) * len(caps))])
+                k.lsh_query_batch([(caps, q, floor, (-1,) * len(caps))])
         return time.process_time() - t
 
     caps3 = tuple(t.prepared for t in firsts)
@@ -165,10 +175,9 @@ def main() -> int:
     firsts_all = Segment.build(np.ascontiguousarray(words[:, :cut]), refs)
     seconds_all = Segment.build(np.ascontiguousarray(words[:, cut:]), refs)
     at = {r: i for i, r in enumerate(refs)}
-    del words
 
-    def scanned(seg: Segment, q: np.ndarray) -> list[tuple[str, float]]:
-        rows, sims = seg.search(q, 0.8)
+    def scanned(seg: Segment, q: np.ndarray, at_least: float = 0.8) -> list[tuple[str, float]]:
+        rows, sims = seg.search(q, at_least)
         return [(seg.refs[r], v) for r, v in zip(rows.tolist(), sims.tolist(), strict=True)]
 
     pairs = missed = 0
@@ -178,19 +187,25 @@ def main() -> int:
         keep = fallback.on_fallback(q_lacks, lack)
         want = {r: v for r, v in scanned(seconds_all, h2) if keep[at[r]]}
         if not q_lacks:
-            want.update({r: v for r, v in scanned(firsts_all, h1) if not lack[at[r]]})
+            near = [(r, v) for r, v in scanned(firsts_all, h1, rule.candidate_floor(0.8))]
+            rows = np.array([at[r] for r, _ in near], dtype=np.int64)
+            if len(rows) and rule.active:  # S from D1 and D2, as the batch runs score it
+                d2 = fallback_dice(np.broadcast_to(h2, (len(rows), len(h2))), words[rows, cut:])
+                scores = rule.score(np.array([v for _, v in near]), d2).tolist()
+                near = [(r, v) for (r, _), v in zip(near, scores, strict=True) if v >= 0.8]
+            want.update({r: v for r, v in near if not lack[at[r]]})
         answer = search_batch([(snaps, q[None, :], 0.8)])[0][0]
         for m in snaps:
             mine = dict(answer[m])
             pairs += len(want)
             missed += len(set(want) - set(mine))
-            assert all(abs(mine[r] - v) < 1e-12 for r, v in want.items() if r in mine)
+            assert all(abs(mine[r] - v) < 1e-9 for r, v in want.items() if r in mine)
     print(f"  recall against the exhaustive scan, 3 indexes: {pairs - missed:,} of {pairs:,} "
           f"pairs >= 0.8 found ({1 - missed / max(pairs, 1):.5f})", flush=True)  # fmt: skip
-    del firsts_all, seconds_all
+    del firsts_all, seconds_all, words
     for timer in timers.values():  # unmeasured: warm
         timer()
-    looked = [k.lsh_query_batch([(caps3[:1], q, 0.8, (-1,))])[0][0] for q in q1]
+    looked = [k.lsh_query_batch([(caps3[:1], q, floor, (-1,))])[0][0] for q in q1]
     print(f"  a look-up of one index's first half: {np.mean([x[2] for x in looked]):,.0f} "
           f"row-list entries, {np.mean([x[3] for x in looked]):,.0f} rows read")  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in timers}
@@ -270,13 +285,13 @@ def main() -> int:
         both = np.concatenate([a1, b1])
         for n, words in ((len(a1), a1), (len(both), both)):
             t0 = time.process_time()
-            seg = Segment.build(words, [f"u{i}" for i in range(n)], threshold=0.8)
+            seg = Segment.build(words, [f"u{i}" for i in range(n)], threshold=floor)
             built = time.process_time() - t0
             assert seg.lsh is not None and seg.lsh.prepared is not None
             caps = (seg.lsh.prepared,)
             native(caps)
             got = [native(caps) * 1000 / len(queries) for _ in range(args.rounds)]
-            looked = [k.lsh_query_batch([(caps, q, 0.8, (-1,))])[0][0] for q in q1]
+            looked = [k.lsh_query_batch([(caps, q, floor, (-1,))])[0][0] for q in q1]
             print(f"union of {n:,} rows (built {built:.0f} s CPU): {seg.lsh.plan.describe()}; "
                   f"{min(got):.3f}-{max(got):.3f} ms a look-up; "
                   f"{np.mean([x[2] for x in looked]):,.0f} entries, "
@@ -285,7 +300,7 @@ def main() -> int:
             del seg, caps
         pcs = np.bitwise_count(a1).sum(axis=1, dtype=np.int32)
         for n in (1_000_000, 2_000_000, 3_000_000):
-            p = rtplan.plan(a1[:200_000], pcs[:200_000], 0.8, size=n).plan
+            p = rtplan.plan(a1[:200_000], pcs[:200_000], floor, size=n).plan
             if p is not None:
                 print(f"  rtplan at {n:,} rows: {p.describe()}")
     return 0
