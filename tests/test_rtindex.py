@@ -550,3 +550,28 @@ def test_a_batch_pass_answers_as_each_snapshot_searched_alone(
         hits += sum(len(f) for a in answer for f in a.values())
     assert hits > 20
     assert answers[3][0]["west"] == [("w2", 1.0)] and answers[3][1]["north"] == [("new", 1.0)]
+
+
+def test_a_pass_over_partners_holding_the_same_records_answers_as_each_alone(
+    people: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Partners holding the same records get the same plan (rtplan plans from the rows), and
+    # a pass looks a query up in all their indexes in one native job: the hits are still
+    # each index's own (what sharing a query's work across partners must keep).
+    monkeypatch.setattr("blindmatch.matcher.core.segment.MIN_ROWS", 500)
+    indexed, queries = people
+    words = as_words(indexed[:6000], CLK_BITS)
+    indexes = {
+        n: MemberIndex.load(CLK_BITS, [f"{n}{i}" for i in range(6000)], words, threshold=0.8)
+        for n in ("north", "south", "east")
+    }
+    snapshots = {n: i.snapshot for n, i in indexes.items()}
+    plans = [s.main.lsh.plan.positions for s in snapshots.values() if s.main.lsh is not None]
+    assert len(plans) == 3 and all(np.array_equal(plans[0], p) for p in plans)
+    asks = [
+        (snapshots, as_words(np.concatenate([queries[::10], indexed[:6000:300]]), CLK_BITS), 0.8)
+    ]
+    [together] = search_batch(asks)
+    alone = {n: search_batch([({n: s}, asks[0][1], 0.8)])[0] for n, s in snapshots.items()}
+    assert together == [{n: alone[n][k][n] for n in snapshots} for k in range(len(together))]
+    assert sum(len(h) for answer in together for h in answer.values()) > 3 * 20
