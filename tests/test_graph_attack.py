@@ -3,6 +3,7 @@ records from their similarities alone (Vidanage et al., CIKM 2020); privacy-chec
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,12 @@ def test_strong_randomised_response_stops_it_and_shows_what_that_costs(tmp_path:
 
 
 def test_privacy_check_fails_the_default_on_the_graph_attack() -> None:
-    report = check_synthetic(600, 2, SCHEMA, attacks=("frequency", "graph"), graph_records=300)
+    # A fixed secret: under a fresh one the blind attack at 300 records occasionally stalls
+    # (0.7% once in about a dozen full runs; 97-98% under eight fixed secrets), while the
+    # known-pairs attacks hold at 97%: the blind assertion must not hang on the draw.
+    secret = hashlib.sha256(b"blindmatch graph test 0").digest()
+    report = check_synthetic(600, 2, SCHEMA, attacks=("frequency", "graph"), graph_records=300,
+                             secret=secret)  # fmt: skip
     graph = [r for r in report.results if r.attack.startswith("graph matching")]
     assert [r.attack for r in graph] == [
         "graph matching (blind)",

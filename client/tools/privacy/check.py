@@ -318,13 +318,15 @@ def check_synthetic(
     attacks: Sequence[str] = ATTACKS,
     graph_records: int = GRAPH_RECORDS,
     overlap: float = 1.0,
+    secret: bytes | None = None,
 ) -> CheckReport:
     """The check on a seeded realistic export of `records` people (client.tools.privacy.population).
 
     The graph-matching attacker holds another organisation's export of `graph_records`
-    people, `overlap` of them the member's (`population.write_pair`).
+    people, `overlap` of them the member's (`population.write_pair`). `secret`: the
+    members' (default: a fresh one, as the CLI's check uses).
     """
-    secret = secrets.token_bytes(32)
+    secret = secret if secret is not None else secrets.token_bytes(32)
     bit_attacks = [a for a in attacks if a != "graph"]
     with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
         export = population.write_single(Path(tmp), seed, records)
