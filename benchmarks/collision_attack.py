@@ -93,6 +93,7 @@ from blindmatch.client.encoding.sharing import PARTS, band_positions, part_secre
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
+from blindmatch.client.tools.privacy.trilateration import mutual_best
 from blindmatch.matcher.core import blocking
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,38 +249,6 @@ class Propagation:
     def mutual(self, margin: float) -> list[tuple[float, int, int]]:
         """Mutual best (i, p) among records not yet seeded, with their margin in nats."""
         return mutual_best(self.score, self.seeds, margin)
-
-
-def mutual_best(
-    score: Floats, seeds: dict[int, int], margin: float
-) -> list[tuple[float, int, int]]:
-    """Mutual best (i, p) of `score` among rows and columns not in `seeds`, whose margin over
-    the runner-up in row and column is at least `margin`; most confident first."""
-    s = score.copy()
-    taken_v = np.array(list(seeds), dtype=np.intp)
-    taken_a = np.array(list(seeds.values()), dtype=np.intp)
-    s[taken_v, :] = -np.inf
-    s[:, taken_a] = -np.inf
-    rows = np.arange(s.shape[0])
-    best_p = np.argmax(s, axis=1)
-    best_i = np.argmax(s, axis=0)
-    top_row = s[rows, best_p]
-    top_col = s[best_i, np.arange(s.shape[1])]
-    s[rows, best_p] = -np.inf
-    second_row = s.max(axis=1)
-    s[rows, best_p] = top_row
-    cols = np.arange(s.shape[1])
-    s[best_i, cols] = -np.inf
-    second_col = s.max(axis=0)
-    mutual = (best_i[best_p] == rows) & np.isfinite(top_row)
-    mutual[taken_v] = False
-    out = []
-    for i in np.flatnonzero(mutual):
-        p = best_p[i]
-        m = min(top_row[i] - second_row[i], top_col[p] - second_col[p])
-        if m >= margin:
-            out.append((float(m), int(i), int(p)))
-    return sorted(out, reverse=True)
 
 
 def blind_seeds(c: sp.csr_matrix, lam: Floats, count: int) -> dict[int, int]:
