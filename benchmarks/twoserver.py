@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
-        [--view dice|link-bit|buckets|candidates|s1|s2] [--cuts 0.8 0.85 0.9 0.95]
+        [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
@@ -53,6 +53,10 @@ relates to the attacker's Dice); no popcounts. (S2 also sees which records of on
 a matched key, and the fallback CLK's counts: this attack reads neither, so it is a lower
 bound on what S2's view gives.)
 
+`--view roles`: `blindmatch privacy-check --mode two-server`'s check (client/tools/privacy/
+twocheck.py `check_members`: C's, S1's and S2's views built by the run's own roles, the
+shipped schema with its fallback CLK) on the `--population`'s people, at `--known`.
+
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
 organisation's export, B its second's (the same people, full overlap), the attacker's
@@ -96,8 +100,9 @@ from blindmatch.client.tools.privacy.trilateration import (
     fit_model,
     trilaterate,
 )
-from blindmatch.client.tools.privacy.twocheck import synthetic_members
+from blindmatch.client.tools.privacy.twocheck import check_members, synthetic_members
 from blindmatch.matcher.core import twoblocking
+from blindmatch.matcher.core.twoviews import role_views
 
 ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
@@ -268,14 +273,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2"],
+        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2", "roles"],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
         "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates); "
         "links: what C learns since the circuit gates identities by the link bit (the linking "
         "pairs and their buckets, no other candidate, no popcount); or with sealed band keys "
         "what S1 learns (the candidates, no popcounts) or S2 (each candidate's count of shared "
-        "bands, no popcounts)",
+        "bands, no popcounts); roles: `privacy-check --mode two-server`'s check (every role's "
+        "view from the run's own roles, the shipped schema, trilateration at --known) on "
+        "--population",
     )
     parser.add_argument(
         "--population", choices=("synthetic", "messy", "households"), default="synthetic",
@@ -301,6 +308,14 @@ def main() -> int:
             # attacker's plaintext of every person of A and B (one record a person, its own
             # errors): privacy-check --mode two-server's synthetic project.
             loaded = synthetic_members(Path(tmp), args.seed, args.records, schema)
+    if args.view == "roles":
+        # privacy-check --mode two-server's check on this population, with the shipped schema.
+        shipped = load_schema(ROOT / "schemas" / "person-uk.json")
+        source = f"{args.population} ({args.records} people, seed {args.seed})"
+        report = check_members(loaded, shipped, secrets.token_bytes(32), role_views,
+                               source=source, known=args.known)  # fmt: skip
+        print(report.render())
+        return 0
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))
