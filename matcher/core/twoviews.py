@@ -13,7 +13,9 @@ the pairs between the two members (docs/privacy-design.md, "What each party lear
   value for any pair (its sealed band keys show it no pair of one member's records);
 - **S2**: the candidate pairs and each one's count of shared bands, both CLKs' added (it
   opens each matched token once a band: core/twoblocking.py `expanded_pairs`, the opening
-  its `expand` de-duplicates).
+  its `expand` de-duplicates); and, of member 0's own records, the pairs it saw paired with
+  one token of member 1 (`reused_tokens`: where a key has more rows on one side than copies
+  on the other), per CLK.
 
 `privacy-check --mode two-server` (client/tools/privacy/twocheck.py) attacks each view; the
 command line, above both, hands it this function (the client does not import the matcher).
@@ -31,10 +33,12 @@ import numpy.typing as npt
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoblocking import (
+    Matched,
     PopShares,
     SealedLike,
     Shares,
     expanded_pairs,
+    open_tokens,
 )
 from blindmatch.matcher.core.tworun import InProcess, proposed_links
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
@@ -84,9 +88,44 @@ def _rows(codes: npt.NDArray[np.uint64]) -> Pairs:
     ).reshape(-1, 2)
 
 
+def reused_tokens(
+    matched: Sequence[Matched], seal_key: bytes, records: int, clk: int
+) -> tuple[Pairs, Values]:
+    """S2's view of member 0's own records on CLK `clk`: the pairs (i, j), i < j, of its rows
+    that S2 saw paired with one and the same token of member 1 (the other side's copies ran
+    short: core/twoblocking.py `join`), and how many such tokens link each pair (each a
+    band's key the two share). Tokens are told apart by their first 8 bytes (AES output: a
+    chance collision among 10^6 tokens is about 10^-7)."""
+    first, second = [], []
+    for m in matched:
+        if m.clk != clk or not len(m):
+            continue
+        rows = open_tokens(seal_key, clk, m.tokens_a, records, "a")
+        theirs = np.ascontiguousarray(m.tokens_b[:, :8]).view("<u8").ravel()
+        real = rows >= 0
+        _u, group, counts = np.unique(theirs[real], return_inverse=True, return_counts=True)
+        shared = counts[group] >= 2
+        order = np.argsort(group[shared], kind="stable")
+        g, r = group[shared][order], rows[real][shared][order]
+        bounds = np.flatnonzero(np.diff(g)) + 1
+        for part in np.split(r, bounds):
+            part = np.unique(part)
+            i, j = np.triu_indices(len(part), k=1)
+            first.append(part[i])
+            second.append(part[j])
+    if not first:
+        return np.empty((0, 2), np.intp), np.empty(0)
+    codes = (np.concatenate(first).astype(np.uint64) << np.uint64(32)) | np.concatenate(
+        second
+    ).astype(np.uint64)
+    pairs, counts = np.unique(codes, return_counts=True)
+    return _rows(pairs), counts.astype(np.float64)
+
+
 def role_views(uploads: Sequence[Upload], threshold: float) -> dict[str, tuple[Pairs, Values]]:
     """Per role ("C", "S1", "S2"), its view of the pairs between the two members: (pairs, a
-    value each), as the module's docstring says. The roles are the run's own objects; the
+    value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
+    pairs on CLK k (`reused_tokens`). The roles are the run's own objects; the
     pair key and seal keys are fresh, as a project's are."""
     if len(uploads) != 2:
         raise ValueError("role views: two members' uploads")
@@ -125,7 +164,11 @@ def role_views(uploads: Sequence[Upload], threshold: float) -> dict[str, tuple[P
         for index, part in enumerate(described)
     ]) if described else Candidates.empty()  # fmt: skip
     link_pairs = np.stack([links.rec0, links.rec1], axis=1).astype(np.intp)
+    within = {
+        f"S2 A:{clk}": reused_tokens(matched, seal_keys[0], records[0], clk) for clk in range(clks)
+    }
     return {
+        **within,
         "C": (link_pairs, links.sims.astype(np.float64)),
         "S1": (_rows(candidates), np.zeros(len(candidates))),
         "S2": (_rows(codes), counts.astype(np.float64)),

@@ -32,6 +32,7 @@ def plot(report: CheckReport, path: Path) -> Path:
         "q-gram alignment": "#7570b3",
         "graph matching": "#e7298a",
         "trilateration": "#66a61e",
+        "collisions": "#e6ab02",
     }
     for attack, colour in colours.items():
         shares = [

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE, Hardening
@@ -35,6 +36,7 @@ from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.attacks import AttackResult
+from blindmatch.client.tools.privacy.collisions import View, attack, blind_seeds, expected_counts
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import (
     KNOWN_PAIRS,
@@ -184,13 +186,15 @@ def check_members(
     views = role_views(uploads, threshold)
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
-    # The attacker's own encodings (its own key, the public schema): the record-level CLK.
-    u = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)[0]
+    # The attacker's own encodings (its own key, the public schema): both CLKs.
+    own = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)
+    u = own[0]
     where = {q: k for k, q in enumerate(u_people)}
     truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
     truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
     report = TwoServerReport(source, len(a_rows), hardening.describe(), [], [])
-    for role, (pairs, values) in views.items():
+    for role in ROLES:
+        pairs, values = views[role]
         if role == "S2":
             # A pair's count of shared bands, read as the agreement it implies.
             values = (values / (clks * plan.bands)) ** (1 / plan.bits)
@@ -203,7 +207,51 @@ def check_members(
                 _attack(report, role, view, model, count, a_people, b_people, u_people,
                         truth_a, truth_b)
             )  # fmt: skip
+    within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
+    if within:
+        report.results.extend(_own_pairs(within, own, truth_a, a_people, u_people, plan, known))
     return report
+
+
+def _own_pairs(
+    within: Sequence[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]],
+    own: Sequence[npt.NDArray[np.uint8]], truth_a: npt.NDArray[np.intp], a_people: list[int],
+    u_people: list[int], plan: sharing.BandPlan, known: Sequence[int],
+) -> list[AttackResult]:  # fmt: skip
+    """The collision attack (collisions.py) on S2's view of A's own pairs (a CLK each: the
+    pairs linked by a reused token of B, and how many tokens link them), against the
+    attacker's encodings of A's people; blind seeds from degrees, or `known` pairs."""
+    n = len(truth_a)
+    mine = np.sort(truth_a)  # the attacker's records of A's people
+    people = [u_people[k] for k in mine]
+    parts: list[View] = []
+    for (pairs, counts), clks in zip(within, own, strict=False):
+        c = sp.coo_matrix((counts, (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+        parts.append(((c + c.T).tocsr().astype(np.float32), expected_counts(
+            clks[mine], plan.bits, plan.bands)))  # fmt: skip
+    pos = {int(q): j for j, q in enumerate(mine)}
+    truth = np.array([pos[int(q)] for q in truth_a], dtype=np.intp)
+    linked = sum(len(p) for p, _c in within)
+    out = []
+    for count in known:
+        known_a = known_pairs(a_people, people, count, seed=count)
+        start = dict(known_a)
+        if not count:
+            summed = parts[0] if len(parts) == 1 else (
+                parts[0][0] + parts[1][0], parts[0][1] + parts[1][1])  # fmt: skip
+            start = blind_seeds(summed[0], summed[1], 50)
+        claims = attack(parts, start, 1.0, 3000, fixed=set(known_a))
+        claims = {i: p for i, p in claims.items() if i not in known_a}
+        right = sum(1 for i, p in claims.items() if truth[i] == p)
+        label = "blind" if not count else f"{count} known"
+        out.append(AttackResult(
+            attack=f"collisions ({label})", encoding="S2", field="(record)",
+            public_list=(f"A's own pairs linked by a reused token of B: {linked:,} pairs; "
+                         f"claim precision {right / len(claims) if claims else 1:.1%}"),
+            records=n - len(known_a), records_reidentified=right,
+            values=n - len(known_a), values_reidentified=right, claims=len(claims),
+        ))  # fmt: skip
+    return out
 
 
 def _attack(
