@@ -163,11 +163,14 @@ def register(sub: Subcommands) -> None:
         description="Encode a data set as `blindmatch encode` would, run the shipped attacks on "
         "the encodings alone (the plaintext only scores them), print the share of records and "
         "values re-identified with a verdict, and write privacy-check.json and .png. Without "
-        "DATA, a seeded realistic synthetic export is checked. See docs/privacy.md.",
+        "DATA, a seeded realistic synthetic export is checked. With --mode two-server, attack "
+        "instead what each role of a project in two-server mode learns (C, S1, S2) on a "
+        "simulated two-member project. See docs/privacy.md.",
         example=[
             "blindmatch privacy-check --records 10000",
             "blindmatch privacy-check north.csv --mapping north.toml --secret-file "
             "linkage.secret --strict",
+            "blindmatch privacy-check --mode two-server --strict",
         ],
         handler=cmd_privacy_check,
     )

@@ -213,6 +213,10 @@ def check_members(
     return report
 
 
+def _claims(right: int, made: int) -> str:
+    return f"{made} claims, precision {right / made:.1%}" if made else "no claims"
+
+
 def _own_pairs(
     within: Sequence[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]],
     own: Sequence[npt.NDArray[np.uint8]], truth_a: npt.NDArray[np.intp], a_people: list[int],
@@ -247,7 +251,7 @@ def _own_pairs(
         out.append(AttackResult(
             attack=f"collisions ({label})", encoding="S2", field="(record)",
             public_list=(f"A's own pairs linked by a reused token of B: {linked:,} pairs; "
-                         f"claim precision {right / len(claims) if claims else 1:.1%}"),
+                         f"{_claims(right, len(claims))}"),
             records=n - len(known_a), records_reidentified=right,
             values=n - len(known_a), values_reidentified=right, claims=len(claims),
         ))  # fmt: skip
@@ -278,10 +282,7 @@ def _attack(
         attack=attack,
         encoding=role,
         field="(record)",
-        public_list=(
-            f"{ROLES[role]}: {len(view.pairs):,} pairs; claim precision "
-            f"{right_a / made if made else 1:.1%}"
-        ),
+        public_list=(f"{ROLES[role]}: {len(view.pairs):,} pairs; {_claims(right_a, made)}"),
         records=len(a_people) - len(known_a),
         records_reidentified=right_a,
         values=len(a_people) - len(known_a),
