@@ -110,3 +110,22 @@ def test_a_field_level_schema_is_refused(
                  "--out", str(tmp_path / "check")])  # fmt: skip
     assert code == 2
     assert "field-level schema has no two-server upload" in capsys.readouterr().err
+
+
+def test_a_members_own_export_is_checked_as_member_a(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # B is a noisy copy of half of the sample, the attacker's plaintext another of all of it.
+    export = population.write_single(tmp_path / "data", 2, 800)
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET)
+    out = tmp_path / "check"
+    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
+                 "--secret-file", str(secret), "--mode", "two-server", "--sample", "600",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"of {export.csv}: 600 records of member A" in printed
+    data = json.loads((out / "privacy-check.json").read_text())
+    assert data["records"] == 600 and set(data["roles"]) == {"C", "S1", "S2"}
+    assert all(s < 0.01 for s in data["roles"]["C"].values()), data
