@@ -222,7 +222,7 @@ def register(sub: Subcommands) -> None:
         help="what to attack: the CLKs a matcher holds in a normal project (clk, the default), "
         "or what each role of a project in two-server mode learns (the combiner C, S1, S2: "
         "trilateration on each view, blind and with 10 and 50 known pairs, on a simulated "
-        "two-member project; about a minute of CPU at the default --sample, 15 s at 1000)",
+        "two-member project; 30-60 s of CPU at the default --sample, about 10 s at 1000)",
     )
     p.add_argument(
         "--sample",
