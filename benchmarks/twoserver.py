@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
-        [--view dice|link-bit|buckets|candidates|s1|s2] [--cuts 0.8 0.85 0.9 0.95]
+        [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
@@ -53,6 +53,10 @@ relates to the attacker's Dice); no popcounts. (S2 also sees which records of on
 a matched key, and the fallback CLK's counts: this attack reads neither, so it is a lower
 bound on what S2's view gives.)
 
+`--view roles`: `blindmatch privacy-check --mode two-server`'s check (client/tools/privacy/
+twocheck.py `check_members`: C's, S1's and S2's views built by the run's own roles, the
+shipped schema with its fallback CLK) on the `--population`'s people, at `--known`.
+
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
 organisation's export, B its second's (the same people, full overlap), the attacker's
@@ -62,7 +66,6 @@ plaintext its third's.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import random
 import secrets
@@ -77,17 +80,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.optimize import linear_sum_assignment
-from scipy.stats import norm
 
-from benchmarks.collision_attack import mutual_best
 from benchmarks.graph_attack import band_keys, with_fallback
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import (
     _double_centred,
     known_pairs,
@@ -95,7 +94,15 @@ from blindmatch.client.tools.privacy.graph import (
     score_matching,
 )
 from blindmatch.client.tools.privacy.graphcheck import upload_views
+from blindmatch.client.tools.privacy.trilateration import (
+    CombinerView,
+    Trilateration,
+    fit_model,
+    trilaterate,
+)
+from blindmatch.client.tools.privacy.twocheck import check_members, synthetic_members
 from blindmatch.matcher.core import twoblocking
+from blindmatch.matcher.core.twoviews import role_views
 
 ROOT = Path(__file__).resolve().parent.parent
 Floats = npt.NDArray[np.float32]
@@ -153,322 +160,6 @@ def two_hop(n_a: int, n_b: int, pairs: np.ndarray, dice: np.ndarray) -> np.ndarr
     m -= m.mean(axis=1, keepdims=True)
     m /= np.linalg.norm(m, axis=1, keepdims=True) + 1e-9
     return _double_centred(m @ m.T)
-
-
-# --- The attack built for C's view: trilateration from Dice to the other member's records ---
-
-LEVEL = 0.02  # width of a Dice level
-SAME = int(1 / LEVEL) + 2  # the level index of "the same person" (p == q in the attacker's data)
-COARSE = np.array([0.0, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.01])  # signature bins
-EPS = 0.05  # outlier share of the noise model
-
-
-def levels(d: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
-    return np.minimum(np.floor(np.asarray(d) / LEVEL).astype(np.intp), SAME - 1)
-
-
-@dataclasses.dataclass
-class CombinerView:
-    """What C holds: the cross-member candidate pairs (row of A, row of B), their exact Dice,
-    and every record's popcount (the members send them to C)."""
-
-    n_a: int
-    n_b: int
-    pairs: npt.NDArray[np.intp]
-    dice: npt.NDArray[np.float64]
-    pop_a: npt.NDArray[np.int64]
-    pop_b: npt.NDArray[np.int64]
-    pops: bool = True  # whether the view holds the popcounts (C's does, S1's and S2's do not)
-
-    def flipped(self) -> CombinerView:
-        return CombinerView(
-            self.n_b,
-            self.n_a,
-            self.pairs[:, ::-1].copy(),
-            self.dice,
-            self.pop_b,
-            self.pop_a,
-            self.pops,
-        )
-
-
-@dataclasses.dataclass
-class Model:
-    """The attacker's model of C's view, from its own plaintext of A's and B's people (`own`:
-    its encodings under its own key, one record a person) and the public blocking setting:
-    for each pair (p, q) of its records, the chance that blocking makes them candidates
-    (1 - (1 - P_band)^b, P_band the chance r random positions all agree) and the level of
-    their Dice; and its noise model: a victim candidate's Dice level given the attacker's
-    level (Gaussian, fitted, with an outlier floor), p == q (the same person in both members)
-    being a level of its own."""
-
-    level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
-    logit_pc: Floats  # (N, N) log Pc - log(1 - Pc)
-    log_miss: Floats  # (N, N) log(1 - Pc)
-    table: Floats  # (SAME + 1, SAME + 1): log P(victim level k | attacker level l)
-    coarse: Floats  # (SAME + 1, len(COARSE) - 1): P(victim coarse bin | attacker level)
-    pop: npt.NDArray[np.int64]  # the attacker's popcounts
-    pop_sigma: float
-
-
-def fit_model(
-    own: npt.NDArray[np.uint8], r: int, bands: int, view: CombinerView,
-    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
-) -> Model:  # fmt: skip
-    """The attacker's model. Its calibration (the chance a pair blocks together, and the
-    victim's Dice level, given the attacker's Dice level for the pair) is counted on the true
-    alignment, smoothed towards a Gaussian; an attacker would estimate both by re-encoding
-    noisy copies of its own plaintext under the public blocking setting: a generous
-    calibration, as an attacker's best case should be. `r` and `bands` shape the prior only."""
-    bits = np.unpackbits(own, axis=1).astype(np.float32)
-    width = bits.shape[1]
-    pop = bits.sum(axis=1)
-    inter = bits @ bits.T
-    dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
-    del inter
-    level = levels(dice).astype(np.int8)
-    np.fill_diagonal(level, SAME)
-    nl = SAME + 1
-    # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
-    # towards the bit-sampling curve at the level's Dice)
-    lev_all = level[np.ix_(truth_a, truth_b)].astype(np.intp)
-    lev_cand = lev_all[view.pairs[:, 0], view.pairs[:, 1]]
-    n_all = np.bincount(lev_all.ravel(), minlength=nl).astype(np.float64)
-    n_cand = np.bincount(lev_cand, minlength=nl).astype(np.float64)
-    del lev_all
-    centres = (np.arange(nl) + 0.5) * LEVEL
-    centres[SAME] = 1.0
-    agree = np.clip(1 - (1 - centres) * 0.5, 0, 1)  # rough bit agreement at that Dice
-    prior = np.clip(1 - (1 - agree**r) ** bands, 1e-4, 1 - 1e-4)
-    pc = np.clip((n_cand + 2 * prior) / (n_all + 2), 1e-6, 1 - 1e-6)
-    log_miss = np.log1p(-pc).astype(np.float32)[level]
-    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[level]
-    # Dice noise: the victim level of true-aligned candidates against the attacker's level
-    ta, tb = truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]
-    k_v = levels(view.dice)
-    hist = np.zeros((nl, nl))
-    np.add.at(hist, (k_v, lev_cand), 1.0)
-    same = ta == tb
-    resid = view.dice[~same] - dice[ta[~same], tb[~same]]
-    mu = float(np.median(resid))
-    sigma = float(1.4826 * np.median(np.abs(resid - mu))) + LEVEL / 2
-    same_d = view.dice[same] if same.any() else np.array([0.95])
-    mu_s = float(np.median(same_d))
-    sigma_s = float(1.4826 * np.median(np.abs(same_d - mu_s))) + LEVEL / 2
-    edges = np.append(np.arange(nl) * LEVEL, np.inf)
-    table = np.empty((nl, nl))
-    for lv in range(nl):
-        m, sd = (mu_s, sigma_s) if lv == SAME else (centres[lv] + mu, sigma)
-        mass = np.diff(norm.cdf(edges, m, sd))
-        mass[SAME - 1] += mass[SAME]  # Dice 1 sits in the top level
-        mass[SAME] = 0.0
-        gauss = (1 - EPS) * mass + EPS / SAME
-        counts = hist[:, lv].copy()
-        counts[SAME] = 0.0
-        smooth = (counts + 10 * gauss) / (counts.sum() + 10)
-        smooth[SAME] = 1e-9
-        table[:, lv] = np.log(smooth)
-    probs = np.exp(table)
-    mids = np.clip(np.searchsorted(COARSE, centres, side="right") - 1, 0, len(COARSE) - 2)
-    coarse = np.zeros((nl, len(COARSE) - 1))
-    for k in range(nl):
-        coarse[:, mids[k]] += probs[k, :]
-    pr = view.pop_a - pop[truth_a] if view.pops else np.zeros(1)
-    pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
-    del width
-    return Model(
-        level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
-        pop.astype(np.int64), pop_sigma,
-    )  # fmt: skip
-
-
-def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
-              theirs: npt.NDArray[np.intp]) -> Floats:  # fmt: skip
-    """(victim record of A, attacker record of A's people): log-likelihood of the record's
-    popcount and of its histogram of candidates' Dice (coarse bins; the count in each Poisson)
-    given the attacker record's popcount and expected histogram against B's people. No seed
-    needed: this is the blind start."""
-    hist = np.zeros((view.n_a, len(COARSE) - 1), dtype=np.float32)
-    bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
-    np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
-    lev = model.level[np.ix_(mine, theirs)].astype(np.intp)
-    pc = 1 - np.exp(model.log_miss[np.ix_(mine, theirs)])
-    nl = SAME + 1
-    by_level = np.bincount(
-        (np.arange(len(mine))[:, None] * nl + lev).ravel(), weights=pc.ravel(),
-        minlength=len(mine) * nl,
-    ).reshape(len(mine), nl)  # fmt: skip
-    expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
-    ll = hist @ np.log(expected).T - expected.sum(axis=1)[None, :]
-    if view.pops:
-        z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
-        ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
-    return ll.astype(np.float32)
-
-
-class Trilateration:
-    """Scores of (victim record of A, attacker record among A's people) from the seeds of B:
-    for each seeded record b (identity q), a's Dice to b if they are candidates (its level's
-    likelihood under the attacker's level for (p, q), and the chance they block together),
-    else the chance they do not."""
-
-    def __init__(self, view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
-                 prior: Floats) -> None:  # fmt: skip
-        self.view, self.model, self.mine = view, model, mine
-        self.score = prior.copy()
-        lev = levels(view.dice)
-        self.by_level = {
-            int(k): sp.csr_matrix(
-                (np.ones(int((lev == k).sum()), np.float32),
-                 (view.pairs[lev == k, 0], view.pairs[lev == k, 1])),
-                shape=(view.n_a, view.n_b),
-            )
-            for k in np.unique(lev)
-        }  # fmt: skip
-
-    def add(self, seeds_b: dict[int, int], sign: float = 1.0) -> None:
-        """New seeds of B (row of B -> the attacker's record, an index of its data); `sign`
-        -1 takes dropped seeds back out."""
-        if not seeds_b:
-            return
-        rows = np.array(list(seeds_b), dtype=np.intp)
-        ids = np.array(list(seeds_b.values()), dtype=np.intp)
-        lev = self.model.level[np.ix_(self.mine, ids)].astype(np.intp)  # (|mine|, S)
-        logit = self.model.logit_pc[np.ix_(self.mine, ids)]
-        self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
-        for k, mat in self.by_level.items():
-            cols = mat[:, rows]
-            if not cols.nnz:
-                continue
-            w = self.model.table[k][lev] + logit  # (|mine|, S)
-            self.score += sign * np.asarray(cols @ w.T, dtype=np.float32)
-
-    def centred(self) -> Floats:
-        return self.score - self.score.mean(axis=1, keepdims=True)
-
-
-def unstable(score: Floats, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
-    """Found seeds (not in `fixed`) that are no longer their row's and column's best."""
-    best_j, best_i = np.argmax(score, axis=1), np.argmax(score, axis=0)
-    return {i: j for i, j in seeds.items() if i not in fixed and (best_j[i] != j or best_i[j] != i)}
-
-
-def assignment(
-    score: Floats, seeds: dict[int, int], fixed: set[int]
-) -> tuple[dict[int, int], dict[int, float]]:
-    """The one-to-one assignment maximising the scores of the rows and columns not held by
-    `fixed` seeds, with each pair's margin over the runner-up in its row."""
-    rows = np.array([i for i in range(score.shape[0]) if i not in fixed], dtype=np.intp)
-    taken = {seeds[i] for i in fixed}
-    cols = np.array([j for j in range(score.shape[1]) if j not in taken], dtype=np.intp)
-    sub = score[np.ix_(rows, cols)]
-    r, c = linear_sum_assignment(-sub)
-    top = sub[r, c]
-    masked = sub.copy()
-    masked[r, c] = -np.inf
-    second = masked.max(axis=1)[r]
-    chosen = {int(rows[x]): int(cols[y]) for x, y in zip(r, c, strict=True)}
-    margins = {int(rows[x]): float(m) for x, m in zip(r, top - second, strict=True)}
-    return chosen, margins
-
-
-def trilaterate(
-    view: CombinerView, model: Model, in_a: npt.NDArray[np.intp], in_b: npt.NDArray[np.intp],
-    known_a: dict[int, int], known_b: dict[int, int], blind: int, margin: float, cap: int,
-    robust: bool = False, lap: int = 0,
-) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:  # fmt: skip
-    """Alternating seed propagation over both members. Seeds: the known pairs (rows -> indices
-    of the attacker's data) and, on each side, the `blind` most confident mutual best matches
-    of the signature. Each round the mutual best matches of each side with at least `margin`
-    nats over the runner-up join (most confident first, at most as many as that side has
-    seeds) and rescore the other side. `lap` rounds then follow: each the one-to-one
-    (Hungarian) assignment of each side's scores, whose most confident share (a tenth more
-    each round, up to nine tenths) become that side's seeds, replacing the found ones; the
-    claims are then the last assignment's pairs whose score stands `margin` nats above the
-    runner-up in their row. Returns the claims on A and on B (rows -> attacker indices), and
-    A's blind seeds."""
-    flipped = view.flipped()
-    sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
-    pos_a = {int(p): j for j, p in enumerate(in_a)}
-    pos_b = {int(p): j for j, p in enumerate(in_b)}
-    seeds_a = {i: pos_a[p] for i, p in known_a.items()}
-    seeds_b = {i: pos_b[p] for i, p in known_b.items()}
-    blind_a: dict[int, int] = {}
-    if blind:
-        for sig, seeds, out in ((sig_a, seeds_a, blind_a), (sig_b, seeds_b, None)):
-            centred = sig - sig.mean(axis=1, keepdims=True)
-            found = mutual_best(centred, seeds, 0.0)[:blind]
-            chosen = {i: p for _m, i, p in found}
-            seeds.update(chosen)
-            if out is not None:
-                out.update(chosen)
-    tri_a = Trilateration(view, model, in_a, sig_a)
-    tri_b = Trilateration(flipped, model, in_b, sig_b)
-    tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
-    tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
-    fixed_a, fixed_b = set(known_a), set(known_b)
-    stalled = 0
-    for _round in range(100 if not robust else 60):
-        if len(seeds_a) + len(seeds_b) >= cap:
-            break
-        before = len(seeds_a) + len(seeds_b)
-        floor = 0.0 if robust else margin
-        share = 2 if robust else 1
-        new_a = mutual_best(tri_a.centred(), seeds_a, floor)[: max(10, len(seeds_a) // share)]
-        new_b = mutual_best(tri_b.centred(), seeds_b, floor)[: max(10, len(seeds_b) // share)]
-        if not new_a and not new_b:
-            break
-        add_a = {i: j for _m, i, j in new_a}
-        add_b = {i: j for _m, i, j in new_b}
-        seeds_a.update(add_a)
-        seeds_b.update(add_b)
-        tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
-        tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
-        print(
-            f"  round {_round}: seeds A {len(seeds_a)}, B {len(seeds_b)} "
-            f"({time.process_time():.0f} CPU s in all)",
-            file=sys.stderr,
-            flush=True,
-        )
-        if robust:
-            drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
-            drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
-            for i in drop_a:
-                del seeds_a[i]
-            for i in drop_b:
-                del seeds_b[i]
-            tri_b.add({i: int(in_a[j]) for i, j in drop_a.items()}, -1.0)
-            tri_a.add({i: int(in_b[j]) for i, j in drop_b.items()}, -1.0)
-            stalled = stalled + 1 if len(seeds_a) + len(seeds_b) <= before else 0
-            if stalled == 3:
-                break
-    if lap:
-        sides = [(tri_a, seeds_a, fixed_a, tri_b, in_a), (tri_b, seeds_b, fixed_b, tri_a, in_b)]
-        claims: list[dict[int, int]] = [{}, {}]
-        for t in range(1, lap + 1):
-            for k, (tri, seeds, fixed, other, ids) in enumerate(sides):
-                chosen, margins = assignment(tri.centred(), seeds, fixed)
-                part = min(0.9, 0.1 * t)
-                order = sorted(chosen, key=lambda i: -margins[i])
-                keep = {i: seeds[i] for i in fixed}
-                keep.update({i: chosen[i] for i in order[: int(part * len(order))]})
-                drop = {i: j for i, j in seeds.items() if keep.get(i) != j}
-                add = {i: j for i, j in keep.items() if seeds.get(i) != j}
-                other.add({i: int(ids[j]) for i, j in drop.items()}, -1.0)
-                other.add({i: int(ids[j]) for i, j in add.items()})
-                seeds.clear()
-                seeds.update(keep)
-                claims[k] = {i: j for i, j in chosen.items() if margins[i] >= margin}
-        claims_a, claims_b = claims
-    else:
-        claims_a, claims_b = dict(seeds_a), dict(seeds_b)
-        claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
-        claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
-    return (
-        {i: int(in_a[j]) for i, j in claims_a.items()},
-        {i: int(in_b[j]) for i, j in claims_b.items()},
-        {i: int(in_a[j]) for i, j in blind_a.items()},
-    )
 
 
 def sealed_view(
@@ -582,14 +273,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2"],
+        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2", "roles"],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
         "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates); "
         "links: what C learns since the circuit gates identities by the link bit (the linking "
         "pairs and their buckets, no other candidate, no popcount); or with sealed band keys "
         "what S1 learns (the candidates, no popcounts) or S2 (each candidate's count of shared "
-        "bands, no popcounts)",
+        "bands, no popcounts); roles: `privacy-check --mode two-server`'s check (every role's "
+        "view from the run's own roles, the shipped schema, trilateration at --known) on "
+        "--population",
     )
     parser.add_argument(
         "--population", choices=("synthetic", "messy", "households"), default="synthetic",
@@ -613,26 +306,16 @@ def main() -> int:
         else:
             # Member A (the victim), member B (another force: half the same people), and the
             # attacker's plaintext of every person of A and B (one record a person, its own
-            # errors). write_pair draws A's and B's people from population(size + extra, seed);
-            # the attacker's are the same people (the same call), exported again.
-            first = population.write_pair(Path(tmp) / "ab", args.seed, args.records, 0.5)
-            extra = args.records - round(0.5 * args.records)
-            people = population.population(args.records + extra, args.seed)
-            rng = random.Random(args.seed + 11)
-            rows_u = [
-                population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)
-            ]
-            population.write_csv(Path(tmp) / "ab" / "plaintext.csv", rows_u)
-            own = population.Export(
-                Path(tmp) / "ab" / "plaintext.csv",
-                first.victim.mapping,
-                {row["id"]: q.entity for row, q in zip(rows_u, people, strict=True)},
-            )
-            loaded = []
-            for export in (first.victim, first.attacker, own):
-                mapping = load_mapping(export.mapping, schema)
-                ids, rows = read_rows(export.csv, schema, mapping, EncodeReport(""))
-                loaded.append((rows, [export.truth[i] for i in ids]))
+            # errors): privacy-check --mode two-server's synthetic project.
+            loaded = synthetic_members(Path(tmp), args.seed, args.records, schema)
+    if args.view == "roles":
+        # privacy-check --mode two-server's check on this population, with the shipped schema.
+        shipped = load_schema(ROOT / "schemas" / "person-uk.json")
+        source = f"{args.population} ({args.records} people, seed {args.seed})"
+        report = check_members(loaded, shipped, secrets.token_bytes(32), role_views,
+                               source=source, known=args.known)  # fmt: skip
+        print(report.render())
+        return 0
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
     a, b = (upload_views(schema, rows, key, NONE)[0] for rows in (a_rows, b_rows))

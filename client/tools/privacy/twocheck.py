@@ -1,0 +1,302 @@
+"""`privacy-check --mode two-server`: attack what each role of a two-server run learns.
+
+In a project in two-server mode (docs/operations.md, docs/privacy-design.md) no role holds a
+CLK it can compare: the combiner C learns the linking pairs' rows and buckets, S1 the
+candidate pairs (its sealed band keys show it no pair of one member's records), S2 the
+candidate pairs and each one's count of shared bands. The check simulates a project of two
+members: member A, the data checked (a sample of `size` records), and member B, another
+organisation's export holding half of A's people (and, on synthetic data, as many others).
+Both are encoded as `blindmatch encode --two-server` encodes them (the schema's CLKs and
+fallback CLKs, then client/encoding/sharing.py `shared_upload`), the roles are the run's own
+objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
+not import the matcher), and each role's view is attacked with trilateration
+(trilateration.py), and S2's view of A's own rows (tokens of B it opened twice) with the
+collision attack (collisions.py), blind and with known pairs of A, by an attacker holding
+plaintext (its own export, its own errors) on every person of A and B. The plaintext only
+scores the claims.
+
+The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
+re-identifies under 1% of A's records (those not among the known pairs).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.harden import NONE, Hardening
+from blindmatch.client.encoding.schema import LinkageSchema
+from blindmatch.client.errors import InputError
+from blindmatch.client.tools.privacy import population
+from blindmatch.client.tools.privacy.attacks import AttackResult
+from blindmatch.client.tools.privacy.collisions import View, attack, blind_seeds, expected_counts
+from blindmatch.client.tools.privacy.graph import known_pairs
+from blindmatch.client.tools.privacy.graphcheck import (
+    KNOWN_PAIRS,
+    normalised_export,
+    sample,
+    upload_views,
+)
+from blindmatch.client.tools.privacy.report import CheckReport
+from blindmatch.client.tools.privacy.trilateration import CombinerView, fit_model, trilaterate
+
+# Fewer records than this are refused: one record is then 0.2% or more of a share, and a
+# claim right by chance (about one in the sample's size) decides the verdict.
+MIN_SAMPLE = 500
+ROLES = {
+    "C": "the linking pairs' rows and buckets",
+    "S1": "the candidate pairs",
+    "S2": "the candidate pairs and their counts of shared bands",
+}
+Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
+RoleViews = Callable[[Sequence[sharing.SharedUpload], float], Views]
+Member = tuple[list[list[str]], list[int]]  # normalised rows, each row's person
+
+
+@dataclass
+class TwoServerReport(CheckReport):
+    """The two-server check's results: one per role and number of known pairs
+    (`encoding` is the role)."""
+
+    mode: str = "two-server"
+    partner: dict[str, float] = field(default_factory=dict)  # member B's share, per result
+
+    @property
+    def too_few(self) -> bool:
+        return False  # refused before any attack (`check_members`)
+
+    def verdict(self) -> str:
+        worst = self.worst
+        if worst is None:
+            return "NO VERDICT: no view was attacked"
+        if self.passed:
+            return (
+                f"PASS: every attack on every role's view re-identified under {self.limit:.0%} "
+                f"of records (worst: {worst.record_share:.2%}, {worst.attack} on "
+                f"{worst.encoding}'s view)"
+            )
+        return (
+            f"LEAKS: {worst.attack} on {worst.encoding}'s view re-identified "
+            f"{worst.record_share:.1%} of records ({worst.records_reidentified} of "
+            f"{worst.records}); the limit is {self.limit:.0%} (docs/privacy-design.md)"
+        )
+
+    def render(self) -> str:
+        lines = [
+            f"privacy-check (two-server mode) of {self.source}: {self.records} records of "
+            f"member A, hardening: {self.hardening}",
+            f"  {'role':<4} {'attack':<28} {'A':>8} {'B':>8}  view",
+        ]
+        for r in self.results:
+            key = f"{r.encoding} {r.attack}"
+            lines.append(
+                f"  {r.encoding:<4} {r.attack:<28} {r.record_share:>8.2%} "
+                f"{self.partner.get(key, 0.0):>8.2%}  {r.public_list}"
+            )
+        lines.append(
+            "  (share of A's records not among the known pairs re-identified; B: the partner "
+            "member's, for reference)"
+        )
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        roles: dict[str, dict[str, float]] = {}
+        for r in self.results:
+            roles.setdefault(r.encoding, {})[r.attack] = r.record_share
+        return {**super().to_dict(), "mode": self.mode, "roles": roles,
+                "partner": self.partner}  # fmt: skip
+
+
+def synthetic_members(folder: Path, seed: int, size: int, schema: LinkageSchema) -> list[Member]:
+    """Member A (a police force's export of `size` people), member B (another organisation's:
+    half of A's people and as many others) and the attacker's plaintext (a third export, its
+    own errors, of every person of A and B), read as `blindmatch encode` reads them
+    (population.py's generator, `write_pair`)."""
+    pair = population.write_pair(folder / "ab", seed, size, 0.5)
+    extra = size - round(0.5 * size)
+    people = population.population(size + extra, seed)  # write_pair's people, A's first
+    rng = random.Random(seed + 11)
+    rows = [population.export_row(population.ORGS[1], q, k, rng) for k, q in enumerate(people)]
+    population.write_csv(folder / "ab" / "plaintext.csv", rows)
+    own = population.Export(
+        folder / "ab" / "plaintext.csv",
+        pair.victim.mapping,
+        {row["id"]: q.entity for row, q in zip(rows, people, strict=True)},
+    )
+    out = []
+    for export in (pair.victim, pair.attacker, own):
+        ids, read = normalised_export(export, schema)
+        out.append((read, [export.truth[i] for i in ids]))
+    return out
+
+
+def export_members(rows: Sequence[Sequence[str]], schema: LinkageSchema, size: int) -> list[Member]:
+    """From a member's own export: A a sample of `size` of its rows, B a noisy copy
+    (population.noisy_copy: another organisation's typos and gaps) of half of them in an
+    order of its own, the attacker's plaintext another noisy copy of all of them."""
+    picked = sample(len(rows), size, 0)
+    a = [list(rows[i]) for i in picked]
+    kinds = [rule.kind for rule in schema.rules]
+    half = sorted(np.random.default_rng(1).permutation(len(a))[: len(a) // 2].tolist())
+    b_people = [picked[i] for i in np.random.default_rng(2).permutation(half).tolist()]
+    b = population.noisy_copy([rows[i] for i in b_people], kinds, seed=1)
+    return [(a, list(picked)), (b, b_people), (population.noisy_copy(a, kinds, seed=3), picked)]
+
+
+def _upload(schema: LinkageSchema, rows: Sequence[Sequence[str]], secret: bytes,
+            hardening: Hardening) -> sharing.SharedUpload:  # fmt: skip
+    """What `blindmatch encode --two-server` uploads: the CLKs (the fallback CLK last, as
+    `encode_csv` lays them out), shared by `shared_upload` under the schema's plan."""
+    views = upload_views(schema, rows, secret, hardening)
+    fallback_bits = 8 * views[1].shape[1] if len(views) > 1 else 0
+    return sharing.shared_upload(np.hstack(views), secret, sharing.plan_of(schema), fallback_bits)
+
+
+def check_members(
+    members: Sequence[Member],
+    schema: LinkageSchema,
+    secret: bytes,
+    role_views: RoleViews,
+    *,
+    source: str,
+    hardening: Hardening = NONE,
+    threshold: float = 0.8,
+    known: Sequence[int] = KNOWN_PAIRS,
+) -> TwoServerReport:
+    """Encode members A and B as a two-server project uploads them, build each role's view
+    with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
+    the third member is the attacker's plaintext on every person of A and B."""
+    (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
+    if len(a_rows) < MIN_SAMPLE:
+        raise InputError(
+            f"privacy-check --mode two-server: {len(a_rows)} records are too few to mean "
+            f"anything (at least {MIN_SAMPLE:,}: below, one record is 0.2% or more of a share, "
+            "and a claim right by chance decides the verdict); check a larger export, or the "
+            "synthetic data (no DATA argument)"
+        )
+    uploads = [_upload(schema, rows, secret, hardening) for rows in (a_rows, b_rows)]
+    views = role_views(uploads, threshold)
+    plan = sharing.plan_of(schema)
+    clks = len(uploads[0].s1.bands)
+    # The attacker's own encodings (its own key, the public schema): both CLKs.
+    own = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)
+    u = own[0]
+    where = {q: k for k, q in enumerate(u_people)}
+    truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
+    truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
+    report = TwoServerReport(source, len(a_rows), hardening.describe(), [], [])
+    for role in ROLES:
+        pairs, values = views[role]
+        if role == "S2":
+            # A pair's count of shared bands, read as the agreement it implies.
+            values = (values / (clks * plan.bands)) ** (1 / plan.bits)
+        view = CombinerView(len(a_rows), len(b_rows), pairs, values,
+                            np.zeros(len(a_rows), np.int64), np.zeros(len(b_rows), np.int64),
+                            pops=False)  # fmt: skip
+        model = fit_model(u, plan.bits, plan.bands, view, truth_a, truth_b)
+        for count in known:
+            report.results.append(
+                _attack(report, role, view, model, count, a_people, b_people, u_people,
+                        truth_a, truth_b)
+            )  # fmt: skip
+    within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
+    if within:
+        report.results.extend(_own_pairs(within, own, truth_a, a_people, u_people, plan, known))
+    return report
+
+
+def _claims(right: int, made: int) -> str:
+    return f"{made} claims, precision {right / made:.1%}" if made else "no claims"
+
+
+def _own_pairs(
+    within: Sequence[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]],
+    own: Sequence[npt.NDArray[np.uint8]], truth_a: npt.NDArray[np.intp], a_people: list[int],
+    u_people: list[int], plan: sharing.BandPlan, known: Sequence[int],
+) -> list[AttackResult]:  # fmt: skip
+    """The collision attack (collisions.py) on S2's view of A's own pairs (a CLK each: the
+    pairs linked by a reused token of B, and how many tokens link them), against the
+    attacker's encodings of A's people; blind seeds from degrees, or `known` pairs."""
+    n = len(truth_a)
+    mine = np.sort(truth_a)  # the attacker's records of A's people
+    people = [u_people[k] for k in mine]
+    parts: list[View] = []
+    for (pairs, counts), clks in zip(within, own, strict=False):
+        c = sp.coo_matrix((counts, (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+        parts.append(((c + c.T).tocsr().astype(np.float32), expected_counts(
+            clks[mine], plan.bits, plan.bands)))  # fmt: skip
+    pos = {int(q): j for j, q in enumerate(mine)}
+    truth = np.array([pos[int(q)] for q in truth_a], dtype=np.intp)
+    linked = sum(len(p) for p, _c in within)
+    out = []
+    for count in known:
+        known_a = known_pairs(a_people, people, count, seed=count)
+        start = dict(known_a)
+        if not count:
+            summed = parts[0] if len(parts) == 1 else (
+                parts[0][0] + parts[1][0], parts[0][1] + parts[1][1])  # fmt: skip
+            start = blind_seeds(summed[0], summed[1], 50)
+        claims = attack(parts, start, 1.0, 3000, fixed=set(known_a))
+        claims = {i: p for i, p in claims.items() if i not in known_a}
+        right = sum(1 for i, p in claims.items() if truth[i] == p)
+        label = "blind" if not count else f"{count} known"
+        out.append(AttackResult(
+            attack=f"collisions ({label})", encoding="S2", field="(record)",
+            public_list=(f"A's own pairs linked by a reused token of B: {linked:,} pairs; "
+                         f"{_claims(right, len(claims))}"),
+            records=n - len(known_a), records_reidentified=right,
+            values=n - len(known_a), values_reidentified=right, claims=len(claims),
+        ))  # fmt: skip
+    return out
+
+
+def _attack(
+    report: TwoServerReport, role: str, view: CombinerView, model: Any, count: int,
+    a_people: list[int], b_people: list[int], u_people: list[int],
+    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
+) -> AttackResult:  # fmt: skip
+    """Trilateration on one view with `count` known pairs of A (B's records of those people
+    are left out of B's share, as the known pairs are out of A's)."""
+    known_a = known_pairs(a_people, u_people, count, seed=count)
+    claims_a, claims_b, _blind = trilaterate(
+        view, model, np.sort(truth_a), np.sort(truth_b), known_a, {}, blind=50, margin=3.0,
+        cap=20_000, robust=True,
+    )  # fmt: skip
+    people_known = {int(q) for q in known_a.values()}
+    known_b = {i for i, q in enumerate(truth_b) if int(q) in people_known}
+    right_a = sum(1 for i, q in claims_a.items() if i not in known_a and truth_a[i] == q)
+    made = sum(1 for i in claims_a if i not in known_a)
+    right_b = sum(1 for i, q in claims_b.items() if i not in known_b and truth_b[i] == q)
+    label = "blind" if not count else f"{count} known"
+    attack = f"trilateration ({label})"
+    report.partner[f"{role} {attack}"] = right_b / max(len(b_people) - len(known_b), 1)
+    return AttackResult(
+        attack=attack,
+        encoding=role,
+        field="(record)",
+        public_list=(f"{ROLES[role]}: {len(view.pairs):,} pairs; {_claims(right_a, made)}"),
+        records=len(a_people) - len(known_a),
+        records_reidentified=right_a,
+        values=len(a_people) - len(known_a),
+        values_reidentified=right_a,
+        claims=made,
+    )
+
+
+__all__ = [
+    "MIN_SAMPLE",
+    "TwoServerReport",
+    "check_members",
+    "export_members",
+    "synthetic_members",
+]

@@ -1,0 +1,131 @@
+"""`privacy-check --mode two-server`: what each role of a two-server project learns, attacked.
+
+On the same simulated people a matcher holding CLKs re-identifies nearly every record, while
+the combiner's and S1's views stay under the bar; the check reports each role's figures,
+writes them into privacy-check.json, and refuses a sample too small to mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import main
+from blindmatch.client.encoding.harden import NONE
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.privacy import population
+from blindmatch.client.tools.privacy.attacks import AttackResult
+from blindmatch.client.tools.privacy.graphcheck import graph_attacks
+from blindmatch.client.tools.privacy.twocheck import (
+    MIN_SAMPLE,
+    TwoServerReport,
+    synthetic_members,
+)
+from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, STRONG_SECRET
+
+SCHEMA = load_schema(PERSON_SCHEMA)
+ATTACKS = ["trilateration (blind)", "trilateration (10 known)", "trilateration (50 known)"]
+
+
+def test_each_roles_figures_are_printed_and_written_with_the_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "check"
+    code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0  # without --strict, whatever the verdict
+    printed = capsys.readouterr().out
+    for role in ("C", "S1", "S2"):
+        for attack in ATTACKS:
+            assert f"  {role:<4} {attack}" in printed, printed
+    data = json.loads((out / "privacy-check.json").read_text())
+    assert data["mode"] == "two-server"
+    assert set(data["roles"]) == {"C", "S1", "S2"}
+    assert sorted(data["roles"]["C"]) == sorted(data["roles"]["S1"]) == sorted(ATTACKS)
+    # S2 also sees A's own rows linked by a token of B it opened twice: the collision attack.
+    assert sorted(data["roles"]["S2"]) == sorted(
+        [*ATTACKS, *(a.replace("trilateration", "collisions") for a in ATTACKS)]
+    )
+    shares = [s for v in data["roles"].values() for s in v.values()]
+    # The verdict is the CLK check's rule over every role's figures.
+    assert data["passed"] is all(s < 0.01 for s in shares)
+    assert data["verdict"].startswith("PASS" if data["passed"] else "LEAKS")
+    assert data["verdict"] in printed
+    # The combiner holds the links and their buckets, S1 the candidates: under the bar.
+    assert all(s < 0.01 for role in ("C", "S1") for s in data["roles"][role].values()), data
+    assert (out / "privacy-check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_people_fall_to_a_matcher_holding_their_clks(tmp_path: Path) -> None:
+    # The CLK-mode view of the test above's member A (the same seed and size): graph matching
+    # with 10 known pairs re-identifies most of it.
+    (a_rows, a_people), _b, (u_rows, u_people) = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
+    (found,) = graph_attacks(SCHEMA, a_rows, u_rows, a_people, u_people, b"\x07" * 32, NONE,
+                             known=(10,))  # fmt: skip
+    assert found.record_share > 0.5, found
+
+
+def _result(role: str, attack: str, right: int) -> AttackResult:
+    return AttackResult(attack, role, "(record)", "a view", 1000, right, 1000, right, right)
+
+
+def test_the_verdict_names_the_role_whose_view_leaks() -> None:
+    results = [_result("C", "trilateration (blind)", 2), _result("S2", ATTACKS[2], 9)]
+    report = TwoServerReport("data", 1000, "none", results, [])
+    assert report.passed and report.verdict().startswith("PASS"), report.verdict()
+    report.results.append(_result("S2", ATTACKS[1], 10))  # 1.0%: the bar is "under 1%"
+    assert not report.passed
+    assert report.verdict().startswith("LEAKS: trilateration (10 known) on S2's view"), (
+        report.verdict()
+    )
+    assert report.to_dict()["roles"] == {
+        "C": {"trilateration (blind)": 0.002},
+        "S2": {ATTACKS[2]: 0.009, ATTACKS[1]: 0.01},
+    }
+
+
+def test_a_sample_too_small_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "check"
+    code = main(["privacy-check", "--mode", "two-server", "--sample", "100", "--out", str(out)])
+    assert code == 2
+    assert "--sample 100: too few records" in capsys.readouterr().err
+    # An export with fewer rows than the sample asks for: refused, naming the count.
+    export = population.write_single(tmp_path / "data", 1, 300)
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET)
+    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
+                 "--secret-file", str(secret), "--mode", "two-server",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 2
+    assert "300 records are too few" in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+
+
+def test_a_field_level_schema_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["privacy-check", "--mode", "two-server", "--schema", str(FIELD_LEVEL_SCHEMA),
+                 "--out", str(tmp_path / "check")])  # fmt: skip
+    assert code == 2
+    assert "field-level schema has no two-server upload" in capsys.readouterr().err
+
+
+def test_a_members_own_export_is_checked_as_member_a(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # B is a noisy copy of half of the sample, the attacker's plaintext another of all of it.
+    export = population.write_single(tmp_path / "data", 2, 800)
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET)
+    out = tmp_path / "check"
+    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
+                 "--secret-file", str(secret), "--mode", "two-server", "--sample", "600",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"of {export.csv}: 600 records of member A" in printed
+    data = json.loads((out / "privacy-check.json").read_text())
+    assert data["records"] == 600 and set(data["roles"]) == {"C", "S1", "S2"}
+    assert all(s < 0.01 for s in data["roles"]["C"].values()), data
