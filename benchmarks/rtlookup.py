@@ -7,7 +7,8 @@ them (`FallbackIndex.load` at threshold 0.8: tables planned from the rows), then
 Q single-record queries through `fallbackindex.search_batch`, the call the matcher's passes
 make: half other organisations' records of indexed people, half people no one holds. After
 Q/2 unmeasured queries, CPU ms a query (time.process_time) one query a pass and twenty a
-pass, two rounds, and the hits found (the same on any correct tree).
+pass, two rounds, and the hits found (the same on any correct tree; true: the query's own
+person's record).
 
 `--tree PATH` runs another checkout's matcher code on the same data (an A/B against main:
 `git worktree add /tmp/bm-main main`, build its extension there with `python setup.py
@@ -123,7 +124,10 @@ def main() -> int:
     if table is not None:
         print(f"  record-level tables: {table.plan.describe()}; {table.nbytes / 2**20:,.0f} MiB "
               f"({table.nbytes / len(main_segment):.0f} bytes a row) an index")  # fmt: skip
-    shared = pair.b[pair.truth_b[rng.choice(len(pair.truth_b), half, replace=False)]]
+    picked = rng.choice(len(pair.truth_b), half, replace=False)
+    shared = pair.b[pair.truth_b[picked]]
+    # The indexed record of each query's own person (the first half's; none for the rest).
+    own = [f"r{i}" for i in pair.truth_a[picked].tolist()] + [""] * half
     queries = as_words(np.concatenate([shared, others[:half]]), clk_bits)
     north_only = {"north": snaps["north"]}
     for q in queries[:half]:  # unmeasured
@@ -137,12 +141,15 @@ def main() -> int:
             search_batch([(snaps, q[None, :], 0.8) for q in queries[s : s + 20]])
         twenty = (time.process_time() - t0) * 1000 / len(queries)
         hits = sum(len(h) for answer in found for h in answer.values())
+        pairs = zip(found, own, strict=True)
+        true = sum(r == o for answer, o in pairs for h in answer.values() for r, _ in h)
         t0 = time.process_time()
         for q in queries:
             search_batch([(north_only, q[None, :], 0.8)])
         alone = (time.process_time() - t0) * 1000 / len(queries)
         print(f"round {round_ + 1}: CPU ms a query {one:.2f} one a pass, {twenty:.2f} twenty a "
-              f"pass; {hits} hits; one index alone {alone:.2f} one a pass", flush=True)  # fmt: skip
+              f"pass; {hits} hits ({true} true); one index alone {alone:.2f} one a pass",
+              flush=True)  # fmt: skip
     if args.recall:
         print(f"  {recall(pair.a, clk_bits, fallback_bits, refs, queries, snaps, rule)}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
