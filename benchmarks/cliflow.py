@@ -136,8 +136,10 @@ def link(
     *,
     disclose: str = "hits",
     threshold: float | None = None,
+    secret_hex: str | None = None,
 ) -> dict[str, Path]:
-    """Run the whole member flow; returns each member's results CSV."""
+    """Run the whole member flow; returns each member's results CSV (under a fresh secret
+    unless `secret_hex` is given)."""
     server = ["--server", served.target]
     extra = ["--threshold", str(threshold)] if threshold is not None else []
     created = json.loads(
@@ -149,7 +151,7 @@ def link(
     )  # fmt: skip
     tokens = created["tokens"]
     secret = workdir / "linkage.secret"
-    secret.write_text(secrets.token_hex(32))
+    secret.write_text(secret_hex or secrets.token_hex(32))
     for name, (data, mapping) in members.items():
         out = workdir / f"{name}.encoded"
         blindmatch(

@@ -33,6 +33,10 @@ files:
   the default with fewer bits on surname, postcode and `names`), **frequency** and
   **household-frequency** (benchmarks/data/person-uk-frequency.json and
   person-uk-households-frequency.json: `blindmatch.frequency` tiers, docs/evaluation.md).
+- **reach-0.02** (with `--flows`): the default with the rule's previous `reach`, 0.02 (its
+  candidate floor 0.78 at T = 0.8; docs/evaluation.md, "The reach"), written for the cell.
+  `--one-secret` encodes every flow of a cell under one secret (default: a fresh one a flow),
+  so that flows whose CLKs are the same bits differ only by how they are scored.
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
   the largest export: the share of records its worst attack re-identifies.
 
@@ -81,7 +85,10 @@ SCHEMA_FLOWS = {
     "frequency": ROOT / "benchmarks" / "data" / "person-uk-frequency.json",
     "household-frequency": ROOT / "benchmarks" / "data" / "person-uk-households-frequency.json",
 }
-FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, "splink"]
+# The default with the rule's previous reach (0.02, candidate floor 0.78 at T = 0.8; the
+# default until 2026-12-04, docs/evaluation.md "The reach"), written beside the cell's exports.
+REACH_FLOW = "reach-0.02"
+FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, REACH_FLOW, "splink"]
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
 SPLINK_PYTHON = Path(__file__).resolve().parent / ".venv-splink" / "bin" / "python"
 SPLINK_SCRIPT = Path(__file__).resolve().parent / "splink_link.py"
@@ -189,13 +196,17 @@ def splink(folder: Path, generator: str, workdir: Path) -> Hits:
 
 
 def blindmatch_flow(
-    folder: Path, workdir: Path, generator: str = "messy", schema: Path = SCHEMA
+    folder: Path,
+    workdir: Path,
+    generator: str = "messy",
+    schema: Path = SCHEMA,
+    secret_hex: str | None = None,
 ) -> Hits:
     """The documented CLI flow, default settings; the union of the members' hits files."""
     members = GENERATORS[generator].exports(folder)
     workdir.mkdir(parents=True, exist_ok=True)
     with serve(workdir / "matcher-data") as served:
-        results = link(served, workdir, "quality", members, schema)
+        results = link(served, workdir, "quality", members, schema, secret_hex=secret_hex)
     return {s.hit for name, path in results.items() for s in read_results(path, name)}
 
 
@@ -246,6 +257,7 @@ def grid(args: argparse.Namespace) -> int:
                 seed = cell_seed(args.seed, gen, corruption, size)
                 cell: dict[str, object] = {"generator": gen, "corruption": corruption,
                                            "population": size, "seed": seed}  # fmt: skip
+                one_secret = secrets.token_hex(32) if args.one_secret else None
                 with tempfile.TemporaryDirectory(prefix="blindmatch-quality-") as tmp:
                     folder = Path(tmp) / "exports"
                     GENERATORS[gen].write(folder, seed, size, corruption)
@@ -256,10 +268,18 @@ def grid(args: argparse.Namespace) -> int:
                         if flow == "anchor":
                             found = anchor(folder, generator=gen)
                         elif flow == "blindmatch":
-                            found = blindmatch_flow(folder, Path(tmp), gen)
+                            found = blindmatch_flow(folder, Path(tmp), gen, SCHEMA, one_secret)
                         elif flow in SCHEMA_FLOWS:
                             found = blindmatch_flow(
-                                folder, Path(tmp) / flow, gen, SCHEMA_FLOWS[flow]
+                                folder, Path(tmp) / flow, gen, SCHEMA_FLOWS[flow], one_secret
+                            )
+                        elif flow == REACH_FLOW:
+                            raw = json.loads(SCHEMA.read_text(encoding="utf-8"))
+                            raw["blindmatch"]["rule"]["reach"] = 0.02
+                            schema = Path(tmp) / f"person-uk-{flow}.json"
+                            schema.write_text(json.dumps(raw, indent=2), encoding="utf-8")
+                            found = blindmatch_flow(
+                                folder, Path(tmp) / flow, gen, schema, one_secret
                             )
                         else:
                             found = splink(folder, gen, Path(tmp))
@@ -358,6 +378,9 @@ def main() -> int:
         help="grid: the flows to run (default: anchor, blindmatch, original, splink)",
     )
     parser.add_argument("--no-privacy", action="store_true", help="grid: no privacy-check")
+    parser.add_argument(
+        "--one-secret", action="store_true", help="grid: one secret a cell for all its flows"
+    )
     parser.add_argument("--out", type=Path, help="grid: also write the figures as JSON")
     args = parser.parse_args()
     if args.grid:

@@ -23,7 +23,7 @@ record-level CLKs, the queries left out) planned for their size are timed agains
 1, 2 and 3 million rows.
 
 `--rule` builds the indexes under the default schema's rule (`blindmatch.rule`: the first
-halves planned for its candidate floor, 0.78 at 0.8, and their hits rescored).
+halves planned for its candidate floor, 0.79 at 0.8, and their hits rescored).
 `--perf SECONDS` records `perf` on the `native 3` loop (needs perf; user space only);
 `--pyprofile` prints cProfile's view of a `path 3` run. `--base-kernel PATH` loads another
 build of the extension (a .so, say main's) and times `path 3` and `native 3` with it too,
@@ -95,7 +95,7 @@ def main() -> int:
     refs = [f"r{i}" for i in range(len(pair.a))]
     # The default schema's rule (`blindmatch.rule`) with --rule: the first halves are
     # planned and searched for its candidate floor, and their hits rescored by it.
-    rule = Rule(0.25, 0.03, 0.02) if args.rule else NO_RULE
+    rule = Rule(0.25, 0.03, 0.01) if args.rule else NO_RULE
     floor = rule.candidate_floor(0.8)  # what the first halves are searched for
     t0 = time.process_time()
     indexes = {

@@ -23,7 +23,7 @@ from blindmatch.client.remote.index import sync_index
 from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN, NORTH_MAP, PERSON_SCHEMA, SOUTH_MAP, Matcher
 
-RULE = (0.25, 0.03, 0.02)
+RULE = (0.25, 0.03, 0.01)
 HEADER = "URN,Forenames,Surname,DOB,Sex,Postcode\n"
 SOUTH_HEADER = "PersonID,FIRST_NAME,LAST_NAME,BIRTH_DATE,GENDER,POST_CODE\n"
 # Brothers (tests/test_rule.py): D1 0.809, so one CLK a pair links them; the rule's S is
@@ -47,7 +47,7 @@ def cli(matcher: Matcher, *args: str) -> int:
 
 def custom_schema(tmp_path: Path) -> Path:
     """A member's own schema with a rule (the default's, reaching 0.03 under the threshold
-    instead of 0.02): no shipped schema's digest, so only the matcher can tell."""
+    instead of 0.01): no shipped schema's digest, so only the matcher can tell."""
     raw = copy.deepcopy(load_schema(PERSON_SCHEMA).raw)
     raw["blindmatch"]["rule"]["reach"] = 0.03
     path = tmp_path / "ours.json"
