@@ -4,7 +4,7 @@
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
-        [--population synthetic|messy|households] [--bits 20 --bands 1600]
+        [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -55,7 +55,10 @@ bound on what S2's view gives.)
 
 `--view roles`: `blindmatch privacy-check --mode two-server`'s check (client/tools/privacy/
 twocheck.py `check_members`: C's, S1's and S2's views built by the run's own roles, the
-shipped schema with its fallback CLK) on the `--population`'s people, at `--known`.
+shipped schema with its fallback CLK) on the `--population`'s people, at `--known`. With
+`--dummies D`, S1 adds D dummy pairs of tokens a real one to what it forwards S2
+(core/twoblocking.py `join`); the run then also prints the pairs through the circuit and the
+links, beside the same run without dummies on the same encodings, and the CPU seconds of each.
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -297,6 +300,10 @@ def main() -> int:
         "candidate's count is both CLKs' shared bands added, read as the agreement "
         "(count / 2 bands)^(1 / bits)",
     )  # fmt: skip
+    parser.add_argument(
+        "--dummies", type=float, default=0.0,
+        help="roles: S1's dummy pairs of tokens, a share of the real ones (0: none)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -312,9 +319,32 @@ def main() -> int:
         # privacy-check --mode two-server's check on this population, with the shipped schema.
         shipped = load_schema(ROOT / "schemas" / "person-uk.json")
         source = f"{args.population} ({args.records} people, seed {args.seed})"
-        report = check_members(loaded, shipped, secrets.token_bytes(32), role_views,
-                               source=source, known=args.known)  # fmt: skip
+        secret = secrets.token_bytes(32)
+        seen: dict[float, tuple[object, float]] = {}
+
+        def views(uploads: Any, threshold: float, dummies: float = args.dummies) -> Any:
+            t0 = time.process_time()
+            got = role_views(uploads, threshold, dummies)
+            seen[dummies] = (got, time.process_time() - t0)
+            return got
+
+        report = check_members(loaded, shipped, secret, views, source=source,
+                               known=args.known)  # fmt: skip
         print(report.render())
+        if args.dummies:
+            # The same encodings without dummies: the pairs through the circuit, the links.
+            check_members(loaded, shipped, secret, lambda u, t: views(u, t, 0.0), source=source,
+                          known=[])  # fmt: skip
+            for d, (got, cpu) in sorted(seen.items()):
+                v: Any = got
+                print(f"dummies {d:g}: {len(v['S1'][0]):,} pairs through the circuit, "
+                      f"{len(v['C'][0]):,} links, S2 opened {int(v['S2'][1].sum()):,} pairs of "
+                      f"tokens, roles {cpu:.1f} CPU s")  # fmt: skip
+            (with_d, _c), (without, _c0) = seen[args.dummies], seen[0.0]
+            same = {tuple(p) for p in with_d["C"][0].tolist()} == {  # type: ignore[index]
+                tuple(p) for p in without["C"][0].tolist()  # type: ignore[index]
+            }
+            print(f"links identical with and without dummies: {same}")
         return 0
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)
