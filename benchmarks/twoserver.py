@@ -5,6 +5,7 @@
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
+        [--plan 26 9357]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -59,6 +60,9 @@ shipped schema with its fallback CLK) on the `--population`'s people, at `--know
 `--dummies D`, S1 adds D dummy pairs of tokens a real one to what it forwards S2
 (core/twoblocking.py `join`); the run then also prints the pairs through the circuit and the
 links, beside the same run without dummies on the same encodings, and the CPU seconds of each.
+`--plan R B`: the roles' keyed blocking, R bits x B bands, instead of the shipped schema's
+`blindmatch.twoserver` (docs/privacy-design.md "Blocking density at recall 0.999": 16 x 559,
+20 x 1,580, 26 x 9,357 at design recall 0.999).
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -69,6 +73,7 @@ plaintext its third's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -304,6 +309,10 @@ def main() -> int:
         "--dummies", type=float, default=0.0,
         help="roles: S1's dummy pairs of tokens, a share of the real ones (0: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--plan", type=int, nargs=2, metavar=("BITS", "BANDS"),
+        help="roles: keyed blocking of BITS x BANDS instead of the schema's",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -318,6 +327,8 @@ def main() -> int:
     if args.view == "roles":
         # privacy-check --mode two-server's check on this population, with the shipped schema.
         shipped = load_schema(ROOT / "schemas" / "person-uk.json")
+        if args.plan:
+            shipped = dataclasses.replace(shipped, twoserver=(args.plan[0], args.plan[1]))
         source = f"{args.population} ({args.records} people, seed {args.seed})"
         secret = secrets.token_bytes(32)
         seen: dict[float, tuple[object, float]] = {}
