@@ -5,7 +5,7 @@
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
-        [--plan 26 9357]
+        [--plan 26 9357] [--s2-top 25000]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -62,7 +62,9 @@ shipped schema with its fallback CLK) on the `--population`'s people, at `--know
 links, beside the same run without dummies on the same encodings, and the CPU seconds of each.
 `--plan R B`: the roles' keyed blocking, R bits x B bands, instead of the shipped schema's
 `blindmatch.twoserver` (docs/privacy-design.md "Blocking density at recall 0.999": 16 x 559,
-20 x 1,580, 26 x 9,357 at design recall 0.999).
+20 x 1,580, 26 x 9,357 at design recall 0.999). `--s2-top N`: the attacker on S2 keeps only
+the N pairs of highest count (a denser candidate graph can hide the signal from the attack
+rather than from S2: this undoes that).
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -313,6 +315,10 @@ def main() -> int:
         "--plan", type=int, nargs=2, metavar=("BITS", "BANDS"),
         help="roles: keyed blocking of BITS x BANDS instead of the schema's",
     )  # fmt: skip
+    parser.add_argument(
+        "--s2-top", type=int, default=0,
+        help="roles: attack only S2's N pairs of highest count (0: all)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -331,31 +337,38 @@ def main() -> int:
             shipped = dataclasses.replace(shipped, twoserver=(args.plan[0], args.plan[1]))
         source = f"{args.population} ({args.records} people, seed {args.seed})"
         secret = secrets.token_bytes(32)
-        seen: dict[float, tuple[object, float]] = {}
+        seen: dict[str, tuple[Any, float]] = {}
 
-        def views(uploads: Any, threshold: float, dummies: float = args.dummies) -> Any:
+        def views(uploads: Any, threshold: float, label: str, dummies: float) -> Any:
             t0 = time.process_time()
             got = role_views(uploads, threshold, dummies)
-            seen[dummies] = (got, time.process_time() - t0)
+            seen[label] = (got, time.process_time() - t0)
+            if args.s2_top and len(got["S2"][1]) > args.s2_top:
+                pairs, counts = got["S2"]
+                top = np.argsort(-counts, kind="stable")[: args.s2_top]
+                return {**got, "S2": (pairs[top], counts[top])}
             return got
 
-        report = check_members(loaded, shipped, secret, views, source=source,
+        label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
+        report = check_members(loaded, shipped, secret,
+                               lambda u, t: views(u, t, label, args.dummies), source=source,
                                known=args.known)  # fmt: skip
         print(report.render())
-        if args.dummies:
-            # The same encodings without dummies: the pairs through the circuit, the links.
-            check_members(loaded, shipped, secret, lambda u, t: views(u, t, 0.0), source=source,
-                          known=[])  # fmt: skip
-            for d, (got, cpu) in sorted(seen.items()):
-                v: Any = got
-                print(f"dummies {d:g}: {len(v['S1'][0]):,} pairs through the circuit, "
-                      f"{len(v['C'][0]):,} links, S2 opened {int(v['S2'][1].sum()):,} pairs of "
-                      f"tokens, roles {cpu:.1f} CPU s")  # fmt: skip
-            (with_d, _c), (without, _c0) = seen[args.dummies], seen[0.0]
-            same = {tuple(p) for p in with_d["C"][0].tolist()} == {  # type: ignore[index]
-                tuple(p) for p in without["C"][0].tolist()  # type: ignore[index]
-            }
-            print(f"links identical with and without dummies: {same}")
+        if args.dummies or args.plan:
+            # The same people and secret, the shipped plan without dummies: the pairs through
+            # the circuit, the links.
+            reference = load_schema(ROOT / "schemas" / "person-uk.json")
+            check_members(loaded, reference, secret, lambda u, t: views(u, t, "reference", 0.0),
+                          source=source, known=[])  # fmt: skip
+            for name, (got, cpu) in seen.items():
+                print(f"{name}: {len(got['S1'][0]):,} pairs through the circuit, "
+                      f"{len(got['C'][0]):,} links, S2 opened {int(got['S2'][1].sum()):,} pairs "
+                      f"of tokens, the roles {cpu:.1f} CPU s")  # fmt: skip
+            mine, ref = (
+                {tuple(p) for p in seen[k][0]["C"][0].tolist()} for k in (label, "reference")
+            )
+            print(f"links: {len(mine & ref):,} in both, {len(mine - ref):,} only with {label}, "
+                  f"{len(ref - mine):,} only with the reference")  # fmt: skip
         return 0
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)

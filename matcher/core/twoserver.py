@@ -204,7 +204,7 @@ class BlockingServer(ShareServer):
             for y in range(x + 1, members):
                 for clk in range(len(self._bands[x]) if clks is None else clks):
                     out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk],
-                                    self.dummies))  # fmt: skip
+                                    dummies=self.dummies))  # fmt: skip
         return out
 
     def propose(self, expanded: Sequence[PairBatch]) -> list[PairBatch]:
