@@ -5,7 +5,7 @@
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
-        [--plan 26 9357] [--s2-top 25000]
+        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -64,7 +64,9 @@ links, beside the same run without dummies on the same encodings, and the CPU se
 `blindmatch.twoserver` (docs/privacy-design.md "Blocking density at recall 0.999": 16 x 559,
 20 x 1,580, 26 x 9,357 at design recall 0.999). `--s2-top N`: the attacker on S2 keeps only
 the N pairs of highest count (a denser candidate graph can hide the signal from the attack
-rather than from S2: this undoes that).
+rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 count times K
+(its reading, (count / (2 bands))^(1 / bits), is one an attacker may choose otherwise: K = 2
+reads count / bands, as `--view s2` does).
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -319,6 +321,10 @@ def main() -> int:
         "--s2-top", type=int, default=0,
         help="roles: attack only S2's N pairs of highest count (0: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--s2-scale", type=float, default=1.0,
+        help="roles: multiply S2's counts by this before the check reads them (1: as shipped)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -343,11 +349,11 @@ def main() -> int:
             t0 = time.process_time()
             got = role_views(uploads, threshold, dummies)
             seen[label] = (got, time.process_time() - t0)
-            if args.s2_top and len(got["S2"][1]) > args.s2_top:
-                pairs, counts = got["S2"]
+            pairs, counts = got["S2"]
+            if args.s2_top and len(counts) > args.s2_top:
                 top = np.argsort(-counts, kind="stable")[: args.s2_top]
-                return {**got, "S2": (pairs[top], counts[top])}
-            return got
+                pairs, counts = pairs[top], counts[top]
+            return {**got, "S2": (pairs, counts * args.s2_scale)}
 
         label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
         report = check_members(loaded, shipped, secret,
