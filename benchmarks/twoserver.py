@@ -4,7 +4,8 @@
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
-        [--population synthetic|messy|households] [--bits 20 --bands 1600]
+        [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
+        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -55,7 +56,17 @@ bound on what S2's view gives.)
 
 `--view roles`: `blindmatch privacy-check --mode two-server`'s check (client/tools/privacy/
 twocheck.py `check_members`: C's, S1's and S2's views built by the run's own roles, the
-shipped schema with its fallback CLK) on the `--population`'s people, at `--known`.
+shipped schema with its fallback CLK) on the `--population`'s people, at `--known`. With
+`--dummies D`, S1 adds D dummy pairs of tokens a real one to what it forwards S2
+(core/twoblocking.py `join`); the run then also prints the pairs through the circuit and the
+links, beside the same run without dummies on the same encodings, and the CPU seconds of each.
+`--plan R B`: the roles' keyed blocking, R bits x B bands, instead of the shipped schema's
+`blindmatch.twoserver` (docs/privacy-design.md "Blocking density at recall 0.999": 16 x 559,
+20 x 1,580, 26 x 9,357 at design recall 0.999). `--s2-top N`: the attacker on S2 keeps only
+the N pairs of highest count (a denser candidate graph can hide the signal from the attack
+rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 count times K
+(its reading, (count / (2 bands))^(1 / bits), is one an attacker may choose otherwise: K = 2
+reads count / bands, as `--view s2` does).
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -66,6 +77,7 @@ plaintext its third's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -297,6 +309,22 @@ def main() -> int:
         "candidate's count is both CLKs' shared bands added, read as the agreement "
         "(count / 2 bands)^(1 / bits)",
     )  # fmt: skip
+    parser.add_argument(
+        "--dummies", type=float, default=0.0,
+        help="roles: S1's dummy pairs of tokens, a share of the real ones (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plan", type=int, nargs=2, metavar=("BITS", "BANDS"),
+        help="roles: keyed blocking of BITS x BANDS instead of the schema's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--s2-top", type=int, default=0,
+        help="roles: attack only S2's N pairs of highest count (0: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--s2-scale", type=float, default=1.0,
+        help="roles: multiply S2's counts by this before the check reads them (1: as shipped)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -311,10 +339,42 @@ def main() -> int:
     if args.view == "roles":
         # privacy-check --mode two-server's check on this population, with the shipped schema.
         shipped = load_schema(ROOT / "schemas" / "person-uk.json")
+        if args.plan:
+            shipped = dataclasses.replace(shipped, twoserver=(args.plan[0], args.plan[1]))
         source = f"{args.population} ({args.records} people, seed {args.seed})"
-        report = check_members(loaded, shipped, secrets.token_bytes(32), role_views,
-                               source=source, known=args.known)  # fmt: skip
+        secret = secrets.token_bytes(32)
+        seen: dict[str, tuple[Any, float]] = {}
+
+        def views(uploads: Any, threshold: float, label: str, dummies: float) -> Any:
+            t0 = time.process_time()
+            got = role_views(uploads, threshold, dummies)
+            seen[label] = (got, time.process_time() - t0)
+            pairs, counts = got["S2"]
+            if args.s2_top and len(counts) > args.s2_top:
+                top = np.argsort(-counts, kind="stable")[: args.s2_top]
+                pairs, counts = pairs[top], counts[top]
+            return {**got, "S2": (pairs, counts * args.s2_scale)}
+
+        label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
+        report = check_members(loaded, shipped, secret,
+                               lambda u, t: views(u, t, label, args.dummies), source=source,
+                               known=args.known)  # fmt: skip
         print(report.render())
+        if args.dummies or args.plan:
+            # The same people and secret, the shipped plan without dummies: the pairs through
+            # the circuit, the links.
+            reference = load_schema(ROOT / "schemas" / "person-uk.json")
+            check_members(loaded, reference, secret, lambda u, t: views(u, t, "reference", 0.0),
+                          source=source, known=[])  # fmt: skip
+            for name, (got, cpu) in seen.items():
+                print(f"{name}: {len(got['S1'][0]):,} pairs through the circuit, "
+                      f"{len(got['C'][0]):,} links, S2 opened {int(got['S2'][1].sum()):,} pairs "
+                      f"of tokens, the roles {cpu:.1f} CPU s")  # fmt: skip
+            mine, ref = (
+                {tuple(p) for p in seen[k][0]["C"][0].tolist()} for k in (label, "reference")
+            )
+            print(f"links: {len(mine & ref):,} in both, {len(mine - ref):,} only with {label}, "
+                  f"{len(ref - mine):,} only with the reference")  # fmt: skip
         return 0
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = loaded
     key = secrets.token_bytes(32)

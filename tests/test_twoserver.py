@@ -49,9 +49,11 @@ def three_party(
     fallback_bits: int,
     plan: client.BandPlan,
     transcript: linkbit.Transcript | None = None,
+    dummies: float = 0.0,
     **reveal: object,
 ) -> tuple[tworun.TwoServerResult, RecordingCombiner, list[client.SharedUpload]]:
-    """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise."""
+    """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise;
+    S1 adds `dummies` dummy pairs of tokens a real one."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
     key = secrets.token_bytes(32)  # S1 and S2's, never C's
     s1 = twoserver.BlockingServer(
@@ -59,6 +61,7 @@ def three_party(
         [u.s1.shares for u in uploads],
         key,
         [u.s1.popcounts for u in uploads],
+        dummies=dummies,
     )
     s2 = twoserver.ShareServer(
         [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads],
@@ -457,6 +460,39 @@ def test_s1s_sealed_join_and_s2s_expansion_propose_exactly_the_record_keys_pairs
                        batch_pairs=5000)  # fmt: skip
     assert len(old.links) > 100 and old.comparisons == result.comparisons
     assert_same_links(result.links, old.links)
+
+
+def test_s1s_dummy_pairs_add_candidates_not_links(messy_members: tuple[list[Clks], int]) -> None:
+    """S1's dummy pairs of tokens (core/twoblocking.py `join`) make S2 open pairs of rows that
+    share no band: they are compared as candidates and change no link (the realistic fixture,
+    three members, both CLKs, the recommendation's width; the Dice oracle's run, whose links
+    the link-bit circuit's equal)."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=20, bands=200)
+    plain, _, _ = three_party(datasets, fallback_bits, plan)
+    noised, _, _ = three_party(datasets, fallback_bits, plan, dummies=0.05)
+    assert noised.comparisons > 1.2 * plain.comparisons > 300
+    codes = {}
+    for name, run in (("plain", plain), ("noised", noised)):
+        codes[name] = {
+            (b.member_a, b.member_b, b.clk, int(i), int(j))
+            for b in run.pairs
+            for i, j in zip(b.rows_a, b.rows_b, strict=True)
+        }
+    assert codes["plain"] < codes["noised"]  # every real candidate, and the dummies' pairs
+    # The links: the kernel's decisions on the pairs proposed, so the plain run's unless a
+    # dummy landed on a pair at the threshold that no band found (then that one more link).
+    assert_same_links(noised.links, plaintext_on(noised.pairs, datasets, fallback_bits))
+    extra = sorted(codes["noised"] - codes["plain"])
+    cut = datasets[0].shape[1] - fallback_bits // 8  # the record-level CLK, then the fallback
+    part = [slice(0, cut), slice(cut, None)]
+    a = [datasets[p[0]][p[3], part[p[2]]] for p in extra]
+    b = [datasets[p[1]][p[4], part[p[2]]] for p in extra]
+    dice = [2 * int(np.bitwise_count(x & y).sum())
+            / max(int(np.bitwise_count(x).sum() + np.bitwise_count(y).sum()), 1)
+            for x, y in zip(a, b, strict=True)]  # fmt: skip
+    if max(dice, default=0.0) < THRESHOLD:  # no dummy pair at the threshold: the same links
+        assert_same_links(noised.links, plain.links)
 
 
 class RecordKeysServers(tworun.InProcess):

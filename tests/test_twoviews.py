@@ -44,3 +44,32 @@ def test_no_candidates_no_view() -> None:
     views = role_views([shared_upload(_clks([1, 2]), SECRET, PLAN),
                         shared_upload(_clks([3, 4]), SECRET, PLAN)], 0.8)  # fmt: skip
     assert all(len(pairs) == 0 for pairs, _values in views.values())
+
+
+def test_dummy_pairs_noise_s2s_counts_and_leave_the_links() -> None:
+    # Eight people in A, their copies in B: each pair of copies shares every band. S1's dummy
+    # pairs of tokens (core/twoblocking.py `join`) pair random tokens of A and B: S2 opens
+    # more pairs than the bands explain, the candidates grow, the links stay the eight.
+    a = shared_upload(_clks(list(range(8))), SECRET, PLAN)
+    b = shared_upload(_clks(list(range(7, -1, -1))), SECRET, PLAN)
+    plain = role_views([a, b], 0.8)
+    noised = role_views([a, b], 0.8, dummies=2.0)
+    truth = sorted((i, 7 - i) for i in range(8))
+    for views in (plain, noised):
+        assert sorted(map(tuple, views["C"][0].tolist())) == truth
+    counts = dict(zip(map(tuple, plain["S2"][0].tolist()), plain["S2"][1].tolist(), strict=True))
+    assert all(counts[p] == PLAN.bands for p in truth)  # a chance collision or two besides
+    # Twice as many dummy pairs of tokens as real ones (some on padding, dropped).
+    assert noised["S2"][1].sum() > 1.5 * plain["S2"][1].sum()
+    assert len(noised["S1"][0]) > len(plain["S1"][0])
+    assert set(truth) <= set(map(tuple, noised["S1"][0].tolist()))
+
+
+def test_dummies_out_of_range_are_refused() -> None:
+    a = shared_upload(_clks([1, 2]), SECRET, PLAN)
+    try:
+        role_views([a, a], 0.8, dummies=-1.0)
+    except ValueError as e:
+        assert "dummies" in str(e)
+    else:
+        raise AssertionError("negative dummies accepted")

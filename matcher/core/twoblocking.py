@@ -226,11 +226,18 @@ def matched_keys(
     return np.concatenate(got_a).astype(np.intp), np.concatenate(got_b).astype(np.intp)
 
 
-def join(x: int, y: int, clk: int, a: Sealed, b: Sealed) -> Matched:
+def join(x: int, y: int, clk: int, a: Sealed, b: Sealed, *, dummies: float = 0.0) -> Matched:
     """S1's join of two members' sealed band keys of a CLK: for each key both hold in a band,
     slot s of a's with slot t of b's, through a's copy t and b's copy s (modulo their copies:
     each token once where the classes agree), every band's pairs shuffled together (so S2
-    cannot tell which pairs came from one key)."""
+    cannot tell which pairs came from one key). With `dummies` > 0, as many more pairs as that
+    share of the real ones, each a token of a and a token of b drawn at random from all their
+    tokens of the CLK (S1 cannot tell which rows they name, nor padding from a row), shuffled
+    in with the real ones: S2 cannot tell them apart, so its counts of shared bands are noised.
+    The pairs of rows they add go through the circuit as candidates: C's links are unchanged
+    but where a dummy lands on a pair at the threshold that no band found (then one more link).
+    Measured, not the default (docs/privacy-design.md "S2's counts of shared bands: dummy
+    pairs and other band plans")."""
     ia, ib = matched_keys(a, b)
     sa, sb = slots(a.classes[ia]), slots(b.classes[ib])
     ca, cb = copies(a.classes[ia]), copies(b.classes[ib])
@@ -241,7 +248,12 @@ def join(x: int, y: int, clk: int, a: Sealed, b: Sealed) -> Matched:
     s, t = within // sb[key], within % sb[key]
     at_a = a.token_offsets()[ia][key] + s * ca[key] + t % ca[key]
     at_b = b.token_offsets()[ib][key] + t * cb[key] + s % cb[key]
-    order = np.random.default_rng(secrets.randbits(128)).permutation(total)
+    rng = np.random.default_rng(secrets.randbits(128))
+    extra = round(dummies * total) if len(a.sealed) and len(b.sealed) else 0
+    if extra:
+        at_a = np.concatenate([at_a, rng.integers(0, len(a.tokens()), extra)])
+        at_b = np.concatenate([at_b, rng.integers(0, len(b.tokens()), extra)])
+    order = rng.permutation(total + extra)
     return Matched(x, y, clk, a.tokens()[at_a[order]], b.tokens()[at_b[order]])
 
 

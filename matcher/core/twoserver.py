@@ -173,7 +173,8 @@ class ShareServer:
 class BlockingServer(ShareServer):
     """S1: S2's part (no seal keys), every member's sealed band keys, `bands[member][clk]`
     (`Sealed`: each band's distinct keys, each with its rows sealed for S2), and which of
-    each member's records lack the fallback's fields, as the members told S1."""
+    each member's records lack the fallback's fields, as the members told S1; `dummies`: the
+    dummy pairs of tokens its join adds, a share of the real ones (0: none, the default)."""
 
     def __init__(
         self,
@@ -182,8 +183,12 @@ class BlockingServer(ShareServer):
         pair_key: bytes,
         popcounts: Sequence[Sequence[PopShares]] | None = None,
         lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
+        dummies: float = 0.0,
     ) -> None:
         super().__init__(shares, pair_key, popcounts)
+        if not 0.0 <= dummies <= 100.0:
+            raise ValueError(f"dummies: {dummies} (a share of the real pairs, 0 to 100)")
+        self.dummies = dummies
         self.lacking = [np.asarray(x, bool) for x in lacking] if lacking is not None else None
         self._bands = [[Sealed(b.counts, b.keys, b.classes, b.sealed) for b in m] for m in bands]
         if len(self._bands) != len(shares):
@@ -191,13 +196,15 @@ class BlockingServer(ShareServer):
 
     def join(self, clks: int | None = None) -> list[Matched]:
         """Per pair of members and CLK (the first `clks`; None: every one), the keys both hold
-        in a band with their sealed rows, shuffled (core/twoblocking.py `join`)."""
+        in a band with their sealed rows, shuffled, with the server's dummy pairs of tokens
+        (core/twoblocking.py `join`)."""
         out = []
         members = len(self._bands)
         for x in range(members):
             for y in range(x + 1, members):
                 for clk in range(len(self._bands[x]) if clks is None else clks):
-                    out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk]))
+                    out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk],
+                                    dummies=self.dummies))  # fmt: skip
         return out
 
     def propose(self, expanded: Sequence[PairBatch]) -> list[PairBatch]:

@@ -122,11 +122,15 @@ def reused_tokens(
     return _rows(pairs), counts.astype(np.float64)
 
 
-def role_views(uploads: Sequence[Upload], threshold: float) -> dict[str, tuple[Pairs, Values]]:
+def role_views(
+    uploads: Sequence[Upload], threshold: float, dummies: float = 0.0
+) -> dict[str, tuple[Pairs, Values]]:
     """Per role ("C", "S1", "S2"), its view of the pairs between the two members: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
     pairs on CLK k (`reused_tokens`). The roles are the run's own objects; the
-    pair key and seal keys are fresh, as a project's are."""
+    pair key and seal keys are fresh, as a project's are. `dummies`: S1's dummy pairs of
+    tokens, a share of the real ones (core/twoserver.py `BlockingServer`): S2's counts and
+    the candidates then include them."""
     if len(uploads) != 2:
         raise ValueError("role views: two members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -136,6 +140,7 @@ def role_views(uploads: Sequence[Upload], threshold: float) -> dict[str, tuple[P
         [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], pair_key,
         [u.s1.popcounts for u in uploads],
         None if any(x is None for x in lacking) else [x for x in lacking if x is not None],
+        dummies,
     )  # fmt: skip
     seal_keys = [u.s2.seal_key for u in uploads]
     s2 = ShareServer([u.s2.shares for u in uploads], pair_key,
