@@ -40,6 +40,11 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
     for role in ("C", "S1", "S2"):
         for attack in ATTACKS:
             assert f"  {role:<4} {attack}" in printed, printed
+    # S2's counts are attacked under both readings (against both CLKs' bands, 3,200, and one
+    # CLK's, 1,600); each row shows the one that re-identified more.
+    s2_rows = [line for line in printed.splitlines() if line.startswith("  S2   trilateration")]
+    assert len(s2_rows) == 3
+    assert all("read against 3,200 bands" in r or "read against 1,600 bands" in r for r in s2_rows)
     data = json.loads((out / "privacy-check.json").read_text())
     assert data["mode"] == "two-server"
     assert set(data["roles"]) == {"C", "S1", "S2"}
