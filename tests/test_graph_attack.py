@@ -25,6 +25,9 @@ from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from tests.support import NO_FALLBACK_SCHEMA, PERSON_SCHEMA
 
 SCHEMA = load_schema(PERSON_SCHEMA)  # record-level plus the DOB-free fallback CLK
+# The attacker's own key, fixed: the attack's outcome depends on both keys, and a test must not
+# hang on a draw (privacy-check itself uses a fresh one).
+ATTACKER = b"\x07" * 32
 NO_FALLBACK = load_schema(NO_FALLBACK_SCHEMA)  # the same layout, one record-level CLK
 SECRET = bytes(range(32))
 
@@ -46,7 +49,8 @@ def test_the_default_upload_is_re_identified_blind_by_a_matcher_holding_the_same
     # 300 people, each held by the member and (with its own typos and gaps) by the attacker;
     # no known pair. Both CLKs of the default schema are attacked.
     victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
-    results = graph_attacks(SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(0,))
+    results = graph_attacks(SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(0,),
+                            attacker_secret=ATTACKER)  # fmt: skip
     (blind,) = results
     assert blind.attack == "graph matching (blind)"
     assert blind.encoding == "record+fallback"
@@ -59,7 +63,15 @@ def test_without_the_fallback_clk_the_upload_still_falls_to_50_known_pairs(
 ) -> None:
     victim, v_people, attacker, a_people = exports(tmp_path, 300, 1.0)
     (known,) = graph_attacks(
-        NO_FALLBACK, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
+        NO_FALLBACK,
+        victim,
+        attacker,
+        v_people,
+        a_people,
+        SECRET,
+        NONE,
+        known=(50,),
+        attacker_secret=ATTACKER,
     )
     assert known.encoding == "record"
     assert known.record_share >= 0.8, known
@@ -71,7 +83,15 @@ def test_known_pairs_carry_the_attack_where_the_plaintext_covers_half_the_people
 ) -> None:
     victim, v_people, attacker, a_people = exports(tmp_path, 400, 0.5)
     (with_known,) = graph_attacks(
-        SCHEMA, victim, attacker, v_people, a_people, SECRET, NONE, known=(50,)
+        SCHEMA,
+        victim,
+        attacker,
+        v_people,
+        a_people,
+        SECRET,
+        NONE,
+        known=(50,),
+        attacker_secret=ATTACKER,
     )
     assert with_known.records == 150  # the 200 people both hold, less the 50 known
     assert with_known.record_share >= 0.7, with_known
@@ -110,6 +130,7 @@ def test_strong_randomised_response_stops_it_and_shows_what_that_costs(tmp_path:
     victim, v_people, attacker, a_people = exports(tmp_path, 200, 1.0)
     (blind,) = graph_attacks(
         SCHEMA, victim, attacker, v_people, a_people, SECRET, Hardening(blip_epsilon=1.0),
+        attacker_secret=ATTACKER,
         known=(0,),
     )  # fmt: skip
     assert blind.record_share < 0.05, blind

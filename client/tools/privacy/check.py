@@ -16,6 +16,7 @@ The attacks are run here; what they found, the verdict and its advice are report
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -324,8 +325,12 @@ def check_synthetic(
 
     The graph-matching attacker holds another organisation's export of `graph_records`
     people, `overlap` of them the member's (`population.write_pair`). `secret`: the
-    members' (default: a fresh one, as the CLI's check uses).
+    members' (default: a fresh one, as the CLI's check uses); given, the attacker's key is
+    derived from it, so that the whole check is repeatable.
     """
+    attacker_secret = None
+    if secret is not None:
+        attacker_secret = hashlib.sha256(b"blindmatch privacy-check attacker " + secret).digest()
     secret = secret if secret is not None else secrets.token_bytes(32)
     bit_attacks = [a for a in attacks if a != "graph"]
     with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
@@ -348,7 +353,7 @@ def check_synthetic(
                     schema, victim_rows, attacker_rows,
                     [pair.victim.truth[i] for i in victim_ids],
                     [pair.attacker.truth[i] for i in attacker_ids],
-                    secret, chosen,
+                    secret, chosen, attacker_secret=attacker_secret,
                 )
             )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"

@@ -77,6 +77,7 @@ def graph_attacks(
     overlap_label: str = "",
     victim_reference: Sequence[Sequence[str]] | None = None,
     attacker_reference: Sequence[Sequence[str]] | None = None,
+    attacker_secret: bytes | None = None,
 ) -> list[AttackResult]:
     """The graph-matching attack (client.tools.privacy.graph) on what the schema uploads.
 
@@ -84,8 +85,10 @@ def graph_attacks(
     own, with the same (public) schema and hardening. One result per number of known
     pairs; the people (entity ids) only score the claims. The references are the
     whole exports the rows were sampled from (a frequency-tiered schema counts them).
+    `attacker_secret`: the attacker's key (default: a fresh one).
     """
-    attacker_secret = secrets.token_bytes(32)
+    if attacker_secret is None:
+        attacker_secret = secrets.token_bytes(32)
     victim = [
         bit_similarity(v)
         for v in upload_views(schema, victim_rows, secret, hardening, victim_reference)
