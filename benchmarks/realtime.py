@@ -50,6 +50,12 @@ record-level encodings (1,024 bits, no fallback CLK) of benchmarks/realclks.py's
 the same people's whole CLKs (the default layout, fallback CLK included) from that pair's
 cache (`benchmarks/realclks.py 1000000 1000000` makes it once).
 
+The indexes and queries carry `--schema`'s `blindmatch.rule` (default schemas/person-uk.json,
+the default schema, which has one) as `blindmatch index sync` and `blindmatch query` send it
+(IndexHeader.rule, QueryRequest.rule), and the planted hits are those the rule scores at 0.8;
+`--schema schemas/person-uk-no-rule.json` indexes and asks without it (the first CLKs' Dice
+alone, as before the rule), the A/B of what the rule costs served (CLKs are the same bits).
+
 The load average is printed around each run: the machine's cores are shared, and the
 client (this process) runs on the same cores as the matcher unless `--matcher-cpus` and
 `--client-cpus` keep them apart (the client's from after loading). Within its CPUs the
@@ -74,6 +80,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,11 +93,17 @@ from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.core import fallback
 from blindmatch.matcher.core.fallbackindex import FallbackSnapshot
 from blindmatch.matcher.core.index import as_words, merge_point
+from blindmatch.matcher.domain import Rule
 
 # The synthetic and random CLKs' length (no fallback CLK); realistic ones are the default
 # schema's (`RealPartner.clk_bits`, `fallback_bits`).
 CLK_BITS = 1024
+ROOT = Path(__file__).resolve().parent.parent
 FINGERPRINT = bytes(range(32))
+# The schema's `blindmatch.rule` (gap, offset, reach) the indexes and queries carry, as
+# `blindmatch index sync` and `blindmatch query` send it (IndexHeader.rule, QueryRequest.rule);
+# None: none (one CLK a pair). Set from `--schema` before any partner is made.
+SCORE_RULE: tuple[float, float, float] | None = None
 PARTNERS = ("north", "south", "east")
 QUERIER = "west"
 
@@ -100,9 +113,10 @@ def random_clks(rng: np.random.Generator, n: int, clk_bits: int = CLK_BITS) -> n
 
 
 def rule_dice(a: np.ndarray, b: np.ndarray, clk_bits: int, fallback_bits: int) -> np.ndarray:
-    """Dice of each row pair (CLK bytes) as the matcher scores it: of the whole CLKs, or with
-    a fallback CLK of the fallback CLKs when either record lacks the date of birth, of the
-    first CLKs otherwise (`core.fallback.on_fallback`)."""
+    """Score of each row pair (CLK bytes) as the matcher scores it: Dice of the whole CLKs, or
+    with a fallback CLK of the fallback CLKs when either record lacks the date of birth, of the
+    first CLKs otherwise (`core.fallback.on_fallback`), by `SCORE_RULE` over both CLKs' Dice
+    when it is set (S from D1 and D2)."""
 
     def dice(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         both = np.bitwise_count(x & y).sum(axis=1)
@@ -113,9 +127,10 @@ def rule_dice(a: np.ndarray, b: np.ndarray, clk_bits: int, fallback_bits: int) -
         return dice(a, b)
     cut = (clk_bits - fallback_bits) // 8
     lacks = [fallback.lacking(x[:, :cut], x[:, cut:]) for x in (a, b)]
-    return np.where(
-        fallback.on_fallback(*lacks), dice(a[:, cut:], b[:, cut:]), dice(a[:, :cut], b[:, :cut])
-    )
+    d1, d2 = dice(a[:, :cut], b[:, :cut]), dice(a[:, cut:], b[:, cut:])
+    if SCORE_RULE is not None:
+        d1 = Rule(*SCORE_RULE).score(d1, d2)
+    return np.where(fallback.on_fallback(*lacks), d2, d1)
 
 
 def noisy(rng: np.random.Generator, clks: np.ndarray, flip: float) -> np.ndarray:
@@ -248,6 +263,16 @@ class CachedPairPartner(RecordLevelPartner):
     flag = "--cached-pair"
 
 
+def rule_for(fallback_bits: int) -> tuple[float, float, float] | None:
+    """The rule an index or query of this layout carries (a rule needs a fallback CLK)."""
+    return SCORE_RULE if fallback_bits else None
+
+
+def scoring_of(fallback_bits: int) -> dict[str, Any]:
+    """A query's `fallback_bits` and `rule`, as `blindmatch query` sends its schema's."""
+    return {"fallback_bits": fallback_bits, "rule": rule_for(fallback_bits)}
+
+
 def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
     with MatcherClient(target, token) as client:
         step = 250_000
@@ -255,7 +280,8 @@ def load_index(target: str, token: str, partner: Partner | RealPartner) -> None:
             block = partner.clks[start : start + step]
             puts = [(f"r{start + i}", block[i].tobytes()) for i in range(len(block))]
             client.change_index("rt", clk_bits=partner.clk_bits, fingerprint=FINGERPRINT,
-                                puts=puts, fallback_bits=partner.fallback_bits)  # fmt: skip
+                                puts=puts, fallback_bits=partner.fallback_bits,
+                                rule=rule_for(partner.fallback_bits))  # fmt: skip
 
 
 def filesystem(path: Path) -> str:
@@ -375,6 +401,7 @@ def measure(
     event loop, `session` as threads) or by one `Query` call a question (`calls`).
     """
     clk_bits = next(iter(held.values())).clk_bits
+    scoring = scoring_of(next(iter(held.values())).fallback_bits)
     total = queriers * queries
     planted: list[tuple[np.ndarray, str | None]] = []
     for i in range(total):
@@ -409,12 +436,14 @@ def measure(
         with MatcherClient(target, token) as matcher, contextlib.ExitStack() as stack:
             if client == "session":
                 session = stack.enter_context(
-                    matcher.query_session("rt", clk_bits=clk_bits, fingerprint=FINGERPRINT)
+                    matcher.query_session(
+                        "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT, **scoring
+                    )
                 )
                 query: Callable[..., QueryAnswer] = session.query
             else:
                 query = functools.partial(
-                    matcher.query, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT
+                    matcher.query, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT, **scoring
                 )
             query(planted[0][0].tobytes(), purpose="warm-up")
             gate.wait()
@@ -437,7 +466,9 @@ def measure(
     def async_queriers() -> None:
         async def run() -> None:
             sessions = [
-                AsyncQuerySession(target, token, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT)
+                AsyncQuerySession(
+                    target, token, "rt", clk_bits=clk_bits, fingerprint=FINGERPRINT, **scoring
+                )
                 for _ in range(queriers)
             ]
             await asyncio.gather(
@@ -510,7 +541,7 @@ def lookup_cost(held: dict[str, Partner | RealPartner], count: int) -> tuple[str
         refs = [f"r{i}" for i in range(len(words))]
         if fallback_bits:
             return FallbackIndex.load(
-                clk_bits, fallback_bits, refs, words, threshold=tables
+                clk_bits, fallback_bits, refs, words, threshold=tables, rule=Rule(*SCORE_RULE or ())
             ).snapshot
         main = Segment.build(words, refs, threshold=tables)
         return Snapshot(main, Segment.empty(clk_bits // 64), frozenset(), len(main))
@@ -586,8 +617,13 @@ def by_second(run: Measured) -> str:
     )
 
 
-def ask(client: MatcherClient, clk: bytes, clk_bits: int, purpose: str) -> list[str]:
-    answer = client.query("rt", clk, clk_bits=clk_bits, fingerprint=FINGERPRINT, purpose=purpose)
+def ask(
+    client: MatcherClient, clk: bytes, clk_bits: int, purpose: str, fallback_bits: int = 0
+) -> list[str]:
+    scoring = scoring_of(fallback_bits)
+    answer = client.query(
+        "rt", clk, clk_bits=clk_bits, fingerprint=FINGERPRINT, **scoring, purpose=purpose
+    )
     return [m.partner for m in answer.results[0]]
 
 
@@ -604,6 +640,9 @@ def main() -> int:
         "--queries", type=int, default=150, help="queries per querier, a round (default: 150)"
     )
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
+                        help="whose blindmatch.rule the indexes and queries carry, as the "
+                             "client sends it (person-uk-no-rule.json: none)")  # fmt: skip
     parser.add_argument("--clks", choices=("realistic", "synthetic", "random"), default="realistic")
     parser.add_argument("--repeat", type=int, default=1, help="measure each querier count N times")
     parser.add_argument(
@@ -693,6 +732,9 @@ def main() -> int:
         help="also run 20 queriers in an open loop at these total queries/s (comma-separated)",
     )
     args = parser.parse_args()
+    global SCORE_RULE
+    raw_rule = json.loads(args.schema.read_text()).get("blindmatch", {}).get("rule")
+    SCORE_RULE = (raw_rule["gap"], raw_rule["offset"], raw_rule["reach"]) if raw_rule else None
     unknown = [c for c in args.clients if c not in CLIENTS]
     if unknown:
         parser.error(f"--clients: {', '.join(unknown)}: not one of {', '.join(CLIENTS)}")
@@ -794,7 +836,8 @@ def main() -> int:
             with MatcherClient(served.target, tokens["north"]) as north:
                 t = time.perf_counter()
                 north.change_index("rt", clk_bits=layout.clk_bits, fingerprint=FINGERPRINT,
-                                   puts=puts, fallback_bits=layout.fallback_bits)  # fmt: skip
+                                   puts=puts, fallback_bits=layout.fallback_bits,
+                               rule=rule_for(layout.fallback_bits))  # fmt: skip
                 changed.append(time.perf_counter() - t)
 
         if args.change:
@@ -812,9 +855,12 @@ def main() -> int:
             t1 = time.perf_counter()
             north.change_index("rt", clk_bits=layout.clk_bits, fingerprint=FINGERPRINT,
                                puts=[("fresh", fresh)],
-                               fallback_bits=layout.fallback_bits)  # fmt: skip
+                               fallback_bits=layout.fallback_bits,
+                               rule=rule_for(layout.fallback_bits))  # fmt: skip
             change_ms = (time.perf_counter() - t1) * 1000
-            visible = ask(asker, fresh, layout.clk_bits, "visibility") == ["north"]
+            visible = ask(asker, fresh, layout.clk_bits, "visibility", layout.fallback_bits) == [
+                "north"
+            ]
         merge_at = merge_point(args.records)
         if changed and args.change > merge_at:  # it may still be merging: allow 2 minutes
             for _ in range(1200):
@@ -831,6 +877,8 @@ def main() -> int:
 
     print()
     print(f"machine: {os.cpu_count()} cores (shared with other work: numbers are noisy)")
+    said_rule = Rule(*SCORE_RULE).describe(0.8) if SCORE_RULE and layout.fallback_bits else "Dice"
+    print(f"schema: {args.schema.name}; indexes and queries scored by {said_rule}")
     if args.lookup_threads is not None:
         print(f"blindmatch serve --lookup-threads {args.lookup_threads}")
     if args.matcher_cpus or args.client_cpus:
