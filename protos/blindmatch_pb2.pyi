@@ -1123,10 +1123,12 @@ class TwoServerRunReply(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ..., dset: _Optional[_Iterable[int]] = ..., row: _Optional[_Iterable[int]] = ..., partner: _Optional[_Iterable[int]] = ..., partner_row: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., groups: _Optional[int] = ..., comparisons: _Optional[int] = ..., method: _Optional[str] = ..., bytes_sent: _Optional[_Mapping[str, int]] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class TwoServerTicketRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "upload")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    upload: UploadHeader
+    def __init__(self, project: _Optional[str] = ..., upload: _Optional[_Union[UploadHeader, _Mapping]] = ...) -> None: ...
 
 class TwoServerTicketReply(_message.Message):
     __slots__ = ("ticket", "name", "s1", "s2", "expires_unix")

@@ -955,6 +955,15 @@ def south_upload(c: ProjectCtx, upload: SharedUpload, **fields: Any) -> Any:
     return c.stub.Upload(iter(c.header_only(upload, **fields)), metadata=c.south)
 
 
+def south_ticket(c: ProjectCtx, **fields: Any) -> Any:
+    """TwoServerTicket for south with the header its upload will carry (north's encoding,
+    fields changed by `fields`)."""
+    base: dict[str, Any] = dict(fingerprint=bytes(32), two_server_bits=[1024])
+    planned = pb.UploadHeader(**{**base, **fields})
+    request = pb.TwoServerTicketRequest(project="shares", upload=planned)
+    return c.stub.TwoServerTicket(request, metadata=c.south)
+
+
 PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, str]] = [
     ("tsupload-clks", lambda c, u: c.stub.Upload(iter(upload_messages("shares", clks(2))),
                                                  metadata=c.south),
@@ -981,6 +990,17 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
      "header.rule: a rule over both CLKs needs a fallback CLK"),
     ("tsupload-bad-sha256", lambda c, u: south_upload(c, u, sha256="not hex"),
      "INVALID_ARGUMENT", "header.sha256: must be 64 hex digits"),
+    ("tsticket-other-fingerprint", lambda c, u: south_ticket(c, fingerprint=bytes([7]) * 32),
+     "FAILED_PRECONDITION", "different schema or secret than north's upload"),
+    ("tsticket-clk-bits", lambda c, u: south_ticket(c, clk_bits=1024), "INVALID_ARGUMENT",
+     "upload.clk_bits: 1024, but a two-server upload sends the matcher no records"),
+    ("tsticket-bad-width", lambda c, u: south_ticket(c, two_server_bits=[1000]),
+     "INVALID_ARGUMENT", "upload.two_server_bits[0]: 1000 is not a multiple of 64"),
+    ("tsticket-short-fingerprint", lambda c, u: south_ticket(c, fingerprint=b"x"),
+     "INVALID_ARGUMENT", "upload.fingerprint"),
+    ("tsticket-rule-without-fallback", lambda c, u: south_ticket(
+        c, rule=pb.ScoreRule(gap=0.25, offset=-0.03, reach=0.1)), "INVALID_ARGUMENT",
+     "upload.rule: a rule over both CLKs needs a fallback CLK"),
     ("tscreate-scores", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
         name="fresh", members=["a", "b"], mode="two-server", disclosure=pb.DISCLOSURE_SCORES),
         metadata=c.admin), "INVALID_ARGUMENT", "disclosure: scores, but a two-server project"),

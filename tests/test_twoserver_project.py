@@ -255,6 +255,30 @@ def test_a_run_with_a_part_missing_is_refused(
     assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 0
 
 
+def test_an_upload_under_another_secret_is_refused_before_s1_or_s2_hold_it(
+    world: World, encoded: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    # west encodes again under a secret of its own: the matcher refuses its ticket, so no
+    # share reaches S1 or S2 and the project still runs on the uploads it had.
+    other = tmp_path / "other.secret"
+    other.write_text(STRONG_SECRET[::-1] + "\n")
+    export = write_exports(tmp_path, seed=11, size=400)[EXPORTS["west"]]
+    stray = tmp_path / "west-other.encoded"
+    assert main(["encode", str(export.csv), "--schema", str(SCHEMA), "--secret-file",
+                 str(other), "--mapping", str(export.mapping), "--out", str(stray),
+                 "--two-server", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert world.cli("upload", str(stray), "--project", "shares",
+                     token=project.tokens["west"]) != 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "north's upload" in err and "fingerprint" in err
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 0
+
+
 def test_a_run_with_s1_down_is_refused_unavailable_naming_it(
     world: World, encoded: dict[str, Path]
 ) -> None:

@@ -60,8 +60,7 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
     from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
     from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
 
-    issued = ticket_if_two_server(client, args.project)
-    if issued is None:
+    if ticket_if_two_server(client, args.project) is None:
         return False
     from blindmatch.cli.encoding import TWO_SERVER_RULE_NOTE
 
@@ -70,7 +69,7 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
         print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
     say = None if args.quiet else print
     sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
-                          s2=args.s2 or "", say=say, issued=issued)  # fmt: skip
+                          s2=args.s2 or "", say=say)  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
         f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "

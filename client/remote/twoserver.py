@@ -233,9 +233,13 @@ def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -
 NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK project's
 
 
-def ticket(client: MatcherClient, project: str) -> TwoServerTicket:
-    """The matcher's ticket for this member's next upload to S1 and S2."""
-    request = pb.TwoServerTicketRequest(project=project)
+def ticket(
+    client: MatcherClient, project: str, planned: pb.UploadHeader | None = None
+) -> TwoServerTicket:
+    """The matcher's ticket for this member's next upload to S1 and S2. `planned`: the
+    header the upload will carry, which the matcher checks against the project's uploads
+    first (refused: RejectedError, and nothing is sent anywhere)."""
+    request = pb.TwoServerTicketRequest(project=project, upload=planned)
     reply = client._retrying(
         "two-server ticket",
         lambda: client._stub.TwoServerTicket(request, metadata=client._metadata(),
@@ -274,21 +278,27 @@ def project_upload(
     s1: str = "",
     s2: str = "",
     say: Callable[[str], None] | None = None,
-    issued: TwoServerTicket | None = None,
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
-    matcher, the shares to S1 and S2 (at the matcher's addresses unless `s1`/`s2` given,
-    reached as the matcher is), then the header alone to the matcher (how many records; no
-    popcount, no share). A part refused stops it:
-    the matcher then holds the member's earlier upload (or none), which a run refuses while
-    S1 or S2 holds another, so nothing runs on half an upload. `issued`: a ticket already
-    asked for."""
+    matcher for the header the upload will carry (an encoding that differs from the
+    project's other uploads is refused there, before any share leaves), the shares to S1
+    and S2 (at the matcher's addresses unless `s1`/`s2` given, reached as the matcher is),
+    then the header alone to the matcher (how many records; no popcount, no share). A part
+    refused after that stops it: the matcher then holds the member's earlier upload (or
+    none), which a run refuses while S1 or S2 holds another, so nothing runs on half an
+    upload."""
     if len(upload) != encoded.record_count:
         raise InputError(
             f"{encoded.path}: its two-server upload holds {len(upload)} records, its CLKs "
             f"{encoded.record_count}: encode it again with --two-server"
         )
-    t = issued or ticket(client, project)
+    header = pb.UploadHeader(
+        project=project, clk_bits=0, record_count=len(upload),
+        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.s2.shares),
+        schema_digest=encoded.schema_digest, rule=score_rule(encoded.rule),
+        two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
+    )  # fmt: skip
+    t = ticket(client, project, header)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
     for role in ("s1", "s2"):
         with RoleClient(role, where[role], t.ticket, client.credentials,
@@ -296,13 +306,7 @@ def project_upload(
             held = c.upload(t.name, upload)
         if say is not None:
             say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
-    header = pb.UploadHeader(
-        project=project, clk_bits=0, record_count=len(upload),
-        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.s2.shares),
-        client_upload_id=uuid.uuid4().hex, schema_digest=encoded.schema_digest,
-        rule=score_rule(encoded.rule), two_server_ticket=t.ticket,
-        two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
-    )  # fmt: skip
+    header.client_upload_id, header.two_server_ticket = uuid.uuid4().hex, t.ticket
 
     def messages() -> Iterator[pb.UploadRequest]:
         yield pb.UploadRequest(header=header)  # the header alone: no record goes here

@@ -306,7 +306,8 @@ class MatcherService(pb_grpc.MatcherServicer):
         self, request: pb.TwoServerTicketRequest, context: Call
     ) -> pb.TwoServerTicketReply:
         member = self._member(context, request.project)
-        t = tworuns.issue_ticket(self.store, self.two_server, request.project, member)
+        planned = convert.upload_header(request.upload) if request.HasField("upload") else None
+        t = tworuns.issue_ticket(self.store, self.two_server, request.project, member, planned)
         log.info("%s/%s: two-server upload ticket for %s", request.project, member, t.name)
         return pb.TwoServerTicketReply(
             ticket=t.ticket, name=t.name, s1=t.s1, s2=t.s2, expires_unix=t.expires

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import TWO_SERVER, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.uploads import UploadHeader, check_planned_two_server
 
 Report = Callable[[str, int, int], None]
 # (names at S1 and S2, records, CLK widths) -> S1 and S2 as the combiner reaches them
@@ -61,8 +62,16 @@ class Ticket:
     expires: int
 
 
-def issue_ticket(store: Store, setup: TwoServerSetup | None, project: str, member: str) -> Ticket:
-    """A ticket admitting `member`'s next upload at S1 and S2 (a fresh tag each time)."""
+def issue_ticket(
+    store: Store,
+    setup: TwoServerSetup | None,
+    project: str,
+    member: str,
+    planned: UploadHeader | None = None,
+) -> Ticket:
+    """A ticket admitting `member`'s next upload at S1 and S2 (a fresh tag each time).
+    `planned`: the header the upload will carry, refused here, before any share is sent,
+    where Upload would refuse it for its encoding."""
     found = store.project(project)
     if found.mode != TWO_SERVER:
         raise FailedPrecondition(
@@ -71,6 +80,8 @@ def issue_ticket(store: Store, setup: TwoServerSetup | None, project: str, membe
         )
     if setup is None:
         raise not_set_up("project")
+    if planned is not None:
+        check_planned_two_server(store, replace(planned, project=project), member)
     name = f"{project}/{member}/{secrets.token_hex(12)}"
     expires = int(time.time() + tickets.TTL_SECONDS)
     return Ticket(tickets.issue(setup.member_key, name, expires), name, setup.s1, setup.s2,

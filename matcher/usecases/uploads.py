@@ -149,28 +149,50 @@ def two_server_name(
             f"header.two_server_ticket: issued to {owner!r} of {project!r}, not to {member!r} "
             f"of {header.project!r}"
         )
+    return name, two_server_widths(header)
+
+
+def two_server_widths(header: UploadHeader, field: str = "header") -> tuple[int, ...]:
+    """A two-server header's CLK widths (record-level, then fallback), checked: it sends the
+    matcher no records, so clk_bits 0 and no field or fallback layout."""
     if header.clk_bits or header.field_bits or header.fallback_bits:
         raise InvalidArgument(
-            f"header.clk_bits: {header.clk_bits}, but a two-server upload sends the matcher no "
+            f"{field}.clk_bits: {header.clk_bits}, but a two-server upload sends the matcher no "
             "records (clk_bits 0, no field_bits, no fallback_bits; the CLKs' widths in "
             "two_server_bits)"
         )
     widths = header.two_server_bits
     if len(widths) not in (1, 2):
         raise InvalidArgument(
-            f"header.two_server_bits: {len(widths)} widths; the record-level CLK's, and the "
+            f"{field}.two_server_bits: {len(widths)} widths; the record-level CLK's, and the "
             "fallback CLK's where there is one"
         )
     for k, bits in enumerate(widths):
-        check_clk_bits(bits, f"header.two_server_bits[{k}]")
-    return name, tuple(widths)
+        check_clk_bits(bits, f"{field}.two_server_bits[{k}]")
+    return tuple(widths)
+
+
+def check_planned_two_server(store: Store, header: UploadHeader, member: str) -> None:
+    """The header a two-server upload will carry, checked before its ticket is issued
+    (TwoServerTicket's `upload`): what Upload checks of it without the ticket or the shares
+    (widths, fingerprint, schema digest, rule), and that its encoding is the project's
+    current uploads', so that a mismatch is refused before a share reaches S1 or S2."""
+    widths = two_server_widths(header, "upload")
+    check_fingerprint(header.fingerprint, "upload.fingerprint")
+    schema = header.schema_digest
+    if schema and (len(schema) != 64 or set(schema) - _HEX):
+        raise InvalidArgument("upload.schema_digest: 64 lower-case hex digits, or empty")
+    rule = header.rule
+    checked_rule(rule.gap, rule.offset, rule.reach, widths[1] if len(widths) > 1 else 0,
+                 "upload.rule")  # fmt: skip
+    check_matches_project(store, header, member)
 
 
 def header_encoding(header: UploadHeader) -> Encoding:
     """The encoding a header promises: a two-server upload's fallback width is in
     `two_server_bits` (its `clk_bits` is 0: the matcher holds no CLK)."""
     fallback = header.fallback_bits
-    if header.two_server_ticket and len(header.two_server_bits) > 1:
+    if len(header.two_server_bits) > 1:
         fallback = header.two_server_bits[1]
     return Encoding(header.clk_bits, header.fingerprint, fallback, header.rule)
 
