@@ -231,7 +231,7 @@ def link_bits(
     for k, part in enumerate(batch.split(linkbit.BATCH)):
         at = k * linkbit.BATCH
         t0 = time.process_time()
-        circuit, dealt = combiner.deal(part, servers.bits(part.clk))
+        circuit, dealt = combiner.deal(part, servers.bits(part.clk), _width2(servers, combiner))
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate(part, circuit, dealt, transcript, clock)
         t1 = time.process_time()
@@ -240,6 +240,11 @@ def link_bits(
         clock["C"] += time.process_time() - t1
     _add_clock(seconds, clock)
     return out
+
+
+def _width2(servers: Servers, combiner: Combiner) -> int:
+    """The fallback CLK's width where the run applies a gap rule (its circuit reads both)."""
+    return servers.bits(FALLBACK) if combiner.rule.active else 0
 
 
 def _add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
@@ -264,7 +269,7 @@ def proposed_links(
     for offset in range(0, part.pairs, linkbit.BATCH):
         count = min(linkbit.BATCH, part.pairs - offset)
         t0 = time.process_time()
-        circuit, dealt = combiner.deal_count(count, n_bits)
+        circuit, dealt = combiner.deal_count(count, n_bits, part.clk, _width2(servers, combiner))
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
         t1 = time.process_time()
