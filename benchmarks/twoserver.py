@@ -345,9 +345,9 @@ def main() -> int:
         secret = secrets.token_bytes(32)
         seen: dict[str, tuple[Any, float]] = {}
 
-        def views(uploads: Any, threshold: float, label: str, dummies: float) -> Any:
+        def views(uploads: Any, threshold: float, rule: Any, label: str, dummies: float) -> Any:
             t0 = time.process_time()
-            got = role_views(uploads, threshold, dummies)
+            got = role_views(uploads, threshold, rule, dummies=dummies)
             seen[label] = (got, time.process_time() - t0)
             pairs, counts = got["S2"]
             if args.s2_top and len(counts) > args.s2_top:
@@ -357,14 +357,15 @@ def main() -> int:
 
         label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
         report = check_members(loaded, shipped, secret,
-                               lambda u, t: views(u, t, label, args.dummies), source=source,
+                               lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
                                known=args.known)  # fmt: skip
         print(report.render())
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through
             # the circuit, the links.
             reference = load_schema(ROOT / "schemas" / "person-uk.json")
-            check_members(loaded, reference, secret, lambda u, t: views(u, t, "reference", 0.0),
+            check_members(loaded, reference, secret,
+                          lambda u, t, r: views(u, t, r, "reference", 0.0),
                           source=source, known=[])  # fmt: skip
             for name, (got, cpu) in seen.items():
                 print(f"{name}: {len(got['S1'][0]):,} pairs through the circuit, "

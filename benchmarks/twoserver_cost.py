@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.blocking import COST_PAIR, COST_ROW
+from blindmatch.matcher.core.gmwrule import rule_circuit
+from blindmatch.matcher.domain import NO_RULE, Rule
 
 HERE = Path(__file__).resolve().parent
 BYTES_TO_C = 256
@@ -101,27 +103,31 @@ class LinkBitCost:
 
 
 def link_bit_cost(
-    pairs: int, cutoffs: tuple[float, ...] = (0.8,), n_bits: int = 1024
+    pairs: int, cutoffs: tuple[float, ...] = (0.8,), n_bits: int = 1024, rule: Rule = NO_RULE
 ) -> LinkBitCost:
     """Times C's dealing and reveal, S1's and S2's circuit (bit slicing, popcount shares, PRG,
     rounds), in circuits of linkbit.BATCH pairs, one process; bytes as linkbit.Transcript
-    counts them."""
+    counts them. With a gap `rule`, its circuit (core/gmwrule.py) on two `n_bits`-bit CLKs a
+    pair (the default schema's first and fallback CLKs are both 1,024 bits)."""
     rng = np.random.default_rng(1)
-    c = linkbit.circuit(n_bits, cutoffs)
+    c = rule_circuit(n_bits, n_bits, cutoffs, rule) if rule.active else linkbit.circuit(
+        n_bits, cutoffs)  # fmt: skip
+    clks = 2 if rule.active else 1
     us = {"S1": 0.0, "S2": 0.0, "C": 0.0}
     t = linkbit.Transcript()
     done = 0
     while done < pairs:
         n = min(linkbit.BATCH, pairs - done)
-        u = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
-        v = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
-        pops = [rng.integers(0, 1 << c.pop_bits, n) for _ in range(4)]
+        uv = [rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8) for _ in range(2 * clks)]
+        u = (uv[0], uv[2]) if clks == 2 else uv[0]
+        v = (uv[1], uv[3]) if clks == 2 else uv[1]
+        pops = [rng.integers(0, 1 << (n_bits.bit_length()), n) for _ in range(4 * clks)]
         t0 = time.process_time()
         dealt = linkbit.deal(c, n)
         t1 = time.process_time()
-        p1 = linkbit.Party(0, c, u, t.send("C", "S1", "setup", dealt.to_s1), (pops[0], pops[1]))
+        p1 = linkbit.Party(0, c, u, t.send("C", "S1", "setup", dealt.to_s1), pops[: 2 * clks])
         t2 = time.process_time()
-        p2 = linkbit.Party(1, c, v, t.send("C", "S2", "setup", dealt.to_s2), (pops[2], pops[3]))
+        p2 = linkbit.Party(1, c, v, t.send("C", "S2", "setup", dealt.to_s2), pops[2 * clks :])
         t3 = time.process_time()
         us["C"] += t1 - t0
         us["S1"] += t2 - t1

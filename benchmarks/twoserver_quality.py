@@ -3,7 +3,7 @@ the default exhaustive run, on the same encodings.
 
     .venv/bin/python benchmarks/twoserver_quality.py [--generators messy households]
         [--population 20000] [--corruption 1.0] [--bits 20] [--bands 1600] [--seed 2100]
-        [--combiners link-bit link-bit:0.85,0.9,0.95 dice]
+        [--combiners link-bit link-bit:0.85,0.9,0.95 dice link-bit:0.85,0.9,0.95+rule]
     .venv/bin/python benchmarks/twoserver_quality.py --scale 100000
 
 For each generator (benchmarks/messy.py, benchmarks/households.py; the cell of
@@ -20,8 +20,11 @@ those CLKs:
   with `link-bit` S1 and S2 run the link-bit circuit on every proposed pair (core/linkbit.py)
   and C learns link bits, with `link-bit:0.85,0.9,0.95` also which of those cut-offs each
   candidate's Dice reaches (score buckets, the solver's order); with `dice` (the oracle) S1 and
-  S2 send permuted share differences and C learns each pair's Dice. C decides, solves and
-  scores the links.
+  S2 send permuted share differences and C learns each pair's Dice; an entry ending in
+  `+rule` applies the schema's `blindmatch.rule` (link bits only: the rule's circuit,
+  core/gmwrule.py, on the first CLKs' pairs). C decides, solves and scores the links.
+- **exhaustive + rule**: the normal run under the schema's rule (what `blindmatch run` does
+  with the default schema), the figure a `+rule` run is to be read against.
 
 Printed per generator: precision, recall and F1 over (record, partner) hits of all members,
 side by side with their difference from the exhaustive run's; the links that differ from the
@@ -65,6 +68,7 @@ from blindmatch.matcher.core import fallback, twoblocking, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.usecases.runs import match
 
 THRESHOLD = 0.8
@@ -157,6 +161,9 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     started = time.process_time()
     normal = match(datasets, THRESHOLD, workers=1, blocking="exhaustive", fallback_bits=fb)
     normal_s = time.process_time() - started
+    rule = Rule(*schema.rule) if schema.rule is not None else NO_RULE
+    ruled = match(datasets, THRESHOLD, workers=1, blocking="exhaustive", fallback_bits=fb,
+                  rule=rule)  # fmt: skip
 
     started = time.process_time()
     uploads = [sharing.shared_upload(d, secret, plan, fb) for d in datasets]
@@ -171,11 +178,14 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     del uploads
     runs: list[tuple[str, tworun.TwoServerResult]] = []
     for spec in args.combiners:
-        reveal, _, cuts = spec.partition(":")
+        with_rule = spec.endswith("+rule")
+        reveal, _, cuts = spec.removesuffix("+rule").partition(":")
         buckets = [float(c) for c in cuts.split(",") if c]
-        combiner = twoserver.Combiner(popcounts, THRESHOLD, reveal=reveal, buckets=buckets)
+        combiner = twoserver.Combiner(popcounts, THRESHOLD, reveal=reveal, buckets=buckets,
+                                      rule=rule if with_rule else NO_RULE)  # fmt: skip
         label = {"link-bit": "link bits", "dice": "Dice (oracle)"}[reveal]
         label += f" + buckets {', '.join(cuts.split(','))}" if buckets else ""
+        label += " + rule" if with_rule else ""
         runs.append((label, tworun.run(s1, s2, combiner)))
     result = runs[0][1]
     # The candidate set is the one S1 proposed when it held every record's band keys.
@@ -200,6 +210,7 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     near = near_pairs(datasets, fb)
     true = true_pairs(truth.entity, orgs, ids)
     q_normal: Quality = quality(hits(normal.links, orgs, ids), truth)
+    q_ruled: Quality = quality(hits(ruled.links, orgs, ids), truth)
     q_two = [quality(hits(r.links, orgs, ids), truth) for _, r in runs]
 
     def ratio(a: float, b: float) -> str:
@@ -208,12 +219,16 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     def row(name: str, first: str, cells: list[str]) -> None:
         print(f"| {name} | {first} | {' | '.join(cells)} |")
 
-    print(f"| | exhaustive (default) | {' | '.join(f'two-server, {lb}' for lb, _ in runs)} |")
-    print("|---|---|" + "---|" * len(runs))
+    print(f"| | exhaustive (no rule) | {' | '.join(f'two-server, {lb}' for lb, _ in runs)} "
+          "| exhaustive + rule |")  # fmt: skip
+    print("|---|---|" + "---|" * (len(runs) + 1))
     for name in ("precision", "recall", "f1"):
-        row(name, f"{getattr(q_normal, name):.4f}", [f"{getattr(q, name):.4f}" for q in q_two])
-    row("f1 - exhaustive's", "", [f"{q.f1 - q_normal.f1:+.4f}" for q in q_two])
-    row("links", f"{len(normal.links):,}", [f"{len(r.links):,}" for _, r in runs])
+        row(name, f"{getattr(q_normal, name):.4f}",
+            [f"{getattr(q, name):.4f}" for q in (*q_two, q_ruled)])  # fmt: skip
+    row("f1 - exhaustive's", "", [f"{q.f1 - q_normal.f1:+.4f}" for q in (*q_two, q_ruled)])
+    row("f1 - exhaustive + rule's", "", [f"{q.f1 - q_ruled.f1:+.4f}" for q in q_two])
+    row("links", f"{len(normal.links):,}",
+        [f"{len(r.links):,}" for _, r in runs] + [f"{len(ruled.links):,}"])  # fmt: skip
     oracle = next((r for lb, r in runs if lb.startswith("Dice")), None)
     if oracle is not None:
         want = set(hits(oracle.links, orgs, ids))
@@ -329,9 +344,9 @@ def main() -> int:
     parser.add_argument(
         "--combiners",
         nargs="+",
-        default=["link-bit", "link-bit:0.85,0.9,0.95", "dice"],
+        default=["link-bit", "link-bit:0.85,0.9,0.95", "dice", "link-bit:0.85,0.9,0.95+rule"],
         help="what C learns, one two-server run each: link-bit, link-bit:CUT,CUT (score "
-        "buckets above the threshold), dice (the oracle)",
+        "buckets above the threshold), dice (the oracle); +rule: under the schema's rule",
     )
     parser.add_argument("--scale", type=int, help="blocking alone at this many records a member")
     args = parser.parse_args()

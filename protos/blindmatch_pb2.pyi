@@ -900,7 +900,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key", "rule")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -917,6 +917,7 @@ class SharedPart(_message.Message):
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -933,7 +934,8 @@ class SharedPart(_message.Message):
     classes: bytes
     sealed: bytes
     seal_key: bytes
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")
@@ -946,18 +948,20 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "fallback", "threshold", "buckets")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets", "rule")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
     fallback: bool
     threshold: float
     buckets: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class SealedMatches(_message.Message):
     __slots__ = ("run", "member_a", "member_b", "clk", "tokens_a", "tokens_b")
@@ -1006,7 +1010,7 @@ class CandidatePairs(_message.Message):
     def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1021,6 +1025,7 @@ class CircuitBatch(_message.Message):
     PART_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -1035,7 +1040,8 @@ class CircuitBatch(_message.Message):
     part: int
     offset: int
     count: int
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    rule: ScoreRule
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()

@@ -2,10 +2,10 @@
 project in two-server mode"): a real matcher started with S1 and S2 (three gRPC servers on
 loopback ports), members from the realistic fixture (benchmarks/messy.py) who `encode
 --two-server`, `upload`, `run` and `results` exactly as in a CLK project. Their hits.csv are
-the same project's CLK run's (the schema without `blindmatch.rule`, which a two-server run
-does not apply); the matcher never holds a CLK, a share or a popcount, only how many records;
-a CLK upload, a run with a part missing and a run with S1 down are refused, naming what to
-do."""
+the same project's CLK run's (without `blindmatch.rule`, and under the default schema's rule,
+which a two-server run applies on the shares); the matcher never holds a CLK, a share or a
+popcount, only how many records; a CLK upload, a run with a part missing and a run with S1
+down are refused, naming what to do."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ pytestmark = pytest.mark.server
 MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
 NAMES = ("north", "south", "west")
 EXPORTS = {"north": "north-police", "south": "south-police", "west": "retail-bcrp"}
-# The default schema without its rule over both CLKs: a two-server run scores a pair by one
-# CLK, as a CLK run does without the rule, so the two projects' hits are the same.
+# The default schema without its rule over both CLKs (the no-rule path; the rule's is
+# `test_a_schema_rule_is_applied_...`): the two projects' hits are the same.
 SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 
 
@@ -368,36 +368,54 @@ def test_project_create_and_show_name_the_mode(
     assert f"two-server mode: shares to S1 (127.0.0.1:{world.roles['s1'].port})" in out
 
 
-def test_a_schema_rule_is_recorded_not_applied_and_the_data_dir_checks_whole(
+def test_a_schema_rule_is_applied_as_a_clk_project_applies_it_and_the_data_dir_checks_whole(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The default schema has a rule over both CLKs: a two-server upload sends and records it
-    # as a CLK upload does, and says on stderr that a two-server run does not apply it.
+    # The default schema has a rule over both CLKs: a two-server upload sends it with the
+    # shares to S1 and S2 and records it as a CLK upload does, and the run applies it on the
+    # shares (matcher/core/gmwrule.py): the hits are a CLK project's under the same rule.
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(tmp_path, seed=5, size=120)
     with world.operator() as op:
         project = op.create_project("ruled", ["north", "south"], mode="two-server")
+        clks = op.create_project("ruledclk", ["north", "south"], mode="clk")
+    folders = {}
     for name in ("north", "south"):
         export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+        folders[name] = out
         assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
                      "--secret-file", str(secret), "--mapping", str(export.mapping),
                      "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
-        capsys.readouterr()
-        assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
-                         token=project.tokens[name]) == 0  # fmt: skip
-        assert "blindmatch.rule over both CLKs is not applied" in capsys.readouterr().err
+        assert "blindmatch.rule" not in capsys.readouterr().err
+        for p in (project, clks):
+            assert world.cli("upload", str(out), "--project", p.project, "--quiet",
+                             token=p.tokens[name]) == 0  # fmt: skip
+        assert "blindmatch.rule" not in capsys.readouterr().err
+    for role in ("s1", "s2"):  # each holds the rule with the shares
+        held = world.roles[role].service.held
+        assert len(held) == 2 and all(h.rule.active for h in held.values())
+    got = {}
+    for p in (project, clks):
+        assert world.cli("run", "--project", p.project, token=p.tokens["north"]) == 0
+        for name in ("north", "south"):
+            got[p.project, name] = world.folder / f"{p.project}-{name}-hits.csv"
+            assert world.cli("results", "--project", p.project, "--encoded", str(folders[name]),
+                             "--out", str(got[p.project, name]),
+                             token=p.tokens[name]) == 0  # fmt: skip
+    for name in ("north", "south"):
+        assert hits(got["ruled", name]) == hits(got["ruledclk", name]), name
+    assert len(hits(got["ruled", "north"])) > 10
     store = world.server.store
     for upload in store.current_uploads("ruled").values():
         assert store.score_rule(upload.id).active
         part = store.two_server_part(upload.id)
         assert part is not None and store.fallback_bits(upload.id) == part[1][1]
-    assert world.cli("run", "--project", "ruled", token=project.tokens["north"]) == 0
     with world.operator() as op:
         runs = [e for e in op.audit("ruled") if e["action"] == "twoserver.run"]
     assert len(runs) == 1
     detail = runs[0]["detail"]
-    assert isinstance(detail, dict) and detail["rule"] == "not applied"
+    assert isinstance(detail, dict) and detail["rule"] == "applied"
     # The empty files of two-server uploads are whole to `admin check` (hashing every file).
     report = check_data_dir(world.data_dir)
     assert report.problems == [] and report.uploads_checked >= 2

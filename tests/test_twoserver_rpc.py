@@ -23,6 +23,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
 from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
+from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.rpc.twoserver_service import (
     MAX_PENDING,
     STALE_SECONDS,
@@ -74,21 +75,33 @@ def uploads(messy_members: tuple[list[Clks], int]) -> list[client.SharedUpload]:
     return [client.shared_upload(d, MESSY_SECRET, PLAN, fallback_bits) for d in datasets]
 
 
-def send(roles: dict[str, RunningRole], key: str, member: str, up: client.SharedUpload) -> None:
+def send(
+    roles: dict[str, RunningRole],
+    key: str,
+    member: str,
+    up: client.SharedUpload,
+    rule: tuple[float, float, float] | None = None,
+) -> None:
     for role, running in roles.items():
         with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as c:
-            assert c.upload(member, up) == len(up)
+            assert c.upload(member, up, rule) == len(up)
 
 
 def combiner(roles: dict[str, RunningRole], key: str) -> RoleClient:
     return RoleClient("combiner", f"127.0.0.1:{roles['combiner'].port}", key)
 
 
+@pytest.mark.parametrize("rule", [None, (0.25, 0.03, 0.01)])
 def test_the_run_over_grpc_gives_the_in_process_runs_links(
-    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+    roles: dict[str, RunningRole],
+    key: str,
+    uploads: list[client.SharedUpload],
+    rule: tuple[float, float, float] | None,
 ) -> None:
+    """Without a rule, and under the default schema's (which every member's upload carries
+    to each role: S1 and S2 run its circuit on the first CLKs' pairs)."""
     for name, up in zip(NAMES, uploads, strict=True):
-        send(roles, key, name, up)
+        send(roles, key, name, up, rule)
     with combiner(roles, key) as c:
         got = c.run(THRESHOLD, NAMES)
     s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
@@ -96,8 +109,10 @@ def test_the_run_over_grpc_gives_the_in_process_runs_links(
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
                                [u.s2.popcounts for u in uploads],
                                [u.s2.seal_key for u in uploads])  # fmt: skip
-    want = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],
-                                                 THRESHOLD))  # fmt: skip
+    pops = [u.combiner.popcounts for u in uploads]
+    want = tworun.run(s1, s2, twoserver.Combiner(pops, THRESHOLD, rule=Rule(*rule or (0, 0, 0))))
+    held = roles["s1"].service.held["north"]
+    assert held.rule == Rule(*rule or (0, 0, 0))
     assert len(want.links) > 300
     assert got.members == list(NAMES)
     for name in ("dset", "row", "partner", "partner_row", "score"):
@@ -454,6 +469,46 @@ def test_a_tampering_combiner_is_refused_cut_offs_unproposed_pairs_and_second_ev
     assert evaluate("b10", None, [0.8], count=len(proposed))[0].sum() == 6
     for channel in channels:
         channel.close()
+
+
+def test_the_rule_is_the_uploads_and_fixed_for_the_run(
+    roles: dict[str, RunningRole], key: str, uploads: list[client.SharedUpload]
+) -> None:
+    """C names the rule every member's upload carries, or none: another is refused at
+    Propose; a batch under another rule than the run's is refused by S1 (naming the field),
+    and a rule the uploads do not carry by S2."""
+    default = (0.25, 0.03, 0.01)
+    send(roles, key, "north", uploads[0], default)
+    send(roles, key, "south", uploads[1], default)
+    with grpc.insecure_channel(f"127.0.0.1:{roles['s1'].port}") as channel:
+        s1 = pb_grpc.TwoServerBlockingStub(channel)
+
+        def propose(rule: tuple[float, float, float] | None) -> list[pb.CandidatePairs]:
+            wired = pb.ScoreRule(gap=rule[0], offset=rule[1], reach=rule[2]) if rule else None
+            request = pb.ProposeRequest(members=["north", "south"],
+                                        records=[len(uploads[0]), len(uploads[1])],
+                                        threshold=0.8, fallback=True, rule=wired)  # fmt: skip
+            return list(s1.Propose(request, metadata=auth(key)))
+
+        with pytest.raises(grpc.RpcError) as got:
+            propose((0.5, 0.03, 0.01))
+        assert got.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "rule: 0.5,0.03,0.01, but 'north''s upload says 0.25,0.03,0.01" in str(
+            got.value.details())  # fmt: skip
+        assert propose(None)  # the run may leave the rule out
+        assert roles["s1"].service.proposal is not None
+        assert roles["s1"].service.proposal.rule == NO_RULE
+        c = linkbit.circuit(1024, (0.8,))
+        batch = pb.CircuitBatch(
+            batch="r1", member_a="north", member_b="south", records_a=len(uploads[0]),
+            records_b=len(uploads[1]),
+            cutoffs=[0.8], setup=linkbit.deal(c, 1).to_s1, proposed=True, part=0, offset=0,
+            count=1, rule=pb.ScoreRule(gap=0.25, offset=0.03, reach=0.01),
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as got:
+            s1.Evaluate(batch, metadata=auth(key))
+        assert got.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "rule: 0.25,0.03,0.01, but the run's is none" in str(got.value.details())
 
 
 # -- a key a party: each RPC admits only the caller the protocol has call it ------------------

@@ -62,11 +62,9 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
 
     if ticket_if_two_server(client, args.project) is None:
         return False
-    from blindmatch.cli.encoding import TWO_SERVER_RULE_NOTE
-
+    # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
+    # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py).
     upload = read_shared(args.encoded / SHARED_FOLDER)
-    if encoded.rule is not None:  # recorded with the upload; said on stderr, even with --quiet
-        print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
     say = None if args.quiet else print
     sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
                           s2=args.s2 or "", say=say)  # fmt: skip

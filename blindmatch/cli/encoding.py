@@ -67,17 +67,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-# A two-server run scores each pair by one CLK inside its circuit (matcher/core/twoserver.py):
-# the schema's rule over both CLKs is not applied there (docs/schema.md, "blindmatch.rule").
-TWO_SERVER_RULE_NOTE = (
-    "two-server runs score each pair by one CLK (the first CLKs' Dice, or the fallback "
-    "CLKs' where a record lacks the fallback's fields, against the threshold): the "
-    "schema's blindmatch.rule over both CLKs is not applied in them, so a two-server run "
-    "links as the schema without it does (about 1 F1 point under a batch run on household "
-    "data; docs/schema.md)"
-)
-
-
 def write_two_server(
     args: argparse.Namespace, schema: LinkageSchema, secret: bytes, result: EncodeResult
 ) -> None:
@@ -89,8 +78,6 @@ def write_two_server(
     clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
     upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
     sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
-    if schema.rule is not None:  # said on stderr, even with --quiet
-        print(f"note: {TWO_SERVER_RULE_NOTE}", file=sys.stderr)
     if not args.quiet:
         print(f"Wrote the two-server upload in {args.out}/{sharing.SHARED_FOLDER}/ (s1.npz, "
               "s2.npz, combiner.npz: `blindmatch upload` sends them in a project in two-server "

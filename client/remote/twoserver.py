@@ -43,12 +43,26 @@ if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
 
 
-def upload_parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
+def upload_parts(
+    member: str,
+    role: str,
+    upload: SharedUpload,
+    rule: tuple[float, float, float] | None = None,
+) -> Iterator[pb.SharedPart]:
     """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their
     popcounts), which records lack the fallback's fields, then sealed band keys (band ranges,
     in parts of no rows); S2 second shares (of both) and the seal key (every part); the
     combiner how many records (no popcount); each CLK in parts of at most about PART_BYTES a
-    field."""
+    field. Every part carries the schema's `rule` (None: none), which a run applies on the
+    shares of both CLKs where every member's upload carries the same one."""
+    wired = score_rule(rule)
+    for part in _parts(member, role, upload):
+        if wired is not None:
+            part.rule.CopyFrom(wired)
+        yield part
+
+
+def _parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     for clk, pops in enumerate(upload.combiner.popcounts):
@@ -148,8 +162,11 @@ class RoleClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def upload(self, member: str, upload: SharedUpload) -> int:
-        """Send `member`'s upload (this role's part of it); the records the role holds."""
+    def upload(
+        self, member: str, upload: SharedUpload, rule: tuple[float, float, float] | None = None
+    ) -> int:
+        """Send `member`'s upload (this role's part of it, with the schema's `rule`); the
+        records the role holds."""
         stub: (
             pb_grpc.TwoServerBlockingStub
             | pb_grpc.TwoServerSharesStub
@@ -162,7 +179,7 @@ class RoleClient:
         else:
             stub = pb_grpc.TwoServerCombinerStub(self._channel)
         with translate_errors(self.target, self.party):
-            parts = upload_parts(member, self.role, upload)
+            parts = upload_parts(member, self.role, upload, rule)
             reply = stub.Upload(parts, metadata=self._metadata)
         return int(reply.records)
 
@@ -303,7 +320,7 @@ def project_upload(
     for role in ("s1", "s2"):
         with RoleClient(role, where[role], t.ticket, client.credentials,
                         insecure=client.insecure) as c:  # fmt: skip
-            held = c.upload(t.name, upload)
+            held = c.upload(t.name, upload, encoded.rule)
         if say is not None:
             say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
     header.client_upload_id, header.two_server_ticket = uuid.uuid4().hex, t.ticket

@@ -14,7 +14,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core.kernelrule import Line, rule
+from blindmatch.matcher.core.kernelrule import Line, Rule, rule
+from blindmatch.matcher.domain import Rule as GapRule
 
 Index = npt.NDArray[np.intp]
 Gates = tuple[Index, Index, Index]  # (out, a, b) wire ids
@@ -41,6 +42,10 @@ class Circuit:
     xors: tuple[tuple[Gates, ...], ...]  # xors[k]: the levels at AND-depth k, in order
     ands: tuple[Gates, ...]  # ands[r]: the gates of AND-depth r + 1 (round r)
     and_offsets: tuple[int, ...]  # triple index of round r's first gate; last = all gates
+    # The gap rule's circuit (core/gmwrule.py): the fallback CLKs' d after the first's, pop
+    # wires (4, pop_bits) for |a1|, |b1|, |a2|, |b2|; output j the rule at cutoffs[j].
+    n_bits2: int = 0
+    rule: GapRule | None = None
 
     @property
     def n_outputs(self) -> int:
@@ -189,7 +194,8 @@ class _Builder:
         return self.xor(f0, self.and_(bits[top], self.xor(f0, f1)))
 
     def compile(self, n_bits: int, cutoffs: tuple[float, ...], pop_wires: Index,
-                outputs: list[int]) -> Circuit:  # fmt: skip
+                outputs: list[int], n_bits2: int = 0, rule: GapRule | None = None,
+                ) -> Circuit:  # fmt: skip
         depth = np.asarray(self.depth)
         top = int(depth.max()) if len(depth) else 0
         by_level: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
@@ -219,6 +225,8 @@ class _Builder:
             xors=xors,
             ands=ands,
             and_offsets=tuple(int(x) for x in offsets),
+            n_bits2=n_bits2,
+            rule=rule,
         )
 
 
@@ -233,6 +241,36 @@ def _at_most_line(
         assert extra_bits is not None
         terms.append(([b.indicator(extra_bits, line.extra)], line.b))
     return b.nonnegative(terms, line.c)
+
+
+def _popcount(b: _Builder, column: list[int], levels: int) -> list[int]:
+    """The popcount of `column`'s bits in `levels` bits, by carry-save column reduction."""
+    h: list[int] = []
+    for w in range(levels):
+        if w == levels - 1:
+            h.append(b.xor_all(column))
+            break
+        bit, column = b.column(column)
+        h.append(bit)
+    return h
+
+
+def _kernel_test(b: _Builder, h: list[int], pa: list[int], pb: list[int], rules: list[Rule],
+                 levels: int) -> list[int]:  # fmt: skip
+    """The kernel's test at each of `rules`: pa > 0, the pre-filter at rules[0], H <= dice."""
+    pre = rules[0].pre
+    positive = b.not_(b.and_all([b.not_(w) for w in pa]))  # pa > 0
+    up = _at_most_line(b, [(pb, 1), (pa, -1)], [(pa, 1)], pre, pa)  # pb - pa <= pre(pa)
+    down = _at_most_line(b, [(pa, 1), (pb, -1)], [(pa, 1)], pre, pa)  # pa - pb <= pre(pa)
+    keep = b.and_all([positive, up, down])
+    total_bits: list[int] | None = None
+    outputs = []
+    for r in rules:
+        if r.dice.extra and total_bits is None:
+            total_bits = b.weighted_sum([(pa, 1), (pb, 1)], 0, levels + 1)
+        dice = _at_most_line(b, [(h, 1)], [(pa, 1), (pb, 1)], r.dice, total_bits)
+        outputs.append(b.and_(keep, dice))
+    return outputs
 
 
 @lru_cache(maxsize=16)
@@ -251,27 +289,8 @@ def circuit(n_bits: int, cutoffs: tuple[float, ...] = (0.8,)) -> Circuit:
         2, levels
     )
     pa, pb = [int(w) for w in pop_wires[0]], [int(w) for w in pop_wires[1]]
-    column = list(range(2, 2 + n_bits))
-    h: list[int] = []
-    for w in range(levels):
-        if w == levels - 1:
-            h.append(b.xor_all(column))
-            break
-        bit, column = b.column(column)
-        h.append(bit)
-    # The pre-filter, beside the popcount (its inputs are there from the start).
-    pre = rules[0].pre
-    positive = b.not_(b.and_all([b.not_(w) for w in pa]))  # pa > 0
-    up = _at_most_line(b, [(pb, 1), (pa, -1)], [(pa, 1)], pre, pa)  # pb - pa <= pre(pa)
-    down = _at_most_line(b, [(pa, 1), (pb, -1)], [(pa, 1)], pre, pa)  # pa - pb <= pre(pa)
-    keep = b.and_all([positive, up, down])
-    total_bits: list[int] | None = None
-    outputs = []
-    for r in rules:
-        if r.dice.extra and total_bits is None:
-            total_bits = b.weighted_sum([(pa, 1), (pb, 1)], 0, levels + 1)
-        dice = _at_most_line(b, [(h, 1)], [(pa, 1), (pb, 1)], r.dice, total_bits)
-        outputs.append(b.and_(keep, dice))
+    h = _popcount(b, list(range(2, 2 + n_bits)), levels)
+    outputs = _kernel_test(b, h, pa, pb, rules, levels)
     return b.compile(n_bits, cutoffs, pop_wires, outputs)
 
 

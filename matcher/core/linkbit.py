@@ -155,24 +155,30 @@ def deal(c: Circuit, pairs: int, seeds: tuple[bytes, bytes] | None = None) -> De
     return Deal(s1, s2 + c2.tobytes(), pairs)
 
 
-Pops = tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]
+Pops = Sequence[npt.NDArray[np.integer]]
+Diffs = npt.NDArray[np.uint8] | tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
 
 
 class Party:
     """S1 (role 0) or S2 (role 1) evaluating the circuit on its shares: `diffs` ((pairs,
-    bytes): its share of each pair's a ^ b) and `pops` (its XOR shares of each pair's |a| and
-    |b|), with the triples C sent it. Drive it by `open` (this round's message to the other
-    server), `close` (the other's message), then `output` (to C)."""
+    bytes): its share of each pair's a ^ b; for the gap rule's circuit, core/gmwrule.py, a
+    pair of them, the first CLKs' and the fallback CLKs') and `pops` (its XOR shares of each
+    pair's |a| and |b|; the rule's: |a1|, |b1|, |a2|, |b2|), with the triples C sent it.
+    Drive it by `open` (this round's message to the other server), `close` (the other's
+    message), then `output` (to C)."""
 
-    def __init__(
-        self, role: int, c: Circuit, diffs: npt.NDArray[np.uint8], setup: bytes, pops: Pops
-    ) -> None:
+    def __init__(self, role: int, c: Circuit, diffs: Diffs, setup: bytes, pops: Pops) -> None:
         if role not in (0, 1):
             raise ValueError("link bits: role 0 (S1) or 1 (S2)")
-        if diffs.ndim != 2 or 8 * diffs.shape[1] < c.n_bits:
-            raise ValueError("link bits: shares narrower than the circuit")
-        self.role, self.circuit, self.pairs = role, c, len(diffs)
-        if len(pops) != 2 or any(np.shape(p) != (self.pairs,) for p in pops):
+        both = diffs if isinstance(diffs, tuple) else (diffs,)
+        widths = (c.n_bits, c.n_bits2) if c.n_bits2 else (c.n_bits,)
+        if len(both) != len(widths) or any(
+            d.ndim != 2 or 8 * d.shape[1] < n or len(d) != len(both[0])
+            for d, n in zip(both, widths, strict=False)
+        ):
+            raise ValueError("link bits: shares narrower than the circuit, or not one a CLK")
+        self.role, self.circuit, self.pairs = role, c, len(both[0])
+        if len(pops) != len(c.pop_wires) or any(np.shape(p) != (self.pairs,) for p in pops):
             raise ValueError("link bits: a popcount share a CLK of each pair")
         popshares = np.stack([np.asarray(p, dtype=np.int64) for p in pops])
         if self.pairs and (popshares.min() < 0 or popshares.max() >> c.pop_bits):
@@ -192,7 +198,10 @@ class Party:
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
-        self._w[2 : 2 + c.n_bits] = bitslice(diffs, c.n_bits)
+        at = 2
+        for d, n in zip(both, widths, strict=True):
+            self._w[at : at + n] = bitslice(d, n)
+            at += n
         self._w[c.pop_wires.ravel()] = _slice_ints(popshares, c.pop_bits)
         self._round = 0
         self._masked: tuple[Words, Words] | None = None
@@ -342,20 +351,22 @@ def split_popcounts(
 
 
 def compare(
-    diffs1: npt.NDArray[np.uint8],
-    diffs2: npt.NDArray[np.uint8],
+    diffs1: Diffs,
+    diffs2: Diffs,
     pops1: Pops,
     pops2: Pops,
     cutoffs: Sequence[float],
     n_bits: int,
     transcript: Transcript | None = None,
     seeds: tuple[bytes, bytes] | None = None,
+    c: Circuit | None = None,
 ) -> npt.NDArray[np.bool_]:
     """The three roles on one batch: (cut-offs, pairs), the kernel's test at each cut-off on
-    a = a1 ^ a2, b = b1 ^ b2 given each server's share of a ^ b and of |a|, |b|."""
+    a = a1 ^ a2, b = b1 ^ b2 given each server's share of a ^ b and of |a|, |b| (or `c`'s
+    test, such as the gap rule's on both CLKs' shares: core/gmwrule.py)."""
     t = transcript if transcript is not None else Transcript()
-    c = circuit(n_bits, tuple(cutoffs))
-    d = deal(c, len(diffs1), seeds)
+    c = c or circuit(n_bits, tuple(cutoffs))
+    d = deal(c, len(diffs1[0] if isinstance(diffs1, tuple) else diffs1), seeds)
     s1 = Party(0, c, diffs1, t.send("C", "S1", "setup", d.to_s1), pops1)
     s2 = Party(1, c, diffs2, t.send("C", "S2", "setup", d.to_s2), pops2)
     exchange(s1, s2, t)

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.twoserver import RECORD, PairBatch, Proposed, default_buckets
+from blindmatch.matcher.domain import NO_RULE, Rule
 
 Rows = npt.NDArray[np.uint32]
 
@@ -93,8 +94,10 @@ class Proposal:
         cutoffs: tuple[float, ...],
         lacking: Sequence[npt.NDArray[np.bool_]] | None,
         rng: np.random.Generator | None = None,
+        rule: Rule = NO_RULE,
     ) -> None:
         self.members = list(members)
+        self.rule = rule  # the gap rule the run applies on the first CLKs (core/gmwrule.py)
         self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
         # The parts C evaluates by reference, each in an order of S1's (a fresh permutation C
         # does not hold): a position in a part says nothing of its rows.
@@ -135,6 +138,14 @@ class Proposal:
             raise Refused(f"offset/count: {offset}..{offset + count} of part {index}'s {len(p)}")
         return PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[offset : offset + count],
                          p.rows_b[offset : offset + count])  # fmt: skip
+
+    def check_rule(self, rule: Rule) -> None:
+        """A batch's rule: the run's (fixed when S1 proposed), or refused."""
+        if rule != self.rule:
+            raise Refused(
+                f"rule: {rule.text() or 'none'}, but the run's is {self.rule.text() or 'none'} "
+                "(fixed when S1 proposed)"
+            )
 
     def _cutoffs(self, cutoffs: Sequence[float]) -> None:
         if tuple(float(c) for c in cutoffs) != self.cutoffs:

@@ -40,6 +40,7 @@ from blindmatch.matcher.core.twoserver import (
     ShareServer,
     fallback_split,
 )
+from blindmatch.matcher.domain import NO_RULE, Rule
 
 
 class Servers(Protocol):
@@ -58,9 +59,14 @@ class Servers(Protocol):
         ...
 
     def propose(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...],
+        rule: Rule = NO_RULE,
     ) -> list[Proposed]:
-        """S1 proposes the run at `cutoffs`: what C learns of each part (never its pairs)."""
+        """S1 proposes the run at `cutoffs` (under the gap `rule` on the first CLKs' pairs,
+        which S1 fixes as it fixes the cut-offs): what C learns of each part (never its
+        pairs)."""
         ...
 
     def evaluate_part(
@@ -122,13 +128,16 @@ class InProcess:
         return self.s1.bits(clk)
 
     def propose(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...],
+        rule: Rule = NO_RULE,
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         proposed = self.block(lacking)
         records = self.s1.records()
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
-                                 cutoffs, lacking)  # fmt: skip
+                                 cutoffs, lacking, rule=rule)  # fmt: skip
         return self.proposal.described()
 
     def _run(
@@ -173,6 +182,8 @@ class InProcess:
         if self.proposal is None:
             raise ValueError("S1 has proposed no run")
         part = self.proposal.part(index, offset, count, circuit.cutoffs)
+        if part.clk == RECORD:  # the run's rule on the first CLKs' pairs (as S1 over gRPC)
+            self.proposal.check_rule(circuit.rule or NO_RULE)
         return self._run(part, circuit, dealt, transcript, clock, True, None)
 
     def evaluate(
@@ -231,7 +242,7 @@ def link_bits(
     for k, part in enumerate(batch.split(linkbit.BATCH)):
         at = k * linkbit.BATCH
         t0 = time.process_time()
-        circuit, dealt = combiner.deal(part, servers.bits(part.clk))
+        circuit, dealt = combiner.deal(part, servers.bits(part.clk), _width2(servers, combiner))
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate(part, circuit, dealt, transcript, clock)
         t1 = time.process_time()
@@ -240,6 +251,11 @@ def link_bits(
         clock["C"] += time.process_time() - t1
     _add_clock(seconds, clock)
     return out
+
+
+def _width2(servers: Servers, combiner: Combiner) -> int:
+    """The fallback CLK's width where the run applies a gap rule (its circuit reads both)."""
+    return servers.bits(FALLBACK) if combiner.rule.active else 0
 
 
 def _add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
@@ -264,7 +280,7 @@ def proposed_links(
     for offset in range(0, part.pairs, linkbit.BATCH):
         count = min(linkbit.BATCH, part.pairs - offset)
         t0 = time.process_time()
-        circuit, dealt = combiner.deal_count(count, n_bits)
+        circuit, dealt = combiner.deal_count(count, n_bits, part.clk, _width2(servers, combiner))
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
         t1 = time.process_time()
@@ -329,7 +345,7 @@ def drive(
     lacking = combiner.lacking()
     transcript = transcript if transcript is not None else linkbit.Transcript()
     if combiner.reveal == "link-bit":
-        described = servers.propose(lacking, combiner.cutoffs)
+        described = servers.propose(lacking, combiner.cutoffs, combiner.rule)
         proposed: list[PairBatch] = []
     else:
         proposed = servers.block(lacking, combiner.cutoffs)

@@ -55,6 +55,7 @@ S2 each candidate's count of shared bands (core/twoblocking.py); C those pairs' 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.sharing import pair_messages
 from blindmatch.matcher.core.twoblocking import (
@@ -83,6 +85,7 @@ from blindmatch.matcher.core.twoblocking import (
     join,
     record_blocking,
 )
+from blindmatch.matcher.domain import NO_RULE, Rule
 
 Popcounts = npt.NDArray[np.int64]
 PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
@@ -147,14 +150,23 @@ class ShareServer:
         self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes
     ) -> linkbit.Party:
         """This server's side of the link-bit circuit on `batch`, from C's `setup`: its
-        shares of each pair's a ^ b and of |a| and |b|."""
+        shares of each pair's a ^ b and of |a| and |b|; for the gap rule's circuit (a batch
+        on the first CLKs: core/gmwrule.py), of both CLKs' a ^ b and of the four popcounts."""
         if not self._pops:
             raise ValueError("the link-bit circuit needs the popcount shares")
-        pops = (
-            self._pops[batch.member_a][batch.clk][batch.rows_a],
-            self._pops[batch.member_b][batch.clk][batch.rows_b],
-        )
-        return linkbit.Party(role, circuit, self.differences(batch), setup, pops)
+        clks: tuple[int, ...] = (batch.clk,)
+        if circuit.n_bits2:
+            if batch.clk != RECORD or len(self._shares[0]) < 2:
+                raise ValueError("the rule's circuit: a batch on the first of two CLKs")
+            clks = (RECORD, FALLBACK)
+        pops = [
+            self._pops[member][clk][rows]
+            for clk in clks
+            for member, rows in ((batch.member_a, batch.rows_a), (batch.member_b, batch.rows_b))
+        ]
+        diffs = [self.differences(dataclasses.replace(batch, clk=clk)) for clk in clks]
+        both = (diffs[0], diffs[1]) if len(diffs) == 2 else diffs[0]
+        return linkbit.Party(role, circuit, both, setup, pops)
 
     def messages(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, permuted (core/sharing.py): the
@@ -240,6 +252,7 @@ class Combiner:
         reveal: str = "link-bit",
         buckets: Sequence[float] | None = None,
         clks: int = 1,
+        rule: Rule = NO_RULE,
     ) -> None:
         self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts or ()]
         if popcounts is None and reveal == "dice":
@@ -260,6 +273,10 @@ class Combiner:
         if len(held) > 1:
             raise ValueError("C: every member must upload the same CLKs")
         self.has_fallback = held == {2}
+        # The schema's gap rule (core/gmwrule.py): a pair on the first CLKs is tested on both.
+        self.rule = rule if rule.active else NO_RULE
+        if self.rule.active and (not self.has_fallback or reveal != "link-bit"):
+            raise ValueError("the gap rule: link bits on uploads with a fallback CLK")
 
     def lacking(self) -> list[npt.NDArray[np.bool_]] | None:
         """Each member's records lacking the fallback's fields (fallback.py's rule), from
@@ -302,15 +319,28 @@ class Combiner:
             batch.rows_b[keep].astype(np.uint32),
         )
 
-    def deal(self, batch: PairBatch, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
-        """The link-bit circuit for the batch (the kernel's test at the run's cut-offs, public
-        constants of the circuit) and C's messages to S1 and S2: generic triples, nothing
-        that depends on the pairs."""
-        return self.deal_count(len(batch), n_bits)
+    def deal(
+        self, batch: PairBatch, n_bits: int, n_bits2: int = 0
+    ) -> tuple[linkbit.Circuit, linkbit.Deal]:
+        """The link-bit circuit for the batch (the kernel's test at the run's cut-offs, or
+        on the first CLKs with a gap rule the rule's, public constants of the circuit) and
+        C's messages to S1 and S2: generic triples, nothing that depends on the pairs."""
+        return self.deal_count(len(batch), n_bits, batch.clk, n_bits2)
 
-    def deal_count(self, pairs: int, n_bits: int) -> tuple[linkbit.Circuit, linkbit.Deal]:
+    def circuit(self, n_bits: int, clk: int = RECORD, n_bits2: int = 0) -> linkbit.Circuit:
+        """The run's circuit for pairs on CLK `clk` (`n_bits` wide; `n_bits2`: the
+        fallback's width, which the rule's circuit reads too)."""
+        if self.rule.active and clk == RECORD:
+            if not n_bits2:
+                raise ValueError("the gap rule's circuit needs the fallback CLK's width")
+            return rule_circuit(n_bits, n_bits2, self.cutoffs, self.rule)
+        return linkbit.circuit(n_bits, self.cutoffs)
+
+    def deal_count(
+        self, pairs: int, n_bits: int, clk: int = RECORD, n_bits2: int = 0
+    ) -> tuple[linkbit.Circuit, linkbit.Deal]:
         """`deal` for a batch of `pairs` pairs C cannot name (a part of S1's proposal)."""
-        circuit = linkbit.circuit(n_bits, self.cutoffs)
+        circuit = self.circuit(n_bits, clk, n_bits2)
         return circuit, linkbit.deal(circuit, pairs)
 
     def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:

@@ -42,6 +42,7 @@ from blindmatch.matcher.core.twoblocking import (
 )
 from blindmatch.matcher.core.tworun import InProcess, proposed_links
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
+from blindmatch.matcher.domain import NO_RULE, Rule
 
 Pairs = npt.NDArray[np.intp]  # (pairs, 2): row of member 0, row of member 1
 Values = npt.NDArray[np.float64]
@@ -123,14 +124,19 @@ def reused_tokens(
 
 
 def role_views(
-    uploads: Sequence[Upload], threshold: float, dummies: float = 0.0
+    uploads: Sequence[Upload],
+    threshold: float,
+    rule: tuple[float, float, float] | None = None,
+    dummies: float = 0.0,
 ) -> dict[str, tuple[Pairs, Values]]:
     """Per role ("C", "S1", "S2"), its view of the pairs between the two members: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
     pairs on CLK k (`reused_tokens`). The roles are the run's own objects; the
     pair key and seal keys are fresh, as a project's are. `dummies`: S1's dummy pairs of
     tokens, a share of the real ones (core/twoserver.py `BlockingServer`): S2's counts and
-    the candidates then include them."""
+    the candidates then include them. `rule`: the schema's `blindmatch.rule` (gap, offset,
+    reach), which the run applies on the first CLKs' pairs (core/gmwrule.py): C's buckets
+    are then of S."""
     if len(uploads) != 2:
         raise ValueError("role views: two members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -161,9 +167,10 @@ def role_views(
     ))  # fmt: skip
     # C: S1's proposal, evaluated part by part in the link-bit circuit; C learns the linking
     # pairs' rows and buckets (two members: no group of three, so no extras).
-    combiner = Combiner(None, threshold, clks=clks)
+    combiner = Combiner(None, threshold, clks=clks,
+                        rule=Rule(*rule) if rule and clks == 2 else NO_RULE)  # fmt: skip
     servers = InProcess(s1, s2)
-    described = servers.propose(None, combiner.cutoffs)
+    described = servers.propose(None, combiner.cutoffs, combiner.rule)
     links = merge([
         proposed_links(servers, combiner, index, part, linkbit.Transcript(), {})
         for index, part in enumerate(described)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
+from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -48,6 +49,11 @@ def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.
     if credentials is None:
         return grpc.insecure_channel(address, options=channel_options())
     return grpc.secure_channel(address, credentials, options=channel_options())
+
+
+def wire_rule(rule: Rule) -> pb.ScoreRule | None:
+    """A run's rule as ProposeRequest and CircuitBatch carry it (unset: none)."""
+    return pb.ScoreRule(gap=rule.gap, offset=rule.offset, reach=rule.reach) if rule.active else None
 
 
 def to_rows(data: bytes, field: str) -> Rows:
@@ -233,12 +239,16 @@ class RemoteServers:
         )
 
     def propose(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...],
+        rule: Rule = NO_RULE,
     ) -> list[Proposed]:
+        self._rule = rule
         request = pb.ProposeRequest(members=self.members, records=self.records,
                                     fallback=len(self._bits) == 2,
                                     threshold=cutoffs[0] if cutoffs else 0.0,
-                                    buckets=cutoffs[1:])  # fmt: skip
+                                    buckets=cutoffs[1:], rule=wire_rule(rule))  # fmt: skip
         try:
             parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:
@@ -249,6 +259,8 @@ class RemoteServers:
                 raise errors.DataLoss(f"{self.names[0]} proposed a part of no such members/CLK")
         return list(self._parts)
 
+    _rule: Rule = NO_RULE  # the run's, from `propose`
+
     def _batch(
         self, batch: str, member_a: int, member_b: int, clk: int, setup: bytes,
         cutoffs: tuple[float, ...], **pairs: Any,
@@ -256,7 +268,7 @@ class RemoteServers:
         return pb.CircuitBatch(
             batch=batch, member_a=self.members[member_a], member_b=self.members[member_b],
             records_a=self.records[member_a], records_b=self.records[member_b], clk=clk,
-            cutoffs=cutoffs, setup=setup, **pairs,
+            cutoffs=cutoffs, setup=setup, rule=wire_rule(self._rule), **pairs,
         )  # fmt: skip
 
     def _run(

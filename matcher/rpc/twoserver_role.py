@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit
+from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer
@@ -24,7 +25,7 @@ from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
-from blindmatch.matcher.rpc.twoserver_uploads import Held, read_upload
+from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule, read_upload
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -194,8 +195,18 @@ class _Role:
             cutoffs = run_cutoffs(m.cutoffs[0], m.cutoffs[1:])
         except Refused as exc:
             raise errors.InvalidArgument(f"cutoffs: {exc}") from None
+        rule = part_rule(m, "batch")
+        for name, h in ((m.member_a, held[0]), (m.member_b, held[1])):
+            if rule.active and h.rule != rule:
+                raise errors.InvalidArgument(
+                    f"rule: {rule.text()}, but {name!r}'s upload says {h.rule.text() or 'none'} "
+                    "(a run applies the rule every member's upload carries, or none)"
+                )
         try:
-            circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
+            if rule.active and m.clk == 0:
+                circuit = rule_circuit(held[0].bits[0], held[0].bits[1], cutoffs, rule)
+            else:
+                circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
         except ValueError as exc:  # a threshold with no integer form of the kernel's test
             raise errors.InvalidArgument(f"cutoffs: {exc}") from None
         # C's setup: S1's a seed; S2's a seed and a c share a gate a word of pairs.

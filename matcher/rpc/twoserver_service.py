@@ -55,6 +55,7 @@ from blindmatch.matcher.core.twoserver import (
     Matched,
     ShareServer,
 )
+from blindmatch.matcher.domain import NO_RULE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
@@ -70,7 +71,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
-from blindmatch.matcher.rpc.twoserver_uploads import Held
+from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -121,6 +122,12 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             raise errors.PermissionDenied(
                 f"threshold: {cutoffs[0]}, but S1 runs at {self.threshold} (its --threshold)"
             )
+        rule = part_rule(request, "run")
+        for name, h in zip(members, held, strict=True):
+            if rule.active and h.rule != rule:
+                raise errors.InvalidArgument(
+                    f"rule: {rule.text()}, but {name!r}'s upload says {h.rule.text() or 'none'}"
+                )
         s1 = BlockingServer([h.sealed for h in held], [h.shares for h in held], b"",
                             lacking=lacking)  # fmt: skip
         clks = 2 if request.fallback else 1
@@ -128,11 +135,13 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         run = pb.ProposeRequest(members=members, records=request.records,
                                 fallback=request.fallback)  # fmt: skip
         proposed = s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
-        proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking)
+        proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking,
+                            rule=rule)  # fmt: skip
         with self.lock:
             self.proposal = proposal
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,
-                 cutoffs=list(cutoffs), pairs=sum(len(p) for p in proposed))  # fmt: skip
+                 cutoffs=list(cutoffs), rule=rule.text() or "none",
+                 pairs=sum(len(p) for p in proposed))  # fmt: skip
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
                                     clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
@@ -142,6 +151,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     ) -> tuple[Rows, Rows, Bools, Checked | None]:
         """The batch's pairs from the proposal (a part of it, or C's extras checked):
         rows, the pairs answered 0, the check to commit."""
+        proposal.check_rule(part_rule(m, "batch"))
         if m.proposed:
             part = proposal.part(m.part, m.offset, m.count, m.cutoffs)
             names = (proposal.members[part.member_a], proposal.members[part.member_b])
@@ -376,9 +386,11 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         held = [self.member(m, "members") for m in members]
         if not 0 < request.threshold <= 1:
             raise errors.InvalidArgument(f"threshold: {request.threshold} is not in (0, 1]")
+        rules = {h.rule for h in held}  # the schema's, as each member's upload says
+        rule = rules.pop() if len(rules) == 1 else NO_RULE
         try:
             combiner = Combiner(None, request.threshold, buckets=list(request.buckets) or None,
-                                clks=len(held[0].bits))  # fmt: skip
+                                clks=len(held[0].bits), rule=rule)  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(f"buckets: {exc}") from None
         if not self.running.acquire(blocking=False):

@@ -14,7 +14,9 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.encodings import check_clk_bits
+from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.twoblocking import MAX_CLASS, SEAL_KEY_BYTES, Sealed, sealed_size
+from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
 MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
@@ -33,6 +35,7 @@ class Held:
     lacking: npt.NDArray[np.bool_] | None = None  # S1, with a fallback CLK
     rows: int = 0  # records
     seal_key: bytes = b""  # S2's
+    rule: Rule = NO_RULE  # the schema's blindmatch.rule, as every part says
 
     @property
     def records(self) -> int:
@@ -104,13 +107,25 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
         clk[name].append(value)
 
 
+def part_rule(p: pb.SharedPart | pb.ProposeRequest | pb.CircuitBatch, where: str) -> Rule:
+    """The `rule` a message carries (NO_RULE unset), checked as a schema's."""
+    if not p.HasField("rule"):
+        return NO_RULE
+    r = p.rule
+    return checked_rule(r.gap, r.offset, r.reach, 1, f"rule ({where})")
+
+
 def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     """One member's upload to `role`, checked whole."""
     member = ""
     seal_key = b""
+    rules: set[Rule] = set()
     got: dict[int, dict[str, Any]] = {}
     for n, p in enumerate(parts):
         where = f"part {n}"
+        rules.add(part_rule(p, where))
+        if len(rules) > 1:
+            raise errors.InvalidArgument(f"rule ({where}): not the upload's other parts' rule")
         if not p.member:
             raise errors.InvalidArgument(f"member ({where}): required")
         if member and p.member != member:
@@ -222,6 +237,10 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
         popshares = tuple(np.frombuffer(b"".join(c["popshares"]), "<u4").astype(np.uint32)
                           for c in clks)  # fmt: skip
     lacking = np.concatenate(clks[1]["lacking"]) if role == "s1" and len(clks) == 2 else None
+    rule = rules.pop() if rules else NO_RULE
+    if rule.active and len(clks) != 2:
+        raise errors.InvalidArgument("rule: a rule over both CLKs needs a fallback CLK (clk 1)")
     held = Held(tuple(c["bits"] for c in clks), tuple(c["bands"] for c in clks), sealed, shares,
-                pops, popshares, lacking, rows[0], seal_key)  # fmt: skip
+                pops, popshares, lacking, rows[0], seal_key,
+                rule)  # fmt: skip
     return member, held

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
-from blindmatch.matcher.domain import TWO_SERVER, Upload
+from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.uploads import UploadHeader, check_planned_two_server
@@ -106,10 +106,13 @@ class _Progress:
         self.total = self.done = 0
 
     def propose(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...]
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...],
+        rule: Rule = NO_RULE,
     ) -> list[Proposed]:
         self.report("block", 0, 1)
-        described = self.servers.propose(lacking, cutoffs)
+        described = self.servers.propose(lacking, cutoffs, rule)
         self.total = sum(p.pairs for p in described)
         self.report("block", 1, 1)
         self.report("compare", 0, self.total)
@@ -185,8 +188,11 @@ def run(
         )
     bits = list(widths.pop())
     # C holds no popcount: S1 and S2 hold their shares, and S1 which records lack the
-    # fallback's fields (core/proposal.py).
-    combiner = Combiner(None, threshold, clks=len(bits))
+    # fallback's fields (core/proposal.py). The schema's rule over both CLKs where every
+    # member's upload carries the same one (core/gmwrule.py: S1 and S2 check it against the
+    # uploads they hold); none where they differ, as the run's audit says.
+    rule = _run_rule(store, inputs)
+    combiner = Combiner(None, threshold, clks=len(bits), rule=rule)
     names = [p[0] for p in parts]
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
     try:
@@ -218,11 +224,21 @@ def run(
     return result
 
 
+def _run_rule(store: Store, inputs: list[tuple[str, Upload]]) -> Rule:
+    """The rule the run applies: the schema's `blindmatch.rule` where every member's upload
+    records the same one (S1 and S2 hold it with the shares too), none otherwise."""
+    rules = {store.score_rule(u.id) for _, u in inputs}
+    return rules.pop() if len(rules) == 1 else NO_RULE
+
+
 def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
     """The schema's rule over both CLKs the members encoded with, as the run's audit names
-    it: a two-server run scores a pair by one CLK, so "not applied" where there is one."""
+    it: "applied" (on the shares of both CLKs, core/gmwrule.py), "none", or "not applied"
+    where the members' uploads record different rules."""
     rules = {store.score_rule(u.id) for _, u in inputs}
-    return "not applied" if any(r.active for r in rules) else "none"
+    if not any(r.active for r in rules):
+        return "none"
+    return "applied" if len(rules) == 1 else "not applied"
 
 
 __all__ = ["Ticket", "TwoServerSetup", "check_can_run", "issue_ticket", "run"]

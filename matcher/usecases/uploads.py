@@ -108,7 +108,7 @@ def check_header(header: UploadHeader, two_server: bool = False) -> str:
             "record-level CLKs (no field_bits)"
         )
     rule, fallback = header.rule, header.fallback_bits
-    if two_server:  # the rule over the shares' CLKs: recorded; a two-server run scores by one
+    if two_server:  # the rule over the shares' CLKs (which a two-server run applies)
         fallback = header.two_server_bits[1] if len(header.two_server_bits) > 1 else 0
     checked_rule(rule.gap, rule.offset, rule.reach, fallback, "header.rule")
     schema = header.schema_digest

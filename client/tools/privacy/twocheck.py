@@ -62,7 +62,9 @@ ROLES = {
     "S2": "the candidate pairs and their counts of shared bands",
 }
 Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
-RoleViews = Callable[[Sequence[sharing.SharedUpload], float], Views]
+# (uploads, threshold, the schema's blindmatch.rule or None) -> each role's view
+RoleViews = Callable[[Sequence[sharing.SharedUpload], float, tuple[float, float, float] | None],
+                     Views]  # fmt: skip
 Member = tuple[list[list[str]], list[int]]  # normalised rows, each row's person
 
 
@@ -189,7 +191,7 @@ def check_members(
             "synthetic data (no DATA argument)"
         )
     uploads = [_upload(schema, rows, secret, hardening) for rows in (a_rows, b_rows)]
-    views = role_views(uploads, threshold)
+    views = role_views(uploads, threshold, schema.rule)  # the run applies the schema's rule
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
     # The attacker's own encodings (its own key, the public schema): both CLKs.
