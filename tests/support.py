@@ -23,8 +23,8 @@ import pytest
 from benchmarks.synthclks import CLK_BITS
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.client.encoding.encode import encode_csv, read_secret
-from blindmatch.client.encoding.encoded import Encoded, write_encoded
+from blindmatch.client.encoding.encode import encode_csv, read_secret, save_encoded
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.person import encode_person
 from blindmatch.client.encoding.schema import load_schema
@@ -123,17 +123,7 @@ class Org:
 def encode(org: Org, out: Path, secret: bytes = b"shared secret") -> Encoded:
     schema = load_schema(PERSON_SCHEMA)
     result = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), secret)
-    return write_encoded(
-        out,
-        clks=result.clks,
-        clk_bits=result.clk_bits,
-        fingerprint=result.fingerprint,
-        ids=result.ids,
-        report=result.report.to_dict(),
-        fallback_bits=result.fallback_bits,
-        schema_digest=result.schema_digest,
-        rule=result.rule,
-    )
+    return save_encoded(out, result, schema, secret)
 
 
 def encode_all(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from blindmatch.cli import main
@@ -20,3 +22,43 @@ def test_demo_runs_the_whole_flow_and_prints_a_summary(capsys: pytest.CaptureFix
     assert "A few hits from north-police's point of view" in out
     f1 = float(out.split("F1 ")[1].split()[0])
     assert f1 >= 0.9
+
+
+def test_demo_two_server_runs_the_flow_and_the_matcher_holds_no_clk_or_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep = tmp_path / "demo"
+    assert main(["demo", "--two-server", "--records", "200", "--keep", str(keep)]) == 0
+    out = capsys.readouterr().out
+    # It says that the three parties share this process for the demo only.
+    assert "all run in\nthis one process" in out and "three hosts\noperated independently" in out
+    assert "Project demo created in two-server mode" in out
+    assert "Run demo-run-1: done (two-server)" in out
+    assert "A few hits from north-police's point of view" in out
+    assert float(out.split("F1 ")[1].split()[0]) >= 0.9
+    # What each party held: the matcher how many records, S1 and S2 the shares.
+    assert "the matcher (combiner): how many records (" in out
+    assert "(its upload files: 0 bytes in all)" in out
+    assert "S1: sealed band keys" in out and "S2: the second XOR shares" in out
+    assert "the combiner (the matcher) learned: the link bit" in out
+    # The same encodings in a CLK project beside it: the same hits, each step's time.
+    assert "hits: the CLK project's, all" in out
+    for step in ("upload", "run", "results"):
+        assert f"\n  {step} " in out
+    # The matcher's data dir, left in --keep: an upload file a member, each empty; the CLK
+    # project's matcher beside it holds the CLKs.
+    uploads = list((keep / "matcher-data" / "clks").iterdir())
+    assert len(uploads) == 3 and all(f.stat().st_size == 0 for f in uploads)
+    clks = list((keep / "clk-matcher-data" / "clks").iterdir())
+    assert len(clks) == 3 and all(f.stat().st_size > 0 for f in clks)
+    assert all((keep / f"{org}.encoded" / "twoserver" / "s1.npz").is_file()
+               for org in ("north-police", "south-police", "retail-bcrp"))  # fmt: skip
+
+
+def test_demo_keep_refuses_a_folder_that_is_not_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "something").write_text("mine")
+    assert main(["demo", "--keep", str(tmp_path)]) != 0
+    assert f"--keep {tmp_path}: not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["something"]

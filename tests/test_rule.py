@@ -16,8 +16,8 @@ import pytest
 from benchmarks.synthclks import members
 from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
-from blindmatch.client.encoding.encode import encode_csv
-from blindmatch.client.encoding.encoded import Encoded, read_encoded, write_encoded
+from blindmatch.client.encoding.encode import encode_csv, save_encoded
+from blindmatch.client.encoding.encoded import Encoded, read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.person import encode_person
 from blindmatch.client.encoding.schema import load_schema
@@ -65,17 +65,7 @@ def encoded(tmp_path: Path, name: str, rows: str, schema: Path, south: bool = Fa
     (folder / "x.toml").write_text(SOUTH_MAP if south else NORTH_MAP, encoding="utf-8")
     loaded = load_schema(schema)
     result = encode_csv(folder / "x.csv", loaded, load_mapping(folder / "x.toml", loaded), SECRET)
-    return write_encoded(
-        folder / "encoded",
-        clks=result.clks,
-        clk_bits=result.clk_bits,
-        fingerprint=result.fingerprint,
-        ids=result.ids,
-        report=result.report.to_dict(),
-        fallback_bits=result.fallback_bits,
-        schema_digest=result.schema_digest,
-        rule=result.rule,
-    )
+    return save_encoded(folder / "encoded", result, loaded, SECRET)
 
 
 def linked(matcher: Matcher, name: str, north: Encoded, south: Encoded) -> list[tuple[int, float]]:

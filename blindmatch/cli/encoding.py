@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from blindmatch.cli.options import (
     Choices,
@@ -16,18 +15,14 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 
-if TYPE_CHECKING:
-    from blindmatch.client.encoding.encode import EncodeResult
-    from blindmatch.client.encoding.schema import LinkageSchema
-
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from blindmatch.client.encoding.encode import encode_csv
-    from blindmatch.client.encoding.encoded import write_encoded
+    from blindmatch.client.encoding.encode import encode_csv, save_encoded
     from blindmatch.client.encoding.frequency import untiered, untiered_warning
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
 
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
@@ -43,20 +38,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     )
     if weak:
         result.report.warnings.insert(0, weak)
-    write_encoded(
-        args.out,
-        clks=result.clks,
-        clk_bits=result.clk_bits,
-        fingerprint=result.fingerprint,
-        ids=result.ids,
-        report=result.report.to_dict(),
-        field_bits=result.field_bits,
-        fallback_bits=result.fallback_bits,
-        schema_digest=result.schema_digest,
-        rule=result.rule,
-    )
-    if args.two_server:
-        write_two_server(args, schema, secret, result)
+    save_encoded(args.out, result, schema, secret, two_server=args.two_server)
+    if args.two_server and not args.quiet:
+        print(f"Wrote the two-server upload in {args.out}/{SHARED_FOLDER}/ (s1.npz, s2.npz, "
+              "combiner.npz: `blindmatch upload` sends them in a project in two-server mode, "
+              "`blindmatch two-server upload` to stand-alone roles)")  # fmt: skip
     if not args.quiet:
         print(result.report.render())
         print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
@@ -65,23 +51,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
         for tier, count in untiered(schema.frequency, present):
             print(f"warning: {untiered_warning(tier, count)}", file=sys.stderr)
     return 0
-
-
-def write_two_server(
-    args: argparse.Namespace, schema: LinkageSchema, secret: bytes, result: EncodeResult
-) -> None:
-    """`encode --two-server`: the upload for a two-server run, by recipient, beside the CLKs."""
-    import numpy as np
-
-    from blindmatch.client.encoding import sharing
-
-    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
-    sharing.write_shared(args.out / sharing.SHARED_FOLDER, upload)
-    if not args.quiet:
-        print(f"Wrote the two-server upload in {args.out}/{sharing.SHARED_FOLDER}/ (s1.npz, "
-              "s2.npz, combiner.npz: `blindmatch upload` sends them in a project in two-server "
-              "mode, `blindmatch two-server upload` to stand-alone roles)")  # fmt: skip
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:

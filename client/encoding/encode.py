@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from clkhash.schema import Schema
 
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.encoded import Encoded, write_encoded
 from blindmatch.client.encoding.fieldlevel import encode_field_level
 from blindmatch.client.encoding.fingerprint import fingerprint, schema_digest
 from blindmatch.client.encoding.frequency import row_bits, untiered, untiered_warning, with_bits
@@ -246,6 +248,35 @@ def encode_csv(
     )
 
 
+def save_encoded(
+    out: str | Path,
+    result: EncodeResult,
+    schema: LinkageSchema,
+    secret: bytes,
+    two_server: bool = False,
+) -> Encoded:
+    """Write `result` as the ENCODED folder `out`, as `blindmatch encode` does; with
+    `two_server`, also the upload for a two-server run in out/twoserver/ (by recipient: S1's,
+    S2's and the combiner's parts), as `encode --two-server` does."""
+    encoded = write_encoded(
+        out,
+        clks=result.clks,
+        clk_bits=result.clk_bits,
+        fingerprint=result.fingerprint,
+        ids=result.ids,
+        report=result.report.to_dict(),
+        field_bits=result.field_bits,
+        fallback_bits=result.fallback_bits,
+        schema_digest=result.schema_digest,
+        rule=result.rule,
+    )
+    if two_server:
+        clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+        upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+        sharing.write_shared(Path(out) / sharing.SHARED_FOLDER, upload)
+    return encoded
+
+
 # Appended to the schema's HKDF info for the fallback CLK: its keys are unrelated to the
 # first CLK's, so the two cannot be compared bit by bit (one minus the other would be a
 # field-level filter of the left-out fields).
@@ -370,4 +401,5 @@ __all__ = [
     "encode_first",
     "read_rows",
     "read_secret",
+    "save_encoded",
 ]
