@@ -43,7 +43,7 @@ def test_demo_two_server_runs_the_flow_and_the_matcher_holds_no_clk_or_share(
     assert "the combiner (the matcher) learned: the link bit" in out
     # The same encodings in a CLK project beside it: the same hits, each step's time.
     assert "hits: the CLK project's, all" in out
-    for step in ("upload", "run", "results"):
+    for step in ("encode", "upload", "run", "results", "total"):
         assert f"\n  {step} " in out
     # The matcher's data dir, left in --keep: an upload file a member, each empty; the CLK
     # project's matcher beside it holds the CLKs.

@@ -271,10 +271,18 @@ def save_encoded(
         rule=result.rule,
     )
     if two_server:
-        clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-        upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
-        sharing.write_shared(Path(out) / sharing.SHARED_FOLDER, upload)
+        save_two_server(out, result, schema, secret)
     return encoded
+
+
+def save_two_server(
+    out: str | Path, result: EncodeResult, schema: LinkageSchema, secret: bytes
+) -> None:
+    """Write the upload for a two-server run of `result` in out/twoserver/, by recipient
+    (client/encoding/sharing.py: S1's, S2's and the combiner's parts)."""
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+    sharing.write_shared(Path(out) / sharing.SHARED_FOLDER, upload)
 
 
 # Appended to the schema's HKDF info for the fallback CLK: its keys are unrelated to the
@@ -402,4 +410,5 @@ __all__ = [
     "read_rows",
     "read_secret",
     "save_encoded",
+    "save_two_server",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindmatch.client.encoding.encode import encode_csv, save_encoded
+from blindmatch.client.encoding.encode import encode_csv, save_encoded, save_two_server
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
@@ -104,20 +104,25 @@ def workdir(keep: Path | None) -> Iterator[Path]:
 
 
 def encode_members(
-    root: Path, records: int, seed: int, two_server: bool = False
+    root: Path, records: int, seed: int, two_server: bool = False, timing: Outcome | None = None
 ) -> dict[str, Member]:
     """Each organisation's export of a synthetic population, encoded under a fresh secret
-    (with `two_server`, with its two-server upload beside the CLKs)."""
+    (with `two_server`, with its two-server upload beside the CLKs); `timing` gets the
+    seconds of the steps "encode" and (with `two_server`) "shares"."""
     schema = load_schema(SCHEMA)
     secret = secrets.token_hex(32).encode()
+    timing = timing or Outcome()
     members = {}
-    for org, (csv_path, map_path, truth) in write_org_exports(
-        root / "exports", records, seed
-    ).items():
+    exports = write_org_exports(root / "exports", records, seed)
+    for org, (csv_path, map_path, truth) in exports.items():
         with open(csv_path, encoding="utf-8") as fh:
             header, first = next(csv.reader(fh)), next(csv.reader(fh))
-        result = encode_csv(csv_path, schema, load_mapping(map_path, schema), secret)
-        encoded = save_encoded(root / f"{org}.encoded", result, schema, secret, two_server)
+        with timing.timed("encode"):
+            result = encode_csv(csv_path, schema, load_mapping(map_path, schema), secret)
+            encoded = save_encoded(root / f"{org}.encoded", result, schema, secret)
+        if two_server:
+            with timing.timed("shares"):
+                save_two_server(encoded.path, result, schema, secret)
         members[org] = Member(csv_path, truth, encoded)
         say(f"{org}: {result.report.rows_encoded} records, columns {', '.join(header)}")
         say(f"    e.g. {', '.join(first)}")
