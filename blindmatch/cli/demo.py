@@ -79,6 +79,7 @@ def held(project: str, server: RunningServer, roles: list[RunningRole]) -> list[
             continue
         h = next(iter(parts.values()))
         widths = " + ".join(str(8 * s.shape[1]) for s in h.shares)
+        size = sum(a.nbytes for p in parts.values() for a in p.arrays()) / 1e6
         if role.role == "s1":
             keys = ", ".join(
                 f"{m} {sum(len(b.keys) for b in p.sealed):,}" for m, p in parts.items()
@@ -86,10 +87,11 @@ def held(project: str, server: RunningServer, roles: list[RunningRole]) -> list[
             bands = " + ".join(str(len(b.counts)) for b in h.sealed)
             lines.append(f"S1: sealed band keys (each band's distinct keys, over {bands} bands: "
                          f"{keys}), the first XOR shares of every CLK ({widths} bits) and of "
-                         "its popcount")  # fmt: skip
+                         f"its popcount ({size:,.1f} MB in all)")  # fmt: skip
         else:
             lines.append(f"S2: the second XOR shares of every CLK ({widths} bits) and of its "
-                         "popcount, and each upload's key that opens S1's sealed rows")  # fmt: skip
+                         "popcount, and each upload's key that opens S1's sealed rows "
+                         f"({size:,.1f} MB in all)")  # fmt: skip
     return lines
 
 
