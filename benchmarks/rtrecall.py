@@ -35,6 +35,16 @@ records of people A holds, B's people A does not hold, graded copies of A's reco
 B's people A does not hold. Nothing is encoded where that pair is cached
 (`benchmarks/realclks.py 1000000 1000000`).
 
+`--schema` (realistic, default schemas/person-uk.json): its `blindmatch.rule` (the default
+schema's: S = D1 + 0.25 * (D1 - D2) - 0.03, candidates at D1 >= 0.79) is measured beside no
+rule, one after the other on the same queries: under the rule the first halves' tables are
+planned for the rule's candidate floor (as `FallbackIndex.load` plans them), looked up there,
+and each hit of a row that has the fields is kept when its S from both halves reaches the
+threshold (`FallbackSnapshot.ruled`); the truth is the exhaustive scan at the floor rescored
+the same way. The table at the end puts the two side by side with ratios (rule / no rule),
+and counts the rule's pairs whose first CLKs' Dice is under the threshold (found only
+because the tables reach the floor). `--schema schemas/person-uk-no-rule.json`: no rule only.
+
 `--shared-bands 1`: the plans rtplan may weigh by how many bands a row must share a key
 with the query in (default 1,2,3; 1 is the plan before collision counting).
 
@@ -47,12 +57,12 @@ copies and unrelated people.
     .venv/bin/python benchmarks/rtrecall.py --clks synthetic
     .venv/bin/python benchmarks/rtrecall.py --clks record-level [--shared-bands 1]
     .venv/bin/python benchmarks/rtrecall.py --cached-pair         # default layout, seed 0's pair
+    .venv/bin/python benchmarks/rtrecall.py --cached-pair --records 200000 [--schema S.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -63,6 +73,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.lshrecall import schema_rule
 from benchmarks.realclks import layout, realistic_pair
 from benchmarks.synthclks import Population
 from blindmatch.matcher.core import fallback, fallbackindex, rtplan
@@ -295,12 +306,6 @@ def main() -> int:
     return 1 if any(x.failed for x in tallies) or worst < 0.999 else 0
 
 
-def schema_rule(path: Path) -> Rule:
-    """The schema's `blindmatch.rule` (NO_RULE when it has none)."""
-    raw = json.loads(path.read_text()).get("blindmatch", {}).get("rule")
-    return Rule(raw["gap"], raw["offset"], raw["reach"]) if raw else NO_RULE
-
-
 @dataclass
 class Layout:
     """A fallback layout's searching under one way of scoring (`rule`; NO_RULE: none)."""
@@ -320,7 +325,8 @@ class Layout:
         held = self.words[rows]
         qs = np.broadcast_to(q, held.shape)
         w = self.cut // 8
-        s = self.rule.score(_dice(qs[:, :w], held[:, :w]), _dice(qs[:, w:], held[:, w:]))
+        dice = fallbackindex._dice
+        s = self.rule.score(dice(qs[:, :w], held[:, :w]), dice(qs[:, w:], held[:, w:]))
         return {r: v for r, v in zip(rows, s.tolist(), strict=True) if v >= t}
 
 
@@ -338,6 +344,8 @@ class Tally:
     lsh_s: float = 0.0
     failed: bool = False
     lows: list[float] = field(default_factory=list)
+    under: int = 0  # pairs >= t whose first CLKs' Dice is under t (the rule's, via the floor)
+    under_found: int = 0
     plan: str = ""
 
     @property
@@ -365,9 +373,11 @@ def measure(
         # each (the same work on the same hits).
         wants: list[dict[int, float]] = []
         gots: list[dict[int, float]] = []
+        unders: list[set[int]] = []
         words = [as_words(q[None, :], 8 * len(q))[0] for q in clks]
         extra = [0.0, 0.0]
         for w in words:  # the truth, each original row -> score
+            unders.append(set())
             if lay is not None:
                 q1, q2 = w[: lay.cut // 8], w[lay.cut // 8 :]
                 q_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
@@ -376,7 +386,9 @@ def measure(
                 if not q_lacks:
                     found = first.scan(q1, floor)
                     c0 = time.process_time()
-                    want.update(lay.first_hits(found, w, t))
+                    ruled = lay.first_hits(found, w, t)
+                    want.update(ruled)
+                    unders[-1] = {r for r in ruled if found[r] < t}
                     extra[0] += time.process_time() - c0
             else:
                 want = first.scan(w, t)
@@ -396,6 +408,9 @@ def measure(
             else:
                 got = first.look(w, t)
             gots.append(got)
+        for under, got in zip(unders, gots, strict=True):
+            tally.under += len(under)
+            tally.under_found += len(under & got.keys())
         for want, got in zip(wants, gots, strict=True):
             if any(want.get(r) != v for r, v in got.items()):
                 print("  a score differs from the exhaustive scan's (or a pair the rule "
@@ -460,7 +475,12 @@ def compare(tallies: list[Tally], n: int) -> None:
     row("rows looked at a query (fewer than all)",
         lambda x: f"{x.looked / x.queries:,.0f} ({n / max(x.looked / x.queries, 1):,.0f}x)",
         lambda x: x.looked)  # fmt: skip
-    row("CLKs read after the sketch screen a query", lambda x: f"{x.read / x.queries:,.0f}",
+    row(
+        "... of them first CLKs' Dice under t (found at the floor)",
+        lambda x: f"{x.under_found:,} of {x.under:,}",
+    )
+    row("CLKs read after the sketch screen a query (fewer than all)",
+        lambda x: f"{x.read / x.queries:,.0f} ({n / max(x.read / x.queries, 1):,.0f}x)",
         lambda x: x.read)  # fmt: skip
     row("CPU ms a query: look-up (exhaustive scan)",
         lambda x: f"{x.lsh_s / x.queries * 1e3:.3f} ({x.scan_s / x.queries * 1e3:.2f})",
@@ -469,10 +489,6 @@ def compare(tallies: list[Tally], n: int) -> None:
         lambda x: x.scan_s / max(x.lsh_s, 1e-9))  # fmt: skip
     for label, values, r in rows:
         print(f"| {label} | " + " | ".join(values) + " |" + (f" {r} |" if two else ""))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return fallbackindex._dice(a, b)
 
 
 if __name__ == "__main__":
