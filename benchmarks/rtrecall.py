@@ -472,13 +472,13 @@ def compare(tallies: list[Tally], n: int) -> None:
     row("**recall**", lambda x: f"**{x.recall:.5f}** ({x.pairs - x.missed:,} of {x.pairs:,})")
     row("missed pairs' scores", lambda x: (f"{min(x.lows):.3f}-{max(x.lows):.3f}" if x.lows
                                            else "none"))  # fmt: skip
-    row("rows looked at a query (fewer than all)",
-        lambda x: f"{x.looked / x.queries:,.0f} ({n / max(x.looked / x.queries, 1):,.0f}x)",
-        lambda x: x.looked)  # fmt: skip
     row(
         "... of them first CLKs' Dice under t (found at the floor)",
         lambda x: f"{x.under_found:,} of {x.under:,}",
     )
+    row("rows looked at a query (fewer than all)",
+        lambda x: f"{x.looked / x.queries:,.0f} ({n / max(x.looked / x.queries, 1):,.0f}x)",
+        lambda x: x.looked)  # fmt: skip
     row("CLKs read after the sketch screen a query (fewer than all)",
         lambda x: f"{x.read / x.queries:,.0f} ({n / max(x.read / x.queries, 1):,.0f}x)",
         lambda x: x.read)  # fmt: skip
