@@ -12,6 +12,9 @@ on `benchmarks/messy.py` (the generator the default was chosen on) and
 3. with `--privacy`, `privacy-check` of each route's encodings of the largest export (every
    record-level CLK the matcher would receive, the derived features attacked as fields).
 
+`--schema` (default the default schema): the `blindmatch.rule` batch runs (`match`) and
+indexes score by (every route keeps the default's; person-uk-no-rule.json: none, as before).
+
 Routes:
 
 - `default`: schemas/person-uk.json (record-level CLK + a fallback CLK without dob).
@@ -53,6 +56,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.lshrecall import schema_rule
 from benchmarks.quality import GENERATORS, Hits
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
@@ -70,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "schemas" / "person-uk.json"
 THRESHOLD = 0.8
 Clks = npt.NDArray[np.uint8]
+RULE = fallback_.NO_RULE  # the rule batch runs and indexes score by (`--schema`'s)
 
 
 def _derived(identifier: str, sources: list[str], options: list[str],
@@ -142,7 +147,7 @@ def hits_of(enc: Encoded, groups: list[tuple[tuple[int, int], ...]]) -> Hits:
 
 def standard_match(enc: Encoded, threshold: float = THRESHOLD) -> Hits:
     """What the matcher does for a schema with a fallback CLK (runs.match)."""
-    links = match(enc.clks, threshold, fallback_bits=enc.fallback_bits, workers=2).links
+    links = match(enc.clks, threshold, fallback_bits=enc.fallback_bits, rule=RULE, workers=2).links
     return {(enc.names[d], enc.ids[d][r], enc.names[p])
             for d, r, p in zip(links.dset, links.row, links.partner, strict=True)}  # fmt: skip
 
@@ -282,14 +287,14 @@ def false_pairs(
 
 
 def realtime_gap(population: int, seed: int, secret: bytes) -> None:
-    """How real-time queries score against batch runs (issue 21, item 4): queries were
-    searched by Dice over the whole CLK (first + fallback side by side), a batch run scores a
-    pair by the first CLK when both records have a date of birth and by the fallback CLK when
-    either lacks one (matcher/core/fallback.py); queries now do too, through the standing
-    index (matcher/core/fallbackindex.py, with its LSH tables): the third row. Each member's
-    records are queried against the others' (every partner record at or above 0.8 is a hit,
-    as a query reports, no one-to-one solving); P/R/F1 of each, all queries and those
-    without a date of birth."""
+    """How real-time queries score against batch runs (issue 21, item 4): the whole CLK
+    (first + fallback side by side, as queries once did); the batch runs' scoring
+    (matcher/core/fallback.py: the first CLKs at `RULE`'s floor rescored, fallback CLKs
+    when either record lacks a date of birth); the standing index with `RULE`
+    (matcher/core/fallbackindex.py, LSH tables). Each member's records are queried against
+    the others' (every partner record the scoring keeps is a hit, no one-to-one solving);
+    P/R/F1 of each, all queries and those without a date of birth."""
+    floor = RULE.candidate_floor(THRESHOLD)
     schema = load_schema(DEFAULT)
     for gen in ("messy", "households"):
         with tempfile.TemporaryDirectory(prefix="blindmatch-realtime-") as tmp:
@@ -313,16 +318,14 @@ def realtime_gap(population: int, seed: int, secret: bytes) -> None:
                     found["whole CLK (real-time before)"].update(
                         (enc.names[i], enc.ids[i][a], enc.names[j]) for a in ia
                     )
-                    _s, ia, ib = dice_candidates(first[i], first[j], THRESHOLD, workers=2)
-                    keep = ~(lacking[i][ia] | lacking[j][ib])
-                    found["batch rule"].update(
-                        (enc.names[i], enc.ids[i][a], enc.names[j]) for a in ia[keep]
-                    )
-                    _s, ia, ib = dice_candidates(second[i], second[j], THRESHOLD, workers=2)
-                    keep = lacking[i][ia] | lacking[j][ib]
-                    found["batch rule"].update(
-                        (enc.names[i], enc.ids[i][a], enc.names[j]) for a in ia[keep]
-                    )
+                    # As a batch run: first CLKs at the rule's floor, rescored (core.fallback).
+                    split = fallback_.Split.of([enc.clks[i], enc.clks[j]], enc.fallback_bits)
+                    sims, ia, ib = dice_candidates(first[i], first[j], floor)
+                    z = np.zeros(len(sims), np.uint32)
+                    pairs = Candidates(sims.astype(float), z, z + 1, ia.astype(np.uint32), ib)
+                    for c in fallback_.rescored(pairs, split, THRESHOLD, 2, RULE):
+                        found["batch rule"].update((enc.names[i], enc.ids[i][a], enc.names[j])
+                                                   for a in c.rec0.tolist())  # fmt: skip
             indexes = {
                 enc.names[j]: FallbackIndex.load(
                     8 * enc.clks[j].shape[1],
@@ -330,6 +333,7 @@ def realtime_gap(population: int, seed: int, secret: bytes) -> None:
                     list(enc.ids[j]),
                     as_words(enc.clks[j], 8 * enc.clks[j].shape[1]),
                     threshold=THRESHOLD,
+                    rule=RULE,
                 ).snapshot
                 for j in range(n)
             }
@@ -368,7 +372,10 @@ def main() -> int:
     parser.add_argument(
         "--realtime", action="store_true", help="only compare real-time and batch scoring"
     )
+    parser.add_argument("--schema", type=Path, default=DEFAULT, help="whose rule scores")
     args = parser.parse_args()
+    global RULE
+    RULE = schema_rule(args.schema)
     secret = secrets.token_bytes(32)
     if args.realtime:
         realtime_gap(args.population, args.seeds[0], secret)
@@ -439,7 +446,9 @@ def main() -> int:
                         for cause, count in misses.most_common():
                             print(f"      missed {count:>4} ({count / total:.0%}): {cause}")
                         enc = encode_all(folder, gen, schemas["default"], secret)
-                        links = match(enc.clks, THRESHOLD, fallback_bits=enc.fallback_bits).links
+                        links = match(
+                            enc.clks, THRESHOLD, fallback_bits=enc.fallback_bits, rule=RULE
+                        ).links
                         wrong = false_pairs(enc, links, truth, folder, gen)
                         total = sum(wrong.values())
                         for what, count in wrong.most_common(5):

@@ -35,6 +35,16 @@ records of people A holds, B's people A does not hold, graded copies of A's reco
 B's people A does not hold. Nothing is encoded where that pair is cached
 (`benchmarks/realclks.py 1000000 1000000`).
 
+`--schema` (realistic, default schemas/person-uk.json): its `blindmatch.rule` (the default
+schema's: S = D1 + 0.25 * (D1 - D2) - 0.03, candidates at D1 >= 0.79) is measured beside no
+rule, one after the other on the same queries: under the rule the first halves' tables are
+planned for the rule's candidate floor (as `FallbackIndex.load` plans them), looked up there,
+and each hit of a row that has the fields is kept when its S from both halves reaches the
+threshold (`FallbackSnapshot.ruled`); the truth is the exhaustive scan at the floor rescored
+the same way. The table at the end puts the two side by side with ratios (rule / no rule),
+and counts the rule's pairs whose first CLKs' Dice is under the threshold (found only
+because the tables reach the floor). `--schema schemas/person-uk-no-rule.json`: no rule only.
+
 `--shared-bands 1`: the plans rtplan may weigh by how many bands a row must share a key
 with the query in (default 1,2,3; 1 is the plan before collision counting).
 
@@ -47,6 +57,7 @@ copies and unrelated people.
     .venv/bin/python benchmarks/rtrecall.py --clks synthetic
     .venv/bin/python benchmarks/rtrecall.py --clks record-level [--shared-bands 1]
     .venv/bin/python benchmarks/rtrecall.py --cached-pair         # default layout, seed 0's pair
+    .venv/bin/python benchmarks/rtrecall.py --cached-pair --records 200000 [--schema S.json]
 """
 
 from __future__ import annotations
@@ -55,18 +66,22 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.lshrecall import schema_rule
 from benchmarks.realclks import layout, realistic_pair
 from benchmarks.synthclks import Population
-from blindmatch.matcher.core import fallback, rtplan
+from blindmatch.matcher.core import fallback, fallbackindex, rtplan
 from blindmatch.matcher.core.lshindex import LshTable
 from blindmatch.matcher.core.segment import Segment, as_words, search
+from blindmatch.matcher.domain import NO_RULE, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def graded(rng: np.random.Generator, clks: np.ndarray, least: float, most: float) -> np.ndarray:
@@ -235,6 +250,9 @@ def main() -> int:
         "benchmarks' pair, cached at 1,000,000) and ask B's records, instead of seed 1's "
         "N x 20,000 pair",
     )
+    parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
+                        help="realistic: whose blindmatch.rule is measured beside no rule "
+                             "(person-uk-no-rule.json: no rule only)")  # fmt: skip
     parser.add_argument(
         "--shared-bands", default="1,2,3", help="the shared bands rtplan may weigh: 1 or 1,2,3"
     )
@@ -251,6 +269,11 @@ def main() -> int:
 
     clk_bits, fallback_bits = layout() if args.clks == "realistic" else (8 * indexed.shape[1], 0)
     t = args.threshold
+    rule = schema_rule(args.schema) if fallback_bits else NO_RULE  # a rule needs a fallback CLK
+    ways = {"no rule": NO_RULE, **({"rule": rule} if rule.active else {})}
+    print(f"schema {args.schema.name}: "
+          + " | ".join(f"{w}: {r.describe(t)}" for w, r in ways.items()))  # fmt: skip
+    tallies = []
     if fallback_bits:
         cut = (clk_bits - fallback_bits) // 8
         lack = fallback.lacking(indexed[:, :cut], indexed[:, cut:])
@@ -258,74 +281,159 @@ def main() -> int:
               f"{fallback_bits}-bit fallback CLK; {lack.mean():.1%} of the indexed rows lack "
               "the fallback's left-out fields")  # fmt: skip
         having, lacking = np.flatnonzero(~lack), np.flatnonzero(lack)
-        first = build("first CLKs", indexed[:, :cut], t)
         second = build("fallback CLKs, rows with the fields", indexed[having, cut:], t, having)
         lacks = build("fallback CLKs, rows lacking them", indexed[lacking, cut:], t, lacking)
         # The exhaustive truth: every row's fallback CLK, scanned, kept by the rule.
         whole_second = build("fallback CLKs, all rows", indexed[:, cut:], None)
-        if first.table is None or second.table is None:
-            return 0
-        halves = [first, second, lacks]
+        words = as_words(indexed, clk_bits)
+        for name, way_rule in ways.items():
+            # The first halves' tables for the way's candidate floor, as FallbackIndex.load.
+            floor = way_rule.candidate_floor(t)
+            first = build(f"first CLKs ({name})", indexed[:, :cut], floor)
+            if first.table is None or second.table is None:
+                return 0
+            split = Layout(cut, lack, whole_second, words, way_rule)
+            tallies.append(measure(name, [first, second, lacks], asked, t, split))
+            del first
     else:
         whole = build("index", indexed, t)
         if whole.table is None:
             return 0
-        halves = [whole]
+        tallies.append(measure("no rule", [whole], asked, t, None))
+    compare(tallies, len(indexed))
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    worst = min(x.recall for x in tallies)
+    return 1 if any(x.failed for x in tallies) or worst < 0.999 else 0
 
-    failed = False
-    total_pairs = total_missed = 0
-    lows: list[float] = []
+
+@dataclass
+class Layout:
+    """A fallback layout's searching under one way of scoring (`rule`; NO_RULE: none)."""
+
+    cut: int  # bytes of the first CLK
+    lack: np.ndarray  # the indexed rows lacking the fallback's fields
+    whole_second: Half  # every row's fallback CLK, scanned (the truth)
+    words: np.ndarray  # every indexed row's whole CLK, 64-bit words (the rule's D2)
+    rule: Rule
+
+    def first_hits(self, found: dict[int, float], q: np.ndarray, t: float) -> dict[int, float]:
+        """First-half hits (at the candidate floor) of rows that have the fields, rescored
+        by the rule from the whole CLKs and kept at or above t (`FallbackSnapshot.ruled`)."""
+        rows = [r for r in found if not self.lack[r]]
+        if not self.rule.active or not rows:
+            return {r: found[r] for r in rows}
+        held = self.words[rows]
+        qs = np.broadcast_to(q, held.shape)
+        w = self.cut // 8
+        dice = fallbackindex._dice
+        s = self.rule.score(dice(qs[:, :w], held[:, :w]), dice(qs[:, w:], held[:, w:]))
+        return {r: v for r, v in zip(rows, s.tolist(), strict=True) if v >= t}
+
+
+@dataclass
+class Tally:
+    """One way's totals over every kind of query."""
+
+    name: str
+    pairs: int = 0
+    missed: int = 0
+    queries: int = 0
+    looked: int = 0
+    read: int = 0
+    scan_s: float = 0.0
+    lsh_s: float = 0.0
+    failed: bool = False
+    lows: list[float] = field(default_factory=list)
+    under: int = 0  # pairs >= t whose first CLKs' Dice is under t (the rule's, via the floor)
+    under_found: int = 0
+    plan: str = ""
+
+    @property
+    def recall(self) -> float:
+        return 1 - self.missed / max(self.pairs, 1)
+
+
+def measure(
+    name: str, halves: list[Half], asked: dict[str, np.ndarray], t: float, lay: Layout | None
+) -> Tally:
+    """Every query's pairs by the exhaustive scan and by the look-ups, under one way."""
+    tally = Tally(name)
+    first = halves[0]
+    floor = lay.rule.candidate_floor(t) if lay is not None else t
+    assert first.table is not None
+    tally.plan = first.table.plan.describe()
+    print(f"{name}:")
     for kind, clks in asked.items():
         pairs = missed = 0
         before = [(h.scan_s, h.lsh_s, h.looked, h.read) for h in halves]
-        scan_before = whole_second.scan_s if fallback_bits else 0.0
+        scan_before = lay.whole_second.scan_s if lay is not None else 0.0
         # The exhaustive scans first, then the look-ups: a scan reads the whole index, and
         # a look-up timed right after one would find nothing of its tables in the caches
-        # (in the matcher look-ups follow look-ups).
+        # (in the matcher look-ups follow look-ups). The rule's rescoring is timed with
+        # each (the same work on the same hits).
         wants: list[dict[int, float]] = []
         gots: list[dict[int, float]] = []
+        unders: list[set[int]] = []
         words = [as_words(q[None, :], 8 * len(q))[0] for q in clks]
+        extra = [0.0, 0.0]
         for w in words:  # the truth, each original row -> score
-            if fallback_bits:
-                q1, q2 = w[: cut // 8], w[cut // 8 :]
+            unders.append(set())
+            if lay is not None:
+                q1, q2 = w[: lay.cut // 8], w[lay.cut // 8 :]
                 q_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
-                keep = fallback.on_fallback(q_lacks, lack)
-                want = {r: v for r, v in whole_second.scan(q2, t).items() if keep[r]}
+                keep = fallback.on_fallback(q_lacks, lay.lack)
+                want = {r: v for r, v in lay.whole_second.scan(q2, t).items() if keep[r]}
                 if not q_lacks:
-                    want.update({r: v for r, v in first.scan(q1, t).items() if not lack[r]})
+                    found = first.scan(q1, floor)
+                    c0 = time.process_time()
+                    ruled = lay.first_hits(found, w, t)
+                    want.update(ruled)
+                    unders[-1] = {r for r in ruled if found[r] < t}
+                    extra[0] += time.process_time() - c0
             else:
-                want = halves[0].scan(w, t)
+                want = first.scan(w, t)
             wants.append(want)
         for w in words:  # what the look-ups the matcher makes find
-            if fallback_bits:
-                q1, q2 = w[: cut // 8], w[cut // 8 :]
+            if lay is not None:
+                q1, q2 = w[: lay.cut // 8], w[lay.cut // 8 :]
                 q_lacks = bool(fallback.lacking(q1[None, :], q2[None, :])[0])
-                got = lacks.look(q2, t)
+                got = halves[2].look(q2, t)
                 if q_lacks:
-                    got.update(second.look(q2, t))
+                    got.update(halves[1].look(q2, t))
                 else:
-                    got.update({r: v for r, v in first.look(q1, t).items() if not lack[r]})
+                    found = first.look(q1, floor)
+                    c0 = time.process_time()
+                    got.update(lay.first_hits(found, w, t))
+                    extra[1] += time.process_time() - c0
             else:
-                got = halves[0].look(w, t)
+                got = first.look(w, t)
             gots.append(got)
+        for under, got in zip(unders, gots, strict=True):
+            tally.under += len(under)
+            tally.under_found += len(under & got.keys())
         for want, got in zip(wants, gots, strict=True):
             if any(want.get(r) != v for r, v in got.items()):
                 print("  a score differs from the exhaustive scan's (or a pair the rule "
                       "does not score that way was found)")  # fmt: skip
-                failed = True
+                tally.failed = True
             lost = [r for r in want if r not in got]
-            lows.extend(want[r] for r in lost)
+            tally.lows.extend(want[r] for r in lost)
             pairs += len(want)
             missed += len(lost)
-        total_pairs += pairs
-        total_missed += missed
         q = len(clks)
-        scan_s = sum(h.scan_s - b[0] for h, b in zip(halves, before, strict=True))
-        if fallback_bits:
-            scan_s += whole_second.scan_s - scan_before
-        lsh_s = sum(h.lsh_s - b[1] for h, b in zip(halves, before, strict=True))
+        scan_s = sum(h.scan_s - b[0] for h, b in zip(halves, before, strict=True)) + extra[0]
+        if lay is not None:
+            scan_s += lay.whole_second.scan_s - scan_before
+        lsh_s = sum(h.lsh_s - b[1] for h, b in zip(halves, before, strict=True)) + extra[1]
         looked = sum(h.looked - b[2] for h, b in zip(halves, before, strict=True))
         read = sum(h.read - b[3] for h, b in zip(halves, before, strict=True))
+        tally.pairs += pairs
+        tally.missed += missed
+        tally.queries += q
+        tally.looked += looked
+        tally.read += read
+        tally.scan_s += scan_s
+        tally.lsh_s += lsh_s
         recall = f"{1 - missed / pairs:.4%}" if pairs else "n/a"
         print(f"  {kind:>9}: {q} queries, {pairs} pairs >= t, missed {missed} (recall {recall}); "
               f"rows looked at {looked / q:.0f}/query, CLKs read after the sketch screen "
@@ -337,11 +445,50 @@ def main() -> int:
                 print(f"  {h.name}: {h.lookups} look-ups, CPU ms/look-up "
                       f"{h.lsh_s / h.lookups * 1e3:.3f} "
                       f"({'LSH' if h.table is not None else 'scanned'})")  # fmt: skip
-    overall = 1 - total_missed / max(total_pairs, 1)
-    print(f"  all: {total_pairs} pairs, recall {overall:.4%}"
-          + (f"; missed pairs' Dice {min(lows):.3f}-{max(lows):.3f}" if lows else ""))  # fmt: skip
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    return 1 if failed or overall < 0.999 else 0
+            h.lookups, h.lsh_s = 0, 0.0  # the parts shared by the ways count afresh
+    lows = tally.lows
+    said = f"; missed pairs' scores {min(lows):.3f}-{max(lows):.3f}" if lows else ""
+    print(f"  all: {tally.pairs} pairs, recall {tally.recall:.4%}{said}")
+    return tally
+
+
+def compare(tallies: list[Tally], n: int) -> None:
+    """The ways side by side, and the rule's against no rule as ratios."""
+    two = len(tallies) == 2
+    print(f"\n| {n:,} rows indexed | " + " | ".join(x.name for x in tallies) + " |"
+          + (" rule / no rule |" if two else ""))  # fmt: skip
+    print("|---" * (len(tallies) + 1 + two) + "|")
+    rows: list[tuple[str, list[str], str]] = []
+
+    def row(label: str, fmt, value=None) -> None:  # type: ignore[no-untyped-def]
+        r = ""
+        if two and value is not None:
+            r = f"{value(tallies[1]) / max(value(tallies[0]), 1e-12):.2f}"
+        rows.append((label, [fmt(x) for x in tallies], r))
+
+    row("first halves' plan", lambda x: x.plan)
+    row("pairs >= t (exhaustive scan, the way's scoring)", lambda x: f"{x.pairs:,}",
+        lambda x: x.pairs)  # fmt: skip
+    row("**recall**", lambda x: f"**{x.recall:.5f}** ({x.pairs - x.missed:,} of {x.pairs:,})")
+    row("missed pairs' scores", lambda x: (f"{min(x.lows):.3f}-{max(x.lows):.3f}" if x.lows
+                                           else "none"))  # fmt: skip
+    row(
+        "... of them first CLKs' Dice under t (found at the floor)",
+        lambda x: f"{x.under_found:,} of {x.under:,}",
+    )
+    row("rows looked at a query (fewer than all)",
+        lambda x: f"{x.looked / x.queries:,.0f} ({n / max(x.looked / x.queries, 1):,.0f}x)",
+        lambda x: x.looked)  # fmt: skip
+    row("CLKs read after the sketch screen a query (fewer than all)",
+        lambda x: f"{x.read / x.queries:,.0f} ({n / max(x.read / x.queries, 1):,.0f}x)",
+        lambda x: x.read)  # fmt: skip
+    row("CPU ms a query: look-up (exhaustive scan)",
+        lambda x: f"{x.lsh_s / x.queries * 1e3:.3f} ({x.scan_s / x.queries * 1e3:.2f})",
+        lambda x: x.lsh_s)  # fmt: skip
+    row("scan / look-up", lambda x: f"{x.scan_s / max(x.lsh_s, 1e-9):.1f}x",
+        lambda x: x.scan_s / max(x.lsh_s, 1e-9))  # fmt: skip
+    for label, values, r in rows:
+        print(f"| {label} | " + " | ".join(values) + " |" + (f" {r} |" if two else ""))
 
 
 if __name__ == "__main__":
