@@ -87,7 +87,8 @@ def learned(target: str, admin: str) -> str:
     return (
         f"the combiner (the matcher) learned: the link bit and score bucket of each of the "
         f"{int(detail['pairs']):,} pairs S1 proposed, and the rows of those that link "
-        f"({int(detail['links']):,} links); no Dice, CLK or share ({int(detail['rounds'])} "
+        f"({int(detail['links']):,} links, each counted from both records' sides); no Dice, "
+        f"CLK or share ({int(detail['rounds'])} "
         f"circuit rounds, {sent / 1e6:.1f} MB between the parties)"
     )
 
