@@ -99,6 +99,7 @@ from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.privacy import twocheck
 from blindmatch.client.tools.privacy.graph import (
     _double_centred,
     known_pairs,
@@ -207,21 +208,35 @@ def sealed_view(
     return pairs, count.astype(np.int64)
 
 
+def decoy_people(gen: Any, count: int, seed: int, member: int) -> list[Any]:
+    """`count` decoy people for member `member` (0: A, 1: B): the generator's people drawn
+    with a seed of their own (each member its own), their entities negative (no real person's,
+    and not in the attacker's plaintext)."""
+    drawn = gen.population(count, random.Random(f"decoys {seed} {member}"))[:count]
+    return [dataclasses.replace(p, entity=-1 - p.entity - member * 10_000_000) for p in drawn]
+
+
 def generator_three(
-    folder: Path, generator: str, seed: int, size: int, schema: object
-) -> list[tuple[list[list[str]], list[int]]]:
+    folder: Path, generator: str, seed: int, size: int, schema: object, pad_to: int = 0,
+    shared_decoys: bool = False,
+) -> list[tuple[list[list[str]], list[int]]]:  # fmt: skip
     """A benchmark generator's first `size` people: A's export (its first organisation's),
     B's (its second's, the same people shuffled) and the attacker's plaintext (its third's),
-    read as `read_rows` reads them, with each row's person."""
+    read as `read_rows` reads them, with each row's person. `pad_to`: A and B each padded
+    to that many records with decoy people of their own (`decoy_people`), shuffled in; the
+    attacker's plaintext holds none of them; `shared_decoys`: the same decoy people in both
+    (each member's export of them its own, as of real people), so that they link."""
     from benchmarks import households, messy
     from benchmarks.exports import write_export
 
     gen: Any = {"messy": messy, "households": households}[generator]
     rng = random.Random(seed)
-    people = gen.population(size, rng)
+    people = gen.population(size, rng)[:size]
     out = []
-    for org in gen.ORGS[:3]:
+    for k, org in enumerate(gen.ORGS[:3]):
         chosen = list(people)
+        if k < 2 and pad_to > size:
+            chosen += decoy_people(gen, pad_to - size, seed, 0 if shared_decoys else k)
         rng.shuffle(chosen)
         rows = [gen.export_row(org, p, n, rng) for n, p in enumerate(chosen)]
         header = [org.id_column, *org.columns.values()]
@@ -231,6 +246,85 @@ def generator_three(
         ids, read = read_rows(export.csv, schema, mapping, EncodeReport(""))  # type: ignore[arg-type]
         out.append((read, [export.truth[i] for i in ids]))
     return out
+
+
+def decoy_report(seen: tuple[Any, float], loaded: Any, cpu: float) -> None:
+    """A padded run's cost (pairs through the circuit, the roles' and the whole check's CPU)
+    and the links C makes that involve a decoy (a decoy of A with a real record of B is a
+    false hit for B; the combiner would have to drop them); and the attack's claims are in
+    the report above, counted on real records only."""
+    got, roles_cpu = seen
+    decoy_a = np.array([q < 0 for q in loaded[0][1]])
+    decoy_b = np.array([q < 0 for q in loaded[1][1]])
+    links = got["C"][0]
+    da, db = decoy_a[links[:, 0]], decoy_b[links[:, 1]]
+    cand = got["S1"][0]
+    ca, cb = decoy_a[cand[:, 0]], decoy_b[cand[:, 1]]
+    real = int((~ca & ~cb).sum())
+    print(f"decoys: A {int(decoy_a.sum()):,} of {len(decoy_a):,} rows, B {int(decoy_b.sum()):,} "
+          f"of {len(decoy_b):,}; {len(cand):,} pairs through the circuit ({real:,} "
+          f"real-real, {int((ca ^ cb).sum()):,} decoy-real, {int((ca & cb).sum()):,} decoy-decoy); "
+          f"{len(links):,} links: {int((~da & ~db).sum()):,} real-real, "
+          f"{int((da & ~db).sum()):,} A's decoy with B's real, {int((~da & db).sum()):,} A's real "
+          f"with B's decoy, {int((da & db).sum()):,} decoy-decoy; the roles {roles_cpu:.1f} CPU s, "
+          f"the whole check {cpu:.0f} CPU s")  # fmt: skip
+
+
+def partnered_attack(
+    s2: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]],
+    loaded: Any,
+    schema: Any,
+    known: list[int],
+) -> None:
+    """The attacker on S2 who first drops the rows least likely real: of each member, it keeps
+    as many rows as the member has real people (it holds their plaintext, so it knows how
+    many), those with the highest count to any row of the other member (a real person of a
+    households population has a partner there; a member's own decoy has none), then runs
+    trilateration on the pairs between kept rows, both readings, the worse kept. Shares over
+    all of A's real records not among the known pairs."""
+    pairs, counts = s2
+    people = [np.array(m[1]) for m in loaded[:2]]
+    keep = []
+    for side, ppl in enumerate(people):
+        best = np.zeros(len(ppl))
+        np.maximum.at(best, pairs[:, side], counts)
+        order = np.argsort(-best, kind="stable")[: int((ppl >= 0).sum())]
+        mask = np.zeros(len(ppl), bool)
+        mask[order] = True
+        keep.append(mask)
+    on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
+    renum = [np.cumsum(k) - 1 for k in keep]
+    sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
+    (_a, a_people), (_b, b_people), (u_rows, u_people) = loaded
+    kept_a = [q for q, k in zip(a_people, keep[0], strict=True) if k]
+    kept_b = [q for q, k in zip(b_people, keep[1], strict=True) if k]
+    u = upload_views(schema, u_rows, secrets.token_bytes(32), NONE)[0]
+    where = {q: k for k, q in enumerate(u_people)}
+    ta = np.array([where.get(q, -1) for q in kept_a], dtype=np.intp)
+    tb = np.array([where.get(q, -1) for q in kept_b], dtype=np.intp)
+    plan = sharing.plan_of(schema)
+    real_a = int((people[0] >= 0).sum())
+    print(f"attacker dropping unpartnered rows: keeps {len(kept_a):,} rows of A "
+          f"({int((ta >= 0).sum()):,} real), {len(kept_b):,} of B ({int((tb >= 0).sum()):,} "
+          f"real), {int(on.sum()):,} of S2's {len(pairs):,} pairs")  # fmt: skip
+    for count in known:
+        worst = None
+        for reading in twocheck.S2_READINGS:
+            shown = np.minimum(counts[on] * reading / (2 * plan.bands), 1.0) ** (1 / plan.bits)
+            view = CombinerView(len(kept_a), len(kept_b), sub, shown,
+                                np.zeros(len(kept_a), np.int64), np.zeros(len(kept_b), np.int64),
+                                pops=False)  # fmt: skip
+            model = fit_model(u, plan.bits, plan.bands, *twocheck._real(view, ta, tb))
+            got, _b = twocheck._attack("S2", view, model, count, kept_a, kept_b, u_people,
+                                       ta, tb, "")  # fmt: skip
+            if worst is None or got.records_reidentified > worst.records_reidentified:
+                worst = got
+        assert worst is not None
+        right, made = worst.records_reidentified, worst.claims
+        known_real = min(count, real_a)
+        print(f"  S2 trilateration ({count} known), unpartnered rows dropped: "
+              f"{right / (real_a - known_real):.2%} of A's real records ({right}; {made} claims, "
+              f"precision {right / made if made else 1:.1%})", flush=True)  # fmt: skip
 
 
 def main() -> int:
@@ -325,12 +419,24 @@ def main() -> int:
         "--s2-scale", type=float, default=1.0,
         help="roles: multiply S2's counts by this before the check reads them (1: as shipped)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pad-to", type=int, default=0, metavar="N",
+        help="messy/households: pad A and B each to N records with decoy people of their own "
+        "(the generator's, another seed; the attacker's plaintext holds none); roles: the "
+        "shares count real records only, and the run prints the decoys' cost and false links",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shared-decoys", action="store_true",
+        help="--pad-to: the same decoy people in A and B (they link, as real people do), "
+        "not each member's own",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         if args.population != "synthetic":
-            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema)
+            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema,
+                                     args.pad_to, args.shared_decoys)  # fmt: skip
         else:
             # Member A (the victim), member B (another force: half the same people), and the
             # attacker's plaintext of every person of A and B (one record a person, its own
@@ -356,10 +462,16 @@ def main() -> int:
             return {**got, "S2": (pairs, counts * args.s2_scale)}
 
         label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
+        if args.pad_to:
+            source += f", A and B padded to {args.pad_to:,} records with decoys"
+        t_check = time.process_time()
         report = check_members(loaded, shipped, secret,
                                lambda u, t: views(u, t, label, args.dummies), source=source,
                                known=args.known)  # fmt: skip
         print(report.render())
+        if args.pad_to:
+            decoy_report(seen[label], loaded, time.process_time() - t_check)
+            partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known)
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through
             # the circuit, the links.

@@ -195,10 +195,13 @@ def check_members(
     # The attacker's own encodings (its own key, the public schema): both CLKs.
     own = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)
     u = own[0]
+    # A row whose person the attacker's plaintext lacks is a decoy (benchmarks/twoserver.py
+    # --pad-to): -1, never a right claim, never a record counted in a share.
     where = {q: k for k, q in enumerate(u_people)}
-    truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
-    truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
-    report = TwoServerReport(source, len(a_rows), hardening.describe(), [], [])
+    truth_a = np.array([where.get(q, -1) for q in a_people], dtype=np.intp)
+    truth_b = np.array([where.get(q, -1) for q in b_people], dtype=np.intp)
+    real = int((truth_a >= 0).sum())
+    report = TwoServerReport(source, real, hardening.describe(), [], [])
     for role in ROLES:
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float]] = {}
@@ -212,7 +215,7 @@ def check_members(
             view = CombinerView(len(a_rows), len(b_rows), pairs, shown,
                                 np.zeros(len(a_rows), np.int64), np.zeros(len(b_rows), np.int64),
                                 pops=False)  # fmt: skip
-            model = fit_model(u, plan.bits, plan.bands, view, truth_a, truth_b)
+            model = fit_model(u, plan.bits, plan.bands, *_real(view, truth_a, truth_b))
             read = f" (read against {clks * plan.bands / reading:,.0f} bands)" if reading else ""
             for count in known:
                 got = _attack(role, view, model, count, a_people, b_people, u_people,
@@ -242,7 +245,7 @@ def _own_pairs(
     pairs linked by a reused token of B, and how many tokens link them), against the
     attacker's encodings of A's people; blind seeds from degrees, or `known` pairs."""
     n = len(truth_a)
-    mine = np.sort(truth_a)  # the attacker's records of A's people
+    mine = np.sort(truth_a[truth_a >= 0])  # the attacker's records of A's people
     people = [u_people[k] for k in mine]
     parts: list[View] = []
     for (pairs, counts), clks in zip(within, own, strict=False):
@@ -250,7 +253,7 @@ def _own_pairs(
         parts.append(((c + c.T).tocsr().astype(np.float32), expected_counts(
             clks[mine], plan.bits, plan.bands)))  # fmt: skip
     pos = {int(q): j for j, q in enumerate(mine)}
-    truth = np.array([pos[int(q)] for q in truth_a], dtype=np.intp)
+    truth = np.array([pos.get(int(q), -1) for q in truth_a], dtype=np.intp)
     linked = sum(len(p) for p, _c in within)
     out = []
     for count in known:
@@ -268,8 +271,8 @@ def _own_pairs(
             attack=f"collisions ({label})", encoding="S2", field="(record)",
             public_list=(f"A's own pairs linked by a reused token of B: {linked:,} pairs; "
                          f"{_claims(right, len(claims))}"),
-            records=n - len(known_a), records_reidentified=right,
-            values=n - len(known_a), values_reidentified=right, claims=len(claims),
+            records=len(mine) - len(known_a), records_reidentified=right,
+            values=len(mine) - len(known_a), values_reidentified=right, claims=len(claims),
         ))  # fmt: skip
     return out
 
@@ -284,8 +287,8 @@ def _attack(
     share re-identified."""
     known_a = known_pairs(a_people, u_people, count, seed=count)
     claims_a, claims_b, _blind = trilaterate(
-        view, model, np.sort(truth_a), np.sort(truth_b), known_a, {}, blind=50, margin=3.0,
-        cap=20_000, robust=True,
+        view, model, np.sort(truth_a[truth_a >= 0]), np.sort(truth_b[truth_b >= 0]), known_a,
+        {}, blind=50, margin=3.0, cap=20_000, robust=True,
     )  # fmt: skip
     people_known = {int(q) for q in known_a.values()}
     known_b = {i for i, q in enumerate(truth_b) if int(q) in people_known}
@@ -299,13 +302,30 @@ def _attack(
         encoding=role,
         field="(record)",
         public_list=f"{ROLES[role]}{read}: {len(view.pairs):,} pairs; {_claims(right_a, made)}",
-        records=len(a_people) - len(known_a),
+        records=int((truth_a >= 0).sum()) - len(known_a),
         records_reidentified=right_a,
-        values=len(a_people) - len(known_a),
+        values=int((truth_a >= 0).sum()) - len(known_a),
         values_reidentified=right_a,
         claims=made,
     )
-    return result, right_b / max(len(b_people) - len(known_b), 1)
+    return result, right_b / max(int((truth_b >= 0).sum()) - len(known_b), 1)
+
+
+def _real(
+    view: CombinerView, truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp]
+) -> tuple[CombinerView, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The view's pairs between rows the attacker's plaintext holds (no decoy), renumbered,
+    with their truth: what the model is calibrated on (the attacker's best case: it calibrates
+    on its own people, whose rows it cannot tell from decoys in the view it attacks)."""
+    ka, kb = truth_a >= 0, truth_b >= 0
+    if ka.all() and kb.all():
+        return view, truth_a, truth_b
+    new_a, new_b = np.cumsum(ka) - 1, np.cumsum(kb) - 1
+    keep = ka[view.pairs[:, 0]] & kb[view.pairs[:, 1]]
+    pairs = np.stack([new_a[view.pairs[keep, 0]], new_b[view.pairs[keep, 1]]], axis=1)
+    sub = CombinerView(int(ka.sum()), int(kb.sum()), pairs.astype(np.intp), view.dice[keep],
+                       view.pop_a[ka], view.pop_b[kb], view.pops)  # fmt: skip
+    return sub, truth_a[ka], truth_b[kb]
 
 
 __all__ = [
