@@ -279,52 +279,58 @@ def partnered_attack(
     """The attacker on S2 who first drops the rows least likely real: of each member, it keeps
     as many rows as the member has real people (it holds their plaintext, so it knows how
     many), those with the highest count to any row of the other member (a real person of a
-    households population has a partner there; a member's own decoy has none), then runs
-    trilateration on the pairs between kept rows, both readings, the worse kept. Shares over
-    all of A's real records not among the known pairs."""
+    households population has a partner there; a member's own decoy has none), and the rows
+    of its known pairs (the same known pairs as the check's), then runs the check's
+    trilateration on the pairs between kept rows, both readings, the better for it kept.
+    Shares over all of A's real records not among the known pairs."""
     pairs, counts = s2
-    people = [np.array(m[1]) for m in loaded[:2]]
-    keep = []
-    for side, ppl in enumerate(people):
-        best = np.zeros(len(ppl))
-        np.maximum.at(best, pairs[:, side], counts)
-        order = np.argsort(-best, kind="stable")[: int((ppl >= 0).sum())]
-        mask = np.zeros(len(ppl), bool)
-        mask[order] = True
-        keep.append(mask)
-    on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
-    renum = [np.cumsum(k) - 1 for k in keep]
-    sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
     (_a, a_people), (_b, b_people), (u_rows, u_people) = loaded
-    kept_a = [q for q, k in zip(a_people, keep[0], strict=True) if k]
-    kept_b = [q for q, k in zip(b_people, keep[1], strict=True) if k]
+    people = [np.array(a_people), np.array(b_people)]
+    best = [np.zeros(len(ppl)) for ppl in people]
+    for side in (0, 1):
+        np.maximum.at(best[side], pairs[:, side], counts)
     u = upload_views(schema, u_rows, secrets.token_bytes(32), NONE)[0]
     where = {q: k for k, q in enumerate(u_people)}
-    ta = np.array([where.get(q, -1) for q in kept_a], dtype=np.intp)
-    tb = np.array([where.get(q, -1) for q in kept_b], dtype=np.intp)
+    truth = [np.array([where.get(int(q), -1) for q in ppl], dtype=np.intp) for ppl in people]
     plan = sharing.plan_of(schema)
-    real_a = int((people[0] >= 0).sum())
-    print(f"attacker dropping unpartnered rows: keeps {len(kept_a):,} rows of A "
-          f"({int((ta >= 0).sum()):,} real), {len(kept_b):,} of B ({int((tb >= 0).sum()):,} "
-          f"real), {int(on.sum()):,} of S2's {len(pairs):,} pairs")  # fmt: skip
+    real_a = int((truth[0] >= 0).sum())
     for count in known:
-        worst = None
+        known_a = known_pairs(a_people, u_people, count, seed=count)
+        keep = []
+        for side in (0, 1):
+            mask = np.zeros(len(people[side]), bool)
+            mask[np.argsort(-best[side], kind="stable")[: int((truth[side] >= 0).sum())]] = True
+            if side == 0:
+                mask[list(known_a)] = True
+            keep.append(mask)
+        on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
+        renum = [np.cumsum(k) - 1 for k in keep]
+        sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
+        ta, tb = truth[0][keep[0]], truth[1][keep[1]]
+        rows_a = np.flatnonzero(keep[0])
+        sub_known = {int(renum[0][i]): q for i, q in known_a.items()}
+        most: tuple[int, int] = (-1, 0)
         for reading in twocheck.S2_READINGS:
             shown = np.minimum(counts[on] * reading / (2 * plan.bands), 1.0) ** (1 / plan.bits)
-            view = CombinerView(len(kept_a), len(kept_b), sub, shown,
-                                np.zeros(len(kept_a), np.int64), np.zeros(len(kept_b), np.int64),
-                                pops=False)  # fmt: skip
+            view = CombinerView(int(keep[0].sum()), int(keep[1].sum()), sub, shown,
+                                np.zeros(int(keep[0].sum()), np.int64),
+                                np.zeros(int(keep[1].sum()), np.int64), pops=False)  # fmt: skip
             model = fit_model(u, plan.bits, plan.bands, *twocheck._real(view, ta, tb))
-            got, _b = twocheck._attack("S2", view, model, count, kept_a, kept_b, u_people,
-                                       ta, tb, "")  # fmt: skip
-            if worst is None or got.records_reidentified > worst.records_reidentified:
-                worst = got
-        assert worst is not None
-        right, made = worst.records_reidentified, worst.claims
-        known_real = min(count, real_a)
-        print(f"  S2 trilateration ({count} known), unpartnered rows dropped: "
-              f"{right / (real_a - known_real):.2%} of A's real records ({right}; {made} claims, "
-              f"precision {right / made if made else 1:.1%})", flush=True)  # fmt: skip
+            claims, _cb, _blind = trilaterate(
+                view, model, np.sort(ta[ta >= 0]), np.sort(tb[tb >= 0]), sub_known, {}, 50,
+                3.0, 20_000, True,
+            )  # fmt: skip
+            mine = [(i, q) for i, q in claims.items() if i not in sub_known]
+            right = sum(1 for i, q in mine if truth[0][rows_a[i]] == q)
+            if right > most[0]:
+                most = (right, len(mine))
+        right, made = most
+        print(f"  S2 trilateration ({count} known), the attacker keeping {int(keep[0].sum()):,} "
+              f"rows of A ({int((ta >= 0).sum()):,} real) and {int(keep[1].sum()):,} of B "
+              f"({int((tb >= 0).sum()):,} real), {int(on.sum()):,} of S2's {len(pairs):,} "
+              f"pairs: {right / (real_a - len(known_a)):.2%} of A's real records ({right}; "
+              f"{made} claims, precision {right / made if made else 1:.1%})",
+              flush=True)  # fmt: skip
 
 
 def main() -> int:
@@ -471,6 +477,7 @@ def main() -> int:
         print(report.render())
         if args.pad_to:
             decoy_report(seen[label], loaded, time.process_time() - t_check)
+            print("the attacker on S2 dropping unpartnered rows first:")
             partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known)
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through
