@@ -275,10 +275,11 @@ def partnered_attack(
     loaded: Any,
     schema: Any,
     known: list[int],
+    share: float = 1.0,
 ) -> None:
     """The attacker on S2 who first drops the rows least likely real: of each member, it keeps
-    as many rows as the member has real people (it holds their plaintext, so it knows how
-    many), those with the highest count to any row of the other member (a real person of a
+    `share` x as many rows as the member has real people (it holds their plaintext, so it
+    knows how many), those with the highest count to any row of the other member (a real person of a
     households population has a partner there; a member's own decoy has none), and the rows
     of its known pairs (the same known pairs as the check's), then runs the check's
     trilateration on the pairs between kept rows, both readings, the better for it kept.
@@ -299,7 +300,8 @@ def partnered_attack(
         keep = []
         for side in (0, 1):
             mask = np.zeros(len(people[side]), bool)
-            mask[np.argsort(-best[side], kind="stable")[: int((truth[side] >= 0).sum())]] = True
+            kept = round(share * int((truth[side] >= 0).sum()))
+            mask[np.argsort(-best[side], kind="stable")[:kept]] = True
             if side == 0:
                 mask[list(known_a)] = True
             keep.append(mask)
@@ -436,6 +438,11 @@ def main() -> int:
         help="--pad-to: the same decoy people in A and B (they link, as real people do), "
         "not each member's own",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep", type=float, nargs="+", default=[1.0], metavar="SHARE",
+        help="--pad-to: the attacker dropping unpartnered rows keeps SHARE x as many rows of "
+        "each member as it has real people (one attack per SHARE)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
@@ -477,8 +484,10 @@ def main() -> int:
         print(report.render())
         if args.pad_to:
             decoy_report(seen[label], loaded, time.process_time() - t_check)
-            print("the attacker on S2 dropping unpartnered rows first:")
-            partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known)
+            for share in args.keep:
+                print(f"the attacker on S2 dropping unpartnered rows first (keeping {share:g} x "
+                      "as many rows as real people):")  # fmt: skip
+                partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known, share)
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through
             # the circuit, the links.
