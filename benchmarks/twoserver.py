@@ -5,7 +5,8 @@
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
-        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2]
+        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
+        [--keep 1 0.5]]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -67,6 +68,15 @@ the N pairs of highest count (a denser candidate graph can hide the signal from 
 rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 count times K
 (its reading, (count / (2 bands))^(1 / bits), is one an attacker may choose otherwise: K = 2
 reads count / bands, as `--view s2` does).
+
+`--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
+generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
+same people in both, so that they link), shuffled in; the attacker's plaintext holds none, and
+the check counts only real records. With `--view roles` the run also prints the pairs through
+the circuit and the links by kind (a decoy linking a real record is a false hit for the
+partner), the roles' CPU, and S2 attacked by an attacker that first keeps, of each member,
+`--keep` times as many rows as it has real people, those with the highest count to the other
+member (docs/privacy-design.md "(d) Decoy records").
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
