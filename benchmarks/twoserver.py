@@ -6,7 +6,7 @@
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
-        [--keep 1 0.5]]
+        [--keep 1 0.5] [--decoys generator|client]]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -76,7 +76,8 @@ the check counts only real records. With `--view roles` the run also prints the 
 the circuit and the links by kind (a decoy linking a real record is a false hit for the
 partner), the roles' CPU, and S2 attacked by an attacker that first keeps, of each member,
 `--keep` times as many rows as it has real people, those with the highest count to the other
-member (docs/privacy-design.md "(d) Decoy records").
+member (docs/privacy-design.md "(d) Decoy records"). `--decoys client`: the decoys are the
+client's own synthetic people (client/tools/privacy/population.py), not the population's.
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -224,6 +225,30 @@ def decoy_people(gen: Any, count: int, seed: int, member: int) -> list[Any]:
     and not in the attacker's plaintext)."""
     drawn = gen.population(count, random.Random(f"decoys {seed} {member}"))[:count]
     return [dataclasses.replace(p, entity=-1 - p.entity - member * 10_000_000) for p in drawn]
+
+
+def client_decoys(
+    folder: Path, loaded: list[Any], count: int, seed: int, shared: bool, schema: Any
+) -> list[Any]:
+    """A and B of `loaded` each padded with `count` decoys of the client's own synthetic
+    generator (client/tools/privacy/population.py, what a client could ship), not the real
+    people's: the same people in both (`shared`, each member's export its own) or each
+    member's own; entities negative, shuffled in."""
+    from blindmatch.client.tools.privacy import population
+    from blindmatch.client.tools.privacy.graphcheck import normalised_export
+
+    pairs = [population.write_pair(folder / f"decoys{k}", 7919 * seed + k, count, 1.0)
+             for k in range(1 if shared else 2)]  # fmt: skip
+    exports = [pairs[0].victim, pairs[0].attacker] if shared else [q.victim for q in pairs]
+    out = []
+    rng = random.Random(f"decoy order {seed}")
+    for k, export in enumerate(exports):
+        ids, rows = normalised_export(export, schema)
+        people = [-1 - export.truth[i] for i in ids]
+        both = list(zip(loaded[k][0] + rows, loaded[k][1] + people, strict=True))
+        rng.shuffle(both)
+        out.append(([r for r, _q in both], [q for _r, q in both]))
+    return [*out, loaded[2]]
 
 
 def generator_three(
@@ -449,6 +474,11 @@ def main() -> int:
         "not each member's own",
     )  # fmt: skip
     parser.add_argument(
+        "--decoys", choices=("generator", "client"), default="generator",
+        help="--pad-to: decoy people from the population's own generator (another seed), or "
+        "from the client's synthetic one (client/tools/privacy/population.py)",
+    )  # fmt: skip
+    parser.add_argument(
         "--keep", type=float, nargs="+", default=[1.0], metavar="SHARE",
         help="--pad-to: the attacker dropping unpartnered rows keeps SHARE x as many rows of "
         "each member as it has real people (one attack per SHARE)",
@@ -458,8 +488,12 @@ def main() -> int:
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         if args.population != "synthetic":
+            own = args.decoys == "generator"
             loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema,
-                                     args.pad_to, args.shared_decoys)  # fmt: skip
+                                     args.pad_to if own else 0, args.shared_decoys)  # fmt: skip
+            if args.pad_to > args.records and not own:
+                loaded = client_decoys(Path(tmp), loaded, args.pad_to - args.records, args.seed,
+                                       args.shared_decoys, schema)  # fmt: skip
         else:
             # Member A (the victim), member B (another force: half the same people), and the
             # attacker's plaintext of every person of A and B (one record a person, its own
