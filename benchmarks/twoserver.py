@@ -72,12 +72,14 @@ reads count / bands, as `--view s2` does).
 `--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
 generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
 same people in both, so that they link), shuffled in; the attacker's plaintext holds none, and
-the check counts only real records. With `--view roles` the run also prints the pairs through
-the circuit and the links by kind (a decoy linking a real record is a false hit for the
-partner), the roles' CPU, and S2 attacked by an attacker that first keeps, of each member,
-`--keep` times as many rows as it has real people, those with the highest count to the other
-member (docs/privacy-design.md "(d) Decoy records"). `--decoys client`: the decoys are the
-client's own synthetic people (client/tools/privacy/population.py), not the population's.
+the check counts only real records and adds its decoy-aware attack on S2 ("decoy-aware":
+twocheck.py `unpartnered_attack`, keeping of each member as many rows as it has real
+people, those with the highest count to the other member). With `--view roles` the run also
+prints the pairs through the circuit and the links by kind (a decoy linking a real record is
+a false hit for the partner), the roles' CPU, and with `--keep SHARE ...` the same attack
+keeping SHARE times as many rows (docs/privacy-design.md "(d) Decoy records"). `--decoys
+client`: the decoys are the client's own synthetic people (client/tools/privacy/population.py),
+not the population's.
 
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
@@ -310,64 +312,20 @@ def partnered_attack(
     loaded: Any,
     schema: Any,
     known: list[int],
-    share: float = 1.0,
+    share: float,
 ) -> None:
-    """The attacker on S2 who first drops the rows least likely real: of each member, it keeps
-    `share` x as many rows as the member has real people (it holds their plaintext, so it
-    knows how many), those with the highest count to any row of the other member (a real person of a
-    households population has a partner there; a member's own decoy has none), and the rows
-    of its known pairs (the same known pairs as the check's), then runs the check's
-    trilateration on the pairs between kept rows, both readings, the better for it kept.
-    Shares over all of A's real records not among the known pairs."""
+    """twocheck.py `unpartnered_attack` (the check runs it at share 1 on padded members) keeping
+    `share` x as many rows of each member as it has real people."""
     pairs, counts = s2
     (_a, a_people), (_b, b_people), (u_rows, u_people) = loaded
-    people = [np.array(a_people), np.array(b_people)]
-    best = [np.zeros(len(ppl)) for ppl in people]
-    for side in (0, 1):
-        np.maximum.at(best[side], pairs[:, side], counts)
     u = upload_views(schema, u_rows, secrets.token_bytes(32), NONE)[0]
     where = {q: k for k, q in enumerate(u_people)}
-    truth = [np.array([where.get(int(q), -1) for q in ppl], dtype=np.intp) for ppl in people]
-    plan = sharing.plan_of(schema)
-    real_a = int((truth[0] >= 0).sum())
+    ta, tb = (np.array([where.get(q, -1) for q in ppl], dtype=np.intp)
+              for ppl in (a_people, b_people))  # fmt: skip
     for count in known:
-        known_a = known_pairs(a_people, u_people, count, seed=count)
-        keep = []
-        for side in (0, 1):
-            mask = np.zeros(len(people[side]), bool)
-            kept = round(share * int((truth[side] >= 0).sum()))
-            mask[np.argsort(-best[side], kind="stable")[:kept]] = True
-            if side == 0:
-                mask[list(known_a)] = True
-            keep.append(mask)
-        on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
-        renum = [np.cumsum(k) - 1 for k in keep]
-        sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
-        ta, tb = truth[0][keep[0]], truth[1][keep[1]]
-        rows_a = np.flatnonzero(keep[0])
-        sub_known = {int(renum[0][i]): q for i, q in known_a.items()}
-        most: tuple[int, int] = (-1, 0)
-        for reading in twocheck.S2_READINGS:
-            shown = np.minimum(counts[on] * reading / (2 * plan.bands), 1.0) ** (1 / plan.bits)
-            view = CombinerView(int(keep[0].sum()), int(keep[1].sum()), sub, shown,
-                                np.zeros(int(keep[0].sum()), np.int64),
-                                np.zeros(int(keep[1].sum()), np.int64), pops=False)  # fmt: skip
-            model = fit_model(u, plan.bits, plan.bands, *twocheck._real(view, ta, tb))
-            claims, _cb, _blind = trilaterate(
-                view, model, np.sort(ta[ta >= 0]), np.sort(tb[tb >= 0]), sub_known, {}, 50,
-                3.0, 20_000, True,
-            )  # fmt: skip
-            mine = [(i, q) for i, q in claims.items() if i not in sub_known]
-            right = sum(1 for i, q in mine if truth[0][rows_a[i]] == q)
-            if right > most[0]:
-                most = (right, len(mine))
-        right, made = most
-        print(f"  S2 trilateration ({count} known), the attacker keeping {int(keep[0].sum()):,} "
-              f"rows of A ({int((ta >= 0).sum()):,} real) and {int(keep[1].sum()):,} of B "
-              f"({int((tb >= 0).sum()):,} real), {int(on.sum()):,} of S2's {len(pairs):,} "
-              f"pairs: {right / (real_a - len(known_a)):.2%} of A's real records ({right}; "
-              f"{made} claims, precision {right / made if made else 1:.1%})",
-              flush=True)  # fmt: skip
+        got = twocheck.unpartnered_attack(pairs, counts, ta, tb, u, a_people, u_people,
+                                          sharing.plan_of(schema), 2, count, share)  # fmt: skip
+        print(f"  S2 {got.attack}: {got.record_share:.2%} ({got.public_list})", flush=True)
 
 
 def main() -> int:
@@ -479,9 +437,10 @@ def main() -> int:
         "from the client's synthetic one (client/tools/privacy/population.py)",
     )  # fmt: skip
     parser.add_argument(
-        "--keep", type=float, nargs="+", default=[1.0], metavar="SHARE",
-        help="--pad-to: the attacker dropping unpartnered rows keeps SHARE x as many rows of "
-        "each member as it has real people (one attack per SHARE)",
+        "--keep", type=float, nargs="*", default=[], metavar="SHARE",
+        help="--pad-to: the attacker dropping unpartnered rows (the check's 'decoy-aware' "
+        "rows keep 1 x) also keeping SHARE x as many rows of each member as it has "
+        "real people (one attack per SHARE)",
     )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
@@ -529,8 +488,8 @@ def main() -> int:
         if args.pad_to:
             decoy_report(seen[label], loaded, time.process_time() - t_check)
             for share in args.keep:
-                print(f"the attacker on S2 dropping unpartnered rows first (keeping {share:g} x "
-                      "as many rows as real people):")  # fmt: skip
+                print(f"the attacker on S2 dropping unpartnered rows first, keeping {share:g} x "
+                      "as many rows as real people:")  # fmt: skip
                 partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known, share)
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through

@@ -154,3 +154,11 @@ def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
     for r in report.results:
         assert r.records == MIN_SAMPLE - (10 if "10 known" in r.attack else 0), r
         assert r.records_reidentified <= r.claims, r
+    # S2 is attacked too by the attacker that keeps the rows with the highest count to the
+    # other member (a member's own decoys have no partner there), as many as A's real people.
+    dropped = [r for r in report.results if r.attack.startswith("decoy-aware")]
+    assert [(r.encoding, r.attack) for r in dropped] == [
+        ("S2", "decoy-aware (blind)"),
+        ("S2", "decoy-aware (10 known)"),
+    ]
+    assert f"the {MIN_SAMPLE:,} rows of A" in dropped[0].public_list, dropped[0]

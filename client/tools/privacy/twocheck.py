@@ -226,10 +226,74 @@ def check_members(
             result, partner = worst[count]
             report.results.append(result)
             report.partner[f"{role} {result.attack}"] = partner
+    if (truth_a < 0).any() or (truth_b < 0).any():
+        # Decoy rows: S2 attacked too by an attacker that drops the rows least likely real.
+        pairs, counts = views["S2"]
+        for count in known:
+            found = unpartnered_attack(pairs, counts, truth_a, truth_b, u, a_people, u_people,
+                                       plan, clks, count)  # fmt: skip
+            report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
     if within:
         report.results.extend(_own_pairs(within, own, truth_a, a_people, u_people, plan, known))
     return report
+
+
+def unpartnered_attack(
+    pairs: npt.NDArray[np.intp], counts: npt.NDArray[np.float64], truth_a: npt.NDArray[np.intp],
+    truth_b: npt.NDArray[np.intp], u: npt.NDArray[np.uint8], a_people: list[int],
+    u_people: list[int], plan: sharing.BandPlan, clks: int, count: int, share: float = 1.0,
+) -> AttackResult:  # fmt: skip
+    """Trilateration on S2's view of members padded with decoys (rows whose truth is -1) by
+    an attacker that first drops the rows least likely real: of each member it keeps `share`
+    x as many rows as it has real people (it holds their plaintext, so it knows how many),
+    those with the highest count to any row of the other member (a member's own decoys have
+    no partner), and the rows of its `count` known pairs (the other attacks' own); both
+    readings of the counts, the worse kept. The share is of all of A's real records less the
+    known pairs (docs/privacy-design.md, "(d) Decoy records")."""
+    truth = (truth_a, truth_b)
+    known_a = known_pairs(a_people, u_people, count, seed=count)
+    keep = []
+    for side in (0, 1):
+        best = np.zeros(len(truth[side]))
+        np.maximum.at(best, pairs[:, side], counts)
+        mask = np.zeros(len(truth[side]), bool)
+        mask[np.argsort(-best, kind="stable")[: round(share * int((truth[side] >= 0).sum()))]] = 1
+        if side == 0:
+            mask[list(known_a)] = True
+        keep.append(mask)
+    on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
+    renum = [np.cumsum(k) - 1 for k in keep]
+    sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
+    ta, tb = truth_a[keep[0]], truth_b[keep[1]]
+    rows_a = np.flatnonzero(keep[0])
+    sub_known = {int(renum[0][i]): q for i, q in known_a.items()}
+    n_a, n_b = int(keep[0].sum()), int(keep[1].sum())
+    most = (-1, 0, 0.0)
+    for reading in S2_READINGS:
+        shown = np.minimum(counts[on] * reading / (clks * plan.bands), 1.0) ** (1 / plan.bits)
+        view = CombinerView(n_a, n_b, sub, shown, np.zeros(n_a, np.int64),
+                            np.zeros(n_b, np.int64), pops=False)  # fmt: skip
+        model = fit_model(u, plan.bits, plan.bands, *_real(view, ta, tb))
+        claims, _b, _blind = trilaterate(
+            view, model, np.sort(ta[ta >= 0]), np.sort(tb[tb >= 0]), sub_known, {}, blind=50,
+            margin=3.0, cap=20_000, robust=True,
+        )  # fmt: skip
+        mine = [(i, q) for i, q in claims.items() if i not in sub_known]
+        right = sum(1 for i, q in mine if truth_a[rows_a[i]] == q)
+        if right > most[0]:
+            most = (right, len(mine), reading)
+    right, made, reading = most
+    real = int((truth_a >= 0).sum()) - len(known_a)
+    label = "blind" if not count else f"{count} known"
+    return AttackResult(
+        attack=f"decoy-aware ({label})", encoding="S2", field="(record)",
+        public_list=(f"{ROLES['S2']} (read against {clks * plan.bands / reading:,.0f} bands), "
+                     f"the {n_a:,} rows of A and {n_b:,} of B with the highest count kept: "
+                     f"{int(on.sum()):,} pairs; {_claims(right, made)}"),
+        records=real, records_reidentified=right, values=real, values_reidentified=right,
+        claims=made,
+    )  # fmt: skip
 
 
 def _claims(right: int, made: int) -> str:
@@ -334,4 +398,5 @@ __all__ = [
     "check_members",
     "export_members",
     "synthetic_members",
+    "unpartnered_attack",
 ]
