@@ -17,6 +17,11 @@ scores the claims.
 
 The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
 re-identifies under 1% of A's records (those not among the known pairs).
+
+Members padded with decoy records (benchmarks/twoserver.py `--pad-to`; the command line pads
+nothing): a row whose person the attacker's plaintext lacks is a decoy, attacked like any row
+and counted in no share; S2's view is then attacked too by an attacker that drops the rows
+least likely real (`unpartnered_attack`; docs/privacy-design.md, "(d) Decoy records").
 """
 
 from __future__ import annotations
