@@ -5,7 +5,8 @@
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
-        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2]
+        [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
+        [--keep 1 0.5] [--decoys generator|client]]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -68,6 +69,18 @@ rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 
 (its reading, (count / (2 bands))^(1 / bits), is one an attacker may choose otherwise: K = 2
 reads count / bands, as `--view s2` does).
 
+`--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
+generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
+same people in both, so that they link), shuffled in; the attacker's plaintext holds none, and
+the check counts only real records and adds its decoy-aware attack on S2 ("decoy-aware":
+twocheck.py `unpartnered_attack`, keeping of each member as many rows as it has real
+people, those with the highest count to the other member). With `--view roles` the run also
+prints the pairs through the circuit and the links by kind (a decoy linking a real record is
+a false hit for the partner), the roles' CPU, and with `--keep SHARE ...` the same attack
+keeping SHARE times as many rows (docs/privacy-design.md "(d) Decoy records"). `--decoys
+client`: the decoys are the client's own synthetic people (client/tools/privacy/population.py),
+not the population's.
+
 `--population`: the synthetic pair of `privacy-check` (member B holds half of A's people), or
 the first N people of benchmarks/messy.py or benchmarks/households.py: A the generator's first
 organisation's export, B its second's (the same people, full overlap), the attacker's
@@ -99,6 +112,7 @@ from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.tools.privacy import twocheck
 from blindmatch.client.tools.privacy.graph import (
     _double_centred,
     known_pairs,
@@ -207,21 +221,59 @@ def sealed_view(
     return pairs, count.astype(np.int64)
 
 
+def decoy_people(gen: Any, count: int, seed: int, member: int) -> list[Any]:
+    """`count` decoy people for member `member` (0: A, 1: B): the generator's people drawn
+    with a seed of their own (each member its own), their entities negative (no real person's,
+    and not in the attacker's plaintext)."""
+    drawn = gen.population(count, random.Random(f"decoys {seed} {member}"))[:count]
+    return [dataclasses.replace(p, entity=-1 - p.entity - member * 10_000_000) for p in drawn]
+
+
+def client_decoys(
+    folder: Path, loaded: list[Any], count: int, seed: int, shared: bool, schema: Any
+) -> list[Any]:
+    """A and B of `loaded` each padded with `count` decoys of the client's own synthetic
+    generator (client/tools/privacy/population.py, what a client could ship), not the real
+    people's: the same people in both (`shared`, each member's export its own) or each
+    member's own; entities negative, shuffled in."""
+    from blindmatch.client.tools.privacy import population
+    from blindmatch.client.tools.privacy.graphcheck import normalised_export
+
+    pairs = [population.write_pair(folder / f"decoys{k}", 7919 * seed + k, count, 1.0)
+             for k in range(1 if shared else 2)]  # fmt: skip
+    exports = [pairs[0].victim, pairs[0].attacker] if shared else [q.victim for q in pairs]
+    out = []
+    rng = random.Random(f"decoy order {seed}")
+    for k, export in enumerate(exports):
+        ids, rows = normalised_export(export, schema)
+        people = [-1 - export.truth[i] for i in ids]
+        both = list(zip(loaded[k][0] + rows, loaded[k][1] + people, strict=True))
+        rng.shuffle(both)
+        out.append(([r for r, _q in both], [q for _r, q in both]))
+    return [*out, loaded[2]]
+
+
 def generator_three(
-    folder: Path, generator: str, seed: int, size: int, schema: object
-) -> list[tuple[list[list[str]], list[int]]]:
+    folder: Path, generator: str, seed: int, size: int, schema: object, pad_to: int = 0,
+    shared_decoys: bool = False,
+) -> list[tuple[list[list[str]], list[int]]]:  # fmt: skip
     """A benchmark generator's first `size` people: A's export (its first organisation's),
     B's (its second's, the same people shuffled) and the attacker's plaintext (its third's),
-    read as `read_rows` reads them, with each row's person."""
+    read as `read_rows` reads them, with each row's person. `pad_to`: A and B each padded
+    to that many records with decoy people of their own (`decoy_people`), shuffled in; the
+    attacker's plaintext holds none of them; `shared_decoys`: the same decoy people in both
+    (each member's export of them its own, as of real people), so that they link."""
     from benchmarks import households, messy
     from benchmarks.exports import write_export
 
     gen: Any = {"messy": messy, "households": households}[generator]
     rng = random.Random(seed)
-    people = gen.population(size, rng)
+    people = gen.population(size, rng)[:size]
     out = []
-    for org in gen.ORGS[:3]:
+    for k, org in enumerate(gen.ORGS[:3]):
         chosen = list(people)
+        if k < 2 and pad_to > size:
+            chosen += decoy_people(gen, pad_to - size, seed, 0 if shared_decoys else k)
         rng.shuffle(chosen)
         rows = [gen.export_row(org, p, n, rng) for n, p in enumerate(chosen)]
         header = [org.id_column, *org.columns.values()]
@@ -231,6 +283,49 @@ def generator_three(
         ids, read = read_rows(export.csv, schema, mapping, EncodeReport(""))  # type: ignore[arg-type]
         out.append((read, [export.truth[i] for i in ids]))
     return out
+
+
+def decoy_report(seen: tuple[Any, float], loaded: Any, cpu: float) -> None:
+    """A padded run's cost (pairs through the circuit, the roles' and the whole check's CPU)
+    and the links C makes that involve a decoy (a decoy of A with a real record of B is a
+    false hit for B; the combiner would have to drop them); and the attack's claims are in
+    the report above, counted on real records only."""
+    got, roles_cpu = seen
+    decoy_a = np.array([q < 0 for q in loaded[0][1]])
+    decoy_b = np.array([q < 0 for q in loaded[1][1]])
+    links = got["C"][0]
+    da, db = decoy_a[links[:, 0]], decoy_b[links[:, 1]]
+    cand = got["S1"][0]
+    ca, cb = decoy_a[cand[:, 0]], decoy_b[cand[:, 1]]
+    real = int((~ca & ~cb).sum())
+    print(f"decoys: A {int(decoy_a.sum()):,} of {len(decoy_a):,} rows, B {int(decoy_b.sum()):,} "
+          f"of {len(decoy_b):,}; {len(cand):,} pairs through the circuit ({real:,} "
+          f"real-real, {int((ca ^ cb).sum()):,} decoy-real, {int((ca & cb).sum()):,} decoy-decoy); "
+          f"{len(links):,} links: {int((~da & ~db).sum()):,} real-real, "
+          f"{int((da & ~db).sum()):,} A's decoy with B's real, {int((~da & db).sum()):,} A's real "
+          f"with B's decoy, {int((da & db).sum()):,} decoy-decoy; the roles {roles_cpu:.1f} CPU s, "
+          f"the whole check {cpu:.0f} CPU s")  # fmt: skip
+
+
+def partnered_attack(
+    s2: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]],
+    loaded: Any,
+    schema: Any,
+    known: list[int],
+    share: float,
+) -> None:
+    """twocheck.py `unpartnered_attack` (the check runs it at share 1 on padded members) keeping
+    `share` x as many rows of each member as it has real people."""
+    pairs, counts = s2
+    (_a, a_people), (_b, b_people), (u_rows, u_people) = loaded
+    u = upload_views(schema, u_rows, secrets.token_bytes(32), NONE)[0]
+    where = {q: k for k, q in enumerate(u_people)}
+    ta, tb = (np.array([where.get(q, -1) for q in ppl], dtype=np.intp)
+              for ppl in (a_people, b_people))  # fmt: skip
+    for count in known:
+        got = twocheck.unpartnered_attack(pairs, counts, ta, tb, u, a_people, u_people,
+                                          sharing.plan_of(schema), 2, count, share)  # fmt: skip
+        print(f"  S2 {got.attack}: {got.record_share:.2%} ({got.public_list})", flush=True)
 
 
 def main() -> int:
@@ -325,12 +420,39 @@ def main() -> int:
         "--s2-scale", type=float, default=1.0,
         help="roles: multiply S2's counts by this before the check reads them (1: as shipped)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pad-to", type=int, default=0, metavar="N",
+        help="messy/households: pad A and B each to N records with decoy people of their own "
+        "(the generator's, another seed; the attacker's plaintext holds none); roles: the "
+        "shares count real records only, and the run prints the decoys' cost and false links",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shared-decoys", action="store_true",
+        help="--pad-to: the same decoy people in A and B (they link, as real people do), "
+        "not each member's own",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decoys", choices=("generator", "client"), default="generator",
+        help="--pad-to: decoy people from the population's own generator (another seed), or "
+        "from the client's synthetic one (client/tools/privacy/population.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep", type=float, nargs="*", default=[], metavar="SHARE",
+        help="--pad-to: the attacker dropping unpartnered rows (the check's 'decoy-aware' "
+        "rows keep 1 x) also keeping SHARE x as many rows of each member as it has "
+        "real people (one attack per SHARE)",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     args = parser.parse_args()
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         if args.population != "synthetic":
-            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema)
+            own = args.decoys == "generator"
+            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema,
+                                     args.pad_to if own else 0, args.shared_decoys)  # fmt: skip
+            if args.pad_to > args.records and not own:
+                loaded = client_decoys(Path(tmp), loaded, args.pad_to - args.records, args.seed,
+                                       args.shared_decoys, schema)  # fmt: skip
         else:
             # Member A (the victim), member B (another force: half the same people), and the
             # attacker's plaintext of every person of A and B (one record a person, its own
@@ -356,10 +478,19 @@ def main() -> int:
             return {**got, "S2": (pairs, counts * args.s2_scale)}
 
         label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
+        if args.pad_to:
+            source += f", A and B padded to {args.pad_to:,} records with decoys"
+        t_check = time.process_time()
         report = check_members(loaded, shipped, secret,
                                lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
                                known=args.known)  # fmt: skip
         print(report.render())
+        if args.pad_to:
+            decoy_report(seen[label], loaded, time.process_time() - t_check)
+            for share in args.keep:
+                print(f"the attacker on S2 dropping unpartnered rows first, keeping {share:g} x "
+                      "as many rows as real people:")  # fmt: skip
+                partnered_attack(seen[label][0]["S2"], loaded, shipped, args.known, share)
         if args.dummies or args.plan:
             # The same people and secret, the shipped plan without dummies: the pairs through
             # the circuit, the links.

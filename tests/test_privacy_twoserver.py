@@ -21,8 +21,10 @@ from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from blindmatch.client.tools.privacy.twocheck import (
     MIN_SAMPLE,
     TwoServerReport,
+    check_members,
     synthetic_members,
 )
+from blindmatch.matcher.core.twoviews import role_views
 from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, STRONG_SECRET
 
 SCHEMA = load_schema(PERSON_SCHEMA)
@@ -134,3 +136,29 @@ def test_a_members_own_export_is_checked_as_member_a(
     data = json.loads((out / "privacy-check.json").read_text())
     assert data["records"] == 600 and set(data["roles"]) == {"C", "S1", "S2"}
     assert all(s < 0.01 for s in data["roles"]["C"].values()), data
+
+
+def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
+    # Members padded with decoy people (benchmarks/twoserver.py --pad-to): rows whose person
+    # the attacker's plaintext lacks. Every role's view holds them and the attacks run over
+    # them (a claim on one is never right), but a share counts A's real records only.
+    members = synthetic_members(tmp_path / "real", 1, MIN_SAMPLE, SCHEMA)
+    fake = synthetic_members(tmp_path / "fake", 2, 200, SCHEMA)
+    padded = []
+    for (rows, people), (extra, others) in zip(members[:2], fake[:2], strict=True):
+        padded.append((rows + extra, people + [-1 - q for q in others]))
+    report = check_members([*padded, members[2]], SCHEMA, STRONG_SECRET.encode(), role_views,
+                           source="padded", known=(0, 10))  # fmt: skip
+    assert report.records == MIN_SAMPLE
+    assert {r.encoding for r in report.results} == {"C", "S1", "S2"}
+    for r in report.results:
+        assert r.records == MIN_SAMPLE - (10 if "10 known" in r.attack else 0), r
+        assert r.records_reidentified <= r.claims, r
+    # S2 is attacked too by the attacker that keeps the rows with the highest count to the
+    # other member (a member's own decoys have no partner there), as many as A's real people.
+    dropped = [r for r in report.results if r.attack.startswith("decoy-aware")]
+    assert [(r.encoding, r.attack) for r in dropped] == [
+        ("S2", "decoy-aware (blind)"),
+        ("S2", "decoy-aware (10 known)"),
+    ]
+    assert f"the {MIN_SAMPLE:,} rows of A" in dropped[0].public_list, dropped[0]

@@ -61,8 +61,9 @@ class Propagation:
         for c, lam in views:
             mean = lam.mean(axis=1, keepdims=True)
             self.parts.append((c, lam - mean, np.log(lam) - np.log(mean)))
-        n = views[0][0].shape[0]
-        self.score = np.zeros((n, n), dtype=np.float32)
+        # victim records x the attacker's (more victim rows than attacker records where the
+        # victim's rows hold decoys the attacker has no plaintext of)
+        self.score = np.zeros((views[0][0].shape[0], views[0][1].shape[0]), dtype=np.float32)
         self.seeds: dict[int, int] = {}
 
     def add(self, pairs: dict[int, int]) -> None:

@@ -17,6 +17,11 @@ scores the claims.
 
 The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
 re-identifies under 1% of A's records (those not among the known pairs).
+
+Members padded with decoy records (benchmarks/twoserver.py `--pad-to`; the command line pads
+nothing): a row whose person the attacker's plaintext lacks is a decoy, attacked like any row
+and counted in no share; S2's view is then attacked too by an attacker that drops the rows
+least likely real (`unpartnered_attack`; docs/privacy-design.md, "(d) Decoy records").
 """
 
 from __future__ import annotations
@@ -197,10 +202,13 @@ def check_members(
     # The attacker's own encodings (its own key, the public schema): both CLKs.
     own = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)
     u = own[0]
+    # A row whose person the attacker's plaintext lacks is a decoy (benchmarks/twoserver.py
+    # --pad-to): -1, never a right claim, never a record counted in a share.
     where = {q: k for k, q in enumerate(u_people)}
-    truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
-    truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
-    report = TwoServerReport(source, len(a_rows), hardening.describe(), [], [])
+    truth_a = np.array([where.get(q, -1) for q in a_people], dtype=np.intp)
+    truth_b = np.array([where.get(q, -1) for q in b_people], dtype=np.intp)
+    real = int((truth_a >= 0).sum())
+    report = TwoServerReport(source, real, hardening.describe(), [], [])
     for role in ROLES:
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float]] = {}
@@ -214,7 +222,7 @@ def check_members(
             view = CombinerView(len(a_rows), len(b_rows), pairs, shown,
                                 np.zeros(len(a_rows), np.int64), np.zeros(len(b_rows), np.int64),
                                 pops=False)  # fmt: skip
-            model = fit_model(u, plan.bits, plan.bands, view, truth_a, truth_b)
+            model = fit_model(u, plan.bits, plan.bands, *_real(view, truth_a, truth_b))
             read = f" (read against {clks * plan.bands / reading:,.0f} bands)" if reading else ""
             for count in known:
                 got = _attack(role, view, model, count, a_people, b_people, u_people,
@@ -225,10 +233,74 @@ def check_members(
             result, partner = worst[count]
             report.results.append(result)
             report.partner[f"{role} {result.attack}"] = partner
+    if (truth_a < 0).any() or (truth_b < 0).any():
+        # Decoy rows: S2 attacked too by an attacker that drops the rows least likely real.
+        pairs, counts = views["S2"]
+        for count in known:
+            found = unpartnered_attack(pairs, counts, truth_a, truth_b, u, a_people, u_people,
+                                       plan, clks, count)  # fmt: skip
+            report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
     if within:
         report.results.extend(_own_pairs(within, own, truth_a, a_people, u_people, plan, known))
     return report
+
+
+def unpartnered_attack(
+    pairs: npt.NDArray[np.intp], counts: npt.NDArray[np.float64], truth_a: npt.NDArray[np.intp],
+    truth_b: npt.NDArray[np.intp], u: npt.NDArray[np.uint8], a_people: list[int],
+    u_people: list[int], plan: sharing.BandPlan, clks: int, count: int, share: float = 1.0,
+) -> AttackResult:  # fmt: skip
+    """Trilateration on S2's view of members padded with decoys (rows whose truth is -1) by
+    an attacker that first drops the rows least likely real: of each member it keeps `share`
+    x as many rows as it has real people (it holds their plaintext, so it knows how many),
+    those with the highest count to any row of the other member (a member's own decoys have
+    no partner), and the rows of its `count` known pairs (the other attacks' own); both
+    readings of the counts, the worse kept. The share is of all of A's real records less the
+    known pairs (docs/privacy-design.md, "(d) Decoy records")."""
+    truth = (truth_a, truth_b)
+    known_a = known_pairs(a_people, u_people, count, seed=count)
+    keep = []
+    for side in (0, 1):
+        best = np.zeros(len(truth[side]))
+        np.maximum.at(best, pairs[:, side], counts)
+        mask = np.zeros(len(truth[side]), bool)
+        mask[np.argsort(-best, kind="stable")[: round(share * int((truth[side] >= 0).sum()))]] = 1
+        if side == 0:
+            mask[list(known_a)] = True
+        keep.append(mask)
+    on = keep[0][pairs[:, 0]] & keep[1][pairs[:, 1]]
+    renum = [np.cumsum(k) - 1 for k in keep]
+    sub = np.stack([renum[0][pairs[on, 0]], renum[1][pairs[on, 1]]], axis=1).astype(np.intp)
+    ta, tb = truth_a[keep[0]], truth_b[keep[1]]
+    rows_a = np.flatnonzero(keep[0])
+    sub_known = {int(renum[0][i]): q for i, q in known_a.items()}
+    n_a, n_b = int(keep[0].sum()), int(keep[1].sum())
+    most = (-1, 0, 0.0)
+    for reading in S2_READINGS:
+        shown = np.minimum(counts[on] * reading / (clks * plan.bands), 1.0) ** (1 / plan.bits)
+        view = CombinerView(n_a, n_b, sub, shown, np.zeros(n_a, np.int64),
+                            np.zeros(n_b, np.int64), pops=False)  # fmt: skip
+        model = fit_model(u, plan.bits, plan.bands, *_real(view, ta, tb))
+        claims, _b, _blind = trilaterate(
+            view, model, np.sort(ta[ta >= 0]), np.sort(tb[tb >= 0]), sub_known, {}, blind=50,
+            margin=3.0, cap=20_000, robust=True,
+        )  # fmt: skip
+        mine = [(i, q) for i, q in claims.items() if i not in sub_known]
+        right = sum(1 for i, q in mine if truth_a[rows_a[i]] == q)
+        if right > most[0]:
+            most = (right, len(mine), reading)
+    right, made, reading = most
+    real = int((truth_a >= 0).sum()) - len(known_a)
+    label = "blind" if not count else f"{count} known"
+    return AttackResult(
+        attack=f"decoy-aware ({label})", encoding="S2", field="(record)",
+        public_list=(f"{ROLES['S2']} (read against {clks * plan.bands / reading:,.0f} bands), "
+                     f"the {n_a:,} rows of A and {n_b:,} of B with the highest count kept: "
+                     f"{int(on.sum()):,} pairs; {_claims(right, made)}"),
+        records=real, records_reidentified=right, values=real, values_reidentified=right,
+        claims=made,
+    )  # fmt: skip
 
 
 def _claims(right: int, made: int) -> str:
@@ -244,7 +316,7 @@ def _own_pairs(
     pairs linked by a reused token of B, and how many tokens link them), against the
     attacker's encodings of A's people; blind seeds from degrees, or `known` pairs."""
     n = len(truth_a)
-    mine = np.sort(truth_a)  # the attacker's records of A's people
+    mine = np.sort(truth_a[truth_a >= 0])  # the attacker's records of A's people
     people = [u_people[k] for k in mine]
     parts: list[View] = []
     for (pairs, counts), clks in zip(within, own, strict=False):
@@ -252,7 +324,7 @@ def _own_pairs(
         parts.append(((c + c.T).tocsr().astype(np.float32), expected_counts(
             clks[mine], plan.bits, plan.bands)))  # fmt: skip
     pos = {int(q): j for j, q in enumerate(mine)}
-    truth = np.array([pos[int(q)] for q in truth_a], dtype=np.intp)
+    truth = np.array([pos.get(int(q), -1) for q in truth_a], dtype=np.intp)
     linked = sum(len(p) for p, _c in within)
     out = []
     for count in known:
@@ -270,8 +342,8 @@ def _own_pairs(
             attack=f"collisions ({label})", encoding="S2", field="(record)",
             public_list=(f"A's own pairs linked by a reused token of B: {linked:,} pairs; "
                          f"{_claims(right, len(claims))}"),
-            records=n - len(known_a), records_reidentified=right,
-            values=n - len(known_a), values_reidentified=right, claims=len(claims),
+            records=len(mine) - len(known_a), records_reidentified=right,
+            values=len(mine) - len(known_a), values_reidentified=right, claims=len(claims),
         ))  # fmt: skip
     return out
 
@@ -286,8 +358,8 @@ def _attack(
     share re-identified."""
     known_a = known_pairs(a_people, u_people, count, seed=count)
     claims_a, claims_b, _blind = trilaterate(
-        view, model, np.sort(truth_a), np.sort(truth_b), known_a, {}, blind=50, margin=3.0,
-        cap=20_000, robust=True,
+        view, model, np.sort(truth_a[truth_a >= 0]), np.sort(truth_b[truth_b >= 0]), known_a,
+        {}, blind=50, margin=3.0, cap=20_000, robust=True,
     )  # fmt: skip
     people_known = {int(q) for q in known_a.values()}
     known_b = {i for i, q in enumerate(truth_b) if int(q) in people_known}
@@ -301,13 +373,30 @@ def _attack(
         encoding=role,
         field="(record)",
         public_list=f"{ROLES[role]}{read}: {len(view.pairs):,} pairs; {_claims(right_a, made)}",
-        records=len(a_people) - len(known_a),
+        records=int((truth_a >= 0).sum()) - len(known_a),
         records_reidentified=right_a,
-        values=len(a_people) - len(known_a),
+        values=int((truth_a >= 0).sum()) - len(known_a),
         values_reidentified=right_a,
         claims=made,
     )
-    return result, right_b / max(len(b_people) - len(known_b), 1)
+    return result, right_b / max(int((truth_b >= 0).sum()) - len(known_b), 1)
+
+
+def _real(
+    view: CombinerView, truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp]
+) -> tuple[CombinerView, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The view's pairs between rows the attacker's plaintext holds (no decoy), renumbered,
+    with their truth: what the model is calibrated on (the attacker's best case: it calibrates
+    on its own people, whose rows it cannot tell from decoys in the view it attacks)."""
+    ka, kb = truth_a >= 0, truth_b >= 0
+    if ka.all() and kb.all():
+        return view, truth_a, truth_b
+    new_a, new_b = np.cumsum(ka) - 1, np.cumsum(kb) - 1
+    keep = ka[view.pairs[:, 0]] & kb[view.pairs[:, 1]]
+    pairs = np.stack([new_a[view.pairs[keep, 0]], new_b[view.pairs[keep, 1]]], axis=1)
+    sub = CombinerView(int(ka.sum()), int(kb.sum()), pairs.astype(np.intp), view.dice[keep],
+                       view.pop_a[ka], view.pop_b[kb], view.pops)  # fmt: skip
+    return sub, truth_a[ka], truth_b[kb]
 
 
 __all__ = [
@@ -316,4 +405,5 @@ __all__ = [
     "check_members",
     "export_members",
     "synthetic_members",
+    "unpartnered_attack",
 ]
