@@ -116,9 +116,13 @@ def _ready(b: _Builder, *wires: int) -> int:
     return max((b.depth[w] for w in wires if w not in (ZERO, ONE)), default=0)
 
 
-def _tree(b: _Builder, groups: list[tuple[int, int]]) -> int:
+def _tree(b: _Builder, groups: list[tuple[int, int]], mask: int = ONE) -> int:
     """The generate of `groups` ((G, P), lowest first, the lowest's P unused), merging first
-    the adjacent pair whose merge is ready first."""
+    the adjacent pair whose merge is ready first; AND `mask`, taken into the high group of
+    the last merge (m G = m G_hi ^ (m P_hi) G_lo: no round after the tree's where the low
+    group is the last to be ready)."""
+    if len(groups) == 1:
+        return b.and_(mask, groups[0][0])
     while len(groups) > 1:
         # The merge of groups i (low) and i + 1 (high) is ready at this depth.
         def merged(i: int) -> int:
@@ -128,24 +132,26 @@ def _tree(b: _Builder, groups: list[tuple[int, int]]) -> int:
 
         i = min(range(len(groups) - 1), key=lambda i: (merged(i), i))
         (g_lo, p_lo), (g_hi, p_hi) = groups[i], groups[i + 1]
+        if len(groups) == 2:
+            g_hi, p_hi = b.and_(mask, g_hi), b.and_(mask, p_hi)
         g = b.xor(g_hi, b.and_(p_hi, g_lo))
         p = ZERO if i == 0 else b.and_(p_hi, p_lo)
         groups[i : i + 2] = [(g, p)]
     return groups[0][0] if groups else ZERO
 
 
-def _hybrid(b: _Builder, cols: Columns, low: int) -> int:
+def _hybrid(b: _Builder, cols: Columns, low: int, mask: int = ONE) -> int:
     """The carry out of `cols`: rippled through the lowest `low` columns (one AND a column,
     a full adder's carry), then `_tree` over the rest above that carry."""
     carry = ZERO
     for col in cols[:low]:
         x, y = [*col, ZERO, ZERO][:2]
         carry = b.xor(carry, b.and_(b.xor(x, carry), b.xor(y, carry)))
-    return _tree(b, [(carry, ZERO)] + [_gp(b, col) for col in cols[low:]])
+    return _tree(b, [(carry, ZERO)] + [_gp(b, col) for col in cols[low:]], mask)
 
 
-def _hybrid_bits(b: _Builder, cols: Columns, low: int) -> list[int]:
-    return [_hybrid(b, cols, low)]
+def _hybrid_bits(b: _Builder, cols: Columns, low: int, mask: int = ONE) -> list[int]:
+    return [_hybrid(b, cols, low, mask)]
 
 
 def _trial(b: _Builder, build: Callable[[], list[int]]) -> int:
@@ -157,20 +163,20 @@ def _trial(b: _Builder, build: Callable[[], list[int]]) -> int:
     return depth
 
 
-def carry_depth(b: _Builder, cols: Columns) -> int:
+def carry_depth(b: _Builder, cols: Columns, mask: int = ONE) -> int:
     """The depth `carry_in` reaches at the earliest (its tree over all the columns)."""
-    return _trial(b, partial(_hybrid_bits, b, cols, 0))
+    return _trial(b, partial(_hybrid_bits, b, cols, 0, mask))
 
 
-def carry_in(b: _Builder, cols: Columns, deadline: int = 0) -> int:
+def carry_in(b: _Builder, cols: Columns, deadline: int = 0, mask: int = ONE) -> int:
     """The carry into the column above `cols` (at most two bits each) when their two rows are
-    added: rippled through as many low columns as leave it no later than `_tree` over all
-    of them has it, or than `deadline` (a ripple costs one AND a column, the tree about
-    three)."""
-    best = max(deadline, carry_depth(b, cols))
+    added, AND `mask`: rippled through as many low columns as leave it no later than `_tree`
+    over all of them has it, or than `deadline` (a ripple costs one AND a column, the tree
+    about three)."""
+    best = max(deadline, carry_depth(b, cols, mask))
     low = next(k for k in range(len(cols), -1, -1)
-               if k == 0 or _trial(b, partial(_hybrid_bits, b, cols, k)) <= best)  # fmt: skip
-    return _hybrid(b, cols, low)
+               if k == 0 or _trial(b, partial(_hybrid_bits, b, cols, k, mask)) <= best)  # fmt: skip
+    return _hybrid(b, cols, low, mask)
 
 
 def sign(b: _Builder, terms: Sequence[Term], const: int = 0, deadline: int = 0) -> int:

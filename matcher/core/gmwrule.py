@@ -98,14 +98,16 @@ def _at_most(b: _Builder, lhs: list[Term], x: list[Term], line: Line,
 def _floor_test(b: _Builder, h: Bits, pa: list[int], pb: list[int], total: list[int],
                 floor: float, n_bits: int, deadline: int) -> int:  # fmt: skip
     """The kernel's test on the first CLKs at the candidate floor (gmwcircuit `_kernel_test`
-    on H as weighted bits): pa > 0, the pre-filter, H <= dice(pa + pb)."""
+    on H as weighted bits, `total` = pa + pb): pa > 0, the pre-filter, H <= dice(pa + pb),
+    rippling where that leaves it ready by round `deadline`."""
     r = kernel_rule(floor, n_bits)
     positive = b.not_(b.and_all([b.not_(w) for w in pa]))  # pa > 0
-    up = _at_most(b, [(pb, 1), (pa, -1)], [(pa, 1)], r.pre, pa, deadline)  # pb - pa <= pre(pa)
-    down = _at_most(b, [(pa, 1), (pb, -1)], [(pa, 1)], r.pre, pa, deadline)  # pa - pb <= pre(pa)
+    early = deadline - 3  # then two ANDs with `positive`, the last with `dice`
+    up = _at_most(b, [(pb, 1), (pa, -1)], [(pa, 1)], r.pre, pa, early)  # pb - pa <= pre(pa)
+    down = _at_most(b, [(pa, 1), (pb, -1)], [(pa, 1)], r.pre, pa, early)  # pa - pb <= pre(pa)
     hamming = [([w], k) for w, k in h]
-    dice = _at_most(b, hamming, [(total, 1)], r.dice, total, deadline)
-    return b.and_all([positive, up, down, dice])
+    dice = _at_most(b, hamming, [(total, 1)], r.dice, total, deadline - 1)
+    return b.and_(b.and_all([positive, up, down]), dice)
 
 
 def _sum(b: _Builder, pa: list[int], pb: list[int]) -> list[int]:
@@ -179,11 +181,17 @@ def rule_circuit(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Ru
     y, p = rows(y), rows(p3)
     margins = [prefix.compress(b, prefix.columns(b, y + [(bits, k) for bits, _ in p], 0, width))
                for k in ks]  # fmt: skip
-    # Each sign no later than the latest needs (a ripple where it leaves time), the floor too.
-    deadline = max(prefix.carry_depth(b, m[:-1]) for m in margins)
-    signs = [b.not_(b.xor_all([*m[-1], prefix.carry_in(b, m[:-1], deadline)])) for m in margins]
-    floor_ok = _floor_test(b, h1, pa1, pb1, s1, form.floor, n_bits, deadline)
-    outputs = [b.and_(floor_ok, sign) for sign in signs]
+    # Output j is f & ~(top ^ carry) = f ^ f top ^ f carry (f the floor test, top the top
+    # column's bit): f taken into the carry's last merge costs no round where the floor test
+    # is ready two rounds before the carry; each sign and the floor test ripple where they
+    # have time (`carry_in`'s deadline).
+    unmasked = max(prefix.carry_depth(b, m[:-1]) for m in margins)
+    floor_ok = _floor_test(b, h1, pa1, pb1, s1, form.floor, n_bits, unmasked - 2)
+    deadline = max(prefix.carry_depth(b, m[:-1], floor_ok) for m in margins)
+    outputs = []
+    for m in margins:
+        carry = prefix.carry_in(b, m[:-1], deadline, floor_ok)
+        outputs.append(b.xor_all([floor_ok, b.and_(floor_ok, b.xor_all(m[-1])), carry]))
     return b.compile(n_bits, cutoffs, pop_wires, outputs, n_bits2=n_bits2, rule=rule)
 
 
