@@ -6,16 +6,17 @@ S >= t at each cut-off in its integer form A N1 Σ2 - B N2 Σ1 - C Σ1 Σ2 >= 0 
 public constants).
 
 `rule_circuit` (core/gmwcircuit.py's builder, core/gmwprefix.py's sums; core/linkbit.py
-evaluates it as any other), 22 rounds at 1,024 + 1,024 bits and four cut-offs:
+evaluates it as any other), 21 rounds at 1,024 + 1,024 bits and four cut-offs:
 
 - both Hamming distances by carry-save reduction, a 2^k-bit CLK's in k bits plus its last
   bit (H's top bit at 1,024 bits would be a round later than the rest);
 - Σ = pa + pb by a prefix adder, Σ2 read as 1 where it is 0 (one AND tree);
-- the margin rewritten as (A - B - C) Σ1 Σ2 - A H1 Σ2 + B H2 Σ1 (N = Σ - H), so that the late
+- the margin rewritten as (A - B - C) Σ1 Σ2 - A H1 Σ2 + B H2* Σ1 (N = Σ - H), so that the late
   H's meet the early Σ's in partial products (an AND each) and one carry-save tree shared by
   the cut-offs, then at each cut-off one carry-save level and the sign as a parallel-prefix
   carry into the top column;
-- the kernel's test on the first CLKs at the floor, its signs as the same carries.
+- the kernel's test on the first CLKs at the floor, its signs as the same carries, its AND
+  with each sign taken into that sign's last carry merge (no round of its own).
 
 `ripple_rule_circuit` is the circuit as first built (49 rounds: each sum ending in a ripple of
 carries), kept for the benchmark's side-by-side and the tests' comparison.
