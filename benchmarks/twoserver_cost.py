@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.blocking import COST_PAIR, COST_ROW
+from blindmatch.matcher.core.gmwcircuit import Circuit
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.domain import NO_RULE, Rule
 
@@ -103,14 +105,19 @@ class LinkBitCost:
 
 
 def link_bit_cost(
-    pairs: int, cutoffs: tuple[float, ...] = (0.8,), n_bits: int = 1024, rule: Rule = NO_RULE
+    pairs: int,
+    cutoffs: tuple[float, ...] = (0.8,),
+    n_bits: int = 1024,
+    rule: Rule = NO_RULE,
+    build: Callable[[int, int, tuple[float, ...], Rule], Circuit] = rule_circuit,
 ) -> LinkBitCost:
     """Times C's dealing and reveal, S1's and S2's circuit (bit slicing, popcount shares, PRG,
     rounds), in circuits of linkbit.BATCH pairs, one process; bytes as linkbit.Transcript
-    counts them. With a gap `rule`, its circuit (core/gmwrule.py) on two `n_bits`-bit CLKs a
-    pair (the default schema's first and fallback CLKs are both 1,024 bits)."""
+    counts them. With a gap `rule`, its circuit (`build`: core/gmwrule.py's) on two
+    `n_bits`-bit CLKs a pair (the default schema's first and fallback CLKs are both 1,024
+    bits)."""
     rng = np.random.default_rng(1)
-    c = rule_circuit(n_bits, n_bits, cutoffs, rule) if rule.active else linkbit.circuit(
+    c = build(n_bits, n_bits, cutoffs, rule) if rule.active else linkbit.circuit(
         n_bits, cutoffs)  # fmt: skip
     clks = 2 if rule.active else 1
     us = {"S1": 0.0, "S2": 0.0, "C": 0.0}
