@@ -562,6 +562,8 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
                 iter([pb.RoundMessage(batch="b")]), metadata=m))),
             "Expand": ("S2", "s1", lambda m: list(s2_stub.Expand(
                 iter([pb.SealedMatches(run=pb.ProposeRequest())]), metadata=m))),
+            "Forget": ("S1", "combiner", lambda m: s1_stub.Forget(
+                pb.ForgetRequest(project="p"), metadata=m)),
             "Run": ("the combiner", "operator", lambda m: c_stub.Run(
                 pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
             "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
@@ -570,7 +572,9 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
         whose = {"s1": "S1's", "s2": "S2's", "combiner": "the combiner's",
                  "operator": "the operator's", "member": "the members'"}  # fmt: skip
         keys = {**own, "member": MEMBER_KEY}
-        for rpc, (name, caller, call) in calls.items():
+        s2_forget = ("S2", "combiner", lambda m: s2_stub.Forget(pb.ForgetRequest(project="p"),
+                                                                metadata=m))  # fmt: skip
+        for rpc, (name, caller, call) in [*calls.items(), ("Forget", s2_forget)]:
             for wrong in sorted(set(keys) - {caller}):
                 with pytest.raises(grpc.RpcError) as refused:
                     call(auth(keys[wrong]))
@@ -583,6 +587,7 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert refused.value.details() == f"{name} answers {rpc} only with {whose[caller]} key"
         assert "east" not in c.service.held
+        assert {"north", "south"} <= set(s1.service.held) & set(s2.service.held)  # none forgot
     finally:
         for channel in channels.values():
             channel.close()
