@@ -457,11 +457,16 @@ def test_an_erasure_has_s1_and_s2_drop_the_members_shares_or_says_which_could_no
     assert f"warning: S2 did not drop your shares: {s2}" in captured.err
     assert "They remain there until S2 restarts" in captured.err
     assert held(world, "shares") == {"s1": ["north"], "s2": ["north", "south"]}
+    # Erasing again asks both servers again (S2 still down: the same warning, exit 4).
+    assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["south"]) == 4
+    captured = capsys.readouterr()
+    assert "Erased from shares: 0 upload(s)" in captured.out
+    assert "S1 dropped 0 upload(s)." in captured.out and s2 in captured.err
     forgot = [(r[5], json.loads(r[8])) for r in db_rows(world.data_dir, "audit")
               if r[3] == "twoserver.forget"]  # fmt: skip
     assert forgot[0] == ("west", {"S1": "dropped 1", "S2": "dropped 1"})
     assert forgot[1][0] == "south" and forgot[1][1]["S1"] == "dropped 1"
-    assert forgot[1][1]["S2"].startswith(s2) and len(forgot) == 2
+    assert forgot[1][1]["S2"].startswith(s2) and len(forgot) == 3
 
 
 def test_an_expired_two_server_project_has_s1_and_s2_drop_its_shares(
