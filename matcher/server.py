@@ -52,7 +52,7 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -212,6 +212,14 @@ def create_server(
             streams.end_project(name, NotFound(f"project {name!r} expired; its data is deleted"))
 
         sweeper.on_expired.append(end_streams)
+        if two_server is not None:  # S1 and S2 drop an expired project's shares (if any)
+
+            def forget_shares(name: str) -> None:
+                for f in forget(store, two_server, name, quiet=True):
+                    if f.error:
+                        log.warning("project %s expired, but %s", name, f.error)
+
+            sweeper.on_expired.append(forget_shares)
         for name in realtime.index_store.projects():  # indexes of projects expired while down
             if not store.is_live(name):
                 realtime.erase_project(name)

@@ -641,14 +641,26 @@ class EraseRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class EraseReply(_message.Message):
-    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted")
+    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted", "two_server")
     UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
     LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
     USERS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_FIELD_NUMBER: _ClassVar[int]
     uploads_deleted: int
     links_deleted: int
     users_deleted: int
-    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ...) -> None: ...
+    two_server: _containers.RepeatedCompositeFieldContainer[ServerForgot]
+    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ...) -> None: ...
+
+class ServerForgot(_message.Message):
+    __slots__ = ("server", "dropped", "error")
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    server: str
+    dropped: int
+    error: str
+    def __init__(self, server: _Optional[str] = ..., dropped: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TokenRequest(_message.Message):
     __slots__ = ("project", "member")
@@ -1072,6 +1084,20 @@ class CollectRequest(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     batch: str
     def __init__(self, batch: _Optional[str] = ...) -> None: ...
+
+class ForgetRequest(_message.Message):
+    __slots__ = ("project", "member")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    member: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ...) -> None: ...
+
+class ForgetReply(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...
 
 class OutputShares(_message.Message):
     __slots__ = ("shares", "round_bytes_sent", "round_bytes_received", "rounds")

@@ -1569,6 +1569,11 @@ class TwoServerBlockingStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
                 _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/Forget',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
+                _registered_method=True)
 
 
 class TwoServerBlockingServicer:
@@ -1611,6 +1616,14 @@ class TwoServerBlockingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """Drop a project member's uploads (or a project's) now (C calls it: the member erased
+        its data, or the project expired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerBlockingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1628,6 +1641,11 @@ def add_TwoServerBlockingServicer_to_server(servicer, server):
                     servicer.Evaluate,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CircuitBatch.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1734,6 +1752,33 @@ class TwoServerBlocking:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Forget',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class TwoServerSharesStub:
     """S2
@@ -1769,6 +1814,11 @@ class TwoServerSharesStub:
                 '/blindmatch.v1.TwoServerShares/Collect',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Forget',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
                 _registered_method=True)
 
 
@@ -1813,6 +1863,13 @@ class TwoServerSharesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """Drop a project member's uploads (or a project's) now (C calls it), as S1's Forget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerSharesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1840,6 +1897,11 @@ def add_TwoServerSharesServicer_to_server(servicer, server):
                     servicer.Collect,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1978,6 +2040,33 @@ class TwoServerShares:
             '/blindmatch.v1.TwoServerShares/Collect',
             blindmatch_dot_protos_dot_blindmatch__pb2.CollectRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Forget',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,19 @@ EXPORTS = {"north": "north-police", "south": "south-police", "west": "retail-bcr
 SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 
 
+class Ahead:
+    """The real time (the order of uploads goes by it), moved forward by hand."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @dataclass
 class World:
     """S1, S2 and a matcher that is their combiner; where the members' files are."""
@@ -52,6 +66,7 @@ class World:
     server: RunningServer
     data_dir: Path
     folder: Path
+    clock: Ahead  # the matcher's (projects expire by it)
 
     @property
     def target(self) -> str:
@@ -72,10 +87,11 @@ def world(tmp_path: Path) -> Iterator[World]:
     s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
     roles = {"s1": s1, "s2": s2}
     setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
-    data_dir = tmp_path / "matcher-data"
-    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup)
+    data_dir, clock = tmp_path / "matcher-data", Ahead()
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup,
+                           clock=clock)  # fmt: skip
     try:
-        yield World(roles, server, data_dir, tmp_path)
+        yield World(roles, server, data_dir, tmp_path, clock)
     finally:
         server.stop(grace=None)
         for role in roles.values():
@@ -419,3 +435,65 @@ def test_a_schema_rule_is_applied_as_a_clk_project_applies_it_and_the_data_dir_c
     # The empty files of two-server uploads are whole to `admin check` (hashing every file).
     report = check_data_dir(world.data_dir)
     assert report.problems == [] and report.uploads_checked >= 2
+
+
+def held(world: World, project: str) -> dict[str, list[str]]:
+    """Whose uploads of `project` S1 and S2 hold (the member of each project/member/tag)."""
+    return {role: sorted(m.split("/")[1] for m in r.service.held if m.startswith(project + "/"))
+            for role, r in world.roles.items()}  # fmt: skip
+
+
+def test_an_erasure_has_s1_and_s2_drop_the_members_shares_or_says_which_could_not(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    assert held(world, "shares") == {"s1": sorted(NAMES), "s2": sorted(NAMES)}
+    capsys.readouterr()
+    assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["west"]) == 0
+    out = capsys.readouterr().out
+    assert "Erased from shares: 1 upload(s)" in out
+    assert "S1 dropped 1 upload(s), S2 dropped 1 upload(s)" in out
+    assert held(world, "shares") == {"s1": ["north", "south"], "s2": ["north", "south"]}
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 3
+    assert "waiting for west" in capsys.readouterr().err
+    # S2 down: the matcher's part and S1's shares go; the reply names S2, whose shares of
+    # south remain (until it restarts), and the command exits 4; erasing again once S2 is
+    # back drops them (the servers drop by project and member, whatever the matcher holds).
+    world.roles["s2"].server.stop(None).wait()
+    assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["south"]) == 4
+    captured = capsys.readouterr()
+    assert "Erased from shares: 1 upload(s)" in captured.out
+    assert "S1 dropped 1 upload(s)." in captured.out
+    s2 = f"S2 (127.0.0.1:{world.roles['s2'].port}) is unreachable"
+    assert f"warning: S2 did not drop your shares: {s2}" in captured.err
+    assert "They remain there until S2 restarts" in captured.err
+    assert held(world, "shares") == {"s1": ["north"], "s2": ["north", "south"]}
+    # Erasing again asks both servers again (S2 still down: the same warning, exit 4).
+    assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["south"]) == 4
+    captured = capsys.readouterr()
+    assert "Erased from shares: 0 upload(s)" in captured.out
+    assert "S1 dropped 0 upload(s)." in captured.out and s2 in captured.err
+    forgot = [(r[5], json.loads(r[8])) for r in db_rows(world.data_dir, "audit")
+              if r[3] == "twoserver.forget"]  # fmt: skip
+    assert forgot[0] == ("west", {"S1": "dropped 1", "S2": "dropped 1"})
+    assert forgot[1][0] == "south" and forgot[1][1]["S1"] == "dropped 1"
+    assert forgot[1][1]["S2"].startswith(s2) and len(forgot) == 3
+
+
+def test_an_expired_two_server_project_has_s1_and_s2_drop_its_shares(
+    world: World, encoded: dict[str, Path]
+) -> None:
+    with world.operator() as op:
+        short = op.create_project("short", list(NAMES), mode="two-server",
+                                  expires_unix=int(world.clock() + 3600))  # fmt: skip
+    kept = create(world, "kept", "two-server")
+    for project in (short, kept):
+        assert world.cli("upload", str(encoded["north"]), "--project", project.project,
+                         token=project.tokens["north"]) == 0  # fmt: skip
+    world.clock.advance(7200)
+    assert world.server.sweeper.sweep() == ["short"]
+    assert held(world, "short") == {"s1": [], "s2": []}
+    assert held(world, "kept") == {"s1": ["north"], "s2": ["north"]}

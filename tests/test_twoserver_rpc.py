@@ -10,6 +10,7 @@ import csv
 import hashlib
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
-from blindmatch.matcher.core import fallback, linkbit, tworun, twoserver
+from blindmatch.matcher.core import fallback, linkbit, tickets, tworun, twoserver
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.rpc.twoserver_service import (
     MAX_PENDING,
@@ -562,6 +563,8 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
                 iter([pb.RoundMessage(batch="b")]), metadata=m))),
             "Expand": ("S2", "s1", lambda m: list(s2_stub.Expand(
                 iter([pb.SealedMatches(run=pb.ProposeRequest())]), metadata=m))),
+            "Forget": ("S1", "combiner", lambda m: s1_stub.Forget(
+                pb.ForgetRequest(project="p"), metadata=m)),
             "Run": ("the combiner", "operator", lambda m: c_stub.Run(
                 pb.TwoServerRunRequest(threshold=0.8), metadata=m)),
             "Upload": ("the combiner", "member", lambda m: c_stub.Upload(
@@ -570,7 +573,9 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
         whose = {"s1": "S1's", "s2": "S2's", "combiner": "the combiner's",
                  "operator": "the operator's", "member": "the members'"}  # fmt: skip
         keys = {**own, "member": MEMBER_KEY}
-        for rpc, (name, caller, call) in calls.items():
+        s2_forget = ("S2", "combiner", lambda m: s2_stub.Forget(pb.ForgetRequest(project="p"),
+                                                                metadata=m))  # fmt: skip
+        for rpc, (name, caller, call) in [*calls.items(), ("Forget", s2_forget)]:
             for wrong in sorted(set(keys) - {caller}):
                 with pytest.raises(grpc.RpcError) as refused:
                     call(auth(keys[wrong]))
@@ -583,6 +588,7 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert refused.value.details() == f"{name} answers {rpc} only with {whose[caller]} key"
         assert "east" not in c.service.held
+        assert {"north", "south"} <= set(s1.service.held) & set(s2.service.held)  # none forgot
     finally:
         for channel in channels.values():
             channel.close()
@@ -663,6 +669,54 @@ def test_each_role_audits_uploads_runs_and_refusals_in_its_data_dir(
     text = repr(logs)
     for array in (*up.s1.shares, *up.s2.shares):
         assert array.tobytes().hex()[:16] not in text
+
+
+def test_s1_and_s2_forget_a_project_members_uploads_every_tag_and_audit_the_names(
+    tmp_path: Path, key: str
+) -> None:
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2")
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=tmp_path / "s1")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+    up = client.shared_upload(np.zeros((4, 128), np.uint8), b"s", client.BandPlan(4, 4))
+    names = ["p/west/0000000a", "p/north/0000000b", "q/west/0000000c"]
+    try:
+        for role, running in roles.items():
+            for name in names:
+                ticket = tickets.issue(MEMBER_KEY, name, int(time.time()) + 600)
+                with RoleClient(role, f"127.0.0.1:{running.port}", ticket) as rc:
+                    rc.upload(name, up)
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{s1.port}") as c1,
+            grpc.insecure_channel(f"127.0.0.1:{s2.port}") as c2,
+        ):
+            stubs = (pb_grpc.TwoServerBlockingStub(c1), pb_grpc.TwoServerSharesStub(c2))
+
+            def forget(**request: str) -> list[int]:
+                return [stub.Forget(pb.ForgetRequest(**request), metadata=auth(key)).dropped
+                        for stub in stubs]  # fmt: skip
+
+            assert forget(project="p", member="west") == [1, 1]  # not q's west, not p's north
+            assert forget(project="p", member="west") == [0, 0]
+            assert [sorted(r.service.held) for r in roles.values()] == [names[1:]] * 2
+            assert forget(project="p") == [1, 1]  # the project (it expired)
+            assert [sorted(r.service.held) for r in roles.values()] == [names[2:]] * 2
+    finally:
+        for running in roles.values():
+            running.stop(grace=None)
+    for role in roles:
+        kept = RoleAudit(tmp_path / role, role)
+        try:
+            assert kept.log.verify().ok
+            forgot = [(e.actor, e.member, e.detail) for e in kept.log.entries()
+                      if e.action == "twoserver.forget"]  # fmt: skip
+        finally:
+            kept.close()
+        assert forgot == [
+            ("combiner", "p/west/", {"role": role, "dropped": 1, "names": ["p/west/0000000a"]}),
+            ("combiner", "p/west/", {"role": role, "dropped": 0, "names": []}),
+            ("combiner", "p/", {"role": role, "dropped": 1, "names": ["p/north/0000000b"]}),
+        ]
 
 
 def test_verify_audit_names_the_first_edited_entry_and_a_readable_key(

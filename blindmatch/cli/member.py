@@ -54,7 +54,25 @@ def cmd_erase(args: argparse.Namespace) -> int:
         f"row(s) involving your records and {erased.users} named user(s) (their tokens no "
         "longer work). The audit log keeps the fact, not the data."
     )
-    return 0
+    return _two_server(erased.two_server)
+
+
+def _two_server(forgot: tuple[tuple[str, int, str], ...]) -> int:
+    """A two-server project: what S1 and S2 dropped of your shares. One that could not
+    (unreachable, or a refusal) keeps them until it restarts: a warning and exit 4, as for
+    a matcher that cannot be reached (erase again once it is back)."""
+    done = [f"{server} dropped {n} upload(s)" for server, n, error in forgot if not error]
+    if done:
+        print(f"Your shares at the two-server servers: {', '.join(done)}.")
+    failed = [(server, error) for server, _, error in forgot if error]
+    for server, error in failed:
+        print(
+            f"warning: {server} did not drop your shares: {error}. They remain there until "
+            f"{server} restarts (it holds uploads in memory only); run `blindmatch erase` "
+            "again once it is back.",
+            file=sys.stderr,
+        )
+    return 4 if failed else 0
 
 
 def register(sub: Subcommands) -> None:
@@ -90,7 +108,10 @@ def register(sub: Subcommands) -> None:
         description="Delete this member's uploads and every result involving them from the "
         "project, now, with its standing index and its named users (their tokens stop "
         "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
-        "log keeps the fact, not the data, and its earlier entries as they are.",
+        "log keeps the fact, not the data, and its earlier entries as they are. In a "
+        "two-server project S1 and S2 drop your shares too; where one cannot be reached, "
+        "the rest is erased, a warning names it and the exit status is 4: erase again once "
+        "it is back.",
         example="blindmatch erase --project burglary --token-file north.token --yes",
         handler=cmd_erase,
         parents=parents,

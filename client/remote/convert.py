@@ -256,7 +256,12 @@ def upload_receipt(reply: pb.UploadReply) -> UploadReceipt:
 
 
 def erased(reply: pb.EraseReply) -> Erased:
-    return Erased(reply.uploads_deleted, reply.links_deleted, reply.users_deleted)
+    return Erased(
+        reply.uploads_deleted,
+        reply.links_deleted,
+        reply.users_deleted,
+        tuple((f.server, f.dropped, f.error) for f in reply.two_server),
+    )
 
 
 def audit_check(reply: pb.VerifyAuditReply) -> AuditCheck:

@@ -113,6 +113,8 @@ class Erased:
     uploads: int
     links: int
     users: int  # named users deleted (0 from a matcher before this count)
+    # A two-server project: (server, uploads it dropped, why it could not: "" when it did)
+    two_server: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -371,6 +371,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             f"member {member!r} erased its data in {request.project!r}; this stream, open "
             "before the erasure, is ended and nothing it sent that was not acknowledged is kept"
         )
+        two_server = self.store.project(request.project).mode == TWO_SERVER
         erased = erase(
             self.store,
             self.realtime,
@@ -378,10 +379,20 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             member,
             lambda: self.streams.end_member(request.project, member, why),
         )
+        # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
+        # the reply names it (its shares remain until it restarts, or Erase is called again).
+        forgot = (
+            tworuns.forget(self.store, self.two_server, request.project, member)
+            if two_server
+            else []
+        )
         return pb.EraseReply(
             uploads_deleted=erased.uploads,
             links_deleted=erased.links,
             users_deleted=erased.users,
+            two_server=[
+                pb.ServerForgot(server=f.server, dropped=f.dropped, error=f.error) for f in forgot
+            ],
         )
 
     # -- members: named users ---------------------------------------------------------------

@@ -7,11 +7,14 @@ from __future__ import annotations
 import grpc
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers, channel_options
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers, channel_options, peer_error
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 REACH_SECONDS = 5.0  # how long StartRun waits for S1 and S2 to answer
+FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop the shares
 
 
 def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | None) -> None:
@@ -32,6 +35,36 @@ def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | Non
         channel.close()
 
 
+def forget_at(
+    address: str,
+    who: str,
+    key: str,
+    credentials: grpc.ChannelCredentials | None,
+    project: str,
+    member: str,
+) -> Forgot:
+    """`who`'s (S1's or S2's) Forget of `member`'s uploads in `project` (no member: every
+    upload of the project), with the combiner's `key`; never raises: a server that cannot
+    be reached in time, or refuses, is a `Forgot` saying why."""
+    channel = (
+        grpc.insecure_channel(address, options=channel_options())
+        if credentials is None
+        else grpc.secure_channel(address, credentials, options=channel_options())
+    )
+    stub = (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(channel)
+    try:
+        reply = stub.Forget(
+            pb.ForgetRequest(project=project, member=member),
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=FORGET_SECONDS,
+        )
+        return Forgot(who, dropped=reply.dropped)
+    except grpc.RpcError as exc:
+        return Forgot(who, error=str(peer_error(f"{who} ({address})", exc)))
+    finally:
+        channel.close()
+
+
 def combiner_setup(
     s1: str,
     s2: str,
@@ -40,7 +73,7 @@ def combiner_setup(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> TwoServerSetup:
     """The matcher's two-server set-up: `key` the combiner's (S1 and S2 admit its Propose,
-    Evaluate, Prepare and Collect), `member_key` the members' key S1 and S2 were started
+    Evaluate, Prepare, Collect and Forget), `member_key` the members' key S1 and S2 were started
     with (the key itself: it signs tickets), over TLS with `credentials`."""
     if not s1 or not s2 or s1 == s2:
         raise ValueError("S1 and S2: two addresses")
@@ -56,7 +89,11 @@ def combiner_setup(
         reachable(s1, "S1", credentials)
         reachable(s2, "S2", credentials)
 
-    return TwoServerSetup(s1, s2, member_key, servers, check)
+    def forget(project: str, member: str) -> list[Forgot]:
+        return [forget_at(address, who, key, credentials, project, member)
+                for address, who in ((s1, "S1"), (s2, "S2"))]  # fmt: skip
+
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget)
 
 
-__all__ = ["combiner_setup", "reachable"]
+__all__ = ["combiner_setup", "forget_at", "reachable"]

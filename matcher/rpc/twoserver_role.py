@@ -124,6 +124,30 @@ class _Role:
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
+    def forget(self, request: pb.ForgetRequest) -> list[str]:
+        """Drop the uploads of `request.member` in `request.project` (every tag), or with
+        no member every upload of the project: the combiner's call when a member erases its
+        data or a project expires. A run proposed over one of them ends. The names dropped."""
+        project, member = request.project, request.member
+        for field, value in (("project", project), ("member", member)):
+            if "/" in value or (field == "project" and not value):
+                raise errors.InvalidArgument(
+                    f"{field}: {value!r}; a name without '/'"
+                    + (", not empty" if field == "project" else "")
+                )
+        prefix = f"{project}/{member}/" if member else f"{project}/"
+        with self.lock:
+            dropped = sorted(m for m in self.held if m.startswith(prefix))
+            for name in dropped:
+                del self.held[name]
+                self.budget.forget(name)
+            if self.proposal is not None and set(dropped) & set(self.proposal.members):
+                self.proposal = None
+            self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
+                     names=dropped)  # fmt: skip
+        log.info("%s dropped %d upload(s) under %s", NAMES[self.role], len(dropped), prefix)
+        return dropped
+
     def vouched(self, context: Any) -> str:
         """The name the caller's upload ticket admits ("" for the members' key)."""
         token = bearer_token(context.invocation_metadata())

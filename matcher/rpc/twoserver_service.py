@@ -26,7 +26,8 @@ uploads, runs, refusals and extras (storage/twoserver_audit.py).
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
-`Propose`/`Evaluate` and S2's `Prepare`/`Collect`; S1's S2's `Expand` and `Exchange`; the
+`Propose`/`Evaluate` and S2's `Prepare`/`Collect`, and both's `Forget` (a project member's
+uploads dropped: it erased its data, or the project expired); S1's S2's `Expand` and `Exchange`; the
 operator's `Run`.
 """
 
@@ -198,6 +199,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                                round_bytes_received=received,
                                rounds=party.circuit.rounds)  # fmt: skip
 
+    @_from("combiner")
+    def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
+        return pb.ForgetReply(dropped=len(self.forget(request)))
+
 
 class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     """S2."""
@@ -358,6 +363,14 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 "or collected)"
             )
         return pb.OutputShares(shares=out)
+
+    @_from("combiner")
+    def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
+        dropped = set(self.forget(request))
+        with self.lock:  # batches prepared over the uploads dropped go with them
+            for b in [b for b, m in self.pending.items() if {m.member_a, m.member_b} & dropped]:
+                del self.pending[b], self.since[b]
+        return pb.ForgetReply(dropped=len(dropped))
 
 
 class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):

@@ -34,16 +34,38 @@ ServersFactory = Callable[[list[str], list[int], list[int]], tworun.Servers]
 
 
 @dataclass(frozen=True)
+class Forgot:
+    """One server's part of dropping a member's (or an expired project's) shares: how many
+    uploads it dropped, or why it could not (`error`: unreachable, or a refusal); then its
+    shares remain there until it restarts (S1 and S2 hold uploads in memory only)."""
+
+    server: str  # "S1" or "S2"
+    dropped: int = 0
+    error: str = ""
+
+
+# (project, member or "" for every member) -> each server's part
+Forget = Callable[[str, str], list[Forgot]]
+
+
+def _unset(project: str, member: str) -> list[Forgot]:
+    why = "this matcher was started without it (serve --two-server-s1/--two-server-s2)"
+    return [Forgot("S1", error=why), Forgot("S2", error=why)]
+
+
+@dataclass(frozen=True)
 class TwoServerSetup:
     """What `serve --two-server-s1/--two-server-s2` gives the matcher: where S1 and S2 are,
     the members' key (it signs upload tickets), how to reach them (`servers`), and a check
-    that both answer (`reachable`: raises Unavailable naming the one that does not)."""
+    that both answer (`reachable`: raises Unavailable naming the one that does not), and
+    how to have both drop a project member's uploads (`forget`, never raising)."""
 
     s1: str
     s2: str
     member_key: str
     servers: ServersFactory
     reachable: Callable[[], None] = lambda: None
+    forget: Forget = _unset
 
 
 def not_set_up(what: str) -> FailedPrecondition:
@@ -95,6 +117,24 @@ def check_can_run(store: Store, setup: TwoServerSetup | None, project: str) -> N
     if setup is None:
         raise not_set_up("project")
     setup.reachable()
+
+
+def forget(
+    store: Store, setup: TwoServerSetup | None, project: str, member: str = "", quiet: bool = False
+) -> list[Forgot]:
+    """Have S1 and S2 drop `member`'s uploads in `project` (every tag it uploaded under), or
+    with no member every upload of the project (it expired): each server's part, a server
+    that could not be reached or refused saying why. Recorded in the audit log (`quiet`:
+    only where a server dropped something or failed)."""
+    forgot = (setup.forget if setup is not None else _unset)(project, member)
+    if not quiet or any(f.dropped or f.error for f in forgot):
+        store.audit.append(
+            audit.Event(
+                audit.MATCHER, "twoserver.forget", project, member=member,
+                detail={f.server: f.error or f"dropped {f.dropped}" for f in forgot},
+            )
+        )  # fmt: skip
+    return forgot
 
 
 class _Progress:
@@ -241,4 +281,4 @@ def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
     return "applied" if len(rules) == 1 else "not applied"
 
 
-__all__ = ["Ticket", "TwoServerSetup", "check_can_run", "issue_ticket", "run"]
+__all__ = ["Forgot", "Ticket", "TwoServerSetup", "check_can_run", "forget", "issue_ticket", "run"]
