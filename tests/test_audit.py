@@ -4,6 +4,7 @@ in a chain that `audit verify` proves untouched - or names the entries that were
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -110,6 +111,22 @@ def test_a_cut_tail_is_caught_by_an_anchor() -> None:
     cut = audit.verify(KEY, entries[:4], anchor)
     assert cut.problems == ["anchor entry 6 is not in the log (the log was cut short after it)"]
     assert audit.verify(KEY, entries[:4]).ok  # without an anchor, a shorter chain is valid
+
+
+def test_every_action_the_code_writes_is_declared() -> None:
+    """An undeclared action is a ValueError when the entry is written, i.e. a failed call at
+    run time (S1's extras once were): every literal action handed to `audit.Event` or to a
+    two-server role's `log` anywhere in the package is one of `audit.ACTIONS`."""
+    root = Path(audit.__file__).resolve().parents[2]
+    written = re.compile(r'(?:Event\(|\.log\()\s*[^,()]+,\s*"([a-z_]+\.[a-z_.]+|[a-z_]+)"')
+    found = {
+        (path.relative_to(root).as_posix(), action)
+        for folder in ("matcher", "client", "blindmatch/cli")
+        for path in (root / folder).rglob("*.py")
+        for action in written.findall(path.read_text(encoding="utf-8"))
+    }
+    assert len(found) > 20  # the pattern still finds the writers
+    assert {(f, a) for f, a in found if a not in audit.ACTIONS} == set()
 
 
 def test_purpose_rules() -> None:

@@ -64,6 +64,7 @@ ACTIONS = {
     "twoserver.run": "a two-server role took part in a run (who asked, members, pairs, links)",
     "twoserver.expand": "S2 opened the band keys S1 matched into a run's candidate pairs",
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
+    "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
 }
 
