@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml setup.py matcher/core/_kernel.c matcher/core/_lshbatch.
 demo: $(STAMP)
 	$(BIN)/blindmatch demo
 
-# Every tier (what CI runs): unit, server, and slow (processes, a fresh venv, benchmark data).
+# Every tier (what CI runs): unit, server, and slow (processes, a fresh venv, benchmark data),
+# on two workers (pytest-xdist): every test starts its own servers on free loopback ports.
 test: $(STAMP) lint check-protos
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Day to day: unit tests and tests against a real in-process matcher (tests/conftest.py).
 test-fast: $(STAMP)
