@@ -6,12 +6,9 @@ to the combiner C the popcounts (matcher/core/twoserver.py runs the three roles;
 encode --two-server` writes it as three files, `write_shared`, and `blindmatch two-server
 upload` sends each role its part over gRPC, client/remote/twoserver.py). Its primitives:
 
-- `band_positions`: which bit positions each blocking band samples, drawn from the project
-  secret (so the matcher cannot choose them, and they differ between projects);
-- `band_keys`: each record's keyed band keys, equal exactly when two records agree on every
-  position of the band (what the blocking server compares; it learns nothing else): SipHash-2-4
-  (a keyed PRF for short inputs, vectorised in numpy) of the band's bits under a key for each
-  band derived from the secret by HMAC-SHA256;
+- `band_positions` and `band_keys` (client/encoding/bandkeys.py): which bit positions each
+  blocking band samples, drawn from the project secret, and each record's keyed band keys,
+  equal exactly when two records agree on every position of the band;
 - `split_shares`: a CLK as two XOR shares, each uniformly random on its own (one for each
   of the two non-colluding servers);
 - `seal_bands`: a CLK's band keys as S1 receives them, each band's distinct keys once
@@ -34,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.client.encoding.bandkeys import band_keys, band_positions
 from blindmatch.client.encoding.schema import MAX_BAND_BITS, LinkageSchema
 from blindmatch.client.encoding.sealing import (  # noqa: F401 (re-exported: `sharing.X`)
     CLASS_BASE,
@@ -65,162 +62,7 @@ from blindmatch.client.errors import InputError
 Clks = npt.NDArray[np.uint8]
 PopShares = npt.NDArray[np.uint32]
 
-POSITIONS_LABEL = b"blindmatch band positions v1"
-KEYS_LABEL = b"blindmatch band keys v2"
 PART_LABEL = b"blindmatch two-server part "
-
-
-class _Stream:
-    """HMAC-SHA256(key, label || counter) as a stream of uniform integers."""
-
-    def __init__(self, key: bytes, label: bytes) -> None:
-        self.key, self.label, self.counter = key, label, 0
-        self.buf = b""
-
-    def u32(self) -> int:
-        if len(self.buf) < 4:
-            block = hmac.new(
-                self.key, self.label + self.counter.to_bytes(8, "big"), hashlib.sha256
-            ).digest()
-            self.counter += 1
-            self.buf += block
-        out, self.buf = int.from_bytes(self.buf[:4], "big"), self.buf[4:]
-        return out
-
-    def below(self, n: int) -> int:
-        """Uniform in [0, n), by rejection (no modulo bias)."""
-        limit = (1 << 32) - (1 << 32) % n
-        while True:
-            x = self.u32()
-            if x < limit:
-                return x % n
-
-
-def band_positions(
-    secret: bytes, pool: Sequence[int] | npt.NDArray[np.integer], bits: int, bands: int
-) -> npt.NDArray[np.int32]:
-    """(bands, bits): each band `bits` distinct positions of `pool`, drawn by a partial
-    Fisher-Yates shuffle driven by HMAC-SHA256 of the secret. Every member holding the secret
-    draws the same bands."""
-    pool_list = [int(p) for p in pool]
-    if len(set(pool_list)) != len(pool_list):
-        raise ValueError("band positions: the pool has repeated positions")
-    if not 1 <= bits <= len(pool_list):
-        raise ValueError(f"band positions: {bits} bits a band from a pool of {len(pool_list)}")
-    if bands < 1:
-        raise ValueError("band positions: at least one band")
-    key = hmac.new(secret, POSITIONS_LABEL, hashlib.sha256).digest()
-    stream = _Stream(key, f"{bits}x{bands}".encode())
-    out = np.empty((bands, bits), dtype=np.int32)
-    for band in range(bands):
-        deck = list(pool_list)
-        for k in range(bits):
-            j = k + stream.below(len(deck) - k)
-            deck[k], deck[j] = deck[j], deck[k]
-        out[band] = deck[:bits]
-    return out
-
-
-def _bits(clks: Clks) -> npt.NDArray[np.uint8]:
-    return np.unpackbits(np.ascontiguousarray(clks), axis=1, bitorder="little")
-
-
-_U64 = np.uint64
-SIPHASH_ROWS = 16_384  # records a SipHash call: arrays of a few 10^4 are the fastest
-
-
-def siphash24(
-    k0: npt.NDArray[np.uint64] | np.uint64,
-    k1: npt.NDArray[np.uint64] | np.uint64,
-    m: npt.NDArray[np.uint64],
-) -> npt.NDArray[np.uint64]:
-    """SipHash-2-4 (Aumasson and Bernstein) of 8-byte messages, element-wise: key (k0, k1)
-    and message m as little-endian 64-bit words, broadcast together. In place on four state
-    arrays (about 100 ns an element on arrays of a few 10^4)."""
-    m = np.asarray(m, dtype=np.uint64)
-    shape = np.broadcast_shapes(np.shape(k0), np.shape(k1), m.shape)
-    state = np.empty((4, *shape), dtype=np.uint64)
-    state[0] = k0 ^ _U64(0x736F6D6570736575)
-    state[1] = k1 ^ _U64(0x646F72616E646F6D)
-    state[2] = k0 ^ _U64(0x6C7967656E657261)
-    state[3] = k1 ^ _U64(0x7465646279746573)
-    v0, v1, v2, v3 = state
-    np.bitwise_xor(v3, m, out=v3)
-    spare = np.empty(shape, dtype=np.uint64)
-    add, xor = np.add, np.bitwise_xor
-
-    def rotl(x: npt.NDArray[np.uint64], n: int) -> None:
-        np.right_shift(x, _U64(64 - n), out=spare)
-        np.left_shift(x, _U64(n), out=x)
-        np.bitwise_or(x, spare, out=x)
-
-    def rounds(n: int) -> None:
-        for _ in range(n):
-            add(v0, v1, out=v0)
-            rotl(v1, 13)
-            xor(v1, v0, out=v1)
-            rotl(v0, 32)
-            add(v2, v3, out=v2)
-            rotl(v3, 16)
-            xor(v3, v2, out=v3)
-            add(v0, v3, out=v0)
-            rotl(v3, 21)
-            xor(v3, v0, out=v3)
-            add(v2, v1, out=v2)
-            rotl(v1, 17)
-            xor(v1, v2, out=v1)
-            rotl(v2, 32)
-
-    last = _U64(8 << 56)  # the final block: the message's length, 8, and no tail
-    rounds(2)
-    xor(v0, m, out=v0)
-    xor(v3, last, out=v3)
-    rounds(2)
-    xor(v0, last, out=v0)
-    xor(v2, _U64(0xFF), out=v2)
-    rounds(4)
-    out: npt.NDArray[np.uint64] = v0 ^ v1 ^ v2 ^ v3
-    return out
-
-
-def _band_secrets(secret: bytes, bands: int) -> tuple[npt.NDArray[np.uint64], ...]:
-    key = hmac.new(secret, KEYS_LABEL, hashlib.sha256).digest()
-    words = [
-        np.frombuffer(
-            hmac.new(key, band.to_bytes(4, "big"), hashlib.sha256).digest()[:16], dtype="<u8"
-        )
-        for band in range(bands)
-    ]
-    both = np.array(words, dtype=np.uint64).reshape(bands, 2)
-    return both[:, 0].copy(), both[:, 1].copy()
-
-
-def band_keys(
-    clks: Clks, positions: npt.NDArray[np.int32], secret: bytes
-) -> npt.NDArray[np.uint64]:
-    """(n, bands) keys: SipHash-2-4, under a key for the band derived from the secret, of the
-    record's bits at the band's positions (bit j of the message is the bit at positions[band,
-    j]). Two records' keys in a band are equal exactly when those bits are (up to a 2^-64
-    chance); without the secret they say nothing else."""
-    if positions.ndim != 2 or not positions.size:
-        raise ValueError("band keys: positions must be (bands, bits)")
-    if positions.shape[1] > MAX_BAND_BITS:
-        raise ValueError(f"band keys: at most {MAX_BAND_BITS} bits a band")
-    bits = _bits(clks)
-    if int(positions.max()) >= bits.shape[1] or int(positions.min()) < 0:
-        raise ValueError(f"band keys: a position outside the CLKs' {bits.shape[1]} bits")
-    k0, k1 = _band_secrets(secret, len(positions))
-    by_position = np.ascontiguousarray(bits.T)  # (positions, n): a band's rows are whole rows
-    out = np.empty((len(positions), len(clks)), dtype=np.uint64)
-    padded = np.zeros((len(clks), 8), dtype=np.uint8)
-    for band, pos in enumerate(positions):
-        packed = np.packbits(by_position[pos], axis=0, bitorder="little")  # (bytes, n)
-        padded[:, : len(packed)] = packed.T
-        values = padded.view("<u8")[:, 0]
-        for lo in range(0, len(clks), SIPHASH_ROWS):
-            hi = lo + SIPHASH_ROWS
-            out[band, lo:hi] = siphash24(k0[band], k1[band], values[lo:hi])
-    return np.ascontiguousarray(out.T)
 
 
 def split_shares(clks: Clks) -> tuple[Clks, Clks]:
