@@ -44,7 +44,7 @@ from blindmatch.matcher.core.gmwcircuit import (
 from blindmatch.matcher.core.gmwprefix import naf
 from blindmatch.matcher.core.kernelrule import Line
 from blindmatch.matcher.core.kernelrule import rule as kernel_rule
-from blindmatch.matcher.core.ruleform import integer_form
+from blindmatch.matcher.core.ruleform import IntegerRule, integer_form
 from blindmatch.matcher.domain import Rule
 
 
@@ -126,6 +126,25 @@ def _rows(cols: prefix.Columns) -> list[Term]:
     return [([c[i] if len(c) > i else ZERO for c in cols], 1) for i in (0, 1)]
 
 
+def _start(
+    n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Rule
+) -> tuple[tuple[float, ...], IntegerRule, _Builder, Index]:
+    """What both rule circuits start from: the cut-offs as floats, the rule's integer form,
+    a builder over the inputs (the two CLKs' bits, then four popcounts of max(l1, l2) wires:
+    pa1, pb1, pa2, pb2) and those popcounts' wires."""
+    if n_bits < 1 or n_bits2 < 1 or not cutoffs:
+        raise ValueError(f"rule circuit: {n_bits} and {n_bits2} bits, {len(cutoffs)} cut-offs")
+    cutoffs = tuple(float(t) for t in cutoffs)
+    form = integer_form(rule, cutoffs, n_bits, n_bits2)
+    levels = max(n_bits.bit_length(), n_bits2.bit_length())
+    first_pop = 2 + n_bits + n_bits2
+    b = _Builder(first_pop + 4 * levels)
+    pop_wires: Index = np.arange(first_pop, first_pop + 4 * levels, dtype=np.intp).reshape(
+        4, levels
+    )
+    return cutoffs, form, b, pop_wires
+
+
 @lru_cache(maxsize=16)
 def rule_circuit(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Rule) -> Circuit:
     """The gap rule at each cut-off (cutoffs[0] the threshold) on a pair's first CLKs (d1 of
@@ -144,19 +163,11 @@ def rule_circuit(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Ru
     at once (three rows each in non-adjacent form, but no levels after them); Y = -A H1 Σ2'
     + B H2* Σ1 and Σ1 Σ2' are each two rows shared by the cut-offs; at each cut-off Y + (A - B
     - C) Σ1 Σ2' is reduced to two rows and its sign is the carry into the top column."""
-    if n_bits < 1 or n_bits2 < 1 or not cutoffs:
-        raise ValueError(f"rule circuit: {n_bits} and {n_bits2} bits, {len(cutoffs)} cut-offs")
-    cutoffs = tuple(float(t) for t in cutoffs)
-    form = integer_form(rule, cutoffs, n_bits, n_bits2)
-    l1, l2 = n_bits.bit_length(), n_bits2.bit_length()
-    levels = max(l1, l2)
-    first_pop = 2 + n_bits + n_bits2
-    b = _Builder(first_pop + 4 * levels)
-    pop_wires: Index = np.arange(first_pop, first_pop + 4 * levels, dtype=np.intp).reshape(
-        4, levels
+    cutoffs, form, b, pop_wires = _start(n_bits, n_bits2, cutoffs, rule)
+    l1, l2, first_pop = n_bits.bit_length(), n_bits2.bit_length(), 2 + n_bits + n_bits2
+    pa1, pb1, pa2, pb2 = (
+        [int(w) for w in pop_wires[k, :n]] for k, n in enumerate((l1, l1, l2, l2))
     )
-    pa1, pb1 = [int(w) for w in pop_wires[0, :l1]], [int(w) for w in pop_wires[1, :l1]]
-    pa2, pb2 = [int(w) for w in pop_wires[2, :l2]], [int(w) for w in pop_wires[3, :l2]]
     h1 = _hamming(b, list(range(2, 2 + n_bits)))
     h2 = _hamming(b, list(range(2 + n_bits, first_pop)))
     s1, s2 = _sum(b, pa1, pb1), _sum(b, pa2, pb2)
@@ -204,19 +215,11 @@ def ripple_rule_circuit(
     N1 Σ2, N2 Σ1, Σ1 Σ2 each a sum ending in a ripple of carries, X = A N1 Σ2 - B N2 Σ1 once,
     the sign of X - C Σ1 Σ2 at each cut-off (49 rounds at 1,024 + 1,024 bits and four
     cut-offs); kept for the benchmark's side-by-side and the tests."""
-    if n_bits < 1 or n_bits2 < 1 or not cutoffs:
-        raise ValueError(f"rule circuit: {n_bits} and {n_bits2} bits, {len(cutoffs)} cut-offs")
-    cutoffs = tuple(float(t) for t in cutoffs)
-    form = integer_form(rule, cutoffs, n_bits, n_bits2)
-    l1, l2 = n_bits.bit_length(), n_bits2.bit_length()
-    levels = max(l1, l2)
-    first_pop = 2 + n_bits + n_bits2
-    b = _Builder(first_pop + 4 * levels)
-    pop_wires: Index = np.arange(first_pop, first_pop + 4 * levels, dtype=np.intp).reshape(
-        4, levels
+    cutoffs, form, b, pop_wires = _start(n_bits, n_bits2, cutoffs, rule)
+    l1, l2, first_pop = n_bits.bit_length(), n_bits2.bit_length(), 2 + n_bits + n_bits2
+    pa1, pb1, pa2, pb2 = (
+        [int(w) for w in pop_wires[k, :n]] for k, n in enumerate((l1, l1, l2, l2))
     )
-    pa1, pb1 = [int(w) for w in pop_wires[0, :l1]], [int(w) for w in pop_wires[1, :l1]]
-    pa2, pb2 = [int(w) for w in pop_wires[2, :l2]], [int(w) for w in pop_wires[3, :l2]]
     h1 = _popcount(b, list(range(2, 2 + n_bits)), l1)
     h2 = _popcount(b, list(range(2 + n_bits, first_pop)), l2)
     floor_ok = _kernel_test(b, h1, pa1, pb1, [kernel_rule(form.floor, n_bits)], l1)[0]
