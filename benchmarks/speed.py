@@ -68,6 +68,7 @@ from benchmarks.realclks import SCHEMA, load_realistic
 from benchmarks.synthclks import member_pair, members
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encoded import write_encoded
+from blindmatch.client.remote.model import RunProgress
 from blindmatch.matcher.core import blocking, kernel
 from blindmatch.matcher.core.compare import merge
 from blindmatch.matcher.core.executor import CompareJob, ThreadExecutor
@@ -330,6 +331,28 @@ class RunLog(logging.Handler):
         return done[-1].split("(", 1)[1].split(")", 1)[0] if done else "?"
 
 
+PHASES = {
+    "compare": "plan and compare",
+    "compared": "merge (with a fallback CLK: its pairs, rescoring)",
+    "solve": "solve",
+    "store": "store",
+}
+
+
+def phase(status: RunProgress) -> str:
+    """Where a run is, as its progress shows it: the compare stage's bands all done is the
+    start of what follows them in that stage (merging; with a fallback CLK, rescoring)."""
+    done = status.stage == "compare" and status.work_total > 0
+    return "compared" if done and status.work_done >= status.work_total else status.stage
+
+
+def phases(seen: dict[str, float], total: float) -> str:
+    """Wall seconds of each phase first seen in the watched progress (to the next one)."""
+    marks = sorted((t, p) for p, t in seen.items() if p in PHASES)
+    ends = [t for t, _ in marks[1:]] + [total]
+    return ", ".join(f"{PHASES[p]} {end - t:.1f}" for (t, p), end in zip(marks, ends, strict=True))
+
+
 @dataclass(frozen=True)
 class EndToEnd:
     method: str
@@ -379,9 +402,10 @@ def end_to_end(
                 print(f"load average before the run: {load()}", flush=True)
                 t0, c0 = time.perf_counter(), time.process_time()
                 c.start_run("scale")
-                last = None
+                last, seen = None, dict[str, float]()
                 for status in c.watch_run("scale"):
                     last = status
+                    seen.setdefault(phase(status), time.perf_counter() - t0)
                 t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
                 assert last is not None and last.state == "done", last
                 t_res, _, results = timed(lambda: c.results("scale"))
@@ -393,6 +417,7 @@ def end_to_end(
                 f"run ({method}): {t_run:.1f} s wall, {c_run:.1f} CPU s (all threads of this "
                 f"process), {last.groups:,} shared subjects; load average after: {load()}"
             )
+            print(f"  phases, wall s as watched: {phases(seen, t_run)}")
             print(f"results ({len(results.hits):,} hits, streamed in batches): {t_res:.1f} s")
             print(
                 f"peak resident memory of this process (server + clients): {peak_rss_gib():.2f} GiB"
