@@ -21,8 +21,15 @@ run), and *synthetic* (`benchmarks/synthclks.py`), simulated CLKs.
    chunks cached by benchmarks/exhaustive_cache.py), and exhaustive time is
    extrapolated from it; anonlink's time is estimated from its measured rate (~).
 3. end to end: n x n realistic encodings through a real matcher on loopback gRPC
-   (upload, run, results): wall and CPU seconds, load average, peak memory; and the
-   multi-party solver on 5 x 200k (full only).
+   (upload, run, results): wall and CPU seconds, the run's method, load average, peak
+   memory; and the multi-party solver on 5 x 200k (full only). The uploads are what
+   `blindmatch encode` writes under `--schema` (default the default schema: the whole
+   CLKs with the fallback CLK, `fallback_bits` and `blindmatch.rule`, so the run is LSH at
+   the rule's candidate floor, fallback pairs and rescoring, `lsh+fallback+rule`;
+   schemas/person-uk-no-rule.json: the fallback CLK without the rule), or with
+   `--record-level` the first CLKs alone (no fallback CLK, no rule: the figure before the
+   rule). `--n` sets n (default 1,000,000; the realistic pair at 1M is of seed 0, as
+   `benchmarks/realclks.py 1000000 1000000` caches them, smaller ones seed 2).
 4. a summary: realistic and synthetic columns, as ratios.
 5. `blocking.dedupe` (native) on 10^7 pairs (half repeats) beside its numpy version and
    `np.unique` (`--only dedupe`).
@@ -36,6 +43,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
+import logging
 import os
 import platform
 import resource
@@ -54,11 +63,12 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import exhaustive_cache
-from benchmarks.realclks import load_realistic
+from benchmarks import exhaustive_cache, realclks
+from benchmarks.realclks import SCHEMA, load_realistic
 from benchmarks.synthclks import member_pair, members
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encoded import write_encoded
+from blindmatch.client.remote.model import RunProgress
 from blindmatch.matcher.core import blocking, kernel
 from blindmatch.matcher.core.compare import merge
 from blindmatch.matcher.core.executor import CompareJob, ThreadExecutor
@@ -81,10 +91,15 @@ OLD_COMPARISONS = 30_000_000  # about this many proposed pairs timed on the prev
 Clks = npt.NDArray[np.uint8]
 
 
-def data(kind: str, n: int, seed: int = 2) -> tuple[Clks, Clks]:
+def seed_of(n: int) -> int:
+    """The realistic pair's seed at n x n: 0 at 1M (`realclks.py 1000000 1000000`'s), else 2."""
+    return 2 if n < 1_000_000 else 0
+
+
+def data(kind: str, n: int) -> tuple[Clks, Clks]:
     if kind == "realistic":
-        return load_realistic(n, n, seed if n < 1_000_000 else 0)
-    pair = member_pair(n, seed=seed)
+        return load_realistic(n, n, seed_of(n))
+    pair = member_pair(n, seed=2)
     return pair.a, pair.b
 
 
@@ -260,26 +275,122 @@ def growth_bench(
         }  # fmt: skip
 
 
-def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
+@dataclass(frozen=True)
+class Uploads:
+    """What each member uploads in the end-to-end run: its CLKs and the header fields
+    `blindmatch encode` writes beside them (UploadHeader.fallback_bits, .rule, ...)."""
+
+    a: Clks
+    b: Clks
+    fallback_bits: int = 0  # > 0: each CLK ends with a fallback CLK of that many bits
+    rule: tuple[float, float, float] | None = None  # the schema's blindmatch.rule
+    schema_digest: str = ""
+    fingerprint: bytes = b"f" * 32
+    what: str = "record-level CLKs only (no fallback CLK, no rule)"
+
+
+def uploads(kind: str, n: int, schema: Path | None) -> Uploads:
+    """The two members' uploads: with `schema` (realistic only), the whole CLKs as `blindmatch
+    encode` writes them under it (the default's: a fallback CLK and `blindmatch.rule`);
+    without, the record-level CLKs alone (the figure before the rule)."""
+    if schema is None or kind != "realistic":
+        return Uploads(*data(kind, n))
+    from blindmatch.client.encoding.fingerprint import fingerprint, schema_digest
+    from blindmatch.client.encoding.schema import load_schema
+
+    loaded = load_schema(schema)
+    bare = {**loaded.raw, "blindmatch": dict(loaded.raw.get("blindmatch", {}))}
+    bare["blindmatch"].pop("rule", None)
+    default = json.loads(realclks.SCHEMA.read_text(encoding="utf-8"))
+    default["blindmatch"].pop("rule", None)
+    if bare != default:  # the cached encodings are the default's CLKs
+        raise SystemExit(f"{schema}: not the default schema's CLKs (only its rule may differ)")
+    pair = realclks.realistic_pair(n, n, seed_of(n), whole=True)
+    _, fallback_bits = realclks.layout()
+    rule = loaded.rule if fallback_bits else None
+    said = f"rule {rule}" if rule else "no rule"
+    return Uploads(
+        pair.a, pair.b, fallback_bits, rule, schema_digest(loaded.raw),
+        fingerprint(loaded.raw, realclks.SECRET),
+        f"{schema.name}: whole CLKs ({fallback_bits} fallback bits), {said}",
+    )  # fmt: skip
+
+
+class RunLog(logging.Handler):
+    """The matcher's log lines of a run (its LSH plan, its method when done)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def method(self) -> str:
+        done = [x for x in self.lines if x.startswith("run ") and " done: " in x]
+        return done[-1].split("(", 1)[1].split(")", 1)[0] if done else "?"
+
+
+PHASES = {
+    "compare": "plan and compare",
+    "compared": "merge (with a fallback CLK: its pairs, rescoring)",
+    "solve": "solve",
+    "store": "store",
+}
+
+
+def phase(status: RunProgress) -> str:
+    """Where a run is, as its progress shows it: the compare stage's bands all done is the
+    start of what follows them in that stage (merging; with a fallback CLK, rescoring)."""
+    done = status.stage == "compare" and status.work_total > 0
+    return "compared" if done and status.work_done >= status.work_total else status.stage
+
+
+def phases(seen: dict[str, float], total: float) -> str:
+    """Wall seconds of each phase first seen in the watched progress (to the next one)."""
+    marks = sorted((t, p) for p, t in seen.items() if p in PHASES)
+    ends = [t for t, _ in marks[1:]] + [total]
+    return ", ".join(f"{PHASES[p]} {end - t:.1f}" for (t, p), end in zip(marks, ends, strict=True))
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    method: str
+    groups: int
+    hits: int
+    run_wall: float
+    run_cpu: float
+
+
+def end_to_end(
+    n: int, blocking_mode: str, kind: str = "realistic", schema: Path | None = SCHEMA
+) -> EndToEnd:
     print(f"\n## End to end through the matcher, {kind}: {n:,} x {n:,}, blocking {blocking_mode}")
-    a, b = data(kind, n)
+    up = uploads(kind, n, schema)
+    print(f"uploads: {up.what}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         encoded = []
-        for name, clks in (("a", a), ("b", b)):
+        for name, clks in (("a", up.a), ("b", up.b)):
             encoded.append(
                 write_encoded(
                     Path(tmp) / name,
                     clks=clks.tobytes(),
                     clk_bits=clks.shape[1] * 8,
-                    fingerprint=b"f" * 32,
-                    ids=[str(x) for x in range(n)],
+                    fingerprint=up.fingerprint,
+                    ids=[str(x) for x in range(len(clks))],
                     report={},
-                    rule=None,  # synthetic record-level CLKs: no fallback CLK
+                    fallback_bits=up.fallback_bits,
+                    schema_digest=up.schema_digest,
+                    rule=up.rule,
                 )
             )
-        del a, b
+        del up
         server = create_server("127.0.0.1:0", Path(tmp) / "data", "admin", workers=CORES)
         target = f"127.0.0.1:{server.port}"
+        matcher_log, logger = RunLog(), logging.getLogger("blindmatch.matcher")
+        level = logger.level
+        logger.addHandler(matcher_log)
+        logger.setLevel(logging.INFO)
         try:
             with MatcherClient(target, "admin") as op:
                 proj = op.create_project("scale", ["a", "b"], blocking=blocking_mode)
@@ -288,24 +399,33 @@ def end_to_end(n: int, blocking_mode: str, kind: str = "realistic") -> None:
                     dt, _, _ = timed(functools.partial(c.upload, "scale", enc))
                 print(f"upload {n:,} CLKs ({name}): {dt:.1f} s")
             with MatcherClient(target, proj.tokens["a"]) as c:
-                print(f"load average before the run: {load()}")
+                print(f"load average before the run: {load()}", flush=True)
                 t0, c0 = time.perf_counter(), time.process_time()
                 c.start_run("scale")
-                last = None
+                last, seen = None, dict[str, float]()
                 for status in c.watch_run("scale"):
                     last = status
+                    seen.setdefault(phase(status), time.perf_counter() - t0)
                 t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
                 assert last is not None and last.state == "done", last
                 t_res, _, results = timed(lambda: c.results("scale"))
+            for line in matcher_log.lines:
+                if line.startswith("LSH blocking"):
+                    print(f"matcher: {line}")
+            method = matcher_log.method()
             print(
-                f"run: {t_run:.1f} s wall, {c_run:.1f} CPU s (all threads of this process), "
-                f"{last.groups:,} shared subjects; load average after: {load()}"
+                f"run ({method}): {t_run:.1f} s wall, {c_run:.1f} CPU s (all threads of this "
+                f"process), {last.groups:,} shared subjects; load average after: {load()}"
             )
+            print(f"  phases, wall s as watched: {phases(seen, t_run)}")
             print(f"results ({len(results.hits):,} hits, streamed in batches): {t_res:.1f} s")
             print(
                 f"peak resident memory of this process (server + clients): {peak_rss_gib():.2f} GiB"
             )
+            return EndToEnd(method, last.groups, len(results.hits), t_run, c_run)
         finally:
+            logger.removeHandler(matcher_log)
+            logger.setLevel(level)
             server.stop(grace=None)
 
 
@@ -401,6 +521,15 @@ def main() -> None:
     )
     parser.add_argument("--sizes", help="growth sizes, comma-separated (default by mode)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="realistic,synthetic")
+    parser.add_argument("--schema", type=Path, default=SCHEMA,
+                        help="end to end: upload the realistic CLKs as `blindmatch encode` "
+                             "writes them under this schema (default the default schema: its "
+                             "fallback CLK and blindmatch.rule; person-uk-no-rule.json: the "
+                             "fallback CLK without the rule)")  # fmt: skip
+    parser.add_argument("--record-level", action="store_true",
+                        help="end to end: upload the record-level CLKs alone (no fallback "
+                             "CLK, no rule), the figure before the rule")  # fmt: skip
+    parser.add_argument("--n", type=int, help="end to end: n x n (default 1M, 20k quick)")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     print(
@@ -428,7 +557,8 @@ def main() -> None:
                 summary,
             )
     if args.only in (None, "end-to-end"):
-        end_to_end(20_000 if quick else 1_000_000, "auto")
+        e2e_n = args.n or (20_000 if quick else 1_000_000)
+        end_to_end(e2e_n, "auto", schema=None if args.record_level else args.schema)
     if args.only is None and not quick:
         multiparty(5, 200_000)
     if args.only in (None, "dedupe"):

@@ -172,3 +172,23 @@ def test_a_version_1_cache_serves_the_record_level_clks(
     assert np.array_equal(realclks.realistic_pair(300, 200, seed=7, quiet=True).a, marked)
     whole = realclks.realistic_pair(300, 200, seed=7, workers=1, quiet=True, whole=True)
     assert whole.a.shape == (300, 256) and np.array_equal(whole.a[:, :128], fresh.a)
+
+
+def test_the_end_to_end_run_uploads_what_the_schema_makes_blindmatch_encode_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`speed.py --only end-to-end`: by default the default schema's uploads (its fallback CLK
+    and rule, so the run rescores by the rule), person-uk-no-rule.json's (the fallback CLK
+    alone), or with `--record-level` the first CLKs only (no fallback)."""
+    from benchmarks import realclks, speed
+
+    monkeypatch.setattr(realclks, "CACHE", tmp_path)
+    ruled = speed.end_to_end(300, "auto")
+    bare = speed.end_to_end(300, "auto", schema=realclks.NO_RULE_SCHEMA)
+    record = speed.end_to_end(300, "auto", schema=None)
+    assert ruled.method.endswith("+fallback+rule")
+    assert bare.method.endswith("+fallback") and "+rule" not in bare.method
+    assert "+fallback" not in record.method and record.method != "?"
+    assert all(20 <= x.groups <= 40 for x in (ruled, bare, record))  # 30 people shared
+    with pytest.raises(SystemExit, match="not the default schema's CLKs"):
+        speed.uploads("realistic", 300, ROOT / "schemas" / "person-uk-field-level.json")
