@@ -28,7 +28,9 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.person import encode_person
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.remote.index import sync_index
+from blindmatch.matcher.core import twoserver
 from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -380,3 +382,21 @@ def fill_disk(disk: Path) -> Path:
     with suppress(OSError):
         fh.close()
     return filler
+
+
+def in_process_servers(
+    uploads: list[SharedUpload], *, lacking: bool = True, dummies: float = 0.0
+) -> tuple[twoserver.BlockingServer, twoserver.ShareServer]:
+    """S1 and S2 in this process holding the members' `uploads` under a fresh pair key (S1
+    told who lacks the fallback's fields unless `lacking` is False: C then says it)."""
+    key = secrets.token_bytes(32)  # S1's and S2's, never C's
+    s1 = twoserver.BlockingServer(
+        [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
+        [u.s1.popcounts for u in uploads],
+        [u.s1.lacking for u in uploads] if lacking else None,
+        dummies,
+    )  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
+                               [u.s2.popcounts for u in uploads],
+                               [u.s2.seal_key for u in uploads])  # fmt: skip
+    return s1, s2

@@ -24,7 +24,7 @@ from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.usecases.runs import match
-from tests.support import FALLBACK_SCHEMA, MESSY_SECRET
+from tests.support import FALLBACK_SCHEMA, MESSY_SECRET, in_process_servers
 
 SCHEMA = load_schema(FALLBACK_SCHEMA)
 SECRET = MESSY_SECRET
@@ -55,18 +55,7 @@ def three_party(
     """The run on three parties; C reveals Dice (the oracle) unless `reveal` says otherwise;
     S1 adds `dummies` dummy pairs of tokens a real one."""
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
-    key = secrets.token_bytes(32)  # S1 and S2's, never C's
-    s1 = twoserver.BlockingServer(
-        [u.s1.bands for u in uploads],
-        [u.s1.shares for u in uploads],
-        key,
-        [u.s1.popcounts for u in uploads],
-        dummies=dummies,
-    )
-    s2 = twoserver.ShareServer(
-        [u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads],
-        [u.s2.seal_key for u in uploads],
-    )  # fmt: skip
+    s1, s2 = in_process_servers(uploads, lacking=False, dummies=dummies)
     combiner = RecordingCombiner(
         [u.combiner.popcounts for u in uploads], THRESHOLD, **({"reveal": "dice"} | reveal)
     )
@@ -415,14 +404,7 @@ def test_a_combiner_without_popcounts_gives_the_dice_oracles_links(
     datasets, fallback_bits = messy_members
     plan = client.BandPlan(bits=20, bands=30)
     uploads = [client.shared_upload(d, SECRET, plan, fallback_bits) for d in datasets]
-    key = secrets.token_bytes(32)
-    s1 = twoserver.BlockingServer(
-        [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
-        [u.s1.popcounts for u in uploads], [u.s1.lacking for u in uploads],
-    )  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
-                               [u.s2.popcounts for u in uploads],
-                               [u.s2.seal_key for u in uploads])  # fmt: skip
+    s1, s2 = in_process_servers(uploads)
     servers = tworun.InProcess(s1, s2)
     got = tworun.drive(servers, twoserver.Combiner(None, THRESHOLD, clks=2))
     oracle = tworun.run(s1, s2, twoserver.Combiner([u.combiner.popcounts for u in uploads],

@@ -4,8 +4,6 @@ exports of 1,000 people, the default schema: a record-level CLK and a fallback C
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -17,7 +15,7 @@ from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.usecases.runs import match
-from tests.support import MESSY_SECRET
+from tests.support import MESSY_SECRET, in_process_servers
 
 DEFAULT = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json
 THRESHOLD = 0.8
@@ -28,15 +26,7 @@ def _servers(
     datasets: list[Clks], fallback_bits: int, plan: client.BandPlan
 ) -> tuple[twoserver.BlockingServer, twoserver.ShareServer, list[client.SharedUpload]]:
     uploads = [client.shared_upload(d, MESSY_SECRET, plan, fallback_bits) for d in datasets]
-    key = secrets.token_bytes(32)
-    s1 = twoserver.BlockingServer(
-        [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
-        [u.s1.popcounts for u in uploads], [u.s1.lacking for u in uploads],
-    )  # fmt: skip
-    s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
-                               [u.s2.popcounts for u in uploads],
-                               [u.s2.seal_key for u in uploads])  # fmt: skip
-    return s1, s2, uploads
+    return (*in_process_servers(uploads), uploads)
 
 
 def clk_mode_on(
