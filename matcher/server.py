@@ -212,9 +212,11 @@ def create_server(
             streams.end_project(name, NotFound(f"project {name!r} expired; its data is deleted"))
 
         sweeper.on_expired.append(end_streams)
-        if two_server is not None:  # S1 and S2 drop an expired project's shares (if any)
+        if two_server is not None:  # S1 and S2 drop an expired two-server project's shares
 
             def forget_shares(name: str) -> None:
+                if store.mode_of(name) != TWO_SERVER:
+                    return  # a CLK project's data never reached S1 or S2
                 for f in forget(store, two_server, name, quiet=True):
                     if f.error:
                         log.warning("project %s expired, but %s", name, f.error)

@@ -497,3 +497,16 @@ def test_an_expired_two_server_project_has_s1_and_s2_drop_its_shares(
     assert world.server.sweeper.sweep() == ["short"]
     assert held(world, "short") == {"s1": [], "s2": []}
     assert held(world, "kept") == {"s1": ["north"], "s2": ["north"]}
+
+
+def test_an_expired_clk_project_does_not_ask_s1_or_s2(world: World) -> None:
+    # A CLK project's data never reaches S1 or S2: its expiry asks neither, so a server
+    # that is down costs the sweep no wait and the audit log no failed `twoserver.forget`.
+    with world.operator() as op:
+        op.create_project("plain", list(NAMES), expires_unix=int(world.clock() + 3600))
+    for role in world.roles.values():
+        role.server.stop(None).wait()
+    world.clock.advance(7200)
+    assert world.server.sweeper.sweep() == ["plain"]
+    actions = [r[3] for r in db_rows(world.data_dir, "audit") if r[4] == "plain"]
+    assert "project.expire" in actions and "twoserver.forget" not in actions

@@ -244,6 +244,14 @@ class ProjectStore(StoreBase):
             return False
         return True
 
+    def mode_of(self, name: str) -> str:
+        """The mode a project was created in, live or expired (its row stays); NotFound
+        when there never was one."""
+        rows = self.db.query("SELECT mode FROM projects WHERE name=?", (name,))
+        if not rows:
+            raise NotFound(f"no project named {name!r}")
+        return str(rows[0][0])
+
     def live_projects(self) -> list[str]:
         """The names of every project that has not expired, in order."""
         rows = self.db.query(
