@@ -510,3 +510,20 @@ def test_an_expired_clk_project_does_not_ask_s1_or_s2(world: World) -> None:
     assert world.server.sweeper.sweep() == ["plain"]
     actions = [r[3] for r in db_rows(world.data_dir, "audit") if r[4] == "plain"]
     assert "project.expire" in actions and "twoserver.forget" not in actions
+
+
+def test_encode_two_server_warns_of_a_member_small_enough_for_s2s_view_to_leak(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "project.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
+    common = [str(export.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+              "--mapping", str(export.mapping)]  # fmt: skip
+    assert main(["encode", *common, "--out", str(tmp_path / "shared"), "--two-server"]) == 0
+    out = capsys.readouterr().out
+    records = read_encoded(tmp_path / "shared").record_count
+    assert f"a two-server upload of {records:,} records (under 3,000)" in out
+    assert "privacy-check --mode two-server" in out
+    assert main(["encode", *common, "--out", str(tmp_path / "clk")]) == 0
+    assert "two-server upload of" not in capsys.readouterr().out  # a CLK upload: not said

@@ -22,7 +22,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
-    from blindmatch.client.encoding.sharing import SHARED_FOLDER
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER, small_member_warning
 
     schema = load_schema(args.schema)
     mapping = load_mapping(args.mapping, schema)
@@ -38,6 +38,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     )
     if weak:
         result.report.warnings.insert(0, weak)
+    small = small_member_warning(len(result.ids)) if args.two_server else None
+    if small:
+        result.report.warnings.append(small)
     save_encoded(args.out, result, schema, secret, two_server=args.two_server)
     if args.two_server and not args.quiet:
         print(f"Wrote the two-server upload in {args.out}/{SHARED_FOLDER}/ (s1.npz, s2.npz, "

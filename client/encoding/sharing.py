@@ -244,6 +244,25 @@ def record_keys(
     return tuple(out)
 
 
+# Under this many records a member's S2 view (each candidate pair's count of shared bands)
+# re-identified over 1% of a household-like member with 50 known pairs: 1.7-4.7% at 1,000-2,000
+# records, 0.81% at 3,000 (docs/privacy.md, "Two-server mode").
+SMALL_MEMBER = 3_000
+
+
+def small_member_warning(records: int) -> str | None:
+    """What `encode --two-server` says of an upload small enough for S2's view to leak."""
+    if records >= SMALL_MEMBER:
+        return None
+    return (
+        f"weaker privacy: a two-server upload of {records:,} records (under {SMALL_MEMBER:,}): "
+        "S2 sees each candidate pair's count of shared bands, and on household-like members "
+        "of 1,000-2,000 records that re-identified 1.7-4.7% of records with 50 known pairs "
+        "(0.81% at 3,000; docs/privacy.md). Run `blindmatch privacy-check --mode two-server` "
+        "on this export before uploading"
+    )
+
+
 SHARED_FOLDER = "twoserver"  # inside an ENCODED folder: `encode --two-server` writes it
 SHARED_FILES = {"s1": "s1.npz", "s2": "s2.npz", "combiner": "combiner.npz"}
 
