@@ -57,6 +57,8 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
         assert data["roles"]["S2"][attack] == kept == max(got["shares"].values()), got
         (row,) = [r for r in s2_rows if f"  S2   {attack} " in r]
         assert f"read against {3200 / got['kept']:,.0f} bands, the worst of 4 readings" in row
+        each = ", ".join(f"x{k} {v:.2%}" for k, v in got["shares"].items())
+        assert f"  S2 {attack}, by reading of the counts: {each}" in printed
     assert data["mode"] == "two-server"
     assert set(data["roles"]) == {"C", "S1", "S2"}
     assert sorted(data["roles"]["C"]) == sorted(data["roles"]["S1"]) == sorted(ATTACKS)

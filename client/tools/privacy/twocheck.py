@@ -129,6 +129,9 @@ class TwoServerReport(CheckReport):
             "  (share of A's records not among the known pairs re-identified; B: the partner "
             "member's, for reference)"
         )
+        for name, shares in self.readings.items():
+            each = ", ".join(f"x{k:g} {v:.2%}" for k, v in shares.items())
+            lines.append(f"  S2 {name}, by reading of the counts: {each}")
         lines.append(self.verdict())
         return "\n".join(lines)
 
