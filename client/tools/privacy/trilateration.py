@@ -234,14 +234,17 @@ class Trilateration:
         cand = self.by_column[:, rows]  # the seeds' candidates: (row of A, seed, level + 1)
         if not cand.nnz:
             return
+        # each (seed, level) its candidates have: the level's likelihood under the attacker's
+        # level for (p, the seed's identity), for every p, and the chance they block together
+        nl = self.model.table.shape[0]
         seed = np.repeat(np.arange(len(rows)), np.diff(cand.indptr))
-        # each candidate (a, seed): its level's likelihood under the attacker's level for
-        # (p, the seed's identity), for every p, and the chance they block together
-        w = self.model.table[cand.data[:, None] - 1, lev[seed]] + logit[seed]  # (nnz, |mine|)
+        kinds, kind = np.unique(seed * nl + cand.data - 1, return_inverse=True)
+        of = kinds // nl
+        w = self.model.table[(kinds % nl)[:, None], lev[of]] + logit[of]  # (kinds, |mine|)
+        # added to each candidate's row of A (the rows it touches only)
         touched, row = np.unique(cand.indices, return_inverse=True)
         spread = sp.csr_matrix(
-            (np.ones(cand.nnz, np.float32), (row, np.arange(cand.nnz))),
-            shape=(len(touched), cand.nnz),
+            (np.ones(cand.nnz, np.float32), (row, kind.ravel())), shape=(len(touched), len(kinds))
         )
         self.score[touched] += sign * np.asarray(spread @ w, dtype=np.float32)
 
