@@ -252,9 +252,25 @@ class Trilateration:
         return self.score - self.score.mean(axis=1, keepdims=True)
 
 
+def column_argmax(score: Floats, block: int = 128) -> npt.NDArray[np.intp]:
+    """`np.argmax(score, axis=0)` (the first row of each column's maximum), by blocks of rows:
+    numpy's argmax down the columns of a large matrix reads it across the cache lines, about
+    3 times slower."""
+    cols = np.arange(score.shape[1])
+    best = np.full(score.shape[1], -np.inf, score.dtype)
+    at = np.zeros(score.shape[1], np.intp)
+    for start in range(0, score.shape[0], block):
+        part = score[start : start + block]
+        row = part.argmax(axis=0)
+        top = part[row, cols]
+        better = top > best
+        best[better], at[better] = top[better], row[better] + start
+    return at
+
+
 def unstable(score: Floats, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
     """Found seeds (not in `fixed`) that are no longer their row's and column's best."""
-    best_j, best_i = np.argmax(score, axis=1), np.argmax(score, axis=0)
+    best_j, best_i = np.argmax(score, axis=1), column_argmax(score)
     return {i: j for i, j in seeds.items() if i not in fixed and (best_j[i] != j or best_i[j] != i)}
 
 
@@ -382,7 +398,7 @@ def mutual_best(
     s[:, taken_a] = -np.inf
     rows = np.arange(s.shape[0])
     best_p = np.argmax(s, axis=1)
-    best_i = np.argmax(s, axis=0)
+    best_i = column_argmax(s)
     top_row = s[rows, best_p]
     top_col = s[best_i, np.arange(s.shape[1])]
     s[rows, best_p] = -np.inf
@@ -411,6 +427,7 @@ __all__ = [
     "OwnGraph",
     "Trilateration",
     "assignment",
+    "column_argmax",
     "fit_model",
     "levels",
     "mutual_best",
