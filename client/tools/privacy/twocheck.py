@@ -10,10 +10,10 @@ Both are encoded as `blindmatch encode --two-server` encodes them (the schema's 
 fallback CLKs, then client/encoding/sharing.py `shared_upload`), the roles are the run's own
 objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
 not import the matcher), and each role's view is attacked with trilateration
-(trilateration.py), and S2's view of A's own rows (tokens of B it opened twice) with the
-collision attack (collisions.py), blind and with known pairs of A, by an attacker holding
-plaintext (its own export, its own errors) on every person of A and B. The plaintext only
-scores the claims.
+(trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
+of A's own rows (tokens of B it opened twice) with the collision attack (collisions.py), blind
+and with known pairs of A, by an attacker holding plaintext (its own export, its own errors) on
+every person of A and B. The plaintext only scores the claims.
 
 The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
 re-identifies under 1% of A's records (those not among the known pairs).
