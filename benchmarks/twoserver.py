@@ -66,8 +66,9 @@ links, beside the same run without dummies on the same encodings, and the CPU se
 20 x 1,580, 26 x 9,357 at design recall 0.999). `--s2-top N`: the attacker on S2 keeps only
 the N pairs of highest count (a denser candidate graph can hide the signal from the attack
 rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 count times K
-(its reading, (count / (2 bands))^(1 / bits), is one an attacker may choose otherwise: K = 2
-reads count / bands, as `--view s2` does).
+(it reads a count at each of `twocheck.S2_READINGS`, (count x reading / (2 bands))^(1 / bits)
+for 0.5, 1, 2 and 4, the worst kept; K shifts them all: K = 2 with reading 1 reads
+count / bands, as `--view s2` does).
 
 `--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
 generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the

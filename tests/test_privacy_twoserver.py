@@ -42,12 +42,23 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
     for role in ("C", "S1", "S2"):
         for attack in ATTACKS:
             assert f"  {role:<4} {attack}" in printed, printed
-    # S2's counts are attacked under both readings (against both CLKs' bands, 3,200, and one
-    # CLK's, 1,600); each row shows the one that re-identified more.
+    data = json.loads((out / "privacy-check.json").read_text())
+    # S2's counts are attacked under four readings, as the agreement over 0.5, 1, 2 and 4 x
+    # each CLK's 1,600 bands (both CLKs': against 6,400, 3,200, 1,600 and 800 bands), and
+    # each row keeps the reading that re-identified most, named in the row and the JSON: a
+    # check reading them one way passed a band plan whose counts leak read another.
     s2_rows = [line for line in printed.splitlines() if line.startswith("  S2   trilateration")]
     assert len(s2_rows) == 3
-    assert all("read against 3,200 bands" in r or "read against 1,600 bands" in r for r in s2_rows)
-    data = json.loads((out / "privacy-check.json").read_text())
+    readings = data["s2_readings"]
+    assert sorted(readings) == sorted(ATTACKS)
+    for attack, got in readings.items():
+        assert set(got["shares"]) == {"0.5", "1", "2", "4"}, got
+        kept = got["shares"][f"{got['kept']:g}"]
+        assert data["roles"]["S2"][attack] == kept == max(got["shares"].values()), got
+        (row,) = [r for r in s2_rows if f"  S2   {attack} " in r]
+        assert f"read against {3200 / got['kept']:,.0f} bands, the worst of 4 readings" in row
+        each = ", ".join(f"x{k} {v:.2%}" for k, v in got["shares"].items())
+        assert f"  S2 {attack}, by reading of the counts: {each}" in printed
     assert data["mode"] == "two-server"
     assert set(data["roles"]) == {"C", "S1", "S2"}
     assert sorted(data["roles"]["C"]) == sorted(data["roles"]["S1"]) == sorted(ATTACKS)

@@ -87,23 +87,41 @@ class Model:
     pop_sigma: float
 
 
-def fit_model(
-    own: npt.NDArray[np.uint8], r: int, bands: int, view: CombinerView,
-    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
-) -> Model:  # fmt: skip
-    """The attacker's model. Its calibration (the chance a pair blocks together, and the
-    victim's Dice level, given the attacker's Dice level for the pair) is counted on the true
-    alignment, smoothed towards a Gaussian; an attacker would estimate both by re-encoding
-    noisy copies of its own plaintext under the public blocking setting: a generous
-    calibration, as an attacker's best case should be. `r` and `bands` shape the prior only."""
+@dataclasses.dataclass
+class OwnGraph:
+    """The attacker's own encodings' Dice (every pair of its records), their levels (SAME on
+    the diagonal) and popcounts: what every view's model starts from (`own_graph` once, then
+    `fit_model` per view)."""
+
+    dice: Floats
+    level: npt.NDArray[np.int8]
+    pop: Floats
+
+
+def own_graph(own: npt.NDArray[np.uint8]) -> OwnGraph:
     bits = np.unpackbits(own, axis=1).astype(np.float32)
-    width = bits.shape[1]
     pop = bits.sum(axis=1)
     inter = bits @ bits.T
     dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
     del inter
     level = levels(dice).astype(np.int8)
     np.fill_diagonal(level, SAME)
+    return OwnGraph(dice, level, pop)
+
+
+def fit_model(
+    own: npt.NDArray[np.uint8] | OwnGraph, r: int, bands: int, view: CombinerView,
+    truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
+) -> Model:  # fmt: skip
+    """The attacker's model. Its calibration (the chance a pair blocks together, and the
+    victim's Dice level, given the attacker's Dice level for the pair) is counted on the true
+    alignment, smoothed towards a Gaussian; an attacker would estimate both by re-encoding
+    noisy copies of its own plaintext under the public blocking setting: a generous
+    calibration, as an attacker's best case should be. `r` and `bands` shape the prior only.
+    `own`: the attacker's encodings, or their `own_graph` (shared by the models of several
+    views)."""
+    graph = own if isinstance(own, OwnGraph) else own_graph(own)
+    dice, level, pop = graph.dice, graph.level, graph.pop
     nl = SAME + 1
     # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
     # towards the bit-sampling curve at the level's Dice)
@@ -153,7 +171,6 @@ def fit_model(
         coarse[:, mids[k]] += probs[k, :]
     pr = view.pop_a - pop[truth_a] if view.pops else np.zeros(1)
     pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
-    del width
     return Model(
         level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
         pop.astype(np.int64), pop_sigma,
@@ -194,15 +211,15 @@ class Trilateration:
                  prior: Floats) -> None:  # fmt: skip
         self.view, self.model, self.mine = view, model, mine
         self.score = prior.copy()
-        lev = levels(view.dice)
-        self.by_level = {
-            int(k): sp.csr_matrix(
-                (np.ones(int((lev == k).sum()), np.float32),
-                 (view.pairs[lev == k, 0], view.pairs[lev == k, 1])),
-                shape=(view.n_a, view.n_b),
-            )
-            for k in np.unique(lev)
-        }  # fmt: skip
+        # The view by column (a record of B): each candidate's row of A, its level + 1 stored
+        # (never 0, which sparse operations may drop; built from its parts, so that no pair
+        # is summed with another).
+        order = np.lexsort((view.pairs[:, 0], view.pairs[:, 1]))
+        self.by_column = sp.csc_matrix(
+            (levels(view.dice)[order] + 1, view.pairs[order, 0],
+             np.searchsorted(view.pairs[order, 1], np.arange(view.n_b + 1))),
+            shape=(view.n_a, view.n_b),
+        )  # fmt: skip
 
     def add(self, seeds_b: dict[int, int], sign: float = 1.0) -> None:
         """New seeds of B (row of B -> the attacker's record, an index of its data); `sign`
@@ -211,23 +228,49 @@ class Trilateration:
             return
         rows = np.array(list(seeds_b), dtype=np.intp)
         ids = np.array(list(seeds_b.values()), dtype=np.intp)
-        lev = self.model.level[np.ix_(self.mine, ids)].astype(np.intp)  # (|mine|, S)
-        logit = self.model.logit_pc[np.ix_(self.mine, ids)]
+        lev = self.model.level[np.ix_(self.mine, ids)].T.astype(np.intp)  # (S, |mine|)
+        logit = self.model.logit_pc[np.ix_(self.mine, ids)].T
         self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
-        for k, mat in self.by_level.items():
-            cols = mat[:, rows]
-            if not cols.nnz:
-                continue
-            w = self.model.table[k][lev] + logit  # (|mine|, S)
-            self.score += sign * np.asarray(cols @ w.T, dtype=np.float32)
+        cand = self.by_column[:, rows]  # the seeds' candidates: (row of A, seed, level + 1)
+        if not cand.nnz:
+            return
+        # each (seed, level) its candidates have: the level's likelihood under the attacker's
+        # level for (p, the seed's identity), for every p, and the chance they block together
+        nl = self.model.table.shape[0]
+        seed = np.repeat(np.arange(len(rows)), np.diff(cand.indptr))
+        kinds, kind = np.unique(seed * nl + cand.data - 1, return_inverse=True)
+        of = kinds // nl
+        w = self.model.table[(kinds % nl)[:, None], lev[of]] + logit[of]  # (kinds, |mine|)
+        # added to each candidate's row of A (the rows it touches only)
+        touched, row = np.unique(cand.indices, return_inverse=True)
+        spread = sp.csr_matrix(
+            (np.ones(cand.nnz, np.float32), (row, kind.ravel())), shape=(len(touched), len(kinds))
+        )
+        self.score[touched] += sign * np.asarray(spread @ w, dtype=np.float32)
 
     def centred(self) -> Floats:
         return self.score - self.score.mean(axis=1, keepdims=True)
 
 
+def column_argmax(score: Floats, block: int = 128) -> npt.NDArray[np.intp]:
+    """`np.argmax(score, axis=0)` (the first row of each column's maximum), by blocks of rows:
+    numpy's argmax down the columns of a large matrix reads it across the cache lines, about
+    3 times slower."""
+    cols = np.arange(score.shape[1])
+    best = np.full(score.shape[1], -np.inf, score.dtype)
+    at = np.zeros(score.shape[1], np.intp)
+    for start in range(0, score.shape[0], block):
+        part = score[start : start + block]
+        row = part.argmax(axis=0)
+        top = part[row, cols]
+        better = top > best
+        best[better], at[better] = top[better], row[better] + start
+    return at
+
+
 def unstable(score: Floats, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
     """Found seeds (not in `fixed`) that are no longer their row's and column's best."""
-    best_j, best_i = np.argmax(score, axis=1), np.argmax(score, axis=0)
+    best_j, best_i = np.argmax(score, axis=1), column_argmax(score)
     return {i: j for i, j in seeds.items() if i not in fixed and (best_j[i] != j or best_i[j] != i)}
 
 
@@ -355,7 +398,7 @@ def mutual_best(
     s[:, taken_a] = -np.inf
     rows = np.arange(s.shape[0])
     best_p = np.argmax(s, axis=1)
-    best_i = np.argmax(s, axis=0)
+    best_i = column_argmax(s)
     top_row = s[rows, best_p]
     top_col = s[best_i, np.arange(s.shape[1])]
     s[rows, best_p] = -np.inf
@@ -381,11 +424,14 @@ __all__ = [
     "SAME",
     "CombinerView",
     "Model",
+    "OwnGraph",
     "Trilateration",
     "assignment",
+    "column_argmax",
     "fit_model",
     "levels",
     "mutual_best",
+    "own_graph",
     "signature",
     "trilaterate",
     "unstable",

@@ -10,10 +10,10 @@ Both are encoded as `blindmatch encode --two-server` encodes them (the schema's 
 fallback CLKs, then client/encoding/sharing.py `shared_upload`), the roles are the run's own
 objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
 not import the matcher), and each role's view is attacked with trilateration
-(trilateration.py), and S2's view of A's own rows (tokens of B it opened twice) with the
-collision attack (collisions.py), blind and with known pairs of A, by an attacker holding
-plaintext (its own export, its own errors) on every person of A and B. The plaintext only
-scores the claims.
+(trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
+of A's own rows (tokens of B it opened twice) with the collision attack (collisions.py), blind
+and with known pairs of A, by an attacker holding plaintext (its own export, its own errors) on
+every person of A and B. The plaintext only scores the claims.
 
 The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
 re-identifies under 1% of A's records (those not among the known pairs).
@@ -52,15 +52,23 @@ from blindmatch.client.tools.privacy.graphcheck import (
     upload_views,
 )
 from blindmatch.client.tools.privacy.report import CheckReport
-from blindmatch.client.tools.privacy.trilateration import CombinerView, fit_model, trilaterate
+from blindmatch.client.tools.privacy.trilateration import (
+    CombinerView,
+    OwnGraph,
+    fit_model,
+    own_graph,
+    trilaterate,
+)
 
 # Fewer records than this are refused: one record is then 0.2% or more of a share, and a
 # claim right by chance (about one in the sample's size) decides the verdict.
 MIN_SAMPLE = 500
-# S2's counts are attacked as the agreement over each CLK's bands (1) and over half of them
-# (2), the worse kept: a band plan whose counts read one way passed while the other leaked
-# (docs/privacy-design.md, "S2's counts of shared bands").
-S2_READINGS = (1.0, 2.0)
+# S2's counts are attacked as the agreement (count x reading / (CLKs x bands))^(1 / bits) at
+# each reading, the worst kept: the attack's quantisation of the counts into Dice levels and
+# the saturation at 1 make its strength depend on the reading, and a band plan whose counts
+# read one way passed while another leaked (docs/privacy-design.md, "S2's counts of shared
+# bands"; 0.5 and 4 also won at some plans).
+S2_READINGS = (0.5, 1.0, 2.0, 4.0)
 ROLES = {
     "C": "the linking pairs' rows and buckets",
     "S1": "the candidate pairs",
@@ -80,6 +88,10 @@ class TwoServerReport(CheckReport):
 
     mode: str = "two-server"
     partner: dict[str, float] = field(default_factory=dict)  # member B's share, per result
+    # S2's trilateration rows: the share of A re-identified at each reading of the counts
+    # (the row keeps the worst), per attack
+    readings: dict[str, dict[float, float]] = field(default_factory=dict)
+    kept: dict[str, float] = field(default_factory=dict)  # the reading each row kept
 
     @property
     def too_few(self) -> bool:
@@ -117,6 +129,9 @@ class TwoServerReport(CheckReport):
             "  (share of A's records not among the known pairs re-identified; B: the partner "
             "member's, for reference)"
         )
+        for name, shares in self.readings.items():
+            each = ", ".join(f"x{k:g} {v:.2%}" for k, v in shares.items())
+            lines.append(f"  S2 {name}, by reading of the counts: {each}")
         lines.append(self.verdict())
         return "\n".join(lines)
 
@@ -124,8 +139,12 @@ class TwoServerReport(CheckReport):
         roles: dict[str, dict[str, float]] = {}
         for r in self.results:
             roles.setdefault(r.encoding, {})[r.attack] = r.record_share
+        s2 = {
+            attack: {"kept": self.kept[attack], "shares": {f"{k:g}": v for k, v in shares.items()}}
+            for attack, shares in self.readings.items()
+        }
         return {**super().to_dict(), "mode": self.mode, "roles": roles,
-                "partner": self.partner}  # fmt: skip
+                "partner": self.partner, "s2_readings": s2}  # fmt: skip
 
 
 def synthetic_members(folder: Path, seed: int, size: int, schema: LinkageSchema) -> list[Member]:
@@ -209,36 +228,39 @@ def check_members(
     truth_b = np.array([where.get(q, -1) for q in b_people], dtype=np.intp)
     real = int((truth_a >= 0).sum())
     report = TwoServerReport(source, real, hardening.describe(), [], [])
+    graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
     for role in ROLES:
         pairs, values = views[role]
-        worst: dict[int, tuple[AttackResult, float]] = {}
+        worst: dict[int, tuple[AttackResult, float, float]] = {}
         for reading in S2_READINGS if role == "S2" else (0.0,):
-            if reading:
-                # A pair's count of shared bands, read as the agreement it implies (over
-                # `reading` x the bands each CLK has): the attacker may read it either way.
-                shown = np.minimum(values * reading / (clks * plan.bands), 1.0) ** (1 / plan.bits)
-            else:
-                shown = values
+            # A pair's count of shared bands, read as the agreement it implies (over `reading`
+            # x the bands each CLK has): the attacker may read it any way.
+            shown = read_counts(values, reading, clks, plan) if reading else values
             view = CombinerView(len(a_rows), len(b_rows), pairs, shown,
                                 np.zeros(len(a_rows), np.int64), np.zeros(len(b_rows), np.int64),
                                 pops=False)  # fmt: skip
-            model = fit_model(u, plan.bits, plan.bands, *_real(view, truth_a, truth_b))
-            read = f" (read against {clks * plan.bands / reading:,.0f} bands)" if reading else ""
+            model = fit_model(graph, plan.bits, plan.bands, *_real(view, truth_a, truth_b))
+            read = (f" (read against {clks * plan.bands / reading:,.0f} bands, the worst of "
+                    f"{len(S2_READINGS)} readings)" if reading else "")  # fmt: skip
             for count in known:
-                got = _attack(role, view, model, count, a_people, b_people, u_people,
-                              truth_a, truth_b, read)  # fmt: skip
-                if count not in worst or got[0].record_share > worst[count][0].record_share:
-                    worst[count] = got
+                result, partner = _attack(role, view, model, count, a_people, b_people,
+                                          u_people, truth_a, truth_b, read)  # fmt: skip
+                if reading:
+                    report.readings.setdefault(result.attack, {})[reading] = result.record_share
+                if count not in worst or result.record_share > worst[count][0].record_share:
+                    worst[count] = (result, partner, reading)
         for count in known:
-            result, partner = worst[count]
+            result, partner, reading = worst[count]
             report.results.append(result)
             report.partner[f"{role} {result.attack}"] = partner
+            if reading:
+                report.kept[result.attack] = reading
     if (truth_a < 0).any() or (truth_b < 0).any():
         # Decoy rows: S2 attacked too by an attacker that drops the rows least likely real.
         pairs, counts = views["S2"]
         for count in known:
-            found = unpartnered_attack(pairs, counts, truth_a, truth_b, u, a_people, u_people,
-                                       plan, clks, count)  # fmt: skip
+            found = unpartnered_attack(pairs, counts, truth_a, truth_b, graph, a_people,
+                                       u_people, plan, clks, count)  # fmt: skip
             report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
     if within:
@@ -246,17 +268,26 @@ def check_members(
     return report
 
 
+def read_counts(
+    counts: npt.NDArray[np.float64], reading: float, clks: int, plan: sharing.BandPlan
+) -> npt.NDArray[np.float64]:
+    """S2's counts of shared bands read as the agreement they imply over `reading` x the
+    bands each CLK has: (count x reading / (CLKs x bands))^(1 / bits), at most 1."""
+    return np.minimum(counts * reading / (clks * plan.bands), 1.0) ** (1 / plan.bits)
+
+
 def unpartnered_attack(
     pairs: npt.NDArray[np.intp], counts: npt.NDArray[np.float64], truth_a: npt.NDArray[np.intp],
-    truth_b: npt.NDArray[np.intp], u: npt.NDArray[np.uint8], a_people: list[int],
+    truth_b: npt.NDArray[np.intp], u: npt.NDArray[np.uint8] | OwnGraph, a_people: list[int],
     u_people: list[int], plan: sharing.BandPlan, clks: int, count: int, share: float = 1.0,
 ) -> AttackResult:  # fmt: skip
     """Trilateration on S2's view of members padded with decoys (rows whose truth is -1) by
     an attacker that first drops the rows least likely real: of each member it keeps `share`
     x as many rows as it has real people (it holds their plaintext, so it knows how many),
     those with the highest count to any row of the other member (a member's own decoys have
-    no partner), and the rows of its `count` known pairs (the other attacks' own); both
-    readings of the counts, the worse kept. The share is of all of A's real records less the
+    no partner), and the rows of its `count` known pairs (the other attacks' own); each
+    reading of the counts (`S2_READINGS`), the worst kept. `u`: the attacker's encodings, or
+    their `own_graph`. The share is of all of A's real records less the
     known pairs (docs/privacy-design.md, "(d) Decoy records")."""
     truth = (truth_a, truth_b)
     known_a = known_pairs(a_people, u_people, count, seed=count)
@@ -278,7 +309,7 @@ def unpartnered_attack(
     n_a, n_b = int(keep[0].sum()), int(keep[1].sum())
     most = (-1, 0, 0.0)
     for reading in S2_READINGS:
-        shown = np.minimum(counts[on] * reading / (clks * plan.bands), 1.0) ** (1 / plan.bits)
+        shown = read_counts(counts[on], reading, clks, plan)
         view = CombinerView(n_a, n_b, sub, shown, np.zeros(n_a, np.int64),
                             np.zeros(n_b, np.int64), pops=False)  # fmt: skip
         model = fit_model(u, plan.bits, plan.bands, *_real(view, ta, tb))
@@ -401,9 +432,11 @@ def _real(
 
 __all__ = [
     "MIN_SAMPLE",
+    "S2_READINGS",
     "TwoServerReport",
     "check_members",
     "export_members",
+    "read_counts",
     "synthetic_members",
     "unpartnered_attack",
 ]
