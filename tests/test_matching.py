@@ -113,3 +113,41 @@ def test_mapping_disclosure_adds_partner_rows_not_scores() -> None:
 def test_scores_disclosure_adds_similarity() -> None:
     out = disclose(Level.SCORES, LINKS)
     assert out.hits[0] == Hit(0, "retail", 3, 0.85)
+
+
+def one_subject_three_times(off_b: int, off_c: int) -> list[np.ndarray]:
+    """Three members' one-row datasets of one subject: B's CLK and C's each lose their own
+    `off_b` / `off_c` of the first's 460 set bits, so A-B and A-C score high, B-C lower."""
+    rng = np.random.default_rng(7)
+    bits = np.zeros(1024, dtype=np.uint8)
+    on = rng.choice(1024, size=460, replace=False)
+    bits[on] = 1
+    b, c = bits.copy(), bits.copy()
+    b[on[:off_b]] = 0
+    c[on[off_b : off_b + off_c]] = 0
+    strangers = np.packbits(rng.random((30, 1024)) < 0.45, axis=1)
+    return [np.concatenate([np.packbits(x)[None, :], strangers[10 * i : 10 * i + 10]])
+            for i, x in enumerate((bits, b, c))]  # fmt: skip
+
+
+def test_a_subject_held_by_three_members_stays_one_group_when_one_pair_scores_just_under() -> None:
+    # A-B and A-C score 0.878, B-C 0.722: the greedy solver makes a pair and leaves the
+    # third record out (it would need B-C at the threshold); completing the groups joins
+    # it, since B-C is within REACH (0.1) of the threshold and A-B is BRIDGE (0.05) over it.
+    datasets = one_subject_three_times(100, 100)
+    chunks = plan_chunks([len(d) for d in datasets])
+    cands = merge([compare_chunk(c, datasets, 0.8) for c in chunks])
+    assert [len(g) for g in solve(cands)] == [2]
+    result = match(datasets, 0.8, workers=1)
+    assert result.groups == 1 and len(result.links) == 6  # every member knows both others
+    assert sorted(set(result.links.row.tolist())) == [0]
+    b_c = (result.links.dset == 1) & (result.links.partner == 2)
+    assert result.links.score[b_c][0] == pytest.approx(2 * 260 / 720)  # its own score, shown
+
+
+def test_groups_are_not_completed_over_a_pair_far_under_the_threshold() -> None:
+    # A-B and A-C 0.857, B-C 0.667: more than REACH under the threshold, so the third
+    # record stays out, as the greedy solver left it.
+    datasets = one_subject_three_times(115, 115)
+    result = match(datasets, 0.8, workers=1)
+    assert result.groups == 1 and len(result.links) == 2

@@ -3,7 +3,9 @@
 Uses anonlink's greedy solver, which handles two or more datasets: each group
 holds at most one record per dataset. A *link* is one ordered (record, partner
 record) pair within a group, with the Dice similarity of the two CLKs; links
-are what disclosure works from.
+are what disclosure works from. `complete` then makes the merges the greedy solver
+refused for want of one pair, where the pairs between the two groups still score near
+the threshold.
 """
 
 from __future__ import annotations
@@ -51,6 +53,80 @@ def solve(candidates: Candidates) -> list[Group]:
     return [tuple(sorted((int(d), int(r)) for d, r in g)) for g in groups]
 
 
+# Completing groups (`complete`): a candidate pair at least BRIDGE over the threshold that the
+# greedy solver left across two groups joins them when every pair between the two groups
+# scores at least REACH under the threshold (chosen on benchmarks/messy.py, reported on
+# benchmarks/households.py: docs/evaluation.md, "Completing groups").
+BRIDGE = 0.05
+REACH = 0.10
+
+
+def complete(
+    groups: Sequence[Group],
+    candidates: Candidates,
+    score_pairs: PairScorer,
+    threshold: float,
+    *,
+    bridge: float = BRIDGE,
+    reach: float = REACH,
+) -> list[Group]:
+    """`groups` with the merges the greedy solver refused for want of one pair.
+
+    The greedy solver joins two groups only when every pair between them is a candidate at
+    the threshold, so a subject held by three members whose records of two of them score
+    just under it (a mover without a date of birth, a typo in both names) ends as a pair
+    and a record left out: the left-out record loses its hits with both. Here every
+    candidate pair at or above `threshold + bridge` whose records ended in different groups
+    (or in none), best first, joins their two groups when the groups hold no member twice
+    and `score_pairs` gives every pair between them at least `threshold - reach`.
+    """
+    found = np.flatnonzero(candidates.sims >= threshold + bridge)
+    if not len(found):
+        return list(groups)
+    merged: list[list[tuple[int, int]]] = [list(g) for g in groups]
+    where = {record: i for i, g in enumerate(merged) for record in g}
+    floor = threshold - reach
+    for k in found.tolist():  # candidates are sorted best first
+        x = (int(candidates.dset0[k]), int(candidates.rec0[k]))
+        y = (int(candidates.dset1[k]), int(candidates.rec1[k]))
+        gx, gy = where.get(x), where.get(y)
+        if gx is not None and gx == gy:
+            continue
+        one = merged[gx] if gx is not None else [x]
+        other = merged[gy] if gy is not None else [y]
+        if {d for d, _ in one} & {d for d, _ in other}:
+            continue
+        cross = np.array([(a[0], a[1], b[0], b[1]) for a in one for b in other], dtype=np.uint32)
+        if score_pairs(cross[:, 0], cross[:, 1], cross[:, 2], cross[:, 3]).min() < floor:
+            continue
+        if gx is None:
+            gx = len(merged)
+            merged.append(one)
+        one.extend(other)
+        if gy is not None:
+            merged[gy] = []
+        for record in one:
+            where[record] = gx
+    return [tuple(sorted(g)) for g in merged if len(g) > 1]
+
+
+def dice_scorer(datasets: Sequence[npt.NDArray[np.uint8]]) -> PairScorer:
+    """Scores pairs by the Dice similarity of their CLKs in `datasets`."""
+
+    def score(
+        d0: UIntArray, r0: UIntArray, d1: UIntArray, r1: UIntArray
+    ) -> npt.NDArray[np.float64]:
+        out = np.empty(len(d0), dtype=np.float64)
+        for a in np.unique(d0):
+            for b in np.unique(d1):
+                sel = np.flatnonzero((d0 == a) & (d1 == b))
+                if len(sel):
+                    out[sel] = dice(datasets[a][r0[sel]], datasets[b][r1[sel]])
+        return out
+
+    return score
+
+
 def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
     """Row-wise Dice similarity of two equally shaped (n, clk_bytes) arrays."""
     both = np.bitwise_count(a & b).sum(axis=1, dtype=np.int64)
@@ -90,12 +166,5 @@ def links_from_groups(
     d1, r1 = np.concatenate(partner_parts), np.concatenate(prow_parts)
     order = np.lexsort((r1, d1, r0, d0))
     d0, r0, d1, r1 = d0[order], r0[order], d1[order], r1[order]
-    if scorer is not None:
-        return Links(d0, r0, d1, r1, scorer(d0, r0, d1, r1))
-    scores = np.empty(len(d0), dtype=np.float64)
-    for a in np.unique(d0):
-        for b in np.unique(d1):
-            sel = np.flatnonzero((d0 == a) & (d1 == b))
-            if len(sel):
-                scores[sel] = dice(datasets[a][r0[sel]], datasets[b][r1[sel]])
-    return Links(d0, r0, d1, r1, scores)
+    score = scorer if scorer is not None else dice_scorer(datasets)
+    return Links(d0, r0, d1, r1, score(d0, r0, d1, r1))

@@ -36,7 +36,14 @@ from blindmatch.matcher.core.executor import (
     ThreadExecutor,
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
-from blindmatch.matcher.core.solve import Links, PairScorer, links_from_groups, solve
+from blindmatch.matcher.core.solve import (
+    Links,
+    PairScorer,
+    complete,
+    dice_scorer,
+    links_from_groups,
+    solve,
+)
 from blindmatch.matcher.domain import ACTIVE, TWO_SERVER
 from blindmatch.matcher.errors import ServiceError
 from blindmatch.matcher.storage.store import Store
@@ -109,7 +116,8 @@ def match(
     blocking proposes, per `blocking` and size) as tasks run by `executor`
     (default: `workers` threads here), keeping only candidate pairs at or above
     the threshold, solves them greedily (multi-party when there are more than
-    two), and returns the links inside every matched group. `files` are the
+    two), completes the groups (core.solve.complete) and returns the links inside every
+    matched group. `files` are the
     uploads the datasets were read from (for executors whose workers read them).
     With `field_bits` (field-level encodings), pairs are scored field by field
     instead, here (core.fieldlevel), and `threshold` is a match probability.
@@ -169,7 +177,9 @@ def match(
         pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
         method += "+fallback" + ("+rule" if rule.active else "")
     report("solve", 0, len(candidates))
-    groups = solve(candidates)
+    groups = complete(
+        solve(candidates), candidates, pair_scorer or dice_scorer(datasets), threshold
+    )
     report("solve", len(candidates), len(candidates))
     links = links_from_groups(groups, datasets, pair_scorer)
     return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
