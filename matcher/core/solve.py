@@ -81,8 +81,10 @@ def complete(
     and `score_pairs` gives every pair between them at least `threshold - reach`.
     """
     found = np.flatnonzero(candidates.sims >= threshold + bridge)
-    if not len(found):
+    members = np.union1d(candidates.dset0[found], candidates.dset1[found])
+    if len(members) < 3:  # two members' groups are pairs already: nothing can join them
         return list(groups)
+    found = found[_across(groups, candidates, found)]
     merged: list[list[tuple[int, int]]] = [list(g) for g in groups]
     where = {record: i for i, g in enumerate(merged) for record in g}
     floor = threshold - reach
@@ -108,6 +110,32 @@ def complete(
         for record in one:
             where[record] = gx
     return [tuple(sorted(g)) for g in merged if len(g) > 1]
+
+
+def _across(
+    groups: Sequence[Group], candidates: Candidates, found: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """Which of the candidate pairs `found` the solver left across two groups (or outside
+    any): the only ones `complete` looks at."""
+    size = int(max(candidates.rec0.max(initial=0), candidates.rec1.max(initial=0))) + 1
+    records = np.array([(d, r, i) for i, g in enumerate(groups) for d, r in g], dtype=np.int64)
+    records = records.reshape(-1, 3)
+    keys = records[:, 0] * size + records[:, 1]
+    order = np.argsort(keys)
+    keys, ids = keys[order], records[order, 2]
+
+    def group_of(
+        dset: npt.NDArray[np.uint32], rec: npt.NDArray[np.uint32]
+    ) -> npt.NDArray[np.int64]:
+        want = dset.astype(np.int64) * size + rec
+        at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+        hit = keys[at] == want if len(keys) else np.zeros(len(want), dtype=bool)
+        return np.where(hit, ids[at] if len(keys) else -1, -1)
+
+    gx = group_of(candidates.dset0[found], candidates.rec0[found])
+    gy = group_of(candidates.dset1[found], candidates.rec1[found])
+    out: npt.NDArray[np.bool_] = (gx != gy) | (gx < 0)
+    return out
 
 
 def dice_scorer(datasets: Sequence[npt.NDArray[np.uint8]]) -> PairScorer:
