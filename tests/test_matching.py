@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blindmatch.matcher.core._anonlink import dice_coefficient_accelerated, greedy_solve
-from blindmatch.matcher.core.compare import compare_chunk, merge, plan_chunks
+from blindmatch.matcher.core.compare import Candidates, compare_chunk, merge, plan_chunks
 from blindmatch.matcher.core.disclose import Hit, disclose
-from blindmatch.matcher.core.solve import dice, solve
+from blindmatch.matcher.core.solve import REACH, complete, dice, solve
 from blindmatch.matcher.domain import Level
 from blindmatch.matcher.usecases.runs import match
 
@@ -151,3 +153,40 @@ def test_groups_are_not_completed_over_a_pair_far_under_the_threshold() -> None:
     datasets = one_subject_three_times(115, 115)
     result = match(datasets, 0.8, workers=1)
     assert result.groups == 1 and len(result.links) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 5), st.integers(2, 6))
+def test_completing_only_joins_whole_groups_over_pairs_near_the_threshold(
+    seed: int, members: int, rows: int
+) -> None:
+    # Any scores: completion keeps every greedy group whole, never puts two records of one
+    # member together, and every pair it newly puts together scores within REACH of the
+    # threshold.
+    rng = np.random.default_rng(seed)
+    score = rng.uniform(0.5, 1.0, (members, rows, members, rows))
+    score = np.maximum(score, score.transpose(2, 3, 0, 1))  # one score a pair, either way
+
+    def scorer(d0: np.ndarray, r0: np.ndarray, d1: np.ndarray, r1: np.ndarray) -> np.ndarray:
+        return score[d0, r0, d1, r1]
+
+    pairs = [(a, i, b, j) for a in range(members) for b in range(a + 1, members)
+             for i in range(rows) for j in range(rows) if score[a, i, b, j] >= 0.8]  # fmt: skip
+    if not pairs:
+        return
+    d0, r0, d1, r1 = (np.array(c, dtype=np.uint32) for c in zip(*pairs, strict=True))
+    cands = merge([Candidates(score[d0, r0, d1, r1], d0, d1, r0, r1)])
+    greedy = solve(cands)
+    done = complete(greedy, cands, scorer, 0.8)
+    home = {record: g for g in done for record in g}
+    assert sum(len(g) for g in done) == len(home)  # no record in two groups
+    for g in done:
+        assert len({d for d, _ in g}) == len(g)  # at most one record a member
+    for g in greedy:
+        assert all(home[record] == home[g[0]] for record in g)  # greedy groups stay whole
+    together = {(x, y) for g in greedy for x in g for y in g}
+    for g in done:
+        for x in g:
+            for y in g:
+                if x < y and (x, y) not in together:
+                    assert score[x[0], x[1], y[0], y[1]] >= 0.8 - REACH

@@ -117,9 +117,10 @@ def _across(
 ) -> npt.NDArray[np.bool_]:
     """Which of the candidate pairs `found` the solver left across two groups (or outside
     any): the only ones `complete` looks at."""
+    if not groups:
+        return np.ones(len(found), dtype=bool)
     size = int(max(candidates.rec0.max(initial=0), candidates.rec1.max(initial=0))) + 1
     records = np.array([(d, r, i) for i, g in enumerate(groups) for d, r in g], dtype=np.int64)
-    records = records.reshape(-1, 3)
     keys = records[:, 0] * size + records[:, 1]
     order = np.argsort(keys)
     keys, ids = keys[order], records[order, 2]
@@ -128,9 +129,8 @@ def _across(
         dset: npt.NDArray[np.uint32], rec: npt.NDArray[np.uint32]
     ) -> npt.NDArray[np.int64]:
         want = dset.astype(np.int64) * size + rec
-        at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-        hit = keys[at] == want if len(keys) else np.zeros(len(want), dtype=bool)
-        return np.where(hit, ids[at] if len(keys) else -1, -1)
+        at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        return np.where(keys[at] == want, ids[at], -1)
 
     gx = group_of(candidates.dset0[found], candidates.rec0[found])
     gy = group_of(candidates.dset1[found], candidates.rec1[found])
