@@ -57,8 +57,8 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
     attacks = ATTACKS if args.graph_records > 0 else tuple(a for a in ATTACKS if a != "graph")
     if args.data is None:
         report = check_synthetic(
-            args.records, args.seed, schema, hardening=hardening, level=args.encoding,
-            attacks=attacks, graph_records=args.graph_records,
+            args.records, 1 if args.seed is None else args.seed, schema, hardening=hardening,
+            level=args.encoding, attacks=attacks, graph_records=args.graph_records,
         )  # fmt: skip
     else:
         if args.mapping is None or args.secret_file is None:
@@ -108,11 +108,17 @@ def _two_server_check(
             "claim right by chance decides the verdict)"
         )
     chosen = hardening or hardening_from_raw(schema.raw, str(schema.path))
+    # --seed fixes the keys too (the synthetic project's and the attacker's): a run repeats.
+    seed = 1 if args.seed is None else args.seed
+    project, attacker = twocheck.seeded_keys(seed)
+    if args.seed is None:
+        project, attacker = secrets.token_bytes(32), secrets.token_bytes(32)
     if args.data is None:
-        secret = secrets.token_bytes(32)
+        secret = project
         with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
-            members = twocheck.synthetic_members(Path(tmp), args.seed, args.sample, schema)
-        source = f"synthetic data ({args.sample} people, seed {args.seed})"
+            members = twocheck.synthetic_members(Path(tmp), seed, args.sample, schema)
+        keys = "fresh keys" if args.seed is None else "keys from the seed"
+        source = f"synthetic data ({args.sample} people, seed {seed}, {keys})"
     else:
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
@@ -123,7 +129,7 @@ def _two_server_check(
         source = str(args.data)
     return twocheck.check_members(
         members, schema, secret, role_views, source=source, hardening=chosen,
-        threshold=DEFAULT_THRESHOLD,
+        threshold=DEFAULT_THRESHOLD, attacker_key=attacker,
     )  # fmt: skip
 
 
@@ -203,7 +209,13 @@ def register(sub: Subcommands) -> None:
         "data's own frequencies for fields without one)",
     )
     p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
-    p.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: 1)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="synthetic data seed (default: 1); with --mode two-server, given, it also fixes "
+        "the keys (the synthetic project's and the attacker's), so a run repeats its figures "
+        "(default: fresh keys each run)",
+    )
     p.add_argument(
         "--graph-records",
         type=int,

@@ -26,6 +26,7 @@ least likely real (`unpartnered_attack`; docs/privacy-design.md, "(d) Decoy reco
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -170,6 +171,19 @@ def synthetic_members(folder: Path, seed: int, size: int, schema: LinkageSchema)
     return out
 
 
+def seeded_keys(seed: int) -> tuple[bytes, bytes]:
+    """`privacy-check --mode two-server --seed N`'s keys, derived from the seed: the
+    synthetic project's secret and the attacker's own key. The roles' views depend on the
+    data and the project's secret alone (their other keys seal, pad or order, and every view
+    is read sorted), the attacks on those and the attacker's key: fixing both repeats a run's
+    figures. Without --seed both are fresh, as a real project's and attacker's are."""
+    project, attacker = (
+        hashlib.sha256(f"blindmatch privacy-check two-server {role} {seed}".encode()).digest()
+        for role in ("project", "attacker")
+    )
+    return project, attacker
+
+
 def export_members(rows: Sequence[Sequence[str]], schema: LinkageSchema, size: int) -> list[Member]:
     """From a member's own export: A a sample of `size` of its rows, B a noisy copy
     (population.noisy_copy: another organisation's typos and gaps) of half of them in an
@@ -202,10 +216,12 @@ def check_members(
     hardening: Hardening = NONE,
     threshold: float = 0.8,
     known: Sequence[int] = KNOWN_PAIRS,
+    attacker_key: bytes | None = None,
 ) -> TwoServerReport:
     """Encode members A and B as a two-server project uploads them, build each role's view
     with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
-    the third member is the attacker's plaintext on every person of A and B."""
+    the third member is the attacker's plaintext on every person of A and B, encoded under
+    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -219,7 +235,8 @@ def check_members(
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
     # The attacker's own encodings (its own key, the public schema): both CLKs.
-    own = upload_views(schema, u_rows, secrets.token_bytes(32), hardening)
+    key = attacker_key if attacker_key is not None else secrets.token_bytes(32)
+    own = upload_views(schema, u_rows, key, hardening)
     u = own[0]
     # A row whose person the attacker's plaintext lacks is a decoy (benchmarks/twoserver.py
     # --pad-to): -1, never a right claim, never a record counted in a share.
@@ -437,6 +454,7 @@ __all__ = [
     "check_members",
     "export_members",
     "read_counts",
+    "seeded_keys",
     "synthetic_members",
     "unpartnered_attack",
 ]
