@@ -329,3 +329,14 @@ def test_q_gram_alignment_re_identifies_surnames_in_the_opt_in_schemas_segments(
     results, _skipped = check.attack_encodings(schema, rows, secret, NONE, attacks=("qgram",))
     share = {r.field: r.record_share for r in results}
     assert share["surname"] >= 0.10, share
+
+
+def test_a_seed_repeats_a_synthetic_check_keys_and_all(tmp_path: Path) -> None:
+    # --seed fixes the synthetic members' secret and the graph attacker's key as well as
+    # the people: two runs write the same figures; without it the keys are fresh.
+    runs = []
+    for name in ("one", "two"):
+        assert main(["privacy-check", "--records", "1000", "--graph-records", "200",
+                     "--seed", "5", "--out", str(tmp_path / name)]) == 0  # fmt: skip
+        runs.append(json.loads((tmp_path / name / "privacy-check.json").read_text()))
+    assert runs[0] == runs[1]

@@ -33,6 +33,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
         DEFAULT_SCHEMA,
         check_csv,
         check_synthetic,
+        seeded_secret,
         write_outputs,
     )
     from blindmatch.client.tools.privacy.frequencies import read_list
@@ -59,6 +60,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
         report = check_synthetic(
             args.records, 1 if args.seed is None else args.seed, schema, hardening=hardening,
             level=args.encoding, attacks=attacks, graph_records=args.graph_records,
+            secret=None if args.seed is None else seeded_secret(args.seed),
         )  # fmt: skip
     else:
         if args.mapping is None or args.secret_file is None:
@@ -212,9 +214,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--seed",
         type=int,
-        help="synthetic data seed (default: 1); with --mode two-server, given, it also fixes "
-        "the keys (the synthetic project's and the attacker's), so a run repeats its figures "
-        "(default: fresh keys each run)",
+        help="synthetic data seed (default: 1); given, it also fixes the keys (the synthetic "
+        "members' and the attacker's), so a run repeats its figures (default: fresh keys each "
+        "run); with DATA, only the attacker's in two-server mode",
     )
     p.add_argument(
         "--graph-records",

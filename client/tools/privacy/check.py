@@ -309,6 +309,11 @@ def check_csv(
     )
 
 
+def seeded_secret(seed: int) -> bytes:
+    """The synthetic members' secret `privacy-check --seed` fixes, so that a run repeats."""
+    return hashlib.sha256(b"blindmatch privacy-check members %d" % seed).digest()
+
+
 def check_synthetic(
     records: int,
     seed: int,
