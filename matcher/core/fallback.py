@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.kernel import Clks, dice_candidates
-from blindmatch.matcher.core.solve import dice
+from blindmatch.matcher.core.solve import by_datasets, dice
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.errors import InvalidArgument
 
@@ -162,19 +162,15 @@ def pair_scores(
     """The score of each pair: fallback Dice when either record lacks the fields, else Dice
     of the first CLKs (with a rule, its score S over both)."""
     out = np.empty(len(d0), dtype=np.float64)
-    for a in np.unique(d0):
-        for b in np.unique(d1):
-            sel = np.flatnonzero((d0 == a) & (d1 == b))
-            if not len(sel):
-                continue
-            ra, rb = r0[sel], r1[sel]
-            either = on_fallback(split.lacking[a][ra], split.lacking[b][rb])
-            scores = dice(split.first[a][ra], split.first[b][rb])
-            if rule.active:
-                scores = rule.score(scores, dice(split.second[a][ra], split.second[b][rb]))
-            if either.any():
-                scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
-            out[sel] = scores
+    for a, b, sel in by_datasets(d0, d1):
+        ra, rb = r0[sel], r1[sel]
+        either = on_fallback(split.lacking[a][ra], split.lacking[b][rb])
+        scores = dice(split.first[a][ra], split.first[b][rb])
+        if rule.active:
+            scores = rule.score(scores, dice(split.second[a][ra], split.second[b][rb]))
+        if either.any():
+            scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
+        out[sel] = scores
     return out
 
 
@@ -248,16 +244,14 @@ def _rule_scores(
     (as `pair_scores`), so that the kernel's and LSH's candidates score alike."""
     out = np.empty(len(sel), dtype=np.float64)
     d0, d1, r0, r1 = pairs.dset0[sel], pairs.dset1[sel], pairs.rec0[sel], pairs.rec1[sel]
-    for a in np.unique(d0):
-        for b in np.unique(d1):
-            part = np.flatnonzero((d0 == a) & (d1 == b))
-            for lo in range(0, len(part), _SCORE_CHUNK):
-                p = part[lo : lo + _SCORE_CHUNK]
-                ra, rb = r0[p], r1[p]
-                out[p] = rule.score(
-                    dice(split.first[a][ra], split.first[b][rb]),
-                    dice(split.second[a][ra], split.second[b][rb]),
-                )
+    for a, b, part in by_datasets(d0, d1):
+        for lo in range(0, len(part), _SCORE_CHUNK):
+            p = part[lo : lo + _SCORE_CHUNK]
+            ra, rb = r0[p], r1[p]
+            out[p] = rule.score(
+                dice(split.first[a][ra], split.first[b][rb]),
+                dice(split.second[a][ra], split.second[b][rb]),
+            )
     return out
 
 

@@ -10,7 +10,7 @@ the threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,14 +145,21 @@ def dice_scorer(datasets: Sequence[npt.NDArray[np.uint8]]) -> PairScorer:
         d0: UIntArray, r0: UIntArray, d1: UIntArray, r1: UIntArray
     ) -> npt.NDArray[np.float64]:
         out = np.empty(len(d0), dtype=np.float64)
-        for a in np.unique(d0):
-            for b in np.unique(d1):
-                sel = np.flatnonzero((d0 == a) & (d1 == b))
-                if len(sel):
-                    out[sel] = dice(datasets[a][r0[sel]], datasets[b][r1[sel]])
+        for a, b, sel in by_datasets(d0, d1):
+            out[sel] = dice(datasets[a][r0[sel]], datasets[b][r1[sel]])
         return out
 
     return score
+
+
+def by_datasets(d0: UIntArray, d1: UIntArray) -> Iterator[tuple[int, int, npt.NDArray[np.intp]]]:
+    """The pairs (positions) of each pair of datasets present, as (dataset, dataset, positions):
+    how a scorer gathers rows one dataset pair at a time."""
+    for a in np.unique(d0):
+        for b in np.unique(d1):
+            sel = np.flatnonzero((d0 == a) & (d1 == b))
+            if len(sel):
+                yield int(a), int(b), sel
 
 
 def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
