@@ -167,6 +167,8 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
     for role in ("s1", "s2"):
         assert sorted(world.roles[role].service.held) == names_before
         assert not [n for n in world.roles[role].service.held if "@" in n]
+        assert not [r for r in world.roles[role].service.runs if "@" in "".join(r)]
+        assert not world.roles[role].service.proposals  # a query's ends with its records
     # Audited as any query: purpose, records, who was disclosed.
     with world.operator() as op:
         entries = [e for e in op.audit("shares") if e["action"] == "query"]

@@ -373,7 +373,10 @@ def register(sub: Subcommands) -> None:
         help="ask which partners hold a person (or each person of a small CSV), now",
         description="Ask which partners' standing indexes hold a person given on the command "
         "line or in a file (--person-file, kept out of `ps`), or each person of a small CSV, "
-        "and print what the disclosure levels allow. Every query is logged with its --purpose.",
+        "and print what the disclosure levels allow. Every query is logged with its --purpose. "
+        "In a two-server project it searches the partners' latest uploads at S1 and S2 "
+        "instead (the records go to S1 and S2 as shares, never to the matcher) and names the "
+        "partners that could not be searched.",
         example=[
             "blindmatch query --project burglary --schema person-uk.json --secret-file "
             "linkage.secret --token-file north.token --purpose 'case 24/118' --person-file "

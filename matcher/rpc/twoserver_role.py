@@ -84,6 +84,7 @@ class _Role:
         # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
         # is in one at most, so a batch's two members name its proposal.
         self.proposals: dict[tuple[str, ...], Proposal] = {}
+        self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
 
     @property
     def proposal(self) -> Proposal | None:
@@ -174,6 +175,7 @@ class _Role:
                 del self.held[name]
                 self.budget.forget(name)
             self.end_proposals(set(dropped))
+            self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
                      names=dropped)  # fmt: skip
         log.info("%s dropped %d upload(s) under %s", NAMES[self.role], len(dropped), prefix)

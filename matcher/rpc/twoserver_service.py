@@ -219,7 +219,6 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
         self.clock = clock
-        self.runs: set[tuple[str, str, str]] = set()  # (run, member_a, member_b) logged
 
     def _expire(self) -> None:
         """Forget batches prepared longer ago than a call may last (a run that failed
