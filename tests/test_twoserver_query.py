@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from benchmarks.exports import Export
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
+from blindmatch.client.encoding import sharing
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
-from tests.support import STRONG_SECRET, db_rows
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_service import create_role
+from tests.support import MESSY_SECRET, STRONG_SECRET, db_rows
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
 
 pytestmark = pytest.mark.server
 
+RPC_MEMBER_KEY = "the members' key"
 ORGS = {"north": "north-police", "south": "south-police", "west": "retail-bcrp"}
 
 
@@ -273,3 +282,57 @@ def test_a_query_with_s2_down_fails_naming_it(
     )
     err = capsys.readouterr().err
     assert "S2" in err and f"127.0.0.1:{world.roles['s2'].port}" in err
+
+
+def test_s1_holds_a_querys_proposal_beside_a_runs_and_neither_ends_the_other(
+    messy_members: tuple[list[npt.NDArray[np.uint8]], int],
+) -> None:
+    """A query's Propose (its records against one partner) between a run's Propose and the
+    run's batches: the run's links are those of the same run without the query, and the query
+    finds its records (two of south's own) in south's upload. Before S1 held a proposal per
+    pair of members, the query's replaced the run's, and the run's batches were refused."""
+    datasets, fallback_bits = messy_members
+    plan = sharing.BandPlan(bits=20, bands=30)
+    uploads = [sharing.shared_upload(d, MESSY_SECRET, plan, fallback_bits) for d in datasets]
+    asked = sharing.shared_upload(datasets[1][:2], MESSY_SECRET, plan, fallback_bits)
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, RPC_MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, RPC_MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    at = {"s1": f"127.0.0.1:{s1.port}", "s2": f"127.0.0.1:{s2.port}"}
+    bits = [8 * s.shape[1] for s in asked.s2.shares]
+    members = ("north", "south", "west")
+
+    def upload(name: str, up: sharing.SharedUpload) -> None:
+        for role in ("s1", "s2"):
+            with RoleClient(role, at[role], RPC_MEMBER_KEY) as c:
+                c.upload(name, up)
+
+    def run(with_query: bool) -> set[tuple[int, ...]]:
+        for name, up in zip(members, uploads, strict=True):
+            upload(name, up)  # afresh: each pair is evaluated once an upload
+        comb = twoserver.Combiner(None, 0.8, clks=2)
+        servers = RemoteServers(at["s1"], at["s2"], key, members, [len(u) for u in uploads], bits)
+        described = servers.propose(comb.lacking(), comb.cutoffs, comb.rule)
+        if with_query:
+            upload("asked", asked)
+            query = RemoteServers(at["s1"], at["s2"], key, ["asked", "south"],
+                                  [2, len(uploads[1])], bits)  # fmt: skip
+            links, pairs = tworun.query_links(query, twoserver.Combiner(None, 0.8, clks=2))
+            assert pairs and sorted(zip(links.rec0.tolist(), links.rec1.tolist(), strict=True)) == [
+                (0, 0),
+                (1, 1),
+            ]
+            query.close()
+        found = [tworun.proposed_links(servers, comb, i, part, linkbit.Transcript(), {})
+                 for i, part in enumerate(described)]  # fmt: skip
+        servers.close()
+        return {(int(a), int(b), int(x), int(y)) for f in found
+                for a, b, x, y in zip(f.dset0, f.dset1, f.rec0, f.rec1, strict=True)}  # fmt: skip
+
+    try:
+        alone = run(False)
+        assert len(alone) > 150
+        assert run(True) == alone
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
