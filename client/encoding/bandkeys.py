@@ -71,14 +71,12 @@ def band_positions(
     key = hmac.new(secret, POSITIONS_LABEL, hashlib.sha256).digest()
     stream = _Stream(key, f"{bits}x{bands}".encode())
     out = np.empty((bands, bits), dtype=np.int32)
-    n = len(pool_list)
     for band in range(bands):
-        moved: dict[int, int] = {}  # the deck's swapped places only (the rest: the pool's)
+        deck = list(pool_list)
         for k in range(bits):
-            j = k + stream.below(n - k)
-            at_k, at_j = moved.get(k, pool_list[k]), moved.get(j, pool_list[j])
-            moved[k], moved[j] = at_j, at_k
-            out[band, k] = at_j
+            j = k + stream.below(len(deck) - k)
+            deck[k], deck[j] = deck[j], deck[k]
+        out[band] = deck[:bits]
     return out
 
 
