@@ -288,7 +288,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 0
     if args.out:
         write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
-    searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
+    none = "none" if answer.not_searched else "none (no partner has a standing index yet)"
+    searched = ", ".join(answer.partners) or none
     print(f"Searched partners: {searched}.")
     for partner, why in answer.not_searched.items():
         print(f"Not searched: {partner}: {why}.")
