@@ -30,6 +30,7 @@ from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, tworun, twoserver
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import MESSY_SECRET, STRONG_SECRET, db_rows
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
 
@@ -246,6 +247,26 @@ def test_quotas_apply_and_index_and_watch_are_refused_pointing_at_query(
             "shares", b"\0" * 128, clk_bits=1024, fingerprint=b"\1" * 32, purpose="case 24/118"
         ):
             break
+
+
+def test_a_partner_whose_upload_is_not_whole_at_s1_is_named_not_searched(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    south = members["south"][0]
+    two = create(world, "shares", "two-server")
+    for name in ("north", "south"):
+        assert world.cli("upload", str(members[name][1]), "--project", "shares",
+                         token=two.tokens[name]) == 0  # fmt: skip
+    # S1 lost north's upload (a restart, say); S2 and the matcher still have it.
+    world.roles["s1"].service.forget(pb.ForgetRequest(project="shares", member="north"))
+    people = person_csv(south, sorted(south.truth)[:1], world.folder / "one.csv")
+    got = query(world, "shares", two.tokens["west"], people, south, capsys)
+    assert held_by(got) == [["south"]] and got["partners"] == ["south"]
+    assert sorted(got["not_searched"]) == ["north"]
+    assert "not whole at S1 and S2" in got["not_searched"]["north"]
+    assert "north must upload again" in got["not_searched"]["north"]
 
 
 def test_a_query_with_s2_down_fails_naming_it(
