@@ -18,6 +18,7 @@ in the query log and audit log as any query.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Proj
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
 from blindmatch.protos.wire import fingerprint_id
+
+log = logging.getLogger("blindmatch.matcher.realtime")
 
 NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `blindmatch upload`)"
 
@@ -107,6 +110,11 @@ def search(
         # reached holds them in memory only, until it restarts).
         forgot = setup.forget(project.name, name.split("/")[1])
     out.forgot = forgot
+    log.info(
+        "%s/%s: a two-server query of %d record(s): %d partner(s) searched, %d not, %d pairs "
+        "through the circuit, %d rounds", project.name, member, records, len(out.partners),
+        len(out.not_searched), out.pairs, out.transcript.rounds,
+    )  # fmt: skip
     return out
 
 
