@@ -199,6 +199,7 @@ def create_server(
                 clock=clock,
                 merge_cpus=everywhere if request_cpus is not None else None,
                 remote=remote,
+                two_server=two_server,
             )
             if remote is not None:
                 log.info("%s", remote.describe())

@@ -474,7 +474,7 @@ class IndexListing(_message.Message):
     def __init__(self, refs: _Optional[_Iterable[str]] = ..., digests: _Optional[bytes] = ..., record_count: _Optional[int] = ..., clk_bits: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks", "fallback_bits", "rule")
+    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks", "fallback_bits", "rule", "two_server_ticket", "two_server_records")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +482,8 @@ class QueryRequest(_message.Message):
     CLKS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_TICKET_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_RECORDS_FIELD_NUMBER: _ClassVar[int]
     project: str
     purpose: str
     clk_bits: int
@@ -489,7 +491,9 @@ class QueryRequest(_message.Message):
     clks: bytes
     fallback_bits: int
     rule: ScoreRule
-    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
+    two_server_ticket: str
+    two_server_records: int
+    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_records: _Optional[int] = ...) -> None: ...
 
 class QueryMatch(_message.Message):
     __slots__ = ("partner", "partner_refs", "scores")
@@ -510,7 +514,7 @@ class QueryResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., matches: _Optional[_Iterable[_Union[QueryMatch, _Mapping]]] = ...) -> None: ...
 
 class QueryReply(_message.Message):
-    __slots__ = ("disclosure", "results", "counts", "partner_levels", "partners")
+    __slots__ = ("disclosure", "results", "counts", "partner_levels", "partners", "not_searched")
     class PartnerLevelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -518,17 +522,26 @@ class QueryReply(_message.Message):
         key: str
         value: Disclosure
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
+    class NotSearchedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     PARTNER_LEVELS_FIELD_NUMBER: _ClassVar[int]
     PARTNERS_FIELD_NUMBER: _ClassVar[int]
+    NOT_SEARCHED_FIELD_NUMBER: _ClassVar[int]
     disclosure: Disclosure
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     counts: _containers.RepeatedCompositeFieldContainer[PartnerCount]
     partner_levels: _containers.ScalarMap[str, Disclosure]
     partners: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, disclosure: _Optional[_Union[Disclosure, str]] = ..., results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[PartnerCount, _Mapping]]] = ..., partner_levels: _Optional[_Mapping[str, Disclosure]] = ..., partners: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_searched: _containers.ScalarMap[str, str]
+    def __init__(self, disclosure: _Optional[_Union[Disclosure, str]] = ..., results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[PartnerCount, _Mapping]]] = ..., partner_levels: _Optional[_Mapping[str, Disclosure]] = ..., partners: _Optional[_Iterable[str]] = ..., not_searched: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("ready", "result", "count")
@@ -1155,12 +1168,14 @@ class TwoServerRunReply(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ..., dset: _Optional[_Iterable[int]] = ..., row: _Optional[_Iterable[int]] = ..., partner: _Optional[_Iterable[int]] = ..., partner_row: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., groups: _Optional[int] = ..., comparisons: _Optional[int] = ..., method: _Optional[str] = ..., bytes_sent: _Optional[_Mapping[str, int]] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class TwoServerTicketRequest(_message.Message):
-    __slots__ = ("project", "upload")
+    __slots__ = ("project", "upload", "query")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     project: str
     upload: UploadHeader
-    def __init__(self, project: _Optional[str] = ..., upload: _Optional[_Union[UploadHeader, _Mapping]] = ...) -> None: ...
+    query: bool
+    def __init__(self, project: _Optional[str] = ..., upload: _Optional[_Union[UploadHeader, _Mapping]] = ..., query: _Optional[bool] = ...) -> None: ...
 
 class TwoServerTicketReply(_message.Message):
     __slots__ = ("ticket", "name", "s1", "s2", "expires_unix")

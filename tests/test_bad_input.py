@@ -970,12 +970,12 @@ def south_upload(c: ProjectCtx, upload: SharedUpload, **fields: Any) -> Any:
     return c.stub.Upload(iter(c.header_only(upload, **fields)), metadata=c.south)
 
 
-def south_ticket(c: ProjectCtx, **fields: Any) -> Any:
+def south_ticket(c: ProjectCtx, query: bool = False, **fields: Any) -> Any:
     """TwoServerTicket for south with the header its upload will carry (north's encoding,
-    fields changed by `fields`)."""
+    fields changed by `fields`); `query`: a query ticket."""
     base: dict[str, Any] = dict(fingerprint=bytes(32), two_server_bits=[1024])
     planned = pb.UploadHeader(**{**base, **fields})
-    request = pb.TwoServerTicketRequest(project="shares", upload=planned)
+    request = pb.TwoServerTicketRequest(project="shares", upload=planned, query=query)
     return c.stub.TwoServerTicket(request, metadata=c.south)
 
 
@@ -1027,7 +1027,25 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
     ("tsquery-clks", lambda c, u: c.stub.Query(pb.QueryRequest(
         project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north),
-     "FAILED_PRECONDITION", "answers no query or watch"),
+     "INVALID_ARGUMENT", "runs in two-server mode: the matcher never takes a CLK"),
+    ("tsquery-no-records", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32)),
+        metadata=c.north), "INVALID_ARGUMENT", "two_server_records: 0"),
+    ("tsquery-no-ticket", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        two_server_records=1), metadata=c.north),
+     "INVALID_ARGUMENT", "two_server_ticket: required in a two-server project"),
+    ("tsquery-upload-ticket", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        two_server_records=1, two_server_ticket=south_ticket(c).ticket), metadata=c.south),
+     "INVALID_ARGUMENT", "two_server_ticket: an upload ticket; a query needs a query ticket"),
+    ("tsquery-someone-elses-ticket", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        two_server_records=1, two_server_ticket=south_ticket(c, query=True).ticket),
+        metadata=c.north), "PERMISSION_DENIED", "issued to 'south' of 'shares', not to 'north'"),
+    ("tsupload-query-ticket", lambda c, u: south_upload(
+        c, u, two_server_ticket=south_ticket(c, query=True).ticket), "INVALID_ARGUMENT",
+     "header.two_server_ticket: a query ticket, for a query's records only"),
     ("tsrun-before-every-upload", lambda c, u: c.stub.StartRun(
         pb.StartRunRequest(project="shares"), metadata=c.north), "FAILED_PRECONDITION",
      "waiting for south"),

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blindmatch.cli.options import (
     Subcommands,
@@ -22,7 +22,8 @@ from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
     from blindmatch.client.encoding.encode import EncodeResult
-    from blindmatch.client.remote.model import IndexSummary
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.model import IndexSummary, QueryAnswer
 
 PERSON_OPTIONS = {
     "given_name": "--given-name",
@@ -165,7 +166,8 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
-def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
+def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any, bytes]:
+    """The query's records encoded, their labels, the schema and the secret."""
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.person import (
@@ -205,7 +207,26 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str]]:
         labels = ["query"]
     if not result.ids:
         raise InputError(f"{args.data}: no records to query")
-    return result, labels
+    return result, labels, schema, secret
+
+
+def _two_server_query(
+    client: MatcherClient, args: argparse.Namespace, result: EncodeResult, schema: Any,
+    secret: bytes,
+) -> QueryAnswer:  # fmt: skip
+    """A query in a two-server project: the records encoded as `encode --two-server` would
+    (client/encoding/sharing.py), their shares to S1 and S2, the matcher asked."""
+    import numpy as np
+
+    from blindmatch.client.encoding import sharing
+    from blindmatch.client.remote.twoserver import project_query
+
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+    return project_query(
+        client, args.project, upload, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
+        purpose=args.purpose, schema_digest=result.schema_digest, rule=result.rule,
+    )  # fmt: skip
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -214,17 +235,21 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     if not args.purpose or not args.purpose.strip():
         raise InputError("--purpose is required: say why you are asking (a case reference)")
-    result, labels = _encode_query(args)
+    result, labels, schema, secret = _encode_query(args)
     with connect(args, member_token(args)) as client:
-        answer = client.query(
-            args.project,
-            result.clks,
-            clk_bits=result.clk_bits,
-            fingerprint=result.fingerprint,
-            purpose=args.purpose,
-            fallback_bits=result.fallback_bits,
-            rule=result.rule,
-        )
+        # A two-server project's matcher never takes a CLK: asked first, so none is sent.
+        if client.describe(args.project).mode == "two-server":
+            answer = _two_server_query(client, args, result, schema, secret)
+        else:
+            answer = client.query(
+                args.project,
+                result.clks,
+                clk_bits=result.clk_bits,
+                fingerprint=result.fingerprint,
+                purpose=args.purpose,
+                fallback_bits=result.fallback_bits,
+                rule=result.rule,
+            )
     usable = usable_fields(result)
     rows = []
     for label, matches in zip(labels, answer.results, strict=True):
@@ -241,6 +266,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                 {
                     "disclosure": answer.disclosure,
                     "partners": answer.partners,
+                    "not_searched": answer.not_searched,
                     "partner_levels": answer.partner_levels,
                     "counts": answer.counts,
                     "results": [
@@ -262,8 +288,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 0
     if args.out:
         write_csv(args.out, ["record_id", "partner", "partner_ref", "score"], rows)
-    searched = ", ".join(answer.partners) or "none (no partner has a standing index yet)"
+    none = "none" if answer.not_searched else "none (no partner has a standing index yet)"
+    searched = ", ".join(answer.partners) or none
     print(f"Searched partners: {searched}.")
+    for partner, why in answer.not_searched.items():
+        print(f"Not searched: {partner}: {why}.")
     for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
         print(
@@ -345,7 +374,10 @@ def register(sub: Subcommands) -> None:
         help="ask which partners hold a person (or each person of a small CSV), now",
         description="Ask which partners' standing indexes hold a person given on the command "
         "line or in a file (--person-file, kept out of `ps`), or each person of a small CSV, "
-        "and print what the disclosure levels allow. Every query is logged with its --purpose.",
+        "and print what the disclosure levels allow. Every query is logged with its --purpose. "
+        "In a two-server project it searches the partners' latest uploads at S1 and S2 "
+        "instead (the records go to S1 and S2 as shares, never to the matcher) and names the "
+        "partners that could not be searched.",
         example=[
             "blindmatch query --project burglary --schema person-uk.json --secret-file "
             "linkage.secret --token-file north.token --purpose 'case 24/118' --person-file "

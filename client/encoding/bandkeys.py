@@ -170,13 +170,23 @@ def band_keys(
         raise ValueError(f"band keys: a position outside the CLKs' {bits.shape[1]} bits")
     k0, k1 = _band_secrets(secret, len(positions))
     by_position = np.ascontiguousarray(bits.T)  # (positions, n): a band's rows are whole rows
-    out = np.empty((len(positions), len(clks)), dtype=np.uint64)
-    padded = np.zeros((len(clks), 8), dtype=np.uint8)
-    for band, pos in enumerate(positions):
-        packed = np.packbits(by_position[pos], axis=0, bitorder="little")  # (bytes, n)
-        padded[:, : len(packed)] = packed.T
-        values = padded.view("<u8")[:, 0]
-        for lo in range(0, len(clks), SIPHASH_ROWS):
+    n = len(clks)
+    out = np.empty((len(positions), n), dtype=np.uint64)
+    padded = np.zeros((n, 8), dtype=np.uint8)
+    # Few records (a query's): the bands' messages gathered, then SipHash over many bands in
+    # one call, rather than one call a band of a handful of elements.
+    step = max(1, SIPHASH_ROWS // max(n, 1))
+    values = np.empty((min(step, len(positions)), n), dtype=np.uint64)
+    for lo_band in range(0, len(positions), step):
+        hi_band = min(lo_band + step, len(positions))
+        for k, pos in enumerate(positions[lo_band:hi_band]):
+            packed = np.packbits(by_position[pos], axis=0, bitorder="little")  # (bytes, n)
+            padded[:, : len(packed)] = packed.T
+            values[k] = padded.view("<u8")[:, 0]
+        got = values[: hi_band - lo_band]
+        for lo in range(0, n, SIPHASH_ROWS):
             hi = lo + SIPHASH_ROWS
-            out[band, lo:hi] = siphash24(k0[band], k1[band], values[lo:hi])
+            out[lo_band:hi_band, lo:hi] = siphash24(
+                k0[lo_band:hi_band, None], k1[lo_band:hi_band, None], got[:, lo:hi]
+            )
     return np.ascontiguousarray(out.T)

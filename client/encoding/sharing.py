@@ -28,6 +28,7 @@ Bits follow the matcher's convention (core/blocking.py): bit p of a CLK is bit p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -139,8 +140,17 @@ def part_positions(
 ) -> npt.NDArray[np.int32]:
     """The bands of one CLK: every position of it is in the pool (members cannot agree on a
     data-dependent pool without sharing data; the informative-bits pool of
-    benchmarks/keyedblocking.py leaves 10-20% fewer candidates)."""
-    return band_positions(part_secret(secret, part), range(width_bits), plan.bits, plan.bands)
+    benchmarks/keyedblocking.py leaves 10-20% fewer candidates). Kept for the process's
+    next upload under the same secret (a session's queries: drawing them is most of a
+    one-record upload's cost); read-only."""
+    return _positions(secret, part, width_bits, plan)
+
+
+@functools.lru_cache(maxsize=4)
+def _positions(secret: bytes, part: str, width_bits: int, plan: BandPlan) -> npt.NDArray[np.int32]:
+    out = band_positions(part_secret(secret, part), range(width_bits), plan.bits, plan.bands)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,7 @@ def query_answer(reply: pb.QueryReply) -> QueryAnswer:
         counts={c.partner: c.shared for c in reply.counts},
         partner_levels={p: _LEVEL_NAMES[v] for p, v in sorted(reply.partner_levels.items())},
         partners=list(reply.partners),
+        not_searched=dict(sorted(reply.not_searched.items())),
     )
 
 

@@ -178,7 +178,8 @@ class QueryAnswer:
     results: list[list[PartnerMatch]]
     counts: dict[str, int]  # per partner: how many queried records it holds
     partner_levels: dict[str, str]  # the most each partner's answer reveals
-    partners: list[str]  # partners with a standing index that were searched
+    partners: list[str]  # partners with a standing index (two-server: an upload) searched
+    not_searched: dict[str, str] = field(default_factory=dict)  # partner -> why (two-server)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
-from blindmatch.client.remote.convert import score_rule
-from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
+from blindmatch.client.remote.convert import query_answer, score_rule
+from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, UploadReceipt
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -38,6 +38,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 RUN_SECONDS = 24 * 3600.0
+QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
@@ -251,12 +252,16 @@ NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK
 
 
 def ticket(
-    client: MatcherClient, project: str, planned: pb.UploadHeader | None = None
+    client: MatcherClient,
+    project: str,
+    planned: pb.UploadHeader | None = None,
+    query: bool = False,
 ) -> TwoServerTicket:
-    """The matcher's ticket for this member's next upload to S1 and S2. `planned`: the
-    header the upload will carry, which the matcher checks against the project's uploads
-    first (refused: RejectedError, and nothing is sent anywhere)."""
-    request = pb.TwoServerTicketRequest(project=project, upload=planned)
+    """The matcher's ticket for this member's next upload to S1 and S2 (`query`: for a
+    query's records, `project_query`). `planned`: the header the upload will carry, which the
+    matcher checks against the project's uploads first (refused: RejectedError, and nothing
+    is sent anywhere)."""
+    request = pb.TwoServerTicketRequest(project=project, upload=planned, query=query)
     reply = client._retrying(
         "two-server ticket",
         lambda: client._stub.TwoServerTicket(request, metadata=client._metadata(),
@@ -334,3 +339,45 @@ def project_upload(
     )
     receipt = UploadReceipt(reply.upload_id, reply.record_count, reply.sha256, reply.replayed)
     return ProjectUpload(t.name, where["s1"], where["s2"], receipt)
+
+
+def project_query(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    *,
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+    schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
+    s1: str = "",
+    s2: str = "",
+) -> QueryAnswer:
+    """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
+    project"): the query's records, encoded as `encode --two-server` encodes an upload
+    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
+    and S2 under a query ticket (checked against the project's uploads first), then the
+    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
+    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only."""
+    widths = [8 * s.shape[1] for s in upload.s2.shares]
+    header = pb.UploadHeader(
+        project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
+        sha256=shares_sha256(upload.s2.shares), schema_digest=schema_digest,
+        rule=score_rule(rule), two_server_bits=widths,
+    )  # fmt: skip
+    t = ticket(client, project, header, query=True)
+    where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
+    for role in ("s1", "s2"):
+        with RoleClient(role, where[role], t.ticket, client.credentials,
+                        insecure=client.insecure) as c:  # fmt: skip
+            c.upload(t.name, upload, rule)
+    request = pb.QueryRequest(
+        project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
+        fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),
+        two_server_ticket=t.ticket, two_server_records=len(upload),
+    )  # fmt: skip
+    with translate_errors(client.target):
+        reply = client._stub.Query(request, metadata=client._metadata(),
+                                   timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
+    return query_answer(reply)

@@ -21,7 +21,10 @@ import re
 PREFIX = "bmt1."
 LABEL = b"blindmatch two-server upload ticket v1\x00"
 TTL_SECONDS = 3600.0  # a ticket admits uploads for an hour
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[a-z0-9][a-z0-9_.-]{0,63}/[0-9a-f]{8,64}")
+NAME_RE = re.compile(
+    r"[a-z0-9][a-z0-9_.-]{0,63}/[a-z0-9][a-z0-9_.-]{0,63}(@[0-9a-f]{8,64})?/[0-9a-f]{8,64}"
+)
+QUERY_MARK = "@"  # a query's records: project/member@tag/tag (no member name has an "@")
 
 
 def _mac(key: str, payload: str) -> str:
@@ -63,9 +66,33 @@ def verify(key: str, ticket: str, now: float) -> tuple[str, int]:
 
 
 def owner(name: str) -> tuple[str, str, str]:
-    """(project, member, tag) of a ticket's name."""
+    """(project, member, tag) of a ticket's name (a query's: the member less its mark)."""
     project, member, tag = name.split("/")
-    return project, member, tag
+    return project, member.split(QUERY_MARK, 1)[0], tag
 
 
-__all__ = ["LABEL", "PREFIX", "TTL_SECONDS", "is_ticket", "issue", "owner", "verify"]
+def query_name(project: str, member: str, tag: str) -> str:
+    """The name at S1 and S2 of a query's records (docs/realtime.md "Queries in a two-server
+    project"): under a member of its own, `member@tag`, so that its upload replaces none of
+    the member's uploads (S1 and S2 replace a project member's earlier tags) and `Forget`
+    of `member@tag` drops this query's alone."""
+    return f"{project}/{member}{QUERY_MARK}{tag}/{tag}"
+
+
+def is_query(name: str) -> bool:
+    """Whether a ticket's name is a query's (`query_name`)."""
+    return QUERY_MARK in name
+
+
+__all__ = [
+    "LABEL",
+    "PREFIX",
+    "QUERY_MARK",
+    "TTL_SECONDS",
+    "is_query",
+    "is_ticket",
+    "issue",
+    "owner",
+    "query_name",
+    "verify",
+]

@@ -22,7 +22,9 @@ Pure: arrays in, arrays out.
 
 from __future__ import annotations
 
+import functools
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +41,7 @@ PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
+_SORTING = threading.Lock()  # one upload's keys sorted once (`Sealed.sorted_keys`)
 
 
 @dataclass(frozen=True)
@@ -160,10 +163,41 @@ class Sealed:
     sealed: npt.NDArray[np.uint8]
 
     def token_offsets(self) -> npt.NDArray[np.int64]:
-        """Where each key's tokens start, in tokens (one past the end last)."""
+        """Where each key's tokens start, in tokens (one past the end last); read-only."""
+        return self._offsets
+
+    @functools.cached_property
+    def _offsets(self) -> npt.NDArray[np.int64]:
         out = np.zeros(len(self.keys) + 1, dtype=np.int64)
         np.cumsum(slots(self.classes) * copies(self.classes), out=out[1:])
+        out.setflags(write=False)
         return out
+
+    @functools.cached_property
+    def ends(self) -> npt.NDArray[np.int64]:
+        """Where each band's keys start (one past the end last); read-only."""
+        out = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        out.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def _sorted(self) -> dict[tuple[int, int], tuple[npt.NDArray[np.intp], Keys]]:
+        return {}
+
+    def sorted_keys(self, lo: int, hi: int) -> tuple[npt.NDArray[np.intp], Keys]:
+        """Bands lo..hi's keys sorted: (the order, the sorted keys), kept for the upload's
+        next join (a query joins a few records with a partner's whole upload each time:
+        sorting the partner's keys was most of its cost), read-only."""
+        with _SORTING:
+            got = self._sorted.get((lo, hi))
+            if got is None:
+                keys = self.keys[self.ends[lo] : self.ends[hi]]
+                order = np.argsort(keys, kind="stable")
+                got = (order, keys[order])
+                for array in got:
+                    array.setflags(write=False)
+                self._sorted[lo, hi] = got
+        return got
 
     def tokens(self) -> Shares:
         """(tokens, TOKEN_BYTES)."""
@@ -199,26 +233,24 @@ def matched_keys(
     a time (each band's keys are distinct on each side, so each matches at most one)."""
     if len(a.counts) != len(b.counts):
         raise ValueError("sealed band keys with different numbers of bands")
-    ends_a = np.concatenate([[0], np.cumsum(a.counts)])
-    ends_b = np.concatenate([[0], np.cumsum(b.counts)])
+    ends_a, ends_b = a.ends, b.ends
     got_a, got_b = [], []
     for lo in range(0, len(a.counts), band_step):
         hi = min(lo + band_step, len(a.counts))
         ka = a.keys[ends_a[lo] : ends_a[hi]]
-        kb = b.keys[ends_b[lo] : ends_b[hi]]
-        if not len(ka) or not len(kb):
+        if not len(ka) or ends_b[lo] == ends_b[hi]:
             continue
-        band_a = np.repeat(np.arange(lo, hi), a.counts[lo:hi])
-        band_b = np.repeat(np.arange(lo, hi), b.counts[lo:hi])
-        order_b = np.argsort(kb, kind="stable")
-        sorted_b = kb[order_b]
+        order_b, sorted_b = b.sorted_keys(lo, hi)
         start = np.searchsorted(sorted_b, ka, side="left")
         counts = np.searchsorted(sorted_b, ka, side="right") - start
         hit = np.flatnonzero(counts)
         c = counts[hit]
         at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
         ia, ib = np.repeat(hit, c), order_b[at]
-        same = band_a[ia] == band_b[ib]  # equal keys of two bands: a 2^-64 chance
+        # Each match's band (equal keys of two bands: a 2^-64 chance), of the matches only.
+        band_a = np.searchsorted(ends_a[lo : hi + 1] - ends_a[lo], ia, side="right")
+        band_b = np.searchsorted(ends_b[lo : hi + 1] - ends_b[lo], ib, side="right")
+        same = band_a == band_b
         got_a.append(ends_a[lo] + ia[same])
         got_b.append(ends_b[lo] + ib[same])
     if not got_a:

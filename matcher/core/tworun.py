@@ -299,6 +299,22 @@ def proposed_links(
     return merge(found) if found else Candidates.empty()
 
 
+def query_links(
+    servers: Servers, combiner: Combiner, transcript: linkbit.Transcript | None = None
+) -> tuple[Candidates, int]:
+    """A query's links (docs/realtime.md "Queries in a two-server project"): S1 proposes the
+    pairs between the query's records (member 0) and one partner's upload (member 1), and C
+    learns each proposed pair's link bit, and a linking pair's bucket and rows, as in `drive`;
+    no solving (each queried record is answered on its own, as a CLK-mode query is) and so no
+    extras. (the links, how many pairs S1 proposed)"""
+    transcript = transcript if transcript is not None else linkbit.Transcript()
+    described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+    seconds: dict[str, float] = {}
+    found = [proposed_links(servers, combiner, index, part, transcript, seconds)
+             for index, part in enumerate(described)]  # fmt: skip
+    return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
+
+
 @dataclass
 class TwoServerResult:
     """What a two-server run gives: the links (as a normal run's), the groups, the pairs
@@ -444,4 +460,13 @@ def drive(
     return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed)
 
 
-__all__ = ["InProcess", "Servers", "TwoServerResult", "drive", "link_bits", "proposed_links", "run"]
+__all__ = [
+    "InProcess",
+    "Servers",
+    "TwoServerResult",
+    "drive",
+    "link_bits",
+    "proposed_links",
+    "query_links",
+    "run",
+]

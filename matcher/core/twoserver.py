@@ -202,7 +202,10 @@ class BlockingServer(ShareServer):
             raise ValueError(f"dummies: {dummies} (a share of the real pairs, 0 to 100)")
         self.dummies = dummies
         self.lacking = [np.asarray(x, bool) for x in lacking] if lacking is not None else None
-        self._bands = [[Sealed(b.counts, b.keys, b.classes, b.sealed) for b in m] for m in bands]
+        # An upload's own `Sealed` kept (its sorted keys are kept with it for the next join).
+        self._bands = [[b if isinstance(b, Sealed) else Sealed(b.counts, b.keys, b.classes,
+                                                               b.sealed) for b in m]
+                       for m in bands]  # fmt: skip
         if len(self._bands) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ from blindmatch.matcher.domain import (
     QueryQuota,
     QueryRecord,
 )
+from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
@@ -75,6 +76,7 @@ from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 from blindmatch.protos.wire import fingerprint_id
 
 # How often an open watch looks whether its stream is still open.
@@ -84,17 +86,22 @@ WATCH_POLL_SECONDS = 0.5
 @dataclass(frozen=True)
 class QueryResult:
     disclosed: QueryDisclosure
-    partners: list[str]  # whose standing indexes were searched
+    partners: list[str]  # whose standing indexes (two-server: current uploads) were searched
     level: Level  # the project's disclosure level
+    not_searched: dict[str, str] = field(default_factory=dict)  # partner -> why (two-server)
 
 
 def takes_clks(project: Project) -> Project:
     """`project`, refused FAILED_PRECONDITION in two-server mode: its matcher never holds a
-    CLK, and standing indexes and queries are CLKs (docs/operations.md)."""
+    CLK, and standing indexes and watches are CLKs (docs/operations.md); its queries are
+    answered over S1 and S2 instead (twoquery.py)."""
     if project.mode == TWO_SERVER:
         raise errors.FailedPrecondition(
             f"project {project.name!r} runs in two-server mode: the matcher holds no CLKs, so "
-            "it keeps no standing index and answers no query or watch (batch runs only)"
+            "it keeps no standing index and answers no watch. `blindmatch query` works: it "
+            "searches the partners' latest two-server uploads at S1 and S2 (a partner updates "
+            'its records by uploading again; docs/realtime.md "Queries in a two-server '
+            'project")'
         )
     return project
 
@@ -110,6 +117,7 @@ class Realtime:
         clock: Callable[[], float] = time.time,
         merge_cpus: frozenset[int] | None = None,
         remote: RemoteLookups | None = None,
+        two_server: TwoServerSetup | None = None,
     ) -> None:
         """`merge_cpus`: where the indexes' background merges run (None: where the
         change that starts one is handled). `remote`: look-up servers hold the indexes'
@@ -123,6 +131,7 @@ class Realtime:
         # audit write (the query log is made below; a query comes only after both).
         self.lookups = Lookups(commit=lambda records: self.query_log.record_all(records))
         self.remote = remote
+        self.two_server = two_server  # S1 and S2: two-server projects' queries (twoquery.py)
         try:
             forward = remote.forward if remote is not None else None
             self.indexes = StandingIndexes(store, self.index_store, merge_cpus, forward)
@@ -201,10 +210,28 @@ class Realtime:
     # -- queries and watches ------------------------------------------------------------------
 
     def query(
-        self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
+        self,
+        project_name: str,
+        member: str,
+        purpose: str,
+        encoding: Encoding,
+        clks: bytes,
+        *,
+        two_server_ticket: str = "",
+        records: int = 0,
     ) -> QueryResult:
-        """Which partners hold each queried CLK, as far as each partner's level allows."""
-        project = takes_clks(self.store.project(project_name))
+        """Which partners hold each queried CLK, as far as each partner's level allows. In a
+        two-server project: the `records` query records at S1 and S2 under
+        `two_server_ticket` (`clks` empty), searched in the partners' current uploads."""
+        project = self.store.project(project_name)
+        if project.mode == TWO_SERVER:
+            return self._two_server_query(project, member, purpose, encoding, clks,
+                                          two_server_ticket, records)  # fmt: skip
+        if two_server_ticket:
+            raise errors.InvalidArgument(
+                f"two_server_ticket: project {project.name!r} is not a two-server project "
+                "(its queries send CLKs)"
+            )
         words = self._check_query(project, purpose, encoding, clks)
         taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
@@ -249,6 +276,54 @@ class Realtime:
         result, record = finish(found)
         self.query_log.record(record)
         return result
+
+    def _two_server_query(
+        self,
+        project: Project,
+        member: str,
+        purpose: str,
+        encoding: Encoding,
+        clks: bytes,
+        ticket: str,
+        records: int,
+    ) -> QueryResult:
+        """A two-server project's query (twoquery.py): the same purpose rule, quota, disclosure
+        and records as a CLK-mode query's; the search over S1 and S2."""
+        if not audit.check_purpose(purpose, required=False, project=project.name):
+            raise errors.InvalidArgument(
+                "purpose: required; say why you are asking (a case reference, say)"
+            )
+        if clks:
+            raise errors.InvalidArgument(
+                f"clks: project {project.name!r} runs in two-server mode: the matcher never "
+                "takes a CLK; the query's records go to S1 and S2 (`blindmatch query` does so)"
+            )
+        twoquery.check_records(records)
+        taken = self._take_quota(project.name, member, QUERY, purpose, records)
+        user = audit.current_user()
+        try:
+            searched = twoquery.search(self.store, self.two_server, project, member, encoding,
+                                       ticket, records)  # fmt: skip
+        except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
+            self.meter.refund(project.name, member, records, taken)
+            self._record_unanswered(project.name, member, purpose, records, exc)
+            raise
+        except BaseException:  # not answered: it costs nothing
+            self.meter.refund(project.name, member, records, taken)
+            raise
+        levels = effective_levels(
+            project.disclosure, self.store.consents(project.name), member, searched.partners
+        )
+        answer = disclose_query(searched.found, levels)
+        self.query_log.record(
+            QueryRecord(
+                self.clock(), project.name, member, QUERY, purpose, records,
+                records_with_hits=sum(1 for f in searched.found if any(f.values())),
+                disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
+                user=user,
+            )
+        )  # fmt: skip
+        return QueryResult(answer, searched.partners, project.disclosure, searched.not_searched)
 
     def watch(
         self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes

@@ -114,9 +114,12 @@ class RealtimeCalls:
     def _query(self, request: pb.QueryRequest, caller: Caller) -> pb.QueryReply:
         member = require_consulting_member(caller, request.project, self.store)
         answer = self.realtime.query(
-            request.project, member, request.purpose, convert.query_encoding(request), request.clks
-        )
-        return convert.query_reply(answer.disclosed, answer.partners, answer.level)
+            request.project, member, request.purpose, convert.query_encoding(request), request.clks,
+            two_server_ticket=request.two_server_ticket, records=request.two_server_records,
+        )  # fmt: skip
+        reply = convert.query_reply(answer.disclosed, answer.partners, answer.level)
+        reply.not_searched.update(answer.not_searched)
+        return reply
 
     @member_call
     def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:

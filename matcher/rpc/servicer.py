@@ -305,8 +305,10 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     ) -> pb.TwoServerTicketReply:
         member = self._member(context, request.project)
         planned = convert.upload_header(request.upload) if request.HasField("upload") else None
-        t = tworuns.issue_ticket(self.store, self.two_server, request.project, member, planned)
-        log.info("%s/%s: two-server upload ticket for %s", request.project, member, t.name)
+        t = tworuns.issue_ticket(self.store, self.two_server, request.project, member, planned,
+                                 query=request.query)  # fmt: skip
+        log.info("%s/%s: two-server %s ticket for %s", request.project, member,
+                 "query" if request.query else "upload", t.name)  # fmt: skip
         return pb.TwoServerTicketReply(
             ticket=t.ticket, name=t.name, s1=t.s1, s2=t.s2, expires_unix=t.expires
         )

@@ -32,6 +32,9 @@ from blindmatch.protos import blindmatch_pb2 as pb
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
+# S1's proposals held at once (runs, and queries: docs/realtime.md "Queries in a two-server
+# project"), each over its own members; the oldest ends beyond this.
+MAX_PROPOSALS = 64
 F = TypeVar("F", bound=Callable[..., Any])
 Rows = npt.NDArray[np.uint32]
 Bools = npt.NDArray[np.bool_]
@@ -78,7 +81,35 @@ class _Role:
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
-        self.proposal: Proposal | None = None  # S1: the run it proposed (core/proposal.py)
+        # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
+        # is in one at most, so a batch's two members name its proposal.
+        self.proposals: dict[tuple[str, ...], Proposal] = {}
+        self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
+
+    @property
+    def proposal(self) -> Proposal | None:
+        """S1's latest proposal (None: none)."""
+        return next(reversed(self.proposals.values()), None)
+
+    def hold_proposal(self, proposal: Proposal) -> None:
+        """Hold S1's new `proposal` (under the lock): it ends any earlier one over two of its
+        members (a second run over them), and the oldest beyond MAX_PROPOSALS."""
+        mine = set(proposal.members)
+        for k in [k for k in self.proposals if len(mine & set(k)) >= 2]:
+            del self.proposals[k]
+        self.proposals[tuple(proposal.members)] = proposal
+        while len(self.proposals) > MAX_PROPOSALS:
+            del self.proposals[next(iter(self.proposals))]
+
+    def proposal_of(self, member_a: str, member_b: str) -> Proposal | None:
+        """The proposal over both members (under the lock), or None."""
+        return next((p for k, p in self.proposals.items() if member_a in k and member_b in k),
+                    None)  # fmt: skip
+
+    def end_proposals(self, names: set[str]) -> None:
+        """End the proposals over any of `names` (an upload replaced or dropped)."""
+        for k in [k for k in self.proposals if names & set(k)]:
+            del self.proposals[k]
 
     def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
         """An audit entry (storage/twoserver_audit.py), durable before this returns; none
@@ -99,11 +130,13 @@ class _Role:
                 "matcher's upload ticket admits it"
             )
         with self.lock:
+            ended = {member}
             if vouched:  # the project member's earlier uploads, under other tags, go
                 prefix = vouched.rsplit("/", 1)[0] + "/"
                 for old in [m for m in self.held if m.startswith(prefix) and m != member]:
                     del self.held[old]
                     self.budget.forget(old)
+                    ended.add(old)
             for other, h in self.held.items():
                 if vouched and not other.startswith(vouched.split("/", 1)[0] + "/"):
                     continue  # another project's uploads may have another layout
@@ -120,7 +153,7 @@ class _Role:
                      clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
             self.held[member] = held
             self.budget.forget(member)
-            self.proposal = None  # a run proposed over the earlier upload ends
+            self.end_proposals(ended)  # a run proposed over the earlier upload ends
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
@@ -141,8 +174,8 @@ class _Role:
             for name in dropped:
                 del self.held[name]
                 self.budget.forget(name)
-            if self.proposal is not None and set(dropped) & set(self.proposal.members):
-                self.proposal = None
+            self.end_proposals(set(dropped))
+            self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
                      names=dropped)  # fmt: skip
         log.info("%s dropped %d upload(s) under %s", NAMES[self.role], len(dropped), prefix)

@@ -139,7 +139,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking,
                             rule=rule)  # fmt: skip
         with self.lock:
-            self.proposal = proposal
+            self.hold_proposal(proposal)
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,
                  cutoffs=list(cutoffs), rule=rule.text() or "none",
                  pairs=sum(len(p) for p in proposed))  # fmt: skip
@@ -171,7 +171,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
         with self.lock:
-            proposal = self.proposal
+            proposal = self.proposal_of(request.member_a, request.member_b)
             if proposal is None:
                 raise errors.FailedPrecondition(
                     "batch: S1 has proposed no run over these uploads (Propose first)"
@@ -219,7 +219,6 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         self.outputs: dict[str, bytes] = {}
         self.since: dict[str, float] = {}  # batch -> when it was prepared
         self.clock = clock
-        self.runs: set[tuple[str, str, str]] = set()  # (run, member_a, member_b) logged
 
     def _expire(self) -> None:
         """Forget batches prepared longer ago than a call may last (a run that failed

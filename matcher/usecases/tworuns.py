@@ -90,10 +90,12 @@ def issue_ticket(
     project: str,
     member: str,
     planned: UploadHeader | None = None,
+    query: bool = False,
 ) -> Ticket:
     """A ticket admitting `member`'s next upload at S1 and S2 (a fresh tag each time).
     `planned`: the header the upload will carry, refused here, before any share is sent,
-    where Upload would refuse it for its encoding."""
+    where Upload would refuse it for its encoding. `query`: a query ticket, for a query's
+    records (realtime/twoquery.py), under a name that replaces none of the member's uploads."""
     found = store.project(project)
     if found.mode != TWO_SERVER:
         raise FailedPrecondition(
@@ -104,7 +106,8 @@ def issue_ticket(
         raise not_set_up("project")
     if planned is not None:
         check_planned_two_server(store, replace(planned, project=project), member)
-    name = f"{project}/{member}/{secrets.token_hex(12)}"
+    tag = secrets.token_hex(12)
+    name = tickets.query_name(project, member, tag) if query else f"{project}/{member}/{tag}"
     expires = int(time.time() + tickets.TTL_SECONDS)
     return Ticket(tickets.issue(setup.member_key, name, expires), name, setup.s1, setup.s2,
                   expires)  # fmt: skip

@@ -143,6 +143,11 @@ def two_server_name(
         name, _ = tickets.verify(ticket_key, header.two_server_ticket, now)
     except ValueError as exc:
         raise InvalidArgument(f"header.two_server_ticket: {exc}") from None
+    if tickets.is_query(name):
+        raise InvalidArgument(
+            "header.two_server_ticket: a query ticket, for a query's records only (Query), "
+            "never an upload"
+        )
     project, owner, _ = tickets.owner(name)
     if (project, owner) != (header.project, member):
         raise PermissionDenied(

@@ -1,0 +1,181 @@
+"""A query in a two-server project (docs/realtime.md "Queries in a two-server project"): the
+matcher, as the combiner C, never holds a CLK, so it searches the partners' current
+two-server uploads at S1 and S2.
+
+The querying member encodes its query records as `encode --two-server` does and sends their
+shares to S1 and S2 under a query ticket (`tworuns.issue_ticket(query=True)`: a name of its
+own, `project/member@tag/tag`, core/tickets.py `query_name`, that replaces none of the
+member's uploads), then asks the matcher. For each partner with a current upload the matcher
+drives `tworun.query_links` over S1 and S2 (`TwoServerSetup.servers`, as a run's): S1
+proposes the pairs between the query's records and the partner's by the sealed band keys, S1
+and S2 evaluate the link-bit circuit on them, and C learns each proposed pair's link bit, and
+for a linking pair its bucket and rows; every pair is fresh (a new name), so S1's and S2's
+once-a-pair budget and S1's checks of what C may evaluate are the run's, unchanged. Last,
+whatever happened, S1 and S2 are told to forget the query's records (`Forget` of
+`member@tag`). The matcher writes nothing of them: the engine (engine.py) records the query
+in the query log and audit log as any query.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import linkbit, tickets, tworun
+from blindmatch.matcher.core.twoserver import Combiner
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project
+from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
+from blindmatch.protos.wire import fingerprint_id
+
+log = logging.getLogger("blindmatch.matcher.realtime")
+
+NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `blindmatch upload`)"
+
+# found[i][partner]: (ref, score) of the partner's records that hold queried record i
+Found = list[dict[str, list[tuple[str, float]]]]
+
+
+@dataclass
+class Searched:
+    """What a two-server query found: per queried record, each partner's linking records (its
+    upload's rows as refs `row:N`, with their bucket), the partners searched and those that
+    could not be, and what crossed between the parties."""
+
+    found: Found
+    partners: list[str]
+    not_searched: dict[str, str] = field(default_factory=dict)
+    pairs: int = 0
+    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
+    forgot: list[Forgot] = field(default_factory=list)
+
+
+def query_name(setup: TwoServerSetup, project: str, member: str, ticket: str, now: float) -> str:
+    """The query's records' name at S1 and S2, from its ticket: one the matcher signed, for a
+    query, to this member of this project."""
+    if not ticket:
+        raise errors.InvalidArgument(
+            "two_server_ticket: required in a two-server project (the query's records go to "
+            "S1 and S2 under a query ticket, TwoServerTicket with `query`; `clks` stays empty)"
+        )
+    try:
+        name, _ = tickets.verify(setup.member_key, ticket, now)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"two_server_ticket: {exc}") from None
+    if not tickets.is_query(name):
+        raise errors.InvalidArgument(
+            "two_server_ticket: an upload ticket; a query needs a query ticket (TwoServerTicket "
+            "with `query`)"
+        )
+    owner = tickets.owner(name)[:2]
+    if owner != (project, member):
+        raise errors.PermissionDenied(
+            f"two_server_ticket: issued to {owner[1]!r} of {owner[0]!r}, not to {member!r} of "
+            f"{project!r}"
+        )
+    return name
+
+
+def check_records(records: int) -> None:
+    if not 0 < records <= MAX_QUERY_RECORDS:
+        raise errors.InvalidArgument(
+            f"two_server_records: {records}; the query's records at S1 and S2, 1 to "
+            f"{MAX_QUERY_RECORDS}"
+        )
+
+
+def search(
+    store: Store,
+    setup: TwoServerSetup | None,
+    project: Project,
+    member: str,
+    encoding: Encoding,
+    ticket: str,
+    records: int,
+) -> Searched:
+    """Every partner's current upload searched for the query's `records` records (at S1 and
+    S2 under `ticket`'s name), then the query's records forgotten at both. A partner without
+    an upload, or whose upload is not whole at S1 and S2, is `not_searched` (why); S1 or S2
+    down fails the query naming it (Unavailable)."""
+    if setup is None:
+        raise not_set_up("query")
+    name = query_name(setup, project.name, member, ticket, time.time())
+    check_records(records)
+    try:
+        out = _search(store, setup, project, member, encoding, name, records)
+    finally:
+        # The query's records go from S1 and S2 whatever happened (a server that cannot be
+        # reached holds them in memory only, until it restarts).
+        forgot = setup.forget(project.name, name.split("/")[1])
+    out.forgot = forgot
+    log.info(
+        "%s/%s: a two-server query of %d record(s): %d partner(s) searched, %d not, %d pairs "
+        "through the circuit, %d rounds", project.name, member, records, len(out.partners),
+        len(out.not_searched), out.pairs, out.transcript.rounds,
+    )  # fmt: skip
+    return out
+
+
+def _search(
+    store: Store,
+    setup: TwoServerSetup,
+    project: Project,
+    member: str,
+    encoding: Encoding,
+    name: str,
+    records: int,
+) -> Searched:
+    uploads = store.current_uploads(project.name)
+    out = Searched([{} for _ in range(records)], [])
+    for partner in sorted(store.members(project.name)):
+        if partner == member:
+            continue
+        upload = uploads.get(partner)
+        part = store.two_server_part(upload.id) if upload is not None else None
+        if upload is None or part is None:
+            out.not_searched[partner] = NO_UPLOAD
+            continue
+        partner_name, bits = part
+        if encoding.clk_bits != sum(bits) or encoding.fingerprint != upload.fingerprint:
+            raise errors.FailedPrecondition(
+                f"clk_bits/fingerprint: the query's CLKs are {encoding.clk_bits} bits under "
+                f"{fingerprint_id(encoding.fingerprint)}, {partner}'s upload's {sum(bits)} under "
+                f"{fingerprint_id(upload.fingerprint)}: encode the query with the project's "
+                "schema and secret"
+            )
+        rule = store.score_rule(upload.id)
+        combiner = Combiner(None, project.threshold, clks=len(bits),
+                            rule=rule if rule == encoding.rule else NO_RULE)  # fmt: skip
+        servers = setup.servers([name, partner_name], [records, upload.record_count], list(bits))
+        try:
+            links, pairs = tworun.query_links(servers, combiner, out.transcript)
+        except errors.FailedPrecondition as exc:
+            if f"holds no upload of {partner_name!r}" in str(exc):
+                out.not_searched[partner] = (
+                    f"its upload is not whole at S1 and S2 ({exc}); {partner} must upload again"
+                )
+                continue
+            if f"holds no upload of {name!r}" in str(exc):
+                raise errors.FailedPrecondition(
+                    f"the query's records are not at S1 and S2 ({exc}): send them again under "
+                    "a fresh query ticket"
+                ) from None
+            raise
+        finally:
+            close = getattr(servers, "close", None)
+            if close is not None:
+                close()
+        out.partners.append(partner)
+        out.pairs += pairs
+        for row, partner_row, score in zip(links.rec0.tolist(), links.rec1.tolist(),
+                                           links.sims.tolist(), strict=True):  # fmt: skip
+            out.found[row].setdefault(partner, []).append((f"row:{partner_row}", score))
+    for per_partner in out.found:
+        for hits in per_partner.values():
+            hits.sort(key=lambda h: -h[1])
+    return out
+
+
+__all__ = ["NO_UPLOAD", "Searched", "check_records", "query_name", "search"]
