@@ -143,9 +143,13 @@ class RoleStore:
 
     def drop(self, names: Iterable[str]) -> None:
         """Forget uploads (and their pairs spent), durably, files and all."""
+        names = list(names)
+        if not names:
+            return
         with self.db.tx() as conn:
-            old = self._delete(conn, list(names))
+            old = self._delete(conn, names)
         self._unlink(old)
+        self.db.checkpoint()  # the deleted rows' pages out of the -wal too (secure_delete)
 
     def spend(self, member_a: str, member_b: str, keys: Keys) -> None:
         """The pair keys of a batch of `member_a`'s and `member_b`'s uploads, durable."""
@@ -203,7 +207,9 @@ class RoleStore:
         for pair, parts in by_pair.items():
             out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
         for path in self.folder.iterdir():
-            if path.name not in files:  # an upload that never finished, or a forgotten one's
+            if (
+                path.name not in files and path.is_file()
+            ):  # an upload that never finished, or a forgotten one's
                 path.unlink()
                 out.discarded += 1
         if out.discarded:
