@@ -210,12 +210,22 @@ def test_the_store_is_owner_only_and_an_unfinished_upload_is_discarded_at_start(
     files = [roles.root / "s1" / "twoserver-s1-held.sqlite", *folder.iterdir()]
     assert len(files) == 2 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
     # What a crash mid-upload leaves (a file being written, a file no row names) goes.
-    (folder / "0123.tmp").write_bytes(b"half an upload")
-    (folder / "4567.bin").write_bytes(b"an upload never committed")
+    for name, data in (("0123.tmp", b"half an upload"), ("4567.bin", b"never committed")):
+        (folder / name).write_bytes(data)
+        (folder / name).chmod(0o600)
     roles.restart()
     assert sorted(p.name for p in folder.iterdir()) == [files[1].name]
     assert sorted(roles.running["s1"].service.held) == ["north"]
     assert roles.entries("s1", "twoserver.restored")[-1]["discarded"] == 2
+    # A store others can read refuses the start, saying how to fix it.
+    roles.stop()
+    files[1].chmod(0o644)
+    with pytest.raises(StartupRefused) as refused:
+        create_role("s1", "127.0.0.1:0", roles.key, MEMBER_KEY, s2="127.0.0.1:1",
+                    data_dir=roles.root / "s1")  # fmt: skip
+    assert f"{files[1]} (mode 0644): open to other users" in str(refused.value)
+    assert "chmod -R go-rwx" in str(refused.value)
+    roles.running = {}
 
 
 def _damage(root: Path, how: str) -> Path:

@@ -14,10 +14,11 @@ and the folder fsynced before its row is committed: a crash leaves the whole upl
 (a file with no row is deleted at the next start). The row that replaces a member's earlier
 upload deletes that upload's row and its pairs in the same transaction (its file after).
 The pair keys of a batch are committed (synchronous=FULL) before the batch is evaluated.
-Forgetting an upload commits its row's deletion, then unlinks its file and fsyncs the folder,
-before the role replies. Files 0600, the folder 0700. A store that cannot be read whole at
-start (a damaged database, a missing or short file, arrays whose digest differs) refuses the
-start, naming the file; nothing is half-loaded.
+Forgetting an upload commits its row's deletion (its pages zeroed, secure_delete, and the
+-wal checkpointed), then unlinks its file and fsyncs the folder, before the role replies.
+Files 0600, the folder 0700; a store others can read or write refuses the start, and so
+does one that cannot be read whole (a damaged database, a missing or short file, arrays
+whose digest differs), naming the file: nothing is half-loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +94,20 @@ class RoleStore:
         self.folder = data_dir / f"twoserver-{role}-held"
         try:
             make_private_dir(self.folder)
+            open_to_others = [f"{p} (mode {stat.S_IMODE(p.stat().st_mode):04o})"
+                              for p in (self.folder, self.path, *self.folder.iterdir())
+                              if p.exists() and p.stat().st_mode & 0o077]  # fmt: skip
+            if open_to_others:
+                raise StartupRefused(
+                    f"{', '.join(open_to_others[:3])}: open to other users, and it holds the "
+                    "members' shares; the role will not start. Make it its owner's only, then "
+                    f"start again:\n  chmod -R go-rwx {self.folder} {self.path}"
+                )
             self.db = Database(self.path, SCHEMA, pragmas=PRAGMAS)
         except StartupRefused as exc:
-            raise _refuse(self.path, f"damaged ({exc.__cause__ or exc})") from None
+            if exc.__cause__ is None:
+                raise
+            raise _refuse(self.path, f"damaged ({exc.__cause__})") from None
         except (sqlite3.Error, OSError) as exc:
             raise _refuse(self.path, f"cannot be opened ({exc})") from None
 
