@@ -19,8 +19,10 @@ CPU seconds are the client's and the role's together. Then:
   a record;
 - **restore**: each role started again on its data dir (`create_role`): wall and CPU seconds
   until it listens, holding both uploads again;
-- with `--run` (S1 and S2): the combiner runs once, S1 and S2 restart (restoring the pairs
-  spent too, and how long that took), and a second run is refused as before the restart.
+- with `--run` (S1 and S2): the combiner runs once on the restarted roles (wall and CPU
+  seconds), then the same run on roles without a data dir (the uploads sent to them), S1 and
+  S2 restart on their data dirs (restoring the pairs spent too, and how long that took), and
+  a second run is refused as before the restart.
 
 The machine's other load counts in the wall seconds; the ratios are from the same run.
 """
@@ -174,14 +176,24 @@ def run_and_restart(
         send({"combiner": c}, ["combiner"], uploads)  # how many records: nothing to keep
         return c
 
-    c = combined()
-    w0 = time.perf_counter()
-    with RoleClient("combiner", f"127.0.0.1:{c.port}", KEY) as rc:
-        got = rc.run(THRESHOLD, list(MEMBERS))
-    print(f"run: {time.perf_counter() - w0:.1f} s wall, {got.comparisons:,} pairs, "
-          f"{len(got.score):,} links; pairs spent at S1 "
-          f"{running['s1'].service.budget.pairs():,}")  # fmt: skip
-    c.stop(grace=None)
+    def timed_run(label: str) -> int:
+        c = combined()
+        w0, c0 = time.perf_counter(), time.process_time()
+        with RoleClient("combiner", f"127.0.0.1:{c.port}", KEY) as rc:
+            got = rc.run(THRESHOLD, list(MEMBERS))
+        print(f"run ({label}): {time.perf_counter() - w0:.1f} s wall, "
+              f"{time.process_time() - c0:.1f} s CPU, {got.comparisons:,} pairs, "
+              f"{len(got.score):,} links; pairs spent at S1 "
+              f"{running['s1'].service.budget.pairs():,}")  # fmt: skip
+        c.stop(grace=None)
+        return len(got.score)
+
+    links = timed_run("after the restart, with a data dir")
+    stop(running)
+    # The same run on roles that keep nothing (the members' uploads sent again).
+    running.update(start(roles, None))
+    send(running, roles, uploads)
+    print(f"same links memory only: {timed_run('memory only') == links}")
     stop(running)
     w0, c0 = time.perf_counter(), time.process_time()
     running.update(start(roles, base))
