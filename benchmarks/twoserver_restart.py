@@ -3,7 +3,7 @@
 the bytes on disk a record, and the time a restarted role takes to hold them again.
 
     .venv/bin/python benchmarks/twoserver_restart.py [--records 5000] [--roles s1,s2]
-        [--repeats 2] [--run] [--seed 0]
+        [--repeats 2] [--run] [--bands 1600] [--seed 0]
 
 Two members of `--records` realistic CLKs each (benchmarks/realclks.py `realistic_pair`, the
 default schema: a record-level CLK and a fallback CLK; 10% of A's people in B), made into
@@ -110,15 +110,17 @@ def main() -> int:
     parser.add_argument("--roles", default="s1,s2", help="s1,s2 or s2")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--run", action="store_true", help="run, restart, run again")
+    parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    plan = sharing.BandPlan(sharing.RECOMMENDED.bits, args.bands)
     roles = args.roles.split(",")
     _, fallback_bits = layout()
     pair = realistic_pair(args.records, args.records, args.seed, whole=True, quiet=True)
     secret = os.urandom(32)
     t0 = time.perf_counter()
     if "s1" in roles:
-        uploads = [sharing.shared_upload(x, secret, sharing.RECOMMENDED, fallback_bits)
+        uploads = [sharing.shared_upload(x, secret, plan, fallback_bits)
                    for x in (pair.a, pair.b)]  # fmt: skip
     else:
         uploads = [s2_only(x, fallback_bits) for x in (pair.a, pair.b)]
@@ -157,18 +159,21 @@ def main() -> int:
         for role in roles:
             held = running[role].service.held
             assert sorted(held) == list(MEMBERS), (role, sorted(held))
+        ok = True
         if args.run and "s1" in roles:
-            run_and_restart(running, roles, base, uploads)
+            ok = run_and_restart(running, roles, base, uploads)
         stop(running)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return 0 if ok else 1
 
 
 def run_and_restart(
     running: dict[str, RunningRole], roles: list[str], base: Path,
     uploads: list[sharing.SharedUpload],
-) -> None:  # fmt: skip
+) -> bool:  # fmt: skip
+    """Whether the links were the same on both and the second run was refused."""
+
     def combined() -> RunningRole:
         c = create_role("combiner", "127.0.0.1:0", KEY, MEMBER_KEY,
                         s1=f"127.0.0.1:{running['s1'].port}",
@@ -193,7 +198,8 @@ def run_and_restart(
     # The same run on roles that keep nothing (the members' uploads sent again).
     running.update(start(roles, None))
     send(running, roles, uploads)
-    print(f"same links memory only: {timed_run('memory only') == links}")
+    same = timed_run("memory only") == links
+    print(f"same links memory only: {same}")
     stop(running)
     w0, c0 = time.perf_counter(), time.process_time()
     running.update(start(roles, base))
@@ -205,9 +211,12 @@ def run_and_restart(
         with RoleClient("combiner", f"127.0.0.1:{c.port}", KEY) as rc:
             rc.run(THRESHOLD, list(MEMBERS))
         print("second run after the restart: NOT refused")
+        refused = False
     except RejectedError as exc:
         print(f"second run after the restart: refused ({str(exc)[:90]}...)")
+        refused = True
     c.stop(grace=None)
+    return same and refused
 
 
 if __name__ == "__main__":

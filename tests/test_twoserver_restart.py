@@ -8,9 +8,13 @@ store that cannot be read whole refuses the start naming the file."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import signal
+import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.cliflow import BLINDMATCH
+from benchmarks.faults import free_port
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError
@@ -379,3 +385,60 @@ def test_a_two_server_project_runs_after_s1_and_s2_restart_with_the_clk_projects
         server.stop(grace=None)
         for running in world.roles.values():
             running.stop(grace=None)
+
+
+def test_a_killed_role_process_holds_every_acknowledged_upload_when_started_again(
+    tmp_path: Path,
+) -> None:
+    """`blindmatch two-server role --data-dir` as a process, killed (SIGKILL, no clean
+    stop) right after acknowledging uploads: started again, it holds them (its audit log
+    says so) and a `Forget` drops them."""
+    key, data = secrets.token_urlsafe(16), tmp_path / "s2"
+    files = {"parties": key, "members": MEMBER_KEY}
+    for name, text in files.items():
+        (tmp_path / f"{name}.key").write_text(text + "\n")
+        (tmp_path / f"{name}.key").chmod(0o600)
+    port = free_port()
+    command = [*BLINDMATCH, "two-server", "role", "--role", "s2", "--listen",
+               f"127.0.0.1:{port}", "--key-file", str(tmp_path / "parties.key"),
+               "--member-key-file", str(tmp_path / "members.key"),
+               "--data-dir", str(data)]  # fmt: skip
+
+    def started() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the role exited"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            time.sleep(0.1)
+        proc.kill()
+        raise AssertionError("the role never listened")
+
+    ups = [client.shared_upload(np.random.default_rng(n).integers(0, 256, (5, 128), np.uint8),
+                                b"s", client.BandPlan(4, 4)) for n in range(2)]  # fmt: skip
+    names = ["p/north/0000000a", "p/south/0000000b"]
+    proc = started()
+    try:
+        for name, up in zip(names, ups, strict=True):
+            ticket = tickets.issue(MEMBER_KEY, name, int(time.time()) + 600)
+            with RoleClient("s2", f"127.0.0.1:{port}", ticket) as c:
+                assert c.upload(name, up) == 5
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    proc = started()
+    try:
+        with sqlite3.connect(f"file:{data / 'twoserver-s2.sqlite'}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT detail FROM audit WHERE action = 'twoserver.restored'")
+            restored = [json.loads(r[0]) for r in rows]
+        assert [r["uploads"] for r in restored] == [names]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = pb_grpc.TwoServerSharesStub(channel).Forget(pb.ForgetRequest(project="p"),
+                                                                metadata=auth(key))  # fmt: skip
+        assert reply.dropped == 2
+        assert not list((data / "twoserver-s2-held").iterdir())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
