@@ -90,6 +90,19 @@ def test_the_two_server_run_over_three_role_processes_gives_the_in_process_links
     assert "S1->S2" in over_grpc and " 0 links" not in over_grpc
 
 
+def test_the_twoserver_restart_benchmark_restores_and_refuses_a_second_run() -> None:
+    """benchmarks/twoserver_restart.py: uploads kept, restored, the run's pairs kept."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/twoserver_restart.py", "--records", "300", "--bands",
+         "100", "--repeats", "1", "--run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same links memory only: True" in done.stdout
+    assert "second run after the restart: refused" in done.stdout
+    assert "s1 on disk: " in done.stdout and "restore (s1+s2, 2 x 300 records" in done.stdout
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports

@@ -460,8 +460,9 @@ def test_an_erasure_has_s1_and_s2_drop_the_members_shares_or_says_which_could_no
     assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 3
     assert "waiting for west" in capsys.readouterr().err
     # S2 down: the matcher's part and S1's shares go; the reply names S2, whose shares of
-    # south remain (until it restarts), and the command exits 4; erasing again once S2 is
-    # back drops them (the servers drop by project and member, whatever the matcher holds).
+    # south remain (across a restart too, with a data dir), and the command exits 4; erasing
+    # again once S2 is back drops them (the servers drop by project and member, whatever the
+    # matcher holds).
     world.roles["s2"].server.stop(None).wait()
     assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["south"]) == 4
     captured = capsys.readouterr()
@@ -469,7 +470,7 @@ def test_an_erasure_has_s1_and_s2_drop_the_members_shares_or_says_which_could_no
     assert "S1 dropped 1 upload(s)." in captured.out
     s2 = f"S2 (127.0.0.1:{world.roles['s2'].port}) is unreachable"
     assert f"warning: S2 did not drop your shares: {s2}" in captured.err
-    assert "They remain there until S2 restarts" in captured.err
+    assert "They remain there (across a restart too, where S2 keeps its uploads" in captured.err
     assert held(world, "shares") == {"s1": ["north"], "s2": ["north", "south"]}
     # Erasing again asks both servers again (S2 still down: the same warning, exit 4).
     assert world.cli("erase", "--project", "shares", "--yes", token=project.tokens["south"]) == 4

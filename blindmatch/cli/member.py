@@ -59,7 +59,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def _two_server(forgot: tuple[tuple[str, int, str], ...]) -> int:
     """A two-server project: what S1 and S2 dropped of your shares. One that could not
-    (unreachable, or a refusal) keeps them until it restarts: a warning and exit 4, as for
+    (unreachable, or a refusal) keeps them (across a restart too, where it keeps its uploads
+    on disk, `two-server role --data-dir`): a warning and exit 4, as for
     a matcher that cannot be reached (erase again once it is back)."""
     done = [f"{server} dropped {n} upload(s)" for server, n, error in forgot if not error]
     if done:
@@ -67,8 +68,8 @@ def _two_server(forgot: tuple[tuple[str, int, str], ...]) -> int:
     failed = [(server, error) for server, _, error in forgot if error]
     for server, error in failed:
         print(
-            f"warning: {server} did not drop your shares: {error}. They remain there until "
-            f"{server} restarts (it holds uploads in memory only); run `blindmatch erase` "
+            f"warning: {server} did not drop your shares: {error}. They remain there (across "
+            f"a restart too, where {server} keeps its uploads on disk); run `blindmatch erase` "
             "again once it is back.",
             file=sys.stderr,
         )

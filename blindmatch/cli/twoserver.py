@@ -355,7 +355,11 @@ def register(sub: Subcommands) -> None:
         type=Path,
         metavar="DIR",
         help="keep this role's audit log (uploads held, runs, refusals; never data) in "
-        "DIR/twoserver-ROLE.sqlite, its key beside it (made at the first start)",
+        "DIR/twoserver-ROLE.sqlite, its key beside it (made at the first start), and what it "
+        "holds (the uploads' arrays and the pairs evaluated, owner-only) in "
+        "DIR/twoserver-ROLE-held.sqlite and DIR/twoserver-ROLE-held/, held again when it "
+        "restarts on DIR (without it: memory only, a restart needs every member to upload "
+        "again)",
     )
     p.add_argument(
         "--party-key", action="append", default=[], metavar="ROLE=FILE", help=PARTY_KEY_HELP

@@ -66,6 +66,7 @@ ACTIONS = {
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
+    "twoserver.restored": "a two-server role started holding what its data dir kept",
 }
 
 # Not an entry of the chain: what a member's view shows instead of a partner's entries that

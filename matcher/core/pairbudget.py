@@ -11,11 +11,16 @@ binary-search its exact distance in about 11 evaluations.) The honest run (core/
 only), and a link's pair is scored from that decision; a pair inside a group that blocking did
 not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every
 pair since both its members uploaded, and refuse a batch holding a pair that would go over
-`EVALUATIONS`: a second run over the same uploads needs the members to upload again."""
+`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
+
+A role with a data dir keeps the budget on disk (storage/role_store.py): `record` makes a
+batch's keys durable before they count, and `restore` reads them back at start, so that a
+restarted role still refuses the pairs it evaluated before it stopped."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -48,13 +53,29 @@ class _Seen:
 
 class PairBudget:
     """The pairs evaluated, by pair of members (by name, either order); a member's pairs
-    are forgotten when it uploads again (`forget`)."""
+    are forgotten when it uploads again (`forget`). `record(member_a, member_b, keys)`, if
+    given, is called with each batch's new keys (the members in name order, the keys sorted)
+    before they count; if it raises, nothing is counted."""
 
     evaluations = EVALUATIONS
 
-    def __init__(self) -> None:
+    def __init__(self, record: Callable[[str, str, Keys], None] | None = None) -> None:
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._lock = threading.Lock()
+        self._record = record
+
+    def restore(self, member_a: str, member_b: str, keys: Keys) -> None:
+        """Count the pairs `keys` (as `record` was given them) evaluated already."""
+        with self._lock:
+            seen = self._seen.setdefault((min(member_a, member_b), max(member_a, member_b)),
+                                         _Seen())  # fmt: skip
+            new = np.unique(keys)
+            seen.add(new[~seen.contains(new)] if seen.runs else new)
+
+    def pairs(self) -> int:
+        """How many pairs have been evaluated (since their members uploaded)."""
+        with self._lock:
+            return sum(len(r) for s in self._seen.values() for r in s.runs)
 
     def forget(self, member: str) -> None:
         with self._lock:
@@ -81,6 +102,8 @@ class PairBudget:
             seen = self._seen.setdefault((member_a, member_b), _Seen())
             over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
             if not over:
+                if self._record is not None:
+                    self._record(member_a, member_b, unique)
                 seen.add(unique)
         return over
 

@@ -382,7 +382,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             lambda: self.streams.end_member(request.project, member, why),
         )
         # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
-        # the reply names it (its shares remain until it restarts, or Erase is called again).
+        # the reply names it (its shares remain until Erase is called again, or a server
+        # without a data dir restarts).
         forgot = (
             tworuns.forget(self.store, self.two_server, request.project, member)
             if two_server

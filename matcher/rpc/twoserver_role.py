@@ -9,7 +9,9 @@ import functools
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,12 +22,14 @@ from blindmatch.matcher.core import audit, linkbit
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
+from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
-from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule, read_upload
+from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
+from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -78,6 +82,7 @@ class _Role:
     ) -> None:
         self.role, self.keys = role, Keys(role, key, member_key, keys)
         self.audit: RoleAudit | None = None  # create_role's data_dir
+        self.store: RoleStore | None = None  # the uploads and budget kept there
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
@@ -111,6 +116,37 @@ class _Role:
         for k in [k for k in self.proposals if names & set(k)]:
             del self.proposals[k]
 
+    def keep(self, data_dir: Path) -> None:
+        """Audit to `data_dir` and keep the uploads and the pair budget there
+        (storage/role_store.py), holding what it kept before: a `twoserver.restored` entry
+        names it. `StartupRefused` (nothing held) on a store that cannot be read whole."""
+        self.audit = RoleAudit(data_dir, self.role)
+        start = time.perf_counter()
+        try:
+            self.store = RoleStore(data_dir, self.role)
+            restored = self.store.load(held_from)
+        except BaseException:
+            self.close()
+            raise
+        self.held = restored.held
+        self.budget = PairBudget(self.store.spend)
+        for (a, b), keys in restored.spent.items():
+            self.budget.restore(a, b, keys)
+        seconds = round(time.perf_counter() - start, 3)
+        if self.held or restored.discarded:  # not on a first start
+            self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
+                     records={n: h.records for n, h in sorted(self.held.items())},
+                     pairs=self.budget.pairs(), discarded=restored.discarded,
+                     seconds=seconds)  # fmt: skip
+            log.info("%s restored %d upload(s) and %d pairs evaluated from %s in %.1f s",
+                     NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
+                     seconds)  # fmt: skip
+
+    def close(self) -> None:
+        for kept in (self.store, self.audit):
+            if kept is not None:
+                kept.close()
+
     def log(self, actor: str, action: str, member: str = "", **detail: object) -> None:
         """An audit entry (storage/twoserver_audit.py), durable before this returns; none
         without a data dir."""
@@ -129,33 +165,52 @@ class _Role:
                 else f"member: {member!r} is a project's name (project/member/tag): only the "
                 "matcher's upload ticket admits it"
             )
+        # With a data dir, the arrays go to disk first (the audit entry's digest is theirs);
+        # a query's records (core/tickets.py QUERY_MARK) are held for the query alone and
+        # forgotten after it, so they are not kept.
+        store = self.store if QUERY_MARK not in member else None
+        file, digest = store.write(held.named()) if store is not None else ("", "")
+        try:
+            self._hold(member, held, vouched, digest, file)
+        except BaseException:
+            if store is not None:
+                store.discard(file)
+            raise
+        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
+        return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def _hold(self, member: str, held: Held, vouched: str, digest: str, file: str) -> None:
+        """Hold `member`'s upload (its arrays written to the store's `file`, "" if not
+        kept), in place of its earlier ones; its layout checked against the others'."""
         with self.lock:
-            ended = {member}
+            old = []
             if vouched:  # the project member's earlier uploads, under other tags, go
                 prefix = vouched.rsplit("/", 1)[0] + "/"
-                for old in [m for m in self.held if m.startswith(prefix) and m != member]:
-                    del self.held[old]
-                    self.budget.forget(old)
-                    ended.add(old)
+                old = [m for m in self.held if m.startswith(prefix) and m != member]
             for other, h in self.held.items():
                 if vouched and not other.startswith(vouched.split("/", 1)[0] + "/"):
                     continue  # another project's uploads may have another layout
-                if other != member and (h.bits, h.bands) != (held.bits, held.bands):
+                if (
+                    other != member
+                    and other not in old
+                    and (h.bits, h.bands) != (held.bits, held.bands)
+                ):
                     raise errors.InvalidArgument(
                         f"clk_bits/bands: {member}'s CLKs are {list(held.bits)} bits "
                         f"({list(held.bands)} bands), {other}'s {list(h.bits)} "
                         f"({list(h.bands)}): every member uploads the same layout"
-                    )
-            digest = hashlib.sha256()
-            for array in held.arrays():
-                digest.update(np.ascontiguousarray(array).tobytes())
+                    )  # fmt: skip
             self.log(member, "twoserver.upload", member, records=held.records,
-                     clks=len(held.bits), sha256=digest.hexdigest())  # fmt: skip
+                     clks=len(held.bits), sha256=digest)  # fmt: skip
+            if self.store is not None and file:  # kept (not a query's)
+                self.store.put(member, file, held.records, held.meta(), held.named(), digest,
+                               old)  # fmt: skip
+            for name in old:
+                del self.held[name]
+                self.budget.forget(name)
             self.held[member] = held
             self.budget.forget(member)
-            self.end_proposals(ended)  # a run proposed over the earlier upload ends
-        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
-        return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+            self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
         """Drop the uploads of `request.member` in `request.project` (every tag), or with
@@ -171,6 +226,8 @@ class _Role:
         prefix = f"{project}/{member}/" if member else f"{project}/"
         with self.lock:
             dropped = sorted(m for m in self.held if m.startswith(prefix))
+            if self.store is not None:  # off the disk before the reply
+                self.store.drop(dropped)
             for name in dropped:
                 del self.held[name]
                 self.budget.forget(name)

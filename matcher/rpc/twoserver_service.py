@@ -22,7 +22,8 @@ Each role refuses the fields of an upload that are not its own (C never receives
 band key or a popcount), so what a party holds is what the design gives it. S1 and S2
 evaluate only what S1 proposed (plus bounded extras inside C's groups), at the run's
 cut-offs, each pair once an upload (core/pairbudget.py). With a data dir each role audits
-uploads, runs, refusals and extras (storage/twoserver_audit.py).
+uploads, runs, refusals and extras (storage/twoserver_audit.py) and keeps its uploads and
+pair budget on disk, restored when it starts again (storage/role_store.py).
 The RPC layer carries only the bytes the core objects produce. Each RPC admits only the
 caller the protocol has call it, by its key (`authorization: Bearer <key>`;
 rpc/twoserver_keys.py): the members' key `Upload` and nothing else; the combiner's S1's
@@ -73,7 +74,6 @@ from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
-from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -432,8 +432,7 @@ class RunningRole:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
-        if self.service.audit is not None:
-            self.service.audit.close()
+        self.service.close()
 
 
 def create_role(
@@ -456,8 +455,9 @@ def create_role(
     with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
     `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
-    `clock` (seconds) ages S2's batches; `data_dir`: where the role's audit log is kept
-    (storage/twoserver_audit.py; None: none); `threshold`: S1 runs at this one only (None:
+    `clock` (seconds) ages S2's batches; `data_dir`: where the role keeps its audit log
+    (storage/twoserver_audit.py) and what it holds, restored at start (storage/role_store.py;
+    None: memory only, no log); `threshold`: S1 runs at this one only (None:
     the combiner's)."""
     service: _Role
     if role == "s1":
@@ -479,7 +479,7 @@ def create_role(
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     if data_dir is not None:
-        service.audit = RoleAudit(data_dir, role)
+        service.keep(data_dir)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
         options=channel_options(),
@@ -490,8 +490,7 @@ def create_role(
     adders[role](service, server)  # type: ignore[operator]
     port = add_port(server, address, credentials)
     if not port:
-        if service.audit is not None:
-            service.audit.close()
+        service.close()
         raise cannot_listen(address)
     server.start()
     log.info("%s listening on port %d (message limit %d bytes)", NAMES[role], port,

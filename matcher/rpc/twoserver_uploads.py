@@ -41,16 +41,57 @@ class Held:
     def records(self) -> int:
         return self.rows
 
+    def named(self) -> list[tuple[str, npt.NDArray[np.generic]]]:
+        """Everything held, by name, in the audit digest's order (and the stored file's:
+        storage/role_store.py)."""
+        out: list[tuple[str, npt.NDArray[np.generic]]] = []
+        for k, b in enumerate(self.sealed):
+            out += [(f"sealed{k}.{f}", getattr(b, f)) for f in ("counts", "keys", "classes",
+                                                                 "sealed")]  # fmt: skip
+        for what in ("shares", "popcounts", "popshares"):
+            out += [(f"{what}{k}", a) for k, a in enumerate(getattr(self, what))]
+        if self.lacking is not None:
+            out.append(("lacking", self.lacking))
+        out.append(("seal_key", np.frombuffer(self.seal_key, np.uint8)))
+        return out
+
     def arrays(self) -> list[npt.NDArray[np.generic]]:
         """Everything held, for the audit's digest."""
-        out: list[npt.NDArray[np.generic]] = []
-        for b in self.sealed:
-            out += [b.counts, b.keys, b.classes, b.sealed]
-        out += [*self.shares, *self.popcounts, *self.popshares]
-        if self.lacking is not None:
-            out.append(self.lacking)
-        out.append(np.frombuffer(self.seal_key, np.uint8))
-        return out
+        return [a for _, a in self.named()]
+
+    def meta(self) -> dict[str, object]:
+        """What a stored upload keeps beside its arrays (`held_from` reads it back)."""
+        r = self.rule
+        return {"bits": list(self.bits), "bands": list(self.bands), "rows": self.rows,
+                "rule": [r.gap, r.offset, r.reach]}  # fmt: skip
+
+
+def held_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[np.generic]]) -> Held:
+    """An upload read back from a role's store (storage/role_store.py), its arrays checked
+    to fit its widths and records (ValueError naming what does not)."""
+    bits, bands = [int(b) for b in meta["bits"]], [int(b) for b in meta["bands"]]
+    rows = meta["rows"]
+    if not 1 <= len(bits) <= 2 or len(bands) != len(bits) or not isinstance(rows, int):
+        raise ValueError(f"bits/bands/rows: {bits}, {bands}, {rows!r}")
+    clks = range(len(bits))
+    sealed = tuple(Sealed(*(arrays[f"sealed{k}.{f}"] for f in SEALED_NAMES))  # type: ignore[arg-type]
+                   for k in clks if f"sealed{k}.counts" in arrays)  # fmt: skip
+    got: dict[str, tuple[Any, ...]] = {
+        w: tuple(arrays[f"{w}{k}"] for k in clks if f"{w}{k}" in arrays)
+        for w in ("shares", "popcounts", "popshares")
+    }
+    for k, a in enumerate(got["shares"]):
+        if a.shape != (rows, bits[k] // 8):
+            raise ValueError(f"shares{k}: {a.shape} for {rows} records of {bits[k]} bits")
+    for w in ("popcounts", "popshares"):
+        if any(a.shape != (rows,) for a in got[w]):
+            raise ValueError(f"{w}: not one a record")
+    lacking: Any = arrays.get("lacking")
+    if lacking is not None and lacking.shape != (rows,):
+        raise ValueError(f"lacking: {lacking.shape} for {rows} records")
+    return Held(tuple(bits), tuple(bands), sealed, got["shares"], got["popcounts"],
+                got["popshares"], lacking, rows, arrays["seal_key"].tobytes(),
+                Rule(*(float(x) for x in meta["rule"])))  # fmt: skip
 
 
 OLDER = (
@@ -60,6 +101,7 @@ OLDER = (
     "classes, sealed; seal_key to S2)"
 )
 SEALED_FIELDS = ("band_counts", "band_keys", "classes", "sealed")
+SEALED_NAMES = ("counts", "keys", "classes", "sealed")  # Sealed's
 
 
 def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:

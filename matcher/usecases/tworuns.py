@@ -37,7 +37,8 @@ ServersFactory = Callable[[list[str], list[int], list[int]], tworun.Servers]
 class Forgot:
     """One server's part of dropping a member's (or an expired project's) shares: how many
     uploads it dropped, or why it could not (`error`: unreachable, or a refusal); then its
-    shares remain there until it restarts (S1 and S2 hold uploads in memory only)."""
+    shares remain there (a server without `--data-dir` drops them when it restarts; one with
+    it keeps them across a restart, and is asked again by the next `Erase`)."""
 
     server: str  # "S1" or "S2"
     dropped: int = 0

@@ -1,0 +1,272 @@
+"""What a two-server role holds, kept on disk under its `--data-dir` (docs/operations.md "Two
+servers and a combiner"), so that a restarted role holds the same uploads and the same pair
+budget (core/pairbudget.py) as before it stopped:
+
+    DIR/twoserver-ROLE-held.sqlite   one row an upload (its name, records, the arrays'
+                                     names, dtypes and shapes, their SHA-256: the audit's
+                                     `twoserver.upload` digest) and the pair budget: each
+                                     batch's pair keys evaluated, by the two uploads' rows
+    DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random)
+
+An upload's arrays go to a file of their own (an S1 upload of 50,000 realistic records is
+several GB, beyond a SQLite blob's 1 GB), written to `F.tmp`, fsynced, renamed to `F.bin`
+and the folder fsynced before its row is committed: a crash leaves the whole upload or none
+(a file with no row is deleted at the next start). The row that replaces a member's earlier
+upload deletes that upload's row and its pairs in the same transaction (its file after).
+The pair keys of a batch are committed (synchronous=FULL) before the batch is evaluated.
+Forgetting an upload commits its row's deletion (its pages zeroed, secure_delete, and the
+-wal checkpointed), then unlinks its file and fsyncs the folder, before the role replies.
+Files 0600, the folder 0700; a store others can read or write refuses the start, and so
+does one that cannot be read whole (a damaged database, a missing or short file, arrays
+whose digest differs), naming the file: nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
+from blindmatch.matcher.storage.sqlite import Database
+
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    file TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spent (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    upload_a INTEGER NOT NULL REFERENCES uploads(id),
+    upload_b INTEGER NOT NULL REFERENCES uploads(id),
+    keys BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spent_a ON spent(upload_a);
+CREATE INDEX IF NOT EXISTS spent_b ON spent(upload_b);
+"""
+DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
+READ_BYTES = 1 << 24
+T = TypeVar("T")
+Arrays = list[tuple[str, npt.NDArray[np.generic]]]
+Keys = npt.NDArray[np.uint64]
+
+
+def _refuse(path: Path, what: str) -> StartupRefused:
+    return StartupRefused(
+        f"{path}: {what}; the role will not start on part of what it held. Recover: restore "
+        "the data dir from a backup, or move the role's held store aside (twoserver-ROLE-held"
+        ".sqlite and the folder twoserver-ROLE-held/) and have every member upload again"
+    )
+
+
+@dataclass
+class Restored(Generic[T]):
+    """What a store held at start: the uploads (name -> what `build` made of them), the
+    pair keys spent (by the two uploads' names, the lower first) and the files of
+    unfinished uploads deleted."""
+
+    held: dict[str, T] = field(default_factory=dict)
+    spent: dict[tuple[str, str], Keys] = field(default_factory=dict)
+    discarded: int = 0
+
+
+class RoleStore:
+    """One role's uploads and pair budget (`put`, `drop`, `spend`), read back by `load`."""
+
+    def __init__(self, data_dir: Path, role: str) -> None:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = data_dir / f"twoserver-{role}-held.sqlite"
+        self.folder = data_dir / f"twoserver-{role}-held"
+        try:
+            make_private_dir(self.folder)
+            open_to_others = [f"{p} (mode {stat.S_IMODE(p.stat().st_mode):04o})"
+                              for p in (self.folder, self.path, *self.folder.iterdir())
+                              if p.exists() and p.stat().st_mode & 0o077]  # fmt: skip
+            if open_to_others:
+                raise StartupRefused(
+                    f"{', '.join(open_to_others[:3])}: open to other users, and it holds the "
+                    "members' shares; the role will not start. Make it its owner's only, then "
+                    f"start again:\n  chmod -R go-rwx {self.folder} {self.path}"
+                )
+            self.db = Database(self.path, SCHEMA, pragmas=PRAGMAS)
+        except StartupRefused as exc:
+            if exc.__cause__ is None:
+                raise
+            raise _refuse(self.path, f"damaged ({exc.__cause__})") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise _refuse(self.path, f"cannot be opened ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def write(self, arrays: Arrays) -> tuple[str, str]:
+        """Write an upload's arrays to a file of their own, durable: its name (for `put`)
+        and the arrays' SHA-256."""
+        name = secrets.token_hex(16)
+        tmp, final = self.folder / f"{name}.tmp", self.folder / f"{name}.bin"
+        digest = hashlib.sha256()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for _, array in arrays:
+                    data = np.ascontiguousarray(array).data.cast("B")
+                    digest.update(data)
+                    out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(tmp, final)
+            fsync_path(self.folder)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return name, digest.hexdigest()
+
+    def discard(self, file: str) -> None:
+        """Delete a written file no row came to name (an upload refused after `write`)."""
+        (self.folder / f"{file}.bin").unlink(missing_ok=True)
+
+    def put(
+        self, name: str, file: str, records: int, meta: dict[str, object], arrays: Arrays,
+        digest: str, replaces: Iterable[str] = (),
+    ) -> None:  # fmt: skip
+        """Hold `name`'s upload, written by `write` to `file`, in place of its earlier one
+        and those named in `replaces` (their pairs spent go with them)."""
+        meta = {**meta, "sha256": digest,
+                "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in arrays]}  # fmt: skip
+        with self.db.tx() as conn:
+            old = self._delete(conn, [name, *replaces])
+            conn.execute("INSERT INTO uploads (name, file, records, meta) VALUES (?, ?, ?, ?)",
+                         (name, file, records, json.dumps(meta)))  # fmt: skip
+        self._unlink(old)
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Forget uploads (and their pairs spent), durably, files and all."""
+        names = list(names)
+        if not names:
+            return
+        with self.db.tx() as conn:
+            old = self._delete(conn, names)
+        self._unlink(old)
+        self.db.checkpoint()  # the deleted rows' pages out of the -wal too (secure_delete)
+
+    def spend(self, member_a: str, member_b: str, keys: Keys) -> None:
+        """The pair keys of a batch of `member_a`'s and `member_b`'s uploads, durable."""
+        with self.db.tx(clears_cache=False) as conn:
+            conn.execute(
+                "INSERT INTO spent (upload_a, upload_b, keys) SELECT a.id, b.id, ? FROM "
+                "uploads a, uploads b WHERE a.name = ? AND b.name = ?",
+                (np.ascontiguousarray(keys, "<u8").tobytes(), member_a, member_b),
+            )
+
+    def _delete(self, conn: sqlite3.Connection, names: list[str]) -> list[str]:
+        marks = ",".join("?" * len(names))
+        rows = conn.execute(f"SELECT id, file FROM uploads WHERE name IN ({marks})", names)
+        found = rows.fetchall()
+        for upload, _ in found:
+            conn.execute("DELETE FROM spent WHERE upload_a = ? OR upload_b = ?", (upload, upload))
+            conn.execute("DELETE FROM uploads WHERE id = ?", (upload,))
+        return [f for _, f in found]
+
+    def _unlink(self, files: list[str]) -> None:
+        for f in files:
+            (self.folder / f"{f}.bin").unlink(missing_ok=True)
+        if files:
+            fsync_path(self.folder)
+
+    def load(self, build: Callable[[dict[str, object], dict[str, npt.NDArray[np.generic]]], T]
+             ) -> Restored[T]:  # fmt: skip
+        """Everything held, each upload's arrays checked against its digest and made into
+        what `build(meta, arrays)` returns (it raises ValueError, KeyError or TypeError on
+        arrays that do not fit); files no row names deleted. `StartupRefused` naming the
+        file on anything that cannot be read whole."""
+        out: Restored[T] = Restored()
+        try:
+            with self.db.reading() as conn:
+                rows = conn.execute("SELECT id, name, file, meta FROM uploads").fetchall()
+                spent = conn.execute(
+                    "SELECT a.name, b.name, s.keys FROM spent s JOIN uploads a ON a.id = "
+                    "s.upload_a JOIN uploads b ON b.id = s.upload_b ORDER BY s.seq"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise _refuse(self.path, f"not a role's held store ({exc})") from None
+        files = set()
+        for _, name, file, meta_text in rows:
+            files.add(f"{file}.bin")
+            try:
+                meta = json.loads(meta_text)
+            except ValueError:
+                raise _refuse(self.path, f"upload {name!r}: its metadata is not JSON") from None
+            out.held[name] = self._read(name, self.folder / f"{file}.bin", meta, build)
+        by_pair: dict[tuple[str, str], list[bytes]] = {}
+        for a, b, keys in spent:
+            if len(keys) % 8:
+                raise _refuse(self.path, f"pairs of {a!r} and {b!r}: {len(keys)} bytes")
+            by_pair.setdefault((a, b), []).append(keys)
+        for pair, parts in by_pair.items():
+            out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
+        for path in self.folder.iterdir():
+            if (
+                path.name not in files and path.is_file()
+            ):  # an upload that never finished, or a forgotten one's
+                path.unlink()
+                out.discarded += 1
+        if out.discarded:
+            fsync_path(self.folder)
+        return out
+
+    def _read(
+        self, name: str, path: Path, meta: dict[str, object],
+        build: Callable[[dict[str, object], dict[str, npt.NDArray[np.generic]]], T],
+    ) -> T:  # fmt: skip
+        layout = meta.get("arrays")
+        if not isinstance(layout, list):
+            raise _refuse(self.path, f"upload {name!r}: no arrays in its metadata")
+        arrays: dict[str, npt.NDArray[np.generic]] = {}
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for field_name, dtype, shape in layout:
+                    if dtype not in DTYPES:
+                        raise _refuse(path, f"upload {name!r}: array {field_name} of {dtype}")
+                    array = np.empty(shape, dtype=np.dtype(dtype))
+                    view = array.data.cast("B")
+                    got = 0
+                    while got < len(view):
+                        n = f.readinto(view[got : got + READ_BYTES])
+                        if not n:
+                            raise _refuse(path, f"upload {name!r}: the file ends early "
+                                          f"(array {field_name})")  # fmt: skip
+                        got += n
+                    digest.update(view)
+                    arrays[str(field_name)] = array
+                if f.read(1):
+                    raise _refuse(path, f"upload {name!r}: longer than its arrays")
+        except OSError as exc:
+            raise _refuse(path, f"upload {name!r} cannot be read ({exc})") from None
+        except (ValueError, TypeError) as exc:
+            raise _refuse(self.path, f"upload {name!r}: its arrays' layout ({exc})") from None
+        if digest.hexdigest() != meta.get("sha256"):
+            raise _refuse(path, f"upload {name!r}: its arrays' SHA-256 is not the one stored "
+                          "with them (the file was changed or damaged)")  # fmt: skip
+        try:
+            return build(meta, arrays)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _refuse(path, f"upload {name!r}: {exc}") from None
+
+
+__all__ = ["Restored", "RoleStore"]
