@@ -83,8 +83,10 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     key = secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
     roles = {"s1": s1, "s2": s2}
     setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
     data_dir, clock = tmp_path / "matcher-data", Ahead()

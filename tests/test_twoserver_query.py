@@ -179,6 +179,17 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
         assert not [n for n in world.roles[role].service.held if "@" in n]
         assert not [r for r in world.roles[role].service.runs if "@" in "".join(r)]
         assert not world.roles[role].service.proposals  # a query's ends with its records
+        # Nor did a query's records reach the role's data dir (it keeps members' uploads
+        # there, each with its SHA-256 in the role's audit entry; a query's has none).
+        data = world.folder / f"{role}-data"
+        with closing(sqlite3.connect(data / f"twoserver-{role}-held.sqlite")) as db:
+            assert sorted(r[0] for r in db.execute("SELECT name FROM uploads")) == names_before
+        with closing(sqlite3.connect(data / f"twoserver-{role}.sqlite")) as db:
+            rows = db.execute("SELECT member, detail FROM audit WHERE action = 'twoserver.upload'")
+            digests = {m: json.loads(d)["sha256"] for m, d in rows}
+        assert sorted(n for n in digests if "@" not in n) == names_before
+        assert all(digests[n] for n in names_before)
+        assert [d for n, d in digests.items() if "@" in n] == ["", ""]  # two queries, not kept
     # Audited as any query: purpose, records, who was disclosed.
     with world.operator() as op:
         entries = [e for e in op.audit("shares") if e["action"] == "query"]
