@@ -973,20 +973,32 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "fallback", "threshold", "buckets", "rule")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets", "rule", "only_pairs", "pairs")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    ONLY_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
     fallback: bool
     threshold: float
     buckets: _containers.RepeatedScalarFieldContainer[float]
     rule: ScoreRule
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
+    only_pairs: bool
+    pairs: _containers.RepeatedCompositeFieldContainer[MemberPair]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., only_pairs: _Optional[bool] = ..., pairs: _Optional[_Iterable[_Union[MemberPair, _Mapping]]] = ...) -> None: ...
+
+class MemberPair(_message.Message):
+    __slots__ = ("member_a", "member_b")
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    member_a: int
+    member_b: int
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ...) -> None: ...
 
 class SealedMatches(_message.Message):
     __slots__ = ("run", "member_a", "member_b", "clk", "tokens_a", "tokens_b")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +95,12 @@ class Proposal:
         lacking: Sequence[npt.NDArray[np.bool_]] | None,
         rng: np.random.Generator | None = None,
         rule: Rule = NO_RULE,
+        only: Collection[tuple[int, int]] | None = None,
     ) -> None:
+        """`only`: the pairs of members (indexes, the first lower) whose pairs C evaluates
+        by reference (None: every pair); the others' proposed pairs are held as proposed
+        (answered 0 as extras) but in no part: C holds their outcome from an earlier run over
+        the same uploads (core/outcomes.py), which the pair budget keeps it from asking again."""
         self.members = list(members)
         self.rule = rule  # the gap rule the run applies on the first CLKs (core/gmwrule.py)
         self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
@@ -104,6 +109,8 @@ class Proposal:
         rng = rng or np.random.default_rng(secrets.randbits(128))
         self.parts = []
         for p in proposed:
+            if only is not None and (p.member_a, p.member_b) not in only:
+                continue
             order = rng.permutation(len(p))
             self.parts.append(PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[order],
                                         p.rows_b[order]))  # fmt: skip

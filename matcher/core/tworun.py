@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.outcomes import Earlier, Outcome, learned
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.core.twoserver import (
@@ -63,10 +65,11 @@ class Servers(Protocol):
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...],
         rule: Rule = NO_RULE,
+        only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         """S1 proposes the run at `cutoffs` (under the gap `rule` on the first CLKs' pairs,
         which S1 fixes as it fixes the cut-offs): what C learns of each part (never its
-        pairs)."""
+        pairs); parts only for the pairs of members in `only` where given."""
         ...
 
     def evaluate_part(
@@ -132,12 +135,14 @@ class InProcess:
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...],
         rule: Rule = NO_RULE,
+        only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         proposed = self.block(lacking)
         records = self.s1.records()
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
-                                 cutoffs, lacking, rule=rule)  # fmt: skip
+                                 cutoffs, lacking, rule=rule,
+                                 only=None if only is None else set(only))  # fmt: skip
         return self.proposal.described()
 
     def _run(
@@ -327,6 +332,8 @@ class TwoServerResult:
     seconds: dict[str, float] = field(default_factory=dict)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
     pairs: list[PairBatch] = field(default_factory=list)  # the Dice oracle's only: C sees them
+    # Each pair of members' outcome (core/outcomes.py), where `drive` was given `earlier`.
+    outcomes: dict[tuple[int, int], Outcome] = field(default_factory=dict)
 
     @property
     def comparisons(self) -> int:
@@ -351,17 +358,24 @@ def drive(
     *,
     batch_pairs: int = BATCH_PAIRS,
     transcript: linkbit.Transcript | None = None,
+    earlier: Earlier | None = None,
 ) -> TwoServerResult:
     """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit
     circuit, or with a Dice combiner the permuted differences), deciding (C), solving and
-    links (C); what crossed between the parties counted in `transcript` (the result's)."""
+    links (C); what crossed between the parties counted in `transcript` (the result's).
+    `earlier`: the outcomes to reuse (core/outcomes.py), S1 proposing parts for the other
+    pairs of members only; given, the result holds every pair of members' outcome."""
     seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
     lacking = combiner.lacking()
     transcript = transcript if transcript is not None else linkbit.Transcript()
+    if earlier is not None and combiner.reveal != "link-bit":
+        raise ValueError("a run reuses link bits only")
+    reused = earlier.outcomes if earlier is not None else {}
     if combiner.reveal == "link-bit":
-        described = servers.propose(lacking, combiner.cutoffs, combiner.rule)
+        only = earlier.only() if earlier is not None else None
+        described = servers.propose(lacking, combiner.cutoffs, combiner.rule, only=only)
         proposed: list[PairBatch] = []
     else:
         proposed = servers.block(lacking, combiner.cutoffs)
@@ -382,6 +396,11 @@ def drive(
     # proposed is scored from its decision, never through the circuit again, so that S1 and
     # S2 evaluate each pair once (core/pairbudget.py).
     decided: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
+    found_by: dict[tuple[int, int], list[Candidates]] = {}
+    scored: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
+    for (a, b), outcome in reused.items():
+        parts.append(outcome.as_candidates(a, b))
+        decided[a, b] = [outcome.known()]
     if combiner.reveal == "link-bit":
         # C learns the links of each part, with their buckets and rows, and of the rest only
         # how many pairs there were: a pair inside a group C does not know as a link is an
@@ -389,6 +408,7 @@ def drive(
         for index, part in enumerate(described):
             found = proposed_links(servers, combiner, index, part, transcript, seconds)
             parts.append(found)
+            found_by.setdefault((part.member_a, part.member_b), []).append(found)
             decided.setdefault((part.member_a, part.member_b), []).append(
                 (_keys(found.rec0, found.rec1), found.sims)
             )
@@ -417,7 +437,7 @@ def drive(
         for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
             sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
             rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
-            if (lo, hi) in known:
+            if (lo, hi) in known and len(known[lo, hi][0]):
                 keys, got = known[lo, hi]
                 at = np.minimum(np.searchsorted(keys, _keys(rows_lo, rows_hi)), len(keys) - 1)
                 found = keys[at] == _keys(rows_lo, rows_hi)
@@ -446,6 +466,7 @@ def drive(
                     scores[sel[pick]] = np.maximum(scores[sel[pick]], got)
                 else:
                     scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
+            scored.setdefault((lo, hi), []).append((_keys(rows_lo, rows_hi), scores[sel]))
         out: npt.NDArray[np.float64] = scores[back.ravel()]
         return out
 
@@ -457,7 +478,9 @@ def drive(
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
     method = "two-server" + ("+fallback" if combiner.has_fallback else "")
-    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed)
+    outcomes = learned(earlier.members, found_by, scored, earlier) if earlier is not None else {}
+    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed,
+                           outcomes)  # fmt: skip
 
 
 __all__ = [

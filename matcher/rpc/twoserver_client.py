@@ -243,12 +243,16 @@ class RemoteServers:
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...],
         rule: Rule = NO_RULE,
+        only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         self._rule = rule
         request = pb.ProposeRequest(members=self.members, records=self.records,
                                     fallback=len(self._bits) == 2,
                                     threshold=cutoffs[0] if cutoffs else 0.0,
-                                    buckets=cutoffs[1:], rule=wire_rule(rule))  # fmt: skip
+                                    buckets=cutoffs[1:], rule=wire_rule(rule),
+                                    only_pairs=only is not None,
+                                    pairs=[pb.MemberPair(member_a=a, member_b=b)
+                                           for a, b in only or ()])  # fmt: skip
         try:
             parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:

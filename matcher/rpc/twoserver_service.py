@@ -73,7 +73,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
-from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
+from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -107,6 +107,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members, held = self.run_held(request)
+        only = only_pairs(request)
         # Which records lack the fallback's fields: what each member told S1 with its upload.
         lacking = None
         if request.fallback:
@@ -137,12 +138,13 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                                 fallback=request.fallback)  # fmt: skip
         proposed = s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
         proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking,
-                            rule=rule)  # fmt: skip
+                            rule=rule, only=only)  # fmt: skip
         with self.lock:
             self.hold_proposal(proposal)
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,
                  cutoffs=list(cutoffs), rule=rule.text() or "none",
-                 pairs=sum(len(p) for p in proposed))  # fmt: skip
+                 pairs=sum(len(p) for p in proposal.parts),
+                 only="every pair" if only is None else sorted(only))  # fmt: skip
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
                                     clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip

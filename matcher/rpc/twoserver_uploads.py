@@ -149,6 +149,23 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
         clk[name].append(value)
 
 
+def only_pairs(request: pb.ProposeRequest) -> set[tuple[int, int]] | None:
+    """The pairs of members S1 proposes parts for (`only_pairs`), checked; None: every pair."""
+    if not request.only_pairs:
+        if request.pairs:
+            raise errors.InvalidArgument("pairs: given, but only_pairs is unset")
+        return None
+    only = set()
+    for n, p in enumerate(request.pairs):
+        if not p.member_a < p.member_b < len(request.members) or (p.member_a, p.member_b) in only:
+            raise errors.InvalidArgument(
+                f"pairs[{n}]: {p.member_a} and {p.member_b}; two of the run's "
+                f"{len(request.members)} members, the first lower, each pair once"
+            )
+        only.add((p.member_a, p.member_b))
+    return only
+
+
 def part_rule(p: pb.SharedPart | pb.ProposeRequest | pb.CircuitBatch, where: str) -> Rule:
     """The `rule` a message carries (NO_RULE unset), checked as a schema's."""
     if not p.HasField("rule"):

@@ -8,6 +8,7 @@
     request_store.py    request references issued from hits, and their resolution
     retention_store.py  erasure of a member, expiry of projects
     user_store.py       named users under a member, their token hashes
+    outcome_store.py    what a two-server run learned of each pair of uploads (reused)
     audit_log.py        the hash-chained audit log (`store.audit`)
 
 Every write goes through one connection under one lock (sqlite.py); every change that
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from blindmatch.matcher.storage import (
     audit_log,
+    outcome_store,
     project_store,
     request_store,
     run_store,
@@ -30,6 +32,7 @@ from blindmatch.matcher.storage import (
 )
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.outcome_store import OutcomeStore
 from blindmatch.matcher.storage.request_store import RequestStore
 from blindmatch.matcher.storage.retention_store import RetentionStore
 from blindmatch.matcher.storage.sqlite import Database
@@ -42,11 +45,12 @@ SCHEMA = (
     + request_store.SCHEMA
     + audit_log.SCHEMA
     + user_store.SCHEMA
+    + outcome_store.SCHEMA
 )
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
 
 
-class Store(UserStore, RequestStore, RetentionStore):
+class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
     """Everything the batch side keeps, in one data dir.
 
     `min_free_bytes` is the disk space uploads must leave free; `clock` gives

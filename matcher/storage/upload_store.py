@@ -38,6 +38,7 @@ from blindmatch.matcher.domain import Encoding, Upload, retried_upload
 from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
+from blindmatch.matcher.storage.outcome_store import forget_outcomes
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 
 SCHEMA = """
@@ -266,6 +267,7 @@ class UploadStore(StoreBase):
                     "UPDATE uploads SET current=0 WHERE project=? AND member=? AND current=1",
                     (project, member),
                 )
+                forget_outcomes(tx, project, member)  # of its earlier upload
                 tx.execute(
                     "INSERT INTO uploads VALUES (?,?,?,?,?,?,?,?,1)",
                     (
@@ -463,6 +465,7 @@ class UploadStore(StoreBase):
         tx.executemany("DELETE FROM upload_layouts WHERE upload_id=?", [(u,) for u in uploads])
         tx.executemany("DELETE FROM upload_schemas WHERE upload_id=?", [(u,) for u in uploads])
         tx.executemany("DELETE FROM upload_twoserver WHERE upload_id=?", [(u,) for u in uploads])
+        forget_outcomes(tx, project, member)
         return uploads
 
     def _unlink_uploads(self, uploads: list[str]) -> None:

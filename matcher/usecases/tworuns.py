@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
+from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
@@ -154,9 +155,10 @@ class _Progress:
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...],
         rule: Rule = NO_RULE,
+        only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         self.report("block", 0, 1)
-        described = self.servers.propose(lacking, cutoffs, rule)
+        described = self.servers.propose(lacking, cutoffs, rule, only=only)
         self.total = sum(p.pairs for p in described)
         self.report("block", 1, 1)
         self.report("compare", 0, self.total)
@@ -238,9 +240,11 @@ def run(
     rule = _run_rule(store, inputs)
     combiner = Combiner(None, threshold, clks=len(bits), rule=rule)
     names = [p[0] for p in parts]
+    project = store.run(run_id).project
+    earlier = _earlier(store, project, inputs, names, combiner.cutoffs, rule)
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
     try:
-        result = tworun.drive(_Progress(servers, report), combiner)
+        result = tworun.drive(_Progress(servers, report), combiner, earlier=earlier)
     except ServiceError as exc:
         message = str(exc)
         for (member, _), name in zip(inputs, names, strict=True):
@@ -254,18 +258,68 @@ def run(
         close = getattr(servers, "close", None)
         if close is not None:
             close()
+    kept = {}
+    for (i, j), outcome in result.outcomes.items():
+        if names[i] > names[j]:  # kept by the names' order
+            i, j, outcome = j, i, outcome.flipped()
+        kept[names[i], names[j]] = (inputs[i][0], inputs[j][0], outcome)
+    store.keep_two_server_outcomes(project, run_id, combiner.cutoffs, rule.text(), kept)
     t = result.transcript
     store.audit.append(
         audit.Event(
             audit.MATCHER, "twoserver.run", store.run(run_id).project,
             detail={"run_id": run_id, "s1": setup.s1, "s2": setup.s2,
                     "members": [m for m, _ in inputs], "pairs": result.comparisons,
+                    "reused": len(earlier.outcomes),
                     "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
                     "cutoffs": list(combiner.cutoffs), "rule": _rule(store, inputs),
                     "bytes": {f"{a}->{b}": n for (a, b), n in sorted(t.sent.items())}},
         )
     )  # fmt: skip
     return result
+
+
+def _earlier(
+    store: Store,
+    project: str,
+    inputs: list[tuple[str, Upload]],
+    names: list[str],
+    cutoffs: tuple[float, ...],
+    rule: Rule,
+) -> Earlier:
+    """The outcomes the run reuses (core/outcomes.py): of each pair of members whose two
+    uploads are unchanged since the project's last finished run. Refused where that run was
+    at other cut-offs or another rule: its outcomes are link bits at those, and S1 and S2
+    evaluate each pair once an upload (core/pairbudget.py), so those members upload again."""
+    stored = store.two_server_outcomes(project, names)
+    outcomes, stale = {}, []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            low, high = sorted((names[i], names[j]))
+            got = stored.get((low, high))
+            if got is None:
+                continue
+            if got.cutoffs != cutoffs or got.rule != rule.text():
+                stale.append((inputs[i][0], inputs[j][0], got))
+            else:
+                outcomes[i, j] = got.outcome if names[i] == low else got.outcome.flipped()
+    if stale:
+        got = stale[0][2]
+        what = (f"threshold {cutoffs[0]} (cut-offs {list(cutoffs)})" if got.cutoffs != cutoffs
+                else f"rule {rule.text() or 'none'}")  # fmt: skip
+        was = (f"threshold {got.cutoffs[0]} (cut-offs {list(got.cutoffs)})"
+               if got.cutoffs != cutoffs else f"rule {got.rule or 'none'}")  # fmt: skip
+        members = sorted({m for a, b, _ in stale for m in (a, b)})
+        raise FailedPrecondition(
+            f"a run at {what}, but run {got.run_id} evaluated the same uploads of "
+            + ", ".join(f"{a} and {b}" for a, b, _ in stale)
+            + f" at {was}: the combiner's outcomes of those pairs are link bits at that "
+            "run's cut-offs and cannot be reused at others, and S1 and S2 evaluate each pair "
+            "once an upload; run at the earlier threshold, or have "
+            + ", ".join(members)
+            + ' upload again (docs/operations.md "One run an upload")'
+        )
+    return Earlier(len(names), outcomes)
 
 
 def _run_rule(store: Store, inputs: list[tuple[str, Upload]]) -> Rule:
