@@ -338,8 +338,9 @@ def test_a_two_server_project_runs_after_s1_and_s2_restart_with_the_clk_projects
     tmp_path: Path, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The matcher as the combiner: every member uploads, S1 and S2 restart (same data dirs,
-    same addresses), and the run and `results` need no upload again; a second run is refused
-    alike before and after a restart; an erased member's shares do not come back."""
+    same addresses), and the run and `results` need no upload again; a second run reuses the
+    matcher's outcomes (S1 and S2 evaluate nothing), and without them is refused alike before
+    and after a restart; an erased member's shares do not come back."""
     key = secrets.token_urlsafe(16)
     roles = _serve(tmp_path, key, {})
     ports = {r: roles[r].port for r in roles}
@@ -369,6 +370,18 @@ def test_a_two_server_project_runs_after_s1_and_s2_restart_with_the_clk_projects
             assert world.cli("results", "--project", "shares", "--encoded", str(encoded[name]),
                              "--out", str(out), token=two.tokens[name]) == 0  # fmt: skip
             assert hits(out) == hits(clk[name]), name
+        # A second run over the same uploads reuses what the matcher learned of each pair
+        # (core/outcomes.py): S1 and S2 evaluate nothing, after a restart too.
+        spent = world.roles["s1"].service.budget.pairs()
+        for again in (False, True):
+            if again:
+                restart()
+            assert world.cli("run", "--project", "shares", token=two.tokens["north"]) == 0
+            assert world.roles["s1"].service.budget.pairs() == spent
+        # Without those outcomes (dropped here by hand), the run would ask S1 for pairs it
+        # evaluated: refused alike before and after a restart.
+        with world.server.store.db.tx() as tx:
+            tx.execute("DELETE FROM twoserver_outcomes")
         capsys.readouterr()
         assert world.cli("run", "--project", "shares", token=two.tokens["north"]) != 0
         before = re.sub(r"shares-run-\d+", "RUN", capsys.readouterr().err)

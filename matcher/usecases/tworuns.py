@@ -307,6 +307,8 @@ def _earlier(
         got = stale[0][2]
         what = (f"threshold {cutoffs[0]} (cut-offs {list(cutoffs)})" if got.cutoffs != cutoffs
                 else f"rule {rule.text() or 'none'}")  # fmt: skip
+        hint = (f"run at threshold {got.cutoffs[0]} again" if got.cutoffs != cutoffs
+                else "run with that rule again")  # fmt: skip
         was = (f"threshold {got.cutoffs[0]} (cut-offs {list(got.cutoffs)})"
                if got.cutoffs != cutoffs else f"rule {got.rule or 'none'}")  # fmt: skip
         members = sorted({m for a, b, _ in stale for m in (a, b)})
@@ -315,7 +317,7 @@ def _earlier(
             + ", ".join(f"{a} and {b}" for a, b, _ in stale)
             + f" at {was}: the combiner's outcomes of those pairs are link bits at that "
             "run's cut-offs and cannot be reused at others, and S1 and S2 evaluate each pair "
-            "once an upload; run at the earlier threshold, or have "
+            f"once an upload; {hint}, or have "
             + ", ".join(members)
             + ' upload again (docs/operations.md "One run an upload")'
         )
