@@ -744,6 +744,16 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "threshold: 1.5 is not in (0, 1]"),
     ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
      "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
+    ("propose-pairs-unflagged", lambda c: propose(c, pairs=[pb.MemberPair(member_b=1)]),
+     "INVALID_ARGUMENT", "pairs: given, but only_pairs is unset"),
+    ("propose-pair-outside", lambda c: propose(c, only_pairs=True, pairs=[
+        pb.MemberPair(member_a=1, member_b=2)]), "INVALID_ARGUMENT",
+     "pairs[0]: 1 and 2; two of the run's 2 members, the first lower, each pair once"),
+    # C holds north x south's outcome (only_pairs, none new): S1 proposes no part of it.
+    ("evaluate-part-of-a-reused-pair", lambda c: (propose(c, only_pairs=True), c.s1.Evaluate(
+        circuit_batch(c, 0, setup=bytes(32), proposed=True, part=0, offset=0, count=1,
+                      rows_a=b"", rows_b=b""),
+        metadata=c.key)), "PERMISSION_DENIED", "part: 0, but S1 proposed 0 parts"),
     ("evaluate-unkeyed", lambda c: c.s1.Evaluate(circuit_batch(c, 0), metadata=auth("x")),
      "UNAUTHENTICATED", "S1 answers Evaluate only with the combiner's key"),
     ("evaluate-no-batch", lambda c: c.s1.Evaluate(circuit_batch(c, 0, batch=""), metadata=c.key),
