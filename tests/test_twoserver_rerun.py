@@ -10,37 +10,18 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.twoserver_rerun import Budgeted, rerun
 from blindmatch.client.encoding import sharing as client
-from blindmatch.matcher.core import linkbit, tworun, twoserver
-from blindmatch.matcher.core.outcomes import Earlier, Outcome
+from blindmatch.matcher.core import tworun
+from blindmatch.matcher.core.outcomes import Outcome
 from blindmatch.matcher.core.pairbudget import PairBudget
+from blindmatch.matcher.core.proposal import Proposal, Refused
 from blindmatch.matcher.core.twoserver import PairBatch
-from tests.support import MESSY_SECRET, in_process_servers
+from tests.support import MESSY_SECRET
 
 THRESHOLD = 0.8
 PLAN = client.BandPlan(bits=20, bands=30)
 Clks = npt.NDArray[np.uint8]
-
-
-class Budgeted(tworun.InProcess):
-    """S1 and S2 in this process, with the pair budget S1 and S2 keep over gRPC (by upload
-    name, across runs): a pair evaluated twice since its uploads is refused."""
-
-    def __init__(self, uploads: list[client.SharedUpload], names: list[str],
-                 budget: PairBudget) -> None:  # fmt: skip
-        super().__init__(*in_process_servers(uploads))
-        self.names, self.budget = names, budget
-        self.evaluated = 0
-
-    def _run(self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
-             transcript: linkbit.Transcript, clock: dict[str, float], tagged: bool,
-             drop: npt.NDArray[np.bool_] | None) -> tuple[bytes, bytes]:  # fmt: skip
-        keep = np.ones(len(part), bool) if drop is None else ~drop
-        a, b = self.names[part.member_a], self.names[part.member_b]
-        if self.budget.spend(a, b, part.rows_a[keep], part.rows_b[keep]):
-            raise ValueError(f"S1 refuses: a pair of {a} x {b} evaluated twice")
-        self.evaluated += int(keep.sum())
-        return super()._run(part, circuit, dealt, transcript, clock, tagged, drop)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +41,9 @@ def run(
     budget: PairBudget,
     earlier: dict[tuple[str, str], Outcome] | None = None,
 ) -> tuple[tworun.TwoServerResult, Budgeted]:
-    """A run over `names`' uploads reusing the `earlier` outcomes of pairs of them."""
-    servers = Budgeted([members[n] for n in names], names, budget)
-    reuse = {(i, j): earlier[a, b] for i, a in enumerate(names) for j, b in enumerate(names)
-             if i < j and (a, b) in (earlier or {})}  # fmt: skip
-    combiner = twoserver.Combiner(None, THRESHOLD, clks=2)
-    got = tworun.drive(servers, combiner, earlier=Earlier(len(names), reuse))
+    """A run over `names`' uploads reusing the `earlier` outcomes of pairs of them, S1 and S2
+    spending `budget` (by upload name)."""
+    got, servers, _ = rerun(members, names, budget, earlier)
     return got, servers
 
 
@@ -146,3 +124,30 @@ def test_an_outcome_keeps_its_pairs_through_bytes_and_either_order() -> None:
     assert sorted(got) == [(2, 1, 0.9), (7, 5, 0.8)]
     with pytest.raises(ValueError, match="bytes"):
         Outcome.from_bytes(outcome.to_bytes()[:-1])
+
+
+def test_s1_blocks_a_reused_pair_of_members_only_when_c_names_an_extra_of_its_members() -> None:
+    """S1's proposal for a run where C reuses north x south (members 0 and 1): no part of
+    it, and its pairs blocked (`later`) only at the first extra naming north or south; a pair
+    blocking proposed there is then answered 0 (never evaluated again), a record in no
+    proposed pair is refused."""
+    rows = np.array([0, 1], np.uint32)
+    now = [PairBatch(0, 2, 0, rows, rows), PairBatch(1, 2, 0, rows, rows)]
+    blocked: list[set[tuple[int, int]]] = []
+
+    def later(pairs: set[tuple[int, int]]) -> list[PairBatch]:
+        blocked.append(pairs)
+        return [PairBatch(0, 1, 0, np.array([0, 5], np.uint32), np.array([1, 5], np.uint32))]
+
+    made = Proposal(["north", "south", "west"], [8, 8, 8], now, (0.8,), None,
+                    only={(0, 2), (1, 2)}, later=later)  # fmt: skip
+    assert [(p.member_a, p.member_b) for p in made.described()] == [(0, 2), (1, 2)]
+    assert not blocked
+    checked = made.check("north", "south", 0, np.array([0, 1], np.uint32),
+                         np.array([1, 0], np.uint32), (0.8,))  # fmt: skip
+    assert blocked == [{(0, 1)}]
+    assert checked.proposed.tolist() == [True, False] and checked.extras == 1
+    with pytest.raises(Refused, match="a record in no proposed pair"):
+        made.check("north", "south", 0, np.array([7], np.uint32), np.array([1], np.uint32),
+                   (0.8,))  # fmt: skip
+    assert blocked == [{(0, 1)}]  # once

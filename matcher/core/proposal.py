@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,11 +96,14 @@ class Proposal:
         rng: np.random.Generator | None = None,
         rule: Rule = NO_RULE,
         only: Collection[tuple[int, int]] | None = None,
+        later: Callable[[set[tuple[int, int]]], Sequence[PairBatch]] | None = None,
     ) -> None:
         """`only`: the pairs of members (indexes, the first lower) whose pairs C evaluates
-        by reference (None: every pair); the others' proposed pairs are held as proposed
-        (answered 0 as extras) but in no part: C holds their outcome from an earlier run over
-        the same uploads (core/outcomes.py), which the pair budget keeps it from asking again."""
+        by reference (None: every pair). The others' are in no part: C holds their outcome
+        from an earlier run over the same uploads (core/outcomes.py), and the pair budget
+        keeps it from asking them again. S1 blocks them (`later`, on those pairs of members)
+        only when C names an extra pair of one of their members: their proposed pairs are
+        then held as proposed (answered 0), their records as in a proposed pair."""
         self.members = list(members)
         self.rule = rule  # the gap rule the run applies on the first CLKs (core/gmwrule.py)
         self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
@@ -118,6 +121,18 @@ class Proposal:
         self.lacking = None if lacking is None else [np.asarray(x, bool) for x in lacking]
         self._pairs: dict[tuple[int, int, int], npt.NDArray[np.uint64]] = {}
         self._seen = [np.zeros(n, dtype=bool) for n in records]
+        self._hold(proposed)
+        n = len(self.members)
+        every = {(a, b) for a in range(n) for b in range(a + 1, n)}
+        self._later = later
+        self._pending = every - set(only) if only is not None and later is not None else set()
+        # Rows of each pair of members already in an extra pair, each side.
+        self._extra_rows: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
+        self.extras = 0
+        self._lock = threading.Lock()
+
+    def _hold(self, proposed: Sequence[PairBatch]) -> None:
+        """Hold `proposed` as pairs S1 proposed in the run (and their records)."""
         for p in proposed:
             keys = np.sort(_keys(p.rows_a, p.rows_b))
             at = (p.member_a, p.member_b, p.clk)
@@ -125,10 +140,14 @@ class Proposal:
                 at in self._pairs) else keys  # fmt: skip
             self._seen[p.member_a][p.rows_a] = True
             self._seen[p.member_b][p.rows_b] = True
-        # Rows of each pair of members already in an extra pair, each side.
-        self._extra_rows: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
-        self.extras = 0
-        self._lock = threading.Lock()
+
+    def _block_around(self, a: int, b: int) -> None:
+        """Block the pairs of members not proposed for evaluation that involve `a` or `b`
+        (once each): what an extra pair between them is checked against."""
+        wanted = {p for p in self._pending if a in p or b in p}
+        if wanted and self._later is not None:
+            self._pending -= wanted
+            self._hold(self._later(wanted))
 
     def described(self) -> list[Proposed]:
         """What C receives of the proposal: each part's members, CLK and number of pairs."""
@@ -182,6 +201,7 @@ class Proposal:
         naming the field)."""
         self._cutoffs(cutoffs)
         a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
+        self._block_around(a, b)
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
         proposed = self._pairs.get((a, b, clk), np.empty(0, np.uint64))

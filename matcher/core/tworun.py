@@ -115,12 +115,15 @@ class InProcess:
         self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
 
     def block(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...] = (),
+        pairs: set[tuple[int, int]] | None = None,
     ) -> list[PairBatch]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         t0 = time.process_time()
         clks = 1 if lacking is None else 2
-        matched = self.s1.join(clks)
+        matched = self.s1.join(clks, pairs)
         t1 = time.process_time()
         out = fallback_split(self.s2.expand(matched, clks), lacking)
         self.blocking["join (S1)"] += t1 - t0
@@ -138,11 +141,12 @@ class InProcess:
         only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
-        proposed = self.block(lacking)
+        pairs = None if only is None else set(only)
+        proposed = self.block(lacking, pairs=pairs)
         records = self.s1.records()
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
-                                 cutoffs, lacking, rule=rule,
-                                 only=None if only is None else set(only))  # fmt: skip
+                                 cutoffs, lacking, rule=rule, only=pairs,
+                                 later=lambda more: self.block(lacking, pairs=more))  # fmt: skip
         return self.proposal.described()
 
     def _run(

@@ -56,7 +56,7 @@ S2 each candidate's count of shared bands (core/twoblocking.py); C those pairs' 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,14 +209,18 @@ class BlockingServer(ShareServer):
         if len(self._bands) != len(shares):
             raise ValueError("S1: band keys and shares of different numbers of members")
 
-    def join(self, clks: int | None = None) -> list[Matched]:
-        """Per pair of members and CLK (the first `clks`; None: every one), the keys both hold
-        in a band with their sealed rows, shuffled, with the server's dummy pairs of tokens
-        (core/twoblocking.py `join`)."""
+    def join(
+        self, clks: int | None = None, pairs: Collection[tuple[int, int]] | None = None
+    ) -> list[Matched]:
+        """Per pair of members (those in `pairs`, the first lower; None: every one) and CLK
+        (the first `clks`; None: every one), the keys both hold in a band with their sealed
+        rows, shuffled, with the server's dummy pairs of tokens (core/twoblocking.py `join`)."""
         out = []
         members = len(self._bands)
         for x in range(members):
             for y in range(x + 1, members):
+                if pairs is not None and (x, y) not in pairs:
+                    continue
                 for clk in range(len(self._bands[x]) if clks is None else clks):
                     out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk],
                                     dummies=self.dummies))  # fmt: skip

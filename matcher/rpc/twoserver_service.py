@@ -55,6 +55,7 @@ from blindmatch.matcher.core.twoserver import (
     BlockingServer,
     Combiner,
     Matched,
+    PairBatch,
     ShareServer,
 )
 from blindmatch.matcher.domain import NO_RULE
@@ -73,7 +74,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
-from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule
+from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -108,14 +109,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members, held = self.run_held(request)
         only = only_pairs(request)
-        # Which records lack the fallback's fields: what each member told S1 with its upload.
-        lacking = None
-        if request.fallback:
-            if any(len(h.bits) != 2 or h.lacking is None for h in held):
-                raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
-            lacking = [h.lacking for h in held if h.lacking is not None]
-        elif any(len(h.bits) == 2 for h in held):
-            raise errors.InvalidArgument("fallback: the uploads have a fallback CLK")
+        lacking = run_lacking(request, held)
         try:
             cutoffs = run_cutoffs(request.threshold, request.buckets)
         except Refused as exc:
@@ -132,13 +126,17 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                 )
         s1 = BlockingServer([h.sealed for h in held], [h.shares for h in held], b"",
                             lacking=lacking)  # fmt: skip
-        clks = 2 if request.fallback else 1
-        matched = s1.join(clks)
         run = pb.ProposeRequest(members=members, records=request.records,
                                 fallback=request.fallback)  # fmt: skip
-        proposed = s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
-        proposal = Proposal(members, [h.records for h in held], proposed, cutoffs, lacking,
-                            rule=rule, only=only)  # fmt: skip
+
+        def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
+            """S1's join of `pairs` of members (None: every pair), expanded by S2."""
+            matched = s1.join(2 if request.fallback else 1, pairs)
+            return s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
+
+        # The pairs of members C reuses are blocked only if C names an extra of one of them.
+        proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
+                            rule=rule, only=only, later=block)  # fmt: skip
         with self.lock:
             self.hold_proposal(proposal)
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,

@@ -149,6 +149,18 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
         clk[name].append(value)
 
 
+def run_lacking(request: pb.ProposeRequest, held: list[Held]) -> list[npt.NDArray[np.bool_]] | None:
+    """Which records lack the fallback's fields: what each member told S1 with its upload
+    (None: the run has no fallback CLK)."""
+    if request.fallback:
+        if any(len(h.bits) != 2 or h.lacking is None for h in held):
+            raise errors.InvalidArgument("fallback: an upload without a fallback CLK")
+        return [h.lacking for h in held if h.lacking is not None]
+    if any(len(h.bits) == 2 for h in held):
+        raise errors.InvalidArgument("fallback: the uploads have a fallback CLK")
+    return None
+
+
 def only_pairs(request: pb.ProposeRequest) -> set[tuple[int, int]] | None:
     """The pairs of members S1 proposes parts for (`only_pairs`), checked; None: every pair."""
     if not request.only_pairs:
