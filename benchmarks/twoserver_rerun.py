@@ -165,10 +165,10 @@ def main() -> int:
     load_after = os.getloadavg()[0]
     print(f"\nthreshold {THRESHOLD}, in one process; load average {load:.1f} before, "
           f"{load_after:.1f} after")  # fmt: skip
-    print(f"{'run':<30}{'reused':>7}{'proposed':>10}{'evaluated':>10}{'circuit':>9}"
+    print(f"{'run':<30}{'reused':>7}{'proposed':>11}{'evaluated':>11}{'circuit':>11}"
           f"{'links':>8}{'wall s':>8}{'CPU s':>8}")  # fmt: skip
     for label, reused, proposed, evaluated, circuit, links, wall, cpu in rows:
-        print(f"{label:<30}{reused:>7}{proposed:>10,}{evaluated:>10,}{circuit:>9,}{links:>8,}"
+        print(f"{label:<30}{reused:>7}{proposed:>11,}{evaluated:>11,}{circuit:>11,}{links:>8,}"
               f"{wall:>8.2f}{cpu:>8.2f}")  # fmt: skip
     r2, r3 = rows[1], rows[2]
     print(
