@@ -6,18 +6,25 @@ core/pairbudget.py, would refuse it)."""
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from benchmarks.twoserver_rerun import Budgeted, rerun
 from blindmatch.client.encoding import sharing as client
-from blindmatch.matcher.core import tworun
-from blindmatch.matcher.core.outcomes import Outcome
+from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.core.outcomes import Earlier, Outcome
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused
 from blindmatch.matcher.core.twoserver import PairBatch
+from blindmatch.matcher.errors import ServiceError
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from tests.support import MESSY_SECRET
+from tests.test_twoserver_restart import NAMES as RESTART_NAMES
+from tests.test_twoserver_restart import Roles
 
 THRESHOLD = 0.8
 PLAN = client.BandPlan(bits=20, bands=30)
@@ -151,3 +158,52 @@ def test_s1_blocks_a_reused_pair_of_members_only_when_c_names_an_extra_of_its_me
         made.check("north", "south", 0, np.array([7], np.uint32), np.array([1], np.uint32),
                    (0.8,))  # fmt: skip
     assert blocked == [{(0, 1)}]  # once
+
+
+def test_over_grpc_s1_blocks_a_reused_pair_only_for_an_extra_and_answers_its_proposed_pairs_0(
+    tmp_path: Path, members: dict[str, client.SharedUpload]
+) -> None:
+    """S1 and S2 as gRPC services (their budget on disk): a first run over three uploads; then
+    a proposal where C reuses every pair of members (no part), and C names north x south pairs
+    as extras (four pairs that linked in the first run, and four pairs across them, as inside
+    groups spanning the three). S1 blocks north x south then (S2 expands once more: without
+    it every record would be in no proposed pair, refused), answers 0 the pairs it proposed
+    (not evaluated again: the budget would refuse them) and evaluates the others once; the
+    same batch again is refused."""
+    roles = Roles(tmp_path, secrets.token_urlsafe(16))
+    try:
+        ups = [members[n] for n in ("a", "b", "c")]
+        for name, up in zip(RESTART_NAMES, ups, strict=True):
+            roles.send(name, up)
+        s1, s2 = (f"127.0.0.1:{roles.running[r].port}" for r in ("s1", "s2"))
+        bits = [8 * s.shape[1] for s in ups[0].s1.shares]
+        combiner = twoserver.Combiner(None, THRESHOLD, clks=2)
+
+        def servers() -> RemoteServers:
+            return RemoteServers(s1, s2, roles.key, list(RESTART_NAMES), [len(u) for u in ups],
+                                 bits)  # fmt: skip
+
+        first = tworun.drive(servers(), combiner, earlier=Earlier(3))
+        budget = roles.running["s1"].service.budget
+        spent, expanded = budget.pairs(), len(roles.entries("s2", "twoserver.expand"))
+        linked = first.outcomes[0, 1].candidates[0][:4]
+        assert len(linked) == 4
+        rows_a = (linked >> np.uint64(32)).astype(np.uint32)
+        rows_b = (linked & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        named_a, named_b = (
+            np.concatenate([rows_a, rows_a]),
+            np.concatenate([rows_b, np.roll(rows_b, 1)]),
+        )
+        again = servers()
+        assert again.propose(None, combiner.cutoffs, combiner.rule, only=[]) == []
+        got = [tworun.link_bits(again, combiner, PairBatch(0, 1, clk, named_a, named_b),
+                                linkbit.Transcript(), {}) for clk in (0, 1)]  # fmt: skip
+        assert not any(bits[:, :4].any() for bits in got)  # linked, so proposed: answered 0
+        assert len(roles.entries("s2", "twoserver.expand")) == expanded + 2
+        assert budget.pairs() - spent == 4  # the four across, once (on the CLK that scores them)
+        with pytest.raises(ServiceError, match="a record in two extra pairs with one member"):
+            tworun.link_bits(again, combiner, PairBatch(0, 1, 0, named_a, named_b),
+                             linkbit.Transcript(), {})  # fmt: skip
+        again.close()
+    finally:
+        roles.stop()
