@@ -11,7 +11,10 @@ binary-search its exact distance in about 11 evaluations.) The honest run (core/
 only), and a link's pair is scored from that decision; a pair inside a group that blocking did
 not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every
 pair since both its members uploaded, and refuse a batch holding a pair that would go over
-`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
+`EVALUATIONS`: a second run over the same uploads cannot ask a pair again. The honest
+combiner does not need to: it reuses what it learned of each pair of unchanged uploads
+(core/outcomes.py) and asks only the new uploads' pairs; a run at other cut-offs needs the
+members to upload again.
 
 A role with a data dir keeps the budget on disk (storage/role_store.py): `record` makes a
 batch's keys durable before they count, and `restore` reads them back at start, so that a

@@ -23,6 +23,11 @@ So a combiner can ask at most (members - 2) extra pairs a record, each once (the
 core/pairbudget.py), and never a pair's bits at a cut-off of its choosing. S2 evaluates only
 a batch S1 checked (twoserver_service.py: S1's first round message carries the batch's
 digest).
+
+A later run over partly the same uploads (core/outcomes.py) has S1 propose parts for the
+pairs of members with a new or changed upload only (`only`): C reuses its outcome of the
+others. S1 blocks those only when C names an extra of one of their members (`later`), so
+that the extra is checked as above: a pair blocking proposed answered 0, the rest bounded.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ A run drives `tworun.drive` over S1 and S2 (the `Servers` the edge builds:
 rpc/twoserver_client.py `RemoteServers`): S1 proposes the pairs, the circuit decides each
 on the shares, and the matcher learns the link bits only. It shows its progress as a CLK run
 does, and stores its links as a CLK run's, so results, disclosure levels and request
-references are the same; the audit log records the run's parties and what crossed.
+references are the same; the audit log records the run's parties and what crossed. A run
+reuses what the matcher learned of each pair of unchanged uploads in the project's last
+finished run (core/outcomes.py, storage/outcome_store.py), so that only a new or changed
+upload's pairs go through the circuit; at other cut-offs it is refused (`_earlier`).
 """
 
 from __future__ import annotations
