@@ -11,7 +11,12 @@ binary-search its exact distance in about 11 evaluations.) The honest run (core/
 only), and a link's pair is scored from that decision; a pair inside a group that blocking did
 not propose is evaluated once, to score it. So S1 and S2 each count the evaluations of every
 pair since both its members uploaded, and refuse a batch holding a pair that would go over
-`EVALUATIONS`: a second run over the same uploads needs the members to upload again."""
+`EVALUATIONS`: a second run over the same uploads needs the members to upload again.
+
+Completing groups (core/twocomplete.py) asks some pairs once more, at the run's reach cut-off
+alone (core/proposal.py `check_reach`): those evaluations are counted apart (`reach=True`), each
+pair at most `EVALUATIONS` times at the reach as well, so a pair's bits reach C at most once at
+the run's cut-offs and once at its reach cut-off an upload."""
 
 from __future__ import annotations
 
@@ -53,12 +58,12 @@ class PairBudget:
     evaluations = EVALUATIONS
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._seen: dict[tuple[str, str, bool], _Seen] = {}
         self._lock = threading.Lock()
 
     def forget(self, member: str) -> None:
         with self._lock:
-            for pair in [p for p in self._seen if member in p]:
+            for pair in [p for p in self._seen if member in p[:2]]:
                 del self._seen[pair]
 
     def spend(
@@ -67,10 +72,13 @@ class PairBudget:
         member_b: str,
         rows_a: npt.NDArray[np.uint32],
         rows_b: npt.NDArray[np.uint32],
+        *,
+        reach: bool = False,
     ) -> int:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
         all or none: the number of pairs that would be evaluated again (nothing counted
-        then: a pair evaluated before, or twice in the batch), or 0."""
+        then: a pair evaluated before, or twice in the batch), or 0; with `reach`, at the
+        reach cut-off (counted apart)."""
         if not len(rows_a):
             return 0  # nothing evaluated (a batch whose pairs are all answered 0)
         if member_a > member_b:
@@ -78,7 +86,7 @@ class PairBudget:
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
         unique, times = np.unique(keys, return_counts=True)
         with self._lock:
-            seen = self._seen.setdefault((member_a, member_b), _Seen())
+            seen = self._seen.setdefault((member_a, member_b, reach), _Seen())
             over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
             if not over:
                 seen.add(unique)
