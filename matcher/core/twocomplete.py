@@ -13,7 +13,8 @@ in *reach* batches S1 checks (core/proposal.py `check_reach`).
 Joins are asked in waves: successive bridges whose groups no earlier bridge of the wave
 touches, their unknown pairs in one batch a pair of members and CLK, then applied in order,
 so the merges are the ones `complete` makes in its order (a later bridge sees the groups the
-earlier ones made). C never asks a pair twice nor one whose join already failed on a known
+earlier ones made; another bridge between the same two groups as a join of the wave asks
+nothing: the join made, they are one group, or failed, it would fail again). C never asks a pair twice nor one whose join already failed on a known
 pair; and a join that would put a record in a second reach pair with one member (after a join
 of its group failed) is not asked (S1 refuses it: each record at most one reach pair a
 member), where a CLK run would try it.
@@ -73,6 +74,7 @@ def complete_groups(
     partner: dict[tuple[int, int, int], int] = {}  # (member, row, other member) -> other row
     wave: list[tuple[Record, Record, list[Pair]]] = []
     busy: set[Record] = set()
+    pending: set[frozenset[Record]] = set()  # the wave's joins, each group by its least record
 
     def group(x: Record) -> list[Record]:
         at = where.get(x)
@@ -97,10 +99,13 @@ def complete_groups(
                     where[record] = where[x]
         wave.clear()
         busy.clear()
+        pending.clear()
 
     for k in found.tolist():
         x = (int(candidates.dset0[k]), int(candidates.rec0[k]))
         y = (int(candidates.dset1[k]), int(candidates.rec1[k]))
+        if frozenset((min(group(x)), min(group(y)))) in pending:
+            continue  # another bridge between the two groups of a join the wave asks
         if x in busy or y in busy:
             flush()
         one, other = group(x), group(y)
@@ -118,6 +123,7 @@ def complete_groups(
                 partner[end] = row
         cost["joins asked"] += 1 if new else 0
         wave.append((x, y, cross))
+        pending.add(frozenset((min(one), min(other))))
         busy.update(one)
         busy.update(other)
     flush()
