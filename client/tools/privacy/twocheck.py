@@ -9,8 +9,9 @@ organisation's export holding half of A's people (and, on synthetic data, as man
 and member M, a third organisation's noisy copy of another half of A's people, which gives
 the run groups of three: C then also learns, of A and B, the buckets of the pairs inside its
 groups it asks (extras) and the bits of the pairs of completing its groups at the reach
-cut-off (matcher/core/twocomplete.py); M's records are in no attacked view. All are encoded as `blindmatch encode --two-server` encodes them (the schema's CLKs and
-fallback CLKs, then client/encoding/sharing.py `shared_upload`), the roles are the run's own
+cut-off (matcher/core/twocomplete.py); M's records are in no attacked view. All are encoded
+as `blindmatch encode --two-server` encodes them (the schema's CLKs and fallback CLKs, then
+client/encoding/sharing.py `shared_upload`), the roles are the run's own
 objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
 not import the matcher), and each role's view is attacked with trilateration
 (trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
