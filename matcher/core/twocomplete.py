@@ -15,9 +15,9 @@ touches, their unknown pairs in one batch a pair of members and CLK, then applie
 so the merges are the ones `complete` makes in its order (a later bridge sees the groups the
 earlier ones made; another bridge between the same two groups as a join of the wave asks
 nothing: the join made, they are one group, or failed, it would fail again). C never asks a
-pair twice nor one whose join already failed on a known pair; and a join that would put a record in a second reach pair with one member (after a join
-of its group failed) is not asked (S1 refuses it: each record at most one reach pair a
-member), where a CLK run would try it.
+pair twice nor one whose join already failed on a known pair; and a join that would put a
+record in a second reach pair with one member (after a join of its group failed) is not asked
+(S1 refuses it: each record at most one reach pair a member), where a CLK run would try it.
 """
 
 from __future__ import annotations
