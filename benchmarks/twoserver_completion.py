@@ -57,7 +57,7 @@ def two_server(
     key = secrets.token_bytes(32)
     s1 = twoserver.BlockingServer(
         [u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
-        [u.s1.popcounts for u in uploads], [u.s1.lacking for u in uploads],
+        [u.s1.popcounts for u in uploads], [x for u in uploads if (x := u.s1.lacking) is not None],
     )  # fmt: skip
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], key,
                                [u.s2.popcounts for u in uploads],
