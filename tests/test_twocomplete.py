@@ -14,6 +14,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, proposal, tworun, twoserver
 from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.core.twoviews import role_views
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.usecases.runs import match
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -200,3 +201,15 @@ def test_over_grpc_the_run_completes_and_s1_refuses_a_reach_pair_asked_again() -
         channel.close()
         for role in roles.values():
             role.stop(grace=None)
+
+
+def test_cs_view_in_the_privacy_check_holds_the_reach_bits_it_learned() -> None:
+    """matcher/core/twoviews.py `role_views`, which privacy-check --mode two-server attacks:
+    with the subjects' B records as member 0 and C records as member 1, C learns nothing of
+    their pairs in a run of the two (0.76: no link); with the A records as a third member it
+    learns each B-C pair's reach bit (valued at the reach cut-off, 0.7) and nothing else."""
+    a, b, c = (client.shared_upload(d, MESSY_SECRET, client.BandPlan(bits=4, bands=40))
+               for d in subjects())  # fmt: skip
+    assert len(role_views([b, c], THRESHOLD)["C"][0]) == 0
+    pairs, values = role_views([b, c, a], THRESHOLD)["C"]
+    assert len(pairs) == 3 and (values == 0.7).all()
