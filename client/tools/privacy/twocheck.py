@@ -221,12 +221,14 @@ def check_members(
     threshold: float = 0.8,
     known: Sequence[int] = KNOWN_PAIRS,
     attacker_key: bytes | None = None,
+    third: bool = True,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
     them, build each role's view of A and B
     with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
     the third member is the attacker's plaintext on every person of A and B, encoded under
-    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats)."""
+    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats); `third`
+    False leaves M out (a project of two: C's view without extras or reach pairs)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -240,7 +242,8 @@ def check_members(
     half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
     m_rows = population.noisy_copy([a_rows[i] for i in sorted(half.tolist())],
                                    [rule.kind for rule in schema.rules], seed=5)  # fmt: skip
-    uploads = [_upload(schema, rows, secret, hardening) for rows in (a_rows, b_rows, m_rows)]
+    uploads = [_upload(schema, rows, secret, hardening)
+               for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
     views = role_views(uploads, threshold, schema.rule)  # the run applies the schema's rule
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
