@@ -57,7 +57,6 @@ from blindmatch.matcher.core.twoserver import (
     RECORD,
     PairBatch,
     Proposed,
-    bridge_cutoff,
     default_buckets,
     reach_cutoff,
 )
@@ -302,4 +301,4 @@ class Proposal:
             self.extras += checked.extras
 
 
-__all__ = ["Checked", "Proposal", "Refused", "bridge_cutoff", "reach_cutoff", "run_cutoffs"]
+__all__ = ["Checked", "Proposal", "Refused", "run_cutoffs"]
