@@ -1,6 +1,7 @@
 """The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1
 joins the sealed band keys, S2 expands the matches into pairs), the link-bit circuit on the
-shares (S1 and S2), deciding, solving and links (C).
+shares (S1 and S2), deciding, solving, completing the groups (core/twocomplete.py: reach
+batches, `Servers.evaluate_reach`) and links (C).
 
 `drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
 proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
