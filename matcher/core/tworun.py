@@ -1,6 +1,7 @@
 """The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1
 joins the sealed band keys, S2 expands the matches into pairs), the link-bit circuit on the
-shares (S1 and S2), deciding, solving and links (C).
+shares (S1 and S2), deciding, solving, completing the groups (core/twocomplete.py: reach
+batches, `Servers.evaluate_reach`) and links (C).
 
 `drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
 proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
@@ -27,6 +28,7 @@ from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
+from blindmatch.matcher.core.twocomplete import Pair, complete_groups, reach_bits
 from blindmatch.matcher.core.twoserver import (
     BATCH_PAIRS,
     FALLBACK,
@@ -94,6 +96,18 @@ class Servers(Protocol):
         """The link-bit circuit on `part` (at most linkbit.BATCH pairs C names: the extras
         inside its groups) from C's deal: S1's and S2's output shares, for C, 0 at the pairs S1
         proposed; what crossed counted in `transcript`."""
+        ...
+
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        """`evaluate` for a reach batch (core/twocomplete.py): `circuit` at the run's reach
+        cut-off, the pairs checked by S1's `check_reach`, 0 on the other CLK."""
         ...
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
@@ -203,6 +217,22 @@ class InProcess:
             drop = checked.proposed
         return self._run(part, circuit, dealt, transcript, clock, False, drop)
 
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        run = self.proposal.cutoffs  # the run's cut-offs; the circuit is at its reach
+        checked = self.proposal.check_reach(str(part.member_a), str(part.member_b), part.clk,
+                                            part.rows_a, part.rows_b, run)  # fmt: skip
+        self.proposal.commit_reach(checked)
+        return self._run(part, circuit, dealt, transcript, clock, False, checked.proposed)
+
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         return self.s1.messages(batch), self.s2.messages(batch)
 
@@ -299,22 +329,6 @@ def proposed_links(
     return merge(found) if found else Candidates.empty()
 
 
-def query_links(
-    servers: Servers, combiner: Combiner, transcript: linkbit.Transcript | None = None
-) -> tuple[Candidates, int]:
-    """A query's links (docs/realtime.md "Queries in a two-server project"): S1 proposes the
-    pairs between the query's records (member 0) and one partner's upload (member 1), and C
-    learns each proposed pair's link bit, and a linking pair's bucket and rows, as in `drive`;
-    no solving (each queried record is answered on its own, as a CLK-mode query is) and so no
-    extras. (the links, how many pairs S1 proposed)"""
-    transcript = transcript if transcript is not None else linkbit.Transcript()
-    described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
-    seconds: dict[str, float] = {}
-    found = [proposed_links(servers, combiner, index, part, transcript, seconds)
-             for index, part in enumerate(described)]  # fmt: skip
-    return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
-
-
 @dataclass
 class TwoServerResult:
     """What a two-server run gives: the links (as a normal run's), the groups, the pairs
@@ -327,6 +341,7 @@ class TwoServerResult:
     seconds: dict[str, float] = field(default_factory=dict)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
     pairs: list[PairBatch] = field(default_factory=list)  # the Dice oracle's only: C sees them
+    completion: dict[str, int] = field(default_factory=dict)  # core/twocomplete.py's cost
 
     @property
     def comparisons(self) -> int:
@@ -402,6 +417,19 @@ def drive(
     started = time.process_time()
     candidates = merge(parts)
     groups = solve(candidates)
+    completion: dict[str, int] = {}
+    if combiner.bridge is not None:  # completing the groups (core/twocomplete.py)
+        t0 = time.process_time()
+        roles = ("messages (S1)", "messages (S2)", "combining (C)")
+        before = sum(seconds[r] for r in roles)
+
+        def ask(pairs: list[Pair]) -> npt.NDArray[np.bool_]:
+            return reach_bits(servers, combiner, pairs, lacking, transcript, seconds)
+
+        groups, completion = complete_groups(groups, candidates, combiner, ask)
+        spent = sum(seconds[r] for r in roles) - before
+        seconds["completing (C)"] = time.process_time() - t0 - spent
+        started += time.process_time() - t0  # not counted as solving
 
     def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
         """The links' scores: each pair inside a group (once, whichever way round it is
@@ -417,7 +445,7 @@ def drive(
         for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
             sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
             rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
-            if (lo, hi) in known:
+            if len(known.get((lo, hi), ((), ()))[0]):  # a completed group: maybe no link
                 keys, got = known[lo, hi]
                 at = np.minimum(np.searchsorted(keys, _keys(rows_lo, rows_hi)), len(keys) - 1)
                 found = keys[at] == _keys(rows_lo, rows_hi)
@@ -457,7 +485,8 @@ def drive(
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
     method = "two-server" + ("+fallback" if combiner.has_fallback else "")
-    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed)
+    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed,
+                           completion)  # fmt: skip
 
 
 __all__ = [
@@ -467,6 +496,5 @@ __all__ = [
     "drive",
     "link_bits",
     "proposed_links",
-    "query_links",
     "run",
 ]
