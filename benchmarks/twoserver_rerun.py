@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,13 +60,22 @@ def lacking(uploads: list[sharing.SharedUpload]) -> list[npt.NDArray[np.bool_]] 
     return None if any(x is None for x in got) else [x for x in got if x is not None]
 
 
+@dataclass
+class Budgets:
+    """S1's and S2's pair budgets, by upload name across runs (core/pairbudget.py): at the
+    run's cut-offs, and at the reach cut-off (completion's, core/twocomplete.py)."""
+
+    pairs: PairBudget = field(default_factory=PairBudget)
+    reach: PairBudget = field(default_factory=PairBudget)
+
+
 class Budgeted(tworun.InProcess):
-    """S1 and S2 in this process holding `uploads` (by name), with the pair budget S1 and S2
-    keep over gRPC, by upload name across runs (core/pairbudget.py): a pair evaluated twice
-    since its uploads raises. `evaluated`: the pairs through the circuit."""
+    """S1 and S2 in this process holding `uploads` (by name), with the pair budgets S1 and S2
+    keep over gRPC: a pair evaluated twice since its uploads (at the run's cut-offs, or at the
+    reach) raises. `evaluated`: the pairs through the circuit, at the run's cut-offs."""
 
     def __init__(
-        self, uploads: list[sharing.SharedUpload], names: list[str], budget: PairBudget
+        self, uploads: list[sharing.SharedUpload], names: list[str], budget: Budgets
     ) -> None:
         s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                                       b"", [u.s1.popcounts for u in uploads],
@@ -75,16 +85,30 @@ class Budgeted(tworun.InProcess):
                                    [u.s2.seal_key for u in uploads])  # fmt: skip
         super().__init__(s1, s2)
         self.names, self.budget = names, budget
-        self.evaluated = 0
+        self.evaluated = self.reached = 0
+        self._reach = False
+
+    def evaluate_reach(self, part: twoserver.PairBatch, circuit: linkbit.Circuit,
+                       dealt: linkbit.Deal, transcript: linkbit.Transcript,
+                       clock: dict[str, float]) -> tuple[bytes, bytes]:  # fmt: skip
+        self._reach = True
+        try:
+            return super().evaluate_reach(part, circuit, dealt, transcript, clock)
+        finally:
+            self._reach = False
 
     def _run(self, part: twoserver.PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
              transcript: linkbit.Transcript, clock: dict[str, float], tagged: bool,
              drop: npt.NDArray[np.bool_] | None) -> tuple[bytes, bytes]:  # fmt: skip
         keep = np.ones(len(part), bool) if drop is None else ~drop
         a, b = self.names[part.member_a], self.names[part.member_b]
-        if self.budget.spend(a, b, part.rows_a[keep], part.rows_b[keep]):
+        budget = self.budget.reach if self._reach else self.budget.pairs
+        if budget.spend(a, b, part.rows_a[keep], part.rows_b[keep]):
             raise ValueError(f"S1 refuses: a pair of {a} x {b} evaluated twice")
-        self.evaluated += int(keep.sum())
+        if self._reach:
+            self.reached += int(keep.sum())
+        else:
+            self.evaluated += int(keep.sum())
         return super()._run(part, circuit, dealt, transcript, clock, tagged, drop)
 
 
@@ -94,7 +118,7 @@ Outcomes = dict[tuple[str, str], Outcome]
 def rerun(
     uploads: dict[str, sharing.SharedUpload],
     names: list[str],
-    budget: PairBudget,
+    budget: Budgets,
     earlier: Outcomes | None = None,
     clks: int = 2,
 ) -> tuple[tworun.TwoServerResult, Budgeted, Outcomes]:
@@ -139,11 +163,11 @@ def main() -> int:
                                                       result.fallback_bits)  # fmt: skip
     sizes = ", ".join(f"{n} {len(u.s1.shares[0]):,}" for n, u in uploads.items())
     print(f"records: {sizes} (messy fixture, seed {args.seed}, {args.schema.name})")
-    budget = PairBudget()
+    budget = Budgets()
     load = os.getloadavg()[0]
     rows = []
 
-    def timed(label: str, names: list[str], spent: PairBudget, earlier: Outcomes | None) -> tuple[
+    def timed(label: str, names: list[str], spent: Budgets, earlier: Outcomes | None) -> tuple[
         tworun.TwoServerResult, Outcomes
     ]:  # fmt: skip
         w0, c0 = time.perf_counter(), time.process_time()
@@ -158,7 +182,7 @@ def main() -> int:
     four = [*three, "north2"]
     _, first = timed("1. three members, all new", three, budget, None)
     joined, second = timed("2. a fourth joins (reuse)", four, budget, first)
-    fresh, _ = timed("3. four, all uploaded again", four, PairBudget(), None)
+    fresh, _ = timed("3. four, all uploaded again", four, Budgets(), None)
     changed = ["north", "south'", "retail", "north2"]
     kept = {k: o for k, o in second.items() if "south" not in k}
     timed("4. south changes (reuse)", changed, budget, kept)

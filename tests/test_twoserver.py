@@ -235,7 +235,8 @@ def test_the_combiner_never_receives_a_clk_or_a_share(
         assert set(vars(upload.combiner)) == {"popcounts"}
         assert all(p.dtype == np.int64 and p.ndim == 1 for p in upload.combiner.popcounts)
     held = {name: value for name, value in vars(combiner).items() if name != "received"}
-    assert set(held) == {"_pops", "threshold", "has_fallback", "reveal", "cutoffs", "rule"}
+    assert set(held) == {"_pops", "threshold", "has_fallback", "reveal", "cutoffs", "rule",
+                         "bridge", "reach"}  # fmt: skip
     assert all(p.dtype == np.int64 and p.ndim == 1 for m in held["_pops"] for p in m)
     # What C is sent: permuted differences, none of them a CLK or a share of one, and none
     # the plain difference of two CLKs (the positions where they differ).

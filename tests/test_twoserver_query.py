@@ -28,6 +28,7 @@ from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -349,7 +350,7 @@ def test_s1_holds_a_querys_proposal_beside_a_runs_and_neither_ends_the_other(
             upload("asked", asked)
             query = RemoteServers(at["s1"], at["s2"], key, ["asked", "south"],
                                   [2, len(uploads[1])], bits)  # fmt: skip
-            links, pairs = tworun.query_links(query, twoserver.Combiner(None, 0.8, clks=2))
+            links, pairs = twoquery.query_links(query, twoserver.Combiner(None, 0.8, clks=2))
             assert pairs and sorted(zip(links.rec0.tolist(), links.rec1.tolist(), strict=True)) == [
                 (0, 0),
                 (1, 1),

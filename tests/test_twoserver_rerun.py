@@ -13,16 +13,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from benchmarks.twoserver_rerun import Budgeted, rerun
+from benchmarks.twoserver_rerun import Budgeted, Budgets, rerun
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.core import linkbit, tworun, twoserver
 from blindmatch.matcher.core.outcomes import Earlier, Outcome
-from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.errors import ServiceError
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from tests.support import MESSY_SECRET
+from tests.test_twocomplete import subjects
 from tests.test_twoserver_restart import NAMES as RESTART_NAMES
 from tests.test_twoserver_restart import Roles
 
@@ -45,7 +45,7 @@ def members(messy_members: tuple[list[Clks], int]) -> dict[str, client.SharedUpl
 def run(
     members: dict[str, client.SharedUpload],
     names: list[str],
-    budget: PairBudget,
+    budget: Budgets,
     earlier: dict[tuple[str, str], Outcome] | None = None,
 ) -> tuple[tworun.TwoServerResult, Budgeted]:
     """A run over `names`' uploads reusing the `earlier` outcomes of pairs of them, S1 and S2
@@ -70,13 +70,13 @@ def links(
 def test_a_member_joining_is_matched_against_the_others_outcomes_as_a_fresh_run(
     members: dict[str, client.SharedUpload],
 ) -> None:
-    budget = PairBudget()
+    budget = Budgets()
     first, _ = run(members, ["a", "b", "c"], budget)
     assert set(first.outcomes) == {(0, 1), (0, 2), (1, 2)}
     # "d" joins: only its pairs go through S1's proposal and the circuit.
     second, servers = run(members, ["a", "b", "c", "d"], budget, by_name(first, ["a", "b", "c"]))
     assert {(p.member_a, p.member_b) for p in second.proposed} <= {(0, 3), (1, 3), (2, 3)}
-    fresh, everyone = run(members, ["a", "b", "c", "d"], PairBudget())
+    fresh, everyone = run(members, ["a", "b", "c", "d"], Budgets())
     assert links(second, ["a", "b", "c", "d"]) == links(fresh, ["a", "b", "c", "d"])
     assert len(fresh.links) > 1000 and fresh.groups == second.groups
     assert 0 < servers.evaluated < everyone.evaluated
@@ -98,22 +98,44 @@ def test_a_member_joining_is_matched_against_the_others_outcomes_as_a_fresh_run(
 def test_a_changed_upload_has_its_pairs_evaluated_again_and_the_others_reused(
     members: dict[str, client.SharedUpload],
 ) -> None:
-    budget = PairBudget()
+    budget = Budgets()
     first, _ = run(members, ["a", "b", "c"], budget)
     kept = {k: o for k, o in by_name(first, ["a", "b", "c"]).items() if "b" not in k}
     second, _ = run(members, ["a", "b2", "c"], budget, kept)
     assert {(p.member_a, p.member_b) for p in second.proposed} == {(0, 1), (1, 2)}
-    fresh, _ = run(members, ["a", "b2", "c"], PairBudget())
+    fresh, _ = run(members, ["a", "b2", "c"], Budgets())
     assert links(second, ["a", "b2", "c"]) == links(fresh, ["a", "b2", "c"])
 
 
 def test_without_reuse_the_second_run_is_refused_by_the_budget(
     members: dict[str, client.SharedUpload],
 ) -> None:
-    budget = PairBudget()
+    budget = Budgets()
     run(members, ["a", "b", "c"], budget)
     with pytest.raises(ValueError, match="evaluated twice"):
         run(members, ["a", "b", "c", "d"], budget)
+
+
+def test_completion_reuses_the_reach_bits_of_unchanged_uploads_and_asks_the_rest_once() -> None:
+    """The fixture of tests/test_twocomplete.py (A-B 0.90, A-C 0.86, B-C 0.76: completion
+    joins C through a B-C pair at the reach cut-off). A uploads again: B x C's outcome,
+    reach bits included, is reused (S1 and S2 give a reach bit once an upload: asking it again
+    would be refused), A's pairs are evaluated again; the links are a fresh run's."""
+    plan = client.BandPlan(bits=4, bands=40)
+    datasets = subjects()
+    ups = {n: client.shared_upload(d, MESSY_SECRET, plan)
+           for n, d in zip(("A", "B", "C"), datasets, strict=True)}  # fmt: skip
+    ups["A2"] = client.shared_upload(datasets[0], MESSY_SECRET, plan)
+    budget = Budgets()
+    first, servers, outcomes = rerun(ups, ["A", "B", "C"], budget, clks=1)
+    assert first.completion["joins made"] > 0 and servers.reached > 0
+    assert len(outcomes["B", "C"].reached[0]) == servers.reached
+    kept = {k: o for k, o in outcomes.items() if "A" not in k}
+    second, servers, _ = rerun(ups, ["A2", "B", "C"], budget, kept, clks=1)
+    assert servers.reached == 0  # every reach pair was B x C's, reused
+    fresh, _, _ = rerun(ups, ["A2", "B", "C"], Budgets(), clks=1)
+    assert links(second, ["A", "B", "C"]) == links(fresh, ["A", "B", "C"])
+    assert second.completion == fresh.completion
 
 
 def same(x: Outcome, y: Outcome) -> bool:

@@ -31,10 +31,12 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.twoserver import RoleClient, TwoServerLinks
 from blindmatch.matcher.core import tickets, tworun, twoserver
+from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -455,3 +457,30 @@ def test_a_killed_role_process_holds_every_acknowledged_upload_when_started_agai
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def test_pairs_evaluated_at_the_reach_cut_off_are_refused_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A completing run's reach evaluations (core/pairbudget.py `reach=True`) are kept apart
+    from the run's and restored as such: after a restart a pair asked at the reach is refused
+    at the reach again, but may still be evaluated once at the run's cut-offs."""
+    store = RoleStore(tmp_path, "s1")
+    arrays = [("x", np.zeros(4, np.uint8))]
+    for name in ("p/north/t1", "p/south/t1"):
+        file, digest = store.write(arrays)
+        store.put(name, file, 4, {}, arrays, digest)
+    budget = PairBudget(store.spend)
+    rows = np.array([1, 2], np.uint32)
+    assert budget.spend("p/north/t1", "p/south/t1", rows, rows, reach=True) == 0
+    store.close()
+
+    store = RoleStore(tmp_path, "s1")
+    restored = store.load(lambda meta, arrays: meta)
+    assert set(restored.spent) == {("p/north/t1", "p/south/t1", True)}
+    again = PairBudget(store.spend)
+    for (a, b, reach), keys in restored.spent.items():
+        again.restore(a, b, keys, reach=reach)
+    assert again.spend("p/south/t1", "p/north/t1", rows, rows, reach=True) == 2
+    assert again.spend("p/north/t1", "p/south/t1", rows, rows) == 0
+    store.close()

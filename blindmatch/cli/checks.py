@@ -85,7 +85,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
 def _two_server_check(
     args: argparse.Namespace, schema: LinkageSchema, hardening: Hardening | None
 ) -> CheckReport:
-    """`privacy-check --mode two-server`: the roles' views of a simulated two-member project,
+    """`privacy-check --mode two-server`: the roles' views of a simulated three-member project,
     built by the matcher's own roles (matcher/core/twoviews.py), attacked by the client's
     tool (client/tools/privacy/twocheck.py)."""
     import secrets
@@ -173,7 +173,7 @@ def register(sub: Subcommands) -> None:
         "values re-identified with a verdict, and write privacy-check.json and .png. Without "
         "DATA, a seeded realistic synthetic export is checked. With --mode two-server, attack "
         "instead what each role of a project in two-server mode learns (C, S1, S2) on a "
-        "simulated two-member project. See docs/privacy.md.",
+        "simulated three-member project. See docs/privacy.md.",
         example=[
             "blindmatch privacy-check --records 10000",
             "blindmatch privacy-check north.csv --mapping north.toml --secret-file "
@@ -236,7 +236,7 @@ def register(sub: Subcommands) -> None:
         help="what to attack: the CLKs a matcher holds in a normal project (clk, the default), "
         "or what each role of a project in two-server mode learns (the combiner C, S1, S2: "
         "trilateration on each view, blind and with 10 and 50 known pairs, on a simulated "
-        "two-member project; 30-60 s of CPU at the default --sample, about 10 s at 1000)",
+        "three-member project; 30-60 s of CPU at the default --sample, about 10 s at 1000)",
     )
     p.add_argument(
         "--sample",

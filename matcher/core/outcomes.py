@@ -8,8 +8,10 @@ not: at the same cut-offs (the threshold, then the default buckets: public const
 circuit, core/proposal.py) a pair's link bits are what they were, so C reuses, for a pair of
 members whose two uploads are unchanged, its `Outcome` of that pair of uploads: the candidate
 pairs it learned (S1's proposed pairs at or above the threshold, with their buckets: what the
-solver takes) and every other pair it scored (the extras inside groups, core/tworun.py, a
-proposed pair among them answered 0). S1 proposes parts only for the pairs of members with
+solver takes), every other pair it scored (the extras inside groups, core/tworun.py, a
+proposed pair among them answered 0) and every pair it asked at the reach cut-off to complete
+its groups (core/twocomplete.py: a reach bit, which S1 and S2 also give once an upload; kept
+as 1.0 or 0.0). S1 proposes parts only for the pairs of members with
 a new or changed upload (`Earlier.only`); an extra inside a group spanning old and new
 members is taken from the outcome where C scored it before, and otherwise evaluated once
 (S1 answers 0 for a pair it proposed: such a pair did not link). So the run's candidates,
@@ -21,7 +23,7 @@ Keys are (row of the lower member) << 32 | row of the higher, sorted.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +33,9 @@ from blindmatch.matcher.core.compare import Candidates
 
 Keys = npt.NDArray[np.uint64]
 Scores = npt.NDArray[np.float64]
-_HEADER = struct.Struct("<QQ")
+Bools = npt.NDArray[np.bool_]
+Pair = tuple[int, int, int, int]  # (member, row, member, row), the lower member first
+_HEADER = struct.Struct("<QQQ")
 
 
 def _sorted(keys: Keys, scores: Scores) -> tuple[Keys, Scores]:
@@ -45,14 +49,17 @@ class Outcome:
 
     candidates: tuple[Keys, Scores]  # S1's proposed pairs at or above the threshold
     scored: tuple[Keys, Scores]  # the other pairs C scored (extras; 0.0: did not link)
+    reached: tuple[Keys, Scores] = (np.empty(0, np.uint64), np.empty(0))  # reach bits, 1.0/0.0
 
     @classmethod
-    def of(cls, candidates: Candidates, scored: tuple[Keys, Scores]) -> Outcome:
-        """From a run's candidates of this pair of members and the other pairs it scored."""
-        keys = (candidates.rec0.astype(np.uint64) << np.uint64(32)) | candidates.rec1.astype(
-            np.uint64
-        )
-        return cls(_sorted(keys, candidates.sims.astype(np.float64)), _sorted(*scored))
+    def of(
+        cls, candidates: Candidates, scored: tuple[Keys, Scores], reached: tuple[Keys, Scores]
+    ) -> Outcome:
+        """From a run's candidates of this pair of members, the other pairs it scored and
+        those it asked at the reach cut-off."""
+        keys = keys_of(candidates.rec0, candidates.rec1)
+        return cls(_sorted(keys, candidates.sims.astype(np.float64)), _sorted(*scored),
+                   _sorted(*reached))  # fmt: skip
 
     def as_candidates(self, member_a: int, member_b: int) -> Candidates:
         """The candidate pairs, as the run's datasets `member_a` < `member_b` (the solver's)."""
@@ -75,25 +82,25 @@ class Outcome:
             keys = (part[0] << np.uint64(32)) | (part[0] >> np.uint64(32))
             return _sorted(keys, part[1])
 
-        return Outcome(flip(self.candidates), flip(self.scored))
+        return Outcome(flip(self.candidates), flip(self.scored), flip(self.reached))
 
     def to_bytes(self) -> bytes:
-        (ck, cs), (sk, ss) = self.candidates, self.scored
-        return _HEADER.pack(len(ck), len(sk)) + b"".join(
-            a.astype(t).tobytes() for a, t in ((ck, "<u8"), (cs, "<f8"), (sk, "<u8"), (ss, "<f8"))
+        parts = (self.candidates, self.scored, self.reached)
+        return _HEADER.pack(*(len(k) for k, _ in parts)) + b"".join(
+            k.astype("<u8").tobytes() + v.astype("<f8").tobytes() for k, v in parts
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
-        nc, ns = _HEADER.unpack_from(data)
-        if len(data) != _HEADER.size + 16 * (nc + ns):
-            raise ValueError(f"an outcome of {len(data)} bytes for {nc} + {ns} pairs")
-        at = _HEADER.size
-        out = []
-        for n, t in ((nc, "<u8"), (nc, "<f8"), (ns, "<u8"), (ns, "<f8")):
-            out.append(np.frombuffer(data, t, n, at).astype(t[1:]))
-            at += 8 * n
-        return cls((out[0], out[1]), (out[2], out[3]))
+        counts = _HEADER.unpack_from(data)
+        if len(data) != _HEADER.size + 16 * sum(counts):
+            raise ValueError(f"an outcome of {len(data)} bytes for {sum(counts)} pairs")
+        at, out = _HEADER.size, []
+        for n in counts:
+            keys = np.frombuffer(data, "<u8", n, at).astype(np.uint64)
+            out.append((keys, np.frombuffer(data, "<f8", n, at + 8 * n).astype(np.float64)))
+            at += 16 * n
+        return cls(*out)
 
 
 @dataclass
@@ -111,27 +118,87 @@ class Earlier:
                 if (a, b) not in self.outcomes]  # fmt: skip
 
 
-def learned(
-    members: int,
-    found: Mapping[tuple[int, int], list[Candidates]],
-    scored: Mapping[tuple[int, int], list[tuple[Keys, Scores]]],
-    earlier: Earlier | None,
-) -> dict[tuple[int, int], Outcome]:
-    """Each pair of members' outcome after a run: the candidates its parts found (or the
-    earlier outcome's) and every pair scored outside them, this run's and the earlier's."""
-    out = {}
-    before = earlier.outcomes if earlier is not None else {}
-    for a in range(members):
-        for b in range(a + 1, members):
-            old = before.get((a, b))
-            parts = found.get((a, b), [])
-            cands = old.as_candidates(a, b) if old is not None else _concat(parts)
-            got = list(scored.get((a, b), [])) + ([old.scored] if old is not None else [])
-            keys = np.concatenate([k for k, _ in got]) if got else np.empty(0, np.uint64)
-            scores = np.concatenate([s for _, s in got]) if got else np.empty(0, np.float64)
-            keys, first = np.unique(keys, return_index=True)
-            out[a, b] = Outcome.of(cands, (keys, scores[first]))
+class Ledger:
+    """What a run learns of each pair of members, from `earlier`'s outcomes on (core/tworun.py
+    `drive` tells it each part's candidates, each pair it scored, each reach bit it asked)."""
+
+    def __init__(self, earlier: Earlier | None) -> None:
+        self.earlier = earlier
+        self.reused = dict(earlier.outcomes) if earlier is not None else {}
+        self._found: dict[tuple[int, int], list[Candidates]] = {}
+        self._scored: dict[tuple[int, int], list[tuple[Keys, Scores]]] = {}
+        self._reached: dict[tuple[int, int], list[tuple[Keys, Scores]]] = {}
+        for ends, o in self.reused.items():
+            self._scored[ends], self._reached[ends] = [o.scored], [o.reached]
+
+    def parts(self) -> list[Candidates]:
+        """The reused pairs of members' candidates, as the solver takes them."""
+        return [o.as_candidates(a, b) for (a, b), o in self.reused.items()]
+
+    def decided(self) -> dict[tuple[int, int], list[tuple[Keys, Scores]]]:
+        """Every pair whose score C knows from the reused outcomes, by pair of members."""
+        return {ends: [o.known()] for ends, o in self.reused.items()}
+
+    def found(self, member_a: int, member_b: int, candidates: Candidates) -> None:
+        self._found.setdefault((member_a, member_b), []).append(candidates)
+
+    def scored(self, lo: int, hi: int, keys: Keys, scores: Scores) -> None:
+        self._scored.setdefault((lo, hi), []).append((keys, scores))
+
+    def reach(self, pairs: list[Pair], ask: Callable[[list[Pair]], Bools]) -> Bools:
+        """Each pair's reach bit: from an earlier run where asked there (S1 and S2 give it
+        once an upload), otherwise asked now (`ask`) and kept."""
+        out = np.zeros(len(pairs), dtype=bool)
+        new = []
+        for n, (a, ra, b, rb) in enumerate(pairs):
+            got = self.reused.get((a, b))
+            key = np.uint64((ra << 32) | rb)
+            keys, bits = got.reached if got is not None else (np.empty(0, np.uint64), None)
+            at = int(np.searchsorted(keys, key))
+            if bits is not None and at < len(keys) and keys[at] == key:
+                out[n] = bits[at] > 0
+            else:
+                new.append(n)
+        if new:
+            asked = [pairs[n] for n in new]
+            answers = ask(asked)
+            out[new] = answers
+            for (a, ra, b, rb), bit in zip(asked, answers, strict=True):
+                self._reached.setdefault((a, b), []).append(
+                    (np.array([(ra << 32) | rb], np.uint64), np.array([float(bit)]))
+                )
+        return out
+
+    def outcomes(self) -> dict[tuple[int, int], Outcome]:
+        """Each pair of the run's members' outcome (none without `earlier`)."""
+        if self.earlier is None:
+            return {}
+        out, n = {}, self.earlier.members
+        for ends in ((a, b) for a in range(n) for b in range(a + 1, n)):
+            old = self.reused.get(ends)
+            found = self._found.get(ends, [])
+            cands = old.as_candidates(*ends) if old is not None else _concat(found)
+            out[ends] = Outcome.of(cands, _unique(self._scored.get(ends, [])),
+                                   _unique(self._reached.get(ends, [])))  # fmt: skip
+        return out
+
+
+def keys_of(rows_a: npt.NDArray[np.uint32], rows_b: npt.NDArray[np.uint32]) -> Keys:
+    """A pair of rows as one number (row_a in the high 32 bits)."""
+    out: Keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
     return out
+
+
+def sorted_known(got: list[tuple[Keys, Scores]]) -> tuple[Keys, Scores]:
+    """Pairs and their scores from several lists, in one sorted by key."""
+    return _sorted(np.concatenate([k for k, _ in got]), np.concatenate([v for _, v in got]))
+
+
+def _unique(got: list[tuple[Keys, Scores]]) -> tuple[Keys, Scores]:
+    if not got:
+        return np.empty(0, np.uint64), np.empty(0, np.float64)
+    keys, first = np.unique(np.concatenate([k for k, _ in got]), return_index=True)
+    return keys, np.concatenate([v for _, v in got])[first]
 
 
 def _concat(parts: list[Candidates]) -> Candidates:
@@ -141,4 +208,4 @@ def _concat(parts: list[Candidates]) -> Candidates:
                         for f in ("sims", "dset0", "dset1", "rec0", "rec1")))  # fmt: skip
 
 
-__all__ = ["Earlier", "Outcome", "learned"]
+__all__ = ["Earlier", "Ledger", "Outcome", "keys_of", "sorted_known"]

@@ -16,9 +16,15 @@ combiner does not need to: it reuses what it learned of each pair of unchanged u
 (core/outcomes.py) and asks only the new uploads' pairs; a run at other cut-offs needs the
 members to upload again.
 
+Completing groups (core/twocomplete.py) asks some pairs once more, at the run's reach cut-off
+alone (core/proposal.py `check_reach`): those evaluations are counted apart (`reach=True`), each
+pair at most `EVALUATIONS` times at the reach as well, so a pair's bits reach C at most once at
+the run's cut-offs and once at its reach cut-off an upload.
+
 A role with a data dir keeps the budget on disk (storage/role_store.py): `record` makes a
-batch's keys durable before they count, and `restore` reads them back at start, so that a
-restarted role still refuses the pairs it evaluated before it stopped."""
+batch's keys durable before they count (reach evaluations marked as such), and `restore` reads
+them back at start, so that a restarted role still refuses the pairs it evaluated before it
+stopped, at either cut-off."""
 
 from __future__ import annotations
 
@@ -56,22 +62,22 @@ class _Seen:
 
 class PairBudget:
     """The pairs evaluated, by pair of members (by name, either order); a member's pairs
-    are forgotten when it uploads again (`forget`). `record(member_a, member_b, keys)`, if
-    given, is called with each batch's new keys (the members in name order, the keys sorted)
-    before they count; if it raises, nothing is counted."""
+    are forgotten when it uploads again (`forget`). `record(member_a, member_b, keys, reach)`,
+    if given, is called with each batch's new keys (the members in name order, the keys
+    sorted) before they count; if it raises, nothing is counted."""
 
     evaluations = EVALUATIONS
 
-    def __init__(self, record: Callable[[str, str, Keys], None] | None = None) -> None:
-        self._seen: dict[tuple[str, str], _Seen] = {}
+    def __init__(self, record: Callable[[str, str, Keys, bool], None] | None = None) -> None:
+        self._seen: dict[tuple[str, str, bool], _Seen] = {}
         self._lock = threading.Lock()
         self._record = record
 
-    def restore(self, member_a: str, member_b: str, keys: Keys) -> None:
+    def restore(self, member_a: str, member_b: str, keys: Keys, *, reach: bool = False) -> None:
         """Count the pairs `keys` (as `record` was given them) evaluated already."""
         with self._lock:
-            seen = self._seen.setdefault((min(member_a, member_b), max(member_a, member_b)),
-                                         _Seen())  # fmt: skip
+            pair = (min(member_a, member_b), max(member_a, member_b), reach)
+            seen = self._seen.setdefault(pair, _Seen())
             new = np.unique(keys)
             seen.add(new[~seen.contains(new)] if seen.runs else new)
 
@@ -82,7 +88,7 @@ class PairBudget:
 
     def forget(self, member: str) -> None:
         with self._lock:
-            for pair in [p for p in self._seen if member in p]:
+            for pair in [p for p in self._seen if member in p[:2]]:
                 del self._seen[pair]
 
     def spend(
@@ -91,10 +97,13 @@ class PairBudget:
         member_b: str,
         rows_a: npt.NDArray[np.uint32],
         rows_b: npt.NDArray[np.uint32],
+        *,
+        reach: bool = False,
     ) -> int:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
         all or none: the number of pairs that would be evaluated again (nothing counted
-        then: a pair evaluated before, or twice in the batch), or 0."""
+        then: a pair evaluated before, or twice in the batch), or 0; with `reach`, at the
+        reach cut-off (counted apart)."""
         if not len(rows_a):
             return 0  # nothing evaluated (a batch whose pairs are all answered 0)
         if member_a > member_b:
@@ -102,11 +111,11 @@ class PairBudget:
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
         unique, times = np.unique(keys, return_counts=True)
         with self._lock:
-            seen = self._seen.setdefault((member_a, member_b), _Seen())
+            seen = self._seen.setdefault((member_a, member_b, reach), _Seen())
             over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
             if not over:
                 if self._record is not None:
-                    self._record(member_a, member_b, unique)
+                    self._record(member_a, member_b, unique, reach)
                 seen.add(unique)
         return over
 

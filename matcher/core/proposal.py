@@ -27,7 +27,25 @@ digest).
 A later run over partly the same uploads (core/outcomes.py) has S1 propose parts for the
 pairs of members with a new or changed upload only (`only`): C reuses its outcome of the
 others. S1 blocks those only when C names an extra of one of their members (`later`), so
-that the extra is checked as above: a pair blocking proposed answered 0, the rest bounded.
+that the extra is checked as above: a pair blocking proposed answered 0, the rest bounded
+(a reach pair, below, likewise).
+
+Completing C's groups (core/twocomplete.py, as core/solve.py `complete` does a CLK run's)
+needs, for each pair between two groups to be joined, one more bit: whether it scores at least
+the run's *reach* cut-off (`reach_cutoff`: threshold - solve.REACH, a constant of the
+threshold, fixed with the buckets when S1 proposes; no reach without buckets, as C then knows
+no bridge). A *reach* batch (`check_reach`) is refused unless:
+
+- the run has three or more members and buckets;
+- both records of every pair are in some pair S1 proposed (in a group);
+- each record is in at most one reach pair with each other member, over the whole run (a join
+  puts one record a member on each side; so a pair is asked at the reach cut-off at most once,
+  a pair S1 proposed and C decided under the threshold included);
+- as extras, on the CLK the run scores the pair by (the other answered 0).
+
+S1 cannot check that the two records are in C's two groups (it does not learn link bits):
+the bounds are what a group is. A reach pair is counted in a budget of its own (S1's and
+S2's, `PairBudget` per cut-off kind): each pair once at the run's cut-offs, once at the reach.
 """
 
 from __future__ import annotations
@@ -41,7 +59,13 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core.twoserver import RECORD, PairBatch, Proposed, default_buckets
+from blindmatch.matcher.core.twoserver import (
+    RECORD,
+    PairBatch,
+    Proposed,
+    default_buckets,
+    reach_cutoff,
+)
 from blindmatch.matcher.domain import NO_RULE, Rule
 
 Rows = npt.NDArray[np.uint32]
@@ -134,6 +158,10 @@ class Proposal:
         # Rows of each pair of members already in an extra pair, each side.
         self._extra_rows: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
         self.extras = 0
+        # Completion's reach pairs (`check_reach`): each pair of members' row -> the other's.
+        self.reach = reach_cutoff(cutoffs)
+        self._reach_rows: dict[tuple[int, int], tuple[dict[int, int], dict[int, int]]] = {}
+        self.reached = 0
         self._lock = threading.Lock()
 
     def _hold(self, proposed: Sequence[PairBatch]) -> None:
@@ -215,12 +243,7 @@ class Proposal:
         found = proposed[at] == keys if len(proposed) else np.zeros(len(keys), bool)
         # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
         # who lacks the fallback's fields, names its extras on both CLKs).
-        other = np.zeros(len(keys), bool)
-        if self.lacking is not None:
-            on = fallback_.on_fallback(self.lacking[a][rows_a], self.lacking[b][rows_b])
-            other = np.asarray(on != bool(clk)) & ~found
-        elif clk != RECORD:
-            raise Refused(f"clk: {clk}, but the uploads have one CLK")
+        other = self._other(a, b, clk, rows_a, rows_b) & ~found
         extra = np.flatnonzero(~found & ~other)
         ea, eb = rows_a[extra], rows_b[extra]
         if len(extra):
@@ -240,6 +263,66 @@ class Proposal:
                     "record a member)"
                 )
         return Checked(len(extra), a, b, ea, eb, found | other)
+
+    def _other(self, a: int, b: int, clk: int, rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.bool_]:
+        """The pairs on the other CLK than the run scores them by (answered 0)."""
+        if self.lacking is not None:
+            on = fallback_.on_fallback(self.lacking[a][rows_a], self.lacking[b][rows_b])
+            return np.asarray(on != bool(clk))
+        if clk != RECORD:
+            raise Refused(f"clk: {clk}, but the uploads have one CLK")
+        return np.zeros(len(rows_a), bool)
+
+    def check_reach(
+        self,
+        member_a: str,
+        member_b: str,
+        clk: int,
+        rows_a: Rows,
+        rows_b: Rows,
+        cutoffs: Sequence[float],
+    ) -> Checked:
+        """A reach batch C names (pairs between two of its groups it would join, each asked
+        whether it scores at least `reach`), whole, within the bounds in the module's
+        docstring, or refused (`Refused`, naming the field); the pairs on the other CLK are
+        marked (answered 0). `cutoffs` are the run's (the batch's circuit is at `reach`)."""
+        self._cutoffs(cutoffs)
+        if self.reach is None:
+            raise Refused(
+                "reach: the run has no reach cut-off (no buckets: C knows no bridge, and a "
+                "run without buckets does not complete groups)"
+            )
+        if len(self.members) < 3:
+            raise Refused("reach: a run of two members has no groups to join")
+        a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
+        self._block_around(a, b)
+        if a > b:
+            a, b, rows_a, rows_b = b, a, rows_b, rows_a
+        other = self._other(a, b, clk, rows_a, rows_b)
+        ask = np.flatnonzero(~other)
+        ea, eb = rows_a[ask], rows_b[ask]
+        where = f"rows_a/rows_b: {len(ask)} of the batch's {len(rows_a)} pairs at the reach cut-off"
+        if not (self._seen[a][ea].all() and self._seen[b][eb].all()):
+            raise Refused(f"{where}, with a record in no proposed pair (not in a group)")
+        ta, tb = ea.tolist(), eb.tolist()
+        by_a, by_b = self._reach_rows.get((a, b), ({}, {}))
+        if any(by_a.get(x) == y for x, y in zip(ta, tb, strict=True)):
+            raise Refused(f"{where}, a pair asked at the reach cut-off already (once a run)")
+        if (len(set(ta)) < len(ta) or len(set(tb)) < len(tb)
+                or any(x in by_a for x in ta) or any(y in by_b for y in tb)):  # fmt: skip
+            raise Refused(
+                f"{where}, a record in two reach pairs with one member (a join puts one record "
+                "a member on each side)"
+            )
+        return Checked(len(ask), a, b, ea, eb, other)
+
+    def commit_reach(self, checked: Checked) -> None:
+        """Count a checked reach batch's pairs as asked (after the reach budget took it)."""
+        with self._lock:
+            by_a, by_b = self._reach_rows.setdefault((checked.member_a, checked.member_b), ({}, {}))
+            for x, y in zip(checked.rows_a.tolist(), checked.rows_b.tolist(), strict=True):
+                by_a[x], by_b[y] = y, x
+            self.reached += checked.extras
 
     def commit(self, checked: Checked) -> None:
         """Count a checked batch's extras as asked (after the pair budget took it)."""

@@ -1,6 +1,7 @@
 """The two-server run driven from the combiner's side (docs/privacy-design.md): blocking (S1
 joins the sealed band keys, S2 expands the matches into pairs), the link-bit circuit on the
-shares (S1 and S2), deciding, solving and links (C).
+shares (S1 and S2), deciding, solving, completing the groups (core/twocomplete.py: reach
+batches, `Servers.evaluate_reach`) and links (C).
 
 `drive` runs it over any `Servers`: what C sees of S1 and S2, how many pairs each part of S1's
 proposal holds (never which: C evaluates a part by reference and learns a pair's rows only
@@ -26,9 +27,10 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
-from blindmatch.matcher.core.outcomes import Earlier, Outcome, learned
+from blindmatch.matcher.core.outcomes import Earlier, Ledger, Outcome, keys_of, sorted_known
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
+from blindmatch.matcher.core.twocomplete import Pair, complete_groups, reach_bits
 from blindmatch.matcher.core.twoserver import (
     BATCH_PAIRS,
     FALLBACK,
@@ -97,6 +99,18 @@ class Servers(Protocol):
         """The link-bit circuit on `part` (at most linkbit.BATCH pairs C names: the extras
         inside its groups) from C's deal: S1's and S2's output shares, for C, 0 at the pairs S1
         proposed; what crossed counted in `transcript`."""
+        ...
+
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        """`evaluate` for a reach batch (core/twocomplete.py): `circuit` at the run's reach
+        cut-off, the pairs checked by S1's `check_reach`, 0 on the other CLK."""
         ...
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
@@ -212,28 +226,24 @@ class InProcess:
             drop = checked.proposed
         return self._run(part, circuit, dealt, transcript, clock, False, drop)
 
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        run = self.proposal.cutoffs  # the run's cut-offs; the circuit is at its reach
+        checked = self.proposal.check_reach(str(part.member_a), str(part.member_b), part.clk,
+                                            part.rows_a, part.rows_b, run)  # fmt: skip
+        self.proposal.commit_reach(checked)
+        return self._run(part, circuit, dealt, transcript, clock, False, checked.proposed)
+
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         return self.s1.messages(batch), self.s2.messages(batch)
-
-
-Scores = npt.NDArray[np.float64]
-
-
-def _keys(rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.uint64]:
-    """A pair of rows as one number (row_a in the high 32 bits)."""
-    out: npt.NDArray[np.uint64] = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(
-        np.uint64
-    )
-    return out
-
-
-def _sorted(
-    got: list[tuple[npt.NDArray[np.uint64], Scores]],
-) -> tuple[npt.NDArray[np.uint64], Scores]:
-    keys = np.concatenate([k for k, _ in got])
-    scores = np.concatenate([v for _, v in got])
-    order = np.argsort(keys, kind="stable")
-    return keys[order], scores[order]
 
 
 def link_bits(
@@ -308,22 +318,6 @@ def proposed_links(
     return merge(found) if found else Candidates.empty()
 
 
-def query_links(
-    servers: Servers, combiner: Combiner, transcript: linkbit.Transcript | None = None
-) -> tuple[Candidates, int]:
-    """A query's links (docs/realtime.md "Queries in a two-server project"): S1 proposes the
-    pairs between the query's records (member 0) and one partner's upload (member 1), and C
-    learns each proposed pair's link bit, and a linking pair's bucket and rows, as in `drive`;
-    no solving (each queried record is answered on its own, as a CLK-mode query is) and so no
-    extras. (the links, how many pairs S1 proposed)"""
-    transcript = transcript if transcript is not None else linkbit.Transcript()
-    described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
-    seconds: dict[str, float] = {}
-    found = [proposed_links(servers, combiner, index, part, transcript, seconds)
-             for index, part in enumerate(described)]  # fmt: skip
-    return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
-
-
 @dataclass
 class TwoServerResult:
     """What a two-server run gives: the links (as a normal run's), the groups, the pairs
@@ -336,6 +330,7 @@ class TwoServerResult:
     seconds: dict[str, float] = field(default_factory=dict)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
     pairs: list[PairBatch] = field(default_factory=list)  # the Dice oracle's only: C sees them
+    completion: dict[str, int] = field(default_factory=dict)  # core/twocomplete.py's cost
     # Each pair of members' outcome (core/outcomes.py), where `drive` was given `earlier`.
     outcomes: dict[tuple[int, int], Outcome] = field(default_factory=dict)
 
@@ -376,7 +371,7 @@ def drive(
     transcript = transcript if transcript is not None else linkbit.Transcript()
     if earlier is not None and combiner.reveal != "link-bit":
         raise ValueError("a run reuses link bits only")
-    reused = earlier.outcomes if earlier is not None else {}
+    ledger = Ledger(earlier)  # what the run learns of each pair of members (core/outcomes.py)
     if combiner.reveal == "link-bit":
         only = earlier.only() if earlier is not None else None
         described = servers.propose(lacking, combiner.cutoffs, combiner.rule, only=only)
@@ -395,16 +390,10 @@ def drive(
         transcript.pairs += len(batch)
         return m1, m2
 
-    parts = []
     # Each decided pair's score, by pair of members (keys sorted): a link's pair blocking
     # proposed is scored from its decision, never through the circuit again, so that S1 and
-    # S2 evaluate each pair once (core/pairbudget.py).
-    decided: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
-    found_by: dict[tuple[int, int], list[Candidates]] = {}
-    scored: dict[tuple[int, int], list[tuple[npt.NDArray[np.uint64], Scores]]] = {}
-    for (a, b), outcome in reused.items():
-        parts.append(outcome.as_candidates(a, b))
-        decided[a, b] = [outcome.known()]
+    # S2 evaluate each pair once (core/pairbudget.py); the reused pairs of members' too.
+    parts, decided = ledger.parts(), ledger.decided()
     if combiner.reveal == "link-bit":
         # C learns the links of each part, with their buckets and rows, and of the rest only
         # how many pairs there were: a pair inside a group C does not know as a link is an
@@ -412,9 +401,9 @@ def drive(
         for index, part in enumerate(described):
             found = proposed_links(servers, combiner, index, part, transcript, seconds)
             parts.append(found)
-            found_by.setdefault((part.member_a, part.member_b), []).append(found)
+            ledger.found(part.member_a, part.member_b, found)
             decided.setdefault((part.member_a, part.member_b), []).append(
-                (_keys(found.rec0, found.rec1), found.sims)
+                (keys_of(found.rec0, found.rec1), found.sims)
             )
     for pairs in proposed:
         for batch in pairs.split(batch_pairs):
@@ -422,10 +411,24 @@ def drive(
             t2 = time.process_time()
             parts.append(combiner.decide(batch, m1, m2))
             seconds["combining (C)"] += time.process_time() - t2
-    known = {ends: _sorted(got) for ends, got in decided.items()}
+    known = {ends: sorted_known(got) for ends, got in decided.items()}
     started = time.process_time()
     candidates = merge(parts)
     groups = solve(candidates)
+    completion: dict[str, int] = {}
+    if combiner.bridge is not None:  # completing the groups (core/twocomplete.py)
+        t0 = time.process_time()
+        roles = ("messages (S1)", "messages (S2)", "combining (C)")
+        before = sum(seconds[r] for r in roles)
+
+        def ask(pairs: list[Pair]) -> npt.NDArray[np.bool_]:
+            return ledger.reach(pairs, lambda new: reach_bits(servers, combiner, new, lacking,
+                                                              transcript, seconds))  # fmt: skip
+
+        groups, completion = complete_groups(groups, candidates, combiner, ask)
+        spent = sum(seconds[r] for r in roles) - before
+        seconds["completing (C)"] = time.process_time() - t0 - spent
+        started += time.process_time() - t0  # not counted as solving
 
     def scorer(d0: Rows, r0: Rows, d1: Rows, r1: Rows) -> npt.NDArray[np.float64]:
         """The links' scores: each pair inside a group (once, whichever way round it is
@@ -441,10 +444,10 @@ def drive(
         for lo, hi in {(int(a), int(b)) for a, b in pairs[:, [0, 2]].tolist()}:
             sel = np.flatnonzero((pairs[:, 0] == lo) & (pairs[:, 2] == hi))
             rows_lo, rows_hi = pairs[sel, 1].astype(np.uint32), pairs[sel, 3].astype(np.uint32)
-            if (lo, hi) in known and len(known[lo, hi][0]):
+            if len(known.get((lo, hi), ((), ()))[0]):  # a completed group: maybe no link
                 keys, got = known[lo, hi]
-                at = np.minimum(np.searchsorted(keys, _keys(rows_lo, rows_hi)), len(keys) - 1)
-                found = keys[at] == _keys(rows_lo, rows_hi)
+                at = np.minimum(np.searchsorted(keys, keys_of(rows_lo, rows_hi)), len(keys) - 1)
+                found = keys[at] == keys_of(rows_lo, rows_hi)
                 scores[sel[found]] = got[at[found]]
                 sel, rows_lo, rows_hi = sel[~found], rows_lo[~found], rows_hi[~found]
                 if not len(sel):
@@ -470,7 +473,7 @@ def drive(
                     scores[sel[pick]] = np.maximum(scores[sel[pick]], got)
                 else:
                     scores[sel[pick]] = combiner.scores(batch, *dice_messages(batch))
-            scored.setdefault((lo, hi), []).append((_keys(rows_lo, rows_hi), scores[sel]))
+            ledger.scored(lo, hi, keys_of(rows_lo, rows_hi), scores[sel])
         out: npt.NDArray[np.float64] = scores[back.ravel()]
         return out
 
@@ -482,9 +485,8 @@ def drive(
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
     method = "two-server" + ("+fallback" if combiner.has_fallback else "")
-    outcomes = learned(earlier.members, found_by, scored, earlier) if earlier is not None else {}
     return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed,
-                           outcomes)  # fmt: skip
+                           completion, ledger.outcomes())  # fmt: skip
 
 
 __all__ = [
@@ -494,6 +496,5 @@ __all__ = [
     "drive",
     "link_bits",
     "proposed_links",
-    "query_links",
     "run",
 ]

@@ -68,6 +68,7 @@ from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.sharing import pair_messages
+from blindmatch.matcher.core.solve import BRIDGE, REACH
 from blindmatch.matcher.core.twoblocking import (
     FALLBACK,
     RECORD,
@@ -239,6 +240,22 @@ def default_buckets(threshold: float) -> tuple[float, ...]:
     return tuple(round(threshold + k * (1 - threshold) / 4, 6) for k in (1, 2, 3))
 
 
+def bridge_cutoff(cutoffs: Sequence[float]) -> float | None:
+    """The lowest of a run's buckets at or above threshold + solve.BRIDGE (0.85 at 0.8): a
+    link in it may join two of C's groups; None without one (no completion)."""
+    above = [c for c in cutoffs[1:] if c >= round(cutoffs[0] + BRIDGE, 6)]
+    return min(above) if above else None
+
+
+def reach_cutoff(cutoffs: Sequence[float]) -> float | None:
+    """The run's reach cut-off, threshold - solve.REACH (0.7 at 0.8), where it completes
+    groups (a bridge bucket, `bridge_cutoff`), else None: a constant of the threshold, never
+    C's choice."""
+    if not cutoffs or bridge_cutoff(cutoffs) is None:
+        return None
+    return round(cutoffs[0] - REACH, 6)
+
+
 class Combiner:
     """C: each member's popcounts, `popcounts[member][clk]`, and the threshold.
 
@@ -260,6 +277,7 @@ class Combiner:
         buckets: Sequence[float] | None = None,
         clks: int = 1,
         rule: Rule = NO_RULE,
+        complete: bool = True,
     ) -> None:
         self._pops = [[np.asarray(p, dtype=np.int64) for p in m] for m in popcounts or ()]
         if popcounts is None and reveal == "dice":
@@ -284,6 +302,10 @@ class Combiner:
         self.rule = rule if rule.active else NO_RULE
         if self.rule.active and (not self.has_fallback or reveal != "link-bit"):
             raise ValueError("the gap rule: link bits on uploads with a fallback CLK")
+        # Completing groups (core/twocomplete.py): a link in the bridge bucket joins two groups
+        # when every pair between them reaches the reach cut-off; None: the run does not.
+        self.bridge = bridge_cutoff(self.cutoffs) if complete and reveal == "link-bit" else None
+        self.reach = reach_cutoff(self.cutoffs) if self.bridge is not None else None
 
     def lacking(self) -> list[npt.NDArray[np.bool_]] | None:
         """Each member's records lacking the fallback's fields (fallback.py's rule), from
@@ -342,6 +364,15 @@ class Combiner:
                 raise ValueError("the gap rule's circuit needs the fallback CLK's width")
             return rule_circuit(n_bits, n_bits2, self.cutoffs, self.rule)
         return linkbit.circuit(n_bits, self.cutoffs)
+
+    def reach_circuit(self, n_bits: int, clk: int = RECORD, n_bits2: int = 0) -> linkbit.Circuit:
+        """The circuit of a reach batch: the run's test (`circuit`) at the reach cut-off
+        alone, one output bit a pair."""
+        if self.reach is None:
+            raise ValueError("the run completes no groups (no reach cut-off)")
+        if self.rule.active and clk == RECORD:
+            return rule_circuit(n_bits, n_bits2, (self.reach,), self.rule)
+        return linkbit.circuit(n_bits, (self.reach,))
 
     def deal_count(
         self, pairs: int, n_bits: int, clk: int = RECORD, n_bits2: int = 0

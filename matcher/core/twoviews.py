@@ -1,14 +1,17 @@
 """What each role of a two-server run learns of two members' records, from the roles themselves.
 
-`role_views` puts two members' uploads (client/encoding/sharing.py `SharedUpload`, as
-`blindmatch encode --two-server` makes them) into the roles of core/twoserver.py, runs
-blocking and the link-bit step in this process (core/tworun.py `InProcess`,
-`proposed_links`: the code a two-server project runs) and returns what each role holds of
-the pairs between the two members (docs/privacy-design.md, "What each party learns now"):
+`role_views` puts two or three members' uploads (client/encoding/sharing.py `SharedUpload`,
+as `blindmatch encode --two-server` makes them) into the roles of core/twoserver.py, runs
+the run in this process (core/tworun.py `drive` over `InProcess`: the code a two-server
+project runs) and returns what each role holds of the pairs between members 0 and 1
+(docs/privacy-design.md, "What each party learns now"):
 
 - **C**: the linking pairs' rows and each one's bucket (the lower end of the highest cut-off
   its Dice reaches: the threshold and core/twoserver.py `default_buckets`), nothing of a
-  candidate that does not link, no popcount;
+  candidate that does not link, no popcount; with a third member, also the buckets of the
+  pairs inside its groups it asked (extras, kept where they reach the threshold) and the
+  pairs of completing its groups that reach the reach cut-off (core/twocomplete.py: valued
+  at the cut-off, 0.7 at a threshold of 0.8);
 - **S1**: the candidate pairs (S2 returns them to S1, which proposes and evaluates them), no
   value for any pair (its sealed band keys show it no pair of one member's records);
 - **S2**: the candidate pairs and each one's count of shared bands, both CLKs' added (it
@@ -31,16 +34,17 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoblocking import (
     Matched,
+    PairBatch,
     PopShares,
+    Rows,
     SealedLike,
     Shares,
     expanded_pairs,
     open_tokens,
 )
-from blindmatch.matcher.core.tworun import InProcess, proposed_links
+from blindmatch.matcher.core.tworun import InProcess, drive
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
 from blindmatch.matcher.domain import NO_RULE, Rule
 
@@ -123,22 +127,86 @@ def reused_tokens(
     return _rows(pairs), counts.astype(np.float64)
 
 
+class _Recording(InProcess):
+    """S1 and S2 in this process, keeping what C reveals of the pairs between members 0 and 1:
+    the linking pairs of each part of the proposal and their buckets, the extras' buckets
+    (the pairs inside its groups that reach the threshold), and the reach pairs' bits."""
+
+    def __init__(self, s1: BlockingServer, s2: ShareServer, combiner: Combiner) -> None:
+        super().__init__(s1, s2)
+        self.combiner = combiner
+        self.seen: list[tuple[Pairs, Values]] = []
+
+    def _keep(
+        self, rows_a: Rows, rows_b: Rows, values: Values, keep: npt.NDArray[np.bool_]
+    ) -> None:
+        self.seen.append((np.stack([rows_a[keep], rows_b[keep]], axis=1).astype(np.intp),
+                          values[keep].astype(np.float64)))  # fmt: skip
+
+    def evaluate_part(self, index: int, offset: int, count: int, circuit: linkbit.Circuit,
+                      dealt: linkbit.Deal, transcript: linkbit.Transcript,
+                      clock: dict[str, float]) -> tuple[bytes, bytes]:  # fmt: skip
+        o1, o2 = super().evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
+        assert self.proposal is not None
+        if (self.proposal.parts[index].member_a, self.proposal.parts[index].member_b) == (0, 1):
+            bits = linkbit.reveal(circuit, o1, o2, count, tagged=True)
+            rows_a, rows_b = linkbit.untag(bits)
+            values = self.combiner.bucket_scores(bits[: circuit.n_outputs])
+            self._keep(rows_a, rows_b, values, bits[0])
+        return o1, o2
+
+    def evaluate(self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
+                 transcript: linkbit.Transcript,
+                 clock: dict[str, float]) -> tuple[bytes, bytes]:  # fmt: skip
+        o1, o2 = super().evaluate(part, circuit, dealt, transcript, clock)
+        if (part.member_a, part.member_b) == (0, 1):
+            values = self.combiner.bucket_scores(linkbit.reveal(circuit, o1, o2, len(part)))
+            self._keep(part.rows_a, part.rows_b, values, values > 0)
+        return o1, o2
+
+    def evaluate_reach(self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
+                       transcript: linkbit.Transcript,
+                       clock: dict[str, float]) -> tuple[bytes, bytes]:  # fmt: skip
+        o1, o2 = super().evaluate_reach(part, circuit, dealt, transcript, clock)
+        if (part.member_a, part.member_b) == (0, 1):
+            bits = linkbit.reveal(circuit, o1, o2, len(part))[0]
+            reach = np.full(len(part), self.combiner.reach or 0.0)
+            self._keep(part.rows_a, part.rows_b, reach, bits)
+        return o1, o2
+
+    def view(self) -> tuple[Pairs, Values]:
+        """Each pair C learned something of, once, with the most it learned (its bucket, the
+        reach cut-off)."""
+        if not self.seen:
+            return np.empty((0, 2), np.intp), np.empty(0)
+        pairs = np.concatenate([p for p, _ in self.seen])
+        values = np.concatenate([v for _, v in self.seen])
+        order = np.lexsort((-values, pairs[:, 1], pairs[:, 0]))
+        pairs, values = pairs[order], values[order]
+        first = np.ones(len(pairs), bool)
+        first[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
+        return pairs[first], values[first]
+
+
 def role_views(
     uploads: Sequence[Upload],
     threshold: float,
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
 ) -> dict[str, tuple[Pairs, Values]]:
-    """Per role ("C", "S1", "S2"), its view of the pairs between the two members: (pairs, a
+    """Per role ("C", "S1", "S2"), its view of the pairs between members 0 and 1: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
-    pairs on CLK k (`reused_tokens`). The roles are the run's own objects; the
-    pair key and seal keys are fresh, as a project's are. `dummies`: S1's dummy pairs of
+    pairs on CLK k (`reused_tokens`). The roles are the run's own objects, the run the one a
+    project runs (core/tworun.py `drive`); the pair key and seal keys are fresh, as a
+    project's are. A third member (`uploads[2]`) takes part in the run and is attacked in
+    nobody's view: C's view of members 0 and 1 then holds the extras inside its groups and
+    the reach pairs of completing them (core/twocomplete.py). `dummies`: S1's dummy pairs of
     tokens, a share of the real ones (core/twoserver.py `BlockingServer`): S2's counts and
     the candidates then include them. `rule`: the schema's `blindmatch.rule` (gap, offset,
     reach), which the run applies on the first CLKs' pairs (core/gmwrule.py): C's buckets
     are then of S."""
-    if len(uploads) != 2:
-        raise ValueError("role views: two members' uploads")
+    if len(uploads) not in (2, 3):
+        raise ValueError("role views: two or three members' uploads")
     pair_key = secrets.token_bytes(32)
     clks = len(uploads[0].s1.bands)
     lacking = [u.s1.lacking for u in uploads]
@@ -154,7 +222,7 @@ def role_views(
     records = (len(uploads[0].s1.shares[0]), len(uploads[1].s1.shares[0]))
     # S1 joins, S2 opens each matched token once (its count of shared bands per pair) and
     # expands them into the candidate pairs, which S1 receives.
-    matched = s1.join(clks)
+    matched = [m for m in s1.join(clks) if (m.member_a, m.member_b) == (0, 1)]
     opened = np.concatenate(
         [expanded_pairs(m, (seal_keys[0], seal_keys[1]), records) for m in matched]
         or [np.empty(0, np.uint64)]
@@ -165,23 +233,19 @@ def role_views(
         [(b.rows_a.astype(np.uint64) << np.uint64(32)) | b.rows_b.astype(np.uint64)
          for b in expanded] or [np.empty(0, np.uint64)]
     ))  # fmt: skip
-    # C: S1's proposal, evaluated part by part in the link-bit circuit; C learns the linking
-    # pairs' rows and buckets (two members: no group of three, so no extras).
+    # C: the run (S1's proposal through the link-bit circuit, solving, completing, the links'
+    # extras); C learns the linking pairs' rows and buckets, the extras' buckets and the reach
+    # pairs' bits (two members: no group of three, so neither).
     combiner = Combiner(None, threshold, clks=clks,
                         rule=Rule(*rule) if rule and clks == 2 else NO_RULE)  # fmt: skip
-    servers = InProcess(s1, s2)
-    described = servers.propose(None, combiner.cutoffs, combiner.rule)
-    links = merge([
-        proposed_links(servers, combiner, index, part, linkbit.Transcript(), {})
-        for index, part in enumerate(described)
-    ]) if described else Candidates.empty()  # fmt: skip
-    link_pairs = np.stack([links.rec0, links.rec1], axis=1).astype(np.intp)
+    servers = _Recording(s1, s2, combiner)
+    drive(servers, combiner)
     within = {
         f"S2 A:{clk}": reused_tokens(matched, seal_keys[0], records[0], clk) for clk in range(clks)
     }
     return {
         **within,
-        "C": (link_pairs, links.sims.astype(np.float64)),
+        "C": servers.view(),
         "S1": (_rows(candidates), np.zeros(len(candidates))),
         "S2": (_rows(codes), counts.astype(np.float64)),
     }

@@ -6,7 +6,7 @@ The querying member encodes its query records as `encode --two-server` does and 
 shares to S1 and S2 under a query ticket (`tworuns.issue_ticket(query=True)`: a name of its
 own, `project/member@tag/tag`, core/tickets.py `query_name`, that replaces none of the
 member's uploads), then asks the matcher. For each partner with a current upload the matcher
-drives `tworun.query_links` over S1 and S2 (`TwoServerSetup.servers`, as a run's): S1
+drives `query_links` over S1 and S2 (`TwoServerSetup.servers`, as a run's): S1
 proposes the pairs between the query's records and the partner's by the sealed band keys, S1
 and S2 evaluate the link-bit circuit on them, and C learns each proposed pair's link bit, and
 for a linking pair its bucket and rows; every pair is fresh (a new name), so S1's and S2's
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets, tworun
+from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project
 from blindmatch.matcher.storage.store import Store
@@ -36,6 +37,22 @@ NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `
 
 # found[i][partner]: (ref, score) of the partner's records that hold queried record i
 Found = list[dict[str, list[tuple[str, float]]]]
+
+
+def query_links(
+    servers: tworun.Servers, combiner: Combiner, transcript: linkbit.Transcript | None = None
+) -> tuple[Candidates, int]:
+    """A query's links (docs/realtime.md "Queries in a two-server project"): S1 proposes the
+    pairs between the query's records (member 0) and one partner's upload (member 1), and C
+    learns each proposed pair's link bit, and a linking pair's bucket and rows, as in `drive`;
+    no solving (each queried record is answered on its own, as a CLK-mode query is) and so no
+    extras. (the links, how many pairs S1 proposed)"""
+    transcript = transcript if transcript is not None else linkbit.Transcript()
+    described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+    seconds: dict[str, float] = {}
+    found = [tworun.proposed_links(servers, combiner, index, part, transcript, seconds)
+             for index, part in enumerate(described)]  # fmt: skip
+    return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
 
 
 @dataclass
@@ -150,7 +167,7 @@ def _search(
                             rule=rule if rule == encoding.rule else NO_RULE)  # fmt: skip
         servers = setup.servers([name, partner_name], [records, upload.record_count], list(bits))
         try:
-            links, pairs = tworun.query_links(servers, combiner, out.transcript)
+            links, pairs = query_links(servers, combiner, out.transcript)
         except errors.FailedPrecondition as exc:
             if f"holds no upload of {partner_name!r}" in str(exc):
                 out.not_searched[partner] = (

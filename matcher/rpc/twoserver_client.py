@@ -245,7 +245,7 @@ class RemoteServers:
         rule: Rule = NO_RULE,
         only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
-        self._rule = rule
+        self._rule, self._cutoffs = rule, cutoffs
         request = pb.ProposeRequest(members=self.members, records=self.records,
                                     fallback=len(self._bits) == 2,
                                     threshold=cutoffs[0] if cutoffs else 0.0,
@@ -264,6 +264,7 @@ class RemoteServers:
         return list(self._parts)
 
     _rule: Rule = NO_RULE  # the run's, from `propose`
+    _cutoffs: tuple[float, ...] = ()  # the run's, from `propose` (a reach batch names them)
 
     def _batch(
         self, batch: str, member_a: int, member_b: int, clk: int, setup: bytes,
@@ -333,6 +334,21 @@ class RemoteServers:
         rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b))
         made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
                             circuit.cutoffs, **rows)
+                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
+        return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
+
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        batch = secrets.token_hex(12)
+        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b), reach=True)
+        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
+                            self._cutoffs, **rows)
                 for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
         return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
 

@@ -23,7 +23,7 @@ from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.tickets import QUERY_MARK
-from blindmatch.matcher.core.twoserver import PairBatch, ShareServer
+from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
@@ -130,8 +130,8 @@ class _Role:
             raise
         self.held = restored.held
         self.budget = PairBudget(self.store.spend)
-        for (a, b), keys in restored.spent.items():
-            self.budget.restore(a, b, keys)
+        for (a, b, reach), keys in restored.spent.items():
+            self.budget.restore(a, b, keys, reach=reach)
         seconds = round(time.perf_counter() - start, 3)
         if self.held or restored.discarded:  # not on a first start
             self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
@@ -316,6 +316,15 @@ class _Role:
                     f"rule: {rule.text()}, but {name!r}'s upload says {h.rule.text() or 'none'} "
                     "(a run applies the rule every member's upload carries, or none)"
                 )
+        if m.reach:  # completing groups: the circuit at the run's reach cut-off alone
+            if m.proposed:
+                raise errors.InvalidArgument("reach: a batch of C's pairs, not of the proposal")
+            reach = reach_cutoff(cutoffs)
+            if reach is None:
+                raise errors.InvalidArgument(
+                    f"reach: the run at {list(cutoffs)} has no reach cut-off (no buckets)"
+                )
+            cutoffs = (reach,)
         try:
             if rule.active and m.clk == 0:
                 circuit = rule_circuit(held[0].bits[0], held[0].bits[1], cutoffs, rule)
@@ -331,15 +340,17 @@ class _Role:
             raise errors.InvalidArgument("setup: link bits: S2's setup does not fit the batch")
         return held, circuit, count
 
-    def spend(self, member_a: str, member_b: str, rows_a: Rows, rows_b: Rows) -> None:
-        """Count the (checked) batch's pairs evaluated (core/pairbudget.py), or refuse it
-        whole."""
-        over = self.budget.spend(member_a, member_b, rows_a, rows_b)
+    def spend(
+        self, member_a: str, member_b: str, rows_a: Rows, rows_b: Rows, reach: bool = False
+    ) -> None:
+        """Count the (checked) batch's pairs evaluated (core/pairbudget.py; a reach batch's
+        apart), or refuse it whole."""
+        over = self.budget.spend(member_a, member_b, rows_a, rows_b, reach=reach)
         if over:
             self.log("combiner", "twoserver.refused", members=[member_a, member_b],
                      pairs=len(rows_a), over=over)  # fmt: skip
             n = self.budget.evaluations
-            times = "once" if n == 1 else f"{n} times"
+            times = ("once" if n == 1 else f"{n} times") + (" at the reach cut-off" * reach)
             raise errors.FailedPrecondition(
                 f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
                 f"more than {times} since {member_a!r} and {member_b!r} uploaded; "

@@ -150,20 +150,18 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     def _checked(
         self, m: pb.CircuitBatch, proposal: Proposal
     ) -> tuple[Rows, Rows, Bools, Checked | None]:
-        """The batch's pairs from the proposal (a part of it, or C's extras checked):
-        rows, the pairs answered 0, the check to commit."""
+        """The batch's pairs (a part of the proposal, C's extras or reach pairs checked)."""
         proposal.check_rule(part_rule(m, "batch"))
         if m.proposed:
             part = proposal.part(m.part, m.offset, m.count, m.cutoffs)
             names = (proposal.members[part.member_a], proposal.members[part.member_b])
             if names != (m.member_a, m.member_b) or part.clk != m.clk:
-                raise Refused(
-                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}, not "
-                    f"{m.member_a!r} x {m.member_b!r} on clk {m.clk}"
-                )
+                raise Refused(f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}, "
+                              f"not {m.member_a!r} x {m.member_b!r} on clk {m.clk}")  # fmt: skip
             return part.rows_a, part.rows_b, np.zeros(len(part), bool), None
         rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
-        checked = proposal.check(m.member_a, m.member_b, m.clk, rows_a, rows_b, m.cutoffs)
+        check = proposal.check_reach if m.reach else proposal.check
+        checked = check(m.member_a, m.member_b, m.clk, rows_a, rows_b, m.cutoffs)
         return rows_a, rows_b, checked.proposed, checked
 
     @_from("combiner")
@@ -181,12 +179,14 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             except Refused as exc:
                 self.log("combiner", "twoserver.refused", members=members, reason=str(exc))
                 raise errors.PermissionDenied(str(exc)) from None
-            self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop])
+            reach = request.reach  # a reach batch: its own budget, bounds and audit entry
+            self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop], reach)
             if checked is not None:
-                proposal.commit(checked)
-        if checked is not None and checked.extras:
-            self.log("combiner", "twoserver.extras", members=members, clk=request.clk,
-                     pairs=checked.extras, run_total=proposal.extras)  # fmt: skip
+                (proposal.commit_reach if reach else proposal.commit)(checked)
+        if checked is not None and (checked.extras or reach):
+            self.log("combiner", "twoserver." + ("reach" if reach else "extras"), members=members,
+                     clk=request.clk, pairs=checked.extras,
+                     run_total=proposal.reached if reach else proposal.extras)  # fmt: skip
         party = self.party(0, held, circuit, request.clk, rows_a, rows_b, request.setup)
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
@@ -312,7 +312,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         if len(first.drop) != (count + 7) // 8:
             raise errors.InvalidArgument(f"drop: {len(first.drop)} bytes for {count} pairs")
         drop = bits[:count].astype(bool)
-        self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop])
+        self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop], m.reach)
         seen = (first.run, m.member_a, m.member_b)
         with self.lock:
             new = seen not in self.runs

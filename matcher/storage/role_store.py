@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS spent (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     upload_a INTEGER NOT NULL REFERENCES uploads(id),
     upload_b INTEGER NOT NULL REFERENCES uploads(id),
+    reach INTEGER NOT NULL DEFAULT 0,  -- 1: evaluated at the run's reach cut-off
     keys BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spent_a ON spent(upload_a);
@@ -77,11 +78,12 @@ def _refuse(path: Path, what: str) -> StartupRefused:
 @dataclass
 class Restored(Generic[T]):
     """What a store held at start: the uploads (name -> what `build` made of them), the
-    pair keys spent (by the two uploads' names, the lower first) and the files of
+    pair keys spent (by the two uploads' names, the lower first, and whether at the reach
+    cut-off) and the files of
     unfinished uploads deleted."""
 
     held: dict[str, T] = field(default_factory=dict)
-    spent: dict[tuple[str, str], Keys] = field(default_factory=dict)
+    spent: dict[tuple[str, str, bool], Keys] = field(default_factory=dict)
     discarded: int = 0
 
 
@@ -164,13 +166,14 @@ class RoleStore:
         self._unlink(old)
         self.db.checkpoint()  # the deleted rows' pages out of the -wal too (secure_delete)
 
-    def spend(self, member_a: str, member_b: str, keys: Keys) -> None:
-        """The pair keys of a batch of `member_a`'s and `member_b`'s uploads, durable."""
+    def spend(self, member_a: str, member_b: str, keys: Keys, reach: bool = False) -> None:
+        """The pair keys of a batch of `member_a`'s and `member_b`'s uploads (`reach`: at the
+        run's reach cut-off), durable."""
         with self.db.tx(clears_cache=False) as conn:
             conn.execute(
-                "INSERT INTO spent (upload_a, upload_b, keys) SELECT a.id, b.id, ? FROM "
-                "uploads a, uploads b WHERE a.name = ? AND b.name = ?",
-                (np.ascontiguousarray(keys, "<u8").tobytes(), member_a, member_b),
+                "INSERT INTO spent (upload_a, upload_b, reach, keys) SELECT a.id, b.id, ?, ? "
+                "FROM uploads a, uploads b WHERE a.name = ? AND b.name = ?",
+                (int(reach), np.ascontiguousarray(keys, "<u8").tobytes(), member_a, member_b),
             )
 
     def _delete(self, conn: sqlite3.Connection, names: list[str]) -> list[str]:
@@ -199,7 +202,7 @@ class RoleStore:
             with self.db.reading() as conn:
                 rows = conn.execute("SELECT id, name, file, meta FROM uploads").fetchall()
                 spent = conn.execute(
-                    "SELECT a.name, b.name, s.keys FROM spent s JOIN uploads a ON a.id = "
+                    "SELECT a.name, b.name, s.reach, s.keys FROM spent s JOIN uploads a ON a.id = "
                     "s.upload_a JOIN uploads b ON b.id = s.upload_b ORDER BY s.seq"
                 ).fetchall()
         except sqlite3.Error as exc:
@@ -212,11 +215,11 @@ class RoleStore:
             except ValueError:
                 raise _refuse(self.path, f"upload {name!r}: its metadata is not JSON") from None
             out.held[name] = self._read(name, self.folder / f"{file}.bin", meta, build)
-        by_pair: dict[tuple[str, str], list[bytes]] = {}
-        for a, b, keys in spent:
+        by_pair: dict[tuple[str, str, bool], list[bytes]] = {}
+        for a, b, reach, keys in spent:
             if len(keys) % 8:
                 raise _refuse(self.path, f"pairs of {a!r} and {b!r}: {len(keys)} bytes")
-            by_pair.setdefault((a, b), []).append(keys)
+            by_pair.setdefault((a, b, bool(reach)), []).append(keys)
         for pair, parts in by_pair.items():
             out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
         for path in self.folder.iterdir():

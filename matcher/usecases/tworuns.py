@@ -200,6 +200,16 @@ class _Progress:
     ) -> tuple[bytes, bytes]:
         return self.servers.evaluate(part, circuit, dealt, transcript, clock)
 
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        return self.servers.evaluate_reach(part, circuit, dealt, transcript, clock)
+
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
     ) -> list[PairBatch]:

@@ -3,11 +3,15 @@
 In a project in two-server mode (docs/operations.md, docs/privacy-design.md) no role holds a
 CLK it can compare: the combiner C learns the linking pairs' rows and buckets, S1 the
 candidate pairs (its sealed band keys show it no pair of one member's records), S2 the
-candidate pairs and each one's count of shared bands. The check simulates a project of two
-members: member A, the data checked (a sample of `size` records), and member B, another
-organisation's export holding half of A's people (and, on synthetic data, as many others).
-Both are encoded as `blindmatch encode --two-server` encodes them (the schema's CLKs and
-fallback CLKs, then client/encoding/sharing.py `shared_upload`), the roles are the run's own
+candidate pairs and each one's count of shared bands. The check simulates a project of three
+members: member A, the data checked (a sample of `size` records), member B, another
+organisation's export holding half of A's people (and, on synthetic data, as many others),
+and member M, a third organisation's noisy copy of another half of A's people, which gives
+the run groups of three: C then also learns, of A and B, the buckets of the pairs inside its
+groups it asks (extras) and the bits of the pairs of completing its groups at the reach
+cut-off (matcher/core/twocomplete.py); M's records are in no attacked view. All are encoded
+as `blindmatch encode --two-server` encodes them (the schema's CLKs and fallback CLKs, then
+client/encoding/sharing.py `shared_upload`), the roles are the run's own
 objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
 not import the matcher), and each role's view is attacked with trilateration
 (trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
@@ -71,7 +75,7 @@ MIN_SAMPLE = 500
 # bands"; 0.5 and 4 also won at some plans).
 S2_READINGS = (0.5, 1.0, 2.0, 4.0)
 ROLES = {
-    "C": "the linking pairs' rows and buckets",
+    "C": "the linking pairs' rows and buckets, the extras' buckets, the reach pairs' bits",
     "S1": "the candidate pairs",
     "S2": "the candidate pairs and their counts of shared bands",
 }
@@ -217,11 +221,14 @@ def check_members(
     threshold: float = 0.8,
     known: Sequence[int] = KNOWN_PAIRS,
     attacker_key: bytes | None = None,
+    third: bool = True,
 ) -> TwoServerReport:
-    """Encode members A and B as a two-server project uploads them, build each role's view
+    """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
+    them, build each role's view of A and B
     with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
     the third member is the attacker's plaintext on every person of A and B, encoded under
-    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats)."""
+    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats); `third`
+    False leaves M out (a project of two: C's view without extras or reach pairs)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -230,7 +237,13 @@ def check_members(
             "and a claim right by chance decides the verdict); check a larger export, or the "
             "synthetic data (no DATA argument)"
         )
-    uploads = [_upload(schema, rows, secret, hardening) for rows in (a_rows, b_rows)]
+    # M: a third organisation's noisy copy of half of A's people (a half of its own), so that
+    # the run has groups of three (extras, completion's reach pairs); attacked in no view.
+    half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
+    m_rows = population.noisy_copy([a_rows[i] for i in sorted(half.tolist())],
+                                   [rule.kind for rule in schema.rules], seed=5)  # fmt: skip
+    uploads = [_upload(schema, rows, secret, hardening)
+               for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
     views = role_views(uploads, threshold, schema.rule)  # the run applies the schema's rule
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
