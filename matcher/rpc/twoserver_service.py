@@ -134,7 +134,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             matched = s1.join(2 if request.fallback else 1, pairs)
             return s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
 
-        # The pairs of members C reuses are blocked only if C names an extra of one of them.
+        # The pairs of members C reuses: blocked only for an extra or reach pair of their members.
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
                             rule=rule, only=only, later=block)  # fmt: skip
         with self.lock:
