@@ -26,9 +26,9 @@ digest).
 
 A later run over partly the same uploads (core/outcomes.py) has S1 propose parts for the
 pairs of members with a new or changed upload only (`only`): C reuses its outcome of the
-others. S1 blocks those only when C names an extra of one of their members (`later`), so
-that the extra is checked as above: a pair blocking proposed answered 0, the rest bounded
-(a reach pair, below, likewise).
+others. S1 blocks one of those (`later`) only when C names an extra on it (a pair blocking
+proposed answered 0, the rest bounded as above), and those around a member only when an
+extra's or a reach pair's record (below) is in no pair proposed so far.
 
 Completing C's groups (core/twocomplete.py, as core/solve.py `complete` does a CLK run's)
 needs, for each pair between two groups to be joined, one more bit: whether it scores at least
@@ -130,9 +130,10 @@ class Proposal:
         """`only`: the pairs of members (indexes, the first lower) whose pairs C evaluates
         by reference (None: every pair). The others' are in no part: C holds their outcome
         from an earlier run over the same uploads (core/outcomes.py), and the pair budget
-        keeps it from asking them again. S1 blocks them (`later`, on those pairs of members)
-        only when C names an extra pair of one of their members: their proposed pairs are
-        then held as proposed (answered 0), their records as in a proposed pair."""
+        keeps it from asking them again. S1 blocks one of them (`later`, on those pairs of
+        members) only when C names an extra on it (its proposed pairs then answered 0), and
+        those around a member only when a record of an extra or reach pair is in no proposed
+        pair so far."""
         self.members = list(members)
         self.rule = rule  # the gap rule the run applies on the first CLKs (core/gmwrule.py)
         self.id = secrets.token_hex(8)  # the run's, in S1's and S2's audit logs
@@ -174,13 +175,20 @@ class Proposal:
             self._seen[p.member_a][p.rows_a] = True
             self._seen[p.member_b][p.rows_b] = True
 
-    def _block_around(self, a: int, b: int) -> None:
-        """Block the pairs of members not proposed for evaluation that involve `a` or `b`
-        (once each): what an extra pair between them is checked against."""
-        wanted = {p for p in self._pending if a in p or b in p}
+    def _block(self, pairs: set[tuple[int, int]]) -> None:
+        """Block those of `pairs` of members not proposed for evaluation (once each)."""
+        wanted = pairs & self._pending
         if wanted and self._later is not None:
             self._pending -= wanted
             self._hold(self._later(wanted))
+
+    def _in_groups(self, a: int, b: int, rows_a: Rows, rows_b: Rows) -> bool:
+        """Whether every record is in some pair S1 proposed, blocking the pairs of members
+        around `a` and `b` not proposed for evaluation first where one is not yet."""
+        if self._seen[a][rows_a].all() and self._seen[b][rows_b].all():
+            return True
+        self._block({p for p in self._pending if a in p or b in p})
+        return bool(self._seen[a][rows_a].all() and self._seen[b][rows_b].all())
 
     def described(self) -> list[Proposed]:
         """What C receives of the proposal: each part's members, CLK and number of pairs."""
@@ -234,9 +242,9 @@ class Proposal:
         naming the field)."""
         self._cutoffs(cutoffs)
         a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
-        self._block_around(a, b)
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
+        self._block({(a, b)})  # its proposed pairs are answered 0
         proposed = self._pairs.get((a, b, clk), np.empty(0, np.uint64))
         keys = _keys(rows_a, rows_b)
         at = np.minimum(np.searchsorted(proposed, keys), max(len(proposed) - 1, 0))
@@ -252,7 +260,7 @@ class Proposal:
             )
             if len(self.members) < 3:
                 raise Refused(f"{where} (a run of two members has no pair beyond its proposal)")
-            if not (self._seen[a][ea].all() and self._seen[b][eb].all()):
+            if not self._in_groups(a, b, ea, eb):
                 raise Refused(f"{where}, with a record in no proposed pair (not in a group)")
             used = self._extra_rows.get((a, b), (set(), set()))
             ta, tb = ea.tolist(), eb.tolist()
@@ -295,14 +303,13 @@ class Proposal:
         if len(self.members) < 3:
             raise Refused("reach: a run of two members has no groups to join")
         a, b = self.index(member_a, "member_a"), self.index(member_b, "member_b")
-        self._block_around(a, b)
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
         other = self._other(a, b, clk, rows_a, rows_b)
         ask = np.flatnonzero(~other)
         ea, eb = rows_a[ask], rows_b[ask]
         where = f"rows_a/rows_b: {len(ask)} of the batch's {len(rows_a)} pairs at the reach cut-off"
-        if not (self._seen[a][ea].all() and self._seen[b][eb].all()):
+        if not self._in_groups(a, b, ea, eb):
             raise Refused(f"{where}, with a record in no proposed pair (not in a group)")
         ta, tb = ea.tolist(), eb.tolist()
         by_a, by_b = self._reach_rows.get((a, b), ({}, {}))
