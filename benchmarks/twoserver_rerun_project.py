@@ -100,14 +100,19 @@ def main() -> int:
                 out[name] = hits(path)
             return out
 
-        for name in MEMBERS:
-            upload("again", name)
-        run("1. three members, all new", "again")
-        upload("again", "retail")
-        second = run("2. retail uploads again (reuse)", "again")
-        for name in MEMBERS:
-            upload("fresh", name)
-        third = run("3. everyone uploaded again", "fresh")
+        try:
+            for name in MEMBERS:
+                upload("again", name)
+            run("1. three members, all new", "again")
+            upload("again", "retail")
+            second = run("2. retail uploads again (reuse)", "again")
+            for name in MEMBERS:
+                upload("fresh", name)
+            third = run("3. everyone uploaded again", "fresh")
+        except RuntimeError:
+            for what, served in (("S1", s1), ("S2", s2), ("matcher", matcher)):
+                print(f"--- {what}'s log, the end:", *list(served.log)[-15:], sep="\n")
+            raise
         load_after = os.getloadavg()[0]
     sizes = ", ".join(f"{n} {sum(1 for _ in open(exports[o].csv)) - 1:,}"  # noqa: SIM115
                       for n, o in MEMBERS.items())  # fmt: skip
