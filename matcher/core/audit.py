@@ -65,6 +65,7 @@ ACTIONS = {
     "twoserver.expand": "S2 opened the band keys S1 matched into a run's candidate pairs",
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",
+    "twoserver.reach": "S1 let the combiner ask pairs between two of its groups at the reach",
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
     "twoserver.restored": "a two-server role started holding what its data dir kept",
 }
