@@ -2,21 +2,27 @@
 records, in one run (docs/realtime.md "Queries in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
+        [--partners 3]
 
 S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in
-this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py): the
-partner, south-police (~35% of `--size` people, ~5,000 at the default), encoded with
-`encode --two-server`, is both a standing index (`index sync`) in a CLK project and an upload
-(`upload`) in a two-server project on the same matcher. The querier, north, asks about its
-own first `--queries` records, one person a query, alternately in each project: a CLK query
-(MatcherClient.query, the CLK to the matcher) and a two-server query (the record's shares and
-sealed band keys made as `encode --two-server` makes them, sent to S1 and S2 under a query
-ticket, the matcher asked: client/remote/twoserver.py `project_query`). Per query: wall
-seconds, and CPU seconds of this process (client, matcher, S1 and S2 together, since all run
-here); the first query of each mode, then p50 and p99 of the rest, the two-server figure as a
-ratio of the CLK one; whether both
-answer the same (which partner holds each person); what each query sent S1 and S2, and how
-many pairs S1 proposed (C learns each one's link bit).
+this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The
+partners (`--partners`, 1 to 3): south (south-police, ~35% of `--size` people, ~5,000 at the
+default), west (retail-bcrp of the same people, ~860) and east (south-police of another
+population, `--seed` + 1, ~5,000), each encoded with `encode --two-server`, each both a
+standing index (`index sync`) in a CLK project and an upload (`upload`) in a two-server
+project on the same matcher. The querier, north, asks about its own first `--queries`
+records, one person a query, alternately in each project: a CLK query (MatcherClient.query,
+the CLK to the matcher) and a two-server query (the record's shares and sealed band keys made
+as `encode --two-server` makes them, sent to S1 and S2 under a query ticket, the matcher
+asked: client/remote/twoserver.py `project_query`). Per query: wall seconds, and CPU seconds
+of this process (client, matcher, S1 and S2 together, since all run here); the first query of
+each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK one;
+whether both answer the same (which partners hold each person); what each query sent S1 and
+S2, and how many pairs S1 proposed (C learns each one's link bit).
+
+It runs on whichever tree it sits in (its folder's parent is put first on the path), so a
+copy in another checkout measures that checkout's code on the same data: the before/after
+figures of docs/realtime.md are this script run in a copy of the tree before and in this one.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 ADMIN = secrets.token_urlsafe(24)
 
 
+# name: (the messy fixture's export, the seed's offset)
+PARTNERS = {"south": ("south-police", 0), "west": ("retail-bcrp", 0), "east": ("south-police", 1)}
+
+
 class Counted:
     """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds."""
 
@@ -61,7 +71,7 @@ class Counted:
 
     def propose(self, *args: Any, **kwargs: Any) -> Any:
         described = self.servers.propose(*args, **kwargs)
-        self.proposed.append(sum(p.pairs for p in described))
+        self.proposed.append(sum(p.pairs for p in described))  # (a list's append: thread-safe)
         return described
 
     def __getattr__(self, name: str) -> Any:
@@ -78,33 +88,25 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--queries", type=int, default=40, help="queries in each mode")
     ap.add_argument("--schema", type=Path, default=SCHEMA)
+    ap.add_argument("--partners", type=int, default=3, choices=(1, 2, 3),
+                    help="partners searched: south, then west, then east")  # fmt: skip
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bm-tsquery-"))
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])
     secret = secret_file.read_bytes().strip()
-    south, north = exports["south-police"], exports["north-police"]
-    encoded = work / "south.encoded"
-    assert (
-        cli(
-            [
-                "encode",
-                str(south.csv),
-                "--schema",
-                str(args.schema),
-                "--secret-file",
-                str(secret_file),
-                "--mapping",
-                str(south.mapping),
-                "--out",
-                str(encoded),
-                "--two-server",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    north = exports["north-police"]
+    partners = list(PARTNERS)[: args.partners]
+    encoded: dict[str, Path] = {}
+    for name in partners:
+        org, offset = PARTNERS[name]
+        source = (exports if not offset else write_exports(
+            work / f"exports-{offset}", seed=args.seed + offset, size=args.size))[org]  # fmt: skip
+        encoded[name] = work / f"{name}.encoded"
+        assert cli(["encode", str(source.csv), "--schema", str(args.schema), "--secret-file",
+                    str(secret_file), "--mapping", str(source.mapping), "--out",
+                    str(encoded[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
     schema = load_schema(args.schema)
     asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
     width = asked.clk_bits // 8
@@ -124,47 +126,36 @@ def main() -> int:
     target = f"127.0.0.1:{server.port}"
     try:
         with MatcherClient(target, ADMIN) as op:
-            clk = op.create_project("clks", ["north", "south"], mode="clk")
-            two = op.create_project("shares", ["north", "south"], mode="two-server")
+            clk = op.create_project("clks", ["north", *partners], mode="clk")
+            two = op.create_project("shares", ["north", *partners], mode="two-server")
             for project in ("clks", "shares"):  # no limit in the way of the measurement
                 op.set_query_limits(project, per_minute=10**6, per_day=10**7)
         net = ["--server", target, "--quiet"]
-        assert (
-            cli(
-                [
-                    "index",
-                    "sync",
-                    str(encoded),
-                    "--project",
-                    "clks",
-                    "--ref-key",
-                    str(work / "south.refkey"),
-                    "--token",
-                    clk.tokens["south"],
-                    *net,
-                ]
+        for name in partners:
+            assert (
+                cli(
+                    [
+                        "index",
+                        "sync",
+                        str(encoded[name]),
+                        "--project",
+                        "clks",
+                        "--ref-key",
+                        str(work / f"{name}.refkey"),
+                        "--token",
+                        clk.tokens[name],
+                        *net,
+                    ]
+                )
+                == 0
             )
-            == 0
-        )
-        assert (
-            cli(
-                [
-                    "upload",
-                    str(encoded),
-                    "--project",
-                    "shares",
-                    "--token",
-                    two.tokens["south"],
-                    *net,
-                ]
-            )
-            == 0
-        )
-        partner_records = s1.service.held[next(iter(s1.service.held))].records
+            assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
+                        two.tokens[name], *net]) == 0  # fmt: skip
+        partner_records = {n.split("/")[1]: h.records for n, h in s1.service.held.items()}
         load = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"clk": [], "two-server": []}
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
-        held: dict[str, list[bool]] = {"clk": [], "two-server": []}
+        held: dict[str, list[list[str]]] = {"clk": [], "two-server": []}
         pairs: list[int] = []
         s1_bytes: list[int] = []
         s2_bytes: list[int] = []
@@ -174,6 +165,7 @@ def main() -> int:
         ):
             for row in clks:
                 for mode in ("clk", "two-server"):
+                    proposed.clear()
                     t0, c0 = time.perf_counter(), time.process_time()
                     if mode == "clk":
                         answer = a.query(
@@ -201,9 +193,9 @@ def main() -> int:
                         )
                     wall[mode].append(time.perf_counter() - t0)
                     cpu[mode].append(time.process_time() - c0)
-                    held[mode].append(bool(answer.results[0]))
+                    held[mode].append(sorted(m.partner for m in answer.results[0]))
                     if mode == "two-server":
-                        pairs.append(proposed.pop() if proposed else 0)
+                        pairs.append(sum(proposed))
                         s1_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s1", upload)))
                         s2_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s2", upload)))
         load_after = os.getloadavg()[0]
@@ -212,11 +204,12 @@ def main() -> int:
         s1.stop(grace=None)
         s2.stop(grace=None)
     n = len(clks)
+    sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
     print(
-        f"\n{n} queries of one person (north's records) in each mode against south's "
-        f"{partner_records:,} records (messy fixture, seed {args.seed}); client, matcher, S1 "
-        f"and S2 in one process on loopback; load average {load:.1f} before, "
-        f"{load_after:.1f} after"
+        f"\n{n} queries of one person (north's records) in each mode against "
+        f"{len(partners)} partner(s) ({sizes} records; messy fixture, seed {args.seed}); "
+        "client, matcher, S1 and S2 in one process on loopback; "
+        f"load average {load:.1f} before, {load_after:.1f} after"
     )
     # The first query of each mode apart: S1 sorts the partner's band keys for its first join,
     # the client draws the band positions for its first upload (both kept for the next).
@@ -228,14 +221,15 @@ def main() -> int:
             x, y = pct(got["clk"][1:], q), pct(got["two-server"][1:], q)
             print(f"{what + f' p{q} (ms)':<22}{1000 * x:>14.1f}{1000 * y:>14.1f}{y / x:>8.1f}x")
     same = sum(x == y for x, y in zip(held["clk"], held["two-server"], strict=True))
+    by = {p: sum(p in h for h in held["two-server"]) for p in partners}
     print(
-        f"held by south: CLK {sum(held['clk'])} of {n}, two-server {sum(held['two-server'])} "
-        f"of {n}; the same answer for {same} of {n}"
+        f"held (two-server): {', '.join(f'by {p} {k} of {n}' for p, k in by.items())}; the same "
+        f"answer as the CLK project's for {same} of {n}"
     )
     print(
-        f"pairs S1 proposed a query (C learns their link bits): median {pct(pairs, 50):.0f}, "
-        f"max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} kB, "
-        f"S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
+        f"pairs S1 proposed a query, all partners (C learns their link bits): median "
+        f"{pct(pairs, 50):.0f}, max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} "
+        f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
     )
     return 0
 

@@ -32,6 +32,7 @@ from blindmatch.matcher.core.querylimit import (
     parse_limit,
 )
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN
@@ -76,6 +77,22 @@ def test_a_counter_restored_counts_what_was_counted() -> None:
     assert counter.counted("p/north@a1/a1")
     with pytest.raises(errors.ResourceExhausted):
         counter.admit("p/north@b2/b2", "p", "north", 1, 200.0)
+
+
+def test_a_query_is_compared_with_its_own_projects_uploads_only() -> None:
+    """So a combiner that makes up a project name for its query still pays the probed
+    project's limit."""
+    role = RoleQueries("S1", QueryLimits(Limit(5, "day"), Limit(5, "day")))
+    logged: list[str] = []
+
+    def audit(actor: str, action: str, member: str = "", **detail: object) -> None:
+        logged.append(action)
+
+    with pytest.raises(errors.PermissionDenied, match="its own project's uploads only"):
+        role.admit(["made-up/north@a1b2c3d4/a1b2c3d4", "shares/south/0f0f0f0f"], [1, 500], audit)
+    role.admit(["shares/north@a1b2c3d4/a1b2c3d4", "shares/south/0f0f0f0f"], [1, 500], audit)
+    assert logged == ["twoserver.query"]
+    assert role.counter.used("shares", "north", time.time()) == (1, 1)
 
 
 # -- real servers ---------------------------------------------------------------------------

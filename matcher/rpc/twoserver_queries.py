@@ -60,9 +60,18 @@ class RoleQueries:
         """Count each query among `names` (with its `records`) not counted yet, or refuse
         the call (ResourceExhausted naming the limit), audited either way."""
         for name, n in zip(names, records, strict=True):
-            if not tickets.is_query(name) or self.counter.counted(name):
+            if not tickets.is_query(name):
                 continue
             project, member, _ = tickets.owner(name)
+            # Its own project's uploads only: the project limit binds a C that makes up names.
+            others = [o for o in names if o != name and not o.startswith(f"{project}/")]
+            if others:
+                raise errors.PermissionDenied(
+                    f"members: query {name!r} compared with {others[0]!r}; {self.party} compares "
+                    "a query with its own project's uploads only"
+                )
+            if self.counter.counted(name):
+                continue
             try:
                 counted = self.counter.admit(name, project, member, n, self.clock())
             except errors.ResourceExhausted as exc:
