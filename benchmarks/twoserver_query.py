@@ -31,13 +31,16 @@ import argparse
 import dataclasses
 import os
 import secrets
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,6 +49,7 @@ from benchmarks.messy import write_exports
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
@@ -78,6 +82,61 @@ class Counted:
         return getattr(self.servers, name)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes `pids` have used (user and system, /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_roles(
+    work: Path, processes: bool
+) -> tuple[str, str, str, str, Callable[[], None], list[int]]:
+    """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
+    two-server role`, as deployed, of this tree); (S1's address, S2's, the parties' key, the
+    members' key, stop, the roles' process ids: none in this process)."""
+    if not processes:
+        key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        r2 = create_role("s2", "127.0.0.1:0", key, member_key)
+        r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}")
+
+        def stop() -> None:
+            r1.stop(grace=None)
+            r2.stop(grace=None)
+
+        return f"127.0.0.1:{r1.port}", f"127.0.0.1:{r2.port}", key, member_key, stop, []
+    files = [work / "parties.key", work / "members.key"]
+    for f in files:
+        cli(["secret", "new", str(f)])
+    key, member_key = (f.read_text().strip() for f in files)
+    at = {"s1": f"127.0.0.1:{free_port()}", "s2": f"127.0.0.1:{free_port()}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = []
+    for role, extra in (("s2", []), ("s1", ["--s2", at["s2"]])):
+        command = [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", role,
+                   "--listen", at[role], "--key-file", str(files[0]), "--member-key-file",
+                   str(files[1]), *extra]  # fmt: skip
+        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))  # fmt: skip
+        with grpc.insecure_channel(at[role]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+
+    def stop_all() -> None:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+
+    return at["s1"], at["s2"], key, member_key, stop_all, [p.pid for p in procs]
+
+
 def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -90,7 +149,16 @@ def main() -> int:
     ap.add_argument("--schema", type=Path, default=SCHEMA)
     ap.add_argument("--partners", type=int, default=3, choices=(1, 2, 3),
                     help="partners searched: south, then west, then east")  # fmt: skip
+    ap.add_argument("--roles", choices=("here", "processes"), default="here",
+                    help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    ap.add_argument("--at-once", type=int, default=0,
+                    help="partners the matcher searches at once (twoquery.PARTNERS_AT_ONCE; "
+                    "1: one after the other; default: the code's)")  # fmt: skip
     args = ap.parse_args()
+    if args.at_once:
+        from blindmatch.matcher.realtime import twoquery
+
+        twoquery.PARTNERS_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
     work = Path(tempfile.mkdtemp(prefix="bm-tsquery-"))
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
@@ -112,10 +180,8 @@ def main() -> int:
     width = asked.clk_bits // 8
     clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
 
-    key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
-    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}")
-    plain = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, member_key)
+    s1, s2, key, member_key, stop_roles, pids = start_roles(work, args.roles == "processes")
+    plain = combiner_setup(s1, s2, key, member_key)
     proposed: list[int] = []  # the pairs S1 proposes a query: C learns each one's link bit
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> Counted:
@@ -151,7 +217,7 @@ def main() -> int:
             )
             assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                         two.tokens[name], *net]) == 0  # fmt: skip
-        partner_records = {n.split("/")[1]: h.records for n, h in s1.service.held.items()}
+        partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
         load = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"clk": [], "two-server": []}
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
@@ -163,9 +229,11 @@ def main() -> int:
             MatcherClient(target, clk.tokens["north"]) as a,
             MatcherClient(target, two.tokens["north"]) as b,
         ):
+            roles_cpu: list[float] = []  # S1's and S2's processes', a two-server query
             for row in clks:
                 for mode in ("clk", "two-server"):
                     proposed.clear()
+                    r0 = proc_cpu(pids)
                     t0, c0 = time.perf_counter(), time.process_time()
                     if mode == "clk":
                         answer = a.query(
@@ -193,6 +261,8 @@ def main() -> int:
                         )
                     wall[mode].append(time.perf_counter() - t0)
                     cpu[mode].append(time.process_time() - c0)
+                    if mode == "two-server":
+                        roles_cpu.append(proc_cpu(pids) - r0)
                     held[mode].append(sorted(m.partner for m in answer.results[0]))
                     if mode == "two-server":
                         pairs.append(sum(proposed))
@@ -201,14 +271,14 @@ def main() -> int:
         load_after = os.getloadavg()[0]
     finally:
         server.stop(grace=None)
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+        stop_roles()
     n = len(clks)
     sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
+    where = "with them" if args.roles == "here" else "each a process of its own"
     print(
         f"\n{n} queries of one person (north's records) in each mode against "
         f"{len(partners)} partner(s) ({sizes} records; messy fixture, seed {args.seed}); "
-        "client, matcher, S1 and S2 in one process on loopback; "
+        f"client and matcher in one process, S1 and S2 {where}, on loopback; "
         f"load average {load:.1f} before, {load_after:.1f} after"
     )
     # The first query of each mode apart: S1 sorts the partner's band keys for its first join,
@@ -220,6 +290,11 @@ def main() -> int:
         for q in (50, 99):
             x, y = pct(got["clk"][1:], q), pct(got["two-server"][1:], q)
             print(f"{what + f' p{q} (ms)':<22}{1000 * x:>14.1f}{1000 * y:>14.1f}{y / x:>8.1f}x")
+    if pids:  # the queries' CPU at S1 and S2, beside the figures above (this process's)
+        print(f"S1 and S2 (their processes, /proc's 10 ms ticks): CPU a two-server query, "
+              f"first {1000 * roles_cpu[0]:.0f} ms, then p50 {1000 * pct(roles_cpu[1:], 50):.0f}"
+              f" ms, mean {1000 * sum(roles_cpu[1:]) / max(1, n - 1):.1f} ms, p99 "
+              f"{1000 * pct(roles_cpu[1:], 99):.0f} ms")  # fmt: skip
     same = sum(x == y for x, y in zip(held["clk"], held["two-server"], strict=True))
     by = {p: sum(p in h for h in held["two-server"]) for p in partners}
     print(
