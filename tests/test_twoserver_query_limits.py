@@ -55,6 +55,18 @@ def test_a_limit_is_records_per_period_and_nothing_else() -> None:
             parse_limit(bad)
 
 
+def test_the_role_command_refuses_a_limit_it_cannot_read_and_the_combiners(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    common = ["two-server", "role", "--listen", "127.0.0.1:0", "--key-file", "k",
+              "--member-key-file", "m"]  # fmt: skip
+    assert main([*common, "--role", "s2", "--project-query-limit", "5/fortnight"]) != 0
+    assert "--query-limit/--project-query-limit: '5/fortnight'" in capsys.readouterr().err
+    assert main([*common, "--role", "combiner", "--s1", "a:1", "--s2", "b:2",
+                 "--query-limit", "5/day"]) != 0  # fmt: skip
+    assert "--query-limit: S1's and S2's, not the combiner's" in capsys.readouterr().err
+
+
 def test_the_counter_counts_a_query_once_and_refuses_beyond_the_member_and_project_limits() -> None:
     counter = QueryCounter(QueryLimits(Limit(3, "hour"), Limit(4, "hour")), "S1")
     t = 1_000_000.0
