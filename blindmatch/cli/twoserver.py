@@ -261,9 +261,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow plaintext to S1 or S2 off loopback (a test network only)",
     )
-    g.add_argument("--default-mode", choices=("clk", "two-server"), default="clk",
+    g.add_argument("--default-mode", choices=("clk", "two-server"), default=None,
                    help="a new project's mode when `project create` gives no --mode "
-                   "(two-server: needs --two-server-s1/-s2) (default: %(default)s)")  # fmt: skip
+                   "(two-server: needs --two-server-s1/-s2) (default: two-server when "
+                   "--two-server-s1/-s2 are given, so that the matcher holds no CLK unless a "
+                   "project asks for --mode clk; else clk)")  # fmt: skip
 
 
 def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
