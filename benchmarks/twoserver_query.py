@@ -2,21 +2,27 @@
 records, in one run (docs/realtime.md "Queries in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
+        [--partners 3]
 
 S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in
-this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py): the
-partner, south-police (~35% of `--size` people, ~5,000 at the default), encoded with
-`encode --two-server`, is both a standing index (`index sync`) in a CLK project and an upload
-(`upload`) in a two-server project on the same matcher. The querier, north, asks about its
-own first `--queries` records, one person a query, alternately in each project: a CLK query
-(MatcherClient.query, the CLK to the matcher) and a two-server query (the record's shares and
-sealed band keys made as `encode --two-server` makes them, sent to S1 and S2 under a query
-ticket, the matcher asked: client/remote/twoserver.py `project_query`). Per query: wall
-seconds, and CPU seconds of this process (client, matcher, S1 and S2 together, since all run
-here); the first query of each mode, then p50 and p99 of the rest, the two-server figure as a
-ratio of the CLK one; whether both
-answer the same (which partner holds each person); what each query sent S1 and S2, and how
-many pairs S1 proposed (C learns each one's link bit).
+this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The
+partners (`--partners`, 1 to 3): south (south-police, ~35% of `--size` people, ~5,000 at the
+default), west (retail-bcrp of the same people, ~860) and east (south-police of another
+population, `--seed` + 1, ~5,000), each encoded with `encode --two-server`, each both a
+standing index (`index sync`) in a CLK project and an upload (`upload`) in a two-server
+project on the same matcher. The querier, north, asks about its own first `--queries`
+records, one person a query, alternately in each project: a CLK query (MatcherClient.query,
+the CLK to the matcher) and a two-server query (the record's shares and sealed band keys made
+as `encode --two-server` makes them, sent to S1 and S2 under a query ticket, the matcher
+asked: client/remote/twoserver.py `project_query`). Per query: wall seconds, and CPU seconds
+of this process (client, matcher, S1 and S2 together, since all run here); the first query of
+each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK one;
+whether both answer the same (which partners hold each person); what each query sent S1 and
+S2, and how many pairs S1 proposed (C learns each one's link bit).
+
+It runs on whichever tree it sits in (its folder's parent is put first on the path), so a
+copy in another checkout measures that checkout's code on the same data: the before/after
+figures of docs/realtime.md are this script run in a copy of the tree before and in this one.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ import argparse
 import dataclasses
 import os
 import secrets
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,6 +49,7 @@ from benchmarks.messy import write_exports
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
@@ -53,6 +63,10 @@ SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 ADMIN = secrets.token_urlsafe(24)
 
 
+# name: (the messy fixture's export, the seed's offset)
+PARTNERS = {"south": ("south-police", 0), "west": ("retail-bcrp", 0), "east": ("south-police", 1)}
+
+
 class Counted:
     """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds."""
 
@@ -61,11 +75,66 @@ class Counted:
 
     def propose(self, *args: Any, **kwargs: Any) -> Any:
         described = self.servers.propose(*args, **kwargs)
-        self.proposed.append(sum(p.pairs for p in described))
+        self.proposed.append(sum(p.pairs for p in described))  # (a list's append: thread-safe)
         return described
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.servers, name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes `pids` have used (user and system, /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_roles(
+    work: Path, processes: bool
+) -> tuple[str, str, str, str, Callable[[], None], list[int]]:
+    """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
+    two-server role`, as deployed, of this tree); (S1's address, S2's, the parties' key, the
+    members' key, stop, the roles' process ids: none in this process)."""
+    if not processes:
+        key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        r2 = create_role("s2", "127.0.0.1:0", key, member_key)
+        r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}")
+
+        def stop() -> None:
+            r1.stop(grace=None)
+            r2.stop(grace=None)
+
+        return f"127.0.0.1:{r1.port}", f"127.0.0.1:{r2.port}", key, member_key, stop, []
+    files = [work / "parties.key", work / "members.key"]
+    for f in files:
+        cli(["secret", "new", str(f)])
+    key, member_key = (f.read_text().strip() for f in files)
+    at = {"s1": f"127.0.0.1:{free_port()}", "s2": f"127.0.0.1:{free_port()}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = []
+    for role, extra in (("s2", []), ("s1", ["--s2", at["s2"]])):
+        command = [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", role,
+                   "--listen", at[role], "--key-file", str(files[0]), "--member-key-file",
+                   str(files[1]), *extra]  # fmt: skip
+        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))  # fmt: skip
+        with grpc.insecure_channel(at[role]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+
+    def stop_all() -> None:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+
+    return at["s1"], at["s2"], key, member_key, stop_all, [p.pid for p in procs]
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -78,42 +147,41 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--queries", type=int, default=40, help="queries in each mode")
     ap.add_argument("--schema", type=Path, default=SCHEMA)
+    ap.add_argument("--partners", type=int, default=3, choices=(1, 2, 3),
+                    help="partners searched: south, then west, then east")  # fmt: skip
+    ap.add_argument("--roles", choices=("here", "processes"), default="here",
+                    help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    ap.add_argument("--at-once", type=int, default=0,
+                    help="partners the matcher searches at once (twoquery.PARTNERS_AT_ONCE; "
+                    "1: one after the other; default: the code's)")  # fmt: skip
     args = ap.parse_args()
+    if args.at_once:
+        from blindmatch.matcher.realtime import twoquery
+
+        twoquery.PARTNERS_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
     work = Path(tempfile.mkdtemp(prefix="bm-tsquery-"))
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])
     secret = secret_file.read_bytes().strip()
-    south, north = exports["south-police"], exports["north-police"]
-    encoded = work / "south.encoded"
-    assert (
-        cli(
-            [
-                "encode",
-                str(south.csv),
-                "--schema",
-                str(args.schema),
-                "--secret-file",
-                str(secret_file),
-                "--mapping",
-                str(south.mapping),
-                "--out",
-                str(encoded),
-                "--two-server",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    north = exports["north-police"]
+    partners = list(PARTNERS)[: args.partners]
+    encoded: dict[str, Path] = {}
+    for name in partners:
+        org, offset = PARTNERS[name]
+        source = (exports if not offset else write_exports(
+            work / f"exports-{offset}", seed=args.seed + offset, size=args.size))[org]  # fmt: skip
+        encoded[name] = work / f"{name}.encoded"
+        assert cli(["encode", str(source.csv), "--schema", str(args.schema), "--secret-file",
+                    str(secret_file), "--mapping", str(source.mapping), "--out",
+                    str(encoded[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
     schema = load_schema(args.schema)
     asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
     width = asked.clk_bits // 8
     clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
 
-    key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
-    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}")
-    plain = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, member_key)
+    s1, s2, key, member_key, stop_roles, pids = start_roles(work, args.roles == "processes")
+    plain = combiner_setup(s1, s2, key, member_key)
     proposed: list[int] = []  # the pairs S1 proposes a query: C learns each one's link bit
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> Counted:
@@ -124,47 +192,36 @@ def main() -> int:
     target = f"127.0.0.1:{server.port}"
     try:
         with MatcherClient(target, ADMIN) as op:
-            clk = op.create_project("clks", ["north", "south"], mode="clk")
-            two = op.create_project("shares", ["north", "south"], mode="two-server")
+            clk = op.create_project("clks", ["north", *partners], mode="clk")
+            two = op.create_project("shares", ["north", *partners], mode="two-server")
             for project in ("clks", "shares"):  # no limit in the way of the measurement
                 op.set_query_limits(project, per_minute=10**6, per_day=10**7)
         net = ["--server", target, "--quiet"]
-        assert (
-            cli(
-                [
-                    "index",
-                    "sync",
-                    str(encoded),
-                    "--project",
-                    "clks",
-                    "--ref-key",
-                    str(work / "south.refkey"),
-                    "--token",
-                    clk.tokens["south"],
-                    *net,
-                ]
+        for name in partners:
+            assert (
+                cli(
+                    [
+                        "index",
+                        "sync",
+                        str(encoded[name]),
+                        "--project",
+                        "clks",
+                        "--ref-key",
+                        str(work / f"{name}.refkey"),
+                        "--token",
+                        clk.tokens[name],
+                        *net,
+                    ]
+                )
+                == 0
             )
-            == 0
-        )
-        assert (
-            cli(
-                [
-                    "upload",
-                    str(encoded),
-                    "--project",
-                    "shares",
-                    "--token",
-                    two.tokens["south"],
-                    *net,
-                ]
-            )
-            == 0
-        )
-        partner_records = s1.service.held[next(iter(s1.service.held))].records
+            assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
+                        two.tokens[name], *net]) == 0  # fmt: skip
+        partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
         load = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"clk": [], "two-server": []}
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
-        held: dict[str, list[bool]] = {"clk": [], "two-server": []}
+        held: dict[str, list[list[str]]] = {"clk": [], "two-server": []}
         pairs: list[int] = []
         s1_bytes: list[int] = []
         s2_bytes: list[int] = []
@@ -172,8 +229,11 @@ def main() -> int:
             MatcherClient(target, clk.tokens["north"]) as a,
             MatcherClient(target, two.tokens["north"]) as b,
         ):
+            roles_cpu: list[float] = []  # S1's and S2's processes', a two-server query
             for row in clks:
                 for mode in ("clk", "two-server"):
+                    proposed.clear()
+                    r0 = proc_cpu(pids)
                     t0, c0 = time.perf_counter(), time.process_time()
                     if mode == "clk":
                         answer = a.query(
@@ -201,22 +261,25 @@ def main() -> int:
                         )
                     wall[mode].append(time.perf_counter() - t0)
                     cpu[mode].append(time.process_time() - c0)
-                    held[mode].append(bool(answer.results[0]))
                     if mode == "two-server":
-                        pairs.append(proposed.pop() if proposed else 0)
+                        roles_cpu.append(proc_cpu(pids) - r0)
+                    held[mode].append(sorted(m.partner for m in answer.results[0]))
+                    if mode == "two-server":
+                        pairs.append(sum(proposed))
                         s1_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s1", upload)))
                         s2_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s2", upload)))
         load_after = os.getloadavg()[0]
     finally:
         server.stop(grace=None)
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+        stop_roles()
     n = len(clks)
+    sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
+    where = "with them" if args.roles == "here" else "each a process of its own"
     print(
-        f"\n{n} queries of one person (north's records) in each mode against south's "
-        f"{partner_records:,} records (messy fixture, seed {args.seed}); client, matcher, S1 "
-        f"and S2 in one process on loopback; load average {load:.1f} before, "
-        f"{load_after:.1f} after"
+        f"\n{n} queries of one person (north's records) in each mode against "
+        f"{len(partners)} partner(s) ({sizes} records; messy fixture, seed {args.seed}); "
+        f"client and matcher in one process, S1 and S2 {where}, on loopback; "
+        f"load average {load:.1f} before, {load_after:.1f} after"
     )
     # The first query of each mode apart: S1 sorts the partner's band keys for its first join,
     # the client draws the band positions for its first upload (both kept for the next).
@@ -227,15 +290,21 @@ def main() -> int:
         for q in (50, 99):
             x, y = pct(got["clk"][1:], q), pct(got["two-server"][1:], q)
             print(f"{what + f' p{q} (ms)':<22}{1000 * x:>14.1f}{1000 * y:>14.1f}{y / x:>8.1f}x")
+    if pids:  # the queries' CPU at S1 and S2, beside the figures above (this process's)
+        print(f"S1 and S2 (their processes, /proc's 10 ms ticks): CPU a two-server query, "
+              f"first {1000 * roles_cpu[0]:.0f} ms, then p50 {1000 * pct(roles_cpu[1:], 50):.0f}"
+              f" ms, mean {1000 * sum(roles_cpu[1:]) / max(1, n - 1):.1f} ms, p99 "
+              f"{1000 * pct(roles_cpu[1:], 99):.0f} ms")  # fmt: skip
     same = sum(x == y for x, y in zip(held["clk"], held["two-server"], strict=True))
+    by = {p: sum(p in h for h in held["two-server"]) for p in partners}
     print(
-        f"held by south: CLK {sum(held['clk'])} of {n}, two-server {sum(held['two-server'])} "
-        f"of {n}; the same answer for {same} of {n}"
+        f"held (two-server): {', '.join(f'by {p} {k} of {n}' for p, k in by.items())}; the same "
+        f"answer as the CLK project's for {same} of {n}"
     )
     print(
-        f"pairs S1 proposed a query (C learns their link bits): median {pct(pairs, 50):.0f}, "
-        f"max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} kB, "
-        f"S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
+        f"pairs S1 proposed a query, all partners (C learns their link bits): median "
+        f"{pct(pairs, 50):.0f}, max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} "
+        f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
     )
     return 0
 

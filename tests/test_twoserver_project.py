@@ -533,3 +533,40 @@ def test_encode_two_server_warns_of_a_member_small_enough_for_s2s_view_to_leak(
     # Households of 3,000 records crossed the bar in two runs of four (S2's counts read four
     # ways): warned; from 4,000, where every run stayed under it, not (docs/privacy.md).
     assert small_member_warning(3_000) is not None and small_member_warning(4_000) is None
+
+
+@pytest.mark.server
+def test_a_matcher_served_with_s1_and_s2_makes_two_server_projects_unless_told(
+    tmp_path: Path,
+) -> None:
+    """`blindmatch serve --two-server-s1/-s2 ...` (a real process): `project create` without
+    --mode makes a two-server project, so that the matcher holds no CLK unless a project
+    asks for one (--mode clk); `--default-mode clk` keeps the old default."""
+    from benchmarks.cliflow import blindmatch, serve
+
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    combiner, members = (k.read_text().strip() for k in keys)
+    s2 = create_role("s2", "127.0.0.1:0", combiner, members)
+    s1 = create_role("s1", "127.0.0.1:0", combiner, members, s2=f"127.0.0.1:{s2.port}")
+    both = ["--two-server-s1", f"127.0.0.1:{s1.port}", "--two-server-s2", f"127.0.0.1:{s2.port}",
+            "--two-server-key-file", str(keys[0]),
+            "--two-server-member-key-file", str(keys[1])]  # fmt: skip
+    try:
+        for extra, modes in (([], ("two-server", "clk")), (["--default-mode", "clk"], ("clk",))):
+            with serve(tmp_path / f"data{len(extra)}", *both, *extra) as matcher:
+                env = {"BLINDMATCH_ADMIN_TOKEN": matcher.admin_token}
+                net = ["--server", matcher.target]
+                made = blindmatch("project", "create", "plain", "--members", "north,south",
+                                  *net, env=env)  # fmt: skip
+                assert f"mode: {modes[0]};" in made
+                if len(modes) > 1:
+                    asked = blindmatch("project", "create", "asked", "--members",
+                                       "north,south", "--mode", "clk", *net, env=env)  # fmt: skip
+                    assert "mode: clk;" in asked
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)

@@ -59,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     made_token = admin is None
     if admin is None:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
+    # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18).
+    mode = args.default_mode or ("two-server" if two_server is not None else "clk")
     try:
         running = create_server(
             address,
@@ -79,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lookup_servers=lookup_servers,
             lookup_credentials=lookup_credentials,
             two_server=two_server,
-            default_mode=args.default_mode,
+            default_mode=mode,
         )
     except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
         raise InputError(str(exc)) from None
@@ -99,7 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce() -> None:
         shown = tls.grpc_address(host, running.port)
         print(
-            f"blindmatch matcher listening on {shown} (data: {args.data_dir})",
+            f"blindmatch matcher listening on {shown} (data: {args.data_dir}; new projects: "
+            f"{mode} mode unless `project create --mode` says otherwise)",
             file=sys.stderr,
             flush=True,
         )

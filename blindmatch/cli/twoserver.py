@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,12 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.matcher.core.querylimit import (
+    MEMBER_LIMIT,
+    PROJECT_LIMIT,
+    QueryLimits,
+    parse_limit,
+)
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 
 if TYPE_CHECKING:
@@ -93,6 +100,24 @@ def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
     return keys
 
 
+def _query_limits(args: argparse.Namespace) -> QueryLimits | None:
+    """S1's and S2's own query limits (core/querylimit.py); None for the combiner."""
+    given = [f for f in ("query_limit", "project_query_limit") if getattr(args, f) is not None]
+    if args.role == "combiner":
+        if given:
+            raise InputError(f"--{given[0].replace('_', '-')}: S1's and S2's, not the combiner's")
+        return None
+    limits = QueryLimits()
+    try:
+        if args.query_limit is not None:
+            limits = replace(limits, member=parse_limit(args.query_limit))
+        if args.project_query_limit is not None:
+            limits = replace(limits, project=parse_limit(args.project_query_limit))
+    except ValueError as exc:
+        raise InputError(f"--query-limit/--project-query-limit: {exc}") from None
+    return limits
+
+
 def cmd_role(args: argparse.Namespace) -> int:
     import logging
 
@@ -114,6 +139,7 @@ def cmd_role(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
+    query_limits = _query_limits(args)
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
     if key == member_key:
@@ -133,7 +159,8 @@ def cmd_role(args: argparse.Namespace) -> int:
                               s1=args.s1 or "",
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
-                              data_dir=args.data_dir, threshold=args.threshold)  # fmt: skip
+                              data_dir=args.data_dir, threshold=args.threshold,
+                              query_limits=query_limits)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -234,9 +261,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow plaintext to S1 or S2 off loopback (a test network only)",
     )
-    g.add_argument("--default-mode", choices=("clk", "two-server"), default="clk",
+    g.add_argument("--default-mode", choices=("clk", "two-server"), default=None,
                    help="a new project's mode when `project create` gives no --mode "
-                   "(two-server: needs --two-server-s1/-s2) (default: %(default)s)")  # fmt: skip
+                   "(two-server: needs --two-server-s1/-s2) (default: two-server when "
+                   "--two-server-s1/-s2 are given, so that the matcher holds no CLK unless a "
+                   "project asks for --mode clk; else clk)")  # fmt: skip
 
 
 def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
@@ -369,6 +398,19 @@ def register(sub: Subcommands) -> None:
         type=float,
         help="S1: the only threshold it proposes runs at (default: the one the combiner "
         "asks for; the circuit's cut-offs follow from it)",
+    )
+    p.add_argument(
+        "--query-limit",
+        metavar="N/PERIOD",
+        help="S1, S2: the most query records of a two-server project this role evaluates for "
+        "one member in a sliding PERIOD (minute, hour, day or week), whatever the matcher "
+        f"allows (default {MEMBER_LIMIT.text()}; counted in its data dir, across restarts)",
+    )
+    p.add_argument(
+        "--project-query-limit",
+        metavar="N/PERIOD",
+        help="S1, S2: the same for all of a project's members together (default "
+        f"{PROJECT_LIMIT.text()})",
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")

@@ -14,6 +14,7 @@ Bits follow the matcher's convention (core/blocking.py): bit p of a CLK is bit p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -142,7 +143,11 @@ def siphash24(
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _band_secrets(secret: bytes, bands: int) -> tuple[npt.NDArray[np.uint64], ...]:
+    """Each band's SipHash key (k0, k1), kept for the process's next record under the same
+    secret (as sharing.py keeps the band positions): a band an HMAC, about 6 ms a CLK of 1,600
+    bands, was a quarter of a one-record query's encoding; read-only."""
     key = hmac.new(secret, KEYS_LABEL, hashlib.sha256).digest()
     words = [
         np.frombuffer(
@@ -151,7 +156,10 @@ def _band_secrets(secret: bytes, bands: int) -> tuple[npt.NDArray[np.uint64], ..
         for band in range(bands)
     ]
     both = np.array(words, dtype=np.uint64).reshape(bands, 2)
-    return both[:, 0].copy(), both[:, 1].copy()
+    out = both[:, 0].copy(), both[:, 1].copy()
+    for half in out:
+        half.setflags(write=False)
+    return out
 
 
 def band_keys(
@@ -172,18 +180,18 @@ def band_keys(
     by_position = np.ascontiguousarray(bits.T)  # (positions, n): a band's rows are whole rows
     n = len(clks)
     out = np.empty((len(positions), n), dtype=np.uint64)
-    padded = np.zeros((n, 8), dtype=np.uint8)
-    # Few records (a query's): the bands' messages gathered, then SipHash over many bands in
-    # one call, rather than one call a band of a handful of elements.
+    # Few records (a query's): the bands' messages gathered, all `step` bands' at once (one
+    # packbits, not one a band), then SipHash over them in one call, rather than one call a
+    # band of a handful of elements.
     step = max(1, SIPHASH_ROWS // max(n, 1))
-    values = np.empty((min(step, len(positions)), n), dtype=np.uint64)
+    width = (positions.shape[1] + 7) // 8
     for lo_band in range(0, len(positions), step):
         hi_band = min(lo_band + step, len(positions))
-        for k, pos in enumerate(positions[lo_band:hi_band]):
-            packed = np.packbits(by_position[pos], axis=0, bitorder="little")  # (bytes, n)
-            padded[:, : len(packed)] = packed.T
-            values[k] = padded.view("<u8")[:, 0]
-        got = values[: hi_band - lo_band]
+        chosen = by_position[positions[lo_band:hi_band]]  # (bands, bits, n)
+        packed = np.packbits(chosen, axis=1, bitorder="little")  # (bands, bytes, n)
+        padded = np.zeros((hi_band - lo_band, n, 8), dtype=np.uint8)
+        padded[:, :, :width] = packed.transpose(0, 2, 1)
+        got = padded.view("<u8")[:, :, 0]  # (bands, n)
         for lo in range(0, n, SIPHASH_ROWS):
             hi = lo + SIPHASH_ROWS
             out[lo_band:hi_band, lo:hi] = siphash24(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -368,10 +369,17 @@ def project_query(
     )  # fmt: skip
     t = ticket(client, project, header, query=True)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
-    for role in ("s1", "s2"):
+
+    def send(role: str) -> None:
         with RoleClient(role, where[role], t.ticket, client.credentials,
                         insecure=client.insecure) as c:  # fmt: skip
             c.upload(t.name, upload, rule)
+
+    # To S1 and S2 at once (S2's part is small: it waits on S1's); S1's error first.
+    with ThreadPoolExecutor(2, "bm-query-upload") as pool:
+        sent = [pool.submit(send, role) for role in ("s1", "s2")]
+    for done in sent:
+        done.result()
     request = pb.QueryRequest(
         project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
         fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),

@@ -62,6 +62,7 @@ class Member:
     csv: Path
     truth: dict[str, int]
     encoded: Encoded
+    secret: bytes = b""  # the members' linkage secret (a query encodes with it too)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def encode_members(
         if two_server:
             with timing.timed("shares"):
                 save_two_server(encoded.path, result, schema, secret)
-        members[org] = Member(csv_path, truth, encoded)
+        members[org] = Member(csv_path, truth, encoded, secret)
         say(f"{org}: {result.report.rows_encoded} records, columns {', '.join(header)}")
         say(f"    e.g. {', '.join(first)}")
     return members
@@ -176,12 +177,12 @@ def summarise(outcome: Outcome, members: dict[str, Member]) -> dict[str, float]:
 
     first_org = DEMO_ORGS[0].name
     _results, rows = outcome.views[first_org]
-    names = _local_names(members[first_org].csv)
+    names = local_names(members[first_org].csv)
     say(f"\nA few hits from {first_org}'s point of view (its own ids and names, never sent):")
     for rid, partner in rows[:6]:
         say(f"  {rid}  {names[rid]:<28} -> also held by {partner}")
 
-    true_pairs = _true_hits({org: m.truth for org, m in members.items()})
+    true_pairs = true_hits({org: m.truth for org, m in members.items()})
     tp = len(outcome.found & true_pairs)
     precision = tp / len(outcome.found) if outcome.found else 1.0
     recall = tp / len(true_pairs) if true_pairs else 1.0
@@ -215,7 +216,7 @@ def run_demo(
             servers.stop()
 
 
-def _true_hits(truth: dict[str, dict[str, int]]) -> set[tuple[str, str, str]]:
+def true_hits(truth: dict[str, dict[str, int]]) -> set[tuple[str, str, str]]:
     by_entity: dict[int, list[tuple[str, str]]] = {}
     for org, ids in truth.items():
         for rid, entity in ids.items():
@@ -227,7 +228,7 @@ def _true_hits(truth: dict[str, dict[str, int]]) -> set[tuple[str, str, str]]:
     return pairs
 
 
-def _local_names(csv_path: Path) -> dict[str, str]:
+def local_names(csv_path: Path) -> dict[str, str]:
     with open(csv_path, encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     return {r[0]: f"{r[1]} {r[2]}, {r[3]}" for r in rows[1:]}

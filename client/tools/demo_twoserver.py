@@ -16,19 +16,29 @@ import secrets
 import time
 from pathlib import Path
 
+import numpy as np
+
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.model import ProjectTokens
+from blindmatch.client.remote.twoserver import project_query
 from blindmatch.client.tools.demo import (
     PROJECT,
+    SCHEMA,
     Member,
     Outcome,
     StartServers,
     create_project,
     encode_members,
+    local_names,
     project_flow,
     say,
     summarise,
+    true_hits,
     workdir,
 )
+from blindmatch.client.tools.synthetic import DEMO_ORGS
 
 NOTICE = (
     "Two-server mode: S1 (blocking), S2 (shares) and the matcher as their combiner all run in\n"
@@ -63,6 +73,7 @@ def run_two_server_demo(
             outcome = project_flow(servers.target, project, members)
             say(f"\nRun {outcome.run_id}: {outcome.state} (two-server)\n")
             quality = summarise(outcome, members)
+            ask(servers.target, project, members)
             say("\nWhat each party held of the project")
             for line in servers.held(PROJECT) if servers.held else ():
                 say(f"  {line}")
@@ -74,6 +85,35 @@ def run_two_server_demo(
     say(f"Done in {time.monotonic() - wall:.1f}s (CPU {time.process_time() - cpu:.1f}s, every "
         "party and member in this process).")  # fmt: skip
     return quality
+
+
+def ask(target: str, project: ProjectTokens, members: dict[str, Member]) -> None:
+    """A real-time query in the project (docs/realtime.md "Queries in a two-server
+    project"): the first organisation asks about two of its records partners hold and one
+    no partner holds; their shares go to S1 and S2, never a CLK to the matcher."""
+    org = DEMO_ORGS[0].name
+    member = members[org]
+    ids = member.encoded.read_ids()
+    held = {rid for o, rid, _ in true_hits({o: m.truth for o, m in members.items()})
+            if o == org}  # fmt: skip
+    asked = [r for r in ids if r in held][:2] + [r for r in ids if r not in held][:1]
+    clks = np.frombuffer(b"".join(member.encoded.iter_chunks(4096)), np.uint8)
+    rows = clks.reshape(-1, member.encoded.clk_bytes)[[ids.index(r) for r in asked]]
+    upload = sharing.shared_upload(rows, member.secret, sharing.plan_of(load_schema(SCHEMA)),
+                                   member.encoded.fallback_bits)  # fmt: skip
+    started = time.monotonic()
+    with MatcherClient(target, project.tokens[org]) as client:
+        answer = project_query(client, PROJECT, upload, clk_bits=member.encoded.clk_bits,
+                               fingerprint=member.encoded.fingerprint, purpose="demo query",
+                               schema_digest=member.encoded.schema_digest,
+                               rule=member.encoded.rule)  # fmt: skip
+    took = time.monotonic() - started
+    names = local_names(member.csv)
+    say(f"\nA real-time query in the two-server project: {org} asks about {len(asked)} "
+        f"people (their shares to S1 and S2; {took * 1000:.0f} ms):")  # fmt: skip
+    for rid, matches in zip(asked, answer.results, strict=True):
+        partners = ", ".join(sorted(m.partner for m in matches)) or "no partner"
+        say(f"  {rid}  {names[rid]:<28} -> held by {partners}")
 
 
 def learned(target: str, admin: str) -> str:

@@ -6,33 +6,38 @@ The querying member encodes its query records as `encode --two-server` does and 
 shares to S1 and S2 under a query ticket (`tworuns.issue_ticket(query=True)`: a name of its
 own, `project/member@tag/tag`, core/tickets.py `query_name`, that replaces none of the
 member's uploads), then asks the matcher. For each partner with a current upload the matcher
-drives `query_links` over S1 and S2 (`TwoServerSetup.servers`, as a run's): S1
+drives `query_links` over S1 and S2 (`TwoServerSetup.servers`, as a run's; the
+partners at once, each on a thread of its own, over the matcher's kept channels): S1
 proposes the pairs between the query's records and the partner's by the sealed band keys, S1
 and S2 evaluate the link-bit circuit on them, and C learns each proposed pair's link bit, and
 for a linking pair its bucket and rows; every pair is fresh (a new name), so S1's and S2's
 once-a-pair budget and S1's checks of what C may evaluate are the run's, unchanged. Last,
 whatever happened, S1 and S2 are told to forget the query's records (`Forget` of
 `member@tag`). The matcher writes nothing of them: the engine (engine.py) records the query
-in the query log and audit log as any query.
+in the query log and audit log as any query. S1 and S2 count the query against their own
+query limit (core/querylimit.py) at its first proposal: beyond it the search is refused
+RESOURCE_EXHAUSTED, which the engine reports as a quota refusal.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoserver import Combiner
-from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
 from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
+PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1, MAX_PROPOSALS)
 NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `blindmatch upload`)"
 
 # found[i][partner]: (ref, score) of the partner's records that hold queried record i
@@ -135,17 +140,31 @@ def search(
     return out
 
 
-def _search(
-    store: Store,
-    setup: TwoServerSetup,
-    project: Project,
-    member: str,
-    encoding: Encoding,
-    name: str,
-    records: int,
-) -> Searched:
+@dataclass(frozen=True)
+class _Partner:
+    """One partner's current upload to search: its name at S1 and S2, records, widths, rule."""
+
+    member: str
+    name: str
+    records: int
+    bits: tuple[int, ...]
+    rule: Rule
+
+
+@dataclass
+class _Found:
+    links: Candidates | None = None  # None: not searched (`why`)
+    pairs: int = 0
+    why: str = ""
+    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
+
+
+def _partners(store: Store, project: Project, member: str, encoding: Encoding,
+              out: Searched) -> list[_Partner]:  # fmt: skip
+    """The partners to search (each with a current upload whose encoding is the query's);
+    those without one named in `out.not_searched`."""
     uploads = store.current_uploads(project.name)
-    out = Searched([{} for _ in range(records)], [])
+    found = []
     for partner in sorted(store.members(project.name)):
         if partner == member:
             continue
@@ -163,32 +182,70 @@ def _search(
                 "schema and secret"
             )
         rule = store.score_rule(upload.id)
-        combiner = Combiner(None, project.threshold, clks=len(bits),
-                            rule=rule if rule == encoding.rule else NO_RULE)  # fmt: skip
-        servers = setup.servers([name, partner_name], [records, upload.record_count], list(bits))
-        try:
-            links, pairs = query_links(servers, combiner, out.transcript)
-        except errors.FailedPrecondition as exc:
-            if f"holds no upload of {partner_name!r}" in str(exc):
-                out.not_searched[partner] = (
-                    f"its upload is not whole at S1 and S2 ({exc}); {partner} must upload again"
-                )
-                continue
-            if f"holds no upload of {name!r}" in str(exc):
-                raise errors.FailedPrecondition(
-                    f"the query's records are not at S1 and S2 ({exc}): send them again under "
-                    "a fresh query ticket"
-                ) from None
-            raise
-        finally:
-            close = getattr(servers, "close", None)
-            if close is not None:
-                close()
-        out.partners.append(partner)
-        out.pairs += pairs
+        found.append(_Partner(partner, partner_name, upload.record_count, tuple(bits),
+                              rule if rule == encoding.rule else NO_RULE))  # fmt: skip
+    return found
+
+
+def _one(setup: TwoServerSetup, threshold: float, name: str, records: int, p: _Partner) -> _Found:
+    """One partner's upload searched for the query's records at S1 and S2."""
+    out = _Found()
+    combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
+    servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
+    try:
+        out.links, out.pairs = query_links(servers, combiner, out.transcript)
+    except errors.FailedPrecondition as exc:
+        if f"holds no upload of {p.name!r}" in str(exc):
+            out.why = f"its upload is not whole at S1 and S2 ({exc}); {p.member} must upload again"
+            return out
+        if f"holds no upload of {name!r}" in str(exc):
+            raise errors.FailedPrecondition(
+                f"the query's records are not at S1 and S2 ({exc}): send them again under "
+                "a fresh query ticket"
+            ) from None
+        raise
+    finally:
+        close = getattr(servers, "close", None)
+        if close is not None:
+            close()
+    return out
+
+
+def _search(
+    store: Store,
+    setup: TwoServerSetup,
+    project: Project,
+    member: str,
+    encoding: Encoding,
+    name: str,
+    records: int,
+) -> Searched:
+    out = Searched([{} for _ in range(records)], [])
+    partners = _partners(store, project, member, encoding, out)
+    # The partners at once (PARTNERS_AT_ONCE at most): each its own proposal at S1 and its own
+    # batches, so one partner's wait on S1 and S2 overlaps another's.
+    if len(partners) > 1:
+        with ThreadPoolExecutor(min(len(partners), PARTNERS_AT_ONCE), "bm-twoquery") as pool:
+            jobs = [pool.submit(_one, setup, project.threshold, name, records, p)
+                    for p in partners]  # fmt: skip
+            wait(jobs)
+        results = [j.result() for j in jobs]  # the first partner's error, in partner order
+    else:
+        results = [_one(setup, project.threshold, name, records, p) for p in partners]
+    for p, got in zip(partners, results, strict=True):
+        for (a, b), n in got.transcript.sent.items():
+            out.transcript.count(a, b, n)
+        out.transcript.rounds += got.transcript.rounds
+        out.transcript.pairs += got.transcript.pairs
+        if got.links is None:
+            out.not_searched[p.member] = got.why
+            continue
+        out.partners.append(p.member)
+        out.pairs += got.pairs
+        links = got.links
         for row, partner_row, score in zip(links.rec0.tolist(), links.rec1.tolist(),
                                            links.sims.tolist(), strict=True):  # fmt: skip
-            out.found[row].setdefault(partner, []).append((f"row:{partner_row}", score))
+            out.found[row].setdefault(p.member, []).append((f"row:{partner_row}", score))
     for per_partner in out.found:
         for hits in per_partner.values():
             hits.sort(key=lambda h: -h[1])

@@ -45,7 +45,7 @@ def channel_options() -> list[tuple[str, int]]:
     ]
 
 
-def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+def channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
     if credentials is None:
         return grpc.insecure_channel(address, options=channel_options())
     return grpc.secure_channel(address, credentials, options=channel_options())
@@ -149,7 +149,7 @@ class ShareExchange:
         self, address: str, key: str, credentials: grpc.ChannelCredentials | None = None
     ) -> None:
         self.name = f"S2 ({address})"
-        self._stub = pb_grpc.TwoServerSharesStub(_channel(address, credentials))
+        self._stub = pb_grpc.TwoServerSharesStub(channel(address, credentials))
         self._metadata = (("authorization", f"Bearer {key}"),)
 
     def expand(
@@ -215,9 +215,13 @@ class RemoteServers:
         records: Sequence[int],
         bits: Sequence[int],
         credentials: grpc.ChannelCredentials | None = None,
+        channels: tuple[grpc.Channel, grpc.Channel] | None = None,
     ) -> None:
+        """`channels`: to S1 and S2, kept by the caller across runs and queries (`close`
+        leaves them open); None: its own, closed by `close`."""
         self.names = (f"S1 ({s1})", f"S2 ({s2})")
-        self._channels = (_channel(s1, credentials), _channel(s2, credentials))
+        self._own = channels is None
+        self._channels = channels or (channel(s1, credentials), channel(s2, credentials))
         self._s1 = pb_grpc.TwoServerBlockingStub(self._channels[0])
         self._s2 = pb_grpc.TwoServerSharesStub(self._channels[1])
         self._metadata = (("authorization", f"Bearer {key}"),)
@@ -225,8 +229,8 @@ class RemoteServers:
         self._parts: list[Proposed] = []  # what S1's Propose said of its proposal
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        for c in self._channels if self._own else ():
+            c.close()
 
     def bits(self, clk: int) -> int:
         return self._bits[clk]

@@ -7,7 +7,12 @@ from __future__ import annotations
 import grpc
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers, channel_options, peer_error
+from blindmatch.matcher.rpc.twoserver_client import (
+    RemoteServers,
+    channel,
+    channel_options,
+    peer_error,
+)
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -42,11 +47,13 @@ def forget_at(
     credentials: grpc.ChannelCredentials | None,
     project: str,
     member: str,
+    kept: grpc.Channel | None = None,
 ) -> Forgot:
     """`who`'s (S1's or S2's) Forget of `member`'s uploads in `project` (no member: every
-    upload of the project), with the combiner's `key`; never raises: a server that cannot
-    be reached in time, or refuses, is a `Forgot` saying why."""
-    channel = (
+    upload of the project), with the combiner's `key` (over the `kept` channel, left open;
+    None: a channel of its own); never raises: a server that cannot be reached in time, or
+    refuses, is a `Forgot` saying why."""
+    channel = kept or (
         grpc.insecure_channel(address, options=channel_options())
         if credentials is None
         else grpc.secure_channel(address, credentials, options=channel_options())
@@ -62,7 +69,8 @@ def forget_at(
     except grpc.RpcError as exc:
         return Forgot(who, error=str(peer_error(f"{who} ({address})", exc)))
     finally:
-        channel.close()
+        if kept is None:
+            channel.close()
 
 
 def combiner_setup(
@@ -82,16 +90,22 @@ def combiner_setup(
     if key == member_key:
         raise ValueError("the combiner's key and the members' key: two different keys")
 
+    # One channel to each of S1 and S2 for the matcher's life, shared by its runs' and
+    # queries' calls (gRPC channels multiplex concurrent calls, and reconnect themselves):
+    # a query then pays no connection set-up (docs/realtime.md "Queries in a two-server
+    # project").
+    kept = (channel(s1, credentials), channel(s2, credentials))
+
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
-        return RemoteServers(s1, s2, key, names, records, bits, credentials)
+        return RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
 
     def check() -> None:
         reachable(s1, "S1", credentials)
         reachable(s2, "S2", credentials)
 
     def forget(project: str, member: str) -> list[Forgot]:
-        return [forget_at(address, who, key, credentials, project, member)
-                for address, who in ((s1, "S1"), (s2, "S2"))]  # fmt: skip
+        return [forget_at(address, who, key, credentials, project, member, c)
+                for address, who, c in ((s1, "S1", kept[0]), (s2, "S2", kept[1]))]  # fmt: skip
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget)
 

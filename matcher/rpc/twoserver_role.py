@@ -22,12 +22,14 @@ from blindmatch.matcher.core import audit, linkbit
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
+from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
 from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
@@ -90,6 +92,8 @@ class _Role:
         # is in one at most, so a batch's two members name its proposal.
         self.proposals: dict[tuple[str, ...], Proposal] = {}
         self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
+        # S1's and S2's own query limit (rpc/twoserver_queries.py); the combiner keeps none
+        self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
 
     @property
     def proposal(self) -> Proposal | None:
@@ -116,6 +120,19 @@ class _Role:
         for k in [k for k in self.proposals if names & set(k)]:
             del self.proposals[k]
 
+    def start(self, data_dir: Path | None, query_limits: QueryLimits | None = None) -> None:
+        """S1's and S2's query limits (None: the defaults), then `keep` with a data dir."""
+        if self.queries is not None:
+            self.queries = RoleQueries(NAMES[self.role], query_limits)
+        if data_dir is not None:
+            self.keep(data_dir)
+
+    def admit_queries(self, names: list[str], held: list[Held]) -> None:
+        """S1, S2: count the queries among `names` (uploads compared), or refuse beyond the
+        role's query limit (rpc/twoserver_queries.py)."""
+        if self.queries is not None:
+            self.queries.admit(names, [h.records for h in held], self.log)
+
     def keep(self, data_dir: Path) -> None:
         """Audit to `data_dir` and keep the uploads and the pair budget there
         (storage/role_store.py), holding what it kept before: a `twoserver.restored` entry
@@ -130,14 +147,15 @@ class _Role:
             raise
         self.held = restored.held
         self.budget = PairBudget(self.store.spend)
+        queries = self.queries.keep(self.store) if self.queries is not None else 0
         for (a, b, reach), keys in restored.spent.items():
             self.budget.restore(a, b, keys, reach=reach)
         seconds = round(time.perf_counter() - start, 3)
-        if self.held or restored.discarded:  # not on a first start
+        if self.held or restored.discarded or queries:  # not on a first start
             self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
                      records={n: h.records for n, h in sorted(self.held.items())},
                      pairs=self.budget.pairs(), discarded=restored.discarded,
-                     seconds=seconds)  # fmt: skip
+                     queries=queries, seconds=seconds)  # fmt: skip
             log.info("%s restored %d upload(s) and %d pairs evaluated from %s in %.1f s",
                      NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
                      seconds)  # fmt: skip
@@ -158,6 +176,8 @@ class _Role:
         """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
         it replaces that project member's upload under any earlier tag."""
         member, held = read_upload(parts, self.role)
+        if self.queries is not None:
+            self.queries.check_upload(member)
         if (vouched and member != vouched) or (not vouched and "/" in member):
             raise errors.PermissionDenied(
                 f"member: {member!r}, but the upload ticket admits {vouched!r} only"
@@ -257,6 +277,7 @@ class _Role:
                     f"records: {records} of {name!r} at the combiner, but "
                     f"{NAMES[self.role]} holds {h.records} (the uploads differ)"
                 )
+        self.admit_queries(members, held)
         return members, held
 
     def member(self, name: str, field: str) -> Held:
@@ -282,6 +303,7 @@ class _Role:
                     f"records_{name}: {records} at the combiner, but {NAMES[self.role]} holds "
                     f"{h.records} of {getattr(m, 'member_' + name)!r} (the uploads differ)"
                 )
+        self.admit_queries([m.member_a, m.member_b], held)
         if m.clk >= len(held[0].bits):
             raise errors.InvalidArgument(f"clk: {m.clk}, but the uploads have {len(held[0].bits)}")
         if m.proposed:

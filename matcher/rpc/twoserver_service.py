@@ -50,6 +50,7 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
+from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.twoserver import (
     TOKEN_BYTES,
     BlockingServer,
@@ -449,6 +450,7 @@ def create_role(
     keys: Mapping[str, str] | None = None,
     data_dir: Path | None = None,
     threshold: float | None = None,
+    query_limits: QueryLimits | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -457,8 +459,8 @@ def create_role(
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
     `clock` (seconds) ages S2's batches; `data_dir`: where the role keeps its audit log
     (storage/twoserver_audit.py) and what it holds, restored at start (storage/role_store.py;
-    None: memory only, no log); `threshold`: S1 runs at this one only (None:
-    the combiner's)."""
+    None: memory only, no log); `threshold`: S1 runs at this one only (None: the combiner's);
+    `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
@@ -478,8 +480,7 @@ def create_role(
         service = CombinerService(key, member_key, servers, keys)
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
-    if data_dir is not None:
-        service.keep(data_dir)
+    service.start(data_dir, query_limits)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
         options=channel_options(),

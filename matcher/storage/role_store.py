@@ -5,7 +5,9 @@ budget (core/pairbudget.py) as before it stopped:
     DIR/twoserver-ROLE-held.sqlite   one row an upload (its name, records, the arrays'
                                      names, dtypes and shapes, their SHA-256: the audit's
                                      `twoserver.upload` digest) and the pair budget: each
-                                     batch's pair keys evaluated, by the two uploads' rows
+                                     batch's pair keys evaluated, by the two uploads' rows;
+                                     and the queries counted against the role's query
+                                     limit (name, member, records, when: no record)
     DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random)
 
 An upload's arrays go to a file of their own (an S1 upload of 50,000 realistic records is
@@ -59,6 +61,13 @@ CREATE TABLE IF NOT EXISTS spent (
 );
 CREATE INDEX IF NOT EXISTS spent_a ON spent(upload_a);
 CREATE INDEX IF NOT EXISTS spent_b ON spent(upload_b);
+CREATE TABLE IF NOT EXISTS queries (
+    name TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
 READ_BYTES = 1 << 24
@@ -175,6 +184,22 @@ class RoleStore:
                 "FROM uploads a, uploads b WHERE a.name = ? AND b.name = ?",
                 (int(reach), np.ascontiguousarray(keys, "<u8").tobytes(), member_a, member_b),
             )
+
+    def count_query(self, name: str, project: str, member: str, records: int, at: float) -> None:
+        """A query the role counted against its query limit (rpc/twoserver_queries.py),
+        durable before the query is evaluated."""
+        with self.db.tx(clears_cache=False) as conn:
+            conn.execute("INSERT OR IGNORE INTO queries VALUES (?, ?, ?, ?, ?)",
+                         (name, project, member, records, at))  # fmt: skip
+
+    def queries_since(self, since: float) -> list[tuple[str, str, str, int, float]]:
+        """The queries counted after `since` (name, project, member, records, when); older
+        ones are deleted."""
+        with self.db.tx(clears_cache=False) as conn:
+            conn.execute("DELETE FROM queries WHERE at <= ?", (since,))
+            rows = conn.execute("SELECT name, project, member, records, at FROM queries "
+                                "ORDER BY at").fetchall()  # fmt: skip
+        return [(str(n), str(p), str(m), int(r), float(a)) for n, p, m, r, a in rows]
 
     def _delete(self, conn: sqlite3.Connection, names: list[str]) -> list[str]:
         marks = ",".join("?" * len(names))
