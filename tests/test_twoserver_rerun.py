@@ -22,7 +22,7 @@ from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.errors import ServiceError
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from tests.support import MESSY_SECRET
-from tests.test_twocomplete import subjects
+from tests.test_twocomplete import pairs_of, subjects
 from tests.test_twoserver_restart import NAMES as RESTART_NAMES
 from tests.test_twoserver_restart import Roles
 
@@ -227,5 +227,41 @@ def test_over_grpc_s1_blocks_a_reused_pair_only_for_an_extra_and_answers_its_pro
             tworun.link_bits(again, combiner, PairBatch(0, 1, 0, named_a, named_b),
                              linkbit.Transcript(), {})  # fmt: skip
         again.close()
+    finally:
+        roles.stop()
+
+
+def test_over_grpc_completion_reuses_reach_bits_and_s1_logs_its_reach_batches(
+    tmp_path: Path,
+) -> None:
+    """test_completion_reuses_... over gRPC, S1 and S2 with data dirs (their audit logs): the
+    first run's reach batches are logged at S1 (`twoserver.reach`); after A uploads again, the
+    run asks none of B x C's reach pairs again (S1 would refuse them) and gives a fresh run's
+    links."""
+    plan = client.BandPlan(bits=4, bands=40)
+    datasets = subjects()
+    roles = Roles(tmp_path, secrets.token_urlsafe(16))
+    try:
+        for name, d in zip(RESTART_NAMES, datasets, strict=True):
+            roles.send(name, client.shared_upload(d, MESSY_SECRET, plan))
+        s1, s2 = (f"127.0.0.1:{roles.running[r].port}" for r in ("s1", "s2"))
+        combiner = twoserver.Combiner(None, THRESHOLD, clks=1)
+        records, bits = [len(d) for d in datasets], [8 * datasets[0].shape[1]]
+
+        def drive(earlier: Earlier) -> tworun.TwoServerResult:
+            servers = RemoteServers(s1, s2, roles.key, list(RESTART_NAMES), records, bits)
+            try:
+                return tworun.drive(servers, combiner, earlier=earlier)
+            finally:
+                servers.close()
+
+        first = drive(Earlier(3))
+        assert first.completion["pairs asked"] > 0
+        assert roles.entries("s1", "twoserver.reach")
+        roles.send("north", client.shared_upload(datasets[0], MESSY_SECRET, plan))
+        kept = {k: o for k, o in first.outcomes.items() if 0 not in k}
+        second = drive(Earlier(3, kept))
+        assert second.completion == first.completion
+        assert pairs_of(second.links) == pairs_of(first.links)
     finally:
         roles.stop()
