@@ -83,6 +83,15 @@ def person_csv(export: Export, record_ids: list[str], out: Path) -> Path:
     return out
 
 
+def ask(world: World, project: str, token: str, people: Path, export: Export,  # noqa: F811
+        *extra: str) -> int:  # fmt: skip
+    """`blindmatch query` about `people` (rows in `export`'s layout): its exit status."""
+    return world.cli("query", str(people), "--mapping", str(export.mapping), "--project",
+                     project, "--schema", str(SCHEMA), "--secret-file",
+                     str(export.csv.parent / "linkage.secret"), "--purpose", "case 24/118",
+                     *extra, token=token)  # fmt: skip
+
+
 def query(
     world: World,  # noqa: F811
     project: str,
@@ -92,22 +101,7 @@ def query(
     capsys: pytest.CaptureFixture[str],
 ) -> dict:
     capsys.readouterr()
-    code = world.cli(
-        "query",
-        str(people),
-        "--mapping",
-        str(export.mapping),
-        "--project",
-        project,
-        "--schema",
-        str(SCHEMA),
-        "--secret-file",
-        str(export.csv.parent / "linkage.secret"),
-        "--purpose",
-        "case 24/118",
-        "--json",
-        token=token,
-    )
+    code = ask(world, project, token, people, export, "--json")
     out = capsys.readouterr()
     assert code == 0, out.err
     answer: dict = json.loads(out.out)
@@ -216,24 +210,7 @@ def test_quotas_apply_and_index_and_watch_are_refused_pointing_at_query(
         ["south"]
     ]
     capsys.readouterr()
-    assert (
-        world.cli(
-            "query",
-            str(people),
-            "--mapping",
-            str(south.mapping),
-            "--project",
-            "shares",
-            "--schema",
-            str(SCHEMA),
-            "--secret-file",
-            str(south.csv.parent / "linkage.secret"),
-            "--purpose",
-            "case 24/118",
-            token=two.tokens["north"],
-        )
-        != 0
-    )
+    assert ask(world, "shares", two.tokens["north"], people, south) != 0
     assert "limit" in capsys.readouterr().err.lower()
     # index and watch: refused, naming what works.
     assert (
@@ -295,24 +272,7 @@ def test_a_query_with_s2_down_fails_naming_it(
     world.roles["s2"].stop(grace=None)
     people = person_csv(south, sorted(south.truth)[:1], world.folder / "one.csv")
     capsys.readouterr()
-    assert (
-        world.cli(
-            "query",
-            str(people),
-            "--mapping",
-            str(south.mapping),
-            "--project",
-            "shares",
-            "--schema",
-            str(SCHEMA),
-            "--secret-file",
-            str(south.csv.parent / "linkage.secret"),
-            "--purpose",
-            "case 24/118",
-            token=two.tokens["north"],
-        )
-        != 0
-    )
+    assert ask(world, "shares", two.tokens["north"], people, south) != 0
     err = capsys.readouterr().err
     assert "S2" in err and f"127.0.0.1:{world.roles['s2'].port}" in err
 
