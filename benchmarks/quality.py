@@ -259,18 +259,21 @@ def cell_seed(base: int, generator: str, corruption: float, population: int) -> 
     return base + 1 + len(cells) + zlib.crc32(name) % 1_000_000
 
 
-def _modes(cell: dict[str, object], found_by: dict[str, Hits]) -> dict[str, float]:
-    """The two-server flow against the blindmatch flow of a cell: F1 points, shared hits."""
+def _modes(cell: dict[str, object], found_by: dict[str, Hits], true: Hits) -> dict[str, float]:
+    """The two-server flow against the blindmatch flow of a cell: F1 points, the hits both
+    report, and those one reports alone (how many of them true)."""
     clk, two = found_by["blindmatch"], found_by[TWO_SERVER_FLOW]
     f1 = {flow: cast("list[float]", cell[flow])[2] for flow in ("blindmatch", TWO_SERVER_FLOW)}
     return {"f1_points": 100 * (f1[TWO_SERVER_FLOW] - f1["blindmatch"]), "both": len(clk & two),
-            "two_server_only": len(two - clk), "clk_only": len(clk - two)}  # fmt: skip
+            "two_server_only": len(two - clk), "two_server_only_true": len((two - clk) & true),
+            "clk_only": len(clk - two), "clk_only_true": len((clk - two) & true)}  # fmt: skip
 
 
 def _mode_cell(cell: dict[str, object]) -> str:
     d = cast("dict[str, float]", cell["two-server vs blindmatch"])
-    return (f"{d['f1_points']:+.2f} ({d['both']:,}/{d['two_server_only']:,}/"
-            f"{d['clk_only']:,})")  # fmt: skip
+    return (f"{d['f1_points']:+.2f}; {d['both']:,} / {d['two_server_only']:,} "
+            f"({d['two_server_only_true']:,} true) / {d['clk_only']:,} "
+            f"({d['clk_only_true']:,} true)")  # fmt: skip
 
 
 def grid(args: argparse.Namespace) -> int:
@@ -324,7 +327,7 @@ def grid(args: argparse.Namespace) -> int:
                               f"{q.precision:>9.4f} {q.recall:>7.4f} {q.f1:>7.4f} "
                               f"{time.monotonic() - started:>6.1f}", flush=True)  # fmt: skip
                     if {"blindmatch", TWO_SERVER_FLOW} <= found_by.keys():
-                        cell["two-server vs blindmatch"] = _modes(cell, found_by)
+                        cell["two-server vs blindmatch"] = _modes(cell, found_by, truth.true_hits())
                         print(f"{gen:<11} {corruption:>4} {size:>6} two-server - blindmatch: "
                               + _mode_cell(cell), flush=True)  # fmt: skip
                     if corruption == 1.0 and not args.no_privacy and "blindmatch" in flows:
@@ -337,7 +340,7 @@ def grid(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(results, indent=2))
     print("\nF1 (precision/recall):\n")
     both = {"blindmatch", TWO_SERVER_FLOW} <= set(flows)
-    modes = ["two-server - blindmatch: F1 pt (hits both/two-server only/CLK only)"] * both
+    modes = ["two-server - blindmatch: F1 pt; hits both / two-server only / CLK only"] * both
     print(_row(["generator", "corruption", "people", "true hits", *flows, *modes,
                 "privacy (worst)"]))  # fmt: skip
     print(_row(["---"] * (5 + len(flows) + len(modes))))
@@ -348,7 +351,7 @@ def grid(args: argparse.Namespace) -> int:
             shown.append(f"{f:.4f} ({p:.4f}/{r:.4f})")
         priv = cell.get("privacy")
         privacy_cell = f"{cast('list[float]', priv)[0]:.2%}" if priv else ""
-        shown += [_mode_cell(cell)] * both
+        shown += [_mode_cell(cell)] if both else []
         print(_row([cell["generator"], cell["corruption"], cell["population"],
                     cell["true_hits"], *shown, privacy_cell]))  # fmt: skip
     return 0
