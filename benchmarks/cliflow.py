@@ -66,6 +66,30 @@ def serve(
 
 
 @contextmanager
+def two_server_serve(workdir: Path) -> Iterator[Served]:
+    """S2 and S1 as `blindmatch two-server role` processes (fresh combiner and members' keys,
+    owner-only files in `workdir`), and a `blindmatch serve --two-server-s1/-s2 ...` matcher,
+    their combiner, over `workdir`/matcher-data (docs/operations.md "A project in two-server
+    mode"); all on free loopback ports, stopped in turn afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for name in ("parties.key", "members.key"):
+        keys.append(workdir / name)
+        keys[-1].write_text(secrets.token_urlsafe(24) + "\n")
+        keys[-1].chmod(0o600)
+    role = [*BLINDMATCH, "two-server", "role", "--key-file", str(keys[0]), "--member-key-file",
+            str(keys[1]), "--listen", "127.0.0.1:0"]  # fmt: skip
+    with (
+        _started([*role, "--role", "s2"], "", None) as s2,
+        _started([*role, "--role", "s1", "--s2", s2.target], "", None) as s1,
+        serve(workdir / "matcher-data", "--two-server-s1", s1.target, "--two-server-s2",
+              s2.target, "--two-server-key-file", str(keys[0]),
+              "--two-server-member-key-file", str(keys[1])) as matcher,
+    ):  # fmt: skip
+        yield matcher
+
+
+@contextmanager
 def lookup_server(
     data_dir: Path,
     shard: str,
@@ -137,11 +161,15 @@ def link(
     disclose: str = "hits",
     threshold: float | None = None,
     secret_hex: str | None = None,
+    mode: str | None = None,
 ) -> dict[str, Path]:
     """Run the whole member flow; returns each member's results CSV (under a fresh secret
-    unless `secret_hex` is given)."""
+    unless `secret_hex` is given). With `mode` (`clk` or `two-server`), the project is
+    created in that mode; in `two-server` mode the members `encode --two-server`."""
     server = ["--server", served.target]
     extra = ["--threshold", str(threshold)] if threshold is not None else []
+    extra += ["--mode", mode] if mode is not None else []
+    two_server = ["--two-server"] if mode == "two-server" else []
     created = json.loads(
         blindmatch(
             "project", "create", project, "--members", ",".join(members),
@@ -156,7 +184,7 @@ def link(
         out = workdir / f"{name}.encoded"
         blindmatch(
             "encode", str(data), "--schema", str(schema), "--secret-file", str(secret),
-            "--mapping", str(mapping), "--out", str(out), "--quiet",
+            "--mapping", str(mapping), "--out", str(out), "--quiet", *two_server,
         )  # fmt: skip
         blindmatch("upload", str(out), "--project", project, "--token", tokens[name], *server)
     first = next(iter(members))

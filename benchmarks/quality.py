@@ -19,6 +19,13 @@ files:
   `blindmatch serve` process: `project create` (hits disclosure, default threshold),
   `encode` with schemas/person-uk.json and each member's mapping, `upload`, `run`,
   `results`; the members' hits files are scored.
+- **two-server** (with `--flows`): the blindmatch flow in a project in two-server mode
+  (docs/operations.md, "A project in two-server mode"): S2 and S1 as `blindmatch two-server
+  role` processes, the matcher `blindmatch serve --two-server-s1/-s2 ...` (their combiner),
+  `project create --mode two-server`, members `encode --two-server`, then `upload`, `run`,
+  `results` as above (benchmarks/cliflow.py `two_server_serve`). With `--one-secret` and the
+  `blindmatch` flow, the two differ only in the mode: the grid prints the F1 difference in
+  points and the hits found by one flow only.
 - **splink** (with `--splink`, or in the grid): Splink on the same hand-normalised
   plaintext (first given name), its standard person model trained unsupervised (EM), pairs
   with match probability >= 0.5, resolved one-to-one between each two organisations best
@@ -64,7 +71,7 @@ from typing import cast
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import households, messy
-from benchmarks.cliflow import link, serve
+from benchmarks.cliflow import link, serve, two_server_serve
 from blindmatch.client.tools.evaluate import Quality, quality, read_results, read_truth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +95,9 @@ SCHEMA_FLOWS = {
 # The default with the rule's previous reach (0.02, candidate floor 0.78 at T = 0.8; the
 # default until 2026-12-04, docs/evaluation.md "The reach"), written beside the cell's exports.
 REACH_FLOW = "reach-0.02"
-FLOWS = ["anchor", "blindmatch", *SCHEMA_FLOWS, REACH_FLOW, "splink"]
+# The default in a project in two-server mode: the matcher as combiner of S1 and S2.
+TWO_SERVER_FLOW = "two-server"
+FLOWS = ["anchor", "blindmatch", TWO_SERVER_FLOW, *SCHEMA_FLOWS, REACH_FLOW, "splink"]
 ANCHOR_SCHEMA = Path(__file__).resolve().parent / "data" / "anchor-schema.json"
 SPLINK_PYTHON = Path(__file__).resolve().parent / ".venv-splink" / "bin" / "python"
 SPLINK_SCRIPT = Path(__file__).resolve().parent / "splink_link.py"
@@ -201,12 +210,17 @@ def blindmatch_flow(
     generator: str = "messy",
     schema: Path = SCHEMA,
     secret_hex: str | None = None,
+    mode: str | None = None,
 ) -> Hits:
-    """The documented CLI flow, default settings; the union of the members' hits files."""
+    """The documented CLI flow, default settings; the union of the members' hits files. With
+    `mode="two-server"`, on a matcher with S1 and S2, in a project in two-server mode."""
     members = GENERATORS[generator].exports(folder)
     workdir.mkdir(parents=True, exist_ok=True)
-    with serve(workdir / "matcher-data") as served:
-        results = link(served, workdir, "quality", members, schema, secret_hex=secret_hex)
+    two = mode == "two-server"
+    with two_server_serve(workdir) if two else serve(workdir / "matcher-data") as served:
+        results = link(
+            served, workdir, "quality", members, schema, secret_hex=secret_hex, mode=mode
+        )
     return {s.hit for name, path in results.items() for s in read_results(path, name)}
 
 
@@ -245,6 +259,23 @@ def cell_seed(base: int, generator: str, corruption: float, population: int) -> 
     return base + 1 + len(cells) + zlib.crc32(name) % 1_000_000
 
 
+def _modes(cell: dict[str, object], found_by: dict[str, Hits], true: Hits) -> dict[str, float]:
+    """The two-server flow against the blindmatch flow of a cell: F1 points, the hits both
+    report, and those one reports alone (how many of them true)."""
+    clk, two = found_by["blindmatch"], found_by[TWO_SERVER_FLOW]
+    f1 = {flow: cast("list[float]", cell[flow])[2] for flow in ("blindmatch", TWO_SERVER_FLOW)}
+    return {"f1_points": 100 * (f1[TWO_SERVER_FLOW] - f1["blindmatch"]), "both": len(clk & two),
+            "two_server_only": len(two - clk), "two_server_only_true": len((two - clk) & true),
+            "clk_only": len(clk - two), "clk_only_true": len((clk - two) & true)}  # fmt: skip
+
+
+def _mode_cell(cell: dict[str, object]) -> str:
+    d = cast("dict[str, float]", cell["two-server vs blindmatch"])
+    return (f"{d['f1_points']:+.2f}; {d['both']:,} / {d['two_server_only']:,} "
+            f"({d['two_server_only_true']:,} true) / {d['clk_only']:,} "
+            f"({d['clk_only_true']:,} true)")  # fmt: skip
+
+
 def grid(args: argparse.Namespace) -> int:
     """Both generators x corruption rates x population sizes: the table of issue 21."""
     flows = args.flows or ["anchor", "blindmatch", "original", "splink"]
@@ -263,12 +294,17 @@ def grid(args: argparse.Namespace) -> int:
                     GENERATORS[gen].write(folder, seed, size, corruption)
                     truth = read_truth(folder / "truth.csv")
                     cell["true_hits"] = len(truth.true_hits())
+                    found_by: dict[str, Hits] = {}
                     for flow in flows:
                         started = time.monotonic()
                         if flow == "anchor":
                             found = anchor(folder, generator=gen)
                         elif flow == "blindmatch":
                             found = blindmatch_flow(folder, Path(tmp), gen, SCHEMA, one_secret)
+                        elif flow == TWO_SERVER_FLOW:
+                            found = blindmatch_flow(
+                                folder, Path(tmp) / flow, gen, SCHEMA, one_secret, flow
+                            )
                         elif flow in SCHEMA_FLOWS:
                             found = blindmatch_flow(
                                 folder, Path(tmp) / flow, gen, SCHEMA_FLOWS[flow], one_secret
@@ -285,9 +321,15 @@ def grid(args: argparse.Namespace) -> int:
                             found = splink(folder, gen, Path(tmp))
                         q = quality(found, truth)
                         cell[flow] = [q.precision, q.recall, q.f1]
+                        cell[f"{flow} s"] = time.monotonic() - started
+                        found_by[flow] = found
                         print(f"{gen:<11} {corruption:>4} {size:>6} {flow:<11} "
                               f"{q.precision:>9.4f} {q.recall:>7.4f} {q.f1:>7.4f} "
                               f"{time.monotonic() - started:>6.1f}", flush=True)  # fmt: skip
+                    if {"blindmatch", TWO_SERVER_FLOW} <= found_by.keys():
+                        cell["two-server vs blindmatch"] = _modes(cell, found_by, truth.true_hits())
+                        print(f"{gen:<11} {corruption:>4} {size:>6} two-server - blindmatch: "
+                              + _mode_cell(cell), flush=True)  # fmt: skip
                     if corruption == 1.0 and not args.no_privacy and "blindmatch" in flows:
                         share, where = privacy(folder, gen)
                         cell["privacy"] = [share, where]
@@ -297,8 +339,11 @@ def grid(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print("\nF1 (precision/recall):\n")
-    print(_row(["generator", "corruption", "people", "true hits", *flows, "privacy (worst)"]))
-    print(_row(["---"] * (5 + len(flows))))
+    both = {"blindmatch", TWO_SERVER_FLOW} <= set(flows)
+    modes = ["two-server - blindmatch: F1 pt; hits both / two-server only / CLK only"] * both
+    print(_row(["generator", "corruption", "people", "true hits", *flows, *modes,
+                "privacy (worst)"]))  # fmt: skip
+    print(_row(["---"] * (5 + len(flows) + len(modes))))
     for cell in results:
         shown = []
         for flow in flows:
@@ -306,6 +351,7 @@ def grid(args: argparse.Namespace) -> int:
             shown.append(f"{f:.4f} ({p:.4f}/{r:.4f})")
         priv = cell.get("privacy")
         privacy_cell = f"{cast('list[float]', priv)[0]:.2%}" if priv else ""
+        shown += [_mode_cell(cell)] if both else []
         print(_row([cell["generator"], cell["corruption"], cell["population"],
                     cell["true_hits"], *shown, privacy_cell]))  # fmt: skip
     return 0

@@ -61,6 +61,27 @@ def test_the_quality_grid_runs_on_both_generators_through_the_cli() -> None:
         assert 0.5 < f1_anchor <= 1 and 0.5 < f1_blindmatch <= 1, row
 
 
+def test_the_quality_grid_runs_the_two_server_flow_beside_the_clk_flow() -> None:
+    """The same exports and secret in a CLK project and in a two-server project (S1, S2 and
+    the matcher as processes): both flows' F1 and their difference in points."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/quality.py", "--grid", "--generators", "messy",
+         "--populations", "1000", "--corruptions", "1.0", "--flows", "blindmatch",
+         "two-server", "--one-secret", "--no-privacy"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert "two-server - blindmatch: F1 pt" in rows[0] and len(rows) == 3
+    cells = rows[2].split(" | ")
+    f1_clk, f1_two = (float(c.split()[0]) for c in cells[4:6])
+    assert 0.5 < f1_clk <= 1 and 0.5 < f1_two <= 1, rows[2]
+    # e.g. "+0.00; 342 / 0 (0 true) / 0 (0 true)": hits both, two-server only, CLK only
+    points, hits = cells[6].split("; ")
+    assert abs(float(points) - 100 * (f1_two - f1_clk)) < 0.01, rows[2]
+    assert int(hits.split(" / ")[0].replace(",", "")) > 0, rows[2]
+
+
 def test_the_two_server_quality_benchmark_runs_on_both_generators() -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/twoserver_quality.py", "--population", "1000",
