@@ -1,0 +1,158 @@
+"""S1 and S2 as plain objects in this process (core/twoserver.py), behind the `Servers` a
+two-server run is driven over (core/tworun.py `drive`; `run` drives these): what the tests,
+benchmarks and `privacy-check --mode two-server` (core/twoviews.py) use. S1's proposal and
+checks are core/proposal.py's, as over gRPC (matcher/rpc/twoserver_client.py), so the run's
+decisions and links are the same code either way."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.proposal import Proposal
+from blindmatch.matcher.core.twoserver import (
+    RECORD,
+    BlockingServer,
+    PairBatch,
+    Proposed,
+    Shares,
+    ShareServer,
+    fallback_split,
+)
+from blindmatch.matcher.domain import NO_RULE, Rule
+
+
+class InProcess:
+    """S1 and S2 as objects in this process; CPU seconds by role into `evaluate`'s clock, and
+    blocking's into `blocking` (S1's join, S2's expansion). S1's proposal and checks are
+    core/proposal.py's, as over gRPC."""
+
+    def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
+        self.s1, self.s2 = s1, s2
+        self.proposal: Proposal | None = None
+        self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
+
+    def block(
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...] = (),
+        pairs: set[tuple[int, int]] | None = None,
+    ) -> list[PairBatch]:
+        lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        t0 = time.process_time()
+        clks = 1 if lacking is None else 2
+        matched = self.s1.join(clks, pairs)
+        t1 = time.process_time()
+        out = fallback_split(self.s2.expand(matched, clks), lacking)
+        self.blocking["join (S1)"] += t1 - t0
+        self.blocking["expand (S2)"] += time.process_time() - t1
+        return out
+
+    def bits(self, clk: int) -> int:
+        return self.s1.bits(clk)
+
+    def propose(
+        self,
+        lacking: list[npt.NDArray[np.bool_]] | None,
+        cutoffs: tuple[float, ...],
+        rule: Rule = NO_RULE,
+        only: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Proposed]:
+        lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        pairs = None if only is None else set(only)
+        proposed = self.block(lacking, pairs=pairs)
+        records = self.s1.records()
+        self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
+                                 cutoffs, lacking, rule=rule, only=pairs,
+                                 later=lambda more: self.block(lacking, pairs=more))  # fmt: skip
+        return self.proposal.described()
+
+    def _run(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+        tagged: bool,
+        drop: npt.NDArray[np.bool_] | None,
+    ) -> tuple[bytes, bytes]:
+        t1 = time.process_time()
+        p1 = self.s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
+        # S1's first message to S2 carries the batch's rows and the output pad's seed.
+        mask = secrets.token_bytes(linkbit.SEED_BYTES)
+        transcript.count("S1", "S2", 8 * len(part) + len(mask))
+        t2 = time.process_time()
+        p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
+        t3 = time.process_time()
+        linkbit.exchange(p1, p2, transcript, clock)
+        t4 = time.process_time()
+        tags = linkbit.tags(part.rows_a, part.rows_b) if tagged else None
+        keep = linkbit.keep_row(drop) if drop is not None else None
+        o1 = transcript.send("S1", "C", "output", p1.output(tags, keep, mask))
+        t5 = time.process_time()
+        o2 = transcript.send("S2", "C", "output", p2.output(tags, keep, mask))
+        clock["S1"] = clock.get("S1", 0.0) + t2 - t1 + t5 - t4
+        clock["S2"] = clock.get("S2", 0.0) + t3 - t2 + time.process_time() - t5
+        return o1, o2
+
+    def evaluate_part(
+        self,
+        index: int,
+        offset: int,
+        count: int,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        part = self.proposal.part(index, offset, count, circuit.cutoffs)
+        if part.clk == RECORD:  # the run's rule on the first CLKs' pairs (as S1 over gRPC)
+            self.proposal.check_rule(circuit.rule or NO_RULE)
+        return self._run(part, circuit, dealt, transcript, clock, True, None)
+
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        drop = None
+        if self.proposal is not None:
+            a, b = str(part.member_a), str(part.member_b)
+            checked = self.proposal.check(a, b, part.clk, part.rows_a, part.rows_b,
+                                          circuit.cutoffs)  # fmt: skip
+            self.proposal.commit(checked)
+            drop = checked.proposed
+        return self._run(part, circuit, dealt, transcript, clock, False, drop)
+
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        run = self.proposal.cutoffs  # the run's cut-offs; the circuit is at its reach
+        checked = self.proposal.check_reach(str(part.member_a), str(part.member_b), part.clk,
+                                            part.rows_a, part.rows_b, run)  # fmt: skip
+        self.proposal.commit_reach(checked)
+        return self._run(part, circuit, dealt, transcript, clock, False, checked.proposed)
+
+    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
+        return self.s1.messages(batch), self.s2.messages(batch)
+
+
+__all__ = ["InProcess"]
