@@ -18,14 +18,41 @@ from blindmatch.cli.options import (
     project_name,
     project_option,
 )
-from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.errors import BlindmatchError, InputError
+
+ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
+
+
+def role_of(args: argparse.Namespace) -> str | None:
+    """The two-server role whose data dir `--data-dir` is (`--role`, or the one whose files
+    are there); None for the matcher's (`serve --data-dir`)."""
+    from blindmatch.matcher.storage.datadir import DataDir
+    from blindmatch.matcher.storage.role_check import roles_in
+
+    if args.role or DataDir(args.data_dir).db.is_file():
+        return str(args.role) if args.role else None
+    found = roles_in(args.data_dir)
+    if len(found) > 1:
+        raise InputError(
+            f"--data-dir {args.data_dir}: holds the files of roles {', '.join(found)}; "
+            "say which with --role"
+        )
+    return found[0] if found else None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.integrity import check_data_dir
+    from blindmatch.matcher.storage.role_check import check_role_dir
 
-    report = check_data_dir(
-        args.data_dir, hash_files=not args.no_hash, audit_key_file=args.audit_key
+    role = role_of(args)
+    report = (
+        check_role_dir(
+            args.data_dir, role, hash_files=not args.no_hash, audit_key_file=args.audit_key
+        )
+        if role
+        else check_data_dir(
+            args.data_dir, hash_files=not args.no_hash, audit_key_file=args.audit_key
+        )
     )
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -37,6 +64,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
+    role = role_of(args)
+    if role:
+        return backup_role(args, role)
     try:
         done = backup_data_dir(
             args.data_dir, args.out, key_out=args.key_out, audit_key_file=args.audit_key
@@ -58,6 +88,41 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(
             f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
             "a restored log with `blindmatch audit verify --anchor` it."
+        )
+    return 0
+
+
+def backup_role(args: argparse.Namespace, role: str) -> int:
+    from blindmatch.matcher.storage.backup import BackupError
+    from blindmatch.matcher.storage.role_backup import backup_role_dir
+
+    try:
+        done = backup_role_dir(
+            args.data_dir, args.out, role, key_out=args.key_out, audit_key_file=args.audit_key
+        )
+    except BackupError as exc:
+        raise BlindmatchError(str(exc)) from None
+    print(
+        f"Backed up role {role}'s {args.data_dir} to {done.dest}: held-store snapshot with "
+        f"{done.pairs} pairs evaluated, and {done.uploads} upload files ({done.bytes_copied} "
+        "bytes), verified."
+    )
+    print(
+        f"Its {done.uploads} uploads are sealed: restored, the role counts every pair of two "
+        "of them as evaluated (the pairs it evaluates after this backup are not in it); a "
+        "member's new upload starts its pairs afresh."
+    )
+    if done.key_out is not None:
+        print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
+    else:
+        print(
+            "The audit key is not in the backup (whoever held both could re-seal an edited "
+            "log): back it up apart, e.g. with --key-out on another volume."
+        )
+    if done.anchor:
+        print(
+            f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
+            "a restored log with `blindmatch two-server verify-audit` against it."
         )
     return 0
 
@@ -114,6 +179,14 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def role_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--role", choices=ROLES,
+        help="--data-dir is this two-server role's (default: the matcher's, or the role "
+        "whose files are there)",
+    )  # fmt: skip
+
+
 def register(sub: Subcommands) -> None:
     net = connection_options()
     group = command(
@@ -127,11 +200,16 @@ def register(sub: Subcommands) -> None:
     ac = command(
         asub,
         "check",
-        help="check a data dir: database integrity, every upload's file and hash, runs",
+        help="check a data dir (the matcher's, or a two-server role's): database "
+        "integrity, every upload's file and hash, runs, the audit chain",
         example="blindmatch admin check --data-dir /var/lib/blindmatch --json",
         handler=cmd_check,
     )
-    ac.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ac.add_argument(
+        "--data-dir", required=True, type=Path,
+        help="the matcher's data dir, or a two-server role's (two-server role --data-dir)",
+    )  # fmt: skip
+    role_option(ac)
     ac.add_argument("--json", action="store_true", help="print the report as JSON")
     ac.add_argument(
         "--no-hash", action="store_true", help="check file sizes only, not sha256 (faster)"
@@ -139,18 +217,25 @@ def register(sub: Subcommands) -> None:
     ac.add_argument(
         "--audit-key",
         type=Path,
-        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
+        help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
+        "role's twoserver-ROLE.audit.key)",
     )
 
     ab = command(
         asub,
         "backup",
-        help="copy a data dir, even while the matcher serves it (the audit key apart)",
+        help="copy a data dir (the matcher's, or a two-server role's), even while it serves "
+        "(the audit key apart)",
         example="blindmatch admin backup --data-dir /var/lib/blindmatch --out /backup/2026-06-01 "
         "--key-out /keys/audit-2026-06-01.key",
         handler=cmd_backup,
     )
-    ab.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ab.add_argument(
+        "--data-dir", required=True, type=Path,
+        help="the matcher's data dir, or a two-server role's (its uploads sealed in the "
+        "backup: restored, the role evaluates no pair of two of them again)",
+    )  # fmt: skip
+    role_option(ab)
     ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
     ab.add_argument(
         "--key-out",
@@ -162,7 +247,8 @@ def register(sub: Subcommands) -> None:
     ab.add_argument(
         "--audit-key",
         type=Path,
-        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
+        help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
+        "role's twoserver-ROLE.audit.key)",
     )
 
     al = command(
