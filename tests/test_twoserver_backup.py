@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def test_a_backup_taken_while_serving_restores_to_roles_that_refuse_its_spent_pa
         held = roles.running[role].service.held
         assert sorted(held) == sorted(NAMES)
         assert np.array_equal(held["north"].shares[0], getattr(uploads[0], role).shares[0])
-        assert roles.entries(role, "twoserver.restored")[-1]["sealed"] == 3
+        restored = roles.entries(role, "twoserver.restored")[-1]
+        assert restored["sealed"] == 3 and 0 < restored["backup_taken"] <= time.time()
     # The restored budget is the backup's, which lacks the run's pairs: sealed, every pair of
     # two restored uploads is refused, as the pairs that run evaluated are.
     refused = roles.refused()

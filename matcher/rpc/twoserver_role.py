@@ -157,10 +157,19 @@ class _Role:
             self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
                      records={n: h.records for n, h in sorted(self.held.items())},
                      pairs=self.budget.pairs(), discarded=restored.discarded,
-                     queries=queries, sealed=len(restored.sealed), seconds=seconds)  # fmt: skip
+                     queries=queries, sealed=len(restored.sealed),
+                     backup_taken=restored.backup_taken, seconds=seconds)  # fmt: skip
             log.info("%s restored %d upload(s) and %d pairs evaluated from %s in %.1f s",
                      NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
                      seconds)  # fmt: skip
+        if restored.sealed:
+            log.warning(  # docs/operations.md "Backing up S1 and S2"
+                "%s holds %d upload(s) restored from a backup taken at %s: every pair of two "
+                "of them counts as evaluated; what this role did after that backup (its "
+                "queries counted, uploads forgotten) is not in it", NAMES[self.role],
+                len(restored.sealed), time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                    time.gmtime(restored.backup_taken or 0)),
+            )  # fmt: skip
 
     def close(self) -> None:
         for kept in (self.store, self.audit):

@@ -101,6 +101,7 @@ class Restored(Generic[T]):
     held: dict[str, T] = field(default_factory=dict)
     spent: dict[tuple[str, str, bool], Keys] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)
+    backup_taken: float | None = None  # when the backup the sealed uploads came from was
     discarded: int = 0
 
 
@@ -240,7 +241,7 @@ class RoleStore:
                     "s.upload_a JOIN uploads b ON b.id = s.upload_b ORDER BY s.seq"
                 ).fetchall()
                 sealed = conn.execute(
-                    "SELECT u.name FROM sealed s JOIN uploads u ON u.id = s.upload"
+                    "SELECT u.name, s.at FROM sealed s JOIN uploads u ON u.id = s.upload"
                 ).fetchall()
         except sqlite3.Error as exc:
             raise _refuse(self.path, f"not a role's held store ({exc})") from None
@@ -259,7 +260,8 @@ class RoleStore:
             by_pair.setdefault((a, b, bool(reach)), []).append(keys)
         for pair, parts in by_pair.items():
             out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
-        out.sealed = {str(name) for (name,) in sealed}
+        out.sealed = {str(name) for name, _ in sealed}
+        out.backup_taken = max((float(at) for _, at in sealed), default=None)
         for path in self.folder.iterdir():
             if (
                 path.name not in files and path.is_file()
