@@ -17,14 +17,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
+from blindmatch.matcher.core import audit, tickets
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.storage.role_check import check_role_dir
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.support import auth
 from tests.test_twoserver_restart import MEMBER_KEY, NAMES, Roles, in_process
 from tests.test_twoserver_restart import uploads as uploads  # the fixture
 
@@ -206,3 +212,65 @@ def test_check_passes_on_a_serving_role_and_reports_unfinished_files_as_repairs(
     assert report.ok and len(report.repairs) == 1 and "0123.tmp" in report.repairs[0]
     unfinished.chmod(0o644)
     assert f"{unfinished} (mode 0644)" in check_role_dir(backup.live / "s2", "s2").problems[0]
+
+
+def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_since(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roles = Roles(tmp_path / "live", "the parties' key of this test")
+    try:
+        rng = np.random.default_rng(3)
+        names = ["p/west/0000000a", "p/north/0000000b", "p/south/0000000c"]
+        for name in names:
+            up = client.shared_upload(rng.integers(0, 256, (6, 128), dtype=np.uint8), b"s",
+                                      client.BandPlan(4, 4))  # fmt: skip
+            roles.send(name, up, tickets.issue(MEMBER_KEY, name, int(time.time()) + 600))
+        s1 = roles.root / "s1"
+        assert admin("backup", "--data-dir", str(s1), "--out", str(tmp_path / "s1.backup"),
+                     "--key-out", str(tmp_path / "s1.key")) == 0  # fmt: skip
+        # After the backup: west erased (S1 forgets it), south uploads again.
+        with grpc.insecure_channel(f"127.0.0.1:{roles.running['s1'].port}") as channel:
+            reply = pb_grpc.TwoServerBlockingStub(channel).Forget(
+                pb.ForgetRequest(project="p", member="west"), metadata=auth(roles.key)
+            )
+            assert reply.dropped == 1
+        again = client.shared_upload(rng.integers(0, 256, (6, 128), dtype=np.uint8), b"s",
+                                     client.BandPlan(4, 4))  # fmt: skip
+        roles.send(names[2], again, tickets.issue(MEMBER_KEY, names[2], int(time.time()) + 600))
+    finally:
+        roles.stop()
+    s1.rename(tmp_path / "s1.broken")
+    restore = ["restore", "--backup", str(tmp_path / "s1.backup"), "--data-dir", str(s1),
+               "--audit-key", str(tmp_path / "s1.key")]  # fmt: skip
+    assert admin(*restore) == 2  # neither --previous nor --no-previous: refused
+    # Another role's dir, or another S1's log (the same key, another chain): refused.
+    assert admin(*restore, "--previous", str(tmp_path / "live" / "s2")) == 1
+    assert "twoserver-s1.sqlite there, not role s1's data dir" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    shutil.copy2(tmp_path / "s1.key", other / "twoserver-s1.audit.key")
+    log = RoleAudit(other, "s1")
+    log.log.append(audit.Event("p/north/0000000b", "twoserver.upload", member="p/north/0000000b"))
+    log.close()
+    assert admin(*restore, "--previous", str(other)) == 1
+    assert "does not continue the backup's" in capsys.readouterr().err and not s1.exists()
+    assert admin(*restore, "--previous", str(tmp_path / "s1.broken")) == 0
+    out = capsys.readouterr().out
+    assert f"2 restored upload(s) dropped (forgotten or uploaded again since: {names[2]}, " \
+        f"{names[0]})" in out  # fmt: skip
+    report = check_role_dir(s1, "s1")
+    assert report.ok and report.uploads_checked == 1 and report.sealed == 1
+    roles.start()
+    try:
+        assert sorted(roles.running["s1"].service.held) == [names[1]]
+        entries = roles.entries("s1", "twoserver.restore")
+        assert entries[-1]["dropped"] == sorted([names[0], names[2]])
+        assert roles.entries("s1", "twoserver.forget")  # the history before, adopted
+    finally:
+        roles.stop()
+    # Without the replaced dir, nothing can be replayed: west is back, and it says so.
+    shutil.rmtree(s1)
+    assert admin("restore", "--backup", str(tmp_path / "s1.backup"), "--data-dir", str(s1),
+                 "--audit-key", str(tmp_path / "s1.key"), "--no-previous") == 0  # fmt: skip
+    assert "warning: nothing replayed (--no-previous)" in capsys.readouterr().err
+    assert check_role_dir(s1, "s1").uploads_checked == 3

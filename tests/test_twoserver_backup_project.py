@@ -1,14 +1,14 @@
 """S1 and S2 of a two-server project restored from `blindmatch admin backup` (docs/operations.md
 "Backing up S1 and S2"), with a real matcher as their combiner: the backups are taken while
 the roles serve, a run and a query follow, S1's and S2's data dirs are lost and restored from
-the backups. The restored uploads answer the same query; a second run reuses the matcher's
+the backups (`admin restore`, the query counted again from the lost dirs' audit logs). The
+restored uploads answer the same query; a second run reuses the matcher's
 outcomes and needs nothing of S1 and S2; without them, the pairs of the restored (sealed)
 uploads are refused, saying why."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from benchmarks.exports import Export
 from blindmatch.cli.app import main
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.role_check import check_role_dir
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_project import Ahead, World
 from tests.test_twoserver_query import held_by, members, person_csv, query
@@ -62,8 +63,13 @@ def test_restored_s1_and_s2_answer_queries_and_a_rerun_reuses_the_matchers_outco
             running.stop(grace=None)
         for role in ("s1", "s2"):
             (tmp_path / role).rename(tmp_path / f"{role}.lost")
-            shutil.copytree(tmp_path / "backups" / role, tmp_path / role)
-            shutil.copy2(tmp_path / "keys" / role, tmp_path / role / f"twoserver-{role}.audit.key")
+            assert main(["admin", "restore", "--backup", str(tmp_path / "backups" / role),
+                         "--data-dir", str(tmp_path / role), "--audit-key",
+                         str(tmp_path / "keys" / role), "--previous",
+                         str(tmp_path / f"{role}.lost")]) == 0  # fmt: skip
+            # The query made after the backup is counted again (from the replaced log).
+            assert "0 restored upload(s) dropped" in capsys.readouterr().out
+            assert check_role_dir(tmp_path / role, role).queries == 1
         world.roles = _serve(tmp_path, key, ports)
         sealed = sorted(world.roles["s1"].service.held)
         assert len(sealed) == 2 and world.roles["s1"].service.budget.sealed(*sealed)

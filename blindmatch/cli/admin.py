@@ -127,6 +127,49 @@ def backup_role(args: argparse.Namespace, role: str) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.role_check import roles_in
+    from blindmatch.matcher.storage.role_restore import RestoreError, restore_role_dir
+
+    found = [args.role] if args.role else roles_in(args.backup)
+    if len(found) != 1:
+        raise InputError(
+            f"--backup {args.backup}: " + (f"holds roles {', '.join(found)}; say which with "
+            "--role" if found else "not a two-server role's backup (`admin backup` of a "
+            "`two-server role --data-dir`); a matcher's backup is restored by copying it")
+        )  # fmt: skip
+    if (args.previous is None) == (not args.no_previous):
+        raise InputError(
+            "give --previous DIR (the data dir being replaced, moved aside: what the role did "
+            "after the backup is replayed from its audit log) or --no-previous (it is lost: "
+            "nothing replayed)"
+        )
+    try:
+        done = restore_role_dir(args.backup, args.data_dir, found[0], key_file=args.audit_key,
+                                previous=args.previous)  # fmt: skip
+    except RestoreError as exc:
+        raise BlindmatchError(str(exc)) from None
+    print(
+        f"Restored role {done.role}'s data dir {done.dest} from {args.backup}: {done.uploads} "
+        f"uploads held, {done.sealed} of them sealed (no pair of two of them is evaluated "
+        "again), checked."
+    )
+    if done.previous is not None:
+        print(
+            f"Replayed {done.replayed} audit entries of {done.previous} made after the backup: "
+            f"{len(done.dropped)} restored upload(s) dropped (forgotten or uploaded again "
+            f"since: {', '.join(done.dropped) or 'none'}), {done.queries} queries counted again."
+        )
+    else:
+        print(
+            "warning: nothing replayed (--no-previous): uploads forgotten after the backup "
+            "(erasures, expiries) are held again and its queries since are uncounted; see "
+            "docs/operations.md, Backing up S1 and S2",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_query_limits(args: argparse.Namespace) -> int:
     with connect(args, admin_token()) as client:
         limits = client.set_query_limits(
@@ -192,7 +235,8 @@ def register(sub: Subcommands) -> None:
     group = command(
         sub,
         "admin",
-        help="operator tools: data-dir check and backup, query limits and reports",
+        help="operator tools: data-dir check, backup and (a two-server role's) restore, query "
+        "limits and reports",
         example="blindmatch admin check --data-dir /var/lib/blindmatch",
     )
     asub = actions(group, "admin_command")
@@ -250,6 +294,33 @@ def register(sub: Subcommands) -> None:
         help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
         "role's twoserver-ROLE.audit.key)",
     )
+
+    rs = command(
+        asub,
+        "restore",
+        help="make a two-server role's data dir from its `admin backup`, replaying what the "
+        "role did after it (its forgets and queries) from the replaced dir's audit log",
+        example="blindmatch admin restore --backup /backup/s1-2026-06-01 --data-dir /srv/s1 "
+        "--previous /srv/s1.broken --audit-key /keys/s1-2026-06-01.key",
+        handler=cmd_restore,
+    )
+    rs.add_argument("--backup", required=True, type=Path, help="the role's backup (admin backup)")
+    rs.add_argument("--data-dir", required=True, type=Path, help="the new data dir (not there)")
+    role_option(rs)
+    rs.add_argument(
+        "--audit-key", type=Path,
+        help="the role's audit key (admin backup --key-out; default: the one in --previous)",
+    )  # fmt: skip
+    prev = rs.add_mutually_exclusive_group()
+    prev.add_argument(
+        "--previous", type=Path, metavar="DIR",
+        help="the data dir being replaced, moved aside: its audit log (if it verifies and "
+        "continues the backup's) is adopted and its forgets and queries since are replayed",
+    )  # fmt: skip
+    prev.add_argument(
+        "--no-previous", action="store_true",
+        help="the replaced dir is lost: replay nothing (forgotten uploads come back)",
+    )  # fmt: skip
 
     al = command(
         asub,
