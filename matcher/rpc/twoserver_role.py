@@ -165,8 +165,9 @@ class _Role:
         if restored.sealed:
             log.warning(  # docs/operations.md "Backing up S1 and S2"
                 "%s holds %d upload(s) restored from a backup taken at %s: every pair of two "
-                "of them counts as evaluated; what this role did after that backup (its "
-                "queries counted, uploads forgotten) is not in it", NAMES[self.role],
+                "of them counts as evaluated (the uploads it forgot and the queries it counted "
+                "after that backup are in it only if `admin restore --previous` replayed "
+                "them)", NAMES[self.role],
                 len(restored.sealed), time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                     time.gmtime(restored.backup_taken or 0)),
             )  # fmt: skip
