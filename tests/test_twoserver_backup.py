@@ -274,3 +274,14 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
                  "--audit-key", str(tmp_path / "s1.key"), "--no-previous") == 0  # fmt: skip
     assert "warning: nothing replayed (--no-previous)" in capsys.readouterr().err
     assert check_role_dir(s1, "s1").uploads_checked == 3
+    # The erasure named from the matcher's audit log instead: dropped at the restore.
+    shutil.rmtree(s1)
+    assert admin("restore", "--backup", str(tmp_path / "s1.backup"), "--data-dir", str(s1),
+                 "--audit-key", str(tmp_path / "s1.key"), "--no-previous",
+                 "--forget", "p/west") == 0  # fmt: skip
+    assert f"--forget p/west: dropped {names[0]}." in capsys.readouterr().out
+    assert check_role_dir(s1, "s1").uploads_checked == 2
+    assert admin("restore", "--backup", str(tmp_path / "s1.backup"), "--data-dir",
+                 str(tmp_path / "s1.other"), "--audit-key", str(tmp_path / "s1.key"),
+                 "--no-previous", "--forget", "p/west/x") == 1  # fmt: skip
+    assert "--forget 'p/west/x': PROJECT or PROJECT/MEMBER" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 from blindmatch.cli.options import (
@@ -105,8 +106,10 @@ def backup_role(args: argparse.Namespace, role: str) -> int:
     print(
         f"Backed up role {role}'s {args.data_dir} to {done.dest}: held-store snapshot with "
         f"{done.pairs} pairs evaluated, and {done.uploads} upload files ({done.bytes_copied} "
-        "bytes), verified."
-    )
+        "bytes), verified"
+        + (f" ({done.attempts} snapshots: the role replaced or forgot an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
     print(
         f"Its {done.uploads} uploads are sealed: restored, the role counts every pair of two "
         "of them as evaluated (the pairs it evaluates after this backup are not in it); a "
@@ -146,13 +149,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     try:
         done = restore_role_dir(args.backup, args.data_dir, found[0], key_file=args.audit_key,
-                                previous=args.previous)  # fmt: skip
+                                previous=args.previous, forget=args.forget)  # fmt: skip
     except RestoreError as exc:
         raise BlindmatchError(str(exc)) from None
+    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(done.taken or 0))
     print(
-        f"Restored role {done.role}'s data dir {done.dest} from {args.backup}: {done.uploads} "
-        f"uploads held, {done.sealed} of them sealed (no pair of two of them is evaluated "
-        "again), checked."
+        f"Restored role {done.role}'s data dir {done.dest} from {args.backup} (taken {taken}): "
+        f"{done.uploads} uploads held, {done.sealed} of them sealed (no pair of two of them is "
+        "evaluated again), checked."
     )
     if done.previous is not None:
         print(
@@ -163,10 +167,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     else:
         print(
             "warning: nothing replayed (--no-previous): uploads forgotten after the backup "
-            "(erasures, expiries) are held again and its queries since are uncounted; see "
-            "docs/operations.md, Backing up S1 and S2",
+            "(erasures, expiries) are held again unless --forget named them, and its queries "
+            f"since are uncounted; the matcher's audit log lists the erasures and expiries "
+            f"since {taken} (twoserver.forget): see docs/operations.md, Backing up S1 and S2",
             file=sys.stderr,
         )
+    if args.forget:
+        print(f"--forget {' '.join(args.forget)}: dropped {', '.join(done.dropped) or 'none'}.")
     return 0
 
 
@@ -310,6 +317,11 @@ def register(sub: Subcommands) -> None:
     rs.add_argument(
         "--audit-key", type=Path,
         help="the role's audit key (admin backup --key-out; default: the one in --previous)",
+    )  # fmt: skip
+    rs.add_argument(
+        "--forget", action="append", default=[], metavar="PROJECT[/MEMBER]",
+        help="also drop the restored uploads of this project (or project member): an "
+        "erasure or expiry since the backup, from the matcher's audit log (repeatable)",
     )  # fmt: skip
     prev = rs.add_mutually_exclusive_group()
     prev.add_argument(

@@ -6,7 +6,9 @@
    budget together.
 2. The files those rows name are copied from `twoserver-ROLE-held/`. A file is written once
    and never changed; one the role deleted meanwhile (a member's new upload, a `Forget`)
-   makes the backup start over from a fresh snapshot.
+   makes the backup take a fresh snapshot, keeping the files it copied already (only the
+   new snapshot's other files are copied then, so a retry is short even beside a member
+   uploading again and again).
 3. The audit log (`twoserver-ROLE.sqlite`) is snapshotted the same way, after the held
    store; its key is **not** copied beside it (whoever held both could edit the log and
    re-seal it): with `key_out` it goes to a file of its own, to be kept apart. The report
@@ -38,7 +40,7 @@ from blindmatch.matcher.storage.datadir import copy_private, fsync_path, make_pr
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
-ATTEMPTS = 5
+ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,27 @@ class RoleBackupReport:
 
 
 def _copy_files(source: RoleFiles, staging: RoleFiles) -> tuple[int, int] | None:
-    """Copy the files the snapshot's rows name; None when one vanished meanwhile."""
+    """Copy the files the snapshot's rows name, but those an earlier attempt copied (a file
+    never changes), and delete the copies it no longer names; None when one vanished
+    meanwhile."""
     db = connect_read_only(staging.held_db)
     try:
-        files = [str(f) for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
+        files = [f"{f}.bin" for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
     finally:
         db.close()
     make_private_dir(staging.folder)
     copied = 0
-    for file in files:
-        target = staging.folder / f"{file}.bin"
-        try:
-            copy_private(source.folder / f"{file}.bin", target)
-        except FileNotFoundError:
-            return None
+    for name in files:
+        target = staging.folder / name
+        if not target.is_file():
+            try:
+                copy_private(source.folder / name, target)
+            except FileNotFoundError:
+                return None
         copied += target.stat().st_size
+    for path in staging.folder.iterdir():
+        if path.name not in files:  # replaced or forgotten since an earlier attempt
+            path.unlink()
     fsync_path(staging.folder)
     return len(files), copied
 
@@ -121,10 +129,12 @@ def backup_role_dir(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = RoleFiles(dest.with_name(f".{dest.name}.partial"), role)
     key = Path(audit_key_file) if audit_key_file else source.audit_key
+    shutil.rmtree(staging.root, ignore_errors=True)
+    make_private_dir(staging.root)
     for attempt in range(1, ATTEMPTS + 1):
-        shutil.rmtree(staging.root, ignore_errors=True)
-        make_private_dir(staging.root)
         try:
+            for db in (staging.held_db, staging.audit_db):
+                db.unlink(missing_ok=True)
             snapshot(source.held_db, staging.held_db)
             taken = clock()
             copied = _copy_files(source, staging)
@@ -136,7 +146,7 @@ def backup_role_dir(
             shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
         if copied is None:
-            continue  # the role replaced or forgot an upload while we copied: start over
+            continue  # the role replaced or forgot an upload while we copied: a new snapshot
         report = check_role_dir(
             staging.root, role, audit_key_file=key if key.is_file() else None, require_key=False
         )

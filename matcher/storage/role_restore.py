@@ -8,7 +8,9 @@ would be undone, each a privacy hazard against a dishonest combiner:
 - the pairs it evaluated: the backup's uploads are sealed (their pairs with each other count
   as evaluated, core/pairbudget.py `seal`), so none is evaluated again;
 - the uploads it forgot (a member's erasure, a project's expiry) would be back, and an upload
-  replaced by a newer one would be held again in its place;
+  replaced by a newer one would be held again in its place (`forget`: the erasures and
+  expiries the matcher's audit log records since the backup, dropped when nothing else can
+  say);
 - the queries it counted against its query limit would be uncounted.
 
 The role's audit log records the last two (`twoserver.forget` with the names dropped,
@@ -49,6 +51,7 @@ class RoleRestoreReport:
     uploads: int  # held by the restored dir
     sealed: int
     previous: Path | None  # the dir whose log was replayed
+    taken: float | None  # when the backup was taken (its seal)
     replayed: int = 0  # its entries after the backup's head
     dropped: list[str] = field(default_factory=list)  # forgotten or replaced since
     queries: int = 0  # counted since, counted again
@@ -88,8 +91,9 @@ def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.En
     return [e for e in entries if head is None or e.seq > head[0]]
 
 
-def _replay(store: RoleStore, after: list[audit.Entry]) -> tuple[list[str], int]:
-    """Drop the restored uploads forgotten or uploaded again in `after`, and count its
+def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tuple[list[str], int]:
+    """Drop the restored uploads forgotten or uploaded again in `after`, and those under
+    `forget` (PROJECT or PROJECT/MEMBER, as a combiner's `Forget` names them), and count its
     queries again: the names dropped, and the queries."""
     gone: set[str] = set()
     queries = 0
@@ -107,6 +111,8 @@ def _replay(store: RoleStore, after: list[audit.Entry]) -> tuple[list[str], int]
             queries += 1
     with store.db.reading() as conn:
         held = {str(n) for (n,) in conn.execute("SELECT name FROM uploads")}
+    prefixes = tuple(f"{f.strip('/')}/" for f in forget)
+    gone.update(n for n in held if prefixes and n.startswith(prefixes))
     dropped = sorted(gone & held)
     store.drop(dropped)
     return dropped, queries
@@ -119,10 +125,16 @@ def restore_role_dir(
     *,
     key_file: str | Path | None = None,
     previous: str | Path | None = None,
+    forget: list[str] | None = None,
 ) -> RoleRestoreReport:
     """Make `data_dir` (new) role `role`'s data dir from `backup`, its audit key from
     `key_file` (default: the one in `previous`), replaying `previous`'s log after the
-    backup's head (None: nothing replayed)."""
+    backup's head (None: nothing replayed) and dropping the uploads under `forget`
+    (PROJECT or PROJECT/MEMBER: erasures and expiries since the backup, from the matcher's
+    audit log)."""
+    for name in forget or []:
+        if not name.strip("/") or name.strip("/").count("/") > 1:
+            raise RestoreError(f"--forget {name!r}: PROJECT or PROJECT/MEMBER")
     source, dest = RoleFiles(Path(backup), role), Path(data_dir)
     prev = RoleFiles(Path(previous), role) if previous is not None else None
     if not source.held_db.is_file():
@@ -155,7 +167,7 @@ def restore_role_dir(
             after = _after(prev.audit_db, staging.audit_key.read_bytes(), head)
             staging.audit_db.unlink(missing_ok=True)
             snapshot(prev.audit_db, staging.audit_db)  # the longer history, adopted
-        report = _apply(staging, role, dest, after, prev)
+        report = _apply(staging, role, dest, after, prev, forget or [])
         check = check_role_dir(staging.root, role)
         if not check.ok:
             raise RestoreError("the restored dir failed its integrity check:\n" + check.render())
@@ -171,11 +183,14 @@ def restore_role_dir(
 
 
 def _apply(
-    staging: RoleFiles, role: str, dest: Path, after: list[audit.Entry], prev: RoleFiles | None
-) -> RoleRestoreReport:
+    staging: RoleFiles, role: str, dest: Path, after: list[audit.Entry],
+    prev: RoleFiles | None, forget: list[str],
+) -> RoleRestoreReport:  # fmt: skip
     store = RoleStore(staging.root, role)
     try:
-        dropped, queries = _replay(store, after)
+        with store.db.reading() as conn:
+            taken = conn.execute("SELECT MAX(at) FROM sealed").fetchone()[0]
+        dropped, queries = _replay(store, after, forget)
         with store.db.reading() as conn:
             uploads = conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
             sealed = conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
@@ -185,12 +200,14 @@ def _apply(
     try:
         log.log.append(audit.Event("operator", "twoserver.restore", detail={
             "role": role, "uploads": uploads, "sealed": sealed,
-            "replayed": len(after) if prev else None, "dropped": dropped, "queries": queries,
+            "replayed": len(after) if prev else None, "forget": forget, "dropped": dropped,
+            "queries": queries, "backup_taken": taken,
         }))  # fmt: skip
     finally:
         log.close()
     previous = prev.root if prev else None
-    return RoleRestoreReport(dest, role, uploads, sealed, previous, len(after), dropped, queries)
+    return RoleRestoreReport(dest, role, uploads, sealed, previous, taken, len(after), dropped,
+                             queries)  # fmt: skip
 
 
 __all__ = ["RestoreError", "RoleRestoreReport", "restore_role_dir"]
