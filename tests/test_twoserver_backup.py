@@ -236,7 +236,8 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
             assert reply.dropped == 1
         again = client.shared_upload(rng.integers(0, 256, (6, 128), dtype=np.uint8), b"s",
                                      client.BandPlan(4, 4))  # fmt: skip
-        roles.send(names[2], again, tickets.issue(MEMBER_KEY, names[2], int(time.time()) + 600))
+        newer = "p/south/0000000d"  # (its new upload, under a new tag, replaces the one before)
+        roles.send(newer, again, tickets.issue(MEMBER_KEY, newer, int(time.time()) + 600))
     finally:
         roles.stop()
     s1.rename(tmp_path / "s1.broken")

@@ -30,7 +30,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindmatch.matcher.core import audit
+from blindmatch.matcher.core import audit, tickets
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.backup import snapshot
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
@@ -96,14 +96,17 @@ def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tu
     `forget` (PROJECT or PROJECT/MEMBER, as a combiner's `Forget` names them), and count its
     queries again: the names dropped, and the queries."""
     gone: set[str] = set()
+    replaced: set[str] = set()  # PROJECT/MEMBER/ that uploaded again
     queries = 0
     for e in after:
         if e.action == "twoserver.forget":
             names = e.detail.get("names", [])
             if isinstance(names, list):
                 gone.update(str(n) for n in names)
-        elif e.action == "twoserver.upload":
+        elif e.action == "twoserver.upload" and not tickets.is_query(e.member):
             gone.add(e.member)
+            if "/" in e.member:  # a project member's upload replaces its others (any tag)
+                replaced.add(e.member.rsplit("/", 1)[0] + "/")
         elif e.action == "twoserver.query":
             project, _, member = e.member.partition("/")
             store.count_query(str(e.detail.get("query", "")), project, member,
@@ -111,7 +114,7 @@ def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tu
             queries += 1
     with store.db.reading() as conn:
         held = {str(n) for (n,) in conn.execute("SELECT name FROM uploads")}
-    prefixes = tuple(f"{f.strip('/')}/" for f in forget)
+    prefixes = (*replaced, *(f"{f.strip('/')}/" for f in forget))
     gone.update(n for n in held if prefixes and n.startswith(prefixes))
     dropped = sorted(gone & held)
     store.drop(dropped)
