@@ -24,6 +24,7 @@ import pytest
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.core import audit, tickets
+from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.storage.role_check import check_role_dir
@@ -286,3 +287,21 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
                  str(tmp_path / "s1.other"), "--audit-key", str(tmp_path / "s1.key"),
                  "--no-previous", "--forget", "p/west/x") == 1  # fmt: skip
     assert "--forget 'p/west/x': PROJECT or PROJECT/MEMBER" in capsys.readouterr().err
+
+
+def test_a_sealed_budget_refuses_every_pair_of_two_restored_uploads_until_one_uploads_again(
+) -> None:  # fmt: skip
+    budget = PairBudget()
+    for name in ("north", "south"):
+        budget.seal(name)
+    rows = np.arange(5, dtype=np.uint32)
+    for reach in (False, True):  # at the run's cut-offs and at the reach alike
+        assert budget.spend("north", "south", rows, rows, reach=reach) == 5
+        assert budget.spend("south", "north", rows[:1], rows[:1], reach=reach) == 1
+    assert budget.spend("north", "north", rows, rows) == 5  # (within one upload too)
+    assert budget.spend("north", "east", rows, rows) == 0  # a new upload's pairs: fresh
+    assert budget.pairs() == 5
+    budget.forget("south")  # south uploads again: its pairs start afresh
+    assert not budget.sealed("north", "south")
+    assert budget.spend("north", "south", rows, rows) == 0
+    assert budget.spend("north", "south", rows, rows) == 5  # (and are counted as ever)
