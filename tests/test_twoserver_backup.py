@@ -172,13 +172,19 @@ def _damaged(backup: Backup, tmp: Path, how: str) -> tuple[Path, str]:
     if how == "unreadable":
         held_db.write_bytes(b"no database here" * 512)
         return data_dir, f"{held_db}: unreadable, not a role's held store"
+    if how == "cut":  # the log's end cut off, from west's first upload on: the chain holds
+        with sqlite3.connect(log) as db:
+            db.execute("DELETE FROM audit WHERE seq >= (SELECT MIN(seq) FROM audit WHERE "
+                       "action = 'twoserver.upload' AND member = 'west')")  # fmt: skip
+        db.close()
+        return data_dir, f"audit log {log}: no `twoserver.upload` entry of upload 'west'"
     with sqlite3.connect(log) as db:  # "chain": an entry's content edited
         db.execute('UPDATE audit SET detail = \'{"role": "s1", "records": 1}\' WHERE seq = 2')
     db.close()
     return data_dir, f"audit log {log}: entry 2"
 
 
-@pytest.mark.parametrize("how", ["missing", "truncated", "flipped", "unreadable", "chain"])
+@pytest.mark.parametrize("how", ["missing", "truncated", "flipped", "unreadable", "chain", "cut"])
 def test_check_names_each_fault_of_a_damaged_role_dir_and_the_role_refuses_it_too(
     backed_up: tuple[Roles, Backup], tmp_path: Path, how: str,
     capsys: pytest.CaptureFixture[str],
@@ -192,7 +198,7 @@ def test_check_names_each_fault_of_a_damaged_role_dir_and_the_role_refuses_it_to
     assert admin("check", "--data-dir", str(data_dir), "--json", "--no-hash") == (
         0 if how == "flipped" else 1  # (sizes only: a flipped bit needs the hash)
     )
-    if how != "chain":  # the role's own start refuses the same dir
+    if how not in ("chain", "cut"):  # the role's own start refuses the same dir
         with pytest.raises(StartupRefused):
             create_role("s1", "127.0.0.1:0", "k", MEMBER_KEY, s2="127.0.0.1:1",
                         data_dir=data_dir)  # fmt: skip

@@ -11,8 +11,10 @@ found, each naming the file or row at fault, not just the first:
   gives, and (unless `hash_files` is off) hashes to the SHA-256 stored with it, the digest
   the role's `twoserver.upload` audit entry carries: the checks the role's start makes
   (storage/role_store.py `load`), which refuses the start on any of them;
-- the audit log `twoserver-ROLE.sqlite` passes `PRAGMA integrity_check` and its keyed hash
-  chain verifies with its key (`twoserver-ROLE.audit.key`, or `audit_key_file`);
+- the audit log `twoserver-ROLE.sqlite` passes `PRAGMA integrity_check`, its keyed hash
+  chain verifies with its key (`twoserver-ROLE.audit.key`, or `audit_key_file`), and it has
+  every held upload's `twoserver.upload` entry with the SHA-256 the held store has (a log
+  replaced, or cut short at its end, which the chain alone does not show);
 - everything is its owner's only (the role refuses a held store others can read).
 
 What the next start repairs by itself is reported apart, as *will be repaired*: files in the
@@ -151,7 +153,7 @@ def check_role_dir(
         if rows is not None:
             _check_uploads(files, rows, report, hash_files=hash_files)
     key = Path(audit_key_file) if audit_key_file else files.audit_key
-    _check_audit(files.audit_db, key, report, require_key=require_key)
+    _check_audit(files.audit_db, key, report, require_key=require_key, held=rows or [])
     return report
 
 
@@ -295,7 +297,9 @@ def _check_uploads(
             report.problems.append(f"{path}: not an upload's file; nothing else belongs here")
 
 
-def _check_audit(path: Path, key_file: Path, report: RoleReport, *, require_key: bool) -> None:
+def _check_audit(
+    path: Path, key_file: Path, report: RoleReport, *, require_key: bool, held: list[Row]
+) -> None:
     if not path.is_file():
         report.problems.append(
             f"{path}: missing; the role's audit log (its start makes a new, empty one: the "
@@ -316,10 +320,41 @@ def _check_audit(path: Path, key_file: Path, report: RoleReport, *, require_key:
             return
         report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
         _verify_chain(db, path, key_file, report, require_key=require_key)
+        _check_logged(db, path, held, report)
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"{path}: unreadable, not a role's audit log ({exc})")
     finally:
         db.close()
+
+
+def _check_logged(db: sqlite3.Connection, path: Path, held: list[Row], report: RoleReport) -> None:
+    """Every upload held has its `twoserver.upload` entry, with the SHA-256 stored with it
+    (the role logs it before it commits the row, and the held rows were read before the log):
+    an upload the log does not record means a log replaced or cut short at its end, which
+    the chain alone does not show."""
+    logged: dict[str, object] = {}
+    for member, detail in db.execute(
+        "SELECT member, detail FROM audit WHERE action = 'twoserver.upload' ORDER BY seq"
+    ):
+        try:
+            logged[str(member)] = json.loads(detail).get("sha256")
+        except (ValueError, AttributeError):
+            logged[str(member)] = None
+    for name, _, meta_text in held:
+        try:
+            digest = json.loads(meta_text).get("sha256")
+        except (ValueError, AttributeError):
+            continue  # (reported with the upload's file)
+        if name not in logged:
+            report.problems.append(
+                f"audit log {path}: no `twoserver.upload` entry of upload {name!r}, which the "
+                "held store holds: the log was replaced, or cut short at its end"
+            )
+        elif logged[name] != digest:
+            report.problems.append(
+                f"audit log {path}: upload {name!r}'s last `twoserver.upload` entry records "
+                "another SHA-256 than the held store's"
+            )
 
 
 def _verify_chain(
