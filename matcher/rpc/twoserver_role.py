@@ -150,15 +150,27 @@ class _Role:
         queries = self.queries.keep(self.store) if self.queries is not None else 0
         for (a, b, reach), keys in restored.spent.items():
             self.budget.restore(a, b, keys, reach=reach)
+        for name in restored.sealed:  # restored from a backup (storage/role_backup.py)
+            self.budget.seal(name)
         seconds = round(time.perf_counter() - start, 3)
         if self.held or restored.discarded or queries:  # not on a first start
             self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
                      records={n: h.records for n, h in sorted(self.held.items())},
                      pairs=self.budget.pairs(), discarded=restored.discarded,
-                     queries=queries, seconds=seconds)  # fmt: skip
+                     queries=queries, sealed=len(restored.sealed),
+                     backup_taken=restored.backup_taken, seconds=seconds)  # fmt: skip
             log.info("%s restored %d upload(s) and %d pairs evaluated from %s in %.1f s",
                      NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
                      seconds)  # fmt: skip
+        if restored.sealed:
+            log.warning(  # docs/operations.md "Backing up S1 and S2"
+                "%s holds %d upload(s) restored from a backup taken at %s: every pair of two "
+                "of them counts as evaluated (the uploads it forgot and the queries it counted "
+                "after that backup are in it only if `admin restore --previous` replayed "
+                "them)", NAMES[self.role],
+                len(restored.sealed), time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                    time.gmtime(restored.backup_taken or 0)),
+            )  # fmt: skip
 
     def close(self) -> None:
         for kept in (self.store, self.audit):
@@ -373,9 +385,13 @@ class _Role:
                      pairs=len(rows_a), over=over)  # fmt: skip
             n = self.budget.evaluations
             times = ("once" if n == 1 else f"{n} times") + (" at the reach cut-off" * reach)
+            restored = self.budget.sealed(member_a, member_b) * (
+                " (both uploads were restored from a backup, which cannot show the pairs "
+                "evaluated after it was taken, so every pair of them counts as evaluated)"
+            )
             raise errors.FailedPrecondition(
                 f"rows_a/rows_b: {over} of the batch's {len(rows_a)} pairs would be evaluated "
-                f"more than {times} since {member_a!r} and {member_b!r} uploaded; "
+                f"more than {times} since {member_a!r} and {member_b!r} uploaded{restored}; "
                 f"{NAMES[self.role]} evaluates a pair at most {times} an upload (a run needs "
                 "it once): the members upload again for another run"
             )

@@ -54,7 +54,7 @@ class BackupReport:
     key_out: Path | None  # where the audit key was copied, apart from the backup
 
 
-def _anchor(db_path: Path) -> str:
+def anchor_of(db_path: Path) -> str:
     db = connect_read_only(db_path)
     try:
         row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -63,7 +63,7 @@ def _anchor(db_path: Path) -> str:
     return f"{row[0]}:{row[1]}" if row else ""
 
 
-def _copy_key(source: Path, key_out: Path, dest: Path) -> None:
+def copy_key(source: Path, key_out: Path, dest: Path) -> None:
     if not source.is_file():
         raise BackupError(f"{source}: no audit key there to copy (give --audit-key where it is)")
     if key_out.resolve().is_relative_to(dest.resolve()):
@@ -76,7 +76,7 @@ def _copy_key(source: Path, key_out: Path, dest: Path) -> None:
         raise BackupError(f"--key-out {key_out}: already exists; choose a new file") from None
 
 
-def _snapshot(source_db: Path, dest_db: Path) -> None:
+def snapshot(source_db: Path, dest_db: Path) -> None:
     src = connect_read_only(source_db)
     create_private_file(dest_db)
     dst = sqlite3.connect(dest_db)
@@ -127,10 +127,10 @@ def backup_data_dir(
         shutil.rmtree(staging.root, ignore_errors=True)
         staging.make()
         try:
-            _snapshot(source.db, staging.db)
+            snapshot(source.db, staging.db)
             copied = _copy_needed(source, staging)
             if source.index_db.is_file():
-                _snapshot(source.index_db, staging.index_db)
+                snapshot(source.index_db, staging.index_db)
         except (OSError, sqlite3.Error) as exc:
             shutil.rmtree(staging.root, ignore_errors=True)
             raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
@@ -146,11 +146,11 @@ def backup_data_dir(
             raise BackupError("the copy failed its integrity check:\n" + report.render())
         if key_out is not None:
             try:
-                _copy_key(key, Path(key_out), dest)
+                copy_key(key, Path(key_out), dest)
             except BackupError:
                 shutil.rmtree(staging.root, ignore_errors=True)
                 raise
-        anchor = _anchor(staging.db)
+        anchor = anchor_of(staging.db)
         staging.root.rename(dest)
         fsync_path(dest.parent)
         return BackupReport(

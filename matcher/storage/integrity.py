@@ -127,7 +127,10 @@ def check_data_dir(
     files = DataDir(Path(data_dir))
     report = IntegrityReport(files.root)
     if not files.db.is_file():
-        report.problems.append(f"{files.db}: missing; is it a blindmatch data dir?")
+        report.problems.append(
+            f"{files.db}: missing; is it a blindmatch data dir? (a two-server role's "
+            "holds twoserver-ROLE-held.sqlite)"
+        )
         return report
     open_to_others = files.open_to_others()
     if open_to_others:
