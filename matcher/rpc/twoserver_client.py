@@ -289,8 +289,12 @@ class RemoteServers:
         transcript: linkbit.Transcript,
         tagged: bool,
     ) -> tuple[bytes, bytes]:
-        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
-              timeout=CALL_SECONDS)  # fmt: skip
+        try:
+            _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+                  timeout=CALL_SECONDS)  # fmt: skip
+        except errors.ServiceError as exc:
+            exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
+            raise
         o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
                    timeout=CALL_SECONDS)  # fmt: skip
         o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
