@@ -44,11 +44,12 @@ __all__ = ["encoded"]  # the fixture: the members' exports, encoded with --two-s
 
 @dataclasses.dataclass
 class Cut:
-    """Where the matcher's next run stops S2: just before batch `batch` (0: the first) of
-    the `pair`-th pair of members whose proposal it evaluates (0: the first)."""
+    """Where the matcher's next run stops `role`: just before batch `batch` (0: the first)
+    of the `pair`-th pair of members whose proposal it evaluates (0: the first)."""
 
     pair: int
     batch: int
+    role: str = "s2"
 
 
 class Cutting:
@@ -71,7 +72,7 @@ class Cutting:
         cut = self.world.cut
         if cut and list(self.batches).index(ends) == cut.pair and self.batches[ends] == cut.batch:
             self.world.cut = None
-            self.world.stop_s2()
+            self.world.stop(cut.role)
         self.batches[ends] += 1
         return self.servers.evaluate_part(index, *args)
 
@@ -82,20 +83,22 @@ class Cutting:
 @dataclasses.dataclass
 class Resumable(World):
     """The world of tests/test_twoserver_project.py, its matcher reaching S1 and S2 through
-    `Cutting`; `restart_s2` starts S2 again where it was."""
+    `Cutting`; `restart` starts a stopped role again where it was (its port and data dir)."""
 
     key: str = ""
     cut: Cut | None = None
-    stopped: int = 0
+    stopped: str = ""
 
-    def stop_s2(self) -> None:
-        self.roles["s2"].stop(grace=None)
-        self.stopped += 1
+    def stop(self, role: str) -> None:
+        self.roles[role].stop(grace=None)
+        self.stopped = role
 
-    def restart_s2(self) -> None:
-        port = self.roles["s2"].port
-        self.roles["s2"] = create_role("s2", f"127.0.0.1:{port}", self.key, MEMBER_KEY,
-                                       data_dir=self.folder / "s2-data")  # fmt: skip
+    def restart(self) -> None:
+        role, port = self.stopped, self.roles[self.stopped].port
+        peer = {"s2": f"127.0.0.1:{self.roles['s2'].port}"} if role == "s1" else {}
+        self.roles[role] = create_role(role, f"127.0.0.1:{port}", self.key, MEMBER_KEY,
+                                       data_dir=self.folder / f"{role}-data",
+                                       **peer)  # fmt: skip
 
 
 @pytest.fixture
@@ -126,16 +129,16 @@ def world(tmp_path: Path) -> Iterator[Resumable]:
 def failed_run(
     world: Resumable, project: ProjectTokens, encoded: dict[str, Path], cut: Cut, capsys: Any
 ) -> str:
-    """Every member uploads; north's run fails where `cut` stops S2; S2 starts again. The
-    run's failure, as north's `run` prints it."""
+    """Every member uploads; north's run fails where `cut` stops a role, which starts
+    again. The run's failure, as north's `run` prints it."""
     for name in NAMES:
         upload(world, project, name, encoded[name])
     world.cut = cut
     capsys.readouterr()
     assert world.cli("run", "--project", project.project, token=project.tokens["north"]) != 0
     err = " ".join(capsys.readouterr().err.split())
-    assert world.stopped == 1 and world.cut is None, "the run did not reach the cut"
-    world.restart_s2()
+    assert world.stopped == cut.role and world.cut is None, "the run did not reach the cut"
+    world.restart()
     return err
 
 
@@ -145,17 +148,17 @@ def rows(world: Resumable, project: str) -> list[tuple[Any, ...]]:
                   if r[0] == project)  # fmt: skip
 
 
+@pytest.mark.parametrize("role", ["s2", "s1"])
 def test_a_run_that_fails_between_pairs_of_members_is_resumed_by_a_plain_rerun(
-    world: Resumable, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    world: Resumable, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str], role: str
 ) -> None:
     whole = _hits(world, create(world, "whole", "two-server"), encoded)
     full = last_run(world, "whole")["pairs"]
-    s1 = world.roles["s1"].service.budget
     project = create(world, "shares", "two-server")
-    # S2 goes down just before the second pair of members' first batch: the first pair of
-    # members is finished (its outcome kept), nothing of the others was evaluated.
-    err = failed_run(world, project, encoded, Cut(pair=1, batch=0), capsys)
-    assert "run shares-run-1 failed:" in err and "S2 (127.0.0.1:" in err
+    # S2 (or S1) goes down just before the second pair of members' first batch: the first
+    # pair of members is finished (its outcome kept), nothing of the others was evaluated.
+    err = failed_run(world, project, encoded, Cut(pair=1, batch=0, role=role), capsys)
+    assert "run shares-run-1 failed:" in err and f"{role.upper()} (127.0.0.1:" in err
     assert "is unreachable" in err
     assert (
         "Nothing this run learned is lost: the outcomes of the 1 pair of members it "
@@ -163,6 +166,7 @@ def test_a_run_that_fails_between_pairs_of_members_is_resumed_by_a_plain_rerun(
     )
     kept = rows(world, "shares")
     assert len(kept) == 1 and kept[0][2] == 0  # one pair of members kept, none pending
+    s1 = world.roles["s1"].service.budget  # (restarted: restored from its data dir)
     spent = s1.pairs()
     # The rerun, no member uploading again: the finished pair of members is reused, the
     # others go through S1 and the circuit once; the hits are the uninterrupted run's.
@@ -172,7 +176,7 @@ def test_a_run_that_fails_between_pairs_of_members_is_resumed_by_a_plain_rerun(
     assert detail["reused"] == 1
     assert isinstance(detail["pairs"], int) and isinstance(full, int)
     assert 0 < detail["pairs"] < full
-    assert s1.pairs() > spent  # (S1 restored its budget: it was never asked a pair twice)
+    assert s1.pairs() > spent  # S1 never refused a pair as evaluated before
     assert [r[2] for r in rows(world, "shares")] == [0, 0, 0]
 
 

@@ -8,10 +8,10 @@ is in an order of S1's that a later run's proposal does not repeat, so what a ru
 is whole pairs of members: those whose outcome the journal holds. A pair of members with a
 batch out when the run failed may have been evaluated (S1 counts a batch's pairs before its
 rounds with S2) and cannot be asked again: it stays pending, and a later run is refused
-naming its members (usecases/tworuns.py). A batch that failed before S1 was asked (S2
-refused or missed `Prepare`: the error's `evaluated` is False, rpc/twoserver_client.py) with
-nothing else of its pair of members answered since its outcome was kept spent nothing: the
-pair is no longer pending, and a later run asks it.
+naming its members (usecases/tworuns.py). A batch that failed before S1 had it (S2 refused
+or missed `Prepare`, or S1 could not be connected to: the error's `evaluated` is False,
+rpc/twoserver_client.py) with nothing else of its pair of members answered since its outcome
+was kept spent nothing: the pair is no longer pending, and a later run asks it.
 """
 
 from __future__ import annotations
