@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from blindmatch.client import ProjectTokens
+from blindmatch.client.remote.client import MatcherClient
 from blindmatch.matcher.core import tworun
 from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
@@ -40,6 +42,11 @@ from tests.test_twoserver_project_rerun import last_run, run_hits, upload
 
 pytestmark = pytest.mark.server
 __all__ = ["encoded"]  # the fixture: the members' exports, encoded with --two-server
+
+
+class Crash(BaseException):
+    """The matcher's process dying mid-run: not an Exception, so no handler of the matcher's
+    runs (its run stays `running`, as after a crash)."""
 
 
 @dataclasses.dataclass
@@ -72,6 +79,9 @@ class Cutting:
         cut = self.world.cut
         if cut and list(self.batches).index(ends) == cut.pair and self.batches[ends] == cut.batch:
             self.world.cut = None
+            if cut.role == "matcher":  # its process dying: no handler runs, nothing sent
+                self.world.crashed.set()
+                raise Crash()
             self.world.stop(cut.role)
         self.batches[ends] += 1
         return self.servers.evaluate_part(index, *args)
@@ -88,6 +98,14 @@ class Resumable(World):
     key: str = ""
     cut: Cut | None = None
     stopped: str = ""
+    crashed: threading.Event = dataclasses.field(default_factory=threading.Event)
+    setup: Any = None  # the matcher's TwoServerSetup (`Cutting`), for `restart_matcher`
+
+    def restart_matcher(self) -> None:
+        """The matcher stopped and started again on its data dir (a new port)."""
+        self.server.stop(grace=None)
+        self.server = create_server("127.0.0.1:0", self.data_dir, ADMIN_TOKEN, workers=2,
+                                    two_server=self.setup, clock=self.clock)  # fmt: skip
 
     def stop(self, role: str) -> None:
         self.roles[role].stop(grace=None)
@@ -116,7 +134,7 @@ def world(tmp_path: Path) -> Iterator[Resumable]:
     )
     server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=cutting,
                            clock=Ahead())  # fmt: skip
-    world = Resumable(roles, server, data_dir, tmp_path, Ahead(), key=key)
+    world = Resumable(roles, server, data_dir, tmp_path, Ahead(), key=key, setup=cutting)
     holder.append(world)
     try:
         yield world
@@ -217,3 +235,38 @@ def test_a_pair_of_members_cut_mid_evaluation_is_named_and_its_members_upload_ag
 def _hits(world: Resumable, project: ProjectTokens, encoded: dict[str, Path]) -> dict[str, list]:
     """An uninterrupted run's hits (every member uploads, north runs)."""
     return {n: hits(p) for n, p in flow(world, project, encoded).items()}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_matcher_restarted_mid_run_names_the_pair_of_members_it_had_out_and_keeps_the_rest(
+    world: Resumable, encoded: dict[str, Path]
+) -> None:
+    whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        upload(world, project, name, encoded[name])
+    # The matcher dies as the second pair of members' first batch goes (marked pending,
+    # durably, before it goes: S1 and S2 may have it), the first pair of members finished.
+    world.cut = Cut(pair=1, batch=0, role="matcher")
+    with MatcherClient(world.target, project.tokens["north"]) as north:
+        run_id = north.start_run("shares").run_id
+    assert world.crashed.wait(120), "the run did not reach the cut"
+    world.restart_matcher()
+    # The matcher starts the interrupted run again from the start: refused before S1 is
+    # asked, naming the pair of members it had out; the finished one is kept.
+    with MatcherClient(world.target, project.tokens["north"]) as north:
+        final = list(north.watch_run("shares", run_id))[-1]
+    assert final.state == "failed"
+    message = " ".join(final.message.split())
+    kept = [(a, b) for a, b, p in rows(world, "shares") if not p]
+    pending = [(a, b) for a, b, p in rows(world, "shares") if p]
+    assert len(kept) == 1 and len(pending) == 1
+    a, b = pending[0]
+    assert f"run {run_id} failed part-way while S1 and S2 evaluated pairs of {a} and {b}" in message
+    assert f"{a} or {b} must upload again, then run" in message
+    # The member of that pair outside the finished one uploads again: the run reuses the
+    # finished pair of members, with the hits of a run that never failed.
+    again = a if a not in kept[0] else b
+    upload(world, project, again, encoded[again])
+    assert run_hits(world, project, encoded) == whole
+    assert last_run(world, "shares")["reused"] == 1
