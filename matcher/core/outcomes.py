@@ -200,9 +200,9 @@ class Ledger:
             self._kept.add(ends)
 
     def _settle(self, ends: tuple[int, int]) -> None:
-        """Keep the pair of members' outcome where a batch of it was answered and its parts
-        are all evaluated."""
-        if ends in self.open and not self._left.get(ends, 0):
+        """Keep the pair of members' outcome where its parts are all evaluated and a batch of
+        it went out since it was kept (or it was not kept yet: parts of no pairs)."""
+        if (ends in self.open or ends not in self._kept) and not self._left.get(ends, 0):
             self._keep(ends)
 
     def parts(self) -> list[Candidates]:

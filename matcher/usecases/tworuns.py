@@ -309,7 +309,7 @@ def _earlier(
     rule: Rule,
 ) -> Earlier:
     """The outcomes the run reuses (core/outcomes.py): of each pair of members whose two
-    uploads are unchanged since the project's last finished run. Refused where that run was
+    uploads are unchanged since a run kept their outcome. Refused where that run was
     at other cut-offs or another rule: its outcomes are link bits at those, and S1 and S2
     evaluate each pair once an upload (core/pairbudget.py), so those members upload again;
     and where a run failed with a batch of a pair of members out (pending,
