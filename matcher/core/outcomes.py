@@ -226,7 +226,7 @@ class Ledger:
 
     def reach(self, pairs: list[Pair], ask: Callable[[list[Pair]], Bools]) -> Bools:
         """Each pair's reach bit: from an earlier run where asked there (S1 and S2 give it
-        once an upload), otherwise asked now (`ask`) and kept."""
+        once an upload), otherwise asked now (`ask`, a pair of members at a time) and kept."""
         out = np.zeros(len(pairs), dtype=bool)
         new = []
         for n, (a, ra, b, rb) in enumerate(pairs):
@@ -238,16 +238,18 @@ class Ledger:
                 out[n] = bits[at] > 0
             else:
                 new.append(n)
-        if new:
-            asked = [pairs[n] for n in new]
+        by_ends: dict[tuple[int, int], list[int]] = {}
+        for n in new:  # asked a pair of members at a time, each kept once answered
+            by_ends.setdefault((pairs[n][0], pairs[n][2]), []).append(n)
+        for ends, group in sorted(by_ends.items()):
+            asked = [pairs[n] for n in group]
             answers = ask(asked)
-            out[new] = answers
+            out[group] = answers
             for (a, ra, b, rb), bit in zip(asked, answers, strict=True):
                 self._reached.setdefault((a, b), []).append(
                     (np.array([(ra << 32) | rb], np.uint64), np.array([float(bit)]))
                 )
-            for ends in {(p[0], p[2]) for p in asked}:
-                self._settle(ends)
+            self._settle(ends)
         return out
 
     def outcomes(self) -> dict[tuple[int, int], Outcome]:
