@@ -145,7 +145,8 @@ class Ledger:
     `drive` tells it each part's candidates, each pair it scored, each reach bit it asked;
     core/runjournal.py each batch sent, answered or failed). With a `journal`, each pair of
     members' outcome is kept there as soon as the pair is finished (its parts evaluated) and
-    again after each batch of its extras or reach pairs; while a batch is out, it is pending."""
+    again once its reach pairs, and once its extras, are answered; while a batch of it is
+    out, it is pending."""
 
     def __init__(self, earlier: Earlier | None, journal: Journal | None = None) -> None:
         self.earlier = earlier

@@ -5,7 +5,7 @@ evaluate once an upload (core/pairbudget.py).
 One row a pair of current uploads (by their names at S1 and S2, project/member/tag), with
 the cut-offs and rule of the run that learned it: a run at other cut-offs or another rule
 cannot reuse it. A run keeps a pair's row as soon as it holds the pair's outcome (its parts
-of S1's proposal evaluated, then after each batch of its extras or reach pairs), `pending`
+of S1's proposal evaluated, then once its reach pairs and once its extras are answered), `pending`
 while a batch of the pair is out: a run that failed with a row pending may have had S1 and
 S2 evaluate pairs the outcome does not hold, so a later run is refused until one of the two
 members uploads again (usecases/tworuns.py). A member's new upload drops the rows of its
