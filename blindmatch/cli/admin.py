@@ -76,8 +76,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise BlindmatchError(str(exc)) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
-        f"upload files ({done.bytes_copied} bytes), verified."
-    )
+        f"upload files ({done.bytes_copied} bytes), verified"
+        + (f" ({done.attempts} snapshots: the matcher replaced an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
     if done.key_out is not None:
         print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
     else:
