@@ -10,6 +10,10 @@
    take a fresh snapshot, keeping the files it copied already (only the new
    snapshot's other files are copied then, so a retry is short even beside a
    member uploading again and again; `converge`, shared with role_backup.py).
+   Before each snapshot the files not copied yet are opened (`pinned`): one the
+   snapshot names and the matcher deletes before it is copied is read through
+   its handle, so a retry is needed only for a file placed after that and
+   deleted again before it is copied.
 3. The audit chain's key (`audit.key`) is **not** copied beside them:
    whoever holds a backup and its key could edit the log and re-seal it. It goes,
    when asked (`key_out`), to a file of its own, to be kept apart (another volume,

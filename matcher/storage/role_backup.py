@@ -5,10 +5,10 @@
    queries counted) is copied with SQLite's online backup API: one moment's uploads and
    budget together.
 2. The files those rows name are copied from `twoserver-ROLE-held/`. A file is written once
-   and never changed; one the role deleted meanwhile (a member's new upload, a `Forget`)
-   makes the backup take a fresh snapshot, keeping the files it copied already (only the
-   new snapshot's other files are copied then, so a retry is short even beside a member
-   uploading again and again).
+   and never changed; those not copied yet are opened before the snapshot (backup.py
+   `pinned`), so one the role deletes meanwhile (a member's new upload, a `Forget`) is copied
+   all the same; one placed after that and deleted before it is copied makes the backup take
+   a fresh snapshot, keeping the files it copied already (backup.py `converge`).
 3. The audit log (`twoserver-ROLE.sqlite`) is snapshotted the same way, after the held
    store; its key is **not** copied beside it (whoever held both could edit the log and
    re-seal it): with `key_out` it goes to a file of its own, to be kept apart. The report
