@@ -149,7 +149,8 @@ def copy_kept(
         target = dest / name
         if not target.is_file():
             try:
-                copy_private(pins.get(name) or source / name, target)
+                pin = pins.get(name)
+                copy_private(pin if pin is not None else source / name, target)
             except FileNotFoundError:
                 return None
         copied += target.stat().st_size
