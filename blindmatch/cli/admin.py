@@ -76,8 +76,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise BlindmatchError(str(exc)) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
-        f"upload files ({done.bytes_copied} bytes), verified."
-    )
+        f"upload files ({done.bytes_copied} bytes), verified"
+        + (f" ({done.attempts} snapshots: the matcher replaced an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
     _print_audit_key_advice(done.key_out, done.anchor, "`blindmatch audit verify --anchor` it")
     return 0
 
