@@ -25,8 +25,8 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -37,11 +37,11 @@ Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
 Rows = npt.NDArray[np.uint32]
 Popcounts = npt.NDArray[np.int64]
+Order = npt.NDArray[np.uint32] | npt.NDArray[np.intp]  # positions in a range of keys
 PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
-_SORTING = threading.Lock()  # one upload's keys sorted once (`Sealed.sorted_keys`)
 
 
 @dataclass(frozen=True)
@@ -180,24 +180,72 @@ class Sealed:
         out.setflags(write=False)
         return out
 
-    @functools.cached_property
-    def _sorted(self) -> dict[tuple[int, int], tuple[npt.NDArray[np.intp], Keys]]:
-        return {}
+    # Each band range's keys sorted (`sorted_keys`), kept for the upload's later joins; the
+    # lock a range is sorted under (a second caller waits for the first's sort); `_guard`
+    # over both dicts. Not compared: an upload's cache, not its contents.
+    _sorted: dict[tuple[int, int], tuple[Order, Keys]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _sorting: dict[tuple[int, int], threading.Lock] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _guard: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
-    def sorted_keys(self, lo: int, hi: int) -> tuple[npt.NDArray[np.intp], Keys]:
-        """Bands lo..hi's keys sorted: (the order, the sorted keys), kept for the upload's
-        next join (a query joins a few records with a partner's whole upload each time:
-        sorting the partner's keys was most of its cost), read-only."""
-        with _SORTING:
+    def sorted_keys(self, lo: int, hi: int) -> tuple[Order, Keys]:
+        """Bands lo..hi's keys sorted: (the order, the sorted keys), read-only, kept for the
+        upload's next join (a query joins a few records with a partner's whole upload each
+        time: sorting the partner's keys was most of its cost). S1 sorts an upload's ranges
+        when it arrives (`presort`, off the request path: rpc/twoserver_presort.py); a join
+        that comes first sorts the range itself, or waits for the sort under way: each range
+        is sorted once, and another upload's sort never holds it up."""
+        with self._guard:
             got = self._sorted.get((lo, hi))
+            if got is not None:
+                return got
+            sorting = self._sorting.setdefault((lo, hi), threading.Lock())
+        with sorting:
+            with self._guard:
+                got = self._sorted.get((lo, hi))
             if got is None:
                 keys = self.keys[self.ends[lo] : self.ends[hi]]
                 order = np.argsort(keys, kind="stable")
-                got = (order, keys[order])
+                # uint32 positions (a range's keys are far fewer than 2^32): 12 bytes a key
+                # kept, not 16
+                small = order.astype(np.uint32) if len(keys) < 1 << 32 else order
+                got = (small, keys[order])
                 for array in got:
                     array.setflags(write=False)
-                self._sorted[lo, hi] = got
+                with self._guard:
+                    self._sorted[lo, hi] = got
         return got
+
+    def ranges(self, band_step: int = BAND_STEP) -> list[tuple[int, int]]:
+        """The band ranges a join looks keys up in (`matched_keys`), those holding keys."""
+        n, ends = len(self.counts), self.ends
+        out = [(lo, min(lo + band_step, n)) for lo in range(0, n, band_step)]
+        return [(lo, hi) for lo, hi in out if ends[lo] != ends[hi]]
+
+    def presort(self, wanted: Callable[[], bool] = lambda: True) -> int:
+        """Sort every range a join will look keys up in (`sorted_keys`), ahead of the first
+        join; stop early once `wanted()` is false (the upload replaced). The ranges sorted
+        here."""
+        done = 0
+        for lo, hi in self.ranges():
+            if not wanted():
+                break
+            with self._guard:
+                if (lo, hi) in self._sorted:
+                    continue
+            self.sorted_keys(lo, hi)
+            done += 1
+        return done
+
+    def kept_bytes(self) -> int:
+        """The bytes of the sorted keys kept (`sorted_keys`), beyond the upload's own."""
+        with self._guard:
+            return sum(a.nbytes for got in self._sorted.values() for a in got)
 
     def tokens(self) -> Shares:
         """(tokens, TOKEN_BYTES)."""

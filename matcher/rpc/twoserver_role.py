@@ -29,6 +29,7 @@ from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
 from blindmatch.matcher.storage.role_store import RoleStore
@@ -94,6 +95,8 @@ class _Role:
         self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
         # S1's and S2's own query limit (rpc/twoserver_queries.py); the combiner keeps none
         self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
+        # S1: each upload's band keys sorted as it arrives (rpc/twoserver_presort.py)
+        self.presorter = Presorter() if role == "s1" else None
 
     @property
     def proposal(self) -> Proposal | None:
@@ -146,6 +149,8 @@ class _Role:
             self.close()
             raise
         self.held = restored.held
+        for name, h in sorted(self.held.items()):
+            self.presort(name, h)
         self.budget = PairBudget(self.store.spend)
         queries = self.queries.keep(self.store) if self.queries is not None else 0
         for (a, b, reach), keys in restored.spent.items():
@@ -160,7 +165,14 @@ class _Role:
                      NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
                      seconds)  # fmt: skip
 
+    def presort(self, name: str, held: Held) -> None:
+        """S1: sort `name`'s upload's band keys on the presorter's thread (not a query's)."""
+        if self.presorter is not None and held.sealed and QUERY_MARK not in name:
+            self.presorter.submit(name, held.sealed, lambda: self.held.get(name) is held)
+
     def close(self) -> None:
+        if self.presorter is not None:
+            self.presorter.close()
         for kept in (self.store, self.audit):
             if kept is not None:
                 kept.close()
@@ -196,6 +208,7 @@ class _Role:
             if store is not None:
                 store.discard(file)
             raise
+        self.presort(member, held)  # the reply does not wait for it
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 

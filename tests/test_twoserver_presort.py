@@ -1,0 +1,121 @@
+"""S1 sorts each upload's band keys as it arrives, off the request path (matcher/rpc/
+twoserver_presort.py, core/twoblocking.py `Sealed.presort`): a join finds them sorted, each
+band range is sorted once however many joins ask for it at once, the join's matches are the
+lazily sorted join's, and uploads restored at start are sorted too."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.client.encoding import sharing as client
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core.twoblocking import BAND_STEP, Sealed, matched_keys
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+
+MEMBER_KEY = "the members' key"
+PLAN = client.BandPlan(bits=20, bands=150)  # three band ranges of BAND_STEP (64)
+
+
+def sealed(clks: npt.NDArray[np.uint8]) -> Sealed:
+    """A member's record-level sealed band keys as S1 holds them."""
+    b = client.shared_upload(clks, b"secret", PLAN).s1.bands[0]
+    return Sealed(b.counts, b.keys, b.classes, b.sealed)
+
+
+def people(rng: np.random.Generator, n: int) -> npt.NDArray[np.uint8]:
+    return rng.integers(0, 256, (n, 128), dtype=np.uint8)
+
+
+def test_presorted_keys_join_as_the_lazily_sorted_ones() -> None:
+    rng = np.random.default_rng(1)
+    base = people(rng, 300)
+    noisy = base.copy()
+    noisy[:, :4] ^= 1  # the same people, a few bits apart: many shared band keys
+    a, presorted, lazy = sealed(base[:50]), sealed(noisy), sealed(noisy)
+    assert len(presorted.ranges()) == 3 and presorted.ranges()[0] == (0, BAND_STEP)
+    assert presorted.presort() == 3
+    assert presorted.presort() == 0  # each range once
+    assert presorted.kept_bytes() == 12 * len(presorted.keys)  # uint32 order, uint64 keys
+    assert lazy.kept_bytes() == 0
+    got, want = matched_keys(a, presorted), matched_keys(a, lazy)
+    assert len(got[0]) > 50
+    assert all(np.array_equal(x, y) for x, y in zip(got, want, strict=True))
+    assert lazy.kept_bytes() == presorted.kept_bytes()  # the lazy join kept the same
+
+
+def test_joins_at_once_sort_each_range_once_and_get_the_same_order() -> None:
+    b = sealed(people(np.random.default_rng(2), 2000))
+    got: list[object] = []
+    start = threading.Barrier(8)
+
+    def ask() -> None:
+        start.wait()
+        got.append(b.sorted_keys(0, BAND_STEP))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(g is got[0] for g in got)  # one sort, kept
+    order, keys = b.sorted_keys(0, BAND_STEP)
+    assert np.array_equal(keys, np.sort(b.keys[: b.ends[BAND_STEP]]))
+    assert np.array_equal(b.keys[order], keys)
+    assert not keys.flags.writeable and not order.flags.writeable
+
+
+def test_a_presort_no_longer_wanted_stops() -> None:
+    b = sealed(people(np.random.default_rng(3), 200))
+    assert b.presort(wanted=lambda: False) == 0
+    assert b.kept_bytes() == 0
+
+
+def send(roles: dict[str, RunningRole], member: str, up: client.SharedUpload) -> None:
+    for role, running in roles.items():
+        with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as c:
+            assert c.upload(member, up) == len(up)
+
+
+def start(key: str, data_dir: Path | None = None) -> dict[str, RunningRole]:
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY,
+                     data_dir=None if data_dir is None else data_dir / "s2")  # fmt: skip
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=None if data_dir is None else data_dir / "s1")  # fmt: skip
+    return {"s2": s2, "s1": s1}
+
+
+def kept(s1: RunningRole) -> dict[str, int]:
+    """Each upload's sorted keys S1 keeps, in bytes, once its sorts are done."""
+    presorter = s1.service.presorter
+    assert presorter is not None and presorter.wait(60)
+    return {name: sum(s.kept_bytes() for s in h.sealed) for name, h in s1.service.held.items()}
+
+
+def test_s1_sorts_an_upload_as_it_arrives_and_a_restored_one_at_start(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    key = secrets.token_urlsafe(16)
+    roles = start(key, tmp_path)
+    try:
+        for member in ("north", "south"):
+            send(roles, member, client.shared_upload(people(rng, 300), b"s", PLAN))
+        sizes = kept(roles["s1"])
+        assert sorted(sizes) == ["north", "south"] and all(sizes.values())
+        # A replaced upload's sort is the new one's.
+        send(roles, "south", client.shared_upload(people(rng, 100), b"s", PLAN))
+        assert kept(roles["s1"])["south"] < sizes["south"]
+    finally:
+        for running in roles.values():
+            running.stop(grace=None)
+    roles = start(key, tmp_path)  # the same data dirs: the uploads restored, then sorted
+    try:
+        restored = kept(roles["s1"])
+        assert sorted(restored) == ["north", "south"] and all(restored.values())
+        assert roles["s2"].service.presorter is None  # S2 sorts nothing
+    finally:
+        for running in roles.values():
+            running.stop(grace=None)
