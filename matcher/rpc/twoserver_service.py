@@ -93,8 +93,9 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         s2: ShareExchange,
         keys: Mapping[str, str] | None = None,
         threshold: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__("s1", key, member_key, keys)
+        super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
         self.threshold = threshold  # the only threshold S1 runs at; None: the combiner's
 
@@ -116,6 +117,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                 f"threshold: {cutoffs[0]}, but S1 runs at {self.threshold} (its --threshold)"
             )
         rule = part_rule(request, "run")
+        with self.lock:  # room for it, or refused before the join (Busy)
+            self.proposals.room(members)
         for name, h in zip(members, held, strict=True):
             if rule.active and h.rule != rule:
                 raise errors.InvalidArgument(
@@ -135,7 +138,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
                             rule=rule, only=only, later=block)  # fmt: skip
         with self.lock:
-            self.hold_proposal(proposal)
+            self.proposals.hold(proposal)
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,
                  cutoffs=list(cutoffs), rule=rule.text() or "none",
                  pairs=sum(len(p) for p in proposal.parts),
@@ -166,10 +169,13 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
         with self.lock:
-            proposal = self.proposal_of(request.member_a, request.member_b)
+            proposal = self.proposals.of(request.member_a, request.member_b)
             if proposal is None:
+                ended = self.proposals.ended(request.member_a, request.member_b)
                 raise errors.FailedPrecondition(
-                    "batch: S1 has proposed no run over these uploads (Propose first)"
+                    f"batch: {ended}"
+                    if ended
+                    else "batch: S1 has proposed no run over these uploads (Propose first)"
                 )
             try:
                 rows_a, rows_b, drop, checked = self._checked(request, proposal)
@@ -285,16 +291,17 @@ def create_role(
     with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
     `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
-    `clock` (seconds) ages S2's batches; `data_dir`: where the role keeps its audit log
-    (storage/twoserver_audit.py) and what it holds, restored at start (storage/role_store.py;
-    None: memory only, no log); `threshold`: S1 runs at this one only (None: the combiner's);
+    `clock` (seconds) ages S2's batches and S1's proposals; `data_dir`: where the role keeps
+    its audit log (storage/twoserver_audit.py) and what it holds, restored at start
+    (storage/role_store.py; None: memory only, no log); `threshold`: S1 runs at this one
+    only (None: the combiner's);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
-                                  threshold)  # fmt: skip
+                                  threshold, clock)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":
