@@ -1,7 +1,9 @@
 """S1 sorts each upload's band keys as it arrives, off the request path (matcher/rpc/
 twoserver_presort.py, core/twoblocking.py `Sealed.presort`): a join finds them sorted, each
 band range is sorted once however many joins ask for it at once, the join's matches are the
-lazily sorted join's, and uploads restored at start are sorted too."""
+lazily sorted join's, and uploads restored at start are sorted too. A query's few records
+are looked up band by band in the partner's keys (`looked_up`), sorting nothing, with the
+matches the sorted join finds."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core import twoblocking
 from blindmatch.matcher.core.twoblocking import BAND_STEP, Sealed, matched_keys
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 
@@ -73,6 +77,36 @@ def test_a_presort_no_longer_wanted_stops() -> None:
     b = sealed(people(np.random.default_rng(3), 200))
     assert b.presort(wanted=lambda: False) == 0
     assert b.kept_bytes() == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_few_records_are_looked_up_band_by_band_sorting_nothing(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(seed)
+    base = people(rng, 400)
+    noisy = base ^ (rng.random(base.shape) < 0.01).astype(np.uint8)
+    query, partner = sealed(noisy[: int(rng.integers(1, 20))]), sealed(base)
+    got = matched_keys(query, partner)  # at most 1/16 of the partner's keys: looked up
+    assert partner.kept_bytes() == 0  # nothing sorted, nothing waited for
+    monkeypatch.setattr(twoblocking, "LOOKUP_SHARE", 0.0)  # the sorted join
+    want = matched_keys(query, partner)
+    assert partner.kept_bytes() > 0
+    assert len(got[0]) and all(np.array_equal(x, y) for x, y in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_a_key_matches_in_its_own_band_only(share: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """b: band 0 keys 1, 5; band 1 keys 3, 5. a: band 0 key 5, band 1 key 1 (b's band 0's)."""
+    monkeypatch.setattr(twoblocking, "LOOKUP_SHARE", share)  # 0: sorted; 1: looked up
+
+    def keys(counts: list[int], values: list[int]) -> Sealed:
+        classes = np.zeros(len(values), np.uint8)  # a slot, two copies: 32 bytes a key
+        return Sealed(np.array(counts, np.int64), np.array(values, np.uint64), classes,
+                      np.zeros(32 * len(values), np.uint8))  # fmt: skip
+
+    ia, ib = matched_keys(keys([1, 1], [5, 1]), keys([2, 2], [1, 5, 3, 5]))
+    assert ia.tolist() == [0] and ib.tolist() == [1]
 
 
 def send(roles: dict[str, RunningRole], member: str, up: client.SharedUpload) -> None:

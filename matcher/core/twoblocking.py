@@ -42,6 +42,9 @@ PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
+# A join looks a's keys up band by band, with no sort of b's, where a holds at most this
+# share of b's keys in a band range (`matched_keys`: a query's few records).
+LOOKUP_SHARE = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -274,11 +277,34 @@ class Matched:
                           self.tokens_b[lo : lo + size])  # fmt: skip
 
 
+def looked_up(
+    ka: Keys, first: npt.NDArray[np.int64], end: npt.NDArray[np.int64], kb: Keys
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each of `ka` looked up in its own slice of `kb`, kb[first[i]:end[i]] (ascending: a
+    band's keys), by a binary search of them all at once: (the indexes into ka found, where in
+    kb). No sort: a few keys against many cost about 0.6 us a key (one CLK of one record
+    against a partner of 5,000: 1.1 ms CPU, where the partner's sort takes 0.33 s)."""
+    lo, hi = first.astype(np.int64), end.astype(np.int64)
+    active = np.flatnonzero(lo < hi)
+    while len(active):
+        mid = (lo[active] + hi[active]) >> 1
+        right = kb[mid] < ka[active]
+        lo[active[right]] = mid[right] + 1
+        hi[active[~right]] = mid[~right]
+        active = active[lo[active] < hi[active]]
+    at = np.flatnonzero(lo < end)
+    at = at[kb[lo[at]] == ka[at]]
+    return at, lo[at]
+
+
 def matched_keys(
     a: Sealed, b: Sealed, band_step: int = BAND_STEP
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(indexes into a's keys, into b's): each key both hold in the same band, a band range at
-    a time (each band's keys are distinct on each side, so each matches at most one)."""
+    a time (each band's keys are distinct on each side, so each matches at most one). Where a
+    holds few keys beside b's (at most LOOKUP_SHARE: a query's records), each is looked up in
+    its band of b's (`looked_up`: b's keys are not sorted, nor waited for); else b's range
+    sorted (`Sealed.sorted_keys`, kept) and a's keys searched in it (a run's)."""
     if len(a.counts) != len(b.counts):
         raise ValueError("sealed band keys with different numbers of bands")
     ends_a, ends_b = a.ends, b.ends
@@ -287,6 +313,12 @@ def matched_keys(
         hi = min(lo + band_step, len(a.counts))
         ka = a.keys[ends_a[lo] : ends_a[hi]]
         if not len(ka) or ends_b[lo] == ends_b[hi]:
+            continue
+        if len(ka) <= LOOKUP_SHARE * (ends_b[hi] - ends_b[lo]):
+            band = np.repeat(np.arange(lo, hi), a.counts[lo:hi])
+            found, where = looked_up(ka, ends_b[band], ends_b[band + 1], b.keys)
+            got_a.append(ends_a[lo] + found)
+            got_b.append(where)
             continue
         order_b, sorted_b = b.sorted_keys(lo, hi)
         start = np.searchsorted(sorted_b, ka, side="left")
