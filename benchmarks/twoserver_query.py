@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,11 +99,13 @@ def proc_cpu(pids: list[int]) -> float:
 
 
 def kept_bytes(sealed: Any) -> int:
-    """The bytes of an upload's sorted band keys S1 keeps (`Sealed.kept_bytes`; an older
-    tree's `_sorted` cache)."""
+    """The bytes S1 keeps of an upload for its joins, its sorted band keys and its tokens'
+    offsets (`Sealed.kept_bytes`; an older tree's `_sorted` and `_offsets` caches)."""
     if hasattr(sealed, "kept_bytes"):
         return int(sealed.kept_bytes())
-    return sum(a.nbytes for got in sealed.__dict__.get("_sorted", {}).values() for a in got)
+    offsets = sealed.__dict__.get("_offsets")
+    kept = sum(a.nbytes for got in sealed.__dict__.get("_sorted", {}).values() for a in got)
+    return kept + (0 if offsets is None else offsets.nbytes)
 
 
 def s1_memory(s1: Any) -> str:
@@ -114,7 +117,7 @@ def s1_memory(s1: Any) -> str:
     sorted_ = sum(kept_bytes(s) for h in held.values() for s in h.sealed)
     return (f"S1 holds {own / records / 1e3:.1f} kB a partner record ({keys / records:.0f} "
             f"band keys a record); the sorted keys it keeps: {sorted_ / records / 1e3:.1f} kB "
-            f"a record ({100 * sorted_ / own:.1f}% more)")  # fmt: skip
+            f"a record ({100 * sorted_ / own:.1f}% more; with the tokens' offsets)")  # fmt: skip
 
 
 def start_roles(
@@ -305,6 +308,7 @@ def main() -> int:
     finally:
         server.stop(grace=None)
         stop_roles()
+        shutil.rmtree(work, ignore_errors=True)  # the encoded uploads: about 2 GB
     n = len(clks)
     sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
     where = "with them" if args.roles == "here" else "each a process of its own"

@@ -44,11 +44,14 @@ def test_presorted_keys_join_as_the_lazily_sorted_ones() -> None:
     assert len(presorted.ranges()) == 3 and presorted.ranges()[0] == (0, BAND_STEP)
     assert presorted.presort() == 3
     assert presorted.presort() == 0  # each range once
-    assert presorted.kept_bytes() == 12 * len(presorted.keys)  # uint32 order, uint64 keys
+    # uint32 order and uint64 keys, uint32 token offsets
+    assert presorted.token_offsets().dtype == np.uint32
+    assert presorted.kept_bytes() == 12 * len(presorted.keys) + 4 * (len(presorted.keys) + 1)
     assert lazy.kept_bytes() == 0
     got, want = matched_keys(a, presorted), matched_keys(a, lazy)
     assert len(got[0]) > 50
     assert all(np.array_equal(x, y) for x, y in zip(got, want, strict=True))
+    lazy.token_offsets()  # (a join's, not matched_keys')
     assert lazy.kept_bytes() == presorted.kept_bytes()  # the lazy join kept the same
 
 

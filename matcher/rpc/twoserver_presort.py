@@ -1,15 +1,18 @@
 """S1's sorts of each upload's band keys, off the request path (docs/realtime.md "Queries in a
-two-server project", docs/performance.md).
+two-server project", docs/operations.md "Two servers and a combiner").
 
-A join looks each of one member's keys up in the other's keys sorted, a range of bands at a
-time (core/twoblocking.py `matched_keys`, `Sealed.sorted_keys`); the sort is kept for the
-upload's later joins. Sorted on the first join, it made the first query after an upload wait
-for it (about 0.8 s a partner of 5,000 records). So S1 sorts an upload's keys as soon as it
+A run's join looks each of one member's keys up in the other's keys sorted, a range of bands
+at a time (core/twoblocking.py `matched_keys`, `Sealed.sorted_keys`); the sort is kept for the
+upload's later joins. Sorted on the first join, it held up the first query after an upload
+(about 0.8 s a partner of 5,000 records, 2.3-3.1 s for three); a query's few records are now
+looked up band by band with no sort (`looked_up`), and S1 sorts an upload's keys as soon as it
 holds it, on a thread of its own (`Presorter.submit`: after the upload is held, before its
-reply; the reply does not wait), and every upload it restores at start. A join that comes
-before the sort is done waits for the range being sorted, or sorts a range not reached yet
-itself: each range is sorted once either way. A query's own records are not sorted ahead
-(a query is the first member of its joins, whose keys are looked up, not sorted).
+reply; the reply does not wait), and every upload it restores at start, so that a run's first
+join finds them sorted too. A join that comes before the sort is done waits for the range
+being sorted, or sorts a range not reached yet itself: each range is sorted once either way.
+A query's own records are not sorted (a query is the first member of its joins, whose keys
+are looked up, not sorted). The sorted keys cost 12 bytes a key for as long as S1 holds the
+upload (docs/operations.md measures it a record).
 
 One thread: uploads are sorted one after the other, in the order they arrive (a sort
 releases the interpreter lock, so S1 answers meanwhile). An upload replaced or dropped
