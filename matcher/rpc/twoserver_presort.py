@@ -47,6 +47,9 @@ class Presorter:
         def run() -> float:
             start = time.perf_counter()
             ranges = 0
+            for clk in sealed:  # every CLK's token offsets first: a query's join needs them
+                if wanted():
+                    clk.token_offsets()
             for clk in sealed:
                 if not wanted():
                     break
