@@ -134,6 +134,9 @@ def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     return np.clip(slots(classes), MIN_COPIES, MAX_COPIES)
 
 
+_TOKENS = slots(np.arange(MAX_CLASS + 1)) * copies(np.arange(MAX_CLASS + 1))  # a key's, by class
+
+
 def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
     out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
@@ -167,17 +170,18 @@ class Sealed:
 
     def token_offsets(self) -> npt.NDArray[np.uint32] | npt.NDArray[np.int64]:
         """Where each key's tokens start, in tokens (one past the end last); read-only. Kept
-        for the upload's later joins (the first one's cost: 0.1 s a CLK of 5,000 records),
-        as uint32 (4 bytes a key) where the tokens are fewer than 2^32."""
-        return self._offsets
-
-    @functools.cached_property
-    def _offsets(self) -> npt.NDArray[np.uint32] | npt.NDArray[np.int64]:
-        kind = np.uint32 if len(self.sealed) // TOKEN_BYTES < 1 << 32 else np.int64
-        out: Any = np.zeros(len(self.keys) + 1, kind)
-        np.cumsum((slots(self.classes) * copies(self.classes)).astype(kind), out=out[1:])
-        out.setflags(write=False)
-        return out
+        for the upload's later joins, as uint32 (4 bytes a key) where the tokens are fewer
+        than 2^32. Computed once, under this upload's own lock (not functools.cached_property,
+        whose lock in Python 3.11 is one for every instance: a query's own offsets waited
+        for a partner's)."""
+        with self._offsetting:
+            if not self._offsets:
+                kind = np.uint32 if len(self.sealed) // TOKEN_BYTES < 1 << 32 else np.int64
+                out: Any = np.zeros(len(self.keys) + 1, kind)
+                np.cumsum(_TOKENS[self.classes].astype(kind), out=out[1:])
+                out.setflags(write=False)
+                self._offsets.append(out)
+            return self._offsets[0]
 
     @functools.cached_property
     def ends(self) -> npt.NDArray[np.int64]:
@@ -196,6 +200,13 @@ class Sealed:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _guard: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    # `token_offsets`, once computed (a list of one), and the lock it is computed under.
+    _offsets: list[npt.NDArray[np.uint32] | npt.NDArray[np.int64]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _offsetting: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
@@ -254,10 +265,9 @@ class Sealed:
     def kept_bytes(self) -> int:
         """The bytes kept for joins beyond the upload's own: the sorted keys (`sorted_keys`)
         and the tokens' offsets (`token_offsets`), those computed so far."""
-        offsets = self.__dict__.get("_offsets")
         with self._guard:
             kept = sum(a.nbytes for got in self._sorted.values() for a in got)
-        return kept + (0 if offsets is None else offsets.nbytes)
+        return kept + sum(a.nbytes for a in self._offsets)
 
     def tokens(self) -> Shares:
         """(tokens, TOKEN_BYTES)."""
