@@ -19,6 +19,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import twoblocking
 from blindmatch.matcher.core.twoblocking import BAND_STEP, Sealed, matched_keys
+from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 
 MEMBER_KEY = "the members' key"
@@ -156,3 +157,11 @@ def test_s1_sorts_an_upload_as_it_arrives_and_a_restored_one_at_start(tmp_path: 
     finally:
         for running in roles.values():
             running.stop(grace=None)
+
+
+def test_a_closed_presorter_sorts_nothing_more() -> None:
+    presorter = Presorter()
+    b = sealed(people(np.random.default_rng(5), 200))
+    presorter.close()
+    presorter.submit("north", (b,), lambda: True)
+    assert presorter.wait(5) and b.kept_bytes() == 0  # a join sorts what it needs

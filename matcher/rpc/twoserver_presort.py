@@ -39,21 +39,25 @@ class Presorter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-s1-presort")
         self._jobs: set[Future[float]] = set()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def submit(self, name: str, sealed: tuple[Sealed, ...], wanted: Callable[[], bool]) -> None:
         """Sort `name`'s upload's keys (`sealed`, each CLK's) on the thread, while
         `wanted()` (S1 still holds that upload)."""
 
+        def still() -> bool:
+            return not self._closed.is_set() and wanted()
+
         def run() -> float:
             start = time.perf_counter()
             ranges = 0
             for clk in sealed:  # every CLK's token offsets first: a query's join needs them
-                if wanted():
+                if still():
                     clk.token_offsets()
             for clk in sealed:
-                if not wanted():
+                if not still():
                     break
-                ranges += clk.presort(wanted)
+                ranges += clk.presort(still)
             seconds = time.perf_counter() - start
             if ranges:
                 log.info("S1 sorted %s's band keys (%d ranges) in %.2f s", name, ranges, seconds)
@@ -75,7 +79,9 @@ class Presorter:
         return not wait(jobs, timeout).not_done
 
     def close(self) -> None:
-        """Stop: sorts not started are dropped (the one under way ends with its range)."""
+        """Stop: sorts not started are dropped, the one under way ends with its range (the
+        process's exit waits for that range only)."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
