@@ -14,14 +14,16 @@ A query's own records are not sorted (a query is the first member of its joins, 
 are looked up, not sorted). The sorted keys cost 12 bytes a key for as long as S1 holds the
 upload (docs/operations.md measures it a record).
 
-One thread: uploads are sorted one after the other, in the order they arrive (a sort
-releases the interpreter lock, so S1 answers meanwhile). An upload replaced or dropped
+One thread, at a lower CPU priority than S1's calls (`BACKGROUND_NICE`): uploads are sorted
+one after the other, in the order they arrive (a sort releases the interpreter lock, so S1
+answers meanwhile). An upload replaced or dropped
 before its turn is not sorted; one replaced during its sort stops at the next range.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +38,8 @@ class Presorter:
     """S1's sorts of its uploads' band keys, one upload after the other on a thread."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-s1-presort")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm-s1-presort",
+                                        initializer=_background)  # fmt: skip
         self._jobs: set[Future[float]] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -83,6 +86,19 @@ class Presorter:
         process's exit waits for that range only)."""
         self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+BACKGROUND_NICE = 10  # the sorting thread's niceness above the process's (Linux: a thread's own)
+
+
+def _background() -> None:
+    """Lower the sorting thread's CPU priority, so that S1's calls (a query right after an
+    upload) come first on a busy host; where the platform cannot, it sorts as it is."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 def _failed(job: Future[float]) -> None:
