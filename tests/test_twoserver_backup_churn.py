@@ -29,6 +29,7 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.storage.backup import snapshot
 from blindmatch.matcher.storage.role_backup import backup_role_dir
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
+from blindmatch.matcher.storage.role_restore import restore_role_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import auth
@@ -135,8 +136,7 @@ def copied_apart(source: Path, dest: Path, between: Callable[[], None]) -> Path:
     snapshot(src.held_db, out.held_db)
     between()
     snapshot(src.audit_db, out.audit_db)
-    shutil.copy2(src.audit_key, out.audit_key)
-    return dest
+    return dest  # (its key, as a backup's, kept apart: the live dir's)
 
 
 def test_a_copy_holding_an_upload_its_log_says_was_forgotten_is_named(
@@ -146,10 +146,14 @@ def test_a_copy_holding_an_upload_its_log_says_was_forgotten_is_named(
     send(s2, EAST, UPLOADS[1])
     copy = copied_apart(tmp_path / "s2", tmp_path / "copy",
                         lambda: forget(s2, "q", "east"))  # fmt: skip
-    report = check_role_dir(copy, "s2")
+    report = check_role_dir(copy, "s2", audit_key_file=tmp_path / "s2" / "twoserver-s2.audit.key")
     assert not report.ok
     assert [p for p in report.problems if f"upload {EAST!r}" in p and "forgotten at entry" in p]
     assert check_role_dir(tmp_path / "s2", "s2").ok  # (the live dir: dropped, then logged)
+    # `admin restore` of such a copy drops the upload its own log says was forgotten.
+    restored = restore_role_dir(copy, tmp_path / "restored", "s2",
+                                key_file=tmp_path / "s2" / "twoserver-s2.audit.key")  # fmt: skip
+    assert restored.dropped == [EAST] and restored.uploads == 1
 
 
 def test_an_upload_logged_after_the_copy_of_its_store_is_noted_not_a_problem(
@@ -158,6 +162,11 @@ def test_an_upload_logged_after_the_copy_of_its_store_is_noted_not_a_problem(
     send(s2, WEST, UPLOADS[0])
     copy = copied_apart(tmp_path / "s2", tmp_path / "copy",
                         lambda: send(s2, WEST, UPLOADS[1]))  # fmt: skip
-    report = check_role_dir(copy, "s2")
+    report = check_role_dir(copy, "s2", audit_key_file=tmp_path / "s2" / "twoserver-s2.audit.key")
     assert report.ok, report.render()
     assert [r for r in report.repairs if f"upload {WEST!r} logged again" in r]
+    # Restored, the upload it holds is dropped: the member's newer one (acknowledged after
+    # the copy) is not in it, and the older must not stand in for it.
+    restored = restore_role_dir(copy, tmp_path / "restored", "s2",
+                                key_file=tmp_path / "s2" / "twoserver-s2.audit.key")  # fmt: skip
+    assert restored.dropped == [WEST] and restored.uploads == 0
