@@ -70,12 +70,39 @@ def _prior(
                      reach)  # fmt: skip
 
 
+def _every_pair(view: CombinerView, clks: list[np.ndarray], cuts: Sequence[float]) -> CombinerView:
+    """The most any number of runs' reach pairs could show C (each pair once an upload at the
+    reach cut-off, and at the run's cut-offs): every pair of A and B whose Dice (the record
+    CLK's) reaches the first of `cuts` (the reach cut-off), valued at the highest cut-off it
+    reaches, beside C's own view (the higher value where both hold a pair)."""
+    bits = [np.unpackbits(x, axis=1).astype(np.float32) for x in clks]
+    pops = [x.sum(axis=1) for x in bits]
+    dice = 2 * (bits[0] @ bits[1].T) / np.maximum(pops[0][:, None] + pops[1][None, :], 1)
+    edges = np.asarray(cuts, np.float64)
+    at = np.argwhere(dice >= edges[0] - 1e-9)
+    valued = edges[np.searchsorted(edges, dice[at[:, 0], at[:, 1]] + 1e-9, side="right") - 1]
+    keys = np.concatenate([at[:, 0] * view.n_b + at[:, 1],
+                           view.pairs[:, 0] * view.n_b + view.pairs[:, 1]])  # fmt: skip
+    vals = np.concatenate([valued, view.dice])
+    order = np.lexsort((-vals, keys))
+    keys, vals = keys[order], vals[order]
+    first = np.ones(len(keys), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, vals = keys[first], vals[first]
+    pairs = np.stack([keys // view.n_b, keys % view.n_b], axis=1).astype(np.intp)
+    return CombinerView(view.n_a, view.n_b, pairs, vals, view.pop_a, view.pop_b, pops=False)
+
+
 def dishonest_combiner(
     members: Sequence[Member], schema: LinkageSchema, secret: bytes, known: Sequence[int],
     runs: Sequence[int], attacker_key: bytes | None = None, threshold: float = 0.8,
+    cap: bool = True,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """For each known count and number of runs (0: C's honest view alone), the share of A's
-    and B's records re-identified and the claims' precision; printed as they come."""
+    """For each known count and number of runs (0: C's honest view alone; -1: every pair's
+    bits, `_every_pair`, what unlimited runs would show; -2: every pair's bucket at the run's
+    cut-offs alone, what unlimited runs' extras would), the share of A's and B's records
+    re-identified and the claims' precision; printed as they come. `cap` False: S1 without
+    its per-upload cap (matcher/core/rowledger.py), each run's bound alone."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
     m_rows = population.noisy_copy([a_rows[i] for i in sorted(half.tolist())],
@@ -99,8 +126,8 @@ def dishonest_combiner(
     in_a, in_b = np.sort(truth_a), np.sort(truth_b)
     reach = first.combiner.reach
     assert reach is not None
-    prior = _prior(graph, truth_a, truth_b, [upload_views(schema, rows, secret, NONE)[0]
-                                             for rows in (a_rows, b_rows)], reach)  # fmt: skip
+    clks = [upload_views(schema, rows, secret, NONE)[0] for rows in (a_rows, b_rows)]
+    prior = _prior(graph, truth_a, truth_b, clks, reach)
     print("P(bit | attacker's Dice): " + ", ".join(
         f"{lv * LEVEL:.2f} {prior[lv]:.3f}" for lv in range(25, SAME, 5)
     ) + f", same person {prior[SAME]:.3f}", flush=True)  # fmt: skip
@@ -113,8 +140,15 @@ def dishonest_combiner(
         known_b = {i for i, q in enumerate(truth_b) if int(q) in people_known}
         for r in runs:
             t1 = time.process_time()
-            oracle = ReachOracle(first.servers, first.combiner)  # fresh uploads' budget
-            if r:
+            oracle = ReachOracle(first.servers, first.combiner, cap)  # fresh uploads
+            if r < 0:  # every pair at the reach cut-off and the run's: the bound's limit
+                cuts = first.combiner.cutoffs if r == -2 else (reach, *first.combiner.cutoffs)
+                every = _every_pair(view, clks, cuts)
+                model_every = fit_model(graph, plan.bits, plan.bands, every, truth_a, truth_b)
+                claims_a, claims_b, _ = trilaterate(every, model_every, in_a, in_b, known_a, {},
+                                                    50, 3.0, 20_000, robust=True)  # fmt: skip
+                asked, ones = len(truth_a) * len(truth_b), len(every.pairs)
+            elif r:
                 oracle.next_run()
                 got = probe_attack(
                     view, model, in_a, in_b, known_a, truth_a, truth_b, prior,
@@ -129,14 +163,19 @@ def dishonest_combiner(
             right_a, made_a, of_a = _share(claims_a, set(known_a), truth_a)
             right_b, made_b, of_b = _share(claims_b, known_b, truth_b)
             row = {
-                "known": count, "runs": r, "asked": asked, "ones": ones,
+                "known": count, "runs": r, "asked": asked, "ones": ones, "cap": cap,
+                "evaluated": oracle.evaluated,
                 "refused": oracle.refused, "A": right_a / of_a,
                 "A precision": right_a / made_a if made_a else 1.0, "A claims": made_a,
                 "B": right_b / of_b, "B precision": right_b / made_b if made_b else 1.0,
                 "cpu": time.process_time() - t1,
             }  # fmt: skip
             out.append(row)
-            print(f"C dishonest, {count} known pairs, {r} runs of reach pairs ({asked:,} asked, "
+            runs_ = {-1: "every pair's bits as", -2: "every pair's extras, no"}.get(
+                r, f"{r} runs of"
+            )
+            print(f"C dishonest{'' if cap else ' (S1 uncapped)'}, {count} known pairs, "
+                  f"{runs_} reach pairs ({asked:,} asked, {oracle.evaluated:,} evaluated, "
                   f"{ones:,} at or above {reach:.2f}, {oracle.refused} refused): A "
                   f"{row['A']:.2%} ({right_a} of {of_a:,}; {made_a} claims, precision "
                   f"{row['A precision']:.1%}); B {row['B']:.2%} ({right_b} of {of_b:,}; "

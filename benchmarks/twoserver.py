@@ -4,7 +4,7 @@
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles|c-dishonest]
-        [--reach-runs 0 1 4] [--cuts 0.8 0.85 0.9 0.95]
+        [--reach-runs 0 1 4] [--reach-uncapped] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
         [--keep 1 0.5] [--decoys generator|client]]
@@ -406,9 +406,16 @@ def main() -> int:
         "chooses within S1's bound, --reach-runs runs of them (benchmarks/reach_attack.py)",
     )
     parser.add_argument(
+        "--reach-uncapped", action="store_true",
+        help="c-dishonest: S1 without its per-upload cap on extra and reach partners "
+        "(matcher/core/rowledger.py): each run's bound alone, as S1 was before",
+    )  # fmt: skip
+    parser.add_argument(
         "--reach-runs", type=int, nargs="+", default=[0, 1, 4], metavar="RUNS",
         help="c-dishonest: runs over the same uploads whose reach pairs C chooses (0: its "
-        "honest view alone; each run S1 admits one reach pair a record and other member)",
+        "honest view alone; each run S1 admits one reach pair a record and other member; -1: "
+        "every pair's bit at the reach cut-off and bucket, what unlimited runs could show; "
+        "-2: every pair's bucket alone, what unlimited runs' extras could)",
     )  # fmt: skip
     parser.add_argument(
         "--population", choices=("synthetic", "messy", "households"), default="synthetic",
@@ -479,7 +486,8 @@ def main() -> int:
             loaded = synthetic_members(Path(tmp), args.seed, args.records, schema)
     if args.view == "c-dishonest":
         shipped = load_schema(ROOT / "schemas" / "person-uk.json")
-        dishonest_combiner(loaded, shipped, secrets.token_bytes(32), args.known, args.reach_runs)
+        dishonest_combiner(loaded, shipped, secrets.token_bytes(32), args.known, args.reach_runs,
+                           cap=not args.reach_uncapped)  # fmt: skip
         return 0
     if args.view == "roles":
         # privacy-check --mode two-server's check on this population, with the shipped schema.

@@ -23,6 +23,7 @@ from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
+from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
@@ -91,6 +92,9 @@ class _Role:
         # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
         # is in one at most, so a batch's two members name its proposal.
         self.proposals: dict[tuple[str, ...], Proposal] = {}
+        # S1: each record's extra and reach partners over every run since the uploads
+        # (core/rowledger.py: the bounds hold an upload, not a run)
+        self.rows = RowLedger()
         self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
         # S1's and S2's own query limit (rpc/twoserver_queries.py); the combiner keeps none
         self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
@@ -103,6 +107,7 @@ class _Role:
     def hold_proposal(self, proposal: Proposal) -> None:
         """Hold S1's new `proposal` (under the lock): it ends any earlier one over two of its
         members (a second run over them), and the oldest beyond MAX_PROPOSALS."""
+        proposal.ledger = self.rows
         mine = set(proposal.members)
         for k in [k for k in self.proposals if len(mine & set(k)) >= 2]:
             del self.proposals[k]
@@ -116,7 +121,9 @@ class _Role:
                     None)  # fmt: skip
 
     def end_proposals(self, names: set[str]) -> None:
-        """End the proposals over any of `names` (an upload replaced or dropped)."""
+        """End the proposals over any of `names` (an upload replaced or dropped), and their
+        records' extra and reach partners."""
+        self.rows.forget(names)
         for k in [k for k in self.proposals if names & set(k)]:
             del self.proposals[k]
 
