@@ -30,7 +30,12 @@ from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import known_pairs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
-from blindmatch.client.tools.privacy.reachprobes import calibrate, probe_attack
+from blindmatch.client.tools.privacy.reachprobes import (
+    calibrate,
+    guessed_matching,
+    pair_dice,
+    probe_attack,
+)
 from blindmatch.client.tools.privacy.trilateration import (
     LEVEL,
     SAME,
@@ -41,6 +46,7 @@ from blindmatch.client.tools.privacy.trilateration import (
     trilaterate,
 )
 from blindmatch.client.tools.privacy.twocheck import Member, _upload
+from blindmatch.matcher.core.rowledger import reach_quota
 from blindmatch.matcher.core.twoprobe import ReachOracle
 from blindmatch.matcher.core.twoviews import views_and_oracle
 
@@ -70,14 +76,11 @@ def _prior(
                      reach)  # fmt: skip
 
 
-def _every_pair(view: CombinerView, clks: list[np.ndarray], cuts: Sequence[float]) -> CombinerView:
+def _every_pair(view: CombinerView, dice: np.ndarray, cuts: Sequence[float]) -> CombinerView:
     """The most any number of runs' reach pairs could show C (each pair once an upload at the
     reach cut-off, and at the run's cut-offs): every pair of A and B whose Dice (the record
-    CLK's) reaches the first of `cuts` (the reach cut-off), valued at the highest cut-off it
-    reaches, beside C's own view (the higher value where both hold a pair)."""
-    bits = [np.unpackbits(x, axis=1).astype(np.float32) for x in clks]
-    pops = [x.sum(axis=1) for x in bits]
-    dice = 2 * (bits[0] @ bits[1].T) / np.maximum(pops[0][:, None] + pops[1][None, :], 1)
+    CLK's, `pair_dice`) reaches the first of `cuts` (the reach cut-off), valued at the highest
+    cut-off it reaches, beside C's own view (the higher value where both hold a pair)."""
     edges = np.asarray(cuts, np.float64)
     at = np.argwhere(dice >= edges[0] - 1e-9)
     valued = edges[np.searchsorted(edges, dice[at[:, 0], at[:, 1]] + 1e-9, side="right") - 1]
@@ -100,9 +103,12 @@ def dishonest_combiner(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """For each known count and number of runs (0: C's honest view alone; -1: every pair's
     bits, `_every_pair`, what unlimited runs would show; -2: every pair's bucket at the run's
-    cut-offs alone, what unlimited runs' extras would), the share of A's and B's records
-    re-identified and the claims' precision; printed as they come. `cap` False: S1 without
-    its per-upload cap (matcher/core/rowledger.py), each run's bound alone."""
+    cut-offs alone, what unlimited runs' extras would; -3: one run's matching of pairs that
+    all reach the cut-off, `guessed_matching`, what a C guessing perfectly would ask under S1's
+    cap; -4: as many of those as S1's reach quota admits), the share of
+    A's and B's records re-identified and the claims' precision; printed as they come. `cap`
+    False: S1 without its per-upload cap (matcher/core/rowledger.py), each run's bound
+    alone."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
     m_rows = population.noisy_copy([a_rows[i] for i in sorted(half.tolist())],
@@ -143,11 +149,15 @@ def dishonest_combiner(
             oracle = ReachOracle(first.servers, first.combiner, cap)  # fresh uploads
             if r < 0:  # every pair at the reach cut-off and the run's: the bound's limit
                 cuts = first.combiner.cutoffs if r == -2 else (reach, *first.combiner.cutoffs)
-                every = _every_pair(view, clks, cuts)
+                dice = pair_dice(clks[0], clks[1])
+                quota = reach_quota(len(a_rows), len(b_rows)) if r == -4 else None
+                every = (guessed_matching(view, dice, reach, quota) if r in (-3, -4)
+                         else _every_pair(view, dice, cuts))  # fmt: skip
                 model_every = fit_model(graph, plan.bits, plan.bands, every, truth_a, truth_b)
                 claims_a, claims_b, _ = trilaterate(every, model_every, in_a, in_b, known_a, {},
                                                     50, 3.0, 20_000, robust=True)  # fmt: skip
-                asked, ones = len(truth_a) * len(truth_b), len(every.pairs)
+                asked = len(every.pairs) - len(pairs) if r < -2 else len(truth_a) * len(truth_b)
+                ones = len(every.pairs)
             elif r:
                 oracle.next_run()
                 got = probe_attack(
@@ -171,9 +181,12 @@ def dishonest_combiner(
                 "cpu": time.process_time() - t1,
             }  # fmt: skip
             out.append(row)
-            runs_ = {-1: "every pair's bits as", -2: "every pair's extras, no"}.get(
-                r, f"{r} runs of"
-            )
+            runs_ = {
+                -1: "every pair's bits as",
+                -2: "every pair's extras, no",
+                -3: "one run's best (a matching of true 1s) as",
+                -4: "S1's quota of the best (true 1s) as",
+            }.get(r, f"{r} runs of")
             print(f"C dishonest{'' if cap else ' (S1 uncapped)'}, {count} known pairs, "
                   f"{runs_} reach pairs ({asked:,} asked, {oracle.evaluated:,} evaluated, "
                   f"{ones:,} at or above {reach:.2f}, {oracle.refused} refused): A "

@@ -4,7 +4,7 @@
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
         [--view dice|link-bit|buckets|candidates|links|s1|s2|roles|c-dishonest]
-        [--reach-runs 0 1 4] [--reach-uncapped] [--cuts 0.8 0.85 0.9 0.95]
+        [--reach-runs 0 1 4 | -1 -2 -3 -4] [--reach-uncapped] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
         [--keep 1 0.5] [--decoys generator|client]]
@@ -415,7 +415,9 @@ def main() -> int:
         help="c-dishonest: runs over the same uploads whose reach pairs C chooses (0: its "
         "honest view alone; each run S1 admits one reach pair a record and other member; -1: "
         "every pair's bit at the reach cut-off and bucket, what unlimited runs could show; "
-        "-2: every pair's bucket alone, what unlimited runs' extras could)",
+        "-2: every pair's bucket alone, what unlimited runs' extras could; -3: one run's "
+        "matching of pairs that all reach the cut-off, a perfect guesser under S1's cap; -4: "
+        "as many of those as S1's reach quota admits)",
     )  # fmt: skip
     parser.add_argument(
         "--population", choices=("synthetic", "messy", "households"), default="synthetic",

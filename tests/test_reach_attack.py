@@ -22,7 +22,7 @@ from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.twocheck import _upload, synthetic_members
 from blindmatch.matcher.core import proposal, twoserver
 from blindmatch.matcher.core.proposal import Refused
-from blindmatch.matcher.core.rowledger import RowLedger
+from blindmatch.matcher.core.rowledger import REACH_FLOOR, RowLedger, reach_quota
 from blindmatch.matcher.core.twoprobe import ReachOracle
 from blindmatch.matcher.core.twoviews import views_and_oracle
 from tests.support import PERSON_SCHEMA
@@ -124,3 +124,17 @@ def test_s1_caps_extra_and_reach_partners_an_upload_not_a_run() -> None:
     assert second.check("north", "west", 0, one, one, cuts).extras == 1  # the same partner
     ledger.forget(["west"])  # west uploads again
     assert run().check_reach("north", "west", 0, one, two, cuts).proposed.tolist() == [False]
+
+
+def test_s1_answers_reach_pairs_beyond_a_pair_of_uploads_quota_0() -> None:
+    """core/rowledger.py `reach_quota`: 1% of the smaller upload's records, at least 16, over
+    every run; the pairs beyond it answered 0, not evaluated (an honest run asks a few)."""
+    assert reach_quota(1000, 5000) == REACH_FLOOR == 16
+    assert reach_quota(100_000, 5000) == 50
+    ledger = RowLedger()
+    rows = np.arange(40, dtype=np.uint32)
+    first = ledger.capped("north", "west", "reach", rows[:10], rows[:10], "run 1", quota=16)
+    assert not first.any()
+    ledger.note("north", "west", "reach", rows[:10], rows[:10], "run 1")
+    later = ledger.capped("west", "north", "reach", rows[10:20], rows[10:20], "run 2", quota=16)
+    assert later.tolist() == [False] * 6 + [True] * 4  # 16 in all, over both runs

@@ -47,8 +47,10 @@ S1 cannot check that the two records are in C's two groups (it does not learn li
 the bounds are what a group is. Over several runs on the same uploads the bounds hold per
 upload, not per run (core/rowledger.py `RowLedger`, held by S1 across its proposals): a pair
 whose record had another extra (or reach) partner with that member in an earlier run is
-answered 0, not evaluated. A reach pair is counted in a budget of its own (S1's and
-S2's, `PairBudget` per cut-off kind): each pair once at the run's cut-offs, once at the reach.
+answered 0, not evaluated, and so is a reach pair beyond a pair of uploads' quota (1% of the
+smaller's records, at least 16, over every run: `rowledger.reach_quota`). A reach pair is
+counted in a budget of its own (S1's and S2's, `PairBudget` per cut-off kind): each pair once
+at the run's cut-offs, once at the reach.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core.rowledger import RowLedger
+from blindmatch.matcher.core.rowledger import RowLedger, reach_quota
 from blindmatch.matcher.core.twoserver import (
     RECORD,
     PairBatch,
@@ -338,8 +340,11 @@ class Proposal:
         run over these uploads, core/rowledger.py)."""
         if self.ledger is None:
             return np.zeros(len(rows_a), bool)
+        quota = None
+        if kind == "reach":
+            quota = reach_quota(len(self._seen[a]), len(self._seen[b]))
         return self.ledger.capped(self.members[a], self.members[b], kind, rows_a, rows_b,
-                                  self.id)  # fmt: skip
+                                  self.id, quota)  # fmt: skip
 
     def _note(self, checked: Checked, kind: str) -> None:
         if self.ledger is not None:

@@ -14,6 +14,13 @@ evaluated 0. Within a run the proposal's own bound refuses instead, as before. A
 combiner reuses what it learned of unchanged uploads (core/outcomes.py) and asks again only
 where its groups changed, which the cap then answers 0 (a join not made, an extra scored 0).
 A new upload of either member starts its pairs afresh (`forget`).
+
+One matching of reach pairs an upload still gives a C that guessed each record's near
+neighbour in the other member right up to 1.3% of a member of 1,000 with 50 known pairs
+(docs/privacy-design.md), where an honest run asks a few reach pairs (0-5 a run on members
+of about 3,000, 52 on four members of up to 5,000). So S1 also answers 0 reach pairs beyond
+a quota a pair of uploads (`reach_quota`: 1% of the smaller upload's records, at least
+REACH_FLOOR), over every run: a join beyond it is not made.
 """
 
 from __future__ import annotations
@@ -26,6 +33,13 @@ import numpy.typing as npt
 
 Rows = npt.NDArray[np.uint32]
 KINDS = ("extra", "reach")
+REACH_SHARE = 0.01  # reach pairs a pair of uploads may have, as a share of the smaller's records
+REACH_FLOOR = 16  # ... and at least this many
+
+
+def reach_quota(records_a: int, records_b: int) -> int:
+    """The reach pairs S1 evaluates a pair of uploads, over every run (the rest answered 0)."""
+    return max(REACH_FLOOR, int(np.ceil(REACH_SHARE * min(records_a, records_b))))
 
 
 class RowLedger:
@@ -47,16 +61,22 @@ class RowLedger:
         return held, rows_a.tolist(), rows_b.tolist()
 
     def capped(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
-               run: str) -> npt.NDArray[np.bool_]:  # fmt: skip
-        """The pairs one of whose records had another partner in a run other than `run`."""
+               run: str, quota: int | None = None) -> npt.NDArray[np.bool_]:  # fmt: skip
+        """The pairs one of whose records had another partner in a run other than `run`, and
+        (with `quota`) those beyond the first `quota` of the pair of uploads' records paired
+        so far, over every run, the batch's in its order."""
         with self._lock:
             (by_a, by_b), ta, tb = self._side(name_a, name_b, kind, rows_a, rows_b)
             out = np.zeros(len(ta), dtype=bool)
+            room = None if quota is None else quota - len(by_a)
             for n, (x, y) in enumerate(zip(ta, tb, strict=True)):
                 pa, pb = by_a.get(x), by_b.get(y)
                 out[n] = (pa is not None and pa[1] != run and pa[0] != y) or (
                     pb is not None and pb[1] != run and pb[0] != x
                 )
+                if room is not None and not out[n] and pa is None:
+                    out[n] = room <= 0
+                    room -= 1
             return out
 
     def note(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
@@ -76,4 +96,4 @@ class RowLedger:
                 del self._rows[key]
 
 
-__all__ = ["KINDS", "RowLedger"]
+__all__ = ["KINDS", "REACH_FLOOR", "REACH_SHARE", "RowLedger", "reach_quota"]

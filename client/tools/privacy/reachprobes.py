@@ -207,6 +207,39 @@ def choose(state: dict[str, Any], model: Model, p1: npt.NDArray[np.float64],
     return np.array(out_a, np.intp), np.array(out_b, np.intp)
 
 
+def pair_dice(clk_a: npt.NDArray[np.uint8], clk_b: npt.NDArray[np.uint8]) -> Floats:
+    """The Dice of every pair of two members' CLKs (packed bits), (A's rows, B's rows)."""
+    bits = [np.unpackbits(x, axis=1).astype(np.float32) for x in (clk_a, clk_b)]
+    pops = [x.sum(axis=1) for x in bits]
+    out: Floats = 2 * (bits[0] @ bits[1].T) / np.maximum(pops[0][:, None] + pops[1][None, :], 1)
+    return out
+
+
+def guessed_matching(view: CombinerView, dice: Floats, reach: float,
+                     limit: int | None = None) -> CombinerView:  # fmt: skip
+    """C's view with the most one run's reach pairs can add under S1's per-upload cap
+    (matcher/core/rowledger.py): a matching of pairs outside the view whose Dice (`pair_dice`)
+    reaches `reach`, highest first, valued at `reach`: what a C that guessed every record's
+    near neighbour in the other member right would ask (a bit of 1 on every pair it asked);
+    `limit`: its first `limit` pairs only (S1's reach quota, matcher/core/rowledger.py)."""
+    d = dice.copy()
+    d[view.pairs[:, 0], view.pairs[:, 1]] = -1.0
+    at = np.argwhere(d >= reach - 1e-9)
+    at = at[np.argsort(-d[at[:, 0], at[:, 1]], kind="stable")]
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    keep = []
+    for n, (i, j) in enumerate(at.tolist()):
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            keep.append(n)
+    keep = keep[:limit] if limit is not None else keep
+    pairs = np.concatenate([view.pairs, at[keep]]).astype(np.intp)
+    values = np.concatenate([view.dice, np.full(len(keep), reach)])
+    return CombinerView(view.n_a, view.n_b, pairs, values, view.pop_a, view.pop_b, view.pops)
+
+
 @dataclasses.dataclass
 class ProbeResult:
     """The claims on A and B after the reach pairs, and what was asked."""
@@ -257,4 +290,13 @@ def probe_attack(
     return ProbeResult(claims_a, claims_b, len(pairs), int(bits.sum()), runs)
 
 
-__all__ = ["ProbeResult", "Probes", "calibrate", "choose", "probe_attack", "reach_table"]
+__all__ = [
+    "ProbeResult",
+    "Probes",
+    "calibrate",
+    "choose",
+    "guessed_matching",
+    "pair_dice",
+    "probe_attack",
+    "reach_table",
+]
