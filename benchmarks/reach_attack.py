@@ -62,9 +62,12 @@ def _prior(
     graph: OwnGraph, truth_a: np.ndarray, truth_b: np.ndarray, clks: list[np.ndarray], reach: float
 ) -> np.ndarray:
     """`calibrate` on the victims' own CLKs (the attacker's best case): every pair of A and B
-    whose attacker Dice is 0.5 or more, and 200,000 others at random."""
+    whose attacker Dice is 0.5 or more (300,000 of them at most), and 200,000 others at
+    random."""
     near = np.argwhere(graph.dice[np.ix_(truth_a, truth_b)] >= 0.5)
     rng = np.random.default_rng(0)
+    if len(near) > 300_000:  # a sample (synthetic people of 5,000 have millions)
+        near = near[rng.choice(len(near), 300_000, replace=False)]
     more = np.stack([rng.integers(0, len(truth_a), 200_000),
                      rng.integers(0, len(truth_b), 200_000)], axis=1)  # fmt: skip
     rows = np.concatenate([near, more])
