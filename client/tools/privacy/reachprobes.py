@@ -258,10 +258,10 @@ def probe_attack(
     allowed: Callable[[int], Any], runs: int, blind: int = 50, margin: float = 3.0,
 ) -> ProbeResult:  # fmt: skip
     """Trilateration on C's view with `runs` runs' reach pairs chosen by `choose` (`prior`:
-    `calibrate`'s chance of a bit by the attacker's level; each run's
-    a matching, asked through `ask`; `next_run` between runs; `allowed(member)`: the records
-    S1 would admit, those in some proposed pair), rescored after each run, then attacked
-    again with every bit. Returns the final claims (rows -> the attacker's indices)."""
+    `calibrate`'s chance of a bit by the attacker's level; each run's a matching, asked
+    through `ask`; `next_run` between runs; `allowed(member)`: the records S1 would admit,
+    those in some proposed pair), rescored after each run, then attacked again with every
+    bit. Returns the final claims (rows -> the attacker's indices)."""
     taken = {(int(i), int(j)) for i, j in view.pairs}
     pairs = np.empty((0, 2), np.intp)
     bits = np.empty(0, bool)
