@@ -18,11 +18,11 @@ import pytest
 from benchmarks.reach_attack import dishonest_combiner
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.tools.privacy import population
+from blindmatch.client.tools.privacy import population, reachprobes
 from blindmatch.client.tools.privacy.twocheck import _upload, synthetic_members
-from blindmatch.matcher.core import proposal, twoserver
+from blindmatch.matcher.core import proposal, solve, twoserver
 from blindmatch.matcher.core.proposal import Refused
-from blindmatch.matcher.core.rowledger import REACH_FLOOR, RowLedger, reach_quota
+from blindmatch.matcher.core.rowledger import REACH_FLOOR, REACH_SHARE, RowLedger, reach_quota
 from blindmatch.matcher.core.twoprobe import ReachOracle
 from blindmatch.matcher.core.twoviews import views_and_oracle
 from tests.support import PERSON_SCHEMA
@@ -138,3 +138,10 @@ def test_s1_answers_reach_pairs_beyond_a_pair_of_uploads_quota_0() -> None:
     ledger.note("north", "west", "reach", rows[:10], rows[:10], "run 1")
     later = ledger.capped("west", "north", "reach", rows[10:20], rows[10:20], "run 2", quota=16)
     assert later.tolist() == [False] * 6 + [True] * 4  # 16 in all, over both runs
+
+
+def test_the_clients_copy_of_s1s_quota_is_the_matchers() -> None:
+    """privacy-check's C* (client/tools/privacy/reachprobes.py `quota_view`) reads S1's quota
+    and the reach cut-off as the matcher sets them (the client does not import the matcher)."""
+    assert (reachprobes.REACH_SHARE, reachprobes.REACH_FLOOR) == (REACH_SHARE, REACH_FLOOR)
+    assert reachprobes.REACH_BELOW == solve.REACH

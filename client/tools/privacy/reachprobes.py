@@ -240,6 +240,27 @@ def guessed_matching(view: CombinerView, dice: Floats, reach: float,
     return CombinerView(view.n_a, view.n_b, pairs, values, view.pop_a, view.pop_b, view.pops)
 
 
+# S1's reach quota a pair of uploads and the reach cut-off's distance under the threshold, as
+# the matcher has them (matcher/core/rowledger.py `reach_quota`, core/solve.py REACH: the
+# client does not import the matcher; tests/test_reach_attack.py checks they agree).
+REACH_SHARE, REACH_FLOOR, REACH_BELOW = 0.01, 16, 0.10
+
+
+def quota_view(
+    pairs: npt.NDArray[np.intp], values: npt.NDArray[np.float64], dice: Floats, threshold: float
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """C's view (`pairs`, `values`) with the most a dishonest C gets of its reach pairs under
+    S1's cap and quota (`guessed_matching`, as many as the quota admits: pairs that all reach
+    the reach cut-off, as if it guessed each right), `dice` the two members' `pair_dice`:
+    `privacy-check --mode two-server`'s C* (docs/privacy-design.md)."""
+    n_a, n_b = dice.shape
+    quota = max(REACH_FLOOR, int(np.ceil(REACH_SHARE * min(n_a, n_b))))
+    none = np.zeros(0, np.int64)
+    view = CombinerView(n_a, n_b, pairs, values, none, none, pops=False)
+    worst = guessed_matching(view, dice, round(threshold - REACH_BELOW, 6), quota)
+    return worst.pairs, worst.dice
+
+
 @dataclasses.dataclass
 class ProbeResult:
     """The claims on A and B after the reach pairs, and what was asked."""
@@ -298,5 +319,6 @@ __all__ = [
     "guessed_matching",
     "pair_dice",
     "probe_attack",
+    "quota_view",
     "reach_table",
 ]
