@@ -124,6 +124,21 @@ def test_the_twoserver_restart_benchmark_restores_and_refuses_a_second_run() -> 
     assert "s1 on disk: " in done.stdout and "restore (s1+s2, 2 x 300 records" in done.stdout
 
 
+def test_the_twoserver_backup_benchmark_backs_up_checks_and_restores() -> None:
+    """benchmarks/twoserver_backup.py: each role backed up and checked while serving, then
+    restored and started holding its uploads."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/twoserver_backup.py", "--records", "300", "--bands", "100",
+         "--churn", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("admin backup (serving)") == 2
+    assert done.stdout.count("admin restore --previous") == 2
+    assert "s1+s2 started on the restored dirs" in done.stdout
+    assert "2 backups beside" in done.stdout and "dropped ['b']" in done.stdout
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports

@@ -155,6 +155,27 @@ def test_groups_are_not_completed_over_a_pair_far_under_the_threshold() -> None:
     assert result.groups == 1 and len(result.links) == 2
 
 
+def test_a_pair_at_exactly_the_bridge_and_reach_cut_offs_completes_a_group() -> None:
+    # 0.8 + 0.05 and 0.8 - 0.1 are 0.8500000000000001 and 0.7000000000000001 in floating
+    # point; a Dice of exactly 0.85 (612/720) and 0.7 must count, as in a two-server run.
+    score = {(0, 1): 0.9, (0, 2): 612 / 720, (1, 2): 0.7}
+    d0, d1 = np.array([0], dtype=np.uint32), np.array([1], dtype=np.uint32)
+    zero = np.zeros(1, dtype=np.uint32)
+    cands = merge(
+        [
+            Candidates(np.array([0.9]), d0, d1, zero, zero),
+            Candidates(np.array([612 / 720]), d0, np.array([2], np.uint32), zero, zero),
+        ]
+    )
+
+    def scorer(a: np.ndarray, _r0: np.ndarray, b: np.ndarray, _r1: np.ndarray) -> np.ndarray:
+        return np.array([score[(int(x), int(y))] for x, y in zip(a, b, strict=True)])
+
+    greedy = solve(cands)
+    assert [len(g) for g in greedy] == [2]
+    assert [len(g) for g in complete(greedy, cands, scorer, 0.8)] == [3]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(3, 5), st.integers(2, 6))
 def test_completing_only_joins_whole_groups_over_pairs_near_the_threshold(

@@ -107,7 +107,7 @@ def test_s1_caps_extra_and_reach_partners_an_upload_not_a_run() -> None:
 
     def run() -> proposal.Proposal:
         p = proposal.Proposal(names, [4, 4, 4], proposed, cuts, None)
-        p.ledger = ledger  # as S1 holds it across its proposals (rpc/twoserver_role.py)
+        p.ledger = ledger  # as S1 holds it across its proposals (rpc/twoserver_proposals.py)
         return p
 
     one, two = np.array([1], np.uint32), np.array([2], np.uint32)

@@ -201,10 +201,11 @@ def test_over_grpc_the_run_completes_and_s1_refuses_a_reach_pair_asked_again() -
         # S1's per-upload cap (core/rowledger.py): the run's reach pairs are in S1's ledger,
         # which outlives the proposal, so a later run over the same uploads has a second
         # partner of the record answered 0, not evaluated
-        assert proposal_.ledger is s1.service.rows
+        ledger = s1.service.proposals.rows
+        assert proposal_.ledger is ledger
         other = np.array([(row_c + 1) % 153], np.uint32)
-        assert s1.service.rows.capped("south", "west", "reach", np.array([row_b], np.uint32),
-                                      other, "a later run").tolist() == [True]  # fmt: skip
+        assert ledger.capped("south", "west", "reach", np.array([row_b], np.uint32), other,
+                             "a later run").tolist() == [True]  # fmt: skip
     finally:
         channel.close()
         for role in roles.values():

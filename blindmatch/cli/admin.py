@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 from blindmatch.cli.options import (
@@ -18,14 +19,41 @@ from blindmatch.cli.options import (
     project_name,
     project_option,
 )
-from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.errors import BlindmatchError, InputError
+
+ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
+
+
+def role_of(args: argparse.Namespace) -> str | None:
+    """The two-server role whose data dir `--data-dir` is (`--role`, or the one whose files
+    are there); None for the matcher's (`serve --data-dir`)."""
+    from blindmatch.matcher.storage.datadir import DataDir
+    from blindmatch.matcher.storage.role_check import roles_in
+
+    if args.role or DataDir(args.data_dir).db.is_file():
+        return str(args.role) if args.role else None
+    found = roles_in(args.data_dir)
+    if len(found) > 1:
+        raise InputError(
+            f"--data-dir {args.data_dir}: holds the files of roles {', '.join(found)}; "
+            "say which with --role"
+        )
+    return found[0] if found else None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.integrity import check_data_dir
+    from blindmatch.matcher.storage.role_check import check_role_dir
 
-    report = check_data_dir(
-        args.data_dir, hash_files=not args.no_hash, audit_key_file=args.audit_key
+    role = role_of(args)
+    report = (
+        check_role_dir(
+            args.data_dir, role, hash_files=not args.no_hash, audit_key_file=args.audit_key
+        )
+        if role
+        else check_data_dir(
+            args.data_dir, hash_files=not args.no_hash, audit_key_file=args.audit_key
+        )
     )
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -37,6 +65,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
 
+    role = role_of(args)
+    if role:
+        return backup_role(args, role)
     try:
         done = backup_data_dir(
             args.data_dir, args.out, key_out=args.key_out, audit_key_file=args.audit_key
@@ -45,20 +76,102 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise BlindmatchError(str(exc)) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
-        f"upload files ({done.bytes_copied} bytes), verified."
+        f"upload files ({done.bytes_copied} bytes), verified"
+        + (f" ({done.attempts} snapshots: the matcher replaced an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
+    _print_audit_key_advice(done.key_out, done.anchor, "`blindmatch audit verify --anchor` it")
+    return 0
+
+
+def backup_role(args: argparse.Namespace, role: str) -> int:
+    from blindmatch.matcher.storage.backup import BackupError
+    from blindmatch.matcher.storage.role_backup import backup_role_dir
+
+    try:
+        done = backup_role_dir(
+            args.data_dir, args.out, role, key_out=args.key_out, audit_key_file=args.audit_key
+        )
+    except BackupError as exc:
+        raise BlindmatchError(str(exc)) from None
+    print(
+        f"Backed up role {role}'s {args.data_dir} to {done.dest}: held-store snapshot with "
+        f"{done.pairs} pairs evaluated, and {done.uploads} upload files ({done.bytes_copied} "
+        "bytes), verified"
+        + (f" ({done.attempts} snapshots: the role replaced or forgot an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
+    print(
+        f"Its {done.uploads} uploads are sealed: restored, the role counts every pair of two "
+        "of them as evaluated (the pairs it evaluates after this backup are not in it); a "
+        "member's new upload starts its pairs afresh."
     )
-    if done.key_out is not None:
-        print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
+    _print_audit_key_advice(
+        done.key_out, done.anchor, "`blindmatch two-server verify-audit` against it"
+    )
+    return 0
+
+
+def _print_audit_key_advice(key_out: Path | None, anchor: str | None, verify: str) -> None:
+    """Where a backup's audit key went, and its log's anchor with how to check against it."""
+    if key_out is not None:
+        print(f"The audit key is in {key_out} (owner-only): keep it apart from the backup.")
     else:
         print(
             "The audit key is not in the backup (whoever held both could re-seal an edited "
             "log): back it up apart, e.g. with --key-out on another volume."
         )
-    if done.anchor:
+    if anchor:
         print(
-            f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
-            "a restored log with `blindmatch audit verify --anchor` it."
+            f"Audit anchor {anchor}: record it where this host cannot write, and check "
+            f"a restored log with {verify}."
         )
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.role_check import roles_in
+    from blindmatch.matcher.storage.role_restore import RestoreError, restore_role_dir
+
+    found = [args.role] if args.role else roles_in(args.backup)
+    if len(found) != 1:
+        raise InputError(
+            f"--backup {args.backup}: " + (f"holds roles {', '.join(found)}; say which with "
+            "--role" if found else "not a two-server role's backup (`admin backup` of a "
+            "`two-server role --data-dir`); a matcher's backup is restored by copying it")
+        )  # fmt: skip
+    if (args.previous is None) == (not args.no_previous):
+        raise InputError(
+            "give --previous DIR (the data dir being replaced, moved aside: what the role did "
+            "after the backup is replayed from its audit log) or --no-previous (it is lost: "
+            "nothing replayed)"
+        )
+    try:
+        done = restore_role_dir(args.backup, args.data_dir, found[0], key_file=args.audit_key,
+                                previous=args.previous, forget=args.forget)  # fmt: skip
+    except RestoreError as exc:
+        raise BlindmatchError(str(exc)) from None
+    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(done.taken or 0))
+    print(
+        f"Restored role {done.role}'s data dir {done.dest} from {args.backup} (taken {taken}): "
+        f"{done.uploads} uploads held, {done.sealed} of them sealed (no pair of two of them is "
+        "evaluated again), checked."
+    )
+    if done.previous is not None:
+        print(
+            f"Replayed {done.replayed} audit entries of {done.previous} made after the backup: "
+            f"{len(done.dropped)} restored upload(s) dropped (forgotten or uploaded again "
+            f"since: {', '.join(done.dropped) or 'none'}), {done.queries} queries counted again."
+        )
+    else:
+        print(
+            "warning: nothing replayed (--no-previous): uploads forgotten after the backup "
+            "(erasures, expiries) are held again unless --forget named them, and its queries "
+            f"since are uncounted; the matcher's audit log lists the erasures and expiries "
+            f"since {taken} (twoserver.forget): see docs/operations.md, Backing up S1 and S2",
+            file=sys.stderr,
+        )
+    if args.forget:
+        print(f"--forget {' '.join(args.forget)}: dropped {', '.join(done.dropped) or 'none'}.")
     return 0
 
 
@@ -114,12 +227,21 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def role_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--role", choices=ROLES,
+        help="--data-dir is this two-server role's (default: the matcher's, or the role "
+        "whose files are there)",
+    )  # fmt: skip
+
+
 def register(sub: Subcommands) -> None:
     net = connection_options()
     group = command(
         sub,
         "admin",
-        help="operator tools: data-dir check and backup, query limits and reports",
+        help="operator tools: data-dir check, backup and (a two-server role's) restore, query "
+        "limits and reports",
         example="blindmatch admin check --data-dir /var/lib/blindmatch",
     )
     asub = actions(group, "admin_command")
@@ -127,11 +249,16 @@ def register(sub: Subcommands) -> None:
     ac = command(
         asub,
         "check",
-        help="check a data dir: database integrity, every upload's file and hash, runs",
+        help="check a data dir (the matcher's, or a two-server role's): database "
+        "integrity, every upload's file and hash, runs, the audit chain",
         example="blindmatch admin check --data-dir /var/lib/blindmatch --json",
         handler=cmd_check,
     )
-    ac.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ac.add_argument(
+        "--data-dir", required=True, type=Path,
+        help="the matcher's data dir, or a two-server role's (two-server role --data-dir)",
+    )  # fmt: skip
+    role_option(ac)
     ac.add_argument("--json", action="store_true", help="print the report as JSON")
     ac.add_argument(
         "--no-hash", action="store_true", help="check file sizes only, not sha256 (faster)"
@@ -139,18 +266,25 @@ def register(sub: Subcommands) -> None:
     ac.add_argument(
         "--audit-key",
         type=Path,
-        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
+        help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
+        "role's twoserver-ROLE.audit.key)",
     )
 
     ab = command(
         asub,
         "backup",
-        help="copy a data dir, even while the matcher serves it (the audit key apart)",
+        help="copy a data dir (the matcher's, or a two-server role's), even while it serves "
+        "(the audit key apart)",
         example="blindmatch admin backup --data-dir /var/lib/blindmatch --out /backup/2026-06-01 "
         "--key-out /keys/audit-2026-06-01.key",
         handler=cmd_backup,
     )
-    ab.add_argument("--data-dir", required=True, type=Path, help="the matcher's data dir")
+    ab.add_argument(
+        "--data-dir", required=True, type=Path,
+        help="the matcher's data dir, or a two-server role's (its uploads sealed in the "
+        "backup: restored, the role evaluates no pair of two of them again)",
+    )  # fmt: skip
+    role_option(ab)
     ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
     ab.add_argument(
         "--key-out",
@@ -162,8 +296,41 @@ def register(sub: Subcommands) -> None:
     ab.add_argument(
         "--audit-key",
         type=Path,
-        help="the audit chain's key, if serve keeps it outside the data dir (serve --audit-key)",
+        help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
+        "role's twoserver-ROLE.audit.key)",
     )
+
+    rs = command(
+        asub,
+        "restore",
+        help="make a two-server role's data dir from its `admin backup`, replaying what the "
+        "role did after it (its forgets and queries) from the replaced dir's audit log",
+        example="blindmatch admin restore --backup /backup/s1-2026-06-01 --data-dir /srv/s1 "
+        "--previous /srv/s1.broken --audit-key /keys/s1-2026-06-01.key",
+        handler=cmd_restore,
+    )
+    rs.add_argument("--backup", required=True, type=Path, help="the role's backup (admin backup)")
+    rs.add_argument("--data-dir", required=True, type=Path, help="the new data dir (not there)")
+    role_option(rs)
+    rs.add_argument(
+        "--audit-key", type=Path,
+        help="the role's audit key (admin backup --key-out; default: the one in --previous)",
+    )  # fmt: skip
+    rs.add_argument(
+        "--forget", action="append", default=[], metavar="PROJECT[/MEMBER]",
+        help="also drop the restored uploads of this project (or project member): an "
+        "erasure or expiry since the backup, from the matcher's audit log (repeatable)",
+    )  # fmt: skip
+    prev = rs.add_mutually_exclusive_group()
+    prev.add_argument(
+        "--previous", type=Path, metavar="DIR",
+        help="the data dir being replaced, moved aside: its audit log (if it verifies and "
+        "continues the backup's) is adopted and its forgets and queries since are replayed",
+    )  # fmt: skip
+    prev.add_argument(
+        "--no-previous", action="store_true",
+        help="the replaced dir is lost: replay nothing (forgotten uploads come back)",
+    )  # fmt: skip
 
     al = command(
         asub,

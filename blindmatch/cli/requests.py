@@ -129,16 +129,20 @@ def _request_hits(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.remote.twoserver import folder_sha256
+    from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import local_ids
 
     encoded = read_encoded(args.encoded, verify=False)
     found = []
     with connect(args, member_token(args)) as client:
+        # The matcher resolves a reference only against the upload it points into, so a
+        # wrong folder is refused before the resolution is recorded (docs/requests.md).
+        sha256 = acknowledged_sha256(client, args.project, encoded)
         for reference in args.reference:
-            resolved = client.resolve_request_ref(args.project, reference, args.purpose or "")
-            also = folder_sha256(encoded) if resolved.upload_sha256 != encoded.sha256 else ""
-            found.append((resolved, local_ids(resolved, encoded, also)))
+            resolved = client.resolve_request_ref(
+                args.project, reference, sha256, args.purpose or ""
+            )
+            found.append((resolved, local_ids(resolved, encoded, sha256)))
     if args.json:
         print(
             json.dumps(
@@ -157,9 +161,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return 0
     for r, ids in found:
         yours = ("your records " if len(ids) > 1 else "your record ") + ", ".join(ids)
+        source = f"run {r.run_id}" if r.run_id else "a query's answer, `blindmatch query`"
         print(
             f"{r.reference}: {r.requester}'s record matched {yours} "
-            f"(run {r.run_id}; reference issued {when(r.issued_unix)})"
+            f"({source}; reference issued {when(r.issued_unix)})"
         )
     if not args.quiet:
         print(
@@ -222,7 +227,8 @@ def register(sub: Subcommands) -> None:
         "resolve",
         help="turn a request reference a partner sent you into your own record id",
         description="Resolve request references addressed to you (by a partner's formal "
-        "request) to your own record ids, read from the ENCODED folder you uploaded, on this "
+        "request: from its results, or the refs a two-server project's query answers with at "
+        "mapping) to your own record ids, read from the ENCODED folder you uploaded, on this "
         "machine. Only the member a reference was issued for can resolve it. Audited: the "
         "requester sees that you resolved it. See docs/requests.md.",
         example="blindmatch resolve bmr-2k4x... --project burglary --token-file south.token "
@@ -243,5 +249,6 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="print a list of {reference, requester, run_id, issued, record_ids}",
+        help="print a list of {reference, requester, run_id, issued, record_ids} (run_id "
+        "empty for a reference a two-server project's query answered with)",
     )

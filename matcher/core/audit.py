@@ -68,6 +68,7 @@ ACTIONS = {
     "twoserver.reach": "S1 let the combiner ask pairs between two of its groups at the reach",
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
     "twoserver.restored": "a two-server role started holding what its data dir kept",
+    "twoserver.restore": "a two-server role's data dir made from its backup (admin restore)",
     "twoserver.query": "S1 or S2 counted a query against its own query limit",
     "twoserver.query.refused": "S1 or S2 refused a query beyond its own query limit",
 }

@@ -24,7 +24,10 @@ the run's cut-offs and once at its reach cut-off an upload.
 A role with a data dir keeps the budget on disk (storage/role_store.py): `record` makes a
 batch's keys durable before they count (reach evaluations marked as such), and `restore` reads
 them back at start, so that a restarted role still refuses the pairs it evaluated before it
-stopped, at either cut-off."""
+stopped, at either cut-off. A role restored from a backup cannot know which pairs were
+evaluated after the backup was taken, so the uploads it restores are *sealed* (`seal`): every
+pair of two sealed uploads counts as evaluated, at either cut-off, until one of the two
+members uploads again (docs/operations.md "Backing up S1 and S2")."""
 
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ class PairBudget:
 
     def __init__(self, record: Callable[[str, str, Keys, bool], None] | None = None) -> None:
         self._seen: dict[tuple[str, str, bool], _Seen] = {}
+        self._sealed: set[str] = set()
         self._lock = threading.Lock()
         self._record = record
 
@@ -81,6 +85,16 @@ class PairBudget:
             new = np.unique(keys)
             seen.add(new[~seen.contains(new)] if seen.runs else new)
 
+    def seal(self, member: str) -> None:
+        """Count every pair of `member`'s upload with another sealed one (itself included)
+        as evaluated, at either cut-off: an upload restored from a backup."""
+        with self._lock:
+            self._sealed.add(member)
+
+    def sealed(self, member_a: str, member_b: str) -> bool:
+        with self._lock:
+            return member_a in self._sealed and member_b in self._sealed
+
     def pairs(self) -> int:
         """How many pairs have been evaluated (since their members uploaded)."""
         with self._lock:
@@ -88,6 +102,7 @@ class PairBudget:
 
     def forget(self, member: str) -> None:
         with self._lock:
+            self._sealed.discard(member)
             for pair in [p for p in self._seen if member in p[:2]]:
                 del self._seen[pair]
 
@@ -111,6 +126,8 @@ class PairBudget:
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
         unique, times = np.unique(keys, return_counts=True)
         with self._lock:
+            if member_a in self._sealed and member_b in self._sealed:
+                return len(unique)  # every one: none may be evaluated again
             seen = self._seen.setdefault((member_a, member_b, reach), _Seen())
             over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))
             if not over:

@@ -170,7 +170,7 @@ class Proposal:
         self._reach_rows: dict[tuple[int, int], tuple[dict[int, int], dict[int, int]]] = {}
         self.reached = 0
         # S1's per-upload cap across runs (core/rowledger.py), set by whoever holds the run
-        # (rpc/twoserver_role.py `hold_proposal`, core/twoinprocess.py); None: this run only.
+        # (rpc/twoserver_proposals.py `Proposals.hold`, core/twoinprocess.py); None: this run only.
         self.ledger: RowLedger | None = None
         self._lock = threading.Lock()
 

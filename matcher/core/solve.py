@@ -78,16 +78,18 @@ def complete(
     and a record left out: the left-out record loses its hits with both. Here every
     candidate pair at or above `threshold + bridge` whose records ended in different groups
     (or in none), best first, joins their two groups when the groups hold no member twice
-    and `score_pairs` gives every pair between them at least `threshold - reach`.
+    and `score_pairs` gives every pair between them at least `threshold - reach`. Both
+    cut-offs are rounded to 6 places, as a two-server run's are (core/twoserver.py), so a
+    pair at exactly 0.85 bridges and one at exactly 0.7 reaches at a threshold of 0.8.
     """
-    found = np.flatnonzero(candidates.sims >= threshold + bridge)
+    found = np.flatnonzero(candidates.sims >= round(threshold + bridge, 6))
     members = np.union1d(candidates.dset0[found], candidates.dset1[found])
     if len(members) < 3:  # two members' groups are pairs already: nothing can join them
         return list(groups)
     found = found[_across(groups, candidates, found)]
     merged: list[list[tuple[int, int]]] = [list(g) for g in groups]
     where = {record: i for i, g in enumerate(merged) for record in g}
-    floor = threshold - reach
+    floor = round(threshold - reach, 6)  # 0.7 at 0.8, not 0.7000000000000001 (as two-server)
     for k in found.tolist():  # candidates are sorted best first
         x = (int(candidates.dset0[k]), int(candidates.rec0[k]))
         y = (int(candidates.dset1[k]), int(candidates.rec1[k]))

@@ -9,7 +9,7 @@ pair, each record in at most one reach pair with each other member over the run)
 a reach budget as S1 and S2 count it (core/pairbudget.py `PairBudget`, `reach=True`: each pair
 once an upload), then evaluated by the circuit at the run's reach cut-off
 (twocomplete.py `reach_bits`). `next_run` has S1 propose again over the same uploads, as a
-`Propose` from C does (rpc/twoserver_role.py `hold_proposal`: a new proposal over two of the
+`Propose` from C does (rpc/twoserver_proposals.py `Proposals.hold`: a new proposal over two of the
 members ends the earlier one, and with it the run's own per-record bound; S1's per-upload cap,
 core/rowledger.py, and the budget stay). A refused batch raises `Refused` and costs nothing.
 """

@@ -308,7 +308,7 @@ class Realtime:
             self.meter.refund(project.name, member, records, taken)
             self._record_unanswered(project.name, member, purpose, records, exc)
             raise
-        except errors.ResourceExhausted as exc:  # S1's or S2's own query limit: a quota's
+        except errors.ResourceExhausted as exc:  # S1's or S2's query limit (a quota's), or S1 busy
             self.meter.refund(project.name, member, records, taken)
             self.query_log.record(QueryRecord(self.clock(), project.name, member, QUERY, purpose,
                                               records, refused=str(exc), user=user))  # fmt: skip
@@ -319,7 +319,8 @@ class Realtime:
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, searched.partners
         )
-        answer = disclose_query(searched.found, levels)
+        answer = twoquery.referenced(self.store, project.name, member, purpose,
+                                     disclose_query(searched.found, levels), searched)  # fmt: skip
         self.query_log.record(
             QueryRecord(
                 self.clock(), project.name, member, QUERY, purpose, records,

@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.disclose import QueryDisclosure
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule
 from blindmatch.matcher.storage.store import Store
@@ -37,7 +38,8 @@ from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
-PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1, MAX_PROPOSALS)
+PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1:
+# rpc/twoserver_proposals.py MAX_PROPOSALS)
 NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `blindmatch upload`)"
 
 # found[i][partner]: (ref, score) of the partner's records that hold queried record i
@@ -72,6 +74,22 @@ class Searched:
     pairs: int = 0
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
     forgot: list[Forgot] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)  # partner -> SHA-256 of the upload
+
+
+def referenced(store: Store, project: str, member: str, purpose: str,
+               answer: QueryDisclosure, searched: Searched) -> QueryDisclosure:  # fmt: skip
+    """`answer` with each partner's `row:N` (at `mapping`) replaced by a request reference
+    (docs/requests.md): a row alone names no upload, and the partner's is replaced by its
+    next upload, so the reference keeps which upload was searched, resolves for that partner
+    only (`blindmatch resolve`, refusing another ENCODED folder), and its resolution is
+    audited and shown to the querying member, as a batch hit's."""
+    hits = [(m.partner, int(ref.removeprefix("row:")), searched.uploads[m.partner])
+            for matches in answer.results for m in matches for ref in m.refs]  # fmt: skip
+    refs = iter(store.issue_query_refs(project, member, purpose, hits))
+    results = [[replace(m, refs=tuple(next(refs) for _ in m.refs)) for m in matches]
+               for matches in answer.results]  # fmt: skip
+    return replace(answer, results=results)
 
 
 def query_name(setup: TwoServerSetup, project: str, member: str, ticket: str, now: float) -> str:
@@ -182,6 +200,7 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
                 "schema and secret"
             )
         rule = store.score_rule(upload.id)
+        out.uploads[partner] = upload.sha256
         found.append(_Partner(partner, partner_name, upload.record_count, tuple(bits),
                               rule if rule == encoding.rule else NO_RULE))  # fmt: skip
     return found
@@ -252,4 +271,4 @@ def _search(
     return out
 
 
-__all__ = ["NO_UPLOAD", "Searched", "check_records", "query_name", "search"]
+__all__ = ["NO_UPLOAD", "Searched", "check_records", "query_name", "referenced", "search"]

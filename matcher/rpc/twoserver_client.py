@@ -74,7 +74,8 @@ _BY_STATUS = {cls.status_name: cls for cls in (
 
 def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     """A failed call to party `who` as this party's error: UNAVAILABLE names the party that
-    could not be reached; other refusals keep their status, prefixed with the party."""
+    could not be reached; other refusals keep their status, prefixed with the party (and a
+    RESOURCE_EXHAUSTED marked retryable stays so: `Busy`)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or code.name
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not (
@@ -82,7 +83,18 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     ):
         return errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
     cls = _BY_STATUS.get(code.name, errors.ServiceError)
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    if cls is errors.ResourceExhausted and ("blindmatch-retryable", "1") in (trailing or ()):
+        cls = errors.Busy  # a momentary limit at the party (S1's proposals in flight)
     return cls(f"{who}: {details}")
+
+
+def never_sent(exc: grpc.RpcError) -> bool:
+    """Whether a call failed for want of a connection to the party (gRPC's `failed to
+    connect`): the party received nothing of it."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
 
 
 def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -289,10 +301,18 @@ class RemoteServers:
         transcript: linkbit.Transcript,
         tagged: bool,
     ) -> tuple[bytes, bytes]:
-        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
-              timeout=CALL_SECONDS)  # fmt: skip
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
+        try:
+            _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+                  timeout=CALL_SECONDS)  # fmt: skip
+        except errors.ServiceError as exc:
+            exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
+            raise
+        try:
+            o1 = self._s1.Evaluate(to_s1, metadata=self._metadata, timeout=CALL_SECONDS)
+        except grpc.RpcError as exc:
+            error = peer_error(self.names[0], exc)
+            error.evaluated = not never_sent(exc)
+            raise error from None
         o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
                    metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
         transcript.count("C", "S1", to_s1.ByteSize())

@@ -1,5 +1,6 @@
-"""Request references (core/references.py): issued against the latest finished run, kept
-until resolved or not, deleted with the project's data or either member's erasure.
+"""Request references (core/references.py): issued against the latest finished run (or by a
+two-server query's answer at `mapping`, against the upload it searched), kept until resolved
+or not, deleted with the project's data or either member's erasure.
 
 Issuing reads the run, the member's upload and its links, stores the references and
 appends the audit entry in one transaction; resolving checks the caller is the partner
@@ -9,7 +10,7 @@ the reference was issued for and appends its entry in the same transaction it is
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.references import RequestRef, new_reference, referable
@@ -162,9 +163,53 @@ class RequestStore(RunStore):
             )  # fmt: skip
         return refs
 
-    def resolve_ref(self, project: str, member: str, reference: str, purpose: str) -> RequestRef:
-        """The reference, once `member` is found to be the partner it was issued for and
-        the resolution is in the audit log."""
+    def issue_query_refs(
+        self,
+        project: str,
+        member: str,
+        purpose: str,
+        hits: Sequence[tuple[str, int, str]],
+    ) -> list[str]:
+        """A two-server query's answer at `mapping` (realtime/twoquery.py `referenced`): a
+        reference for each of `hits` (partner, the partner's row, the SHA-256 of the upload
+        the query searched), with no run (`run_id` ""); one `request.issue` entry for them,
+        as `request` writes. The references in the order of `hits`."""
+        if not hits:
+            return []
+        now = self.clock()
+        refs = [new_reference() for _ in hits]
+        issued: dict[str, list[str]] = {}
+        with self.db.tx() as tx:
+            for ref, (partner, row, sha256) in zip(refs, hits, strict=True):
+                tx.execute(
+                    "INSERT INTO request_refs VALUES (?,?,?,?,'',?,?,?,NULL)",
+                    (ref, project, member, partner, str(row), sha256, now),
+                )
+                issued.setdefault(partner, []).append(ref)
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    member,
+                    "request.issue",
+                    project,
+                    member,
+                    purpose=purpose,
+                    detail={"run_id": "", "query": True, "references": issued},
+                ),
+            )
+        return refs
+
+    def resolve_ref(
+        self,
+        project: str,
+        member: str,
+        reference: str,
+        purpose: str,
+        check: Callable[[RequestRef], None],
+    ) -> RequestRef:
+        """The reference, once `member` is found to be the partner it was issued for,
+        `check` has passed it (it may refuse: nothing is written) and the resolution is in
+        the audit log."""
         with self.db.tx() as tx:
             row = tx.execute(
                 "SELECT reference, project, requester, partner, run_id, partner_rows, "
@@ -194,6 +239,7 @@ class RequestStore(RunStore):
                     f"reference: {reference} is addressed to another member{mine}; only the "
                     "member it was issued for can resolve it"
                 )
+            check(ref)
             tx.execute(
                 "UPDATE request_refs SET resolved=? WHERE reference=?", (self.clock(), reference)
             )

@@ -18,9 +18,12 @@ upload deletes that upload's row and its pairs in the same transaction (its file
 The pair keys of a batch are committed (synchronous=FULL) before the batch is evaluated.
 Forgetting an upload commits its row's deletion (its pages zeroed, secure_delete, and the
 -wal checkpointed), then unlinks its file and fsyncs the folder, before the role replies.
-Files 0600, the folder 0700; a store others can read or write refuses the start, and so
-does one that cannot be read whole (a damaged database, a missing or short file, arrays
-whose digest differs), naming the file: nothing is half-loaded.
+An upload restored from a backup is *sealed* (table `sealed`, written into the backup's copy
+by storage/role_backup.py): every pair of two sealed uploads counts as evaluated, since the
+pairs evaluated after the backup was taken are not in it. Files 0600, the folder 0700; a
+store others can read or write refuses the start, and so does one that cannot be read whole
+(a damaged database, a missing or short file, arrays whose digest differs), naming the file:
+nothing is half-loaded.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ CREATE TABLE IF NOT EXISTS spent (
 );
 CREATE INDEX IF NOT EXISTS spent_a ON spent(upload_a);
 CREATE INDEX IF NOT EXISTS spent_b ON spent(upload_b);
+CREATE TABLE IF NOT EXISTS sealed (  -- restored from a backup (storage/role_backup.py)
+    upload INTEGER PRIMARY KEY REFERENCES uploads(id),
+    at REAL NOT NULL  -- when the backup was taken
+);
 CREATE TABLE IF NOT EXISTS queries (
     name TEXT PRIMARY KEY,
     project TEXT NOT NULL,
@@ -88,11 +95,13 @@ def _refuse(path: Path, what: str) -> StartupRefused:
 class Restored(Generic[T]):
     """What a store held at start: the uploads (name -> what `build` made of them), the
     pair keys spent (by the two uploads' names, the lower first, and whether at the reach
-    cut-off) and the files of
-    unfinished uploads deleted."""
+    cut-off), the uploads restored from a backup (`sealed`: their pairs with each other
+    count as evaluated) and the files of unfinished uploads deleted."""
 
     held: dict[str, T] = field(default_factory=dict)
     spent: dict[tuple[str, str, bool], Keys] = field(default_factory=dict)
+    sealed: set[str] = field(default_factory=set)
+    backup_taken: float | None = None  # when the backup the sealed uploads came from was
     discarded: int = 0
 
 
@@ -207,6 +216,7 @@ class RoleStore:
         found = rows.fetchall()
         for upload, _ in found:
             conn.execute("DELETE FROM spent WHERE upload_a = ? OR upload_b = ?", (upload, upload))
+            conn.execute("DELETE FROM sealed WHERE upload = ?", (upload,))
             conn.execute("DELETE FROM uploads WHERE id = ?", (upload,))
         return [f for _, f in found]
 
@@ -230,6 +240,9 @@ class RoleStore:
                     "SELECT a.name, b.name, s.reach, s.keys FROM spent s JOIN uploads a ON a.id = "
                     "s.upload_a JOIN uploads b ON b.id = s.upload_b ORDER BY s.seq"
                 ).fetchall()
+                sealed = conn.execute(
+                    "SELECT u.name, s.at FROM sealed s JOIN uploads u ON u.id = s.upload"
+                ).fetchall()
         except sqlite3.Error as exc:
             raise _refuse(self.path, f"not a role's held store ({exc})") from None
         files = set()
@@ -247,6 +260,8 @@ class RoleStore:
             by_pair.setdefault((a, b, bool(reach)), []).append(keys)
         for pair, parts in by_pair.items():
             out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
+        out.sealed = {str(name) for name, _ in sealed}
+        out.backup_taken = max((float(at) for _, at in sealed), default=None)
         for path in self.folder.iterdir():
             if (
                 path.name not in files and path.is_file()

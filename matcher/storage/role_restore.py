@@ -1,0 +1,216 @@
+"""`blindmatch admin restore`: a two-server role's data dir from a backup made by `admin
+backup` (storage/role_backup.py), with what the role did after the backup replayed where it
+is known (docs/operations.md "Backing up S1 and S2").
+
+A backup is one moment of the role. Restored as it was, three things the role did after it
+would be undone, each a privacy hazard against a dishonest combiner:
+
+- the pairs it evaluated: the backup's uploads are sealed (their pairs with each other count
+  as evaluated, core/pairbudget.py `seal`), so none is evaluated again;
+- the uploads it forgot (a member's erasure, a project's expiry) would be back, and an upload
+  replaced by a newer one would be held again in its place (`forget`: the erasures and
+  expiries the matcher's audit log records since the backup, dropped when nothing else can
+  say);
+- the queries it counted against its query limit would be uncounted.
+
+The role's audit log records the last two (`twoserver.forget` with the names dropped,
+`twoserver.upload`, `twoserver.query`). When the log of the dir being replaced (`previous`)
+survives, verifies with the key and continues the backup's chain (its entry at the backup's
+head is the same), the restore adopts it (the longer history) and replays the entries after
+the backup's head: it drops every restored upload forgotten or uploaded again since, and
+counts every query again. Without `previous` nothing can be replayed, and the restore says
+so (the caller must have asked for that explicitly). Either way a `twoserver.restore` entry
+is appended, the copy passes `check_role_dir`, and only then is it renamed into place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blindmatch.matcher.core import audit, tickets
+from blindmatch.matcher.storage.audit_log import read_entries
+from blindmatch.matcher.storage.backup import snapshot
+from blindmatch.matcher.storage.datadir import copy_private, fsync_path
+from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
+from blindmatch.matcher.storage.role_store import RoleStore
+from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
+
+
+class RestoreError(Exception):
+    """The restore could not be made; the data dir was not created."""
+
+
+@dataclass
+class RoleRestoreReport:
+    dest: Path
+    role: str
+    uploads: int  # held by the restored dir
+    sealed: int
+    previous: Path | None  # the dir whose log was replayed
+    taken: float | None  # when the backup was taken (its seal)
+    replayed: int = 0  # its entries after the backup's head
+    dropped: list[str] = field(default_factory=list)  # forgotten or replaced since
+    queries: int = 0  # counted since, counted again
+
+
+def _head(log: Path) -> tuple[int, str] | None:
+    if not log.is_file():
+        return None
+    db = connect_read_only(log)
+    try:
+        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.Entry]:
+    """The entries of `log` after the backup's `head`, once the whole chain verifies and
+    holds that head."""
+    fix = "; or restore without it (--no-previous), replaying nothing"
+    try:
+        db = connect_read_only(log)
+        try:
+            entries = list(read_entries(db))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise RestoreError(f"{log}: its audit log cannot be read ({exc}){fix}") from None
+    found = audit.verify(key, entries)
+    if not found.ok:
+        raise RestoreError(f"{log}: its audit log does not verify ({found.problems[0]}){fix}")
+    if head is not None and not any((e.seq, e.hash) == head for e in entries):
+        raise RestoreError(
+            f"{log}: its audit log does not continue the backup's (no entry {head[0]}:"
+            f"{head[1][:16]}...): not the dir this backup was taken of{fix}"
+        )
+    return [e for e in entries if head is None or e.seq > head[0]]
+
+
+def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tuple[list[str], int]:
+    """Drop the restored uploads forgotten or uploaded again in `after`, and those under
+    `forget` (PROJECT or PROJECT/MEMBER, as a combiner's `Forget` names them), and count its
+    queries again: the names dropped, and the queries."""
+    gone: set[str] = set()
+    replaced: set[str] = set()  # PROJECT/MEMBER/ that uploaded again
+    queries = 0
+    for e in after:
+        if e.action == "twoserver.forget":
+            names = e.detail.get("names", [])
+            if isinstance(names, list):
+                gone.update(str(n) for n in names)
+        elif e.action == "twoserver.upload" and not tickets.is_query(e.member):
+            gone.add(e.member)
+            if "/" in e.member:  # a project member's upload replaces its others (any tag)
+                replaced.add(e.member.rsplit("/", 1)[0] + "/")
+        elif e.action == "twoserver.query":
+            project, _, member = e.member.partition("/")
+            store.count_query(str(e.detail.get("query", "")), project, member,
+                              int(str(e.detail.get("records", 0))), e.time)  # fmt: skip
+            queries += 1
+    with store.db.reading() as conn:
+        held = {str(n) for (n,) in conn.execute("SELECT name FROM uploads")}
+    prefixes = (*replaced, *(f"{f.strip('/')}/" for f in forget))
+    gone.update(n for n in held if prefixes and n.startswith(prefixes))
+    dropped = sorted(gone & held)
+    store.drop(dropped)
+    return dropped, queries
+
+
+def restore_role_dir(
+    backup: str | Path,
+    data_dir: str | Path,
+    role: str,
+    *,
+    key_file: str | Path | None = None,
+    previous: str | Path | None = None,
+    forget: list[str] | None = None,
+) -> RoleRestoreReport:
+    """Make `data_dir` (new) role `role`'s data dir from `backup`, its audit key from
+    `key_file` (default: the one in `previous`), replaying `previous`'s log after the
+    backup's head (None: nothing replayed) and dropping the uploads under `forget`
+    (PROJECT or PROJECT/MEMBER: erasures and expiries since the backup, from the matcher's
+    audit log)."""
+    for name in forget or []:
+        if not name.strip("/") or name.strip("/").count("/") > 1:
+            raise RestoreError(f"--forget {name!r}: PROJECT or PROJECT/MEMBER")
+    source, dest = RoleFiles(Path(backup), role), Path(data_dir)
+    prev = RoleFiles(Path(previous), role) if previous is not None else None
+    if not source.held_db.is_file():
+        raise RestoreError(f"{backup}: not a backup of role {role} (no {source.held_db.name})")
+    if dest.exists():
+        raise RestoreError(
+            f"{dest}: already exists; move it aside (and give it as --previous, so that what "
+            "the role did after the backup is replayed from its audit log)"
+        )
+    if prev is not None and not prev.audit_db.is_file():
+        raise RestoreError(
+            f"--previous {prev.root}: no {prev.audit_db.name} there, not role {role}'s data "
+            "dir; give the one this backup was taken of, or restore with --no-previous"
+        )
+    key_path = Path(key_file) if key_file else (prev.audit_key if prev else None)
+    head = _head(source.audit_db)
+    if head is not None and (key_path is None or not key_path.is_file()):
+        raise RestoreError(
+            f"{source.audit_db} holds {head[0]} audit entries: give the role's audit key "
+            "(--audit-key FILE, the one `admin backup --key-out` wrote)"
+        )
+    staging = RoleFiles(dest.with_name(f".{dest.name}.partial"), role)
+    shutil.rmtree(staging.root, ignore_errors=True)
+    try:
+        shutil.copytree(source.root, staging.root)  # (owner-only modes kept)
+        if key_path is not None and key_path.is_file():
+            copy_private(key_path, staging.audit_key)
+        after: list[audit.Entry] = []
+        if prev is not None:
+            after = _after(prev.audit_db, staging.audit_key.read_bytes(), head)
+            staging.audit_db.unlink(missing_ok=True)
+            snapshot(prev.audit_db, staging.audit_db)  # the longer history, adopted
+        report = _apply(staging, role, dest, after, prev, forget or [])
+        check = check_role_dir(staging.root, role)
+        if not check.ok:
+            raise RestoreError("the restored dir failed its integrity check:\n" + check.render())
+    except (RestoreError, OSError, sqlite3.Error) as exc:
+        shutil.rmtree(staging.root, ignore_errors=True)
+        if isinstance(exc, RestoreError):
+            raise
+        raise RestoreError(f"restoring {backup} failed: {exc}") from exc
+    fsync_path(staging.root)
+    staging.root.rename(dest)
+    fsync_path(dest.parent)
+    return report
+
+
+def _apply(
+    staging: RoleFiles, role: str, dest: Path, after: list[audit.Entry],
+    prev: RoleFiles | None, forget: list[str],
+) -> RoleRestoreReport:  # fmt: skip
+    store = RoleStore(staging.root, role)
+    try:
+        with store.db.reading() as conn:
+            taken = conn.execute("SELECT MAX(at) FROM sealed").fetchone()[0]
+        dropped, queries = _replay(store, after, forget)
+        with store.db.reading() as conn:
+            uploads = conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
+            sealed = conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
+    finally:
+        store.close()
+    log = RoleAudit(staging.root, role)
+    try:
+        log.log.append(audit.Event("operator", "twoserver.restore", detail={
+            "role": role, "uploads": uploads, "sealed": sealed,
+            "replayed": len(after) if prev else None, "forget": forget, "dropped": dropped,
+            "queries": queries, "backup_taken": taken,
+        }))  # fmt: skip
+    finally:
+        log.close()
+    previous = prev.root if prev else None
+    return RoleRestoreReport(dest, role, uploads, sealed, previous, taken, len(after), dropped,
+                             queries)  # fmt: skip
+
+
+__all__ = ["RestoreError", "RoleRestoreReport", "restore_role_dir"]
