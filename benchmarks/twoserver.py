@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/twoserver.py [--records 1000] [--seed 1] [--r 16 --b 264]
         [--protocol-pairs 20000] [--attack graph|trilateration|both] [--known 0 50]
         [--margin 3] [--robust] [--lap 10] [--cap 20000] [--curve 50 200 1000]
-        [--view dice|link-bit|buckets|candidates|links|s1|s2|roles] [--cuts 0.8 0.85 0.9 0.95]
+        [--view dice|link-bit|buckets|candidates|links|s1|s2|roles|c-dishonest]
+        [--reach-runs 0 1 4 | -1 -2 -3 -4] [--reach-uncapped] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
         [--keep 1 0.5] [--decoys generator|client]]
@@ -108,6 +109,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from benchmarks.graph_attack import band_keys, with_fallback
+from benchmarks.reach_attack import dishonest_combiner
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import EncodeReport, read_rows
 from blindmatch.client.encoding.harden import NONE
@@ -381,7 +383,17 @@ def main() -> int:
     )
     parser.add_argument(
         "--view",
-        choices=["dice", "link-bit", "buckets", "candidates", "links", "s1", "s2", "roles"],
+        choices=[
+            "dice",
+            "link-bit",
+            "buckets",
+            "candidates",
+            "links",
+            "s1",
+            "s2",
+            "roles",
+            "c-dishonest",
+        ],
         default="dice",
         help="what C learns of a candidate: its Dice (the oracle), its link bit at the first "
         "--cuts, its bucket among --cuts, or nothing (candidates: which pairs are candidates); "
@@ -390,8 +402,23 @@ def main() -> int:
         "what S1 learns (the candidates, no popcounts) or S2 (each candidate's count of shared "
         "bands, no popcounts); roles: `privacy-check --mode two-server`'s check (every role's "
         "view from the run's own roles, the shipped schema, trilateration at --known) on "
-        "--population",
+        "--population; c-dishonest: C's view with the reach pairs a dishonest combiner "
+        "chooses within S1's bound, --reach-runs runs of them (benchmarks/reach_attack.py)",
     )
+    parser.add_argument(
+        "--reach-uncapped", action="store_true",
+        help="c-dishonest: S1 without its per-upload cap on extra and reach partners "
+        "(matcher/core/rowledger.py): each run's bound alone, as S1 was before",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reach-runs", type=int, nargs="+", default=[0, 1, 4], metavar="RUNS",
+        help="c-dishonest: runs over the same uploads whose reach pairs C chooses (0: its "
+        "honest view alone; each run S1 admits one reach pair a record and other member; -1: "
+        "every pair's bit at the reach cut-off and bucket, what unlimited runs could show; "
+        "-2: every pair's bucket alone, what unlimited runs' extras could; -3: one run's "
+        "matching of pairs that all reach the cut-off, a perfect guesser under S1's cap; -4: "
+        "as many of those as S1's reach quota admits)",
+    )  # fmt: skip
     parser.add_argument(
         "--population", choices=("synthetic", "messy", "households"), default="synthetic",
         help="the people: privacy-check's synthetic pair, or a benchmark generator's first N "
@@ -459,6 +486,11 @@ def main() -> int:
             # attacker's plaintext of every person of A and B (one record a person, its own
             # errors): privacy-check --mode two-server's synthetic project.
             loaded = synthetic_members(Path(tmp), args.seed, args.records, schema)
+    if args.view == "c-dishonest":
+        shipped = load_schema(ROOT / "schemas" / "person-uk.json")
+        dishonest_combiner(loaded, shipped, secrets.token_bytes(32), args.known, args.reach_runs,
+                           cap=not args.reach_uncapped)  # fmt: skip
+        return 0
     if args.view == "roles":
         # privacy-check --mode two-server's check on this population, with the shipped schema.
         shipped = load_schema(ROOT / "schemas" / "person-uk.json")

@@ -39,7 +39,7 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
                  "--out", str(out)])  # fmt: skip
     assert code == 0  # without --strict, whatever the verdict
     printed = capsys.readouterr().out
-    for role in ("C", "S1", "S2"):
+    for role in ("C", "C*", "S1", "S2"):
         for attack in ATTACKS:
             assert f"  {role:<4} {attack}" in printed, printed
     data = json.loads((out / "privacy-check.json").read_text())
@@ -60,7 +60,10 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
         each = ", ".join(f"x{k} {v:.2%}" for k, v in got["shares"].items())
         assert f"  S2 {attack}, by reading of the counts: {each}" in printed
     assert data["mode"] == "two-server"
-    assert set(data["roles"]) == {"C", "S1", "S2"}
+    # C*: C's view with S1's quota of reach pairs a dishonest C asks, each a 1 (as if it
+    # guessed each record's near neighbour right: docs/privacy-design.md)
+    assert set(data["roles"]) == {"C", "C*", "S1", "S2"}
+    assert sorted(data["roles"]["C"]) == sorted(data["roles"]["C*"]) == sorted(ATTACKS)
     assert sorted(data["roles"]["C"]) == sorted(data["roles"]["S1"]) == sorted(ATTACKS)
     # S2 also sees A's own rows linked by a token of B it opened twice: the collision attack.
     assert sorted(data["roles"]["S2"]) == sorted(
@@ -161,7 +164,7 @@ def test_a_members_own_export_is_checked_as_member_a(
     printed = capsys.readouterr().out
     assert f"of {export.csv}: 600 records of member A" in printed
     data = json.loads((out / "privacy-check.json").read_text())
-    assert data["records"] == 600 and set(data["roles"]) == {"C", "S1", "S2"}
+    assert data["records"] == 600 and set(data["roles"]) == {"C", "C*", "S1", "S2"}
     assert all(s < 0.01 for s in data["roles"]["C"].values()), data
 
 
@@ -177,7 +180,7 @@ def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
     report = check_members([*padded, members[2]], SCHEMA, STRONG_SECRET.encode(), role_views,
                            source="padded", known=(0, 10))  # fmt: skip
     assert report.records == MIN_SAMPLE
-    assert {r.encoding for r in report.results} == {"C", "S1", "S2"}
+    assert {r.encoding for r in report.results} == {"C", "C*", "S1", "S2"}
     for r in report.results:
         assert r.records == MIN_SAMPLE - (10 if "10 known" in r.attack else 0), r
         assert r.records_reidentified <= r.claims, r

@@ -156,7 +156,8 @@ MEMBER_KEY = "the members' key"
 def test_over_grpc_the_run_completes_and_s1_refuses_a_reach_pair_asked_again() -> None:
     """The deployed roles (matcher/rpc/twoserver_service.py): the run's links are the CLK
     run's, completed; a combiner asking one of the run's reach pairs again is refused by S1
-    (PERMISSION_DENIED naming rows_a/rows_b), and S1 and S2 each counted each reach pair."""
+    (PERMISSION_DENIED naming rows_a/rows_b), and S1 and S2 each counted each reach pair; S1
+    keeps them past the run (its per-upload cap)."""
     datasets = subjects()
     key = secrets.token_urlsafe(16)
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
@@ -197,6 +198,14 @@ def test_over_grpc_the_run_completes_and_s1_refuses_a_reach_pair_asked_again() -
             refused.value.details()
         )
         assert "asked at the reach cut-off already" in str(refused.value.details())
+        # S1's per-upload cap (core/rowledger.py): the run's reach pairs are in S1's ledger,
+        # which outlives the proposal, so a later run over the same uploads has a second
+        # partner of the record answered 0, not evaluated
+        ledger = s1.service.proposals.rows
+        assert proposal_.ledger is ledger
+        other = np.array([(row_c + 1) % 153], np.uint32)
+        assert ledger.capped("south", "west", "reach", np.array([row_b], np.uint32), other,
+                             "a later run").tolist() == [True]  # fmt: skip
     finally:
         channel.close()
         for role in roles.values():

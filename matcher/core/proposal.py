@@ -44,8 +44,13 @@ no bridge). A *reach* batch (`check_reach`) is refused unless:
 - as extras, on the CLK the run scores the pair by (the other answered 0).
 
 S1 cannot check that the two records are in C's two groups (it does not learn link bits):
-the bounds are what a group is. A reach pair is counted in a budget of its own (S1's and
-S2's, `PairBudget` per cut-off kind): each pair once at the run's cut-offs, once at the reach.
+the bounds are what a group is. Over several runs on the same uploads the bounds hold per
+upload, not per run (core/rowledger.py `RowLedger`, held by S1 across its proposals): a pair
+whose record had another extra (or reach) partner with that member in an earlier run is
+answered 0, not evaluated, and so is a reach pair beyond a pair of uploads' quota (1% of the
+smaller's records, at least 16, over every run: `rowledger.reach_quota`). A reach pair is
+counted in a budget of its own (S1's and S2's, `PairBudget` per cut-off kind): each pair once
+at the run's cut-offs, once at the reach.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.rowledger import RowLedger, reach_quota
 from blindmatch.matcher.core.twoserver import (
     RECORD,
     PairBatch,
@@ -163,6 +169,9 @@ class Proposal:
         self.reach = reach_cutoff(cutoffs)
         self._reach_rows: dict[tuple[int, int], tuple[dict[int, int], dict[int, int]]] = {}
         self.reached = 0
+        # S1's per-upload cap across runs (core/rowledger.py), set by whoever holds the run
+        # (rpc/twoserver_proposals.py `Proposals.hold`, core/twoinprocess.py); None: this run only.
+        self.ledger: RowLedger | None = None
         self._lock = threading.Lock()
 
     def _hold(self, proposed: Sequence[PairBatch]) -> None:
@@ -252,6 +261,7 @@ class Proposal:
         # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
         # who lacks the fallback's fields, names its extras on both CLKs).
         other = self._other(a, b, clk, rows_a, rows_b) & ~found
+        other |= self._capped(a, b, "extra", rows_a, rows_b) & ~found
         extra = np.flatnonzero(~found & ~other)
         ea, eb = rows_a[extra], rows_b[extra]
         if len(extra):
@@ -306,6 +316,7 @@ class Proposal:
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
         other = self._other(a, b, clk, rows_a, rows_b)
+        other |= self._capped(a, b, "reach", rows_a, rows_b)
         ask = np.flatnonzero(~other)
         ea, eb = rows_a[ask], rows_b[ask]
         where = f"rows_a/rows_b: {len(ask)} of the batch's {len(rows_a)} pairs at the reach cut-off"
@@ -323,8 +334,26 @@ class Proposal:
             )
         return Checked(len(ask), a, b, ea, eb, other)
 
+    def _capped(self, a: int, b: int, kind: str, rows_a: Rows, rows_b: Rows
+                ) -> npt.NDArray[np.bool_]:  # fmt: skip
+        """The pairs S1's per-upload cap answers 0 (a record paired otherwise in an earlier
+        run over these uploads, core/rowledger.py)."""
+        if self.ledger is None:
+            return np.zeros(len(rows_a), bool)
+        quota = None
+        if kind == "reach":
+            quota = reach_quota(len(self._seen[a]), len(self._seen[b]))
+        return self.ledger.capped(self.members[a], self.members[b], kind, rows_a, rows_b,
+                                  self.id, quota)  # fmt: skip
+
+    def _note(self, checked: Checked, kind: str) -> None:
+        if self.ledger is not None:
+            self.ledger.note(self.members[checked.member_a], self.members[checked.member_b],
+                             kind, checked.rows_a, checked.rows_b, self.id)  # fmt: skip
+
     def commit_reach(self, checked: Checked) -> None:
         """Count a checked reach batch's pairs as asked (after the reach budget took it)."""
+        self._note(checked, "reach")
         with self._lock:
             by_a, by_b = self._reach_rows.setdefault((checked.member_a, checked.member_b), ({}, {}))
             for x, y in zip(checked.rows_a.tolist(), checked.rows_b.tolist(), strict=True):
@@ -335,6 +364,7 @@ class Proposal:
         """Count a checked batch's extras as asked (after the pair budget took it)."""
         if not checked.extras:
             return
+        self._note(checked, "extra")
         with self._lock:
             used = self._extra_rows.setdefault((checked.member_a, checked.member_b), (set(), set()))
             used[0].update(checked.rows_a.tolist())

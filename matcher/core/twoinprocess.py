@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.proposal import Proposal
+from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.twoserver import (
     RECORD,
     BlockingServer,
@@ -35,6 +36,7 @@ class InProcess:
     def __init__(self, s1: BlockingServer, s2: ShareServer) -> None:
         self.s1, self.s2 = s1, s2
         self.proposal: Proposal | None = None
+        self.rows = RowLedger()  # S1's per-upload cap over its proposals (core/rowledger.py)
         self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
 
     def block(
@@ -70,6 +72,7 @@ class InProcess:
         self.proposal = Proposal([str(m) for m in range(len(records))], records, proposed,
                                  cutoffs, lacking, rule=rule, only=pairs,
                                  later=lambda more: self.block(lacking, pairs=more))  # fmt: skip
+        self.proposal.ledger = self.rows
         return self.proposal.described()
 
     def _run(

@@ -44,6 +44,7 @@ from blindmatch.matcher.core.twoblocking import (
     expanded_pairs,
     open_tokens,
 )
+from blindmatch.matcher.core.twoprobe import ReachOracle
 from blindmatch.matcher.core.tworun import InProcess, drive
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
 from blindmatch.matcher.domain import NO_RULE, Rule
@@ -194,6 +195,16 @@ def role_views(
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
 ) -> dict[str, tuple[Pairs, Values]]:
+    """`views_and_oracle`'s views."""
+    return views_and_oracle(uploads, threshold, rule, dummies)[0]
+
+
+def views_and_oracle(
+    uploads: Sequence[Upload],
+    threshold: float,
+    rule: tuple[float, float, float] | None = None,
+    dummies: float = 0.0,
+) -> tuple[dict[str, tuple[Pairs, Values]], ReachOracle]:
     """Per role ("C", "S1", "S2"), its view of the pairs between members 0 and 1: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
     pairs on CLK k (`reused_tokens`). The roles are the run's own objects, the run the one a
@@ -204,7 +215,8 @@ def role_views(
     tokens, a share of the real ones (core/twoserver.py `BlockingServer`): S2's counts and
     the candidates then include them. `rule`: the schema's `blindmatch.rule` (gap, offset,
     reach), which the run applies on the first CLKs' pairs (core/gmwrule.py): C's buckets
-    are then of S."""
+    are then of S. With them, the run's S1 and S2 as a dishonest C would go on asking them
+    reach pairs of its choosing (core/twoprobe.py `ReachOracle`, within S1's checks)."""
     if len(uploads) not in (2, 3):
         raise ValueError("role views: two or three members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -243,12 +255,13 @@ def role_views(
     within = {
         f"S2 A:{clk}": reused_tokens(matched, seal_keys[0], records[0], clk) for clk in range(clks)
     }
-    return {
+    views = {
         **within,
         "C": servers.view(),
         "S1": (_rows(candidates), np.zeros(len(candidates))),
         "S2": (_rows(codes), counts.astype(np.float64)),
     }
+    return views, ReachOracle(servers, combiner)
 
 
-__all__ = ["ROLES", "Upload", "role_views"]
+__all__ = ["ROLES", "Upload", "role_views", "views_and_oracle"]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.proposal import Proposal
+from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS
 
 MAX_PROPOSALS = 64  # runs and queries S1 holds proposals for at once
@@ -54,6 +55,9 @@ class Proposals:
         self._held: OrderedDict[tuple[str, ...], _Held] = OrderedDict()  # least recent first
         self._ended: OrderedDict[tuple[str, ...], str] = OrderedDict()
         self._count = 0
+        # each record's extra and reach partners over every run since the uploads, and each
+        # pair of uploads' reach pairs (core/rowledger.py: S1's bounds hold an upload, not a run)
+        self.rows = RowLedger()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -96,8 +100,10 @@ class Proposals:
 
     def hold(self, proposal: Proposal) -> None:
         """Hold `proposal`: it ends any earlier one over two of its members (a second run
-        over them); room made as `room` makes it, or `Busy`."""
+        over them); room made as `room` makes it, or `Busy`. It checks its extras and reach
+        pairs against the partners of earlier runs (`rows`)."""
         self.room(proposal.members)
+        proposal.ledger = self.rows
         for k in self._replaced(proposal.members):
             del self._held[k]
         key = tuple(proposal.members)
@@ -121,7 +127,8 @@ class Proposals:
 
     def end(self, names: set[str]) -> None:
         """End the proposals over any of `names` (an upload replaced or dropped, a query's
-        records forgotten)."""
+        records forgotten), and their records' extra and reach partners."""
+        self.rows.forget(names)
         for k in [k for k in self._held if names & set(k)]:
             del self._held[k]
 

@@ -24,6 +24,7 @@ benchmarks/twoserver.py run it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -208,9 +209,12 @@ class Trilateration:
     else the chance they do not."""
 
     def __init__(self, view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
-                 prior: Floats) -> None:  # fmt: skip
+                 prior: Floats, probes: Any = None) -> None:  # fmt: skip
         self.view, self.model, self.mine = view, model, mine
         self.score = prior.copy()
+        # Pairs asked one bit each, as a dishonest combiner asks reach pairs (reachprobes.py
+        # `Probes`: `add(score, seeds' rows, their levels, sign)`), or None.
+        self.probes = probes
         # The view by column (a record of B): each candidate's row of A, its level + 1 stored
         # (never 0, which sparse operations may drop; built from its parts, so that no pair
         # is summed with another).
@@ -231,6 +235,8 @@ class Trilateration:
         lev = self.model.level[np.ix_(self.mine, ids)].T.astype(np.intp)  # (S, |mine|)
         logit = self.model.logit_pc[np.ix_(self.mine, ids)].T
         self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
+        if self.probes is not None:
+            self.probes.add(self.score, rows, lev, sign)
         cand = self.by_column[:, rows]  # the seeds' candidates: (row of A, seed, level + 1)
         if not cand.nnz:
             return
@@ -296,7 +302,8 @@ def assignment(
 def trilaterate(
     view: CombinerView, model: Model, in_a: npt.NDArray[np.intp], in_b: npt.NDArray[np.intp],
     known_a: dict[int, int], known_b: dict[int, int], blind: int, margin: float, cap: int,
-    robust: bool = False, lap: int = 0,
+    robust: bool = False, lap: int = 0, probes: tuple[Any, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:  # fmt: skip
     """Alternating seed propagation over both members. Seeds: the known pairs (rows -> indices
     of the attacker's data) and, on each side, the `blind` most confident mutual best matches
@@ -307,7 +314,9 @@ def trilaterate(
     each round, up to nine tenths) become that side's seeds, replacing the found ones; the
     claims are then the last assignment's pairs whose score stands `margin` nats above the
     runner-up in their row. Returns the claims on A and on B (rows -> attacker indices), and
-    A's blind seeds."""
+    A's blind seeds. `probes`: pairs asked one bit each, A's and B's way round (reachprobes.py);
+    `state`, if given, receives both sides' scores and seeds at the end ("tri_a", "tri_b",
+    "seeds_a", "seeds_b")."""
     flipped = view.flipped()
     sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
     pos_a = {int(p): j for j, p in enumerate(in_a)}
@@ -323,8 +332,8 @@ def trilaterate(
             seeds.update(chosen)
             if out is not None:
                 out.update(chosen)
-    tri_a = Trilateration(view, model, in_a, sig_a)
-    tri_b = Trilateration(flipped, model, in_b, sig_b)
+    tri_a = Trilateration(view, model, in_a, sig_a, probes[0] if probes else None)
+    tri_b = Trilateration(flipped, model, in_b, sig_b, probes[1] if probes else None)
     tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
     tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
     fixed_a, fixed_b = set(known_a), set(known_b)
@@ -379,6 +388,8 @@ def trilaterate(
         claims_a, claims_b = dict(seeds_a), dict(seeds_b)
         claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
         claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
+    if state is not None:
+        state.update(tri_a=tri_a, tri_b=tri_b, seeds_a=seeds_a, seeds_b=seeds_b)
     return (
         {i: int(in_a[j]) for i, j in claims_a.items()},
         {i: int(in_b[j]) for i, j in claims_b.items()},

@@ -56,6 +56,7 @@ from blindmatch.client.tools.privacy.graphcheck import (
     sample,
     upload_views,
 )
+from blindmatch.client.tools.privacy.reachprobes import pair_dice, quota_view
 from blindmatch.client.tools.privacy.report import CheckReport
 from blindmatch.client.tools.privacy.trilateration import (
     CombinerView,
@@ -76,6 +77,7 @@ MIN_SAMPLE = 500
 S2_READINGS = (0.5, 1.0, 2.0, 4.0)
 ROLES = {
     "C": "the linking pairs' rows and buckets, the extras' buckets, the reach pairs' bits",
+    "C*": "C's, and S1's quota of reach pairs a dishonest C asks, each a 1 (a perfect guess)",
     "S1": "the candidate pairs",
     "S2": "the candidate pairs and their counts of shared bands",
 }
@@ -244,7 +246,10 @@ def check_members(
                                    [rule.kind for rule in schema.rules], seed=5)  # fmt: skip
     uploads = [_upload(schema, rows, secret, hardening)
                for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
-    views = role_views(uploads, threshold, schema.rule)  # the run applies the schema's rule
+    views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
+    if third:  # C*: C's view and its reach pairs' worst under S1's quota (reachprobes.py)
+        ab = [upload_views(schema, rows, secret, hardening)[0] for rows in (a_rows, b_rows)]
+        views["C*"] = quota_view(*views["C"], pair_dice(*ab), threshold)
     plan = sharing.plan_of(schema)
     clks = len(uploads[0].s1.bands)
     # The attacker's own encodings (its own key, the public schema): both CLKs.
@@ -259,7 +264,7 @@ def check_members(
     real = int((truth_a >= 0).sum())
     report = TwoServerReport(source, real, hardening.describe(), [], [])
     graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
-    for role in ROLES:
+    for role in (r for r in ROLES if r in views):
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float, float]] = {}
         for reading in S2_READINGS if role == "S2" else (0.0,):
