@@ -29,6 +29,8 @@ from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
 from blindmatch.client.remote.twoserver import project_watch
+from blindmatch.matcher.core.querylimit import Limit, QueryLimits
+from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from tests.support import STRONG_SECRET
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
 
@@ -211,3 +213,64 @@ def test_a_watch_ends_with_its_project_or_member_and_s1_and_s2_forget_it(
     assert isinstance(watch.error, RejectedError) and "erased" in str(watch.error)
     until(lambda: watched_names(world) == {"s1": [], "s2": []})
     watch.close()
+
+
+def test_s1_counts_a_watch_once_at_its_first_comparison_and_refuses_one_beyond_its_limit(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+) -> None:
+    south_folder = members["south"][1]
+    two = create(world, "shares", "two-server")
+    with world.operator() as op:
+        op.set_query_limits("shares", allow_watch=True)
+    # S1's own limit: 3 records a day a member (the matcher's quota is far above it).
+    world.roles["s1"].service.queries = RoleQueries("S1", QueryLimits(Limit(3, "day")))
+    realtime = world.server.realtime
+    first = Watching(world, two.tokens["north"], south_folder, [0, 1])
+    try:
+        for n in (1, 2):  # south uploads twice: 2 records counted once, the second free
+            compared = realtime.two_watches.compared
+            assert world.cli("upload", str(south_folder), "--project", "shares",
+                             token=two.tokens["south"]) == 0  # fmt: skip
+            until(lambda: realtime.two_watches.compared == compared + 1)  # noqa: B023
+            until(lambda: len(first.events) == 2 * n)  # noqa: B023
+        assert first.error is None
+        second = Watching(world, two.tokens["north"], south_folder, [2, 3])
+        compared = realtime.two_watches.compared
+        assert world.cli("upload", str(south_folder), "--project", "shares",
+                         token=two.tokens["south"]) == 0  # fmt: skip
+        until(lambda: realtime.two_watches.compared == compared + 1)
+        second.thread.join(30)
+        # The second watch's 2 records would make 4: refused, its watch ended saying so; the
+        # first, counted already, is told of south's third upload too.
+        assert isinstance(second.error, RejectedError)
+        assert "query limit" in str(second.error) and "--query-limit 3/day" in str(second.error)
+        until(lambda: len(first.events) == 6)
+        second.client.close()
+        # The second's records forgotten; the first's held.
+        assert len({n for n in world.roles["s1"].service.held if "@" in n}) == 1
+    finally:
+        first.close()
+    with world.operator() as op:
+        actions = [e["action"] for e in op.audit("shares") if e["member"] == "north"]
+    assert actions.count("query.refused") == 1 and actions.count("watch") == 2
+    with closing(sqlite3.connect(world.folder / "s1-data" / "twoserver-s1.sqlite")) as db:
+        counted = [r[0] for r in db.execute("SELECT action FROM audit WHERE action LIKE "
+                                            "'twoserver.query%'")]  # fmt: skip
+    assert counted == ["twoserver.query", "twoserver.query.refused"]
+
+
+def test_the_matcher_stopping_has_s1_and_s2_forget_the_watched_records(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+) -> None:
+    two = create(world, "shares", "two-server")
+    with world.operator() as op:
+        op.set_query_limits("shares", allow_watch=True)
+    watch = Watching(world, two.tokens["north"], members["south"][1], [0])
+    assert watched_names(world)["s1"] and watched_names(world)["s2"]
+    world.server.stop(grace=None)
+    watch.thread.join(30)
+    assert watch.error is not None
+    assert watched_names(world) == {"s1": [], "s2": []}
+    watch.client.close()
