@@ -28,10 +28,11 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
-from blindmatch.client.remote.twoserver import project_watch
+from blindmatch.client.remote.twoserver import RoleClient, project_watch, ticket
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
-from tests.support import STRONG_SECRET
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN, STRONG_SECRET
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
 
 pytestmark = pytest.mark.server
@@ -274,3 +275,35 @@ def test_the_matcher_stopping_has_s1_and_s2_forget_the_watched_records(
     assert watch.error is not None
     assert watched_names(world) == {"s1": [], "s2": []}
     watch.client.close()
+
+
+def test_a_matcher_started_again_has_s1_and_s2_forget_what_one_killed_left_there(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+) -> None:
+    """A matcher killed with a watch open cannot tell S1 and S2 to forget its records; the
+    next one to start on its data dir does, before it serves (and only queries' and
+    watches' records: the members' uploads stay)."""
+    two = create(world, "shares", "two-server")
+    assert world.cli("upload", str(members["south"][1]), "--project", "shares",
+                     token=two.tokens["south"]) == 0  # fmt: skip
+    encoded = read_encoded(members["north"][1])
+    upload = sharing.shared_upload(rows_of(encoded, [0, 1]), read_secret(
+        members["north"][1].parent / "linkage.secret"), sharing.plan_of(load_schema(SCHEMA)),
+        encoded.fallback_bits)  # fmt: skip
+    with MatcherClient(world.target, two.tokens["north"]) as north:
+        t = ticket(north, "shares", query=True)
+    for role in ("s1", "s2"):  # as a killed matcher's open watch left them
+        with RoleClient(role, getattr(t, role), t.ticket) as c:
+            c.upload(t.name, upload)
+    uploads = sorted(n for n in world.roles["s1"].service.held if "@" not in n)
+    assert watched_names(world)["s1"] == [t.name]
+    world.server.stop(grace=None)  # no watch open at it: it tells S1 and S2 nothing
+    assert watched_names(world)["s1"] == [t.name]
+    again = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
+                          two_server=world.server.runs.two_server, clock=world.clock)  # fmt: skip
+    try:
+        assert watched_names(world) == {"s1": [], "s2": []}
+        assert sorted(world.roles["s1"].service.held) == uploads
+    finally:
+        again.stop(grace=None)

@@ -148,6 +148,7 @@ class Realtime(LimitCalls):
         # upload of a partner (twowatch.py).
         self.two_watches = TwoServerWatches(store, two_server, self.watches,
                                             self.query_log.record_all, self.clock)  # fmt: skip
+        self.two_watches.forget_left()  # what a matcher killed left at S1 and S2
 
     def close(self) -> None:
         self.two_watches.close()

@@ -36,9 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.disclose import effective_level
 from blindmatch.matcher.core.segment import Hits
-from blindmatch.matcher.domain import WATCH, Encoding, Project, QueryRecord
+from blindmatch.matcher.domain import TWO_SERVER, WATCH, Encoding, Project, QueryRecord
 from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
@@ -209,6 +210,30 @@ class TwoServerWatches:
                                 watch.member, f.error)  # fmt: skip
         with self._lock:  # in use until forgotten (a query on its name is refused till then)
             self._names.discard(watch.name)
+
+    def forget_left(self) -> None:
+        """At start-up, before any query or watch: have S1 and S2 forget every query's and
+        watch's records in the live two-server projects (`Forget` of member `@`), which a
+        matcher that stopped without closing (killed) could not tell them to. Stops at the
+        first server that does not answer (logged: they hold such records in memory only,
+        until they restart)."""
+        if self.setup is None:
+            return
+        for name in self.store.live_projects():
+            if self.store.mode_of(name) != TWO_SERVER:
+                continue
+            forgot = self.setup.forget(name, tickets.QUERY_MARK)
+            if any(f.dropped for f in forgot):
+                log.info("%s: S1 and S2 forgot %s queries' and watches' records left from "
+                         "before", name, "/".join(str(f.dropped) for f in forgot))  # fmt: skip
+            failed = [f for f in forgot if f.error]
+            if failed:
+                log.warning(
+                    "at start-up, %s: a query's or a watch's records left at S1 and "
+                    "S2 from before are there until they restart",
+                    failed[0].error,
+                )
+                return
 
     def close(self) -> None:
         """The matcher stops: no more comparisons, and S1 and S2 forget every open watch's

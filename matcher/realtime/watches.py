@@ -5,7 +5,9 @@ projects where the operator allowed watching. When a partner's index change puts
 records, each open watch of another member is searched against just those records; a
 match is disclosed at that partner's level (the same ladder as queries and batch
 results) and recorded as a notification, in the audit log, before any of the change's
-notifications is sent (if that record fails, none is).
+notifications is sent (if that record fails, none is). A two-server project's watch
+(twowatch.py) holds no CLK here, only its records' name at S1 and S2: each partner's new upload
+is compared with them there, and its notifications go the same way (`deliver`).
 """
 
 from __future__ import annotations
