@@ -17,7 +17,8 @@ their once-a-pair budget holds; S1 and S2 count the watch's records against thei
 limit at its first comparison, once (core/querylimit.py; again only once a count has left
 their window). When the watch ends (its stream closed, its token revoked, its member erased,
 its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1 and S2 are told
-to forget its records (`Forget` of `member@tag`).
+to forget its records (`Forget` of `member@tag`); a matcher killed cannot, so the next one to
+start has them forget every query's and watch's records of its projects (`forget_left`).
 
 A comparison that cannot be made ends the watch rather than passing an upload over in
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
