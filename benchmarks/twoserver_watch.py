@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,34 @@ def wait_for(done: object, seconds: float = 600.0) -> float:
     return time.perf_counter()
 
 
+def timed() -> dict[str, float]:
+    """With S1 and S2 in this process: the wall seconds of each comparison
+    (`twoquery.search_partner`) and of S1's sorts of a new upload's band keys in it
+    (`Sealed.sorted_keys`, kept for the upload's next join) and of the link-bit circuit on
+    S1's proposal (`tworun.proposed_links`), summed since last reset."""
+    from blindmatch.matcher.core import twoblocking, tworun
+    from blindmatch.matcher.realtime import twoquery
+
+    spent = {"search": 0.0, "sort": 0.0, "circuit": 0.0}
+
+    def wrap(owner: Any, name: str, what: str) -> None:
+        inner = getattr(owner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[what] += time.perf_counter() - t0
+
+        setattr(owner, name, call)
+
+    wrap(twoquery, "search_partner", "search")
+    wrap(twoblocking.Sealed, "sorted_keys", "sort")
+    wrap(tworun, "proposed_links", "circuit")
+    return spent
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=14_286, help="people (each org holds ~35%%)")
@@ -84,6 +113,7 @@ def main() -> int:
     clks = np.frombuffer(asked.clks, np.uint8).reshape(-1, asked.clk_bits // 8)[: args.watched]
     watched = sharing.shared_upload(clks, secret, sharing.plan_of(schema), asked.fallback_bits)
 
+    spent = timed() if args.roles == "here" else None
     s1, s2, key, member_key, stop_roles, _ = start_roles(work, args.roles == "processes")
     setup = combiner_setup(s1, s2, key, member_key)
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
@@ -115,9 +145,12 @@ def main() -> int:
         wait_for(lambda: len(server.realtime.watches) == 1)
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
+        parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
         for name in ("south", "west"):
             for _ in range(args.uploads):
                 before, compared = len(arrived), watches.compared
+                if spent is not None:
+                    spent.update(search=0.0, sort=0.0, circuit=0.0)
                 t0 = time.perf_counter()
                 assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                             two.tokens[name], *net]) == 0  # fmt: skip
@@ -127,6 +160,8 @@ def main() -> int:
                 got = len(arrived) - before
                 last = arrived[-1] if got else t2
                 rows[name].append((t1 - t0, t2 - t1, last - t1, got))
+                if spent is not None:
+                    parts[name].append((spent["search"], spent["sort"], spent["circuit"]))
         load_after = os.getloadavg()[0]
         north_client.close()
     finally:
@@ -145,6 +180,11 @@ def main() -> int:
                         (2, "its return -> last event")):  # fmt: skip
             values = [1000 * x[i] for x in r]
             print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
+        if parts[name]:  # S1 and S2 here: the comparison's wall, and S1's sort in it
+            for i, what in ((0, "compared (search_partner)"), (1, "of which S1 sorts keys"),
+                            (2, "of which the circuit")):  # fmt: skip
+                values = [1000 * x[i] for x in parts[name]]
+                print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
         events = sorted({x[3] for x in r})
         print(f"{name}: events an upload: {events}")
     return 0

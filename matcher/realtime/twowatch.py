@@ -113,7 +113,14 @@ class TwoServerWatches:
         """`member`'s upload `upload_id` completed: compare it with the other members' open
         watches in `project`, on the comparing thread."""
         if any(w.name for w in self.watches.of(project, besides=member)):
-            self._pool.submit(self._compare, project, member, upload_id)
+            self._pool.submit(self._compare_logged, project, member, upload_id)
+
+    def _compare_logged(self, project: str, partner: str, upload_id: str) -> None:
+        try:
+            self._compare(project, partner, upload_id)
+        except Exception:  # on the comparing thread: nobody else would hear of it
+            log.exception("%s/%s's upload not compared with the two-server watches", project,
+                          partner)  # fmt: skip
 
     def _compare(self, project_name: str, partner: str, upload_id: str) -> None:
         try:
