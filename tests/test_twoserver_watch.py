@@ -195,7 +195,7 @@ def test_a_watch_is_told_of_a_partners_later_upload_that_holds_a_watched_record(
     assert all(e["member"] == "north" and "case 24/118" in json.dumps(e) for e in entries)
 
 
-def test_a_watch_ends_with_its_project_or_member_and_s1_and_s2_forget_it(
+def test_a_watch_ends_with_its_member_token_or_project_and_s1_and_s2_forget_it(
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],
 ) -> None:
@@ -214,6 +214,24 @@ def test_a_watch_ends_with_its_project_or_member_and_s1_and_s2_forget_it(
     assert isinstance(watch.error, RejectedError) and "erased" in str(watch.error)
     until(lambda: watched_names(world) == {"s1": [], "s2": []})
     watch.close()
+    # South's token rotated: its watch ends (UNAUTHENTICATED), its records forgotten.
+    watch = Watching(world, two.tokens["south"], south_folder, [0, 1])
+    assert watched_names(world)["s1"]
+    with world.operator() as op:
+        op.rotate_token("shares", "south")
+    watch.thread.join(30)
+    assert watch.error is not None and "was rotated; this stream is ended" in str(watch.error)
+    until(lambda: watched_names(world) == {"s1": [], "s2": []})
+    watch.close()
+    # The project expires: west's watch ends (NOT_FOUND), its records forgotten.
+    watch = Watching(world, two.tokens["west"], south_folder, [0])
+    assert watched_names(world)["s1"]
+    world.clock.advance(400 * 86400)
+    assert world.server.sweeper.sweep() == ["shares"]
+    watch.thread.join(30)
+    assert watch.error is not None and "expired" in str(watch.error)
+    until(lambda: watched_names(world) == {"s1": [], "s2": []})
+    watch.client.close()
 
 
 def test_s1_counts_a_watch_once_at_its_first_comparison_and_refuses_one_beyond_its_limit(
