@@ -213,6 +213,9 @@ def test_quotas_apply_and_index_is_refused_pointing_at_query_and_a_clk_watch_at_
     capsys.readouterr()
     assert ask(world, "shares", two.tokens["north"], people, south) != 0
     assert "limit" in capsys.readouterr().err.lower()
+    # Refused before its search: S1 and S2 forgot the records it sent them all the same.
+    for role in ("s1", "s2"):
+        assert not [n for n in world.roles[role].service.held if "@" in n]
     # index: refused, naming what works; a watch sending CLKs too (test_twoserver_watch.py).
     assert (
         world.cli(

@@ -297,14 +297,19 @@ class Realtime(LimitCalls):
     ) -> QueryResult:
         """A two-server project's query (twoquery.py): the same purpose rule, quota, disclosure
         and records as a CLK-mode query's; the search over S1 and S2."""
-        self._check_purpose(project, purpose)
-        if clks:
-            raise errors.InvalidArgument(
-                f"clks: project {project.name!r} runs in two-server mode: the matcher never "
-                "takes a CLK; the query's records go to S1 and S2 (`blindmatch query` does so)"
-            )
-        twoquery.check_records(records)
-        taken = self._take_quota(project.name, member, QUERY, purpose, records)
+        try:
+            self._check_purpose(project, purpose)
+            if clks:
+                raise errors.InvalidArgument(
+                    f"clks: project {project.name!r} runs in two-server mode: the matcher never "
+                    "takes a CLK; the query's records go to S1 and S2 (`blindmatch query` does so)"
+                )
+            twoquery.check_records(records)
+            taken = self._take_quota(project.name, member, QUERY, purpose, records)
+        except BaseException:  # refused before its search: S1 and S2 forget its records now
+            twoquery.forget_refused(self.two_server, project.name, member, ticket,
+                                    self.two_watches.in_use)  # fmt: skip
+            raise
         user = audit.current_user()
         try:
             searched = twoquery.search(self.store, self.two_server, project, member, encoding,

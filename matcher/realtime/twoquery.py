@@ -147,6 +147,23 @@ def search(
     return out
 
 
+def forget_refused(
+    setup: TwoServerSetup | None, project: str, member: str, ticket: str,
+    watched: Callable[[str], bool],
+) -> None:  # fmt: skip
+    """A query refused before its search (its purpose, its records, the member's quota): S1
+    and S2 forget the records it sent them, if its ticket is this member's and no open
+    watch's (never raising)."""
+    if setup is None:
+        return
+    try:
+        name = query_name(setup, project, member, ticket, time.time())
+    except errors.ServiceError:
+        return  # no records of this member's under it to forget
+    if not watched(name):
+        setup.forget(project, name.split("/")[1])
+
+
 @dataclass(frozen=True)
 class Partner:
     """One partner's current upload to search: its name at S1 and S2, records, widths, rule."""
@@ -277,6 +294,7 @@ __all__ = [
     "PartnerFound",
     "Searched",
     "check_records",
+    "forget_refused",
     "partner_upload",
     "query_name",
     "search",
