@@ -2,7 +2,7 @@
 records, in one run (docs/realtime.md "Queries in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
-        [--partners 3]
+        [--partners 3] [--disclosure hits|mapping]
 
 S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in
 this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The
@@ -154,6 +154,9 @@ def main() -> int:
     ap.add_argument("--at-once", type=int, default=0,
                     help="partners the matcher searches at once (twoquery.PARTNERS_AT_ONCE; "
                     "1: one after the other; default: the code's)")  # fmt: skip
+    ap.add_argument("--disclosure", choices=("hits", "mapping"), default="hits",
+                    help="both projects' level (mapping: a two-server query's answer issues "
+                    "a request reference per partner record found)")  # fmt: skip
     args = ap.parse_args()
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
@@ -192,8 +195,9 @@ def main() -> int:
     target = f"127.0.0.1:{server.port}"
     try:
         with MatcherClient(target, ADMIN) as op:
-            clk = op.create_project("clks", ["north", *partners], mode="clk")
-            two = op.create_project("shares", ["north", *partners], mode="two-server")
+            members = ["north", *partners]
+            clk = op.create_project("clks", members, args.disclosure, mode="clk")
+            two = op.create_project("shares", members, args.disclosure, mode="two-server")
             for project in ("clks", "shares"):  # no limit in the way of the measurement
                 op.set_query_limits(project, per_minute=10**6, per_day=10**7)
         net = ["--server", target, "--quiet"]

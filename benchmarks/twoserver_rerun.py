@@ -22,6 +22,18 @@ uploads stops the run). Runs, each timed by wall clock and by this process's CPU
 Printed: each run's pairs of members reused, pairs proposed, pairs through the circuit
 (proposed and extras), links, wall and CPU seconds; whether run 2's links are run 3's (they
 must be). The machine's other load counts in the wall seconds (the load average is shown).
+
+With `--fail-after N` (a run that fails part-way, core/runjournal.py), then:
+
+5. the three organisations again (fresh uploads), S2 lost just before the first batch of
+   the (N+1)-th pair of members S1 proposed (as S2 refusing `Prepare` fails it: nothing of
+   that batch evaluated), the outcomes of the N pairs of members finished kept in the run's
+   journal (in memory here; the matcher's SQLite in a project);
+6. the rerun, no member uploading again: the journal's outcomes reused, the unfinished
+   pairs of members through S1's proposal and the circuit, on the same pair budget;
+7. the three, everyone uploaded again (what a failed run cost before: every pair again).
+
+and whether run 6's links are run 7's (they must be).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun, twoserver
 from blindmatch.matcher.core.outcomes import Earlier, Outcome
 from blindmatch.matcher.core.pairbudget import PairBudget
@@ -115,21 +128,70 @@ class Budgeted(tworun.InProcess):
 Outcomes = dict[tuple[str, str], Outcome]
 
 
+class Journal:
+    """A run's journal (core/outcomes.py `Journal`) in memory: each pair of members' outcome
+    as soon as the run holds it, and the pairs of members with a batch out (pending)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[int, int], Outcome] = {}
+        self.open: set[tuple[int, int]] = set()
+
+    def pending(self, ends: tuple[int, int]) -> None:
+        self.open.add(ends)
+
+    def keep(self, ends: tuple[int, int], outcome: Outcome) -> None:
+        self.outcomes[ends] = outcome
+        self.open.discard(ends)
+
+    def drop(self, ends: tuple[int, int]) -> None:
+        self.outcomes.pop(ends, None)
+        self.open.discard(ends)
+
+    def by_name(self, names: list[str]) -> Outcomes:
+        """The outcomes a rerun reuses (none of a pending pair of members), by name."""
+        return {(names[i], names[j]): o for (i, j), o in self.outcomes.items()
+                if (i, j) not in self.open}  # fmt: skip
+
+
+class Lost(Budgeted):
+    """`Budgeted` whose S2 is lost just before the first batch of the (`after` + 1)-th pair
+    of members S1 proposed: the batch fails as a refused `Prepare` does over gRPC (S1 not
+    asked, nothing of it evaluated: rpc/twoserver_client.py)."""
+
+    after = 1
+
+    def evaluate_part(self, index: int, offset: int, count: int, circuit: linkbit.Circuit,
+                      dealt: linkbit.Deal, transcript: linkbit.Transcript,
+                      clock: dict[str, float]) -> tuple[bytes, bytes]:  # fmt: skip
+        assert self.proposal is not None  # proposed before any batch
+        described = self.proposal.described()
+        p = described[index]
+        ends = list(dict.fromkeys((q.member_a, q.member_b) for q in described))
+        if ends.index((p.member_a, p.member_b)) >= self.after:
+            exc = errors.Unavailable("S2 is unreachable (benchmarks/twoserver_rerun.py)")
+            exc.evaluated = False
+            raise exc
+        return super().evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
+
+
 def rerun(
     uploads: dict[str, sharing.SharedUpload],
     names: list[str],
     budget: Budgets,
     earlier: Outcomes | None = None,
     clks: int = 2,
+    journal: Journal | None = None,
+    servers: Budgeted | None = None,
 ) -> tuple[tworun.TwoServerResult, Budgeted, Outcomes]:
     """A run over `names`' uploads reusing the `earlier` outcomes of pairs of them (by
-    name): the result, the servers (what they evaluated), and the outcomes by name."""
-    servers = Budgeted([uploads[n] for n in names], names, budget)
+    name), keeping each pair of members' in `journal` as it goes: the result, the servers
+    (what they evaluated; `servers` where given), and the outcomes by name."""
+    servers = servers or Budgeted([uploads[n] for n in names], names, budget)
     known = earlier or {}
     reuse = {(i, j): known[a, b] for i, a in enumerate(names) for j, b in enumerate(names)
              if i < j and (a, b) in known}  # fmt: skip
     combiner = twoserver.Combiner(None, THRESHOLD, clks=clks)
-    got = tworun.drive(servers, combiner, earlier=Earlier(len(names), reuse))
+    got = tworun.drive(servers, combiner, earlier=Earlier(len(names), reuse), journal=journal)
     return got, servers, {(names[i], names[j]): o for (i, j), o in got.outcomes.items()}
 
 
@@ -144,6 +206,13 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8_000, help="people (each org holds ~35%%)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--schema", type=Path, default=SCHEMA, help="the members' schema")
+    ap.add_argument(
+        "--fail-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then runs 5-7: a run failing after N pairs of members, resumed",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bm-tsrerun-"))
     schema = load_schema(args.schema)
@@ -167,11 +236,25 @@ def main() -> int:
     load = os.getloadavg()[0]
     rows = []
 
-    def timed(label: str, names: list[str], spent: Budgets, earlier: Outcomes | None) -> tuple[
-        tworun.TwoServerResult, Outcomes
+    def timed(label: str, names: list[str], spent: Budgets, earlier: Outcomes | None,
+              journal: Journal | None = None, lost: int = 0) -> tuple[
+        tworun.TwoServerResult | None, Outcomes
     ]:  # fmt: skip
         w0, c0 = time.perf_counter(), time.process_time()
-        got, servers, outcomes = rerun(uploads, names, spent, earlier, clks)
+        servers: Budgeted | None = None
+        if lost:
+            servers = Lost([uploads[n] for n in names], names, spent)
+            servers.after = lost
+        try:
+            got, servers, outcomes = rerun(uploads, names, spent, earlier, clks, journal,
+                                           servers)  # fmt: skip
+        except errors.Unavailable:  # the run lost S2 (`Lost`)
+            assert servers is not None and servers.proposal is not None
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            rows.append((label, 0, sum(p.pairs for p in servers.proposal.described()),
+                         servers.evaluated, servers.evaluated, 0,
+                         sum(servers.blocking.values()), wall, cpu))  # fmt: skip
+            return None, {}
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         reused = sum(1 for k in earlier or {} if set(k) <= set(names))
         rows.append((label, reused, got.comparisons, servers.evaluated, got.transcript.pairs,
@@ -186,6 +269,14 @@ def main() -> int:
     changed = ["north", "south'", "retail", "north2"]
     kept = {k: o for k, o in second.items() if "south" not in k}
     timed("4. south changes (reuse)", changed, budget, kept)
+    resumed = everyone = None
+    if args.fail_after:
+        journal, spent = Journal(), Budgets()  # fresh uploads of the three: a fresh budget
+        timed(f"5. S2 lost after {args.fail_after} pair(s)", three, spent, None, journal,
+              lost=args.fail_after)  # fmt: skip
+        assert not journal.open, "the lost batch was evaluated: its pair of members pending"
+        resumed, _ = timed("6. plain rerun (resumes)", three, spent, journal.by_name(three))
+        everyone, _ = timed("7. three, all uploaded again", three, Budgets(), None)
     load_after = os.getloadavg()[0]
     print(f"\nthreshold {THRESHOLD}, in one process; load average {load:.1f} before, "
           f"{load_after:.1f} after")  # fmt: skip
@@ -200,8 +291,20 @@ def main() -> int:
         f"{r2[7] / r3[7]:.2f}x the wall, {r2[8] / r3[8]:.2f}x the CPU, {r2[6] / r3[6]:.2f}x "
         "the CPU of blocking (S1's join, S2's expansion)"
     )
+    assert joined is not None and fresh is not None
     same = links_of(joined, four) == links_of(fresh, four)
     print(f"run 2's links are run 3's: {same}")
+    if resumed is not None and everyone is not None:
+        r6, r7 = rows[5], rows[6]
+        print(
+            f"run 6 against run 7: {r6[3] / r7[3]:.2f}x the pairs S1 and S2 evaluated, "
+            f"{r6[7] / r7[7]:.2f}x the wall, {r6[8] / r7[8]:.2f}x the CPU; runs 5 and 6 "
+            f"together {(rows[4][3] + r6[3]) / r7[3]:.2f}x the pairs, "
+            f"{(rows[4][8] + r6[8]) / r7[8]:.2f}x the CPU"
+        )
+        resumes = links_of(resumed, three) == links_of(everyone, three)
+        print(f"run 6's links are run 7's: {resumes}")
+        same = same and resumes
     return 0 if same else 1
 
 

@@ -15,6 +15,15 @@ member having uploaded again). Each `run` is a `blindmatch` process timed by wal
 the CPU seconds S1, S2 and the matcher spent meanwhile (/proc); the pairs through the
 circuit from the matcher's `twoserver.run` audit entries; the hits.csv of run 2 and run 3
 compared row by row.
+
+With `--fail-after N` (a run that fails part-way, docs/protocol.md "A second run over the
+same uploads"), the matcher reaches S2 through a gRPC proxy (benchmarks/grpcproxy.py), and
+then project `failed`: every member uploads; north runs and S2 is killed (SIGKILL) just
+before the first `Prepare` after the matcher kept its N-th pair of members' outcome (the
+first batch of the next pair of members; nothing of it evaluated), so the run fails (run 5);
+S2 starts again on its port and data dir; north runs again, no member uploading again (run
+6: a plain rerun, reusing the N kept pairs of members). Run 6 against run 3 is the resumed
+run against the run where everyone uploaded again; its hits.csv must be run 3's.
 """
 
 from __future__ import annotations
@@ -22,14 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import _started, blindmatch, serve
+from benchmarks.grpcproxy import proxy
 from benchmarks.messy import write_exports
 from benchmarks.twoserver_project import SCHEMA, hits, key_file, role_argv
 
@@ -46,6 +58,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8_000, help="people (each org holds ~35%%)")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument(
+        "--fail-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then runs 5-6: a run losing S2 after N pairs of members, resumed",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bm-tsrerunproj-"))
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
@@ -60,20 +79,40 @@ def main() -> int:
     parties, members_key = key_file(work / "parties.key"), key_file(work / "members.key")
     role = ["two-server", "role", "--key-file", str(parties), "--member-key-file",
             str(members_key), "--listen", "127.0.0.1:0"]  # fmt: skip
-    rows = []
-    with _started([*role_argv(role), "--role", "s2", "--data-dir", str(work / "s2")], "",
-                  None) as s2, _started(
-        [*role_argv(role), "--role", "s1", "--s2", s2.target, "--data-dir", str(work / "s1")],
+    rows: list[tuple[str, int, int, int, float, float]] = []  # -1: not known (a failed run)
+    s2_argv = [*role_argv(role), "--role", "s2", "--data-dir", str(work / "s2")]
+    cut = {"after": args.fail_after, "armed": False, "killed": False}
+    stack = ExitStack()
+    s2 = stack.enter_context(_started(s2_argv, "", None))
+    s2_at = s2.target
+
+    def before(method: str) -> None:
+        """The proxy's hook: kill S2 before the first Prepare after the matcher kept the
+        N-th pair of members' outcome of project `failed`."""
+        if method != "Prepare" or not cut["armed"]:
+            return
+        with sqlite3.connect(f"file:{work / 'matcher' / 'blindmatch.sqlite'}?mode=ro",
+                             uri=True) as db:  # fmt: skip
+            done = db.execute("SELECT count(*) FROM twoserver_outcomes WHERE project='failed' "
+                              "AND pending=0").fetchone()[0]  # fmt: skip
+        if done >= cut["after"]:
+            cut["armed"], cut["killed"] = False, True
+            s2.process.kill()
+            s2.process.wait()
+
+    front, s2_target = proxy(s2_at, before) if args.fail_after else (None, s2_at)
+    with stack, _started(
+        [*role_argv(role), "--role", "s1", "--s2", s2_at, "--data-dir", str(work / "s1")],
         "", None,
     ) as s1, serve(work / "matcher", "--two-server-s1", s1.target, "--two-server-s2",
-                   s2.target, "--two-server-key-file", str(parties),
+                   s2_target, "--two-server-key-file", str(parties),
                    "--two-server-member-key-file", str(members_key)) as matcher:  # fmt: skip
         admin = {"BLINDMATCH_ADMIN_TOKEN": matcher.admin_token}
         net = ["--server", matcher.target]
         pids = [s.process.pid for s in (s1, s2, matcher)]
         load = os.getloadavg()[0]
         tokens = {}
-        for project in ("again", "fresh"):
+        for project in ("again", "fresh", "failed")[: 3 if args.fail_after else 2]:
             made = json.loads(blindmatch("project", "create", project, "--members",
                                          ",".join(MEMBERS), "--mode", "two-server", "--json",
                                          *net, env=admin))  # fmt: skip
@@ -109,6 +148,28 @@ def main() -> int:
             for name in MEMBERS:
                 upload("fresh", name)
             third = run("3. everyone uploaded again", "fresh")
+            if args.fail_after:
+                for name in MEMBERS:
+                    upload("failed", name)
+                cut["armed"] = True
+                alive = [pids[0], pids[2]]  # S1 and the matcher (S2 is killed)
+                c0, w0 = sum(cpu_seconds(p) for p in alive), time.perf_counter()
+                try:
+                    blindmatch("run", "--project", "failed", "--token",
+                               tokens["failed"]["north"], "--quiet", *net)  # fmt: skip
+                    failure = "(the run did not fail: S2 was not reached after the cut)"
+                except RuntimeError as exc:
+                    failure = " ".join(str(exc).split())
+                wall = time.perf_counter() - w0
+                cpu = sum(cpu_seconds(p) for p in alive) - c0
+                rows.append((f"5. S2 killed after {args.fail_after} pair(s)", -1, -1, -1,
+                             wall, cpu))  # fmt: skip
+                print(f"run 5's failure: {failure[failure.find('failed:') :]}")
+                assert cut["killed"], "S2 was not killed"
+                again = [s2_at if a == "127.0.0.1:0" else a for a in s2_argv]  # its port
+                s2 = stack.enter_context(_started(again, "", None))
+                pids[1] = s2.process.pid
+                sixth = run("6. plain rerun (resumes)", "failed")
         except RuntimeError:
             for what, served in (("S1", s1), ("S2", s2), ("matcher", matcher)):
                 print(f"--- {what}'s log, the end:", *list(served.log)[-15:], sep="\n")
@@ -119,13 +180,27 @@ def main() -> int:
     print(f"records: {sizes} (messy fixture, seed {args.seed}); load average {load:.1f} "
           f"before, {load_after:.1f} after")  # fmt: skip
     print(f"{'run':<34}{'reused':>7}{'pairs':>11}{'links':>8}{'wall s':>8}{'CPU s':>8}")
+
+    def n(x: int) -> str:
+        return f"{x:,}" if x >= 0 else "-"
+
     for label, reused, pairs, links, wall, cpu in rows:
-        print(f"{label:<34}{reused:>7}{pairs:>11,}{links:>8,}{wall:>8.2f}{cpu:>8.2f}")
+        print(f"{label:<34}{n(reused):>7}{n(pairs):>11}{n(links):>8}{wall:>8.2f}{cpu:>8.2f}")
     r2, r3 = rows[1], rows[2]
     print(f"run 2 against run 3: {r2[2] / r3[2]:.2f}x the proposed pairs, {r2[4] / r3[4]:.2f}x "
           f"the wall, {r2[5] / r3[5]:.2f}x the CPU (S1, S2 and the matcher)")  # fmt: skip
     same = second == third
     print(f"run 2's hits.csv are run 3's: {same}")
+    if args.fail_after:
+        r6 = rows[4]
+        print(f"run 6 against run 3: {r6[2] / r3[2]:.2f}x the proposed pairs, "
+              f"{r6[4] / r3[4]:.2f}x the wall, {r6[5] / r3[5]:.2f}x the CPU (S1, S2 and the "
+              "matcher)")  # fmt: skip
+        resumed = sixth == third
+        print(f"run 6's hits.csv are run 3's: {resumed}")
+        same = same and resumed
+    if front is not None:
+        front.stop(grace=None)
     return 0 if same else 1
 
 

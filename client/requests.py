@@ -70,11 +70,12 @@ def local_ids(resolved: ResolvedRef, encoded: Encoded, also_sha256: str = "") ->
     """This member's record ids a resolved reference points at, in row order, once each.
     `also_sha256`: the folder's two-server upload's, as the matcher acknowledged it."""
     if resolved.upload_sha256 not in (encoded.sha256, also_sha256 or encoded.sha256):
+        used, which = (f"run {resolved.run_id} used", "for that run") if resolved.run_id else (
+            "the query searched", "before that query (your upload then)")  # fmt: skip
         raise InputError(
-            f"{encoded.path}: reference {resolved.reference} is to the upload that run "
-            f"{resolved.run_id} used (SHA-256 {resolved.upload_sha256[:16]}...), not to this "
-            f"encoded folder ({encoded.sha256[:16]}...); pass the --encoded folder you uploaded "
-            "for that run"
+            f"{encoded.path}: reference {resolved.reference} is to the upload that {used} "
+            f"(SHA-256 {resolved.upload_sha256[:16]}...), not to this encoded folder "
+            f"({encoded.sha256[:16]}...); pass the --encoded folder you uploaded {which}"
         )
     ids = encoded.read_ids()
     found: list[str] = []

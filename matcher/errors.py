@@ -34,6 +34,10 @@ class ServiceError(Exception):
 
     status_name = "INTERNAL"
     retryable = False
+    # A two-server batch's failure: False where S1 and S2 evaluated none of its pairs (S2
+    # refused or missed the batch before S1 was asked, or S1 could not be connected to:
+    # core/runjournal.py), True where they may have.
+    evaluated = True
 
 
 class InvalidArgument(ServiceError):

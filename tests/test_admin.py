@@ -7,6 +7,7 @@ import re
 import shutil
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from blindmatch.cli import main
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.backup import copy_kept, pinned
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, Matcher
 
@@ -211,3 +213,87 @@ def test_backup_refuses_to_put_the_audit_key_inside_the_backup(
     assert code == 1
     assert "inside the backup; the key must be kept apart" in capsys.readouterr().err
     assert not dest.exists() and list(tmp_path.glob(".b*")) == []
+
+
+def test_a_backup_beside_a_member_uploading_again_and_again_restores_to_a_working_matcher(
+    matcher: Matcher,
+    linked: dict[str, str],
+    datasets: dict[str, Dataset],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Each upload of east's deletes the file of the one before: a snapshot may name a file
+    # gone by the time it is copied, and the backup takes another, keeping what it copied.
+    east = write(datasets["east"], tmp_path / "east-again.encoded")
+    stop, sent = threading.Event(), [0]
+
+    def churn() -> None:
+        with matcher.member(linked["east"]) as member:
+            while not stop.is_set():
+                member.upload("region", east)
+                sent[0] += 1
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    backup, key_out = tmp_path / "backup", tmp_path / "keys" / "audit.key"
+    key_out.parent.mkdir()
+    try:
+        while sent[0] < 1:  # (an upload through, so that the backup overlaps the next)
+            stop.wait(0.01)
+        assert admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(backup),
+                     "--key-out", str(key_out)) == 0  # fmt: skip
+    finally:
+        stop.set()
+        churner.join()
+    said = capsys.readouterr().out
+    assert re.search(r"database snapshot and 3 upload files \(\d+ bytes\), verified", said)
+    # One snapshot's uploads, each member's current one, and no file of an earlier one.
+    assert len(list((backup / "clks").iterdir())) == 3
+    assert admin("check", "--data-dir", str(backup), "--audit-key", str(key_out)) == 0
+    assert "3 stored uploads verified" in capsys.readouterr().out
+
+    matcher.server.stop(grace=None)
+    restored = tmp_path / "restored-data"
+    shutil.copytree(backup, restored)
+    shutil.copy(key_out, restored / "audit.key")
+    server = create_server("127.0.0.1:0", restored, ADMIN_TOKEN)
+    try:
+        truth = expected_hits(datasets)
+        with MatcherClient(f"127.0.0.1:{server.port}", linked["north"]) as member:
+            run = member.start_run("region")
+            assert list(member.watch_run("region", run.run_id))[-1].state == "done"
+        for name in MEMBERS:
+            with MatcherClient(f"127.0.0.1:{server.port}", linked[name]) as member:
+                results = member.results("region")
+                assert hits_of(results.hits) == truth[name]
+                assert results.upload_sha256 == datasets[name].sha256
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_file_deleted_after_the_snapshot_is_copied_and_a_retry_keeps_the_copies(
+    tmp_path: Path,
+) -> None:
+    source, dest = tmp_path / "clks", tmp_path / "copy"
+    source.mkdir()
+    for name in "ab":
+        (source / f"{name}.bin").write_bytes(name.encode() * 100)
+    with pinned(source, dest) as pins:  # opened before the snapshot is taken
+        (source / "a.bin").unlink()  # its member uploaded again after the snapshot
+        assert copy_kept(["a.bin", "b.bin"], source, dest, pins) == (2, 200)
+    assert (dest / "a.bin").read_bytes() == b"a" * 100
+    b_copied = (dest / "b.bin").stat().st_ino
+    # A file placed after the files were opened, and gone before it is copied: no copy
+    # (the snapshot must be taken again), and what was copied stays.
+    with pinned(source, dest) as pins:
+        (source / "c.bin").write_bytes(b"c" * 10)
+        (source / "c.bin").unlink()
+        assert copy_kept(["b.bin", "c.bin"], source, dest, pins) is None
+    assert sorted(p.name for p in dest.iterdir()) == ["a.bin", "b.bin"]
+    # The next snapshot's: only its new file copied, the one it no longer names deleted.
+    (source / "d.bin").write_bytes(b"d" * 10)
+    with pinned(source, dest) as pins:
+        assert list(pins) == ["d.bin"]
+        assert copy_kept(["b.bin", "d.bin"], source, dest, pins) == (2, 110)
+    assert sorted(p.name for p in dest.iterdir()) == ["b.bin", "d.bin"]
+    assert (dest / "b.bin").stat().st_ino == b_copied

@@ -8,6 +8,7 @@ hold nothing of the watched records, and S1 and S2 forget them when the watch en
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -325,3 +326,36 @@ def test_a_matcher_started_again_has_s1_and_s2_forget_what_one_killed_left_there
         assert sorted(world.roles["s1"].service.held) == uploads
     finally:
         again.stop(grace=None)
+
+
+def test_at_mapping_a_watch_event_names_request_references_only_the_partner_resolves(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As a two-server query's answer at `mapping` (tests/test_twoserver_query_refs.py): the
+    partner's rows come back as references to the upload compared, which south resolves to
+    its records from the folder it uploaded."""
+    south_folder = members["south"][1]
+    with world.operator() as op:
+        tokens = op.create_project("shares", ["north", "south", "west"], "mapping",
+                                   mode="two-server").tokens  # fmt: skip
+        op.set_query_limits("shares", allow_watch=True)
+    watch = Watching(world, tokens["north"], south_folder, [0, 1])
+    try:
+        assert world.cli("upload", str(south_folder), "--project", "shares",
+                         token=tokens["south"]) == 0  # fmt: skip
+        until(lambda: len(watch.events) == 2 or watch.error is not None)
+        assert watch.error is None
+    finally:
+        watch.close()
+    refs = [ref for e in watch.events if e.match is not None for ref in e.match.refs]
+    assert len(refs) >= 2 and all(re.fullmatch(r"bmr-[a-z2-7]{26}", ref) for ref in refs)
+    capsys.readouterr()
+    assert world.cli("resolve", *refs, "--project", "shares", "--encoded", str(south_folder),
+                     "--purpose", "answering case 24/118", "--json",
+                     token=tokens["south"]) == 0  # fmt: skip
+    resolved = json.loads(capsys.readouterr().out)
+    ids = read_encoded(south_folder).read_ids()
+    assert {i for r in resolved for i in r["record_ids"]} >= {ids[0], ids[1]}
+    assert all(r["requester"] == "north" for r in resolved)

@@ -76,20 +76,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise BlindmatchError(str(exc)) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
-        f"upload files ({done.bytes_copied} bytes), verified."
-    )
-    if done.key_out is not None:
-        print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
-    else:
-        print(
-            "The audit key is not in the backup (whoever held both could re-seal an edited "
-            "log): back it up apart, e.g. with --key-out on another volume."
-        )
-    if done.anchor:
-        print(
-            f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
-            "a restored log with `blindmatch audit verify --anchor` it."
-        )
+        f"upload files ({done.bytes_copied} bytes), verified"
+        + (f" ({done.attempts} snapshots: the matcher replaced an upload meanwhile)."
+           if done.attempts > 1 else ".")
+    )  # fmt: skip
+    _print_audit_key_advice(done.key_out, done.anchor, "`blindmatch audit verify --anchor` it")
     return 0
 
 
@@ -115,19 +106,26 @@ def backup_role(args: argparse.Namespace, role: str) -> int:
         "of them as evaluated (the pairs it evaluates after this backup are not in it); a "
         "member's new upload starts its pairs afresh."
     )
-    if done.key_out is not None:
-        print(f"The audit key is in {done.key_out} (owner-only): keep it apart from the backup.")
+    _print_audit_key_advice(
+        done.key_out, done.anchor, "`blindmatch two-server verify-audit` against it"
+    )
+    return 0
+
+
+def _print_audit_key_advice(key_out: Path | None, anchor: str | None, verify: str) -> None:
+    """Where a backup's audit key went, and its log's anchor with how to check against it."""
+    if key_out is not None:
+        print(f"The audit key is in {key_out} (owner-only): keep it apart from the backup.")
     else:
         print(
             "The audit key is not in the backup (whoever held both could re-seal an edited "
             "log): back it up apart, e.g. with --key-out on another volume."
         )
-    if done.anchor:
+    if anchor:
         print(
-            f"Audit anchor {done.anchor}: record it where this host cannot write, and check "
-            "a restored log with `blindmatch two-server verify-audit` against it."
+            f"Audit anchor {anchor}: record it where this host cannot write, and check "
+            f"a restored log with {verify}."
         )
-    return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.model import IndexSummary, QueryAnswer
 
+QUOTE = (
+    "quote it in your formal request to that partner only; it resolves it to its own record "
+    "with `blindmatch resolve REFERENCE --project P --encoded ITS.encoded` (audited, and you "
+    "see it resolved). A hit is a lead, not an identification (docs/requests.md)."
+)
 PERSON_OPTIONS = {
     "given_name": "--given-name",
     "surname": "--surname",
@@ -311,6 +316,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
     if args.out:
         print(f"Wrote {len(rows)} row(s) to {args.out}.")
+    if any(row[2].startswith("bmr-") for row in rows):  # a two-server project's, at mapping
+        print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0
 
 

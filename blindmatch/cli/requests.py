@@ -157,9 +157,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return 0
     for r, ids in found:
         yours = ("your records " if len(ids) > 1 else "your record ") + ", ".join(ids)
+        source = f"run {r.run_id}" if r.run_id else "a query's answer, `blindmatch query`"
         print(
             f"{r.reference}: {r.requester}'s record matched {yours} "
-            f"(run {r.run_id}; reference issued {when(r.issued_unix)})"
+            f"({source}; reference issued {when(r.issued_unix)})"
         )
     if not args.quiet:
         print(
@@ -222,7 +223,8 @@ def register(sub: Subcommands) -> None:
         "resolve",
         help="turn a request reference a partner sent you into your own record id",
         description="Resolve request references addressed to you (by a partner's formal "
-        "request) to your own record ids, read from the ENCODED folder you uploaded, on this "
+        "request: from its results, or the refs a two-server project's query answers with at "
+        "mapping) to your own record ids, read from the ENCODED folder you uploaded, on this "
         "machine. Only the member a reference was issued for can resolve it. Audited: the "
         "requester sees that you resolved it. See docs/requests.md.",
         example="blindmatch resolve bmr-2k4x... --project burglary --token-file south.token "
@@ -243,5 +245,6 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="print a list of {reference, requester, run_id, issued, record_ids}",
+        help="print a list of {reference, requester, run_id, issued, record_ids} (run_id "
+        "empty for a reference a two-server project's query answered with)",
     )

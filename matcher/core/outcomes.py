@@ -23,8 +23,9 @@ Keys are (row of the lower member) << 32 | row of the higher, sorted.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -118,18 +119,92 @@ class Earlier:
                 if (a, b) not in self.outcomes]  # fmt: skip
 
 
+class Journal(Protocol):
+    """Where a run keeps each pair of members' outcome as soon as it holds every pair S1 and
+    S2 evaluated of them (usecases/tworuns.py: the matcher's SQLite), so that a run that
+    fails part-way loses none of it, and a later run knows which pairs of members S1 and S2
+    evaluated pairs of that no outcome holds (the members upload again)."""
+
+    def pending(self, ends: tuple[int, int]) -> None:
+        """S1 and S2 are about to evaluate pairs of these members that no kept outcome holds
+        (durable before the batch goes)."""
+        ...
+
+    def keep(self, ends: tuple[int, int], outcome: Outcome) -> None:
+        """The pair of members' outcome, holding every pair S1 and S2 evaluated of them."""
+        ...
+
+    def drop(self, ends: tuple[int, int]) -> None:
+        """No outcome of the pair of members, and none of its pairs evaluated (its first
+        batch failed before S1 and S2 evaluated any of it)."""
+        ...
+
+
 class Ledger:
     """What a run learns of each pair of members, from `earlier`'s outcomes on (core/tworun.py
-    `drive` tells it each part's candidates, each pair it scored, each reach bit it asked)."""
+    `drive` tells it each part's candidates, each pair it scored, each reach bit it asked;
+    core/runjournal.py each batch sent, answered or failed). With a `journal`, each pair of
+    members' outcome is kept there as soon as the pair is finished (its parts evaluated) and
+    again once its reach pairs, and once its extras, are answered; while a batch of it is
+    out, it is pending."""
 
-    def __init__(self, earlier: Earlier | None) -> None:
+    def __init__(self, earlier: Earlier | None, journal: Journal | None = None) -> None:
         self.earlier = earlier
         self.reused = dict(earlier.outcomes) if earlier is not None else {}
+        self.journal = journal if earlier is not None else None
         self._found: dict[tuple[int, int], list[Candidates]] = {}
         self._scored: dict[tuple[int, int], list[tuple[Keys, Scores]]] = {}
         self._reached: dict[tuple[int, int], list[tuple[Keys, Scores]]] = {}
         for ends, o in self.reused.items():
             self._scored[ends], self._reached[ends] = [o.scored], [o.reached]
+        self._left: dict[tuple[int, int], int] = {}  # parts of the proposal not evaluated
+        self._kept: set[tuple[int, int]] = set(self.reused)  # an outcome in the journal
+        self.open: set[tuple[int, int]] = set()  # pending in the journal
+        self._answered: set[tuple[int, int]] = set()  # open, with a batch answered since
+
+    def proposed(self, parts: Sequence[tuple[int, int]]) -> None:
+        """S1's proposal, a pair of members a part: a pair of members is finished once its
+        parts are; one S1 proposes no part for (among `earlier.only()`) is finished now."""
+        for ends in parts:
+            self._left[ends] = self._left.get(ends, 0) + 1
+        if self.earlier is not None:
+            for ends in self.earlier.only():
+                if ends not in self._left:
+                    self._keep(ends)
+
+    def sending(self, ends: tuple[int, int]) -> None:
+        """A batch of the pair of members goes to S1 and S2."""
+        if self.journal is not None and ends not in self.open:
+            self.journal.pending(ends)
+            self.open.add(ends)
+
+    def answered(self, ends: tuple[int, int]) -> None:
+        if ends in self.open:
+            self._answered.add(ends)
+
+    def failed(self, ends: tuple[int, int], evaluated: bool) -> None:
+        """A batch of the pair of members failed; `evaluated`: S1 and S2 may have evaluated
+        its pairs. Nothing of the pair spent since its outcome was kept: no longer pending."""
+        if self.journal is None or ends not in self.open or evaluated or ends in self._answered:
+            return
+        self.open.discard(ends)
+        if ends in self._kept:
+            self.journal.keep(ends, self._outcome(ends))
+        else:
+            self.journal.drop(ends)
+
+    def _keep(self, ends: tuple[int, int]) -> None:
+        if self.journal is not None:
+            self.journal.keep(ends, self._outcome(ends))
+            self.open.discard(ends)
+            self._answered.discard(ends)
+            self._kept.add(ends)
+
+    def _settle(self, ends: tuple[int, int]) -> None:
+        """Keep the pair of members' outcome where its parts are all evaluated and a batch of
+        it went out since it was kept (or it was not kept yet: parts of no pairs)."""
+        if (ends in self.open or ends not in self._kept) and not self._left.get(ends, 0):
+            self._keep(ends)
 
     def parts(self) -> list[Candidates]:
         """The reused pairs of members' candidates, as the solver takes them."""
@@ -140,14 +215,19 @@ class Ledger:
         return {ends: [o.known()] for ends, o in self.reused.items()}
 
     def found(self, member_a: int, member_b: int, candidates: Candidates) -> None:
-        self._found.setdefault((member_a, member_b), []).append(candidates)
+        """A part's candidates (every part's, in the order S1 proposed them)."""
+        ends = (member_a, member_b)
+        self._found.setdefault(ends, []).append(candidates)
+        self._left[ends] = self._left.get(ends, 1) - 1
+        self._settle(ends)
 
     def scored(self, lo: int, hi: int, keys: Keys, scores: Scores) -> None:
         self._scored.setdefault((lo, hi), []).append((keys, scores))
+        self._settle((lo, hi))
 
     def reach(self, pairs: list[Pair], ask: Callable[[list[Pair]], Bools]) -> Bools:
         """Each pair's reach bit: from an earlier run where asked there (S1 and S2 give it
-        once an upload), otherwise asked now (`ask`) and kept."""
+        once an upload), otherwise asked now (`ask`, a pair of members at a time) and kept."""
         out = np.zeros(len(pairs), dtype=bool)
         new = []
         for n, (a, ra, b, rb) in enumerate(pairs):
@@ -159,28 +239,33 @@ class Ledger:
                 out[n] = bits[at] > 0
             else:
                 new.append(n)
-        if new:
-            asked = [pairs[n] for n in new]
+        by_ends: dict[tuple[int, int], list[int]] = {}
+        for n in new:  # asked a pair of members at a time, each kept once answered
+            by_ends.setdefault((pairs[n][0], pairs[n][2]), []).append(n)
+        for ends, group in sorted(by_ends.items()):
+            asked = [pairs[n] for n in group]
             answers = ask(asked)
-            out[new] = answers
+            out[group] = answers
             for (a, ra, b, rb), bit in zip(asked, answers, strict=True):
                 self._reached.setdefault((a, b), []).append(
                     (np.array([(ra << 32) | rb], np.uint64), np.array([float(bit)]))
                 )
+            self._settle(ends)
         return out
 
     def outcomes(self) -> dict[tuple[int, int], Outcome]:
         """Each pair of the run's members' outcome (none without `earlier`)."""
         if self.earlier is None:
             return {}
-        out, n = {}, self.earlier.members
-        for ends in ((a, b) for a in range(n) for b in range(a + 1, n)):
-            old = self.reused.get(ends)
-            found = self._found.get(ends, [])
-            cands = old.as_candidates(*ends) if old is not None else _concat(found)
-            out[ends] = Outcome.of(cands, _unique(self._scored.get(ends, [])),
-                                   _unique(self._reached.get(ends, [])))  # fmt: skip
-        return out
+        n = self.earlier.members
+        return {ends: self._outcome(ends)
+                for ends in ((a, b) for a in range(n) for b in range(a + 1, n))}  # fmt: skip
+
+    def _outcome(self, ends: tuple[int, int]) -> Outcome:
+        old = self.reused.get(ends)
+        cands = old.as_candidates(*ends) if old is not None else _concat(self._found.get(ends, []))
+        return Outcome.of(cands, _unique(self._scored.get(ends, [])),
+                          _unique(self._reached.get(ends, [])))  # fmt: skip
 
 
 def keys_of(rows_a: npt.NDArray[np.uint32], rows_b: npt.NDArray[np.uint32]) -> Keys:
@@ -208,4 +293,4 @@ def _concat(parts: list[Candidates]) -> Candidates:
                         for f in ("sims", "dset0", "dset1", "rec0", "rec1")))  # fmt: skip
 
 
-__all__ = ["Earlier", "Ledger", "Outcome", "keys_of", "sorted_known"]
+__all__ = ["Earlier", "Journal", "Ledger", "Outcome", "keys_of", "sorted_known"]

@@ -26,7 +26,15 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
-from blindmatch.matcher.core.outcomes import Earlier, Ledger, Outcome, keys_of, sorted_known
+from blindmatch.matcher.core.outcomes import (
+    Earlier,
+    Journal,
+    Ledger,
+    Outcome,
+    keys_of,
+    sorted_known,
+)
+from blindmatch.matcher.core.runjournal import Watched
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
 from blindmatch.matcher.core.twocomplete import Pair, complete_groups, reach_bits
 from blindmatch.matcher.core.twoinprocess import InProcess
@@ -228,12 +236,14 @@ def drive(
     batch_pairs: int = BATCH_PAIRS,
     transcript: linkbit.Transcript | None = None,
     earlier: Earlier | None = None,
+    journal: Journal | None = None,
 ) -> TwoServerResult:
     """The whole run: blocking (S1's join, S2's expansion), messages (S1, S2: the link-bit
     circuit, or with a Dice combiner the permuted differences), deciding (C), solving and
     links (C); what crossed between the parties counted in `transcript` (the result's).
     `earlier`: the outcomes to reuse (core/outcomes.py), S1 proposing parts for the other
-    pairs of members only; given, the result holds every pair of members' outcome."""
+    pairs of members only; given, the result holds every pair of members' outcome, kept in
+    `journal` as soon as the run holds it (core/outcomes.py `Ledger`, core/runjournal.py)."""
     seconds = {"blocking (S1, S2)": 0.0, "messages (S1)": 0.0, "messages (S2)": 0.0,
                "combining (C)": 0.0, "solving (C)": 0.0}  # fmt: skip
     started = time.process_time()
@@ -241,7 +251,9 @@ def drive(
     transcript = transcript if transcript is not None else linkbit.Transcript()
     if earlier is not None and combiner.reveal != "link-bit":
         raise ValueError("a run reuses link bits only")
-    ledger = Ledger(earlier)  # what the run learns of each pair of members (core/outcomes.py)
+    ledger = Ledger(earlier, journal)  # what the run learns of each pair of members
+    if ledger.journal is not None:  # each batch told to the ledger (core/runjournal.py)
+        servers = Watched(servers, ledger)
     if combiner.reveal == "link-bit":
         only = earlier.only() if earlier is not None else None
         described = servers.propose(lacking, combiner.cutoffs, combiner.rule, only=only)

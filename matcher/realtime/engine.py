@@ -329,7 +329,8 @@ class Realtime(LimitCalls):
         levels = effective_levels(
             project.disclosure, self.store.consents(project.name), member, searched.partners
         )
-        answer = disclose_query(searched.found, levels)
+        answer = twoquery.referenced(self.store, project.name, member, purpose,
+                                     disclose_query(searched.found, levels), searched)  # fmt: skip
         self.query_log.record(
             QueryRecord(
                 self.clock(), project.name, member, QUERY, purpose, records,

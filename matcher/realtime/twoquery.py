@@ -25,11 +25,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.disclose import QueryDisclosure
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule, Upload
 from blindmatch.matcher.storage.store import Store
@@ -73,6 +74,22 @@ class Searched:
     pairs: int = 0
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
     forgot: list[Forgot] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)  # partner -> SHA-256 of the upload
+
+
+def referenced(store: Store, project: str, member: str, purpose: str,
+               answer: QueryDisclosure, searched: Searched) -> QueryDisclosure:  # fmt: skip
+    """`answer` with each partner's `row:N` (at `mapping`) replaced by a request reference
+    (docs/requests.md): a row alone names no upload, and the partner's is replaced by its
+    next upload, so the reference keeps which upload was searched, resolves for that partner
+    only (`blindmatch resolve`, refusing another ENCODED folder), and its resolution is
+    audited and shown to the querying member, as a batch hit's."""
+    hits = [(m.partner, int(ref.removeprefix("row:")), searched.uploads[m.partner])
+            for matches in answer.results for m in matches for ref in m.refs]  # fmt: skip
+    refs = iter(store.issue_query_refs(project, member, purpose, hits))
+    results = [[replace(m, refs=tuple(next(refs) for _ in m.refs)) for m in matches]
+               for matches in answer.results]  # fmt: skip
+    return replace(answer, results=results)
 
 
 def query_name(setup: TwoServerSetup, project: str, member: str, ticket: str, now: float) -> str:
@@ -173,6 +190,7 @@ class Partner:
     records: int
     bits: tuple[int, ...]
     rule: Rule
+    sha256: str = ""  # the upload's (a mapping answer's request references name it)
 
 
 @dataclass
@@ -201,7 +219,7 @@ def partner_upload(store: Store, partner: str, upload: Upload | None,
         )
     rule = store.score_rule(upload.id)
     return Partner(partner, partner_name, upload.record_count, tuple(bits),
-                   rule if rule == encoding.rule else NO_RULE)  # fmt: skip
+                   rule if rule == encoding.rule else NO_RULE, upload.sha256)  # fmt: skip
 
 
 def _partners(store: Store, project: Project, member: str, encoding: Encoding,
@@ -217,6 +235,7 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
         if p is None:
             out.not_searched[partner] = NO_UPLOAD
         else:
+            out.uploads[partner] = p.sha256
             found.append(p)
     return found
 
@@ -297,6 +316,7 @@ __all__ = [
     "forget_refused",
     "partner_upload",
     "query_name",
+    "referenced",
     "search",
     "search_partner",
 ]

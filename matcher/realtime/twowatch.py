@@ -38,7 +38,7 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import tickets
-from blindmatch.matcher.core.disclose import effective_level
+from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
 from blindmatch.matcher.core.segment import Hits
 from blindmatch.matcher.domain import TWO_SERVER, WATCH, Encoding, Project, QueryRecord
 from blindmatch.matcher.realtime import twoquery
@@ -140,7 +140,15 @@ class TwoServerWatches:
             hits = self._search(project, partner, upload_id, watch)
             if hits is not None:
                 found.append((watch, hits))
-        sent = deliver(project_name, partner, level, found, self.record, self.clock)
+        # At `mapping` a partner's rows are request references to the upload compared, as a
+        # two-server query's are (twoquery.py `referenced`).
+        uploads = twoquery.Searched([], [], uploads={partner: upload.sha256})
+
+        def refer(watch: Watch, answer: QueryDisclosure) -> QueryDisclosure:
+            return twoquery.referenced(self.store, project_name, watch.member, watch.purpose,
+                                       answer, uploads)  # fmt: skip
+
+        sent = deliver(project_name, partner, level, found, self.record, self.clock, refer)
         self.compared += 1
         log.info(
             "%s/%s's upload compared with %d two-server watch(es): %d notification(s) in %.0f ms",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core.disclose import Match, disclose_query
+from blindmatch.matcher.core.disclose import Match, QueryDisclosure, disclose_query
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.core.fallbackindex import searchable
 from blindmatch.matcher.core.segment import Hits
@@ -144,9 +144,11 @@ def deliver(
     found: Sequence[tuple[Watch, Sequence[tuple[int, Hits]]]],
     record: Callable[[Sequence[QueryRecord]], None],
     clock: Callable[[], float],
+    refer: Callable[[Watch, QueryDisclosure], QueryDisclosure] | None = None,
 ) -> int:
     """Tell each watch which of its records (index, hits) `partner` now holds, as far as
-    `level` allows: each a notification recorded (durably, all in one write) before any is
+    `level` allows (`refer`: a two-server project's, its rows made request references at
+    `mapping`): each a notification recorded (durably, all in one write) before any is
     sent; none is sent if that fails. How many were sent."""
     events: list[tuple[Watch, Notification]] = []
     records: list[QueryRecord] = []
@@ -155,6 +157,8 @@ def deliver(
             if not hits:
                 continue
             answer = disclose_query([{partner: hits}], {partner: level})
+            if refer is not None:
+                answer = refer(watch, answer)
             match = answer.results[0][0] if answer.results[0] else None
             events.append((watch, (i, partner, match)))
             records.append(

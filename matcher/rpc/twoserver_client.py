@@ -85,6 +85,14 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     return cls(f"{who}: {details}")
 
 
+def never_sent(exc: grpc.RpcError) -> bool:
+    """Whether a call failed for want of a connection to the party (gRPC's `failed to
+    connect`): the party received nothing of it."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
+
+
 def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
@@ -289,10 +297,18 @@ class RemoteServers:
         transcript: linkbit.Transcript,
         tagged: bool,
     ) -> tuple[bytes, bytes]:
-        _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
-              timeout=CALL_SECONDS)  # fmt: skip
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
+        try:
+            _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
+                  timeout=CALL_SECONDS)  # fmt: skip
+        except errors.ServiceError as exc:
+            exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
+            raise
+        try:
+            o1 = self._s1.Evaluate(to_s1, metadata=self._metadata, timeout=CALL_SECONDS)
+        except grpc.RpcError as exc:
+            error = peer_error(self.names[0], exc)
+            error.evaluated = not never_sent(exc)
+            raise error from None
         o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
                    metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
         transcript.count("C", "S1", to_s1.ByteSize())

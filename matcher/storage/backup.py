@@ -2,12 +2,19 @@
 
 1. The database is copied with SQLite's online backup API: one consistent
    snapshot, taken without stopping the matcher (writers wait a moment at most).
+   The standing indexes (`index.sqlite`, real-time queries) are snapshotted the
+   same way right after it.
 2. The CLK files that snapshot needs are copied from `clks/`. Upload files are
    written once and never changed, so a plain copy is consistent; one that the
    matcher deleted in the meantime (the member uploaded again) makes the backup
-   start over from a fresh snapshot.
-3. The standing indexes (`index.sqlite`, real-time queries) are snapshotted the
-   same way. The audit chain's key (`audit.key`) is **not** copied beside them:
+   take a fresh snapshot, keeping the files it copied already (only the new
+   snapshot's other files are copied then, so a retry is short even beside a
+   member uploading again and again; `converge`, shared with role_backup.py).
+   Before each snapshot the files not copied yet are opened (`pinned`): one the
+   snapshot names and the matcher deletes before it is copied is read through
+   its handle, so a retry is needed only for a file placed after that and
+   deleted again before it is copied.
+3. The audit chain's key (`audit.key`) is **not** copied beside them:
    whoever holds a backup and its key could edit the log and re-seal it. It goes,
    when asked (`key_out`), to a file of its own, to be kept apart (another volume,
    another custodian); the report carries the chain's head (SEQ:HASH) to record
@@ -21,10 +28,14 @@ The destination is itself a data dir: restoring is starting `blindmatch serve
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
 
 from blindmatch.matcher.storage.datadir import (
     DB_NAME,
@@ -32,12 +43,15 @@ from blindmatch.matcher.storage.datadir import (
     copy_private,
     create_private_file,
     fsync_path,
+    make_private_dir,
 )
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
-ATTEMPTS = 5
+ATTEMPTS = 10
+PINNED = 256  # files held open at once by one attempt (`pinned`)
+T = TypeVar("T")
 
 
 class BackupError(Exception):
@@ -77,6 +91,11 @@ def copy_key(source: Path, key_out: Path, dest: Path) -> None:
 
 
 def snapshot(source_db: Path, dest_db: Path) -> None:
+    """Copy a (possibly live) database to `dest_db`, replacing what an earlier attempt left
+    there: one consistent moment, with SQLite's online backup API."""
+    for stale in (dest_db, dest_db.with_name(dest_db.name + "-wal"),
+                  dest_db.with_name(dest_db.name + "-shm")):  # fmt: skip
+        stale.unlink(missing_ok=True)
     src = connect_read_only(source_db)
     create_private_file(dest_db)
     dst = sqlite3.connect(dest_db)
@@ -88,22 +107,134 @@ def snapshot(source_db: Path, dest_db: Path) -> None:
     fsync_path(dest_db)
 
 
-def _copy_needed(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
-    """Copy the snapshot's needed CLK files; None when one vanished meanwhile."""
-    db = connect_read_only(staging.db)
+@contextmanager
+def pinned(source: Path, have: Path) -> Iterator[dict[str, BinaryIO]]:
+    """The `.bin` files of folder `source` that folder `have` lacks, opened before a snapshot
+    is taken (up to `PINNED`; the rest are copied by name). A file is renamed into place
+    before its row is committed and never changed, so one the snapshot names was either
+    opened here or placed after the listing; one deleted before it is copied (its member
+    uploaded again) is read whole through its open handle all the same."""
+    files: dict[str, BinaryIO] = {}
     try:
-        needed = sorted(needed_uploads(db))
+        for path in sorted(source.glob("*.bin")) if source.is_dir() else []:
+            if len(files) >= PINNED:
+                break
+            if (have / path.name).is_file():
+                continue  # (copied by an earlier attempt)
+            try:
+                files[path.name] = open(path, "rb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                continue  # deleted meanwhile: not the snapshot's
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                break  # (out of file handles: the rest are copied by name)
+        yield files
     finally:
-        db.close()
+        for fh in files.values():
+            fh.close()
+
+
+def copy_kept(
+    names: list[str], source: Path, dest: Path, pins: dict[str, BinaryIO]
+) -> tuple[int, int] | None:
+    """Copy the files `names` from folder `source` (or from `pins`, open before the
+    snapshot that names them) to folder `dest`, but those an earlier attempt copied already
+    (a file there is written once and never changed), and delete the copies in `dest` that
+    `names` no longer has; the files and bytes now in `dest`, or None when one vanished from
+    `source` meanwhile, unpinned (what was copied stays, for the next attempt)."""
+    make_private_dir(dest)
     copied = 0
-    for upload_id in needed:
+    for name in names:
+        target = dest / name
+        if not target.is_file():
+            try:
+                pin = pins.get(name)
+                copy_private(pin if pin is not None else source / name, target)
+            except FileNotFoundError:
+                return None
+        copied += target.stat().st_size
+    wanted = set(names)
+    for path in dest.iterdir():
+        if path.name not in wanted:  # replaced or forgotten since an earlier attempt
+            path.unlink()
+    fsync_path(dest)
+    return len(names), copied
+
+
+class Checked(Protocol):
+    """What a data dir's check returns (integrity.py `IntegrityReport`, role_check.py)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def render(self) -> str: ...
+
+
+def converge(
+    data_dir: Path,
+    dest: Path,
+    take: Callable[[Path], T | None],
+    check: Callable[[Path], Checked],
+    *,
+    key: Path,
+    key_out: Path | None,
+) -> tuple[T, int]:
+    """Back `data_dir` up to `dest` (which must not exist yet) through a staging folder
+    beside it: `take(staging)` snapshots the databases there and copies the files the
+    snapshot names, returning what it copied, or None when a file vanished meanwhile; then
+    it is called again on the same staging folder (a new snapshot; the files it copied
+    already are kept, so a retry copies only the new snapshot's other files, and converges
+    beside a member uploading again and again), up to `ATTEMPTS` times. The copy must pass
+    `check`; the audit key (`key`) goes to `key_out`, apart, if given; then the staging
+    folder is renamed to `dest`. What `take` returned, and the attempts it took."""
+    if dest.exists():
+        raise BackupError(f"{dest}: already exists; back up to a new folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    make_private_dir(staging)
+    try:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                taken = take(staging)
+            except (OSError, sqlite3.Error) as exc:
+                raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
+            if taken is None:
+                continue  # an upload was replaced while we copied: take a new snapshot
+            report = check(staging)
+            if not report.ok:
+                raise BackupError("the copy failed its integrity check:\n" + report.render())
+            if key_out is not None:
+                copy_key(key, key_out, dest)
+            fsync_path(staging)
+            staging.rename(dest)
+            fsync_path(dest.parent)
+            return taken, attempt
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    raise BackupError(
+        f"{data_dir} changed under every one of {ATTEMPTS} attempts; try again when quieter"
+    )
+
+
+def _take(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
+    """One attempt: the CLK files not copied yet opened, the database's and the index's
+    snapshots, one right after the other, then the CLK files the first names."""
+    staging.make()
+    with pinned(source.clks, staging.clks) as pins:
+        snapshot(source.db, staging.db)
+        if source.index_db.is_file():
+            snapshot(source.index_db, staging.index_db)
+        db = connect_read_only(staging.db)
         try:
-            copy_private(source.clk_file(upload_id), staging.clk_file(upload_id))
-        except FileNotFoundError:
-            return None
-        copied += staging.clk_file(upload_id).stat().st_size
-    fsync_path(staging.clks)
-    return len(needed), copied
+            needed = sorted(needed_uploads(db))
+        finally:
+            db.close()
+        names = [staging.clk_file(u).name for u in needed]
+        return copy_kept(names, source.clks, staging.clks, pins)
 
 
 def backup_data_dir(
@@ -119,44 +250,17 @@ def backup_data_dir(
     source, dest = DataDir(Path(data_dir)), Path(dest)
     if not source.db.is_file():
         raise BackupError(f"{data_dir}: not a blindmatch data dir (no {DB_NAME})")
-    if dest.exists():
-        raise BackupError(f"{dest}: already exists; back up to a new folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = DataDir(dest.with_name(f".{dest.name}.partial"))
-    for attempt in range(1, ATTEMPTS + 1):
-        shutil.rmtree(staging.root, ignore_errors=True)
-        staging.make()
-        try:
-            snapshot(source.db, staging.db)
-            copied = _copy_needed(source, staging)
-            if source.index_db.is_file():
-                snapshot(source.index_db, staging.index_db)
-        except (OSError, sqlite3.Error) as exc:
-            shutil.rmtree(staging.root, ignore_errors=True)
-            raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
-        if copied is None:
-            continue  # the matcher replaced an upload while we copied: take a new snapshot
-        # The key stays apart: the chain is checked where the key is, when it is given.
-        key = Path(audit_key_file) if audit_key_file else source.audit_key
-        report = check_data_dir(
-            staging.root, audit_key_file=key if key.is_file() else None, require_key=False
-        )
-        if not report.ok:
-            shutil.rmtree(staging.root, ignore_errors=True)
-            raise BackupError("the copy failed its integrity check:\n" + report.render())
-        if key_out is not None:
-            try:
-                copy_key(key, Path(key_out), dest)
-            except BackupError:
-                shutil.rmtree(staging.root, ignore_errors=True)
-                raise
-        anchor = anchor_of(staging.db)
-        staging.root.rename(dest)
-        fsync_path(dest.parent)
-        return BackupReport(
-            dest, copied[0], copied[1], attempt, anchor, Path(key_out) if key_out else None
-        )
-    shutil.rmtree(staging.root, ignore_errors=True)
-    raise BackupError(
-        f"{data_dir} changed under every one of {ATTEMPTS} attempts; try again when quieter"
+    key = Path(audit_key_file) if audit_key_file else source.audit_key
+    # The key stays apart: the chain is checked where the key is, when it is given.
+    (uploads, copied), attempts = converge(
+        source.root,
+        dest,
+        lambda staging: _take(source, DataDir(staging)),
+        lambda staging: check_data_dir(
+            staging, audit_key_file=key if key.is_file() else None, require_key=False
+        ),
+        key=key,
+        key_out=Path(key_out) if key_out is not None else None,
     )
+    return BackupReport(dest, uploads, copied, attempts, anchor_of(DataDir(dest).db),
+                        Path(key_out) if key_out else None)  # fmt: skip

@@ -25,6 +25,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from blindmatch.matcher.errors import StartupRefused
 
@@ -121,11 +122,16 @@ def create_private_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
 
 
-def copy_private(source: Path, dest: Path) -> None:
-    """Copy a file to a new owner-only file, fsynced."""
+def copy_private(source: Path | BinaryIO, dest: Path) -> None:
+    """Copy a file (or an open one, from its start) to a new owner-only file, fsynced."""
+    if isinstance(source, Path):
+        with open(source, "rb") as src:  # first: a source not there leaves no empty `dest`
+            copy_private(src, dest)
+        return
+    source.seek(0)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-        shutil.copyfileobj(src, out, 1 << 20)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
         out.flush()
         os.fsync(out.fileno())
 

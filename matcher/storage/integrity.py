@@ -80,16 +80,7 @@ class IntegrityReport:
             f"{self.index_records} indexed records, {self.audit_entries} audit entries, "
             f"{self.in_flight} uploads in flight in tmp/"
         )
-        lines = [head]
-        if self.repairs:
-            lines.append(f"will be repaired by the matcher ({len(self.repairs)}; not problems):")
-            lines += [f"  - {r}" for r in self.repairs]
-        if self.ok:
-            lines.append("OK: no problems found")
-        else:
-            lines.append(f"FAILED: {len(self.problems)} problem(s):")
-            lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
+        return render_findings(head, "the matcher", self.repairs, self.problems)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -408,3 +399,18 @@ def _check_announced(db: sqlite3.Connection, files: DataDir, report: IntegrityRe
                 )
     finally:
         index.close()
+
+
+def render_findings(head: str, repairer: str, repairs: list[str], problems: list[str]) -> str:
+    """A check's report: its summary line, what `repairer` fixes at its next start, then OK
+    or each problem (`admin check` on a matcher's data dir and on a two-server role's)."""
+    lines = [head]
+    if repairs:
+        lines.append(f"will be repaired by {repairer} ({len(repairs)}; not problems):")
+        lines += [f"  - {r}" for r in repairs]
+    if problems:
+        lines.append(f"FAILED: {len(problems)} problem(s):")
+        lines += [f"  - {p}" for p in problems]
+    else:
+        lines.append("OK: no problems found")
+    return "\n".join(lines)

@@ -1,12 +1,16 @@
-"""What the combiner learned of each pair of two-server uploads in a project's last finished
-run (core/outcomes.py), so that a later run over unchanged uploads reuses it instead of
-asking S1 and S2 for pairs they evaluate once an upload (core/pairbudget.py).
+"""What the combiner learned of each pair of two-server uploads (core/outcomes.py), so that
+a later run over unchanged uploads reuses it instead of asking S1 and S2 for pairs they
+evaluate once an upload (core/pairbudget.py).
 
 One row a pair of current uploads (by their names at S1 and S2, project/member/tag), with
 the cut-offs and rule of the run that learned it: a run at other cut-offs or another rule
-cannot reuse it. A finished run replaces the project's rows; a member's new upload drops the
-rows of its earlier one, its erasure its rows, a project's expiry all of them
-(upload_store.py `_forget_uploads`).
+cannot reuse it. A run keeps a pair's row as soon as it holds the pair's outcome (its parts
+of S1's proposal evaluated, then once its reach pairs and once its extras are answered), `pending`
+while a batch of the pair is out: a run that failed with a row pending may have had S1 and
+S2 evaluate pairs the outcome does not hold, so a later run is refused until one of the two
+members uploads again (usecases/tworuns.py). A member's new upload drops the rows of its
+earlier one, its erasure its rows, a project's expiry all of them (upload_store.py
+`_forget_uploads`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+import numpy as np
+
+from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.outcomes import Outcome
 from blindmatch.matcher.storage.base import StoreBase
 
@@ -29,10 +36,12 @@ CREATE TABLE IF NOT EXISTS twoserver_outcomes (
     rule TEXT NOT NULL,
     run_id TEXT NOT NULL,
     outcome BLOB NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, name_a, name_b)
 );
 """
 
+_NONE = (np.empty(0, np.uint64), np.empty(0, np.float64))
 _CURRENT_NAMES = (
     "SELECT t.name FROM upload_twoserver t JOIN uploads u ON u.id = t.upload_id "
     "WHERE u.project=? AND u.current=1"
@@ -47,6 +56,7 @@ class StoredOutcome:
     rule: str
     run_id: str
     outcome: Outcome
+    pending: bool = False  # a batch was out when run_id stopped: S1 and S2 may have spent it
 
 
 def forget_outcomes(tx: sqlite3.Connection, project: str, member: str | None = None) -> None:
@@ -68,15 +78,54 @@ class OutcomeStore(StoreBase):
         the lower."""
         wanted = set(names)
         rows = self.db.query(
-            "SELECT name_a, name_b, cutoffs, rule, run_id, outcome FROM twoserver_outcomes "
-            "WHERE project=?",
+            "SELECT name_a, name_b, cutoffs, rule, run_id, outcome, pending "
+            "FROM twoserver_outcomes WHERE project=?",
             (project,),
         )
         return {
-            (a, b): StoredOutcome(tuple(json.loads(c)), rule, run_id, Outcome.from_bytes(blob))
-            for a, b, c, rule, run_id, blob in rows
+            (a, b): StoredOutcome(
+                tuple(json.loads(c)), rule, run_id, Outcome.from_bytes(blob), bool(pending)
+            )
+            for a, b, c, rule, run_id, blob, pending in rows
             if a in wanted and b in wanted
         }
+
+    def keep_two_server_outcome(
+        self,
+        project: str,
+        run_id: str,
+        cutoffs: tuple[float, ...],
+        rule: str,
+        names: tuple[str, str, str, str],
+        outcome: Outcome | None,
+    ) -> bool:
+        """One pair of uploads' row, as a run goes (`names`: name_a < name_b, then their
+        members): its `outcome` (no longer pending), or with None pending (the outcome kept
+        so far, none where there is none yet). Only while both uploads are current: whether
+        it was kept."""
+        a, b, ma, mb = names
+        blob = (outcome or Outcome.of(Candidates.empty(), _NONE, _NONE)).to_bytes()
+        set_ = ("outcome=excluded.outcome, pending=0, cutoffs=excluded.cutoffs, "
+                "rule=excluded.rule" if outcome is not None else "pending=1")  # fmt: skip
+        with self.db.tx() as tx:
+            current = {r[0] for r in tx.execute(_CURRENT_NAMES, (project,))}
+            if a not in current or b not in current:
+                return False
+            tx.execute(
+                "INSERT INTO twoserver_outcomes VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT "
+                f"(project, name_a, name_b) DO UPDATE SET run_id=excluded.run_id, {set_}",
+                (project, a, b, ma, mb, json.dumps(list(cutoffs)), rule, run_id, blob,
+                 int(outcome is None)),
+            )  # fmt: skip
+        return True
+
+    def drop_two_server_outcome(self, project: str, name_a: str, name_b: str) -> None:
+        """A pair of uploads' row gone (a pending pair none of whose pairs was evaluated)."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "DELETE FROM twoserver_outcomes WHERE project=? AND name_a=? AND name_b=?",
+                (project, name_a, name_b),
+            )
 
     def keep_two_server_outcomes(
         self,
@@ -86,19 +135,21 @@ class OutcomeStore(StoreBase):
         rule: str,
         outcomes: dict[tuple[str, str], tuple[str, str, Outcome]],
     ) -> int:
-        """Replace the project's outcomes with a finished run's: `outcomes` by (name_a,
-        name_b), name_a the lower, each with its two members; only pairs of uploads still
-        current are kept (a member that erased or uploaded again meanwhile: none of its).
-        How many were kept."""
+        """A finished run's outcomes, `outcomes` by (name_a, name_b), name_a the lower, each
+        with its two members, replacing those pairs' rows (none pending after it); only pairs
+        of uploads still current are kept (a member that erased or uploaded again meanwhile:
+        none of its). The rows of other pairs of current uploads stay (a run over fewer
+        members). How many were kept."""
         with self.db.tx() as tx:
             current = {r[0] for r in tx.execute(_CURRENT_NAMES, (project,))}
-            forget_outcomes(tx, project)
             rows = [
-                (project, a, b, ma, mb, json.dumps(list(cutoffs)), rule, run_id, o.to_bytes())
+                (project, a, b, ma, mb, json.dumps(list(cutoffs)), rule, run_id, o.to_bytes(),
+                 0)
                 for (a, b), (ma, mb, o) in outcomes.items()
                 if a in current and b in current
-            ]
-            tx.executemany("INSERT INTO twoserver_outcomes VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            ]  # fmt: skip
+            tx.executemany("INSERT OR REPLACE INTO twoserver_outcomes VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           rows)  # fmt: skip
         return len(rows)
 
 

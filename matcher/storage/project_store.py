@@ -48,6 +48,7 @@ MIGRATIONS = [
     ("audit", "user", "TEXT NOT NULL DEFAULT ''"),
     ("projects", "require_users", "INTEGER NOT NULL DEFAULT 0"),
     ("projects", "mode", "TEXT NOT NULL DEFAULT 'clk'"),
+    ("twoserver_outcomes", "pending", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Request references (core/references.py): issued against the latest finished run, kept
-until resolved or not, deleted with the project's data or either member's erasure.
+"""Request references (core/references.py): issued against the latest finished run (or by a
+two-server query's answer at `mapping`, against the upload it searched), kept until resolved
+or not, deleted with the project's data or either member's erasure.
 
 Issuing reads the run, the member's upload and its links, stores the references and
 appends the audit entry in one transaction; resolving checks the caller is the partner
@@ -160,6 +161,42 @@ class RequestStore(RunStore):
                     ",".join(map(str, partner_rows)), theirs[0], now,
                 ),
             )  # fmt: skip
+        return refs
+
+    def issue_query_refs(
+        self,
+        project: str,
+        member: str,
+        purpose: str,
+        hits: Sequence[tuple[str, int, str]],
+    ) -> list[str]:
+        """A two-server query's answer at `mapping` (realtime/twoquery.py `referenced`): a
+        reference for each of `hits` (partner, the partner's row, the SHA-256 of the upload
+        the query searched), with no run (`run_id` ""); one `request.issue` entry for them,
+        as `request` writes. The references in the order of `hits`."""
+        if not hits:
+            return []
+        now = self.clock()
+        refs = [new_reference() for _ in hits]
+        issued: dict[str, list[str]] = {}
+        with self.db.tx() as tx:
+            for ref, (partner, row, sha256) in zip(refs, hits, strict=True):
+                tx.execute(
+                    "INSERT INTO request_refs VALUES (?,?,?,?,'',?,?,?,NULL)",
+                    (ref, project, member, partner, str(row), sha256, now),
+                )
+                issued.setdefault(partner, []).append(ref)
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    member,
+                    "request.issue",
+                    project,
+                    member,
+                    purpose=purpose,
+                    detail={"run_id": "", "query": True, "references": issued},
+                ),
+            )
         return refs
 
     def resolve_ref(self, project: str, member: str, reference: str, purpose: str) -> RequestRef:

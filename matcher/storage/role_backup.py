@@ -5,10 +5,10 @@
    queries counted) is copied with SQLite's online backup API: one moment's uploads and
    budget together.
 2. The files those rows name are copied from `twoserver-ROLE-held/`. A file is written once
-   and never changed; one the role deleted meanwhile (a member's new upload, a `Forget`)
-   makes the backup take a fresh snapshot, keeping the files it copied already (only the
-   new snapshot's other files are copied then, so a retry is short even beside a member
-   uploading again and again).
+   and never changed; those not copied yet are opened before the snapshot (backup.py
+   `pinned`), so one the role deletes meanwhile (a member's new upload, a `Forget`) is copied
+   all the same; one placed after that and deleted before it is copied makes the backup take
+   a fresh snapshot, keeping the files it copied already (backup.py `converge`).
 3. The audit log (`twoserver-ROLE.sqlite`) is snapshotted the same way, after the held
    store; its key is **not** copied beside it (whoever held both could edit the log and
    re-seal it): with `key_out` it goes to a file of its own, to be kept apart. The report
@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -35,12 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.matcher.storage import role_store
-from blindmatch.matcher.storage.backup import BackupError, anchor_of, copy_key, snapshot
-from blindmatch.matcher.storage.datadir import copy_private, fsync_path, make_private_dir
+from blindmatch.matcher.storage.backup import (
+    BackupError,
+    anchor_of,
+    converge,
+    copy_kept,
+    pinned,
+    snapshot,
+)
+from blindmatch.matcher.storage.datadir import fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
 from blindmatch.matcher.storage.sqlite import connect_read_only
-
-ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -56,30 +60,27 @@ class RoleBackupReport:
     key_out: Path | None  # where the audit key was copied, apart from the backup
 
 
-def _copy_files(source: RoleFiles, staging: RoleFiles) -> tuple[int, int] | None:
-    """Copy the files the snapshot's rows name, but those an earlier attempt copied (a file
-    never changes), and delete the copies it no longer names; None when one vanished
-    meanwhile."""
-    db = connect_read_only(staging.held_db)
-    try:
-        files = [f"{f}.bin" for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
-    finally:
-        db.close()
-    make_private_dir(staging.folder)
-    copied = 0
-    for name in files:
-        target = staging.folder / name
-        if not target.is_file():
-            try:
-                copy_private(source.folder / name, target)
-            except FileNotFoundError:
-                return None
-        copied += target.stat().st_size
-    for path in staging.folder.iterdir():
-        if path.name not in files:  # replaced or forgotten since an earlier attempt
-            path.unlink()
-    fsync_path(staging.folder)
-    return len(files), copied
+def _take(source: RoleFiles, staging: RoleFiles, clock: Callable[[], float]
+          ) -> tuple[int, int, int, float] | None:  # fmt: skip
+    """One attempt: the files not copied yet opened (`pinned`), the held store's snapshot,
+    the files its rows name (those an earlier attempt copied kept), the audit log's
+    snapshot, the seal; the files, bytes, pairs and when the snapshot was taken, or None
+    when a file vanished meanwhile."""
+    with pinned(source.folder, staging.folder) as pins:
+        snapshot(source.held_db, staging.held_db)
+        taken = clock()
+        db = connect_read_only(staging.held_db)
+        try:
+            files = [f"{f}.bin" for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
+        finally:
+            db.close()
+        copied = copy_kept(files, source.folder, staging.folder, pins)
+    if copied is None:
+        return None
+    if source.audit_db.is_file():
+        snapshot(source.audit_db, staging.audit_db)
+        _settle(staging.audit_db)
+    return copied[0], copied[1], _seal(staging.held_db, taken), taken
 
 
 def _seal(held_db: Path, taken: float) -> int:
@@ -124,51 +125,21 @@ def backup_role_dir(
     source, dest = RoleFiles(Path(data_dir), role), Path(dest)
     if not source.held_db.is_file():
         raise BackupError(f"{data_dir}: not role {role}'s data dir (no {source.held_db.name})")
-    if dest.exists():
-        raise BackupError(f"{dest}: already exists; back up to a new folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = RoleFiles(dest.with_name(f".{dest.name}.partial"), role)
     key = Path(audit_key_file) if audit_key_file else source.audit_key
-    shutil.rmtree(staging.root, ignore_errors=True)
-    make_private_dir(staging.root)
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            for db in (staging.held_db, staging.audit_db):
-                db.unlink(missing_ok=True)
-            snapshot(source.held_db, staging.held_db)
-            taken = clock()
-            copied = _copy_files(source, staging)
-            if source.audit_db.is_file():
-                snapshot(source.audit_db, staging.audit_db)
-                _settle(staging.audit_db)
-            pairs = _seal(staging.held_db, taken) if copied is not None else 0
-        except (OSError, sqlite3.Error) as exc:
-            shutil.rmtree(staging.root, ignore_errors=True)
-            raise BackupError(f"backing up {data_dir} failed: {exc}") from exc
-        if copied is None:
-            continue  # the role replaced or forgot an upload while we copied: a new snapshot
-        report = check_role_dir(
-            staging.root, role, audit_key_file=key if key.is_file() else None, require_key=False
-        )
-        if not report.ok:
-            shutil.rmtree(staging.root, ignore_errors=True)
-            raise BackupError("the copy failed its integrity check:\n" + report.render())
-        if key_out is not None:
-            try:
-                copy_key(key, Path(key_out), dest)
-            except BackupError:
-                shutil.rmtree(staging.root, ignore_errors=True)
-                raise
-        anchor = anchor_of(staging.audit_db) if staging.audit_db.is_file() else ""
-        fsync_path(staging.root)
-        staging.root.rename(dest)
-        fsync_path(dest.parent)
-        return RoleBackupReport(dest, role, copied[0], copied[1], pairs, attempt, taken,
-                                anchor, Path(key_out) if key_out else None)  # fmt: skip
-    shutil.rmtree(staging.root, ignore_errors=True)
-    raise BackupError(
-        f"{data_dir} changed under every one of {ATTEMPTS} attempts; try again when quieter"
+    (uploads, copied, pairs, taken), attempts = converge(
+        source.root,
+        dest,
+        lambda staging: _take(source, RoleFiles(staging, role), clock),
+        lambda staging: check_role_dir(
+            staging, role, audit_key_file=key if key.is_file() else None, require_key=False
+        ),
+        key=key,
+        key_out=Path(key_out) if key_out is not None else None,
     )
+    audit_db = RoleFiles(dest, role).audit_db
+    anchor = anchor_of(audit_db) if audit_db.is_file() else ""
+    return RoleBackupReport(dest, role, uploads, copied, pairs, attempts, taken, anchor,
+                            Path(key_out) if key_out else None)  # fmt: skip
 
 
 __all__ = ["RoleBackupReport", "backup_role_dir"]

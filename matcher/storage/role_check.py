@@ -38,6 +38,7 @@ import numpy as np
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
+from blindmatch.matcher.storage.integrity import render_findings
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
@@ -98,21 +99,13 @@ class RoleReport:
         return not self.problems
 
     def render(self) -> str:
-        lines = [
+        head = (
             f"{self.data_dir} (two-server role {self.role}): {self.uploads_checked} uploads "
             f"verified ({self.bytes_hashed} bytes hashed), {self.pairs_spent} pairs evaluated "
             f"in the pair budget, {self.sealed} uploads restored from a backup (sealed), "
             f"{self.queries} queries counted, {self.audit_entries} audit entries"
-        ]
-        if self.repairs:
-            lines.append(f"will be repaired by the role ({len(self.repairs)}; not problems):")
-            lines += [f"  - {r}" for r in self.repairs]
-        if self.ok:
-            lines.append("OK: no problems found")
-        else:
-            lines.append(f"FAILED: {len(self.problems)} problem(s):")
-            lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
+        )
+        return render_findings(head, "the role", self.repairs, self.problems)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -9,9 +9,12 @@ rpc/twoserver_client.py `RemoteServers`): S1 proposes the pairs, the circuit dec
 on the shares, and the matcher learns the link bits only. It shows its progress as a CLK run
 does, and stores its links as a CLK run's, so results, disclosure levels and request
 references are the same; the audit log records the run's parties and what crossed. A run
-reuses what the matcher learned of each pair of unchanged uploads in the project's last
-finished run (core/outcomes.py, storage/outcome_store.py), so that only a new or changed
-upload's pairs go through the circuit; at other cut-offs it is refused (`_earlier`).
+reuses what the matcher learned of each pair of unchanged uploads in earlier runs, kept as
+soon as a run held it, even a run that failed part-way (core/outcomes.py,
+storage/outcome_store.py, usecases/twojournal.py), so that only a new or changed upload's
+pairs and the pairs of members a failed run did not finish go through the circuit; at other
+cut-offs it is refused (`_earlier`), and where a failed run left a pair of members' batch
+out, naming the members who upload again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.twojournal import StoreJournal, spent_at_s1, spent_refusal
 from blindmatch.matcher.usecases.uploads import UploadHeader, check_planned_two_server
 
 Report = Callable[[str, int, int], None]
@@ -255,18 +259,22 @@ def run(
     names = [p[0] for p in parts]
     project = store.run(run_id).project
     earlier = _earlier(store, project, inputs, names, combiner.cutoffs, rule)
+    members = [m for m, _ in inputs]
+    journal = StoreJournal(store, project, run_id, combiner.cutoffs, rule.text(), members, names)
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
     try:
-        result = tworun.drive(_Progress(servers, report), combiner, earlier=earlier)
+        result = tworun.drive(_Progress(servers, report), combiner, earlier=earlier,
+                              journal=journal)  # fmt: skip
     except ServiceError as exc:
-        message = str(exc)
-        for (member, _), name in zip(inputs, names, strict=True):
+        message, again = spent_at_s1(str(exc), members, names), []
+        for member, name in zip(members, names, strict=True):
             if f"holds no upload of {name!r}" in message:
+                again.append(member)
                 message = (
                     f"{member}'s upload is not whole: {message}. {member} must upload again "
                     "(`blindmatch upload` sends all three parts)"
                 )
-        raise type(exc)(message) from None
+        raise type(exc)(journal.after_failure(message, again)) from None
     finally:
         close = getattr(servers, "close", None)
         if close is not None:
@@ -301,21 +309,27 @@ def _earlier(
     rule: Rule,
 ) -> Earlier:
     """The outcomes the run reuses (core/outcomes.py): of each pair of members whose two
-    uploads are unchanged since the project's last finished run. Refused where that run was
+    uploads are unchanged since a run kept their outcome. Refused where that run was
     at other cut-offs or another rule: its outcomes are link bits at those, and S1 and S2
-    evaluate each pair once an upload (core/pairbudget.py), so those members upload again."""
+    evaluate each pair once an upload (core/pairbudget.py), so those members upload again;
+    and where a run failed with a batch of a pair of members out (pending,
+    usecases/twojournal.py), one of those members uploads again."""
     stored = store.two_server_outcomes(project, names)
-    outcomes, stale = {}, []
+    outcomes, stale, spent = {}, [], []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             low, high = sorted((names[i], names[j]))
             got = stored.get((low, high))
             if got is None:
                 continue
-            if got.cutoffs != cutoffs or got.rule != rule.text():
+            if got.pending:  # S1 and S2 may have evaluated pairs no outcome holds
+                spent.append((inputs[i][0], inputs[j][0], got.run_id))
+            elif got.cutoffs != cutoffs or got.rule != rule.text():
                 stale.append((inputs[i][0], inputs[j][0], got))
             else:
                 outcomes[i, j] = got.outcome if names[i] == low else got.outcome.flipped()
+    if spent:
+        raise spent_refusal(spent[0][2], [(a, b) for a, b, _ in spent])
     if stale:
         got = stale[0][2]
         what = (f"threshold {cutoffs[0]} (cut-offs {list(cutoffs)})" if got.cutoffs != cutoffs
