@@ -102,13 +102,17 @@ class _Role:
 
     def hold_proposal(self, proposal: Proposal) -> None:
         """Hold S1's new `proposal` (under the lock): it ends any earlier one over two of its
-        members (a second run over them), and the oldest beyond MAX_PROPOSALS."""
+        members (a second run over them), and beyond MAX_PROPOSALS the oldest over a query's
+        or watch's records (a watch's stays until the watch ends, long after its batches),
+        or with none the oldest, so that a run's is ended last."""
         mine = set(proposal.members)
         for k in [k for k in self.proposals if len(mine & set(k)) >= 2]:
             del self.proposals[k]
-        self.proposals[tuple(proposal.members)] = proposal
+        new = tuple(proposal.members)
+        self.proposals[new] = proposal
         while len(self.proposals) > MAX_PROPOSALS:
-            del self.proposals[next(iter(self.proposals))]
+            asked = (k for k in self.proposals if k != new and any(QUERY_MARK in n for n in k))
+            del self.proposals[next(asked, next(iter(self.proposals)))]
 
     def proposal_of(self, member_a: str, member_b: str) -> Proposal | None:
         """The proposal over both members (under the lock), or None."""
