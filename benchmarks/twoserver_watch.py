@@ -2,7 +2,7 @@
 (docs/realtime.md "Watching in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_watch.py [--size 14286] [--seed 3] [--watched 10]
-        [--uploads 10] [--roles here|processes]
+        [--uploads 10] [--roles here|processes] [--watches 1] [--at-once N]
 
 S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in this process,
 or with `--roles processes` each a `blindmatch two-server role` process of its own, as
@@ -15,7 +15,9 @@ upload's wall seconds (the command), then from its return until the matcher has 
 with the watch (`TwoServerWatches.compared`) and until the watch's last event for it arrived
 at north's client; p50 and max; and how many events each upload gave (the watched records
 south holds, the same each time). Then `--uploads` uploads by west (retail-bcrp, ~860, of the
-same population: it holds a few of north's people), the same figures.
+same population: it holds a few of north's people), the same figures. With `--watches K` north
+holds K watches (each of `--watched` other records of its own), which each upload is compared
+with at once (`--at-once 1`: one after the other); the step timings are then summed over them.
 """
 
 from __future__ import annotations
@@ -92,9 +94,23 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--watched", type=int, default=10, help="north's records watched")
     ap.add_argument("--uploads", type=int, default=10, help="uploads by south, then by west")
+    ap.add_argument(
+        "--watches",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        help="north's watches, each of --watched other records of its own",
+    )
+    ap.add_argument("--at-once", type=int, default=0,
+                    help="watches an upload is compared with at once (twowatch.WATCHES_AT_ONCE; "
+                    "1: one after the other; default: the code's)")  # fmt: skip
     ap.add_argument("--roles", choices=("here", "processes"), default="here",
                     help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
     args = ap.parse_args()
+    if args.at_once:
+        from blindmatch.matcher.realtime import twowatch
+
+        twowatch.WATCHES_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
     work = Path(tempfile.mkdtemp(prefix="bm-tswatch-"))
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
@@ -110,8 +126,10 @@ def main() -> int:
     schema = load_schema(SCHEMA)
     north = exports["north-police"]
     asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
-    clks = np.frombuffer(asked.clks, np.uint8).reshape(-1, asked.clk_bits // 8)[: args.watched]
-    watched = sharing.shared_upload(clks, secret, sharing.plan_of(schema), asked.fallback_bits)
+    clks = np.frombuffer(asked.clks, np.uint8).reshape(-1, asked.clk_bits // 8)
+    n = args.watched
+    watched = [sharing.shared_upload(clks[k * n : (k + 1) * n], secret, sharing.plan_of(schema),
+                                     asked.fallback_bits) for k in range(args.watches)]  # fmt: skip
 
     spent = timed() if args.roles == "here" else None
     s1, s2, key, member_key, stop_roles, _ = start_roles(work, args.roles == "processes")
@@ -125,24 +143,25 @@ def main() -> int:
             op.set_query_limits("shares", per_minute=10**6, per_day=10**7, allow_watch=True)
         net = ["--server", target, "--quiet"]
         north_client = MatcherClient(target, two.tokens["north"])
-        stream = project_watch(
-            north_client, "shares", watched, clk_bits=asked.clk_bits,
-            fingerprint=asked.fingerprint, purpose="bench", schema_digest=asked.schema_digest,
-            rule=asked.rule,
-        )  # fmt: skip
 
-        def follow() -> None:
+        def follow(records: sharing.SharedUpload) -> None:
+            stream = project_watch(
+                north_client, "shares", records, clk_bits=asked.clk_bits,
+                fingerprint=asked.fingerprint, purpose="bench",
+                schema_digest=asked.schema_digest, rule=asked.rule,
+            )  # fmt: skip
             event: WatchEvent
             try:
                 for event in stream:
                     del event
-                    arrived.append(time.perf_counter())
+                    arrived.append(time.perf_counter())  # (a list's append: thread-safe)
             except MatcherError:  # the watch closed with north's client, at the end
                 pass
 
-        threading.Thread(target=follow, daemon=True).start()
+        for records in watched:
+            threading.Thread(target=follow, args=(records,), daemon=True).start()
         watches = server.realtime.two_watches
-        wait_for(lambda: len(server.realtime.watches) == 1)
+        wait_for(lambda: len(server.realtime.watches) == args.watches)
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
         parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
@@ -169,7 +188,8 @@ def main() -> int:
         stop_roles()
     where = "in this process" if args.roles == "here" else "each a process of its own"
     print(
-        f"\nnorth watches {args.watched} of its records; {args.uploads} uploads each by south "
+        f"\nnorth watches {args.watched} of its records in each of {args.watches} watch(es) "
+        f"(compared {watches_at_once()} at once); {args.uploads} uploads each by south "
         f"({read_count(encoded['south'])} records) and west ({read_count(encoded['west'])}); "
         f"S1 and S2 {where}, loopback; load average {load:.1f} before, {load_after:.1f} after"
     )
@@ -188,6 +208,12 @@ def main() -> int:
         events = sorted({x[3] for x in r})
         print(f"{name}: events an upload: {events}")
     return 0
+
+
+def watches_at_once() -> int:
+    from blindmatch.matcher.realtime import twowatch
+
+    return twowatch.WATCHES_AT_ONCE
 
 
 def read_count(folder: Path) -> int:

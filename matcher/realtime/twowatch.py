@@ -49,6 +49,7 @@ from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
 log = logging.getLogger("blindmatch.matcher.realtime")
 
 Record = Callable[[Sequence[QueryRecord]], None]
+WATCHES_AT_ONCE = twoquery.PARTNERS_AT_ONCE  # watches one upload is compared with at once
 
 
 class TwoServerWatches:
@@ -135,11 +136,16 @@ class TwoServerWatches:
             return
         start = time.perf_counter()
         level = effective_level(project.disclosure, self.store.consents(project_name).get(partner))
-        found: list[tuple[Watch, list[tuple[int, Hits]]]] = []
-        for watch in watches:
-            hits = self._search(project, partner, upload_id, watch)
-            if hits is not None:
-                found.append((watch, hits))
+        # The watches at once (WATCHES_AT_ONCE at most), as a query's partners: each its own
+        # proposal at S1 (S1 sorts the upload's band keys once, for the first), so one
+        # watch's waits on S1 and S2 overlap another's.
+        if len(watches) > 1 and WATCHES_AT_ONCE > 1:
+            with ThreadPoolExecutor(min(len(watches), WATCHES_AT_ONCE), "bm-twowatch-c") as pool:
+                got = list(pool.map(lambda w: self._search(project, partner, upload_id, w),
+                                    watches))  # fmt: skip
+        else:
+            got = [self._search(project, partner, upload_id, w) for w in watches]
+        found = [(w, hits) for w, hits in zip(watches, got, strict=True) if hits is not None]
         # At `mapping` a partner's rows are request references to the upload compared, as a
         # two-server query's are (twoquery.py `referenced`).
         uploads = twoquery.Searched([], [], uploads={partner: upload.sha256})
