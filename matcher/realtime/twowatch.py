@@ -175,8 +175,8 @@ class TwoServerWatches:
             got = twoquery.search_partner(self.setup, project.threshold, watch.name,
                                           watch.records, p)  # fmt: skip
         except errors.FailedPrecondition as exc:
-            if watch.ended:  # ended meanwhile, its records forgotten: nothing to tell
-                return None
+            if watch.ended or not any(w is watch for w in self.watches.every()):
+                return None  # ended meanwhile, its records forgotten: nothing to tell
             if "the query's records are not at S1 and S2" in str(exc):
                 return self._end(watch, errors.FailedPrecondition(
                     f"the watch's records are not at S1 and S2 ({exc}): open it again under a "
