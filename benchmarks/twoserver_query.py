@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -97,12 +98,35 @@ def proc_cpu(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def kept_bytes(sealed: Any) -> int:
+    """The bytes S1 keeps of an upload for its joins, its sorted band keys and its tokens'
+    offsets (`Sealed.kept_bytes`; an older tree's `_sorted` and `_offsets` caches)."""
+    if hasattr(sealed, "kept_bytes"):
+        return int(sealed.kept_bytes())
+    offsets = sealed.__dict__.get("_offsets")
+    kept = sum(a.nbytes for got in sealed.__dict__.get("_sorted", {}).values() for a in got)
+    return kept + (0 if offsets is None else offsets.nbytes)
+
+
+def s1_memory(s1: Any) -> str:
+    """What S1 holds a record of the partners' uploads, and the sorted keys it keeps."""
+    held = {n: h for n, h in s1.held.items() if "@" not in n}
+    records = sum(h.records for h in held.values())
+    own = sum(a.nbytes for h in held.values() for a in h.arrays())
+    keys = sum(len(s.keys) for h in held.values() for s in h.sealed)
+    sorted_ = sum(kept_bytes(s) for h in held.values() for s in h.sealed)
+    return (f"S1 holds {own / records / 1e3:.1f} kB a partner record ({keys / records:.0f} "
+            f"band keys a record); the sorted keys it keeps: {sorted_ / records / 1e3:.1f} kB "
+            f"a record ({100 * sorted_ / own:.1f}% more; with the tokens' offsets)")  # fmt: skip
+
+
 def start_roles(
     work: Path, processes: bool
-) -> tuple[str, str, str, str, Callable[[], None], list[int]]:
+) -> tuple[str, str, str, str, Callable[[], None], list[int], Any]:
     """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
     two-server role`, as deployed, of this tree); (S1's address, S2's, the parties' key, the
-    members' key, stop, the roles' process ids: none in this process)."""
+    members' key, stop, the roles' process ids: none in this process, S1's service here or
+    None)."""
     if not processes:
         key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         r2 = create_role("s2", "127.0.0.1:0", key, member_key)
@@ -112,7 +136,8 @@ def start_roles(
             r1.stop(grace=None)
             r2.stop(grace=None)
 
-        return f"127.0.0.1:{r1.port}", f"127.0.0.1:{r2.port}", key, member_key, stop, []
+        return (f"127.0.0.1:{r1.port}", f"127.0.0.1:{r2.port}", key, member_key, stop, [],
+                r1.service)  # fmt: skip
     files = [work / "parties.key", work / "members.key"]
     for f in files:
         cli(["secret", "new", str(f)])
@@ -134,7 +159,7 @@ def start_roles(
             p.terminate()
             p.wait(timeout=30)
 
-    return at["s1"], at["s2"], key, member_key, stop_all, [p.pid for p in procs]
+    return at["s1"], at["s2"], key, member_key, stop_all, [p.pid for p in procs], None
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -157,6 +182,9 @@ def main() -> int:
     ap.add_argument("--disclosure", choices=("hits", "mapping"), default="hits",
                     help="both projects' level (mapping: a two-server query's answer issues "
                     "a request reference per partner record found)")  # fmt: skip
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between the last upload and the first query (default 0: "
+                    "at once, as a member querying right after a partner uploads)")  # fmt: skip
     args = ap.parse_args()
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
@@ -183,7 +211,9 @@ def main() -> int:
     width = asked.clk_bits // 8
     clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
 
-    s1, s2, key, member_key, stop_roles, pids = start_roles(work, args.roles == "processes")
+    s1, s2, key, member_key, stop_roles, pids, s1_service = start_roles(
+        work, args.roles == "processes"
+    )
     plain = combiner_setup(s1, s2, key, member_key)
     proposed: list[int] = []  # the pairs S1 proposes a query: C learns each one's link bit
 
@@ -201,6 +231,7 @@ def main() -> int:
             for project in ("clks", "shares"):  # no limit in the way of the measurement
                 op.set_query_limits(project, per_minute=10**6, per_day=10**7)
         net = ["--server", target, "--quiet"]
+        upload_seconds: dict[str, float] = {}
         for name in partners:
             assert (
                 cli(
@@ -219,9 +250,14 @@ def main() -> int:
                 )
                 == 0
             )
+            t0 = time.perf_counter()
             assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                         two.tokens[name], *net]) == 0  # fmt: skip
+            upload_seconds[name] = time.perf_counter() - t0
         partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
+        time.sleep(args.pause)
+        presorter = getattr(s1_service, "presorter", None)  # None: processes, or an older tree
+        sorted_first = "unknown" if presorter is None else str(presorter.wait(0))
         load = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"clk": [], "two-server": []}
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
@@ -276,6 +312,7 @@ def main() -> int:
     finally:
         server.stop(grace=None)
         stop_roles()
+        shutil.rmtree(work, ignore_errors=True)  # the encoded uploads: about 2 GB
     n = len(clks)
     sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
     where = "with them" if args.roles == "here" else "each a process of its own"
@@ -287,6 +324,11 @@ def main() -> int:
     )
     # The first query of each mode apart: S1 sorts the partner's band keys for its first join,
     # the client draws the band positions for its first upload (both kept for the next).
+    print(f"upload (wall s, CLI `upload` to the matcher, S1 and S2): "
+          f"{', '.join(f'{p} {t:.2f}' for p, t in upload_seconds.items())}; {args.pause:.0f} s "
+          f"later the first query (S1's sorts done then: {sorted_first})")  # fmt: skip
+    if s1_service is not None:
+        print(s1_memory(s1_service))
     print(f"{'per query':<22}{'CLK project':>14}{'two-server':>14}{'ratio':>9}")
     for what, got in (("wall", wall), ("CPU", cpu)):
         x, y = got["clk"][0], got["two-server"][0]

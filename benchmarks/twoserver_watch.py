@@ -132,7 +132,7 @@ def main() -> int:
                                      asked.fallback_bits) for k in range(args.watches)]  # fmt: skip
 
     spent = timed() if args.roles == "here" else None
-    s1, s2, key, member_key, stop_roles, _ = start_roles(work, args.roles == "processes")
+    s1, s2, key, member_key, stop_roles, _, _ = start_roles(work, args.roles == "processes")
     setup = combiner_setup(s1, s2, key, member_key)
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
     target = f"127.0.0.1:{server.port}"

@@ -376,14 +376,16 @@ class IssueRefsReply(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., references: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResolveRefRequest(_message.Message):
-    __slots__ = ("project", "reference", "purpose")
+    __slots__ = ("project", "reference", "purpose", "upload_sha256")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
     project: str
     reference: str
     purpose: str
-    def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    upload_sha256: str
+    def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class ResolveRefReply(_message.Message):
     __slots__ = ("reference", "requester", "run_id", "issued_unix", "rows", "upload_sha256")

@@ -167,7 +167,10 @@ CALLS: dict[str, Call] = {
         metadata=md,
     ),
     "ResolveRequestRef": lambda w, md: w.stub.ResolveRequestRef(
-        pb.ResolveRefRequest(project=w.project, reference=w.ref_for_north), metadata=md
+        pb.ResolveRefRequest(
+            project=w.project, reference=w.ref_for_north, upload_sha256=w.north_sha256
+        ),
+        metadata=md,
     ),
     "ChangeIndex": lambda w, md: w.stub.ChangeIndex(
         iter(

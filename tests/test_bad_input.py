@@ -317,9 +317,12 @@ CASES: list[Case] = [
     ("resolve-malformed", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
         project="trial", reference="N1"), metadata=c.north),
      "INVALID_ARGUMENT", "'N1' is not a request reference"),
-    ("resolve-unknown", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+    ("resolve-no-upload", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
         project="trial", reference="bmr-" + "a" * 26), metadata=c.north),
-     "NOT_FOUND", "no request reference bmr-aaaa"),
+     "INVALID_ARGUMENT", "upload_sha256: required"),
+    ("resolve-unknown", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+        project="trial", reference="bmr-" + "a" * 26, upload_sha256="0" * 64),
+        metadata=c.north), "NOT_FOUND", "no request reference bmr-aaaa"),
     ("limits-no-project", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(), metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
     ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),

@@ -328,7 +328,7 @@ def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
         "AddUser": lambda c: c.add_user("trial", "pc-2"),  # a user cannot manage users
         "ListUsers": lambda c: c.list_users("trial"),
         "RevokeUser": lambda c: c.revoke_user("trial", "pc-1"),
-        "ResolveRequestRef": lambda c: c.resolve_request_ref("trial", "bmr-nonsense"),
+        "ResolveRequestRef": lambda c: c.resolve_request_ref("trial", "bmr-nonsense", "0" * 64),
         "ListProjects": lambda c: c.list_projects(),  # the operator's
     }
     caplog.set_level("WARNING", logger="blindmatch.matcher")
@@ -340,7 +340,7 @@ def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
         MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as own,
         pytest.raises(MatcherError, match="INVALID_ARGUMENT"),
     ):
-        own.resolve_request_ref("trial", "bmr-nonsense")  # the member's own token
+        own.resolve_request_ref("trial", "bmr-nonsense", "0" * 64)  # the member's own token
     with matcher.operator() as op:
         report = {v.member: v for v in op.query_report("trial")}
     # Counted on the member's row, the user's share named (the rest: the member's own token).

@@ -257,7 +257,7 @@ def test_from_partners_audit_entries_only_your_part_is_shown(world: World, tmp_p
         sha = world.encoded["north"].sha256
         ref = north.issue_request_refs("audited", [0], sha, partner="south").refs["south"]
     with world.member(project, "south") as south:
-        south.resolve_request_ref("audited", ref, "SOUTH-CASE-78")
+        south.resolve_request_ref("audited", ref, world.encoded["south"].sha256, "SOUTH-CASE-78")
     out = tmp_path / "north.html"
     assert report(world, project, out, "--purpose", "NORTH-CASE-1") == 0
     html, page = read_page(out)

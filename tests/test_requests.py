@@ -314,19 +314,42 @@ def test_resolving_needs_the_folder_that_was_uploaded_and_erasure_deletes_refere
     uploaded_and_run(matcher, trio, encoded)
     with matcher.member(trio.tokens["north"]) as north:
         ref = north.issue_request_refs("trial", [0], encoded["north"].sha256, purpose="x").refs
-    south = trio.tokens["south"]
+    north, south = trio.tokens["north"], trio.tokens["south"]
     capsys.readouterr()
-    # east's folder is not south's upload: refused on south's machine, naming the run.
+    # east's folder is not south's upload: the matcher refuses it, naming the run, before
+    # anything is recorded: neither south's audit view nor north's says it was resolved.
     assert resolve(matcher, south, ref["south"], "--encoded", str(tmp_path / "east.encoded"),
-                   "--purpose", "x") == 2  # fmt: skip
-    assert "not to this encoded folder" in capsys.readouterr().err
+                   "--purpose", "x") == 3  # fmt: skip
+    told = capsys.readouterr().err
+    assert "not to this encoded folder" in told and "Nothing was recorded" in told
+    run_id = audit(matcher, north, "request.issue")[0]["detail"]["run_id"]  # type: ignore[index]
+    assert f"the upload that run {run_id} used" in told
+    assert audit(matcher, south, "request.resolve") == []
+    assert audit(matcher, north, "request.resolve") == []
+    stored = db_rows(matcher.data_dir, "request_refs")  # (..., partner 4th, resolved last)
+    assert [row[-1] for row in stored if row[3] == "south"] == [None]
+    # So is a client that names no upload (one older than the matcher): refused, unrecorded.
+    with (
+        matcher.member(south) as member,
+        pytest.raises(RejectedError, match=r"upload_sha256: required.*update it"),
+    ):
+        member.resolve_request_ref("trial", ref["south"], "", "x")
+    assert audit(matcher, north, "request.resolve") == []
+    # The right folder: resolved, and audited on both sides as before.
+    assert resolve(matcher, south, ref["south"], "--encoded", str(tmp_path / "south.encoded"),
+                   "--purpose", "x") == 0  # fmt: skip
+    assert [e["purpose"] for e in audit(matcher, south, "request.resolve")] == ["x"]
+    assert [e["detail"]["reference"] for e in audit(matcher, north, "request.resolve")] == [  # type: ignore[index]
+        ref["south"]
+    ]
     with matcher.member(south) as member:
         member.erase("trial")
         with pytest.raises(NotFoundError, match="no request reference"):
-            member.resolve_request_ref("trial", ref["south"], "x")
+            member.resolve_request_ref("trial", ref["south"], encoded["south"].sha256, "x")
     # east's reference from the same request is untouched by south's erasure.
     with matcher.member(trio.tokens["east"]) as member:
-        assert member.resolve_request_ref("trial", ref["east"], "x").rows == (0,)
+        assert member.resolve_request_ref("trial", ref["east"], encoded["east"].sha256,
+                                          "x").rows == (0,)  # fmt: skip
 
 
 # -- the operator's and members' view of a project ------------------------------------------

@@ -167,6 +167,12 @@ def test_a_two_server_project_gives_the_clk_projects_hits_and_the_matcher_holds_
                      "--record-id", record_id, "--partner", partner, "--json",
                      token=two.tokens["north"]) == 0  # fmt: skip
     reference = json.loads(capsys.readouterr().out)["references"][partner]
+    # From another member's folder: refused by the matcher, nothing recorded (docs/requests.md).
+    assert world.cli("resolve", reference, "--project", "shares", "--encoded",
+                     str(encoded["north"]), token=two.tokens[partner]) == 3  # fmt: skip
+    assert "not to this encoded folder" in capsys.readouterr().err
+    with MatcherClient(world.target, two.tokens["north"]) as north:
+        assert [e for e in north.audit("shares") if e["action"] == "request.resolve"] == []
     assert world.cli("resolve", reference, "--project", "shares", "--encoded",
                      str(encoded[partner]), "--json", token=two.tokens[partner]) == 0  # fmt: skip
     resolved = json.loads(capsys.readouterr().out)

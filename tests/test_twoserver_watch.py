@@ -30,10 +30,8 @@ from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
 from blindmatch.client.remote.twoserver import RoleClient, project_watch, ticket
-from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
-from blindmatch.matcher.rpc.twoserver_role import MAX_PROPOSALS, _Role
 from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN, STRONG_SECRET
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
@@ -119,7 +117,7 @@ def watched_names(world: World) -> dict[str, list[str]]:  # noqa: F811
     for role in ("s1", "s2"):
         s = world.roles[role].service
         out[role] = [n for n in s.held if "@" in n] + [
-            n for k in s.proposals for n in k if "@" in n
+            n for k in s.proposals._held for n in k if "@" in n
         ] + [n for r in s.runs for n in r if "@" in n]  # fmt: skip
     return out
 
@@ -361,27 +359,3 @@ def test_at_mapping_a_watch_event_names_request_references_only_the_partner_reso
     ids = read_encoded(south_folder).read_ids()
     assert {i for r in resolved for i in r["record_ids"]} >= {ids[0], ids[1]}
     assert all(r["requester"] == "north" for r in resolved)
-
-
-def test_s1_ends_queries_and_watches_proposals_before_a_runs_beyond_its_limit() -> None:
-    """A watch's proposal at S1 (its records by one partner upload) stays until the watch
-    ends; beyond MAX_PROPOSALS S1 ends those first, so open watches never end a run's
-    proposal between its Propose and its batches."""
-    s1 = _Role("s1", "the parties' key", "the members' key")
-
-    def proposal(*members: str) -> Proposal:
-        return Proposal(list(members), [1] * len(members), [], (0.8,), None)
-
-    s1.hold_proposal(proposal("p/north/1", "p/south/1", "p/west/1"))  # a run's
-    watches = [proposal(f"p/north@{i:08x}/{i:08x}", "p/south/1") for i in range(MAX_PROPOSALS)]
-    for p in watches:
-        s1.hold_proposal(p)
-    assert ("p/north/1", "p/south/1", "p/west/1") in s1.proposals
-    assert len(s1.proposals) == MAX_PROPOSALS
-    assert tuple(watches[0].members) not in s1.proposals  # the oldest watch's went
-    assert tuple(watches[-1].members) in s1.proposals  # the new one stays
-    # With no query's or watch's proposal left to end, the oldest goes, as before.
-    runs = [proposal(f"p/a{i}/1", f"p/b{i}/1") for i in range(MAX_PROPOSALS + 1)]
-    for p in runs:
-        s1.hold_proposal(p)
-    assert list(s1.proposals) == [tuple(p.members) for p in runs[1:]]

@@ -129,16 +129,20 @@ def _request_hits(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.remote.twoserver import folder_sha256
+    from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import local_ids
 
     encoded = read_encoded(args.encoded, verify=False)
     found = []
     with connect(args, member_token(args)) as client:
+        # The matcher resolves a reference only against the upload it points into, so a
+        # wrong folder is refused before the resolution is recorded (docs/requests.md).
+        sha256 = acknowledged_sha256(client, args.project, encoded)
         for reference in args.reference:
-            resolved = client.resolve_request_ref(args.project, reference, args.purpose or "")
-            also = folder_sha256(encoded) if resolved.upload_sha256 != encoded.sha256 else ""
-            found.append((resolved, local_ids(resolved, encoded, also)))
+            resolved = client.resolve_request_ref(
+                args.project, reference, sha256, args.purpose or ""
+            )
+            found.append((resolved, local_ids(resolved, encoded, sha256)))
     if args.json:
         print(
             json.dumps(

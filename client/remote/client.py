@@ -249,9 +249,15 @@ class MatcherClient(OperatorCalls):
         request = convert.issue_refs_request(project, hits, sha256, purpose)
         return convert.hit_refs(self._unary("IssueRequestRefs", request))
 
-    def resolve_request_ref(self, project: str, reference: str, purpose: str = "") -> ResolvedRef:
-        """Member: its own rows that a reference addressed to it points at."""
-        request = pb.ResolveRefRequest(project=project, reference=reference, purpose=purpose)
+    def resolve_request_ref(
+        self, project: str, reference: str, sha256: str, purpose: str = ""
+    ) -> ResolvedRef:
+        """Member: its own rows that a reference addressed to it points at, in its upload
+        `sha256` (as the matcher acknowledged it); a reference to another upload is refused
+        and nothing is recorded."""
+        request = pb.ResolveRefRequest(
+            project=project, reference=reference, purpose=purpose, upload_sha256=sha256
+        )
         return convert.resolved_ref(self._unary("ResolveRequestRef", request))
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------

@@ -8,7 +8,7 @@ each through a copy of its own, all bands shuffled together); S2 `expand`s the p
 tokens into the pairs of rows sharing a key in at least one band, once; S1's `fallback_split`
 applies the fallback CLK's rule (S1 knows which records lack the fallback's fields: the
 members told it). The result is the pairs S1 proposed when it held every record's keys
-(`record_blocking`, the tests' reference).
+(core/recordblocking.py `record_blocking`, the tests' reference).
 
 S1 learns each band's count of distinct keys, which keys two members share and each key's
 size class, not which records hold them, nor which of one member's records collide. S2 opens
@@ -25,9 +25,9 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +37,14 @@ Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
 Rows = npt.NDArray[np.uint32]
 Popcounts = npt.NDArray[np.int64]
+Order = npt.NDArray[np.uint32] | npt.NDArray[np.intp]  # positions in a range of keys
 PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
 RECORD, FALLBACK = 0, 1  # the CLKs of an upload
 BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a side)
-_SORTING = threading.Lock()  # one upload's keys sorted once (`Sealed.sorted_keys`)
+# A join looks a's keys up band by band, with no sort of b's, where a holds at most this
+# share of b's keys in a band range (`matched_keys`: a query's few records).
+LOOKUP_SHARE = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -69,42 +72,7 @@ class PairBatch:
             )
 
 
-def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
-    """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
-    for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
-    if keys_a.ndim != 2 or keys_b.ndim != 2 or keys_a.shape[1] != keys_b.shape[1]:
-        raise ValueError("band keys must be (rows, bands) with as many bands on both sides")
-    n_a, bands = keys_a.shape
-    n_b = len(keys_b)
-    found: list[npt.NDArray[np.uint64]] = []
-    for lo in range(0, bands if n_a and n_b else 0, band_step):
-        ka = keys_a[:, lo : lo + band_step].ravel()
-        kb = keys_b[:, lo : lo + band_step].ravel()
-        width = keys_a[:, lo : lo + band_step].shape[1]
-        # Both sides sorted: the look-ups of a's keys in b's then walk b in order.
-        order_a, order_b = np.argsort(ka), np.argsort(kb)
-        sorted_a, sorted_b = ka[order_a], kb[order_b]
-        start = np.searchsorted(sorted_b, sorted_a, side="left")
-        counts = np.searchsorted(sorted_b, sorted_a, side="right") - start
-        hit = np.flatnonzero(counts)
-        if not len(hit):
-            continue
-        c = counts[hit]
-        total = int(c.sum())
-        row_a = (order_a[hit] // width).astype(np.uint64)
-        at = np.repeat(start[hit] - (np.cumsum(c) - c), c) + np.arange(total)
-        row_b = (order_b[at] // width).astype(np.uint64)
-        found.append((np.repeat(row_a, c) << np.uint64(32)) | row_b)
-    if not found:
-        empty = np.empty(0, dtype=np.uint32)
-        return empty, empty.copy()
-    codes = _distinct(np.concatenate(found))
-    return (codes >> np.uint64(32)).astype(np.uint32), (codes & np.uint64(0xFFFFFFFF)).astype(
-        np.uint32
-    )
-
-
-def _distinct(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+def distinct_codes(codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """Sorted, each once: a sort and a comparison of neighbours (np.unique on 10^7 uint64s
     takes 40 times longer with numpy 2.3's hashing path)."""
     codes.sort()
@@ -129,6 +97,9 @@ def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
 
 def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     return np.clip(slots(classes), MIN_COPIES, MAX_COPIES)
+
+
+_TOKENS = slots(np.arange(MAX_CLASS + 1)) * copies(np.arange(MAX_CLASS + 1))  # a key's, by class
 
 
 def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
@@ -162,16 +133,20 @@ class Sealed:
     classes: npt.NDArray[np.uint8]
     sealed: npt.NDArray[np.uint8]
 
-    def token_offsets(self) -> npt.NDArray[np.int64]:
-        """Where each key's tokens start, in tokens (one past the end last); read-only."""
-        return self._offsets
-
-    @functools.cached_property
-    def _offsets(self) -> npt.NDArray[np.int64]:
-        out = np.zeros(len(self.keys) + 1, dtype=np.int64)
-        np.cumsum(slots(self.classes) * copies(self.classes), out=out[1:])
-        out.setflags(write=False)
-        return out
+    def token_offsets(self) -> npt.NDArray[np.uint32] | npt.NDArray[np.int64]:
+        """Where each key's tokens start, in tokens (one past the end last); read-only. Kept
+        for the upload's later joins, as uint32 (4 bytes a key) where the tokens are fewer
+        than 2^32. Computed once, under this upload's own lock (not functools.cached_property,
+        whose lock in Python 3.11 is one for every instance: a query's own offsets waited
+        for a partner's)."""
+        with self._offsetting:
+            if not self._offsets:
+                kind = np.uint32 if len(self.sealed) // TOKEN_BYTES < 1 << 32 else np.int64
+                out: Any = np.zeros(len(self.keys) + 1, kind)
+                np.cumsum(_TOKENS[self.classes].astype(kind), out=out[1:])
+                out.setflags(write=False)
+                self._offsets.append(out)
+            return self._offsets[0]
 
     @functools.cached_property
     def ends(self) -> npt.NDArray[np.int64]:
@@ -180,24 +155,84 @@ class Sealed:
         out.setflags(write=False)
         return out
 
-    @functools.cached_property
-    def _sorted(self) -> dict[tuple[int, int], tuple[npt.NDArray[np.intp], Keys]]:
-        return {}
+    # Each band range's keys sorted (`sorted_keys`), kept for the upload's later joins; the
+    # lock a range is sorted under (a second caller waits for the first's sort); `_guard`
+    # over both dicts. Not compared: an upload's cache, not its contents.
+    _sorted: dict[tuple[int, int], tuple[Order, Keys]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _sorting: dict[tuple[int, int], threading.Lock] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _guard: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    # `token_offsets`, once computed (a list of one), and the lock it is computed under.
+    _offsets: list[npt.NDArray[np.uint32] | npt.NDArray[np.int64]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _offsetting: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
-    def sorted_keys(self, lo: int, hi: int) -> tuple[npt.NDArray[np.intp], Keys]:
-        """Bands lo..hi's keys sorted: (the order, the sorted keys), kept for the upload's
-        next join (a query joins a few records with a partner's whole upload each time:
-        sorting the partner's keys was most of its cost), read-only."""
-        with _SORTING:
+    def sorted_keys(self, lo: int, hi: int) -> tuple[Order, Keys]:
+        """Bands lo..hi's keys sorted: (the order, the sorted keys), read-only, kept for the
+        upload's next join (a run's: a query's few records are looked up with no sort,
+        `looked_up`). S1 sorts an upload's ranges when it arrives (`presort`, off the request
+        path: rpc/twoserver_presort.py); a join that comes first sorts the range itself, or
+        waits for the sort under way: each range is sorted once, and another upload's sort
+        never holds it up."""
+        with self._guard:
             got = self._sorted.get((lo, hi))
+            if got is not None:
+                return got
+            sorting = self._sorting.setdefault((lo, hi), threading.Lock())
+        with sorting:
+            with self._guard:
+                got = self._sorted.get((lo, hi))
             if got is None:
                 keys = self.keys[self.ends[lo] : self.ends[hi]]
                 order = np.argsort(keys, kind="stable")
-                got = (order, keys[order])
+                # uint32 positions (a range's keys are far fewer than 2^32): 12 bytes a key
+                # kept, not 16
+                small = order.astype(np.uint32) if len(keys) < 1 << 32 else order
+                got = (small, keys[order])
                 for array in got:
                     array.setflags(write=False)
-                self._sorted[lo, hi] = got
+                with self._guard:
+                    self._sorted[lo, hi] = got
         return got
+
+    def ranges(self, band_step: int = BAND_STEP) -> list[tuple[int, int]]:
+        """The band ranges a join looks keys up in (`matched_keys`), those holding keys."""
+        n, ends = len(self.counts), self.ends
+        out = [(lo, min(lo + band_step, n)) for lo in range(0, n, band_step)]
+        return [(lo, hi) for lo, hi in out if ends[lo] != ends[hi]]
+
+    def presort(self, wanted: Callable[[], bool] = lambda: True) -> int:
+        """What a join needs of this upload, ahead of the first: its tokens' offsets
+        (`token_offsets`) and every range a run's join looks keys up in sorted (`sorted_keys`);
+        stop early once `wanted()` is false (the upload replaced). The ranges sorted here."""
+        if not wanted():
+            return 0
+        self.token_offsets()
+        done = 0
+        for lo, hi in self.ranges():
+            if not wanted():
+                break
+            with self._guard:
+                if (lo, hi) in self._sorted:
+                    continue
+            self.sorted_keys(lo, hi)
+            done += 1
+        return done
+
+    def kept_bytes(self) -> int:
+        """The bytes kept for joins beyond the upload's own: the sorted keys (`sorted_keys`)
+        and the tokens' offsets (`token_offsets`), those computed so far."""
+        with self._guard:
+            kept = sum(a.nbytes for got in self._sorted.values() for a in got)
+        return kept + sum(a.nbytes for a in self._offsets)
 
     def tokens(self) -> Shares:
         """(tokens, TOKEN_BYTES)."""
@@ -226,11 +261,34 @@ class Matched:
                           self.tokens_b[lo : lo + size])  # fmt: skip
 
 
+def looked_up(
+    ka: Keys, first: npt.NDArray[np.int64], end: npt.NDArray[np.int64], kb: Keys
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each of `ka` looked up in its own slice of `kb`, kb[first[i]:end[i]] (ascending: a
+    band's keys), by a binary search of them all at once: (the indexes into ka found, where in
+    kb). No sort: a few keys against many cost about 0.6 us a key (one CLK of one record
+    against a partner of 5,000: 1.1 ms CPU, where the partner's sort takes 0.33 s)."""
+    lo, hi = first.astype(np.int64), end.astype(np.int64)
+    active = np.flatnonzero(lo < hi)
+    while len(active):
+        mid = (lo[active] + hi[active]) >> 1
+        right = kb[mid] < ka[active]
+        lo[active[right]] = mid[right] + 1
+        hi[active[~right]] = mid[~right]
+        active = active[lo[active] < hi[active]]
+    at = np.flatnonzero(lo < end)
+    at = at[kb[lo[at]] == ka[at]]
+    return at, lo[at]
+
+
 def matched_keys(
     a: Sealed, b: Sealed, band_step: int = BAND_STEP
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(indexes into a's keys, into b's): each key both hold in the same band, a band range at
-    a time (each band's keys are distinct on each side, so each matches at most one)."""
+    a time (each band's keys are distinct on each side, so each matches at most one). Where a
+    holds few keys beside b's (at most LOOKUP_SHARE: a query's records), each is looked up in
+    its band of b's (`looked_up`: b's keys are not sorted, nor waited for); else b's range
+    sorted (`Sealed.sorted_keys`, kept) and a's keys searched in it (a run's)."""
     if len(a.counts) != len(b.counts):
         raise ValueError("sealed band keys with different numbers of bands")
     ends_a, ends_b = a.ends, b.ends
@@ -239,6 +297,12 @@ def matched_keys(
         hi = min(lo + band_step, len(a.counts))
         ka = a.keys[ends_a[lo] : ends_a[hi]]
         if not len(ka) or ends_b[lo] == ends_b[hi]:
+            continue
+        if len(ka) <= LOOKUP_SHARE * (ends_b[hi] - ends_b[lo]):
+            band = np.repeat(np.arange(lo, hi), a.counts[lo:hi])
+            found, where = looked_up(ka, ends_b[band], ends_b[band + 1], b.keys)
+            got_a.append(ends_a[lo] + found)
+            got_b.append(where)
             continue
         order_b, sorted_b = b.sorted_keys(lo, hi)
         start = np.searchsorted(sorted_b, ka, side="left")
@@ -371,30 +435,8 @@ def expand(
                                                (records[x], records[y])))  # fmt: skip
     out = []
     for (x, y, clk), parts in sorted(got.items()):
-        codes = _distinct(np.concatenate(parts))
+        codes = distinct_codes(np.concatenate(parts))
         rows_a = (codes >> np.uint64(32)).astype(np.uint32)
         rows_b = (codes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
         out.append(PairBatch(x, y, clk, rows_a, rows_b))
-    return out
-
-
-def record_blocking(
-    keys: Sequence[Sequence[Keys]], lacking: Sequence[npt.NDArray[np.bool_]] | None = None
-) -> list[PairBatch]:
-    """The cross-member pairs from every record's band keys, `keys[member][clk]` ((rows,
-    bands)), as S1 proposed them when it held them (the reference the sealed join plus S2's
-    expansion is tested against: the same pairs)."""
-    out = []
-    for x in range(len(keys)):
-        for y in range(x + 1, len(keys)):
-            if lacking is None:
-                ia, ib = colliding_pairs(keys[x][RECORD], keys[y][RECORD])
-                out.append(PairBatch(x, y, RECORD, ia, ib))
-                continue
-            lx, ly = lacking[x], lacking[y]
-            for clk in (RECORD, FALLBACK):
-                ia, ib = colliding_pairs(keys[x][clk], keys[y][clk])
-                either = lx[ia] | ly[ib]
-                keep = either if clk == FALLBACK else ~either
-                out.append(PairBatch(x, y, clk, ia[keep], ib[keep]))
     return out

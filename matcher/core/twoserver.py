@@ -67,6 +67,7 @@ from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.kernel import _check_threshold
+from blindmatch.matcher.core.recordblocking import colliding_pairs, record_blocking
 from blindmatch.matcher.core.sharing import pair_messages
 from blindmatch.matcher.core.solve import BRIDGE, REACH
 from blindmatch.matcher.core.twoblocking import (
@@ -80,11 +81,9 @@ from blindmatch.matcher.core.twoblocking import (
     Sealed,
     SealedLike,
     Shares,
-    colliding_pairs,
     expand,
     fallback_split,
     join,
-    record_blocking,
 )
 from blindmatch.matcher.domain import NO_RULE, Rule
 

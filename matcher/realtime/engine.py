@@ -318,7 +318,7 @@ class Realtime(LimitCalls):
             self.meter.refund(project.name, member, records, taken)
             self._record_unanswered(project.name, member, purpose, records, exc)
             raise
-        except errors.ResourceExhausted as exc:  # S1's or S2's own query limit: a quota's
+        except errors.ResourceExhausted as exc:  # S1's or S2's query limit (a quota's), or S1 busy
             self.meter.refund(project.name, member, records, taken)
             self.query_log.record(QueryRecord(self.clock(), project.name, member, QUERY, purpose,
                                               records, refused=str(exc), user=user))  # fmt: skip

@@ -39,7 +39,8 @@ from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
-PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1, MAX_PROPOSALS)
+PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1:
+# rpc/twoserver_proposals.py MAX_PROPOSALS)
 NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `blindmatch upload`)"
 
 # found[i][partner]: (ref, score) of the partner's records that hold queried record i

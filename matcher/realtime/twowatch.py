@@ -23,7 +23,8 @@ start has them forget every query's and watch's records of its projects (`forget
 A comparison that cannot be made ends the watch rather than passing an upload over in
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
 (RESOURCE_EXHAUSTED, recorded as `query.refused`), the watch's records gone from S1 or S2
-(FAILED_PRECONDITION: open it again under a fresh ticket).
+(FAILED_PRECONDITION: open it again under a fresh ticket), S1 still busy (its proposals all in
+flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = logging.getLogger("blindmatch.matcher.realtime")
 
 Record = Callable[[Sequence[QueryRecord]], None]
 WATCHES_AT_ONCE = twoquery.PARTNERS_AT_ONCE  # watches one upload is compared with at once
+BUSY_WAITS = (1.0, 5.0, 30.0)  # seconds before asking a busy S1 again (then the watch ends)
 
 
 class TwoServerWatches:
@@ -172,8 +174,7 @@ class TwoServerWatches:
             p = twoquery.partner_upload(self.store, partner, upload, watch.encoding)
             if p is None:
                 return None
-            got = twoquery.search_partner(self.setup, project.threshold, watch.name,
-                                          watch.records, p)  # fmt: skip
+            got = self._search_patiently(project, watch, p)
         except errors.FailedPrecondition as exc:
             if watch.ended or not any(w is watch for w in self.watches.every()):
                 return None  # ended meanwhile, its records forgotten: nothing to tell
@@ -185,6 +186,8 @@ class TwoServerWatches:
             log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
                         partner, watch.member, exc)  # fmt: skip
             return None
+        except errors.Busy as exc:  # S1 busy all the while: not a limit of the member's
+            return self._end(watch, exc)
         except errors.ResourceExhausted as exc:  # S1's or S2's own query limit
             self._record_refused(watch, str(exc))
             return self._end(watch, exc)
@@ -203,6 +206,24 @@ class TwoServerWatches:
                                            links.sims.tolist(), strict=True):  # fmt: skip
             by_record.setdefault(row, []).append((f"row:{partner_row}", score))
         return [(i, sorted(h, key=lambda x: -x[1])) for i, h in sorted(by_record.items())]
+
+    def _search_patiently(
+        self, project: Project, watch: Watch, p: twoquery.Partner
+    ) -> twoquery.PartnerFound:
+        """`search_partner`, asked again while S1 is busy (its proposals all in flight:
+        rpc/twoserver_proposals.py) at BUSY_WAITS' intervals, then Busy."""
+        assert self.setup is not None
+        for wait in (*BUSY_WAITS, None):
+            try:
+                return twoquery.search_partner(self.setup, project.threshold, watch.name,
+                                               watch.records, p)  # fmt: skip
+            except errors.Busy:
+                if wait is None or watch.ended:
+                    raise
+                log.info("S1 busy: %s/%s's watch compared again in %.0f s", watch.project,
+                         watch.member, wait)  # fmt: skip
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def _end(self, watch: Watch, exc: errors.ServiceError) -> list[tuple[int, Hits]] | None:
         """End `watch`, telling its stream `exc` (nothing found)."""

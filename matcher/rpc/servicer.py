@@ -364,7 +364,12 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
         member = require_consulting_member(context.caller, request.project, self.store)
         ref = requests.resolve(
-            self.store, request.project, member, request.reference, request.purpose
+            self.store,
+            request.project,
+            member,
+            request.reference,
+            request.purpose,
+            request.upload_sha256,
         )
         return convert.resolve_ref_reply(ref)
 

@@ -74,7 +74,8 @@ _BY_STATUS = {cls.status_name: cls for cls in (
 
 def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     """A failed call to party `who` as this party's error: UNAVAILABLE names the party that
-    could not be reached; other refusals keep their status, prefixed with the party."""
+    could not be reached; other refusals keep their status, prefixed with the party (and a
+    RESOURCE_EXHAUSTED marked retryable stays so: `Busy`)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or code.name
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not (
@@ -82,6 +83,9 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     ):
         return errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
     cls = _BY_STATUS.get(code.name, errors.ServiceError)
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    if cls is errors.ResourceExhausted and ("blindmatch-retryable", "1") in (trailing or ()):
+        cls = errors.Busy  # a momentary limit at the party (S1's proposals in flight)
     return cls(f"{who}: {details}")
 
 

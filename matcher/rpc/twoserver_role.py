@@ -29,6 +29,8 @@ from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_presort import Presorter
+from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
 from blindmatch.matcher.storage.role_store import RoleStore
@@ -38,9 +40,6 @@ from blindmatch.protos import blindmatch_pb2 as pb
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
-# S1's proposals held at once (runs, and queries: docs/realtime.md "Queries in a two-server
-# project"), each over its own members; the oldest ends beyond this.
-MAX_PROPOSALS = 64
 F = TypeVar("F", bound=Callable[..., Any])
 Rows = npt.NDArray[np.uint32]
 Bools = npt.NDArray[np.bool_]
@@ -80,7 +79,12 @@ class _Role:
     """What the three roles share: the uploads held, the keys."""
 
     def __init__(
-        self, role: str, key: str, member_key: str, keys: Mapping[str, str] | None = None
+        self,
+        role: str,
+        key: str,
+        member_key: str,
+        keys: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role, self.keys = role, Keys(role, key, member_key, keys)
         self.audit: RoleAudit | None = None  # create_role's data_dir
@@ -89,40 +93,23 @@ class _Role:
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
         # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
-        # is in one at most, so a batch's two members name its proposal.
-        self.proposals: dict[tuple[str, ...], Proposal] = {}
+        # is in one at most, so a batch's two members name its proposal (at most
+        # MAX_PROPOSALS in flight: rpc/twoserver_proposals.py).
+        self.proposals = Proposals(clock)
         self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
         # S1's and S2's own query limit (rpc/twoserver_queries.py); the combiner keeps none
         self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
+        # S1: each upload's band keys sorted as it arrives (rpc/twoserver_presort.py)
+        self.presorter = Presorter() if role == "s1" else None
 
     @property
     def proposal(self) -> Proposal | None:
         """S1's latest proposal (None: none)."""
-        return next(reversed(self.proposals.values()), None)
-
-    def hold_proposal(self, proposal: Proposal) -> None:
-        """Hold S1's new `proposal` (under the lock): it ends any earlier one over two of its
-        members (a second run over them), and beyond MAX_PROPOSALS the oldest over a query's
-        or watch's records (a watch's stays until the watch ends, long after its batches),
-        or with none the oldest, so that a run's is ended last."""
-        mine = set(proposal.members)
-        for k in [k for k in self.proposals if len(mine & set(k)) >= 2]:
-            del self.proposals[k]
-        new = tuple(proposal.members)
-        self.proposals[new] = proposal
-        while len(self.proposals) > MAX_PROPOSALS:
-            asked = (k for k in self.proposals if k != new and any(QUERY_MARK in n for n in k))
-            del self.proposals[next(asked, next(iter(self.proposals)))]
-
-    def proposal_of(self, member_a: str, member_b: str) -> Proposal | None:
-        """The proposal over both members (under the lock), or None."""
-        return next((p for k, p in self.proposals.items() if member_a in k and member_b in k),
-                    None)  # fmt: skip
+        return self.proposals.latest()
 
     def end_proposals(self, names: set[str]) -> None:
         """End the proposals over any of `names` (an upload replaced or dropped)."""
-        for k in [k for k in self.proposals if names & set(k)]:
-            del self.proposals[k]
+        self.proposals.end(names)
 
     def start(self, data_dir: Path | None, query_limits: QueryLimits | None = None) -> None:
         """S1's and S2's query limits (None: the defaults), then `keep` with a data dir."""
@@ -150,6 +137,8 @@ class _Role:
             self.close()
             raise
         self.held = restored.held
+        for name, h in sorted(self.held.items()):
+            self.presort(name, h)
         self.budget = PairBudget(self.store.spend)
         queries = self.queries.keep(self.store) if self.queries is not None else 0
         for (a, b, reach), keys in restored.spent.items():
@@ -176,7 +165,14 @@ class _Role:
                                                     time.gmtime(restored.backup_taken or 0)),
             )  # fmt: skip
 
+    def presort(self, name: str, held: Held) -> None:
+        """S1: sort `name`'s upload's band keys on the presorter's thread (not a query's)."""
+        if self.presorter is not None and held.sealed and QUERY_MARK not in name:
+            self.presorter.submit(name, held.sealed, lambda: self.held.get(name) is held)
+
     def close(self) -> None:
+        if self.presorter is not None:
+            self.presorter.close()
         for kept in (self.store, self.audit):
             if kept is not None:
                 kept.close()
@@ -212,6 +208,7 @@ class _Role:
             if store is not None:
                 store.discard(file)
             raise
+        self.presort(member, held)  # the reply does not wait for it
         log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 

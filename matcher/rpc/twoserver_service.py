@@ -10,11 +10,11 @@
   `linkbit.Party` on it, exchanging each round's masked inputs with S2 over S2's `Exchange`
   (the first message carrying the batch's rows, digest and output pad seed), and gives C
   S1's output shares.
-- S2 (`TwoServerShares`): the second shares and each upload's seal key; `Expand` opens the
-  tokens of the keys S1 matched into the pairs sharing a key (`ShareServer.expand`);
-  `Prepare` checks and holds C's batch, `Exchange` builds S2's `Party` once S1's first
-  message shows S1 checked that batch and runs its rounds, `Collect` gives C the output
-  shares.
+- S2 (`TwoServerShares`, rpc/twoserver_shares.py): the second shares and each upload's seal
+  key; `Expand` opens the tokens of the keys S1 matched into the pairs sharing a key
+  (`ShareServer.expand`); `Prepare` checks and holds C's batch, `Exchange` builds S2's
+  `Party` once S1's first message shows S1 checked that batch and runs its rounds, `Collect`
+  gives C the output shares.
 - C (`TwoServerCombiner`): how many records; `Run` drives the run (core/tworun.py `drive`)
   over S1 and S2 reached by gRPC (rpc/twoserver_client.py `RemoteServers`).
 
@@ -52,22 +52,17 @@ from blindmatch.matcher.core import linkbit, tworun
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.twoserver import (
-    TOKEN_BYTES,
     BlockingServer,
     Combiner,
-    Matched,
     PairBatch,
-    ShareServer,
 )
 from blindmatch.matcher.domain import NO_RULE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_client import (
-    CALL_SECONDS,
     MAX_MESSAGE_BYTES,
     RemoteServers,
     ShareExchange,
     channel_options,
-    expanded_parts,
     from_rows,
     read_expanded,
     to_rows,
@@ -75,6 +70,9 @@ from blindmatch.matcher.rpc.twoserver_client import (
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
+from blindmatch.matcher.rpc.twoserver_shares import MAX_PENDING as MAX_PENDING
+from blindmatch.matcher.rpc.twoserver_shares import STALE_SECONDS as STALE_SECONDS
+from blindmatch.matcher.rpc.twoserver_shares import SharesService
 from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -82,8 +80,6 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 ROLES = ("s1", "s2", "combiner")
-MAX_PENDING = 64  # batches S2 holds between Prepare and Collect
-STALE_SECONDS = 2 * CALL_SECONDS  # a batch not collected by then is forgotten
 THREADS = 16
 
 
@@ -97,8 +93,9 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         s2: ShareExchange,
         keys: Mapping[str, str] | None = None,
         threshold: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__("s1", key, member_key, keys)
+        super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
         self.threshold = threshold  # the only threshold S1 runs at; None: the combiner's
 
@@ -120,6 +117,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                 f"threshold: {cutoffs[0]}, but S1 runs at {self.threshold} (its --threshold)"
             )
         rule = part_rule(request, "run")
+        with self.lock:  # room for it, or refused before the join (Busy)
+            self.proposals.room(members)
         for name, h in zip(members, held, strict=True):
             if rule.active and h.rule != rule:
                 raise errors.InvalidArgument(
@@ -139,7 +138,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
                             rule=rule, only=only, later=block)  # fmt: skip
         with self.lock:
-            self.hold_proposal(proposal)
+            self.proposals.hold(proposal)
         self.log("combiner", "twoserver.run", run=proposal.id, members=members,
                  cutoffs=list(cutoffs), rule=rule.text() or "none",
                  pairs=sum(len(p) for p in proposal.parts),
@@ -170,10 +169,13 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
         with self.lock:
-            proposal = self.proposal_of(request.member_a, request.member_b)
+            proposal = self.proposals.of(request.member_a, request.member_b)
             if proposal is None:
+                ended = self.proposals.ended(request.member_a, request.member_b)
                 raise errors.FailedPrecondition(
-                    "batch: S1 has proposed no run over these uploads (Propose first)"
+                    f"batch: {ended}"
+                    if ended
+                    else "batch: S1 has proposed no run over these uploads (Propose first)"
                 )
             try:
                 rows_a, rows_b, drop, checked = self._checked(request, proposal)
@@ -203,174 +205,6 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
         return pb.ForgetReply(dropped=len(self.forget(request)))
-
-
-class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
-    """S2."""
-
-    def __init__(
-        self,
-        key: str,
-        member_key: str,
-        clock: Callable[[], float] = time.monotonic,
-        keys: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__("s2", key, member_key, keys)
-        self.pending: dict[str, pb.CircuitBatch] = {}  # prepared: C's batch, until S1's rounds
-        self.outputs: dict[str, bytes] = {}
-        self.since: dict[str, float] = {}  # batch -> when it was prepared
-        self.clock = clock
-
-    def _expire(self) -> None:
-        """Forget batches prepared longer ago than a call may last (a run that failed
-        between Prepare and Collect), so that they never fill S2 (under the lock)."""
-        cutoff = self.clock() - STALE_SECONDS
-        for batch in [b for b, t in self.since.items() if t < cutoff]:
-            self.pending.pop(batch, None)
-            self.outputs.pop(batch, None)
-            del self.since[batch]
-
-    @_from("member")
-    def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request, self.vouched(context))
-
-    @_from("s1")
-    def Expand(
-        self, request: Iterator[pb.SealedMatches], context: Any
-    ) -> Iterator[pb.ExpandedPairs]:
-        first = next(request, None)
-        if first is None or not first.HasField("run"):
-            raise errors.InvalidArgument("run: the first message names the run")
-        members, held = self.run_held(first.run)
-        if first.run.fallback and any(len(h.bits) != 2 for h in held):
-            raise errors.InvalidArgument("run.fallback: an upload without a fallback CLK")
-        matched = []
-        for n, m in enumerate(request, start=1):
-            where = f"message {n}"
-            if m.HasField("run"):
-                raise errors.InvalidArgument(f"run ({where}): the first message's only")
-            if not m.member_a < m.member_b < len(members):
-                raise errors.InvalidArgument(
-                    f"member_a/member_b ({where}): {m.member_a} and {m.member_b}; two of the "
-                    f"run's {len(members)}, the first lower"
-                )
-            if m.clk >= len(held[0].bits):
-                raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {len(held[0].bits)}")
-            if len(m.tokens_a) % TOKEN_BYTES or len(m.tokens_a) != len(m.tokens_b):
-                raise errors.InvalidArgument(
-                    f"tokens_a/tokens_b ({where}): {len(m.tokens_a)} and {len(m.tokens_b)} "
-                    f"bytes; as many, {TOKEN_BYTES} a token"
-                )
-            matched.append(Matched(
-                m.member_a, m.member_b, m.clk,
-                np.frombuffer(m.tokens_a, np.uint8).reshape(-1, TOKEN_BYTES),
-                np.frombuffer(m.tokens_b, np.uint8).reshape(-1, TOKEN_BYTES),
-            ))  # fmt: skip
-        s2 = ShareServer([h.shares for h in held], b"", seal_keys=[h.seal_key for h in held])
-        try:
-            expanded = s2.expand(matched, 2 if first.run.fallback else 1)
-        except ValueError as exc:
-            raise errors.InvalidArgument(str(exc)) from None
-        self.log("s1", "twoserver.expand", members=members,
-                 pairs=sum(len(p) for p in expanded))  # fmt: skip
-        yield from expanded_parts(expanded)
-
-    @_from("combiner")
-    def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
-        self.batch(request)
-        with self.lock:
-            self._expire()
-            if request.batch in self.pending or request.batch in self.outputs:
-                raise errors.InvalidArgument(f"batch: {request.batch!r} is prepared already")
-            if len(self.pending) + len(self.outputs) >= MAX_PENDING:
-                raise errors.ResourceExhausted(f"S2 holds {MAX_PENDING} batches not collected")
-            self.pending[request.batch] = request
-            self.since[request.batch] = self.clock()
-        return pb.PrepareReply()
-
-    def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, linkbit.Party, Bools]:
-        """The batch S1's first message opens: C's prepared batch, checked to be the one S1
-        checked, with S1's rows (a part of the proposal) or its own; S2's party."""
-        with self.lock:
-            m = self.pending.pop(first.batch, None)
-        if m is None:
-            raise errors.FailedPrecondition(f"batch: {first.batch!r} is not prepared on S2")
-        if first.checked != batch_digest(m):
-            raise errors.PermissionDenied(
-                f"checked: batch {first.batch!r} as S1 checked it is not the batch the "
-                "combiner prepared on S2 (other pairs, members, CLK or cut-offs)"
-            )
-        held, circuit, count = self.batch(m)
-        rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
-        if len(rows_a) != count or len(rows_b) != count or len(first.mask) != linkbit.SEED_BYTES:
-            raise errors.InvalidArgument(f"rows_a/rows_b/mask: not {count} pairs and a seed")
-        if not m.proposed and (first.rows_a, first.rows_b) != (m.rows_a, m.rows_b):
-            raise errors.PermissionDenied("rows_a/rows_b: not the pairs the combiner named")
-        for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
-            if count and int(rows.max()) >= h.records:
-                raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
-        bits = np.unpackbits(np.frombuffer(first.drop, np.uint8), bitorder="little")
-        if len(first.drop) != (count + 7) // 8:
-            raise errors.InvalidArgument(f"drop: {len(first.drop)} bytes for {count} pairs")
-        drop = bits[:count].astype(bool)
-        self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop], m.reach)
-        seen = (first.run, m.member_a, m.member_b)
-        with self.lock:
-            new = seen not in self.runs
-            self.runs.add(seen)
-        if new:  # S2's record of a run: each pair of members S1 opens batches of, once
-            self.log("s1", "twoserver.run", run=first.run, members=[m.member_a, m.member_b],
-                     cutoffs=list(m.cutoffs))  # fmt: skip
-        party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup)
-        return m, party, drop
-
-    @_from("s1")
-    def Exchange(
-        self, request: Iterator[pb.RoundMessage], context: Any
-    ) -> Iterator[pb.RoundMessage]:
-        first = next(request, None)
-        if first is None:
-            raise errors.InvalidArgument("an exchange of no messages")
-        m, party, drop = self._start(first)
-        rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
-        rounds, message = party.circuit.rounds, first
-        for r in range(rounds):
-            if r:
-                got = next(request, None)
-                if got is None:
-                    raise errors.InvalidArgument(f"masked: the exchange ended at round {r} of "
-                                                 f"{rounds}")  # fmt: skip
-                message = got
-            mine = party.open()
-            try:
-                party.close(message.masked)
-            except ValueError as exc:
-                raise errors.InvalidArgument(f"masked (round {r}): {exc}") from None
-            if r == rounds - 1:
-                out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
-                with self.lock:
-                    self.outputs[first.batch] = out
-            yield pb.RoundMessage(masked=mine)
-
-    @_from("combiner")
-    def Collect(self, request: pb.CollectRequest, context: Any) -> pb.OutputShares:
-        with self.lock:
-            out = self.outputs.pop(request.batch, None)
-            self.since.pop(request.batch, None)
-        if out is None:
-            raise errors.FailedPrecondition(
-                f"batch: {request.batch!r} has no outputs on S2 (not prepared, not exchanged, "
-                "or collected)"
-            )
-        return pb.OutputShares(shares=out)
-
-    @_from("combiner")
-    def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
-        dropped = set(self.forget(request))
-        with self.lock:  # batches prepared over the uploads dropped go with them
-            for b in [b for b, m in self.pending.items() if {m.member_a, m.member_b} & dropped]:
-                del self.pending[b], self.since[b]
-        return pb.ForgetReply(dropped=len(dropped))
 
 
 class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
@@ -457,16 +291,17 @@ def create_role(
     with `peer_credentials`); `member_key`: the members' (uploads only; or its digest);
     `keys`: by caller ("s1", "s2", "combiner", "operator"), the key (or `sha256:` digest)
     of each party this role answers (rpc/twoserver_keys.py; None: every party's is `key`);
-    `clock` (seconds) ages S2's batches; `data_dir`: where the role keeps its audit log
-    (storage/twoserver_audit.py) and what it holds, restored at start (storage/role_store.py;
-    None: memory only, no log); `threshold`: S1 runs at this one only (None: the combiner's);
+    `clock` (seconds) ages S2's batches and S1's proposals; `data_dir`: where the role keeps
+    its audit log (storage/twoserver_audit.py) and what it holds, restored at start
+    (storage/role_store.py; None: memory only, no log); `threshold`: S1 runs at this one
+    only (None: the combiner's);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
-                                  threshold)  # fmt: skip
+                                  threshold, clock)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":

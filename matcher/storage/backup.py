@@ -3,7 +3,9 @@
 1. The database is copied with SQLite's online backup API: one consistent
    snapshot, taken without stopping the matcher (writers wait a moment at most).
    The standing indexes (`index.sqlite`, real-time queries) are snapshotted the
-   same way right after it.
+   same way, at a moment that holds the same index changes as the database's
+   audit log (`read_together`: both read transactions opened under the index's
+   write lock, then copied), so a restored matcher's index is the one its log says.
 2. The CLK files that snapshot needs are copied from `clks/`. Upload files are
    written once and never changed, so a plain copy is consistent; one that the
    matcher deleted in the meantime (the member uploaded again) makes the backup
@@ -50,6 +52,7 @@ from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
 ATTEMPTS = 10
+LOCK_WAIT_S = 30.0  # for the index's write lock (`read_together`): a change being stored
 PINNED = 256  # files held open at once by one attempt (`pinned`)
 T = TypeVar("T")
 
@@ -93,18 +96,56 @@ def copy_key(source: Path, key_out: Path, dest: Path) -> None:
 def snapshot(source_db: Path, dest_db: Path) -> None:
     """Copy a (possibly live) database to `dest_db`, replacing what an earlier attempt left
     there: one consistent moment, with SQLite's online backup API."""
+    src = connect_read_only(source_db)
+    try:
+        copy_database(src, dest_db)
+    finally:
+        src.close()
+
+
+def copy_database(src: sqlite3.Connection, dest_db: Path) -> None:
+    """Copy the database `src` reads to `dest_db` (replacing what an earlier attempt left
+    there): the moment of `src`'s open read transaction, or else one moment now."""
     for stale in (dest_db, dest_db.with_name(dest_db.name + "-wal"),
                   dest_db.with_name(dest_db.name + "-shm")):  # fmt: skip
         stale.unlink(missing_ok=True)
-    src = connect_read_only(source_db)
     create_private_file(dest_db)
     dst = sqlite3.connect(dest_db)
     try:
-        src.backup(dst)
+        src.backup(dst)  # (the backup API reads through `src`'s read transaction, if open)
     finally:
         dst.close()
-        src.close()
     fsync_path(dest_db)
+
+
+@contextmanager
+def read_together(db: Path, index_db: Path) -> Iterator[list[sqlite3.Connection]]:
+    """Read transactions on the database and on `index.sqlite` (when there is one) that see
+    the same index changes: both are opened while this holds the index's write lock, so no
+    change is stored between the two moments they see. (A change is announced in the audit
+    log, then stored in the index, then settled in the log by a later write: a change the
+    log snapshot holds but the index snapshot lacks was stored after both were opened, so
+    the log snapshot still holds its announcement, which a restored matcher voids; a change
+    the index snapshot holds was announced before it, so the log snapshot holds its entry.)
+    The lock is held for the two openings only (writers wait well under a millisecond); the
+    copies are made after, through the read transactions."""
+    conns = [connect_read_only(db)]
+    try:
+        if index_db.is_file():
+            conns.insert(0, connect_read_only(index_db))
+            lock = sqlite3.connect(index_db, timeout=LOCK_WAIT_S, isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")  # the index's writers wait from here
+                for conn in conns:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # (opens it)
+                lock.execute("ROLLBACK")
+            finally:
+                lock.close()
+        yield conns[::-1]  # the database's first
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 @contextmanager
@@ -222,12 +263,13 @@ def converge(
 
 def _take(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
     """One attempt: the CLK files not copied yet opened, the database's and the index's
-    snapshots, one right after the other, then the CLK files the first names."""
+    snapshots (of the same index changes: `read_together`), then the CLK files the first
+    names."""
     staging.make()
     with pinned(source.clks, staging.clks) as pins:
-        snapshot(source.db, staging.db)
-        if source.index_db.is_file():
-            snapshot(source.index_db, staging.index_db)
+        with read_together(source.db, source.index_db) as conns:
+            for conn, dest in zip(conns, (staging.db, staging.index_db), strict=False):
+                copy_database(conn, dest)
         db = connect_read_only(staging.db)
         try:
             needed = sorted(needed_uploads(db))

@@ -10,7 +10,7 @@ the reference was issued for and appends its entry in the same transaction it is
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.references import RequestRef, new_reference, referable
@@ -199,9 +199,17 @@ class RequestStore(RunStore):
             )
         return refs
 
-    def resolve_ref(self, project: str, member: str, reference: str, purpose: str) -> RequestRef:
-        """The reference, once `member` is found to be the partner it was issued for and
-        the resolution is in the audit log."""
+    def resolve_ref(
+        self,
+        project: str,
+        member: str,
+        reference: str,
+        purpose: str,
+        check: Callable[[RequestRef], None],
+    ) -> RequestRef:
+        """The reference, once `member` is found to be the partner it was issued for,
+        `check` has passed it (it may refuse: nothing is written) and the resolution is in
+        the audit log."""
         with self.db.tx() as tx:
             row = tx.execute(
                 "SELECT reference, project, requester, partner, run_id, partner_rows, "
@@ -231,6 +239,7 @@ class RequestStore(RunStore):
                     f"reference: {reference} is addressed to another member{mine}; only the "
                     "member it was issued for can resolve it"
                 )
+            check(ref)
             tx.execute(
                 "UPDATE request_refs SET resolved=? WHERE reference=?", (self.clock(), reference)
             )

@@ -93,11 +93,41 @@ def issue_for_hits(
 
 
 def resolve(
-    store: Store, project_name: str, member: str, reference: str, purpose: str
+    store: Store,
+    project_name: str,
+    member: str,
+    reference: str,
+    purpose: str,
+    upload_sha256: str,
 ) -> RequestRef:
-    """The reference addressed to `member`: its own rows the requester's record matched."""
+    """The reference addressed to `member`: its own rows the requester's record matched,
+    once `upload_sha256` (the caller's ENCODED folder's upload) is shown to be the upload
+    they are of; a refusal records nothing (no `request.resolve` for a resolution that the
+    caller's folder could not have completed)."""
     project = store.project(project_name)
     purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
-    ref = store.resolve_ref(project.name, member, check_reference(reference), purpose)
+    reference = check_reference(reference)
+    if not upload_sha256:
+        raise InvalidArgument(
+            "upload_sha256: required (the SHA-256 the matcher acknowledged your --encoded "
+            "folder's upload with; a reference resolves only against the upload it points "
+            "into). A blindmatch client older than this matcher sends none: update it"
+        )
+
+    def same_upload(ref: RequestRef) -> None:
+        if ref.partner_sha256 != upload_sha256:
+            used, which = (
+                (f"run {ref.run_id} used", "for that run")
+                if ref.run_id
+                else ("the query searched", "before that query (your upload then)")
+            )
+            raise InvalidArgument(
+                f"reference {ref.reference} is to the upload that {used} (SHA-256 "
+                f"{ref.partner_sha256[:16]}...), not to this encoded folder's "
+                f"({upload_sha256[:16]}...); pass the --encoded folder you uploaded {which}. "
+                "Nothing was recorded"
+            )
+
+    ref = store.resolve_ref(project.name, member, reference, purpose, same_upload)
     log.info("%s/%s: request reference resolved", project.name, member)
     return ref
