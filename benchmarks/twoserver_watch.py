@@ -62,9 +62,9 @@ def wait_for(done: object, seconds: float = 600.0) -> float:
 
 def timed() -> dict[str, float]:
     """With S1 and S2 in this process: the wall seconds of each comparison
-    (`twoquery.search_partner`) and of S1's sorts of a new upload's band keys in it
-    (`Sealed.sorted_keys`, kept for the upload's next join) and of the link-bit circuit on
-    S1's proposal (`tworun.proposed_links`), summed since last reset."""
+    (`twoquery.search_partner`), of S1's sorts of band keys on any thread (`Sealed.sorted_keys`:
+    S1 sorts a new upload's keys after its reply, beside the comparison), and of the link-bit
+    circuit on S1's proposal (`tworun.proposed_links`), summed since last reset."""
     from blindmatch.matcher.core import twoblocking, tworun
     from blindmatch.matcher.realtime import twoquery
 
@@ -201,7 +201,7 @@ def main() -> int:
             values = [1000 * x[i] for x in r]
             print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
         if parts[name]:  # S1 and S2 here: the comparison's wall, and S1's sort in it
-            for i, what in ((0, "compared (search_partner)"), (1, "of which S1 sorts keys"),
+            for i, what in ((0, "compared (search_partner)"), (1, "S1 sorting keys (any thread)"),
                             (2, "of which the circuit")):  # fmt: skip
                 values = [1000 * x[i] for x in parts[name]]
                 print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
