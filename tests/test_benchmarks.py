@@ -254,3 +254,25 @@ def test_the_end_to_end_run_uploads_what_the_schema_makes_blindmatch_encode_uplo
     assert all(20 <= x.groups <= 40 for x in (ruled, bare, record))  # 30 people shared
     with pytest.raises(SystemExit, match="not the default schema's CLKs"):
         speed.uploads("realistic", 300, ROOT / "schemas" / "person-uk-field-level.json")
+
+
+def test_the_role_backup_churn_benchmark_backs_up_beside_uploads_and_forgets() -> None:
+    """benchmarks/role_backup_churn.py: backups read together pass their check."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/role_backup_churn.py", "--backups", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 backups (read together), churn 'uf': 0 failed; of the others, 0 problems" in (
+        done.stdout
+    )
+
+
+def test_the_check_index_audit_benchmark_checks_a_matcher_ok() -> None:
+    """benchmarks/check_index_audit.py: the cross-check of a member's changes, timed."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/check_index_audit.py", "--changes", "20", "--repeat", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "20 changes, 21 audit entries, 41 records, ok True" in done.stdout

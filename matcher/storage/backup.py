@@ -128,7 +128,8 @@ def read_together(db: Path, index_db: Path) -> Iterator[list[sqlite3.Connection]
     the log snapshot still holds its announcement, which a restored matcher voids; a change
     the index snapshot holds was announced before it, so the log snapshot holds its entry.)
     The lock is held for the two openings only (writers wait well under a millisecond); the
-    copies are made after, through the read transactions."""
+    copies are made after, through the read transactions. A two-server role's backup reads
+    its audit log (`db`) and held store (`index_db`) the same way (role_backup.py)."""
     conns = [connect_read_only(db)]
     try:
         if index_db.is_file():

@@ -17,7 +17,10 @@ reports every problem found, not just the first:
 - uploads are consistent: at most one current upload per member, every upload's member
   exists, retry ids point at real uploads;
 - standing indexes are consistent: every indexed record belongs to an index with an
-  encoding, and has that encoding's length.
+  encoding, and has that encoding's length; and they agree with the audit log
+  (index_audit.py): every change stored in `index.sqlite` has its `index.change` entry,
+  each member's index holds the records its last change's entry says, and every change the
+  log records as done is stored.
 
 What a start-up repairs by itself is reported apart, as *will be repaired*, not as a
 problem: files in `tmp/` (uploads in flight, or cut short), CLK files nothing refers to
@@ -42,6 +45,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.index_audit import check_index_audit
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
@@ -137,9 +141,14 @@ def check_data_dir(
     if snapshot is not None:
         _check_files(files, snapshot, report, hash_files=hash_files)
     if files.index_db.is_file():
-        _read(files.index_db, report, lambda db: _check_index(db, report), whole=True)
+        indexed = _read(files.index_db, report, lambda db: _check_index(db, report), whole=True)
         if snapshot is not None:
             _read(files.db, report, lambda db: _check_announced(db, files, report))
+        if snapshot is not None and indexed is not None:
+            try:
+                report.problems += check_index_audit(files.db, files.index_db)
+            except sqlite3.DatabaseError as exc:
+                report.problems.append(f"{files.index_db}: unreadable ({exc})")
     tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     if report.in_flight:
@@ -357,7 +366,7 @@ def _check_runs(db: sqlite3.Connection, report: IntegrityReport) -> None:
         report.problems.append(f"links stored for run {run_id}, which does not exist")
 
 
-def _check_index(db: sqlite3.Connection, report: IntegrityReport) -> None:
+def _check_index(db: sqlite3.Connection, report: IntegrityReport) -> bool:
     report.index_records = db.execute("SELECT COUNT(*) FROM index_records").fetchone()[0]
     for project, member, n in db.execute(
         "SELECT r.project, r.member, COUNT(*) FROM index_records r LEFT JOIN index_meta m "
@@ -375,6 +384,7 @@ def _check_index(db: sqlite3.Connection, report: IntegrityReport) -> None:
         report.problems.append(
             f"index of {project}/{member}: {n} records are not {bits}-bit CLKs like the rest"
         )
+    return True
 
 
 def _check_announced(db: sqlite3.Connection, files: DataDir, report: IntegrityReport) -> None:

@@ -9,10 +9,19 @@
    `pinned`), so one the role deletes meanwhile (a member's new upload, a `Forget`) is copied
    all the same; one placed after that and deleted before it is copied makes the backup take
    a fresh snapshot, keeping the files it copied already (backup.py `converge`).
-3. The audit log (`twoserver-ROLE.sqlite`) is snapshotted the same way, after the held
-   store; its key is **not** copied beside it (whoever held both could edit the log and
-   re-seal it): with `key_out` it goes to a file of its own, to be kept apart. The report
-   carries the chain's head (SEQ:HASH), an anchor to record elsewhere.
+3. The audit log (`twoserver-ROLE.sqlite`) is snapshotted at the same moment as the held
+   store (backup.py `read_together`: both read transactions opened while this holds the
+   held store's write lock, then copied). The role logs an upload before it stores it and
+   stores a `Forget` (drops the upload) before it logs it, so the copy never holds an
+   upload its log lacks, nor one its log says was forgotten (snapshotted one after the
+   other, a member's `Forget` between the two left an erased upload in the copy, and a
+   member's new upload between them failed the copy's check: its log's last entry of the
+   upload named another SHA-256). An upload logged and not yet stored at that moment (in
+   flight: not acknowledged) is in the copy's log only; `admin check` notes it, as it
+   would after a crash between the two. The audit key is **not** copied beside the log
+   (whoever held both could edit the log and re-seal it): with `key_out` it goes to a file
+   of its own, to be kept apart. The report carries the chain's head (SEQ:HASH), an anchor
+   to record elsewhere.
 4. Every upload of the copy is **sealed** (the held store's `sealed` table, with the moment
    the snapshot was taken): a role started on a restored copy counts every pair of two
    restored uploads as evaluated (core/pairbudget.py `seal`). The copy's budget is the
@@ -38,8 +47,10 @@ from blindmatch.matcher.storage.backup import (
     BackupError,
     anchor_of,
     converge,
+    copy_database,
     copy_kept,
     pinned,
+    read_together,
     snapshot,
 )
 from blindmatch.matcher.storage.datadir import fsync_path
@@ -62,13 +73,19 @@ class RoleBackupReport:
 
 def _take(source: RoleFiles, staging: RoleFiles, clock: Callable[[], float]
           ) -> tuple[int, int, int, float] | None:  # fmt: skip
-    """One attempt: the files not copied yet opened (`pinned`), the held store's snapshot,
-    the files its rows name (those an earlier attempt copied kept), the audit log's
-    snapshot, the seal; the files, bytes, pairs and when the snapshot was taken, or None
-    when a file vanished meanwhile."""
+    """One attempt: the files not copied yet opened (`pinned`), the held store's and the
+    audit log's snapshots (of one moment), the files the first's rows name (those an
+    earlier attempt copied kept), the seal; the files, bytes, pairs and when the snapshot
+    was taken, or None when a file vanished meanwhile."""
     with pinned(source.folder, staging.folder) as pins:
-        snapshot(source.held_db, staging.held_db)
-        taken = clock()
+        if source.audit_db.is_file():  # (both at one moment: see the module's 3.)
+            with read_together(source.audit_db, source.held_db) as (log, held):
+                taken = clock()
+                copy_database(held, staging.held_db)
+                copy_database(log, staging.audit_db)
+        else:
+            snapshot(source.held_db, staging.held_db)
+            taken = clock()
         db = connect_read_only(staging.held_db)
         try:
             files = [f"{f}.bin" for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
@@ -77,8 +94,7 @@ def _take(source: RoleFiles, staging: RoleFiles, clock: Callable[[], float]
         copied = copy_kept(files, source.folder, staging.folder, pins)
     if copied is None:
         return None
-    if source.audit_db.is_file():
-        snapshot(source.audit_db, staging.audit_db)
+    if staging.audit_db.is_file():
         _settle(staging.audit_db)
     return copied[0], copied[1], _seal(staging.held_db, taken), taken
 

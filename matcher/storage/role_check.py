@@ -12,13 +12,17 @@ found, each naming the file or row at fault, not just the first:
   the role's `twoserver.upload` audit entry carries: the checks the role's start makes
   (storage/role_store.py `load`), which refuses the start on any of them;
 - the audit log `twoserver-ROLE.sqlite` passes `PRAGMA integrity_check`, its keyed hash
-  chain verifies with its key (`twoserver-ROLE.audit.key`, or `audit_key_file`), and it has
+  chain verifies with its key (`twoserver-ROLE.audit.key`, or `audit_key_file`), it has
   every held upload's `twoserver.upload` entry with the SHA-256 the held store has (a log
-  replaced, or cut short at its end, which the chain alone does not show);
+  replaced, or cut short at its end, which the chain alone does not show), and no held
+  upload was forgotten after that entry (`twoserver.forget`: a held store older than its
+  log, which would hold an upload a member erased);
 - everything is its owner's only (the role refuses a held store others can read).
 
 What the next start repairs by itself is reported apart, as *will be repaired*: files in the
-folder no row names (an upload in flight, or cut short by a crash; deleted at start). A
+folder no row names (an upload in flight, or cut short by a crash; deleted at start); so is
+a held upload logged again with another SHA-256 not held (logged, then not yet stored: the
+role logs an upload before it stores it; nothing to repair). A
 running role changes the dir while it is read: the rows are read in one snapshot, and a file
 found missing, damaged or unnamed is judged again against a fresh snapshot taken after the
 file was looked at, so an upload replaced or forgotten meanwhile is not reported."""
@@ -31,6 +35,7 @@ import math
 import re
 import sqlite3
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +144,7 @@ def check_role_dir(
     files = RoleFiles(Path(data_dir), role)
     report = RoleReport(files.root, role)
     _check_private(files, report)
+    rows = None
     if not files.held_db.is_file():
         report.problems.append(f"{files.held_db}: missing; is it role {role}'s data dir?")
     else:
@@ -146,7 +152,8 @@ def check_role_dir(
         if rows is not None:
             _check_uploads(files, rows, report, hash_files=hash_files)
     key = Path(audit_key_file) if audit_key_file else files.audit_key
-    _check_audit(files.audit_db, key, report, require_key=require_key, held=rows or [])
+    _check_audit(files.audit_db, key, report, require_key=require_key, held=rows or [],
+                 fresh=lambda: _read_held(files.held_db, report, whole=False))  # fmt: skip
     return report
 
 
@@ -291,8 +298,9 @@ def _check_uploads(
 
 
 def _check_audit(
-    path: Path, key_file: Path, report: RoleReport, *, require_key: bool, held: list[Row]
-) -> None:
+    path: Path, key_file: Path, report: RoleReport, *, require_key: bool, held: list[Row],
+    fresh: Callable[[], list[Row] | None],
+) -> None:  # fmt: skip
     if not path.is_file():
         report.problems.append(
             f"{path}: missing; the role's audit log (its start makes a new, empty one: the "
@@ -313,40 +321,78 @@ def _check_audit(
             return
         report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
         _verify_chain(db, path, key_file, report, require_key=require_key)
-        _check_logged(db, path, held, report)
+        _check_logged(db, path, held, report, fresh)
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"{path}: unreadable, not a role's audit log ({exc})")
     finally:
         db.close()
 
 
-def _check_logged(db: sqlite3.Connection, path: Path, held: list[Row], report: RoleReport) -> None:
+def _check_logged(
+    db: sqlite3.Connection, path: Path, held: list[Row], report: RoleReport,
+    fresh: Callable[[], list[Row] | None],
+) -> None:  # fmt: skip
     """Every upload held has its `twoserver.upload` entry, with the SHA-256 stored with it
     (the role logs it before it commits the row, and the held rows were read before the log):
     an upload the log does not record means a log replaced or cut short at its end, which
-    the chain alone does not show."""
-    logged: dict[str, object] = {}
-    for member, detail in db.execute(
-        "SELECT member, detail FROM audit WHERE action = 'twoserver.upload' ORDER BY seq"
+    the chain alone does not show. A later entry of the same name with another SHA-256 is an
+    upload logged and not stored (in flight, or cut short by a crash: never acknowledged),
+    noted, not a problem. No upload held was forgotten after its entry (`twoserver.forget`:
+    the role drops an upload before it logs that, so one still held in `fresh`, the rows
+    read after the log, is held against the log's word: a held store older than its log)."""
+    logged: dict[str, list[tuple[int, object]]] = {}
+    forgot: dict[str, int] = {}
+    for seq, action, member, detail_text in db.execute(
+        "SELECT seq, action, member, detail FROM audit WHERE action IN "
+        "('twoserver.upload', 'twoserver.forget') ORDER BY seq"
     ):
         try:
-            logged[str(member)] = json.loads(detail).get("sha256")
-        except (ValueError, AttributeError):
-            logged[str(member)] = None
+            detail = json.loads(detail_text)
+        except ValueError:
+            detail = None
+        detail = detail if isinstance(detail, dict) else {}
+        if action == "twoserver.upload":
+            logged.setdefault(str(member), []).append((seq, detail.get("sha256")))
+        else:
+            forgot |= {str(n): seq for n in detail.get("names") or []}
+    against: list[tuple[str, int, int]] = []
     for name, _, meta_text in held:
         try:
             digest = json.loads(meta_text).get("sha256")
         except (ValueError, AttributeError):
             continue  # (reported with the upload's file)
-        if name not in logged:
+        entries = logged.get(name, [])
+        at = max((seq for seq, d in entries if d == digest), default=None)
+        if not entries:
             report.problems.append(
                 f"audit log {path}: no `twoserver.upload` entry of upload {name!r}, which the "
                 "held store holds: the log was replaced, or cut short at its end"
             )
-        elif logged[name] != digest:
+        elif at is None:
             report.problems.append(
-                f"audit log {path}: upload {name!r}'s last `twoserver.upload` entry records "
-                "another SHA-256 than the held store's"
+                f"audit log {path}: no `twoserver.upload` entry of upload {name!r} records the "
+                "SHA-256 the held store has (its last records another)"
+            )
+        else:
+            if entries[-1][0] > at:
+                report.repairs.append(
+                    f"audit log {path}: upload {name!r} logged again (entry {entries[-1][0]}) "
+                    f"with another SHA-256, not held: the role holds the upload of entry {at} "
+                    "(an upload in flight when the store was read, or cut short by a crash: "
+                    "never acknowledged; or a held store copied before its log, by an "
+                    "`admin backup` from before they were read together: the member uploads "
+                    "again; nothing to repair)"
+                )
+            if forgot.get(name, 0) > at:
+                against.append((name, at, forgot[name]))
+    still = {n for n, _, _ in fresh() or []} if against else set()
+    for name, at, seq in against:
+        if name in still:  # (else dropped while we read: the forget was logged after)
+            report.problems.append(
+                f"audit log {path}: upload {name!r} (entry {at}) was forgotten at entry {seq} "
+                "(`twoserver.forget`), yet the held store holds it: a held store older than "
+                "its log (copied apart from it); a role started on it would hold an upload a "
+                "member had erased"
             )
 
 

@@ -25,6 +25,7 @@ is appended, the copy passes `check_role_dir`, and only then is it renamed into 
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -68,6 +69,17 @@ def _head(log: Path) -> tuple[int, str] | None:
     return (int(row[0]), str(row[1])) if row else None
 
 
+def _upto(log: Path) -> list[audit.Entry]:
+    """The backup's own log's entries (none without one)."""
+    if not log.is_file():
+        return []
+    db = connect_read_only(log)
+    try:
+        return list(read_entries(db))
+    finally:
+        db.close()
+
+
 def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.Entry]:
     """The entries of `log` after the backup's `head`, once the whole chain verifies and
     holds that head."""
@@ -91,10 +103,38 @@ def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.En
     return [e for e in entries if head is None or e.seq > head[0]]
 
 
-def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tuple[list[str], int]:
-    """Drop the restored uploads forgotten or uploaded again in `after`, and those under
-    `forget` (PROJECT or PROJECT/MEMBER, as a combiner's `Forget` names them), and count its
-    queries again: the names dropped, and the queries."""
+def _not_as_logged(rows: list[tuple[str, str]], before: list[audit.Entry]) -> set[str]:
+    """The restored uploads (name, metadata rows) the backup's own log (`before`) says were
+    uploaded again with another SHA-256 (logged, not yet stored at the backup's moment:
+    stored and acknowledged after it), or forgotten after their upload (a backup that
+    copied its held store before its log, from before they were read together)."""
+    last: dict[str, tuple[int, object]] = {}
+    forgot: dict[str, int] = {}
+    for e in before:
+        if e.action == "twoserver.upload":
+            last[e.member] = (e.seq, e.detail.get("sha256"))
+        elif e.action == "twoserver.forget":
+            names = e.detail.get("names")
+            forgot |= {str(n): e.seq for n in names} if isinstance(names, list) else {}
+    stale = set()
+    for name, meta in rows:
+        try:
+            digest = json.loads(meta).get("sha256")
+        except (ValueError, AttributeError):
+            continue  # (the check names it)
+        seq, logged = last.get(name, (0, digest))
+        if logged != digest or forgot.get(name, -1) > seq:
+            stale.add(name)
+    return stale
+
+
+def _replay(
+    store: RoleStore, after: list[audit.Entry], forget: list[str], before: list[audit.Entry]
+) -> tuple[list[str], int]:
+    """Drop the restored uploads forgotten or uploaded again in `after` (or, unstored at the
+    backup's moment, in `before`, the backup's log), and those under `forget` (PROJECT or
+    PROJECT/MEMBER, as a combiner's `Forget` names them), and count its queries again: the
+    names dropped, and the queries."""
     gone: set[str] = set()
     replaced: set[str] = set()  # PROJECT/MEMBER/ that uploaded again
     queries = 0
@@ -113,7 +153,9 @@ def _replay(store: RoleStore, after: list[audit.Entry], forget: list[str]) -> tu
                               int(str(e.detail.get("records", 0))), e.time)  # fmt: skip
             queries += 1
     with store.db.reading() as conn:
-        held = {str(n) for (n,) in conn.execute("SELECT name FROM uploads")}
+        rows = conn.execute("SELECT name, meta FROM uploads").fetchall()
+    held = {str(n) for n, _ in rows}
+    gone.update(_not_as_logged(rows, before))
     prefixes = (*replaced, *(f"{f.strip('/')}/" for f in forget))
     gone.update(n for n in held if prefixes and n.startswith(prefixes))
     dropped = sorted(gone & held)
@@ -170,7 +212,8 @@ def restore_role_dir(
             after = _after(prev.audit_db, staging.audit_key.read_bytes(), head)
             staging.audit_db.unlink(missing_ok=True)
             snapshot(prev.audit_db, staging.audit_db)  # the longer history, adopted
-        report = _apply(staging, role, dest, after, prev, forget or [])
+        before = _upto(source.audit_db)
+        report = _apply(staging, role, dest, after, prev, forget or [], before)
         check = check_role_dir(staging.root, role)
         if not check.ok:
             raise RestoreError("the restored dir failed its integrity check:\n" + check.render())
@@ -187,13 +230,13 @@ def restore_role_dir(
 
 def _apply(
     staging: RoleFiles, role: str, dest: Path, after: list[audit.Entry],
-    prev: RoleFiles | None, forget: list[str],
+    prev: RoleFiles | None, forget: list[str], before: list[audit.Entry],
 ) -> RoleRestoreReport:  # fmt: skip
     store = RoleStore(staging.root, role)
     try:
         with store.db.reading() as conn:
             taken = conn.execute("SELECT MAX(at) FROM sealed").fetchone()[0]
-        dropped, queries = _replay(store, after, forget)
+        dropped, queries = _replay(store, after, forget, before)
         with store.db.reading() as conn:
             uploads = conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
             sealed = conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
