@@ -139,6 +139,19 @@ def test_the_twoserver_backup_benchmark_backs_up_checks_and_restores() -> None:
     assert "2 backups beside" in done.stdout and "dropped ['b']" in done.stdout
 
 
+def test_the_twoserver_watch_benchmark_tells_the_watch_of_each_upload() -> None:
+    """benchmarks/twoserver_watch.py: a two-server watch told of each of south's uploads."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/twoserver_watch.py", "--size", "1000", "--uploads", "2",
+         "--watched", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "south: its return -> last event" in done.stdout
+    events = next(line for line in done.stdout.splitlines() if line.startswith("south: events"))
+    assert events != "south: events an upload: [0]" and "," not in events  # each upload alike
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports

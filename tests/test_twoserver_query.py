@@ -5,7 +5,8 @@ reported as held by it, as the same query in a CLK project over the same records
 index) reports it; a person no partner holds is not; a partner without an upload is named as
 not searched; the query's records reach S1 and S2 only, under a name of their own, and are
 forgotten there; the matcher stores nothing of them; the query is audited and counted against
-the member's quota; `index` and `watch` stay refused, pointing at `query`."""
+the member's quota; `index` stays refused, pointing at `query`, and a watch that sends CLKs
+at the two-server watch (tests/test_twoserver_watch.py)."""
 
 from __future__ import annotations
 
@@ -192,7 +193,7 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
     assert entries[0]["member"] == "north" and "case 24/118" in json.dumps(entries[0])
 
 
-def test_quotas_apply_and_index_and_watch_are_refused_pointing_at_query(
+def test_quotas_apply_and_index_is_refused_pointing_at_query_and_a_clk_watch_at_s1_and_s2(
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],
     capsys: pytest.CaptureFixture[str],
@@ -212,7 +213,10 @@ def test_quotas_apply_and_index_and_watch_are_refused_pointing_at_query(
     capsys.readouterr()
     assert ask(world, "shares", two.tokens["north"], people, south) != 0
     assert "limit" in capsys.readouterr().err.lower()
-    # index and watch: refused, naming what works.
+    # Refused before its search: S1 and S2 forgot the records it sent them all the same.
+    for role in ("s1", "s2"):
+        assert not [n for n in world.roles[role].service.held if "@" in n]
+    # index: refused, naming what works; a watch sending CLKs too (test_twoserver_watch.py).
     assert (
         world.cli(
             "index",
@@ -230,7 +234,7 @@ def test_quotas_apply_and_index_and_watch_are_refused_pointing_at_query(
     assert "two-server mode" in err and "`blindmatch query` works" in err
     with (
         MatcherClient(world.target, two.tokens["north"]) as north,
-        pytest.raises(RejectedError, match="`blindmatch query` works"),
+        pytest.raises(RejectedError, match="never takes a CLK; a watch's records go to S1"),
     ):
         for _ in north.watch(
             "shares", b"\0" * 128, clk_bits=1024, fingerprint=b"\1" * 32, purpose="case 24/118"

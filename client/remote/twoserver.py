@@ -27,8 +27,8 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import _resolve, translate_errors
-from blindmatch.client.remote.convert import query_answer, score_rule
-from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, UploadReceipt
+from blindmatch.client.remote.convert import query_answer, score_rule, watch_event
+from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, UploadReceipt, WatchEvent
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -342,25 +342,18 @@ def project_upload(
     return ProjectUpload(t.name, where["s1"], where["s2"], receipt)
 
 
-def project_query(
+def _send_records(
     client: MatcherClient,
     project: str,
     upload: SharedUpload,
-    *,
-    clk_bits: int,
     fingerprint: bytes,
-    purpose: str,
-    schema_digest: str = "",
-    rule: tuple[float, float, float] | None = None,
-    s1: str = "",
-    s2: str = "",
-) -> QueryAnswer:
-    """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
-    project"): the query's records, encoded as `encode --two-server` encodes an upload
-    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
-    and S2 under a query ticket (checked against the project's uploads first), then the
-    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
-    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only."""
+    schema_digest: str,
+    rule: tuple[float, float, float] | None,
+    s1: str,
+    s2: str,
+) -> TwoServerTicket:
+    """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against
+    the project's uploads first); the ticket."""
     widths = [8 * s.shape[1] for s in upload.s2.shares]
     header = pb.UploadHeader(
         project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
@@ -380,12 +373,75 @@ def project_query(
         sent = [pool.submit(send, role) for role in ("s1", "s2")]
     for done in sent:
         done.result()
-    request = pb.QueryRequest(
+    return t
+
+
+def _request(
+    project: str, upload: SharedUpload, t: TwoServerTicket, clk_bits: int, fingerprint: bytes,
+    purpose: str, rule: tuple[float, float, float] | None,
+) -> pb.QueryRequest:  # fmt: skip
+    widths = [8 * s.shape[1] for s in upload.s2.shares]
+    return pb.QueryRequest(
         project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
         fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),
         two_server_ticket=t.ticket, two_server_records=len(upload),
     )  # fmt: skip
+
+
+def project_query(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    *,
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+    schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
+    s1: str = "",
+    s2: str = "",
+) -> QueryAnswer:
+    """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
+    project"): the query's records, encoded as `encode --two-server` encodes an upload
+    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
+    and S2 under a query ticket (checked against the project's uploads first), then the
+    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
+    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only."""
+    t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
+    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
     with translate_errors(client.target):
         reply = client._stub.Query(request, metadata=client._metadata(),
                                    timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
     return query_answer(reply)
+
+
+def project_watch(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    *,
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+    schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
+    s1: str = "",
+    s2: str = "",
+    timeout: float | None = None,
+) -> Iterator[WatchEvent]:
+    """A watch in a project in two-server mode (docs/realtime.md "Watching for later
+    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), then
+    the matcher's Watch stream tells of each partner's later upload that holds one of them,
+    as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
+    closed; the records are sent when the generator is first advanced."""
+    t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
+    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+    with translate_errors(client.target):
+        stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
+        try:
+            for message in stream:
+                event = watch_event(message)
+                if event is not None:
+                    yield event
+        finally:
+            stream.cancel()

@@ -13,6 +13,11 @@ of a project per period) or `--project-query-limit` (records per project, all me
 sliding window: RESOURCE_EXHAUSTED naming the limit, which the matcher reports to the member
 as a quota refusal. A query's name is counted once (its other partners are free) and
 admits one upload of records: records sent again under a name counted are refused.
+A watch's records (docs/realtime.md "Watching in a two-server project") are a query's by
+name: counted once, at their first comparison with a partner's new upload; each later upload
+compared with them is free while that count is in the window (each pair is evaluated once an
+upload, so a watch compares its records with an upload no more than one query would), and
+counted again at the first comparison after the count has left the window.
 
 `QueryCounter` is plain bookkeeping; the role keeps each counted query on disk with its data
 dir (storage/role_store.py), read back at start, so a restart resets nobody's count.

@@ -51,27 +51,25 @@ from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.core.segment import Hits
-from blindmatch.matcher.core.volume import QueryVolume, volume_report
 from blindmatch.matcher.domain import (
     DAY,
-    DEFAULT_QUOTA,
     MAX_QUERY_RECORDS,
     QUERY,
-    REFUSED_REQUEST,
     TWO_SERVER,
     UNANSWERED,
     WATCH,
     Encoding,
     Level,
     Project,
-    QueryQuota,
     QueryRecord,
 )
 from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
+from blindmatch.matcher.realtime.limits import LimitCalls
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.shards import RemoteLookups
+from blindmatch.matcher.realtime.twowatch import TwoServerWatches
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
@@ -93,20 +91,19 @@ class QueryResult:
 
 def takes_clks(project: Project) -> Project:
     """`project`, refused FAILED_PRECONDITION in two-server mode: its matcher never holds a
-    CLK, and standing indexes and watches are CLKs (docs/operations.md); its queries are
-    answered over S1 and S2 instead (twoquery.py)."""
+    CLK, and standing indexes are CLKs (docs/operations.md); its queries and watches are
+    answered over S1 and S2 instead (twoquery.py, twowatch.py)."""
     if project.mode == TWO_SERVER:
         raise errors.FailedPrecondition(
             f"project {project.name!r} runs in two-server mode: the matcher holds no CLKs, so "
-            "it keeps no standing index and answers no watch. `blindmatch query` works: it "
-            "searches the partners' latest two-server uploads at S1 and S2 (a partner updates "
-            'its records by uploading again; docs/realtime.md "Queries in a two-server '
-            'project")'
+            "it keeps no standing index. `blindmatch query` works: it searches the partners' "
+            "latest two-server uploads at S1 and S2 (a partner updates its records by "
+            'uploading again; docs/realtime.md "Queries in a two-server project")'
         )
     return project
 
 
-class Realtime:
+class Realtime(LimitCalls):
     """Standing indexes (loaded at start-up), queries, limits, watches and their log."""
 
     def __init__(
@@ -147,8 +144,14 @@ class Realtime:
             self.index_store.close()
             raise
         self.query_log = QueryLog(self.index_store, audit_sink=store.audit.append_all)
+        # Two-server projects' watches: their records at S1 and S2, compared with each new
+        # upload of a partner (twowatch.py).
+        self.two_watches = TwoServerWatches(store, two_server, self.watches,
+                                            self.query_log.record_all, self.clock)  # fmt: skip
+        self.two_watches.forget_left()  # what a matcher killed left at S1 and S2
 
     def close(self) -> None:
+        self.two_watches.close()
         self.query_log.close()
         self.index_store.close()
         if self.remote is not None:
@@ -197,6 +200,11 @@ class Realtime:
         """(clk_bits, refs, digests) of the member's index."""
         self.store.project(project)  # expired: NotFound, like every member call
         return self.indexes.listing(project, member)
+
+    def uploaded(self, project: str, member: str, upload_id: str) -> None:
+        """A member's upload completed: in a two-server project, its records are compared
+        with the other members' open watches (twowatch.py), after this returns."""
+        self.two_watches.uploaded(project, member, upload_id)
 
     def erase_member(self, project: str, member: str) -> None:
         """Forget a member's standing index, on disk and in memory (erasure)."""
@@ -289,21 +297,23 @@ class Realtime:
     ) -> QueryResult:
         """A two-server project's query (twoquery.py): the same purpose rule, quota, disclosure
         and records as a CLK-mode query's; the search over S1 and S2."""
-        if not audit.check_purpose(purpose, required=False, project=project.name):
-            raise errors.InvalidArgument(
-                "purpose: required; say why you are asking (a case reference, say)"
-            )
-        if clks:
-            raise errors.InvalidArgument(
-                f"clks: project {project.name!r} runs in two-server mode: the matcher never "
-                "takes a CLK; the query's records go to S1 and S2 (`blindmatch query` does so)"
-            )
-        twoquery.check_records(records)
-        taken = self._take_quota(project.name, member, QUERY, purpose, records)
+        try:
+            self._check_purpose(project, purpose)
+            if clks:
+                raise errors.InvalidArgument(
+                    f"clks: project {project.name!r} runs in two-server mode: the matcher never "
+                    "takes a CLK; the query's records go to S1 and S2 (`blindmatch query` does so)"
+                )
+            twoquery.check_records(records)
+            taken = self._take_quota(project.name, member, QUERY, purpose, records)
+        except BaseException:  # refused before its search: S1 and S2 forget its records now
+            twoquery.forget_refused(self.two_server, project.name, member, ticket,
+                                    self.two_watches.in_use)  # fmt: skip
+            raise
         user = audit.current_user()
         try:
             searched = twoquery.search(self.store, self.two_server, project, member, encoding,
-                                       ticket, records)  # fmt: skip
+                                       ticket, records, self.two_watches.in_use)  # fmt: skip
         except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
             self.meter.refund(project.name, member, records, taken)
             self._record_unanswered(project.name, member, purpose, records, exc)
@@ -332,22 +342,42 @@ class Realtime:
         return QueryResult(answer, searched.partners, project.disclosure, searched.not_searched)
 
     def watch(
-        self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes
-    ) -> Watch:
-        """Register a watch; events arrive when a partner later indexes a match."""
-        project = takes_clks(self.store.project(project_name))
-        if project.name not in self.index_store.allow_watch():
-            raise errors.FailedPrecondition(
-                f"watching is not allowed in project {project.name!r}; the operator allows it "
-                "with `blindmatch admin query-limits --allow-watch`"
-            )
-        words = self._check_query(project, purpose, encoding, clks)
-        self._take_quota(project.name, member, WATCH, purpose, len(words))
+        self, project_name: str, member: str, purpose: str, encoding: Encoding, clks: bytes,
+        *, two_server_ticket: str = "", records: int = 0,
+    ) -> Watch:  # fmt: skip
+        """Register a watch; events arrive when a partner later indexes a match (in a
+        two-server project: later uploads one; its `records` records at S1 and S2 under
+        `two_server_ticket`, `clks` empty, twowatch.py)."""
+        project = self.store.project(project_name)
         user = audit.current_user()
-        watch = Watch(project.name, member, purpose, words, user=user)
+        watch = None
+        if project.mode == TWO_SERVER:  # its records at S1 and S2, forgotten if refused
+            watch = self.two_watches.open(project, member, purpose, encoding, clks,
+                                          two_server_ticket, records, user)  # fmt: skip
+        elif two_server_ticket:
+            raise errors.InvalidArgument(
+                f"two_server_ticket: project {project.name!r} is not a two-server project "
+                "(its watches send CLKs)"
+            )
+        try:
+            if project.name not in self.index_store.allow_watch():
+                raise errors.FailedPrecondition(
+                    f"watching is not allowed in project {project.name!r}; the operator allows "
+                    "it with `blindmatch admin query-limits --allow-watch`"
+                )
+            if watch is None:
+                words = self._check_query(project, purpose, encoding, clks)
+                watch = Watch(project.name, member, purpose, words, user=user)
+            else:
+                self._check_purpose(project, purpose)
+            self._take_quota(project.name, member, WATCH, purpose, watch.size)
+        except BaseException:
+            if watch is not None:
+                self.two_watches.forget(watch)
+            raise
         self.watches.add(watch)
         self.query_log.record(
-            QueryRecord(self.clock(), project.name, member, WATCH, purpose, len(words), user=user)
+            QueryRecord(self.clock(), project.name, member, WATCH, purpose, watch.size, user=user)
         )
         return watch
 
@@ -356,22 +386,28 @@ class Realtime:
         while is_active():
             event = watch.next_event(timeout=WATCH_POLL_SECONDS)
             if watch.ended:
-                raise errors.NotFound(watch.ended)
+                raise watch.ended_as(watch.ended)
             if event is not None:
                 yield event
 
     def unwatch(self, watch: Watch) -> None:
-        """Forget a watch and its CLKs (when its stream ends)."""
+        """Forget a watch and its CLKs (when its stream ends); a two-server watch's records
+        S1 and S2 forget."""
         self.watches.remove(watch)
+        if watch.name:
+            self.two_watches.forget(watch)
 
-    def _check_query(
-        self, project: Project, purpose: str, encoding: Encoding, clks: bytes
-    ) -> np.ndarray:
+    def _check_purpose(self, project: Project, purpose: str) -> None:
         # The same rules as a results request's purpose; a query always needs one.
         if not audit.check_purpose(purpose, required=False, project=project.name):
             raise errors.InvalidArgument(
                 "purpose: required; say why you are asking (a case reference, say)"
             )
+
+    def _check_query(
+        self, project: Project, purpose: str, encoding: Encoding, clks: bytes
+    ) -> np.ndarray:
+        self._check_purpose(project, purpose)
         check_clk_bits(encoding.clk_bits, "clk_bits")
         check_fingerprint(encoding.fingerprint, "fingerprint")
         clk_bytes = encoding.clk_bits // 8
@@ -438,57 +474,3 @@ class Realtime:
                     user=audit.current_user(),
                 )
             )
-
-    # -- limits and the volume report ----------------------------------------------------------
-
-    def limits_for(self, project: str, member: str) -> QueryQuota:
-        table = self.index_store.limits()
-        default = table.get((project, ""), (0, 0))
-        own = table.get((project, member), (0, 0))
-        return QueryQuota(
-            per_minute=own[0] or default[0] or DEFAULT_QUOTA.per_minute,
-            per_day=own[1] or default[1] or DEFAULT_QUOTA.per_day,
-        )
-
-    def set_limits(
-        self, project: str, member: str, per_minute: int, per_day: int, allow_watch: bool | None
-    ) -> QueryQuota:
-        self.store.project(project)  # NotFound for an unknown project
-        if member and member not in self.store.members(project):
-            raise errors.NotFound(f"no member {member!r} in project {project!r}")
-        current = self.index_store.limits().get((project, member), (0, 0))
-        per_minute, per_day = per_minute or current[0], per_day or current[1]
-        # Recorded first: no change without its entry (a crash between the two leaves an
-        # entry for limits the operator was never told were set, and retries).
-        self.store.audit.append(
-            audit.Event(
-                audit.OPERATOR,
-                "query.limits",
-                project,
-                member,
-                detail={
-                    "per_minute": per_minute,
-                    "per_day": per_day,
-                    "allow_watch": allow_watch,
-                },
-            )
-        )
-        self.index_store.set_limits(project, member, per_minute, per_day)
-        if allow_watch is not None:
-            self.index_store.set_allow_watch(project, allow_watch)
-        return self.limits_for(project, member)
-
-    def watching_allowed(self, project: str) -> bool:
-        return project in self.index_store.allow_watch()
-
-    def report(self, project: str, hours: int) -> list[QueryVolume]:
-        self.store.project(project)
-        self.query_log.flush()
-        entries = [
-            e
-            for e in self.index_store.logged_queries(self.clock() - hours * 3600, project)
-            if e.kind in (QUERY, WATCH, REFUSED_REQUEST)
-        ]
-        members = self.store.members(project)
-        limits = {m: self.limits_for(project, m) for m in members}
-        return volume_report(entries, members, limits, hours)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
@@ -31,7 +32,7 @@ from blindmatch.matcher.core import linkbit, tickets, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.disclose import QueryDisclosure
 from blindmatch.matcher.core.twoserver import Combiner
-from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule, Upload
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
 from blindmatch.protos.wire import fingerprint_id
@@ -134,6 +135,7 @@ def search(
     encoding: Encoding,
     ticket: str,
     records: int,
+    watched: Callable[[str], bool] = lambda name: False,
 ) -> Searched:
     """Every partner's current upload searched for the query's `records` records (at S1 and
     S2 under `ticket`'s name), then the query's records forgotten at both. A partner without
@@ -143,6 +145,11 @@ def search(
         raise not_set_up("query")
     name = query_name(setup, project.name, member, ticket, time.time())
     check_records(records)
+    if watched(name):  # a query would have S1 and S2 forget an open watch's records
+        raise errors.InvalidArgument(
+            "two_server_ticket: an open watch's; a query sends its records under a query "
+            "ticket of its own"
+        )
     try:
         out = _search(store, setup, project, member, encoding, name, records)
     finally:
@@ -158,8 +165,25 @@ def search(
     return out
 
 
+def forget_refused(
+    setup: TwoServerSetup | None, project: str, member: str, ticket: str,
+    watched: Callable[[str], bool],
+) -> None:  # fmt: skip
+    """A query refused before its search (its purpose, its records, the member's quota): S1
+    and S2 forget the records it sent them, if its ticket is this member's and no open
+    watch's (never raising)."""
+    if setup is None:
+        return
+    try:
+        name = query_name(setup, project, member, ticket, time.time())
+    except errors.ServiceError:
+        return  # no records of this member's under it to forget
+    if not watched(name):
+        setup.forget(project, name.split("/")[1])
+
+
 @dataclass(frozen=True)
-class _Partner:
+class Partner:
     """One partner's current upload to search: its name at S1 and S2, records, widths, rule."""
 
     member: str
@@ -167,18 +191,40 @@ class _Partner:
     records: int
     bits: tuple[int, ...]
     rule: Rule
+    sha256: str = ""  # the upload's (a mapping answer's request references name it)
 
 
 @dataclass
-class _Found:
+class PartnerFound:
     links: Candidates | None = None  # None: not searched (`why`)
     pairs: int = 0
     why: str = ""
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
 
 
+def partner_upload(store: Store, partner: str, upload: Upload | None,
+                   encoding: Encoding) -> Partner | None:  # fmt: skip
+    """`partner`'s `upload` to search for records of `encoding` (its name at S1 and S2,
+    records, widths and the rule both carry); None without a two-server upload;
+    FailedPrecondition for another encoding than the query's."""
+    part = store.two_server_part(upload.id) if upload is not None else None
+    if upload is None or part is None:
+        return None
+    partner_name, bits = part
+    if encoding.clk_bits != sum(bits) or encoding.fingerprint != upload.fingerprint:
+        raise errors.FailedPrecondition(
+            f"clk_bits/fingerprint: the query's CLKs are {encoding.clk_bits} bits under "
+            f"{fingerprint_id(encoding.fingerprint)}, {partner}'s upload's {sum(bits)} under "
+            f"{fingerprint_id(upload.fingerprint)}: encode the query with the project's "
+            "schema and secret"
+        )
+    rule = store.score_rule(upload.id)
+    return Partner(partner, partner_name, upload.record_count, tuple(bits),
+                   rule if rule == encoding.rule else NO_RULE, upload.sha256)  # fmt: skip
+
+
 def _partners(store: Store, project: Project, member: str, encoding: Encoding,
-              out: Searched) -> list[_Partner]:  # fmt: skip
+              out: Searched) -> list[Partner]:  # fmt: skip
     """The partners to search (each with a current upload whose encoding is the query's);
     those without one named in `out.not_searched`."""
     uploads = store.current_uploads(project.name)
@@ -186,29 +232,20 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
     for partner in sorted(store.members(project.name)):
         if partner == member:
             continue
-        upload = uploads.get(partner)
-        part = store.two_server_part(upload.id) if upload is not None else None
-        if upload is None or part is None:
+        p = partner_upload(store, partner, uploads.get(partner), encoding)
+        if p is None:
             out.not_searched[partner] = NO_UPLOAD
-            continue
-        partner_name, bits = part
-        if encoding.clk_bits != sum(bits) or encoding.fingerprint != upload.fingerprint:
-            raise errors.FailedPrecondition(
-                f"clk_bits/fingerprint: the query's CLKs are {encoding.clk_bits} bits under "
-                f"{fingerprint_id(encoding.fingerprint)}, {partner}'s upload's {sum(bits)} under "
-                f"{fingerprint_id(upload.fingerprint)}: encode the query with the project's "
-                "schema and secret"
-            )
-        rule = store.score_rule(upload.id)
-        out.uploads[partner] = upload.sha256
-        found.append(_Partner(partner, partner_name, upload.record_count, tuple(bits),
-                              rule if rule == encoding.rule else NO_RULE))  # fmt: skip
+        else:
+            out.uploads[partner] = p.sha256
+            found.append(p)
     return found
 
 
-def _one(setup: TwoServerSetup, threshold: float, name: str, records: int, p: _Partner) -> _Found:
+def search_partner(
+    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
+) -> PartnerFound:
     """One partner's upload searched for the query's records at S1 and S2."""
-    out = _Found()
+    out = PartnerFound()
     combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
     servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
     try:
@@ -245,12 +282,12 @@ def _search(
     # batches, so one partner's wait on S1 and S2 overlaps another's.
     if len(partners) > 1:
         with ThreadPoolExecutor(min(len(partners), PARTNERS_AT_ONCE), "bm-twoquery") as pool:
-            jobs = [pool.submit(_one, setup, project.threshold, name, records, p)
+            jobs = [pool.submit(search_partner, setup, project.threshold, name, records, p)
                     for p in partners]  # fmt: skip
             wait(jobs)
         results = [j.result() for j in jobs]  # the first partner's error, in partner order
     else:
-        results = [_one(setup, project.threshold, name, records, p) for p in partners]
+        results = [search_partner(setup, project.threshold, name, records, p) for p in partners]
     for p, got in zip(partners, results, strict=True):
         for (a, b), n in got.transcript.sent.items():
             out.transcript.count(a, b, n)
@@ -271,4 +308,16 @@ def _search(
     return out
 
 
-__all__ = ["NO_UPLOAD", "Searched", "check_records", "query_name", "referenced", "search"]
+__all__ = [
+    "NO_UPLOAD",
+    "Partner",
+    "PartnerFound",
+    "Searched",
+    "check_records",
+    "forget_refused",
+    "partner_upload",
+    "query_name",
+    "referenced",
+    "search",
+    "search_partner",
+]

@@ -5,7 +5,9 @@ projects where the operator allowed watching. When a partner's index change puts
 records, each open watch of another member is searched against just those records; a
 match is disclosed at that partner's level (the same ladder as queries and batch
 results) and recorded as a notification, in the audit log, before any of the change's
-notifications is sent (if that record fails, none is).
+notifications is sent (if that record fails, none is). A two-server project's watch
+(twowatch.py) holds no CLK here, only its records' name at S1 and S2: each partner's new upload
+is compared with them there, and its notifications go the same way (`deliver`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from blindmatch.matcher.core.disclose import Match, disclose_query
+from blindmatch.matcher import errors
+from blindmatch.matcher.core.disclose import Match, QueryDisclosure, disclose_query
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.core.fallbackindex import searchable
-from blindmatch.matcher.domain import NOTIFY, Level, Project, QueryRecord
+from blindmatch.matcher.core.segment import Hits
+from blindmatch.matcher.domain import NOTIFY, Encoding, Level, Project, QueryRecord
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
@@ -40,6 +44,21 @@ class Watch:
     events: queue.Queue[Notification] = field(default_factory=queue.Queue)
     ended: str = ""  # why the matcher ended the watch (its project expired), if it did
     user: str = ""  # the member's named user who opened it (its notifications' audit entries)
+    ended_as: type[errors.ServiceError] = errors.NotFound  # the status `ended` is told with
+    # A two-server project's (twowatch.py): the watched records' name at S1 and S2 (`words`
+    # empty: the matcher holds none of them), how many, and their encoding's facts.
+    name: str = ""
+    records: int = 0
+    encoding: Encoding | None = None
+
+    @property
+    def size(self) -> int:
+        """How many records it watches."""
+        return self.records if self.name else len(self.words)
+
+    def end(self, why: str, as_: type[errors.ServiceError]) -> None:
+        """End it (its stream is told `as_(why)`, then forgets it)."""
+        self.ended_as, self.ended = as_, why
 
     def next_event(self, timeout: float) -> Notification | None:
         """The next event, or None after `timeout` seconds."""
@@ -64,6 +83,15 @@ class Watches:
         """Whether a member other than `besides` watches in `project`."""
         with self._lock:
             return any(w.project == project and w.member != besides for w in self._open)
+
+    def of(self, project: str, *, besides: str) -> list[Watch]:
+        """The open watches in `project` of members other than `besides`."""
+        with self._lock:
+            return [w for w in self._open if w.project == project and w.member != besides]
+
+    def every(self) -> list[Watch]:
+        with self._lock:
+            return list(self._open)
 
     def add(self, watch: Watch) -> None:
         with self._lock:
@@ -98,40 +126,61 @@ class Watches:
         records (`refs`, `words`) match it, as far as `level` (what a member may learn
         about `partner`) allows; scored as a query would be (`fallback_bits`: the
         fallback rule's, core.fallbackindex, and `rule` over both CLKs)."""
-        with self._lock:
-            watches = [w for w in self._open if w.project == project.name and w.member != partner]
+        watches = [w for w in self.of(project.name, besides=partner) if not w.name]
         if not watches:
             return
         added = searchable(words, refs, fallback_bits, rule)
-        events: list[tuple[Watch, Notification]] = []
-        records: list[QueryRecord] = []
-        for watch in watches:
-            for i, q in enumerate(watch.words):
-                hits = added.search(q, project.threshold)
-                if not hits:
-                    continue
-                answer = disclose_query([{partner: hits}], {partner: level})
-                match = answer.results[0][0] if answer.results[0] else None
-                events.append((watch, (i, partner, match)))
-                records.append(
-                    QueryRecord(
-                        clock(),
-                        project.name,
-                        watch.member,
-                        NOTIFY,
-                        watch.purpose,
-                        1,
-                        records_with_hits=1,
-                        disclosed={partner: level.label},
-                        user=watch.user,
-                    )
+        found = [
+            (w, [(i, added.search(q, project.threshold)) for i, q in enumerate(w.words)])
+            for w in watches
+        ]
+        deliver(project.name, partner, level, found, record, clock)
+
+
+def deliver(
+    project: str,
+    partner: str,
+    level: Level,
+    found: Sequence[tuple[Watch, Sequence[tuple[int, Hits]]]],
+    record: Callable[[Sequence[QueryRecord]], None],
+    clock: Callable[[], float],
+    refer: Callable[[Watch, QueryDisclosure], QueryDisclosure] | None = None,
+) -> int:
+    """Tell each watch which of its records (index, hits) `partner` now holds, as far as
+    `level` allows (`refer`: a two-server project's, its rows made request references at
+    `mapping`): each a notification recorded (durably, all in one write) before any is
+    sent; none is sent if that fails. How many were sent."""
+    events: list[tuple[Watch, Notification]] = []
+    records: list[QueryRecord] = []
+    for watch, hits_of in found:
+        for i, hits in hits_of:
+            if not hits:
+                continue
+            answer = disclose_query([{partner: hits}], {partner: level})
+            if refer is not None:
+                answer = refer(watch, answer)
+            match = answer.results[0][0] if answer.results[0] else None
+            events.append((watch, (i, partner, match)))
+            records.append(
+                QueryRecord(
+                    clock(),
+                    project,
+                    watch.member,
+                    NOTIFY,
+                    watch.purpose,
+                    1,
+                    records_with_hits=1,
+                    disclosed={partner: level.label},
+                    user=watch.user,
                 )
-        if not events:
-            return
-        try:
-            record(records)  # durable in the audit log first
-        except Exception:
-            log.exception("%d watch notification(s) not recorded, so not sent", len(events))
-            return
-        for watch, event in events:
-            watch.events.put(event)
+            )
+    if not events:
+        return 0
+    try:
+        record(records)  # durable in the audit log first
+    except Exception:
+        log.exception("%d watch notification(s) not recorded, so not sent", len(events))
+        return 0
+    for watch, event in events:
+        watch.events.put(event)
+    return len(events)

@@ -125,8 +125,9 @@ class RealtimeCalls:
     def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:
         member = require_consulting_member(context.caller, request.project, self.store)
         watch = self.realtime.watch(
-            request.project, member, request.purpose, convert.query_encoding(request), request.clks
-        )
+            request.project, member, request.purpose, convert.query_encoding(request), request.clks,
+            two_server_ticket=request.two_server_ticket, records=request.two_server_records,
+        )  # fmt: skip
         try:
             yield pb.WatchEvent(ready=True)
             for event in self.realtime.follow(watch, context.is_active):

@@ -297,6 +297,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
                 check=self._commit_check(context, header.project),
                 ticket_key=self.two_server.member_key if self.two_server else "",
             )
+        if self.two_server is not None and not receipt.replayed:  # two-server watches
+            self.realtime.uploaded(header.project, member, receipt.upload_id)
         return convert.upload_reply(receipt)
 
     @member_call

@@ -4,7 +4,9 @@ time the combiner has them compared with a partner's upload (S1's `Propose`, S2'
 and S1's `Evaluate` and S2's `Prepare` for a batch over them), refused beyond the role's
 `--query-limit`/`--project-query-limit`, audited in the role's audit log
 (`twoserver.query`, `twoserver.query.refused`) and, with a data dir, kept on disk
-(storage/role_store.py) and read back at start."""
+(storage/role_store.py) and read back at start. A two-server watch's records are a query's
+to the role (the same name form): counted at their first comparison with a new upload, the
+later ones free while that count is in the window (core/querylimit.py)."""
 
 from __future__ import annotations
 

@@ -248,7 +248,9 @@ class _Role:
     def forget(self, request: pb.ForgetRequest) -> list[str]:
         """Drop the uploads of `request.member` in `request.project` (every tag), or with
         no member every upload of the project: the combiner's call when a member erases its
-        data or a project expires. A run proposed over one of them ends. The names dropped."""
+        data or a project expires; with member `@` (QUERY_MARK) every query's and watch's
+        records in the project: a restarted combiner's (none is open then). A run proposed
+        over one of them ends. The names dropped."""
         project, member = request.project, request.member
         for field, value in (("project", project), ("member", member)):
             if "/" in value or (field == "project" and not value):
@@ -258,7 +260,12 @@ class _Role:
                 )
         prefix = f"{project}/{member}/" if member else f"{project}/"
         with self.lock:
-            dropped = sorted(m for m in self.held if m.startswith(prefix))
+            if member == QUERY_MARK:
+                prefix = f"{project}/*{QUERY_MARK}*/"  # (as the audit entry names it)
+                dropped = sorted(m for m in self.held if m.startswith(f"{project}/")
+                                 and QUERY_MARK in m.split("/")[1])  # fmt: skip
+            else:
+                dropped = sorted(m for m in self.held if m.startswith(prefix))
             if self.store is not None:  # off the disk before the reply
                 self.store.drop(dropped)
             for name in dropped:

@@ -1,0 +1,226 @@
+"""A watch in a two-server project: how long after a partner's upload the watch is told
+(docs/realtime.md "Watching in a two-server project"):
+
+    .venv/bin/python benchmarks/twoserver_watch.py [--size 14286] [--seed 3] [--watched 10]
+        [--uploads 10] [--roles here|processes] [--watches 1] [--at-once N]
+
+S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in this process,
+or with `--roles processes` each a `blindmatch two-server role` process of its own, as
+benchmarks/twoserver_query.py starts them); the messy fixture (benchmarks/messy.py). North
+watches its own first `--watched` records (encoded as `encode --two-server` encodes them, sent
+to S1 and S2 under a query ticket: client/remote/twoserver.py `project_watch`); south
+(south-police, ~35% of `--size` people, ~5,000 at the default) then uploads its encoded folder
+`--uploads` times (`blindmatch upload`, each a new upload at S1 and S2). Per upload: the
+upload's wall seconds (the command), then from its return until the matcher has compared it
+with the watch (`TwoServerWatches.compared`) and until the watch's last event for it arrived
+at north's client; p50 and max; and how many events each upload gave (the watched records
+south holds, the same each time). Then `--uploads` uploads by west (retail-bcrp, ~860, of the
+same population: it holds a few of north's people), the same figures. With `--watches K` north
+holds K watches (each of `--watched` other records of its own), which each upload is compared
+with at once (`--at-once 1`: one after the other); the step timings are then summed over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.messy import write_exports
+from benchmarks.twoserver_query import ADMIN, SCHEMA, pct, start_roles
+from blindmatch.cli.app import main as cli
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.errors import MatcherError
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.model import WatchEvent
+from blindmatch.client.remote.twoserver import project_watch
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.server import create_server
+
+
+def wait_for(done: object, seconds: float = 600.0) -> float:
+    """Poll `done()` until true; when (perf_counter)."""
+    deadline = time.perf_counter() + seconds
+    while not done():  # type: ignore[operator]
+        if time.perf_counter() > deadline:
+            raise TimeoutError("no comparison or event in time")
+        time.sleep(0.001)
+    return time.perf_counter()
+
+
+def timed() -> dict[str, float]:
+    """With S1 and S2 in this process: the wall seconds of each comparison
+    (`twoquery.search_partner`), of S1's sorts of band keys on any thread (`Sealed.sorted_keys`:
+    S1 sorts a new upload's keys after its reply, beside the comparison), and of the link-bit
+    circuit on S1's proposal (`tworun.proposed_links`), summed since last reset."""
+    from blindmatch.matcher.core import twoblocking, tworun
+    from blindmatch.matcher.realtime import twoquery
+
+    spent = {"search": 0.0, "sort": 0.0, "circuit": 0.0}
+
+    def wrap(owner: Any, name: str, what: str) -> None:
+        inner = getattr(owner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[what] += time.perf_counter() - t0
+
+        setattr(owner, name, call)
+
+    wrap(twoquery, "search_partner", "search")
+    wrap(twoblocking.Sealed, "sorted_keys", "sort")
+    wrap(tworun, "proposed_links", "circuit")
+    return spent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=14_286, help="people (each org holds ~35%%)")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--watched", type=int, default=10, help="north's records watched")
+    ap.add_argument("--uploads", type=int, default=10, help="uploads by south, then by west")
+    ap.add_argument(
+        "--watches",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        help="north's watches, each of --watched other records of its own",
+    )
+    ap.add_argument("--at-once", type=int, default=0,
+                    help="watches an upload is compared with at once (twowatch.WATCHES_AT_ONCE; "
+                    "1: one after the other; default: the code's)")  # fmt: skip
+    ap.add_argument("--roles", choices=("here", "processes"), default="here",
+                    help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    args = ap.parse_args()
+    if args.at_once:
+        from blindmatch.matcher.realtime import twowatch
+
+        twowatch.WATCHES_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
+    work = Path(tempfile.mkdtemp(prefix="bm-tswatch-"))
+    exports = write_exports(work / "exports", seed=args.seed, size=args.size)
+    secret_file = work / "linkage.secret"
+    cli(["secret", "new", str(secret_file)])
+    secret = secret_file.read_bytes().strip()
+    encoded = {}
+    for name, org in (("south", "south-police"), ("west", "retail-bcrp")):
+        encoded[name] = work / f"{name}.encoded"
+        source = exports[org]
+        assert cli(["encode", str(source.csv), "--schema", str(SCHEMA), "--secret-file",
+                    str(secret_file), "--mapping", str(source.mapping), "--out",
+                    str(encoded[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
+    schema = load_schema(SCHEMA)
+    north = exports["north-police"]
+    asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
+    clks = np.frombuffer(asked.clks, np.uint8).reshape(-1, asked.clk_bits // 8)
+    n = args.watched
+    watched = [sharing.shared_upload(clks[k * n : (k + 1) * n], secret, sharing.plan_of(schema),
+                                     asked.fallback_bits) for k in range(args.watches)]  # fmt: skip
+
+    spent = timed() if args.roles == "here" else None
+    s1, s2, key, member_key, stop_roles, _, _ = start_roles(work, args.roles == "processes")
+    setup = combiner_setup(s1, s2, key, member_key)
+    server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
+    target = f"127.0.0.1:{server.port}"
+    arrived: list[float] = []  # when each event reached north's client
+    try:
+        with MatcherClient(target, ADMIN) as op:
+            two = op.create_project("shares", ["north", "south", "west"], mode="two-server")
+            op.set_query_limits("shares", per_minute=10**6, per_day=10**7, allow_watch=True)
+        net = ["--server", target, "--quiet"]
+        north_client = MatcherClient(target, two.tokens["north"])
+
+        def follow(records: sharing.SharedUpload) -> None:
+            stream = project_watch(
+                north_client, "shares", records, clk_bits=asked.clk_bits,
+                fingerprint=asked.fingerprint, purpose="bench",
+                schema_digest=asked.schema_digest, rule=asked.rule,
+            )  # fmt: skip
+            event: WatchEvent
+            try:
+                for event in stream:
+                    del event
+                    arrived.append(time.perf_counter())  # (a list's append: thread-safe)
+            except MatcherError:  # the watch closed with north's client, at the end
+                pass
+
+        for records in watched:
+            threading.Thread(target=follow, args=(records,), daemon=True).start()
+        watches = server.realtime.two_watches
+        wait_for(lambda: len(server.realtime.watches) == args.watches)
+        load = os.getloadavg()[0]
+        rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
+        parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
+        for name in ("south", "west"):
+            for _ in range(args.uploads):
+                before, compared = len(arrived), watches.compared
+                if spent is not None:
+                    spent.update(search=0.0, sort=0.0, circuit=0.0)
+                t0 = time.perf_counter()
+                assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
+                            two.tokens[name], *net]) == 0  # fmt: skip
+                t1 = time.perf_counter()
+                t2 = wait_for(lambda: watches.compared > compared)  # noqa: B023
+                time.sleep(0.05)  # the events are put once recorded, just after
+                got = len(arrived) - before
+                last = arrived[-1] if got else t2
+                rows[name].append((t1 - t0, t2 - t1, last - t1, got))
+                if spent is not None:
+                    parts[name].append((spent["search"], spent["sort"], spent["circuit"]))
+        load_after = os.getloadavg()[0]
+        north_client.close()
+    finally:
+        server.stop(grace=None)
+        stop_roles()
+    where = "in this process" if args.roles == "here" else "each a process of its own"
+    print(
+        f"\nnorth watches {args.watched} of its records in each of {args.watches} watch(es) "
+        f"(compared {watches_at_once()} at once); {args.uploads} uploads each by south "
+        f"({read_count(encoded['south'])} records) and west ({read_count(encoded['west'])}); "
+        f"S1 and S2 {where}, loopback; load average {load:.1f} before, {load_after:.1f} after"
+    )
+    print(f"{'per upload (ms)':<34}{'p50':>9}{'max':>9}")
+    for name in ("south", "west"):
+        r = rows[name]
+        for i, what in ((0, "upload (the command)"), (1, "its return -> compared"),
+                        (2, "its return -> last event")):  # fmt: skip
+            values = [1000 * x[i] for x in r]
+            print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
+        if parts[name]:  # S1 and S2 here: the comparison's wall, and S1's sort in it
+            for i, what in ((0, "compared (search_partner)"), (1, "S1 sorting keys (any thread)"),
+                            (2, "of which the circuit")):  # fmt: skip
+                values = [1000 * x[i] for x in parts[name]]
+                print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
+        events = sorted({x[3] for x in r})
+        print(f"{name}: events an upload: {events}")
+    return 0
+
+
+def watches_at_once() -> int:
+    from blindmatch.matcher.realtime import twowatch
+
+    return twowatch.WATCHES_AT_ONCE
+
+
+def read_count(folder: Path) -> int:
+    from blindmatch.client.encoding.encoded import read_encoded
+
+    return read_encoded(folder).record_count
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Watches in a two-server project (docs/realtime.md "Watching in a two-server project"): the
+matcher, as the combiner C, never holds a CLK, so a watch's records are at S1 and S2 and a
+partner's "later match" is a record of its next upload.
+
+The watching member sends its records' shares to S1 and S2 under a query ticket, as a query's
+(`project/member@tag/tag`, core/tickets.py `query_name`; S1 and S2 hold them in memory only,
+never in their data dirs), then opens the watch with the ticket (engine.py `Realtime.watch`:
+the same opt-in, purpose, quota and audit entry as a CLK watch). When a partner's upload
+completes at the matcher (its header, the last of its parts: S1 and S2 hold their shares
+already), `TwoServerWatches.uploaded` compares each open watch of another member of the
+project with that upload, on a thread of its own (the upload's reply does not wait): the
+query machinery (twoquery.py `search_partner`: S1's proposal between the watch's records and
+the new upload, the link-bit circuit), and each watched record the upload holds is a
+notification, disclosed at the partner's level and recorded before it is sent, as a CLK
+watch's (watches.py `deliver`). Each such pair is new to S1 and S2 (the upload's name is), so
+their once-a-pair budget holds; S1 and S2 count the watch's records against their own query
+limit at its first comparison, once (core/querylimit.py; again only once a count has left
+their window). When the watch ends (its stream closed, its token revoked, its member erased,
+its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1 and S2 are told
+to forget its records (`Forget` of `member@tag`); a matcher killed cannot, so the next one to
+start has them forget every query's and watch's records of its projects (`forget_left`).
+
+A comparison that cannot be made ends the watch rather than passing an upload over in
+silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
+(RESOURCE_EXHAUSTED, recorded as `query.refused`), the watch's records gone from S1 or S2
+(FAILED_PRECONDITION: open it again under a fresh ticket), S1 still busy (its proposals all in
+flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import tickets
+from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
+from blindmatch.matcher.core.segment import Hits
+from blindmatch.matcher.domain import TWO_SERVER, WATCH, Encoding, Project, QueryRecord
+from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
+from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
+
+log = logging.getLogger("blindmatch.matcher.realtime")
+
+Record = Callable[[Sequence[QueryRecord]], None]
+WATCHES_AT_ONCE = twoquery.PARTNERS_AT_ONCE  # watches one upload is compared with at once
+BUSY_WAITS = (1.0, 5.0, 30.0)  # seconds before asking a busy S1 again (then the watch ends)
+
+
+class TwoServerWatches:
+    """The two-server watches' side at the matcher: opening, comparing with each new upload,
+    forgetting."""
+
+    def __init__(
+        self,
+        store: Store,
+        setup: TwoServerSetup | None,
+        watches: Watches,
+        record: Record,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store, self.setup, self.watches = store, setup, watches
+        self.record, self.clock = record, clock
+        # One upload's comparisons at a time, in the order the uploads completed.
+        self._pool = ThreadPoolExecutor(1, "bm-twowatch")
+        self._lock = threading.Lock()
+        self._names: set[str] = set()  # the open watches' names at S1 and S2
+        self.compared = 0  # uploads compared with watches (tests, the benchmark)
+
+    def open(
+        self, project: Project, member: str, purpose: str, encoding: Encoding, clks: bytes,
+        ticket: str, records: int, user: str,
+    ) -> Watch:  # fmt: skip
+        """The watch of the `records` records at S1 and S2 under `ticket` (checked: the
+        matcher's, a query ticket, this member's of this project, in use by no open watch).
+        Its records are forgotten if it is refused after that (`forget`)."""
+        if self.setup is None:
+            raise not_set_up("watch")
+        if clks:
+            raise errors.InvalidArgument(
+                f"clks: project {project.name!r} runs in two-server mode: the matcher never "
+                "takes a CLK; a watch's records go to S1 and S2 under a query ticket "
+                "(client/remote/twoserver.py `project_watch`)"
+            )
+        name = twoquery.query_name(self.setup, project.name, member, ticket, time.time())
+        with self._lock:
+            if name in self._names:
+                raise errors.InvalidArgument(
+                    "two_server_ticket: an open watch's; each watch sends its records under "
+                    "a query ticket of its own"
+                )
+            self._names.add(name)
+        empty = np.empty((0, 0), np.uint64)
+        watch = Watch(project.name, member, purpose, empty, user=user, name=name,
+                      records=records, encoding=encoding)  # fmt: skip
+        try:
+            twoquery.check_records(records)
+        except BaseException:
+            self.forget(watch)
+            raise
+        return watch
+
+    def in_use(self, name: str) -> bool:
+        """Whether an open watch's records are under `name` (a query must not forget them)."""
+        with self._lock:
+            return name in self._names
+
+    def uploaded(self, project: str, member: str, upload_id: str) -> None:
+        """`member`'s upload `upload_id` completed: compare it with the other members' open
+        watches in `project`, on the comparing thread."""
+        if any(w.name for w in self.watches.of(project, besides=member)):
+            self._pool.submit(self._compare_logged, project, member, upload_id)
+
+    def _compare_logged(self, project: str, partner: str, upload_id: str) -> None:
+        try:
+            self._compare(project, partner, upload_id)
+        except Exception:  # on the comparing thread: nobody else would hear of it
+            log.exception("%s/%s's upload not compared with the two-server watches", project,
+                          partner)  # fmt: skip
+
+    def _compare(self, project_name: str, partner: str, upload_id: str) -> None:
+        try:
+            project = self.store.project(project_name)
+            upload = self.store.current_uploads(project_name).get(partner)
+        except errors.NotFound:  # expired meanwhile: its watches ended with it
+            return
+        if upload is None or upload.id != upload_id:
+            return  # replaced (or erased) meanwhile: the later upload is compared in turn
+        watches = [w for w in self.watches.of(project_name, besides=partner) if w.name]
+        if not watches or self.setup is None:
+            return
+        start = time.perf_counter()
+        level = effective_level(project.disclosure, self.store.consents(project_name).get(partner))
+        # The watches at once (WATCHES_AT_ONCE at most), as a query's partners: each its own
+        # proposal at S1 (S1 sorts the upload's band keys once, for the first), so one
+        # watch's waits on S1 and S2 overlap another's.
+        if len(watches) > 1 and WATCHES_AT_ONCE > 1:
+            with ThreadPoolExecutor(min(len(watches), WATCHES_AT_ONCE), "bm-twowatch-c") as pool:
+                got = list(pool.map(lambda w: self._search(project, partner, upload_id, w),
+                                    watches))  # fmt: skip
+        else:
+            got = [self._search(project, partner, upload_id, w) for w in watches]
+        found = [(w, hits) for w, hits in zip(watches, got, strict=True) if hits is not None]
+        # At `mapping` a partner's rows are request references to the upload compared, as a
+        # two-server query's are (twoquery.py `referenced`).
+        uploads = twoquery.Searched([], [], uploads={partner: upload.sha256})
+
+        def refer(watch: Watch, answer: QueryDisclosure) -> QueryDisclosure:
+            return twoquery.referenced(self.store, project_name, watch.member, watch.purpose,
+                                       answer, uploads)  # fmt: skip
+
+        sent = deliver(project_name, partner, level, found, self.record, self.clock, refer)
+        self.compared += 1
+        log.info(
+            "%s/%s's upload compared with %d two-server watch(es): %d notification(s) in %.0f ms",
+            project_name, partner, len(watches), sent, 1000 * (time.perf_counter() - start),
+        )  # fmt: skip
+
+    def _search(
+        self, project: Project, partner: str, upload_id: str, watch: Watch
+    ) -> list[tuple[int, Hits]] | None:
+        """The watch's records `partner`'s upload holds (record, hits), or None: not
+        compared (another encoding, an upload not whole at S1 and S2), or the watch ended."""
+        assert self.setup is not None and watch.encoding is not None
+        try:
+            upload = self.store.upload(upload_id)
+            p = twoquery.partner_upload(self.store, partner, upload, watch.encoding)
+            if p is None:
+                return None
+            got = self._search_patiently(project, watch, p)
+        except errors.FailedPrecondition as exc:
+            if watch.ended or not any(w is watch for w in self.watches.every()):
+                return None  # ended meanwhile, its records forgotten: nothing to tell
+            if "the query's records are not at S1 and S2" in str(exc):
+                return self._end(watch, errors.FailedPrecondition(
+                    f"the watch's records are not at S1 and S2 ({exc}): open it again under a "
+                    "fresh query ticket"
+                ))  # fmt: skip
+            log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
+                        partner, watch.member, exc)  # fmt: skip
+            return None
+        except errors.Busy as exc:  # S1 busy all the while: not a limit of the member's
+            return self._end(watch, exc)
+        except errors.ResourceExhausted as exc:  # S1's or S2's own query limit
+            self._record_refused(watch, str(exc))
+            return self._end(watch, exc)
+        except errors.ServiceError as exc:  # S1 or S2 down (UNAVAILABLE), or refusing
+            return self._end(watch, type(exc)(
+                f"{partner}'s new upload could not be compared with this watch: {exc}; open "
+                "it again (the records the partner uploaded since are not searched)"
+            ))  # fmt: skip
+        if got.links is None:
+            log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
+                        partner, watch.member, got.why)  # fmt: skip
+            return None
+        by_record: dict[int, Hits] = {}
+        links = got.links
+        for row, partner_row, score in zip(links.rec0.tolist(), links.rec1.tolist(),
+                                           links.sims.tolist(), strict=True):  # fmt: skip
+            by_record.setdefault(row, []).append((f"row:{partner_row}", score))
+        return [(i, sorted(h, key=lambda x: -x[1])) for i, h in sorted(by_record.items())]
+
+    def _search_patiently(
+        self, project: Project, watch: Watch, p: twoquery.Partner
+    ) -> twoquery.PartnerFound:
+        """`search_partner`, asked again while S1 is busy (its proposals all in flight:
+        rpc/twoserver_proposals.py) at BUSY_WAITS' intervals, then Busy."""
+        assert self.setup is not None
+        for wait in (*BUSY_WAITS, None):
+            try:
+                return twoquery.search_partner(self.setup, project.threshold, watch.name,
+                                               watch.records, p)  # fmt: skip
+            except errors.Busy:
+                if wait is None or watch.ended:
+                    raise
+                log.info("S1 busy: %s/%s's watch compared again in %.0f s", watch.project,
+                         watch.member, wait)  # fmt: skip
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _end(self, watch: Watch, exc: errors.ServiceError) -> list[tuple[int, Hits]] | None:
+        """End `watch`, telling its stream `exc` (nothing found)."""
+        log.warning("%s/%s's two-server watch ended: %s", watch.project, watch.member, exc)
+        watch.end(str(exc), type(exc))
+        self.watches.remove(watch)
+        return None
+
+    def _record_refused(self, watch: Watch, why: str) -> None:
+        try:
+            self.record([QueryRecord(self.clock(), watch.project, watch.member, WATCH,
+                                     watch.purpose, watch.records, refused=why,
+                                     user=watch.user)])  # fmt: skip
+        except Exception:
+            log.exception("a two-server watch's refusal not recorded")
+
+    def forget(self, watch: Watch) -> None:
+        """Have S1 and S2 forget `watch`'s records (it ended); a server that cannot be told
+        holds them in memory only, until it restarts."""
+        with self._lock:
+            if watch.name not in self._names:
+                return
+        if self.setup is not None:
+            for f in self.setup.forget(watch.project, watch.name.split("/")[1]):
+                if f.error:
+                    log.warning("%s did not forget %s's watched records: %s", f.server,
+                                watch.member, f.error)  # fmt: skip
+        with self._lock:  # in use until forgotten (a query on its name is refused till then)
+            self._names.discard(watch.name)
+
+    def forget_left(self) -> None:
+        """At start-up, before any query or watch: have S1 and S2 forget every query's and
+        watch's records in the live two-server projects (`Forget` of member `@`), which a
+        matcher that stopped without closing (killed) could not tell them to. Stops at the
+        first server that does not answer (logged: they hold such records in memory only,
+        until they restart)."""
+        if self.setup is None:
+            return
+        for name in self.store.live_projects():
+            if self.store.mode_of(name) != TWO_SERVER:
+                continue
+            forgot = self.setup.forget(name, tickets.QUERY_MARK)
+            if any(f.dropped for f in forgot):
+                log.info("%s: S1 and S2 forgot %s queries' and watches' records left from "
+                         "before", name, "/".join(str(f.dropped) for f in forgot))  # fmt: skip
+            failed = [f for f in forgot if f.error]
+            if failed:
+                log.warning(
+                    "at start-up, %s: a query's or a watch's records left at S1 and "
+                    "S2 from before are there until they restart",
+                    failed[0].error,
+                )
+                return
+
+    def close(self) -> None:
+        """The matcher stops: no more comparisons, and S1 and S2 forget every open watch's
+        records."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for watch in self.watches.every():
+            if watch.name:
+                self.forget(watch)
+
+
+__all__ = ["TwoServerWatches"]
