@@ -349,6 +349,8 @@ def phase(status: RunProgress) -> str:
 def phases(seen: dict[str, float], total: float) -> str:
     """Wall seconds of each phase first seen in the watched progress (to the next one)."""
     marks = sorted((t, p) for p, t in seen.items() if p in PHASES)
+    if not marks:  # a run done before its progress was first watched (a tiny one)
+        return "none watched"
     ends = [t for t, _ in marks[1:]] + [total]
     return ", ".join(f"{PHASES[p]} {end - t:.1f}" for (t, p), end in zip(marks, ends, strict=True))
 
