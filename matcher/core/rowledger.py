@@ -15,6 +15,11 @@ combiner reuses what it learned of unchanged uploads (core/outcomes.py) and asks
 where its groups changed, which the cap then answers 0 (a join not made, an extra scored 0).
 A new upload of either member starts its pairs afresh (`forget`).
 
+S1 with a data dir keeps the ledger on disk (storage/role_store.py, table `ledger`): `record`
+makes each batch's new entries durable before they count (and before the batch is
+evaluated), and `restore` reads them back at start, so that a restarted S1 still caps the
+records paired, and counts the reach pairs asked, before it stopped.
+
 One matching of reach pairs an upload still gives a C that guessed each record's near
 neighbour in the other member right up to 1.3% of a member of 1,000 with 50 known pairs
 (docs/privacy-design.md), where an honest run asks a few reach pairs (0-5 a run on members
@@ -26,12 +31,13 @@ REACH_FLOOR), over every run: a join beyond it is not made.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
 
 Rows = npt.NDArray[np.uint32]
+Record = Callable[[str, str, str, Rows, Rows, str], None]
 KINDS = ("extra", "reach")
 REACH_SHARE = 0.01  # reach pairs a pair of uploads may have, as a share of the smaller's records
 REACH_FLOOR = 16  # ... and at least this many
@@ -44,12 +50,15 @@ def reach_quota(records_a: int, records_b: int) -> int:
 
 class RowLedger:
     """Each record's first extra and reach partner with each other upload, and the run that
-    paired them, by upload names."""
+    paired them, by upload names. `record(name_lo, name_hi, kind, rows_lo, rows_hi, run)`, if
+    given, is called with each batch's pairs that add an entry (the names in order, the rows
+    the same way) before they count; if it raises, nothing is counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: Record | None = None) -> None:
         # (name lo, name hi, kind) -> (lo's row -> (hi's row, run), hi's row -> (lo's, run))
         self._rows: dict[tuple[str, str, str], tuple[dict[int, tuple[int, str]], ...]] = {}
         self._lock = threading.Lock()
+        self._record = record
 
     def _side(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows
               ) -> tuple[tuple[dict[int, tuple[int, str]], ...], list[int], list[int]]:  # fmt: skip
@@ -82,8 +91,25 @@ class RowLedger:
     def note(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
              run: str) -> None:  # fmt: skip
         """Pairs asked in `run` (each record's first partner is kept)."""
+        self._add(name_a, name_b, kind, rows_a, rows_b, run, self._record)
+
+    def restore(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
+                run: str) -> None:  # fmt: skip
+        """Pairs noted before a restart (storage/role_store.py), in the order noted."""
+        self._add(name_a, name_b, kind, rows_a, rows_b, run, None)
+
+    def _add(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows, run: str,
+             record: Record | None) -> None:  # fmt: skip
         with self._lock:
             (by_a, by_b), ta, tb = self._side(name_a, name_b, kind, rows_a, rows_b)
+            if record is not None:
+                new = [n for n, (x, y) in enumerate(zip(ta, tb, strict=True))
+                       if x not in by_a or y not in by_b]  # fmt: skip
+                if new:
+                    lo, hi = sorted((name_a, name_b))
+                    at = np.asarray(new, dtype=np.intp)
+                    held_a, held_b = np.asarray(ta, np.uint32)[at], np.asarray(tb, np.uint32)[at]
+                    record(lo, hi, kind, held_a, held_b, run)
             for x, y in zip(ta, tb, strict=True):
                 by_a.setdefault(x, (y, run))
                 by_b.setdefault(y, (x, run))
@@ -96,4 +122,4 @@ class RowLedger:
                 del self._rows[key]
 
 
-__all__ = ["KINDS", "REACH_FLOOR", "REACH_SHARE", "RowLedger", "reach_quota"]
+__all__ = ["KINDS", "REACH_FLOOR", "REACH_SHARE", "Record", "RowLedger", "reach_quota"]

@@ -23,6 +23,7 @@ from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
+from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
@@ -145,6 +146,10 @@ class _Role:
             self.budget.restore(a, b, keys, reach=reach)
         for name in restored.sealed:  # restored from a backup (storage/role_backup.py)
             self.budget.seal(name)
+        if self.role == "s1":  # S1's per-upload cap and reach quota (core/rowledger.py)
+            self.proposals.rows = RowLedger(self.store.note_rows)
+            for a, b, kind, rows_a, rows_b, run in restored.ledger:
+                self.proposals.rows.restore(a, b, kind, rows_a, rows_b, run)
         seconds = round(time.perf_counter() - start, 3)
         if self.held or restored.discarded or queries:  # not on a first start
             self.log(self.role, "twoserver.restored", uploads=sorted(self.held),

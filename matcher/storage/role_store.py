@@ -6,6 +6,8 @@ budget (core/pairbudget.py) as before it stopped:
                                      names, dtypes and shapes, their SHA-256: the audit's
                                      `twoserver.upload` digest) and the pair budget: each
                                      batch's pair keys evaluated, by the two uploads' rows;
+                                     S1's extra and reach pairs by upload (its per-upload
+                                     cap and reach quota, core/rowledger.py);
                                      and the queries counted against the role's query
                                      limit (name, member, records, when: no record)
     DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random)
@@ -15,7 +17,8 @@ several GB, beyond a SQLite blob's 1 GB), written to `F.tmp`, fsynced, renamed t
 and the folder fsynced before its row is committed: a crash leaves the whole upload or none
 (a file with no row is deleted at the next start). The row that replaces a member's earlier
 upload deletes that upload's row and its pairs in the same transaction (its file after).
-The pair keys of a batch are committed (synchronous=FULL) before the batch is evaluated.
+The pair keys of a batch, and S1's new ledger entries, are committed (synchronous=FULL)
+before the batch is evaluated.
 Forgetting an upload commits its row's deletion (its pages zeroed, secure_delete, and the
 -wal checkpointed), then unlinks its file and fsyncs the folder, before the role replies.
 An upload restored from a backup is *sealed* (table `sealed`, written into the backup's copy
@@ -68,6 +71,17 @@ CREATE TABLE IF NOT EXISTS sealed (  -- restored from a backup (storage/role_bac
     upload INTEGER PRIMARY KEY REFERENCES uploads(id),
     at REAL NOT NULL  -- when the backup was taken
 );
+CREATE TABLE IF NOT EXISTS ledger (  -- S1's per-upload cap on extra and reach pairs
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- (core/rowledger.py): a batch's new entries
+    upload_a INTEGER NOT NULL REFERENCES uploads(id),
+    upload_b INTEGER NOT NULL REFERENCES uploads(id),
+    kind TEXT NOT NULL,  -- extra or reach
+    run TEXT NOT NULL,
+    rows_a BLOB NOT NULL,  -- <u4 each
+    rows_b BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_a ON ledger(upload_a);
+CREATE INDEX IF NOT EXISTS ledger_b ON ledger(upload_b);
 CREATE TABLE IF NOT EXISTS queries (
     name TEXT PRIMARY KEY,
     project TEXT NOT NULL,
@@ -81,6 +95,7 @@ READ_BYTES = 1 << 24
 T = TypeVar("T")
 Arrays = list[tuple[str, npt.NDArray[np.generic]]]
 Keys = npt.NDArray[np.uint64]
+Rows = npt.NDArray[np.uint32]
 
 
 def _refuse(path: Path, what: str) -> StartupRefused:
@@ -101,6 +116,8 @@ class Restored(Generic[T]):
     held: dict[str, T] = field(default_factory=dict)
     spent: dict[tuple[str, str, bool], Keys] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)
+    # S1's ledger entries (names in order, kind, rows, rows, run), in the order noted
+    ledger: list[tuple[str, str, str, Rows, Rows, str]] = field(default_factory=list)
     backup_taken: float | None = None  # when the backup the sealed uploads came from was
     discarded: int = 0
 
@@ -194,6 +211,17 @@ class RoleStore:
                 (int(reach), np.ascontiguousarray(keys, "<u8").tobytes(), member_a, member_b),
             )
 
+    def note_rows(self, member_a: str, member_b: str, kind: str, rows_a: Rows, rows_b: Rows,
+                  run: str) -> None:  # fmt: skip
+        """S1's new ledger entries of a batch (core/rowledger.py `RowLedger`), durable."""
+        with self.db.tx(clears_cache=False) as conn:
+            conn.execute(
+                "INSERT INTO ledger (upload_a, upload_b, kind, run, rows_a, rows_b) SELECT a.id, "
+                "b.id, ?, ?, ?, ? FROM uploads a, uploads b WHERE a.name = ? AND b.name = ?",
+                (kind, run, np.ascontiguousarray(rows_a, "<u4").tobytes(),
+                 np.ascontiguousarray(rows_b, "<u4").tobytes(), member_a, member_b),
+            )  # fmt: skip
+
     def count_query(self, name: str, project: str, member: str, records: int, at: float) -> None:
         """A query the role counted against its query limit (rpc/twoserver_queries.py),
         durable before the query is evaluated."""
@@ -216,6 +244,7 @@ class RoleStore:
         found = rows.fetchall()
         for upload, _ in found:
             conn.execute("DELETE FROM spent WHERE upload_a = ? OR upload_b = ?", (upload, upload))
+            conn.execute("DELETE FROM ledger WHERE upload_a = ? OR upload_b = ?", (upload, upload))
             conn.execute("DELETE FROM sealed WHERE upload = ?", (upload,))
             conn.execute("DELETE FROM uploads WHERE id = ?", (upload,))
         return [f for _, f in found]
@@ -243,6 +272,11 @@ class RoleStore:
                 sealed = conn.execute(
                     "SELECT u.name, s.at FROM sealed s JOIN uploads u ON u.id = s.upload"
                 ).fetchall()
+                ledger = conn.execute(
+                    "SELECT a.name, b.name, l.kind, l.rows_a, l.rows_b, l.run FROM ledger l JOIN "
+                    "uploads a ON a.id = l.upload_a JOIN uploads b ON b.id = l.upload_b "
+                    "ORDER BY l.seq"
+                ).fetchall()
         except sqlite3.Error as exc:
             raise _refuse(self.path, f"not a role's held store ({exc})") from None
         files = set()
@@ -260,6 +294,19 @@ class RoleStore:
             by_pair.setdefault((a, b, bool(reach)), []).append(keys)
         for pair, parts in by_pair.items():
             out.spent[pair] = np.frombuffer(b"".join(parts), "<u8").astype(np.uint64)
+        for a, b, kind, rows_a, rows_b, run in ledger:
+            if len(rows_a) % 4 or len(rows_a) != len(rows_b) or kind not in ("extra", "reach"):
+                raise _refuse(self.path, f"ledger of {a!r} and {b!r}: not a {kind!r} batch")
+            out.ledger.append(
+                (
+                    str(a),
+                    str(b),
+                    str(kind),
+                    np.frombuffer(rows_a, "<u4").astype(np.uint32),
+                    np.frombuffer(rows_b, "<u4").astype(np.uint32),
+                    str(run),
+                )
+            )
         out.sealed = {str(name) for name, _ in sealed}
         out.backup_taken = max((float(at) for _, at in sealed), default=None)
         for path in self.folder.iterdir():
