@@ -11,6 +11,7 @@ One module per command group, each holding its commands' handlers with their opt
     batch.py      upload, run, results, report   the batch flow
     member.py     consent set, erase          a member's control over its data
     realtime.py   index add|remove|sync|show, query
+    watch.py      watch                       told of partners' later matches
     checks.py     evaluate, privacy-check
     certs.py      certs
     demo.py       demo

@@ -24,6 +24,7 @@ from blindmatch.cli import (
     serve,
     twoserver,
     user,
+    watch,
 )
 from blindmatch.cli.errors import run
 
@@ -31,7 +32,7 @@ from blindmatch.cli.errors import run
 # batch flow, then real time, then the tools.
 GROUPS = (
     serve, lookup, twoserver, project, admin, audit, user, encoding, secret, batch, requests,
-    member, realtime, checks, certs, demo,
+    member, realtime, watch, checks, certs, demo,
 )  # fmt: skip
 
 

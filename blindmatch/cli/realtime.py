@@ -22,6 +22,7 @@ from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
     from blindmatch.client.encoding.encode import EncodeResult
+    from blindmatch.client.encoding.sharing import SharedUpload
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.model import IndexSummary, QueryAnswer
 
@@ -171,7 +172,7 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
-def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any, bytes]:
+def encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any, bytes]:
     """The query's records encoded, their labels, the schema and the secret."""
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
@@ -215,19 +216,25 @@ def _encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], An
     return result, labels, schema, secret
 
 
+def shared_records(result: EncodeResult, schema: Any, secret: bytes) -> SharedUpload:
+    """The records encoded as `encode --two-server` would (client/encoding/sharing.py): the
+    shares and sealed band keys a two-server query or watch sends to S1 and S2."""
+    import numpy as np
+
+    from blindmatch.client.encoding import sharing
+
+    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+    return sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+
+
 def _two_server_query(
     client: MatcherClient, args: argparse.Namespace, result: EncodeResult, schema: Any,
     secret: bytes,
 ) -> QueryAnswer:  # fmt: skip
-    """A query in a two-server project: the records encoded as `encode --two-server` would
-    (client/encoding/sharing.py), their shares to S1 and S2, the matcher asked."""
-    import numpy as np
-
-    from blindmatch.client.encoding import sharing
+    """A query in a two-server project: the records' shares to S1 and S2, the matcher asked."""
     from blindmatch.client.remote.twoserver import project_query
 
-    clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
+    upload = shared_records(result, schema, secret)
     return project_query(
         client, args.project, upload, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
         purpose=args.purpose, schema_digest=result.schema_digest, rule=result.rule,
@@ -240,7 +247,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     if not args.purpose or not args.purpose.strip():
         raise InputError("--purpose is required: say why you are asking (a case reference)")
-    result, labels, schema, secret = _encode_query(args)
+    result, labels, schema, secret = encode_query(args)
     with connect(args, member_token(args)) as client:
         # A two-server project's matcher never takes a CLK: asked first, so none is sent.
         if client.describe(args.project).mode == "two-server":
@@ -321,6 +328,39 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """Who `query` or `watch` is about, and how it is encoded: a person (options or
+    --person-file) or a CSV with its mapping, the schema, the secret, the purpose."""
+    p.add_argument("data", nargs="?", type=Path, help=f"CSV of people to {verb} (with --mapping)")
+    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
+    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
+    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument(
+        "--allow-weak-secret",
+        action="store_true",
+        help=f"{verb} with a secret that fails the strength rule (tests only)",
+    )
+    p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
+    for name, flag in PERSON_OPTIONS.items():
+        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
+    p.add_argument(
+        "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
+    )
+    p.add_argument(
+        "--person-file",
+        metavar="FILE",
+        help="the person as NAME=VALUE lines (given_name, surname, dob, ... or any schema "
+        "field), from FILE or - for standard input: unlike options, not visible in `ps` "
+        "or shell history",
+    )
+    p.add_argument(
+        "--date-format",
+        help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
+        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
+    )
+    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
+
+
 def register(sub: Subcommands) -> None:
     net, member = connection_options(), member_options()
     ref_key = argparse.ArgumentParser(add_help=False)
@@ -398,33 +438,6 @@ def register(sub: Subcommands) -> None:
         handler=cmd_query,
         parents=[net, member],
     )
-    p.add_argument("data", nargs="?", type=Path, help="CSV of people to query (with --mapping)")
-    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
-    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
-    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
-    p.add_argument(
-        "--allow-weak-secret",
-        action="store_true",
-        help="query with a secret that fails the strength rule (tests only)",
-    )
-    p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
-    for name, flag in PERSON_OPTIONS.items():
-        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
-    p.add_argument(
-        "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
-    )
-    p.add_argument(
-        "--person-file",
-        metavar="FILE",
-        help="the person as NAME=VALUE lines (given_name, surname, dob, ... or any schema "
-        "field), from FILE or - for standard input: unlike options, not visible in `ps` "
-        "or shell history",
-    )
-    p.add_argument(
-        "--date-format",
-        help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
-        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
-    )
-    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
+    person_arguments(p, "query")
     p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")

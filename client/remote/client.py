@@ -376,11 +376,13 @@ class MatcherClient(OperatorCalls):
         timeout: float | None = None,
         fallback_bits: int = 0,
         rule: tuple[float, float, float] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> Iterator[WatchEvent]:
         """Events, as partners later index records matching `clks`; runs until closed.
 
         Only where the operator allows watching; the first event arrives once the watch
-        is registered (it is not yielded). Close the generator to stop watching.
+        is registered (it is not yielded: `on_ready` is called). Close the generator to
+        stop watching.
         """
         scoring = (fallback_bits, rule)  # as `query`
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
@@ -391,5 +393,7 @@ class MatcherClient(OperatorCalls):
                     event = convert.watch_event(message)
                     if event is not None:
                         yield event
+                    elif on_ready is not None:
+                        on_ready()
             finally:
                 stream.cancel()

@@ -428,12 +428,14 @@ def project_watch(
     s1: str = "",
     s2: str = "",
     timeout: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> Iterator[WatchEvent]:
     """A watch in a project in two-server mode (docs/realtime.md "Watching for later
     matches"): the watched records go to S1 and S2 as a query's do (`project_query`), then
     the matcher's Watch stream tells of each partner's later upload that holds one of them,
     as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
-    closed; the records are sent when the generator is first advanced."""
+    closed; the records are sent when the generator is first advanced, and `on_ready` is
+    called once the matcher has registered the watch."""
     t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
     request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
     with translate_errors(client.target):
