@@ -26,6 +26,8 @@ from blindmatch.cli.watch import CSV_HEADER
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.matcher.core.querylimit import Limit, QueryLimits
+from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from tests.support import (
     GRACE,
     PERSON_SCHEMA,
@@ -180,6 +182,15 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
     assert running.wait() == 3
     err = capsys.readouterr().err
     assert "Error: the watch ended after 0 event(s): " in err and "rotated" in err
+    # The matcher stops (to restart, say): said, exit non-zero.
+    until(lambda: open_watches(matcher) == 0)
+    running = Running(watch_args(matcher, project.tokens["south"], secret_file, *grace_args()))
+    until(lambda: open_watches(matcher) == 1 or running.code is not None)
+    matcher.server.stop(grace=5)
+    assert running.wait() == 4  # as any matcher that cannot be reached
+    err = capsys.readouterr().err
+    assert "Error: the watch ended after 0 event(s): cannot reach the matcher" in err
+    assert "run `blindmatch watch` again once it is back" in err
 
 
 @pytest.mark.slow
@@ -259,11 +270,11 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
     with open(people, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([rows[0], *(r for r in rows[1:] if r[0] in watched)])
     out = world.folder / "hits.csv"
-    running = Running(["watch", str(people), "--mapping", str(export.mapping), "--project",
-                       "shares", "--schema", str(SCHEMA), "--secret-file",
-                       str(folder.parent / "linkage.secret"), "--purpose", "case 24/118",
-                       "--count", "2", "--out", str(out), "--timeout", "120",
-                       "--server", world.target, "--token", two.tokens["north"]])  # fmt: skip
+    args = ["watch", str(people), "--mapping", str(export.mapping), "--project", "shares",
+            "--schema", str(SCHEMA), "--secret-file", str(folder.parent / "linkage.secret"),
+            "--purpose", "case 24/118", "--count", "2", "--out", str(out), "--timeout", "120",
+            "--server", world.target, "--token", two.tokens["north"]]  # fmt: skip
+    running = Running(args)
     realtime = world.server.realtime
     until(lambda: len(realtime.watches) == 1 or running.code is not None)
     assert running.code is None, capsys.readouterr().err
@@ -279,3 +290,14 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
     until(lambda: len(realtime.watches) == 0 and not realtime.two_watches._names)
     for role in ("s1", "s2"):
         until(lambda: not [n for n in world.roles[role].service.held if "@" in n])  # noqa: B023
+    # A comparison that cannot be made ends the watch: here S1's own query limit (1 record a
+    # day) refuses the two watched records at south's next upload. Said, exit 3.
+    world.roles["s1"].service.queries = RoleQueries("S1", QueryLimits(Limit(1, "day")))
+    running = Running(args)
+    until(lambda: len(realtime.watches) == 1 or running.code is not None)
+    assert world.cli("upload", str(folder), "--project", "shares",
+                     token=two.tokens["south"]) == 0  # fmt: skip
+    assert running.wait(120) == 3
+    err = capsys.readouterr().err
+    assert "Error: the watch ended after 0 event(s): " in err and "--query-limit 1/day" in err
+    until(lambda: len(realtime.watches) == 0 and not realtime.two_watches._names)

@@ -164,6 +164,12 @@ def _ended(error: BaseException | None, seen: int) -> BaseException:
             f"the matcher ended the watch {told} without saying why (it may have stopped); "
             "run `blindmatch watch` again to go on watching"
         )
+    if isinstance(error, UnavailableError):
+        return UnavailableError(
+            f"the watch ended {told}: {error} (the matcher stopped, or the connection was "
+            "lost; it held the watch only while connected: run `blindmatch watch` again "
+            "once it is back)"
+        )
     if isinstance(error, MatcherError):
         return type(error)(f"the watch ended {told}: {error}")
     return error
