@@ -152,6 +152,18 @@ def test_the_twoserver_watch_benchmark_tells_the_watch_of_each_upload() -> None:
     assert events != "south: events an upload: [0]" and "," not in events  # each upload alike
 
 
+def test_the_watch_cli_benchmark_prints_every_event_and_closes_at_ctrl_c() -> None:
+    """benchmarks/watch_cli.py: `blindmatch watch` told of each of south's index additions."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/watch_cli.py", "--size", "600", "--people", "3",
+         "--rounds", "2", "--idle", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr  # an event missed exits 1
+    assert "events printed: 6 (expected 6)" in done.stdout
+    assert "SIGINT -> exited 0" in done.stdout
+
+
 def test_the_second_generator_writes_exports_the_documented_flow_reads(tmp_path: Path) -> None:
     """Its four organisations' mappings (full-name splits among them) read every record."""
     from benchmarks.households import population, write_exports

@@ -163,7 +163,8 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
     args = watch_args(matcher, project.tokens["north"], secret_file, *grace_args())
     # Watching is off by default: the matcher's refusal, mapped as any (exit 3).
     assert main(args) == 3
-    assert "watching is not allowed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("Error: watching is not allowed") and "Watching" not in err
     with matcher.operator() as op:
         op.set_query_limits("trial", allow_watch=True)
     # --timeout: closed without an event, exit 0, the matcher no longer holding it.
@@ -282,6 +283,7 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
                      token=two.tokens["south"]) == 0  # fmt: skip
     assert running.wait(120) == 0
     captured = capsys.readouterr()
+    assert "Watching 2 record(s) in shares" in captured.err
     told = [line.split("  ", 1)[1] for line in captured.out.splitlines() if "now held" in line]
     assert sorted(told) == [f"{i}: now held by south" for i in watched]
     with open(out, newline="", encoding="utf-8") as fh:
@@ -299,5 +301,5 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
                      token=two.tokens["south"]) == 0  # fmt: skip
     assert running.wait(120) == 3
     err = capsys.readouterr().err
-    assert "Error: the watch ended after 0 event(s): " in err and "--query-limit 1/day" in err
+    assert "Error: the watch ended after 0 event(s): " in err and "--query-limit 1/day" in err, err
     until(lambda: len(realtime.watches) == 0 and not realtime.two_watches._names)

@@ -158,13 +158,15 @@ class Printer:
 def _ended(error: BaseException | None, seen: int) -> BaseException:
     """The matcher ended the watch (it was not asked to): why, as the same kind of error, so
     the exit status is the one that kind maps to."""
+    from blindmatch.client.remote.channel import PART_DOWN
+
     told = f"after {seen} event(s)"
     if error is None:
         return UnavailableError(
             f"the matcher ended the watch {told} without saying why (it may have stopped); "
             "run `blindmatch watch` again to go on watching"
         )
-    if isinstance(error, UnavailableError):
+    if isinstance(error, UnavailableError) and not str(error).startswith(PART_DOWN):
         return UnavailableError(
             f"the watch ended {told}: {error} (the matcher stopped, or the connection was "
             "lost; it held the watch only while connected: run `blindmatch watch` again "
@@ -216,8 +218,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     elif got.event is not None:
                         seen += 1
                         printer(got.event)
-                    else:
+                    elif opened or got.error is None:
                         raise _ended(got.error, seen)
+                    else:  # refused before it opened: the refusal, as `query` says one
+                        raise got.error
                 else:
                     why = f"{seen} event(s), as --count asked"
             except KeyboardInterrupt:

@@ -445,5 +445,7 @@ def project_watch(
                 event = watch_event(message)
                 if event is not None:
                     yield event
+                elif on_ready is not None:
+                    on_ready()
         finally:
             stream.cancel()
