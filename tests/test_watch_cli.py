@@ -26,10 +26,12 @@ from blindmatch.cli.watch import CSV_HEADER
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.remote.index import remove_from_index
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from tests.support import (
     GRACE,
+    KEY,
     PERSON_SCHEMA,
     PURPOSE,
     ROOT,
@@ -235,6 +237,49 @@ def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_closes_it(
     assert "Traceback" not in err
     until(lambda: open_watches(matcher) == 0)  # the matcher no longer holds it
     assert watch_entries(matcher) == ["watch", "watch.notify"]
+
+
+@pytest.mark.slow
+def test_a_watch_whose_output_is_closed_closes_the_watch(
+    matcher: Matcher,
+    watching: ProjectTokens,
+    south: Encoded,
+    secret_file: Path,
+) -> None:
+    """`blindmatch watch ... | head -1`: the reader gone, the next event closes the watch
+    (exit 0, no traceback), and the matcher no longer holds it."""
+    args = watch_args(matcher, watching.tokens["north"], secret_file, *grace_args(), "--json")
+    command = [sys.executable, "-m", "blindmatch", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    first: list[str] = []
+    with subprocess.Popen(command, cwd=ROOT, text=True, **pipes) as proc:  # type: ignore[call-overload]
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
+
+        def head_1() -> None:
+            first.append(stdout.readline())
+            stdout.close()
+
+        reader = threading.Thread(target=head_1)
+        reader.start()
+        try:
+            until(lambda: open_watches(matcher) == 1 or proc.poll() is not None)
+            assert proc.poll() is None, stderr.read()
+            with matcher.member(watching.tokens["south"]) as client:
+                index_all(client, "trial", south)  # the first event: read, then closed
+                until(lambda: not reader.is_alive())
+                remove_from_index(client, "trial", KEY, ["S-13"])
+                index_all(client, "trial", south)  # Grace again: a second event
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            reader.join(30)
+            err = stderr.read()
+    assert json.loads(first[0])["partner"] == "south"
+    assert "Watch closed: standard output closed; 2 event(s) received." in err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    until(lambda: open_watches(matcher) == 0)
 
 
 # -- in a two-server project --------------------------------------------------------------

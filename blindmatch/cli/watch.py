@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import queue
 import sys
 import threading
@@ -217,7 +218,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         _say(args, _watching(args, labels, usable_fields(result)))
                     elif got.event is not None:
                         seen += 1
-                        printer(got.event)
+                        try:
+                            printer(got.event)
+                        except BrokenPipeError:  # `watch ... | head -1`: the reader is done
+                            _quiet_stdout()
+                            why = "standard output closed"
+                            break
                     elif opened or got.error is None:
                         raise _ended(got.error, seen)
                     else:  # refused before it opened: the refusal, as `query` says one
@@ -234,6 +240,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         printer.close()
     _say(args, f"Watch closed: {why}; {seen} event(s) received.")
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Standard output's reader is gone: what is still buffered for it, and anything printed
+    later, goes nowhere (rather than a BrokenPipeError at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _watching(args: argparse.Namespace, labels: list[str], usable: list[Any]) -> str:
