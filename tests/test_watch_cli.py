@@ -118,7 +118,8 @@ def test_a_csv_of_people_is_watched_and_each_partner_match_printed_as_a_json_lin
     # row and field named, no watch opened, nothing audited, no --out written.
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "row 4, dob: '30/02/1970' is not a date" in err and "nothing was queried" in err
+    assert err.startswith("Error: cannot read the records to watch: row 4, dob: '30/02/1970'")
+    assert "is not a date" in err and "nothing was sent" in err
     assert open_watches(matcher) == 0 and watch_entries(matcher) == []
     assert not out.exists()
 
@@ -163,6 +164,11 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = watch_args(matcher, project.tokens["north"], secret_file, *grace_args())
+    # A date of birth not in the format given: the field and the format named, exit 2.
+    assert main([*args, "--dob-format", "%Y-%m-%d"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: cannot read the person to watch: dob: '12/12/2001' is not a")
+    assert "in the format %Y-%m-%d" in err and "nothing was sent" in err
     # Watching is off by default: the matcher's refusal, mapped as any (exit 3).
     assert main(args) == 3
     err = capsys.readouterr().err

@@ -172,8 +172,11 @@ def _query_values(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
-def encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any, bytes]:
-    """The query's records encoded, their labels, the schema and the secret."""
+def encode_query(
+    args: argparse.Namespace, verb: str = "query"
+) -> tuple[EncodeResult, list[str], Any, bytes]:
+    """The query's (or, `verb` "watch", the watch's) records encoded, their labels, the
+    schema and the secret."""
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.person import (
@@ -191,17 +194,17 @@ def encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any
     values = _query_values(args)
     if args.data:
         if values:
-            raise InputError("give either a CSV of people to query or fields, not both")
+            raise InputError(f"give either a CSV of people to {verb} or fields, not both")
         if not args.mapping:
-            raise InputError("--mapping is required with a CSV of people to query")
+            raise InputError(f"--mapping is required with a CSV of people to {verb}")
         result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
-        refuse_unreadable(result)
-        refuse_untiered(result, schema)
+        refuse_unreadable(result, verb=verb)
+        refuse_untiered(result, schema, verb=verb)
         labels = result.ids
     else:
         if not values:
             raise InputError(
-                "nothing to query: give a person (e.g. --given-name, --surname, --dob, or "
+                f"nothing to {verb}: give a person (e.g. --given-name, --surname, --dob, or "
                 "--field NAME=VALUE) or a CSV with --mapping"
             )
         formats: dict[str, list[str]] = {}
@@ -209,10 +212,10 @@ def encode_query(args: argparse.Namespace) -> tuple[EncodeResult, list[str], Any
             formats = {f: [args.date_format] for f in values}
         if args.dob_format:
             formats["dob"] = [args.dob_format]
-        result = encode_person(schema, secret, values, formats)
+        result = encode_person(schema, secret, values, formats, verb=verb)
         labels = ["query"]
     if not result.ids:
-        raise InputError(f"{args.data}: no records to query")
+        raise InputError(f"{args.data}: no records to {verb}")
     return result, labels, schema, secret
 
 

@@ -189,7 +189,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not args.purpose or not args.purpose.strip():
         raise InputError("--purpose is required: say why you are asking (a case reference)")
     # Everything local is checked before anything is sent.
-    result, labels, schema, secret = encode_query(args)
+    result, labels, schema, secret = encode_query(args, "watch")
     token = member_token(args)
     printer = Printer(args, labels)
     inbox: queue.Queue[Received] = queue.Queue()

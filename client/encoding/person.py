@@ -31,8 +31,11 @@ def encode_person(
     secret: bytes,
     values: Mapping[str, str],
     date_formats: Mapping[str, Sequence[str]] | None = None,
+    *,
+    verb: str = "query",
 ) -> EncodeResult:
-    """Encode one person given on the command line, exactly as `encode` would.
+    """Encode one person given on the command line, exactly as `encode` would (`verb`: what
+    the command does with it, `query` or `watch`, for its errors).
 
     `values` maps schema fields to raw values; it goes through a one-row CSV and the
     same mapping, normalisation and encoder as an export, so the CLK is identical to
@@ -48,7 +51,7 @@ def encode_person(
             f"(its fields are: {', '.join(hashed)})"
         )
     if not any(v.strip() for v in values.values()):
-        raise InputError("give at least one field of the person to query, e.g. --surname")
+        raise InputError(f"give at least one field of the person to {verb}, e.g. --surname")
     fields = list(values)
     date_fields = {rule.name for rule in schema.rules if rule.kind == "date"}
     formats = {f: tuple((date_formats or {}).get(f) or QUERY_DATE_FORMATS) for f in date_fields}
@@ -65,13 +68,13 @@ def encode_person(
         )
         result = encode_csv(path, schema, mapping, secret)
     result.report.source = "the command line"
-    refuse_unreadable(result, one_person=True)
-    refuse_untiered(result, schema, one_person=True)
+    refuse_unreadable(result, one_person=True, verb=verb)
+    refuse_untiered(result, schema, one_person=True, verb=verb)
     return result
 
 
 def refuse_untiered(
-    result: EncodeResult, schema: LinkageSchema, *, one_person: bool = False
+    result: EncodeResult, schema: LinkageSchema, *, one_person: bool = False, verb: str = "query"
 ) -> None:
     """A frequency-tier schema (`blindmatch.frequency`) tiers each value by its count in the
     export it is encoded with, and below `MIN_VALUES` values of a field every value gets the
@@ -93,13 +96,19 @@ def refuse_untiered(
     raise InputError(
         f"{schema.path.name}: frequency-tier schemas ({tiers}) do not support {what}: a "
         f"value's tier is counted over the whole export it is encoded with (at least "
-        f"{MIN_VALUES} values of the field), so this query would be encoded at the middle "
-        "tier and score unlike the same person in the members' encodings; nothing was queried. "
+        f"{MIN_VALUES} values of the field), so this {verb} would be encoded at the middle "
+        f"tier and score unlike the same person in the members' encodings; {_nothing(verb)}. "
         "Match in a batch run, or use a schema without blindmatch.frequency (docs/schema.md)"
     )
 
 
-def refuse_unreadable(result: EncodeResult, *, one_person: bool = False) -> None:
+def _nothing(verb: str) -> str:
+    return "nothing was queried" if verb == "query" else "nothing was sent"
+
+
+def refuse_unreadable(
+    result: EncodeResult, *, one_person: bool = False, verb: str = "query"
+) -> None:
     """A query must not answer "not held" for a person it could not read: any invalid or
     ambiguous value is an error naming the field (and, for a CSV, the row)."""
     problems = []
@@ -111,8 +120,8 @@ def refuse_unreadable(result: EncodeResult, *, one_person: bool = False) -> None
         shown = "; ".join(problems[:10])
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise InputError(
-            f"cannot read the {'person' if one_person else 'records'} to query: {shown}{more}; "
-            "nothing was queried (dates: give e.g. 02/11/1975 or 1975-11-02, or say how they "
+            f"cannot read the {'person' if one_person else 'records'} to {verb}: {shown}{more}; "
+            f"{_nothing(verb)} (dates: give e.g. 02/11/1975 or 1975-11-02, or say how they "
             "are written with --dob-format)"
         )
 
