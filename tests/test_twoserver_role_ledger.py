@@ -137,3 +137,34 @@ def test_verify_audit_says_when_s1_capped_nothing(roles: Roles, capsys: pytest.C
     assert main(["two-server", "verify-audit", "--data-dir", str(roles.root / "s2"),
                  "--role", "s2"]) == 0  # fmt: skip
     assert "answered" not in capsys.readouterr().out
+
+
+def test_s1_restored_from_a_backup_counts_the_ledger_entries_it_restored(
+    roles: Roles,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The backup of S1 taken after a run holds its ledger (the run's reach pairs): `admin
+    restore`'s `twoserver.restore` entry and the restored S1's `twoserver.restored` at its
+    start count them, by kind, as the restarted S1 holds them."""
+    before = {k: dict(v[0]) for k, v in roles.ledger._rows.items() if v[0]}
+    kept = {kind: sum(len(v) for k, v in before.items() if k[2] == kind)
+            for kind in ("extra", "reach")}  # fmt: skip
+    assert kept["reach"] > 0
+    backup, key = tmp_path / "s1-backup", tmp_path / "s1.key"
+    assert main(["admin", "backup", "--data-dir", str(roles.root / "s1"), "--out", str(backup),
+                 "--key-out", str(key)]) == 0  # fmt: skip
+    roles.stop()
+    live = roles.root / "s1"
+    live.rename(roles.root / "s1.lost")
+    capsys.readouterr()
+    lost = roles.root / "s1.lost"
+    assert main(["admin", "restore", "--backup", str(backup), "--data-dir", str(live),
+                 "--audit-key", str(key), "--previous", str(lost)]) == 0  # fmt: skip
+    assert f"S1's ledger: {sum(kept.values())} entries" in capsys.readouterr().out
+    assert entries(live, "s1", "twoserver.restore")[-1]["ledger"] == kept
+    roles.start()
+    assert entries(live, "s1", "twoserver.restored")[-1]["ledger"] == kept
+    assert {k: dict(v[0]) for k, v in roles.ledger._rows.items() if v[0]} == before
+    # S2 keeps no ledger: its entries name none.
+    assert "ledger" not in entries(roles.root / "s2", "s2", "twoserver.restored")[-1]
