@@ -9,8 +9,10 @@ evaluated pair."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -18,14 +20,25 @@ import pytest
 
 from benchmarks.exports import Export
 from blindmatch.cli.app import main
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.encode import read_secret
+from blindmatch.client.encoding.encoded import read_encoded
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.errors import UnavailableError
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.twoserver import RoleClient, ticket
 from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.rowledger import REACH_FLOOR
 from blindmatch.matcher.core.twocomplete import reach_bits
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
-from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN
 from tests.test_rowledger_restart import NAMES, RECORDS, THRESHOLD, Roles, roles  # noqa: F401
-from tests.test_twoserver_project import MEMBER_KEY, World, create, world  # noqa: F401
-from tests.test_twoserver_watch import Watching, members, until  # noqa: F401
+from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
+from tests.test_twoserver_query_limits import MEMBER_KEY, worlds  # noqa: F401
+from tests.test_twoserver_watch import Watching, members, rows_of, until  # noqa: F401
 
 pytestmark = pytest.mark.server
 
@@ -168,3 +181,81 @@ def test_s1_restored_from_a_backup_counts_the_ledger_entries_it_restored(
     assert {k: dict(v[0]) for k, v in roles.ledger._rows.items() if v[0]} == before
     # S2 keeps no ledger: its entries name none.
     assert "ledger" not in entries(roles.root / "s2", "s2", "twoserver.restored")[-1]
+
+
+def test_a_matcher_started_while_s1_is_down_has_s2_forget_what_was_left_and_asks_s1_again(
+    worlds: Callable[[dict[str, QueryLimits]], World],  # noqa: F811
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A matcher killed with queries' records at S1 and S2 in two projects; the next one
+    starts while S1 is down: S2 forgets both projects' records all the same (S1 not
+    answering neither holds up S2 nor skips a project there), S1's are kept pending, logged,
+    and asked again; meanwhile a query ticket of a project pending at S1 is refused naming
+    S1, and issued once S1 answers."""
+    world = worlds({})  # noqa: F811
+    encoded = read_encoded(members["north"][1])
+    upload = sharing.shared_upload(rows_of(encoded, [0, 1]), read_secret(
+        members["north"][1].parent / "linkage.secret"), sharing.plan_of(load_schema(SCHEMA)),
+        encoded.fallback_bits)  # fmt: skip
+    tokens = {}
+    for project in ("shares", "more"):
+        with world.operator() as op:
+            tokens[project] = op.create_project(project, ["north", "south"], mode="two-server")
+        with MatcherClient(world.target, tokens[project].tokens["north"]) as north:
+            t = ticket(north, project, query=True)
+        for role in ("s1", "s2"):  # as a killed matcher's open watch left them
+            with RoleClient(role, getattr(t, role), t.ticket) as c:
+                c.upload(t.name, upload)
+    assert len([n for n in world.roles["s2"].service.held if "@" in n]) == 2
+    world.server.stop(grace=None)
+    s1_address = f"127.0.0.1:{world.roles['s1'].port}"
+    world.roles["s1"].stop(grace=None)  # down (its records, in memory only, gone with it)
+    caplog.set_level(logging.INFO, "blindmatch.matcher.realtime")
+    again = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
+                          two_server=world.server.runs.two_server, clock=world.clock)  # fmt: skip
+    try:
+        left = again.realtime.left
+        assert left is not None
+        until(lambda: not left.pending["S2"])  # both projects, at S2
+        assert not [n for n in world.roles["s2"].service.held if "@" in n]
+        assert left.pending["S1"] == {"shares", "more"} and left.forgot["S2"] == 2
+        assert "at start-up: S1 has not forgotten" in caplog.text and "more, shares" in caplog.text
+        north = MatcherClient(f"127.0.0.1:{again.port}", tokens["shares"].tokens["north"])
+        with (
+            north,
+            pytest.raises(UnavailableError, match=r"^S1 \(127.0.0.1:\d+\) has not yet forgotten"),
+        ):
+            ticket(north, "shares", query=True)
+        # S1 back, at its address: asked again (a query ticket asks it at once, too).
+        world.roles["s1"] = start_again(world, "s1", s1_address)
+        with MatcherClient(f"127.0.0.1:{again.port}", tokens["shares"].tokens["north"]) as north:
+            until(lambda: "shares" not in left.pending["S1"] or can_ask(north, "shares"))
+            assert "@" in ticket(north, "shares", query=True).name
+        until(lambda: not left.pending["S1"])  # "more" too, on S1's thread
+        assert left.attempts["S1"] > 1 and "S1 forgot the queries'" in caplog.text
+    finally:
+        again.stop(grace=None)
+
+
+def start_again(world: World, role: str, address: str) -> RunningRole:  # noqa: F811
+    extra = {"s2": f"127.0.0.1:{world.roles['s2'].port}"} if role == "s1" else {}
+    for attempt in range(50):  # the port may take a moment to be free again
+        try:
+            return create_role(role, address, "the parties' key", MEMBER_KEY,
+                               data_dir=world.folder / f"{role}-data", **extra)  # fmt: skip
+        except OSError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def can_ask(client: MatcherClient, project: str) -> bool:
+    """Whether the matcher issues a query ticket of `project` now (S1's channel may take a
+    moment to connect again)."""
+    try:
+        ticket(client, project, query=True)
+    except UnavailableError:
+        return False
+    return True
