@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -259,3 +261,13 @@ def can_ask(client: MatcherClient, project: str) -> bool:
     except UnavailableError:
         return False
     return True
+
+
+def test_the_forget_left_benchmark_runs_with_s1_down() -> None:
+    """benchmarks/forget_left.py: S2 holds no project's left records after the start."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/forget_left.py", "--projects", "2", "--s1", "down"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert "S1 down: the matcher started in" in done.stdout
+    assert "S2 held the records of 0 of 2 projects right after" in done.stdout
