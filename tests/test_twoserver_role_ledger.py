@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.exports import Export
@@ -33,6 +34,8 @@ from blindmatch.matcher.core import linkbit, twoserver
 from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.rowledger import REACH_FLOOR
 from blindmatch.matcher.core.twocomplete import reach_bits
+from blindmatch.matcher.core.tworun import link_bits
+from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
@@ -271,3 +274,39 @@ def test_the_forget_left_benchmark_runs_with_s1_down() -> None:
     )  # fmt: skip
     assert "S1 down: the matcher started in" in done.stdout
     assert "S2 held the records of 0 of 2 projects right after" in done.stdout
+
+
+def test_s1_logs_an_extras_batch_it_answered_all_0_by_its_cap_as_it_logs_any_other(
+    roles: Roles,  # noqa: F811
+) -> None:
+    """An extra pair evaluated in one run; in the next over the same uploads, that record's
+    other partner: S1 answers it 0 unevaluated (`capped`) and still logs the batch's
+    `twoserver.extras` entry (one a batch whatever S1 answers, so C cannot tell by it)."""
+    s1 = roles.running["s1"].service
+    south, west = NAMES.index("south"), NAMES.index("west")
+    cutoffs = (THRESHOLD, *twoserver.default_buckets(THRESHOLD))
+    servers = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
+                            f"127.0.0.1:{roles.running['s2'].port}", roles.key, NAMES,
+                            [RECORDS] * 3, s1.held["south"].bits)  # fmt: skip
+    combiner = twoserver.Combiner(None, THRESHOLD, buckets=list(cutoffs[1:]),
+                                  clks=len(s1.held["south"].bits))  # fmt: skip
+    try:
+        answered, partner = [], -1
+        for _ in range(2):  # two later runs, each asking an extra pair of south's record 0
+            servers.propose(None, cutoffs)
+            proposal = s1.proposals.of("south", "west")
+            assert proposal is not None
+            proposal._block({(south, west)})  # (S1 blocks a pair of members at its first batch)
+            proposed = set(proposal._pairs.get((south, west, 0), np.empty(0, np.uint64)).tolist())
+            # (a pair's key: south's row << 32 | west's; row 0 here)
+            partner = next(y for y in range(partner + 1, RECORDS) if y not in proposed)
+            batch = PairBatch(south, west, 0, np.array([0], np.uint32),
+                              np.array([partner], np.uint32))  # fmt: skip
+            answered.append(link_bits(servers, combiner, batch, linkbit.Transcript(), {}))
+    finally:
+        servers.close()
+    assert not answered[1].any()  # C reads 0, as for any pair that does not link
+    first, second = entries(roles.root / "s1", "s1", "twoserver.extras")[-2:]
+    assert (first["pairs"], first["capped"]) == (1, 0)
+    assert (second["pairs"], second["capped"]) == (0, 1) and second["run"] != first["run"]
+    assert "over_quota" not in second  # extras have no quota
