@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from blindmatch.matcher import errors
@@ -61,8 +62,14 @@ class LeftRecords:
             return
         for t in self._threads:
             t.start()
+        deadline = time.monotonic() + wait
         for s in SERVERS:
-            self._first[s].wait(wait)
+            self._first[s].wait(max(0.0, deadline - time.monotonic()))
+
+    def _pending(self, server: str) -> list[str]:
+        """The projects pending at `server` now, in order."""
+        with self._locks[server]:
+            return sorted(self.pending[server])
 
     def _forget(self, server: str, project: str) -> Forgot:
         """`server`'s Forget of `project`'s query and watch records, under its lock; the
@@ -81,7 +88,7 @@ class LeftRecords:
     def _pass(self, server: str) -> str:
         """Ask `server` for each project pending there, stopping at the first it does not
         answer: its error ("" when none is left)."""
-        for project in sorted(self.pending[server]):
+        for project in self._pending(server):
             with self._locks[server]:
                 f = self._forget(server, project)
             if f.error:
@@ -100,12 +107,13 @@ class LeftRecords:
                              "asked %d times", server, n)  # fmt: skip
                 return
             wait = RETRY_WAITS[min(n - 1, len(RETRY_WAITS) - 1)]
+            pending = self._pending(server)
             (log.warning if n == 1 or n % WARN_EVERY == 0 else log.info)(
                 "at start-up: %s has not forgotten the queries' and watches' records a matcher "
                 "stopped without closing left there, in %d project(s) (%s): %s; asking again in "
                 "%.0f s (attempt %d); until then no query ticket of those projects is issued "
-                "unless %s answers", server, len(self.pending[server]),
-                ", ".join(sorted(self.pending[server])[:5]), error, wait, n, server,
+                "unless %s answers", server, len(pending), ", ".join(pending[:5]), error, wait, n,
+                server,
             )  # fmt: skip
             self._stop.wait(wait)
 
