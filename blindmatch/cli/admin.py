@@ -155,7 +155,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         f"Restored role {done.role}'s data dir {done.dest} from {args.backup} (taken {taken}): "
         f"{done.uploads} uploads held, {done.sealed} of them sealed (no pair of two of them is "
         "evaluated again), checked."
-    )
+        + (f" S1's ledger: {done.ledger} entries (its per-upload cap, core/rowledger.py)."
+           if done.role == "s1" else "")
+    )  # fmt: skip
     if done.previous is not None:
         print(
             f"Replayed {done.replayed} audit entries of {done.previous} made after the backup: "

@@ -185,7 +185,12 @@ def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
 
 
 def cmd_verify_audit(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.storage.twoserver_audit import Unreadable, log_path, verify_log
+    from blindmatch.matcher.storage.twoserver_audit import (
+        Unreadable,
+        capped_answers,
+        log_path,
+        verify_log,
+    )
 
     try:
         check = verify_log(args.data_dir, args.role, args.key_file)
@@ -200,6 +205,8 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
             f"({len(check.problems)} problems)"
         )
     print(f"{path}: intact, {check.entries} entries. Head {check.head_seq}:{check.head_hash}")
+    for line in capped_answers(args.data_dir, args.role):  # S1's, for its operator
+        print(line)
     return 0
 
 

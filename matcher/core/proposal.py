@@ -116,6 +116,12 @@ class Checked:
     rows_a: Rows
     rows_b: Rows
     proposed: npt.NDArray[np.bool_]
+    # answered 0 by S1's per-upload cap (a record paired otherwise in an earlier run) and
+    # beyond the reach quota (core/rowledger.py), of the pairs it would have evaluated; the
+    # reach quota of the pair of uploads (0: an extras batch)
+    capped: int = 0
+    over_quota: int = 0
+    quota: int = 0
 
 
 class Proposal:
@@ -261,7 +267,9 @@ class Proposal:
         # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
         # who lacks the fallback's fields, names its extras on both CLKs).
         other = self._other(a, b, clk, rows_a, rows_b) & ~found
-        other |= self._capped(a, b, "extra", rows_a, rows_b) & ~found
+        paired, _, _ = self._capped(a, b, "extra", rows_a, rows_b)
+        capped = paired & ~found & ~other
+        other |= capped
         extra = np.flatnonzero(~found & ~other)
         ea, eb = rows_a[extra], rows_b[extra]
         if len(extra):
@@ -280,7 +288,7 @@ class Proposal:
                     f"{where}, a record in two extra pairs with one member (a group holds one "
                     "record a member)"
                 )
-        return Checked(len(extra), a, b, ea, eb, found | other)
+        return Checked(len(extra), a, b, ea, eb, found | other, int(capped.sum()))
 
     def _other(self, a: int, b: int, clk: int, rows_a: Rows, rows_b: Rows) -> npt.NDArray[np.bool_]:
         """The pairs on the other CLK than the run scores them by (answered 0)."""
@@ -316,7 +324,9 @@ class Proposal:
         if a > b:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
         other = self._other(a, b, clk, rows_a, rows_b)
-        other |= self._capped(a, b, "reach", rows_a, rows_b)
+        paired, over, quota = self._capped(a, b, "reach", rows_a, rows_b)
+        paired, over = paired & ~other, over & ~other
+        other |= paired | over
         ask = np.flatnonzero(~other)
         ea, eb = rows_a[ask], rows_b[ask]
         where = f"rows_a/rows_b: {len(ask)} of the batch's {len(rows_a)} pairs at the reach cut-off"
@@ -332,19 +342,21 @@ class Proposal:
                 f"{where}, a record in two reach pairs with one member (a join puts one record "
                 "a member on each side)"
             )
-        return Checked(len(ask), a, b, ea, eb, other)
+        return Checked(len(ask), a, b, ea, eb, other, int(paired.sum()), int(over.sum()), quota)
 
     def _capped(self, a: int, b: int, kind: str, rows_a: Rows, rows_b: Rows
-                ) -> npt.NDArray[np.bool_]:  # fmt: skip
+                ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], int]:  # fmt: skip
         """The pairs S1's per-upload cap answers 0 (a record paired otherwise in an earlier
-        run over these uploads, core/rowledger.py)."""
+        run over these uploads), those beyond the reach quota, and the quota (0: none;
+        core/rowledger.py)."""
         if self.ledger is None:
-            return np.zeros(len(rows_a), bool)
+            return np.zeros(len(rows_a), bool), np.zeros(len(rows_a), bool), 0
         quota = None
         if kind == "reach":
             quota = reach_quota(len(self._seen[a]), len(self._seen[b]))
-        return self.ledger.capped(self.members[a], self.members[b], kind, rows_a, rows_b,
-                                  self.id, quota)  # fmt: skip
+        paired, over = self.ledger.limits(self.members[a], self.members[b], kind, rows_a,
+                                          rows_b, self.id, quota)  # fmt: skip
+        return paired, over, quota or 0
 
     def _note(self, checked: Checked, kind: str) -> None:
         if self.ledger is not None:

@@ -110,8 +110,12 @@ class QueryCounter:
                     self._events.append(c)
                     self._names.add(c.name)
 
-    def counted(self, name: str) -> bool:
+    def counted(self, name: str, now: float | None = None) -> bool:
+        """Whether `name` is counted (with `now`: still in the window at `now`, so that a
+        long-open watch's records are counted again once their count has left it)."""
         with self._lock:
+            if now is not None:
+                self._expire(now)
             return name in self._names
 
     def _expire(self, now: float) -> None:

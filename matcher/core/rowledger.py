@@ -74,19 +74,35 @@ class RowLedger:
         """The pairs one of whose records had another partner in a run other than `run`, and
         (with `quota`) those beyond the first `quota` of the pair of uploads' records paired
         so far, over every run, the batch's in its order."""
+        paired, over = self.limits(name_a, name_b, kind, rows_a, rows_b, run, quota)
+        return paired | over
+
+    def limits(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
+               run: str, quota: int | None = None
+               ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:  # fmt: skip
+        """`capped`'s pairs apart, by the limit that answers them 0: the per-upload cap (a
+        record paired otherwise in an earlier run), then the quota (none in both)."""
         with self._lock:
             (by_a, by_b), ta, tb = self._side(name_a, name_b, kind, rows_a, rows_b)
-            out = np.zeros(len(ta), dtype=bool)
+            paired = np.zeros(len(ta), dtype=bool)
+            over = np.zeros(len(ta), dtype=bool)
             room = None if quota is None else quota - len(by_a)
             for n, (x, y) in enumerate(zip(ta, tb, strict=True)):
                 pa, pb = by_a.get(x), by_b.get(y)
-                out[n] = (pa is not None and pa[1] != run and pa[0] != y) or (
+                paired[n] = (pa is not None and pa[1] != run and pa[0] != y) or (
                     pb is not None and pb[1] != run and pb[0] != x
                 )
-                if room is not None and not out[n] and pa is None:
-                    out[n] = room <= 0
+                if room is not None and not paired[n] and pa is None:
+                    over[n] = room <= 0
                     room -= 1
-            return out
+            return paired, over
+
+    def count(self, name_a: str, name_b: str, kind: str) -> int:
+        """The records of the pair of uploads paired so far (`kind`), over every run: what
+        the reach quota counts."""
+        with self._lock:
+            lo, hi = sorted((name_a, name_b))
+            return len(self._rows.get((lo, hi, kind), ({}, {}))[0])
 
     def note(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
              run: str) -> None:  # fmt: skip

@@ -69,6 +69,7 @@ from blindmatch.matcher.realtime.limits import LimitCalls
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.shards import RemoteLookups
+from blindmatch.matcher.realtime.twoforget import LeftRecords
 from blindmatch.matcher.realtime.twowatch import TwoServerWatches
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
@@ -148,9 +149,21 @@ class Realtime(LimitCalls):
         # upload of a partner (twowatch.py).
         self.two_watches = TwoServerWatches(store, two_server, self.watches,
                                             self.query_log.record_all, self.clock)  # fmt: skip
-        self.two_watches.forget_left()  # what a matcher killed left at S1 and S2
+        # What a matcher killed left at S1 and S2: forgotten by both at once, retried
+        # (twoforget.py), without holding up the start for one that does not answer.
+        self.left = None if two_server is None else LeftRecords(two_server, [
+            p for p in store.live_projects() if store.mode_of(p) == TWO_SERVER])  # fmt: skip
+        if self.left is not None:
+            self.left.start()
+
+    def query_ticket(self, project: str) -> None:
+        """Before a query ticket of `project` is issued (twoforget.py `settle`)."""
+        if self.left is not None:
+            self.left.settle(project)
 
     def close(self) -> None:
+        if self.left is not None:
+            self.left.close()
         self.two_watches.close()
         self.query_log.close()
         self.index_store.close()

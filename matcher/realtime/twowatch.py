@@ -18,7 +18,7 @@ limit at its first comparison, once (core/querylimit.py; again only once a count
 their window). When the watch ends (its stream closed, its token revoked, its member erased,
 its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1 and S2 are told
 to forget its records (`Forget` of `member@tag`); a matcher killed cannot, so the next one to
-start has them forget every query's and watch's records of its projects (`forget_left`).
+start has them forget every query's and watch's records of its projects (twoforget.py).
 
 A comparison that cannot be made ends the watch rather than passing an upload over in
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
@@ -38,10 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
 from blindmatch.matcher.core.segment import Hits
-from blindmatch.matcher.domain import TWO_SERVER, WATCH, Encoding, Project, QueryRecord
+from blindmatch.matcher.domain import WATCH, Encoding, Project, QueryRecord
 from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
@@ -253,30 +252,6 @@ class TwoServerWatches:
                                 watch.member, f.error)  # fmt: skip
         with self._lock:  # in use until forgotten (a query on its name is refused till then)
             self._names.discard(watch.name)
-
-    def forget_left(self) -> None:
-        """At start-up, before any query or watch: have S1 and S2 forget every query's and
-        watch's records in the live two-server projects (`Forget` of member `@`), which a
-        matcher that stopped without closing (killed) could not tell them to. Stops at the
-        first server that does not answer (logged: they hold such records in memory only,
-        until they restart)."""
-        if self.setup is None:
-            return
-        for name in self.store.live_projects():
-            if self.store.mode_of(name) != TWO_SERVER:
-                continue
-            forgot = self.setup.forget(name, tickets.QUERY_MARK)
-            if any(f.dropped for f in forgot):
-                log.info("%s: S1 and S2 forgot %s queries' and watches' records left from "
-                         "before", name, "/".join(str(f.dropped) for f in forgot))  # fmt: skip
-            failed = [f for f in forgot if f.error]
-            if failed:
-                log.warning(
-                    "at start-up, %s: a query's or a watch's records left at S1 and "
-                    "S2 from before are there until they restart",
-                    failed[0].error,
-                )
-                return
 
     def close(self) -> None:
         """The matcher stops: no more comparisons, and S1 and S2 forget every open watch's

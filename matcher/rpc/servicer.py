@@ -307,6 +307,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     ) -> pb.TwoServerTicketReply:
         member = self._member(context, request.project)
         planned = convert.upload_header(request.upload) if request.HasField("upload") else None
+        if request.query:  # S1 and S2 have forgotten what a killed matcher left (twoforget.py)
+            self.realtime.query_ticket(request.project)
         t = tworuns.issue_ticket(self.store, self.two_server, request.project, member, planned,
                                  query=request.query)  # fmt: skip
         log.info("%s/%s: two-server %s ticket for %s", request.project, member,

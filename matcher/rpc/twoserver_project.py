@@ -4,6 +4,8 @@ key, and the members' key that signs the upload tickets (usecases/tworuns.py).""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 
 from blindmatch.matcher import errors
@@ -20,6 +22,8 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 REACH_SECONDS = 5.0  # how long StartRun waits for S1 and S2 to answer
 FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop the shares
+# S2's Forget, sent while the caller's thread sends S1's (`combiner_setup`'s `forget`)
+FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
 
 
 def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | None) -> None:
@@ -103,11 +107,17 @@ def combiner_setup(
         reachable(s1, "S1", credentials)
         reachable(s2, "S2", credentials)
 
-    def forget(project: str, member: str) -> list[Forgot]:
-        return [forget_at(address, who, key, credentials, project, member, c)
-                for address, who, c in ((s1, "S1", kept[0]), (s2, "S2", kept[1]))]  # fmt: skip
+    def forget_one(who: str, project: str, member: str) -> Forgot:
+        address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
+        return forget_at(address, who, key, credentials, project, member, c)
 
-    return TwoServerSetup(s1, s2, member_key, servers, check, forget)
+    def forget(project: str, member: str) -> list[Forgot]:
+        """S1's and S2's Forget at once: one that does not answer in time delays the other's
+        by nothing (an erasure waits FORGET_SECONDS at most, not twice that)."""
+        to_s2 = FORGETTING.submit(forget_one, "S2", project, member)
+        return [forget_one("S1", project, member), to_s2.result()]
+
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one)
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

@@ -72,7 +72,7 @@ class RoleQueries:
                     f"members: query {name!r} compared with {others[0]!r}; {self.party} compares "
                     "a query with its own project's uploads only"
                 )
-            if self.counter.counted(name):
+            if self.counter.counted(name, self.clock()):
                 continue
             try:
                 counted = self.counter.admit(name, project, member, n, self.clock())

@@ -23,7 +23,7 @@ from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
-from blindmatch.matcher.core.rowledger import RowLedger
+from blindmatch.matcher.core.rowledger import KINDS, RowLedger
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
@@ -146,20 +146,23 @@ class _Role:
             self.budget.restore(a, b, keys, reach=reach)
         for name in restored.sealed:  # restored from a backup (storage/role_backup.py)
             self.budget.seal(name)
+        ledger = dict.fromkeys(KINDS, 0)  # S1's ledger entries restored, by kind
         if self.role == "s1":  # S1's per-upload cap and reach quota (core/rowledger.py)
             self.proposals.rows = RowLedger(self.store.note_rows)
             for a, b, kind, rows_a, rows_b, run in restored.ledger:
                 self.proposals.rows.restore(a, b, kind, rows_a, rows_b, run)
+                ledger[kind] += len(rows_a)
         seconds = round(time.perf_counter() - start, 3)
         if self.held or restored.discarded or queries:  # not on a first start
-            self.log(self.role, "twoserver.restored", uploads=sorted(self.held),
+            self.log(self.role, "twoserver.restored", "", uploads=sorted(self.held),
                      records={n: h.records for n, h in sorted(self.held.items())},
                      pairs=self.budget.pairs(), discarded=restored.discarded,
                      queries=queries, sealed=len(restored.sealed),
-                     backup_taken=restored.backup_taken, seconds=seconds)  # fmt: skip
-            log.info("%s restored %d upload(s) and %d pairs evaluated from %s in %.1f s",
-                     NAMES[self.role], len(self.held), self.budget.pairs(), self.store.path,
-                     seconds)  # fmt: skip
+                     backup_taken=restored.backup_taken, seconds=seconds,
+                     **({"ledger": ledger} if self.role == "s1" else {}))  # fmt: skip
+            log.info("%s restored %d upload(s), %d pairs evaluated and %d ledger entries from "
+                     "%s in %.1f s", NAMES[self.role], len(self.held), self.budget.pairs(),
+                     sum(ledger.values()), self.store.path, seconds)  # fmt: skip
         if restored.sealed:
             log.warning(  # docs/operations.md "Backing up S1 and S2"
                 "%s holds %d upload(s) restored from a backup taken at %s: every pair of two "

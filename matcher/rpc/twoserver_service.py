@@ -186,10 +186,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop], reach)
             if checked is not None:
                 (proposal.commit_reach if reach else proposal.commit)(checked)
-        if checked is not None and (checked.extras or reach):
-            self.log("combiner", "twoserver." + ("reach" if reach else "extras"), members=members,
-                     clk=request.clk, pairs=checked.extras,
-                     run_total=proposal.reached if reach else proposal.extras)  # fmt: skip
+        if checked is not None and (checked.extras or reach or checked.capped):
+            self._log_asked(proposal, checked, members, request.clk, reach)
         party = self.party(0, held, circuit, request.clk, rows_a, rows_b, request.setup)
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
@@ -205,6 +203,29 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
         return pb.ForgetReply(dropped=len(self.forget(request)))
+
+    def _log_asked(self, proposal: Proposal, checked: Checked, members: list[str], clk: int,
+                   reach: bool) -> None:  # fmt: skip
+        """A batch's `twoserver.extras` or `twoserver.reach` entry: the pairs evaluated and,
+        for S1's operator only, those answered 0 by the per-upload cap (`capped`) or beyond
+        the reach quota (`over_quota`, with the `quota` and the pairs it counted so far):
+        one entry a batch either way, so C cannot tell a capped batch by S1's timing."""
+        kind = "reach" if reach else "extra"
+        detail: dict[str, object] = {
+            "run": proposal.id, "members": members, "clk": clk, "pairs": checked.extras,
+            "run_total": proposal.reached if reach else proposal.extras,
+            "capped": checked.capped,
+        }  # fmt: skip
+        if reach:
+            ledger = proposal.ledger
+            used = ledger.count(members[0], members[1], kind) if ledger is not None else 0
+            detail.update(over_quota=checked.over_quota, quota=checked.quota, quota_used=used)
+        self.log("combiner", "twoserver." + ("reach" if reach else "extras"), "", **detail)
+        if checked.capped or checked.over_quota:
+            log.info("S1 answered 0, unevaluated, %d %s pair(s) of %s x %s in run %s: %d past "
+                     "its per-upload cap, %d beyond the reach quota (audited)",
+                     checked.capped + checked.over_quota, kind, *members, proposal.id,
+                     checked.capped, checked.over_quota)  # fmt: skip
 
 
 class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.core import audit, tickets
+from blindmatch.matcher.core.rowledger import KINDS
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.backup import snapshot
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
@@ -56,6 +57,7 @@ class RoleRestoreReport:
     replayed: int = 0  # its entries after the backup's head
     dropped: list[str] = field(default_factory=list)  # forgotten or replaced since
     queries: int = 0  # counted since, counted again
+    ledger: int = 0  # S1's ledger entries (core/rowledger.py) the restored dir holds
 
 
 def _head(log: Path) -> tuple[int, str] | None:
@@ -240,6 +242,10 @@ def _apply(
         with store.db.reading() as conn:
             uploads = conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
             sealed = conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
+            ledger = dict.fromkeys(KINDS, 0)  # S1's ledger entries kept (core/rowledger.py)
+            for kind, size in conn.execute("SELECT kind, SUM(LENGTH(rows_a)) FROM ledger "
+                                           "GROUP BY kind"):  # fmt: skip
+                ledger[str(kind)] = int(size) // 4
     finally:
         store.close()
     log = RoleAudit(staging.root, role)
@@ -248,12 +254,13 @@ def _apply(
             "role": role, "uploads": uploads, "sealed": sealed,
             "replayed": len(after) if prev else None, "forget": forget, "dropped": dropped,
             "queries": queries, "backup_taken": taken,
+            **({"ledger": ledger} if role == "s1" else {}),
         }))  # fmt: skip
     finally:
         log.close()
     previous = prev.root if prev else None
     return RoleRestoreReport(dest, role, uploads, sealed, previous, taken, len(after), dropped,
-                             queries)  # fmt: skip
+                             queries, sum(ledger.values()))  # fmt: skip
 
 
 __all__ = ["RestoreError", "RoleRestoreReport", "restore_role_dir"]

@@ -224,9 +224,13 @@ class RoleStore:
 
     def count_query(self, name: str, project: str, member: str, records: int, at: float) -> None:
         """A query the role counted against its query limit (rpc/twoserver_queries.py),
-        durable before the query is evaluated."""
+        durable before the query is evaluated. A name counted again (a watch's records, once
+        their count has left the window: core/querylimit.py) replaces its earlier row, so the
+        new count is the one read back after a restart."""
         with self.db.tx(clears_cache=False) as conn:
-            conn.execute("INSERT OR IGNORE INTO queries VALUES (?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO queries VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                         "SET project = excluded.project, member = excluded.member, "
+                         "records = excluded.records, at = excluded.at",
                          (name, project, member, records, at))  # fmt: skip
 
     def queries_since(self, since: float) -> list[tuple[str, str, str, int, float]]:

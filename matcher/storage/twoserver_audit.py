@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.core import audit
@@ -88,4 +89,67 @@ def verify_log(data_dir: Path, role: str, key_file: Path | None = None) -> audit
         conn.close()
 
 
-__all__ = ["RoleAudit", "Unreadable", "log_path", "verify_log"]
+@dataclass
+class _Capped:
+    """S1's capped answers to one pair of uploads, of one kind, over the log."""
+
+    batches: int = 0
+    capped: int = 0
+    over: int = 0
+    quota: int = 0
+    runs: set[str] = field(default_factory=set)
+    seqs: list[int] = field(default_factory=list)
+
+
+def capped_answers(data_dir: Path, role: str) -> list[str]:
+    """S1's answers of 0 to pairs it did not evaluate because of its per-upload cap or the
+    reach quota (core/rowledger.py), from its `twoserver.extras` and `twoserver.reach`
+    entries, read-only: a line for the whole, then one for each pair of uploads and kind
+    (its batches, the pairs capped and over the quota, the runs, the entries' seqs). What
+    S1's operator looks at to spot a combiner asking past S1's bounds (docs/operations.md
+    "Two servers and a combiner"); none for S2 or the combiner."""
+    if role != "s1":
+        return []
+    conn = sqlite3.connect(f"file:{log_path(data_dir, role)}?mode=ro", uri=True)
+    try:
+        entries = [e for e in read_entries(conn)
+                   if e.action in ("twoserver.extras", "twoserver.reach")]  # fmt: skip
+    finally:
+        conn.close()
+    by: dict[tuple[str, str, str], _Capped] = {}
+    for e in entries:
+        d = e.detail
+        capped, over = _int(d.get("capped")), _int(d.get("over_quota"))
+        members = d.get("members")
+        if not (capped or over) or not isinstance(members, list) or len(members) != 2:
+            continue
+        a, b = sorted(str(m) for m in members)
+        got = by.setdefault((a, b, e.action.rsplit(".", 1)[1]), _Capped())
+        got.batches += 1
+        got.capped += capped
+        got.over += over
+        got.quota = _int(d.get("quota"))
+        got.runs.add(str(d.get("run", "?")))
+        got.seqs.append(e.seq)
+    if not by:
+        return ["S1 answered no pair 0 past its per-upload cap or its reach quota."]
+    capped = sum(g.capped for g in by.values())
+    over = sum(g.over for g in by.values())
+    batches = sum(g.batches for g in by.values())
+    lines = [f"S1 answered 0, unevaluated, {capped + over} pairs in {batches} batches: {capped} "
+             f"past its per-upload cap (a record paired otherwise in an earlier run), {over} "
+             "beyond the reach quota (a combiner asking past S1's bounds; an honest one meets "
+             "the cap only where its groups changed):"]  # fmt: skip
+    for (a, b, kind), g in sorted(by.items()):
+        quota = f" of {g.quota}" if kind == "reach" else ""
+        lines.append(f"  {a} x {b}, {kind}: {g.batches} batches, {g.capped} capped, {g.over} "
+                     f"over the quota{quota}; runs {', '.join(sorted(g.runs))}; entries "
+                     f"{g.seqs[0]}-{g.seqs[-1]}")  # fmt: skip
+    return lines
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+__all__ = ["RoleAudit", "Unreadable", "capped_answers", "log_path", "verify_log"]

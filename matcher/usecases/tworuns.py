@@ -58,8 +58,12 @@ Forget = Callable[[str, str], list[Forgot]]
 
 
 def _unset(project: str, member: str) -> list[Forgot]:
+    return [_unset_one(server, project, member) for server in ("S1", "S2")]
+
+
+def _unset_one(server: str, project: str, member: str) -> Forgot:
     why = "this matcher was started without it (serve --two-server-s1/--two-server-s2)"
-    return [Forgot("S1", error=why), Forgot("S2", error=why)]
+    return Forgot(server, error=why)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class TwoServerSetup:
     """What `serve --two-server-s1/--two-server-s2` gives the matcher: where S1 and S2 are,
     the members' key (it signs upload tickets), how to reach them (`servers`), and a check
     that both answer (`reachable`: raises Unavailable naming the one that does not), and
-    how to have both drop a project member's uploads (`forget`, never raising)."""
+    how to have both drop a project member's uploads (`forget`, both at once, never raising;
+    `forget_one`: one of them, "S1" or "S2")."""
 
     s1: str
     s2: str
@@ -75,6 +80,7 @@ class TwoServerSetup:
     servers: ServersFactory
     reachable: Callable[[], None] = lambda: None
     forget: Forget = _unset
+    forget_one: Callable[[str, str, str], Forgot] = _unset_one
 
 
 def not_set_up(what: str) -> FailedPrecondition:
