@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -91,19 +92,25 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
 
 UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CONNECT_SECONDS = 5.0  # how long a batch waits for a connection to S1 before it fails
+_READY = grpc.ChannelConnectivity.READY.value[0]
 
 
 def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS) -> None:
-    """Return once `channel` to party `who` is connected; else (none made in `seconds`) raise
-    `Unavailable` naming it, with `evaluated` False: nothing was sent to the party."""
-    try:
-        grpc.channel_ready_future(channel).result(timeout=seconds)
-    except grpc.FutureTimeoutError:
-        error = errors.Unavailable(
-            f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
-        )
-        error.evaluated = False
-        raise error from None
+    """Return once `channel` to party `who` is connected (asking it to connect); else (none
+    made in `seconds`) raise `Unavailable` naming it, with `evaluated` False: nothing was
+    sent to the party. The channel's state is read as gRPC's own `channel_ready_future` reads
+    it, without that future's polling thread (which fails when the channel is closed just
+    after); a channel of another kind (no state to read) counts as connected."""
+    state = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    deadline = time.monotonic() + seconds
+    while state is not None and state(True) != _READY:
+        if time.monotonic() >= deadline:
+            error = errors.Unavailable(
+                f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
+            )
+            error.evaluated = False
+            raise error
+        time.sleep(0.02)
 
 
 def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
