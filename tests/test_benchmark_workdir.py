@@ -19,7 +19,7 @@ from tests.support import ROOT
 
 # The benchmarks whose work dirs filled the disk, and the others that made one of their own.
 USERS = ("twoserver_project", "twoserver_rerun", "twoserver_rerun_project", "twoserver_watch",
-         "twoserver_query", "load", "faults")  # fmt: skip
+         "twoserver_query", "load", "faults", "check_index_audit", "role_backup_churn")  # fmt: skip
 
 
 def test_the_work_dir_goes_on_exit_failure_and_ctrl_c_unless_kept(tmp_path: Path) -> None:
