@@ -13,15 +13,14 @@ machine's other load counts in every wall second.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.datadir import DataDir
@@ -35,8 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changes", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    add_keep(parser)
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="check-index-audit-"))
+    with work_dir("check-index-audit-", keep=args.keep) as root:
+        return bench(args, root)
+
+
+def bench(args: argparse.Namespace, root: Path) -> int:
+    """The benchmark in `root` (deleted by `main` afterwards)."""
     data_dir = root / "matcher"
     server = create_server("127.0.0.1:0", data_dir, ADMIN)
     clks = population(1, 3 * args.changes + 3, 0.0, seed=5)[0].clks
@@ -51,19 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop(grace=None)
     files = DataDir(data_dir)
-    try:
-        for _ in range(args.repeat):
-            t0, c0 = time.perf_counter(), time.process_time()
-            report = check_data_dir(data_dir)
-            t1, c1 = time.perf_counter(), time.process_time()
-            problems = check_index_audit(files.db, files.index_db)
-            t2, c2 = time.perf_counter(), time.process_time()
-            print(f"{args.changes} changes, {report.audit_entries} audit entries, "
-                  f"{report.index_records} records, ok {report.ok and not problems}: "
-                  f"check_data_dir {t1 - t0:.3f} s wall {c1 - c0:.3f} s CPU; the cross-check "
-                  f"alone {t2 - t1:.3f} s wall {c2 - c1:.3f} s CPU")  # fmt: skip
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = check_data_dir(data_dir)
+        t1, c1 = time.perf_counter(), time.process_time()
+        problems = check_index_audit(files.db, files.index_db)
+        t2, c2 = time.perf_counter(), time.process_time()
+        print(f"{args.changes} changes, {report.audit_entries} audit entries, "
+              f"{report.index_records} records, ok {report.ok and not problems}: "
+              f"check_data_dir {t1 - t0:.3f} s wall {c1 - c0:.3f} s CPU; the cross-check "
+              f"alone {t2 - t1:.3f} s wall {c2 - c1:.3f} s CPU")  # fmt: skip
     return 0
 
 

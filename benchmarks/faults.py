@@ -74,6 +74,7 @@ from benchmarks.knownclks import (  # noqa: E402
     population,
     write,
 )
+from benchmarks.workdir import add_keep, work_dir  # noqa: E402
 from blindmatch.cli import main as cli_main  # noqa: E402
 from blindmatch.client import MatcherClient  # noqa: E402
 from blindmatch.client.errors import BlindmatchError  # noqa: E402
@@ -696,10 +697,16 @@ def main() -> int:
         help=f"trial kinds to draw from (default: {','.join(KINDS)})",
     )
     parser.add_argument("--workdir", type=Path, help="default: a new temporary folder")
+    add_keep(parser)
     args = parser.parse_args()
-    import tempfile
+    # A --workdir given is the user's (kept); a temporary one is deleted at the end.
+    given = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with given or work_dir("blindmatch-faults-", keep=args.keep) as workdir:
+        return bench(args, workdir)
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="blindmatch-faults-"))
+
+def bench(args: argparse.Namespace, workdir: Path) -> int:
+    """The benchmark with its files in `workdir`."""
     print(f"fault injection: {args.trials} trials, data in {workdir}")
     summary = run_trials(
         args.trials,

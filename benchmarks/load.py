@@ -18,8 +18,8 @@ The run compares every pair of members: 30 x 100,000 CLKs is 435 pairs of 10^10,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.faults import Server, free_port  # noqa: E402
 from benchmarks.knownclks import CLK_BYTES, expected_hits, hits_of, population, write  # noqa: E402
+from benchmarks.workdir import add_keep, work_dir  # noqa: E402
 from blindmatch.client import MatcherClient  # noqa: E402
 from blindmatch.client.encoding.encoded import Encoded  # noqa: E402
 from blindmatch.client.remote.retry import RetryPolicy  # noqa: E402
@@ -85,8 +86,16 @@ def main() -> int:
     parser.add_argument("--no-run", action="store_true", help="stop after the uploads")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path)
+    add_keep(parser)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="blindmatch-load-"))
+    # A --workdir given is the user's (kept); a temporary one is deleted at the end.
+    given = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with given or work_dir("blindmatch-load-", keep=args.keep) as workdir:
+        return bench(args, workdir)
+
+
+def bench(args: argparse.Namespace, workdir: Path) -> int:
+    """The benchmark with its files in `workdir`."""
     names = [f"member{i:02d}" for i in range(args.members)]
     total = args.members * args.records
     print(f"load: {args.members} members x {args.records} CLKs = {total} CLKs, in {workdir}")

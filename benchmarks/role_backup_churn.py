@@ -17,9 +17,7 @@ machine's other load counts in every second.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,9 @@ from unittest import mock
 import grpc
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import tickets
@@ -70,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backups", type=int, default=30)
     parser.add_argument("--churn", default="uf", help="u: re-uploads; f: upload and forget")
     parser.add_argument("--apart", action="store_true", help="the two snapshots one by one")
+    add_keep(parser)
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="role-backup-churn-"))
+    with work_dir("role-backup-churn-", keep=args.keep) as root:
+        return bench(args, root)
+
+
+def bench(args: argparse.Namespace, root: Path) -> int:
+    """The benchmark in `root` (deleted by `main` afterwards)."""
     role = create_role("s2", "127.0.0.1:0", PARTIES, MEMBERS, data_dir=root / "s2")
     rng = np.random.default_rng(1)
     ups = [client.shared_upload(rng.integers(0, 256, (40, 128), dtype=np.uint8), b"s",
@@ -122,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.join()
         role.stop(grace=None)
-        shutil.rmtree(root, ignore_errors=True)
     way = "one after the other" if args.apart else "read together"
     print(f"{args.backups} backups ({way}), churn {args.churn!r}: {failed} failed; of the "
           f"others, {problems} problems, {in_flight} with an upload in flight; meanwhile "

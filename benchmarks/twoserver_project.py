@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import ROOT, _started, blindmatch, serve
 from benchmarks.messy import write_exports
+from benchmarks.workdir import add_keep, work_dir
 
 MEMBERS = {"north": "north-police", "south": "south-police"}
 # Without blindmatch.rule by default (the figures of docs/performance.md were taken so);
@@ -65,8 +65,14 @@ def main() -> int:
         default=1,
         help="projects in each mode, alternating; each step's best is shown",
     )
+    add_keep(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bm-tsproject-"))
+    with work_dir("bm-tsproject-", keep=args.keep) as work:
+        return bench(args, work)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark in `work` (deleted by `main` afterwards)."""
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret = work / "linkage.secret"
     blindmatch("secret", "new", str(secret))

@@ -31,11 +31,9 @@ import argparse
 import dataclasses
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
@@ -185,12 +184,18 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.0,
                     help="seconds between the last upload and the first query (default 0: "
                     "at once, as a member querying right after a partner uploads)")  # fmt: skip
+    add_keep(ap)
     args = ap.parse_args()
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
 
         twoquery.PARTNERS_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
-    work = Path(tempfile.mkdtemp(prefix="bm-tsquery-"))
+    with work_dir("bm-tsquery-", keep=args.keep) as work:
+        return bench(args, work)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark in `work` (deleted by `main` afterwards)."""
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])
@@ -312,7 +317,6 @@ def main() -> int:
     finally:
         server.stop(grace=None)
         stop_roles()
-        shutil.rmtree(work, ignore_errors=True)  # the encoded uploads: about 2 GB
     n = len(clks)
     sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
     where = "with them" if args.roles == "here" else "each a process of its own"

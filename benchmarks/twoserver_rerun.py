@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.messy import write_exports
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
@@ -213,8 +213,14 @@ def main() -> int:
         metavar="N",
         help="then runs 5-7: a run failing after N pairs of members, resumed",
     )
+    add_keep(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bm-tsrerun-"))
+    with work_dir("bm-tsrerun-", keep=args.keep) as work:
+        return bench(args, work)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark in `work` (deleted by `main` afterwards)."""
     schema = load_schema(args.schema)
     exports = write_exports(work / "a", seed=args.seed, size=args.size)
     again = write_exports(work / "b", seed=args.seed, size=args.size, corruption=1.5)

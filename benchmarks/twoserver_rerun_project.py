@@ -33,7 +33,6 @@ import json
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -44,6 +43,7 @@ from benchmarks.cliflow import _started, blindmatch, serve
 from benchmarks.grpcproxy import proxy
 from benchmarks.messy import write_exports
 from benchmarks.twoserver_project import SCHEMA, hits, key_file, role_argv
+from benchmarks.workdir import add_keep, work_dir
 
 MEMBERS = {"north": "north-police", "south": "south-police", "retail": "retail-bcrp"}
 
@@ -65,8 +65,14 @@ def main() -> int:
         metavar="N",
         help="then runs 5-6: a run losing S2 after N pairs of members, resumed",
     )
+    add_keep(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bm-tsrerunproj-"))
+    with work_dir("bm-tsrerunproj-", keep=args.keep) as work:
+        return bench(args, work)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark in `work` (deleted by `main` afterwards)."""
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret = work / "linkage.secret"
     blindmatch("secret", "new", str(secret))

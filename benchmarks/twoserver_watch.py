@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
 from benchmarks.twoserver_query import ADMIN, SCHEMA, pct, start_roles
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import encode_csv
@@ -106,12 +106,18 @@ def main() -> int:
                     "1: one after the other; default: the code's)")  # fmt: skip
     ap.add_argument("--roles", choices=("here", "processes"), default="here",
                     help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    add_keep(ap)
     args = ap.parse_args()
     if args.at_once:
         from blindmatch.matcher.realtime import twowatch
 
         twowatch.WATCHES_AT_ONCE = args.at_once  # type: ignore[attr-defined,unused-ignore]
-    work = Path(tempfile.mkdtemp(prefix="bm-tswatch-"))
+    with work_dir("bm-tswatch-", keep=args.keep) as work:
+        return bench(args, work)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark in `work` (deleted by `main` afterwards)."""
     exports = write_exports(work / "exports", seed=args.seed, size=args.size)
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])

@@ -21,7 +21,10 @@ returned.)
                                                   (not a call's error: `serve` refuses to start)
 
 The gRPC edge maps them in one place (`rpc/status.py`); core code raises
-them without knowing about gRPC. An error with `retryable = True` also sends
+them without knowing about gRPC. Every one is sent with the trailing metadata
+`blindmatch-status: <STATUS>`, so a caller can tell a status the service
+answered from one gRPC made up for want of an answer (rpc/status.py
+`answered`). An error with `retryable = True` also sends
 the trailing metadata `blindmatch-retryable: 1`, so a client can tell a
 momentary limit (retry with backoff) from a permanent one (don't).
 """

@@ -52,7 +52,7 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget, warm_circuits
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -206,6 +206,8 @@ def create_server(
         except BaseException:  # index.sqlite refused (damaged): nothing stays open
             store.close()
             raise
+        if two_server is not None:  # its first run's and query's circuits, built ahead
+            warm_circuits(store)
         sweeper = Sweeper(store, sweep_interval)
         sweeper.on_expired.append(realtime.erase_project)
 

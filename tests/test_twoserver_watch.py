@@ -31,6 +31,7 @@ from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
 from blindmatch.client.remote.twoserver import RoleClient, project_watch, ticket
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
+from blindmatch.matcher.realtime.watches import Watch
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN, STRONG_SECRET
@@ -63,10 +64,16 @@ def rows_of(encoded: Encoded, rows: list[int]) -> np.ndarray:
 
 
 class Watching:
-    """North's watch of `rows` of south's records, open on a thread of its own, its events
-    gathered; closed by `close`."""
+    """A member's watch (`token`'s) of `rows` of south's records, open on a thread of its
+    own, its events gathered; closed by `close`."""
 
-    def __init__(self, world: World, token: str, folder: Path, rows: list[int]) -> None:  # noqa: F811
+    def __init__(
+        self,
+        world: World,  # noqa: F811
+        token: str,
+        folder: Path,
+        rows: list[int],
+    ) -> None:
         self.world = world
         self.events: list[WatchEvent] = []
         self.error: Exception | None = None
@@ -75,6 +82,8 @@ class Watching:
         upload = sharing.shared_upload(rows_of(encoded, rows), secret,
                                        sharing.plan_of(load_schema(SCHEMA)),
                                        encoded.fallback_bits)  # fmt: skip
+        realtime = world.server.realtime
+        before = realtime.watches.every()
         self.client = MatcherClient(world.target, token)
         self.stream: Iterator[WatchEvent] = project_watch(
             self.client, "shares", upload, clk_bits=encoded.clk_bits,
@@ -83,10 +92,14 @@ class Watching:
         )  # fmt: skip
         self.thread = threading.Thread(target=self._follow, daemon=True)
         self.thread.start()
-        realtime = world.server.realtime
-        until(lambda: len(realtime.watches) == 1 or self.error is not None)
+
+        def opened() -> list[Watch]:
+            return [w for w in realtime.watches.every() if all(w is not b for b in before)]
+
+        until(lambda: bool(opened()) or self.error is not None)
         if self.error is not None:
             raise self.error
+        self.watch = opened()[0]
 
     def _follow(self) -> None:
         try:
@@ -99,8 +112,8 @@ class Watching:
         self.client.close()  # the stream ends with its channel
         self.thread.join(30)
         realtime = self.world.server.realtime
-        until(lambda: len(realtime.watches) == 0)
-        until(lambda: not realtime.two_watches._names)
+        until(lambda: all(w is not self.watch for w in realtime.watches.every()))
+        until(lambda: self.watch.name not in realtime.two_watches._names)
 
 
 def until(done: Callable[[], bool], seconds: float = 60.0) -> None:

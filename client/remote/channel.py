@@ -20,7 +20,7 @@ from blindmatch.client.errors import (
     RejectedError,
     UnavailableError,
 )
-from blindmatch.client.remote.retry import is_busy
+from blindmatch.client.remote.retry import answered, is_busy
 from blindmatch.client.remote.tls import check_plaintext_target, client_target
 
 CHANNEL_OPTIONS = [
@@ -49,12 +49,6 @@ TLS_HINT = (
     "; if the matcher uses TLS, pass --ca-cert (and --client-cert/--client-key when it "
     "requires client certificates); see docs/security.md"
 )
-
-# How the matcher's UNAVAILABLE starts when the matcher answered but a part of it (a
-# look-up server holding index shards) could not: said as it is, not as "cannot reach".
-MATCHER_PART_DOWN = "look-up server "
-# A two-server party down behind the combiner (matcher/rpc/twoserver_client.py names it).
-PART_DOWN = (MATCHER_PART_DOWN, "S1 (", "S2 (")
 
 # The transient failures a call is retried on (see `client.remote.retry`).
 TRANSIENT = (UnavailableError, BusyError)
@@ -111,7 +105,9 @@ def translate_errors(target: str, party: str = "the matcher") -> Iterator[None]:
         cls = _ERRORS.get(code, MatcherError)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
             cls = BusyError
-        if cls is UnavailableError and not detail.startswith(PART_DOWN):
+        # An UNAVAILABLE the matcher answered (a part of it down: a look-up server, S1 or
+        # S2 behind the combiner) is said as it is; one gRPC made up is "cannot reach".
+        if cls is UnavailableError and not answered(exc):
             hint = TLS_HINT if _looks_like_tls(detail) else ""
             detail = f"cannot reach {party} at {target}: {detail}{hint}"
         raise cls(f"{detail} [{code.name}]") from None

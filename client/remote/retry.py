@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import grpc
 
 RETRYABLE_METADATA = ("blindmatch-retryable", "1")
+# The matcher's own status (matcher/rpc/status.py `abort`), not one gRPC made up for want of
+# an answer (no connection, no answer in time).
+ANSWERED_METADATA = "blindmatch-status"
 GRPC_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
 
 
@@ -53,6 +56,12 @@ def is_transient(exc: grpc.RpcError) -> bool:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return is_busy(exc)
     return False
+
+
+def answered(exc: grpc.RpcError) -> bool:
+    """Whether the server called ended `exc`'s call with a status of its own."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return any(key == ANSWERED_METADATA for key, _ in trailing or ())
 
 
 def is_busy(exc: grpc.RpcError) -> bool:

@@ -24,15 +24,20 @@ A comparison that cannot be made ends the watch rather than passing an upload ov
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
 (RESOURCE_EXHAUSTED, recorded as `query.refused`), the watch's records gone from S1 or S2
 (FAILED_PRECONDITION: open it again under a fresh ticket), S1 still busy (its proposals all in
-flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable).
+flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable). S1 busy is asked again later, not
+waited for: the watches S1 was busy for are compared with that upload again after the next of
+BUSY_WAITS (`later`: a timer, which puts the comparison back on the comparing thread), while
+the comparing thread goes on with the other watches' comparisons (their notifications are not
+held back by it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -49,6 +54,8 @@ from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
 log = logging.getLogger("blindmatch.matcher.realtime")
 
 Record = Callable[[Sequence[QueryRecord]], None]
+Later = Callable[[float, Callable[[], None]], None]  # call a function after seconds
+Found = list[tuple[int, Hits]]  # a watch's records an upload holds (record, hits)
 WATCHES_AT_ONCE = twoquery.PARTNERS_AT_ONCE  # watches one upload is compared with at once
 BUSY_WAITS = (1.0, 5.0, 30.0)  # seconds before asking a busy S1 again (then the watch ends)
 
@@ -72,6 +79,13 @@ class TwoServerWatches:
         self._lock = threading.Lock()
         self._names: set[str] = set()  # the open watches' names at S1 and S2
         self.compared = 0  # uploads compared with watches (tests, the benchmark)
+        self.retried = 0  # comparisons asked again of a busy S1
+        self._timers: set[threading.Timer] = set()  # busy retries waiting (`close` cancels)
+        self._closed = False
+        # S1's and S2's side of a comparison (twoquery.py; a test's stand-in answers Busy),
+        # and how a busy S1's comparisons are asked again later (`_after`: a timer).
+        self.search = twoquery.search_partner
+        self.later: Later = self._after
 
     def open(
         self, project: Project, member: str, purpose: str, encoding: Encoding, clks: bytes,
@@ -115,16 +129,31 @@ class TwoServerWatches:
         """`member`'s upload `upload_id` completed: compare it with the other members' open
         watches in `project`, on the comparing thread."""
         if any(w.name for w in self.watches.of(project, besides=member)):
-            self._pool.submit(self._compare_logged, project, member, upload_id)
+            self._submit(project, member, upload_id)
 
-    def _compare_logged(self, project: str, partner: str, upload_id: str) -> None:
+    def _submit(
+        self, project: str, partner: str, upload_id: str, only: Collection[Watch] | None = None,
+        attempt: int = 0,
+    ) -> None:  # fmt: skip
+        with contextlib.suppress(RuntimeError):  # the matcher stopping: no more comparisons
+            self._pool.submit(self._compare_logged, project, partner, upload_id, only, attempt)
+
+    def _compare_logged(
+        self, project: str, partner: str, upload_id: str, only: Collection[Watch] | None,
+        attempt: int,
+    ) -> None:  # fmt: skip
         try:
-            self._compare(project, partner, upload_id)
+            self._compare(project, partner, upload_id, only, attempt)
         except Exception:  # on the comparing thread: nobody else would hear of it
             log.exception("%s/%s's upload not compared with the two-server watches", project,
                           partner)  # fmt: skip
 
-    def _compare(self, project_name: str, partner: str, upload_id: str) -> None:
+    def _compare(
+        self, project_name: str, partner: str, upload_id: str,
+        only: Collection[Watch] | None = None, attempt: int = 0,
+    ) -> None:  # fmt: skip
+        """Compare `partner`'s upload with the other members' open watches (`only`: those of
+        them, asked again of a busy S1 for the `attempt`th time)."""
         try:
             project = self.store.project(project_name)
             upload = self.store.current_uploads(project_name).get(partner)
@@ -132,7 +161,8 @@ class TwoServerWatches:
             return
         if upload is None or upload.id != upload_id:
             return  # replaced (or erased) meanwhile: the later upload is compared in turn
-        watches = [w for w in self.watches.of(project_name, besides=partner) if w.name]
+        watches = [w for w in self.watches.of(project_name, besides=partner) if w.name
+                   and (only is None or any(w is o for o in only))]  # fmt: skip
         if not watches or self.setup is None:
             return
         start = time.perf_counter()
@@ -146,7 +176,11 @@ class TwoServerWatches:
                                     watches))  # fmt: skip
         else:
             got = [self._search(project, partner, upload_id, w) for w in watches]
-        found = [(w, hits) for w, hits in zip(watches, got, strict=True) if hits is not None]
+        found = [(w, hits) for w, hits in zip(watches, got, strict=True)
+                 if isinstance(hits, list)]  # fmt: skip
+        busy = [
+            (w, exc) for w, exc in zip(watches, got, strict=True) if isinstance(exc, errors.Busy)
+        ]
         # At `mapping` a partner's rows are request references to the upload compared, as a
         # two-server query's are (twoquery.py `referenced`).
         uploads = twoquery.Searched([], [], uploads={partner: upload.sha256})
@@ -156,24 +190,64 @@ class TwoServerWatches:
                                        answer, uploads)  # fmt: skip
 
         sent = deliver(project_name, partner, level, found, self.record, self.clock, refer)
-        self.compared += 1
+        if busy:
+            self._busy(project_name, partner, upload_id, busy, attempt)
+        if attempt == 0:
+            self.compared += 1
         log.info(
             "%s/%s's upload compared with %d two-server watch(es): %d notification(s) in %.0f ms",
             project_name, partner, len(watches), sent, 1000 * (time.perf_counter() - start),
         )  # fmt: skip
 
+    def _busy(
+        self, project: str, partner: str, upload_id: str,
+        busy: list[tuple[Watch, errors.Busy]], attempt: int,
+    ) -> None:  # fmt: skip
+        """S1 was busy comparing `partner`'s upload with the `busy` watches (its proposals
+        all in flight): compare them again after the next of BUSY_WAITS, on the comparing
+        thread (which goes on meanwhile); once those are spent, end them (Busy: S1 was busy
+        all the while, not a limit of the member's)."""
+        if attempt >= len(BUSY_WAITS):
+            for watch, exc in busy:
+                self._end(watch, exc)
+            return
+        wait = BUSY_WAITS[attempt]
+        for watch, _ in busy:
+            log.info("S1 busy: %s/%s's watch compared with %s's upload again in %.0f s",
+                     watch.project, watch.member, partner, wait)  # fmt: skip
+        self.retried += 1
+        watches = [w for w, _ in busy]
+        self.later(wait, lambda: self._submit(project, partner, upload_id, watches, attempt + 1))
+
+    def _after(self, seconds: float, then: Callable[[], None]) -> None:
+        """`then` after `seconds`, on a timer of its own (`close` cancels those waiting)."""
+
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            then()
+
+        timer = threading.Timer(seconds, fire)
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._timers.add(timer)
+        timer.start()
+
     def _search(
         self, project: Project, partner: str, upload_id: str, watch: Watch
-    ) -> list[tuple[int, Hits]] | None:
-        """The watch's records `partner`'s upload holds (record, hits), or None: not
-        compared (another encoding, an upload not whole at S1 and S2), or the watch ended."""
+    ) -> Found | errors.Busy | None:
+        """The watch's records `partner`'s upload holds (record, hits); S1's Busy (to be
+        asked again later); or None: not compared (another encoding, an upload not whole at
+        S1 and S2), or the watch ended."""
         assert self.setup is not None and watch.encoding is not None
         try:
             upload = self.store.upload(upload_id)
             p = twoquery.partner_upload(self.store, partner, upload, watch.encoding)
             if p is None:
                 return None
-            got = self._search_patiently(project, watch, p)
+            got = self.search(self.setup, project.threshold, watch.name, watch.records, p)
         except errors.FailedPrecondition as exc:
             if watch.ended or not any(w is watch for w in self.watches.every()):
                 return None  # ended meanwhile, its records forgotten: nothing to tell
@@ -185,8 +259,8 @@ class TwoServerWatches:
             log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
                         partner, watch.member, exc)  # fmt: skip
             return None
-        except errors.Busy as exc:  # S1 busy all the while: not a limit of the member's
-            return self._end(watch, exc)
+        except errors.Busy as exc:  # S1's proposals all in flight: asked again later
+            return None if watch.ended else exc
         except errors.ResourceExhausted as exc:  # S1's or S2's own query limit
             self._record_refused(watch, str(exc))
             return self._end(watch, exc)
@@ -206,25 +280,7 @@ class TwoServerWatches:
             by_record.setdefault(row, []).append((f"row:{partner_row}", score))
         return [(i, sorted(h, key=lambda x: -x[1])) for i, h in sorted(by_record.items())]
 
-    def _search_patiently(
-        self, project: Project, watch: Watch, p: twoquery.Partner
-    ) -> twoquery.PartnerFound:
-        """`search_partner`, asked again while S1 is busy (its proposals all in flight:
-        rpc/twoserver_proposals.py) at BUSY_WAITS' intervals, then Busy."""
-        assert self.setup is not None
-        for wait in (*BUSY_WAITS, None):
-            try:
-                return twoquery.search_partner(self.setup, project.threshold, watch.name,
-                                               watch.records, p)  # fmt: skip
-            except errors.Busy:
-                if wait is None or watch.ended:
-                    raise
-                log.info("S1 busy: %s/%s's watch compared again in %.0f s", watch.project,
-                         watch.member, wait)  # fmt: skip
-                time.sleep(wait)
-        raise AssertionError("unreachable")
-
-    def _end(self, watch: Watch, exc: errors.ServiceError) -> list[tuple[int, Hits]] | None:
+    def _end(self, watch: Watch, exc: errors.ServiceError) -> Found | None:
         """End `watch`, telling its stream `exc` (nothing found)."""
         log.warning("%s/%s's two-server watch ended: %s", watch.project, watch.member, exc)
         watch.end(str(exc), type(exc))
@@ -256,6 +312,11 @@ class TwoServerWatches:
     def close(self) -> None:
         """The matcher stops: no more comparisons, and S1 and S2 forget every open watch's
         records."""
+        with self._lock:
+            self._closed = True
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         for watch in self.watches.every():
             if watch.name:

@@ -1,8 +1,11 @@
 """The matcher's exceptions become gRPC statuses here, and only here.
 
-Each `ServiceError` names its status (matcher/errors.py). One that is `retryable` also
-sends the trailing metadata `blindmatch-retryable: 1`, so a client can tell a momentary
-limit (retry with backoff) from a permanent one (don't).
+Each `ServiceError` names its status (matcher/errors.py), and goes with the trailing
+metadata `blindmatch-status: <STATUS>`, so a caller can tell a status the service answered
+from one gRPC made up for want of an answer (`UNAVAILABLE` or `DEADLINE_EXCEEDED` of a
+connection that failed: the party was not reached) by the status alone, never by its text.
+One that is `retryable` also sends `blindmatch-retryable: 1`, so a client can tell a
+momentary limit (retry with backoff) from a permanent one (don't).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from blindmatch.matcher.errors import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+ANSWERED_METADATA = "blindmatch-status"  # the service's own status (`answered`)
+RETRYABLE_METADATA = ("blindmatch-retryable", "1")
 OPERATOR_CALLER = "(operator)"  # how refusals name the operator
 
 log = logging.getLogger("blindmatch.matcher")
@@ -31,9 +36,9 @@ class Aborts(Protocol):
 
 
 def abort(context: Aborts, exc: ServiceError) -> NoReturn:
-    """End the call with `exc`'s status and message."""
-    if exc.retryable:
-        context.set_trailing_metadata((("blindmatch-retryable", "1"),))
+    """End the call with `exc`'s status and message, marked as the service's own."""
+    trailing = ((ANSWERED_METADATA, exc.status_name),)
+    context.set_trailing_metadata(trailing + ((RETRYABLE_METADATA,) if exc.retryable else ()))
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
 
 
@@ -64,6 +69,19 @@ def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: Se
     )
 
 
+def answered(exc: grpc.RpcError) -> bool:
+    """Whether the service called ended `exc`'s call with a status of its own (`abort`), not
+    gRPC for want of one (no connection, a deadline passed, a connection lost)."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return any(key == ANSWERED_METADATA for key, _ in trailing or ())
+
+
+def retryable(exc: grpc.RpcError) -> bool:
+    """Whether the service called marked `exc`'s status as a momentary limit."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return RETRYABLE_METADATA in tuple(trailing or ())
+
+
 INTERNAL_ERROR = "internal error on the matcher; the operator's log has the details"
 
 
@@ -74,6 +92,7 @@ def _internal(context: Aborts, method: str, exc: Exception) -> NoReturn:
     if type(exc) is Exception and not exc.args:  # context.abort() already set the status
         raise exc
     log.exception("%s failed", method)
+    context.set_trailing_metadata(((ANSWERED_METADATA, "INTERNAL"),))
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
     raise AssertionError("unreachable: abort raises")
 

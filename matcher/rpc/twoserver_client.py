@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.rpc.status import answered, retryable
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -73,28 +75,42 @@ _BY_STATUS = {cls.status_name: cls for cls in (
 
 
 def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
-    """A failed call to party `who` as this party's error: UNAVAILABLE names the party that
-    could not be reached; other refusals keep their status, prefixed with the party (and a
+    """A failed call to party `who` as this party's error. A status gRPC made up for want of
+    an answer (rpc/status.py `answered`: the party never ended the call itself) of
+    UNAVAILABLE or DEADLINE_EXCEEDED is the party unreachable (`Unavailable` naming it); a
+    status the party answered keeps its kind, its message prefixed with the party (a
     RESOURCE_EXHAUSTED marked retryable stays so: `Busy`)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or code.name
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not (
-        details.startswith(("S1 ", "S2 "))
-    ):
+    if code in UNREACHED and not answered(exc):
         return errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
     cls = _BY_STATUS.get(code.name, errors.ServiceError)
-    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    if cls is errors.ResourceExhausted and ("blindmatch-retryable", "1") in (trailing or ()):
+    if cls is errors.ResourceExhausted and retryable(exc):
         cls = errors.Busy  # a momentary limit at the party (S1's proposals in flight)
     return cls(f"{who}: {details}")
 
 
-def never_sent(exc: grpc.RpcError) -> bool:
-    """Whether a call failed for want of a connection to the party (gRPC's `failed to
-    connect`): the party received nothing of it."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    return code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
+UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+CONNECT_SECONDS = 5.0  # how long a batch waits for a connection to S1 before it fails
+_READY = grpc.ChannelConnectivity.READY.value[0]
+
+
+def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS) -> None:
+    """Return once `channel` to party `who` is connected (asking it to connect); else (none
+    made in `seconds`) raise `Unavailable` naming it, with `evaluated` False: nothing was
+    sent to the party. The channel's state is read as gRPC's own `channel_ready_future` reads
+    it, without that future's polling thread (which fails when the channel is closed just
+    after); a channel of another kind (no state to read) counts as connected."""
+    state = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    deadline = time.monotonic() + seconds
+    while state is not None and state(True) != _READY:
+        if time.monotonic() >= deadline:
+            error = errors.Unavailable(
+                f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
+            )
+            error.evaluated = False
+            raise error
+        time.sleep(0.02)
 
 
 def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -307,12 +323,11 @@ class RemoteServers:
         except errors.ServiceError as exc:
             exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
             raise
-        try:
-            o1 = self._s1.Evaluate(to_s1, metadata=self._metadata, timeout=CALL_SECONDS)
-        except grpc.RpcError as exc:
-            error = peer_error(self.names[0], exc)
-            error.evaluated = not never_sent(exc)
-            raise error from None
+        # S1 connected before its batch goes, so that a failure after it may have been
+        # evaluated (S1 counts its pairs first) and one before it was not (`connected`).
+        connected(self._channels[0], self.names[0])
+        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
         o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
                    metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
         transcript.count("C", "S1", to_s1.ByteSize())

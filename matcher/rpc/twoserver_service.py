@@ -49,6 +49,7 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.twoserver import (
@@ -337,6 +338,9 @@ def create_role(
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     service.start(data_dir, query_limits)
+    # The circuits its first run or query would build, built now (core/circuitwarm.py).
+    shapes = [Shape(h.bits, h.rule) for h in getattr(service, "held", {}).values()]
+    warm(NAMES[role], shapes, [threshold] if threshold else ())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
         options=channel_options(),

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
+from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
@@ -375,3 +376,20 @@ def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
 
 
 __all__ = ["Forgot", "Ticket", "TwoServerSetup", "check_can_run", "forget", "issue_ticket", "run"]
+
+
+def warm_circuits(store: Store) -> None:
+    """Have the circuits of the live two-server projects' first runs and queries built
+    ahead, on a thread of its own (core/circuitwarm.py): at each project's threshold, on the
+    shapes of its current uploads (none yet: the recommended one)."""
+    thresholds: set[float] = set()
+    shapes: set[Shape] = set()
+    for name in store.live_projects():
+        if store.mode_of(name) != TWO_SERVER:
+            continue
+        thresholds.add(store.project(name).threshold)
+        for upload in store.current_uploads(name).values():
+            part = store.two_server_part(upload.id)
+            if part is not None:
+                shapes.add(Shape(tuple(part[1]), store.score_rule(upload.id)))
+    warm("the combiner", shapes, thresholds)

@@ -1,0 +1,133 @@
+"""Serving and creating two-server projects (docs/operations.md "A project in two-server
+mode"): `serve` refuses two-server options that do not go together, `project create` and
+`show` name the mode, a matcher served with S1 and S2 makes two-server projects unless told,
+and `encode --two-server` warns of a member small enough for S2's view to leak."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from benchmarks.messy import write_exports
+from blindmatch.cli.app import main
+from blindmatch.client.encoding.encoded import read_encoded
+from blindmatch.client.encoding.sharing import small_member_warning
+from blindmatch.matcher.rpc.twoserver_service import create_role
+from tests import twoserver_world
+from tests.support import ADMIN_TOKEN, STRONG_SECRET
+from tests.twoserver_world import EXPORTS, SCHEMA, World
+
+pytestmark = pytest.mark.server
+
+world = twoserver_world.world  # the fixture
+encoded = twoserver_world.encoded  # the fixture
+
+
+def test_serve_refuses_two_server_options_that_do_not_go_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    serve = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
+    both = ["--two-server-s1", "127.0.0.1:50071", "--two-server-s2", "127.0.0.1:50072"]
+    files = ["--two-server-key-file", str(keys[0]), "--two-server-member-key-file", str(keys[1])]
+    assert main([*serve, *both]) == 2
+    assert "--two-server-s1, --two-server-s2, --two-server-key-file and" in (
+        capsys.readouterr().err
+    )
+    assert main([*serve, "--default-mode", "two-server"]) == 2
+    assert "--default-mode two-server: needs --two-server-s1 and -s2" in capsys.readouterr().err
+    far = ["--two-server-s1", "10.1.2.3:50071", "--two-server-s2", "127.0.0.1:50072"]
+    assert main([*serve, *far, *files]) == 2
+    assert "--two-server-s1 10.1.2.3:50071: refusing plaintext to S1 or S2 off loopback" in (
+        capsys.readouterr().err
+    )
+    same = ["--two-server-key-file", str(keys[0]), "--two-server-member-key-file", str(keys[0])]
+    assert main([*serve, *both, *same]) == 2
+    assert "the combiner's key and the members' key: two different keys" in (
+        capsys.readouterr().err
+    )
+    keys[1].chmod(0o644)
+    assert main([*serve, *both, *files]) == 2
+    assert "readable by others than its owner" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_project_create_and_show_name_the_mode(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_token = {"BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env_token.items():
+            mp.setenv(k, v)
+        assert world.cli("project", "create", "shares", "--members", "north,south",
+                         "--mode", "two-server") == 0  # fmt: skip
+        assert "mode: two-server;" in capsys.readouterr().out
+        assert world.cli("project", "create", "sc", "--members", "north,south", "--mode",
+                         "two-server", "--disclose", "scores") == 3  # fmt: skip
+        assert "disclosure: scores, but a two-server project" in capsys.readouterr().err
+        assert world.cli("project", "show", "shares", "--operator") == 0
+    out = capsys.readouterr().out
+    assert f"two-server mode: shares to S1 (127.0.0.1:{world.roles['s1'].port})" in out
+
+
+def test_encode_two_server_warns_of_a_member_small_enough_for_s2s_view_to_leak(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "project.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
+    common = [str(export.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+              "--mapping", str(export.mapping)]  # fmt: skip
+    assert main(["encode", *common, "--out", str(tmp_path / "shared"), "--two-server"]) == 0
+    out = capsys.readouterr().out
+    records = read_encoded(tmp_path / "shared").record_count
+    assert f"a two-server upload of {records:,} records (under 4,000)" in out
+    assert "privacy-check --mode two-server" in out
+    assert main(["encode", *common, "--out", str(tmp_path / "clk")]) == 0
+    assert "two-server upload of" not in capsys.readouterr().out  # a CLK upload: not said
+    # Households of 3,000 records crossed the bar in two runs of four (S2's counts read four
+    # ways): warned; from 4,000, where every run stayed under it, not (docs/privacy.md).
+    assert small_member_warning(3_000) is not None and small_member_warning(4_000) is None
+
+
+@pytest.mark.server
+def test_a_matcher_served_with_s1_and_s2_makes_two_server_projects_unless_told(
+    tmp_path: Path,
+) -> None:
+    """`blindmatch serve --two-server-s1/-s2 ...` (a real process): `project create` without
+    --mode makes a two-server project, so that the matcher holds no CLK unless a project
+    asks for one (--mode clk); `--default-mode clk` keeps the old default."""
+    from benchmarks.cliflow import blindmatch, serve
+
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    combiner, members = (k.read_text().strip() for k in keys)
+    s2 = create_role("s2", "127.0.0.1:0", combiner, members)
+    s1 = create_role("s1", "127.0.0.1:0", combiner, members, s2=f"127.0.0.1:{s2.port}")
+    both = ["--two-server-s1", f"127.0.0.1:{s1.port}", "--two-server-s2", f"127.0.0.1:{s2.port}",
+            "--two-server-key-file", str(keys[0]),
+            "--two-server-member-key-file", str(keys[1])]  # fmt: skip
+    try:
+        for extra, modes in (([], ("two-server", "clk")), (["--default-mode", "clk"], ("clk",))):
+            with serve(tmp_path / f"data{len(extra)}", *both, *extra) as matcher:
+                env = {"BLINDMATCH_ADMIN_TOKEN": matcher.admin_token}
+                net = ["--server", matcher.target]
+                made = blindmatch("project", "create", "plain", "--members", "north,south",
+                                  *net, env=env)  # fmt: skip
+                assert f"mode: {modes[0]};" in made
+                if len(modes) > 1:
+                    asked = blindmatch("project", "create", "asked", "--members",
+                                       "north,south", "--mode", "clk", *net, env=env)  # fmt: skip
+                    assert "mode: clk;" in asked
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)

@@ -1,0 +1,136 @@
+"""The two-server world the project tests share (tests/test_twoserver_project*.py and the
+others that import it): S1, S2 and a real matcher that is their combiner on loopback ports,
+each role with a data dir of its own, and the members' realistic exports (benchmarks/messy.py)
+encoded `--two-server`."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from benchmarks.messy import write_exports
+from blindmatch.cli.app import main
+from blindmatch.client import ProjectTokens
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.server import RunningServer, create_server
+from tests.support import ADMIN_TOKEN, ROOT, STRONG_SECRET
+
+MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
+NAMES = ("north", "south", "west")
+EXPORTS = {"north": "north-police", "south": "south-police", "west": "retail-bcrp"}
+# The default schema without its rule over both CLKs (the no-rule path; the rule's is
+# `test_a_schema_rule_is_applied_...`): the two projects' hits are the same.
+SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
+
+
+class Ahead:
+    """The real time (the order of uploads goes by it), moved forward by hand."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@dataclass
+class World:
+    """S1, S2 and a matcher that is their combiner; where the members' files are."""
+
+    roles: dict[str, RunningRole]
+    server: RunningServer
+    data_dir: Path
+    folder: Path
+    clock: Ahead  # the matcher's (projects expire by it)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def operator(self) -> MatcherClient:
+        return MatcherClient(self.target, ADMIN_TOKEN)
+
+    def cli(self, *args: str, token: str = "") -> int:
+        extra = ["--token", token] if token else []
+        return main([*args, "--server", self.target, *extra])
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    key = secrets.token_urlsafe(16)
+    # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    data_dir, clock = tmp_path / "matcher-data", Ahead()
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup,
+                           clock=clock)  # fmt: skip
+    try:
+        yield World(roles, server, data_dir, tmp_path, clock)
+    finally:
+        server.stop(grace=None)
+        for role in roles.values():
+            role.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three organisations' exports of 400 people, each encoded by `blindmatch encode
+    --two-server` (its CLKs, and its two-server upload beside them)."""
+    folder = tmp_path_factory.mktemp("members")
+    secret = folder / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(folder, seed=11, size=400)
+    out = {}
+    for name in NAMES:
+        out[name] = folder / f"{name}.encoded"
+        export = exports[EXPORTS[name]]
+        assert main(["encode", str(export.csv), "--schema", str(SCHEMA),
+                     "--secret-file", str(secret), "--mapping", str(export.mapping),
+                     "--out", str(out[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
+    return out
+
+
+def create(world: World, name: str, mode: str) -> ProjectTokens:
+    with world.operator() as op:
+        return op.create_project(name, list(NAMES), mode=mode)
+
+
+def hits(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return sorted(csv.reader(f))
+
+
+def flow(world: World, project: ProjectTokens, encoded: dict[str, Path]) -> dict[str, Path]:
+    """Every member uploads; north runs; every member writes its hits.csv."""
+    for name in NAMES:
+        token = project.tokens[name]
+        assert world.cli("upload", str(encoded[name]), "--project", project.project,
+                         token=token) == 0  # fmt: skip
+    assert world.cli("run", "--project", project.project, token=project.tokens["north"]) == 0
+    out = {}
+    for name in NAMES:
+        out[name] = world.folder / f"{project.project}-{name}-hits.csv"
+        assert world.cli("results", "--project", project.project, "--encoded",
+                         str(encoded[name]), "--out", str(out[name]),
+                         token=project.tokens[name]) == 0  # fmt: skip
+    return out
+
+
+def held(world: World, project: str) -> dict[str, list[str]]:
+    """Whose uploads of `project` S1 and S2 hold (the member of each project/member/tag)."""
+    return {role: sorted(m.split("/")[1] for m in r.service.held if m.startswith(project + "/"))
+            for role, r in world.roles.items()}  # fmt: skip
