@@ -159,15 +159,16 @@ class Printer:
 def _ended(error: BaseException | None, seen: int) -> BaseException:
     """The matcher ended the watch (it was not asked to): why, as the same kind of error, so
     the exit status is the one that kind maps to."""
-    from blindmatch.client.remote.channel import PART_DOWN
-
     told = f"after {seen} event(s)"
     if error is None:
         return UnavailableError(
             f"the matcher ended the watch {told} without saying why (it may have stopped); "
             "run `blindmatch watch` again to go on watching"
         )
-    if isinstance(error, UnavailableError) and not str(error).startswith(PART_DOWN):
+    # An UNAVAILABLE gRPC made up (nothing answered) reads "cannot reach ..."
+    # (client.remote.channel.translate_errors); one the matcher answered (S1, S2 or a
+    # look-up server down behind it) is said as it is.
+    if isinstance(error, UnavailableError) and str(error).startswith("cannot reach "):
         return UnavailableError(
             f"the watch ended {told}: {error} (the matcher stopped, or the connection was "
             "lost; it held the watch only while connected: run `blindmatch watch` again "
