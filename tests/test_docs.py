@@ -1,0 +1,251 @@
+"""The README's walkthrough, and the pages that carry it on, run as a new user runs them.
+
+The commands are read from the documents themselves (every indented `$ ` line of a page, with
+its `\\`-continued lines), run in order with bash in a fresh folder that has the checkout's
+`docs/` and `schemas/`, against a real `blindmatch serve` on a free loopback port; what each
+page shows a command print must be what it prints: each shown line appears, in order, among the
+command's output lines. `...` in a shown line stands for anything; the values that change from
+run to run (upload ids, secret and fingerprint ids, request references, times) are compared by
+their form, and a request reference a page quotes in a later command is the one printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli.app import main
+from tests.support import ROOT, Matcher
+
+BIN = Path(sys.executable).parent
+
+# What changes from run to run, and the form it is compared by.
+VOLATILE = (
+    (re.compile(r"bmr-[a-z2-7]{26}"), "<reference>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<upload id>"),
+    (re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d,\d{3})?"), "<time>"),
+    (re.compile(r"\b[a-z2-7]{4}-[a-z2-7]{4}\b"), "<id>"),
+)
+REFERENCE = VOLATILE[0][0]
+
+
+@dataclass
+class Step:
+    """One `$ ` command of a page and the lines the page shows it print."""
+
+    command: str
+    shown: list[str]
+
+
+def steps(markdown: str) -> Iterator[Step]:
+    """Every indented `$ ` command of a page, in order, with the output shown under it."""
+    step: Step | None = None
+    continued = False
+    for line in markdown.splitlines():
+        text = line[4:] if line.startswith("    ") else None
+        if text is not None and continued and step is not None:
+            step.command += " " + text.strip().rstrip("\\").strip()
+            continued = text.rstrip().endswith("\\")
+        elif text is not None and text.lstrip().startswith("$ "):
+            if step is not None:
+                yield step
+            command = text.lstrip()[2:].rstrip()
+            continued = command.endswith("\\")
+            step = Step(command.rstrip("\\").strip(), [])
+        elif text is not None and step is not None and text.strip():
+            step.shown.append(text.strip())
+        elif step is not None:
+            yield step
+            step, continued = None, False
+    if step is not None:
+        yield step
+
+
+def _form(text: str) -> str:
+    for pattern, name in VOLATILE:
+        text = pattern.sub(name, text)
+    return text
+
+
+def _pattern(shown: str) -> re.Pattern[str]:
+    """A shown line as a pattern: `...` is anything; volatile values match by form."""
+    parts = [re.escape(part) for part in _form(shown).split("...")]
+    return re.compile(".*".join(parts))
+
+
+def assert_shows(step: Step, output: str) -> dict[str, str]:
+    """Each line the page shows appears, in order, in the output; returns the references the
+    page quotes mapped to the ones printed in their place."""
+    lines = [line.strip() for line in output.splitlines()]
+    seen: dict[str, str] = {}
+    at = 0
+    for shown in step.shown:
+        if shown == "...":
+            continue
+        pattern = _pattern(shown)
+        for i in range(at, len(lines)):
+            if pattern.fullmatch(_form(lines[i])):
+                seen.update(zip(REFERENCE.findall(shown), REFERENCE.findall(lines[i]), strict=True))
+                at = i + 1
+                break
+        else:
+            raise AssertionError(
+                f"`{step.command}` did not print, in this order, the line the page shows:\n"
+                f"  {shown}\nIt printed:\n{output}"
+            )
+    return seen
+
+
+class Walkthrough:
+    """A new user's shell: a folder with the checkout's docs and schemas, `.venv` on PATH."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        for name in ("docs", "schemas"):
+            (where / name).symlink_to(ROOT / name)
+        venv = where / ".venv" / "bin"
+        venv.mkdir(parents=True)
+        (venv / "activate").write_text(f'export PATH="{BIN}:$PATH"\n', encoding="utf-8")
+        self.state: list[str] = []  # `source` and `export` lines, replayed before each command
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BLINDMATCH_")}
+        self.quoted: dict[str, str] = {}
+        self.servers: list[subprocess.Popen[str]] = []
+
+    def _script(self, command: str) -> str:
+        for doc, real in self.quoted.items():
+            command = command.replace(doc, real)
+        return "set -e\n" + "\n".join([*self.state, command]) + "\n"
+
+    def run(self, step: Step) -> None:
+        if step.command.startswith(("source ", "export ")):
+            self.state.append(step.command)
+        if " serve " in f" {step.command} ":
+            self.serve(step)
+            return
+        done = subprocess.run(
+            ["bash", "-c", self._script(step.command)], cwd=self.where, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+        )  # fmt: skip
+        output = done.stdout
+        assert done.returncode == 0, f"`{step.command}` exited {done.returncode}:\n{output}"
+        self.quoted.update(assert_shows(step, output))
+
+    def serve(self, step: Step) -> None:
+        """`blindmatch serve` in the background, on a free port in place of the page's."""
+        shown_port = re.search(r"--listen [\d.]+:(\d+)", step.command)
+        assert shown_port, step.command
+        log = self.where / "serve.log"
+        command = step.command.replace(f":{shown_port[1]}", ":0")
+        with log.open("w") as out:
+            self.servers.append(subprocess.Popen(
+                ["bash", "-c", self._script("exec " + command)], cwd=self.where, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT, text=True,
+            ))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not (port := re.search(r"matcher listening on [\d.]+:(\d+)", log.read_text())):
+            assert self.servers[-1].poll() is None, f"serve exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
+            time.sleep(0.1)
+        self.env["BLINDMATCH_SERVER"] = f"127.0.0.1:{port[1]}"
+        shown = [line.replace(shown_port[1], port[1]) for line in step.shown]
+        assert_shows(Step(step.command, shown), log.read_text())
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _page(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def walkthrough(tmp_path: Path) -> Iterator[Walkthrough]:
+    if not (BIN / "blindmatch").exists():
+        pytest.skip(f"no blindmatch command beside {sys.executable} (run `make install`)")
+    shell = Walkthrough(tmp_path)
+    try:
+        yield shell
+    finally:
+        shell.stop()
+
+
+def test_the_steps_of_a_page_are_read_with_their_output() -> None:
+    page = (
+        "Text.\n\n    $ blindmatch a --x 1 \\\n        --y 2\n    Did a.\n    ...\n"
+        "    $ cat f\n    k,v\n\n    not a command\n"
+    )
+    assert list(steps(page)) == [
+        Step("blindmatch a --x 1 --y 2", ["Did a.", "..."]),
+        Step("cat f", ["k,v"]),
+    ]
+    assert assert_shows(
+        Step("x", ["Ref for 2026-12-03 14:29: bmr-nf3rlsmggzhtosxc6ywu4co65y ..."]),
+        "noise\nRef for 2027-01-01 09:00: bmr-aaaaaaaaaaaaaaaaaaaaaaaaaa (kept)\n",
+    ) == {"bmr-nf3rlsmggzhtosxc6ywu4co65y": "bmr-aaaaaaaaaaaaaaaaaaaaaaaaaa"}
+    with pytest.raises(AssertionError, match="did not print"):
+        assert_shows(Step("x", ["Done: 5 records."]), "Done: 6 records.\n")
+
+
+def test_project_create_lists_the_members_in_the_order_given(
+    matcher: Matcher,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The walkthrough shows north-police's token file, then city-retail's: as --members said.
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    members = ["north-police", "city-retail", "west-police", "b-retail", "a-retail", "z-bank"]
+    create = ["project", "create", "--members", ",".join(members), "--server", matcher.target]
+    assert main([*create, "in-files", "--tokens-dir", str(tmp_path / "tokens")]) == 0
+    listed = re.findall(r"^  ([a-z-]+): ", capsys.readouterr().out, flags=re.M)
+    assert listed == members
+    assert main([*create, "shown"]) == 0
+    assert re.findall(r"^  ([a-z-]+): ", capsys.readouterr().out, flags=re.M) == members
+    assert main([*create, "as-json", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["tokens"]) == members
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> None:
+    shown = list(steps(_page("README.md")))
+    assert [s.command.split()[:2] for s in shown if s.command.startswith("blindmatch")] == [
+        ["blindmatch", "serve"],
+        ["blindmatch", "project"],
+        ["blindmatch", "secret"],
+        ["blindmatch", "secret"],
+        ["blindmatch", "secret"],
+        ["blindmatch", "secret"],
+        ["blindmatch", "encode"],
+        ["blindmatch", "encode"],
+        ["blindmatch", "upload"],
+        ["blindmatch", "upload"],
+        ["blindmatch", "project"],
+        ["blindmatch", "run"],
+        ["blindmatch", "results"],
+        ["blindmatch", "request"],
+        ["blindmatch", "resolve"],
+        ["blindmatch", "report"],
+    ]  # the page's steps were all read (a changed layout would skip them silently)
+    for step in shown:
+        walkthrough.run(step)
+    with open(walkthrough.where / "out" / "hits.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["record_id", "partner"]  # DESIGN.md's contract
+
+    # requests.md carries the walkthrough on: every hit at once, then the partner's side.
+    for step in steps(_page("docs/requests.md")):
+        walkthrough.run(step)
+    with open(walkthrough.where / "out" / "refs.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["record_id", "partner", "reference"]
