@@ -218,6 +218,23 @@ def test_project_create_lists_the_members_in_the_order_given(
 
 
 @pytest.mark.slow
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    # README, "Exit codes": errors are `Error: ...` lines; a closed pipe (`... | head`) is none.
+    if not (BIN / "blindmatch").exists():
+        pytest.skip(f"no blindmatch command beside {sys.executable} (run `make install`)")
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line is written
+    try:
+        done = subprocess.run(
+            [BIN / "blindmatch", "schema", "check", ROOT / "schemas" / "person-uk.json"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> None:
     shown = list(steps(_page("README.md")))

@@ -12,6 +12,7 @@ Every message is `Error: ...` on standard error; never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -57,7 +58,14 @@ def run(command: Callable[[], int]) -> int:
     """Run a command (parsing its options, then its handler); every failure the user can act
     on becomes a message. Help and usage errors exit through argparse, as usual."""
     try:
-        return int(command())
+        code = int(command())
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`blindmatch project list --json | head -c 100`): stop quietly,
+        # as other tools do, and let nothing be flushed at exit into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except BlindmatchError as exc:
         say_error(str(exc))
         return exit_code(exc)
