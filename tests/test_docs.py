@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.cli.app import main
+from blindmatch.cli.app import build_parser, main
+from blindmatch.cli.reference import commands
 from tests.support import ROOT, Matcher
 
 BIN = Path(sys.executable).parent
@@ -266,3 +267,84 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
         walkthrough.run(step)
     with open(walkthrough.where / "out" / "refs.csv", newline="") as fh:
         assert next(csv.reader(fh)) == ["record_id", "partner", "reference"]
+
+
+# -- what the pages name: commands' options, files and sections -----------------------------
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _code(text: str) -> Iterator[str]:
+    """The code of a page: indented and fenced blocks' lines, and inline `spans`."""
+    fenced = False
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif fenced or line.startswith("    "):
+            yield line.strip()
+        else:
+            yield from re.findall(r"`([^`]+)`", line)
+
+
+def command_options(text: str) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(command words, option) for every `blindmatch COMMAND ... --option` a page shows."""
+    known = {path for path, _ in commands(build_parser())}
+    for code in _code(text):
+        for at in re.finditer(r"(?<![\w/.-])blindmatch (?=[a-z])", code):
+            before = code[: at.start()].split()
+            if before and before[-1].startswith("-"):
+                continue  # a value (`--flows blindmatch two-server`), not a command
+            words = re.split(r"[|;#]|&&| blindmatch ", code[at.end() :])[0].split()
+            path = tuple(words[:2]) if tuple(words[:2]) in known else tuple(words[:1])
+            if path in known:
+                for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(words)):
+                    yield path, option
+
+
+def test_every_option_a_page_shows_is_one_its_command_takes() -> None:
+    taken = {
+        path: {s for action in parser._actions for s in action.option_strings}
+        for path, parser in commands(build_parser())
+    }
+    shown = [
+        (page.relative_to(ROOT), " ".join(path), option)
+        for page in PAGES
+        if page.name != "cli.md"  # generated from --help itself
+        for path, option in command_options(page.read_text(encoding="utf-8"))
+    ]
+    assert len(shown) > 500  # the pages were read
+    assert [s for s in shown if s[2] not in taken[tuple(s[1].split())]] == []
+    assert list(command_options("    $ blindmatch upload X --project p --tokn t")) == [
+        (("upload",), "--project"),
+        (("upload",), "--tokn"),
+    ]
+
+
+def _anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)
+    found: set[str] = set()
+    for heading in re.findall(r"^#+\s+(.*)$", text, flags=re.M):
+        slug, n = _anchor(heading), 0
+        while (slug if n == 0 else f"{slug}-{n}") in found:
+            n += 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def test_every_link_between_pages_finds_its_file_and_section() -> None:
+    broken = []
+    for page in PAGES:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if link.startswith(("http:", "https:", "mailto:")):
+                continue
+            path, _, section = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link} (no such file)")
+            elif section and target.suffix == ".md" and section not in _anchors(target):
+                broken.append(f"{page.relative_to(ROOT)}: {link} (no such section)")
+    assert broken == []
