@@ -348,3 +348,23 @@ def test_every_link_between_pages_finds_its_file_and_section() -> None:
             elif section and target.suffix == ".md" and section not in _anchors(target):
                 broken.append(f"{page.relative_to(ROOT)}: {link} (no such section)")
     assert broken == []
+
+
+def _python_imports(text: str) -> Iterator[str]:
+    """The import statements of a page's ```python blocks, each whole."""
+    for block in re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S):
+        yield from re.findall(r"^(?:from \S+ import (?:\([^)]*\)|.*)|import .*)$", block, re.M)
+
+
+@pytest.mark.slow
+def test_what_a_pages_python_imports_is_there_for_an_installed_blindmatch(
+    tmp_path: Path,
+) -> None:
+    # Run outside the checkout, as a user's script: what the package installs, nothing more.
+    imports = sorted({i for page in PAGES for i in _python_imports(page.read_text("utf-8"))})
+    assert len(imports) > 10  # the blocks were read
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", "\n".join(imports)], cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
