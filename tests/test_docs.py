@@ -261,6 +261,24 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
         walkthrough.run(step)
     with open(walkthrough.where / "out" / "hits.csv", newline="") as fh:
         assert next(csv.reader(fh)) == ["record_id", "partner"]  # DESIGN.md's contract
+    # "City Retail runs `results` with its own token and folder and gets `CR-0001` to
+    # `CR-0004` and `CR-0007`."
+    walkthrough.run(Step(
+        "blindmatch results --project pilot --token-file out/tokens/city-retail.token "
+        "--encoded out/city-retail.encoded --out out/city-hits.csv", []
+    ))  # fmt: skip
+    with open(walkthrough.where / "out" / "city-hits.csv", newline="") as fh:
+        assert [row["record_id"] for row in csv.DictReader(fh)] == [
+            "CR-0001", "CR-0002", "CR-0003", "CR-0004", "CR-0007"
+        ]  # fmt: skip
+
+    # mapping.md's encode report, of the walkthrough's own files (its other steps are
+    # sketches: files of the reader's own, or `...`).
+    (report,) = [
+        s for s in steps(_page("docs/mapping.md")) if "docs/walkthrough-data/" in s.command
+        and "..." not in s.command
+    ]  # fmt: skip
+    walkthrough.run(report)
 
     # requests.md carries the walkthrough on: every hit at once, then the partner's side.
     for step in steps(_page("docs/requests.md")):
@@ -368,3 +386,8 @@ def test_what_a_pages_python_imports_is_there_for_an_installed_blindmatch(
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_the_mapping_the_readme_shows_is_the_walkthroughs_file() -> None:
+    (shown,) = re.findall(r"^```toml\n(.*?)^```", _page("README.md"), flags=re.M | re.S)
+    assert shown == (ROOT / "docs" / "walkthrough-data" / "north-police.toml").read_text("utf-8")
