@@ -308,6 +308,8 @@ def command_options(text: str) -> Iterator[tuple[tuple[str, ...], str]]:
     """(command words, option) for every `blindmatch COMMAND ... --option` a page shows."""
     known = {path for path, _ in commands(build_parser())}
     for code in _code(text):
+        if code.split()[:1] and (code.split()[0],) in known:
+            code = "blindmatch " + code  # `serve --workers N`, `project create --mode`
         for at in re.finditer(r"(?<![\w/.-])blindmatch (?=[a-z])", code):
             before = code[: at.start()].split()
             if before and before[-1].startswith("-"):
@@ -315,7 +317,7 @@ def command_options(text: str) -> Iterator[tuple[tuple[str, ...], str]]:
             words = re.split(r"[|;#]|&&| blindmatch ", code[at.end() :])[0].split()
             path = tuple(words[:2]) if tuple(words[:2]) in known else tuple(words[:1])
             if path in known:
-                for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(words)):
+                for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*(?![\w*-])", " ".join(words)):
                     yield path, option
 
 
