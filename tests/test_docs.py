@@ -393,3 +393,15 @@ def test_what_a_pages_python_imports_is_there_for_an_installed_blindmatch(
 def test_the_mapping_the_readme_shows_is_the_walkthroughs_file() -> None:
     (shown,) = re.findall(r"^```toml\n(.*?)^```", _page("README.md"), flags=re.M | re.S)
     assert shown == (ROOT / "docs" / "walkthrough-data" / "north-police.toml").read_text("utf-8")
+
+
+def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
+    table = _page("README.md").split("## Environment variables")[1].split("\n## ")[0]
+    listed = set(re.findall(r"`(BLINDMATCH_[A-Z_]+)`", table))
+    read = {
+        name
+        for folder in ("blindmatch", "client", "matcher")  # the package's parts
+        for source in (ROOT / folder).rglob("*.py")
+        for name in re.findall(r"\bBLINDMATCH_[A-Z_]+\b", source.read_text("utf-8"))
+    }
+    assert listed == read
