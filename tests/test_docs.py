@@ -405,3 +405,13 @@ def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
         for name in re.findall(r"\bBLINDMATCH_[A-Z_]+\b", source.read_text("utf-8"))
     }
     assert listed == read
+
+
+def test_the_readmes_commands_table_has_every_command() -> None:
+    table = _page("README.md").split("## Commands")[1].split("\n## ")[0]
+    rows = [
+        re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines() if line.startswith("| `")
+    ]
+    named = {span.split()[0] for row in rows for span in re.findall(r"`([^`]+)`", row)}
+    every = {path[0] for path, _ in commands(build_parser()) if path}
+    assert every - named == set(), "add a row to the README's table for each"
