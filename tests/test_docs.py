@@ -415,3 +415,20 @@ def test_the_readmes_commands_table_has_every_command() -> None:
     named = {span.split()[0] for row in rows for span in re.findall(r"`([^`]+)`", row)}
     every = {path[0] for path, _ in commands(build_parser()) if path}
     assert every - named == set(), "add a row to the README's table for each"
+
+
+def _counts_as_n(text: str) -> str:
+    """A demo's output with its numbers as N: each run draws a new secret, and its counts move."""
+    return re.sub(r" +", " ", re.sub(r"\d+(\.\d+)?", "N", text))
+
+
+def test_make_demo_ends_as_the_readme_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = _page("README.md")
+    after = readme.split("`make demo` ends like this")[1].split("\n\n", 1)[1]
+    block = re.match(r"((?:    .*\n|\n)+)", after)
+    assert block is not None
+    shown = [line.strip() for line in block[1].splitlines() if line.strip()]
+    assert shown[0] == "Run demo-run-1: done" and len(shown) > 5  # the block was found
+    assert main(["demo"]) == 0
+    printed = capsys.readouterr().out
+    assert_shows(Step("blindmatch demo", [_counts_as_n(s) for s in shown]), _counts_as_n(printed))
