@@ -280,6 +280,15 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
     ]  # fmt: skip
     walkthrough.run(report)
 
+    # operations.md's look at the projects, with the operator token the walkthrough exported.
+    operations = list(steps(_page("docs/operations.md")))
+    assert [s.command for s in operations] == [
+        "blindmatch project list",
+        "blindmatch project show pilot --operator",
+    ]
+    for step in operations:
+        walkthrough.run(step)
+
     # requests.md carries the walkthrough on: every hit at once, then the partner's side.
     for step in steps(_page("docs/requests.md")):
         walkthrough.run(step)
