@@ -257,8 +257,12 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
         ["blindmatch", "resolve"],
         ["blindmatch", "report"],
     ]  # the page's steps were all read (a changed layout would skip them silently)
+    # security.md checks City Retail's folder against the project between the two uploads.
+    (check,) = steps(_page("docs/security.md"))
     for step in shown:
         walkthrough.run(step)
+        if step.command.startswith("blindmatch upload out/north-police.encoded"):
+            walkthrough.run(check)
     with open(walkthrough.where / "out" / "hits.csv", newline="") as fh:
         assert next(csv.reader(fh)) == ["record_id", "partner"]  # DESIGN.md's contract
     # "City Retail runs `results` with its own token and folder and gets `CR-0001` to
