@@ -171,6 +171,13 @@ def _page(name: str) -> str:
     return (ROOT / name).read_text(encoding="utf-8")
 
 
+def _section(name: str, heading: str) -> str:
+    """One section of a page: from its heading to the next of the same level or above."""
+    level = heading.split()[0]
+    after = _page(name).split(f"\n{heading}\n", 1)[1]
+    return re.split(rf"^#{{1,{len(level)}}} ", after, maxsplit=1, flags=re.M)[0]
+
+
 @pytest.fixture
 def walkthrough(tmp_path: Path) -> Iterator[Walkthrough]:
     if not (BIN / "blindmatch").exists():
@@ -258,7 +265,7 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
         ["blindmatch", "report"],
     ]  # the page's steps were all read (a changed layout would skip them silently)
     # security.md checks City Retail's folder against the project between the two uploads.
-    (check,) = steps(_page("docs/security.md"))
+    (check,) = steps(_section("docs/security.md", "## The shared secret"))
     for step in shown:
         walkthrough.run(step)
         if step.command.startswith("blindmatch upload out/north-police.encoded"):
@@ -276,16 +283,13 @@ def test_the_readme_walkthrough_runs_as_written(walkthrough: Walkthrough) -> Non
             "CR-0001", "CR-0002", "CR-0003", "CR-0004", "CR-0007"
         ]  # fmt: skip
 
-    # mapping.md's encode report, of the walkthrough's own files (its other steps are
-    # sketches: files of the reader's own, or `...`).
-    (report,) = [
-        s for s in steps(_page("docs/mapping.md")) if "docs/walkthrough-data/" in s.command
-        and "..." not in s.command
-    ]  # fmt: skip
+    # mapping.md's encode report, of the walkthrough's own files (the next step of that
+    # section is a sketch, `...`).
+    (report, *_) = steps(_section("docs/mapping.md", "## The encode report"))
     walkthrough.run(report)
 
     # operations.md's look at the projects, with the operator token the walkthrough exported.
-    operations = list(steps(_page("docs/operations.md")))
+    operations = list(steps(_section("docs/operations.md", "### Projects at a glance")))
     assert [s.command for s in operations] == [
         "blindmatch project list",
         "blindmatch project show pilot --operator",
