@@ -7,6 +7,10 @@ page shows a command print must be what it prints: each shown line appears, in o
 command's output lines. `...` in a shown line stands for anything; the values that change from
 run to run (upload ids, secret and fingerprint ids, request references, times) are compared by
 their form, and a request reference a page quotes in a later command is the one printed.
+
+Beside it, what the pages name must exist: every option shown on a `blindmatch` command, every
+link's file and section, every import of a Python block, every command and environment
+variable in the README's tables; and `make demo` must end as the README shows.
 """
 
 from __future__ import annotations
