@@ -12,6 +12,8 @@ Every message is `Error: ...` on standard error; never a traceback.
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 from collections.abc import Callable
 
@@ -57,7 +59,16 @@ def run(command: Callable[[], int]) -> int:
     """Run a command (parsing its options, then its handler); every failure the user can act
     on becomes a message. Help and usage errors exit through argparse, as usual."""
     try:
-        return int(command())
+        code = int(command())
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe: a fault to show, not a reader that stopped
+        # The reader went away (`blindmatch project list --json | head -c 100`): stop quietly,
+        # as other tools do, and let nothing be flushed at exit into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except BlindmatchError as exc:
         say_error(str(exc))
         return exit_code(exc)
@@ -69,3 +80,13 @@ def run(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # no file behind it
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -98,13 +98,16 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_users=args.require_users,
             mode=args.mode or "",
         )
+    # In the order --members gave them (the reply's map has none of its own).
+    order = {member: i for i, member in enumerate(members)}
+    tokens = dict(sorted(created.tokens.items(), key=lambda kv: order.get(kv[0], len(order))))
     if args.tokens_dir:
-        files = write_tokens(args.tokens_dir, created.tokens)
+        files = write_tokens(args.tokens_dir, tokens)
         if args.json:
             print(json.dumps({"project": created.project, "token_files": files}))
             return 0
     elif args.json:
-        print(json.dumps({"project": created.project, "tokens": created.tokens}))
+        print(json.dumps({"project": created.project, "tokens": tokens}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
     if created.require_users:
@@ -121,7 +124,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             print(f"  {member}: {path}")
         return 0
     print("Member tokens (shown once; give each member only its own):")
-    for member, token in created.tokens.items():
+    for member, token in tokens.items():
         print(f"  {member}: {token}")
     return 0
 
