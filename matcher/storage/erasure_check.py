@@ -1,0 +1,132 @@
+"""`blindmatch admin check`: did every erasure and expiry delete all it had to?
+
+A member's erasure is logged, with an erasure intent, in one transaction of
+`blindmatch.sqlite`; its upload files, its standing index (`index.sqlite`) and the
+write-ahead logs' old pages go after, and the intent is forgotten last
+(storage/retention_store.py, usecases/erasure.py). A matcher stopped in between (a crash,
+a kill -9) leaves an intent, and perhaps the member's data: its index's records (unless a
+change was stored after the erasure: its index since) and its upload files. The next start
+completes it before serving; until then this check reports the data left as a problem, and
+an intent with nothing left as a repair (start-up checkpoints the databases and records it
+complete). Likewise an expired project whose standing indexes are still in `index.sqlite`.
+
+Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
+short for a moment, so what looks left is judged again, against the intents and the index
+read afresh after everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.index_store import left_before
+from blindmatch.matcher.storage.sqlite import connect_read_only
+
+_FIX = "start the matcher to complete the erasure (it deletes them before it serves anything)"
+
+
+@dataclass(frozen=True)
+class _Intent:
+    seq: int
+    project: str
+    member: str
+    uploads: tuple[str, ...]
+
+
+def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
+    """The erasure intents, and the expired projects, at one moment."""
+    db = connect_read_only(path)
+    try:
+        db.execute("BEGIN")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        intents = (
+            [
+                _Intent(seq, p, m, tuple(json.loads(u)))
+                for seq, p, m, u in db.execute(
+                    "SELECT seq, project, member, uploads FROM erasure_intents ORDER BY seq"
+                )
+            ]
+            if "erasure_intents" in tables
+            else []
+        )
+        expired = [r[0] for r in db.execute("SELECT name FROM projects WHERE erased IS NOT NULL")]
+    finally:
+        db.close()
+    return intents, expired
+
+
+def _left(files: DataDir, intents: list[_Intent], expired: list[str]
+          ) -> tuple[dict[int, tuple[int, list[str]]], dict[str, int]]:  # fmt: skip
+    """What each intent left (index records, upload files still in clks/), and the records
+    each expired project's indexes still hold."""
+    left: dict[int, tuple[int, list[str]]] = {}
+    records: dict[str, int] = {}
+    index = connect_read_only(files.index_db) if files.index_db.is_file() else None
+    try:
+        if index is not None:
+            index.execute("BEGIN")
+        for intent in intents:
+            held = None
+            if index is not None:
+                held = left_before(index, intent.project, intent.member, intent.seq)
+            kept = [u for u in intent.uploads if files.clk_file(u).exists()]
+            if held is not None or kept:
+                left[intent.seq] = (held or 0, kept)
+        for project in expired if index is not None else []:
+            assert index is not None
+            row = index.execute(
+                "SELECT (SELECT COUNT(*) FROM index_records WHERE project=?), "
+                "(SELECT COUNT(*) FROM index_meta WHERE project=?)",
+                (project, project),
+            ).fetchone()
+            if row[0] or row[1]:
+                records[project] = int(row[0])
+    finally:
+        if index is not None:
+            index.close()
+    return left, records
+
+
+def check_erasures(files: DataDir) -> tuple[list[str], list[str]]:
+    """(problems, repairs): an erased member's data still in the data dir, or an expired
+    project's standing indexes (problems); erasures cut short with nothing left (repairs)."""
+    try:
+        intents, expired = _read_db(files.db)
+        left, records = _left(files, intents, expired)
+        if left or records:  # judged again: an erasure or expiry in progress completes
+            intents, expired = _read_db(files.db)
+            left, records = _left(files, intents, expired)
+    except sqlite3.DatabaseError:
+        return [], []  # (the databases' own checks report it)
+    problems, repairs = [], []
+    for intent in intents:
+        who = f"{intent.project}/{intent.member}"
+        if intent.seq in left:
+            held, kept = left[intent.seq]
+            what = [f"{held} records of its standing index in index.sqlite"] if held else []
+            what += [f"{len(kept)} of its upload files in clks/"] if kept else []
+            problems.append(
+                f"{who} erased its data (audit entry {intent.seq}), but {' and '.join(what)} "
+                f"are still in the data dir: the erasure was cut short (the matcher stopped "
+                f"part-way); {_FIX}"
+            )
+        else:
+            repairs.append(
+                f"{who}: the erasure logged as audit entry {intent.seq} deleted its data but "
+                "was not recorded complete (the matcher stopped part-way); start-up "
+                "checkpoints the databases and records it (`erase.complete`)"
+            )
+    for project, n in sorted(records.items()):
+        problems.append(
+            f"project {project} expired, but index.sqlite still holds its standing indexes "
+            f"({n} records): its expiry was cut short (the matcher stopped part-way); start "
+            "the matcher to complete the expiry (it deletes them before it serves anything)"
+        )
+    return problems, repairs
+
+
+__all__ = ["check_erasures"]
