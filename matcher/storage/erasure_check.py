@@ -8,7 +8,9 @@ a kill -9) leaves an intent, and perhaps the member's data: its index's records 
 change was stored after the erasure: its index since) and its upload files. The next start
 completes it before serving; until then this check reports the data left as a problem, and
 an intent with nothing left as a repair (start-up checkpoints the databases and records it
-complete). Likewise an expired project whose standing indexes are still in `index.sqlite`.
+complete). In a two-server project an intent is forgotten once S1 and S2 have been asked to
+forget the member's shares, so one still there says they may hold them: a problem too.
+Likewise an expired project whose standing indexes are still in `index.sqlite`.
 
 Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
 short for a moment, so what looks left is judged again, against the intents and the index
@@ -22,11 +24,12 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.matcher.domain import TWO_SERVER
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.index_store import left_before
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
-_FIX = "start the matcher to complete the erasure (it deletes them before it serves anything)"
+_FIX = "start the matcher to complete the erasure (it deletes what is left before it serves)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class _Intent:
     project: str
     member: str
     uploads: tuple[str, ...]
+    two_server: bool  # S1 and S2 hold its shares too, until asked to forget them
 
 
 def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
@@ -43,11 +47,15 @@ def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
     try:
         db.execute("BEGIN")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {r[1] for r in db.execute("PRAGMA table_info(projects)")}
+        mode_sql = "p.mode" if "mode" in columns else "''"
         intents = (
             [
-                _Intent(seq, p, m, tuple(json.loads(u)))
-                for seq, p, m, u in db.execute(
-                    "SELECT seq, project, member, uploads FROM erasure_intents ORDER BY seq"
+                _Intent(seq, p, m, tuple(json.loads(u)), mode == TWO_SERVER)
+                for seq, p, m, u, mode in db.execute(
+                    f"SELECT e.seq, e.project, e.member, e.uploads, {mode_sql} "
+                    "FROM erasure_intents e LEFT JOIN projects p ON p.name=e.project "
+                    "ORDER BY e.seq"
                 )
             ]
             if "erasure_intents" in tables
@@ -105,14 +113,18 @@ def check_erasures(files: DataDir) -> tuple[list[str], list[str]]:
     problems, repairs = [], []
     for intent in intents:
         who = f"{intent.project}/{intent.member}"
-        if intent.seq in left:
-            held, kept = left[intent.seq]
+        if intent.seq in left or intent.two_server:
+            held, kept = left.get(intent.seq, (0, []))
             what = [f"{held} records of its standing index in index.sqlite"] if held else []
             what += [f"{len(kept)} of its upload files in clks/"] if kept else []
+            where = f"{' and '.join(what)} are still in the data dir" if what else ""
+            if intent.two_server:
+                shares = "S1 and S2 may still hold its shares (not yet asked to forget them)"
+                where = f"{where}, and {shares}" if where else shares
             problems.append(
-                f"{who} erased its data (audit entry {intent.seq}), but {' and '.join(what)} "
-                f"are still in the data dir: the erasure was cut short (the matcher stopped "
-                f"part-way); {_FIX}"
+                f"{who} erased its data (audit entry {intent.seq}), but {where}: the erasure "
+                f"was cut short (the matcher stopped part-way); {_FIX}"
+                + (" and asks S1 and S2 to forget the shares" if intent.two_server else "")
             )
         else:
             repairs.append(

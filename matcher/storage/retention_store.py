@@ -131,10 +131,15 @@ class RetentionStore(ProjectStore, UploadStore):
         self.db.checkpoint()
         return Erasure(len(uploads), links, users, audit_seq=entry.seq)
 
-    def erasure_done(self, seq: int) -> None:
-        """The erasure logged as entry `seq` deleted everything: forget its intent."""
+    def erasure_done(self, project: str, member: str, seq: int) -> None:
+        """The member's erasure logged as entry `seq` deleted everything: forget its intent
+        (and any earlier one of the member's, left by an erasure that failed part-way and
+        was asked again: this one deleted what it left)."""
         with self.db.tx() as tx:
-            tx.execute("DELETE FROM erasure_intents WHERE seq=?", (seq,))
+            tx.execute(
+                "DELETE FROM erasure_intents WHERE project=? AND member=? AND seq<=?",
+                (project, member, seq),
+            )
 
     def cut_short_erasures(self) -> list[CutShort]:
         """Erasures logged but not known complete (the matcher stopped part-way)."""
@@ -145,11 +150,13 @@ class RetentionStore(ProjectStore, UploadStore):
             )
         ]
 
-    def complete_erasure(self, cut: CutShort, index_records: int) -> dict[str, object]:
+    def complete_erasure(
+        self, cut: CutShort, index_records: int, more: dict[str, object] | None = None
+    ) -> dict[str, object]:
         """Finish an erasure cut short, once the caller has deleted its standing index
         (`index_records` records were left there): its upload files unlinked, the log
-        checkpointed, and an `erase.complete` entry saying what was left, in the
-        transaction that forgets its intent. The entry's detail."""
+        checkpointed, and an `erase.complete` entry saying what was left (and `more`), in
+        the transaction that forgets its intent. The entry's detail."""
         files = [u for u in cut.uploads if u in self.files_left_at_start
                  or self.files.clk_file(u).exists()]  # fmt: skip
         self._unlink_uploads(list(cut.uploads))
@@ -157,6 +164,7 @@ class RetentionStore(ProjectStore, UploadStore):
             "erased": cut.seq,
             "index_records": index_records,
             "upload_files": len(files),
+            **(more or {}),
             "why": CUT_SHORT,
         }
         with self.db.tx() as tx:

@@ -11,7 +11,10 @@ unlinked, its standing index deleted from `index.sqlite` (and from memory), both
 logs checkpointed, and only then its intent forgotten. A matcher stopped anywhere in between
 (a crash, a kill -9) completes the erasure at its next start, before it serves anything
 (`complete_cut_short`), and records what was left in an `erase.complete` entry; until then
-`blindmatch admin check` reports the leftover data (storage/erasure_check.py).
+`blindmatch admin check` reports the leftover data (storage/erasure_check.py). In a
+two-server project S1's and S2's Forget is part of it: the intent is forgotten once they have
+been asked (a server that could not be reached is named to the member, who erases again,
+as before), and a restart asks them again.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import logging
 from collections.abc import Callable
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.domain import Erasure
+from blindmatch.matcher.domain import TWO_SERVER, Erasure
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.storage.retention_store import COMPLETED
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import tworuns
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -39,12 +44,17 @@ def erase(
     project: str,
     member: str,
     then: Callable[[], object] | None = None,
+    also: Callable[[], object] | None = None,
 ) -> Erasure:
     """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
-    it goes ahead (the matcher ends the member's open streams there: none commits after)."""
+    it goes ahead (the matcher ends the member's open streams there: none commits after);
+    `also` once the matcher's own copies are deleted, before the erasure is recorded
+    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`)."""
     erased = store.erase_member(project, member, then)
     realtime.erase_member(project, member)
-    store.erasure_done(erased.audit_seq)
+    if also is not None:
+        also()
+    store.erasure_done(project, member, erased.audit_seq)
     log.info(
         "%s/%s: erased %d uploads, %d result rows, %d named users",
         project,
@@ -56,19 +66,26 @@ def erase(
     return erased
 
 
-def complete_cut_short(store: Store, realtime: Realtime) -> list[dict[str, object]]:
+def complete_cut_short(
+    store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
+) -> list[dict[str, object]]:
     """At start-up, before anything is served: complete every erasure a stopped matcher
     left part-way (its standing index deleted unless a change was stored after it, its
-    upload files unlinked, both databases checkpointed), and delete the standing indexes of
-    projects no longer live (expired), each with an `erase.complete` entry saying what was
-    left. The entries' details, with `project` and `member`."""
+    upload files unlinked, both databases checkpointed; in a two-server project S1 and S2
+    asked again to forget the member's shares, through `two_server`), and delete the
+    standing indexes of projects no longer live (expired), each with an `erase.complete`
+    entry saying what was left. The entries' details, with `project` and `member`."""
     done: list[dict[str, object]] = []
     for cut in store.cut_short_erasures():
         left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
         if left is not None:
             realtime.erase_member(cut.project, cut.member)
         realtime.index_store.db.checkpoint()  # (its own may not have run)
-        detail = store.complete_erasure(cut, left or 0)
+        shares: dict[str, object] = {}
+        if store.mode_of(cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
+            forgot = tworuns.forget(store, two_server, cut.project, cut.member)
+            shares = {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
+        detail = store.complete_erasure(cut, left or 0, shares)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
             "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
