@@ -276,3 +276,14 @@ def test_the_check_index_audit_benchmark_checks_a_matcher_ok() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "20 changes, 21 audit entries, 41 records, ok True" in done.stdout
+
+
+def test_the_erasure_repair_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/erasure_repair.py", "--records", "2000", "--huge", "5000",
+         "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "start-up repair of it, wall" in done.stdout
+    assert "saying it was waiting" in done.stdout and "and succeeded" in done.stdout
