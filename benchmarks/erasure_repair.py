@@ -10,8 +10,9 @@ A matcher in this process holds project p, whose member north has a standing ind
 - *cut short*: the same data, then the store's part of the erasure alone
   (`store.erase_member`: its transaction, the upload file, the database's checkpoint; the
   standing index left, as a kill at `erase.logged` leaves it), the matcher stopped;
-  `admin check`'s erasure part (`check_erasures`) timed; then the store and the real-time side opened on the data dir as
-  `serve` opens them, and the start-up repair (`complete_cut_short`) timed, wall and CPU;
+  `admin check`'s erasure part (`check_erasures`) timed; then the store and the real-time
+  side opened on the data dir as `serve` opens them, and the start-up repair
+  (`complete_cut_short`) timed, wall and CPU;
 - the transaction each erasure adds (`erasure_done`), median of 50.
 
 Then a backup (`backup_data_dir`) is started while north stores one change of `--huge`
