@@ -26,7 +26,9 @@ from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.client.errors import BlindmatchError
 from blindmatch.client.remote.retry import NO_RETRY
+from blindmatch.matcher.storage.backup import backup_data_dir
 from blindmatch.matcher.storage.crashpoint import ENV
+from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.test_hardening import found_in_data_dir
 
 CLKS = population(1, 60, 0.0, seed=17)[0].clks
@@ -102,6 +104,12 @@ def test_an_erasure_cut_short_by_a_kill_is_flagged_then_completed_at_the_next_st
     assert "40 records of its standing index" in finding
     assert "1 of its upload files" in finding
     assert "start the matcher to complete the erasure" in finding
+
+    # A backup of it is made (the restored matcher completes the erasure at its start), and
+    # `admin check` on the copy names what is left, as on the data dir.
+    backup_data_dir(served.data_dir, tmp_path / "backup")
+    copied = check_data_dir(tmp_path / "backup", require_key=False)
+    assert [p for p in copied.problems if "p/north erased" in p and "40 records" in p]
 
     served.start()  # a plain restart completes it before serving
     try:

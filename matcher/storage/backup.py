@@ -340,7 +340,10 @@ def backup_data_dir(
         dest,
         lambda staging: _take(source, DataDir(staging), waiting),
         lambda staging: check_data_dir(
-            staging, audit_key_file=key if key.is_file() else None, require_key=False
+            staging,
+            audit_key_file=key if key.is_file() else None,
+            require_key=False,
+            in_backup=True,
         ),
         key=key,
         key_out=Path(key_out) if key_out is not None else None,

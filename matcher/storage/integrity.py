@@ -119,10 +119,14 @@ def check_data_dir(
     hash_files: bool = True,
     audit_key_file: str | Path | None = None,
     require_key: bool = True,
+    in_backup: bool = False,
 ) -> IntegrityReport:
     """Check a data dir; never modifies it. `audit_key_file`: where the audit key is kept,
     if not in the data dir (`serve --audit-key`); without `require_key`, a key found
-    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart)."""
+    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
+    `in_backup`: the copy `admin backup` is making, of a data dir an erasure was cut short
+    in: what it left is listed as a repair (the restored matcher completes it at its start),
+    and the backup is made; `admin check` on the restored dir names it as a problem."""
     files = DataDir(Path(data_dir))
     report = IntegrityReport(files.root)
     if not files.db.is_file():
@@ -155,8 +159,8 @@ def check_data_dir(
                 report.problems.append(f"{files.index_db}: unreadable ({exc})")
     if snapshot is not None:  # an erasure or expiry cut short: data that should be gone
         problems, repairs = check_erasures(files)
-        report.problems += problems
-        report.repairs += repairs
+        report.problems += [] if in_backup else problems
+        report.repairs += repairs + (problems if in_backup else [])
     tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     if report.in_flight:
