@@ -10,6 +10,7 @@ standing indexes were never deleted.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_an_expiry_whose_indexes_were_never_deleted_is_a_problem_until_the_next_
     serve(data_dir, clock).stop(grace=None)
     assert [(p, m, d["index_records"]) for p, m, d in completed(data_dir)] == [("p", "", 10)]
     assert check_data_dir(data_dir).problems == []
+
+
+def test_the_check_beside_a_member_erasing_in_a_loop_reports_nothing(tmp_path: Path) -> None:
+    """An erasure in progress looks cut short for a moment: never reported as a problem."""
+    data_dir = tmp_path / "data"
+    server, tokens = started_with_north_indexed(data_dir)
+    stop, erasures = threading.Event(), [0]
+
+    def churn() -> None:
+        with MatcherClient(f"127.0.0.1:{server.port}", tokens["north"]) as north:
+            while not stop.is_set():
+                north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                   puts=puts(0, 30))  # fmt: skip
+                north.erase("p")
+                erasures[0] += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        reports = []
+        while len(reports) < 12 or erasures[0] < 20:  # (each check a moment of the loop)
+            reports.append(check_data_dir(data_dir))
+            assert len(reports) < 500 and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        server.stop(grace=None)
+    assert [p for r in reports for p in r.problems] == []

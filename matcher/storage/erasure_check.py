@@ -13,14 +13,16 @@ forget the member's shares, so one still there says they may hold them: a proble
 Likewise an expired project whose standing indexes are still in `index.sqlite`.
 
 Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
-short for a moment, so what looks left is judged again, against the intents and the index
-read afresh after everything else.
+short for a moment, so what looks left is reported only if it is still there when read again
+at the end of the check (`admin check` reads it first before it hashes the upload files), and
+`GRACE_S` after that.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,9 @@ from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.index_store import left_before
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
+# How long what looks left may take to go before it is reported (an erasure in progress
+# beside a running matcher takes milliseconds, a huge index's a second or so).
+GRACE_S = 2.0
 _FIX = "start the matcher to complete the erasure (it deletes what is left before it serves)"
 
 
@@ -99,22 +104,58 @@ def _left(files: DataDir, intents: list[_Intent], expired: list[str]
     return left, records
 
 
-def check_erasures(files: DataDir) -> tuple[list[str], list[str]]:
-    """(problems, repairs): an erased member's data still in the data dir, or an expired
-    project's standing indexes (problems); erasures cut short with nothing left (repairs)."""
+@dataclass(frozen=True)
+class Erasures:
+    """The erasure intents, what each left, and the expired projects' index records, as
+    read at one moment."""
+
+    intents: list[_Intent]
+    left: dict[int, tuple[int, list[str]]]  # intent seq -> (index records, upload files)
+    records: dict[str, int]  # expired project -> its indexes' records still kept
+
+    def suspects(self) -> set[object]:
+        """What looks left: intents' seqs (a two-server one always: S1's and S2's shares
+        cannot be seen from here) and expired projects' names."""
+        two = {i.seq for i in self.intents if i.two_server}
+        return {*self.left, *two, *self.records}
+
+
+def read_erasures(files: DataDir) -> Erasures | None:
+    """What the erasures and expiries left, now (None: a database unreadable)."""
     try:
         intents, expired = _read_db(files.db)
         left, records = _left(files, intents, expired)
-        if left or records:  # judged again: an erasure or expiry in progress completes
-            intents, expired = _read_db(files.db)
-            left, records = _left(files, intents, expired)
     except sqlite3.DatabaseError:
-        return [], []  # (the databases' own checks report it)
+        return None  # (the databases' own checks report it)
+    return Erasures(intents, left, records)
+
+
+def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[list[str], list[str]]:
+    """(problems, repairs): an erased member's data still in the data dir, or an expired
+    project's standing indexes (problems); erasures cut short with nothing left (repairs).
+    What looks left is read again now and reported only if it was `earlier` too (read at
+    the start of the check; by default, just before) and still is `GRACE_S` later: an
+    erasure in progress completes."""
+    first = earlier if earlier is not None else read_erasures(files)
+    if first is None:
+        return [], []
+    now = read_erasures(files) if first.suspects() else first
+    if now is None:
+        return [], []
+    both = first.suspects() & now.suspects()
+    waited = time.monotonic() + GRACE_S
+    while both and time.monotonic() < waited:  # (a live erasure finishes within it)
+        time.sleep(0.1)
+        again = read_erasures(files)
+        if again is None:
+            return [], []
+        now, both = again, both & again.suspects()
+    before = {i.seq for i in first.intents}
     problems, repairs = [], []
-    for intent in intents:
+    for intent in now.intents:
         who = f"{intent.project}/{intent.member}"
-        if intent.seq in left or intent.two_server:
-            held, kept = left.get(intent.seq, (0, []))
+        if intent.seq in both:
+            held, kept = now.left.get(intent.seq, (0, []))
             what = [f"{held} records of its standing index in index.sqlite"] if held else []
             what += [f"{len(kept)} of its upload files in clks/"] if kept else []
             where = f"{' and '.join(what)} are still in the data dir" if what else ""
@@ -126,19 +167,21 @@ def check_erasures(files: DataDir) -> tuple[list[str], list[str]]:
                 f"was cut short (the matcher stopped part-way); {_FIX}"
                 + (" and asks S1 and S2 to forget the shares" if intent.two_server else "")
             )
-        else:
+        elif intent.seq in before and intent.seq not in now.suspects():
             repairs.append(
                 f"{who}: the erasure logged as audit entry {intent.seq} deleted its data but "
                 "was not recorded complete (the matcher stopped part-way); start-up "
                 "checkpoints the databases and records it (`erase.complete`)"
             )
-    for project, n in sorted(records.items()):
-        problems.append(
-            f"project {project} expired, but index.sqlite still holds its standing indexes "
-            f"({n} records): its expiry was cut short (the matcher stopped part-way); start "
-            "the matcher to complete the expiry (it deletes them before it serves anything)"
-        )
+    for project, n in sorted(now.records.items()):
+        if project in both:
+            problems.append(
+                f"project {project} expired, but index.sqlite still holds its standing "
+                f"indexes ({n} records): its expiry was cut short (the matcher stopped "
+                "part-way); start the matcher to complete the expiry (it deletes them before "
+                "it serves anything)"
+            )
     return problems, repairs
 
 
-__all__ = ["check_erasures"]
+__all__ = ["Erasures", "check_erasures", "read_erasures"]

@@ -48,7 +48,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
-from blindmatch.matcher.storage.erasure_check import check_erasures
+from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
@@ -146,6 +146,8 @@ def check_data_dir(
     snapshot = _read(
         files.db, report, lambda db: _check_main(db, report, key_file, require_key), whole=True
     )
+    # What erasures and expiries left, read before the files are hashed and again at the end.
+    erasures = read_erasures(files) if snapshot is not None else None
     if snapshot is not None:
         _check_files(files, snapshot, report, hash_files=hash_files)
     if files.index_db.is_file():
@@ -158,7 +160,7 @@ def check_data_dir(
             except sqlite3.DatabaseError as exc:
                 report.problems.append(f"{files.index_db}: unreadable ({exc})")
     if snapshot is not None:  # an erasure or expiry cut short: data that should be gone
-        problems, repairs = check_erasures(files)
+        problems, repairs = check_erasures(files, erasures)
         report.problems += [] if in_backup else problems
         report.repairs += repairs + (problems if in_backup else [])
     tmp = files.tmp

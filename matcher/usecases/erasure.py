@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER, Erasure
+from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.storage.retention_store import COMPLETED
 from blindmatch.matcher.storage.store import Store
@@ -66,6 +67,13 @@ def erase(
     return erased
 
 
+def _mode(store: Store, project: str) -> str:
+    try:
+        return store.mode_of(project)
+    except NotFound:  # (a project's row is never deleted: not expected)
+        return ""
+
+
 def complete_cut_short(
     store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
 ) -> list[dict[str, object]]:
@@ -82,7 +90,7 @@ def complete_cut_short(
             realtime.erase_member(cut.project, cut.member)
         realtime.index_store.db.checkpoint()  # (its own may not have run)
         shares: dict[str, object] = {}
-        if store.mode_of(cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
+        if _mode(store, cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
             forgot = tworuns.forget(store, two_server, cut.project, cut.member)
             shares = {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
         detail = store.complete_erasure(cut, left or 0, shares)
