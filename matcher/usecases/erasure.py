@@ -82,7 +82,8 @@ def complete_cut_short(
     upload files unlinked, both databases checkpointed; in a two-server project S1 and S2
     asked again to forget the member's shares, through `two_server`), and delete the
     standing indexes of projects no longer live (expired), each with an `erase.complete`
-    entry saying what was left. The entries' details, with `project` and `member`."""
+    entry saying what was left; then both databases checkpointed. The entries' details,
+    with `project` and `member`."""
     done: list[dict[str, object]] = []
     for cut in store.cut_short_erasures():
         left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
@@ -110,4 +111,8 @@ def complete_cut_short(
         done.append({"project": name, "member": "", **detail})
         log.warning("project %s: %d standing-index records kept after it expired, deleted now",
                     name, records)  # fmt: skip
+    # The old pages of any deletion whose checkpoint a stopped matcher never reached (an
+    # expiry's: its rows went in one transaction) leave both write-ahead logs now.
+    store.db.checkpoint()
+    realtime.index_store.db.checkpoint()
     return done
