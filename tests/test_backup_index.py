@@ -13,12 +13,14 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
+from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage import backup
@@ -158,3 +160,33 @@ def test_a_backup_waits_out_an_index_change_holding_the_lock_however_long_saying
     assert failed == []
     assert told == sorted(told)  # the time waited so far, each time
     assert served_as_restored(dest, key, tmp_path, project.tokens["north"]) == (50, 50)
+
+
+def test_admin_backup_says_on_stderr_that_it_waits_for_an_index_change(
+    matcher: Matcher, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(backup, "LOCK_WAIT_S", 0.05)
+    dest = tmp_path / "b"
+    rc: list[int] = []
+    writer = sqlite3.connect(matcher.data_dir / "index.sqlite", isolation_level=None)
+    command = threading.Thread(
+        target=lambda: rc.append(
+            main(["admin", "backup", "--data-dir", str(matcher.data_dir), "--out", str(dest)])
+        )
+    )
+    said = ""
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # what a change being stored holds
+        command.start()
+        while said.count("waiting for the standing indexes' write lock") < 2:
+            assert command.is_alive(), said
+            said += capsys.readouterr().err
+            time.sleep(0.01)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        command.join(timeout=120)
+    assert rc == [0] and (dest / "index.sqlite").is_file()
+    assert "an index change is being stored" in said
+    assert "Backed up" in capsys.readouterr().out
