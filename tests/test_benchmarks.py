@@ -287,3 +287,12 @@ def test_the_erasure_repair_benchmark_runs() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "start-up repair of it, wall" in done.stdout
     assert "saying it was waiting" in done.stdout and "and succeeded" in done.stdout
+
+
+def test_the_erasure_kills_benchmark_runs_and_serves_no_erased_index() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/erasure_kills.py", "--trials", "2", "--records", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 erased yet its index served after the restart" in done.stdout
