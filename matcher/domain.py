@@ -328,6 +328,7 @@ class Erasure:
     uploads: int
     links: int
     users: int  # its named users
+    audit_seq: int = 0  # its `erase` entry (and erasure intent: storage/retention_store.py)
 
 
 @dataclass(frozen=True)

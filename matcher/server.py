@@ -49,6 +49,7 @@ from blindmatch.matcher.rpc.servicer import MatcherService
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.erasure import complete_cut_short
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
@@ -225,9 +226,9 @@ def create_server(
                         log.warning("project %s expired, but %s", name, f.error)
 
             sweeper.on_expired.append(forget_shares)
-        for name in realtime.index_store.projects():  # indexes of projects expired while down
-            if not store.is_live(name):
-                realtime.erase_project(name)
+        # Erasures a stopped matcher left part-way, and indexes of projects expired while
+        # it was down, completed before the first request is served.
+        complete_cut_short(store, realtime, two_server)
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background

@@ -13,14 +13,17 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
+from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage import backup
 from blindmatch.matcher.storage.backup import backup_data_dir
 from tests.support import ADMIN_TOKEN, Matcher
 
@@ -112,3 +115,78 @@ def test_backups_beside_a_member_changing_its_index_restore_to_the_audited_index
     ]  # fmt: skip
     assert [listed for listed, _ in sizes] == [audited for _, audited in sizes]
     assert all(listed > 0 for listed, _ in sizes)
+
+
+def test_a_backup_waits_out_an_index_change_holding_the_lock_however_long_saying_so(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One huge index change holds index.sqlite's write lock while it is stored, for longer
+    than any fixed wait (the backup used to give up after 30 s: "database is locked").
+    Here the lock is held, as a change holds it, until the backup has said twice that it is
+    waiting: each wait is cut short (`LOCK_WAIT_S`) so that it says so quickly."""
+    clks = population(1, 50, 0.0, seed=6)[0].clks
+    with matcher.member(project.tokens["north"]) as north:
+        puts = [(f"r{i}", clk.tobytes()) for i, clk in enumerate(clks)]
+        north.change_index("region", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts)
+    monkeypatch.setattr(backup, "LOCK_WAIT_S", 0.05)
+    told: list[float] = []
+    waited_twice = threading.Event()
+
+    def waiting(seconds: float) -> None:
+        told.append(seconds)
+        if len(told) >= 2:
+            waited_twice.set()
+
+    dest, key = tmp_path / "backups" / "b", tmp_path / "b.key"
+    failed: list[BaseException] = []
+
+    def back_up() -> None:
+        try:
+            backup.backup_data_dir(matcher.data_dir, dest, key_out=key, waiting=waiting)
+        except BaseException as exc:  # (reported below, in the test's thread)
+            failed.append(exc)
+
+    writer = sqlite3.connect(matcher.data_dir / "index.sqlite", isolation_level=None)
+    taker = threading.Thread(target=back_up)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # what a change being stored holds
+        taker.start()
+        assert waited_twice.wait(timeout=120), failed
+        assert not dest.exists() and not failed  # still waiting, not failed
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        taker.join(timeout=120)
+    assert failed == []
+    assert told == sorted(told)  # the time waited so far, each time
+    assert served_as_restored(dest, key, tmp_path, project.tokens["north"]) == (50, 50)
+
+
+def test_admin_backup_says_on_stderr_that_it_waits_for_an_index_change(
+    matcher: Matcher, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(backup, "LOCK_WAIT_S", 0.05)
+    dest = tmp_path / "b"
+    rc: list[int] = []
+    writer = sqlite3.connect(matcher.data_dir / "index.sqlite", isolation_level=None)
+    command = threading.Thread(
+        target=lambda: rc.append(
+            main(["admin", "backup", "--data-dir", str(matcher.data_dir), "--out", str(dest)])
+        )
+    )
+    said = ""
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # what a change being stored holds
+        command.start()
+        while said.count("waiting for the standing indexes' write lock") < 2:
+            assert command.is_alive(), said
+            said += capsys.readouterr().err
+            time.sleep(0.01)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        command.join(timeout=120)
+    assert rc == [0] and (dest / "index.sqlite").is_file()
+    assert "an index change is being stored" in said
+    assert "Backed up" in capsys.readouterr().out

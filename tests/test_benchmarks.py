@@ -288,3 +288,23 @@ def test_the_check_index_audit_benchmark_checks_a_matcher_ok() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "20 changes, 21 audit entries, 41 records, ok True" in done.stdout
+
+
+def test_the_erasure_repair_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/erasure_repair.py", "--records", "2000", "--huge", "5000",
+         "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "start-up repair of it, wall" in done.stdout
+    assert "saying it was waiting" in done.stdout and "and succeeded" in done.stdout
+
+
+def test_the_erasure_kills_benchmark_runs_and_serves_no_erased_index() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/erasure_kills.py", "--trials", "2", "--records", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 erased yet its index served after the restart" in done.stdout

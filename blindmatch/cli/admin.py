@@ -63,15 +63,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
+    from blindmatch.matcher.storage.backup import BackupError, backup_data_dir, waiting_message
 
     role = role_of(args)
     if role:
         return backup_role(args, role)
+
+    def waiting(waited: float) -> None:
+        print(waiting_message(waited), file=sys.stderr, flush=True)
+
     try:
         done = backup_data_dir(
-            args.data_dir, args.out, key_out=args.key_out, audit_key_file=args.audit_key
-        )
+            args.data_dir, args.out, key_out=args.key_out, audit_key_file=args.audit_key,
+            waiting=waiting,
+        )  # fmt: skip
     except BackupError as exc:
         raise BlindmatchError(str(exc)) from None
     print(

@@ -49,6 +49,7 @@ ACTIONS = {
     "request.issue": "a member was issued request references for one of its hits",
     "request.resolve": "a partner resolved a request reference addressed to it to its own rows",
     "erase": "a member erased its uploads and the results involving them",
+    "erase.complete": "start-up deleted what an erasure or expiry cut short had left (counts)",
     "index.change": "a member added, replaced or removed records of its standing index (counts)",
     "index.change.void": "an announced index change was never stored (the matcher stopped first)",
     "query": "a member queried partners' standing indexes (records asked, what was disclosed)",

@@ -383,20 +383,21 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             "before the erasure, is ended and nothing it sent that was not acknowledged is kept"
         )
         two_server = self.store.project(request.project).mode == TWO_SERVER
+        # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
+        # the reply names it (its shares remain until Erase is called again, or a server
+        # without a data dir restarts). A matcher stopped before asking them asks at start.
+        forgot: list[tworuns.Forgot] = []
+
+        def forget_shares() -> None:
+            forgot.extend(tworuns.forget(self.store, self.two_server, request.project, member))
+
         erased = erase(
             self.store,
             self.realtime,
             request.project,
             member,
             lambda: self.streams.end_member(request.project, member, why),
-        )
-        # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
-        # the reply names it (its shares remain until Erase is called again, or a server
-        # without a data dir restarts).
-        forgot = (
-            tworuns.forget(self.store, self.two_server, request.project, member)
-            if two_server
-            else []
+            forget_shares if two_server else None,
         )
         return pb.EraseReply(
             uploads_deleted=erased.uploads,

@@ -31,8 +31,10 @@ The destination is itself a data dir: restoring is starting `blindmatch serve
 from __future__ import annotations
 
 import errno
+import logging
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,9 +54,14 @@ from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
 ATTEMPTS = 10
-LOCK_WAIT_S = 30.0  # for the index's write lock (`read_together`): a change being stored
+# The index's write lock (`read_together`) is waited for as long as a change being stored
+# holds it (one huge change: minutes); each time this many seconds pass, `waiting` is told.
+LOCK_WAIT_S = 10.0
 PINNED = 256  # files held open at once by one attempt (`pinned`)
 T = TypeVar("T")
+Waiting = Callable[[float], None]  # told the seconds waited so far for the index's lock
+
+log = logging.getLogger("blindmatch.matcher")
 
 
 class BackupError(Exception):
@@ -118,8 +125,35 @@ def copy_database(src: sqlite3.Connection, dest_db: Path) -> None:
     fsync_path(dest_db)
 
 
+def _log_wait(waited: float) -> None:
+    log.warning("%s", waiting_message(waited))
+
+
+def waiting_message(waited: float) -> str:
+    return (
+        f"waiting for the standing indexes' write lock: an index change is being stored "
+        f"({waited:.0f} s so far); the backup goes on as soon as it is"
+    )
+
+
+def _lock_index(lock: sqlite3.Connection, waiting: Waiting | None) -> None:
+    """Take the index's write lock through `lock`, however long a change being stored holds
+    it (SQLite gives up after the connection's timeout: tried again, `waiting` told)."""
+    started = time.monotonic()
+    while True:
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            (waiting or _log_wait)(time.monotonic() - started)
+
+
 @contextmanager
-def read_together(db: Path, index_db: Path) -> Iterator[list[sqlite3.Connection]]:
+def read_together(
+    db: Path, index_db: Path, waiting: Waiting | None = None
+) -> Iterator[list[sqlite3.Connection]]:
     """Read transactions on the database and on `index.sqlite` (when there is one) that see
     the same index changes: both are opened while this holds the index's write lock, so no
     change is stored between the two moments they see. (A change is announced in the audit
@@ -129,14 +163,16 @@ def read_together(db: Path, index_db: Path) -> Iterator[list[sqlite3.Connection]
     the index snapshot holds was announced before it, so the log snapshot holds its entry.)
     The lock is held for the two openings only (writers wait well under a millisecond); the
     copies are made after, through the read transactions. A two-server role's backup reads
-    its audit log (`db`) and held store (`index_db`) the same way (role_backup.py)."""
+    its audit log (`db`) and held store (`index_db`) the same way (role_backup.py). The lock
+    is waited for as long as a change being stored holds it, `waiting` told every
+    `LOCK_WAIT_S` seconds (default: a logged warning): a backup never fails on it."""
     conns = [connect_read_only(db)]
     try:
         if index_db.is_file():
             conns.insert(0, connect_read_only(index_db))
             lock = sqlite3.connect(index_db, timeout=LOCK_WAIT_S, isolation_level=None)
             try:
-                lock.execute("BEGIN IMMEDIATE")  # the index's writers wait from here
+                _lock_index(lock, waiting)  # the index's writers wait from here
                 for conn in conns:
                     conn.execute("BEGIN")
                     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # (opens it)
@@ -262,13 +298,15 @@ def converge(
     )
 
 
-def _take(source: DataDir, staging: DataDir) -> tuple[int, int] | None:
+def _take(
+    source: DataDir, staging: DataDir, waiting: Waiting | None = None
+) -> tuple[int, int] | None:
     """One attempt: the CLK files not copied yet opened, the database's and the index's
     snapshots (of the same index changes: `read_together`), then the CLK files the first
     names."""
     staging.make()
     with pinned(source.clks, staging.clks) as pins:
-        with read_together(source.db, source.index_db) as conns:
+        with read_together(source.db, source.index_db, waiting) as conns:
             for conn, dest in zip(conns, (staging.db, staging.index_db), strict=False):
                 copy_database(conn, dest)
         db = connect_read_only(staging.db)
@@ -286,10 +324,12 @@ def backup_data_dir(
     *,
     key_out: str | Path | None = None,
     audit_key_file: str | Path | None = None,
+    waiting: Waiting | None = None,
 ) -> BackupReport:
     """Copy a (possibly live) data dir to `dest`, which must not exist yet, without its
     audit key; with `key_out`, the key (from `audit_key_file`, default DIR/audit.key) is
-    copied there, a new owner-only file that may not lie inside `dest`."""
+    copied there, a new owner-only file that may not lie inside `dest`. `waiting`: told
+    while the backup waits for an index change being stored (`read_together`)."""
     source, dest = DataDir(Path(data_dir)), Path(dest)
     if not source.db.is_file():
         raise BackupError(f"{data_dir}: not a blindmatch data dir (no {DB_NAME})")
@@ -298,9 +338,12 @@ def backup_data_dir(
     (uploads, copied), attempts = converge(
         source.root,
         dest,
-        lambda staging: _take(source, DataDir(staging)),
+        lambda staging: _take(source, DataDir(staging), waiting),
         lambda staging: check_data_dir(
-            staging, audit_key_file=key if key.is_file() else None, require_key=False
+            staging,
+            audit_key_file=key if key.is_file() else None,
+            require_key=False,
+            in_backup=True,
         ),
         key=key,
         key_out=Path(key_out) if key_out is not None else None,

@@ -18,6 +18,7 @@ audit log is not).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +96,24 @@ class StoredChange:
     audit_seq: int
     digest: str
     summary: ChangeSummary
+
+
+def left_before(conn: sqlite3.Connection, project: str, member: str, seq: int) -> int | None:
+    """What an erasure logged as audit entry `seq` left of a member's standing index: its
+    record count when index.sqlite keeps anything of it (records, encoding, changes) and
+    every change kept was stored before `seq`; None when nothing is kept, or a change was
+    stored after the erasure (the member's index since, not a leftover)."""
+    key = (project, member)
+    last = conn.execute(
+        "SELECT MAX(audit_seq) FROM index_changes WHERE project=? AND member=?", key
+    ).fetchone()[0]
+    records = conn.execute(
+        "SELECT COUNT(*) FROM index_records WHERE project=? AND member=?", key
+    ).fetchone()[0]
+    meta = conn.execute("SELECT 1 FROM index_meta WHERE project=? AND member=?", key).fetchone()
+    if (last is not None and last > seq) or (last is None and not records and meta is None):
+        return None
+    return int(records)
 
 
 _QUERY_LOG = "time, project, member, kind, purpose, records, records_with_hits, refused, user"
@@ -212,6 +231,16 @@ class IndexStore:
             for table in ("index_records", "index_meta", "index_changes"):
                 tx.execute(f"DELETE FROM {table} WHERE project=? AND member=?", (project, member))
         self.db.checkpoint()
+
+    def left_by_erasure(self, project: str, member: str, seq: int) -> int | None:
+        """`left_before` (the index an erasure cut short left), read now."""
+        with self.db.reading() as conn:
+            return left_before(conn, project, member, seq)
+
+    def project_records(self, project: str) -> int:
+        """How many records the project's standing indexes hold."""
+        rows = self.db.query("SELECT COUNT(*) FROM index_records WHERE project=?", (project,))
+        return int(rows[0][0])
 
     def projects(self) -> list[str]:
         """Every project with a standing index."""

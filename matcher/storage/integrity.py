@@ -20,7 +20,10 @@ reports every problem found, not just the first:
   encoding, and has that encoding's length; and they agree with the audit log
   (index_audit.py): every change stored in `index.sqlite` has its `index.change` entry,
   each member's index holds the records its last change's entry says, and every change the
-  log records as done is stored.
+  log records as done is stored;
+- every erasure and expiry deleted all it had to (erasure_check.py): an erased member's
+  standing index or upload files still there, or an expired project's indexes, are
+  problems (the matcher stopped part-way; its next start completes them).
 
 What a start-up repairs by itself is reported apart, as *will be repaired*, not as a
 problem: files in `tmp/` (uploads in flight, or cut short), CLK files nothing refers to
@@ -45,6 +48,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
@@ -115,10 +119,14 @@ def check_data_dir(
     hash_files: bool = True,
     audit_key_file: str | Path | None = None,
     require_key: bool = True,
+    in_backup: bool = False,
 ) -> IntegrityReport:
     """Check a data dir; never modifies it. `audit_key_file`: where the audit key is kept,
     if not in the data dir (`serve --audit-key`); without `require_key`, a key found
-    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart)."""
+    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
+    `in_backup`: the copy `admin backup` is making, of a data dir an erasure was cut short
+    in: what it left is listed as a repair (the restored matcher completes it at its start),
+    and the backup is made; `admin check` on the restored dir names it as a problem."""
     files = DataDir(Path(data_dir))
     report = IntegrityReport(files.root)
     if not files.db.is_file():
@@ -138,6 +146,8 @@ def check_data_dir(
     snapshot = _read(
         files.db, report, lambda db: _check_main(db, report, key_file, require_key), whole=True
     )
+    # What erasures and expiries left, read before the files are hashed and again at the end.
+    erasures = read_erasures(files) if snapshot is not None else None
     if snapshot is not None:
         _check_files(files, snapshot, report, hash_files=hash_files)
     if files.index_db.is_file():
@@ -149,6 +159,10 @@ def check_data_dir(
                 report.problems += check_index_audit(files.db, files.index_db)
             except sqlite3.DatabaseError as exc:
                 report.problems.append(f"{files.index_db}: unreadable ({exc})")
+    if snapshot is not None:  # an erasure or expiry cut short: data that should be gone
+        problems, repairs = check_erasures(files, erasures)
+        report.problems += [] if in_backup else problems
+        report.repairs += repairs + (problems if in_backup else [])
     tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     if report.in_flight:

@@ -9,13 +9,30 @@ included (s.62 logs must say who consulted or disclosed).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import Erasure
 from blindmatch.matcher.storage.base import ACTIVE_SQL
+from blindmatch.matcher.storage.crashpoint import crash_point
 from blindmatch.matcher.storage.project_store import ProjectStore
 from blindmatch.matcher.storage.upload_store import UploadStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS erasure_intents (
+    seq INTEGER PRIMARY KEY,       -- the `erase` entry of an erasure not known complete
+    project TEXT NOT NULL,
+    member TEXT NOT NULL,
+    uploads TEXT NOT NULL          -- JSON: the upload ids whose CLK files it deletes
+);
+"""
+COMPLETED = "erase.complete"
+CUT_SHORT = (
+    "the matcher stopped after this erasure was logged, before all of the member's data was "
+    "deleted; start-up deleted what was left"
+)
 
 ERASED_DURING_RUN = (
     "cancelled: a member erased its data while this run was queued or running, so nothing "
@@ -23,7 +40,21 @@ ERASED_DURING_RUN = (
 )
 
 
+@dataclass(frozen=True)
+class CutShort:
+    """An erasure logged but not known complete: its `erase` entry, member and uploads."""
+
+    seq: int
+    project: str
+    member: str
+    uploads: tuple[str, ...]
+
+
 class RetentionStore(ProjectStore, UploadStore):
+    # Upload files of erasures cut short still in clks/ when the store opened (before the
+    # garbage collection deleted them): what `complete_erasure` reports as left.
+    files_left_at_start: frozenset[str] = frozenset()
+
     def erase_member(
         self, project: str, member: str, then: Callable[[], object] | None = None
     ) -> Erasure:
@@ -34,6 +65,11 @@ class RetentionStore(ProjectStore, UploadStore):
         nothing of it), so a member starting runs in a loop cannot hold an erasure off.
         `then` runs inside the transaction once the erasure goes ahead (to end the member's
         streams, so that none commits after it).
+
+        The erasure's intent is kept beside its `erase` entry until the caller has deleted
+        the rest (`erasure_done`): the member's standing index, in another database. One
+        the matcher stopped before finishing (a crash) is completed at its next start
+        (`cut_short_erasures`, `complete_erasure`; usecases/erasure.py).
         """
         with self.db.tx() as tx:
             self.project(project)
@@ -75,7 +111,7 @@ class RetentionStore(ProjectStore, UploadStore):
             uploads = self._forget_uploads(tx, project, member)
             users = self.delete_users_in(tx, project, member)  # their tokens stop working
             detail = {"uploads": len(uploads), "links": links}
-            self.audit.append_in(
+            (entry,) = self.audit.append_in(
                 tx,
                 audit.Event(
                     member,
@@ -85,10 +121,59 @@ class RetentionStore(ProjectStore, UploadStore):
                     detail=detail | ({"users": users} if users else {}),
                 ),
             )
+            tx.execute(
+                "INSERT INTO erasure_intents VALUES (?,?,?,?)",
+                (entry.seq, project, member, json.dumps(uploads)),
+            )
+        crash_point("erase.logged")
         self._unlink_uploads(uploads)
         self._collect_garbage()
         self.db.checkpoint()
-        return Erasure(len(uploads), links, users)
+        return Erasure(len(uploads), links, users, audit_seq=entry.seq)
+
+    def erasure_done(self, project: str, member: str, seq: int) -> None:
+        """The member's erasure logged as entry `seq` deleted everything: forget its intent
+        (and any earlier one of the member's, left by an erasure that failed part-way and
+        was asked again: this one deleted what it left)."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "DELETE FROM erasure_intents WHERE project=? AND member=? AND seq<=?",
+                (project, member, seq),
+            )
+
+    def cut_short_erasures(self) -> list[CutShort]:
+        """Erasures logged but not known complete (the matcher stopped part-way)."""
+        return [
+            CutShort(seq, project, member, tuple(json.loads(uploads)))
+            for seq, project, member, uploads in self.db.query(
+                "SELECT seq, project, member, uploads FROM erasure_intents ORDER BY seq"
+            )
+        ]
+
+    def complete_erasure(
+        self, cut: CutShort, index_records: int, more: dict[str, object] | None = None
+    ) -> dict[str, object]:
+        """Finish an erasure cut short, once the caller has deleted its standing index
+        (`index_records` records were left there): its upload files unlinked, the log
+        checkpointed, and an `erase.complete` entry saying what was left (and `more`), in
+        the transaction that forgets its intent. The entry's detail."""
+        files = [u for u in cut.uploads if u in self.files_left_at_start
+                 or self.files.clk_file(u).exists()]  # fmt: skip
+        self._unlink_uploads(list(cut.uploads))
+        detail: dict[str, object] = {
+            "erased": cut.seq,
+            "index_records": index_records,
+            "upload_files": len(files),
+            **(more or {}),
+            "why": CUT_SHORT,
+        }
+        with self.db.tx() as tx:
+            self.audit.append_in(
+                tx, audit.Event(audit.MATCHER, COMPLETED, cut.project, cut.member, detail=detail)
+            )
+            tx.execute("DELETE FROM erasure_intents WHERE seq=?", (cut.seq,))
+        self.db.checkpoint()  # (the erasure's own may not have run)
+        return detail
 
     def expired_projects(self) -> list[str]:
         rows = self.db.query(

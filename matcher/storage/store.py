@@ -26,6 +26,7 @@ from blindmatch.matcher.storage import (
     outcome_store,
     project_store,
     request_store,
+    retention_store,
     run_store,
     upload_store,
     user_store,
@@ -46,6 +47,7 @@ SCHEMA = (
     + audit_log.SCHEMA
     + user_store.SCHEMA
     + outcome_store.SCHEMA
+    + retention_store.SCHEMA
 )
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
 
@@ -84,6 +86,12 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
             raise
         self.audit = AuditLog(self.db, key, clock)
         self._migrate()
+        self.files_left_at_start = frozenset(  # (named by `complete_erasure`, then)
+            u
+            for c in self.cut_short_erasures()
+            for u in c.uploads
+            if self.files.clk_file(u).exists()
+        )
         self._collect_garbage()
 
     def close(self) -> None:

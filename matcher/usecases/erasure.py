@@ -4,6 +4,17 @@ Its uploads (rows and files), every result row that involves its records, in its
 results and its partners', and its standing index; the audit log keeps the fact and the
 counts. Erasure wins over runs: a run of the project that is queued or running is
 cancelled (`RetentionStore.erase_member`), and stores nothing when it ends.
+
+An erasure spans two databases and the upload files: its rows go, with its `erase` entry
+and an erasure intent, in one transaction of `blindmatch.sqlite`; then its files are
+unlinked, its standing index deleted from `index.sqlite` (and from memory), both write-ahead
+logs checkpointed, and only then its intent forgotten. A matcher stopped anywhere in between
+(a crash, a kill -9) completes the erasure at its next start, before it serves anything
+(`complete_cut_short`), and records what was left in an `erase.complete` entry; until then
+`blindmatch admin check` reports the leftover data (storage/erasure_check.py). In a
+two-server project S1's and S2's Forget is part of it: the intent is forgotten once they have
+been asked (a server that could not be reached is named to the member, who erases again,
+as before), and a restart asks them again.
 """
 
 from __future__ import annotations
@@ -11,11 +22,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from blindmatch.matcher.domain import Erasure
+from blindmatch.matcher.core import audit
+from blindmatch.matcher.domain import TWO_SERVER, Erasure
+from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.storage.retention_store import COMPLETED
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import tworuns
+from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
+
+EXPIRED_INDEX = (
+    "the project's standing indexes were still kept after it expired (the matcher stopped "
+    "part-way through its expiry, or was down when it expired); start-up deleted them"
+)
 
 
 def erase(
@@ -24,11 +45,17 @@ def erase(
     project: str,
     member: str,
     then: Callable[[], object] | None = None,
+    also: Callable[[], object] | None = None,
 ) -> Erasure:
     """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
-    it goes ahead (the matcher ends the member's open streams there: none commits after)."""
+    it goes ahead (the matcher ends the member's open streams there: none commits after);
+    `also` once the matcher's own copies are deleted, before the erasure is recorded
+    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`)."""
     erased = store.erase_member(project, member, then)
     realtime.erase_member(project, member)
+    if also is not None:
+        also()
+    store.erasure_done(project, member, erased.audit_seq)
     log.info(
         "%s/%s: erased %d uploads, %d result rows, %d named users",
         project,
@@ -38,3 +65,54 @@ def erase(
         erased.users,
     )
     return erased
+
+
+def _mode(store: Store, project: str) -> str:
+    try:
+        return store.mode_of(project)
+    except NotFound:  # (a project's row is never deleted: not expected)
+        return ""
+
+
+def complete_cut_short(
+    store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
+) -> list[dict[str, object]]:
+    """At start-up, before anything is served: complete every erasure a stopped matcher
+    left part-way (its standing index deleted unless a change was stored after it, its
+    upload files unlinked, both databases checkpointed; in a two-server project S1 and S2
+    asked again to forget the member's shares, through `two_server`), and delete the
+    standing indexes of projects no longer live (expired), each with an `erase.complete`
+    entry saying what was left; then both databases checkpointed. The entries' details,
+    with `project` and `member`."""
+    done: list[dict[str, object]] = []
+    for cut in store.cut_short_erasures():
+        left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
+        if left is not None:
+            realtime.erase_member(cut.project, cut.member)
+        realtime.index_store.db.checkpoint()  # (its own may not have run)
+        shares: dict[str, object] = {}
+        if _mode(store, cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
+            forgot = tworuns.forget(store, two_server, cut.project, cut.member)
+            shares = {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
+        detail = store.complete_erasure(cut, left or 0, shares)
+        done.append({"project": cut.project, "member": cut.member, **detail})
+        log.warning(
+            "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
+            "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
+            cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
+        )  # fmt: skip
+    for name in realtime.index_store.projects():
+        if store.is_live(name):
+            continue
+        records = realtime.index_store.project_records(name)
+        realtime.erase_project(name)
+        detail = {"index_records": records, "why": EXPIRED_INDEX}
+        store.audit.append(audit.Event(audit.MATCHER, COMPLETED, name, detail=detail))
+        done.append({"project": name, "member": "", **detail})
+        log.warning("project %s: %d standing-index records kept after it expired, deleted now",
+                    name, records)  # fmt: skip
+    # The old pages of any deletion whose checkpoint a stopped matcher never reached (an
+    # expiry's: its rows went in one transaction) leave both write-ahead logs now.
+    store.db.checkpoint()
+    realtime.index_store.db.checkpoint()
+    return done

@@ -1,0 +1,187 @@
+"""`blindmatch admin check`: did every erasure and expiry delete all it had to?
+
+A member's erasure is logged, with an erasure intent, in one transaction of
+`blindmatch.sqlite`; its upload files, its standing index (`index.sqlite`) and the
+write-ahead logs' old pages go after, and the intent is forgotten last
+(storage/retention_store.py, usecases/erasure.py). A matcher stopped in between (a crash,
+a kill -9) leaves an intent, and perhaps the member's data: its index's records (unless a
+change was stored after the erasure: its index since) and its upload files. The next start
+completes it before serving; until then this check reports the data left as a problem, and
+an intent with nothing left as a repair (start-up checkpoints the databases and records it
+complete). In a two-server project an intent is forgotten once S1 and S2 have been asked to
+forget the member's shares, so one still there says they may hold them: a problem too.
+Likewise an expired project whose standing indexes are still in `index.sqlite`.
+
+Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
+short for a moment, so what looks left is reported only if it is still there when read again
+at the end of the check (`admin check` reads it first before it hashes the upload files), and
+`GRACE_S` after that.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from blindmatch.matcher.domain import TWO_SERVER
+from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.index_store import left_before
+from blindmatch.matcher.storage.sqlite import connect_read_only
+
+# How long what looks left may take to go before it is reported (an erasure in progress
+# beside a running matcher takes milliseconds, a huge index's a second or so).
+GRACE_S = 2.0
+_FIX = "start the matcher to complete the erasure (it deletes what is left before it serves)"
+
+
+@dataclass(frozen=True)
+class _Intent:
+    seq: int
+    project: str
+    member: str
+    uploads: tuple[str, ...]
+    two_server: bool  # S1 and S2 hold its shares too, until asked to forget them
+
+
+def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
+    """The erasure intents, and the expired projects, at one moment."""
+    db = connect_read_only(path)
+    try:
+        db.execute("BEGIN")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        columns = {r[1] for r in db.execute("PRAGMA table_info(projects)")}
+        mode_sql = "p.mode" if "mode" in columns else "''"
+        intents = (
+            [
+                _Intent(seq, p, m, tuple(json.loads(u)), mode == TWO_SERVER)
+                for seq, p, m, u, mode in db.execute(
+                    f"SELECT e.seq, e.project, e.member, e.uploads, {mode_sql} "
+                    "FROM erasure_intents e LEFT JOIN projects p ON p.name=e.project "
+                    "ORDER BY e.seq"
+                )
+            ]
+            if "erasure_intents" in tables
+            else []
+        )
+        expired = [r[0] for r in db.execute("SELECT name FROM projects WHERE erased IS NOT NULL")]
+    finally:
+        db.close()
+    return intents, expired
+
+
+def _left(files: DataDir, intents: list[_Intent], expired: list[str]
+          ) -> tuple[dict[int, tuple[int, list[str]]], dict[str, int]]:  # fmt: skip
+    """What each intent left (index records, upload files still in clks/), and the records
+    each expired project's indexes still hold."""
+    left: dict[int, tuple[int, list[str]]] = {}
+    records: dict[str, int] = {}
+    index = connect_read_only(files.index_db) if files.index_db.is_file() else None
+    try:
+        if index is not None:
+            index.execute("BEGIN")
+        for intent in intents:
+            held = None
+            if index is not None:
+                held = left_before(index, intent.project, intent.member, intent.seq)
+            kept = [u for u in intent.uploads if files.clk_file(u).exists()]
+            if held is not None or kept:
+                left[intent.seq] = (held or 0, kept)
+        for project in expired if index is not None else []:
+            assert index is not None
+            row = index.execute(
+                "SELECT (SELECT COUNT(*) FROM index_records WHERE project=?), "
+                "(SELECT COUNT(*) FROM index_meta WHERE project=?)",
+                (project, project),
+            ).fetchone()
+            if row[0] or row[1]:
+                records[project] = int(row[0])
+    finally:
+        if index is not None:
+            index.close()
+    return left, records
+
+
+@dataclass(frozen=True)
+class Erasures:
+    """The erasure intents, what each left, and the expired projects' index records, as
+    read at one moment."""
+
+    intents: list[_Intent]
+    left: dict[int, tuple[int, list[str]]]  # intent seq -> (index records, upload files)
+    records: dict[str, int]  # expired project -> its indexes' records still kept
+
+    def suspects(self) -> set[object]:
+        """What looks left: intents' seqs (a two-server one always: S1's and S2's shares
+        cannot be seen from here) and expired projects' names."""
+        two = {i.seq for i in self.intents if i.two_server}
+        return {*self.left, *two, *self.records}
+
+
+def read_erasures(files: DataDir) -> Erasures | None:
+    """What the erasures and expiries left, now (None: a database unreadable)."""
+    try:
+        intents, expired = _read_db(files.db)
+        left, records = _left(files, intents, expired)
+    except sqlite3.DatabaseError:
+        return None  # (the databases' own checks report it)
+    return Erasures(intents, left, records)
+
+
+def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[list[str], list[str]]:
+    """(problems, repairs): an erased member's data still in the data dir, or an expired
+    project's standing indexes (problems); erasures cut short with nothing left (repairs).
+    What looks left is read again now and reported only if it was `earlier` too (read at
+    the start of the check; by default, just before) and still is `GRACE_S` later: an
+    erasure in progress completes."""
+    first = earlier if earlier is not None else read_erasures(files)
+    if first is None:
+        return [], []
+    now = read_erasures(files) if first.suspects() else first
+    if now is None:
+        return [], []
+    both = first.suspects() & now.suspects()
+    waited = time.monotonic() + GRACE_S
+    while both and time.monotonic() < waited:  # (a live erasure finishes within it)
+        time.sleep(0.1)
+        again = read_erasures(files)
+        if again is None:
+            return [], []
+        now, both = again, both & again.suspects()
+    before = {i.seq for i in first.intents}
+    problems, repairs = [], []
+    for intent in now.intents:
+        who = f"{intent.project}/{intent.member}"
+        if intent.seq in both:
+            held, kept = now.left.get(intent.seq, (0, []))
+            what = [f"{held} records of its standing index in index.sqlite"] if held else []
+            what += [f"{len(kept)} of its upload files in clks/"] if kept else []
+            where = f"{' and '.join(what)} are still in the data dir" if what else ""
+            if intent.two_server:
+                shares = "S1 and S2 may still hold its shares (not yet asked to forget them)"
+                where = f"{where}, and {shares}" if where else shares
+            problems.append(
+                f"{who} erased its data (audit entry {intent.seq}), but {where}: the erasure "
+                f"was cut short (the matcher stopped part-way); {_FIX}"
+                + (" and asks S1 and S2 to forget the shares" if intent.two_server else "")
+            )
+        elif intent.seq in before and intent.seq not in now.suspects():
+            repairs.append(
+                f"{who}: the erasure logged as audit entry {intent.seq} deleted its data but "
+                "was not recorded complete (the matcher stopped part-way); start-up "
+                "checkpoints the databases and records it (`erase.complete`)"
+            )
+    for project, n in sorted(now.records.items()):
+        if project in both:
+            problems.append(
+                f"project {project} expired, but index.sqlite still holds its standing "
+                f"indexes ({n} records): its expiry was cut short (the matcher stopped "
+                "part-way); start the matcher to complete the expiry (it deletes them before "
+                "it serves anything)"
+            )
+    return problems, repairs
+
+
+__all__ = ["Erasures", "check_erasures", "read_erasures"]

@@ -1,0 +1,76 @@
+"""A two-server project's erasure cut short before S1 and S2 were asked to forget the member's
+shares: `admin check` says they may still hold them, and the matcher's next start asks them.
+
+The state is the one a crash leaves (tests/test_erasure_crash.py kills a real process at the
+same point): the erasure's transaction committed, through the matcher's own store, and
+nothing after it ran; then the matcher stops.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli.app import main
+from blindmatch.client import MatcherClient
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
+from tests.support import ADMIN_TOKEN, db_rows
+from tests.test_twoserver_project import MEMBER_KEY, encoded
+
+pytestmark = pytest.mark.server
+__all__ = ["encoded"]  # (the members' encoded folders, a fixture shared with that module)
+
+
+def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_start(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> None:
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+
+    def held() -> dict[str, list[str]]:
+        return {role: sorted(m.split("/")[1] for m in r.service.held if m.startswith("shares/"))
+                for role, r in roles.items()}  # fmt: skip
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    data_dir = tmp_path / "matcher-data"
+    server = serve()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        assert held() == {"s1": ["north", "west"], "s2": ["north", "west"]}
+        server.store.erase_member("shares", "west")  # the erasure's transaction, and no more
+    finally:
+        server.stop(grace=None)
+    try:
+        report = check_data_dir(data_dir)
+        (finding,) = [p for p in report.problems if "shares/west" in p]
+        assert "S1 and S2 may still hold its shares" in finding
+        assert "start the matcher to complete the erasure" in finding
+        assert held()["s1"] == ["north", "west"]  # (nobody asked them)
+
+        serve().stop(grace=None)  # a plain start completes it
+        assert held() == {"s1": ["north"], "s2": ["north"]}
+        completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit")
+                     if r[3] == "erase.complete"]  # fmt: skip
+        assert len(completed) == 1
+        assert completed[0]["twoserver"] == {"S1": "dropped 1", "S2": "dropped 1"}
+        assert check_data_dir(data_dir).problems == []
+    finally:
+        for role in roles.values():
+            role.stop(grace=None)
