@@ -24,6 +24,14 @@ first batch of the next pair of members; nothing of it evaluated), so the run fa
 S2 starts again on its port and data dir; north runs again, no member uploading again (run
 6: a plain rerun, reusing the N kept pairs of members). Run 6 against run 3 is the resumed
 run against the run where everyone uploaded again; its hits.csv must be run 3's.
+
+With `--mid-batch M` as well, S2 is killed at the M-th `Collect` after the matcher kept its
+N-th pair of members' outcome instead: S1 and S2 have evaluated that batch (its pairs counted)
+and the matcher holds no answer of it, a batch out as a crash leaves one (docs/protocol.md).
+Run 6 is then refused naming the pair of members; the smaller of the two named uploads again
+(timed) and north runs (run 7): what a batch cut mid-way costs today, against run 3, its
+hits.csv run 3's. docs/privacy-design.md "Resuming a pair of members a failure cut" weighs a
+design in which run 6 itself would recover the pair of members.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,6 +76,13 @@ def main() -> int:
         metavar="N",
         help="then runs 5-6: a run losing S2 after N pairs of members, resumed",
     )
+    ap.add_argument(
+        "--mid-batch",
+        type=int,
+        default=0,
+        metavar="M",
+        help="with --fail-after: S2 killed at the M-th Collect after that (a batch out)",
+    )
     add_keep(ap)
     args = ap.parse_args()
     with work_dir("bm-tsrerunproj-", keep=args.keep) as work:
@@ -87,21 +105,25 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             str(members_key), "--listen", "127.0.0.1:0"]  # fmt: skip
     rows: list[tuple[str, int, int, int, float, float]] = []  # -1: not known (a failed run)
     s2_argv = [*role_argv(role), "--role", "s2", "--data-dir", str(work / "s2")]
-    cut = {"after": args.fail_after, "armed": False, "killed": False}
+    cut = {"after": args.fail_after, "armed": False, "killed": False, "collects": 0}
     stack = ExitStack()
     s2 = stack.enter_context(_started(s2_argv, "", None))
     s2_at = s2.target
 
     def before(method: str) -> None:
         """The proxy's hook: kill S2 before the first Prepare after the matcher kept the
-        N-th pair of members' outcome of project `failed`."""
-        if method != "Prepare" or not cut["armed"]:
+        N-th pair of members' outcome of project `failed` (`--mid-batch M`: before the M-th
+        Collect after it, S1 and S2 having evaluated that batch)."""
+        if method != ("Collect" if args.mid_batch else "Prepare") or not cut["armed"]:
             return
         with sqlite3.connect(f"file:{work / 'matcher' / 'blindmatch.sqlite'}?mode=ro",
                              uri=True) as db:  # fmt: skip
             done = db.execute("SELECT count(*) FROM twoserver_outcomes WHERE project='failed' "
                               "AND pending=0").fetchone()[0]  # fmt: skip
         if done >= cut["after"]:
+            cut["collects"] += 1
+            if args.mid_batch and cut["collects"] < args.mid_batch:
+                return
             cut["armed"], cut["killed"] = False, True
             s2.process.kill()
             s2.process.wait()
@@ -168,14 +190,19 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     failure = " ".join(str(exc).split())
                 wall = time.perf_counter() - w0
                 cpu = sum(cpu_seconds(p) for p in alive) - c0
-                rows.append((f"5. S2 killed after {args.fail_after} pair(s)", -1, -1, -1,
+                where = f" at batch {args.mid_batch}" if args.mid_batch else ""
+                rows.append((f"5. S2 killed after {args.fail_after} pair(s){where}", -1, -1, -1,
                              wall, cpu))  # fmt: skip
                 print(f"run 5's failure: {failure[failure.find('failed:') :]}")
                 assert cut["killed"], "S2 was not killed"
                 again = [s2_at if a == "127.0.0.1:0" else a for a in s2_argv]  # its port
                 s2 = stack.enter_context(_started(again, "", None))
                 pids[1] = s2.process.pid
-                sixth = run("6. plain rerun (resumes)", "failed")
+                if not args.mid_batch:
+                    sixth = run("6. plain rerun (resumes)", "failed")
+                else:
+                    sixth = after_upload(run, upload, exports, rows,
+                                         lambda: sum(cpu_seconds(p) for p in pids))  # fmt: skip
         except RuntimeError:
             for what, served in (("S1", s1), ("S2", s2), ("matcher", matcher)):
                 print(f"--- {what}'s log, the end:", *list(served.log)[-15:], sep="\n")
@@ -198,16 +225,41 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     same = second == third
     print(f"run 2's hits.csv are run 3's: {same}")
     if args.fail_after:
-        r6 = rows[4]
-        print(f"run 6 against run 3: {r6[2] / r3[2]:.2f}x the proposed pairs, "
+        r6 = rows[-1]
+        print(f"run {r6[0][0]} against run 3: {r6[2] / r3[2]:.2f}x the proposed pairs, "
               f"{r6[4] / r3[4]:.2f}x the wall, {r6[5] / r3[5]:.2f}x the CPU (S1, S2 and the "
               "matcher)")  # fmt: skip
         resumed = sixth == third
-        print(f"run 6's hits.csv are run 3's: {resumed}")
+        print(f"run {r6[0][0]}'s hits.csv are run 3's: {resumed}")
         same = same and resumed
     if front is not None:
         front.stop(grace=None)
     return 0 if same else 1
+
+
+def after_upload(
+    run: Callable[[str, str], dict[str, list[list[str]]]],
+    upload: Callable[[str, str], None],
+    exports: dict[str, Any],
+    rows: list[tuple[str, int, int, int, float, float]],
+    cpu: Callable[[], float],
+) -> dict[str, list[list[str]]]:
+    """Runs 6 and 7 after a batch cut mid-way: the plain rerun, refused naming the pair of
+    members; the smaller of the two uploading again (timed, wall); the run after it."""
+    try:
+        run("6. plain rerun", "failed")
+        raise RuntimeError("run 6 was not refused: the cut batch was not counted")
+    except RuntimeError as exc:
+        refusal = " ".join(str(exc).split())
+    named = re.search(r"evaluated pairs of (\w+) and (\w+),", refusal)
+    if named is None:
+        raise RuntimeError(f"run 6 failed otherwise: {refusal}")
+    print(f"run 6's refusal: {refusal[refusal.find('Error: ') + 7 :][:300]}")
+    who = min(named.groups(), key=lambda m: sum(1 for _ in open(exports[MEMBERS[m]].csv)))  # noqa: SIM115
+    c0, w0 = cpu(), time.perf_counter()
+    upload("failed", who)
+    rows.append((f"6. refused; {who} uploads", -1, -1, -1, time.perf_counter() - w0, cpu() - c0))
+    return run(f"7. after {who}'s upload", "failed")
 
 
 if __name__ == "__main__":

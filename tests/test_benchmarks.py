@@ -308,3 +308,17 @@ def test_the_erasure_kills_benchmark_runs_and_serves_no_erased_index() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 erased yet its index served after the restart" in done.stdout
+
+
+def test_the_deal_flip_benchmark_finds_a_flipped_gate_that_keeps_the_link_bit() -> None:
+    """One bit of C's c2 flipped: the link bit as honest and a bucket a near-miss test, or the
+    link bit at another cut-off (docs/privacy-design.md, "Resuming a pair of members")."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/deal_flip.py", "--bits", "64", "--pairs", "512",
+         "--buckets", "--show", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ": link bit as honest, output " in done.stdout  # a near miss, links untouched
+    assert ": the link bit marks " in done.stdout  # the link bit's cut-off moved
+    assert "leaving the link bit as honest" in done.stdout

@@ -1,0 +1,144 @@
+"""What a dishonest combiner's deal makes S1 and S2 evaluate (docs/privacy-design.md,
+"Resuming a pair of members a failure cut: a design"): C sends S2 its share c2 of every
+Beaver triple explicitly (matcher/core/linkbit.py `deal`), and nothing checks it, so a C that
+flips one bit of c2 flips that AND gate's output for that pair, and S1 and S2 evaluate
+another circuit than the run's, a deterministic function of the pair, not noise.
+
+On synthetic pairs (each a random CLK and a copy with a few bits flipped, Dice spread over
+about 0.45..1), for each AND gate in turn: the circuit at `--threshold` (with the default
+buckets with `--buckets`) evaluated with that gate flipped on every pair, against the honest
+evaluation. Printed per gate that changes something: which outputs changed, and among the
+pairs the honest link bit says do not link, the Dice of those the changed output marks and
+of those it does not. A gate whose flip leaves the link bit as it is but marks the near
+misses is one evaluation telling C the run's result and a bit at a lower cut-off.
+
+    nice .venv/bin/python benchmarks/deal_flip.py --bits 1024 --pairs 4096 --buckets
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core.linkbit import (
+    SEED_BYTES,
+    Party,
+    Transcript,
+    circuit,
+    deal,
+    exchange,
+    reveal,
+    split_popcounts,
+    words_for,
+)
+from blindmatch.matcher.core.twoserver import default_buckets
+
+
+def pairs_spread(bits: int, pairs: int, seed: int) -> tuple[npt.NDArray[np.bool_], ...]:
+    """`pairs` CLK pairs: a random CLK (30% set) and a copy with 0..bits/3 bits flipped."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((pairs, bits)) < 0.3
+    b = a.copy()
+    for i in range(pairs):
+        flip = rng.choice(bits, int(rng.integers(0, bits // 3)), replace=False)
+        b[i, flip] ^= True
+    return a, b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bits", type=int, default=1024)
+    ap.add_argument("--pairs", type=int, default=4096)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--buckets", action="store_true", help="the default three buckets too")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--show", type=int, default=12, help="gates printed")
+    args = ap.parse_args()
+    a, b = pairs_spread(args.bits, args.pairs, args.seed)
+    pa, pb = a.sum(1), b.sum(1)
+    dice = 2 * (a & b).sum(1) / np.maximum(pa + pb, 1)
+    d = np.packbits(a ^ b, axis=1, bitorder="little")
+    pad = np.random.default_rng(args.seed + 1).integers(0, 256, d.shape, dtype=np.uint8)
+    pa1, pa2 = split_popcounts(pa, args.bits)
+    pb1, pb2 = split_popcounts(pb, args.bits)
+    cutoffs = (args.threshold, *(default_buckets(args.threshold) if args.buckets else ()))
+    c = circuit(args.bits, cutoffs)
+    words = words_for(args.pairs)
+
+    def evaluate(flip: int | None) -> npt.NDArray[np.bool_]:
+        dealt = deal(c, args.pairs)
+        to_s2 = dealt.to_s2
+        if flip is not None:  # C's c2 share of gate `flip`, every pair's bit flipped
+            c2 = np.frombuffer(to_s2[SEED_BYTES:], dtype="<u8").reshape(c.and_gates, words).copy()
+            c2[flip] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+            to_s2 = to_s2[:SEED_BYTES] + c2.tobytes()
+        s1 = Party(0, c, pad, dealt.to_s1, [pa1, pb1])
+        s2 = Party(1, c, pad ^ d, to_s2, [pa2, pb2])
+        exchange(s1, s2, Transcript())
+        return reveal(c, s1.output(), s2.output(), args.pairs)
+
+    honest = evaluate(None)
+    print(f"{args.bits} bits, {args.pairs} pairs, cut-offs {list(cutoffs)}: {c.and_gates} AND "
+          f"gates, {c.rounds} rounds; honest links {int(honest[0].sum())}, Dice of the "
+          f"non-links {dice[~honest[0]].min():.3f}..{dice[~honest[0]].max():.3f}")  # fmt: skip
+    t0 = time.process_time()
+    off = ~honest[0]
+    near: list[tuple[float, str]] = []  # the link bit as honest, another output a near miss
+    moved: list[tuple[float, str]] = []  # the link bit itself another test
+    changing = silent = 0
+    for gate in range(c.and_gates):
+        got = evaluate(gate)
+        changed = [k for k in range(len(cutoffs)) if (got[k] != honest[k]).any()]
+        changing += bool(changed)
+        if not changed:
+            continue
+        if 0 in changed:
+            share, top, n = _cutoff_like(got[0], dice)
+            if n and abs(top - args.threshold) > 0.01:
+                moved.append(
+                    (
+                        share,
+                        f"gate {gate}: the link bit marks {n} pairs, {share:.0%} "
+                        f"of them among the {n} of highest Dice (Dice >= {top:.3f})",
+                    )
+                )
+            continue
+        silent += 1  # the link bit as honest: the run's links, and a bit more
+        k = changed[0]
+        share, top, n = _cutoff_like(got[k] & off, np.where(off, dice, -1.0))
+        if 10 <= n <= int(off.sum()) // 2:
+            near.append(
+                (
+                    share,
+                    f"gate {gate}: link bit as honest, output {k} marks {n} "
+                    f"non-links, {share:.0%} of them among the {n} of highest Dice (Dice "
+                    f">= {top:.3f})",
+                )
+            )
+    for _, line in (
+        sorted(near, reverse=True)[: args.show] + sorted(moved, reverse=True)[: args.show]
+    ):
+        print(line)
+    print(
+        f"{changing} of {c.and_gates} gates change an output when flipped, {silent} of them "
+        f"leaving the link bit as honest; {time.process_time() - t0:.1f} s CPU"
+    )
+
+
+def _cutoff_like(
+    marked: npt.NDArray[np.bool_], dice: npt.NDArray[np.float64]
+) -> tuple[float, float, int]:
+    """How much `marked` is a cut-off test of `dice`: the share of the marked among the n
+    pairs of highest Dice (n: how many are marked), the lowest Dice of those n, and n."""
+    n = int(marked.sum())
+    if not n:
+        return 0.0, 0.0, 0
+    top = float(np.sort(dice)[-n])
+    return float((dice[marked] >= top).mean()), top, n
+
+
+if __name__ == "__main__":
+    main()
