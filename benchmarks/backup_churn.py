@@ -20,7 +20,6 @@ import argparse
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.knownclks import population, write
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.backup import BackupError, backup_data_dir
@@ -42,8 +42,14 @@ def main() -> int:
     parser.add_argument("--backups", type=int, default=10)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between m0's uploads")
     parser.add_argument("--seed", type=int, default=0)
+    add_keep(parser)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bm-backupchurn-"))
+    with work_dir("bm-backupchurn-", keep=args.keep) as tmp:
+        return _measure(args, tmp)
+
+
+def _measure(args: argparse.Namespace, tmp: Path) -> int:
+    """The benchmark, its data dirs and backups under `tmp`."""
     server = create_server("127.0.0.1:0", tmp / "live", TOKEN)
     target = f"127.0.0.1:{server.port}"
     try:
@@ -93,7 +99,6 @@ def main() -> int:
                   f" max {max(r[i] for r in rows):.2f}")  # fmt: skip
     finally:
         server.stop(grace=None)
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

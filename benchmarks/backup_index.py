@@ -23,7 +23,6 @@ import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from contextlib import closing
@@ -32,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.backup import copy_database, read_together, snapshot
@@ -69,8 +69,14 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000, help="north's standing index")
     parser.add_argument("--pairs", type=int, default=40, help="snapshot pairs each way")
     parser.add_argument("--seed", type=int, default=0)
+    add_keep(parser)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bm-backupindex-"))
+    with work_dir("bm-backupindex-", keep=args.keep) as tmp:
+        return _measure(args, tmp)
+
+
+def _measure(args: argparse.Namespace, tmp: Path) -> int:
+    """The benchmark, its data dirs and backups under `tmp`."""
     server = create_server("127.0.0.1:0", tmp / "live", TOKEN)
     target = f"127.0.0.1:{server.port}"
     try:
@@ -135,7 +141,6 @@ def main() -> int:
             thread.join()
     finally:
         server.stop(grace=None)
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -2,7 +2,7 @@
 answer (matcher/realtime/twoforget.py: the start-up `Forget` of the queries' and watches'
 records a matcher killed left at S1 and S2).
 
-    .venv/bin/python benchmarks/forget_left.py [--projects 20] [--s1 up down silent]
+    .venv/bin/python benchmarks/forget_left.py [--projects 20] [--s1 up down silent] [--keep]
 
 S2 and S1 serve in this process with data dirs, and a matcher is their combiner: each of
 `--projects` two-server projects gets a query's records at S2 (20 synthetic CLKs, under a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import socket
-import tempfile
+import sys
 import time
 from collections.abc import Iterable
 from concurrent import futures
@@ -28,6 +28,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient, ticket
@@ -68,12 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", type=int, default=20)
     parser.add_argument("--s1", nargs="+", default=["up", "down", "silent", "hung"],
                         choices=["up", "down", "silent", "hung"])  # fmt: skip
+    add_keep(parser)
     args = parser.parse_args(argv)
+    with work_dir("forget-left-", keep=args.keep) as work:
+        _measure(args, work)
+    return 0
+
+
+def _measure(args: argparse.Namespace, work: Path) -> None:
+    """Each of `args.s1`'s states in a folder of its own under `work`."""
     rng = np.random.default_rng(1)
     up = client.shared_upload(rng.integers(0, 256, (20, 128), dtype=np.uint8), b"s",
                               client.BandPlan(4, 4))  # fmt: skip
     for state in args.s1:
-        root = Path(tempfile.mkdtemp(prefix="forget-left-"))
+        root = work / state
         s2 = create_role("s2", "127.0.0.1:0", PARTIES, MEMBERS, data_dir=root / "s2")
         s1 = create_role("s1", "127.0.0.1:0", PARTIES, MEMBERS, s2=f"127.0.0.1:{s2.port}",
                          data_dir=root / "s1")  # fmt: skip
@@ -119,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
             silent.close()
         if hung is not None:
             hung.stop(grace=None)
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.realclks import layout, realistic_pair
 from benchmarks.twoserver_restart import MEMBER_KEY, s2_only, send, start, stop
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
@@ -91,6 +91,7 @@ def main() -> int:
     parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--churn", type=int, default=0, help="backups beside uploads")
+    add_keep(parser)
     args = parser.parse_args()
     plan = sharing.BandPlan(sharing.RECOMMENDED.bits, args.bands)
     roles = args.roles.split(",")
@@ -103,8 +104,7 @@ def main() -> int:
     else:
         uploads = [s2_only(x, fallback_bits) for x in (pair.a, pair.b)]
     del pair
-    tmp = Path(tempfile.mkdtemp(prefix="bm-rolebackup-"))
-    try:
+    with work_dir("bm-rolebackup-", keep=args.keep) as tmp:
         running = start(roles, tmp / "live")
         send(running, roles, uploads)
         print(f"2 x {args.records:,} records held by {'+'.join(roles)}")
@@ -142,8 +142,6 @@ def main() -> int:
             want = ["a"] if args.churn else ["a", "b"]
             assert sorted(running[role].service.held) == want, role
         stop(running)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -34,13 +34,13 @@ import gc
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.realclks import layout, realistic_pair
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.twoserver import RoleClient
@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--run", action="store_true", help="run, restart, run again")
     parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=0)
+    add_keep(parser)
     args = parser.parse_args()
     plan = sharing.BandPlan(sharing.RECOMMENDED.bits, args.bands)
     roles = args.roles.split(",")
@@ -127,8 +128,7 @@ def main() -> int:
     del pair
     print(f"2 x {args.records:,} records to {'+'.join(roles)}; uploads made in "
           f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="bm-restart-"))
-    try:
+    with work_dir("bm-restart-", keep=args.keep) as tmp:
         times: dict[str, list[tuple[float, float]]] = {"memory": [], "disk": []}
         for k in range(args.repeats):
             for mode in ("memory", "disk"):
@@ -163,8 +163,6 @@ def main() -> int:
         if args.run and "s1" in roles:
             ok = run_and_restart(running, roles, base, uploads)
         stop(running)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
 

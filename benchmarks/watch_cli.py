@@ -2,7 +2,7 @@
 command line"):
 
     .venv/bin/python benchmarks/watch_cli.py [--size 3000] [--seed 3] [--people 10]
-        [--rounds 5] [--idle 20]
+        [--rounds 5] [--idle 20] [--keep]
 
 A matcher on a loopback port in this process; the messy fixture (benchmarks/messy.py): south
 (south-police, ~35% of `--size` people) keeps a standing index of all its records but its first
@@ -25,7 +25,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.refs import load_ref_key
@@ -70,8 +70,14 @@ def main() -> int:
     ap.add_argument("--people", type=int, default=10, help="south's records north watches")
     ap.add_argument("--rounds", type=int, default=5, help="times south adds them to its index")
     ap.add_argument("--idle", type=float, default=20.0, help="seconds the watch idles, measured")
+    add_keep(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bm-watchcli-"))
+    with work_dir("bm-watchcli-", keep=args.keep) as work:
+        return _measure(args, work)
+
+
+def _measure(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark, its files under `work`; 0: every event printed and exit 0 at SIGINT."""
     south = write_exports(work / "exports", seed=args.seed, size=args.size)["south-police"]
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])

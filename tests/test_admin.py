@@ -157,6 +157,7 @@ def test_a_backup_of_a_live_data_dir_restores_to_the_same_results(
     assert "verified" in said
     anchor = re.search(r"Audit anchor (\d+:[0-9a-f]{64})", said)
     assert anchor, said
+    assert said.rstrip().endswith("check a restored log with `blindmatch audit verify --anchor`.")
     # Issue 16: the key stays apart, so whoever holds the backup cannot re-seal an edited log.
     key = (matcher.data_dir / "audit.key").read_bytes()
     assert key_out.read_bytes() == key and stat.S_IMODE(key_out.stat().st_mode) == 0o600

@@ -1,9 +1,11 @@
 """A benchmark's temporary work dir goes when the benchmark ends (benchmarks/workdir.py):
 on exit, on failure, on Ctrl-C (a real SIGINT to a real benchmark process), unless `--keep`.
-The two-server benchmarks that once left theirs in /tmp (up to 4.4 GB each) use it."""
+The two-server benchmarks that once left theirs in /tmp (up to 4.4 GB each) use it, and no
+benchmark makes a temporary folder any other way that could outlive it."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import signal
@@ -19,7 +21,9 @@ from tests.support import ROOT
 
 # The benchmarks whose work dirs filled the disk, and the others that made one of their own.
 USERS = ("twoserver_project", "twoserver_rerun", "twoserver_rerun_project", "twoserver_watch",
-         "twoserver_query", "load", "faults", "check_index_audit", "role_backup_churn")  # fmt: skip
+         "twoserver_query", "load", "faults", "check_index_audit", "role_backup_churn",
+         "forget_left", "watch_cli", "backup_churn", "backup_index", "twoserver_backup",
+         "twoserver_restart")  # fmt: skip
 
 
 def test_the_work_dir_goes_on_exit_failure_and_ctrl_c_unless_kept(tmp_path: Path) -> None:
@@ -40,6 +44,38 @@ def test_the_benchmarks_that_make_a_work_dir_delete_it() -> None:
         text = (ROOT / "benchmarks" / f"{name}.py").read_text()
         assert "tempfile.mkdtemp" not in text and "work_dir(" in text, name
         assert "add_keep(" in text, name
+
+
+def leaky_temp_dirs(source: str) -> list[str]:
+    """The temporary folders a script makes that nothing deletes for sure: `mkdtemp` calls
+    (work_dir's job) and `TemporaryDirectory(...)` outside a `with` (line: call)."""
+    tree = ast.parse(source)
+    in_with = {id(item.context_expr) for node in ast.walk(tree) if isinstance(node, ast.With)
+               for item in node.items}  # fmt: skip
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ("mkdtemp", "mkstemp", "mktemp") or (
+            name == "TemporaryDirectory" and id(node) not in in_with
+        ):
+            found.append(f"{node.lineno}: {name}")
+    return found
+
+
+def test_no_benchmark_makes_a_temporary_folder_that_can_outlive_it() -> None:
+    assert leaky_temp_dirs("d = tempfile.mkdtemp()\nt = TemporaryDirectory()") == [
+        "1: mkdtemp", "2: TemporaryDirectory"]  # fmt: skip
+    assert leaky_temp_dirs("with tempfile.TemporaryDirectory() as t, work_dir('x'):\n  pass") == []
+    leaks = {}
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        if script.name != "workdir.py":
+            leaks[script.name] = leaky_temp_dirs(script.read_text())
+            if "work_dir(" in script.read_text():
+                assert "add_keep(" in script.read_text(), f"{script.name}: no --keep"
+    assert {name: found for name, found in leaks.items() if found} == {}
 
 
 def test_a_benchmark_interrupted_by_ctrl_c_leaves_no_work_dir(tmp_path: Path) -> None:

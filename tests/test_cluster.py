@@ -38,6 +38,14 @@ from blindmatch.matcher.server import create_server
 from tests.support import ADMIN_TOKEN, PERSON_SCHEMA, ROOT
 
 DASK = str(Path(sys.executable).parent / "dask")
+
+
+def scratch(where: Path) -> dict[str, str]:
+    """The environment of a dask scheduler or worker that keeps its scratch files (its
+    `dask-scratch-space`) under `where`, the test's own folder, not in the system's /tmp."""
+    return {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(where / "dask-scratch")}
+
+
 TINY_TASKS = "5000"  # comparisons a task: dozens of tasks on a few hundred records
 
 
@@ -89,7 +97,7 @@ class Cluster:
             proc = subprocess.Popen(
                 [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--host",
                  "127.0.0.1", "--no-dashboard", *self.tls("worker")],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=scratch(self.root),
             )  # fmt: skip
         self.workers.append(proc)
         return proc
@@ -126,7 +134,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls",
              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file),
              *node_tls(root / "certs", "scheduler")],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=scratch(root),
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while not sched_file.exists() or not sched_file.read_text().strip():
@@ -474,6 +482,7 @@ def test_scattered_slices_lost_with_a_worker_are_sent_again_and_a_lost_scheduler
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
+            env=scratch(tmp_path),
         )
     ]
     try:
@@ -488,6 +497,7 @@ def test_scattered_slices_lost_with_a_worker_are_sent_again_and_a_lost_scheduler
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 cwd=ROOT,
+                env=scratch(tmp_path),
             )
             for _ in range(2)
         ]

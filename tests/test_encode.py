@@ -15,6 +15,7 @@ from tests.support import (
     NO_FALLBACK_SCHEMA,
     NORTH_MAP,
     PERSON_SCHEMA,
+    ROOT,
     Org,
     assert_refused,
     encode_cli,
@@ -171,6 +172,32 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     assert "'id' must name" in message
     assert "fields.surnme: not a field of the schema" in message
     assert "fields.dob: date_format must be a strftime format" in message
+
+
+def test_a_mapping_error_lists_only_the_fields_a_mapping_may_name(tmp_path: Path) -> None:
+    """docs/mapping.md "Mapping errors" shows this message: the derived `names` is not among
+    the fields offered (mapping it is refused), and a person given to `query` the same."""
+    from blindmatch.client.encoding.person import encode_person
+    from blindmatch.client.errors import InputError
+
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        'id = "URN"\n[fields]\nsurname = { column = "Surname", columns = ["A"] }\n'
+        'dob = { column = "DOB", date_format = "dd/mm" }\n'
+        'sex = { column = "Sex", date_format = "%d" }\nphone = "Phone"\n'
+    )
+    with pytest.raises(InputError) as err:
+        load_mapping(mapping, load_schema(PERSON_SCHEMA))
+    shown = (ROOT / "docs" / "mapping.md").read_text()
+    assert f"Error: mapping.toml: {str(err.value).split(': ', 1)[1]}\n" in shown
+    assert "(the fields to map are: given_name, surname, dob, sex, postcode)" in str(err.value)
+    schema, person = load_schema(PERSON_SCHEMA), {"surname": "Smith", "dob": "2001-12-12"}
+    with pytest.raises(InputError, match=r"^phone: .* \(the fields to give are: given_name, "
+                       r"surname, dob, sex, postcode\)$"):  # fmt: skip
+        encode_person(schema, b"s" * 32, {**person, "phone": "1"})
+    # A derived field's value was ignored (the same CLK): refused, as in a mapping.
+    with pytest.raises(InputError, match=r"^names: the schema person-uk\.json derives it"):
+        encode_person(schema, b"s" * 32, {**person, "names": "Zed Q"})
 
 
 def test_a_failed_encode_keeps_the_previous_output(

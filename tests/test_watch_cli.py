@@ -203,7 +203,10 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
 
 
 @pytest.mark.slow
-def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_closes_it(
+@pytest.mark.parametrize("stop, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_or_sigterm_closes_it(
+    stop: signal.Signals,
+    said: str,
     matcher: Matcher,
     watching: ProjectTokens,
     south: Encoded,
@@ -211,7 +214,8 @@ def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_closes_it(
     tmp_path: Path,
 ) -> None:
     """The command itself, in a process of its own: a line per event as it arrives (not
-    when the process ends), and SIGINT (Ctrl-C) closes the watch at the matcher, exit 0."""
+    when the process ends), and SIGINT (Ctrl-C) closes the watch at the matcher, exit 0; and
+    SIGTERM (a service manager's stop, `kill`) the same."""
     token = tmp_path / "north.token"
     token.write_text(watching.tokens["north"] + "\n")
     args = watch_args(matcher, watching.tokens["north"], secret_file, *grace_args())
@@ -231,7 +235,7 @@ def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_closes_it(
                 index_all(client, "trial", south)
             until(lambda: len(lines) >= 1)  # printed while the watch is still open
             assert proc.poll() is None
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             assert proc.wait(30) == 0
         finally:
             if proc.poll() is None:
@@ -239,7 +243,7 @@ def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_closes_it(
             reader.join(30)
             err = stderr.read()
     assert len(lines) == 1 and lines[0].rstrip().endswith("  query: now held by south")
-    assert "Watch closed: stopped (Ctrl-C); 1 event(s) received." in err
+    assert f"Watch closed: stopped ({said}); 1 event(s) received." in err
     assert "Traceback" not in err
     until(lambda: open_watches(matcher) == 0)  # the matcher no longer holds it
     assert watch_entries(matcher) == ["watch", "watch.notify"]

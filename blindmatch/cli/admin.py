@@ -85,7 +85,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         + (f" ({done.attempts} snapshots: the matcher replaced an upload meanwhile)."
            if done.attempts > 1 else ".")
     )  # fmt: skip
-    _print_audit_key_advice(done.key_out, done.anchor, "`blindmatch audit verify --anchor` it")
+    _print_audit_key_advice(done.key_out, done.anchor, "`blindmatch audit verify --anchor`")
     return 0
 
 

@@ -3,8 +3,8 @@
 The people are given as `query` takes them (realtime.py `person_arguments`); the watch is
 `MatcherClient.watch` in a CLK project and `twoserver.project_watch` in a two-server one
 (docs/realtime.md, "Watching for later matches"). The stream is followed on a thread of
-its own, so that the main thread can stop it at Ctrl-C, after --count events or at
---timeout: closing the connection ends the watch at the matcher (and, in a two-server
+its own, so that the main thread can stop it at Ctrl-C (or SIGTERM), after --count events or
+at --timeout: closing the connection ends the watch at the matcher (and, in a two-server
 project, has S1 and S2 forget the watched records).
 """
 
@@ -15,9 +15,11 @@ import csv
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ from blindmatch.client.errors import InputError, MatcherError, UnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import FrameType
 
     from blindmatch.client.encoding.encode import EncodeResult
     from blindmatch.client.remote.client import MatcherClient
@@ -52,6 +55,30 @@ class Received:
     ready: bool = False
     event: WatchEvent | None = None
     error: BaseException | None = None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised on the main thread by `_sigterm_as_ctrl_c`'s handler: the watch closes
+    as at Ctrl-C (a service manager's or `kill`'s stop, said as such)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt) on the main
+    thread; the handler before is put back after. Off the main thread (where a handler
+    cannot be set: `main` run on a thread) SIGTERM is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _now() -> str:
@@ -185,6 +212,11 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    with _sigterm_as_ctrl_c():
+        return _watch(args)
+
+
+def _watch(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.person import usable_fields
 
     if not args.purpose or not args.purpose.strip():
@@ -231,10 +263,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         raise got.error
                 else:
                     why = f"{seen} event(s), as --count asked"
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 if not opened:
                     raise
-                why = "stopped (Ctrl-C)"
+                why = "stopped (SIGTERM)" if isinstance(stop, Terminated) else "stopped (Ctrl-C)"
             # Leaving `connect` closes the connection: the stream ends at the matcher, which
             # drops the watch (and has S1 and S2 forget its records).
     finally:
@@ -285,8 +317,8 @@ def register(sub: Subcommands) -> None:
         "happens, when a partner later indexes a matching record (in a two-server project: "
         "later uploads one), within the same disclosure levels as a query, each event a line "
         "on standard output (--json: a JSON line; --out: CSV rows appended and flushed). It "
-        "stays open until Ctrl-C, --count events or --timeout, and then closes the watch at "
-        "the matcher. Only where the operator allows watching (`admin query-limits "
+        "stays open until Ctrl-C (or SIGTERM), --count events or --timeout, and then closes the "
+        "watch at the matcher. Only where the operator allows watching (`admin query-limits "
         "--allow-watch`); the watch is logged with its --purpose, and each event too. If the "
         "matcher ends the watch (a revoked token, erasure, the matcher stopping, in a "
         "two-server project a comparison that could not be made) it says why and exits "

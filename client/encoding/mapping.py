@@ -216,7 +216,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
         if field not in hashed:
             problems.append(
                 f"fields.{field}: not a field of the schema {schema.path.name} "
-                f"(its fields are: {', '.join(hashed)})"
+                f"(the fields to map are: {', '.join(schema.mapped_fields())})"
             )
             continue
         cmap = _column_map(field, value, problems)

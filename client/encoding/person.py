@@ -43,12 +43,18 @@ def encode_person(
     `date_formats` if given, else in `QUERY_DATE_FORMATS` (ISO, or UK day-first). A
     value that cannot be read is an error (`refuse_unreadable`), never a silent blank.
     """
-    hashed = schema.hashed_fields()
-    unknown = [f for f in values if f not in hashed]
+    mapped = schema.mapped_fields()
+    derived = [f for f in values if f in schema.hashed_fields() and f not in mapped]
+    if derived:  # the encoder computes it from other fields: a value given would be ignored
+        raise InputError(
+            f"{', '.join(derived)}: the schema {schema.path.name} derives it from other "
+            f"fields; give those ({', '.join(mapped)})"
+        )
+    unknown = [f for f in values if f not in mapped]
     if unknown:
         raise InputError(
             f"{', '.join(unknown)}: not a field of the schema {schema.path.name} "
-            f"(its fields are: {', '.join(hashed)})"
+            f"(the fields to give are: {', '.join(mapped)})"
         )
     if not any(v.strip() for v in values.values()):
         raise InputError(f"give at least one field of the person to {verb}, e.g. --surname")
