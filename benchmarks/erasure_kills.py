@@ -18,10 +18,8 @@ import argparse
 import contextlib
 import random
 import secrets
-import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from contextlib import closing
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.faults import Server, free_port
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.client.errors import BlindmatchError
 from blindmatch.client.remote.retry import NO_RETRY
@@ -46,8 +45,13 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--records", type=int, default=20_000, help="north's standing index")
     parser.add_argument("--seed", type=int, default=5)
+    add_keep(parser)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bm-erasure-kills-"))
+    with work_dir("bm-erasure-kills-", keep=args.keep) as tmp:
+        return _run(args, tmp)
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> int:
     served = Server(tmp / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
     served.start()
     rng = random.Random(args.seed)
@@ -95,7 +99,6 @@ def main() -> int:
             )
     finally:
         served.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     served_again = outcomes.count("erased, yet served")
     print(f"{args.trials} kills across erasures of {args.records:,} indexed records "
           f"(an uninterrupted erasure {min(took) * 1e3:.0f} ms): {outcomes.count('erased')} "

@@ -25,10 +25,8 @@ counts in every wall second.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.matcher.realtime.engine import Realtime
@@ -67,72 +66,74 @@ def main() -> int:
     parser.add_argument("--huge", type=int, default=500_000, help="records of the huge change")
     parser.add_argument("--lock-wait", type=float, default=1.0, help="seconds between messages")
     parser.add_argument("--repeats", type=int, default=3)
+    add_keep(parser)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bm-erasure-"))
-    try:
-        clks = population(1, max(args.records, args.huge), 0.0, seed=1)[0].clks
-        puts = [(f"r{i}", clks[i].tobytes()) for i in range(args.records)]
-        upload = write(population(1, 20_000, 0.0, seed=2)[0], tmp / "north.encoded")
-        erase_ms, clean_ms, check_ms, repair_ms, repair_cpu = [], [], [], [], []
-        for r in range(args.repeats):
-            server, token = filled(tmp / f"erase-{r}", puts, upload)
-            try:
-                with MatcherClient(f"127.0.0.1:{server.port}", token) as north:
-                    t0 = time.perf_counter()
-                    north.erase("p")
-                    erase_ms.append((time.perf_counter() - t0) * 1e3)
-            finally:
-                server.stop(grace=None)
-            t0 = time.perf_counter()
-            assert check_erasures(DataDir(tmp / f"erase-{r}")) == ([], [])
-            clean_ms.append((time.perf_counter() - t0) * 1e3)
-            data_dir = tmp / f"cut-{r}"
-            server, _ = filled(data_dir, puts, upload)
-            try:
-                server.store.erase_member("p", "north")
-            finally:
-                server.stop(grace=None)
-            t0 = time.perf_counter()
-            problems, _ = check_erasures(DataDir(data_dir))
-            check_ms.append((time.perf_counter() - t0) * 1e3)
-            assert len(problems) == 1, problems
-            store = Store(data_dir)
-            realtime = Realtime(store, data_dir)
-            try:
-                w0, c0 = time.perf_counter(), time.process_time()
-                (done,) = complete_cut_short(store, realtime)
-                repair_ms.append((time.perf_counter() - w0) * 1e3)
-                repair_cpu.append((time.process_time() - c0) * 1e3)
-                assert done["index_records"] == args.records  # (its file went in the step)
-            finally:
-                realtime.close()
-                store.close()
-        store = Store(tmp / "cut-0")
+    with work_dir("bm-erasure-", keep=args.keep) as tmp:
+        return _run(args, tmp)
+
+
+def _run(args: argparse.Namespace, tmp: Path) -> int:
+    clks = population(1, max(args.records, args.huge), 0.0, seed=1)[0].clks
+    puts = [(f"r{i}", clks[i].tobytes()) for i in range(args.records)]
+    upload = write(population(1, 20_000, 0.0, seed=2)[0], tmp / "north.encoded")
+    erase_ms, clean_ms, check_ms, repair_ms, repair_cpu = [], [], [], [], []
+    for r in range(args.repeats):
+        server, token = filled(tmp / f"erase-{r}", puts, upload)
         try:
-            spent = []
-            for i in range(50):  # (an intent of its own each time: a delete to commit)
-                with store.db.tx() as tx:
-                    tx.execute("INSERT INTO erasure_intents VALUES (?,?,?,?)",
-                               (-1 - i, "p", "north", "[]"))  # fmt: skip
+            with MatcherClient(f"127.0.0.1:{server.port}", token) as north:
                 t0 = time.perf_counter()
-                store.erasure_done("p", "north", -1 - i)
-                spent.append((time.perf_counter() - t0) * 1e3)
+                north.erase("p")
+                erase_ms.append((time.perf_counter() - t0) * 1e3)
         finally:
+            server.stop(grace=None)
+        t0 = time.perf_counter()
+        assert check_erasures(DataDir(tmp / f"erase-{r}")) == ([], [])
+        clean_ms.append((time.perf_counter() - t0) * 1e3)
+        data_dir = tmp / f"cut-{r}"
+        server, _ = filled(data_dir, puts, upload)
+        try:
+            server.store.erase_member("p", "north")
+        finally:
+            server.stop(grace=None)
+        t0 = time.perf_counter()
+        problems, _ = check_erasures(DataDir(data_dir))
+        check_ms.append((time.perf_counter() - t0) * 1e3)
+        assert len(problems) == 1, problems
+        store = Store(data_dir)
+        realtime = Realtime(store, data_dir)
+        try:
+            w0, c0 = time.perf_counter(), time.process_time()
+            (done,) = complete_cut_short(store, realtime)
+            repair_ms.append((time.perf_counter() - w0) * 1e3)
+            repair_cpu.append((time.process_time() - c0) * 1e3)
+            assert done["index_records"] == args.records  # (its file went in the step)
+        finally:
+            realtime.close()
             store.close()
-        med = statistics.median
-        print(f"north: {args.records:,} indexed records and an upload of 20,000; "
-              f"{args.repeats} repeats, medians (min-max)")  # fmt: skip
-        for name, xs in (("Erase RPC, whole erasure", erase_ms),
-                         ("admin check's erasure part, nothing cut short", clean_ms),
-                         ("admin check's erasure part, one cut short (GRACE_S in it)", check_ms),
-                         ("start-up repair of it, wall", repair_ms),
-                         ("start-up repair of it, CPU", repair_cpu)):  # fmt: skip
-            print(f"  {name}: {med(xs):.1f} ms ({min(xs):.1f}-{max(xs):.1f})")
-        print(f"  the transaction each erasure adds (erasure_done): {med(spent):.2f} ms "
-              f"median of 50, max {max(spent):.2f}")  # fmt: skip
-        huge_backup(tmp, clks, args.huge, args.lock_wait)
+    store = Store(tmp / "cut-0")
+    try:
+        spent = []
+        for i in range(50):  # (an intent of its own each time: a delete to commit)
+            with store.db.tx() as tx:
+                tx.execute("INSERT INTO erasure_intents VALUES (?,?,?,?)",
+                           (-1 - i, "p", "north", "[]"))  # fmt: skip
+            t0 = time.perf_counter()
+            store.erasure_done("p", "north", -1 - i)
+            spent.append((time.perf_counter() - t0) * 1e3)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        store.close()
+    med = statistics.median
+    print(f"north: {args.records:,} indexed records and an upload of 20,000; "
+          f"{args.repeats} repeats, medians (min-max)")  # fmt: skip
+    for name, xs in (("Erase RPC, whole erasure", erase_ms),
+                     ("admin check's erasure part, nothing cut short", clean_ms),
+                     ("admin check's erasure part, one cut short (GRACE_S in it)", check_ms),
+                     ("start-up repair of it, wall", repair_ms),
+                     ("start-up repair of it, CPU", repair_cpu)):  # fmt: skip
+        print(f"  {name}: {med(xs):.1f} ms ({min(xs):.1f}-{max(xs):.1f})")
+    print(f"  the transaction each erasure adds (erasure_done): {med(spent):.2f} ms "
+          f"median of 50, max {max(spent):.2f}")  # fmt: skip
+    huge_backup(tmp, clks, args.huge, args.lock_wait)
     return 0
 
 
