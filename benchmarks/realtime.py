@@ -722,8 +722,9 @@ def main() -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="the matcher's data dir, which must not exist yet (default: a new temporary "
-        "folder); on a tmpfs, the audit log's fsyncs cost nothing",
+        help="the matcher's data dir, which must not exist yet: the benchmark makes it and "
+        "deletes it at the end (default: a new temporary folder); on a tmpfs, the audit "
+        "log's fsyncs cost nothing",
     )
     parser.add_argument(
         "--rates",
