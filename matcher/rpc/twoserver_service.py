@@ -209,7 +209,9 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         """A batch's `twoserver.extras` or `twoserver.reach` entry: the pairs evaluated and,
         for S1's operator only, those answered 0 by the per-upload cap (`capped`) or beyond
         the reach quota (`over_quota`, with the `quota` and the pairs it counted so far):
-        one entry a batch either way, so C cannot tell a capped batch by S1's timing."""
+        one entry a batch either way, so C cannot tell a capped batch by S1's timing (as the
+        ledger's and the pair budget's rows: one each a batch, empty where S1 evaluated
+        nothing, core/rowledger.py, core/pairbudget.py)."""
         kind = "reach" if reach else "extra"
         detail: dict[str, object] = {
             "run": proposal.id, "members": members, "clk": clk, "pairs": checked.extras,
