@@ -24,6 +24,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.core import linkbit, twoserver
 from blindmatch.matcher.core.rowledger import REACH_FLOOR
 from blindmatch.matcher.core.twocomplete import reach_bits
+from blindmatch.matcher.core.tworun import link_bits
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, PairBatch
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from tests.support import MESSY_SECRET
@@ -178,3 +179,41 @@ def test_the_batch_writes_benchmark_runs(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert "evaluated: 3 batches" in done.stdout and "answered all 0: 3 batches" in done.stdout
+
+
+def test_an_extras_batch_s1_evaluates_nothing_of_is_logged_and_written_as_any(
+    roles: Roles,
+) -> None:
+    """An extras batch S1 evaluates and one all on the other CLK (neither capped): each has
+    its `twoserver.extras` entry at S1 and adds one row to S1's and S2's pair budget and one
+    to S1's ledger (before, the second had none of them)."""
+    c = Combiner(roles)
+    proposal = roles.running["s1"].service.proposals.of("south", "west")
+    assert proposal is not None
+    proposal._block({(SOUTH, WEST)})  # (S1 blocks a pair of members at its first batch)
+    none = np.empty(0, np.uint64)
+    proposed = {int(k) for clk in (RECORD, FALLBACK)
+                for k in proposal._pairs.get((SOUTH, WEST, clk), none)}  # fmt: skip
+    odd = [(a, b) for a in range(1, RECORDS, 2) for b in range(1, RECORDS, 2)
+           if (a << 32 | b) not in proposed]  # fmt: skip
+    (a1, b1), (a2, b2) = odd[0], next(p for p in odd if p[0] != odd[0][0] and p[1] != odd[0][1])
+
+    def extras(clk: int, a: int, b: int) -> Callable[[], None]:
+        batch = PairBatch(SOUTH, WEST, clk, np.array([a], np.uint32), np.array([b], np.uint32))
+        return lambda: link_bits(c.servers, c.combiner, batch, linkbit.Transcript(), {})  # type: ignore[return-value]
+
+    try:
+        before = len(extras_entries(roles))
+        evaluated = written(roles, extras(RECORD, a1, b1))
+        other_clk = written(roles, extras(FALLBACK, a2, b2))  # odd rows: the first CLK's
+    finally:
+        c.servers.close()
+    got = [(e["clk"], e["pairs"], e["capped"]) for e in extras_entries(roles)[before:]]
+    assert got == [(RECORD, 1, 0), (FALLBACK, 0, 0)]
+    assert evaluated == other_clk == {"s1 spent": 1, "s1 ledger": 1, "s2 spent": 1}
+
+
+def extras_entries(roles: Roles) -> list[dict[str, object]]:
+    with closing(sqlite3.connect(roles.root / "s1" / "twoserver-s1.sqlite")) as db:
+        rows = db.execute("SELECT detail FROM audit WHERE action = 'twoserver.extras' ORDER BY seq")
+        return [json.loads(d) for (d,) in rows]
