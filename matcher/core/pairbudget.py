@@ -22,7 +22,9 @@ pair at most `EVALUATIONS` times at the reach as well, so a pair's bits reach C 
 the run's cut-offs and once at its reach cut-off an upload.
 
 A role with a data dir keeps the budget on disk (storage/role_store.py): `record` makes a
-batch's keys durable before they count (reach evaluations marked as such), and `restore` reads
+batch's keys durable before they count (reach evaluations marked as such; a batch whose pairs
+S1 all answered 0 is recorded too, with no key, so that S1's and S2's work on it has the shape
+of an evaluated batch's and C cannot time which it was), and `restore` reads
 them back at start, so that a restarted role still refuses the pairs it evaluated before it
 stopped, at either cut-off. A role restored from a backup cannot know which pairs were
 evaluated after the backup was taken, so the uploads it restores are *sealed* (`seal`): every
@@ -57,6 +59,8 @@ class _Seen:
 
     def add(self, keys: Keys) -> None:
         """Add sorted keys none of which is in the set."""
+        if not len(keys):
+            return  # (an empty run would break `contains`: a batch S1 answered all 0)
         run = keys
         while self.runs and len(self.runs[-1]) <= len(run):
             run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")  # two runs
@@ -118,15 +122,14 @@ class PairBudget:
         """Count one evaluation of each pair (rows_a[i] of member_a, rows_b[i] of member_b),
         all or none: the number of pairs that would be evaluated again (nothing counted
         then: a pair evaluated before, or twice in the batch), or 0; with `reach`, at the
-        reach cut-off (counted apart)."""
-        if not len(rows_a):
-            return 0  # nothing evaluated (a batch whose pairs are all answered 0)
+        reach cut-off (counted apart). A batch with no pair (S1 answered them all 0) goes the
+        same way, recorded with no key: the same work and write as one evaluated."""
         if member_a > member_b:
             member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
         keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
         unique, times = np.unique(keys, return_counts=True)
         with self._lock:
-            if member_a in self._sealed and member_b in self._sealed:
+            if member_a in self._sealed and member_b in self._sealed and len(unique):
                 return len(unique)  # every one: none may be evaluated again
             seen = self._seen.setdefault((member_a, member_b, reach), _Seen())
             over = int(np.count_nonzero(seen.contains(unique) | (times > 1)))

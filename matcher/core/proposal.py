@@ -48,7 +48,8 @@ the bounds are what a group is. Over several runs on the same uploads the bounds
 upload, not per run (core/rowledger.py `RowLedger`, held by S1 across its proposals): a pair
 whose record had another extra (or reach) partner with that member in an earlier run is
 answered 0, not evaluated, and so is a reach pair beyond a pair of uploads' quota (1% of the
-smaller's records, at least 16, over every run: `rowledger.reach_quota`). A reach pair is
+smaller's records, at least 16, over every run: `rowledger.reach_quota`; a pair named within
+it holds its place on both CLKs, noted whichever evaluates it). A reach pair is
 counted in a budget of its own (S1's and S2's, `PairBudget` per cut-off kind): each pair once
 at the run's cut-offs, once at the reach.
 """
@@ -122,6 +123,11 @@ class Checked:
     capped: int = 0
     over_quota: int = 0
     quota: int = 0
+    # the pairs S1's ledger notes at `commit` (None: `rows_a`/`rows_b`, those evaluated): of
+    # a reach batch, every pair within the cap and the quota, on either CLK (a pair named
+    # within the quota holds its place whichever CLK evaluates it; core/rowledger.py)
+    noted_a: Rows | None = None
+    noted_b: Rows | None = None
 
 
 class Proposal:
@@ -325,6 +331,7 @@ class Proposal:
             a, b, rows_a, rows_b = b, a, rows_b, rows_a
         other = self._other(a, b, clk, rows_a, rows_b)
         paired, over, quota = self._capped(a, b, "reach", rows_a, rows_b)
+        held = ~paired & ~over  # within the cap and the quota, on this CLK or the other
         paired, over = paired & ~other, over & ~other
         other |= paired | over
         ask = np.flatnonzero(~other)
@@ -342,7 +349,8 @@ class Proposal:
                 f"{where}, a record in two reach pairs with one member (a join puts one record "
                 "a member on each side)"
             )
-        return Checked(len(ask), a, b, ea, eb, other, int(paired.sum()), int(over.sum()), quota)
+        return Checked(len(ask), a, b, ea, eb, other, int(paired.sum()), int(over.sum()), quota,
+                       rows_a[held], rows_b[held])  # fmt: skip
 
     def _capped(self, a: int, b: int, kind: str, rows_a: Rows, rows_b: Rows
                 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], int]:  # fmt: skip
@@ -359,9 +367,12 @@ class Proposal:
         return paired, over, quota or 0
 
     def _note(self, checked: Checked, kind: str) -> None:
+        """The batch's pairs in S1's ledger: one write a batch, whatever S1 answered."""
         if self.ledger is not None:
+            rows_a = checked.rows_a if checked.noted_a is None else checked.noted_a
+            rows_b = checked.rows_b if checked.noted_b is None else checked.noted_b
             self.ledger.note(self.members[checked.member_a], self.members[checked.member_b],
-                             kind, checked.rows_a, checked.rows_b, self.id)  # fmt: skip
+                             kind, rows_a, rows_b, self.id)  # fmt: skip
 
     def commit_reach(self, checked: Checked) -> None:
         """Count a checked reach batch's pairs as asked (after the reach budget took it)."""
@@ -373,10 +384,11 @@ class Proposal:
             self.reached += checked.extras
 
     def commit(self, checked: Checked) -> None:
-        """Count a checked batch's extras as asked (after the pair budget took it)."""
+        """Count a checked batch's extras as asked (after the pair budget took it); noted in
+        S1's ledger, none included (the same write whatever S1 answered)."""
+        self._note(checked, "extra")
         if not checked.extras:
             return
-        self._note(checked, "extra")
         with self._lock:
             used = self._extra_rows.setdefault((checked.member_a, checked.member_b), (set(), set()))
             used[0].update(checked.rows_a.tolist())

@@ -18,14 +18,23 @@ A new upload of either member starts its pairs afresh (`forget`).
 S1 with a data dir keeps the ledger on disk (storage/role_store.py, table `ledger`): `record`
 makes each batch's new entries durable before they count (and before the batch is
 evaluated), and `restore` reads them back at start, so that a restarted S1 still caps the
-records paired, and counts the reach pairs asked, before it stopped.
+records paired, and counts the reach pairs asked, before it stopped. `record` is called for
+every batch noted, with no entry where it adds none (a batch S1 answered all 0), so that such
+a batch costs S1 the same commit as one it evaluated: C, timing S1, cannot tell them apart.
 
 One matching of reach pairs an upload still gives a C that guessed each record's near
 neighbour in the other member right up to 1.3% of a member of 1,000 with 50 known pairs
 (docs/privacy-design.md), where an honest run asks a few reach pairs (0-5 a run on members
 of about 3,000, 52 on four members of up to 5,000). So S1 also answers 0 reach pairs beyond
 a quota a pair of uploads (`reach_quota`: 1% of the smaller upload's records, at least
-REACH_FLOOR), over every run: a join beyond it is not made.
+REACH_FLOOR), over every run: a join beyond it is not made. The quota counts records, not
+CLKs: a pair is evaluated on one CLK only (the other answers 0), so one reach bit a record
+counted, whichever CLK gives it. C, which does not know who lacks the fallback's fields,
+names each reach pair on both CLKs; a pair named within the quota holds its place on both
+(core/proposal.py `check_reach` notes it whichever CLK evaluates it), so the pairs S1
+evaluates are the first the quota admits in C's order whatever CLK each is scored by: which
+of its pairs come back 1 tells C nothing of the other pairs' CLK, and an honest C, naming
+its pairs on both CLKs in one order, has the whole quota evaluated.
 """
 
 from __future__ import annotations
@@ -81,7 +90,9 @@ class RowLedger:
                run: str, quota: int | None = None
                ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:  # fmt: skip
         """`capped`'s pairs apart, by the limit that answers them 0: the per-upload cap (a
-        record paired otherwise in an earlier run), then the quota (none in both)."""
+        record paired otherwise in an earlier run), then the quota (none in both). Every
+        pair of the batch within the cap takes a place in the quota, on whichever CLK S1
+        scores it (the caller notes them all: a pair named within the quota keeps it)."""
         with self._lock:
             (by_a, by_b), ta, tb = self._side(name_a, name_b, kind, rows_a, rows_b)
             paired = np.zeros(len(ta), dtype=bool)
@@ -106,7 +117,9 @@ class RowLedger:
 
     def note(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
              run: str) -> None:  # fmt: skip
-        """Pairs asked in `run` (each record's first partner is kept)."""
+        """Pairs asked in `run` (each record's first partner is kept): `record` is called
+        once whatever they add, none included, so that a batch S1 answered all 0 writes as
+        one it evaluated."""
         self._add(name_a, name_b, kind, rows_a, rows_b, run, self._record)
 
     def restore(self, name_a: str, name_b: str, kind: str, rows_a: Rows, rows_b: Rows,
@@ -118,14 +131,13 @@ class RowLedger:
              record: Record | None) -> None:  # fmt: skip
         with self._lock:
             (by_a, by_b), ta, tb = self._side(name_a, name_b, kind, rows_a, rows_b)
-            if record is not None:
+            if record is not None:  # every batch, its new entries or none (the same write)
                 new = [n for n, (x, y) in enumerate(zip(ta, tb, strict=True))
                        if x not in by_a or y not in by_b]  # fmt: skip
-                if new:
-                    lo, hi = sorted((name_a, name_b))
-                    at = np.asarray(new, dtype=np.intp)
-                    held_a, held_b = np.asarray(ta, np.uint32)[at], np.asarray(tb, np.uint32)[at]
-                    record(lo, hi, kind, held_a, held_b, run)
+                lo, hi = sorted((name_a, name_b))
+                at = np.asarray(new, dtype=np.intp)
+                held_a, held_b = np.asarray(ta, np.uint32)[at], np.asarray(tb, np.uint32)[at]
+                record(lo, hi, kind, held_a, held_b, run)
             for x, y in zip(ta, tb, strict=True):
                 by_a.setdefault(x, (y, run))
                 by_b.setdefault(y, (x, run))

@@ -187,7 +187,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop], reach)
             if checked is not None:
                 (proposal.commit_reach if reach else proposal.commit)(checked)
-        if checked is not None and (checked.extras or reach or checked.capped):
+        if checked is not None:  # every extras or reach batch, whatever S1 answered
             self._log_asked(proposal, checked, members, request.clk, reach)
         party = self.party(0, held, circuit, request.clk, rows_a, rows_b, request.setup)
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
@@ -210,7 +210,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         """A batch's `twoserver.extras` or `twoserver.reach` entry: the pairs evaluated and,
         for S1's operator only, those answered 0 by the per-upload cap (`capped`) or beyond
         the reach quota (`over_quota`, with the `quota` and the pairs it counted so far):
-        one entry a batch either way, so C cannot tell a capped batch by S1's timing."""
+        one entry a batch either way (an extras batch all of whose pairs S1 proposed or
+        scores on the other CLK included), so C cannot tell such a batch by S1's timing (as the
+        ledger's and the pair budget's rows: one each a batch, empty where S1 evaluated
+        nothing, core/rowledger.py, core/pairbudget.py)."""
         kind = "reach" if reach else "extra"
         detail: dict[str, object] = {
             "run": proposal.id, "members": members, "clk": clk, "pairs": checked.extras,
