@@ -13,12 +13,23 @@ of those it does not. A gate whose flip leaves the link bit as it is but marks t
 misses is one evaluation telling C the run's result and a bit at a lower cut-off.
 
     nice .venv/bin/python benchmarks/deal_flip.py --bits 1024 --pairs 4096 --buckets
+
+With `--attack N`, C then plays its best flip (the gate the scan found most useful: a near-miss
+test beside the honest link bit, else a moved cut-off) N times against the protocol as
+shipped, where S1 and S2 order the dealt rows by their nonces after the deal
+(linkbit.Party.agree): C flips the c2 row of the gate it targets, as it would if the rows
+were the gates. Printed: how often the outputs are the ones C aimed at (before: every time),
+how often the link bit stays as honest, and how often some output is still a near-miss test.
+
+    nice .venv/bin/python benchmarks/deal_flip.py --bits 1024 --pairs 1024 --buckets --attack 200
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +42,7 @@ from blindmatch.matcher.core.linkbit import (
     deal,
     exchange,
     reveal,
+    row_order,
     split_popcounts,
     words_for,
 )
@@ -56,6 +68,13 @@ def main() -> None:
     ap.add_argument("--buckets", action="store_true", help="the default three buckets too")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--show", type=int, default=12, help="gates printed")
+    ap.add_argument(
+        "--attack",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then C's best flip played N times against the shipped protocol",
+    )
     args = ap.parse_args()
     a, b = pairs_spread(args.bits, args.pairs, args.seed)
     pa, pb = a.sum(1), b.sum(1)
@@ -68,15 +87,20 @@ def main() -> None:
     c = circuit(args.bits, cutoffs)
     words = words_for(args.pairs)
 
-    def evaluate(flip: int | None) -> npt.NDArray[np.bool_]:
+    def evaluate(flip: int | None, shipped: bool = False) -> npt.NDArray[np.bool_]:
+        """The outputs with C's c2 row `flip` flipped on every pair: the gate `flip` itself
+        (the rows in C's order, as before S1 and S2 ordered them), or with `shipped` the row
+        C dealt as `flip`, which serves the gate the servers' nonces choose."""
         dealt = deal(c, args.pairs)
+        nonces = (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
         to_s2 = dealt.to_s2
-        if flip is not None:  # C's c2 share of gate `flip`, every pair's bit flipped
-            c2 = np.frombuffer(to_s2[SEED_BYTES:], dtype="<u8").reshape(c.and_gates, words).copy()
-            c2[flip] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+        if flip is not None:  # C's c2 share of row `flip`, every pair's bit flipped
+            row = flip if shipped else int(row_order(_xor(*nonces), c.and_gates)[flip])
+            c2 = np.frombuffer(to_s2[SEED_BYTES:], dtype="<u8").reshape(-1, words).copy()
+            c2[row] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
             to_s2 = to_s2[:SEED_BYTES] + c2.tobytes()
-        s1 = Party(0, c, pad, dealt.to_s1, [pa1, pb1])
-        s2 = Party(1, c, pad ^ d, to_s2, [pa2, pb2])
+        s1 = Party(0, c, pad, dealt.to_s1, [pa1, pb1], nonce=nonces[0])
+        s2 = Party(1, c, pad ^ d, to_s2, [pa2, pb2], nonce=nonces[1])
         exchange(s1, s2, Transcript())
         return reveal(c, s1.output(), s2.output(), args.pairs)
 
@@ -126,6 +150,49 @@ def main() -> None:
         f"{changing} of {c.and_gates} gates change an output when flipped, {silent} of them "
         f"leaving the link bit as honest; {time.process_time() - t0:.1f} s CPU"
     )
+    if args.attack:
+        best = sorted(near, reverse=True)[:1] or sorted(moved, reverse=True)[:1]
+        if not best:
+            print("no flip gives C a near-miss test or a moved cut-off")
+            return
+        target = int(best[0][1].split(":")[0].removeprefix("gate "))
+        _attack(args.attack, target, honest, evaluate, dice)
+
+
+def _xor(x: bytes, y: bytes) -> bytes:
+    return bytes(i ^ j for i, j in zip(x, y, strict=True))
+
+
+def _near_miss(got: npt.NDArray[np.bool_], off: npt.NDArray[np.bool_],
+               dice: npt.NDArray[np.float64]) -> bool:  # fmt: skip
+    """Some output beside the link bit marks 10.. half the non-links, 90% of them among the
+    highest Dice: a near-miss test."""
+    for k in range(1, len(got)):
+        share, _, n = _cutoff_like(got[k] & off, np.where(off, dice, -1.0))
+        if 10 <= n <= int(off.sum()) // 2 and share >= 0.9:
+            return True
+    return False
+
+
+def _attack(trials: int, target: int, honest: npt.NDArray[np.bool_],
+            evaluate: Callable[..., npt.NDArray[np.bool_]], dice: npt.NDArray[np.float64]
+            ) -> None:  # fmt: skip
+    """C flips row `target` `trials` times, before (the rows the gates) and as shipped."""
+    off = ~honest[0]
+    aimed = evaluate(target)
+    for name, shipped in (("before (C's rows the gates)", False),
+                          ("shipped (S1 and S2 order the rows)", True)):  # fmt: skip
+        hit = same = near = 0
+        t0 = time.process_time()
+        for _ in range(trials):
+            got = evaluate(target, shipped)
+            hit += bool((got == aimed).all())
+            same += bool((got[0] == honest[0]).all())
+            near += (got[0] == honest[0]).all() and _near_miss(got, off, dice)
+        print(f"C flips the row of gate {target}, {trials} times, {name}: the outputs C aimed "
+              f"at {hit / trials:.1%}, the link bit as honest {same / trials:.1%}, the link bit "
+              f"as honest and a near-miss test beside it {near / trials:.1%} "
+              f"({time.process_time() - t0:.1f} s CPU)")  # fmt: skip
 
 
 def _cutoff_like(

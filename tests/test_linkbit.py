@@ -260,6 +260,7 @@ def test_the_bounds_are_the_largest_distance_the_threshold_allows() -> None:
         dealt = linkbit.deal(c, 2)
         zero = np.zeros(2, np.uint32)
         s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1, (zero, zero))
+        s1.agree(bytes(linkbit.SEED_BYTES))
         s1.open()
         s1.close(b"\0" * 8)
 
@@ -278,8 +279,8 @@ def test_the_bytes_and_rounds_are_what_the_protocol_says() -> None:
     assert t.sent == {
         ("C", "S1"): 32,
         ("C", "S2"): 32 + 8 * words * c.and_gates,
-        ("S1", "S2"): 2 * 8 * words * c.and_gates,
-        ("S2", "S1"): 2 * 8 * words * c.and_gates,
+        ("S1", "S2"): 32 + 2 * 8 * words * c.and_gates,  # a nonce, then the rounds
+        ("S2", "S1"): 32 + 2 * 8 * words * c.and_gates,
         ("S1", "C"): 8 * words * len(cuts),
         ("S2", "C"): 8 * words * len(cuts),
     }
@@ -292,6 +293,13 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
     diffs = np.zeros((2, 8), np.uint8)
     zero = np.zeros(2, np.uint32)
     s2 = linkbit.Party(1, c, diffs, dealt.to_s2, (zero, zero))
+    with pytest.raises(RuntimeError, match="open before the servers agree"):
+        s2.open()
+    with pytest.raises(ValueError, match="nonce is 32 bytes"):
+        s2.agree(b"short")
+    s2.agree(bytes(linkbit.SEED_BYTES))
+    with pytest.raises(RuntimeError, match="agreed already"):
+        s2.agree(bytes(linkbit.SEED_BYTES))
     with pytest.raises(RuntimeError, match="close before open"):
         s2.close(b"")
     with pytest.raises(RuntimeError, match="output before the last round"):
@@ -305,3 +313,47 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
         linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero + 128))
     with pytest.raises(ValueError, match="a popcount share a CLK of each pair"):
         linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero[:1]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(joint=st.binary(min_size=32, max_size=32), rows=st.integers(1, 3000))
+def test_the_rows_order_is_a_permutation_both_servers_derive_alike(joint: bytes, rows: int) -> None:
+    order = linkbit.row_order(joint, rows)
+    assert sorted(order.tolist()) == list(range(rows))
+    assert (linkbit.row_order(joint, rows) == order).all()
+
+
+def flipped(dealt: linkbit.Deal, c: linkbit.Circuit, row: int) -> bytes:
+    """C's dishonest setup for S2 (a stand-in for the attacker): row `row` of c2 flipped on
+    every pair."""
+    words = linkbit.words_for(dealt.pairs)
+    c2 = np.frombuffer(dealt.to_s2[32:], "<u8").reshape(-1, words).copy()
+    c2[row] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+    return dealt.to_s2[:32] + c2.tobytes()
+
+
+def gate_flipped(c: linkbit.Circuit, to_s2: bytes, dealt: linkbit.Deal, nonces: bytes) -> int:
+    """The AND gate whose c2 share differs from the honest deal's once S1 and S2 agree on the
+    rows with the nonces `nonces[:32]`, `nonces[32:]`."""
+    diffs, zero = np.zeros((dealt.pairs, 8), np.uint8), np.zeros(dealt.pairs, np.uint32)
+    honest = linkbit.Party(1, c, diffs, dealt.to_s2, (zero, zero), nonce=nonces[32:])
+    bent = linkbit.Party(1, c, diffs, to_s2, (zero, zero), nonce=nonces[32:])
+    for p in (honest, bent):
+        p.agree(nonces[:32])
+    gates = [g for g in range(c.and_gates) if (honest._c[g] != bent._c[g]).any()]
+    assert len(gates) == 1
+    return gates[0]
+
+
+def test_a_row_the_dealer_flips_lands_on_a_gate_the_servers_nonces_choose() -> None:
+    """C deals rows, S1 and S2 order them after: the gate C's flipped row serves is uniform
+    over the circuit's AND gates, whatever row C chose."""
+    c = linkbit.circuit(64)
+    dealt = linkbit.deal(c, 3)
+    rng = np.random.default_rng(9)
+    for row in (0, c.and_gates - 1):
+        bent = flipped(dealt, c, row)
+        hit = [gate_flipped(c, bent, dealt, rng.bytes(64)) for _ in range(400)]
+        counts = np.bincount(hit, minlength=c.and_gates)
+        assert len(set(hit)) > 0.7 * min(400, c.and_gates)  # not one gate, nor a few
+        assert counts.max() <= 12, counts.max()  # ~Binomial(400, 1/gates)

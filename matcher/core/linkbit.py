@@ -33,7 +33,10 @@ a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly: per 
 an AND gate from C to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a cut-off
 from each server to C, and with `tags` the pair's 64 row bits AND its link bit (a public bit
 times a share, no gate), every output share padded by a seed S1 and S2 share (`Party.output`).
-The PRG is AES-256-CTR keyed by the seed (one seed, one batch).
+The PRG is AES-256-CTR keyed by the seed (one seed, one batch). C deals rows, not gates: once
+both servers hold their deal, each sends the other 32 fresh random bytes and the XOR orders
+the rows (`Party.agree`), so a row C dealt wrong (a flipped c2 bit) lands on a gate C cannot
+choose (docs/privacy-design.md, "What a dishonest combiner can still learn").
 
 What each party sees: S1 its own shares, its seed, and S2's masked gate inputs, each one-time
 padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed,
@@ -117,11 +120,14 @@ def prg(seed: bytes, count: int) -> Words:
     return np.frombuffer(stream.update(bytes(8 * count)), dtype="<u8").astype(np.uint64)
 
 
-def _triples(
-    seed: bytes, c: Circuit, words: int, with_c: bool
-) -> tuple[Words, Words, Words | None]:
-    """A party's (a, b[, c]) from its seed: S1's all three, S2's a and b."""
-    g = c.and_gates
+def dealt_rows(c: Circuit) -> int:
+    """The triple rows C deals for `c`: one a gate (a row: a bit a pair of the batch). S1 and
+    S2 choose which row serves which gate (`Party.agree`)."""
+    return c.and_gates
+
+
+def _triples(seed: bytes, g: int, words: int, with_c: bool) -> tuple[Words, Words, Words | None]:
+    """A party's (a, b[, c]) of `g` rows from its seed: S1's all three, S2's a and b."""
     raw = prg(seed, (3 if with_c else 2) * g * words)
     a = raw[: g * words].reshape(g, words)
     b = raw[g * words : 2 * g * words].reshape(g, words)
@@ -148,8 +154,9 @@ def deal(c: Circuit, pairs: int, seeds: tuple[bytes, bytes] | None = None) -> De
         raise ValueError("link bits: a batch of no pairs")
     words = words_for(pairs)
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
-    a1, b1, c1 = _triples(s1, c, words, with_c=True)
-    a2, b2, _ = _triples(s2, c, words, with_c=False)
+    rows = dealt_rows(c)
+    a1, b1, c1 = _triples(s1, rows, words, with_c=True)
+    a2, b2, _ = _triples(s2, rows, words, with_c=False)
     assert c1 is not None
     c2 = ((a1 ^ a2) & (b1 ^ b2)) ^ c1
     return Deal(s1, s2 + c2.tobytes(), pairs)
@@ -165,9 +172,13 @@ class Party:
     pair of them, the first CLKs' and the fallback CLKs') and `pops` (its XOR shares of each
     pair's |a| and |b|; the rule's: |a1|, |b1|, |a2|, |b2|), with the triples C sent it.
     Drive it by `open` (this round's message to the other server), `close` (the other's
-    message), then `output` (to C)."""
+    message), then `output` (to C); first `agree` on the rows with the other's `nonce`
+    (`nonce` fixed only by tests and benchmarks, fresh random otherwise)."""
 
-    def __init__(self, role: int, c: Circuit, diffs: Diffs, setup: bytes, pops: Pops) -> None:
+    def __init__(
+        self, role: int, c: Circuit, diffs: Diffs, setup: bytes, pops: Pops,
+        nonce: bytes | None = None,
+    ) -> None:  # fmt: skip
         if role not in (0, 1):
             raise ValueError("link bits: role 0 (S1) or 1 (S2)")
         both = diffs if isinstance(diffs, tuple) else (diffs,)
@@ -184,8 +195,8 @@ class Party:
         if self.pairs and (popshares.min() < 0 or popshares.max() >> c.pop_bits):
             raise ValueError(f"link bits: a popcount share beyond {c.pop_bits} bits")
         words = words_for(self.pairs)
-        g = c.and_gates
-        self._a, self._b, cc = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
+        g = dealt_rows(c)
+        a, b, cc = _triples(setup[:SEED_BYTES], g, words, with_c=role == 0)
         if role == 1:
             rest = np.frombuffer(setup[SEED_BYTES:], dtype="<u8").astype(np.uint64)
             if len(rest) != g * words:
@@ -194,7 +205,10 @@ class Party:
         elif len(setup) != SEED_BYTES:
             raise ValueError("link bits: S1's setup is its seed")
         assert cc is not None
-        self._c = cc
+        self._dealt = (a, b, cc)
+        self._a = self._b = self._c = np.zeros((0, words), dtype=np.uint64)
+        self._nonce = nonce or secrets.token_bytes(SEED_BYTES)  # fixed only by tests
+        self._agreed = False
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
@@ -212,8 +226,29 @@ class Party:
         for out, a, b in self.circuit.xors[depth] if depth < len(self.circuit.xors) else ():
             w[out] = w[a] ^ w[b]
 
+    def nonce(self) -> bytes:
+        """This server's fresh random bytes for `agree`, for the other server (sent once both
+        hold their deal: C cannot know them when it deals)."""
+        return self._nonce
+
+    def agree(self, theirs: bytes) -> None:
+        """Which dealt row serves which AND gate, from both servers' nonces (XOR): a uniform
+        permutation of the rows (every row is a generic triple of the batch's width, so any
+        serves any gate of any round), so that C, which dealt the rows, does not know which
+        gate a row it chose serves."""
+        if self._agreed:
+            raise RuntimeError("link bits: the rows are agreed already")
+        if len(theirs) != SEED_BYTES:
+            raise ValueError(f"link bits: the other server's nonce is {SEED_BYTES} bytes")
+        joint = bytes(x ^ y for x, y in zip(self._nonce, theirs, strict=True))
+        order = row_order(joint, len(self._dealt[0]))
+        self._a, self._b, self._c = (rows[order] for rows in self._dealt)
+        self._agreed = True
+
     def open(self) -> bytes:
         """This round's masked AND inputs (x ^ a, y ^ b) of every gate, for the other server."""
+        if not self._agreed:
+            raise RuntimeError("link bits: open before the servers agree on the rows")
         _, x, y = self.circuit.ands[self._round]
         g0, g1 = self.circuit.and_offsets[self._round : self._round + 2]
         e, f = self._w[x] ^ self._a[g0:g1], self._w[y] ^ self._b[g0:g1]
@@ -317,9 +352,22 @@ class Transcript:
         return payload
 
 
+def row_order(joint: bytes, rows: int) -> npt.NDArray[np.intp]:
+    """A uniform permutation of `rows` from the servers' joint seed (AES-CTR keys, sorted)."""
+    order: npt.NDArray[np.intp] = np.argsort(prg(joint, rows), kind="stable")
+    return order
+
+
 def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None = None) -> None:
-    """The rounds between S1 and S2 (masked gate inputs each way); CPU s into `clock`."""
+    """The rounds between S1 and S2: the nonces each way (`Party.agree`), then the masked
+    gate inputs each way, a round an AND-depth; CPU s into `clock`."""
     spent = [0.0, 0.0]
+    t0 = time.process_time()
+    s1.agree(t.send("S2", "S1", "nonce", s2.nonce()))
+    t1 = time.process_time()
+    s2.agree(t.send("S1", "S2", "nonce", s1.nonce()))
+    spent[0] += t1 - t0
+    spent[1] += time.process_time() - t1
     for _ in range(s1.circuit.rounds):
         t0 = time.process_time()
         m1 = t.send("S1", "S2", "round", s1.open())

@@ -192,14 +192,14 @@ class ShareExchange:
 
     def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
         """Run `party` (S1's) through every round with S2's party of the batch `first` opens
-        (its id, digest, rows, the output pad's seed and the pairs answered 0); bytes sent
-        and received."""
+        (its id, digest, rows, the output pad's seed, the pairs answered 0 and S1's nonce;
+        S2 answers with its nonce, `linkbit.Party.agree`); bytes sent and received."""
         rounds = party.circuit.rounds
         outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
-        sent = received = done = 0
-        mine = party.open()
-        sent += len(mine) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
-        first.masked = mine
+        sent = received = 0
+        done = -1  # S2's first reply: its nonce
+        first.nonce = party.nonce()
+        sent += len(first.nonce) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
         outbox.put(first)
 
         def requests() -> Iterator[pb.RoundMessage]:
@@ -210,9 +210,12 @@ class ShareExchange:
             replies = self._stub.Exchange(requests(), metadata=self._metadata,
                                           timeout=CALL_SECONDS)  # fmt: skip
             for reply in replies:
-                received += len(reply.masked)
+                received += len(reply.masked) + len(reply.nonce)
                 try:
-                    party.close(reply.masked)
+                    if done < 0:
+                        party.agree(reply.nonce)
+                    else:
+                        party.close(reply.masked)
                 except ValueError as exc:
                     raise errors.DataLoss(f"{self.name}: {exc}") from None
                 done += 1
@@ -227,7 +230,9 @@ class ShareExchange:
         finally:
             outbox.put(None)
         if done != rounds:
-            raise errors.DataLoss(f"{self.name} ended the exchange after {done} of {rounds} rounds")
+            raise errors.DataLoss(
+                f"{self.name} ended the exchange after {max(done, 0)} of {rounds} rounds"
+            )
         return sent, received
 
 

@@ -3,8 +3,9 @@ serves it beside S1 and the combiner, docs/privacy-design.md, docs/protocol.md "
 and a combiner"): the second shares and each upload's seal key; `Expand` opens the tokens of
 the keys S1 matched into the pairs sharing a key (`ShareServer.expand`); `Prepare` checks and
 holds C's batch (at most MAX_PENDING, each forgotten STALE_SECONDS after it was prepared),
-`Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch and runs
-its rounds, `Collect` gives C the output shares.
+`Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch, answers
+S1's nonce with its own (the two order C's triple rows: `linkbit.Party.agree`) and runs its
+rounds, `Collect` gives C the output shares.
 """
 
 from __future__ import annotations
@@ -159,14 +160,17 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             raise errors.InvalidArgument("an exchange of no messages")
         m, party, drop = self._start(first)
         rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
-        rounds, message = party.circuit.rounds, first
+        try:
+            party.agree(first.nonce)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"nonce: {exc}") from None
+        yield pb.RoundMessage(nonce=party.nonce())
+        rounds = party.circuit.rounds
         for r in range(rounds):
-            if r:
-                got = next(request, None)
-                if got is None:
-                    raise errors.InvalidArgument(f"masked: the exchange ended at round {r} of "
-                                                 f"{rounds}")  # fmt: skip
-                message = got
+            message = next(request, None)
+            if message is None:
+                raise errors.InvalidArgument(f"masked: the exchange ended at round {r} of "
+                                             f"{rounds}")  # fmt: skip
             mine = party.open()
             try:
                 party.close(message.masked)
