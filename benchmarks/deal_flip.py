@@ -14,12 +14,15 @@ misses is one evaluation telling C the run's result and a bit at a lower cut-off
 
     nice .venv/bin/python benchmarks/deal_flip.py --bits 1024 --pairs 4096 --buckets
 
-With `--attack N`, C then plays its best flip (the gate the scan found most useful: a near-miss
-test beside the honest link bit, else a moved cut-off) N times against the protocol as
-shipped, where S1 and S2 order the dealt rows by their nonces after the deal
-(linkbit.Party.agree): C flips the c2 row of the gate it targets, as it would if the rows
-were the gates. Printed: how often the outputs are the ones C aimed at (before: every time),
-how often the link bit stays as honest, and how often some output is still a near-miss test.
+The scan flips a gate's row and its spare's alike, as a C that knew S1 and S2's order of the
+rows could (before they ordered them, the rows were the gates and nothing checked them); as
+shipped, S1 and S2 order the dealt rows by their nonces after the deal (linkbit.Party.agree)
+and sacrifice each gate's row against a spare (core/triplecheck.py). With `--attack N`, C
+then plays its best flip (the gate the scan found most useful: a near-miss test beside the
+honest link bit, else a moved cut-off) N times: knowing the order (before), and as shipped
+one row, or two rows alike (its best chance against the sacrifice). Printed: how often S1
+and S2 refuse the deal, how often the outputs are the ones C aimed at, how often the link
+bit stays as honest, and how often some output is still a near-miss test.
 
     nice .venv/bin/python benchmarks/deal_flip.py --bits 1024 --pairs 1024 --buckets --attack 200
 """
@@ -40,12 +43,14 @@ from blindmatch.matcher.core.linkbit import (
     Transcript,
     circuit,
     deal,
+    dealt_rows,
     exchange,
     reveal,
     row_order,
     split_popcounts,
     words_for,
 )
+from blindmatch.matcher.core.triplecheck import DealRefused, layout
 from blindmatch.matcher.core.twoserver import default_buckets
 
 
@@ -87,24 +92,32 @@ def main() -> None:
     c = circuit(args.bits, cutoffs)
     words = words_for(args.pairs)
 
-    def evaluate(flip: int | None, shipped: bool = False) -> npt.NDArray[np.bool_]:
-        """The outputs with C's c2 row `flip` flipped on every pair: the gate `flip` itself
-        (the rows in C's order, as before S1 and S2 ordered them), or with `shipped` the row
-        C dealt as `flip`, which serves the gate the servers' nonces choose."""
+    def evaluate(flip: int | None, shipped: int = 0) -> npt.NDArray[np.bool_] | None:
+        """The outputs (None: S1 and S2 refused the deal) with C's c2 rows flipped on every
+        pair: gate `flip`'s row and its spare's alike (as if C knew the servers' order: the
+        protocol before they ordered the rows, when the rows were the gates), or with
+        `shipped` (1 or 2) the row C dealt as `flip` and with 2 the row `flip` + G alike,
+        whichever gate, spare or opened row the servers' nonces make them."""
         dealt = deal(c, args.pairs)
         nonces = (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
         to_s2 = dealt.to_s2
-        if flip is not None:  # C's c2 share of row `flip`, every pair's bit flipped
-            row = flip if shipped else int(row_order(_xor(*nonces), c.and_gates)[flip])
+        if flip is not None:  # C's c2 share of the rows, every pair's bit flipped
+            g = c.and_gates
+            at = layout(row_order(_xor(*nonces), dealt_rows(c)), g)
+            rows = [flip, flip + g][:shipped] if shipped else [at.gates[flip], at.spare[flip]]
             c2 = np.frombuffer(to_s2[SEED_BYTES:], dtype="<u8").reshape(-1, words).copy()
-            c2[row] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+            c2[rows] ^= np.uint64(0xFFFF_FFFF_FFFF_FFFF)
             to_s2 = to_s2[:SEED_BYTES] + c2.tobytes()
         s1 = Party(0, c, pad, dealt.to_s1, [pa1, pb1], nonce=nonces[0])
         s2 = Party(1, c, pad ^ d, to_s2, [pa2, pb2], nonce=nonces[1])
-        exchange(s1, s2, Transcript())
+        try:
+            exchange(s1, s2, Transcript())
+        except DealRefused:
+            return None
         return reveal(c, s1.output(), s2.output(), args.pairs)
 
     honest = evaluate(None)
+    assert honest is not None
     print(f"{args.bits} bits, {args.pairs} pairs, cut-offs {list(cutoffs)}: {c.and_gates} AND "
           f"gates, {c.rounds} rounds; honest links {int(honest[0].sum())}, Dice of the "
           f"non-links {dice[~honest[0]].min():.3f}..{dice[~honest[0]].max():.3f}")  # fmt: skip
@@ -115,6 +128,7 @@ def main() -> None:
     changing = silent = 0
     for gate in range(c.and_gates):
         got = evaluate(gate)
+        assert got is not None
         changed = [k for k in range(len(cutoffs)) if (got[k] != honest[k]).any()]
         changing += bool(changed)
         if not changed:
@@ -175,24 +189,29 @@ def _near_miss(got: npt.NDArray[np.bool_], off: npt.NDArray[np.bool_],
 
 
 def _attack(trials: int, target: int, honest: npt.NDArray[np.bool_],
-            evaluate: Callable[..., npt.NDArray[np.bool_]], dice: npt.NDArray[np.float64]
-            ) -> None:  # fmt: skip
-    """C flips row `target` `trials` times, before (the rows the gates) and as shipped."""
+            evaluate: Callable[..., npt.NDArray[np.bool_] | None],
+            dice: npt.NDArray[np.float64]) -> None:  # fmt: skip
+    """C flips gate `target`'s rows `trials` times: knowing the order (before), and as
+    shipped one row, or two rows alike (its best chance against the sacrifice)."""
     off = ~honest[0]
     aimed = evaluate(target)
-    for name, shipped in (("before (C's rows the gates)", False),
-                          ("shipped (S1 and S2 order the rows)", True)):  # fmt: skip
-        hit = same = near = 0
+    for name, shipped in (("knowing the order (before: the rows the gates)", 0),
+                          ("as shipped, one row", 1),
+                          ("as shipped, two rows alike", 2)):  # fmt: skip
+        hit = same = near = refused = 0
         t0 = time.process_time()
         for _ in range(trials):
             got = evaluate(target, shipped)
+            if got is None:
+                refused += 1
+                continue
             hit += bool((got == aimed).all())
             same += bool((got[0] == honest[0]).all())
             near += (got[0] == honest[0]).all() and _near_miss(got, off, dice)
-        print(f"C flips the row of gate {target}, {trials} times, {name}: the outputs C aimed "
-              f"at {hit / trials:.1%}, the link bit as honest {same / trials:.1%}, the link bit "
-              f"as honest and a near-miss test beside it {near / trials:.1%} "
-              f"({time.process_time() - t0:.1f} s CPU)")  # fmt: skip
+        print(f"C flips gate {target}, {trials} times, {name}: refused {refused / trials:.1%}, "
+              f"the outputs C aimed at {hit / trials:.1%}, the link bit as honest "
+              f"{same / trials:.1%}, the link bit as honest and a near-miss test beside it "
+              f"{near / trials:.1%} ({time.process_time() - t0:.1f} s CPU)")  # fmt: skip
 
 
 def _cutoff_like(

@@ -29,17 +29,21 @@ word j being pair 64j + k):
   inputs (x ^ a, y ^ b) of all of the round's gates, as Beaver multiplication does.
 
 Triples: S1's share of every triple (a1, b1, c1) comes from a 32-byte seed C sends it; S2's
-a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly: per pair, 1 bit
-an AND gate from C to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a cut-off
-from each server to C, and with `tags` the pair's 64 row bits AND its link bit (a public bit
-times a share, no gate), every output share padded by a seed S1 and S2 share (`Party.output`).
-The PRG is AES-256-CTR keyed by the seed (one seed, one batch). C deals rows, not gates: once
-both servers hold their deal, each sends the other 32 fresh random bytes and the XOR orders
-the rows (`Party.agree`), so a row C dealt wrong (a flipped c2 bit) lands on a gate C cannot
-choose (docs/privacy-design.md, "What a dishonest combiner can still learn").
+a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly, for twice the
+AND gates' rows and two more (S1 and S2 check them: core/triplecheck.py): per pair, 2 bits
+an AND gate from C to S2, 4 bits an AND gate each way between S1 and S2 (2 the check's, 2
+the rounds'), 1 bit a cut-off from each server to C, and with `tags` the pair's 64 row bits
+AND its link bit (a public bit times a share, no gate), every output share padded by a seed
+S1 and S2 share (`Party.output`). The PRG is AES-256-CTR keyed by the seed (one seed, one
+batch). C deals rows, not gates: once both servers hold their deal, each sends the other 32
+fresh random bytes and the XOR orders the rows (`Party.agree`), so a row C dealt wrong (a
+flipped c2 bit) lands on a gate, spare or opened row C cannot choose, and the check finds it
+(`Party.check`, `verify`, `confirm`; docs/privacy-design.md, "What a dishonest combiner can
+still learn").
 
 What each party sees: S1 its own shares, its seed, and S2's masked gate inputs, each one-time
-padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed,
+padded by S2's seed stream, which S1 does not hold, and S2's rho and sigma of the check, each
+padded by a spare row's a or b, which serves nothing else; S2 likewise (S1's pads from S1's seed,
 C's c2 padded by c1); C only the output shares, whose XOR is the bits it is meant to learn.
 tests/test_linkbit.py checks the circuit against the kernel and these views.
 """
@@ -55,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from blindmatch.matcher.core import triplecheck
 from blindmatch.matcher.core.gmwcircuit import ONE as ONE
 from blindmatch.matcher.core.gmwcircuit import ZERO as ZERO
 from blindmatch.matcher.core.gmwcircuit import Circuit as Circuit
@@ -121,9 +126,10 @@ def prg(seed: bytes, count: int) -> Words:
 
 
 def dealt_rows(c: Circuit) -> int:
-    """The triple rows C deals for `c`: one a gate (a row: a bit a pair of the batch). S1 and
-    S2 choose which row serves which gate (`Party.agree`)."""
-    return c.and_gates
+    """The triple rows C deals for `c` (a row: a bit a pair of the batch): two a gate and
+    `triplecheck.OPENED` more. S1 and S2 choose which row serves which gate and which is
+    sacrificed or opened (`Party.agree`, core/triplecheck.py)."""
+    return triplecheck.rows(c.and_gates)
 
 
 def _triples(seed: bytes, g: int, words: int, with_c: bool) -> tuple[Words, Words, Words | None]:
@@ -139,8 +145,9 @@ def _triples(seed: bytes, g: int, words: int, with_c: bool) -> tuple[Words, Word
 
 @dataclass(frozen=True)
 class Deal:
-    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares (packed
-    words, bytes). Generic triples: nothing in them depends on the pairs."""
+    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares of the
+    `dealt_rows` rows (packed words, bytes). Generic triples: nothing in them depends on the
+    pairs."""
 
     to_s1: bytes
     to_s2: bytes
@@ -209,6 +216,8 @@ class Party:
         self._a = self._b = self._c = np.zeros((0, words), dtype=np.uint64)
         self._nonce = nonce or secrets.token_bytes(SEED_BYTES)  # fixed only by tests
         self._agreed = False
+        self._check: tuple[bytes, bytes, int] | None = None  # mine, digest, opened wrong
+        self._checked = False
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
@@ -241,9 +250,48 @@ class Party:
         if len(theirs) != SEED_BYTES:
             raise ValueError(f"link bits: the other server's nonce is {SEED_BYTES} bytes")
         joint = bytes(x ^ y for x, y in zip(self._nonce, theirs, strict=True))
-        order = row_order(joint, len(self._dealt[0]))
-        self._a, self._b, self._c = (rows[order] for rows in self._dealt)
+        at = triplecheck.layout(row_order(joint, len(self._dealt[0])), self.circuit.and_gates)
+        self._a, self._b, self._c = (rows[at.gates] for rows in self._dealt)
+        a, b, c = self._dealt
+        self._spare = (a[at.spare], b[at.spare], c[at.spare])
+        self._opened = (a[at.opened], b[at.opened], c[at.opened])
         self._agreed = True
+
+    def check(self) -> bytes:
+        """This server's half of the triples' check (core/triplecheck.py), for the other:
+        rho and sigma of every gate's row against its spare, the opened rows' shares."""
+        if not self._agreed:
+            raise RuntimeError("link bits: check before the servers agree on the rows")
+        used = (self._a, self._b, self._c)
+        return triplecheck.message(used, self._spare, self._opened)
+
+    def verify(self, theirs: bytes) -> bytes:
+        """The digest of this server's share of the sacrifice's t, from the other's `check`
+        (for the other's `confirm`)."""
+        mine = self.check()
+        used = (self._a, self._b, self._c)
+        digest = triplecheck.digest(self.role, mine, theirs, used, self._spare)
+        wrong = triplecheck.opened_wrong(mine, theirs, self.circuit.and_gates, self._a.shape[1])
+        self._check = (mine, digest, wrong)
+        return digest
+
+    def confirm(self, their_digest: bytes) -> None:
+        """The check's verdict: `triplecheck.DealRefused` unless both servers' shares of t
+        are equal (t = 0 on every bit) and every opened row is a triple; `output` only
+        after it passed."""
+        if self._check is None:
+            raise RuntimeError("link bits: confirm before verify")
+        _, digest, wrong = self._check
+        if wrong:
+            raise triplecheck.DealRefused(
+                f"{wrong} of the {triplecheck.OPENED} triple rows opened are not triples"
+            )
+        if their_digest != digest:
+            raise triplecheck.DealRefused(
+                "the sacrifice of the dealt triples failed: a gate's triple and its spare "
+                "are not both c = ab"
+            )
+        self._checked = True
 
     def open(self) -> bytes:
         """This round's masked AND inputs (x ^ a, y ^ b) of every gate, for the other server."""
@@ -287,6 +335,8 @@ class Party:
         tag wherever the server's link share is 1)."""
         if self._round != self.circuit.rounds:
             raise RuntimeError("link bits: output before the last round")
+        if not self._checked:
+            raise RuntimeError("link bits: output before the triples are checked (confirm)")
         out = self._w[self.circuit.outputs]
         if tags is not None:
             out = np.concatenate([out, tags & out[0]])
@@ -366,8 +416,18 @@ def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None
     s1.agree(t.send("S2", "S1", "nonce", s2.nonce()))
     t1 = time.process_time()
     s2.agree(t.send("S1", "S2", "nonce", s1.nonce()))
-    spent[0] += t1 - t0
-    spent[1] += time.process_time() - t1
+    t2 = time.process_time()
+    m1 = t.send("S1", "S2", "check", s1.check())
+    t3 = time.process_time()
+    d2 = t.send("S2", "S1", "digest", s2.verify(m1))
+    m2 = t.send("S2", "S1", "check", s2.check())
+    t4 = time.process_time()
+    d1 = t.send("S1", "S2", "digest", s1.verify(m2))
+    s1.confirm(d2)
+    t5 = time.process_time()
+    s2.confirm(d1)
+    spent[0] += t1 - t0 + t3 - t2 + t5 - t4
+    spent[1] += t2 - t1 + t4 - t3 + time.process_time() - t5
     for _ in range(s1.circuit.rounds):
         t0 = time.process_time()
         m1 = t.send("S1", "S2", "round", s1.open())
