@@ -1,8 +1,9 @@
 """What a dishonest combiner's deal makes S1 and S2 evaluate (docs/privacy-design.md,
 "Resuming a pair of members a failure cut: a design"): C sends S2 its share c2 of every
-Beaver triple explicitly (matcher/core/linkbit.py `deal`), and nothing checks it, so a C that
-flips one bit of c2 flips that AND gate's output for that pair, and S1 and S2 evaluate
-another circuit than the run's, a deterministic function of the pair, not noise.
+Beaver triple explicitly (matcher/core/linkbit.py `deal`); unchecked (before 2026-12-05), a C
+that flips one bit of c2 flips that AND gate's output for that pair, and S1 and S2 evaluate
+another circuit than the run's, a deterministic function of the pair, not noise. S1 and S2
+now order the rows and check them (core/triplecheck.py); `--attack` measures what is left.
 
 On synthetic pairs (each a random CLK and a copy with a few bits flipped, Dice spread over
 about 0.45..1), for each AND gate in turn: the circuit at `--threshold` (with the default
