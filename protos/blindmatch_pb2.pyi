@@ -1089,7 +1089,7 @@ class PrepareReply(_message.Message):
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
@@ -1098,6 +1098,9 @@ class RoundMessage(_message.Message):
     MASK_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
     checked: bytes
@@ -1106,7 +1109,10 @@ class RoundMessage(_message.Message):
     mask: bytes
     drop: bytes
     run: str
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ...) -> None: ...
+    nonce: bytes
+    check: bytes
+    digest: bytes
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ..., nonce: _Optional[bytes] = ..., check: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.kernel import dice_pairs, popcounts
 
 Clks = npt.NDArray[np.uint8]
@@ -260,14 +260,16 @@ def test_the_bounds_are_the_largest_distance_the_threshold_allows() -> None:
         dealt = linkbit.deal(c, 2)
         zero = np.zeros(2, np.uint32)
         s1 = linkbit.Party(0, c, np.zeros((2, 8), np.uint8), dealt.to_s1, (zero, zero))
+        s1.agree(bytes(linkbit.SEED_BYTES))
         s1.open()
         s1.close(b"\0" * 8)
 
 
 def test_the_bytes_and_rounds_are_what_the_protocol_says() -> None:
-    """Per circuit: C sends S1 a seed and S2 a seed and its c shares (a bit a gate a pair);
-    S1 and S2 send each other 2 bits a gate a pair; each sends C a bit a cut-off a pair; one
-    round an AND-depth, however many pairs."""
+    """Per circuit: C sends S1 a seed and S2 a seed and its c shares (2 bits a gate a pair,
+    and the opened rows); S1 and S2 send each other a nonce, the triples' check (2 bits a
+    gate a pair, the opened rows, a digest) and 2 bits a gate a pair in the rounds; each
+    sends C a bit a cut-off a pair; one round an AND-depth, however many pairs."""
     rng = np.random.default_rng(5)
     pairs, n_bits, cuts = 1000, 1024, (0.8, 0.85, 0.9, 0.95)
     d = rng.integers(0, 256, (pairs, 128), dtype=np.uint8)
@@ -275,11 +277,13 @@ def test_the_bytes_and_rounds_are_what_the_protocol_says() -> None:
     pops = rng.integers(0, n_bits + 1, pairs)
     on_shares(d, pops, pops, cuts, n_bits, rng, t)
     c, words = linkbit.circuit(n_bits, cuts), linkbit.words_for(pairs)
+    g, opened = c.and_gates, triplecheck.OPENED
+    check = 32 + 32 + 8 * words * (2 * g + 3 * opened)  # a nonce, the check and its digest
     assert t.sent == {
         ("C", "S1"): 32,
-        ("C", "S2"): 32 + 8 * words * c.and_gates,
-        ("S1", "S2"): 2 * 8 * words * c.and_gates,
-        ("S2", "S1"): 2 * 8 * words * c.and_gates,
+        ("C", "S2"): 32 + 8 * words * triplecheck.rows(g),  # two rows a gate, 2 opened
+        ("S1", "S2"): check + 2 * 8 * words * g,  # then the rounds
+        ("S2", "S1"): check + 2 * 8 * words * g,
         ("S1", "C"): 8 * words * len(cuts),
         ("S2", "C"): 8 * words * len(cuts),
     }
@@ -292,6 +296,13 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
     diffs = np.zeros((2, 8), np.uint8)
     zero = np.zeros(2, np.uint32)
     s2 = linkbit.Party(1, c, diffs, dealt.to_s2, (zero, zero))
+    with pytest.raises(RuntimeError, match="open before the servers agree"):
+        s2.open()
+    with pytest.raises(ValueError, match="nonce is 32 bytes"):
+        s2.agree(b"short")
+    s2.agree(bytes(linkbit.SEED_BYTES))
+    with pytest.raises(RuntimeError, match="agreed already"):
+        s2.agree(bytes(linkbit.SEED_BYTES))
     with pytest.raises(RuntimeError, match="close before open"):
         s2.close(b"")
     with pytest.raises(RuntimeError, match="output before the last round"):
@@ -305,3 +316,139 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
         linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero + 128))
     with pytest.raises(ValueError, match="a popcount share a CLK of each pair"):
         linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero[:1]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(joint=st.binary(min_size=32, max_size=32), rows=st.integers(1, 3000))
+def test_the_rows_order_is_a_permutation_both_servers_derive_alike(joint: bytes, rows: int) -> None:
+    order = linkbit.row_order(joint, rows)
+    assert sorted(order.tolist()) == list(range(rows))
+    assert (linkbit.row_order(joint, rows) == order).all()
+
+
+def flipped(dealt: linkbit.Deal, row: int | None, bits: int = -1) -> bytes:
+    """C's dishonest setup for S2 (a stand-in for the attacker): c2's row `row` (every row
+    with None) flipped on the pairs of `bits` (a word's mask; every pair by default)."""
+    words = linkbit.words_for(dealt.pairs)
+    c2 = np.frombuffer(dealt.to_s2[32:], "<u8").reshape(-1, words).copy()
+    c2[slice(None) if row is None else row] ^= np.uint64(bits & 0xFFFF_FFFF_FFFF_FFFF)
+    return dealt.to_s2[:32] + c2.tobytes()
+
+
+def checked(
+    c: linkbit.Circuit, dealt: linkbit.Deal, to_s2: bytes, nonces: bytes
+) -> tuple[str, str]:
+    """S1 and S2's check of the triples (`agree`, `check`, `verify`, `confirm`), each one's
+    verdict: "ok" or DealRefused's message."""
+    diffs, zero = np.zeros((dealt.pairs, 8), np.uint8), np.zeros(dealt.pairs, np.uint32)
+    s1 = linkbit.Party(0, c, diffs, dealt.to_s1, (zero, zero), nonce=nonces[:32])
+    s2 = linkbit.Party(1, c, diffs, to_s2, (zero, zero), nonce=nonces[32:])
+    s1.agree(s2.nonce())
+    s2.agree(s1.nonce())
+    d1, d2 = s1.verify(s2.check()), s2.verify(s1.check())
+    verdicts = []
+    for party, theirs in ((s1, d2), (s2, d1)):
+        try:
+            party.confirm(theirs)
+            verdicts.append("ok")
+        except triplecheck.DealRefused as exc:
+            verdicts.append(str(exc))
+    return verdicts[0], verdicts[1]
+
+
+def test_the_servers_order_the_dealt_rows_so_a_row_serves_a_gate_c_does_not_know() -> None:
+    """C deals rows, S1 and S2 order them after: where a row C chose lands (a gate, its
+    spare, or opened) is uniform over the layout, whatever row C chose."""
+    gates = linkbit.circuit(64).and_gates
+    rng = np.random.default_rng(9)
+    for row in (0, 2 * gates + 1):
+        seen = []
+        for _ in range(600):
+            order = linkbit.row_order(rng.bytes(32), triplecheck.rows(gates))
+            seen.append(int(np.flatnonzero(order == row)[0]))
+        at = np.asarray(seen)
+        assert 0.4 < (at < gates).mean() < 0.6  # serves a gate about half the time
+        assert len(set(at[at < gates].tolist())) > 0.6 * gates  # any gate, not a few
+        assert np.bincount(at, minlength=triplecheck.rows(gates)).max() <= 8
+
+
+def test_an_honest_deal_passes_the_check_on_both_servers() -> None:
+    c = linkbit.circuit(64)
+    rng = np.random.default_rng(3)
+    for pairs in (1, 64, 130):
+        dealt = linkbit.deal(c, pairs)
+        assert checked(c, dealt, dealt.to_s2, rng.bytes(64)) == ("ok", "ok")
+
+
+def test_one_wrong_row_anywhere_is_refused_by_both_servers() -> None:
+    """Every row of a small circuit's deal (a gate's, a spare, an opened one), one pair's c2
+    bit flipped: both servers refuse, whatever the nonces."""
+    c = linkbit.circuit(8)
+    dealt = linkbit.deal(c, 3)
+    rng = np.random.default_rng(4)
+    for row in range(triplecheck.rows(c.and_gates)):
+        v1, v2 = checked(c, dealt, flipped(dealt, row, 1 << int(rng.integers(3))), rng.bytes(64))
+        assert v1 != "ok" and v2 != "ok", row
+        assert v1 == v2
+
+
+def test_every_row_wrong_alike_is_refused_by_the_opened_rows() -> None:
+    """Flipped alike everywhere, every sacrifice passes (t = e ^ e = 0) and every gate would
+    be a NAND: the opened rows catch it."""
+    c = linkbit.circuit(64)
+    dealt = linkbit.deal(c, 5)
+    v1, v2 = checked(c, dealt, flipped(dealt, None), bytes(64))
+    assert (
+        v1
+        == v2
+        == f"{triplecheck.OPENED} of the {triplecheck.OPENED} triple rows opened are not triples"
+    )
+
+
+def test_two_rows_wrong_alike_pass_only_when_paired_about_once_in_2g_minus_1() -> None:
+    """Two rows flipped alike pass only if the order pairs them (a gate and its spare) and
+    opens neither: (2G - 2 choose 2)... about 1 / (2G - 1) of the orders."""
+    c = linkbit.circuit(4)
+    g = c.and_gates
+    dealt = linkbit.deal(c, 1)
+    bent = flipped(dealt, 0)
+    bent = flipped(linkbit.Deal(dealt.to_s1, bent, 1), 1)
+    rng = np.random.default_rng(6)
+    trials = 3000
+    passed = sum(checked(c, dealt, bent, rng.bytes(64)) == ("ok", "ok") for _ in range(trials))
+    n = triplecheck.rows(g)
+    expect = (n - 2) * (n - 3) / (n * (n - 1)) / (2 * g - 1)
+    assert 0.4 * expect * trials <= passed <= 2.0 * expect * trials + 3, (passed, expect)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    words=st.integers(1, 3),
+    gates=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+    error=st.integers(0, 2**64 - 1),
+    spare_error=st.integers(0, 2**64 - 1),
+)
+def test_the_sacrifice_opens_t_equal_to_the_two_rows_errors(
+    words: int, gates: int, seed: int, error: int, spare_error: int
+) -> None:
+    """Shares of a triple with c off by e and its spare with z off by e': the two servers'
+    t shares differ by exactly e ^ e' (so t = 0, equal digests, iff e = e')."""
+    rng = np.random.default_rng(seed)
+
+    def words_(n: int = gates) -> npt.NDArray[np.uint64]:
+        return rng.integers(0, 2**63, (n, words), dtype=np.uint64) << np.uint64(1) | rng.integers(
+            0, 2, (n, words), dtype=np.uint64
+        )
+
+    def shared(err: int) -> tuple[triplecheck.Triple, triplecheck.Triple]:
+        a1, a2, b1, b2, c1 = (words_() for _ in range(5))
+        c2 = ((a1 ^ a2) & (b1 ^ b2)) ^ c1
+        c2[0, 0] ^= np.uint64(err)
+        return (a1, b1, c1), (a2, b2, c2)
+
+    used, spare = shared(error), shared(spare_error)
+    opened = tuple(words_(triplecheck.OPENED) for _ in range(3))
+    m = [triplecheck.message(used[r], spare[r], opened) for r in (0, 1)]  # type: ignore[arg-type]
+    d = [triplecheck.digest(r, m[r], m[1 - r], used[r], spare[r]) for r in (0, 1)]
+    assert (d[0] == d[1]) == (error == spare_error)

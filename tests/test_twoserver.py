@@ -192,8 +192,8 @@ def test_with_link_bits_c_learns_the_identities_of_the_linking_pairs_only(
     outputs: list[bytes] = []
     for sender, receiver, _what, payload in seen.messages:
         if (sender, receiver) == ("C", "S2"):  # S2's seed and c shares: the batch's words
-            gates = len(payload[linkbit.SEED_BYTES :]) // 8
-            words = gates // linkbit.circuit(1024, combiner.cutoffs).and_gates
+            dealt = len(payload[linkbit.SEED_BYTES :]) // 8
+            words = dealt // linkbit.dealt_rows(linkbit.circuit(1024, combiner.cutoffs))
         if receiver == "C":
             outputs.append(payload)
             if len(outputs) < 2:

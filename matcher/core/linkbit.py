@@ -29,14 +29,21 @@ word j being pair 64j + k):
   inputs (x ^ a, y ^ b) of all of the round's gates, as Beaver multiplication does.
 
 Triples: S1's share of every triple (a1, b1, c1) comes from a 32-byte seed C sends it; S2's
-a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly: per pair, 1 bit
-an AND gate from C to S2, 2 bits an AND gate each way between S1 and S2, 1 bit a cut-off
-from each server to C, and with `tags` the pair's 64 row bits AND its link bit (a public bit
-times a share, no gate), every output share padded by a seed S1 and S2 share (`Party.output`).
-The PRG is AES-256-CTR keyed by the seed (one seed, one batch).
+a2, b2 from a seed of its own, its c2 = (a1 ^ a2)(b1 ^ b2) ^ c1 explicitly, for twice the
+AND gates' rows and two more (S1 and S2 check them: core/triplecheck.py): per pair, 2 bits
+an AND gate from C to S2, 4 bits an AND gate each way between S1 and S2 (2 the check's, 2
+the rounds'), 1 bit a cut-off from each server to C, and with `tags` the pair's 64 row bits
+AND its link bit (a public bit times a share, no gate), every output share padded by a seed
+S1 and S2 share (`Party.output`). The PRG is AES-256-CTR keyed by the seed (one seed, one
+batch). C deals rows, not gates: once both servers hold their deal, each sends the other 32
+fresh random bytes and the XOR orders the rows (`Party.agree`), so a row C dealt wrong (a
+flipped c2 bit) lands on a gate, spare or opened row C cannot choose, and the check finds it
+(`Party.check`, `verify`, `confirm`; docs/privacy-design.md, "What a dishonest combiner can
+still learn").
 
 What each party sees: S1 its own shares, its seed, and S2's masked gate inputs, each one-time
-padded by S2's seed stream, which S1 does not hold; S2 likewise (S1's pads from S1's seed,
+padded by S2's seed stream, which S1 does not hold, and S2's rho and sigma of the check, each
+padded by a spare row's a or b, which serves nothing else; S2 likewise (S1's pads from S1's seed,
 C's c2 padded by c1); C only the output shares, whose XOR is the bits it is meant to learn.
 tests/test_linkbit.py checks the circuit against the kernel and these views.
 """
@@ -52,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from blindmatch.matcher.core import triplecheck
 from blindmatch.matcher.core.gmwcircuit import ONE as ONE
 from blindmatch.matcher.core.gmwcircuit import ZERO as ZERO
 from blindmatch.matcher.core.gmwcircuit import Circuit as Circuit
@@ -117,11 +125,15 @@ def prg(seed: bytes, count: int) -> Words:
     return np.frombuffer(stream.update(bytes(8 * count)), dtype="<u8").astype(np.uint64)
 
 
-def _triples(
-    seed: bytes, c: Circuit, words: int, with_c: bool
-) -> tuple[Words, Words, Words | None]:
-    """A party's (a, b[, c]) from its seed: S1's all three, S2's a and b."""
-    g = c.and_gates
+def dealt_rows(c: Circuit) -> int:
+    """The triple rows C deals for `c` (a row: a bit a pair of the batch): two a gate and
+    `triplecheck.OPENED` more. S1 and S2 choose which row serves which gate and which is
+    sacrificed or opened (`Party.agree`, core/triplecheck.py)."""
+    return triplecheck.rows(c.and_gates)
+
+
+def _triples(seed: bytes, g: int, words: int, with_c: bool) -> tuple[Words, Words, Words | None]:
+    """A party's (a, b[, c]) of `g` rows from its seed: S1's all three, S2's a and b."""
     raw = prg(seed, (3 if with_c else 2) * g * words)
     a = raw[: g * words].reshape(g, words)
     b = raw[g * words : 2 * g * words].reshape(g, words)
@@ -133,8 +145,9 @@ def _triples(
 
 @dataclass(frozen=True)
 class Deal:
-    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares (packed
-    words, bytes). Generic triples: nothing in them depends on the pairs."""
+    """C's messages for one batch: to S1 its seed; to S2 its seed and its c shares of the
+    `dealt_rows` rows (packed words, bytes). Generic triples: nothing in them depends on the
+    pairs."""
 
     to_s1: bytes
     to_s2: bytes
@@ -148,8 +161,9 @@ def deal(c: Circuit, pairs: int, seeds: tuple[bytes, bytes] | None = None) -> De
         raise ValueError("link bits: a batch of no pairs")
     words = words_for(pairs)
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
-    a1, b1, c1 = _triples(s1, c, words, with_c=True)
-    a2, b2, _ = _triples(s2, c, words, with_c=False)
+    rows = dealt_rows(c)
+    a1, b1, c1 = _triples(s1, rows, words, with_c=True)
+    a2, b2, _ = _triples(s2, rows, words, with_c=False)
     assert c1 is not None
     c2 = ((a1 ^ a2) & (b1 ^ b2)) ^ c1
     return Deal(s1, s2 + c2.tobytes(), pairs)
@@ -165,9 +179,13 @@ class Party:
     pair of them, the first CLKs' and the fallback CLKs') and `pops` (its XOR shares of each
     pair's |a| and |b|; the rule's: |a1|, |b1|, |a2|, |b2|), with the triples C sent it.
     Drive it by `open` (this round's message to the other server), `close` (the other's
-    message), then `output` (to C)."""
+    message), then `output` (to C); first `agree` on the rows with the other's `nonce`
+    (`nonce` fixed only by tests and benchmarks, fresh random otherwise)."""
 
-    def __init__(self, role: int, c: Circuit, diffs: Diffs, setup: bytes, pops: Pops) -> None:
+    def __init__(
+        self, role: int, c: Circuit, diffs: Diffs, setup: bytes, pops: Pops,
+        nonce: bytes | None = None,
+    ) -> None:  # fmt: skip
         if role not in (0, 1):
             raise ValueError("link bits: role 0 (S1) or 1 (S2)")
         both = diffs if isinstance(diffs, tuple) else (diffs,)
@@ -184,8 +202,8 @@ class Party:
         if self.pairs and (popshares.min() < 0 or popshares.max() >> c.pop_bits):
             raise ValueError(f"link bits: a popcount share beyond {c.pop_bits} bits")
         words = words_for(self.pairs)
-        g = c.and_gates
-        self._a, self._b, cc = _triples(setup[:SEED_BYTES], c, words, with_c=role == 0)
+        g = dealt_rows(c)
+        a, b, cc = _triples(setup[:SEED_BYTES], g, words, with_c=role == 0)
         if role == 1:
             rest = np.frombuffer(setup[SEED_BYTES:], dtype="<u8").astype(np.uint64)
             if len(rest) != g * words:
@@ -194,7 +212,12 @@ class Party:
         elif len(setup) != SEED_BYTES:
             raise ValueError("link bits: S1's setup is its seed")
         assert cc is not None
-        self._c = cc
+        self._dealt = (a, b, cc)
+        self._a = self._b = self._c = np.zeros((0, words), dtype=np.uint64)
+        self._nonce = nonce or secrets.token_bytes(SEED_BYTES)  # fixed only by tests
+        self._agreed = False
+        self._check: tuple[bytes, bytes, int] | None = None  # mine, digest, opened wrong
+        self._checked = False
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
             self._w[ONE] = ALL_ONES
@@ -212,8 +235,68 @@ class Party:
         for out, a, b in self.circuit.xors[depth] if depth < len(self.circuit.xors) else ():
             w[out] = w[a] ^ w[b]
 
+    def nonce(self) -> bytes:
+        """This server's fresh random bytes for `agree`, for the other server (sent once both
+        hold their deal: C cannot know them when it deals)."""
+        return self._nonce
+
+    def agree(self, theirs: bytes) -> None:
+        """Which dealt row serves which AND gate, from both servers' nonces (XOR): a uniform
+        permutation of the rows (every row is a generic triple of the batch's width, so any
+        serves any gate of any round), so that C, which dealt the rows, does not know which
+        gate a row it chose serves."""
+        if self._agreed:
+            raise RuntimeError("link bits: the rows are agreed already")
+        if len(theirs) != SEED_BYTES:
+            raise ValueError(f"link bits: the other server's nonce is {SEED_BYTES} bytes")
+        joint = bytes(x ^ y for x, y in zip(self._nonce, theirs, strict=True))
+        at = triplecheck.layout(row_order(joint, len(self._dealt[0])), self.circuit.and_gates)
+        self._a, self._b, self._c = (rows[at.gates] for rows in self._dealt)
+        a, b, c = self._dealt
+        self._spare = (a[at.spare], b[at.spare], c[at.spare])
+        self._opened = (a[at.opened], b[at.opened], c[at.opened])
+        self._agreed = True
+
+    def check(self) -> bytes:
+        """This server's half of the triples' check (core/triplecheck.py), for the other:
+        rho and sigma of every gate's row against its spare, the opened rows' shares."""
+        if not self._agreed:
+            raise RuntimeError("link bits: check before the servers agree on the rows")
+        used = (self._a, self._b, self._c)
+        return triplecheck.message(used, self._spare, self._opened)
+
+    def verify(self, theirs: bytes) -> bytes:
+        """The digest of this server's share of the sacrifice's t, from the other's `check`
+        (for the other's `confirm`)."""
+        mine = self.check()
+        used = (self._a, self._b, self._c)
+        digest = triplecheck.digest(self.role, mine, theirs, used, self._spare)
+        wrong = triplecheck.opened_wrong(mine, theirs, self.circuit.and_gates, self._a.shape[1])
+        self._check = (mine, digest, wrong)
+        return digest
+
+    def confirm(self, their_digest: bytes) -> None:
+        """The check's verdict: `triplecheck.DealRefused` unless both servers' shares of t
+        are equal (t = 0 on every bit) and every opened row is a triple; `output` only
+        after it passed."""
+        if self._check is None:
+            raise RuntimeError("link bits: confirm before verify")
+        _, digest, wrong = self._check
+        if wrong:
+            raise triplecheck.DealRefused(
+                f"{wrong} of the {triplecheck.OPENED} triple rows opened are not triples"
+            )
+        if their_digest != digest:
+            raise triplecheck.DealRefused(
+                "the sacrifice of the dealt triples failed: a gate's triple and its spare "
+                "are not both c = ab"
+            )
+        self._checked = True
+
     def open(self) -> bytes:
         """This round's masked AND inputs (x ^ a, y ^ b) of every gate, for the other server."""
+        if not self._agreed:
+            raise RuntimeError("link bits: open before the servers agree on the rows")
         _, x, y = self.circuit.ands[self._round]
         g0, g1 = self.circuit.and_offsets[self._round : self._round + 2]
         e, f = self._w[x] ^ self._a[g0:g1], self._w[y] ^ self._b[g0:g1]
@@ -252,6 +335,8 @@ class Party:
         tag wherever the server's link share is 1)."""
         if self._round != self.circuit.rounds:
             raise RuntimeError("link bits: output before the last round")
+        if not self._checked:
+            raise RuntimeError("link bits: output before the triples are checked (confirm)")
         out = self._w[self.circuit.outputs]
         if tags is not None:
             out = np.concatenate([out, tags & out[0]])
@@ -317,9 +402,32 @@ class Transcript:
         return payload
 
 
+def row_order(joint: bytes, rows: int) -> npt.NDArray[np.intp]:
+    """A uniform permutation of `rows` from the servers' joint seed (AES-CTR keys, sorted)."""
+    order: npt.NDArray[np.intp] = np.argsort(prg(joint, rows), kind="stable")
+    return order
+
+
 def exchange(s1: Party, s2: Party, t: Transcript, clock: dict[str, float] | None = None) -> None:
-    """The rounds between S1 and S2 (masked gate inputs each way); CPU s into `clock`."""
+    """The rounds between S1 and S2: the nonces each way (`Party.agree`), then the masked
+    gate inputs each way, a round an AND-depth; CPU s into `clock`."""
     spent = [0.0, 0.0]
+    t0 = time.process_time()
+    s1.agree(t.send("S2", "S1", "nonce", s2.nonce()))
+    t1 = time.process_time()
+    s2.agree(t.send("S1", "S2", "nonce", s1.nonce()))
+    t2 = time.process_time()
+    m1 = t.send("S1", "S2", "check", s1.check())
+    t3 = time.process_time()
+    d2 = t.send("S2", "S1", "digest", s2.verify(m1))
+    m2 = t.send("S2", "S1", "check", s2.check())
+    t4 = time.process_time()
+    d1 = t.send("S1", "S2", "digest", s1.verify(m2))
+    s1.confirm(d2)
+    t5 = time.process_time()
+    s2.confirm(d1)
+    spent[0] += t1 - t0 + t3 - t2 + t5 - t4
+    spent[1] += t2 - t1 + t4 - t3 + time.process_time() - t5
     for _ in range(s1.circuit.rounds):
         t0 = time.process_time()
         m1 = t.send("S1", "S2", "round", s1.open())

@@ -192,14 +192,16 @@ class ShareExchange:
 
     def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
         """Run `party` (S1's) through every round with S2's party of the batch `first` opens
-        (its id, digest, rows, the output pad's seed and the pairs answered 0); bytes sent
-        and received."""
+        (its id, digest, rows, the output pad's seed, the pairs answered 0 and S1's nonce;
+        S2 answers with its nonce, `linkbit.Party.agree`, and the two check C's triples with
+        round 0: `triplecheck.DealRefused` where they fail); bytes sent and received."""
         rounds = party.circuit.rounds
         outbox: queue.Queue[pb.RoundMessage | None] = queue.Queue()
-        sent = received = done = 0
-        mine = party.open()
-        sent += len(mine) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
-        first.masked = mine
+        sent = received = 0
+        digest = b""
+        done = -1  # S2's first reply: its nonce
+        first.nonce = party.nonce()
+        sent += len(first.nonce) + len(first.rows_a) + len(first.rows_b) + len(first.mask)
         outbox.put(first)
 
         def requests() -> Iterator[pb.RoundMessage]:
@@ -210,16 +212,26 @@ class ShareExchange:
             replies = self._stub.Exchange(requests(), metadata=self._metadata,
                                           timeout=CALL_SECONDS)  # fmt: skip
             for reply in replies:
-                received += len(reply.masked)
+                received += len(reply.masked) + len(reply.nonce) + len(reply.check)
+                received += len(reply.digest)
                 try:
-                    party.close(reply.masked)
+                    if done < 0:  # S2's nonce and half of the triples' check
+                        party.agree(reply.nonce)
+                        digest = party.verify(reply.check)
+                    else:
+                        if not done:  # S2's digest: S1's verdict (DealRefused) before round 0
+                            party.confirm(reply.digest)
+                        party.close(reply.masked)
                 except ValueError as exc:
                     raise errors.DataLoss(f"{self.name}: {exc}") from None
                 done += 1
                 if done < rounds:
                     mine = party.open()
-                    sent += len(mine)
-                    outbox.put(pb.RoundMessage(masked=mine))
+                    m = pb.RoundMessage(masked=mine)
+                    if not done:
+                        m.check, m.digest = party.check(), digest
+                    sent += len(mine) + len(m.check) + len(m.digest)
+                    outbox.put(m)
                 else:
                     outbox.put(None)
         except grpc.RpcError as exc:
@@ -227,7 +239,9 @@ class ShareExchange:
         finally:
             outbox.put(None)
         if done != rounds:
-            raise errors.DataLoss(f"{self.name} ended the exchange after {done} of {rounds} rounds")
+            raise errors.DataLoss(
+                f"{self.name} ended the exchange after {max(done, 0)} of {rounds} rounds"
+            )
         return sent, received
 
 

@@ -382,11 +382,13 @@ class _Role:
                 circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
         except ValueError as exc:  # a threshold with no integer form of the kernel's test
             raise errors.InvalidArgument(f"cutoffs: {exc}") from None
-        # C's setup: S1's a seed; S2's a seed and a c share a gate a word of pairs.
+        # C's setup: S1's a seed; S2's a seed and a c share a dealt row (linkbit.dealt_rows:
+        # two a gate and the opened ones) a word of pairs.
         if self.role == "s1" and len(m.setup) != linkbit.SEED_BYTES:
             raise errors.InvalidArgument(f"setup: link bits: a seed is {linkbit.SEED_BYTES} bytes")
         words = linkbit.words_for(count)
-        if self.role == "s2" and len(m.setup) != linkbit.SEED_BYTES + 8 * circuit.and_gates * words:
+        dealt = linkbit.dealt_rows(circuit)
+        if self.role == "s2" and len(m.setup) != linkbit.SEED_BYTES + 8 * dealt * words:
             raise errors.InvalidArgument("setup: link bits: S2's setup does not fit the batch")
         return held, circuit, count
 
@@ -425,6 +427,14 @@ class _Role:
         return party
 
 
+def deal_refused(batch: str, exc: Exception) -> str:
+    """The refusal of a batch whose triples fail S1 and S2's check (core/triplecheck.py)."""
+    return (
+        f"setup: batch {batch!r}: {exc}; the dealer (the combiner) dealt triples that are "
+        "not Beaver triples, so S1 and S2 refuse the batch and send no output shares"
+    )
+
+
 def _outputs(
     party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
 ) -> bytes:
@@ -435,4 +445,4 @@ def _outputs(
     return party.output(tags, keep, mask)
 
 
-__all__ = ["NAMES", "Bools", "Rows", "batch_digest"]
+__all__ = ["NAMES", "Bools", "Rows", "batch_digest", "deal_refused"]

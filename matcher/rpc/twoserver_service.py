@@ -48,7 +48,7 @@ import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core import linkbit, triplecheck, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
@@ -69,7 +69,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     to_rows,
 )
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
-from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
+from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role, deal_refused
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
 from blindmatch.matcher.rpc.twoserver_shares import MAX_PENDING as MAX_PENDING
 from blindmatch.matcher.rpc.twoserver_shares import STALE_SECONDS as STALE_SECONDS
@@ -195,7 +195,12 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                                 rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
                                 drop=np.packbits(drop, bitorder="little").tobytes(),
                                 run=proposal.id)  # fmt: skip
-        sent, received = self.s2.exchange(first, party)
+        try:
+            sent, received = self.s2.exchange(first, party)
+        except triplecheck.DealRefused as exc:
+            self.log("combiner", "twoserver.deal", members=members, batch=request.batch,
+                     run=proposal.id, reason=str(exc))  # fmt: skip
+            raise errors.PermissionDenied(deal_refused(request.batch, exc)) from None
         shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
         return pb.OutputShares(shares=shares, round_bytes_sent=sent,
                                round_bytes_received=received,

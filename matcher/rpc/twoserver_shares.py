@@ -3,8 +3,10 @@ serves it beside S1 and the combiner, docs/privacy-design.md, docs/protocol.md "
 and a combiner"): the second shares and each upload's seal key; `Expand` opens the tokens of
 the keys S1 matched into the pairs sharing a key (`ShareServer.expand`); `Prepare` checks and
 holds C's batch (at most MAX_PENDING, each forgotten STALE_SECONDS after it was prepared),
-`Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch and runs
-its rounds, `Collect` gives C the output shares.
+`Exchange` builds S2's `Party` once S1's first message shows S1 checked that batch, answers
+S1's nonce with its own (the two order C's triple rows: `linkbit.Party.agree`), checks C's
+triples with S1 (core/triplecheck.py: a batch whose triples fail is refused and audited,
+`twoserver.deal`) and runs its rounds, `Collect` gives C the output shares.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ from typing import Any
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.twoserver import TOKEN_BYTES, Matched, ShareServer
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
     expanded_parts,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_role import Bools, _from, _outputs, _Role, batch_digest
+from blindmatch.matcher.rpc.twoserver_role import (
+    Bools,
+    _from,
+    _outputs,
+    _Role,
+    batch_digest,
+    deal_refused,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -159,14 +168,28 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             raise errors.InvalidArgument("an exchange of no messages")
         m, party, drop = self._start(first)
         rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
-        rounds, message = party.circuit.rounds, first
+        try:
+            party.agree(first.nonce)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"nonce: {exc}") from None
+        yield pb.RoundMessage(nonce=party.nonce(), check=party.check())
+        rounds, digest = party.circuit.rounds, b""
         for r in range(rounds):
-            if r:
-                got = next(request, None)
-                if got is None:
-                    raise errors.InvalidArgument(f"masked: the exchange ended at round {r} of "
-                                                 f"{rounds}")  # fmt: skip
-                message = got
+            message = next(request, None)
+            if message is None:
+                raise errors.InvalidArgument(f"masked: the exchange ended at round {r} of "
+                                             f"{rounds}")  # fmt: skip
+            if not r:  # S1's half of the triples' check: S2's verdict before any output
+                try:
+                    digest = party.verify(message.check)
+                    party.confirm(message.digest)
+                except ValueError as exc:
+                    raise errors.InvalidArgument(f"check: {exc}") from None
+                except triplecheck.DealRefused as exc:
+                    self.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
+                             batch=first.batch, run=first.run, reason=str(exc))  # fmt: skip
+                    yield pb.RoundMessage(digest=digest)  # S1 sees it for itself
+                    raise errors.PermissionDenied(deal_refused(first.batch, exc)) from None
             mine = party.open()
             try:
                 party.close(message.masked)
@@ -176,7 +199,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
                 with self.lock:
                     self.outputs[first.batch] = out
-            yield pb.RoundMessage(masked=mine)
+            yield pb.RoundMessage(masked=mine, digest=b"" if r else digest)
 
     @_from("combiner")
     def Collect(self, request: pb.CollectRequest, context: Any) -> pb.OutputShares:
