@@ -54,6 +54,8 @@ class RetentionStore(ProjectStore, UploadStore):
     # Upload files of erasures cut short still in clks/ when the store opened (before the
     # garbage collection deleted them): what `complete_erasure` reports as left.
     files_left_at_start: frozenset[str] = frozenset()
+    # Every upload file in clks/ no row referred to then (storage/erasure_log.py).
+    unreferenced_at_start: frozenset[str] = frozenset()
 
     def erase_member(
         self, project: str, member: str, then: Callable[[], object] | None = None
@@ -151,21 +153,26 @@ class RetentionStore(ProjectStore, UploadStore):
         ]
 
     def complete_erasure(
-        self, cut: CutShort, index_records: int, more: dict[str, object] | None = None
+        self,
+        cut: CutShort,
+        index_records: int,
+        more: dict[str, object] | None = None,
+        why: str = CUT_SHORT,
     ) -> dict[str, object]:
         """Finish an erasure cut short, once the caller has deleted its standing index
         (`index_records` records were left there): its upload files unlinked, the log
-        checkpointed, and an `erase.complete` entry saying what was left (and `more`), in
-        the transaction that forgets its intent. The entry's detail."""
-        files = [u for u in cut.uploads if u in self.files_left_at_start
-                 or self.files.clk_file(u).exists()]  # fmt: skip
+        checkpointed, and an `erase.complete` entry saying what was left (and `more`, and
+        `why`), in the transaction that forgets its intent (if it has one: one found from
+        the audit log has none). The entry's detail."""
+        at_start = self.files_left_at_start | self.unreferenced_at_start
+        files = [u for u in cut.uploads if u in at_start or self.files.clk_file(u).exists()]
         self._unlink_uploads(list(cut.uploads))
         detail: dict[str, object] = {
             "erased": cut.seq,
             "index_records": index_records,
             "upload_files": len(files),
             **(more or {}),
-            "why": CUT_SHORT,
+            "why": why,
         }
         with self.db.tx() as tx:
             self.audit.append_in(

@@ -26,7 +26,8 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER, Erasure
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
-from blindmatch.matcher.storage.retention_store import COMPLETED
+from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, found_in_log
+from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
@@ -74,6 +75,46 @@ def _mode(store: Store, project: str) -> str:
         return ""
 
 
+def _shares(store: Store, two_server: TwoServerSetup | None, cut: CutShort) -> dict[str, object]:
+    """In a two-server project, S1 and S2 asked (again) to forget the member's shares: each
+    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry)."""
+    if _mode(store, cut.project) != TWO_SERVER:
+        return {}
+    forgot = tworuns.forget(store, two_server, cut.project, cut.member)
+    return {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
+
+
+def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
+    """The erasures a matcher from before erasure intents cut short, found from the audit
+    log (storage/erasure_log.py; read while the intents are there: theirs are not these)."""
+    with store.db.reading() as db, realtime.index_store.db.reading() as index:
+        return found_in_log(db, index, set(store.unreferenced_at_start))
+
+
+def _complete_found_in_log(
+    store: Store,
+    realtime: Realtime,
+    two_server: TwoServerSetup | None,
+    found: list[LoggedErasure],
+) -> list[dict[str, object]]:
+    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so."""
+    done: list[dict[str, object]] = []
+    for erased in found:
+        if erased.index_records is not None:
+            realtime.erase_member(erased.project, erased.member)
+        cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
+        more = _shares(store, two_server, cut)
+        detail = store.complete_erasure(cut, erased.index_records or 0, more, FOUND_IN_LOG)
+        done.append({"project": cut.project, "member": cut.member, **detail})
+        log.warning(
+            "%s/%s: the erasure logged as audit entry %d was cut short by a matcher from before "
+            "erasure intents (found from the audit log); completed now: %d standing-index "
+            "records and %d upload file(s) deleted",
+            cut.project, cut.member, cut.seq, erased.index_records or 0, len(erased.upload_files),
+        )  # fmt: skip
+    return done
+
+
 def complete_cut_short(
     store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
 ) -> list[dict[str, object]]:
@@ -82,25 +123,24 @@ def complete_cut_short(
     upload files unlinked, both databases checkpointed; in a two-server project S1 and S2
     asked again to forget the member's shares, through `two_server`), and delete the
     standing indexes of projects no longer live (expired), each with an `erase.complete`
-    entry saying what was left; then both databases checkpointed. The entries' details,
+    entry saying what was left; likewise the erasures a matcher from before erasure intents
+    cut short, found from the audit log; then both databases checkpointed. The entries' details,
     with `project` and `member`."""
     done: list[dict[str, object]] = []
+    logged = _found_in_log(store, realtime)
     for cut in store.cut_short_erasures():
         left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
         if left is not None:
             realtime.erase_member(cut.project, cut.member)
         realtime.index_store.db.checkpoint()  # (its own may not have run)
-        shares: dict[str, object] = {}
-        if _mode(store, cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
-            forgot = tworuns.forget(store, two_server, cut.project, cut.member)
-            shares = {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
-        detail = store.complete_erasure(cut, left or 0, shares)
+        detail = store.complete_erasure(cut, left or 0, _shares(store, two_server, cut))
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
             "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
             "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
             cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
         )  # fmt: skip
+    done += _complete_found_in_log(store, realtime, two_server, logged)
     for name in realtime.index_store.projects():
         if store.is_live(name):
             continue
