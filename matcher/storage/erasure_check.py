@@ -8,8 +8,9 @@ a kill -9) leaves an intent, and perhaps the member's data: its index's records 
 change was stored after the erasure: its index since) and its upload files. The next start
 completes it before serving; until then this check reports the data left as a problem, and
 an intent with nothing left as a repair (start-up checkpoints the databases and records it
-complete). In a two-server project an intent is forgotten once S1 and S2 have been asked to
-forget the member's shares, so one still there says they may hold them: a problem too.
+complete). In a two-server project an intent is forgotten once S1 and S2 have forgotten the
+member's shares, so one still there says they may hold them: a problem too (the running
+matcher may be asking them again: usecases/erasure_retry.py).
 Likewise an expired project whose standing indexes are still in `index.sqlite`, and an
 erasure cut short by a matcher from before erasure intents, which left none: found from the
 audit log instead (storage/erasure_log.py), a problem too.

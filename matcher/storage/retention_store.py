@@ -10,6 +10,7 @@ included (s.62 logs must say who consulted or disclosed).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS erasure_intents (
     uploads TEXT NOT NULL          -- JSON: the upload ids whose CLK files it deletes
 );
 """
+log = logging.getLogger("blindmatch.matcher")
+
 COMPLETED = "erase.complete"
 CUT_SHORT = (
     "the matcher stopped after this erasure was logged, before all of the member's data was "
@@ -128,10 +131,17 @@ class RetentionStore(ProjectStore, UploadStore):
                 (entry.seq, project, member, json.dumps(uploads)),
             )
         crash_point("erase.logged")
-        self._unlink_uploads(uploads)
-        self._collect_garbage()
-        self.db.checkpoint()
-        return Erasure(len(uploads), links, users, audit_seq=entry.seq)
+        pending: tuple[str, ...] = ()
+        try:
+            self._unlink_uploads(uploads)
+            self._collect_garbage()
+            self.db.checkpoint()
+        except Exception as exc:  # a full disk, say: logged, its intent kept, retried
+            log.exception("%s/%s: the erasure's upload files could not be deleted", project, member)
+            pending = (
+                f"its upload files and the database's old pages are not deleted yet ({exc})",
+            )
+        return Erasure(len(uploads), links, users, audit_seq=entry.seq, pending=pending)
 
     def erasure_done(self, project: str, member: str, seq: int) -> None:
         """The member's erasure logged as entry `seq` deleted everything: forget its intent
@@ -142,6 +152,17 @@ class RetentionStore(ProjectStore, UploadStore):
                 "DELETE FROM erasure_intents WHERE project=? AND member=? AND seq<=?",
                 (project, member, seq),
             )
+
+    def intent(self, seq: int) -> CutShort | None:
+        """The erasure intent of the `erase` entry `seq`; None once it is complete."""
+        rows = self.db.query(
+            "SELECT seq, project, member, uploads FROM erasure_intents WHERE seq=?", (seq,)
+        )
+        return (
+            CutShort(rows[0][0], rows[0][1], rows[0][2], tuple(json.loads(rows[0][3])))
+            if rows
+            else None
+        )
 
     def cut_short_erasures(self) -> list[CutShort]:
         """Erasures logged but not known complete (the matcher stopped part-way)."""

@@ -12,15 +12,19 @@ logs checkpointed, and only then its intent forgotten. A matcher stopped anywher
 (a crash, a kill -9) completes the erasure at its next start, before it serves anything
 (`complete_cut_short`), and records what was left in an `erase.complete` entry; until then
 `blindmatch admin check` reports the leftover data (storage/erasure_check.py). In a
-two-server project S1's and S2's Forget is part of it: the intent is forgotten once they have
-been asked (a server that could not be reached is named to the member, who erases again,
-as before), and a restart asks them again.
+two-server project S1's and S2's Forget is part of it: the intent is forgotten once both have
+answered, and a restart asks them again. What fails after the transaction while the matcher
+stays up (a full disk, S1 or S2 down) keeps the intent, is named in the reply (`pending`),
+and is tried again in the background until done (usecases/erasure_retry.py). A matcher from
+before erasure intents left none: the erasures it cut short are found from the audit log
+(storage/erasure_log.py) and completed at start the same way.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER, Erasure
@@ -30,6 +34,7 @@ from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, 
 from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
@@ -46,17 +51,40 @@ def erase(
     project: str,
     member: str,
     then: Callable[[], object] | None = None,
-    also: Callable[[], object] | None = None,
+    also: Callable[[], set[str]] | None = None,
+    retries: ErasureRetries | None = None,
 ) -> Erasure:
     """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
     it goes ahead (the matcher ends the member's open streams there: none commits after);
     `also` once the matcher's own copies are deleted, before the erasure is recorded
-    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`)."""
+    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`), returning
+    the servers that did not forget. What fails after the transaction (a full disk, S1 or
+    S2 down) keeps the erasure's intent and is named in `pending`, and `retries` finishes
+    it in the background (usecases/erasure_retry.py); without `retries`, the next start."""
     erased = store.erase_member(project, member, then)
-    realtime.erase_member(project, member)
-    if also is not None:
-        also()
-    store.erasure_done(project, member, erased.audit_seq)
+    pending = list(erased.pending)
+    try:
+        realtime.erase_member(project, member)
+    except Exception as exc:  # a full disk, say: its intent is kept
+        log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
+        pending.append(f"its standing index is not deleted yet ({exc})")
+    servers = also() if also is not None else set()
+    if servers:
+        pending.append(
+            f"{' and '.join(sorted(servers))} {'has' if len(servers) == 1 else 'have'} not "
+            "forgotten its shares yet"
+        )
+    if pending:
+        if retries is not None:
+            retries.add(erased.audit_seq, project, member, servers)
+            pending.append("the matcher tries again in the background until it is done")
+        else:
+            pending.append("the matcher completes it at its next start")
+        erased = replace(erased, pending=tuple(pending))
+        log.warning("%s/%s: the erasure logged as audit entry %d is not complete: %s",
+                    project, member, erased.audit_seq, "; ".join(pending))  # fmt: skip
+    else:
+        store.erasure_done(project, member, erased.audit_seq)
     log.info(
         "%s/%s: erased %d uploads, %d result rows, %d named users",
         project,
