@@ -68,6 +68,13 @@ def erase(
     except Exception as exc:  # a full disk, say: its intent is kept
         log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
         pending.append(f"its standing index is not deleted yet ({exc})")
+    lookups = realtime.remote.behind() if realtime.remote is not None else []
+    if lookups:  # (it searches nothing until it has read its shards again: no query is
+        # answered without it; what it holds in memory goes then)
+        pending.append(
+            f"{', '.join(lookups)} may still hold its standing index in memory (it missed the "
+            "erasure; no query is answered until it has read its shards again)"
+        )
     servers = also() if also is not None else set()
     if servers:
         pending.append(

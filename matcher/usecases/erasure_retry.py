@@ -3,14 +3,16 @@
 An erasure's transaction (its rows, its `erase` entry, its intent) either commits or not;
 what comes after can fail with the matcher still up: its upload files not unlinked or a
 database not checkpointed (a full disk), its standing index not deleted from `index.sqlite`
-(the same), S1 or S2 not reached to forget the member's shares (one down). Such an erasure
-keeps its intent, its Erase reply says what is pending, and `ErasureRetries` tries the rest
-again on a thread of its own after RETRY_WAITS (1, 2, 5, 10, 30 s, then every minute, as
-realtime/twoforget.py's), logged at WARNING the first time and every WARN_EVERY attempts,
-until it is done: then an `erase.complete` entry says what was left, and the intent goes.
-A matcher stopped meanwhile leaves the intent to its next start (`complete_cut_short`), and
-a member that erases again completes it too (its later erasure's `erasure_done`: the retry
-then finds no intent, and stops).
+(the same), S1 or S2 not reached to forget the member's shares (one down), a look-up server
+not told (it keeps the member's shards in memory until it reads its shards again; no query is
+answered until then: rpc/lookup_client.py). Such an erasure keeps its intent, its Erase reply
+says what is pending, and `ErasureRetries` tries the rest again on a thread of its own after
+RETRY_WAITS (1, 2, 5, 10, 30 s, then every minute, as realtime/twoforget.py's), logged at
+WARNING the first time and every WARN_EVERY attempts, until it is done: then an
+`erase.complete` entry says what was left, and the intent goes. A matcher stopped meanwhile
+leaves the intent to its next start (`complete_cut_short`), and a member that erases again
+completes it too (its later erasure's `erasure_done`: the retry then finds no intent, and
+stops).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ log = logging.getLogger("blindmatch.matcher")
 
 RETRIED = (
     "part of this erasure failed while the matcher was running (its upload files, its "
-    "standing index, or S1's or S2's Forget); the matcher tried again in the background "
-    "until it was done"
+    "standing index, a look-up server, or S1's or S2's Forget); the matcher tried again in "
+    "the background until it was done"
 )
 
 
@@ -144,6 +146,11 @@ class ErasureRetries:
             p.index_records += left
         index.db.checkpoint()
         failed = []
+        remote = self.realtime.remote
+        if remote is not None and remote.behind():
+            remote.catch_up()  # (one without a data dir is loaded, on a thread of its own)
+            if behind := remote.behind():
+                failed.append(f"{', '.join(behind)} has not read its shards again yet")
         for server in sorted(p.servers):
             if self.two_server is None:
                 failed.append(f"{server}: this matcher has no two-server setup")
