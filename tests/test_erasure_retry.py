@@ -1,17 +1,22 @@
 """An erasure that fails part-way while the matcher stays up is finished in the background.
 
+(A look-up server that missed it: tests/test_erasure_lookups.py.)
+
 S2 is really down (stopped) when the member erases: the Erase reply and `blindmatch erase`
 say that S2 has not forgotten the member's shares and that the matcher tries again; the
 erasure's intent is kept (`admin check` says S1 and S2 may hold the shares). S2 comes back
 on the same port with its data dir (still holding the shares), and the matcher, still up,
 asks it again (usecases/erasure_retry.py): S2 drops them, an `erase.complete` entry records
-it, the intent goes, and `admin check` passes, with no restart and no second Erase.
+it, the intent goes, and `admin check` passes, with no restart and no second Erase. Likewise
+an erasure whose standing index `index.sqlite` refused to delete (held locked by another
+writer, as a full disk would refuse it), once the lock is let go.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
 from tests.support import ADMIN_TOKEN, db_rows
+from tests.test_erasure_check import completed, index_of, started_with_north_indexed
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
 pytestmark = pytest.mark.server
@@ -85,4 +91,38 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
     assert len(completed) == 1
     assert completed[0]["twoserver"] == {"S2": "dropped 1"} and completed[0]["why"] == RETRIED
     assert completed[0]["attempts"] >= 1
+    assert check_data_dir(data_dir).problems == []
+
+
+def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
+    tmp_path: Path,
+) -> None:
+    """`index.sqlite` held locked by another writer (as a full disk, it refuses the index's
+    deletion): the erasure's rows go, the reply says its standing index is not deleted yet,
+    and once the lock is let go the running matcher deletes it by itself."""
+    data_dir = tmp_path / "data"
+    server, tokens = started_with_north_indexed(data_dir)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        holder = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+        try:
+            with MatcherClient(target, tokens["north"]) as north:
+                erased = north.erase("p")
+            assert erased.pending[0].startswith("its standing index is not deleted yet")
+            assert "database is locked" in erased.pending[0]
+            assert server.store.cut_short_erasures() != []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures():
+            assert time.monotonic() < deadline, "the erasure was not retried"
+            time.sleep(0.2)
+        assert index_of(server, tokens["north"]) == {}
+    finally:
+        server.stop(grace=None)
+    assert [(p, m, d["index_records"], d["why"]) for p, m, d in completed(data_dir)] == [
+        ("p", "north", 10, RETRIED)
+    ]
     assert check_data_dir(data_dir).problems == []
