@@ -232,8 +232,8 @@ def create_server(
             sweeper.on_expired.append(forget_shares)
         # Erasures a stopped matcher left part-way, and indexes of projects expired while
         # it was down, completed before the first request is served.
-        complete_cut_short(store, realtime, two_server)
         erasures = ErasureRetries(store, realtime, two_server)
+        complete_cut_short(store, realtime, two_server, erasures)
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background

@@ -110,13 +110,17 @@ def _mode(store: Store, project: str) -> str:
         return ""
 
 
-def _shares(store: Store, two_server: TwoServerSetup | None, cut: CutShort) -> dict[str, object]:
+def _shares(
+    store: Store, two_server: TwoServerSetup | None, cut: CutShort
+) -> tuple[dict[str, object], set[str]]:
     """In a two-server project, S1 and S2 asked (again) to forget the member's shares: each
-    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry)."""
+    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry),
+    and the servers that did not forget."""
     if _mode(store, cut.project) != TWO_SERVER:
-        return {}
+        return {}, set()
     forgot = tworuns.forget(store, two_server, cut.project, cut.member)
-    return {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
+    answers = {f.server: f.error or f"dropped {f.dropped}" for f in forgot}
+    return {"twoserver": answers}, {f.server for f in forgot if f.error}
 
 
 def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
@@ -138,7 +142,7 @@ def _complete_found_in_log(
         if erased.index_records is not None:
             realtime.erase_member(erased.project, erased.member)
         cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
-        more = _shares(store, two_server, cut)
+        more, _ = _shares(store, two_server, cut)  # (no intent to keep: recorded, as it is)
         detail = store.complete_erasure(cut, erased.index_records or 0, more, FOUND_IN_LOG)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
@@ -151,7 +155,10 @@ def _complete_found_in_log(
 
 
 def complete_cut_short(
-    store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
+    store: Store,
+    realtime: Realtime,
+    two_server: TwoServerSetup | None = None,
+    retries: ErasureRetries | None = None,
 ) -> list[dict[str, object]]:
     """At start-up, before anything is served: complete every erasure a stopped matcher
     left part-way (its standing index deleted unless a change was stored after it, its
@@ -160,7 +167,9 @@ def complete_cut_short(
     standing indexes of projects no longer live (expired), each with an `erase.complete`
     entry saying what was left; likewise the erasures a matcher from before erasure intents
     cut short, found from the audit log; then both databases checkpointed. The entries' details,
-    with `project` and `member`."""
+    with `project` and `member`. An erasure with an intent that S1 or S2 still has not
+    forgotten keeps its intent and is handed to `retries`, which asks them again while the
+    matcher runs (not in the details)."""
     done: list[dict[str, object]] = []
     logged = _found_in_log(store, realtime)
     for cut in store.cut_short_erasures():
@@ -168,7 +177,17 @@ def complete_cut_short(
         if left is not None:
             realtime.erase_member(cut.project, cut.member)
         realtime.index_store.db.checkpoint()  # (its own may not have run)
-        detail = store.complete_erasure(cut, left or 0, _shares(store, two_server, cut))
+        shares, failed = _shares(store, two_server, cut)
+        if failed and retries is not None:
+            retries.add(cut.seq, cut.project, cut.member, failed, index_records=left or 0)
+            log.warning(
+                "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
+                "part-way); its data here is deleted now, but %s did not forget the member's "
+                "shares: asked again in the background", cut.project, cut.member, cut.seq,
+                " and ".join(sorted(failed)),
+            )  # fmt: skip
+            continue
+        detail = store.complete_erasure(cut, left or 0, shares)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
             "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "

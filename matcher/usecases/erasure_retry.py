@@ -67,15 +67,23 @@ class ErasureRetries:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, seq: int, project: str, member: str, servers: set[str] | None = None) -> None:
+    def add(
+        self,
+        seq: int,
+        project: str,
+        member: str,
+        servers: set[str] | None = None,
+        index_records: int = 0,
+    ) -> None:
         """Finish the erasure logged as `seq` in the background: its files and index, and
         S1's and S2's Forget (`servers`: those still to be asked; None: both, if the project
-        is a two-server one)."""
+        is a two-server one). `index_records`: what was found left of its index already."""
         if servers is None:
             servers = set(SERVERS) if self._two_server(project) else set()
         with self._lock:
             due = time.monotonic() + self.waits[0]
-            self._pending[seq] = _Pending(seq, project, member, set(servers), due)
+            self._pending[seq] = _Pending(seq, project, member, set(servers), due,
+                                          index_records=index_records)  # fmt: skip
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="bm-erasure-retry")  # fmt: skip
