@@ -329,6 +329,9 @@ class Erasure:
     links: int
     users: int  # its named users
     audit_seq: int = 0  # its `erase` entry (and erasure intent: storage/retention_store.py)
+    # What of it failed and is being retried while the matcher runs (its intent kept:
+    # usecases/erasure_retry.py): one line each; empty when it is complete.
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGu
 from blindmatch.matcher.storage.shard_source import lookup_key
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.erasure import complete_cut_short
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
@@ -85,9 +86,12 @@ class RunningServer:
     query_streams: QueryStreams
     scrubber: Scrubber
     streams: StreamGuard
+    erasures: ErasureRetries | None = None  # erasures that failed part-way, retried
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.erasures is not None:  # (one left pending is completed at the next start)
+            self.erasures.close()
         self.streams.close()
         self.query_streams.close()
         self.scrubber.stop()
@@ -228,7 +232,8 @@ def create_server(
             sweeper.on_expired.append(forget_shares)
         # Erasures a stopped matcher left part-way, and indexes of projects expired while
         # it was down, completed before the first request is served.
-        complete_cut_short(store, realtime, two_server)
+        erasures = ErasureRetries(store, realtime, two_server)
+        complete_cut_short(store, realtime, two_server, erasures)
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background
@@ -260,6 +265,7 @@ def create_server(
             max_index_change_bytes=max_index_change_bytes,
             refusals=refusals,
             default_mode=default_mode,
+            erasures=erasures,
         )
         authenticator = Authenticator(
             admin_token,
@@ -274,6 +280,7 @@ def create_server(
         if port:
             server.start()
     if port == 0:
+        erasures.close()
         streams.close()
         scrubber.stop()
         query_streams.close()
@@ -288,7 +295,7 @@ def create_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("matcher listening on port %d, data in %s", port, store.files.root)
     return RunningServer(
-        server, port, store, runs, realtime, sweeper, query_streams, scrubber, streams
+        server, port, store, runs, realtime, sweeper, query_streams, scrubber, streams, erasures
     )
 
 

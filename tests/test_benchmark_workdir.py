@@ -1,5 +1,6 @@
 """A benchmark's temporary work dir goes when the benchmark ends (benchmarks/workdir.py):
-on exit, on failure, on Ctrl-C (a real SIGINT to a real benchmark process), unless `--keep`.
+on exit, on failure, on Ctrl-C and on SIGTERM (a real signal to a real benchmark process),
+unless `--keep`.
 The two-server benchmarks that once left theirs in /tmp (up to 4.4 GB each) use it, and no
 benchmark makes a temporary folder any other way that could outlive it."""
 
@@ -11,12 +12,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.workdir import work_dir
+from benchmarks.workdir import TERMINATED, work_dir
 from tests.support import ROOT
 
 # The benchmarks whose work dirs filled the disk, and the others that made one of their own.
@@ -78,7 +80,10 @@ def test_no_benchmark_makes_a_temporary_folder_that_can_outlive_it() -> None:
     assert {name: found for name, found in leaks.items() if found} == {}
 
 
-def test_a_benchmark_interrupted_by_ctrl_c_leaves_no_work_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_benchmark_interrupted_by_ctrl_c_or_sigterm_leaves_no_work_dir(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     # benchmarks/twoserver_project.py at a small size, under its own TMPDIR, interrupted
     # once its work dir holds something (the exports written, members encoding).
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -92,9 +97,34 @@ def test_a_benchmark_interrupted_by_ctrl_c_leaves_no_work_dir(tmp_path: Path) ->
                       for p in d.iterdir()):  # fmt: skip
             assert bench.poll() is None and time.monotonic() < deadline, "no work dir made"
             time.sleep(0.1)
-        bench.send_signal(signal.SIGINT)
-        assert bench.wait(120) != 0
+        bench.send_signal(signum)
+        code = bench.wait(120)
     finally:
         if bench.poll() is None:
             bench.kill()
+    assert code != 0
+    if signum == signal.SIGTERM:
+        assert code == TERMINATED  # it exited (SystemExit), not killed by the signal
     assert [p for p in tmp_path.iterdir() if re.match(r"bm-", p.name)] == []
+
+
+def test_sigterm_inside_a_work_dir_ends_the_block_and_the_old_handler_comes_back(
+    tmp_path: Path,
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit), work_dir("bm-", parent=tmp_path) as doomed:
+        (doomed / "data").write_bytes(b"x")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the handler raises before this ends)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+    inside: list[object] = []
+
+    def elsewhere() -> None:  # off the main thread no handler can be set: none is
+        with work_dir("bm-", parent=tmp_path):
+            inside.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert inside == [before] and list(tmp_path.iterdir()) == []

@@ -3,15 +3,23 @@
 The look-up servers keep running while the matcher stops after the erasure's transaction
 (the state a kill at `erase.logged` leaves: tests/test_erasure_crash.py), still holding the
 member's shards in memory; the restarted matcher completes the erasure and forwards it, so a
-partner's query no longer finds the member. Both kinds of look-up server: reading the data
-dir, and loaded by the matcher (no data dir).
+partner's query no longer finds the member. A look-up server stopped when the member erases
+misses it: the reply says so, the erasure's intent is kept, and the running matcher finishes
+it once the server is back (usecases/erasure_retry.py). Both kinds of look-up server: reading
+the data dir, and loaded by the matcher (no data dir).
 """
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
 
+from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.usecases.erasure_retry import RETRIED
+from tests.support import db_rows
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -43,3 +51,30 @@ def test_an_erasure_cut_short_reaches_the_look_up_servers_at_the_next_start(
     either.matcher = None
     matcher = either.start_matcher()
     assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
+
+
+def test_an_erasure_a_stopped_look_up_server_missed_is_finished_once_it_is_back(
+    either: Cluster, clks: list[np.ndarray]
+) -> None:
+    matcher = either.matcher
+    assert matcher is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    either.stop_lookup(0)
+    with matcher.member(tokens["north"]) as north:
+        erased = north.erase("trial")
+    (missed, retried) = erased.pending
+    assert missed.startswith(f"look-up server {either.addresses[0]} (shard 0 of 2) may still hold")
+    assert retried == "the matcher tries again in the background until it is done"
+    assert matcher.server.store.cut_short_erasures() != []  # its intent is kept meanwhile
+    either.start_lookup(0)
+    deadline = time.monotonic() + 60
+    while matcher.server.store.cut_short_erasures():  # finished by the running matcher
+        assert time.monotonic() < deadline, "the erasure was not finished"
+        time.sleep(0.2)
+    asked = clks[0][0:20]
+    assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
+    (detail,) = [json.loads(r[8]) for r in db_rows(either.data_dir, "audit")
+                 if r[3] == "erase.complete"]  # fmt: skip
+    assert detail["why"] == RETRIED and detail["attempts"] >= 1
+    assert check_data_dir(either.data_dir).problems == []

@@ -3,13 +3,15 @@ shares: `admin check` says they may still hold them, and the matcher's next star
 
 The state is the one a crash leaves (tests/test_erasure_crash.py kills a real process at the
 same point): the erasure's transaction committed, through the matcher's own store, and
-nothing after it ran; then the matcher stops.
+nothing after it ran; then the matcher stops. A start that cannot reach S2 completes the rest,
+keeps the erasure's intent, and asks S2 again while it runs, until S2 forgets the shares.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
-from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, db_rows
@@ -70,6 +72,66 @@ def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_st
                      if r[3] == "erase.complete"]  # fmt: skip
         assert len(completed) == 1
         assert completed[0]["twoserver"] == {"S1": "dropped 1", "S2": "dropped 1"}
+        assert check_data_dir(data_dir).problems == []
+    finally:
+        for role in roles.values():
+            role.stop(grace=None)
+
+
+def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_it_runs(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> None:
+    key = secrets.token_urlsafe(16)
+
+    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
+        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+
+    s2 = start_s2()
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+
+    def held(role: str) -> list[str]:
+        service = roles[role].service
+        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    data_dir = tmp_path / "matcher-data"
+    server = serve()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        server.store.erase_member("shares", "west")  # the erasure's transaction, and no more
+    finally:
+        server.stop(grace=None)
+    try:
+        s2.stop(grace=None)  # down when the matcher starts
+        server = serve()
+        try:
+            assert held("s1") == ["north"]  # S1 forgot at the start
+            assert server.store.cut_short_erasures() != []  # S2 has not: the intent stays
+            (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
+            assert "S1 and S2 may still hold its shares" in finding
+            roles["s2"] = start_s2(s2_address)
+            assert held("s2") == ["north", "west"]  # back, still holding west's shares
+            deadline = time.monotonic() + 60
+            while server.store.cut_short_erasures():  # asked again by the running matcher
+                assert time.monotonic() < deadline, "S2 was not asked again"
+                time.sleep(0.2)
+            assert held("s2") == ["north"]
+        finally:
+            server.stop(grace=None)
+        completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit")
+                     if r[3] == "erase.complete"]  # fmt: skip
+        assert len(completed) == 1 and completed[0]["twoserver"] == {"S2": "dropped 1"}
         assert check_data_dir(data_dir).problems == []
     finally:
         for role in roles.values():

@@ -54,26 +54,34 @@ def cmd_erase(args: argparse.Namespace) -> int:
         f"row(s) involving your records and {erased.users} named user(s) (their tokens no "
         "longer work). The audit log keeps the fact, not the data."
     )
-    return _two_server(erased.two_server)
+    failed = _two_server(erased.two_server, retried=bool(erased.pending))
+    if erased.pending:
+        print(
+            "warning: the erasure is not complete yet: " + "; ".join(erased.pending) + ". "
+            "Your uploads and results are gone already; there is nothing to run again.",
+            file=sys.stderr,
+        )
+    return 4 if failed or erased.pending else 0
 
 
-def _two_server(forgot: tuple[tuple[str, int, str], ...]) -> int:
+def _two_server(forgot: tuple[tuple[str, int, str], ...], retried: bool) -> bool:
     """A two-server project: what S1 and S2 dropped of your shares. One that could not
-    (unreachable, or a refusal) keeps them (across a restart too, where it keeps its uploads
-    on disk, `two-server role --data-dir`): a warning and exit 4, as for
-    a matcher that cannot be reached (erase again once it is back)."""
+    (unreachable, or a refusal) keeps them until it is asked again (the matcher asks it
+    in the background, `retried`; an older matcher did not: erase again once it is back);
+    a warning, and exit 4. Whether one could not."""
     done = [f"{server} dropped {n} upload(s)" for server, n, error in forgot if not error]
     if done:
         print(f"Your shares at the two-server servers: {', '.join(done)}.")
     failed = [(server, error) for server, _, error in forgot if error]
     for server, error in failed:
+        then = ("the matcher asks it again in the background until it does" if retried
+                else "run `blindmatch erase` again once it is back")  # fmt: skip
         print(
             f"warning: {server} did not drop your shares: {error}. They remain there (across "
-            f"a restart too, where {server} keeps its uploads on disk); run `blindmatch erase` "
-            "again once it is back.",
+            f"a restart too, where {server} keeps its uploads on disk); {then}.",
             file=sys.stderr,
         )
-    return 4 if failed else 0
+    return bool(failed)
 
 
 def register(sub: Subcommands) -> None:
@@ -110,9 +118,10 @@ def register(sub: Subcommands) -> None:
         "project, now, with its standing index and its named users (their tokens stop "
         "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
         "log keeps the fact, not the data, and its earlier entries as they are. In a "
-        "two-server project S1 and S2 drop your shares too; where one cannot be reached, "
-        "the rest is erased, a warning names it and the exit status is 4: erase again once "
-        "it is back.",
+        "two-server project S1 and S2 drop your shares too. Where part of it fails (S1 or S2 "
+        "cannot be reached, the matcher's disk is full) the rest is erased, a warning names "
+        "what is pending and the exit status is 4: the matcher tries it again in the "
+        "background until it is done.",
         example="blindmatch erase --project burglary --token-file north.token --yes",
         handler=cmd_erase,
         parents=parents,

@@ -261,6 +261,7 @@ def erased(reply: pb.EraseReply) -> Erased:
         reply.links_deleted,
         reply.users_deleted,
         tuple((f.server, f.dropped, f.error) for f in reply.two_server),
+        tuple(reply.pending),
     )
 
 

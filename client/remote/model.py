@@ -115,6 +115,9 @@ class Erased:
     users: int  # named users deleted (0 from a matcher before this count)
     # A two-server project: (server, uploads it dropped, why it could not: "" when it did)
     two_server: tuple[tuple[str, int, str], ...] = ()
+    # What of the erasure is still pending (the matcher retries it in the background):
+    # one line each; empty when complete (or from a matcher before this was said)
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

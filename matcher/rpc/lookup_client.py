@@ -233,6 +233,18 @@ class LookupServers:
         if i in self._behind:
             raise errors.Unavailable(f"{self._name(i)} {self._behind[i]}")
 
+    def behind(self) -> list[str]:
+        """The servers that missed a change stored so far, named (not one being loaded: the
+        changes made meanwhile are queued for it, and the load is read from memory)."""
+        with self._lock:
+            return [self._name(i) for i in sorted(self._behind) if i not in self._loading]
+
+    def catch_up(self) -> None:
+        """Have each server that is behind read its shards again, or be loaded, now (an
+        erasure retried in the background: usecases/erasure_retry.py)."""
+        if self._behind:
+            self._catch_up()
+
     def _catch_up(self) -> None:
         """Ask each server that is behind to read its shards again (which hold every
         change stored so far); one that cannot be asked stays behind."""

@@ -53,6 +53,7 @@ from blindmatch.matcher.usecases import (
     users,
 )
 from blindmatch.matcher.usecases.erasure import erase
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.uploads import receive_upload
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -83,6 +84,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         refusals: Refusals | None = None,
         consultations: NestedRateLimit | None = None,
         default_mode: str = CLK_MODE,
+        erasures: ErasureRetries | None = None,
     ) -> None:
         # Each DescribeProject and member ExportAudit appends an fsynced audit entry.
         self.consultations = consultations or NestedRateLimit(
@@ -100,6 +102,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         self.max_upload_bytes = max_upload_bytes
         self.held_changes = HeldChanges(max_index_change_bytes)
         self.default_mode = default_mode  # a project's mode where CreateProject gives none
+        self.erasures = erasures  # erasures that failed part-way, finished in the background
 
     @property
     def two_server(self) -> tworuns.TwoServerSetup | None:
@@ -384,12 +387,13 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         )
         two_server = self.store.project(request.project).mode == TWO_SERVER
         # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
-        # the reply names it (its shares remain until Erase is called again, or a server
-        # without a data dir restarts). A matcher stopped before asking them asks at start.
+        # the reply names it, and the matcher asks it again in the background until it
+        # answers (`self.erasures`; a matcher stopped before that asks at its next start).
         forgot: list[tworuns.Forgot] = []
 
-        def forget_shares() -> None:
+        def forget_shares() -> set[str]:
             forgot.extend(tworuns.forget(self.store, self.two_server, request.project, member))
+            return {f.server for f in forgot if f.error}
 
         erased = erase(
             self.store,
@@ -398,8 +402,10 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             member,
             lambda: self.streams.end_member(request.project, member, why),
             forget_shares if two_server else None,
+            self.erasures,
         )
         return pb.EraseReply(
+            pending=list(erased.pending),
             uploads_deleted=erased.uploads,
             links_deleted=erased.links,
             users_deleted=erased.users,

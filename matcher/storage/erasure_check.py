@@ -8,9 +8,12 @@ a kill -9) leaves an intent, and perhaps the member's data: its index's records 
 change was stored after the erasure: its index since) and its upload files. The next start
 completes it before serving; until then this check reports the data left as a problem, and
 an intent with nothing left as a repair (start-up checkpoints the databases and records it
-complete). In a two-server project an intent is forgotten once S1 and S2 have been asked to
-forget the member's shares, so one still there says they may hold them: a problem too.
-Likewise an expired project whose standing indexes are still in `index.sqlite`.
+complete). In a two-server project an intent is forgotten once S1 and S2 have forgotten the
+member's shares, so one still there says they may hold them: a problem too (the running
+matcher may be asking them again: usecases/erasure_retry.py).
+Likewise an expired project whose standing indexes are still in `index.sqlite`, and an
+erasure cut short by a matcher from before erasure intents, which left none: found from the
+audit log instead (storage/erasure_log.py), a problem too.
 
 Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
 short for a moment, so what looks left is reported only if it is still there when read again
@@ -23,11 +26,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.domain import TWO_SERVER
-from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.erasure_log import LoggedErasure, found_in_log, unreferenced_files
 from blindmatch.matcher.storage.index_store import left_before
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
@@ -104,20 +108,46 @@ def _left(files: DataDir, intents: list[_Intent], expired: list[str]
     return left, records
 
 
+def _read_log(files: DataDir) -> list[LoggedErasure]:
+    """The erasures without an intent that left data, found from the audit log."""
+    db = connect_read_only(files.db)
+    index = connect_read_only(files.index_db) if files.index_db.is_file() else None
+    try:
+        db.execute("BEGIN")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"audit", "uploads"} <= tables:
+            return []
+        if index is not None:
+            index.execute("BEGIN")
+            tables = {r[0] for r in index.execute("SELECT name FROM sqlite_master")}
+            if not {"index_changes", "index_records"} <= tables:
+                index.close()
+                index = None
+        listed = files.clks.iterdir() if files.clks.is_dir() else iter(())
+        in_clks = [u for u in (upload_id_of(f) for f in listed) if u is not None]
+        return found_in_log(db, index, unreferenced_files(db, in_clks))
+    finally:
+        db.close()
+        if index is not None:
+            index.close()
+
+
 @dataclass(frozen=True)
 class Erasures:
-    """The erasure intents, what each left, and the expired projects' index records, as
-    read at one moment."""
+    """The erasure intents, what each left, the expired projects' index records, and the
+    erasures without an intent that left data (from the audit log), as read at one moment."""
 
     intents: list[_Intent]
     left: dict[int, tuple[int, list[str]]]  # intent seq -> (index records, upload files)
     records: dict[str, int]  # expired project -> its indexes' records still kept
+    logged: list[LoggedErasure] = field(default_factory=list)
 
     def suspects(self) -> set[object]:
         """What looks left: intents' seqs (a two-server one always: S1's and S2's shares
-        cannot be seen from here) and expired projects' names."""
+        cannot be seen from here), expired projects' names, and ("log", seq) of each
+        erasure found from the log."""
         two = {i.seq for i in self.intents if i.two_server}
-        return {*self.left, *two, *self.records}
+        return {*self.left, *two, *self.records, *(("log", e.seq) for e in self.logged)}
 
 
 def read_erasures(files: DataDir) -> Erasures | None:
@@ -125,9 +155,10 @@ def read_erasures(files: DataDir) -> Erasures | None:
     try:
         intents, expired = _read_db(files.db)
         left, records = _left(files, intents, expired)
+        logged = _read_log(files)
     except sqlite3.DatabaseError:
         return None  # (the databases' own checks report it)
-    return Erasures(intents, left, records)
+    return Erasures(intents, left, records, logged)
 
 
 def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[list[str], list[str]]:
@@ -173,6 +204,20 @@ def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[lis
                 "was not recorded complete (the matcher stopped part-way); start-up "
                 "checkpoints the databases and records it (`erase.complete`)"
             )
+    for erased in now.logged:
+        if ("log", erased.seq) not in both:
+            continue
+        what = ([f"{erased.index_records} records of its standing index in index.sqlite"]
+                if erased.index_records is not None else [])  # fmt: skip
+        what += [f"{len(erased.upload_files)} of its upload files in clks/"] * bool(
+            erased.upload_files
+        )
+        problems.append(
+            f"{erased.project}/{erased.member} erased its data (audit entry {erased.seq}), but "
+            f"{' and '.join(what)} are still in the data dir: the erasure was cut short by a "
+            "matcher from before erasure intents (no intent was recorded; found from the audit "
+            f"log); {_FIX}"
+        )
     for project, n in sorted(now.records.items()):
         if project in both:
             problems.append(

@@ -10,6 +10,7 @@ included (s.62 logs must say who consulted or disclosed).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS erasure_intents (
     uploads TEXT NOT NULL          -- JSON: the upload ids whose CLK files it deletes
 );
 """
+log = logging.getLogger("blindmatch.matcher")
+
 COMPLETED = "erase.complete"
 CUT_SHORT = (
     "the matcher stopped after this erasure was logged, before all of the member's data was "
@@ -54,6 +57,8 @@ class RetentionStore(ProjectStore, UploadStore):
     # Upload files of erasures cut short still in clks/ when the store opened (before the
     # garbage collection deleted them): what `complete_erasure` reports as left.
     files_left_at_start: frozenset[str] = frozenset()
+    # Every upload file in clks/ no row referred to then (storage/erasure_log.py).
+    unreferenced_at_start: frozenset[str] = frozenset()
 
     def erase_member(
         self, project: str, member: str, then: Callable[[], object] | None = None
@@ -126,10 +131,17 @@ class RetentionStore(ProjectStore, UploadStore):
                 (entry.seq, project, member, json.dumps(uploads)),
             )
         crash_point("erase.logged")
-        self._unlink_uploads(uploads)
-        self._collect_garbage()
-        self.db.checkpoint()
-        return Erasure(len(uploads), links, users, audit_seq=entry.seq)
+        pending: tuple[str, ...] = ()
+        try:
+            self._unlink_uploads(uploads)
+            self._collect_garbage()
+            self.db.checkpoint()
+        except Exception as exc:  # a full disk, say: logged, its intent kept, retried
+            log.exception("%s/%s: the erasure's upload files could not be deleted", project, member)
+            pending = (
+                f"its upload files and the database's old pages are not deleted yet ({exc})",
+            )
+        return Erasure(len(uploads), links, users, audit_seq=entry.seq, pending=pending)
 
     def erasure_done(self, project: str, member: str, seq: int) -> None:
         """The member's erasure logged as entry `seq` deleted everything: forget its intent
@@ -141,6 +153,17 @@ class RetentionStore(ProjectStore, UploadStore):
                 (project, member, seq),
             )
 
+    def intent(self, seq: int) -> CutShort | None:
+        """The erasure intent of the `erase` entry `seq`; None once it is complete."""
+        rows = self.db.query(
+            "SELECT seq, project, member, uploads FROM erasure_intents WHERE seq=?", (seq,)
+        )
+        return (
+            CutShort(rows[0][0], rows[0][1], rows[0][2], tuple(json.loads(rows[0][3])))
+            if rows
+            else None
+        )
+
     def cut_short_erasures(self) -> list[CutShort]:
         """Erasures logged but not known complete (the matcher stopped part-way)."""
         return [
@@ -151,21 +174,26 @@ class RetentionStore(ProjectStore, UploadStore):
         ]
 
     def complete_erasure(
-        self, cut: CutShort, index_records: int, more: dict[str, object] | None = None
+        self,
+        cut: CutShort,
+        index_records: int,
+        more: dict[str, object] | None = None,
+        why: str = CUT_SHORT,
     ) -> dict[str, object]:
         """Finish an erasure cut short, once the caller has deleted its standing index
         (`index_records` records were left there): its upload files unlinked, the log
-        checkpointed, and an `erase.complete` entry saying what was left (and `more`), in
-        the transaction that forgets its intent. The entry's detail."""
-        files = [u for u in cut.uploads if u in self.files_left_at_start
-                 or self.files.clk_file(u).exists()]  # fmt: skip
+        checkpointed, and an `erase.complete` entry saying what was left (and `more`, and
+        `why`), in the transaction that forgets its intent (if it has one: one found from
+        the audit log has none). The entry's detail."""
+        at_start = self.files_left_at_start | self.unreferenced_at_start
+        files = [u for u in cut.uploads if u in at_start or self.files.clk_file(u).exists()]
         self._unlink_uploads(list(cut.uploads))
         detail: dict[str, object] = {
             "erased": cut.seq,
             "index_records": index_records,
             "upload_files": len(files),
             **(more or {}),
-            "why": CUT_SHORT,
+            "why": why,
         }
         with self.db.tx() as tx:
             self.audit.append_in(

@@ -32,7 +32,8 @@ from blindmatch.matcher.storage import (
     user_store,
 )
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
-from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.erasure_log import unreferenced_files
 from blindmatch.matcher.storage.outcome_store import OutcomeStore
 from blindmatch.matcher.storage.request_store import RequestStore
 from blindmatch.matcher.storage.retention_store import RetentionStore
@@ -92,6 +93,11 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
             for u in c.uploads
             if self.files.clk_file(u).exists()
         )
+        with self.db.reading() as conn:  # (an erasure found from the log names its own)
+            in_clks = (upload_id_of(f) for f in self.files.clks.iterdir())
+            self.unreferenced_at_start = frozenset(
+                unreferenced_files(conn, (u for u in in_clks if u is not None))
+            )
         self._collect_garbage()
 
     def close(self) -> None:

@@ -12,23 +12,29 @@ logs checkpointed, and only then its intent forgotten. A matcher stopped anywher
 (a crash, a kill -9) completes the erasure at its next start, before it serves anything
 (`complete_cut_short`), and records what was left in an `erase.complete` entry; until then
 `blindmatch admin check` reports the leftover data (storage/erasure_check.py). In a
-two-server project S1's and S2's Forget is part of it: the intent is forgotten once they have
-been asked (a server that could not be reached is named to the member, who erases again,
-as before), and a restart asks them again.
+two-server project S1's and S2's Forget is part of it: the intent is forgotten once both have
+answered, and a restart asks them again. What fails after the transaction while the matcher
+stays up (a full disk, S1 or S2 down) keeps the intent, is named in the reply (`pending`),
+and is tried again in the background until done (usecases/erasure_retry.py). A matcher from
+before erasure intents left none: the erasures it cut short are found from the audit log
+(storage/erasure_log.py) and completed at start the same way.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER, Erasure
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
-from blindmatch.matcher.storage.retention_store import COMPLETED
+from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, found_in_log
+from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
@@ -45,17 +51,51 @@ def erase(
     project: str,
     member: str,
     then: Callable[[], object] | None = None,
-    also: Callable[[], object] | None = None,
+    also: Callable[[], set[str]] | None = None,
+    retries: ErasureRetries | None = None,
 ) -> Erasure:
     """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
     it goes ahead (the matcher ends the member's open streams there: none commits after);
     `also` once the matcher's own copies are deleted, before the erasure is recorded
-    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`)."""
+    complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`), returning
+    the servers that did not forget. What fails after the transaction (a full disk, S1 or
+    S2 down) keeps the erasure's intent and is named in `pending`, and `retries` finishes
+    it in the background (usecases/erasure_retry.py); without `retries`, the next start."""
     erased = store.erase_member(project, member, then)
-    realtime.erase_member(project, member)
-    if also is not None:
-        also()
-    store.erasure_done(project, member, erased.audit_seq)
+    pending = list(erased.pending)
+    try:
+        realtime.erase_member(project, member)
+    except Exception as exc:  # a full disk, say: its intent is kept
+        log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
+        pending.append(f"its standing index is not deleted yet ({exc})")
+    lookups = realtime.remote.behind() if realtime.remote is not None else []
+    if lookups:  # (it searches nothing until it has read its shards again: no query is
+        # answered without it; what it holds in memory goes then)
+        pending.append(
+            f"{', '.join(lookups)} may still hold its standing index in memory (it missed the "
+            "erasure; no query is answered until it has read its shards again)"
+        )
+    try:
+        servers = also() if also is not None else set()
+    except Exception:  # (its audit entry refused: a full disk) asked again, both
+        log.exception("%s/%s: S1's and S2's Forget failed", project, member)
+        servers = {"S1", "S2"}
+    if servers:
+        pending.append(
+            f"{' and '.join(sorted(servers))} {'has' if len(servers) == 1 else 'have'} not "
+            "forgotten its shares yet"
+        )
+    if pending:
+        if retries is not None:
+            retries.add(erased.audit_seq, project, member, servers)
+            pending.append("the matcher tries again in the background until it is done")
+        else:
+            pending.append("the matcher completes it at its next start")
+        erased = replace(erased, pending=tuple(pending))
+        log.warning("%s/%s: the erasure logged as audit entry %d is not complete: %s",
+                    project, member, erased.audit_seq, "; ".join(pending))  # fmt: skip
+    else:
+        store.erasure_done(project, member, erased.audit_seq)
     log.info(
         "%s/%s: erased %d uploads, %d result rows, %d named users",
         project,
@@ -74,26 +114,83 @@ def _mode(store: Store, project: str) -> str:
         return ""
 
 
+def _shares(
+    store: Store, two_server: TwoServerSetup | None, cut: CutShort
+) -> tuple[dict[str, object], set[str]]:
+    """In a two-server project, S1 and S2 asked (again) to forget the member's shares: each
+    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry),
+    and the servers that did not forget."""
+    if _mode(store, cut.project) != TWO_SERVER:
+        return {}, set()
+    forgot = tworuns.forget(store, two_server, cut.project, cut.member)
+    answers = {f.server: f.error or f"dropped {f.dropped}" for f in forgot}
+    return {"twoserver": answers}, {f.server for f in forgot if f.error}
+
+
+def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
+    """The erasures a matcher from before erasure intents cut short, found from the audit
+    log (storage/erasure_log.py; read while the intents are there: theirs are not these)."""
+    with store.db.reading() as db, realtime.index_store.db.reading() as index:
+        return found_in_log(db, index, set(store.unreferenced_at_start))
+
+
+def _complete_found_in_log(
+    store: Store,
+    realtime: Realtime,
+    two_server: TwoServerSetup | None,
+    found: list[LoggedErasure],
+) -> list[dict[str, object]]:
+    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so."""
+    done: list[dict[str, object]] = []
+    for erased in found:
+        if erased.index_records is not None:
+            realtime.erase_member(erased.project, erased.member)
+        cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
+        more, _ = _shares(store, two_server, cut)  # (no intent to keep: recorded, as it is)
+        detail = store.complete_erasure(cut, erased.index_records or 0, more, FOUND_IN_LOG)
+        done.append({"project": cut.project, "member": cut.member, **detail})
+        log.warning(
+            "%s/%s: the erasure logged as audit entry %d was cut short by a matcher from before "
+            "erasure intents (found from the audit log); completed now: %d standing-index "
+            "records and %d upload file(s) deleted",
+            cut.project, cut.member, cut.seq, erased.index_records or 0, len(erased.upload_files),
+        )  # fmt: skip
+    return done
+
+
 def complete_cut_short(
-    store: Store, realtime: Realtime, two_server: TwoServerSetup | None = None
+    store: Store,
+    realtime: Realtime,
+    two_server: TwoServerSetup | None = None,
+    retries: ErasureRetries | None = None,
 ) -> list[dict[str, object]]:
     """At start-up, before anything is served: complete every erasure a stopped matcher
     left part-way (its standing index deleted unless a change was stored after it, its
     upload files unlinked, both databases checkpointed; in a two-server project S1 and S2
     asked again to forget the member's shares, through `two_server`), and delete the
     standing indexes of projects no longer live (expired), each with an `erase.complete`
-    entry saying what was left; then both databases checkpointed. The entries' details,
-    with `project` and `member`."""
+    entry saying what was left; likewise the erasures a matcher from before erasure intents
+    cut short, found from the audit log; then both databases checkpointed. The entries' details,
+    with `project` and `member`. An erasure with an intent that S1 or S2 still has not
+    forgotten keeps its intent and is handed to `retries`, which asks them again while the
+    matcher runs (not in the details)."""
     done: list[dict[str, object]] = []
+    logged = _found_in_log(store, realtime)
     for cut in store.cut_short_erasures():
         left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
         if left is not None:
             realtime.erase_member(cut.project, cut.member)
         realtime.index_store.db.checkpoint()  # (its own may not have run)
-        shares: dict[str, object] = {}
-        if _mode(store, cut.project) == TWO_SERVER:  # (its own `twoserver.forget` entry)
-            forgot = tworuns.forget(store, two_server, cut.project, cut.member)
-            shares = {"twoserver": {f.server: f.error or f"dropped {f.dropped}" for f in forgot}}
+        shares, failed = _shares(store, two_server, cut)
+        if failed and retries is not None:
+            retries.add(cut.seq, cut.project, cut.member, failed, index_records=left or 0)
+            log.warning(
+                "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
+                "part-way); its data here is deleted now, but %s did not forget the member's "
+                "shares: asked again in the background", cut.project, cut.member, cut.seq,
+                " and ".join(sorted(failed)),
+            )  # fmt: skip
+            continue
         detail = store.complete_erasure(cut, left or 0, shares)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
@@ -101,6 +198,7 @@ def complete_cut_short(
             "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
             cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
         )  # fmt: skip
+    done += _complete_found_in_log(store, realtime, two_server, logged)
     for name in realtime.index_store.projects():
         if store.is_live(name):
             continue

@@ -1,0 +1,128 @@
+"""An erasure that fails part-way while the matcher stays up is finished in the background.
+
+(A look-up server that missed it: tests/test_erasure_lookups.py.)
+
+S2 is really down (stopped) when the member erases: the Erase reply and `blindmatch erase`
+say that S2 has not forgotten the member's shares and that the matcher tries again; the
+erasure's intent is kept (`admin check` says S1 and S2 may hold the shares). S2 comes back
+on the same port with its data dir (still holding the shares), and the matcher, still up,
+asks it again (usecases/erasure_retry.py): S2 drops them, an `erase.complete` entry records
+it, the intent goes, and `admin check` passes, with no restart and no second Erase. Likewise
+an erasure whose standing index `index.sqlite` refused to delete (held locked by another
+writer, as a full disk would refuse it), once the lock is let go.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli.app import main
+from blindmatch.client import MatcherClient
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.usecases.erasure_retry import RETRIED
+from tests.support import ADMIN_TOKEN, db_rows
+from tests.test_erasure_check import completed, index_of, started_with_north_indexed
+from tests.test_twoserver_project import MEMBER_KEY, encoded
+
+pytestmark = pytest.mark.server
+__all__ = ["encoded"]  # (the members' encoded folders, a fixture shared with that module)
+
+
+def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
+    tmp_path: Path, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = secrets.token_urlsafe(16)
+
+    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
+        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+
+    s2 = start_s2()
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
+    data_dir = tmp_path / "matcher-data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        s2.stop(grace=None)  # down: the erasure cannot reach it
+        capsys.readouterr()
+        assert main(["erase", "--project", "shares", "--server", target,
+                     "--token", tokens["west"], "--yes"]) == 4  # fmt: skip
+        said = capsys.readouterr()
+        assert "Erased from shares: 1 upload(s)" in said.out
+        assert "warning: S2 did not drop your shares" in said.err
+        assert "the matcher asks it again in the background until it does" in said.err
+        assert "the erasure is not complete yet: S2 has not forgotten its shares yet" in said.err
+        assert "the matcher tries again in the background" in said.err
+        assert server.store.cut_short_erasures() != []  # its intent is kept
+        (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
+        assert "S1 and S2 may still hold its shares" in finding
+
+        s2 = start_s2(s2_address)  # back, with its data dir: it still holds west's shares
+        assert sorted(m.split("/")[1] for m in s2.service.held if m.startswith("shares/")) == [
+            "north", "west"]  # fmt: skip
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures():  # the matcher asks it again by itself
+            assert time.monotonic() < deadline, "the erasure was not retried"
+            time.sleep(0.2)
+        assert sorted(m.split("/")[1] for m in s2.service.held if m.startswith("shares/")) == [
+            "north"]  # fmt: skip
+        assert server.erasures is not None and server.erasures.pending == []
+    finally:
+        server.stop(grace=None)
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit") if r[3] == "erase.complete"]
+    assert len(completed) == 1
+    assert completed[0]["twoserver"] == {"S2": "dropped 1"} and completed[0]["why"] == RETRIED
+    assert completed[0]["attempts"] >= 1
+    assert check_data_dir(data_dir).problems == []
+
+
+def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
+    tmp_path: Path,
+) -> None:
+    """`index.sqlite` held locked by another writer (as a full disk, it refuses the index's
+    deletion): the erasure's rows go, the reply says its standing index is not deleted yet,
+    and once the lock is let go the running matcher deletes it by itself."""
+    data_dir = tmp_path / "data"
+    server, tokens = started_with_north_indexed(data_dir)
+    target = f"127.0.0.1:{server.port}"
+    try:
+        holder = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+        try:
+            with MatcherClient(target, tokens["north"]) as north:
+                erased = north.erase("p")
+            assert erased.pending[0].startswith("its standing index is not deleted yet")
+            assert "database is locked" in erased.pending[0]
+            assert server.store.cut_short_erasures() != []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures():
+            assert time.monotonic() < deadline, "the erasure was not retried"
+            time.sleep(0.2)
+        assert index_of(server, tokens["north"]) == {}
+    finally:
+        server.stop(grace=None)
+    assert [(p, m, d["index_records"], d["why"]) for p, m, d in completed(data_dir)] == [
+        ("p", "north", 10, RETRIED)
+    ]
+    assert check_data_dir(data_dir).problems == []
