@@ -44,6 +44,9 @@ from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 THRESHOLD = 0.8
 BLINDMATCH = str(Path(sys.executable).with_name("blindmatch"))
+# The roles run this tree's code (a copy of the tree, say, to measure code before a change),
+# not what the venv's `blindmatch` was installed from.
+ROLE_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
 def free_port() -> int:
@@ -125,7 +128,7 @@ def main() -> int:
                     [BLINDMATCH, "two-server", "role", "--role", role, "--listen",
                      f"127.0.0.1:{ports[role]}", "--key-file", str(files[role]),
                      "--member-key-file", str(member_key_file), *peers[role]],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ROLE_ENV,
                 ))  # fmt: skip
                 wait_listening(ports[role], procs[-1])
             w0 = time.perf_counter()
