@@ -217,6 +217,7 @@ class Party:
         self._nonce = nonce or secrets.token_bytes(SEED_BYTES)  # fixed only by tests
         self._agreed = False
         self._check: tuple[bytes, bytes, int] | None = None  # mine, digest, opened wrong
+        self._message: bytes | None = None  # `check`'s, built once (sent, then verified)
         self._checked = False
         self._w = np.zeros((c.n_wires, words), dtype=np.uint64)
         if role == 0:
@@ -262,8 +263,10 @@ class Party:
         rho and sigma of every gate's row against its spare, the opened rows' shares."""
         if not self._agreed:
             raise RuntimeError("link bits: check before the servers agree on the rows")
-        used = (self._a, self._b, self._c)
-        return triplecheck.message(used, self._spare, self._opened)
+        if self._message is None:
+            used = (self._a, self._b, self._c)
+            self._message = triplecheck.message(used, self._spare, self._opened)
+        return self._message
 
     def verify(self, theirs: bytes) -> bytes:
         """The digest of this server's share of the sacrifice's t, from the other's `check`
