@@ -92,25 +92,55 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
 
 UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CONNECT_SECONDS = 5.0  # how long a batch waits for a connection to S1 before it fails
-_READY = grpc.ChannelConnectivity.READY.value[0]
 
 
 def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS) -> None:
     """Return once `channel` to party `who` is connected (asking it to connect); else (none
     made in `seconds`) raise `Unavailable` naming it, with `evaluated` False: nothing was
-    sent to the party. The channel's state is read as gRPC's own `channel_ready_future` reads
-    it, without that future's polling thread (which fails when the channel is closed just
-    after); a channel of another kind (no state to read) counts as connected."""
-    state = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    sent to the party.
+
+    Read with gRPC's public `Channel.subscribe`, in two looks: first the state as it is
+    (`try_to_connect` False), which on a connected channel is READY at once; only a channel
+    not connected is then asked to connect (a second subscription, `try_to_connect` True),
+    and this returns once it is READY. A connected channel is never asked to connect: gRPC's
+    connectivity poll, which outlives a subscription by up to its 0.2 s poll period, would
+    then ask a channel closed just after this returned (as `channel_ready_future`, asking
+    every time, did), and fail on its thread."""
+    states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
     deadline = time.monotonic() + seconds
-    while state is not None and state(True) != _READY:
-        if time.monotonic() >= deadline:
-            error = errors.Unavailable(
-                f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
-            )
-            error.evaluated = False
-            raise error
-        time.sleep(0.02)
+    channel.subscribe(states.put, try_to_connect=False)
+    try:
+        if _ready(states, deadline, first=True):
+            return
+    finally:
+        channel.unsubscribe(states.put)
+    channel.subscribe(states.put, try_to_connect=True)
+    try:
+        if _ready(states, deadline, first=False):
+            return
+    finally:
+        channel.unsubscribe(states.put)
+    error = errors.Unavailable(
+        f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
+    )
+    error.evaluated = False
+    raise error
+
+
+def _ready(
+    states: queue.SimpleQueue[grpc.ChannelConnectivity], deadline: float, first: bool
+) -> bool:
+    """Whether a state delivered before `deadline` is READY (`first`: the first only)."""
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            state = states.get(timeout=left)
+        except queue.Empty:
+            return False
+        if state is grpc.ChannelConnectivity.READY:
+            return True
+        if first:
+            return False
+    return False
 
 
 def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
