@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -16,12 +17,13 @@ import pytest
 
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, triplecheck
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import linkbit, triplecheck, tworun, twoserver
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import auth
+from tests.support import auth, in_process_servers
 
 pytestmark = pytest.mark.server
 
@@ -148,3 +150,36 @@ def test_the_check_costs_a_deal_twice_as_long_and_one_message_each_way_more() ->
     checks = [len(m[3]) for m in t.messages if m[2] == "check"]
     assert checks == [8 * words * (2 * g + 3 * triplecheck.OPENED)] * 2
     assert [len(m[3]) for m in t.messages if m[2] == "digest"] == [32, 32]
+
+
+class BentDealer(twoserver.Combiner):
+    """The attacker in process: every batch's deal with one c2 row flipped (a test-only
+    stand-in; core/triplecheck.py is what is tested)."""
+
+    def deal_count(
+        self, pairs: int, n_bits: int, clk: int = 0, n_bits2: int = 0
+    ) -> tuple[linkbit.Circuit, linkbit.Deal]:
+        circuit, dealt = super().deal_count(pairs, n_bits, clk, n_bits2)
+        return circuit, replace(dealt, to_s2=flip_c2_row(dealt.to_s2, pairs, row=3))
+
+
+def test_a_deal_refused_in_process_is_the_projects_permission_denied_naming_the_dealer() -> None:
+    """S1 and S2 in this process (core/twoinprocess.py, what tests, benchmarks and
+    `privacy-check --mode two-server` drive) refuse a bent deal as the roles over gRPC do:
+    `errors.PermissionDenied` (PERMISSION_DENIED at the gRPC edge, a refusal to a client),
+    naming the batch's members and the dealer, never the bare `triplecheck.DealRefused`."""
+    clks = np.random.default_rng(18).integers(0, 256, (RECORDS, 128), dtype=np.uint8)
+    up = client.shared_upload(clks, b"s", client.BandPlan(4, 4))
+    s1, s2 = in_process_servers(
+        [up, up], lacking=False
+    )  # the same records twice: every pair proposed
+    with pytest.raises(errors.PermissionDenied) as refused:
+        tworun.run(s1, s2, BentDealer([up.combiner.popcounts] * 2, 0.8))
+    message = str(refused.value)
+    assert message.startswith("setup: batch '0/1': ")
+    assert "the dealer (the combiner) dealt triples that are not Beaver triples" in message
+    assert "send no output shares" in message
+    assert refused.value.status_name == "PERMISSION_DENIED"
+    honest = tworun.run(s1, s2, twoserver.Combiner([up.combiner.popcounts] * 2, 0.8))
+    # The same S1 and S2 answer an honest dealer: each record linked to its twin (both sides).
+    assert len(honest.links.row) == 2 * RECORDS

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher import errors
+
 Words = npt.NDArray[np.uint64]
 Index = npt.NDArray[np.intp]
 OPENED = 2  # rows opened outright: catch C dealing every row wrong alike
@@ -34,7 +36,19 @@ DIGEST_BYTES = 32
 
 
 class DealRefused(Exception):
-    """The combiner's triples fail S1 and S2's check: the dealer is at fault."""
+    """The combiner's triples fail S1 and S2's check: the dealer is at fault. Raised by
+    core/linkbit.py `Party.confirm` only; what leaves a server is `refused`'s."""
+
+
+def refused(batch: str, exc: DealRefused) -> errors.PermissionDenied:
+    """The project's error for a batch whose triples fail S1 and S2's check, naming the
+    dealer: PERMISSION_DENIED over gRPC (rpc/status.py), a refusal (exit 3) to a client. The
+    in-process path's (core/twoinprocess.py); the gRPC roles' says the same
+    (rpc/twoserver_role.py `deal_refused`)."""
+    return errors.PermissionDenied(
+        f"setup: batch {batch!r}: {exc}; the dealer (the combiner) dealt triples that are "
+        "not Beaver triples, so S1 and S2 refuse the batch and send no output shares"
+    )
 
 
 def rows(gates: int) -> int:
@@ -97,4 +111,4 @@ def opened_wrong(mine: bytes, theirs: bytes, gates: int, words: int) -> int:
     return int(bad.any(axis=1).sum())
 
 
-__all__ = ["DIGEST_BYTES", "OPENED", "DealRefused", "Layout", "layout", "rows"]
+__all__ = ["DIGEST_BYTES", "OPENED", "DealRefused", "Layout", "layout", "refused", "rows"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.twoserver import (
@@ -93,7 +93,11 @@ class InProcess:
         t2 = time.process_time()
         p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
         t3 = time.process_time()
-        linkbit.exchange(p1, p2, transcript, clock)
+        try:
+            linkbit.exchange(p1, p2, transcript, clock)
+        except triplecheck.DealRefused as exc:  # as S1 and S2 over gRPC refuse it
+            clk = f", CLK {part.clk}" if part.clk else ""
+            raise triplecheck.refused(f"{part.member_a}/{part.member_b}{clk}", exc) from None
         t4 = time.process_time()
         tags = linkbit.tags(part.rows_a, part.rows_b) if tagged else None
         keep = linkbit.keep_row(drop) if drop is not None else None
