@@ -13,11 +13,11 @@ member's upload before S1 and S2 hold theirs.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import numpy as np
@@ -154,6 +154,16 @@ class RoleClient:
             else grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
         )
         self._metadata = (("authorization", f"Bearer {key}"),)
+        # Made here, not at the call: a call on a thread of its own may find the channel
+        # closed already (a Ctrl-C, `_send_records`), which refuses it; gRPC (1.85) crashes
+        # the process making a stub on a closed channel.
+        self._stub: pb_grpc.TwoServerBlockingStub | pb_grpc.TwoServerSharesStub | (
+            pb_grpc.TwoServerCombinerStub
+        ) = (
+            pb_grpc.TwoServerBlockingStub(self._channel) if role == "s1"
+            else pb_grpc.TwoServerSharesStub(self._channel) if role == "s2"
+            else pb_grpc.TwoServerCombinerStub(self._channel)
+        )  # fmt: skip
 
     def close(self) -> None:
         self._channel.close()
@@ -169,20 +179,9 @@ class RoleClient:
     ) -> int:
         """Send `member`'s upload (this role's part of it, with the schema's `rule`); the
         records the role holds."""
-        stub: (
-            pb_grpc.TwoServerBlockingStub
-            | pb_grpc.TwoServerSharesStub
-            | (pb_grpc.TwoServerCombinerStub)
-        )
-        if self.role == "s1":
-            stub = pb_grpc.TwoServerBlockingStub(self._channel)
-        elif self.role == "s2":
-            stub = pb_grpc.TwoServerSharesStub(self._channel)
-        else:
-            stub = pb_grpc.TwoServerCombinerStub(self._channel)
         with translate_errors(self.target, self.party):
             parts = upload_parts(member, self.role, upload, rule)
-            reply = stub.Upload(parts, metadata=self._metadata)
+            reply = self._stub.Upload(parts, metadata=self._metadata)
         return int(reply.records)
 
     def run(
@@ -191,7 +190,7 @@ class RoleClient:
         """The run (the combiner only)."""
         if self.role != "combiner":
             raise ValueError("a run is started at the combiner")
-        stub = pb_grpc.TwoServerCombinerStub(self._channel)
+        stub = cast(pb_grpc.TwoServerCombinerStub, self._stub)
         request = pb.TwoServerRunRequest(
             members=list(members), threshold=threshold, buckets=list(buckets)
         )
@@ -353,7 +352,10 @@ def _send_records(
     s2: str,
 ) -> TwoServerTicket:
     """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against
-    the project's uploads first); the ticket."""
+    the project's uploads first); the ticket. Stopped (a Ctrl-C, SIGTERM as `watch` raises
+    it) it returns at once, both uploads ended where they were; what reached S1 or S2 the
+    matcher has them forget once the ticket expires unclaimed (docs/realtime.md "A query or
+    watch stopped while its records are sent")."""
     widths = [8 * s.shape[1] for s in upload.s2.shares]
     header = pb.UploadHeader(
         project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
@@ -362,17 +364,32 @@ def _send_records(
     )  # fmt: skip
     t = ticket(client, project, header, query=True)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
+    roles = {role: RoleClient(role, where[role], t.ticket, client.credentials,
+                              insecure=client.insecure) for role in ("s1", "s2")}  # fmt: skip
+    failed: dict[str, BaseException] = {}
 
     def send(role: str) -> None:
-        with RoleClient(role, where[role], t.ticket, client.credentials,
-                        insecure=client.insecure) as c:  # fmt: skip
-            c.upload(t.name, upload, rule)
+        try:
+            roles[role].upload(t.name, upload, rule)
+        except BaseException as exc:  # (its thread's end: told to the caller below)
+            failed[role] = exc
 
-    # To S1 and S2 at once (S2's part is small: it waits on S1's); S1's error first.
-    with ThreadPoolExecutor(2, "bm-query-upload") as pool:
-        sent = [pool.submit(send, role) for role in ("s1", "s2")]
-    for done in sent:
-        done.result()
+    # To S1 and S2 at once (S2's part is small: it waits on S1's), each on a daemon thread:
+    # a Ctrl-C or SIGTERM while they are sent closes both channels, which ends both uploads
+    # at once, and neither is waited for (nor holds the process at its exit).
+    sending = [threading.Thread(target=send, args=(role,), daemon=True,
+                                name=f"bm-query-upload-{role}") for role in roles]  # fmt: skip
+    try:
+        for thread in sending:
+            thread.start()
+        for thread in sending:
+            thread.join()
+    finally:
+        for c in roles.values():
+            c.close()
+    for role in roles:  # S1's error first
+        if role in failed:
+            raise failed[role]
     return t
 
 

@@ -21,6 +21,10 @@ import re
 PREFIX = "bmt1."
 LABEL = b"blindmatch two-server upload ticket v1\x00"
 TTL_SECONDS = 3600.0  # a ticket admits uploads for an hour
+# A query ticket admits a query's or watch's records (at most MAX_QUERY_RECORDS, sent just
+# before the query) for ten minutes: records no query or watch claimed by then are
+# forgotten at S1 and S2 (realtime/twounclaimed.py).
+QUERY_TTL_SECONDS = 600.0
 NAME_RE = re.compile(
     r"[a-z0-9][a-z0-9_.-]{0,63}/[a-z0-9][a-z0-9_.-]{0,63}(@[0-9a-f]{8,64})?/[0-9a-f]{8,64}"
 )
@@ -88,6 +92,7 @@ __all__ = [
     "LABEL",
     "PREFIX",
     "QUERY_MARK",
+    "QUERY_TTL_SECONDS",
     "TTL_SECONDS",
     "is_query",
     "is_ticket",

@@ -70,6 +70,7 @@ from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.shards import RemoteLookups
 from blindmatch.matcher.realtime.twoforget import LeftRecords
+from blindmatch.matcher.realtime.twounclaimed import UnclaimedTickets
 from blindmatch.matcher.realtime.twowatch import TwoServerWatches
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
 from blindmatch.matcher.storage.index_store import IndexStore
@@ -155,6 +156,9 @@ class Realtime(LimitCalls):
             p for p in store.live_projects() if store.mode_of(p) == TWO_SERVER])  # fmt: skip
         if self.left is not None:
             self.left.start()
+        # Query tickets no query or watch claimed: their records forgotten once expired.
+        self.unclaimed = UnclaimedTickets(two_server, clock)
+        self.unclaimed.start()
 
     def query_ticket(self, project: str) -> None:
         """Before a query ticket of `project` is issued (twoforget.py `settle`)."""
@@ -164,6 +168,7 @@ class Realtime(LimitCalls):
     def close(self) -> None:
         if self.left is not None:
             self.left.close()
+        self.unclaimed.close()
         self.two_watches.close()
         self.query_log.close()
         self.index_store.close()
@@ -246,6 +251,7 @@ class Realtime(LimitCalls):
         `two_server_ticket` (`clks` empty), searched in the partners' current uploads."""
         project = self.store.project(project_name)
         if project.mode == TWO_SERVER:
+            self.unclaimed.claim(project.name, member, two_server_ticket)  # its to forget now
             return self._two_server_query(project, member, purpose, encoding, clks,
                                           two_server_ticket, records)  # fmt: skip
         if two_server_ticket:
@@ -365,6 +371,7 @@ class Realtime(LimitCalls):
         user = audit.current_user()
         watch = None
         if project.mode == TWO_SERVER:  # its records at S1 and S2, forgotten if refused
+            self.unclaimed.claim(project.name, member, two_server_ticket)
             watch = self.two_watches.open(project, member, purpose, encoding, clks,
                                           two_server_ticket, records, user)  # fmt: skip
         elif two_server_ticket:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.ratelimit import NestedRateLimit, RateLimit
 from blindmatch.matcher.domain import (
     CLK_MODE,
@@ -314,6 +315,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             self.realtime.query_ticket(request.project)
         t = tworuns.issue_ticket(self.store, self.two_server, request.project, member, planned,
                                  query=request.query)  # fmt: skip
+        if request.query:  # S1 and S2 forget its records if nothing claims it (twounclaimed.py)
+            self.realtime.unclaimed.issued(t.name, tickets.QUERY_TTL_SECONDS)
         log.info("%s/%s: two-server %s ticket for %s", request.project, member,
                  "query" if request.query else "upload", t.name)  # fmt: skip
         return pb.TwoServerTicketReply(
