@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+from blindmatch.client.remote.client import MatcherClient
 from blindmatch.matcher.core import circuitwarm, gmwcircuit, gmwrule
 from blindmatch.matcher.core.circuitwarm import Shape
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN
 
 RULE = Rule(gap=0.25, offset=0.03, reach=0.01)
 
@@ -54,3 +59,37 @@ def test_a_role_builds_the_default_runs_circuits_as_it_starts() -> None:
         assert built_ahead(Shape(), 0.8)
     finally:
         s2.stop(grace=None)
+
+
+def circuits_built(seconds: float = 120) -> None:
+    """Wait for every circuit-building thread (`warm`'s) to end."""
+    deadline = time.monotonic() + seconds
+    while any(t.name == "bm-circuits" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the circuits were not built"
+        time.sleep(0.05)
+
+
+def test_a_two_server_project_created_after_the_start_has_its_circuits_built_then(
+    tmp_path: Path,
+) -> None:
+    """The matcher builds its live two-server projects' circuits as it starts; one created
+    later has them built on a thread as it is created (servicer `CreateProject`), not by its
+    first query, at its threshold (here none of the start's) on the recommended shape; a CLK
+    project's creation builds none."""
+    setup = combiner_setup("127.0.0.1:1", "127.0.0.1:2", "the key", "the members' key")
+    server = create_server("127.0.0.1:0", tmp_path / "matcher", ADMIN_TOKEN, two_server=setup)
+    try:
+        circuits_built()
+        for cache in (gmwcircuit.circuit, gmwrule.rule_circuit):
+            cache.cache_clear()
+        with MatcherClient(f"127.0.0.1:{server.port}", ADMIN_TOKEN) as op:
+            op.create_project("clks", ["north", "south"], threshold=0.85, mode="clk")
+            circuits_built()
+            assert not built_ahead(Shape(), 0.85)
+            for cache in (gmwcircuit.circuit, gmwrule.rule_circuit):
+                cache.cache_clear()
+            op.create_project("shares", ["north", "south"], threshold=0.85, mode="two-server")
+        circuits_built()
+        assert built_ahead(Shape(), 0.85)
+    finally:
+        server.stop(grace=None)

@@ -8,8 +8,9 @@ circuits a run or a query at each threshold would build on uploads of each shape
 combiner's `Combiner.circuit` and `reach_circuit` on each CLK: the same calls, so the same
 cache entries): the matcher's from its two-server projects' thresholds and current uploads,
 S1's and S2's from the uploads they hold (at S1's own threshold when it has one), the
-recommended shape at the default threshold when there is none. A call that needs a circuit
-before the thread has built it builds it itself, as it did before.
+recommended shape at the default threshold when there is none; and the matcher's again for
+a two-server project created or uploaded to after its start (rpc/servicer.py). A call that
+needs a circuit before the thread has built it builds it itself, as it did before.
 """
 
 from __future__ import annotations

@@ -173,6 +173,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             default_mode=self.default_mode,
             two_server_ready=self.two_server is not None,
         )
+        if self.two_server is not None:  # its first query's circuits, built off this call
+            tworuns.warm_circuits(self.store, [project.name])
         return convert.project_reply(project, tokens)
 
     @operator_call
@@ -303,6 +305,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             )
         if self.two_server is not None and not receipt.replayed:  # two-server watches
             self.realtime.uploaded(header.project, member, receipt.upload_id)
+            tworuns.warm_circuits(self.store, [header.project])  # its shape's, if new
         return convert.upload_reply(receipt)
 
     @member_call

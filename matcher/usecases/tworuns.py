@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -378,13 +378,14 @@ def _rule(store: Store, inputs: list[tuple[str, Upload]]) -> str:
 __all__ = ["Forgot", "Ticket", "TwoServerSetup", "check_can_run", "forget", "issue_ticket", "run"]
 
 
-def warm_circuits(store: Store) -> None:
+def warm_circuits(store: Store, projects: Iterable[str] | None = None) -> None:
     """Have the circuits of the live two-server projects' first runs and queries built
     ahead, on a thread of its own (core/circuitwarm.py): at each project's threshold, on the
-    shapes of its current uploads (none yet: the recommended one)."""
+    shapes of its current uploads (none yet: the recommended one). `projects`: those only
+    (a project just created, one just uploaded to), else every live one (the start)."""
     thresholds: set[float] = set()
     shapes: set[Shape] = set()
-    for name in store.live_projects():
+    for name in store.live_projects() if projects is None else projects:
         if store.mode_of(name) != TWO_SERVER:
             continue
         thresholds.add(store.project(name).threshold)
@@ -392,4 +393,5 @@ def warm_circuits(store: Store) -> None:
             part = store.two_server_part(upload.id)
             if part is not None:
                 shapes.add(Shape(tuple(part[1]), store.score_rule(upload.id)))
-    warm("the combiner", shapes, thresholds)
+    if thresholds or projects is None:  # at the start, none: the default threshold's
+        warm("the combiner", shapes, thresholds)
