@@ -97,7 +97,8 @@ class Cutting:
             elif cut.role == "matcher":  # its process dying: no handler runs, nothing sent
                 self.world.crashed.set()
                 raise Crash()
-            self.world.stop(cut.role)
+            else:
+                self.world.stop(cut.role)
         self.batches[ends] += 1
         return self.servers.evaluate_part(index, *args)
 

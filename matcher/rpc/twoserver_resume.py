@@ -68,6 +68,12 @@ def leave_out_counted(role: _Role, proposal: Proposal, resumed: set[tuple[int, i
         if (p.member_a, p.member_b) not in resumed:
             continue
         names = proposal.members[p.member_a], proposal.members[p.member_b]
+        if role.budget.sealed(*names):  # every pair counts: nothing would be proposed
+            raise errors.FailedPrecondition(
+                f"resume_pairs: {names[0]!r} and {names[1]!r} were restored from a backup, "
+                "which counts every pair of them as evaluated: the pair of members cannot be "
+                "resumed; one of the members uploads again"
+            )
         counted = role.budget.counted(*names, p.rows_a, p.rows_b)
         left += int(counted.sum())
         proposal.parts[k] = PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[~counted],
