@@ -35,6 +35,11 @@ class BatchWatch(Protocol):
         """It failed before S1 had it: nothing of it evaluated."""
         ...
 
+    def refused(self, batch: str, member_a: int, member_b: int) -> None:
+        """S1 or S2 refused it (its pairs may be counted, no shares are kept): its pair of
+        members cannot be resumed."""
+        ...
+
 
 def found(
     circuit: linkbit.Circuit, o1: bytes, o2: bytes, count: int, member_a: int, member_b: int

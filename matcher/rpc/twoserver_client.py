@@ -361,10 +361,15 @@ class RemoteServers:
             if watch is not None and ends is not None:
                 watch.unsent(to_s1.batch, *ends)
             raise
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
-                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        try:
+            o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                       timeout=CALL_SECONDS)  # fmt: skip
+            o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
+                       metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        except errors.ServiceError as exc:
+            if watch is not None and ends is not None and not isinstance(exc, errors.Unavailable):
+                watch.refused(to_s1.batch, *ends)  # answered with a refusal: no shares kept
+            raise
         transcript.count("C", "S1", to_s1.ByteSize())
         transcript.count("C", "S2", to_s2.ByteSize())
         transcript.count("S1", "S2", o1.round_bytes_sent)

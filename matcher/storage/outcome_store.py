@@ -96,6 +96,7 @@ class StoredBatch:
     pairs: int
     answered: bool
     found: Outcome
+    refused: bool = False  # S1 or S2 refused it: no shares kept, the pair not resumable
 
 
 class OutcomeStore(StoreBase):
@@ -157,21 +158,23 @@ class OutcomeStore(StoreBase):
             "WHERE project=? AND name_a=? AND name_b=?",
             (project, name_a, name_b),
         )
-        return [StoredBatch(b, clk, n, bool(done), Outcome.from_bytes(blob))
+        return [StoredBatch(b, clk, n, done == 1, Outcome.from_bytes(blob), done == 2)
                 for b, clk, n, done, blob in rows]  # fmt: skip
 
     def journal_two_server_batch(
         self, project: str, name_a: str, name_b: str, batch: str, clk: int, pairs: int,
-        found: Outcome | None = None,
+        found: Outcome | None = None, refused: bool = False,
     ) -> None:  # fmt: skip
-        """A batch of the pair of uploads out (`found` None), or answered."""
+        """A batch of the pair of uploads out (`found` None), answered, or `refused` (the
+        `answered` column: 0, 1, 2)."""
         blob = (found or Outcome.of(Candidates.empty(), _NONE, _NONE)).to_bytes()
+        state = 2 if refused else int(found is not None)
         with self.db.tx() as tx:
             tx.execute(
                 "INSERT INTO twoserver_batches VALUES (?,?,?,?,?,?,?,?) ON CONFLICT "
                 "(project, name_a, name_b, batch) DO UPDATE SET answered=excluded.answered, "
                 "found=excluded.found",
-                (project, name_a, name_b, batch, clk, pairs, int(found is not None), blob),
+                (project, name_a, name_b, batch, clk, pairs, state, blob),
             )
 
     def drop_two_server_batch(self, project: str, name_a: str, name_b: str, batch: str) -> None:

@@ -56,6 +56,12 @@ class BatchJournal:
         kept = Outcome.of(_flip(found) if flip else found, _NONE, _NONE)
         self.store.journal_two_server_batch(self.project, na, nb, batch, clk, pairs, kept)
 
+    def refused(self, batch: str, member_a: int, member_b: int) -> None:
+        na, nb, _ = self._names(member_a, member_b)
+        clk, pairs = self._out.pop(batch, (0, 0))
+        self.store.journal_two_server_batch(self.project, na, nb, batch, clk, pairs,
+                                            refused=True)  # fmt: skip
+
     def unsent(self, batch: str, member_a: int, member_b: int) -> None:
         na, nb, _ = self._names(member_a, member_b)
         self._out.pop(batch, None)
@@ -81,7 +87,7 @@ def resumable(
     low, high = sorted((names[i], names[j]))
     batches = store.two_server_batches(project, low, high)
     out = [b for b in batches if not b.answered]
-    if not batches or len(out) > 1:
+    if not batches or len(out) > 1 or any(b.refused for b in batches):
         return None
     return Resumable((i, j), [b for b in batches if b.answered], out[0] if out else None,
                      names[i] != low, run_id)  # fmt: skip

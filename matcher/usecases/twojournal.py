@@ -107,7 +107,8 @@ def _resumable_rows(store: Store, project: str, low: str, high: str) -> bool:
     """Whether the journal holds a pending pair of uploads' batches but at most one
     (usecases/twobatches.py `resumable`)."""
     batches = store.two_server_batches(project, low, high)
-    return bool(batches) and sum(not b.answered for b in batches) <= 1
+    return (bool(batches) and sum(not b.answered for b in batches) <= 1
+            and not any(b.refused for b in batches))  # fmt: skip
 
 
 def spent_refusal(run_id: str, pairs: list[tuple[str, str]]) -> FailedPrecondition:
