@@ -28,6 +28,7 @@ import numpy.typing as npt
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import batchresume, linkbit
 from blindmatch.matcher.core.batchresume import BatchWatch
+from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.rpc.status import answered, retryable
@@ -276,6 +277,7 @@ class RemoteServers:
         # S1 and S2; None: acknowledged as soon as answered (nothing to resume from).
         self.watch: BatchWatch | None = None
         self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
+        self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch` (acknowledged once it is), and
@@ -382,11 +384,11 @@ class RemoteServers:
         if len(o1.shares) != words or len(o2.shares) != words:
             raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
                                   f"bytes for {pairs} pairs")  # fmt: skip
-        if ends is not None:
+        if ends is not None and (watch is not None or not self._query):
             if watch is not None:
                 got = batchresume.found(circuit, o1.shares, o2.shares, pairs, *ends)
                 watch.answered(to_s1.batch, *ends, got)
-            self.acknowledge([to_s1.batch])
+            self.acknowledge([to_s1.batch])  # (a query's batches are not kept)
         return o1.shares, o2.shares
 
     def resume(self, batch: str) -> tuple[bytes, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.batchkeep import Gone, Kept
 from blindmatch.matcher.core.proposal import Proposal
+from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -19,8 +20,9 @@ def keep_batch(
     received: int = 0,
 ) -> None:  # fmt: skip
     """Keep a batch of the proposal's output shares until C acknowledges it (a batch C names,
-    extras or reach, is not kept: docs/protocol.md "A batch cut mid-way, resumed")."""
-    if m.proposed:
+    extras or reach, is not kept: docs/protocol.md "A batch cut mid-way, resumed"; nor is a
+    query's, core/tickets.py QUERY_MARK: a query is never resumed)."""
+    if m.proposed and QUERY_MARK not in m.member_a + m.member_b:
         role.batches.put(Kept(m.batch, (m.member_a, m.member_b), pairs, shares, rounds, sent,
                               received))  # fmt: skip
 
