@@ -1,6 +1,7 @@
 """What S1 and S2 keep of a batch until the combiner acknowledges it (core/batchkeep.py):
 the same bytes again, bounded in number and time, dropped on acknowledgement or when its
-uploads go, kept on disk across a restart, and a refusal that says why."""
+uploads go, kept on disk across a restart, and a refusal that says why; and which pairs of
+members S1 may be asked to resume (rpc/twoserver_resume.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from blindmatch.matcher import errors
 from blindmatch.matcher.core.batchkeep import BatchKeep, Gone, Kept
+from blindmatch.matcher.rpc.twoserver_resume import resume_pairs
+from blindmatch.matcher.rpc.twoserver_uploads import only_pairs
+from blindmatch.protos import blindmatch_pb2 as pb
 
 
 def kept(batch: str, members: tuple[str, str] = ("p/a/1", "p/b/1")) -> Kept:
@@ -74,3 +79,20 @@ def test_on_disk_it_survives_a_restart_and_a_torn_file_is_dropped(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         next(p.name for p in tmp_path.iterdir() if p.name != "torn.batch")
     ]
+
+
+def test_resume_pairs_must_be_pairs_of_members_s1_proposes_parts_for() -> None:
+    def request(pairs: list[tuple[int, int]], resumed: list[tuple[int, int]], only: bool = True
+                ) -> pb.ProposeRequest:  # fmt: skip
+        return pb.ProposeRequest(
+            members=["p/a/1", "p/b/1", "p/c/1"], only_pairs=only,
+            pairs=[pb.MemberPair(member_a=a, member_b=b) for a, b in pairs],
+            resume_pairs=[pb.MemberPair(member_a=a, member_b=b) for a, b in resumed],
+        )  # fmt: skip
+
+    ok = request([(0, 1), (1, 2)], [(0, 1)])
+    assert resume_pairs(ok, only_pairs(ok)) == {(0, 1)}
+    for bad in (request([(0, 1)], [(1, 2)]), request([(0, 1)], [(0, 1), (0, 1)]),
+                request([], [(0, 1)], only=False)):  # fmt: skip
+        with pytest.raises(errors.InvalidArgument, match="resume_pairs"):
+            resume_pairs(bad, only_pairs(bad))
