@@ -87,19 +87,23 @@ def test_a_batch_whose_shares_s2_never_sent_is_asked_again_by_its_id_after_s2_re
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("with_role", ["", "s1"])
 def test_a_matcher_dying_with_a_batch_evaluated_resumes_the_run_when_it_starts_again(
-    world: Resumable, encoded: dict[str, Path]
+    world: Resumable, encoded: dict[str, Path], with_role: str
 ) -> None:
     whole = _hits(world, create(world, "whole", "two-server"), encoded)
     project = create(world, "shares", "two-server")
     for name in NAMES:
         upload(world, project, name, encoded[name])
     # The matcher dies holding both servers' shares of the second pair of members' first
-    # batch, before journaling its answer: S1 and S2 counted it and keep its shares.
-    world.cut = Cut(pair=1, batch=0, role="matcher", at="answered")
+    # batch, before journaling its answer: S1 and S2 counted it and keep its shares (with
+    # `with_role`, S1 goes down too, and starts again from its data dir).
+    world.cut = Cut(pair=1, batch=0, role=with_role or "matcher", at="answered")
     with MatcherClient(world.target, project.tokens["north"]) as north:
         run_id = north.start_run("shares").run_id
     assert world.crashed.wait(120), "the run did not reach the cut"
+    if with_role:
+        world.restart()
     world.restart_matcher()
     # The matcher starts the interrupted run again: it resumes the pair of members.
     with MatcherClient(world.target, project.tokens["north"]) as north:

@@ -56,8 +56,9 @@ class Cut:
     """Where the matcher's next run stops `role`: just before batch `batch` (0: the first)
     of the `pair`-th pair of members whose proposal it evaluates (0: the first); `at`
     "collect": S2 stopped once S1 and S2 evaluated that batch, as the matcher asks S2 for
-    its output shares (S1 gave its own); "answered" (role "matcher"): the matcher dies once
-    it holds both servers' shares, before it journals the batch's answer."""
+    its output shares (S1 gave its own); "answered": the matcher dies once it holds both
+    servers' shares, before it journals the batch's answer (a role other than "matcher"
+    stopped with it)."""
 
     pair: int
     batch: int
@@ -134,6 +135,8 @@ class _Watch:
         cut = self.cutting.armed
         if cut is not None and cut.at == "answered":
             self.cutting.armed = None
+            if cut.role != "matcher":  # that role goes down with the matcher
+                self.cutting.world.stop(cut.role)
             self.cutting.world.crashed.set()
             raise Crash()
         self.watch.answered(*args)
