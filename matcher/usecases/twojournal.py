@@ -74,17 +74,19 @@ class StoreJournal:
 
     def after_failure(self, message: str, again: Sequence[str] = ()) -> str:
         """A failed run's `message`, saying what the next run needs: where a pair of members
-        had a batch out when it failed (pending), one of its members uploads again; `again`,
-        the members the message tells to upload again already."""
+        had a batch out when it failed (pending), a plain rerun resumes it if the journal holds
+        every batch of it but that one (usecases/twobatches.py), otherwise one of its members
+        uploads again; `again`, the members the message tells to upload again already."""
         if self.open and all(self._resumable(ends) for ends in self.open):
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
             return (
                 f"{message}. The matcher journaled every batch of {_pairs(pairs)} that S1 "
                 "and S2 evaluated but the one that was out, which they keep until the "
                 "matcher acknowledges it: a plain rerun (`blindmatch run`, no upload needed) "
-                "asks that batch again by its id and the rest of those pairs of members "
-                f'(docs/operations.md "A run cut mid-batch"; the outcomes of the '
-                f"{_count(len(self.kept))} this run finished are kept)"
+                "asks that batch again by its id and the rest of those pairs of members, or, "
+                "where S1 and S2 hold no shares of it (a party down during its rounds), names "
+                'who uploads again (docs/operations.md "A run cut mid-batch"; the outcomes of '
+                f"the {_count(len(self.kept))} this run finished are kept)"
             )
         if self.open:
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
