@@ -28,10 +28,13 @@ run against the run where everyone uploaded again; its hits.csv must be run 3's.
 With `--mid-batch M` as well, S2 is killed at the M-th `Collect` after the matcher kept its
 N-th pair of members' outcome instead: S1 and S2 have evaluated that batch (its pairs counted)
 and the matcher holds no answer of it, a batch out as a crash leaves one (docs/protocol.md).
-Run 6 is then refused naming the pair of members; the smaller of the two named uploads again
-(timed) and north runs (run 7): what a batch cut mid-way costs today, against run 3, its
-hits.csv run 3's. docs/privacy-design.md "Resuming a pair of members a failure cut" weighs a
-design in which run 6 itself would recover the pair of members.
+S2 starts again on its data dir, which holds the batch's output shares (core/batchkeep.py):
+run 6, the plain rerun, resumes the pair of members (docs/protocol.md "A batch cut mid-way,
+resumed": the batch asked again by its id, S1 proposing the pairs it has not counted), its
+hits.csv run 3's. With `--before`, the smaller member of the cut pair uploads again instead
+(timed) and north runs (run 7): what a batch cut mid-way cost before the resume (the upload
+drops the pair's journal, so the run proposes all of its pairs again). Each run's bytes are
+the matcher's `twoserver.run` audit entry's (C <-> S1, C <-> S2, S1 <-> S2).
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ def main() -> int:
         metavar="M",
         help="with --fail-after: S2 killed at the M-th Collect after that (a batch out)",
     )
+    ap.add_argument(
+        "--before",
+        action="store_true",
+        help="with --mid-batch: the cut pair's smaller member uploads again, no resume",
+    )
     add_keep(ap)
     args = ap.parse_args()
     with work_dir("bm-tsrerunproj-", keep=args.keep) as work:
@@ -104,6 +112,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     role = ["two-server", "role", "--key-file", str(parties), "--member-key-file",
             str(members_key), "--listen", "127.0.0.1:0"]  # fmt: skip
     rows: list[tuple[str, int, int, int, float, float]] = []  # -1: not known (a failed run)
+    sent: dict[str, int] = {}  # each run's bytes between the parties (its audit entry)
     s2_argv = [*role_argv(role), "--role", "s2", "--data-dir", str(work / "s2")]
     cut = {"after": args.fail_after, "armed": False, "killed": False, "collects": 0}
     stack = ExitStack()
@@ -159,6 +168,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             audit = [json.loads(line) for line in lines.splitlines() if line.strip()]
             entry = [e for e in audit if e.get("action") == "twoserver.run"][-1]["detail"]
             rows.append((label, entry["reused"], entry["pairs"], entry["links"], wall, cpu))
+            sent[label] = sum(entry["bytes"].values())
+            if "resumed" in entry:
+                print(f"run {label[:1]} resumed: {entry['resumed']}")
             out = {}
             for name in MEMBERS:
                 path = work / f"{label[:1]}-{name}.csv"
@@ -198,10 +210,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 again = [s2_at if a == "127.0.0.1:0" else a for a in s2_argv]  # its port
                 s2 = stack.enter_context(_started(again, "", None))
                 pids[1] = s2.process.pid
-                if not args.mid_batch:
+                if not args.mid_batch or not args.before:
                     sixth = run("6. plain rerun (resumes)", "failed")
                 else:
-                    sixth = after_upload(run, upload, exports, rows,
+                    sixth = after_upload(failure, run, upload, exports, rows,
                                          lambda: sum(cpu_seconds(p) for p in pids))  # fmt: skip
         except RuntimeError:
             for what, served in (("S1", s1), ("S2", s2), ("matcher", matcher)):
@@ -212,13 +224,16 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                       for n, o in MEMBERS.items())  # fmt: skip
     print(f"records: {sizes} (messy fixture, seed {args.seed}); load average {load:.1f} "
           f"before, {load_after:.1f} after")  # fmt: skip
-    print(f"{'run':<34}{'reused':>7}{'pairs':>11}{'links':>8}{'wall s':>8}{'CPU s':>8}")
+    print(f"{'run':<34}{'reused':>7}{'pairs':>11}{'links':>8}{'wall s':>8}{'CPU s':>8}"
+          f"{'MB':>8}")  # fmt: skip
 
     def n(x: int) -> str:
         return f"{x:,}" if x >= 0 else "-"
 
     for label, reused, pairs, links, wall, cpu in rows:
-        print(f"{label:<34}{n(reused):>7}{n(pairs):>11}{n(links):>8}{wall:>8.2f}{cpu:>8.2f}")
+        mb = f"{sent[label] / 1e6:.1f}" if label in sent else "-"
+        print(f"{label:<34}{n(reused):>7}{n(pairs):>11}{n(links):>8}{wall:>8.2f}{cpu:>8.2f}"
+              f"{mb:>8}")  # fmt: skip
     r2, r3 = rows[1], rows[2]
     print(f"run 2 against run 3: {r2[2] / r3[2]:.2f}x the proposed pairs, {r2[4] / r3[4]:.2f}x "
           f"the wall, {r2[5] / r3[5]:.2f}x the CPU (S1, S2 and the matcher)")  # fmt: skip
@@ -228,7 +243,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         r6 = rows[-1]
         print(f"run {r6[0][0]} against run 3: {r6[2] / r3[2]:.2f}x the proposed pairs, "
               f"{r6[4] / r3[4]:.2f}x the wall, {r6[5] / r3[5]:.2f}x the CPU (S1, S2 and the "
-              "matcher)")  # fmt: skip
+              f"matcher), {sent[r6[0]] / sent[r3[0]]:.2f}x the bytes")  # fmt: skip
         resumed = sixth == third
         print(f"run {r6[0][0]}'s hits.csv are run 3's: {resumed}")
         same = same and resumed
@@ -238,27 +253,23 @@ def bench(args: argparse.Namespace, work: Path) -> int:
 
 
 def after_upload(
+    failure: str,
     run: Callable[[str, str], dict[str, list[list[str]]]],
     upload: Callable[[str, str], None],
     exports: dict[str, Any],
     rows: list[tuple[str, int, int, int, float, float]],
     cpu: Callable[[], float],
 ) -> dict[str, list[list[str]]]:
-    """Runs 6 and 7 after a batch cut mid-way: the plain rerun, refused naming the pair of
-    members; the smaller of the two uploading again (timed, wall); the run after it."""
-    try:
-        run("6. plain rerun", "failed")
-        raise RuntimeError("run 6 was not refused: the cut batch was not counted")
-    except RuntimeError as exc:
-        refusal = " ".join(str(exc).split())
-    named = re.search(r"evaluated pairs of (\w+) and (\w+),", refusal)
+    """`--before`, after a batch cut mid-way (run 5's `failure` names the pair of members):
+    the smaller of the two uploading again (timed, wall; what a cut batch cost before the
+    resume), and the run after it (7)."""
+    named = re.search(r"(?:journaled every batch|evaluated pairs) of (\w+) and (\w+)", failure)
     if named is None:
-        raise RuntimeError(f"run 6 failed otherwise: {refusal}")
-    print(f"run 6's refusal: {refusal[refusal.find('Error: ') + 7 :][:300]}")
+        raise RuntimeError(f"run 5's failure names no pair of members: {failure}")
     who = min(named.groups(), key=lambda m: sum(1 for _ in open(exports[MEMBERS[m]].csv)))  # noqa: SIM115
     c0, w0 = cpu(), time.perf_counter()
     upload("failed", who)
-    rows.append((f"6. refused; {who} uploads", -1, -1, -1, time.perf_counter() - w0, cpu() - c0))
+    rows.append((f"6. {who} uploads again", -1, -1, -1, time.perf_counter() - w0, cpu() - c0))
     return run(f"7. after {who}'s upload", "failed")
 
 

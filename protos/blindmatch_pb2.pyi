@@ -977,7 +977,7 @@ class SharedReceipt(_message.Message):
     def __init__(self, member: _Optional[str] = ..., records: _Optional[int] = ..., clks: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("members", "records", "fallback", "threshold", "buckets", "rule", "only_pairs", "pairs")
+    __slots__ = ("members", "records", "fallback", "threshold", "buckets", "rule", "only_pairs", "pairs", "resume_pairs")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
@@ -986,6 +986,7 @@ class ProposeRequest(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     ONLY_PAIRS_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_PAIRS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedScalarFieldContainer[int]
     fallback: bool
@@ -994,7 +995,8 @@ class ProposeRequest(_message.Message):
     rule: ScoreRule
     only_pairs: bool
     pairs: _containers.RepeatedCompositeFieldContainer[MemberPair]
-    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., only_pairs: _Optional[bool] = ..., pairs: _Optional[_Iterable[_Union[MemberPair, _Mapping]]] = ...) -> None: ...
+    resume_pairs: _containers.RepeatedCompositeFieldContainer[MemberPair]
+    def __init__(self, members: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[int]] = ..., fallback: _Optional[bool] = ..., threshold: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., only_pairs: _Optional[bool] = ..., pairs: _Optional[_Iterable[_Union[MemberPair, _Mapping]]] = ..., resume_pairs: _Optional[_Iterable[_Union[MemberPair, _Mapping]]] = ...) -> None: ...
 
 class MemberPair(_message.Message):
     __slots__ = ("member_a", "member_b")
@@ -1121,6 +1123,24 @@ class CollectRequest(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     batch: str
     def __init__(self, batch: _Optional[str] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: str
+    def __init__(self, batch: _Optional[str] = ...) -> None: ...
+
+class AcknowledgeRequest(_message.Message):
+    __slots__ = ("batches",)
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batches: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AcknowledgeReply(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
     __slots__ = ("project", "member")

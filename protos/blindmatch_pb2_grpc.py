@@ -1574,6 +1574,16 @@ class TwoServerBlockingStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
                 _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/Resume',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+                _registered_method=True)
+        self.Acknowledge = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/Acknowledge',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
+                _registered_method=True)
 
 
 class TwoServerBlockingServicer:
@@ -1624,6 +1634,23 @@ class TwoServerBlockingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resume(self, request, context):
+        """S1's output shares of a batch of the proposal it evaluated and C has not acknowledged,
+        the same bytes again (C calls it, a batch by its id alone: docs/protocol.md "A batch
+        cut mid-way, resumed"); nothing is evaluated or counted again. Unknown, acknowledged,
+        expired or of uploads since replaced: FAILED_PRECONDITION with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acknowledge(self, request, context):
+        """C holds these batches' answers: S1 drops its copies (Resume refuses them after).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerBlockingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1646,6 +1673,16 @@ def add_TwoServerBlockingServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+            'Acknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acknowledge,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1779,6 +1816,60 @@ class TwoServerBlocking:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Resume',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Acknowledge',
+            blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class TwoServerSharesStub:
     """S2
@@ -1819,6 +1910,16 @@ class TwoServerSharesStub:
                 '/blindmatch.v1.TwoServerShares/Forget',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Resume',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+                _registered_method=True)
+        self.Acknowledge = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Acknowledge',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
                 _registered_method=True)
 
 
@@ -1870,6 +1971,20 @@ class TwoServerSharesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resume(self, request, context):
+        """S2's output shares of a batch of the proposal again, as S1's Resume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acknowledge(self, request, context):
+        """As S1's Acknowledge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerSharesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1902,6 +2017,16 @@ def add_TwoServerSharesServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.SerializeToString,
+            ),
+            'Acknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acknowledge,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2067,6 +2192,60 @@ class TwoServerShares:
             '/blindmatch.v1.TwoServerShares/Forget',
             blindmatch_dot_protos_dot_blindmatch__pb2.ForgetRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.ForgetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Resume',
+            blindmatch_dot_protos_dot_blindmatch__pb2.ResumeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.OutputShares.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Acknowledge',
+            blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
             options,
             channel_credentials,
             insecure,

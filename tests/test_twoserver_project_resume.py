@@ -2,8 +2,10 @@
 run over the same uploads"): the matcher keeps each pair of members' outcome as soon as the
 pair is finished, so a plain rerun, without any member uploading again, sends only the
 unfinished pairs of members through S1 and the circuit and gives the hits of a run that never
-failed. Where a pair of members' batch was out when the run failed (S1 and S2 may have
-evaluated it, and evaluate each pair once an upload), the failure and the next run name the
+failed. A pair of members cut between its batches is resumed by the plain rerun too (its
+answered batches journaled, S1 proposing the rest: usecases/twobatches.py; a batch cut
+mid-way: tests/test_twoserver_batch_resume.py). Where a pair of members' batch was out and
+cannot be asked again (the matcher died as it went), the failure and the next run name the
 members, one of whom uploads again; then the run goes through.
 
 Real S1, S2 and matcher on loopback; S2 is stopped for real (its gRPC server) at a chosen
@@ -52,11 +54,16 @@ class Crash(BaseException):
 @dataclasses.dataclass
 class Cut:
     """Where the matcher's next run stops `role`: just before batch `batch` (0: the first)
-    of the `pair`-th pair of members whose proposal it evaluates (0: the first)."""
+    of the `pair`-th pair of members whose proposal it evaluates (0: the first); `at`
+    "collect": S2 stopped once S1 and S2 evaluated that batch, as the matcher asks S2 for
+    its output shares (S1 gave its own); "answered": the matcher dies once it holds both
+    servers' shares, before it journals the batch's answer (a role other than "matcher"
+    stopped with it)."""
 
     pair: int
     batch: int
     role: str = "s2"
+    at: str = "prepare"
 
 
 class Cutting:
@@ -67,6 +74,13 @@ class Cutting:
         self.servers, self.world = servers, world
         self.parts: list[Proposed] = []
         self.batches: dict[tuple[int, int], int] = {}  # by pair of members, in order
+        self.armed: Cut | None = None  # a cut after the batch went (`Cut.at`)
+        s2 = getattr(servers, "_s2", None)
+        if s2 is not None:  # S2's stub, S2 stopped at the armed batch's Collect
+            servers._s2 = _Stub(s2, self)  # type: ignore[attr-defined]
+
+    def watch_batches(self, watch: Any, resume_pairs: Any) -> None:
+        self.servers.watch_batches(_Watch(watch, self), resume_pairs)  # type: ignore[attr-defined]
 
     def propose(self, *args: Any, **kwargs: Any) -> list[Proposed]:
         self.parts = self.servers.propose(*args, **kwargs)
@@ -79,15 +93,56 @@ class Cutting:
         cut = self.world.cut
         if cut and list(self.batches).index(ends) == cut.pair and self.batches[ends] == cut.batch:
             self.world.cut = None
-            if cut.role == "matcher":  # its process dying: no handler runs, nothing sent
+            if cut.at != "prepare":
+                self.armed = cut
+            elif cut.role == "matcher":  # its process dying: no handler runs, nothing sent
                 self.world.crashed.set()
                 raise Crash()
-            self.world.stop(cut.role)
+            else:
+                self.world.stop(cut.role)
         self.batches[ends] += 1
         return self.servers.evaluate_part(index, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.servers, name)
+
+
+class _Stub:
+    """S2's stub, stopping S2 (for real) as the armed batch's Collect goes."""
+
+    def __init__(self, stub: Any, cutting: Cutting) -> None:
+        self.stub, self.cutting = stub, cutting
+
+    def Collect(self, *args: Any, **kwargs: Any) -> Any:
+        cut = self.cutting.armed
+        if cut is not None and cut.at == "collect":
+            self.cutting.armed = None
+            self.cutting.world.stop("s2")
+        return self.stub.Collect(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stub, name)
+
+
+class _Watch:
+    """The matcher's batch journal (usecases/twobatches.py), the matcher dying at the armed
+    batch's answer, before it is journaled."""
+
+    def __init__(self, watch: Any, cutting: Cutting) -> None:
+        self.watch, self.cutting = watch, cutting
+
+    def answered(self, *args: Any) -> None:
+        cut = self.cutting.armed
+        if cut is not None and cut.at == "answered":
+            self.cutting.armed = None
+            if cut.role != "matcher":  # that role goes down with the matcher
+                self.cutting.world.stop(cut.role)
+            self.cutting.world.crashed.set()
+            raise Crash()
+        self.watch.answered(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.watch, name)
 
 
 @dataclasses.dataclass
@@ -198,38 +253,36 @@ def test_a_run_that_fails_between_pairs_of_members_is_resumed_by_a_plain_rerun(
     assert [r[2] for r in rows(world, "shares")] == [0, 0, 0]
 
 
-def test_a_pair_of_members_cut_mid_evaluation_is_named_and_its_members_upload_again(
+def test_a_pair_of_members_cut_between_its_batches_is_resumed_by_a_plain_rerun(
     world: Resumable, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    s1 = world.roles["s1"].service.budget
+    before = s1.pairs()
     whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    whole_spent = s1.pairs() - before
     project = create(world, "shares", "two-server")
     # S2 goes down after the first pair of members' first batch, before its second: S1 and
-    # S2 evaluated part of that pair of members, which the matcher holds no outcome of.
+    # S2 evaluated part of that pair of members, whose answer the matcher journaled
+    # (usecases/twobatches.py): a plain rerun resumes it, no member uploading again.
+    before = s1.pairs()
     err = failed_run(world, project, encoded, Cut(pair=0, batch=1), capsys)
     assert "run shares-run-1 failed:" in err and "is unreachable" in err
     pending = [(a, b) for a, b, p in rows(world, "shares") if p]
     assert len(pending) == 1
     a, b = pending[0]
-    assert (
-        f"S1 and S2 may have evaluated pairs of {a} and {b} that the matcher holds no "
-        f"outcome of" in err
-    )
-    assert f"{a} or {b} must upload again before the next run" in err
-    # The next run is refused before S1 is asked anything, naming the pair and what to do.
-    spent = world.roles["s1"].service.budget.pairs()
-    capsys.readouterr()
-    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) != 0
-    err = " ".join(capsys.readouterr().err.split())
-    assert "run shares-run-2 failed:" in err
-    assert f"run shares-run-1 failed part-way while S1 and S2 evaluated pairs of {a} and {b}" in err
-    assert f"{a} or {b} must upload again, then run" in err
-    assert world.roles["s1"].service.budget.pairs() == spent
-    # One of them uploads again: the run goes through, the other pairs of members' outcomes
-    # reused where kept, with the hits of a run that never failed.
-    upload(world, project, b, encoded[b])
+    assert f"The matcher journaled every batch of {a} and {b} that S1 and S2 evaluated" in err
+    assert "a plain rerun (`blindmatch run`, no upload needed)" in err
     got = run_hits(world, project, encoded)
     assert got == whole
+    # Every pair evaluated once over the two runs (S1 refuses a second evaluation), as many
+    # as the uncut run evaluated: the resumed run proposed only the pairs not counted.
+    s1 = world.roles["s1"].service.budget  # (S1 was not restarted)
+    assert s1.pairs() - before == whole_spent
+    detail = last_run(world, "shares")
+    assert detail["resumed"] == {"pairs_of_members": 1, "batches_asked_again": 0,
+                                 "their_pairs": 0}  # fmt: skip
     assert [r[2] for r in rows(world, "shares")] == [0, 0, 0]
+    assert not db_rows(world.data_dir, "twoserver_batches")  # dropped once kept
 
 
 def _hits(world: Resumable, project: ProjectTokens, encoded: dict[str, Path]) -> dict[str, list]:

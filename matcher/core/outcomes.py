@@ -112,6 +112,9 @@ class Earlier:
 
     members: int
     outcomes: Mapping[tuple[int, int], Outcome] = field(default_factory=dict)
+    # Pairs of members a failure cut mid-batch (core/batchresume.py): the links of their
+    # batches S1 and S2 evaluated; S1 proposes them again without the pairs it counted.
+    partial: Mapping[tuple[int, int], Outcome] = field(default_factory=dict)
 
     def only(self) -> list[tuple[int, int]]:
         """The pairs of members S1 proposes parts for: those with no outcome to reuse."""
@@ -157,10 +160,15 @@ class Ledger:
         self._reached: dict[tuple[int, int], list[tuple[Keys, Scores]]] = {}
         for ends, o in self.reused.items():
             self._scored[ends], self._reached[ends] = [o.scored], [o.reached]
+        self.partial = dict(earlier.partial) if earlier is not None else {}
+        for ends, o in self.partial.items():
+            self._found[ends] = [o.as_candidates(*ends)]
         self._left: dict[tuple[int, int], int] = {}  # parts of the proposal not evaluated
         self._kept: set[tuple[int, int]] = set(self.reused)  # an outcome in the journal
         self.open: set[tuple[int, int]] = set()  # pending in the journal
-        self._answered: set[tuple[int, int]] = set()  # open, with a batch answered since
+        # open, with a batch answered since (a resumed pair of members' from the start: its
+        # earlier batches' answers stay in the journal whatever this run's first one does)
+        self._answered: set[tuple[int, int]] = set(self.partial)
 
     def proposed(self, parts: Sequence[tuple[int, int]]) -> None:
         """S1's proposal, a pair of members a part: a pair of members is finished once its
@@ -208,11 +216,12 @@ class Ledger:
 
     def parts(self) -> list[Candidates]:
         """The reused pairs of members' candidates, as the solver takes them."""
-        return [o.as_candidates(a, b) for (a, b), o in self.reused.items()]
+        return [o.as_candidates(a, b) for (a, b), o in (*self.reused.items(),
+                                                         *self.partial.items())]  # fmt: skip
 
     def decided(self) -> dict[tuple[int, int], list[tuple[Keys, Scores]]]:
         """Every pair whose score C knows from the reused outcomes, by pair of members."""
-        return {ends: [o.known()] for ends, o in self.reused.items()}
+        return {ends: [o.known()] for ends, o in (*self.reused.items(), *self.partial.items())}
 
     def found(self, member_a: int, member_b: int, candidates: Candidates) -> None:
         """A part's candidates (every part's, in the order S1 proposed them)."""

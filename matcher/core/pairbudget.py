@@ -104,6 +104,24 @@ class PairBudget:
         with self._lock:
             return sum(len(r) for s in self._seen.values() for r in s.runs)
 
+    def counted(
+        self,
+        member_a: str,
+        member_b: str,
+        rows_a: npt.NDArray[np.uint32],
+        rows_b: npt.NDArray[np.uint32],
+    ) -> npt.NDArray[np.bool_]:
+        """Which pairs have been evaluated (at the run's cut-offs) since their members
+        uploaded: S1 leaves them out of a resumed pair of members' parts."""
+        if member_a > member_b:
+            member_a, member_b, rows_a, rows_b = member_b, member_a, rows_b, rows_a
+        keys = (rows_a.astype(np.uint64) << np.uint64(32)) | rows_b.astype(np.uint64)
+        with self._lock:
+            if member_a in self._sealed and member_b in self._sealed:
+                return np.ones(len(keys), dtype=bool)
+            seen = self._seen.get((member_a, member_b, False))
+            return seen.contains(keys) if seen is not None else np.zeros(len(keys), bool)
+
     def forget(self, member: str) -> None:
         with self._lock:
             self._sealed.discard(member)

@@ -14,6 +14,7 @@ fewer links); a refusal from a party keeps its status, its message prefixed with
 
 from __future__ import annotations
 
+import logging
 import queue
 import secrets
 import time
@@ -25,7 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core import batchresume, linkbit
+from blindmatch.matcher.core.batchresume import BatchWatch
+from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.rpc.status import answered, retryable
@@ -35,6 +38,7 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # S2's setup for a batch is ~2.5 MB at 1,024 bits
 CALL_SECONDS = 600.0  # a batch's call (a party computing its side), or Propose's stream
 T = TypeVar("T")
+log = logging.getLogger("blindmatch.matcher.twoserver")
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -299,6 +303,16 @@ class RemoteServers:
         self._metadata = (("authorization", f"Bearer {key}"),)
         self.members, self.records, self._bits = list(members), list(records), list(bits)
         self._parts: list[Proposed] = []  # what S1's Propose said of its proposal
+        # Each batch of the proposal journaled (core/batchresume.py), then acknowledged to
+        # S1 and S2; None: acknowledged as soon as answered (nothing to resume from).
+        self.watch: BatchWatch | None = None
+        self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
+        self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
+
+    def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
+        """Journal each batch of the proposal with `watch` (acknowledged once it is), and
+        have S1 leave the pairs it counted out of `resume_pairs`' parts."""
+        self.watch, self.resume_pairs = watch, list(resume_pairs)
 
     def close(self) -> None:
         for c in self._channels if self._own else ():
@@ -328,7 +342,9 @@ class RemoteServers:
                                     buckets=cutoffs[1:], rule=wire_rule(rule),
                                     only_pairs=only is not None,
                                     pairs=[pb.MemberPair(member_a=a, member_b=b)
-                                           for a, b in only or ()])  # fmt: skip
+                                           for a, b in only or ()],
+                                    resume_pairs=[pb.MemberPair(member_a=a, member_b=b)
+                                                  for a, b in self.resume_pairs])  # fmt: skip
         try:
             parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:
@@ -360,20 +376,32 @@ class RemoteServers:
         circuit: linkbit.Circuit,
         transcript: linkbit.Transcript,
         tagged: bool,
+        ends: tuple[int, int] | None = None,
     ) -> tuple[bytes, bytes]:
+        """`ends`: a batch of the proposal, told to `watch` (journaled, then acknowledged)."""
+        watch = self.watch if ends is not None else None
+        if watch is not None and ends is not None:
+            watch.out(to_s1.batch, *ends, to_s1.clk, pairs)
         try:
             _call(self.names[1], self._s2.Prepare, to_s2, metadata=self._metadata,
                   timeout=CALL_SECONDS)  # fmt: skip
+            # S1 connected before its batch goes, so that a failure after it may have been
+            # evaluated (S1 counts its pairs first) and one before it was not (`connected`).
+            connected(self._channels[0], self.names[0])
         except errors.ServiceError as exc:
             exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
+            if watch is not None and ends is not None:
+                watch.unsent(to_s1.batch, *ends)
             raise
-        # S1 connected before its batch goes, so that a failure after it may have been
-        # evaluated (S1 counts its pairs first) and one before it was not (`connected`).
-        connected(self._channels[0], self.names[0])
-        o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
-                   metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        try:
+            o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
+                       timeout=CALL_SECONDS)  # fmt: skip
+            o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
+                       metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
+        except errors.ServiceError as exc:
+            if watch is not None and ends is not None and not isinstance(exc, errors.Unavailable):
+                watch.refused(to_s1.batch, *ends)  # answered with a refusal: no shares kept
+            raise
         transcript.count("C", "S1", to_s1.ByteSize())
         transcript.count("C", "S2", to_s2.ByteSize())
         transcript.count("S1", "S2", o1.round_bytes_sent)
@@ -386,7 +414,32 @@ class RemoteServers:
         if len(o1.shares) != words or len(o2.shares) != words:
             raise errors.DataLoss(f"output shares of {len(o1.shares)} and {len(o2.shares)} "
                                   f"bytes for {pairs} pairs")  # fmt: skip
+        if ends is not None and (watch is not None or not self._query):
+            if watch is not None:
+                got = batchresume.found(circuit, o1.shares, o2.shares, pairs, *ends)
+                watch.answered(to_s1.batch, *ends, got)
+            self.acknowledge([to_s1.batch])  # (a query's batches are not kept)
         return o1.shares, o2.shares
+
+    def resume(self, batch: str) -> tuple[bytes, bytes]:
+        """S1's and S2's output shares of a batch of the proposal again, by its id alone
+        (core/batchkeep.py): refused by either naming why where it holds none."""
+        request = pb.ResumeRequest(batch=batch)
+        o1 = _call(self.names[0], self._s1.Resume, request, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
+        o2 = _call(self.names[1], self._s2.Resume, request, metadata=self._metadata,
+                   timeout=CALL_SECONDS)  # fmt: skip
+        return o1.shares, o2.shares
+
+    def acknowledge(self, batches: Sequence[str]) -> None:
+        """Tell S1 and S2 the combiner holds these batches' answers (they drop their
+        copies); a party not reached keeps them until they expire (core/batchkeep.py)."""
+        request = pb.AcknowledgeRequest(batches=list(batches))
+        for who, stub in ((self.names[0], self._s1), (self.names[1], self._s2)):
+            try:
+                _call(who, stub.Acknowledge, request, metadata=self._metadata, timeout=30.0)
+            except errors.ServiceError as exc:
+                log.info("%s kept batches %s unacknowledged: %s", who, list(batches), exc)
 
     def evaluate_part(
         self,
@@ -403,7 +456,8 @@ class RemoteServers:
         ref = dict(proposed=True, part=index, offset=offset, count=count)
         made = [self._batch(batch, p.member_a, p.member_b, p.clk, setup, circuit.cutoffs, **ref)
                 for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
-        return self._run(made[0], made[1], count, circuit, transcript, tagged=True)
+        return self._run(made[0], made[1], count, circuit, transcript, tagged=True,
+                         ends=(p.member_a, p.member_b))  # fmt: skip
 
     def evaluate(
         self,

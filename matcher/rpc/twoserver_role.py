@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit
+from blindmatch.matcher.core.batchkeep import BatchKeep
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
@@ -93,6 +94,9 @@ class _Role:
         self.held: dict[str, Held] = {}
         self.lock = threading.Lock()
         self.budget = PairBudget()  # each pair's evaluations (S1's and S2's)
+        # S1, S2: each batch of the proposal's output shares until C acknowledges it
+        # (core/batchkeep.py, rpc/twoserver_resume.py); on disk with a data dir
+        self.batches = BatchKeep()
         # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
         # is in one at most, so a batch's two members name its proposal (at most
         # MAX_PROPOSALS in flight: rpc/twoserver_proposals.py).
@@ -131,6 +135,7 @@ class _Role:
         names it. `StartupRefused` (nothing held) on a store that cannot be read whole."""
         self.audit = RoleAudit(data_dir, self.role)
         start = time.perf_counter()
+        self.batches = BatchKeep(data_dir / "batches")
         try:
             self.store = RoleStore(data_dir, self.role)
             restored = self.store.load(held_from)
@@ -251,6 +256,7 @@ class _Role:
                 self.budget.forget(name)
             self.held[member] = held
             self.budget.forget(member)
+            self.batches.forget({member, *old})
             self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
@@ -279,6 +285,7 @@ class _Role:
             for name in dropped:
                 del self.held[name]
                 self.budget.forget(name)
+            self.batches.forget(dropped)
             self.end_proposals(set(dropped))
             self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),

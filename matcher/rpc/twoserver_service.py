@@ -68,6 +68,13 @@ from blindmatch.matcher.rpc.twoserver_client import (
     read_expanded,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_resume import (
+    acknowledge,
+    keep_batch,
+    leave_out_counted,
+    resume,
+    resume_pairs,
+)
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role, deal_refused
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
@@ -108,6 +115,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members, held = self.run_held(request)
         only = only_pairs(request)
+        resumed = resume_pairs(request, only)
         lacking = run_lacking(request, held)
         try:
             cutoffs = run_cutoffs(request.threshold, request.buckets)
@@ -139,11 +147,16 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
                             rule=rule, only=only, later=block)  # fmt: skip
         with self.lock:
+            left_out = leave_out_counted(self, proposal, resumed)
             self.proposals.hold(proposal)
-        self.log("combiner", "twoserver.run", run=proposal.id, members=members,
-                 cutoffs=list(cutoffs), rule=rule.text() or "none",
-                 pairs=sum(len(p) for p in proposal.parts),
-                 only="every pair" if only is None else sorted(only))  # fmt: skip
+        detail: dict[str, object] = {
+            "run": proposal.id, "members": members, "cutoffs": list(cutoffs),
+            "rule": rule.text() or "none", "pairs": sum(len(p) for p in proposal.parts),
+            "only": "every pair" if only is None else sorted(only),
+        }  # fmt: skip
+        if resumed:  # parts without the pairs counted (rpc/twoserver_resume.py)
+            detail.update(resumed=sorted(resumed), left_out=left_out)
+        self.log("combiner", "twoserver.run", "", **detail)
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
                                     clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
@@ -202,6 +215,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                      run=proposal.id, reason=str(exc))  # fmt: skip
             raise errors.PermissionDenied(deal_refused(request.batch, exc)) from None
         shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
+        keep_batch(self, request, len(rows_a), shares, party.circuit.rounds, sent, received)
         return pb.OutputShares(shares=shares, round_bytes_sent=sent,
                                round_bytes_received=received,
                                rounds=party.circuit.rounds)  # fmt: skip
@@ -209,6 +223,14 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:
         return pb.ForgetReply(dropped=len(self.forget(request)))
+
+    @_from("combiner")
+    def Resume(self, request: pb.ResumeRequest, context: Any) -> pb.OutputShares:
+        return resume(self, request)
+
+    @_from("combiner")
+    def Acknowledge(self, request: pb.AcknowledgeRequest, context: Any) -> pb.AcknowledgeReply:
+        return acknowledge(self, request)
 
     def _log_asked(self, proposal: Proposal, checked: Checked, members: list[str], clk: int,
                    reach: bool) -> None:  # fmt: skip

@@ -25,6 +25,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     expanded_parts,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_resume import acknowledge, keep_batch, resume
 from blindmatch.matcher.rpc.twoserver_role import (
     Bools,
     _from,
@@ -197,6 +198,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.InvalidArgument(f"masked (round {r}): {exc}") from None
             if r == rounds - 1:
                 out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
+                keep_batch(self, m, len(rows_a), out)  # durably before S1 sees the round
                 with self.lock:
                     self.outputs[first.batch] = out
             yield pb.RoundMessage(masked=mine, digest=b"" if r else digest)
@@ -220,6 +222,14 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             for b in [b for b, m in self.pending.items() if {m.member_a, m.member_b} & dropped]:
                 del self.pending[b], self.since[b]
         return pb.ForgetReply(dropped=len(dropped))
+
+    @_from("combiner")
+    def Resume(self, request: pb.ResumeRequest, context: Any) -> pb.OutputShares:
+        return resume(self, request)
+
+    @_from("combiner")
+    def Acknowledge(self, request: pb.AcknowledgeRequest, context: Any) -> pb.AcknowledgeReply:
+        return acknowledge(self, request)
 
 
 __all__ = ["MAX_PENDING", "STALE_SECONDS", "SharesService"]

@@ -39,6 +39,17 @@ CREATE TABLE IF NOT EXISTS twoserver_outcomes (
     pending INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, name_a, name_b)
 );
+CREATE TABLE IF NOT EXISTS twoserver_batches (
+    project TEXT NOT NULL,
+    name_a TEXT NOT NULL,
+    name_b TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    clk INTEGER NOT NULL,
+    pairs INTEGER NOT NULL,
+    answered INTEGER NOT NULL DEFAULT 0,
+    found BLOB NOT NULL,
+    PRIMARY KEY (project, name_a, name_b, batch)
+);
 """
 
 _NONE = (np.empty(0, np.uint64), np.empty(0, np.float64))
@@ -63,11 +74,29 @@ def forget_outcomes(tx: sqlite3.Connection, project: str, member: str | None = N
     """Delete a project's outcomes (or those of a pair involving `member`) inside `tx`."""
     if member is None:
         tx.execute("DELETE FROM twoserver_outcomes WHERE project=?", (project,))
+        tx.execute("DELETE FROM twoserver_batches WHERE project=?", (project,))
     else:
         tx.execute(
             "DELETE FROM twoserver_outcomes WHERE project=? AND (member_a=? OR member_b=?)",
             (project, member, member),
         )
+        prefix = f"{project}/{member}/"  # the batches name uploads (project/member/tag)
+        tx.execute("DELETE FROM twoserver_batches WHERE project=? AND (substr(name_a, 1, ?)=? "
+                   "OR substr(name_b, 1, ?)=?)",
+                   (project, len(prefix), prefix, len(prefix), prefix))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """A batch of S1's proposal journaled (usecases/twobatches.py): `found` its links (keys
+    of name_a's row first) once answered."""
+
+    batch: str
+    clk: int
+    pairs: int
+    answered: bool
+    found: Outcome
+    refused: bool = False  # S1 or S2 refused it: no shares kept, the pair not resumable
 
 
 class OutcomeStore(StoreBase):
@@ -117,7 +146,42 @@ class OutcomeStore(StoreBase):
                 (project, a, b, ma, mb, json.dumps(list(cutoffs)), rule, run_id, blob,
                  int(outcome is None)),
             )  # fmt: skip
+            if outcome is not None:  # the batches' answers are in it
+                _drop_batches(tx, project, a, b)
         return True
+
+    def two_server_batches(self, project: str, name_a: str, name_b: str) -> list[StoredBatch]:
+        """The batches journaled of a pair of uploads (name_a the lower) since its outcome
+        was last kept."""
+        rows = self.db.query(
+            "SELECT batch, clk, pairs, answered, found FROM twoserver_batches "
+            "WHERE project=? AND name_a=? AND name_b=?",
+            (project, name_a, name_b),
+        )
+        return [StoredBatch(b, clk, n, done == 1, Outcome.from_bytes(blob), done == 2)
+                for b, clk, n, done, blob in rows]  # fmt: skip
+
+    def journal_two_server_batch(
+        self, project: str, name_a: str, name_b: str, batch: str, clk: int, pairs: int,
+        found: Outcome | None = None, refused: bool = False,
+    ) -> None:  # fmt: skip
+        """A batch of the pair of uploads out (`found` None), answered, or `refused` (the
+        `answered` column: 0, 1, 2)."""
+        blob = (found or Outcome.of(Candidates.empty(), _NONE, _NONE)).to_bytes()
+        state = 2 if refused else int(found is not None)
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT INTO twoserver_batches VALUES (?,?,?,?,?,?,?,?) ON CONFLICT "
+                "(project, name_a, name_b, batch) DO UPDATE SET answered=excluded.answered, "
+                "found=excluded.found",
+                (project, name_a, name_b, batch, clk, pairs, state, blob),
+            )
+
+    def drop_two_server_batch(self, project: str, name_a: str, name_b: str, batch: str) -> None:
+        """A batch that failed before S1 had it (nothing of it evaluated)."""
+        with self.db.tx() as tx:
+            tx.execute("DELETE FROM twoserver_batches WHERE project=? AND name_a=? AND name_b=? "
+                       "AND batch=?", (project, name_a, name_b, batch))  # fmt: skip
 
     def drop_two_server_outcome(self, project: str, name_a: str, name_b: str) -> None:
         """A pair of uploads' row gone (a pending pair none of whose pairs was evaluated)."""
@@ -126,6 +190,7 @@ class OutcomeStore(StoreBase):
                 "DELETE FROM twoserver_outcomes WHERE project=? AND name_a=? AND name_b=?",
                 (project, name_a, name_b),
             )
+            _drop_batches(tx, project, name_a, name_b)
 
     def keep_two_server_outcomes(
         self,
@@ -150,7 +215,14 @@ class OutcomeStore(StoreBase):
             ]  # fmt: skip
             tx.executemany("INSERT OR REPLACE INTO twoserver_outcomes VALUES (?,?,?,?,?,?,?,?,?,?)",
                            rows)  # fmt: skip
+            for row in rows:
+                _drop_batches(tx, project, row[1], row[2])
         return len(rows)
 
 
-__all__ = ["SCHEMA", "OutcomeStore", "StoredOutcome", "forget_outcomes"]
+def _drop_batches(tx: sqlite3.Connection, project: str, name_a: str, name_b: str) -> None:
+    tx.execute("DELETE FROM twoserver_batches WHERE project=? AND name_a=? AND name_b=?",
+               (project, name_a, name_b))  # fmt: skip
+
+
+__all__ = ["SCHEMA", "OutcomeStore", "StoredBatch", "StoredOutcome", "forget_outcomes"]

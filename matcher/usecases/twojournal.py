@@ -68,10 +68,26 @@ class StoreJournal:
         self.store.drop_two_server_outcome(self.project, names[0], names[1])
         self.open.discard(ends)
 
+    def _resumable(self, ends: tuple[int, int]) -> bool:
+        names, _ = self._row(ends)
+        return _resumable_rows(self.store, self.project, names[0], names[1])
+
     def after_failure(self, message: str, again: Sequence[str] = ()) -> str:
         """A failed run's `message`, saying what the next run needs: where a pair of members
-        had a batch out when it failed (pending), one of its members uploads again; `again`,
-        the members the message tells to upload again already."""
+        had a batch out when it failed (pending), a plain rerun resumes it if the journal holds
+        every batch of it but that one (usecases/twobatches.py), otherwise one of its members
+        uploads again; `again`, the members the message tells to upload again already."""
+        if self.open and all(self._resumable(ends) for ends in self.open):
+            pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
+            return (
+                f"{message}. The matcher journaled every batch of {_pairs(pairs)} that S1 "
+                "and S2 evaluated but the one that was out, which they keep until the "
+                "matcher acknowledges it: a plain rerun (`blindmatch run`, no upload needed) "
+                "asks that batch again by its id and the rest of those pairs of members, or, "
+                "where S1 and S2 hold no shares of it (a party down during its rounds), names "
+                'who uploads again (docs/operations.md "A run cut mid-batch"; the outcomes of '
+                f"the {_count(len(self.kept))} this run finished are kept)"
+            )
         if self.open:
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
             return (
@@ -87,6 +103,14 @@ class StoreJournal:
                     "only the pairs of members not finished through S1 and S2")  # fmt: skip
         return (f"{kept}, and a plain rerun (`blindmatch run`, no upload needed) sends only "
                 "the others through S1 and S2")  # fmt: skip
+
+
+def _resumable_rows(store: Store, project: str, low: str, high: str) -> bool:
+    """Whether the journal holds a pending pair of uploads' batches but at most one
+    (usecases/twobatches.py `resumable`)."""
+    batches = store.two_server_batches(project, low, high)
+    return (bool(batches) and sum(not b.answered for b in batches) <= 1
+            and not any(b.refused for b in batches))  # fmt: skip
 
 
 def spent_refusal(run_id: str, pairs: list[tuple[str, str]]) -> FailedPrecondition:

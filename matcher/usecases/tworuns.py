@@ -34,6 +34,13 @@ from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases.twobatches import (
+    BatchJournal,
+    Resumable,
+    Resumed,
+    resumable,
+    resume,
+)
 from blindmatch.matcher.usecases.twojournal import StoreJournal, spent_at_s1, spent_refusal
 from blindmatch.matcher.usecases.uploads import UploadHeader, check_planned_two_server
 
@@ -265,10 +272,26 @@ def run(
     combiner = Combiner(None, threshold, clks=len(bits), rule=rule)
     names = [p[0] for p in parts]
     project = store.run(run_id).project
-    earlier = _earlier(store, project, inputs, names, combiner.cutoffs, rule)
+    earlier, resuming = _earlier(store, project, inputs, names, combiner.cutoffs, rule)
     members = [m for m, _ in inputs]
     journal = StoreJournal(store, project, run_id, combiner.cutoffs, rule.text(), members, names)
     servers = setup.servers(names, [u.record_count for _, u in inputs], bits)
+    resumed = Resumed({})
+    try:  # the pairs of members a failure cut mid-batch, resumed (usecases/twobatches.py)
+        if hasattr(servers, "watch_batches"):
+            batches = BatchJournal(store, project, names)
+            resumed = _resume(batches, servers, resuming, combiner, bits, members)
+            servers.watch_batches(batches, sorted(resumed.partial))
+        elif resuming:  # S1 and S2 reached otherwise: nothing to resume with
+            raise spent_refusal(
+                resuming[0].run_id, [(members[r.ends[0]], members[r.ends[1]]) for r in resuming]
+            )
+    except BaseException:
+        close = getattr(servers, "close", None)
+        if close is not None:
+            close()
+        raise
+    earlier = replace(earlier, partial=resumed.partial)
     try:
         result = tworun.drive(_Progress(servers, report), combiner, earlier=earlier,
                               journal=journal)  # fmt: skip
@@ -299,6 +322,9 @@ def run(
             detail={"run_id": run_id, "s1": setup.s1, "s2": setup.s2,
                     "members": [m for m, _ in inputs], "pairs": result.comparisons,
                     "reused": len(earlier.outcomes),
+                    **({"resumed": {"pairs_of_members": len(resumed.partial),
+                                    "batches_asked_again": resumed.asked,
+                                    "their_pairs": resumed.pairs}} if resumed.partial else {}),
                     "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
                     "cutoffs": list(combiner.cutoffs), "rule": _rule(store, inputs),
                     "bytes": {f"{a}->{b}": n for (a, b), n in sorted(t.sent.items())}},
@@ -314,15 +340,17 @@ def _earlier(
     names: list[str],
     cutoffs: tuple[float, ...],
     rule: Rule,
-) -> Earlier:
+) -> tuple[Earlier, list[Resumable]]:
     """The outcomes the run reuses (core/outcomes.py): of each pair of members whose two
     uploads are unchanged since a run kept their outcome. Refused where that run was
     at other cut-offs or another rule: its outcomes are link bits at those, and S1 and S2
     evaluate each pair once an upload (core/pairbudget.py), so those members upload again;
     and where a run failed with a batch of a pair of members out (pending,
-    usecases/twojournal.py), one of those members uploads again."""
+    usecases/twojournal.py), one of those members uploads again, unless the journal holds
+    every batch of it S1 and S2 evaluated but the one that was out (usecases/twobatches.py):
+    those are resumed."""
     stored = store.two_server_outcomes(project, names)
-    outcomes, stale, spent = {}, [], []
+    outcomes, stale, spent, resuming = {}, [], [], []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             low, high = sorted((names[i], names[j]))
@@ -330,7 +358,11 @@ def _earlier(
             if got is None:
                 continue
             if got.pending:  # S1 and S2 may have evaluated pairs no outcome holds
-                spent.append((inputs[i][0], inputs[j][0], got.run_id))
+                can = resumable(store, project, names, i, j, got.run_id)
+                if can is not None and got.cutoffs == cutoffs and got.rule == rule.text():
+                    resuming.append(can)
+                else:
+                    spent.append((inputs[i][0], inputs[j][0], got.run_id))
             elif got.cutoffs != cutoffs or got.rule != rule.text():
                 stale.append((inputs[i][0], inputs[j][0], got))
             else:
@@ -355,7 +387,28 @@ def _earlier(
             + ", ".join(members)
             + ' upload again (docs/operations.md "One run an upload")'
         )
-    return Earlier(len(names), outcomes)
+    return Earlier(len(names), outcomes), resuming
+
+
+def _resume(
+    batches: BatchJournal,
+    servers: object,
+    resuming: list[Resumable],
+    combiner: Combiner,
+    bits: list[int],
+    members: list[str],
+) -> Resumed:
+    """The pending pairs of members the journal can resume, resumed (usecases/twobatches.py);
+    refused as an unresumable pending pair is where S1 or S2 holds no shares of the batch
+    that was out, with their reason."""
+    width2 = bits[1] if combiner.rule.active and len(bits) > 1 else 0
+
+    def refused(r: Resumable, reason: str) -> Exception:
+        exc = spent_refusal(r.run_id, [(members[r.ends[0]], members[r.ends[1]])])
+        return type(exc)(f"{exc} (the batch that was out cannot be asked again: {reason})")
+
+    return resume(batches, servers, resuming,
+                  lambda clk: combiner.circuit(bits[clk], clk, width2), refused)  # fmt: skip
 
 
 def _run_rule(store: Store, inputs: list[tuple[str, Upload]]) -> Rule:

@@ -1,0 +1,176 @@
+"""What S1 and S2 keep of each batch of the proposal they evaluated until the combiner C
+acknowledges it (docs/privacy-design.md "Resuming a pair of members a failure cut", design
+(2); docs/protocol.md "A batch cut mid-way, resumed"): the batch's output shares, exactly
+the bytes the server gave (or would have given) C, so that a batch whose answer C lost (the
+matcher restarted, a connection cut, S2 killed before `Collect`) can be asked again by its
+id alone and answered with the same bytes: C learns nothing it could not have received
+once, whatever it dealt, and nothing is evaluated or counted again.
+
+Bounded: at most `MAX_BATCHES` batches (the oldest dropped first) and `TTL_SECONDS` each;
+a batch goes at `acknowledge`, when either member's upload is replaced or dropped
+(`forget`), and at expiry. A batch of the proposal at 16,384 pairs and four cut-offs is
+(4 + 64) x 2,048 bytes = 139 KB; C acknowledges each batch once its answer is journaled, so
+an honest run leaves about one batch a run on each server; the bound is 64 x 139 KB = 8.9 MB
+a server (memory, and the same on disk with a data dir: `directory`, one file a batch,
+written before the shares leave the server and reloaded at a restart, so that a role
+restarted after the rounds still answers).
+
+What a kept batch is refused with says why (`Gone`): never kept (or lost by a role without
+a data dir), acknowledged, expired, or its uploads replaced."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_BATCHES = 64
+TTL_SECONDS = 7 * 24 * 3600.0
+_GONE_REMEMBERED = 4096  # ids whose reason a refusal can still name
+_HEADER = 4  # bytes of the JSON header's length at the start of a batch's file
+
+
+class Gone(LookupError):
+    """A batch the server holds no shares of; the message says why."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One batch's output shares, as the server gave them, and what its refusal checks."""
+
+    batch: str
+    members: tuple[str, str]  # the uploads' names (project/member/tag), as the batch named
+    pairs: int
+    shares: bytes
+    rounds: int = 0
+    sent: int = 0  # S1: bytes of the rounds each way
+    received: int = 0
+    at: float = 0.0  # when kept (wall clock)
+
+
+class BatchKeep:
+    """A role's kept batches (`directory`: on disk as well, reloaded)."""
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        max_batches: int = MAX_BATCHES,
+        ttl: float = TTL_SECONDS,
+    ) -> None:
+        self.directory, self.clock = directory, clock
+        self.max_batches, self.ttl = max_batches, ttl
+        self._kept: OrderedDict[str, Kept] = OrderedDict()
+        self._gone: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._load()
+
+    def _file(self, batch: str) -> Path:
+        assert self.directory is not None
+        return self.directory / (hashlib.sha256(batch.encode()).hexdigest() + ".batch")
+
+    def _load(self) -> None:
+        assert self.directory is not None
+        found = []
+        for path in self.directory.glob("*.batch"):
+            try:
+                data = path.read_bytes()
+                n = int.from_bytes(data[:_HEADER], "little")
+                head = json.loads(data[_HEADER : _HEADER + n])
+                found.append(Kept(head["batch"], tuple(head["members"]), head["pairs"],
+                                  data[_HEADER + n :], head["rounds"], head["sent"],
+                                  head["received"], head["at"]))  # fmt: skip
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)  # a torn write: the batch is not resumable
+        for kept in sorted(found, key=lambda k: k.at):
+            self._kept[kept.batch] = kept
+        self._expire()
+
+    def _write(self, kept: Kept) -> None:
+        head = json.dumps({"batch": kept.batch, "members": list(kept.members),
+                           "pairs": kept.pairs, "rounds": kept.rounds, "sent": kept.sent,
+                           "received": kept.received, "at": kept.at}).encode()  # fmt: skip
+        path = self._file(kept.batch)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(len(head).to_bytes(_HEADER, "little") + head + kept.shares)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _drop(self, batch: str, reason: str) -> None:
+        """(Under the lock.)"""
+        self._kept.pop(batch, None)
+        self._gone[batch] = reason
+        while len(self._gone) > _GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+        if self.directory is not None:
+            self._file(batch).unlink(missing_ok=True)
+
+    def _expire(self) -> None:
+        cutoff = self.clock() - self.ttl
+        for batch in [b for b, k in self._kept.items() if k.at < cutoff]:
+            self._drop(batch, f"expired ({self.ttl / 3600:g} hours after it was evaluated)")
+
+    def put(self, kept: Kept) -> None:
+        """Keep a batch's shares (durably first with a directory), the oldest beyond
+        `max_batches` dropped."""
+        kept = Kept(kept.batch, kept.members, kept.pairs, kept.shares, kept.rounds, kept.sent,
+                    kept.received, self.clock())  # fmt: skip
+        if self.directory is not None:
+            self._write(kept)
+        with self._lock:
+            self._gone.pop(kept.batch, None)
+            self._kept[kept.batch] = kept
+            self._expire()
+            while len(self._kept) > self.max_batches:
+                oldest = next(iter(self._kept))
+                self._drop(oldest, f"dropped: the server keeps at most {self.max_batches} "
+                                   "batches not acknowledged")  # fmt: skip
+
+    def get(self, batch: str) -> Kept:
+        """The batch's kept shares, or `Gone` saying why there are none."""
+        with self._lock:
+            self._expire()
+            kept = self._kept.get(batch)
+            if kept is not None:
+                return kept
+            reason = self._gone.get(batch, "never evaluated here, or evaluated by a server "
+                                           "that restarted without a data dir")  # fmt: skip
+        raise Gone(f"batch {batch!r}: {reason}")
+
+    def acknowledge(self, batches: Iterable[str]) -> int:
+        """Drop the batches C holds the answers of: how many were held."""
+        with self._lock:
+            held = [b for b in batches if b in self._kept]
+            for batch in held:
+                self._drop(batch, "acknowledged: the combiner holds its answer")
+        return len(held)
+
+    def forget(self, names: Iterable[str]) -> int:
+        """Drop the batches over any of the uploads `names` (replaced or dropped)."""
+        gone = set(names)
+        with self._lock:
+            over = [b for b, k in self._kept.items() if gone & set(k.members)]
+            for batch in over:
+                self._drop(batch, "its uploads were replaced or dropped since")
+        return len(over)
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._kept)
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(len(k.shares) for k in self._kept.values())
+
+
+__all__ = ["MAX_BATCHES", "TTL_SECONDS", "BatchKeep", "Gone", "Kept"]

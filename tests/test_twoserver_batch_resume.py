@@ -1,0 +1,145 @@
+"""A two-server run cut mid-batch is resumed by a plain rerun (docs/protocol.md "A batch cut
+mid-way, resumed"): S1 and S2 keep each batch of the proposal's output shares until the
+matcher acknowledges it (core/batchkeep.py, on disk with a data dir), the matcher journals
+each batch before it goes and once answered (usecases/twobatches.py), and the rerun asks the
+batch that was out again by its id alone (the same bytes; nothing evaluated again), takes
+the answered batches' links from its journal and has S1 propose only the pairs its budget
+has not counted. The links are those of a run never cut, and no pair is evaluated twice
+(S1's budget, which refuses a second evaluation, counts as many pairs as the uncut run's).
+
+Real S1, S2 and matcher on loopback (tests/test_twoserver_project_resume.py's world)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.support import db_rows
+from tests.test_twoserver_project import NAMES, create, encoded, hits
+from tests.test_twoserver_project_rerun import last_run, run_hits, upload
+from tests.test_twoserver_project_resume import (
+    Cut,
+    Resumable,
+    _hits,
+    failed_run,
+    rows,
+    world,
+)
+
+pytestmark = pytest.mark.server
+__all__ = ["encoded", "world"]  # the fixtures
+
+
+def role_audit(world: Resumable, role: str, action: str) -> list[dict[str, Any]]:
+    path = world.folder / f"{role}-data" / f"twoserver-{role}.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        got = db.execute("SELECT action, detail FROM audit ORDER BY rowid").fetchall()
+    return [json.loads(d) for a, d in got if a == action]
+
+
+def test_a_batch_whose_shares_s2_never_sent_is_asked_again_by_its_id_after_s2_restarts(
+    world: Resumable, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    s1 = world.roles["s1"].service.budget
+    before = s1.pairs()
+    whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    whole_spent = s1.pairs() - before
+    project = create(world, "shares", "two-server")
+    # S1 and S2 evaluate the first pair of members' second batch; S2 is stopped as the
+    # matcher asks it for its shares (S1 gave its own), and starts again on its data dir.
+    before = s1.pairs()
+    err = failed_run(world, project, encoded, Cut(pair=0, batch=1, at="collect"), capsys)
+    assert "is unreachable" in err and "a plain rerun" in err
+    (batch,) = [r for r in db_rows(world.data_dir, "twoserver_batches") if not r[6]]
+    got = run_hits(world, project, encoded)
+    assert got == whole
+    assert s1.pairs() - before == whole_spent  # each pair evaluated once over both runs
+    detail = last_run(world, "shares")
+    assert detail["resumed"] == {"pairs_of_members": 1, "batches_asked_again": 1,
+                                 "their_pairs": batch[5]}  # fmt: skip
+    for role in ("s1", "s2"):  # the re-ask audited by both, granted
+        (asked,) = role_audit(world, role, "twoserver.resume")
+        assert asked["batch"] == batch[3] and asked["granted"] is True
+        assert asked["pairs"] == batch[5]
+    (run,) = [d for d in role_audit(world, "s1", "twoserver.run") if "resumed" in d]
+    assert run["left_out"] > 0  # the pairs S1 counted, not proposed again
+    assert not db_rows(world.data_dir, "twoserver_batches")
+    # Acknowledged once its answer was journaled: asked again, it is refused with why.
+    stub = pb_grpc.TwoServerBlockingStub(
+        grpc.insecure_channel(f"127.0.0.1:{world.roles['s1'].port}")
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Resume(pb.ResumeRequest(batch=batch[3]),
+                    metadata=(("authorization", f"Bearer {world.key}"),))  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "acknowledged: the combiner holds its answer" in refused.value.details()
+    assert not world.roles["s1"].service.batches.held()
+    assert not world.roles["s2"].service.batches.held()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("with_role", ["", "s1"])
+def test_a_matcher_dying_with_a_batch_evaluated_resumes_the_run_when_it_starts_again(
+    world: Resumable, encoded: dict[str, Path], with_role: str
+) -> None:
+    whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        upload(world, project, name, encoded[name])
+    # The matcher dies holding both servers' shares of the second pair of members' first
+    # batch, before journaling its answer: S1 and S2 counted it and keep its shares (with
+    # `with_role`, S1 goes down too, and starts again from its data dir).
+    world.cut = Cut(pair=1, batch=0, role=with_role or "matcher", at="answered")
+    with MatcherClient(world.target, project.tokens["north"]) as north:
+        run_id = north.start_run("shares").run_id
+    assert world.crashed.wait(120), "the run did not reach the cut"
+    if with_role:
+        world.restart()
+    world.restart_matcher()
+    # The matcher starts the interrupted run again: it resumes the pair of members.
+    with MatcherClient(world.target, project.tokens["north"]) as north:
+        final = list(north.watch_run("shares", run_id))[-1]
+    assert final.state == "done", final.message
+    detail = last_run(world, "shares")
+    assert detail["resumed"]["batches_asked_again"] == 1
+    assert [r[2] for r in rows(world, "shares")] == [0, 0, 0]
+    out = {}
+    for name in NAMES:
+        path = world.folder / f"shares-{name}.csv"
+        assert world.cli("results", "--project", "shares", "--encoded", str(encoded[name]),
+                         "--out", str(path), token=project.tokens[name]) == 0  # fmt: skip
+        out[name] = path
+    assert {n: hits(p) for n, p in out.items()} == whole
+
+
+def test_a_re_ask_names_a_batch_by_its_id_alone_and_an_unknown_one_is_refused_with_why(
+    world: Resumable,
+) -> None:
+    # Nothing but the id: a batch with other pairs, cut-offs, rule or deal cannot be asked.
+    assert [f.name for f in pb.ResumeRequest.DESCRIPTOR.fields] == ["batch"]
+    metadata = (("authorization", f"Bearer {world.key}"),)
+    for role, stub_of in (("s1", pb_grpc.TwoServerBlockingStub),
+                          ("s2", pb_grpc.TwoServerSharesStub)):  # fmt: skip
+        stub = stub_of(grpc.insecure_channel(f"127.0.0.1:{world.roles[role].port}"))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Resume(pb.ResumeRequest(batch="no-such-batch"), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "batch 'no-such-batch': never evaluated here" in refused.value.details()
+        (asked,) = role_audit(world, role, "twoserver.resume")
+        assert asked["granted"] is False and "never evaluated here" in asked["reason"]
+        with pytest.raises(grpc.RpcError) as denied:  # the combiner's call only
+            stub.Resume(pb.ResumeRequest(batch="x"), metadata=(("authorization", "Bearer no"),))
+        assert denied.value.code() in (grpc.StatusCode.UNAUTHENTICATED,
+                                       grpc.StatusCode.PERMISSION_DENIED)  # fmt: skip
+        assert (
+            stub.Acknowledge(pb.AcknowledgeRequest(batches=["x"]), metadata=metadata).dropped == 0
+        )
