@@ -42,9 +42,9 @@ class DealRefused(Exception):
 
 def refused(batch: str, exc: DealRefused) -> errors.PermissionDenied:
     """The project's error for a batch whose triples fail S1 and S2's check, naming the
-    dealer: PERMISSION_DENIED over gRPC (rpc/status.py), a refusal (exit 3) to a client. The
-    in-process path's (core/twoinprocess.py); the gRPC roles' says the same
-    (rpc/twoserver_role.py `deal_refused`)."""
+    dealer: PERMISSION_DENIED over gRPC (rpc/status.py), a refusal (exit 3) to a client. Raised
+    by the gRPC roles (rpc/twoserver_service.py, twoserver_shares.py) and the in-process path
+    (core/twoinprocess.py) alike."""
     return errors.PermissionDenied(
         f"setup: batch {batch!r}: {exc}; the dealer (the combiner) dealt triples that are "
         "not Beaver triples, so S1 and S2 refuse the batch and send no output shares"

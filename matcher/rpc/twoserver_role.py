@@ -434,14 +434,6 @@ class _Role:
         return party
 
 
-def deal_refused(batch: str, exc: Exception) -> str:
-    """The refusal of a batch whose triples fail S1 and S2's check (core/triplecheck.py)."""
-    return (
-        f"setup: batch {batch!r}: {exc}; the dealer (the combiner) dealt triples that are "
-        "not Beaver triples, so S1 and S2 refuse the batch and send no output shares"
-    )
-
-
 def _outputs(
     party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
 ) -> bytes:
@@ -452,4 +444,4 @@ def _outputs(
     return party.output(tags, keep, mask)
 
 
-__all__ = ["NAMES", "Bools", "Rows", "batch_digest", "deal_refused"]
+__all__ = ["NAMES", "Bools", "Rows", "batch_digest"]

@@ -76,7 +76,7 @@ from blindmatch.matcher.rpc.twoserver_resume import (
     resume_pairs,
 )
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
-from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role, deal_refused
+from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
 from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
 from blindmatch.matcher.rpc.twoserver_shares import MAX_PENDING as MAX_PENDING
 from blindmatch.matcher.rpc.twoserver_shares import STALE_SECONDS as STALE_SECONDS
@@ -213,7 +213,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         except triplecheck.DealRefused as exc:
             self.log("combiner", "twoserver.deal", members=members, batch=request.batch,
                      run=proposal.id, reason=str(exc))  # fmt: skip
-            raise errors.PermissionDenied(deal_refused(request.batch, exc)) from None
+            raise triplecheck.refused(request.batch, exc) from None
         shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
         keep_batch(self, request, len(rows_a), shares, party.circuit.rounds, sent, received)
         return pb.OutputShares(shares=shares, round_bytes_sent=sent,

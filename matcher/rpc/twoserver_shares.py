@@ -32,7 +32,6 @@ from blindmatch.matcher.rpc.twoserver_role import (
     _outputs,
     _Role,
     batch_digest,
-    deal_refused,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -190,7 +189,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                     self.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
                              batch=first.batch, run=first.run, reason=str(exc))  # fmt: skip
                     yield pb.RoundMessage(digest=digest)  # S1 sees it for itself
-                    raise errors.PermissionDenied(deal_refused(first.batch, exc)) from None
+                    raise triplecheck.refused(first.batch, exc) from None
             mine = party.open()
             try:
                 party.close(message.masked)
