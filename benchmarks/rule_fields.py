@@ -422,7 +422,8 @@ def main() -> int:
     m = labelled_m(fit) if args.m_from_fit else None
     if m is not None:
         print(
-            f"m from {' '.join(args.fit)}: log(m/u) on the first:\n{np.round(log_mu(fl.Model(m, fit[0].em.u, 0.0)), 2)}"
+            f"m from {' '.join(args.fit)}: log(m/u) on the first:\n"
+            f"{np.round(log_mu(fl.Model(m, fit[0].em.u, 0.0)), 2)}"
         )
         for h in fit:
             h.use(with_m(h.em, m, h.blocked, h.total))
