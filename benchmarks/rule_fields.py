@@ -2,9 +2,9 @@
 cuts chosen on `messy` labels, reported on `households`.
 
     .venv/bin/python benchmarks/rule_fields.py [--fit messy:2205 messy:2305]
-        [--report households:2105 households:2107:0.5 households:2109 households:2111:2.0
-                  messy:2101:0.5 messy:2103 messy:2105:2.0]
-        [--classify] [--oracle-fit households:2105]
+        [--report households:2109 households:2105 households:2107:0.5 households:2111:2.0
+                  messy:2103 messy:2101:0.5 messy:2105:2.0]
+        [--m-from-fit] [--no-tf] [--classify]
 
 A seed is GENERATOR:SEED[:CORRUPTION] at 20,000 people (`--population`), exports cached
 under `--cache` (rule2d.py's cache), one fixed secret per seed (rule2d.py's).
@@ -14,25 +14,31 @@ CLK; the matcher's rule S over both, `blindmatch.rule`) and with the opt-in fiel
 schema (`schemas/person-uk-field-level.json`: one Bloom filter per field, its own keys).
 On the field-level encodings the matcher's own code (matcher/core/fieldlevel.py) blocks,
 estimates u from random pairs and m and the prior by EM, with term frequencies, on the
-seed's own data: unsupervised, as Splink does. W is a pair's posterior log-odds.
+seed's own data: unsupervised, as Splink does. W is a pair's posterior log-odds. With
+`--m-from-fit`, m is instead each field's level shares among the `--fit` seeds' true
+candidate pairs (labels of the fit seeds only), u and term frequencies still the seed's
+own, the prior re-estimated by EM with m fixed; `--no-tf` leaves term frequencies out of W.
 
 Candidates: every cross-member pair at Dice >= `--floor` on either record-level CLK
-(rule2d.py's), and every field-level blocked pair with W >= 0. Each gets S (the default
-rule's score: S = D1 + 0.25 (D1 - D2) - 0.03 where both records have a date of birth and
-D1 >= 0.78, else the fallback CLK's Dice D2) and W. Combinations, each a score on S's scale,
-cut at 0.8, solved by the greedy solver and completed (`solve.complete`, bridge 0.85,
-reach 0.70, with the same combined score) as a run is:
+(rule2d.py's), and every field-level blocked pair with W >= 0 (EM's). Each gets S (the
+default rule's score: S = D1 + 0.25 (D1 - D2) - 0.03 where both records have a date of
+birth and D1 >= 0.78, else the fallback CLK's Dice D2) and W. Combinations, each a score on
+S's scale, cut at 0.8, solved by the greedy solver and completed (`solve.complete`, bridge
+0.85, reach 0.70, with the same combined score) as a run is:
 
 - `default`: S alone (what a run does today);
 - `veto v`: S, but 0 where W < v (a pair the field-level model finds unlikely is dropped);
 - `rescue r`: S, but at least 0.8 where W >= r (a pair it finds likely is accepted);
-- `veto v + rescue r`: both.
+- `veto v + rescue r`: both;
+- `logistic (S, D1, D2, W)`: rule2d.py's logistic regression on (S, D1, D2, W) for dated
+  pairs and (D1, D2, W) for dob-less ones, fitted on the `--fit` candidates, one probability
+  cut; `logistic (S, D1, D2, each field)` the same with the five fields' weights.
 
-v and r are chosen on the `--fit` seeds (best mean F1 among those with mean precision >=
-0.99) and applied unchanged to every `--report` seed. `--oracle-fit` chooses them instead
-on those seeds' labels (an upper bound, not a fair figure). `--classify` prints households'
-false pairs by relation and missed pairs by whether a side lacks a date of birth.
-Figures: docs/evaluation.md, "A field-level score beside the record-level rule".
+Each family's v, r or cut is chosen on the `--fit` seeds (best mean F1 among those with
+mean precision >= 0.99) and applied unchanged to every `--report` seed; `--fit
+households:2105` makes it an oracle (an upper bound, not a fair figure). `--classify`
+prints households' false pairs by relation and missed pairs by whether a side lacks a date
+of birth. Figures: docs/evaluation.md, "A field-level score beside the record-level rule".
 """
 
 from __future__ import annotations
@@ -96,17 +102,18 @@ class Feats:
         return out
 
 
-def contributions(model: fl.Model, pairs: fl.Pairs) -> Floats:
+def contributions(model: fl.Model, pairs: fl.Pairs, tf: bool = True) -> Floats:
     """Per pair and field, log(m/u) at the pair's level (0 when missing), an exact agreement
-    weighted by its value's frequency (fieldlevel.probabilities, field by field)."""
+    weighted by its value's frequency (fieldlevel.probabilities, field by field; not with
+    `tf` False: the field's average chance agreement instead)."""
     lv = pairs.levels
     ratio = np.log(np.maximum(model.m, 1e-12)) - np.log(np.maximum(model.u, 1e-12))
     ratio[:, fl.MISSING] = 0.0
     c: Floats = ratio[np.arange(lv.shape[1]), lv]
     exact = lv == fl.EXACT
     u_exact = np.broadcast_to(model.u[:, fl.EXACT], lv.shape)
-    tf = np.where(exact, np.maximum(pairs.tf, 1e-6), u_exact)
-    out: Floats = c + np.where(exact, np.log(u_exact) - np.log(tf), 0.0)
+    freq = np.where(exact, np.maximum(pairs.tf, 1e-6), u_exact)
+    out: Floats = c + np.where(exact & tf, np.log(u_exact) - np.log(freq), 0.0)
     return out
 
 
@@ -155,6 +162,7 @@ class Hybrid:
     total: int
     pairs: Pairs  # record-level candidates plus field-level blocked pairs with W >= 0
     feats: Feats
+    tf: bool = True  # term frequencies in W
 
     def feats_of(self, d0: U32, r0: U32, d1: U32, r1: U32) -> Feats:
         split, n = self.split, len(d0)
@@ -166,7 +174,7 @@ class Hybrid:
             lacks[sel] = fallback_.on_fallback(split.lacking[a][x], split.lacking[b][y])
         fp = self.fields.pairs(*(a.astype(np.int64) for a in (d0, r0, d1, r1)))
         prior = float(np.log(self.model.prior) - np.log1p(-self.model.prior))
-        return Feats(s1, s2, lacks, contributions(self.model, fp), prior)
+        return Feats(s1, s2, lacks, contributions(self.model, fp, self.tf), prior)
 
     def use(self, model: fl.Model) -> None:
         self.model = model
@@ -410,6 +418,9 @@ def main() -> int:
         action="store_true",
         help="m from the --fit seeds' labels (u, frequencies, prior from each seed) instead of EM",
     )
+    parser.add_argument(
+        "--no-tf", action="store_true", help="W without term frequencies (a field's average)"
+    )
     parser.add_argument("--floor", type=float, default=0.7)
     parser.add_argument("--classify", action="store_true", help="classify households' errors")
     parser.add_argument("--population", type=int, default=20_000)
@@ -419,6 +430,9 @@ def main() -> int:
         prepare, floor=args.floor, population=args.population, cache=args.cache
     )
     fit = [prep(s) for s in args.fit]
+    for h in fit:
+        h.tf = not args.no_tf
+        h.use(h.em)
     m = labelled_m(fit) if args.m_from_fit else None
     if m is not None:
         print(
@@ -437,6 +451,8 @@ def main() -> int:
             print(line(h, label, rule), flush=True)
     for spec in args.report:
         h = prep(spec)
+        h.tf = not args.no_tf
+        h.use(h.em)
         if m is not None:
             h.use(with_m(h.em, m, h.blocked, h.total))
         for label, rule in chosen.items():
