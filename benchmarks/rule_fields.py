@@ -71,7 +71,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIELD_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
 THRESHOLD = 0.8
 RULE = fallback_.Rule(0.25, 0.03, 0.01)  # the default schema's blindmatch.rule
-FLOOR = RULE.candidate_floor(THRESHOLD)  # 0.78: a dated pair needs D1 >= this
 VETOES = [None, -12.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0]
 RESCUES = [None, 20.0, 16.0, 12.0, 8.0, 6.0, 4.0, 2.0]
 Floats = npt.NDArray[np.float64]
@@ -90,9 +89,10 @@ class Feats:
 
     @property
     def s(self) -> Floats:
-        """The run's score today: the rule's S for dated pairs (0 under the D1 floor), D2 else."""
-        dated = np.where(self.s1 >= FLOOR, RULE.score(self.s1, self.s2), 0.0)
-        out: Floats = np.where(self.lacks, self.s2, dated)
+        """The run's score today (`fallback.pair_scores`): the rule's S for dated pairs, D2
+        else. (A dated pair under the rule's D1 floor, 0.78, cannot reach S >= 0.8: it would
+        need D2 under 0.15. Completion's reach test scores pairs without the floor, as here.)"""
+        out: Floats = np.where(self.lacks, self.s2, RULE.score(self.s1, self.s2))
         return out
 
     @property
