@@ -149,9 +149,10 @@ class ErasureRetries:
             return ""
         index = self.realtime.index_store
         left = index.left_by_erasure(cut.project, cut.member, cut.seq)
-        if left is not None:
+        # (its index still in memory, unsearched, whatever the disk holds: dropped with it)
+        if left is not None or self.realtime.indexes.erasing(cut.project, cut.member):
             self.realtime.erase_member(cut.project, cut.member)
-            p.index_records += left
+            p.index_records += left or 0
         index.db.checkpoint()
         failed = []
         remote = self.realtime.remote
