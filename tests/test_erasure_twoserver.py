@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ from blindmatch.client import MatcherClient
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.usecases.erasure import FOUND_IN_LOG_RETRIED
 from tests.support import ADMIN_TOKEN, db_rows
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
@@ -136,3 +140,83 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
     finally:
         for role in roles.values():
             role.stop(grace=None)
+
+
+def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retried(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> None:
+    """A matcher from before erasure intents stopped after west's erasure was logged (its
+    upload's file still in clks/, no intent); the start finds it from the audit log with S2
+    down: S1 forgets, the erasure is not recorded complete with S2's error but given an
+    intent, and the running matcher asks S2 again until it forgets."""
+    key = secrets.token_urlsafe(16)
+
+    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
+        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+
+    s2 = start_s2()
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+
+    def held(role: str) -> list[str]:
+        service = roles[role].service
+        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    data_dir = tmp_path / "matcher-data"
+    server = serve()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        (upload,) = [u for u in server.store.current_uploads("shares").values()
+                     if u.member == "west"]  # fmt: skip
+        server.store.erase_member("shares", "west")  # the erasure, then the old code's state:
+    finally:
+        server.stop(grace=None)
+    DataDir(data_dir).clk_file(upload.id).touch(0o600)  # its file not unlinked yet (empty)
+    with closing(sqlite3.connect(data_dir / "blindmatch.sqlite")) as db:
+        assert db.execute("DELETE FROM erasure_intents").rowcount == 1  # never written
+        db.commit()
+    assert any("from before erasure intents" in p for p in check_data_dir(data_dir).problems)
+    try:
+        s2.stop(grace=None)  # down when the matcher starts
+        server = serve()
+        try:
+            assert held("s1") == ["north"]  # S1 forgot at the start
+            assert [(c.project, c.member) for c in server.store.cut_short_erasures()] == [
+                ("shares", "west")]  # an intent now: S2 has not forgotten  # fmt: skip
+            assert completed_entries(data_dir) == []  # not recorded complete with S2's error
+            (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
+            assert "S1 and S2 may still hold its shares" in finding
+            assert not DataDir(data_dir).clk_file(upload.id).exists()
+            roles["s2"] = start_s2(s2_address)
+            assert held("s2") == ["north", "west"]  # back, still holding west's shares
+            deadline = time.monotonic() + 60
+            while server.store.cut_short_erasures():  # asked again by the running matcher
+                assert time.monotonic() < deadline, "S2 was not asked again"
+                time.sleep(0.2)
+            assert held("s2") == ["north"]
+        finally:
+            server.stop(grace=None)
+        (detail,) = completed_entries(data_dir)
+        assert detail["twoserver"] == {"S2": "dropped 1"} and detail["upload_files"] == 1
+        assert detail["why"] == FOUND_IN_LOG_RETRIED
+        assert check_data_dir(data_dir).problems == []
+        serve().stop(grace=None)  # a later start finds nothing more to do
+        assert len(completed_entries(data_dir)) == 1
+    finally:
+        for role in roles.values():
+            role.stop(grace=None)
+
+
+def completed_entries(data_dir: Path) -> list[dict]:
+    return [json.loads(r[8]) for r in db_rows(data_dir, "audit") if r[3] == "erase.complete"]

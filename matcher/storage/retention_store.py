@@ -153,6 +153,18 @@ class RetentionStore(ProjectStore, UploadStore):
                 (project, member, seq),
             )
 
+    def keep_intent(self, cut: CutShort) -> None:
+        """Record an intent for an erasure that has none (found from the audit log) but that
+        cannot be completed yet (S1 or S2 down): its upload files unlinked now, the intent
+        kept until it is (the retry, or the next start)."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT OR IGNORE INTO erasure_intents VALUES (?,?,?,?)",
+                (cut.seq, cut.project, cut.member, json.dumps(list(cut.uploads))),
+            )
+        self._unlink_uploads(list(cut.uploads))
+        self.db.checkpoint()
+
     def intent(self, seq: int) -> CutShort | None:
         """The erasure intent of the `erase` entry `seq`; None once it is complete."""
         rows = self.db.query(

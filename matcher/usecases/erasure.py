@@ -39,6 +39,10 @@ from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
 
+FOUND_IN_LOG_RETRIED = (
+    f"{FOUND_IN_LOG}; S1 or S2 did not forget the member's shares at that start, so an "
+    "erasure intent was recorded and the matcher asked again in the background until it was done"
+)
 EXPIRED_INDEX = (
     "the project's standing indexes were still kept after it expired (the matcher stopped "
     "part-way through its expiry, or was down when it expired); start-up deleted them"
@@ -139,14 +143,31 @@ def _complete_found_in_log(
     realtime: Realtime,
     two_server: TwoServerSetup | None,
     found: list[LoggedErasure],
+    retries: ErasureRetries | None = None,
 ) -> list[dict[str, object]]:
-    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so."""
+    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so.
+    One that S1 or S2 has not forgotten is given an intent (it had none) and handed to
+    `retries` (without it, left to the next start): recorded complete only once done."""
     done: list[dict[str, object]] = []
     for erased in found:
         if erased.index_records is not None:
             realtime.erase_member(erased.project, erased.member)
         cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
-        more, _ = _shares(store, two_server, cut)  # (no intent to keep: recorded, as it is)
+        more, failed = _shares(store, two_server, cut)
+        if failed:
+            store.keep_intent(cut)  # (its upload files go now; the intent until S1, S2 forget)
+            if retries is not None:
+                left = erased.index_records or 0
+                retries.add(cut.seq, cut.project, cut.member, failed, left, FOUND_IN_LOG_RETRIED)
+            log.warning(
+                "%s/%s: the erasure logged as audit entry %d was cut short by a matcher from "
+                "before erasure intents (found from the audit log); its data here is deleted "
+                "now, but %s did not forget the member's shares: an intent is recorded, and "
+                "%s", cut.project, cut.member, cut.seq, " and ".join(sorted(failed)),
+                "they are asked again in the background" if retries is not None
+                else "the next start asks again",
+            )  # fmt: skip
+            continue
         detail = store.complete_erasure(cut, erased.index_records or 0, more, FOUND_IN_LOG)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
@@ -198,7 +219,7 @@ def complete_cut_short(
             "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
             cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
         )  # fmt: skip
-    done += _complete_found_in_log(store, realtime, two_server, logged)
+    done += _complete_found_in_log(store, realtime, two_server, logged, retries)
     for name in realtime.index_store.projects():
         if store.is_live(name):
             continue

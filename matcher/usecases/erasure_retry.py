@@ -47,6 +47,7 @@ class _Pending:
     due: float
     attempts: int = 0
     index_records: int = 0  # what the attempts found left of its standing index
+    why: str = RETRIED  # its `erase.complete` entry's
     dropped: dict[str, str] = field(default_factory=dict)  # server -> its answer
 
 
@@ -74,16 +75,18 @@ class ErasureRetries:
         member: str,
         servers: set[str] | None = None,
         index_records: int = 0,
+        why: str = RETRIED,
     ) -> None:
         """Finish the erasure logged as `seq` in the background: its files and index, and
         S1's and S2's Forget (`servers`: those still to be asked; None: both, if the project
-        is a two-server one). `index_records`: what was found left of its index already."""
+        is a two-server one). `index_records`: what was found left of its index already;
+        `why`: its `erase.complete` entry's."""
         if servers is None:
             servers = set(SERVERS) if self._two_server(project) else set()
         with self._lock:
             due = time.monotonic() + self.waits[0]
             self._pending[seq] = _Pending(seq, project, member, set(servers), due,
-                                          index_records=index_records)  # fmt: skip
+                                          index_records=index_records, why=why)  # fmt: skip
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="bm-erasure-retry")  # fmt: skip
@@ -175,7 +178,7 @@ class ErasureRetries:
         more: dict[str, object] = {"attempts": p.attempts}
         if p.dropped:
             more["twoserver"] = dict(sorted(p.dropped.items()))
-        detail = self.store.complete_erasure(cut, p.index_records, more, RETRIED)
+        detail = self.store.complete_erasure(cut, p.index_records, more, p.why)
         log.info(
             "%s/%s: the erasure logged as audit entry %d is complete, after %d attempt(s) in "
             "the background: %d standing-index records and %s upload file(s) deleted%s",
