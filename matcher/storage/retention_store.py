@@ -165,6 +165,20 @@ class RetentionStore(ProjectStore, UploadStore):
         self._unlink_uploads(list(cut.uploads))
         self.db.checkpoint()
 
+    def last_erasures(self) -> dict[tuple[str, str], float]:
+        """(project, member) -> the time of its last `erase` entry."""
+        return {
+            (p, m): float(t)
+            for p, m, t in self.db.query(
+                "SELECT project, member, MAX(time) FROM audit WHERE action='erase' "
+                "GROUP BY project, member"
+            )
+        }
+
+    def erased_at(self, seq: int) -> float:
+        """The time of the `erase` entry `seq`."""
+        return float(self.db.query("SELECT time FROM audit WHERE seq=?", (seq,))[0][0])
+
     def intent(self, seq: int) -> CutShort | None:
         """The erasure intent of the `erase` entry `seq`; None once it is complete."""
         rows = self.db.query(

@@ -17,7 +17,10 @@ answered, and a restart asks them again. What fails after the transaction while 
 stays up (a full disk, S1 or S2 down) keeps the intent, is named in the reply (`pending`),
 and is tried again in the background until done (usecases/erasure_retry.py). A matcher from
 before erasure intents left none: the erasures it cut short are found from the audit log
-(storage/erasure_log.py) and completed at start the same way.
+(storage/erasure_log.py) and completed at start the same way. The purposes and named users
+of the member's logged queries are blanked with its index (`forget_queries`; their counts,
+its query limits and the audit log stay: docs/operations.md), and every start blanks any an
+erasure left.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, 
 from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
-from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries, forget_queries
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
@@ -72,6 +75,11 @@ def erase(
     except Exception as exc:  # a full disk, say: its intent is kept
         log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
         pending.append(f"its standing index is not deleted yet ({exc})")
+    try:
+        forget_queries(store, realtime, project, member, erased.audit_seq)
+    except Exception as exc:  # the same
+        log.exception("%s/%s: the erasure's logged queries could not be blanked", project, member)
+        pending.append(f"its logged queries' purposes are not blanked yet ({exc})")
     lookups = realtime.remote.behind() if realtime.remote is not None else []
     if lookups:  # (it searches nothing until it has read its shards again: no query is
         # answered without it; what it holds in memory goes then)
@@ -230,6 +238,12 @@ def complete_cut_short(
         done.append({"project": name, "member": "", **detail})
         log.warning("project %s: %d standing-index records kept after it expired, deleted now",
                     name, records)  # fmt: skip
+    # Every erased member's logged queries until its last erasure, their purposes and users
+    # blanked: those cut short above, and those of a matcher from before this was done.
+    for (project, member), at in store.last_erasures().items():
+        if blanked := realtime.index_store.forget_queries(project, member, at):
+            log.warning("%s/%s: %d logged queries from before its erasure still had their "
+                        "purposes; blanked now", project, member, blanked)  # fmt: skip
     # The old pages of any deletion whose checkpoint a stopped matcher never reached (an
     # expiry's: its rows went in one transaction) leave both write-ahead logs now.
     store.db.checkpoint()

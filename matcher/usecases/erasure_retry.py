@@ -38,6 +38,14 @@ RETRIED = (
 )
 
 
+def forget_queries(store: Store, realtime: Realtime, project: str, member: str, seq: int) -> int:
+    """The purposes and named users of the member's queries logged until its erasure (the
+    `erase` entry `seq`) blanked in the query log (storage/index_store.py `forget_queries`),
+    once the queries answered before it are written. How many."""
+    realtime.query_log.flush()
+    return realtime.index_store.forget_queries(project, member, store.erased_at(seq))
+
+
 @dataclass
 class _Pending:
     seq: int  # the erasure's `erase` entry (and intent)
@@ -150,6 +158,7 @@ class ErasureRetries:
             log.info("%s/%s: the erasure logged as audit entry %d was completed meanwhile "
                      "(the member erased again, say)", p.project, p.member, p.seq)  # fmt: skip
             return ""
+        forget_queries(self.store, self.realtime, cut.project, cut.member, cut.seq)
         index = self.realtime.index_store
         left = index.left_by_erasure(cut.project, cut.member, cut.seq)
         # (its index still in memory, unsearched, whatever the disk holds: dropped with it)
