@@ -16,10 +16,14 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from benchmarks.erasure_start import Hung
 from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
+from blindmatch.client.encoding.sharing import BandPlan, shared_upload
+from blindmatch.client.remote.twoserver import RoleClient, ticket
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
@@ -220,3 +224,58 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
 
 def completed_entries(data_dir: Path) -> list[dict]:
     return [json.loads(r[8]) for r in db_rows(data_dir, "audit") if r[3] == "erase.complete"]
+
+
+def test_a_start_asks_s1_and_s2_for_every_erasure_cut_short_at_once(tmp_path: Path) -> None:
+    """Three erasures cut short, and S2 hung (it takes each call and answers none, as an S2
+    stuck under load does: each Forget waits its 5 s deadline): the start asks for all three
+    at once, so S2 holds the three calls together (one after the other before: 5 s each, in
+    turn, before the matcher served), keeps the three intents, and the running matcher
+    finishes them once S2 answers again."""
+    key, member_key = secrets.token_urlsafe(16), MEMBER_KEY
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=tmp_path / "s2-data")
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=s2_address)
+    data_dir = tmp_path / "matcher-data"
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, member_key)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    names = ["m0", "m1", "m2"]
+    server = serve()
+    hang = None
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", [*names, "stays"], mode="two-server").tokens
+        up = shared_upload(np.zeros((20, 128), np.uint8), b"s", BandPlan(4, 4))
+        for name in names:
+            with MatcherClient(target, tokens[name]) as member:
+                t = ticket(member, "shares")
+            for role, address in (("s1", t.s1), ("s2", t.s2)):
+                with RoleClient(role, address, t.ticket) as rc:
+                    rc.upload(t.name, up)
+        for name in names:  # the erasure's transaction, and no more
+            server.store.erase_member("shares", name)
+        server.stop(grace=None)
+        s2.stop(grace=None)
+        hang = Hung(s2.port)
+        server = serve()
+        assert hang.first_together(names)  # all asked at once (before: one after the other)
+        assert len(server.store.cut_short_erasures()) == len(names)  # S2 did not answer
+        hang.close()
+        hang = None
+        s2 = create_role("s2", s2_address, key, member_key, data_dir=tmp_path / "s2-data")
+        deadline = time.monotonic() + 90
+        while server.store.cut_short_erasures():  # asked again by the running matcher
+            assert time.monotonic() < deadline, "S2 was not asked again"
+            time.sleep(0.2)
+        assert not [m for m in s2.service.held if m.startswith("shares/")]
+    finally:
+        server.stop(grace=None)
+        if hang is not None:
+            hang.close()
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert check_data_dir(data_dir).problems == []

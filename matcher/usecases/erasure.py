@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from blindmatch.matcher.core import audit
@@ -38,7 +39,7 @@ from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
 from blindmatch.matcher.usecases.erasure_retry import ErasureRetries, forget_queries
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -46,6 +47,15 @@ FOUND_IN_LOG_RETRIED = (
     f"{FOUND_IN_LOG}; S1 or S2 did not forget the member's shares at that start, so an "
     "erasure intent was recorded and the matcher asked again in the background until it was done"
 )
+# A start asks S1 and S2 to forget the shares of every two-server erasure it completes all at
+# once (up to START_FORGETS erasures; the rest go to the background retry straight away), and
+# waits START_FORGET_SECONDS for all of them together (each Forget's own deadline is 5 s,
+# rpc/twoserver_project.py FORGET_SECONDS): a server that does not answer holds the start up
+# that long once, not once per erasure; what it has not answered by then is asked again in
+# the background.
+START_FORGETS = 32
+START_FORGET_SECONDS = 6.0
+SERVERS = ("S1", "S2")
 EXPIRED_INDEX = (
     "the project's standing indexes were still kept after it expired (the matcher stopped "
     "part-way through its expiry, or was down when it expired); start-up deleted them"
@@ -126,17 +136,53 @@ def _mode(store: Store, project: str) -> str:
         return ""
 
 
-def _shares(
-    store: Store, two_server: TwoServerSetup | None, cut: CutShort
-) -> tuple[dict[str, object], set[str]]:
-    """In a two-server project, S1 and S2 asked (again) to forget the member's shares: each
-    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry),
-    and the servers that did not forget."""
-    if _mode(store, cut.project) != TWO_SERVER:
+def _shares(forgot: list[Forgot] | None) -> tuple[dict[str, object], set[str]]:
+    """S1's and S2's answers for the `erase.complete` entry (none: not a two-server
+    project), and the servers that did not forget."""
+    if forgot is None:
         return {}, set()
-    forgot = tworuns.forget(store, two_server, cut.project, cut.member)
     answers = {f.server: f.error or f"dropped {f.dropped}" for f in forgot}
     return {"twoserver": answers}, {f.server for f in forgot if f.error}
+
+
+def _ask_at_start(
+    store: Store, two_server: TwoServerSetup | None, cuts: list[CutShort]
+) -> dict[int, list[Forgot]]:
+    """S1 and S2 asked to forget the shares of each of `cuts` that is a two-server project's,
+    all at once within one deadline (`START_FORGET_SECONDS`), each one's answers (and its
+    `twoserver.forget` entry, as `tworuns.forget` writes it), by the erasure's seq. A server
+    that has not answered by then, or was not asked (over `START_FORGETS`), is an error."""
+    cuts = [c for c in cuts if _mode(store, c.project) == TWO_SERVER]
+    if not cuts:
+        return {}
+    if two_server is None:  # (no set-up: each server's error, as tworuns.forget says it)
+        return {c.seq: tworuns.forget(store, None, c.project, c.member) for c in cuts}
+    asked = cuts[:START_FORGETS]
+    pool = ThreadPoolExecutor(2 * len(asked), thread_name_prefix="bm-forget-start")
+    calls = {(c.seq, s): pool.submit(two_server.forget_one, s, c.project, c.member)
+             for c in asked for s in SERVERS}  # fmt: skip
+    wait(calls.values(), timeout=START_FORGET_SECONDS)
+    pool.shutdown(wait=False, cancel_futures=True)  # (one still waiting ends at its deadline)
+    answers: dict[int, list[Forgot]] = {}
+    for cut in cuts:
+        forgot = []
+        for server in SERVERS:
+            call = calls.get((cut.seq, server))
+            if call is None:
+                error = f"not asked at start-up (over {START_FORGETS} erasures at once)"
+            elif not call.done():
+                error = f"did not answer within {START_FORGET_SECONDS:g} s at start-up"
+            elif call.exception() is not None:
+                error = str(call.exception())
+            else:
+                forgot.append(call.result())
+                continue
+            forgot.append(Forgot(server, error=error))
+        store.audit.append(audit.Event(audit.MATCHER, "twoserver.forget", cut.project,
+                                       member=cut.member, detail={f.server: f.error or
+                                       f"dropped {f.dropped}" for f in forgot}))  # fmt: skip
+        answers[cut.seq] = forgot
+    return answers
 
 
 def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
@@ -149,9 +195,9 @@ def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
 def _complete_found_in_log(
     store: Store,
     realtime: Realtime,
-    two_server: TwoServerSetup | None,
     found: list[LoggedErasure],
     retries: ErasureRetries | None = None,
+    answers: dict[int, list[Forgot]] | None = None,
 ) -> list[dict[str, object]]:
     """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so.
     One that S1 or S2 has not forgotten is given an intent (it had none) and handed to
@@ -161,7 +207,7 @@ def _complete_found_in_log(
         if erased.index_records is not None:
             realtime.erase_member(erased.project, erased.member)
         cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
-        more, failed = _shares(store, two_server, cut)
+        more, failed = _shares((answers or {}).get(cut.seq))
         if failed:
             store.keep_intent(cut)  # (its upload files go now; the intent until S1, S2 forget)
             if retries is not None:
@@ -205,12 +251,18 @@ def complete_cut_short(
     matcher runs (not in the details)."""
     done: list[dict[str, object]] = []
     logged = _found_in_log(store, realtime)
-    for cut in store.cut_short_erasures():
-        left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
-        if left is not None:
+    cuts = store.cut_short_erasures()
+    lefts = {}
+    for cut in cuts:
+        lefts[cut.seq] = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
+        if lefts[cut.seq] is not None:
             realtime.erase_member(cut.project, cut.member)
-        realtime.index_store.db.checkpoint()  # (its own may not have run)
-        shares, failed = _shares(store, two_server, cut)
+    realtime.index_store.db.checkpoint()  # (its own may not have run)
+    found = [CutShort(e.seq, e.project, e.member, e.upload_files) for e in logged]
+    answers = _ask_at_start(store, two_server, [*cuts, *found])
+    for cut in cuts:
+        left = lefts[cut.seq]
+        shares, failed = _shares(answers.get(cut.seq))
         if failed and retries is not None:
             retries.add(cut.seq, cut.project, cut.member, failed, index_records=left or 0)
             log.warning(
@@ -227,7 +279,7 @@ def complete_cut_short(
             "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
             cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
         )  # fmt: skip
-    done += _complete_found_in_log(store, realtime, two_server, logged, retries)
+    done += _complete_found_in_log(store, realtime, logged, retries, answers)
     for name in realtime.index_store.projects():
         if store.is_live(name):
             continue
