@@ -418,6 +418,13 @@ class StandingIndexes:
             self._erasing.add((project, member))
             self._erase(project, member)
 
+    def erase_again(self, project: str, member: str) -> None:
+        """Forward the member's erasure again (to look-up servers that missed it), in order
+        with the other changes; not once the member has an index since."""
+        with self._write_lock:
+            if self.forward is not None and (project, member) not in self._indexes:
+                self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
+
     def erasing(self, project: str, member: str) -> bool:
         """Whether the member's erased index is still in memory (its deletion failed)."""
         return (project, member) in self._erasing

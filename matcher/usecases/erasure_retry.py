@@ -168,10 +168,12 @@ class ErasureRetries:
         index.db.checkpoint()
         failed = []
         remote = self.realtime.remote
-        if remote is not None and remote.behind():
-            remote.catch_up()  # (one without a data dir is loaded, on a thread of its own)
-            if behind := remote.behind():
-                failed.append(f"{', '.join(behind)} has not read its shards again yet")
+        if remote is not None and remote.holding(cut.project, cut.member):
+            self.realtime.indexes.erase_again(cut.project, cut.member)  # (one back takes it)
+            if remote.holding(cut.project, cut.member):
+                remote.catch_up()  # (one without a data dir is loaded, on a thread of its own)
+            if holding := remote.holding(cut.project, cut.member):
+                failed.append(f"{', '.join(holding)} has not dropped the member's shards yet")
         for server in sorted(p.servers):
             if self.two_server is None:
                 failed.append(f"{server}: this matcher has no two-server setup")
