@@ -12,7 +12,9 @@ under the matcher's writer lock (so in order). A server the forward does not rea
 *behind*: no query is answered without it (`Unavailable`, naming it), and before each
 query the matcher asks it to read its shards again from index.sqlite (`Reload`), which
 holds the change; once it has said yes, it refuses searches itself until it has read
-them. Nothing is ever answered as "no match" for want of a shard.
+them. Nothing is ever answered as "no match" for want of a shard. A member's erasure is
+forwarded to a server behind as well (dropping its shards is right whatever else it missed):
+one that takes it no longer holds them (`holding`), though it stays behind.
 
 A look-up server without a data dir (on another machine) cannot read them: it says so
 (FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
