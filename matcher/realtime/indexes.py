@@ -449,6 +449,7 @@ class StandingIndexes:
         with self._write_lock:
             self._settle()
             self.index_store.erase_project(project)
+            self._erasing = {k for k in self._erasing if k[0] != project}
             for key in [k for k in self._indexes if k[0] == project]:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
