@@ -154,15 +154,13 @@ def _unblanked(files: DataDir) -> dict[tuple[str, str], int]:
             or not index.execute("SELECT 1 FROM sqlite_master WHERE name='query_log'").fetchone()
         ):
             return {}
-        found = {}
-        for project, member, at in last:
-            (n,) = index.execute(
-                "SELECT COUNT(*) FROM query_log WHERE project=? AND member=? AND time<=? "
-                "AND purpose!=?",
-                (project, member, at, ERASED),
-            ).fetchone()
-            if n:
-                found[(project, member)] = int(n)
+        erased = {(p, m): float(at) for p, m, at in last}
+        found: dict[tuple[str, str], int] = {}
+        for p, m, t in index.execute(
+            "SELECT project, member, time FROM query_log WHERE purpose!=?", (ERASED,)
+        ):
+            if t <= erased.get((p, m), -1.0):
+                found[(p, m)] = found.get((p, m), 0) + 1
         return found
     finally:
         index.close()

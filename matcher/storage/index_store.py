@@ -308,6 +308,18 @@ class IndexStore:
             self.db.checkpoint()
         return int(blanked)
 
+    def forget_queries_before(self, erased: dict[tuple[str, str], float]) -> int:
+        """`forget_queries` for every erased member at once (start-up: `erased` maps each to
+        its last erasure's time), in one pass over the log and one transaction."""
+        with self.db.tx() as tx:
+            rows = [(ERASED, ERASED, rowid) for rowid, p, m, t in tx.execute(
+                "SELECT rowid, project, member, time FROM query_log WHERE purpose!=?", (ERASED,)
+            ) if t <= erased.get((p, m), -1.0)]  # fmt: skip
+            tx.executemany("UPDATE query_log SET purpose=?, user=? WHERE rowid=?", rows)
+        if rows:
+            self.db.checkpoint()
+        return len(rows)
+
     def log_queries(self, entries: Sequence[QueryRecord]) -> None:
         with self.db.tx(clears_cache=False) as tx:
             tx.executemany(

@@ -293,10 +293,9 @@ def complete_cut_short(
                     name, records)  # fmt: skip
     # Every erased member's logged queries until its last erasure, their purposes and users
     # blanked: those cut short above, and those of a matcher from before this was done.
-    for (project, member), at in store.last_erasures().items():
-        if blanked := realtime.index_store.forget_queries(project, member, at):
-            log.warning("%s/%s: %d logged queries from before its erasure still had their "
-                        "purposes; blanked now", project, member, blanked)  # fmt: skip
+    if blanked := realtime.index_store.forget_queries_before(store.last_erasures()):
+        log.warning("%d logged queries of erased members, from before their erasures, still "
+                    "had their purposes and users; blanked now", blanked)  # fmt: skip
     # The old pages of any deletion whose checkpoint a stopped matcher never reached (an
     # expiry's: its rows went in one transaction) leave both write-ahead logs now.
     store.db.checkpoint()
