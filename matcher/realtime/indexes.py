@@ -418,6 +418,17 @@ class StandingIndexes:
             self._erasing.add((project, member))
             self._erase(project, member)
 
+    def erase_left(self, project: str, member: str, seq: int) -> int | None:
+        """The erasure logged as `seq` finished: what it left of the member's index deleted
+        (its records; None: nothing left, or an index since), read and deleted under the
+        writer's lock, so that a change the member makes meanwhile is not taken for it."""
+        with self._write_lock:
+            left = self.index_store.left_by_erasure(project, member, seq)
+            if left is not None or (project, member) in self._erasing:
+                self._erasing.add((project, member))
+                self._erase(project, member)
+            return left
+
     def erase_again(self, project: str, member: str) -> None:
         """Forward the member's erasure again (to look-up servers that missed it), in order
         with the other changes; not once the member has an index since."""

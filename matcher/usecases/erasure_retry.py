@@ -160,11 +160,8 @@ class ErasureRetries:
             return ""
         forget_queries(self.store, self.realtime, cut.project, cut.member, cut.seq)
         index = self.realtime.index_store
-        left = index.left_by_erasure(cut.project, cut.member, cut.seq)
         # (its index still in memory, unsearched, whatever the disk holds: dropped with it)
-        if left is not None or self.realtime.indexes.erasing(cut.project, cut.member):
-            self.realtime.erase_member(cut.project, cut.member)
-            p.index_records += left or 0
+        p.index_records += self.realtime.indexes.erase_left(cut.project, cut.member, cut.seq) or 0
         index.db.checkpoint()
         failed = []
         remote = self.realtime.remote
