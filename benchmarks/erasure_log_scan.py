@@ -8,7 +8,12 @@ hashes not chained: the scan reads only action, project, member, seq and detail)
 standing index holds a change before its erasure only for one member in ten (the state a
 matcher from before erasure intents left), and `clks/` a file of an erased upload for one
 in a hundred. Times `found_in_log` (storage/erasure_log.py) as start-up runs it: the median
-of `--repeats`, CPU and wall, and how many it found.
+of `--repeats`, CPU and wall, and how many it found. Then the start-up's blanking of erased
+members' logged queries (usecases/erasure.py `complete_cut_short`: `Store.last_erasures`,
+then `IndexStore.forget_queries_before`), over a query log of `--queries`
+rows spread over the members, each before its member's erasure: the first pass blanks them
+all (a data dir from before erasures blanked them), the next ones find nothing to blank
+(every start after), medians of `--repeats`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--erasures", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=100_000,
+                        help="query log rows for the blanking's timing")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args()
     with work_dir("bm-erasurelog-", keep=args.keep) as work:
@@ -82,6 +89,36 @@ def main() -> None:
             f"short in {statistics.median(took) * 1000:.0f} ms wall, "
             f"{statistics.median(cpu) * 1000:.0f} ms CPU (median of {args.repeats})"
         )
+        blank(work, args.queries, erase_every, len(erased), args.repeats)
+
+
+def blank(work: Path, queries: int, erase_every: int, members: int, repeats: int) -> None:
+    """The start-up's blanking of erased members' logged queries, timed."""
+    with closing(sqlite3.connect(work / "index.sqlite")) as index:
+        index.executemany(
+            "INSERT INTO query_log VALUES (?,?,?,?,?,?,?,?,?)",
+            [((q % members) * erase_every + 1.0, "p", f"m{q % members}", "query",
+              f"case {q}", 10, 1, "", "") for q in range(queries)],
+        )  # fmt: skip
+        index.commit()
+    for f in (work / "clks").iterdir():  # (a store refuses files others may read)
+        f.chmod(0o600)
+    store, index_store = Store(work), IndexStore(work)
+    try:
+        passes: list[tuple[float, float, int]] = []
+        for _ in range(repeats + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            done = index_store.forget_queries_before(store.last_erasures())
+            passes.append((time.perf_counter() - t0, time.process_time() - c0, done))
+    finally:
+        store.close()
+        index_store.close()
+    wall, cpu, done = passes[0]
+    print(f"{queries:,} logged queries of {members:,} erased members: the first start blanks "
+          f"{done:,} in {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU; a start after finds "
+          f"nothing in {statistics.median(p[0] for p in passes[1:]) * 1000:.0f} ms wall, "
+          f"{statistics.median(p[1] for p in passes[1:]) * 1000:.0f} ms CPU "
+          f"(median of {repeats})")  # fmt: skip
 
 
 if __name__ == "__main__":

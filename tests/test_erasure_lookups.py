@@ -12,6 +12,7 @@ the data dir, and loaded by the matcher (no data dir).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import numpy as np
@@ -77,4 +78,67 @@ def test_an_erasure_a_stopped_look_up_server_missed_is_finished_once_it_is_back(
     (detail,) = [json.loads(r[8]) for r in db_rows(either.data_dir, "audit")
                  if r[3] == "erase.complete"]  # fmt: skip
     assert detail["why"] == RETRIED and detail["attempts"] >= 1
+    assert check_data_dir(either.data_dir).problems == []
+
+
+def test_an_erased_index_whose_deletion_is_pending_is_searched_at_no_look_up_server(
+    either: Cluster, clks: np.ndarray
+) -> None:
+    """`index.sqlite` refuses the deletion (held locked, as a full disk would): the look-up
+    servers still hold north's shards (nothing was forwarded), but a query asks them for
+    the partners it searches, and north is none of them from the moment the erasure returns."""
+    matcher = either.matcher
+    assert matcher is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    asked = clks[0][0:20]
+    assert [r[0][1] for r in answers(once_read(matcher, tokens["south"], asked))] == [
+        (f"north-{i}",) for i in range(20)]  # fmt: skip
+    holder = sqlite3.connect(either.data_dir / "index.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+    try:
+        with matcher.member(tokens["north"]) as north:
+            erased = north.erase("trial")
+        assert erased.pending[0].startswith("its standing index is not deleted yet")
+        assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 60
+    while matcher.server.store.cut_short_erasures():  # finished by the running matcher
+        assert time.monotonic() < deadline, "the erasure was not finished"
+        time.sleep(0.2)
+    assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
+    assert check_data_dir(either.data_dir).problems == []
+
+
+def test_a_look_up_server_behind_for_another_change_takes_the_erasure_at_once(
+    either: Cluster, clks: list[np.ndarray]
+) -> None:
+    """Look-up server 0 missed a change to south's index (it was down) and is back, but the
+    matcher has not had it read its shards again yet (no query since): it is behind, for a
+    reason that has nothing to do with north. North's erasure is forwarded to it all the same,
+    it drops north's shards, and the erasure is complete at once (before: pending, naming
+    server 0, until it had read its shards again)."""
+    matcher = either.matcher
+    assert matcher is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    either.stop_lookup(0)
+    put(matcher, tokens["south"], "south", clks[1], range(10))  # server 0 misses it
+    assert matcher.server.realtime.remote is not None
+    (behind,) = matcher.server.realtime.remote.behind()
+    assert behind.startswith(f"look-up server {either.addresses[0]}")
+    server = either.start_lookup(0)
+    if not either.loaded:  # (it read the data dir: north's shards among them)
+        assert ("trial", "north") in server.shards._indexes
+    with matcher.member(tokens["north"]) as north:
+        erased = north.erase("trial")
+    assert erased.pending == ()  # complete: no intent kept
+    assert matcher.server.store.cut_short_erasures() == []
+    assert ("trial", "north") not in server.shards._indexes  # (before: until it read them again)
+    if not either.loaded:  # (one loaded may be being loaded by now: not "behind")
+        assert matcher.server.realtime.remote.behind() == [behind]  # for south's change, still
+    asked = clks[0][0:20]
+    assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
     assert check_data_dir(either.data_dir).problems == []

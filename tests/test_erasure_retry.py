@@ -22,15 +22,18 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.knownclks import CLK_BITS, FINGERPRINT
 from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
+from blindmatch.client.errors import BlindmatchError
+from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
 from tests.support import ADMIN_TOKEN, db_rows
-from tests.test_erasure_check import completed, index_of, started_with_north_indexed
+from tests.test_erasure_check import completed, index_of, puts, started_with_north_indexed
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
 pytestmark = pytest.mark.server
@@ -125,4 +128,54 @@ def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
     assert [(p, m, d["index_records"], d["why"]) for p, m, d in completed(data_dir)] == [
         ("p", "north", 10, RETRIED)
     ]
+    assert check_data_dir(data_dir).problems == []
+
+
+def test_an_erased_index_whose_deletion_is_pending_is_searched_by_no_query(
+    tmp_path: Path,
+) -> None:
+    """While `index.sqlite` refuses the deletion (locked, as a full disk would), the erased
+    index stays in the matcher's memory (dropped with the stored copy) but no query finds it,
+    its listing is empty, and the member's change waits for the deletion (refused while it
+    fails: a change stored meanwhile would keep the old records on disk); once the lock goes,
+    the change deletes it first, and only the new record is there."""
+    data_dir = tmp_path / "data"
+    server, tokens = started_with_north_indexed(data_dir)
+    target = f"127.0.0.1:{server.port}"
+
+    def south_finds() -> list[str]:
+        with MatcherClient(target, tokens["south"]) as south:
+            answer = south.query("p", [clk for _, clk in puts(0, 5)], clk_bits=CLK_BITS,
+                                 fingerprint=FINGERPRINT, purpose="case-1")  # fmt: skip
+        return sorted({m.partner for hits in answer.results for m in hits})
+
+    assert south_finds() == ["north"]
+    try:
+        holder = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+        try:
+            with MatcherClient(target, tokens["north"], retry=NO_RETRY) as north:
+                erased = north.erase("p")
+                assert erased.pending[0].startswith("its standing index is not deleted yet")
+                assert south_finds() == []  # pending, and already searched by no query
+                assert north.list_index("p") == {}
+                with pytest.raises(BlindmatchError, match="erasure in this project is not compl"):
+                    north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                       puts=puts(20, 1))  # fmt: skip
+            assert server.realtime.indexes.get("p", "north") is not None  # (in memory still)
+            assert south_finds() == []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        with MatcherClient(target, tokens["north"]) as north:
+            north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts(20, 1))
+        assert sorted(index_of(server, tokens["north"])) == ["r20"]
+        assert south_finds() == []  # (r0-r4 asked: the old records are gone)
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures():
+            assert time.monotonic() < deadline, "the erasure was not retried"
+            time.sleep(0.2)
+        assert sorted(index_of(server, tokens["north"])) == ["r20"]
+    finally:
+        server.stop(grace=None)
     assert check_data_dir(data_dir).problems == []

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from benchmarks.erasure_start import Hung
 from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
+from blindmatch.client.encoding.sharing import BandPlan, shared_upload
+from blindmatch.client.remote.twoserver import RoleClient, ticket
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.usecases.erasure import FOUND_IN_LOG_RETRIED
 from tests.support import ADMIN_TOKEN, db_rows
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
@@ -136,3 +144,138 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
     finally:
         for role in roles.values():
             role.stop(grace=None)
+
+
+def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retried(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> None:
+    """A matcher from before erasure intents stopped after west's erasure was logged (its
+    upload's file still in clks/, no intent); the start finds it from the audit log with S2
+    down: S1 forgets, the erasure is not recorded complete with S2's error but given an
+    intent, and the running matcher asks S2 again until it forgets."""
+    key = secrets.token_urlsafe(16)
+
+    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
+        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
+
+    s2 = start_s2()
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
+                     data_dir=tmp_path / "s1-data")  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+
+    def held(role: str) -> list[str]:
+        service = roles[role].service
+        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    data_dir = tmp_path / "matcher-data"
+    server = serve()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        (upload,) = [u for u in server.store.current_uploads("shares").values()
+                     if u.member == "west"]  # fmt: skip
+        server.store.erase_member("shares", "west")  # the erasure, then the old code's state:
+    finally:
+        server.stop(grace=None)
+    DataDir(data_dir).clk_file(upload.id).touch(0o600)  # its file not unlinked yet (empty)
+    with closing(sqlite3.connect(data_dir / "blindmatch.sqlite")) as db:
+        assert db.execute("DELETE FROM erasure_intents").rowcount == 1  # never written
+        db.commit()
+    assert any("from before erasure intents" in p for p in check_data_dir(data_dir).problems)
+    try:
+        s2.stop(grace=None)  # down when the matcher starts
+        server = serve()
+        try:
+            assert held("s1") == ["north"]  # S1 forgot at the start
+            assert [(c.project, c.member) for c in server.store.cut_short_erasures()] == [
+                ("shares", "west")]  # an intent now: S2 has not forgotten  # fmt: skip
+            assert completed_entries(data_dir) == []  # not recorded complete with S2's error
+            (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
+            assert "S1 and S2 may still hold its shares" in finding
+            assert not DataDir(data_dir).clk_file(upload.id).exists()
+            roles["s2"] = start_s2(s2_address)
+            assert held("s2") == ["north", "west"]  # back, still holding west's shares
+            deadline = time.monotonic() + 60
+            while server.store.cut_short_erasures():  # asked again by the running matcher
+                assert time.monotonic() < deadline, "S2 was not asked again"
+                time.sleep(0.2)
+            assert held("s2") == ["north"]
+        finally:
+            server.stop(grace=None)
+        (detail,) = completed_entries(data_dir)
+        assert detail["twoserver"] == {"S2": "dropped 1"} and detail["upload_files"] == 1
+        assert detail["why"] == FOUND_IN_LOG_RETRIED
+        assert check_data_dir(data_dir).problems == []
+        serve().stop(grace=None)  # a later start finds nothing more to do
+        assert len(completed_entries(data_dir)) == 1
+    finally:
+        for role in roles.values():
+            role.stop(grace=None)
+
+
+def completed_entries(data_dir: Path) -> list[dict]:
+    return [json.loads(r[8]) for r in db_rows(data_dir, "audit") if r[3] == "erase.complete"]
+
+
+def test_a_start_asks_s1_and_s2_for_every_erasure_cut_short_at_once(tmp_path: Path) -> None:
+    """Three erasures cut short, and S2 hung (it takes each call and answers none, as an S2
+    stuck under load does: each Forget waits its 5 s deadline): the start asks for all three
+    at once, so S2 holds the three calls together (one after the other before: 5 s each, in
+    turn, before the matcher served), keeps the three intents, and the running matcher
+    finishes them once S2 answers again."""
+    key, member_key = secrets.token_urlsafe(16), MEMBER_KEY
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=tmp_path / "s2-data")
+    s2_address = f"127.0.0.1:{s2.port}"
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=s2_address)
+    data_dir = tmp_path / "matcher-data"
+
+    def serve() -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, member_key)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+
+    names = ["m0", "m1", "m2"]
+    server = serve()
+    hang = None
+    try:
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", [*names, "stays"], mode="two-server").tokens
+        up = shared_upload(np.zeros((20, 128), np.uint8), b"s", BandPlan(4, 4))
+        for name in names:
+            with MatcherClient(target, tokens[name]) as member:
+                t = ticket(member, "shares")
+            for role, address in (("s1", t.s1), ("s2", t.s2)):
+                with RoleClient(role, address, t.ticket) as rc:
+                    rc.upload(t.name, up)
+        for name in names:  # the erasure's transaction, and no more
+            server.store.erase_member("shares", name)
+        server.stop(grace=None)
+        s2.stop(grace=None)
+        hang = Hung(s2.port)
+        server = serve()
+        assert hang.first_together(names)  # all asked at once (before: one after the other)
+        assert len(server.store.cut_short_erasures()) == len(names)  # S2 did not answer
+        hang.close()
+        hang = None
+        s2 = create_role("s2", s2_address, key, member_key, data_dir=tmp_path / "s2-data")
+        deadline = time.monotonic() + 90
+        while server.store.cut_short_erasures():  # asked again by the running matcher
+            assert time.monotonic() < deadline, "S2 was not asked again"
+            time.sleep(0.2)
+        assert not [m for m in s2.service.held if m.startswith("shares/")]
+    finally:
+        server.stop(grace=None)
+        if hang is not None:
+            hang.close()
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert check_data_dir(data_dir).problems == []

@@ -13,7 +13,6 @@ lock.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -29,8 +28,6 @@ from blindmatch.matcher.core.encodings import (
     check_clk_bits,
     check_compatible,
     check_fingerprint,
-    same_scoring,
-    scoring,
 )
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
@@ -38,11 +35,11 @@ from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_INDEX_RECORDS,
-    REF_RE,
     ChangeSummary,
     Encoding,
     retried_change,
 )
+from blindmatch.matcher.realtime.indexchecks import check_refs, check_restated, digest_of
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange, shard_of
 from blindmatch.matcher.storage.audit_log import VOID
 from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
@@ -51,24 +48,6 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import clk_digest, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
-
-
-def _check_restated(held: Encoding | None, encoding: Encoding) -> None:
-    """An empty change (`index sync` with nothing to send) whose header is the index's
-    fingerprint but says otherwise of how its pairs are scored: the index lost its schema's
-    rule (or this folder did), and no CLK differs for a sync to put. Refused, saying how
-    to put the records again, rather than acknowledged as in sync."""
-    if (
-        held is not None
-        and (held.clk_bits, held.fingerprint) == (encoding.clk_bits, encoding.fingerprint)
-        and not same_scoring(held, encoding)
-    ):
-        raise errors.FailedPrecondition(
-            f"your index is scored with {scoring(held)}, but this change says "
-            f"{scoring(encoding)}, under the same schema and secret, and its CLKs are the "
-            "same, so there is nothing to sync: put its records again with `blindmatch "
-            "index add ENCODED` (from a folder encoded with the agreed schema)"
-        )
 
 
 __all__ = ["ChangeSummary", "StandingIndexes"]
@@ -101,6 +80,9 @@ class StandingIndexes:
         # query reads it without a lock.
         self._by_project: dict[str, dict[str, MemberIndex | FallbackIndex]] = {}
         self._encodings: dict[tuple[str, str], Encoding] = {}
+        # Members whose erasure has not deleted their index from disk yet: kept in memory
+        # (dropped with the stored copy), searched by no query, changed by no change.
+        self._erasing: set[tuple[str, str]] = set()
         self._write_lock = threading.Lock()
         # Announcements whose changes are stored: forgotten with the next announcement.
         self._settled: list[int] = []
@@ -213,7 +195,7 @@ class StandingIndexes:
         return {
             m: index.snapshot
             for m, index in self._by_project.get(project, {}).items()
-            if m != besides
+            if m != besides and (project, m) not in self._erasing
         }
 
     def held(self, project: str, *, besides: str | None = None) -> list[Held]:
@@ -221,7 +203,7 @@ class StandingIndexes:
         held = [
             Held(f"{m}'s index", enc, ident=fingerprint_id(enc.fingerprint))
             for (p, m), enc in self._encodings.items()
-            if p == project and m != besides
+            if p == project and m != besides and (p, m) not in self._erasing
         ]
         for m, upload in self.store.current_uploads(project).items():
             if m != besides:
@@ -238,7 +220,7 @@ class StandingIndexes:
         """(clk_bits, refs, digests) of the member's index."""
         with self._write_lock:
             index = self._indexes.get((project, member))
-            if index is None:
+            if index is None or (project, member) in self._erasing:
                 return 0, [], []
             refs = sorted(index.refs())
             digests = [clk_digest(index.clk(r).tobytes()) for r in refs]
@@ -257,7 +239,7 @@ class StandingIndexes:
         thresholds: dict[str, float] = {}
         for key, index in list(self._indexes.items()):
             encoding = self._encodings.get(key)
-            if encoding is None:
+            if encoding is None or key in self._erasing:
                 continue
             refs, words = index.rows()
             keep = [i for i, r in enumerate(refs) if shard_of(r, shards) == shard]
@@ -299,10 +281,12 @@ class StandingIndexes:
             raise errors.InvalidArgument(
                 "header.client_change_id: 1 to 128 of the characters A-Z a-z 0-9 _ . -"
             )
-        _check_refs(puts, removes, encoding.clk_bits)
+        check_refs(puts, removes, encoding.clk_bits)
         key = (project, member)
-        digest = _digest(encoding, puts, removes) if client_change_id else ""
+        digest = digest_of(encoding, puts, removes) if client_change_id else ""
         with self._write_lock:
+            if key in self._erasing:  # its erasure's deletion first (else its old records stay)
+                self._erase(project, member, "your erasure in this project is not complete yet")
             if client_change_id:
                 earlier = self.index_store.stored_change(project, member, client_change_id)
                 if earlier is not None:
@@ -334,7 +318,7 @@ class StandingIndexes:
                     f"of {MAX_INDEX_RECORDS}"
                 )
             if not puts and not removes:
-                _check_restated(self._encodings.get(key), encoding)
+                check_restated(self._encodings.get(key), encoding)
                 return ChangeSummary(0, 0, 0, size_after), None, False
             if index is not None and index.clk_bits != encoding.clk_bits and puts:
                 index = None  # every old record is being removed (checked above)
@@ -427,19 +411,56 @@ class StandingIndexes:
         self._settled.append(seq)
 
     def erase_member(self, project: str, member: str) -> None:
-        """Forget a member's standing index, on disk and in memory (erasure)."""
+        """Forget a member's standing index, on disk and in memory (erasure). Searched by
+        no query from the start; one whose deletion fails (a full disk) stays in memory,
+        unsearched, until it is deleted (`erasing`: the retry, or the member's next change)."""
         with self._write_lock:
+            self._erasing.add((project, member))
+            self._erase(project, member)
+
+    def erase_left(self, project: str, member: str, seq: int) -> int | None:
+        """The erasure logged as `seq` finished: what it left of the member's index deleted
+        (its records; None: nothing left, or an index since), read and deleted under the
+        writer's lock, so that a change the member makes meanwhile is not taken for it."""
+        with self._write_lock:
+            left = self.index_store.left_by_erasure(project, member, seq)
+            if left is not None or (project, member) in self._erasing:
+                self._erasing.add((project, member))
+                self._erase(project, member)
+            return left
+
+    def erase_again(self, project: str, member: str) -> None:
+        """Forward the member's erasure again (to look-up servers that missed it), in order
+        with the other changes; not once the member has an index since."""
+        with self._write_lock:
+            if self.forward is not None and (project, member) not in self._indexes:
+                self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
+
+    def erasing(self, project: str, member: str) -> bool:
+        """Whether the member's erased index is still in memory (its deletion failed)."""
+        return (project, member) in self._erasing
+
+    def _erase(self, project: str, member: str, refused: str = "") -> None:
+        """The deletion (the writer's lock held); failing, Unavailable if `refused`."""
+        try:
             self._settle()  # before the stored changes they are checked against go
             self.index_store.erase_member(project, member)
-            self._set_index((project, member), None, None)
-            if self.forward is not None:
-                self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
+        except Exception as exc:
+            if not refused:
+                raise
+            raise errors.Unavailable(f"{refused} (its standing index is not deleted yet: "
+                                     f"{exc}); try again in a moment") from exc  # fmt: skip
+        self._set_index((project, member), None, None)
+        self._erasing.discard((project, member))
+        if self.forward is not None:
+            self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
 
     def erase_project(self, project: str) -> None:
         """Forget every index, limit and query record of an expired project."""
         with self._write_lock:
             self._settle()
             self.index_store.erase_project(project)
+            self._erasing = {k for k in self._erasing if k[0] != project}
             for key in [k for k in self._indexes if k[0] == project]:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
@@ -449,36 +470,3 @@ class StandingIndexes:
     def _settle(self) -> None:
         self.store.audit.settle(self._settled)
         self._settled = []
-
-
-def _digest(encoding: Encoding, puts: Sequence[tuple[str, bytes]], removes: Sequence[str]) -> str:
-    """A change's content, hashed: the same retry id with the same digest is a retry."""
-    digest = hashlib.sha256(f"{encoding.clk_bits}\n".encode() + encoding.fingerprint)
-    digest.update("\n".join(r for r, _ in puts).encode() + b"\0")
-    digest.update(b"".join(c for _, c in puts))
-    digest.update(b"\0" + "\n".join(removes).encode())
-    return digest.hexdigest()
-
-
-def _check_refs(puts: Sequence[tuple[str, bytes]], removes: Sequence[str], clk_bits: int) -> None:
-    """Every reference valid and named once; every CLK put of the header's length."""
-    clk_bytes = clk_bits // 8
-    seen: set[str] = set()
-    for what, refs in (("put", [r for r, _ in puts]), ("remove", removes)):
-        for ref in refs:
-            if not REF_RE.fullmatch(ref):
-                raise errors.InvalidArgument(
-                    f"{what}.refs: {ref[:40]!r} is not a valid reference (1-128 of "
-                    "A-Z a-z 0-9 . _ : ~ -)"
-                )
-            if ref in seen:
-                raise errors.InvalidArgument(
-                    f"{what}.refs: {ref!r} appears more than once in this change"
-                )
-            seen.add(ref)
-    bad = next((i for i, (_, clk) in enumerate(puts) if len(clk) != clk_bytes), None)
-    if bad is not None:
-        raise errors.InvalidArgument(
-            f"put.clks: record {bad} ({puts[bad][0]!r}) has {len(puts[bad][1])} bytes, "
-            f"not {clk_bytes} ({clk_bits}-bit CLKs as the header says)"
-        )

@@ -12,7 +12,9 @@ under the matcher's writer lock (so in order). A server the forward does not rea
 *behind*: no query is answered without it (`Unavailable`, naming it), and before each
 query the matcher asks it to read its shards again from index.sqlite (`Reload`), which
 holds the change; once it has said yes, it refuses searches itself until it has read
-them. Nothing is ever answered as "no match" for want of a shard.
+them. Nothing is ever answered as "no match" for want of a shard. A member's erasure is
+forwarded to a server behind as well (dropping its shards is right whatever else it missed):
+one that takes it no longer holds them (`holding`), though it stays behind.
 
 A look-up server without a data dir (on another machine) cannot read them: it says so
 (FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
@@ -91,6 +93,9 @@ class LookupServers:
         self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
         self._lock = threading.Lock()  # forwards and catching up, in order
         self._behind: dict[int, str] = {}  # server -> why
+        # server behind -> the members' erasures it took since (`holding`): an erasure is
+        # forwarded to a server behind too (it drops the member's shards whatever it missed)
+        self._took: dict[int, set[tuple[str, str]]] = {}
         self._loading: set[int] = set()  # servers being loaded (each by its own thread)
         # server being loaded -> the changes forwarded since its load started, in order:
         # replayed to it once the load is in
@@ -239,6 +244,13 @@ class LookupServers:
         with self._lock:
             return [self._name(i) for i in sorted(self._behind) if i not in self._loading]
 
+    def holding(self, project: str, member: str) -> list[str]:
+        """The servers that may still hold the member's shards after its erasure: those
+        behind (not being loaded) that did not take the erasure's change."""
+        with self._lock:
+            return [self._name(i) for i in sorted(self._behind) if i not in self._loading
+                    and (project, member) not in self._took.get(i, ())]  # fmt: skip
+
     def catch_up(self) -> None:
         """Have each server that is behind read its shards again, or be loaded, now (an
         erasure retried in the background: usecases/erasure_retry.py)."""
@@ -269,6 +281,7 @@ class LookupServers:
                     continue
                 log.info("%s reads its shards again from index.sqlite", self._name(i))
                 del self._behind[i]
+                self._took.pop(i, None)
 
     def _start_load(self, i: int) -> None:
         """Load server i in a thread (unless one is at it); the lock is held. Changes
@@ -277,6 +290,7 @@ class LookupServers:
             self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
             return
         self._behind[i] = BEING_LOADED
+        self._took.pop(i, None)  # (what it holds after is the load's, then the queue's)
         if i in self._loading:
             return
         self._loading.add(i)
@@ -339,6 +353,7 @@ class LookupServers:
                     self._pending.pop(i, None)
                     self._loading.discard(i)
                     self._behind.pop(i, None)
+                    self._took.pop(i, None)
                     return replayed
                 self._pending[i] = []
             for change in queued:
@@ -381,20 +396,23 @@ class LookupServers:
                 if i in self._pending:
                     self._pending[i].append(part)
                     continue
-                if i in self._behind:
+                if i in self._behind and change.erase != ERASE_MEMBER:
                     continue
-                calls.append(
-                    (
-                        i,
-                        stub.Apply.future(
-                            _message(part), timeout=FORWARD_SECONDS, metadata=self._metadata
-                        ),
-                    )
-                )
+                # (an erasure to a server behind: a small change, waiting for a server just
+                # started to reconnect, but not holding the writer's lock long for one down)
+                late = i in self._behind
+                call = stub.Apply.future(_message(part), metadata=self._metadata,
+                                         timeout=RELOAD_SECONDS if late else FORWARD_SECONDS,
+                                         wait_for_ready=late or None)  # fmt: skip
+                calls.append((i, call))
+            erased = (change.project, change.member)
             for i, call in calls:
                 try:
                     call.result()
+                    if i in self._behind:  # (behind for another change: this one it took)
+                        self._took.setdefault(i, set()).add(erased)
                 except grpc.RpcError as exc:
+                    self._took.get(i, set()).discard(erased)
                     self._behind[i] = (
                         f"missed an index change ({_reason(exc)}) and has not read its "
                         "shards again yet"

@@ -13,7 +13,9 @@ member's shares, so one still there says they may hold them: a problem too (the 
 matcher may be asking them again: usecases/erasure_retry.py).
 Likewise an expired project whose standing indexes are still in `index.sqlite`, and an
 erasure cut short by a matcher from before erasure intents, which left none: found from the
-audit log instead (storage/erasure_log.py), a problem too.
+audit log instead (storage/erasure_log.py), a problem too; and an erased member's queries
+logged before its last erasure whose purposes and users were not blanked (`_unblanked`: an
+erasure cut short, or made before erasures blanked them; the next start blanks them).
 
 Read-only, and safe beside a running matcher: an erasure in progress looks like one cut
 short for a moment, so what looks left is reported only if it is still there when read again
@@ -32,7 +34,7 @@ from pathlib import Path
 from blindmatch.matcher.domain import TWO_SERVER
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_log import LoggedErasure, found_in_log, unreferenced_files
-from blindmatch.matcher.storage.index_store import left_before
+from blindmatch.matcher.storage.index_store import ERASED, left_before
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 # How long what looks left may take to go before it is reported (an erasure in progress
@@ -132,6 +134,38 @@ def _read_log(files: DataDir) -> list[LoggedErasure]:
             index.close()
 
 
+def _unblanked(files: DataDir) -> dict[tuple[str, str], int]:
+    """(project, member) -> its logged queries from before its last erasure whose purposes
+    are still there (`IndexStore.forget_queries` blanks them)."""
+    if not files.index_db.is_file():
+        return {}
+    db = connect_read_only(files.db)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='audit'").fetchone():
+            return {}
+        last = db.execute("SELECT project, member, MAX(time) FROM audit WHERE action='erase' "
+                          "GROUP BY project, member").fetchall()  # fmt: skip
+    finally:
+        db.close()
+    index = connect_read_only(files.index_db)
+    try:
+        if (
+            not last
+            or not index.execute("SELECT 1 FROM sqlite_master WHERE name='query_log'").fetchone()
+        ):
+            return {}
+        erased = {(p, m): float(at) for p, m, at in last}
+        found: dict[tuple[str, str], int] = {}
+        for p, m, t in index.execute(
+            "SELECT project, member, time FROM query_log WHERE purpose!=?", (ERASED,)
+        ):
+            if t <= erased.get((p, m), -1.0):
+                found[(p, m)] = found.get((p, m), 0) + 1
+        return found
+    finally:
+        index.close()
+
+
 @dataclass(frozen=True)
 class Erasures:
     """The erasure intents, what each left, the expired projects' index records, and the
@@ -141,13 +175,15 @@ class Erasures:
     left: dict[int, tuple[int, list[str]]]  # intent seq -> (index records, upload files)
     records: dict[str, int]  # expired project -> its indexes' records still kept
     logged: list[LoggedErasure] = field(default_factory=list)
+    queries: dict[tuple[str, str], int] = field(default_factory=dict)  # `_unblanked`
 
     def suspects(self) -> set[object]:
         """What looks left: intents' seqs (a two-server one always: S1's and S2's shares
         cannot be seen from here), expired projects' names, and ("log", seq) of each
         erasure found from the log."""
         two = {i.seq for i in self.intents if i.two_server}
-        return {*self.left, *two, *self.records, *(("log", e.seq) for e in self.logged)}
+        queries = {("queries", *key) for key in self.queries}
+        return {*self.left, *two, *self.records, *(("log", e.seq) for e in self.logged), *queries}
 
 
 def read_erasures(files: DataDir) -> Erasures | None:
@@ -156,9 +192,10 @@ def read_erasures(files: DataDir) -> Erasures | None:
         intents, expired = _read_db(files.db)
         left, records = _left(files, intents, expired)
         logged = _read_log(files)
+        queries = _unblanked(files)
     except sqlite3.DatabaseError:
         return None  # (the databases' own checks report it)
-    return Erasures(intents, left, records, logged)
+    return Erasures(intents, left, records, logged, queries)
 
 
 def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[list[str], list[str]]:
@@ -218,6 +255,14 @@ def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[lis
             "matcher from before erasure intents (no intent was recorded; found from the audit "
             f"log); {_FIX}"
         )
+    for (project, member), n in sorted(now.queries.items()):
+        if ("queries", project, member) in both:
+            problems.append(
+                f"{project}/{member} erased its data, but the query log (index.sqlite) still "
+                f"holds the purposes and users of {n} of its queries from before: the erasure "
+                "was cut short, or made by a matcher from before they were blanked; start the "
+                "matcher (it blanks them before it serves)"
+            )
     for project, n in sorted(now.records.items()):
         if project in both:
             problems.append(

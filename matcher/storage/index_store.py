@@ -116,6 +116,7 @@ def left_before(conn: sqlite3.Connection, project: str, member: str, seq: int) -
     return int(records)
 
 
+ERASED = "(erased)"  # a logged query's purpose and user once its member erased its data
 _QUERY_LOG = "time, project, member, kind, purpose, records, records_with_hits, refused, user"
 
 
@@ -290,6 +291,34 @@ class IndexStore:
         return set(allowed)
 
     # -- the query log --------------------------------------------------------------------
+
+    def forget_queries(self, project: str, member: str, until: float) -> int:
+        """A member's erasure (its `erase` entry's time `until`): the purposes and named users
+        of its queries logged until then blanked (`ERASED`; a purpose is a case reference,
+        a user an officer's name), their times and counts kept (the member's quota is
+        re-counted from them at a restart; the audit log keeps the same); the old values
+        zeroed (secure_delete) and out of the WAL. How many rows it blanked."""
+        with self.db.tx() as tx:
+            blanked = tx.execute(
+                "UPDATE query_log SET purpose=?, user=? WHERE project=? AND member=? AND "
+                "time<=? AND purpose!=?",
+                (ERASED, ERASED, project, member, until, ERASED),
+            ).rowcount
+        if blanked:
+            self.db.checkpoint()
+        return int(blanked)
+
+    def forget_queries_before(self, erased: dict[tuple[str, str], float]) -> int:
+        """`forget_queries` for every erased member at once (start-up: `erased` maps each to
+        its last erasure's time), in one pass over the log and one transaction."""
+        with self.db.tx() as tx:
+            rows = [(ERASED, ERASED, rowid) for rowid, p, m, t in tx.execute(
+                "SELECT rowid, project, member, time FROM query_log WHERE purpose!=?", (ERASED,)
+            ) if t <= erased.get((p, m), -1.0)]  # fmt: skip
+            tx.executemany("UPDATE query_log SET purpose=?, user=? WHERE rowid=?", rows)
+        if rows:
+            self.db.checkpoint()
+        return len(rows)
 
     def log_queries(self, entries: Sequence[QueryRecord]) -> None:
         with self.db.tx(clears_cache=False) as tx:

@@ -153,6 +153,32 @@ class RetentionStore(ProjectStore, UploadStore):
                 (project, member, seq),
             )
 
+    def keep_intent(self, cut: CutShort) -> None:
+        """Record an intent for an erasure that has none (found from the audit log) but that
+        cannot be completed yet (S1 or S2 down): its upload files unlinked now, the intent
+        kept until it is (the retry, or the next start)."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT OR IGNORE INTO erasure_intents VALUES (?,?,?,?)",
+                (cut.seq, cut.project, cut.member, json.dumps(list(cut.uploads))),
+            )
+        self._unlink_uploads(list(cut.uploads))
+        self.db.checkpoint()
+
+    def last_erasures(self) -> dict[tuple[str, str], float]:
+        """(project, member) -> the time of its last `erase` entry."""
+        return {
+            (p, m): float(t)
+            for p, m, t in self.db.query(
+                "SELECT project, member, MAX(time) FROM audit WHERE action='erase' "
+                "GROUP BY project, member"
+            )
+        }
+
+    def erased_at(self, seq: int) -> float:
+        """The time of the `erase` entry `seq`."""
+        return float(self.db.query("SELECT time FROM audit WHERE seq=?", (seq,))[0][0])
+
     def intent(self, seq: int) -> CutShort | None:
         """The erasure intent of the `erase` entry `seq`; None once it is complete."""
         rows = self.db.query(

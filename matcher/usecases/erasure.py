@@ -17,13 +17,17 @@ answered, and a restart asks them again. What fails after the transaction while 
 stays up (a full disk, S1 or S2 down) keeps the intent, is named in the reply (`pending`),
 and is tried again in the background until done (usecases/erasure_retry.py). A matcher from
 before erasure intents left none: the erasures it cut short are found from the audit log
-(storage/erasure_log.py) and completed at start the same way.
+(storage/erasure_log.py) and completed at start the same way. The purposes and named users
+of the member's logged queries are blanked with its index (`forget_queries`; their counts,
+its query limits and the audit log stay: docs/operations.md), and every start blanks any an
+erasure left.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from blindmatch.matcher.core import audit
@@ -34,11 +38,24 @@ from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, 
 from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
-from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+from blindmatch.matcher.usecases.erasure_retry import ErasureRetries, forget_queries
+from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher")
 
+FOUND_IN_LOG_RETRIED = (
+    f"{FOUND_IN_LOG}; S1 or S2 did not forget the member's shares at that start, so an "
+    "erasure intent was recorded and the matcher asked again in the background until it was done"
+)
+# A start asks S1 and S2 to forget the shares of every two-server erasure it completes all at
+# once (up to START_FORGETS erasures; the rest go to the background retry straight away), and
+# waits START_FORGET_SECONDS for all of them together (each Forget's own deadline is 5 s,
+# rpc/twoserver_project.py FORGET_SECONDS): a server that does not answer holds the start up
+# that long once, not once per erasure; what it has not answered by then is asked again in
+# the background.
+START_FORGETS = 32
+START_FORGET_SECONDS = 6.0
+SERVERS = ("S1", "S2")
 EXPIRED_INDEX = (
     "the project's standing indexes were still kept after it expired (the matcher stopped "
     "part-way through its expiry, or was down when it expired); start-up deleted them"
@@ -68,7 +85,13 @@ def erase(
     except Exception as exc:  # a full disk, say: its intent is kept
         log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
         pending.append(f"its standing index is not deleted yet ({exc})")
-    lookups = realtime.remote.behind() if realtime.remote is not None else []
+    try:
+        forget_queries(store, realtime, project, member, erased.audit_seq)
+    except Exception as exc:  # the same
+        log.exception("%s/%s: the erasure's logged queries could not be blanked", project, member)
+        pending.append(f"its logged queries' purposes are not blanked yet ({exc})")
+    # (a server behind for another change took it too, unless it is down: usecases/erasure_retry)
+    lookups = realtime.remote.holding(project, member) if realtime.remote is not None else []
     if lookups:  # (it searches nothing until it has read its shards again: no query is
         # answered without it; what it holds in memory goes then)
         pending.append(
@@ -114,17 +137,53 @@ def _mode(store: Store, project: str) -> str:
         return ""
 
 
-def _shares(
-    store: Store, two_server: TwoServerSetup | None, cut: CutShort
-) -> tuple[dict[str, object], set[str]]:
-    """In a two-server project, S1 and S2 asked (again) to forget the member's shares: each
-    one's answer, for the `erase.complete` entry (and their own `twoserver.forget` entry),
-    and the servers that did not forget."""
-    if _mode(store, cut.project) != TWO_SERVER:
+def _shares(forgot: list[Forgot] | None) -> tuple[dict[str, object], set[str]]:
+    """S1's and S2's answers for the `erase.complete` entry (none: not a two-server
+    project), and the servers that did not forget."""
+    if forgot is None:
         return {}, set()
-    forgot = tworuns.forget(store, two_server, cut.project, cut.member)
     answers = {f.server: f.error or f"dropped {f.dropped}" for f in forgot}
     return {"twoserver": answers}, {f.server for f in forgot if f.error}
+
+
+def _ask_at_start(
+    store: Store, two_server: TwoServerSetup | None, cuts: list[CutShort]
+) -> dict[int, list[Forgot]]:
+    """S1 and S2 asked to forget the shares of each of `cuts` that is a two-server project's,
+    all at once within one deadline (`START_FORGET_SECONDS`), each one's answers (and its
+    `twoserver.forget` entry, as `tworuns.forget` writes it), by the erasure's seq. A server
+    that has not answered by then, or was not asked (over `START_FORGETS`), is an error."""
+    cuts = [c for c in cuts if _mode(store, c.project) == TWO_SERVER]
+    if not cuts:
+        return {}
+    if two_server is None:  # (no set-up: each server's error, as tworuns.forget says it)
+        return {c.seq: tworuns.forget(store, None, c.project, c.member) for c in cuts}
+    asked = cuts[:START_FORGETS]
+    pool = ThreadPoolExecutor(2 * len(asked), thread_name_prefix="bm-forget-start")
+    calls = {(c.seq, s): pool.submit(two_server.forget_one, s, c.project, c.member)
+             for c in asked for s in SERVERS}  # fmt: skip
+    wait(calls.values(), timeout=START_FORGET_SECONDS)
+    pool.shutdown(wait=False, cancel_futures=True)  # (one still waiting ends at its deadline)
+    answers: dict[int, list[Forgot]] = {}
+    for cut in cuts:
+        forgot = []
+        for server in SERVERS:
+            call = calls.get((cut.seq, server))
+            if call is None:
+                error = f"not asked at start-up (over {START_FORGETS} erasures at once)"
+            elif not call.done():
+                error = f"did not answer within {START_FORGET_SECONDS:g} s at start-up"
+            elif call.exception() is not None:
+                error = str(call.exception())
+            else:
+                forgot.append(call.result())
+                continue
+            forgot.append(Forgot(server, error=error))
+        store.audit.append(audit.Event(audit.MATCHER, "twoserver.forget", cut.project,
+                                       member=cut.member, detail={f.server: f.error or
+                                       f"dropped {f.dropped}" for f in forgot}))  # fmt: skip
+        answers[cut.seq] = forgot
+    return answers
 
 
 def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
@@ -137,16 +196,33 @@ def _found_in_log(store: Store, realtime: Realtime) -> list[LoggedErasure]:
 def _complete_found_in_log(
     store: Store,
     realtime: Realtime,
-    two_server: TwoServerSetup | None,
     found: list[LoggedErasure],
+    retries: ErasureRetries | None = None,
+    answers: dict[int, list[Forgot]] | None = None,
 ) -> list[dict[str, object]]:
-    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so."""
+    """Complete the erasures `_found_in_log`: the same `erase.complete` entry, saying so.
+    One that S1 or S2 has not forgotten is given an intent (it had none) and handed to
+    `retries` (without it, left to the next start): recorded complete only once done."""
     done: list[dict[str, object]] = []
     for erased in found:
         if erased.index_records is not None:
             realtime.erase_member(erased.project, erased.member)
         cut = CutShort(erased.seq, erased.project, erased.member, erased.upload_files)
-        more, _ = _shares(store, two_server, cut)  # (no intent to keep: recorded, as it is)
+        more, failed = _shares((answers or {}).get(cut.seq))
+        if failed:
+            store.keep_intent(cut)  # (its upload files go now; the intent until S1, S2 forget)
+            if retries is not None:
+                left = erased.index_records or 0
+                retries.add(cut.seq, cut.project, cut.member, failed, left, FOUND_IN_LOG_RETRIED)
+            log.warning(
+                "%s/%s: the erasure logged as audit entry %d was cut short by a matcher from "
+                "before erasure intents (found from the audit log); its data here is deleted "
+                "now, but %s did not forget the member's shares: an intent is recorded, and "
+                "%s", cut.project, cut.member, cut.seq, " and ".join(sorted(failed)),
+                "they are asked again in the background" if retries is not None
+                else "the next start asks again",
+            )  # fmt: skip
+            continue
         detail = store.complete_erasure(cut, erased.index_records or 0, more, FOUND_IN_LOG)
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
@@ -176,12 +252,18 @@ def complete_cut_short(
     matcher runs (not in the details)."""
     done: list[dict[str, object]] = []
     logged = _found_in_log(store, realtime)
-    for cut in store.cut_short_erasures():
-        left = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
-        if left is not None:
+    cuts = store.cut_short_erasures()
+    lefts = {}
+    for cut in cuts:
+        lefts[cut.seq] = realtime.index_store.left_by_erasure(cut.project, cut.member, cut.seq)
+        if lefts[cut.seq] is not None:
             realtime.erase_member(cut.project, cut.member)
-        realtime.index_store.db.checkpoint()  # (its own may not have run)
-        shares, failed = _shares(store, two_server, cut)
+    realtime.index_store.db.checkpoint()  # (its own may not have run)
+    found = [CutShort(e.seq, e.project, e.member, e.upload_files) for e in logged]
+    answers = _ask_at_start(store, two_server, [*cuts, *found])
+    for cut in cuts:
+        left = lefts[cut.seq]
+        shares, failed = _shares(answers.get(cut.seq))
         if failed and retries is not None:
             retries.add(cut.seq, cut.project, cut.member, failed, index_records=left or 0)
             log.warning(
@@ -198,7 +280,7 @@ def complete_cut_short(
             "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
             cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
         )  # fmt: skip
-    done += _complete_found_in_log(store, realtime, two_server, logged)
+    done += _complete_found_in_log(store, realtime, logged, retries, answers)
     for name in realtime.index_store.projects():
         if store.is_live(name):
             continue
@@ -209,6 +291,11 @@ def complete_cut_short(
         done.append({"project": name, "member": "", **detail})
         log.warning("project %s: %d standing-index records kept after it expired, deleted now",
                     name, records)  # fmt: skip
+    # Every erased member's logged queries until its last erasure, their purposes and users
+    # blanked: those cut short above, and those of a matcher from before this was done.
+    if blanked := realtime.index_store.forget_queries_before(store.last_erasures()):
+        log.warning("%d logged queries of erased members, from before their erasures, still "
+                    "had their purposes and users; blanked now", blanked)  # fmt: skip
     # The old pages of any deletion whose checkpoint a stopped matcher never reached (an
     # expiry's: its rows went in one transaction) leave both write-ahead logs now.
     store.db.checkpoint()

@@ -38,6 +38,14 @@ RETRIED = (
 )
 
 
+def forget_queries(store: Store, realtime: Realtime, project: str, member: str, seq: int) -> int:
+    """The purposes and named users of the member's queries logged until its erasure (the
+    `erase` entry `seq`) blanked in the query log (storage/index_store.py `forget_queries`),
+    once the queries answered before it are written. How many."""
+    realtime.query_log.flush()
+    return realtime.index_store.forget_queries(project, member, store.erased_at(seq))
+
+
 @dataclass
 class _Pending:
     seq: int  # the erasure's `erase` entry (and intent)
@@ -47,6 +55,7 @@ class _Pending:
     due: float
     attempts: int = 0
     index_records: int = 0  # what the attempts found left of its standing index
+    why: str = RETRIED  # its `erase.complete` entry's
     dropped: dict[str, str] = field(default_factory=dict)  # server -> its answer
 
 
@@ -74,16 +83,18 @@ class ErasureRetries:
         member: str,
         servers: set[str] | None = None,
         index_records: int = 0,
+        why: str = RETRIED,
     ) -> None:
         """Finish the erasure logged as `seq` in the background: its files and index, and
         S1's and S2's Forget (`servers`: those still to be asked; None: both, if the project
-        is a two-server one). `index_records`: what was found left of its index already."""
+        is a two-server one). `index_records`: what was found left of its index already;
+        `why`: its `erase.complete` entry's."""
         if servers is None:
             servers = set(SERVERS) if self._two_server(project) else set()
         with self._lock:
             due = time.monotonic() + self.waits[0]
             self._pending[seq] = _Pending(seq, project, member, set(servers), due,
-                                          index_records=index_records)  # fmt: skip
+                                          index_records=index_records, why=why)  # fmt: skip
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="bm-erasure-retry")  # fmt: skip
@@ -147,18 +158,19 @@ class ErasureRetries:
             log.info("%s/%s: the erasure logged as audit entry %d was completed meanwhile "
                      "(the member erased again, say)", p.project, p.member, p.seq)  # fmt: skip
             return ""
+        forget_queries(self.store, self.realtime, cut.project, cut.member, cut.seq)
         index = self.realtime.index_store
-        left = index.left_by_erasure(cut.project, cut.member, cut.seq)
-        if left is not None:
-            self.realtime.erase_member(cut.project, cut.member)
-            p.index_records += left
+        # (its index still in memory, unsearched, whatever the disk holds: dropped with it)
+        p.index_records += self.realtime.indexes.erase_left(cut.project, cut.member, cut.seq) or 0
         index.db.checkpoint()
         failed = []
         remote = self.realtime.remote
-        if remote is not None and remote.behind():
-            remote.catch_up()  # (one without a data dir is loaded, on a thread of its own)
-            if behind := remote.behind():
-                failed.append(f"{', '.join(behind)} has not read its shards again yet")
+        if remote is not None and remote.holding(cut.project, cut.member):
+            self.realtime.indexes.erase_again(cut.project, cut.member)  # (one back takes it)
+            if remote.holding(cut.project, cut.member):
+                remote.catch_up()  # (one without a data dir is loaded, on a thread of its own)
+            if holding := remote.holding(cut.project, cut.member):
+                failed.append(f"{', '.join(holding)} has not dropped the member's shards yet")
         for server in sorted(p.servers):
             if self.two_server is None:
                 failed.append(f"{server}: this matcher has no two-server setup")
@@ -174,7 +186,7 @@ class ErasureRetries:
         more: dict[str, object] = {"attempts": p.attempts}
         if p.dropped:
             more["twoserver"] = dict(sorted(p.dropped.items()))
-        detail = self.store.complete_erasure(cut, p.index_records, more, RETRIED)
+        detail = self.store.complete_erasure(cut, p.index_records, more, p.why)
         log.info(
             "%s/%s: the erasure logged as audit entry %d is complete, after %d attempt(s) in "
             "the background: %d standing-index records and %s upload file(s) deleted%s",
