@@ -1,0 +1,102 @@
+"""Small pairs of members compared without blocking (docs/privacy-design.md "Small pairs of
+members: no blocking, no band counts").
+
+Keyed blocking has S2 open one pair of tokens per band two records share
+(core/twoblocking.py `expanded_pairs`), so S2 counts each candidate's shared bands: an
+estimate of its Dice. Between two small members that count re-identifies more than 1% of
+household-like records with 50 known pairs (docs/privacy.md "Two-server mode"). For a pair of
+members whose cross product is at most S1's cap (`exhaustive` pairs, `DEFAULT_PAIRS` unless
+S1 is told otherwise), S1 does not join their band keys and S2 expands nothing: S1 proposes
+every pair of rows, all of A x B, to the link-bit circuit, split between the CLKs by the
+fallback's rule (core/twoblocking.py `fallback_split`) as a blocked pair's are. S2 then sees
+the cross product, in S1's order, and no count (what the two members' sizes already say), S1
+no join, and the links are the exhaustive CLK run's exactly (no pair missed by blocking).
+Above the cap the pair is blocked as before; a pair's cost is about 8 us of CPU and 1.6 kB of
+traffic over the three roles (docs/performance.md "Small pairs of members without
+blocking"), so the cap bounds that work, 4 million pairs by default (about 2,000 x 2,000
+records; the leak was measured at 1,000-3,000 records a member)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
+
+DEFAULT_PAIRS = 4_000_000  # a pair of members of at most this many pairs: no blocking
+
+Ends = tuple[int, int]
+
+
+def or_default(pairs: int | None) -> int:
+    """`pairs` checked (`check_cap`), or None: `DEFAULT_PAIRS` (read when called: the test
+    suite blocks every pair unless a test asks otherwise, tests/conftest.py)."""
+    return DEFAULT_PAIRS if pairs is None else check_cap(pairs)
+
+
+def check_cap(pairs: int) -> int:
+    """The cap, a number of pairs >= 0 (0: every pair of members blocked)."""
+    if pairs < 0:
+        raise ValueError(f"exhaustive pairs: {pairs}, a number of pairs >= 0 (0: always block)")
+    return int(pairs)
+
+
+def every_pair(
+    member_a: int,
+    member_b: int,
+    records: tuple[int, int],
+    lacking: Sequence[npt.NDArray[np.bool_]] | None,
+) -> list[PairBatch]:
+    """All of A x B, in row order: on the record-level CLK, or with `lacking` (each member's
+    records lacking the fallback's fields) split as `fallback_split` splits blocked pairs
+    (fallback pairs where either record lacks them)."""
+    n_a, n_b = records
+    rows_a = np.repeat(np.arange(n_a, dtype=np.uint32), n_b)
+    rows_b = np.tile(np.arange(n_b, dtype=np.uint32), n_a)
+    if lacking is None:
+        return [PairBatch(member_a, member_b, RECORD, rows_a, rows_b)]
+    either = lacking[member_a][rows_a] | lacking[member_b][rows_b]
+    return [
+        PairBatch(member_a, member_b, RECORD, rows_a[~either], rows_b[~either]),
+        PairBatch(member_a, member_b, FALLBACK, rows_a[either], rows_b[either]),
+    ]
+
+
+def small_pairs(
+    records: Sequence[int], cap: int, pairs: Collection[Ends] | None = None
+) -> set[Ends]:
+    """The pairs of members (of `pairs`, the first lower; None: every one) whose cross product
+    is at most `cap` pairs: compared without blocking."""
+    n = len(records)
+    every = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
+    return {(a, b) for a, b in every if records[a] * records[b] <= cap}
+
+
+def propose(
+    records: Sequence[int],
+    cap: int,
+    pairs: Collection[Ends] | None,
+    lacking: Sequence[npt.NDArray[np.bool_]] | None,
+    block: Callable[[set[Ends] | None], list[PairBatch]],
+) -> list[PairBatch]:
+    """S1's pairs to compare for `pairs` of members (None: every one): every pair of rows of
+    those at most `cap` pairs (`every_pair`), and `block`'s (S1's join, S2's expansion, the
+    fallback's split; None: every pair of members) for the rest, called only if there is a
+    rest (S2 then expands nothing of the run). A blocked pair of members' parts come first, as
+    `block` gives them."""
+    small = small_pairs(records, cap, pairs)
+    n = len(records)
+    wanted = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
+    rest = wanted - small
+    out: list[PairBatch] = []
+    if rest:
+        out = [p for p in block(None if not small and pairs is None else rest)
+               if (p.member_a, p.member_b) not in small]  # fmt: skip
+    for a, b in sorted(small):
+        out.extend(every_pair(a, b, (records[a], records[b]), lacking))
+    return out
+
+
+__all__ = ["DEFAULT_PAIRS", "check_cap", "every_pair", "or_default", "propose", "small_pairs"]
