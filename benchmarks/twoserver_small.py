@@ -15,11 +15,14 @@ expansion) and S1 proposing every pair (`exhaustive` above N x N: no join, no ex
 Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
 product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
 solving), the bytes between the parties as `linkbit.Transcript` counts them, the wall
-seconds, the links, and whether the links are the exhaustive CLK run's
-(matcher/usecases/runs.py `match`, blocking "exhaustive", the schema's rule): the same pairs
-linked, scored by the bucket their Dice reaches. Each member's upload is the same either way
-(a member cannot know its partner's size when it encodes): its bytes to S1 and S2 are printed
-once. The machine's other load counts in the wall seconds; the CPU seconds are this process's.
+seconds, the links, their F1 against the people, and how many links are in it or in the
+exhaustive CLK run's alone (matcher/usecases/runs.py `match`, blocking "exhaustive", the
+schema's rule). Without blocking that count is the solver's: C solves by bucket, not by Dice,
+and two candidates of one record in one bucket can be taken the other way round (the Dice
+oracle's links are the CLK run's exactly: tests/test_twoserver_exhaustive.py). Each member's
+upload is the same either way (a member cannot know its partner's size when it encodes): its
+bytes to S1 and S2 are printed once. The machine's other load counts in the wall seconds;
+the CPU seconds are this process's.
 """
 
 from __future__ import annotations
@@ -100,15 +103,24 @@ def _lacking(upload: sharing.SharedUpload) -> npt.NDArray[np.bool_]:
     return upload.s1.lacking
 
 
-def same_links(got: Links, want: Links, cutoffs: tuple[float, ...]) -> bool:
-    """The same pairs linked, each scored by the bucket (the highest cut-off) its Dice
-    reaches."""
-    for name in ("dset", "row", "partner", "partner_row"):
-        if not np.array_equal(getattr(got, name), getattr(want, name)):
-            return False
-    cuts = np.asarray(cutoffs)
-    bucket = cuts[np.searchsorted(cuts, want.score, side="right") - 1]
-    return bool(np.allclose(got.score, bucket))
+def f1(links: Links, people: tuple[list[int], list[int]]) -> float:
+    """The links' F1 against the truth: a pair of A's and B's records of one person."""
+    a, b = (np.asarray(p) for p in people)
+    forward = links.dset < links.partner
+    right = int((a[links.row[forward]] == b[links.partner_row[forward]]).sum())
+    truth = len(set(a.tolist()) & set(b.tolist()))
+    return 2 * right / max(int(forward.sum()) + truth, 1)
+
+
+def differing(got: Links, want: Links) -> int:
+    """The links (each pair once) in one run and not the other."""
+
+    def pairs(links: Links) -> set[tuple[int, int, int, int]]:
+        ends = zip(links.dset.tolist(), links.row.tolist(), links.partner.tolist(),
+                   links.partner_row.tolist(), strict=True)  # fmt: skip
+        return {e for e in ends if e[0] < e[2]}
+
+    return len(pairs(got) ^ pairs(want))
 
 
 def main() -> int:
@@ -118,7 +130,6 @@ def main() -> int:
     plan = sharing.plan_of(schema)
     print(f"{args.population}, seed {args.seed}, threshold {THRESHOLD}, the shipped schema "
           f"(plan {plan.bits} x {plan.bands}, rule {rule.text() or 'none'})")  # fmt: skip
-    ok = True
     for n in args.records:
         people = argparse.Namespace(population=args.population, seed=args.seed, records=n,
                                     pad_to=0, decoys="generator", shared_decoys=False)  # fmt: skip
@@ -136,22 +147,23 @@ def main() -> int:
         oracle = match(datasets, THRESHOLD, workers=1, blocking="exhaustive",
                        fallback_bits=fallback_bits, rule=rule)  # fmt: skip
         oracle_cpu = time.process_time() - c0
+        truth = (loaded[0][1], loaded[1][1])
         print(f"\n{n:,} x {n:,} records: A's upload {sizes['s1'] / n / 1e3:,.1f} kB a record "
               f"to S1, {sizes['s2'] / n / 1e3:,.1f} kB to S2; the exhaustive CLK run "
-              f"{len(oracle.links):,} links in {oracle_cpu:.1f} s CPU")  # fmt: skip
+              f"{len(oracle.links):,} links (F1 {f1(oracle.links, truth):.4f}) in "
+              f"{oracle_cpu:.1f} s CPU")  # fmt: skip
         for label, cap in (("blocked", 0), ("no blocking", n * n)):
             got = one_run(uploads, rule, cap)
             result, roles, sent = got.result, got.roles, got.sent
             total = sum(sent.values())
-            same = same_links(result.links, oracle.links, Combiner(None, THRESHOLD).cutoffs)
-            ok &= same or label == "blocked"
+            off = differing(result.links, oracle.links)
             by = ", ".join(f"{a}->{b} {v / 1e6:,.1f}" for (a, b), v in sorted(sent.items()))
             print(f"  {label:11s}: {result.comparisons:>10,} pairs; CPU S1 {roles['S1']:.1f} s, "
                   f"S2 {roles['S2']:.1f} s, C {roles['C']:.1f} s (blocking: {got.blocking}); "
                   f"{total / 1e6:,.1f} MB ({by} MB); wall {got.wall:.1f} s; "
-                  f"{len(result.links):,} links, the exhaustive CLK run's: "
-                  f"{'yes' if same else 'NO'}")  # fmt: skip
-    return 0 if ok else 1
+                  f"{len(result.links):,} links (F1 {f1(result.links, truth):.4f}), the "
+                  f"links in it or in the exhaustive CLK run's alone: {off}")  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
