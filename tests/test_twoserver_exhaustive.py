@@ -190,3 +190,12 @@ def test_an_unblocked_run_failing_part_way_is_resumed(
     got = drive(again, reuse, kept)
     assert links_of(got, names) == links_of(want, names)
     assert got.comparisons == 0 and got.groups == want.groups
+
+
+def test_the_encode_warning_names_s1s_default_cap() -> None:
+    from blindmatch.client.encoding.sharing import UNBLOCKED_PAIRS, small_member_warning
+
+    assert UNBLOCKED_PAIRS == exhaustive.SHIPPED_PAIRS  # the client imports no matcher code
+    said = small_member_warning(1_000)
+    assert said is not None and "a member of up to 16,000 records without blocking" in said
+    assert "with a larger member it is blocked" in said and small_member_warning(4_000) is None

@@ -415,7 +415,7 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="S1: compare a pair of members of at most N pairs (records x records) without "
         "blocking, every pair through the circuit, so that S2 counts no shared bands (default "
-        "4,000,000; 0: block every pair)",
+        "16,000,000: 4,000 x 4,000; 0: block every pair)",
     )
     p.add_argument(
         "--query-limit",

@@ -10,11 +10,18 @@ S1 is told otherwise), S1 does not join their band keys and S2 expands nothing: 
 every pair of rows, all of A x B, to the link-bit circuit, split between the CLKs by the
 fallback's rule (core/twoblocking.py `fallback_split`) as a blocked pair's are. S2 then sees
 the cross product, in S1's order, and no count (what the two members' sizes already say), S1
-no join, and the links are the exhaustive CLK run's exactly (no pair missed by blocking).
-Above the cap the pair is blocked as before; a pair's cost is about 8 us of CPU and 1.6 kB of
-traffic over the three roles (docs/performance.md "Small pairs of members without
-blocking"), so the cap bounds that work, 4 million pairs by default (about 2,000 x 2,000
-records; the leak was measured at 1,000-3,000 records a member)."""
+no join, and C decides every pair the exhaustive CLK run compares: none missed by blocking
+(with C's Dice oracle the links are that run's exactly; with link bits C solves by bucket).
+Above the cap the pair is blocked as before.
+
+The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
+meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
+server mode"): S2's counts re-identified over 1% of household-like members at 1,000-3,000
+records and stayed under it in every run from 4,000, so every pair of two members under
+4,000 records (the size `encode --two-server` warns under) is compared whole; a pair costs
+about 23 us of CPU over the three roles and 4.8 kB of traffic under the shipped schema's rule
+(about 6 minutes of CPU and 77 GB at the cap, most between S1 and S2), where blocking two
+members of 4,000 proposes about 0.2 million pairs."""
 
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
 
-DEFAULT_PAIRS = 4_000_000  # a pair of members of at most this many pairs: no blocking
+SHIPPED_PAIRS = 16_000_000  # a pair of members of at most this many pairs: no blocking
+DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/conftest.py)
 
 Ends = tuple[int, int]
 
@@ -99,4 +107,12 @@ def propose(
     return out
 
 
-__all__ = ["DEFAULT_PAIRS", "check_cap", "every_pair", "or_default", "propose", "small_pairs"]
+__all__ = [
+    "DEFAULT_PAIRS",
+    "SHIPPED_PAIRS",
+    "check_cap",
+    "every_pair",
+    "or_default",
+    "propose",
+    "small_pairs",
+]
