@@ -199,3 +199,25 @@ def test_the_encode_warning_names_s1s_default_cap() -> None:
     said = small_member_warning(1_000)
     assert said is not None and "a member of up to 16,000 records without blocking" in said
     assert "with a larger member it is blocked" in said and small_member_warning(4_000) is None
+
+
+def test_s1_asks_s2_to_expand_only_the_pairs_of_members_it_blocks() -> None:
+    asked: list[set[tuple[int, int]] | None] = []
+
+    def block(pairs: set[tuple[int, int]] | None) -> list[twoserver.PairBatch]:
+        asked.append(pairs)
+        rows = np.zeros(1, np.uint32)
+        every = [(0, 1), (0, 2), (1, 2)] if pairs is None else sorted(pairs)
+        return [twoserver.PairBatch(a, b, twoserver.RECORD, rows, rows) for a, b in every]
+
+    got = exhaustive.propose(SIZES, 150 * 60, None, None, block)
+    assert asked == [{(0, 1)}]  # blocked north x south alone; the rest every pair
+    assert [(p.member_a, p.member_b, len(p)) for p in got] == [
+        (0, 1, 1), (0, 2, 150 * 60), (1, 2, 120 * 60)]  # fmt: skip
+    asked.clear()
+    exhaustive.propose(SIZES, 0, None, None, block)
+    exhaustive.propose(SIZES, 0, set(), None, block)  # a rerun reusing every pair of members
+    assert asked == [None, set()]  # as without a cap
+    asked.clear()
+    exhaustive.propose(SIZES, 10**9, None, None, block)
+    assert asked == []  # nothing blocked: S2 asked nothing

@@ -91,17 +91,18 @@ def propose(
 ) -> list[PairBatch]:
     """S1's pairs to compare for `pairs` of members (None: every one): every pair of rows of
     those at most `cap` pairs (`every_pair`), and `block`'s (S1's join, S2's expansion, the
-    fallback's split; None: every pair of members) for the rest, called only if there is a
-    rest (S2 then expands nothing of the run). A blocked pair of members' parts come first, as
-    `block` gives them."""
+    fallback's split; None: every pair of members) for the rest: as without a cap where no
+    pair is small, else only if there is a rest (S2 then expands nothing of a run of small
+    pairs alone). A blocked pair of members' parts come first, as `block` gives them."""
     small = small_pairs(records, cap, pairs)
+    if not small:  # every pair blocked: as without a cap (an empty `pairs` included)
+        return block(None if pairs is None else set(pairs))
     n = len(records)
     wanted = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
     rest = wanted - small
     out: list[PairBatch] = []
     if rest:
-        out = [p for p in block(None if not small and pairs is None else rest)
-               if (p.member_a, p.member_b) not in small]  # fmt: skip
+        out = [p for p in block(rest) if (p.member_a, p.member_b) not in small]
     for a, b in sorted(small):
         out.extend(every_pair(a, b, (records[a], records[b]), lacking))
     return out
