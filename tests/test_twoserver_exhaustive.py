@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.exports import Export
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import exhaustive, tworun, twoserver
@@ -23,6 +24,8 @@ from blindmatch.matcher.usecases.runs import match
 from tests.support import MESSY_SECRET, in_process_servers
 from tests.test_twocomplete import subjects
 from tests.test_twoserver import assert_same_links
+from tests.test_twoserver_project import World, create, world  # noqa: F401
+from tests.test_twoserver_query import members, person_csv, query  # noqa: F401
 from tests.test_twoserver_resume import PLAN as RESUME_PLAN
 from tests.test_twoserver_resume import Kept, drive, failing, servers
 
@@ -159,14 +162,14 @@ def test_over_grpc_s2_opens_nothing_of_an_unblocked_run(
 
 
 @pytest.fixture(scope="module")
-def members() -> dict[str, client.SharedUpload]:
+def resume_members() -> dict[str, client.SharedUpload]:
     """tests/test_twoserver_resume.py's members."""
     return {n: client.shared_upload(d, MESSY_SECRET, RESUME_PLAN)
             for n, d in zip("ABC", subjects(), strict=True)}  # fmt: skip
 
 
 def test_an_unblocked_run_failing_part_way_is_resumed(
-    members: dict[str, client.SharedUpload],
+    resume_members: dict[str, client.SharedUpload],
 ) -> None:
     """tests/test_twoserver_resume.py's members (extras, completion), unblocked: a run
     failing at a reach batch before S1 is asked keeps every pair of members' outcome and a run
@@ -174,17 +177,17 @@ def test_an_unblocked_run_failing_part_way_is_resumed(
     from benchmarks.twoserver_rerun import Budgets, links_of
 
     names = ["A", "B", "C"]
-    everyone = servers(members, Budgets())
+    everyone = servers(resume_members, Budgets())
     everyone.s1.exhaustive = UNBLOCKED
     want = drive(everyone, {})
     assert want.comparisons == sum(a * b for a, b in ((153, 153),) * 3)  # every pair
     budget, kept = Budgets(), Kept()
-    first = failing(members, budget, "evaluate_reach")
+    first = failing(resume_members, budget, "evaluate_reach")
     first.s1.exhaustive = UNBLOCKED
     with pytest.raises(Unavailable):
         drive(first, {}, kept)
     assert len(kept.outcomes) == 3 and not kept.open
-    again = servers(members, budget)  # the same budget: a pair asked twice raises
+    again = servers(resume_members, budget)  # the same budget: a pair asked twice raises
     again.s1.exhaustive = UNBLOCKED
     reuse: dict[tuple[int, int], Outcome] = kept.reusable()
     got = drive(again, reuse, kept)
@@ -221,3 +224,35 @@ def test_s1_asks_s2_to_expand_only_the_pairs_of_members_it_blocks() -> None:
     asked.clear()
     exhaustive.propose(SIZES, 10**9, None, None, block)
     assert asked == []  # nothing blocked: S2 asked nothing
+
+
+@pytest.fixture
+def unblocking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S1's default cap as shipped (the suite's is 0: tests/conftest.py)."""
+    monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", exhaustive.SHIPPED_PAIRS)
+
+
+def test_a_query_is_blocked_whatever_s1s_cap(
+    unblocking: None,
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A query's two records against south's 300 are 600 pairs, under any cap, but blocked
+    (core/exhaustive.py `run_cap`): a query costs its candidates (a run of members under the
+    cap is not blocked: `test_over_grpc_s2_opens_nothing_of_an_unblocked_run`)."""
+    assert exhaustive.run_cap(["p/north/t", "p/south@q/q"], 10**9) == 0
+    assert exhaustive.run_cap(["p/north/t", "p/south/t"], 10**9) == 10**9
+    south = members["south"][0]
+    people = person_csv(south, sorted(south.truth)[:2], world.folder / "planted.csv")
+    two = create(world, "shares", "two-server")
+    for name in ("north", "south"):
+        encoded = str(members[name][1])
+        assert world.cli("upload", encoded, "--project", "shares", token=two.tokens[name]) == 0
+    got = query(world, "shares", two.tokens["north"], people, south, capsys)
+    assert [sorted(m["partner"] for m in r["matches"]) for r in got["results"]] == [["south"]] * 2
+    kept = RoleAudit(world.folder / "s1-data", "s1")
+    runs = [dict(e.detail) for e in kept.log.entries() if e.action == "twoserver.run"]
+    kept.close()
+    (query_run,) = runs
+    assert query_run["unblocked"] == [] and 0 < int(query_run["pairs"]) < 2 * 300

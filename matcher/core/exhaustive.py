@@ -12,7 +12,8 @@ fallback's rule (core/twoblocking.py `fallback_split`) as a blocked pair's are. 
 the cross product, in S1's order, and no count (what the two members' sizes already say), S1
 no join, and C decides every pair the exhaustive CLK run compares: none missed by blocking
 (with C's Dice oracle the links are that run's exactly; with link bits C solves by bucket).
-Above the cap the pair is blocked as before.
+Above the cap the pair is blocked as before, and so is a query's (or watch's) records against a
+member (`run_cap`).
 
 The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
 meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
@@ -30,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
 
 SHIPPED_PAIRS = 16_000_000  # a pair of members of at most this many pairs: no blocking
@@ -49,6 +51,14 @@ def check_cap(pairs: int) -> int:
     if pairs < 0:
         raise ValueError(f"exhaustive pairs: {pairs}, a number of pairs >= 0 (0: always block)")
     return int(pairs)
+
+
+def run_cap(members: Sequence[str], cap: int) -> int:
+    """S1's cap for a run of `members` (names at S1): 0 for a query's or a watch's run (a
+    member is a query's records, core/tickets.py `is_query`): a few records against a whole
+    upload are blocked, as before, so that a query costs its candidates, not its cross
+    product."""
+    return 0 if any(tickets.is_query(m) for m in members) else cap
 
 
 def every_pair(
@@ -115,5 +125,6 @@ __all__ = [
     "every_pair",
     "or_default",
     "propose",
+    "run_cap",
     "small_pairs",
 ]

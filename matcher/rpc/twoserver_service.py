@@ -135,6 +135,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         run = pb.ProposeRequest(members=members, records=request.records,
                                 fallback=request.fallback)  # fmt: skip
 
+        cap = exhaustive_.run_cap(members, self.exhaustive)  # a query's run: blocked
+
         def blocked(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """S1's join of `pairs` of members (None: every pair), expanded by S2."""
             matched = s1.join(2 if request.fallback else 1, pairs)
@@ -143,8 +145,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """`pairs` of members' pairs: every pair of the small ones (core/exhaustive.py),
             the others blocked."""
-            return exhaustive_.propose([h.records for h in held], self.exhaustive, pairs,
-                                      lacking, blocked)  # fmt: skip
+            return exhaustive_.propose([h.records for h in held], cap, pairs, lacking,
+                                      blocked)  # fmt: skip
 
         # The pairs of members C reuses: blocked only for an extra or reach pair of their members.
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
@@ -155,7 +157,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                  cutoffs=list(cutoffs), rule=rule.text() or "none",
                  pairs=sum(len(p) for p in proposal.parts),
                  unblocked=[[members[x], members[y]] for x, y in sorted(exhaustive_.small_pairs(
-                     [h.records for h in held], self.exhaustive, only))],
+                     [h.records for h in held], cap, only))],
                  only="every pair" if only is None else sorted(only))  # fmt: skip
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
