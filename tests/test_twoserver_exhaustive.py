@@ -256,3 +256,17 @@ def test_a_query_is_blocked_whatever_s1s_cap(
     kept.close()
     (query_run,) = runs
     assert query_run["unblocked"] == [] and 0 < int(query_run["pairs"]) < 2 * 300
+
+
+def test_the_cap_is_s1s_alone_and_not_negative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blindmatch.cli.app import main
+
+    common = ["--listen", "127.0.0.1:0", "--key-file", str(tmp_path / "k"),
+              "--member-key-file", str(tmp_path / "m")]  # fmt: skip
+    assert main(["two-server", "role", "--role", "s2", *common, "--exhaustive-pairs", "9"]) == 2
+    assert "--exhaustive-pairs 9: S1's" in capsys.readouterr().err
+    assert main(["two-server", "role", "--role", "s1", "--s2", "127.0.0.1:1", *common,
+                 "--exhaustive-pairs", "-1"]) == 2  # fmt: skip
+    assert "--exhaustive-pairs -1" in capsys.readouterr().err
