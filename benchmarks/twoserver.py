@@ -7,7 +7,8 @@
         [--reach-runs 0 1 4 | -1 -2 -3 -4] [--reach-uncapped] [--cuts 0.8 0.85 0.9 0.95]
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
-        [--keep 1 0.5] [--decoys generator|client]]
+        [--keep 1 0.5] [--decoys generator|client]] [--exhaustive-pairs N]
+        [--partner-records M]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -70,6 +71,12 @@ rather than from S2: this undoes that). `--s2-scale K`: the check reads each S2 
 (it reads a count at each of `twocheck.S2_READINGS`, (count x reading / (2 bands))^(1 / bits)
 for 0.5, 1, 2 and 4, the worst kept; K shifts them all: K = 2 with reading 1 reads
 count / bands, as `--view s2` does).
+
+`--exhaustive-pairs N` (roles): S1's cap (matcher/core/exhaustive.py): A and B of at most N
+pairs are compared without blocking, and S1's and S2's views are then empty; 0 blocks them
+(the view before the cap). `--partner-records M` (messy/households): B holds the generator's
+first M people and A a random `--records` of them (a small member against a larger one; with
+`--exhaustive-pairs 0`, or M x `--records` over the cap, the pair is blocked).
 
 `--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
 generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
@@ -246,6 +253,19 @@ def arguments() -> argparse.ArgumentParser:
         "real people (one attack per SHARE)",
     )  # fmt: skip
     parser.add_argument("--cuts", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
+    parser.add_argument(
+        "--partner-records",
+        type=int,
+        default=0,
+        metavar="M",
+        help="messy/households: B (and the attacker's plaintext) the generator's first M people, "
+        "A a random --records of them (a small member against a larger one)",
+    )
+    parser.add_argument(
+        "--exhaustive-pairs", type=int, metavar="N",
+        help="roles: S1 compares members of at most N pairs without blocking (default: "
+        "matcher/core/exhaustive.py's; 0: blocks every pair)",
+    )  # fmt: skip
     return parser
 
 

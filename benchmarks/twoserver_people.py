@@ -86,8 +86,13 @@ def load(args: argparse.Namespace, schema: Any) -> Any:
     with tempfile.TemporaryDirectory(prefix="blindmatch-2s-") as tmp:
         if args.population != "synthetic":
             own = args.decoys == "generator"
-            loaded = generator_three(Path(tmp), args.population, args.seed, args.records, schema,
+            partner = getattr(args, "partner_records", 0) or 0
+            loaded = generator_three(Path(tmp), args.population, args.seed,
+                                     max(args.records, partner), schema,
                                      args.pad_to if own else 0, args.shared_decoys)  # fmt: skip
+            if partner > args.records:  # A: its first `records` rows (random people) alone
+                rows, people = loaded[0]
+                loaded[0] = (rows[: args.records], people[: args.records])
             if args.pad_to > args.records and not own:
                 loaded = client_decoys(Path(tmp), loaded, args.pad_to - args.records, args.seed,
                                        args.shared_decoys, schema)  # fmt: skip

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
 
     def views(uploads: Any, threshold: float, rule: Any, label: str, dummies: float) -> Any:
         t0 = time.process_time()
-        got = role_views(uploads, threshold, rule, dummies=dummies)
+        got = role_views(
+            uploads, threshold, rule, dummies=dummies, exhaustive=args.exhaustive_pairs
+        )
         seen[label] = (got, time.process_time() - t0)
         pairs, counts = got["S2"]
         if args.s2_top and len(counts) > args.s2_top:
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
         return {**got, "S2": (pairs, counts * args.s2_scale)}
 
     label = f"plan {args.plan or 'shipped'}, dummies {args.dummies:g}"
+    if args.exhaustive_pairs is not None:
+        label += f", S1's cap {args.exhaustive_pairs:,} pairs"
     if args.pad_to:
         source += f", A and B padded to {args.pad_to:,} records with decoys"
     t_check = time.process_time()

@@ -2,7 +2,7 @@
 beside the same run in one process (matcher/core/tworun.py `run`), on the same uploads.
 
     .venv/bin/python benchmarks/twoserver_rpc.py [--records 5000] [--bits 20] [--bands 1600]
-        [--seed 0]
+        [--seed 0] [--exhaustive-pairs N]
 
 Two members of `--records` realistic CLKs each (benchmarks/realclks.py `realistic_pair`, the
 default schema: a record-level CLK and a fallback CLK; 10% of A's people in B), each made
@@ -15,6 +15,10 @@ into its `shared_upload` under the recommended keyed blocking. Then:
   the wire as the parts' sizes), the run started at the combiner (wall seconds; the bytes
   between the parties as the combiner counts them: the messages' serialised sizes, the
   rounds' masked inputs as S1 reports them).
+
+`--exhaustive-pairs N`: S1's cap, in process and given to the S1 process (matcher/core/
+exhaustive.py: two members of at most N pairs are compared without blocking; default its
+`DEFAULT_PAIRS`; 0 blocks them).
 
 Printed: both runs' figures side by side, and whether their links are the same (they must
 be: the link bits are exact). The machine's other load counts in the wall seconds.
@@ -39,7 +43,7 @@ import numpy as np
 from benchmarks.realclks import layout, realistic_pair
 from blindmatch.client.encoding import sharing
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
-from blindmatch.matcher.core import tworun, twoserver
+from blindmatch.matcher.core import exhaustive, tworun, twoserver
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 THRESHOLD = 0.8
@@ -77,7 +81,14 @@ def main() -> int:
     parser.add_argument("--bits", type=int, default=sharing.RECOMMENDED.bits)
     parser.add_argument("--bands", type=int, default=sharing.RECOMMENDED.bands)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--exhaustive-pairs",
+        type=int,
+        metavar="N",
+        help="S1's cap of pairs compared without blocking (default: S1's)",
+    )
     args = parser.parse_args()
+    cap = exhaustive.or_default(args.exhaustive_pairs)
     plan = sharing.BandPlan(args.bits, args.bands)
     _, fallback_bits = layout()
     pair = realistic_pair(args.records, args.records, args.seed, whole=True, quiet=True)
@@ -88,7 +99,8 @@ def main() -> int:
           f"a CLK; the members' uploads made in {time.perf_counter() - t0:.1f} s")  # fmt: skip
 
     s1 = twoserver.BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
-                                  b"", [u.s1.popcounts for u in uploads])  # fmt: skip
+                                  b"", [u.s1.popcounts for u in uploads],
+                                  exhaustive=cap)  # fmt: skip
     s2 = twoserver.ShareServer([u.s2.shares for u in uploads], b"",
                                [u.s2.popcounts for u in uploads],
                                [u.s2.seal_key for u in uploads])  # fmt: skip
@@ -97,6 +109,7 @@ def main() -> int:
     local = tworun.run(s1, s2, c)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     t = local.transcript
+    print(f"S1's cap {cap:,} pairs: {'not ' if args.records**2 <= cap else ''}blocked")
     print(f"in process: {wall:.1f} s wall ({cpu:.1f} s CPU), {local.comparisons:,} pairs, "
           f"{len(local.links):,} links, {t.rounds:,} rounds; "
           f"{fmt_bytes({f'{a}->{b}': n for (a, b), n in t.sent.items()})}")  # fmt: skip
@@ -116,7 +129,8 @@ def main() -> int:
             path.chmod(0o600)
         ports = {r: free_port() for r in ("s1", "s2", "combiner")}
         answers = {"s2": ("s1", "combiner"), "s1": ("combiner",), "combiner": ("operator",)}
-        peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}"],
+        peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}",
+                                  "--exhaustive-pairs", str(cap)],
                  "combiner": ["--s1", f"127.0.0.1:{ports['s1']}",
                               "--s2", f"127.0.0.1:{ports['s2']}"]}  # fmt: skip
         for role, callers in answers.items():

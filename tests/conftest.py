@@ -28,6 +28,7 @@ from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.server import create_server
 from tests.support import (
     ADMIN_TOKEN,
@@ -46,6 +47,15 @@ from tests.support import (
 SERVER_FIXTURES = {"matcher", "strict_matcher", "tls_server", "mtls_server", "world"}
 # Fixtures that start other processes (a test using one is in the slow tier).
 SLOW_FIXTURES = {"cluster"}
+
+
+@pytest.fixture(autouse=True)
+def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S1 blocks every pair of members unless a test gives it a cap (matcher/core/exhaustive.py
+    `DEFAULT_PAIRS`, 0 here): the suite's members of 1,000 records would otherwise go through
+    the circuit whole, 10^6 pairs each, and its tests of blocking would test nothing. The
+    tests of unblocked pairs set the cap (tests/test_twoserver_exhaustive.py)."""
+    monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

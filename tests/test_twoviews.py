@@ -1,6 +1,8 @@
 """What each role of a two-server run learns (matcher/core/twoviews.py), from the run's own
 roles: C only the links, S1 and S2 the candidates, S2 their shared bands and the rows of one
-member it sees paired with one token of the other."""
+member it sees paired with one token of the other; members small enough to be compared
+without blocking (core/exhaustive.py) give S1 and S2 nothing. The tests of blocking's views
+block every pair (`exhaustive=0`)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def test_each_role_sees_what_the_design_says() -> None:
     # A holds three copies of person 1 and person 2; B holds person 1 once and person 3.
     a = shared_upload(_clks([1, 1, 1, 2]), SECRET, PLAN)
     b = shared_upload(_clks([1, 3]), SECRET, PLAN)
-    views = role_views([a, b], 0.8)
+    views = role_views([a, b], 0.8, exhaustive=0)
     s1_pairs, s1_values = views["S1"]
     assert sorted(map(tuple, s1_pairs.tolist())) == [(0, 0), (1, 0), (2, 0)]
     assert not s1_values.any()  # S1: the pairs, nothing else
@@ -42,7 +44,7 @@ def test_each_role_sees_what_the_design_says() -> None:
 
 def test_no_candidates_no_view() -> None:
     views = role_views([shared_upload(_clks([1, 2]), SECRET, PLAN),
-                        shared_upload(_clks([3, 4]), SECRET, PLAN)], 0.8)  # fmt: skip
+                        shared_upload(_clks([3, 4]), SECRET, PLAN)], 0.8, exhaustive=0)  # fmt: skip
     assert all(len(pairs) == 0 for pairs, _values in views.values())
 
 
@@ -52,8 +54,8 @@ def test_dummy_pairs_noise_s2s_counts_and_leave_the_links() -> None:
     # more pairs than the bands explain, the candidates grow, the links stay the eight.
     a = shared_upload(_clks(list(range(8))), SECRET, PLAN)
     b = shared_upload(_clks(list(range(7, -1, -1))), SECRET, PLAN)
-    plain = role_views([a, b], 0.8)
-    noised = role_views([a, b], 0.8, dummies=2.0)
+    plain = role_views([a, b], 0.8, exhaustive=0)
+    noised = role_views([a, b], 0.8, dummies=2.0, exhaustive=0)
     truth = sorted((i, 7 - i) for i in range(8))
     for views in (plain, noised):
         assert sorted(map(tuple, views["C"][0].tolist())) == truth
@@ -63,6 +65,22 @@ def test_dummy_pairs_noise_s2s_counts_and_leave_the_links() -> None:
     assert noised["S2"][1].sum() > 1.5 * plain["S2"][1].sum()
     assert len(noised["S1"][0]) > len(plain["S1"][0])
     assert set(truth) <= set(map(tuple, noised["S1"][0].tolist()))
+
+
+def test_small_members_compared_without_blocking_give_s1_and_s2_no_view() -> None:
+    # The first test's members under a cap of their 8 pairs (core/exhaustive.py): every pair goes
+    # through the circuit, S2 opens no band, so it counts none; C learns the same links.
+    a = shared_upload(_clks([1, 1, 1, 2]), SECRET, PLAN)
+    b = shared_upload(_clks([1, 3]), SECRET, PLAN)
+    views = role_views([a, b], 0.8, exhaustive=4 * 2)
+    blocked = role_views([a, b], 0.8, exhaustive=0)
+    for role in ("S1", "S2", "S2 A:0"):
+        assert len(views[role][0]) == 0 and len(views[role][1]) == 0, role
+    assert sorted(map(tuple, views["C"][0].tolist())) == [(0, 0), (1, 0), (2, 0)]
+    assert np.array_equal(views["C"][1], blocked["C"][1])
+    # One pair over the cap: blocked, S2's counts back.
+    capped = role_views([a, b], 0.8, exhaustive=4 * 2 - 1)
+    assert (capped["S2"][1] == PLAN.bands).all() and len(capped["S2"][0]) == 3
 
 
 def test_dummies_out_of_range_are_refused() -> None:

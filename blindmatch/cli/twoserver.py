@@ -139,6 +139,8 @@ def cmd_role(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
+    if args.exhaustive_pairs is not None and (args.role != "s1" or args.exhaustive_pairs < 0):
+        raise InputError(f"--exhaustive-pairs {args.exhaustive_pairs}: S1's, pairs >= 0")
     query_limits = _query_limits(args)
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
@@ -160,7 +162,8 @@ def cmd_role(args: argparse.Namespace) -> int:
                               s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
                               data_dir=args.data_dir, threshold=args.threshold,
-                              query_limits=query_limits)  # fmt: skip
+                              query_limits=query_limits,
+                              exhaustive=args.exhaustive_pairs)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -405,6 +408,14 @@ def register(sub: Subcommands) -> None:
         type=float,
         help="S1: the only threshold it proposes runs at (default: the one the combiner "
         "asks for; the circuit's cut-offs follow from it)",
+    )
+    p.add_argument(
+        "--exhaustive-pairs",
+        type=int,
+        metavar="N",
+        help="S1: compare a pair of members of at most N pairs (records x records) without "
+        "blocking, every pair through the circuit, so that S2 counts no shared bands (default "
+        "16,000,000: 4,000 x 4,000; 0: block every pair)",
     )
     p.add_argument(
         "--query-limit",

@@ -260,16 +260,26 @@ def record_keys(
 # it (0.35-0.73%, five runs), at 5,000 too (0.28-0.42%, three); S2's counts read four ways,
 # fresh keys each run (docs/privacy.md, "Two-server mode").
 SMALL_MEMBER = 4_000
+# S1 compares a pair of members of at most this many pairs without blocking, so that S2
+# counts no shared band (matcher/core/exhaustive.py `DEFAULT_PAIRS`, S1's default; the client
+# does not import the matcher: tests/test_twoserver_exhaustive.py checks they agree).
+UNBLOCKED_PAIRS = 16_000_000
 
 
 def small_member_warning(records: int) -> str | None:
-    """What `encode --two-server` says of an upload small enough for S2's view to leak."""
+    """What `encode --two-server` says of an upload small enough for S2's view to leak where
+    it is blocked: with a partner small enough it is not (S1's default cap), with a larger
+    one it is (the member cannot know its partners' sizes when it encodes)."""
     if records >= SMALL_MEMBER:
         return None
+    partner = UNBLOCKED_PAIRS // max(records, 1)
     return (
         f"weaker privacy: a two-server upload of {records:,} records (under {SMALL_MEMBER:,}): "
-        "S2 sees each candidate pair's count of shared bands, and on household-like members "
-        "of 1,000-3,000 records that re-identified up to 4.7% of records with 50 known pairs "
+        f"S1 compares it with a member of up to {partner:,} records without blocking (every "
+        "pair through the circuit; S2 counts no shared bands: S1's default --exhaustive-pairs "
+        f"{UNBLOCKED_PAIRS:,}), but with a larger member it is blocked, and S2 sees each "
+        "candidate pair's count of shared bands, which on household-like members of "
+        "1,000-3,000 records re-identified up to 4.7% of records with 50 known pairs "
         "(0.71-1.25% at 3,000; 0.35-0.73% at 4,000; docs/privacy.md). Run `blindmatch "
         "privacy-check --mode two-server` on this export before uploading"
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import linkbit, triplecheck
+from blindmatch.matcher.core import exhaustive, linkbit, triplecheck
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.twoserver import (
@@ -46,13 +46,23 @@ class InProcess:
         pairs: set[tuple[int, int]] | None = None,
     ) -> list[PairBatch]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
-        t0 = time.process_time()
         clks = 1 if lacking is None else 2
-        matched = self.s1.join(clks, pairs)
-        t1 = time.process_time()
-        out = fallback_split(self.s2.expand(matched, clks), lacking)
-        self.blocking["join (S1)"] += t1 - t0
-        self.blocking["expand (S2)"] += time.process_time() - t1
+        expanding = 0.0
+
+        def blocked(some: set[tuple[int, int]] | None) -> list[PairBatch]:
+            nonlocal expanding
+            matched = self.s1.join(clks, some)
+            t1 = time.process_time()
+            got = self.s2.expand(matched, clks)
+            expanding += time.process_time() - t1
+            return fallback_split(got, lacking)
+
+        # A pair of members of at most S1's cap of pairs: every pair, no join, no expansion
+        # (core/exhaustive.py).
+        t0 = time.process_time()
+        out = exhaustive.propose(self.s1.records(), self.s1.exhaustive, pairs, lacking, blocked)
+        self.blocking["join (S1)"] += time.process_time() - t0 - expanding
+        self.blocking["expand (S2)"] += expanding
         return out
 
     def bits(self, clk: int) -> int:

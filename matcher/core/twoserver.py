@@ -65,6 +65,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.exhaustive import check_cap
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.kernel import _check_threshold
 from blindmatch.matcher.core.recordblocking import colliding_pairs, record_blocking
@@ -186,7 +187,9 @@ class BlockingServer(ShareServer):
     """S1: S2's part (no seal keys), every member's sealed band keys, `bands[member][clk]`
     (`Sealed`: each band's distinct keys, each with its rows sealed for S2), and which of
     each member's records lack the fallback's fields, as the members told S1; `dummies`: the
-    dummy pairs of tokens its join adds, a share of the real ones (0: none, the default)."""
+    dummy pairs of tokens its join adds, a share of the real ones (0: none, the default);
+    `exhaustive`: the cap of pairs under which a pair of members is not blocked
+    (core/exhaustive.py; 0, the default here: every pair blocked)."""
 
     def __init__(
         self,
@@ -196,8 +199,12 @@ class BlockingServer(ShareServer):
         popcounts: Sequence[Sequence[PopShares]] | None = None,
         lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
         dummies: float = 0.0,
+        exhaustive: int = 0,
     ) -> None:
         super().__init__(shares, pair_key, popcounts)
+        # A pair of members of at most this many pairs compared without blocking: every pair
+        # proposed, no join (core/exhaustive.py; 0: every pair of members blocked).
+        self.exhaustive = check_cap(exhaustive)
         if not 0.0 <= dummies <= 100.0:
             raise ValueError(f"dummies: {dummies} (a share of the real pairs, 0 to 100)")
         self.dummies = dummies

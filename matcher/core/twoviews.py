@@ -20,6 +20,10 @@ project runs) and returns what each role holds of the pairs between members 0 an
   one token of member 1 (`reused_tokens`: where a key has more rows on one side than copies
   on the other), per CLK.
 
+Members 0 and 1 of at most S1's cap of pairs (core/exhaustive.py `DEFAULT_PAIRS`, the run's
+default) are compared without blocking: S1 and S2 then hold the whole cross product and no
+count, which their sizes already say, and their views are empty.
+
 `privacy-check --mode two-server` (client/tools/privacy/twocheck.py) attacks each view; the
 command line, above both, hands it this function (the client does not import the matcher).
 """
@@ -34,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.exhaustive import or_default
 from blindmatch.matcher.core.twoblocking import (
     Matched,
     PairBatch,
@@ -194,9 +199,10 @@ def role_views(
     threshold: float,
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
+    exhaustive: int | None = None,
 ) -> dict[str, tuple[Pairs, Values]]:
     """`views_and_oracle`'s views."""
-    return views_and_oracle(uploads, threshold, rule, dummies)[0]
+    return views_and_oracle(uploads, threshold, rule, dummies, exhaustive)[0]
 
 
 def views_and_oracle(
@@ -204,6 +210,7 @@ def views_and_oracle(
     threshold: float,
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
+    exhaustive: int | None = None,
 ) -> tuple[dict[str, tuple[Pairs, Values]], ReachOracle]:
     """Per role ("C", "S1", "S2"), its view of the pairs between members 0 and 1: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
@@ -216,7 +223,10 @@ def views_and_oracle(
     the candidates then include them. `rule`: the schema's `blindmatch.rule` (gap, offset,
     reach), which the run applies on the first CLKs' pairs (core/gmwrule.py): C's buckets
     are then of S. With them, the run's S1 and S2 as a dishonest C would go on asking them
-    reach pairs of its choosing (core/twoprobe.py `ReachOracle`, within S1's checks)."""
+    reach pairs of its choosing (core/twoprobe.py `ReachOracle`, within S1's checks).
+    `exhaustive`: S1's cap (core/exhaustive.py; None: its default): members 0 and 1 of at
+    most that many pairs are compared without blocking, and S1's and S2's views of them are
+    empty (the cross product, which their sizes give: no join, no band opened, no count)."""
     if len(uploads) not in (2, 3):
         raise ValueError("role views: two or three members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -227,6 +237,7 @@ def views_and_oracle(
         [u.s1.popcounts for u in uploads],
         None if any(x is None for x in lacking) else [x for x in lacking if x is not None],
         dummies,
+        or_default(exhaustive),
     )  # fmt: skip
     seal_keys = [u.s2.seal_key for u in uploads]
     s2 = ShareServer([u.s2.shares for u in uploads], pair_key,
@@ -234,7 +245,8 @@ def views_and_oracle(
     records = (len(uploads[0].s1.shares[0]), len(uploads[1].s1.shares[0]))
     # S1 joins, S2 opens each matched token once (its count of shared bands per pair) and
     # expands them into the candidate pairs, which S1 receives.
-    matched = [m for m in s1.join(clks) if (m.member_a, m.member_b) == (0, 1)]
+    unblocked = records[0] * records[1] <= s1.exhaustive
+    matched = [m for m in s1.join(clks) if (m.member_a, m.member_b) == (0, 1) and not unblocked]
     opened = np.concatenate(
         [expanded_pairs(m, (seal_keys[0], seal_keys[1]), records) for m in matched]
         or [np.empty(0, np.uint64)]
@@ -258,7 +270,7 @@ def views_and_oracle(
     views = {
         **within,
         "C": servers.view(),
-        "S1": (_rows(candidates), np.zeros(len(candidates))),
+        "S1": (_rows(candidates), np.zeros(len(candidates))),  # empty where unblocked
         "S2": (_rows(codes), counts.astype(np.float64)),
     }
     return views, ReachOracle(servers, combiner)

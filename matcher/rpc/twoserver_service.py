@@ -48,6 +48,7 @@ import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import exhaustive as exhaustive_
 from blindmatch.matcher.core import linkbit, triplecheck, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
@@ -102,10 +103,14 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         keys: Mapping[str, str] | None = None,
         threshold: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        exhaustive: int | None = None,
     ) -> None:
         super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
         self.threshold = threshold  # the only threshold S1 runs at; None: the combiner's
+        # A pair of members of at most this many pairs: every pair proposed, no join, nothing
+        # for S2 to expand (core/exhaustive.py).
+        self.exhaustive = exhaustive_.or_default(exhaustive)
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -138,10 +143,18 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         run = pb.ProposeRequest(members=members, records=request.records,
                                 fallback=request.fallback)  # fmt: skip
 
-        def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
+        cap = exhaustive_.run_cap(members, self.exhaustive)  # a query's run: blocked
+
+        def blocked(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """S1's join of `pairs` of members (None: every pair), expanded by S2."""
             matched = s1.join(2 if request.fallback else 1, pairs)
             return s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
+
+        def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
+            """`pairs` of members' pairs: every pair of the small ones (core/exhaustive.py),
+            the others blocked."""
+            return exhaustive_.propose([h.records for h in held], cap, pairs, lacking,
+                                      blocked)  # fmt: skip
 
         # The pairs of members C reuses: blocked only for an extra or reach pair of their members.
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
@@ -152,6 +165,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         detail: dict[str, object] = {
             "run": proposal.id, "members": members, "cutoffs": list(cutoffs),
             "rule": rule.text() or "none", "pairs": sum(len(p) for p in proposal.parts),
+            "unblocked": [[members[x], members[y]] for x, y in sorted(exhaustive_.small_pairs(
+                [h.records for h in held], cap, only))],
             "only": "every pair" if only is None else sorted(only),
         }  # fmt: skip
         if resumed:  # parts without the pairs counted (rpc/twoserver_resume.py)
@@ -337,6 +352,7 @@ def create_role(
     data_dir: Path | None = None,
     threshold: float | None = None,
     query_limits: QueryLimits | None = None,
+    exhaustive: int | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -346,14 +362,16 @@ def create_role(
     `clock` (seconds) ages S2's batches and S1's proposals; `data_dir`: where the role keeps
     its audit log (storage/twoserver_audit.py) and what it holds, restored at start
     (storage/role_store.py; None: memory only, no log); `threshold`: S1 runs at this one
-    only (None: the combiner's);
+    only (None: the combiner's); `exhaustive`: S1 compares a pair of members of at most this
+    many pairs without blocking (core/exhaustive.py; None: `DEFAULT_PAIRS`, 0: blocks every
+    pair);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
-                                  threshold, clock)  # fmt: skip
+                                  threshold, clock, exhaustive)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":

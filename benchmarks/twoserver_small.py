@@ -1,0 +1,170 @@
+"""Small pairs of members in two-server mode: keyed blocking beside no blocking at all
+(matcher/core/exhaustive.py), on the same uploads, against the exhaustive CLK run.
+
+    .venv/bin/python benchmarks/twoserver_small.py [--records 1000 2000 3000]
+        [--population households|messy] [--seed 1]
+
+For each `--records` N: the `--population`'s first N people as members A and B (its first
+and second organisations' exports, benchmarks/twoserver_people.py), encoded under the shipped
+schema (schemas/person-uk.json: a record-level CLK, a fallback CLK, its gap rule) and made
+into `blindmatch encode --two-server`'s uploads. Then the run in this process
+(core/tworun.py `drive` over `InProcess`, the link-bit circuit, C's buckets and completion),
+twice: S1 blocking the pair (`exhaustive` 0: S1's join of the sealed band keys, S2's
+expansion) and S1 proposing every pair (`exhaustive` above N x N: no join, no expansion).
+
+Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
+product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
+solving), the bytes between the parties as `linkbit.Transcript` counts them, the wall
+seconds, the links, their F1 against the people, and how many links are in it or in the
+exhaustive CLK run's alone (matcher/usecases/runs.py `match`, blocking "exhaustive", the
+schema's rule). Without blocking that count is the solver's: C solves by bucket, not by Dice,
+and two candidates of one record in one bucket can be taken the other way round (the Dice
+oracle's links are the CLK run's exactly: tests/test_twoserver_exhaustive.py). Each member's
+upload is the same either way (a member cannot know its partner's size when it encodes): its
+bytes to S1 and S2 are printed once. The machine's other load counts in the wall seconds;
+the CPU seconds are this process's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks import twoserver_people
+from blindmatch.client.encoding import sharing
+from blindmatch.client.encoding.harden import NONE
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.remote.twoserver import upload_parts
+from blindmatch.client.tools.privacy.graphcheck import upload_views
+from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.solve import Links
+from blindmatch.matcher.core.tworun import InProcess, TwoServerResult, drive
+from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
+from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.usecases.runs import match
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.8
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, nargs="+", default=[1000, 2000, 3000],
+                        help="records a member (one run each)")  # fmt: skip
+    parser.add_argument("--population", choices=["households", "messy"], default="households")
+    parser.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+@dataclass
+class Run:
+    result: TwoServerResult
+    wall: float
+    roles: dict[str, float]
+    blocking: dict[str, float]
+    sent: dict[tuple[str, str], int]
+
+
+def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int) -> Run:
+    """The run in this process with S1's cap `cap` (0: blocked): its figures and links."""
+    key = secrets.token_bytes(32)
+    s1 = BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
+                        [u.s1.popcounts for u in uploads], [_lacking(u) for u in uploads],
+                        exhaustive=cap)  # fmt: skip
+    s2 = ShareServer([u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads],
+                     [u.s2.seal_key for u in uploads])  # fmt: skip
+    combiner = Combiner(None, THRESHOLD, clks=2, rule=rule)
+    servers = InProcess(s1, s2)
+    transcript = linkbit.Transcript()
+    w0 = time.perf_counter()
+    result = drive(servers, combiner, transcript=transcript)
+    wall = time.perf_counter() - w0
+    sec = result.seconds
+    roles = {
+        "S1": servers.blocking["join (S1)"] + sec["messages (S1)"],
+        "S2": servers.blocking["expand (S2)"] + sec["messages (S2)"],
+        "C": sec["combining (C)"] + sec["solving (C)"] + sec.get("completing (C)", 0.0),
+    }
+    return Run(result, wall, roles, dict(servers.blocking), dict(transcript.sent))
+
+
+def _lacking(upload: sharing.SharedUpload) -> npt.NDArray[np.bool_]:
+    if upload.s1.lacking is None:
+        raise SystemExit("the shipped schema's uploads say who lacks the fallback's fields")
+    return upload.s1.lacking
+
+
+def f1(links: Links, people: tuple[list[int], list[int]]) -> float:
+    """The links' F1 against the truth: a pair of A's and B's records of one person."""
+    a, b = (np.asarray(p) for p in people)
+    forward = links.dset < links.partner
+    right = int((a[links.row[forward]] == b[links.partner_row[forward]]).sum())
+    truth = len(set(a.tolist()) & set(b.tolist()))
+    return 2 * right / max(int(forward.sum()) + truth, 1)
+
+
+def differing(got: Links, want: Links) -> int:
+    """The links (each pair once) in one run and not the other."""
+
+    def pairs(links: Links) -> set[tuple[int, int, int, int]]:
+        ends = zip(links.dset.tolist(), links.row.tolist(), links.partner.tolist(),
+                   links.partner_row.tolist(), strict=True)  # fmt: skip
+        return {e for e in ends if e[0] < e[2]}
+
+    return len(pairs(got) ^ pairs(want))
+
+
+def main() -> int:
+    args = arguments().parse_args()
+    schema = load_schema(ROOT / "schemas" / "person-uk.json")
+    rule = Rule(*schema.rule) if schema.rule else NO_RULE
+    plan = sharing.plan_of(schema)
+    print(f"{args.population}, seed {args.seed}, threshold {THRESHOLD}, the shipped schema "
+          f"(plan {plan.bits} x {plan.bands}, rule {rule.text() or 'none'})")  # fmt: skip
+    for n in args.records:
+        people = argparse.Namespace(population=args.population, seed=args.seed, records=n,
+                                    pad_to=0, decoys="generator", shared_decoys=False)  # fmt: skip
+        loaded = twoserver_people.load(people, schema)
+        secret = secrets.token_bytes(32)
+        datasets, uploads = [], []
+        for rows, _people in loaded[:2]:
+            views = upload_views(schema, rows, secret, NONE)
+            fallback_bits = 8 * views[1].shape[1]
+            datasets.append(np.hstack(views))
+            uploads.append(sharing.shared_upload(datasets[-1], secret, plan, fallback_bits))
+        sizes = {r: sum(p.ByteSize() for p in upload_parts("a", r, uploads[0]))
+                 for r in ("s1", "s2")}  # fmt: skip
+        c0 = time.process_time()
+        oracle = match(datasets, THRESHOLD, workers=1, blocking="exhaustive",
+                       fallback_bits=fallback_bits, rule=rule)  # fmt: skip
+        oracle_cpu = time.process_time() - c0
+        truth = (loaded[0][1], loaded[1][1])
+        print(f"\n{n:,} x {n:,} records: A's upload {sizes['s1'] / n / 1e3:,.1f} kB a record "
+              f"to S1, {sizes['s2'] / n / 1e3:,.1f} kB to S2; the exhaustive CLK run "
+              f"{len(oracle.links):,} links (F1 {f1(oracle.links, truth):.4f}) in "
+              f"{oracle_cpu:.1f} s CPU")  # fmt: skip
+        for label, cap in (("blocked", 0), ("no blocking", n * n)):
+            got = one_run(uploads, rule, cap)
+            result, roles, sent = got.result, got.roles, got.sent
+            total = sum(sent.values())
+            off = differing(result.links, oracle.links)
+            by = ", ".join(f"{a}->{b} {v / 1e6:,.1f}" for (a, b), v in sorted(sent.items()))
+            print(f"  {label:11s}: {result.comparisons:>10,} pairs; CPU S1 {roles['S1']:.1f} s, "
+                  f"S2 {roles['S2']:.1f} s, C {roles['C']:.1f} s (blocking: {got.blocking}); "
+                  f"{total / 1e6:,.1f} MB ({by} MB); wall {got.wall:.1f} s; "
+                  f"{len(result.links):,} links (F1 {f1(result.links, truth):.4f}), the "
+                  f"links in it or in the exhaustive CLK run's alone: {off}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Small pairs of members compared without blocking (docs/privacy-design.md "Small pairs of
+members: no blocking, no band counts").
+
+Keyed blocking has S2 open one pair of tokens per band two records share
+(core/twoblocking.py `expanded_pairs`), so S2 counts each candidate's shared bands: an
+estimate of its Dice. Between two small members that count re-identifies more than 1% of
+household-like records with 50 known pairs (docs/privacy.md "Two-server mode"). For a pair of
+members whose cross product is at most S1's cap (`exhaustive` pairs, `DEFAULT_PAIRS` unless
+S1 is told otherwise), S1 does not join their band keys and S2 expands nothing: S1 proposes
+every pair of rows, all of A x B, to the link-bit circuit, split between the CLKs by the
+fallback's rule (core/twoblocking.py `fallback_split`) as a blocked pair's are. S2 then sees
+the cross product, in S1's order, and no count (what the two members' sizes already say), S1
+no join, and C decides every pair the exhaustive CLK run compares: none missed by blocking
+(with C's Dice oracle the links are that run's exactly; with link bits C solves by bucket).
+Above the cap the pair is blocked as before, and so is a query's (or watch's) records against a
+member (`run_cap`).
+
+The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
+meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
+server mode"): S2's counts re-identified over 1% of household-like members at 1,000-3,000
+records and stayed under it in every run from 4,000, so every pair of two members under
+4,000 records (the size `encode --two-server` warns under) is compared whole; a pair costs
+about 23 us of CPU over the three roles and 4.8 kB of traffic under the shipped schema's rule
+(about 6 minutes of CPU and 77 GB at the cap, most between S1 and S2), where blocking two
+members of 4,000 proposes about 0.2 million pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher.core import tickets
+from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
+
+SHIPPED_PAIRS = 16_000_000  # a pair of members of at most this many pairs: no blocking
+DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/conftest.py)
+
+Ends = tuple[int, int]
+
+
+def or_default(pairs: int | None) -> int:
+    """`pairs` checked (`check_cap`), or None: `DEFAULT_PAIRS` (read when called: the test
+    suite blocks every pair unless a test asks otherwise, tests/conftest.py)."""
+    return DEFAULT_PAIRS if pairs is None else check_cap(pairs)
+
+
+def check_cap(pairs: int) -> int:
+    """The cap, a number of pairs >= 0 (0: every pair of members blocked)."""
+    if pairs < 0:
+        raise ValueError(f"exhaustive pairs: {pairs}, a number of pairs >= 0 (0: always block)")
+    return int(pairs)
+
+
+def run_cap(members: Sequence[str], cap: int) -> int:
+    """S1's cap for a run of `members` (names at S1): 0 for a query's or a watch's run (a
+    member is a query's records, core/tickets.py `is_query`): a few records against a whole
+    upload are blocked, as before, so that a query costs its candidates, not its cross
+    product."""
+    return 0 if any(tickets.is_query(m) for m in members) else cap
+
+
+def every_pair(
+    member_a: int,
+    member_b: int,
+    records: tuple[int, int],
+    lacking: Sequence[npt.NDArray[np.bool_]] | None,
+) -> list[PairBatch]:
+    """All of A x B, in row order: on the record-level CLK, or with `lacking` (each member's
+    records lacking the fallback's fields) split as `fallback_split` splits blocked pairs
+    (fallback pairs where either record lacks them)."""
+    n_a, n_b = records
+    rows_a = np.repeat(np.arange(n_a, dtype=np.uint32), n_b)
+    rows_b = np.tile(np.arange(n_b, dtype=np.uint32), n_a)
+    if lacking is None:
+        return [PairBatch(member_a, member_b, RECORD, rows_a, rows_b)]
+    either = lacking[member_a][rows_a] | lacking[member_b][rows_b]
+    return [
+        PairBatch(member_a, member_b, RECORD, rows_a[~either], rows_b[~either]),
+        PairBatch(member_a, member_b, FALLBACK, rows_a[either], rows_b[either]),
+    ]
+
+
+def small_pairs(
+    records: Sequence[int], cap: int, pairs: Collection[Ends] | None = None
+) -> set[Ends]:
+    """The pairs of members (of `pairs`, the first lower; None: every one) whose cross product
+    is at most `cap` pairs: compared without blocking."""
+    n = len(records)
+    every = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
+    return {(a, b) for a, b in every if records[a] * records[b] <= cap}
+
+
+def propose(
+    records: Sequence[int],
+    cap: int,
+    pairs: Collection[Ends] | None,
+    lacking: Sequence[npt.NDArray[np.bool_]] | None,
+    block: Callable[[set[Ends] | None], list[PairBatch]],
+) -> list[PairBatch]:
+    """S1's pairs to compare for `pairs` of members (None: every one): every pair of rows of
+    those at most `cap` pairs (`every_pair`), and `block`'s (S1's join, S2's expansion, the
+    fallback's split; None: every pair of members) for the rest: as without a cap where no
+    pair is small, else only if there is a rest (S2 then expands nothing of a run of small
+    pairs alone). A blocked pair of members' parts come first, as `block` gives them."""
+    small = small_pairs(records, cap, pairs)
+    if not small:  # every pair blocked: as without a cap (an empty `pairs` included)
+        return block(None if pairs is None else set(pairs))
+    n = len(records)
+    wanted = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
+    rest = wanted - small
+    out: list[PairBatch] = []
+    if rest:
+        out = [p for p in block(rest) if (p.member_a, p.member_b) not in small]
+    for a, b in sorted(small):
+        out.extend(every_pair(a, b, (records[a], records[b]), lacking))
+    return out
+
+
+__all__ = [
+    "DEFAULT_PAIRS",
+    "SHIPPED_PAIRS",
+    "check_cap",
+    "every_pair",
+    "or_default",
+    "propose",
+    "run_cap",
+    "small_pairs",
+]
