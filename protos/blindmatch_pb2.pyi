@@ -1093,7 +1093,7 @@ class PrepareReply(_message.Message):
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest", "replay")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
@@ -1105,6 +1105,7 @@ class RoundMessage(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
     checked: bytes
@@ -1116,7 +1117,8 @@ class RoundMessage(_message.Message):
     nonce: bytes
     check: bytes
     digest: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ..., nonce: _Optional[bytes] = ..., check: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+    replay: bool
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ..., nonce: _Optional[bytes] = ..., check: _Optional[bytes] = ..., digest: _Optional[bytes] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import grpc
 import pytest
 
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.matcher.core import linkbit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import db_rows
@@ -143,3 +145,69 @@ def test_a_re_ask_names_a_batch_by_its_id_alone_and_an_unknown_one_is_refused_wi
         assert (
             stub.Acknowledge(pb.AcknowledgeRequest(batches=["x"]), metadata=metadata).dropped == 0
         )
+
+
+class Down:
+    """`role` stopped for real (as a process killed) at round `at` of the next batch of the
+    proposal it evaluates: its rounds cut, no output shares anywhere, its pairs counted."""
+
+    def __init__(self, world: Resumable, role: str, at: int = 2) -> None:
+        self.world, self.role, self.at = world, role, at
+        self.armed = True
+        self.stopped: threading.Event | None = None
+        self.close = linkbit.Party.close
+
+    def __call__(self, party: linkbit.Party, other: bytes) -> None:
+        if self.armed and party.role == ("s1", "s2").index(self.role) and party._round == self.at:
+            self.armed = False
+            self.stopped = self.world.roles[self.role].server.stop(None)  # none answered
+            self.world.stopped = self.role
+            raise RuntimeError(f"{self.role} went down during the rounds")
+        self.close(party, other)
+
+    def restart(self) -> None:
+        assert self.stopped is not None and self.stopped.wait(30)
+        self.world.roles[self.role].service.close()
+        self.world.restart()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("role", ["s2", "s1"])
+def test_a_batch_cut_during_its_rounds_is_run_again_on_the_inputs_both_servers_kept(
+    world: Resumable, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, role: str,
+) -> None:  # fmt: skip
+    s2 = world.roles["s2"].service.budget
+    before = s2.pairs()
+    whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    whole_spent = s2.pairs() - before
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        upload(world, project, name, encoded[name])
+    # S2 (or S1) goes down at round 2 of the run's first batch: both servers counted it and
+    # kept its inputs, neither holds output shares; it starts again on its data dir.
+    down = Down(world, role)
+    monkeypatch.setattr(linkbit.Party, "close", lambda party, other: down(party, other))
+    before = world.roles["s2"].service.budget.pairs()
+    capsys.readouterr()
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert not down.armed and world.stopped == role, err
+    assert "is unreachable" in err and "a plain rerun" in err, err
+    down.restart()
+    assert world.roles[role].service.inputs.held() == 1  # reloaded from its data dir
+    assert not world.roles[role].service.batches.held()
+    (batch,) = [r for r in db_rows(world.data_dir, "twoserver_batches") if not r[6]]
+    got = run_hits(world, project, encoded)
+    assert got == whole  # the links of a run never cut
+    # Each pair counted once over both runs (S2's budget refuses a second evaluation).
+    assert world.roles["s2"].service.budget.pairs() - before == whole_spent
+    detail = last_run(world, "shares")
+    assert detail["resumed"]["batches_asked_again"] == 1
+    (asked,) = role_audit(world, "s1", "twoserver.resume")
+    assert asked["batch"] == batch[3] and asked["granted"] is True and asked["rerun"] is True
+    (again,) = role_audit(world, "s2", "twoserver.rerun")
+    assert again["batch"] == batch[3] and again["pairs"] == batch[5]
+    for r in ("s1", "s2"):  # acknowledged: nothing kept
+        assert not world.roles[r].service.inputs.held()
+        assert not world.roles[r].service.batches.held()
