@@ -23,6 +23,7 @@ import pytest
 
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.batchkeep import unpack
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import db_rows
@@ -147,6 +148,14 @@ def test_a_re_ask_names_a_batch_by_its_id_alone_and_an_unknown_one_is_refused_wi
         )
 
 
+def replayed(world: Resumable, first: pb.RoundMessage) -> grpc.RpcError:
+    """S2's refusal of an exchange S1's first message `first` opens (sent as S1 would)."""
+    stub = pb_grpc.TwoServerSharesStub(grpc.insecure_channel(f"127.0.0.1:{world.roles['s2'].port}"))
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stub.Exchange(iter([first]), metadata=(("authorization", f"Bearer {world.key}"),)))
+    return refused.value
+
+
 class Down:
     """`role` stopped for real (as a process killed) at round `at` of the next batch of the
     proposal it evaluates: its rounds cut, no output shares anywhere, its pairs counted."""
@@ -198,6 +207,21 @@ def test_a_batch_cut_during_its_rounds_is_run_again_on_the_inputs_both_servers_k
     assert world.roles[role].service.inputs.held() == 1  # reloaded from its data dir
     assert not world.roles[role].service.batches.held()
     (batch,) = [r for r in db_rows(world.data_dir, "twoserver_batches") if not r[6]]
+    # S2 runs again only the first message it kept: another pad, or a batch it kept no
+    # inputs of, is refused before anything is evaluated or counted.
+    spent = world.roles["s2"].service.budget.pairs()
+    raw_first = unpack(world.roles["s1"].service.inputs.get(batch[3]).shares)[1]
+    for change, code, why in (
+        ({"mask": bytes(32)}, grpc.StatusCode.PERMISSION_DENIED, "other than the one S1 sent"),
+        ({"batch": "no-such-batch"}, grpc.StatusCode.FAILED_PRECONDITION, "kept no inputs"),
+    ):  # fmt: skip
+        first = pb.RoundMessage.FromString(raw_first)
+        first.replay = True
+        for field, value in change.items():
+            setattr(first, field, value)
+        refused = replayed(world, first)
+        assert refused.code() == code and why in refused.details(), refused.details()
+    assert world.roles["s2"].service.budget.pairs() == spent
     got = run_hits(world, project, encoded)
     assert got == whole  # the links of a run never cut
     # Each pair counted once over both runs (S2's budget refuses a second evaluation).
