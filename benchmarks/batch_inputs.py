@@ -65,12 +65,13 @@ def main() -> None:
             t0, c0 = time.perf_counter(), time.process_time()
             linkbit.compare(d1, d2, (p1, p1), (p2, p2), cutoffs, args.bits, c=c)
             times["rounds"].append((time.perf_counter() - t0, time.process_time() - c0))
-            made = {"S1 inputs": pack(pb.CircuitBatch(batch=f"b{n}", setup=dealt.to_s1,
-                                                      proposed=True).SerializeToString(),
-                                      first.SerializeToString()),
-                    "S2 inputs": pack(pb.CircuitBatch(batch=f"b{n}", setup=dealt.to_s2,
-                                                      proposed=True).SerializeToString(),
-                                      first.SerializeToString(), secrets.token_bytes(32))}  # fmt: skip
+            to_s1 = pb.CircuitBatch(batch=f"b{n}", setup=dealt.to_s1, proposed=True)
+            to_s2 = pb.CircuitBatch(batch=f"b{n}", setup=dealt.to_s2, proposed=True)
+            said = first.SerializeToString()
+            made = {
+                "S1 inputs": pack(to_s1.SerializeToString(), said),
+                "S2 inputs": pack(to_s2.SerializeToString(), said, secrets.token_bytes(32)),
+            }
             for name, blob in made.items():
                 sizes[name] = len(blob)
                 t0, c0 = time.perf_counter(), time.process_time()
