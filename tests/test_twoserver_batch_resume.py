@@ -67,8 +67,12 @@ def test_a_batch_whose_shares_s2_never_sent_is_asked_again_by_its_id_after_s2_re
     assert got == whole
     assert s1.pairs() - before == whole_spent  # each pair evaluated once over both runs
     detail = last_run(world, "shares")
+    asked = detail["resumed"].pop("bytes")  # the `Resume` calls', in the run's bytes too
     assert detail["resumed"] == {"pairs_of_members": 1, "batches_asked_again": 1,
                                  "their_pairs": batch[5]}  # fmt: skip
+    assert asked["S1->C"] > batch[5] and asked["S2->C"] > batch[5]  # the batch's shares
+    assert asked["S1->S2"] == asked["S2->S1"] == 0  # given again, not run again
+    assert all(detail["bytes"][way] >= n for way, n in asked.items())
     for role in ("s1", "s2"):  # the re-ask audited by both, granted
         (asked,) = role_audit(world, role, "twoserver.resume")
         assert asked["batch"] == batch[3] and asked["granted"] is True
@@ -228,6 +232,8 @@ def test_a_batch_cut_during_its_rounds_is_run_again_on_the_inputs_both_servers_k
     assert world.roles["s2"].service.budget.pairs() - before == whole_spent
     detail = last_run(world, "shares")
     assert detail["resumed"]["batches_asked_again"] == 1
+    # The rounds run again between S1 and S2 are in the run's bytes.
+    assert detail["resumed"]["bytes"]["S1->S2"] > 0 < detail["resumed"]["bytes"]["S2->S1"]
     (asked,) = role_audit(world, "s1", "twoserver.resume")
     assert asked["batch"] == batch[3] and asked["granted"] is True and asked["rerun"] is True
     (again,) = role_audit(world, "s2", "twoserver.rerun")

@@ -307,6 +307,7 @@ class RemoteServers:
         # S1 and S2; None: acknowledged as soon as answered (nothing to resume from).
         self.watch: BatchWatch | None = None
         self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
+        self.resumed_bytes: dict[str, int] = {}  # `Resume`'s by direction (a rerun: S1->S2)
         self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
@@ -429,6 +430,10 @@ class RemoteServers:
                    timeout=CALL_SECONDS)  # fmt: skip
         o2 = _call(self.names[1], self._s2.Resume, request, metadata=self._metadata,
                    timeout=CALL_SECONDS)  # fmt: skip
+        for way, n in (("C->S1", request.ByteSize()), ("C->S2", request.ByteSize()), ("S1->C",
+                       o1.ByteSize()), ("S2->C", o2.ByteSize()), ("S1->S2", o1.round_bytes_sent),
+                       ("S2->S1", o1.round_bytes_received)):  # fmt: skip
+            self.resumed_bytes[way] = self.resumed_bytes.get(way, 0) + n
         return o1.shares, o2.shares
 
     def acknowledge(self, batches: Sequence[str]) -> None:

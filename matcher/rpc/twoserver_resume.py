@@ -56,9 +56,10 @@ def drop_bits(drop: bytes, count: int) -> Bools:
     return bits[:count].astype(bool)
 
 
-def rerun(role: _Role, s2: ShareExchange, inputs: Kept) -> bytes:
+def rerun(role: _Role, s2: ShareExchange, inputs: Kept) -> pb.OutputShares:
     """S1: a batch cut during its rounds run again with S2 on the inputs both kept (the first
-    message marked `replay`; S2 refuses one it did not keep), its output shares kept."""
+    message marked `replay`; S2 refuses one it did not keep), its output shares kept; the
+    reply as `Evaluate`'s (the rounds' bytes each way)."""
     raw_m, raw_first = unpack(inputs.shares)
     m, first = pb.CircuitBatch.FromString(raw_m), pb.RoundMessage.FromString(raw_first)
     held, circuit, count = role.batch(m)
@@ -74,7 +75,8 @@ def rerun(role: _Role, s2: ShareExchange, inputs: Kept) -> bytes:
     shares = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
     keep_batch(role, m, count, shares, party.circuit.rounds, sent, received)
     role.inputs.drop(m.batch, "its output shares are kept")
-    return shares
+    return pb.OutputShares(shares=shares, round_bytes_sent=sent, round_bytes_received=received,
+                           rounds=party.circuit.rounds)  # fmt: skip
 
 
 def keep_batch(
@@ -90,8 +92,9 @@ def keep_batch(
 
 
 def resume(
-    role: _Role, request: pb.ResumeRequest, again: Callable[[Kept], bytes] | None = None
-) -> pb.OutputShares:
+    role: _Role, request: pb.ResumeRequest,
+    again: Callable[[Kept], pb.OutputShares] | None = None,
+) -> pb.OutputShares:  # fmt: skip
     """The kept shares of `request.batch`, the same bytes; with `again` (S1: `rerun`) and
     the batch's inputs kept but no shares (cut during its rounds), its rounds run again on
     them; refused (FAILED_PRECONDITION) naming why where the server holds neither."""
@@ -100,11 +103,11 @@ def resume(
     except Gone as exc:
         if again is not None and role.inputs.has(request.batch):
             inputs = role.inputs.get(request.batch)
-            shares = again(inputs)
+            reply = again(inputs)
             role.log("combiner", "twoserver.resume", batch=request.batch, granted=True,
                      members=list(inputs.members), pairs=inputs.pairs,
                      rerun=True)  # fmt: skip
-            return pb.OutputShares(shares=shares)
+            return reply
         role.log("combiner", "twoserver.resume", batch=request.batch, granted=False,
                  reason=str(exc))  # fmt: skip
         raise errors.FailedPrecondition(
