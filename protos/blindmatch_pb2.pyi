@@ -1053,7 +1053,7 @@ class CandidatePairs(_message.Message):
     def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1070,6 +1070,7 @@ class CircuitBatch(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     REACH_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -1086,7 +1087,8 @@ class CircuitBatch(_message.Message):
     count: int
     rule: ScoreRule
     reach: bool
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ...) -> None: ...
+    acknowledged: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()

@@ -24,6 +24,7 @@ import pytest
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.batchkeep import unpack
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import db_rows
@@ -241,3 +242,36 @@ def test_a_batch_cut_during_its_rounds_is_run_again_on_the_inputs_both_servers_k
     for r in ("s1", "s2"):  # acknowledged: nothing kept
         assert not world.roles[r].service.inputs.held()
         assert not world.roles[r].service.batches.held()
+
+
+def test_each_batch_acknowledges_the_last_so_an_honest_run_makes_one_acknowledge_call(
+    world: Resumable, encoded: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, list[Any]] = {"batches": [], "acknowledge": []}
+    run, acknowledge = RemoteServers._run, RemoteServers.acknowledge
+
+    def counted_run(self: RemoteServers, to_s1: pb.CircuitBatch, *args: Any, **kw: Any) -> Any:
+        try:
+            return run(self, to_s1, *args, **kw)
+        finally:  # (as it went: `_run` adds the ids it acknowledges)
+            calls["batches"].append((to_s1.batch, to_s1.proposed, list(to_s1.acknowledged)))
+
+    def counted_acknowledge(self: RemoteServers, batches: Any) -> None:
+        calls["acknowledge"].append(list(batches))
+        acknowledge(self, batches)
+
+    monkeypatch.setattr(RemoteServers, "_run", counted_run)
+    monkeypatch.setattr(RemoteServers, "acknowledge", counted_acknowledge)
+    _hits(world, create(world, "whole", "two-server"), encoded)
+    batches = calls["batches"]
+    proposed = [b for b, of_proposal, _ in batches if of_proposal]
+    assert len(proposed) >= 2
+    # Each batch carries the ids of the batches of the proposal answered (journaled) since
+    # the one before it; the last ones go in the one `Acknowledge` call at the run's end.
+    carried = [b for _, _, acked in batches for b in acked]
+    (last,) = calls["acknowledge"]
+    assert carried + last == proposed
+    assert not batches[0][2] and len(carried) >= 1
+    for role in ("s1", "s2"):  # nothing kept after an honest run
+        assert not world.roles[role].service.batches.held()
+        assert not world.roles[role].service.inputs.held()

@@ -158,9 +158,14 @@ def leave_out_counted(role: _Role, proposal: Proposal, resumed: set[tuple[int, i
     return left
 
 
-def acknowledge(role: _Role, request: pb.AcknowledgeRequest) -> pb.AcknowledgeReply:
-    role.inputs.acknowledge(request.batches)
-    return pb.AcknowledgeReply(dropped=role.batches.acknowledge(request.batches))
+def acknowledge(
+    role: _Role, request: pb.AcknowledgeRequest | pb.CircuitBatch
+) -> pb.AcknowledgeReply:
+    """Drop the batches C holds the answers of: `Acknowledge`'s, or those a batch carries
+    (`CircuitBatch.acknowledged`: the next batch's message acknowledges the last ones)."""
+    ids = request.batches if isinstance(request, pb.AcknowledgeRequest) else request.acknowledged
+    role.inputs.acknowledge(ids)
+    return pb.AcknowledgeReply(dropped=role.batches.acknowledge(ids))
 
 
 __all__ = [

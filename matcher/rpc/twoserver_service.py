@@ -186,6 +186,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
         reused(self, request.batch)
+        acknowledge(self, request)  # the batches C journaled since its last (`acknowledged`)
         with self.lock:
             proposal = self.proposals.of(request.member_a, request.member_b)
             if proposal is None:
@@ -304,9 +305,11 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
             raise errors.InvalidArgument(f"buckets: {exc}") from None
         if not self.running.acquire(blocking=False):
             raise errors.FailedPrecondition("a run is in progress on this combiner")
+        servers = self.servers(members, held)
         try:
-            result = tworun.drive(self.servers(members, held), combiner)
+            result = tworun.drive(servers, combiner)
         finally:
+            servers.close()  # (the last batch acknowledged)
             self.running.release()
         links, t = result.links, result.transcript
         self.log("operator", "twoserver.run", members=members, threshold=request.threshold,

@@ -122,6 +122,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
         self.batch(request)
         reused(self, request.batch)
+        acknowledge(self, request)  # the batches C journaled since its last (`acknowledged`)
         with self.lock:
             self._expire()
             if request.batch in self.pending or request.batch in self.outputs:

@@ -317,7 +317,7 @@ def run(
     store.keep_two_server_outcomes(project, run_id, combiner.cutoffs, rule.text(), kept)
     t = result.transcript
     sent = {f"{a}->{b}": n for (a, b), n in t.sent.items()}
-    asked: dict[str, int] = dict(getattr(servers, "resumed_bytes", {}))  # `Resume`'s, counted
+    asked = resumed.bytes  # the `Resume` calls', counted in the run's bytes too
     for way, n in asked.items():
         sent[way] = sent.get(way, 0) + n
     store.audit.append(
