@@ -227,6 +227,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 except ValueError as exc:
                     raise errors.InvalidArgument(f"check: {exc}") from None
                 except triplecheck.DealRefused as exc:
+                    self.inputs.drop(first.batch, "refused: its deal failed the triples' check")
                     self.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
                              batch=first.batch, run=first.run, reason=str(exc))  # fmt: skip
                     yield pb.RoundMessage(digest=digest)  # S1 sees it for itself
