@@ -1053,7 +1053,7 @@ class CandidatePairs(_message.Message):
     def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1070,6 +1070,7 @@ class CircuitBatch(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     REACH_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -1086,14 +1087,15 @@ class CircuitBatch(_message.Message):
     count: int
     rule: ScoreRule
     reach: bool
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ...) -> None: ...
+    acknowledged: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RoundMessage(_message.Message):
-    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest")
+    __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest", "replay")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
@@ -1105,6 +1107,7 @@ class RoundMessage(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
     batch: str
     masked: bytes
     checked: bytes
@@ -1116,7 +1119,8 @@ class RoundMessage(_message.Message):
     nonce: bytes
     check: bytes
     digest: bytes
-    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ..., nonce: _Optional[bytes] = ..., check: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+    replay: bool
+    def __init__(self, batch: _Optional[str] = ..., masked: _Optional[bytes] = ..., checked: _Optional[bytes] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., drop: _Optional[bytes] = ..., run: _Optional[str] = ..., nonce: _Optional[bytes] = ..., check: _Optional[bytes] = ..., digest: _Optional[bytes] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class CollectRequest(_message.Message):
     __slots__ = ("batch",)

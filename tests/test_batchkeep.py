@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core.batchkeep import BatchKeep, Gone, Kept
+from blindmatch.matcher.core.batchkeep import BatchKeep, Gone, Kept, pack, unpack
 from blindmatch.matcher.rpc.twoserver_resume import resume_pairs
 from blindmatch.matcher.rpc.twoserver_uploads import only_pairs
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -96,3 +96,18 @@ def test_resume_pairs_must_be_pairs_of_members_s1_proposes_parts_for() -> None:
                 request([], [(0, 1)], only=False)):  # fmt: skip
         with pytest.raises(errors.InvalidArgument, match="resume_pairs"):
             resume_pairs(bad, only_pairs(bad))
+
+
+def test_a_batch_s_inputs_are_kept_as_byte_strings_in_one_and_read_back_whole(
+    tmp_path: Path,
+) -> None:
+    parts = (b"", b"batch", bytes(range(256)) * 3)
+    assert unpack(pack(*parts)) == list(parts)
+    keep = BatchKeep(tmp_path, max_batches=2)
+    keep.put(Kept("b1", ("p/a/", "p/b/"), 3, pack(*parts)))
+    assert keep.has("b1") and not keep.has("b2")
+    assert unpack(BatchKeep(tmp_path).get("b1").shares) == list(parts)  # from disk
+    keep.drop("b1", "its output shares are kept")
+    with pytest.raises(Gone, match="its output shares are kept"):
+        keep.get("b1")
+    assert not BatchKeep(tmp_path).has("b1")

@@ -280,7 +280,7 @@ def test_a_pair_of_members_cut_between_its_batches_is_resumed_by_a_plain_rerun(
     assert s1.pairs() - before == whole_spent
     detail = last_run(world, "shares")
     assert detail["resumed"] == {"pairs_of_members": 1, "batches_asked_again": 0,
-                                 "their_pairs": 0}  # fmt: skip
+                                 "their_pairs": 0, "bytes": {}}  # fmt: skip
     assert [r[2] for r in rows(world, "shares")] == [0, 0, 0]
     assert not db_rows(world.data_dir, "twoserver_batches")  # dropped once kept
 

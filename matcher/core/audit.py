@@ -67,6 +67,7 @@ ACTIONS = {
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
     "twoserver.deal": "S1 or S2 refused a batch: the combiner's triples failed their check",
     "twoserver.resume": "the combiner asked S1 or S2 for a batch's output shares again",
+    "twoserver.rerun": "S2 ran a batch's rounds again with S1 on the inputs both kept",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",
     "twoserver.reach": "S1 let the combiner ask pairs between two of its groups at the reach",
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_BATCHES = 64
+MAX_INPUTS = 16  # batches whose inputs a role keeps (S2's: its setup, 2.5-5.1 MB each)
 TTL_SECONDS = 7 * 24 * 3600.0
 _GONE_REMEMBERED = 4096  # ids whose reason a refusal can still name
 _HEADER = 4  # bytes of the JSON header's length at the start of a batch's file
@@ -164,6 +165,15 @@ class BatchKeep:
                 self._drop(batch, "its uploads were replaced or dropped since")
         return len(over)
 
+    def has(self, batch: str) -> bool:
+        with self._lock:
+            return batch in self._kept
+
+    def drop(self, batch: str, reason: str) -> None:
+        """Drop one batch (its id refused with `reason` after)."""
+        with self._lock:
+            self._drop(batch, reason)
+
     def held(self) -> int:
         with self._lock:
             return len(self._kept)
@@ -173,4 +183,27 @@ class BatchKeep:
             return sum(len(k.shares) for k in self._kept.values())
 
 
-__all__ = ["MAX_BATCHES", "TTL_SECONDS", "BatchKeep", "Gone", "Kept"]
+def pack(*parts: bytes) -> bytes:
+    """Byte strings in one (each after its 4-byte length), for a kept batch's inputs."""
+    return b"".join(len(p).to_bytes(_HEADER, "little") + p for p in parts)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    parts, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + _HEADER], "little")
+        parts.append(data[at + _HEADER : at + _HEADER + n])
+        at += _HEADER + n
+    return parts
+
+
+__all__ = [
+    "MAX_BATCHES",
+    "MAX_INPUTS",
+    "TTL_SECONDS",
+    "BatchKeep",
+    "Gone",
+    "Kept",
+    "pack",
+    "unpack",
+]

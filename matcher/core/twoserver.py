@@ -148,11 +148,14 @@ class ShareServer:
         return out
 
     def party(
-        self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes
-    ) -> linkbit.Party:
+        self, role: int, batch: PairBatch, circuit: linkbit.Circuit, setup: bytes,
+        nonce: bytes | None = None,
+    ) -> linkbit.Party:  # fmt: skip
         """This server's side of the link-bit circuit on `batch`, from C's `setup`: its
         shares of each pair's a ^ b and of |a| and |b|; for the gap rule's circuit (a batch
-        on the first CLKs: core/gmwrule.py), of both CLKs' a ^ b and of the four popcounts."""
+        on the first CLKs: core/gmwrule.py), of both CLKs' a ^ b and of the four popcounts.
+        `nonce`: the one this server drew for the batch (a batch run again on its kept
+        inputs); None: fresh."""
         if not self._pops:
             raise ValueError("the link-bit circuit needs the popcount shares")
         clks: tuple[int, ...] = (batch.clk,)
@@ -167,7 +170,7 @@ class ShareServer:
         ]
         diffs = [self.differences(dataclasses.replace(batch, clk=clk)) for clk in clks]
         both = (diffs[0], diffs[1]) if len(diffs) == 2 else diffs[0]
-        return linkbit.Party(role, circuit, both, setup, pops)
+        return linkbit.Party(role, circuit, both, setup, pops, nonce)
 
     def messages(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, permuted (core/sharing.py): the

@@ -4,9 +4,8 @@
 through: S1's `Propose` for the size of each part of its proposal, and for each batch of the
 link-bit circuit (a part's pairs by reference, or pairs C names) S2's `Prepare` (S2's
 setup), S1's `Evaluate` (S1's setup; S1 then runs the rounds with S2) and S2's `Collect`,
-each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's
-side of the rounds: one bidirectional `Exchange` stream to S2 a batch, a message each way a
-round.
+each carrying only the bytes `Combiner.deal` made. `ShareExchange` is S1's side of the
+rounds: one bidirectional `Exchange` stream to S2 a batch, a message each way a round.
 
 A party that cannot be reached fails the run with UNAVAILABLE naming it (never a run with
 fewer links); a refusal from a party keeps its status, its message prefixed with the party.
@@ -303,18 +302,17 @@ class RemoteServers:
         self._metadata = (("authorization", f"Bearer {key}"),)
         self.members, self.records, self._bits = list(members), list(records), list(bits)
         self._parts: list[Proposed] = []  # what S1's Propose said of its proposal
-        # Each batch of the proposal journaled (core/batchresume.py), then acknowledged to
-        # S1 and S2; None: acknowledged as soon as answered (nothing to resume from).
-        self.watch: BatchWatch | None = None
+        self.watch: BatchWatch | None = None  # journals each batch (core/batchresume.py)
         self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
+        self._unacked: list[str] = []  # answered, to acknowledge with the next batch
         self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
-        """Journal each batch of the proposal with `watch` (acknowledged once it is), and
-        have S1 leave the pairs it counted out of `resume_pairs`' parts."""
+        """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
         self.watch, self.resume_pairs = watch, list(resume_pairs)
 
     def close(self) -> None:
+        self.acknowledge(self._unacked) if self._unacked else None  # the last batches'
         for c in self._channels if self._own else ():
             c.close()
 
@@ -380,6 +378,9 @@ class RemoteServers:
     ) -> tuple[bytes, bytes]:
         """`ends`: a batch of the proposal, told to `watch` (journaled, then acknowledged)."""
         watch = self.watch if ends is not None else None
+        acked = list(self._unacked)  # the answers journaled since the last batch
+        for m in (to_s1, to_s2):
+            m.acknowledged.extend(acked)
         if watch is not None and ends is not None:
             watch.out(to_s1.batch, *ends, to_s1.clk, pairs)
         try:
@@ -396,6 +397,7 @@ class RemoteServers:
         try:
             o1 = _call(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
                        timeout=CALL_SECONDS)  # fmt: skip
+            del self._unacked[: len(acked)]  # both hold them no more (else sent at `close`)
             o2 = _call(self.names[1], self._s2.Collect, pb.CollectRequest(batch=to_s1.batch),
                        metadata=self._metadata, timeout=CALL_SECONDS)  # fmt: skip
         except errors.ServiceError as exc:
@@ -418,18 +420,21 @@ class RemoteServers:
             if watch is not None:
                 got = batchresume.found(circuit, o1.shares, o2.shares, pairs, *ends)
                 watch.answered(to_s1.batch, *ends, got)
-            self.acknowledge([to_s1.batch])  # (a query's batches are not kept)
+            self._unacked.append(to_s1.batch)  # with the next batch, or at `close`
         return o1.shares, o2.shares
 
-    def resume(self, batch: str) -> tuple[bytes, bytes]:
+    def resume(self, batch: str) -> tuple[bytes, bytes, dict[str, int]]:
         """S1's and S2's output shares of a batch of the proposal again, by its id alone
-        (core/batchkeep.py): refused by either naming why where it holds none."""
+        (core/batchkeep.py), and the calls' bytes by direction (a batch run again: its rounds'
+        too); refused by either naming why where it holds none."""
         request = pb.ResumeRequest(batch=batch)
-        o1 = _call(self.names[0], self._s1.Resume, request, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        o2 = _call(self.names[1], self._s2.Resume, request, metadata=self._metadata,
-                   timeout=CALL_SECONDS)  # fmt: skip
-        return o1.shares, o2.shares
+        o1, o2 = (
+            _call(who, rpc, request, metadata=self._metadata, timeout=CALL_SECONDS)
+            for who, rpc in zip(self.names, (self._s1.Resume, self._s2.Resume), strict=True)
+        )
+        n, ways = request.ByteSize(), ("C->S1", "C->S2", "S1->C", "S2->C", "S1->S2", "S2->S1")
+        counts = (n, n, o1.ByteSize(), o2.ByteSize(), o1.round_bytes_sent, o1.round_bytes_received)
+        return o1.shares, o2.shares, dict(zip(ways, counts, strict=True))
 
     def acknowledge(self, batches: Sequence[str]) -> None:
         """Tell S1 and S2 the combiner holds these batches' answers (they drop their

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit, linkbit
-from blindmatch.matcher.core.batchkeep import BatchKeep
+from blindmatch.matcher.core.batchkeep import MAX_INPUTS, BatchKeep
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal, Refused, run_cutoffs
@@ -97,6 +97,9 @@ class _Role:
         # S1, S2: each batch of the proposal's output shares until C acknowledges it
         # (core/batchkeep.py, rpc/twoserver_resume.py); on disk with a data dir
         self.batches = BatchKeep()
+        # S1, S2: each batch's inputs from before its rounds until C acknowledges it (or, S1,
+        # until its output is kept): a batch cut during its rounds is run again on them
+        self.inputs = BatchKeep(max_batches=MAX_INPUTS)
         # S1: the runs it proposed (core/proposal.py), by their members; a pair of members
         # is in one at most, so a batch's two members name its proposal (at most
         # MAX_PROPOSALS in flight: rpc/twoserver_proposals.py).
@@ -136,6 +139,7 @@ class _Role:
         self.audit = RoleAudit(data_dir, self.role)
         start = time.perf_counter()
         self.batches = BatchKeep(data_dir / "batches")
+        self.inputs = BatchKeep(data_dir / "batch-inputs", max_batches=MAX_INPUTS)
         try:
             self.store = RoleStore(data_dir, self.role)
             restored = self.store.load(held_from)
@@ -257,6 +261,7 @@ class _Role:
             self.held[member] = held
             self.budget.forget(member)
             self.batches.forget({member, *old})
+            self.inputs.forget({member, *old})
             self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
@@ -286,6 +291,7 @@ class _Role:
                 del self.held[name]
                 self.budget.forget(name)
             self.batches.forget(dropped)
+            self.inputs.forget(dropped)
             self.end_proposals(set(dropped))
             self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
@@ -423,12 +429,13 @@ class _Role:
 
     def party(
         self, who: int, held: list[Held], circuit: linkbit.Circuit, clk: int, rows_a: Rows,
-        rows_b: Rows, setup: bytes,
+        rows_b: Rows, setup: bytes, nonce: bytes | None = None,
     ) -> linkbit.Party:  # fmt: skip
         shares = ShareServer([held[0].shares, held[1].shares], b"",
                              [held[0].popshares, held[1].popshares])  # fmt: skip
         try:
-            party = shares.party(who, PairBatch(0, 1, clk, rows_a, rows_b), circuit, setup)
+            party = shares.party(who, PairBatch(0, 1, clk, rows_a, rows_b), circuit, setup,
+                                 nonce)  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
         return party

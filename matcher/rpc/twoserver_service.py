@@ -72,9 +72,12 @@ from blindmatch.matcher.rpc.twoserver_client import (
 from blindmatch.matcher.rpc.twoserver_resume import (
     acknowledge,
     keep_batch,
+    keep_inputs,
     leave_out_counted,
+    rerun,
     resume,
     resume_pairs,
+    reused,
 )
 from blindmatch.matcher.rpc.twoserver_role import NAMES as NAMES
 from blindmatch.matcher.rpc.twoserver_role import Bools, Rows, _from, _outputs, _Role
@@ -197,6 +200,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
+        reused(self, request.batch)
+        acknowledge(self, request)  # the batches C journaled since its last (`acknowledged`)
         with self.lock:
             proposal = self.proposals.of(request.member_a, request.member_b)
             if proposal is None:
@@ -222,15 +227,21 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
                                 rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
                                 drop=np.packbits(drop, bitorder="little").tobytes(),
-                                run=proposal.id)  # fmt: skip
+                                run=proposal.id, nonce=party.nonce())  # fmt: skip
+        # What fixes the rounds, kept before them: a batch cut during them is run again
+        # on the same (rpc/twoserver_resume.py `rerun`).
+        keep_inputs(self, request, len(rows_a), request.SerializeToString(),
+                    first.SerializeToString())  # fmt: skip
         try:
             sent, received = self.s2.exchange(first, party)
         except triplecheck.DealRefused as exc:
+            self.inputs.drop(request.batch, "refused: its deal failed the triples' check")
             self.log("combiner", "twoserver.deal", members=members, batch=request.batch,
                      run=proposal.id, reason=str(exc))  # fmt: skip
             raise triplecheck.refused(request.batch, exc) from None
         shares = _outputs(party, request.proposed, rows_a, rows_b, drop, mask)
         keep_batch(self, request, len(rows_a), shares, party.circuit.rounds, sent, received)
+        self.inputs.drop(request.batch, "its output shares are kept")
         return pb.OutputShares(shares=shares, round_bytes_sent=sent,
                                round_bytes_received=received,
                                rounds=party.circuit.rounds)  # fmt: skip
@@ -241,7 +252,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("combiner")
     def Resume(self, request: pb.ResumeRequest, context: Any) -> pb.OutputShares:
-        return resume(self, request)
+        return resume(self, request, lambda inputs: rerun(self, self.s2, inputs))
 
     @_from("combiner")
     def Acknowledge(self, request: pb.AcknowledgeRequest, context: Any) -> pb.AcknowledgeReply:
@@ -309,9 +320,11 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
             raise errors.InvalidArgument(f"buckets: {exc}") from None
         if not self.running.acquire(blocking=False):
             raise errors.FailedPrecondition("a run is in progress on this combiner")
+        servers = self.servers(members, held)
         try:
-            result = tworun.drive(self.servers(members, held), combiner)
+            result = tworun.drive(servers, combiner)
         finally:
+            servers.close()  # (the last batch acknowledged)
             self.running.release()
         links, t = result.links, result.transcript
         self.log("operator", "twoserver.run", members=members, threshold=request.threshold,

@@ -19,13 +19,21 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, triplecheck
+from blindmatch.matcher.core.batchkeep import Gone, unpack
 from blindmatch.matcher.core.twoserver import TOKEN_BYTES, Matched, ShareServer
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
     expanded_parts,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_resume import acknowledge, keep_batch, resume
+from blindmatch.matcher.rpc.twoserver_resume import (
+    acknowledge,
+    drop_bits,
+    keep_batch,
+    keep_inputs,
+    resume,
+    reused,
+)
 from blindmatch.matcher.rpc.twoserver_role import (
     Bools,
     _from,
@@ -113,6 +121,8 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     @_from("combiner")
     def Prepare(self, request: pb.CircuitBatch, context: Any) -> pb.PrepareReply:
         self.batch(request)
+        reused(self, request.batch)
+        acknowledge(self, request)  # the batches C journaled since its last (`acknowledged`)
         with self.lock:
             self._expire()
             if request.batch in self.pending or request.batch in self.outputs:
@@ -123,11 +133,36 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
+    def _again(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, bytes]:
+        """A batch S1 runs again (`replay`): C's batch and S2's nonce as S2 kept them before
+        its rounds, where S1's first message is the one S2 kept (rpc/twoserver_resume.py)."""
+        try:
+            raw_m, raw_first, nonce = unpack(self.inputs.get(first.batch).shares)
+        except Gone as exc:
+            raise errors.FailedPrecondition(
+                f"replay: {exc}; S2 kept no inputs of it to run its rounds again"
+            ) from None
+        asked = pb.RoundMessage()
+        asked.CopyFrom(first)
+        asked.replay = False
+        if asked != pb.RoundMessage.FromString(raw_first):
+            raise errors.PermissionDenied(
+                f"replay: batch {first.batch!r} asked again with a first message other "
+                "than the one S1 sent the first time (other rows, pad, drops or nonce)"
+            )
+        return pb.CircuitBatch.FromString(raw_m), nonce
+
     def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, linkbit.Party, Bools]:
         """The batch S1's first message opens: C's prepared batch, checked to be the one S1
-        checked, with S1's rows (a part of the proposal) or its own; S2's party."""
-        with self.lock:
-            m = self.pending.pop(first.batch, None)
+        checked, with S1's rows (a part of the proposal) or its own; S2's party. A `replay`:
+        the batch and nonce S2 kept, nothing counted again."""
+        nonce: bytes | None = None
+        m: pb.CircuitBatch | None
+        if first.replay:
+            m, nonce = self._again(first)
+        else:
+            with self.lock:
+                m = self.pending.pop(first.batch, None)
         if m is None:
             raise errors.FailedPrecondition(f"batch: {first.batch!r} is not prepared on S2")
         if first.checked != batch_digest(m):
@@ -144,10 +179,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         for name, rows, h in (("rows_a", rows_a, held[0]), ("rows_b", rows_b, held[1])):
             if count and int(rows.max()) >= h.records:
                 raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
-        bits = np.unpackbits(np.frombuffer(first.drop, np.uint8), bitorder="little")
-        if len(first.drop) != (count + 7) // 8:
-            raise errors.InvalidArgument(f"drop: {len(first.drop)} bytes for {count} pairs")
-        drop = bits[:count].astype(bool)
+        drop = drop_bits(first.drop, count)
+        if first.replay:
+            party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
+            self.log("s1", "twoserver.rerun", batch=first.batch, run=first.run,
+                     members=[m.member_a, m.member_b], pairs=count)  # fmt: skip
+            return m, party, drop
         self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop], m.reach)
         seen = (first.run, m.member_a, m.member_b)
         with self.lock:
@@ -157,6 +194,10 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.log("s1", "twoserver.run", run=first.run, members=[m.member_a, m.member_b],
                      cutoffs=list(m.cutoffs))  # fmt: skip
         party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup)
+        # What fixes the rounds, kept before them (durably with a data dir): a batch cut
+        # during them is run again on the same when S1 asks (`replay`).
+        keep_inputs(self, m, count, m.SerializeToString(), first.SerializeToString(),
+                    party.nonce())  # fmt: skip
         return m, party, drop
 
     @_from("s1")
@@ -186,6 +227,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 except ValueError as exc:
                     raise errors.InvalidArgument(f"check: {exc}") from None
                 except triplecheck.DealRefused as exc:
+                    self.inputs.drop(first.batch, "refused: its deal failed the triples' check")
                     self.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
                              batch=first.batch, run=first.run, reason=str(exc))  # fmt: skip
                     yield pb.RoundMessage(digest=digest)  # S1 sees it for itself
@@ -198,8 +240,9 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             if r == rounds - 1:
                 out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
                 keep_batch(self, m, len(rows_a), out)  # durably before S1 sees the round
-                with self.lock:
-                    self.outputs[first.batch] = out
+                if not first.replay:  # a replay's shares C asks again by `Resume`
+                    with self.lock:
+                        self.outputs[first.batch] = out
             yield pb.RoundMessage(masked=mine, digest=b"" if r else digest)
 
     @_from("combiner")

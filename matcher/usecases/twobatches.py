@@ -16,7 +16,7 @@ pending (the members upload again, as before)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class Resumed:
     partial: dict[tuple[int, int], Outcome]
     asked: int = 0  # batches S1 and S2 gave again
     pairs: int = 0  # their pairs (not evaluated again)
+    bytes: dict[str, int] = field(default_factory=dict)  # the `Resume` calls', "C->S1": n
 
 
 def resume(
@@ -119,7 +120,7 @@ def resume(
         if r.out is not None:
             b = r.out
             try:
-                o1, o2 = servers.resume(b.batch)  # type: ignore[attr-defined]
+                o1, o2, sent = servers.resume(b.batch)  # type: ignore[attr-defined]
             except FailedPrecondition as exc:  # S1 or S2 holds no shares of it
                 raise refused(r, str(exc)) from None
             got = batchresume.found(circuit(b.clk), o1, o2, b.pairs, *r.ends)
@@ -128,6 +129,8 @@ def resume(
             servers.acknowledge([b.batch])  # type: ignore[attr-defined]
             found.append(Outcome.of(got, _NONE, _NONE))
             out.asked, out.pairs = out.asked + 1, out.pairs + b.pairs
+            for way, n in sent.items():
+                out.bytes[way] = out.bytes.get(way, 0) + n
         keys = np.concatenate([_NONE[0], *(o.candidates[0] for o in found)])
         scores = np.concatenate([_NONE[1], *(o.candidates[1] for o in found)])
         order = np.argsort(keys, kind="stable")

@@ -81,10 +81,11 @@ class StoreJournal:
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
             return (
                 f"{message}. The matcher journaled every batch of {_pairs(pairs)} that S1 "
-                "and S2 evaluated but the one that was out, which they keep until the "
-                "matcher acknowledges it: a plain rerun (`blindmatch run`, no upload needed) "
-                "asks that batch again by its id and the rest of those pairs of members, or, "
-                "where S1 and S2 hold no shares of it (a party down during its rounds), names "
+                "and S2 evaluated but the one that was out, which they keep (its shares, or "
+                "the inputs of its rounds) until the matcher acknowledges it: a plain rerun "
+                "(`blindmatch run`, no upload needed) asks that batch again by its id and the "
+                "rest of those pairs of members, or, where S1 and S2 hold neither (a party "
+                "restarted without its data dir), names "
                 'who uploads again (docs/operations.md "A run cut mid-batch"; the outcomes of '
                 f"the {_count(len(self.kept))} this run finished are kept)"
             )

@@ -316,6 +316,10 @@ def run(
         kept[names[i], names[j]] = (inputs[i][0], inputs[j][0], outcome)
     store.keep_two_server_outcomes(project, run_id, combiner.cutoffs, rule.text(), kept)
     t = result.transcript
+    sent = {f"{a}->{b}": n for (a, b), n in t.sent.items()}
+    asked = resumed.bytes  # the `Resume` calls', counted in the run's bytes too
+    for way, n in asked.items():
+        sent[way] = sent.get(way, 0) + n
     store.audit.append(
         audit.Event(
             audit.MATCHER, "twoserver.run", store.run(run_id).project,
@@ -324,10 +328,11 @@ def run(
                     "reused": len(earlier.outcomes),
                     **({"resumed": {"pairs_of_members": len(resumed.partial),
                                     "batches_asked_again": resumed.asked,
-                                    "their_pairs": resumed.pairs}} if resumed.partial else {}),
+                                    "their_pairs": resumed.pairs,
+                                    "bytes": asked}} if resumed.partial else {}),
                     "links": len(result.links), "groups": result.groups, "rounds": t.rounds,
                     "cutoffs": list(combiner.cutoffs), "rule": _rule(store, inputs),
-                    "bytes": {f"{a}->{b}": n for (a, b), n in sorted(t.sent.items())}},
+                    "bytes": dict(sorted(sent.items()))},
         )
     )  # fmt: skip
     return result
