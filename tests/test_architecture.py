@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -112,12 +113,20 @@ def _load(files: Iterator[tuple[str, Path]]) -> dict[str, Module]:
     }
 
 
-PACKAGE = _load(_package_files())
-OTHERS = _load(
-    (f"{folder}.{path.stem}", path)
-    for folder in ("tests", "benchmarks")
-    for path in sorted((ROOT / folder).glob("*.py"))
-)
+# Parsed on first use, not at import: a pytest worker that runs none of these tests (`-n 2`)
+# or a run of other files does not pay for parsing every module.
+@cache
+def package() -> dict[str, Module]:
+    return _load(_package_files())
+
+
+@cache
+def others() -> dict[str, Module]:
+    return _load(
+        (f"{folder}.{path.stem}", path)
+        for folder in ("tests", "benchmarks")
+        for path in sorted((ROOT / folder).glob("*.py"))
+    )
 
 
 def imports(module: Module, known: dict[str, Module]) -> list[Import]:
@@ -149,7 +158,9 @@ def imports(module: Module, known: dict[str, Module]) -> list[Import]:
     return found
 
 
-ALL_IMPORTS = [i for m in PACKAGE.values() for i in imports(m, PACKAGE)]
+@cache
+def all_imports() -> list[Import]:
+    return [i for m in package().values() for i in imports(m, package())]
 
 
 def within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -166,7 +177,7 @@ def layer_of(name: str) -> int | None:
 def test_the_layers_cover_every_matcher_module() -> None:
     unplaced = [
         name
-        for name in PACKAGE
+        for name in package()
         if within(name, ("blindmatch.matcher",)) and name != "blindmatch.matcher"
         if layer_of(name) is None
     ]
@@ -175,7 +186,7 @@ def test_the_layers_cover_every_matcher_module() -> None:
 
 def test_matcher_imports_point_down() -> None:
     upward = []
-    for i in ALL_IMPORTS:
+    for i in all_imports():
         mine, theirs = layer_of(i.module), layer_of(i.target)
         if mine is not None and theirs is not None and theirs > mine:
             upward.append(f"{i} ({LAYERS[mine][0]} -> {LAYERS[theirs][0]})")
@@ -184,7 +195,7 @@ def test_matcher_imports_point_down() -> None:
 
 def test_inner_layers_import_no_storage_or_grpc() -> None:
     leaks = []
-    for i in ALL_IMPORTS:
+    for i in all_imports():
         mine = layer_of(i.module)
         if mine is None:
             continue
@@ -197,7 +208,7 @@ def test_inner_layers_import_no_storage_or_grpc() -> None:
 def test_the_client_does_not_import_the_matcher() -> None:
     leaks = [
         str(i)
-        for i in ALL_IMPORTS
+        for i in all_imports()
         if within(i.module, ("blindmatch.client",)) and within(i.target, ("blindmatch.matcher",))
     ]
     assert leaks == []
@@ -206,7 +217,7 @@ def test_the_client_does_not_import_the_matcher() -> None:
 def test_only_the_clients_remote_side_knows_grpc_and_protobuf() -> None:
     leaks = [
         str(i)
-        for i in ALL_IMPORTS
+        for i in all_imports()
         if within(i.module, ("blindmatch.client",))
         and not within(i.module, CLIENT_REMOTE)
         and within(i.target, (*GRPC, *GENERATED))
@@ -217,7 +228,7 @@ def test_only_the_clients_remote_side_knows_grpc_and_protobuf() -> None:
 def test_the_clients_sides_keep_apart() -> None:
     leaks = [
         f"{i} ({side} may not)"
-        for i in ALL_IMPORTS
+        for i in all_imports()
         for side, forbidden in CLIENT_FORBIDDEN.items()
         if within(i.module, (side,)) and within(i.target, forbidden)
     ]
@@ -227,27 +238,27 @@ def test_the_clients_sides_keep_apart() -> None:
 def test_nothing_imports_the_command_line() -> None:
     assert [
         str(i)
-        for i in ALL_IMPORTS
+        for i in all_imports()
         if within(i.target, CLI) and not within(i.module, CLI) and i.module != ENTRY_POINT
     ] == []
 
 
 @pytest.mark.parametrize("where", ["package", "tests and benchmarks"])
 def test_imports_go_through_the_blindmatch_namespace(where: str) -> None:
-    modules = PACKAGE if where == "package" else OTHERS
+    modules = package() if where == "package" else others()
     bare = [
         str(i)
         for m in modules.values()
-        for i in imports(m, PACKAGE)
+        for i in imports(m, package())
         if i.target.split(".")[0] in MAPPED
     ]
     assert bare == []
 
 
 def test_no_import_cycles() -> None:
-    graph: dict[str, set[str]] = {name: set() for name in PACKAGE}
-    for i in ALL_IMPORTS:
-        if i.at_import and i.target in PACKAGE and i.target != i.module:
+    graph: dict[str, set[str]] = {name: set() for name in package()}
+    for i in all_imports():
+        if i.at_import and i.target in package() and i.target != i.module:
             graph[i.module].add(i.target)
     cycles = [sorted(c) for c in _strongly_connected(graph) if len(c) > 1]
     assert cycles == []
@@ -297,7 +308,7 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_no_module_is_too_long() -> None:
     long = {
         name: len(m.path.read_text().splitlines())
-        for name, m in PACKAGE.items()
+        for name, m in package().items()
         if name not in GENERATED
     }
     over = {name: n for name, n in long.items() if n > MAX_LINES and name not in LONG}

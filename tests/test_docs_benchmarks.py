@@ -5,12 +5,11 @@ the same for the `blindmatch` commands' options)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 import pytest
 
@@ -43,15 +42,43 @@ def shown_on_pages() -> list[tuple[str, str, str]]:
     ]
 
 
-@cache
-def options_taken(script: str) -> frozenset[str]:
-    """The options `benchmarks/SCRIPT.py --help` lists (argparse: usage and options)."""
+# Runs each script's `--help` as `python benchmarks/X.py --help` would (the script as
+# __main__, its folder first on sys.path), all in one process: numpy, gRPC, matplotlib ... are
+# imported once, not once per script (~30 s of a loaded 2-core machine, one process each).
+HELP_ALL = """
+import contextlib, io, json, runpy, sys
+said = {}
+for path in sys.argv[1:]:
+    out, err, code = io.StringIO(), io.StringIO(), None
+    sys.argv, sys.path[0] = [path, "--help"], path.rpartition("/")[0]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code
+        except BaseException as e:
+            code = repr(e)
+    said[path] = [code, out.getvalue(), err.getvalue()[-2000:]]
+print(json.dumps(said))
+"""
+
+
+def options_taken(scripts: list[str]) -> dict[str, frozenset[str]]:
+    """The options `benchmarks/SCRIPT.py --help` lists (argparse: usage and options), for each
+    script."""
+    paths = [str(ROOT / "benchmarks" / f"{script}.py") for script in scripts]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--help"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", HELP_ALL, *paths], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
     )  # fmt: skip
-    assert done.returncode == 0 and "usage:" in done.stdout, (script, done.stderr[-2000:])
-    return frozenset(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", done.stdout))
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = json.loads(done.stdout)
+    taken = {}
+    for script, path in zip(scripts, paths, strict=True):
+        code, out, err = said[path]
+        assert code in (0, None) and "usage:" in out, (script, code, err)
+        taken[script] = frozenset(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", out))
+    return taken
 
 
 def test_benchmark_options_are_read_from_a_pages_commands() -> None:
@@ -82,6 +109,5 @@ def test_every_option_a_page_shows_on_a_benchmark_is_one_it_takes() -> None:
     shown = shown_on_pages()
     assert len(shown) > 100  # the pages were read
     scripts = sorted({script for _, script, _ in shown})
-    with ThreadPoolExecutor(4) as pool:  # each --help imports its script: ~1-6 s
-        taken = dict(zip(scripts, pool.map(options_taken, scripts), strict=True))
+    taken = options_taken(scripts)
     assert [s for s in shown if s[2] not in taken[s[1]]] == []

@@ -231,16 +231,21 @@ def token_positions(
         chance = np.outer(support[idx], support[idx]) / len(bits)
         a_idx, b_idx = np.nonzero((pair >= low * e) & (pair - chance >= 0.5 * e))
         order = np.argsort(np.abs(pair[a_idx, b_idx] - e), kind="stable")[:seeds]
+        candidates = columns[idx]  # gathered once per q-gram, not once per position added
+        both_set = np.empty_like(candidates)
         for a, b in zip(idx[a_idx[order]].tolist(), idx[b_idx[order]].tolist(), strict=True):
             group, together = [a, b], columns[a] & columns[b]
+            taken = np.isin(idx, group)
             while True:
-                keep = np.bitwise_count(columns[idx] & together).sum(axis=1, dtype=np.int64)
-                keep[np.isin(idx, group)] = -1
+                np.bitwise_and(candidates, together, out=both_set)
+                keep = np.bitwise_count(both_set, out=both_set).sum(axis=1, dtype=np.int64)
+                keep[taken] = -1
                 best = int(np.argmax(keep))
                 if keep[best] < low * e:
                     break
                 group.append(int(idx[best]))
-                together = together & columns[idx[best]]
+                taken[best] = True
+                together = together & candidates[best]
             count = int(np.bitwise_count(together).sum())
             if len(group) >= MIN_POSITIONS and low * e <= count <= high * e:
                 found[i] = np.array(group)
