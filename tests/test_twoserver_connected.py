@@ -55,12 +55,29 @@ def test_a_channel_to_a_server_up_is_connected_and_closing_it_at_once_fails_no_t
     assert failed_threads == []
 
 
+def left_ready(channel: grpc.Channel, seconds: float = 10.0) -> None:
+    """Wait until the channel has seen its server go (its state no longer READY): a stopped
+    server's connection is noticed by the client a moment later, longer on a loaded host."""
+    gone = threading.Event()
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        if state is not grpc.ChannelConnectivity.READY:
+            gone.set()
+
+    channel.subscribe(seen)
+    try:
+        assert gone.wait(seconds), f"the channel still READY {seconds} s after its server stopped"
+    finally:
+        channel.unsubscribe(seen)
+
+
 def test_a_server_stopped_is_unavailable_not_evaluated_and_connected_once_it_is_back() -> None:
     server, port = serve()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         connected(channel, "S1 (here)")
         server.stop(None).wait()
+        left_ready(channel)
         with pytest.raises(errors.Unavailable) as failed:
             connected(channel, "S1 (here)", seconds=0.5)
         assert str(failed.value) == (
