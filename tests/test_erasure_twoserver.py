@@ -89,52 +89,22 @@ def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_st
 def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_it_runs(
     tmp_path: Path, encoded: dict[str, Path]
 ) -> None:
-    key = secrets.token_urlsafe(16)
-
-    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
-        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
-
-    s2 = start_s2()
-    s2_address = f"127.0.0.1:{s2.port}"
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
-                     data_dir=tmp_path / "s1-data")  # fmt: skip
-    roles = {"s1": s1, "s2": s2}
-
-    def held(role: str) -> list[str]:
-        service = roles[role].service
-        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
-
-    def serve() -> RunningServer:
-        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
-        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
-
-    data_dir = tmp_path / "matcher-data"
-    server = serve()
+    world = Shares(tmp_path)
+    roles, held, serve, data_dir = world.roles, world.held, world.serve, world.data_dir
+    server = world.uploaded(encoded)
     try:
-        target = f"127.0.0.1:{server.port}"
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
-        for name in ("north", "west"):
-            assert main(["upload", str(encoded[name]), "--project", "shares",
-                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
         server.store.erase_member("shares", "west")  # the erasure's transaction, and no more
     finally:
         server.stop(grace=None)
     try:
-        s2.stop(grace=None)  # down when the matcher starts
+        roles["s2"].stop(grace=None)  # down when the matcher starts
         server = serve()
         try:
             assert held("s1") == ["north"]  # S1 forgot at the start
             assert server.store.cut_short_erasures() != []  # S2 has not: the intent stays
             (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
             assert "S1 and S2 may still hold its shares" in finding
-            roles["s2"] = start_s2(s2_address)
-            assert held("s2") == ["north", "west"]  # back, still holding west's shares
-            deadline = time.monotonic() + 60
-            while server.store.cut_short_erasures():  # asked again by the running matcher
-                assert time.monotonic() < deadline, "S2 was not asked again"
-                time.sleep(0.2)
-            assert held("s2") == ["north"]
+            world.s2_back_and_asked_again(server)
         finally:
             server.stop(grace=None)
         completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit")
@@ -153,34 +123,10 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
     upload's file still in clks/, no intent); the start finds it from the audit log with S2
     down: S1 forgets, the erasure is not recorded complete with S2's error but given an
     intent, and the running matcher asks S2 again until it forgets."""
-    key = secrets.token_urlsafe(16)
-
-    def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
-        return create_role("s2", address, key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
-
-    s2 = start_s2()
-    s2_address = f"127.0.0.1:{s2.port}"
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=s2_address,
-                     data_dir=tmp_path / "s1-data")  # fmt: skip
-    roles = {"s1": s1, "s2": s2}
-
-    def held(role: str) -> list[str]:
-        service = roles[role].service
-        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
-
-    def serve() -> RunningServer:
-        setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
-        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
-
-    data_dir = tmp_path / "matcher-data"
-    server = serve()
+    world = Shares(tmp_path)
+    roles, held, serve, data_dir = world.roles, world.held, world.serve, world.data_dir
+    server = world.uploaded(encoded)
     try:
-        target = f"127.0.0.1:{server.port}"
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
-        for name in ("north", "west"):
-            assert main(["upload", str(encoded[name]), "--project", "shares",
-                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
         (upload,) = [u for u in server.store.current_uploads("shares").values()
                      if u.member == "west"]  # fmt: skip
         server.store.erase_member("shares", "west")  # the erasure, then the old code's state:
@@ -192,7 +138,7 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
         db.commit()
     assert any("from before erasure intents" in p for p in check_data_dir(data_dir).problems)
     try:
-        s2.stop(grace=None)  # down when the matcher starts
+        roles["s2"].stop(grace=None)  # down when the matcher starts
         server = serve()
         try:
             assert held("s1") == ["north"]  # S1 forgot at the start
@@ -202,13 +148,7 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
             (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
             assert "S1 and S2 may still hold its shares" in finding
             assert not DataDir(data_dir).clk_file(upload.id).exists()
-            roles["s2"] = start_s2(s2_address)
-            assert held("s2") == ["north", "west"]  # back, still holding west's shares
-            deadline = time.monotonic() + 60
-            while server.store.cut_short_erasures():  # asked again by the running matcher
-                assert time.monotonic() < deadline, "S2 was not asked again"
-                time.sleep(0.2)
-            assert held("s2") == ["north"]
+            world.s2_back_and_asked_again(server)
         finally:
             server.stop(grace=None)
         (detail,) = completed_entries(data_dir)
@@ -220,6 +160,54 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
     finally:
         for role in roles.values():
             role.stop(grace=None)
+
+
+class Shares:
+    """S1 and S2 on loopback with data dirs, and a matcher (`serve`) of a two-server project
+    `shares` of north and west: what the tests of an erasure with S2 down share."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.key, self.tmp = secrets.token_urlsafe(16), tmp_path
+        s2 = self.start_s2()
+        self.s2_address = f"127.0.0.1:{s2.port}"
+        s1 = create_role("s1", "127.0.0.1:0", self.key, MEMBER_KEY, s2=self.s2_address,
+                         data_dir=tmp_path / "s1-data")  # fmt: skip
+        self.roles = {"s1": s1, "s2": s2}
+        self.data_dir = tmp_path / "matcher-data"
+
+    def start_s2(self, address: str = "127.0.0.1:0") -> RunningRole:
+        return create_role("s2", address, self.key, MEMBER_KEY, data_dir=self.tmp / "s2-data")
+
+    def held(self, role: str) -> list[str]:
+        service = self.roles[role].service
+        return sorted(m.split("/")[1] for m in service.held if m.startswith("shares/"))
+
+    def serve(self) -> RunningServer:
+        setup = combiner_setup(f"127.0.0.1:{self.roles['s1'].port}", self.s2_address, self.key,
+                               MEMBER_KEY)  # fmt: skip
+        return create_server("127.0.0.1:0", self.data_dir, ADMIN_TOKEN, two_server=setup)
+
+    def uploaded(self, encoded: dict[str, Path]) -> RunningServer:
+        """A matcher serving the project, north and west uploaded through the CLI."""
+        server = self.serve()
+        target = f"127.0.0.1:{server.port}"
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
+        for name in ("north", "west"):
+            assert main(["upload", str(encoded[name]), "--project", "shares",
+                         "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
+        return server
+
+    def s2_back_and_asked_again(self, server: RunningServer) -> None:
+        """S2 started again on its address, still holding west's shares, until the running
+        matcher asks it again and it forgets them."""
+        self.roles["s2"] = self.start_s2(self.s2_address)
+        assert self.held("s2") == ["north", "west"]
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures():
+            assert time.monotonic() < deadline, "S2 was not asked again"
+            time.sleep(0.2)
+        assert self.held("s2") == ["north"]
 
 
 def completed_entries(data_dir: Path) -> list[dict]:
