@@ -278,34 +278,39 @@ class Seed:
         accept, score = rule(self.pairs)
         found = hits(self.members, self.pairs, accept, score)
         split = fallback_.Split.of([m.clks for m in self.members], self.members[0].fallback_bits)
-        names = [m.name for m in self.members]
-        role = quality_errors.roles(self.people)
-        false: Counter[str] = Counter()
-        seen = set()
-        for hit, (d0, r0, d1, r1) in found.items():
-            key = tuple(sorted(((d0, r0), (d1, r1))))
-            if hit in self.actual or key in seen:
-                continue
-            seen.add(key)
-            a = self.people[int(self.entity[(names[d0], self.members[d0].ids[r0])])]
-            b = self.people[int(self.entity[(names[d1], self.members[d1].ids[r1])])]
-            same = a.household == b.household
-            false[quality_errors.relation(a, b, role) if same else "unrelated"] += 1
-        index = {
-            n: {rid: i for i, rid in enumerate(m.ids)}
-            for n, m in zip(names, self.members, strict=True)
-        }
-        row_of = {(e, n): index[n][rid] for (n, rid), e in self.entity.items() if n in index}
-        missed: Counter[str] = Counter()
-        for name, rid, partner in self.actual - set(found):
-            d0, d1 = names.index(name), names.index(partner)
-            if d0 > d1:  # each pair once
-                continue
-            r1 = row_of[(self.entity[(name, rid)], partner)]
-            lack = split.lacking[d0][index[name][rid]] or split.lacking[d1][r1]
-            missed["dob-less" if lack else "dated"] += 1
-        fp = ", ".join(f"{k} {v}" for k, v in false.most_common())
-        return f"false pairs {sum(false.values())} ({fp}); missed pairs {dict(missed)}"
+        return error_classes(self, found, split.lacking)
+
+
+def error_classes(seed: Seed, found: dict, lacking: Sequence[npt.NDArray[np.bool_]]) -> str:
+    """`found` hits' false pairs by relation (households) and the missed pairs by whether a
+    side lacks a date (`lacking`, each member's records lacking the fallback's fields)."""
+    names = [m.name for m in seed.members]
+    role = quality_errors.roles(seed.people)
+    false: Counter[str] = Counter()
+    seen = set()
+    for hit, (d0, r0, d1, r1) in found.items():
+        key = tuple(sorted(((d0, r0), (d1, r1))))
+        if hit in seed.actual or key in seen:
+            continue
+        seen.add(key)
+        a = seed.people[int(seed.entity[(names[d0], seed.members[d0].ids[r0])])]
+        b = seed.people[int(seed.entity[(names[d1], seed.members[d1].ids[r1])])]
+        same = a.household == b.household
+        false[quality_errors.relation(a, b, role) if same else "unrelated"] += 1
+    index = {
+        n: {rid: i for i, rid in enumerate(m.ids)} for n, m in zip(names, seed.members, strict=True)
+    }
+    row_of = {(e, n): index[n][rid] for (n, rid), e in seed.entity.items() if n in index}
+    missed: Counter[str] = Counter()
+    for name, rid, partner in seed.actual - set(found):
+        d0, d1 = names.index(name), names.index(partner)
+        if d0 > d1:  # each pair once
+            continue
+        r1 = row_of[(seed.entity[(name, rid)], partner)]
+        lack = lacking[d0][index[name][rid]] or lacking[d1][r1]
+        missed["dob-less" if lack else "dated"] += 1
+    fp = ", ".join(f"{k} {v}" for k, v in false.most_common())
+    return f"false pairs {sum(false.values())} ({fp}); missed pairs {dict(missed)}"
 
 
 def load(

@@ -48,7 +48,6 @@ import functools
 import hashlib
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +57,8 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import quality_errors
 from benchmarks.quality_errors import Member, encoded
-from benchmarks.rule2d import DEFAULT, Pairs, Seed, fit_logistic, load, prf
+from benchmarks.rule2d import DEFAULT, Pairs, Seed, error_classes, fit_logistic, load, prf
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import fieldlevel as fl
@@ -292,34 +290,7 @@ def evaluate(h: Hybrid, comb: Combine) -> tuple[float, float, float]:
 
 def classify(h: Hybrid, comb: Combine) -> str:
     """False pairs by relation (households), missed pairs by whether a side lacks a date."""
-    seed, hits = h.seed, found(h, comb)
-    names = [m.name for m in seed.members]
-    role = quality_errors.roles(seed.people)
-    false: Counter[str] = Counter()
-    seen = set()
-    for hit, (d0, r0, d1, r1) in hits.items():
-        key = tuple(sorted(((d0, r0), (d1, r1))))
-        if hit in seed.actual or key in seen:
-            continue
-        seen.add(key)
-        a = seed.people[int(seed.entity[(names[d0], seed.members[d0].ids[r0])])]
-        b = seed.people[int(seed.entity[(names[d1], seed.members[d1].ids[r1])])]
-        same = a.household == b.household
-        false[quality_errors.relation(a, b, role) if same else "unrelated"] += 1
-    index = {
-        n: {rid: i for i, rid in enumerate(m.ids)} for n, m in zip(names, seed.members, strict=True)
-    }
-    row_of = {(e, n): index[n][rid] for (n, rid), e in seed.entity.items() if n in index}
-    missed: Counter[str] = Counter()
-    for nm, rid, partner in seed.actual - set(hits):
-        d0, d1 = names.index(nm), names.index(partner)
-        if d0 > d1:  # each pair once
-            continue
-        r1 = row_of[(seed.entity[(nm, rid)], partner)]
-        lack = h.split.lacking[d0][index[nm][rid]] or h.split.lacking[d1][r1]
-        missed["dob-less" if lack else "dated"] += 1
-    fp = ", ".join(f"{k} {v}" for k, v in false.most_common())
-    return f"false pairs {sum(false.values())} ({fp}); missed pairs {dict(missed)}"
+    return error_classes(h.seed, found(h, comb), h.split.lacking)
 
 
 # ---- the logistic rule over (S, D1, D2, W) or (S, D1, D2, each field's weight) ----
