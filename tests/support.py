@@ -400,3 +400,12 @@ def in_process_servers(
                                [u.s2.popcounts for u in uploads],
                                [u.s2.seal_key for u in uploads])  # fmt: skip
     return s1, s2
+
+
+def short_index_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Matchers started after this wait 0.5 s for another writer's lock on `index.sqlite`, not
+    SQLite's 5 s: for tests that hold that lock on purpose, whose every locked write would
+    otherwise wait out the 5 s (the behaviour is the same, a refused write, sooner)."""
+    from blindmatch.matcher.storage import index_store
+
+    monkeypatch.setattr(index_store, "PRAGMAS", (*index_store.PRAGMAS, "busy_timeout=500"))

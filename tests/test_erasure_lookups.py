@@ -20,7 +20,7 @@ import pytest
 
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
-from tests.support import db_rows
+from tests.support import db_rows, short_index_lock_wait
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -81,8 +81,15 @@ def test_an_erasure_a_stopped_look_up_server_missed_is_finished_once_it_is_back(
     assert check_data_dir(either.data_dir).problems == []
 
 
+@pytest.fixture
+def short_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matcher (started after it: first in a test's arguments) waits 0.5 s for the lock
+    the test holds on `index.sqlite`, not 5 s (tests/support.py)."""
+    short_index_lock_wait(monkeypatch)
+
+
 def test_an_erased_index_whose_deletion_is_pending_is_searched_at_no_look_up_server(
-    either: Cluster, clks: np.ndarray
+    short_lock: None, either: Cluster, clks: np.ndarray
 ) -> None:
     """`index.sqlite` refuses the deletion (held locked, as a full disk would): the look-up
     servers still hold north's shards (nothing was forwarded), but a query asks them for

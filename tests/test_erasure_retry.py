@@ -32,7 +32,7 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
-from tests.support import ADMIN_TOKEN, db_rows
+from tests.support import ADMIN_TOKEN, db_rows, short_index_lock_wait
 from tests.test_erasure_check import completed, index_of, puts, started_with_north_indexed
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
@@ -98,11 +98,12 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
 
 
 def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`index.sqlite` held locked by another writer (as a full disk, it refuses the index's
     deletion): the erasure's rows go, the reply says its standing index is not deleted yet,
     and once the lock is let go the running matcher deletes it by itself."""
+    short_index_lock_wait(monkeypatch)
     data_dir = tmp_path / "data"
     server, tokens = started_with_north_indexed(data_dir)
     target = f"127.0.0.1:{server.port}"
@@ -132,13 +133,14 @@ def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
 
 
 def test_an_erased_index_whose_deletion_is_pending_is_searched_by_no_query(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While `index.sqlite` refuses the deletion (locked, as a full disk would), the erased
     index stays in the matcher's memory (dropped with the stored copy) but no query finds it,
     its listing is empty, and the member's change waits for the deletion (refused while it
     fails: a change stored meanwhile would keep the old records on disk); once the lock goes,
     the change deletes it first, and only the new record is there."""
+    short_index_lock_wait(monkeypatch)
     data_dir = tmp_path / "data"
     server, tokens = started_with_north_indexed(data_dir)
     target = f"127.0.0.1:{server.port}"
