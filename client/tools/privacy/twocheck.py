@@ -12,8 +12,9 @@ groups it asks (extras) and the bits of the pairs of completing its groups at th
 cut-off (matcher/core/twocomplete.py); M's records are in no attacked view. All are encoded
 as `blindmatch encode --two-server` encodes them (the schema's CLKs and fallback CLKs, then
 client/encoding/sharing.py `shared_upload`), the roles are the run's own
-objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
-not import the matcher), and each role's view is attacked with trilateration
+objects (the command line hands in matcher/core/twoviews.py `role_views`, with the circuit's
+outputs computed in the clear, matcher/core/twoclear.py: the client does not import the
+matcher), and each role's view is attacked with trilateration
 (trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
 of A's own rows (tokens of B it opened twice) with the collision attack (collisions.py), blind
 and with known pairs of A, by an attacker holding plaintext (its own export, its own errors) on
