@@ -7,6 +7,7 @@ writes them into privacy-check.json, and refuses a sample too small to mean anyt
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from blindmatch.client.tools.privacy.attacks import AttackResult
 from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from blindmatch.client.tools.privacy.twocheck import (
     MIN_SAMPLE,
+    NOT_BLOCKED,
     TwoServerReport,
     check_members,
     synthetic_members,
@@ -192,3 +194,22 @@ def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
         ("S2", "decoy-aware (10 known)"),
     ]
     assert f"the {MIN_SAMPLE:,} rows of A" in dropped[0].public_list, dropped[0]
+
+
+def test_members_compared_without_blocking_give_s1_and_s2_nothing_and_the_report_says_so(
+    tmp_path: Path,
+) -> None:
+    # A pair of members within S1's cap of pairs is not blocked (matcher/core/exhaustive.py):
+    # S1's and S2's views are empty by construction, which the rows say rather than "0 pairs",
+    # and S2 has no counts to read four ways.
+    members = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
+    views = functools.partial(role_views, exhaustive=10**6, clear=True)
+    report = check_members(members, SCHEMA, STRONG_SECRET.encode(), views, source="synthetic",
+                           known=(0,), third=False)  # fmt: skip
+    rows = [r for r in report.results if r.encoding in ("S1", "S2")]
+    assert rows and all(r.public_list.startswith(NOT_BLOCKED) for r in rows)
+    assert all(r.record_share == 0 for r in rows)
+    assert not report.readings
+    assert NOT_BLOCKED in report.render()
+    (c,) = [r for r in report.results if r.encoding == "C"]
+    assert "pairs;" in c.public_list and NOT_BLOCKED not in c.public_list

@@ -25,7 +25,9 @@ default) are compared without blocking: S1 and S2 then hold the whole cross prod
 count, which their sizes already say, and their views are empty.
 
 `privacy-check --mode two-server` (client/tools/privacy/twocheck.py) attacks each view; the
-command line, above both, hands it this function (the client does not import the matcher).
+command line, above both, hands it this function (the client does not import the matcher),
+with `clear`: the link-bit circuit's outputs computed in the clear (core/twoclear.py, the
+same bits; minutes sooner on members compared without blocking).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from blindmatch.matcher.core.twoblocking import (
     expanded_pairs,
     open_tokens,
 )
+from blindmatch.matcher.core.twoclear import Pops, clear_outputs
 from blindmatch.matcher.core.twoprobe import ReachOracle
 from blindmatch.matcher.core.tworun import InProcess, drive
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
@@ -138,10 +141,19 @@ class _Recording(InProcess):
     the linking pairs of each part of the proposal and their buckets, the extras' buckets
     (the pairs inside its groups that reach the threshold), and the reach pairs' bits."""
 
-    def __init__(self, s1: BlockingServer, s2: ShareServer, combiner: Combiner) -> None:
+    def __init__(self, s1: BlockingServer, s2: ShareServer, combiner: Combiner,
+                 clear: Pops | None = None) -> None:  # fmt: skip
         super().__init__(s1, s2)
         self.combiner = combiner
         self.seen: list[tuple[Pairs, Values]] = []
+        self.clear = clear  # the members' popcounts: the circuit's outputs in the clear
+
+    def _run(self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
+             transcript: linkbit.Transcript, clock: dict[str, float], tagged: bool,
+             drop: npt.NDArray[np.bool_] | None) -> tuple[bytes, bytes]:  # fmt: skip
+        if self.clear is None:
+            return super()._run(part, circuit, dealt, transcript, clock, tagged, drop)
+        return clear_outputs(self.s1, self.s2, self.clear, part, circuit, tagged, drop)
 
     def _keep(
         self, rows_a: Rows, rows_b: Rows, values: Values, keep: npt.NDArray[np.bool_]
@@ -200,9 +212,10 @@ def role_views(
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
     exhaustive: int | None = None,
+    clear: bool = False,
 ) -> dict[str, tuple[Pairs, Values]]:
     """`views_and_oracle`'s views."""
-    return views_and_oracle(uploads, threshold, rule, dummies, exhaustive)[0]
+    return views_and_oracle(uploads, threshold, rule, dummies, exhaustive, clear)[0]
 
 
 def views_and_oracle(
@@ -211,6 +224,7 @@ def views_and_oracle(
     rule: tuple[float, float, float] | None = None,
     dummies: float = 0.0,
     exhaustive: int | None = None,
+    clear: bool = False,
 ) -> tuple[dict[str, tuple[Pairs, Values]], ReachOracle]:
     """Per role ("C", "S1", "S2"), its view of the pairs between members 0 and 1: (pairs, a
     value each), as the module's docstring says; and "S2 A:k", S2's view of member 0's own
@@ -226,7 +240,10 @@ def views_and_oracle(
     reach pairs of its choosing (core/twoprobe.py `ReachOracle`, within S1's checks).
     `exhaustive`: S1's cap (core/exhaustive.py; None: its default): members 0 and 1 of at
     most that many pairs are compared without blocking, and S1's and S2's views of them are
-    empty (the cross product, which their sizes give: no join, no band opened, no count)."""
+    empty (the cross product, which their sizes give: no join, no band opened, no count).
+    `clear`: the link-bit circuit's outputs computed in the clear from the uploads
+    (core/twoclear.py: the same bits, without the circuit's rounds; what `privacy-check`
+    uses, minutes faster on members compared without blocking); False: the circuit itself."""
     if len(uploads) not in (2, 3):
         raise ValueError("role views: two or three members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -262,7 +279,10 @@ def views_and_oracle(
     # pairs' bits (two members: no group of three, so neither).
     combiner = Combiner(None, threshold, clks=clks,
                         rule=Rule(*rule) if rule and clks == 2 else NO_RULE)  # fmt: skip
-    servers = _Recording(s1, s2, combiner)
+    pops = [[np.asarray(p1, np.int64) ^ np.asarray(p2, np.int64)
+             for p1, p2 in zip(u.s1.popcounts, u.s2.popcounts, strict=True)]
+            for u in uploads] if clear else None  # fmt: skip
+    servers = _Recording(s1, s2, combiner, pops)
     drive(servers, combiner)
     within = {
         f"S2 A:{clk}": reused_tokens(matched, seal_keys[0], records[0], clk) for clk in range(clks)

@@ -12,8 +12,9 @@ groups it asks (extras) and the bits of the pairs of completing its groups at th
 cut-off (matcher/core/twocomplete.py); M's records are in no attacked view. All are encoded
 as `blindmatch encode --two-server` encodes them (the schema's CLKs and fallback CLKs, then
 client/encoding/sharing.py `shared_upload`), the roles are the run's own
-objects (the command line hands in matcher/core/twoviews.py `role_views`: the client does
-not import the matcher), and each role's view is attacked with trilateration
+objects (the command line hands in matcher/core/twoviews.py `role_views`, with the circuit's
+outputs computed in the clear, matcher/core/twoclear.py: the client does not import the
+matcher), and each role's view is attacked with trilateration
 (trilateration.py; S2's counts under each of `S2_READINGS`, the worst kept), and S2's view
 of A's own rows (tokens of B it opened twice) with the collision attack (collisions.py), blind
 and with known pairs of A, by an attacker holding plaintext (its own export, its own errors) on
@@ -30,6 +31,7 @@ least likely real (`unpartnered_attack`; docs/privacy-design.md, "(d) Decoy reco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -81,6 +83,10 @@ ROLES = {
     "S1": "the candidate pairs",
     "S2": "the candidate pairs and their counts of shared bands",
 }
+# S1's and S2's view of a pair of members compared without blocking (matcher/core/
+# exhaustive.py: their cross product at most S1's cap, 2,000 x 2,000 on the default sample):
+# both empty, by construction, where a blocked pair of these sizes always has candidates.
+NOT_BLOCKED = "not blocked: no candidate pairs, no counts (the cross product)"
 Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
 # (uploads, threshold, the schema's blindmatch.rule or None) -> each role's view
 RoleViews = Callable[[Sequence[sharing.SharedUpload], float, tuple[float, float, float] | None],
@@ -264,10 +270,12 @@ def check_members(
     real = int((truth_a >= 0).sum())
     report = TwoServerReport(source, real, hardening.describe(), [], [])
     graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
+    unblocked = all(not len(views[r][0]) for r in ("S1", "S2") if r in views)
     for role in (r for r in ROLES if r in views):
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float, float]] = {}
-        for reading in S2_READINGS if role == "S2" else (0.0,):
+        empty = unblocked and role in ("S1", "S2")  # nothing to read: attacked as it is
+        for reading in S2_READINGS if role == "S2" and not empty else (0.0,):
             # A pair's count of shared bands, read as the agreement it implies (over `reading`
             # x the bands each CLK has): the attacker may read it any way.
             shown = read_counts(values, reading, clks, plan) if reading else values
@@ -280,6 +288,8 @@ def check_members(
             for count in known:
                 result, partner = _attack(role, view, model, count, a_people, b_people,
                                           u_people, truth_a, truth_b, read)  # fmt: skip
+                if empty:
+                    result = _not_blocked(result)
                 if reading:
                     report.readings.setdefault(result.attack, {})[reading] = result.record_share
                 if count not in worst or result.record_share > worst[count][0].record_share:
@@ -299,7 +309,8 @@ def check_members(
             report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
     if within:
-        report.results.extend(_own_pairs(within, own, truth_a, a_people, u_people, plan, known))
+        own_rows = _own_pairs(within, own, truth_a, a_people, u_people, plan, known)
+        report.results.extend(_not_blocked(r) if unblocked else r for r in own_rows)
     return report
 
 
@@ -367,6 +378,12 @@ def unpartnered_attack(
         records=real, records_reidentified=right, values=real, values_reidentified=right,
         claims=made,
     )  # fmt: skip
+
+
+def _not_blocked(result: AttackResult) -> AttackResult:
+    """S1's or S2's row of a pair not blocked: `NOT_BLOCKED` for the view, then the claims."""
+    made = _claims(result.records_reidentified, result.claims or 0)
+    return dataclasses.replace(result, public_list=f"{NOT_BLOCKED}; {made}")
 
 
 def _claims(right: int, made: int) -> str:
@@ -467,6 +484,7 @@ def _real(
 
 __all__ = [
     "MIN_SAMPLE",
+    "NOT_BLOCKED",
     "S2_READINGS",
     "TwoServerReport",
     "check_members",
