@@ -76,8 +76,7 @@ def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_st
 
         serve().stop(grace=None)  # a plain start completes it
         assert held() == {"s1": ["north"], "s2": ["north"]}
-        completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit")
-                     if r[3] == "erase.complete"]  # fmt: skip
+        completed = completed_entries(data_dir)
         assert len(completed) == 1
         assert completed[0]["twoserver"] == {"S1": "dropped 1", "S2": "dropped 1"}
         assert check_data_dir(data_dir).problems == []
@@ -107,8 +106,7 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
             world.s2_back_and_asked_again(server)
         finally:
             server.stop(grace=None)
-        completed = [json.loads(r[8]) for r in db_rows(data_dir, "audit")
-                     if r[3] == "erase.complete"]  # fmt: skip
+        completed = completed_entries(data_dir)
         assert len(completed) == 1 and completed[0]["twoserver"] == {"S2": "dropped 1"}
         assert check_data_dir(data_dir).problems == []
     finally:
