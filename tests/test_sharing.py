@@ -157,3 +157,33 @@ def test_band_keys_are_siphash_2_4() -> None:
     k1 = np.uint64(int.from_bytes(bytes(range(8, 16)), "little"))
     m = np.array([int.from_bytes(bytes(range(8)), "little")] * 3, dtype=np.uint64)
     assert bandkeys.siphash24(k0, k1, m).tolist() == [0x93F5F5799A932462] * 3
+
+
+@pytest.mark.parametrize("part_bytes", [1, 300, 2_000, 1 << 20])
+def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
+    part_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part whole bands in order, at least one; a part of several bands holds at most
+    `PART_BYTES` of tokens, and the next band would not have fit (client/remote/twoserver.py)."""
+    from blindmatch.client.remote import twoserver as remote
+
+    monkeypatch.setattr(remote, "PART_BYTES", part_bytes)
+    rng = np.random.default_rng(5)
+    clks = rng.integers(0, 256, (40, 16), dtype=np.uint8)
+    bands = client.shared_upload(clks, SECRET, client.BandPlan(bits=6, bands=12)).s1.bands[0]
+    offsets, ends = bands.offsets(), np.concatenate([[0], np.cumsum(bands.counts)])
+    parts = list(remote._sealed_parts("m", 0, 128, bands))
+    starts = [p.band_lo for p in parts]
+    assert starts[0] == 0 and all(len(p.band_counts) >= 1 for p in parts)
+    assert [s + len(p.band_counts) for s, p in zip(starts, parts, strict=True)] == [
+        *starts[1:],
+        bands.bands,
+    ]
+    for p in parts:
+        lo, hi = p.band_lo, p.band_lo + len(p.band_counts)
+        size = int(offsets[ends[hi]] - offsets[ends[lo]])
+        assert len(p.sealed) == size and (hi - lo == 1 or size <= part_bytes)
+        if hi < bands.bands:  # the next band would not have fit
+            assert int(offsets[ends[hi + 1]] - offsets[ends[lo]]) > part_bytes
+    keys = np.concatenate([np.frombuffer(p.band_keys, "<u8") for p in parts])
+    assert np.array_equal(keys, bands.keys)

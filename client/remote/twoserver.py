@@ -98,11 +98,14 @@ def _sealed_parts(
     """A CLK's sealed band keys as S1's parts of no rows, whole bands a part."""
     offsets = bands.offsets()
     ends = np.concatenate([[0], np.cumsum(bands.counts)])
+    n = len(bands.counts)
+    band_end = offsets[ends[1:]]  # where each band's tokens end, in bytes (ascending)
     band = 0
-    while band < bands.bands:
-        last = band + 1  # at least one band a part, then as many as fit
-        while last < bands.bands and offsets[ends[last + 1]] - offsets[ends[band]] <= PART_BYTES:
-            last += 1
+    while band < n:
+        # At least one band a part, then as many as fit: the first band ending past
+        # PART_BYTES from this one's start is the next part's.
+        fits = int(np.searchsorted(band_end, offsets[ends[band]] + PART_BYTES, side="right"))
+        last = max(band + 1, min(fits, n))
         k0, k1 = int(ends[band]), int(ends[last])
         yield pb.SharedPart(
             member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=bands.bands,
