@@ -187,3 +187,23 @@ def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
             assert int(offsets[ends[hi + 1]] - offsets[ends[lo]]) > part_bytes
     keys = np.concatenate([np.frombuffer(p.band_keys, "<u8") for p in parts])
     assert np.array_equal(keys, bands.keys)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 700])
+def test_sealing_a_few_rows_in_one_range_seals_the_same_keys_and_rows(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few rows' bands sealed in one range (SEAL_KEYS), as SEAL_BANDS at a time would: the
+    same counts, keys and classes, and tokens that open to the same rows (fresh bytes each)."""
+    from blindmatch.client.encoding import sealing
+    from blindmatch.matcher.core.twoblocking import open_tokens
+
+    keys = np.random.default_rng(rows).integers(0, 50, (rows, 150)).astype(np.uint64)
+    seal_key = bytes(range(32))
+    got = sealing.seal_bands(keys, 0, seal_key)
+    monkeypatch.setattr(sealing, "SEAL_KEYS", 0)  # SEAL_BANDS bands at a time
+    want = sealing.seal_bands(keys, 0, seal_key)
+    for field in ("counts", "keys", "classes"):
+        assert np.array_equal(getattr(got, field), getattr(want, field))
+    opened = [open_tokens(seal_key, 0, b.sealed.reshape(-1, 16), rows, "a") for b in (got, want)]
+    assert np.array_equal(*opened) and not np.array_equal(got.sealed, want.sealed)

@@ -107,6 +107,9 @@ class SealedBands:
 
 
 SEAL_BANDS = 64  # bands sealed at a time (memory: rows x this many keys, a few arrays)
+# ... or more for a few rows (a query's), up to this many keys at a time: the ranges' numpy
+# calls cost more than their keys there (a one-record query's two CLKs: 50 ranges -> 2).
+SEAL_KEYS = 1 << 16
 
 
 def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> SealedBands:
@@ -116,8 +119,9 @@ def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> Seale
         raise ValueError("sealed bands: band keys must be (rows, bands), not empty")
     if len(seal_key) != SEAL_KEY_BYTES:
         raise ValueError(f"sealed bands: a seal key of {SEAL_KEY_BYTES} bytes")
-    parts = [_seal_range(keys[:, lo : lo + SEAL_BANDS], clk, seal_key)
-             for lo in range(0, keys.shape[1], SEAL_BANDS)]  # fmt: skip
+    step = max(SEAL_BANDS, SEAL_KEYS // keys.shape[0])
+    parts = [_seal_range(keys[:, lo : lo + step], clk, seal_key)
+             for lo in range(0, keys.shape[1], step)]  # fmt: skip
     return SealedBands(*(np.concatenate(f) for f in zip(*parts, strict=True)))
 
 
