@@ -159,8 +159,14 @@ def test_the_records_of_a_watch_or_a_query_that_claimed_its_ticket_are_theirs_to
     assert watched_names(world) == held
     watch.close()  # the watch ends: the matcher has S1 and S2 forget them (as before)
     until(lambda: watched_names(world) == NOTHING)
-    # A query answered claims its ticket too (and is forgotten at its end, as before).
+    # A query answered claims its ticket too (and is forgotten at its end, as before). A
+    # client's queries reach S1 and S2 over one channel to each, kept until it closes.
     upload, facts = records(south_folder, [2])
     with MatcherClient(world.target, two.tokens["north"]) as client:
         twoserver.project_query(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        kept = dict(client._peers)
+        assert unclaimed.pending == {} and watched_names(world) == NOTHING
+        twoserver.project_query(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        assert len(kept) == 2 and client._peers == kept
+    assert client._peers == {}
     assert unclaimed.pending == {} and watched_names(world) == NOTHING

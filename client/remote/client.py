@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -81,8 +82,15 @@ class MatcherClient(OperatorCalls):
         self.insecure = insecure
         self._channel = open_channel(target, credentials, insecure=insecure)
         self._stub = pb_grpc.MatcherStub(self._channel)
+        # Channels to S1 and S2 by address, a two-server project's queries' (kept for the
+        # client's life: client/remote/twoserver.py `peer_channel`).
+        self._peers: dict[str, grpc.Channel] = {}
+        self._peers_lock = threading.Lock()
 
     def close(self) -> None:
+        from blindmatch.client.remote.twoserver import drop_peer_channels
+
+        drop_peer_channels(self)
         self._channel.close()
 
     def check_reachable(self) -> None:

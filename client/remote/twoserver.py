@@ -134,6 +134,36 @@ class TwoServerLinks:
     rounds: int = 0
 
 
+def role_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, insecure: bool
+) -> grpc.Channel:
+    """A channel to a role at `target` (plaintext only to loopback unless `insecure`)."""
+    address, creds = _resolve(target, credentials, insecure)
+    if creds is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+
+
+def peer_channel(client: MatcherClient, target: str) -> grpc.Channel:
+    """The channel to S1 or S2 at `target` that `client` keeps for its life (closed with it,
+    `MatcherClient.close`): a member's queries then pay no connection set-up to S1 and S2 a
+    query (docs/realtime.md "Queries in a two-server project")."""
+    with client._peers_lock:
+        kept = client._peers.get(target)
+        if kept is None:
+            kept = client._peers[target] = role_channel(target, client.credentials,
+                                                        client.insecure)  # fmt: skip
+        return kept
+
+
+def drop_peer_channels(client: MatcherClient) -> None:
+    """Close the channels `client` keeps to S1 and S2 (a later query opens new ones)."""
+    with client._peers_lock:
+        kept, client._peers = list(client._peers.values()), {}
+    for c in kept:
+        c.close()
+
+
 class RoleClient:
     """One role's address: a member's uploads to it, or (the combiner) a run."""
 
@@ -145,17 +175,16 @@ class RoleClient:
         credentials: grpc.ChannelCredentials | None = None,
         *,
         insecure: bool = False,
+        channel: grpc.Channel | None = None,
     ) -> None:
+        """`channel`: to `target`, kept by the caller (`close` leaves it open: `peer_channel`);
+        None: one of its own, closed by `close`."""
         if role not in ROLES:
             raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
         self.role, self.target = role, target
         self.party = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}[role]
-        address, creds = _resolve(target, credentials, insecure)
-        self._channel = (
-            grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-            if creds is None
-            else grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
-        )
+        self._own = channel is None
+        self._channel = channel or role_channel(target, credentials, insecure)
         self._metadata = (("authorization", f"Bearer {key}"),)
         # Made here, not at the call: a call on a thread of its own may find the channel
         # closed already (a Ctrl-C, `_send_records`), which refuses it; gRPC (1.85) crashes
@@ -169,7 +198,8 @@ class RoleClient:
         )  # fmt: skip
 
     def close(self) -> None:
-        self._channel.close()
+        if self._own:
+            self._channel.close()
 
     def __enter__(self) -> RoleClient:
         return self
@@ -368,7 +398,9 @@ def _send_records(
     t = ticket(client, project, header, query=True)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
     roles = {role: RoleClient(role, where[role], t.ticket, client.credentials,
-                              insecure=client.insecure) for role in ("s1", "s2")}  # fmt: skip
+                              insecure=client.insecure,
+                              channel=peer_channel(client, where[role]))
+             for role in ("s1", "s2")}  # fmt: skip
     failed: dict[str, BaseException] = {}
 
     def send(role: str) -> None:
@@ -377,9 +409,10 @@ def _send_records(
         except BaseException as exc:  # (its thread's end: told to the caller below)
             failed[role] = exc
 
-    # To S1 and S2 at once (S2's part is small: it waits on S1's), each on a daemon thread:
-    # a Ctrl-C or SIGTERM while they are sent closes both channels, which ends both uploads
-    # at once, and neither is waited for (nor holds the process at its exit).
+    # To S1 and S2 at once (S2's part is small: it waits on S1's), each on a daemon thread,
+    # over the channels the client keeps to them: a Ctrl-C or SIGTERM while they are sent
+    # closes both channels, which ends both uploads at once, and neither is waited for (nor
+    # holds the process at its exit).
     sending = [threading.Thread(target=send, args=(role,), daemon=True,
                                 name=f"bm-query-upload-{role}") for role in roles]  # fmt: skip
     try:
@@ -387,9 +420,9 @@ def _send_records(
             thread.start()
         for thread in sending:
             thread.join()
-    finally:
-        for c in roles.values():
-            c.close()
+    except BaseException:
+        drop_peer_channels(client)
+        raise
     for role in roles:  # S1's error first
         if role in failed:
             raise failed[role]
