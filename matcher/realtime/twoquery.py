@@ -57,10 +57,37 @@ def query_links(
     extras. (the links, how many pairs S1 proposed)"""
     transcript = transcript if transcript is not None else linkbit.Transcript()
     described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
-    seconds: dict[str, float] = {}
-    found = [tworun.proposed_links(servers, combiner, index, part, transcript, seconds)
-             for index, part in enumerate(described)]  # fmt: skip
+    found = _parts_links(servers, combiner, described, transcript)
     return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
+
+
+# The parts of a query's proposal (a CLK each) at once: each its own batches, so one part's
+# rounds between S1 and S2 overlap the other's (each part's calls are the same as one after
+# the other; S1 and S2 check and count each batch as it comes). Its own pool: a partner's
+# search (the `_search` pool) waits on its parts here, which submit nothing further.
+PARTS = ThreadPoolExecutor(16, "bm-twoquery-part")
+
+
+def _parts_links(
+    servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
+    transcript: linkbit.Transcript,
+) -> list[Candidates]:  # fmt: skip
+    """Each part's links (`tworun.proposed_links`), the parts with pairs at once; what
+    crossed counted in `transcript`."""
+    if sum(1 for p in described if p.pairs) < 2:
+        seconds: dict[str, float] = {}
+        return [tworun.proposed_links(servers, combiner, index, part, transcript, seconds)
+                for index, part in enumerate(described)]  # fmt: skip
+    own = [linkbit.Transcript() for _ in described]
+    jobs = [PARTS.submit(tworun.proposed_links, servers, combiner, index, part, own[index], {})
+            for index, part in enumerate(described)]  # fmt: skip
+    wait(jobs)
+    for got in own:
+        for (a, b), n in got.sent.items():
+            transcript.count(a, b, n)
+        transcript.rounds += got.rounds
+        transcript.pairs += got.pairs
+    return [j.result() for j in jobs]  # the first part's error, in part order
 
 
 @dataclass
