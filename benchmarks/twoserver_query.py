@@ -2,7 +2,7 @@
 records, in one run (docs/realtime.md "Queries in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
-        [--partners 3] [--disclosure hits|mapping]
+        [--partners 3] [--disclosure hits|mapping] [--roles here|processes] [--role-data]
 
 S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in
 this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The
@@ -120,16 +120,18 @@ def s1_memory(s1: Any) -> str:
 
 
 def start_roles(
-    work: Path, processes: bool
+    work: Path, processes: bool, kept: bool = False
 ) -> tuple[str, str, str, str, Callable[[], None], list[int], Any]:
     """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
-    two-server role`, as deployed, of this tree); (S1's address, S2's, the parties' key, the
-    members' key, stop, the roles' process ids: none in this process, S1's service here or
-    None)."""
+    two-server role`, as deployed, of this tree); with `kept`, each with a data dir (its audit
+    log and uploads on disk, durably); (S1's address, S2's, the parties' key, the members'
+    key, stop, the roles' process ids: none in this process, S1's service here or None)."""
+    data = {r: work / f"{r}-data" for r in ("s1", "s2")} if kept else {"s1": None, "s2": None}
     if not processes:
         key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        r2 = create_role("s2", "127.0.0.1:0", key, member_key)
-        r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}")
+        r2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=data["s2"])
+        r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}",
+                         data_dir=data["s1"])  # fmt: skip
 
         def stop() -> None:
             r1.stop(grace=None)
@@ -145,6 +147,8 @@ def start_roles(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = []
     for role, extra in (("s2", []), ("s1", ["--s2", at["s2"]])):
+        if data[role] is not None:
+            extra = [*extra, "--data-dir", str(data[role])]
         command = [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", role,
                    "--listen", at[role], "--key-file", str(files[0]), "--member-key-file",
                    str(files[1]), *extra]  # fmt: skip
@@ -175,6 +179,9 @@ def main() -> int:
                     help="partners searched: south, then west, then east")  # fmt: skip
     ap.add_argument("--roles", choices=("here", "processes"), default="here",
                     help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    ap.add_argument("--role-data", action="store_true",
+                    help="S1 and S2 each with a data dir, as deployed (their audit logs and "
+                    "uploads on disk, written durably); default: in memory")  # fmt: skip
     ap.add_argument("--at-once", type=int, default=0,
                     help="partners the matcher searches at once (twoquery.PARTNERS_AT_ONCE; "
                     "1: one after the other; default: the code's)")  # fmt: skip
@@ -217,7 +224,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
 
     s1, s2, key, member_key, stop_roles, pids, s1_service = start_roles(
-        work, args.roles == "processes"
+        work, args.roles == "processes", args.role_data
     )
     plain = combiner_setup(s1, s2, key, member_key)
     proposed: list[int] = []  # the pairs S1 proposes a query: C learns each one's link bit
@@ -320,6 +327,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     n = len(clks)
     sizes = ", ".join(f"{p} {partner_records[p]:,}" for p in partners)
     where = "with them" if args.roles == "here" else "each a process of its own"
+    where += ", each with a data dir" if args.role_data else ""
     print(
         f"\n{n} queries of one person (north's records) in each mode against "
         f"{len(partners)} partner(s) ({sizes} records; messy fixture, seed {args.seed}); "
