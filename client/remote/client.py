@@ -42,6 +42,7 @@ from blindmatch.client.remote.model import (
     WatchEvent,
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
+from blindmatch.client.remote.peers import drop_peer_channels
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -88,8 +89,6 @@ class MatcherClient(OperatorCalls):
         self._peers_lock = threading.Lock()
 
     def close(self) -> None:
-        from blindmatch.client.remote.twoserver import drop_peer_channels
-
         drop_peer_channels(self)
         self._channel.close()
 

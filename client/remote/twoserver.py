@@ -26,18 +26,19 @@ import numpy.typing as npt
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
-from blindmatch.client.remote.channel import _resolve, translate_errors
+from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import query_answer, score_rule, watch_event
 from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, UploadReceipt, WatchEvent
+from blindmatch.client.remote.peers import (
+    drop_peer_channels,
+    peer_channel,
+    role_channel,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 ROLES = ("s1", "s2", "combiner")
 PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
 RUN_SECONDS = 24 * 3600.0
 QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
 
@@ -132,36 +133,6 @@ class TwoServerLinks:
     method: str
     bytes_sent: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
-
-
-def role_channel(
-    target: str, credentials: grpc.ChannelCredentials | None, insecure: bool
-) -> grpc.Channel:
-    """A channel to a role at `target` (plaintext only to loopback unless `insecure`)."""
-    address, creds = _resolve(target, credentials, insecure)
-    if creds is None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
-
-
-def peer_channel(client: MatcherClient, target: str) -> grpc.Channel:
-    """The channel to S1 or S2 at `target` that `client` keeps for its life (closed with it,
-    `MatcherClient.close`): a member's queries then pay no connection set-up to S1 and S2 a
-    query (docs/realtime.md "Queries in a two-server project")."""
-    with client._peers_lock:
-        kept = client._peers.get(target)
-        if kept is None:
-            kept = client._peers[target] = role_channel(target, client.credentials,
-                                                        client.insecure)  # fmt: skip
-        return kept
-
-
-def drop_peer_channels(client: MatcherClient) -> None:
-    """Close the channels `client` keeps to S1 and S2 (a later query opens new ones)."""
-    with client._peers_lock:
-        kept, client._peers = list(client._peers.values()), {}
-    for c in kept:
-        c.close()
 
 
 class RoleClient:
