@@ -165,3 +165,23 @@ def test_a_closed_presorter_sorts_nothing_more() -> None:
     presorter.close()
     presorter.submit("north", (b,), lambda: True)
     assert presorter.wait(5) and b.kept_bytes() == 0  # a join sorts what it needs
+
+
+def test_a_lookup_finds_each_key_in_its_own_slice_or_nowhere() -> None:
+    """`looked_up` against a search of each slice by hand: empty slices (first, last and
+    between), slices of one key, keys below, between and above a slice's, an empty `kb`."""
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, 0, 5, 1, 300, 2, 0]
+    kb = np.concatenate([np.sort(rng.choice(1000, n, replace=False)) for n in sizes])
+    kb = kb.astype(np.uint64)
+    ends = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    slice_of = np.repeat(np.arange(len(sizes)), 40)
+    ka = rng.integers(0, 1000, len(slice_of)).astype(np.uint64)
+    ka[::3] = [kb[rng.integers(ends[i], ends[i + 1])] if sizes[i] else 1 for i in slice_of[::3]]
+    found, where = twoblocking.looked_up(ka, ends[slice_of], ends[slice_of + 1], kb)
+    want = [(i, ends[s] + k) for i, s in enumerate(slice_of)
+            for k in np.flatnonzero(kb[ends[s] : ends[s + 1]] == ka[i])]  # fmt: skip
+    assert list(zip(found.tolist(), where.tolist(), strict=True)) == want and len(want) > 40
+    none = twoblocking.looked_up(ka, np.zeros(len(ka), np.int64), np.zeros(len(ka), np.int64),
+                                 np.empty(0, np.uint64))  # fmt: skip
+    assert len(none[0]) == len(none[1]) == 0

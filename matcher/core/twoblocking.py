@@ -266,19 +266,22 @@ def looked_up(
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
     """Each of `ka` looked up in its own slice of `kb`, kb[first[i]:end[i]] (ascending: a
     band's keys), by a binary search of them all at once: (the indexes into ka found, where in
-    kb). No sort: a few keys against many cost about 0.6 us a key (one CLK of one record
-    against a partner of 5,000: 1.1 ms CPU, where the partner's sort takes 0.33 s)."""
-    lo, hi = first.astype(np.int64), end.astype(np.int64)
-    active = np.flatnonzero(lo < hi)
-    while len(active):
-        mid = (lo[active] + hi[active]) >> 1
-        right = kb[mid] < ka[active]
-        lo[active[right]] = mid[right] + 1
-        hi[active[~right]] = mid[~right]
-        active = active[lo[active] < hi[active]]
-    at = np.flatnonzero(lo < end)
-    at = at[kb[lo[at]] == ka[at]]
-    return at, lo[at]
+    kb). No sort: one CLK of one record (1,600 keys) against a partner of 1,050 records costs
+    0.26 ms CPU (0.61 ms searching on with only the keys not yet settled: more numpy calls).
+
+    Branchless: each key's window [base, base + n) halves every step (the same steps for
+    all, none dropped), then its first key not below the key's is base + (kb[base] < key)."""
+    if not len(ka) or not len(kb):
+        return np.empty(0, np.intp), np.empty(0, np.int64)
+    base, n = first.astype(np.int64), (end - first).astype(np.int64)
+    top = len(kb) - 1
+    while (half := n >> 1).any():
+        probe = np.minimum(base + half, top)
+        base = np.where((half > 0) & (kb[probe] < ka), probe, base)
+        n -= half
+    at = base + ((n > 0) & (kb[np.minimum(base, top)] < ka))
+    hit = np.flatnonzero((at < end) & (kb[np.minimum(at, top)] == ka))
+    return hit, at[hit]
 
 
 def matched_keys(
