@@ -6,6 +6,10 @@ the anchor), timed in the same run.
 
     .venv/bin/python benchmarks/batch_inputs.py [--pairs 16384] [--bits 1024] [--batches 5]
 
+Then what S2's keep of inputs holds in memory once it has `MAX_INPUTS` batches (Python's
+allocations still held after the puts, tracemalloc), kept in memory as well as on disk
+(before) and on disk only (`BatchKeep(memory=False)`, what a role with a data dir makes).
+
 S2's inputs: C's batch to S2 (its setup: a seed and c2, 2 bits an AND gate a pair since the
 triples are checked), S1's first message (the rows, the pad's seed, the drop bits, S1's
 nonce) and S2's nonce; S1's: C's batch to S1 (a 32-byte seed) and that first message. At
@@ -21,6 +25,7 @@ import secrets
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.batchkeep import BatchKeep, Kept, pack
+from blindmatch.matcher.core.batchkeep import MAX_INPUTS, BatchKeep, Kept, pack
 from blindmatch.matcher.core.gmwcircuit import circuit
 from blindmatch.matcher.core.proposal import run_cutoffs
 from blindmatch.matcher.core.twoserver import default_buckets
@@ -77,6 +82,8 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 keeps[name].put(Kept(f"b{n}", ("p/a/", "p/b/"), args.pairs, blob))
                 times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+        held = {memory: _held(folder / f"held-{memory}", memory, to_s2, said, args.pairs)
+                for memory in (True, False)}  # fmt: skip
     anchor = statistics.median(t[1] for t in times["rounds"])
     print(f"{args.pairs} pairs a batch, {args.bits} bits, cut-offs {list(cutoffs)}, "
           f"{args.batches} batches")  # fmt: skip
@@ -88,6 +95,24 @@ def main() -> None:
         size = f"{sizes[name]:,}" if name in sizes else "-"
         print(f"| {name} | {size} | {wall * 1e3:.1f} ms | {cpu * 1e3:.1f} ms | "
               f"{cpu / anchor:.3f}x |")  # fmt: skip
+    print(f"S2's inputs held in memory after {MAX_INPUTS} batches: "
+          f"{held[True] / 1e6:.1f} MB in memory and on disk, "
+          f"{held[False] / 1e6:.2f} MB on disk only")  # fmt: skip
+
+
+def _held(folder: Path, memory: bool, to_s2: pb.CircuitBatch, said: bytes, pairs: int) -> int:
+    """Bytes Python still holds after `MAX_INPUTS` batches of S2's inputs are kept (each
+    made afresh, as a role receives them, and let go of but for the keep)."""
+    keep = BatchKeep(folder, max_batches=MAX_INPUTS, memory=memory)
+    tracemalloc.start()
+    start = tracemalloc.get_traced_memory()[0]
+    for n in range(MAX_INPUTS):
+        keep.put(Kept(f"h{n}", ("p/a/", "p/b/"), pairs,
+                      pack(to_s2.SerializeToString(), said, secrets.token_bytes(32))))  # fmt: skip
+    held = tracemalloc.get_traced_memory()[0] - start
+    tracemalloc.stop()
+    assert len(keep.get(f"h{MAX_INPUTS - 1}").shares) > 0  # (read back, on disk only too)
+    return held
 
 
 if __name__ == "__main__":

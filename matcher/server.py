@@ -234,6 +234,10 @@ def create_server(
         # it was down, completed before the first request is served.
         erasures = ErasureRetries(store, realtime, two_server)
         complete_cut_short(store, realtime, two_server, erasures)
+        # S1's and S2's forgetting of a killed matcher's query records, asked when `realtime`
+        # was made, ran meanwhile: its bounded wait ends with the erasures', not after them.
+        if realtime.left is not None:
+            realtime.left.first_passes()
         sweeper.start()  # expired data goes before the first request is served
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background

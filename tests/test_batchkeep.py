@@ -81,6 +81,21 @@ def test_on_disk_it_survives_a_restart_and_a_torn_file_is_dropped(tmp_path: Path
     ]
 
 
+def test_on_disk_only_it_holds_no_bytes_in_memory_and_reads_them_back(tmp_path: Path) -> None:
+    # (each batch's inputs at a role with a data dir: S2's 5.2 MB a batch, up to 84 MB)
+    keep = BatchKeep(tmp_path, memory=False)
+    keep.put(kept("b1"))
+    assert keep.held() == 1 and keep.nbytes() == 0
+    assert keep.get("b1").shares == b"b1" * 10 and keep.get("b1").rounds == 7
+    again = BatchKeep(tmp_path, memory=False)  # restarted: the headers read, not the bytes
+    assert again.nbytes() == 0 and again.get("b1").shares == b"b1" * 10
+    for path in tmp_path.iterdir():
+        path.unlink()  # (its file gone from under it: refused, saying so)
+    with pytest.raises(Gone, match="its kept file could not be read"):
+        again.get("b1")
+    assert BatchKeep(memory=False).memory  # (no directory: in memory, where else)
+
+
 def test_resume_pairs_must_be_pairs_of_members_s1_proposes_parts_for() -> None:
     def request(pairs: list[tuple[int, int]], resumed: list[tuple[int, int]], only: bool = True
                 ) -> pb.ProposeRequest:  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -178,6 +179,57 @@ def test_an_erased_index_whose_deletion_is_pending_is_searched_by_no_query(
             assert time.monotonic() < deadline, "the erasure was not retried"
             time.sleep(0.2)
         assert sorted(index_of(server, tokens["north"])) == ["r20"]
+    finally:
+        server.stop(grace=None)
+    assert check_data_dir(data_dir).problems == []
+
+
+def test_a_change_made_while_the_retry_reads_what_was_left_is_not_taken_for_a_leftover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry reads what the erasure left of north's index and deletes it, under the
+    indexes' writer lock (realtime/indexes.py `erase_left`): a change north makes right after
+    the read waits for the deletion and is kept. Before, the read and the deletion were two
+    steps, and a change stored between them was deleted as a leftover. The test makes the
+    change exactly there (a hook on the read), whenever the writer's lock lets it in."""
+    short_index_lock_wait(monkeypatch)
+    data_dir = tmp_path / "data"
+    server, tokens = started_with_north_indexed(data_dir)
+    target = f"127.0.0.1:{server.port}"
+    indexes, index_store = server.realtime.indexes, server.realtime.index_store
+    read = index_store.left_by_erasure
+    changes: list[threading.Thread] = []
+
+    def change() -> None:
+        with MatcherClient(target, tokens["north"]) as north:
+            north.change_index("p", clk_bits=CLK_BITS, fingerprint=FINGERPRINT, puts=puts(20, 1))
+
+    def read_then_change(project: str, member: str, seq: int) -> int | None:
+        left = read(project, member, seq)
+        if not changes:  # (the first read: north changes its index right after it)
+            changes.append(threading.Thread(target=change))
+            changes[0].start()
+            if not indexes._write_lock.locked():  # (the race's window open: let it in)
+                changes[0].join(30)
+        return left
+
+    try:
+        holder = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the erasure's deletion refused: left to the retry
+        try:
+            with MatcherClient(target, tokens["north"]) as north:
+                erased = north.erase("p")
+            assert erased.pending[0].startswith("its standing index is not deleted yet")
+            monkeypatch.setattr(index_store, "left_by_erasure", read_then_change)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        deadline = time.monotonic() + 60
+        while server.store.cut_short_erasures() or not changes:
+            assert time.monotonic() < deadline, "the erasure was not retried"
+            time.sleep(0.1)
+        changes[0].join(30)
+        assert sorted(index_of(server, tokens["north"])) == ["r20"]  # north's change, kept
     finally:
         server.stop(grace=None)
     assert check_data_dir(data_dir).problems == []

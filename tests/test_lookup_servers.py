@@ -29,7 +29,8 @@ from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
-from blindmatch.matcher.realtime.shards import ShardChange, Shards, shard_of
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, Shards, shard_of
+from blindmatch.matcher.rpc import lookup_client
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
@@ -467,6 +468,53 @@ def test_a_change_made_during_a_load_is_acknowledged_at_once_and_replayed_after_
             [ref] for ref in refs_of("south", range(11))
         ]
         assert server.shards.records == 11
+    finally:
+        go_on.set()
+        remote.close()
+        server.stop(grace=None)
+
+
+def test_an_erasure_to_a_server_behind_is_not_waited_for_under_the_writers_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The matcher's side alone (`LookupServers`, a real server without a data dir): a
+    server behind (it failed a change) is sent a member's erasure all the same, but
+    `forward` (run under the matcher's index writer lock) returns without waiting for its
+    answer; `holding`, which the erasure asks after, waits for it: the server took it. One
+    it fails is named by `holding` (the erasure is retried: usecases/erasure_retry.py)."""
+    monkeypatch.setattr(lookup_client, "RELOAD_SECONDS", 30.0)  # (the old wait: 30 s, not 2)
+    key = "bm_lookup_" + "k" * 43
+    address = f"127.0.0.1:{free_port()}"
+    server = create_lookup_server(address, None, 0, 1, key=key)
+    remote = LookupServers([address], key)
+    entered, go_on = threading.Event(), threading.Event()
+    applied = server.shards.apply
+    seen: list[ShardChange] = []
+
+    def apply(change: ShardChange) -> None:  # (the server's own, after a fault or a wait)
+        seen.append(change)
+        if len(seen) in (1, 3):
+            raise OSError("no space left on device")
+        entered.set()
+        go_on.wait(30)
+        applied(change)
+
+    monkeypatch.setattr(server.shards, "apply", apply)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    try:
+        remote.forward(ShardChange("trial", "south", encoding, 0.8, [("south-0", b"x" * 128)]))
+        assert remote.behind() and remote.holding("trial", "north") == [remote._name(0)]
+        erase = ShardChange("trial", "north", erase=ERASE_MEMBER)
+        forwarded = threading.Thread(target=remote.forward, args=(erase,))
+        forwarded.start()
+        assert entered.wait(10)  # the server has it ...
+        forwarded.join(10)
+        assert not forwarded.is_alive()  # ... and `forward` returned before its answer
+        go_on.set()
+        assert remote.holding("trial", "north") == []  # waited for: taken
+        remote.forward(ShardChange("trial", "west", erase=ERASE_MEMBER))  # fails at the server
+        assert remote.holding("trial", "west") == [remote._name(0)]
+        assert remote.behind()  # behind all along (it missed south's change)
     finally:
         go_on.set()
         remote.close()

@@ -11,6 +11,7 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from blindmatch.cli import main
@@ -22,6 +23,7 @@ from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from blindmatch.client.tools.privacy.twocheck import (
     MIN_SAMPLE,
     NOT_BLOCKED,
+    UNBLOCKED_VIEW,
     TwoServerReport,
     check_members,
     synthetic_members,
@@ -213,3 +215,22 @@ def test_members_compared_without_blocking_give_s1_and_s2_nothing_and_the_report
     assert NOT_BLOCKED in report.render()
     (c,) = [r for r in report.results if r.encoding == "C"]
     assert "pairs;" in c.public_list and NOT_BLOCKED not in c.public_list
+
+
+def test_a_blocked_pair_with_empty_views_is_not_reported_as_not_blocked(tmp_path: Path) -> None:
+    # S1's and S2's views empty, but the pair of members blocked (no candidate at all): the
+    # views name no pair of members not blocked (matcher/core/twoviews.py NOT_BLOCKED), so
+    # the rows are attacked as any, S2's counts read four ways, and none says "not blocked"
+    # (it used to, from the two empty views alone). The pair not blocked: the test above.
+    members = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
+    nothing = (np.empty((0, 2), np.intp), np.empty(0))
+
+    def views(uploads: object, threshold: float, rule: object) -> dict[str, object]:
+        return {"C": nothing, "S1": nothing, "S2": nothing, "S2 A:0": nothing,
+                UNBLOCKED_VIEW: nothing}  # fmt: skip
+
+    report = check_members(members, SCHEMA, STRONG_SECRET.encode(), views,  # type: ignore[arg-type]
+                           source="synthetic", known=(0,), third=False)  # fmt: skip
+    rows = [r for r in report.results if r.encoding in ("S1", "S2")]
+    assert rows and not any(NOT_BLOCKED in r.public_list for r in rows)
+    assert report.readings  # S2's (empty) counts read four ways, as a blocked pair's

@@ -210,6 +210,7 @@ def test_a_batch_cut_during_its_rounds_is_run_again_on_the_inputs_both_servers_k
     assert "is unreachable" in err and "a plain rerun" in err, err
     down.restart()
     assert world.roles[role].service.inputs.held() == 1  # reloaded from its data dir
+    assert world.roles[role].service.inputs.nbytes() == 0  # (there only: read back to rerun)
     assert not world.roles[role].service.batches.held()
     (batch,) = [r for r in db_rows(world.data_dir, "twoserver_batches") if not r[6]]
     # S2 runs again only the first message it kept: another pad, or a batch it kept no

@@ -67,7 +67,14 @@ def test_project_create_and_show_name_the_mode(
             mp.setenv(k, v)
         assert world.cli("project", "create", "shares", "--members", "north,south",
                          "--mode", "two-server") == 0  # fmt: skip
-        assert "mode: two-server;" in capsys.readouterr().out
+        shown = capsys.readouterr()
+        assert "mode: two-server;" in shown.out and "mode clk" not in shown.err
+        # A CLK project tells its operator what holding the CLKs gives away (issue 18).
+        assert world.cli("project", "create", "clks", "--members", "north,south",
+                         "--mode", "clk") == 0  # fmt: skip
+        shown = capsys.readouterr()
+        assert "mode: clk;" in shown.out
+        assert "re-identifies about 97%" in shown.err and "--mode two-server" in shown.err
         assert world.cli("project", "create", "sc", "--members", "north,south", "--mode",
                          "two-server", "--disclose", "scores") == 3  # fmt: skip
         assert "disclosure: scores, but a two-server project" in capsys.readouterr().err

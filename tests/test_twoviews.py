@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from blindmatch.client.encoding.sharing import BandPlan, shared_upload
-from blindmatch.matcher.core.twoviews import role_views
+from blindmatch.client.tools.privacy.twocheck import UNBLOCKED_VIEW
+from blindmatch.matcher.core.twoviews import NOT_BLOCKED, role_views
 
 SECRET = b"\x05" * 32
 PLAN = BandPlan(bits=8, bands=10)
@@ -81,6 +82,16 @@ def test_small_members_compared_without_blocking_give_s1_and_s2_no_view() -> Non
     # One pair over the cap: blocked, S2's counts back.
     capped = role_views([a, b], 0.8, exhaustive=4 * 2 - 1)
     assert (capped["S2"][1] == PLAN.bands).all() and len(capped["S2"][0]) == 3
+    # The views say which pairs of members were not blocked, rather than leaving it to S1's
+    # and S2's views being empty (client/tools/privacy/twocheck.py reads this).
+    assert views[NOT_BLOCKED][0].tolist() == [[0, 1]]
+    assert capped[NOT_BLOCKED][0].tolist() == blocked[NOT_BLOCKED][0].tolist() == []
+    # Of three members, only the pairs under the cap: A x C (4 x 1) and B x C (2 x 1).
+    c = shared_upload(_clks([1]), SECRET, PLAN)
+    three = role_views([a, b, c], 0.8, exhaustive=4)
+    assert three[NOT_BLOCKED][0].tolist() == [[0, 2], [1, 2]]
+    assert (three["S2"][1] == PLAN.bands).all() and len(three["S2"][0]) == 3  # A, B blocked
+    assert NOT_BLOCKED == UNBLOCKED_VIEW  # the client's name for it, the same
 
 
 def test_dummies_out_of_range_are_refused() -> None:

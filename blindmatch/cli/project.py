@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,14 @@ from blindmatch.client.errors import InputError
 if TYPE_CHECKING:
     from blindmatch.client.remote.model import ProjectInfo
 
+# What a CLK project gives its matcher's operator (issue 18; docs/privacy.md, graph matching).
+CLK_MODE_NOTICE = (
+    "Note: mode clk: this matcher holds the members' CLKs, and an operator holding plaintext "
+    "on the same people re-identifies about 97% of the default schema's records from them "
+    "(graph matching, docs/privacy.md). A matcher started with S1 and S2 (`serve "
+    "--two-server-s1/--two-server-s2`) holds none: `project create --mode two-server` "
+    "(docs/operations.md#a-project-in-two-server-mode)."
+)
 _DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
@@ -98,6 +107,8 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_users=args.require_users,
             mode=args.mode or "",
         )
+    if created.mode == "clk":
+        print(CLK_MODE_NOTICE, file=sys.stderr)
     # In the order --members gave them (the reply's map has none of its own).
     order = {member: i for i, member in enumerate(members)}
     tokens = dict(sorted(created.tokens.items(), key=lambda kv: order.get(kv[0], len(order))))

@@ -13,13 +13,16 @@ a batch goes at `acknowledge`, when either member's upload is replaced or droppe
 an honest run leaves about one batch a run on each server; the bound is 64 x 139 KB = 8.9 MB
 a server (memory, and the same on disk with a data dir: `directory`, one file a batch,
 written before the shares leave the server and reloaded at a restart, so that a role
-restarted after the rounds still answers).
+restarted after the rounds still answers). A keep made with `memory=False` and a directory
+holds each batch's bytes on disk only, read back by `get` (each batch's inputs: S2's are
+5.2 MB a batch, up to 84 MB in memory otherwise, for a rerun that is rare).
 
 What a kept batch is refused with says why (`Gone`): never kept (or lost by a role without
 a data dir), acknowledged, expired, or its uploads replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -56,7 +59,8 @@ class Kept:
 
 
 class BatchKeep:
-    """A role's kept batches (`directory`: on disk as well, reloaded)."""
+    """A role's kept batches (`directory`: on disk as well, reloaded; `memory` False: their
+    bytes on disk only, read back by `get`)."""
 
     def __init__(
         self,
@@ -64,9 +68,11 @@ class BatchKeep:
         clock: Callable[[], float] = time.time,
         max_batches: int = MAX_BATCHES,
         ttl: float = TTL_SECONDS,
+        memory: bool = True,
     ) -> None:
         self.directory, self.clock = directory, clock
         self.max_batches, self.ttl = max_batches, ttl
+        self.memory = memory or directory is None
         self._kept: OrderedDict[str, Kept] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
@@ -83,17 +89,25 @@ class BatchKeep:
         found = []
         for path in self.directory.glob("*.batch"):
             try:
-                data = path.read_bytes()
-                n = int.from_bytes(data[:_HEADER], "little")
-                head = json.loads(data[_HEADER : _HEADER + n])
-                found.append(Kept(head["batch"], tuple(head["members"]), head["pairs"],
-                                  data[_HEADER + n :], head["rounds"], head["sent"],
-                                  head["received"], head["at"]))  # fmt: skip
+                found.append(self._read(path, whole=self.memory))
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)  # a torn write: the batch is not resumable
         for kept in sorted(found, key=lambda k: k.at):
             self._kept[kept.batch] = kept
         self._expire()
+
+    @staticmethod
+    def _read(path: Path, whole: bool = True) -> Kept:
+        """A batch's file (`whole` False: its header, the bytes left out, checked whole)."""
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(_HEADER), "little")
+            head = json.loads(f.read(n))
+            size = os.fstat(f.fileno()).st_size - _HEADER - n
+            shares = f.read() if whole else b""
+        if size < 0 or (whole and len(shares) != size):
+            raise ValueError(f"{path.name}: torn")
+        return Kept(head["batch"], tuple(head["members"]), head["pairs"], shares,
+                    head["rounds"], head["sent"], head["received"], head["at"])  # fmt: skip
 
     def _write(self, kept: Kept) -> None:
         head = json.dumps({"batch": kept.batch, "members": list(kept.members),
@@ -130,7 +144,7 @@ class BatchKeep:
             self._write(kept)
         with self._lock:
             self._gone.pop(kept.batch, None)
-            self._kept[kept.batch] = kept
+            self._kept[kept.batch] = kept if self.memory else dataclasses.replace(kept, shares=b"")
             self._expire()
             while len(self._kept) > self.max_batches:
                 oldest = next(iter(self._kept))
@@ -142,8 +156,13 @@ class BatchKeep:
         with self._lock:
             self._expire()
             kept = self._kept.get(batch)
-            if kept is not None:
+            if kept is not None and self.memory:
                 return kept
+            if kept is not None:  # (on disk only: read back, its file written whole)
+                try:
+                    return dataclasses.replace(kept, shares=self._read(self._file(batch)).shares)
+                except (OSError, ValueError, KeyError) as exc:
+                    self._drop(batch, f"its kept file could not be read ({exc})")
             reason = self._gone.get(batch, "never evaluated here, or evaluated by a server "
                                            "that restarted without a data dir")  # fmt: skip
         raise Gone(f"batch {batch!r}: {reason}")
@@ -179,6 +198,7 @@ class BatchKeep:
             return len(self._kept)
 
     def nbytes(self) -> int:
+        """The kept batches' bytes held in memory (none with `memory` False)."""
         with self._lock:
             return sum(len(k.shares) for k in self._kept.values())
 

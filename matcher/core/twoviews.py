@@ -22,7 +22,9 @@ project runs) and returns what each role holds of the pairs between members 0 an
 
 Members 0 and 1 of at most S1's cap of pairs (core/exhaustive.py `DEFAULT_PAIRS`, the run's
 default) are compared without blocking: S1 and S2 then hold the whole cross product and no
-count, which their sizes already say, and their views are empty.
+count, which their sizes already say, and their views are empty. The views say which pairs of
+members were not blocked (`NOT_BLOCKED`), rather than leaving it to be guessed from two empty
+views (a blocked pair with no candidate has those too).
 
 `privacy-check --mode two-server` (client/tools/privacy/twocheck.py) attacks each view; the
 command line, above both, hands it this function (the client does not import the matcher),
@@ -40,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.exhaustive import or_default
+from blindmatch.matcher.core.exhaustive import or_default, small_pairs
 from blindmatch.matcher.core.twoblocking import (
     Matched,
     PairBatch,
@@ -58,6 +60,10 @@ from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareSer
 from blindmatch.matcher.domain import NO_RULE, Rule
 
 Pairs = npt.NDArray[np.intp]  # (pairs, 2): row of member 0, row of member 1
+# The views' entry naming the pairs of members (uploads' positions, the lower first) S1 did
+# not block: compared whole, no join, nothing opened (client/tools/privacy/twocheck.py reads
+# it under the same name; the client does not import the matcher).
+NOT_BLOCKED = "members not blocked"
 Values = npt.NDArray[np.float64]
 ROLES = ("C", "S1", "S2")
 
@@ -240,7 +246,8 @@ def views_and_oracle(
     reach pairs of its choosing (core/twoprobe.py `ReachOracle`, within S1's checks).
     `exhaustive`: S1's cap (core/exhaustive.py; None: its default): members 0 and 1 of at
     most that many pairs are compared without blocking, and S1's and S2's views of them are
-    empty (the cross product, which their sizes give: no join, no band opened, no count).
+    empty (the cross product, which their sizes give: no join, no band opened, no count);
+    `NOT_BLOCKED`'s pairs are the pairs of members (of all the uploads) S1 did not block.
     `clear`: the link-bit circuit's outputs computed in the clear from the uploads
     (core/twoclear.py: the same bits, without the circuit's rounds; what `privacy-check`
     uses, minutes faster on members compared without blocking); False: the circuit itself."""
@@ -287,13 +294,17 @@ def views_and_oracle(
     within = {
         f"S2 A:{clk}": reused_tokens(matched, seal_keys[0], records[0], clk) for clk in range(clks)
     }
+    # The pairs of members S1 compares without blocking, as its proposal decides them
+    # (core/exhaustive.py `propose`), said outright: an empty S1 or S2 view is no sign of it.
+    whole = sorted(small_pairs([len(u.s1.shares[0]) for u in uploads], s1.exhaustive))
     views = {
         **within,
         "C": servers.view(),
         "S1": (_rows(candidates), np.zeros(len(candidates))),  # empty where unblocked
         "S2": (_rows(codes), counts.astype(np.float64)),
+        NOT_BLOCKED: (np.array(whole, np.intp).reshape(-1, 2), np.zeros(len(whole))),
     }
     return views, ReachOracle(servers, combiner)
 
 
-__all__ = ["ROLES", "Upload", "role_views", "views_and_oracle"]
+__all__ = ["NOT_BLOCKED", "ROLES", "Upload", "role_views", "views_and_oracle"]

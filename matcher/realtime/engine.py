@@ -151,11 +151,11 @@ class Realtime(LimitCalls):
         self.two_watches = TwoServerWatches(store, two_server, self.watches,
                                             self.query_log.record_all, self.clock)  # fmt: skip
         # What a matcher killed left at S1 and S2: forgotten by both at once, retried
-        # (twoforget.py), without holding up the start for one that does not answer.
+        # (twoforget.py): asked now, waited for (bounded) by server.py.
         self.left = None if two_server is None else LeftRecords(two_server, [
             p for p in store.live_projects() if store.mode_of(p) == TWO_SERVER])  # fmt: skip
         if self.left is not None:
-            self.left.start()
+            self.left.begin()
         # Query tickets no query or watch claimed: their records forgotten once expired.
         self.unclaimed = UnclaimedTickets(two_server, clock)
         self.unclaimed.start()

@@ -7,7 +7,9 @@ them; a matcher killed cannot, so the next one to start has S1 and S2 forget eve
 and watch's records of its live two-server projects (`Forget` of member `@`,
 core/tickets.py QUERY_MARK). `LeftRecords` asks S1 and S2 at once, each on a thread of its
 own, so that one that does not answer neither delays the other nor the matcher's start (it
-waits at most START_SECONDS for both first passes), and neither skips any project: a server
+waits at most START_SECONDS for both first passes, counted from `begin`: the start's other
+bounded wait, for its erasures' Forgets, runs meanwhile rather than after), and neither
+skips any project: a server
 that fails keeps its projects *pending* and is asked again after RETRY_WAITS (logged at
 WARNING the first time and every WARN_EVERY attempts, at INFO once it answers), until it
 has forgotten them all or the matcher stops.
@@ -52,17 +54,31 @@ class LeftRecords:
         self._locks = {s: threading.Lock() for s in SERVERS}
         self._first = {s: threading.Event() for s in SERVERS}
         self._stop = threading.Event()
+        self._began: float | None = None  # (time.monotonic) when `begin` asked them
         self._threads = [threading.Thread(target=self._follow, args=(s,), daemon=True,
                                           name=f"bm-forget-left-{s}") for s in SERVERS]  # fmt: skip
 
     def start(self, wait: float = START_SECONDS) -> None:
         """Ask S1 and S2 at once; return when both have been asked once, or after `wait`
         seconds (the rest goes on on their threads)."""
-        if not any(self.pending.values()):
+        self.begin()
+        self.first_passes(wait)
+
+    def begin(self) -> None:
+        """Ask S1 and S2 at once, on their threads, without waiting (`first_passes` waits):
+        the matcher's start goes on meanwhile (its erasures' Forgets, usecases/erasure.py)."""
+        if self._began is not None or not any(self.pending.values()):
             return
+        self._began = time.monotonic()
         for t in self._threads:
             t.start()
-        deadline = time.monotonic() + wait
+
+    def first_passes(self, wait: float = START_SECONDS) -> None:
+        """Return when S1 and S2 have both been asked once, or `wait` seconds after `begin`
+        (the time since counts: a start that did other work meanwhile waits only the rest)."""
+        if self._began is None:
+            return
+        deadline = self._began + wait
         for s in SERVERS:
             self._first[s].wait(max(0.0, deadline - time.monotonic()))
 

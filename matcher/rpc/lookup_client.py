@@ -14,7 +14,11 @@ query the matcher asks it to read its shards again from index.sqlite (`Reload`),
 holds the change; once it has said yes, it refuses searches itself until it has read
 them. Nothing is ever answered as "no match" for want of a shard. A member's erasure is
 forwarded to a server behind as well (dropping its shards is right whatever else it missed):
-one that takes it no longer holds them (`holding`), though it stays behind.
+one that takes it no longer holds them (`holding`), though it stays behind. That erasure is
+sent without being waited for under the writer lock (a server down would hold every index
+change up to RELOAD_SECONDS): `holding`, which the erasure asks after, outside the lock,
+waits for it; a server asked to read its shards again or loaded first has every erasure in
+flight to it end, so that none arrives after what it reads (a member's later records).
 
 A look-up server without a data dir (on another machine) cannot read them: it says so
 (FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
@@ -35,24 +39,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.lookups import Answer
 from blindmatch.matcher.realtime.shards import (
     ERASE_MEMBER,
-    ERASE_PROJECT,
     ShardChange,
     ShardSource,
     describe_shards,
 )
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
-from blindmatch.matcher.storage.shard_source import ShardRecords
+from blindmatch.matcher.rpc.lookup_wire import change_message, load_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -68,8 +70,6 @@ LOAD_SECONDS = 600.0
 # At the matcher's start, how long to wait for each look-up server to answer whether it
 # holds anything yet (one not up by then is loaded at the first query that finds it empty).
 START_SECONDS = 30.0
-LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
-MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
 
 
 class LookupServers:
@@ -101,6 +101,8 @@ class LookupServers:
         # replayed to it once the load is in
         self._pending: dict[int, list[ShardChange]] = {}
         self._source: ShardSource | None = None
+        # server behind -> the members' erasures sent to it, not waited for (`forward`)
+        self._late: dict[int, list[tuple[tuple[str, str], grpc.Future]]] = {}
 
     def attach(self, source: ShardSource) -> None:
         """Where a server without a data dir is loaded from (the matcher's indexes). Each
@@ -246,10 +248,40 @@ class LookupServers:
 
     def holding(self, project: str, member: str) -> list[str]:
         """The servers that may still hold the member's shards after its erasure: those
-        behind (not being loaded) that did not take the erasure's change."""
+        behind (not being loaded) that did not take the erasure's change (one sent to a
+        server behind is waited for here, outside the lock, up to its RELOAD_SECONDS)."""
         with self._lock:
+            sent = [c for calls in self._late.values() for e, c in calls if e == (project, member)]
+        for call in sent:
+            _failure(call)  # (blocks until it ends: its deadline bounds it)
+        with self._lock:
+            for i in list(self._late):
+                self._harvest(i)
             return [self._name(i) for i in sorted(self._behind) if i not in self._loading
                     and (project, member) not in self._took.get(i, ())]  # fmt: skip
+
+    def _harvest(self, i: int, wait: bool = False) -> None:
+        """The erasures sent to server i while it was behind that have ended (`wait`: all,
+        each waited for), taken or not; the lock is held."""
+        left = []
+        for erased, call in self._late.pop(i, []):
+            if not (wait or call.done()):
+                left.append((erased, call))
+                continue
+            failure = _failure(call)
+            if not failure:
+                if i in self._behind:  # (behind for another change: this one it took)
+                    self._took.setdefault(i, set()).add(erased)
+                continue
+            self._took.get(i, set()).discard(erased)
+            if i in self._behind and i not in self._loading:
+                self._behind[i] = (f"missed an index change ({failure}) and has not read its "
+                                   "shards again yet")  # fmt: skip
+            log.warning("%s did not take %s's erasure in project %s (%s): it holds their "
+                        "shards until it reads them again", self._name(i), erased[1],
+                        erased[0], failure)  # fmt: skip
+        if left:
+            self._late[i] = left
 
     def catch_up(self) -> None:
         """Have each server that is behind read its shards again, or be loaded, now (an
@@ -262,6 +294,7 @@ class LookupServers:
         change stored so far); one that cannot be asked stays behind."""
         with self._lock:
             for i in sorted(self._behind):
+                self._harvest(i, wait=True)  # (no erasure sent before may arrive after)
                 try:
                     self._stubs[i].Reload(
                         pb.ShardReloadRequest(),
@@ -289,6 +322,7 @@ class LookupServers:
         if self._source is None:
             self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
             return
+        self._harvest(i, wait=True)  # (no erasure sent before may arrive after the load)
         self._behind[i] = BEING_LOADED
         self._took.pop(i, None)  # (what it holds after is the load's, then the queue's)
         if i in self._loading:
@@ -311,7 +345,7 @@ class LookupServers:
             indexes, thresholds = source(i, len(self.addresses))
             rows = sum(len(part.refs) for part in indexes.values())
             self._stubs[i].Load(
-                _load_parts(i, len(self.addresses), indexes, thresholds),
+                load_parts(i, len(self.addresses), indexes, thresholds),
                 timeout=LOAD_SECONDS,
                 metadata=self._metadata,
             )
@@ -359,7 +393,7 @@ class LookupServers:
             for change in queued:
                 try:
                     self._stubs[i].Apply(
-                        _message(change), timeout=FORWARD_SECONDS, metadata=self._metadata
+                        change_message(change), timeout=FORWARD_SECONDS, metadata=self._metadata
                     )
                 except ValueError:  # its channel closed: the matcher is stopping
                     self._end_load(i, "is not loaded: the matcher is stopping")
@@ -399,18 +433,20 @@ class LookupServers:
                 if i in self._behind and change.erase != ERASE_MEMBER:
                     continue
                 # (an erasure to a server behind: a small change, waiting for a server just
-                # started to reconnect, but not holding the writer's lock long for one down)
+                # started to reconnect, not waited for here: `holding` does, not under the
+                # writer's lock, which a server down would hold up to RELOAD_SECONDS)
                 late = i in self._behind
-                call = stub.Apply.future(_message(part), metadata=self._metadata,
+                call = stub.Apply.future(change_message(part), metadata=self._metadata,
                                          timeout=RELOAD_SECONDS if late else FORWARD_SECONDS,
                                          wait_for_ready=late or None)  # fmt: skip
+                if late:
+                    self._late.setdefault(i, []).append(((change.project, change.member), call))
+                    continue
                 calls.append((i, call))
             erased = (change.project, change.member)
             for i, call in calls:
                 try:
                     call.result()
-                    if i in self._behind:  # (behind for another change: this one it took)
-                        self._took.setdefault(i, set()).add(erased)
                 except grpc.RpcError as exc:
                     self._took.get(i, set()).discard(erased)
                     self._behind[i] = (
@@ -430,60 +466,17 @@ class LookupServers:
 BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
 
 
-def _load_parts(
-    shard: int,
-    shards: int,
-    indexes: dict[tuple[str, str], ShardRecords],
-    thresholds: dict[str, float],
-) -> Iterator[pb.ShardLoad]:
-    """A load's messages: each index's records in parts below LOAD_PART_BYTES."""
-    yield pb.ShardLoad(shard=shard, shards=shards)  # the whole load, if there is nothing
-    for (project, member), part in indexes.items():
-        clk_bytes = part.encoding.clk_bits // 8
-        rows = max(1, LOAD_PART_BYTES // (clk_bytes + MAX_REF_BYTES))
-        for start in range(0, len(part.refs), rows):
-            end = min(start + rows, len(part.refs))
-            yield pb.ShardLoad(
-                shard=shard,
-                shards=shards,
-                project=project,
-                member=member,
-                clk_bits=part.encoding.clk_bits,
-                fallback_bits=part.encoding.fallback_bits,
-                rule=_rule(part.encoding),
-                threshold=thresholds.get(project, 0.0),
-                refs=part.refs[start:end],
-                clks=part.clks[start * clk_bytes : end * clk_bytes],
-            )
-
-
 def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
     return exc.code() if hasattr(exc, "code") else None
 
 
-def _rule(encoding: Encoding | None) -> pb.ScoreRule | None:
-    """An index's rule over both CLKs on the wire (None: none)."""
-    if encoding is None or not encoding.rule.active:
-        return None
-    rule = encoding.rule
-    return pb.ScoreRule(gap=rule.gap, offset=rule.offset, reach=rule.reach)
-
-
-def _message(change: ShardChange) -> pb.ShardChange:
-    encoding = change.encoding
-    return pb.ShardChange(
-        project=change.project,
-        member=change.member,
-        clk_bits=encoding.clk_bits if encoding else 0,
-        fallback_bits=encoding.fallback_bits if encoding else 0,
-        rule=_rule(encoding),
-        threshold=change.threshold or 0.0,
-        put_refs=[r for r, _ in change.puts],
-        put_clks=b"".join(c for _, c in change.puts),
-        remove_refs=list(change.removes),
-        erase_member=change.erase == ERASE_MEMBER,
-        erase_project=change.erase == ERASE_PROJECT,
-    )
+def _failure(call: grpc.Future) -> str:
+    """Why `call` failed, once it has ended ("": it did not)."""
+    try:
+        exc = call.exception()
+    except grpc.FutureCancelledError:  # (its channel closed: the matcher is stopping)
+        return "cancelled: the matcher is stopping"
+    return "" if exc is None else _reason(exc)
 
 
 def _reason(exc: grpc.RpcError) -> str:

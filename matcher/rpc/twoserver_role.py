@@ -139,7 +139,8 @@ class _Role:
         self.audit = RoleAudit(data_dir, self.role)
         start = time.perf_counter()
         self.batches = BatchKeep(data_dir / "batches")
-        self.inputs = BatchKeep(data_dir / "batch-inputs", max_batches=MAX_INPUTS)
+        # (the inputs on disk only: S2's are 5.2 MB a batch, read back only for a rerun)
+        self.inputs = BatchKeep(data_dir / "batch-inputs", max_batches=MAX_INPUTS, memory=False)
         try:
             self.store = RoleStore(data_dir, self.role)
             restored = self.store.load(held_from)

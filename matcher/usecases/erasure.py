@@ -52,7 +52,8 @@ FOUND_IN_LOG_RETRIED = (
 # waits START_FORGET_SECONDS for all of them together (each Forget's own deadline is 5 s,
 # rpc/twoserver_project.py FORGET_SECONDS): a server that does not answer holds the start up
 # that long once, not once per erasure; what it has not answered by then is asked again in
-# the background.
+# the background. (S1's and S2's forgetting of a killed matcher's query records runs
+# meanwhile, realtime/twoforget.py: its own 2 s wait overlaps this one, server.py.)
 START_FORGETS = 32
 START_FORGET_SECONDS = 6.0
 SERVERS = ("S1", "S2")

@@ -87,6 +87,8 @@ ROLES = {
 # exhaustive.py: their cross product at most S1's cap, 2,000 x 2,000 on the default sample):
 # both empty, by construction, where a blocked pair of these sizes always has candidates.
 NOT_BLOCKED = "not blocked: no candidate pairs, no counts (the cross product)"
+# The views' entry naming the pairs of members S1 did not block (twoviews.py NOT_BLOCKED).
+UNBLOCKED_VIEW = "members not blocked"
 Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
 # (uploads, threshold, the schema's blindmatch.rule or None) -> each role's view
 RoleViews = Callable[[Sequence[sharing.SharedUpload], float, tuple[float, float, float] | None],
@@ -270,7 +272,9 @@ def check_members(
     real = int((truth_a >= 0).sum())
     report = TwoServerReport(source, real, hardening.describe(), [], [])
     graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
-    unblocked = all(not len(views[r][0]) for r in ("S1", "S2") if r in views)
+    # A and B not blocked only if the views say so (a blocked pair may have empty views too)
+    said = views.get(UNBLOCKED_VIEW)
+    unblocked = said is not None and [0, 1] in np.asarray(said[0]).tolist()
     for role in (r for r in ROLES if r in views):
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float, float]] = {}

@@ -1,0 +1,69 @@
+"""The matcher's messages to its look-up servers (rpc/lookup_client.py): a change forwarded,
+and a load of a server without a data dir in parts below the message size limit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange
+from blindmatch.matcher.storage.shard_source import ShardRecords
+from blindmatch.protos import blindmatch_pb2 as pb
+
+LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
+MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
+
+
+def load_parts(
+    shard: int,
+    shards: int,
+    indexes: dict[tuple[str, str], ShardRecords],
+    thresholds: dict[str, float],
+) -> Iterator[pb.ShardLoad]:
+    """A load's messages: each index's records in parts below LOAD_PART_BYTES."""
+    yield pb.ShardLoad(shard=shard, shards=shards)  # the whole load, if there is nothing
+    for (project, member), part in indexes.items():
+        clk_bytes = part.encoding.clk_bits // 8
+        rows = max(1, LOAD_PART_BYTES // (clk_bytes + MAX_REF_BYTES))
+        for start in range(0, len(part.refs), rows):
+            end = min(start + rows, len(part.refs))
+            yield pb.ShardLoad(
+                shard=shard,
+                shards=shards,
+                project=project,
+                member=member,
+                clk_bits=part.encoding.clk_bits,
+                fallback_bits=part.encoding.fallback_bits,
+                rule=_rule(part.encoding),
+                threshold=thresholds.get(project, 0.0),
+                refs=part.refs[start:end],
+                clks=part.clks[start * clk_bytes : end * clk_bytes],
+            )
+
+
+def _rule(encoding: Encoding | None) -> pb.ScoreRule | None:
+    """An index's rule over both CLKs on the wire (None: none)."""
+    if encoding is None or not encoding.rule.active:
+        return None
+    rule = encoding.rule
+    return pb.ScoreRule(gap=rule.gap, offset=rule.offset, reach=rule.reach)
+
+
+def change_message(change: ShardChange) -> pb.ShardChange:
+    encoding = change.encoding
+    return pb.ShardChange(
+        project=change.project,
+        member=change.member,
+        clk_bits=encoding.clk_bits if encoding else 0,
+        fallback_bits=encoding.fallback_bits if encoding else 0,
+        rule=_rule(encoding),
+        threshold=change.threshold or 0.0,
+        put_refs=[r for r, _ in change.puts],
+        put_clks=b"".join(c for _, c in change.puts),
+        remove_refs=list(change.removes),
+        erase_member=change.erase == ERASE_MEMBER,
+        erase_project=change.erase == ERASE_PROJECT,
+    )
+
+
+__all__ = ["LOAD_PART_BYTES", "MAX_REF_BYTES", "change_message", "load_parts"]
