@@ -189,17 +189,19 @@ def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
     assert np.array_equal(keys, bands.keys)
 
 
-@pytest.mark.parametrize("rows", [1, 3, 700])
+@pytest.mark.parametrize(("rows", "seal_keys"), [(1, 1 << 16), (3, 1 << 16), (40, 4000)])
 def test_sealing_a_few_rows_in_one_range_seals_the_same_keys_and_rows(
-    rows: int, monkeypatch: pytest.MonkeyPatch
+    rows: int, seal_keys: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A few rows' bands sealed in one range (SEAL_KEYS), as SEAL_BANDS at a time would: the
-    same counts, keys and classes, and tokens that open to the same rows (fresh bytes each)."""
+    same counts, keys and classes, and tokens that open to the same rows (fresh bytes each);
+    40 rows at 4,000 keys a range: two ranges of 100 bands against three of SEAL_BANDS."""
     from blindmatch.client.encoding import sealing
     from blindmatch.matcher.core.twoblocking import open_tokens
 
     keys = np.random.default_rng(rows).integers(0, 50, (rows, 150)).astype(np.uint64)
     seal_key = bytes(range(32))
+    monkeypatch.setattr(sealing, "SEAL_KEYS", seal_keys)
     got = sealing.seal_bands(keys, 0, seal_key)
     monkeypatch.setattr(sealing, "SEAL_KEYS", 0)  # SEAL_BANDS bands at a time
     want = sealing.seal_bands(keys, 0, seal_key)
