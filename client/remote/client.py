@@ -84,7 +84,7 @@ class MatcherClient(OperatorCalls):
         self._channel = open_channel(target, credentials, insecure=insecure)
         self._stub = pb_grpc.MatcherStub(self._channel)
         # Channels to S1 and S2 by address, a two-server project's queries' (kept for the
-        # client's life: client/remote/twoserver.py `peer_channel`).
+        # client's life: client/remote/peers.py `peer_channel`).
         self._peers: dict[str, grpc.Channel] = {}
         self._peers_lock = threading.Lock()
 
