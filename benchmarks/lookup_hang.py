@@ -4,7 +4,9 @@ loopback; north puts an index; server 1 is replaced by a gRPC server on its port
 every call and never answers (benchmarks/erasure_start.py `Hung`: a server stuck, or a proxy
 in front of a dead host); south changes its index (the forward to server 1 hangs, under the
 matcher's index writer lock), and, once server 1 holds that forward, west changes its own:
-west's wall time is how long a hung server holds every other member's writes.
+west's wall time is how long a hung server holds every other member's writes. Then, server
+1 being behind, a query has the matcher ask it to read its shards again (it hangs too, up to
+RELOAD_SECONDS); once it holds that call, south removes records: how long that change waits.
 
     nice -n 10 .venv/bin/python benchmarks/lookup_hang.py
 
@@ -72,13 +74,30 @@ def run(folder: Path, rows: int) -> None:
               f"hangs) {took['south']:.2f} s wall, west's change (made while it hangs) "
               f"{took['west']:.2f} s wall")  # fmt: skip
         print(f"behind: {remote.behind()}")
-        with MatcherClient(target, tokens["north"], timeout=60) as north:
-            try:
-                north.query("trial", clks[0][:5].tobytes(), clk_bits=CLK_BITS,
-                            fingerprint=FINGERPRINT, purpose="benchmark")  # fmt: skip
-                print("a query was answered (it must not be, server 1 missed changes)")
-            except UnavailableError as exc:
-                print(f"a query: refused UNAVAILABLE ({str(exc)[:100]}...)")
+        refused: list[str] = []
+
+        def ask() -> None:
+            with MatcherClient(target, tokens["north"], timeout=60) as north:
+                try:
+                    north.query("trial", clks[0][:5].tobytes(), clk_bits=CLK_BITS,
+                                fingerprint=FINGERPRINT, purpose="benchmark")  # fmt: skip
+                    refused.append("no: answered (it must not be, server 1 missed changes)")
+                except UnavailableError as exc:
+                    refused.append(f"UNAVAILABLE ({str(exc)[:90]}...)")
+
+        held = [e for e, _ in hole.events].count("in")
+        query = threading.Thread(target=ask)
+        query.start()
+        while [e for e, _ in hole.events].count("in") == held:  # server 1 holds the Reload
+            time.sleep(0.01)
+        with MatcherClient(target, tokens["south"], timeout=300) as south_member:
+            began = time.perf_counter()
+            south_member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                      removes=[f"south-{i}" for i in range(10)])  # fmt: skip
+            removed = time.perf_counter() - began
+        query.join()
+        print(f"south's remove made while the matcher asks server 1 to read its shards again: "
+              f"{removed:.3f} s wall; the query: refused {refused[0]}")  # fmt: skip
     finally:
         matcher.stop(grace=None)
         lookups[0].stop(grace=None)
