@@ -117,6 +117,10 @@ class Cluster:
 
 def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool) -> Cluster:
     monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    # The matcher and its servers share one process (and its GIL) here, on a loaded host: a
+    # forward's deadline as long as before, lest a slow apply read as a hung server (a test
+    # of that sets its own).
+    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 60.0)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
     found.start_matcher()  # makes the data dir; the servers read it (or its key)
