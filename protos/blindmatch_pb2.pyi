@@ -855,7 +855,7 @@ class ShardSearchReply(_message.Message):
     def __init__(self, queries: _Optional[_Iterable[int]] = ..., members: _Optional[_Iterable[int]] = ..., refs: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[float]] = ..., state: _Optional[_Union[ShardState, _Mapping]] = ...) -> None: ...
 
 class ShardChange(_message.Message):
-    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "rule", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project")
+    __slots__ = ("project", "member", "clk_bits", "fallback_bits", "threshold", "rule", "put_refs", "put_clks", "remove_refs", "erase_member", "erase_project", "sent")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -867,6 +867,7 @@ class ShardChange(_message.Message):
     REMOVE_REFS_FIELD_NUMBER: _ClassVar[int]
     ERASE_MEMBER_FIELD_NUMBER: _ClassVar[int]
     ERASE_PROJECT_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     clk_bits: int
@@ -878,10 +879,19 @@ class ShardChange(_message.Message):
     remove_refs: _containers.RepeatedScalarFieldContainer[str]
     erase_member: bool
     erase_project: bool
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ...) -> None: ...
+    sent: ShardFence
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ..., sent: _Optional[_Union[ShardFence, _Mapping]] = ...) -> None: ...
+
+class ShardFence(_message.Message):
+    __slots__ = ("matcher", "seq")
+    MATCHER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    matcher: str
+    seq: int
+    def __init__(self, matcher: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ShardLoad(_message.Message):
-    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule")
+    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule", "after")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -892,6 +902,7 @@ class ShardLoad(_message.Message):
     REFS_FIELD_NUMBER: _ClassVar[int]
     CLKS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     project: str
@@ -902,11 +913,14 @@ class ShardLoad(_message.Message):
     refs: _containers.RepeatedScalarFieldContainer[str]
     clks: bytes
     rule: ScoreRule
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ...) -> None: ...
+    after: ShardFence
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., after: _Optional[_Union[ShardFence, _Mapping]] = ...) -> None: ...
 
 class ShardReloadRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("after",)
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    after: ShardFence
+    def __init__(self, after: _Optional[_Union[ShardFence, _Mapping]] = ...) -> None: ...
 
 class ShardDescribeRequest(_message.Message):
     __slots__ = ()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
+from benchmarks.erasure_start import Hung
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
@@ -29,7 +30,13 @@ from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
-from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, Shards, shard_of
+from blindmatch.matcher.realtime.shards import (
+    ERASE_MEMBER,
+    Fence,
+    ShardChange,
+    Shards,
+    shard_of,
+)
 from blindmatch.matcher.rpc import lookup_client
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
@@ -110,6 +117,10 @@ class Cluster:
 
 def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool) -> Cluster:
     monkeypatch.setattr(segment, "MIN_ROWS", 1000)
+    # The matcher and its servers share one process (and its GIL) here, on a loaded host: a
+    # forward's deadline as long as before, lest a slow apply read as a hung server (a test
+    # of that sets its own).
+    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 60.0)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
     found.start_matcher()  # makes the data dir; the servers read it (or its key)
@@ -491,13 +502,13 @@ def test_an_erasure_to_a_server_behind_is_not_waited_for_under_the_writers_lock(
     applied = server.shards.apply
     seen: list[ShardChange] = []
 
-    def apply(change: ShardChange) -> None:  # (the server's own, after a fault or a wait)
+    def apply(change: ShardChange, sent: Fence | None = None) -> bool:  # (after a fault, a wait)
         seen.append(change)
         if len(seen) in (1, 3):
             raise OSError("no space left on device")
         entered.set()
         go_on.wait(30)
-        applied(change)
+        return applied(change, sent)
 
     monkeypatch.setattr(server.shards, "apply", apply)
     encoding = Encoding(CLK_BITS, FINGERPRINT)
@@ -519,6 +530,121 @@ def test_an_erasure_to_a_server_behind_is_not_waited_for_under_the_writers_lock(
         go_on.set()
         remote.close()
         server.stop(grace=None)
+
+
+def test_a_hung_look_up_server_holds_other_members_changes_only_for_a_forwards_deadline(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 1 takes south's change and never answers (hung). The matcher waits for
+    that forward, under its index writer lock, only for the forward's deadline (a floor, 1 s
+    here, plus the change's size at a conservative rate; 60 s before, whatever the size): then
+    server 1 is behind, and west's change, made meanwhile, is stored and acknowledged too.
+    South then removes its records. No query is answered through server 1 until it has read
+    its shards again; south's put, arriving there late (after that read), is dropped: the read
+    held it (pb.ShardFence), and server 1 does not hold south's records again."""
+    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 1.0)
+    matcher = sharded.matcher
+    assert matcher is not None and sharded.lookups[1] is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["south"], "south", clks[1], range(20, 40))  # (south stays a partner)
+    server = sharded.lookups[1].shards
+    entered, go_on, taken = threading.Event(), threading.Event(), []
+    applied = server.apply
+
+    def apply(change: ShardChange, sent: Fence | None = None) -> bool:  # (the first: hung)
+        if not entered.is_set():
+            entered.set()
+            go_on.wait(60)
+            taken.append(applied(change, sent))
+            return taken[-1]
+        return applied(change, sent)
+
+    monkeypatch.setattr(server, "apply", apply)
+    south = threading.Thread(
+        target=put, args=(matcher, tokens["south"], "south", clks[1], range(20))
+    )
+    try:
+        south.start()
+        assert entered.wait(30)  # server 1 holds south's change
+        west = threading.Thread(
+            target=put, args=(matcher, tokens["west"], "west", clks[2], range(20))
+        )
+        west.start()
+        west.join(30)
+        south.join(30)
+        assert not west.is_alive() and not south.is_alive()  # both stored (before: 60 s each)
+        remote = matcher.server.realtime.remote
+        assert isinstance(remote, LookupServers)
+        assert remote._name(1) in remote.behind()
+        remove(matcher, tokens["south"], refs_of("south", range(20)))  # server 1 behind: skipped
+        asked = clks[0][0:20]
+        found = answers(once_read(matcher, tokens["north"], asked))  # server 1 reads its shards
+        assert [[p for p, _, _ in r] for r in found] == [["west"]] * 20
+    finally:
+        go_on.set()
+        south.join(30)
+    deadline = time.monotonic() + 30
+    while not taken:  # south's put, arriving late at server 1
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert taken == [False]  # dropped
+    assert answers(query(matcher, tokens["north"], asked)) == found
+
+
+def test_a_change_is_not_held_up_by_asking_a_hung_server_to_read_its_shards_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The matcher's side alone: a look-up server that takes every call and answers none
+    (benchmarks/erasure_start.py `Hung`) misses a change (its forward's deadline passes) and is
+    behind; the matcher asks it to read its shards again, outside its lock: a change
+    forwarded while that asking hangs returns at once (before: it waited for the lock, up to
+    RELOAD_SECONDS), and the asking, void now (the server skipped that change), leaves it
+    behind even had it been answered."""
+    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 0.3)
+    monkeypatch.setattr(lookup_client, "RELOAD_SECONDS", 60.0)
+    port = free_port()
+    hole = Hung(port)
+    remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    change = ShardChange("trial", "south", encoding, 0.8, [("south-0", b"x" * 128)])
+    try:
+        remote.forward(change)  # not answered within its deadline
+        assert remote.behind() == [remote._name(0)]
+        asking = threading.Thread(target=remote.catch_up)
+        asking.start()
+        deadline = time.monotonic() + 30
+        while [e for e, _ in hole.events].count("in") < 2:  # the Reload has reached it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        forwarded = threading.Thread(target=remote.forward, args=(change,))
+        forwarded.start()
+        forwarded.join(10)
+        assert not forwarded.is_alive() and asking.is_alive()
+    finally:
+        hole.close()  # (every call held is refused now)
+        remote.close()
+    asking.join(30)
+    assert not asking.is_alive()
+    assert remote.behind() == [remote._name(0)]
+
+
+def test_a_change_forwarded_before_a_read_or_load_is_dropped_if_it_arrives_after() -> None:
+    """A look-up server told, with a read or a load, the last change it holds (the matcher's
+    id and number: pb.ShardFence) drops that matcher's changes up to it arriving later
+    (forwards the matcher gave up on), and takes later ones and another matcher's."""
+    shards = Shards(None, 0, 1)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    rows = ShardRecords(encoding, ["south-1"], b"y" * 128)
+    shards.replace({("trial", "south"): rows}, {"trial": 0.8}, ("m1", 5))
+
+    def put_ref(ref: str) -> ShardChange:
+        return ShardChange("trial", "south", encoding, 0.8, [(ref, b"x" * 128)])
+
+    assert not shards.apply(put_ref("south-2"), ("m1", 5))  # held by the load
+    assert shards.apply(put_ref("south-3"), ("m1", 6))
+    assert shards.apply(put_ref("south-4"), ("m2", 1))  # another matcher (restarted)
+    assert shards.apply(put_ref("south-5"))  # (none given)
+    assert shards.records == 4
 
 
 def test_empty_servers_are_loaded_when_the_matcher_starts(

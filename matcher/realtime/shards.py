@@ -87,6 +87,9 @@ class ShardChange:
         return ShardChange(self.project, self.member, self.encoding, self.threshold, puts, removes)
 
 
+# (the matcher's id, the n-th change it forwarded): pb.ShardFence
+Fence = tuple[str, int]
+
 # shard, shards -> that shard of every index the matcher holds, and the projects' thresholds
 # (`StandingIndexes.shard_records`): what a look-up server without a data dir is loaded with
 ShardSource = Callable[[int, int], tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]]
@@ -140,6 +143,10 @@ class Shards:
     _reading: bool = True  # the first read is to come (`load`)
     failed: str = ""  # why the last read failed
     _loaded: bool = False  # without a data dir: whether the matcher has loaded it
+    # (matcher, seq): the last forwarded change what the shards were read or loaded from
+    # holds (the read or load the matcher asked for last); one of them arriving later is
+    # dropped (`apply`): a forward the matcher gave up on and reread for, arriving late
+    _fence: Fence = ("", 0)
     lookups: Lookups = field(default_factory=Lookups)
 
     def __post_init__(self) -> None:
@@ -159,15 +166,17 @@ class Shards:
     def records(self) -> int:
         return sum(len(index) for _, index in self._indexes.values())
 
-    def reload(self, wait: bool = False) -> None:
+    def reload(self, wait: bool = False, after: Fence | None = None) -> None:
         """Read every shard again from index.sqlite, in a thread (`wait`: here); searches
-        are refused until it is done, changes forwarded meanwhile are queued."""
+        are refused until it is done, changes forwarded meanwhile are queued (`after`:
+        those up to it dropped, the read holds them)."""
         if self.data_dir is None:
             raise errors.FailedPrecondition(
                 "this look-up server has no data dir to read its shards from: its matcher "
                 "loads them (Load)"
             )
         with self._lock:
+            self._fence_at(after)
             self._wanted += 1
             if self._queue is None:
                 self._queue = []
@@ -189,7 +198,10 @@ class Shards:
         self._read()
 
     def replace(
-        self, indexes: dict[tuple[str, str], ShardRecords], thresholds: dict[str, float]
+        self,
+        indexes: dict[tuple[str, str], ShardRecords],
+        thresholds: dict[str, float],
+        after: Fence | None = None,
     ) -> None:
         """Hold these shards, loaded by the matcher, and nothing else; ready at once.
         What it sent holds every change forwarded before the load (those dropped here);
@@ -203,6 +215,7 @@ class Shards:
         built = {key: (part.encoding, _build(part, thresholds.get(key[0])))
                  for key, part in indexes.items()}  # fmt: skip
         with self._lock:
+            self._fence_at(after)
             self._indexes, self._thresholds = built, dict(thresholds)
             self._queue, self._reading, self.failed, self._loaded = None, False, "", True
         log.info(
@@ -255,16 +268,28 @@ class Shards:
                     return
                 self._queue = []  # read again: what it reads holds what was queued
 
-    def apply(self, change: ShardChange) -> None:
+    def _fence_at(self, after: Fence | None) -> None:
+        """The lock is held."""
+        if after and after[1] and (after[0] != self._fence[0] or after[1] > self._fence[1]):
+            self._fence = after
+
+    def apply(self, change: ShardChange, sent: Fence | None = None) -> bool:
         """A change the matcher stored (queued while the shards are being read; dropped
-        before the matcher has loaded a server without a data dir: the load carries it)."""
+        before the matcher has loaded a server without a data dir: the load carries it;
+        dropped if the read or load the matcher asked for since holds it: `sent` up to the
+        fence). Whether it was taken (applied or queued)."""
         with self._lock:
             if not self.loaded:
-                return
+                return False
+            if sent is not None and sent[0] == self._fence[0] and sent[1] <= self._fence[1]:
+                log.info("dropped a change forwarded before the read or load the matcher "
+                         "asked for after it (which holds it): it arrived late")  # fmt: skip
+                return False
             if self._queue is not None:
                 self._queue.append(change)
             else:
                 self._apply(change)
+            return True
 
     def _apply(self, change: ShardChange) -> None:
         """Apply one change; replayed over a later state it changes nothing wrongly."""

@@ -7,38 +7,33 @@ at once (one unary call each, in flight together) and waits for all: its latency
 slowest server's look-up plus one round trip. The hits are merged per query and partner,
 best first, as the in-process search orders them.
 
-A change the matcher has stored is forwarded to the servers whose shards it touches,
-under the matcher's writer lock (so in order). A server the forward does not reach is
-*behind*: no query is answered without it (`Unavailable`, naming it), and before each
-query the matcher asks it to read its shards again from index.sqlite (`Reload`), which
-holds the change; once it has said yes, it refuses searches itself until it has read
-them. Nothing is ever answered as "no match" for want of a shard. A member's erasure is
-forwarded to a server behind as well (dropping its shards is right whatever else it missed):
-one that takes it no longer holds them (`holding`), though it stays behind. That erasure is
-sent without being waited for under the writer lock (a server down would hold every index
-change up to RELOAD_SECONDS): `holding`, which the erasure asks after, outside the lock,
-waits for it; a server asked to read its shards again or loaded first has every erasure in
-flight to it end, so that none arrives after what it reads (a member's later records).
+A change the matcher has stored is forwarded to the servers whose shards it touches, under
+the matcher's writer lock (so in order), each waited for up to a deadline proportional to its
+size (`_deadline`: seconds). A server not reached in time (down, hung) is *behind*: no query is
+answered without it (`Unavailable`, naming it), and before each query the matcher asks it,
+outside the lock, to read its shards again from index.sqlite (`Reload`), which holds the change;
+once it has said yes, it refuses searches itself until it has read them. Each forward carries
+its number, and a Reload or load the last number it holds (pb.ShardFence): a change arriving
+there after it, late, is dropped. Nothing is ever answered "no match" for want of a shard. A
+member's erasure is forwarded to a server behind too, not waited for under the lock
+(`holding`, asked after, waits for it): one that takes it no longer holds the member's shards.
 
 A look-up server without a data dir (on another machine) cannot read them: it says so
-(FAILED_PRECONDITION, to `Reload`, or to `Search` while it holds nothing: just started),
-and the matcher loads it instead, in a thread: it streams the server's shards of every
-index from its own memory (`Load`, in parts below the message size limit). Index changes
-do not wait for a load: from the moment a load starts (before it gathers its rows), each
-change forwarded is queued for the server being loaded (the member's change is
-acknowledged as soon as it is durable in index.sqlite, as always), and replayed to it, in
-order, once the load is in; a change both in the rows and in the queue is harmless
-(replayed in order over a later state, each ref ends as its last operation left it:
-realtime/shards.py). Queries are refused (`Unavailable`, "being loaded") until the server
-has taken the load and every queued change. At the matcher's start, each server that
-says it holds nothing yet is loaded at once (`attach`), not at the first query.
+(FAILED_PRECONDITION), and the matcher loads it instead, in a thread, from its own memory
+(`Load`, in parts below the message size limit). Changes do not wait for a load: from the
+moment it starts, each change forwarded is queued for the server and replayed to it, in
+order, once the load is in (a change both in the load and the queue is harmless:
+realtime/shards.py); queries are refused ("being loaded") until then. At the matcher's start,
+each server that says it holds nothing yet is loaded at once (`attach`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 import grpc
@@ -53,15 +48,21 @@ from blindmatch.matcher.realtime.shards import (
     ShardSource,
     describe_shards,
 )
+from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
-from blindmatch.matcher.rpc.lookup_wire import change_message, load_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 
 SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
-FORWARD_SECONDS = 60.0  # a forwarded change (up to the largest index change)
+# A forwarded change's deadline (under the writer lock): this floor, plus its size at this
+# rate: far below a LAN's, and below a server's building of tables for it (a first 1,500 rows,
+# 200 kB: 2.0 s wall on a loaded 2-core host), at most the 60 s every change had before (a
+# server hung held every member's change that long: docs/operations.md "A hung look-up server").
+FORWARD_FLOOR_SECONDS = 5.0
+FORWARD_BYTES_PER_SECOND = 250_000
+FORWARD_MAX_SECONDS = 60.0
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
 # Streaming a server without a data dir its shards (index changes are queued for it
 # meanwhile): a 250,000-record shard took 4 s (docs/scale.md), so this allows tens of
@@ -93,13 +94,19 @@ class LookupServers:
         self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
         self._lock = threading.Lock()  # forwards and catching up, in order
         self._behind: dict[int, str] = {}  # server -> why
+        # The forwards' order (pb.ShardFence): this matcher's id, the last change's number
+        self._id, self._seq = uuid.uuid4().hex[:12], 0
+        # server behind asked to read its shards again -> which asking (`_catch_up`);
+        # a change forwarded meanwhile voids it
+        self._reloading: dict[int, int] = {}
+        self._asks = itertools.count(1)
         # server behind -> the members' erasures it took since (`holding`): an erasure is
         # forwarded to a server behind too (it drops the member's shards whatever it missed)
         self._took: dict[int, set[tuple[str, str]]] = {}
         self._loading: set[int] = set()  # servers being loaded (each by its own thread)
         # server being loaded -> the changes forwarded since its load started, in order:
         # replayed to it once the load is in
-        self._pending: dict[int, list[ShardChange]] = {}
+        self._pending: dict[int, list[tuple[int, ShardChange]]] = {}
         self._source: ShardSource | None = None
         # server behind -> the members' erasures sent to it, not waited for (`forward`)
         self._late: dict[int, list[tuple[tuple[str, str], grpc.Future]]] = {}
@@ -203,13 +210,13 @@ class LookupServers:
             try:
                 reply = call.result()
             except grpc.RpcError as exc:
-                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                if wire.code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION:
                     empty.append(i)
                     continue
                 for other in calls[i + 1 :]:
                     other.cancel()
                 raise errors.Unavailable(
-                    f"{self._name(i)} did not answer: {_reason(exc)}; no answer is given "
+                    f"{self._name(i)} did not answer: {wire.reason(exc)}; no answer is given "
                     "without every shard"
                 ) from None
             if empty:
@@ -253,22 +260,22 @@ class LookupServers:
         with self._lock:
             sent = [c for calls in self._late.values() for e, c in calls if e == (project, member)]
         for call in sent:
-            _failure(call)  # (blocks until it ends: its deadline bounds it)
+            wire.failure_of(call)  # (blocks until it ends: its deadline bounds it)
         with self._lock:
             for i in list(self._late):
                 self._harvest(i)
             return [self._name(i) for i in sorted(self._behind) if i not in self._loading
                     and (project, member) not in self._took.get(i, ())]  # fmt: skip
 
-    def _harvest(self, i: int, wait: bool = False) -> None:
-        """The erasures sent to server i while it was behind that have ended (`wait`: all,
-        each waited for), taken or not; the lock is held."""
+    def _harvest(self, i: int) -> None:
+        """The erasures sent to server i while it was behind that have ended, taken or not;
+        the lock is held."""
         left = []
         for erased, call in self._late.pop(i, []):
-            if not (wait or call.done()):
+            if not call.done():
                 left.append((erased, call))
                 continue
-            failure = _failure(call)
+            failure = wire.failure_of(call)
             if not failure:
                 if i in self._behind:  # (behind for another change: this one it took)
                     self._took.setdefault(i, set()).add(erased)
@@ -290,31 +297,44 @@ class LookupServers:
             self._catch_up()
 
     def _catch_up(self) -> None:
-        """Ask each server that is behind to read its shards again (which hold every
-        change stored so far); one that cannot be asked stays behind."""
+        """Ask each server behind to read its shards again (they hold every change stored
+        so far), outside the lock (a server hung: up to RELOAD_SECONDS); one that cannot be
+        asked stays behind, and so does one a change is forwarded to meanwhile (it skips it,
+        `forward`: its read may have begun before that change was stored)."""
         with self._lock:
+            after = pb.ShardFence(matcher=self._id, seq=self._seq)
+            asked = {}
             for i in sorted(self._behind):
-                self._harvest(i, wait=True)  # (no erasure sent before may arrive after)
-                try:
-                    self._stubs[i].Reload(
-                        pb.ShardReloadRequest(),
-                        timeout=RELOAD_SECONDS,
-                        metadata=self._metadata,
-                        wait_for_ready=True,  # a server just started: its channel reconnects
-                    )
-                except grpc.RpcError as exc:
-                    if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:  # no data dir
-                        self._start_load(i)
-                        continue
+                if i in self._loading or i in self._reloading:
+                    continue
+                self._reloading[i] = ask = next(self._asks)
+                call = self._stubs[i].Reload.future(
+                    pb.ShardReloadRequest(after=after),
+                    timeout=RELOAD_SECONDS,
+                    metadata=self._metadata,
+                    wait_for_ready=True,  # a server just started: its channel reconnects
+                )
+                asked[i] = (ask, call)
+        ended = {i: wire.outcome(call) for i, (_, call) in asked.items()}  # (each waited for)
+        with self._lock:
+            for i, (ask, _) in asked.items():
+                if self._reloading.get(i) != ask:  # it missed a change meanwhile
+                    continue
+                del self._reloading[i]
+                failure, code = ended[i]
+                if not failure:
+                    log.info("%s reads its shards again from index.sqlite", self._name(i))
+                    del self._behind[i]
+                    self._took.pop(i, None)
+                    self._late.pop(i, None)  # (what it reads holds them: pb.ShardFence)
+                elif code == grpc.StatusCode.FAILED_PRECONDITION:  # no data dir
+                    self._start_load(i)
+                else:
                     self._behind[i] = (
                         f"missed an index change and cannot be asked to read its shards "
-                        f"again: {_reason(exc)}; start it (it reads them from index.sqlite, "
+                        f"again: {failure}; start it (it reads them from index.sqlite, "
                         "or is loaded by the matcher)"
                     )
-                    continue
-                log.info("%s reads its shards again from index.sqlite", self._name(i))
-                del self._behind[i]
-                self._took.pop(i, None)
 
     def _start_load(self, i: int) -> None:
         """Load server i in a thread (unless one is at it); the lock is held. Changes
@@ -322,18 +342,20 @@ class LookupServers:
         if self._source is None:
             self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
             return
-        self._harvest(i, wait=True)  # (no erasure sent before may arrive after the load)
+        self._late.pop(i, None)  # (the load holds them; one arriving after is dropped)
         self._behind[i] = BEING_LOADED
+        self._reloading.pop(i, None)
         self._took.pop(i, None)  # (what it holds after is the load's, then the queue's)
         if i in self._loading:
             return
         self._loading.add(i)
         self._pending[i] = []
+        after = pb.ShardFence(matcher=self._id, seq=self._seq)
         threading.Thread(
-            target=self._load, args=(i, self._source), name="blindmatch-load", daemon=True
+            target=self._load, args=(i, self._source, after), name="blindmatch-load", daemon=True
         ).start()
 
-    def _load(self, i: int, source: ShardSource) -> None:
+    def _load(self, i: int, source: ShardSource, after: pb.ShardFence) -> None:
         """Stream server i its shards, then replay the changes queued meanwhile; changes
         are never held up by it (the lock is taken only to hand over the queue). Each way
         out ends the load under the lock once (`_replay`, `_end_load`): a load started
@@ -345,7 +367,7 @@ class LookupServers:
             indexes, thresholds = source(i, len(self.addresses))
             rows = sum(len(part.refs) for part in indexes.values())
             self._stubs[i].Load(
-                load_parts(i, len(self.addresses), indexes, thresholds),
+                wire.load_parts(i, len(self.addresses), indexes, thresholds, after),
                 timeout=LOAD_SECONDS,
                 metadata=self._metadata,
             )
@@ -353,11 +375,9 @@ class LookupServers:
             self._end_load(i, "is not loaded: the matcher is stopping")
             return
         except grpc.RpcError as exc:
-            log.warning("%s could not be loaded: %s", self._name(i), _reason(exc))
-            self._end_load(
-                i,
-                f"could not be loaded: {_reason(exc)}; the matcher tries again at the next query",
-            )
+            why = f"could not be loaded: {wire.reason(exc)}"
+            log.warning("%s %s", self._name(i), why)
+            self._end_load(i, f"{why}; the matcher tries again at the next query")
             return
         except Exception as exc:  # the matcher's own side failed: say so on each query
             log.exception("loading %s failed", self._name(i))
@@ -390,20 +410,20 @@ class LookupServers:
                     self._took.pop(i, None)
                     return replayed
                 self._pending[i] = []
-            for change in queued:
+            for seq, change in queued:
+                message = wire.change_message(change, pb.ShardFence(matcher=self._id, seq=seq))
                 try:
-                    self._stubs[i].Apply(
-                        change_message(change), timeout=FORWARD_SECONDS, metadata=self._metadata
-                    )
+                    self._stubs[i].Apply(message, timeout=_deadline(message),
+                                         metadata=self._metadata)  # fmt: skip
                 except ValueError:  # its channel closed: the matcher is stopping
                     self._end_load(i, "is not loaded: the matcher is stopping")
                     return None
                 except grpc.RpcError as exc:
                     log.warning("%s did not take a change made during its load: %s",
-                                self._name(i), _reason(exc))  # fmt: skip
+                                self._name(i), wire.reason(exc))  # fmt: skip
                     self._end_load(
                         i,
-                        f"missed an index change made during its load ({_reason(exc)}); "
+                        f"missed an index change made during its load ({wire.reason(exc)}); "
                         "the matcher loads it again at the next query",
                     )
                     return None
@@ -420,24 +440,30 @@ class LookupServers:
 
     def forward(self, change: ShardChange) -> None:
         """Tell each server whose shards `change` touches (one being loaded: queued for it,
-        replayed after its load); one not reached falls behind."""
+        replayed after its load); one not reached within its deadline (`_deadline`) falls
+        behind."""
         with self._lock:
+            self._seq += 1
+            sent = pb.ShardFence(matcher=self._id, seq=self._seq)
             calls = []
             for i, stub in enumerate(self._stubs):
                 part = change.part(i, len(self._stubs))
                 if part is None:
                     continue
                 if i in self._pending:
-                    self._pending[i].append(part)
+                    self._pending[i].append((self._seq, part))
                     continue
-                if i in self._behind and change.erase != ERASE_MEMBER:
+                late = i in self._behind
+                if late:  # (an asking to read its shards again in flight: it may miss this)
+                    self._reloading.pop(i, None)
+                if late and change.erase != ERASE_MEMBER:
                     continue
                 # (an erasure to a server behind: a small change, waiting for a server just
                 # started to reconnect, not waited for here: `holding` does, not under the
                 # writer's lock, which a server down would hold up to RELOAD_SECONDS)
-                late = i in self._behind
-                call = stub.Apply.future(change_message(part), metadata=self._metadata,
-                                         timeout=RELOAD_SECONDS if late else FORWARD_SECONDS,
+                message = wire.change_message(part, sent)
+                call = stub.Apply.future(message, metadata=self._metadata,
+                                         timeout=RELOAD_SECONDS if late else _deadline(message),
                                          wait_for_ready=late or None)  # fmt: skip
                 if late:
                     self._late.setdefault(i, []).append(((change.project, change.member), call))
@@ -445,41 +471,28 @@ class LookupServers:
                 calls.append((i, call))
             erased = (change.project, change.member)
             for i, call in calls:
-                try:
-                    call.result()
-                except grpc.RpcError as exc:
-                    self._took.get(i, set()).discard(erased)
-                    self._behind[i] = (
-                        f"missed an index change ({_reason(exc)}) and has not read its "
-                        "shards again yet"
-                    )
-                    log.warning(
-                        "%s did not take a change to %s's index in project %s (%s): no query "
-                        "is answered until it reads its shards again from index.sqlite",
-                        self._name(i),
-                        change.member or "every member",
-                        change.project,
-                        _reason(exc),
-                    )
+                failure = wire.failure_of(call)
+                if not failure:
+                    continue
+                self._took.get(i, set()).discard(erased)
+                self._behind[i] = (
+                    f"missed an index change ({failure}) and has not read its shards again yet"
+                )
+                log.warning(
+                    "%s did not take a change to %s's index in project %s (%s): no query is "
+                    "answered until it reads its shards again from index.sqlite",
+                    self._name(i),
+                    change.member or "every member",
+                    change.project,
+                    failure,
+                )
 
 
 BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
 
 
-def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
-    return exc.code() if hasattr(exc, "code") else None
-
-
-def _failure(call: grpc.Future) -> str:
-    """Why `call` failed, once it has ended ("": it did not)."""
-    try:
-        exc = call.exception()
-    except grpc.FutureCancelledError:  # (its channel closed: the matcher is stopping)
-        return "cancelled: the matcher is stopping"
-    return "" if exc is None else _reason(exc)
-
-
-def _reason(exc: grpc.RpcError) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    detail = exc.details() if hasattr(exc, "details") else str(exc)
-    return f"{detail} [{code.name if code else 'UNKNOWN'}]"
+def _deadline(message: pb.ShardChange) -> float:
+    """How long a forward of `message` is waited for (FORWARD_FLOOR_SECONDS)."""
+    return min(
+        FORWARD_MAX_SECONDS, FORWARD_FLOOR_SECONDS + message.ByteSize() / FORWARD_BYTES_PER_SECOND
+    )

@@ -35,6 +35,7 @@ from blindmatch.matcher.domain import MAX_QUERY_RECORDS, REF_RE, Encoding
 from blindmatch.matcher.realtime.shards import (
     ERASE_MEMBER,
     ERASE_PROJECT,
+    Fence,
     ShardChange,
     Shards,
     shard_of,
@@ -126,19 +127,22 @@ class LookupService(pb_grpc.LookupServerServicer):
 
     @_keyed
     def Apply(self, request: pb.ShardChange, context: Any) -> pb.ShardState:
-        self.shards.apply(_change(request))
+        self.shards.apply(_change(request), _fence(request.sent))
         return self._state()
 
     @_keyed
     def Reload(self, request: pb.ShardReloadRequest, context: Any) -> pb.ShardState:
-        self.shards.reload()
+        self.shards.reload(after=_fence(request.after))
         log.info("the matcher asked for the shards to be read again from index.sqlite")
         return self._state()
 
     @_keyed
     def Load(self, request_iterator: Iterator[pb.ShardLoad], context: Any) -> pb.ShardState:
-        indexes, thresholds = _load(request_iterator, self.shards.shard, self.shards.shards)
-        self.shards.replace(indexes, thresholds)
+        after: list[Fence] = []
+        indexes, thresholds = _load(
+            request_iterator, self.shards.shard, self.shards.shards, after.append
+        )
+        self.shards.replace(indexes, thresholds, after[0] if after else None)
         return self._state()
 
     @_keyed
@@ -146,10 +150,19 @@ class LookupService(pb_grpc.LookupServerServicer):
         return self._state()
 
 
+def _fence(m: pb.ShardFence) -> Fence | None:
+    """A forward's place in its matcher's order (None: not given)."""
+    return (m.matcher, m.seq) if m.seq else None
+
+
 def _load(
-    parts: Iterator[pb.ShardLoad], shard: int, shards: int
+    parts: Iterator[pb.ShardLoad],
+    shard: int,
+    shards: int,
+    fenced: Callable[[Fence], None],
 ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
-    """A load's parts, checked whole (nothing is replaced unless every part is good)."""
+    """A load's parts, checked whole (nothing is replaced unless every part is good);
+    `fenced` is told the first part's fence, if given."""
     refs: dict[tuple[str, str], list[str]] = {}
     clks: dict[tuple[str, str], list[bytes]] = {}
     encodings: dict[tuple[str, str], Encoding] = {}
@@ -158,6 +171,8 @@ def _load(
     for n, m in enumerate(parts):
         got += 1
         where = f"part {n}"
+        if n == 0 and (after := _fence(m.after)) is not None:
+            fenced(after)
         if (m.shard, m.shards) != (shard, shards):
             raise errors.InvalidArgument(
                 f"shard/shards ({where}): {m.shard} of {m.shards}, but this server holds "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
+
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange
 from blindmatch.matcher.storage.shard_source import ShardRecords
@@ -19,9 +21,11 @@ def load_parts(
     shards: int,
     indexes: dict[tuple[str, str], ShardRecords],
     thresholds: dict[str, float],
+    after: pb.ShardFence | None = None,
 ) -> Iterator[pb.ShardLoad]:
-    """A load's messages: each index's records in parts below LOAD_PART_BYTES."""
-    yield pb.ShardLoad(shard=shard, shards=shards)  # the whole load, if there is nothing
+    """A load's messages: each index's records in parts below LOAD_PART_BYTES; the first
+    carries `after` (the changes forwarded that the load holds)."""
+    yield pb.ShardLoad(shard=shard, shards=shards, after=after)  # (the whole of a load of nothing)
     for (project, member), part in indexes.items():
         clk_bytes = part.encoding.clk_bits // 8
         rows = max(1, LOAD_PART_BYTES // (clk_bytes + MAX_REF_BYTES))
@@ -49,7 +53,8 @@ def _rule(encoding: Encoding | None) -> pb.ScoreRule | None:
     return pb.ScoreRule(gap=rule.gap, offset=rule.offset, reach=rule.reach)
 
 
-def change_message(change: ShardChange) -> pb.ShardChange:
+def change_message(change: ShardChange, sent: pb.ShardFence | None = None) -> pb.ShardChange:
+    """A change forwarded (`sent`: the matcher's n-th)."""
     encoding = change.encoding
     return pb.ShardChange(
         project=change.project,
@@ -63,7 +68,41 @@ def change_message(change: ShardChange) -> pb.ShardChange:
         remove_refs=list(change.removes),
         erase_member=change.erase == ERASE_MEMBER,
         erase_project=change.erase == ERASE_PROJECT,
+        sent=sent,
     )
 
 
-__all__ = ["LOAD_PART_BYTES", "MAX_REF_BYTES", "change_message", "load_parts"]
+def code_of(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    return exc.code() if hasattr(exc, "code") else None
+
+
+def outcome(call: grpc.Future) -> tuple[str, grpc.StatusCode | None]:
+    """Why `call` failed, once it has ended, and its status ("", None: it did not)."""
+    try:
+        exc = call.exception()
+    except grpc.FutureCancelledError:  # (its channel closed: the matcher is stopping)
+        return "cancelled: the matcher is stopping", grpc.StatusCode.CANCELLED
+    return ("", None) if exc is None else (reason(exc), code_of(exc))
+
+
+def failure_of(call: grpc.Future) -> str:
+    """Why `call` failed, once it has ended ("": it did not)."""
+    return outcome(call)[0]
+
+
+def reason(exc: grpc.RpcError) -> str:
+    code = code_of(exc)
+    detail = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{detail} [{code.name if code else 'UNKNOWN'}]"
+
+
+__all__ = [
+    "LOAD_PART_BYTES",
+    "MAX_REF_BYTES",
+    "change_message",
+    "code_of",
+    "failure_of",
+    "load_parts",
+    "outcome",
+    "reason",
+]

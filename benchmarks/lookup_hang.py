@@ -1,0 +1,119 @@
+"""How long a member's index change waits while a look-up server is hung (docs/operations.md
+"A hung look-up server"): a matcher and two look-up servers (reading its data dir) on
+loopback; north puts an index; server 1 is replaced by a gRPC server on its port that takes
+every call and never answers (benchmarks/erasure_start.py `Hung`: a server stuck, or a proxy
+in front of a dead host); south changes its index (the forward to server 1 hangs, under the
+matcher's index writer lock), and, once server 1 holds that forward, west changes its own:
+west's wall time is how long a hung server holds every other member's writes. Then, server
+1 being behind, a query has the matcher ask it to read its shards again (it hangs too, up to
+RELOAD_SECONDS); once it holds that call, south removes records: how long that change waits.
+
+    nice -n 10 .venv/bin/python benchmarks/lookup_hang.py
+
+The machine's cores are shared: wall times are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.erasure_start import Hung
+from benchmarks.lookupload import free_port
+from benchmarks.synthclks import CLK_BITS, members
+from benchmarks.workdir import add_keep, work_dir
+from blindmatch.client.errors import UnavailableError
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+from blindmatch.matcher.server import create_server
+
+FINGERPRINT = b"lookup-hang benchmark fingerprint"[:32]
+NAMES = ("north", "south", "west")
+
+
+def run(folder: Path, rows: int) -> None:
+    admin = secrets.token_urlsafe(16)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    matcher = create_server("127.0.0.1:0", folder, admin, workers=1, lookup_servers=addresses)
+    lookups = [create_lookup_server(a, folder, i, 2, wait=True) for i, a in enumerate(addresses)]
+    target = f"127.0.0.1:{matcher.port}"
+    clks = members(len(NAMES), rows, overlap=0.2, seed=7)
+    hole: Hung | None = None
+
+    def change(name: str, start: int) -> float:
+        with MatcherClient(target, tokens[name], timeout=300) as member:
+            began = time.perf_counter()
+            member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                puts=[(f"{name}-{i}", clks[NAMES.index(name)][i].tobytes())
+                                      for i in range(start, rows)])  # fmt: skip
+            return time.perf_counter() - began
+
+    try:
+        with MatcherClient(target, admin) as op:
+            tokens = op.create_project("trial", list(NAMES), disclosure="scores").tokens
+        change("north", 0)
+        lookups[1].stop(grace=None)
+        hole = Hung(int(addresses[1].rsplit(":", 1)[1]))
+        took: dict[str, float] = {}
+        south = threading.Thread(target=lambda: took.update(south=change("south", 0)))
+        south.start()
+        while not hole.events:  # server 1 holds south's forward
+            time.sleep(0.01)
+        took["west"] = change("west", 0)
+        south.join()
+        remote = matcher.realtime.remote
+        assert isinstance(remote, LookupServers)
+        print(f"look-up server 1 hung; {rows} records a change: south's change (whose forward "
+              f"hangs) {took['south']:.2f} s wall, west's change (made while it hangs) "
+              f"{took['west']:.2f} s wall")  # fmt: skip
+        print(f"behind: {remote.behind()}")
+        refused: list[str] = []
+
+        def ask() -> None:
+            with MatcherClient(target, tokens["north"], timeout=60) as north:
+                try:
+                    north.query("trial", clks[0][:5].tobytes(), clk_bits=CLK_BITS,
+                                fingerprint=FINGERPRINT, purpose="benchmark")  # fmt: skip
+                    refused.append("no: answered (it must not be, server 1 missed changes)")
+                except UnavailableError as exc:
+                    refused.append(f"UNAVAILABLE ({str(exc)[:90]}...)")
+
+        held = [e for e, _ in hole.events].count("in")
+        query = threading.Thread(target=ask)
+        query.start()
+        while [e for e, _ in hole.events].count("in") == held:  # server 1 holds the Reload
+            time.sleep(0.01)
+        with MatcherClient(target, tokens["south"], timeout=300) as south_member:
+            began = time.perf_counter()
+            south_member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
+                                      removes=[f"south-{i}" for i in range(10)])  # fmt: skip
+            removed = time.perf_counter() - began
+        query.join()
+        print(f"south's remove made while the matcher asks server 1 to read its shards again: "
+              f"{removed:.3f} s wall; the query: refused {refused[0]}")  # fmt: skip
+    finally:
+        matcher.stop(grace=None)
+        lookups[0].stop(grace=None)
+        if hole is not None:
+            hole.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1000, help="records in each change")
+    add_keep(parser)
+    args = parser.parse_args()
+    with work_dir("bm-lookup-hang-", keep=args.keep) as work:
+        run(work / "data", args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
