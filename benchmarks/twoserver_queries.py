@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/twoserver_queries.py [--population households|messy]
         [--partner-records 1000] [--queries 1000] [--held 0.5] [--batch 1000] [--seed 1]
-        [--known 0 50] [--exhaustive-pairs 0] [--check-path 20]
+        [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20]
 
-A two-server query's records are blocked against each partner's current upload
-(docs/realtime.md "Queries in a two-server project"; matcher/core/exhaustive.py `run_cap`:
-0 for a run whose member is a query's records): S1 joins the query's sealed band keys with the
-partner's, S2 opens each matched pair of tokens, so for every query record S2 counts the bands
-it shares with each partner record that shares one (the count a run's members show S2), S1
-learns the candidate pairs and C each candidate's link bit and a link's rows and bucket. The
+A two-server query's records were always blocked against each partner's current upload
+(docs/realtime.md "Queries in a two-server project"), and still are against an upload over
+S1's cap / QUERY_STREAM records (matcher/core/exhaustive.py `run_cap`; 4,000 under the
+shipped cap; `--exhaustive-pairs 0`: every query blocked, as before). Blocked, S1 joins the
+query's sealed band keys with the partner's, S2 opens each matched pair of tokens, so for
+every query record S2 counts the bands it shares with each partner record that shares one
+(the count a run's members show S2), S1 learns the candidate pairs and C each candidate's
+link bit and a link's rows and bucket. The
 partner's upload stays the same from query to query (its rows are S2's tokens' rows), so
 over a stream of queries S2 holds, for every record queried, its counts against the same
 partner records: the bipartite view of a run between the queries and the partner.
@@ -22,8 +24,8 @@ third organisation's export of every one of them (the partner's and the queried)
 are sent `--batch` records at a time (MAX_QUERY_RECORDS, 1,000, at most; a query's own join:
 what S2 sees of one query's own rows, `S2 A:k`, is within a batch), each batch's views built
 by the run's own roles (matcher/core/twoviews.py `role_views` on the batch's upload and the
-partner's, two members, S1's cap `--exhaustive-pairs`, 0 as `run_cap` sets it for a query)
-and put together; then `privacy-check --mode two-server`'s attacks
+partner's, two members, S1's cap as `run_cap` sets it for the query's run under S1's
+`--exhaustive-pairs`) and put together; then `privacy-check --mode two-server`'s attacks
 (client/tools/privacy/twocheck.py `check_members`, `third=False`: trilateration on C's, S1's
 and S2's view, S2's counts under each of its four readings, and the collision attack on what
 S2 sees of the queries' own rows), blind and with `--known` pairs of queried records. Column
@@ -31,8 +33,9 @@ A is the share of query records re-identified (those not known), B the partner's
 
 `--check-path K` first checks the view against the query path itself: K single-record queries,
 each through matcher/realtime/twoquery.py `query_links` over S1 and S2 in this process with
-S1's cap from `run_cap` (a query's name), S2's openings recorded; their counts must equal the
-rows of `role_views`' S2 view for the same records (it exits 1 if not).
+S1's cap from `run_cap` (a query's name, its one record and the partner's), S2's openings
+recorded; their counts must equal the rows of `role_views`' S2 view for the same records (it
+exits 1 if not; both are empty where the query is not blocked).
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
-from benchmarks.twoserver_querypath import query_path_counts
+from benchmarks.twoserver_querypath import query_cap, query_path_counts
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import twocheck
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +81,10 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--known", type=int, nargs="+", default=[0, 50])
     parser.add_argument(
-        "--exhaustive-pairs", type=int, default=0, metavar="PAIRS",
-        help="S1's cap for a query batch against the partner (0: blocked, as `run_cap` sets "
-        "it for a query; a batch's cross product at most PAIRS is compared without blocking)",
+        "--exhaustive-pairs", type=int, default=exhaustive.SHIPPED_PAIRS, metavar="PAIRS",
+        help="S1's cap: a query is compared without blocking against a partner of at most "
+        "PAIRS / QUERY_STREAM records (core/exhaustive.py run_cap); 0: every query blocked, "
+        "as before",
     )  # fmt: skip
     parser.add_argument(
         "--check-path", type=int, default=0, metavar="K",
@@ -122,8 +127,9 @@ def batched_views(args: argparse.Namespace, schema: Any, secret: bytes,
         for start in range(0, len(queries), args.batch):
             rows = queries[start : start + args.batch]
             mine = twocheck._upload(schema, rows, secret, NONE)
-            got = role_views([mine, uploads[1]], threshold, rule,
-                             exhaustive=args.exhaustive_pairs, clear=True)  # fmt: skip
+            cap = query_cap(args.exhaustive_pairs, len(rows), len(uploads[1].s1.shares[0]))
+            got = role_views([mine, uploads[1]], threshold, rule, exhaustive=cap,
+                             clear=True)  # fmt: skip
             for role, (pairs, values) in got.items():
                 shift = np.array([start, start if role.startswith("S2 A:") else 0], np.intp)
                 parts.setdefault(role, []).append((pairs + shift, values))
@@ -155,9 +161,10 @@ def main() -> int:
     if args.check_path:
         k = min(args.check_path, len(q_rows))
         upload_b = twocheck._upload(shipped, b_rows, secret, NONE)
-        path = query_path_counts(shipped, q_rows[:k], upload_b, secret)
+        path = query_path_counts(shipped, q_rows[:k], upload_b, secret, args.exhaustive_pairs)
         mine = twocheck._upload(shipped, q_rows[:k], secret, NONE)
-        pairs, counts = role_views([mine, upload_b], 0.8, shipped.rule, exhaustive=0,
+        cap = query_cap(args.exhaustive_pairs, 1, len(b_rows))
+        pairs, counts = role_views([mine, upload_b], 0.8, shipped.rule, exhaustive=cap,
                                    clear=True)["S2"]  # fmt: skip
         view = {(int(i), int(j)): int(c) for (i, j), c in zip(pairs.tolist(), counts.tolist(),
                                                                 strict=True)}  # fmt: skip

@@ -41,17 +41,25 @@ class RecordingS2(ShareServer):
         return super().expand(matched, clks)
 
 
+def query_cap(cap: int, records: int, partner: int) -> int:
+    """S1's cap (core/exhaustive.py `run_cap`) for a query of `records` records against a
+    partner's upload of `partner`, S1's own cap `cap`."""
+    return exhaustive.run_cap([tickets.query_name("project", "north", "q"), PARTNER], cap,
+                              [records, partner])  # fmt: skip
+
+
 def query_path_counts(
-    schema: Any, rows: Sequence[Sequence[str]], partner: Any, secret: bytes
+    schema: Any, rows: Sequence[Sequence[str]], partner: Any, secret: bytes, cap: int
 ) -> dict[tuple[int, int], int]:
-    """Each of `rows` queried on its own against `partner` (a `SharedUpload`): S2's count of
-    shared bands per (query record, partner row) that it opened any band of."""
+    """Each of `rows` queried on its own against `partner` (a `SharedUpload`) under S1's cap
+    `cap`: S2's count of shared bands per (query record, partner row) that it opened any band
+    of."""
     out: Counter[tuple[int, int]] = Counter()
     rule = Rule(*schema.rule) if schema.rule else NO_RULE
     for k, row in enumerate(rows):
         query = twocheck._upload(schema, [row], secret, NONE)
         name = tickets.query_name("project", "north", f"q{k}")
-        cap = exhaustive.run_cap([name, PARTNER], exhaustive.SHIPPED_PAIRS)
+        run_cap = exhaustive.run_cap([name, PARTNER], cap, [1, len(partner.s1.shares[0])])
         uploads = (query, partner)
         pair_key = secrets.token_bytes(32)
         given = [u.s1.lacking for u in uploads]
@@ -59,7 +67,7 @@ def query_path_counts(
         s1 = BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads],
                             pair_key, [u.s1.popcounts for u in uploads],
                             lacking,
-                            exhaustive=cap)  # fmt: skip
+                            exhaustive=run_cap)  # fmt: skip
         s2 = RecordingS2([u.s2.shares for u in uploads], pair_key,
                          [u.s2.popcounts for u in uploads],
                          [u.s2.seal_key for u in uploads])  # fmt: skip
@@ -71,4 +79,4 @@ def query_path_counts(
     return dict(out)
 
 
-__all__ = ["RecordingS2", "query_path_counts"]
+__all__ = ["RecordingS2", "query_cap", "query_path_counts"]
