@@ -6,7 +6,7 @@
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
-S1's cap / QUERY_STREAM records (matcher/core/exhaustive.py `run_cap`; 4,000 under the
+S1's cap / QUERY_STREAM records (matcher/core/exhaustive.py `run_cap`; 16,000 under the
 shipped cap; `--exhaustive-pairs 0`: every query blocked, as before). Blocked, S1 joins the
 query's sealed band keys with the partner's, S2 opens each matched pair of tokens, so for
 every query record S2 counts the bands it shares with each partner record that shares one

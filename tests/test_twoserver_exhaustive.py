@@ -234,17 +234,17 @@ def unblocking(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_query_is_whole_against_a_small_partner_and_blocked_against_a_large_one() -> None:
     """A query's (or watch's) run (core/exhaustive.py `run_cap`): compared whole where the
-    partner's upload times QUERY_STREAM is at most S1's cap (4,000 records under the shipped
-    cap: the queries an upload answers add up at S2 to a run with it,
-    benchmarks/twoserver_queries.py), blocked against a larger upload, and without the
+    partner's upload times QUERY_STREAM (a query's most records) is at most S1's cap (16,000
+    records under the shipped cap: the queries an upload answers add up at S2 to a run with
+    it, benchmarks/twoserver_queries.py), blocked against a larger upload, and without the
     members' records; a run of members keeps S1's cap."""
     cap = exhaustive.SHIPPED_PAIRS
     query = ["p/north/t", "p/south@q/q"]
-    assert cap == exhaustive.QUERY_STREAM * 4_000
-    for records in ([4_000, 1_000], [300, 2], [1, 1]):
+    assert cap == exhaustive.QUERY_STREAM * 16_000
+    for records in ([16_000, 1_000], [10_000, 1], [300, 2], [1, 1]):
         got = exhaustive.run_cap(query, cap, records)
         assert exhaustive.small_pairs(records, got) == {(0, 1)}, records
-    assert exhaustive.run_cap(query, cap, [4_001, 1]) == 0
+    assert exhaustive.run_cap(query, cap, [16_001, 1]) == 0
     assert exhaustive.run_cap(query, cap) == 0  # records unknown: blocked
     assert exhaustive.run_cap(query, 0, [300, 2]) == 0  # S1 blocks every pair
     assert exhaustive.run_cap(["p/north/t", "p/south/t"], cap, [300, 2]) == cap
