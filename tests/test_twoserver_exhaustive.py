@@ -232,17 +232,33 @@ def unblocking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", exhaustive.SHIPPED_PAIRS)
 
 
-def test_a_query_is_blocked_whatever_s1s_cap(
+def test_a_query_is_whole_against_a_small_partner_and_blocked_against_a_large_one() -> None:
+    """A query's (or watch's) run (core/exhaustive.py `run_cap`): compared whole where the
+    partner's upload times QUERY_STREAM (a query's most records) is at most S1's cap (16,000
+    records under the shipped cap: the queries an upload answers add up at S2 to a run with
+    it, benchmarks/twoserver_queries.py), blocked against a larger upload, and without the
+    members' records; a run of members keeps S1's cap."""
+    cap = exhaustive.SHIPPED_PAIRS
+    query = ["p/north/t", "p/south@q/q"]
+    assert cap == exhaustive.QUERY_STREAM * 16_000
+    for records in ([16_000, 1_000], [10_000, 1], [300, 2], [1, 1]):
+        got = exhaustive.run_cap(query, cap, records)
+        assert exhaustive.small_pairs(records, got) == {(0, 1)}, records
+    assert exhaustive.run_cap(query, cap, [16_001, 1]) == 0
+    assert exhaustive.run_cap(query, cap) == 0  # records unknown: blocked
+    assert exhaustive.run_cap(query, 0, [300, 2]) == 0  # S1 blocks every pair
+    assert exhaustive.run_cap(["p/north/t", "p/south/t"], cap, [300, 2]) == cap
+
+
+def test_a_query_against_a_small_partner_is_not_blocked_over_grpc(
     unblocking: None,
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A query's two records against south's 300 are 600 pairs, under any cap, but blocked
-    (core/exhaustive.py `run_cap`): a query costs its candidates (a run of members under the
-    cap is not blocked: `test_over_grpc_s2_opens_nothing_of_an_unblocked_run`)."""
-    assert exhaustive.run_cap(["p/north/t", "p/south@q/q"], 10**9) == 0
-    assert exhaustive.run_cap(["p/north/t", "p/south/t"], 10**9) == 10**9
+    """A query's two records against south's upload: with S1's shipped cap every pair is
+    compared, none blocked (S1's audit names the pair unblocked), and the query finds
+    its people as a blocked one does (tests/test_twoserver_query.py)."""
     south = members["south"][0]
     people = person_csv(south, sorted(south.truth)[:2], world.folder / "planted.csv")
     two = create(world, "shares", "two-server")
@@ -255,7 +271,8 @@ def test_a_query_is_blocked_whatever_s1s_cap(
     runs = [dict(e.detail) for e in kept.log.entries() if e.action == "twoserver.run"]
     kept.close()
     (query_run,) = runs
-    assert query_run["unblocked"] == [] and 0 < int(str(query_run["pairs"])) < 2 * 300
+    assert len(query_run["unblocked"]) == 1
+    assert int(str(query_run["pairs"])) == 2 * len(south.truth)  # the cross product
 
 
 def test_the_cap_is_s1s_alone_and_not_negative(

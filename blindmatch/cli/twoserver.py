@@ -415,7 +415,8 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="S1: compare a pair of members of at most N pairs (records x records) without "
         "blocking, every pair through the circuit, so that S2 counts no shared bands (default "
-        "16,000,000: 4,000 x 4,000; 0: block every pair)",
+        "16,000,000: 4,000 x 4,000; 0: block every pair); a query's or watch's records "
+        "likewise against an upload of at most N / 1,000 records",
     )
     p.add_argument(
         "--query-limit",

@@ -12,8 +12,9 @@ fallback's rule (core/twoblocking.py `fallback_split`) as a blocked pair's are. 
 the cross product, in S1's order, and no count (what the two members' sizes already say), S1
 no join, and C decides every pair the exhaustive CLK run compares: none missed by blocking
 (with C's Dice oracle the links are that run's exactly; with link bits C solves by bucket).
-Above the cap the pair is blocked as before, and so is a query's (or watch's) records against a
-member (`run_cap`).
+Above the cap the pair is blocked as before. A query's (or watch's) records are compared whole
+against a partner's upload of at most cap / `QUERY_STREAM` records (16,000 under the shipped
+cap) and blocked against a larger one (`run_cap`).
 
 The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
 meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
@@ -33,9 +34,16 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 
 SHIPPED_PAIRS = 16_000_000  # a pair of members of at most this many pairs: no blocking
 DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/conftest.py)
+# A query's or watch's records are compared whole against a partner's upload of at most
+# cap / QUERY_STREAM records (`run_cap`; 16,000 under the shipped cap): wherever a query of
+# the most records there are (MAX_QUERY_RECORDS) against it is within S1's cap. Blocked
+# streams of queries leaked against uploads of 1,000-4,000 records and, short ones, 10,000
+# (docs/privacy-design.md "A stream of two-server queries, attacked").
+QUERY_STREAM = MAX_QUERY_RECORDS
 
 Ends = tuple[int, int]
 
@@ -53,12 +61,25 @@ def check_cap(pairs: int) -> int:
     return int(pairs)
 
 
-def run_cap(members: Sequence[str], cap: int) -> int:
-    """S1's cap for a run of `members` (names at S1): 0 for a query's or a watch's run (a
-    member is a query's records, core/tickets.py `is_query`): a few records against a whole
-    upload are blocked, as before, so that a query costs its candidates, not its cross
-    product."""
-    return 0 if any(tickets.is_query(m) for m in members) else cap
+def run_cap(members: Sequence[str], cap: int, records: Sequence[int] | None = None) -> int:
+    """S1's cap for a run of `members` (names at S1) of `records` each: `cap` for a run of
+    members. A query's or a watch's run (a member is a query's records, core/tickets.py
+    `is_query`) is compared without blocking where every other member is small, its records
+    times `QUERY_STREAM` at most `cap` (16,000 records under the shipped cap: a query of the
+    most records against it within the cap), and blocked otherwise (0; so too without
+    `records`): the queries a partner's upload answers add up, at S2, to the view of a run
+    between that upload and a member of as many records, which leaks where the upload is
+    small (docs/privacy-design.md "A stream of two-server queries, attacked"); a query
+    against a larger upload costs its candidates, not its cross product. The cap returned
+    admits every pair of the run's members (`small_pairs`)."""
+    if not any(tickets.is_query(m) for m in members):
+        return cap
+    if records is None or len(records) != len(members):
+        return 0
+    partners = [r for m, r in zip(members, records, strict=True) if not tickets.is_query(m)]
+    if not partners or max(partners) * QUERY_STREAM > cap:
+        return 0
+    return max(records) ** 2
 
 
 def every_pair(
@@ -120,6 +141,7 @@ def propose(
 
 __all__ = [
     "DEFAULT_PAIRS",
+    "QUERY_STREAM",
     "SHIPPED_PAIRS",
     "check_cap",
     "every_pair",

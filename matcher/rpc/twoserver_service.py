@@ -146,7 +146,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         run = pb.ProposeRequest(members=members, records=request.records,
                                 fallback=request.fallback)  # fmt: skip
 
-        cap = exhaustive_.run_cap(members, self.exhaustive)  # a query's run: blocked
+        # A query's run: whole against a small partner, blocked against a larger one.
+        cap = exhaustive_.run_cap(members, self.exhaustive, [h.records for h in held])
 
         def blocked(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """S1's join of `pairs` of members (None: every pair), expanded by S2."""
