@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     t_check = time.process_time()
     report = check_members(loaded, shipped, secret,
                            lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
-                           known=args.known)  # fmt: skip
+                           known=args.known, roles=args.roles)  # fmt: skip
     print(report.render())
     if args.pad_to:
         decoy_report(seen[label], loaded, time.process_time() - t_check)

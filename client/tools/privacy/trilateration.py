@@ -77,11 +77,9 @@ class Model:
     (1 - (1 - P_band)^b, P_band the chance r random positions all agree) and the level of
     their Dice; and its noise model: a victim candidate's Dice level given the attacker's
     level (Gaussian, fitted, with an outlier floor), p == q (the same person in both members)
-    being a level of its own. The chance of blocking together is a function of the pair's
-    level alone, so it is held by level (`logit_pc[level[p, q]]`), not as an (N, N) matrix:
-    the attacker's data of a large member B is N x N, and two float32 matrices of it were
-    most of the check's memory (docs/privacy-design.md, "A small member against a larger
-    one: the memory of the check")."""
+    being a level of its own. The chance of blocking together depends on the level alone, so
+    it is held by level (`logit_pc[level[p, q]]`): two (N, N) float32 matrices of it were most
+    of the check's memory against a large member B."""
 
     level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
     logit_pc: Floats  # (SAME + 1,) by level: log Pc - log(1 - Pc)
@@ -92,17 +90,15 @@ class Model:
     pop_sigma: float
 
 
-# Rows of the attacker's records a block when its (N, N) levels are computed: the block's Dice
-# (float32) is the only (rows, N) temporary.
-BLOCK = 1024
+BLOCK = 1024  # rows a block when the (N, N) levels are computed (its Dice: (rows, N))
 
 
 @dataclasses.dataclass
 class OwnGraph:
     """The attacker's own encodings (packed bits, as given), their popcounts and the levels of
     every pair's Dice (SAME on the diagonal): what every view's model starts from (`own_graph`
-    once, then `fit_model` per view). The Dice itself is computed where it is read
-    (`dice_of`, `pair_dice`): an (N, N) float32 matrix of it is 1.6 GB at N = 20,000."""
+    once, then `fit_model` per view). The Dice is computed where read (`dice_of`, `pair_dice`):
+    as an (N, N) float32 matrix it is 1.6 GB at N = 20,000."""
 
     own: npt.NDArray[np.uint8]
     level: npt.NDArray[np.int8]
@@ -117,10 +113,8 @@ class OwnGraph:
         out = np.empty(len(a), np.float32)
         for start in range(0, len(a), 16 * BLOCK):
             x, y = a[start : start + 16 * BLOCK], b[start : start + 16 * BLOCK]
-            inter = (_bits(self.own[x]) * _bits(self.own[y])).sum(axis=1)
-            out[start : start + len(x)] = (
-                2 * inter / np.maximum(self.pop[x] + self.pop[y], 1)
-            ).astype(np.float32)
+            inter = (_bits(self.own[x]) * _bits(self.own[y])).sum(axis=1)  # exact
+            out[start : start + len(x)] = 2 * inter / np.maximum(self.pop[x] + self.pop[y], 1)
         return out
 
 
@@ -129,8 +123,8 @@ def _bits(own: npt.NDArray[np.uint8]) -> Floats:
 
 
 def _dice(bits_a: Floats, pop_a: Floats, bits_b: Floats, pop_b: Floats) -> Floats:
-    """Dice of every pair, float32: the intersections are exact integers in float32 (at most
-    2^24 bits), so a block's values are the whole matrix's."""
+    """Dice of every pair, float32 (intersections exact in float32: a block's values are the
+    whole matrix's)."""
     inter = bits_a @ bits_b.T
     return (2 * inter / np.maximum(pop_a[:, None] + pop_b[None, :], 1)).astype(np.float32)
 
@@ -250,6 +244,7 @@ class Trilateration:
         self.view, self.model, self.mine = view, model, mine
         # `copy` False: the scores start as `prior` itself (the caller's to give away).
         self.score = prior.copy() if copy else prior
+        self._scratch: Floats | None = None  # `centred(scratch=True)`'s buffer
         # Pairs asked one bit each, as a dishonest combiner asks reach pairs (reachprobes.py
         # `Probes`: `add(score, seeds' rows, their levels, sign)`), or None.
         self.probes = probes
@@ -293,8 +288,15 @@ class Trilateration:
         )
         self.score[touched] += sign * np.asarray(spread @ w, dtype=np.float32)
 
-    def centred(self) -> Floats:
-        return self.score - self.score.mean(axis=1, keepdims=True)
+    def centred(self, scratch: bool = False) -> Floats:
+        """Each row's scores less its mean. `scratch`: into this object's buffer, overwritten
+        by the next call (B's scores are |B| x |B|: a fresh matrix a round cost system time)."""
+        mean = self.score.mean(axis=1, keepdims=True)
+        if not scratch:
+            return self.score - mean
+        if self._scratch is None or self._scratch.shape != self.score.shape:
+            self._scratch = np.empty_like(self.score)
+        return np.subtract(self.score, mean, out=self._scratch)
 
 
 def column_argmax(score: Floats, block: int = 128) -> npt.NDArray[np.intp]:
@@ -386,10 +388,10 @@ def trilaterate(
         before = len(seeds_a) + len(seeds_b)
         floor = 0.0 if robust else margin
         share = 2 if robust else 1
-        new_a = mutual_best(tri_a.centred(), seeds_a, floor, inplace=True)[
+        new_a = mutual_best(tri_a.centred(True), seeds_a, floor, inplace=True)[
             : max(10, len(seeds_a) // share)
         ]
-        new_b = mutual_best(tri_b.centred(), seeds_b, floor, inplace=True)[
+        new_b = mutual_best(tri_b.centred(True), seeds_b, floor, inplace=True)[
             : max(10, len(seeds_b) // share)
         ]
         if not new_a and not new_b:
@@ -401,8 +403,8 @@ def trilaterate(
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
         if robust:
-            drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
-            drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
+            drop_a = unstable(tri_a.centred(True), seeds_a, fixed_a)
+            drop_b = unstable(tri_b.centred(True), seeds_b, fixed_b)
             for i in drop_a:
                 del seeds_a[i]
             for i in drop_b:
@@ -433,7 +435,7 @@ def trilaterate(
     else:
         claims_a, claims_b = dict(seeds_a), dict(seeds_b)
         for mine, tri, seeds in ((claims_a, tri_a, seeds_a), (claims_b, tri_b, seeds_b)):
-            found = mutual_best(tri.centred(), seeds, margin, inplace=True)
+            found = mutual_best(tri.centred(True), seeds, margin, inplace=True)
             mine.update({i: j for _m, i, j in found})
     if state is not None:
         state.update(tri_a=tri_a, tri_b=tri_b, seeds_a=seeds_a, seeds_b=seeds_b)

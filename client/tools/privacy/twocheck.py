@@ -35,7 +35,7 @@ import dataclasses
 import hashlib
 import random
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,13 +230,15 @@ def check_members(
     known: Sequence[int] = KNOWN_PAIRS,
     attacker_key: bytes | None = None,
     third: bool = True,
+    roles: Collection[str] | None = None,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
     them, build each role's view of A and B
     with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
     the third member is the attacker's plaintext on every person of A and B, encoded under
     `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats); `third`
-    False leaves M out (a project of two: C's view without extras or reach pairs)."""
+    False leaves M out (a project of two: C's view without extras or reach pairs); `roles`:
+    attack only these of `ROLES` (None: every one; benchmarks/twoserver.py `--roles`)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -253,7 +255,8 @@ def check_members(
     uploads = [_upload(schema, rows, secret, hardening)
                for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
     views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
-    if third:  # C*: C's view and its reach pairs' worst under S1's quota (reachprobes.py)
+    wanted = set(ROLES if roles is None else roles)
+    if third and "C*" in wanted:  # C's view and its reach pairs' worst under S1's quota
         ab = [upload_views(schema, rows, secret, hardening)[0] for rows in (a_rows, b_rows)]
         views["C*"] = quota_view(*views["C"], pair_dice(*ab), threshold)
     plan = sharing.plan_of(schema)
@@ -271,7 +274,7 @@ def check_members(
     report = TwoServerReport(source, real, hardening.describe(), [], [])
     graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
     unblocked = all(not len(views[r][0]) for r in ("S1", "S2") if r in views)
-    for role in (r for r in ROLES if r in views):
+    for role in (r for r in ROLES if r in views and r in wanted):
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float, float]] = {}
         empty = unblocked and role in ("S1", "S2")  # nothing to read: attacked as it is
@@ -300,7 +303,7 @@ def check_members(
             report.partner[f"{role} {result.attack}"] = partner
             if reading:
                 report.kept[result.attack] = reading
-    if (truth_a < 0).any() or (truth_b < 0).any():
+    if "S2" in wanted and ((truth_a < 0).any() or (truth_b < 0).any()):
         # Decoy rows: S2 attacked too by an attacker that drops the rows least likely real.
         pairs, counts = views["S2"]
         for count in known:
@@ -308,6 +311,7 @@ def check_members(
                                        u_people, plan, clks, count)  # fmt: skip
             report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
+    within = within if "S2" in wanted else []
     if within:
         own_rows = _own_pairs(within, own, truth_a, a_people, u_people, plan, known)
         report.results.extend(_not_blocked(r) if unblocked else r for r in own_rows)
