@@ -82,7 +82,12 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     def views(uploads: Any, threshold: float, rule: Any, label: str, dummies: float) -> Any:
         t0 = time.process_time()
         got = role_views(
-            uploads, threshold, rule, dummies=dummies, exhaustive=args.exhaustive_pairs
+            uploads,
+            threshold,
+            rule,
+            dummies=dummies,
+            exhaustive=args.exhaustive_pairs,
+            clear=args.clear,
         )
         seen[label] = (got, time.process_time() - t0)
         pairs, counts = got["S2"]
