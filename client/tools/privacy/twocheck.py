@@ -233,12 +233,11 @@ def check_members(
     roles: Collection[str] | None = None,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
-    them, build each role's view of A and B
-    with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
-    the third member is the attacker's plaintext on every person of A and B, encoded under
-    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats); `third`
-    False leaves M out (a project of two: C's view without extras or reach pairs); `roles`:
-    attack only these of `ROLES` (None: every one; benchmarks/twoserver.py `--roles`)."""
+    them, build each role's view of A and B with `role_views` (the run's own roles) and attack
+    each, blind and with `known` pairs of A; the third member is the attacker's plaintext on
+    every person of A and B, encoded under `attacker_key` (default: a fresh one; `seeded_keys`
+    gives a run that repeats); `third` False leaves M out (a project of two: C's view without
+    extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -255,12 +254,13 @@ def check_members(
     uploads = [_upload(schema, rows, secret, hardening)
                for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
     views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
+    clks = len(uploads[0].s1.bands)
+    del uploads  # not read again (a large member's sealed band keys are large)
     wanted = set(ROLES if roles is None else roles)
     if third and "C*" in wanted:  # C's view and its reach pairs' worst under S1's quota
         ab = [upload_views(schema, rows, secret, hardening)[0] for rows in (a_rows, b_rows)]
         views["C*"] = quota_view(*views["C"], pair_dice(*ab), threshold)
     plan = sharing.plan_of(schema)
-    clks = len(uploads[0].s1.bands)
     # The attacker's own encodings (its own key, the public schema): both CLKs.
     key = attacker_key if attacker_key is not None else secrets.token_bytes(32)
     own = upload_views(schema, u_rows, key, hardening)
