@@ -64,7 +64,7 @@ def _prior(
     """`calibrate` on the victims' own CLKs (the attacker's best case): every pair of A and B
     whose attacker Dice is 0.5 or more (300,000 of them at most), and 200,000 others at
     random."""
-    near = np.argwhere(graph.dice[np.ix_(truth_a, truth_b)] >= 0.5)
+    near = np.argwhere(graph.dice_of(truth_a, truth_b) >= 0.5)
     rng = np.random.default_rng(0)
     if len(near) > 300_000:  # a sample (synthetic people of 5,000 have millions)
         near = near[rng.choice(len(near), 300_000, replace=False)]

@@ -8,7 +8,7 @@
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
         [--keep 1 0.5] [--decoys generator|client]] [--exhaustive-pairs N]
-        [--partner-records M]
+        [--partner-records M] [--roles S2] [--clear]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -76,7 +76,10 @@ count / bands, as `--view s2` does).
 pairs are compared without blocking, and S1's and S2's views are then empty; 0 blocks them
 (the view before the cap). `--partner-records M` (messy/households): B holds the generator's
 first M people and A a random `--records` of them (a small member against a larger one; with
-`--exhaustive-pairs 0`, or M x `--records` over the cap, the pair is blocked).
+`--exhaustive-pairs 0`, or M x `--records` over the cap, the pair is blocked). `--roles S2`
+(roles): attack only those roles' views (the others' attacks cost as much against a large B);
+`--clear`: the roles' circuit outputs computed in the clear, as `privacy-check` computes them
+(the same views, tests/test_twoclear.py; minutes of the circuit's rounds saved on large members).
 
 `--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
 generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
@@ -265,6 +268,15 @@ def arguments() -> argparse.ArgumentParser:
         "--exhaustive-pairs", type=int, metavar="N",
         help="roles: S1 compares members of at most N pairs without blocking (default: "
         "matcher/core/exhaustive.py's; 0: blocks every pair)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--roles", nargs="+", choices=("C", "C*", "S1", "S2"),
+        help="roles: attack only these roles' views (default: every one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clear", action="store_true",
+        help="roles: the circuit's outputs computed in the clear (matcher/core/twoclear.py, "
+        "as privacy-check runs it: the same views, tests/test_twoclear.py), not its rounds",
     )  # fmt: skip
     return parser
 

@@ -82,7 +82,12 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     def views(uploads: Any, threshold: float, rule: Any, label: str, dummies: float) -> Any:
         t0 = time.process_time()
         got = role_views(
-            uploads, threshold, rule, dummies=dummies, exhaustive=args.exhaustive_pairs
+            uploads,
+            threshold,
+            rule,
+            dummies=dummies,
+            exhaustive=args.exhaustive_pairs,
+            clear=args.clear,
         )
         seen[label] = (got, time.process_time() - t0)
         pairs, counts = got["S2"]
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     t_check = time.process_time()
     report = check_members(loaded, shipped, secret,
                            lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
-                           known=args.known)  # fmt: skip
+                           known=args.known, roles=args.roles)  # fmt: skip
     print(report.render())
     if args.pad_to:
         decoy_report(seen[label], loaded, time.process_time() - t_check)

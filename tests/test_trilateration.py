@@ -25,7 +25,7 @@ def _random_model(rng: np.random.Generator, n: int) -> Model:
     level = rng.integers(0, nl, (n, n)).astype(np.int8)
     f32 = np.float32
     return Model(
-        level, rng.normal(size=(n, n)).astype(f32), rng.normal(size=(n, n)).astype(f32),
+        level, rng.normal(size=nl).astype(f32), rng.normal(size=nl).astype(f32),
         rng.normal(size=(nl, nl)).astype(f32), np.zeros((nl, 9), f32), np.zeros(n, np.int64), 1.0,
     )  # fmt: skip
 
@@ -50,11 +50,11 @@ def test_a_seed_adds_what_its_definition_says() -> None:
     expected = prior.astype(np.float64).copy()
     value = {(int(a), int(b)): int(k) for (a, b), k in zip(pairs, levels(dice), strict=True)}
     for b, q in kept.items():
-        expected += model.log_miss[mine, q][None, :]
+        expected += model.log_miss[model.level[mine, q]][None, :]
         for a in range(n_a):
             if (a, b) in value:
                 expected[a] += model.table[value[a, b]][model.level[mine, q]]
-                expected[a] += model.logit_pc[mine, q]
+                expected[a] += model.logit_pc[model.level[mine, q]]
     np.testing.assert_allclose(tri.score, expected, atol=1e-3)
 
 

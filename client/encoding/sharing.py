@@ -255,21 +255,31 @@ def record_keys(
 
 
 # Under this many records a member's S2 view (each candidate pair's count of shared bands)
-# re-identified over 1% of a household-like member with 50 known pairs: 1.7-4.7% at 1,000-2,000
-# records, 0.71-1.25% at 3,000 (two runs of four over the bar); at 4,000 every run stayed under
-# it (0.35-0.73%, five runs), at 5,000 too (0.28-0.42%, three); S2's counts read four ways,
-# fresh keys each run (docs/privacy.md, "Two-server mode").
+# re-identified over 1% of a household-like member with 50 known pairs where it was blocked
+# against a member of its own size: 1.7-4.7% at 1,000-2,000 records, 0.71-1.25% at 3,000; at
+# 4,000 every run stayed under it (0.35-0.73%, five runs), at 5,000 too (0.28-0.42%, three);
+# S2's counts read four ways, fresh keys each run (docs/privacy.md, "Two-server mode"). Two
+# such members are no longer blocked (S1's cap, below); blocked against a larger member, a
+# small one lost less: 0.47-0.89% with 50 known pairs (500-3,000 records against 6,000-20,000,
+# `WARNED` below; docs/privacy-design.md "A small member against a larger one").
 SMALL_MEMBER = 4_000
 # S1 compares a pair of members of at most this many pairs without blocking, so that S2
 # counts no shared band (matcher/core/exhaustive.py `DEFAULT_PAIRS`, S1's default; the client
 # does not import the matcher: tests/test_twoserver_exhaustive.py checks they agree).
 UNBLOCKED_PAIRS = 16_000_000
+# The blocked case that remains, measured (docs/privacy-design.md "A small member against a
+# larger one"): what the warning quotes.
+WARNED = (
+    "on household-like members of 500-3,000 records blocked against members of 6,000-20,000 "
+    "re-identified 0.47-0.89% of records with 50 known pairs (10 runs)"
+)
 
 
 def small_member_warning(records: int) -> str | None:
     """What `encode --two-server` says of an upload small enough for S2's view to leak where
     it is blocked: with a partner small enough it is not (S1's default cap), with a larger
-    one it is (the member cannot know its partners' sizes when it encodes)."""
+    one it is (the member cannot know its partners' sizes when it encodes), and what S2's
+    view of that blocked case re-identified (`WARNED`)."""
     if records >= SMALL_MEMBER:
         return None
     partner = UNBLOCKED_PAIRS // max(records, 1)
@@ -278,10 +288,9 @@ def small_member_warning(records: int) -> str | None:
         f"S1 compares it with a member of up to {partner:,} records without blocking (every "
         "pair through the circuit; S2 counts no shared bands: S1's default --exhaustive-pairs "
         f"{UNBLOCKED_PAIRS:,}), but with a larger member it is blocked, and S2 sees each "
-        "candidate pair's count of shared bands, which on household-like members of "
-        "1,000-3,000 records re-identified up to 4.7% of records with 50 known pairs "
-        "(0.71-1.25% at 3,000; 0.35-0.73% at 4,000; docs/privacy.md). Run `blindmatch "
-        "privacy-check --mode two-server` on this export before uploading"
+        f"candidate pair's count of shared bands, which {WARNED} (under the 1% target, not far "
+        "under it; docs/privacy.md). Run `blindmatch privacy-check --mode two-server` on this "
+        "export before uploading"
     )
 
 

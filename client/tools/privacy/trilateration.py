@@ -77,37 +77,67 @@ class Model:
     (1 - (1 - P_band)^b, P_band the chance r random positions all agree) and the level of
     their Dice; and its noise model: a victim candidate's Dice level given the attacker's
     level (Gaussian, fitted, with an outlier floor), p == q (the same person in both members)
-    being a level of its own."""
+    being a level of its own. The chance of blocking together depends on the level alone, so
+    it is held by level (`logit_pc[level[p, q]]`): two (N, N) float32 matrices of it were most
+    of the check's memory against a large member B."""
 
     level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
-    logit_pc: Floats  # (N, N) log Pc - log(1 - Pc)
-    log_miss: Floats  # (N, N) log(1 - Pc)
+    logit_pc: Floats  # (SAME + 1,) by level: log Pc - log(1 - Pc)
+    log_miss: Floats  # (SAME + 1,) by level: log(1 - Pc)
     table: Floats  # (SAME + 1, SAME + 1): log P(victim level k | attacker level l)
     coarse: Floats  # (SAME + 1, len(COARSE) - 1): P(victim coarse bin | attacker level)
     pop: npt.NDArray[np.int64]  # the attacker's popcounts
     pop_sigma: float
 
 
+BLOCK = 1024  # rows a block when the (N, N) levels are computed (its Dice: (rows, N))
+
+
 @dataclasses.dataclass
 class OwnGraph:
-    """The attacker's own encodings' Dice (every pair of its records), their levels (SAME on
-    the diagonal) and popcounts: what every view's model starts from (`own_graph` once, then
-    `fit_model` per view)."""
+    """The attacker's own encodings (packed bits, as given), their popcounts and the levels of
+    every pair's Dice (SAME on the diagonal): what every view's model starts from (`own_graph`
+    once, then `fit_model` per view). The Dice is computed where read (`dice_of`, `pair_dice`):
+    as an (N, N) float32 matrix it is 1.6 GB at N = 20,000."""
 
-    dice: Floats
+    own: npt.NDArray[np.uint8]
     level: npt.NDArray[np.int8]
     pop: Floats
 
+    def dice_of(self, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp]) -> Floats:
+        """The Dice of every pair of `rows` x `cols` (float32, as `own_graph` computes it)."""
+        return _dice(_bits(self.own[rows]), self.pop[rows], _bits(self.own[cols]), self.pop[cols])
+
+    def pair_dice(self, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp]) -> Floats:
+        """The Dice of the pairs (a[k], b[k]) (float32, as `dice_of`), by blocks."""
+        out = np.empty(len(a), np.float32)
+        for start in range(0, len(a), 16 * BLOCK):
+            x, y = a[start : start + 16 * BLOCK], b[start : start + 16 * BLOCK]
+            inter = (_bits(self.own[x]) * _bits(self.own[y])).sum(axis=1)  # exact
+            out[start : start + len(x)] = 2 * inter / np.maximum(self.pop[x] + self.pop[y], 1)
+        return out
+
+
+def _bits(own: npt.NDArray[np.uint8]) -> Floats:
+    return np.unpackbits(own, axis=1).astype(np.float32)
+
+
+def _dice(bits_a: Floats, pop_a: Floats, bits_b: Floats, pop_b: Floats) -> Floats:
+    """Dice of every pair, float32 (intersections exact in float32: a block's values are the
+    whole matrix's)."""
+    inter = bits_a @ bits_b.T
+    return (2 * inter / np.maximum(pop_a[:, None] + pop_b[None, :], 1)).astype(np.float32)
+
 
 def own_graph(own: npt.NDArray[np.uint8]) -> OwnGraph:
-    bits = np.unpackbits(own, axis=1).astype(np.float32)
+    bits = _bits(own)
     pop = bits.sum(axis=1)
-    inter = bits @ bits.T
-    dice = (2 * inter / np.maximum(pop[:, None] + pop[None, :], 1)).astype(np.float32)
-    del inter
-    level = levels(dice).astype(np.int8)
+    level = np.empty((len(own), len(own)), np.int8)
+    for start in range(0, len(own), BLOCK):
+        part = slice(start, start + BLOCK)
+        level[part] = levels(_dice(bits[part], pop[part], bits, pop))
     np.fill_diagonal(level, SAME)
-    return OwnGraph(dice, level, pop)
+    return OwnGraph(own, level, pop)
 
 
 def fit_model(
@@ -122,7 +152,7 @@ def fit_model(
     `own`: the attacker's encodings, or their `own_graph` (shared by the models of several
     views)."""
     graph = own if isinstance(own, OwnGraph) else own_graph(own)
-    dice, level, pop = graph.dice, graph.level, graph.pop
+    level, pop = graph.level, graph.pop
     nl = SAME + 1
     # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
     # towards the bit-sampling curve at the level's Dice)
@@ -136,15 +166,15 @@ def fit_model(
     agree = np.clip(1 - (1 - centres) * 0.5, 0, 1)  # rough bit agreement at that Dice
     prior = np.clip(1 - (1 - agree**r) ** bands, 1e-4, 1 - 1e-4)
     pc = np.clip((n_cand + 2 * prior) / (n_all + 2), 1e-6, 1 - 1e-6)
-    log_miss = np.log1p(-pc).astype(np.float32)[level]
-    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)[level]
+    log_miss = np.log1p(-pc).astype(np.float32)  # by level
+    logit_pc = (np.log(pc) - np.log1p(-pc)).astype(np.float32)
     # Dice noise: the victim level of true-aligned candidates against the attacker's level
     ta, tb = truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]
     k_v = levels(view.dice)
     hist = np.zeros((nl, nl))
     np.add.at(hist, (k_v, lev_cand), 1.0)
     same = ta == tb
-    resid = view.dice[~same] - dice[ta[~same], tb[~same]]
+    resid = view.dice[~same] - graph.pair_dice(ta[~same], tb[~same])
     if not len(resid):  # every pair of the view is one person's (the combiner's links)
         resid = np.zeros(1)
     mu = float(np.median(resid))
@@ -188,18 +218,19 @@ def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
     bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
     np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
     lev = model.level[np.ix_(mine, theirs)].astype(np.intp)
-    pc = 1 - np.exp(model.log_miss[np.ix_(mine, theirs)])
+    pc = 1 - np.exp(model.log_miss[lev])
     nl = SAME + 1
     by_level = np.bincount(
         (np.arange(len(mine))[:, None] * nl + lev).ravel(), weights=pc.ravel(),
         minlength=len(mine) * nl,
     ).reshape(len(mine), nl)  # fmt: skip
     expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
-    ll = hist @ np.log(expected).T - expected.sum(axis=1)[None, :]
+    ll = hist @ np.log(expected).T  # (|A|, |mine|): in place from here (N x N for B)
+    ll -= expected.sum(axis=1)[None, :]
     if view.pops:
         z = (view.pop_a[:, None] - model.pop[mine][None, :]) / model.pop_sigma
         ll += np.log(0.95 * np.exp(-0.5 * z**2) / (2.5066 * model.pop_sigma) + 0.05 / 1024)
-    return ll.astype(np.float32)
+    return ll.astype(np.float32, copy=False)
 
 
 class Trilateration:
@@ -209,9 +240,11 @@ class Trilateration:
     else the chance they do not."""
 
     def __init__(self, view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
-                 prior: Floats, probes: Any = None) -> None:  # fmt: skip
+                 prior: Floats, probes: Any = None, copy: bool = True) -> None:  # fmt: skip
         self.view, self.model, self.mine = view, model, mine
-        self.score = prior.copy()
+        # `copy` False: the scores start as `prior` itself (the caller's to give away).
+        self.score = prior.copy() if copy else prior
+        self._scratch: Floats | None = None  # `centred(scratch=True)`'s buffer
         # Pairs asked one bit each, as a dishonest combiner asks reach pairs (reachprobes.py
         # `Probes`: `add(score, seeds' rows, their levels, sign)`), or None.
         self.probes = probes
@@ -232,9 +265,10 @@ class Trilateration:
             return
         rows = np.array(list(seeds_b), dtype=np.intp)
         ids = np.array(list(seeds_b.values()), dtype=np.intp)
-        lev = self.model.level[np.ix_(self.mine, ids)].T.astype(np.intp)  # (S, |mine|)
-        logit = self.model.logit_pc[np.ix_(self.mine, ids)].T
-        self.score += sign * self.model.log_miss[np.ix_(self.mine, ids)].sum(axis=1)[None, :]
+        by_seed = self.model.level[np.ix_(self.mine, ids)]  # (|mine|, S)
+        lev = by_seed.T.astype(np.intp)  # (S, |mine|)
+        logit = self.model.logit_pc[by_seed].T
+        self.score += sign * self.model.log_miss[by_seed].sum(axis=1)[None, :]
         if self.probes is not None:
             self.probes.add(self.score, rows, lev, sign)
         cand = self.by_column[:, rows]  # the seeds' candidates: (row of A, seed, level + 1)
@@ -254,8 +288,15 @@ class Trilateration:
         )
         self.score[touched] += sign * np.asarray(spread @ w, dtype=np.float32)
 
-    def centred(self) -> Floats:
-        return self.score - self.score.mean(axis=1, keepdims=True)
+    def centred(self, scratch: bool = False) -> Floats:
+        """Each row's scores less its mean. `scratch`: into this object's buffer, overwritten
+        by the next call (B's scores are |B| x |B|: a fresh matrix a round cost system time)."""
+        mean = self.score.mean(axis=1, keepdims=True)
+        if not scratch:
+            return self.score - mean
+        if self._scratch is None or self._scratch.shape != self.score.shape:
+            self._scratch = np.empty_like(self.score)
+        return np.subtract(self.score, mean, out=self._scratch)
 
 
 def column_argmax(score: Floats, block: int = 128) -> npt.NDArray[np.intp]:
@@ -327,13 +368,16 @@ def trilaterate(
     if blind:
         for sig, seeds, out in ((sig_a, seeds_a, blind_a), (sig_b, seeds_b, None)):
             centred = sig - sig.mean(axis=1, keepdims=True)
-            found = mutual_best(centred, seeds, 0.0)[:blind]
+            found = mutual_best(centred, seeds, 0.0, inplace=True)[:blind]
+            del centred
             chosen = {i: p for _m, i, p in found}
             seeds.update(chosen)
             if out is not None:
                 out.update(chosen)
-    tri_a = Trilateration(view, model, in_a, sig_a, probes[0] if probes else None)
-    tri_b = Trilateration(flipped, model, in_b, sig_b, probes[1] if probes else None)
+    # The signatures become the scores (no copy: B's is |B| x |B| against a large member).
+    tri_a = Trilateration(view, model, in_a, sig_a, probes[0] if probes else None, copy=False)
+    tri_b = Trilateration(flipped, model, in_b, sig_b, probes[1] if probes else None, copy=False)
+    del sig_a, sig_b
     tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
     tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
     fixed_a, fixed_b = set(known_a), set(known_b)
@@ -344,8 +388,12 @@ def trilaterate(
         before = len(seeds_a) + len(seeds_b)
         floor = 0.0 if robust else margin
         share = 2 if robust else 1
-        new_a = mutual_best(tri_a.centred(), seeds_a, floor)[: max(10, len(seeds_a) // share)]
-        new_b = mutual_best(tri_b.centred(), seeds_b, floor)[: max(10, len(seeds_b) // share)]
+        new_a = mutual_best(tri_a.centred(True), seeds_a, floor, inplace=True)[
+            : max(10, len(seeds_a) // share)
+        ]
+        new_b = mutual_best(tri_b.centred(True), seeds_b, floor, inplace=True)[
+            : max(10, len(seeds_b) // share)
+        ]
         if not new_a and not new_b:
             break
         add_a = {i: j for _m, i, j in new_a}
@@ -355,8 +403,8 @@ def trilaterate(
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
         if robust:
-            drop_a = unstable(tri_a.centred(), seeds_a, fixed_a)
-            drop_b = unstable(tri_b.centred(), seeds_b, fixed_b)
+            drop_a = unstable(tri_a.centred(True), seeds_a, fixed_a)
+            drop_b = unstable(tri_b.centred(True), seeds_b, fixed_b)
             for i in drop_a:
                 del seeds_a[i]
             for i in drop_b:
@@ -386,8 +434,9 @@ def trilaterate(
         claims_a, claims_b = claims
     else:
         claims_a, claims_b = dict(seeds_a), dict(seeds_b)
-        claims_a.update({i: j for _m, i, j in mutual_best(tri_a.centred(), seeds_a, margin)})
-        claims_b.update({i: j for _m, i, j in mutual_best(tri_b.centred(), seeds_b, margin)})
+        for mine, tri, seeds in ((claims_a, tri_a, seeds_a), (claims_b, tri_b, seeds_b)):
+            found = mutual_best(tri.centred(True), seeds, margin, inplace=True)
+            mine.update({i: j for _m, i, j in found})
     if state is not None:
         state.update(tri_a=tri_a, tri_b=tri_b, seeds_a=seeds_a, seeds_b=seeds_b)
     return (
@@ -398,11 +447,12 @@ def trilaterate(
 
 
 def mutual_best(
-    score: Floats, seeds: dict[int, int], margin: float
+    score: Floats, seeds: dict[int, int], margin: float, inplace: bool = False
 ) -> list[tuple[float, int, int]]:
     """Mutual best (i, p) of `score` among rows and columns not in `seeds`, whose margin over
-    the runner-up in row and column is at least `margin`; most confident first."""
-    s = score.copy()
+    the runner-up in row and column is at least `margin`; most confident first. `inplace`:
+    `score` is a temporary of the caller's, overwritten rather than copied."""
+    s = score if inplace else score.copy()
     taken_v = np.array(list(seeds), dtype=np.intp)
     taken_a = np.array(list(seeds.values()), dtype=np.intp)
     s[taken_v, :] = -np.inf

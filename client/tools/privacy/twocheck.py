@@ -23,10 +23,9 @@ every person of A and B. The plaintext only scores the claims.
 The verdict is the CLK check's rule (report.py `LIMIT`): PASS when every attack on every view
 re-identifies under 1% of A's records (those not among the known pairs).
 
-Members padded with decoy records (benchmarks/twoserver.py `--pad-to`; the command line pads
-nothing): a row whose person the attacker's plaintext lacks is a decoy, attacked like any row
-and counted in no share; S2's view is then attacked too by an attacker that drops the rows
-least likely real (`unpartnered_attack`; docs/privacy-design.md, "(d) Decoy records").
+Decoys (benchmarks/twoserver.py `--pad-to`): a row whose person the attacker's plaintext lacks,
+attacked like any row, counted in no share; S2's view is then attacked too by an attacker that
+drops the rows least likely real (`unpartnered_attack`; privacy-design.md "(d) Decoy records").
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import dataclasses
 import hashlib
 import random
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,9 @@ ROLES = {
     "S1": "the candidate pairs",
     "S2": "the candidate pairs and their counts of shared bands",
 }
-# S1's and S2's view of a pair of members compared without blocking (matcher/core/
-# exhaustive.py: their cross product at most S1's cap, 2,000 x 2,000 on the default sample):
-# both empty, by construction, where a blocked pair of these sizes always has candidates.
+# S1's and S2's rows of a pair of members S1 did not block (matcher/core/exhaustive.py), which
+# the views' entry UNBLOCKED_VIEW names (twoviews.py NOT_BLOCKED): both views empty.
 NOT_BLOCKED = "not blocked: no candidate pairs, no counts (the cross product)"
-# The views' entry naming the pairs of members S1 did not block (twoviews.py NOT_BLOCKED).
 UNBLOCKED_VIEW = "members not blocked"
 Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
 # (uploads, threshold, the schema's blindmatch.rule or None) -> each role's view
@@ -232,13 +229,14 @@ def check_members(
     known: Sequence[int] = KNOWN_PAIRS,
     attacker_key: bytes | None = None,
     third: bool = True,
+    roles: Collection[str] | None = None,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
-    them, build each role's view of A and B
-    with `role_views` (the run's own roles) and attack each, blind and with `known` pairs of A;
-    the third member is the attacker's plaintext on every person of A and B, encoded under
-    `attacker_key` (default: a fresh one; `seeded_keys` gives a run that repeats); `third`
-    False leaves M out (a project of two: C's view without extras or reach pairs)."""
+    them, build each role's view of A and B with `role_views` (the run's own roles) and attack
+    each, blind and with `known` pairs of A; the third member is the attacker's plaintext on
+    every person of A and B, encoded under `attacker_key` (default: a fresh one; `seeded_keys`
+    gives a run that repeats); `third` False leaves M out (a project of two: C's view without
+    extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:
         raise InputError(
@@ -255,11 +253,13 @@ def check_members(
     uploads = [_upload(schema, rows, secret, hardening)
                for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
     views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
-    if third:  # C*: C's view and its reach pairs' worst under S1's quota (reachprobes.py)
+    clks = len(uploads[0].s1.bands)
+    del uploads  # not read again (a large member's sealed band keys are large)
+    wanted = set(ROLES if roles is None else roles)
+    if third and "C*" in wanted:  # C's view and its reach pairs' worst under S1's quota
         ab = [upload_views(schema, rows, secret, hardening)[0] for rows in (a_rows, b_rows)]
         views["C*"] = quota_view(*views["C"], pair_dice(*ab), threshold)
     plan = sharing.plan_of(schema)
-    clks = len(uploads[0].s1.bands)
     # The attacker's own encodings (its own key, the public schema): both CLKs.
     key = attacker_key if attacker_key is not None else secrets.token_bytes(32)
     own = upload_views(schema, u_rows, key, hardening)
@@ -275,7 +275,7 @@ def check_members(
     # A and B not blocked only if the views say so (a blocked pair may have empty views too)
     said = views.get(UNBLOCKED_VIEW)
     unblocked = said is not None and [0, 1] in np.asarray(said[0]).tolist()
-    for role in (r for r in ROLES if r in views):
+    for role in (r for r in ROLES if r in views and r in wanted):
         pairs, values = views[role]
         worst: dict[int, tuple[AttackResult, float, float]] = {}
         empty = unblocked and role in ("S1", "S2")  # nothing to read: attacked as it is
@@ -304,7 +304,7 @@ def check_members(
             report.partner[f"{role} {result.attack}"] = partner
             if reading:
                 report.kept[result.attack] = reading
-    if (truth_a < 0).any() or (truth_b < 0).any():
+    if "S2" in wanted and ((truth_a < 0).any() or (truth_b < 0).any()):
         # Decoy rows: S2 attacked too by an attacker that drops the rows least likely real.
         pairs, counts = views["S2"]
         for count in known:
@@ -312,6 +312,7 @@ def check_members(
                                        u_people, plan, clks, count)  # fmt: skip
             report.results.append(found)
     within = [views[f"S2 A:{k}"] for k in range(clks) if f"S2 A:{k}" in views]
+    within = within if "S2" in wanted else []
     if within:
         own_rows = _own_pairs(within, own, truth_a, a_people, u_people, plan, known)
         report.results.extend(_not_blocked(r) if unblocked else r for r in own_rows)
