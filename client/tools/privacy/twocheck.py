@@ -67,8 +67,7 @@ from blindmatch.client.tools.privacy.trilateration import (
     trilaterate,
 )
 
-# Fewer records than this are refused: one record is then 0.2% or more of a share, and a
-# claim right by chance (about one in the sample's size) decides the verdict.
+# Fewer records refused: one record is 0.2%+ of a share, a lucky claim decides the verdict.
 MIN_SAMPLE = 500
 # S2's counts are attacked as the agreement (count x reading / (CLKs x bands))^(1 / bits) at
 # each reading, the worst kept: the attack's quantisation of the counts into Dice levels and
