@@ -61,9 +61,20 @@ def test_a_wheel_in_a_fresh_venv_gives_a_working_blindmatch(tmp_path: Path) -> N
     assert "blindmatch/cli/app.py" in shipped and "blindmatch/schemas/person-uk.json" in {
         n for n in zipfile.ZipFile(wheel).namelist()
     }
+    # The venv gets no pip of its own (ensurepip's, older and slower): this suite's pip
+    # installs into it (`pip --python`), so it holds the wheel and what the wheel's
+    # requirements pulled from the registry, not even setuptools. --no-compile: pip does not
+    # byte-compile all of numpy, scipy, matplotlib ...; a command compiles what it imports.
+    # The venv, the install and four commands took 22-23 s of CPU that way, 5.3-5.5 s this way
+    # (docs/architecture.md, "Tests and their run time").
     venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", venv)
-    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)  # from the registry
+    _run(sys.executable, "-m", "venv", "--without-pip", venv)
+
+    def pip_install(*args: str | Path) -> None:
+        _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install",
+             "-q", "--no-compile", *args)  # fmt: skip
+
+    pip_install(wheel)  # its requirements from the registry
     bm = venv / "bin" / "blindmatch"
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert not {"client", "matcher", "protos"} & {p.name for p in site.iterdir()}
@@ -87,7 +98,7 @@ def test_a_wheel_in_a_fresh_venv_gives_a_working_blindmatch(tmp_path: Path) -> N
     said = encode("north", check=False)
     assert f"pip install --no-deps {CLKHASH}" in said and "Traceback" not in said
     assert not (work / "north.encoded").exists()
-    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", CLKHASH)
+    pip_install("--no-deps", CLKHASH)
     encode("north")
     encode("south")
 

@@ -7,7 +7,9 @@ writes them into privacy-check.json, and refuses a sample too small to mean anyt
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from blindmatch.client.tools.privacy.twocheck import (
     check_members,
     synthetic_members,
 )
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, STRONG_SECRET
 
@@ -35,14 +38,27 @@ SCHEMA = load_schema(PERSON_SCHEMA)
 ATTACKS = ["trilateration (blind)", "trilateration (10 known)", "trilateration (50 known)"]
 
 
-def test_each_roles_figures_are_printed_and_written_with_the_verdict(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "check"
-    code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
-                 "--out", str(out)])  # fmt: skip
+@pytest.fixture(scope="module")
+def seeded_check(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """One `privacy-check --mode two-server --seed 1` at the smallest sample (the people a run
+    without --seed checks, under keys from the seed): what it printed and its folder. The two
+    tests below read it (a run is about 11 s of CPU; docs/architecture.md "Tests and their run
+    time")."""
+    out = tmp_path_factory.mktemp("seeded") / "check"
+    printed = io.StringIO()
+    # tests/conftest.py's S1 blocks every pair for each test, after a module's fixtures.
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
+        code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
+                     "--seed", "1", "--out", str(out)])  # fmt: skip
     assert code == 0  # without --strict, whatever the verdict
-    printed = capsys.readouterr().out
+    return printed.getvalue(), out
+
+
+def test_each_roles_figures_are_printed_and_written_with_the_verdict(
+    seeded_check: tuple[str, Path],
+) -> None:
+    printed, out = seeded_check
     for role in ("C", "C*", "S1", "S2"):
         for attack in ATTACKS:
             assert f"  {role:<4} {attack}" in printed, printed
@@ -83,19 +99,18 @@ def test_each_roles_figures_are_printed_and_written_with_the_verdict(
     assert (out / "privacy-check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_seed_repeats_a_run_keys_and_all(tmp_path: Path) -> None:
+def test_a_seed_repeats_a_run_keys_and_all(tmp_path: Path, seeded_check: tuple[str, Path]) -> None:
     # --seed fixes the synthetic people and the keys, the project's and the attacker's (fresh
     # each run without it, as a real project's and attacker's are): two runs with the same
     # seed write the same figures, pair counts and claims included.
-    got = []
-    for run in ("first", "second"):
-        out = tmp_path / run
-        code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
-                     "--seed", "3", "--out", str(out)])  # fmt: skip
-        assert code == 0
-        got.append(json.loads((out / "privacy-check.json").read_text()))
+    got = [json.loads((seeded_check[1] / "privacy-check.json").read_text())]
+    out = tmp_path / "second"
+    code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
+                 "--seed", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    got.append(json.loads((out / "privacy-check.json").read_text()))
     assert got[0] == got[1]
-    assert got[0]["source"] == f"synthetic data ({MIN_SAMPLE} people, seed 3, keys from the seed)"
+    assert got[0]["source"] == f"synthetic data ({MIN_SAMPLE} people, seed 1, keys from the seed)"
     assert any(r["claims"] for r in got[0]["results"])  # the attacks made claims to repeat
 
 
