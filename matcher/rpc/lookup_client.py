@@ -64,9 +64,8 @@ FORWARD_FLOOR_SECONDS = 5.0
 FORWARD_BYTES_PER_SECOND = 250_000
 FORWARD_MAX_SECONDS = 60.0
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
-# Streaming a server without a data dir its shards (index changes are queued for it
-# meanwhile): a 250,000-record shard took 4 s (docs/scale.md), so this allows tens of
-# millions.
+# Streaming a server without a data dir its shards (changes queued meanwhile): a
+# 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
 LOAD_SECONDS = 600.0
 # At the matcher's start, how long to wait for each look-up server to answer whether it
 # holds anything yet (one not up by then is loaded at the first query that finds it empty).
@@ -366,6 +365,9 @@ class LookupServers:
             # forwarded after `_start_load` is in the queue (some in both: harmless).
             indexes, thresholds = source(i, len(self.addresses))
             rows = sum(len(part.refs) for part in indexes.values())
+            # Found empty just now (it started): this channel may still be reconnecting.
+            self._stubs[i].Describe(pb.ShardDescribeRequest(), timeout=RELOAD_SECONDS,
+                                    metadata=self._metadata, wait_for_ready=True)  # fmt: skip
             self._stubs[i].Load(
                 wire.load_parts(i, len(self.addresses), indexes, thresholds, after),
                 timeout=LOAD_SECONDS,
