@@ -290,3 +290,15 @@ def test_the_cap_is_s1s_alone_and_not_negative(
     assert main(["two-server", "role", "--role", "s1", "--s2", "127.0.0.1:1", *common,
                  "--exhaustive-pairs", "-1"]) == 2  # fmt: skip
     assert "--exhaustive-pairs -1" in capsys.readouterr().err
+
+
+def test_s1_started_under_the_default_cap_warns_what_it_then_blocks() -> None:
+    """`two-server role --role s1 --exhaustive-pairs N` under the default prints, after its
+    listening line, which pairs and queries it then blocks and what S2's counts gave where
+    they were blocked; at the default or above it says nothing more."""
+    said = exhaustive.lowered_cap_warning(4_000_000)
+    assert said is not None
+    assert "pairs of members over 4,000,000 pairs" in said
+    assert "queries against uploads over 4,000 records" in said and "8.7%" in said
+    assert "every pair of members and every query" in str(exhaustive.lowered_cap_warning(0))
+    assert exhaustive.lowered_cap_warning(exhaustive.SHIPPED_PAIRS) is None

@@ -122,6 +122,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     import logging
 
     from blindmatch.client.remote import tls
+    from blindmatch.matcher.core.exhaustive import lowered_cap_warning
     from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.rpc.twoserver_service import create_role
     from blindmatch.matcher.server import serve_forever
@@ -145,10 +146,8 @@ def cmd_role(args: argparse.Namespace) -> int:
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
     if key == member_key:
-        raise InputError(
-            "--key-file and --member-key-file: two different keys (a member must not be "
-            "able to call the parties' RPCs)"
-        )
+        raise InputError("--key-file and --member-key-file: two different keys (a member must "
+                         "not be able to call the parties' RPCs)")  # fmt: skip
     keys = _party_keys(args)
     peer = _peer_credentials(args)
     credentials = tls.server_credentials(
@@ -158,8 +157,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     host, port = tls.listen_address(args.listen)
     try:
         running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
-                              s1=args.s1 or "",
-                              s2=args.s2 or "", credentials=credentials,
+                              s1=args.s1 or "", s2=args.s2 or "", credentials=credentials,
                               peer_credentials=peer, keys=keys,
                               data_dir=args.data_dir, threshold=args.threshold,
                               query_limits=query_limits,
@@ -171,10 +169,12 @@ def cmd_role(args: argparse.Namespace) -> int:
     except StartupRefused as exc:
         raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
+    name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}[args.role]
+    lowered = args.exhaustive_pairs is not None and lowered_cap_warning(args.exhaustive_pairs)
+
     def announce() -> None:
-        name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}
-        print(f"blindmatch two-server {name[args.role]} listening on "
-              f"{tls.grpc_address(host, running.port)}", file=sys.stderr, flush=True)  # fmt: skip
+        print(f"blindmatch two-server {name} listening on {tls.grpc_address(host, running.port)}"
+              + (f"\n{lowered}" if lowered else ""), file=sys.stderr, flush=True)  # fmt: skip
 
     serve_forever(running, ready=announce)
     return 0
