@@ -1,5 +1,5 @@
 """The owner-only key-file check the key readers share (matcher/storage/keyfile.py): the
-two-server roles' key files (cli/twoserver.py `read_key`) and a look-up server's copy of the
+two-server roles' key files (cli/twoparties.py `read_key`) and a look-up server's copy of the
 look-up key (storage/shard_source.py `read_lookup_key`) refuse the same files, each with its
 own words."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.cli.twoserver import read_key
+from blindmatch.cli.twoparties import read_key
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only

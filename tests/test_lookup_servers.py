@@ -37,7 +37,7 @@ from blindmatch.matcher.realtime.shards import (
     Shards,
     shard_of,
 )
-from blindmatch.matcher.rpc import lookup_client
+from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
@@ -120,7 +120,7 @@ def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool)
     # The matcher and its servers share one process (and its GIL) here, on a loaded host: a
     # forward's deadline as long as before, lest a slow apply read as a hung server (a test
     # of that sets its own).
-    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 60.0)
+    monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 60.0)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
     found.start_matcher()  # makes the data dir; the servers read it (or its key)
@@ -493,7 +493,7 @@ def test_an_erasure_to_a_server_behind_is_not_waited_for_under_the_writers_lock(
     `forward` (run under the matcher's index writer lock) returns without waiting for its
     answer; `holding`, which the erasure asks after, waits for it: the server took it. One
     it fails is named by `holding` (the erasure is retried: usecases/erasure_retry.py)."""
-    monkeypatch.setattr(lookup_client, "RELOAD_SECONDS", 30.0)  # (the old wait: 30 s, not 2)
+    monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 30.0)  # (the old wait: 30 s, not 2)
     key = "bm_lookup_" + "k" * 43
     address = f"127.0.0.1:{free_port()}"
     server = create_lookup_server(address, None, 0, 1, key=key)
@@ -542,7 +542,7 @@ def test_a_hung_look_up_server_holds_other_members_changes_only_for_a_forwards_d
     South then removes its records. No query is answered through server 1 until it has read
     its shards again; south's put, arriving there late (after that read), is dropped: the read
     held it (pb.ShardFence), and server 1 does not hold south's records again."""
-    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 1.0)
+    monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 1.0)
     matcher = sharded.matcher
     assert matcher is not None and sharded.lookups[1] is not None
     tokens = project_of(matcher).tokens
@@ -600,8 +600,8 @@ def test_a_change_is_not_held_up_by_asking_a_hung_server_to_read_its_shards_agai
     forwarded while that asking hangs returns at once (before: it waited for the lock, up to
     RELOAD_SECONDS), and the asking, void now (the server skipped that change), leaves it
     behind even had it been answered."""
-    monkeypatch.setattr(lookup_client, "FORWARD_FLOOR_SECONDS", 0.3)
-    monkeypatch.setattr(lookup_client, "RELOAD_SECONDS", 60.0)
+    monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 0.3)
+    monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 60.0)
     port = free_port()
     hole = Hung(port)
     remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)

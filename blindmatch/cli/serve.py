@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from blindmatch.cli import daskopts, lookup, twoserver
+from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
-    two_server = twoserver.serve_setup(args)
+    two_server = twoserveropts.serve_setup(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
     if admin is None:
@@ -200,4 +200,4 @@ def register(sub: Subcommands) -> None:
     )
     daskopts.add_arguments(p)
     lookup.add_arguments(p)
-    twoserver.add_serve_arguments(p)
+    twoserveropts.add_serve_arguments(p)

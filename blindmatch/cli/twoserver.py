@@ -4,7 +4,9 @@
 Three parties each start one role (`role`), each with its own key and the keys (or digests)
 of the parties it answers (`--party-key`; without, one key all share); each member sends its
 `encode --two-server` upload to all three (`upload`); the combiner's operator starts the run
-(`run`) and gets the links.
+(`run`) and gets the links. How a party is reached and admitted (key files, `--party-key`,
+`--peer-*`): cli/twoparties.py; `serve`'s options for the matcher as a combiner:
+cli/twoserveropts.py.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from blindmatch.cli.options import (
     actions,
     command,
     listen_tls_options,
-    outbound_credentials,
     quiet_option,
+)
+from blindmatch.cli.twoparties import (
+    ROLES,
+    party_keys,
+    peer_credentials,
+    peer_options,
+    read_key,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.core.querylimit import (
@@ -31,73 +39,9 @@ from blindmatch.matcher.core.querylimit import (
     QueryLimits,
     parse_limit,
 )
-from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 
 if TYPE_CHECKING:
-    import grpc
-
     from blindmatch.client.remote.twoserver import RoleClient
-    from blindmatch.matcher.usecases.tworuns import TwoServerSetup
-
-ROLES = ("s1", "s2", "combiner")
-
-
-def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
-    """A key: the file's text, refused unless only its owner can read it (`risk`: what a
-    reader could do with it, for the refusal; by default, call the roles)."""
-    try:
-        return read_owner_only(path)
-    except KeyFileProblem as problem:
-        raise InputError({
-            "missing": f"{flag} {path}: not found",
-            "not text": f"{flag} {path}: not a key file (one line of text)",
-            "readable": f"{flag} {path}: readable by others than its owner (mode "
-            f"{problem.mode:o}); {risk or 'whoever reads it can call the roles'}: "
-            f"chmod 600 {path}",
-            "empty": f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)",
-        }[problem.problem]) from None  # fmt: skip
-
-
-# --party-key files hold a party's key or only its digest; either is kept owner-only.
-PARTY_KEY_RISK = (
-    "a party's key, or its sha256: digest, is kept owner-only (whoever reads the key can "
-    "call this role as that party; whoever reads the digest can test guesses of the key)"
-)
-
-
-def _peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """How this role (or a member) reaches the others: TLS with --peer-ca, plaintext to
-    loopback only unless --peer-insecure."""
-    return outbound_credentials(
-        [(f"--{flag}", getattr(args, flag)) for flag in ("s1", "s2", "combiner")
-         if getattr(args, flag, None)],
-        ca=args.peer_ca,
-        cert=args.peer_cert,
-        key=args.peer_key,
-        insecure=args.peer_insecure,
-        flags=("--peer-ca", "--peer-cert", "--peer-key", "--peer-insecure"),
-        whom="a party that is not on loopback",
-        why="shares and setups travel unencrypted",
-    )  # fmt: skip
-
-
-def _party_keys(args: argparse.Namespace) -> dict[str, str] | None:
-    """--party-key ROLE=FILE, by role; None without (one key for every party)."""
-    if not args.party_key:
-        return None
-    keys: dict[str, str] = {}
-    parties = [p for p in (*ROLES, "operator") if p != args.role]
-    for given in args.party_key:
-        role, _, path = given.partition("=")
-        if role not in parties or not path:
-            raise InputError(
-                f"--party-key {given}: ROLE=FILE, ROLE one of {', '.join(parties)} (a party "
-                f"other than --role {args.role})"
-            )
-        if role in keys:
-            raise InputError(f"--party-key {role}: given twice")
-        keys[role] = read_key(Path(path), f"--party-key {role}:", PARTY_KEY_RISK)
-    return keys
 
 
 def _query_limits(args: argparse.Namespace) -> QueryLimits | None:
@@ -148,8 +92,8 @@ def cmd_role(args: argparse.Namespace) -> int:
     if key == member_key:
         raise InputError("--key-file and --member-key-file: two different keys (a member must "
                          "not be able to call the parties' RPCs)")  # fmt: skip
-    keys = _party_keys(args)
-    peer = _peer_credentials(args)
+    keys = party_keys(args)
+    peer = peer_credentials(args)
     credentials = tls.server_credentials(
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
@@ -183,7 +127,7 @@ def cmd_role(args: argparse.Namespace) -> int:
 def _client(role: str, args: argparse.Namespace, key: str) -> RoleClient:
     from blindmatch.client.remote.twoserver import RoleClient
 
-    return RoleClient(role, getattr(args, role), key, _peer_credentials(args),
+    return RoleClient(role, getattr(args, role), key, peer_credentials(args),
                       insecure=args.peer_insecure)  # fmt: skip
 
 
@@ -247,84 +191,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(links.score)} links in {links.groups} groups ({links.method}; "
               f"{links.comparisons:,} pairs compared; bytes {sent}); wrote {args.out}")  # fmt: skip
     return 0
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """`serve`'s options for projects in two-server mode (the matcher as their combiner)."""
-    g = p.add_argument_group("projects in two-server mode (docs/operations.md)")
-    g.add_argument("--two-server-s1", metavar="HOST:PORT",
-                   help="S1 (`two-server role --role s1`): the matcher is then the combiner "
-                   "of its two-server projects, and tells their members where S1 is")  # fmt: skip
-    g.add_argument("--two-server-s2", metavar="HOST:PORT", help="S2 (`--role s2`)")
-    g.add_argument("--two-server-key-file", type=Path, metavar="FILE",
-                   help="the combiner's key, owner-only: what S1 and S2 admit the run's calls "
-                   "with (their --party-key combiner=..., or the parties' one key)")  # fmt: skip
-    g.add_argument("--two-server-member-key-file", type=Path, metavar="FILE",
-                   help="the members' key S1 and S2 were started with (--member-key-file), "
-                   "owner-only: the matcher signs each member's upload ticket with it; never "
-                   "give it to members")  # fmt: skip
-    g.add_argument("--two-server-ca", metavar="PEM", help="S1's and S2's CA certificate (TLS)")
-    g.add_argument("--two-server-cert", metavar="PEM", help="the matcher's client certificate")
-    g.add_argument("--two-server-key", metavar="PEM", help="its private key")
-    g.add_argument(
-        "--two-server-insecure",
-        action="store_true",
-        help="allow plaintext to S1 or S2 off loopback (a test network only)",
-    )
-    g.add_argument("--default-mode", choices=("clk", "two-server"), default=None,
-                   help="a new project's mode when `project create` gives no --mode "
-                   "(two-server: needs --two-server-s1/-s2) (default: two-server when "
-                   "--two-server-s1/-s2 are given, so that the matcher holds no CLK unless a "
-                   "project asks for --mode clk; else clk)")  # fmt: skip
-
-
-def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
-    """The matcher's two-server set-up from `serve`'s options; None without S1 and S2."""
-    from blindmatch.matcher.rpc.twoserver_project import combiner_setup
-
-    given = [f"--two-server-{f}" for f in ("s1", "s2", "key-file", "member-key-file")
-             if getattr(args, "two_server_" + f.replace("-", "_"))]  # fmt: skip
-    if not given:
-        if args.two_server_ca or args.two_server_cert or args.two_server_key:
-            raise InputError("--two-server-ca/-cert/-key: only with --two-server-s1 and -s2")
-        if args.default_mode == "two-server":
-            raise InputError("--default-mode two-server: needs --two-server-s1 and -s2")
-        return None
-    if len(given) < 4:
-        raise InputError(
-            "--two-server-s1, --two-server-s2, --two-server-key-file and "
-            "--two-server-member-key-file go together (given: " + ", ".join(given) + ")"
-        )
-    credentials = outbound_credentials(
-        [("--two-server-s1", args.two_server_s1), ("--two-server-s2", args.two_server_s2)],
-        ca=args.two_server_ca,
-        cert=args.two_server_cert,
-        key=args.two_server_key,
-        insecure=args.two_server_insecure,
-        flags=("--two-server-ca", "--two-server-cert", "--two-server-key",
-               "--two-server-insecure"),
-        whom="S1 or S2 off loopback",
-        why="the run's setups and the combiner's key travel unencrypted",
-    )  # fmt: skip
-    key = read_key(args.two_server_key_file, "--two-server-key-file")
-    member_key = read_key(args.two_server_member_key_file, "--two-server-member-key-file")
-    try:
-        return combiner_setup(args.two_server_s1, args.two_server_s2, key, member_key,
-                              credentials)  # fmt: skip
-    except ValueError as exc:
-        raise InputError(f"--two-server-*: {exc}") from None
-
-
-def _peer_options(p: argparse.ArgumentParser, what: str) -> None:
-    g = p.add_argument_group(f"reaching {what}")
-    g.add_argument("--peer-ca", metavar="PEM", help="their CA certificate (TLS)")
-    g.add_argument("--peer-cert", metavar="PEM", help="this side's client certificate (mTLS)")
-    g.add_argument("--peer-key", metavar="PEM", help="its private key")
-    g.add_argument(
-        "--peer-insecure",
-        action="store_true",
-        help="allow plaintext to a party not on loopback (a test network only)",
-    )
 
 
 KEY_HELP = (
@@ -434,7 +300,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
     listen_tls_options(p, "shares")
-    _peer_options(p, "the other parties")
+    peer_options(p, "the other parties")
 
     v = command(
         acts,
@@ -472,7 +338,7 @@ def register(sub: Subcommands) -> None:
         u.add_argument(f"--{role}", required=True, metavar="HOST:PORT", help=f"{role}'s address")
     u.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP)
     quiet_option(u)
-    _peer_options(u, "the three roles")
+    peer_options(u, "the three roles")
 
     r = command(
         acts,
@@ -497,4 +363,4 @@ def register(sub: Subcommands) -> None:
     r.add_argument("--out", required=True, type=Path, help="the links CSV to write")
     r.add_argument("--force", action="store_true", help="replace --out if it exists")
     quiet_option(r)
-    _peer_options(r, "the combiner")
+    peer_options(r, "the combiner")

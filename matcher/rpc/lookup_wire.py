@@ -1,5 +1,6 @@
-"""The matcher's messages to its look-up servers (rpc/lookup_client.py): a change forwarded,
-and a load of a server without a data dir in parts below the message size limit."""
+"""The matcher's messages to its look-up servers (rpc/lookup_client.py, rpc/lookup_load.py):
+a change forwarded, a load of a server without a data dir in parts below the message size
+limit, how long each call is waited for, and how a call ended."""
 
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, Shar
 from blindmatch.matcher.storage.shard_source import ShardRecords
 from blindmatch.protos import blindmatch_pb2 as pb
 
+SEARCH_SECONDS = 10.0  # a search that takes longer fails the query (DEADLINE: UNAVAILABLE)
+# A forwarded change's deadline (under the writer lock): this floor, plus its size at this
+# rate: far below a LAN's, and below a server's building of tables for it (a first 1,500 rows,
+# 200 kB: 2.0 s wall on a loaded 2-core host), at most the 60 s every change had before (a
+# server hung held every member's change that long: docs/operations.md "A hung look-up server").
+FORWARD_FLOOR_SECONDS = 5.0
+FORWARD_BYTES_PER_SECOND = 250_000
+FORWARD_MAX_SECONDS = 60.0
+RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
+# Streaming a server without a data dir its shards (changes queued meanwhile): a
+# 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
+LOAD_SECONDS = 600.0
+# At the matcher's start, how long to wait for each look-up server to answer whether it
+# holds anything yet (one not up by then is loaded at the first query that finds it empty).
+START_SECONDS = 30.0
 LOAD_PART_BYTES = 4 * 1024 * 1024  # one part of a load, well below MAX_MESSAGE_BYTES
 MAX_REF_BYTES = 128  # domain.REF_RE: at most 128 characters, ASCII
 
@@ -72,6 +88,13 @@ def change_message(change: ShardChange, sent: pb.ShardFence | None = None) -> pb
     )
 
 
+def deadline(message: pb.ShardChange) -> float:
+    """How long a forward of `message` is waited for (FORWARD_FLOOR_SECONDS)."""
+    return min(
+        FORWARD_MAX_SECONDS, FORWARD_FLOOR_SECONDS + message.ByteSize() / FORWARD_BYTES_PER_SECOND
+    )
+
+
 def code_of(exc: grpc.RpcError) -> grpc.StatusCode | None:
     return exc.code() if hasattr(exc, "code") else None
 
@@ -97,10 +120,18 @@ def reason(exc: grpc.RpcError) -> str:
 
 
 __all__ = [
+    "FORWARD_BYTES_PER_SECOND",
+    "FORWARD_FLOOR_SECONDS",
+    "FORWARD_MAX_SECONDS",
     "LOAD_PART_BYTES",
+    "LOAD_SECONDS",
     "MAX_REF_BYTES",
+    "RELOAD_SECONDS",
+    "SEARCH_SECONDS",
+    "START_SECONDS",
     "change_message",
     "code_of",
+    "deadline",
     "failure_of",
     "load_parts",
     "outcome",

@@ -2,7 +2,7 @@
 
 A key file is one line of text that only its owner may read (mode 600 or stricter): the
 two-server roles' `--key-file`, `--member-key-file` and `--party-key` files
-(cli/twoserver.py `read_key`), a look-up server's copy of the matcher's look-up key
+(cli/twoparties.py `read_key`), a look-up server's copy of the matcher's look-up key
 (storage/shard_source.py `read_lookup_key`). `read_owner_only` makes the checks; each caller
 words the refusal for its own flag, file and risk, and raises it through its own error.
 """

@@ -1,0 +1,88 @@
+"""How a two-server party is reached and admitted (`blindmatch two-server`, cli/twoserver.py;
+`serve --two-server-*`, cli/twoserveropts.py): its key files, read owner-only, the keys of
+the parties a role answers (`--party-key`), and TLS to the other parties (`--peer-*`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindmatch.cli.options import outbound_credentials
+from blindmatch.client.errors import InputError
+from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
+
+if TYPE_CHECKING:
+    import grpc
+
+ROLES = ("s1", "s2", "combiner")
+
+
+def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
+    """A key: the file's text, refused unless only its owner can read it (`risk`: what a
+    reader could do with it, for the refusal; by default, call the roles)."""
+    try:
+        return read_owner_only(path)
+    except KeyFileProblem as problem:
+        raise InputError({
+            "missing": f"{flag} {path}: not found",
+            "not text": f"{flag} {path}: not a key file (one line of text)",
+            "readable": f"{flag} {path}: readable by others than its owner (mode "
+            f"{problem.mode:o}); {risk or 'whoever reads it can call the roles'}: "
+            f"chmod 600 {path}",
+            "empty": f"{flag} {path} is empty (make one: `blindmatch secret new FILE`)",
+        }[problem.problem]) from None  # fmt: skip
+
+
+# --party-key files hold a party's key or only its digest; either is kept owner-only.
+PARTY_KEY_RISK = (
+    "a party's key, or its sha256: digest, is kept owner-only (whoever reads the key can "
+    "call this role as that party; whoever reads the digest can test guesses of the key)"
+)
+
+
+def peer_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """How this role (or a member) reaches the others: TLS with --peer-ca, plaintext to
+    loopback only unless --peer-insecure."""
+    return outbound_credentials(
+        [(f"--{flag}", getattr(args, flag)) for flag in ("s1", "s2", "combiner")
+         if getattr(args, flag, None)],
+        ca=args.peer_ca,
+        cert=args.peer_cert,
+        key=args.peer_key,
+        insecure=args.peer_insecure,
+        flags=("--peer-ca", "--peer-cert", "--peer-key", "--peer-insecure"),
+        whom="a party that is not on loopback",
+        why="shares and setups travel unencrypted",
+    )  # fmt: skip
+
+
+def party_keys(args: argparse.Namespace) -> dict[str, str] | None:
+    """--party-key ROLE=FILE, by role; None without (one key for every party)."""
+    if not args.party_key:
+        return None
+    keys: dict[str, str] = {}
+    parties = [p for p in (*ROLES, "operator") if p != args.role]
+    for given in args.party_key:
+        role, _, path = given.partition("=")
+        if role not in parties or not path:
+            raise InputError(
+                f"--party-key {given}: ROLE=FILE, ROLE one of {', '.join(parties)} (a party "
+                f"other than --role {args.role})"
+            )
+        if role in keys:
+            raise InputError(f"--party-key {role}: given twice")
+        keys[role] = read_key(Path(path), f"--party-key {role}:", PARTY_KEY_RISK)
+    return keys
+
+
+def peer_options(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group(f"reaching {what}")
+    g.add_argument("--peer-ca", metavar="PEM", help="their CA certificate (TLS)")
+    g.add_argument("--peer-cert", metavar="PEM", help="this side's client certificate (mTLS)")
+    g.add_argument("--peer-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--peer-insecure",
+        action="store_true",
+        help="allow plaintext to a party not on loopback (a test network only)",
+    )

@@ -1,0 +1,82 @@
+"""`serve`'s options for projects in two-server mode: the matcher as their combiner, over
+S1 and S2 (docs/operations.md "Two servers and a combiner"; `blindmatch two-server`'s roles:
+cli/twoserver.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from blindmatch.cli.options import outbound_credentials
+from blindmatch.cli.twoparties import read_key
+from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """`serve`'s options for projects in two-server mode (the matcher as their combiner)."""
+    g = p.add_argument_group("projects in two-server mode (docs/operations.md)")
+    g.add_argument("--two-server-s1", metavar="HOST:PORT",
+                   help="S1 (`two-server role --role s1`): the matcher is then the combiner "
+                   "of its two-server projects, and tells their members where S1 is")  # fmt: skip
+    g.add_argument("--two-server-s2", metavar="HOST:PORT", help="S2 (`--role s2`)")
+    g.add_argument("--two-server-key-file", type=Path, metavar="FILE",
+                   help="the combiner's key, owner-only: what S1 and S2 admit the run's calls "
+                   "with (their --party-key combiner=..., or the parties' one key)")  # fmt: skip
+    g.add_argument("--two-server-member-key-file", type=Path, metavar="FILE",
+                   help="the members' key S1 and S2 were started with (--member-key-file), "
+                   "owner-only: the matcher signs each member's upload ticket with it; never "
+                   "give it to members")  # fmt: skip
+    g.add_argument("--two-server-ca", metavar="PEM", help="S1's and S2's CA certificate (TLS)")
+    g.add_argument("--two-server-cert", metavar="PEM", help="the matcher's client certificate")
+    g.add_argument("--two-server-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--two-server-insecure",
+        action="store_true",
+        help="allow plaintext to S1 or S2 off loopback (a test network only)",
+    )
+    g.add_argument("--default-mode", choices=("clk", "two-server"), default=None,
+                   help="a new project's mode when `project create` gives no --mode "
+                   "(two-server: needs --two-server-s1/-s2) (default: two-server when "
+                   "--two-server-s1/-s2 are given, so that the matcher holds no CLK unless a "
+                   "project asks for --mode clk; else clk)")  # fmt: skip
+
+
+def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
+    """The matcher's two-server set-up from `serve`'s options; None without S1 and S2."""
+    from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+
+    given = [f"--two-server-{f}" for f in ("s1", "s2", "key-file", "member-key-file")
+             if getattr(args, "two_server_" + f.replace("-", "_"))]  # fmt: skip
+    if not given:
+        if args.two_server_ca or args.two_server_cert or args.two_server_key:
+            raise InputError("--two-server-ca/-cert/-key: only with --two-server-s1 and -s2")
+        if args.default_mode == "two-server":
+            raise InputError("--default-mode two-server: needs --two-server-s1 and -s2")
+        return None
+    if len(given) < 4:
+        raise InputError(
+            "--two-server-s1, --two-server-s2, --two-server-key-file and "
+            "--two-server-member-key-file go together (given: " + ", ".join(given) + ")"
+        )
+    credentials = outbound_credentials(
+        [("--two-server-s1", args.two_server_s1), ("--two-server-s2", args.two_server_s2)],
+        ca=args.two_server_ca,
+        cert=args.two_server_cert,
+        key=args.two_server_key,
+        insecure=args.two_server_insecure,
+        flags=("--two-server-ca", "--two-server-cert", "--two-server-key",
+               "--two-server-insecure"),
+        whom="S1 or S2 off loopback",
+        why="the run's setups and the combiner's key travel unencrypted",
+    )  # fmt: skip
+    key = read_key(args.two_server_key_file, "--two-server-key-file")
+    member_key = read_key(args.two_server_member_key_file, "--two-server-member-key-file")
+    try:
+        return combiner_setup(args.two_server_s1, args.two_server_s2, key, member_key,
+                              credentials)  # fmt: skip
+    except ValueError as exc:
+        raise InputError(f"--two-server-*: {exc}") from None

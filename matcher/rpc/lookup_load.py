@@ -1,0 +1,239 @@
+"""The matcher's look-up servers as it knows them (rpc/lookup_client.py builds on this):
+their channels, which are behind or being loaded, and loading one without a data dir.
+
+A look-up server without a data dir (on another machine) cannot read its shards from
+index.sqlite: it says so (FAILED_PRECONDITION), and the matcher loads it instead, in a
+thread, from its own memory (`Load`, in parts below the message size limit). Changes do not
+wait for a load: from the moment it starts, each change forwarded is queued for the server
+and replayed to it, in order, once the load is in (a change both in the load and the queue
+is harmless: realtime/shards.py); queries are refused ("being loaded") until then. At the
+matcher's start, each server that says it holds nothing yet is loaded at once (`attach`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import grpc
+
+from blindmatch.matcher.realtime.shards import ShardChange, ShardSource, describe_shards
+from blindmatch.matcher.rpc import lookup_wire as wire
+from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("blindmatch.matcher")
+
+BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
+
+
+class ServerStates:
+    """The matcher's look-up servers, what it knows of each, and their loads (server i
+    holds shard i of len(addresses)); `LookupServers` queries and forwards over it."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        key: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("no look-up servers")
+        self.addresses = list(addresses)
+        self._metadata = (("authorization", f"Bearer {key}"),)
+        self._credentials = credentials
+        self._channels = [self._channel(a) for a in self.addresses]
+        # The start-up question to servers not up yet (`attach`) goes on channels of its
+        # own, so the forwarding channels do not start in gRPC's reconnect back-off.
+        self._asking: list[grpc.Channel] = []
+        self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
+        self._lock = threading.Lock()  # forwards and catching up, in order
+        self._behind: dict[int, str] = {}  # server -> why
+        # The forwards' order (pb.ShardFence): this matcher's id, the last change's number
+        self._id, self._seq = uuid.uuid4().hex[:12], 0
+        # server behind asked to read its shards again -> which asking (`_catch_up`);
+        # a change forwarded meanwhile voids it
+        self._reloading: dict[int, int] = {}
+        self._asks = itertools.count(1)
+        # server behind -> the members' erasures it took since (`holding`): an erasure is
+        # forwarded to a server behind too (it drops the member's shards whatever it missed)
+        self._took: dict[int, set[tuple[str, str]]] = {}
+        self._loading: set[int] = set()  # servers being loaded (each by its own thread)
+        # server being loaded -> the changes forwarded since its load started, in order:
+        # replayed to it once the load is in
+        self._pending: dict[int, list[tuple[int, ShardChange]]] = {}
+        self._source: ShardSource | None = None
+        # server behind -> the members' erasures sent to it, not waited for (`forward`)
+        self._late: dict[int, list[tuple[tuple[str, str], grpc.Future]]] = {}
+
+    def attach(self, source: ShardSource) -> None:
+        """Where a server without a data dir is loaded from (the matcher's indexes). Each
+        server that says it holds nothing yet is loaded now, in the background (one not up
+        yet: at the first query that finds it empty, or behind)."""
+        self._source = source
+        self._asking = [
+            self._channel(a, ("grpc.use_local_subchannel_pool", 1)) for a in self.addresses
+        ]
+        threading.Thread(target=self._load_empty, name="blindmatch-load", daemon=True).start()
+
+    def _load_empty(self) -> None:
+        """Ask each server, at start, whether it holds anything; load those that do not."""
+        calls = [
+            pb_grpc.LookupServerStub(channel).Describe.future(
+                pb.ShardDescribeRequest(),
+                timeout=wire.START_SECONDS,
+                metadata=self._metadata,
+                wait_for_ready=True,  # started just after the matcher: wait for it a while
+            )
+            for channel in self._asking
+        ]
+        for i, call in enumerate(calls):
+            try:
+                state = call.result()
+            except (grpc.RpcError, ValueError):  # not up, or the matcher is stopping
+                continue
+            if not state.loaded and (state.shard, state.shards) == (i, len(self.addresses)):
+                with self._lock:
+                    if i not in self._loading:
+                        log.info("%s holds nothing yet: loading it", self._name(i))
+                        self._start_load(i)
+        for channel in self._asking:
+            channel.close()
+
+    def _channel(self, address: str, *extra: tuple[str, int]) -> grpc.Channel:
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A restarted server is found again within a second, not after gRPC's default
+            # back-off (up to two minutes of refused queries).
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            *extra,
+        ]
+        if self._credentials is None:
+            return grpc.insecure_channel(address, options=options)
+        return grpc.secure_channel(address, self._credentials, options=options)
+
+    def describe(self) -> str:
+        return describe_shards(self.addresses)
+
+    @property
+    def loading(self) -> list[int]:
+        """The servers being loaded (or taking the changes made meanwhile) now."""
+        return sorted(self._loading)
+
+    def close(self) -> None:
+        for channel in [*self._asking, *self._channels]:
+            channel.close()
+
+    def _name(self, i: int) -> str:
+        return f"look-up server {self.addresses[i]} (shard {i} of {len(self.addresses)})"
+
+    def _start_load(self, i: int) -> None:
+        """Load server i in a thread (unless one is at it); the lock is held. Changes
+        forwarded from now on are queued for it (`forward`), replayed after the load."""
+        if self._source is None:
+            self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
+            return
+        self._late.pop(i, None)  # (the load holds them; one arriving after is dropped)
+        self._behind[i] = BEING_LOADED
+        self._reloading.pop(i, None)
+        self._took.pop(i, None)  # (what it holds after is the load's, then the queue's)
+        if i in self._loading:
+            return
+        self._loading.add(i)
+        self._pending[i] = []
+        after = pb.ShardFence(matcher=self._id, seq=self._seq)
+        threading.Thread(
+            target=self._load, args=(i, self._source, after), name="blindmatch-load", daemon=True
+        ).start()
+
+    def _load(self, i: int, source: ShardSource, after: pb.ShardFence) -> None:
+        """Stream server i its shards, then replay the changes queued meanwhile; changes
+        are never held up by it (the lock is taken only to hand over the queue). Each way
+        out ends the load under the lock once (`_replay`, `_end_load`): a load started
+        after that is another's."""
+        started = time.perf_counter()
+        try:
+            # Every change stored in memory before this point is in these rows; every one
+            # forwarded after `_start_load` is in the queue (some in both: harmless).
+            indexes, thresholds = source(i, len(self.addresses))
+            rows = sum(len(part.refs) for part in indexes.values())
+            # Found empty just now (it started): this channel may still be reconnecting.
+            self._stubs[i].Describe(pb.ShardDescribeRequest(), timeout=wire.RELOAD_SECONDS,
+                                    metadata=self._metadata, wait_for_ready=True)  # fmt: skip
+            self._stubs[i].Load(
+                wire.load_parts(i, len(self.addresses), indexes, thresholds, after),
+                timeout=wire.LOAD_SECONDS,
+                metadata=self._metadata,
+            )
+        except ValueError:  # its channel closed: the matcher is stopping
+            self._end_load(i, "is not loaded: the matcher is stopping")
+            return
+        except grpc.RpcError as exc:
+            why = f"could not be loaded: {wire.reason(exc)}"
+            log.warning("%s %s", self._name(i), why)
+            self._end_load(i, f"{why}; the matcher tries again at the next query")
+            return
+        except Exception as exc:  # the matcher's own side failed: say so on each query
+            log.exception("loading %s failed", self._name(i))
+            self._end_load(i, f"could not be loaded: {exc}")
+            return
+        replayed = self._replay(i)
+        if replayed is not None:
+            log.info(
+                "%s loaded with %d records of %d indexes in %.1f s (then %d changes made "
+                "meanwhile)",
+                self._name(i),
+                rows,
+                len(indexes),
+                time.perf_counter() - started,
+                replayed,
+            )
+
+    def _replay(self, i: int) -> int | None:
+        """Send server i, in order, the changes queued since its load started, until none
+        is left: then it is caught up, and no longer behind. Returns how many, or None if
+        one did not reach it (it stays behind: the next query has it loaded again)."""
+        replayed = 0
+        while True:
+            with self._lock:
+                queued = self._pending.get(i, [])
+                if not queued:
+                    self._pending.pop(i, None)
+                    self._loading.discard(i)
+                    self._behind.pop(i, None)
+                    self._took.pop(i, None)
+                    return replayed
+                self._pending[i] = []
+            for seq, change in queued:
+                message = wire.change_message(change, pb.ShardFence(matcher=self._id, seq=seq))
+                try:
+                    self._stubs[i].Apply(message, timeout=wire.deadline(message),
+                                         metadata=self._metadata)  # fmt: skip
+                except ValueError:  # its channel closed: the matcher is stopping
+                    self._end_load(i, "is not loaded: the matcher is stopping")
+                    return None
+                except grpc.RpcError as exc:
+                    log.warning("%s did not take a change made during its load: %s",
+                                self._name(i), wire.reason(exc))  # fmt: skip
+                    self._end_load(
+                        i,
+                        f"missed an index change made during its load ({wire.reason(exc)}); "
+                        "the matcher loads it again at the next query",
+                    )
+                    return None
+                replayed += 1
+
+    def _end_load(self, i: int, why: str) -> None:
+        """A load that did not bring server i up to date: it stays behind, saying why."""
+        with self._lock:
+            self._behind[i] = why
+            self._pending.pop(i, None)
+            self._loading.discard(i)
