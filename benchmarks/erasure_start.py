@@ -49,6 +49,7 @@ class Hung(grpc.GenericRpcHandler):
     def __init__(self, port: int) -> None:
         self.stop, self.lock = threading.Event(), threading.Lock()
         self.events: list[tuple[str, str]] = []
+        self.methods: list[str] = []  # each call's method, as it arrived
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), handlers=[self])
         self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
@@ -60,6 +61,7 @@ class Hung(grpc.GenericRpcHandler):
             member = pb.ForgetRequest.FromString(request).member if method == "Forget" else ""
             with self.lock:
                 self.events.append(("in", member))
+                self.methods.append(method)
             while context.is_active() and not self.stop.wait(0.05):
                 pass
             with self.lock:

@@ -5,8 +5,15 @@ every call and never answers (benchmarks/erasure_start.py `Hung`: a server stuck
 in front of a dead host); south changes its index (the forward to server 1 hangs, under the
 matcher's index writer lock), and, once server 1 holds that forward, west changes its own:
 west's wall time is how long a hung server holds every other member's writes. Then, server
-1 being behind, a query has the matcher ask it to read its shards again (it hangs too, up to
+1 being behind, the matcher asks it to read its shards again (a query, or, once server 1
+rests after a missed deadline, the probe in the background: it hangs too, up to
 RELOAD_SECONDS); once it holds that call, south removes records: how long that change waits.
+
+Each query's wall with server 1 hung (`--queries` of them, one after another, each of 5 of
+north's records; the client does not retry): first while server 1 has missed no change (its
+`Search` hangs, up to SEARCH_SECONDS), then once it is behind (after the remove above: its
+`Reload` hangs, up to RELOAD_SECONDS); each printed with how it ended (answered: how many
+hits; refused).
 
     nice -n 10 .venv/bin/python benchmarks/lookup_hang.py
 
@@ -30,6 +37,7 @@ from benchmarks.synthclks import CLK_BITS, members
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.errors import UnavailableError
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.server import create_server
@@ -38,7 +46,7 @@ FINGERPRINT = b"lookup-hang benchmark fingerprint"[:32]
 NAMES = ("north", "south", "west")
 
 
-def run(folder: Path, rows: int) -> None:
+def run(folder: Path, rows: int, queries: int) -> None:
     admin = secrets.token_urlsafe(16)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     matcher = create_server("127.0.0.1:0", folder, admin, workers=1, lookup_servers=addresses)
@@ -47,20 +55,39 @@ def run(folder: Path, rows: int) -> None:
     clks = members(len(NAMES), rows, overlap=0.2, seed=7)
     hole: Hung | None = None
 
-    def change(name: str, start: int) -> float:
+    def change(name: str, start: int, end: int = rows) -> float:
         with MatcherClient(target, tokens[name], timeout=300) as member:
             began = time.perf_counter()
             member.change_index("trial", clk_bits=CLK_BITS, fingerprint=FINGERPRINT,
                                 puts=[(f"{name}-{i}", clks[NAMES.index(name)][i].tobytes())
-                                      for i in range(start, rows)])  # fmt: skip
+                                      for i in range(start, end)])  # fmt: skip
             return time.perf_counter() - began
+
+    def timed_queries(when: str) -> None:
+        """`queries` queries by north, one after another: each one's wall and outcome."""
+        walls, ended = [], []
+        with MatcherClient(target, tokens["north"], timeout=120, retry=NO_RETRY) as north:
+            for _ in range(queries):
+                began = time.perf_counter()
+                try:
+                    got = north.query("trial", clks[0][:5].tobytes(), clk_bits=CLK_BITS,
+                                      fingerprint=FINGERPRINT, purpose="benchmark")  # fmt: skip
+                    ended.append(f"answered ({sum(len(r) for r in got.results)} hits)")
+                except UnavailableError:
+                    ended.append("refused UNAVAILABLE")
+                walls.append(time.perf_counter() - began)
+        print(f"queries with server 1 hung, {when}: wall "
+              + ", ".join(f"{w:.3f} s" for w in walls) + "; " + ", ".join(ended))  # fmt: skip
 
     try:
         with MatcherClient(target, admin) as op:
             tokens = op.create_project("trial", list(NAMES), disclosure="scores").tokens
         change("north", 0)
+        change("west", 0, 5)  # (what north's queries find: its first 5 people)
         lookups[1].stop(grace=None)
         hole = Hung(int(addresses[1].rsplit(":", 1)[1]))
+        timed_queries("having missed no change (its Search hangs)")
+        hole.events.clear()
         took: dict[str, float] = {}
         south = threading.Thread(target=lambda: took.update(south=change("south", 0)))
         south.start()
@@ -81,9 +108,9 @@ def run(folder: Path, rows: int) -> None:
                 try:
                     north.query("trial", clks[0][:5].tobytes(), clk_bits=CLK_BITS,
                                 fingerprint=FINGERPRINT, purpose="benchmark")  # fmt: skip
-                    refused.append("no: answered (it must not be, server 1 missed changes)")
+                    refused.append("answered")
                 except UnavailableError as exc:
-                    refused.append(f"UNAVAILABLE ({str(exc)[:90]}...)")
+                    refused.append(f"refused UNAVAILABLE ({str(exc)[:90]}...)")
 
         held = [e for e, _ in hole.events].count("in")
         query = threading.Thread(target=ask)
@@ -97,7 +124,8 @@ def run(folder: Path, rows: int) -> None:
             removed = time.perf_counter() - began
         query.join()
         print(f"south's remove made while the matcher asks server 1 to read its shards again: "
-              f"{removed:.3f} s wall; the query: refused {refused[0]}")  # fmt: skip
+              f"{removed:.3f} s wall; the query: {refused[0]}")  # fmt: skip
+        timed_queries("behind (its Reload hangs)")
     finally:
         matcher.stop(grace=None)
         lookups[0].stop(grace=None)
@@ -108,10 +136,13 @@ def run(folder: Path, rows: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1000, help="records in each change")
+    parser.add_argument(
+        "--queries", type=int, default=3, help="queries timed with server 1 hung, twice"
+    )
     add_keep(parser)
     args = parser.parse_args()
     with work_dir("bm-lookup-hang-", keep=args.keep) as work:
-        run(work / "data", args.rows)
+        run(work / "data", args.rows, args.queries)
     return 0
 
 

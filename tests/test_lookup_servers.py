@@ -275,9 +275,12 @@ def test_a_query_session_is_answered_through_the_shards(
 
 
 def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
-    sharded: Cluster, clks: list[np.ndarray]
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert sharded.matcher is not None
+    monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 0.2)  # (a server resting: probed)
+    remote = sharded.matcher.server.realtime.remote
+    assert isinstance(remote, LookupServers)
     tokens = project_of(sharded.matcher).tokens
     put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
     asked = clks[0][0:20]
@@ -287,13 +290,33 @@ def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
         query(sharded.matcher, tokens["north"], asked)
     # A change while it is down is acknowledged (durable in index.sqlite) ...
     remove(sharded.matcher, tokens["south"], refs_of("south", range(20)))
-    with pytest.raises(UnavailableError, match="missed an index change"):
-        query(sharded.matcher, tokens["north"], asked)
-    # ... and a restarted server reads it from there: nothing acknowledged is lost.
+    # ... and, asked to read its shards again, it is not reached in RELOAD_SECONDS: it
+    # rests, its shard searched in the matcher's own copy (before: refused, "missed an
+    # index change"), which holds the change ...
+    assert answers(query(sharded.matcher, tokens["north"], asked)) == [[]] * 20
+    assert remote._name(1) in remote.behind()
+    # ... and a restarted server, found by the probe, reads it from index.sqlite: nothing
+    # acknowledged is lost.
     sharded.start_lookup(1)
+    deadline = time.monotonic() + 30
+    while remote.behind() or remote._resting:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert answers(once_read(sharded.matcher, tokens["north"], asked)) == [[]] * 20
     put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
     assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+    # A hung one (it takes the search and never answers) costs one query its search's
+    # deadline: it rests, and its shard's hits come from the matcher's own copy, not lost.
+    monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 1.0)
+    monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 600.0)  # (no probe meanwhile)
+    sharded.stop_lookup(1)
+    hole = Hung(int(sharded.addresses[1].rsplit(":", 1)[1]))
+    try:
+        assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+        assert answers(query(sharded.matcher, tokens["north"], asked)) == before
+        assert hole.methods.count("Search") == 1  # the second did not ask it
+    finally:
+        hole.close()
 
 
 def test_a_query_refused_for_a_stopped_look_up_server_costs_no_quota(
@@ -626,6 +649,42 @@ def test_a_change_is_not_held_up_by_asking_a_hung_server_to_read_its_shards_agai
     asking.join(30)
     assert not asking.is_alive()
     assert remote.behind() == [remote._name(0)]
+
+
+def test_a_hung_server_rests_and_its_shards_are_searched_in_the_matchers_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The matcher's side alone: a look-up server that misses a search's deadline (`Hung`)
+    costs that query the deadline, not every query after: it rests. The query is answered,
+    its shard's hits taken from the matcher's own copy (`local`), so no match is lost; the
+    next one does not ask it; one with no copy to search is refused at once, naming it. A
+    probe in the background asks it again, and once it answers (here: refused at once,
+    stopped) queries ask it again (before: every query waited SEARCH_SECONDS, then was
+    refused)."""
+    monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 0.5)
+    monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 0.05)  # probed, and not answered ...
+    monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 0.2)  # ... in time, till it is stopped
+    port = free_port()
+    hole = Hung(port)
+    remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
+    asked = np.zeros((2, CLK_BITS // 64), dtype=np.uint64)
+    mine = [{"south": [("south-1", 0.9), ("south-0", 0.85)]}, {"south": []}]
+    try:
+        assert remote.search("trial", ["south"], asked, 0.8, local=lambda: mine) == mine
+        assert remote.search("trial", ["south"], asked, 0.8, local=lambda: mine) == mine
+        with pytest.raises(Unavailable, match=r"did not answer a search.*not asked by queries"):
+            remote.search("trial", ["south"], asked, 0.8)
+        assert hole.methods.count("Search") == 1  # only the first asked it
+        hole.close()  # (it refuses every call now, at once)
+        deadline = time.monotonic() + 30
+        while remote._resting:  # until the probe has found it answering
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(Unavailable, match=r"did not answer: .*\[UNAVAILABLE\]"):
+            remote.search("trial", ["south"], asked, 0.8, local=lambda: mine)  # asked again
+    finally:
+        hole.close()
+        remote.close()
 
 
 def test_a_change_forwarded_before_a_read_or_load_is_dropped_if_it_arrives_after() -> None:

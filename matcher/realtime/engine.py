@@ -34,6 +34,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +285,9 @@ class Realtime(LimitCalls):
 
         try:
             if self.remote is not None:  # every shard of every partner's index, merged
-                found = self.remote.search(project.name, list(snapshots), words, project.threshold)
+                mine = partial(self.lookups.search, snapshots, words, project.threshold)
+                found = self.remote.search(project.name, list(snapshots), words,
+                                           project.threshold, local=mine)  # fmt: skip
             else:
                 # Looked up with the queries that arrive together; finished, recorded (one
                 # audit write for the pass) and answered by the thread that ran the pass

@@ -104,6 +104,7 @@ class RemoteLookups(Protocol):
         members: Sequence[str],
         queries: npt.NDArray[np.uint64],
         threshold: float,
+        local: Callable[[], Answer] | None = None,
     ) -> Answer: ...
 
     def forward(self, change: ShardChange) -> None: ...

@@ -9,7 +9,7 @@ best first, as the in-process search orders them.
 
 A change the matcher has stored is forwarded to the servers whose shards it touches, under
 the matcher's writer lock (so in order), each waited for up to a deadline proportional to its
-size (`_deadline`: seconds). A server not reached in time (down, hung) is *behind*: no query is
+size (`wire.deadline`: seconds). A server not reached in time (down, hung) is *behind*: no query is
 answered without it (`Unavailable`, naming it), and before each query the matcher asks it,
 outside the lock, to read its shards again from index.sqlite (`Reload`), which holds the change;
 once it has said yes, it refuses searches itself until it has read them. Each forward carries
@@ -18,6 +18,12 @@ there after it, late, is dropped. Nothing is ever answered "no match" for want o
 member's erasure is forwarded to a server behind too, not waited for under the lock
 (`holding`, asked after, waits for it): one that takes it no longer holds the member's shards.
 
+A server that misses a search's or a Reload's deadline (hung; or down while behind: a Reload
+waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying
+that deadline again; its shards' hits come from the matcher's own copy of the indexes
+(`search`'s `local`), so nothing is lost, and a probe in the background asks it again every
+BACKOFF_SECONDS until it answers in time.
+
 Which servers are behind or being loaded, their channels, and the loading of a server
 without a data dir (from the matcher's own memory): rpc/lookup_load.py.
 """
@@ -25,7 +31,8 @@ without a data dir (from the matcher's own memory): rpc/lookup_load.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -33,7 +40,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.realtime.lookups import Answer
-from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, shard_of
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_load import BEING_LOADED, ServerStates
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -52,8 +59,11 @@ class LookupServers(ServerStates):
         members: Sequence[str],
         queries: npt.NDArray[np.uint64],
         threshold: float,
+        local: Callable[[], Answer] | None = None,
     ) -> Answer:
-        """Each query row's hits in every partner's index: every server's shards, merged."""
+        """Each query row's hits in every partner's index: every server's shards, merged.
+        `local`: the same search in the matcher's own copy of the indexes, where the hits of
+        a server resting are taken from (`_rest`); without it, such a server refuses."""
         if not members:  # no partner has an index: no shard to ask
             return [{} for _ in range(len(queries))]
         for i in sorted(self._loading):
@@ -61,7 +71,13 @@ class LookupServers(ServerStates):
         if self._behind:
             self._catch_up()
             for i, why in sorted(self._behind.items()):
-                raise errors.Unavailable(f"{self._name(i)} {why}")
+                if i not in self._resting:  # (one resting: its shards searched here, below)
+                    raise errors.Unavailable(f"{self._name(i)} {why}")
+        with self._lock:
+            resting = dict(self._resting)
+        if resting and local is None:
+            i, why = min(resting.items())
+            raise errors.Unavailable(f"{self._name(i)} {why}")
         request = pb.ShardSearchRequest(
             project=project,
             members=list(members),
@@ -69,20 +85,26 @@ class LookupServers(ServerStates):
             clks=np.ascontiguousarray(queries).tobytes(),
             threshold=threshold,
         )
-        calls = [
-            stub.Search.future(request, timeout=wire.SEARCH_SECONDS, metadata=self._metadata)
-            for stub in self._stubs
-        ]
+        calls = {
+            i: stub.Search.future(request, timeout=wire.SEARCH_SECONDS, metadata=self._metadata)
+            for i, stub in enumerate(self._stubs)
+            if i not in resting
+        }
         answer: Answer = [{m: [] for m in members} for _ in range(len(queries))]
         empty: list[int] = []  # servers that hold nothing yet: loaded, all at once
-        for i, call in enumerate(calls):
+        for i, call in calls.items():
             try:
                 reply = call.result()
             except grpc.RpcError as exc:
                 if wire.code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION:
                     empty.append(i)
                     continue
-                for other in calls[i + 1 :]:
+                if wire.code_of(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    why = self._rest(i, f"did not answer a search in {wire.SEARCH_SECONDS:g} s")
+                    if local is not None:
+                        resting[i] = why
+                        continue
+                for other in calls.values():
                     other.cancel()
                 raise errors.Unavailable(
                     f"{self._name(i)} did not answer: {wire.reason(exc)}; no answer is given "
@@ -100,6 +122,8 @@ class LookupServers(ServerStates):
                 for i in empty:
                     self._start_load(i)
             raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
+        if resting and local is not None:
+            _take_local(answer, members, local(), set(resting), len(self._stubs))
         for per_member in answer:
             for hits in per_member.values():
                 if len(hits) > 1:
@@ -165,16 +189,20 @@ class LookupServers(ServerStates):
         if self._behind:
             self._catch_up()
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, only: int | None = None) -> None:
         """Ask each server behind to read its shards again (they hold every change stored
         so far), outside the lock (a server hung: up to RELOAD_SECONDS); one that cannot be
         asked stays behind, and so does one a change is forwarded to meanwhile (it skips it,
-        `forward`: its read may have begun before that change was stored)."""
+        `forward`: its read may have begun before that change was stored). One resting is
+        asked only by its probe (`only`: that server alone); one that does not answer in
+        time rests (`_rest`)."""
         with self._lock:
             after = pb.ShardFence(matcher=self._id, seq=self._seq)
             asked = {}
             for i in sorted(self._behind):
                 if i in self._loading or i in self._reloading:
+                    continue
+                if (i in self._resting) if only is None else (i != only):
                     continue
                 self._reloading[i] = ask = next(self._asks)
                 call = self._stubs[i].Reload.future(
@@ -185,6 +213,13 @@ class LookupServers(ServerStates):
                 )
                 asked[i] = (ask, call)
         ended = {i: wire.outcome(call) for i, (_, call) in asked.items()}  # (each waited for)
+        for i, (_, code) in ended.items():
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self._rest(i, f"did not answer in {wire.RELOAD_SECONDS:g} s when asked to read "
+                           "its shards again")  # fmt: skip
+            else:
+                with self._lock:
+                    self._resting.pop(i, None)  # (it answered, whatever it said)
         with self._lock:
             for i, (ask, _) in asked.items():
                 if self._reloading.get(i) != ask:  # it missed a change meanwhile
@@ -205,11 +240,55 @@ class LookupServers(ServerStates):
                         "or is loaded by the matcher)"
                     )
 
+    # -- a server that does not answer in time ---------------------------------------------
+
+    def _rest(self, i: int, why: str) -> str:
+        """Server i missed a query's or a Reload's deadline (hung, or its host gone): queries
+        no longer ask it, so that each does not wait for that deadline again; its shards are
+        searched in the matcher's own copy instead (`search`'s `local`) until a probe in
+        the background, every BACKOFF_SECONDS, finds it answering. Returns why it rests."""
+        why = (f"{why}: not asked by queries until it answers again (asked every "
+               f"{wire.BACKOFF_SECONDS:g} s in the background)")  # fmt: skip
+        with self._lock:
+            if i not in self._resting:
+                log.warning("%s %s; its shards are searched in the matcher's own copy "
+                            "meanwhile", self._name(i), why)  # fmt: skip
+            self._resting[i] = why
+            if i in self._probing:
+                return why
+            self._probing.add(i)
+        threading.Thread(target=self._probe, args=(i,), name="blindmatch-probe",
+                         daemon=True).start()  # fmt: skip
+        return why
+
+    def _probe(self, i: int) -> None:
+        """Ask server i again every BACKOFF_SECONDS until it answers in time: one behind is
+        asked to read its shards again (`_catch_up`), another only to describe itself."""
+        while not self._closed.wait(wire.BACKOFF_SECONDS):
+            with self._lock:
+                behind = i in self._behind and i not in self._loading
+            code = None
+            if behind:
+                self._catch_up(only=i)
+            else:
+                call = self._stubs[i].Describe.future(pb.ShardDescribeRequest(),
+                                                      timeout=wire.RELOAD_SECONDS,
+                                                      metadata=self._metadata)  # fmt: skip
+                _, code = wire.outcome(call)
+            with self._lock:
+                if not behind and code != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._resting.pop(i, None)
+                if i not in self._resting:
+                    log.info("%s answers again: queries ask it", self._name(i))
+                    break
+        with self._lock:
+            self._probing.discard(i)
+
     # -- changes -----------------------------------------------------------------------------
 
     def forward(self, change: ShardChange) -> None:
         """Tell each server whose shards `change` touches (one being loaded: queued for it,
-        replayed after its load); one not reached within its deadline (`_deadline`) falls
+        replayed after its load); one not reached within its deadline (`wire.deadline`) falls
         behind."""
         with self._lock:
             self._seq += 1
@@ -249,9 +328,20 @@ class LookupServers(ServerStates):
                 )
                 log.warning(
                     "%s did not take a change to %s's index in project %s (%s): no query is "
-                    "answered until it reads its shards again from index.sqlite",
+                    "answered through it until it reads its shards again from index.sqlite",
                     self._name(i),
                     change.member or "every member",
                     change.project,
                     failure,
                 )
+
+
+def _take_local(
+    answer: Answer, members: Sequence[str], local: Answer, shards: set[int], of: int
+) -> None:
+    """Add to `answer` the hits of `local` (the matcher's own copy, every shard) that fall
+    in `shards` of `of` (those of servers resting)."""
+    for q, per_member in enumerate(local):
+        for m in members:
+            answer[q][m].extend(hit for hit in per_member.get(m, ())
+                                if shard_of(hit[0], of) in shards)  # fmt: skip

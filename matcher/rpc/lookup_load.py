@@ -70,6 +70,11 @@ class ServerStates:
         self._source: ShardSource | None = None
         # server behind -> the members' erasures sent to it, not waited for (`forward`)
         self._late: dict[int, list[tuple[tuple[str, str], grpc.Future]]] = {}
+        # server that missed a query's or a Reload's deadline -> why: not asked by queries
+        # (its shards searched in the matcher's own copy) until a probe finds it answering
+        self._resting: dict[int, str] = {}
+        self._probing: set[int] = set()  # servers a probe thread asks (`LookupServers._rest`)
+        self._closed = threading.Event()  # (ends the probes)
 
     def attach(self, source: ShardSource) -> None:
         """Where a server without a data dir is loaded from (the matcher's indexes). Each
@@ -129,6 +134,7 @@ class ServerStates:
         return sorted(self._loading)
 
     def close(self) -> None:
+        self._closed.set()
         for channel in [*self._asking, *self._channels]:
             channel.close()
 

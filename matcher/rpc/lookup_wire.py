@@ -22,6 +22,10 @@ FORWARD_FLOOR_SECONDS = 5.0
 FORWARD_BYTES_PER_SECOND = 250_000
 FORWARD_MAX_SECONDS = 60.0
 RELOAD_SECONDS = 2.0  # asking a server that is behind to read its shards again
+# A server that missed a search's or a Reload's deadline rests: queries do not ask it (its
+# shards are searched in the matcher's own copy), and it is asked again this often, in the
+# background, until it answers in time (rpc/lookup_client.py `_rest`).
+BACKOFF_SECONDS = 5.0
 # Streaming a server without a data dir its shards (changes queued meanwhile): a
 # 250,000-record shard took 4 s (docs/scale.md), so this allows tens of millions.
 LOAD_SECONDS = 600.0
@@ -120,6 +124,7 @@ def reason(exc: grpc.RpcError) -> str:
 
 
 __all__ = [
+    "BACKOFF_SECONDS",
     "FORWARD_BYTES_PER_SECOND",
     "FORWARD_FLOOR_SECONDS",
     "FORWARD_MAX_SECONDS",
