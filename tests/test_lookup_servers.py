@@ -30,6 +30,7 @@ from blindmatch.matcher.core.fallbackindex import FallbackIndex
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import Unavailable
+from blindmatch.matcher.realtime import shards as shards_module
 from blindmatch.matcher.realtime.shards import (
     ERASE_MEMBER,
     Fence,
@@ -704,6 +705,61 @@ def test_a_change_forwarded_before_a_read_or_load_is_dropped_if_it_arrives_after
     assert shards.apply(put_ref("south-4"), ("m2", 1))  # another matcher (restarted)
     assert shards.apply(put_ref("south-5"))  # (none given)
     assert shards.records == 4
+
+
+def test_a_reload_asked_during_a_long_apply_is_answered_at_once_and_read_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look-up server applying a change that takes long (a large index's tables built under
+    its shard lock) is asked to read its shards again: the Reload returns at once (before: it
+    waited for that lock, past the matcher's RELOAD_SECONDS, and the server stayed behind).
+    Searches are refused from then on; a forward up to the Reload's fence arriving meanwhile
+    is dropped; the read runs once the apply is done, and holds what index.sqlite holds."""
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    stored = {"south-1": b"y" * 128}  # index.sqlite (what the matcher stored)
+
+    def read(data_dir: Path, keep: object) -> tuple[dict, dict]:
+        rows = ShardRecords(encoding, list(stored), b"".join(stored.values()))
+        return {("trial", "south"): rows}, {"trial": 0.8}
+
+    monkeypatch.setattr(shards_module, "read_shards", read)
+    shards = Shards(tmp_path, 0, 1)
+    shards.load()
+    assert shards.ready and shards.records == 1
+    entered, go_on = threading.Event(), threading.Event()
+    applied = shards._apply
+
+    def slow(change: ShardChange) -> None:  # (under the lock, as a large build holds it)
+        entered.set()
+        go_on.wait(30)
+        applied(change)
+
+    monkeypatch.setattr(shards, "_apply", slow)
+
+    def put_ref(ref: str) -> ShardChange:
+        return ShardChange("trial", "south", encoding, 0.8, [(ref, b"x" * 128)])
+
+    stored["south-2"] = b"x" * 128
+    applying = threading.Thread(target=shards.apply, args=(put_ref("south-2"), ("m1", 1)))
+    applying.start()
+    assert entered.wait(10)
+    asking = threading.Thread(target=shards.reload, kwargs={"after": ("m1", 2)})
+    try:
+        asking.start()
+        asking.join(10)
+        assert not asking.is_alive()  # answered while the apply holds the lock
+        assert not shards.ready
+        with pytest.raises(Unavailable, match=r"being read from index\.sqlite"):
+            shards.search("trial", ["south"], as_words(b"x" * 128, CLK_BITS), 0.8)
+    finally:
+        go_on.set()
+    applying.join(10)
+    assert not shards.apply(put_ref("south-9"), ("m1", 2))  # up to the fence: dropped
+    deadline = time.monotonic() + 30
+    while not shards.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert sorted(shards._indexes[("trial", "south")][1].refs()) == ["south-1", "south-2"]
 
 
 def test_empty_servers_are_loaded_when_the_matcher_starts(

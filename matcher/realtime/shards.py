@@ -10,14 +10,14 @@ meters, records and discloses; it forwards each change it has stored durably
 server (`RemoteLookups`, at the gRPC edge: rpc/lookup_client.py), then merges the
 (member, ref, score) answers.
 
-Durability stays in the matcher's index.sqlite. A look-up server reads its shards from
-it on start (storage/shard_source.py) and again when the matcher asks (`reload`: after a
-change it could not forward). It listens before it reads, and queues the changes
-forwarded meanwhile; once read, it applies the queue in order. Replaying changes already
-in what it read is harmless: a put or remove, replayed in order over a later state, ends
-where the sequence ends (each ref's last operation wins), so nothing acknowledged is lost
-between the read and the queue. Searches are refused (`Unavailable`) until it is ready,
-never answered from part of the shards.
+Durability stays in the matcher's index.sqlite. A look-up server reads its shards from it on
+start (storage/shard_source.py) and again when the matcher asks (`reload`: after a change it
+could not forward; answered at once, taken after an apply holding the lock). It listens
+before it reads, and queues the changes forwarded meanwhile; once read, it applies the queue
+in order. Replaying changes already in what it read is harmless: a put or remove, replayed
+in order over a later state, ends where the sequence ends (each ref's last operation wins),
+so nothing acknowledged is lost between the read and the queue. Searches are refused
+(`Unavailable`) until it is ready, never answered from part of the shards.
 
 A look-up server without a data dir (on another machine: SQLite's readers must share the
 writer's host) starts empty and is loaded by its matcher instead (`replace`, from the
@@ -149,6 +149,11 @@ class Shards:
     # dropped (`apply`): a forward the matcher gave up on and reread for, arriving late
     _fence: Fence = ("", 0)
     lookups: Lookups = field(default_factory=Lookups)
+    # Reloads asked for and not yet taken (each one's `after`): taken by whoever holds the
+    # lock next (`_take_asked`), so that a Reload does not wait for a long apply's lock;
+    # searches are refused from the moment one is asked.
+    _asked: list[Fence | None] = field(default_factory=list)
+    _asked_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard < self.shards:
@@ -156,7 +161,7 @@ class Shards:
 
     @property
     def ready(self) -> bool:
-        return self._queue is None
+        return self._queue is None and not self._asked
 
     @property
     def loaded(self) -> bool:
@@ -170,24 +175,47 @@ class Shards:
     def reload(self, wait: bool = False, after: Fence | None = None) -> None:
         """Read every shard again from index.sqlite, in a thread (`wait`: here); searches
         are refused until it is done, changes forwarded meanwhile are queued (`after`:
-        those up to it dropped, the read holds them)."""
+        those up to it dropped, the read holds them). Returns at once, without waiting for
+        the lock (which an apply building a large index may hold for seconds, longer than
+        the matcher waits for a Reload): the asking is taken by whoever holds the lock
+        next, before anything else (`_take_asked`); searches are refused from now on."""
         if self.data_dir is None:
             raise errors.FailedPrecondition(
                 "this look-up server has no data dir to read its shards from: its matcher "
                 "loads them (Load)"
             )
-        with self._lock:
-            self._fence_at(after)
-            self._wanted += 1
-            if self._queue is None:
-                self._queue = []
-            if self._reading:
-                return  # the running read reads again when it ends
-            self._reading = True
+        with self._asked_lock:
+            self._asked.append(after)
         if wait:
-            self._read()
+            self._take_asked_now()
         else:
-            threading.Thread(target=self._read, name="blindmatch-shards", daemon=True).start()
+            threading.Thread(target=self._take_asked_now, name="blindmatch-shards",
+                             daemon=True).start()  # fmt: skip
+
+    def _take_asked_now(self) -> None:
+        """Take the reloads asked for (unless an apply has), under the lock; then read."""
+        with self._lock:
+            start = self._take_asked()
+        if start:
+            self._read()
+
+    def _take_asked(self) -> bool:
+        """The lock is held: the reloads asked for since it was last taken, each one's
+        fence taken and a read asked for (queued behind a running read, which reads again).
+        Whether the caller must start the read (none was running)."""
+        with self._asked_lock:
+            asked, self._asked = self._asked, []
+        if not asked:
+            return False
+        for after in asked:
+            self._fence_at(after)
+        self._wanted += 1
+        if self._queue is None:
+            self._queue = []
+        if self._reading:
+            return False  # the running read reads again when it ends
+        self._reading = True
+        return True
 
     def load(self) -> None:
         """The first read, at start (here, in this thread); without a data dir, nothing:
@@ -280,17 +308,25 @@ class Shards:
         dropped if the read or load the matcher asked for since holds it: `sent` up to the
         fence). Whether it was taken (applied or queued)."""
         with self._lock:
-            if not self.loaded:
-                return False
-            if sent is not None and sent[0] == self._fence[0] and sent[1] <= self._fence[1]:
-                log.info("dropped a change forwarded before the read or load the matcher "
-                         "asked for after it (which holds it): it arrived late")  # fmt: skip
-                return False
-            if self._queue is not None:
-                self._queue.append(change)
-            else:
-                self._apply(change)
-            return True
+            start = self._take_asked()  # (a Reload asked for before it: first)
+            taken = self._take(change, sent)
+        if start:
+            threading.Thread(target=self._read, name="blindmatch-shards", daemon=True).start()
+        return taken
+
+    def _take(self, change: ShardChange, sent: Fence | None) -> bool:
+        """`apply`'s under the lock."""
+        if not self.loaded:
+            return False
+        if sent is not None and sent[0] == self._fence[0] and sent[1] <= self._fence[1]:
+            log.info("dropped a change forwarded before the read or load the matcher "
+                     "asked for after it (which holds it): it arrived late")  # fmt: skip
+            return False
+        if self._queue is not None:
+            self._queue.append(change)
+        else:
+            self._apply(change)
+        return True
 
     def _apply(self, change: ShardChange) -> None:
         """Apply one change; replayed over a later state it changes nothing wrongly."""
@@ -359,7 +395,7 @@ class Shards:
             failed = self.failed
             self.reload()
             raise errors.Unavailable(f"{failed}; reading them again")
-        if self._queue is not None:
+        if self._queue is not None or self._asked:
             raise errors.Unavailable(
                 f"shard {self.shard} of {self.shards} is being read from index.sqlite; "
                 "try again in a moment"
