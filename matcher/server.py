@@ -47,7 +47,7 @@ from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
-from blindmatch.matcher.storage.shard_source import lookup_key
+from blindmatch.matcher.storage.shard_source import lookup_epoch, lookup_key
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.erasure import complete_cut_short
 from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
@@ -193,7 +193,12 @@ def create_server(
         )
         try:
             remote = (
-                LookupServers(lookup_servers, lookup_key(data_dir), lookup_credentials)
+                LookupServers(
+                    lookup_servers,
+                    lookup_key(data_dir),
+                    lookup_credentials,
+                    epoch=lookup_epoch(data_dir),
+                )
                 if lookup_servers
                 else None
             )

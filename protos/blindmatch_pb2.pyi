@@ -883,12 +883,14 @@ class ShardChange(_message.Message):
     def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., put_refs: _Optional[_Iterable[str]] = ..., put_clks: _Optional[bytes] = ..., remove_refs: _Optional[_Iterable[str]] = ..., erase_member: _Optional[bool] = ..., erase_project: _Optional[bool] = ..., sent: _Optional[_Union[ShardFence, _Mapping]] = ...) -> None: ...
 
 class ShardFence(_message.Message):
-    __slots__ = ("matcher", "seq")
+    __slots__ = ("matcher", "seq", "epoch")
     MATCHER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     matcher: str
     seq: int
-    def __init__(self, matcher: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, matcher: _Optional[str] = ..., seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ShardLoad(_message.Message):
     __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule", "after")

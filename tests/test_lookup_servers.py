@@ -42,7 +42,7 @@ from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
-from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
+from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_epoch, lookup_key
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -308,7 +308,7 @@ def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
     assert answers(query(sharded.matcher, tokens["north"], asked)) == before
     # A hung one (it takes the search and never answers) costs one query its search's
     # deadline: it rests, and its shard's hits come from the matcher's own copy, not lost.
-    monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 1.0)
+    monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 0.5)
     monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 600.0)  # (no probe meanwhile)
     sharded.stop_lookup(1)
     hole = Hung(int(sharded.addresses[1].rsplit(":", 1)[1]))
@@ -695,16 +695,86 @@ def test_a_change_forwarded_before_a_read_or_load_is_dropped_if_it_arrives_after
     shards = Shards(None, 0, 1)
     encoding = Encoding(CLK_BITS, FINGERPRINT)
     rows = ShardRecords(encoding, ["south-1"], b"y" * 128)
-    shards.replace({("trial", "south"): rows}, {"trial": 0.8}, ("m1", 5))
+    shards.replace({("trial", "south"): rows}, {"trial": 0.8}, Fence("m1", 5))
 
     def put_ref(ref: str) -> ShardChange:
         return ShardChange("trial", "south", encoding, 0.8, [(ref, b"x" * 128)])
 
-    assert not shards.apply(put_ref("south-2"), ("m1", 5))  # held by the load
-    assert shards.apply(put_ref("south-3"), ("m1", 6))
-    assert shards.apply(put_ref("south-4"), ("m2", 1))  # another matcher (restarted)
+    assert not shards.apply(put_ref("south-2"), Fence("m1", 5))  # held by the load
+    assert shards.apply(put_ref("south-3"), Fence("m1", 6))
+    assert shards.apply(put_ref("south-4"), Fence("m2", 1))  # another matcher (restarted)
     assert shards.apply(put_ref("south-5"))  # (none given)
     assert shards.records == 4
+
+
+def test_a_late_forward_of_an_earlier_matcher_process_is_dropped_and_the_shards_loaded_again(
+    clks: list[np.ndarray],
+) -> None:
+    """Each forward carries its matcher process's epoch (when it started): a look-up server
+    that has taken a change from a matcher restarted drops one of the process before it
+    arriving after (before: another matcher's change was applied, whatever its age: a put
+    given up on could bring back a record the new process had removed since). It may lack
+    that change, so it holds nothing until loaded again (with a data dir: it reads its
+    shards again). Two `LookupServers` in turn, the second started after the first, and a
+    real server without a data dir."""
+    key = "bm_lookup_" + "k" * 43
+    address = f"127.0.0.1:{free_port()}"
+    server = create_lookup_server(address, None, 0, 1, key=key)
+    server.shards.replace({}, {})  # (loaded: holds nothing yet)
+    earlier = LookupServers([address], key)
+    later = LookupServers([address], key)  # (the matcher restarted)
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+
+    def put_ref(ref: str, row: int) -> ShardChange:
+        return ShardChange("trial", "south", encoding, 0.8, [(ref, clks[1][row].tobytes())])
+
+    try:
+        earlier.forward(put_ref("south-0", 0))
+        later.forward(put_ref("south-1", 1))
+        assert server.shards.records == 2 and server.shards.loaded
+        earlier.forward(put_ref("south-2", 2))  # late: dropped
+        assert not server.shards.loaded  # (searches: FAILED_PRECONDITION, the matcher loads it)
+        assert "south-2" not in server.shards._indexes[("trial", "south")][1]
+        assert later.behind() == []
+    finally:
+        earlier.close()
+        later.close()
+        server.stop(grace=None)
+
+
+def test_a_matchers_processes_are_ordered_even_if_the_clock_goes_back(tmp_path: Path) -> None:
+    """Each start of the matcher takes an epoch after every earlier one's (kept in the data
+    dir, owner-only): its start time, or one more than the last if the clock is behind."""
+    first = lookup_epoch(tmp_path, now=lambda: 5_000)
+    assert first == 5_000
+    assert lookup_epoch(tmp_path, now=lambda: 4_000) == 5_001  # (the clock set back)
+    assert lookup_epoch(tmp_path, now=lambda: 9_000) == 9_000
+    assert (tmp_path / "lookup.epoch").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_late_forward_of_an_earlier_matcher_process_has_the_shards_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with a data dir: the dropped change is in index.sqlite (the earlier process
+    stored it before forwarding it), and the server reads its shards again at once."""
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    stored = {"south-1": b"y" * 128}
+
+    def read(data_dir: Path, keep: object) -> tuple[dict, dict]:
+        rows = ShardRecords(encoding, list(stored), b"".join(stored.values()))
+        return {("trial", "south"): rows}, {"trial": 0.8}
+
+    monkeypatch.setattr(shards_module, "read_shards", read)
+    shards = Shards(tmp_path, 0, 1)
+    shards.load()
+    change = ShardChange("trial", "south", encoding, 0.8, [("south-2", b"x" * 128)])
+    assert shards.apply(change, Fence("m2", 1, epoch=200))
+    stored["south-3"] = b"z" * 128
+    assert not shards.apply(change, Fence("m1", 9, epoch=100))  # the earlier process's
+    deadline = time.monotonic() + 30
+    while not shards.ready or "south-3" not in shards._indexes[("trial", "south")][1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def test_a_reload_asked_during_a_long_apply_is_answered_at_once_and_read_after_it(
@@ -740,10 +810,10 @@ def test_a_reload_asked_during_a_long_apply_is_answered_at_once_and_read_after_i
         return ShardChange("trial", "south", encoding, 0.8, [(ref, b"x" * 128)])
 
     stored["south-2"] = b"x" * 128
-    applying = threading.Thread(target=shards.apply, args=(put_ref("south-2"), ("m1", 1)))
+    applying = threading.Thread(target=shards.apply, args=(put_ref("south-2"), Fence("m1", 1)))
     applying.start()
     assert entered.wait(10)
-    asking = threading.Thread(target=shards.reload, kwargs={"after": ("m1", 2)})
+    asking = threading.Thread(target=shards.reload, kwargs={"after": Fence("m1", 2)})
     try:
         asking.start()
         asking.join(10)
@@ -754,7 +824,7 @@ def test_a_reload_asked_during_a_long_apply_is_answered_at_once_and_read_after_i
     finally:
         go_on.set()
     applying.join(10)
-    assert not shards.apply(put_ref("south-9"), ("m1", 2))  # up to the fence: dropped
+    assert not shards.apply(put_ref("south-9"), Fence("m1", 2))  # up to the fence: dropped
     deadline = time.monotonic() + 30
     while not shards.ready:
         assert time.monotonic() < deadline

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -87,8 +87,13 @@ class ShardChange:
         return ShardChange(self.project, self.member, self.encoding, self.threshold, puts, removes)
 
 
-# (the matcher's id, the n-th change it forwarded): pb.ShardFence
-Fence = tuple[str, int]
+class Fence(NamedTuple):
+    """A forward's place in its matcher's order: pb.ShardFence."""
+
+    matcher: str  # an id of the matcher's process
+    seq: int  # the n-th change it forwarded (0: none yet)
+    epoch: int = 0  # when that process started (ns since 1970): orders processes (0: unknown)
+
 
 # shard, shards -> that shard of every index the matcher holds, and the projects' thresholds
 # (`StandingIndexes.shard_records`): what a look-up server without a data dir is loaded with
@@ -147,7 +152,10 @@ class Shards:
     # (matcher, seq): the last forwarded change what the shards were read or loaded from
     # holds (the read or load the matcher asked for last); one of them arriving later is
     # dropped (`apply`): a forward the matcher gave up on and reread for, arriving late
-    _fence: Fence = ("", 0)
+    _fence: Fence = field(default_factory=lambda: Fence("", 0))
+    # The newest matcher process heard from (its epoch): a change from an older one arriving
+    # later is dropped, and the shards read or loaded again (`_take`)
+    _epoch: int = 0
     lookups: Lookups = field(default_factory=Lookups)
     # Reloads asked for and not yet taken (each one's `after`): taken by whoever holds the
     # lock next (`_take_asked`), so that a Reload does not wait for a long apply's lock;
@@ -299,8 +307,15 @@ class Shards:
 
     def _fence_at(self, after: Fence | None) -> None:
         """The lock is held."""
-        if after and after[1] and (after[0] != self._fence[0] or after[1] > self._fence[1]):
+        if after is None or self._older(after):
+            return  # (an older matcher process's: what it holds the server holds, or drops)
+        self._epoch = max(self._epoch, after.epoch)
+        if after.seq and (after.matcher != self._fence.matcher or after.seq > self._fence.seq):
             self._fence = after
+
+    def _older(self, fence: Fence) -> bool:
+        """Whether `fence` is a matcher process's older than one heard from since."""
+        return 0 < fence.epoch < self._epoch
 
     def apply(self, change: ShardChange, sent: Fence | None = None) -> bool:
         """A change the matcher stored (queued while the shards are being read; dropped
@@ -310,6 +325,7 @@ class Shards:
         with self._lock:
             start = self._take_asked()  # (a Reload asked for before it: first)
             taken = self._take(change, sent)
+            start = self._take_asked() or start  # (one it asked for itself: `_take`)
         if start:
             threading.Thread(target=self._read, name="blindmatch-shards", daemon=True).start()
         return taken
@@ -318,10 +334,25 @@ class Shards:
         """`apply`'s under the lock."""
         if not self.loaded:
             return False
-        if sent is not None and sent[0] == self._fence[0] and sent[1] <= self._fence[1]:
-            log.info("dropped a change forwarded before the read or load the matcher "
-                     "asked for after it (which holds it): it arrived late")  # fmt: skip
+        if sent is not None and self._older(sent):
+            # A forward of a matcher process older than one heard from since (restarted):
+            # it arrives late, perhaps after changes it must precede. Dropped; what the
+            # shards are read or loaded from next holds it (the old process stored it first).
+            log.warning("dropped a change forwarded by an earlier matcher process, arriving "
+                        "after its successor's: %s", "reading the shards again" if self.data_dir
+                        else "waiting for the matcher to load them again")  # fmt: skip
+            if self.data_dir is not None:
+                with self._asked_lock:
+                    self._asked.append(None)  # (taken by `apply`, next)
+            else:
+                self._loaded = False  # searches: FAILED_PRECONDITION, and the matcher loads it
             return False
+        if sent is not None:
+            self._epoch = max(self._epoch, sent.epoch)  # (a newer process's first forward)
+            if sent.matcher == self._fence.matcher and sent.seq <= self._fence.seq:
+                log.info("dropped a change forwarded before the read or load the matcher "
+                         "asked for after it (which holds it): it arrived late")  # fmt: skip
+                return False
         if self._queue is not None:
             self._queue.append(change)
         else:

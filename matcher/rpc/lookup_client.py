@@ -8,15 +8,17 @@ slowest server's look-up plus one round trip. The hits are merged per query and 
 best first, as the in-process search orders them.
 
 A change the matcher has stored is forwarded to the servers whose shards it touches, under
-the matcher's writer lock (so in order), each waited for up to a deadline proportional to its
-size (`wire.deadline`: seconds). A server not reached in time (down, hung) is *behind*: no query is
-answered without it (`Unavailable`, naming it), and before each query the matcher asks it,
-outside the lock, to read its shards again from index.sqlite (`Reload`), which holds the change;
-once it has said yes, it refuses searches itself until it has read them. Each forward carries
-its number, and a Reload or load the last number it holds (pb.ShardFence): a change arriving
-there after it, late, is dropped. Nothing is ever answered "no match" for want of a shard. A
-member's erasure is forwarded to a server behind too, not waited for under the lock
-(`holding`, asked after, waits for it): one that takes it no longer holds the member's shards.
+the matcher's writer lock (so in order), each waited for up to a deadline proportional to
+its size (`wire.deadline`: seconds). A server not reached in time (down, hung) is *behind*:
+no query is answered through it (`Unavailable`, naming it; but one resting, below), and
+before each query the matcher asks it, outside the lock, to read its shards again from
+index.sqlite (`Reload`), which holds the change; once it has said yes, it refuses searches
+itself until it has read them. Each forward carries its number, and a Reload or load the
+last number it holds (pb.ShardFence): a change arriving there after it, late, is dropped; so
+is one of an earlier matcher process arriving after this one's (the fence's epoch:
+realtime/shards.py). Nothing is answered "no match" for want of a shard. A member's erasure
+is forwarded to a server behind too, not waited for under the lock (`holding`, asked after,
+waits for it): one that takes it no longer holds the member's shards.
 
 A server that misses a search's or a Reload's deadline (hung; or down while behind: a Reload
 waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying
@@ -197,7 +199,7 @@ class LookupServers(ServerStates):
         asked only by its probe (`only`: that server alone); one that does not answer in
         time rests (`_rest`)."""
         with self._lock:
-            after = pb.ShardFence(matcher=self._id, seq=self._seq)
+            after = self._fence(self._seq)
             asked = {}
             for i in sorted(self._behind):
                 if i in self._loading or i in self._reloading:
@@ -292,7 +294,7 @@ class LookupServers(ServerStates):
         behind."""
         with self._lock:
             self._seq += 1
-            sent = pb.ShardFence(matcher=self._id, seq=self._seq)
+            sent = self._fence(self._seq)
             calls = []
             for i, stub in enumerate(self._stubs):
                 part = change.part(i, len(self._stubs))

@@ -41,7 +41,11 @@ class ServerStates:
         addresses: Sequence[str],
         key: str,
         credentials: grpc.ChannelCredentials | None = None,
+        *,
+        epoch: int | None = None,
     ) -> None:
+        """`epoch`: this matcher process's place after its earlier ones (pb.ShardFence;
+        storage/shard_source.py `lookup_epoch`); by default its start time."""
         if not addresses:
             raise ValueError("no look-up servers")
         self.addresses = list(addresses)
@@ -54,8 +58,10 @@ class ServerStates:
         self._stubs = [pb_grpc.LookupServerStub(c) for c in self._channels]
         self._lock = threading.Lock()  # forwards and catching up, in order
         self._behind: dict[int, str] = {}  # server -> why
-        # The forwards' order (pb.ShardFence): this matcher's id, the last change's number
+        # The forwards' order (pb.ShardFence): this matcher's id, the last change's number,
+        # and when this process started (orders it after the matcher's earlier processes)
         self._id, self._seq = uuid.uuid4().hex[:12], 0
+        self._epoch = epoch if epoch is not None else time.time_ns()
         # server behind asked to read its shards again -> which asking (`_catch_up`);
         # a change forwarded meanwhile voids it
         self._reloading: dict[int, int] = {}
@@ -138,6 +144,10 @@ class ServerStates:
         for channel in [*self._asking, *self._channels]:
             channel.close()
 
+    def _fence(self, seq: int) -> pb.ShardFence:
+        """This process's `seq`-th forward's place in its order (0: before any)."""
+        return pb.ShardFence(matcher=self._id, seq=seq, epoch=self._epoch)
+
     def _name(self, i: int) -> str:
         return f"look-up server {self.addresses[i]} (shard {i} of {len(self.addresses)})"
 
@@ -155,7 +165,7 @@ class ServerStates:
             return
         self._loading.add(i)
         self._pending[i] = []
-        after = pb.ShardFence(matcher=self._id, seq=self._seq)
+        after = self._fence(self._seq)
         threading.Thread(
             target=self._load, args=(i, self._source, after), name="blindmatch-load", daemon=True
         ).start()
@@ -219,7 +229,7 @@ class ServerStates:
                     return replayed
                 self._pending[i] = []
             for seq, change in queued:
-                message = wire.change_message(change, pb.ShardFence(matcher=self._id, seq=seq))
+                message = wire.change_message(change, self._fence(seq))
                 try:
                     self._stubs[i].Apply(message, timeout=wire.deadline(message),
                                          metadata=self._metadata)  # fmt: skip

@@ -152,7 +152,7 @@ class LookupService(pb_grpc.LookupServerServicer):
 
 def _fence(m: pb.ShardFence) -> Fence | None:
     """A forward's place in its matcher's order (None: not given)."""
-    return (m.matcher, m.seq) if m.seq else None
+    return Fence(m.matcher, m.seq, m.epoch) if m.seq or m.epoch else None
 
 
 def _load(

@@ -11,6 +11,11 @@ require): whoever can read it can read `index.sqlite` beside it, so it grants no
 more. Made, owner-only, by whichever of the matcher or a look-up server starts first.
 A look-up server on another machine, without the data dir, is given a copy of it
 (`--key-file`, `read_lookup_key`: refused unless owner-only, as it is made).
+
+`DIR/lookup.epoch` orders the matcher's processes for its look-up servers (`lookup_epoch`,
+pb.ShardFence `epoch`): each start takes its start time, or one more than the last start's
+if the clock is behind that, so that a later process's forwards are never taken for an
+earlier one's.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,7 @@ from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 LOOKUP_KEY_NAME = "lookup.key"
+LOOKUP_EPOCH_NAME = "lookup.epoch"
 
 
 @dataclass(frozen=True)
@@ -122,3 +129,22 @@ def read_lookup_key(path: str | Path) -> str:
             f"chmod 600 {path}",
             "empty": f"{path} is empty; copy the matcher's DIR/{LOOKUP_KEY_NAME}",
         }[problem.problem]) from None  # fmt: skip
+
+
+def lookup_epoch(data_dir: str | Path, now: Callable[[], int] = time.time_ns) -> int:
+    """This matcher process's epoch: its start time (`now`: ns since 1970), or one more than
+    the previous start's if the clock is behind it; kept in DIR/lookup.epoch (atomically)."""
+    path = Path(data_dir) / LOOKUP_EPOCH_NAME
+    try:
+        before = int(path.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        before = 0
+    epoch = max(now(), before + 1)
+    temp = path.with_name(f".{LOOKUP_EPOCH_NAME}.{secrets.token_hex(8)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{epoch}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    temp.replace(path)
+    return epoch
