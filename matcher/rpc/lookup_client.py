@@ -270,13 +270,16 @@ class LookupServers(ServerStates):
             with self._lock:
                 behind = i in self._behind and i not in self._loading
             code = None
-            if behind:
-                self._catch_up(only=i)
-            else:
-                call = self._stubs[i].Describe.future(pb.ShardDescribeRequest(),
-                                                      timeout=wire.RELOAD_SECONDS,
-                                                      metadata=self._metadata)  # fmt: skip
-                _, code = wire.outcome(call)
+            try:
+                if behind:
+                    self._catch_up(only=i)
+                else:
+                    call = self._stubs[i].Describe.future(pb.ShardDescribeRequest(),
+                                                          timeout=wire.RELOAD_SECONDS,
+                                                          metadata=self._metadata)  # fmt: skip
+                    _, code = wire.outcome(call)
+            except ValueError:  # its channel closed: the matcher is stopping
+                break
             with self._lock:
                 if not behind and code != grpc.StatusCode.DEADLINE_EXCEEDED:
                     self._resting.pop(i, None)
