@@ -124,6 +124,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--count-measure", action="store_true",
                         help="measure what C's count of each single-record query's proposed "
                         "pairs says of the queried person (no attack run)")  # fmt: skip
+    parser.add_argument("--count-partners", type=int, default=1, metavar="P",
+                        help="with --count-measure: the partner's records as P partners' "
+                        "uploads, C told each one's count")  # fmt: skip
     return parser
 
 
@@ -270,31 +273,36 @@ def count_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: by
           "those counted here from the band keys", flush=True)  # fmt: skip
     if not same:
         return 1
+    parts = args.count_partners
+    if parts > 1:  # the partner's records as that many partners' uploads, C told of each
+        observed = modes.per_partner(modes.band_keys(schema, q_rows, secret), theirs, parts)
     wanted = set(u_people)
     pick = [i for i, p in enumerate(everyone[1]) if p in wanted]
-    oracle, _ = modes.candidate_counts(
-        modes.band_keys(schema, [everyone[0][i] for i in pick], secret), theirs
+    oracle = modes.per_partner(
+        modes.band_keys(schema, [everyone[0][i] for i in pick], secret), theirs, parts
     )
     key = attacker if attacker is not None else secrets.token_bytes(32)
-    partner = set(b_people)
-    in_b = np.array([p in partner for p in u_people])
+    # the attacker's plaintext of the partner's people, in the partner's order (its cuts)
+    where = {p: k for k, p in enumerate(u_people)}
+    in_b = np.array([where[p] for p in b_people])
     simulated = np.zeros((len(u_rows), observed.shape[1]))
     for k in range(COUNT_KEYS):  # the mean over keys of its own: each person's expected counts
         own, lack = modes.band_keys(schema, u_rows, hashlib.sha256(key + bytes([k])).digest())
-        got_k, _ = modes.candidate_counts((own, lack), (tuple(x[in_b] for x in own), lack[in_b]))
+        got_k = modes.per_partner((own, lack), (tuple(x[in_b] for x in own), lack[in_b]), parts)
         simulated += got_k / COUNT_KEYS
     got_m = modes.count_measure(observed, q_people, oracle, [everyone[1][i] for i in pick],
                                 simulated, u_people, args.seed)  # fmt: skip
     per = observed.sum(axis=1)
     print(
         f"C's count of a single-record query's proposed pairs (per CLK: record, fallback) "
-        f"against the partner's {len(b_rows):,} records, {len(q_rows):,} queries: median "
+        f"against {parts} partner(s) of {len(b_rows):,} records in all, {len(q_rows):,} "
+        "queries: median "
         f"{np.median(per):.0f} pairs (min {per.min()}, max {per.max()}); entropy "
         f"{got_m['entropy']:.2f} bits of log2({got_m['people']:,} people) = "
         f"{got_m['log2_people']:.2f}; knowing every person's counts (the bound): median "
         f"{got_m['anonymity']:.0f} people share a query's, unique {got_m['unique']:.2%}, "
-        f"named right {got_m['bound']:.2%}; simulated under its own key, nearest counts named "
-        f"right {got_m['named']:.2%}; {time.process_time() - t0:.0f} CPU s",
+        f"named right {got_m['bound']:.2%}; simulated under {COUNT_KEYS} keys of its own, "
+        f"nearest mean named right {got_m['named']:.2%}; {time.process_time() - t0:.0f} CPU s",
         flush=True,
     )
     return 0

@@ -24,6 +24,7 @@ attacked"):
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import Counter
@@ -215,6 +216,18 @@ def candidate_counts(
     return out, np.bincount((union >> 32).astype(np.intp), minlength=n_a).astype(np.int64)
 
 
+def per_partner(mine: Keys, theirs: Keys, partners: int) -> npt.NDArray[np.int64]:
+    """`candidate_counts` against `partners` partners, `theirs`' records cut into that many
+    consecutive uploads, side by side ((records, partners x CLKs)): what C learns of a
+    single-record query searched against each partner's upload."""
+    keys, lack = theirs
+    cuts = np.linspace(0, len(lack), partners + 1).astype(int)
+    return np.hstack([
+        candidate_counts(mine, (tuple(k[lo:hi] for k in keys), lack[lo:hi]))[0]
+        for lo, hi in itertools.pairwise(cuts)
+    ])  # fmt: skip
+
+
 def _shared(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
     """The pairs (row of a << 32 | row of b) sharing a key in at least one band, once."""
     codes: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
@@ -263,8 +276,9 @@ def count_measure(
     mean of 1 / k where the truth is among the k), `unique`, the share of queries whose
     counts no other person has; `simulated`, the counts the attacker computes under its own
     keys from its own plaintext (`simulated_people`; their mean over keys), naming the person
-    whose counts are nearest (log scale; ties drawn at random): `named`, the share it names
-    right; and the counts' entropy over the queries against log2 of the people."""
+    whose counts are nearest (log or square-root scale, the better; ties drawn at random):
+    `named`, the share it names right; and the counts' entropy over the queries against log2
+    of the people."""
     rng = random.Random(f"count guesses {seed}")
     groups: dict[tuple[int, ...], list[int]] = {}
     for row, person in zip(oracle.tolist(), oracle_people, strict=True):
@@ -276,12 +290,15 @@ def count_measure(
         if person in same:
             bound += 1 / len(same)
             unique += len(same) == 1
-    logs = np.log1p(simulated.astype(np.float64))
     right = 0
-    for row, person in zip(observed.tolist(), truth, strict=True):
-        d = np.abs(logs - np.log1p(np.asarray(row, np.float64))).sum(axis=1)
-        best = np.flatnonzero(d <= d.min() + 1e-12)
-        right += simulated_people[int(best[rng.randrange(len(best))])] == person
+    for scale in (np.log1p, np.sqrt):  # the better of two readings (sqrt: a Poisson count's)
+        near = scale(simulated.astype(np.float64))
+        got = 0
+        for row, person in zip(observed.tolist(), truth, strict=True):
+            d = ((near - scale(np.asarray(row, np.float64))) ** 2).sum(axis=1)
+            best = np.flatnonzero(d <= d.min() + 1e-12)
+            got += simulated_people[int(best[rng.randrange(len(best))])] == person
+        right = max(right, got)
     n = len(truth)
     return {
         "queries": n,
@@ -301,6 +318,7 @@ __all__ = [
     "count_measure",
     "merge_repeats",
     "merge_uploads",
+    "per_partner",
     "repeat_links",
     "repeated",
     "reuploads",
