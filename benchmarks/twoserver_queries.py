@@ -67,9 +67,11 @@ from benchmarks import twoserver_querymodes as modes
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
 from benchmarks.twoserver_querypath import query_cap, query_path_counts
+from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import twocheck
+from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 
@@ -124,6 +126,10 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--count-measure", action="store_true",
                         help="measure what C's count of each single-record query's proposed "
                         "pairs says of the queried person (no attack run)")  # fmt: skip
+    parser.add_argument("--s1-stream", action="store_true",
+                        help="attack what S1 holds of the queries as single-record queries: "
+                        "on how many bands each pair of them has equal keys (the collision "
+                        "attack; no other attack run)")  # fmt: skip
     parser.add_argument("--count-partners", type=int, default=1, metavar="P",
                         help="with --count-measure: the partner's records as P partners' "
                         "uploads, C told each one's count")  # fmt: skip
@@ -308,6 +314,28 @@ def count_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: by
     return 0
 
 
+def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: bytes | None,
+                  members: list[Member]) -> int:  # fmt: skip
+    """`--s1-stream`: the collision attack (twocheck's, on S2's own-row view) on S1's view of
+    the queries as single-record queries (`modes.s1_stream_view`), blind and with `--known`."""
+    (q_rows, q_people), _b, (u_rows, u_people) = members
+    t0 = time.process_time()
+    within = modes.s1_stream_view(modes.band_keys(schema, q_rows, secret))
+    key = attacker if attacker is not None else secrets.token_bytes(32)
+    own = upload_views(schema, u_rows, key, NONE)
+    where = {p: k for k, p in enumerate(u_people)}
+    truth = np.array([where.get(p, -1) for p in q_people], np.intp)
+    results = twocheck._own_pairs(within, own, truth, q_people, u_people,
+                                  sharing.plan_of(schema), args.known)  # fmt: skip
+    print(f"S1's view of {len(q_rows):,} single-record queries: pairs sharing a band key, per "
+          f"CLK: {', '.join(f'{len(p):,}' for p, _c in within)}")  # fmt: skip
+    for r in results:
+        print(f"  S1 {r.attack:<22} {r.record_share:>7.2%}  ({r.records_reidentified} of "
+              f"{r.records}; {r.claims or 0} claims)")  # fmt: skip
+    print(f"{time.process_time() - t0:.0f} CPU s", flush=True)
+    return 0
+
+
 def main() -> int:
     args = arguments().parse_args()
     if not 1 <= args.batch <= 1000:
@@ -331,6 +359,8 @@ def main() -> int:
                         else (secrets.token_bytes(32), None))  # fmt: skip
     if args.count_measure:
         return count_run(args, shipped, secret, attacker, members, full[0])
+    if args.s1_stream:
+        return s1_stream_run(args, shipped, secret, attacker, members)
     if args.check_path:
         k = min(args.check_path, len(q_rows))
         upload_b = twocheck._upload(shipped, b_rows, secret, NONE)

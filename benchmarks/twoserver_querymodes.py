@@ -228,6 +228,48 @@ def per_partner(mine: Keys, theirs: Keys, partners: int) -> npt.NDArray[np.int64
     ])  # fmt: skip
 
 
+def s1_stream_view(keys: Keys) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
+    """What S1 holds of a stream of single-record queries beyond any partner: each query's band
+    keys are one record's, so for every pair (i, j), i < j, of queries it sees on how many
+    bands of each CLK their keys are equal (each query a member of its own at S1, whose
+    cross-member equalities it joins by design): per CLK, the pairs sharing a band and their
+    counts, the within-member view the collision attack reads (collisions.py)."""
+    out = []
+    for a in keys[0]:
+        codes: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
+        counts: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
+        pending = 0
+        for band in range(a.shape[1]):
+            order = np.argsort(a[:, band], kind="stable")
+            key = a[order, band]
+            new = np.r_[True, key[1:] != key[:-1]]
+            starts = np.flatnonzero(new)
+            sizes = np.diff(np.r_[starts, len(key)])
+            for at, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+                rows = np.sort(order[at : at + size])
+                i, j = np.triu_indices(size, k=1)
+                codes.append((rows[i].astype(np.int64) << 32) | rows[j].astype(np.int64))
+                counts.append(np.ones(len(i), np.int64))
+                pending += len(i)
+            if pending > 5_000_000:
+                codes, counts = _merged(codes, counts)
+                pending = 0
+        got, sums = _merged(codes, counts)
+        pairs = np.stack([got[0] >> 32, got[0] & 0xFFFFFFFF], axis=1).astype(np.intp)
+        out.append((pairs.reshape(-1, 2), sums[0].astype(np.float64)))
+    return out
+
+
+Codes = list[npt.NDArray[np.int64]]
+
+
+def _merged(codes: Codes, counts: Codes) -> tuple[Codes, Codes]:
+    uniq, inverse = np.unique(np.concatenate(codes), return_inverse=True)
+    total = np.zeros(len(uniq), np.int64)
+    np.add.at(total, inverse, np.concatenate(counts))
+    return [uniq], [total]
+
+
 def _shared(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
     """The pairs (row of a << 32 | row of b) sharing a key in at least one band, once."""
     codes: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
@@ -322,4 +364,5 @@ __all__ = [
     "repeat_links",
     "repeated",
     "reuploads",
+    "s1_stream_view",
 ]
