@@ -6,7 +6,8 @@ same records against the same upload, so the benchmark's view is the roles'; and
 shipped cap a query against a small upload opens nothing. What C is told of each query (the
 pairs S1 proposed, per CLK) is the benchmark's count (benchmarks/twoserver_querymodes.py
 `candidate_counts`), and the cross product unblocked; a query asked again, or compared with
-the partner's records uploaded again, shows S2 the same counts (docs/privacy-design.md
+the partner's records uploaded again, shows S2 the same counts; and S1 holds, of single-record
+queries, on how many bands every two agree (docs/privacy-design.md
 "Repeated queries, a watch's re-uploads and C's counts, attacked")."""
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def test_the_query_path_opens_what_role_views_gives_s2(tmp_path: Path) -> None:
                                                             strict=True)}  # fmt: skip
     assert path and path == view
     # C's count of each query's proposed pairs, per CLK: the benchmark's, from the band keys.
-    counts, _ = modes.candidate_counts(modes.band_keys(schema, asked, secret),
-                                       modes.band_keys(schema, b_rows, secret))  # fmt: skip
-    assert [[t.get(clk, 0) for clk in range(counts.shape[1])] for t in told] == counts.tolist()
-    assert counts.sum() > 0
+    proposed, _ = modes.candidate_counts(modes.band_keys(schema, asked, secret),
+                                         modes.band_keys(schema, b_rows, secret))  # fmt: skip
+    assert [[t.get(k, 0) for k in range(proposed.shape[1])] for t in told] == proposed.tolist()
+    assert proposed.sum() > 0
     # The same records under S1's shipped cap: the upload is small, nothing is opened.
     cap = query_cap(exhaustive.SHIPPED_PAIRS, 1, len(b_rows))
     assert cap > 0
@@ -80,3 +81,14 @@ def test_a_query_asked_again_shows_s2_the_same_counts(tmp_path: Path) -> None:
                   np.array(list(first.values()) * 2, float)) for key in ("S2",)}  # fmt: skip
     pairs, counts = modes.merge_repeats(both, 3, 2)["S2"]
     assert dict(zip(map(tuple, pairs.tolist()), counts.tolist(), strict=True)) == first
+    # S1's view of single-record queries (`--s1-stream`): each query's sealed band keys, one a
+    # band, are its one record's, so S1 counts the bands on which two queries' keys agree.
+    single = [twocheck._upload(schema, [row], secret, NONE) for row in asked]
+    seen = modes.s1_stream_view(modes.band_keys(schema, asked, secret))
+    for clk, (pairs, counts) in enumerate(seen):
+        view = dict(zip(map(tuple, pairs.tolist()), counts.tolist(), strict=True))
+        for i in range(3):
+            for j in range(i + 1, 3):
+                a, b = (single[k].s1.bands[clk] for k in (i, j))
+                assert list(a.counts) == list(b.counts) == [1] * a.bands  # one key a band
+                assert view.get((i, j), 0) == int((a.keys == b.keys).sum())
