@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/twoserver_queries.py [--population households|messy]
         [--partner-records 1000] [--queries 1000] [--held 0.5] [--batch 1000] [--seed 1]
         [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20] [--fixed-keys]
-        [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05]] [--count-measure]
+        [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05] [--by-row]]
+        [--count-measure [--count-partners 1]] [--s1-stream]
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
@@ -40,8 +41,9 @@ exits 1 if not; both are empty where the query is not blocked).
 
 `--repeats R` (each person asked R times, `--retype` re-typed each time), `--uploads K` (the
 queries a standing watch compared with K successive uploads of the partner, `--churn` of its
-records re-typed each time) and `--count-measure` (what C's count of each single-record
-query's proposed pairs says of it) are the views beyond one stream
+records re-typed each time), `--count-measure` (what C's count of each single-record
+query's proposed pairs says of it) and `--s1-stream` (S1's view of single-record queries: on
+how many bands every two agree, the collision attack) are the views beyond one stream
 (benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
 attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
 (`--repeats 1`, `--uploads 1`) differ only in the mode.

@@ -19,7 +19,10 @@ attacked"):
   keys: S1's candidates, split by the fallback's rule), measured as information
   (`count_measure`): how many people share a query's count when every person's count is known
   (an attacker holding the project secret: the bound), and how often an attacker simulating
-  the counts under its own key on its own plaintext names the right person.
+  the counts under its own key on its own plaintext names the right person;
+- **S1's keys** (`--s1-stream`): a single-record query's sealed band keys are all its record's,
+  so over a stream S1 sees on how many bands every two queried records agree
+  (`s1_stream_view`), the within-member view the collision attack reads.
 """
 
 from __future__ import annotations
