@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/twoserver_queries.py [--population households|messy]
         [--partner-records 1000] [--queries 1000] [--held 0.5] [--batch 1000] [--seed 1]
-        [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20]
+        [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20] [--fixed-keys]
+        [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05] [--by-row]]
+        [--count-measure [--count-partners 1]] [--s1-stream]
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
@@ -36,11 +38,21 @@ each through matcher/realtime/twoquery.py `query_links` over S1 and S2 in this p
 S1's cap from `run_cap` (a query's name, its one record and the partner's), S2's openings
 recorded; their counts must equal the rows of `role_views`' S2 view for the same records (it
 exits 1 if not; both are empty where the query is not blocked).
+
+`--repeats R` (each person asked R times, `--retype` re-typed each time), `--uploads K` (the
+queries a standing watch compared with K successive uploads of the partner, `--churn` of its
+records re-typed each time), `--count-measure` (what C's count of each single-record
+query's proposed pairs says of it) and `--s1-stream` (S1's view of single-record queries: on
+how many bands every two agree, the collision attack) are the views beyond one stream
+(benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
+attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
+(`--repeats 1`, `--uploads 1`) differ only in the mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import secrets
 import sys
@@ -53,12 +65,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import twoserver_querymodes as modes
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
 from benchmarks.twoserver_querypath import query_cap, query_path_counts
+from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import twocheck
+from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 
@@ -91,13 +106,45 @@ def arguments() -> argparse.ArgumentParser:
         help="first check the view against K single-record queries through twoquery.py's "
         "query_links (0: no check)",
     )  # fmt: skip
+    parser.add_argument("--fixed-keys", action="store_true",
+                        help="the project's secret and the attacker's key from --seed "
+                        "(a mode's run and its baseline then differ only in the mode)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+                        help="each queried person asked R times, each a query of its own "
+                        "(--queries Q: Q/R people); the views merged a person a row")  # fmt: skip
+    parser.add_argument("--retype", action="store_true",
+                        help="with --repeats: each repeat another organisation's re-typing "
+                        "of the record (else the same record)")  # fmt: skip
+    parser.add_argument("--uploads", type=int, default=1, metavar="K",
+                        help="the queries a standing watch (one batch, at most 1,000) "
+                        "compared with K successive uploads of the partner")  # fmt: skip
+    parser.add_argument("--churn", type=float, default=0.05,
+                        help="with --uploads: the share of the partner's records re-typed "
+                        "in each upload after the first")  # fmt: skip
+    parser.add_argument("--by-row", action="store_true",
+                        help="with --uploads: the partner uploads its records in the same order "
+                        "each time, and S2's counts of a row are averaged over the uploads "
+                        "(else each distinct record a row of its own)")  # fmt: skip
+    parser.add_argument("--count-measure", action="store_true",
+                        help="measure what C's count of each single-record query's proposed "
+                        "pairs says of the queried person (no attack run)")  # fmt: skip
+    parser.add_argument("--s1-stream", action="store_true",
+                        help="attack what S1 holds of the queries as single-record queries: "
+                        "on how many bands each pair of them has equal keys (the collision "
+                        "attack; no other attack run)")  # fmt: skip
+    parser.add_argument("--count-partners", type=int, default=1, metavar="P",
+                        help="with --count-measure: the partner's records as P partners' "
+                        "uploads, C told each one's count")  # fmt: skip
     return parser
 
 
-def stream(folder: Path, args: argparse.Namespace, schema: Any) -> list[Member]:
+def stream(folder: Path, args: argparse.Namespace, schema: Any, full: list[Member] | None = None,
+           ) -> list[Member]:  # fmt: skip
     """(the queries, the partner's upload, the attacker's plaintext), each (rows, people):
-    the queried people a `--held` share of the partner's, the rest people it does not hold."""
-    n, q = args.partner_records, args.queries
+    the queried people a `--held` share of the partner's, the rest people it does not hold;
+    `--repeats R`: Q/R people, each once (`modes.repeated` asks them again). `full`: given,
+    the first organisation's export of every person is appended to it."""
+    n, q = args.partner_records, args.queries // args.repeats
     held = min(round(args.held * q), n)
     total = n + (q - held)
     exports = generator_three(folder, args.population, args.seed, total, schema)
@@ -112,20 +159,27 @@ def stream(folder: Path, args: argparse.Namespace, schema: Any) -> list[Member]:
     b_rows, b_people = exports[1]
     keep = [k for k, p in enumerate(b_people) if p in partner]
     upload = ([b_rows[k] for k in keep], [b_people[k] for k in keep])
+    if full is not None:
+        full.append(exports[0])
     return [queries, upload, exports[2]]
 
 
-def batched_views(args: argparse.Namespace, schema: Any, secret: bytes,
-                  queries: list[list[str]], cpu: dict[str, float]) -> Any:  # fmt: skip
+def batched_views(args: argparse.Namespace, schema: Any, secret: bytes, queries: list[list[str]],
+                  cpu: dict[str, float], span: int = 0) -> Any:  # fmt: skip
     """`check_members`' RoleViews: each `--batch` of queries its own upload and run against
     the partner's upload (the one check_members made), the views put together, rows of A
-    offset by the batch's start."""
+    offset by the batch's start. `span`: batches start afresh every `span` rows (a repeat's
+    queries are queries of their own; 0: one span)."""
+    span = span or len(queries)
 
     def views(uploads: Any, threshold: float, rule: Any) -> dict[str, Any]:
         t0 = time.process_time()
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for start in range(0, len(queries), args.batch):
-            rows = queries[start : start + args.batch]
+        starts = [s + k for s in range(0, len(queries), span)
+                  for k in range(0, min(span, len(queries) - s), args.batch)]  # fmt: skip
+        for start in starts:
+            end = min(start + args.batch, (start // span + 1) * span, len(queries))
+            rows = queries[start:end]
             mine = twocheck._upload(schema, rows, secret, NONE)
             cap = query_cap(args.exhaustive_pairs, len(rows), len(uploads[1].s1.shares[0]))
             got = role_views([mine, uploads[1]], threshold, rule, exhaustive=cap,
@@ -141,14 +195,160 @@ def batched_views(args: argparse.Namespace, schema: Any, secret: bytes,
     return views
 
 
+def mode_views(args: argparse.Namespace, schema: Any, secret: bytes, members: list[Member],
+               cpu: dict[str, float]) -> tuple[Any, list[Member], str]:  # fmt: skip
+    """The RoleViews to attack, the members they are of, and what they are: one stream's
+    (`batched_views`), its repeats' merged a person a row (`--repeats`), or a watch's against
+    the partner's successive uploads on their distinct records (`--uploads`)."""
+    (q_rows, _q), (b_rows, _b), _u = members
+    source = (f"a stream of {len(q_rows):,} two-server queries ({args.population}, seed "
+              f"{args.seed}) against a partner's upload of {len(b_rows):,} records")  # fmt: skip
+    if args.repeats > 1:
+        distinct, r = len(q_rows), args.repeats
+        asked = modes.repeated(members[0], r, args.retype, schema, args.seed)
+        inner = batched_views(args, schema, secret, asked[0], cpu, span=distinct)
+
+        def merged(uploads: Any, threshold: float, rule: Any) -> dict[str, Any]:
+            got = inner(uploads, threshold, rule)
+            said = modes.repeat_links(got, distinct, r)
+            print(f"S2's counts: of the {said['people']:,} people, {said['seen']:,} with a "
+                  f"count, {said['same']:,} of them with every repeat's counts the first's, "
+                  f"{said['unique']:,} with counts no other person has", flush=True)  # fmt: skip
+            return modes.merge_repeats(got, distinct, r)
+
+        how = "re-typed" if args.retype else "the same record"
+        return merged, members, (f"{distinct:,} people each queried {r} times ({how}; "
+                                 f"{len(asked[0]):,} queries) merged a person a row: "
+                                 + source.split(" ", 6)[6])  # fmt: skip
+    if args.uploads > 1:
+        if len(q_rows) > 1000:
+            raise SystemExit("--uploads: a watch's records, 1 to 1,000 (--queries)")
+        ups, ids, distinct_b = modes.reuploads(members[1], args.uploads, args.churn, schema,
+                                               args.seed)  # fmt: skip
+
+        def watched(uploads: Any, threshold: float, rule: Any) -> dict[str, Any]:
+            t0 = time.process_time()
+            watch = twocheck._upload(schema, q_rows, secret, NONE)
+            per = []
+            for rows, _people in ups:
+                cap = query_cap(args.exhaustive_pairs, len(q_rows), len(rows))
+                upload = twocheck._upload(schema, rows, secret, NONE)
+                per.append(role_views([watch, upload], threshold, rule, exhaustive=cap,
+                                      clear=True))  # fmt: skip
+            cpu["roles"] = time.process_time() - t0
+            if args.by_row:
+                return modes.merge_uploads(per, [list(range(len(b_rows)))] * len(per), True)
+            return modes.merge_uploads(per, ids)
+
+        rows_b = members[1] if args.by_row else distinct_b
+        return (
+            watched,
+            [members[0], rows_b, members[2]],
+            (
+                f"a watch of {len(q_rows):,} records ({args.population}, seed {args.seed}) "
+                f"against {args.uploads} uploads of a partner's {len(b_rows):,} records "
+                f"({args.churn:.0%} re-typed each time: {len(distinct_b[0]):,} distinct records"
+                f"{'; a row a record, its counts averaged' if args.by_row else ''})"
+            ),
+        )
+    return batched_views(args, schema, secret, q_rows, cpu), members, source
+
+
+COUNT_KEYS = 3  # `--count-measure`: the attacker's keys it simulates each person's counts under
+
+
+def count_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: bytes | None,
+              members: list[Member], everyone: Member) -> int:  # fmt: skip
+    """`--count-measure`: C's count of each single-record query's proposed pairs against the
+    partner, per CLK, measured as information (`modes.count_measure`)."""
+    (q_rows, q_people), (b_rows, b_people), (u_rows, u_people) = members
+    t0 = time.process_time()
+    if query_cap(args.exhaustive_pairs, 1, len(b_rows)):
+        print(f"not blocked: C learns {len(b_rows):,} pairs a query record against this "
+              "partner (the cross product: the partner's size, every query's the same): "
+              "0 bits")  # fmt: skip
+        return 0
+    theirs = modes.band_keys(schema, b_rows, secret)
+    observed, union = modes.candidate_counts(modes.band_keys(schema, q_rows, secret), theirs)
+    k = min(50, len(q_rows))  # S1's own candidates for the first k queries: the same counts
+    got = role_views([twocheck._upload(schema, q_rows[:k], secret, NONE),
+                      twocheck._upload(schema, b_rows, secret, NONE)], 0.8, schema.rule,
+                     exhaustive=0, clear=True)["S1"][0]  # fmt: skip
+    s1 = np.bincount(got[:, 0], minlength=k)
+    same = bool((s1 == union[:k]).all())
+    said = "equal" if same else "DIFFER FROM"
+    print(f"S1's candidates of the first {k} queries (role_views) {said} "
+          "those counted here from the band keys", flush=True)  # fmt: skip
+    if not same:
+        return 1
+    parts = args.count_partners
+    if parts > 1:  # the partner's records as that many partners' uploads, C told of each
+        observed = modes.per_partner(modes.band_keys(schema, q_rows, secret), theirs, parts)
+    wanted = set(u_people)
+    pick = [i for i, p in enumerate(everyone[1]) if p in wanted]
+    oracle = modes.per_partner(
+        modes.band_keys(schema, [everyone[0][i] for i in pick], secret), theirs, parts
+    )
+    key = attacker if attacker is not None else secrets.token_bytes(32)
+    # the attacker's plaintext of the partner's people, in the partner's order (its cuts)
+    where = {p: k for k, p in enumerate(u_people)}
+    in_b = np.array([where[p] for p in b_people])
+    simulated = np.zeros((len(u_rows), observed.shape[1]))
+    for k in range(COUNT_KEYS):  # the mean over keys of its own: each person's expected counts
+        own, lack = modes.band_keys(schema, u_rows, hashlib.sha256(key + bytes([k])).digest())
+        got_k = modes.per_partner((own, lack), (tuple(x[in_b] for x in own), lack[in_b]), parts)
+        simulated += got_k / COUNT_KEYS
+    got_m = modes.count_measure(observed, q_people, oracle, [everyone[1][i] for i in pick],
+                                simulated, u_people, args.seed)  # fmt: skip
+    per = observed.sum(axis=1)
+    print(
+        f"C's count of a single-record query's proposed pairs (per CLK: record, fallback) "
+        f"against {parts} partner(s) of {len(b_rows):,} records in all, {len(q_rows):,} "
+        "queries: median "
+        f"{np.median(per):.0f} pairs (min {per.min()}, max {per.max()}); entropy "
+        f"{got_m['entropy']:.2f} bits of log2({got_m['people']:,} people) = "
+        f"{got_m['log2_people']:.2f}; knowing every person's counts (the bound): median "
+        f"{got_m['anonymity']:.0f} people share a query's, unique {got_m['unique']:.2%}, "
+        f"named right {got_m['bound']:.2%}; simulated under {COUNT_KEYS} keys of its own, "
+        f"nearest mean named right {got_m['named']:.2%}; {time.process_time() - t0:.0f} CPU s",
+        flush=True,
+    )
+    return 0
+
+
+def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: bytes | None,
+                  members: list[Member]) -> int:  # fmt: skip
+    """`--s1-stream`: the collision attack (twocheck's, on S2's own-row view) on S1's view of
+    the queries as single-record queries (`modes.s1_stream_view`), blind and with `--known`."""
+    (q_rows, q_people), _b, (u_rows, u_people) = members
+    t0 = time.process_time()
+    within = modes.s1_stream_view(modes.band_keys(schema, q_rows, secret))
+    key = attacker if attacker is not None else secrets.token_bytes(32)
+    own = upload_views(schema, u_rows, key, NONE)
+    where = {p: k for k, p in enumerate(u_people)}
+    truth = np.array([where.get(p, -1) for p in q_people], np.intp)
+    results = twocheck._own_pairs(within, own, truth, q_people, u_people,
+                                  sharing.plan_of(schema), args.known)  # fmt: skip
+    print(f"S1's view of {len(q_rows):,} single-record queries: pairs sharing a band key, per "
+          f"CLK: {', '.join(f'{len(p):,}' for p, _c in within)}")  # fmt: skip
+    for r in results:
+        print(f"  S1 {r.attack:<22} {r.record_share:>7.2%}  ({r.records_reidentified} of "
+              f"{r.records}; {r.claims or 0} claims)")  # fmt: skip
+    print(f"{time.process_time() - t0:.0f} CPU s", flush=True)
+    return 0
+
+
 def main() -> int:
     args = arguments().parse_args()
     if not 1 <= args.batch <= 1000:
         raise SystemExit("--batch: 1 to 1,000 records a query (MAX_QUERY_RECORDS)")
+    if args.repeats < 1 or args.uploads < 1 or not 0 <= args.churn <= 1:
+        raise SystemExit("--repeats and --uploads: 1 or more; --churn: 0 to 1")
     shipped = load_schema(ROOT / "schemas" / "person-uk.json")
     t0 = time.process_time()
+    full: list[Member] = []
     with tempfile.TemporaryDirectory(prefix="blindmatch-2q-") as tmp:
-        members = stream(Path(tmp), args, with_fallback(shipped, False))
+        members = stream(Path(tmp), args, with_fallback(shipped, False), full)
     (q_rows, q_people), (b_rows, b_people), _u = members
     held = len(set(q_people) & set(b_people))
     print(
@@ -157,7 +357,12 @@ def main() -> int:
         f"{len(b_rows):,} records; {time.process_time() - t0:.0f} CPU s to make",
         flush=True,
     )
-    secret = secrets.token_bytes(32)
+    secret, attacker = (twocheck.seeded_keys(args.seed) if args.fixed_keys
+                        else (secrets.token_bytes(32), None))  # fmt: skip
+    if args.count_measure:
+        return count_run(args, shipped, secret, attacker, members, full[0])
+    if args.s1_stream:
+        return s1_stream_run(args, shipped, secret, attacker, members)
     if args.check_path:
         k = min(args.check_path, len(q_rows))
         upload_b = twocheck._upload(shipped, b_rows, secret, NONE)
@@ -182,13 +387,10 @@ def main() -> int:
     twocheck.MIN_SAMPLE = min(twocheck.MIN_SAMPLE, len(q_rows))
     cpu: dict[str, float] = {}
     t1 = time.process_time()
-    source = (
-        f"a stream of {len(q_rows):,} two-server queries ({args.population}, seed "
-        f"{args.seed}) against a partner's upload of {len(b_rows):,} records"
-    )
+    views, checked, source = mode_views(args, shipped, secret, members, cpu)
     report = twocheck.check_members(
-        members, shipped, secret, batched_views(args, shipped, secret, q_rows, cpu),
-        source=source, known=args.known, third=False,
+        checked, shipped, secret, views, source=source, known=args.known, third=False,
+        attacker_key=attacker,
     )  # fmt: skip
     print(report.render())
     print(

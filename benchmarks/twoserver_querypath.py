@@ -20,7 +20,7 @@ from blindmatch.client.tools.privacy import twocheck
 from blindmatch.matcher.core import exhaustive, tickets
 from blindmatch.matcher.core.twoblocking import Matched, PairBatch, expanded_pairs
 from blindmatch.matcher.core.twoinprocess import InProcess
-from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
+from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, Proposed, ShareServer
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.realtime.twoquery import query_links
 
@@ -48,12 +48,23 @@ def query_cap(cap: int, records: int, partner: int) -> int:
                               [records, partner])  # fmt: skip
 
 
+class TellingInProcess(InProcess):
+    """S1 and S2 in this process, keeping what S1's proposal told C (`Proposed`: each part's
+    CLK and number of pairs)."""
+
+    def propose(self, *args: Any, **kwargs: Any) -> list[Proposed]:
+        self.told: list[Proposed] = super().propose(*args, **kwargs)
+        return self.told
+
+
 def query_path_counts(
-    schema: Any, rows: Sequence[Sequence[str]], partner: Any, secret: bytes, cap: int
-) -> dict[tuple[int, int], int]:
+    schema: Any, rows: Sequence[Sequence[str]], partner: Any, secret: bytes, cap: int,
+    told: list[dict[int, int]] | None = None,
+) -> dict[tuple[int, int], int]:  # fmt: skip
     """Each of `rows` queried on its own against `partner` (a `SharedUpload`) under S1's cap
     `cap`: S2's count of shared bands per (query record, partner row) that it opened any band
-    of."""
+    of. `told`: given, each query's pairs S1 proposed, per CLK, as C learns them (its
+    `Proposed` parts) are appended to it."""
     out: Counter[tuple[int, int]] = Counter()
     rule = Rule(*schema.rule) if schema.rule else NO_RULE
     for k, row in enumerate(rows):
@@ -72,11 +83,17 @@ def query_path_counts(
                          [u.s2.popcounts for u in uploads],
                          [u.s2.seal_key for u in uploads])  # fmt: skip
         clks = len(query.s1.bands)
-        query_links(InProcess(s1, s2), Combiner(None, 0.8, clks=clks, rule=rule))
+        servers = TellingInProcess(s1, s2)
+        query_links(servers, Combiner(None, 0.8, clks=clks, rule=rule))
+        if told is not None:
+            per: Counter[int] = Counter()
+            for part in servers.told:
+                per[part.clk] += part.pairs
+            told.append(dict(per))
         codes = np.concatenate(s2.opened or [np.empty(0, np.uint64)])
         for code in codes.tolist():
             out[(k, int(code) & 0xFFFFFFFF)] += 1
     return dict(out)
 
 
-__all__ = ["RecordingS2", "query_cap", "query_path_counts"]
+__all__ = ["RecordingS2", "TellingInProcess", "query_cap", "query_path_counts"]
