@@ -2,7 +2,7 @@
 `privacy-check --mode two-server` uses: the same bits as the circuit's on the same uploads,
 for the gap rule's circuit (both CLKs) and the fallback CLK's kernel circuit, tagged rows and
 dropped pairs included; and so C's view of a run of three members (links, extras, reach
-pairs) is the same either way, blocked or not."""
+pairs) is the same either way, blocked or not, C dealing no triple in the clear."""
 
 from __future__ import annotations
 
@@ -71,12 +71,18 @@ def test_the_clear_outputs_are_the_circuits_on_the_same_shares(tmp_path: Path) -
             assert (got == want).all()
 
 
+def _no_deal(circuit: linkbit.Circuit, pairs: int, seeds: object = None) -> linkbit.Deal:
+    raise AssertionError("a triple dealt for outputs computed in the clear")
+
+
 @pytest.mark.parametrize("exhaustive", [0, 10**6], ids=["blocked", "not blocked"])
 def test_c_sees_the_same_in_the_clear_as_through_the_circuit(
-    tmp_path: Path, exhaustive: int
+    tmp_path: Path, exhaustive: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uploads = _uploads(tmp_path, 60)
     through = role_views(uploads, 0.8, SCHEMA.rule, exhaustive=exhaustive)
+    # In the clear C deals no triple (nothing reads it), and every view is the same.
+    monkeypatch.setattr(linkbit, "deal", _no_deal)
     clear = role_views(uploads, 0.8, SCHEMA.rule, exhaustive=exhaustive, clear=True)
     assert set(through) == set(clear)
     for role in through:

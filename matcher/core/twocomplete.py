@@ -169,7 +169,7 @@ def reach_bits(
                 t0 = time.process_time()
                 width2 = servers.bits(FALLBACK) if combiner.rule.active else 0
                 circuit = combiner.reach_circuit(servers.bits(c), c, width2)
-                dealt = linkbit.deal(circuit, len(part))
+                dealt = combiner.triples(circuit, len(part))
                 clock["C"] += time.process_time() - t0
                 o1, o2 = servers.evaluate_reach(part, circuit, dealt, transcript, clock)
                 t1 = time.process_time()

@@ -388,7 +388,13 @@ class Combiner:
     ) -> tuple[linkbit.Circuit, linkbit.Deal]:
         """`deal` for a batch of `pairs` pairs C cannot name (a part of S1's proposal)."""
         circuit = self.circuit(n_bits, clk, n_bits2)
-        return circuit, linkbit.deal(circuit, pairs)
+        return circuit, self.triples(circuit, pairs)
+
+    def triples(self, circuit: linkbit.Circuit, pairs: int) -> linkbit.Deal:
+        """C's deal of `circuit`'s triples for a batch of `pairs` pairs (linkbit.deal): every
+        deal of the run goes through here (a part of S1's proposal, C's own pairs, a reach
+        batch, core/twocomplete.py)."""
+        return linkbit.deal(circuit, pairs)
 
     def bucket_scores(self, bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
         """(pairs,): the highest cut-off each pair reaches, 0.0 for none (bits: (cut-offs,

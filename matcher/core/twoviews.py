@@ -29,7 +29,7 @@ views (a blocked pair with no candidate has those too).
 `privacy-check --mode two-server` (client/tools/privacy/twocheck.py) attacks each view; the
 command line, above both, hands it this function (the client does not import the matcher),
 with `clear`: the link-bit circuit's outputs computed in the clear (core/twoclear.py, the
-same bits; minutes sooner on members compared without blocking).
+same bits; minutes sooner on members compared without blocking), C then dealing no triple.
 """
 
 from __future__ import annotations
@@ -142,6 +142,15 @@ def reused_tokens(
     return _rows(pairs), counts.astype(np.float64)
 
 
+class _NoDeal(Combiner):
+    """C where the circuit's outputs are computed in the clear (`_Recording` given the
+    popcounts): it deals no triple (an AES PRG's output, for every pair through the circuit,
+    that nothing would read), and is C otherwise: the same circuits, cut-offs and buckets."""
+
+    def triples(self, circuit: linkbit.Circuit, pairs: int) -> linkbit.Deal:
+        return linkbit.Deal(b"", b"", pairs)
+
+
 class _Recording(InProcess):
     """S1 and S2 in this process, keeping what C reveals of the pairs between members 0 and 1:
     the linking pairs of each part of the proposal and their buckets, the extras' buckets
@@ -249,8 +258,9 @@ def views_and_oracle(
     empty (the cross product, which their sizes give: no join, no band opened, no count);
     `NOT_BLOCKED`'s pairs are the pairs of members (of all the uploads) S1 did not block.
     `clear`: the link-bit circuit's outputs computed in the clear from the uploads
-    (core/twoclear.py: the same bits, without the circuit's rounds; what `privacy-check`
-    uses, minutes faster on members compared without blocking); False: the circuit itself."""
+    (core/twoclear.py: the same bits, without the circuit's rounds and without C dealing
+    the circuit's triples; what `privacy-check` uses, minutes faster on members compared
+    without blocking); False: the circuit itself."""
     if len(uploads) not in (2, 3):
         raise ValueError("role views: two or three members' uploads")
     pair_key = secrets.token_bytes(32)
@@ -284,8 +294,10 @@ def views_and_oracle(
     # C: the run (S1's proposal through the link-bit circuit, solving, completing, the links'
     # extras); C learns the linking pairs' rows and buckets, the extras' buckets and the reach
     # pairs' bits (two members: no group of three, so neither).
-    combiner = Combiner(None, threshold, clks=clks,
-                        rule=Rule(*rule) if rule and clks == 2 else NO_RULE)  # fmt: skip
+    # In the clear, C deals no triple (`_NoDeal`): nothing would read it.
+    combiner = (_NoDeal if clear else Combiner)(
+        None, threshold, clks=clks, rule=Rule(*rule) if rule and clks == 2 else NO_RULE
+    )
     pops = [[np.asarray(p1, np.int64) ^ np.asarray(p2, np.int64)
              for p1, p2 in zip(u.s1.popcounts, u.s2.popcounts, strict=True)]
             for u in uploads] if clear else None  # fmt: skip
