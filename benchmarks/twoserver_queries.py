@@ -72,7 +72,7 @@ from benchmarks.twoserver_querypath import query_cap, query_path_counts
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.tools.privacy import twocheck
+from blindmatch.client.tools.privacy import twoattacks, twocheck
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
@@ -318,8 +318,9 @@ def count_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: by
 
 def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker: bytes | None,
                   members: list[Member]) -> int:  # fmt: skip
-    """`--s1-stream`: the collision attack (twocheck's, on S2's own-row view) on S1's view of
-    the queries as single-record queries (`modes.s1_stream_view`), blind and with `--known`."""
+    """`--s1-stream`: the collision attack (`twoattacks.own_pairs`, on S2's own-row view) on
+    S1's view of the queries as single-record queries (`modes.s1_stream_view`), blind and with
+    `--known`."""
     (q_rows, q_people), _b, (u_rows, u_people) = members
     t0 = time.process_time()
     within = modes.s1_stream_view(modes.band_keys(schema, q_rows, secret))
@@ -327,7 +328,7 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     own = upload_views(schema, u_rows, key, NONE)
     where = {p: k for k, p in enumerate(u_people)}
     truth = np.array([where.get(p, -1) for p in q_people], np.intp)
-    results = twocheck._own_pairs(within, own, truth, q_people, u_people,
+    results = twoattacks.own_pairs(within, own, truth, q_people, u_people,
                                   sharing.plan_of(schema), args.known)  # fmt: skip
     print(f"S1's view of {len(q_rows):,} single-record queries: pairs sharing a band key, per "
           f"CLK: {', '.join(f'{len(p):,}' for p, _c in within)}")  # fmt: skip
