@@ -185,7 +185,9 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
             digests = {m: json.loads(d)["sha256"] for m, d in rows}
         assert sorted(n for n in digests if "@" not in n) == names_before
         assert all(digests[n] for n in names_before)
-        assert [d for n, d in digests.items() if "@" in n] == ["", ""]  # two queries, not kept
+        # Two queries, none kept: each sent to S1 without band keys, refused (S1 blocks every
+        # query here, tests/conftest.py), then with them under a fresh ticket.
+        assert [d for n, d in digests.items() if "@" in n] == [""] * 4
     # Audited as any query: purpose, records, who was disclosed.
     with world.operator() as op:
         entries = [e for e in op.audit("shares") if e["action"] == "query"]
