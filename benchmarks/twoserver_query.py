@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.twoserver_querypath import query_sends_keys
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
@@ -54,6 +55,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import project_query, upload_parts
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -167,6 +169,16 @@ def start_roles(
 
 def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+def s1_sent(upload: Any, partner: int) -> int:
+    """The bytes a single-record query sends S1 against partners of at most `partner` records
+    (S1 at its default cap): without band keys, and again with them where S1 blocks it
+    (client/remote/twoserver.py `project_query`)."""
+    keyless = sum(p.ByteSize() for p in upload_parts("q", "s1", upload, keys=False))
+    if not query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner):
+        return keyless
+    return keyless + sum(p.ByteSize() for p in upload_parts("q", "s1", upload))
 
 
 def main() -> int:
@@ -318,7 +330,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     held[mode].append(sorted(m.partner for m in answer.results[0]))
                     if mode == "two-server":
                         pairs.append(sum(proposed))
-                        s1_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s1", upload)))
+                        s1_bytes.append(s1_sent(upload, max(partner_records.values())))
                         s2_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s2", upload)))
         load_after = os.getloadavg()[0]
     finally:
@@ -361,7 +373,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     )
     print(
         f"pairs S1 proposed a query, all partners (C learns their link bits): median "
-        f"{pct(pairs, 50):.0f}, max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} "
+        f"{pct(pairs, 50):.0f}, max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.1f} "
         f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
     )
     return 0
