@@ -238,6 +238,9 @@ def test_s1_receives_a_querys_band_keys_only_where_it_blocks_the_query(
     assert held_by(unblocked) == held_by(blocked) == [["south"], ["south"]]
     assert found(unblocked) == found(blocked)
     assert not [n for n in s1.held if "@" in n]  # both forgotten
+    with world.operator() as op:  # the refusal for want of keys is no refused request
+        report = {v.member: v for v in op.query_report("shares")}
+    assert not [f for f in report["north"].flags if "refused" in f], report["north"].flags
 
 
 def found(answer: dict) -> list[list[tuple[str, object]]]:
