@@ -477,7 +477,8 @@ def project_watch(
     on_ready: Callable[[], None] | None = None,
 ) -> Iterator[WatchEvent]:
     """A watch in a project in two-server mode (docs/realtime.md "Watching for later
-    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), then
+    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), but
+    with their band keys at once (they meet partners' later uploads, of sizes unknown), then
     the matcher's Watch stream tells of each partner's later upload that holds one of them,
     as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
     closed; the records are sent when the generator is first advanced, and `on_ready` is
