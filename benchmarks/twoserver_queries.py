@@ -68,10 +68,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import twoserver_querymodes as modes
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
-from benchmarks.twoserver_querypath import query_cap, query_path_counts
+from benchmarks.twoserver_querypath import query_cap, query_path_counts, query_sends_keys
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.remote.twoserver import upload_parts
 from blindmatch.client.tools.privacy import twoattacks, twocheck
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core import exhaustive
@@ -321,9 +322,21 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     """`--s1-stream`: the collision attack (`twoattacks.own_pairs`, on S2's own-row view) on
     S1's view of the queries as single-record queries (`modes.s1_stream_view`), blind and with
     `--known`."""
-    (q_rows, q_people), _b, (u_rows, u_people) = members
+    (q_rows, q_people), (b_rows, _b), (u_rows, u_people) = members
     t0 = time.process_time()
-    within = modes.s1_stream_view(modes.band_keys(schema, q_rows, secret))
+    # The band keys S1 receives: none where it compares a query whole against the partner
+    # (the client sends them only once S1 refuses the query without: `query_sends_keys`).
+    sends = query_sends_keys(args.exhaustive_pairs, 1, len(b_rows))
+    first = upload_parts(
+        "project/north@q/q", "s1", twocheck._upload(schema, q_rows[:1], secret, NONE), keys=sends
+    )
+    sent = sum(len(p.band_keys) + len(p.sealed) for p in first)
+    print(f"a single-record query against the partner's {len(b_rows):,} records under S1's cap "
+          f"of {args.exhaustive_pairs:,} pairs: {'blocked' if sends else 'not blocked'}, S1 "
+          f"receives {sent:,} bytes of its band keys")  # fmt: skip
+    keys = modes.band_keys(schema, q_rows, secret)
+    within = (modes.s1_stream_view(keys) if sends else
+              [(np.empty((0, 2), np.intp), np.empty(0)) for _ in keys[0]])  # fmt: skip
     key = attacker if attacker is not None else secrets.token_bytes(32)
     own = upload_views(schema, u_rows, key, NONE)
     where = {p: k for k, p in enumerate(u_people)}

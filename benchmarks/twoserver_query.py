@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.twoserver_querypath import query_sends_keys
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding import sharing
@@ -54,6 +55,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import project_query, upload_parts
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -68,10 +70,16 @@ PARTNERS = {"south": ("south-police", 0), "west": ("retail-bcrp", 0), "east": ("
 
 
 class Counted:
-    """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds."""
+    """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds and
+    those evaluated (a query sent without band keys that S1 refuses for one partner is
+    proposed against the others, and none evaluated: client/remote/twoserver.py)."""
 
-    def __init__(self, servers: Any, proposed: list[int]) -> None:
-        self.servers, self.proposed = servers, proposed
+    def __init__(self, servers: Any, proposed: list[int], evaluated: list[int]) -> None:
+        self.servers, self.proposed, self.evaluated = servers, proposed, evaluated
+
+    def evaluate_part(self, index: int, offset: int, count: int, *args: Any) -> Any:
+        self.evaluated.append(count)
+        return self.servers.evaluate_part(index, offset, count, *args)
 
     def propose(self, *args: Any, **kwargs: Any) -> Any:
         described = self.servers.propose(*args, **kwargs)
@@ -169,6 +177,16 @@ def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def s1_sent(upload: Any, partner: int) -> int:
+    """The bytes a single-record query sends S1 against partners of at most `partner` records
+    (S1 at its default cap): without band keys, and again with them where S1 blocks it
+    (client/remote/twoserver.py `project_query`)."""
+    keyless = sum(p.ByteSize() for p in upload_parts("q", "s1", upload, keys=False))
+    if not query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner):
+        return keyless
+    return keyless + sum(p.ByteSize() for p in upload_parts("q", "s1", upload))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=14_286, help="people (each org holds ~35%%)")
@@ -227,10 +245,11 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         work, args.roles == "processes", args.role_data
     )
     plain = combiner_setup(s1, s2, key, member_key)
-    proposed: list[int] = []  # the pairs S1 proposes a query: C learns each one's link bit
+    proposed: list[int] = []  # the pairs S1 proposes a query
+    evaluated: list[int] = []  # those evaluated: C learns each one's link bit
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> Counted:
-        return Counted(plain.servers(names, records, bits), proposed)
+        return Counted(plain.servers(names, records, bits), proposed, evaluated)
 
     setup = dataclasses.replace(plain, servers=servers)
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
@@ -275,6 +294,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
         held: dict[str, list[list[str]]] = {"clk": [], "two-server": []}
         pairs: list[int] = []
+        spent: list[int] = []  # pairs evaluated a query
         s1_bytes: list[int] = []
         s2_bytes: list[int] = []
         with (
@@ -285,6 +305,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             for row in clks:
                 for mode in ("clk", "two-server"):
                     proposed.clear()
+                    evaluated.clear()
                     r0 = proc_cpu(pids)
                     t0, c0 = time.perf_counter(), time.process_time()
                     if mode == "clk":
@@ -318,7 +339,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     held[mode].append(sorted(m.partner for m in answer.results[0]))
                     if mode == "two-server":
                         pairs.append(sum(proposed))
-                        s1_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s1", upload)))
+                        spent.append(sum(evaluated))
+                        s1_bytes.append(s1_sent(upload, max(partner_records.values())))
                         s2_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s2", upload)))
         load_after = os.getloadavg()[0]
     finally:
@@ -360,8 +382,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         f"answer as the CLK project's for {same} of {n}"
     )
     print(
-        f"pairs S1 proposed a query, all partners (C learns their link bits): median "
-        f"{pct(pairs, 50):.0f}, max {max(pairs)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.0f} "
+        f"pairs S1 proposed a query, all partners: median {pct(pairs, 50):.0f}, max "
+        f"{max(pairs)}; evaluated (C learns their link bits): median {pct(spent, 50):.0f}, "
+        f"max {max(spent)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.1f} "
         f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
     )
     return 0

@@ -48,6 +48,14 @@ def query_cap(cap: int, records: int, partner: int) -> int:
                               [records, partner])  # fmt: skip
 
 
+def query_sends_keys(cap: int, records: int, partner: int) -> bool:
+    """Whether a query of `records` records against a partner's upload of `partner` sends S1
+    its band keys (core/exhaustive.py `keys_needed`: S1 refuses it without them, and the
+    client sends them, client/remote/twoserver.py `project_query`), S1's own cap `cap`."""
+    return exhaustive.keys_needed([tickets.query_name("project", "north", "q"), PARTNER], cap,
+                                  [records, partner])  # fmt: skip
+
+
 class TellingInProcess(InProcess):
     """S1 and S2 in this process, keeping what S1's proposal told C (`Proposed`: each part's
     CLK and number of pairs)."""

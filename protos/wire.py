@@ -18,6 +18,11 @@ import functools
 import hashlib
 
 DIGEST_BYTES = 8
+# A two-server query's records sent without their band keys (SharedPart.band_keys_withheld)
+# where S1 blocks the query against a partner: S1's refusal (FAILED_PRECONDITION) starts with
+# it, and so does the matcher's, on which the client sends the records again with their keys
+# (docs/protocol.md "A query without band keys").
+BAND_KEYS_NEEDED = "band_keys_needed"
 
 
 def clk_digest(clk: bytes) -> bytes:

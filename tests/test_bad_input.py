@@ -576,6 +576,30 @@ def propose(c: RolesCtx, **fields: Any) -> Any:
     return list(c.s1.Propose(pb.ProposeRequest(**{**base, **fields}), metadata=c.key))
 
 
+QUERY = tickets.query_name("p", "north", "00ff00ff")
+
+
+def keyless(c: RolesCtx, *changes: dict[str, Any]) -> Any:
+    """north's upload to S1 as a query's records without band keys (`band_keys_withheld`),
+    part k changed by changes[k], under a query ticket."""
+    out = list(upload_parts(QUERY, "s1", c.upload, None, False))
+    for k, change in enumerate(changes):
+        for name, value in change.items():
+            setattr(out[k], name, value)
+    ticket = auth(tickets.issue(member_key(c), QUERY, 2**40))
+    return c.s1.Upload(iter(out), metadata=ticket)
+
+
+def keyless_proposed(c: RolesCtx) -> Any:
+    """A query's records at S1 without band keys, proposed against south, which S1 blocks
+    (every query here: tests/conftest.py); the records forgotten after."""
+    keyless(c)
+    try:
+        return propose(c, members=[QUERY, "south"])
+    finally:
+        c.s1.Forget(pb.ForgetRequest(project="p", member="north@00ff00ff"), metadata=c.key)
+
+
 def after_propose(c: RolesCtx, **fields: Any) -> pb.CircuitBatch:
     """S1 proposes the run (threshold 0.8); a batch of the first pair of its proposal's part 0,
     by reference (`fields` changing it)."""
@@ -695,6 +719,17 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-project-name-unticketed", lambda c: c.s1.Upload(iter(upload_parts(
         "p/north/00ff00ff", "s1", c.upload)), metadata=c.member),
      "PERMISSION_DENIED", "is a project's name (project/member/tag): only the matcher's"),
+    ("s1upload-withheld-not-a-query", lambda c: c.s1.Upload(iter(upload_parts(
+        "north", "s1", c.upload, None, False)), metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys_withheld: 'north' is not a query's (a query ticket's name)"),
+    ("s1upload-withheld-in-one-part", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        band_keys_withheld=True))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys_withheld (part 1): not the upload's other parts'"),
+    ("s1upload-withheld-with-keys", lambda c: keyless(c, dict(band_keys=bytes(8))),
+     "INVALID_ARGUMENT", "band_keys_withheld (part 0): set, but the part carries band keys"),
+    ("s2upload-withheld", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(
+        band_keys_withheld=True))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_keys_withheld (part 0): S1's only"),
     ("s2upload-others-ticket", lambda c: c.s2.Upload(iter(parts(c, "s2")), metadata=auth(
         tickets.issue(member_key(c), "p/south/00ff00ff", 2**40))),
      "PERMISSION_DENIED", "member: 'north', but the upload ticket admits 'p/south/00ff00ff'"),
@@ -747,6 +782,8 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "threshold: 1.5 is not in (0, 1]"),
     ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
      "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
+    ("propose-blocked-query-without-band-keys", keyless_proposed, "FAILED_PRECONDITION",
+     "band_keys_needed: 'p/north@00ff00ff/00ff00ff' came without band keys, but S1 blocks"),
     ("propose-pairs-unflagged", lambda c: propose(c, pairs=[pb.MemberPair(member_b=1)]),
      "INVALID_ARGUMENT", "pairs: given, but only_pairs is unset"),
     ("propose-pair-outside", lambda c: propose(c, only_pairs=True, pairs=[

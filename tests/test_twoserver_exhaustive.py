@@ -251,6 +251,14 @@ def test_a_query_is_whole_against_a_small_partner_and_blocked_against_a_large_on
     assert exhaustive.run_cap(query, cap) == 0  # records unknown: blocked
     assert exhaustive.run_cap(query, 0, [300, 2]) == 0  # S1 blocks every pair
     assert exhaustive.run_cap(["p/north/t", "p/south/t"], cap, [300, 2]) == cap
+    # S1 needs a query's band keys exactly where it blocks it (`keys_needed`, which S1's
+    # Propose asks of a query sent without them), and so for a run of members over the cap.
+    for records in ([16_000, 10_000], [300, 2]):
+        assert not exhaustive.keys_needed(query, cap, records)
+    assert exhaustive.keys_needed(query, cap, [16_001, 1])
+    assert exhaustive.keys_needed(query, cap) and exhaustive.keys_needed(query, 0, [300, 2])
+    assert exhaustive.keys_needed(["p/a/t", "p/b/t"], cap, [4_001, 4_000])
+    assert not exhaustive.keys_needed(["p/a/t", "p/b/t"], cap, [4_000, 4_000])
 
 
 def test_a_query_against_a_small_partner_is_not_blocked_over_grpc(

@@ -14,6 +14,7 @@ import csv
 import json
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, tworun, twoserver
+from blindmatch.matcher.core import exhaustive, linkbit, tworun, twoserver
 from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import create_role
@@ -185,12 +186,68 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
             digests = {m: json.loads(d)["sha256"] for m, d in rows}
         assert sorted(n for n in digests if "@" not in n) == names_before
         assert all(digests[n] for n in names_before)
-        assert [d for n, d in digests.items() if "@" in n] == ["", ""]  # two queries, not kept
+        # Two queries, none kept: each sent to S1 without band keys, refused (S1 blocks every
+        # query here, tests/conftest.py), then with them under a fresh ticket.
+        assert [d for n, d in digests.items() if "@" in n] == [""] * 4
     # Audited as any query: purpose, records, who was disclosed.
     with world.operator() as op:
         entries = [e for e in op.audit("shares") if e["action"] == "query"]
     assert len(entries) == 2
     assert entries[0]["member"] == "north" and "case 24/118" in json.dumps(entries[0])
+
+
+def test_s1_receives_a_querys_band_keys_only_where_it_blocks_the_query(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/privacy-design.md "S1's own view of a stream of single-record queries": under
+    S1's shipped cap a partner of 300 records is compared whole, and S1 receives the query's
+    shares without a single band key; with S1 blocking every query (a cap of 0) the records
+    it received so are refused (`band_keys_needed`), sent again with their keys and answered,
+    and the answers are the same."""
+    south = members["south"][0]
+    people = person_csv(south, sorted(south.truth)[:2], world.folder / "planted.csv")
+    two = create(world, "shares", "two-server")
+    for name in ("north", "south"):
+        encoded = str(members[name][1])
+        assert world.cli("upload", encoded, "--project", "shares", token=two.tokens[name]) == 0
+    s1 = world.roles["s1"].service
+    received: list[tuple[str, int, bool]] = []  # S1's query uploads: band key bytes, withheld
+    upload = s1.upload
+
+    def seen(parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        got = list(parts)
+        keys = sum(len(p.band_counts) + len(p.band_keys) + len(p.sealed) for p in got)
+        received.append((got[0].member, keys, all(p.band_keys_withheld for p in got)))
+        return upload(iter(got), vouched)
+
+    monkeypatch.setattr(s1, "upload", seen)
+    monkeypatch.setattr(s1, "exhaustive", exhaustive.SHIPPED_PAIRS)
+    unblocked = query(world, "shares", two.tokens["north"], people, south, capsys)
+    assert len(received) == 1 and "@" in received[0][0]
+    assert received[0][1:] == (0, True)  # not one band key
+
+    monkeypatch.setattr(s1, "exhaustive", 0)
+    received.clear()
+    blocked = query(world, "shares", two.tokens["north"], people, south, capsys)
+    assert len(received) == 2 and received[0][0] != received[1][0]  # a fresh ticket
+    assert received[0][1:] == (0, True)  # refused: S1 blocks it
+    assert received[1][1] > 0 and not received[1][2]  # then with its band keys
+    assert held_by(unblocked) == held_by(blocked) == [["south"], ["south"]]
+    assert found(unblocked) == found(blocked)
+    assert not [n for n in s1.held if "@" in n]  # both forgotten
+    with world.operator() as op:  # the refusal for want of keys is no refused request
+        report = {v.member: v for v in op.query_report("shares")}
+    assert not [f for f in report["north"].flags if "refused" in f], report["north"].flags
+
+
+def found(answer: dict) -> list[list[tuple[str, object]]]:
+    """Each queried record's matches, partner and score (their references are fresh)."""
+    return [sorted((m["partner"], json.dumps({k: v for k, v in m.items() if k != "refs"},
+                                             sort_keys=True)) for m in r["matches"])
+            for r in answer["results"]]  # fmt: skip
 
 
 def test_quotas_apply_and_index_is_refused_pointing_at_query_and_a_clk_watch_at_s1_and_s2(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import tickets
+from blindmatch.matcher.core import exhaustive, tickets
 from blindmatch.matcher.core.querylimit import (
     Counted,
     Limit,
@@ -35,6 +36,7 @@ from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_project import MEMBER_KEY, SCHEMA, Ahead, World
 from tests.test_twoserver_query import held_by, members, person_csv, query  # noqa: F401
@@ -264,3 +266,32 @@ def test_three_partners_searched_at_once_answer_as_the_clk_project(
         assert all(name in held for held in held_by(got))  # its own records, at least
         seen |= {p for held in held_by(got) for p in held}
     assert seen == {"north", "south", "west"}
+
+    # S1 compares the query whole against its smallest partner only: the records sent without
+    # band keys are proposed to every partner, refused for the others (band_keys_needed), and
+    # none is searched (no batch of them reaches S1) until they come again with their keys.
+    s1 = world.roles["s1"].service
+    sizes = sorted(h.records for n, h in s1.held.items() if n.startswith("shares/"))
+    assert sizes[0] < sizes[-1]
+    s1.exhaustive = exhaustive.QUERY_STREAM * sizes[0]
+    sent: list[tuple[str, bool]] = []  # S1's query uploads: name, band keys withheld
+    spent: list[str] = []  # the query names S1 evaluated a batch of
+    upload, spend = s1.upload, s1.spend
+
+    def seen_upload(parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        got = list(parts)
+        sent.append((got[0].member, got[0].band_keys_withheld))
+        return upload(iter(got), vouched)
+
+    def seen_spend(member_a: str, *args: Any, **kwargs: Any) -> None:
+        spent.append(member_a)
+        spend(member_a, *args, **kwargs)
+
+    s1.upload, s1.spend = seen_upload, seen_spend  # type: ignore[method-assign]
+    export = members["south"][0]
+    people = person_csv(export, sorted(export.truth)[:3], tmp_path / "south-people.csv")
+    got = query(world, "shares", two.tokens["east"], people, export, capsys)
+    assert held_by(got) == held_by(query(world, "clks", clk.tokens["east"], people, export,
+                                         capsys))  # fmt: skip
+    assert [w for _, w in sent] == [True, False]
+    assert sent[0][0] not in spent and sent[1][0] in spent

@@ -36,6 +36,7 @@ from blindmatch.client.remote.peers import (
 )
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
 ROLES = ("s1", "s2", "combiner")
 PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
@@ -51,21 +52,23 @@ def upload_parts(
     role: str,
     upload: SharedUpload,
     rule: tuple[float, float, float] | None = None,
+    keys: bool = True,
 ) -> Iterator[pb.SharedPart]:
-    """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their
-    popcounts), which records lack the fallback's fields, then sealed band keys (band ranges,
-    in parts of no rows); S2 second shares (of both) and the seal key (every part); the
-    combiner how many records (no popcount); each CLK in parts of at most about PART_BYTES a
-    field. Every part carries the schema's `rule` (None: none), which a run applies on the
-    shares of both CLKs where every member's upload carries the same one."""
+    """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their popcounts),
+    which records lack the fallback's fields, then sealed band keys (band ranges, in parts of no
+    rows; not `keys`: none, every part `band_keys_withheld`, a query's records only:
+    docs/protocol.md "A query without band keys"); S2 second shares (of both) and the seal key
+    (every part); the combiner how many records (no popcount); each CLK in parts of at most
+    about PART_BYTES a field. Every part carries the schema's `rule` (None: none), which a run
+    applies on the shares of both CLKs where every member's upload carries the same one."""
     wired = score_rule(rule)
-    for part in _parts(member, role, upload):
+    for part in _parts(member, role, upload, keys):
         if wired is not None:
             part.rule.CopyFrom(wired)
         yield part
 
 
-def _parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPart]:
+def _parts(member: str, role: str, upload: SharedUpload, keys: bool) -> Iterator[pb.SharedPart]:
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     for clk, pops in enumerate(upload.combiner.popcounts):
@@ -79,6 +82,7 @@ def _parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPa
             part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
             if role == "s1":
                 part.bands = bands.bands
+                part.band_keys_withheld = not keys
             if role == "s2":
                 part.seal_key = upload.s2.seal_key
             if role != "combiner":
@@ -89,7 +93,7 @@ def _parts(member: str, role: str, upload: SharedUpload) -> Iterator[pb.SharedPa
                 bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
                 part.lacking = bits.tobytes()
             yield part
-        if role == "s1":
+        if role == "s1" and keys:
             yield from _sealed_parts(member, clk, 8 * width, bands)
 
 
@@ -179,12 +183,16 @@ class RoleClient:
         self.close()
 
     def upload(
-        self, member: str, upload: SharedUpload, rule: tuple[float, float, float] | None = None
+        self,
+        member: str,
+        upload: SharedUpload,
+        rule: tuple[float, float, float] | None = None,
+        keys: bool = True,
     ) -> int:
-        """Send `member`'s upload (this role's part of it, with the schema's `rule`); the
-        records the role holds."""
+        """Send `member`'s upload (this role's part of it, with the schema's `rule`; to S1
+        without band keys unless `keys`, `upload_parts`); the records the role holds."""
         with translate_errors(self.target, self.party):
-            parts = upload_parts(member, self.role, upload, rule)
+            parts = upload_parts(member, self.role, upload, rule, keys)
             reply = self._stub.Upload(parts, metadata=self._metadata)
         return int(reply.records)
 
@@ -354,12 +362,13 @@ def _send_records(
     rule: tuple[float, float, float] | None,
     s1: str,
     s2: str,
+    keys: bool = True,
 ) -> TwoServerTicket:
-    """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against
-    the project's uploads first); the ticket. Stopped (a Ctrl-C, SIGTERM as `watch` raises
-    it) it returns at once, both uploads ended where they were; what reached S1 or S2 the
-    matcher has them forget once the ticket expires unclaimed (docs/realtime.md "A query or
-    watch stopped while its records are sent")."""
+    """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against the
+    project's uploads first; to S1 without band keys unless `keys`); the ticket. Stopped (a
+    Ctrl-C, SIGTERM as `watch` raises it) it returns at once, both uploads ended where they
+    were; what reached S1 or S2 the matcher has them forget once the ticket expires unclaimed
+    (docs/realtime.md "A query or watch stopped while its records are sent")."""
     widths = [8 * s.shape[1] for s in upload.s2.shares]
     header = pb.UploadHeader(
         project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
@@ -376,7 +385,7 @@ def _send_records(
 
     def send(role: str) -> None:
         try:
-            roles[role].upload(t.name, upload, rule)
+            roles[role].upload(t.name, upload, rule, keys)
         except BaseException as exc:  # (its thread's end: told to the caller below)
             failed[role] = exc
 
@@ -430,13 +439,26 @@ def project_query(
     (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
     and S2 under a query ticket (checked against the project's uploads first), then the
     matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
-    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only."""
-    t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
-    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
-    with translate_errors(client.target):
-        reply = client._stub.Query(request, metadata=client._metadata(),
-                                   timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
-    return query_answer(reply)
+    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only.
+
+    The records go to S1 without their band keys first: where S1 blocks the query against a
+    partner (an upload over its unblocked bound) the matcher refuses it `band_keys_needed`,
+    costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
+    "A query without band keys")."""
+    for keys in (False, True):
+        t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
+                          keys)  # fmt: skip
+        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+        try:
+            with translate_errors(client.target):
+                reply = client._stub.Query(request, metadata=client._metadata(),
+                                           timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
+        except RejectedError as exc:
+            if keys or BAND_KEYS_NEEDED not in str(exc):
+                raise
+            continue
+        return query_answer(reply)
+    raise AssertionError("unreachable: the second try sends the keys")
 
 
 def project_watch(
@@ -455,7 +477,8 @@ def project_watch(
     on_ready: Callable[[], None] | None = None,
 ) -> Iterator[WatchEvent]:
     """A watch in a project in two-server mode (docs/realtime.md "Watching for later
-    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), then
+    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), but
+    with their band keys at once (they meet partners' later uploads, of sizes unknown), then
     the matcher's Watch stream tells of each partner's later upload that holds one of them,
     as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
     closed; the records are sent when the generator is first advanced, and `on_ready` is

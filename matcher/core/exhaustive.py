@@ -99,6 +99,19 @@ def run_cap(members: Sequence[str], cap: int, records: Sequence[int] | None = No
     return max(records) ** 2
 
 
+def keys_needed(members: Sequence[str], cap: int, records: Sequence[int] | None = None) -> bool:
+    """Whether S1 joins band keys in a run of `members` of `records` under its `cap` (the
+    inputs `run_cap` takes, and its answer): where some pair of the members is over the run's
+    cap. A query's records sent without band keys (SharedPart.band_keys_withheld) are
+    compared where this is False and refused where it is True (`band_keys_needed`): the one
+    place S1 decides whether a query needs its keys (docs/privacy-design.md "S1's own view
+    of a stream of single-record queries")."""
+    if records is None or len(records) != len(members):
+        return True
+    n = len(members)
+    return len(small_pairs(records, run_cap(members, cap, records))) < n * (n - 1) // 2
+
+
 def every_pair(
     member_a: int,
     member_b: int,
@@ -162,6 +175,7 @@ __all__ = [
     "SHIPPED_PAIRS",
     "check_cap",
     "every_pair",
+    "keys_needed",
     "lowered_cap_warning",
     "or_default",
     "propose",

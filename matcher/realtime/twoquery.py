@@ -17,6 +17,14 @@ whatever happened, S1 and S2 are told to forget the query's records (`Forget` of
 in the query log and audit log as any query. S1 and S2 count the query against their own
 query limit (core/querylimit.py) at its first proposal: beyond it the search is refused
 RESOURCE_EXHAUSTED, which the engine reports as a quota refusal.
+
+A query's records come to S1 without their band keys first (SharedPart.band_keys_withheld;
+docs/protocol.md "A query without band keys"): S1 then proposes only where it compares the
+query unblocked against the partner, and refuses a partner it blocks (`band_keys_needed`,
+core/exhaustive.py `keys_needed`). So every partner is proposed to first, and only then is
+any searched: one refused, none is searched, and the query is refused FAILED_PRECONDITION
+starting `band_keys_needed` (costing the member nothing), on which the client sends the
+records again with their keys under a fresh ticket.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets, tworun
@@ -35,9 +44,11 @@ from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule, Upload
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
-from blindmatch.protos.wire import fingerprint_id
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
+T = TypeVar("T")
+U = TypeVar("U")
 
 PARTNERS_AT_ONCE = 8  # partners a query searches at once (each a proposal at S1:
 # rpc/twoserver_proposals.py MAX_PROPOSALS)
@@ -57,6 +68,14 @@ def query_links(
     extras. (the links, how many pairs S1 proposed)"""
     transcript = transcript if transcript is not None else linkbit.Transcript()
     described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+    return proposed_query_links(servers, combiner, described, transcript)
+
+
+def proposed_query_links(
+    servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
+    transcript: linkbit.Transcript,
+) -> tuple[Candidates, int]:  # fmt: skip
+    """`query_links` once S1 has proposed (`described`)."""
     found = _parts_links(servers, combiner, described, transcript)
     return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
 
@@ -268,30 +287,116 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
     return found
 
 
+@dataclass
+class Opened:
+    """One partner's search proposed at S1 (`described`), or not searched (`why`), or
+    refused for want of the query's band keys (`keys`: S1's refusal)."""
+
+    partner: Partner
+    servers: tworun.Servers
+    combiner: Combiner
+    servers_name: str  # the query's records' name at S1 and S2
+    described: list[tworun.Proposed] | None = None
+    why: str = ""
+    keys: str = ""
+    closed: bool = False
+
+    def close(self) -> None:
+        """The servers' channels closed (once)."""
+        close = getattr(self.servers, "close", None)
+        if close is not None and not self.closed:
+            self.closed = True
+            close()
+
+
+def open_partner(
+    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
+) -> Opened:
+    """S1's proposal between the query's records and partner `p`'s upload."""
+    combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
+    servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
+    out = Opened(p, servers, combiner, name)
+    try:
+        out.described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+    except errors.FailedPrecondition as exc:
+        if BAND_KEYS_NEEDED in str(exc):
+            out.keys = str(exc)
+        else:
+            out.why = _not_whole(exc, name, p, out)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _not_whole(exc: errors.FailedPrecondition, name: str, p: Partner, opened: Opened) -> str:
+    """Why partner `p` is not searched: its upload is not whole at S1 and S2; else raised
+    (its servers closed), as the query's records' absence or as it came."""
+    if f"holds no upload of {p.name!r}" in str(exc):
+        return f"its upload is not whole at S1 and S2 ({exc}); {p.member} must upload again"
+    opened.close()
+    if f"holds no upload of {name!r}" in str(exc):
+        raise errors.FailedPrecondition(
+            f"the query's records are not at S1 and S2 ({exc}): send them again under "
+            "a fresh query ticket"
+        ) from None
+    raise exc
+
+
+def searched_partner(opened: Opened) -> PartnerFound:
+    """An opened partner's links (the circuit on S1's proposal), its servers closed after."""
+    out = PartnerFound(why=opened.why or opened.keys)
+    try:
+        if opened.described is not None:
+            out.links, out.pairs = proposed_query_links(
+                opened.servers, opened.combiner, opened.described, out.transcript
+            )
+    except errors.FailedPrecondition as exc:
+        out.links, out.pairs = None, 0
+        out.why = _not_whole(exc, opened.servers_name, opened.partner, opened)
+    finally:
+        opened.close()
+    return out
+
+
 def search_partner(
     setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
 ) -> PartnerFound:
     """One partner's upload searched for the query's records at S1 and S2."""
-    out = PartnerFound()
-    combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
-    servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
-    try:
-        out.links, out.pairs = query_links(servers, combiner, out.transcript)
-    except errors.FailedPrecondition as exc:
-        if f"holds no upload of {p.name!r}" in str(exc):
-            out.why = f"its upload is not whole at S1 and S2 ({exc}); {p.member} must upload again"
-            return out
-        if f"holds no upload of {name!r}" in str(exc):
-            raise errors.FailedPrecondition(
-                f"the query's records are not at S1 and S2 ({exc}): send them again under "
-                "a fresh query ticket"
-            ) from None
-        raise
-    finally:
-        close = getattr(servers, "close", None)
-        if close is not None:
-            close()
-    return out
+    return searched_partner(open_partner(setup, threshold, name, records, p))
+
+
+def keys_needed(opened: list[Opened]) -> None:
+    """Refuse the query where S1 refused a partner for want of its band keys
+    (`band_keys_needed`): nothing searched, every partner's proposal closed."""
+    refused = [o for o in opened if o.keys]
+    if not refused:
+        return
+    for o in opened:
+        o.close()
+    raise errors.FailedPrecondition(
+        f"{BAND_KEYS_NEEDED}: S1 blocks this query against {refused[0].partner.member}'s "
+        f"upload ({refused[0].keys}), so it needs the query's band keys, which it was sent "
+        "without: send the records again with them under a fresh query ticket (`blindmatch "
+        "query` does so)"
+    )
+
+
+def _at_once(fn: Callable[..., T], items: list[U], *args: object) -> list[T]:
+    """`fn(*args, item)` for each item, at once (PARTNERS_AT_ONCE at most); the first
+    item's error, in order."""
+    if len(items) < 2:
+        return [fn(*args, item) for item in items]
+    with ThreadPoolExecutor(min(len(items), PARTNERS_AT_ONCE), "bm-twoquery") as pool:
+        jobs = [pool.submit(fn, *args, item) for item in items]
+        wait(jobs)
+    errors_ = [j.exception() for j in jobs]
+    if any(e is not None for e in errors_):  # the others' servers closed before raising
+        for j in jobs:
+            got: object = j.result() if j.exception() is None else None
+            if isinstance(got, Opened):
+                got.close()
+    return [j.result() for j in jobs]
 
 
 def _search(
@@ -306,15 +411,11 @@ def _search(
     out = Searched([{} for _ in range(records)], [])
     partners = _partners(store, project, member, encoding, out)
     # The partners at once (PARTNERS_AT_ONCE at most): each its own proposal at S1 and its own
-    # batches, so one partner's wait on S1 and S2 overlaps another's.
-    if len(partners) > 1:
-        with ThreadPoolExecutor(min(len(partners), PARTNERS_AT_ONCE), "bm-twoquery") as pool:
-            jobs = [pool.submit(search_partner, setup, project.threshold, name, records, p)
-                    for p in partners]  # fmt: skip
-            wait(jobs)
-        results = [j.result() for j in jobs]  # the first partner's error, in partner order
-    else:
-        results = [search_partner(setup, project.threshold, name, records, p) for p in partners]
+    # batches, so one partner's wait on S1 and S2 overlaps another's. Every partner proposed
+    # to first: one refused for want of band keys, none is searched (`keys_needed`).
+    opened = _at_once(open_partner, partners, setup, project.threshold, name, records)
+    keys_needed(opened)
+    results = _at_once(searched_partner, opened)
     for p, got in zip(partners, results, strict=True):
         for (a, b), n in got.transcript.sent.items():
             out.transcript.count(a, b, n)
@@ -337,14 +438,18 @@ def _search(
 
 __all__ = [
     "NO_UPLOAD",
+    "Opened",
     "Partner",
     "PartnerFound",
     "Searched",
     "check_records",
     "forget_refused",
+    "keys_needed",
+    "open_partner",
     "partner_upload",
     "query_name",
     "referenced",
     "search",
     "search_partner",
+    "searched_partner",
 ]

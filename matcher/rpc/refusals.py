@@ -42,6 +42,7 @@ from typing import TypeVar
 
 from blindmatch.matcher.domain import AUTH_FAILURES_PER_MINUTE, REFUSED_REQUEST, QueryRecord
 from blindmatch.matcher.errors import Unauthenticated
+from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
 T = TypeVar("T")
 
@@ -112,6 +113,8 @@ class Refusals:
         `user`'s token if `user` (the name is logged, never the token)."""
         rpc = method.rsplit("/", 1)[-1]
         if status not in COUNTED and not (status == "FAILED_PRECONDITION" and rpc in QUERY_METHODS):
+            return
+        if BAND_KEYS_NEEDED in message:  # a query sent without band keys, sent again with them
             return
         who = f"{project or '?'}/{member}" if member else UNKNOWN_CALLER
         if member and user:

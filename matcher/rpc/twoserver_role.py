@@ -305,8 +305,13 @@ class _Role:
         token = bearer_token(context.invocation_metadata())
         return self.keys.vouched(NAMES[self.role], token)
 
-    def run_held(self, request: pb.ProposeRequest) -> tuple[list[str], list[Held]]:
-        """A run's members, each held with as many records as C holds, checked."""
+    def run_held(
+        self,
+        request: pb.ProposeRequest,
+        check: Callable[[list[str], list[Held]], None] | None = None,
+    ) -> tuple[list[str], list[Held]]:
+        """A run's members, each held with as many records as C holds, checked (and by
+        `check`, before a query is counted against the query limit)."""
         members = list(request.members)
         if len(members) < 2 or len(set(members)) != len(members):
             raise errors.InvalidArgument("members: two or more, each named once")
@@ -319,6 +324,8 @@ class _Role:
                     f"records: {records} of {name!r} at the combiner, but "
                     f"{NAMES[self.role]} holds {h.records} (the uploads differ)"
                 )
+        if check is not None:
+            check(members, held)
         self.admit_queries(members, held)
         return members, held
 

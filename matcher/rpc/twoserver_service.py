@@ -88,6 +88,7 @@ from blindmatch.matcher.rpc.twoserver_shares import SharesService
 from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
@@ -121,7 +122,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
-        members, held = self.run_held(request)
+        members, held = self.run_held(request, self.keys_check)
         only = only_pairs(request)
         resumed = resume_pairs(request, only)
         lacking = run_lacking(request, held)
@@ -179,6 +180,20 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         for part in proposal.described():
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
                                     clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
+
+    def keys_check(self, members: list[str], held: list[Held]) -> None:
+        """A run with a member sent without band keys (a query's, `band_keys_withheld`)
+        refused where S1 would join keys (core/exhaustive.py `keys_needed`): the client sends
+        the records again with them (BAND_KEYS_NEEDED, docs/protocol.md "A query without band
+        keys"). Before the query is counted (`run_held`)."""
+        keyless = [m for m, h in zip(members, held, strict=True) if not h.sealed]
+        if keyless and exhaustive_.keys_needed(members, self.exhaustive,
+                                               [h.records for h in held]):  # fmt: skip
+            reason = (f"{BAND_KEYS_NEEDED}: {keyless[0]!r} came without band keys, but S1 "
+                      f"blocks this run (an upload over the {self.exhaustive:,}-pair cap's "
+                      "unblocked bound): send the records again with their band keys")  # fmt: skip
+            self.log("combiner", "twoserver.refused", members=members, reason=reason)
+            raise errors.FailedPrecondition(reason)
 
     def _checked(
         self, m: pb.CircuitBatch, proposal: Proposal

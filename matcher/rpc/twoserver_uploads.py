@@ -1,7 +1,9 @@
 """A member's upload to one role of the two-server run, checked whole
 (rpc/twoserver_service.py): each role takes only its own fields. S1's band keys come sealed,
 each band's distinct keys once (core/twoblocking.py `Sealed`); an upload of the older format, a
-band key a record, is refused naming the field."""
+band key a record, is refused naming the field. A query's records may come to S1 without
+band keys (`band_keys_withheld`; `Held.sealed` then empty), which S1 compares only where the
+query is not blocked (rpc/twoserver_service.py `Propose`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import check_clk_bits
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.twoblocking import MAX_CLASS, SEAL_KEY_BYTES, Sealed, sealed_size
@@ -186,14 +189,31 @@ def part_rule(p: pb.SharedPart | pb.ProposeRequest | pb.CircuitBatch, where: str
     return checked_rule(r.gap, r.offset, r.reach, 1, f"rule ({where})")
 
 
+def _withheld(p: pb.SharedPart, role: str, where: str, withheld: set[bool]) -> None:
+    """`band_keys_withheld` checked: S1's, the same in every part, and then no band keys."""
+    if p.band_keys_withheld and role != "s1":
+        raise errors.InvalidArgument(f"band_keys_withheld ({where}): S1's only")
+    withheld.add(p.band_keys_withheld)
+    if len(withheld) > 1:
+        raise errors.InvalidArgument(
+            f"band_keys_withheld ({where}): not the upload's other parts' (one an upload)"
+        )
+    if p.band_keys_withheld and any((p.band_counts, p.band_keys, p.classes, p.sealed)):
+        raise errors.InvalidArgument(
+            f"band_keys_withheld ({where}): set, but the part carries band keys"
+        )
+
+
 def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     """One member's upload to `role`, checked whole."""
     member = ""
     seal_key = b""
     rules: set[Rule] = set()
+    withheld: set[bool] = set()  # band_keys_withheld, the same in every part
     got: dict[int, dict[str, Any]] = {}
     for n, p in enumerate(parts):
         where = f"part {n}"
+        _withheld(p, role, where, withheld)
         rules.add(part_rule(p, where))
         if len(rules) > 1:
             raise errors.InvalidArgument(f"rule ({where}): not the upload's other parts' rule")
@@ -288,7 +308,12 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
     shares: tuple[npt.NDArray[np.uint8], ...] = ()
     pops: tuple[npt.NDArray[np.int64], ...] = ()
     popshares: tuple[npt.NDArray[np.uint32], ...] = ()
-    if role == "s1":
+    if role == "s1" and withheld == {True} and not tickets.is_query(member):
+        raise errors.InvalidArgument(
+            f"band_keys_withheld: {member!r} is not a query's (a query ticket's name): only a "
+            "query's records may come without band keys"
+        )
+    if role == "s1" and withheld != {True}:
         for k, c in enumerate(clks):
             if c["next_band"] != c["bands"]:
                 raise errors.InvalidArgument(
