@@ -114,7 +114,7 @@ def test_the_cap_blocks_the_pairs_of_members_above_it(small: tuple[list[Clks], i
 
 def test_every_pair_is_split_by_the_fallbacks_rule() -> None:
     lacking = [np.array([False, True, False]), np.array([False, True])]
-    record, fallback = exhaustive.every_pair(0, 1, (3, 2), lacking)
+    record, fallback = exhaustive.explicit(exhaustive.every_pair(0, 1, (3, 2), lacking))
     assert list(zip(record.rows_a.tolist(), record.rows_b.tolist(), strict=True)) == [
         (0, 0), (2, 0)]  # fmt: skip
     assert len(fallback) == 4 and record.clk == twoserver.RECORD

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import tickets
+from blindmatch.matcher.core.crosspart import Cross, cross_parts
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 
@@ -46,6 +47,7 @@ DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/confte
 QUERY_STREAM = MAX_QUERY_RECORDS
 
 Ends = tuple[int, int]
+Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
 
 
 def or_default(pairs: int | None) -> int:
@@ -104,20 +106,19 @@ def every_pair(
     member_b: int,
     records: tuple[int, int],
     lacking: Sequence[npt.NDArray[np.bool_]] | None,
-) -> list[PairBatch]:
+) -> list[Cross]:
     """All of A x B, in row order: on the record-level CLK, or with `lacking` (each member's
     records lacking the fallback's fields) split as `fallback_split` splits blocked pairs
-    (fallback pairs where either record lacks them)."""
-    n_a, n_b = records
-    rows_a = np.repeat(np.arange(n_a, dtype=np.uint32), n_b)
-    rows_b = np.tile(np.arange(n_b, dtype=np.uint32), n_a)
-    if lacking is None:
-        return [PairBatch(member_a, member_b, RECORD, rows_a, rows_b)]
-    either = lacking[member_a][rows_a] | lacking[member_b][rows_b]
-    return [
-        PairBatch(member_a, member_b, RECORD, rows_a[~either], rows_b[~either]),
-        PairBatch(member_a, member_b, FALLBACK, rows_a[either], rows_b[either]),
-    ]
+    (fallback pairs where either record lacks them). Made in slices (core/crosspart.py): S1
+    holds each side's rows and makes a batch's pairs when C asks for them, not 16 bytes a
+    pair."""
+    return cross_parts(member_a, member_b, records, lacking, RECORD, FALLBACK)
+
+
+def explicit(parts: Sequence[Part]) -> list[PairBatch]:
+    """`parts` with every pair's rows held (an unblocked part's made whole: 16 bytes a pair;
+    for a benchmark's or a test's look at them)."""
+    return [p.whole() if isinstance(p, Cross) else p for p in parts]
 
 
 def small_pairs(
@@ -136,7 +137,7 @@ def propose(
     pairs: Collection[Ends] | None,
     lacking: Sequence[npt.NDArray[np.bool_]] | None,
     block: Callable[[set[Ends] | None], list[PairBatch]],
-) -> list[PairBatch]:
+) -> list[Part]:
     """S1's pairs to compare for `pairs` of members (None: every one): every pair of rows of
     those at most `cap` pairs (`every_pair`), and `block`'s (S1's join, S2's expansion, the
     fallback's split; None: every pair of members) for the rest: as without a cap where no
@@ -144,11 +145,11 @@ def propose(
     pairs alone). A blocked pair of members' parts come first, as `block` gives them."""
     small = small_pairs(records, cap, pairs)
     if not small:  # every pair blocked: as without a cap (an empty `pairs` included)
-        return block(None if pairs is None else set(pairs))
+        return list(block(None if pairs is None else set(pairs)))
     n = len(records)
     wanted = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
     rest = wanted - small
-    out: list[PairBatch] = []
+    out: list[Part] = []
     if rest:
         out = [p for p in block(rest) if (p.member_a, p.member_b) not in small]
     for a, b in sorted(small):
@@ -160,8 +161,10 @@ __all__ = [
     "DEFAULT_PAIRS",
     "QUERY_STREAM",
     "SHIPPED_PAIRS",
+    "Part",
     "check_cap",
     "every_pair",
+    "explicit",
     "lowered_cap_warning",
     "or_default",
     "propose",

@@ -44,7 +44,7 @@ class InProcess:
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...] = (),
         pairs: set[tuple[int, int]] | None = None,
-    ) -> list[PairBatch]:
+    ) -> list[exhaustive.Part]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         clks = 1 if lacking is None else 2
         expanding = 0.0

@@ -154,7 +154,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             matched = s1.join(2 if request.fallback else 1, pairs)
             return s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
 
-        def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
+        def block(pairs: set[tuple[int, int]] | None) -> list[exhaustive_.Part]:
             """`pairs` of members' pairs: every pair of the small ones (core/exhaustive.py),
             the others blocked."""
             return exhaustive_.propose([h.records for h in held], cap, pairs, lacking,
