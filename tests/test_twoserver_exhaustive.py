@@ -128,8 +128,11 @@ def test_over_grpc_s2_opens_nothing_of_an_unblocked_run(
     uploads = uploads_of(small)
     key, member_key = "the parties' key", "the members' key"
     s2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=tmp_path / "s2")
+    # north x west (9,000 pairs) over the cap (7,200: south x west), under the smaller-member
+    # cap (west's 60 records under SMALL_MEMBER): both unblocked, as under a cap of 9,000.
     s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=tmp_path / "s1", exhaustive=150 * 60)  # fmt: skip
+                     data_dir=tmp_path / "s1", exhaustive=120 * 60,
+                     small_member=150 * 60)  # fmt: skip
     c = create_role("combiner", "127.0.0.1:0", key, member_key, s1=f"127.0.0.1:{s1.port}",
                     s2=f"127.0.0.1:{s2.port}", data_dir=tmp_path / "combiner")  # fmt: skip
     names = ["north", "south", "west"]
