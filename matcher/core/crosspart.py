@@ -2,8 +2,8 @@
 
 S1 compares a pair of members within its cap without blocking: every pair of rows through
 the circuit. Held as explicit row arrays, with the proposal's permutation and sorted keys,
-that was 16 bytes a pair (256 MB while a run at 16 million pairs lasts, 524 MB of peak RSS
-proposing it; 1 GB at 64 million). A `Cross` holds the rows of each side instead (a part is
+that was 16 bytes a pair (256 MB while a run at 16 million pairs lasts; 536 MB of peak RSS
+proposing it, 1,985 MB at 64 million: docs/performance.md). A `Cross` holds the rows of each side instead (a part is
 one or two blocks, each every row of one set of A's rows with every row of one set of B's:
 the fallback's split of A x B, core/twoblocking.py `fallback_split`), and its order, a
 keyed permutation of the positions: 8 bytes a row and a few keys, whatever the product. The
