@@ -3,12 +3,13 @@
 S1 compares a pair of members within its cap without blocking: every pair of rows through
 the circuit. Held as explicit row arrays, with the proposal's permutation and sorted keys,
 that was 16 bytes a pair (256 MB while a run at 16 million pairs lasts; 536 MB of peak RSS
-proposing it, 1,985 MB at 64 million: docs/performance.md). A `Cross` holds the rows of each side instead (a part is
-one or two blocks, each every row of one set of A's rows with every row of one set of B's:
-the fallback's split of A x B, core/twoblocking.py `fallback_split`), and its order, a
-keyed permutation of the positions: 8 bytes a row and a few keys, whatever the product. The
-rows at positions offset..offset + count are made when C asks for them (`slice`), a batch at
-a time, and a pair C names is S1's if its rows are in one block (`contains`): no sorted keys.
+proposing it, 1,985 MB at 64 million: docs/performance.md). A `Cross` holds each side's rows
+instead (a part is one or two blocks, each every row of one set of A's rows with every row of
+one set of B's: the fallback's split of A x B, core/twoblocking.py `fallback_split`) and its
+order, a keyed permutation of the positions: 4 bytes a row and a few keys, whatever the
+product. The rows at positions offset..offset + count are made when C asks for them
+(`slice`), a batch at a time, and a pair C names is S1's if its rows are in one block
+(`contains`): no sorted keys.
 
 The order (`shuffled`): a part's pairs in a fresh order C does not hold, as a blocked part's
 are (core/proposal.py: a position in a part says nothing of its rows). Position p is
@@ -16,9 +17,10 @@ index `order(p)` of the blocks in row order; `order` is a balanced Feistel netwo
 `ROUNDS` rounds on the smallest even number of bits that holds the part's size, each round
 keyed by 64 bits from S1's generator (the one that permutes a blocked part, seeded from
 `secrets`), walked again from any index past the size (cycle walking: a permutation of
-0..size - 1, about two rounds of walking at most on average). Like `rng.permutation` of a
-blocked part it is a fresh permutation from a 128-bit secret seed, not a cipher C could not
-in principle invert; unlike it, it is computed for a slice alone."""
+0..size - 1; the network's domain is under 4 x size, so at most four tries on average).
+Like `rng.permutation` of a blocked part it is a fresh permutation from a 128-bit secret
+seed, not a cipher C could not in principle invert; unlike it, it is computed for a slice
+alone."""
 
 from __future__ import annotations
 
