@@ -23,7 +23,14 @@ records and stayed under it in every run from 4,000, so every pair of two member
 4,000 records (the size `encode --two-server` warns under) is compared whole; a pair costs
 about 23 us of CPU over the three roles and 4.8 kB of traffic under the shipped schema's rule
 (about 6 minutes of CPU and 77 GB at the cap, most between S1 and S2), where blocking two
-members of 4,000 proposes about 0.2 million pairs."""
+members of 4,000 proposes about 0.2 million pairs.
+
+Over the cap, a pair whose smaller member has under `SMALL_MEMBER` records is compared whole
+up to S1's smaller-member cap (`admits`; `DEFAULT_SMALL_PAIRS`, 64 million pairs: 500
+records against up to 128,000), where cap is not 0: blocked, S2's counts re-identified 0.5-4%
+of a small member's records against larger ones (docs/privacy-design.md "Small against large,
+measured further"). S1 makes such a pair's pairs in slices (core/crosspart.py), so its
+memory does not grow with the product."""
 
 from __future__ import annotations
 
