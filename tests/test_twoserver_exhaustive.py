@@ -199,11 +199,14 @@ def test_an_unblocked_run_failing_part_way_is_resumed(
 
 
 def test_the_encode_warning_names_s1s_default_cap() -> None:
+    from blindmatch.client.encoding import sharing as shared
     from blindmatch.client.encoding.sharing import UNBLOCKED_PAIRS, small_member_warning
 
     assert UNBLOCKED_PAIRS == exhaustive.SHIPPED_PAIRS  # the client imports no matcher code
+    assert shared.UNBLOCKED_SMALL_PAIRS == exhaustive.SHIPPED_SMALL_PAIRS
+    assert shared.SMALL_MEMBER == exhaustive.SMALL_MEMBER
     said = small_member_warning(1_000)
-    assert said is not None and "a member of up to 16,000 records without blocking" in said
+    assert said is not None and "a member of up to 64,000 records without blocking" in said
     assert "with a larger member it is blocked" in said and small_member_warning(4_000) is None
     # It quotes the blocked case that remains (a small member against a larger one), not the
     # equal-size members' 1.7-4.7%, a case no longer blocked.
