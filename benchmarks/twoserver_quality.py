@@ -64,7 +64,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.evaluate import Quality, quality, read_truth
-from blindmatch.matcher.core import fallback, twoblocking, tworun, twoserver
+from blindmatch.matcher.core import exhaustive, fallback, twoblocking, tworun, twoserver
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import Links
@@ -193,7 +193,7 @@ def cell(gen: str, args: argparse.Namespace) -> None:
     lacking = twoserver.Combiner(popcounts, THRESHOLD).lacking()
     before = twoserver.record_blocking(keys, lacking)
     # The pairs S1 proposes (S1's join, S2's expansion; C never receives them).
-    blocked = tworun.InProcess(s1, s2).block(lacking)
+    blocked = exhaustive.explicit(tworun.InProcess(s1, s2).block(lacking))
     same = sorted((b.member_a, b.member_b, b.clk, b.rows_a.tobytes(), b.rows_b.tobytes())
                   for b in before if len(b)) == sorted(
         (b.member_a, b.member_b, b.clk, b.rows_a.tobytes(), b.rows_b.tobytes())

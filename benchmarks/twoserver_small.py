@@ -2,7 +2,8 @@
 (matcher/core/exhaustive.py), on the same uploads, against the exhaustive CLK run.
 
     .venv/bin/python benchmarks/twoserver_small.py [--records 1000 2000 3000]
-        [--population households|messy] [--seed 1]
+        [--population households|messy] [--seed 1] [--partner-records M]
+        [--exhaustive-pairs N --small-member-pairs N2]
 
 For each `--records` N: the `--population`'s first N people as members A and B (its first
 and second organisations' exports, benchmarks/twoserver_people.py), encoded under the shipped
@@ -11,6 +12,10 @@ into `blindmatch encode --two-server`'s uploads. Then the run in this process
 (core/tworun.py `drive` over `InProcess`, the link-bit circuit, C's buckets and completion),
 twice: S1 blocking the pair (`exhaustive` 0: S1's join of the sealed band keys, S2's
 expansion) and S1 proposing every pair (`exhaustive` above N x N: no join, no expansion).
+`--partner-records M`: B is the population's first M people and A a random N of them (a
+small member against a larger one). `--exhaustive-pairs N --small-member-pairs N2`: the
+second run under those caps of S1's (core/exhaustive.py `admits`; e.g. 1 and 64,000,000: the
+pair unblocked by the smaller-member cap alone) rather than a cap of N x M.
 
 Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
 product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
@@ -62,6 +67,12 @@ def arguments() -> argparse.ArgumentParser:
                         help="records a member (one run each)")  # fmt: skip
     parser.add_argument("--population", choices=["households", "messy"], default="households")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partner-records", type=int, default=0, metavar="M",
+                        help="B: the first M people, A a random --records of them")  # fmt: skip
+    parser.add_argument("--exhaustive-pairs", type=int, default=0, metavar="N",
+                        help="the second run's cap (0: records x partner's)")  # fmt: skip
+    parser.add_argument("--small-member-pairs", type=int, default=0, metavar="N2",
+                        help="the second run's smaller-member cap (0: none)")  # fmt: skip
     return parser
 
 
@@ -74,12 +85,13 @@ class Run:
     sent: dict[tuple[str, str], int]
 
 
-def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int) -> Run:
-    """The run in this process with S1's cap `cap` (0: blocked): its figures and links."""
+def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: int = 0) -> Run:
+    """The run in this process with S1's cap `cap` (0: blocked) and smaller-member cap
+    `small`: its figures and links."""
     key = secrets.token_bytes(32)
     s1 = BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
                         [u.s1.popcounts for u in uploads], [_lacking(u) for u in uploads],
-                        exhaustive=cap)  # fmt: skip
+                        exhaustive=cap, small_member=small)  # fmt: skip
     s2 = ShareServer([u.s2.shares for u in uploads], key, [u.s2.popcounts for u in uploads],
                      [u.s2.seal_key for u in uploads])  # fmt: skip
     combiner = Combiner(None, THRESHOLD, clks=2, rule=rule)
@@ -132,7 +144,9 @@ def main() -> int:
           f"(plan {plan.bits} x {plan.bands}, rule {rule.text() or 'none'})")  # fmt: skip
     for n in args.records:
         people = argparse.Namespace(population=args.population, seed=args.seed, records=n,
-                                    pad_to=0, decoys="generator", shared_decoys=False)  # fmt: skip
+                                    pad_to=0, decoys="generator", shared_decoys=False,
+                                    partner_records=args.partner_records)  # fmt: skip
+        m = max(n, args.partner_records)
         loaded = twoserver_people.load(people, schema)
         secret = secrets.token_bytes(32)
         datasets, uploads = [], []
@@ -148,12 +162,13 @@ def main() -> int:
                        fallback_bits=fallback_bits, rule=rule)  # fmt: skip
         oracle_cpu = time.process_time() - c0
         truth = (loaded[0][1], loaded[1][1])
-        print(f"\n{n:,} x {n:,} records: A's upload {sizes['s1'] / n / 1e3:,.1f} kB a record "
+        print(f"\n{n:,} x {m:,} records: A's upload {sizes['s1'] / n / 1e3:,.1f} kB a record "
               f"to S1, {sizes['s2'] / n / 1e3:,.1f} kB to S2; the exhaustive CLK run "
               f"{len(oracle.links):,} links (F1 {f1(oracle.links, truth):.4f}) in "
               f"{oracle_cpu:.1f} s CPU")  # fmt: skip
-        for label, cap in (("blocked", 0), ("no blocking", n * n)):
-            got = one_run(uploads, rule, cap)
+        whole = (args.exhaustive_pairs or n * m, args.small_member_pairs)
+        for label, (cap, small) in (("blocked", (0, 0)), ("no blocking", whole)):
+            got = one_run(uploads, rule, cap, small)
             result, roles, sent = got.result, got.roles, got.sent
             total = sum(sent.values())
             off = differing(result.links, oracle.links)

@@ -56,6 +56,7 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     the circuit whole, 10^6 pairs each, and its tests of blocking would test nothing. The
     tests of unblocked pairs set the cap (tests/test_twoserver_exhaustive.py)."""
     monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
+    monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)  # and no smaller-member cap
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -49,6 +49,7 @@ def seeded_check(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     # tests/conftest.py's S1 blocks every pair for each test, after a module's fixtures.
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
+        patch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)
         code = main(["privacy-check", "--mode", "two-server", "--sample", str(MIN_SAMPLE),
                      "--seed", "1", "--out", str(out)])  # fmt: skip
     assert code == 0  # without --strict, whatever the verdict

@@ -114,7 +114,7 @@ def test_the_cap_blocks_the_pairs_of_members_above_it(small: tuple[list[Clks], i
 
 def test_every_pair_is_split_by_the_fallbacks_rule() -> None:
     lacking = [np.array([False, True, False]), np.array([False, True])]
-    record, fallback = exhaustive.every_pair(0, 1, (3, 2), lacking)
+    record, fallback = exhaustive.explicit(exhaustive.every_pair(0, 1, (3, 2), lacking))
     assert list(zip(record.rows_a.tolist(), record.rows_b.tolist(), strict=True)) == [
         (0, 0), (2, 0)]  # fmt: skip
     assert len(fallback) == 4 and record.clk == twoserver.RECORD
@@ -128,8 +128,11 @@ def test_over_grpc_s2_opens_nothing_of_an_unblocked_run(
     uploads = uploads_of(small)
     key, member_key = "the parties' key", "the members' key"
     s2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=tmp_path / "s2")
+    # north x west (9,000 pairs) over the cap (7,200: south x west), under the smaller-member
+    # cap (west's 60 records under SMALL_MEMBER): both unblocked, as under a cap of 9,000.
     s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=tmp_path / "s1", exhaustive=150 * 60)  # fmt: skip
+                     data_dir=tmp_path / "s1", exhaustive=120 * 60,
+                     small_member=150 * 60)  # fmt: skip
     c = create_role("combiner", "127.0.0.1:0", key, member_key, s1=f"127.0.0.1:{s1.port}",
                     s2=f"127.0.0.1:{s2.port}", data_dir=tmp_path / "combiner")  # fmt: skip
     names = ["north", "south", "west"]
@@ -196,11 +199,14 @@ def test_an_unblocked_run_failing_part_way_is_resumed(
 
 
 def test_the_encode_warning_names_s1s_default_cap() -> None:
+    from blindmatch.client.encoding import sharing as shared
     from blindmatch.client.encoding.sharing import UNBLOCKED_PAIRS, small_member_warning
 
     assert UNBLOCKED_PAIRS == exhaustive.SHIPPED_PAIRS  # the client imports no matcher code
+    assert shared.UNBLOCKED_SMALL_PAIRS == exhaustive.SHIPPED_SMALL_PAIRS
+    assert shared.SMALL_MEMBER == exhaustive.SMALL_MEMBER
     said = small_member_warning(1_000)
-    assert said is not None and "a member of up to 16,000 records without blocking" in said
+    assert said is not None and "a member of up to 64,000 records without blocking" in said
     assert "with a larger member it is blocked" in said and small_member_warning(4_000) is None
     # It quotes the blocked case that remains (a small member against a larger one), not the
     # equal-size members' 1.7-4.7%, a case no longer blocked.

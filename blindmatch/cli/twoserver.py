@@ -32,6 +32,7 @@ from blindmatch.cli.twoparties import (
     peer_options,
     read_key,
 )
+from blindmatch.cli.twoserver_caps import add_cap_options, cap_warning, caps
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.core.querylimit import (
     MEMBER_LIMIT,
@@ -66,7 +67,6 @@ def cmd_role(args: argparse.Namespace) -> int:
     import logging
 
     from blindmatch.client.remote import tls
-    from blindmatch.matcher.core.exhaustive import lowered_cap_warning
     from blindmatch.matcher.errors import StartupRefused
     from blindmatch.matcher.rpc.twoserver_service import create_role
     from blindmatch.matcher.server import serve_forever
@@ -84,8 +84,7 @@ def cmd_role(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
-    if args.exhaustive_pairs is not None and (args.role != "s1" or args.exhaustive_pairs < 0):
-        raise InputError(f"--exhaustive-pairs {args.exhaustive_pairs}: S1's, pairs >= 0")
+    exhaustive, small_member = caps(args)
     query_limits = _query_limits(args)
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
@@ -105,7 +104,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                               peer_credentials=peer, keys=keys,
                               data_dir=args.data_dir, threshold=args.threshold,
                               query_limits=query_limits,
-                              exhaustive=args.exhaustive_pairs)  # fmt: skip
+                              exhaustive=exhaustive, small_member=small_member)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -114,7 +113,7 @@ def cmd_role(args: argparse.Namespace) -> int:
         raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
     name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}[args.role]
-    lowered = args.exhaustive_pairs is not None and lowered_cap_warning(args.exhaustive_pairs)
+    lowered = cap_warning(args)
 
     def announce() -> None:
         print(f"blindmatch two-server {name} listening on {tls.grpc_address(host, running.port)}"
@@ -275,15 +274,7 @@ def register(sub: Subcommands) -> None:
         help="S1: the only threshold it proposes runs at (default: the one the combiner "
         "asks for; the circuit's cut-offs follow from it)",
     )
-    p.add_argument(
-        "--exhaustive-pairs",
-        type=int,
-        metavar="N",
-        help="S1: compare a pair of members of at most N pairs (records x records) without "
-        "blocking, every pair through the circuit, so that S2 counts no shared bands (default "
-        "16,000,000: 4,000 x 4,000; 0: block every pair); a query's or watch's records "
-        "likewise against an upload of at most N / 1,000 records",
-    )
+    add_cap_options(p)
     p.add_argument(
         "--query-limit",
         metavar="N/PERIOD",

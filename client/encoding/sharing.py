@@ -267,6 +267,9 @@ SMALL_MEMBER = 4_000
 # counts no shared band (matcher/core/exhaustive.py `DEFAULT_PAIRS`, S1's default; the client
 # does not import the matcher: tests/test_twoserver_exhaustive.py checks they agree).
 UNBLOCKED_PAIRS = 16_000_000
+# And a pair whose smaller member has under SMALL_MEMBER records, up to this many pairs (S1's
+# default --small-member-pairs, `SHIPPED_SMALL_PAIRS` there; checked to agree as above).
+UNBLOCKED_SMALL_PAIRS = 64_000_000
 # The blocked case that remains, measured (docs/privacy-design.md "A small member against a
 # larger one"): what the warning quotes.
 WARNED = (
@@ -282,12 +285,12 @@ def small_member_warning(records: int) -> str | None:
     view of that blocked case re-identified (`WARNED`)."""
     if records >= SMALL_MEMBER:
         return None
-    partner = UNBLOCKED_PAIRS // max(records, 1)
+    partner = max(UNBLOCKED_PAIRS, UNBLOCKED_SMALL_PAIRS) // max(records, 1)
     return (
         f"weaker privacy: a two-server upload of {records:,} records (under {SMALL_MEMBER:,}): "
         f"S1 compares it with a member of up to {partner:,} records without blocking (every "
-        "pair through the circuit; S2 counts no shared bands: S1's default --exhaustive-pairs "
-        f"{UNBLOCKED_PAIRS:,}), but with a larger member it is blocked, and S2 sees each "
+        "pair through the circuit; S2 counts no shared bands: S1's default --small-member-pairs "
+        f"{UNBLOCKED_SMALL_PAIRS:,}), but with a larger member it is blocked, and S2 sees each "
         f"candidate pair's count of shared bands, which {WARNED} (under the 1% target, not far "
         "under it; docs/privacy.md). Run `blindmatch privacy-check --mode two-server` on this "
         "export before uploading"

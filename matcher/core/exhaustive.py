@@ -23,7 +23,14 @@ records and stayed under it in every run from 4,000, so every pair of two member
 4,000 records (the size `encode --two-server` warns under) is compared whole; a pair costs
 about 23 us of CPU over the three roles and 4.8 kB of traffic under the shipped schema's rule
 (about 6 minutes of CPU and 77 GB at the cap, most between S1 and S2), where blocking two
-members of 4,000 proposes about 0.2 million pairs."""
+members of 4,000 proposes about 0.2 million pairs.
+
+Over the cap, a pair whose smaller member has under `SMALL_MEMBER` records is compared whole
+up to S1's smaller-member cap (`admits`; `DEFAULT_SMALL_PAIRS`, 64 million pairs: 500
+records against up to 128,000), where cap is not 0: blocked, S2's counts re-identified 0.5-4%
+of a small member's records against larger ones (docs/privacy-design.md "Small against large,
+measured further"). S1 makes such a pair's pairs in slices (core/crosspart.py), so its
+memory does not grow with the product."""
 
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import tickets
+from blindmatch.matcher.core.crosspart import Cross, cross_parts
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 
@@ -44,8 +52,18 @@ DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/confte
 # streams of queries leaked against uploads of 1,000-4,000 records and, short ones, 10,000
 # (docs/privacy-design.md "A stream of two-server queries, attacked").
 QUERY_STREAM = MAX_QUERY_RECORDS
+# The smaller-member cap (S1's `--small-member-pairs`): a pair of members whose smaller one
+# has under SMALL_MEMBER records is compared without blocking up to this many pairs, over the
+# cap (a query's records likewise against an upload of up to this / QUERY_STREAM records).
+# Blocked, S2's counts re-identified 0.5-4% of a small member's records against a large one
+# (docs/privacy-design.md "Small against large"). Only where the cap is not 0 (0 blocks
+# every pair whatever this is).
+SMALL_MEMBER = 4_000
+SHIPPED_SMALL_PAIRS = 64_000_000
+DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: conftest.py)
 
 Ends = tuple[int, int]
+Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
 
 
 def or_default(pairs: int | None) -> int:
@@ -54,10 +72,23 @@ def or_default(pairs: int | None) -> int:
     return DEFAULT_PAIRS if pairs is None else check_cap(pairs)
 
 
-def check_cap(pairs: int) -> int:
+def small_or_default(pairs: int | None) -> int:
+    """The smaller-member cap `pairs` checked, or None: `DEFAULT_SMALL_PAIRS` (read when
+    called)."""
+    return DEFAULT_SMALL_PAIRS if pairs is None else check_cap(pairs, "small member pairs")
+
+
+def admits(a: int, b: int, cap: int, small: int = 0) -> bool:
+    """Whether S1 compares members of `a` and `b` records without blocking: their product
+    at most `cap`, or, where `cap` is not 0, at most the smaller-member cap `small` with the
+    smaller under `SMALL_MEMBER` records."""
+    return a * b <= cap or (cap > 0 and min(a, b) < SMALL_MEMBER and a * b <= small)
+
+
+def check_cap(pairs: int, what: str = "exhaustive pairs") -> int:
     """The cap, a number of pairs >= 0 (0: every pair of members blocked)."""
     if pairs < 0:
-        raise ValueError(f"exhaustive pairs: {pairs}, a number of pairs >= 0 (0: always block)")
+        raise ValueError(f"{what}: {pairs}, a number of pairs >= 0 (0: always block)")
     return int(pairs)
 
 
@@ -78,7 +109,9 @@ def lowered_cap_warning(pairs: int) -> str | None:
     )
 
 
-def run_cap(members: Sequence[str], cap: int, records: Sequence[int] | None = None) -> int:
+def run_cap(
+    members: Sequence[str], cap: int, records: Sequence[int] | None = None, small: int = 0
+) -> int:
     """S1's cap for a run of `members` (names at S1) of `records` each: `cap` for a run of
     members. A query's or a watch's run (a member is a query's records, core/tickets.py
     `is_query`) is compared without blocking where every other member is small, its records
@@ -88,28 +121,33 @@ def run_cap(members: Sequence[str], cap: int, records: Sequence[int] | None = No
     between that upload and a member of as many records, which leaks where the upload is
     small (docs/privacy-design.md "A stream of two-server queries, attacked"); a query
     against a larger upload costs its candidates, not its cross product. The cap returned
-    admits every pair of the run's members (`small_pairs`)."""
+    admits every pair of the run's members (`small_pairs`). With the smaller-member cap
+    `small` (a query is under `SMALL_MEMBER` records), against an upload of at most
+    max(cap, small) / QUERY_STREAM records (64,000 under the shipped `small`; 0: `cap`'s)."""
     if not any(tickets.is_query(m) for m in members):
         return cap
     if records is None or len(records) != len(members):
         return 0
     partners = [r for m, r in zip(members, records, strict=True) if not tickets.is_query(m)]
-    if not partners or max(partners) * QUERY_STREAM > cap:
+    if not partners or max(partners) * QUERY_STREAM > (max(cap, small) if cap else 0):
         return 0
     return max(records) ** 2
 
 
-def keys_needed(members: Sequence[str], cap: int, records: Sequence[int] | None = None) -> bool:
-    """Whether S1 joins band keys in a run of `members` of `records` under its `cap` (the
-    inputs `run_cap` takes, and its answer): where some pair of the members is over the run's
-    cap. A query's records sent without band keys (SharedPart.band_keys_withheld) are
-    compared where this is False and refused where it is True (`band_keys_needed`): the one
-    place S1 decides whether a query needs its keys (docs/privacy-design.md "S1's own view
-    of a stream of single-record queries")."""
+def keys_needed(
+    members: Sequence[str], cap: int, records: Sequence[int] | None = None, small: int = 0
+) -> bool:
+    """Whether S1 joins band keys in a run of `members` of `records` under its `cap` and
+    smaller-member cap `small` (the inputs `run_cap` takes, and its answer): where some pair
+    of the members is over the run's caps. A query's records sent without band keys
+    (SharedPart.band_keys_withheld) are compared where this is False and refused where it is
+    True (`band_keys_needed`): the one place S1 decides whether a query needs its keys
+    (docs/privacy-design.md "S1's own view of a stream of single-record queries")."""
     if records is None or len(records) != len(members):
         return True
     n = len(members)
-    return len(small_pairs(records, run_cap(members, cap, records))) < n * (n - 1) // 2
+    run = run_cap(members, cap, records, small)
+    return len(small_pairs(records, run, small=small)) < n * (n - 1) // 2
 
 
 def every_pair(
@@ -117,30 +155,30 @@ def every_pair(
     member_b: int,
     records: tuple[int, int],
     lacking: Sequence[npt.NDArray[np.bool_]] | None,
-) -> list[PairBatch]:
+) -> list[Cross]:
     """All of A x B, in row order: on the record-level CLK, or with `lacking` (each member's
     records lacking the fallback's fields) split as `fallback_split` splits blocked pairs
-    (fallback pairs where either record lacks them)."""
-    n_a, n_b = records
-    rows_a = np.repeat(np.arange(n_a, dtype=np.uint32), n_b)
-    rows_b = np.tile(np.arange(n_b, dtype=np.uint32), n_a)
-    if lacking is None:
-        return [PairBatch(member_a, member_b, RECORD, rows_a, rows_b)]
-    either = lacking[member_a][rows_a] | lacking[member_b][rows_b]
-    return [
-        PairBatch(member_a, member_b, RECORD, rows_a[~either], rows_b[~either]),
-        PairBatch(member_a, member_b, FALLBACK, rows_a[either], rows_b[either]),
-    ]
+    (fallback pairs where either record lacks them). Made in slices (core/crosspart.py): S1
+    holds each side's rows and makes a batch's pairs when C asks for them, not 16 bytes a
+    pair."""
+    return cross_parts(member_a, member_b, records, lacking, RECORD, FALLBACK)
+
+
+def explicit(parts: Sequence[Part]) -> list[PairBatch]:
+    """`parts` with every pair's rows held (an unblocked part's made whole: 16 bytes a pair;
+    for a benchmark's or a test's look at them)."""
+    return [p.whole() if isinstance(p, Cross) else p for p in parts]
 
 
 def small_pairs(
-    records: Sequence[int], cap: int, pairs: Collection[Ends] | None = None
+    records: Sequence[int], cap: int, pairs: Collection[Ends] | None = None, small: int = 0
 ) -> set[Ends]:
     """The pairs of members (of `pairs`, the first lower; None: every one) whose cross product
-    is at most `cap` pairs: compared without blocking."""
+    is at most `cap` pairs, or at most `small` with one of them under `SMALL_MEMBER` records
+    (`admits`): compared without blocking."""
     n = len(records)
     every = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
-    return {(a, b) for a, b in every if records[a] * records[b] <= cap}
+    return {(a, b) for a, b in every if admits(records[a], records[b], cap, small)}
 
 
 def propose(
@@ -149,36 +187,44 @@ def propose(
     pairs: Collection[Ends] | None,
     lacking: Sequence[npt.NDArray[np.bool_]] | None,
     block: Callable[[set[Ends] | None], list[PairBatch]],
-) -> list[PairBatch]:
+    small: int = 0,
+) -> list[Part]:
     """S1's pairs to compare for `pairs` of members (None: every one): every pair of rows of
-    those at most `cap` pairs (`every_pair`), and `block`'s (S1's join, S2's expansion, the
+    those `small_pairs` admits (`every_pair`), and `block`'s (S1's join, S2's expansion, the
     fallback's split; None: every pair of members) for the rest: as without a cap where no
     pair is small, else only if there is a rest (S2 then expands nothing of a run of small
     pairs alone). A blocked pair of members' parts come first, as `block` gives them."""
-    small = small_pairs(records, cap, pairs)
-    if not small:  # every pair blocked: as without a cap (an empty `pairs` included)
-        return block(None if pairs is None else set(pairs))
+    whole = small_pairs(records, cap, pairs, small)
+    if not whole:  # every pair blocked: as without a cap (an empty `pairs` included)
+        return list(block(None if pairs is None else set(pairs)))
     n = len(records)
     wanted = {(a, b) for a in range(n) for b in range(a + 1, n)} if pairs is None else set(pairs)
-    rest = wanted - small
-    out: list[PairBatch] = []
+    rest = wanted - whole
+    out: list[Part] = []
     if rest:
-        out = [p for p in block(rest) if (p.member_a, p.member_b) not in small]
-    for a, b in sorted(small):
+        out = [p for p in block(rest) if (p.member_a, p.member_b) not in whole]
+    for a, b in sorted(whole):
         out.extend(every_pair(a, b, (records[a], records[b]), lacking))
     return out
 
 
 __all__ = [
     "DEFAULT_PAIRS",
+    "DEFAULT_SMALL_PAIRS",
     "QUERY_STREAM",
     "SHIPPED_PAIRS",
+    "SHIPPED_SMALL_PAIRS",
+    "SMALL_MEMBER",
+    "Part",
+    "admits",
     "check_cap",
     "every_pair",
+    "explicit",
     "keys_needed",
     "lowered_cap_warning",
     "or_default",
     "propose",
     "run_cap",
+    "small_or_default",
     "small_pairs",
 ]

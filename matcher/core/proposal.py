@@ -65,6 +65,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core.crosspart import Cross
 from blindmatch.matcher.core.rowledger import RowLedger, reach_quota
 from blindmatch.matcher.core.twoserver import (
     RECORD,
@@ -76,6 +77,7 @@ from blindmatch.matcher.core.twoserver import (
 from blindmatch.matcher.domain import NO_RULE, Rule
 
 Rows = npt.NDArray[np.uint32]
+Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
 
 
 class Refused(ValueError):
@@ -137,13 +139,13 @@ class Proposal:
         self,
         members: Sequence[str],
         records: Sequence[int],
-        proposed: Sequence[PairBatch],
+        proposed: Sequence[Part],
         cutoffs: tuple[float, ...],
         lacking: Sequence[npt.NDArray[np.bool_]] | None,
         rng: np.random.Generator | None = None,
         rule: Rule = NO_RULE,
         only: Collection[tuple[int, int]] | None = None,
-        later: Callable[[set[tuple[int, int]]], Sequence[PairBatch]] | None = None,
+        later: Callable[[set[tuple[int, int]]], Sequence[Part]] | None = None,
     ) -> None:
         """`only`: the pairs of members (indexes, the first lower) whose pairs C evaluates
         by reference (None: every pair). The others' are in no part: C holds their outcome
@@ -158,9 +160,12 @@ class Proposal:
         # The parts C evaluates by reference, each in an order of S1's (a fresh permutation C
         # does not hold): a position in a part says nothing of its rows.
         rng = rng or np.random.default_rng(secrets.randbits(128))
-        self.parts = []
+        self.parts: list[Part] = []
         for p in proposed:
             if only is not None and (p.member_a, p.member_b) not in only:
+                continue
+            if isinstance(p, Cross):  # an unblocked pair's: its order keyed, made in slices
+                self.parts.append(p.shuffled(rng))
                 continue
             order = rng.permutation(len(p))
             self.parts.append(PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[order],
@@ -168,6 +173,7 @@ class Proposal:
         self.cutoffs = cutoffs
         self.lacking = None if lacking is None else [np.asarray(x, bool) for x in lacking]
         self._pairs: dict[tuple[int, int, int], npt.NDArray[np.uint64]] = {}
+        self._cross: dict[tuple[int, int, int], list[Cross]] = {}  # unblocked: no keys held
         self._seen = [np.zeros(n, dtype=bool) for n in records]
         self._hold(proposed)
         n = len(self.members)
@@ -186,9 +192,16 @@ class Proposal:
         self.ledger: RowLedger | None = None
         self._lock = threading.Lock()
 
-    def _hold(self, proposed: Sequence[PairBatch]) -> None:
+    def _hold(self, proposed: Sequence[Part]) -> None:
         """Hold `proposed` as pairs S1 proposed in the run (and their records)."""
         for p in proposed:
+            if isinstance(p, Cross):  # its pairs are its blocks' (`Cross.contains`)
+                self._cross.setdefault((p.member_a, p.member_b, p.clk), []).append(p)
+                for rows_a, rows_b in p.sides():
+                    if len(rows_a) and len(rows_b):
+                        self._seen[p.member_a][rows_a] = True
+                        self._seen[p.member_b][rows_b] = True
+                continue
             keys = np.sort(_keys(p.rows_a, p.rows_b))
             at = (p.member_a, p.member_b, p.clk)
             self._pairs[at] = np.sort(np.concatenate([self._pairs[at], keys])) if (
@@ -224,6 +237,8 @@ class Proposal:
         p = self.parts[index]
         if count < 1 or offset + count > len(p):
             raise Refused(f"offset/count: {offset}..{offset + count} of part {index}'s {len(p)}")
+        if isinstance(p, Cross):
+            return p.slice(offset, count)
         return PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[offset : offset + count],
                          p.rows_b[offset : offset + count])  # fmt: skip
 
@@ -270,6 +285,8 @@ class Proposal:
         keys = _keys(rows_a, rows_b)
         at = np.minimum(np.searchsorted(proposed, keys), max(len(proposed) - 1, 0))
         found = proposed[at] == keys if len(proposed) else np.zeros(len(keys), bool)
+        for cross in self._cross.get((a, b, clk), []):
+            found |= cross.contains(rows_a, rows_b)
         # On the other CLK than the run scores a pair by: answered 0 (C, which does not hold
         # who lacks the fallback's fields, names its extras on both CLKs).
         other = self._other(a, b, clk, rows_a, rows_b) & ~found

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.outcomes import Ledger
 from blindmatch.matcher.core.twoserver import PairBatch, Proposed, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
@@ -105,7 +106,7 @@ class Watched:
 
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
-    ) -> list[PairBatch]:
+    ) -> Sequence[Part]:
         return self.servers.block(lacking, cutoffs)
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:

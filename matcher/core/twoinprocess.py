@@ -44,7 +44,7 @@ class InProcess:
         lacking: list[npt.NDArray[np.bool_]] | None,
         cutoffs: tuple[float, ...] = (),
         pairs: set[tuple[int, int]] | None = None,
-    ) -> list[PairBatch]:
+    ) -> list[exhaustive.Part]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
         clks = 1 if lacking is None else 2
         expanding = 0.0
@@ -60,7 +60,8 @@ class InProcess:
         # A pair of members of at most S1's cap of pairs: every pair, no join, no expansion
         # (core/exhaustive.py).
         t0 = time.process_time()
-        out = exhaustive.propose(self.s1.records(), self.s1.exhaustive, pairs, lacking, blocked)
+        out = exhaustive.propose(self.s1.records(), self.s1.exhaustive, pairs, lacking, blocked,
+                                 self.s1.small_member)  # fmt: skip
         self.blocking["join (S1)"] += time.process_time() - t0 - expanding
         self.blocking["expand (S2)"] += expanding
         return out

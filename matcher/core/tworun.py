@@ -26,6 +26,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.outcomes import (
     Earlier,
     Journal,
@@ -58,7 +59,7 @@ class Servers(Protocol):
 
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
-    ) -> list[PairBatch]:
+    ) -> Sequence[Part]:
         """The proposed pairs: S1's join of the sealed band keys (`BlockingServer.join`),
         expanded by S2 (`ShareServer.expand`) and split by the fallback's rule; `cutoffs`,
         the run's (the threshold, then the buckets), fix the circuit's for the run."""
@@ -207,7 +208,7 @@ class TwoServerResult:
     method: str
     seconds: dict[str, float] = field(default_factory=dict)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
-    pairs: list[PairBatch] = field(default_factory=list)  # the Dice oracle's only: C sees them
+    pairs: list[Part] = field(default_factory=list)  # the Dice oracle's only: C sees them
     completion: dict[str, int] = field(default_factory=dict)  # core/twocomplete.py's cost
     # Each pair of members' outcome (core/outcomes.py), where `drive` was given `earlier`.
     outcomes: dict[tuple[int, int], Outcome] = field(default_factory=dict)
@@ -257,7 +258,7 @@ def drive(
     if combiner.reveal == "link-bit":
         only = earlier.only() if earlier is not None else None
         described = servers.propose(lacking, combiner.cutoffs, combiner.rule, only=only)
-        proposed: list[PairBatch] = []
+        proposed: Sequence[Part] = []
     else:
         proposed = servers.block(lacking, combiner.cutoffs)
         described = [Proposed(p.member_a, p.member_b, p.clk, len(p)) for p in proposed]
@@ -367,8 +368,8 @@ def drive(
         time.process_time() - started - (sum(seconds[r] for r in roles) - before)
     )
     method = "two-server" + ("+fallback" if combiner.has_fallback else "")
-    return TwoServerResult(links, len(groups), described, method, seconds, transcript, proposed,
-                           completion, ledger.outcomes())  # fmt: skip
+    return TwoServerResult(links, len(groups), described, method, seconds, transcript,
+                           list(proposed), completion, ledger.outcomes())  # fmt: skip
 
 
 __all__ = [

@@ -192,7 +192,8 @@ class BlockingServer(ShareServer):
     each member's records lack the fallback's fields, as the members told S1; `dummies`: the
     dummy pairs of tokens its join adds, a share of the real ones (0: none, the default);
     `exhaustive`: the cap of pairs under which a pair of members is not blocked
-    (core/exhaustive.py; 0, the default here: every pair blocked)."""
+    (core/exhaustive.py; 0, the default here: every pair blocked); `small_member`: the
+    smaller-member cap (core/exhaustive.py `admits`; 0, the default here: none)."""
 
     def __init__(
         self,
@@ -203,11 +204,13 @@ class BlockingServer(ShareServer):
         lacking: Sequence[npt.NDArray[np.bool_]] | None = None,
         dummies: float = 0.0,
         exhaustive: int = 0,
+        small_member: int = 0,
     ) -> None:
         super().__init__(shares, pair_key, popcounts)
         # A pair of members of at most this many pairs compared without blocking: every pair
         # proposed, no join (core/exhaustive.py; 0: every pair of members blocked).
         self.exhaustive = check_cap(exhaustive)
+        self.small_member = check_cap(small_member, "small member pairs")
         if not 0.0 <= dummies <= 100.0:
             raise ValueError(f"dummies: {dummies} (a share of the real pairs, 0 to 100)")
         self.dummies = dummies

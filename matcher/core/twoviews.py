@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import linkbit
-from blindmatch.matcher.core.exhaustive import or_default, small_pairs
+from blindmatch.matcher.core.exhaustive import admits, or_default, small_or_default, small_pairs
 from blindmatch.matcher.core.twoblocking import (
     Matched,
     PairBatch,
@@ -272,6 +272,7 @@ def views_and_oracle(
         None if any(x is None for x in lacking) else [x for x in lacking if x is not None],
         dummies,
         or_default(exhaustive),
+        small_or_default(None),
     )  # fmt: skip
     seal_keys = [u.s2.seal_key for u in uploads]
     s2 = ShareServer([u.s2.shares for u in uploads], pair_key,
@@ -279,7 +280,7 @@ def views_and_oracle(
     records = (len(uploads[0].s1.shares[0]), len(uploads[1].s1.shares[0]))
     # S1 joins, S2 opens each matched token once (its count of shared bands per pair) and
     # expands them into the candidate pairs, which S1 receives.
-    unblocked = records[0] * records[1] <= s1.exhaustive
+    unblocked = admits(records[0], records[1], s1.exhaustive, s1.small_member)
     matched = [m for m in s1.join(clks) if (m.member_a, m.member_b) == (0, 1) and not unblocked]
     opened = np.concatenate(
         [expanded_pairs(m, (seal_keys[0], seal_keys[1]), records) for m in matched]
@@ -308,7 +309,8 @@ def views_and_oracle(
     }
     # The pairs of members S1 compares without blocking, as its proposal decides them
     # (core/exhaustive.py `propose`), said outright: an empty S1 or S2 view is no sign of it.
-    whole = sorted(small_pairs([len(u.s1.shares[0]) for u in uploads], s1.exhaustive))
+    whole = sorted(small_pairs([len(u.s1.shares[0]) for u in uploads], s1.exhaustive, None,
+                               s1.small_member))  # fmt: skip
     views = {
         **within,
         "C": servers.view(),

@@ -21,6 +21,7 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import triplecheck
 from blindmatch.matcher.core.batchkeep import Gone, Kept, pack, unpack
+from blindmatch.matcher.core.crosspart import Cross
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch
@@ -151,6 +152,8 @@ def leave_out_counted(role: _Role, proposal: Proposal, resumed: set[tuple[int, i
                 "which counts every pair of them as evaluated: the pair of members cannot be "
                 "resumed; one of the members uploads again"
             )
+        if isinstance(p, Cross):  # an unblocked part cut down: its rows made whole, in order
+            p = p.whole()
         counted = role.budget.counted(*names, p.rows_a, p.rows_b)
         left += int(counted.sum())
         proposal.parts[k] = PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[~counted],

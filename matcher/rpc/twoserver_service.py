@@ -108,6 +108,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         threshold: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         exhaustive: int | None = None,
+        small_member: int | None = None,
     ) -> None:
         super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
@@ -115,6 +116,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         # A pair of members of at most this many pairs: every pair proposed, no join, nothing
         # for S2 to expand (core/exhaustive.py).
         self.exhaustive = exhaustive_.or_default(exhaustive)
+        # Over it, a pair whose smaller member is small, up to this many pairs (`admits`).
+        self.small_member = exhaustive_.small_or_default(small_member)
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -148,18 +151,19 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                                 fallback=request.fallback)  # fmt: skip
 
         # A query's run: whole against a small partner, blocked against a larger one.
-        cap = exhaustive_.run_cap(members, self.exhaustive, [h.records for h in held])
+        sizes = [h.records for h in held]
+        cap = exhaustive_.run_cap(members, self.exhaustive, sizes, self.small_member)
 
         def blocked(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """S1's join of `pairs` of members (None: every pair), expanded by S2."""
             matched = s1.join(2 if request.fallback else 1, pairs)
             return s1.propose(read_expanded(self.s2.expand(run, matched), self.s2.name))
 
-        def block(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
+        def block(pairs: set[tuple[int, int]] | None) -> list[exhaustive_.Part]:
             """`pairs` of members' pairs: every pair of the small ones (core/exhaustive.py),
             the others blocked."""
-            return exhaustive_.propose([h.records for h in held], cap, pairs, lacking,
-                                      blocked)  # fmt: skip
+            return exhaustive_.propose(sizes, cap, pairs, lacking, blocked,
+                                      self.small_member)  # fmt: skip
 
         # The pairs of members C reuses: blocked only for an extra or reach pair of their members.
         proposal = Proposal(members, [h.records for h in held], block(only), cutoffs, lacking,
@@ -171,7 +175,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             "run": proposal.id, "members": members, "cutoffs": list(cutoffs),
             "rule": rule.text() or "none", "pairs": sum(len(p) for p in proposal.parts),
             "unblocked": [[members[x], members[y]] for x, y in sorted(exhaustive_.small_pairs(
-                [h.records for h in held], cap, only))],
+                sizes, cap, only, self.small_member))],
             "only": "every pair" if only is None else sorted(only),
         }  # fmt: skip
         if resumed:  # parts without the pairs counted (rpc/twoserver_resume.py)
@@ -188,7 +192,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         keys"). Before the query is counted (`run_held`)."""
         keyless = [m for m, h in zip(members, held, strict=True) if not h.sealed]
         if keyless and exhaustive_.keys_needed(members, self.exhaustive,
-                                               [h.records for h in held]):  # fmt: skip
+                                               [h.records for h in held],
+                                               self.small_member):  # fmt: skip
             reason = (f"{BAND_KEYS_NEEDED}: {keyless[0]!r} came without band keys, but S1 "
                       f"blocks this run (an upload over the {self.exhaustive:,}-pair cap's "
                       "unblocked bound): send the records again with their band keys")  # fmt: skip
@@ -382,6 +387,7 @@ def create_role(
     threshold: float | None = None,
     query_limits: QueryLimits | None = None,
     exhaustive: int | None = None,
+    small_member: int | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -393,14 +399,15 @@ def create_role(
     (storage/role_store.py; None: memory only, no log); `threshold`: S1 runs at this one
     only (None: the combiner's); `exhaustive`: S1 compares a pair of members of at most this
     many pairs without blocking (core/exhaustive.py; None: `DEFAULT_PAIRS`, 0: blocks every
-    pair);
+    pair); `small_member`: and a pair whose smaller member has under `SMALL_MEMBER` records
+    of up to this many (None: `DEFAULT_SMALL_PAIRS`, 0: none);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
-                                  threshold, clock, exhaustive)  # fmt: skip
+                                  threshold, clock, exhaustive, small_member)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
+from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
@@ -230,7 +231,7 @@ class _Progress:
 
     def block(
         self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
-    ) -> list[PairBatch]:
+    ) -> Sequence[Part]:
         return self.servers.block(lacking, cutoffs)
 
     def messages(self, batch: PairBatch) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
 from blindmatch.client.tools.privacy.trimodel import (
+    BLOCK,
     COARSE,
     LEVEL,
     SAME,
@@ -94,12 +95,13 @@ class Trilateration:
         kinds, kind = np.unique(seed * nl + cand.data - 1, return_inverse=True)
         of = kinds // nl
         w = self.model.table[(kinds % nl)[:, None], lev[of]] + logit[of]  # (kinds, |mine|)
-        # added to each candidate's row of A (the rows it touches only)
         touched, row = np.unique(cand.indices, return_inverse=True)
         spread = sp.csr_matrix(
             (np.ones(cand.nnz, np.float32), (row, kind.ravel())), shape=(len(touched), len(kinds))
         )
-        self.score[touched] += sign * np.asarray(spread @ w, dtype=np.float32)
+        for lo in range(0, len(touched), BLOCK):  # to the rows touched, by blocks (not N x N)
+            at = touched[lo : lo + BLOCK]
+            self.score[at] += sign * np.asarray(spread[lo : lo + BLOCK] @ w, dtype=np.float32)
 
     def centred(self, scratch: bool = False) -> Floats:
         """Each row's scores less its mean. `scratch`: into this object's buffer, overwritten

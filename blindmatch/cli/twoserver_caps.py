@@ -1,0 +1,55 @@
+"""S1's caps on the pairs of members it compares without blocking (`two-server role`'s
+--exhaustive-pairs and --small-member-pairs; matcher/core/exhaustive.py): declared and
+checked here, beside cli/twoserver.py, which is at the 500-line bound.
+
+Kept light as every command module is: nothing here imports numpy or gRPC at import."""
+
+from __future__ import annotations
+
+import argparse
+
+from blindmatch.client.errors import InputError
+
+FLAGS = ("exhaustive_pairs", "small_member_pairs")
+
+
+def add_cap_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exhaustive-pairs",
+        type=int,
+        metavar="N",
+        help="S1: compare a pair of members of at most N pairs (records x records) without "
+        "blocking, every pair through the circuit, so that S2 counts no shared bands (default "
+        "16,000,000: 4,000 x 4,000; 0: block every pair, whatever --small-member-pairs); a "
+        "query's or watch's records likewise against an upload of at most N / 1,000 records",
+    )
+    p.add_argument(
+        "--small-member-pairs",
+        type=int,
+        metavar="N",
+        help="S1: and a pair whose smaller member has under 4,000 records, of at most N pairs "
+        "(default 64,000,000: 500 records against up to 128,000; 0: --exhaustive-pairs "
+        "alone); a query's records likewise against an upload of at most N / 1,000 records",
+    )
+
+
+def caps(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """`create_role`'s `exhaustive` and `small_member` (None: S1's defaults), checked: S1's
+    alone, pairs >= 0."""
+    for flag in FLAGS:
+        value = getattr(args, flag)
+        if value is not None and (args.role != "s1" or value < 0):
+            raise InputError(f"--{flag.replace('_', '-')} {value}: S1's, pairs >= 0")
+    return args.exhaustive_pairs, args.small_member_pairs
+
+
+def cap_warning(args: argparse.Namespace) -> str | None:
+    """What S1 says at its start of an --exhaustive-pairs under the shipped cap (None: nothing)."""
+    if args.exhaustive_pairs is None:
+        return None
+    from blindmatch.matcher.core.exhaustive import lowered_cap_warning
+
+    return lowered_cap_warning(args.exhaustive_pairs)
+
+
+__all__ = ["add_cap_options", "cap_warning", "caps"]
