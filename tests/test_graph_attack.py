@@ -168,3 +168,14 @@ def test_the_attackers_plaintext_for_a_members_own_export_is_a_noisy_copy(
     assert 0.005 <= changed[2] <= 0.04
     assert changed[3] == 0  # enumerations are kept
     assert noisy == population.noisy_copy(rows, kinds, seed=1)  # seeded
+
+
+def test_a_leap_day_moved_a_year_stays_a_date_clkhash_takes() -> None:
+    """A year off moves 29 February to the 28th where the year has no leap day (it made
+    1977-02-29 out of 1976-02-29, and clkhash refused the attacker's copy)."""
+    rows = [["1976-02-29"]] * 2000
+    moved = {r[0] for r in population.noisy_copy(rows, ["date"], seed=1)} - {"1976-02-29", ""}
+    assert moved == {"1975-02-28", "1977-02-28"}
+    assert population.year_off("1975-02-28", 1) == "1976-02-28"
+    assert population.year_off("19760229", 1) == "19770228"
+    assert population.year_off("19760229", 4) == "19800229"
