@@ -311,8 +311,15 @@ def test_s1_started_under_the_default_cap_warns_what_it_then_blocks() -> None:
     listening line, which pairs and queries it then blocks and what S2's counts gave where
     they were blocked; at the default or above it says nothing more."""
     said = exhaustive.lowered_cap_warning(4_000_000)
-    assert said is not None
+    assert said is not None and "--exhaustive-pairs 4,000,000 is under" in said
     assert "pairs of members over 4,000,000 pairs" in said
-    assert "queries against uploads over 4,000 records" in said and "8.7%" in said
+    assert "under 4,000 records: over 64,000,000" in said  # the smaller-member cap still
+    assert "queries against uploads over 64,000 records" in said and "8.7%" in said
     assert "every pair of members and every query" in str(exhaustive.lowered_cap_warning(0))
     assert exhaustive.lowered_cap_warning(exhaustive.SHIPPED_PAIRS) is None
+    # the smaller-member cap lowered alone: small members and queries blocked sooner
+    small = str(exhaustive.lowered_cap_warning(exhaustive.SHIPPED_PAIRS, 20_000_000))
+    assert "--small-member-pairs 20,000,000 is under the default 64,000,000" in small
+    assert "--exhaustive-pairs" not in small and "over 20,000 records" in small
+    small = str(exhaustive.lowered_cap_warning(exhaustive.SHIPPED_PAIRS, 0))
+    assert "under 4,000 records: over 16,000,000" in small and "over 16,000 records" in small

@@ -44,12 +44,17 @@ def caps(args: argparse.Namespace) -> tuple[int | None, int | None]:
 
 
 def cap_warning(args: argparse.Namespace) -> str | None:
-    """What S1 says at its start of an --exhaustive-pairs under the shipped cap (None: nothing)."""
-    if args.exhaustive_pairs is None:
+    """What S1 says at its start of an --exhaustive-pairs or --small-member-pairs under its
+    shipped cap (None: nothing; a flag not given is read at its shipped value)."""
+    if args.exhaustive_pairs is None and args.small_member_pairs is None:
         return None
-    from blindmatch.matcher.core.exhaustive import lowered_cap_warning
+    from blindmatch.matcher.core import exhaustive
 
-    return lowered_cap_warning(args.exhaustive_pairs)
+    pairs, small = args.exhaustive_pairs, args.small_member_pairs
+    return exhaustive.lowered_cap_warning(
+        exhaustive.SHIPPED_PAIRS if pairs is None else pairs,
+        exhaustive.SHIPPED_SMALL_PAIRS if small is None else small,
+    )
 
 
 __all__ = ["add_cap_options", "cap_warning", "caps"]
