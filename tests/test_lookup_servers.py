@@ -752,12 +752,9 @@ def test_a_matchers_processes_are_ordered_even_if_the_clock_goes_back(tmp_path: 
     assert (tmp_path / "lookup.epoch").stat().st_mode & 0o777 == 0o600
 
 
-def test_a_late_forward_of_an_earlier_matcher_process_has_the_shards_read_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same with a data dir: the dropped change is in index.sqlite (the earlier process
-    stored it before forwarding it), and the server reads its shards again at once."""
-    encoding = Encoding(CLK_BITS, FINGERPRINT)
+def stored_shards(monkeypatch: pytest.MonkeyPatch, encoding: Encoding) -> dict[str, bytes]:
+    """What a look-up server with a data dir reads as index.sqlite: trial/south's rows, one
+    to start with; a test adds rows to the dict returned, as the matcher would store them."""
     stored = {"south-1": b"y" * 128}
 
     def read(data_dir: Path, keep: object) -> tuple[dict, dict]:
@@ -765,6 +762,16 @@ def test_a_late_forward_of_an_earlier_matcher_process_has_the_shards_read_again(
         return {("trial", "south"): rows}, {"trial": 0.8}
 
     monkeypatch.setattr(shards_module, "read_shards", read)
+    return stored
+
+
+def test_a_late_forward_of_an_earlier_matcher_process_has_the_shards_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with a data dir: the dropped change is in index.sqlite (the earlier process
+    stored it before forwarding it), and the server reads its shards again at once."""
+    encoding = Encoding(CLK_BITS, FINGERPRINT)
+    stored = stored_shards(monkeypatch, encoding)  # index.sqlite (what the matcher stored)
     shards = Shards(tmp_path, 0, 1)
     shards.load()
     change = ShardChange("trial", "south", encoding, 0.8, [("south-2", b"x" * 128)])
@@ -786,13 +793,7 @@ def test_a_reload_asked_during_a_long_apply_is_answered_at_once_and_read_after_i
     Searches are refused from then on; a forward up to the Reload's fence arriving meanwhile
     is dropped; the read runs once the apply is done, and holds what index.sqlite holds."""
     encoding = Encoding(CLK_BITS, FINGERPRINT)
-    stored = {"south-1": b"y" * 128}  # index.sqlite (what the matcher stored)
-
-    def read(data_dir: Path, keep: object) -> tuple[dict, dict]:
-        rows = ShardRecords(encoding, list(stored), b"".join(stored.values()))
-        return {("trial", "south"): rows}, {"trial": 0.8}
-
-    monkeypatch.setattr(shards_module, "read_shards", read)
+    stored = stored_shards(monkeypatch, encoding)  # index.sqlite (what the matcher stored)
     shards = Shards(tmp_path, 0, 1)
     shards.load()
     assert shards.ready and shards.records == 1
