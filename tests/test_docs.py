@@ -451,6 +451,10 @@ def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
         for name in re.findall(r"\bBLINDMATCH_[A-Z_]+\b", source.read_text("utf-8"))
     }
     assert listed == read
+    named = {
+        n for page in PAGES for n in re.findall(r"\bBLINDMATCH_[A-Z_]+", page.read_text("utf-8"))
+    }
+    assert named - read == set()  # and no page names one the code does not read
 
 
 def test_the_readmes_commands_table_has_every_command() -> None:
