@@ -9,7 +9,7 @@ run to run (upload ids, secret and fingerprint ids, request references, times) a
 their form, and a request reference a page quotes in a later command is the one printed.
 
 Beside it, what the pages name must exist: every option shown on a `blindmatch` command, every
-link's file and section, every source file named, every import of a Python block, every
+link's file and section, every source file and test named, every import of a Python block, every
 command and environment variable in the README's tables; and `make demo` must end as the
 README shows.
 """
@@ -414,6 +414,22 @@ def test_every_source_file_a_page_names_is_there() -> None:
         "c.pyi",
         "d/e.c",
     ]
+
+
+def test_every_test_a_page_names_is_there() -> None:
+    tests = {
+        name
+        for source in (ROOT / "tests").glob("*.py")
+        for name in re.findall(r"^\s*def (test_\w+)", source.read_text("utf-8"), re.M)
+    }
+    named = {
+        (str(page.relative_to(ROOT)), name)
+        for page in PAGES
+        for span in re.findall(r"`([^`\n]+)`", page.read_text(encoding="utf-8"))
+        for name in re.findall(r"(?<![\w.])test_\w+(?![\w.])", span)
+    }
+    assert len(named) > 10  # the pages were read
+    assert [n for n in sorted(named) if n[1] not in tests] == []
 
 
 def _python_imports(text: str) -> Iterator[str]:
