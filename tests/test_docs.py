@@ -9,8 +9,9 @@ run to run (upload ids, secret and fingerprint ids, request references, times) a
 their form, and a request reference a page quotes in a later command is the one printed.
 
 Beside it, what the pages name must exist: every option shown on a `blindmatch` command, every
-link's file and section, every import of a Python block, every command and environment
-variable in the README's tables; and `make demo` must end as the README shows.
+link's file and section, every source file and test named, every import of a Python block, every
+command and environment variable in the README's tables; and `make demo` must end as the
+README shows.
 """
 
 from __future__ import annotations
@@ -378,6 +379,59 @@ def test_every_link_between_pages_finds_its_file_and_section() -> None:
     assert broken == []
 
 
+SOURCE = re.compile(r"(?<![\w./~$-])((?:[\w.-]+/)*[\w-]+\.(?:pyi?|c))(?![\w/-])")
+
+
+def source_files(text: str) -> Iterator[str]:
+    """Every source file (`.py`, `.pyi`, `.c`) a page's code and `spans` name."""
+    for code in _code(text):
+        yield from SOURCE.findall(code)
+
+
+def test_every_source_file_a_page_names_is_there() -> None:
+    # A path is from the root, or the matcher's or the command line's (`core/tworun.py`,
+    # `cli/serve.py`); a bare name (`lookup_wire.py`) is some file's of the repository.
+    folders = ("benchmarks", "blindmatch", "client", "matcher", "protos", "tests")
+    names = {p.name for folder in folders for p in (ROOT / folder).rglob("*")}
+    named = {
+        (str(page.relative_to(ROOT)), path)
+        for page in PAGES
+        for path in source_files(page.read_text(encoding="utf-8"))
+    }
+    assert len(named) > 500  # the pages were read
+    gone = [
+        (page, path)
+        for page, path in sorted(named)
+        if not (
+            path in names
+            if "/" not in path
+            else any((ROOT / base / path).exists() for base in ("", "matcher", "blindmatch"))
+        )
+    ]
+    assert gone == []
+    assert list(source_files("`core/a.py`: see rpc/b.py, `c.pyi`\n    $ python d/e.c x.pyc")) == [
+        "core/a.py",
+        "c.pyi",
+        "d/e.c",
+    ]
+
+
+def test_every_test_a_page_names_is_there() -> None:
+    tests = {
+        name
+        for source in (ROOT / "tests").glob("*.py")
+        for name in re.findall(r"^\s*def (test_\w+)", source.read_text("utf-8"), re.M)
+    }
+    named = {
+        (str(page.relative_to(ROOT)), name)
+        for page in PAGES
+        for span in re.findall(r"`([^`\n]+)`", page.read_text(encoding="utf-8"))
+        for name in re.findall(r"(?<![\w.])test_\w+(?![\w.])", span)
+    }
+    assert len(named) > 10  # the pages were read
+    assert [n for n in sorted(named) if n[1] not in tests] == []
+
+
 def _python_imports(text: str) -> Iterator[str]:
     """The import statements of a page's ```python blocks, each whole."""
     for block in re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S):
@@ -413,6 +467,10 @@ def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
         for name in re.findall(r"\bBLINDMATCH_[A-Z_]+\b", source.read_text("utf-8"))
     }
     assert listed == read
+    named = {
+        n for page in PAGES for n in re.findall(r"\bBLINDMATCH_[A-Z_]+", page.read_text("utf-8"))
+    }
+    assert named - read == set()  # and no page names one the code does not read
 
 
 def test_the_readmes_commands_table_has_every_command() -> None:
