@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
 from tests.support import db_rows, short_index_lock_wait
@@ -61,6 +62,7 @@ def test_an_erasure_a_stopped_look_up_server_missed_is_finished_once_it_is_back(
     assert matcher is not None
     tokens = project_of(matcher).tokens
     put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    settled(either)  # (a server stopped while being loaded holds nothing: nothing is pending)
     either.stop_lookup(0)
     with matcher.member(tokens["north"]) as north:
         erased = north.erase("trial")
@@ -79,6 +81,18 @@ def test_an_erasure_a_stopped_look_up_server_missed_is_finished_once_it_is_back(
                  if r[3] == "erase.complete"]  # fmt: skip
     assert detail["why"] == RETRIED and detail["attempts"] >= 1
     assert check_data_dir(either.data_dir).problems == []
+
+
+def settled(cluster: Cluster) -> None:
+    """Wait until the matcher has loaded every look-up server (the loaded kind start empty,
+    and the matcher loads them in the background after its start)."""
+    assert cluster.matcher is not None
+    servers = cluster.matcher.server.realtime.remote
+    assert isinstance(servers, LookupServers)
+    deadline = time.monotonic() + 60
+    while servers.loading or not all(s is not None and s.shards.loaded for s in cluster.lookups):
+        assert time.monotonic() < deadline, "the look-up servers were not loaded"
+        time.sleep(0.05)
 
 
 @pytest.fixture
