@@ -14,9 +14,10 @@ project on the same matcher. The querier, north, asks about its own first `--que
 records, one person a query, alternately in each project: a CLK query (MatcherClient.query,
 the CLK to the matcher) and a two-server query (the record's shares and sealed band keys made
 as `encode --two-server` makes them, sent to S1 and S2 under a query ticket, the matcher
-asked: client/remote/twoserver.py `project_query`). Per query: wall seconds, and CPU seconds
-of this process (client, matcher, S1 and S2 together, since all run here); the first query of
-each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK one;
+asked: client/remote/twoserver_realtime.py `project_query`). Per query: wall seconds, and CPU
+seconds of this process (client, matcher, S1 and S2 together, since all run here); the first
+query of each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK
+one;
 whether both answer the same (which partners hold each person); what each query sent S1 and
 S2, and how many pairs S1 proposed (C learns each one's link bit).
 
@@ -54,7 +55,8 @@ from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
-from blindmatch.client.remote.twoserver import project_query, upload_parts
+from blindmatch.client.remote.twoserver_parts import upload_parts
+from blindmatch.client.remote.twoserver_realtime import project_query
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
@@ -72,7 +74,7 @@ PARTNERS = {"south": ("south-police", 0), "west": ("retail-bcrp", 0), "east": ("
 class Counted:
     """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds and
     those evaluated (a query sent without band keys that S1 refuses for one partner is
-    proposed against the others, and none evaluated: client/remote/twoserver.py)."""
+    proposed against the others, and none evaluated: client/remote/twoserver_realtime.py)."""
 
     def __init__(self, servers: Any, proposed: list[int], evaluated: list[int]) -> None:
         self.servers, self.proposed, self.evaluated = servers, proposed, evaluated
@@ -180,7 +182,7 @@ def pct(values: Sequence[float], q: float) -> float:
 def s1_sent(upload: Any, partner: int) -> int:
     """The bytes a single-record query sends S1 against partners of at most `partner` records
     (S1 at its default cap): without band keys, and again with them where S1 blocks it
-    (client/remote/twoserver.py `project_query`)."""
+    (client/remote/twoserver_realtime.py `project_query`)."""
     keyless = sum(p.ByteSize() for p in upload_parts("q", "s1", upload, keys=False))
     if not query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner):
         return keyless

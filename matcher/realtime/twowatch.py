@@ -100,7 +100,7 @@ class TwoServerWatches:
             raise errors.InvalidArgument(
                 f"clks: project {project.name!r} runs in two-server mode: the matcher never "
                 "takes a CLK; a watch's records go to S1 and S2 under a query ticket "
-                "(client/remote/twoserver.py `project_watch`)"
+                "(client/remote/twoserver_realtime.py `project_watch`)"
             )
         name = twoquery.query_name(self.setup, project.name, member, ticket, time.time())
         with self._lock:
