@@ -21,10 +21,13 @@ RESOURCE_EXHAUSTED, which the engine reports as a quota refusal.
 A query's records come to S1 without their band keys first (SharedPart.band_keys_withheld;
 docs/protocol.md "A query without band keys"): S1 then proposes only where it compares the
 query unblocked against the partner, and refuses a partner it blocks (`band_keys_needed`,
-core/exhaustive.py `keys_needed`). So every partner is proposed to first, and only then is
-any searched: one refused, none is searched, and the query is refused FAILED_PRECONDITION
-starting `band_keys_needed` (costing the member nothing), on which the client sends the
-records again with their keys under a fresh ticket.
+core/exhaustive.py `keys_needed`). Whether S1 blocks a query against a partner depends on
+the partner's records alone (over its bound: blocked), so the largest partner is proposed
+to first, alone (`first_proposed`): refused, the query is refused FAILED_PRECONDITION
+starting `band_keys_needed` (costing the member nothing) with no other partner proposed to
+and nothing counted at S1 or S2, and the client sends the records again with their keys
+under a fresh ticket; proposed, every smaller partner is compared as whole, and the others
+are proposed to and searched at once, none waiting on another's proposal.
 """
 
 from __future__ import annotations
@@ -245,6 +248,7 @@ class PartnerFound:
     links: Candidates | None = None  # None: not searched (`why`)
     pairs: int = 0
     why: str = ""
+    keys: str = ""  # S1 refused it for want of the query's band keys (`why` too)
     transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
 
 
@@ -345,7 +349,7 @@ def _not_whole(exc: errors.FailedPrecondition, name: str, p: Partner, opened: Op
 
 def searched_partner(opened: Opened) -> PartnerFound:
     """An opened partner's links (the circuit on S1's proposal), its servers closed after."""
-    out = PartnerFound(why=opened.why or opened.keys)
+    out = PartnerFound(why=opened.why or opened.keys, keys=opened.keys)
     try:
         if opened.described is not None:
             out.links, out.pairs = proposed_query_links(
@@ -374,12 +378,34 @@ def keys_needed(opened: list[Opened]) -> None:
         return
     for o in opened:
         o.close()
-    raise errors.FailedPrecondition(
-        f"{BAND_KEYS_NEEDED}: S1 blocks this query against {refused[0].partner.member}'s "
-        f"upload ({refused[0].keys}), so it needs the query's band keys, which it was sent "
-        "without: send the records again with them under a fresh query ticket (`blindmatch "
-        "query` does so)"
+    raise _keys_refusal(refused[0].partner.member, refused[0].keys)
+
+
+def _keys_refusal(partner: str, why: str) -> errors.FailedPrecondition:
+    return errors.FailedPrecondition(
+        f"{BAND_KEYS_NEEDED}: S1 blocks this query against {partner}'s upload ({why}), so it "
+        "needs the query's band keys, which it was sent without: send the records again with "
+        "them under a fresh query ticket (`blindmatch query` does so)"
     )
+
+
+def first_proposed(
+    setup: TwoServerSetup, threshold: float, name: str, records: int, partners: list[Partner]
+) -> tuple[list[Opened], list[Partner]]:
+    """S1's proposal against the largest partner first, alone (the next largest where its
+    upload is not whole at S1 and S2): S1 blocks a query against a partner by the partner's
+    records alone (core/exhaustive.py `run_cap`), so a query it compares whole against the
+    largest it compares whole against every one, and a query it refuses for want of band
+    keys is refused here (`keys_needed`) with no other partner proposed to and nothing
+    counted. (the partners opened, the largest proposed last; those left, largest first)"""
+    ordered = sorted(partners, key=lambda p: -p.records)
+    opened: list[Opened] = []
+    for k, p in enumerate(ordered):
+        opened.append(open_partner(setup, threshold, name, records, p))
+        keys_needed(opened)
+        if opened[-1].described is not None:
+            return opened, ordered[k + 1 :]
+    return opened, []
 
 
 def _at_once(fn: Callable[..., T], items: list[U], *args: object) -> list[T]:
@@ -410,12 +436,24 @@ def _search(
 ) -> Searched:
     out = Searched([{} for _ in range(records)], [])
     partners = _partners(store, project, member, encoding, out)
-    # The partners at once (PARTNERS_AT_ONCE at most): each its own proposal at S1 and its own
-    # batches, so one partner's wait on S1 and S2 overlaps another's. Every partner proposed
-    # to first: one refused for want of band keys, none is searched (`keys_needed`).
-    opened = _at_once(open_partner, partners, setup, project.threshold, name, records)
-    keys_needed(opened)
-    results = _at_once(searched_partner, opened)
+    # The largest partner proposed to first, alone: refused for want of band keys, nothing
+    # else is proposed or counted (`first_proposed`). Then the partners at once
+    # (PARTNERS_AT_ONCE at most): each the rest of its own proposal at S1 and its own
+    # batches, so one partner's wait on S1 and S2 overlaps another's.
+    opened, rest = first_proposed(setup, project.threshold, name, records, partners)
+
+    def searched(item: Opened | Partner) -> PartnerFound:
+        if isinstance(item, Opened):
+            return searched_partner(item)
+        return search_partner(setup, project.threshold, name, records, item)
+
+    items: list[Opened | Partner] = [*opened, *rest]
+    got_by = {(o.partner.member if isinstance(o, Opened) else o.member): got
+              for o, got in zip(items, _at_once(searched, items), strict=True)}  # fmt: skip
+    results = [got_by[p.member] for p in partners]
+    keyless = [(p, got) for p, got in zip(partners, results, strict=True) if got.keys]
+    if keyless:  # a smaller partner S1 blocks (not by its records alone): sent again, with keys
+        raise _keys_refusal(keyless[0][0].member, keyless[0][1].keys)
     for p, got in zip(partners, results, strict=True):
         for (a, b), n in got.transcript.sent.items():
             out.transcript.count(a, b, n)
@@ -443,6 +481,7 @@ __all__ = [
     "PartnerFound",
     "Searched",
     "check_records",
+    "first_proposed",
     "forget_refused",
     "keys_needed",
     "open_partner",
