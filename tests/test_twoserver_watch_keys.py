@@ -41,7 +41,8 @@ def test_a_watch_s1_holds_without_band_keys_says_so_where_an_upload_needs_them(
     monkeypatch.setattr(twoserver_realtime, "send_records", keyless)
     s1 = world.roles["s1"].service
     south = members["south"][1]
-    s1.exhaustive, s1.small_member = exhaustive.QUERY_STREAM * 10 * read_encoded(south).record_count, 0
+    bound = 10 * read_encoded(south).record_count  # records S1 compares a watch whole against
+    s1.exhaustive, s1.small_member = exhaustive.QUERY_STREAM * bound, 0
     watch = Watching(world, two.tokens["north"], south, [0, 1])
     try:
         held = s1.held[watch.watch.name]
@@ -56,7 +57,7 @@ def test_a_watch_s1_holds_without_band_keys_says_so_where_an_upload_needs_them(
         assert world.cli("upload", str(south), "--project", "shares",
                          token=two.tokens["south"]) == 0  # fmt: skip
         until(lambda: watch.error is not None)
-        assert str(watch.error).find(BAND_KEYS_NEEDED) >= 0 and "south" in str(watch.error)
+        assert BAND_KEYS_NEEDED in str(watch.error) and "south" in str(watch.error)
         assert len(watch.events) == 2
     finally:
         watch.close()
