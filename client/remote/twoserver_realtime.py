@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.channel import translate_errors
-from blindmatch.client.remote.convert import query_answer, score_rule, watch_event
+from blindmatch.client.remote.convert import query_answer, score_rule, watch_events
 from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEvent
 from blindmatch.client.remote.peers import drop_peer_channels, peer_channel
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
@@ -160,15 +160,7 @@ def project_watch(
     request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
     with translate_errors(client.target):
         stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
-        try:
-            for message in stream:
-                event = watch_event(message)
-                if event is not None:
-                    yield event
-                elif on_ready is not None:
-                    on_ready()
-        finally:
-            stream.cancel()
+        yield from watch_events(stream, on_ready)
 
 
 __all__ = ["QUERY_SECONDS", "project_query", "project_watch", "send_records"]
