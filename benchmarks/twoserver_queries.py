@@ -4,7 +4,7 @@
         [--partner-records 1000] [--queries 1000] [--held 0.5] [--batch 1000] [--seed 1]
         [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20] [--fixed-keys]
         [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05] [--by-row]]
-        [--count-measure [--count-partners 1]] [--s1-stream]
+        [--count-measure [--count-partners 1]] [--s1-stream [--watches]]
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
@@ -43,8 +43,9 @@ exits 1 if not; both are empty where the query is not blocked).
 queries a standing watch compared with K successive uploads of the partner, `--churn` of its
 records re-typed each time), `--count-measure` (what C's count of each single-record
 query's proposed pairs says of it) and `--s1-stream` (S1's view of single-record queries: on
-how many bands every two agree, the collision attack) are the views beyond one stream
-(benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
+how many bands every two agree, the collision attack; with `--watches`, of single-record
+watches, which send S1 their band keys whatever the partner's size) are the views beyond one
+stream (benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
 attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
 (`--repeats 1`, `--uploads 1`) differ only in the mode.
 """
@@ -133,6 +134,10 @@ def arguments() -> argparse.ArgumentParser:
                         help="attack what S1 holds of the queries as single-record queries: "
                         "on how many bands each pair of them has equal keys (the collision "
                         "attack; no other attack run)")  # fmt: skip
+    parser.add_argument("--watches", action="store_true",
+                        help="with --s1-stream: the records as single-record watches, which "
+                        "send S1 their band keys whatever the partner's size "
+                        "(client/remote/twoserver_realtime.py project_watch)")  # fmt: skip
     parser.add_argument("--count-partners", type=int, default=1, metavar="P",
                         help="with --count-measure: the partner's records as P partners' "
                         "uploads, C told each one's count")  # fmt: skip
@@ -325,14 +330,17 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     (q_rows, q_people), (b_rows, _b), (u_rows, u_people) = members
     t0 = time.process_time()
     # The band keys S1 receives: none where it compares a query whole against the partner
-    # (the client sends them only once S1 refuses the query without: `query_sends_keys`).
-    sends = query_sends_keys(args.exhaustive_pairs, 1, len(b_rows))
+    # (the client sends them only once S1 refuses the query without: `query_sends_keys`); a
+    # watch's always (its records meet partners' later uploads, of sizes unknown).
+    blocked = query_sends_keys(args.exhaustive_pairs, 1, len(b_rows))
+    sends = blocked or args.watches
+    kind, kinds = ("watch", "watches") if args.watches else ("query", "queries")
     first = upload_parts(
         "project/north@q/q", "s1", twocheck._upload(schema, q_rows[:1], secret, NONE), keys=sends
     )
     sent = sum(len(p.band_keys) + len(p.sealed) for p in first)
-    print(f"a single-record query against the partner's {len(b_rows):,} records under S1's cap "
-          f"of {args.exhaustive_pairs:,} pairs: {'blocked' if sends else 'not blocked'}, S1 "
+    print(f"a single-record {kind} against the partner's {len(b_rows):,} records under S1's cap "
+          f"of {args.exhaustive_pairs:,} pairs: {'blocked' if blocked else 'not blocked'}, S1 "
           f"receives {sent:,} bytes of its band keys")  # fmt: skip
     keys = modes.band_keys(schema, q_rows, secret)
     within = (modes.s1_stream_view(keys) if sends else
@@ -343,7 +351,7 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     truth = np.array([where.get(p, -1) for p in q_people], np.intp)
     results = twoattacks.own_pairs(within, own, truth, q_people, u_people,
                                   sharing.plan_of(schema), args.known)  # fmt: skip
-    print(f"S1's view of {len(q_rows):,} single-record queries: pairs sharing a band key, per "
+    print(f"S1's view of {len(q_rows):,} single-record {kinds}: pairs sharing a band key, per "
           f"CLK: {', '.join(f'{len(p):,}' for p, _c in within)}")  # fmt: skip
     for r in results:
         print(f"  S1 {r.attack:<22} {r.record_share:>7.2%}  ({r.records_reidentified} of "
@@ -358,6 +366,8 @@ def main() -> int:
         raise SystemExit("--batch: 1 to 1,000 records a query (MAX_QUERY_RECORDS)")
     if args.repeats < 1 or args.uploads < 1 or not 0 <= args.churn <= 1:
         raise SystemExit("--repeats and --uploads: 1 or more; --churn: 0 to 1")
+    if args.watches and not args.s1_stream:
+        raise SystemExit("--watches: with --s1-stream")
     shipped = load_schema(ROOT / "schemas" / "person-uk.json")
     t0 = time.process_time()
     full: list[Member] = []

@@ -14,9 +14,10 @@ project on the same matcher. The querier, north, asks about its own first `--que
 records, one person a query, alternately in each project: a CLK query (MatcherClient.query,
 the CLK to the matcher) and a two-server query (the record's shares and sealed band keys made
 as `encode --two-server` makes them, sent to S1 and S2 under a query ticket, the matcher
-asked: client/remote/twoserver.py `project_query`). Per query: wall seconds, and CPU seconds
-of this process (client, matcher, S1 and S2 together, since all run here); the first query of
-each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK one;
+asked: client/remote/twoserver_realtime.py `project_query`). Per query: wall seconds, and CPU
+seconds of this process (client, matcher, S1 and S2 together, since all run here); the first
+query of each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK
+one;
 whether both answer the same (which partners hold each person); what each query sent S1 and
 S2, and how many pairs S1 proposed (C learns each one's link bit).
 
@@ -54,8 +55,9 @@ from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
-from blindmatch.client.remote.twoserver import project_query, upload_parts
-from blindmatch.matcher.core import exhaustive
+from blindmatch.client.remote.twoserver_parts import upload_parts
+from blindmatch.client.remote.twoserver_realtime import project_query
+from blindmatch.matcher.core import exhaustive, tickets
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -72,17 +74,25 @@ PARTNERS = {"south": ("south-police", 0), "west": ("retail-bcrp", 0), "east": ("
 class Counted:
     """S1 and S2 as the matcher reaches them, counting the pairs each proposal holds and
     those evaluated (a query sent without band keys that S1 refuses for one partner is
-    proposed against the others, and none evaluated: client/remote/twoserver.py)."""
+    proposed against the others, and none evaluated: client/remote/twoserver_realtime.py)."""
 
-    def __init__(self, servers: Any, proposed: list[int], evaluated: list[int]) -> None:
+    def __init__(self, servers: Any, proposed: list[int], evaluated: list[int],
+                 timed: list[tuple[int, float, bool]] | None = None) -> None:  # fmt: skip
         self.servers, self.proposed, self.evaluated = servers, proposed, evaluated
+        self.timed = timed if timed is not None else []  # (partner's records, s, refused)
 
     def evaluate_part(self, index: int, offset: int, count: int, *args: Any) -> Any:
         self.evaluated.append(count)
         return self.servers.evaluate_part(index, offset, count, *args)
 
     def propose(self, *args: Any, **kwargs: Any) -> Any:
-        described = self.servers.propose(*args, **kwargs)
+        t0, refused = time.perf_counter(), True
+        try:
+            described = self.servers.propose(*args, **kwargs)
+            refused = False
+        finally:  # the partner's records, the proposal's wall seconds, refused or not
+            partner = max(getattr(self.servers, "records", [0]))
+            self.timed.append((partner, time.perf_counter() - t0, refused))
         self.proposed.append(sum(p.pairs for p in described))  # (a list's append: thread-safe)
         return described
 
@@ -128,18 +138,22 @@ def s1_memory(s1: Any) -> str:
 
 
 def start_roles(
-    work: Path, processes: bool, kept: bool = False
+    work: Path, processes: bool, kept: bool = False, caps: tuple[int, int] | None = None
 ) -> tuple[str, str, str, str, Callable[[], None], list[int], Any]:
     """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
     two-server role`, as deployed, of this tree); with `kept`, each with a data dir (its audit
-    log and uploads on disk, durably); (S1's address, S2's, the parties' key, the members'
-    key, stop, the roles' process ids: none in this process, S1's service here or None)."""
+    log and uploads on disk, durably); `caps`: S1's `--exhaustive-pairs` and
+    `--small-member-pairs` (None: its defaults; in this process only); (S1's address, S2's,
+    the parties' key, the members' key, stop, the roles' process ids: none in this process,
+    S1's service here or None)."""
     data = {r: work / f"{r}-data" for r in ("s1", "s2")} if kept else {"s1": None, "s2": None}
     if not processes:
         key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         r2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=data["s2"])
+        exhaustive_, small = caps if caps is not None else (None, None)
         r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}",
-                         data_dir=data["s1"])  # fmt: skip
+                         data_dir=data["s1"], exhaustive=exhaustive_,
+                         small_member=small)  # fmt: skip
 
         def stop() -> None:
             r1.stop(grace=None)
@@ -177,12 +191,18 @@ def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def s1_sent(upload: Any, partner: int) -> int:
+def s1_sent(upload: Any, partner: int, caps: tuple[int, int] | None = None) -> int:
     """The bytes a single-record query sends S1 against partners of at most `partner` records
-    (S1 at its default cap): without band keys, and again with them where S1 blocks it
-    (client/remote/twoserver.py `project_query`)."""
+    (S1 at `caps`, its `--exhaustive-pairs` and `--small-member-pairs`; None: its defaults):
+    without band keys, and again with them where S1 blocks it
+    (client/remote/twoserver_realtime.py `project_query`)."""
     keyless = sum(p.ByteSize() for p in upload_parts("q", "s1", upload, keys=False))
-    if not query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner):
+    if caps is None:
+        needed = query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner)
+    else:
+        names = [tickets.query_name("project", "north", "q"), "project/south@t"]
+        needed = exhaustive.keys_needed(names, caps[0], [1, partner], caps[1])
+    if not needed:
         return keyless
     return keyless + sum(p.ByteSize() for p in upload_parts("q", "s1", upload))
 
@@ -209,8 +229,15 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.0,
                     help="seconds between the last upload and the first query (default 0: "
                     "at once, as a member querying right after a partner uploads)")  # fmt: skip
+    ap.add_argument("--mixed", action="store_true",
+                    help="S1 compares a query whole against the smallest partner only and "
+                    "blocks it against the others (its --exhaustive-pairs QUERY_STREAM x the "
+                    "smallest's records, --small-member-pairs 0; with --roles here and 2 or 3 "
+                    "--partners)")  # fmt: skip
     add_keep(ap)
     args = ap.parse_args()
+    if args.mixed and (args.roles != "here" or args.partners < 2):
+        ap.error("--mixed: with --roles here and --partners 2 or 3")
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
 
@@ -241,15 +268,20 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     width = asked.clk_bits // 8
     clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
 
+    partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
+    caps = None
+    if args.mixed:  # the smallest partner's records the most S1 compares a query whole against
+        caps = (exhaustive.QUERY_STREAM * min(partner_records.values()), 0)
     s1, s2, key, member_key, stop_roles, pids, s1_service = start_roles(
-        work, args.roles == "processes", args.role_data
+        work, args.roles == "processes", args.role_data, caps
     )
     plain = combiner_setup(s1, s2, key, member_key)
     proposed: list[int] = []  # the pairs S1 proposes a query
     evaluated: list[int] = []  # those evaluated: C learns each one's link bit
+    timed: list[tuple[int, float, bool]] = []  # a query's proposals (records, s, refused)
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> Counted:
-        return Counted(plain.servers(names, records, bits), proposed, evaluated)
+        return Counted(plain.servers(names, records, bits), proposed, evaluated, timed)
 
     setup = dataclasses.replace(plain, servers=servers)
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
@@ -285,7 +317,6 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                         two.tokens[name], *net]) == 0  # fmt: skip
             upload_seconds[name] = time.perf_counter() - t0
-        partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
         time.sleep(args.pause)
         presorter = getattr(s1_service, "presorter", None)  # None: processes, or an older tree
         sorted_first = "unknown" if presorter is None else str(presorter.wait(0))
@@ -297,6 +328,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         spent: list[int] = []  # pairs evaluated a query
         s1_bytes: list[int] = []
         s2_bytes: list[int] = []
+        proposals: list[list[tuple[int, float, bool]]] = []  # each two-server query's
         with (
             MatcherClient(target, clk.tokens["north"]) as a,
             MatcherClient(target, two.tokens["north"]) as b,
@@ -306,6 +338,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 for mode in ("clk", "two-server"):
                     proposed.clear()
                     evaluated.clear()
+                    timed.clear()
                     r0 = proc_cpu(pids)
                     t0, c0 = time.perf_counter(), time.process_time()
                     if mode == "clk":
@@ -340,7 +373,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     if mode == "two-server":
                         pairs.append(sum(proposed))
                         spent.append(sum(evaluated))
-                        s1_bytes.append(s1_sent(upload, max(partner_records.values())))
+                        proposals.append(list(timed))
+                        s1_bytes.append(s1_sent(upload, max(partner_records.values()), caps))
                         s2_bytes.append(sum(p.ByteSize() for p in upload_parts("q", "s2", upload)))
         load_after = os.getloadavg()[0]
     finally:
@@ -387,7 +421,36 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         f"max {max(spent)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.1f} "
         f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
     )
+    if caps is not None:
+        print_mixed(proposals, partner_records, s1_service, n)
     return 0
+
+
+def print_mixed(proposals: list[list[tuple[int, float, bool]]], partner_records: dict[str, int],
+                s1: Any, queries: int) -> None:  # fmt: skip
+    """`--mixed`: the proposals a two-server query made (refused for want of band keys, or
+    abandoned: made to a partner in a try S1 refused), how long the blocked partners' took
+    (what the smallest partner's search waits on, where every proposal comes before any
+    search), and the query records S1 counted."""
+    small = min(partner_records.values())
+    refused = [sum(r for _, _, r in got) for got in proposals]
+    # Proposals made beyond one a partner searched: made in a try another partner's refusal
+    # ended, so abandoned (none searched).
+    abandoned = [sum(not r for _, _, r in got) - len(partner_records) for got in proposals]
+    blocked = [max((s for records, s, r in got if records > small and not r), default=0.0)
+               for got in proposals]  # fmt: skip
+    whole = [max((s for records, s, r in got if records == small), default=0.0)
+             for got in proposals]  # fmt: skip
+    counted = s1.queries.counter.used("shares", "north", time.time())[0]
+    print(
+        f"--mixed: proposals a query: median {pct([len(g) for g in proposals], 50):.0f} "
+        f"(refused for want of band keys: median {pct(refused, 50):.0f}; made and abandoned "
+        f"with them: median {pct(abandoned, 50):.0f}); the slowest blocked partner's "
+        f"proposal p50 {1000 * pct(blocked, 50):.1f} ms, p99 {1000 * pct(blocked, 99):.1f} "
+        f"ms; the smallest partner's ({small:,} records, whole) p50 "
+        f"{1000 * pct(whole, 50):.1f} ms; S1 counted {counted} query records for "
+        f"{queries} single-record queries"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in
 or with `--roles processes` each a `blindmatch two-server role` process of its own, as
 benchmarks/twoserver_query.py starts them); the messy fixture (benchmarks/messy.py). North
 watches its own first `--watched` records (encoded as `encode --two-server` encodes them, sent
-to S1 and S2 under a query ticket: client/remote/twoserver.py `project_watch`); south
+to S1 and S2 under a query ticket: client/remote/twoserver_realtime.py `project_watch`); south
 (south-police, ~35% of `--size` people, ~5,000 at the default) then uploads its encoded folder
 `--uploads` times (`blindmatch upload`, each a new upload at S1 and S2). Per upload: the
 upload's wall seconds (the command), then from its return until the matcher has compared it
@@ -45,7 +45,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import MatcherError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
-from blindmatch.client.remote.twoserver import project_watch
+from blindmatch.client.remote.twoserver_realtime import project_watch
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
 

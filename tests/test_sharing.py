@@ -164,8 +164,9 @@ def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
     part_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each part whole bands in order, at least one; a part of several bands holds at most
-    `PART_BYTES` of tokens, and the next band would not have fit (client/remote/twoserver.py)."""
-    from blindmatch.client.remote import twoserver as remote
+    `PART_BYTES` of tokens, and the next band would not have fit
+    (client/remote/twoserver_parts.py)."""
+    from blindmatch.client.remote import twoserver_parts as remote
 
     monkeypatch.setattr(remote, "PART_BYTES", part_bytes)
     rng = np.random.default_rng(5)

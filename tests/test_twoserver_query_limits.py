@@ -234,6 +234,16 @@ def test_records_sent_again_under_a_query_name_already_counted_are_refused(
             c.upload(name, upload)
 
 
+def encoded_west(members: dict[str, tuple[Export, Path]], folder: Path) -> Path:  # noqa: F811
+    """West's export (fewer records than north's or south's) encoded `--two-server`."""
+    west = members["west"][0]
+    out = folder / "west.encoded"
+    assert main(["encode", str(west.csv), "--schema", str(SCHEMA), "--secret-file",
+                 str(west.csv.parent / "linkage.secret"), "--mapping", str(west.mapping),
+                 "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+    return out
+
+
 def test_three_partners_searched_at_once_answer_as_the_clk_project(
     worlds: Callable[[dict[str, QueryLimits]], World],
     members: dict[str, tuple[Export, Path]],  # noqa: F811
@@ -241,12 +251,8 @@ def test_three_partners_searched_at_once_answer_as_the_clk_project(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     world = worlds({})
-    west = members["west"][0]
-    west_encoded = tmp_path / "west.encoded"
-    assert main(["encode", str(west.csv), "--schema", str(SCHEMA), "--secret-file",
-                 str(west.csv.parent / "linkage.secret"), "--mapping", str(west.mapping),
-                 "--out", str(west_encoded), "--two-server", "--quiet"]) == 0  # fmt: skip
-    encoded = {"north": members["north"][1], "south": members["south"][1], "west": west_encoded}
+    encoded = {"north": members["north"][1], "south": members["south"][1],
+               "west": encoded_west(members, tmp_path)}  # fmt: skip
     with world.operator() as op:
         two = op.create_project("shares", FOUR, mode="two-server")
         clk = op.create_project("clks", FOUR, mode="clk")
@@ -295,3 +301,36 @@ def test_three_partners_searched_at_once_answer_as_the_clk_project(
                                          capsys))  # fmt: skip
     assert [w for _, w in sent] == [True, False]
     assert sent[0][0] not in spent and sent[1][0] in spent
+
+
+def test_a_query_s1_blocks_against_its_larger_partner_is_counted_once_and_abandons_nothing(
+    worlds: Callable[[dict[str, QueryLimits]], World],
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One partner within S1's bound and one over it: the records sent without band keys are
+    proposed to the larger partner first and refused there, so no proposal against the
+    smaller one is made only to be abandoned, and S1 counts the query once (when it comes
+    again with its keys), in its counter and its audit log."""
+    world = worlds({})
+    with world.operator() as op:
+        two = op.create_project("shares", ["north", "west", "east"], mode="two-server")
+    for name, path in (("north", members["north"][1]), ("west", encoded_west(members, tmp_path))):
+        assert world.cli("upload", str(path), "--project", "shares", token=two.tokens[name]) == 0
+    s1 = world.roles["s1"].service
+    sizes = sorted(h.records for n, h in s1.held.items() if n.startswith("shares/"))
+    assert sizes[0] < sizes[1]
+    s1.exhaustive, s1.small_member = exhaustive.QUERY_STREAM * sizes[0], 0
+    export = members["north"][0]
+    people = person_csv(export, sorted(export.truth)[:1], tmp_path / "one.csv")
+    got = query(world, "shares", two.tokens["east"], people, export, capsys)
+    assert got["partners"] == ["north", "west"] and "north" in held_by(got)[0]
+    assert s1.queries.counter.used("shares", "east", time.time())[0] == 1
+    logged = role_audit(world, "s1")
+    assert [a for a, _ in logged if a.startswith("twoserver.query")] == ["twoserver.query"]
+    proposed = [d["members"] for a, d in logged if a == "twoserver.run"
+                and any(tickets.is_query(m) for m in d["members"])]  # fmt: skip
+    refused = [d["members"] for a, d in logged if a == "twoserver.refused"]
+    assert len(refused) == 1 and len(proposed) == 2  # once refused, then each partner once
+    assert all(refused[0][0] not in m for m in proposed)

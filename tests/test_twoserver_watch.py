@@ -29,7 +29,8 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
-from blindmatch.client.remote.twoserver import RoleClient, project_watch, ticket
+from blindmatch.client.remote.twoserver import RoleClient, ticket
+from blindmatch.client.remote.twoserver_realtime import project_watch
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
 from blindmatch.matcher.realtime.watches import Watch
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries

@@ -235,7 +235,7 @@ def _two_server_query(
     secret: bytes,
 ) -> QueryAnswer:  # fmt: skip
     """A query in a two-server project: the records' shares to S1 and S2, the matcher asked."""
-    from blindmatch.client.remote.twoserver import project_query
+    from blindmatch.client.remote.twoserver_realtime import project_query
 
     upload = shared_records(result, schema, secret)
     return project_query(

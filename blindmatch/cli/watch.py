@@ -1,7 +1,7 @@
 """`blindmatch watch`: be told, as it happens, when a partner later holds a watched person.
 
 The people are given as `query` takes them (realtime.py `person_arguments`); the watch is
-`MatcherClient.watch` in a CLK project and `twoserver.project_watch` in a two-server one
+`MatcherClient.watch` in a CLK project and `twoserver_realtime.project_watch` in a two-server one
 (docs/realtime.md, "Watching for later matches"). The stream is followed on a thread of
 its own, so that the main thread can stop it at Ctrl-C (or SIGTERM), after --count events or
 at --timeout: closing the connection ends the watch at the matcher (and, in a two-server
@@ -116,7 +116,7 @@ def _stream(
     """The watch's events, by the project's mode (asked first: a two-server project's
     matcher never receives a CLK, as for `query`)."""
     if client.describe(args.project).mode == "two-server":
-        from blindmatch.client.remote.twoserver import project_watch
+        from blindmatch.client.remote.twoserver_realtime import project_watch
 
         return project_watch(
             client, args.project, shared_records(result, schema, secret),

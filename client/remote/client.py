@@ -395,12 +395,4 @@ class MatcherClient(OperatorCalls):
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
             stream = self._stub.Watch(request, metadata=self._metadata(), timeout=timeout)
-            try:
-                for message in stream:
-                    event = convert.watch_event(message)
-                    if event is not None:
-                        yield event
-                    elif on_ready is not None:
-                        on_ready()
-            finally:
-                stream.cancel()
+            yield from convert.watch_events(stream, on_ready)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import cast
+
+import grpc
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.remote.model import (
@@ -334,6 +336,23 @@ def watch_event(event: pb.WatchEvent) -> WatchEvent | None:
         return WatchEvent(event.count.partner, None, None)
     m = event.result.matches[0]
     return WatchEvent(m.partner, event.result.index, partner_match(m))
+
+
+def watch_events(
+    stream: Iterator[pb.WatchEvent], on_ready: Callable[[], None] | None
+) -> Iterator[WatchEvent]:
+    """A `Watch` stream's events as a member sees them (its "watch registered" signal calls
+    `on_ready`), the stream cancelled when the caller stops (a CLK watch's and a two-server
+    one's alike)."""
+    try:
+        for message in stream:
+            event = watch_event(message)
+            if event is not None:
+                yield event
+            elif on_ready is not None:
+                on_ready()
+    finally:
+        cast(grpc.Future, stream).cancel()  # a gRPC call: an iterator and a future
 
 
 def query_limits(reply: pb.QueryLimits) -> QueryLimits:

@@ -8,12 +8,14 @@ to S1, which records lack the fallback's fields, as `upload_parts` sends them), 
 matcher then gets a header alone: how many records, and the digest of the member's second
 shares (`shares_sha256`) as the upload's name; last, so that the matcher never holds a
 member's upload before S1 and S2 hold theirs.
+
+The parts each role receives are made in client/remote/twoserver_parts.py; a query's and a
+watch's records are sent, and the matcher asked, in client/remote/twoserver_realtime.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,102 +26,20 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
+from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.errors import InputError, RejectedError
 from blindmatch.client.remote.channel import translate_errors
-from blindmatch.client.remote.convert import query_answer, score_rule, watch_event
-from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, UploadReceipt, WatchEvent
-from blindmatch.client.remote.peers import (
-    drop_peer_channels,
-    peer_channel,
-    role_channel,
-)
+from blindmatch.client.remote.convert import score_rule
+from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
+from blindmatch.client.remote.peers import role_channel
+from blindmatch.client.remote.twoserver_parts import ROLES, upload_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
-ROLES = ("s1", "s2", "combiner")
-PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
 RUN_SECONDS = 24 * 3600.0
-QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
-
-
-def upload_parts(
-    member: str,
-    role: str,
-    upload: SharedUpload,
-    rule: tuple[float, float, float] | None = None,
-    keys: bool = True,
-) -> Iterator[pb.SharedPart]:
-    """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their popcounts),
-    which records lack the fallback's fields, then sealed band keys (band ranges, in parts of no
-    rows; not `keys`: none, every part `band_keys_withheld`, a query's records only:
-    docs/protocol.md "A query without band keys"); S2 second shares (of both) and the seal key
-    (every part); the combiner how many records (no popcount); each CLK in parts of at most
-    about PART_BYTES a field. Every part carries the schema's `rule` (None: none), which a run
-    applies on the shares of both CLKs where every member's upload carries the same one."""
-    wired = score_rule(rule)
-    for part in _parts(member, role, upload, keys):
-        if wired is not None:
-            part.rule.CopyFrom(wired)
-        yield part
-
-
-def _parts(member: str, role: str, upload: SharedUpload, keys: bool) -> Iterator[pb.SharedPart]:
-    if role not in ROLES:
-        raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
-    for clk, pops in enumerate(upload.combiner.popcounts):
-        shares = upload.s1.shares[clk] if role == "s1" else upload.s2.shares[clk]
-        width = shares.shape[1]
-        bands = upload.s1.bands[clk]
-        step = max(1, PART_BYTES // width)
-        rows = len(pops) if role == "combiner" else len(shares)
-        for lo in range(0, rows, step):
-            hi = min(lo + step, rows)
-            part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
-            if role == "s1":
-                part.bands = bands.bands
-                part.band_keys_withheld = not keys
-            if role == "s2":
-                part.seal_key = upload.s2.seal_key
-            if role != "combiner":
-                part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
-                held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
-                part.popcount_shares = np.ascontiguousarray(held[clk][lo:hi], "<u4").tobytes()
-            if role == "s1" and clk == 1 and upload.s1.lacking is not None:
-                bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
-                part.lacking = bits.tobytes()
-            yield part
-        if role == "s1" and keys:
-            yield from _sealed_parts(member, clk, 8 * width, bands)
-
-
-def _sealed_parts(
-    member: str, clk: int, clk_bits: int, bands: SealedBands
-) -> Iterator[pb.SharedPart]:
-    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part."""
-    offsets = bands.offsets()
-    ends = np.concatenate([[0], np.cumsum(bands.counts)])
-    n = len(bands.counts)
-    band_end = offsets[ends[1:]]  # where each band's tokens end, in bytes (ascending)
-    band = 0
-    while band < n:
-        # At least one band a part, then as many as fit: the first band ending past
-        # PART_BYTES from this one's start is the next part's.
-        fits = int(np.searchsorted(band_end, offsets[ends[band]] + PART_BYTES, side="right"))
-        last = max(band + 1, min(fits, n))
-        k0, k1 = int(ends[band]), int(ends[last])
-        yield pb.SharedPart(
-            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=bands.bands,
-            band_lo=band, band_counts=bands.counts[band:last].tolist(),
-            band_keys=np.ascontiguousarray(bands.keys[k0:k1], "<u8").tobytes(),
-            classes=bands.classes[k0:k1].tobytes(),
-            sealed=bands.sealed[offsets[k0] : offsets[k1]].tobytes(),
-        )  # fmt: skip
-        band = last
 
 
 @dataclass
@@ -162,8 +82,8 @@ class RoleClient:
         self._channel = channel or role_channel(target, credentials, insecure)
         self._metadata = (("authorization", f"Bearer {key}"),)
         # Made here, not at the call: a call on a thread of its own may find the channel
-        # closed already (a Ctrl-C, `_send_records`), which refuses it; gRPC (1.85) crashes
-        # the process making a stub on a closed channel.
+        # closed already (a Ctrl-C, twoserver_realtime.py `send_records`), which refuses it;
+        # gRPC (1.85) crashes the process making a stub on a closed channel.
         self._stub: pb_grpc.TwoServerBlockingStub | pb_grpc.TwoServerSharesStub | (
             pb_grpc.TwoServerCombinerStub
         ) = (
@@ -270,9 +190,9 @@ def ticket(
     query: bool = False,
 ) -> TwoServerTicket:
     """The matcher's ticket for this member's next upload to S1 and S2 (`query`: for a
-    query's records, `project_query`). `planned`: the header the upload will carry, which the
-    matcher checks against the project's uploads first (refused: RejectedError, and nothing
-    is sent anywhere)."""
+    query's records, twoserver_realtime.py `project_query`). `planned`: the header the upload
+    will carry, which the matcher checks against the project's uploads first (refused:
+    RejectedError, and nothing is sent anywhere)."""
     request = pb.TwoServerTicketRequest(project=project, upload=planned, query=query)
     reply = client._retrying(
         "two-server ticket",
@@ -353,146 +273,16 @@ def project_upload(
     return ProjectUpload(t.name, where["s1"], where["s2"], receipt)
 
 
-def _send_records(
-    client: MatcherClient,
-    project: str,
-    upload: SharedUpload,
-    fingerprint: bytes,
-    schema_digest: str,
-    rule: tuple[float, float, float] | None,
-    s1: str,
-    s2: str,
-    keys: bool = True,
-) -> TwoServerTicket:
-    """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against the
-    project's uploads first; to S1 without band keys unless `keys`); the ticket. Stopped (a
-    Ctrl-C, SIGTERM as `watch` raises it) it returns at once, both uploads ended where they
-    were; what reached S1 or S2 the matcher has them forget once the ticket expires unclaimed
-    (docs/realtime.md "A query or watch stopped while its records are sent")."""
-    widths = [8 * s.shape[1] for s in upload.s2.shares]
-    header = pb.UploadHeader(
-        project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
-        sha256=shares_sha256(upload.s2.shares), schema_digest=schema_digest,
-        rule=score_rule(rule), two_server_bits=widths,
-    )  # fmt: skip
-    t = ticket(client, project, header, query=True)
-    where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
-    roles = {role: RoleClient(role, where[role], t.ticket, client.credentials,
-                              insecure=client.insecure,
-                              channel=peer_channel(client, where[role]))
-             for role in ("s1", "s2")}  # fmt: skip
-    failed: dict[str, BaseException] = {}
-
-    def send(role: str) -> None:
-        try:
-            roles[role].upload(t.name, upload, rule, keys)
-        except BaseException as exc:  # (its thread's end: told to the caller below)
-            failed[role] = exc
-
-    # To S1 and S2 at once (S2's part is small: it waits on S1's), each on a daemon thread,
-    # over the channels the client keeps to them: a Ctrl-C or SIGTERM while they are sent
-    # closes both channels, which ends both uploads at once, and neither is waited for (nor
-    # holds the process at its exit).
-    sending = [threading.Thread(target=send, args=(role,), daemon=True,
-                                name=f"bm-query-upload-{role}") for role in roles]  # fmt: skip
-    try:
-        for thread in sending:
-            thread.start()
-        for thread in sending:
-            thread.join()
-    except BaseException:
-        drop_peer_channels(client)
-        raise
-    for role in roles:  # S1's error first
-        if role in failed:
-            raise failed[role]
-    return t
-
-
-def _request(
-    project: str, upload: SharedUpload, t: TwoServerTicket, clk_bits: int, fingerprint: bytes,
-    purpose: str, rule: tuple[float, float, float] | None,
-) -> pb.QueryRequest:  # fmt: skip
-    widths = [8 * s.shape[1] for s in upload.s2.shares]
-    return pb.QueryRequest(
-        project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
-        fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),
-        two_server_ticket=t.ticket, two_server_records=len(upload),
-    )  # fmt: skip
-
-
-def project_query(
-    client: MatcherClient,
-    project: str,
-    upload: SharedUpload,
-    *,
-    clk_bits: int,
-    fingerprint: bytes,
-    purpose: str,
-    schema_digest: str = "",
-    rule: tuple[float, float, float] | None = None,
-    s1: str = "",
-    s2: str = "",
-) -> QueryAnswer:
-    """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
-    project"): the query's records, encoded as `encode --two-server` encodes an upload
-    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
-    and S2 under a query ticket (checked against the project's uploads first), then the
-    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
-    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only.
-
-    The records go to S1 without their band keys first: where S1 blocks the query against a
-    partner (an upload over its unblocked bound) the matcher refuses it `band_keys_needed`,
-    costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
-    "A query without band keys")."""
-    for keys in (False, True):
-        t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
-                          keys)  # fmt: skip
-        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
-        try:
-            with translate_errors(client.target):
-                reply = client._stub.Query(request, metadata=client._metadata(),
-                                           timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
-        except RejectedError as exc:
-            if keys or BAND_KEYS_NEEDED not in str(exc):
-                raise
-            continue
-        return query_answer(reply)
-    raise AssertionError("unreachable: the second try sends the keys")
-
-
-def project_watch(
-    client: MatcherClient,
-    project: str,
-    upload: SharedUpload,
-    *,
-    clk_bits: int,
-    fingerprint: bytes,
-    purpose: str,
-    schema_digest: str = "",
-    rule: tuple[float, float, float] | None = None,
-    s1: str = "",
-    s2: str = "",
-    timeout: float | None = None,
-    on_ready: Callable[[], None] | None = None,
-) -> Iterator[WatchEvent]:
-    """A watch in a project in two-server mode (docs/realtime.md "Watching for later
-    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), but
-    with their band keys at once (they meet partners' later uploads, of sizes unknown), then
-    the matcher's Watch stream tells of each partner's later upload that holds one of them,
-    as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
-    closed; the records are sent when the generator is first advanced, and `on_ready` is
-    called once the matcher has registered the watch."""
-    t = _send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
-    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
-    with translate_errors(client.target):
-        stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
-        try:
-            for message in stream:
-                event = watch_event(message)
-                if event is not None:
-                    yield event
-                elif on_ready is not None:
-                    on_ready()
-        finally:
-            stream.cancel()
+__all__ = [
+    "NOT_TWO_SERVER",
+    "ProjectUpload",
+    "RoleClient",
+    "TwoServerLinks",
+    "acknowledged_sha256",
+    "folder_sha256",
+    "project_upload",
+    "shares_sha256",
+    "ticket",
+    "ticket_if_two_server",
+    "upload_parts",
+]

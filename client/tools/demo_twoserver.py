@@ -22,7 +22,7 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import ProjectTokens
-from blindmatch.client.remote.twoserver import project_query
+from blindmatch.client.remote.twoserver_realtime import project_query
 from blindmatch.client.tools.demo import (
     PROJECT,
     SCHEMA,

@@ -18,13 +18,19 @@ in the query log and audit log as any query. S1 and S2 count the query against t
 query limit (core/querylimit.py) at its first proposal: beyond it the search is refused
 RESOURCE_EXHAUSTED, which the engine reports as a quota refusal.
 
+One partner's search (S1's proposal, the circuit on it, the largest partner proposed to
+first) is realtime/twopartner.py's; its names are this module's too.
+
 A query's records come to S1 without their band keys first (SharedPart.band_keys_withheld;
 docs/protocol.md "A query without band keys"): S1 then proposes only where it compares the
 query unblocked against the partner, and refuses a partner it blocks (`band_keys_needed`,
-core/exhaustive.py `keys_needed`). So every partner is proposed to first, and only then is
-any searched: one refused, none is searched, and the query is refused FAILED_PRECONDITION
-starting `band_keys_needed` (costing the member nothing), on which the client sends the
-records again with their keys under a fresh ticket.
+core/exhaustive.py `keys_needed`). Whether S1 blocks a query against a partner depends on
+the partner's records alone (over its bound: blocked), so the largest partner is proposed
+to first, alone (`first_proposed`): refused, the query is refused FAILED_PRECONDITION
+starting `band_keys_needed` (costing the member nothing) with no other partner proposed to
+and nothing counted at S1 or S2, and the client sends the records again with their keys
+under a fresh ticket; proposed, every smaller partner is compared as whole, and the others
+are proposed to and searched at once, none waiting on another's proposal.
 """
 
 from __future__ import annotations
@@ -37,14 +43,24 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, tickets, tworun
-from blindmatch.matcher.core.compare import Candidates, merge
+from blindmatch.matcher.core import linkbit, tickets
 from blindmatch.matcher.core.disclose import QueryDisclosure
-from blindmatch.matcher.core.twoserver import Combiner
-from blindmatch.matcher.domain import MAX_QUERY_RECORDS, NO_RULE, Encoding, Project, Rule, Upload
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, Encoding, Project
+from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.realtime.twopartner import (
+    Opened,
+    Partner,
+    PartnerFound,
+    first_proposed,
+    keys_needed,
+    open_partner,
+    partner_upload,
+    query_links,
+    search_partner,
+    searched_partner,
+)
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
-from blindmatch.protos.wire import BAND_KEYS_NEEDED, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 T = TypeVar("T")
@@ -56,57 +72,6 @@ NO_UPLOAD = "no upload at S1 and S2 (its records are searched once it uploads: `
 
 # found[i][partner]: (ref, score) of the partner's records that hold queried record i
 Found = list[dict[str, list[tuple[str, float]]]]
-
-
-def query_links(
-    servers: tworun.Servers, combiner: Combiner, transcript: linkbit.Transcript | None = None
-) -> tuple[Candidates, int]:
-    """A query's links (docs/realtime.md "Queries in a two-server project"): S1 proposes the
-    pairs between the query's records (member 0) and one partner's upload (member 1), and C
-    learns each proposed pair's link bit, and a linking pair's bucket and rows, as in `drive`;
-    no solving (each queried record is answered on its own, as a CLK-mode query is) and so no
-    extras. (the links, how many pairs S1 proposed)"""
-    transcript = transcript if transcript is not None else linkbit.Transcript()
-    described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
-    return proposed_query_links(servers, combiner, described, transcript)
-
-
-def proposed_query_links(
-    servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
-    transcript: linkbit.Transcript,
-) -> tuple[Candidates, int]:  # fmt: skip
-    """`query_links` once S1 has proposed (`described`)."""
-    found = _parts_links(servers, combiner, described, transcript)
-    return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
-
-
-# The parts of a query's proposal (a CLK each) at once: each its own batches, so one part's
-# rounds between S1 and S2 overlap the other's (each part's calls are the same as one after
-# the other; S1 and S2 check and count each batch as it comes). Its own pool: a partner's
-# search (the `_search` pool) waits on its parts here, which submit nothing further.
-PARTS = ThreadPoolExecutor(16, "bm-twoquery-part")
-
-
-def _parts_links(
-    servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
-    transcript: linkbit.Transcript,
-) -> list[Candidates]:  # fmt: skip
-    """Each part's links (`tworun.proposed_links`), the parts with pairs at once; what
-    crossed counted in `transcript`."""
-    if sum(1 for p in described if p.pairs) < 2:
-        seconds: dict[str, float] = {}
-        return [tworun.proposed_links(servers, combiner, index, part, transcript, seconds)
-                for index, part in enumerate(described)]  # fmt: skip
-    own = [linkbit.Transcript() for _ in described]
-    jobs = [PARTS.submit(tworun.proposed_links, servers, combiner, index, part, own[index], {})
-            for index, part in enumerate(described)]  # fmt: skip
-    wait(jobs)
-    for got in own:
-        for (a, b), n in got.sent.items():
-            transcript.count(a, b, n)
-        transcript.rounds += got.rounds
-        transcript.pairs += got.pairs
-    return [j.result() for j in jobs]  # the first part's error, in part order
 
 
 @dataclass
@@ -228,47 +193,6 @@ def forget_refused(
         setup.forget(project, name.split("/")[1])
 
 
-@dataclass(frozen=True)
-class Partner:
-    """One partner's current upload to search: its name at S1 and S2, records, widths, rule."""
-
-    member: str
-    name: str
-    records: int
-    bits: tuple[int, ...]
-    rule: Rule
-    sha256: str = ""  # the upload's (a mapping answer's request references name it)
-
-
-@dataclass
-class PartnerFound:
-    links: Candidates | None = None  # None: not searched (`why`)
-    pairs: int = 0
-    why: str = ""
-    transcript: linkbit.Transcript = field(default_factory=linkbit.Transcript)
-
-
-def partner_upload(store: Store, partner: str, upload: Upload | None,
-                   encoding: Encoding) -> Partner | None:  # fmt: skip
-    """`partner`'s `upload` to search for records of `encoding` (its name at S1 and S2,
-    records, widths and the rule both carry); None without a two-server upload;
-    FailedPrecondition for another encoding than the query's."""
-    part = store.two_server_part(upload.id) if upload is not None else None
-    if upload is None or part is None:
-        return None
-    partner_name, bits = part
-    if encoding.clk_bits != sum(bits) or encoding.fingerprint != upload.fingerprint:
-        raise errors.FailedPrecondition(
-            f"clk_bits/fingerprint: the query's CLKs are {encoding.clk_bits} bits under "
-            f"{fingerprint_id(encoding.fingerprint)}, {partner}'s upload's {sum(bits)} under "
-            f"{fingerprint_id(upload.fingerprint)}: encode the query with the project's "
-            "schema and secret"
-        )
-    rule = store.score_rule(upload.id)
-    return Partner(partner, partner_name, upload.record_count, tuple(bits),
-                   rule if rule == encoding.rule else NO_RULE, upload.sha256)  # fmt: skip
-
-
 def _partners(store: Store, project: Project, member: str, encoding: Encoding,
               out: Searched) -> list[Partner]:  # fmt: skip
     """The partners to search (each with a current upload whose encoding is the query's);
@@ -285,101 +209,6 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
             out.uploads[partner] = p.sha256
             found.append(p)
     return found
-
-
-@dataclass
-class Opened:
-    """One partner's search proposed at S1 (`described`), or not searched (`why`), or
-    refused for want of the query's band keys (`keys`: S1's refusal)."""
-
-    partner: Partner
-    servers: tworun.Servers
-    combiner: Combiner
-    servers_name: str  # the query's records' name at S1 and S2
-    described: list[tworun.Proposed] | None = None
-    why: str = ""
-    keys: str = ""
-    closed: bool = False
-
-    def close(self) -> None:
-        """The servers' channels closed (once)."""
-        close = getattr(self.servers, "close", None)
-        if close is not None and not self.closed:
-            self.closed = True
-            close()
-
-
-def open_partner(
-    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
-) -> Opened:
-    """S1's proposal between the query's records and partner `p`'s upload."""
-    combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
-    servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
-    out = Opened(p, servers, combiner, name)
-    try:
-        out.described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
-    except errors.FailedPrecondition as exc:
-        if BAND_KEYS_NEEDED in str(exc):
-            out.keys = str(exc)
-        else:
-            out.why = _not_whole(exc, name, p, out)
-    except BaseException:
-        out.close()
-        raise
-    return out
-
-
-def _not_whole(exc: errors.FailedPrecondition, name: str, p: Partner, opened: Opened) -> str:
-    """Why partner `p` is not searched: its upload is not whole at S1 and S2; else raised
-    (its servers closed), as the query's records' absence or as it came."""
-    if f"holds no upload of {p.name!r}" in str(exc):
-        return f"its upload is not whole at S1 and S2 ({exc}); {p.member} must upload again"
-    opened.close()
-    if f"holds no upload of {name!r}" in str(exc):
-        raise errors.FailedPrecondition(
-            f"the query's records are not at S1 and S2 ({exc}): send them again under "
-            "a fresh query ticket"
-        ) from None
-    raise exc
-
-
-def searched_partner(opened: Opened) -> PartnerFound:
-    """An opened partner's links (the circuit on S1's proposal), its servers closed after."""
-    out = PartnerFound(why=opened.why or opened.keys)
-    try:
-        if opened.described is not None:
-            out.links, out.pairs = proposed_query_links(
-                opened.servers, opened.combiner, opened.described, out.transcript
-            )
-    except errors.FailedPrecondition as exc:
-        out.links, out.pairs = None, 0
-        out.why = _not_whole(exc, opened.servers_name, opened.partner, opened)
-    finally:
-        opened.close()
-    return out
-
-
-def search_partner(
-    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
-) -> PartnerFound:
-    """One partner's upload searched for the query's records at S1 and S2."""
-    return searched_partner(open_partner(setup, threshold, name, records, p))
-
-
-def keys_needed(opened: list[Opened]) -> None:
-    """Refuse the query where S1 refused a partner for want of its band keys
-    (`band_keys_needed`): nothing searched, every partner's proposal closed."""
-    refused = [o for o in opened if o.keys]
-    if not refused:
-        return
-    for o in opened:
-        o.close()
-    raise errors.FailedPrecondition(
-        f"{BAND_KEYS_NEEDED}: S1 blocks this query against {refused[0].partner.member}'s "
-        f"upload ({refused[0].keys}), so it needs the query's band keys, which it was sent "
-        "without: send the records again with them under a fresh query ticket (`blindmatch "
-        "query` does so)"
-    )
 
 
 def _at_once(fn: Callable[..., T], items: list[U], *args: object) -> list[T]:
@@ -410,12 +239,24 @@ def _search(
 ) -> Searched:
     out = Searched([{} for _ in range(records)], [])
     partners = _partners(store, project, member, encoding, out)
-    # The partners at once (PARTNERS_AT_ONCE at most): each its own proposal at S1 and its own
-    # batches, so one partner's wait on S1 and S2 overlaps another's. Every partner proposed
-    # to first: one refused for want of band keys, none is searched (`keys_needed`).
-    opened = _at_once(open_partner, partners, setup, project.threshold, name, records)
-    keys_needed(opened)
-    results = _at_once(searched_partner, opened)
+    # The largest partner proposed to first, alone: refused for want of band keys, nothing
+    # else is proposed or counted (`first_proposed`). Then the partners at once
+    # (PARTNERS_AT_ONCE at most): each the rest of its own proposal at S1 and its own
+    # batches, so one partner's wait on S1 and S2 overlaps another's.
+    opened, rest = first_proposed(setup, project.threshold, name, records, partners)
+
+    def searched(item: Opened | Partner) -> PartnerFound:
+        if isinstance(item, Opened):
+            return searched_partner(item)
+        return search_partner(setup, project.threshold, name, records, item)
+
+    items: list[Opened | Partner] = [*opened, *rest]
+    got_by = {(o.partner.member if isinstance(o, Opened) else o.member): got
+              for o, got in zip(items, _at_once(searched, items), strict=True)}  # fmt: skip
+    results = [got_by[p.member] for p in partners]
+    keyless = [(p, got) for p, got in zip(partners, results, strict=True) if got.keys]
+    if keyless:  # a smaller partner S1 blocks (not by its records alone): sent again, with keys
+        raise twopartner.keys_refusal(keyless[0][0].member, keyless[0][1].keys)
     for p, got in zip(partners, results, strict=True):
         for (a, b), n in got.transcript.sent.items():
             out.transcript.count(a, b, n)
@@ -443,10 +284,12 @@ __all__ = [
     "PartnerFound",
     "Searched",
     "check_records",
+    "first_proposed",
     "forget_refused",
     "keys_needed",
     "open_partner",
     "partner_upload",
+    "query_links",
     "query_name",
     "referenced",
     "search",

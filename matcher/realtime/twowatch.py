@@ -24,7 +24,10 @@ A comparison that cannot be made ends the watch rather than passing an upload ov
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
 (RESOURCE_EXHAUSTED, recorded as `query.refused`), the watch's records gone from S1 or S2
 (FAILED_PRECONDITION: open it again under a fresh ticket), S1 still busy (its proposals all in
-flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable). S1 busy is asked again later, not
+flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable), S1 blocking the watch against an
+upload whose records it holds without their band keys (FAILED_PRECONDITION starting
+`band_keys_needed`: open it again with them; `project_watch` sends them, so only a client that
+withheld them meets this). S1 busy is asked again later, not
 waited for: the watches S1 was busy for are compared with that upload again after the next of
 BUSY_WAITS (`later`: a timer, which puts the comparison back on the comparing thread), while
 the comparing thread goes on with the other watches' comparisons (their notifications are not
@@ -50,6 +53,7 @@ from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
+from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
@@ -100,7 +104,7 @@ class TwoServerWatches:
             raise errors.InvalidArgument(
                 f"clks: project {project.name!r} runs in two-server mode: the matcher never "
                 "takes a CLK; a watch's records go to S1 and S2 under a query ticket "
-                "(client/remote/twoserver.py `project_watch`)"
+                "(client/remote/twoserver_realtime.py `project_watch`)"
             )
         name = twoquery.query_name(self.setup, project.name, member, ticket, time.time())
         with self._lock:
@@ -268,6 +272,13 @@ class TwoServerWatches:
             return self._end(watch, type(exc)(
                 f"{partner}'s new upload could not be compared with this watch: {exc}; open "
                 "it again (the records the partner uploaded since are not searched)"
+            ))  # fmt: skip
+        if got.keys:  # S1 blocks it against this upload, and holds it without band keys
+            return self._end(watch, errors.FailedPrecondition(
+                f"{BAND_KEYS_NEEDED}: {partner}'s new upload could not be compared with this "
+                f"watch: S1 blocks the watch against it ({got.keys}) and holds the watched "
+                "records without their band keys; open it again with them (the records the "
+                "partner uploaded since are not searched)"
             ))  # fmt: skip
         if got.links is None:
             log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,

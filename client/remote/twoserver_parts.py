@@ -1,0 +1,96 @@
+"""A member's two-server upload as the parts each role receives (docs/protocol.md "Two
+servers and a combiner"): S1 the first shares, which records lack the fallback's fields and
+the sealed band keys (or none: a query's records sent without them); S2 the second shares and
+the seal key; the combiner how many records. Each CLK in parts of at most about PART_BYTES a
+field (client/remote/twoserver.py `RoleClient.upload` sends them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
+from blindmatch.client.remote.convert import score_rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+ROLES = ("s1", "s2", "combiner")
+PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
+
+
+def upload_parts(
+    member: str,
+    role: str,
+    upload: SharedUpload,
+    rule: tuple[float, float, float] | None = None,
+    keys: bool = True,
+) -> Iterator[pb.SharedPart]:
+    """`upload` as the parts `role` receives: S1 first shares (of the CLKs and their popcounts),
+    which records lack the fallback's fields, then sealed band keys (band ranges, in parts of no
+    rows; not `keys`: none, every part `band_keys_withheld`, a query's records only:
+    docs/protocol.md "A query without band keys"); S2 second shares (of both) and the seal key
+    (every part); the combiner how many records (no popcount); each CLK in parts of at most
+    about PART_BYTES a field. Every part carries the schema's `rule` (None: none), which a run
+    applies on the shares of both CLKs where every member's upload carries the same one."""
+    wired = score_rule(rule)
+    for part in _parts(member, role, upload, keys):
+        if wired is not None:
+            part.rule.CopyFrom(wired)
+        yield part
+
+
+def _parts(member: str, role: str, upload: SharedUpload, keys: bool) -> Iterator[pb.SharedPart]:
+    if role not in ROLES:
+        raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+    for clk, pops in enumerate(upload.combiner.popcounts):
+        shares = upload.s1.shares[clk] if role == "s1" else upload.s2.shares[clk]
+        width = shares.shape[1]
+        bands = upload.s1.bands[clk]
+        step = max(1, PART_BYTES // width)
+        rows = len(pops) if role == "combiner" else len(shares)
+        for lo in range(0, rows, step):
+            hi = min(lo + step, rows)
+            part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
+            if role == "s1":
+                part.bands = bands.bands
+                part.band_keys_withheld = not keys
+            if role == "s2":
+                part.seal_key = upload.s2.seal_key
+            if role != "combiner":
+                part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
+                held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
+                part.popcount_shares = np.ascontiguousarray(held[clk][lo:hi], "<u4").tobytes()
+            if role == "s1" and clk == 1 and upload.s1.lacking is not None:
+                bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
+                part.lacking = bits.tobytes()
+            yield part
+        if role == "s1" and keys:
+            yield from _sealed_parts(member, clk, 8 * width, bands)
+
+
+def _sealed_parts(
+    member: str, clk: int, clk_bits: int, bands: SealedBands
+) -> Iterator[pb.SharedPart]:
+    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part."""
+    offsets = bands.offsets()
+    ends = np.concatenate([[0], np.cumsum(bands.counts)])
+    n = len(bands.counts)
+    band_end = offsets[ends[1:]]  # where each band's tokens end, in bytes (ascending)
+    band = 0
+    while band < n:
+        # At least one band a part, then as many as fit: the first band ending past
+        # PART_BYTES from this one's start is the next part's.
+        fits = int(np.searchsorted(band_end, offsets[ends[band]] + PART_BYTES, side="right"))
+        last = max(band + 1, min(fits, n))
+        k0, k1 = int(ends[band]), int(ends[last])
+        yield pb.SharedPart(
+            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=bands.bands,
+            band_lo=band, band_counts=bands.counts[band:last].tolist(),
+            band_keys=np.ascontiguousarray(bands.keys[k0:k1], "<u8").tobytes(),
+            classes=bands.classes[k0:k1].tobytes(),
+            sealed=bands.sealed[offsets[k0] : offsets[k1]].tobytes(),
+        )  # fmt: skip
+        band = last
+
+
+__all__ = ["PART_BYTES", "ROLES", "upload_parts"]

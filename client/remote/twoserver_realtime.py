@@ -1,0 +1,166 @@
+"""A query's and a watch's records in a project in two-server mode (docs/realtime.md
+"Queries in a two-server project", "Watching for later matches"): their shares sent to S1 and
+S2 under a query ticket (`send_records`; to S1 without band keys first where a query is
+concerned: docs/protocol.md "A query without band keys"), then the matcher asked
+(`project_query`) or watched (`project_watch`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from blindmatch.client.encoding.sharing import SharedUpload
+from blindmatch.client.errors import RejectedError
+from blindmatch.client.remote.channel import translate_errors
+from blindmatch.client.remote.convert import query_answer, score_rule, watch_events
+from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEvent
+from blindmatch.client.remote.peers import drop_peer_channels, peer_channel
+from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos.wire import BAND_KEYS_NEEDED
+
+QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.client import MatcherClient
+
+
+def send_records(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    fingerprint: bytes,
+    schema_digest: str,
+    rule: tuple[float, float, float] | None,
+    s1: str,
+    s2: str,
+    keys: bool = True,
+) -> TwoServerTicket:
+    """A query's (or a watch's) records to S1 and S2 under a query ticket (checked against the
+    project's uploads first; to S1 without band keys unless `keys`); the ticket. Stopped (a
+    Ctrl-C, SIGTERM as `watch` raises it) it returns at once, both uploads ended where they
+    were; what reached S1 or S2 the matcher has them forget once the ticket expires unclaimed
+    (docs/realtime.md "A query or watch stopped while its records are sent")."""
+    widths = [8 * s.shape[1] for s in upload.s2.shares]
+    header = pb.UploadHeader(
+        project=project, clk_bits=0, record_count=len(upload), fingerprint=fingerprint,
+        sha256=shares_sha256(upload.s2.shares), schema_digest=schema_digest,
+        rule=score_rule(rule), two_server_bits=widths,
+    )  # fmt: skip
+    t = ticket(client, project, header, query=True)
+    where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
+    roles = {role: RoleClient(role, where[role], t.ticket, client.credentials,
+                              insecure=client.insecure,
+                              channel=peer_channel(client, where[role]))
+             for role in ("s1", "s2")}  # fmt: skip
+    failed: dict[str, BaseException] = {}
+
+    def send(role: str) -> None:
+        try:
+            roles[role].upload(t.name, upload, rule, keys)
+        except BaseException as exc:  # (its thread's end: told to the caller below)
+            failed[role] = exc
+
+    # To S1 and S2 at once (S2's part is small: it waits on S1's), each on a daemon thread,
+    # over the channels the client keeps to them: a Ctrl-C or SIGTERM while they are sent
+    # closes both channels, which ends both uploads at once, and neither is waited for (nor
+    # holds the process at its exit).
+    sending = [threading.Thread(target=send, args=(role,), daemon=True,
+                                name=f"bm-query-upload-{role}") for role in roles]  # fmt: skip
+    try:
+        for thread in sending:
+            thread.start()
+        for thread in sending:
+            thread.join()
+    except BaseException:
+        drop_peer_channels(client)
+        raise
+    for role in roles:  # S1's error first
+        if role in failed:
+            raise failed[role]
+    return t
+
+
+def _request(
+    project: str, upload: SharedUpload, t: TwoServerTicket, clk_bits: int, fingerprint: bytes,
+    purpose: str, rule: tuple[float, float, float] | None,
+) -> pb.QueryRequest:  # fmt: skip
+    widths = [8 * s.shape[1] for s in upload.s2.shares]
+    return pb.QueryRequest(
+        project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
+        fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),
+        two_server_ticket=t.ticket, two_server_records=len(upload),
+    )  # fmt: skip
+
+
+def project_query(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    *,
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+    schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
+    s1: str = "",
+    s2: str = "",
+) -> QueryAnswer:
+    """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
+    project"): the query's records, encoded as `encode --two-server` encodes an upload
+    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
+    and S2 under a query ticket (checked against the project's uploads first), then the
+    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
+    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only.
+
+    The records go to S1 without their band keys first: where S1 blocks the query against a
+    partner (an upload over its unblocked bound) the matcher refuses it `band_keys_needed`,
+    costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
+    "A query without band keys")."""
+    for keys in (False, True):
+        t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
+                          keys)  # fmt: skip
+        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+        try:
+            with translate_errors(client.target):
+                reply = client._stub.Query(request, metadata=client._metadata(),
+                                           timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
+        except RejectedError as exc:
+            if keys or BAND_KEYS_NEEDED not in str(exc):
+                raise
+            continue
+        return query_answer(reply)
+    raise AssertionError("unreachable: the second try sends the keys")
+
+
+def project_watch(
+    client: MatcherClient,
+    project: str,
+    upload: SharedUpload,
+    *,
+    clk_bits: int,
+    fingerprint: bytes,
+    purpose: str,
+    schema_digest: str = "",
+    rule: tuple[float, float, float] | None = None,
+    s1: str = "",
+    s2: str = "",
+    timeout: float | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> Iterator[WatchEvent]:
+    """A watch in a project in two-server mode (docs/realtime.md "Watching for later
+    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), but
+    with their band keys at once (they meet partners' later uploads, of sizes unknown), then
+    the matcher's Watch stream tells of each partner's later upload that holds one of them,
+    as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
+    closed; the records are sent when the generator is first advanced, and `on_ready` is
+    called once the matcher has registered the watch."""
+    t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
+    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+    with translate_errors(client.target):
+        stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
+        yield from watch_events(stream, on_ready)
+
+
+__all__ = ["QUERY_SECONDS", "project_query", "project_watch", "send_records"]
