@@ -294,7 +294,9 @@ class LookupServers(ServerStates):
     def forward(self, change: ShardChange) -> None:
         """Tell each server whose shards `change` touches (one being loaded: queued for it,
         replayed after its load); one not reached within its deadline (`wire.deadline`) falls
-        behind."""
+        behind, and so does one resting, at once: it is not sent the change (it is known not
+        to answer; waited for, it held every member's change its deadline, under the index
+        writer lock), and is asked to read its shards again once it answers (`_probe`)."""
         with self._lock:
             self._seq += 1
             sent = self._fence(self._seq)
@@ -306,6 +308,8 @@ class LookupServers(ServerStates):
                 if i in self._pending:
                     self._pending[i].append((self._seq, part))
                     continue
+                if i in self._resting and i not in self._behind:  # known not to answer
+                    self._behind[i] = self._missed(i, change, "not sent: it rests")
                 late = i in self._behind
                 if late:  # (an asking to read its shards again in flight: it may miss this)
                     self._reloading.pop(i, None)
@@ -328,17 +332,19 @@ class LookupServers(ServerStates):
                 if not failure:
                     continue
                 self._took.get(i, set()).discard(erased)
-                self._behind[i] = (
-                    f"missed an index change ({failure}) and has not read its shards again yet"
-                )
-                log.warning(
-                    "%s did not take a change to %s's index in project %s (%s): no query is "
-                    "answered through it until it reads its shards again from index.sqlite",
-                    self._name(i),
-                    change.member or "every member",
-                    change.project,
-                    failure,
-                )
+                self._behind[i] = self._missed(i, change, failure)
+
+    def _missed(self, i: int, change: ShardChange, failure: str) -> str:
+        """Server i did not take `change` (`failure`: why): logged; why it is behind."""
+        log.warning(
+            "%s did not take a change to %s's index in project %s (%s): no query is "
+            "answered through it until it reads its shards again from index.sqlite",
+            self._name(i),
+            change.member or "every member",
+            change.project,
+            failure,
+        )
+        return f"missed an index change ({failure}) and has not read its shards again yet"
 
 
 def _take_local(
