@@ -1,23 +1,42 @@
-"""Look-up servers known to have missed a change, or not to answer: one resting (it missed a
-search's or a Reload's deadline) is marked behind at the next change it should take,
-without waiting for it (rpc/lookup_client.py)."""
+"""Look-up servers known to have missed a change: one resting (it missed a search's or a
+Reload's deadline) is marked behind at the next change it should take, without waiting for
+it; and one behind when the matcher stopped is behind again when it starts (rpc/lookup_client.py,
+rpc/lookup_load.py, storage/shard_source.py `behind_at_last_stop`)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.erasure_start import Hung
 from benchmarks.synthclks import CLK_BITS
+from blindmatch.client.errors import UnavailableError
 from blindmatch.matcher.domain import Encoding
-from blindmatch.matcher.realtime.shards import ShardChange
+from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
-from tests.support import free_port
+from blindmatch.matcher.storage.shard_source import behind_at_last_stop, lookup_epoch, server_key
+from tests.support import Matcher, free_port
+from tests.test_lookup_servers import (
+    ROWS,
+    Cluster,
+    answers,
+    clks,
+    either,
+    project_of,
+    put,
+    query,
+    refs_of,
+    remote,
+    remove,
+    sharded,
+)
 
 pytestmark = pytest.mark.server
+__all__ = ["clks", "either", "remote", "sharded"]  # (fixtures shared with that module)
 
 FINGERPRINT = b"lookup-server test fingerprint!!"
 
@@ -56,3 +75,87 @@ def test_a_change_to_a_resting_server_is_not_waited_for(monkeypatch: pytest.Monk
     finally:
         hole.close()
         remote.close()
+
+
+def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """DIR/lookup.stopped: which look-up servers were behind when the matcher stopped, read
+    (and removed) at its next start; none on a data dir from before (or a process killed:
+    every server may have missed a change); a change forwarded after the record voids it."""
+    assert behind_at_last_stop(tmp_path) == []  # a new data dir: nothing was ever forwarded
+    lookup_epoch(tmp_path)  # (a matcher with look-up servers started)
+    assert behind_at_last_stop(tmp_path) is None  # no record: it was killed
+    addresses = ["127.0.0.1:1", "127.0.0.1:2"]
+    remote = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path, stale=None)
+    assert remote.behind() == [remote._name(0), remote._name(1)]  # (unknown: every one)
+    remote._behind.pop(0)  # (server 0 has read its shards again)
+    remote.close()
+    assert (tmp_path / "lookup.stopped").stat().st_mode & 0o777 == 0o600
+    assert behind_at_last_stop(tmp_path) == [server_key(1, addresses)]
+    assert behind_at_last_stop(tmp_path) is None  # read once: the next start's is its own
+    again = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path,
+                          stale=[server_key(1, addresses)])  # fmt: skip
+    assert again.behind() == [again._name(1)]
+    again._behind.clear()
+    again.close()
+    assert behind_at_last_stop(tmp_path) == []
+    later = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path)
+    later.close()
+    later.forward(ShardChange("trial", "south"))  # (a request still running: sent nothing)
+    assert behind_at_last_stop(tmp_path) is None  # the record is void
+
+
+def fail_once(shards: Shards) -> None:
+    """`shards` fails the next change forwarded to it (a full disk, say), then takes them."""
+    applied = shards.apply
+
+    def apply(change: ShardChange, sent: Fence | None = None) -> bool:
+        shards.apply = applied  # type: ignore[method-assign]
+        raise OSError("no space left on device")
+
+    shards.apply = apply  # type: ignore[method-assign]
+
+
+def answered(matcher: Matcher, token: str, asked: np.ndarray) -> list[list[tuple]]:
+    """The query's answer, asked again while a look-up server is refused for having missed
+    a change or reading its shards again (never answered from part of them)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return answers(query(matcher, token, asked))
+        except UnavailableError as exc:
+            waiting = ("has not read its shards again yet", "is being read", "is being loaded")
+            if not any(w in str(exc) for w in waiting) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_server_behind_when_the_matcher_stops_is_read_again_when_it_starts(
+    either: Cluster, clks: list[np.ndarray], how: str
+) -> None:
+    """Look-up server 1 misses south's remove (its apply fails) and is behind; the matcher
+    stops before any query has it read its shards again, and starts again on the same data
+    dir beside the same servers. Server 1 is behind from the start (the record the stop
+    left; or, killed, none: every server is) and reads its shards again (or is loaded):
+    the removed records are not found (before: the new process knew nothing of it, and
+    server 1 answered from its stale shards until another change failed)."""
+    assert either.matcher is not None and either.lookups[1] is not None
+    tokens = project_of(either.matcher).tokens
+    put(either.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answered(either.matcher, tokens["north"], asked)
+    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    fail_once(either.lookups[1].shards)
+    remove(either.matcher, tokens["south"], refs_of("south", range(20)))
+    remote = either.matcher.server.realtime.remote
+    assert isinstance(remote, LookupServers) and remote.behind() == [remote._name(1)]
+    either.matcher.server.stop(grace=None)
+    either.matcher = None
+    if how == "killed":  # what a kill leaves: no record
+        (either.data_dir / "lookup.stopped").unlink()
+    matcher = either.start_matcher()
+    assert answered(matcher, tokens["north"], asked) == [[]] * 20
+    put(matcher, tokens["south"], "south", clks[1], range(20))  # forwarded as before
+    assert answered(matcher, tokens["north"], asked) == before

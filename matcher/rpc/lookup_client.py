@@ -298,6 +298,7 @@ class LookupServers(ServerStates):
         to answer; waited for, it held every member's change its deadline, under the index
         writer lock), and is asked to read its shards again once it answers (`_probe`)."""
         with self._lock:
+            self._unrecord()
             self._seq += 1
             sent = self._fence(self._seq)
             calls = []

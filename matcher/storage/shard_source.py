@@ -16,11 +16,18 @@ A look-up server on another machine, without the data dir, is given a copy of it
 pb.ShardFence `epoch`): each start takes its start time, or one more than the last start's
 if the clock is behind that, so that a later process's forwards are never taken for an
 earlier one's.
+
+`DIR/lookup.stopped` is what the matcher's process knew of its look-up servers when it
+stopped (`record_stop`): which had missed a change (behind). The next start reads it and
+removes it (`behind_at_last_stop`), so a process killed leaves none; a start that finds none
+(killed, stopped while a forward was in flight, or a data dir from before this record) knows
+nothing of what the servers missed, and has every one read its shards again (or loads it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import time
@@ -31,12 +38,13 @@ from pathlib import Path
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
-from blindmatch.matcher.storage.datadir import FILE_MODE, DataDir
+from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 LOOKUP_KEY_NAME = "lookup.key"
 LOOKUP_EPOCH_NAME = "lookup.epoch"
+LOOKUP_STOPPED_NAME = "lookup.stopped"
 
 
 @dataclass(frozen=True)
@@ -148,3 +156,61 @@ def lookup_epoch(data_dir: str | Path, now: Callable[[], int] = time.time_ns) ->
         os.fsync(out.fileno())
     temp.replace(path)
     return epoch
+
+
+def record_stop(data_dir: str | Path, behind: list[str]) -> None:
+    """Keep, for the matcher's next start, the look-up servers that are behind as it stops
+    (each as `server_key`; DIR/lookup.stopped, written atomically)."""
+    path = Path(data_dir) / LOOKUP_STOPPED_NAME
+    temp = path.with_name(f".{LOOKUP_STOPPED_NAME}.{secrets.token_hex(8)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"behind": sorted(behind)}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    temp.replace(path)
+    _sync_dir(path.parent)
+
+
+def forget_stop(data_dir: str | Path) -> None:
+    """Remove the record `record_stop` kept (durably): from now on a change may be stored
+    that a look-up server misses, and a process killed must leave no record."""
+    path = Path(data_dir) / LOOKUP_STOPPED_NAME
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        _sync_dir(path.parent)
+
+
+def behind_at_last_stop(data_dir: str | Path) -> list[str] | None:
+    """The look-up servers (`server_key`) the matcher's previous process left behind, read
+    from its record, which is removed (`forget_stop`); [] for a new data dir (no index
+    stored, no look-up server ever told of a change); None if there is no record (the
+    previous process was killed, or a forward followed its record): any server may have
+    missed a change. Called at each start before the matcher stores anything, with or
+    without look-up servers (a process without them forwards nothing)."""
+    root = Path(data_dir)
+    path = root / LOOKUP_STOPPED_NAME
+    if not any((root / name).exists() for name in (INDEX_DB_NAME, LOOKUP_EPOCH_NAME)):
+        forget_stop(root)
+        return []
+    try:
+        behind = json.loads(path.read_text())["behind"]
+        found = [str(b) for b in behind] if isinstance(behind, list) else None
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        found = None
+    forget_stop(root)
+    return found
+
+
+def server_key(i: int, addresses: list[str]) -> str:
+    """How `record_stop` names server i of `addresses` (its place, of how many, and its
+    address: a server named otherwise at the next start is not taken for it)."""
+    return f"{i}/{len(addresses)} {addresses[i]}"
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
