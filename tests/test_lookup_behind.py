@@ -15,11 +15,11 @@ from benchmarks.erasure_start import Hung
 from benchmarks.synthclks import CLK_BITS
 from blindmatch.client.errors import UnavailableError
 from blindmatch.matcher.domain import Encoding
-from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards
+from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.shard_source import behind_at_last_stop, lookup_epoch, server_key
-from tests.support import Matcher, free_port
+from tests.support import PURPOSE, Matcher, free_port
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -159,3 +159,48 @@ def test_a_server_behind_when_the_matcher_stops_is_read_again_when_it_starts(
     assert answered(matcher, tokens["north"], asked) == [[]] * 20
     put(matcher, tokens["south"], "south", clks[1], range(20))  # forwarded as before
     assert answered(matcher, tokens["north"], asked) == before
+
+
+def test_a_change_of_layout_reaches_every_shard_even_one_it_puts_nothing_in(
+    sharded: Cluster,
+) -> None:
+    """South's index of plain 2,048-bit CLKs; then one put says they carry a 1,024-bit
+    fallback CLK: the matcher lays every record out anew (scored by the fallback rule), and
+    so must every look-up server, not only the one whose shard the put falls in (before:
+    the other kept the plain layout, and a query that lacks the left-out fields, found in
+    process by its fallback CLK, was answered "no match" through it)."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    rng = np.random.default_rng(11)
+    first = rng.random((40, 1024)) < 0.6  # (has the fields: the first CLK markedly fuller)
+    second = rng.random((40, 1024)) < 0.3
+    rows = np.packbits(np.concatenate([first, second], axis=1), axis=1)
+    refs = [f"south-{i}" for i in range(40)]
+    last = next(i for i, r in enumerate(refs) if shard_of(r, 2) == 0)
+    with sharded.matcher.member(tokens["south"]) as south:
+        south.change_index("trial", clk_bits=2048, fingerprint=FINGERPRINT,
+                           puts=[(r, rows[i].tobytes()) for i, r in enumerate(refs)])  # fmt: skip
+        south.change_index("trial", clk_bits=2048, fingerprint=FINGERPRINT, fallback_bits=1024,
+                           puts=[(refs[last], rows[last].tobytes())])  # fmt: skip
+    # North's records lack the left-out fields (both CLKs the same): scored by fallback CLKs.
+    far = [i for i, r in enumerate(refs) if shard_of(r, 2) == 1][:5]
+    asked = np.packbits(np.concatenate([second[far], second[far]], axis=1), axis=1)
+    expected = [[(refs[i],)] for i in far]
+
+    def ask(matcher: Matcher) -> list[list[tuple[str, ...]]]:
+        deadline = time.monotonic() + 60
+        while True:  # (a server being loaded or read: refused meanwhile)
+            try:
+                with matcher.member(tokens["north"]) as north:
+                    found = north.query("trial", asked.tobytes(), clk_bits=2048,
+                                        fingerprint=FINGERPRINT, fallback_bits=1024,
+                                        purpose=PURPOSE)  # fmt: skip
+                return [[m.refs for m in r] for r in found.results]
+            except UnavailableError as exc:
+                if "is being" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    assert ask(sharded.matcher) == expected
+    sharded.stop()  # the same data dir, served in-process: the same answer
+    assert ask(sharded.start_matcher(sharded=False)) == expected
