@@ -198,7 +198,7 @@ def create_server(
         try:
             # Which look-up servers the last process left behind (read before an index is
             # stored; with or without look-up servers now, its record goes).
-            stale = behind_at_last_stop(data_dir)
+            last_stop = behind_at_last_stop(data_dir)
             remote = (
                 LookupServers(
                     lookup_servers,
@@ -206,7 +206,7 @@ def create_server(
                     lookup_credentials,
                     epoch=lookup_epoch(data_dir),
                     data_dir=data_dir,
-                    stale=stale,
+                    last_stop=last_stop,
                 )
                 if lookup_servers
                 else None

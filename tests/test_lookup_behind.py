@@ -18,7 +18,7 @@ from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
-from blindmatch.matcher.storage.shard_source import behind_at_last_stop, lookup_epoch, server_key
+from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
 from tests.support import PURPOSE, Matcher, free_port
 from tests.test_lookup_servers import (
     ROWS,
@@ -80,27 +80,30 @@ def test_a_change_to_a_resting_server_is_not_waited_for(monkeypatch: pytest.Monk
 def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
     tmp_path: Path,
 ) -> None:
-    """DIR/lookup.stopped: which look-up servers were behind when the matcher stopped, read
-    (and removed) at its next start; none on a data dir from before (or a process killed:
-    every server may have missed a change); a change forwarded after the record voids it."""
-    assert behind_at_last_stop(tmp_path) == []  # a new data dir: nothing was ever forwarded
+    """DIR/lookup.stopped: the matcher's look-up servers and which were behind when it
+    stopped, read (and removed) at its next start; none on a data dir from before (or a
+    process killed: every server may have missed a change, as when the servers are not the
+    same); a change forwarded after the record voids it."""
+    key = "bm_lookup_" + "k" * 43
+    assert behind_at_last_stop(tmp_path) == LastStop(None)  # a new data dir: nothing missed
     lookup_epoch(tmp_path)  # (a matcher with look-up servers started)
     assert behind_at_last_stop(tmp_path) is None  # no record: it was killed
     addresses = ["127.0.0.1:1", "127.0.0.1:2"]
-    remote = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path, stale=None)
+    remote = LookupServers(addresses, key, data_dir=tmp_path, last_stop=None)
     assert remote.behind() == [remote._name(0), remote._name(1)]  # (unknown: every one)
     remote._behind.pop(0)  # (server 0 has read its shards again)
     remote.close()
     assert (tmp_path / "lookup.stopped").stat().st_mode & 0o777 == 0o600
-    assert behind_at_last_stop(tmp_path) == [server_key(1, addresses)]
+    last = behind_at_last_stop(tmp_path)
+    assert last == LastStop(tuple(addresses), frozenset({1}))
     assert behind_at_last_stop(tmp_path) is None  # read once: the next start's is its own
-    again = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path,
-                          stale=[server_key(1, addresses)])  # fmt: skip
+    again = LookupServers(addresses, key, data_dir=tmp_path, last_stop=last)
     assert again.behind() == [again._name(1)]
+    assert last.stale(addresses[::-1]) == {0, 1}  # (others, or in another order: every one)
     again._behind.clear()
     again.close()
-    assert behind_at_last_stop(tmp_path) == []
-    later = LookupServers(addresses, "bm_lookup_" + "k" * 43, data_dir=tmp_path)
+    assert behind_at_last_stop(tmp_path) == LastStop(tuple(addresses))
+    later = LookupServers(addresses, key, data_dir=tmp_path)
     later.close()
     later.forward(ShardChange("trial", "south"))  # (a request still running: sent nothing)
     assert behind_at_last_stop(tmp_path) is None  # the record is void

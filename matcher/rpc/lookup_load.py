@@ -25,7 +25,12 @@ import grpc
 from blindmatch.matcher.realtime.shards import ShardChange, ShardSource, describe_shards
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
-from blindmatch.matcher.storage.shard_source import forget_stop, record_stop, server_key
+from blindmatch.matcher.storage.shard_source import (
+    NOTHING_MISSED,
+    LastStop,
+    forget_stop,
+    record_stop,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -51,13 +56,14 @@ class ServerStates:
         *,
         epoch: int | None = None,
         data_dir: str | Path | None = None,
-        stale: Sequence[str] | None = (),
+        last_stop: LastStop | None = NOTHING_MISSED,
     ) -> None:
         """`epoch`: this matcher process's place after its earlier ones (pb.ShardFence;
         storage/shard_source.py `lookup_epoch`); by default its start time. `data_dir`: where
-        the servers behind as it stops are recorded for the next start (`close`); `stale`:
-        those its previous process left behind (`shard_source.server_key`; None: unknown,
-        every server), behind from the start (`attach` has them read their shards again)."""
+        the servers behind as it stops are recorded for the next start (`close`); `last_stop`:
+        what its previous process recorded (None: nothing, every server may have missed a
+        change): those it left behind are behind from the start (`attach` has them read
+        their shards again)."""
         if not addresses:
             raise ValueError("no look-up servers")
         self.addresses = list(addresses)
@@ -95,9 +101,9 @@ class ServerStates:
         self._closed = threading.Event()  # (ends the probes)
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._recorded = False  # the servers behind recorded at `close` (a forward after: void)
-        for i in range(len(self.addresses)):
-            if stale is None or server_key(i, self.addresses) in stale:
-                self._behind[i] = STALE_AT_START
+        everyone = set(range(len(self.addresses)))
+        for i in everyone if last_stop is None else last_stop.stale(self.addresses):
+            self._behind[i] = STALE_AT_START
 
     def attach(self, source: ShardSource) -> None:
         """Where a server without a data dir is loaded from (the matcher's indexes). Each
@@ -171,9 +177,8 @@ class ServerStates:
         self._closed.set()
         with self._lock:  # (a forward in flight ends first)
             if self._data_dir is not None:
-                behind = [server_key(i, self.addresses) for i in self._behind]
                 try:
-                    record_stop(self._data_dir, behind)
+                    record_stop(self._data_dir, self.addresses, set(self._behind))
                     self._recorded = True
                 except OSError as exc:  # (the next start has every server read again)
                     log.warning("could not record which look-up servers are behind: %s", exc)

@@ -31,7 +31,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,14 +158,36 @@ def lookup_epoch(data_dir: str | Path, now: Callable[[], int] = time.time_ns) ->
     return epoch
 
 
-def record_stop(data_dir: str | Path, behind: list[str]) -> None:
-    """Keep, for the matcher's next start, the look-up servers that are behind as it stops
-    (each as `server_key`; DIR/lookup.stopped, written atomically)."""
+@dataclass(frozen=True)
+class LastStop:
+    """What the matcher's previous process left its look-up servers in, as it recorded on
+    stopping (`record_stop`): its servers, in shard order, and which of them were behind."""
+
+    servers: tuple[str, ...] | None  # None: a new data dir (no server was ever told anything)
+    behind: frozenset[int] = frozenset()
+
+    def stale(self, addresses: Sequence[str]) -> set[int]:
+        """Which of `addresses` (this process's servers) may have missed a change: those
+        left behind; every one if the servers are not the same, in the same order (one
+        named otherwise may be one left behind)."""
+        if self.servers is None:
+            return set()
+        if list(self.servers) != list(addresses):
+            return set(range(len(addresses)))
+        return set(self.behind)
+
+
+NOTHING_MISSED = LastStop(None)  # a new data dir's (and a matcher's not told otherwise)
+
+
+def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) -> None:
+    """Keep, for the matcher's next start, its look-up servers and which of them are behind
+    as it stops (DIR/lookup.stopped, written atomically)."""
     path = Path(data_dir) / LOOKUP_STOPPED_NAME
     temp = path.with_name(f".{LOOKUP_STOPPED_NAME}.{secrets.token_hex(8)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as out:
-        json.dump({"behind": sorted(behind)}, out)
+        json.dump({"servers": list(servers), "behind": sorted(behind)}, out)
         out.flush()
         os.fsync(out.fileno())
     temp.replace(path)
@@ -181,31 +203,26 @@ def forget_stop(data_dir: str | Path) -> None:
         _sync_dir(path.parent)
 
 
-def behind_at_last_stop(data_dir: str | Path) -> list[str] | None:
-    """The look-up servers (`server_key`) the matcher's previous process left behind, read
-    from its record, which is removed (`forget_stop`); [] for a new data dir (no index
-    stored, no look-up server ever told of a change); None if there is no record (the
-    previous process was killed, or a forward followed its record): any server may have
-    missed a change. Called at each start before the matcher stores anything, with or
-    without look-up servers (a process without them forwards nothing)."""
+def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
+    """What the matcher's previous process recorded of its look-up servers as it stopped,
+    read and removed (`forget_stop`); for a new data dir (no index stored, no look-up
+    server ever told of a change), nothing behind; None if there is no record (the previous
+    process was killed, or a forward followed its record): any server may have missed a
+    change. Called at each start before the matcher stores anything, with or without
+    look-up servers (a process without them forwards nothing, and leaves no record)."""
     root = Path(data_dir)
-    path = root / LOOKUP_STOPPED_NAME
     if not any((root / name).exists() for name in (INDEX_DB_NAME, LOOKUP_EPOCH_NAME)):
         forget_stop(root)
-        return []
+        return NOTHING_MISSED
     try:
-        behind = json.loads(path.read_text())["behind"]
-        found = [str(b) for b in behind] if isinstance(behind, list) else None
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        found = None
+        found = json.loads((root / LOOKUP_STOPPED_NAME).read_text())
+        record: LastStop | None = LastStop(
+            tuple(str(a) for a in found["servers"]), frozenset(int(i) for i in found["behind"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one this wrote
+        record = None
     forget_stop(root)
-    return found
-
-
-def server_key(i: int, addresses: list[str]) -> str:
-    """How `record_stop` names server i of `addresses` (its place, of how many, and its
-    address: a server named otherwise at the next start is not taken for it)."""
-    return f"{i}/{len(addresses)} {addresses[i]}"
+    return record
 
 
 def _sync_dir(folder: Path) -> None:
