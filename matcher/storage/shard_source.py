@@ -38,7 +38,7 @@ from pathlib import Path
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
-from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir
+from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir, fsync_path
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
@@ -148,14 +148,19 @@ def lookup_epoch(data_dir: str | Path, now: Callable[[], int] = time.time_ns) ->
     except (FileNotFoundError, ValueError):
         before = 0
     epoch = max(now(), before + 1)
-    temp = path.with_name(f".{LOOKUP_EPOCH_NAME}.{secrets.token_hex(8)}")
+    _replace_private(path, f"{epoch}\n")
+    return epoch
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically, owner-only, fsynced."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as out:
-        out.write(f"{epoch}\n")
+        out.write(text)
         out.flush()
         os.fsync(out.fileno())
     temp.replace(path)
-    return epoch
 
 
 @dataclass(frozen=True)
@@ -184,14 +189,8 @@ def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) 
     """Keep, for the matcher's next start, its look-up servers and which of them are behind
     as it stops (DIR/lookup.stopped, written atomically)."""
     path = Path(data_dir) / LOOKUP_STOPPED_NAME
-    temp = path.with_name(f".{LOOKUP_STOPPED_NAME}.{secrets.token_hex(8)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"servers": list(servers), "behind": sorted(behind)}, out)
-        out.flush()
-        os.fsync(out.fileno())
-    temp.replace(path)
-    _sync_dir(path.parent)
+    _replace_private(path, json.dumps({"servers": list(servers), "behind": sorted(behind)}))
+    fsync_path(path.parent)
 
 
 def forget_stop(data_dir: str | Path) -> None:
@@ -200,7 +199,7 @@ def forget_stop(data_dir: str | Path) -> None:
     path = Path(data_dir) / LOOKUP_STOPPED_NAME
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-        _sync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
@@ -223,11 +222,3 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
         record = None
     forget_stop(root)
     return record
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
