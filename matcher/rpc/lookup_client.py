@@ -24,7 +24,8 @@ A server that misses a search's or a Reload's deadline (hung; or down while behi
 waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying
 that deadline again; its shards' hits come from the matcher's own copy of the indexes
 (`search`'s `local`), so nothing is lost, and a probe in the background asks it again every
-BACKOFF_SECONDS until it answers in time.
+BACKOFF_SECONDS until it answers in time. A change that falls in its shards is not sent to
+it (it would hold the writer's lock its deadline): it is behind at once (`forward`).
 
 Which servers are behind or being loaded, their channels, and the loading of a server
 without a data dir (from the matcher's own memory): rpc/lookup_load.py.
