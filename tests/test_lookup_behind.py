@@ -83,7 +83,8 @@ def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
     """DIR/lookup.stopped: the matcher's look-up servers and which were behind when it
     stopped, read (and removed) at its next start; none on a data dir from before (or a
     process killed: every server may have missed a change, as when the servers are not the
-    same); a change forwarded after the record voids it."""
+    same, or index.sqlite is not the file it left); a change forwarded after the record
+    voids it."""
     key = "bm_lookup_" + "k" * 43
     assert behind_at_last_stop(tmp_path) == LastStop(None)  # a new data dir: nothing missed
     lookup_epoch(tmp_path)  # (a matcher with look-up servers started)
@@ -107,6 +108,10 @@ def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
     later.close()
     later.forward(ShardChange("trial", "south"))  # (a request still running: sent nothing)
     assert behind_at_last_stop(tmp_path) is None  # the record is void
+    (tmp_path / "index.sqlite").write_bytes(b"the index as it stopped")
+    LookupServers(addresses, key, data_dir=tmp_path).close()
+    (tmp_path / "index.sqlite").write_bytes(b"an older copy, restored")
+    assert behind_at_last_stop(tmp_path) is None  # not the index it left: every one
 
 
 def fail_once(shards: Shards) -> None:
@@ -159,6 +164,10 @@ def test_a_server_behind_when_the_matcher_stops_is_read_again_when_it_starts(
     if how == "killed":  # what a kill leaves: no record
         (either.data_dir / "lookup.stopped").unlink()
     matcher = either.start_matcher()
+    restarted = matcher.server.realtime.remote
+    assert isinstance(restarted, LookupServers)
+    if how == "stopped":  # (server 0 missed nothing: the record says so)
+        assert restarted._name(0) not in restarted.behind()
     assert answered(matcher, tokens["north"], asked) == [[]] * 20
     put(matcher, tokens["south"], "south", clks[1], range(20))  # forwarded as before
     assert answered(matcher, tokens["north"], asked) == before

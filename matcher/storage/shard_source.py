@@ -20,8 +20,9 @@ earlier one's.
 `DIR/lookup.stopped` is what the matcher's process knew of its look-up servers when it
 stopped (`record_stop`): which had missed a change (behind). The next start reads it and
 removes it (`behind_at_last_stop`), so a process killed leaves none; a start that finds none
-(killed, stopped while a forward was in flight, or a data dir from before this record) knows
-nothing of what the servers missed, and has every one read its shards again (or loads it).
+(killed, stopped while a forward was in flight, or a data dir from before this record), or
+one left beside another index.sqlite (restored from a copy), knows nothing of what the
+servers missed, and has every one read its shards again (or loads it).
 """
 
 from __future__ import annotations
@@ -189,8 +190,20 @@ def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) 
     """Keep, for the matcher's next start, its look-up servers and which of them are behind
     as it stops (DIR/lookup.stopped, written atomically)."""
     path = Path(data_dir) / LOOKUP_STOPPED_NAME
-    _replace_private(path, json.dumps({"servers": list(servers), "behind": sorted(behind)}))
+    index = _file_state(Path(data_dir) / INDEX_DB_NAME)
+    record = {"servers": list(servers), "behind": sorted(behind), "index": index}
+    _replace_private(path, json.dumps(record))
     fsync_path(path.parent)
+
+
+def _file_state(path: Path) -> list[int] | None:
+    """index.sqlite as the record finds it (closed): its inode, size and modification
+    time; a file restored since (copied over it, or a folder copied in its place) differs."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return [found.st_ino, found.st_size, found.st_mtime_ns]
 
 
 def forget_stop(data_dir: str | Path) -> None:
@@ -206,9 +219,10 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
     """What the matcher's previous process recorded of its look-up servers as it stopped,
     read and removed (`forget_stop`); for a new data dir (no index stored, no look-up
     server ever told of a change), nothing behind; None if there is no record (the previous
-    process was killed, or a forward followed its record): any server may have missed a
-    change. Called at each start before the matcher stores anything, with or without
-    look-up servers (a process without them forwards nothing, and leaves no record)."""
+    process was killed, or a forward followed its record; or index.sqlite is not the file
+    it left): any server may have missed a change. Called at each start before the
+    matcher stores anything, with or without look-up servers (a process without them
+    forwards nothing, and leaves no record)."""
     root = Path(data_dir)
     if not any((root / name).exists() for name in (INDEX_DB_NAME, LOOKUP_EPOCH_NAME)):
         forget_stop(root)
@@ -218,6 +232,8 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
         record: LastStop | None = LastStop(
             tuple(str(a) for a in found["servers"]), frozenset(int(i) for i in found["behind"])
         )
+        if found["index"] != _file_state(root / INDEX_DB_NAME):
+            record = None  # index.sqlite is not the one it left (restored from a copy, say)
     except (OSError, ValueError, KeyError, TypeError):  # none, or not one this wrote
         record = None
     forget_stop(root)
