@@ -4,16 +4,18 @@ loopback; north puts an index; server 1 is replaced by a gRPC server on its port
 every call and never answers (benchmarks/erasure_start.py `Hung`: a server stuck, or a proxy
 in front of a dead host); south changes its index (the forward to server 1 hangs, under the
 matcher's index writer lock), and, once server 1 holds that forward, west changes its own:
-west's wall time is how long a hung server holds every other member's writes. Then, server
+west's wall time is how long a hung server holds every other member's writes (server 1
+resting, after the queries below, is not sent south's change: both are stored at once;
+`--changes-first` makes the changes before any query, server 1 not resting yet). Then, server
 1 being behind, the matcher asks it to read its shards again (a query, or, once server 1
 rests after a missed deadline, the probe in the background: it hangs too, up to
 RELOAD_SECONDS); once it holds that call, south removes records: how long that change waits.
 
 Each query's wall with server 1 hung (`--queries` of them, one after another, each of 5 of
-north's records; the client does not retry): first while server 1 has missed no change (its
-`Search` hangs, up to SEARCH_SECONDS), then once it is behind (after the remove above: its
-`Reload` hangs, up to RELOAD_SECONDS); each printed with how it ended (answered: how many
-hits; refused).
+north's records; the client does not retry): first (before the changes above) while server 1
+has missed no change (its `Search` hangs, up to SEARCH_SECONDS), then once it is behind
+(after the remove above: its `Reload` hangs, up to RELOAD_SECONDS); each printed with how it
+ended (answered: how many hits; refused).
 
     nice -n 10 .venv/bin/python benchmarks/lookup_hang.py
 
@@ -46,7 +48,7 @@ FINGERPRINT = b"lookup-hang benchmark fingerprint"[:32]
 NAMES = ("north", "south", "west")
 
 
-def run(folder: Path, rows: int, queries: int) -> None:
+def run(folder: Path, rows: int, queries: int, changes_first: bool) -> None:
     admin = secrets.token_urlsafe(16)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     matcher = create_server("127.0.0.1:0", folder, admin, workers=1, lookup_servers=addresses)
@@ -86,20 +88,24 @@ def run(folder: Path, rows: int, queries: int) -> None:
         change("west", 0, 5)  # (what north's queries find: its first 5 people)
         lookups[1].stop(grace=None)
         hole = Hung(int(addresses[1].rsplit(":", 1)[1]))
-        timed_queries("having missed no change (its Search hangs)")
+        if not changes_first:  # (server 1 then rests: it missed a search's deadline)
+            timed_queries("having missed no change (its Search hangs)")
         hole.events.clear()
         took: dict[str, float] = {}
+        asked = len(hole.methods)
         south = threading.Thread(target=lambda: took.update(south=change("south", 0)))
         south.start()
-        while not hole.events:  # server 1 holds south's forward
-            time.sleep(0.01)
+        while "Apply" not in hole.methods[asked:] and south.is_alive():  # server 1 holds
+            time.sleep(0.01)  # south's forward (or south's change is done: not sent to it)
+        reached = "Apply" in hole.methods[asked:]
         took["west"] = change("west", 0)
         south.join()
         remote = matcher.realtime.remote
         assert isinstance(remote, LookupServers)
-        print(f"look-up server 1 hung; {rows} records a change: south's change (whose forward "
-              f"hangs) {took['south']:.2f} s wall, west's change (made while it hangs) "
-              f"{took['west']:.2f} s wall")  # fmt: skip
+        print(f"look-up server 1 hung ({'not ' if changes_first else ''}resting); {rows} "
+              f"records a change: south's change {took['south']:.2f} s wall (its forward "
+              f"{'held by server 1' if reached else 'not sent to server 1'}), west's change "
+              f"(made after south's began) {took['west']:.2f} s wall")  # fmt: skip
         print(f"behind: {remote.behind()}")
         refused: list[str] = []
 
@@ -139,10 +145,16 @@ def main() -> int:
     parser.add_argument(
         "--queries", type=int, default=3, help="queries timed with server 1 hung, twice"
     )
+    parser.add_argument(
+        "--changes-first",
+        action="store_true",
+        help="change the indexes before any query (server 1 hung but not resting: its forward "
+        "is waited for up to its deadline); the queries having missed no change are not timed",
+    )
     add_keep(parser)
     args = parser.parse_args()
     with work_dir("bm-lookup-hang-", keep=args.keep) as work:
-        run(work / "data", args.rows, args.queries)
+        run(work / "data", args.rows, args.queries, args.changes_first)
     return 0
 
 

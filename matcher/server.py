@@ -47,7 +47,11 @@ from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
 from blindmatch.matcher.rpc.streams import MemberLimiter, QueryStreams, StreamGuard
-from blindmatch.matcher.storage.shard_source import lookup_epoch, lookup_key
+from blindmatch.matcher.storage.shard_source import (
+    behind_at_last_stop,
+    lookup_epoch,
+    lookup_key,
+)
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.erasure import complete_cut_short
 from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
@@ -192,12 +196,17 @@ def create_server(
             data_dir, min_free_bytes=min_free_bytes, clock=clock, audit_key_file=audit_key_file
         )
         try:
+            # Which look-up servers the last process left behind (read before an index is
+            # stored; with or without look-up servers now, its record goes).
+            last_stop = behind_at_last_stop(data_dir)
             remote = (
                 LookupServers(
                     lookup_servers,
                     lookup_key(data_dir),
                     lookup_credentials,
                     epoch=lookup_epoch(data_dir),
+                    data_dir=data_dir,
+                    last_stop=last_stop,
                 )
                 if lookup_servers
                 else None

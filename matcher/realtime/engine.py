@@ -3,7 +3,7 @@
 How a query is answered, in order (`Realtime.query`):
 
 1. check the request: a purpose, CLKs of a valid length, and the project's CLK length
-   and (schema, secret) fingerprint (`core.encodings.check_compatible`);
+   and (schema, secret) fingerprint (`core.encodings.check_compatible`; admission.py);
 2. count its records against the member's rate limit and quota (`core.quota.QueryMeter`;
    given back if the search in 3 fails: a query not answered costs nothing; one refused
    `UNAVAILABLE` is recorded as in 5, refused `unavailable: ...`);
@@ -30,14 +30,11 @@ stream is open, and only in projects where the operator allowed watching.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit
@@ -47,17 +44,12 @@ from blindmatch.matcher.core.disclose import (
     effective_level,
     effective_levels,
 )
-from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
-from blindmatch.matcher.core.fallback import checked_rule
-from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.core.segment import Hits
 from blindmatch.matcher.domain import (
     DAY,
-    MAX_QUERY_RECORDS,
     QUERY,
     TWO_SERVER,
-    UNANSWERED,
     WATCH,
     Encoding,
     Level,
@@ -65,8 +57,8 @@ from blindmatch.matcher.domain import (
     QueryRecord,
 )
 from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime.admission import Admission
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
-from blindmatch.matcher.realtime.limits import LimitCalls
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.shards import RemoteLookups
@@ -78,7 +70,6 @@ from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.sqlite import refuse_damaged
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
-from blindmatch.protos.wire import fingerprint_id
 
 # How often an open watch looks whether its stream is still open.
 WATCH_POLL_SECONDS = 0.5
@@ -106,7 +97,7 @@ def takes_clks(project: Project) -> Project:
     return project
 
 
-class Realtime(LimitCalls):
+class Realtime(Admission):
     """Standing indexes (loaded at start-up), queries, limits, watches and their log."""
 
     def __init__(
@@ -419,81 +410,3 @@ class Realtime(LimitCalls):
         self.watches.remove(watch)
         if watch.name:
             self.two_watches.forget(watch)
-
-    def _check_purpose(self, project: Project, purpose: str) -> None:
-        # The same rules as a results request's purpose; a query always needs one.
-        if not audit.check_purpose(purpose, required=False, project=project.name):
-            raise errors.InvalidArgument(
-                "purpose: required; say why you are asking (a case reference, say)"
-            )
-
-    def _check_query(
-        self, project: Project, purpose: str, encoding: Encoding, clks: bytes
-    ) -> np.ndarray:
-        self._check_purpose(project, purpose)
-        check_clk_bits(encoding.clk_bits, "clk_bits")
-        check_fingerprint(encoding.fingerprint, "fingerprint")
-        clk_bytes = encoding.clk_bits // 8
-        if not clks or len(clks) % clk_bytes:
-            raise errors.InvalidArgument(
-                f"clks: {len(clks)} bytes is not a whole, non-zero number of "
-                f"{encoding.clk_bits}-bit CLKs"
-            )
-        count = len(clks) // clk_bytes
-        if count > MAX_QUERY_RECORDS:
-            raise errors.InvalidArgument(
-                f"clks: {count} records in one query; at most {MAX_QUERY_RECORDS}"
-            )
-        fallback, rule = encoding.fallback_bits, encoding.rule
-        if fallback and (fallback % 64 or fallback >= encoding.clk_bits):
-            raise errors.InvalidArgument(
-                "fallback_bits: a multiple of 64 below clk_bits (or 0: not said)"
-            )
-        checked_rule(rule.gap, rule.offset, rule.reach, fallback, "rule")
-        held = self.indexes.held(project.name)
-        # Each index is searched by its own rule; a query that says its schema's (with
-        # fallback_bits; older clients do not) must find the indexes scored alike.
-        ident = fingerprint_id(encoding.fingerprint)
-        check_compatible(encoding, held, ident=ident, layout=bool(fallback))
-        return as_words(clks, encoding.clk_bits)
-
-    def _take_quota(self, project: str, member: str, kind: str, purpose: str, n: int) -> float:
-        """Count `n` records against the member's limits; returns when (for a refund)."""
-        now = self.clock()
-        try:
-            self.meter.take(project, member, n, self.limits_for(project, member), now)
-        except errors.ResourceExhausted as exc:
-            self.query_log.record(
-                QueryRecord(
-                    now,
-                    project,
-                    member,
-                    kind,
-                    purpose,
-                    n,
-                    refused=str(exc),
-                    user=audit.current_user(),
-                )
-            )
-            raise
-        return now
-
-    def _record_unanswered(
-        self, project: str, member: str, purpose: str, n: int, exc: errors.Unavailable
-    ) -> None:
-        """Audit a query refused `UNAVAILABLE` (refused `unavailable: ...`, naming the
-        server; nothing disclosed). The member is told `exc` whether or not this entry
-        could be written (a full disk: the query log has said so)."""
-        with contextlib.suppress(errors.ResourceExhausted):
-            self.query_log.record_unanswered(
-                QueryRecord(
-                    self.clock(),
-                    project,
-                    member,
-                    QUERY,
-                    purpose,
-                    n,
-                    refused=UNANSWERED + str(exc),
-                    user=audit.current_user(),
-                )
-            )

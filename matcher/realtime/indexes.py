@@ -356,7 +356,8 @@ class StandingIndexes:
                 self._set_index(key, None, None)
             if self.forward is not None:
                 threshold = self._threshold(project)
-                self.forward(ShardChange(project, member, stored, threshold, puts, removes))
+                self.forward(ShardChange(project, member, stored, threshold, puts, removes,
+                                         layout=relayout))  # fmt: skip
         return summary, put_words, False
 
     def _store_change(

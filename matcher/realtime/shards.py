@@ -75,6 +75,9 @@ class ShardChange:
     puts: Sequence[tuple[str, bytes]] = ()
     removes: Sequence[str] = ()
     erase: str = ""  # ERASE_MEMBER, ERASE_PROJECT, or "" for puts and removes
+    # The index is laid out anew (another fallback CLK or rule, `encoding`): every shard
+    # takes the change, even one it puts nothing in, and lays its records out anew.
+    layout: bool = False
 
     def part(self, shard: int, shards: int) -> ShardChange | None:
         """What of this change falls in one shard (None: nothing)."""
@@ -82,9 +85,10 @@ class ShardChange:
             return self
         puts = [(r, c) for r, c in self.puts if shard_of(r, shards) == shard]
         removes = [r for r in self.removes if shard_of(r, shards) == shard]
-        if not puts and not removes:
+        if not puts and not removes and not self.layout:
             return None
-        return ShardChange(self.project, self.member, self.encoding, self.threshold, puts, removes)
+        return ShardChange(self.project, self.member, self.encoding, self.threshold, puts,
+                           removes, layout=self.layout)  # fmt: skip
 
 
 class Fence(NamedTuple):
@@ -379,13 +383,9 @@ class Shards:
         removes = [r for r in change.removes if index is not None and r in index]
         puts = list(change.puts)
         words = as_words(b"".join(c for _, c in puts), encoding.clk_bits)
-        if (
-            index is not None
-            and puts
-            and held is not None
-            and _layout(held[0]) != _layout(encoding)
-        ):
-            # Another CLK length or fallback layout: build anew from what stays.
+        if index is not None and held is not None and _layout(held[0]) != _layout(encoding):
+            # Another CLK length or fallback layout (a change of layout reaches every shard,
+            # with or without puts in it: `ShardChange.layout`): build anew from what stays.
             gone = set(removes) | {r for r, _ in puts}
             kept = [r for r in index.refs() if r not in gone]
             if held[0].clk_bits != encoding.clk_bits:

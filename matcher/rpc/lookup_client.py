@@ -24,7 +24,8 @@ A server that misses a search's or a Reload's deadline (hung; or down while behi
 waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying
 that deadline again; its shards' hits come from the matcher's own copy of the indexes
 (`search`'s `local`), so nothing is lost, and a probe in the background asks it again every
-BACKOFF_SECONDS until it answers in time.
+BACKOFF_SECONDS until it answers in time. A change that falls in its shards is not sent to
+it (it would hold the writer's lock its deadline): it is behind at once (`forward`).
 
 Which servers are behind or being loaded, their channels, and the loading of a server
 without a data dir (from the matcher's own memory): rpc/lookup_load.py.
@@ -294,8 +295,11 @@ class LookupServers(ServerStates):
     def forward(self, change: ShardChange) -> None:
         """Tell each server whose shards `change` touches (one being loaded: queued for it,
         replayed after its load); one not reached within its deadline (`wire.deadline`) falls
-        behind."""
+        behind, and so does one resting, at once: it is not sent the change (it is known not
+        to answer; waited for, it held every member's change its deadline, under the index
+        writer lock), and is asked to read its shards again once it answers (`_probe`)."""
         with self._lock:
+            self._unrecord()
             self._seq += 1
             sent = self._fence(self._seq)
             calls = []
@@ -306,6 +310,8 @@ class LookupServers(ServerStates):
                 if i in self._pending:
                     self._pending[i].append((self._seq, part))
                     continue
+                if i in self._resting and i not in self._behind:  # known not to answer
+                    self._behind[i] = self._missed(i, change, "not sent: it rests")
                 late = i in self._behind
                 if late:  # (an asking to read its shards again in flight: it may miss this)
                     self._reloading.pop(i, None)
@@ -328,17 +334,19 @@ class LookupServers(ServerStates):
                 if not failure:
                     continue
                 self._took.get(i, set()).discard(erased)
-                self._behind[i] = (
-                    f"missed an index change ({failure}) and has not read its shards again yet"
-                )
-                log.warning(
-                    "%s did not take a change to %s's index in project %s (%s): no query is "
-                    "answered through it until it reads its shards again from index.sqlite",
-                    self._name(i),
-                    change.member or "every member",
-                    change.project,
-                    failure,
-                )
+                self._behind[i] = self._missed(i, change, failure)
+
+    def _missed(self, i: int, change: ShardChange, failure: str) -> str:
+        """Server i did not take `change` (`failure`: why): logged; why it is behind."""
+        log.warning(
+            "%s did not take a change to %s's index in project %s (%s): no query is "
+            "answered through it until it reads its shards again from index.sqlite",
+            self._name(i),
+            change.member or "every member",
+            change.project,
+            failure,
+        )
+        return f"missed an index change ({failure}) and has not read its shards again yet"
 
 
 def _take_local(

@@ -18,18 +18,30 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 
 from blindmatch.matcher.realtime.shards import ShardChange, ShardSource, describe_shards
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
+from blindmatch.matcher.storage.shard_source import (
+    NOTHING_MISSED,
+    LastStop,
+    forget_stop,
+    record_stop,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
 
 BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
+# A server the matcher's previous process left behind, or may have (it was killed).
+STALE_AT_START = (
+    "may have missed an index change before the matcher started (its previous process left "
+    "it behind, or was stopped without saying) and has not read its shards again yet"
+)
 
 
 class ServerStates:
@@ -43,9 +55,15 @@ class ServerStates:
         credentials: grpc.ChannelCredentials | None = None,
         *,
         epoch: int | None = None,
+        data_dir: str | Path | None = None,
+        last_stop: LastStop | None = NOTHING_MISSED,
     ) -> None:
         """`epoch`: this matcher process's place after its earlier ones (pb.ShardFence;
-        storage/shard_source.py `lookup_epoch`); by default its start time."""
+        storage/shard_source.py `lookup_epoch`); by default its start time. `data_dir`: where
+        the servers behind as it stops are recorded for the next start (`close`); `last_stop`:
+        what its previous process recorded (None: nothing, every server may have missed a
+        change): those it left behind are behind from the start (`attach` has them read
+        their shards again)."""
         if not addresses:
             raise ValueError("no look-up servers")
         self.addresses = list(addresses)
@@ -81,6 +99,11 @@ class ServerStates:
         self._resting: dict[int, str] = {}
         self._probing: set[int] = set()  # servers a probe thread asks (`LookupServers._rest`)
         self._closed = threading.Event()  # (ends the probes)
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._recorded = False  # the servers behind recorded at `close` (a forward after: void)
+        everyone = set(range(len(self.addresses)))
+        for i in everyone if last_stop is None else last_stop.stale(self.addresses):
+            self._behind[i] = STALE_AT_START
 
     def attach(self, source: ShardSource) -> None:
         """Where a server without a data dir is loaded from (the matcher's indexes). Each
@@ -115,6 +138,16 @@ class ServerStates:
                         self._start_load(i)
         for channel in self._asking:
             channel.close()
+        with self._lock:
+            stale = [i for i, why in self._behind.items() if why == STALE_AT_START]
+        if stale and not self._closed.is_set():  # (one not up: asked at the first query)
+            log.warning("%s: asking them to read their shards again", ", ".join(
+                f"{self._name(i)} {STALE_AT_START}" for i in stale))  # fmt: skip
+            self._catch_up()
+
+    def _catch_up(self, only: int | None = None) -> None:
+        """Ask the servers behind to read their shards again (`LookupServers`)."""
+        raise NotImplementedError
 
     def _channel(self, address: str, *extra: tuple[str, int]) -> grpc.Channel:
         options = [
@@ -140,9 +173,24 @@ class ServerStates:
         return sorted(self._loading)
 
     def close(self) -> None:
+        """Stop; record for the next start which servers are behind (`record_stop`)."""
         self._closed.set()
+        with self._lock:  # (a forward in flight ends first)
+            if self._data_dir is not None:
+                try:
+                    record_stop(self._data_dir, self.addresses, set(self._behind))
+                    self._recorded = True
+                except OSError as exc:  # (the next start has every server read again)
+                    log.warning("could not record which look-up servers are behind: %s", exc)
         for channel in [*self._asking, *self._channels]:
             channel.close()
+
+    def _unrecord(self) -> None:
+        """A change forwarded after `close` recorded the servers behind (a request still
+        running): the record may miss a server that misses it, so it goes; the lock is held."""
+        if self._recorded and self._data_dir is not None:
+            self._recorded = False
+            forget_stop(self._data_dir)
 
     def _fence(self, seq: int) -> pb.ShardFence:
         """This process's `seq`-th forward's place in its order (0: before any)."""

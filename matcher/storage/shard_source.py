@@ -16,27 +16,36 @@ A look-up server on another machine, without the data dir, is given a copy of it
 pb.ShardFence `epoch`): each start takes its start time, or one more than the last start's
 if the clock is behind that, so that a later process's forwards are never taken for an
 earlier one's.
+
+`DIR/lookup.stopped` is what the matcher's process knew of its look-up servers when it
+stopped (`record_stop`): which had missed a change (behind). The next start reads it and
+removes it (`behind_at_last_stop`), so a process killed leaves none; a start that finds none
+(killed, stopped while a forward was in flight, or a data dir from before this record), or
+one left beside another index.sqlite (restored from a copy), knows nothing of what the
+servers missed, and has every one read its shards again (or loads it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
-from blindmatch.matcher.storage.datadir import FILE_MODE, DataDir
+from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir, fsync_path
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 LOOKUP_KEY_NAME = "lookup.key"
 LOOKUP_EPOCH_NAME = "lookup.epoch"
+LOOKUP_STOPPED_NAME = "lookup.stopped"
 
 
 @dataclass(frozen=True)
@@ -140,11 +149,92 @@ def lookup_epoch(data_dir: str | Path, now: Callable[[], int] = time.time_ns) ->
     except (FileNotFoundError, ValueError):
         before = 0
     epoch = max(now(), before + 1)
-    temp = path.with_name(f".{LOOKUP_EPOCH_NAME}.{secrets.token_hex(8)}")
+    _replace_private(path, f"{epoch}\n")
+    return epoch
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically, owner-only, fsynced."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as out:
-        out.write(f"{epoch}\n")
+        out.write(text)
         out.flush()
         os.fsync(out.fileno())
     temp.replace(path)
-    return epoch
+
+
+@dataclass(frozen=True)
+class LastStop:
+    """What the matcher's previous process left its look-up servers in, as it recorded on
+    stopping (`record_stop`): its servers, in shard order, and which of them were behind."""
+
+    servers: tuple[str, ...] | None  # None: a new data dir (no server was ever told anything)
+    behind: frozenset[int] = frozenset()
+
+    def stale(self, addresses: Sequence[str]) -> set[int]:
+        """Which of `addresses` (this process's servers) may have missed a change: those
+        left behind; every one if the servers are not the same, in the same order (one
+        named otherwise may be one left behind)."""
+        if self.servers is None:
+            return set()
+        if list(self.servers) != list(addresses):
+            return set(range(len(addresses)))
+        return set(self.behind)
+
+
+NOTHING_MISSED = LastStop(None)  # a new data dir's (and a matcher's not told otherwise)
+
+
+def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) -> None:
+    """Keep, for the matcher's next start, its look-up servers and which of them are behind
+    as it stops (DIR/lookup.stopped, written atomically)."""
+    path = Path(data_dir) / LOOKUP_STOPPED_NAME
+    index = _file_state(Path(data_dir) / INDEX_DB_NAME)
+    record = {"servers": list(servers), "behind": sorted(behind), "index": index}
+    _replace_private(path, json.dumps(record))
+    fsync_path(path.parent)
+
+
+def _file_state(path: Path) -> list[int] | None:
+    """index.sqlite as the record finds it (closed): its inode, size and modification
+    time; a file restored since (copied over it, or a folder copied in its place) differs."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return [found.st_ino, found.st_size, found.st_mtime_ns]
+
+
+def forget_stop(data_dir: str | Path) -> None:
+    """Remove the record `record_stop` kept (durably): from now on a change may be stored
+    that a look-up server misses, and a process killed must leave no record."""
+    path = Path(data_dir) / LOOKUP_STOPPED_NAME
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        fsync_path(path.parent)
+
+
+def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
+    """What the matcher's previous process recorded of its look-up servers as it stopped,
+    read and removed (`forget_stop`); for a new data dir (no index stored, no look-up
+    server ever told of a change), nothing behind; None if there is no record (the previous
+    process was killed, or a forward followed its record; or index.sqlite is not the file
+    it left): any server may have missed a change. Called at each start before the
+    matcher stores anything, with or without look-up servers (a process without them
+    forwards nothing, and leaves no record)."""
+    root = Path(data_dir)
+    if not any((root / name).exists() for name in (INDEX_DB_NAME, LOOKUP_EPOCH_NAME)):
+        forget_stop(root)
+        return NOTHING_MISSED
+    try:
+        found = json.loads((root / LOOKUP_STOPPED_NAME).read_text())
+        record: LastStop | None = LastStop(
+            tuple(str(a) for a in found["servers"]), frozenset(int(i) for i in found["behind"])
+        )
+        if found["index"] != _file_state(root / INDEX_DB_NAME):
+            record = None  # index.sqlite is not the one it left (restored from a copy, say)
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one this wrote
+        record = None
+    forget_stop(root)
+    return record

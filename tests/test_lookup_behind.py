@@ -1,0 +1,218 @@
+"""Look-up servers known to have missed a change: one resting (it missed a search's or a
+Reload's deadline) is marked behind at the next change it should take, without waiting for
+it; and one behind when the matcher stopped is behind again when it starts (rpc/lookup_client.py,
+rpc/lookup_load.py, storage/shard_source.py `behind_at_last_stop`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.erasure_start import Hung
+from benchmarks.synthclks import CLK_BITS
+from blindmatch.client.errors import UnavailableError
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
+from blindmatch.matcher.rpc import lookup_wire
+from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
+from tests.support import PURPOSE, Matcher, free_port
+from tests.test_lookup_servers import (
+    ROWS,
+    Cluster,
+    answers,
+    clks,
+    either,
+    project_of,
+    put,
+    query,
+    refs_of,
+    remote,
+    remove,
+    sharded,
+)
+
+pytestmark = pytest.mark.server
+__all__ = ["clks", "either", "remote", "sharded"]  # (fixtures shared with that module)
+
+FINGERPRINT = b"lookup-server test fingerprint!!"
+
+
+def test_a_change_to_a_resting_server_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matcher's side alone: a hung look-up server (`Hung`) misses a search's deadline
+    and rests (its shards searched in the matcher's copy). A change to its shard is not
+    sent to it (before: sent, and waited for up to its deadline under the index writer
+    lock, holding every member's change): it is behind at once, and the query after is
+    still answered from the matcher's copy; the probe asks it to read its shards again, as
+    any server behind."""
+    monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 0.5)
+    monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 0.3)  # (before: waited this)
+    monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 0.05)  # probed, and not answered
+    monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 0.2)  # in time
+    port = free_port()
+    hole = Hung(port)
+    remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
+    asked = np.zeros((2, CLK_BITS // 64), dtype=np.uint64)
+    mine = [{"south": [("south-1", 0.9)]}, {"south": []}]
+    change = ShardChange("trial", "south", Encoding(CLK_BITS, FINGERPRINT), 0.8,
+                         [("south-2", b"x" * (CLK_BITS // 8))])  # fmt: skip
+    try:
+        assert remote.search("trial", ["south"], asked, 0.8, local=lambda: mine) == mine
+        assert remote._resting and not remote.behind()
+        remote.forward(change)
+        assert "Apply" not in hole.methods  # not sent: it rests
+        assert remote.behind() == [remote._name(0)]
+        assert remote.search("trial", ["south"], asked, 0.8, local=lambda: mine) == mine
+        assert hole.methods.count("Search") == 1
+        deadline = time.monotonic() + 30
+        while "Reload" not in hole.methods:  # the probe asks it to read its shards again
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert remote.behind() == [remote._name(0)]  # (until it has said yes)
+    finally:
+        hole.close()
+        remote.close()
+
+
+def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """DIR/lookup.stopped: the matcher's look-up servers and which were behind when it
+    stopped, read (and removed) at its next start; none on a data dir from before (or a
+    process killed: every server may have missed a change, as when the servers are not the
+    same, or index.sqlite is not the file it left); a change forwarded after the record
+    voids it."""
+    key = "bm_lookup_" + "k" * 43
+    assert behind_at_last_stop(tmp_path) == LastStop(None)  # a new data dir: nothing missed
+    lookup_epoch(tmp_path)  # (a matcher with look-up servers started)
+    assert behind_at_last_stop(tmp_path) is None  # no record: it was killed
+    addresses = ["127.0.0.1:1", "127.0.0.1:2"]
+    remote = LookupServers(addresses, key, data_dir=tmp_path, last_stop=None)
+    assert remote.behind() == [remote._name(0), remote._name(1)]  # (unknown: every one)
+    remote._behind.pop(0)  # (server 0 has read its shards again)
+    remote.close()
+    assert (tmp_path / "lookup.stopped").stat().st_mode & 0o777 == 0o600
+    last = behind_at_last_stop(tmp_path)
+    assert last == LastStop(tuple(addresses), frozenset({1}))
+    assert behind_at_last_stop(tmp_path) is None  # read once: the next start's is its own
+    again = LookupServers(addresses, key, data_dir=tmp_path, last_stop=last)
+    assert again.behind() == [again._name(1)]
+    assert last.stale(addresses[::-1]) == {0, 1}  # (others, or in another order: every one)
+    again._behind.clear()
+    again.close()
+    assert behind_at_last_stop(tmp_path) == LastStop(tuple(addresses))
+    later = LookupServers(addresses, key, data_dir=tmp_path)
+    later.close()
+    later.forward(ShardChange("trial", "south"))  # (a request still running: sent nothing)
+    assert behind_at_last_stop(tmp_path) is None  # the record is void
+    (tmp_path / "index.sqlite").write_bytes(b"the index as it stopped")
+    LookupServers(addresses, key, data_dir=tmp_path).close()
+    (tmp_path / "index.sqlite").write_bytes(b"an older copy, restored")
+    assert behind_at_last_stop(tmp_path) is None  # not the index it left: every one
+
+
+def fail_once(shards: Shards) -> None:
+    """`shards` fails the next change forwarded to it (a full disk, say), then takes them."""
+    applied = shards.apply
+
+    def apply(change: ShardChange, sent: Fence | None = None) -> bool:
+        shards.apply = applied  # type: ignore[method-assign]
+        raise OSError("no space left on device")
+
+    shards.apply = apply  # type: ignore[method-assign]
+
+
+def answered(matcher: Matcher, token: str, asked: np.ndarray) -> list[list[tuple]]:
+    """The query's answer, asked again while a look-up server is refused for having missed
+    a change or reading its shards again (never answered from part of them)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return answers(query(matcher, token, asked))
+        except UnavailableError as exc:
+            waiting = ("has not read its shards again yet", "is being read", "is being loaded")
+            if not any(w in str(exc) for w in waiting) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_server_behind_when_the_matcher_stops_is_read_again_when_it_starts(
+    either: Cluster, clks: list[np.ndarray], how: str
+) -> None:
+    """Look-up server 1 misses south's remove (its apply fails) and is behind; the matcher
+    stops before any query has it read its shards again, and starts again on the same data
+    dir beside the same servers. Server 1 is behind from the start (the record the stop
+    left; or, killed, none: every server is) and reads its shards again (or is loaded):
+    the removed records are not found (before: the new process knew nothing of it, and
+    server 1 answered from its stale shards until another change failed)."""
+    assert either.matcher is not None and either.lookups[1] is not None
+    tokens = project_of(either.matcher).tokens
+    put(either.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answered(either.matcher, tokens["north"], asked)
+    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    fail_once(either.lookups[1].shards)
+    remove(either.matcher, tokens["south"], refs_of("south", range(20)))
+    remote = either.matcher.server.realtime.remote
+    assert isinstance(remote, LookupServers) and remote.behind() == [remote._name(1)]
+    either.matcher.server.stop(grace=None)
+    either.matcher = None
+    if how == "killed":  # what a kill leaves: no record
+        (either.data_dir / "lookup.stopped").unlink()
+    matcher = either.start_matcher()
+    restarted = matcher.server.realtime.remote
+    assert isinstance(restarted, LookupServers)
+    if how == "stopped":  # (server 0 missed nothing: the record says so)
+        assert restarted._name(0) not in restarted.behind()
+    assert answered(matcher, tokens["north"], asked) == [[]] * 20
+    put(matcher, tokens["south"], "south", clks[1], range(20))  # forwarded as before
+    assert answered(matcher, tokens["north"], asked) == before
+
+
+def test_a_change_of_layout_reaches_every_shard_even_one_it_puts_nothing_in(
+    sharded: Cluster,
+) -> None:
+    """South's index of plain 2,048-bit CLKs; then one put says they carry a 1,024-bit
+    fallback CLK: the matcher lays every record out anew (scored by the fallback rule), and
+    so must every look-up server, not only the one whose shard the put falls in (before:
+    the other kept the plain layout, and a query that lacks the left-out fields, found in
+    process by its fallback CLK, was answered "no match" through it)."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    rng = np.random.default_rng(11)
+    first = rng.random((40, 1024)) < 0.6  # (has the fields: the first CLK markedly fuller)
+    second = rng.random((40, 1024)) < 0.3
+    rows = np.packbits(np.concatenate([first, second], axis=1), axis=1)
+    refs = [f"south-{i}" for i in range(40)]
+    last = next(i for i, r in enumerate(refs) if shard_of(r, 2) == 0)
+    with sharded.matcher.member(tokens["south"]) as south:
+        south.change_index("trial", clk_bits=2048, fingerprint=FINGERPRINT,
+                           puts=[(r, rows[i].tobytes()) for i, r in enumerate(refs)])  # fmt: skip
+        south.change_index("trial", clk_bits=2048, fingerprint=FINGERPRINT, fallback_bits=1024,
+                           puts=[(refs[last], rows[last].tobytes())])  # fmt: skip
+    # North's records lack the left-out fields (both CLKs the same): scored by fallback CLKs.
+    far = [i for i, r in enumerate(refs) if shard_of(r, 2) == 1][:5]
+    asked = np.packbits(np.concatenate([second[far], second[far]], axis=1), axis=1)
+    expected = [[(refs[i],)] for i in far]
+
+    def ask(matcher: Matcher) -> list[list[tuple[str, ...]]]:
+        deadline = time.monotonic() + 60
+        while True:  # (a server being loaded or read: refused meanwhile)
+            try:
+                with matcher.member(tokens["north"]) as north:
+                    found = north.query("trial", asked.tobytes(), clk_bits=2048,
+                                        fingerprint=FINGERPRINT, fallback_bits=1024,
+                                        purpose=PURPOSE)  # fmt: skip
+                return [[m.refs for m in r] for r in found.results]
+            except UnavailableError as exc:
+                if "is being" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    assert ask(sharded.matcher) == expected
+    sharded.stop()  # the same data dir, served in-process: the same answer
+    assert ask(sharded.start_matcher(sharded=False)) == expected
