@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.rpc.twoserver_channel import channel
 from blindmatch.matcher.rpc.twoserver_client import connected
 
 pytestmark = pytest.mark.server
@@ -100,3 +101,32 @@ def test_a_port_nobody_serves_is_unavailable_in_the_time_given() -> None:
             connected(channel, "S1", seconds=0.3)
     finally:
         channel.close()
+
+
+def test_a_new_channel_to_a_party_back_on_its_address_does_not_inherit_a_failed_ones_back_off() -> (
+    None
+):
+    """Two channels to one address (the matcher's kept channel and a check's, or a matcher
+    started after another in one process): the second must reach a server that is up, even
+    while the first is in back-off from when nothing listened there. With gRPC's global
+    subchannel pool the second shared the first's failure and a call failed at once."""
+    server, port = serve()
+    server.stop(None)  # the address, now free
+    first = channel(f"127.0.0.1:{port}", None)
+    with pytest.raises(grpc.RpcError) as refused:
+        first.unary_unary("/blindmatch.Test/Nothing")(b"", timeout=0.5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    handler = grpc.method_handlers_generic_handler(
+        "blindmatch.Test", {"Echo": grpc.unary_unary_rpc_method_handler(lambda r, c: r)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    second = channel(f"127.0.0.1:{port}", None)
+    try:
+        assert second.unary_unary("/blindmatch.Test/Echo")(b"up", timeout=5) == b"up"
+    finally:
+        first.close()
+        second.close()
+        server.stop(None)

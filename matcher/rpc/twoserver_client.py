@@ -31,29 +31,13 @@ from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.rpc.status import answered, retryable
+from blindmatch.matcher.rpc.twoserver_channel import channel
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # S2's setup for a batch is ~2.5 MB at 1,024 bits
 CALL_SECONDS = 600.0  # a batch's call (a party computing its side), or Propose's stream
 T = TypeVar("T")
 log = logging.getLogger("blindmatch.matcher.twoserver")
-
-
-def channel_options() -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
-
-
-def channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
-    if credentials is None:
-        return grpc.insecure_channel(address, options=channel_options())
-    return grpc.secure_channel(address, credentials, options=channel_options())
 
 
 def wire_rule(rule: Rule) -> pb.ScoreRule | None:

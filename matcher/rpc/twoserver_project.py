@@ -9,12 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.rpc.twoserver_client import (
-    RemoteServers,
-    channel,
-    channel_options,
-    peer_error,
-)
+from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers, peer_error
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb

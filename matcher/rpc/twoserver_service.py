@@ -60,11 +60,10 @@ from blindmatch.matcher.core.twoserver import (
 )
 from blindmatch.matcher.domain import NO_RULE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
+from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
 from blindmatch.matcher.rpc.twoserver_client import (
-    MAX_MESSAGE_BYTES,
     RemoteServers,
     ShareExchange,
-    channel_options,
     from_rows,
     read_expanded,
     to_rows,
