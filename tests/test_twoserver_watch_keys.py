@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks.exports import Export
-from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.matcher.core import exhaustive
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.test_twoserver_project import World, create, world  # noqa: F401
@@ -42,13 +41,32 @@ def band_key_bytes(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, i
     return received
 
 
-def opened(world: World, *, per_day: int = 0) -> tuple[str, ...]:  # noqa: F811
-    """A two-server project `shares` where watching is allowed, north's upload in it; the
-    members' tokens (north, south)."""
-    two = create(world, "shares", "two-server")
-    with world.operator() as op:
-        op.set_query_limits("shares", allow_watch=True, per_day=per_day)
-    return two.tokens["north"], two.tokens["south"]
+class Opened:
+    """North's watch of two of south's records in a two-server project `shares` (watching
+    allowed, a day of `per_day` records a member, 0: the default), north's upload in it, S1's
+    caps `pairs` (and no smaller-member cap); what S1 receives from then on (`received`), the
+    watch's notices, south's token."""
+
+    def __init__(
+        self,
+        world: World,  # noqa: F811
+        members: dict[str, tuple[Export, Path]],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch,
+        pairs: int,
+        per_day: int = 0,
+    ) -> None:
+        two = create(world, "shares", "two-server")
+        with world.operator() as op:
+            op.set_query_limits("shares", allow_watch=True, per_day=per_day)
+        self.south, self.folder = two.tokens["south"], members["south"][1]
+        upload(world, members["north"][1], two.tokens["north"])
+        self.received = band_key_bytes(world, monkeypatch)
+        self.s1 = world.roles["s1"].service
+        monkeypatch.setattr(self.s1, "exhaustive", pairs)
+        monkeypatch.setattr(self.s1, "small_member", 0)
+        self.notices: list[str] = []
+        self.watch = Watching(world, two.tokens["north"], self.folder, [0, 1],
+                              on_notice=self.notices.append)  # fmt: skip
 
 
 def upload(world: World, folder: Path, token: str) -> None:  # noqa: F811
@@ -60,20 +78,15 @@ def test_a_watch_sends_s1_no_band_key_and_is_told_of_an_upload_within_s1s_bound(
     members: dict[str, tuple[Export, Path]],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    north, south = opened(world)
-    upload(world, members["north"][1], north)
-    received = band_key_bytes(world, monkeypatch)
-    s1 = world.roles["s1"].service
-    monkeypatch.setattr(s1, "exhaustive", exhaustive.SHIPPED_PAIRS)  # south's 300: whole
-    notices: list[str] = []
-    watch = Watching(world, north, members["south"][1], [0, 1], on_notice=notices.append)
+    opened = Opened(world, members, monkeypatch, exhaustive.SHIPPED_PAIRS)  # south's 300: whole
+    watch = opened.watch
     try:
-        assert not s1.held[watch.watch.name].sealed  # no band key at S1
-        upload(world, members["south"][1], south)
+        assert not opened.s1.held[watch.watch.name].sealed  # no band key at S1
+        upload(world, opened.folder, opened.south)
         until(lambda: len(watch.events) == 2 or watch.error is not None)
         assert watch.error is None and {e.partner for e in watch.events} == {"south"}
-        assert not any(e.caught_up for e in watch.events) and not notices
-        assert list(received.values()) == [0]  # one upload to S1, without a band key
+        assert not any(e.caught_up for e in watch.events) and not opened.notices
+        assert list(opened.received.values()) == [0]  # one upload to S1, without a band key
     finally:
         watch.close()
 
@@ -83,19 +96,13 @@ def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caugh
     members: dict[str, tuple[Export, Path]],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    north, south = opened(world)
-    upload(world, members["north"][1], north)
-    received = band_key_bytes(world, monkeypatch)
-    s1 = world.roles["s1"].service
-    monkeypatch.setattr(s1, "exhaustive", 0)  # S1 blocks every pair: keys needed
-    monkeypatch.setattr(s1, "small_member", 0)
-    notices: list[str] = []
+    opened = Opened(world, members, monkeypatch, 0)  # S1 blocks every pair: keys needed
+    s1, notices, watch = opened.s1, opened.notices, opened.watch
     realtime = world.server.realtime
-    watch = Watching(world, north, members["south"][1], [0, 1], on_notice=notices.append)
     try:
         first = watch.watch
         assert not s1.held[first.name].sealed
-        upload(world, members["south"][1], south)  # blocked: the watch ends, re-opened
+        upload(world, opened.folder, opened.south)  # blocked: the watch ends, re-opened
         until(lambda: len(watch.events) == 2 or watch.error is not None)
         assert watch.error is None
         assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
@@ -106,9 +113,9 @@ def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caugh
         again = [w for w in realtime.watches.every() if w.member == "north"]
         assert len(again) == 1 and again[0] is not first and s1.held[again[0].name].sealed
         # Three uploads to S1: the watch without keys, the watch again and the query with.
-        sizes = list(received.values())
+        sizes = list(opened.received.values())
         assert len(sizes) == 3 and sizes[0] == 0 and sizes[1] > 0 and sizes[2] > 0
-        upload(world, members["south"][1], south)  # later uploads still watched
+        upload(world, opened.folder, opened.south)  # later uploads still watched
         until(lambda: len(watch.events) == 4 or watch.error is not None)
         assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
     finally:
@@ -123,21 +130,15 @@ def test_a_catch_up_refused_by_the_quota_says_which_partners_upload_was_not_comp
 ) -> None:
     """The watch (2 records) and its re-opening (2) take the member's day of 4: the catch-up
     query is refused; the watch goes on, and the user is told south's upload was missed."""
-    north, south = opened(world, per_day=4)
-    upload(world, members["north"][1], north)
-    s1 = world.roles["s1"].service
-    monkeypatch.setattr(s1, "exhaustive", 0)
-    monkeypatch.setattr(s1, "small_member", 0)
-    notices: list[str] = []
-    assert read_encoded(members["south"][1]).record_count > 2
-    watch = Watching(world, north, members["south"][1], [0, 1], on_notice=notices.append)
+    opened = Opened(world, members, monkeypatch, 0, per_day=4)
+    notices, watch = opened.notices, opened.watch
     try:
-        upload(world, members["south"][1], south)
+        upload(world, opened.folder, opened.south)
         until(lambda: any("NOT COMPARED" in n for n in notices) or watch.error is not None)
         assert watch.error is None and not watch.events
         missed = [n for n in notices if "NOT COMPARED" in n]
         assert len(missed) == 1 and "south's upload" in missed[0], missed
-        upload(world, members["south"][1], south)  # the re-opened watch still watches
+        upload(world, opened.folder, opened.south)  # the re-opened watch still watches
         until(lambda: len(watch.events) == 2 or watch.error is not None)
         assert watch.error is None and not any(e.caught_up for e in watch.events)
     finally:
