@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.exports import Export
+from blindmatch.client.errors import RejectedError
 from blindmatch.matcher.core import exhaustive
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.test_twoserver_project import World, create, world  # noqa: F401
@@ -141,5 +142,23 @@ def test_a_catch_up_refused_by_the_quota_says_which_partners_upload_was_not_comp
         upload(world, opened.folder, opened.south)  # the re-opened watch still watches
         until(lambda: len(watch.events) == 2 or watch.error is not None)
         assert watch.error is None and not any(e.caught_up for e in watch.events)
+    finally:
+        watch.close()
+
+
+def test_a_reopening_refused_by_the_quota_ends_the_watch_naming_the_partners_upload(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch (2 records) takes the member's day of 2: opening it again with its keys is
+    refused, and the watch ends saying south's upload was not compared."""
+    opened = Opened(world, members, monkeypatch, 0, per_day=2)
+    watch = opened.watch
+    try:
+        upload(world, opened.folder, opened.south)
+        until(lambda: watch.error is not None)
+        assert isinstance(watch.error, RejectedError) and not watch.events
+        assert "south's upload was not compared with the watched records" in str(watch.error)
     finally:
         watch.close()
