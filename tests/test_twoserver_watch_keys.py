@@ -9,7 +9,7 @@ partner. A real matcher, S1 and S2 on loopback; S1's caps set on its service."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,95 +70,98 @@ class Opened:
                               on_notice=self.notices.append)  # fmt: skip
 
 
+@pytest.fixture
+def opening(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., Opened]]:
+    """`Opened` with this test's world (S1's caps, then the member's day); each closed after."""
+    made: list[Opened] = []
+
+    def make(pairs: int, per_day: int = 0) -> Opened:
+        made.append(Opened(world, members, monkeypatch, pairs, per_day))
+        return made[-1]
+
+    yield make
+    for opened in made:
+        opened.watch.close()
+
+
 def upload(world: World, folder: Path, token: str) -> None:  # noqa: F811
     assert world.cli("upload", str(folder), "--project", "shares", token=token) == 0
 
 
 def test_a_watch_sends_s1_no_band_key_and_is_told_of_an_upload_within_s1s_bound(
     world: World,  # noqa: F811
-    members: dict[str, tuple[Export, Path]],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    opening: Callable[..., Opened],
 ) -> None:
-    opened = Opened(world, members, monkeypatch, exhaustive.SHIPPED_PAIRS)  # south's 300: whole
+    opened = opening(exhaustive.SHIPPED_PAIRS)  # south's 300: whole
     watch = opened.watch
-    try:
-        assert not opened.s1.held[watch.watch.name].sealed  # no band key at S1
-        upload(world, opened.folder, opened.south)
-        until(lambda: len(watch.events) == 2 or watch.error is not None)
-        assert watch.error is None and {e.partner for e in watch.events} == {"south"}
-        assert not any(e.caught_up for e in watch.events) and not opened.notices
-        assert list(opened.received.values()) == [0]  # one upload to S1, without a band key
-    finally:
-        watch.close()
+    assert not opened.s1.held[watch.watch.name].sealed  # no band key at S1
+    upload(world, opened.folder, opened.south)
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None and {e.partner for e in watch.events} == {"south"}
+    assert not any(e.caught_up for e in watch.events) and not opened.notices
+    assert list(opened.received.values()) == [0]  # one upload to S1, without a band key
 
 
 def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caught_up(
     world: World,  # noqa: F811
-    members: dict[str, tuple[Export, Path]],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    opening: Callable[..., Opened],
 ) -> None:
-    opened = Opened(world, members, monkeypatch, 0)  # S1 blocks every pair: keys needed
+    opened = opening(0)  # S1 blocks every pair: keys needed
     s1, notices, watch = opened.s1, opened.notices, opened.watch
     realtime = world.server.realtime
-    try:
-        first = watch.watch
-        assert not s1.held[first.name].sealed
-        upload(world, opened.folder, opened.south)  # blocked: the watch ends, re-opened
-        until(lambda: len(watch.events) == 2 or watch.error is not None)
-        assert watch.error is None
-        assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
-            ("south", 0, True), ("south", 1, True)
-        ]  # fmt: skip
-        assert "south's new upload is over S1's unblocked bound" in notices[0]
-        assert "Caught up on south's upload: 2 event(s)" in notices[-1]
-        again = [w for w in realtime.watches.every() if w.member == "north"]
-        assert len(again) == 1 and again[0] is not first and s1.held[again[0].name].sealed
-        # Three uploads to S1: the watch without keys, the watch again and the query with.
-        sizes = list(opened.received.values())
-        assert len(sizes) == 3 and sizes[0] == 0 and sizes[1] > 0 and sizes[2] > 0
-        upload(world, opened.folder, opened.south)  # later uploads still watched
-        until(lambda: len(watch.events) == 4 or watch.error is not None)
-        assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
-    finally:
-        watch.close()
+    first = watch.watch
+    assert not s1.held[first.name].sealed
+    upload(world, opened.folder, opened.south)  # blocked: the watch ends, re-opened
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None
+    assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
+        ("south", 0, True), ("south", 1, True)
+    ]  # fmt: skip
+    assert "south's new upload is over S1's unblocked bound" in notices[0]
+    assert "Caught up on south's upload: 2 event(s)" in notices[-1]
+    again = [w for w in realtime.watches.every() if w.member == "north"]
+    assert len(again) == 1 and again[0] is not first and s1.held[again[0].name].sealed
+    # Three uploads to S1: the watch without keys, the watch again and the query with.
+    sizes = list(opened.received.values())
+    assert len(sizes) == 3 and sizes[0] == 0 and sizes[1] > 0 and sizes[2] > 0
+    upload(world, opened.folder, opened.south)  # later uploads still watched
+    until(lambda: len(watch.events) == 4 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
+    watch.close()  # the re-opened watch closes with the client too
     until(lambda: not realtime.watches.every())
 
 
 def test_a_catch_up_refused_by_the_quota_says_which_partners_upload_was_not_compared(
     world: World,  # noqa: F811
-    members: dict[str, tuple[Export, Path]],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    opening: Callable[..., Opened],
 ) -> None:
     """The watch (2 records) and its re-opening (2) take the member's day of 4: the catch-up
     query is refused; the watch goes on, and the user is told south's upload was missed."""
-    opened = Opened(world, members, monkeypatch, 0, per_day=4)
+    opened = opening(0, per_day=4)
     notices, watch = opened.notices, opened.watch
-    try:
-        upload(world, opened.folder, opened.south)
-        until(lambda: any("NOT COMPARED" in n for n in notices) or watch.error is not None)
-        assert watch.error is None and not watch.events
-        missed = [n for n in notices if "NOT COMPARED" in n]
-        assert len(missed) == 1 and "south's upload" in missed[0], missed
-        upload(world, opened.folder, opened.south)  # the re-opened watch still watches
-        until(lambda: len(watch.events) == 2 or watch.error is not None)
-        assert watch.error is None and not any(e.caught_up for e in watch.events)
-    finally:
-        watch.close()
+    upload(world, opened.folder, opened.south)
+    until(lambda: any("NOT COMPARED" in n for n in notices) or watch.error is not None)
+    assert watch.error is None and not watch.events
+    missed = [n for n in notices if "NOT COMPARED" in n]
+    assert len(missed) == 1 and "south's upload" in missed[0], missed
+    upload(world, opened.folder, opened.south)  # the re-opened watch still watches
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events)
 
 
 def test_a_reopening_refused_by_the_quota_ends_the_watch_naming_the_partners_upload(
     world: World,  # noqa: F811
-    members: dict[str, tuple[Export, Path]],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    opening: Callable[..., Opened],
 ) -> None:
     """The watch (2 records) takes the member's day of 2: opening it again with its keys is
     refused, and the watch ends saying south's upload was not compared."""
-    opened = Opened(world, members, monkeypatch, 0, per_day=2)
+    opened = opening(0, per_day=2)
     watch = opened.watch
-    try:
-        upload(world, opened.folder, opened.south)
-        until(lambda: watch.error is not None)
-        assert isinstance(watch.error, RejectedError) and not watch.events
-        assert "south's upload was not compared with the watched records" in str(watch.error)
-    finally:
-        watch.close()
+    upload(world, opened.folder, opened.south)
+    until(lambda: watch.error is not None)
+    assert isinstance(watch.error, RejectedError) and not watch.events
+    assert "south's upload was not compared with the watched records" in str(watch.error)
