@@ -4,7 +4,7 @@
         [--partner-records 1000] [--queries 1000] [--held 0.5] [--batch 1000] [--seed 1]
         [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20] [--fixed-keys]
         [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05] [--by-row]]
-        [--count-measure [--count-partners 1]] [--s1-stream [--watches]]
+        [--count-measure [--count-partners 1]] [--s1-stream [--watches [--watch-keys]]]
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
@@ -44,7 +44,9 @@ queries a standing watch compared with K successive uploads of the partner, `--c
 records re-typed each time), `--count-measure` (what C's count of each single-record
 query's proposed pairs says of it) and `--s1-stream` (S1's view of single-record queries: on
 how many bands every two agree, the collision attack; with `--watches`, of single-record
-watches, which send S1 their band keys whatever the partner's size) are the views beyond one
+watches, which since 2026-12-05 send S1 their band keys only where it blocks them against the
+partner, as queries (`project_watch`'s `band_keys` default; `--watch-keys`: always, as before))
+are the views beyond one
 stream (benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
 attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
 (`--repeats 1`, `--uploads 1`) differ only in the mode.
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import random
 import secrets
 import sys
@@ -136,8 +139,13 @@ def arguments() -> argparse.ArgumentParser:
                         "attack; no other attack run)")  # fmt: skip
     parser.add_argument("--watches", action="store_true",
                         help="with --s1-stream: the records as single-record watches, which "
-                        "send S1 their band keys whatever the partner's size "
-                        "(client/remote/twoserver_realtime.py project_watch)")  # fmt: skip
+                        "send S1 their band keys where S1 blocks them against the partner, "
+                        "as queries (client/remote/twoserver_realtime.py project_watch: "
+                        "opened again with them)")  # fmt: skip
+    parser.add_argument("--watch-keys", action="store_true",
+                        help="with --watches: each opened with its band keys whatever the "
+                        "partner's size (project_watch's band_keys=True; before 2026-12-05 "
+                        "every watch)")  # fmt: skip
     parser.add_argument("--count-partners", type=int, default=1, metavar="P",
                         help="with --count-measure: the partner's records as P partners' "
                         "uploads, C told each one's count")  # fmt: skip
@@ -331,9 +339,10 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     t0 = time.process_time()
     # The band keys S1 receives: none where it compares a query whole against the partner
     # (the client sends them only once S1 refuses the query without: `query_sends_keys`); a
-    # watch's always (its records meet partners' later uploads, of sizes unknown).
+    # watch's likewise (opened without them, it is opened again with them where S1 blocks it
+    # against an upload) unless opened with them (`--watch-keys`, project_watch's band_keys).
     blocked = query_sends_keys(args.exhaustive_pairs, 1, len(b_rows))
-    sends = blocked or args.watches
+    sends = blocked or (args.watches and (args.watch_keys or watch_sends_keys()))
     kind, kinds = ("watch", "watches") if args.watches else ("query", "queries")
     first = upload_parts(
         "project/north@q/q", "s1", twocheck._upload(schema, q_rows[:1], secret, NONE), keys=sends
@@ -360,6 +369,14 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     return 0
 
 
+def watch_sends_keys() -> bool:
+    """Whether `project_watch` sends S1 a watch's band keys when it opens (its `band_keys`
+    default: False since 2026-12-05)."""
+    from blindmatch.client.remote.twoserver_realtime import project_watch
+
+    return bool(inspect.signature(project_watch).parameters["band_keys"].default)
+
+
 def main() -> int:
     args = arguments().parse_args()
     if not 1 <= args.batch <= 1000:
@@ -368,6 +385,8 @@ def main() -> int:
         raise SystemExit("--repeats and --uploads: 1 or more; --churn: 0 to 1")
     if args.watches and not args.s1_stream:
         raise SystemExit("--watches: with --s1-stream")
+    if args.watch_keys and not args.watches:
+        raise SystemExit("--watch-keys: with --watches")
     shipped = load_schema(ROOT / "schemas" / "person-uk.json")
     t0 = time.process_time()
     full: list[Member] = []

@@ -2,7 +2,8 @@
 (docs/realtime.md "Watching in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_watch.py [--size 14286] [--seed 3] [--watched 10]
-        [--uploads 10] [--roles here|processes] [--watches 1] [--at-once N]
+        [--uploads 10] [--roles here|processes] [--watches 1] [--at-once N] [--band-keys]
+        [--exhaustive-pairs N]
 
 S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in this process,
 or with `--roles processes` each a `blindmatch two-server role` process of its own, as
@@ -18,6 +19,15 @@ south holds, the same each time). Then `--uploads` uploads by west (retail-bcrp,
 same population: it holds a few of north's people), the same figures. With `--watches K` north
 holds K watches (each of `--watched` other records of its own), which each upload is compared
 with at once (`--at-once 1`: one after the other); the step timings are then summed over them.
+
+The watches are sent without band keys (`project_watch`'s default since 2026-12-05;
+`--band-keys`: with them at once, as before); printed: how long a watch took to open (the
+records sent to S1 and S2 until the matcher registered it) and, with S1 here, the band-key
+bytes S1 received under the watches' names. `--exhaustive-pairs N` (S1 here): S1's caps (N and
+a smaller-member cap of 0); 0 blocks every pair, so a keyless watch is ended at south's first
+upload and opened again with its keys, and a query catches up on that upload (its events
+`caught_up`, counted apart; the first upload's "last event" then includes the re-opening,
+which the next upload waits for).
 """
 
 from __future__ import annotations
@@ -106,6 +116,19 @@ def main() -> int:
                     "1: one after the other; default: the code's)")  # fmt: skip
     ap.add_argument("--roles", choices=("here", "processes"), default="here",
                     help="S1 and S2 in this process, or each a process of its own")  # fmt: skip
+    ap.add_argument(
+        "--band-keys",
+        action="store_true",
+        help="open the watches with their band keys (before 2026-12-05: always)",
+    )
+    ap.add_argument(
+        "--exhaustive-pairs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="S1's cap (S1 here; its smaller-member cap then 0); 0: every pair "
+        "blocked, so a watch without band keys is opened again with them",
+    )
     add_keep(ap)
     args = ap.parse_args()
     if args.at_once:
@@ -138,11 +161,19 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                                      asked.fallback_bits) for k in range(args.watches)]  # fmt: skip
 
     spent = timed() if args.roles == "here" else None
-    s1, s2, key, member_key, stop_roles, _, _ = start_roles(work, args.roles == "processes")
+    caps = None if args.exhaustive_pairs is None else (args.exhaustive_pairs, 0)
+    s1, s2, key, member_key, stop_roles, _, s1_service = start_roles(
+        work, args.roles == "processes", caps=caps
+    )
+    keys_at_s1 = band_keys_received(s1_service)
     setup = combiner_setup(s1, s2, key, member_key)
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
     target = f"127.0.0.1:{server.port}"
     arrived: list[float] = []  # when each event reached north's client
+    caught: list[float] = []  # when each event a re-opened watch's catch-up found arrived
+    returned: list[float] = []  # when each upload's command returned
+    opens: list[float] = []  # each watch's open, wall seconds
+    notices: list[str] = []
     try:
         with MatcherClient(target, ADMIN) as op:
             two = op.create_project("shares", ["north", "south", "west"], mode="two-server")
@@ -151,23 +182,34 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         north_client = MatcherClient(target, two.tokens["north"])
 
         def follow(records: sharing.SharedUpload) -> None:
+            t0 = time.perf_counter()
             stream = project_watch(
                 north_client, "shares", records, clk_bits=asked.clk_bits,
                 fingerprint=asked.fingerprint, purpose="bench",
                 schema_digest=asked.schema_digest, rule=asked.rule,
+                on_ready=lambda: opens.append(time.perf_counter() - t0),
+                on_notice=notices.append, band_keys=args.band_keys,
             )  # fmt: skip
             event: WatchEvent
             try:
                 for event in stream:
-                    del event
+                    if event.caught_up:
+                        caught.append(time.perf_counter())
                     arrived.append(time.perf_counter())  # (a list's append: thread-safe)
             except MatcherError:  # the watch closed with north's client, at the end
                 pass
 
+        def settled() -> bool:
+            """Every watch open, and every one opened again caught up (or said it was not):
+            the next upload is then compared with them all."""
+            asked = sum("is over S1's unblocked bound" in n for n in notices)
+            done = sum(n.startswith(("Caught up", "NOT COMPARED:")) for n in notices)
+            return asked == done and len(server.realtime.watches) == args.watches
+
         for records in watched:
             threading.Thread(target=follow, args=(records,), daemon=True).start()
         watches = server.realtime.two_watches
-        wait_for(lambda: len(server.realtime.watches) == args.watches)
+        wait_for(lambda: len(opens) == args.watches)
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
         parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
@@ -180,8 +222,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                             two.tokens[name], *net]) == 0  # fmt: skip
                 t1 = time.perf_counter()
+                returned.append(t1)
                 t2 = wait_for(lambda: watches.compared > compared)  # noqa: B023
                 time.sleep(0.05)  # the events are put once recorded, just after
+                wait_for(settled)  # watches ended by it opened again, and caught up
                 got = len(arrived) - before
                 last = arrived[-1] if got else t2
                 rows[name].append((t1 - t0, t2 - t1, last - t1, got))
@@ -199,6 +243,17 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         f"({read_count(encoded['south'])} records) and west ({read_count(encoded['west'])}); "
         f"S1 and S2 {where}, loopback; load average {load:.1f} before, {load_after:.1f} after"
     )
+    print(f"watches opened {'with' if args.band_keys else 'without'} band keys; S1's cap "
+          f"{'as shipped' if caps is None else f'{caps[0]:,} pairs'}; a watch's open (ms): p50 "
+          f"{pct([1000 * x for x in opens], 50):.1f}, max {1000 * max(opens):.1f}; band-key "
+          f"bytes S1 received under the watches' and queries' names: "
+          f"{'not seen (S1 a process)' if keys_at_s1 is None else keys_at_s1}; notices "
+          f"{len(notices)}; caught-up events {len(caught)}")  # fmt: skip
+    for notice in sorted(set(notices)):
+        print(f"  notice x{notices.count(notice)}: {notice[:240]}")
+    if caught:  # the first upload ended the watches: re-opened, and caught up
+        print(f"south's first upload's return -> the last caught-up event: "
+              f"{1000 * (max(caught) - returned[0]):.1f} ms")  # fmt: skip
     print(f"{'per upload (ms)':<34}{'p50':>9}{'max':>9}")
     for name in ("south", "west"):
         r = rows[name]
@@ -214,6 +269,24 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         events = sorted({x[3] for x in r})
         print(f"{name}: events an upload: {events}")
     return 0
+
+
+def band_keys_received(service: Any) -> list[int] | None:
+    """With S1 here: the band-key bytes S1 receives under each query's or watch's name
+    (`member@tag`), a list added to as they come; None with S1 a process."""
+    if service is None:
+        return None
+    got: list[int] = []
+    upload = service.upload
+
+    def seen(parts: Any, vouched: str = "") -> Any:
+        parts = list(parts)
+        if parts and "@" in parts[0].member:
+            got.append(sum(len(p.band_counts) + len(p.band_keys) + len(p.sealed) for p in parts))
+        return upload(iter(parts), vouched)
+
+    service.upload = seen
+    return got
 
 
 def watches_at_once() -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,6 +75,7 @@ class Watching:
         token: str,
         folder: Path,
         rows: list[int],
+        **options: Any,  # project_watch's (on_notice)
     ) -> None:
         self.world = world
         self.events: list[WatchEvent] = []
@@ -89,7 +91,7 @@ class Watching:
         self.stream: Iterator[WatchEvent] = project_watch(
             self.client, "shares", upload, clk_bits=encoded.clk_bits,
             fingerprint=encoded.fingerprint, purpose="case 24/118",
-            schema_digest=encoded.schema_digest, rule=encoded.rule,
+            schema_digest=encoded.schema_digest, rule=encoded.rule, **options,
         )  # fmt: skip
         self.thread = threading.Thread(target=self._follow, daemon=True)
         self.thread.start()
@@ -154,7 +156,9 @@ def test_a_watch_is_told_of_a_partners_later_upload_that_holds_a_watched_record(
     rows = [i for i, r in enumerate(south_ids) if south.truth[r] not in in_west][:2]
     uploads_before = sorted(world.roles["s1"].service.held)
     realtime = world.server.realtime
-    watch = Watching(world, two.tokens["north"], south_folder, rows)
+    # With its band keys at once (S1 blocks every pair in the suite: a keyless watch would
+    # be opened again at west's upload; tests/test_twoserver_watch_keys.py).
+    watch = Watching(world, two.tokens["north"], south_folder, rows, band_keys=True)
     assert watched_names(world)["s1"] and watched_names(world)["s2"]  # held, at S1 and S2
     try:
         # West's upload holds neither: compared, and nothing is told.
@@ -260,7 +264,9 @@ def test_s1_counts_a_watch_once_at_its_first_comparison_and_refuses_one_beyond_i
     # S1's own limit: 3 records a day a member (the matcher's quota is far above it).
     world.roles["s1"].service.queries = RoleQueries("S1", QueryLimits(Limit(3, "day")))
     realtime = world.server.realtime
-    first = Watching(world, two.tokens["north"], south_folder, [0, 1])
+    # With their band keys at once: S1 blocks every pair in the suite (a keyless watch would
+    # be opened again, and counted again, at its first comparison).
+    first = Watching(world, two.tokens["north"], south_folder, [0, 1], band_keys=True)
     try:
         for n in (1, 2):  # south uploads twice: 2 records counted once, the second free
             compared = realtime.two_watches.compared
@@ -269,7 +275,7 @@ def test_s1_counts_a_watch_once_at_its_first_comparison_and_refuses_one_beyond_i
             until(lambda: realtime.two_watches.compared == compared + 1)  # noqa: B023
             until(lambda: len(first.events) == 2 * n)  # noqa: B023
         assert first.error is None
-        second = Watching(world, two.tokens["north"], south_folder, [2, 3])
+        second = Watching(world, two.tokens["north"], south_folder, [2, 3], band_keys=True)
         compared = realtime.two_watches.compared
         assert world.cli("upload", str(south_folder), "--project", "shares",
                          token=two.tokens["south"]) == 0  # fmt: skip

@@ -54,8 +54,10 @@ def test_a_busy_watch_is_compared_again_later_and_holds_back_no_other_watch(
         return seconds
 
     south_folder = members["south"][1]
-    north = Watching(world, two.tokens["north"], south_folder, [0, 1])
-    west = Watching(world, two.tokens["west"], south_folder, [0, 1])
+    # With their band keys at once (S1 blocks every pair in the suite: keyless, each would
+    # be opened again at its first comparison; tests/test_twoserver_watch_keys.py).
+    north = Watching(world, two.tokens["north"], south_folder, [0, 1], band_keys=True)
+    west = Watching(world, two.tokens["west"], south_folder, [0, 1], band_keys=True)
     try:
         compared = watches.compared
         assert world.cli("upload", str(south_folder), "--project", "shares",

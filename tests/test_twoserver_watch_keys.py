@@ -1,63 +1,167 @@
-"""A two-server watch whose records S1 holds without their band keys (sent
-`band_keys_withheld`, which `project_watch` never does) is compared with a later upload S1
-compares it whole against, and told so; and where S1 blocks it against a later upload (so
-needs the keys it lacks) the watch ends FAILED_PRECONDITION `band_keys_needed`, naming the
-partner, rather than passing the upload over in silence (matcher/realtime/twowatch.py). A
-real matcher, S1 and S2 on loopback; S1's caps set on its service between the uploads."""
+"""A two-server watch is keyless by default (client/remote/twoserver_realtime.py
+`project_watch`): its records go to S1 without their band keys, and a later upload S1
+compares it whole against is told without S1 ever holding one. Where S1 blocks the watch
+against a later upload (so needs the keys it lacks), the matcher ends the watch
+`band_keys_needed` naming the partner (matcher/realtime/twowatch.py), and the client opens it
+again with the keys and catches up on that upload with one query of the same records, its
+matches told as `caught_up` events; a catch-up that cannot be made is said, naming the
+partner. A real matcher, S1 and S2 on loopback; S1's caps set on its service."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from benchmarks.exports import Export
-from blindmatch.client.encoding.encoded import read_encoded
-from blindmatch.client.remote import twoserver_realtime
+from blindmatch.client.errors import RejectedError
 from blindmatch.matcher.core import exhaustive
-from blindmatch.protos.wire import BAND_KEYS_NEEDED
+from blindmatch.protos import blindmatch_pb2 as pb
 from tests.test_twoserver_project import World, create, world  # noqa: F401
 from tests.test_twoserver_watch import Watching, members, until  # noqa: F401
 
 pytestmark = pytest.mark.server
 
 
-def test_a_watch_s1_holds_without_band_keys_says_so_where_an_upload_needs_them(
+def band_key_bytes(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:  # noqa: F811
+    """Band-key bytes S1 receives from now on, by the name each query or watch upload is
+    under (`member@tag`...)."""
+    s1 = world.roles["s1"].service
+    received: dict[str, int] = {}
+    upload = s1.upload
+
+    def seen(parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        got = list(parts)
+        keys = sum(len(p.band_counts) + len(p.band_keys) + len(p.sealed) for p in got)
+        if "@" in got[0].member:
+            received[got[0].member] = received.get(got[0].member, 0) + keys
+        return upload(iter(got), vouched)
+
+    monkeypatch.setattr(s1, "upload", seen)
+    return received
+
+
+class Opened:
+    """North's watch of two of south's records in a two-server project `shares` (watching
+    allowed, a day of `per_day` records a member, 0: the default), north's upload in it, S1's
+    caps `pairs` (and no smaller-member cap); what S1 receives from then on (`received`), the
+    watch's notices, south's token."""
+
+    def __init__(
+        self,
+        world: World,  # noqa: F811
+        members: dict[str, tuple[Export, Path]],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch,
+        pairs: int,
+        per_day: int = 0,
+    ) -> None:
+        two = create(world, "shares", "two-server")
+        with world.operator() as op:
+            op.set_query_limits("shares", allow_watch=True, per_day=per_day)
+        self.south, self.folder = two.tokens["south"], members["south"][1]
+        upload(world, members["north"][1], two.tokens["north"])
+        self.received = band_key_bytes(world, monkeypatch)
+        self.s1 = world.roles["s1"].service
+        monkeypatch.setattr(self.s1, "exhaustive", pairs)
+        monkeypatch.setattr(self.s1, "small_member", 0)
+        self.notices: list[str] = []
+        self.watch = Watching(world, two.tokens["north"], self.folder, [0, 1],
+                              on_notice=self.notices.append)  # fmt: skip
+
+
+@pytest.fixture
+def opening(
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., Opened]]:
+    """`Opened` with this test's world (S1's caps, then the member's day); each closed after."""
+    made: list[Opened] = []
+
+    def make(pairs: int, per_day: int = 0) -> Opened:
+        made.append(Opened(world, members, monkeypatch, pairs, per_day))
+        return made[-1]
+
+    yield make
+    for opened in made:
+        opened.watch.close()
+
+
+def upload(world: World, folder: Path, token: str) -> None:  # noqa: F811
+    assert world.cli("upload", str(folder), "--project", "shares", token=token) == 0
+
+
+def test_a_watch_sends_s1_no_band_key_and_is_told_of_an_upload_within_s1s_bound(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
 ) -> None:
-    two = create(world, "shares", "two-server")
-    with world.operator() as op:
-        op.set_query_limits("shares", allow_watch=True)
-    assert world.cli("upload", str(members["north"][1]), "--project", "shares",
-                     token=two.tokens["north"]) == 0  # fmt: skip
-    real = twoserver_realtime.send_records
+    opened = opening(exhaustive.SHIPPED_PAIRS)  # south's 300: whole
+    watch = opened.watch
+    assert not opened.s1.held[watch.watch.name].sealed  # no band key at S1
+    upload(world, opened.folder, opened.south)
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None and {e.partner for e in watch.events} == {"south"}
+    assert not any(e.caught_up for e in watch.events) and not opened.notices
+    assert list(opened.received.values()) == [0]  # one upload to S1, without a band key
 
-    def keyless(*args: Any, **kwargs: Any) -> Any:
-        return real(*args[:8], keys=False)  # the watch's records to S1 without band keys
 
-    monkeypatch.setattr(twoserver_realtime, "send_records", keyless)
-    s1 = world.roles["s1"].service
-    south = members["south"][1]
-    bound = 10 * read_encoded(south).record_count  # records S1 compares a watch whole against
-    s1.exhaustive, s1.small_member = exhaustive.QUERY_STREAM * bound, 0
-    watch = Watching(world, two.tokens["north"], south, [0, 1])
-    try:
-        held = s1.held[watch.watch.name]
-        assert held.records == 2 and not held.sealed  # no band key at S1
-        # South's upload within S1's bound: compared whole, both records told.
-        assert world.cli("upload", str(south), "--project", "shares",
-                         token=two.tokens["south"]) == 0  # fmt: skip
-        until(lambda: len(watch.events) == 2 or watch.error is not None)
-        assert watch.error is None and {e.partner for e in watch.events} == {"south"}
-        # S1 now blocks every pair: south's next upload needs the keys S1 lacks.
-        s1.exhaustive = 0
-        assert world.cli("upload", str(south), "--project", "shares",
-                         token=two.tokens["south"]) == 0  # fmt: skip
-        until(lambda: watch.error is not None)
-        assert BAND_KEYS_NEEDED in str(watch.error) and "south" in str(watch.error)
-        assert len(watch.events) == 2
-    finally:
-        watch.close()
+def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caught_up(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+) -> None:
+    opened = opening(0)  # S1 blocks every pair: keys needed
+    s1, notices, watch = opened.s1, opened.notices, opened.watch
+    realtime = world.server.realtime
+    first = watch.watch
+    assert not s1.held[first.name].sealed
+    upload(world, opened.folder, opened.south)  # blocked: the watch ends, re-opened
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None
+    assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
+        ("south", 0, True), ("south", 1, True)
+    ]  # fmt: skip
+    assert "south's new upload is over S1's unblocked bound" in notices[0]
+    assert "Caught up on south's upload: 2 event(s)" in notices[-1]
+    again = [w for w in realtime.watches.every() if w.member == "north"]
+    assert len(again) == 1 and again[0] is not first and s1.held[again[0].name].sealed
+    # Three uploads to S1: the watch without keys, the watch again and the query with.
+    sizes = list(opened.received.values())
+    assert len(sizes) == 3 and sizes[0] == 0 and sizes[1] > 0 and sizes[2] > 0
+    upload(world, opened.folder, opened.south)  # later uploads still watched
+    until(lambda: len(watch.events) == 4 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
+    watch.close()  # the re-opened watch closes with the client too
+    until(lambda: not realtime.watches.every())
+
+
+def test_a_catch_up_refused_by_the_quota_says_which_partners_upload_was_not_compared(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+) -> None:
+    """The watch (2 records) and its re-opening (2) take the member's day of 4: the catch-up
+    query is refused; the watch goes on, and the user is told south's upload was missed."""
+    opened = opening(0, per_day=4)
+    notices, watch = opened.notices, opened.watch
+    upload(world, opened.folder, opened.south)
+    until(lambda: any("NOT COMPARED" in n for n in notices) or watch.error is not None)
+    assert watch.error is None and not watch.events
+    missed = [n for n in notices if "NOT COMPARED" in n]
+    assert len(missed) == 1 and "south's upload" in missed[0], missed
+    upload(world, opened.folder, opened.south)  # the re-opened watch still watches
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events)
+
+
+def test_a_reopening_refused_by_the_quota_ends_the_watch_naming_the_partners_upload(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+) -> None:
+    """The watch (2 records) takes the member's day of 2: opening it again with its keys is
+    refused, and the watch ends saying south's upload was not compared."""
+    opened = opening(0, per_day=2)
+    watch = opened.watch
+    upload(world, opened.folder, opened.south)
+    until(lambda: watch.error is not None)
+    assert isinstance(watch.error, RejectedError) and not watch.events
+    assert "south's upload was not compared with the watched records" in str(watch.error)

@@ -122,12 +122,19 @@ def _stream(
             client, args.project, shared_records(result, schema, secret),
             clk_bits=result.clk_bits, fingerprint=result.fingerprint, purpose=args.purpose,
             schema_digest=result.schema_digest, rule=result.rule, on_ready=on_ready,
+            on_notice=_notice,
         )  # fmt: skip
     return client.watch(
         args.project, result.clks, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
         purpose=args.purpose, fallback_bits=result.fallback_bits, rule=result.rule,
         on_ready=on_ready,
     )  # fmt: skip
+
+
+def _notice(message: str) -> None:
+    """A two-server watch's notice (its band keys sent to S1, a catch-up made or failed):
+    on standard error even with --quiet, as it says what S1 was given or what was missed."""
+    print(f"{_now()}  {message}", file=sys.stderr, flush=True)
 
 
 def _follow(start: Callable[[], Iterator[WatchEvent]], inbox: queue.Queue[Received]) -> None:
@@ -163,14 +170,16 @@ class Printer:
             fh.flush()
         if self.json:
             line = {"time": at, "record_id": label, "partner": e.partner, "refs": refs,
-                    "scores": scores}  # fmt: skip
+                    "scores": scores} | ({"caught_up": True} if e.caught_up else {})  # fmt: skip
             print(json.dumps(line), flush=True)
             return
+        # Found by the catch-up query of a re-opened two-server watch (said on stderr).
+        caught = " (caught up by a query)" if e.caught_up else ""
         if label is None:
             print(f"{at}  {e.partner} now holds one more of the watched records (it allows "
-                  "counts only)", flush=True)  # fmt: skip
+                  f"counts only){caught}", flush=True)  # fmt: skip
             return
-        print(f"{at}  {label}: now held by {e.partner}", flush=True)
+        print(f"{at}  {label}: now held by {e.partner}{caught}", flush=True)
         for i, ref in enumerate(refs):
             score = f" (score {scores[i]:.4f})" if scores else ""
             print(f"      {e.partner} ref {ref}{score}", flush=True)

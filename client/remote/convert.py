@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import cast
 
 import grpc
@@ -339,10 +339,11 @@ def watch_event(event: pb.WatchEvent) -> WatchEvent | None:
 
 
 def watch_events(
-    stream: Iterator[pb.WatchEvent], on_ready: Callable[[], None] | None
+    stream: Iterator[pb.WatchEvent], on_ready: Callable[[], Iterable[WatchEvent] | None] | None
 ) -> Iterator[WatchEvent]:
     """A `Watch` stream's events as a member sees them (its "watch registered" signal calls
-    `on_ready`), the stream cancelled when the caller stops (a CLK watch's and a two-server
+    `on_ready`, and the events it returns, if any, come next: a re-opened two-server watch's
+    catch-up), the stream cancelled when the caller stops (a CLK watch's and a two-server
     one's alike)."""
     try:
         for message in stream:
@@ -350,7 +351,7 @@ def watch_events(
             if event is not None:
                 yield event
             elif on_ready is not None:
-                on_ready()
+                yield from on_ready() or ()
     finally:
         cast(grpc.Future, stream).cancel()  # a gRPC call: an iterator and a future
 

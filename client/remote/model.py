@@ -187,11 +187,15 @@ class QueryAnswer:
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """A partner newly holds watched record `index` (None at count: only the fact)."""
+    """A partner newly holds watched record `index` (None at count: only the fact).
+    `caught_up`: found by the query a two-server watch re-opened with its band keys runs to
+    catch up on the uploads the ended watch did not compare (docs/realtime.md "Watching in a
+    two-server project"); such a partner's upload may have been told of before."""
 
     partner: str
     index: int | None
     match: PartnerMatch | None
+    caught_up: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ concerned: docs/protocol.md "A query without band keys"), then the matcher asked
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from blindmatch.client.encoding.sharing import SharedUpload
-from blindmatch.client.errors import RejectedError
+from blindmatch.client.errors import MatcherError, RejectedError
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import query_answer, score_rule, watch_events
 from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEvent
@@ -20,7 +22,9 @@ from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
+log = logging.getLogger("blindmatch.client")
 QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
+NO_UPLOAD = "no upload at S1 and S2"  # a partner a query did not search (twoquery.NO_UPLOAD)
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
@@ -106,6 +110,7 @@ def project_query(
     rule: tuple[float, float, float] | None = None,
     s1: str = "",
     s2: str = "",
+    with_keys: bool = False,
 ) -> QueryAnswer:
     """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
     project"): the query's records, encoded as `encode --two-server` encodes an upload
@@ -117,8 +122,9 @@ def project_query(
     The records go to S1 without their band keys first: where S1 blocks the query against a
     partner (an upload over its unblocked bound) the matcher refuses it `band_keys_needed`,
     costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
-    "A query without band keys")."""
-    for keys in (False, True):
+    "A query without band keys"); `with_keys`: with them at once (a re-opened watch's
+    catch-up, whose records S1 holds with their keys already)."""
+    for keys in (True,) if with_keys else (False, True):
         t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
                           keys)  # fmt: skip
         request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
@@ -148,19 +154,115 @@ def project_watch(
     s2: str = "",
     timeout: float | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    band_keys: bool = False,
 ) -> Iterator[WatchEvent]:
-    """A watch in a project in two-server mode (docs/realtime.md "Watching for later
-    matches"): the watched records go to S1 and S2 as a query's do (`project_query`), but
-    with their band keys at once (they meet partners' later uploads, of sizes unknown), then
-    the matcher's Watch stream tells of each partner's later upload that holds one of them,
-    as `MatcherClient.watch` does; S1 and S2 forget them when the watch ends. Runs until
-    closed; the records are sent when the generator is first advanced, and `on_ready` is
-    called once the matcher has registered the watch."""
-    t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2)
-    request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
-    with translate_errors(client.target):
-        stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
-        yield from watch_events(stream, on_ready)
+    """A watch in a project in two-server mode (docs/realtime.md "Watching in a two-server
+    project"): the watched records go to S1 and S2 as a query's first try does
+    (`project_query`: to S1 without their band keys), then the matcher's Watch stream tells
+    of each partner's later upload that holds one of them, as `MatcherClient.watch` does; S1
+    and S2 forget them when the watch ends. Runs until closed; the records are sent when the
+    generator is first advanced, and `on_ready` is called once the matcher has registered
+    the watch.
+
+    Where S1 would block the watch against a partner's later upload (over its unblocked
+    bound), the matcher ends it `band_keys_needed` naming the partner; the watch is then
+    opened again with the band keys, and once that one is registered a query of the same
+    records (with the keys, the same purpose) searches every partner's current upload, its
+    matches yielded as events `caught_up` (every partner's: the ended watch may have missed
+    others' uploads too), before the re-opened watch's. What happened is said to `on_notice`
+    (else logged at WARNING): the keys sent and why, and, where the catch-up could not be
+    made (a quota, a server down), which partner's upload was not compared. Re-opening
+    refused, the generator raises, naming that partner's upload. `band_keys`: send them at
+    once (as before 2026-12-05: S1 holds them whatever the partners' sizes; no re-opening)."""
+    notice = on_notice or log.warning
+
+    def opened(keys: bool, ready: Callable[[], Iterable[WatchEvent] | None] | None,
+               ) -> Iterator[WatchEvent]:  # fmt: skip
+        t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
+                          keys)  # fmt: skip
+        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+        with translate_errors(client.target):
+            stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
+            yield from watch_events(stream, ready)
+
+    try:
+        yield from opened(band_keys, on_ready)
+        return
+    except RejectedError as exc:
+        if band_keys or BAND_KEYS_NEEDED not in str(exc):
+            raise
+        partner = blocked_partner(str(exc))
+    notice(
+        f"{partner}'s new upload is over S1's unblocked bound, so S1 needs the watched "
+        f"records' band keys to compare it: the watch is opened again with them (S1 holds "
+        f"them until it ends), and a query of the same records with them catches up on "
+        f"{partner}'s upload (and any partner's since), counted against the quota as a query"
+    )
+
+    ready = False
+
+    def catch_up() -> Iterator[WatchEvent]:
+        nonlocal ready
+        ready = True
+        try:
+            answer = project_query(
+                client, project, upload, clk_bits=clk_bits, fingerprint=fingerprint,
+                purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
+                with_keys=True,
+            )  # fmt: skip
+        except Exception as exc:  # the watch goes on; the gap is said, naming the partner
+            notice(
+                f"NOT COMPARED: {partner}'s upload that needed the band keys (and any "
+                f"partner's upload completed before the watch was opened again) was not "
+                f"compared with the watched records: the catch-up query failed ({exc}); "
+                "the watch goes on for later uploads; query these records (`blindmatch "
+                "query`) once that is put right"
+            )
+            return
+        # A partner with no upload has nothing to compare; any other not searched is a gap.
+        missed = "; ".join(f"{p}: {why}" for p, why in answer.not_searched.items()
+                           if not why.startswith(NO_UPLOAD))  # fmt: skip
+        if missed:
+            notice(f"NOT COMPARED by the catch-up query (the watch goes on): {missed}")
+        events = caught_up(answer)
+        notice(f"Caught up on {partner}'s upload: {len(events)} event(s) from the query of "
+               "every partner's current upload; the watch goes on with the band keys")  # fmt: skip
+        yield from events
+
+    try:
+        yield from opened(True, catch_up)
+    except MatcherError as exc:
+        if ready:  # ended later, as any watch may: said as it is
+            raise
+        raise type(exc)(
+            f"{exc} (opening the watch again with its band keys, which {partner}'s new upload "
+            f"needed: {partner}'s upload was not compared with the watched records)"
+        ) from exc
 
 
-__all__ = ["QUERY_SECONDS", "project_query", "project_watch", "send_records"]
+def blocked_partner(message: str) -> str:
+    """The partner a watch's `band_keys_needed` end names (matcher/realtime/twowatch.py)."""
+    m = re.search(rf"{BAND_KEYS_NEEDED}: (\S+?)'s new upload", message)
+    return m.group(1) if m else "a partner"
+
+
+def caught_up(answer: QueryAnswer) -> list[WatchEvent]:
+    """A catch-up query's answer as watch events: each (record, partner) it found, and a
+    partner at `count` once for each record it holds (as its watch events are)."""
+    events = [WatchEvent(m.partner, i, m, caught_up=True)
+              for i, matches in enumerate(answer.results) for m in matches]  # fmt: skip
+    for partner, n in answer.counts.items():
+        if answer.partner_levels.get(partner) == "count":
+            events += [WatchEvent(partner, None, None, caught_up=True)] * n
+    return events
+
+
+__all__ = [
+    "QUERY_SECONDS",
+    "blocked_partner",
+    "caught_up",
+    "project_query",
+    "project_watch",
+    "send_records",
+]
