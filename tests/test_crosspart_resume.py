@@ -127,3 +127,24 @@ def test_s1_resumes_an_unblocked_pair_of_members_at_a_bit_a_pair_not_16_bytes() 
     assert len(batch) == linkbit.BATCH and peak < 6_000_000  # not 64,000,000 and more
     counted = partial(budget.counted, "a", "b")
     assert not counted(batch.rows_a, batch.rows_b).any()
+
+
+def test_the_budgets_look_up_answers_each_pair_in_its_place_in_either_member_order() -> None:
+    """`PairBudget.counted` looks the keys up in ascending order (fewer cache misses): each
+    answer goes back to its pair."""
+    rng = np.random.default_rng(11)
+    budget = PairBudget()
+    a, b = (
+        rng.integers(0, 300, 5000).astype(np.uint32),
+        rng.integers(0, 300, 5000).astype(np.uint32),
+    )
+    spent_pairs = set(zip(a[:2000].tolist(), b[:2000].tolist(), strict=True))
+    for lo in range(0, 2000, 500):
+        keys = {
+            (x, y)
+            for x, y in zip(a[lo : lo + 500].tolist(), b[lo : lo + 500].tolist(), strict=True)
+        }
+        budget.restore("a", "b", np.array([(x << 32) | y for x, y in keys], np.uint64))
+    want = [p in spent_pairs for p in zip(a.tolist(), b.tolist(), strict=True)]
+    assert budget.counted("a", "b", a, b).tolist() == want
+    assert budget.counted("b", "a", b, a).tolist() == want
