@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from blindmatch.matcher.core import crosspart, exhaustive, linkbit, twoserver
+from blindmatch.matcher.core import crosspart, exhaustive, linkbit, pairbudget, twoserver
 from blindmatch.matcher.core.crosspart import Cross, Order, cross_parts
 from blindmatch.matcher.core.pairbudget import PairBudget
 from blindmatch.matcher.core.proposal import Proposal
@@ -131,9 +131,12 @@ def test_s1_resumes_an_unblocked_pair_of_members_at_a_bit_a_pair_not_16_bytes() 
     assert not counted(batch.rows_a, batch.rows_b).any()
 
 
-def test_the_budgets_look_up_answers_each_pair_in_its_place_in_either_member_order() -> None:
-    """`PairBudget.counted` looks the keys up in ascending order (fewer cache misses): each
-    answer goes back to its pair."""
+def test_the_budgets_look_up_answers_each_pair_in_its_place_in_either_member_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`PairBudget.counted` looks the keys up in ascending order (fewer cache misses), 1,000
+    at a time here: each answer goes back to its pair."""
+    monkeypatch.setattr(pairbudget, "LOOKUP", 1000)
     rng = np.random.default_rng(11)
     budget = PairBudget()
     a, b = (

@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 EVALUATIONS = 1  # a pair's evaluations per upload: its decision (a link's score reuses it)
+LOOKUP = 1 << 20  # keys `counted` sorts and looks up at a time
 Keys = npt.NDArray[np.uint64]
 
 
@@ -122,9 +123,11 @@ class PairBudget:
             seen = self._seen.get((member_a, member_b, False))
             if seen is None:
                 return np.zeros(len(keys), bool)
-            order = np.argsort(keys)  # looked up ascending: fewer cache misses, a fifth the time
             found = np.empty(len(keys), bool)
-            found[order] = seen.contains(keys[order])
+            for lo in range(0, len(keys), LOOKUP):  # ascending: fewer cache misses, a fifth
+                part = keys[lo : lo + LOOKUP]  # of the time (in slices: 24 bytes a key more)
+                order = np.argsort(part)
+                found[lo : lo + len(part)][order] = seen.contains(part[order])
             return found
 
     def forget(self, member: str) -> None:
