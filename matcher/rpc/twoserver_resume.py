@@ -15,6 +15,7 @@ the output shares are the bytes the first run would have given: a replay, nothin
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -139,8 +140,9 @@ def resume_pairs(request: pb.ProposeRequest, only: set[tuple[int, int]] | None
 def leave_out_counted(role: _Role, proposal: Proposal, resumed: set[tuple[int, int]]) -> int:
     """Drop from the parts of the `resumed` pairs of members the pairs S1's budget counted
     (evaluated in a run cut part-way, whose answers C holds); each part stays in its fresh
-    order. Every pair stays proposed (an extra C names on one is answered 0, as before).
-    How many were left out."""
+    order (an unblocked part stays one, core/crosspart.py `Cross.leaving_out`: its pairs left,
+    in the order of the whole part's less the counted). Every pair stays proposed (an extra C
+    names on one is answered 0, as before). How many were left out."""
     left = 0
     for k, p in enumerate(proposal.parts):
         if (p.member_a, p.member_b) not in resumed:
@@ -152,8 +154,10 @@ def leave_out_counted(role: _Role, proposal: Proposal, resumed: set[tuple[int, i
                 "which counts every pair of them as evaluated: the pair of members cannot be "
                 "resumed; one of the members uploads again"
             )
-        if isinstance(p, Cross):  # an unblocked part cut down: its rows made whole, in order
-            p = p.whole()
+        if isinstance(p, Cross):  # an unblocked part: cut down slice by slice, a bit a pair
+            proposal.parts[k] = cut = p.leaving_out(partial(role.budget.counted, *names))
+            left += len(p) - len(cut)
+            continue
         counted = role.budget.counted(*names, p.rows_a, p.rows_b)
         left += int(counted.sum())
         proposal.parts[k] = PairBatch(p.member_a, p.member_b, p.clk, p.rows_a[~counted],
