@@ -22,9 +22,16 @@ FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop 
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
 
 
-def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | None) -> None:
-    """Raise Unavailable naming `who` unless a connection to `address` is made in time."""
-    channel = (
+def reachable(
+    address: str,
+    who: str,
+    credentials: grpc.ChannelCredentials | None,
+    kept: grpc.Channel | None = None,
+) -> None:
+    """Raise Unavailable naming `who` unless a connection to `address` is made in time: on
+    the `kept` channel the run will use (left open; each channel has subchannels of its own,
+    so this is what wakes it from its reconnect back-off), or on a channel of its own."""
+    channel = kept or (
         grpc.insecure_channel(address, options=channel_options())
         if credentials is None
         else grpc.secure_channel(address, credentials, options=channel_options())
@@ -37,7 +44,8 @@ def reachable(address: str, who: str, credentials: grpc.ChannelCredentials | Non
             f"{REACH_SECONDS:g} s); nothing was started"
         ) from None
     finally:
-        channel.close()
+        if kept is None:
+            channel.close()
 
 
 def forget_at(
@@ -100,8 +108,8 @@ def combiner_setup(
         return RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
 
     def check() -> None:
-        reachable(s1, "S1", credentials)
-        reachable(s2, "S2", credentials)
+        reachable(s1, "S1", credentials, kept[0])
+        reachable(s2, "S2", credentials, kept[1])
 
     def forget_one(who: str, project: str, member: str) -> Forgot:
         address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
