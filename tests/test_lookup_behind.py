@@ -18,6 +18,7 @@ from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
 from tests.support import PURPOSE, Matcher, free_port
 from tests.test_lookup_servers import (
@@ -216,3 +217,46 @@ def test_a_change_of_layout_reaches_every_shard_even_one_it_puts_nothing_in(
     assert ask(sharded.matcher) == expected
     sharded.stop()  # the same data dir, served in-process: the same answer
     assert ask(sharded.start_matcher(sharded=False)) == expected
+
+
+def out_of_memory(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, times: int) -> None:
+    """`owner.name` fails its next `times` calls (out of memory, as a large index's build
+    may), then works as before: the fault injected, nothing else replaced."""
+    works = getattr(owner, name)
+    left = [times]
+
+    def failing(*args: object, **kwargs: object) -> object:
+        if left[0]:
+            left[0] -= 1
+            raise MemoryError("out of memory (injected)")
+        return works(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
+
+
+def test_a_change_stored_but_not_applied_in_memory_is_read_again_from_storage(
+    either: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """North removes 20 records; the change is stored, but applying it to the matcher's
+    in-memory index fails (out of memory), and so does reading it again at once. The change
+    still reaches the look-up servers (it is stored), the next query is refused (memory is
+    not what is stored), and the one after reads the index again and is answered from the
+    stored state: the removed records are found nowhere (before: nothing was forwarded, and
+    the matcher and its look-up servers kept answering them until a restart)."""
+    matcher = either.matcher
+    assert matcher is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    asked = clks[0][0:20]
+    assert [r[0][1] for r in answered(matcher, tokens["south"], asked)] == [
+        (f"north-{i}",) for i in range(20)]  # fmt: skip
+    indexes = matcher.server.realtime.indexes
+    out_of_memory(monkeypatch, indexes.get("trial", "north"), "apply", 1)
+    out_of_memory(monkeypatch, indexes, "_load", 2)  # (read again: at once, at the query)
+    remove(matcher, tokens["north"], refs_of("north", range(20)))  # stored: acknowledged
+    with pytest.raises(UnavailableError, match=r"north.s standing index .* is stored but not"):
+        query(matcher, tokens["south"], asked)
+    assert answered(matcher, tokens["south"], asked) == [[]] * 20
+    with matcher.member(tokens["north"]) as north:
+        assert sorted(north.list_index("trial")) == sorted(refs_of("north", range(20, ROWS)))
+    assert check_data_dir(either.data_dir).problems == []

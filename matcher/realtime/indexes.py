@@ -8,14 +8,16 @@ change leaves no trace but its announcement and the entry that voids it. Announc
 crash left without their change are voided at start-up, before anything is served. A
 change sent with a retry id that was already stored is acknowledged again, as it was,
 and changes nothing. Queries read `snapshots`, which a change replaces whole, without a
-lock.
+lock. A change stored whose application in memory then fails (out of memory) is still
+acknowledged and forwarded to the look-up servers, and the member's index is read again
+from index.sqlite; until that succeeds nothing in its project is answered from memory
+(queries, listings and look-up server loads are refused: `_built`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -31,7 +33,7 @@ from blindmatch.matcher.core.encodings import (
 )
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, FallbackSnapshot, load_index
-from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words, warm_up
+from blindmatch.matcher.core.index import MemberIndex, Snapshot, as_words
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
     MAX_INDEX_RECORDS,
@@ -40,6 +42,7 @@ from blindmatch.matcher.domain import (
     retried_change,
 )
 from blindmatch.matcher.realtime.indexchecks import check_refs, check_restated, digest_of
+from blindmatch.matcher.realtime.indexwarm import warm_up_all
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange, shard_of
 from blindmatch.matcher.storage.audit_log import VOID
 from blindmatch.matcher.storage.index_store import IndexStore, StoredChange
@@ -84,6 +87,9 @@ class StandingIndexes:
         # (dropped with the stored copy), searched by no query, changed by no change.
         self._erasing: set[tuple[str, str]] = set()
         self._write_lock = threading.Lock()
+        # Members whose stored change could not be applied in memory (`change`): read
+        # again from index.sqlite before anything is answered from their project.
+        self._unbuilt: set[tuple[str, str]] = set()
         # Announcements whose changes are stored: forgotten with the next announcement.
         self._settled: list[int] = []
         self._reconcile()
@@ -91,7 +97,7 @@ class StandingIndexes:
             refs, clks = index_store.records(*key)
             index = self._load(key[0], encoding, refs, as_words(clks, encoding.clk_bits))
             self._set_index(key, index, encoding)
-        self._warm_up()
+        warm_up_all(self._by_project, self._threshold)
         log.info("loaded %d standing indexes", len(self._indexes))
 
     def _reconcile(self) -> None:
@@ -111,42 +117,6 @@ class StandingIndexes:
                 "were stored; the log now says so (%s)",
                 len(cut_short),
                 VOID,
-            )
-
-    def _warm_up(self) -> None:
-        """Run each project's tables through `index.warm_up` before the first query.
-
-        An index with a fallback CLK has tables for each half: its first halves warm up
-        with the project's plain indexes of their width, its fallback halves apart (a
-        look-up mixes indexes of one CLK width only, and a member's fallback halves are in
-        two parts: those of the records that have the fields and those that lack them)."""
-        started, lookups, on_fallback = time.perf_counter(), 0, 0
-        for project, members in self._by_project.items():
-            threshold = self._threshold(project)
-            if not threshold:
-                continue
-            # (part: 0 first or plain, 1 fallback having the fields, 2 lacking them; words
-            # per CLK) -> {member: snapshot}
-            groups: dict[tuple[int, int], dict[str, Snapshot]] = {}
-            for m, index in members.items():
-                parts = (
-                    [index.snapshot]
-                    if isinstance(index, MemberIndex)
-                    else [part.snapshot for part in index.parts]
-                )
-                for kind, snap in enumerate(parts):
-                    groups.setdefault((kind, snap.main.words.shape[1]), {})[m] = snap
-            for (kind, _), snapshots in groups.items():
-                ran = warm_up(snapshots, threshold)
-                lookups += ran
-                on_fallback += ran if kind else 0
-        if lookups:
-            log.info(
-                "warmed the standing indexes' look-up tables with %d look-ups in %.1f s "
-                "(%d of them on fallback CLKs' tables)",
-                lookups,
-                time.perf_counter() - started,
-                on_fallback,
             )
 
     def _threshold(self, project: str) -> float | None:
@@ -192,6 +162,9 @@ class StandingIndexes:
 
     def snapshots(self, project: str, *, besides: str) -> dict[str, Snapshot | FallbackSnapshot]:
         """What a query by `besides` searches: every partner's index, by partner."""
+        if self._unbuilt:  # (a change stored, not applied in memory: `change`)
+            with self._write_lock:
+                self._built(project)
         return {
             m: index.snapshot
             for m, index in self._by_project.get(project, {}).items()
@@ -219,6 +192,7 @@ class StandingIndexes:
     def listing(self, project: str, member: str) -> tuple[int, list[str], list[bytes]]:
         """(clk_bits, refs, digests) of the member's index."""
         with self._write_lock:
+            self._built(project)
             index = self._indexes.get((project, member))
             if index is None or (project, member) in self._erasing:
                 return 0, [], []
@@ -235,6 +209,9 @@ class StandingIndexes:
         change, read without the writer's lock; the caller queues every change forwarded
         from before this read on and replays it after the load (a change both read here
         and queued is applied twice, which is harmless: realtime/shards.py)."""
+        if self._unbuilt:  # (a change stored, not applied in memory: `change`)
+            with self._write_lock:
+                self._built()
         found: dict[tuple[str, str], ShardRecords] = {}
         thresholds: dict[str, float] = {}
         for key, index in list(self._indexes.items()):
@@ -285,6 +262,7 @@ class StandingIndexes:
         key = (project, member)
         digest = digest_of(encoding, puts, removes) if client_change_id else ""
         with self._write_lock:
+            self._built(project)  # (checked against memory: it must be what is stored)
             if key in self._erasing:  # its erasure's deletion first (else its old records stay)
                 self._erase(project, member, "your erasure in this project is not complete yet")
             if client_change_id:
@@ -333,6 +311,7 @@ class StandingIndexes:
             stored = encoding if puts else self._encodings.get(key, encoding)
             summary = ChangeSummary(len(puts) - replaced, replaced, len(removes), size_after)
             change_id = client_change_id or f"~{uuid.uuid4().hex}"  # "~": never a client's
+            put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
             self._store_change(
                 project,
                 member,
@@ -342,23 +321,66 @@ class StandingIndexes:
                 StoredChange(change_id, 0, digest, summary),
                 check,
             )
-            put_words = as_words(b"".join(c for _, c in puts), stored.clk_bits)
-            if relayout:  # a client that says otherwise of the fallback CLK: search anew
-                refs, clks = self.index_store.records(project, member)
-                index = self._load(project, stored, refs, as_words(clks, stored.clk_bits))
-            elif index is None:
-                index = self._load(project, encoding, [r for r, _ in puts], put_words)
-            else:
-                index.apply([r for r, _ in puts], put_words, removes)
-            if size_after:
-                self._set_index(key, index, stored)
-            else:
-                self._set_index(key, None, None)
-            if self.forward is not None:
+            try:  # (stored: whatever fails from here on, memory is read again from storage)
+                if relayout:  # a client that says otherwise of the fallback CLK: search anew
+                    refs, clks = self.index_store.records(project, member)
+                    index = self._load(project, stored, refs, as_words(clks, stored.clk_bits))
+                elif index is None:
+                    index = self._load(project, encoding, [r for r, _ in puts], put_words)
+                else:
+                    index.apply([r for r, _ in puts], put_words, removes)
+                self._set_index(key, index if size_after else None, stored if size_after else None)
+            except Exception:  # out of memory, say: rebuilt from index.sqlite (`_rebuild`)
+                log.exception(
+                    "%s/%s: the change %s is stored, but applying it in memory "
+                    "failed: reading the index again",
+                    project,
+                    member,
+                    change_id,
+                )
+                self._unbuilt.add(key)
+            if self.forward is not None:  # (stored: the look-up servers take it all the same)
                 threshold = self._threshold(project)
                 self.forward(ShardChange(project, member, stored, threshold, puts, removes,
                                          layout=relayout))  # fmt: skip
+            if key in self._unbuilt:
+                try:
+                    self._rebuild(key)
+                except Exception:  # still out of memory: queries refused until it is read
+                    log.exception(
+                        "%s/%s: reading the index again failed; queries in the "
+                        "project are refused until it is read",
+                        project,
+                        member,
+                    )
         return summary, put_words, False
+
+    def _rebuild(self, key: tuple[str, str]) -> None:
+        """Read a member's index again from index.sqlite into memory (a stored change that
+        could not be applied there); the writer's lock is held."""
+        encoding = self.index_store.encodings().get(key)
+        if encoding is None:  # (emptied by the change)
+            self._set_index(key, None, None)
+        else:
+            refs, clks = self.index_store.records(*key)
+            index = self._load(key[0], encoding, refs, as_words(clks, encoding.clk_bits))
+            self._set_index(key, index, encoding)
+        self._unbuilt.discard(key)
+        log.info("%s/%s: the index is read again from index.sqlite", *key)
+
+    def _built(self, project: str | None = None) -> None:
+        """Read again each index of `project` (None: every one) whose stored change could
+        not be applied in memory; Unavailable while one still cannot be (its memory is not
+        what is stored: no query or load is answered from it). The writer's lock is held."""
+        for key in sorted(k for k in self._unbuilt if project is None or k[0] == project):
+            try:
+                self._rebuild(key)
+            except Exception as exc:
+                raise errors.Unavailable(
+                    f"{key[1]}'s standing index in project {key[0]} is stored but not yet "
+                    f"in this matcher's memory (reading it failed: {exc}); try again in a "
+                    "moment"
+                ) from exc
 
     def _store_change(
         self,
@@ -453,6 +475,7 @@ class StandingIndexes:
                                      f"{exc}); try again in a moment") from exc  # fmt: skip
         self._set_index((project, member), None, None)
         self._erasing.discard((project, member))
+        self._unbuilt.discard((project, member))
         if self.forward is not None:
             self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
 
@@ -462,6 +485,7 @@ class StandingIndexes:
             self._settle()
             self.index_store.erase_project(project)
             self._erasing = {k for k in self._erasing if k[0] != project}
+            self._unbuilt = {k for k in self._unbuilt if k[0] != project}
             for key in [k for k in self._indexes if k[0] == project]:
                 self._set_index(key, None, None)
             self._by_project.pop(project, None)
