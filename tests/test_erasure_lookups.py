@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from blindmatch.matcher.realtime.shards import shard_of
+from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
 from tests.support import db_rows, short_index_lock_wait
+from tests.test_lookup_behind import fail_once
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -163,3 +167,53 @@ def test_a_look_up_server_behind_for_another_change_takes_the_erasure_at_once(
     asked = clks[0][0:20]
     assert answers(once_read(matcher, tokens["south"], asked)) == [[] for _ in range(20)]
     assert check_data_dir(either.data_dir).problems == []
+
+
+def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_in(
+    remote: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 0 (no data dir) holds north's shards, misses a change to south's
+    index, and is loaded again from the matcher's memory; the load hangs at the server
+    (alive, holding what it held) until its deadline. North erases meanwhile: the reply
+    names server 0 (before: left out as "being loaded", and nothing was pending though the
+    load then failed and the server kept north's shards), and the background retry finishes
+    the erasure once the load has failed (the server takes the erasure then)."""
+    monkeypatch.setattr(lookup_wire, "LOAD_SECONDS", 3.0)  # (the hung load's deadline)
+    matcher = remote.matcher
+    assert matcher is not None and remote.lookups[0] is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    settled(remote)
+    server = remote.lookups[0]
+    assert ("trial", "north") in server.shards._indexes
+    fail_once(server.shards)
+    south = [i for i in range(ROWS) if shard_of(f"south-{i}", 2) == 0][:5]
+    put(matcher, tokens["south"], "south", clks[1], range(south[-1] + 1))  # server 0 misses it
+    servers = matcher.server.realtime.remote
+    assert isinstance(servers, LookupServers) and servers.behind() == [servers._name(0)]
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(*args: object, **kwargs: object) -> None:  # (the injected fault: a hung load)
+        entered.set()
+        release.wait()
+        raise OSError("hung (injected)")
+
+    monkeypatch.setattr(server.shards, "replace", hang)
+    try:
+        servers.catch_up()  # Reload: it has no data dir, so it is loaded again
+        assert servers.loading == [0]
+        assert entered.wait(60), "the load did not reach the server"
+        with matcher.member(tokens["north"]) as north:
+            erased = north.erase("trial")
+        (missed, retried) = erased.pending
+        assert missed.startswith(f"look-up server {remote.addresses[0]} (shard 0 of 2) may still")
+        assert retried == "the matcher tries again in the background until it is done"
+        assert ("trial", "north") in server.shards._indexes  # (what the reply warns of)
+        deadline = time.monotonic() + 60
+        while matcher.server.store.cut_short_erasures():  # finished by the running matcher
+            assert time.monotonic() < deadline, "the erasure was not finished"
+            time.sleep(0.2)
+        assert ("trial", "north") not in server.shards._indexes
+    finally:
+        release.set()
+    assert check_data_dir(remote.data_dir).problems == []

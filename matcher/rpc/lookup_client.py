@@ -123,7 +123,7 @@ class LookupServers(ServerStates):
         if empty:
             with self._lock:
                 for i in empty:
-                    self._start_load(i)
+                    self._start_load(i, empty=True)
             raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
         if resting and local is not None:
             _take_local(answer, members, local(), set(resting), len(self._stubs))
@@ -151,8 +151,10 @@ class LookupServers(ServerStates):
 
     def holding(self, project: str, member: str) -> list[str]:
         """The servers that may still hold the member's shards after its erasure: those
-        behind (not being loaded) that did not take the erasure's change (one sent to a
-        server behind is waited for here, outside the lock, up to its RELOAD_SECONDS)."""
+        behind that did not take the erasure's change (one sent to a server behind is
+        waited for here, outside the lock, up to its RELOAD_SECONDS), and those being loaded
+        again (`_refilling`: they keep what they held until the load, which takes the
+        erasure, is in; not one being loaded for the first time, which holds nothing)."""
         with self._lock:
             sent = [c for calls in self._late.values() for e, c in calls if e == (project, member)]
         for call in sent:
@@ -160,7 +162,8 @@ class LookupServers(ServerStates):
         with self._lock:
             for i in list(self._late):
                 self._harvest(i)
-            return [self._name(i) for i in sorted(self._behind) if i not in self._loading
+            return [self._name(i) for i in sorted(self._behind)
+                    if (i not in self._loading or i in self._refilling)
                     and (project, member) not in self._took.get(i, ())]  # fmt: skip
 
     def _harvest(self, i: int) -> None:

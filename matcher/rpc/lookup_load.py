@@ -88,6 +88,10 @@ class ServerStates:
         # forwarded to a server behind too (it drops the member's shards whatever it missed)
         self._took: dict[int, set[tuple[str, str]]] = {}
         self._loading: set[int] = set()  # servers being loaded (each by its own thread)
+        # servers being loaded that may hold shards from before (not known to have started
+        # empty): they keep them, a member erased among them too, until the load is in
+        # (`LookupServers.holding` names them until then)
+        self._refilling: set[int] = set()
         # server being loaded -> the changes forwarded since its load started, in order:
         # replayed to it once the load is in
         self._pending: dict[int, list[tuple[int, ShardChange]]] = {}
@@ -135,7 +139,7 @@ class ServerStates:
                 with self._lock:
                     if i not in self._loading:
                         log.info("%s holds nothing yet: loading it", self._name(i))
-                        self._start_load(i)
+                        self._start_load(i, empty=True)
         for channel in self._asking:
             channel.close()
         with self._lock:
@@ -199,12 +203,18 @@ class ServerStates:
     def _name(self, i: int) -> str:
         return f"look-up server {self.addresses[i]} (shard {i} of {len(self.addresses)})"
 
-    def _start_load(self, i: int) -> None:
+    def _start_load(self, i: int, *, empty: bool = False) -> None:
         """Load server i in a thread (unless one is at it); the lock is held. Changes
-        forwarded from now on are queued for it (`forward`), replayed after the load."""
+        forwarded from now on are queued for it (`forward`), replayed after the load.
+        `empty`: it said it holds nothing yet (else it may hold shards from before, an
+        erased member's among them, until the load is in: `_refilling`)."""
         if self._source is None:
             self._behind[i] = "has no data dir, and this matcher has no indexes to load it from"
             return
+        if empty:
+            self._refilling.discard(i)
+        else:
+            self._refilling.add(i)
         self._late.pop(i, None)  # (the load holds them; one arriving after is dropped)
         self._behind[i] = BEING_LOADED
         self._reloading.pop(i, None)
@@ -272,6 +282,7 @@ class ServerStates:
                 if not queued:
                     self._pending.pop(i, None)
                     self._loading.discard(i)
+                    self._refilling.discard(i)
                     self._behind.pop(i, None)
                     self._took.pop(i, None)
                     return replayed
@@ -301,3 +312,4 @@ class ServerStates:
             self._behind[i] = why
             self._pending.pop(i, None)
             self._loading.discard(i)
+            self._refilling.discard(i)  # (behind, not being loaded: `holding` names it)

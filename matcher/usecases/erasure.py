@@ -97,7 +97,8 @@ def erase(
         # answered without it; what it holds in memory goes then)
         pending.append(
             f"{', '.join(lookups)} may still hold its standing index in memory (it missed the "
-            "erasure; no query is answered until it has read its shards again)"
+            "erasure, or is being loaded again; no query is answered until it has read its "
+            "shards again)"
         )
     try:
         servers = also() if also is not None else set()
