@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from blindmatch.matcher.realtime.shards import shard_of
-from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
@@ -174,11 +173,10 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
 ) -> None:
     """Look-up server 0 (no data dir) holds north's shards, misses a change to south's
     index, and is loaded again from the matcher's memory; the load hangs at the server
-    (alive, holding what it held) until its deadline. North erases meanwhile: the reply
-    names server 0 (before: left out as "being loaded", and nothing was pending though the
-    load then failed and the server kept north's shards), and the background retry finishes
-    the erasure once the load has failed (the server takes the erasure then)."""
-    monkeypatch.setattr(lookup_wire, "LOAD_SECONDS", 3.0)  # (the hung load's deadline)
+    (alive, holding what it held), then fails. North erases while it hangs: the reply names
+    server 0 (before: left out as "being loaded", and nothing was pending though the load
+    then failed and the server kept north's shards), and the background retry finishes the
+    erasure once the load has failed (the server takes the erasure then)."""
     matcher = remote.matcher
     assert matcher is not None and remote.lookups[0] is not None
     tokens = project_of(matcher).tokens
@@ -196,7 +194,7 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
     def hang(*args: object, **kwargs: object) -> None:  # (the injected fault: a hung load)
         entered.set()
         release.wait()
-        raise OSError("hung (injected)")
+        raise OSError("hung, then failed (injected)")
 
     monkeypatch.setattr(server.shards, "replace", hang)
     try:
@@ -209,6 +207,7 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
         assert missed.startswith(f"look-up server {remote.addresses[0]} (shard 0 of 2) may still")
         assert retried == "the matcher tries again in the background until it is done"
         assert ("trial", "north") in server.shards._indexes  # (what the reply warns of)
+        release.set()  # the load fails; the server, alive, keeps what it held
         deadline = time.monotonic() + 60
         while matcher.server.store.cut_short_erasures():  # finished by the running matcher
             assert time.monotonic() < deadline, "the erasure was not finished"
