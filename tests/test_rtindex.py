@@ -40,6 +40,21 @@ def anonlink_hits(clks: np.ndarray, query: np.ndarray, threshold: float) -> dict
     return {int(r): float(s) for r, s in zip(rows, sims, strict=True)}
 
 
+def anonlink_hits_each(
+    clks: np.ndarray, queries: np.ndarray, threshold: float
+) -> list[dict[int, float]]:
+    """`anonlink_hits` of each query, from one anonlink call with the queries as its `a`:
+    the same pairs and scores (anonlink scores each pair on its own), without converting the
+    indexed CLKs to bytes again for every query (2.3 s for 60 queries of 20,000, now 0.03 s)."""
+    sims, (qs, rows) = dice_coefficient_accelerated(
+        [[q.tobytes() for q in queries], [r.tobytes() for r in clks]], threshold
+    )
+    hits: list[dict[int, float]] = [{} for _ in queries]
+    for q, r, s in zip(qs, rows, sims, strict=True):
+        hits[int(q)][int(r)] = float(s)
+    return hits
+
+
 @pytest.fixture(scope="module")
 def people() -> tuple[np.ndarray, np.ndarray]:
     """60,000 synthetic person CLKs (indexed) and 600 queries: typos, graded noise, strangers."""
@@ -64,12 +79,13 @@ def test_the_scan_gives_anonlinks_rows_and_scores(people: tuple[np.ndarray, np.n
     segment = Segment.build(as_words(clks, CLK_BITS), [str(i) for i in range(len(clks))])
     order = np.argsort(np.bitwise_count(clks).sum(axis=1), kind="stable")
     for threshold in (0.6, 0.8, 0.95):
-        for q in queries[::25]:
+        theirs = anonlink_hits_each(clks, queries[::25], threshold)
+        for q, want in zip(queries[::25], theirs, strict=True):
             rows, sims = search(
                 segment.words, segment.popcounts, as_words(q, CLK_BITS)[0], threshold
             )
             ours = {int(order[r]): s for r, s in zip(rows.tolist(), sims.tolist(), strict=True)}
-            assert ours == anonlink_hits(clks, q, threshold)
+            assert ours == want
 
 
 def test_lsh_finds_what_the_exhaustive_scan_finds(people: tuple[np.ndarray, np.ndarray]) -> None:
@@ -103,9 +119,8 @@ def test_lsh_scores_are_anonlinks(people: tuple[np.ndarray, np.ndarray]) -> None
     lsh_plan = plan_tables(len(words), CLK_BITS, float(np.quantile(popcounts, 0.99)), 0.54, 0.8)
     assert lsh_plan is not None
     table = LshTable.build(words, lsh_plan, 0.8)
-    for q in queries[::10]:
+    for q, theirs in zip(queries[::10], anonlink_hits_each(clks, queries[::10], 0.8), strict=True):
         rows, sims, _ = table.search(words, popcounts, as_words(q, CLK_BITS)[0], 0.8)
-        theirs = anonlink_hits(clks, q, 0.8)
         assert {int(r): s for r, s in zip(rows, sims.tolist(), strict=True)}.items() <= (
             theirs.items()
         )
