@@ -32,7 +32,7 @@ from blindmatch.matcher.domain import (
     STREAMS_IN_ALL,
     TWO_SERVER,
 )
-from blindmatch.matcher.errors import NotFound
+from blindmatch.matcher.errors import NotFound, Unavailable
 from blindmatch.matcher.placement import (
     allowed_cpus,
     pin_this_thread,
@@ -73,6 +73,11 @@ STREAMS_PER_CONNECTION = 128
 HANDSHAKE_TIMEOUT_MS = 20_000
 # A connection without a call for this long is closed (a client reconnects on its next call).
 CONNECTION_IDLE_MS = 300_000
+# An open watch's end when the matcher stops (`RunningServer.stop`).
+STOPPING = (
+    "the matcher is stopping; the watch is ended (the matcher holds a watch only while it "
+    "runs): open it again once the matcher is back"
+)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
 
@@ -93,7 +98,15 @@ class RunningServer:
     erasures: ErasureRetries | None = None  # erasures that failed part-way, retried
 
     def stop(self, grace: float | None = 1.0) -> None:
-        self.server.stop(grace).wait()
+        """Stop serving: new calls refused at once, calls in flight given `grace` seconds,
+        except open watches, which wait for nothing and would hold the stop for all of it:
+        each is ended at once, UNAVAILABLE `STOPPING` (its client says so, docs/realtime.md
+        "When the matcher stops")."""
+        stopped = self.server.stop(grace)
+        ended = self.realtime.watches.end_all(Unavailable(STOPPING))
+        if ended:
+            log.info("%d open watch(es) ended: the matcher is stopping", ended)
+        stopped.wait()
         if self.erasures is not None:  # (one left pending is completed at the next start)
             self.erasures.close()
         self.streams.close()

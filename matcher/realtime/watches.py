@@ -41,10 +41,11 @@ class Watch:
     member: str
     purpose: str
     words: np.ndarray
-    events: queue.Queue[Notification] = field(default_factory=queue.Queue)
+    events: queue.Queue[Notification | None] = field(default_factory=queue.Queue)
     ended: str = ""  # why the matcher ended the watch (its project expired), if it did
     user: str = ""  # the member's named user who opened it (its notifications' audit entries)
-    ended_as: type[errors.ServiceError] = errors.NotFound  # the status `ended` is told with
+    # How `ended` is told: the error its stream ends with (made from `ended`).
+    ended_as: Callable[[str], errors.ServiceError] = errors.NotFound
     # A two-server project's (twowatch.py): the watched records' name at S1 and S2 (`words`
     # empty: the matcher holds none of them), how many, and their encoding's facts.
     name: str = ""
@@ -56,9 +57,11 @@ class Watch:
         """How many records it watches."""
         return self.records if self.name else len(self.words)
 
-    def end(self, why: str, as_: type[errors.ServiceError]) -> None:
-        """End it (its stream is told `as_(why)`, then forgets it)."""
+    def end(self, why: str, as_: Callable[[str], errors.ServiceError]) -> None:
+        """End it (its stream is told `as_(why)`, then forgets it), at once: a stream
+        waiting for its next event wakes (None in `events`: nothing to tell)."""
         self.ended_as, self.ended = as_, why
+        self.events.put(None)
 
     def next_event(self, timeout: float) -> Notification | None:
         """The next event, or None after `timeout` seconds."""
@@ -107,8 +110,22 @@ class Watches:
         with self._lock:
             for w in self._open:
                 if w.project == project:
-                    w.ended = why
+                    w.end(why, errors.NotFound)
             self._open = [w for w in self._open if w.project != project]
+
+    def end_all(self, why: errors.ServiceError) -> int:
+        """End every open watch now, its stream told `why` (the matcher stopping: server.py
+        `RunningServer.stop`); how many. Each is forgotten as its stream ends (a two-server
+        watch's records forgotten by S1 and S2 then, or at `TwoServerWatches.close`)."""
+        with self._lock:
+            watches = [w for w in self._open if not w.ended]
+
+        def told(_: str) -> errors.ServiceError:
+            return why
+
+        for w in watches:
+            w.end(str(why), told)
+        return len(watches)
 
     def notify(
         self,
