@@ -21,6 +21,9 @@ exit code, in one table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class BlindmatchError(Exception):
     """Base class: a failure the user can act on, with a message that says how."""
@@ -31,7 +34,10 @@ class InputError(BlindmatchError):
 
 
 class MatcherError(BlindmatchError):
-    """The matcher answered with an error status."""
+    """The matcher answered with an error status. `trailing`: the `blindmatch-` trailing
+    metadata it came with (facts of a refusal to act on, protos/wire.py; empty: none)."""
+
+    trailing: Mapping[str, str] = MappingProxyType({})
 
 
 class AuthError(MatcherError):

@@ -37,6 +37,9 @@ class ServiceError(Exception):
 
     status_name = "INTERNAL"
     retryable = False
+    # Facts of the refusal a client acts on, sent as trailing metadata (`blindmatch-` keys,
+    # protos/wire.py) besides the message, which is for people (rpc/status.py `abort`).
+    trailing: tuple[tuple[str, str], ...] = ()
     # A two-server batch's failure: False where S1 and S2 evaluated none of its pairs (S2
     # refused or missed the batch before S1 was asked, or S1 could not be connected to:
     # core/runjournal.py), True where they may have.

@@ -23,6 +23,11 @@ DIGEST_BYTES = 8
 # it, and so does the matcher's, on which the client sends the records again with their keys
 # (docs/protocol.md "A query without band keys").
 BAND_KEYS_NEEDED = "band_keys_needed"
+# A two-server watch the matcher ends `band_keys_needed` (S1 blocks it against a partner's new
+# upload) names that partner in this trailing metadata, as well as in its message (for people):
+# the client reads the name here, never from the text (docs/realtime.md "Watching in a
+# two-server project").
+BLOCKED_PARTNER_METADATA = "blindmatch-blocked-partner"
 
 
 def clk_digest(clk: bytes) -> bytes:

@@ -16,7 +16,9 @@ import pytest
 
 from benchmarks.exports import Export
 from blindmatch.client.errors import RejectedError
+from blindmatch.client.remote.twoserver_realtime import blocked_partner
 from blindmatch.matcher.core import exhaustive
+from blindmatch.matcher.realtime import twowatch
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.test_twoserver_project import World, create, world  # noqa: F401
 from tests.test_twoserver_watch import Watching, members, until  # noqa: F401
@@ -109,7 +111,13 @@ def test_a_watch_sends_s1_no_band_key_and_is_told_of_an_upload_within_s1s_bound(
 def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caught_up(
     world: World,  # noqa: F811
     opening: Callable[..., Opened],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The watch's end names the partner in its trailing metadata, read there: a message
+    # worded otherwise (the partner named last, say) still names south to the client.
+    reworded = ("{needed}: S1 holds the watched records without band keys and blocks the "
+                "watch ({blocks}) against the new upload of {partner}")  # fmt: skip
+    monkeypatch.setattr(twowatch, "KEYS_NEEDED", reworded)
     opened = opening(0)  # S1 blocks every pair: keys needed
     s1, notices, watch = opened.s1, opened.notices, opened.watch
     realtime = world.server.realtime
@@ -133,6 +141,42 @@ def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caugh
     assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
     watch.close()  # the re-opened watch closes with the client too
     until(lambda: not realtime.watches.every())
+
+
+def test_a_catch_up_tells_no_match_the_watch_told_before(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """South's first upload is within S1's bound: told. Its second S1 blocks the watch
+    against: re-opened with keys, and the catch-up query finds the same two (record,
+    partner) matches, already told by this watch: not told again (said in the notice)."""
+    opened = opening(exhaustive.SHIPPED_PAIRS)
+    notices, watch = opened.notices, opened.watch
+    upload(world, opened.folder, opened.south)
+    until(lambda: len(watch.events) == 2 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events)
+    monkeypatch.setattr(opened.s1, "exhaustive", 0)  # now S1 blocks every pair
+    upload(world, opened.folder, opened.south)
+    until(lambda: any("Caught up on" in n for n in notices) or watch.error is not None)
+    assert watch.error is None
+    assert "Caught up on south's upload: 0 event(s)" in notices[-1]
+    assert "(2 more this watch had told already, not told again)" in notices[-1]
+    assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
+        ("south", 0, False), ("south", 1, False)
+    ]  # fmt: skip
+    upload(world, opened.folder, opened.south)  # the re-opened watch's own are told as ever
+    until(lambda: len(watch.events) == 4 or watch.error is not None)
+    assert watch.error is None and not any(e.caught_up for e in watch.events)
+
+
+def test_a_band_keys_needed_end_without_the_partner_in_its_metadata_names_a_partner() -> None:
+    """The partner is read from the trailing metadata only: its text is for people."""
+    said = "band_keys_needed: south's new upload could not be compared with this watch"
+    assert blocked_partner(RejectedError(said)) == "a partner"
+    named = RejectedError("band_keys_needed: worded otherwise")
+    named.trailing = {"blindmatch-blocked-partner": "south"}
+    assert blocked_partner(named) == "south"
 
 
 def test_a_catch_up_refused_by_the_quota_says_which_partners_upload_was_not_compared(

@@ -96,7 +96,8 @@ def _looks_like_tls(detail: str) -> bool:
 @contextmanager
 def translate_errors(target: str, party: str = "the matcher") -> Iterator[None]:
     """Turn a failed gRPC call into the matching `MatcherError` subclass (`party`: what
-    answers at `target`, named when it cannot be reached)."""
+    answers at `target`, named when it cannot be reached), the call's `blindmatch-` trailing
+    metadata kept as its `trailing` (facts of a refusal, never parsed from its message)."""
     try:
         yield
     except grpc.RpcError as exc:
@@ -110,7 +111,11 @@ def translate_errors(target: str, party: str = "the matcher") -> Iterator[None]:
         if cls is UnavailableError and not answered(exc):
             hint = TLS_HINT if _looks_like_tls(detail) else ""
             detail = f"cannot reach {party} at {target}: {detail}{hint}"
-        raise cls(f"{detail} [{code.name}]") from None
+        error = cls(f"{detail} [{code.name}]")
+        trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+        error.trailing = {k: v for k, v in trailing or () if k.startswith("blindmatch-")
+                          and isinstance(v, str)}  # fmt: skip
+        raise error from None
 
 
 def check_reachable(channel: grpc.Channel, target: str, timeout: float = REACH_SECONDS) -> None:

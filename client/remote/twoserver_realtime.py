@@ -7,9 +7,9 @@ concerned: docs/protocol.md "A query without band keys"), then the matcher asked
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blindmatch.client.encoding.sharing import SharedUpload
@@ -20,7 +20,7 @@ from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEv
 from blindmatch.client.remote.peers import drop_peer_channels, peer_channel
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.protos import blindmatch_pb2 as pb
-from blindmatch.protos.wire import BAND_KEYS_NEEDED
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, BLOCKED_PARTNER_METADATA
 
 log = logging.getLogger("blindmatch.client")
 QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
@@ -86,16 +86,51 @@ def send_records(
     return t
 
 
-def _request(
-    project: str, upload: SharedUpload, t: TwoServerTicket, clk_bits: int, fingerprint: bytes,
-    purpose: str, rule: tuple[float, float, float] | None,
-) -> pb.QueryRequest:  # fmt: skip
-    widths = [8 * s.shape[1] for s in upload.s2.shares]
-    return pb.QueryRequest(
-        project=project, purpose=purpose, clk_bits=clk_bits, fingerprint=fingerprint,
-        fallback_bits=widths[1] if len(widths) > 1 else 0, rule=score_rule(rule),
-        two_server_ticket=t.ticket, two_server_records=len(upload),
-    )  # fmt: skip
+@dataclass(frozen=True)
+class _Records:
+    """A query's or a watch's records and the facts sent with them: what `project_query`
+    and `project_watch` share (and a re-opened watch's catch-up query is asked with)."""
+
+    client: MatcherClient
+    project: str
+    upload: SharedUpload
+    clk_bits: int
+    fingerprint: bytes
+    purpose: str
+    schema_digest: str
+    rule: tuple[float, float, float] | None
+    s1: str
+    s2: str
+
+    def sent(self, keys: bool) -> pb.QueryRequest:
+        """The records to S1 and S2 under a fresh query ticket (to S1 with their band keys
+        if `keys`), and the request that asks or watches with that ticket."""
+        t = send_records(self.client, self.project, self.upload, self.fingerprint,
+                         self.schema_digest, self.rule, self.s1, self.s2, keys)  # fmt: skip
+        widths = [8 * s.shape[1] for s in self.upload.s2.shares]
+        return pb.QueryRequest(
+            project=self.project, purpose=self.purpose, clk_bits=self.clk_bits,
+            fingerprint=self.fingerprint, fallback_bits=widths[1] if len(widths) > 1 else 0,
+            rule=score_rule(self.rule), two_server_ticket=t.ticket,
+            two_server_records=len(self.upload),
+        )  # fmt: skip
+
+    def query(self, with_keys: bool) -> QueryAnswer:
+        """`project_query` of these records."""
+        client = self.client
+        timeout = max(client.timeout, QUERY_SECONDS)
+        for keys in (True,) if with_keys else (False, True):
+            request = self.sent(keys)
+            try:
+                with translate_errors(client.target):
+                    reply = client._stub.Query(request, metadata=client._metadata(),
+                                               timeout=timeout)  # fmt: skip
+            except RejectedError as exc:
+                if keys or BAND_KEYS_NEEDED not in str(exc):
+                    raise
+                continue
+            return query_answer(reply)
+        raise AssertionError("unreachable: the second try sends the keys")
 
 
 def project_query(
@@ -124,20 +159,9 @@ def project_query(
     costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
     "A query without band keys"); `with_keys`: with them at once (a re-opened watch's
     catch-up, whose records S1 holds with their keys already)."""
-    for keys in (True,) if with_keys else (False, True):
-        t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
-                          keys)  # fmt: skip
-        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
-        try:
-            with translate_errors(client.target):
-                reply = client._stub.Query(request, metadata=client._metadata(),
-                                           timeout=max(client.timeout, QUERY_SECONDS))  # fmt: skip
-        except RejectedError as exc:
-            if keys or BAND_KEYS_NEEDED not in str(exc):
-                raise
-            continue
-        return query_answer(reply)
-    raise AssertionError("unreachable: the second try sends the keys")
+    records = _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
+                       rule, s1, s2)  # fmt: skip
+    return records.query(with_keys)
 
 
 def project_watch(
@@ -166,33 +190,39 @@ def project_watch(
     the watch.
 
     Where S1 would block the watch against a partner's later upload (over its unblocked
-    bound), the matcher ends it `band_keys_needed` naming the partner; the watch is then
+    bound), the matcher ends it `band_keys_needed` naming the partner (in its trailing
+    metadata `blindmatch-blocked-partner`: `blocked_partner`); the watch is then
     opened again with the band keys, and once that one is registered a query of the same
     records (with the keys, the same purpose) searches every partner's current upload, its
     matches yielded as events `caught_up` (every partner's: the ended watch may have missed
-    others' uploads too), before the re-opened watch's. What happened is said to `on_notice`
-    (else logged at WARNING): the keys sent and why, and, where the catch-up could not be
-    made (a quota, a server down), which partner's upload was not compared. Re-opening
+    others' uploads too), before the re-opened watch's; a caught-up match of a (record,
+    partner) this watch told already is not told again (`untold`). What happened is said to
+    `on_notice` (else logged at WARNING): the keys sent and why, and, where the catch-up could
+    not be made (a quota, a server down), which partner's upload was not compared. Re-opening
     refused, the generator raises, naming that partner's upload. `band_keys`: send them at
     once (as before 2026-12-05: S1 holds them whatever the partners' sizes; no re-opening)."""
     notice = on_notice or log.warning
+    records = _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
+                       rule, s1, s2)  # fmt: skip
+    told: set[tuple[int, str]] = set()  # (record, partner) matches told by this watch
 
     def opened(keys: bool, ready: Callable[[], Iterable[WatchEvent] | None] | None,
                ) -> Iterator[WatchEvent]:  # fmt: skip
-        t = send_records(client, project, upload, fingerprint, schema_digest, rule, s1, s2,
-                          keys)  # fmt: skip
-        request = _request(project, upload, t, clk_bits, fingerprint, purpose, rule)
+        request = records.sent(keys)
         with translate_errors(client.target):
             stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
-            yield from watch_events(stream, ready)
+            for event in watch_events(stream, ready):
+                if event.index is not None:
+                    told.add((event.index, event.partner))
+                yield event
 
     try:
         yield from opened(band_keys, on_ready)
         return
     except RejectedError as exc:
-        if band_keys or BAND_KEYS_NEEDED not in str(exc):
+        if band_keys or not keys_needed(exc):
             raise
-        partner = blocked_partner(str(exc))
+        partner = blocked_partner(exc)
     notice(
         f"{partner}'s new upload is over S1's unblocked bound, so S1 needs the watched "
         f"records' band keys to compare it: the watch is opened again with them (S1 holds "
@@ -206,11 +236,7 @@ def project_watch(
         nonlocal ready
         ready = True
         try:
-            answer = project_query(
-                client, project, upload, clk_bits=clk_bits, fingerprint=fingerprint,
-                purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
-                with_keys=True,
-            )  # fmt: skip
+            answer = records.query(with_keys=True)
         except Exception as exc:  # the watch goes on; the gap is said, naming the partner
             notice(
                 f"NOT COMPARED: {partner}'s upload that needed the band keys (and any "
@@ -225,9 +251,13 @@ def project_watch(
                            if not why.startswith(NO_UPLOAD))  # fmt: skip
         if missed:
             notice(f"NOT COMPARED by the catch-up query (the watch goes on): {missed}")
-        events = caught_up(answer)
+        found = caught_up(answer)
+        events = untold(found, told)
+        again = len(found) - len(events)
+        already = f" ({again} more this watch had told already, not told again)" if again else ""
         notice(f"Caught up on {partner}'s upload: {len(events)} event(s) from the query of "
-               "every partner's current upload; the watch goes on with the band keys")  # fmt: skip
+               f"every partner's current upload{already}; the watch goes on with the band "
+               "keys")  # fmt: skip
         yield from events
 
     try:
@@ -241,10 +271,16 @@ def project_watch(
         ) from exc
 
 
-def blocked_partner(message: str) -> str:
-    """The partner a watch's `band_keys_needed` end names (matcher/realtime/twowatch.py)."""
-    m = re.search(rf"{BAND_KEYS_NEEDED}: (\S+?)'s new upload", message)
-    return m.group(1) if m else "a partner"
+def keys_needed(exc: MatcherError) -> bool:
+    """Whether `exc` is a two-server watch's `band_keys_needed` end (twowatch.py
+    `keys_needed`): by its trailing metadata, or its text from a matcher that sends none."""
+    return BLOCKED_PARTNER_METADATA in exc.trailing or BAND_KEYS_NEEDED in str(exc)
+
+
+def blocked_partner(exc: MatcherError) -> str:
+    """The partner a watch's `band_keys_needed` end names, read from its trailing metadata
+    (`blindmatch-blocked-partner`), never from its text: "a partner" where it has none."""
+    return exc.trailing.get(BLOCKED_PARTNER_METADATA) or "a partner"
 
 
 def caught_up(answer: QueryAnswer) -> list[WatchEvent]:
@@ -258,11 +294,20 @@ def caught_up(answer: QueryAnswer) -> list[WatchEvent]:
     return events
 
 
+def untold(events: Iterable[WatchEvent], told: Collection[tuple[int, str]]) -> list[WatchEvent]:
+    """The catch-up's `events` less those of a (record, partner) in `told` (the watch told
+    that match already, from an earlier upload). A partner at `count` names no record, so its
+    events are all kept: which records the earlier ones were about is not known."""
+    return [e for e in events if e.index is None or (e.index, e.partner) not in told]
+
+
 __all__ = [
     "QUERY_SECONDS",
     "blocked_partner",
     "caught_up",
+    "keys_needed",
     "project_query",
     "project_watch",
     "send_records",
+    "untold",
 ]

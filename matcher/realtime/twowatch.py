@@ -26,12 +26,12 @@ silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
 (FAILED_PRECONDITION: open it again under a fresh ticket), S1 still busy (its proposals all in
 flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable), S1 blocking the watch against an
 upload whose records it holds without their band keys (FAILED_PRECONDITION starting
-`band_keys_needed`: open it again with them; `project_watch` sends them, so only a client that
-withheld them meets this). S1 busy is asked again later, not
-waited for: the watches S1 was busy for are compared with that upload again after the next of
-BUSY_WAITS (`later`: a timer, which puts the comparison back on the comparing thread), while
-the comparing thread goes on with the other watches' comparisons (their notifications are not
-held back by it).
+`band_keys_needed`, the partner named in the trailing metadata `blindmatch-blocked-partner`
+too: open it again with them; `project_watch` does, reading the partner there). S1 busy is
+asked again later, not waited for: the watches S1 was busy for are compared with that upload
+again after the next of BUSY_WAITS (`later`: a timer, which puts the comparison back on the
+comparing thread), while the comparing thread goes on with the other watches' comparisons
+(their notifications are not held back by it).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from blindmatch.matcher.realtime import twoquery
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
-from blindmatch.protos.wire import BAND_KEYS_NEEDED
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, BLOCKED_PARTNER_METADATA
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
@@ -62,6 +62,26 @@ Later = Callable[[float, Callable[[], None]], None]  # call a function after sec
 Found = list[tuple[int, Hits]]  # a watch's records an upload holds (record, hits)
 WATCHES_AT_ONCE = twoquery.PARTNERS_AT_ONCE  # watches one upload is compared with at once
 BUSY_WAITS = (1.0, 5.0, 30.0)  # seconds before asking a busy S1 again (then the watch ends)
+
+
+# A watch's end where S1 blocks it against `partner`'s new upload (`blocks`: S1's why) and
+# holds its records without their band keys: for people; the client reads the partner from
+# the trailing metadata BLOCKED_PARTNER_METADATA (`keys_needed`), never from this text.
+KEYS_NEEDED = (
+    "{needed}: {partner}'s new upload could not be compared with this watch: S1 blocks the "
+    "watch against it ({blocks}) and holds the watched records without their band keys; open "
+    "it again with them (the records the partner uploaded since are not searched)"
+)
+
+
+def keys_needed(partner: str, blocks: str) -> errors.FailedPrecondition:
+    """The watch's end where S1 blocks it against `partner`'s new upload: FAILED_PRECONDITION
+    starting `band_keys_needed`, naming `partner` in its trailing metadata too."""
+    exc = errors.FailedPrecondition(
+        KEYS_NEEDED.format(needed=BAND_KEYS_NEEDED, partner=partner, blocks=blocks)
+    )
+    exc.trailing = ((BLOCKED_PARTNER_METADATA, partner),)
+    return exc
 
 
 class TwoServerWatches:
@@ -274,12 +294,7 @@ class TwoServerWatches:
                 "it again (the records the partner uploaded since are not searched)"
             ))  # fmt: skip
         if got.keys:  # S1 blocks it against this upload, and holds it without band keys
-            return self._end(watch, errors.FailedPrecondition(
-                f"{BAND_KEYS_NEEDED}: {partner}'s new upload could not be compared with this "
-                f"watch: S1 blocks the watch against it ({got.keys}) and holds the watched "
-                "records without their band keys; open it again with them (the records the "
-                "partner uploaded since are not searched)"
-            ))  # fmt: skip
+            return self._end(watch, keys_needed(partner, got.keys))
         if got.links is None:
             log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
                         partner, watch.member, got.why)  # fmt: skip
@@ -292,9 +307,9 @@ class TwoServerWatches:
         return [(i, sorted(h, key=lambda x: -x[1])) for i, h in sorted(by_record.items())]
 
     def _end(self, watch: Watch, exc: errors.ServiceError) -> Found | None:
-        """End `watch`, telling its stream `exc` (nothing found)."""
+        """End `watch`, telling its stream `exc` (its trailing metadata too; nothing found)."""
         log.warning("%s/%s's two-server watch ended: %s", watch.project, watch.member, exc)
-        watch.end(str(exc), type(exc))
+        watch.end(str(exc), lambda _why: exc)
         self.watches.remove(watch)
         return None
 

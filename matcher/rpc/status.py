@@ -5,7 +5,9 @@ metadata `blindmatch-status: <STATUS>`, so a caller can tell a status the servic
 from one gRPC made up for want of an answer (`UNAVAILABLE` or `DEADLINE_EXCEEDED` of a
 connection that failed: the party was not reached) by the status alone, never by its text.
 One that is `retryable` also sends `blindmatch-retryable: 1`, so a client can tell a
-momentary limit (retry with backoff) from a permanent one (don't).
+momentary limit (retry with backoff) from a permanent one (don't). One with facts a client
+acts on sends them too (`ServiceError.trailing`: a two-server watch's `band_keys_needed` end
+names the partner in `blindmatch-blocked-partner`, protos/wire.py), never parsed from its text.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Aborts(Protocol):
 
 def abort(context: Aborts, exc: ServiceError) -> NoReturn:
     """End the call with `exc`'s status and message, marked as the service's own."""
-    trailing = ((ANSWERED_METADATA, exc.status_name),)
+    trailing = ((ANSWERED_METADATA, exc.status_name), *exc.trailing)
     context.set_trailing_metadata(trailing + ((RETRYABLE_METADATA,) if exc.retryable else ()))
     context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
 
