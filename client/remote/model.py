@@ -190,7 +190,8 @@ class WatchEvent:
     """A partner newly holds watched record `index` (None at count: only the fact).
     `caught_up`: found by the query a two-server watch re-opened with its band keys runs to
     catch up on the uploads the ended watch did not compare (docs/realtime.md "Watching in a
-    two-server project"); such a partner's upload may have been told of before."""
+    two-server project"); one of a (record, partner) the watch told already is not told
+    again (`twoserver_realtime.py` `untold`)."""
 
     partner: str
     index: int | None
