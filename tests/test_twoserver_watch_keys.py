@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.exports import Export
-from blindmatch.client.errors import RejectedError
+from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.twoserver_realtime import blocked_partner
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.realtime import twowatch
@@ -168,6 +168,22 @@ def test_a_catch_up_tells_no_match_the_watch_told_before(
     upload(world, opened.folder, opened.south)  # the re-opened watch's own are told as ever
     until(lambda: len(watch.events) == 4 or watch.error is not None)
     assert watch.error is None and not any(e.caught_up for e in watch.events)
+
+
+def test_a_watch_open_when_the_matcher_stops_is_told_so_and_its_records_forgotten(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+) -> None:
+    """The matcher stopping ends the watch at once, UNAVAILABLE `the matcher is stopping`
+    (not after the grace, as a lost connection), and S1 and S2 forget its records."""
+    opened = opening(exhaustive.SHIPPED_PAIRS)
+    watch, name = opened.watch, opened.watch.watch.name
+    assert name in opened.s1.held and name in world.roles["s2"].service.held
+    world.server.stop(grace=5)
+    until(lambda: watch.error is not None)
+    assert isinstance(watch.error, UnavailableError)
+    assert str(watch.error).startswith("the matcher is stopping; the watch is ended")
+    assert name not in opened.s1.held and name not in world.roles["s2"].service.held
 
 
 def test_a_band_keys_needed_end_without_the_partner_in_its_metadata_names_a_partner() -> None:
