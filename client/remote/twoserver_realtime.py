@@ -220,7 +220,7 @@ def project_watch(
         yield from opened(band_keys, on_ready)
         return
     except RejectedError as exc:
-        if band_keys or not keys_needed(exc):
+        if band_keys or not needs_band_keys(exc):
             raise
         partner = blocked_partner(exc)
     notice(
@@ -271,7 +271,7 @@ def project_watch(
         ) from exc
 
 
-def keys_needed(exc: MatcherError) -> bool:
+def needs_band_keys(exc: MatcherError) -> bool:
     """Whether `exc` is a two-server watch's `band_keys_needed` end (twowatch.py
     `keys_needed`): by its trailing metadata, or its text from a matcher that sends none."""
     return BLOCKED_PARTNER_METADATA in exc.trailing or BAND_KEYS_NEEDED in str(exc)
@@ -305,7 +305,7 @@ __all__ = [
     "QUERY_SECONDS",
     "blocked_partner",
     "caught_up",
-    "keys_needed",
+    "needs_band_keys",
     "project_query",
     "project_watch",
     "send_records",
