@@ -197,8 +197,18 @@ def encode_query(
             raise InputError(f"give either a CSV of people to {verb} or fields, not both")
         if not args.mapping:
             raise InputError(f"--mapping is required with a CSV of people to {verb}")
-        result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
-        refuse_unreadable(result, verb=verb)
+        if args.date_format or args.dob_format:
+            raise InputError(
+                f"--dob-format and --date-format are for a person given as options; a CSV of "
+                f"people to {verb} is read with its mapping: set date_format in {args.mapping}"
+            )
+        # An empty CSV is refused below, in the command's own words (encode's --allow-empty
+        # and --on-duplicate-id are not options here).
+        result = encode_csv(
+            args.data, schema, load_mapping(args.mapping, schema), secret, allow_empty=True,
+            duplicate_hint=f"give each person in the CSV its own id to {verb}",
+        )  # fmt: skip
+        refuse_unreadable(result, verb=verb, mapping=Path(args.mapping))
         refuse_untiered(result, schema, verb=verb)
         labels = result.ids
     else:
@@ -215,7 +225,7 @@ def encode_query(
         result = encode_person(schema, secret, values, formats, verb=verb)
         labels = ["query"]
     if not result.ids:
-        raise InputError(f"{args.data}: no records to {verb}")
+        raise InputError(f"{args.data}: no records to {verb} (the file has none)")
     return result, labels, schema, secret
 
 

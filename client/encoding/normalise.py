@@ -21,6 +21,7 @@ given names comparable across exports that write them differently:
 from __future__ import annotations
 
 import csv
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,14 @@ _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
 QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
+
+
+# A time of day of exactly midnight after a date (" 00:00", " 00:00:00.000", "T00:00:00Z",
+# " 12:00:00 AM"):
+# dropped before the date is read. Any other time is not, so such a value stays invalid.
+_MIDNIGHT = re.compile(
+    r"[ T](?:00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?|12:00(?::00)? ?AM)$", re.IGNORECASE
+)
 
 
 class InvalidValue(ValueError):
@@ -182,6 +191,9 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     """
     text = " ".join(value.split())
     formats = _date_formats(date_format)
+    if not any("%H" in fmt for fmt in formats):
+        # A database export's date-time at midnight (1980-04-03 00:00:00.000) is that date.
+        text = _MIDNIGHT.sub("", text)
     readings: dict[date, str] = {}
     for fmt in formats:
         try:

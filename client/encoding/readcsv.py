@@ -13,11 +13,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from clkhash.field_formats import InvalidEntryError
 
@@ -42,6 +43,10 @@ OnDuplicate = Literal["error", "keep-first", "keep-all"]
 ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
 # Delimiters tried on the header when mapped columns are missing, to suggest the right one.
 DELIMITERS = (",", ";", "\t", "|")
+# Bytes read first to recognise a workbook, UTF-16 or CR-only line ends.
+HEAD_BYTES = 1 << 16
+# A date written as day and month numbers (03/04/1980, 3.4.80): its order must be declared.
+NUMERIC_DATE = re.compile(r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
 
 
 @dataclass
@@ -68,6 +73,7 @@ class EncodeReport:
     source: str
     rows_read: int = 0
     rows_encoded: int = 0
+    blank_rows: int = 0  # blank lines and rows of empty cells, skipped (not in rows_read)
     empty_records: int = 0
     few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
     field_level: bool = False
@@ -132,6 +138,11 @@ class EncodeReport:
                     for d in self.exact_duplicates[:PRINT_LIMIT]
                 )
             )
+        if self.blank_rows:
+            lines.append(
+                f"  {self.blank_rows} blank row(s) skipped (no value in any column; not "
+                "counted as rows)"
+            )
         if self.empty_records:
             lines.append(
                 f"  {self.empty_records} record(s) had no usable value at all and cannot match"
@@ -148,9 +159,15 @@ class EncodeReport:
 
 
 def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    """The file's lines as text, failing on the first line that is not in `encoding`."""
+    """The file's lines as text, failing on the first line that is not in `encoding`.
+    Lines end in LF, CRLF or (Excel for Mac's "CSV (Macintosh)") CR alone."""
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        head = fh.read(HEAD_BYTES)
+        fh.seek(0)
+        _refuse_binary(path, head)
+        # No LF in the first block but a CR: the file's lines end in CR alone.
+        lines = _cr_lines(fh) if b"\r" in head and b"\n" not in head else fh
+        for number, raw in enumerate(lines, start=1):
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
@@ -167,6 +184,33 @@ def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             yield text
+
+
+def _cr_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """A file's lines when each ends in CR alone, each with its CR (as csv expects)."""
+    pending = b""
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        parts = (pending + block).split(b"\r")
+        pending = parts.pop()
+        yield from (part + b"\r" for part in parts)
+    if pending:
+        yield pending
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
+    """A workbook or a UTF-16 text file given as the export: said as such, with the fix,
+    not as a decoding error on line 1 (whose usual hint, cp1252, would not help)."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise InputError(
+            f"{path}: this is a spreadsheet workbook (.xlsx or .xls), not a CSV file; in "
+            'Excel use "Save As" and choose "CSV UTF-8 (Comma delimited)"'
+        )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\x00") > len(head) // 4:
+        raise InputError(
+            f'{path}: the file is UTF-16 text (Excel\'s "Unicode Text" saves it so) or not '
+            "text at all (it is full of NUL bytes); blindmatch reads UTF-8 or a single-byte code "
+            'page such as cp1252: save the export as "CSV UTF-8 (Comma delimited)"'
+        )
 
 
 def _encoding_name(encoding: str) -> str:
@@ -188,6 +232,35 @@ def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
                 f"in {mapping.path.name}"
             )
     return ""
+
+
+def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
+    """When a missing column is in the header in another case: say so (names are exact)."""
+    folded = {name.casefold(): name for name in header}
+    near = [(c, folded[c.casefold()]) for c in absent if c.casefold() in folded]
+    if not near:
+        return ""
+    pairs = ", ".join(f"'{name}' for '{c}'" for c, name in near)
+    return (
+        f"; column names are matched exactly, case included: the header has {pairs}; "
+        f"write them as the header does in {mapping.path.name}"
+    )
+
+
+def _refuse_repeated_columns(
+    csv_path: Path, header: list[str], mapping: Mapping, mapped_to: dict[str, str]
+) -> None:
+    """A mapped column that the header names twice: which one is meant cannot be told, and
+    taking either would encode the other's values unseen."""
+    for name in mapping.columns_used():
+        where = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            raise InputError(
+                f"{csv_path}: the header has column '{name}' {len(where)} times (columns "
+                f"{', '.join(map(str, where))}), and {mapping.path.name} maps it (to "
+                f"{mapped_to.get(name, 'the record id')}); rename the copies in the export "
+                "so that each name is used once"
+            )
 
 
 def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -214,8 +287,11 @@ def read_rows(
     *,
     on_duplicate_id: OnDuplicate = "error",
     allow_empty: bool = False,
+    duplicate_hint: str | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """Local ids and normalised schema-ordered values, one list per row."""
+    """Local ids and normalised schema-ordered values, one list per row. `duplicate_hint`:
+    what a repeated id's error tells the user to do, where `encode`'s options are not the
+    command's."""
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: data file not found")
     if on_duplicate_id not in ON_DUPLICATE:
@@ -245,8 +321,8 @@ def read_rows(
     header = [h.strip() for h in header]
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
+    mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
     if absent and header:
-        mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
         described = [
             f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
             for c in absent
@@ -255,7 +331,9 @@ def read_rows(
             f"{csv_path}: column(s) {', '.join(described)} not in the header; "
             f"the header has: {', '.join(header)}"
             + _suggest_delimiter(first_line[0] if first_line else "", mapping)
+            + _suggest_case(absent, header, mapping)
         )
+    _refuse_repeated_columns(csv_path, header, mapping, mapped_to)
 
     id_pos = positions.get(mapping.id_column, 0)
     plan: list[tuple[int, list[int], Any]] = []
@@ -284,9 +362,11 @@ def read_rows(
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
+    numeric_dates: dict[str, list[str]] = {}  # day/month numbers no default format reads
     for line_no, record in _numbered(reader, csv_path):
-        if not record:
-            continue  # a blank line
+        if not any(cell.strip() for cell in record):
+            report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
+            continue
         data_rows += 1
         if len(record) != width:
             raise InputError(
@@ -302,11 +382,13 @@ def read_rows(
             exact = cells == first_cells
             if on_duplicate_id == "error":
                 what = "is an exact duplicate of" if exact else "repeats"
+                hint = duplicate_hint or (
+                    "or pass --on-duplicate-id keep-first to encode only the first row of each "
+                    "id, keep-all to encode every row"
+                )
                 raise InputError(
                     f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
-                    f"{what} row {first_row}; record ids must be unique (or pass "
-                    "--on-duplicate-id keep-first to encode only the first row of each id, "
-                    "keep-all to encode every row)"
+                    f"{what} row {first_row}; record ids must be unique ({hint})"
                 )
             report.duplicate_ids.append({"row": line_no, "id": local_id, "first_row": first_row})
             if exact:
@@ -323,7 +405,7 @@ def read_rows(
                 continue  # derived below, from the fields' normalised values
             raw = " ".join(record[c] for c in where)
             try:
-                if cmap is not None and cmap.split:
+                if cmap is not None and cmap.split and not is_missing(raw):
                     given, surname = split_name(raw, cmap.split)
                     raw = given if cmap.part == "given" else surname
                 if is_missing(raw):
@@ -336,6 +418,9 @@ def read_rows(
                 fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
                 continue
             except (InvalidValue, InvalidEntryError) as exc:
+                undeclared = rule.kind == "date" and not (cmap and cmap.date_format)
+                if undeclared and NUMERIC_DATE.match(raw.strip()):
+                    numeric_dates.setdefault(rule.name, []).append(raw.strip())
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
                 continue
@@ -361,6 +446,14 @@ def read_rows(
         ids.append(local_id)
         rows.append(values)
     report.rows_read = data_rows
+    for field, values in numeric_dates.items():
+        column = mapping.fields[field].columns[0]
+        report.warnings.append(
+            f"{field}: {len(values)} value(s) such as {values[0]!r} write the day and month "
+            "as numbers, which no default format reads (day-first and month-first cannot be "
+            f"told apart): declare the export's order in {mapping.path.name}, e.g. {field} = "
+            f'{{ column = "{column}", date_format = "%d/%m/%Y" }} (or "%m/%d/%Y")'
+        )
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:
