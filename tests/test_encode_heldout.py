@@ -208,3 +208,20 @@ def test_a_csv_query_is_refused_in_its_own_terms(
     assert query(tmp_path, data, *extra) == 2
     err = capsys.readouterr().err
     assert said in err and not_said not in err, err
+
+
+def test_a_person_file_saved_with_a_bom_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was: "\ufeffgiven_name: not a field of the schema", the mark invisible in the message.
+    person = tmp_path / "person.txt"
+    person.write_bytes(b"\xef\xbb\xbfgiven_name=Grace\r\nsurname=Hughes\r\n")
+    (tmp_path / "secret").write_text(STRONG_SECRET, encoding="utf-8")
+    code = main(
+        ["query", "--person-file", str(person), "--schema", str(PERSON_SCHEMA),
+         "--secret-file", str(tmp_path / "secret"), "--project", "p", "--token", "t",
+         "--server", "127.0.0.1:1", "--purpose", "case 1"]
+    )  # fmt: skip
+    # Read and encoded: it gets as far as the (absent) matcher, exit 4.
+    err = capsys.readouterr().err
+    assert code == 4 and "no matcher at 127.0.0.1:1" in err, err

@@ -137,8 +137,9 @@ def _person_file(path: str) -> dict[str, str]:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text; save it as UTF-8"
         raise InputError(f"--person-file {where}: cannot read it ({why})") from None
+    text = text.removeprefix("\ufeff")  # the byte-order mark Windows Notepad writes
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
