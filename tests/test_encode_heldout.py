@@ -11,7 +11,7 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
-from blindmatch.client.encoding.normalise import InvalidValue, parse_date
+from blindmatch.client.encoding.normalise import InvalidValue, parse_date, split_name
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET, assert_refused
@@ -225,3 +225,21 @@ def test_a_person_file_saved_with_a_bom_reads(
     # Read and encoded: it gets as far as the (absent) matcher, exit 4.
     err = capsys.readouterr().err
     assert code == 4 and "no matcher at 127.0.0.1:1" in err, err
+
+
+@pytest.mark.parametrize(
+    ("rule", "written", "expected"),
+    [
+        ("given-first", "Mr John Smith", ("John", "Smith")),
+        ("given-first", "Dr. Mary Ann Lloyd", ("Mary Ann", "Lloyd")),
+        ("given-first", "Mr Smith", ("", "Smith")),
+        ("surname-first", "SMITH Mrs Jane", ("Jane", "SMITH")),
+        ("surname, given", "Smith, MISS Jane", ("Jane", "Smith")),
+        ("surname, given", "Smith, Mr", ("", "Smith")),
+    ],
+)
+def test_a_title_in_a_full_name_is_not_taken_for_the_given_name(
+    rule: str, written: str, expected: tuple[str, str]
+) -> None:
+    # Was: 'Mr John Smith' -> ('Mr John', 'Smith'), and first-name kept 'mr' as the name.
+    assert split_name(written, rule) == expected

@@ -219,6 +219,21 @@ _PARTICLES = frozenset(
 )
 
 
+# Titles a full-name column may start the given names with ('Mr John Smith', 'Smith, Dr
+# Mary'): dropped by `split_name`, or 'first-name' would keep the title as the given name.
+_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "rev", "revd", "sir", "dame"}
+)  # fmt: skip
+
+
+def _untitled(words: list[str]) -> list[str]:
+    """`words` without the titles they start with ('Mr', 'Dr.', 'MRS')."""
+    start = 0
+    while start < len(words) and words[start].rstrip(".").casefold() in _TITLES:
+        start += 1
+    return words[start:]
+
+
 def split_name(value: str, rule: str) -> tuple[str, str]:
     """(given names, surname) of a full name written by `rule` (one of SPLITS).
 
@@ -228,13 +243,21 @@ def split_name(value: str, rule: str) -> tuple[str, str]:
       -> ('Ludwig', 'van Beethoven');
     - `surname, given`: 'Smith, John Paul' -> ('John Paul', 'Smith'); a value without a
       comma raises InvalidValue (the rule cannot tell the parts apart).
+
+    Titles before the given names are dropped ('Mr John Smith' -> ('John', 'Smith'),
+    'Smith, Dr Mary' -> ('Mary', 'Smith')); 'Mr Smith' -> ('', 'Smith').
     """
     if rule == "surname, given":
         surname, comma, given = value.partition(",")
         if not comma:
             raise InvalidValue(f"{value!r} has no comma; the mapping says 'surname, given'")
-        return " ".join(given.split()), " ".join(surname.split())
-    words = value.replace(",", " ").split()
+        return " ".join(_untitled(given.split())), " ".join(surname.split())
+    written = value.replace(",", " ").split()
+    words = _untitled(written)
+    if len(words) == 1 and len(written) > 1:  # 'Mr Smith': a title goes with a surname
+        return "", words[0]
+    if rule == "surname-first" and len(words) > 1:  # 'SMITH Mr John'
+        words = [words[0], *_untitled(words[1:])]
     if len(words) <= 1:
         return (" ".join(words), "") if rule == "given-first" else ("", " ".join(words))
     if rule == "given-first":
