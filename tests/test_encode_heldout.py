@@ -137,14 +137,18 @@ def test_a_date_time_at_midnight_reads_as_its_date() -> None:
             parse_date(value, None)
 
 
-def test_day_and_month_numbers_without_a_date_format_are_warned_with_the_fix(
+def test_dates_in_no_default_format_are_warned_with_the_format_to_declare(
     tmp_path: Path,
 ) -> None:
     mapping = NORTH_MAP.replace('{ column = "DOB", date_format = "%d/%m/%Y" }', '"DOB"')
     warnings = read(tmp_path, NORTH_CSV, mapping).report.warnings
-    said = [w for w in warnings if "write the day and month as numbers" in w]
+    said = [w for w in warnings if "none of the default date formats" in w]
+    # Was: only "could not be read; check the column and any date_format in the mapping".
     assert said and "'02/03/1985'" in said[0], warnings
     assert 'dob = { column = "DOB", date_format = "%d/%m/%Y" }' in said[0]
+    mixed = NORTH_CSV.replace("17/11/1990", "17-Nov-1990")
+    said = [w for w in read(tmp_path, mixed, mapping).report.warnings if "none of the" in w]
+    assert 'date_format = ["%d/%m/%Y", "%d-%b-%Y"]' in said[0], said
 
 
 def test_a_file_or_folder_given_the_wrong_way_is_an_error_not_a_traceback(

@@ -209,6 +209,39 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     raise InvalidValue(f"{value!r} is not a date in the format {expected}")
 
 
+# Formats an export may write dates in that the defaults never try (day and month as
+# numbers, whose order cannot be told from one value; month names between hyphens or first):
+# offered, best first, when a date column without date_format has values none of them read.
+SUGGESTED_DATE_FORMATS = (
+    "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y", "%d.%m.%Y", "%d-%b-%Y", "%b %d %Y",
+    "%b %d, %Y", "%B %d, %Y", "%d %b, %Y",
+)  # fmt: skip
+
+
+def suggest_date_formats(values: Sequence[str]) -> list[str]:
+    """Formats of SUGGESTED_DATE_FORMATS that together read as many of `values` as they can:
+    the one reading the most first (day-first before month-first on a tie), then each that
+    reads the most of those still unread."""
+    readers: dict[str, set[int]] = {}
+    for fmt in SUGGESTED_DATE_FORMATS:
+        read = set()
+        for i, value in enumerate(values):
+            try:
+                parse_date(value, fmt)
+            except InvalidValue:
+                continue
+            read.add(i)
+        readers[fmt] = read
+    chosen: list[str] = []
+    unread = set(range(len(values)))
+    while True:
+        best = max(readers, key=lambda fmt: len(readers[fmt] & unread))
+        if not readers[best] & unread:
+            return chosen
+        chosen.append(best)
+        unread -= readers[best]
+
+
 # Name split rules for a full-name column (mapping: `split = ...`), and the part each
 # field takes. A single name is the part the rule writes first; the other part is missing.
 SPLITS = ("given-first", "surname-first", "surname, given")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from blindmatch.client.encoding.normalise import (
     is_missing,
     normalise_value,
     split_name,
+    suggest_date_formats,
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
@@ -45,8 +45,8 @@ ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
 DELIMITERS = (",", ";", "\t", "|")
 # Bytes read first to recognise a workbook, UTF-16 or CR-only line ends.
 HEAD_BYTES = 1 << 16
-# A date written as day and month numbers (03/04/1980, 3.4.80): its order must be declared.
-NUMERIC_DATE = re.compile(r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
+# Unreadable dates kept per field (without a date_format) to suggest the format they are in.
+SUGGEST_FROM = 200
 
 
 @dataclass
@@ -362,7 +362,7 @@ def read_rows(
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
-    numeric_dates: dict[str, list[str]] = {}  # day/month numbers no default format reads
+    undated: dict[str, list[str]] = {}  # dates no default format reads, to suggest one
     for line_no, record in _numbered(reader, csv_path):
         if not any(cell.strip() for cell in record):
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
@@ -419,8 +419,8 @@ def read_rows(
                 continue
             except (InvalidValue, InvalidEntryError) as exc:
                 undeclared = rule.kind == "date" and not (cmap and cmap.date_format)
-                if undeclared and NUMERIC_DATE.match(raw.strip()):
-                    numeric_dates.setdefault(rule.name, []).append(raw.strip())
+                if undeclared and len(undated.setdefault(rule.name, [])) < SUGGEST_FROM:
+                    undated[rule.name].append(raw.strip())
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
                 continue
@@ -446,13 +446,19 @@ def read_rows(
         ids.append(local_id)
         rows.append(values)
     report.rows_read = data_rows
-    for field, values in numeric_dates.items():
+    for field, values in undated.items():
+        formats = suggest_date_formats(values)
+        if not formats:
+            continue
         column = mapping.fields[field].columns[0]
+        example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
+        written = f'"{formats[0]}"' if len(formats) == 1 else repr(formats).replace("'", '"')
         report.warnings.append(
-            f"{field}: {len(values)} value(s) such as {values[0]!r} write the day and month "
-            "as numbers, which no default format reads (day-first and month-first cannot be "
-            f"told apart): declare the export's order in {mapping.path.name}, e.g. {field} = "
-            f'{{ column = "{column}", date_format = "%d/%m/%Y" }} (or "%m/%d/%Y")'
+            f"{field}: values such as {example!r} are in none of the default date formats "
+            "(which never read day and month as numbers: day-first and month-first cannot be "
+            f"told apart); declare the export's format in {mapping.path.name}, e.g. {field} = "
+            f'{{ column = "{column}", date_format = {written} }}, checking the order of day '
+            "and month"
         )
     if not rows:
         what = "is empty" if not header else "has a header but no records"
