@@ -247,3 +247,17 @@ def test_a_title_in_a_full_name_is_not_taken_for_the_given_name(
 ) -> None:
     # Was: 'Mr John Smith' -> ('Mr John', 'Smith'), and first-name kept 'mr' as the name.
     assert split_name(written, rule) == expected
+
+
+def test_a_utf8_export_declared_as_a_code_page_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was: read without an error, every accented name garbled ('Élodie' as 'Ã‰lodie').
+    mapping = 'encoding = "cp1252"\n' + NORTH_MAP
+    assert_refused(
+        capsys, encode(tmp_path, NORTH_CSV, mapping), tmp_path / "out.encoded",
+        'the mapping says encoding = "cp1252", but the file is UTF-8 (line 2 has',
+    )  # fmt: skip
+    # The same rows really in cp1252 read, and as the UTF-8 file does without the setting.
+    in_cp1252 = read(tmp_path, NORTH_CSV.encode("cp1252"), mapping)
+    assert in_cp1252.clks == read(tmp_path, NORTH_CSV).clks

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from clkhash.field_formats import InvalidEntryError
 
+from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
     AmbiguousValue,
@@ -43,8 +44,6 @@ OnDuplicate = Literal["error", "keep-first", "keep-all"]
 ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
 # Delimiters tried on the header when mapped columns are missing, to suggest the right one.
 DELIMITERS = (",", ";", "\t", "|")
-# Bytes read first to recognise a workbook, UTF-16 or CR-only line ends.
-HEAD_BYTES = 1 << 16
 # Unreadable dates kept per field (without a date_format) to suggest the format they are in.
 SUGGEST_FROM = 200
 
@@ -158,65 +157,6 @@ class EncodeReport:
         return "\n".join(lines)
 
 
-def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    """The file's lines as text, failing on the first line that is not in `encoding`.
-    Lines end in LF, CRLF or (Excel for Mac's "CSV (Macintosh)") CR alone."""
-    with open(path, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
-        fh.seek(0)
-        _refuse_binary(path, head)
-        # No LF in the first block but a CR: the file's lines end in CR alone.
-        lines = _cr_lines(fh) if b"\r" in head and b"\n" not in head else fh
-        for number, raw in enumerate(lines, start=1):
-            try:
-                text = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                hint = (
-                    "save the export as UTF-8 CSV, or if it came from Excel, add "
-                    'encoding = "cp1252" to the mapping'
-                    if encoding == "utf-8"
-                    else "check the mapping's encoding, or save the export as UTF-8 CSV"
-                )
-                raise InputError(
-                    f"{path}: line {number} is not valid {_encoding_name(encoding)} "
-                    f"(byte {exc.start + 1}); {hint}"
-                ) from None
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield text
-
-
-def _cr_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """A file's lines when each ends in CR alone, each with its CR (as csv expects)."""
-    pending = b""
-    for block in iter(lambda: fh.read(1 << 20), b""):
-        parts = (pending + block).split(b"\r")
-        pending = parts.pop()
-        yield from (part + b"\r" for part in parts)
-    if pending:
-        yield pending
-
-
-def _refuse_binary(path: Path, head: bytes) -> None:
-    """A workbook or a UTF-16 text file given as the export: said as such, with the fix,
-    not as a decoding error on line 1 (whose usual hint, cp1252, would not help)."""
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise InputError(
-            f"{path}: this is a spreadsheet workbook (.xlsx or .xls), not a CSV file; in "
-            'Excel use "Save As" and choose "CSV UTF-8 (Comma delimited)"'
-        )
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\x00") > len(head) // 4:
-        raise InputError(
-            f'{path}: the file is UTF-16 text (Excel\'s "Unicode Text" saves it so) or not '
-            "text at all (it is full of NUL bytes); blindmatch reads UTF-8 or a single-byte code "
-            'page such as cp1252: save the export as "CSV UTF-8 (Comma delimited)"'
-        )
-
-
-def _encoding_name(encoding: str) -> str:
-    return "UTF-8" if encoding == "utf-8" else encoding
-
-
 def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
     """When mapped columns are missing: a delimiter under which the header has them all."""
     wanted = mapping.columns_used()
@@ -297,7 +237,7 @@ def read_rows(
     if on_duplicate_id not in ON_DUPLICATE:
         raise InputError(f"--on-duplicate-id must be one of {', '.join(ON_DUPLICATE)}")
     report.on_duplicate_id = on_duplicate_id
-    lines = _decoded_lines(csv_path, mapping.encoding)
+    lines = decoded_lines(csv_path, mapping.encoding)
     first_line: list[str] = []
 
     def remembered() -> Iterator[str]:
