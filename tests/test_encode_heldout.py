@@ -261,3 +261,14 @@ def test_a_utf8_export_declared_as_a_code_page_is_refused(
     # The same rows really in cp1252 read, and as the UTF-8 file does without the setting.
     in_cp1252 = read(tmp_path, NORTH_CSV.encode("cp1252"), mapping)
     assert in_cp1252.clks == read(tmp_path, NORTH_CSV).clks
+
+
+def test_a_comma_in_full_names_under_a_rule_that_ignores_it_is_warned(tmp_path: Path) -> None:
+    # Was silent: 'SMITH, John' under given-first gives given name SMITH, surname John.
+    csv_text = 'URN,Name,DOB,Sex,Postcode\nN1,"SMITH, John",,M,\nN2,Mary Jones,,F,\n'
+    rule = '{ column = "Name", split = "given-first" }'
+    mapping = NORTH_MAP.replace('"Forenames"', rule).replace('"Surname"', rule)
+    warnings = read(tmp_path, csv_text, mapping).report.warnings
+    said = [w for w in warnings if "have a comma" in w]
+    assert len(said) == 1 and "column Name: 1 full name(s)" in said[0], warnings
+    assert 'use split = "surname, given"' in said[0]

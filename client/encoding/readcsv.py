@@ -303,6 +303,8 @@ def read_rows(
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
     undated: dict[str, list[str]] = {}  # dates no default format reads, to suggest one
+    # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
+    commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
         if not any(cell.strip() for cell in record):
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
@@ -346,6 +348,8 @@ def read_rows(
             raw = " ".join(record[c] for c in where)
             try:
                 if cmap is not None and cmap.split and not is_missing(raw):
+                    if "," in raw and cmap.split != "surname, given":
+                        commas.setdefault((",".join(cmap.columns), cmap.split), set()).add(line_no)
                     given, surname = split_name(raw, cmap.split)
                     raw = given if cmap.part == "given" else surname
                 if is_missing(raw):
@@ -386,6 +390,13 @@ def read_rows(
         ids.append(local_id)
         rows.append(values)
     report.rows_read = data_rows
+    for (column, rule_name), comma_rows in commas.items():
+        report.warnings.append(
+            f"column {column}: {len(comma_rows)} full name(s) have a comma, as 'Surname, Given' "
+            f'is written, but {mapping.path.name} says split = "{rule_name}", which ignores '
+            'it; if the export writes the surname first with a comma, use split = "surname, '
+            'given"'
+        )
     for field, values in undated.items():
         formats = suggest_date_formats(values)
         if not formats:
