@@ -272,3 +272,13 @@ def test_a_comma_in_full_names_under_a_rule_that_ignores_it_is_warned(tmp_path: 
     said = [w for w in warnings if "have a comma" in w]
     assert len(said) == 1 and "column Name: 1 full name(s)" in said[0], warnings
     assert 'use split = "surname, given"' in said[0]
+
+
+def test_a_delimiter_written_as_a_word_is_refused_with_the_character(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('delimiter = "tab"\n' + NORTH_MAP, encoding="utf-8")
+    # Was: only "'delimiter' must be a single character".
+    with pytest.raises(
+        InputError, match=r"must be a single character \(write delimiter = \"\\t\"\)"
+    ):
+        load_mapping(path, SCHEMA)

@@ -203,7 +203,12 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
         id_column = ""
     delimiter = data.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
-        problems.append("'delimiter' must be a single character")
+        named = {"tab": "\\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+        said = named.get(str(delimiter).strip().casefold())
+        problems.append(
+            "'delimiter' must be a single character"
+            + (f' (write delimiter = "{said}")' if said else ', e.g. ";" or "\\t" for a tab')
+        )
         delimiter = ","
     encoding = _encoding(data["encoding"], problems) if "encoding" in data else "utf-8"
     raw_fields = data.get("fields")
