@@ -149,6 +149,10 @@ def test_dates_in_no_default_format_are_warned_with_the_format_to_declare(
     mixed = NORTH_CSV.replace("17/11/1990", "17-Nov-1990")
     said = [w for w in read(tmp_path, mixed, mapping).report.warnings if "none of the" in w]
     assert 'date_format = ["%d/%m/%Y", "%d-%b-%Y"]' in said[0], said
+    # A date_format replaces the defaults: the ISO dates the defaults read are kept in it.
+    with_iso = NORTH_CSV.replace("17/11/1990", "1990-11-17")
+    said = [w for w in read(tmp_path, with_iso, mapping).report.warnings if "none of the" in w]
+    assert 'date_format = ["%d/%m/%Y", "%Y-%m-%d"]' in said[0], said
 
 
 def test_a_file_or_folder_given_the_wrong_way_is_an_error_not_a_traceback(

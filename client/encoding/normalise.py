@@ -58,6 +58,7 @@ _UNDECOMPOSED = str.maketrans(
 _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d")
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
+DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
 
 
@@ -218,12 +219,14 @@ SUGGESTED_DATE_FORMATS = (
 )  # fmt: skip
 
 
-def suggest_date_formats(values: Sequence[str]) -> list[str]:
-    """Formats of SUGGESTED_DATE_FORMATS that together read as many of `values` as they can:
-    the one reading the most first (day-first before month-first on a tie), then each that
+def suggest_date_formats(
+    values: Sequence[str], candidates: Sequence[str] = SUGGESTED_DATE_FORMATS
+) -> list[str]:
+    """Formats of `candidates` that together read as many of `values` as they can: the one
+    reading the most first (earlier on a tie: day-first before month-first), then each that
     reads the most of those still unread."""
     readers: dict[str, set[int]] = {}
-    for fmt in SUGGESTED_DATE_FORMATS:
+    for fmt in candidates:
         read = set()
         for i, value in enumerate(values):
             try:

@@ -24,6 +24,7 @@ from clkhash.field_formats import InvalidEntryError
 from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
+    DEFAULT_DATE_FORMATS,
     AmbiguousValue,
     InvalidValue,
     derive,
@@ -174,6 +175,12 @@ def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
     return ""
 
 
+def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
+    kept = samples.setdefault(field, [])
+    if len(kept) < SUGGEST_FROM:
+        kept.append(raw.strip())
+
+
 def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
     """When a missing column is in the header in another case: say so (names are exact)."""
     folded = {name.casefold(): name for name in header}
@@ -302,7 +309,10 @@ def read_rows(
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
-    undated: dict[str, list[str]] = {}  # dates no default format reads, to suggest one
+    # Dates without a date_format that no default format reads, and some that one does: a
+    # sample of each, to suggest the date_format that reads both.
+    undated: dict[str, list[str]] = {}
+    dated: dict[str, list[str]] = {}
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
@@ -362,12 +372,13 @@ def read_rows(
                 fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
                 continue
             except (InvalidValue, InvalidEntryError) as exc:
-                undeclared = rule.kind == "date" and not (cmap and cmap.date_format)
-                if undeclared and len(undated.setdefault(rule.name, [])) < SUGGEST_FROM:
-                    undated[rule.name].append(raw.strip())
+                if rule.kind == "date" and not (cmap and cmap.date_format):
+                    _sample(undated, rule.name, raw)
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
                 continue
+            if rule.kind == "date" and not (cmap and cmap.date_format):
+                _sample(dated, rule.name, raw)
             fr.present += 1
             values[index] = value
             tally[value] += 1
@@ -401,6 +412,8 @@ def read_rows(
         formats = suggest_date_formats(values)
         if not formats:
             continue
+        # A date_format replaces the defaults: keep those the column's other dates are in.
+        formats += suggest_date_formats(dated.get(field, []), DEFAULT_DATE_FORMATS)
         column = mapping.fields[field].columns[0]
         example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
         written = f'"{formats[0]}"' if len(formats) == 1 else repr(formats).replace("'", '"')
