@@ -286,3 +286,13 @@ def test_a_delimiter_written_as_a_word_is_refused_with_the_character(tmp_path: P
         InputError, match=r"must be a single character \(write delimiter = \"\\t\"\)"
     ):
         load_mapping(path, SCHEMA)
+
+
+def test_excels_sep_line_names_the_delimiter(tmp_path: Path) -> None:
+    # Was: "column(s) 'URN' ... not in the header; the header has: sep=;".
+    plain = read(tmp_path, NORTH_CSV)
+    with_sep = read(tmp_path, "sep=;\r\n" + NORTH_CSV.replace(",", ";"))
+    assert with_sep.ids == plain.ids and with_sep.clks == plain.clks
+    # Rows are numbered as Excel shows them, without the sep line: N3 is row 4.
+    dob = next(f for f in with_sep.report.fields if f.field == "dob")
+    assert [r["row"] for r in dob.invalid_rows] == [4]

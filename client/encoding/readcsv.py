@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -47,6 +49,8 @@ ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
 DELIMITERS = (",", ";", "\t", "|")
 # Unreadable dates kept per field (without a date_format) to suggest the format they are in.
 SUGGEST_FROM = 200
+# The line Excel may write (and reads) before the header to name the delimiter: "sep=;".
+EXCEL_SEP = re.compile(r"^sep=([^\r\n])\r?\n?$")
 
 
 @dataclass
@@ -246,14 +250,19 @@ def read_rows(
     report.on_duplicate_id = on_duplicate_id
     lines = decoded_lines(csv_path, mapping.encoding)
     first_line: list[str] = []
+    delimiter = mapping.delimiter
+    opening = next(lines, "")
+    excel_sep = EXCEL_SEP.match(opening)
+    if excel_sep:  # Excel's "sep=;" line: the file says its delimiter; the header follows
+        delimiter = excel_sep.group(1)
 
     def remembered() -> Iterator[str]:
-        for line in lines:
+        for line in itertools.chain(() if excel_sep else (opening,), lines):
             if not first_line:
                 first_line.append(line)
             yield line
 
-    reader = csv.reader(remembered(), delimiter=mapping.delimiter, strict=True)
+    reader = csv.reader(remembered(), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
