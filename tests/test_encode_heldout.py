@@ -296,3 +296,18 @@ def test_excels_sep_line_names_the_delimiter(tmp_path: Path) -> None:
     # Rows are numbered as Excel shows them, without the sep line: N3 is row 4.
     dob = next(f for f in with_sep.report.fields if f.field == "dob")
     assert [r["row"] for r in dob.invalid_rows] == [4]
+
+
+def test_a_header_repeated_inside_the_file_is_skipped_and_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two exports joined: was encoded as a record with id 'URN' and values 'Forenames', ...
+    lines = NORTH_CSV.splitlines(keepends=True)
+    joined = "".join([*lines[:3], "\ufeff" + lines[0], *lines[3:]])
+    assert encode(tmp_path, joined) == 0
+    printed = capsys.readouterr().out
+    assert "Encoded 5 of 5 rows" in printed
+    assert "1 row(s) repeat the header and were skipped (exports joined together?): row 4" in (
+        printed
+    )
+    assert read(tmp_path, joined).clks == read(tmp_path, NORTH_CSV).clks

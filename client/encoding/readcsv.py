@@ -78,6 +78,7 @@ class EncodeReport:
     rows_read: int = 0
     rows_encoded: int = 0
     blank_rows: int = 0  # blank lines and rows of empty cells, skipped (not in rows_read)
+    header_rows: list[int] = dataclasses.field(default_factory=list)  # repeats, skipped
     empty_records: int = 0
     few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
     field_level: bool = False
@@ -141,6 +142,12 @@ class EncodeReport:
                     f"row {d['row']} = row {d['same_as']}"
                     for d in self.exact_duplicates[:PRINT_LIMIT]
                 )
+            )
+        if self.header_rows:
+            repeats = ", ".join(map(str, self.header_rows[:PRINT_LIMIT]))
+            lines.append(
+                f"  {len(self.header_rows)} row(s) repeat the header and were skipped (exports "
+                f"joined together?): row {repeats}"
             )
         if self.blank_rows:
             lines.append(
@@ -327,6 +334,9 @@ def read_rows(
     for line_no, record in _numbered(reader, csv_path):
         if not any(cell.strip() for cell in record):
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
+            continue
+        if [cell.strip().lstrip("\ufeff") for cell in record] == header:
+            report.header_rows.append(line_no)  # exports joined together: the next's header
             continue
         data_rows += 1
         if len(record) != width:
