@@ -311,3 +311,14 @@ def test_a_header_repeated_inside_the_file_is_skipped_and_listed(
         printed
     )
     assert read(tmp_path, joined).clks == read(tmp_path, NORTH_CSV).clks
+
+
+def test_a_column_two_name_fields_take_whole_is_warned(tmp_path: Path) -> None:
+    # Was silent: given_name and surname each got the whole 'John Smith'.
+    csv_text = "URN,Name,DOB,Sex,Postcode\nN1,John Smith,,M,\n"
+    mapping = NORTH_MAP.replace('"Forenames"', '"Name"').replace('"Surname"', '"Name"')
+    warnings = read(tmp_path, csv_text, mapping).report.warnings
+    assert any(w.startswith("column Name feeds given_name and surname whole") for w in warnings)
+    split = '{ column = "Name", split = "given-first" }'
+    mapping = NORTH_MAP.replace('"Forenames"', split).replace('"Surname"', split)
+    assert not [w for w in read(tmp_path, csv_text, mapping).report.warnings if "whole" in w]

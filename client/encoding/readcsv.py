@@ -186,6 +186,24 @@ def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
     return ""
 
 
+def _shared_whole(schema: LinkageSchema, mapping: Mapping) -> list[str]:
+    """A column that several text fields take whole (no `split`): a full-name column mapped
+    to both given_name and surname gives each the whole name, and matches poorly unseen."""
+    text = {rule.name for rule in schema.rules if rule.kind == "text"}
+    users: dict[str, list[str]] = {}
+    for field, cmap in mapping.fields.items():
+        if field in text and not cmap.split:
+            for column in cmap.columns:
+                users.setdefault(column, []).append(field)
+    return [
+        f"column {column} feeds {' and '.join(fields)} whole; if it holds full names, cut it "
+        f'with split (e.g. {fields[0]} = {{ column = "{column}", split = "given-first" }} '
+        "and the same for the others; docs/mapping.md#split)"
+        for column, fields in users.items()
+        if len(fields) > 1
+    ]
+
+
 def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
     kept = samples.setdefault(field, [])
     if len(kept) < SUGGEST_FROM:
@@ -311,6 +329,7 @@ def read_rows(
             report.warnings.append(
                 f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
             )
+    report.warnings.extend(_shared_whole(schema, mapping))
 
     ids: list[str] = []
     rows: list[list[str]] = []
