@@ -56,15 +56,15 @@ _UNDECOMPOSED = str.maketrans(
 # Date formats tried, in order, when a member's mapping declares none: only
 # unambiguous ones (never dd/mm vs mm/dd).
 _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d")
+DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
-DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
 
 
 # A time of day of exactly midnight after a date (" 00:00", " 00:00:00.000", "T00:00:00Z",
-# " 12:00:00 AM"):
-# dropped before the date is read. Any other time is not, so such a value stays invalid.
+# " 12:00:00 AM"), dropped before the date is read unless the formats read times themselves.
+# Any other time is kept, so such a value stays invalid.
 _MIDNIGHT = re.compile(
     r"[ T](?:00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?|12:00(?::00)? ?AM)$", re.IGNORECASE
 )

@@ -282,7 +282,7 @@ def read_rows(
         delimiter = excel_sep.group(1)
 
     def remembered() -> Iterator[str]:
-        for line in itertools.chain(() if excel_sep else (opening,), lines):
+        for line in itertools.chain(() if excel_sep or not opening else (opening,), lines):
             if not first_line:
                 first_line.append(line)
             yield line
