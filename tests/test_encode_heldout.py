@@ -296,6 +296,9 @@ def test_excels_sep_line_names_the_delimiter(tmp_path: Path) -> None:
     # Rows are numbered as Excel shows them, without the sep line: N3 is row 4.
     dob = next(f for f in with_sep.report.fields if f.field == "dob")
     assert [r["row"] for r in dob.invalid_rows] == [4]
+    # The look-ahead for it leaves an empty file empty (no phantom header line).
+    with pytest.raises(InputError, match=r"the file is empty \(no header row\)"):
+        read(tmp_path, "")
 
 
 def test_a_header_repeated_inside_the_file_is_skipped_and_listed(
