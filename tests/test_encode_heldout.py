@@ -4,6 +4,7 @@ file, row or column and the fix, exit 2, nothing written; never read wrong unsee
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,26 @@ def test_a_column_two_name_fields_take_whole_is_warned(tmp_path: Path) -> None:
     split = '{ column = "Name", split = "given-first" }'
     mapping = NORTH_MAP.replace('"Forenames"', split).replace('"Surname"', split)
     assert not [w for w in read(tmp_path, csv_text, mapping).report.warnings if "whole" in w]
+
+
+def test_the_report_page_says_which_rows_the_encode_skipped(tmp_path: Path) -> None:
+    from blindmatch.client.tools.report import MemberReport
+    from blindmatch.client.tools.report_html import render_html
+
+    lines = NORTH_CSV.splitlines(keepends=True)
+    data = "".join([*lines, ",,,,,\n", lines[0], lines[2]])  # blank, header again, N2 again
+    assert encode(tmp_path, data, NORTH_MAP, "--on-duplicate-id", "keep-first", "-q") == 0
+    encoded = json.loads((tmp_path / "out.encoded" / "local" / "report.json").read_text())
+    page = render_html(
+        MemberReport(
+            project="p", member="north", disclosure="hits", learnt="hits", threshold=0.8,
+            blocking="auto", require_purpose=False, expires_unix=0, run_id="p-run-1",
+            run_started=None, run_finished=None, latest_run="p-run-1: done", generated=0.0,
+            record_count=5, partners=[], encode=encoded, encode_folder="out.encoded",
+        )
+    )  # fmt: skip
+    # Was: only "5 of 6 rows encoded", the skipped rows unexplained.
+    assert (
+        "1 row(s) repeat an earlier row&#x27;s record id (skipped); 1 blank row(s) skipped; "
+        "1 row(s) repeating the header skipped." in page
+    ), page
