@@ -349,3 +349,13 @@ def test_the_report_page_says_which_rows_the_encode_skipped(tmp_path: Path) -> N
         "1 row(s) repeat an earlier row&#x27;s record id (skipped); 1 blank row(s) skipped; "
         "1 row(s) repeating the header skipped." in page
     ), page
+
+
+def test_a_csv_query_over_the_limit_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was: all 1,001 CLKs sent, then refused by the matcher (exit 3, "clks: ...").
+    rows = "".join(f"Q{i},Ann,Lee{i},,F,\n" for i in range(1001))
+    assert query(tmp_path, "URN,Forenames,Surname,DOB,Sex,Postcode\n" + rows) == 2
+    err = capsys.readouterr().err
+    assert "people.csv: 1001 records; one query takes at most 1000: split the file" in err, err

@@ -187,6 +187,7 @@ def encode_query(
     )
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
+    from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 
     schema = load_schema(args.schema)
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
@@ -210,6 +211,11 @@ def encode_query(
             duplicate_hint=f"give each person in the CSV its own id to {verb}",
         )  # fmt: skip
         refuse_unreadable(result, verb=verb, mapping=Path(args.mapping))
+        if len(result.ids) > MAX_QUERY_RECORDS:  # refused here, before any CLK is sent
+            raise InputError(
+                f"{args.data}: {len(result.ids)} records; one {verb} takes at most "
+                f"{MAX_QUERY_RECORDS}: split the file (or match the whole export in a batch run)"
+            )
         refuse_untiered(result, schema, verb=verb)
         labels = result.ids
     else:
