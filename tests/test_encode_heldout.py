@@ -103,10 +103,12 @@ def test_utf16_and_workbooks_are_named_with_the_fix(
 def test_a_column_in_another_case_is_pointed_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = NORTH_CSV.replace("URN,", "urn,", 1)
+    data = NORTH_CSV.replace("URN,", "urn,", 1).replace("Forenames", "Fore\u00a0names", 1)
+    mapping = NORTH_MAP.replace('"Forenames"', '"Fore names"')
     assert_refused(
-        capsys, encode(tmp_path, data), tmp_path / "out.encoded",
-        "'URN' (mapped to the record id in map.toml)", "the header has 'urn' for 'URN'",
+        capsys, encode(tmp_path, data, mapping), tmp_path / "out.encoded",
+        "'URN' (mapped to the record id in map.toml)",
+        "the header has 'urn' for 'URN', 'Fore\\xa0names' for 'Fore names'",
     )  # fmt: skip
 
 

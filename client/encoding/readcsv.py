@@ -211,15 +211,20 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
 
 
 def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
-    """When a missing column is in the header in another case: say so (names are exact)."""
-    folded = {name.casefold(): name for name in header}
-    near = [(c, folded[c.casefold()]) for c in absent if c.casefold() in folded]
+    """When a missing column is in the header in another case or spacing (a double or
+    non-breaking space): say so, since names are matched exactly."""
+
+    def fold(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    folded = {fold(name): name for name in header}
+    near = [(c, folded[fold(c)]) for c in absent if fold(c) in folded]
     if not near:
         return ""
-    pairs = ", ".join(f"'{name}' for '{c}'" for c, name in near)
+    pairs = ", ".join(f"{name!r} for {c!r}" for c, name in near)
     return (
-        f"; column names are matched exactly, case included: the header has {pairs}; "
-        f"write them as the header does in {mapping.path.name}"
+        f"; column names are matched exactly, case and spaces included: the header has "
+        f"{pairs}; write them as the header does in {mapping.path.name}"
     )
 
 
