@@ -51,6 +51,8 @@ def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> Non
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically: the old file or the whole new one, never half."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

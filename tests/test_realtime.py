@@ -178,7 +178,7 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
     # N3's date of birth (30/02/1970) cannot be read: the query is refused, not answered
     # "no match" for a person it could not read.
     assert main(args) == 2
-    assert "row 4, dob: '30/02/1970' is not a date" in capsys.readouterr().err
+    assert "row 4, column DOB (dob): '30/02/1970' is not a date" in capsys.readouterr().err
     assert not out.exists()
     text = orgs["north"].csv.read_text(encoding="utf-8").replace("30/02/1970", "")
     orgs["north"].csv.write_text(text, encoding="utf-8")

@@ -119,7 +119,8 @@ def test_a_csv_of_people_is_watched_and_each_partner_match_printed_as_a_json_lin
     # row and field named, no watch opened, nothing audited, no --out written.
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("Error: cannot read the records to watch: row 4, dob: '30/02/1970'")
+    assert err.startswith(f"Error: {orgs['north'].csv}: cannot read the records to watch: ")
+    assert "row 4, column DOB (dob): '30/02/1970'" in err
     assert "is not a date" in err and "nothing was sent" in err
     assert open_watches(matcher) == 0 and watch_entries(matcher) == []
     assert not out.exists()

@@ -2,7 +2,8 @@
 
     exit 0    done
     exit 1    anything else that failed (a failed run, a missing clkhash)
-    exit 2    bad local input or usage: a file, an option (argparse uses 2 too)
+    exit 2    bad local input or usage: a file, an option (argparse uses 2 too); a file
+              or folder that cannot be opened as given (a folder for a file, say)
     exit 3    the matcher refused: wrong token, unknown project, a bad request
     exit 4    the matcher cannot be reached, or is busy for now
     exit 130  interrupted (Ctrl-C)
@@ -12,6 +13,7 @@ Every message is `Error: ...` on standard error; never a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import sys
@@ -47,6 +49,14 @@ CLKHASH_HELP = (
 )
 
 
+# A file or folder given that cannot be used as given: bad local input (exit 2). Any other
+# failure to read or write a named file (a full disk, say) exits 1.
+LOCAL_INPUT_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EEXIST,
+     errno.ENAMETOOLONG, errno.ENOTEMPTY}
+)  # fmt: skip
+
+
 def exit_code(exc: BlindmatchError) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
 
@@ -72,6 +82,15 @@ def run(command: Callable[[], int]) -> int:
     except BlindmatchError as exc:
         say_error(str(exc))
         return exit_code(exc)
+    except OSError as exc:
+        # A local file the command could not open or write (a folder given for a file, a
+        # file for a folder, no permission) that no reader named more precisely: one line.
+        if exc.filename is None or isinstance(exc, ConnectionError):
+            raise
+        # A rename names its target second: the path the user gave.
+        name = exc.filename2 if exc.filename2 is not None else exc.filename
+        say_error(f"{name}: {exc.strerror or exc}")
+        return 2 if exc.errno in LOCAL_INPUT_ERRNOS else 1
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "clkhash":
             raise

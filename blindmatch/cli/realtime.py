@@ -137,8 +137,9 @@ def _person_file(path: str) -> dict[str, str]:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text; save it as UTF-8"
         raise InputError(f"--person-file {where}: cannot read it ({why})") from None
+    text = text.removeprefix("\ufeff")  # the byte-order mark Windows Notepad writes
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -186,6 +187,7 @@ def encode_query(
     )
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.encoding.sharedsecret import read_checked
+    from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 
     schema = load_schema(args.schema)
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
@@ -197,8 +199,23 @@ def encode_query(
             raise InputError(f"give either a CSV of people to {verb} or fields, not both")
         if not args.mapping:
             raise InputError(f"--mapping is required with a CSV of people to {verb}")
-        result = encode_csv(args.data, schema, load_mapping(args.mapping, schema), secret)
-        refuse_unreadable(result, verb=verb)
+        if args.date_format or args.dob_format:
+            raise InputError(
+                f"--dob-format and --date-format are for a person given as options; a CSV of "
+                f"people to {verb} is read with its mapping: set date_format in {args.mapping}"
+            )
+        # An empty CSV is refused below, in the command's own words (encode's --allow-empty
+        # and --on-duplicate-id are not options here).
+        result = encode_csv(
+            args.data, schema, load_mapping(args.mapping, schema), secret, allow_empty=True,
+            duplicate_hint=f"give each person in the CSV its own id to {verb}",
+        )  # fmt: skip
+        refuse_unreadable(result, verb=verb, mapping=Path(args.mapping))
+        if len(result.ids) > MAX_QUERY_RECORDS:  # refused here, before any CLK is sent
+            raise InputError(
+                f"{args.data}: {len(result.ids)} records; one {verb} takes at most "
+                f"{MAX_QUERY_RECORDS}: split the file (or match the whole export in a batch run)"
+            )
         refuse_untiered(result, schema, verb=verb)
         labels = result.ids
     else:
@@ -215,7 +232,7 @@ def encode_query(
         result = encode_person(schema, secret, values, formats, verb=verb)
         labels = ["query"]
     if not result.ids:
-        raise InputError(f"{args.data}: no records to {verb}")
+        raise InputError(f"{args.data}: no records to {verb} (the file has none)")
     return result, labels, schema, secret
 
 

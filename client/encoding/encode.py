@@ -137,9 +137,11 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
                 "will agree on it"
             )
         if fr.invalid and fr.invalid / rows >= 0.05:
+            check = {"date": "the column and any date_format", "text": "the column and any split"}
+            check_what = check.get(kinds.get(fr.field, ""), "the column")
             report.warnings.append(
                 f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / rows:.0%}) could "
-                "not be read; check the column and any date_format in the mapping"
+                f"not be read; check {check_what} in the mapping"
             )
         if fr.ambiguous:
             report.warnings.append(
@@ -159,13 +161,15 @@ def encode_csv(
     max_workers: int | None = None,
     on_duplicate_id: OnDuplicate = "error",
     allow_empty: bool = False,
+    duplicate_hint: str | None = None,
 ) -> EncodeResult:
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
     ids, rows = read_rows(
-        csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id, allow_empty=allow_empty
-    )
+        csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id,
+        allow_empty=allow_empty, duplicate_hint=duplicate_hint,
+    )  # fmt: skip
     report.field_level = schema.field_level
     _quality_warnings(report, schema)
     hardening = hardening_from_raw(schema.raw, str(schema.path))

@@ -251,6 +251,11 @@ def read_encoded(path: str | Path, *, verify: bool = True) -> Encoded:
         raise InputError(
             f"{path}: not an encoded folder (no {MANIFEST}); make one with `blindmatch encode`"
         ) from None
+    except NotADirectoryError:
+        raise InputError(
+            f"{path}: is a file, not an encoded folder; give the folder `blindmatch encode "
+            "--out` wrote"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{manifest_path}: unreadable ({exc})") from None
     try:

@@ -178,10 +178,19 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     """Read MAP.toml and check it against the schema; all problems at once."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows Notepad starts a UTF-8 file with a byte-order mark.
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"{path}: mapping file not found") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a mapping file (MAP.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.start + 1}); save the mapping as UTF-8 "
+            "(column names with accents, say, must be written in UTF-8 whatever the export's "
+            "encoding)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not a valid TOML file ({exc})") from None
 
     problems: list[str] = []
@@ -194,7 +203,12 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
         id_column = ""
     delimiter = data.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
-        problems.append("'delimiter' must be a single character")
+        named = {"tab": "\\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+        said = named.get(str(delimiter).strip().casefold())
+        problems.append(
+            "'delimiter' must be a single character"
+            + (f' (write delimiter = "{said}")' if said else ', e.g. ";" or "\\t" for a tab')
+        )
         delimiter = ","
     encoding = _encoding(data["encoding"], problems) if "encoding" in data else "utf-8"
     raw_fields = data.get("fields")

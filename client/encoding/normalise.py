@@ -21,6 +21,7 @@ given names comparable across exports that write them differently:
 from __future__ import annotations
 
 import csv
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,9 +56,18 @@ _UNDECOMPOSED = str.maketrans(
 # Date formats tried, in order, when a member's mapping declares none: only
 # unambiguous ones (never dd/mm vs mm/dd).
 _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d")
+DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
 QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
+
+
+# A time of day of exactly midnight after a date (" 00:00", " 00:00:00.000", "T00:00:00Z",
+# " 12:00:00 AM"), dropped before the date is read unless the formats read times themselves.
+# Any other time is kept, so such a value stays invalid.
+_MIDNIGHT = re.compile(
+    r"[ T](?:00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?|12:00(?::00)? ?AM)$", re.IGNORECASE
+)
 
 
 class InvalidValue(ValueError):
@@ -182,6 +192,9 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     """
     text = " ".join(value.split())
     formats = _date_formats(date_format)
+    if not any("%H" in fmt for fmt in formats):
+        # A database export's date-time at midnight (1980-04-03 00:00:00.000) is that date.
+        text = _MIDNIGHT.sub("", text)
     readings: dict[date, str] = {}
     for fmt in formats:
         try:
@@ -197,6 +210,41 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     raise InvalidValue(f"{value!r} is not a date in the format {expected}")
 
 
+# Formats an export may write dates in that the defaults never try (day and month as
+# numbers, whose order cannot be told from one value; month names between hyphens or first):
+# offered, best first, when a date column without date_format has values none of them read.
+SUGGESTED_DATE_FORMATS = (
+    "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y", "%d.%m.%Y", "%d-%b-%Y", "%b %d %Y",
+    "%b %d, %Y", "%B %d, %Y", "%d %b, %Y",
+)  # fmt: skip
+
+
+def suggest_date_formats(
+    values: Sequence[str], candidates: Sequence[str] = SUGGESTED_DATE_FORMATS
+) -> list[str]:
+    """Formats of `candidates` that together read as many of `values` as they can: the one
+    reading the most first (earlier on a tie: day-first before month-first), then each that
+    reads the most of those still unread."""
+    readers: dict[str, set[int]] = {}
+    for fmt in candidates:
+        read = set()
+        for i, value in enumerate(values):
+            try:
+                parse_date(value, fmt)
+            except InvalidValue:
+                continue
+            read.add(i)
+        readers[fmt] = read
+    chosen: list[str] = []
+    unread = set(range(len(values)))
+    while True:
+        best = max(readers, key=lambda fmt: len(readers[fmt] & unread))
+        if not readers[best] & unread:
+            return chosen
+        chosen.append(best)
+        unread -= readers[best]
+
+
 # Name split rules for a full-name column (mapping: `split = ...`), and the part each
 # field takes. A single name is the part the rule writes first; the other part is missing.
 SPLITS = ("given-first", "surname-first", "surname, given")
@@ -205,6 +253,21 @@ Part = Literal["given", "surname"]
 _PARTICLES = frozenset(
     {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten"}
 )
+
+
+# Titles a full-name column may start the given names with ('Mr John Smith', 'Smith, Dr
+# Mary'): dropped by `split_name`, or 'first-name' would keep the title as the given name.
+_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "rev", "revd", "sir", "dame"}
+)  # fmt: skip
+
+
+def _untitled(words: list[str]) -> list[str]:
+    """`words` without the titles they start with ('Mr', 'Dr.', 'MRS')."""
+    start = 0
+    while start < len(words) and words[start].rstrip(".").casefold() in _TITLES:
+        start += 1
+    return words[start:]
 
 
 def split_name(value: str, rule: str) -> tuple[str, str]:
@@ -216,13 +279,21 @@ def split_name(value: str, rule: str) -> tuple[str, str]:
       -> ('Ludwig', 'van Beethoven');
     - `surname, given`: 'Smith, John Paul' -> ('John Paul', 'Smith'); a value without a
       comma raises InvalidValue (the rule cannot tell the parts apart).
+
+    Titles before the given names are dropped ('Mr John Smith' -> ('John', 'Smith'),
+    'Smith, Dr Mary' -> ('Mary', 'Smith')); 'Mr Smith' -> ('', 'Smith').
     """
     if rule == "surname, given":
         surname, comma, given = value.partition(",")
         if not comma:
             raise InvalidValue(f"{value!r} has no comma; the mapping says 'surname, given'")
-        return " ".join(given.split()), " ".join(surname.split())
-    words = value.replace(",", " ").split()
+        return " ".join(_untitled(given.split())), " ".join(surname.split())
+    written = value.replace(",", " ").split()
+    words = _untitled(written)
+    if len(words) == 1 and len(written) > 1:  # 'Mr Smith': a title goes with a surname
+        return "", words[0]
+    if rule == "surname-first" and len(words) > 1:  # 'SMITH Mr John'
+        words = [words[0], *_untitled(words[1:])]
     if len(words) <= 1:
         return (" ".join(words), "") if rule == "given-first" else ("", " ".join(words))
     if rule == "given-first":

@@ -113,23 +113,39 @@ def _nothing(verb: str) -> str:
 
 
 def refuse_unreadable(
-    result: EncodeResult, *, one_person: bool = False, verb: str = "query"
+    result: EncodeResult,
+    *,
+    one_person: bool = False,
+    verb: str = "query",
+    mapping: Path | None = None,
 ) -> None:
     """A query must not answer "not held" for a person it could not read: any invalid or
-    ambiguous value is an error naming the field (and, for a CSV, the row)."""
+    ambiguous value is an error naming the field (and, for a CSV, the file, row and column,
+    and the fix there: the CSV's values and its `mapping`, not the one-person options)."""
     problems = []
     for fr in result.report.fields:
         for item in (*fr.invalid_rows, *fr.ambiguous_rows):
-            where = "" if one_person else f"row {item['row']}, "
-            problems.append(f"{where}{fr.field}: {item['reason']}")
-    if problems:
-        shown = "; ".join(problems[:10])
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+            if one_person:
+                problems.append(f"{fr.field}: {item['reason']}")
+            else:
+                column = f"column {','.join(fr.columns)} ({fr.field})" if fr.columns else fr.field
+                problems.append(f"row {item['row']}, {column}: {item['reason']}")
+    if not problems:
+        return
+    shown = "; ".join(problems[:10])
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    if one_person:
         raise InputError(
-            f"cannot read the {'person' if one_person else 'records'} to {verb}: {shown}{more}; "
-            f"{_nothing(verb)} (dates: give e.g. 02/11/1975 or 1975-11-02, or say how they "
-            "are written with --dob-format)"
+            f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)} (dates: give "
+            "e.g. 02/11/1975 or 1975-11-02, or say how they are written with --dob-format)"
         )
+    source = result.report.source
+    in_mapping = f" in {mapping.name}" if mapping else " in the mapping"
+    raise InputError(
+        f"{source}: cannot read the records to {verb}: {shown}{more}; {_nothing(verb)} (fix "
+        f"or blank those values in {source}; for dates, declare how the file writes them with "
+        f"date_format{in_mapping})"
+    )
 
 
 @dataclass(frozen=True)

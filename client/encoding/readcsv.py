@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -21,14 +23,17 @@ from typing import Any, Literal
 
 from clkhash.field_formats import InvalidEntryError
 
+from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
+    DEFAULT_DATE_FORMATS,
     AmbiguousValue,
     InvalidValue,
     derive,
     is_missing,
     normalise_value,
     split_name,
+    suggest_date_formats,
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
@@ -42,6 +47,10 @@ OnDuplicate = Literal["error", "keep-first", "keep-all"]
 ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
 # Delimiters tried on the header when mapped columns are missing, to suggest the right one.
 DELIMITERS = (",", ";", "\t", "|")
+# Unreadable dates kept per field (without a date_format) to suggest the format they are in.
+SUGGEST_FROM = 200
+# The line Excel may write (and reads) before the header to name the delimiter: "sep=;".
+EXCEL_SEP = re.compile(r"^sep=([^\r\n])\r?\n?$")
 
 
 @dataclass
@@ -68,6 +77,8 @@ class EncodeReport:
     source: str
     rows_read: int = 0
     rows_encoded: int = 0
+    blank_rows: int = 0  # blank lines and rows of empty cells, skipped (not in rows_read)
+    header_rows: list[int] = dataclasses.field(default_factory=list)  # repeats, skipped
     empty_records: int = 0
     few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
     field_level: bool = False
@@ -132,6 +143,17 @@ class EncodeReport:
                     for d in self.exact_duplicates[:PRINT_LIMIT]
                 )
             )
+        if self.header_rows:
+            repeats = ", ".join(map(str, self.header_rows[:PRINT_LIMIT]))
+            lines.append(
+                f"  {len(self.header_rows)} row(s) repeat the header and were skipped (exports "
+                f"joined together?): row {repeats}"
+            )
+        if self.blank_rows:
+            lines.append(
+                f"  {self.blank_rows} blank row(s) skipped (no value in any column; not "
+                "counted as rows)"
+            )
         if self.empty_records:
             lines.append(
                 f"  {self.empty_records} record(s) had no usable value at all and cannot match"
@@ -145,32 +167,6 @@ class EncodeReport:
             lines.append(f"  hardening: {self.hardening}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
-
-
-def _decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
-    """The file's lines as text, failing on the first line that is not in `encoding`."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                hint = (
-                    "save the export as UTF-8 CSV, or if it came from Excel, add "
-                    'encoding = "cp1252" to the mapping'
-                    if encoding == "utf-8"
-                    else "check the mapping's encoding, or save the export as UTF-8 CSV"
-                )
-                raise InputError(
-                    f"{path}: line {number} is not valid {_encoding_name(encoding)} "
-                    f"(byte {exc.start + 1}); {hint}"
-                ) from None
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield text
-
-
-def _encoding_name(encoding: str) -> str:
-    return "UTF-8" if encoding == "utf-8" else encoding
 
 
 def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
@@ -188,6 +184,64 @@ def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
                 f"in {mapping.path.name}"
             )
     return ""
+
+
+def _shared_whole(schema: LinkageSchema, mapping: Mapping) -> list[str]:
+    """A column that several text fields take whole (no `split`): a full-name column mapped
+    to both given_name and surname gives each the whole name, and matches poorly unseen."""
+    text = {rule.name for rule in schema.rules if rule.kind == "text"}
+    users: dict[str, list[str]] = {}
+    for field, cmap in mapping.fields.items():
+        if field in text and not cmap.split:
+            for column in cmap.columns:
+                users.setdefault(column, []).append(field)
+    return [
+        f"column {column} feeds {' and '.join(fields)} whole; if it holds full names, cut it "
+        f'with split (e.g. {fields[0]} = {{ column = "{column}", split = "given-first" }} '
+        "and the same for the others; docs/mapping.md#split)"
+        for column, fields in users.items()
+        if len(fields) > 1
+    ]
+
+
+def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
+    kept = samples.setdefault(field, [])
+    if len(kept) < SUGGEST_FROM:
+        kept.append(raw.strip())
+
+
+def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
+    """When a missing column is in the header in another case or spacing (a double or
+    non-breaking space): say so, since names are matched exactly."""
+
+    def fold(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    folded = {fold(name): name for name in header}
+    near = [(c, folded[fold(c)]) for c in absent if fold(c) in folded]
+    if not near:
+        return ""
+    pairs = ", ".join(f"{name!r} for {c!r}" for c, name in near)
+    return (
+        f"; column names are matched exactly, case and spaces included: the header has "
+        f"{pairs}; write them as the header does in {mapping.path.name}"
+    )
+
+
+def _refuse_repeated_columns(
+    csv_path: Path, header: list[str], mapping: Mapping, mapped_to: dict[str, str]
+) -> None:
+    """A mapped column that the header names twice: which one is meant cannot be told, and
+    taking either would encode the other's values unseen."""
+    for name in mapping.columns_used():
+        where = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            raise InputError(
+                f"{csv_path}: the header has column '{name}' {len(where)} times (columns "
+                f"{', '.join(map(str, where))}), and {mapping.path.name} maps it (to "
+                f"{mapped_to.get(name, 'the record id')}); rename the copies in the export "
+                "so that each name is used once"
+            )
 
 
 def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -214,23 +268,31 @@ def read_rows(
     *,
     on_duplicate_id: OnDuplicate = "error",
     allow_empty: bool = False,
+    duplicate_hint: str | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """Local ids and normalised schema-ordered values, one list per row."""
+    """Local ids and normalised schema-ordered values, one list per row. `duplicate_hint`:
+    what a repeated id's error tells the user to do, where `encode`'s options are not the
+    command's."""
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: data file not found")
     if on_duplicate_id not in ON_DUPLICATE:
         raise InputError(f"--on-duplicate-id must be one of {', '.join(ON_DUPLICATE)}")
     report.on_duplicate_id = on_duplicate_id
-    lines = _decoded_lines(csv_path, mapping.encoding)
+    lines = decoded_lines(csv_path, mapping.encoding)
     first_line: list[str] = []
+    delimiter = mapping.delimiter
+    opening = next(lines, "")
+    excel_sep = EXCEL_SEP.match(opening)
+    if excel_sep:  # Excel's "sep=;" line: the file says its delimiter; the header follows
+        delimiter = excel_sep.group(1)
 
     def remembered() -> Iterator[str]:
-        for line in lines:
+        for line in itertools.chain(() if excel_sep or not opening else (opening,), lines):
             if not first_line:
                 first_line.append(line)
             yield line
 
-    reader = csv.reader(remembered(), delimiter=mapping.delimiter, strict=True)
+    reader = csv.reader(remembered(), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -245,8 +307,8 @@ def read_rows(
     header = [h.strip() for h in header]
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
+    mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
     if absent and header:
-        mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
         described = [
             f"'{c}' (mapped to {mapped_to.get(c, 'the record id')} in {mapping.path.name})"
             for c in absent
@@ -255,7 +317,9 @@ def read_rows(
             f"{csv_path}: column(s) {', '.join(described)} not in the header; "
             f"the header has: {', '.join(header)}"
             + _suggest_delimiter(first_line[0] if first_line else "", mapping)
+            + _suggest_case(absent, header, mapping)
         )
+    _refuse_repeated_columns(csv_path, header, mapping, mapped_to)
 
     id_pos = positions.get(mapping.id_column, 0)
     plan: list[tuple[int, list[int], Any]] = []
@@ -270,6 +334,7 @@ def read_rows(
             report.warnings.append(
                 f"schema field {rule.name} is not mapped; it is encoded as missing for every row"
             )
+    report.warnings.extend(_shared_whole(schema, mapping))
 
     ids: list[str] = []
     rows: list[list[str]] = []
@@ -284,9 +349,19 @@ def read_rows(
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
+    # Dates without a date_format that no default format reads, and some that one does: a
+    # sample of each, to suggest the date_format that reads both.
+    undated: dict[str, list[str]] = {}
+    dated: dict[str, list[str]] = {}
+    # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
+    commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
-        if not record:
-            continue  # a blank line
+        if not any(cell.strip() for cell in record):
+            report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
+            continue
+        if [cell.strip().lstrip("\ufeff") for cell in record] == header:
+            report.header_rows.append(line_no)  # exports joined together: the next's header
+            continue
         data_rows += 1
         if len(record) != width:
             raise InputError(
@@ -302,11 +377,13 @@ def read_rows(
             exact = cells == first_cells
             if on_duplicate_id == "error":
                 what = "is an exact duplicate of" if exact else "repeats"
+                hint = duplicate_hint or (
+                    "or pass --on-duplicate-id keep-first to encode only the first row of each "
+                    "id, keep-all to encode every row"
+                )
                 raise InputError(
                     f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
-                    f"{what} row {first_row}; record ids must be unique (or pass "
-                    "--on-duplicate-id keep-first to encode only the first row of each id, "
-                    "keep-all to encode every row)"
+                    f"{what} row {first_row}; record ids must be unique ({hint})"
                 )
             report.duplicate_ids.append({"row": line_no, "id": local_id, "first_row": first_row})
             if exact:
@@ -323,7 +400,9 @@ def read_rows(
                 continue  # derived below, from the fields' normalised values
             raw = " ".join(record[c] for c in where)
             try:
-                if cmap is not None and cmap.split:
+                if cmap is not None and cmap.split and not is_missing(raw):
+                    if "," in raw and cmap.split != "surname, given":
+                        commas.setdefault((",".join(cmap.columns), cmap.split), set()).add(line_no)
                     given, surname = split_name(raw, cmap.split)
                     raw = given if cmap.part == "given" else surname
                 if is_missing(raw):
@@ -336,9 +415,13 @@ def read_rows(
                 fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
                 continue
             except (InvalidValue, InvalidEntryError) as exc:
+                if rule.kind == "date" and not (cmap and cmap.date_format):
+                    _sample(undated, rule.name, raw)
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
                 continue
+            if rule.kind == "date" and not (cmap and cmap.date_format):
+                _sample(dated, rule.name, raw)
             fr.present += 1
             values[index] = value
             tally[value] += 1
@@ -361,6 +444,29 @@ def read_rows(
         ids.append(local_id)
         rows.append(values)
     report.rows_read = data_rows
+    for (column, rule_name), comma_rows in commas.items():
+        report.warnings.append(
+            f"column {column}: {len(comma_rows)} full name(s) have a comma, as 'Surname, Given' "
+            f'is written, but {mapping.path.name} says split = "{rule_name}", which ignores '
+            'it; if the export writes the surname first with a comma, use split = "surname, '
+            'given"'
+        )
+    for field, values in undated.items():
+        formats = suggest_date_formats(values)
+        if not formats:
+            continue
+        # A date_format replaces the defaults: keep those the column's other dates are in.
+        formats += suggest_date_formats(dated.get(field, []), DEFAULT_DATE_FORMATS)
+        column = mapping.fields[field].columns[0]
+        example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
+        written = f'"{formats[0]}"' if len(formats) == 1 else repr(formats).replace("'", '"')
+        report.warnings.append(
+            f"{field}: values such as {example!r} are in none of the default date formats "
+            "(which never read day and month as numbers: day-first and month-first cannot be "
+            f"told apart); declare the export's format in {mapping.path.name}, e.g. {field} = "
+            f'{{ column = "{column}", date_format = {written} }}, checking the order of day '
+            "and month"
+        )
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:

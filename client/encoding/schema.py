@@ -128,6 +128,8 @@ def load_schema(path: str | Path) -> LinkageSchema:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: schema file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a schema file (JSON)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(raw, dict) or raw.get("version") != 3:

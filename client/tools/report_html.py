@@ -257,6 +257,24 @@ def _scores(r: MemberReport) -> str:
     return "".join(parts)
 
 
+def _rows_not_encoded(enc: dict[str, Any]) -> str:
+    """What the encode skipped or could not read, so that no row is lost from the page unsaid:
+    repeated ids, blank rows, the header repeated, ambiguous dates."""
+    said = []
+    repeats = enc.get("duplicate_ids") or []
+    if repeats:
+        kept = "skipped" if enc.get("on_duplicate_id") == "keep-first" else "kept"
+        said.append(f"{len(repeats)} row(s) repeat an earlier row's record id ({kept})")
+    if enc.get("blank_rows"):
+        said.append(f"{enc['blank_rows']} blank row(s) skipped")
+    if enc.get("header_rows"):
+        said.append(f"{len(enc['header_rows'])} row(s) repeating the header skipped")
+    ambiguous = sum(int(f.get("ambiguous", 0)) for f in enc.get("fields") or [])
+    if ambiguous:
+        said.append(f"{ambiguous} ambiguous date(s) encoded as missing")
+    return f"<p>{escape('; '.join(said))}.</p>" if said else ""
+
+
 def _data_quality(r: MemberReport) -> str:
     head = "<h2>Data quality of your encoded export</h2>"
     enc = r.encode
@@ -303,6 +321,7 @@ def _data_quality(r: MemberReport) -> str:
         f"{escape(str(enc.get('hardening') or 'not recorded'))}; "
         f"{escape(str(enc.get('empty_records', 0)))} record(s) with no usable value; "
         f"{escape(str(enc.get('few_fields_records', 0)))} with fewer than 3 usable fields.</p>"
+        + _rows_not_encoded(enc)
     )
     warnings = "".join(f"<li>{escape(w)}</li>" for w in _warnings(enc))
     return (

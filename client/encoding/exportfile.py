@@ -1,0 +1,95 @@
+"""An export's bytes as lines of text (`decoded_lines`), for `client.encoding.readcsv`'s
+csv reader: in the mapping's encoding, with LF, CRLF or CR-only line ends; a workbook, a
+UTF-16 file, or a UTF-8 file declared as a code page is refused, naming the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from blindmatch.client.errors import InputError
+
+# Bytes read first to recognise a workbook, UTF-16, UTF-8 or CR-only line ends.
+HEAD_BYTES = 1 << 16
+
+
+def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The file's lines as text, failing on the first line that is not in `encoding`.
+    Lines end in LF, CRLF or (Excel for Mac's "CSV (Macintosh)") CR alone."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+        fh.seek(0)
+        _refuse_binary(path, head)
+        if not encoding.startswith("utf"):
+            _refuse_utf8_as_code_page(path, head, encoding)
+        # No LF in the first block but a CR: the file's lines end in CR alone.
+        lines = _cr_lines(fh) if b"\r" in head and b"\n" not in head else fh
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                hint = (
+                    "save the export as UTF-8 CSV, or if it came from Excel, add "
+                    'encoding = "cp1252" to the mapping'
+                    if encoding == "utf-8"
+                    else "check the mapping's encoding, or save the export as UTF-8 CSV"
+                )
+                raise InputError(
+                    f"{path}: line {number} is not valid {_encoding_name(encoding)} "
+                    f"(byte {exc.start + 1}); {hint}"
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield text
+
+
+def _cr_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """A file's lines when each ends in CR alone, each with its CR (as csv expects)."""
+    pending = b""
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        parts = (pending + block).split(b"\r")
+        pending = parts.pop()
+        yield from (part + b"\r" for part in parts)
+    if pending:
+        yield pending
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
+    """A workbook or a UTF-16 text file given as the export: said as such, with the fix,
+    not as a decoding error on line 1 (whose usual hint, cp1252, would not help)."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise InputError(
+            f"{path}: this is a spreadsheet workbook (.xlsx or .xls), not a CSV file; in "
+            'Excel use "Save As" and choose "CSV UTF-8 (Comma delimited)"'
+        )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\x00") > len(head) // 4:
+        raise InputError(
+            f'{path}: the file is UTF-16 text (Excel\'s "Unicode Text" saves it so) or not '
+            "text at all (it is full of NUL bytes); blindmatch reads UTF-8 or a single-byte code "
+            'page such as cp1252: save the export as "CSV UTF-8 (Comma delimited)"'
+        )
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8" else encoding
+
+
+def _refuse_utf8_as_code_page(path: Path, head: bytes, encoding: str) -> None:
+    """A file the mapping says is in a code page (cp1252, latin-1) whose non-ASCII bytes
+    are all UTF-8: every byte is valid in a code page, so it would be read without an error
+    and every accented name garbled ('Zoë' as 'ZoÃ«'). Refused, naming the line."""
+    if head.isascii():
+        return
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Only a character cut by the end of the block read is no evidence against UTF-8.
+        if exc.reason != "unexpected end of data" or exc.start < len(head) - 3:
+            return
+    line = next(n for n, raw in enumerate(head.split(b"\n"), start=1) if not raw.isascii())
+    raise InputError(
+        f'{path}: the mapping says encoding = "{encoding}", but the file is UTF-8 (line '
+        f"{line} has UTF-8 characters, which {encoding} would read garbled); remove encoding "
+        "from the mapping"
+    )
