@@ -41,6 +41,7 @@ from blindmatch.matcher.placement import (
     start_lookups,
 )
 from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.realtime.twoforget import RETRY_WAITS
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.lookup_client import LookupServers
@@ -156,6 +157,7 @@ def create_server(
     lookup_credentials: grpc.ChannelCredentials | None = None,
     two_server: TwoServerSetup | None = None,
     default_mode: str = CLK_MODE,
+    retry_waits: Sequence[float] = RETRY_WAITS,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
 
@@ -184,6 +186,10 @@ def create_server(
     index changes are forwarded to them (rpc/lookup_client.py). With `two_server`
     (rpc/twoserver_project.py `combiner_setup`) the matcher is the combiner of two-server
     projects; `default_mode` is a project's mode where CreateProject gives none.
+    `retry_waits`: the seconds before each background try again (then the last, over and
+    over) of an erasure that failed part-way (usecases/erasure_retry.py) and of S1's or S2's
+    start-up Forget of what a killed matcher left (realtime/twoforget.py); tests pass
+    shorter ones.
     """
     if default_mode not in MODES or (default_mode == TWO_SERVER and two_server is None):
         raise ValueError(f"default mode {default_mode!r}: one of {MODES} (two-server: with S1/S2)")
@@ -193,6 +199,8 @@ def create_server(
             f"{RPC_THREADS - MIN_UNARY_THREADS} (the request threads less those kept for "
             "unary calls)"
         )
+    if not retry_waits or min(retry_waits) <= 0:
+        raise ValueError(f"retry waits {tuple(retry_waits)}: one or more, each positive")
     if stream_idle <= 0 or max_index_change_bytes < 1:
         raise ValueError("the stream idle limit and the index change limit must be positive")
     streams = StreamGuard(member_streams, max_streams, stream_idle)
@@ -232,6 +240,7 @@ def create_server(
                 merge_cpus=everywhere if request_cpus is not None else None,
                 remote=remote,
                 two_server=two_server,
+                retry_waits=retry_waits,
             )
             if remote is not None:
                 log.info("%s", remote.describe())
@@ -259,7 +268,7 @@ def create_server(
             sweeper.on_expired.append(forget_shares)
         # Erasures a stopped matcher left part-way, and indexes of projects expired while
         # it was down, completed before the first request is served.
-        erasures = ErasureRetries(store, realtime, two_server)
+        erasures = ErasureRetries(store, realtime, two_server, tuple(retry_waits))
         complete_cut_short(store, realtime, two_server, erasures)
         # S1's and S2's forgetting of a killed matcher's query records, asked when `realtime`
         # was made, ran meanwhile: its bounded wait ends with the erasures', not after them.

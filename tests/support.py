@@ -52,6 +52,12 @@ FIELD_LEVEL_SCHEMA = ROOT / "schemas" / "person-uk-field-level.json"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 ADMIN_TOKEN = "bm_admin_test_" + secrets.token_hex(8)
+# `create_server(retry_waits=...)` for tests that wait on a background retry (an erasure
+# finished part-way, usecases/erasure_retry.py; S1's or S2's start-up Forget,
+# realtime/twoforget.py): the same tries, 0.05 s, 0.1 s, then every 0.2 s apart, not the
+# production 1, 2, 5, 10, 30 s, then every minute.
+QUICK_RETRIES = (0.05, 0.1, 0.2)
+
 # A secret that passes `encode`'s strength rule (client.encoding.sharedsecret), fixed so runs
 # repeat.
 STRONG_SECRET = "5f0c9e2a7b41d8e36a9c04b7f21e8d5390ab6c7e4f1d2a8b9c3e6f70a1b2c3d4"
@@ -409,3 +415,14 @@ def short_index_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     from blindmatch.matcher.storage import index_store
 
     monkeypatch.setattr(index_store, "PRAGMAS", (*index_store.PRAGMAS, "busy_timeout=500"))
+
+
+def short_check_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check_data_dir` (`admin check`) run in this process reports what looks left of an
+    erasure if it is still there 0.1 s later, not `GRACE_S`' 2 s: for tests that check a data
+    dir no erasure is in progress in (the matcher stopped, or its erasure unable to finish:
+    S2 down), where the grace only waits (the same findings, sooner). The grace's own test,
+    a check beside a member erasing in a loop (tests/test_erasure_check.py), keeps 2 s."""
+    from blindmatch.matcher.storage import erasure_check
+
+    monkeypatch.setattr(erasure_check, "GRACE_S", 0.1)

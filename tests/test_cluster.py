@@ -212,7 +212,8 @@ def test_a_matcher_restarted_mid_run_resumes_it_on_the_cluster(
 def test_an_unreachable_scheduler_fails_the_run_clearly_and_a_later_run_succeeds(
     cluster: Cluster, members: Members, reference: dict[str, str], tmp_path: Path
 ) -> None:
-    gone = DaskSettings("tcp://127.0.0.1:9", "scatter", connect_timeout=2)
+    # Nothing listens there: any connect timeout ends in the same refusal (0.5 s, not 2 s).
+    gone = DaskSettings("tcp://127.0.0.1:9", "scatter", connect_timeout=0.5)
     with in_process(tmp_path / "data", DaskExecutor(gone)) as target:
         tokens = create(target, members)
         upload_all(target, tokens, members)

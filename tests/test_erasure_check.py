@@ -18,9 +18,10 @@ import pytest
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
 from blindmatch.client import MatcherClient
+from blindmatch.matcher.realtime.twoforget import RETRY_WAITS
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
-from tests.support import ADMIN_TOKEN, db_rows
+from tests.support import ADMIN_TOKEN, db_rows, short_check_grace
 
 pytestmark = pytest.mark.server
 
@@ -41,8 +42,10 @@ class Later:
         return time.time() + self.offset
 
 
-def serve(data_dir: Path, clock: Later | None = None) -> RunningServer:
-    return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, clock=clock or Later())
+def serve(data_dir: Path, clock: Later | None = None, retry_waits: tuple[float, ...] = RETRY_WAITS
+          ) -> RunningServer:  # fmt: skip
+    return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, clock=clock or Later(),
+                         retry_waits=retry_waits)  # fmt: skip
 
 
 def completed(data_dir: Path) -> list[tuple[str, str, dict]]:
@@ -55,9 +58,10 @@ def index_of(server: RunningServer, token: str) -> dict[str, bytes]:
         return member.list_index("p")
 
 
-def started_with_north_indexed(data_dir: Path, clock: Later | None = None
-                               ) -> tuple[RunningServer, dict[str, str]]:  # fmt: skip
-    server = serve(data_dir, clock)
+def started_with_north_indexed(
+    data_dir: Path, clock: Later | None = None, retry_waits: tuple[float, ...] = RETRY_WAITS
+) -> tuple[RunningServer, dict[str, str]]:
+    server = serve(data_dir, clock, retry_waits)
     target = f"127.0.0.1:{server.port}"
     with MatcherClient(target, ADMIN_TOKEN) as op:
         tokens = op.create_project("p", ["north", "south"], expires_unix=int(time.time() + 3600)
@@ -123,8 +127,9 @@ def test_an_erasure_asked_again_completes_an_earlier_one_cut_short(tmp_path: Pat
 
 
 def test_an_expiry_whose_indexes_were_never_deleted_is_a_problem_until_the_next_start(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_check_grace(monkeypatch)  # (the matcher stopped: nothing in progress to wait for)
     data_dir, clock = tmp_path / "data", Later()
     server, _ = started_with_north_indexed(data_dir, clock)
     try:

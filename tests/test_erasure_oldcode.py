@@ -22,6 +22,7 @@ from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.storage.crashpoint import ENV
 from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG
 from blindmatch.matcher.storage.integrity import check_data_dir
+from tests.support import short_check_grace
 from tests.test_erasure_check import completed, index_of, puts, serve, started_with_north_indexed
 from tests.test_erasure_crash import PUTS, admin_check, audit_actions, served
 from tests.test_hardening import found_in_data_dir
@@ -91,8 +92,9 @@ def test_an_erasure_cut_short_by_an_old_matcher_is_found_from_the_log_and_comple
 
 
 def test_an_index_left_by_an_old_erasure_is_a_problem_until_the_next_start(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_check_grace(monkeypatch)  # (the matcher stopped: nothing in progress to wait for)
     data_dir = tmp_path / "data"
     server, tokens = started_with_north_indexed(data_dir)
     try:  # the transaction, no more: the old code's state with its index kept

@@ -23,7 +23,7 @@ from benchmarks.knownclks import CLK_BITS, FINGERPRINT
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.storage.index_store import ERASED
 from blindmatch.matcher.storage.integrity import check_data_dir
-from tests.support import ADMIN_TOKEN, db_rows
+from tests.support import ADMIN_TOKEN, db_rows, short_check_grace
 from tests.test_erasure_check import puts, serve, started_with_north_indexed
 
 pytestmark = pytest.mark.server
@@ -87,8 +87,9 @@ def test_an_erasure_blanks_its_logged_purposes_and_keeps_counts_limits_and_audit
 
 
 def test_purposes_an_earlier_erasure_left_fail_the_check_and_the_next_start_blanks_them(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_check_grace(monkeypatch)  # (the matcher stopped: nothing in progress to wait for)
     data_dir = tmp_path / "data"
     server, tokens = started_with_north_indexed(data_dir)
     try:

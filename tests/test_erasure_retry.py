@@ -33,7 +33,13 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
-from tests.support import ADMIN_TOKEN, db_rows, short_index_lock_wait
+from tests.support import (
+    ADMIN_TOKEN,
+    QUICK_RETRIES,
+    db_rows,
+    short_check_grace,
+    short_index_lock_wait,
+)
 from tests.test_erasure_check import completed, index_of, puts, started_with_north_indexed
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
@@ -42,8 +48,12 @@ __all__ = ["encoded"]  # (the members' encoded folders, a fixture shared with th
 
 
 def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
-    tmp_path: Path, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    encoded: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    short_check_grace(monkeypatch)  # (checked with S2 down: the erasure cannot end meanwhile)
     key = secrets.token_urlsafe(16)
 
     def start_s2(address: str = "127.0.0.1:0") -> RunningRole:
@@ -55,7 +65,9 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
                      data_dir=tmp_path / "s1-data")  # fmt: skip
     setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, MEMBER_KEY)
     data_dir = tmp_path / "matcher-data"
-    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+    # (Its retries 0.05, 0.1, 0.2 s apart, not 1, 2, 5 s: the same tries, sooner.)
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup,
+                           retry_waits=QUICK_RETRIES)  # fmt: skip
     target = f"127.0.0.1:{server.port}"
     try:
         with MatcherClient(target, ADMIN_TOKEN) as op:
@@ -106,7 +118,7 @@ def test_an_erasure_whose_index_could_not_be_deleted_is_retried_until_it_is(
     and once the lock is let go the running matcher deletes it by itself."""
     short_index_lock_wait(monkeypatch)
     data_dir = tmp_path / "data"
-    server, tokens = started_with_north_indexed(data_dir)
+    server, tokens = started_with_north_indexed(data_dir, retry_waits=QUICK_RETRIES)
     target = f"127.0.0.1:{server.port}"
     try:
         holder = sqlite3.connect(data_dir / "index.sqlite", isolation_level=None)
@@ -194,7 +206,7 @@ def test_a_change_made_while_the_retry_reads_what_was_left_is_not_taken_for_a_le
     change exactly there (a hook on the read), whenever the writer's lock lets it in."""
     short_index_lock_wait(monkeypatch)
     data_dir = tmp_path / "data"
-    server, tokens = started_with_north_indexed(data_dir)
+    server, tokens = started_with_north_indexed(data_dir, retry_waits=QUICK_RETRIES)
     target = f"127.0.0.1:{server.port}"
     indexes, index_store = server.realtime.indexes, server.realtime.index_store
     read = index_store.left_by_erasure
@@ -233,3 +245,14 @@ def test_a_change_made_while_the_retry_reads_what_was_left_is_not_taken_for_a_le
     finally:
         server.stop(grace=None)
     assert check_data_dir(data_dir).problems == []
+
+
+@pytest.mark.parametrize("waits", [(), (0.0,), (1.0, -1.0)])
+def test_the_retry_waits_are_one_or_more_positive_seconds(
+    tmp_path: Path, waits: tuple[float, ...]
+) -> None:
+    """`create_server`'s `retry_waits` (tests pass short ones): none, or a wait of 0 (a retry
+    with no pause, over and over), is refused before anything is opened."""
+    with pytest.raises(ValueError, match="retry waits"):
+        create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, retry_waits=waits)
+    assert not (tmp_path / "data").exists()

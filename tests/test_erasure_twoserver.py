@@ -31,7 +31,7 @@ from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure import FOUND_IN_LOG_RETRIED
-from tests.support import ADMIN_TOKEN, db_rows
+from tests.support import ADMIN_TOKEN, QUICK_RETRIES, db_rows, short_check_grace
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
 pytestmark = pytest.mark.server
@@ -39,8 +39,9 @@ __all__ = ["encoded"]  # (the members' encoded folders, a fixture shared with th
 
 
 def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_start(
-    tmp_path: Path, encoded: dict[str, Path]
+    tmp_path: Path, encoded: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_check_grace(monkeypatch)  # (the matcher stopped: nothing in progress to wait for)
     key = secrets.token_urlsafe(16)
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
     s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
@@ -87,8 +88,9 @@ def test_a_two_server_erasure_cut_short_has_s1_and_s2_asked_again_at_the_next_st
 
 
 def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_it_runs(
-    tmp_path: Path, encoded: dict[str, Path]
+    tmp_path: Path, encoded: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    short_check_grace(monkeypatch)  # (checked with S2 down: the erasure cannot end meanwhile)
     world = Shares(tmp_path)
     roles, held, serve, data_dir = world.roles, world.held, world.serve, world.data_dir
     server = world.uploaded(encoded)
@@ -116,12 +118,13 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
 
 
 def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retried(
-    tmp_path: Path, encoded: dict[str, Path]
+    tmp_path: Path, encoded: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A matcher from before erasure intents stopped after west's erasure was logged (its
     upload's file still in clks/, no intent); the start finds it from the audit log with S2
     down: S1 forgets, the erasure is not recorded complete with S2's error but given an
     intent, and the running matcher asks S2 again until it forgets."""
+    short_check_grace(monkeypatch)  # (checked with S2 down or the matcher stopped)
     world = Shares(tmp_path)
     roles, held, serve, data_dir = world.roles, world.held, world.serve, world.data_dir
     server = world.uploaded(encoded)
@@ -184,7 +187,8 @@ class Shares:
     def serve(self) -> RunningServer:
         setup = combiner_setup(f"127.0.0.1:{self.roles['s1'].port}", self.s2_address, self.key,
                                MEMBER_KEY)  # fmt: skip
-        return create_server("127.0.0.1:0", self.data_dir, ADMIN_TOKEN, two_server=setup)
+        return create_server("127.0.0.1:0", self.data_dir, ADMIN_TOKEN, two_server=setup,
+                             retry_waits=QUICK_RETRIES)  # fmt: skip
 
     def uploaded(self, encoded: dict[str, Path]) -> RunningServer:
         """A matcher serving the project, north and west uploaded through the CLI."""
@@ -233,7 +237,8 @@ def test_a_start_asks_s1_and_s2_for_every_erasure_cut_short_at_once(
 
     def serve() -> RunningServer:
         setup = combiner_setup(f"127.0.0.1:{s1.port}", s2_address, key, member_key)
-        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup)
+        return create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup,
+                             retry_waits=QUICK_RETRIES)  # fmt: skip
 
     names = ["m0", "m1", "m2"]
     server = serve()

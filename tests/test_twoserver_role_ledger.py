@@ -40,7 +40,7 @@ from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
-from tests.support import ADMIN_TOKEN
+from tests.support import ADMIN_TOKEN, QUICK_RETRIES
 from tests.test_rowledger_restart import NAMES, RECORDS, THRESHOLD, Roles, roles  # noqa: F401
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
 from tests.test_twoserver_query_limits import MEMBER_KEY, worlds  # noqa: F401
@@ -219,7 +219,8 @@ def test_a_matcher_started_while_s1_is_down_has_s2_forget_what_was_left_and_asks
     world.roles["s1"].stop(grace=None)  # down (its records, in memory only, gone with it)
     caplog.set_level(logging.INFO, "blindmatch.matcher.realtime")
     again = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
-                          two_server=world.server.runs.two_server, clock=world.clock)  # fmt: skip
+                          two_server=world.server.runs.two_server, clock=world.clock,
+                          retry_waits=QUICK_RETRIES)  # fmt: skip
     try:
         left = again.realtime.left
         assert left is not None

@@ -62,7 +62,7 @@ from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.lookups import Lookups
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.realtime.shards import RemoteLookups
-from blindmatch.matcher.realtime.twoforget import LeftRecords
+from blindmatch.matcher.realtime.twoforget import RETRY_WAITS, LeftRecords
 from blindmatch.matcher.realtime.twounclaimed import UnclaimedTickets
 from blindmatch.matcher.realtime.twowatch import TwoServerWatches
 from blindmatch.matcher.realtime.watches import Notification, Watch, Watches
@@ -109,10 +109,12 @@ class Realtime(Admission):
         merge_cpus: frozenset[int] | None = None,
         remote: RemoteLookups | None = None,
         two_server: TwoServerSetup | None = None,
+        retry_waits: Sequence[float] = RETRY_WAITS,
     ) -> None:
         """`merge_cpus`: where the indexes' background merges run (None: where the
         change that starts one is handled). `remote`: look-up servers hold the indexes'
-        searchable shards (shards.py); queries fan out to them, changes are forwarded."""
+        searchable shards (shards.py); queries fan out to them, changes are forwarded.
+        `retry_waits`: twoforget.py's, between its tries again."""
         self.store = store
         self.index_store = IndexStore(data_dir)
         self.clock = clock
@@ -145,7 +147,8 @@ class Realtime(Admission):
         # What a matcher killed left at S1 and S2: forgotten by both at once, retried
         # (twoforget.py): asked now, waited for (bounded) by server.py.
         self.left = None if two_server is None else LeftRecords(two_server, [
-            p for p in store.live_projects() if store.mode_of(p) == TWO_SERVER])  # fmt: skip
+            p for p in store.live_projects() if store.mode_of(p) == TWO_SERVER],
+            retry_waits)  # fmt: skip
         if self.left is not None:
             self.left.begin()
         # Query tickets no query or watch claimed: their records forgotten once expired.

@@ -12,7 +12,8 @@ bounded wait, for its erasures' Forgets, runs meanwhile rather than after), and 
 skips any project: a server
 that fails keeps its projects *pending* and is asked again after RETRY_WAITS (logged at
 WARNING the first time and every WARN_EVERY attempts, at INFO once it answers), until it
-has forgotten them all or the matcher stops.
+has forgotten them all or the matcher stops (tests pass shorter waits: server.py
+`create_server`'s `retry_waits`).
 
 A query ticket of a project still pending at a server would let a new query's records reach
 S1 and S2 before the retry, which would then forget them too. So the matcher asks that
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import tickets
@@ -45,8 +46,11 @@ class LeftRecords:
     """S1's and S2's forgetting of the query and watch records of `projects` a matcher
     killed left there: `start`, then `settle` before a query ticket, `close` at the end."""
 
-    def __init__(self, setup: TwoServerSetup, projects: Iterable[str]) -> None:
-        self.setup = setup
+    def __init__(
+        self, setup: TwoServerSetup, projects: Iterable[str], waits: Sequence[float] = RETRY_WAITS
+    ) -> None:
+        """`waits`: the seconds before each try again (then the last, over and over)."""
+        self.setup, self.waits = setup, tuple(waits)
         names = sorted(set(projects))
         self.pending: dict[str, set[str]] = {s: set(names) for s in SERVERS}
         self.forgot: dict[str, int] = dict.fromkeys(SERVERS, 0)  # records' uploads dropped
@@ -122,7 +126,7 @@ class LeftRecords:
                     log.info("%s forgot the queries' and watches' records left from before, "
                              "asked %d times", server, n)  # fmt: skip
                 return
-            wait = RETRY_WAITS[min(n - 1, len(RETRY_WAITS) - 1)]
+            wait = self.waits[min(n - 1, len(self.waits) - 1)]
             pending = self._pending(server)
             (log.warning if n == 1 or n % WARN_EVERY == 0 else log.info)(
                 "at start-up: %s has not forgotten the queries' and watches' records a matcher "

@@ -7,7 +7,8 @@ database not checkpointed (a full disk), its standing index not deleted from `in
 not told (it keeps the member's shards in memory until it reads its shards again; no query is
 answered until then: rpc/lookup_client.py). Such an erasure keeps its intent, its Erase reply
 says what is pending, and `ErasureRetries` tries the rest again on a thread of its own after
-RETRY_WAITS (1, 2, 5, 10, 30 s, then every minute, as realtime/twoforget.py's), logged at
+RETRY_WAITS (1, 2, 5, 10, 30 s, then every minute, as realtime/twoforget.py's; `waits`,
+server.py `create_server`'s `retry_waits`: tests pass shorter ones), logged at
 WARNING the first time and every WARN_EVERY attempts, until it is done: then an
 `erase.complete` entry says what was left, and the intent goes. A matcher stopped meanwhile
 leaves the intent to its next start (`complete_cut_short`), and a member that erases again
