@@ -198,12 +198,15 @@ def read_erasures(files: DataDir) -> Erasures | None:
     return Erasures(intents, left, records, logged, queries)
 
 
-def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[list[str], list[str]]:
+def check_erasures(
+    files: DataDir, earlier: Erasures | None = None, *, grace: float | None = None
+) -> tuple[list[str], list[str]]:
     """(problems, repairs): an erased member's data still in the data dir, or an expired
     project's standing indexes (problems); erasures cut short with nothing left (repairs).
     What looks left is read again now and reported only if it was `earlier` too (read at
-    the start of the check; by default, just before) and still is `GRACE_S` later: an
-    erasure in progress completes."""
+    the start of the check; by default, just before) and still is `grace` seconds later
+    (default `GRACE_S`): an erasure in progress completes. `grace=0` for a copy no process
+    writes (`admin backup`'s staging copy), where waiting would change nothing."""
     first = earlier if earlier is not None else read_erasures(files)
     if first is None:
         return [], []
@@ -211,7 +214,7 @@ def check_erasures(files: DataDir, earlier: Erasures | None = None) -> tuple[lis
     if now is None:
         return [], []
     both = first.suspects() & now.suspects()
-    waited = time.monotonic() + GRACE_S
+    waited = time.monotonic() + (GRACE_S if grace is None else grace)
     while both and time.monotonic() < waited:  # (a live erasure finishes within it)
         time.sleep(0.1)
         again = read_erasures(files)
