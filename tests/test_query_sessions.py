@@ -17,8 +17,10 @@ from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.refs import row_refs
 from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
+from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.domain import QUERY_STREAMS_PER_MEMBER
+from blindmatch.matcher.rpc.status import answered
 from blindmatch.matcher.rpc.streams import QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -233,6 +235,33 @@ def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
     matcher.server.realtime.query_log.flush()
     assert len(query_rows(matcher.data_dir)) == QUERY_STREAMS_PER_MEMBER + 1
     assert open_streams_become(matcher.server.query_streams, 0)  # closed ones are let go
+
+
+def test_the_matcher_stopping_ends_an_open_stream_at_once_saying_so(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    """Not after the stop's grace, as a lost connection: UNAVAILABLE, the matcher's own."""
+    grace = person(secret_file, **GRACE)
+    hush = threading.Event()
+
+    def requests() -> Iterator[pb.QueryRequest]:
+        yield pb.QueryRequest(project="trial", purpose=PURPOSE, clk_bits=grace[1],
+                              fingerprint=grace[2], clks=grace[0])  # fmt: skip
+        hush.wait()  # then nothing until the end
+
+    with grpc.insecure_channel(matcher.target) as channel:
+        replies = pb_grpc.MatcherStub(channel).QueryStream(
+            requests(), metadata=[("authorization", f"Bearer {project.tokens['north']}")]
+        )
+        assert [m.partner for m in next(replies).results[0].matches] == ["south"]
+        matcher.server.stop(grace=5)  # the stream waits for its next question
+        with pytest.raises(grpc.RpcError) as ended:
+            next(replies)
+        hush.set()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and answered(ended.value)
+    with pytest.raises(UnavailableError) as told, translate_errors(matcher.target):
+        raise ended.value
+    assert str(told.value).startswith("the matcher is stopping; the query stream is ended")
 
 
 @pytest.mark.server
