@@ -61,6 +61,7 @@ from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget, warm_circuits
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import UNASKED_METADATA
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -143,7 +144,9 @@ class RunningServer:
         each client says so (docs/operations.md "Stopping the matcher"). How many."""
         watches = self.realtime.watches.end_all(Unavailable(STOPPING))
         runs = self.runs.end_followers(Unavailable(RUN_WATCH_STOPPING))
-        queries = self.query_streams.end_all(Unavailable(QUERY_STREAM_STOPPING))
+        unasked = Unavailable(QUERY_STREAM_STOPPING)
+        unasked.trailing = ((UNASKED_METADATA, "1"),)  # its next question, if sent, unread
+        queries = self.query_streams.end_all(unasked)
         if watches or runs or queries:
             log.info(
                 "the matcher is stopping: %d watch(es), %d run watch(es) and %d query "

@@ -25,6 +25,7 @@ from blindmatch.matcher.rpc.streams import QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import UNASKED_METADATA
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -262,6 +263,55 @@ def test_the_matcher_stopping_ends_an_open_stream_at_once_saying_so(
     with pytest.raises(UnavailableError) as told, translate_errors(matcher.target):
         raise ended.value
     assert str(told.value).startswith("the matcher is stopping; the query stream is ended")
+    assert told.value.trailing.get(UNASKED_METADATA) == "1"  # what it sent next was not read
+
+
+@pytest.mark.server
+def test_a_session_asking_as_the_matcher_stops_asks_again_once_it_is_back(
+    tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    """A session asking one question after another as the matcher stops and starts again:
+    the question sent on the stream the stopping matcher ends (answering the one before, or
+    waiting) is not read there, so the session sends it again on a new stream, which the
+    restarted matcher answers; no question fails (before: `cannot reach the matcher ...:
+    Cancelling all calls` once the stop's grace was over)."""
+    grace = person(secret_file, **GRACE)
+    answered_: list[list[str]] = []
+    failed: list[Exception] = []
+    enough = threading.Event()
+    with own_matcher(tmp_path / "data", encoded) as (server, target, project):
+        with MatcherClient(target, ADMIN_TOKEN) as op:  # (the old code's grace: many asked)
+            op.set_query_limits("trial", member="north", per_minute=10**6, per_day=10**7)
+        with (
+            MatcherClient(target, project.tokens["north"]) as north,
+            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+        ):
+
+            def ask() -> None:
+                while not enough.is_set():
+                    try:
+                        answered_.append(partners(session.query(grace[0], purpose=PURPOSE)))
+                    except Exception as exc:  # what the caller would see
+                        failed.append(exc)
+                        return
+
+            asker = threading.Thread(target=ask, daemon=True)
+            asker.start()
+            until = time.monotonic() + 60
+            while len(answered_) < 5 and not failed and time.monotonic() < until:
+                time.sleep(0.01)
+            server.stop(grace=5)
+            again = create_server(target, tmp_path / "data", ADMIN_TOKEN)
+            try:
+                before = len(answered_)
+                while len(answered_) < before + 5 and not failed and time.monotonic() < until:
+                    time.sleep(0.01)
+                enough.set()
+                asker.join(60)
+            finally:
+                again.stop(grace=None)
+    assert failed == []
+    assert len(answered_) >= 10 and all(a == ["south"] for a in answered_)
 
 
 @pytest.mark.server
