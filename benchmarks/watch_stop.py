@@ -3,7 +3,7 @@ what their clients are told (docs/realtime.md "When the matcher stops", docs/ope
 "Stopping the matcher"):
 
     .venv/bin/python benchmarks/watch_stop.py [--size 600] [--seed 3] [--watches 4]
-        [--run-watches 4] [--query-streams 4] [--grace 5] [--keep]
+        [--run-watches 0] [--query-streams 0] [--grace 5] [--keep]
 
 A matcher on a loopback port in this process; the messy fixture (benchmarks/messy.py): south
 (south-police, ~35% of `--size` people) indexes its records, and north opens `--watches`
@@ -17,7 +17,8 @@ the calls in flight, and measured: from calling `stop` until it returns, and wha
 client was told. Twice, each on a fresh matcher: `before`, with `RunningServer.end_streams`
 a no-op (the code before 2026-12-05: an open watch, run watch or query stream, which waits
 for nothing but its next event, progress or question, held the stop for the whole grace),
-and `now`. (`--run-watches 0 --query-streams 0`: watches only, as this measured first.)
+and `now`. (By default watches only, as this measured first: `--run-watches 0
+--query-streams 0`.)
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=600, help="people (each org holds ~35%%)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--watches", type=int, default=4, help="watches open when it stops")
-    ap.add_argument("--run-watches", type=int, default=4, help="run watches open (at most 8)")
-    ap.add_argument("--query-streams", type=int, default=4, help="query streams open")
+    ap.add_argument("--run-watches", type=int, default=0, help="run watches open (at most 8)")
+    ap.add_argument("--query-streams", type=int, default=0, help="query streams open")
     ap.add_argument("--grace", type=float, default=5.0, help="stop's grace, seconds")
     add_keep(ap)
     args = ap.parse_args()
