@@ -62,6 +62,7 @@ from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget, warm_circuits
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import UNASKED_METADATA
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -78,6 +79,15 @@ CONNECTION_IDLE_MS = 300_000
 STOPPING = (
     "the matcher is stopping; the watch is ended (the matcher holds a watch only while it "
     "runs): open it again once the matcher is back"
+)
+# An open run watch's (WatchRun) and query stream's.
+RUN_WATCH_STOPPING = (
+    "the matcher is stopping; the run watch is ended (a run not finished by then is run "
+    "again from the start once the matcher is back): watch the run again then"
+)
+QUERY_STREAM_STOPPING = (
+    "the matcher is stopping; the query stream is ended (a question it had not answered was "
+    "neither asked nor counted): ask again once the matcher is back"
 )
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matcher"].full_name
 MATCHER_RPCS = [m.name for m in pb.DESCRIPTOR.services_by_name["Matcher"].methods]
@@ -100,13 +110,10 @@ class RunningServer:
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving: new calls refused at once, calls in flight given `grace` seconds,
-        except open watches, which wait for nothing and would hold the stop for all of it:
-        each is ended at once, UNAVAILABLE `STOPPING` (its client says so, docs/realtime.md
-        "When the matcher stops")."""
+        except the streams that wait for nothing the grace would bring and would hold the
+        stop for all of it (`end_streams`)."""
         stopped = self.server.stop(grace)
-        ended = self.realtime.watches.end_all(Unavailable(STOPPING))
-        if ended:
-            log.info("%d open watch(es) ended: the matcher is stopping", ended)
+        self.end_streams()
         stopped.wait()
         if self.erasures is not None:  # (one left pending is completed at the next start)
             self.erasures.close()
@@ -130,6 +137,26 @@ class RunningServer:
             lookups.batches,
         )
         self.store.close()
+
+    def end_streams(self) -> int:
+        """End, at once, every open watch (UNAVAILABLE `STOPPING`), run watch (WatchRun,
+        `RUN_WATCH_STOPPING`) and query stream (`QUERY_STREAM_STOPPING`, once its question,
+        if any, is answered), and any opened from now on (accepted just as the stop began):
+        each client says so (docs/operations.md "Stopping the matcher"). How many."""
+        watches = self.realtime.watches.end_all(Unavailable(STOPPING))
+        runs = self.runs.end_followers(Unavailable(RUN_WATCH_STOPPING))
+        unasked = Unavailable(QUERY_STREAM_STOPPING)
+        unasked.trailing = ((UNASKED_METADATA, "1"),)  # its next question, if sent, unread
+        queries = self.query_streams.end_all(unasked)
+        if watches or runs or queries:
+            log.info(
+                "the matcher is stopping: %d watch(es), %d run watch(es) and %d query "
+                "stream(s) ended",
+                watches,
+                runs,
+                queries,
+            )
+        return watches + runs + queries
 
 
 def create_server(

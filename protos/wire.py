@@ -28,6 +28,11 @@ BAND_KEYS_NEEDED = "band_keys_needed"
 # the client reads the name here, never from the text (docs/realtime.md "Watching in a
 # two-server project").
 BLOCKED_PARTNER_METADATA = "blindmatch-blocked-partner"
+# A query stream (QueryStream) the matcher ends with a question of its client's not read (the
+# matcher is stopping, `QueryStreams.end_all`) says so in this trailing metadata, `1`: that
+# question, if the client sent one, was neither asked nor counted, so the client sends it again
+# on a new stream (docs/realtime.md "Many questions: query sessions").
+UNASKED_METADATA = "blindmatch-unasked"
 
 
 def clk_digest(clk: bytes) -> bytes:

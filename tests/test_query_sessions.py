@@ -17,12 +17,15 @@ from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.refs import row_refs
 from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
+from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.domain import QUERY_STREAMS_PER_MEMBER
+from blindmatch.matcher.rpc.status import answered
 from blindmatch.matcher.rpc.streams import QueryStreams
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import UNASKED_METADATA
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -233,6 +236,82 @@ def test_streams_past_the_cap_are_refused_and_sessions_ask_by_single_calls(
     matcher.server.realtime.query_log.flush()
     assert len(query_rows(matcher.data_dir)) == QUERY_STREAMS_PER_MEMBER + 1
     assert open_streams_become(matcher.server.query_streams, 0)  # closed ones are let go
+
+
+def test_the_matcher_stopping_ends_an_open_stream_at_once_saying_so(
+    matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
+) -> None:
+    """Not after the stop's grace, as a lost connection: UNAVAILABLE, the matcher's own."""
+    grace = person(secret_file, **GRACE)
+    hush = threading.Event()
+
+    def requests() -> Iterator[pb.QueryRequest]:
+        yield pb.QueryRequest(project="trial", purpose=PURPOSE, clk_bits=grace[1],
+                              fingerprint=grace[2], clks=grace[0])  # fmt: skip
+        hush.wait()  # then nothing until the end
+
+    with grpc.insecure_channel(matcher.target) as channel:
+        replies = pb_grpc.MatcherStub(channel).QueryStream(
+            requests(), metadata=[("authorization", f"Bearer {project.tokens['north']}")]
+        )
+        assert [m.partner for m in next(replies).results[0].matches] == ["south"]
+        matcher.server.stop(grace=5)  # the stream waits for its next question
+        with pytest.raises(grpc.RpcError) as ended:
+            next(replies)
+        hush.set()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and answered(ended.value)
+    with pytest.raises(UnavailableError) as told, translate_errors(matcher.target):
+        raise ended.value
+    assert str(told.value).startswith("the matcher is stopping; the query stream is ended")
+    assert told.value.trailing.get(UNASKED_METADATA) == "1"  # what it sent next was not read
+
+
+@pytest.mark.server
+def test_a_session_asking_as_the_matcher_stops_asks_again_once_it_is_back(
+    tmp_path: Path, encoded: dict[str, Encoded], secret_file: Path
+) -> None:
+    """A session asking one question after another as the matcher stops and starts again:
+    the question sent on the stream the stopping matcher ends (answering the one before, or
+    waiting) is not read there, so the session sends it again on a new stream, which the
+    restarted matcher answers; no question fails (before: `cannot reach the matcher ...:
+    Cancelling all calls` once the stop's grace was over)."""
+    grace = person(secret_file, **GRACE)
+    answered_: list[list[str]] = []
+    failed: list[Exception] = []
+    enough = threading.Event()
+    with own_matcher(tmp_path / "data", encoded) as (server, target, project):
+        with MatcherClient(target, ADMIN_TOKEN) as op:  # (the old code's grace: many asked)
+            op.set_query_limits("trial", member="north", per_minute=10**6, per_day=10**7)
+        with (
+            MatcherClient(target, project.tokens["north"]) as north,
+            north.query_session("trial", clk_bits=grace[1], fingerprint=grace[2]) as session,
+        ):
+
+            def ask() -> None:
+                while not enough.is_set():
+                    try:
+                        answered_.append(partners(session.query(grace[0], purpose=PURPOSE)))
+                    except Exception as exc:  # what the caller would see
+                        failed.append(exc)
+                        return
+
+            asker = threading.Thread(target=ask, daemon=True)
+            asker.start()
+            until = time.monotonic() + 60
+            while len(answered_) < 5 and not failed and time.monotonic() < until:
+                time.sleep(0.01)
+            server.stop(grace=5)
+            again = create_server(target, tmp_path / "data", ADMIN_TOKEN)
+            try:
+                before = len(answered_)
+                while len(answered_) < before + 5 and not failed and time.monotonic() < until:
+                    time.sleep(0.01)
+                enough.set()
+                asker.join(60)
+            finally:
+                again.stop(grace=None)
+    assert failed == []
+    assert len(answered_) >= 10 and all(a == ["south"] for a in answered_)
 
 
 @pytest.mark.server

@@ -28,7 +28,9 @@ The matcher caps open streams (per member and in all) and ends one that has been
 five minutes: a session opens a new stream on its next query without the caller noticing,
 and when a stream is refused it asks by single `Query` calls for a while instead. An error
 (a refused query, an exhausted quota) ends the stream with the same status `query` would
-raise as the same exception; the next query opens a new stream.
+raise as the same exception; the next query opens a new stream. A stream the matcher ends as
+it stops is one it ended with the question sent on it unread (`UNASKED_METADATA`): that
+question is sent again on a new stream, which waits for the matcher to be back.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.remote.retry import is_busy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from blindmatch.protos.wire import UNASKED_METADATA
 
 # After the matcher refuses a stream (its caps), ask by single calls this long before
 # trying a stream again.
@@ -126,9 +129,10 @@ class AsyncQuerySession:
             if fresh and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and is_busy(exc):
                 self._single_until = time.monotonic() + SINGLE_CALLS_AFTER_REFUSAL
                 return await self._single(request)  # refused before it was asked
-            if fresh or exc.code() != grpc.StatusCode.CANCELLED:
+            if fresh or not (exc.code() == grpc.StatusCode.CANCELLED or unasked(exc)):
                 raise
-        # The matcher ended the stream (as idle) as this question went: it was not asked.
+        # The matcher ended the stream (as idle, or stopping) as this question went: it was
+        # not asked. (A new stream waits for a stopped matcher to be back, up to `timeout`.)
         self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
@@ -170,6 +174,13 @@ class AsyncQuerySession:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def unasked(exc: grpc.RpcError) -> bool:
+    """Whether the matcher ended the stream before reading the question sent on it (it is
+    stopping: `UNASKED_METADATA`), so that the question may be sent again."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return (UNASKED_METADATA, "1") in [(k, v) for k, v in trailing or ()]
 
 
 # -- for threaded programs --------------------------------------------------------------------

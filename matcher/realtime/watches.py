@@ -77,6 +77,7 @@ class Watches:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: list[Watch] = []
+        self._ended: errors.ServiceError | None = None  # why, once `end_all` has been called
 
     def __len__(self) -> int:
         with self._lock:
@@ -97,8 +98,14 @@ class Watches:
             return list(self._open)
 
     def add(self, watch: Watch) -> None:
+        """Hold `watch` open; once `end_all` has been called (the matcher stopping), ended
+        at once as those were: a watch accepted just as the stop began does not wait the
+        stop's grace either."""
         with self._lock:
             self._open.append(watch)
+            ended = self._ended
+        if ended is not None:
+            watch.end(str(ended), _told(ended))
 
     def remove(self, watch: Watch) -> None:
         """Forget a watch and its CLKs (when its stream ends)."""
@@ -115,16 +122,14 @@ class Watches:
 
     def end_all(self, why: errors.ServiceError) -> int:
         """End every open watch now, its stream told `why` (the matcher stopping: server.py
-        `RunningServer.stop`); how many. Each is forgotten as its stream ends (a two-server
-        watch's records forgotten by S1 and S2 then, or at `TwoServerWatches.close`)."""
+        `RunningServer.stop`), and any added later (`add`); how many. Each is forgotten as
+        its stream ends (a two-server watch's records forgotten by S1 and S2 then, or at
+        `TwoServerWatches.close`)."""
         with self._lock:
+            self._ended = why  # and any added from now on (`add`)
             watches = [w for w in self._open if not w.ended]
-
-        def told(_: str) -> errors.ServiceError:
-            return why
-
         for w in watches:
-            w.end(str(why), told)
+            w.end(str(why), _told(why))
         return len(watches)
 
     def notify(
@@ -152,6 +157,15 @@ class Watches:
             for w in watches
         ]
         deliver(project.name, partner, level, found, record, clock)
+
+
+def _told(why: errors.ServiceError) -> Callable[[str], errors.ServiceError]:
+    """`Watch.ended_as` for a watch ended with `why` itself."""
+
+    def told(_: str) -> errors.ServiceError:
+        return why
+
+    return told
 
 
 def deliver(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -43,6 +44,9 @@ from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
+# What `Call.interrupt` hands a read waiting for the client's next message; what `reading`
+# gets at the end of the client's messages.
+_WOKEN, _ENDED = object(), object()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +81,8 @@ class Call:
         self.caller = caller
         self._authenticate = authenticate
         self.stream: OpenStream | None = None  # a stream's place in the StreamGuard
+        self._interrupted: ServiceError | None = None  # `interrupt`'s error, once called
+        self._reading = False  # the handler waits for the client's next message (`reading`)
 
     def end(self, exc: ServiceError) -> None:
         """End the call now, from any thread, with `exc`'s status and message (a thread
@@ -89,6 +95,52 @@ class Call:
             call.cancel(code.value[0], str(exc))  # type: ignore[union-attr]
         except (AttributeError, TypeError):
             self._context.cancel()
+
+    def interrupt(self, exc: ServiceError) -> None:
+        """End a request stream's call with `exc`, from any thread, as the handler would
+        raise it (its status, message and trailing metadata: rpc/status.py `abort`), not a
+        bare cancel: the handler's wait for the client's next message (`reading`) ends now,
+        raising `exc`; a handler busy with a message raises it at its next read. Relies on
+        grpc's server call state (grpcio 1.x `_server._RPCState`: its condition, an RLock's,
+        and the request it hands the reader); without it, `end` (the status and message
+        only)."""
+        state: Any = getattr(self._context, "_state", None)
+        condition = getattr(state, "condition", None)
+        if not isinstance(condition, threading.Condition) or not hasattr(state, "request"):
+            self._interrupted = exc
+            self.end(exc)
+            return
+        with condition:
+            self._interrupted = exc
+            # Waiting inside grpc's read (which released the condition) with nothing
+            # received: hand it a request that is none, which `reading` raises for.
+            if self._reading and state.request is None:
+                state.request = _WOKEN
+                condition.notify_all()
+
+    def reading(self, requests: Iterator[Any]) -> Iterator[Any]:
+        """A request stream's messages, until `interrupt` (then its error is raised). Each
+        read holds grpc's call condition but while it waits (which releases it), so that
+        `interrupt` finds the handler either waiting in the read or not reading at all."""
+        state: Any = getattr(self._context, "_state", None)
+        condition = getattr(state, "condition", None)
+        if not isinstance(condition, threading.Condition):
+            condition = threading.Condition()  # (another grpc: `interrupt` uses `end`)
+        while True:
+            with condition:
+                if self._interrupted is not None:
+                    raise self._interrupted
+                self._reading = True
+                try:
+                    request = next(requests, _ENDED)
+                finally:
+                    self._reading = False
+            if request is _ENDED:
+                return  # the client has sent its last message
+            if request is _WOKEN:
+                assert self._interrupted is not None
+                raise self._interrupted
+            yield request
 
     def still_valid(self) -> None:
         """Raise unless this call may still commit what it carried: its stream was not
@@ -395,6 +447,8 @@ def _authenticated(
                 refused(None if streaming else request, context, exc)
                 abort(context, exc)
             call = Call(context, caller, caller_of)
+            if streaming:  # (ended by `Call.interrupt` when the matcher stops, if it does)
+                request = call.reading(request)
             if not guarded:
                 return _as(caller.user, behavior, request, call, handler.response_streaming)
             assert streams is not None

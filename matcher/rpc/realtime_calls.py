@@ -96,12 +96,16 @@ class RealtimeCalls:
         The stream is its token's member's from the start, before any request is read, so
         it counts against that member's query streams (`QueryStreams`) and is ended when
         idle even if it never asks; every request is then checked and answered exactly as
-        by Query. An error ends the stream with the status Query would have returned.
+        by Query. An error ends the stream with the status Query would have returned. The
+        matcher stopping ends it (`QueryStreams.end_all`) once its question, if any, is
+        answered: UNAVAILABLE, its next question not read, so neither asked nor counted.
         """
         caller = context.caller
         if caller.is_operator:
             raise PermissionDenied(OPERATOR_ON_MEMBER_CALL)
-        with self.query_streams.open(caller.project, caller.member, context.cancel) as stream:
+        with self.query_streams.open(
+            caller.project, caller.member, context.cancel, context.interrupt
+        ) as stream:
             for request in requests:
                 if not self.query_streams.begin(stream):
                     return  # ended as idle just as this request came: it is not answered

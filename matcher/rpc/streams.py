@@ -87,13 +87,16 @@ class MemberLimiter:
 
 @dataclass
 class QueryStream:
-    """One open QueryStream: when it last answered, and whether it is answering now."""
+    """One open QueryStream: when it last answered, and whether it is answering now.
+    `cancel` ends it now (idle: CANCELLED, the session asks again on a new stream);
+    `interrupt(why)` ends it as soon as its question, if any, is answered, told `why`."""
 
     key: tuple[str, str]
     cancel: Callable[[], object]
     last: float
     answering: bool = False
     ended: bool = False
+    interrupt: Callable[[ServiceError], object] | None = None
 
 
 class QueryStreams:
@@ -119,6 +122,7 @@ class QueryStreams:
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._open: list[QueryStream] = []
+        self._ended: ServiceError | None = None  # why, once `end_all` has been called
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name="blindmatch-query-streams", daemon=True
@@ -134,10 +138,18 @@ class QueryStreams:
 
     @contextmanager
     def open(
-        self, project: str, member: str, cancel: Callable[[], object]
+        self,
+        project: str,
+        member: str,
+        cancel: Callable[[], object],
+        interrupt: Callable[[ServiceError], object] | None = None,
     ) -> Iterator[QueryStream]:
+        """Count a stream in (see `QueryStream` for `cancel` and `interrupt`), or refuse it:
+        `Busy` past a cap; once `end_all` has been called, the error it was given."""
         key = (project, member)
         with self._lock:
+            if self._ended is not None:  # opened just as the matcher began to stop
+                raise self._ended
             mine = sum(1 for s in self._open if s.key == key)
             if mine >= self.per_member or len(self._open) >= self.in_all:
                 raise Busy(
@@ -146,7 +158,7 @@ class QueryStreams:
                     f"{self.in_all} in all); this stream was refused: ask by single Query "
                     "calls, or close a stream"
                 )
-            stream = QueryStream(key, cancel, time.monotonic())
+            stream = QueryStream(key, cancel, time.monotonic(), interrupt=interrupt)
             self._open.append(stream)
         try:
             yield stream
@@ -179,6 +191,21 @@ class QueryStreams:
         for s in idle:
             s.cancel()
         return len(idle)
+
+    def end_all(self, why: ServiceError) -> int:
+        """End every open stream told `why`, at once unless it is answering a question (then
+        once that is answered), and refuse any opened later (the matcher is stopping:
+        server.py `RunningServer.stop`; a stream waiting for its client's next question
+        would hold the stop for all of its grace); how many."""
+        with self._lock:
+            self._ended = why
+            streams = [s for s in self._open if not s.ended]
+        for s in streams:
+            if s.interrupt is not None:
+                s.interrupt(why)
+            else:
+                s.cancel()
+        return len(streams)
 
     def _loop(self) -> None:
         while not self._stopped.wait(min(30.0, self.idle_seconds / 4)):

@@ -74,7 +74,8 @@ def follow_run(
     store: Store, runs: RunManager, project: str, run_id: str, is_active: Callable[[], bool]
 ) -> Iterator[Run]:
     """The run (the project's latest, without `run_id`) each time its progress changes,
-    until it is done or failed, `is_active()` turns false, or a day has passed."""
+    until it is done or failed, `is_active()` turns false, or a day has passed; the error
+    `RunManager.end_followers` was given once it is called (the matcher stopping)."""
     store.project(project)  # expired: NotFound, like every member call
     if run_id:
         run = store.run(run_id)
@@ -87,11 +88,13 @@ def follow_run(
         run = latest
     last: Run | None = None
     deadline = time.monotonic() + DAY
-    while is_active() and time.monotonic() < deadline:
-        current = store.run(run.id)
-        if current != last:
-            yield current
-            last = current
-        if current.state in (DONE, FAILED):
-            return
-        runs.wait_for_change(FOLLOW_POLL_SECONDS)
+    with runs.following():  # ended at once when the matcher stops (`RunManager.end_followers`)
+        while is_active() and time.monotonic() < deadline:
+            current = store.run(run.id)
+            if current != last:
+                yield current
+                last = current
+            if current.state in (DONE, FAILED):
+                return
+            runs.still_following()
+            runs.wait_for_change(FOLLOW_POLL_SECONDS)

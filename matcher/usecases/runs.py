@@ -17,7 +17,8 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,6 +202,8 @@ class RunManager:
         self.executor = executor or ThreadExecutor(workers)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._changed = threading.Condition()
+        self._followers = 0  # followers of runs' progress (WatchRun streams) now
+        self._followers_ended: ServiceError | None = None  # why, once the matcher stops
         self._thread = threading.Thread(target=self._loop, name="blindmatch-runs", daemon=True)
 
     def start(self) -> None:
@@ -221,9 +224,38 @@ class RunManager:
         self._queue.put(run_id)
 
     def wait_for_change(self, timeout: float) -> None:
-        """Block until some run's progress changes, or `timeout` seconds pass."""
+        """Block until some run's progress changes, or `timeout` seconds pass (not at all
+        once followers are ended, `end_followers`)."""
         with self._changed:
-            self._changed.wait(timeout)
+            if self._followers_ended is None:
+                self._changed.wait(timeout)
+
+    @contextmanager
+    def following(self) -> Iterator[None]:
+        """Count a follower of runs' progress (a WatchRun stream) in while it follows;
+        `still_following` raises once `end_followers` has ended it."""
+        with self._changed:
+            self._followers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._followers -= 1
+
+    def still_following(self) -> None:
+        """Raise why followers were ended (`end_followers`), if they were."""
+        with self._changed:
+            if self._followers_ended is not None:
+                raise self._followers_ended
+
+    def end_followers(self, why: ServiceError) -> int:
+        """End every follower at once, and any that starts later: each raises `why` at its
+        next look (the matcher is stopping: server.py `RunningServer.stop`; a follower waits
+        for nothing the stop's grace would bring). How many were following."""
+        with self._changed:
+            self._followers_ended = why
+            self._changed.notify_all()
+            return self._followers
 
     def _notify(self) -> None:
         with self._changed:
