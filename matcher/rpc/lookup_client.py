@@ -10,15 +10,17 @@ best first, as the in-process search orders them.
 A change the matcher has stored is forwarded to the servers whose shards it touches, under
 the matcher's writer lock (so in order), each waited for up to a deadline proportional to
 its size (`wire.deadline`: seconds). A server not reached in time (down, hung) is *behind*:
-no query is answered through it (`Unavailable`, naming it; but one resting, below), and
-before each query the matcher asks it, outside the lock, to read its shards again from
-index.sqlite (`Reload`), which holds the change; once it has said yes, it refuses searches
-itself until it has read them. Each forward carries its number, and a Reload or load the
-last number it holds (pb.ShardFence): a change arriving there after it, late, is dropped; so
-is one of an earlier matcher process arriving after this one's (the fence's epoch:
-realtime/shards.py). Nothing is answered "no match" for want of a shard. A member's erasure
-is forwarded to a server behind too, not waited for under the lock (`holding`, asked after,
-waits for it): one that takes it no longer holds the member's shards.
+no query asks it (its shards are searched in the matcher's own copy, as a resting one's,
+below; without that copy: `Unavailable`, naming it), and before each query the matcher asks
+it, outside the lock, to read its shards again from index.sqlite (`Reload`), which holds the
+change; once it has said yes, it refuses searches itself until it has read them, and counts
+as behind until the matcher has seen it ready (`_rereading`). Each forward carries its
+number, and a Reload or load the last number it holds (pb.ShardFence): a change arriving
+there after it, late, is dropped; so is one of an earlier matcher process arriving after
+this one's (the fence's epoch: realtime/shards.py). Nothing is answered "no match" for
+want of a shard. A member's erasure is forwarded to a server behind too, not waited for
+under the lock (`holding`, asked after, waits for it): one that takes it no longer holds
+the member's shards.
 
 A server that misses a search's or a Reload's deadline (hung; or down while behind: a Reload
 waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying

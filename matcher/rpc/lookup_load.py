@@ -6,7 +6,8 @@ index.sqlite: it says so (FAILED_PRECONDITION), and the matcher loads it instead
 thread, from its own memory (`Load`, in parts below the message size limit). Changes do not
 wait for a load: from the moment it starts, each change forwarded is queued for the server
 and replayed to it, in order, once the load is in (a change both in the load and the queue
-is harmless: realtime/shards.py); queries are refused ("being loaded") until then. At the
+is harmless: realtime/shards.py); until then queries take its shards from the matcher's
+own copy (without one: refused, "being loaded"). At the
 matcher's start, each server that says it holds nothing yet is loaded at once (`attach`).
 """
 
