@@ -476,25 +476,31 @@ def test_a_server_without_a_data_dir_restarted_between_changes_is_loaded(
 
 
 def test_a_change_made_during_a_load_is_acknowledged_at_once_and_replayed_after_it(
-    clks: list[np.ndarray],
+    clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The matcher's side alone (`LookupServers`, a real server without a data dir): a
     change stored while a load is gathering its rows does not wait for the load (writes
     never wait for one); the server answers nothing until the load is in and the change
     replayed to it, then holds both the load's rows and the change."""
+    # The load's Describe (after its rows) waits up to RELOAD_SECONDS: on a loaded host 2 s
+    # could pass, the load fail, and a second load be made (from what is stored by then,
+    # as the matcher's memory holds it: `stored`, below).
+    monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 30.0)
     key = "bm_lookup_" + "k" * 43
     address = f"127.0.0.1:{free_port()}"
     server = create_lookup_server(address, None, 0, 1, key=key)
     remote = LookupServers([address], key)
     encoding = Encoding(CLK_BITS, FINGERPRINT)
     gathering, go_on = threading.Event(), threading.Event()
+    stored = 10  # south's records the matcher holds (the change below stores one more)
 
     def source(
         shard: int, shards: int
     ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
+        held = stored  # (gathered as of now: a change stored after is not in these rows)
         gathering.set()
         go_on.wait(30)
-        rows = ShardRecords(encoding, refs_of("south", range(10)), clks[1][:10].tobytes())
+        rows = ShardRecords(encoding, refs_of("south", range(held)), clks[1][:held].tobytes())
         return {("trial", "south"): rows}, {"trial": 0.8}
 
     asked = as_words(clks[1][:11].tobytes(), CLK_BITS)
@@ -504,9 +510,10 @@ def test_a_change_made_during_a_load_is_acknowledged_at_once_and_replayed_after_
             remote.search("trial", ["south"], asked, 0.8)
         assert gathering.wait(30)
         put = ShardChange("trial", "south", encoding, 0.8, [("south-10", clks[1][10].tobytes())])
+        stored = 11  # (stored in index.sqlite and the matcher's memory, then forwarded)
         forwarded = threading.Thread(target=remote.forward, args=(put,))
         forwarded.start()
-        forwarded.join(5)
+        forwarded.join(30)  # (the load waits for `go_on`: a forward waiting for it never ends)
         assert not forwarded.is_alive()  # done while the load is still gathering its rows
         assert not server.shards.loaded
         with pytest.raises(Unavailable, match="is being loaded"):
