@@ -24,6 +24,7 @@ from blindmatch.matcher.realtime import shards as shards_module
 from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
 from tests.support import PURPOSE, Matcher, free_port
@@ -331,3 +332,37 @@ def test_servers_reading_their_shards_again_are_answered_from_the_matchers_copy(
     finally:
         release.set()
     assert answers(once_read(matcher, tokens["north"], asked)) == before
+
+
+def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers_copy(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 1 is restarted by hand: it reads its shards at its own start (held
+    here), which the matcher does not know of, and refuses searches meanwhile ("is being
+    read"). Queries are answered all the same, its shards searched in the matcher's own copy
+    (before: refused with its answer, "is being read from index.sqlite")."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(sharded.matcher, tokens["north"], asked))
+    sharded.stop_lookup(1)
+    entered, release = hold_reads(sharded, monkeypatch)
+    try:
+        server = create_lookup_server(sharded.addresses[1], sharded.data_dir, 1, 2)
+        sharded.lookups[1] = server
+        assert entered.wait(60), "the restarted server did not start reading"
+        deadline = time.monotonic() + 30
+        while True:  # (until its channel has found the server again)
+            try:
+                found = answers(query(sharded.matcher, tokens["north"], asked))
+                break
+            except UnavailableError as exc:
+                assert "is being read" not in str(exc)
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert found == before
+        assert not server.shards.ready  # (still reading: held)
+    finally:
+        release.set()
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == before

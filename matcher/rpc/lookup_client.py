@@ -48,6 +48,7 @@ from blindmatch.matcher.realtime.lookups import Answer
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, shard_of
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_load import BEING_LOADED, ServerStates
+from blindmatch.matcher.rpc.status import answered
 from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher")
@@ -70,8 +71,8 @@ class LookupServers(ServerStates):
         `local`: the same search in the matcher's own copy of the indexes (full and current:
         realtime/indexes.py), where the hits of a server that cannot answer from current
         shards are taken from: one resting (`_rest`), one behind, being loaded, or reading
-        its shards again (`_rereading`: asked, and taken from here while it refuses);
-        without it, such a server refuses."""
+        its shards again (`_rereading`, or one that says so itself: asked, and taken from
+        here while it refuses); without it, such a server refuses."""
         if not members:  # no partner has an index: no shard to ask
             return [{} for _ in range(len(queries))]
         if self._behind:
@@ -103,10 +104,11 @@ class LookupServers(ServerStates):
                 reply = call.result()
             except grpc.RpcError as exc:
                 code = wire.code_of(exc)
-                if (
-                    i in rereading
-                    and local is not None
-                    and code != grpc.StatusCode.DEADLINE_EXCEEDED
+                # (one reading its shards again refuses until its read is in: so does one
+                # that reads them for a reason the matcher does not know of, restarted, say)
+                reading = i in rereading and code != grpc.StatusCode.DEADLINE_EXCEEDED
+                if local is not None and (
+                    reading or (code == grpc.StatusCode.UNAVAILABLE and answered(exc))
                 ):
                     aside[i] = f"is reading its shards again ({wire.reason(exc)})"
                     continue
