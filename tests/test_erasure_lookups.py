@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from blindmatch.matcher.realtime import shards as shards_module
 from blindmatch.matcher.realtime.shards import shard_of
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.integrity import check_data_dir
@@ -216,3 +217,54 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
     finally:
         release.set()
     assert check_data_dir(remote.data_dir).problems == []
+
+
+def test_a_server_whose_read_again_fails_is_pending_until_a_read_is_in(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 0 (a data dir) holds north's shards, misses a change to south's index,
+    says yes when asked to read its shards again, and the read fails (injected): it refuses
+    searches, and still holds north's shards in memory. North erases: the reply names
+    server 0 as pending, and it counts as behind (before: dropped from "behind" once it had
+    said yes, so nothing was pending), until the background retry has it read again (the
+    retry asks whether it is done; asked so, it reads again) and the read is in."""
+    matcher = sharded.matcher
+    assert matcher is not None and sharded.lookups[0] is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    server = sharded.lookups[0]
+    assert ("trial", "north") in server.shards._indexes
+    fail_once(server.shards)
+    south = [i for i in range(ROWS) if shard_of(f"south-{i}", 2) == 0][:5]
+    put(matcher, tokens["south"], "south", clks[1], range(south[-1] + 1))  # server 0 misses it
+    servers = matcher.server.realtime.remote
+    assert isinstance(servers, LookupServers) and servers.behind() == [servers._name(0)]
+    read, failing = shards_module.read_shards, threading.Event()
+    failing.set()
+
+    def read_or_fail(*args: object) -> object:  # (the injected fault: a read that fails)
+        if failing.is_set():
+            raise OSError("disk I/O error (injected)")
+        return read(*args)
+
+    monkeypatch.setattr(shards_module, "read_shards", read_or_fail)
+    servers.catch_up()  # Reload: it says yes, then its read fails
+    deadline = time.monotonic() + 60
+    while not server.shards.failed:
+        assert time.monotonic() < deadline, "the read did not fail"
+        time.sleep(0.05)
+    assert servers.behind() == [servers._name(0)]
+    with matcher.member(tokens["north"]) as north:
+        erased = north.erase("trial")
+    (missed, retried) = erased.pending
+    assert missed.startswith(f"look-up server {sharded.addresses[0]} (shard 0 of 2) may still")
+    assert retried == "the matcher tries again in the background until it is done"
+    assert ("trial", "north") in server.shards._indexes  # (what the reply warns of)
+    assert matcher.server.store.cut_short_erasures() != []
+    failing.clear()  # the next read succeeds
+    while matcher.server.store.cut_short_erasures():  # finished by the running matcher
+        assert time.monotonic() < deadline, "the erasure was not finished"
+        time.sleep(0.2)
+    assert ("trial", "north") not in server.shards._indexes
+    assert servers.behind() == []
+    assert check_data_dir(sharded.data_dir).problems == []

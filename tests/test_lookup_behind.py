@@ -6,7 +6,10 @@ rpc/lookup_load.py, storage/shard_source.py `behind_at_last_stop`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from threading import Event
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,10 +17,14 @@ import pytest
 from benchmarks.erasure_start import Hung
 from benchmarks.synthclks import CLK_BITS
 from blindmatch.client.errors import UnavailableError
+from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.errors import Unavailable
+from blindmatch.matcher.realtime import shards as shards_module
 from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard_of
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
 from tests.support import PURPOSE, Matcher, free_port
@@ -26,7 +33,9 @@ from tests.test_lookup_servers import (
     Cluster,
     answers,
     clks,
+    current,
     either,
+    once_read,
     project_of,
     put,
     query,
@@ -156,6 +165,7 @@ def test_a_server_behind_when_the_matcher_stops_is_read_again_when_it_starts(
     asked = clks[0][0:20]
     before = answered(either.matcher, tokens["north"], asked)
     assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    current(either.matcher)  # (loaded, the kind without a data dir: the fault is in its apply)
     fail_once(either.lookups[1].shards)
     remove(either.matcher, tokens["south"], refs_of("south", range(20)))
     remote = either.matcher.server.realtime.remote
@@ -260,3 +270,99 @@ def test_a_change_stored_but_not_applied_in_memory_is_read_again_from_storage(
     with matcher.member(tokens["north"]) as north:
         assert sorted(north.list_index("trial")) == sorted(refs_of("north", range(20, ROWS)))
     assert check_data_dir(either.data_dir).problems == []
+
+
+def hold_reads(either: Cluster, monkeypatch: pytest.MonkeyPatch) -> tuple[Event, Event]:
+    """From now on each look-up server's read of its shards (or, without a data dir, its
+    load) waits at the server until `release` is set; `entered` once one has begun."""
+    entered, release = Event(), Event()
+    if either.loaded:
+        for server in either.lookups:
+            assert server is not None
+            replace = server.shards.replace
+
+            def held(*args: Any, replace: Callable[..., None] = replace) -> None:
+                entered.set()
+                release.wait(60)
+                replace(*args)
+
+            monkeypatch.setattr(server.shards, "replace", held)
+    else:
+        read = shards_module.read_shards
+
+        def held_read(*args: Any) -> Any:
+            entered.set()
+            release.wait(60)
+            return read(*args)
+
+        monkeypatch.setattr(shards_module, "read_shards", held_read)
+    return entered, release
+
+
+def test_servers_reading_their_shards_again_are_answered_from_the_matchers_copy(
+    either: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a matcher killed (no `lookup.stopped`), every look-up server reads its shards
+    again at its next start (or is loaded again): held at the servers here. Queries
+    meanwhile are answered, every server's shards searched in the matcher's own copy
+    (before: refused UNAVAILABLE "is being read" / "is being loaded" for the whole read,
+    about 4 s a 250,000-record shard); without that copy (`local`) still refused, never
+    answered from stale shards; once the reads are in, answered through the servers."""
+    assert either.matcher is not None
+    tokens = project_of(either.matcher).tokens
+    put(either.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(either.matcher, tokens["north"], asked))
+    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
+    either.matcher.server.stop(grace=None)
+    either.matcher = None
+    (either.data_dir / "lookup.stopped").unlink()  # what a kill leaves: no record
+    entered, release = hold_reads(either, monkeypatch)
+    try:
+        matcher = either.start_matcher()
+        assert entered.wait(60), "the servers were not asked to read their shards again"
+        remote = matcher.server.realtime.remote
+        assert isinstance(remote, LookupServers)
+        assert answers(query(matcher, tokens["north"], asked)) == before
+        assert answers(query(matcher, tokens["north"], asked)) == before
+        assert remote.loading or remote.behind()  # (still reading: held)
+        words = as_words(asked.tobytes(), CLK_BITS)
+        with pytest.raises(Unavailable, match="look-up server"):
+            remote.search("trial", ["south"], words, 0.8)
+    finally:
+        release.set()
+    assert answers(once_read(matcher, tokens["north"], asked)) == before
+
+
+def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers_copy(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 1 is restarted by hand: it reads its shards at its own start (held
+    here), which the matcher does not know of, and refuses searches meanwhile ("is being
+    read"). Queries are answered all the same, its shards searched in the matcher's own copy
+    (before: refused with its answer, "is being read from index.sqlite")."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(sharded.matcher, tokens["north"], asked))
+    sharded.stop_lookup(1)
+    entered, release = hold_reads(sharded, monkeypatch)
+    try:
+        server = create_lookup_server(sharded.addresses[1], sharded.data_dir, 1, 2)
+        sharded.lookups[1] = server
+        assert entered.wait(60), "the restarted server did not start reading"
+        deadline = time.monotonic() + 30
+        while True:  # (until its channel has found the server again)
+            try:
+                found = answers(query(sharded.matcher, tokens["north"], asked))
+                break
+            except UnavailableError as exc:
+                assert "is being read" not in str(exc)
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert found == before
+        assert not server.shards.ready  # (still reading: held)
+    finally:
+        release.set()
+    assert answers(once_read(sharded.matcher, tokens["north"], asked)) == before

@@ -205,11 +205,34 @@ class FallbackIndex:
     first: MemberIndex  # every record's first CLK
     second: MemberIndex  # the fallback CLKs of the records that have the fields
     lacks: MemberIndex  # the fallback CLKs of the records that lack them
-    # Refs of the records that lack the fallback's fields; changed in place by the writer
-    # (a query reads one membership at a time).
-    lacking: set[str] = field(default_factory=set)
+    # Refs of the records that lack the fallback's fields; replaced whole by a change
+    lacking: frozenset[str] = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock)
     rule: fallback.Rule = fallback.NO_RULE  # how a pair that both have the fields is scored
+    # What a query reads (`snapshot`): the three parts' snapshots and `lacking` as of one
+    # change, replaced whole once a change has built every part's (`apply`), or a part's
+    # merge is in; so a query never sees one part changed and another not.
+    _view: FallbackSnapshot | None = field(default=None, repr=False)
+    _view_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        for part in self.parts:
+            part.merged = self._publish
+        self._publish()
+
+    def _publish(self) -> None:
+        """Make what the parts and `lacking` hold now what queries read (the writer's part
+        locks held: `apply`, or a part's merge: `MemberIndex.merged`)."""
+        with self._view_lock:
+            self._view = FallbackSnapshot(
+                self.first.snapshot,
+                self.second.snapshot,
+                self.lacks.snapshot,
+                self.lacking,
+                self.cut,
+                self.rule,
+                self.clk if self.rule.active else None,
+            )
 
     @property
     def cut(self) -> int:
@@ -241,47 +264,49 @@ class FallbackIndex:
 
         floor = None if threshold is None else rule.candidate_floor(threshold)
         fallback_refs = [[refs[i] for i in having.tolist()], [refs[i] for i in lacking.tolist()]]
-        index = cls(
+        return cls(
             clk_bits,
             fallback_bits,
             part(clk_bits - fallback_bits, first, refs, floor),
             part(fallback_bits, np.ascontiguousarray(second[having]), fallback_refs[0]),
             part(fallback_bits, np.ascontiguousarray(second[lacking]), fallback_refs[1]),
+            frozenset(fallback_refs[1]),
             rule=rule,
         )
-        index.lacking = set(fallback_refs[1])
-        return index
 
     @property
     def snapshot(self) -> FallbackSnapshot:
-        return FallbackSnapshot(
-            self.first.snapshot,
-            self.second.snapshot,
-            self.lacks.snapshot,
-            self.lacking,
-            self.cut,
-            self.rule,
-            self.clk if self.rule.active else None,
-        )
+        view = self._view
+        assert view is not None  # (`__post_init__`)
+        return view
 
     def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
         """Put (add or replace) and remove records; the caller has checked the refs.
 
         A record put goes to `second` or `lacks` as it has the fields or not, and out of
-        the other (where an earlier version of it may be)."""
+        the other (where an earlier version of it may be). Atomic for a query: every part's
+        next snapshot is built first (out of memory there: nothing changed), then all are
+        swapped in, and what queries read (`snapshot`) replaced once, holding them all."""
         first, second = _halves(put_words, self.cut)
         lacks = _lacks(first, second).tolist()
         having = [i for i, lack in enumerate(lacks) if not lack]
         lacking = [i for i, lack in enumerate(lacks) if lack]
         having_refs = [put_refs[i] for i in having]
         lacking_refs = [put_refs[i] for i in lacking]
-        with self.lock:
-            self.first.apply(put_refs, first, remove)
-            self.second.apply(having_refs, second[having], [*remove, *lacking_refs])
-            self.lacks.apply(lacking_refs, second[lacking], [*remove, *having_refs])
-            self.lacking.difference_update(remove)
-            self.lacking.difference_update(having_refs)
-            self.lacking.update(lacking_refs)
+        with self.lock, self.first.lock, self.second.lock, self.lacks.lock:
+            swaps = [
+                self.first.prepare(put_refs, first, remove),
+                self.second.prepare(having_refs, second[having], [*remove, *lacking_refs]),
+                self.lacks.prepare(lacking_refs, second[lacking], [*remove, *having_refs]),
+            ]
+            gone = {*remove, *having_refs}
+            now = frozenset([*(r for r in self.lacking if r not in gone), *lacking_refs])
+            for swap in swaps:  # (nothing fails from here on)
+                swap()
+            self.lacking = now
+            self._publish()
+            for part in self.parts:
+                part.merge_if_due()
 
     def __len__(self) -> int:
         return len(self.first)
@@ -293,16 +318,15 @@ class FallbackIndex:
         return self.first.refs()
 
     def clk(self, ref: str) -> U64:
-        """The whole CLK stored under `ref` (KeyError when absent)."""
-        first = self.first.clk(ref)
+        """The whole CLK stored under `ref` (KeyError when absent), as of one change."""
         with self.lock:
             part = self.lacks if ref in self.lacking else self.second
-            return np.concatenate([first, part.clk(ref)])
+            return np.concatenate([self.first.clk(ref), part.clk(ref)])
 
     def rows(self) -> tuple[list[str], U64]:
         """Every record's ref and whole CLK, as of one moment (a look-up server's load)."""
-        with self.lock:  # the three parts as of one change
-            first, second, lacks = (part.snapshot for part in self.parts)
+        view = self.snapshot  # the three parts as of one change
+        first, second, lacks = view.first, view.second, view.lacks
         refs, words = snapshot_rows(first)
         second_refs, second_words = snapshot_rows(second)
         lacks_refs, lacks_words = snapshot_rows(lacks)

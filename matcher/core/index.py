@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +105,8 @@ class MemberIndex:
     merge_cpus: frozenset[int] | None = None
     _merging: threading.Thread | None = None
     _touched: set[str] = field(default_factory=set)  # refs changed since the merge began
+    # Called (the lock held) once a background merge has put its snapshot in.
+    merged: Callable[[], None] | None = None
 
     @classmethod
     def load(
@@ -171,41 +173,54 @@ class MemberIndex:
     def apply(self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]) -> None:
         """Put (add or replace) and remove records; the caller has checked the refs."""
         with self.lock:
-            while True:
-                snap = self.snapshot
-                dead = set(snap.dead)
-                keep_delta = np.ones(len(snap.delta), dtype=bool)
-                for ref in (*remove, *put_refs):
-                    row = self._where.get(ref)
-                    if row is None:
-                        continue
-                    if row >= 0:
-                        dead.add(row)
-                    else:
-                        keep_delta[-1 - row] = False
-                delta_refs = [
-                    r for r, k in zip(snap.delta.refs, keep_delta.tolist(), strict=True) if k
-                ]
-                delta_refs.extend(put_refs)
-                behind = max(len(delta_refs), len(dead))
-                merge_at = merge_point(len(snap.main))
-                now = behind > merge_at and (not self.background or behind > MERGE_WAIT * merge_at)
-                if not now or self._merging is None:
-                    break
-                self.lock.wait()  # for the running merge; then work it out again
-            delta_words = np.concatenate([snap.delta.words[keep_delta], put_words])
-            size = len(snap.main) - len(dead) + len(delta_refs)
-            if now:
-                words, refs = live_rows(snap.main, dead, delta_words, delta_refs)
-                main = Segment.build(words, refs, threshold=self.threshold)
-                self.snapshot = Snapshot(
-                    main, Segment.empty(self.clk_bits // 64), frozenset(), size
-                )
-                drain(self._where)
-                self._where = main_rows(main)
-                return
-            delta = Segment.build(delta_words, delta_refs)
-            # Built: from here on nothing fails, so a failed change leaves no trace.
+            self.prepare(put_refs, put_words, remove)()
+            self.merge_if_due()
+
+    def prepare(
+        self, put_refs: Sequence[str], put_words: U64, remove: Sequence[str]
+    ) -> Callable[[], None]:
+        """Build the next snapshot of a change (everything that can fail, out of memory
+        say); the returned call swaps it in, and nothing of it fails. The lock is held, from
+        here until that call (a merge waited for releases it: then worked out again); a
+        failed change leaves no trace. `FallbackIndex.apply` builds its three parts' before
+        it swaps any in."""
+        while True:
+            snap = self.snapshot
+            dead = set(snap.dead)
+            keep_delta = np.ones(len(snap.delta), dtype=bool)
+            for ref in (*remove, *put_refs):
+                row = self._where.get(ref)
+                if row is None:
+                    continue
+                if row >= 0:
+                    dead.add(row)
+                else:
+                    keep_delta[-1 - row] = False
+            delta_refs = [r for r, k in zip(snap.delta.refs, keep_delta.tolist(), strict=True) if k]
+            delta_refs.extend(put_refs)
+            behind = max(len(delta_refs), len(dead))
+            merge_at = merge_point(len(snap.main))
+            now = behind > merge_at and (not self.background or behind > MERGE_WAIT * merge_at)
+            if not now or self._merging is None:
+                break
+            self.lock.wait()  # for the running merge; then work it out again
+        delta_words = np.concatenate([snap.delta.words[keep_delta], put_words])
+        size = len(snap.main) - len(dead) + len(delta_refs)
+        if now:
+            words, refs = live_rows(snap.main, dead, delta_words, delta_refs)
+            main = Segment.build(words, refs, threshold=self.threshold)
+            where = main_rows(main)
+
+            def merged() -> None:
+                self.snapshot = Snapshot(main, Segment.empty(self.clk_bits // 64), frozenset(),
+                                         size)  # fmt: skip
+                old, self._where = self._where, where
+                drain(old)
+
+            return merged
+        delta = Segment.build(delta_words, delta_refs)
+
+        def changed() -> None:
             for ref in (*remove, *put_refs):
                 self._where.pop(ref, None)
             if self._merging is not None:
@@ -214,8 +229,16 @@ class MemberIndex:
             for row, ref in enumerate(delta.refs):
                 self._where[ref] = -1 - row
             self.snapshot = Snapshot(snap.main, delta, frozenset(dead), size)
-            if behind > merge_at and self._merging is None:
-                self._start_merge()
+
+        return changed
+
+    def merge_if_due(self) -> None:
+        """Start a background merge if the delta (or dead) has grown past the merge point;
+        the lock is held."""
+        snap = self.snapshot
+        behind = max(len(snap.delta), len(snap.dead))
+        if behind > merge_point(len(snap.main)) and self._merging is None:
+            self._start_merge()
 
     def _start_merge(self) -> None:
         """Merge the current snapshot in a background thread; the lock is held."""
@@ -256,6 +279,8 @@ class MemberIndex:
             for row, ref in enumerate(delta.refs):
                 where[ref] = -1 - row
             self.snapshot = Snapshot(main, delta, dead, len(main) - len(dead) + len(delta))
+            if self.merged is not None:  # (a `FallbackIndex`'s view of its parts)
+                self.merged()
             old, self._where = self._where, where
             self._merging = None
             self._touched = set()

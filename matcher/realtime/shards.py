@@ -204,6 +204,13 @@ class Shards:
             threading.Thread(target=self._take_asked_now, name="blindmatch-shards",
                              daemon=True).start()  # fmt: skip
 
+    def retry_failed(self) -> None:
+        """Read the shards again if the last read failed and none is running or asked for
+        (the matcher asks whether a read is in: it counts this server as behind until one
+        is, rpc/lookup_client.py `_reread`)."""
+        if self.failed and self.data_dir is not None and not self._reading and not self._asked:
+            self.reload()
+
     def _take_asked_now(self) -> None:
         """Take the reloads asked for (unless an apply has), under the lock; then read."""
         with self._lock:

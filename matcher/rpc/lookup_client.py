@@ -10,15 +10,17 @@ best first, as the in-process search orders them.
 A change the matcher has stored is forwarded to the servers whose shards it touches, under
 the matcher's writer lock (so in order), each waited for up to a deadline proportional to
 its size (`wire.deadline`: seconds). A server not reached in time (down, hung) is *behind*:
-no query is answered through it (`Unavailable`, naming it; but one resting, below), and
-before each query the matcher asks it, outside the lock, to read its shards again from
-index.sqlite (`Reload`), which holds the change; once it has said yes, it refuses searches
-itself until it has read them. Each forward carries its number, and a Reload or load the
-last number it holds (pb.ShardFence): a change arriving there after it, late, is dropped; so
-is one of an earlier matcher process arriving after this one's (the fence's epoch:
-realtime/shards.py). Nothing is answered "no match" for want of a shard. A member's erasure
-is forwarded to a server behind too, not waited for under the lock (`holding`, asked after,
-waits for it): one that takes it no longer holds the member's shards.
+no query asks it (its shards are searched in the matcher's own copy, as a resting one's,
+below; without that copy: `Unavailable`, naming it), and before each query the matcher asks
+it, outside the lock, to read its shards again from index.sqlite (`Reload`), which holds the
+change; once it has said yes, it refuses searches itself until it has read them, and counts
+as behind until the matcher has seen it ready (`_rereading`). Each forward carries its
+number, and a Reload or load the last number it holds (pb.ShardFence): a change arriving
+there after it, late, is dropped; so is one of an earlier matcher process arriving after
+this one's (the fence's epoch: realtime/shards.py). Nothing is answered "no match" for
+want of a shard. A member's erasure is forwarded to a server behind too, not waited for
+under the lock (`holding`, asked after, waits for it): one that takes it no longer holds
+the member's shards.
 
 A server that misses a search's or a Reload's deadline (hung; or down while behind: a Reload
 waits for a server to reconnect) *rests* (`_rest`): queries no longer ask it, each paying
@@ -46,6 +48,7 @@ from blindmatch.matcher.realtime.lookups import Answer
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, shard_of
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_load import BEING_LOADED, ServerStates
+from blindmatch.matcher.rpc.status import answered
 from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher")
@@ -65,21 +68,22 @@ class LookupServers(ServerStates):
         local: Callable[[], Answer] | None = None,
     ) -> Answer:
         """Each query row's hits in every partner's index: every server's shards, merged.
-        `local`: the same search in the matcher's own copy of the indexes, where the hits of
-        a server resting are taken from (`_rest`); without it, such a server refuses."""
+        `local`: the same search in the matcher's own copy of the indexes (full and current:
+        realtime/indexes.py), where the hits of a server that cannot answer from current
+        shards are taken from: one resting (`_rest`), one behind, being loaded, or reading
+        its shards again (`_rereading`, or one that says so itself: asked, and taken from
+        here while it refuses); without it, such a server refuses."""
         if not members:  # no partner has an index: no shard to ask
             return [{} for _ in range(len(queries))]
-        for i in sorted(self._loading):
-            raise errors.Unavailable(f"{self._name(i)} {self._behind.get(i, BEING_LOADED)}")
         if self._behind:
             self._catch_up()
-            for i, why in sorted(self._behind.items()):
-                if i not in self._resting:  # (one resting: its shards searched here, below)
-                    raise errors.Unavailable(f"{self._name(i)} {why}")
-        with self._lock:
-            resting = dict(self._resting)
-        if resting and local is None:
-            i, why = min(resting.items())
+        with self._lock:  # (not asked: one behind or being loaded could answer stale shards)
+            aside = {i: self._behind.get(i, BEING_LOADED) for i in sorted(self._loading)}
+            for i, why in [*sorted(self._behind.items()), *sorted(self._resting.items())]:
+                aside.setdefault(i, self._resting.get(i, why))
+            rereading = dict(self._rereading)
+        if aside and local is None:
+            i, why = next(iter(aside.items()))
             raise errors.Unavailable(f"{self._name(i)} {why}")
         request = pb.ShardSearchRequest(
             project=project,
@@ -91,7 +95,7 @@ class LookupServers(ServerStates):
         calls = {
             i: stub.Search.future(request, timeout=wire.SEARCH_SECONDS, metadata=self._metadata)
             for i, stub in enumerate(self._stubs)
-            if i not in resting
+            if i not in aside
         }
         answer: Answer = [{m: [] for m in members} for _ in range(len(queries))]
         empty: list[int] = []  # servers that hold nothing yet: loaded, all at once
@@ -99,13 +103,22 @@ class LookupServers(ServerStates):
             try:
                 reply = call.result()
             except grpc.RpcError as exc:
-                if wire.code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                code = wire.code_of(exc)
+                # (one reading its shards again refuses until its read is in: so does one
+                # that reads them for a reason the matcher does not know of, restarted, say)
+                reading = i in rereading and code != grpc.StatusCode.DEADLINE_EXCEEDED
+                if local is not None and (
+                    reading or (code == grpc.StatusCode.UNAVAILABLE and answered(exc))
+                ):
+                    aside[i] = f"is reading its shards again ({wire.reason(exc)})"
+                    continue
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
                     empty.append(i)
                     continue
-                if wire.code_of(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     why = self._rest(i, f"did not answer a search in {wire.SEARCH_SECONDS:g} s")
                     if local is not None:
-                        resting[i] = why
+                        aside[i] = why
                         continue
                 for other in calls.values():
                     other.cancel()
@@ -113,9 +126,14 @@ class LookupServers(ServerStates):
                     f"{self._name(i)} did not answer: {wire.reason(exc)}; no answer is given "
                     "without every shard"
                 ) from None
-            if empty:
+            why = self._check_state(i, reply.state, rereading.get(i))
+            if why and local is None:
+                raise errors.Unavailable(f"{self._name(i)} {why}")
+            if why:  # (behind since: it missed a change)
+                aside[i] = why
                 continue
-            self._check_state(i, reply.state)
+            if empty and local is None:  # (refused below)
+                continue
             for q, k, ref, score in zip(
                 reply.queries, reply.members, reply.refs, reply.scores, strict=True
             ):
@@ -124,47 +142,91 @@ class LookupServers(ServerStates):
             with self._lock:
                 for i in empty:
                     self._start_load(i, empty=True)
-            raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
-        if resting and local is not None:
-            _take_local(answer, members, local(), set(resting), len(self._stubs))
+            if local is None:
+                raise errors.Unavailable(f"{self._name(empty[0])} {BEING_LOADED}")
+            aside.update((i, BEING_LOADED) for i in empty)
+        if aside:
+            assert local is not None
+            _take_local(answer, members, local(), set(aside), len(self._stubs))
         for per_member in answer:
             for hits in per_member.values():
                 if len(hits) > 1:
                     hits.sort(key=lambda hit: (-hit[1], hit[0]))
         return answer
 
-    def _check_state(self, i: int, state: pb.ShardState) -> None:
+    def _check_state(self, i: int, state: pb.ShardState, ask: int | None = None) -> str:
+        """Server i answered a search from `state`: refused if it holds another shard; why it
+        is behind since ("": it is not). `ask`: it was reading its shards again when the
+        search was sent (`_rereading`): answering, it has read them."""
         if (state.shard, state.shards) != (i, len(self.addresses)):
             raise errors.Unavailable(
                 f"{self._name(i)} holds shard {state.shard} of {state.shards}: start it with "
                 f"--shard {i}/{len(self.addresses)}, or list the matcher's --lookup-server "
                 "addresses in shard order"
             )
-        if i in self._behind:
-            raise errors.Unavailable(f"{self._name(i)} {self._behind[i]}")
+        if ask is not None and state.ready:
+            self._read_again(i, ask)
+        with self._lock:
+            return self._behind.get(i, "")
+
+    def _read_again(self, i: int, ask: int) -> None:
+        """Server i, asked to read its shards again (`ask`), is seen ready: it has."""
+        with self._lock:
+            if self._rereading.get(i) == ask:
+                del self._rereading[i]
+                log.info("%s has read its shards again: queries ask it", self._name(i))
+
+    def _reread(self) -> None:
+        """Ask each server reading its shards again whether it is done (Describe, outside
+        the lock, up to RELOAD_SECONDS; one whose read failed reads again when asked so:
+        rpc/lookup_service.py); one that is done no longer counts as behind."""
+        with self._lock:
+            asked = dict(self._rereading)
+        calls = {}
+        for i, ask in asked.items():
+            try:
+                calls[i] = (ask, self._stubs[i].Describe.future(
+                    pb.ShardDescribeRequest(), timeout=wire.RELOAD_SECONDS,
+                    metadata=self._metadata))  # fmt: skip
+            except ValueError:  # its channel closed: the matcher is stopping
+                return
+        for i, (ask, call) in calls.items():
+            try:
+                if call.result().ready:
+                    self._read_again(i, ask)
+            except grpc.RpcError:
+                continue
 
     def behind(self) -> list[str]:
-        """The servers that missed a change stored so far, named (not one being loaded: the
+        """The servers that missed a change stored so far, named, and those reading their
+        shards again that are not done yet (asked now: `_reread`); not one being loaded (the
         changes made meanwhile are queued for it, and the load is read from memory)."""
+        self._reread()
         with self._lock:
-            return [self._name(i) for i in sorted(self._behind) if i not in self._loading]
+            late = set(self._behind) | set(self._rereading)
+            return [self._name(i) for i in sorted(late) if i not in self._loading]
 
     def holding(self, project: str, member: str) -> list[str]:
         """The servers that may still hold the member's shards after its erasure: those
         behind that did not take the erasure's change (one sent to a server behind is
         waited for here, outside the lock, up to its RELOAD_SECONDS), and those being loaded
         again (`_refilling`: they keep what they held until the load, which takes the
-        erasure, is in; not one being loaded for the first time, which holds nothing)."""
+        erasure, is in; not one being loaded for the first time, which holds nothing), and
+        those reading their shards again that are not done yet (`_rereading`: the erasure
+        waits in their queue, and they hold what they held until the read is in, or still if
+        it fails)."""
         with self._lock:
             sent = [c for calls in self._late.values() for e, c in calls if e == (project, member)]
         for call in sent:
             wire.failure_of(call)  # (blocks until it ends: its deadline bounds it)
+        self._reread()
         with self._lock:
             for i in list(self._late):
                 self._harvest(i)
-            return [self._name(i) for i in sorted(self._behind)
+            late = {i for i in self._behind
                     if (i not in self._loading or i in self._refilling)
-                    and (project, member) not in self._took.get(i, ())]  # fmt: skip
+                    and (project, member) not in self._took.get(i, ())}  # fmt: skip
+            return [self._name(i) for i in sorted(late | set(self._rereading))]
 
     def _harvest(self, i: int) -> None:
         """The erasures sent to server i while it was behind that have ended, taken or not;
@@ -176,7 +238,10 @@ class LookupServers(ServerStates):
                 continue
             failure = wire.failure_of(call)
             if not failure:
-                if i in self._behind:  # (behind for another change: this one it took)
+                # (behind for another change: this one it took; not one reading its shards,
+                # which queues it: it holds the member's until that read is in)
+                state = call.result()
+                if i in self._behind and (state.ready or not state.loaded):
                     self._took.setdefault(i, set()).add(erased)
                 continue
             self._took.get(i, set()).discard(erased)
@@ -191,9 +256,11 @@ class LookupServers(ServerStates):
 
     def catch_up(self) -> None:
         """Have each server that is behind read its shards again, or be loaded, now (an
-        erasure retried in the background: usecases/erasure_retry.py)."""
+        erasure retried in the background: usecases/erasure_retry.py); and each reading
+        them again asked whether it is done (`_reread`: one whose read failed tries again)."""
         if self._behind:
             self._catch_up()
+        self._reread()
 
     def _catch_up(self, only: int | None = None) -> None:
         """Ask each server behind to read its shards again (they hold every change stored
@@ -237,6 +304,7 @@ class LookupServers(ServerStates):
                     del self._behind[i]
                     self._took.pop(i, None)
                     self._late.pop(i, None)  # (what it reads holds them: pb.ShardFence)
+                    self._rereading[i] = ask  # (until it is seen done: `_check_state`)
                 elif code == grpc.StatusCode.FAILED_PRECONDITION:  # no data dir
                     self._start_load(i)
                 else:
@@ -335,6 +403,9 @@ class LookupServers(ServerStates):
             for i, call in calls:
                 failure = wire.failure_of(call)
                 if not failure:
+                    if i in self._rereading and call.result().ready:  # (its read is in)
+                        del self._rereading[i]
+                        log.info("%s has read its shards again: queries ask it", self._name(i))
                     continue
                 self._took.get(i, set()).discard(erased)
                 self._behind[i] = self._missed(i, change, failure)

@@ -6,7 +6,8 @@ index.sqlite: it says so (FAILED_PRECONDITION), and the matcher loads it instead
 thread, from its own memory (`Load`, in parts below the message size limit). Changes do not
 wait for a load: from the moment it starts, each change forwarded is queued for the server
 and replayed to it, in order, once the load is in (a change both in the load and the queue
-is harmless: realtime/shards.py); queries are refused ("being loaded") until then. At the
+is harmless: realtime/shards.py); until then queries take its shards from the matcher's
+own copy (without one: refused, "being loaded"). At the
 matcher's start, each server that says it holds nothing yet is loaded at once (`attach`).
 """
 
@@ -102,6 +103,12 @@ class ServerStates:
         # (its shards searched in the matcher's own copy) until a probe finds it answering
         self._resting: dict[int, str] = {}
         self._probing: set[int] = set()  # servers a probe thread asks (`LookupServers._rest`)
+        # server that said yes to a Reload -> which asking (`_catch_up`): it reads its shards
+        # again (and holds the old ones, an erased member's too, until that read is in, or
+        # still if it fails), so it counts as behind (`behind`, `holding`, `close`) until it
+        # is seen ready (a search it answers, or a ShardState saying `ready`); queries take
+        # its shards from the matcher's own copy meanwhile
+        self._rereading: dict[int, int] = {}
         self._closed = threading.Event()  # (ends the probes)
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._recorded = False  # the servers behind recorded at `close` (a forward after: void)
@@ -182,7 +189,8 @@ class ServerStates:
         with self._lock:  # (a forward in flight ends first)
             if self._data_dir is not None:
                 try:
-                    record_stop(self._data_dir, self.addresses, set(self._behind))
+                    behind = set(self._behind) | set(self._rereading)
+                    record_stop(self._data_dir, self.addresses, behind)
                     self._recorded = True
                 except OSError as exc:  # (the next start has every server read again)
                     log.warning("could not record which look-up servers are behind: %s", exc)
@@ -218,6 +226,7 @@ class ServerStates:
         self._late.pop(i, None)  # (the load holds them; one arriving after is dropped)
         self._behind[i] = BEING_LOADED
         self._reloading.pop(i, None)
+        self._rereading.pop(i, None)
         self._took.pop(i, None)  # (what it holds after is the load's, then the queue's)
         if i in self._loading:
             return
@@ -284,6 +293,7 @@ class ServerStates:
                     self._loading.discard(i)
                     self._refilling.discard(i)
                     self._behind.pop(i, None)
+                    self._rereading.pop(i, None)
                     self._took.pop(i, None)
                     return replayed
                 self._pending[i] = []

@@ -147,6 +147,7 @@ class LookupService(pb_grpc.LookupServerServicer):
 
     @_keyed
     def Describe(self, request: pb.ShardDescribeRequest, context: Any) -> pb.ShardState:
+        self.shards.retry_failed()  # (the matcher asks whether a read it asked for is in)
         return self._state()
 
 
