@@ -146,3 +146,18 @@ def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> 
         s2.stop(None)
         front.stop(None)
         channel.close()
+
+
+def test_twoserver_pads_with_decoys_for_the_roles_view_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--pad-to` without `--view roles` ran the attacks on C's view, which know no decoy's
+    person: a KeyError on the first decoy (benchmarks/twoserver_attacks.py)."""
+    from benchmarks import twoserver
+
+    monkeypatch.setattr(sys, "argv", ["twoserver.py", "--records", "500", "--population",
+                                      "messy", "--pad-to", "600", "--known", "0"])  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        twoserver.main()
+    assert refused.value.code == 2
+    assert "--pad-to: with --view roles only" in capsys.readouterr().err
