@@ -18,6 +18,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 
 class _Forward(grpc.GenericRpcHandler):
     def __init__(self, target: str, before: Callable[[str], None]) -> None:
+        self.target = target
         self.channel = grpc.insecure_channel(target, options=channel_options())
         self.before = before
         service = pb.DESCRIPTOR.services_by_name["TwoServerShares"]
@@ -48,7 +49,7 @@ class _Forward(grpc.GenericRpcHandler):
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details())  # type: ignore[attr-defined]
 
-        c = self.channel
+        c = self.channel  # the channel now (`reconnect` replaces it)
         if kind == (False, False):
             return grpc.unary_unary_rpc_method_handler(
                 lambda r, ctx: call(c.unary_unary(method), r, ctx)
@@ -64,14 +65,35 @@ class _Forward(grpc.GenericRpcHandler):
         return grpc.stream_stream_rpc_method_handler(
             lambda r, ctx: streamed(c.stream_stream(method), r, ctx))  # fmt: skip
 
+    def reconnect(self) -> None:
+        """A fresh channel to the target, for a target restarted on its address: the old
+        channel, which saw it go, is in its reconnect back-off (up to a second) and fails a
+        call at once ("Connection refused") although the target is up again."""
+        old, self.channel = (
+            self.channel,
+            grpc.insecure_channel(self.target, options=channel_options()),
+        )
+        old.close()
 
-def proxy(target: str, before: Callable[[str], None]) -> tuple[grpc.Server, str]:
-    """A started proxy to `target` (S2) on a free loopback port: the server, its address."""
+
+class Proxy:
+    """A started proxy: its server, its address, and `reconnect` (see `_Forward`)."""
+
+    def __init__(self, server: grpc.Server, address: str, forward: _Forward) -> None:
+        self.server, self.address, self.reconnect = server, address, forward.reconnect
+
+    def stop(self, grace: float | None) -> None:
+        self.server.stop(grace)
+
+
+def proxy(target: str, before: Callable[[str], None]) -> Proxy:
+    """A started proxy to `target` (S2) on a free loopback port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=channel_options())
-    server.add_generic_rpc_handlers((_Forward(target, before),))
+    forward = _Forward(target, before)
+    server.add_generic_rpc_handlers((forward,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return server, f"127.0.0.1:{port}"
+    return Proxy(server, f"127.0.0.1:{port}", forward)
 
 
-__all__ = ["proxy"]
+__all__ = ["Proxy", "proxy"]

@@ -83,11 +83,16 @@ def main() -> int:
     parser.add_argument("--b", type=int, default=20_000, help="rows of b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--anonlink-a", type=int, default=1_000, help="rows of a for anonlink")
+    parser.add_argument("--pair", type=int, nargs=2, default=[1_000_000, 20_000],
+                        metavar=("N", "M"), help="the cached realistic N x M pair (half of A's "
+                        "people in B) the rows are drawn from: a smaller one for a quick run "
+                        "(it is encoded on first use)")  # fmt: skip
     args = parser.parse_args()
     if not kernel.NATIVE or "avx512" not in kernel.paths():
         print("this CPU has no AVX-512 VPOPCNTQ (or the native kernel is not built)")
         return 0
-    pair = realistic_pair(1_000_000, 20_000, seed=1, overlap=0.5, quiet=True)
+    n_a, n_b = args.pair
+    pair = realistic_pair(n_a, n_b, seed=1, overlap=0.5, quiet=True)
     # A's records of the people B's first records are (each pair one person, encoded from
     # two organisations' messy exports) against B's records.
     real_a = np.ascontiguousarray(pair.a[pair.truth_a[: args.a]])

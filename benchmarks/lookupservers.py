@@ -60,14 +60,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def data(records: int, queries: int) -> tuple[list[np.ndarray], np.ndarray]:
+def data(records: int, queries: int, size: int = 1_000_000) -> tuple[list[np.ndarray], np.ndarray]:
     """Three members' CLKs (A's first slice, B's first, A's second) and the queries: B's
     rows past its indexed slice, half of them people the first member holds."""
     from benchmarks.realclks import realistic_pair
 
-    pair = realistic_pair(1_000_000, 1_000_000)
+    pair = realistic_pair(size, size)
     if 2 * records > len(pair.a):
-        raise SystemExit("--records: at most 500,000 (two slices of A's 1,000,000)")
+        raise SystemExit(f"--records: at most {size // 2:,} (two slices of A's {size:,})")
     indexed = [pair.a[:records], pair.b[:records], pair.a[records : 2 * records]]
     held = pair.truth_b[(pair.truth_a < records) & (pair.truth_b >= records)][: queries // 2]
     rest = np.setdiff1d(np.arange(records, len(pair.b)), pair.truth_b)[: queries - len(held)]
@@ -165,6 +165,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=2, help="each configuration in turn")
     parser.add_argument("--data-dir", type=Path, help="(default: a temporary folder)")
+    parser.add_argument("--pair", type=int, default=1_000_000, metavar="N",
+                        help="the cached realistic N x N pair the slices are cut from "
+                        "(a smaller one for a quick run: it is encoded on first use)")  # fmt: skip
     args = parser.parse_args()
     import tempfile
 
@@ -174,7 +177,7 @@ def main() -> None:
         f"queries one at a time; load average {load_avg()}",
         flush=True,
     )
-    members, queries = data(args.records, args.queries)
+    members, queries = data(args.records, args.queries, args.pair)
     labels = {0: "in-process", 1: "1 look-up server", 2: "2 look-up servers"}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"

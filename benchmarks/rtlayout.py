@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.realclks import layout, realistic_pair
 from blindmatch.matcher.core import rtplan
-from blindmatch.matcher.core.lshindex import TablePlan, band_keys, probes_per_band
+from blindmatch.matcher.core.lshindex import MIN_ROWS, TablePlan, band_keys, probes_per_band
 from blindmatch.matcher.core.segment import Segment, as_words, popcounts_of
 
 I64 = npt.NDArray[np.int64]
@@ -182,6 +182,8 @@ def main() -> int:
         "--record-level", action="store_true", help="realistic_pair(N, N)'s record-level CLKs"
     )
     args = parser.parse_args()
+    if args.records < MIN_ROWS:  # a smaller index is scanned: it has no LSH tables
+        parser.error(f"--records: at least {MIN_ROWS:,} (a smaller index has no LSH tables)")
     clk_bits, fallback_bits = layout()
     cut = (clk_bits - fallback_bits) // 64
     if args.record_level:

@@ -62,6 +62,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    from blindmatch.matcher.core.lshindex import MIN_ROWS
+
+    if args.records < MIN_ROWS:  # a smaller index is scanned: it has no LSH tables
+        parser.error(f"--records: at least {MIN_ROWS:,} (a smaller index has no LSH tables)")
 
     import numpy as np
 

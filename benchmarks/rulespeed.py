@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.realclks import cache_dir
+from benchmarks.realclks import cache_dir, realistic_pair
 from blindmatch.matcher.core import blocking
 from blindmatch.matcher.core.fallback import Split
 from blindmatch.matcher.domain import NO_RULE, Rule
@@ -41,19 +41,25 @@ RULE = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json
 THRESHOLD = 0.8
 
 
-FOLDER = cache_dir(1_000_000, 1_000_000, 0, 0.1)
+PAIR = 1_000_000  # the cached N x N pair the rows are read from (--pair)
+
+
+def folder() -> Path:
+    return cache_dir(PAIR, PAIR, 0, 0.1)
 
 
 def pair(n: int) -> list[npt.NDArray[np.uint8]]:
-    if not (FOLDER / "a.npy").exists():
-        raise SystemExit(f"{FOLDER}: missing; make it with benchmarks/realclks.py")
-    return [np.ascontiguousarray(np.load(FOLDER / f"{x}.npy", mmap_mode="r")[:n]) for x in "ab"]
+    if not (folder() / "a.npy").exists():
+        if PAIR >= 1_000_000:
+            raise SystemExit(f"{folder()}: missing; make it with benchmarks/realclks.py")
+        realistic_pair(PAIR, PAIR, whole=True, quiet=True)  # a small one: encoded here
+    return [np.ascontiguousarray(np.load(folder() / f"{x}.npy", mmap_mode="r")[:n]) for x in "ab"]
 
 
 def true_links(result: MatchResult, n: int) -> str:
     """How many of A's links join two records of one person (the cache's truth: rows
     truth_a[k] of A and truth_b[k] of B are one person), of how many such pairs there are."""
-    ta, tb = (np.load(FOLDER / f"truth_{x}.npy") for x in "ab")
+    ta, tb = (np.load(folder() / f"truth_{x}.npy") for x in "ab")
     inside = (ta < n) & (tb < n)
     true = set(zip(ta[inside].tolist(), tb[inside].tolist(), strict=True))
     links = result.links
@@ -90,7 +96,12 @@ def main() -> int:
     parser.add_argument(
         "--floors", type=float, nargs="*", help="plan for these candidate floors (default 0.79)"
     )
+    parser.add_argument("--pair", type=int, default=1_000_000, metavar="N",
+                        help="the cached realistic N x N pair the rows are read from (a smaller "
+                        "one, for a quick run, is encoded on first use)")  # fmt: skip
     args = parser.parse_args()
+    global PAIR
+    PAIR = args.pair
     floor = RULE.candidate_floor(THRESHOLD)
     if args.exhaustive:
         data = pair(args.exhaustive)

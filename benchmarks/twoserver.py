@@ -235,7 +235,8 @@ def arguments() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--pad-to", type=int, default=0, metavar="N",
-        help="messy/households: pad A and B each to N records with decoy people of their own "
+        help="--view roles, messy/households: pad A and B each to N records with decoy people "
+        "of their own "
         "(the generator's, another seed; the attacker's plaintext holds none); roles: the "
         "shares count real records only, and the run prints the decoys' cost and false links",
     )  # fmt: skip
@@ -282,7 +283,10 @@ def arguments() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = arguments().parse_args()
+    parser = arguments()
+    args = parser.parse_args()
+    if args.pad_to and args.view != "roles":  # the attacks below know no decoy's person
+        parser.error("--pad-to: with --view roles only")
     schema = with_fallback(load_schema(ROOT / "schemas" / "person-uk.json"), False)
     loaded = twoserver_people.load(args, schema)
     if args.view == "c-dishonest":

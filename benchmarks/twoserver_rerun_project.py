@@ -137,7 +137,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             s2.process.kill()
             s2.process.wait()
 
-    front, s2_target = proxy(s2_at, before) if args.fail_after else (None, s2_at)
+    front = proxy(s2_at, before) if args.fail_after else None
+    s2_target = front.address if front is not None else s2_at
     with stack, _started(
         [*role_argv(role), "--role", "s1", "--s2", s2_at, "--data-dir", str(work / "s1")],
         "", None,
@@ -210,6 +211,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 again = [s2_at if a == "127.0.0.1:0" else a for a in s2_argv]  # its port
                 s2 = stack.enter_context(_started(again, "", None))
                 pids[1] = s2.process.pid
+                if front is not None:  # its channel saw S2 go: one that has not
+                    front.reconnect()
                 if not args.mid_batch or not args.before:
                     sixth = run("6. plain rerun (resumes)", "failed")
                 else:

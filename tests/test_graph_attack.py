@@ -179,3 +179,15 @@ def test_a_leap_day_moved_a_year_stays_a_date_clkhash_takes() -> None:
     assert population.year_off("1975-02-28", 1) == "1976-02-28"
     assert population.year_off("19760229", 1) == "19770228"
     assert population.year_off("19760229", 4) == "19800229"
+
+
+def test_a_view_without_an_edge_gives_no_claim_not_an_arpack_error() -> None:
+    """S1's view of a small member (benchmarks/twoserver.py --records 300 --view s1): no
+    candidate within the member, so its graph has no edge; the blind embedding of it raised
+    `ArpackError: Starting vector is zero`. Nothing to seed from: no claim."""
+    rng = np.random.default_rng(3)
+    other = rng.random((60, 60)).astype(np.float32)
+    other = (other + other.T) / 2
+    empty = np.zeros((60, 60), np.float32)
+    for victim, attacker in ((empty, other), (other, empty)):
+        assert match_graphs([victim], [attacker]).claims() == {}

@@ -314,8 +314,11 @@ def match_graphs(
     if len(known) >= MIN_KNOWN:
         z = _grow(victim, attacker, known, known)[0]
         best_quality = _quality(z)
+    # A graph without an edge (a view of no candidate within a member) has no embedding
+    # (ARPACK refuses it): nothing to seed blind from.
+    edges = bool(np.any(victim[0])) and bool(np.any(attacker[0]))
     for d in (dims, dims + 2):  # a second embedding when no orientation of the first took
-        if best_quality >= TAKEOFF_MARGIN or min(nv, na) < d + 3:
+        if best_quality >= TAKEOFF_MARGIN or min(nv, na) < d + 3 or not edges:
             break
         ev, ea = _embedding(victim[0], d), _embedding(attacker[0], d)
         for signs in _orientations(ev, ea)[:ORIENTATIONS]:

@@ -1,0 +1,163 @@
+"""Benchmark scripts no other test runs still run, at the smallest sizes their flags allow
+(their figures are not checked here, only that each runs to its end and prints its table).
+
+Each group runs in one process, one script after another, as `python benchmarks/X.py ...`
+would run it (the script as __main__, its folder first on sys.path): numpy, gRPC and the
+native kernel are imported once a group, not once a script. The realistic encodings
+(benchmarks/realclks.py) are cached in the test's tmp_path, not the checkout's cache.
+
+Not run here (each needs more than a few seconds at its smallest size, or something not
+installed): keyedblocking, lookup_hang, lookupload, lookupservers, lshrecall, rtlayout,
+rtlookup, rtshare (LSH tables need at least 40,000 rows), rule2d, rule_fields,
+twoserver_completion, twoserver_erase, twoserver_first_query, twoserver_new_project,
+twoserver_small, watch_stop, twoserver.py's views (twoserver_attacks, twoserver_views,
+twoserver_roles_check), twoserver_rerun_project (grpcproxy's user; the proxy itself is
+tested below) and splink_link (Splink's own environment, benchmarks/.venv-splink).
+tests/test_docs_benchmarks.py runs every script a page names with `--help`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# sys.argv[1]: the realistic encodings' cache folder; then JSON [[script, [args]], ...].
+RUN_ALL = """
+import contextlib, io, json, runpy, sys, time
+sys.path.insert(0, ".")
+import benchmarks.realclks
+benchmarks.realclks.CACHE = __import__("pathlib").Path(sys.argv[1])
+said = {}
+for script, args in json.loads(sys.argv[2]):
+    path = f"benchmarks/{script}.py"
+    out, err, code, t0 = io.StringIO(), io.StringIO(), None, time.perf_counter()
+    sys.argv, sys.path[0] = [path, *args], "benchmarks"
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code
+        except BaseException as e:
+            import traceback
+            traceback.print_exc(file=err)
+            code = repr(e)
+    said[script] = [code, out.getvalue(), err.getvalue()[-3000:], time.perf_counter() - t0]
+print(json.dumps(said))
+"""
+
+
+def run_all(scripts: list[tuple[str, list[str]]], cache: Path) -> dict[str, str]:
+    """Each script's stdout, once every one has exited 0 (or ended without SystemExit)."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_ALL, str(cache), json.dumps(scripts)], cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.splitlines()[-1])
+    failed = {s: (code, err) for s, (code, _, err, _) in said.items() if code not in (0, None)}
+    assert failed == {}
+    print({script: round(seconds, 1) for script, (*_, seconds) in said.items()})  # pytest -s
+    return {script: out for script, (_, out, _, _) in said.items()}
+
+
+def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> None:
+    out = run_all(
+        [
+            ("batch_inputs", ["--pairs", "1000", "--batches", "1"]),
+            ("crosspart_memory", ["--records", "200", "200"]),
+            ("erasure_log_scan", ["--entries", "1000", "--erasures", "10", "--repeats", "1",
+                                  "--queries", "100"]),
+            ("grpcfloor", ["--calls", "1", "--rounds", "1"]),  # 0 CPU ticks: no ratio
+            ("twoserver_cost", ["--pairs", "100", "--link-bit-pairs", "128"]),
+            ("twoserver_rule_cost", ["--pairs", "100"]),
+            ("collision_attack", ["--records", "200", "--known", "0"]),
+        ],
+        tmp_path,
+    )  # fmt: skip
+    for script, text in out.items():
+        assert text.strip(), script  # each printed its figures
+    assert "peak RSS" in out["crosspart_memory"]
+
+
+def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
+    """kernelpeak and rulespeed read a cached realistic pair (1,000,000 records by default):
+    `--pair` makes a small one; encodespeed checks that blindmatch's first CLKs are
+    clkhash's (the default schema's uploads carry a fallback CLK after them)."""
+    out = run_all(
+        [
+            ("encodespeed", ["--records", "20", "--repeats", "1"]),
+            ("rulespeed", ["--exhaustive", "300", "--plan", "500", "--lsh", "300",
+                           "--repeat", "1", "--pair", "500"]),
+            ("exhaustive_cache", ["500"]),
+            ("kernelpeak", ["--a", "32", "--b", "200", "--repeats", "1", "--anonlink-a", "8",
+                            "--pair", "400", "400"]),
+            ("rulefloor", ["--seeds", "messy:2103", "--population", "500", "--floors", "0.7",
+                           "--cache", str(tmp_path / "rule2d")]),
+        ],
+        tmp_path / "cache",
+    )  # fmt: skip
+    assert "the same (first) CLKs from both: True" in out["encodespeed"]
+    assert "ratio (rule / one CLK)" in out["rulespeed"]
+    assert "same pairs and scores: True" in out["kernelpeak"] or "no AVX-512" in out["kernelpeak"]
+    assert out["rulefloor"].strip()
+
+
+def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> None:
+    """benchmarks/grpcproxy.py (twoserver_rerun_project.py --fail-after): S2 killed, then
+    started again on its address; the proxy's channel, which saw it go, is in its reconnect
+    back-off and refused the plain rerun's first call at once ("Connection refused", the run
+    failed) until `reconnect` gave it a fresh channel. S2 here is any server of that
+    address: the proxy forwards bytes."""
+    import socket
+    from concurrent import futures
+
+    import grpc
+
+    from benchmarks.grpcproxy import proxy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    method = "/blindmatch.v1.TwoServerShares/Collect"
+    front = proxy(f"127.0.0.1:{port}", lambda name: None)
+    channel = grpc.insecure_channel(front.address)
+    ask = channel.unary_unary(method)
+    with pytest.raises(grpc.RpcError) as refused:  # S2 down
+        ask(b"", timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    s2 = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"collected")
+    s2.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        method.split("/")[1], {"Collect": handler}),))  # fmt: skip
+    assert s2.add_insecure_port(f"127.0.0.1:{port}") == port
+    s2.start()
+    try:
+        front.reconnect()
+        assert ask(b"", timeout=30) == b"collected"
+    finally:
+        s2.stop(None)
+        front.stop(None)
+        channel.close()
+
+
+def test_twoserver_pads_with_decoys_for_the_roles_view_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--pad-to` without `--view roles` ran the attacks on C's view, which know no decoy's
+    person: a KeyError on the first decoy (benchmarks/twoserver_attacks.py)."""
+    from benchmarks import twoserver
+
+    monkeypatch.setattr(sys, "argv", ["twoserver.py", "--records", "500", "--population",
+                                      "messy", "--pad-to", "600", "--known", "0"])  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        twoserver.main()
+    assert refused.value.code == 2
+    assert "--pad-to: with --view roles only" in capsys.readouterr().err
