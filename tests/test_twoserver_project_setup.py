@@ -138,3 +138,28 @@ def test_a_matcher_served_with_s1_and_s2_makes_two_server_projects_unless_told(
     finally:
         s1.stop(grace=None)
         s2.stop(grace=None)
+
+
+def test_encode_two_server_says_clks_bin_is_not_what_a_two_server_project_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found following docs/operations.md "A project in two-server mode": `encode
+    --two-server` ended with `Wrote X (upload X/clks.bin; ...)` and warned that the fallback
+    CLK's graph lets "a matcher holding plaintext" re-identify records, while in a project
+    in two-server mode the matcher never receives a CLK."""
+    secret = tmp_path / "project.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
+    common = [str(export.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+              "--mapping", str(export.mapping)]  # fmt: skip
+    shared = tmp_path / "shared"
+    assert main(["encode", *common, "--out", str(shared), "--two-server"]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert f"(a project in two-server mode is sent {shared}/twoserver/ only, never clks.bin" in last
+    assert f"upload {shared}/clks.bin" not in last
+    assert "uploads a second" in out and "This is for a CLK project" in out
+    assert "privacy-check --mode two-server` attacks" in out
+    assert main(["encode", *common, "--out", str(tmp_path / "clk")]) == 0
+    out = capsys.readouterr().out
+    assert f"(upload {tmp_path / 'clk'}/clks.bin;" in out and "This is for a CLK" not in out

@@ -41,6 +41,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     small = small_member_warning(len(result.ids)) if args.two_server else None
     if small:
         result.report.warnings.append(small)
+    if args.two_server:  # the CLK-mode warnings say what a matcher holding the CLKs learns
+        result.report.warnings = [two_server_note(w) for w in result.report.warnings]
     save_encoded(args.out, result, schema, secret, two_server=args.two_server)
     if args.two_server and not args.quiet:
         print(f"Wrote the two-server upload in {args.out}/{SHARED_FOLDER}/ (s1.npz, s2.npz, "
@@ -48,12 +50,34 @@ def cmd_encode(args: argparse.Namespace) -> int:
               "`blindmatch two-server upload` to stand-alone roles)")  # fmt: skip
     if not args.quiet:
         print(result.report.render())
-        print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
+        if args.two_server:
+            print(f"Wrote {args.out} (a project in two-server mode is sent {args.out}/"
+                  f"{SHARED_FOLDER}/ only, never clks.bin; a CLK project {args.out}/clks.bin; "
+                  f"local ids stay in {args.out}/local/)")  # fmt: skip
+        else:
+            print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in "
+                  f"{args.out}/local/)")  # fmt: skip
     if result.ids:  # too few values of a tiered field: said on stderr too, even with --quiet
         present = {fr.field: fr.present for fr in result.report.fields}
         for tier, count in untiered(schema.frequency, present):
             print(f"warning: {untiered_warning(tier, count)}", file=sys.stderr)
     return 0
+
+
+FALLBACK_WARNING = "weaker privacy: the fallback CLK (blindmatch.fallback) uploads"
+
+
+def two_server_note(warning: str) -> str:
+    """An encode warning as `encode --two-server` prints it: the fallback CLK's graph is
+    what a matcher holding the CLKs sees, which in a project in two-server mode no party
+    does (the folder still holds clks.bin, which a CLK project is sent)."""
+    if not warning.startswith(FALLBACK_WARNING):
+        return warning
+    return (
+        f"{warning}. This is for a CLK project, whose matcher holds the CLKs: in a project in "
+        "two-server mode no party holds either CLK (S1 and S2 hold XOR shares; what S2 sees "
+        "of the candidate pairs is what `blindmatch privacy-check --mode two-server` attacks)"
+    )
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
