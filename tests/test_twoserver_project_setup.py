@@ -146,7 +146,8 @@ def test_encode_two_server_says_clks_bin_is_not_what_a_two_server_project_is_sen
     """Found following docs/operations.md "A project in two-server mode": `encode
     --two-server` ended with `Wrote X (upload X/clks.bin; ...)` and warned that the fallback
     CLK's graph lets "a matcher holding plaintext" re-identify records, while in a project
-    in two-server mode the matcher never receives a CLK."""
+    in two-server mode the matcher never receives a CLK; and its twoserver/ files, S1's and
+    S2's shares (the CLKs, together), were group- and world-readable."""
     secret = tmp_path / "project.secret"
     secret.write_text(STRONG_SECRET + "\n")
     export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
@@ -159,6 +160,12 @@ def test_encode_two_server_says_clks_bin_is_not_what_a_two_server_project_is_sen
     assert f"(a project in two-server mode is sent {shared}/twoserver/ only, never clks.bin" in last
     assert f"upload {shared}/clks.bin" not in last
     assert "uploads a second" in out and "This is for a CLK project" in out
+    # The shares of S1 and S2 together are the CLKs: owner-only, as clks.bin (they were 0644
+    # in a 0755 folder, protected only by the ENCODED folder's 0700).
+    assert (shared / "clks.bin").stat().st_mode & 0o777 == 0o600
+    assert (shared / "twoserver").stat().st_mode & 0o777 == 0o700
+    for name in ("s1.npz", "s2.npz", "combiner.npz"):
+        assert (shared / "twoserver" / name).stat().st_mode & 0o777 == 0o600, name
     assert "privacy-check --mode two-server` attacks" in out
     assert main(["encode", *common, "--out", str(tmp_path / "clk")]) == 0
     out = capsys.readouterr().out

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,7 +307,8 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
     (band_counts_K, band_keys_K, classes_K, sealed_K: `SealedBands`; shares_K, for each CLK K),
     s2.npz (shares_K, seal_key), combiner.npz (popcounts_K)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # the shares of S1 and S2 together are the CLKs: owner-only, as they
     clks = range(len(upload.combiner.popcounts))
     s1: dict[str, npt.NDArray[np.generic]] = {}
     for k in clks:
@@ -324,7 +326,9 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
     }  # fmt: skip
     for role, name in SHARED_FILES.items():
-        with open(folder / name, "wb") as f:
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays[role])  # type: ignore[arg-type]
 
 
