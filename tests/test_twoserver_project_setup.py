@@ -17,6 +17,7 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.sharing import small_member_warning
+from blindmatch.client.tools.privacy.twocheck import MIN_SAMPLE
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from tests import twoserver_world
 from tests.support import ADMIN_TOKEN, STRONG_SECRET
@@ -163,6 +164,20 @@ def test_encode_two_server_says_clks_bin_is_not_what_a_two_server_project_is_sen
     assert f"(a project in two-server mode is sent {shared}/twoserver/ only, never clks.bin" in last
     assert f"upload {shared}/clks.bin" not in last
     assert "uploads a second" in out and "This is for a CLK project" in out
+    # The small-member warning's privacy-check is this export's (without DATA it checks
+    # synthetic people, not "this export"), where the export is large enough for it.
+    records = read_encoded(shared).record_count
+    command = (f"export before uploading: `blindmatch privacy-check {export.csv} --mapping "
+               f"{export.mapping} --secret-file {secret} --mode two-server`")  # fmt: skip
+    assert (command in out) == (records >= MIN_SAMPLE), records
+    north = write_exports(tmp_path / "big", seed=12, size=1_500)[EXPORTS["north"]]
+    assert main(["encode", str(north.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+                 "--mapping", str(north.mapping), "--out", str(tmp_path / "north"),
+                 "--two-server"]) == 0  # fmt: skip
+    assert read_encoded(tmp_path / "north").record_count >= MIN_SAMPLE
+    assert (f"export before uploading: `blindmatch privacy-check {north.csv} --mapping "
+            f"{north.mapping} --secret-file {secret} --mode two-server`"
+            ) in capsys.readouterr().out  # fmt: skip
     # The shares of S1 and S2 together are the CLKs: owner-only, as clks.bin (they were 0644
     # in a 0755 folder, protected only by the ENCODED folder's 0700).
     assert (shared / "clks.bin").stat().st_mode & 0o777 == 0o600

@@ -15,6 +15,10 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 
+# privacy-check --mode two-server's least sample (client/tools/privacy/twocheck.py
+# MIN_SAMPLE, not imported here: it brings the attacks); a smaller export is refused there
+PRIVACY_CHECK_MIN = 500
+
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import encode_csv, save_encoded
@@ -39,6 +43,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if weak:
         result.report.warnings.insert(0, weak)
     small = small_member_warning(len(result.ids)) if args.two_server else None
+    if small and len(result.ids) >= PRIVACY_CHECK_MIN:  # this export's own command (without
+        small = (  # DATA privacy-check attacks synthetic people, not "this export")
+            f"{small}: `blindmatch privacy-check {args.data} --mapping {args.mapping} "
+            f"--secret-file {args.secret_file} --mode two-server`"
+        )
     if small:
         result.report.warnings.append(small)
     if args.two_server:  # the CLK-mode warnings say what a matcher holding the CLKs learns
