@@ -208,3 +208,41 @@ def test_reading_a_two_server_upload_holds_its_arrays_once(tmp_path: Path) -> No
         tracemalloc.stop()
     assert len(read) == 300
     assert peak < 1.4 * size, (peak, size)  # twice it, and more, before
+
+
+def test_serve_warns_at_start_when_s1_or_s2_does_not_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found on loopback: `serve --two-server-s1 127.0.0.1:1 ...` (a wrong port) started and
+    said nothing; the first hint was a member's failed upload. Its log now warns, naming the
+    party, while the matcher serves all the same."""
+    import argparse
+    import time
+
+    from benchmarks.faults import free_port
+    from blindmatch.cli import twoserveropts
+
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    s1, s2 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    args = argparse.Namespace(
+        two_server_s1=s1, two_server_s2=s2, two_server_key_file=keys[0],
+        two_server_member_key_file=keys[1], two_server_ca=None, two_server_cert=None,
+        two_server_key=None, two_server_insecure=False, default_mode=None,
+    )  # fmt: skip
+    caplog.set_level("WARNING", logger="blindmatch.matcher")
+    assert twoserveropts.serve_setup(args) is not None
+    deadline = time.monotonic() + 60
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "two-server projects:" in r.getMessage()]
+
+    while not said():
+        assert time.monotonic() < deadline, "no warning"
+        time.sleep(0.05)
+    warning = said()[0]
+    assert f"S1 ({s1}) is unreachable" in warning
+    assert "fail until it answers (check --two-server-s1/-s2" in warning
