@@ -226,6 +226,48 @@ def test_a_run_with_s1_down_is_refused_unavailable_naming_it(
     assert message.endswith("[UNAVAILABLE]")
 
 
+def test_a_run_with_s2_refusing_connections_is_refused_without_waiting_out_reach_seconds(
+    world: World, encoded: dict[str, Path]
+) -> None:
+    """Found on loopback: with S2 stopped, `blindmatch run` took 43 s to fail, each of its six
+    attempts waiting the matcher's whole 5 s for a connection that was refused at once. A
+    connection refused past the channels' reconnect back-off now fails the check then
+    (`FAILING_SECONDS`), saying so; REACH_SECONDS (5 s) is left as shipped."""
+    project = create(world, "shares", "two-server")
+    for name in NAMES:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    world.roles["s2"].server.stop(None).wait()
+    once = RetryPolicy(attempts=1)
+    with MatcherClient(world.target, project.tokens["north"], retry=once) as north:
+        with pytest.raises(UnavailableError) as refused:
+            north.start_run("shares")
+        assert north.describe("shares").latest_run is None  # nothing was started
+    message = str(refused.value)
+    assert f"S2 (127.0.0.1:{world.roles['s2'].port}) is unreachable" in message
+    assert "every connection failed for 2 s: refused, reset or its TLS handshake" in message
+
+
+def test_an_upload_cut_after_s1_says_s1_holds_it_and_a_run_fails_until_it_is_sent_again(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found on loopback: with S2 down, `upload` said only `cannot reach S2 at ...` (exit 4),
+    while S1 had taken the upload in place of the member's earlier one, so the project's next
+    run failed (`north's upload is not whole`) though the member's earlier upload had been
+    whole. The error now says so."""
+    project = create(world, "shares", "two-server")
+    world.roles["s2"].server.stop(None).wait()
+    assert world.cli("upload", str(encoded["north"]), "--project", "shares",
+                     token=project.tokens["north"]) == 4  # fmt: skip
+    err = capsys.readouterr().err
+    s1 = f"S1 (127.0.0.1:{world.roles['s1'].port})"
+    assert f"cannot reach S2 at 127.0.0.1:{world.roles['s2'].port}" in err
+    assert f"; {s1} holds this upload now, in place of your earlier one there" in err
+    assert "a run fails naming you until you upload again" in err
+    assert err.rstrip().endswith("[UNAVAILABLE]")
+    assert held(world, "shares") == {"s1": ["north"], "s2": []}
+
+
 def test_tickets_admit_only_their_member_and_the_members_key_never_reaches_a_member(
     world: World, encoded: dict[str, Path]
 ) -> None:

@@ -6,14 +6,18 @@ and `encode --two-server` warns of a member small enough for S2's view to leak."
 from __future__ import annotations
 
 import secrets
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
+from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.sharing import small_member_warning
+from blindmatch.client.tools.privacy.twocheck import MIN_SAMPLE
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from tests import twoserver_world
 from tests.support import ADMIN_TOKEN, STRONG_SECRET
@@ -138,3 +142,107 @@ def test_a_matcher_served_with_s1_and_s2_makes_two_server_projects_unless_told(
     finally:
         s1.stop(grace=None)
         s2.stop(grace=None)
+
+
+def test_encode_two_server_says_clks_bin_is_not_what_a_two_server_project_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found following docs/operations.md "A project in two-server mode": `encode
+    --two-server` ended with `Wrote X (upload X/clks.bin; ...)` and warned that the fallback
+    CLK's graph lets "a matcher holding plaintext" re-identify records, while in a project
+    in two-server mode the matcher never receives a CLK; and its twoserver/ files, S1's and
+    S2's shares (the CLKs, together), were group- and world-readable."""
+    secret = tmp_path / "project.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
+    common = [str(export.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+              "--mapping", str(export.mapping)]  # fmt: skip
+    shared = tmp_path / "shared"
+    assert main(["encode", *common, "--out", str(shared), "--two-server"]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert f"(a project in two-server mode is sent {shared}/twoserver/ only, never clks.bin" in last
+    assert f"upload {shared}/clks.bin" not in last
+    assert "uploads a second" in out and "This is for a CLK project" in out
+    # The small-member warning's privacy-check is this export's (without DATA it checks
+    # synthetic people, not "this export"), where the export is large enough for it.
+    records = read_encoded(shared).record_count
+    command = (f"export before uploading: `blindmatch privacy-check {export.csv} --mapping "
+               f"{export.mapping} --secret-file {secret} --mode two-server`")  # fmt: skip
+    assert (command in out) == (records >= MIN_SAMPLE), records
+    north = write_exports(tmp_path / "big", seed=12, size=1_500)[EXPORTS["north"]]
+    assert main(["encode", str(north.csv), "--schema", str(SCHEMA), "--secret-file", str(secret),
+                 "--mapping", str(north.mapping), "--out", str(tmp_path / "north"),
+                 "--two-server"]) == 0  # fmt: skip
+    assert read_encoded(tmp_path / "north").record_count >= MIN_SAMPLE
+    assert (f"export before uploading: `blindmatch privacy-check {north.csv} --mapping "
+            f"{north.mapping} --secret-file {secret} --mode two-server`"
+            ) in capsys.readouterr().out  # fmt: skip
+    # The shares of S1 and S2 together are the CLKs: owner-only, as clks.bin (they were 0644
+    # in a 0755 folder, protected only by the ENCODED folder's 0700).
+    assert (shared / "clks.bin").stat().st_mode & 0o777 == 0o600
+    assert (shared / "twoserver").stat().st_mode & 0o777 == 0o700
+    for name in ("s1.npz", "s2.npz", "combiner.npz"):
+        assert (shared / "twoserver" / name).stat().st_mode & 0o777 == 0o600, name
+    assert "privacy-check --mode two-server` attacks" in out
+    assert main(["encode", *common, "--out", str(tmp_path / "clk")]) == 0
+    out = capsys.readouterr().out
+    assert f"(upload {tmp_path / 'clk'}/clks.bin;" in out and "This is for a CLK" not in out
+
+
+def test_reading_a_two_server_upload_holds_its_arrays_once(tmp_path: Path) -> None:
+    """`blindmatch upload` of a two-server folder peaked at 817 MB for 2,400 households
+    records: `read_shared` copied every array of the three files (`astype`), and S1's part is
+    about 137 kB a record. It now keeps the files' own arrays, so reading them needs about
+    their size, not twice it."""
+    clks = np.random.default_rng(5).integers(0, 256, (300, 2 * 128), dtype=np.uint8)
+    upload = sharing.shared_upload(clks, b"k" * 32, sharing.RECOMMENDED, fallback_bits=1024)
+    folder = tmp_path / "twoserver"
+    sharing.write_shared(folder, upload)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    tracemalloc.start()
+    try:
+        read = sharing.read_shared(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(read) == 300
+    assert peak < 1.4 * size, (peak, size)  # twice it, and more, before
+
+
+def test_serve_warns_at_start_when_s1_or_s2_does_not_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found on loopback: `serve --two-server-s1 127.0.0.1:1 ...` (a wrong port) started and
+    said nothing; the first hint was a member's failed upload. Its log now warns, naming the
+    party, while the matcher serves all the same."""
+    import argparse
+    import time
+
+    from benchmarks.faults import free_port
+    from blindmatch.cli import twoserveropts
+
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    s1, s2 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    args = argparse.Namespace(
+        two_server_s1=s1, two_server_s2=s2, two_server_key_file=keys[0],
+        two_server_member_key_file=keys[1], two_server_ca=None, two_server_cert=None,
+        two_server_key=None, two_server_insecure=False, default_mode=None,
+    )  # fmt: skip
+    caplog.set_level("WARNING", logger="blindmatch.matcher")
+    assert twoserveropts.serve_setup(args) is not None
+    deadline = time.monotonic() + 60
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "two-server projects:" in r.getMessage()]
+
+    while not said():
+        assert time.monotonic() < deadline, "no warning"
+        time.sleep(0.05)
+    warning = said()[0]
+    assert f"S1 ({s1}) is unreachable" in warning
+    assert "fail until it answers (check --two-server-s1/-s2" in warning

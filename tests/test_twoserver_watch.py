@@ -253,6 +253,35 @@ def test_a_watch_ends_with_its_member_token_or_project_and_s1_and_s2_forget_it(
     watch.client.close()
 
 
+def test_a_watch_whose_records_s1_lost_ends_saying_to_open_it_again(
+    world: World,  # noqa: F811
+    members: dict[str, tuple[Export, Path]],
+) -> None:
+    """Found on loopback: S1 restarted while a watch was open (S1 and S2 hold a watch's
+    records in memory only), and the next partner upload ended the watch with `the watch's
+    records are not at S1 and S2 (the query's records are not at S1 and S2 (...)): send them
+    again under a fresh query ticket): open it again under a fresh query ticket`, which named
+    neither the likely cause nor the command. Here S1 drops them as its restart would."""
+    two = create(world, "shares", "two-server")
+    with world.operator() as op:
+        op.set_query_limits("shares", allow_watch=True)
+    watch = Watching(world, two.tokens["north"], members["south"][1], [0, 1])
+    s1 = world.roles["s1"].service
+    with s1.lock:
+        for name in [n for n in s1.held if "@" in n]:
+            del s1.held[name]  # as a restart on its data dir: a watch's records are not kept
+    assert world.cli("upload", str(members["west"][1]), "--project", "shares",
+                     token=two.tokens["west"]) == 0  # fmt: skip
+    watch.thread.join(30)
+    message = str(watch.error)
+    assert (
+        "the watch's records are no longer at S1 and S2, which hold a watch's records in "
+        "memory only (S1 or S2 restarted since the watch was opened?): open it again "
+        "(`blindmatch watch`" in message
+    ), message
+    watch.close()
+
+
 def test_s1_counts_a_watch_once_at_its_first_comparison_and_refuses_one_beyond_its_limit(
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],

@@ -15,6 +15,10 @@ from blindmatch.cli.options import (
     quiet_option,
 )
 
+# privacy-check --mode two-server's least sample (client/tools/privacy/twocheck.py
+# MIN_SAMPLE, not imported here: it brings the attacks); a smaller export is refused there
+PRIVACY_CHECK_MIN = 500
+
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import encode_csv, save_encoded
@@ -39,8 +43,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if weak:
         result.report.warnings.insert(0, weak)
     small = small_member_warning(len(result.ids)) if args.two_server else None
+    if small and len(result.ids) >= PRIVACY_CHECK_MIN:  # this export's own command (without
+        small = (  # DATA privacy-check attacks synthetic people, not "this export")
+            f"{small}: `blindmatch privacy-check {args.data} --mapping {args.mapping} "
+            f"--secret-file {args.secret_file} --mode two-server`"
+        )
     if small:
         result.report.warnings.append(small)
+    if args.two_server:  # the CLK-mode warnings say what a matcher holding the CLKs learns
+        result.report.warnings = [two_server_note(w) for w in result.report.warnings]
     save_encoded(args.out, result, schema, secret, two_server=args.two_server)
     if args.two_server and not args.quiet:
         print(f"Wrote the two-server upload in {args.out}/{SHARED_FOLDER}/ (s1.npz, s2.npz, "
@@ -48,12 +59,34 @@ def cmd_encode(args: argparse.Namespace) -> int:
               "`blindmatch two-server upload` to stand-alone roles)")  # fmt: skip
     if not args.quiet:
         print(result.report.render())
-        print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in {args.out}/local/)")
+        if args.two_server:
+            print(f"Wrote {args.out} (a project in two-server mode is sent {args.out}/"
+                  f"{SHARED_FOLDER}/ only, never clks.bin; a CLK project {args.out}/clks.bin; "
+                  f"local ids stay in {args.out}/local/)")  # fmt: skip
+        else:
+            print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in "
+                  f"{args.out}/local/)")  # fmt: skip
     if result.ids:  # too few values of a tiered field: said on stderr too, even with --quiet
         present = {fr.field: fr.present for fr in result.report.fields}
         for tier, count in untiered(schema.frequency, present):
             print(f"warning: {untiered_warning(tier, count)}", file=sys.stderr)
     return 0
+
+
+FALLBACK_WARNING = "weaker privacy: the fallback CLK (blindmatch.fallback) uploads"
+
+
+def two_server_note(warning: str) -> str:
+    """An encode warning as `encode --two-server` prints it: the fallback CLK's graph is
+    what a matcher holding the CLKs sees, which in a project in two-server mode no party
+    does (the folder still holds clks.bin, which a CLK project is sent)."""
+    if not warning.startswith(FALLBACK_WARNING):
+        return warning
+    return (
+        f"{warning}. This is for a CLK project, whose matcher holds the CLKs: in a project in "
+        "two-server mode no party holds either CLK (S1 and S2 hold XOR shares; what S2 sees "
+        "of the candidate pairs is what `blindmatch privacy-check --mode two-server` attacks)"
+    )
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:

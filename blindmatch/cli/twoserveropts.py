@@ -5,6 +5,8 @@ cli/twoserver.py)."""
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,8 @@ from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
     from blindmatch.matcher.usecases.tworuns import TwoServerSetup
+
+log = logging.getLogger("blindmatch.matcher")
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +80,24 @@ def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
     key = read_key(args.two_server_key_file, "--two-server-key-file")
     member_key = read_key(args.two_server_member_key_file, "--two-server-member-key-file")
     try:
-        return combiner_setup(args.two_server_s1, args.two_server_s2, key, member_key,
-                              credentials)  # fmt: skip
+        setup = combiner_setup(args.two_server_s1, args.two_server_s2, key, member_key,
+                               credentials)  # fmt: skip
     except ValueError as exc:
         raise InputError(f"--two-server-*: {exc}") from None
+    threading.Thread(target=warn_unreachable, args=(setup,), name="bm-two-server-probe",
+                     daemon=True).start()  # fmt: skip
+    return setup
+
+
+def warn_unreachable(setup: TwoServerSetup) -> None:
+    """At `serve`'s start, a warning in its log where S1 or S2 does not answer (a wrong
+    --two-server-s1/-s2, a role not started yet): until then nothing said so before a
+    member's upload failed. The matcher serves all the same (S1 and S2 may start later)."""
+    from blindmatch.matcher import errors
+
+    try:
+        setup.reachable()
+    except errors.Unavailable as exc:
+        log.warning("two-server projects: %s; members' uploads, queries and runs fail until "
+                    "it answers (check --two-server-s1/-s2 and that the role is started)",
+                    str(exc).replace("; nothing was started", ""))  # fmt: skip

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,7 +307,8 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
     (band_counts_K, band_keys_K, classes_K, sealed_K: `SealedBands`; shares_K, for each CLK K),
     s2.npz (shares_K, seal_key), combiner.npz (popcounts_K)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # the shares of S1 and S2 together are the CLKs: owner-only, as they
     clks = range(len(upload.combiner.popcounts))
     s1: dict[str, npt.NDArray[np.generic]] = {}
     for k in clks:
@@ -324,13 +326,17 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
         "combiner": {f"popcounts_{k}": upload.combiner.popcounts[k] for k in clks},
     }  # fmt: skip
     for role, name in SHARED_FILES.items():
-        with open(folder / name, "wb") as f:
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays[role])  # type: ignore[arg-type]
 
 
 def read_shared(folder: str | Path) -> SharedUpload:
     """The three files `write_shared` wrote, checked to hold one upload (an upload of the
-    older format, a band key a record, is refused naming the field: encode again)."""
+    older format, a band key a record, is refused naming the field: encode again). The
+    arrays are the files' own, not copies (`copy=False`): a copy of each doubled a member's
+    memory for an upload (S1's part is about 137 kB a record)."""
     folder = Path(folder)
     held: dict[str, dict[str, npt.NDArray[np.generic]]] = {}
     for role, name in SHARED_FILES.items():
@@ -359,17 +365,20 @@ def read_shared(folder: str | Path) -> SharedUpload:
     try:
         s1 = held["s1"]
         bands = tuple(
-            SealedBands(s1[f"band_counts_{k}"].astype(np.int64),
-                        s1[f"band_keys_{k}"].astype(np.uint64),
-                        s1[f"classes_{k}"].astype(np.uint8), s1[f"sealed_{k}"].astype(np.uint8))
+            SealedBands(s1[f"band_counts_{k}"].astype(np.int64, copy=False),
+                        s1[f"band_keys_{k}"].astype(np.uint64, copy=False),
+                        s1[f"classes_{k}"].astype(np.uint8, copy=False),
+                        s1[f"sealed_{k}"].astype(np.uint8, copy=False))
             for k in range(n)
         )  # fmt: skip
-        first = tuple(s1[f"shares_{k}"].astype(np.uint8) for k in range(n))
-        second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8) for k in range(n))
-        pops = tuple(held["combiner"][f"popcounts_{k}"].astype(np.int64) for k in range(n))
-        pop1 = tuple(held["s1"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
-        pop2 = tuple(held["s2"][f"popshares_{k}"].astype(np.uint32) for k in range(n))
-        seal_key = held["s2"]["seal_key"].astype(np.uint8).tobytes()
+        first = tuple(s1[f"shares_{k}"].astype(np.uint8, copy=False) for k in range(n))
+        second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8, copy=False) for k in range(n))
+        pops = tuple(
+            held["combiner"][f"popcounts_{k}"].astype(np.int64, copy=False) for k in range(n)
+        )
+        pop1 = tuple(held["s1"][f"popshares_{k}"].astype(np.uint32, copy=False) for k in range(n))
+        pop2 = tuple(held["s2"][f"popshares_{k}"].astype(np.uint32, copy=False) for k in range(n))
+        seal_key = held["s2"]["seal_key"].astype(np.uint8, copy=False).tobytes()
     except KeyError as exc:
         raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
     for k, b in enumerate(bands):
@@ -385,7 +394,7 @@ def read_shared(folder: str | Path) -> SharedUpload:
     shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
     if not n or len(rows) != 1 or any(a != b for a, b in shapes):
         raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
-    lacks = held["s1"]["lacking"].astype(bool) if "lacking" in held["s1"] else None
+    lacks = held["s1"]["lacking"].astype(bool, copy=False) if "lacking" in held["s1"] else None
     if (lacks is None) != (n < 2):
         raise InputError(f"{folder}: s1.npz's lacking does not fit its CLKs (encode again)")
     return SharedUpload(

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.sharing import SharedUpload
-from blindmatch.client.errors import InputError, RejectedError
+from blindmatch.client.errors import InputError, MatcherError, RejectedError
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
@@ -254,23 +254,56 @@ def project_upload(
     )  # fmt: skip
     t = ticket(client, project, header)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
-    for role in ("s1", "s2"):
-        with RoleClient(role, where[role], t.ticket, client.credentials,
-                        insecure=client.insecure) as c:  # fmt: skip
-            held = c.upload(t.name, upload, encoded.rule)
-        if say is not None:
-            say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
-    header.client_upload_id, header.two_server_ticket = uuid.uuid4().hex, t.ticket
+    holding: list[str] = []  # the parties that hold this upload now
+    try:
+        for role in ("s1", "s2"):
+            with RoleClient(role, where[role], t.ticket, client.credentials,
+                            insecure=client.insecure) as c:  # fmt: skip
+                held = c.upload(t.name, upload, encoded.rule)
+            holding.append(f"{c.party} ({where[role]})")
+            if say is not None:
+                say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
+        header.client_upload_id, header.two_server_ticket = uuid.uuid4().hex, t.ticket
 
-    def messages() -> Iterator[pb.UploadRequest]:
-        yield pb.UploadRequest(header=header)  # the header alone: no record goes here
+        def messages() -> Iterator[pb.UploadRequest]:
+            yield pb.UploadRequest(header=header)  # the header alone: no record goes here
 
-    reply = client._retrying(
-        "upload",
-        lambda: client._stub.Upload(messages(), metadata=client._metadata(), timeout=3600),
-    )
+        reply = client._retrying(
+            "upload",
+            lambda: client._stub.Upload(messages(), metadata=client._metadata(), timeout=3600),
+        )
+    except MatcherError as exc:
+        error = half_sent(exc, holding)
+        if error is exc:
+            raise
+        raise error from None
     receipt = UploadReceipt(reply.upload_id, reply.record_count, reply.sha256, reply.replayed)
     return ProjectUpload(t.name, where["s1"], where["s2"], receipt)
+
+
+def half_sent(exc: MatcherError, holding: list[str]) -> MatcherError:
+    """`exc` (a part of a project upload failed), saying where the member's uploads stand:
+    a party that took this upload dropped the member's earlier one there (docs/operations.md
+    "Nothing runs on half an upload"), so a run fails naming the member until it uploads
+    again. The same class (exit code) and trailing metadata. Nothing is added where no party
+    took it (S1 failing may or may not have stored it: it said what it did)."""
+    if not holding:
+        return exc
+    note = (
+        f"{' and '.join(holding)} {'holds' if len(holding) == 1 else 'hold'} this upload "
+        "now, in place of your earlier one there, and the rest of the project does not: "
+        "a run fails naming you until you upload again (`blindmatch upload`, once the "
+        "party above answers)"
+    )
+    text = str(exc)
+    status = text.rfind(" [")
+    if status > 0 and text.endswith("]"):
+        text = f"{text[:status]}; {note}{text[status:]}"
+    else:
+        text = f"{text}; {note}"
+    error = type(exc)(text)
+    error.trailing = exc.trailing
+    return error
 
 
 __all__ = [

@@ -44,6 +44,17 @@ LOOKUP = 1 << 20  # keys `counted` sorts and looks up at a time
 Keys = npt.NDArray[np.uint64]
 
 
+def distinct(keys: Keys) -> Keys:
+    """`keys` sorted, each once: a sort and a comparison of neighbours. Not `np.unique`,
+    whose hashing path (numpy 2.3 and later, taken without `return_counts`) took 10.6 s of
+    S2's 11.7 s restart on 8.8 million restored pair keys, against 0.1 s this way."""
+    out = np.sort(keys)
+    keep = np.empty(len(out), dtype=bool)
+    keep[:1] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
+
+
 class _Seen:
     """A set of pair keys as sorted runs of halving sizes (merged like a binary counter):
     8 bytes a pair, a batch looked up in a few binary searches."""
@@ -87,7 +98,7 @@ class PairBudget:
         with self._lock:
             pair = (min(member_a, member_b), max(member_a, member_b), reach)
             seen = self._seen.setdefault(pair, _Seen())
-            new = np.unique(keys)
+            new = distinct(keys)
             seen.add(new[~seen.contains(new)] if seen.runs else new)
 
     def seal(self, member: str) -> None:

@@ -277,8 +277,9 @@ class TwoServerWatches:
                 return None  # ended meanwhile, its records forgotten: nothing to tell
             if "the query's records are not at S1 and S2" in str(exc):
                 return self._end(watch, errors.FailedPrecondition(
-                    f"the watch's records are not at S1 and S2 ({exc}): open it again under a "
-                    "fresh query ticket"
+                    "the watch's records are no longer at S1 and S2, which hold a watch's "
+                    "records in memory only (S1 or S2 restarted since the watch was opened?): "
+                    f"open it again (`blindmatch watch`, a fresh query ticket) ({exc})"
                 ))  # fmt: skip
             log.warning("%s/%s's upload not compared with %s's watch: %s", project.name,
                         partner, watch.member, exc)  # fmt: skip

@@ -4,6 +4,8 @@ key, and the members' key that signs the upload tickets (usecases/tworuns.py).""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -17,6 +19,10 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 REACH_SECONDS = 5.0  # how long StartRun waits for S1 and S2 to answer
+# ... or, where every connection to one fails (refused: nothing listens there), this long: past
+# the channels' longest reconnect back-off (twoserver_channel.py, 1 s), so a party that has
+# just started listening is connected to first
+FAILING_SECONDS = 2.0
 FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop the shares
 # S2's Forget, sent while the caller's thread sends S1's (`combiner_setup`'s `forget`)
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
@@ -36,14 +42,35 @@ def reachable(
         if credentials is None
         else grpc.secure_channel(address, credentials, options=channel_options())
     )
+    ready = threading.Event()
+    failing: list[float] = []  # since when every attempt to connect failed
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        if state is grpc.ChannelConnectivity.READY:
+            ready.set()
+        elif state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            failing[:] = failing or [time.monotonic()]
+        else:  # trying again
+            failing.clear()
+
+    channel.subscribe(watch, try_to_connect=True)
     try:
-        grpc.channel_ready_future(channel).result(timeout=REACH_SECONDS)
-    except grpc.FutureTimeoutError:
-        raise errors.Unavailable(
-            f"{who} ({address}) is unreachable: a two-server run needs it (no answer in "
-            f"{REACH_SECONDS:g} s); nothing was started"
-        ) from None
+        deadline = time.monotonic() + REACH_SECONDS
+        while not ready.wait(0.05):
+            now = time.monotonic()
+            if failing and now - failing[0] >= FAILING_SECONDS:
+                raise errors.Unavailable(
+                    f"{who} ({address}) is unreachable: a two-server run needs it (every "
+                    f"connection failed for {FAILING_SECONDS:g} s: refused, reset or its TLS "
+                    "handshake failed); nothing was started"
+                )
+            if now >= deadline:
+                raise errors.Unavailable(
+                    f"{who} ({address}) is unreachable: a two-server run needs it (no answer "
+                    f"in {REACH_SECONDS:g} s); nothing was started"
+                )
     finally:
+        channel.unsubscribe(watch)
         if kept is None:
             channel.close()
 

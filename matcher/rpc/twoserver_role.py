@@ -138,6 +138,8 @@ class _Role:
         names it. `StartupRefused` (nothing held) on a store that cannot be read whole."""
         self.audit = RoleAudit(data_dir, self.role)
         start = time.perf_counter()
+        log.info("%s reading what it holds in %s (uploads, pairs evaluated) before it listens",
+                 NAMES[self.role], data_dir)  # fmt: skip
         self.batches = BatchKeep(data_dir / "batches")
         # (the inputs on disk only: S2's are 5.2 MB a batch, read back only for a rerun)
         self.inputs = BatchKeep(data_dir / "batch-inputs", max_batches=MAX_INPUTS, memory=False)
