@@ -90,6 +90,7 @@ def run(args: argparse.Namespace, loaded: Any, schema: Any) -> None:
     where = {q: k for k, q in enumerate(u_people)}
     truth_a = np.array([where[q] for q in a_people], dtype=np.intp)
     truth_b = np.array([where[q] for q in b_people], dtype=np.intp)
+    whose = {"s1": "S1", "s2": "S2"}.get(args.view, "C")
     if args.attack in ("graph", "both"):
         # The graph-matching attack: the attacker's same view of its plaintext of A's people,
         # its encodings against themselves, blocked by its own keyed LSH.
@@ -110,11 +111,10 @@ def run(args: argparse.Namespace, loaded: Any, schema: Any) -> None:
                 match_graphs(victim, attacker, known), a_people, p_people, known
             )
             print(
-                f"graph matching on C's view, {count} known pairs: {scored.rate:.1%} of A's "
+                f"graph matching on {whose}'s view, {count} known pairs: {scored.rate:.1%} of A's "
                 f"records (claim precision {scored.precision:.1%})",
                 flush=True,
             )
-    whose = {"s1": "S1", "s2": "S2"}.get(args.view, "C")
     if args.attack in ("trilateration", "both"):
         t0 = time.process_time()
         pop_a, pop_b = (np.bitwise_count(x).sum(1).astype(np.int64) for x in (a, b))
