@@ -169,6 +169,55 @@ def test_a_revoked_token_stops_an_open_session(
             session.query(grace[0], purpose=PURPOSE)
 
 
+def test_a_revoked_token_is_told_so_to_a_session_whose_writes_come_late(
+    matcher: Matcher,
+    project: ProjectTokens,
+    indexed: None,
+    secret_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As on a busy host: the session's thread, held up before each write, writes its next
+    question only once the revoked token's stream has ended, and then the new stream it asks
+    on has been refused. gRPC reports each failed write as its own INTERNAL, not the
+    matcher's status; the question is still told UNAUTHENTICATED (before: the session's
+    internal `_Unsent` reached the caller, seen once in a whole-suite run under load)."""
+    grace = person(secret_file, **GRACE)
+    late = threading.Event()
+    make_stub = pb_grpc.MatcherStub
+
+    def serialize(request: pb.QueryRequest) -> bytes:
+        if late.is_set():  # (the event loop's thread held up meanwhile, as a busy host would)
+            time.sleep(0.5)
+        return request.SerializeToString()  # type: ignore[no-any-return]
+
+    def stub(channel: grpc.aio.Channel) -> pb_grpc.MatcherStub:
+        made = make_stub(channel)
+        made.QueryStream = channel.stream_stream(  # type: ignore[method-assign]
+            "/blindmatch.v1.Matcher/QueryStream",
+            request_serializer=serialize,
+            response_deserializer=pb.QueryReply.FromString,
+        )
+        return made
+
+    monkeypatch.setattr(pb_grpc, "MatcherStub", stub)
+
+    async def scenario() -> None:
+        async with AsyncQuerySession(
+            matcher.target, project.tokens["north"], "trial", clk_bits=grace[1],
+            fingerprint=grace[2],
+        ) as session:  # fmt: skip
+            assert partners(await session.query(grace[0], purpose=PURPOSE)) == ["south"]
+            # Revoked with this loop held (a blocking call): the session has not taken its
+            # stream's end when it next asks, so it writes on that stream.
+            with matcher.operator() as op:
+                op.revoke_token("trial", "north")
+            late.set()
+            with pytest.raises(AuthError, match="UNAUTHENTICATED"):
+                await session.query(grace[0], purpose=PURPOSE)
+
+    asyncio.run(scenario())
+
+
 def test_a_stream_asks_only_in_its_tokens_project(
     matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
 ) -> None:
