@@ -17,7 +17,7 @@ from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.refs import row_refs
 from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
-from blindmatch.client.remote.channel import translate_errors
+from blindmatch.client.remote.channel import CHANNEL_OPTIONS, translate_errors
 from blindmatch.client.remote.session import AsyncQuerySession
 from blindmatch.matcher.domain import QUERY_STREAMS_PER_MEMBER
 from blindmatch.matcher.rpc.status import answered
@@ -393,6 +393,15 @@ def test_an_idle_stream_is_ended_and_the_session_opens_another(
         assert ended.value.code() == grpc.StatusCode.CANCELLED
         server.realtime.query_log.flush()
         assert len(query_rows(tmp_path / "data")) == 2  # nothing asked twice, nothing lost
+
+
+def test_client_channels_try_to_reconnect_at_least_every_few_seconds() -> None:
+    """A session waiting for a restarted matcher reconnects when gRPC's reconnect back-off
+    says so: gRPC's default grows to 120 s (after 5 s down the next try came up to 4.9 s
+    later, which made the restart test below miss its 5 s timeout now and then under load);
+    capped at 2 s (+-20%)."""
+    backoff_ms = dict(CHANNEL_OPTIONS).get("grpc.max_reconnect_backoff_ms")
+    assert isinstance(backoff_ms, int) and 0 < backoff_ms <= 2000
 
 
 @pytest.mark.server
