@@ -23,9 +23,15 @@ from blindmatch.client.errors import (
 from blindmatch.client.remote.retry import answered, is_busy
 from blindmatch.client.remote.tls import check_plaintext_target, client_target
 
+# A client waiting for a matcher that is down (a query session's new stream, any call with
+# wait_for_ready) reconnects only when gRPC's reconnect back-off says so; left to gRPC's
+# default, which grows to 120 s, it could miss a matcher back for a minute while its own
+# timeout ran out. Capped, it tries again at least every ~2 s (2 s, +-20% jitter).
+RECONNECT_BACKOFF_MAX_MS = 2000
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
 ]
 
 # How long `check_reachable` waits for the matcher to answer at all.

@@ -136,6 +136,13 @@ class AsyncQuerySession:
         self._call = self._stub.QueryStream(metadata=self._metadata, wait_for_ready=True)
         try:
             return await self._exchange(request)
+        except _Unsent:
+            # This new stream, too, ended before the question went (refused as it opened: a
+            # revoked token, say), and gRPC, whose write failed, says INTERNAL instead of the
+            # matcher's status: a single call asks it and gets that status itself.
+            self._call = None
+            self._single_until = time.monotonic() + SINGLE_CALLS_AFTER_REFUSAL
+            return await self._single(request)
         except grpc.RpcError:
             self._call = None
             raise
@@ -145,7 +152,9 @@ class AsyncQuerySession:
             await self._call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             # Writing on a stream the matcher has just ended, gRPC reports its own INTERNAL
-            # error (or that the call is done) instead of the matcher's status.
+            # error (or that the call is done) instead of the matcher's status: gRPC's core
+            # had the status, this event loop had not taken it yet (a busy host), and the
+            # failed write replaces it with INTERNAL for good.
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() != grpc.StatusCode.INTERNAL:
                 raise
             raise _Unsent from exc
