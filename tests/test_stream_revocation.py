@@ -37,10 +37,11 @@ def open_watch(matcher: Matcher, token: str) -> grpc.Call:
 
 
 def ended_with(watch: grpc.Call) -> grpc.RpcError:
-    t0 = time.monotonic()
+    """How the watch ended. (Its 30 s deadline would end it DEADLINE_EXCEEDED: callers assert
+    the code the matcher ended it with, which is how "at once, not at its deadline" is told,
+    without timing it.)"""
     with pytest.raises(grpc.RpcError) as ended:
         next(watch)
-    assert time.monotonic() - t0 < 5
     return ended.value
 
 
