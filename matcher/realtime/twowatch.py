@@ -325,16 +325,22 @@ class TwoServerWatches:
     def forget(self, watch: Watch) -> None:
         """Have S1 and S2 forget `watch`'s records (it ended); a server that cannot be told
         holds them in memory only, until it restarts."""
+        self._forget(watch.name)
+
+    def _forget(self, name: str) -> None:
+        """S1's and S2's Forget of the records under `name` (`project/member@tag/...`), if a
+        watch holds them there still."""
         with self._lock:
-            if watch.name not in self._names:
+            if name not in self._names:
                 return
+        project, member = name.split("/")[:2]
         if self.setup is not None:
-            for f in self.setup.forget(watch.project, watch.name.split("/")[1]):
+            for f in self.setup.forget(project, member):
                 if f.error:
                     log.warning("%s did not forget %s's watched records: %s", f.server,
-                                watch.member, f.error)  # fmt: skip
+                                member, f.error)  # fmt: skip
         with self._lock:  # in use until forgotten (a query on its name is refused till then)
-            self._names.discard(watch.name)
+            self._names.discard(name)
 
     def close(self) -> None:
         """The matcher stops: no more comparisons, and S1 and S2 forget every open watch's
@@ -348,6 +354,13 @@ class TwoServerWatches:
         for watch in self.watches.every():
             if watch.name:
                 self.forget(watch)
+        # A watch the stop ended (`end_streams`) may be between leaving the registry and its
+        # stream's own Forget (`Realtime.unwatch`): its records are forgotten here too, not
+        # left to a stream that may still be on its way (S1 and S2 forget a name once).
+        with self._lock:
+            left = sorted(self._names)
+        for name in left:
+            self._forget(name)
 
 
 __all__ = ["TwoServerWatches"]
