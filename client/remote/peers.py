@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from blindmatch.client.remote.channel import _resolve
+from blindmatch.client.remote.channel import RECONNECT_BACKOFF_MAX_MS, _resolve
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # As the matcher's channel (channel.py): a restarted S1 or S2 is seen within ~2 s, not
+    # after gRPC's reconnect back-off has grown towards its 120 s default.
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
 ]
 
 
