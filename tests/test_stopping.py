@@ -7,10 +7,12 @@ tests/test_twoserver_watch_keys.py, a query stream in tests/test_query_sessions.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import numpy as np
@@ -24,7 +26,7 @@ from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.domain import Run
 from blindmatch.matcher.errors import Unavailable
 from blindmatch.matcher.realtime.watches import Watch, Watches
-from blindmatch.matcher.rpc.status import answered
+from blindmatch.matcher.rpc.status import answered, rpc_errors
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ADMIN_TOKEN, Matcher, Org, encode
@@ -120,3 +122,32 @@ def test_streams_opened_just_as_the_matcher_stops_are_ended_at_once(
     watches.add(watch)
     assert watch.ended and watch.ended_as(watch.ended) is why
     assert watch.events.get_nowait() is None  # its stream, waiting for an event, wakes
+
+
+class _EndedCall:
+    """A handler's context after its call ended (cancelled by the client or the matcher)."""
+
+    def is_active(self) -> bool:
+        return False
+
+    def set_trailing_metadata(self, trailing_metadata: tuple[tuple[str, str], ...]) -> None:
+        raise AssertionError("an ended call is given no status")
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise AssertionError("an ended call is given no status")
+
+
+def test_a_stream_read_after_its_call_ended_is_not_logged_as_a_matcher_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gRPC's request iterator raises a bare RpcError once the call is cancelled (a revoked
+    # token's stream ended by the matcher, a client gone): no ERROR with a traceback for it.
+    @rpc_errors
+    def QueryStream(self: object, request: object, context: object) -> Iterator[int]:
+        raise grpc.RpcError()
+        yield 0
+
+    with caplog.at_level(logging.INFO, "blindmatch.matcher"), pytest.raises(grpc.RpcError):
+        list(QueryStream(object(), None, _EndedCall()))
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "the call ended while its handler ran" in caplog.text

@@ -93,6 +93,13 @@ def _internal(context: Aborts, method: str, exc: Exception) -> NoReturn:
     the log gets the traceback. gRPC's own abort (a bare Exception) passes through."""
     if type(exc) is Exception and not exc.args:  # context.abort() already set the status
         raise exc
+    active = getattr(context, "is_active", None)
+    if isinstance(exc, grpc.RpcError) and callable(active) and not active():
+        # The call ended under its handler (cancelled by its client, or by the matcher ending
+        # the stream: a revoked token, an erasure, a stop), whose next read of the request
+        # stream raised: there is no one to answer and nothing wrong in the matcher.
+        log.info("%s: the call ended while its handler ran", method)
+        raise exc
     log.exception("%s failed", method)
     context.set_trailing_metadata(((ANSWERED_METADATA, "INTERNAL"),))
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
