@@ -333,6 +333,12 @@ def test_the_matcher_stopping_has_s1_and_s2_forget_the_watched_records(
     world: World,  # noqa: F811
     members: dict[str, tuple[Export, Path]],
 ) -> None:
+    stop_with_a_watch_open(world, members)
+
+
+def stop_with_a_watch_open(world: World, members: dict[str, tuple[Export, Path]]) -> None:  # noqa: F811
+    """North watches one record in a two-server project; the matcher stops: the watch ends
+    with an error and S1 and S2 hold none of its records."""
     two = create(world, "shares", "two-server")
     with world.operator() as op:
         op.set_query_limits("shares", allow_watch=True)
@@ -353,18 +359,9 @@ def test_a_watch_the_stop_ended_is_forgotten_at_s1_and_s2_before_the_stop_return
     # The stop ends the watch at once; its stream leaves the registry, then asks S1 and S2
     # to forget. Here the stream never gets as far as its Forget (as when the stop returns
     # first, or the process exits): the stop forgets the records itself.
-    two = create(world, "shares", "two-server")
-    with world.operator() as op:
-        op.set_query_limits("shares", allow_watch=True)
     realtime = world.server.realtime
     monkeypatch.setattr(realtime, "unwatch", realtime.watches.remove)  # no Forget of its own
-    watch = Watching(world, two.tokens["north"], members["south"][1], [0])
-    assert watched_names(world)["s1"] and watched_names(world)["s2"]
-    world.server.stop(grace=None)
-    watch.thread.join(30)
-    assert watch.error is not None
-    assert watched_names(world) == {"s1": [], "s2": []}
-    watch.client.close()
+    stop_with_a_watch_open(world, members)
 
 
 def test_a_matcher_started_again_has_s1_and_s2_forget_what_one_killed_left_there(
