@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.polling import wait_for
 from benchmarks.twoserver_query import ADMIN, SCHEMA, pct, start_roles
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
@@ -59,15 +60,7 @@ from blindmatch.client.remote.twoserver_realtime import project_watch
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
 
-
-def wait_for(done: object, seconds: float = 600.0) -> float:
-    """Poll `done()` until true; when (perf_counter)."""
-    deadline = time.perf_counter() + seconds
-    while not done():  # type: ignore[operator]
-        if time.perf_counter() > deadline:
-            raise TimeoutError("no comparison or event in time")
-        time.sleep(0.001)
-    return time.perf_counter()
+LATE = "no comparison or event in time"
 
 
 def timed() -> dict[str, float]:
@@ -209,7 +202,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         for records in watched:
             threading.Thread(target=follow, args=(records,), daemon=True).start()
         watches = server.realtime.two_watches
-        wait_for(lambda: len(opens) == args.watches)
+        wait_for(lambda: len(opens) == args.watches, 600, what=LATE)
         load = os.getloadavg()[0]
         rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
         parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
@@ -223,9 +216,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                             two.tokens[name], *net]) == 0  # fmt: skip
                 t1 = time.perf_counter()
                 returned.append(t1)
-                t2 = wait_for(lambda: watches.compared > compared)  # noqa: B023
+                t2 = wait_for(lambda: watches.compared > compared, 600, what=LATE)  # noqa: B023
                 time.sleep(0.05)  # the events are put once recorded, just after
-                wait_for(settled)  # watches ended by it opened again, and caught up
+                wait_for(settled, 600, what=LATE)  # watches ended by it opened again, and caught up
                 got = len(arrived) - before
                 last = arrived[-1] if got else t2
                 rows[name].append((t1 - t0, t2 - t1, last - t1, got))

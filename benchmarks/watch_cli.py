@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.polling import wait_for
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding.encoded import read_encoded
@@ -45,16 +46,6 @@ from blindmatch.matcher.server import create_server
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
 ADMIN = secrets.token_urlsafe(24)
-
-
-def wait_for(done: object, seconds: float = 120.0) -> float:
-    """Poll `done()` until true; when (perf_counter)."""
-    deadline = time.perf_counter() + seconds
-    while not done():  # type: ignore[operator]
-        if time.perf_counter() > deadline:
-            raise TimeoutError("not in time")
-        time.sleep(0.001)
-    return time.perf_counter()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -36,6 +36,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.messy import write_exports
+from benchmarks.polling import wait_for
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.cli.app import main as cli
 from blindmatch.client.encoding.encoded import Encoded, read_encoded
@@ -52,14 +53,6 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
 ADMIN = secrets.token_urlsafe(24)
-
-
-def wait_for(done: object, seconds: float = 60.0) -> None:
-    deadline = time.perf_counter() + seconds
-    while not done():  # type: ignore[operator]
-        if time.perf_counter() > deadline:
-            raise TimeoutError("not in time")
-        time.sleep(0.005)
 
 
 def told_by(what: str, told: dict[str, list[str]], follow: Iterator[object]) -> None:
@@ -140,7 +133,7 @@ def stop_with_streams(
             asked.acquire(timeout=60)
         wait_for(lambda: len(server.realtime.watches) == args.watches
                  and sum(server.streams.open_streams("watch", m, "WatchRun")
-                         for m in tokens) == args.run_watches)  # fmt: skip
+                         for m in tokens) == args.run_watches, 60)  # fmt: skip
         started = time.perf_counter()
         server.stop(grace=args.grace)
         took = time.perf_counter() - started
