@@ -33,6 +33,7 @@ from blindmatch.matcher.storage import (
 )
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.dirowner import MATCHER, refuse_others
 from blindmatch.matcher.storage.erasure_log import unreferenced_files
 from blindmatch.matcher.storage.outcome_store import OutcomeStore
 from blindmatch.matcher.storage.request_store import RequestStore
@@ -72,6 +73,7 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
         self.files = DataDir(Path(data_dir))
         self.min_free_bytes = min_free_bytes
         self.clock = clock
+        refuse_others(self.files.root, MATCHER)  # S1's, S2's or the combiner's: not this one
         self.files.check_private()
         self.files.make()
         for leftover in self.files.tmp.iterdir():  # uploads a crash cut short
