@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from blindmatch.cli.app import main
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
@@ -86,3 +87,22 @@ def test_serve_on_s1s_data_dir_exits_2_naming_the_role_and_its_command(dirs: Pat
         done.stderr.startswith(f"Error: {s1} is S1's data dir") and "Traceback" not in done.stderr
     )
     assert f"`blindmatch two-server role --role s1 --data-dir {s1}`" in done.stderr
+
+
+def test_a_data_dir_given_as_a_file_is_refused_naming_it_not_the_listen_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    below = a_file / "s2"
+    for data_dir, said in (
+        (a_file, f"{a_file}: it is a file, not a folder"),
+        (below, f"{below}: {a_file} is a file, not a folder"),
+    ):
+        with pytest.raises(StartupRefused, match="give `blindmatch two-server role --role s2"):
+            _role("s2", data_dir).stop(grace=None)
+        monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+        assert main(["serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]) == 2
+        err = capsys.readouterr().err  # (it said `--listen 127.0.0.1:0: [Errno 20] ...`)
+        assert err.startswith(f"Error: {said}; give `blindmatch serve --data-dir` a folder")
+    assert a_file.read_text() == "x"

@@ -6,7 +6,8 @@ two-server role --role ROLE --data-dir`: `twoserver-ROLE-held.sqlite`,
 A server started on another's data dir would hold nothing of what is there and start
 empty, silently (and write its own files beside the other's): `refuse_others` refuses the
 start instead, naming whose dir it is and the command that serves it. A new or empty folder,
-or one holding only the server's own files, is not refused."""
+or one holding only the server's own files, is not refused; a file given for the folder (or
+above it) is, naming the path."""
 
 from __future__ import annotations
 
@@ -42,15 +43,23 @@ def _evidence(owner: str, data_dir: Path) -> str:
 def refuse_others(data_dir: Path, own: str) -> None:
     """`StartupRefused` when `data_dir` holds another server's data than `own`'s (`MATCHER`
     or a role): whose it is, the command that serves it, and the flag to give instead."""
-    others = [o for o in owners(data_dir) if o != own]
-    if not others:
-        return
-    other = others[0]
     flag = (
         "`blindmatch serve --data-dir`"
         if own == MATCHER
         else f"`blindmatch two-server role --role {own} --data-dir`"
     )
+    above = data_dir.absolute()
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():  # (not the --listen address's fault, as it was reported)
+        raise StartupRefused(
+            f"{data_dir}: {'it' if above == data_dir.absolute() else above} is a file, not a "
+            f"folder; give {flag} a folder (a new one is made ready at the start)"
+        )
+    others = [o for o in owners(data_dir) if o != own]
+    if not others:
+        return
+    other = others[0]
     raise StartupRefused(
         f"{data_dir} is {_NAMES.get(other, other)}'s data dir (it holds "
         f"{_evidence(other, data_dir)}), not {_NAMES.get(own, own)}'s: started on it, "
