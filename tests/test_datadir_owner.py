@@ -38,9 +38,9 @@ def dirs(tmp_path: Path) -> Path:
     for running in (_role("s2", tmp_path / "s2"), _role("s1", tmp_path / "s1"),
                     create_server("127.0.0.1:0", tmp_path / "matcher", ADMIN_TOKEN)):  # fmt: skip
         running.stop(grace=None)
-    for folder in tmp_path.rglob("*"):  # (a role's batch folders take the umask's mode: as
-        if folder.is_dir():  # under umask 077, so that no other refusal hides this one)
-            folder.chmod(0o700)
+    for folder in tmp_path.rglob("*"):  # (before 2026-12-06 a role's batch folders took the
+        if folder.is_dir():  # umask's mode: as under umask 077, so that no refusal of a dir
+            folder.chmod(0o700)  # open to others hides this one on the old code)
     return tmp_path
 
 
