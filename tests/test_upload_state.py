@@ -14,6 +14,8 @@ import pytest
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT
 from blindmatch.cli.app import main
 from blindmatch.client.encoding.encoded import read_encoded, write_encoded
+from blindmatch.matcher.domain import TWO_SERVER, Level
+from blindmatch.matcher.storage.store import Store
 from tests import twoserver_world
 from tests.support import ADMIN_TOKEN, Matcher
 from tests.twoserver_world import NAMES, World, create, held
@@ -78,3 +80,18 @@ def test_a_run_where_fewer_than_two_uploads_hold_a_record_is_refused_not_done(
     assert err.startswith(said) and "done" not in err
     with matcher.member(tokens["a"]) as a:
         assert a.describe("empty").latest_run is None  # no run made
+
+
+def test_an_erased_members_started_upload_is_forgotten_with_its_uploads(tmp_path: Path) -> None:
+    """S1 and S2 forget every tag of an erased member: its started upload goes too, in the
+    erasure's transaction (the matcher's own SQLite, storage/ticket_store.py)."""
+    store = Store(tmp_path / "data")
+    try:
+        store.create_project("p", ["a", "b"], Level.HITS, 0.8, mode=TWO_SERVER)
+        store.note_started("p", "a", "p/a/00ff")
+        store.note_started("p", "b", "p/b/00ff")
+        assert set(store.started_uploads("p")) == {"a", "b"}
+        store.erase_member("p", "a")
+        assert set(store.started_uploads("p")) == {"b"}
+    finally:
+        store.close()
