@@ -14,10 +14,12 @@ import pytest
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT
 from blindmatch.cli.app import main
 from blindmatch.client.encoding.encoded import read_encoded, write_encoded
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.twoserver import ticket
 from blindmatch.matcher.domain import TWO_SERVER, Level
 from blindmatch.matcher.storage.store import Store
 from tests import twoserver_world
-from tests.support import ADMIN_TOKEN, Matcher
+from tests.support import ADMIN_TOKEN, Matcher, db_rows
 from tests.twoserver_world import NAMES, World, create, held
 
 pytestmark = pytest.mark.server
@@ -42,6 +44,8 @@ def test_show_names_a_two_server_upload_cut_after_s1_as_incomplete_and_counts_it
     assert world.cli("upload", str(encoded["south"]), "--project", "shares",
                      token=project.tokens["south"]) == 4  # fmt: skip
     assert held(world, "shares")["s1"] == ["north", "south"]
+    with MatcherClient(world.target, project.tokens["west"]) as west:  # (and sends nothing)
+        ticket(west, "shares")
     capsys.readouterr()
     monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
     assert world.cli("project", "show", "shares", "--operator") == 0
@@ -51,13 +55,17 @@ def test_show_names_a_two_server_upload_cut_after_s1_as_incomplete_and_counts_it
     assert "  south: upload incomplete (started " in out
     assert "its shares may be at S1 or S2 only; it uploads again); its earlier upload of " \
         f"{south} records is not counted as held" in out  # fmt: skip
-    assert "  west: not uploaded\n" in out
+    assert "  west: upload incomplete (started " in out and "west: not uploaded" not in out
     assert world.cli("project", "show", "shares", "--json",
                      token=project.tokens["north"]) == 0  # fmt: skip
     members = {m["name"]: m for m in json.loads(capsys.readouterr().out)["members"]}
     assert members["north"]["upload"] == "whole" and members["north"]["record_count"] == north
     assert members["south"]["upload"] == "incomplete" and members["south"]["record_count"] is None
-    assert "upload_started" in members["south"] and members["west"]["upload"] == "none"
+    assert "upload_started" in members["south"] and members["west"]["upload"] == "incomplete"
+    # What north was shown of its partners' uploads is recorded (west's too: no upload held).
+    disclosed = [json.loads(r[7]) for r in db_rows(world.data_dir, "audit") if r[3:6] == (
+        "project.describe", "shares", "north")]  # fmt: skip
+    assert disclosed == [{"south": "upload status", "west": "upload status"}]
     assert world.cli("project", "list") == 0
     assert "shares  " in (listed := capsys.readouterr().out) and "  1  " in listed  # 1 whole
 

@@ -200,7 +200,9 @@ def describe(store: Store, project_name: str, member: str) -> ProjectView:
             project.name,
             member,
             disclosed={
-                m.name: "upload status" for m in view.members if m.upload and m.name != member
+                m.name: "upload status"
+                for m in view.members
+                if (m.upload or m.started) and m.name != member
             },
         )
     )
