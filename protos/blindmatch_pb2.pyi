@@ -102,16 +102,18 @@ class DescribeProjectRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
-    __slots__ = ("name", "uploaded", "record_count", "consent")
+    __slots__ = ("name", "uploaded", "record_count", "consent", "upload_started_unix")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
     name: str
     uploaded: bool
     record_count: int
     consent: Disclosure
-    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ...) -> None: ...
+    upload_started_unix: int
+    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ..., upload_started_unix: _Optional[int] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
     __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user", "mode", "two_server_s1", "two_server_s2")

@@ -201,7 +201,7 @@ def test_backup_refuses_to_overwrite(
 ) -> None:
     (tmp_path / "taken").mkdir()
     code = admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(tmp_path / "taken"))
-    assert code == 1
+    assert code == 2  # bad input: the path given
     assert "already exists; back up to a new folder" in capsys.readouterr().err
 
 
@@ -211,7 +211,7 @@ def test_backup_refuses_to_put_the_audit_key_inside_the_backup(
     dest = tmp_path / "b"
     code = admin("backup", "--data-dir", str(matcher.data_dir), "--out", str(dest),
                  "--key-out", str(dest / "audit.key"))  # fmt: skip
-    assert code == 1
+    assert code == 2
     assert "inside the backup; the key must be kept apart" in capsys.readouterr().err
     assert not dest.exists() and list(tmp_path.glob(".b*")) == []
 

@@ -5,6 +5,8 @@ members S1 may be asked to resume (rpc/twoserver_resume.py)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,22 @@ def test_a_batch_s_inputs_are_kept_as_byte_strings_in_one_and_read_back_whole(
     with pytest.raises(Gone, match="its output shares are kept"):
         keep.get("b1")
     assert not BatchKeep(tmp_path).has("b1")
+
+
+def test_its_folder_and_files_are_the_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    """A kept batch is S1's or S2's output shares (or S2's inputs): 0700 and 0600, as the rest
+    of a role's data dir, not the umask's 0755 and 0644; those an earlier version made by the
+    umask are tightened when the role starts on them."""
+    old = os.umask(0o022)
+    try:
+        keep = BatchKeep(tmp_path / "batches")
+        keep.put(kept("b1"))
+        (tmp_path / "batches").chmod(0o755)  # as an earlier version left them
+        for f in (tmp_path / "batches").iterdir():
+            f.chmod(0o644)
+        BatchKeep(tmp_path / "batches").put(kept("b2"))
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "batches").iterdir()}
+    assert stat.S_IMODE((tmp_path / "batches").stat().st_mode) == 0o700
+    assert len(modes) == 2 and set(modes.values()) == {0o600}, modes

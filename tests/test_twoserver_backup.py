@@ -252,7 +252,7 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
                "--audit-key", str(tmp_path / "s1.key")]  # fmt: skip
     assert admin(*restore) == 2  # neither --previous nor --no-previous: refused
     # Another role's dir, or another S1's log (the same key, another chain): refused.
-    assert admin(*restore, "--previous", str(tmp_path / "live" / "s2")) == 1
+    assert admin(*restore, "--previous", str(tmp_path / "live" / "s2")) == 2
     assert "twoserver-s1.sqlite there, not role s1's data dir" in capsys.readouterr().err
     other = tmp_path / "other"
     other.mkdir(mode=0o700)
@@ -260,7 +260,7 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
     log = RoleAudit(other, "s1")
     log.log.append(audit.Event("p/north/0000000b", "twoserver.upload", member="p/north/0000000b"))
     log.close()
-    assert admin(*restore, "--previous", str(other)) == 1
+    assert admin(*restore, "--previous", str(other)) == 2
     assert "does not continue the backup's" in capsys.readouterr().err and not s1.exists()
     assert admin(*restore, "--previous", str(tmp_path / "s1.broken")) == 0
     out = capsys.readouterr().out
@@ -291,7 +291,7 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
     assert check_role_dir(s1, "s1").uploads_checked == 2
     assert admin("restore", "--backup", str(tmp_path / "s1.backup"), "--data-dir",
                  str(tmp_path / "s1.other"), "--audit-key", str(tmp_path / "s1.key"),
-                 "--no-previous", "--forget", "p/west/x") == 1  # fmt: skip
+                 "--no-previous", "--forget", "p/west/x") == 2  # fmt: skip
     assert "--forget 'p/west/x': PROJECT or PROJECT/MEMBER" in capsys.readouterr().err
 
 

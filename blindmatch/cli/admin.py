@@ -24,6 +24,25 @@ from blindmatch.client.errors import BlindmatchError, InputError
 ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
 
 
+def existing_dir(path: Path, flag: str) -> None:
+    """Bad input (exit 2) unless `path` is a folder that is there: nothing is read or
+    written on a path given wrongly."""
+    if not path.exists():
+        raise InputError(f"{flag} {path}: not there (no such folder)")
+    if not path.is_dir():
+        raise InputError(f"{flag} {path}: a file, not a folder")
+
+
+def refused_or_failed(exc: Exception) -> BlindmatchError:
+    """A backup's or a restore's error as the command line's: refused as given (a path,
+    an option: exit 2, nothing written) or failed (exit 1)."""
+    from blindmatch.matcher.storage.backup import BackupRefused
+    from blindmatch.matcher.storage.role_restore import RestoreRefused
+
+    refused = isinstance(exc, BackupRefused | RestoreRefused)
+    return (InputError if refused else BlindmatchError)(str(exc))
+
+
 def role_of(args: argparse.Namespace) -> str | None:
     """The two-server role whose data dir `--data-dir` is (`--role`, or the one whose files
     are there); None for the matcher's (`serve --data-dir`)."""
@@ -45,6 +64,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.integrity import check_data_dir
     from blindmatch.matcher.storage.role_check import check_role_dir
 
+    existing_dir(args.data_dir, "--data-dir")
     role = role_of(args)
     report = (
         check_role_dir(
@@ -65,6 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.backup import BackupError, backup_data_dir, waiting_message
 
+    existing_dir(args.data_dir, "--data-dir")
     role = role_of(args)
     if role:
         return backup_role(args, role)
@@ -78,7 +99,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             waiting=waiting,
         )  # fmt: skip
     except BackupError as exc:
-        raise BlindmatchError(str(exc)) from None
+        raise refused_or_failed(exc) from None
     print(
         f"Backed up {args.data_dir} to {done.dest}: database snapshot and {done.uploads} "
         f"upload files ({done.bytes_copied} bytes), verified"
@@ -98,7 +119,7 @@ def backup_role(args: argparse.Namespace, role: str) -> int:
             args.data_dir, args.out, role, key_out=args.key_out, audit_key_file=args.audit_key
         )
     except BackupError as exc:
-        raise BlindmatchError(str(exc)) from None
+        raise refused_or_failed(exc) from None
     print(
         f"Backed up role {role}'s {args.data_dir} to {done.dest}: held-store snapshot with "
         f"{done.pairs} pairs evaluated, and {done.uploads} upload files ({done.bytes_copied} "
@@ -137,6 +158,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.role_check import roles_in
     from blindmatch.matcher.storage.role_restore import RestoreError, restore_role_dir
 
+    existing_dir(args.backup, "--backup")
+    if args.previous is not None:
+        existing_dir(args.previous, "--previous")
     found = [args.role] if args.role else roles_in(args.backup)
     if len(found) != 1:
         raise InputError(
@@ -154,7 +178,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         done = restore_role_dir(args.backup, args.data_dir, found[0], key_file=args.audit_key,
                                 previous=args.previous, forget=args.forget)  # fmt: skip
     except RestoreError as exc:
-        raise BlindmatchError(str(exc)) from None
+        raise refused_or_failed(exc) from None
     taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(done.taken or 0))
     print(
         f"Restored role {done.role}'s data dir {done.dest} from {args.backup} (taken {taken}): "

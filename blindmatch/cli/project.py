@@ -31,7 +31,7 @@ from blindmatch.cli.options import (
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
-    from blindmatch.client.remote.model import ProjectInfo
+    from blindmatch.client.remote.model import MemberState, ProjectInfo
 
 # What a CLK project gives its matcher's operator (issue 18; docs/privacy.md, graph matching).
 CLK_MODE_NOTICE = (
@@ -212,7 +212,7 @@ def _show(info: ProjectInfo) -> None:
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
     for m in info.members:
-        state = f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
+        state = _upload_state(m)
         consent = f"; consents to {m.consent}" if m.consent else ""
         print(f"  {m.name}: {state}{consent}")
     if info.latest_run is not None:
@@ -220,6 +220,22 @@ def _show(info: ProjectInfo) -> None:
         print(f"  latest run {run.run_id}: {run.state} (started {when(run.started_unix)})")
     else:
         print("  no run yet")
+
+
+def _upload_state(m: MemberState) -> str:
+    """A member's upload as `show` says it: only a whole upload counts as held."""
+    if not m.started_unix:
+        return f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
+    earlier = (
+        f"; its earlier upload of {m.record_count} records is not counted as held (S1 or S2 "
+        "may hold the new one in its place)"
+        if m.uploaded
+        else ""
+    )
+    return (
+        f"upload incomplete (started {when(m.started_unix)}, not finished: its shares may be "
+        f"at S1 or S2 only; it uploads again){earlier}"
+    )
 
 
 def _as_dict(info: ProjectInfo) -> dict[str, object]:
@@ -236,8 +252,10 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "fingerprint_id": info.fingerprint_id,
         "fingerprint_from": info.fingerprint_from,
         "members": [
-            {"name": m.name, "record_count": m.record_count if m.uploaded else None,
-             "consent": m.consent}
+            {"name": m.name, "record_count": m.record_count if m.whole else None,
+             "consent": m.consent,
+             "upload": "whole" if m.whole else "incomplete" if m.started_unix else "none",
+             **({"upload_started": when(m.started_unix)} if m.started_unix else {})}
             for m in info.members
         ],
         "latest_run": None if run is None else {
@@ -303,7 +321,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             i.project,
             i.disclosure,
             str(len(i.members)),
-            str(sum(m.uploaded for m in i.members)),
+            str(sum(m.whole for m in i.members)),
             when(i.expires_unix),
             f"{run.state} {when(run.started_unix)}" if run else "none",
             i.fingerprint_id or "-",

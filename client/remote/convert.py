@@ -193,7 +193,13 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         disclosure=_LEVEL_NAMES[msg.disclosure],
         threshold=msg.threshold,
         members=[
-            MemberState(m.name, m.uploaded, m.record_count, _LEVEL_NAMES.get(m.consent))
+            MemberState(
+                m.name,
+                m.uploaded,
+                m.record_count,
+                _LEVEL_NAMES.get(m.consent),
+                m.upload_started_unix,
+            )
             for m in msg.members
         ],
         clk_bits=msg.clk_bits,

@@ -52,6 +52,13 @@ class MemberState:
     uploaded: bool
     record_count: int
     consent: str | None  # the most it lets partners learn; None: no limit of its own
+    started_unix: int = 0  # a two-server upload started and not finished (0: none)
+
+    @property
+    def whole(self) -> bool:
+        """Whether it holds an upload that is whole: at the matcher, and no later one cut
+        part-way (a two-server upload's shares at S1 or S2 only)."""
+        return self.uploaded and not self.started_unix
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ a batch goes at `acknowledge`, when either member's upload is replaced or droppe
 an honest run leaves about one batch a run on each server; the bound is 64 x 139 KB = 8.9 MB
 a server (memory, and the same on disk with a data dir: `directory`, one file a batch,
 written before the shares leave the server and reloaded at a restart, so that a role
-restarted after the rounds still answers). A keep made with `memory=False` and a directory
-holds each batch's bytes on disk only, read back by `get` (each batch's inputs: S2's are
-5.2 MB a batch, up to 84 MB in memory otherwise, for a rerun that is rare).
+restarted after the rounds still answers; the folder 0700 and its files 0600 whatever the
+umask, those made before 2026-12-06 by the umask (0755, 0644) tightened at the start). A
+keep made with `memory=False` and a directory holds each batch's bytes on disk only, read
+back by `get` (each batch's inputs: S2's are 5.2 MB a batch, up to 84 MB in memory
+otherwise, for a rerun that is rare).
 
 What a kept batch is refused with says why (`Gone`): never kept (or lost by a role without
 a data dir), acknowledged, expired, or its uploads replaced."""
@@ -77,7 +79,8 @@ class BatchKeep:
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)  # (made by the umask before 2026-12-06: 0755)
             self._load()
 
     def _file(self, batch: str) -> Path:
@@ -89,6 +92,7 @@ class BatchKeep:
         found = []
         for path in self.directory.glob("*.batch"):
             try:
+                path.chmod(0o600)  # (written by the umask before 2026-12-06: 0644)
                 found.append(self._read(path, whole=self.memory))
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)  # a torn write: the batch is not resumable
@@ -115,7 +119,8 @@ class BatchKeep:
                            "received": kept.received, "at": kept.at}).encode()  # fmt: skip
         path = self._file(kept.batch)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # shares: owner's only
+        with os.fdopen(fd, "wb") as f:
             f.write(len(head).to_bytes(_HEADER, "little") + head + kept.shares)
             f.flush()
             os.fsync(f.fileno())

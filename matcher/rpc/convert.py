@@ -203,6 +203,7 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
             uploaded=m.upload is not None,
             record_count=m.upload.record_count if m.upload else 0,
             consent=level_pb(m.consent),
+            upload_started_unix=int(m.started),
         )
     if view.latest_run:
         info.latest_run.CopyFrom(run_status(view.latest_run))

@@ -35,6 +35,7 @@ from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
+from blindmatch.matcher.storage.dirowner import refuse_others
 from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -135,7 +136,9 @@ class _Role:
     def keep(self, data_dir: Path) -> None:
         """Audit to `data_dir` and keep the uploads and the pair budget there
         (storage/role_store.py), holding what it kept before: a `twoserver.restored` entry
-        names it. `StartupRefused` (nothing held) on a store that cannot be read whole."""
+        names it. `StartupRefused` (nothing held) on a store that cannot be read whole, or
+        on a dir that is the matcher's or another role's (storage/dirowner.py)."""
+        refuse_others(data_dir, self.role)
         self.audit = RoleAudit(data_dir, self.role)
         start = time.perf_counter()
         log.info("%s reading what it holds in %s (uploads, pairs evaluated) before it listens",

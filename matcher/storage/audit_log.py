@@ -64,6 +64,9 @@ VOID = "index.change.void"
 _COLUMN_JSON = json.JSONEncoder(sort_keys=True)
 
 
+KEY_BYTES = 32  # an audit key's length (a shorter one is refused)
+
+
 def read_key(path: Path, *, entries: int) -> bytes:
     """The audit HMAC key: 32 random bytes, made (readable by the owner only) while the
     log has no `entries`; after that, a missing or short key refuses start-up."""
@@ -78,15 +81,16 @@ def read_key(path: Path, *, entries: int) -> bytes:
                 "from where you back it up (or pass `serve --audit-key FILE` if it is kept "
                 "elsewhere), then start again (docs/operations.md, Recovery)"
             ) from None
-        key = secrets.token_bytes(32)
+        key = secrets.token_bytes(KEY_BYTES)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(key)
             fh.flush()
             os.fsync(fh.fileno())
-    if len(key) < 32:
+    if len(key) < KEY_BYTES:
         raise StartupRefused(
-            f"the audit key {path} holds {len(key)} bytes; an audit key is at least 32. "
+            f"the audit key {path} holds {len(key)} bytes; an audit key is at least "
+            f"{KEY_BYTES}. "
             "Restore it from where you back it up, then start again"
         )
     mode = stat.S_IMODE(path.stat().st_mode)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -68,6 +69,29 @@ class BackupError(Exception):
     """The backup could not be made; the destination was not created."""
 
 
+class BackupRefused(BackupError):
+    """Refused as given, before anything was written: a path named that must be new and is
+    there (or cannot be made: a file where a folder is needed above it, no permission), or
+    one that must be a data dir (or the audit key) and is not. The command line's bad input
+    (exit 2); any other `BackupError` is a backup that failed (exit 1)."""
+
+
+def not_new(dest: Path) -> str | None:
+    """Why `dest` cannot be made as a new folder (None: it can): it is there already (a
+    folder, a file or a link), or the nearest folder above it that is there is a file, or
+    may not be written by this user."""
+    if dest.exists() or dest.is_symlink():
+        return "already exists"
+    above = dest.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        return f"{above} is a file, not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"{above} may not be written by this user"
+    return None
+
+
 @dataclass(frozen=True)
 class BackupReport:
     dest: Path
@@ -87,17 +111,25 @@ def anchor_of(db_path: Path) -> str:
     return f"{row[0]}:{row[1]}" if row else ""
 
 
-def copy_key(source: Path, key_out: Path, dest: Path) -> None:
+def check_key_out(source: Path, key_out: Path, dest: Path) -> None:
+    """`BackupRefused` unless the audit key `source` can be copied to `key_out`: checked
+    before the backup starts, and again as the key is copied."""
     if not source.is_file():
-        raise BackupError(f"{source}: no audit key there to copy (give --audit-key where it is)")
+        raise BackupRefused(f"{source}: no audit key there to copy (give --audit-key where it is)")
     if key_out.resolve().is_relative_to(dest.resolve()):
-        raise BackupError(
+        raise BackupRefused(
             f"--key-out {key_out}: inside the backup; the key must be kept apart from it"
         )
+    if key_out.exists() or key_out.is_symlink():
+        raise BackupRefused(f"--key-out {key_out}: already exists; choose a new file")
+
+
+def copy_key(source: Path, key_out: Path, dest: Path) -> None:
+    check_key_out(source, key_out, dest)
     try:
         copy_private(source, key_out)
     except FileExistsError:
-        raise BackupError(f"--key-out {key_out}: already exists; choose a new file") from None
+        raise BackupRefused(f"--key-out {key_out}: already exists; choose a new file") from None
 
 
 def snapshot(source_db: Path, dest_db: Path) -> None:
@@ -266,8 +298,11 @@ def converge(
     beside a member uploading again and again), up to `ATTEMPTS` times. The copy must pass
     `check`; the audit key (`key`) goes to `key_out`, apart, if given; then the staging
     folder is renamed to `dest`. What `take` returned, and the attempts it took."""
-    if dest.exists():
-        raise BackupError(f"{dest}: already exists; back up to a new folder")
+    why = not_new(dest)
+    if why:
+        raise BackupRefused(f"--out {dest}: {why}; back up to a new folder (nothing written)")
+    if key_out is not None:
+        check_key_out(key, key_out, dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -332,7 +367,7 @@ def backup_data_dir(
     while the backup waits for an index change being stored (`read_together`)."""
     source, dest = DataDir(Path(data_dir)), Path(dest)
     if not source.db.is_file():
-        raise BackupError(f"{data_dir}: not a blindmatch data dir (no {DB_NAME})")
+        raise BackupRefused(f"--data-dir {data_dir}: not a blindmatch data dir (no {DB_NAME})")
     key = Path(audit_key_file) if audit_key_file else source.audit_key
     # The key stays apart: the chain is checked where the key is, when it is given.
     (uploads, copied), attempts = converge(

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from blindmatch.matcher.storage import role_store
 from blindmatch.matcher.storage.backup import (
-    BackupError,
+    BackupRefused,
     anchor_of,
     converge,
     copy_database,
@@ -140,7 +140,9 @@ def backup_role_dir(
     default beside the log) is copied there, a new owner-only file not inside `dest`."""
     source, dest = RoleFiles(Path(data_dir), role), Path(dest)
     if not source.held_db.is_file():
-        raise BackupError(f"{data_dir}: not role {role}'s data dir (no {source.held_db.name})")
+        raise BackupRefused(
+            f"--data-dir {data_dir}: not role {role}'s data dir (no {source.held_db.name})"
+        )
     key = Path(audit_key_file) if audit_key_file else source.audit_key
     (uploads, copied, pairs, taken), attempts = converge(
         source.root,

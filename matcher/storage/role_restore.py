@@ -33,8 +33,9 @@ from pathlib import Path
 
 from blindmatch.matcher.core import audit, tickets
 from blindmatch.matcher.core.rowledger import KINDS
-from blindmatch.matcher.storage.audit_log import read_entries
-from blindmatch.matcher.storage.backup import snapshot
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage.audit_log import KEY_BYTES, read_entries
+from blindmatch.matcher.storage.backup import not_new, snapshot
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
 from blindmatch.matcher.storage.role_store import RoleStore
@@ -44,6 +45,12 @@ from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 class RestoreError(Exception):
     """The restore could not be made; the data dir was not created."""
+
+
+class RestoreRefused(RestoreError):
+    """Refused as given, nothing written: a `--data-dir` that is there (or cannot be made),
+    a backup, `--previous` dir, audit key or `--forget` that is not what it must be. The
+    command line's bad input (exit 2); any other `RestoreError` is a restore that failed."""
 
 
 @dataclass
@@ -98,7 +105,7 @@ def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.En
     if not found.ok:
         raise RestoreError(f"{log}: its audit log does not verify ({found.problems[0]}){fix}")
     if head is not None and not any((e.seq, e.hash) == head for e in entries):
-        raise RestoreError(
+        raise RestoreRefused(
             f"{log}: its audit log does not continue the backup's (no entry {head[0]}:"
             f"{head[1][:16]}...): not the dir this backup was taken of{fix}"
         )
@@ -181,27 +188,38 @@ def restore_role_dir(
     audit log)."""
     for name in forget or []:
         if not name.strip("/") or name.strip("/").count("/") > 1:
-            raise RestoreError(f"--forget {name!r}: PROJECT or PROJECT/MEMBER")
+            raise RestoreRefused(f"--forget {name!r}: PROJECT or PROJECT/MEMBER")
     source, dest = RoleFiles(Path(backup), role), Path(data_dir)
     prev = RoleFiles(Path(previous), role) if previous is not None else None
     if not source.held_db.is_file():
-        raise RestoreError(f"{backup}: not a backup of role {role} (no {source.held_db.name})")
-    if dest.exists():
-        raise RestoreError(
-            f"{dest}: already exists; move it aside (and give it as --previous, so that what "
-            "the role did after the backup is replayed from its audit log)"
+        raise RestoreRefused(
+            f"--backup {backup}: not a backup of role {role} (no {source.held_db.name})"
         )
+    why = not_new(dest)
+    if why == "already exists":
+        raise RestoreRefused(
+            f"--data-dir {dest}: already exists (left as it is); move it aside and give it as "
+            "--previous, so that what the role did after the backup is replayed from its "
+            "audit log, or give a new folder"
+        )
+    if why:
+        raise RestoreRefused(f"--data-dir {dest}: {why}; give a new folder (nothing written)")
     if prev is not None and not prev.audit_db.is_file():
-        raise RestoreError(
+        raise RestoreRefused(
             f"--previous {prev.root}: no {prev.audit_db.name} there, not role {role}'s data "
             "dir; give the one this backup was taken of, or restore with --no-previous"
         )
     key_path = Path(key_file) if key_file else (prev.audit_key if prev else None)
     head = _head(source.audit_db)
     if head is not None and (key_path is None or not key_path.is_file()):
-        raise RestoreError(
+        raise RestoreRefused(
             f"{source.audit_db} holds {head[0]} audit entries: give the role's audit key "
             "(--audit-key FILE, the one `admin backup --key-out` wrote)"
+        )
+    if key_path is not None and key_path.is_file() and key_path.stat().st_size < KEY_BYTES:
+        raise RestoreRefused(
+            f"--audit-key {key_path}: holds {key_path.stat().st_size} bytes, not an audit key "
+            f"(at least {KEY_BYTES}); give the one `admin backup --key-out` wrote"
         )
     staging = RoleFiles(dest.with_name(f".{dest.name}.partial"), role)
     shutil.rmtree(staging.root, ignore_errors=True)
@@ -219,7 +237,7 @@ def restore_role_dir(
         check = check_role_dir(staging.root, role)
         if not check.ok:
             raise RestoreError("the restored dir failed its integrity check:\n" + check.render())
-    except (RestoreError, OSError, sqlite3.Error) as exc:
+    except (RestoreError, OSError, sqlite3.Error, StartupRefused) as exc:
         shutil.rmtree(staging.root, ignore_errors=True)
         if isinstance(exc, RestoreError):
             raise
@@ -263,4 +281,4 @@ def _apply(
                              queries, sum(ledger.values()))  # fmt: skip
 
 
-__all__ = ["RestoreError", "RoleRestoreReport", "restore_role_dir"]
+__all__ = ["RestoreError", "RestoreRefused", "RoleRestoreReport", "restore_role_dir"]

@@ -98,6 +98,13 @@ class RunStore(ProjectStore, UploadStore):
                 raise FailedPrecondition(
                     f"not every member has uploaded yet: waiting for {', '.join(missing)}"
                 )
+            empty = [m for m in sorted(uploads) if not uploads[m].record_count]
+            if len(uploads) - len(empty) < 2:  # (a run would compare nothing: not "done")
+                raise FailedPrecondition(
+                    f"fewer than two members' uploads hold records ({', '.join(empty)}: 0 "
+                    "records): a run would compare nothing. Upload the records to match "
+                    "(`blindmatch upload`), then start the run"
+                )
             seq = tx.execute("SELECT COUNT(*) FROM runs WHERE project=?", (project,)).fetchone()[0]
             run_id = f"{project}-run-{seq + 1}"
             tx.execute(

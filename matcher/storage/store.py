@@ -9,6 +9,7 @@
     retention_store.py  erasure of a member, expiry of projects
     user_store.py       named users under a member, their token hashes
     outcome_store.py    what a two-server run learned of each pair of uploads (reused)
+    ticket_store.py     the two-server uploads a member started and the matcher has not taken
     audit_log.py        the hash-chained audit log (`store.audit`)
 
 Every write goes through one connection under one lock (sqlite.py); every change that
@@ -28,16 +29,19 @@ from blindmatch.matcher.storage import (
     request_store,
     retention_store,
     run_store,
+    ticket_store,
     upload_store,
     user_store,
 )
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
+from blindmatch.matcher.storage.dirowner import MATCHER, refuse_others
 from blindmatch.matcher.storage.erasure_log import unreferenced_files
 from blindmatch.matcher.storage.outcome_store import OutcomeStore
 from blindmatch.matcher.storage.request_store import RequestStore
 from blindmatch.matcher.storage.retention_store import RetentionStore
 from blindmatch.matcher.storage.sqlite import Database
+from blindmatch.matcher.storage.ticket_store import StartedUploads
 from blindmatch.matcher.storage.user_store import UserStore
 
 SCHEMA = (
@@ -49,11 +53,12 @@ SCHEMA = (
     + user_store.SCHEMA
     + outcome_store.SCHEMA
     + retention_store.SCHEMA
+    + ticket_store.SCHEMA
 )
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
 
 
-class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
+class Store(UserStore, RequestStore, RetentionStore, OutcomeStore, StartedUploads):
     """Everything the batch side keeps, in one data dir.
 
     `min_free_bytes` is the disk space uploads must leave free; `clock` gives
@@ -72,6 +77,7 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore):
         self.files = DataDir(Path(data_dir))
         self.min_free_bytes = min_free_bytes
         self.clock = clock
+        refuse_others(self.files.root, MATCHER)  # S1's, S2's or the combiner's: not this one
         self.files.check_private()
         self.files.make()
         for leftover in self.files.tmp.iterdir():  # uploads a crash cut short

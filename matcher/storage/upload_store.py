@@ -40,6 +40,7 @@ from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
 from blindmatch.matcher.storage.outcome_store import forget_outcomes
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+from blindmatch.matcher.storage.ticket_store import settle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -302,6 +303,7 @@ class UploadStore(StoreBase):
                     )
                 if two_server is not None:
                     name, widths = two_server
+                    settle(tx, project, member, name)  # that upload whole now
                     tx.execute(
                         "INSERT INTO upload_twoserver VALUES (?,?,?)",
                         (upload.id, name, ",".join(map(str, widths))),
@@ -466,6 +468,7 @@ class UploadStore(StoreBase):
         tx.executemany("DELETE FROM upload_schemas WHERE upload_id=?", [(u,) for u in uploads])
         tx.executemany("DELETE FROM upload_twoserver WHERE upload_id=?", [(u,) for u in uploads])
         forget_outcomes(tx, project, member)
+        settle(tx, project, member)  # (S1 and S2 forget every tag of the member)
         return uploads
 
     def _unlink_uploads(self, uploads: list[str]) -> None:

@@ -148,6 +148,7 @@ class MemberStatus:
     name: str
     upload: Upload | None  # the member's current upload
     consent: Level | None
+    started: float = 0.0  # a two-server upload started then and not taken (ticket_store.py)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _view(store: Store, project: Project, member: str) -> ProjectView:
     """The latest run as `member` may see it (`run_requests.as_seen_by`); as it is for the
     operator (`member` empty)."""
     uploads = store.current_uploads(project.name)  # earliest first
+    started = store.started_uploads(project.name)
     first = next(iter(uploads.values()), None)
     latest = store.latest_run(project.name)
     if latest is not None and member:
@@ -177,7 +179,7 @@ def _view(store: Store, project: Project, member: str) -> ProjectView:
         member,
         first.clk_bits if first else 0,
         [
-            MemberStatus(name, uploads.get(name), consent)
+            MemberStatus(name, uploads.get(name), consent, started.get(name, 0.0))
             for name, consent in store.consents(project.name).items()
         ],
         latest,
@@ -198,7 +200,9 @@ def describe(store: Store, project_name: str, member: str) -> ProjectView:
             project.name,
             member,
             disclosed={
-                m.name: "upload status" for m in view.members if m.upload and m.name != member
+                m.name: "upload status"
+                for m in view.members
+                if (m.upload or m.started) and m.name != member
             },
         )
     )

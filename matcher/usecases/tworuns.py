@@ -132,6 +132,8 @@ def issue_ticket(
         check_planned_two_server(store, replace(planned, project=project), member)
     tag = secrets.token_hex(12)
     name = tickets.query_name(project, member, tag) if query else f"{project}/{member}/{tag}"
+    if not query:  # not whole until the matcher takes it (storage/ticket_store.py)
+        store.note_started(project, member, name)
     expires = int(time.time() + (tickets.QUERY_TTL_SECONDS if query else tickets.TTL_SECONDS))
     return Ticket(tickets.issue(setup.member_key, name, expires), name, setup.s1, setup.s2,
                   expires)  # fmt: skip
