@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from threading import Event
+from threading import Barrier, BrokenBarrierError, Event
 from typing import Any
 
 import numpy as np
@@ -366,3 +366,52 @@ def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers
     finally:
         release.set()
     assert answers(once_read(sharded.matcher, tokens["north"], asked)) == before
+
+
+def test_servers_slow_to_describe_themselves_are_asked_at_once_not_one_after_another(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both look-up servers read their shards again (held, as above) and are slow to answer
+    Describe: each Describe handler waits at the servers until the other's has arrived. The
+    matcher asks them at once (`_reread`: every Describe in flight together, then waited
+    for), so both meet and the wait is one Describe's deadline, not one a server; asked one
+    after another, the first would wait alone until its deadline. A query meanwhile is
+    answered from the matcher's own copy, and both servers are named behind."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(sharded.matcher, tokens["north"], asked))
+    sharded.matcher.server.stop(grace=None)
+    sharded.matcher = None
+    (sharded.data_dir / "lookup.stopped").unlink()  # what a kill leaves: both read again
+    entered, release = hold_reads(sharded, monkeypatch)
+    try:
+        matcher = sharded.start_matcher()
+        assert entered.wait(60), "the servers were not asked to read their shards again"
+        remote = matcher.server.realtime.remote
+        assert isinstance(remote, LookupServers)
+        until_rereading = time.monotonic() + 60
+        while len(remote._rereading) < 2:  # (each has said yes to its Reload)
+            assert time.monotonic() < until_rereading
+            time.sleep(0.05)
+        both = Barrier(2, timeout=lookup_wire.RELOAD_SECONDS)
+        met: list[bool] = []
+        for server in sharded.lookups:
+            assert server is not None
+            retry = server.shards.retry_failed  # (what Describe does first)
+
+            def slow(retry: Callable[[], None] = retry) -> None:
+                try:
+                    both.wait()
+                    met.append(True)
+                except BrokenBarrierError:
+                    met.append(False)
+                retry()
+
+            monkeypatch.setattr(server.shards, "retry_failed", slow)
+        assert answers(query(matcher, tokens["north"], asked)) == before  # the matcher's copy
+        assert remote.behind() == [remote._name(0), remote._name(1)]
+        assert met == [True, True]  # both Describes in flight at once
+    finally:
+        release.set()
