@@ -658,18 +658,20 @@ class EraseRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class EraseReply(_message.Message):
-    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted", "two_server", "pending")
+    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted", "two_server", "pending", "index_records_deleted")
     UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
     LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
     USERS_DELETED_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RECORDS_DELETED_FIELD_NUMBER: _ClassVar[int]
     uploads_deleted: int
     links_deleted: int
     users_deleted: int
     two_server: _containers.RepeatedCompositeFieldContainer[ServerForgot]
     pending: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ...) -> None: ...
+    index_records_deleted: int
+    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ..., index_records_deleted: _Optional[int] = ...) -> None: ...
 
 class ServerForgot(_message.Message):
     __slots__ = ("server", "dropped", "error")

@@ -36,3 +36,25 @@ def test_index_remove_of_an_id_the_index_does_not_hold_names_the_id(
     assert main(["index", "show", "--project", "trial", "--token", project.tokens["south"],
                  *server]) == 0  # fmt: skip
     assert "holds 4 records" in capsys.readouterr().out
+
+
+def test_erase_says_it_deleted_the_members_standing_index(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A member that kept only a standing index erases: the reply names the index's records
+    (before: `0 upload(s), 0 result row(s) ... and 0 named user(s)`, as if nothing had been
+    erased), and the index holds none after."""
+    server = ["--server", matcher.target, "--quiet"]
+    token = ["--project", "trial", "--token", project.tokens["south"]]
+    ref_key = ["--ref-key", str(tmp_path / "south.refkey")]
+    assert main(["index", "sync", str(encoded["south"].path), *token, *ref_key, *server]) == 0
+    capsys.readouterr()
+    assert main(["erase", *token, "--yes", *server]) == 0
+    out = capsys.readouterr().out
+    assert "your standing index of 4 record(s)" in out, out
+    assert main(["index", "show", *token, *server]) == 0
+    assert "holds 0 records" in capsys.readouterr().out

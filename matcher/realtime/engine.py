@@ -219,9 +219,9 @@ class Realtime(Admission):
         with the other members' open watches (twowatch.py), after this returns."""
         self.two_watches.uploaded(project, member, upload_id)
 
-    def erase_member(self, project: str, member: str) -> None:
-        """Forget a member's standing index, on disk and in memory (erasure)."""
-        self.indexes.erase_member(project, member)
+    def erase_member(self, project: str, member: str) -> int:
+        """Forget a member's standing index, on disk and in memory (erasure); its records."""
+        return self.indexes.erase_member(project, member)
 
     def erase_project(self, project: str) -> None:
         """Forget every index, watch and query record of an expired project."""
