@@ -16,45 +16,51 @@ from tests.test_realtime import encoded  # noqa: F401
 pytestmark = pytest.mark.server
 
 
-def test_index_remove_of_an_id_the_index_does_not_hold_names_the_id(
+@pytest.fixture
+def south(
     matcher: Matcher,
     project: ProjectTokens,
     encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+) -> list[str]:
+    """South's index synced from its export (4 records) with `index sync` (its ref key:
+    `ref_key`); the options its commands take (project, token, server)."""
+    options = ["--project", "trial", "--token", project.tokens["south"], "--server",
+               matcher.target, "--quiet"]  # fmt: skip
+    assert main(["index", "sync", str(encoded["south"].path), *options, *ref_key(tmp_path)]) == 0
+    capsys.readouterr()
+    return options
+
+
+def ref_key(tmp_path: Path) -> list[str]:
+    return ["--ref-key", str(tmp_path / "south.refkey")]
+
+
+def index_size(south: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """`index show`'s line."""
+    assert main(["index", "show", *south]) == 0
+    return capsys.readouterr().out
+
+
+def test_index_remove_of_an_id_the_index_does_not_hold_names_the_id(
+    south: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`index remove` takes local ids; one the index does not hold is refused naming that id
     (before: only its opaque reference, which the user never saw), and nothing is removed."""
-    server = ["--server", matcher.target, "--quiet"]
-    south = ["--project", "trial", "--token", project.tokens["south"], "--ref-key",
-             str(tmp_path / "south.refkey")]  # fmt: skip
-    assert main(["index", "sync", str(encoded["south"].path), *south, *server]) == 0
-    capsys.readouterr()
-    assert main(["index", "remove", "S-11", "NOT-THERE", *south, *server]) == 3
+    assert main(["index", "remove", "S-11", "NOT-THERE", *south, *ref_key(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert "not in your index of trial: id(s) 'NOT-THERE'; nothing was removed" in err, err
-    assert main(["index", "show", "--project", "trial", "--token", project.tokens["south"],
-                 *server]) == 0  # fmt: skip
-    assert "holds 4 records" in capsys.readouterr().out
+    assert "holds 4 records" in index_size(south, capsys)
 
 
 def test_erase_says_it_deleted_the_members_standing_index(
-    matcher: Matcher,
-    project: ProjectTokens,
-    encoded: dict[str, Encoded],  # noqa: F811
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    south: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A member that kept only a standing index erases: the reply names the index's records
     (before: `0 upload(s), 0 result row(s) ... and 0 named user(s)`, as if nothing had been
     erased), and the index holds none after."""
-    server = ["--server", matcher.target, "--quiet"]
-    token = ["--project", "trial", "--token", project.tokens["south"]]
-    ref_key = ["--ref-key", str(tmp_path / "south.refkey")]
-    assert main(["index", "sync", str(encoded["south"].path), *token, *ref_key, *server]) == 0
-    capsys.readouterr()
-    assert main(["erase", *token, "--yes", *server]) == 0
+    assert main(["erase", *south, "--yes"]) == 0
     out = capsys.readouterr().out
     assert "your standing index of 4 record(s)" in out, out
-    assert main(["index", "show", *token, *server]) == 0
-    assert "holds 0 records" in capsys.readouterr().out
+    assert "holds 0 records" in index_size(south, capsys)
