@@ -10,7 +10,8 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
-from tests.support import Matcher
+from blindmatch.client.errors import RejectedError
+from tests.support import GRACE, PURPOSE, Matcher, person
 from tests.test_realtime import encoded  # noqa: F401
 
 pytestmark = pytest.mark.server
@@ -64,3 +65,23 @@ def test_erase_says_it_deleted_the_members_standing_index(
     out = capsys.readouterr().out
     assert "your standing index of 4 record(s)" in out, out
     assert "holds 0 records" in index_size(south, capsys)
+
+
+def test_a_query_larger_than_the_rate_limit_is_not_told_to_try_again(
+    matcher: Matcher, project: ProjectTokens, secret_file: Path
+) -> None:
+    """A query of more records than the member may query in a minute (or a day) is refused
+    whenever it is sent: the refusal says so and to split it (before: `try again in 60 s`,
+    which never helps)."""
+    clks, bits, fingerprint = person(secret_file, **GRACE)
+    for per_minute, many, limit in ((2, 3, "2 records per minute"),
+                                    (10, 6, "5 records per 24 hours")):  # fmt: skip
+        with matcher.operator() as op:
+            op.set_query_limits("trial", per_minute=per_minute, per_day=5)
+        with matcher.member(project.tokens["north"]) as north, pytest.raises(RejectedError) as no:
+            north.query("trial", [clks] * many, clk_bits=bits, fingerprint=fingerprint,
+                        purpose=PURPOSE)  # fmt: skip
+        said = str(no.value)
+        assert f"north may query {limit}" in said and "try again" not in said, said
+        assert f"this query has {many}, more than that" in said
+        assert f"split it into queries of at most {limit.split()[0]} records" in said
