@@ -11,7 +11,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import RejectedError
-from tests.support import GRACE, PURPOSE, Matcher, person
+from tests.support import GRACE, PURPOSE, Matcher, index_all, person
 from tests.test_realtime import encoded  # noqa: F401
 
 pytestmark = pytest.mark.server
@@ -85,3 +85,21 @@ def test_a_query_larger_than_the_rate_limit_is_not_told_to_try_again(
         assert f"north may query {limit}" in said and "try again" not in said, said
         assert f"this query has {many}, more than that" in said
         assert f"split it into queries of at most {limit.split()[0]} records" in said
+
+
+def test_a_query_with_another_secret_names_the_queriers_own_index_as_its_own(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],  # noqa: F811
+) -> None:
+    """South, whose own index is the one the project holds, queries with CLKs of another
+    schema or secret: the refusal names `your index`, not `south's index` (as if another
+    member's), to south."""
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+        with pytest.raises(RejectedError) as refused:
+            south.query("trial", bytes(256), clk_bits=2048, fingerprint=bytes(32),
+                        purpose=PURPOSE)  # fmt: skip
+    said = str(refused.value)
+    assert "different schema or secret than your index" in said and "south's" not in said, said
+    assert "with the ones you made it with" in said and "that member" not in said, said

@@ -258,7 +258,7 @@ class Realtime(Admission):
                     f"{field_}: project {project.name!r} is not a two-server project "
                     "(its queries send CLKs)"
                 )
-        words = self._check_query(project, purpose, encoding, clks)
+        words = self._check_query(project, purpose, encoding, clks, member)
         taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
         user = audit.current_user()  # this request's, taken on its own thread
@@ -398,7 +398,7 @@ class Realtime(Admission):
                     "it with `blindmatch admin query-limits --allow-watch`"
                 )
             if watch is None:
-                words = self._check_query(project, purpose, encoding, clks)
+                words = self._check_query(project, purpose, encoding, clks, member)
                 watch = Watch(project.name, member, purpose, words, user=user)
             else:
                 self._check_purpose(project, purpose)

@@ -434,10 +434,9 @@ class StandingIndexes:
         self._settled.append(seq)
 
     def erase_member(self, project: str, member: str) -> int:
-        """Forget a member's standing index, on disk and in memory (erasure); how many
-        records it held. Searched by no query from the start; one whose deletion fails (a
-        full disk) stays in memory, unsearched, until it is deleted (`erasing`: the retry, or
-        the member's next change)."""
+        """Forget a member's standing index, on disk and in memory (erasure); its records. Searched
+        by no query from the start; one whose deletion fails (a full disk) stays in memory,
+        unsearched, until it is deleted (`erasing`: the retry, or the member's next change)."""
         with self._write_lock:
             self._erasing.add((project, member))
             held = len(self._indexes.get((project, member)) or ())
