@@ -332,6 +332,7 @@ class Erasure:
     # What of it failed and is being retried while the matcher runs (its intent kept:
     # usecases/erasure_retry.py): one line each; empty when it is complete.
     pending: tuple[str, ...] = ()
+    index_records: int = 0  # the records of its standing index deleted
 
 
 @dataclass(frozen=True)

@@ -478,7 +478,7 @@ class IndexListing(_message.Message):
     def __init__(self, refs: _Optional[_Iterable[str]] = ..., digests: _Optional[bytes] = ..., record_count: _Optional[int] = ..., clk_bits: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks", "fallback_bits", "rule", "two_server_ticket", "two_server_records")
+    __slots__ = ("project", "purpose", "clk_bits", "fingerprint", "clks", "fallback_bits", "rule", "two_server_ticket", "two_server_records", "catch_up_ticket")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -488,6 +488,7 @@ class QueryRequest(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_TICKET_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_TICKET_FIELD_NUMBER: _ClassVar[int]
     project: str
     purpose: str
     clk_bits: int
@@ -497,7 +498,8 @@ class QueryRequest(_message.Message):
     rule: ScoreRule
     two_server_ticket: str
     two_server_records: int
-    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_records: _Optional[int] = ...) -> None: ...
+    catch_up_ticket: str
+    def __init__(self, project: _Optional[str] = ..., purpose: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., clks: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_records: _Optional[int] = ..., catch_up_ticket: _Optional[str] = ...) -> None: ...
 
 class QueryMatch(_message.Message):
     __slots__ = ("partner", "partner_refs", "scores")
@@ -658,18 +660,20 @@ class EraseRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class EraseReply(_message.Message):
-    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted", "two_server", "pending")
+    __slots__ = ("uploads_deleted", "links_deleted", "users_deleted", "two_server", "pending", "index_records_deleted")
     UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
     LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
     USERS_DELETED_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RECORDS_DELETED_FIELD_NUMBER: _ClassVar[int]
     uploads_deleted: int
     links_deleted: int
     users_deleted: int
     two_server: _containers.RepeatedCompositeFieldContainer[ServerForgot]
     pending: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ...) -> None: ...
+    index_records_deleted: int
+    def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ..., index_records_deleted: _Optional[int] = ...) -> None: ...
 
 class ServerForgot(_message.Message):
     __slots__ = ("server", "dropped", "error")

@@ -282,6 +282,14 @@ CASES: list[Case] = [
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32), clks=clks(1),
         rule=pb.ScoreRule(gap=0.25, offset=0.03))]), metadata=c.north)),
      "INVALID_ARGUMENT", "rule: a rule over both CLKs needs a fallback CLK"),
+    ("query-catch-up-in-clk-project", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32), clks=clks(1),
+        catch_up_ticket="bmt1.x"), metadata=c.north),
+     "INVALID_ARGUMENT", "catch_up_ticket: project 'trial' is not a two-server project"),
+    ("qwatch-catch-up", lambda c: list(c.stub.Watch(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1), catch_up_ticket="bmt1.x"), metadata=c.north)),
+     "INVALID_ARGUMENT", "catch_up_ticket: a query's"),
     ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),
@@ -1050,6 +1058,13 @@ def south_ticket(c: ProjectCtx, query: bool = False, **fields: Any) -> Any:
     return c.stub.TwoServerTicket(request, metadata=c.south)
 
 
+def north_query_ticket(c: ProjectCtx) -> str:
+    """A query ticket of north's (no records sent under it)."""
+    planned = pb.UploadHeader(fingerprint=bytes(32), two_server_bits=[1024])
+    request = pb.TwoServerTicketRequest(project="shares", upload=planned, query=True)
+    return str(c.stub.TwoServerTicket(request, metadata=c.north).ticket)
+
+
 PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, str]] = [
     ("tsupload-clks", lambda c, u: c.stub.Upload(iter(upload_messages("shares", clks(2))),
                                                  metadata=c.south),
@@ -1114,6 +1129,16 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
         project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         two_server_records=1, two_server_ticket=south_ticket(c, query=True).ticket),
         metadata=c.north), "PERMISSION_DENIED", "issued to 'south' of 'shares', not to 'north'"),
+    ("tsquery-catch-up-garbled", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        two_server_records=1, two_server_ticket=north_query_ticket(c),
+        catch_up_ticket="bmt1.x"), metadata=c.north),
+     "INVALID_ARGUMENT", "catch_up_ticket: "),
+    ("tsquery-catch-up-no-watch", lambda c, u: c.stub.Query(pb.QueryRequest(
+        project="shares", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
+        two_server_records=1, two_server_ticket=north_query_ticket(c),
+        catch_up_ticket=north_query_ticket(c)), metadata=c.north),
+     "FAILED_PRECONDITION", "catch_up_ticket: no open watch of yours under it"),
     ("tsupload-query-ticket", lambda c, u: south_upload(
         c, u, two_server_ticket=south_ticket(c, query=True).ticket), "INVALID_ARGUMENT",
      "header.two_server_ticket: a query ticket, for a query's records only"),

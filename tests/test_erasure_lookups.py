@@ -15,17 +15,19 @@ import json
 import sqlite3
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
 from blindmatch.matcher.realtime import shards as shards_module
-from blindmatch.matcher.realtime.shards import shard_of
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, shard_of
+from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
 from tests.support import db_rows, short_index_lock_wait
-from tests.test_lookup_behind import fail_once
+from tests.test_lookup_behind import fail_once, hold_reads
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -268,3 +270,66 @@ def test_a_server_whose_read_again_fails_is_pending_until_a_read_is_in(
     assert ("trial", "north") not in server.shards._indexes
     assert servers.behind() == []
     assert check_data_dir(sharded.data_dir).problems == []
+
+
+def test_an_erasure_waits_once_for_a_server_behind_and_one_reading_again(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Look-up server 1 missed a change and says yes to reading its shards again (its read
+    held: it counts as behind until the read is in); server 0 then misses another change
+    (behind, up). North's erasure goes to server 0 as a late call, and the reply waits for
+    it and asks server 1 (Describe) whether its read is in. Server 0 takes the erasure only
+    once server 1's Describe has arrived (held at the servers until both have): the matcher
+    sends the Describe before waiting for the erasure (`_ask_done`), so both meet, server 0
+    takes it and only server 1 is pending. Before, it waited for the erasure first, and the
+    Describe after: server 0 missed its deadline waiting alone, and was named pending too."""
+    matcher = sharded.matcher
+    assert matcher is not None
+    tokens = project_of(matcher).tokens
+    remote = matcher.server.realtime.remote
+    assert isinstance(remote, LookupServers)
+    s0, s1 = sharded.lookups
+    assert s0 is not None and s1 is not None
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    fail_once(s1.shards)
+    put(matcher, tokens["south"], "south", clks[1], range(10))  # server 1 misses it
+    assert remote.behind() == [remote._name(1)]
+    entered, release = hold_reads(sharded, monkeypatch)
+    try:
+        remote.catch_up()  # server 1 says yes to reading again; its read is held
+        assert entered.wait(60), "server 1 was not asked to read its shards again"
+        fail_once(s0.shards)
+        put(matcher, tokens["south"], "south", clks[1], range(10, 20))  # server 0 misses it
+        assert remote.behind() == [remote._name(0), remote._name(1)]
+        both = threading.Barrier(2, timeout=lookup_wire.RELOAD_SECONDS + 1)
+        met: dict[int, bool] = {}
+
+        def meet(i: int) -> None:
+            if i in met:  # (once each: a later ask, by the background retry, passes)
+                return
+            try:
+                both.wait()
+                met[i] = True
+            except threading.BrokenBarrierError:
+                met[i] = False
+
+        apply, retry = s0.shards.apply, s1.shards.retry_failed
+
+        def erasing(change: Any, sent: Any = None) -> bool:
+            if change.erase == ERASE_MEMBER:
+                meet(0)
+            return apply(change, sent)
+
+        def describing() -> None:
+            meet(1)
+            retry()
+
+        monkeypatch.setattr(s0.shards, "apply", erasing)
+        monkeypatch.setattr(s1.shards, "retry_failed", describing)
+        with matcher.member(tokens["north"]) as north:
+            erased = north.erase("trial")
+        assert met == {0: True, 1: True}  # the erasure and the Describe at once
+        pending = " ".join(erased.pending)
+        assert remote._name(1) in pending and remote._name(0) not in pending, pending
+    finally:
+        release.set()

@@ -6,9 +6,10 @@ rpc/lookup_load.py, storage/shard_source.py `behind_at_last_stop`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from threading import Event
+from threading import Barrier, BrokenBarrierError, Event
 from typing import Any
 
 import numpy as np
@@ -308,19 +309,8 @@ def test_servers_reading_their_shards_again_are_answered_from_the_matchers_copy(
     (before: refused UNAVAILABLE "is being read" / "is being loaded" for the whole read,
     about 4 s a 250,000-record shard); without that copy (`local`) still refused, never
     answered from stale shards; once the reads are in, answered through the servers."""
-    assert either.matcher is not None
-    tokens = project_of(either.matcher).tokens
-    put(either.matcher, tokens["south"], "south", clks[1], range(ROWS))
-    asked = clks[0][0:20]
-    before = answers(once_read(either.matcher, tokens["north"], asked))
-    assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
-    either.matcher.server.stop(grace=None)
-    either.matcher = None
-    (either.data_dir / "lookup.stopped").unlink()  # what a kill leaves: no record
-    entered, release = hold_reads(either, monkeypatch)
-    try:
-        matcher = either.start_matcher()
-        assert entered.wait(60), "the servers were not asked to read their shards again"
+    with killed_and_reading(either, clks, monkeypatch) as (matcher, tokens, asked, before):
+        assert [r[0][1] for r in before] == [(f"south-{i}",) for i in range(20)]
         remote = matcher.server.realtime.remote
         assert isinstance(remote, LookupServers)
         assert answers(query(matcher, tokens["north"], asked)) == before
@@ -329,9 +319,32 @@ def test_servers_reading_their_shards_again_are_answered_from_the_matchers_copy(
         words = as_words(asked.tobytes(), CLK_BITS)
         with pytest.raises(Unavailable, match="look-up server"):
             remote.search("trial", ["south"], words, 0.8)
+    assert answers(once_read(matcher, tokens["north"], asked)) == before
+
+
+@contextmanager
+def killed_and_reading(
+    cluster: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Matcher, dict[str, str], np.ndarray, list[list[tuple]]]]:
+    """South's index put and north's query of 20 records answered through the servers
+    (`before`); then the matcher killed (no `lookup.stopped`) and started again, each
+    server reading its shards again, held until the block ends. Yields (the matcher, the
+    tokens, the query, `before`)."""
+    assert cluster.matcher is not None
+    tokens = project_of(cluster.matcher).tokens
+    put(cluster.matcher, tokens["south"], "south", clks[1], range(ROWS))
+    asked = clks[0][0:20]
+    before = answers(once_read(cluster.matcher, tokens["north"], asked))
+    cluster.matcher.server.stop(grace=None)
+    cluster.matcher = None
+    (cluster.data_dir / "lookup.stopped").unlink()  # what a kill leaves: no record
+    entered, release = hold_reads(cluster, monkeypatch)
+    try:
+        matcher = cluster.start_matcher()
+        assert entered.wait(60), "the servers were not asked to read their shards again"
+        yield matcher, tokens, asked, before
     finally:
         release.set()
-    assert answers(once_read(matcher, tokens["north"], asked)) == before
 
 
 def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers_copy(
@@ -366,3 +379,39 @@ def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers
     finally:
         release.set()
     assert answers(once_read(sharded.matcher, tokens["north"], asked)) == before
+
+
+def test_servers_slow_to_describe_themselves_are_asked_at_once_not_one_after_another(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both look-up servers read their shards again (held, as above) and are slow to answer
+    Describe: each Describe handler waits at the servers until the other's has arrived. The
+    matcher asks them at once (`_reread`: every Describe in flight together, then waited
+    for), so both meet and the wait is one Describe's deadline, not one a server; asked one
+    after another, the first would wait alone until its deadline. A query meanwhile is
+    answered from the matcher's own copy, and both servers are named behind."""
+    with killed_and_reading(sharded, clks, monkeypatch) as (matcher, tokens, asked, before):
+        remote = matcher.server.realtime.remote
+        assert isinstance(remote, LookupServers)
+        until_rereading = time.monotonic() + 60
+        while len(remote._rereading) < 2:  # (each has said yes to its Reload)
+            assert time.monotonic() < until_rereading
+            time.sleep(0.05)
+        both = Barrier(2, timeout=lookup_wire.RELOAD_SECONDS)
+        met: list[bool] = []
+        for server in sharded.lookups:
+            assert server is not None
+            retry = server.shards.retry_failed  # (what Describe does first)
+
+            def slow(retry: Callable[[], None] = retry) -> None:
+                try:
+                    both.wait()
+                    met.append(True)
+                except BrokenBarrierError:
+                    met.append(False)
+                retry()
+
+            monkeypatch.setattr(server.shards, "retry_failed", slow)
+        assert answers(query(matcher, tokens["north"], asked)) == before  # the matcher's copy
+        assert remote.behind() == [remote._name(0), remote._name(1)]
+        assert met == [True, True]  # both Describes in flight at once

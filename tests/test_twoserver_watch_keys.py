@@ -9,6 +9,7 @@ partner. A real matcher, S1 and S2 on loopback; S1's caps set on its service."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 
 from benchmarks.exports import Export
 from blindmatch.client.errors import RejectedError, UnavailableError
+from blindmatch.client.remote import twoserver_realtime
+from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.remote.twoserver_realtime import blocked_partner
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.realtime import twowatch
@@ -225,3 +228,85 @@ def test_a_reopening_refused_by_the_quota_ends_the_watch_naming_the_partners_upl
     until(lambda: watch.error is not None)
     assert isinstance(watch.error, RejectedError) and not watch.events
     assert "south's upload was not compared with the watched records" in str(watch.error)
+
+
+def upload_before_the_catch_up(
+    world: World,  # noqa: F811
+    opened: Opened,
+    monkeypatch: pytest.MonkeyPatch,
+    watch_first: bool,
+) -> list[str]:
+    """South's upload ends north's keyless watch; once the watch is open again (registered),
+    its catch-up query is held while south uploads again: that upload is compared by the
+    re-opened watch before the query runs (`watch_first`), or after it (the comparing thread
+    held until the query has answered). Then the catch-up query; the watch.notify entries of
+    north's audit after (the matches the matcher told the re-opened watch)."""
+    two = world.server.realtime.two_watches
+    query = twoserver_realtime._Records.query
+
+    def drained() -> None:  # the comparing thread done with what was asked of it so far
+        two._pool.submit(lambda: None).result()
+
+    def late(records: twoserver_realtime._Records, with_keys: bool, **catch_up: str) -> QueryAnswer:
+        held = threading.Event()
+        if not watch_first:
+            two._pool.submit(held.wait, 60)
+        upload(world, opened.folder, opened.south)  # between registration and the query
+        if watch_first:
+            drained()
+        try:
+            return query(records, with_keys, **catch_up)
+        finally:
+            held.set()
+            drained()
+
+    monkeypatch.setattr(twoserver_realtime._Records, "query", late)
+    upload(world, opened.folder, opened.south)  # blocked: the watch ends, re-opened
+    until(
+        lambda: (
+            any("Caught up on" in n or "NOT COMPARED" in n for n in opened.notices)
+            or opened.watch.error is not None
+        )
+    )
+    assert not [n for n in opened.notices if "NOT COMPARED" in n], opened.notices
+    until(lambda: len(opened.watch.events) >= 2 or opened.watch.error is not None)
+    assert opened.watch.error is None
+    with world.operator() as op:
+        return [str(e["action"]) for e in op.audit("shares")
+                if e["member"] == "north" and str(e["action"]).startswith("watch.")]  # fmt: skip
+
+
+def test_an_upload_the_reopened_watch_told_before_its_catch_up_is_not_told_again(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The re-opened watch tells south's upload; the catch-up query, finding it as south's
+    current upload, does not search it again: each (record, south) match told once."""
+    opened = opening(0)  # S1 blocks every pair: keys needed
+    notify = upload_before_the_catch_up(world, opened, monkeypatch, watch_first=True)
+    assert notify == ["watch.notify", "watch.notify"]
+    events = opened.watch.events
+    assert [(e.partner, e.index, e.caught_up) for e in events[:2]] == [
+        ("south", 0, False), ("south", 1, False)
+    ]  # fmt: skip
+    assert "Caught up on south's upload: 0 event(s)" in opened.notices[-1]
+
+
+def test_an_upload_the_catch_up_told_is_not_told_again_by_the_reopened_watch(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The catch-up query tells south's upload before the re-opened watch's turn to compare
+    it comes: the watch does not tell it again. South's next upload is told as ever."""
+    opened = opening(0)
+    notify = upload_before_the_catch_up(world, opened, monkeypatch, watch_first=False)
+    assert notify == []  # the matcher told the re-opened watch nothing of that upload
+    events = opened.watch.events
+    assert [(e.partner, e.index, e.caught_up) for e in events] == [
+        ("south", 0, True), ("south", 1, True)
+    ]  # fmt: skip
+    upload(world, opened.folder, opened.south)
+    until(lambda: len(events) >= 4 or opened.watch.error is not None)
+    assert [(e.index, e.caught_up) for e in events[2:]] == [(0, False), (1, False)]

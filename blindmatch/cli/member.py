@@ -49,10 +49,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
     confirm_erase(args)
     with connect(args, member_token(args)) as client:
         erased = client.erase(args.project)
+    index = (f", your standing index of {erased.index_records} record(s)"
+             if erased.index_records else "")  # fmt: skip
     print(
         f"Erased from {args.project}: {erased.uploads} upload(s), {erased.links} result "
-        f"row(s) involving your records and {erased.users} named user(s) (their tokens no "
-        "longer work). The audit log keeps the fact, not the data."
+        f"row(s) involving your records{index} and {erased.users} named user(s) (their "
+        "tokens no longer work). The audit log keeps the fact, not the data."
     )
     failed = _two_server(erased.two_server, retried=bool(erased.pending))
     if erased.pending:

@@ -270,6 +270,7 @@ def erased(reply: pb.EraseReply) -> Erased:
         reply.users_deleted,
         tuple((f.server, f.dropped, f.error) for f in reply.two_server),
         tuple(reply.pending),
+        reply.index_records_deleted,
     )
 
 

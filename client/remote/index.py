@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from blindmatch.client.encoding.encoded import CLKS, Encoded
 from blindmatch.client.encoding.refs import SyncPlan, plan_sync, row_refs
-from blindmatch.client.errors import InputError, RejectedError
+from blindmatch.client.errors import InputError, NotFoundError, RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import IndexSummary
 from blindmatch.protos.wire import clk_digest
@@ -155,7 +155,19 @@ def add_to_index(
 def remove_from_index(
     client: MatcherClient, project: str, key: bytes, ids: Sequence[str]
 ) -> IndexSummary:
-    """Remove the records with these local ids; all or nothing."""
-    return client.change_index(
-        project, clk_bits=64, fingerprint=bytes(32), removes=row_refs(ids, key)
-    )
+    """Remove the records with these local ids; all or nothing. Ids the index does not hold
+    are named by id in the refusal (the matcher names only their references)."""
+    refs = row_refs(ids, key)
+    try:
+        return client.change_index(project, clk_bits=64, fingerprint=bytes(32), removes=refs)
+    except NotFoundError as exc:
+        missing = [i for i, r in zip(ids, refs, strict=True) if repr(r) in str(exc)]
+        if not missing:
+            raise
+        every = "" if len(missing) < len(ids) else (
+            " (none of the ids given is: is this the ref key the index was built with?)"
+        )  # fmt: skip
+        raise NotFoundError(
+            f"not in your index of {project}: id(s) {', '.join(repr(i) for i in missing)}"
+            f"{every}; nothing was removed ({exc})"
+        ) from None

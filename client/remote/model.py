@@ -125,6 +125,7 @@ class Erased:
     # What of the erasure is still pending (the matcher retries it in the background):
     # one line each; empty when complete (or from a matcher before this was said)
     pending: tuple[str, ...] = ()
+    index_records: int = 0  # its standing index's records deleted (0: none kept)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEv
 from blindmatch.client.remote.peers import drop_peer_channels, peer_channel
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.protos import blindmatch_pb2 as pb
-from blindmatch.protos.wire import BAND_KEYS_NEEDED, BLOCKED_PARTNER_METADATA
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, BLOCKED_PARTNER_METADATA, WATCH_COMPARES
 
 log = logging.getLogger("blindmatch.client")
 QUERY_SECONDS = 300.0  # a two-server query: S1 joins each partner's band keys, then the circuit
@@ -115,12 +115,14 @@ class _Records:
             two_server_records=len(self.upload),
         )  # fmt: skip
 
-    def query(self, with_keys: bool) -> QueryAnswer:
-        """`project_query` of these records."""
+    def query(self, with_keys: bool, catch_up: str = "") -> QueryAnswer:
+        """`project_query` of these records (`catch_up`: the catch-up of the open watch under
+        that query ticket, QueryRequest.catch_up_ticket)."""
         client = self.client
         timeout = max(client.timeout, QUERY_SECONDS)
         for keys in (True,) if with_keys else (False, True):
             request = self.sent(keys)
+            request.catch_up_ticket = catch_up
             try:
                 with translate_errors(client.target):
                     reply = client._stub.Query(request, metadata=client._metadata(),
@@ -205,10 +207,13 @@ def project_watch(
     records = _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
                        rule, s1, s2)  # fmt: skip
     told: set[tuple[int, str]] = set()  # (record, partner) matches told by this watch
+    ticket = ""  # the open watch's query ticket (its catch-up query names it)
 
     def opened(keys: bool, ready: Callable[[], Iterable[WatchEvent] | None] | None,
                ) -> Iterator[WatchEvent]:  # fmt: skip
+        nonlocal ticket
         request = records.sent(keys)
+        ticket = request.two_server_ticket
         with translate_errors(client.target):
             stream = client._stub.Watch(request, metadata=client._metadata(), timeout=timeout)
             for event in watch_events(stream, ready):
@@ -236,7 +241,7 @@ def project_watch(
         nonlocal ready
         ready = True
         try:
-            answer = records.query(with_keys=True)
+            answer = records.query(with_keys=True, catch_up=ticket)
         except Exception as exc:  # the watch goes on; the gap is said, naming the partner
             notice(
                 f"NOT COMPARED: {partner}'s upload that needed the band keys (and any "
@@ -246,9 +251,10 @@ def project_watch(
                 "query`) once that is put right"
             )
             return
-        # A partner with no upload has nothing to compare; any other not searched is a gap.
+        # A partner with no upload has nothing to compare, and one whose upload the watch
+        # compares is told by it (QueryRequest.catch_up_ticket); any other is a gap.
         missed = "; ".join(f"{p}: {why}" for p, why in answer.not_searched.items()
-                           if not why.startswith(NO_UPLOAD))  # fmt: skip
+                           if not why.startswith((NO_UPLOAD, WATCH_COMPARES)))  # fmt: skip
         if missed:
             notice(f"NOT COMPARED by the catch-up query (the watch goes on): {missed}")
         found = caught_up(answer)

@@ -14,7 +14,7 @@ some by the other, or silently by neither.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from blindmatch.matcher.core.tokens import same_hash
 from blindmatch.matcher.domain import FINGERPRINT_BYTES, MAX_CLK_BITS, NO_RULE, Encoding, Rule
@@ -33,6 +33,13 @@ class Held:
     # Whether its fallback CLK and rule must be the new encodings' too (False: the member's
     # own index, which a change may lay out anew).
     layout: bool = True
+
+
+def as_own(held: list[Held], member: str) -> list[Held]:
+    """`held` as `member` is told of it: its own index or upload named `your ...`."""
+    mine = f"{member}'s "
+    return [replace(h, what="your " + h.what.removeprefix(mine)) if h.what.startswith(mine)
+            else h for h in held]  # fmt: skip
 
 
 def check_clk_bits(clk_bits: int, field: str) -> None:
@@ -100,7 +107,8 @@ def check_compatible(
             if ident and h.ident:
                 raise FailedPrecondition(
                     f"these encodings were made with a different schema or secret than "
-                    f"{h.what}: {_which(schema_digest, h.schema_digest)}; their fingerprint id "
+                    f"{h.what}: {_which(schema_digest, h.schema_digest, h.what)}; their "
+                    "fingerprint id "
                     f"is {ident}, the project's is {h.ident} (no other part of either "
                     "fingerprint is shown: it would help guess the secret)"
                 )
@@ -122,21 +130,25 @@ def check_compatible(
             )
 
 
-def _which(mine: str, theirs: str) -> str:
-    """What differs, and what to do, from the two schema digests ("" when not sent)."""
+def _which(mine: str, theirs: str, what: str = "") -> str:
+    """What differs, and what to do, from the two schema digests ("" when not sent); `what`
+    the other encodings (`your index`: the asking member's own, made with other ones)."""
+    own = what.startswith("your ")
+    member = "the ones you made it with" if own else "that member's"
+    source = "you made it with" if own else "from that member"
     if mine and theirs and mine != theirs:
         return (
-            "the schema differs (the secret may too): get the schema file from that member, "
+            f"the schema differs (the secret may too): get the schema file {source}, "
             "compare SHA-256s, and encode again with the agreed schema and secret"
         )
     if mine and theirs:
         return (
             "the schema is the same, so the secret differs: compare your secret's id (`secret "
-            "new` and `secret open` print it) with that member's by phone, and encode again "
-            "with the agreed secret"
+            f"new` and `secret open` print it) with {member}{'' if own else ' by phone'}, and "
+            "encode again with the agreed secret"
         )
     return (
         "the fingerprint covers both, so compare your schema file's SHA-256 and your secret's "
-        "id (`secret new` and `secret open` print it) with that member's, then encode again "
+        f"id (`secret new` and `secret open` print it) with {member}, then encode again "
         "with the agreed ones"
     )

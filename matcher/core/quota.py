@@ -98,7 +98,17 @@ class QueryMeter:
         with self._lock:
             usage = self._usage.setdefault((project, member), _Usage())
             minute, day = usage.used(now)
-            if records > limits.per_minute or minute + records > limits.per_minute:
+            for what, limit, per in (("query rate limit", limits.per_minute, "per minute"),
+                                     ("query quota", limits.per_day, "per 24 hours")):  # fmt: skip
+                if records > limit:  # (never answered, however long it waits)
+                    raise ResourceExhausted(
+                        f"{what}: {member} may query {limit} records {per} in project "
+                        f"{project!r}, and this query has {records}, more than that: it is "
+                        f"refused whenever it is sent; split it into queries of at most "
+                        f"{limit} records, or ask the operator to raise the limit (`blindmatch "
+                        "admin query-limits`)"
+                    )
+            if minute + records > limits.per_minute:
                 wait = usage.seconds_until_minute_frees(now, records, limits.per_minute)
                 raise ResourceExhausted(
                     f"query rate limit: {member} may query {limits.per_minute} records per "

@@ -12,7 +12,12 @@ import numpy as np
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.core.encodings import check_clk_bits, check_compatible, check_fingerprint
+from blindmatch.matcher.core.encodings import (
+    as_own,
+    check_clk_bits,
+    check_compatible,
+    check_fingerprint,
+)
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.index import as_words
 from blindmatch.matcher.core.quota import QueryMeter
@@ -46,7 +51,7 @@ class Admission(LimitCalls):
             )
 
     def _check_query(
-        self, project: Project, purpose: str, encoding: Encoding, clks: bytes
+        self, project: Project, purpose: str, encoding: Encoding, clks: bytes, member: str = ""
     ) -> np.ndarray:
         self._check_purpose(project, purpose)
         check_clk_bits(encoding.clk_bits, "clk_bits")
@@ -68,7 +73,7 @@ class Admission(LimitCalls):
                 "fallback_bits: a multiple of 64 below clk_bits (or 0: not said)"
             )
         checked_rule(rule.gap, rule.offset, rule.reach, fallback, "rule")
-        held = self.indexes.held(project.name)
+        held = as_own(self.indexes.held(project.name), member)
         # Each index is searched by its own rule; a query that says its schema's (with
         # fallback_bits; older clients do not) must find the indexes scored alike.
         ident = fingerprint_id(encoding.fingerprint)

@@ -219,9 +219,9 @@ class Realtime(Admission):
         with the other members' open watches (twowatch.py), after this returns."""
         self.two_watches.uploaded(project, member, upload_id)
 
-    def erase_member(self, project: str, member: str) -> None:
-        """Forget a member's standing index, on disk and in memory (erasure)."""
-        self.indexes.erase_member(project, member)
+    def erase_member(self, project: str, member: str) -> int:
+        """Forget a member's standing index, on disk and in memory (erasure); its records."""
+        return self.indexes.erase_member(project, member)
 
     def erase_project(self, project: str) -> None:
         """Forget every index, watch and query record of an expired project."""
@@ -240,21 +240,25 @@ class Realtime(Admission):
         *,
         two_server_ticket: str = "",
         records: int = 0,
+        catch_up_ticket: str = "",
     ) -> QueryResult:
         """Which partners hold each queried CLK, as far as each partner's level allows. In a
         two-server project: the `records` query records at S1 and S2 under
-        `two_server_ticket` (`clks` empty), searched in the partners' current uploads."""
+        `two_server_ticket` (`clks` empty), searched in the partners' current uploads (not
+        those the open watch under `catch_up_ticket` compares: twowatch.py `CatchUp`)."""
         project = self.store.project(project_name)
         if project.mode == TWO_SERVER:
             self.unclaimed.claim(project.name, member, two_server_ticket)  # its to forget now
             return self._two_server_query(project, member, purpose, encoding, clks,
-                                          two_server_ticket, records)  # fmt: skip
-        if two_server_ticket:
-            raise errors.InvalidArgument(
-                f"two_server_ticket: project {project.name!r} is not a two-server project "
-                "(its queries send CLKs)"
-            )
-        words = self._check_query(project, purpose, encoding, clks)
+                                          two_server_ticket, records, catch_up_ticket)  # fmt: skip
+        for field_, value in (("two_server_ticket", two_server_ticket),
+                              ("catch_up_ticket", catch_up_ticket)):  # fmt: skip
+            if value:
+                raise errors.InvalidArgument(
+                    f"{field_}: project {project.name!r} is not a two-server project "
+                    "(its queries send CLKs)"
+                )
+        words = self._check_query(project, purpose, encoding, clks, member)
         taken = self._take_quota(project.name, member, QUERY, purpose, len(words))
         snapshots = self.indexes.snapshots(project.name, besides=member)
         user = audit.current_user()  # this request's, taken on its own thread
@@ -310,11 +314,15 @@ class Realtime(Admission):
         clks: bytes,
         ticket: str,
         records: int,
+        catch_up_ticket: str = "",
     ) -> QueryResult:
         """A two-server project's query (twoquery.py): the same purpose rule, quota, disclosure
         and records as a CLK-mode query's; the search over S1 and S2."""
+        catch_up = None
         try:
             self._check_purpose(project, purpose)
+            if catch_up_ticket:
+                catch_up = self.two_watches.catching_up(project.name, member, catch_up_ticket)
             if clks:
                 raise errors.InvalidArgument(
                     f"clks: project {project.name!r} runs in two-server mode: the matcher never "
@@ -328,8 +336,15 @@ class Realtime(Admission):
             raise
         user = audit.current_user()
         try:
-            searched = twoquery.search(self.store, self.two_server, project, member, encoding,
-                                       ticket, records, self.two_watches.in_use)  # fmt: skip
+            claim = None if catch_up is None else catch_up.claim
+            try:
+                searched = twoquery.search(self.store, self.two_server, project, member,
+                                           encoding, ticket, records, self.two_watches.in_use,
+                                           claim)  # fmt: skip
+            except BaseException:  # not answered: its watch compares those uploads after all
+                if catch_up is not None:
+                    catch_up.release()
+                raise
         except errors.Unavailable as exc:  # not answered: it costs nothing, and is audited
             self.meter.refund(project.name, member, records, taken)
             self._record_unanswered(project.name, member, purpose, records, exc)
@@ -383,7 +398,7 @@ class Realtime(Admission):
                     "it with `blindmatch admin query-limits --allow-watch`"
                 )
             if watch is None:
-                words = self._check_query(project, purpose, encoding, clks)
+                words = self._check_query(project, purpose, encoding, clks, member)
                 watch = Watch(project.name, member, purpose, words, user=user)
             else:
                 self._check_purpose(project, purpose)

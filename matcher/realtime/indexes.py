@@ -433,13 +433,15 @@ class StandingIndexes:
             raise
         self._settled.append(seq)
 
-    def erase_member(self, project: str, member: str) -> None:
-        """Forget a member's standing index, on disk and in memory (erasure). Searched by
-        no query from the start; one whose deletion fails (a full disk) stays in memory,
+    def erase_member(self, project: str, member: str) -> int:
+        """Forget a member's standing index, on disk and in memory (erasure); its records. Searched
+        by no query from the start; one whose deletion fails (a full disk) stays in memory,
         unsearched, until it is deleted (`erasing`: the retry, or the member's next change)."""
         with self._write_lock:
             self._erasing.add((project, member))
+            held = len(self._indexes.get((project, member)) or ())
             self._erase(project, member)
+            return held
 
     def erase_left(self, project: str, member: str, seq: int) -> int | None:
         """The erasure logged as `seq` finished: what it left of the member's index deleted

@@ -61,6 +61,7 @@ from blindmatch.matcher.realtime.twopartner import (
 )
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, not_set_up
+from blindmatch.protos.wire import WATCH_COMPARES
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 T = TypeVar("T")
@@ -147,11 +148,13 @@ def search(
     ticket: str,
     records: int,
     watched: Callable[[str], bool] = lambda name: False,
+    claim: Callable[[str, str], bool] | None = None,
 ) -> Searched:
     """Every partner's current upload searched for the query's `records` records (at S1 and
     S2 under `ticket`'s name), then the query's records forgotten at both. A partner without
     an upload, or whose upload is not whole at S1 and S2, is `not_searched` (why); S1 or S2
-    down fails the query naming it (Unavailable)."""
+    down fails the query naming it (Unavailable). `claim(partner, upload_id)`: a catch-up
+    query's (twowatch.py `CatchUp`), False for an upload its watch compares instead."""
     if setup is None:
         raise not_set_up("query")
     name = query_name(setup, project.name, member, ticket, time.time())
@@ -162,7 +165,7 @@ def search(
             "ticket of its own"
         )
     try:
-        out = _search(store, setup, project, member, encoding, name, records)
+        out = _search(store, setup, project, member, encoding, name, records, claim)
     finally:
         # The query's records go from S1 and S2 whatever happened (a server that cannot be
         # reached holds them in memory only, until it restarts).
@@ -194,9 +197,11 @@ def forget_refused(
 
 
 def _partners(store: Store, project: Project, member: str, encoding: Encoding,
-              out: Searched) -> list[Partner]:  # fmt: skip
+              out: Searched, claim: Callable[[str, str], bool] | None = None,
+              ) -> list[Partner]:  # fmt: skip
     """The partners to search (each with a current upload whose encoding is the query's);
-    those without one named in `out.not_searched`."""
+    those without one named in `out.not_searched`, and so are those whose upload a catch-up
+    query's watch compares (`claim` False)."""
     uploads = store.current_uploads(project.name)
     found = []
     for partner in sorted(store.members(project.name)):
@@ -205,6 +210,11 @@ def _partners(store: Store, project: Project, member: str, encoding: Encoding,
         p = partner_upload(store, partner, uploads.get(partner), encoding)
         if p is None:
             out.not_searched[partner] = NO_UPLOAD
+        elif claim is not None and not claim(partner, uploads[partner].id):
+            out.not_searched[partner] = (
+                f"{WATCH_COMPARES} (its upload completed after the watch was registered: the "
+                "watch tells its matches)"
+            )
         else:
             out.uploads[partner] = p.sha256
             found.append(p)
@@ -236,9 +246,10 @@ def _search(
     encoding: Encoding,
     name: str,
     records: int,
+    claim: Callable[[str, str], bool] | None = None,
 ) -> Searched:
     out = Searched([{} for _ in range(records)], [])
-    partners = _partners(store, project, member, encoding, out)
+    partners = _partners(store, project, member, encoding, out, claim)
     # The largest partner proposed to first, alone: refused for want of band keys, nothing
     # else is proposed or counted (`first_proposed`). Then the partners at once
     # (PARTNERS_AT_ONCE at most): each the rest of its own proposal at S1 and its own

@@ -149,6 +149,35 @@ class TwoServerWatches:
         with self._lock:
             return name in self._names
 
+    def claim(self, watch: Watch, partner: str, upload_id: str) -> bool:
+        """Whether `watch`'s records are to be compared with `partner`'s upload `upload_id`
+        now, by the watch or by its catch-up query (`catching_up`): the first to ask, once
+        an upload. So an upload that completes between a re-opened watch's registration and
+        its catch-up query is told by one of them, not both."""
+        with self._lock:
+            if watch.compared.get(partner) == upload_id:
+                return False
+            watch.compared[partner] = upload_id
+            return True
+
+    def catching_up(self, project: str, member: str, ticket: str) -> CatchUp:
+        """The catch-up of `member`'s open watch under the query ticket `ticket`
+        (QueryRequest.catch_up_ticket): INVALID_ARGUMENT for a ticket not the matcher's, not
+        this member's, FAILED_PRECONDITION where no such watch is open (ended meanwhile)."""
+        if self.setup is None:
+            raise not_set_up("query")
+        try:
+            name = twoquery.query_name(self.setup, project, member, ticket, time.time())
+        except errors.ServiceError as exc:
+            raise type(exc)(f"catch_up_ticket: {exc}".replace("two_server_ticket: ", "")) from None
+        for watch in self.watches.of(project, besides=""):
+            if watch.name == name and watch.member == member:
+                return CatchUp(self, watch)
+        raise errors.FailedPrecondition(
+            "catch_up_ticket: no open watch of yours under it (ended?): a catch-up query is "
+            "asked for a watch that is open"
+        )
+
     def uploaded(self, project: str, member: str, upload_id: str) -> None:
         """`member`'s upload `upload_id` completed: compare it with the other members' open
         watches in `project`, on the comparing thread."""
@@ -187,6 +216,8 @@ class TwoServerWatches:
             return  # replaced (or erased) meanwhile: the later upload is compared in turn
         watches = [w for w in self.watches.of(project_name, besides=partner) if w.name
                    and (only is None or any(w is o for o in only))]  # fmt: skip
+        if attempt == 0:  # not one its catch-up query searched already (`claim`)
+            watches = [w for w in watches if self.claim(w, partner, upload_id)]
         if not watches or self.setup is None:
             return
         start = time.perf_counter()
@@ -363,4 +394,27 @@ class TwoServerWatches:
             self._forget(name)
 
 
-__all__ = ["TwoServerWatches"]
+class CatchUp:
+    """A re-opened watch's catch-up query (QueryRequest.catch_up_ticket): the partners'
+    uploads it searches, each claimed from the watch (`TwoServerWatches.claim`), and given
+    back if the query fails (the watch compares them then, if their turn is still to come)."""
+
+    def __init__(self, watches: TwoServerWatches, watch: Watch) -> None:
+        self.watches, self.watch = watches, watch
+        self.claimed: list[tuple[str, str]] = []
+
+    def claim(self, partner: str, upload_id: str) -> bool:
+        if not self.watches.claim(self.watch, partner, upload_id):
+            return False
+        self.claimed.append((partner, upload_id))
+        return True
+
+    def release(self) -> None:
+        with self.watches._lock:
+            for partner, upload_id in self.claimed:
+                if self.watch.compared.get(partner) == upload_id:
+                    del self.watch.compared[partner]
+            self.claimed = []
+
+
+__all__ = ["CatchUp", "TwoServerWatches"]

@@ -51,6 +51,9 @@ class Watch:
     name: str = ""
     records: int = 0
     encoding: Encoding | None = None
+    # A two-server watch's partner -> the upload it was last compared with, by itself or by
+    # its catch-up query (twowatch.py `claim`): each upload's matches told once.
+    compared: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

@@ -180,6 +180,12 @@ class LookupServers(ServerStates):
         """Ask each server reading its shards again whether it is done (Describe, outside
         the lock, up to RELOAD_SECONDS; one whose read failed reads again when asked so:
         rpc/lookup_service.py); one that is done no longer counts as behind."""
+        self._heard(self._ask_done())
+
+    def _ask_done(self) -> dict[int, tuple[int, grpc.Future]]:
+        """`_reread`'s Describes, sent to every server reading its shards again at once and
+        not waited for (`_heard` does): a caller with other calls to wait for (`holding`,
+        `catch_up`) sends these first, so that it waits one deadline for all, not two."""
         with self._lock:
             asked = dict(self._rereading)
         calls = {}
@@ -189,7 +195,11 @@ class LookupServers(ServerStates):
                     pb.ShardDescribeRequest(), timeout=wire.RELOAD_SECONDS,
                     metadata=self._metadata))  # fmt: skip
             except ValueError:  # its channel closed: the matcher is stopping
-                return
+                return {}
+        return calls
+
+    def _heard(self, calls: dict[int, tuple[int, grpc.Future]]) -> None:
+        """`_ask_done`'s answers: a server that says it is ready has read its shards."""
         for i, (ask, call) in calls.items():
             try:
                 if call.result().ready:
@@ -217,9 +227,10 @@ class LookupServers(ServerStates):
         it fails)."""
         with self._lock:
             sent = [c for calls in self._late.values() for e, c in calls if e == (project, member)]
+        asked = self._ask_done()  # (in flight with the erasures: one wait for both)
         for call in sent:
             wire.failure_of(call)  # (blocks until it ends: its deadline bounds it)
-        self._reread()
+        self._heard(asked)
         with self._lock:
             for i in list(self._late):
                 self._harvest(i)
@@ -258,9 +269,10 @@ class LookupServers(ServerStates):
         """Have each server that is behind read its shards again, or be loaded, now (an
         erasure retried in the background: usecases/erasure_retry.py); and each reading
         them again asked whether it is done (`_reread`: one whose read failed tries again)."""
+        asked = self._ask_done()  # (in flight with the Reloads: one wait for both)
         if self._behind:
             self._catch_up()
-        self._reread()
+        self._heard(asked)
 
     def _catch_up(self, only: int | None = None) -> None:
         """Ask each server behind to read its shards again (they hold every change stored

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from blindmatch.matcher.errors import PermissionDenied
+from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
@@ -120,6 +120,7 @@ class RealtimeCalls:
         answer = self.realtime.query(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks,
             two_server_ticket=request.two_server_ticket, records=request.two_server_records,
+            catch_up_ticket=request.catch_up_ticket,
         )  # fmt: skip
         reply = convert.query_reply(answer.disclosed, answer.partners, answer.level)
         reply.not_searched.update(answer.not_searched)
@@ -128,6 +129,8 @@ class RealtimeCalls:
     @member_call
     def Watch(self, request: pb.QueryRequest, context: Call) -> Iterator[pb.WatchEvent]:
         member = require_consulting_member(context.caller, request.project, self.store)
+        if request.catch_up_ticket:
+            raise InvalidArgument("catch_up_ticket: a query's (a watch's catch-up), not a watch's")
         watch = self.realtime.watch(
             request.project, member, request.purpose, convert.query_encoding(request), request.clks,
             two_server_ticket=request.two_server_ticket, records=request.two_server_records,

@@ -415,6 +415,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             uploads_deleted=erased.uploads,
             links_deleted=erased.links,
             users_deleted=erased.users,
+            index_records_deleted=erased.index_records,
             two_server=[
                 pb.ServerForgot(server=f.server, dropped=f.dropped, error=f.error) for f in forgot
             ],

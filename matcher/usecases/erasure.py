@@ -82,7 +82,7 @@ def erase(
     erased = store.erase_member(project, member, then)
     pending = list(erased.pending)
     try:
-        realtime.erase_member(project, member)
+        erased = replace(erased, index_records=realtime.erase_member(project, member))
     except Exception as exc:  # a full disk, say: its intent is kept
         log.exception("%s/%s: the erasure's standing index could not be deleted", project, member)
         pending.append(f"its standing index is not deleted yet ({exc})")
