@@ -28,6 +28,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk-no-rule.json"
 ORG = "north-police"
 SHARE = 0.35  # of the fixture's people north-police holds (benchmarks/messy.py)
+ADMIN = "bm_admin_" + secrets.token_urlsafe(16)  # the matcher's operator token
 
 
 @dataclass
@@ -54,19 +56,23 @@ class Ran:
 
 def run(tree: Path, *args: str, env: dict[str, str] | None = None) -> Ran:
     """`python -m blindmatch ARGS` with the code of `tree`; its peak RSS (MB) from rusage."""
+    return measured([sys.executable, "-m", "blindmatch", *args], tree, env)
+
+
+def measured(argv: list[str], tree: Path, env: dict[str, str] | None = None) -> Ran:
+    """`argv` run in `tree` to its end: its wall seconds, peak RSS (MB, rusage), output."""
     with open(os.devnull, "rb") as null:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "blindmatch", *args], cwd=tree, stdin=null,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})},
+            argv, cwd=tree, stdin=null, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, **(env or {})},
         )  # fmt: skip
         assert proc.stdout is not None
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise RuntimeError(f"blindmatch {' '.join(args)} ({tree}) exited {proc.returncode}: {out}")
+        raise RuntimeError(f"{' '.join(argv[1:])} ({tree}) exited {proc.returncode}: {out}")
     return Ran(time.perf_counter() - t0, usage.ru_maxrss / 1024, out)
 
 
@@ -109,8 +115,6 @@ def started(tree: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]
         if port is None:
             raise RuntimeError(f"blindmatch {args[0]} did not start in 60 s")
         drain = proc.stderr
-        import threading
-
         threading.Thread(target=lambda: [None for _ in drain], daemon=True).start()
         yield f"127.0.0.1:{port}", proc
     finally:
@@ -120,9 +124,6 @@ def started(tree: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-ADMIN = "bm_admin_" + secrets.token_urlsafe(16)
 
 
 def peak_mb(proc: subprocess.Popen[str]) -> float:
@@ -178,20 +179,8 @@ def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
 
 def run_parts(tree: Path, encoded: Path) -> Ran:
     """`--parts-only` in a process of its own, with `tree`'s code."""
-    with open(os.devnull, "rb") as null:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--parts-only", str(encoded)],
-            cwd=tree, stdin=null, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-        )  # fmt: skip
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"--parts-only ({tree}) exited {proc.returncode}: {out}")
-    return Ran(time.perf_counter() - t0, usage.ru_maxrss / 1024, out)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--parts-only", str(encoded)]
+    return measured(argv, tree, {"PYTHONPATH": str(tree)})
 
 
 def main() -> int:

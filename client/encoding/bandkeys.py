@@ -81,10 +81,6 @@ def band_positions(
     return out
 
 
-def _bits(clks: Clks) -> npt.NDArray[np.uint8]:
-    return np.unpackbits(np.ascontiguousarray(clks), axis=1, bitorder="little")
-
-
 _U64 = np.uint64
 SIPHASH_ROWS = 16_384  # records a SipHash call: arrays of a few 10^4 are the fastest
 
@@ -194,10 +190,11 @@ def _by_position(clks: Clks, positions: npt.NDArray[np.int32]) -> npt.NDArray[np
         raise ValueError("band keys: positions must be (bands, bits)")
     if positions.shape[1] > MAX_BAND_BITS:
         raise ValueError(f"band keys: at most {MAX_BAND_BITS} bits a band")
-    bits = _bits(clks)
-    if int(positions.max()) >= bits.shape[1] or int(positions.min()) < 0:
-        raise ValueError(f"band keys: a position outside the CLKs' {bits.shape[1]} bits")
-    return np.ascontiguousarray(bits.T)
+    # Unpacked from the bytes' transpose: no (n, bits) array besides (51 MB at 50,000).
+    out = np.unpackbits(np.ascontiguousarray(np.asarray(clks).T), axis=0, bitorder="little")
+    if int(positions.max()) >= out.shape[0] or int(positions.min()) < 0:
+        raise ValueError(f"band keys: a position outside the CLKs' {out.shape[0]} bits")
+    return out
 
 
 def _keys(

@@ -17,7 +17,7 @@ import numpy as np
 
 from blindmatch.client.encoding.bandkeys import band_key_ranges
 from blindmatch.client.encoding.npzfile import NpzWriter
-from blindmatch.client.encoding.sealing import SEAL_BANDS, SEAL_KEY_BYTES, SEAL_KEYS, seal_range
+from blindmatch.client.encoding.sealing import SEAL_KEY_BYTES, seal_range
 from blindmatch.client.encoding.sharing import (
     PARTS,
     RECOMMENDED,
@@ -33,10 +33,11 @@ from blindmatch.client.encoding.sharing import (
     split_shares,
 )
 
-# Band keys sealed at a time when writing: at most about this many (rows x bands), so that
-# sealing them (a few arrays of 8-16 bytes a key) stays in a few hundred MB however many
-# records; `seal_bands`'s own step where that is fewer.
-WRITE_KEYS = 1 << 20
+# Band keys sealed at a time when writing (rows x bands, at least a band): sealing takes a
+# few hundred bytes a key at its peak (`seal_range`'s sort and tokens), so a range of a million
+# keys (64 bands at 16,000 records) cost about 590 MB; of 65,536 about 50 MB, and less time (a
+# CLK of 50,000 records x 400 bands: 33 s against 62 s; benchmarks/twoserver_upload_memory.py).
+WRITE_KEYS = 1 << 16
 
 
 def write_upload(
@@ -84,7 +85,7 @@ def _write_bands(
     """One CLK's sealed band keys into S1's file (band_counts_K, band_keys_K, classes_K,
     sealed_K), a range of bands at a time."""
     n = len(part)
-    step = max(1, min(max(SEAL_BANDS, SEAL_KEYS // n), WRITE_KEYS // n))
+    step = max(1, WRITE_KEYS // n)
     positions = part_positions(secret, name, 8 * part.shape[1], plan)
     counts = []
     with s1.spool(f"band_keys_{clk}", "<u8") as keys, s1.spool(
