@@ -10,12 +10,12 @@ processes (S2, S1) and a `serve --two-server-s1/-s2` matcher, a two-server proje
 member's `upload`. Each `blindmatch` process's peak RSS (its rusage, `ru_maxrss`) and
 S1's and S2's (`VmHWM`, read before they stop) are printed, with the share files' size.
 `--baseline DIR` runs the same steps with the code of another checkout (`git worktree add
-DIR main`), each step its own processes, printed side by side. Sizes above
+--detach DIR COMMIT`), each step its own processes, printed side by side. Sizes above
 `--no-servers-above` skip the servers (S1 peaked at about 310 kB a record taking an upload,
-3.1 GB at 10,000 records: 50,000 would need about 15 GB there): the member's `encode` and,
-in place of the upload,
-`blindmatch` reading the share files and making every part it would send S1 and S2
-(`benchmarks/twoserver_upload_memory.py --parts-only FOLDER`, the upload's own code).
+3.1 GB at 10,000 records; 50,000, whose files are 11.2 GB, would need over 20 GB there):
+the member's `encode` and, in place of the upload, a process reading the share files as
+`upload` does and making every part it would send S1 and S2, not sent (`--parts-only
+ENCODED`, with the checkout's own code: `open_shared`, or `read_shared` before it).
 """
 
 from __future__ import annotations

@@ -153,3 +153,27 @@ def test_a_damaged_or_cut_short_share_file_is_refused_naming_it(tmp_path: Path) 
     s1.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(InputError, match=r"s1\.npz: not a two-server upload file"):
         sharing.read_shared(folder)
+
+
+def test_sealed_band_keys_checked_a_range_at_a_time_as_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`check_sealed` and `token_ends` read CHECK_KEYS keys at a time (an upload's file):
+    the same answers as over the whole arrays, at every cut between steps, a band's first
+    key at a cut included, and a key repeated across a cut refused."""
+    keys = sharing.record_keys(
+        np.random.default_rng(4).integers(0, 256, (30, 128), dtype=np.uint8), SECRET,
+        sharing.BandPlan(4, 6),
+    )[0]  # fmt: skip
+    bands = sealing.seal_bands(keys, 0, b"s" * 32)
+    whole = bands.offsets()[np.concatenate([[0], np.cumsum(bands.counts)])]
+    for step in (1, 2, 3, 7, int(bands.counts[0]), 1 << 20):
+        monkeypatch.setattr(sealing, "CHECK_KEYS", step)
+        assert np.array_equal(sealing.token_ends(bands), whole)
+        sealing.check_sealed(bands, "here")
+        cut = int(bands.counts[0]) + 1  # within the second band
+        repeated = bands.keys.copy()
+        repeated[cut] = repeated[cut - 1]
+        with pytest.raises(ValueError, match=r"band_keys \(here\): a band's keys repeat"):
+            sealing.check_sealed(sealing.SealedBands(bands.counts, repeated, bands.classes,
+                                                     bands.sealed), "here")  # fmt: skip
