@@ -57,17 +57,19 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
     """In a project in two-server mode: the shares to S1 and S2, how many records to the
     matcher, True; False (nothing sent) for a CLK project."""
-    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.encoding.sharedfiles import open_shared
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
     from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
 
     if ticket_if_two_server(client, args.project) is None:
         return False
     # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
-    # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py).
-    upload = read_shared(args.encoded / SHARED_FOLDER)
+    # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py). The files are
+    # read a part at a time as the parts go (S1's is about 137 kB a record).
     say = None if args.quiet else print
-    sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
-                          s2=args.s2 or "", say=say)  # fmt: skip
+    with open_shared(args.encoded / SHARED_FOLDER) as upload:
+        sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
+                              s2=args.s2 or "", say=say)  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
         f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "

@@ -158,17 +158,19 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+    from blindmatch.client.encoding.sharedfiles import open_shared
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
 
-    upload = read_shared(args.encoded / SHARED_FOLDER)
     # The schema's rule (the encoding's manifest), which a run applies on the shares.
     rule = read_encoded(args.encoded, verify=False).rule
     key = read_key(args.key_file)
-    for role in ROLES:
-        with _client(role, args, key) as client:
-            held = client.upload(args.member, upload, rule)
-        if not args.quiet:
-            print(f"{client.party} ({getattr(args, role)}) holds {held} records of {args.member}")
+    with open_shared(args.encoded / SHARED_FOLDER) as upload:  # read a part at a time
+        for role in ROLES:
+            with _client(role, args, key) as client:
+                held = client.upload(args.member, upload, rule)
+            if not args.quiet:
+                print(f"{client.party} ({getattr(args, role)}) holds {held} records of "
+                      f"{args.member}")  # fmt: skip
     return 0
 
 

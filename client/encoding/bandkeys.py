@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -79,10 +79,6 @@ def band_positions(
             deck[k], deck[j] = deck[j], deck[k]
         out[band] = deck[:bits]
     return out
-
-
-def _bits(clks: Clks) -> npt.NDArray[np.uint8]:
-    return np.unpackbits(np.ascontiguousarray(clks), axis=1, bitorder="little")
 
 
 _U64 = np.uint64
@@ -169,16 +165,46 @@ def band_keys(
     record's bits at the band's positions (bit j of the message is the bit at positions[band,
     j]). Two records' keys in a band are equal exactly when those bits are (up to a 2^-64
     chance); without the secret they say nothing else."""
+    by_position = _by_position(clks, positions)
+    k0, k1 = _band_secrets(secret, len(positions))
+    return np.ascontiguousarray(_keys(by_position, positions, k0, k1).T)
+
+
+def band_key_ranges(
+    clks: Clks, positions: npt.NDArray[np.int32], secret: bytes, step: int
+) -> Iterator[npt.NDArray[np.uint64]]:
+    """`band_keys`, `step` bands at a time ((n, step) each, the last maybe fewer): an upload's
+    keys are rows x bands x 8 bytes (640 MB a CLK at 50,000 records), sealed a range at a
+    time (client/encoding/sharedwrite.py)."""
+    by_position = _by_position(clks, positions)
+    k0, k1 = _band_secrets(secret, len(positions))
+    for lo in range(0, len(positions), step):
+        hi = lo + step
+        yield np.ascontiguousarray(_keys(by_position, positions[lo:hi], k0[lo:hi], k1[lo:hi]).T)
+
+
+def _by_position(clks: Clks, positions: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
+    """The CLKs' bits, (positions, n): a band's rows are whole rows (checked against the
+    bands' positions)."""
     if positions.ndim != 2 or not positions.size:
         raise ValueError("band keys: positions must be (bands, bits)")
     if positions.shape[1] > MAX_BAND_BITS:
         raise ValueError(f"band keys: at most {MAX_BAND_BITS} bits a band")
-    bits = _bits(clks)
-    if int(positions.max()) >= bits.shape[1] or int(positions.min()) < 0:
-        raise ValueError(f"band keys: a position outside the CLKs' {bits.shape[1]} bits")
-    k0, k1 = _band_secrets(secret, len(positions))
-    by_position = np.ascontiguousarray(bits.T)  # (positions, n): a band's rows are whole rows
-    n = len(clks)
+    # Unpacked from the bytes' transpose: no (n, bits) array besides (51 MB at 50,000).
+    out = np.unpackbits(np.ascontiguousarray(np.asarray(clks).T), axis=0, bitorder="little")
+    if int(positions.max()) >= out.shape[0] or int(positions.min()) < 0:
+        raise ValueError(f"band keys: a position outside the CLKs' {out.shape[0]} bits")
+    return out
+
+
+def _keys(
+    by_position: npt.NDArray[np.uint8],
+    positions: npt.NDArray[np.int32],
+    k0: npt.NDArray[np.uint64],
+    k1: npt.NDArray[np.uint64],
+) -> npt.NDArray[np.uint64]:
+    """(bands, n) keys of the bands `positions`, under the bands' keys (k0, k1)."""
+    n = by_position.shape[1]
     out = np.empty((len(positions), n), dtype=np.uint64)
     # Few records (a query's): the bands' messages gathered, all `step` bands' at once (one
     # packbits, not one a band), then SipHash over them in one call, rather than one call a
@@ -197,4 +223,4 @@ def band_keys(
             out[lo_band:hi_band, lo:hi] = siphash24(
                 k0[lo_band:hi_band, None], k1[lo_band:hi_band, None], got[:, lo:hi]
             )
-    return np.ascontiguousarray(out.T)
+    return out

@@ -273,9 +273,11 @@ def save_encoded(
         fallback_bits=result.fallback_bits,
         schema_digest=result.schema_digest,
         rule=result.rule,
+        # In the temporary folder, before the one rename: a kill or a full disk while the
+        # shares are written leaves no ENCODED folder (or the earlier one), never one whose
+        # twoserver/ is missing or cut short.
+        also=(lambda tmp: save_two_server(tmp, result, schema, secret)) if two_server else None,
     )
-    if two_server:
-        save_two_server(out, result, schema, secret)
     return encoded
 
 
@@ -283,10 +285,13 @@ def save_two_server(
     out: str | Path, result: EncodeResult, schema: LinkageSchema, secret: bytes
 ) -> None:
     """Write the upload for a two-server run of `result` in out/twoserver/, by recipient
-    (client/encoding/sharing.py: S1's, S2's and the combiner's parts)."""
+    (client/encoding/sharing.py: S1's, S2's and the combiner's parts), a range of bands at a
+    time (client/encoding/sharedwrite.py: memory about flat in the records)."""
+    from blindmatch.client.encoding.sharedwrite import write_upload
+
     clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
-    upload = sharing.shared_upload(clks, secret, sharing.plan_of(schema), result.fallback_bits)
-    sharing.write_shared(Path(out) / sharing.SHARED_FOLDER, upload)
+    write_upload(Path(out) / sharing.SHARED_FOLDER, clks, secret, sharing.plan_of(schema),
+                 result.fallback_bits)  # fmt: skip
 
 
 # Appended to the schema's HKDF info for the fallback CLK: its keys are unrelated to the

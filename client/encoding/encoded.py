@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -122,12 +122,15 @@ def write_encoded(
     fallback_bits: int = 0,
     schema_digest: str = "",
     rule: tuple[float, float, float] | None,
+    also: Callable[[Path], None] | None = None,
 ) -> Encoded:
     """Write an ENCODED folder atomically, replacing an earlier one at `path`.
 
     `rule`: the schema's `blindmatch.rule` (`EncodeResult.rule`; None: the schema has
     none). Required, so that no caller drops it by leaving it out; checked against a
-    shipped schema's own when `schema_digest` is one's."""
+    shipped schema's own when `schema_digest` is one's. `also`: writes more into the folder
+    (given the temporary one, before it is renamed into place: `encode --two-server`'s
+    twoserver/), so that `path` never exists without it."""
     path = Path(path)
     shipped = shipped_rule(schema_digest)
     if shipped is not None and shipped[1] != rule:
@@ -176,6 +179,8 @@ def write_encoded(
         _fsync_write(tmp / IDS, buf.getvalue().encode())
         _fsync_write(tmp / REPORT, json.dumps(report, indent=2).encode())
         _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+        if also is not None:
+            also(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

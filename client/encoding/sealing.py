@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from blindmatch.client.encoding.npzfile import Rows
 
 Clks = npt.NDArray[np.uint8]
 
@@ -120,12 +123,12 @@ def seal_bands(keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes) -> Seale
     if len(seal_key) != SEAL_KEY_BYTES:
         raise ValueError(f"sealed bands: a seal key of {SEAL_KEY_BYTES} bytes")
     step = max(SEAL_BANDS, SEAL_KEYS // keys.shape[0])
-    parts = [_seal_range(keys[:, lo : lo + step], clk, seal_key)
+    parts = [seal_range(keys[:, lo : lo + step], clk, seal_key)
              for lo in range(0, keys.shape[1], step)]  # fmt: skip
     return SealedBands(*(np.concatenate(f) for f in zip(*parts, strict=True)))
 
 
-def _seal_range(
+def seal_range(
     keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], npt.NDArray[np.uint8], Clks]:
     """`seal_bands` on a range of bands: (counts, keys, classes, sealed)."""
@@ -153,25 +156,72 @@ def _seal_range(
     return counts, k_sorted[starts].astype(np.uint64), classes, sealed
 
 
-def check_sealed(bands: SealedBands, where: str) -> None:
-    """A CLK's sealed band keys, checked to be one upload's: ValueError naming the field."""
-    if bands.counts.ndim != 1 or not len(bands.counts) or (bands.counts < 0).any():
+class SealedRows(Protocol):
+    """A CLK's sealed band keys as `SealedBands` holds them, or read from an upload's file a
+    range at a time (client/encoding/sharedfiles.py): `counts` in memory, the rest `Rows`."""
+
+    @property
+    def counts(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def keys(self) -> Rows: ...
+    @property
+    def classes(self) -> Rows: ...
+    @property
+    def sealed(self) -> Rows: ...
+
+
+CHECK_KEYS = 1 << 20  # keys a step of `token_ends` and `check_sealed` (memory: a few arrays)
+
+
+def token_ends(bands: SealedRows) -> npt.NDArray[np.int64]:
+    """Where each band's tokens start in `sealed`, in bytes, and where the last ends ((bands
+    + 1,)): `SealedBands.offsets` at the bands' first keys, without an offset a key (read
+    CHECK_KEYS classes at a time)."""
+    key_ends = np.zeros(len(bands.counts) + 1, dtype=np.int64)
+    np.cumsum(bands.counts, out=key_ends[1:])
+    out = np.zeros(len(key_ends), dtype=np.int64)
+    total, n = 0, len(bands.classes)
+    for lo in range(0, n, CHECK_KEYS):
+        hi = min(lo + CHECK_KEYS, n)
+        cum = total + np.cumsum(sealed_size(bands.classes[lo:hi]))
+        i0, i1 = np.searchsorted(key_ends, [lo, hi], side="right")
+        out[i0:i1] = cum[key_ends[i0:i1] - lo - 1]
+        total = int(cum[-1])
+    return out
+
+
+def check_sealed(bands: SealedRows, where: str) -> None:
+    """A CLK's sealed band keys, checked to be one upload's: ValueError naming the field (read
+    CHECK_KEYS keys at a time: `bands` may be an upload's file)."""
+    counts = np.asarray(bands.counts)
+    if counts.ndim != 1 or not len(counts) or (counts < 0).any():
         raise ValueError(f"band_counts ({where}): a count of distinct keys a band")
-    if int(bands.counts.sum()) != len(bands.keys) or len(bands.classes) != len(bands.keys):
+    n = len(bands.keys)
+    if int(counts.sum()) != n or len(bands.classes) != n:
         raise ValueError(
-            f"band_keys/classes ({where}): {len(bands.keys)} keys and {len(bands.classes)} "
-            f"classes for {int(bands.counts.sum())} counted"
+            f"band_keys/classes ({where}): {n} keys and {len(bands.classes)} "
+            f"classes for {int(counts.sum())} counted"
         )
-    if len(bands.classes) and int(bands.classes.max()) > MAX_CLASS:
-        raise ValueError(f"classes ({where}): {int(bands.classes.max())}; 0 to {MAX_CLASS}")
-    if int(sealed_size(bands.classes).sum()) != len(bands.sealed):
+    top = max((int(bands.classes[lo : lo + CHECK_KEYS].max()) for lo in range(0, n, CHECK_KEYS)),
+              default=0)  # fmt: skip
+    if top > MAX_CLASS:
+        raise ValueError(f"classes ({where}): {top}; 0 to {MAX_CLASS}")
+    if int(token_ends(bands)[-1]) != len(bands.sealed):
         raise ValueError(
-            f"sealed ({where}): {len(bands.sealed)} bytes for {len(bands.keys)} keys of their "
-            "classes"
+            f"sealed ({where}): {len(bands.sealed)} bytes for {n} keys of their classes"
         )
-    ends = np.cumsum(bands.counts)
-    rising = np.ones(len(bands.keys), dtype=bool)
-    rising[1:] = bands.keys[1:] > bands.keys[:-1]
-    rising[ends[:-1][ends[:-1] < len(bands.keys)]] = True  # a band's first key
-    if not rising.all():
-        raise ValueError(f"band_keys ({where}): a band's keys repeat or are out of order")
+    firsts = np.cumsum(counts)[:-1]  # each band's first key but the first band's
+    before = None  # the key before this step's first
+    for lo in range(0, n, CHECK_KEYS):
+        keys = bands.keys[lo : lo + CHECK_KEYS]
+        rising = np.ones(len(keys), dtype=bool)
+        rising[1:] = keys[1:] > keys[:-1]
+        if before is not None:
+            rising[0] = keys[0] > before
+        starts = firsts[(firsts >= lo) & (firsts < lo + len(keys))] - lo
+        rising[starts] = True
+        if lo == 0 and len(keys):
+            rising[0] = True
+        if not rising.all():
+            raise ValueError(f"band_keys ({where}): a band's keys repeat or are out of order")
+        before = keys[-1]

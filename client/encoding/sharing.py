@@ -59,7 +59,6 @@ from blindmatch.client.encoding.sealing import (  # noqa: F401 (re-exported: `sh
     size_class,
     slots,
 )
-from blindmatch.client.errors import InputError
 
 Clks = npt.NDArray[np.uint8]
 PopShares = npt.NDArray[np.uint32]
@@ -199,14 +198,9 @@ class SharedUpload:
         return len(self.combiner.popcounts[0])
 
 
-def shared_upload(
-    clks: Clks, secret: bytes, plan: BandPlan = RECOMMENDED, fallback_bits: int = 0
-) -> SharedUpload:
-    """A member's encoded CLKs (`EncodeResult.clks` as (rows, bytes); with `fallback_bits`, the
-    fallback CLK last, as `encode_csv` lays it out) as the two-server upload: per CLK, band keys
-    from the member secret under `plan`, each band's distinct keys once with their rows sealed
-    (`seal_bands`), to S1, two fresh XOR shares to S1 and S2, the seal key to S2, popcounts
-    to C. Every member of a project uses the same secret and plan, so their bands agree."""
+def clk_parts(clks: Clks, fallback_bits: int) -> list[Clks]:
+    """An upload's CLKs ((rows, bytes), the fallback CLK's `fallback_bits` last) as the
+    record-level CLK and, with a fallback, the fallback CLK (`PARTS`), each contiguous."""
     x = np.ascontiguousarray(clks, dtype=np.uint8)
     if x.ndim != 2 or not x.shape[1]:
         raise ValueError("shared upload: CLKs must be (rows, bytes)")
@@ -215,11 +209,21 @@ def shared_upload(
             f"shared upload: a fallback CLK of {fallback_bits} bits in {8 * x.shape[1]}"
         )
     cut = x.shape[1] - fallback_bits // 8
-    parts = [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])
+    return [np.ascontiguousarray(p) for p in [x[:, :cut]] + ([x[:, cut:]] if fallback_bits else [])]
+
+
+def shared_upload(
+    clks: Clks, secret: bytes, plan: BandPlan = RECOMMENDED, fallback_bits: int = 0
+) -> SharedUpload:
+    """A member's encoded CLKs (`EncodeResult.clks` as (rows, bytes); with `fallback_bits`, the
+    fallback CLK last, as `encode_csv` lays it out) as the two-server upload: per CLK, band keys
+    from the member secret under `plan`, each band's distinct keys once with their rows sealed
+    (`seal_bands`), to S1, two fresh XOR shares to S1 and S2, the seal key to S2, popcounts
+    to C. Every member of a project uses the same secret and plan, so their bands agree."""
+    parts = clk_parts(clks, fallback_bits)
     seal_key = secrets.token_bytes(SEAL_KEY_BYTES)
     keys, first, second, pops, pop1, pop2 = [], [], [], [], [], []
     for clk, (name, part) in enumerate(zip(PARTS, parts, strict=False)):
-        part = np.ascontiguousarray(part)
         positions = part_positions(secret, name, 8 * part.shape[1], plan)
         keys.append(
             seal_bands(band_keys(part, positions, part_secret(secret, name)), clk, seal_key)
@@ -334,69 +338,9 @@ def write_shared(folder: str | Path, upload: SharedUpload) -> None:
 
 def read_shared(folder: str | Path) -> SharedUpload:
     """The three files `write_shared` wrote, checked to hold one upload (an upload of the
-    older format, a band key a record, is refused naming the field: encode again). The
-    arrays are the files' own, not copies (`copy=False`): a copy of each doubled a member's
-    memory for an upload (S1's part is about 137 kB a record)."""
-    folder = Path(folder)
-    held: dict[str, dict[str, npt.NDArray[np.generic]]] = {}
-    for role, name in SHARED_FILES.items():
-        try:
-            with np.load(folder / name, allow_pickle=False) as f:
-                held[role] = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise InputError(
-                f"{folder / name}: not found (`blindmatch encode --two-server` writes it)"
-            ) from None
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{folder / name}: not a two-server upload file ({exc})") from None
-    n = len([k for k in held["combiner"] if k.startswith("popcounts_")])
-    if "keys_0" in held["s1"] and "band_keys_0" not in held["s1"]:
-        raise InputError(
-            f"{folder / SHARED_FILES['s1']}: keys_0 is the older upload format (a band key a "
-            "record, which let S1 see one member's records colliding); this version reads "
-            "band_counts_0, band_keys_0, classes_0 and sealed_0: encode again with "
-            "`blindmatch encode --two-server`"
-        )
-    if "seal_key" not in held["s2"]:
-        raise InputError(
-            f"{folder / SHARED_FILES['s2']}: no seal_key (the older upload format): encode "
-            "again with `blindmatch encode --two-server`"
-        )
-    try:
-        s1 = held["s1"]
-        bands = tuple(
-            SealedBands(s1[f"band_counts_{k}"].astype(np.int64, copy=False),
-                        s1[f"band_keys_{k}"].astype(np.uint64, copy=False),
-                        s1[f"classes_{k}"].astype(np.uint8, copy=False),
-                        s1[f"sealed_{k}"].astype(np.uint8, copy=False))
-            for k in range(n)
-        )  # fmt: skip
-        first = tuple(s1[f"shares_{k}"].astype(np.uint8, copy=False) for k in range(n))
-        second = tuple(held["s2"][f"shares_{k}"].astype(np.uint8, copy=False) for k in range(n))
-        pops = tuple(
-            held["combiner"][f"popcounts_{k}"].astype(np.int64, copy=False) for k in range(n)
-        )
-        pop1 = tuple(held["s1"][f"popshares_{k}"].astype(np.uint32, copy=False) for k in range(n))
-        pop2 = tuple(held["s2"][f"popshares_{k}"].astype(np.uint32, copy=False) for k in range(n))
-        seal_key = held["s2"]["seal_key"].astype(np.uint8, copy=False).tobytes()
-    except KeyError as exc:
-        raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
-    for k, b in enumerate(bands):
-        try:
-            check_sealed(b, f"{folder / SHARED_FILES['s1']}, CLK {k}")
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    if len(seal_key) != SEAL_KEY_BYTES:
-        raise InputError(f"{folder / SHARED_FILES['s2']}: seal_key of {len(seal_key)} bytes, "
-                         f"not {SEAL_KEY_BYTES}")  # fmt: skip
-    every: list[npt.NDArray[np.generic]] = [*first, *second, *pops, *pop1, *pop2]
-    rows = {len(a) for a in every}
-    shapes = [(a.shape, b.shape) for a, b in zip(first, second, strict=True)]
-    if not n or len(rows) != 1 or any(a != b for a, b in shapes):
-        raise InputError(f"{folder}: the three files do not hold one upload (their sizes differ)")
-    lacks = held["s1"]["lacking"].astype(bool, copy=False) if "lacking" in held["s1"] else None
-    if (lacks is None) != (n < 2):
-        raise InputError(f"{folder}: s1.npz's lacking does not fit its CLKs (encode again)")
-    return SharedUpload(
-        ToS1(bands, first, pop1, lacks), ToS2(second, seal_key, pop2), ToCombiner(pops)
-    )
+    older format, a band key a record, is refused naming the field: encode again), read whole
+    into memory (client/encoding/sharedfiles.py `load_shared`; `open_shared` reads them a
+    range at a time, as `blindmatch upload` does)."""
+    from blindmatch.client.encoding.sharedfiles import load_shared
+
+    return load_shared(folder)

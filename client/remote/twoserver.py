@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.client.encoding.npzfile import Rows
+from blindmatch.client.encoding.sharedfiles import UploadRows, row_ranges, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.errors import InputError, MatcherError, RejectedError
 from blindmatch.client.remote.channel import translate_errors
@@ -105,7 +107,7 @@ class RoleClient:
     def upload(
         self,
         member: str,
-        upload: SharedUpload,
+        upload: SharedUpload | UploadRows,
         rule: tuple[float, float, float] | None = None,
         keys: bool = True,
     ) -> int:
@@ -143,13 +145,15 @@ class RoleClient:
         )
 
 
-def shares_sha256(second: Sequence[npt.NDArray[np.uint8]]) -> str:
+def shares_sha256(second: Sequence[Rows]) -> str:
     """The SHA-256 a two-server project upload is acknowledged with: of the member's second
     XOR shares (S2's, every CLK in order), uniformly random bytes that say nothing of the
-    records but name this encoding's upload (`encode --two-server` draws them afresh)."""
+    records but name this encoding's upload (`encode --two-server` draws them afresh). Read
+    a range of rows at a time (`second` may be read from its file, `open_shared`)."""
     digest = hashlib.sha256()
     for shares in second:
-        digest.update(np.ascontiguousarray(shares, dtype=np.uint8).tobytes())
+        for rows in row_ranges(shares):
+            digest.update(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())
     return digest.hexdigest()
 
 
@@ -227,7 +231,7 @@ def project_upload(
     client: MatcherClient,
     project: str,
     encoded: Encoded,
-    upload: SharedUpload,
+    upload: SharedUpload | UploadRows,
     *,
     s1: str = "",
     s2: str = "",
@@ -240,7 +244,8 @@ def project_upload(
     then the header alone to the matcher (how many records; no popcount, no share). A part
     refused after that stops it: the matcher then holds the member's earlier upload (or
     none), which a run refuses while S1 or S2 holds another, so nothing runs on half an
-    upload."""
+    upload. `upload`: in memory, or read from its files a part at a time (`open_shared`)."""
+    upload = rows_of(upload)
     if len(upload) != encoded.record_count:
         raise InputError(
             f"{encoded.path}: its two-server upload holds {len(upload)} records, its CLKs "
@@ -248,9 +253,9 @@ def project_upload(
         )
     header = pb.UploadHeader(
         project=project, clk_bits=0, record_count=len(upload),
-        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.s2.shares),
+        fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.shares["s2"]),
         schema_digest=encoded.schema_digest, rule=score_rule(encoded.rule),
-        two_server_bits=[8 * s.shape[1] for s in upload.s2.shares],
+        two_server_bits=[8 * s.shape[1] for s in upload.shares["s2"]],
     )  # fmt: skip
     t = ticket(client, project, header)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}

@@ -7,10 +7,14 @@ field (client/remote/twoserver.py `RoleClient.upload` sends them)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from blindmatch.client.encoding.sharing import SealedBands, SharedUpload
+from blindmatch.client.encoding.sealing import SealedRows, token_ends
+from blindmatch.client.encoding.sharedfiles import UploadRows, rows_of
+from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -21,7 +25,7 @@ PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' m
 def upload_parts(
     member: str,
     role: str,
-    upload: SharedUpload,
+    upload: SharedUpload | UploadRows,
     rule: tuple[float, float, float] | None = None,
     keys: bool = True,
 ) -> Iterator[pb.SharedPart]:
@@ -39,56 +43,63 @@ def upload_parts(
         yield part
 
 
-def _parts(member: str, role: str, upload: SharedUpload, keys: bool) -> Iterator[pb.SharedPart]:
+def _parts(
+    member: str, role: str, upload: SharedUpload | UploadRows, keys: bool
+) -> Iterator[pb.SharedPart]:
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
-    for clk, pops in enumerate(upload.combiner.popcounts):
-        shares = upload.s1.shares[clk] if role == "s1" else upload.s2.shares[clk]
+    up = rows_of(upload)  # read from its files a part at a time (`open_shared`), or in memory
+    for clk, pops in enumerate(up.popcounts):
+        shares = up.shares["s1" if role == "s1" else "s2"][clk]
         width = shares.shape[1]
-        bands = upload.s1.bands[clk]
+        bands = up.bands[clk]
         step = max(1, PART_BYTES // width)
         rows = len(pops) if role == "combiner" else len(shares)
         for lo in range(0, rows, step):
             hi = min(lo + step, rows)
             part = pb.SharedPart(member=member, clk=clk, clk_bits=8 * width, rows=hi - lo)
             if role == "s1":
-                part.bands = bands.bands
+                part.bands = len(bands.counts)
                 part.band_keys_withheld = not keys
             if role == "s2":
-                part.seal_key = upload.s2.seal_key
+                part.seal_key = up.seal_key
             if role != "combiner":
-                part.shares = np.ascontiguousarray(shares[lo:hi]).tobytes()
-                held = upload.s1.popcounts if role == "s1" else upload.s2.popcounts
-                part.popcount_shares = np.ascontiguousarray(held[clk][lo:hi], "<u4").tobytes()
-            if role == "s1" and clk == 1 and upload.s1.lacking is not None:
-                bits = np.packbits(upload.s1.lacking[lo:hi], bitorder="little")
+                part.shares = _wire(shares[lo:hi], np.uint8)
+                part.popcount_shares = _wire(up.popshares[role][clk][lo:hi], "<u4")
+            if role == "s1" and clk == 1 and up.lacking is not None:
+                bits = np.packbits(up.lacking[lo:hi], bitorder="little")
                 part.lacking = bits.tobytes()
             yield part
         if role == "s1" and keys:
             yield from _sealed_parts(member, clk, 8 * width, bands)
 
 
+def _wire(rows: npt.NDArray[Any], dtype: npt.DTypeLike) -> bytes:
+    return np.ascontiguousarray(rows, dtype=dtype).tobytes()
+
+
 def _sealed_parts(
-    member: str, clk: int, clk_bits: int, bands: SealedBands
+    member: str, clk: int, clk_bits: int, bands: SealedRows
 ) -> Iterator[pb.SharedPart]:
-    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part."""
-    offsets = bands.offsets()
+    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part, each read
+    as it is sent (no offset a key: `token_ends`, a band's)."""
     ends = np.concatenate([[0], np.cumsum(bands.counts)])
+    tokens = token_ends(bands)  # where each band's tokens start, then where the last ends
     n = len(bands.counts)
-    band_end = offsets[ends[1:]]  # where each band's tokens end, in bytes (ascending)
+    band_end = tokens[1:]  # where each band's tokens end, in bytes (ascending)
     band = 0
     while band < n:
         # At least one band a part, then as many as fit: the first band ending past
         # PART_BYTES from this one's start is the next part's.
-        fits = int(np.searchsorted(band_end, offsets[ends[band]] + PART_BYTES, side="right"))
+        fits = int(np.searchsorted(band_end, tokens[band] + PART_BYTES, side="right"))
         last = max(band + 1, min(fits, n))
         k0, k1 = int(ends[band]), int(ends[last])
         yield pb.SharedPart(
-            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=bands.bands,
+            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=n,
             band_lo=band, band_counts=bands.counts[band:last].tolist(),
-            band_keys=np.ascontiguousarray(bands.keys[k0:k1], "<u8").tobytes(),
-            classes=bands.classes[k0:k1].tobytes(),
-            sealed=bands.sealed[offsets[k0] : offsets[k1]].tobytes(),
+            band_keys=_wire(bands.keys[k0:k1], "<u8"),
+            classes=_wire(bands.classes[k0:k1], np.uint8),
+            sealed=_wire(bands.sealed[int(tokens[band]) : int(tokens[last])], np.uint8),
         )  # fmt: skip
         band = last
 
