@@ -85,6 +85,18 @@ def test_the_counter_counts_a_query_once_and_refuses_beyond_the_member_and_proje
     assert counter.used("p", "north", t + 3601) == (2, 4)
 
 
+def test_a_query_larger_than_a_limit_is_told_to_split_not_to_try_again_later() -> None:
+    """A query of more records than the role evaluates in a whole period is refused however
+    long the member waits: the refusal says so and to split it (before: `try again later`)."""
+    counter = QueryCounter(QueryLimits(Limit(3, "hour"), Limit(10, "hour")), "S1")
+    with pytest.raises(errors.ResourceExhausted) as no:
+        counter.admit("p/north@a1/a1", "p", "north", 4, 1_000_000.0)
+    said = str(no.value)
+    assert "this query has 4, more than that" in said and "try again" not in said, said
+    assert "split it into queries of at most 3 records" in said, said
+    assert counter.used("p", "north", 1_000_000.0) == (0, 0)  # nothing counted
+
+
 def test_a_counter_restored_counts_what_was_counted() -> None:
     counter = QueryCounter(QueryLimits(Limit(2, "day"), Limit(10, "day")))
     counter.restore([Counted("p/north@a1/a1", "p", "north", 2, 100.0)])

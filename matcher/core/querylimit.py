@@ -149,12 +149,23 @@ class QueryCounter:
                 (self.limits.member, mine, f"{member} of project {project!r}"),
                 (self.limits.project, everyone, f"project {project!r} (all its members)"),
             ):
+                flag = (
+                    f"`--{'project-' if who.startswith('project') else ''}query-limit "
+                    f"{limit.text()}`"
+                )
+                if records > limit.records:  # (never evaluated, however long it waits)
+                    raise ResourceExhausted(
+                        f"query limit: {self.role} evaluates at most {limit.records} query "
+                        f"records a {limit.period} for {who} (its {flag}), and this query has "
+                        f"{records}, more than that: it is refused whenever it is sent; split "
+                        f"it into queries of at most {limit.records} records, or ask S1's and "
+                        "S2's operators to raise the limit"
+                    )
                 if used + records > limit.records:
                     raise ResourceExhausted(
                         f"query limit: {self.role} evaluates at most {limit.records} query "
-                        f"records a {limit.period} for {who} (its `--"
-                        f"{'project-' if who.startswith('project') else ''}query-limit "
-                        f"{limit.text()}`), {used} in the last {limit.period}, so "
+                        f"records a {limit.period} for {who} (its {flag}), {used} in the "
+                        f"last {limit.period}, so "
                         f"{records} more would exceed it; this is {self.role}'s own limit, beside "
                         "the matcher's quota: try again later, or ask S1's and S2's operators"
                     )
