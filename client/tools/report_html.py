@@ -248,6 +248,8 @@ def _scores(r: MemberReport) -> str:
                 numeric=(0, 1, 2, 3),
             )
         )
+    if ev.warning:
+        parts.append(f"<p><strong>Warning:</strong> {escape(ev.warning)}.</p>")
     for plot_title, png in ev.plots:
         data = base64.b64encode(png).decode("ascii")
         parts.append(

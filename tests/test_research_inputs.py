@@ -1,0 +1,183 @@
+"""Research use as a researcher gets it slightly wrong: `evaluate` on files that are not quite
+what it expects (an Excel BOM, short rows, a partner the truth file leaves out, two files
+joined, a threshold under the floor), `project create --threshold 0`, and `privacy-check` on
+a sample too small for the graph attack's known pairs. Each is read, or refused naming the
+file and row, exit 2, no traceback and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import main
+from blindmatch.client.tools.privacy.attacks import AttackResult
+from blindmatch.client.tools.privacy.report import CheckReport
+from tests.support import Org
+
+# e1 is held by all three members, e2 by north and south, e3 by north and retail.
+TRUTH = """member,record_id,entity_id
+north,N1,e1
+north,N2,e2
+north,N3,e3
+south,S1,e1
+south,S2,e2
+retail,R1,e1
+retail,R3,e3
+"""
+SCORES = """record_id,partner,partner_row,score
+N1,south,0,0.99
+N1,retail,0,0.95
+N2,retail,1,0.70
+N3,retail,1,0.65
+"""
+
+
+def evaluate(tmp_path: Path, results: str, *extra: str, truth: str = TRUTH) -> tuple[int, Path]:
+    (tmp_path / "truth.csv").write_bytes(truth.encode())
+    (tmp_path / "res.csv").write_bytes(results.encode())
+    out_dir = tmp_path / "evaluation"
+    args = ["evaluate", "--results", str(tmp_path / "res.csv"), "--truth"]
+    code = main([*args, str(tmp_path / "truth.csv"), "--out-dir", str(out_dir), *extra])
+    return code, out_dir
+
+
+def refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], results: str, *extra: str, **kw: str
+) -> str:
+    code, out_dir = evaluate(tmp_path, results, *extra, **kw)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.startswith("Error: ") and "Traceback" not in err
+    assert not out_dir.exists()  # nothing written
+    return err
+
+
+def test_an_excel_bom_and_crlf_line_ends_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bom = "\ufeff"
+    truth = bom + TRUTH.replace("\n", "\r\n")
+    hits = "record_id,partner\nN1,south\nN1,retail\nN2,retail\nN3,retail\n"
+    code, _ = evaluate(tmp_path, bom + hits.replace("\n", "\r\n"), truth=truth)
+    assert code == 0
+    assert "(north): precision 0.7500, recall 0.7500" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("results", "truth", "message"),
+    [
+        (SCORES, TRUTH + "south,S9\n", "truth.csv: row 9: member, record_id and entity_id"),
+        (SCORES + "N2\n", TRUTH, "res.csv: row 6: record_id and partner are both required"),
+        (SCORES + "N2,south,1,nan\n", TRUTH, "res.csv: row 6: score 'nan' is not a number"),
+        (SCORES + "N2,south,1,\n", TRUTH, "res.csv: row 6: no score, but row 2 has one"),
+        (SCORES + "N1,south,0,0.99\n", TRUTH, "res.csv: row 6: record 'N1' with south is "
+         "already on row 2"),
+        (SCORES.replace("N1,south", "X1,south"), TRUTH, "res.csv: row 2: record id 'X1' is "
+         "not in the truth file"),
+        (SCORES, "\n".join(r for r in TRUTH.split("\n") if not r.startswith("retail")),
+         "res.csv: row 3: partner 'retail' is not in the truth file"),
+    ],
+)  # fmt: skip
+def test_a_bad_row_is_refused_naming_the_file_and_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], results: str, truth: str, message: str
+) -> None:
+    assert message in refused(tmp_path, capsys, results, "--member", "north", truth=truth)
+
+
+def test_results_without_rows_need_the_member_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = "record_id,partner\n"
+    assert "no results (a header and no rows)" in refused(tmp_path, capsys, header)
+    code, _ = evaluate(tmp_path, header, "--member", "north")
+    assert code == 0 and "recall 0.0000" in capsys.readouterr().out
+
+
+def test_a_partner_no_result_names_is_pointed_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = evaluate(tmp_path, "record_id,partner\nN3,retail\n")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "with south: precision 1.0000, recall 0.0000" in out
+    assert "in none of these results: if south was not a member of this project" in out
+    assert "if retail" not in out
+
+
+def test_threshold_judges_the_scores_at_or_above_it_with_each_partner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = evaluate(tmp_path, SCORES, "--threshold", "0.9", "0.7")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "at threshold 0.9: precision 1.0000, recall 0.5000, F1 0.6667 (2 of 2" in out
+    assert "    with retail: precision 1.0000, recall 0.5000, F1 0.6667 (1 of 1" in out
+    assert "at threshold 0.7: precision 0.6667, recall 0.5000, F1 0.5714 (2 of 3" in out
+    assert "a close estimate" in out  # two partners: three members
+
+
+@pytest.mark.parametrize(
+    ("results", "threshold", "message"),
+    [
+        (SCORES, "0.6", "--threshold 0.6: under the lowest score in"),
+        ("record_id,partner\nN1,south\n", "0.9", "has no scores; a threshold can only be judged"),
+    ],
+)
+def test_a_threshold_the_results_cannot_judge_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], results: str, threshold: str, message: str
+) -> None:
+    assert message in refused(tmp_path, capsys, results, "--threshold", threshold)
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--results", "r.csv", "--truth", "t.csv"],
+                                     ["project", "create", "p", "--members", "a,b"]])  # fmt: skip
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "x"])
+def test_a_threshold_outside_0_to_1_is_refused_before_anything_runs(
+    command: list[str], value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `project create --threshold 0` used to become the default 0.8 on the wire, silently.
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--threshold", value])
+    assert exited.value.code == 2
+    assert f"argument --threshold: {value}:" in capsys.readouterr().err
+
+
+def graph(right: int, records: int, label: str = "blind") -> AttackResult:
+    return AttackResult(f"graph matching ({label})", "record+fallback", "(record)", "plaintext",
+                        records, right, records, right, right)  # fmt: skip
+
+
+def test_a_graph_leak_on_a_small_sample_needs_ten_people() -> None:
+    lucky = CheckReport("x.csv", 12, "none", [graph(2, 2, "10 known"), graph(3, 12)], [])
+    assert lucky.verdict().startswith("NO VERDICT: 12 records are too few")
+    assert "at least 10 people" in lucky.verdict()
+    real = CheckReport("x.csv", 40, "none", [graph(2, 2, "10 known"), graph(36, 40)], [])
+    assert real.verdict().startswith(
+        "LEAKS: graph matching (blind) on record+fallback encodings of (record) re-identified "
+        "90.0% of records (36 of 40)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field_level", "advice"),
+    [(False, "a project in two-server mode (`project create --mode two-server`"),
+     (True, "a field-level schema has no two-server upload: use a record-level schema")],
+)  # fmt: skip
+def test_graph_leak_advice_names_the_remedy_for_the_schema_checked(
+    field_level: bool, advice: str
+) -> None:
+    report = CheckReport("x.csv", 5000, "none", [graph(4900, 5000)], [], field_level=field_level)
+    assert advice in report.verdict() and "privacy-check --mode two-server" in report.verdict()
+
+
+def test_privacy_check_of_an_export_without_records_offers_no_option_it_lacks(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text(orgs["north"].csv.read_text().splitlines()[0] + "\n")
+    args = ["privacy-check", str(empty), "--mapping", str(orgs["north"].mapping)]
+    assert main([*args, "--secret-file", str(secret_file), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.csv: no records" in err and "--allow-empty" not in err  # encode's option
+    assert not (tmp_path / "c").exists()
