@@ -398,8 +398,13 @@ def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
     if len(owners) == 1:
         return owners[0]
     if not owners:
+        held = {m: sum((m, r) in truth.entity for r in scored_ids) for m in truth.members}
+        best = max(sorted(held), key=lambda m: held[m])
+        most = f"the most, {best}, holds {held[best]}" if held[best] else "none holds any"
         raise InputError(
-            f"{path}: no member in the truth file holds all these record ids; pass --member"
+            f"{path}: no member in the truth file holds all these record ids ({len(scored_ids)}; "
+            f"{most}): are the results and the truth file of the same project? If so, pass "
+            "--member to see the ids it lacks"
         )
     raise InputError(f"{path}: the ids fit members {', '.join(owners)}; pass --member")
 
