@@ -14,17 +14,9 @@ from blindmatch.cli import main
 from blindmatch.client.tools.privacy.attacks import AttackResult
 from blindmatch.client.tools.privacy.report import CheckReport
 from tests.support import Org
+from tests.test_research import TRUTH
 
-# e1 is held by all three members, e2 by north and south, e3 by north and retail.
-TRUTH = """member,record_id,entity_id
-north,N1,e1
-north,N2,e2
-north,N3,e3
-south,S1,e1
-south,S2,e2
-retail,R1,e1
-retail,R3,e3
-"""
+# TRUTH: e1 is held by all three members, e2 by north and south, e3 by north and retail.
 SCORES = """record_id,partner,partner_row,score
 N1,south,0,0.99
 N1,retail,0,0.95
