@@ -173,3 +173,11 @@ def test_privacy_check_of_an_export_without_records_offers_no_option_it_lacks(
     err = capsys.readouterr().err
     assert "empty.csv: no records" in err and "--allow-empty" not in err  # encode's option
     assert not (tmp_path / "c").exists()
+
+
+def test_a_pass_without_the_graph_attack_says_what_it_does_not_cover() -> None:
+    weak = AttackResult("frequency alignment", "record", "surname", "list", 5000, 5, 900, 5)
+    verdict = CheckReport("x.csv", 5000, "none", [weak], []).verdict()
+    assert verdict.startswith("PASS") and "graph matching was not run" in verdict
+    with_graph = CheckReport("x.csv", 5000, "none", [weak, graph(0, 5000)], []).verdict()
+    assert with_graph.startswith("PASS") and "not run" not in with_graph
