@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli import main
+from blindmatch.client.tools.evaluate import Quality, SweepPoint, table_rows
 from blindmatch.client.tools.privacy.attacks import AttackResult
 from blindmatch.client.tools.privacy.report import CheckReport
 from tests.support import Org
@@ -181,3 +182,10 @@ def test_a_pass_without_the_graph_attack_says_what_it_does_not_cover() -> None:
     assert verdict.startswith("PASS") and "graph matching was not run" in verdict
     with_graph = CheckReport("x.csv", 5000, "none", [weak, graph(0, 5000)], []).verdict()
     assert with_graph.startswith("PASS") and "not run" not in with_graph
+
+
+def test_the_printed_sweep_spans_down_to_the_floor() -> None:
+    points = [SweepPoint(1 - i / 100, Quality(i, i + 1, 50)) for i in range(26)]
+    rows = table_rows(points, points[3])
+    assert rows[0] is points[0] and rows[-1] is points[-1]  # 0.75, the lowest score
+    assert points[3] in rows and len(rows) == 15

@@ -286,6 +286,17 @@ def assess(
     return quality((s.hit for s in scored), truth, member), points, recommend(points)
 
 
+def table_rows(points: Sequence[SweepPoint], recommended: SweepPoint | None) -> list[SweepPoint]:
+    """About a dozen of the sweep's points for a printed table, evenly spaced by rank, with
+    the recommended one and the lowest (the floor: the table spans the whole sweep)."""
+    step = max(1, len(points) // 12)
+    shown = list(points[::step])
+    for point in (recommended, points[-1] if points else None):
+        if point is not None and point not in shown:
+            shown.append(point)
+    return sorted(shown, key=lambda p: -p.threshold)
+
+
 @dataclass(frozen=True)
 class AtThreshold:
     """The results as if only those scoring at least `threshold` had been reported."""
@@ -365,11 +376,7 @@ class Evaluation:
             )
         else:
             lines.append(f"  {'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>7}")
-            step = max(1, len(self.sweep) // 12)
-            shown = self.sweep[::step]
-            if self.recommended is not None and self.recommended not in shown:
-                shown = sorted([*shown, self.recommended], key=lambda p: -p.threshold)
-            for point in shown:
+            for point in table_rows(self.sweep, self.recommended):
                 q = point.quality
                 mark = "  <- recommended" if point is self.recommended else ""
                 lines.append(
