@@ -6,13 +6,16 @@ file and row, exit 2, no traceback and nothing written."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from blindmatch.cli import main
+from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import Quality, SweepPoint, table_rows
 from blindmatch.client.tools.privacy.attacks import AttackResult
+from blindmatch.client.tools.privacy.frequencies import read_list
 from blindmatch.client.tools.privacy.report import CheckReport
 from tests.support import Org
 from tests.test_research import TRUTH
@@ -189,3 +192,32 @@ def test_the_printed_sweep_spans_down_to_the_floor() -> None:
     rows = table_rows(points, points[3])
     assert rows[0] is points[0] and rows[-1] is points[-1]  # 0.75, the lowest score
     assert points[3] in rows and len(rows) == 15
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("value,count\n", "no values"),
+        ("a,b\n", "no values"),
+        ("Smith,1000\nJones,900\n", "row 1 is a value ('Smith'), not the header"),
+        ("value,count\nSmith\n", "row 2: expected a value and its count"),
+        ("value,count\nSmith,many\n", "row 2: expected a value and its count"),
+        ("value,count\nSmith,-3\n", "row 2: expected a value and its count"),
+    ],
+)
+def test_a_frequency_list_it_would_misread_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # These were read as an empty or shorter list (the first value dropped as the header),
+    # and an attack scored against it understated the leak.
+    path = tmp_path / "surnames.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        read_list(path)
+
+
+def test_a_frequency_list_is_read_with_its_header_and_a_bom(tmp_path: Path) -> None:
+    path = tmp_path / "surnames.csv"
+    path.write_text("\ufeffvalue,count\r\nSmith,1000\r\n\r\nJONES,900\r\nsmith,5\r\n")
+    got = read_list(path)
+    assert got.values == ("smith", "jones") and got.counts == (1005.0, 900.0)
