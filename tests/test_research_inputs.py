@@ -221,3 +221,11 @@ def test_a_frequency_list_is_read_with_its_header_and_a_bom(tmp_path: Path) -> N
     path.write_text("\ufeffvalue,count\r\nSmith,1000\r\n\r\nJONES,900\r\nsmith,5\r\n")
     got = read_list(path)
     assert got.values == ("smith", "jones") and got.counts == (1005.0, 900.0)
+
+
+def test_privacy_check_of_a_folder_says_it_is_one(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["privacy-check", str(tmp_path), "--mapping", str(orgs["north"].mapping)]
+    assert main([*args, "--secret-file", str(secret_file), "--out", str(tmp_path / "c")]) == 2
+    assert f"{tmp_path}: is a folder; give the CSV export itself" in capsys.readouterr().err
