@@ -20,9 +20,11 @@ from blindmatch.client.errors import InputError
 
 def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     """A CSV file's rows by column name (the header's names trimmed); an `InputError` naming
-    the file when it is missing, not UTF-8, or lacks one of the `required` columns."""
+    the file when it is missing, not UTF-8, or lacks one of the `required` columns. A UTF-8
+    byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the first column's name.
+    A row shorter than the header has `None` for the columns it lacks."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in reader.fieldnames or []]
             missing = [c for c in required if c not in header]

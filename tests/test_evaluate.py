@@ -102,7 +102,9 @@ def test_ids_the_truth_does_not_know_are_an_error(
     results = tmp_path / "other.csv"
     results.write_text("record_id,partner\nX9,south\n")
     assert main(["evaluate", "--results", str(results), "--truth", str(files["truth"])]) == 2
-    assert "no member in the truth file holds all these record ids" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no member in the truth file holds all these record ids (1; none holds any)" in err
+    assert "of the same project?" in err
 
 
 def test_a_truth_file_without_its_header_is_an_error(

@@ -289,10 +289,22 @@ def test_a_truth_file_adds_precision_recall_and_the_plots(world: World, tmp_path
     html, page = read_page(out)
     assert "precision 1.0000, recall 1.0000, F1 1.0000 (6 of 6 reported hits true" in html
     assert page.table("threshold")[0] == ["threshold", "precision", "recall", "F1", ""]
+    # as `evaluate` warns: six labelled pairs are too few to trust the recommendation
+    assert "Warning:" in html and "rests on few labelled pairs (6 scored results" in html
     assert len(page.images) == 2
     for src in page.images:
         png = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
         assert png.format == "PNG" and png.width > 300 and png.height > 300
+
+
+def test_a_truth_file_without_a_partner_is_refused_not_scored_as_false_hits(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, truth = tmp_path / "north.html", tmp_path / "no-east.csv"
+    truth.write_text("".join(r for r in TRUTH.splitlines(True) if not r.startswith("east")))
+    assert report(world, world.projects["hits"], out, "--truth", str(truth)) == 2
+    assert "partner 'east' is not in the truth file" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_there_is_nothing_to_evaluate_at_count(

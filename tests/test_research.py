@@ -152,9 +152,11 @@ def test_privacy_check_gives_no_verdict_on_a_small_sample(
     args = ["privacy-check", str(orgs["north"].csv), "--mapping", str(orgs["north"].mapping)]
     args += ["--secret-file", str(secret_file), "--out", str(tmp_path / "check")]
     assert main(args) == 0
-    assert "NO VERDICT: 5 records are too few for the attacks to mean anything" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "NO VERDICT: 5 records are too few for the attacks to mean anything" in out
+    # Known pairs that leave no record to attack are said so, not shown as a 0% row.
+    assert "not attacked: graph matching (10 known): the attacker's plaintext covers 5" in out
+    assert "graph matching (50 known) " not in out
     assert main([*args, "--strict"]) == 1
     small = report_for("field", records=900)
     assert not small.passed and small.verdict().startswith("NO VERDICT")

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, command
+from blindmatch.cli.options import Subcommands, at_least, command, unit_interval
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from blindmatch.client.tools.evaluate import evaluate_files
 
-    report = evaluate_files(args.results, args.truth, member=args.member, out_dir=args.out_dir)
+    report = evaluate_files(
+        args.results, args.truth, member=args.member, out_dir=args.out_dir,
+        thresholds=args.threshold,
+    )  # fmt: skip
     print(report.render())
     return 0
 
@@ -92,10 +95,10 @@ def _two_server_check(
     import secrets
     import tempfile
 
-    from blindmatch.client.encoding.encode import EncodeReport, read_rows, read_secret
+    from blindmatch.client.encoding.encode import read_secret
     from blindmatch.client.encoding.harden import hardening_from_raw
-    from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.tools.privacy import twocheck
+    from blindmatch.client.tools.privacy.check import read_export
     from blindmatch.matcher.core.twoviews import role_views
     from blindmatch.matcher.domain import DEFAULT_THRESHOLD
 
@@ -126,8 +129,7 @@ def _two_server_check(
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
         secret = read_secret(args.secret_file)
-        mapping = load_mapping(args.mapping, schema)
-        _ids, rows = read_rows(args.data, schema, mapping, EncodeReport(source=str(args.data)))
+        rows = read_export(args.data, schema, args.mapping)
         members = twocheck.export_members(rows, schema, args.sample)
         source = str(args.data)
     # The circuit's outputs in the clear (matcher/core/twoclear.py): the same views, minutes
@@ -166,6 +168,15 @@ def register(sub: Subcommands) -> None:
         "--out-dir",
         type=Path,
         help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=unit_interval,
+        nargs="+",
+        default=[],
+        metavar="T",
+        help="scores-level results: also precision, recall and F1, overall and per partner, "
+        "of the results scoring T or more (one or more T, none under the results' lowest score)",
     )
 
     p = command(
@@ -214,7 +225,9 @@ def register(sub: Subcommands) -> None:
         help="a public value,count list for FIELD (repeatable; default: shipped lists, or the "
         "data's own frequencies for fields without one)",
     )
-    p.add_argument("--records", type=int, default=10_000, help="synthetic people (default: 10000)")
+    p.add_argument(
+        "--records", type=at_least(1), default=10_000, help="synthetic people (default: 10000)"
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -224,7 +237,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--graph-records",
-        type=int,
+        type=at_least(0),
         default=2000,
         metavar="N",
         help="records the graph-matching attack is run on (a sample of larger data; it holds "

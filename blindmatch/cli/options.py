@@ -60,6 +60,33 @@ LEVELS = Choices("blindmatch.client.remote.model", "LEVELS")
 BLOCKINGS = Choices("blindmatch.client.remote.model", "BLOCKINGS")
 
 
+def unit_interval(text: str) -> float:
+    """A threshold option's value: a number above 0 and at most 1 (0 would mean 'the
+    default' on the wire, so it is refused here rather than quietly replaced)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+    if not 0.0 < value <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text}: give a number above 0 and at most 1")
+    return value
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An integer option's type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text}: not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: give a whole number of at least {minimum}")
+        return value
+
+    return parse
+
+
 def env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None

@@ -26,6 +26,7 @@ from blindmatch.cli.options import (
     env,
     given_token,
     token_options,
+    unit_interval,
     when,
 )
 from blindmatch.client.errors import InputError
@@ -367,7 +368,7 @@ def register(sub: Subcommands) -> None:
     )
     pc.add_argument(
         "--threshold",
-        type=float,
+        type=unit_interval,
         help="Dice similarity threshold; with a field-level schema, the match probability "
         "(default: 0.8)",
     )

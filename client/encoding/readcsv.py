@@ -273,6 +273,8 @@ def read_rows(
     """Local ids and normalised schema-ordered values, one list per row. `duplicate_hint`:
     what a repeated id's error tells the user to do, where `encode`'s options are not the
     command's."""
+    if csv_path.is_dir():  # an ENCODED folder, say: it exists, so "not found" would puzzle
+        raise InputError(f"{csv_path}: is a folder; give the CSV export itself")
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: data file not found")
     if on_duplicate_id not in ON_DUPLICATE:

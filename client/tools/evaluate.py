@@ -97,8 +97,8 @@ def read_truth(path: str | Path) -> Truth:
     entity: dict[tuple[str, str], str] = {}
     holders: dict[str, set[str]] = {}
     for line, row in enumerate(read_csv(path, ("member", "record_id", "entity_id")), start=2):
-        key = (row["member"].strip(), row["record_id"].strip())
-        ent = row["entity_id"].strip()
+        key = ((row["member"] or "").strip(), (row["record_id"] or "").strip())
+        ent = (row["entity_id"] or "").strip()
         if not all(key) or not ent:
             raise InputError(f"{path}: row {line}: member, record_id and entity_id are required")
         if key in entity:
@@ -109,20 +109,45 @@ def read_truth(path: str | Path) -> Truth:
 
 
 def read_results(path: str | Path, member: str) -> list[Scored]:
-    """A results file (hits, mapping or scores level) as scored hits of `member`."""
+    """A results file (hits, mapping or scores level) as scored hits of `member`, in file
+    order (row i + 2 of the file is item i). A row without a record id or partner, a score
+    that is not a finite number, a file that scores some rows and not others, and a
+    (record, partner) listed twice are each an `InputError` naming the row."""
     path = Path(path)
     rows = read_csv(path, ("record_id", "partner"))
-    out = []
+    out: list[Scored] = []
+    seen: dict[tuple[str, str], int] = {}
     for line, row in enumerate(rows, start=2):
+        record_id, partner = (row["record_id"] or "").strip(), (row["partner"] or "").strip()
+        if not record_id or not partner:
+            raise InputError(f"{path}: row {line}: record_id and partner are both required")
+        if (record_id, partner) in seen:
+            raise InputError(
+                f"{path}: row {line}: record {record_id!r} with {partner} is already on row "
+                f"{seen[record_id, partner]}; a results file lists each hit once (is it two "
+                "files joined?)"
+            )
+        seen[record_id, partner] = line
+        text = (row.get("score") or "").strip()
         score = None
-        if row.get("score") not in (None, ""):
+        if text:
             try:
-                score = float(row["score"])
+                score = float(text)
             except ValueError:
-                raise InputError(
-                    f"{path}: row {line}: score {row['score']!r} is not a number"
-                ) from None
-        out.append(Scored((member, row["record_id"].strip(), row["partner"].strip()), score))
+                score = math.nan
+            if not math.isfinite(score):
+                raise InputError(f"{path}: row {line}: score {text!r} is not a number")
+        if out and (score is None) != (out[0].score is None):
+            raise InputError(
+                f"{path}: row {line}: "
+                + (
+                    "no score, but row 2 has one"
+                    if score is None
+                    else "a score, but row 2 has none"
+                )
+                + "; a results file scores every row (--disclose scores) or none"
+            )
+        out.append(Scored((member, record_id, partner), score))
     return out
 
 
@@ -225,17 +250,30 @@ def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> Swee
 def check_scored(
     scored: Sequence[Scored], truth: Truth, member: str, *, truth_path: object, results: object
 ) -> None:
-    """Refuse a member the truth file does not list, or a result it has no record of."""
+    """Refuse a member the truth file does not list, a result it has no record of, or a
+    partner it does not list (its hits could not be judged: each would count as false).
+    When `results` is a file, item i of `scored` is its row i + 2."""
+    members = ", ".join(sorted(truth.members))
     if member not in truth.members:
-        raise InputError(
-            f"{truth_path}: member {member!r} not found "
-            f"(members: {', '.join(sorted(truth.members))})"
-        )
-    unknown = [s.hit[1] for s in scored if (member, s.hit[1]) not in truth.entity]
+        raise InputError(f"{truth_path}: member {member!r} not found (members: {members})")
+
+    def where(index: int) -> str:
+        return f"{results}: row {index + 2}" if isinstance(results, Path) else str(results)
+
+    unknown = [i for i, s in enumerate(scored) if (member, s.hit[1]) not in truth.entity]
     if unknown:
         raise InputError(
-            f"{results}: record id {unknown[0]!r} is not in the truth file for {member} "
-            f"({len(unknown)} unknown ids)"
+            f"{where(unknown[0])}: record id {scored[unknown[0]].hit[1]!r} is not in the truth "
+            f"file {truth_path} for {member} ({len(unknown)} unknown ids)"
+        )
+    strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.members]
+    if strangers:
+        partner = scored[strangers[0]].hit[2]
+        count = sum(1 for s in scored if s.hit[2] == partner)
+        raise InputError(
+            f"{where(strangers[0])}: partner {partner!r} is not in the truth file {truth_path} "
+            f"(members: {members}), so its {count} hit(s) cannot be judged; the truth file "
+            "lists every record of every member of the project, the partners' too"
         )
 
 
@@ -246,6 +284,64 @@ def assess(
     (empty without scores) and the recommended point on it."""
     points = sweep(scored, truth, member)
     return quality((s.hit for s in scored), truth, member), points, recommend(points)
+
+
+def table_rows(points: Sequence[SweepPoint], recommended: SweepPoint | None) -> list[SweepPoint]:
+    """About a dozen of the sweep's points for a printed table, evenly spaced by rank, with
+    the recommended one and the lowest (the floor: the table spans the whole sweep)."""
+    step = max(1, len(points) // 12)
+    shown = list(points[::step])
+    for point in (recommended, points[-1] if points else None):
+        if point is not None and point not in shown:
+            shown.append(point)
+    return sorted(shown, key=lambda p: -p.threshold)
+
+
+@dataclass(frozen=True)
+class AtThreshold:
+    """The results as if only those scoring at least `threshold` had been reported."""
+
+    threshold: float
+    quality: Quality
+    partners: dict[str, Quality]
+
+
+def at_threshold(
+    scored: Sequence[Scored], truth: Truth, member: str, threshold: float, *, results: object
+) -> AtThreshold:
+    """`evaluate --threshold`: quality overall and per partner of the results scoring at
+    least `threshold`. Refused on results without scores, and under their lowest score: the
+    project reported nothing under its own threshold, so what a lower one adds is unknown."""
+    scores = [s.score for s in scored if s.score is not None]
+    if not scores:
+        raise InputError(
+            f"--threshold {threshold:g}: {results} has no scores; a threshold can only be "
+            "judged on the results of a project created with --disclose scores"
+        )
+    if threshold < min(scores):
+        raise InputError(
+            f"--threshold {threshold:g}: under the lowest score in {results} "
+            f"({min(scores):.4f}); the project reported no pair under its own threshold (its "
+            "floor), so what a lower threshold would add is unknown: judge thresholds from "
+            f"{min(scores):.4f} up, or create a project with a lower --threshold"
+        )
+    kept = [s.hit for s in scored if s.score is not None and s.score >= threshold]
+    return AtThreshold(threshold, quality(kept, truth, member), per_partner(kept, truth, member))
+
+
+def _partner_lines(partners: dict[str, Quality], indent: str = "  ") -> list[str]:
+    """One line per partner; a partner no result names is pointed out: it may not have been
+    in the project at all (then its rows do not belong in the truth file)."""
+    lines = []
+    for partner, q in partners.items():
+        note = ""
+        if not q.predicted and q.actual:
+            note = (
+                f" - in none of these results: if {partner} was not a member of this project, "
+                "leave its rows out of the truth file"
+            )
+        lines.append(f"{indent}with {partner}: {q}{note}")
+    return lines
 
 
 @dataclass
@@ -260,11 +356,19 @@ class Evaluation:
     files: list[Path]
     partners: dict[str, Quality] = dataclasses.field(default_factory=dict)
     warning: str = ""
+    at: list[AtThreshold] = dataclasses.field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"{self.results} ({self.member}): {self.quality}"]
-        for partner, q in self.partners.items():
-            lines.append(f"  with {partner}: {q}")
+        lines.extend(_partner_lines(self.partners))
+        for at in self.at:
+            lines.append(f"  at threshold {at.threshold:g}: {at.quality}")
+            lines.extend(_partner_lines(at.partners, "    "))
+        if self.at and len(self.partners) > 1:
+            lines.append(
+                "  (with three or more members, a close estimate of what a project at that "
+                "threshold reports, not an exact replay: docs/evaluation.md)"
+            )
         if not self.sweep:
             lines.append(
                 "  no scores in these results: a project created with `--disclose scores` "
@@ -272,11 +376,7 @@ class Evaluation:
             )
         else:
             lines.append(f"  {'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>7}")
-            step = max(1, len(self.sweep) // 12)
-            shown = self.sweep[::step]
-            if self.recommended is not None and self.recommended not in shown:
-                shown = sorted([*shown, self.recommended], key=lambda p: -p.threshold)
-            for point in shown:
+            for point in table_rows(self.sweep, self.recommended):
                 q = point.quality
                 mark = "  <- recommended" if point is self.recommended else ""
                 lines.append(
@@ -296,12 +396,22 @@ class Evaluation:
 
 
 def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
+    if not scored_ids:
+        raise InputError(
+            f"{path}: no results (a header and no rows), so whose they are cannot be told "
+            "from their ids; pass --member"
+        )
     owners = [m for m in sorted(truth.members) if all((m, r) in truth.entity for r in scored_ids)]
     if len(owners) == 1:
         return owners[0]
     if not owners:
+        held = {m: sum((m, r) in truth.entity for r in scored_ids) for m in truth.members}
+        best = max(sorted(held), key=lambda m: held[m])
+        most = f"the most, {best}, holds {held[best]}" if held[best] else "none holds any"
         raise InputError(
-            f"{path}: no member in the truth file holds all these record ids; pass --member"
+            f"{path}: no member in the truth file holds all these record ids ({len(scored_ids)}; "
+            f"{most}): are the results and the truth file of the same project? If so, pass "
+            "--member to see the ids it lacks"
         )
     raise InputError(f"{path}: the ids fit members {', '.join(owners)}; pass --member")
 
@@ -312,8 +422,11 @@ def evaluate_files(
     *,
     member: str | None = None,
     out_dir: str | Path | None = None,
+    thresholds: Sequence[float] = (),
 ) -> Evaluation:
-    """Score one member's results file against a truth file; write sweep.csv and plots."""
+    """Score one member's results file against a truth file (and, scored, at each of
+    `thresholds`); write sweep.csv and plots. Every input is checked before anything is
+    written."""
     results = Path(results)
     truth = read_truth(truth_path)
     probe = read_results(results, member or "?")
@@ -323,6 +436,7 @@ def evaluate_files(
     check_scored(scored, truth, member, truth_path=truth_path, results=results)
     found_quality, points, best = assess(scored, truth, member)
     partners = per_partner((s.hit for s in scored), truth, member)
+    at = [at_threshold(scored, truth, member, t, results=results) for t in thresholds]
     files: list[Path] = []
     if points:
         from blindmatch.client.tools.plots import precision_recall, score_histogram
@@ -344,5 +458,6 @@ def evaluate_files(
         files.append(score_histogram(scored, truth, folder / "scores.png", recommended=threshold))
         files.append(precision_recall(points, folder / "precision-recall.png", recommended=best))
     return Evaluation(
-        results, member, found_quality, points, best, files, partners, thin_evidence(points, best)
-    )
+        results, member, found_quality, points, best, files, partners,
+        thin_evidence(points, best), at,
+    )  # fmt: skip

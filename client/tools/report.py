@@ -46,6 +46,7 @@ from blindmatch.client.tools.evaluate import (
     assess,
     check_scored,
     read_truth,
+    thin_evidence,
 )
 
 
@@ -70,6 +71,7 @@ class EvaluationSummary:
     sweep: list[SweepPoint]
     recommended: SweepPoint | None
     plots: list[tuple[str, bytes]]  # (title, PNG)
+    warning: str = ""  # the recommended threshold rests on too little (`thin_evidence`)
 
 
 @dataclass
@@ -222,4 +224,6 @@ def _evaluate(
                 png_bytes(precision_recall_figure(points, recommended=best)),
             )
         )
-    return EvaluationSummary(str(truth_path), quality, points, best, plots)
+    return EvaluationSummary(
+        str(truth_path), quality, points, best, plots, thin_evidence(points, best)
+    )

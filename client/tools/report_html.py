@@ -17,6 +17,7 @@ from typing import Any
 from blindmatch import __version__
 from blindmatch.client.files import write_text
 from blindmatch.client.tools import charts
+from blindmatch.client.tools.evaluate import table_rows
 from blindmatch.client.tools.report import MemberReport
 
 # Per-record rows shown on the page; the results CSV holds them all.
@@ -228,10 +229,7 @@ def _scores(r: MemberReport) -> str:
         return "".join(parts)
     parts.append(f"<p>Against {escape(ev.truth)}: {escape(str(ev.quality))}.</p>")
     if ev.sweep:
-        step = max(1, len(ev.sweep) // 12)
-        shown = ev.sweep[::step]
-        if ev.recommended is not None and ev.recommended not in shown:
-            shown = sorted([*shown, ev.recommended], key=lambda p: -p.threshold)
+        shown = table_rows(ev.sweep, ev.recommended)
         parts.append(
             _table(
                 ("threshold", "precision", "recall", "F1", ""),
@@ -248,6 +246,8 @@ def _scores(r: MemberReport) -> str:
                 numeric=(0, 1, 2, 3),
             )
         )
+    if ev.warning:
+        parts.append(f"<p><strong>Warning:</strong> {escape(ev.warning)}.</p>")
     for plot_title, png in ev.plots:
         data = base64.b64encode(png).decode("ascii")
         parts.append(

@@ -256,6 +256,26 @@ def _attack_clks(
     return results
 
 
+# A repeated id: `encode` refuses it by default, and privacy-check has no option to say otherwise.
+DUPLICATE_HINT = (
+    "privacy-check reads an export as `blindmatch encode` does by default: leave the repeated "
+    "rows out, as `encode --on-duplicate-id keep-first` would, and check again"
+)
+
+
+def read_export(data: Path, schema: LinkageSchema, mapping_path: Path) -> list[list[str]]:
+    """An export's rows, normalised as `blindmatch encode` reads them; an `InputError` for
+    one with no records (there is nothing to check, and no --allow-empty to pass)."""
+    mapping = load_mapping(mapping_path, schema)
+    _ids, rows = read_rows(
+        data, schema, mapping, EncodeReport(source=str(data)), allow_empty=True,
+        duplicate_hint=DUPLICATE_HINT,
+    )  # fmt: skip
+    if not rows:
+        raise InputError(f"{data}: no records (an empty file, or a header only): nothing to check")
+    return rows
+
+
 def check_csv(
     data: Path,
     schema: LinkageSchema,
@@ -273,8 +293,7 @@ def check_csv(
     The graph-matching attacker is given the same people's plaintext with its own typos and
     gaps (`population.noisy_copy`): full overlap, the case the default must withstand.
     """
-    mapping = load_mapping(mapping_path, schema)
-    _ids, rows = read_rows(Path(data), schema, mapping, EncodeReport(source=str(data)))
+    rows = read_export(Path(data), schema, mapping_path)
     chosen = (
         hardening if hardening is not None else hardening_from_raw(schema.raw, str(schema.path))
     )
@@ -292,7 +311,7 @@ def check_csv(
                 schema, victim_rows, [noisy[i] for i in order],
                 picked, [picked[i] for i in order], secret, chosen,
                 overlap_label=" (this export with its own typos and gaps)",
-                victim_reference=rows,
+                victim_reference=rows, skipped=skipped,
                 attacker_reference=(
                     population.noisy_copy(rows, kinds, seed=3) if schema.frequency else None
                 ),
@@ -359,6 +378,7 @@ def check_synthetic(
                     [pair.victim.truth[i] for i in victim_ids],
                     [pair.attacker.truth[i] for i in attacker_ids],
                     secret, chosen, attacker_secret=attacker_secret,
+                    skipped=report.skipped,
                 )
             )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"

@@ -64,8 +64,44 @@ def _read(path: Path, normalise: bool = True) -> dict[str, float]:
 
 
 def read_list(path: Path) -> FrequencyList:
-    """A user's own `value,count` CSV (header row first); values are normalised as text."""
-    return FrequencyList.from_counts(str(path), _read(path))
+    """A user's own `value,count` CSV (header row first); values are normalised as text.
+    A first row that is data (its count a number), a row without a count, a count that is
+    not a number of at least 0, and a list without values are each an `InputError` naming
+    the file and row: an attack scored against a list it misread would understate a leak."""
+    counts: dict[str, float] = defaultdict(float)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise InputError(f"{path}: frequency list not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 CSV file") from None
+    if rows and len(rows[0]) >= 2 and _number(rows[0][1]) is not None:
+        raise InputError(
+            f"{path}: row 1 is a value ({rows[0][0]!r}), not the header; the list starts with "
+            "the header value,count"
+        )
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        count = _number(row[1]) if len(row) >= 2 else None
+        if not row[0].strip() or count is None or count < 0:
+            raise InputError(
+                f"{path}: row {line}: expected a value and its count (a number of at least 0), "
+                f"got {','.join(row)!r}"
+            )
+        counts[normalise_text(row[0])] += count
+    if not counts:
+        raise InputError(f"{path}: no values (the list is value,count, a header row first)")
+    return FrequencyList.from_counts(str(path), counts)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and value != float("inf") else None
 
 
 @cache

@@ -78,6 +78,7 @@ def graph_attacks(
     victim_reference: Sequence[Sequence[str]] | None = None,
     attacker_reference: Sequence[Sequence[str]] | None = None,
     attacker_secret: bytes | None = None,
+    skipped: list[str] | None = None,
 ) -> list[AttackResult]:
     """The graph-matching attack (client.tools.privacy.graph) on what the schema uploads.
 
@@ -85,7 +86,9 @@ def graph_attacks(
     own, with the same (public) schema and hardening. One result per number of known
     pairs; the people (entity ids) only score the claims. The references are the
     whole exports the rows were sampled from (a frequency-tiered schema counts them).
-    `attacker_secret`: the attacker's key (default: a fresh one).
+    `attacker_secret`: the attacker's key (default: a fresh one). A number of known pairs
+    that leaves no record of the sample to attack gives no result (a row of 0% would read as
+    a defence); it is told in `skipped`.
     """
     if attacker_secret is None:
         attacker_secret = secrets.token_bytes(32)
@@ -103,7 +106,16 @@ def graph_attacks(
     held = set(attacker_people)
     covered = sum(1 for p in victim_people if p in held) / max(len(victim_people), 1)
     results = []
+    overlapping = sum(1 for p in victim_people if p in held)
     for count in known:
+        if count and count >= overlapping:
+            if skipped is not None:
+                skipped.append(
+                    f"graph matching ({count} known): the attacker's plaintext covers "
+                    f"{overlapping} of the {len(victim_people)} records attacked, so {count} "
+                    "known pairs leave none to re-identify"
+                )
+            continue
         pairs = known_pairs(victim_people, attacker_people, count, seed=count)
         matching = match_graphs(victim, attacker, pairs)
         scored = score_matching(matching, victim_people, attacker_people, pairs)
