@@ -9,12 +9,12 @@ For each size: the first N records of the messy fixture's north-police export
 processes (S2, S1) and a `serve --two-server-s1/-s2` matcher, a two-server project, and the
 member's `upload`. Each `blindmatch` process's peak RSS (its rusage, `ru_maxrss`) and
 S1's and S2's (`VmHWM`, read before they stop, once S1 has logged its sort of the upload's
-band keys) are printed, with the share files' size and S1's file's (what it then holds).
+band keys) are printed, with the share files' size and S1's file's (the upload S1 holds).
 `--baseline DIR` runs the same steps with the code of another checkout (`git worktree add
 --detach DIR COMMIT`), each step its own processes, printed side by side. Sizes above
 `--no-servers-above` skip the servers (S1 peaked at about 310 kB a record taking an upload,
-3.1 GB at 10,000 records, before it joined each field's parts as they came; 1.7 GB after:
-50,000, whose files are 11.2 GB, would need over 11 GB there):
+3.1 GB at 10,000 records, before it joined each field's parts as they came; 2.2 GB after,
+with the band keys' sort it keeps: 50,000, whose files are 11.2 GB, would need over 11 GB):
 the member's `encode` and, in place of the upload, a process reading the share files as
 `upload` does and making every part it would send S1 and S2, not sent (`--parts-only
 ENCODED`, with the checkout's own code: `open_shared`, or `read_shared` before it).
