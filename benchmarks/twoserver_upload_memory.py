@@ -8,11 +8,13 @@ For each size: the first N records of the messy fixture's north-police export
 (benchmarks/messy.py), encoded with `encode --two-server`; then fresh `two-server role`
 processes (S2, S1) and a `serve --two-server-s1/-s2` matcher, a two-server project, and the
 member's `upload`. Each `blindmatch` process's peak RSS (its rusage, `ru_maxrss`) and
-S1's and S2's (`VmHWM`, read before they stop) are printed, with the share files' size.
+S1's and S2's (`VmHWM`, read before they stop, once S1 has logged its sort of the upload's
+band keys) are printed, with the share files' size and S1's file's (the upload S1 holds).
 `--baseline DIR` runs the same steps with the code of another checkout (`git worktree add
 --detach DIR COMMIT`), each step its own processes, printed side by side. Sizes above
 `--no-servers-above` skip the servers (S1 peaked at about 310 kB a record taking an upload,
-3.1 GB at 10,000 records; 50,000, whose files are 11.2 GB, would need over 20 GB there):
+3.1 GB at 10,000 records, before it joined each field's parts as they came; 2.2 GB after,
+with the band keys' sort it keeps: 50,000, whose files are 11.2 GB, would need over 11 GB):
 the member's `encode` and, in place of the upload, a process reading the share files as
 `upload` does and making every part it would send S1 and S2, not sent (`--parts-only
 ENCODED`, with the checkout's own code: `open_shared`, or `read_shared` before it).
@@ -97,8 +99,24 @@ def parts_only(folder: Path) -> int:
     return 0
 
 
+@dataclass
+class Server:
+    address: str
+    proc: subprocess.Popen[str]
+    lines: list[str]  # its log (stderr) after the line it listens on, as it comes
+
+    def wait_for(self, text: str, seconds: float = 300) -> bool:
+        """Until a line of its log holds `text` (False: not in `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(self.lines)):
+                return True
+            time.sleep(0.2)
+        return False
+
+
 @contextmanager
-def started(tree: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def started(tree: Path, *args: str) -> Iterator[Server]:
     """A `blindmatch` server of `tree` on a free loopback port, stopped afterwards."""
     proc = subprocess.Popen([sys.executable, "-m", "blindmatch", *args], cwd=tree,
                             stderr=subprocess.PIPE, text=True,
@@ -114,9 +132,14 @@ def started(tree: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]
                 port = int(m.group(1))
         if port is None:
             raise RuntimeError(f"blindmatch {args[0]} did not start in 60 s")
-        drain = proc.stderr
-        threading.Thread(target=lambda: [None for _ in drain], daemon=True).start()
-        yield f"127.0.0.1:{port}", proc
+        drain, lines = proc.stderr, []
+
+        def keep() -> None:
+            for line in drain:
+                lines.append(line)
+
+        threading.Thread(target=keep, daemon=True).start()
+        yield Server(f"127.0.0.1:{port}", proc, lines)
     finally:
         proc.terminate()
         try:
@@ -145,19 +168,22 @@ def upload(tree: Path, work: Path, encoded: Path) -> dict[str, float]:
     parties, members = key_file(work / "parties.key"), key_file(work / "members.key")
     role = ["two-server", "role", "--key-file", str(parties), "--member-key-file",
             str(members), "--listen", "127.0.0.1:0"]  # fmt: skip
-    with started(tree, *role, "--role", "s2") as (s2, s2p), started(
-        tree, *role, "--role", "s1", "--s2", s2
-    ) as (s1, s1p), started(tree, "serve", "--data-dir", str(work / "matcher"), "--listen",
-                             "127.0.0.1:0", "--two-server-s1", s1, "--two-server-s2", s2,
-                             "--two-server-key-file", str(parties),
-                             "--two-server-member-key-file", str(members)) as (m, _):  # fmt: skip
+    with started(tree, *role, "--role", "s2") as s2, started(
+        tree, *role, "--role", "s1", "--s2", s2.address
+    ) as s1, started(tree, "serve", "--data-dir", str(work / "matcher"), "--listen",
+                     "127.0.0.1:0", "--two-server-s1", s1.address, "--two-server-s2",
+                     s2.address, "--two-server-key-file", str(parties),
+                     "--two-server-member-key-file", str(members)) as m:  # fmt: skip
         made = json.loads(run(tree, "project", "create", "p", "--members", "north,south",
-                              "--mode", "two-server", "--json", "--server", m,
+                              "--mode", "two-server", "--json", "--server", m.address,
                               env={"BLINDMATCH_ADMIN_TOKEN": ADMIN}).out)  # fmt: skip
         up = run(tree, "upload", str(encoded), "--project", "p", "--token",
-                 made["tokens"]["north"], "--server", m, "--quiet")  # fmt: skip
-        return {"upload": up.peak_mb, "upload_s": up.seconds, "s1": peak_mb(s1p),
-                "s2": peak_mb(s2p)}  # fmt: skip
+                 made["tokens"]["north"], "--server", m.address, "--quiet")  # fmt: skip
+        # S1 sorts the upload's band keys after it replies (rpc/twoserver_presort.py): its
+        # peak is read once they are sorted, what it holds for the runs with them
+        sorted_ = s1.wait_for("band keys (")
+        return {"upload": up.peak_mb, "upload_s": up.seconds, "s1": peak_mb(s1.proc),
+                "s2": peak_mb(s2.proc), "sorted": float(sorted_)}  # fmt: skip
 
 
 def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
@@ -168,7 +194,8 @@ def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
               "--quiet")  # fmt: skip
     shared = encoded / "twoserver"
     out = {"encode": enc.peak_mb, "encode_s": enc.seconds,
-           "files": sum(f.stat().st_size for f in shared.iterdir()) / 1e6}  # fmt: skip
+           "files": sum(f.stat().st_size for f in shared.iterdir()) / 1e6,
+           "s1_file": (shared / "s1.npz").stat().st_size / 1e6}  # fmt: skip
     if servers:
         out |= upload(tree, work, encoded)
     else:
@@ -254,6 +281,7 @@ def main() -> int:
         "records",
         "code",
         "files MB",
+        "S1's MB",
         "encode MB",
         "encode s",
         "upload MB",
@@ -270,17 +298,20 @@ def main() -> int:
             f"{n:,}",
             name,
             f"{r['files']:.0f}",
+            f"{r['s1_file']:.0f}",
             f"{r['encode']:.0f}",
             f"{r['encode_s']:.1f}",
             f"{member:.0f}" + ("" if "upload" in r else "*"),
             f"{took:.1f}",
             f"{1000 * member / n:.0f}",
-            f"{r['s1']:.0f}" if "s1" in r else "-",
+            (f"{r['s1']:.0f}" + ("" if r["sorted"] else "?")) if "s1" in r else "-",
             f"{r['s2']:.0f}" if "s2" in r else "-",
         ]
         print("".join(f"{c:>11}" for c in cells))
     if any("parts" in r for _, _, r in rows):
         print("* no servers: the share files read and every part to S1 and S2 made, not sent")
+    if any(r.get("sorted") == 0 for _, _, r in rows):
+        print("? S1 had not logged its sort of the band keys in 300 s: read before it ended")
     return 0
 
 
