@@ -97,12 +97,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             for status in client.watch_run(args.project, started.run_id):
                 final = status
-                if status.stage == "compare" and status.work_total:
+                if status.stage in ("compare", "fallback") and status.work_total:
                     bar.total = status.work_total
                     bar.n = status.work_done
                     tasks = f"{status.tasks_done}/{status.tasks_total} tasks"
                     bar.set_description(
-                        f"comparing ({tasks})" if status.tasks_total else "comparing"
+                        "comparing the fallback CLKs of records lacking a field"
+                        if status.stage == "fallback"
+                        else f"comparing ({tasks})"
+                        if status.tasks_total
+                        else "comparing"
                     )
                     bar.refresh()
                 elif status.stage:

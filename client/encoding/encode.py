@@ -84,13 +84,13 @@ def read_secret(path: str | Path) -> bytes:
     return secret
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+def _progress(total: int | None, desc: str, enabled: bool, unit: str = "rec") -> Any:
     from tqdm import tqdm
 
     return tqdm(
         total=total,
         desc=desc,
-        unit="rec",
+        unit=unit,
         file=sys.stderr,
         disable=not enabled,
         leave=False,
@@ -166,10 +166,14 @@ def encode_csv(
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
-    ids, rows = read_rows(
-        csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id,
-        allow_empty=allow_empty, duplicate_hint=duplicate_hint,
-    )  # fmt: skip
+    reading = _progress(None, "reading", progress, unit=" rows")
+    try:
+        ids, rows = read_rows(
+            csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id,
+            allow_empty=allow_empty, duplicate_hint=duplicate_hint, tick=reading.update,
+        )  # fmt: skip
+    finally:
+        reading.close()
     report.field_level = schema.field_level
     _quality_warnings(report, schema)
     hardening = hardening_from_raw(schema.raw, str(schema.path))
@@ -210,7 +214,10 @@ def encode_csv(
             "use a record-level schema for hardened encodings (docs/privacy.md)"
         )
     encoding_schema = schema.for_encoding()
-    bar = _progress(len(rows), "encoding", progress)
+    # One bar over every CLK made: with a fallback CLK, two a record (the second pass used to
+    # run after the bar had reached 100%, as long again with nothing moving).
+    clks_made = len(rows) * (2 if schema.fallback else 1)
+    bar = _progress(clks_made, "encoding", progress, unit=" CLKs")
     try:
         if schema.field_level:
             clks = encode_field_level(
@@ -220,16 +227,20 @@ def encode_csv(
             clks = encode_first(
                 rows, schema, secret, hardening, callback=bar.update, max_workers=max_workers
             ).tobytes()
+        clk_bits = (
+            schema.clk_bits if schema.field_level else encoded_bits(encoding_schema, hardening)
+        )
+        fallback_bits = 0
+        if schema.fallback:
+            second = encode_fallback(
+                rows, schema, secret, hardening, max_workers=max_workers, callback=bar.update
+            )
+            first = np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), clk_bits // 8)
+            clks = np.concatenate([first, second], axis=1).tobytes()
+            fallback_bits = 8 * second.shape[1]
+            clk_bits += fallback_bits
     finally:
         bar.close()
-    clk_bits = schema.clk_bits if schema.field_level else encoded_bits(encoding_schema, hardening)
-    fallback_bits = 0
-    if schema.fallback:
-        second = encode_fallback(rows, schema, secret, hardening, max_workers=max_workers)
-        first = np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), clk_bits // 8)
-        clks = np.concatenate([first, second], axis=1).tobytes()
-        fallback_bits = 8 * second.shape[1]
-        clk_bits += fallback_bits
     report.rows_encoded = len(clks) // (clk_bits // 8)
     index = {name: i for i, name in enumerate(schema.field_names)}
     columns = [index[fr.field] for fr in report.fields]
@@ -308,10 +319,12 @@ def encode_fallback(
     *,
     max_workers: int | None = None,
     reference: Sequence[Sequence[str]] | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Each row's fallback CLK: record-level, without the schema's `fallback` fields,
     under keys of its own; (rows, bits/8) bytes. Frequency tiers are counted over
-    `reference` (the whole export) when given, else over `rows`."""
+    `reference` (the whole export) when given, else over `rows`; `callback(n)` is told of
+    every n CLKs made."""
     if hardening.salt_field in schema.fallback:
         raise InputError(
             f"{schema.path}: blindmatch.hardening salts with {hardening.salt_field}, which the "
@@ -333,6 +346,7 @@ def encode_fallback(
         secret,
         hardening,
         reference=rows if reference is None else reference,
+        callback=callback,
         max_workers=max_workers,
     )
 

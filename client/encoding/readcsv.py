@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,8 @@ from blindmatch.client.errors import InputError
 PRINT_LIMIT = 10
 # Records with fewer usable fields than this rarely match confidently.
 FEW_FIELDS = 3
+# `read_rows` tells its `tick` (a progress bar) of every this many rows read.
+TICK_ROWS = 1000
 # What to do with a record id that repeats an earlier row's (`encode --on-duplicate-id`).
 OnDuplicate = Literal["error", "keep-first", "keep-all"]
 ON_DUPLICATE: tuple[OnDuplicate, ...] = ("error", "keep-first", "keep-all")
@@ -269,10 +271,11 @@ def read_rows(
     on_duplicate_id: OnDuplicate = "error",
     allow_empty: bool = False,
     duplicate_hint: str | None = None,
+    tick: Callable[[int], object] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
     """Local ids and normalised schema-ordered values, one list per row. `duplicate_hint`:
     what a repeated id's error tells the user to do, where `encode`'s options are not the
-    command's."""
+    command's. `tick(n)` is told of every TICK_ROWS rows read (a progress bar's update)."""
     if csv_path.is_dir():  # an ENCODED folder, say: it exists, so "not found" would puzzle
         raise InputError(f"{csv_path}: is a folder; give the CSV export itself")
     if not csv_path.is_file():
@@ -445,6 +448,8 @@ def read_rows(
             report.few_fields_records += 1
         ids.append(local_id)
         rows.append(values)
+        if tick is not None and data_rows % TICK_ROWS == 0:
+            tick(TICK_ROWS)
     report.rows_read = data_rows
     for (column, rule_name), comma_rows in commas.items():
         report.warnings.append(

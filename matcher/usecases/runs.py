@@ -174,7 +174,12 @@ def match(
     del parts
     pair_scorer: PairScorer | None = None
     if split is not None:
-        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers, rule))
+        candidates = merge(
+            fallback_.rescored(
+                candidates, split, threshold, n_workers, rule,
+                progress=lambda done, total: report("fallback", done, total),
+            )
+        )  # fmt: skip
         pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
         method += "+fallback" + ("+rule" if rule.active else "")
     report("solve", 0, len(candidates))
