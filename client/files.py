@@ -1,5 +1,5 @@
 """Files the client writes for the user, atomically: the old file or the whole new one;
-and the CSV files it reads from the user (`read_csv`).
+and the CSV files it reads from the user (`read_csv`, `read_csv_lines`).
 
 Each is written to a temporary file beside it and renamed into place. The temporary file
 is made readable and writable by its owner only (`tempfile.mkstemp`), so the new file
@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from blindmatch.client.errors import InputError
 
@@ -23,6 +24,12 @@ def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     the file when it is missing, not UTF-8, or lacks one of the `required` columns. A UTF-8
     byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the first column's name.
     A row shorter than the header has `None` for the columns it lacks."""
+    return [row for _line, row in read_csv_lines(path, required)]
+
+
+def read_csv_lines(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """`read_csv`'s rows, each with the line of the file it starts on as an editor numbers
+    them (the header is line 1; blank lines, skipped, are counted), for errors naming a row."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -33,8 +40,19 @@ def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
                     f"{path}: column(s) {', '.join(missing)} missing; the header must start "
                     f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
                 )
-            reader.fieldnames = header
-            return list(reader)
+            rows: list[tuple[int, dict[str, str]]] = []
+            while True:  # DictReader's rows, but it would not say which line each starts on
+                line = reader.reader.line_num + 1
+                try:
+                    values = next(reader.reader)
+                except StopIteration:
+                    return rows
+                if values:
+                    row: dict[Any, Any] = dict(zip(header, values, strict=False))
+                    row.update(dict.fromkeys(header[len(values) :]))
+                    if len(values) > len(header):
+                        row[None] = values[len(header) :]
+                    rows.append((line, row))
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except UnicodeDecodeError:

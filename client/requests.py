@@ -9,7 +9,7 @@ from pathlib import Path
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
-from blindmatch.client.files import read_csv
+from blindmatch.client.files import read_csv_lines
 from blindmatch.client.remote.model import ResolvedRef
 
 
@@ -17,7 +17,7 @@ from blindmatch.client.remote.model import ResolvedRef
 class Hit:
     """One row of a results file: the member's own record, the partner holding it."""
 
-    line: int  # in the file, the header being line 1
+    line: int  # in the file as an editor numbers it, the header being line 1
     record_id: str
     partner: str
     rows: list[int]  # the record's row positions in the ENCODED folder
@@ -32,7 +32,7 @@ def read_hits(path: Path, encoded: Encoded) -> list[Hit]:
         ids.setdefault(rid, []).append(position)
     hits: list[Hit] = []
     seen: dict[tuple[str, str], int] = {}
-    for line, row in enumerate(read_csv(path, ("record_id", "partner")), start=2):
+    for line, row in read_csv_lines(path, ("record_id", "partner")):
         record_id, partner = (row["record_id"] or "").strip(), (row["partner"] or "").strip()
         where = f"{path}: row {line}"
         if not record_id or not partner:

@@ -52,6 +52,7 @@ from blindmatch.matcher.storage.shard_source import (
     behind_at_last_stop,
     lookup_epoch,
     lookup_key,
+    record_without_servers,
 )
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.erasure import complete_cut_short
@@ -247,6 +248,8 @@ def create_server(
             # Which look-up servers the last process left behind (read before an index is
             # stored; with or without look-up servers now, its record goes).
             last_stop = behind_at_last_stop(data_dir)
+            if not lookup_servers:  # (a next start with servers is told they missed all)
+                record_without_servers(data_dir)
             remote = (
                 LookupServers(
                     lookup_servers,

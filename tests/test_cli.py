@@ -47,6 +47,24 @@ def test_every_command_has_a_description_and_an_example() -> None:
                 assert all(a.help for a in action._choices_actions)  # type: ignore[attr-defined]
 
 
+def test_a_command_that_needs_a_member_token_shows_one_in_an_example(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`index show --project burglary` was shown without the token it needs (so were `index
+    add`/`remove`/`sync`, `report` and `user revoke`): copied as shown, it is refused."""
+    for path, parser in commands(build_parser()):
+        if any("--token-file" in action.option_strings for action in parser._actions):
+            examples = (parser.epilog or "").splitlines()[1:]
+            assert any("--token-file " in e for e in examples), f"{path}: {examples}"
+    monkeypatch.delenv("BLINDMATCH_TOKEN", raising=False)
+    assert (
+        main(["index", "show", "--project", "burglary", "--server", f"127.0.0.1:{free_port()}"])
+        == 2
+    )
+    told = "no member token: pass --token-file FILE (or --token), or set BLINDMATCH_TOKEN"
+    assert told in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["serve", "encode", "upload", "run", "results", "demo"])
 def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:

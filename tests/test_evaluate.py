@@ -114,3 +114,27 @@ def test_a_truth_file_without_its_header_is_an_error(
     bad.write_text("id,entity\nN1,e1\n")
     assert main(["evaluate", "--results", str(files["hits"]), "--truth", str(bad)]) == 2
     assert "member, record_id, entity_id missing" in capsys.readouterr().err
+
+
+def test_a_bad_row_is_named_by_its_line_in_the_file_blank_lines_counted(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row numbers counted data rows (from 2), so a blank line above the bad row made them
+    name a line before it; they are now the file's lines as an editor shows them."""
+    truth = tmp_path / "joined-truth.csv"
+    truth.write_text(TRUTH.replace("north,N2,e2\n", "\n\nnorth,N2,e2\n") + "\nnorth,N1,e9\n")
+    assert main(["evaluate", "--results", str(files["hits"]), "--truth", str(truth)]) == 2
+    assert f"{truth}: row 11: record 'N1' of north listed twice" in capsys.readouterr().err
+    results = tmp_path / "results.csv"
+    results.write_text('record_id,partner,score\n\nN1,south,0.9\n"N1\n",retail,0.8\n\nN1,south,1\n')
+    cli = ["evaluate", "--results", str(results), "--truth", str(files["truth"])]
+    assert main([*cli, "--member", "north"]) == 2
+    assert f"{results}: row 7: record 'N1' with south is already on row 3" in (
+        capsys.readouterr().err
+    )
+    results.write_text("record_id,partner,score\n\nN1,south,0.9\n\nN9,retail,0.8\n")
+    assert main([*cli, "--member", "north"]) == 2
+    assert f"{results}: row 5: record id 'N9' is not in the truth" in capsys.readouterr().err
+    results.write_text("record_id,partner,score\n\nN1,south,0.9\nN2,south,\n")
+    assert main([*cli, "--member", "north"]) == 2
+    assert f"{results}: row 4: no score, but row 3 has one" in capsys.readouterr().err

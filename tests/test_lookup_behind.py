@@ -26,8 +26,16 @@ from blindmatch.matcher.realtime.shards import Fence, ShardChange, Shards, shard
 from blindmatch.matcher.rpc import lookup_wire
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
-from blindmatch.matcher.storage.shard_source import LastStop, behind_at_last_stop, lookup_epoch
+from blindmatch.matcher.storage.shard_source import (
+    INDEX_RESTORED,
+    LastStop,
+    behind_at_last_stop,
+    lookup_epoch,
+    record_stop,
+    record_without_servers,
+)
 from tests.support import PURPOSE, Matcher, free_port
 from tests.test_lookup_servers import (
     ROWS,
@@ -122,7 +130,37 @@ def test_the_servers_behind_are_recorded_at_stop_and_read_at_the_next_start(
     (tmp_path / "index.sqlite").write_bytes(b"the index as it stopped")
     LookupServers(addresses, key, data_dir=tmp_path).close()
     (tmp_path / "index.sqlite").write_bytes(b"an older copy, restored")
-    assert behind_at_last_stop(tmp_path) is None  # not the index it left: every one
+    restored = behind_at_last_stop(tmp_path)  # not the index it left: every one
+    assert restored is not None and restored.stale(addresses) == {0, 1}
+    assert restored.why == INDEX_RESTORED
+
+
+def test_servers_behind_at_start_are_told_why_as_far_as_the_matcher_can_tell(
+    tmp_path: Path,
+) -> None:
+    """Every server counted as behind at start was said to be so because the matcher's
+    `previous process left it behind, or was stopped without saying`, also when the servers
+    were new to the data dir or the last run had none; each case now says what happened."""
+    key, addresses = "bm_lookup_" + "k" * 43, ["127.0.0.1:1", "127.0.0.1:2"]
+
+    def told(data_dir: Path) -> str:
+        remote = LookupServers(addresses, key, last_stop=behind_at_last_stop(data_dir))
+        assert remote.behind() == [remote._name(0), remote._name(1)]
+        assert remote._behind[0] == remote._behind[1] == remote._at_start
+        assert "stopped without saying" not in remote._at_start
+        return remote._at_start
+
+    new = tmp_path / "new"  # served without look-up servers, then with them
+    create_server("127.0.0.1:0", new, "bm_op").stop(grace=None)
+    assert (new / "lookup.stopped").exists()  # written at its start
+    assert "last run used no look-up servers" in told(new)
+    assert "new to this data dir" in told(new)  # (read: a data dir from before that record)
+    lookup_epoch(new)  # with servers, then without: the last run had none
+    record_without_servers(new)
+    assert "last run used no look-up servers" in told(new)
+    assert "left no record of its look-up servers: it was killed" in told(new)
+    record_stop(new, addresses[::-1], set())
+    assert f"other look-up servers, or these in another order ({addresses[1]}, " in told(new)
 
 
 def fail_once(shards: Shards) -> None:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blindmatch.cli import main
+from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.fingerprint import fingerprint
 from blindmatch.client.encoding.schema import load_schema
@@ -177,3 +178,47 @@ def test_a_weak_secret_is_not_sealed(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["secret", "seal", "--secret-file", str(weak), "--to", str(tmp_path / "k.pub"),
                  "--out", str(tmp_path / "s")]) == 2  # fmt: skip
     assert "too weak" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_secret_is_refused_naming_it(
+    orgs: dict[str, Org], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A data file given as --secret-file (a walk passed truth.csv) was taken as the secret:
+    `privacy-check` ran on it, `encode --allow-weak-secret` encoded with it, and nothing
+    would match the partners' encodings."""
+    org = orgs["north"]
+    out = tmp_path / "out.encoded"
+    code = main(["encode", str(org.csv), "--schema", str(PERSON_SCHEMA), "--secret-file",
+                 str(org.csv), "--mapping", str(org.mapping), "--out", str(out),
+                 "--allow-weak-secret"])  # fmt: skip
+    expected = "not a blindmatch secret: expected one line of text, the 64 hex digits written"
+    assert_refused(capsys, code, out, f"{org.csv}: {expected}", "secret new", "lines")
+    code = main(["privacy-check", str(org.csv), "--mapping", str(org.mapping), "--secret-file",
+                 str(org.csv), "--out", str(out)])  # fmt: skip
+    assert_refused(capsys, code, out, f"{org.csv}: {expected}")
+    # Keys and sealed files are named as what they are.
+    assert main(["secret", "keygen", "--private", str(tmp_path / "k"), "--public",
+                 str(tmp_path / "k.pub"), "--label", "south"]) == 0  # fmt: skip
+    for wrong, why in (("k", "key file (PEM)"), ("k.pub", "public key")):
+        assert encode_cli(org, tmp_path / wrong, out) == 2
+        assert why in capsys.readouterr().err
+    (tmp_path / "binary").write_bytes(bytes(range(256)))
+    assert encode_cli(org, tmp_path / "binary", out) == 2
+    assert "not text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"5f0c9e2a7b41d8e36a9c04b7f21e8d5390ab6c7e4f1d2a8b9c3e6f70a1b2c3d4\n",  # `secret new`
+        b"5f0c9e2a7b41d8e36a9c04b7f21e8d5390ab6c7e4f1d2a8b9c3e6f70a1b2c3d4",  # no newline
+        b"  5f0c9e2a7b41d8e36a9c04b7f21e8d5390ab6c7e4f1d2a8b9c3e6f70a1b2c3d4\r\n\n",  # Windows
+        base64.b64encode(bytes(range(7, 71, 2))) + b"\n",  # base64 (docs/security.md)
+        base64.urlsafe_b64encode(bytes(range(200, 232))),  # url-safe base64
+        b"shared secret\n",  # a phrase: read, then refused as weak unless --allow-weak-secret
+    ],
+)
+def test_every_documented_secret_file_is_still_read(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "linkage.secret"
+    path.write_bytes(content)
+    assert read_secret(path) == content.strip()

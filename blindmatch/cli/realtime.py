@@ -394,14 +394,16 @@ def register(sub: Subcommands) -> None:
         sub,
         "index",
         help="maintain this member's standing index (real-time)",
-        example="blindmatch index sync north.encoded --project burglary --ref-key north.refkey",
+        example="blindmatch index sync north.encoded --project burglary --token-file north.token "
+        "--ref-key north.refkey",
     )
     isub = actions(group, "index_command")
     ia = command(
         isub,
         "add",
         help="add or replace records of ENCODED",
-        example="blindmatch index add north.encoded --project burglary --id N1 --id N2",
+        example="blindmatch index add north.encoded --project burglary --token-file north.token "
+        "--id N1 --id N2",
         handler=cmd_index_add,
         parents=[net, member, ref_key],
     )
@@ -411,7 +413,7 @@ def register(sub: Subcommands) -> None:
         isub,
         "remove",
         help="remove records by local id",
-        example="blindmatch index remove N1 N2 --project burglary",
+        example="blindmatch index remove N1 N2 --project burglary --token-file north.token",
         handler=cmd_index_remove,
         parents=[net, member, ref_key],
     )
@@ -421,7 +423,7 @@ def register(sub: Subcommands) -> None:
         "sync",
         help="make the index hold exactly ENCODED's records (sends only the differences; "
         "large ones as several changes, each under the matcher's limit)",
-        example="blindmatch index sync north.encoded --project burglary",
+        example="blindmatch index sync north.encoded --project burglary --token-file north.token",
         handler=cmd_index_sync,
         parents=[net, member, ref_key],
     )
@@ -430,7 +432,7 @@ def register(sub: Subcommands) -> None:
         isub,
         "show",
         help="how many records the index holds",
-        example="blindmatch index show --project burglary",
+        example="blindmatch index show --project burglary --token-file north.token",
         handler=cmd_index_show,
         parents=[net, member],
     )

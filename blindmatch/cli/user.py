@@ -109,7 +109,7 @@ def register(sub: Subcommands) -> None:
         usub,
         "revoke",
         help="make a user's token stop working at once",
-        example="blindmatch user revoke pc-4471 --project burglary",
+        example="blindmatch user revoke pc-4471 --project burglary --token-file north.token",
         handler=cmd_revoke,
         parents=parents,
     )

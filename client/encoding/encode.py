@@ -68,7 +68,8 @@ class EncodeResult:
 
 
 def read_secret(path: str | Path) -> bytes:
-    """The shared linkage secret: the file's bytes, surrounding whitespace ignored."""
+    """The shared linkage secret: the file's bytes, surrounding whitespace ignored; a file that
+    cannot be a secret file (`sharedsecret.format_problem`: a data file, a key) is refused."""
     path = Path(path)
     try:
         secret = path.read_bytes().strip()
@@ -81,6 +82,11 @@ def read_secret(path: str | Path) -> bytes:
             f"{path}: the secret file is empty; all members need the same secret, e.g. "
             "made once with `python3 -c 'import secrets; print(secrets.token_hex(32))'`"
         )
+    from blindmatch.client.encoding.sharedsecret import NOT_A_SECRET, format_problem
+
+    problem = format_problem(secret)
+    if problem is not None:
+        raise InputError(f"{path}: {NOT_A_SECRET}; {problem}")
     return secret
 
 

@@ -94,6 +94,39 @@ def _decoded(secret: bytes) -> bytes | None:
     return None
 
 
+NOT_A_SECRET = (
+    "not a blindmatch secret: expected one line of text, the 64 hex digits written by "
+    "`blindmatch secret new` (or other hex or base64 text of at least 32 random bytes, "
+    "docs/security.md)"
+)
+
+
+def format_problem(secret: bytes) -> str | None:
+    """Why these (stripped, non-empty) bytes cannot be a secret file's content at all, or None.
+
+    A secret file is one line of text: what `secret new` and `secret open` write, and the hex
+    or base64 text (or, with --allow-weak-secret, the phrase) the docs allow. A data file, a
+    sealed secret, a key or a binary file given as --secret-file would otherwise be taken as
+    the secret and every encoding silently differ from the partners'.
+    """
+    try:
+        text = secret.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not text (a binary file)"
+    lines = text.splitlines()
+    if SEALED_FORMAT in text:
+        return "it is a sealed secret: open it first (`blindmatch secret open`)"
+    if text.startswith("-----BEGIN"):
+        return "it is a key file (PEM), not the linkage secret"
+    if text.startswith(PUBLIC_PREFIX):
+        return "it is a member's public key, not the linkage secret"
+    if len(lines) > 1:
+        return f"it has {len(lines)} lines (a data file?)"
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in text):
+        return "it holds control characters (a binary file?)"
+    return None
+
+
 def strength_problem(secret: bytes) -> str | None:
     """Why this secret is too weak to encode with, or None when it passes the rule above."""
     raw = _decoded(secret)
@@ -233,7 +266,9 @@ def open_sealed(sealed: bytes, private: X25519PrivateKey, where: str = "sealed f
 
 
 __all__ = [
+    "NOT_A_SECRET",
     "KeyFiles",
+    "format_problem",
     "keygen",
     "new_secret",
     "open_sealed",

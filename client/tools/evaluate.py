@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.errors import InputError
-from blindmatch.client.files import read_csv
+from blindmatch.client.files import read_csv_lines
 
 Hit = tuple[str, str, str]  # (member, record_id, partner)
 
@@ -58,10 +58,12 @@ class Truth:
 
 @dataclass(frozen=True)
 class Scored:
-    """One row of a results file, with its score when the project disclosed scores."""
+    """One row of a results file, with its score when the project disclosed scores, and the
+    line of the file it is on (0: not read from a file)."""
 
     hit: Hit
     score: float | None = None
+    line: int = dataclasses.field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def read_truth(path: str | Path) -> Truth:
     path = Path(path)
     entity: dict[tuple[str, str], str] = {}
     holders: dict[str, set[str]] = {}
-    for line, row in enumerate(read_csv(path, ("member", "record_id", "entity_id")), start=2):
+    for line, row in read_csv_lines(path, ("member", "record_id", "entity_id")):
         key = ((row["member"] or "").strip(), (row["record_id"] or "").strip())
         ent = (row["entity_id"] or "").strip()
         if not all(key) or not ent:
@@ -110,14 +112,15 @@ def read_truth(path: str | Path) -> Truth:
 
 def read_results(path: str | Path, member: str) -> list[Scored]:
     """A results file (hits, mapping or scores level) as scored hits of `member`, in file
-    order (row i + 2 of the file is item i). A row without a record id or partner, a score
-    that is not a finite number, a file that scores some rows and not others, and a
-    (record, partner) listed twice are each an `InputError` naming the row."""
+    order, each with its line in the file (as an editor numbers them). A row without a
+    record id or partner, a score that is not a finite number, a file that scores some rows
+    and not others, and a (record, partner) listed twice are each an `InputError` naming
+    the row."""
     path = Path(path)
-    rows = read_csv(path, ("record_id", "partner"))
+    rows = read_csv_lines(path, ("record_id", "partner"))
     out: list[Scored] = []
     seen: dict[tuple[str, str], int] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         record_id, partner = (row["record_id"] or "").strip(), (row["partner"] or "").strip()
         if not record_id or not partner:
             raise InputError(f"{path}: row {line}: record_id and partner are both required")
@@ -141,13 +144,13 @@ def read_results(path: str | Path, member: str) -> list[Scored]:
             raise InputError(
                 f"{path}: row {line}: "
                 + (
-                    "no score, but row 2 has one"
+                    f"no score, but row {out[0].line} has one"
                     if score is None
-                    else "a score, but row 2 has none"
+                    else f"a score, but row {out[0].line} has none"
                 )
                 + "; a results file scores every row (--disclose scores) or none"
             )
-        out.append(Scored((member, record_id, partner), score))
+        out.append(Scored((member, record_id, partner), score, line))
     return out
 
 
@@ -252,13 +255,13 @@ def check_scored(
 ) -> None:
     """Refuse a member the truth file does not list, a result it has no record of, or a
     partner it does not list (its hits could not be judged: each would count as false).
-    When `results` is a file, item i of `scored` is its row i + 2."""
+    When `results` is a file, `Scored.line` is each item's line in it."""
     members = ", ".join(sorted(truth.members))
     if member not in truth.members:
         raise InputError(f"{truth_path}: member {member!r} not found (members: {members})")
 
     def where(index: int) -> str:
-        return f"{results}: row {index + 2}" if isinstance(results, Path) else str(results)
+        return f"{results}: row {scored[index].line}" if isinstance(results, Path) else str(results)
 
     unknown = [i for i, s in enumerate(scored) if (member, s.hit[1]) not in truth.entity]
     if unknown:
@@ -432,7 +435,7 @@ def evaluate_files(
     probe = read_results(results, member or "?")
     if member is None:
         member = _infer_member({s.hit[1] for s in probe}, truth, results)
-    scored = [Scored((member, s.hit[1], s.hit[2]), s.score) for s in probe]
+    scored = [dataclasses.replace(s, hit=(member, s.hit[1], s.hit[2])) for s in probe]
     check_scored(scored, truth, member, truth_path=truth_path, results=results)
     found_quality, points, best = assess(scored, truth, member)
     partners = per_partner((s.hit for s in scored), truth, member)

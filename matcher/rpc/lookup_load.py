@@ -38,10 +38,15 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 log = logging.getLogger("blindmatch.matcher")
 
 BEING_LOADED = "is being loaded by the matcher (it has no data dir); try again in a moment"
-# A server the matcher's previous process left behind, or may have (it was killed).
+# A server the matcher's previous process left behind, or may have (why: `LastStop.cause`).
 STALE_AT_START = (
-    "may have missed an index change before the matcher started (its previous process left "
-    "it behind, or was stopped without saying) and has not read its shards again yet"
+    "may have missed an index change before the matcher started ({cause}) and has not read "
+    "its shards again yet"
+)
+# No record of the previous process's servers (`behind_at_last_stop` None).
+NO_RECORD = (
+    "the matcher's last run left no record of its look-up servers: it was killed, or a "
+    "change was forwarded as it stopped"
 )
 
 
@@ -113,8 +118,10 @@ class ServerStates:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._recorded = False  # the servers behind recorded at `close` (a forward after: void)
         everyone = set(range(len(self.addresses)))
+        cause = NO_RECORD if last_stop is None else last_stop.cause(self.addresses)
+        self._at_start = STALE_AT_START.format(cause=cause)
         for i in everyone if last_stop is None else last_stop.stale(self.addresses):
-            self._behind[i] = STALE_AT_START
+            self._behind[i] = self._at_start
 
     def attach(self, source: ShardSource) -> None:
         """Where a server without a data dir is loaded from (the matcher's indexes). Each
@@ -150,10 +157,10 @@ class ServerStates:
         for channel in self._asking:
             channel.close()
         with self._lock:
-            stale = [i for i, why in self._behind.items() if why == STALE_AT_START]
+            stale = [i for i, why in self._behind.items() if why == self._at_start]
         if stale and not self._closed.is_set():  # (one not up: asked at the first query)
-            log.warning("%s: asking them to read their shards again", ", ".join(
-                f"{self._name(i)} {STALE_AT_START}" for i in stale))  # fmt: skip
+            log.warning("%s %s: asking them to read their shards again", ", ".join(
+                self._name(i) for i in stale), self._at_start)  # fmt: skip
             self._catch_up()
 
     def _catch_up(self, only: int | None = None) -> None:

@@ -22,7 +22,10 @@ stopped (`record_stop`): which had missed a change (behind). The next start read
 removes it (`behind_at_last_stop`), so a process killed leaves none; a start that finds none
 (killed, stopped while a forward was in flight, or a data dir from before this record), or
 one left beside another index.sqlite (restored from a copy), knows nothing of what the
-servers missed, and has every one read its shards again (or loads it).
+servers missed, and has every one read its shards again (or loads it). A process without
+look-up servers writes at its start that it has none (`record_without_servers`): the next
+start with servers has every one read its shards again and says why, as it does when no
+process had servers yet (no `lookup.epoch`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.core.fallback import Rule
@@ -164,6 +167,19 @@ def _replace_private(path: Path, text: str) -> None:
     temp.replace(path)
 
 
+# Why every look-up server may have missed a change though a record says something (`why`).
+NEVER_WITH_SERVERS = (
+    "the look-up servers are new to this data dir: its indexes were stored by a matcher "
+    "without look-up servers"
+)
+RAN_WITHOUT_SERVERS = (
+    "the matcher's last run used no look-up servers, so none was told of the changes it stored"
+)
+INDEX_RESTORED = (
+    "index.sqlite is not the file the matcher's last run stopped beside (restored from a copy?)"
+)
+
+
 @dataclass(frozen=True)
 class LastStop:
     """What the matcher's previous process left its look-up servers in, as it recorded on
@@ -171,6 +187,8 @@ class LastStop:
 
     servers: tuple[str, ...] | None  # None: a new data dir (no server was ever told anything)
     behind: frozenset[int] = frozenset()
+    # servers == (): why every server may have missed a change (NEVER_WITH_SERVERS, ...)
+    why: str = field(default="", compare=False)
 
     def stale(self, addresses: Sequence[str]) -> set[int]:
         """Which of `addresses` (this process's servers) may have missed a change: those
@@ -181,6 +199,17 @@ class LastStop:
         if list(self.servers) != list(addresses):
             return set(range(len(addresses)))
         return set(self.behind)
+
+    def cause(self, addresses: Sequence[str]) -> str:
+        """Why the servers `stale` names may have missed a change, as the matcher can tell."""
+        if self.servers == ():
+            return self.why
+        if self.servers is not None and list(self.servers) != list(addresses):
+            return (
+                "the matcher's last run stopped with other look-up servers, or these in another "
+                f"order ({', '.join(self.servers)})"
+            )
+        return "the matcher's last run stopped with it behind"
 
 
 NOTHING_MISSED = LastStop(None)  # a new data dir's (and a matcher's not told otherwise)
@@ -193,6 +222,15 @@ def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) 
     index = _file_state(Path(data_dir) / INDEX_DB_NAME)
     record = {"servers": list(servers), "behind": sorted(behind), "index": index}
     _replace_private(path, json.dumps(record))
+    fsync_path(path.parent)
+
+
+def record_without_servers(data_dir: str | Path) -> None:
+    """Keep, for the matcher's next start, that this process has no look-up servers: it
+    forwards none of the changes it stores, whether it stops or is killed (so it is
+    written at start), and a next start with servers says so (`RAN_WITHOUT_SERVERS`)."""
+    path = Path(data_dir) / LOOKUP_STOPPED_NAME
+    _replace_private(path, json.dumps({"servers": [], "behind": [], "without": True}))
     fsync_path(path.parent)
 
 
@@ -219,22 +257,31 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
     """What the matcher's previous process recorded of its look-up servers as it stopped,
     read and removed (`forget_stop`); for a new data dir (no index stored, no look-up
     server ever told of a change), nothing behind; None if there is no record (the previous
-    process was killed, or a forward followed its record; or index.sqlite is not the file
-    it left): any server may have missed a change. Called at each start before the
-    matcher stores anything, with or without look-up servers (a process without them
-    forwards nothing, and leaves no record)."""
+    process was killed, or a forward followed its record): any server may have missed a
+    change. Where the matcher can tell why every server may have missed one, a record of
+    no servers saying so (`LastStop.why`): index.sqlite is not the file it left, the last
+    run had no look-up servers (`record_without_servers`), or no run had any. Called at
+    each start before the matcher stores anything, with or without look-up servers (a
+    process without them forwards nothing: it records that instead)."""
     root = Path(data_dir)
     if not any((root / name).exists() for name in (INDEX_DB_NAME, LOOKUP_EPOCH_NAME)):
         forget_stop(root)
         return NOTHING_MISSED
+    record: LastStop | None
     try:
         found = json.loads((root / LOOKUP_STOPPED_NAME).read_text())
-        record: LastStop | None = LastStop(
-            tuple(str(a) for a in found["servers"]), frozenset(int(i) for i in found["behind"])
-        )
-        if found["index"] != _file_state(root / INDEX_DB_NAME):
-            record = None  # index.sqlite is not the one it left (restored from a copy, say)
-    except (OSError, ValueError, KeyError, TypeError):  # none, or not one this wrote
+        if found.get("without") is True:  # `record_without_servers`
+            record = LastStop((), why=RAN_WITHOUT_SERVERS)
+        else:
+            record = LastStop(
+                tuple(str(a) for a in found["servers"]),
+                frozenset(int(i) for i in found["behind"]),
+            )
+            if found["index"] != _file_state(root / INDEX_DB_NAME):
+                record = LastStop((), why=INDEX_RESTORED)  # not the one it left
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not ours
         record = None
+        if not (root / LOOKUP_EPOCH_NAME).exists():  # no matcher with look-up servers yet
+            record = LastStop((), why=NEVER_WITH_SERVERS)
     forget_stop(root)
     return record
