@@ -297,6 +297,41 @@ def test_a_truth_file_adds_precision_recall_and_the_plots(world: World, tmp_path
         assert png.format == "PNG" and png.width > 300 and png.height > 300
 
 
+def test_a_truth_file_at_hits_shows_precision_recall_overall_and_per_partner(
+    world: World, tmp_path: Path
+) -> None:
+    """At `hits` the page shows what `blindmatch evaluate` prints for the results file: here
+    N2 is truly east's E-5 too, a hit the run missed, so recall with east is 3 of 4."""
+    out, truth = tmp_path / "north.html", tmp_path / "truth.csv"
+    truth.write_text(TRUTH.replace("north,N2,james", "north,N2,oluwaseun"), encoding="utf-8")
+    assert report(world, world.projects["hits"], out, "--truth", str(truth)) == 0
+    html, page = read_page(out)
+    assert "precision 1.0000, recall 0.8571, F1 0.9231 (6 of 6 reported hits true" in html
+    assert page.table("against")[1:] == [
+        ["all partners", "1.0000", "0.8571", "0.9231", "6", "6", "7", ""],
+        ["with east", "1.0000", "0.7500", "0.8571", "3", "3", "4", ""],
+        ["with south", "1.0000", "1.0000", "1.0000", "3", "3", "3", ""],
+    ]
+    assert "Scores of the" not in html and not page.table("threshold") and not page.images
+
+
+def test_a_partner_you_learn_only_counts_about_is_said_to_lower_recall(
+    world: World, tmp_path: Path
+) -> None:
+    project = world.project("counted", "hits")
+    with world.member(project, "south") as south:
+        south.set_consent("counted", "count")
+    out = tmp_path / "north.html"
+    assert report(world, project, out, "--truth", str(world.tmp / "truth.csv")) == 0
+    _, page = read_page(out)
+    rows = {r[0]: r[1:] for r in page.table("against")[1:]}
+    assert rows["with south"] == [
+        "1.0000", "0.0000", "0.0000", "0", "0", "3",
+        "you learn only counts about it: its true hits count as missed",
+    ]  # fmt: skip
+    assert rows["all partners"][:3] == ["1.0000", "0.5000", "0.6667"]
+
+
 def test_a_truth_file_without_a_partner_is_refused_not_scored_as_false_hits(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

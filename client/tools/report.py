@@ -7,8 +7,10 @@ The page holds, for one member of one project:
   learns about it (the lesser of the project's level and that partner's consent);
 - the per-record results (record id, partner, and `partner_row` / `score` only where
   that partner's level allows), unless left out, and never at `count`;
-- at `scores`, the scores of the hits and, given a truth file, precision, recall
-  and the evaluation plots;
+- given a truth file (at `hits` and above), precision, recall and F1 overall and per
+  partner, as `blindmatch evaluate` prints them;
+- at `scores`, the scores of the hits and, given a truth file, the threshold sweep and
+  the evaluation plots;
 - the encode report of the ENCODED folder (counts and row numbers; no value from the
   export is copied into the page);
 - a summary of the member's own audit export.
@@ -45,6 +47,7 @@ from blindmatch.client.tools.evaluate import (
     SweepPoint,
     assess,
     check_scored,
+    per_partner,
     read_truth,
     thin_evidence,
 )
@@ -72,6 +75,7 @@ class EvaluationSummary:
     recommended: SweepPoint | None
     plots: list[tuple[str, bytes]]  # (title, PNG)
     warning: str = ""  # the recommended threshold rests on too little (`thin_evidence`)
+    partners: dict[str, Quality] = field(default_factory=dict)  # as `evaluate` prints them
 
 
 @dataclass
@@ -224,6 +228,7 @@ def _evaluate(
                 png_bytes(precision_recall_figure(points, recommended=best)),
             )
         )
+    partners = per_partner((s.hit for s in scored), truth, member)
     return EvaluationSummary(
-        str(truth_path), quality, points, best, plots, thin_evidence(points, best)
+        str(truth_path), quality, points, best, plots, thin_evidence(points, best), partners
     )

@@ -84,6 +84,7 @@ def render_html(r: MemberReport) -> str:
         _settings(r),
         _overlap(r),
         _records(r),
+        _evaluation(r),
         _scores(r),
         _data_quality(r),
         _audit(r),
@@ -200,6 +201,38 @@ def _records(r: MemberReport) -> str:
     return f"<h2>Per-record results ({len(r.rows)})</h2>{_table(r.header, shown)}{more}{blank}"
 
 
+def _evaluation(r: MemberReport) -> str:
+    """With `--truth` (at `hits` and above): precision, recall and F1, overall and with each
+    partner, as `blindmatch evaluate` prints them; the sweep and plots are under Scores."""
+    ev = r.evaluation
+    if ev is None:
+        return ""
+    levels = {p.name: p.level for p in r.partners}
+    rows = [("all partners", ev.quality, "")]
+    for name, q in ev.partners.items():
+        note = ""
+        if name not in levels:
+            note = "not a member of this project: leave its rows out of the truth file"
+        elif levels[name] == "count":
+            note = "you learn only counts about it: its true hits count as missed"
+        elif not q.predicted and q.actual:
+            note = "in none of your results"
+        rows.append((f"with {name}", q, note))
+    table = _table(
+        ("against", "precision", "recall", "F1", "true hits reported", "hits reported",
+         "true hits", "note"),
+        ((who, f"{q.precision:.4f}", f"{q.recall:.4f}", f"{q.f1:.4f}", q.true_positives,
+          q.predicted, q.actual, note) for who, q, note in rows),
+        numeric=(1, 2, 3, 4, 5, 6),
+    )  # fmt: skip
+    return (
+        "<h2>Precision and recall against known truth</h2>"
+        f"<p>Against {escape(ev.truth)}: {escape(str(ev.quality))}.</p>{table}"
+        '<p class="muted">A true hit: one of your records and a partner holding a record of '
+        "the same person in the truth file. Judged on synthetic or consented data only.</p>"
+    )
+
+
 def _scores(r: MemberReport) -> str:
     if r.learnt != "scores":
         return ""
@@ -227,7 +260,6 @@ def _scores(r: MemberReport) -> str:
             "sweep. Scores are for synthetic or consented data only.</p>"
         )
         return "".join(parts)
-    parts.append(f"<p>Against {escape(ev.truth)}: {escape(str(ev.quality))}.</p>")
     if ev.sweep:
         shown = table_rows(ev.sweep, ev.recommended)
         parts.append(
