@@ -81,6 +81,26 @@ def test_cr_only_line_ends_read_as_lf(tmp_path: Path) -> None:
     assert as_cr.clks == as_lf.clks
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_rows_are_numbered_by_the_line_they_start_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end: str
+) -> None:
+    # Was: numbered by CSV record, so an address over two lines in N1 put N3's bad date
+    # at "row 4" and the repeated N2 at "row 8, ... repeats row 3", each a line above.
+    def export(last_id: str) -> str:
+        lines = NORTH_CSV.splitlines()
+        rows = [lines[0] + ",Address", lines[1] + f',"1 High St{end}London"']
+        rows += [line + ",x" for line in lines[2:]] + ["", last_id + lines[2][2:] + ",y"]
+        return end.join(rows) + end  # N2 on line 4, N3 on 5, blank 8, the last row 9
+
+    dob = next(f for f in read(tmp_path, export("N9")).report.fields if f.field == "dob")
+    assert [r["row"] for r in dob.invalid_rows] == [5]
+    assert_refused(
+        capsys, encode(tmp_path, export("N2")), tmp_path / "out.encoded",
+        "export.csv: row 9, column URN: id 'N2' repeats row 4",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("data", "said"),
     [

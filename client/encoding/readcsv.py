@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from clkhash.field_formats import InvalidEntryError
 
@@ -37,6 +37,9 @@ from blindmatch.client.encoding.normalise import (
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 # Invalid rows listed per field in the printed report (all of them go to report.json).
 PRINT_LIMIT = 10
@@ -246,11 +249,12 @@ def _refuse_repeated_columns(
             )
 
 
-def _numbered(reader: Iterator[list[str]], csv_path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Data rows with their row number (the header is row 1); CSV syntax errors named."""
-    line_no = 1
+def _numbered(reader: CsvReader, csv_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Data rows, each with the line it starts on as an editor numbers them (the header is
+    line 1; blank lines and the line breaks inside quoted values count); CSV syntax errors
+    named by the line their row starts on."""
     while True:
-        line_no += 1
+        line_no = reader.line_num + 1  # the reader counts the lines it has taken
         try:
             record = next(reader)
         except StopIteration:
