@@ -256,7 +256,9 @@ def project_name(args: argparse.Namespace) -> str:
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    """Progress on stderr unless -q: a bar on a terminal, throttled lines elsewhere
+    (client/progress.py)."""
+    return not getattr(args, "quiet", False)
 
 
 def given_token(args: argparse.Namespace) -> str | None:
