@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-QUIET_HELP = "print only results and errors: no progress bars, notes or data-quality reports"
+QUIET_HELP = "print only results and errors: no progress, notes or data-quality reports"
 
 Handler = Callable[[argparse.Namespace], int]
 Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
