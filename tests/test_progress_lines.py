@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,7 @@ def test_upload_and_run_piped_print_progress_lines(
     orgs: dict[str, Org],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folders = {name: tmp_path / f"{name}.encoded" for name in orgs}
     encode_all(orgs, tmp_path)
@@ -122,3 +124,9 @@ def test_upload_and_run_piped_print_progress_lines(
     assert main(["run", *server, "--token", project.tokens["north"], "-q"]) == 0
     out, err = capsys.readouterr()
     assert "run: " not in err
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
+    assert main(["run", *server, "--token", project.tokens["north"]]) == 0
+    err = capsys.readouterr().err
+    assert "comparing" in err and "run: " not in err
+    assert ": :" not in err  # was "comparing: :  50%": tqdm's {desc} ends in ": " already

@@ -87,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"Run {started.run_id} {started.state}.", file=sys.stderr)
         # Work units differ by method (pairs, LSH bands, field-level steps): show shares.
-        shares = "{desc}: {percentage:3.0f}% |{bar}| {elapsed}<{remaining}"
+        # (tqdm's {desc} ends in ": " already; "{desc}: " drew "comparing: :  50%".)
+        shares = "{desc}{percentage:3.0f}% |{bar}| {elapsed}<{remaining}"
         bar = Progress("", prefix="run", counts=False, enabled=progress_wanted(args),
                        bar_format=shares)  # fmt: skip
         final, shown = started, ""
