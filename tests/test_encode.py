@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -300,7 +301,10 @@ def test_the_report_says_what_a_sparse_field_does_under_the_schema(
 
 
 def test_encode_progress_covers_reading_and_the_fallback_clks(
-    tmp_path: Path, secret_file: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What a terminal shows: a count while the export is read, and one bar over every CLK
     made, the default schema's fallback CLKs included. Before, reading showed nothing (2.7
@@ -317,6 +321,7 @@ def test_encode_progress_covers_reading_and_the_fallback_clks(
     schema = load_schema(PERSON_SCHEMA)
     assert schema.fallback  # the default makes two CLKs a record
     mapping, secret = load_mapping(tmp_path / "north.toml", schema), read_secret(secret_file)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars, not lines
     result = encode_csv(data, schema, mapping, secret, progress=True)
     assert result.report.rows_encoded == rows
     shown = capsys.readouterr().err  # what tqdm draws first: the count, then the bar at 0

@@ -21,6 +21,7 @@ from blindmatch.client.errors import BlindmatchError, InputError
 if TYPE_CHECKING:
     from blindmatch.client.encoding.encoded import Encoded
     from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.model import RunProgress
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -79,38 +80,31 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from blindmatch.client.progress import Progress
 
     with connect(args, member_token(args)) as client:
         started = client.start_run(args.project)
         if not args.quiet:
             print(f"Run {started.run_id} {started.state}.", file=sys.stderr)
-        bar = tqdm(
-            total=0,
-            file=sys.stderr,
-            # Work units differ by method (pairs, LSH bands, field-level steps): show shares.
-            bar_format="{desc}: {percentage:3.0f}% |{bar}| {elapsed}<{remaining}",
-            disable=not progress_wanted(args),
-            leave=False,
-        )
-        final = started
+        # Work units differ by method (pairs, LSH bands, field-level steps): show shares.
+        # (tqdm's {desc} ends in ": " already; "{desc}: " drew "comparing: :  50%".)
+        shares = "{desc}{percentage:3.0f}% |{bar}| {elapsed}<{remaining}"
+        bar = Progress("", prefix="run", counts=False, enabled=progress_wanted(args),
+                       bar_format=shares)  # fmt: skip
+        final, shown = started, ""
         try:
             for status in client.watch_run(args.project, started.run_id):
                 final = status
-                if status.stage in ("compare", "fallback") and status.work_total:
-                    bar.total = status.work_total
-                    bar.n = status.work_done
-                    tasks = f"{status.tasks_done}/{status.tasks_total} tasks"
-                    bar.set_description(
-                        "comparing the fallback CLKs of records lacking a field"
-                        if status.stage == "fallback"
-                        else f"comparing ({tasks})"
-                        if status.tasks_total
-                        else "comparing"
-                    )
-                    bar.refresh()
-                elif status.stage:
-                    bar.set_description(status.stage)
+                if not status.stage:
+                    continue
+                comparing = status.stage in ("compare", "fallback") and status.work_total
+                if status.stage != shown:
+                    bar.stage(_stage_label(status), status.work_total if comparing else None)
+                    shown = status.stage
+                else:
+                    bar.describe(_stage_label(status))
+                if comparing:
+                    bar.moveto(status.work_done, status.work_total)
         finally:
             bar.close()
     if final.state == "failed":
@@ -122,6 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"Run {final.run_id} done; `blindmatch results` shows what you share.")
     return 0
+
+
+def _stage_label(status: RunProgress) -> str:
+    """What a run's stage is called on its bar and in its lines."""
+    if status.stage == "fallback":
+        return "comparing the fallback CLKs of records lacking a field"
+    if status.stage == "compare" and status.tasks_total:
+        return f"comparing ({status.tasks_done}/{status.tasks_total} tasks)"
+    return "comparing" if status.stage == "compare" else status.stage
 
 
 def cmd_results(args: argparse.Namespace) -> int:

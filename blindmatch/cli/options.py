@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-QUIET_HELP = "print only results and errors: no progress bars, notes or data-quality reports"
+QUIET_HELP = "print only results and errors: no progress, notes or data-quality reports"
 
 Handler = Callable[[argparse.Namespace], int]
 Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
@@ -256,7 +256,9 @@ def project_name(args: argparse.Namespace) -> str:
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    """Progress on stderr unless -q: a bar on a terminal, throttled lines elsewhere
+    (client/progress.py)."""
+    return not getattr(args, "quiet", False)
 
 
 def given_token(args: argparse.Namespace) -> str | None:

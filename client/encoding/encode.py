@@ -9,11 +9,9 @@ matching and encodes the rows.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +38,7 @@ from blindmatch.client.encoding.readcsv import (
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
+from blindmatch.client.progress import Progress
 
 # Below this share of present values a field is called sparse in the report.
 SPARSE_BELOW = 0.8
@@ -88,20 +87,6 @@ def read_secret(path: str | Path) -> bytes:
     if problem is not None:
         raise InputError(f"{path}: {NOT_A_SECRET}; {problem}")
     return secret
-
-
-def _progress(total: int | None, desc: str, enabled: bool, unit: str = "rec") -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        file=sys.stderr,
-        disable=not enabled,
-        leave=False,
-        dynamic_ncols=True,
-    )
 
 
 def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
@@ -172,7 +157,7 @@ def encode_csv(
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
-    reading = _progress(None, "reading", progress, unit=" rows")
+    reading = Progress("reading", unit=" rows", enabled=progress)
     try:
         ids, rows = read_rows(
             csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id,
@@ -223,7 +208,7 @@ def encode_csv(
     # One bar over every CLK made: with a fallback CLK, two a record (the second pass used to
     # run after the bar had reached 100%, as long again with nothing moving).
     clks_made = len(rows) * (2 if schema.fallback else 1)
-    bar = _progress(clks_made, "encoding", progress, unit=" CLKs")
+    bar = Progress("encoding", clks_made, unit=" CLKs", enabled=progress)
     try:
         if schema.field_level:
             clks = encode_field_level(

@@ -10,7 +10,6 @@ client-chosen upload id, so the matcher stores it once however often it is sent.
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 import time
 import uuid
@@ -154,17 +153,10 @@ class MatcherClient(OperatorCalls):
         stores nothing twice. The progress bar counts CLKs sent in the current
         attempt and starts again from zero, saying so, when a retry restarts it.
         """
-        from tqdm import tqdm
+        from blindmatch.client.progress import Progress
 
         key = upload_id or uuid.uuid4().hex
-        bar = tqdm(
-            total=encoded.record_count,
-            desc="uploading",
-            unit="rec",
-            file=sys.stderr,
-            disable=not progress,
-            leave=False,
-        )
+        bar = Progress("uploading", encoded.record_count, unit="rec", enabled=progress)
         attempts = [0]
 
         def messages() -> Iterator[pb.UploadRequest]:
@@ -173,13 +165,12 @@ class MatcherClient(OperatorCalls):
             for block in encoded.iter_chunks(per_message):
                 yield pb.UploadRequest(clks=block)
                 bar.update(len(block) // encoded.clk_bytes)
-            bar.set_description("waiting for the matcher to store it")
+            bar.stage("waiting for the matcher to store it")
 
         def attempt() -> pb.UploadReply:
             attempts[0] += 1
             if attempts[0] > 1:
-                bar.reset(total=encoded.record_count)
-                bar.set_description(f"retrying upload (attempt {attempts[0]})")
+                bar.stage(f"retrying upload (attempt {attempts[0]})", encoded.record_count)
             return self._stub.Upload(messages(), metadata=self._metadata(), timeout=3600)
 
         try:

@@ -1,0 +1,132 @@
+"""Progress where stderr is not a terminal (a log, cron, CI, systemd, `nohup`): plain lines,
+throttled (client/progress.py). Before, `encode` printed nothing until it ended (minutes at
+1,000,000 rows) and `run` only `queued`, then `done`: a long run looked like a hung one."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli.app import main
+from blindmatch.client import ProjectTokens, progress
+from blindmatch.client.progress import LINE_EVERY_S, Progress
+from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher, Org, encode_all, encode_cli
+
+
+def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that moves a throttle interval and more at each look: only the
+    share-of-the-total rule holds lines back."""
+    ticks = itertools.count()
+    monkeypatch.setattr(progress, "clock", lambda: next(ticks) * (LINE_EVERY_S + 1))
+
+
+def test_many_ticks_give_a_few_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """100,000 ticks of one stage: at most ~20 lines however often the clock allows one,
+    two (its start, its end) when it never does; a stage without a total, one a look."""
+    stream = io.StringIO()
+    bar = Progress("encoding", 100_000, unit="CLKs", stream=stream)
+    for _ in range(100_000):
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()  # the test takes far less than 30 s
+    assert lines[0] == "encoding: 1/100000 CLKs (0%)"  # once it moves
+    assert lines[1].startswith("encoding: 100000/100000 CLKs (100%) after ")
+    assert len(lines) == 2
+
+    _ticking_clock(monkeypatch)
+    stream = io.StringIO()
+    bar = Progress("encoding", 100_000, unit="CLKs", stream=stream)
+    for _ in range(100_000):
+        bar.update(1)
+    bar.stage("waiting")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert 20 <= len(lines) <= 23  # start, every 5%, "waiting"
+    assert "encoding: 50001/100000 CLKs (50%) after " in stream.getvalue()
+    assert lines[-1] == "waiting"
+
+    stream = io.StringIO()
+    reading = Progress("reading", unit="rows", stream=stream, prefix="encode")
+    for _ in range(5):
+        reading.update(1000)
+    reading.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "encode: reading: 1000 rows" and len(lines) == 5  # one a look
+    assert lines[1].startswith("encode: reading: 2000 rows after 1m")
+
+    stream = io.StringIO()
+    Progress("encoding", 10, stream=stream, enabled=False).update(10)
+    assert stream.getvalue() == ""
+
+
+def test_encode_piped_prints_progress_lines_and_quiet_none(
+    tmp_path: Path,
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _ticking_clock(monkeypatch)
+    rows = 4000  # 4 ticks of reading, 8 of encoding (1,000 CLKs each, the fallback's too)
+    org = Org(tmp_path / "north.csv", tmp_path / "north.toml")
+    org.csv.write_text(
+        "URN,Forenames,Surname,DOB,Sex,Postcode\n"
+        + "".join(f"N{i},Grace,Hughes{i},12/12/2001,F,EH1 9ZZ\n" for i in range(rows)),
+        encoding="utf-8",
+    )
+    org.mapping.write_text(NORTH_MAP, encoding="utf-8")
+    assert encode_cli(org, secret_file, tmp_path / "north.encoded") == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0] == "reading: 1000 rows"  # once the first rows are read
+    assert lines[1].startswith("reading: 2000 rows after ")
+    assert sum(line.startswith("reading: 4000 rows after ") for line in lines) == 1
+    assert lines[4].startswith("encoding: ") and "/8000 CLKs (" in lines[4]  # both CLKs
+    assert sum(line.startswith("encoding: 8000/8000 CLKs (100%)") for line in lines) == 1
+    assert "encoding:" not in out and "reading" not in out  # stdout: the report alone
+    assert "Wrote " in out
+
+    quiet = ["encode", str(org.csv), "--schema", str(PERSON_SCHEMA), "--secret-file",
+             str(secret_file), "--mapping", str(org.mapping), "--out", str(tmp_path / "q"),
+             "-q"]  # fmt: skip
+    assert main(quiet) == 0
+    out, err = capsys.readouterr()
+    assert "encoding" not in err and "reading" not in err and out == ""
+
+
+def test_upload_and_run_piped_print_progress_lines(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folders = {name: tmp_path / f"{name}.encoded" for name in orgs}
+    encode_all(orgs, tmp_path)
+    server = ["--project", project.project, "--server", matcher.target]
+    for name, folder in folders.items():
+        assert main(["upload", str(folder), *server, "--token", project.tokens[name]]) == 0
+    out, err = capsys.readouterr()
+    assert "uploading: 5/5 rec (100%)" in err.splitlines()
+    assert "waiting for the matcher to store it" in err.splitlines()
+    assert "uploading" not in out
+
+    assert main(["run", *server, "--token", project.tokens["north"]]) == 0
+    out, err = capsys.readouterr()
+    assert "run: comparing" in err  # the stage's first line, at least
+    assert all(line.startswith(("Run ", "run: ")) for line in err.splitlines()), err
+    assert out.startswith("Run ") and "run: " not in out
+
+    assert main(["run", *server, "--token", project.tokens["north"], "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "run: " not in err
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
+    assert main(["run", *server, "--token", project.tokens["north"]]) == 0
+    err = capsys.readouterr().err
+    assert "comparing" in err and "run: " not in err
+    assert ": :" not in err  # was "comparing: :  50%": tqdm's {desc} ends in ": " already
