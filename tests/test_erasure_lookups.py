@@ -171,6 +171,28 @@ def test_a_look_up_server_behind_for_another_change_takes_the_erasure_at_once(
     assert check_data_dir(either.data_dir).problems == []
 
 
+def north_held_server_0_behind(
+    cluster: Cluster, clks: list[np.ndarray], *, settle: bool = False
+) -> tuple[Any, dict[str, str], Any, LookupServers]:
+    """North's index held at look-up server 0 (after `settled`, with `settle`), then a change
+    to south's index server 0 misses (its next read fails once): the matcher, the project's
+    tokens, server 0, and the matcher's `LookupServers`, which count server 0 behind."""
+    matcher = cluster.matcher
+    assert matcher is not None and cluster.lookups[0] is not None
+    tokens = project_of(matcher).tokens
+    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
+    if settle:
+        settled(cluster)
+    server = cluster.lookups[0]
+    assert ("trial", "north") in server.shards._indexes
+    fail_once(server.shards)
+    south = [i for i in range(ROWS) if shard_of(f"south-{i}", 2) == 0][:5]
+    put(matcher, tokens["south"], "south", clks[1], range(south[-1] + 1))  # server 0 misses it
+    servers = matcher.server.realtime.remote
+    assert isinstance(servers, LookupServers) and servers.behind() == [servers._name(0)]
+    return matcher, tokens, server, servers
+
+
 def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_in(
     remote: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,18 +202,7 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
     server 0 (before: left out as "being loaded", and nothing was pending though the load
     then failed and the server kept north's shards), and the background retry finishes the
     erasure once the load has failed (the server takes the erasure then)."""
-    matcher = remote.matcher
-    assert matcher is not None and remote.lookups[0] is not None
-    tokens = project_of(matcher).tokens
-    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
-    settled(remote)
-    server = remote.lookups[0]
-    assert ("trial", "north") in server.shards._indexes
-    fail_once(server.shards)
-    south = [i for i in range(ROWS) if shard_of(f"south-{i}", 2) == 0][:5]
-    put(matcher, tokens["south"], "south", clks[1], range(south[-1] + 1))  # server 0 misses it
-    servers = matcher.server.realtime.remote
-    assert isinstance(servers, LookupServers) and servers.behind() == [servers._name(0)]
+    matcher, tokens, server, servers = north_held_server_0_behind(remote, clks, settle=True)
     entered, release = threading.Event(), threading.Event()
 
     def hang(*args: object, **kwargs: object) -> None:  # (the injected fault: a hung load)
@@ -230,17 +241,7 @@ def test_a_server_whose_read_again_fails_is_pending_until_a_read_is_in(
     server 0 as pending, and it counts as behind (before: dropped from "behind" once it had
     said yes, so nothing was pending), until the background retry has it read again (the
     retry asks whether it is done; asked so, it reads again) and the read is in."""
-    matcher = sharded.matcher
-    assert matcher is not None and sharded.lookups[0] is not None
-    tokens = project_of(matcher).tokens
-    put(matcher, tokens["north"], "north", clks[0], range(ROWS))
-    server = sharded.lookups[0]
-    assert ("trial", "north") in server.shards._indexes
-    fail_once(server.shards)
-    south = [i for i in range(ROWS) if shard_of(f"south-{i}", 2) == 0][:5]
-    put(matcher, tokens["south"], "south", clks[1], range(south[-1] + 1))  # server 0 misses it
-    servers = matcher.server.realtime.remote
-    assert isinstance(servers, LookupServers) and servers.behind() == [servers._name(0)]
+    matcher, tokens, server, servers = north_held_server_0_behind(sharded, clks)
     read, failing = shards_module.read_shards, threading.Event()
     failing.set()
 
