@@ -216,6 +216,15 @@ def test_a_frequency_list_it_would_misread_is_refused(
         read_list(path)
 
 
+def test_a_frequency_lists_bad_row_is_named_by_the_line_it_starts_on(tmp_path: Path) -> None:
+    # A value quoted across two lines and a blank line come before the bad row, on line 6 as
+    # an editor shows it (before: "row 5", its CSV record's number).
+    path = tmp_path / "surnames.csv"
+    path.write_text('value,count\n"Smith\nJones",10\n\nBrown,7\nGreen,many\n')
+    with pytest.raises(InputError, match=re.escape("row 6: expected a value and its count")):
+        read_list(path)
+
+
 def test_a_frequency_list_is_read_with_its_header_and_a_bom(tmp_path: Path) -> None:
     path = tmp_path / "surnames.csv"
     path.write_text("\ufeffvalue,count\r\nSmith,1000\r\n\r\nJONES,900\r\nsmith,5\r\n")

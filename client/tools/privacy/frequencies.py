@@ -67,21 +67,27 @@ def read_list(path: Path) -> FrequencyList:
     """A user's own `value,count` CSV (header row first); values are normalised as text.
     A first row that is data (its count a number), a row without a count, a count that is
     not a number of at least 0, and a list without values are each an `InputError` naming
-    the file and row: an attack scored against a list it misread would understate a leak."""
+    the file and row (the line it starts on, as an editor numbers them: a value spanning
+    lines counts each): an attack scored against a list it misread would understate a leak."""
     counts: dict[str, float] = defaultdict(float)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            reader = csv.reader(fh)
+            rows: list[tuple[int, list[str]]] = []  # each with the line it starts on
+            read = 0  # lines read before the row
+            for row in reader:
+                rows.append((read + 1, row))
+                read = reader.line_num
     except FileNotFoundError:
         raise InputError(f"{path}: frequency list not found") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 CSV file") from None
-    if rows and len(rows[0]) >= 2 and _number(rows[0][1]) is not None:
+    if rows and len(rows[0][1]) >= 2 and _number(rows[0][1][1]) is not None:
         raise InputError(
-            f"{path}: row 1 is a value ({rows[0][0]!r}), not the header; the list starts with "
-            "the header value,count"
+            f"{path}: row {rows[0][0]} is a value ({rows[0][1][0]!r}), not the header; the "
+            "list starts with the header value,count"
         )
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in rows[1:]:
         if not any(cell.strip() for cell in row):
             continue
         count = _number(row[1]) if len(row) >= 2 else None
