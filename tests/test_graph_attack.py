@@ -16,6 +16,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.check import check_synthetic
 from blindmatch.client.tools.privacy.graph import (
+    BlindTrials,
     bit_similarity,
     known_pairs,
     match_graphs,
@@ -115,6 +116,29 @@ def test_the_attack_uses_similarities_not_the_order_of_the_rows(tmp_path: Path) 
     # And it is scored against the people, not the rows: right claims are right people.
     scored = score_matching(plain, v_people, a_people)
     assert scored.right == sum(v_people[i] == a_people[j] for i, j in plain.claims().items())
+
+
+def test_blind_trials_shared_across_counts_of_known_pairs_give_the_same_matchings(
+    tmp_path: Path,
+) -> None:
+    # privacy-check runs the attack blind, with 10 and with 50 known pairs on the same graphs
+    # and keeps the blind seeding's trials between them: each matching must be the one a fresh
+    # call gives. Record-level CLKs without the fallback: the blind seeding tries orientations.
+    victim, v_people, attacker, a_people = exports(tmp_path, 200, 1.0)
+    clks = NO_FALLBACK.for_encoding()
+    from blindmatch.client.encoding.harden import encode_records
+
+    v = [bit_similarity(encode_records(victim, clks, SECRET, NONE))]
+    a = [bit_similarity(encode_records(attacker, clks, ATTACKER, NONE))]
+    trials = BlindTrials()
+    for count in (0, 10, 50):
+        pairs = known_pairs(v_people, a_people, count, seed=count)
+        shared, fresh = match_graphs(v, a, pairs, trials=trials), match_graphs(v, a, pairs)
+        assert shared.orientations_tried == fresh.orientations_tried
+        assert shared.claims() == fresh.claims()
+        assert np.array_equal(shared.attacker, fresh.attacker)
+        assert np.array_equal(shared.score, fresh.score)
+    assert trials.tried(), "no blind trial was run: the test checks nothing"
 
 
 def test_known_pairs_are_true_pairs_and_left_out_of_the_score(tmp_path: Path) -> None:

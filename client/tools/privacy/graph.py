@@ -292,20 +292,60 @@ def _grow(
     return z, seeds
 
 
+class BlindTrials:
+    """The blind seeding's trials of one pair of graphs, kept for the next `match_graphs` on
+    them: an orientation's trial (its embedding's Hungarian assignment and `_lap_rounds`,
+    most of the attack's time) does not depend on the known pairs, so the blind attack and
+    those with known pairs can share it. Use one only with the graphs it was first given."""
+
+    def __init__(self) -> None:
+        self._embedded: dict[int, list[np.ndarray]] = {}
+        self._trials: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+
+    def orientations(self, victim: Matrix, attacker: Matrix, d: int) -> list[np.ndarray]:
+        if d not in self._embedded:
+            ev, ea = _embedding(victim, d), _embedding(attacker, d)
+            self._embedded[d] = [ev, ea, *_orientations(ev, ea)[:ORIENTATIONS]]
+        return self._embedded[d][2:]
+
+    def tried(self) -> int:
+        """How many orientations' trials are kept."""
+        return len(self._trials)
+
+    def trial(
+        self, victim: Sequence[Matrix], attacker: Sequence[Matrix], d: int, k: int
+    ) -> tuple[np.ndarray, ...]:
+        """Orientation k's best matches, whether mutual, margins, and (only where no match
+        is mutual: no seed to grow) its scores."""
+        if (d, k) not in self._trials:
+            ev, ea, *options = self._embedded[d]
+            diff = ev * options[k]
+            dist = (diff**2).sum(1)[:, None] + (ea**2).sum(1)[None, :] - 2 * diff @ ea.T
+            rows, cols = linear_sum_assignment(dist)
+            _share, trial = _lap_rounds(victim, attacker, rows, cols)
+            best, mutual, margin = _best_and_margins(trial)
+            kept = trial if not mutual.any() else np.zeros((0, 0), dtype=np.float32)
+            self._trials[(d, k)] = (best, mutual, margin, kept)
+        return self._trials[(d, k)]
+
+
 def match_graphs(
     victim: Sequence[Matrix],
     attacker: Sequence[Matrix],
     known: Mapping[int, int] | None = None,
     *,
     dims: int = DIMS,
+    trials: BlindTrials | None = None,
 ) -> Matching:
     """Match the victim's similarity graphs to the attacker's; see the module docstring.
 
     `victim[k]` and `attacker[k]` are the same encoding's graphs (`bit_similarity`
     or `collision_similarity`) over each party's records; the first is embedded
     for blind seeding. `known` maps victim rows to attacker rows the attacker
-    knows to be the same people.
+    knows to be the same people. `trials`: the blind seeding's trials of earlier calls
+    on the same graphs (the result is the same with or without; it saves their time).
     """
+    trials = trials if trials is not None else BlindTrials()
     known = dict(known or {})
     nv, na = len(victim[0]), len(attacker[0])
     tried = 0
@@ -320,14 +360,9 @@ def match_graphs(
     for d in (dims, dims + 2):  # a second embedding when no orientation of the first took
         if best_quality >= TAKEOFF_MARGIN or min(nv, na) < d + 3 or not edges:
             break
-        ev, ea = _embedding(victim[0], d), _embedding(attacker[0], d)
-        for signs in _orientations(ev, ea)[:ORIENTATIONS]:
+        for k in range(len(trials.orientations(victim[0], attacker[0], d))):
             tried += 1
-            diff = ev * signs
-            dist = (diff**2).sum(1)[:, None] + (ea**2).sum(1)[None, :] - 2 * diff @ ea.T
-            rows, cols = linear_sum_assignment(dist)
-            _share, trial = _lap_rounds(victim, attacker, rows, cols)
-            best, mutual, margin = _best_and_margins(trial)
+            best, mutual, margin, trial = trials.trial(victim, attacker, d, k)
             start = dict(known)
             fresh = np.flatnonzero(mutual)
             fresh = fresh[np.argsort(-margin[fresh], kind="stable")]
@@ -399,6 +434,7 @@ def known_pairs(
 
 __all__ = [
     "CLAIM_MARGIN",
+    "BlindTrials",
     "GraphScore",
     "Matching",
     "bit_similarity",

@@ -27,6 +27,7 @@ from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.attacks import AttackResult
 from blindmatch.client.tools.privacy.graph import (
+    BlindTrials,
     bit_similarity,
     known_pairs,
     match_graphs,
@@ -106,6 +107,7 @@ def graph_attacks(
     held = set(attacker_people)
     covered = sum(1 for p in victim_people if p in held) / max(len(victim_people), 1)
     results = []
+    trials = BlindTrials()  # the blind seeding's trials, shared by every count of known pairs
     overlapping = sum(1 for p in victim_people if p in held)
     for count in known:
         if count and count >= overlapping:
@@ -117,7 +119,7 @@ def graph_attacks(
                 )
             continue
         pairs = known_pairs(victim_people, attacker_people, count, seed=count)
-        matching = match_graphs(victim, attacker, pairs)
+        matching = match_graphs(victim, attacker, pairs, trials=trials)
         scored = score_matching(matching, victim_people, attacker_people, pairs)
         label = "blind" if not count else f"{count} known"
         results.append(
