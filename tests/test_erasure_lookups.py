@@ -193,6 +193,19 @@ def north_held_server_0_behind(
     return matcher, tokens, server, servers
 
 
+def north_erased_pending_at_server_0(
+    cluster: Cluster, matcher: Any, tokens: dict[str, str], server: Any
+) -> None:
+    """North erases: the reply names look-up server 0 as pending and the background retry,
+    and server 0 still holds north's shards (what the reply warns of)."""
+    with matcher.member(tokens["north"]) as north:
+        erased = north.erase("trial")
+    (missed, retried) = erased.pending
+    assert missed.startswith(f"look-up server {cluster.addresses[0]} (shard 0 of 2) may still")
+    assert retried == "the matcher tries again in the background until it is done"
+    assert ("trial", "north") in server.shards._indexes
+
+
 def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_in(
     remote: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,12 +228,7 @@ def test_an_erasure_during_a_load_again_is_pending_until_a_load_that_took_it_is_
         servers.catch_up()  # Reload: it has no data dir, so it is loaded again
         assert servers.loading == [0]
         assert entered.wait(60), "the load did not reach the server"
-        with matcher.member(tokens["north"]) as north:
-            erased = north.erase("trial")
-        (missed, retried) = erased.pending
-        assert missed.startswith(f"look-up server {remote.addresses[0]} (shard 0 of 2) may still")
-        assert retried == "the matcher tries again in the background until it is done"
-        assert ("trial", "north") in server.shards._indexes  # (what the reply warns of)
+        north_erased_pending_at_server_0(remote, matcher, tokens, server)
         release.set()  # the load fails; the server, alive, keeps what it held
         deadline = time.monotonic() + 60
         while matcher.server.store.cut_short_erasures():  # finished by the running matcher
@@ -257,12 +265,7 @@ def test_a_server_whose_read_again_fails_is_pending_until_a_read_is_in(
         assert time.monotonic() < deadline, "the read did not fail"
         time.sleep(0.05)
     assert servers.behind() == [servers._name(0)]
-    with matcher.member(tokens["north"]) as north:
-        erased = north.erase("trial")
-    (missed, retried) = erased.pending
-    assert missed.startswith(f"look-up server {sharded.addresses[0]} (shard 0 of 2) may still")
-    assert retried == "the matcher tries again in the background until it is done"
-    assert ("trial", "north") in server.shards._indexes  # (what the reply warns of)
+    north_erased_pending_at_server_0(sharded, matcher, tokens, server)
     assert matcher.server.store.cut_short_erasures() != []
     failing.clear()  # the next read succeeds
     while matcher.server.store.cut_short_erasures():  # finished by the running matcher

@@ -20,6 +20,7 @@ from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
 from blindmatch.client.errors import RejectedError, UnavailableError
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.model import ProjectTokens
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.matcher.core import tickets
@@ -204,6 +205,17 @@ def test_an_upload_under_another_secret_is_refused_before_s1_or_s2_hold_it(
     assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 0
 
 
+def run_refused_unavailable(world: World, project: ProjectTokens) -> str:
+    """North starts a run once (`blindmatch run` retries an UNAVAILABLE a while): refused
+    UNAVAILABLE with nothing started; the refusal's message."""
+    once = RetryPolicy(attempts=1)
+    with MatcherClient(world.target, project.tokens["north"], retry=once) as north:
+        with pytest.raises(UnavailableError) as refused:
+            north.start_run("shares")
+        assert north.describe("shares").latest_run is None  # nothing was started
+    return str(refused.value)
+
+
 def test_a_run_with_s1_down_is_refused_unavailable_naming_it(
     world: World, encoded: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,12 +228,7 @@ def test_a_run_with_s1_down_is_refused_unavailable_naming_it(
         assert world.cli("upload", str(encoded[name]), "--project", "shares",
                          token=project.tokens[name]) == 0  # fmt: skip
     world.roles["s1"].stop(grace=None)
-    once = RetryPolicy(attempts=1)  # (`blindmatch run` retries an UNAVAILABLE a while)
-    with MatcherClient(world.target, project.tokens["north"], retry=once) as north:
-        with pytest.raises(UnavailableError) as refused:
-            north.start_run("shares")
-        assert north.describe("shares").latest_run is None  # nothing was started
-    message = str(refused.value)
+    message = run_refused_unavailable(world, project)
     assert f"S1 (127.0.0.1:{world.roles['s1'].port}) is unreachable" in message
     assert message.endswith("[UNAVAILABLE]")
 
@@ -238,12 +245,7 @@ def test_a_run_with_s2_refusing_connections_is_refused_without_waiting_out_reach
         assert world.cli("upload", str(encoded[name]), "--project", "shares",
                          token=project.tokens[name]) == 0  # fmt: skip
     world.roles["s2"].server.stop(None).wait()
-    once = RetryPolicy(attempts=1)
-    with MatcherClient(world.target, project.tokens["north"], retry=once) as north:
-        with pytest.raises(UnavailableError) as refused:
-            north.start_run("shares")
-        assert north.describe("shares").latest_run is None  # nothing was started
-    message = str(refused.value)
+    message = run_refused_unavailable(world, project)
     assert f"S2 (127.0.0.1:{world.roles['s2'].port}) is unreachable" in message
     assert "every connection failed for 2 s: refused, reset or its TLS handshake" in message
 
