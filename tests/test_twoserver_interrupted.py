@@ -109,7 +109,10 @@ def test_a_query_interrupted_while_its_records_are_sent_stops_at_once_and_they_a
     (s2_upload,) = [t for t in threading.enumerate() if t.name == "bm-query-upload-s2"]
     assert s2_upload.daemon
     interrupted.released.set()
-    s2_upload.join(30)
+    # Its end, not join(): the Ctrl-C may have reached the client inside S2's thread.start(),
+    # before that thread said it had started (join() would refuse it); enumerate() lists it
+    # from its start() until its end.
+    until(lambda: s2_upload not in threading.enumerate(), 30)
     left = watched_names(world)
     assert len(left["s1"]) == 1 and left["s2"] == []  # what S1 got before the Ctrl-C
     unclaimed = world.server.realtime.unclaimed
