@@ -2,7 +2,8 @@
 
 On the same simulated people a matcher holding CLKs re-identifies nearly every record, while
 the combiner's and S1's views stay under the bar; the check reports each role's figures,
-writes them into privacy-check.json, and refuses a sample too small to mean anything.
+writes them into privacy-check.json, and gives NO VERDICT on a sample too small to mean
+anything, as the CLK check does.
 """
 
 from __future__ import annotations
@@ -143,21 +144,40 @@ def test_the_verdict_names_the_role_whose_view_leaks() -> None:
     }
 
 
-def test_a_sample_too_small_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sample_too_small_gives_no_verdict_as_the_clk_check_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both modes answer a sample too small for a verdict alike: NO VERDICT, the report
+    # written, exit 0 (1 with --strict). Two-server mode refused it with exit 2 before.
     out = tmp_path / "check"
-    code = main(["privacy-check", "--mode", "two-server", "--sample", "100", "--out", str(out)])
-    assert code == 2
-    assert "--sample 100: too few records" in capsys.readouterr().err
-    # An export with fewer rows than the sample asks for: refused, naming the count.
+    synthetic = ["privacy-check", "--mode", "two-server", "--sample", "100", "--out", str(out)]
+    assert main(synthetic) == 0
+    printed = capsys.readouterr().out
+    assert "NO VERDICT: 100 records of member A are too few" in printed, printed
+    data = json.loads((out / "privacy-check.json").read_text())
+    assert data["verdict"].startswith("NO VERDICT") and data["roles"] == {}, data
+    assert (out / "privacy-check.png").exists()
+    assert main([*synthetic, "--strict"]) == 1
+    # An export with fewer rows than the sample asks for: the same, naming the count, in
+    # either mode (the CLK check without graph matching, whose leak could stand on 300).
     export = population.write_single(tmp_path / "data", 1, 300)
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET)
-    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
-                 "--secret-file", str(secret), "--mode", "two-server",
-                 "--out", str(out)])  # fmt: skip
-    assert code == 2
-    assert "300 records are too few" in capsys.readouterr().err
-    assert not out.exists()  # nothing half-written
+    data_args = [str(export.csv), "--mapping", str(export.mapping), "--secret-file", str(secret)]
+    for mode, strict, code in ((["--mode", "two-server"], [], 0),
+                               (["--mode", "two-server"], ["--strict"], 1),
+                               (["--graph-records", "0"], ["--strict"], 1)):  # fmt: skip
+        capsys.readouterr()
+        assert main(["privacy-check", *data_args, *mode, *strict, "--out", str(out)]) == code
+        verdict = capsys.readouterr().out.strip().splitlines()[-2]
+        assert verdict.startswith("NO VERDICT: 300 records"), (mode, verdict)
+    # Nothing attacked is NO VERDICT, never a PASS (`--strict` exited 0 on it before).
+    nothing = TwoServerReport("x", MIN_SAMPLE, "none", [], [])
+    assert nothing.verdict().startswith("NO VERDICT") and not nothing.passed
+    # A sample that is not a count at all is bad input, as --records is.
+    with pytest.raises(SystemExit) as usage:
+        main(["privacy-check", "--mode", "two-server", "--sample", "0"])
+    assert usage.value.code == 2
 
 
 def test_a_field_level_schema_is_refused(

@@ -49,7 +49,8 @@ def plot(report: CheckReport, path: Path) -> Path:
     top = max([100 * r.record_share for r in report.results] + [2 * 100 * report.limit])
     ax.set_ylim(0, top * 1.15)
     ax.set_title(f"{report.verdict().split(':')[0]} - hardening: {report.hardening}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    if report.results:  # no attack run (a sample too small: NO VERDICT), no legend
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -46,7 +46,12 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
-        return not self.too_few and all(r.record_share < self.limit for r in self.results)
+        # Nothing attacked is no PASS either (NO VERDICT: `--strict` exits 1 on it).
+        return (
+            not self.too_few
+            and bool(self.results)
+            and all(r.record_share < self.limit for r in self.results)
+        )
 
     @property
     def graph_leak(self) -> bool:

@@ -41,7 +41,6 @@ import numpy.typing as npt
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE, Hardening
 from blindmatch.client.encoding.schema import LinkageSchema
-from blindmatch.client.errors import InputError
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.attacks import AttackResult
 from blindmatch.client.tools.privacy.graphcheck import KNOWN_PAIRS, upload_views
@@ -67,7 +66,8 @@ from blindmatch.client.tools.privacy.twomembers import (
     upload,
 )
 
-# Fewer records refused: one record is 0.2%+ of a share, a lucky claim decides the verdict.
+# Fewer records of A are not attacked (NO VERDICT, as the CLK check's small samples): one
+# record is then 0.2%+ of a share, and a lucky claim would decide the verdict.
 MIN_SAMPLE = 500
 # The views' entry naming the pairs of members S1 did not block (twoviews.py NOT_BLOCKED).
 UNBLOCKED_VIEW = "members not blocked"
@@ -90,12 +90,20 @@ class TwoServerReport(CheckReport):
     # (the row keeps the worst), per attack
     readings: dict[str, dict[float, float]] = field(default_factory=dict)
     kept: dict[str, float] = field(default_factory=dict)  # the reading each row kept
+    short: bool = False  # A had fewer than MIN_SAMPLE records: nothing attacked, no verdict
 
     @property
     def too_few(self) -> bool:
-        return False  # refused before any attack (`check_members`)
+        return self.short
 
     def verdict(self) -> str:
+        if self.short:
+            return (
+                f"NO VERDICT: {self.records} records of member A are too few to mean anything "
+                f"(at least {MIN_SAMPLE:,}: below, one record is 0.2% or more of a share, and a "
+                "claim right by chance decides the verdict), so no view was attacked; check a "
+                "larger export or --sample, or the synthetic data (no DATA argument)"
+            )
         worst = self.worst
         if worst is None:
             return "NO VERDICT: no view was attacked"
@@ -115,8 +123,10 @@ class TwoServerReport(CheckReport):
         lines = [
             f"privacy-check (two-server mode) of {self.source}: {self.records} records of "
             f"member A, hardening: {self.hardening}",
-            f"  {'role':<4} {'attack':<28} {'A':>8} {'B':>8}  view",
         ]
+        if self.short:
+            return "\n".join([*lines, self.verdict()])
+        lines.append(f"  {'role':<4} {'attack':<28} {'A':>8} {'B':>8}  view")
         for r in self.results:
             key = f"{r.encoding} {r.attack}"
             lines.append(
@@ -166,13 +176,8 @@ def check_members(
     gives a run that repeats); `third` False leaves M out (a project of two: C's view without
     extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
-    if len(a_rows) < MIN_SAMPLE:
-        raise InputError(
-            f"privacy-check --mode two-server: {len(a_rows)} records are too few to mean "
-            f"anything (at least {MIN_SAMPLE:,}: below, one record is 0.2% or more of a share, "
-            "and a claim right by chance decides the verdict); check a larger export, or the "
-            "synthetic data (no DATA argument)"
-        )
+    if len(a_rows) < MIN_SAMPLE:  # NO VERDICT, as the CLK check gives on a small sample
+        return TwoServerReport(source, len(a_rows), hardening.describe(), [], [], short=True)
     # M: a third organisation's noisy copy of half of A's people (a half of its own), so that
     # the run has groups of three (extras, completion's reach pairs); attacked in no view.
     half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
