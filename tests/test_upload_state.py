@@ -52,16 +52,20 @@ def test_show_names_a_two_server_upload_cut_after_s1_as_incomplete_and_counts_it
     out = capsys.readouterr().out
     north, south = (read_encoded(encoded[n], verify=False).record_count for n in NAMES[:2])
     assert f"  north: {north} records uploaded\n" in out
-    assert "  south: upload incomplete (started " in out
+    assert "  south: upload started, not finished (ticket issued " in out
     assert "its shares may be at S1 or S2 only; it uploads again); its earlier upload of " \
         f"{south} records is not counted as held" in out  # fmt: skip
-    assert "  west: upload incomplete (started " in out and "west: not uploaded" not in out
+    # west's ticket sent nothing: not called an incomplete upload (S1 and S2 check tickets
+    # themselves, so the matcher cannot say that nothing reached them), nor "not uploaded".
+    assert "  west: upload started, not finished (ticket issued " in out
+    assert "; nothing may have been sent, or its shares may be" in out
+    assert "upload incomplete" not in out and "west: not uploaded" not in out
     assert world.cli("project", "show", "shares", "--json",
                      token=project.tokens["north"]) == 0  # fmt: skip
     members = {m["name"]: m for m in json.loads(capsys.readouterr().out)["members"]}
     assert members["north"]["upload"] == "whole" and members["north"]["record_count"] == north
-    assert members["south"]["upload"] == "incomplete" and members["south"]["record_count"] is None
-    assert "upload_started" in members["south"] and members["west"]["upload"] == "incomplete"
+    assert members["south"]["upload"] == "started" and members["south"]["record_count"] is None
+    assert "upload_started" in members["south"] and members["west"]["upload"] == "started"
     # What north was shown of its partners' uploads is recorded (west's too: no upload held).
     disclosed = [json.loads(r[7]) for r in db_rows(world.data_dir, "audit") if r[3:6] == (
         "project.describe", "shares", "north")]  # fmt: skip

@@ -233,9 +233,11 @@ def _upload_state(m: MemberState) -> str:
         if m.uploaded
         else ""
     )
+    # The matcher issued a ticket and has not taken the upload's header: S1 and S2 check
+    # tickets themselves, so whether any share reached them is not known here.
     return (
-        f"upload incomplete (started {when(m.started_unix)}, not finished: its shares may be "
-        f"at S1 or S2 only; it uploads again){earlier}"
+        f"upload started, not finished (ticket issued {when(m.started_unix)}; nothing may "
+        f"have been sent, or its shares may be at S1 or S2 only; it uploads again){earlier}"
     )
 
 
@@ -255,7 +257,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "members": [
             {"name": m.name, "record_count": m.record_count if m.whole else None,
              "consent": m.consent,
-             "upload": "whole" if m.whole else "incomplete" if m.started_unix else "none",
+             "upload": "whole" if m.whole else "started" if m.started_unix else "none",
              **({"upload_started": when(m.started_unix)} if m.started_unix else {})}
             for m in info.members
         ],
