@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli import main
+from blindmatch.client.encoding import sharedfiles
 
 # The demo starts its own matcher in this process.
 pytestmark = pytest.mark.server
@@ -25,9 +26,16 @@ def test_demo_runs_the_whole_flow_and_prints_a_summary(capsys: pytest.CaptureFix
 
 
 def test_demo_two_server_runs_the_flow_and_the_matcher_holds_no_clk_or_share(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keep = tmp_path / "demo"
+
+    def whole(folder: object) -> None:
+        raise AssertionError(f"{folder} read whole: the demo uploads as `upload` does")
+
+    # Its uploads read the share files a part at a time (open_shared), as `upload` does;
+    # they were read whole (read_shared).
+    monkeypatch.setattr(sharedfiles, "load_shared", whole)
     assert main(["demo", "--two-server", "--records", "200", "--keep", str(keep)]) == 0
     out = capsys.readouterr().out
     # It says that the three parties share this process for the demo only.

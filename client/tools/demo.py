@@ -26,7 +26,8 @@ from blindmatch.client.encoding.encode import encode_csv, save_encoded, save_two
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
+from blindmatch.client.encoding.sharedfiles import open_shared
+from blindmatch.client.encoding.sharing import SHARED_FOLDER
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import ProjectTokens, Results
@@ -146,9 +147,9 @@ def project_flow(target: str, project: ProjectTokens, members: dict[str, Member]
     with outcome.timed("upload"):
         for org, member in members.items():
             with MatcherClient(target, project.tokens[org]) as client:
-                if mode == "two-server":
-                    shared = read_shared(member.encoded.path / SHARED_FOLDER)
-                    project_upload(client, name, member.encoded, shared)
+                if mode == "two-server":  # its files read a part at a time, as `upload` does
+                    with open_shared(member.encoded.path / SHARED_FOLDER) as shared:
+                        project_upload(client, name, member.encoded, shared)
                 else:
                     client.upload(name, member.encoded)
     with outcome.timed("run"), MatcherClient(target, project.tokens[DEMO_ORGS[0].name]) as first:
