@@ -12,7 +12,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,11 @@ def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
 def read_csv_lines(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """`read_csv`'s rows, each with the line of the file it starts on as an editor numbers
     them (the header is line 1; blank lines, skipped, are counted), for errors naming a row."""
+    return list(iter_csv_lines(path, required))
+
+
+def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """`read_csv_lines`, a row at a time (a large file is never held whole)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -40,19 +45,18 @@ def read_csv_lines(path: Path, required: Sequence[str]) -> list[tuple[int, dict[
                     f"{path}: column(s) {', '.join(missing)} missing; the header must start "
                     f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
                 )
-            rows: list[tuple[int, dict[str, str]]] = []
             while True:  # DictReader's rows, but it would not say which line each starts on
                 line = reader.reader.line_num + 1
                 try:
                     values = next(reader.reader)
                 except StopIteration:
-                    return rows
+                    return
                 if values:
                     row: dict[Any, Any] = dict(zip(header, values, strict=False))
                     row.update(dict.fromkeys(header[len(values) :]))
                     if len(values) > len(header):
                         row[None] = values[len(header) :]
-                    rows.append((line, row))
+                    yield line, row
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except UnicodeDecodeError:

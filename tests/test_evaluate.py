@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from blindmatch.cli import main
+from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_results, read_truth, recommend, sweep
 
 # Entity e1 is held by all three members, e2 by north and south, e3 by north only.
@@ -138,3 +140,39 @@ def test_a_bad_row_is_named_by_its_line_in_the_file_blank_lines_counted(
     results.write_text("record_id,partner,score\n\nN1,south,0.9\nN2,south,\n")
     assert main([*cli, "--member", "north"]) == 2
     assert f"{results}: row 4: no score, but row 3 has one" in capsys.readouterr().err
+
+
+def test_a_large_truth_file_is_read_in_little_memory(tmp_path: Path) -> None:
+    """Every row was held as Python tuples, strings and dicts (758 bytes a row at the peak,
+    975 MiB for the 1,172,600 rows of docs/performance.md's walk); ids and entities are now
+    packed into arrays while the file is read (client/tools/truth.py)."""
+    rows = 40_000
+    truth = tmp_path / "truth.csv"
+    with open(truth, "w", encoding="utf-8") as fh:
+        fh.write("member,record_id,entity_id\n")
+        fh.writelines(f"{'north' if i % 5 else 'retail'},ID{i:07d},person-{i * 7 % 30_011}\n"
+                      for i in range(rows))  # fmt: skip
+    tracemalloc.start()
+    try:
+        read = read_truth(truth)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / rows < 250, f"{peak / rows:.0f} bytes a row at the peak"
+    # The same truth: every record's entity, and who else holds it.
+    assert len(read.entity) == rows and read.entity["retail", "ID0000005"] == "person-35"
+    held: dict[str, set[str]] = {}
+    for (member, _), ent in read.entity.items():
+        held.setdefault(ent, set()).add(member)
+    expected = {(m, r, p) for (m, r), e in read.entity.items() for p in held[e] if p != m}
+    assert read.true_hits() == expected and len(expected) > 1_000
+
+
+def test_a_truth_file_names_its_first_bad_row_a_repeat_or_a_gap(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.csv"
+    truth.write_text(TRUTH + "south,S1,e7\nnorth,N9,\nnorth,N2,e2\n")
+    with pytest.raises(InputError, match=r"row 8: record 'S1' of south listed twice"):
+        read_truth(truth)
+    truth.write_text(TRUTH + "north,,e7\nsouth,S1,e7\n")
+    with pytest.raises(InputError, match="row 8: member, record_id and entity_id are required"):
+        read_truth(truth)

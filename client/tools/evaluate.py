@@ -22,38 +22,7 @@ from pathlib import Path
 
 from blindmatch.client.errors import InputError
 from blindmatch.client.files import read_csv_lines
-
-Hit = tuple[str, str, str]  # (member, record_id, partner)
-
-
-@dataclass(frozen=True)
-class Truth:
-    """record -> entity for every member, and who holds each entity."""
-
-    entity: dict[tuple[str, str], str]  # (member, record_id) -> entity id
-    holders: dict[str, frozenset[str]]  # entity id -> members holding it
-
-    @property
-    def members(self) -> frozenset[str]:
-        return frozenset(m for m, _ in self.entity)
-
-    def true_hits(self, member: str | None = None, partner: str | None = None) -> set[Hit]:
-        """Every (member, record, partner) a perfect matcher would report (of `member`,
-        with `partner`, when given)."""
-        out: set[Hit] = set()
-        for (m, rid), ent in self.entity.items():
-            if member is not None and m != member:
-                continue
-            out.update(
-                (m, rid, p)
-                for p in self.holders[ent]
-                if p != m and (partner is None or p == partner)
-            )
-        return out
-
-    def is_true(self, hit: Hit) -> bool:
-        ent = self.entity.get((hit[0], hit[1]))
-        return ent is not None and hit[2] in self.holders[ent] and hit[2] != hit[0]
+from blindmatch.client.tools.truth import Hit, Truth, read_truth
 
 
 @dataclass(frozen=True)
@@ -91,23 +60,6 @@ class Quality:
             f"({self.true_positives} of {self.predicted} reported hits true; "
             f"{self.actual} true hits)"
         )
-
-
-def read_truth(path: str | Path) -> Truth:
-    """Read `member,record_id,entity_id`; a record listed twice is an error."""
-    path = Path(path)
-    entity: dict[tuple[str, str], str] = {}
-    holders: dict[str, set[str]] = {}
-    for line, row in read_csv_lines(path, ("member", "record_id", "entity_id")):
-        key = ((row["member"] or "").strip(), (row["record_id"] or "").strip())
-        ent = (row["entity_id"] or "").strip()
-        if not all(key) or not ent:
-            raise InputError(f"{path}: row {line}: member, record_id and entity_id are required")
-        if key in entity:
-            raise InputError(f"{path}: row {line}: record {key[1]!r} of {key[0]} listed twice")
-        entity[key] = ent
-        holders.setdefault(ent, set()).add(key[0])
-    return Truth(entity, {e: frozenset(m) for e, m in holders.items()})
 
 
 def read_results(path: str | Path, member: str) -> list[Scored]:
@@ -228,8 +180,9 @@ class SweepPoint:
 def sweep(scored: Sequence[Scored], truth: Truth, member: str | None = None) -> list[SweepPoint]:
     """Quality if only results scoring at least t were reported, for every distinct t."""
     actual = len(truth.true_hits(member))
+    kept = [(s.score, s.hit) for s in scored if s.score is not None]
     ranked = sorted(
-        ((s.score, truth.is_true(s.hit)) for s in scored if s.score is not None),
+        zip([score for score, _ in kept], truth.are_true([hit for _, hit in kept]), strict=True),
         key=lambda item: -item[0],
     )
     points: list[SweepPoint] = []
@@ -263,13 +216,14 @@ def check_scored(
     def where(index: int) -> str:
         return f"{results}: row {scored[index].line}" if isinstance(results, Path) else str(results)
 
-    unknown = [i for i, s in enumerate(scored) if (member, s.hit[1]) not in truth.entity]
+    held = truth.known(member, [s.hit[1] for s in scored]).tolist()
+    unknown = [i for i, known in enumerate(held) if not known]
     if unknown:
         raise InputError(
             f"{where(unknown[0])}: record id {scored[unknown[0]].hit[1]!r} is not in the truth "
             f"file {truth_path} for {member} ({len(unknown)} unknown ids)"
         )
-    strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.members]
+    strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.records]
     if strangers:
         partner = scored[strangers[0]].hit[2]
         count = sum(1 for s in scored if s.hit[2] == partner)
@@ -404,11 +358,12 @@ def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
             f"{path}: no results (a header and no rows), so whose they are cannot be told "
             "from their ids; pass --member"
         )
-    owners = [m for m in sorted(truth.members) if all((m, r) in truth.entity for r in scored_ids)]
+    ids = sorted(scored_ids)
+    held = {m: int(truth.known(m, ids).sum()) for m in truth.members}
+    owners = [m for m in sorted(truth.members) if held[m] == len(ids)]
     if len(owners) == 1:
         return owners[0]
     if not owners:
-        held = {m: sum((m, r) in truth.entity for r in scored_ids) for m in truth.members}
         best = max(sorted(held), key=lambda m: held[m])
         most = f"the most, {best}, holds {held[best]}" if held[best] else "none holds any"
         raise InputError(

@@ -40,8 +40,10 @@ def score_histogram_figure(
     scored: Sequence[Scored], truth: Truth, *, recommended: float | None = None
 ) -> Figure:
     """The figure `score_histogram` saves."""
-    true = [s.score for s in scored if s.score is not None and truth.is_true(s.hit)]
-    false = [s.score for s in scored if s.score is not None and not truth.is_true(s.hit)]
+    kept = [(s.score, s.hit) for s in scored if s.score is not None]
+    judged = truth.are_true([hit for _, hit in kept])  # looked up together, not one by one
+    true = [score for (score, _), ok in zip(kept, judged, strict=True) if ok]
+    false = [score for (score, _), ok in zip(kept, judged, strict=True) if not ok]
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     values = true + false
