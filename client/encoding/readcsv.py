@@ -11,18 +11,17 @@ say) is kept as missing and listed in the report with its row.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from clkhash.field_formats import InvalidEntryError
 
+from blindmatch.client.encoding.encodereport import FEW_FIELDS, EncodeReport, FieldReport
 from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
@@ -41,10 +40,6 @@ from blindmatch.client.errors import InputError
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
 
-# Invalid rows listed per field in the printed report (all of them go to report.json).
-PRINT_LIMIT = 10
-# Records with fewer usable fields than this rarely match confidently.
-FEW_FIELDS = 3
 # `read_rows` tells its `tick` (a progress bar) of every this many rows read.
 TICK_ROWS = 1000
 # What to do with a record id that repeats an earlier row's (`encode --on-duplicate-id`).
@@ -56,122 +51,6 @@ DELIMITERS = (",", ";", "\t", "|")
 SUGGEST_FROM = 200
 # The line Excel may write (and reads) before the header to name the delimiter: "sep=;".
 EXCEL_SEP = re.compile(r"^sep=([^\r\n])\r?\n?$")
-
-
-@dataclass
-class FieldReport:
-    """What the encoder found in one schema field's column(s)."""
-
-    field: str
-    columns: list[str]
-    present: int = 0
-    missing: int = 0
-    invalid: int = 0
-    invalid_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    # Values the declared date formats read as different dates: reported, never guessed.
-    ambiguous: int = 0
-    ambiguous_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    distinct: int = 0  # distinct normalised values
-    commonest: str = ""  # the most frequent normalised value (local report only)
-    commonest_rows: int = 0
-    derived_from: list[str] = dataclasses.field(default_factory=list)  # a derived field
-
-
-@dataclass
-class EncodeReport:
-    source: str
-    rows_read: int = 0
-    rows_encoded: int = 0
-    blank_rows: int = 0  # blank lines and rows of empty cells, skipped (not in rows_read)
-    header_rows: list[int] = dataclasses.field(default_factory=list)  # repeats, skipped
-    empty_records: int = 0
-    few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
-    field_level: bool = False
-    # Rows whose record id repeats an earlier row's ({row, id, first_row}), kept or skipped
-    # as --on-duplicate-id says; and rows identical to an earlier row in every column.
-    on_duplicate_id: str = "error"
-    duplicate_ids: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    exact_duplicates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    fields: list[FieldReport] = dataclasses.field(default_factory=list)
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    hardening: str = ""  # what the schema's blindmatch.hardening asks for (encoding.harden)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def render(self) -> str:
-        """The human-readable report the CLI prints."""
-        shown = [
-            ",".join(fr.columns)
-            or (f"(from {'+'.join(fr.derived_from)})" if fr.derived_from else "(not mapped)")
-            for fr in self.fields
-        ]
-        width = max([24, *(len(c) for c in shown)])
-        lines = [
-            f"Encoded {self.rows_encoded} of {self.rows_read} rows from {self.source}",
-            f"  {'field':<16} {'column(s)':<{width}} {'present':>8} {'missing':>8} "
-            f"{'invalid':>8} {'ambiguous':>9} {'distinct':>8}",
-        ]
-        for fr, cols in zip(self.fields, shown, strict=True):
-            lines.append(
-                f"  {fr.field:<16} {cols:<{width}} {fr.present:>8} {fr.missing:>8} "
-                f"{fr.invalid:>8} {fr.ambiguous:>9} {fr.distinct:>8}"
-            )
-        for fr in self.fields:
-            for what, listed in (("invalid", fr.invalid_rows), ("ambiguous", fr.ambiguous_rows)):
-                for item in listed[:PRINT_LIMIT]:
-                    lines.append(
-                        f"  {what} {fr.field} at row {item['row']}: {item['reason']} "
-                        "(encoded as missing)"
-                    )
-                if len(listed) > PRINT_LIMIT:
-                    lines.append(
-                        f"  ... and {len(listed) - PRINT_LIMIT} more {what} {fr.field} "
-                        "values (all listed in local/report.json)"
-                    )
-        if self.duplicate_ids:
-            kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
-            lines.append(
-                f"  {len(self.duplicate_ids)} row(s) repeat an earlier row's record id and were "
-                f"{kept} (--on-duplicate-id {self.on_duplicate_id}):"
-            )
-            lines.extend(
-                f"    row {d['row']}: id {d['id']!r} first at row {d['first_row']}"
-                for d in self.duplicate_ids[:PRINT_LIMIT]
-            )
-        if self.exact_duplicates:
-            lines.append(
-                f"  {len(self.exact_duplicates)} row(s) are exact duplicates of an earlier row "
-                "(every column the same): "
-                + ", ".join(
-                    f"row {d['row']} = row {d['same_as']}"
-                    for d in self.exact_duplicates[:PRINT_LIMIT]
-                )
-            )
-        if self.header_rows:
-            repeats = ", ".join(map(str, self.header_rows[:PRINT_LIMIT]))
-            lines.append(
-                f"  {len(self.header_rows)} row(s) repeat the header and were skipped (exports "
-                f"joined together?): row {repeats}"
-            )
-        if self.blank_rows:
-            lines.append(
-                f"  {self.blank_rows} blank row(s) skipped (no value in any column; not "
-                "counted as rows)"
-            )
-        if self.empty_records:
-            lines.append(
-                f"  {self.empty_records} record(s) had no usable value at all and cannot match"
-            )
-        if self.few_fields_records:
-            lines.append(
-                f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
-                "fields and will rarely match with confidence"
-            )
-        if self.hardening:
-            lines.append(f"  hardening: {self.hardening}")
-        lines.extend(f"  warning: {w}" for w in self.warnings)
-        return "\n".join(lines)
 
 
 def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
