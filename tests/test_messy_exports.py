@@ -168,6 +168,21 @@ def test_keep_all_encodes_every_row_and_reports_exact_duplicates(tmp_path: Path)
     assert clk_rows(result)[6] == clk_rows(result)[1]
 
 
+def test_ids_that_differ_only_in_case_are_two_records_and_a_warning_names_both_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ids are compared exactly ("n2" is not "N2"), so both rows are encoded; but an export
+    # whose ids differ only in case is more likely one record typed twice: said, not fatal.
+    text = NORTH_CSV + "n2,Jim,Smith,17/11/1990,M,M1 2AB\nn1,Mary,Jones,01/02/1980,F,M2 3CD\n"
+    assert encode(tmp_path, text, NORTH_MAP) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "warning: column URN: 2 record id(s) differ from an earlier row's only in case" in printed
+    )
+    assert "row 7 'n2' (row 3 'N2'), row 8 'n1' (row 2 'N1')" in printed
+    assert read_encoded(tmp_path / "out.encoded").read_ids()[-2:] == ["n2", "n1"]
+
+
 # -- a full-name column ----------------------------------------------------------------------
 
 

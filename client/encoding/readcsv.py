@@ -19,9 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from clkhash.field_formats import InvalidEntryError
 
-from blindmatch.client.encoding.encodereport import FEW_FIELDS, EncodeReport, FieldReport
+from blindmatch.client.encoding.encodereport import (
+    FEW_FIELDS,
+    PRINT_LIMIT,
+    EncodeReport,
+    FieldReport,
+)
 from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
@@ -109,6 +115,39 @@ def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str
     return (
         f"; column names are matched exactly, case and spaces included: the header has "
         f"{pairs}; write them as the header does in {mapping.path.name}"
+    )
+
+
+def _case_twins(seen: dict[str, tuple[int, bytes]]) -> list[tuple[int, str, int, str]]:
+    """The ids of `seen` (id -> (first row, ...), in file order) that differ from an earlier
+    one only in case: (row, id, earlier row, earlier id), in file order. Found by a hash of
+    each id case-folded (8 bytes an id, not a second dict of every id); ids whose hashes
+    meet are compared as strings."""
+    folded = np.fromiter((hash(k.casefold()) for k in seen), np.int64, len(seen))
+    values, counts = np.unique(folded, return_counts=True)
+    if not len(values) or counts.max() < 2:
+        return []
+    shared = set(values[counts > 1].tolist())
+    groups: dict[str, list[str]] = {}
+    for k, h in zip(seen, folded.tolist(), strict=True):
+        if h in shared:
+            groups.setdefault(k.casefold(), []).append(k)
+    twins = [(seen[k][0], k, seen[ks[0]][0], ks[0]) for ks in groups.values() for k in ks[1:]]
+    return sorted(twins)
+
+
+def _case_warning(twins: list[tuple[int, str, int, str]], column: str) -> str:
+    """The rows whose record id differs from an earlier row's only in case (encoded as
+    different records, as ids are compared exactly), named with the earlier row."""
+    named = ", ".join(
+        f"row {row} {rid!r} (row {first} {earlier!r})"
+        for row, rid, first, earlier in twins[:PRINT_LIMIT]
+    )
+    more = f", and {len(twins) - PRINT_LIMIT} more" if len(twins) > PRINT_LIMIT else ""
+    return (
+        f"column {column}: {len(twins)} record id(s) differ from an earlier row's only in case, "
+        f"and are encoded as different records: {named}{more}; if each pair is one record, "
+        "give both rows the same id (then --on-duplicate-id applies) or correct the export"
     )
 
 
@@ -334,6 +373,9 @@ def read_rows(
         if tick is not None and data_rows % TICK_ROWS == 0:
             tick(TICK_ROWS)
     report.rows_read = data_rows
+    case_twins = _case_twins(seen)  # "a1" after "A1": two records, as written; said
+    if case_twins:
+        report.warnings.append(_case_warning(case_twins, mapping.id_column))
     for (column, rule_name), comma_rows in commas.items():
         report.warnings.append(
             f"column {column}: {len(comma_rows)} full name(s) have a comma, as 'Surname, Given' "
