@@ -213,3 +213,60 @@ def test_s1_and_s2_join_an_uploads_parts_as_they_come_holding_it_about_once(
                     assert getattr(mine, f).dtype == want.dtype
                     assert np.array_equal(getattr(mine, f), want)
         assert peak < 1.4 * kept, (role, peak, kept)  # 2.0x before
+
+
+def test_s1_keeps_an_uploads_tokens_and_band_keys_in_its_store_file_not_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S1 held every upload's tokens and band keys in memory (and, with a data dir, in its
+    store's file as well): about 220 kB a record at 50,000 records, 11 GB. They now go to a
+    file as the parts come (`Spool`, past SPILL_BYTES) and are held mapped from the store's
+    file once written there: taking an upload, and starting again on the store, peak at a
+    small share of them in Python's memory (the whole upload and more before), the arrays
+    the member's own, and nothing is left in the store's folder but the upload's file."""
+    import secrets
+
+    from blindmatch.matcher.rpc import twoserver_role, twoserver_uploads
+
+    monkeypatch.setattr(twoserver_parts, "PART_BYTES", 64 * 1024)
+    monkeypatch.setattr(twoserver_uploads, "SPILL_BYTES", 16 * 1024, raising=False)
+    clks = np.random.default_rng(7).integers(0, 256, (400, 2 * 128), dtype=np.uint8)
+    upload = sharing.shared_upload(clks, SECRET, sharing.BandPlan(bits=20, bands=120),
+                                   fallback_bits=1024)  # fmt: skip
+    big = sum(b.keys.nbytes + b.sealed.nbytes for b in upload.s1.bands)
+    key, member_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+
+    def held_as_sent(held: twoserver_uploads.Held) -> None:
+        assert held.rows == 400 and np.array_equal(held.lacking, upload.s1.lacking)
+        for mine, theirs in zip(held.sealed, upload.s1.bands, strict=True):
+            for f in ("counts", "keys", "classes", "sealed"):
+                assert np.array_equal(getattr(mine, f), getattr(theirs, f))
+        for got, want in zip(held.shares, upload.s1.shares, strict=True):
+            assert np.array_equal(got, want)
+
+    def measured(step: object) -> tuple[twoserver_role._Role, int]:
+        role = twoserver_role._Role("s1", key, member_key)
+        assert role.presorter is not None
+        role.presorter.close()  # (its sort of the keys, 12 bytes a key, is not measured here)
+        role.presorter = None
+        parts = list(twoserver_parts.upload_parts("p/north/t", "s1", upload))  # (the member's)
+        tracemalloc.start()
+        try:
+            role.keep(tmp_path / "s1")
+            if step == "upload":
+                role.upload(iter(parts), "p/north/t")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return role, peak
+
+    role, peak = measured("upload")
+    held_as_sent(role.held["p/north/t"])
+    assert peak < 0.3 * big, (peak, big)  # over 1x before (the whole upload in memory)
+    role.close()
+    kept = [p.name for p in (tmp_path / "s1" / "twoserver-s1-held").iterdir()]
+    assert len(kept) == 1 and kept[0].endswith(".bin"), kept
+    role, peak = measured("restart")
+    held_as_sent(role.held["p/north/t"])
+    assert peak < 0.3 * big, (peak, big)  # over 1x before (read whole)
+    role.close()
