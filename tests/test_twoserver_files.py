@@ -280,7 +280,7 @@ def test_s1s_share_file_grows_with_the_records_not_faster(tmp_path: Path) -> Non
     four records share 16 of them, 256 bytes), so it grew faster than the records as more
     of them came to share keys: 137 kB a record at 2,400, 223 kB at 50,000. It now holds each
     key's slots' rows (4 bytes a slot), sealed as `upload` sends them: bytes a record do not
-    grow where a band plan of 8 bits makes records share keys (4 to 10 a key at 800), and
+    grow where a band plan of 8 bits makes records share keys (about 4 a key at 800), and
     S1 is sent what it was (the same parts but the tokens' fresh randomness)."""
     from blindmatch.client.encoding.sharedfiles import open_shared
     from blindmatch.client.encoding.sharedwrite import write_upload

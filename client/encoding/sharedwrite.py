@@ -9,7 +9,7 @@ copy). S1 is sent what it was (the tokens' randomness drawn at the upload, not t
 A key 2-4 records share took 265 bytes of S1's file (4 slots of 4 copies, its key and class)
 and now 25, a key one record holds 41 and now 13: S1's file was 137 kB a record at 2,400
 records and 223 kB at 50,000, as more records came to share keys; it is now about 13 bytes a
-record and band at most 25, whatever the records (docs/performance.md "Two-server share
+record and band at most 16, whatever the records (docs/performance.md "Two-server share
 files and S1's memory at 20,000 records"). The file stays the member's: it says which of
 its records share a band key, what S1 must never see (only `upload`'s parts go to S1).
 """
