@@ -81,13 +81,14 @@ def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
 def seal_tokens(rows: npt.NDArray[np.uint32], clk: int, seal_key: bytes) -> bytes:
     """One token a row (TOKEN_PAD for padding): AES-256 (one block each, each with 8 fresh
     random bytes, so no two tokens are alike) under the seal key."""
-    block = np.zeros((len(rows), TOKEN_BYTES), dtype=np.uint8)
-    block[:, :4] = np.asarray(rows, dtype="<u4").view(np.uint8).reshape(-1, 4)
-    block[:, 4] = clk
-    block[:, 5:8] = np.frombuffer(TOKEN_TAG, dtype=np.uint8)
-    block[:, 8:] = np.frombuffer(secrets.token_bytes(8 * len(rows)), np.uint8).reshape(-1, 8)
+    # Four little-endian uint32s a block (bytes 0-3 the row, 4 the CLK, 5-7 the tag, 8-15
+    # random): column writes, not byte ones (a third of the time; `upload` seals as it sends)
+    block = np.empty((len(rows), TOKEN_BYTES // 4), dtype="<u4")
+    block[:, 0] = rows
+    block[:, 1] = int.from_bytes(bytes([clk]) + TOKEN_TAG, "little")
+    block[:, 2:] = np.frombuffer(secrets.token_bytes(8 * len(rows)), "<u4").reshape(-1, 2)
     enc = Cipher(algorithms.AES(seal_key), modes.ECB()).encryptor()
-    return enc.update(block.tobytes()) + enc.finalize()
+    return enc.update(block.data.cast("B")) + enc.finalize()
 
 
 @dataclass(frozen=True)
