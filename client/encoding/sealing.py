@@ -51,9 +51,13 @@ MIN_COPIES = 2  # even a key one record holds: a pair of relatives on the other 
 
 
 def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
-    """Each key's slots: CLASS_BASE ** class."""
-    out: npt.NDArray[np.int64] = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    """Each key's slots: CLASS_BASE ** class (a class past MAX_CLASS as MAX_CLASS:
+    `check_sealed` refuses it)."""
+    out: npt.NDArray[np.int64] = _SLOTS[np.minimum(np.asarray(classes), MAX_CLASS)]
     return out
+
+
+_SLOTS = np.power(CLASS_BASE, np.arange(MAX_CLASS + 1, dtype=np.int64))  # by class: a look-up
 
 
 def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
@@ -63,8 +67,11 @@ def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
 
 def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
-    out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
+    out: npt.NDArray[np.int64] = _SEALED[np.minimum(np.asarray(classes), MAX_CLASS)]
     return out
+
+
+_SEALED = TOKEN_BYTES * _SLOTS * np.clip(_SLOTS, MIN_COPIES, MAX_COPIES)  # by class
 
 
 def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
@@ -78,6 +85,14 @@ def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     return c
 
 
+def random_bytes(size: int) -> bytes:
+    """`size` bytes from a cryptographic generator: AES-256 in counter mode under a key drawn
+    from the OS's generator for this call (several times faster than the OS's generator for
+    the hundreds of MB of a large upload's tokens; as unpredictable)."""
+    key = secrets.token_bytes(32)
+    return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size))
+
+
 def seal_tokens(rows: npt.NDArray[np.uint32], clk: int, seal_key: bytes) -> bytes:
     """One token a row (TOKEN_PAD for padding): AES-256 (one block each, each with 8 fresh
     random bytes, so no two tokens are alike) under the seal key."""
@@ -86,7 +101,7 @@ def seal_tokens(rows: npt.NDArray[np.uint32], clk: int, seal_key: bytes) -> byte
     block = np.empty((len(rows), TOKEN_BYTES // 4), dtype="<u4")
     block[:, 0] = rows
     block[:, 1] = int.from_bytes(bytes([clk]) + TOKEN_TAG, "little")
-    block[:, 2:] = np.frombuffer(secrets.token_bytes(8 * len(rows)), "<u4").reshape(-1, 2)
+    block[:, 2:] = np.frombuffer(random_bytes(8 * len(rows)), "<u4").reshape(-1, 2)
     enc = Cipher(algorithms.AES(seal_key), modes.ECB()).encryptor()
     return enc.update(block.data.cast("B")) + enc.finalize()
 
@@ -204,6 +219,8 @@ def token_ends(bands: SealedRows) -> npt.NDArray[np.int64]:
     """Where each band's tokens start in `sealed`, in bytes, and where the last ends ((bands
     + 1,)): `SealedBands.offsets` at the bands' first keys, without an offset a key (read
     CHECK_KEYS classes at a time)."""
+    if isinstance(bands.sealed, SlotTokens):  # computed as it was made
+        return bands.sealed.token_ends
     return band_ends(bands.counts, bands.classes, sealed_size)
 
 
