@@ -10,7 +10,8 @@ budget (core/pairbudget.py) as before it stopped:
                                      cap and reach quota, core/rowledger.py);
                                      and the queries counted against the role's query
                                      limit (name, member, records, when: no record)
-    DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random)
+    DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random),
+                                     held mapped (`mapped`), not read into memory
 
 An upload's arrays go to a file of their own (an S1 upload of 50,000 realistic records is
 several GB, beyond a SQLite blob's 1 GB), written to `F.tmp`, fsynced, renamed to `F.bin`
