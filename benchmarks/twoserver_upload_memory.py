@@ -14,7 +14,8 @@ band keys) are printed, with the share files' size and S1's file's (the upload S
 --detach DIR COMMIT`), each step its own processes, printed side by side. Sizes above
 `--no-servers-above` skip the servers (S1 peaked at about 310 kB a record taking an upload,
 3.1 GB at 10,000 records, before it joined each field's parts as they came; 2.2 GB after,
-with the band keys' sort it keeps: 50,000, whose files are 11.2 GB, would need over 11 GB):
+with the band keys' sort it keeps; 673 MB since it holds the tokens and band keys mapped from
+a file, and the baseline's S1 is what grows then: `--baseline-up-to`):
 the member's `encode` and, in place of the upload, a process reading the share files as
 `upload` does and making every part it would send S1 and S2, not sent (`--parts-only
 ENCODED`, with the checkout's own code: `open_shared`, or `read_shared` before it).

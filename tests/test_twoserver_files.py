@@ -33,6 +33,8 @@ def test_encode_two_server_leaves_no_folder_without_its_complete_shares(
     complete-looking folder with a cut-short share file (or none), or replaced a good
     earlier folder with one. The shares are now written in the temporary folder, before
     its one rename."""
+    from blindmatch.client.encoding import npzfile
+
     secret = tmp_path / "project.secret"
     secret.write_text(STRONG_SECRET + "\n")
     export = write_exports(tmp_path, seed=12, size=300)[EXPORTS["west"]]
@@ -44,7 +46,7 @@ def test_encode_two_server_leaves_no_folder_without_its_complete_shares(
 
     out = tmp_path / "north.encoded"
     with monkeypatch.context() as m:
-        m.setattr(sealing, "seal_tokens", disk_full)
+        m.setattr(npzfile.Spool, "add", disk_full)
         with pytest.raises(OSError, match="No space left"):
             main([*common, "--out", str(out)])
     assert not out.exists()
@@ -53,7 +55,7 @@ def test_encode_two_server_leaves_no_folder_without_its_complete_shares(
     assert main([*common, "--out", str(out)]) == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with monkeypatch.context() as m:
-        m.setattr(sealing, "seal_tokens", disk_full)
+        m.setattr(npzfile.Spool, "add", disk_full)
         with pytest.raises(OSError, match="No space left"):
             main([*common, "--out", str(out)])
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -116,7 +118,8 @@ def test_the_upload_written_a_range_at_a_time_is_shared_uploads() -> None:
         assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
             "s1.npz": 0o600, "s2.npz": 0o600, "combiner.npz": 0o600}  # fmt: skip
         with np.load(folder / "s1.npz") as f:
-            assert {"band_keys_0", "sealed_1", "lacking", "shares_1"} <= set(f.files)
+            assert {"band_keys_0", "slots_1", "lacking", "shares_1"} <= set(f.files)
+            assert not {"sealed_0", "sealed_1"} & set(f.files)  # sealed as `upload` sends
         got = sharing.read_shared(folder)
     want = sharing.shared_upload(clks, SECRET, plan, fallback_bits=1024)
     for k in range(2):
@@ -213,3 +216,88 @@ def test_s1_and_s2_join_an_uploads_parts_as_they_come_holding_it_about_once(
                     assert getattr(mine, f).dtype == want.dtype
                     assert np.array_equal(getattr(mine, f), want)
         assert peak < 1.4 * kept, (role, peak, kept)  # 2.0x before
+
+
+def test_s1_keeps_an_uploads_tokens_and_band_keys_in_its_store_file_not_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S1 held every upload's tokens and band keys in memory (and, with a data dir, in its
+    store's file as well): about 220 kB a record at 50,000 records, 11 GB. They now go to a
+    file as the parts come (`Spool`, past SPILL_BYTES) and are held mapped from the store's
+    file once written there: taking an upload, and starting again on the store, peak at a
+    small share of them in Python's memory (the whole upload and more before), the arrays
+    the member's own, and nothing is left in the store's folder but the upload's file."""
+    import secrets
+
+    from blindmatch.matcher.rpc import twoserver_role, twoserver_uploads
+
+    monkeypatch.setattr(twoserver_parts, "PART_BYTES", 64 * 1024)
+    monkeypatch.setattr(twoserver_uploads, "SPILL_BYTES", 16 * 1024, raising=False)
+    clks = np.random.default_rng(7).integers(0, 256, (400, 2 * 128), dtype=np.uint8)
+    upload = sharing.shared_upload(clks, SECRET, sharing.BandPlan(bits=20, bands=120),
+                                   fallback_bits=1024)  # fmt: skip
+    big = sum(b.keys.nbytes + b.sealed.nbytes for b in upload.s1.bands)
+    key, member_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+
+    def held_as_sent(held: twoserver_uploads.Held) -> None:
+        assert held.rows == 400 and np.array_equal(held.lacking, upload.s1.lacking)
+        for mine, theirs in zip(held.sealed, upload.s1.bands, strict=True):
+            for f in ("counts", "keys", "classes", "sealed"):
+                assert np.array_equal(getattr(mine, f), getattr(theirs, f))
+        for got, want in zip(held.shares, upload.s1.shares, strict=True):
+            assert np.array_equal(got, want)
+
+    def measured(step: object) -> tuple[twoserver_role._Role, int]:
+        role = twoserver_role._Role("s1", key, member_key)
+        assert role.presorter is not None
+        role.presorter.close()  # (its sort of the keys, 12 bytes a key, is not measured here)
+        role.presorter = None
+        parts = list(twoserver_parts.upload_parts("p/north/t", "s1", upload))  # (the member's)
+        tracemalloc.start()
+        try:
+            role.keep(tmp_path / "s1")
+            if step == "upload":
+                role.upload(iter(parts), "p/north/t")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return role, peak
+
+    role, peak = measured("upload")
+    held_as_sent(role.held["p/north/t"])
+    assert peak < 0.3 * big, (peak, big)  # over 1x before (the whole upload in memory)
+    role.close()
+    kept = [p.name for p in (tmp_path / "s1" / "twoserver-s1-held").iterdir()]
+    assert len(kept) == 1 and kept[0].endswith(".bin"), kept
+    role, peak = measured("restart")
+    held_as_sent(role.held["p/north/t"])
+    assert peak < 0.3 * big, (peak, big)  # over 1x before (read whole)
+    role.close()
+
+
+def test_s1s_share_file_grows_with_the_records_not_faster(tmp_path: Path) -> None:
+    """S1's share file held every copy of every key's tokens (16 bytes each: a key two to
+    four records share 16 of them, 256 bytes), so it grew faster than the records as more
+    of them came to share keys: 137 kB a record at 2,400, 223 kB at 50,000. It now holds each
+    key's slots' rows (4 bytes a slot), sealed as `upload` sends them: bytes a record do not
+    grow where a band plan of 8 bits makes records share keys (about 4 a key at 800), and
+    S1 is sent what it was (the same parts but the tokens' fresh randomness)."""
+    from blindmatch.client.encoding.sharedfiles import open_shared
+    from blindmatch.client.encoding.sharedwrite import write_upload
+
+    rng = np.random.default_rng(9)
+    plan = sharing.BandPlan(8, 40)
+    size = {}
+    for n in (100, 800):
+        clks = rng.integers(0, 256, (n, 2 * 128), dtype=np.uint8)
+        write_upload(tmp_path / str(n), clks, SECRET, plan, fallback_bits=1024)
+        size[n] = (tmp_path / str(n) / "s1.npz").stat().st_size / n
+    assert size[800] < 1.1 * size[100], size  # 5.7 kB and 26 kB a record before
+    want = sharing.shared_upload(clks, SECRET, plan, fallback_bits=1024)
+    with open_shared(tmp_path / "800") as files:
+        sent = list(twoserver_parts.upload_parts("n", "s1", files))
+    for got, made in zip(sent, twoserver_parts.upload_parts("n", "s1", want), strict=True):
+        assert (got.band_counts, got.band_keys, got.classes) == (
+            made.band_counts, made.band_keys, made.classes)  # fmt: skip
+        assert len(got.sealed) == len(made.sealed)
+        assert got.sealed != made.sealed or not got.sealed  # sealed afresh

@@ -66,7 +66,7 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
         return False
     # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
     # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py). The files are
-    # read a part at a time as the parts go (S1's is about 137 kB a record).
+    # read a part at a time as the parts go (what goes to S1 is about 140-220 kB a record).
     say = None if args.quiet else print
     with open_shared(args.encoded / SHARED_FOLDER) as upload:
         sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",

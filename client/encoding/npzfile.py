@@ -1,6 +1,6 @@
 """Uncompressed numpy .npz files (`np.savez`'s) read and written a slice at a time, never an
 array whole: what keeps a member's memory flat in the record count for a two-server upload,
-whose S1 file is about 137 kB a record (client/encoding/sharedfiles.py reads it,
+whose S1 file was about 137 kB a record, now about 40 (client/encoding/sharedfiles.py reads it,
 sharedwrite.py writes it). The files are ordinary .npz files: `np.load` reads them.
 
 - `open_npz`: each array of a file as a `Stored`, which reads rows `[lo:hi]` from the file

@@ -9,11 +9,18 @@ two). S1 joins the keys across members and forwards the matched keys' tokens in 
 them into the candidate pairs. S1 never learns which records hold a key nor which of one
 member's records share one, and S2 opens each token once, so it cannot tell which pairs came
 from one band's key either.
+
+`slot_range` gives a range of bands' keys before they are sealed (each key's slots' rows, 4
+bytes a slot), which an upload's file keeps (client/encoding/sharedwrite.py); `SlotTokens`
+seals them as `upload` reads them (`seal_slots`): the tokens S1 receives are `seal_bands`'s,
+but the file grows with the records, not faster (a key 2-4 records share: 16 tokens, 256
+bytes, but 4 slots, 16 bytes).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from blindmatch.client.encoding.npzfile import Rows
 
 Clks = npt.NDArray[np.uint8]
+SlotRows = npt.NDArray[np.uint32]
 
 # Sealed band keys (docs/protocol.md "Sealed band keys"; matcher/core/twoserver.py opens them):
 # each distinct key of a band with CLASS_BASE ** class slots (its rows, then padding), each slot
@@ -43,9 +51,13 @@ MIN_COPIES = 2  # even a key one record holds: a pair of relatives on the other 
 
 
 def slots(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
-    """Each key's slots: CLASS_BASE ** class."""
-    out: npt.NDArray[np.int64] = np.power(CLASS_BASE, np.asarray(classes, dtype=np.int64))
+    """Each key's slots: CLASS_BASE ** class (a class past MAX_CLASS as MAX_CLASS:
+    `check_sealed` refuses it)."""
+    out: npt.NDArray[np.int64] = _SLOTS[np.minimum(np.asarray(classes), MAX_CLASS)]
     return out
+
+
+_SLOTS = np.power(CLASS_BASE, np.arange(MAX_CLASS + 1, dtype=np.int64))  # by class: a look-up
 
 
 def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
@@ -55,8 +67,11 @@ def copies(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
 
 def sealed_size(classes: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """The bytes of each key's tokens: slots x copies x TOKEN_BYTES."""
-    out: npt.NDArray[np.int64] = TOKEN_BYTES * slots(classes) * copies(classes)
+    out: npt.NDArray[np.int64] = _SEALED[np.minimum(np.asarray(classes), MAX_CLASS)]
     return out
+
+
+_SEALED = TOKEN_BYTES * _SLOTS * np.clip(_SLOTS, MIN_COPIES, MAX_COPIES)  # by class
 
 
 def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
@@ -70,16 +85,25 @@ def size_class(counts: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     return c
 
 
+def random_bytes(size: int) -> bytes:
+    """`size` bytes from a cryptographic generator: AES-256 in counter mode under a key drawn
+    from the OS's generator for this call (several times faster than the OS's generator for
+    the hundreds of MB of a large upload's tokens; as unpredictable)."""
+    key = secrets.token_bytes(32)
+    return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size))
+
+
 def seal_tokens(rows: npt.NDArray[np.uint32], clk: int, seal_key: bytes) -> bytes:
     """One token a row (TOKEN_PAD for padding): AES-256 (one block each, each with 8 fresh
     random bytes, so no two tokens are alike) under the seal key."""
-    block = np.zeros((len(rows), TOKEN_BYTES), dtype=np.uint8)
-    block[:, :4] = np.asarray(rows, dtype="<u4").view(np.uint8).reshape(-1, 4)
-    block[:, 4] = clk
-    block[:, 5:8] = np.frombuffer(TOKEN_TAG, dtype=np.uint8)
-    block[:, 8:] = np.frombuffer(secrets.token_bytes(8 * len(rows)), np.uint8).reshape(-1, 8)
+    # Four little-endian uint32s a block (bytes 0-3 the row, 4 the CLK, 5-7 the tag, 8-15
+    # random): column writes, not byte ones (a third of the time; `upload` seals as it sends)
+    block = np.empty((len(rows), TOKEN_BYTES // 4), dtype="<u4")
+    block[:, 0] = rows
+    block[:, 1] = int.from_bytes(bytes([clk]) + TOKEN_TAG, "little")
+    block[:, 2:] = np.frombuffer(random_bytes(8 * len(rows)), "<u4").reshape(-1, 2)
     enc = Cipher(algorithms.AES(seal_key), modes.ECB()).encryptor()
-    return enc.update(block.tobytes()) + enc.finalize()
+    return enc.update(block.data.cast("B")) + enc.finalize()
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,17 @@ def seal_range(
     keys: npt.NDArray[np.uint64], clk: int, seal_key: bytes
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], npt.NDArray[np.uint8], Clks]:
     """`seal_bands` on a range of bands: (counts, keys, classes, sealed)."""
+    counts, distinct, classes, slot_rows = slot_range(keys)
+    return counts, distinct, classes, seal_slots(slot_rows, classes, clk, seal_key)
+
+
+def slot_range(
+    keys: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], npt.NDArray[np.uint8], SlotRows]:
+    """A range of bands' distinct keys before they are sealed: (counts, keys, classes, and
+    each key's slots' rows one key after the other: its rows ascending, then TOKEN_PAD to
+    CLASS_BASE ** class). `seal_slots` makes their tokens; an upload's file keeps these
+    (client/encoding/sharedwrite.py), 4 bytes a slot, and `upload` seals them as it sends."""
     n, bands = keys.shape
     by_band = np.ascontiguousarray(keys.T).ravel()  # band-major: band b's keys at b*n...
     band = np.repeat(np.arange(bands, dtype=np.int64), n)
@@ -143,22 +178,29 @@ def seal_range(
     starts = np.flatnonzero(first)
     held = np.diff(np.append(starts, len(order)))
     classes = size_class(held)
-    cap, copy = slots(classes), copies(classes)
-    # Each key's slots: its rows, then padding; each slot repeated (its copies).
-    slot_start = np.zeros(len(cap) + 1, dtype=np.int64)
-    np.cumsum(cap, out=slot_start[1:])
+    # Each key's slots: its rows, then padding.
+    slot_start = np.zeros(len(classes) + 1, dtype=np.int64)
+    np.cumsum(slots(classes), out=slot_start[1:])
     slot_rows = np.full(int(slot_start[-1]), TOKEN_PAD, dtype=np.uint32)
     within = np.arange(len(order)) - np.repeat(starts, held)
     slot_rows[np.repeat(slot_start[:-1], held) + within] = rows
-    tokens = np.repeat(slot_rows, np.repeat(copy, cap))
-    sealed = np.frombuffer(seal_tokens(tokens, clk, seal_key), dtype=np.uint8)
     counts = np.bincount(b_sorted[starts], minlength=bands).astype(np.int64)
-    return counts, k_sorted[starts].astype(np.uint64), classes, sealed
+    return counts, k_sorted[starts].astype(np.uint64), classes, slot_rows
+
+
+def seal_slots(slot_rows: SlotRows, classes: npt.NDArray[np.uint8], clk: int,
+               seal_key: bytes) -> Clks:  # fmt: skip
+    """The tokens of keys of `classes` whose slots hold `slot_rows` (`slot_range`): each slot
+    repeated (its copies), each copy sealed afresh (`seal_tokens`)."""
+    classes = np.asarray(classes)
+    tokens = np.repeat(slot_rows, np.repeat(copies(classes), slots(classes)))
+    return np.frombuffer(seal_tokens(tokens, clk, seal_key), dtype=np.uint8)
 
 
 class SealedRows(Protocol):
     """A CLK's sealed band keys as `SealedBands` holds them, or read from an upload's file a
-    range at a time (client/encoding/sharedfiles.py): `counts` in memory, the rest `Rows`."""
+    range at a time (client/encoding/sharedfiles.py): `counts` in memory, the rest `Rows`
+    (the tokens, or `SlotTokens` sealing them as they are read)."""
 
     @property
     def counts(self) -> npt.NDArray[np.int64]: ...
@@ -167,7 +209,7 @@ class SealedRows(Protocol):
     @property
     def classes(self) -> Rows: ...
     @property
-    def sealed(self) -> Rows: ...
+    def sealed(self) -> Rows | SlotTokens: ...
 
 
 CHECK_KEYS = 1 << 20  # keys a step of `token_ends` and `check_sealed` (memory: a few arrays)
@@ -177,17 +219,72 @@ def token_ends(bands: SealedRows) -> npt.NDArray[np.int64]:
     """Where each band's tokens start in `sealed`, in bytes, and where the last ends ((bands
     + 1,)): `SealedBands.offsets` at the bands' first keys, without an offset a key (read
     CHECK_KEYS classes at a time)."""
-    key_ends = np.zeros(len(bands.counts) + 1, dtype=np.int64)
-    np.cumsum(bands.counts, out=key_ends[1:])
+    if isinstance(bands.sealed, SlotTokens):  # computed as it was made
+        return bands.sealed.token_ends
+    return band_ends(bands.counts, bands.classes, sealed_size)
+
+
+def band_ends(
+    counts: npt.NDArray[np.int64], classes: Rows,
+    size: Callable[[npt.NDArray[np.integer]], npt.NDArray[np.int64]],
+) -> npt.NDArray[np.int64]:  # fmt: skip
+    """Where each band's keys' `size` (by class: `sealed_size`, `slots`) starts, summed over
+    the keys before it, and where the last ends ((bands + 1,))."""
+    key_ends = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=key_ends[1:])
     out = np.zeros(len(key_ends), dtype=np.int64)
-    total, n = 0, len(bands.classes)
+    total, n = 0, len(classes)
     for lo in range(0, n, CHECK_KEYS):
         hi = min(lo + CHECK_KEYS, n)
-        cum = total + np.cumsum(sealed_size(bands.classes[lo:hi]))
+        cum = total + np.cumsum(size(classes[lo:hi]))
         i0, i1 = np.searchsorted(key_ends, [lo, hi], side="right")
         out[i0:i1] = cum[key_ends[i0:i1] - lo - 1]
         total = int(cum[-1])
     return out
+
+
+class SlotTokens:
+    """A CLK's tokens as an upload's file keeps them (client/encoding/sharedwrite.py): each
+    key's slots' rows (`slot_range`, 4 bytes a slot, where its tokens are 16 bytes a copy of
+    a slot), sealed under the upload's seal key as they are read (`bands`), afresh each time:
+    what S1 receives is as before (`seal_bands`'s). `len`: the tokens' bytes."""
+
+    def __init__(self, counts: npt.NDArray[np.int64], classes: Rows, slot_rows: Rows, clk: int,
+                 seal_key: bytes) -> None:  # fmt: skip
+        self.classes, self.slot_rows, self.clk, self.seal_key = classes, slot_rows, clk, seal_key
+        self.key_ends = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.slot_ends = band_ends(counts, classes, slots)
+        self.token_ends = band_ends(counts, classes, sealed_size)
+
+    def __len__(self) -> int:
+        return int(self.token_ends[-1])
+
+    def bands(self, lo: int, hi: int) -> Clks:
+        """Bands lo..hi's tokens, sealed now."""
+        return seal_slots(self.slot_rows[int(self.slot_ends[lo]) : int(self.slot_ends[hi])],
+                          self.classes[int(self.key_ends[lo]) : int(self.key_ends[hi])],
+                          self.clk, self.seal_key)  # fmt: skip
+
+    def whole(self) -> Clks:
+        return self.bands(0, len(self.key_ends) - 1)
+
+    def check(self, records: int, where: str) -> None:
+        """The slots fit the keys' classes, each a record's row or padding (ValueError)."""
+        if len(self.slot_rows) != int(self.slot_ends[-1]):
+            raise ValueError(f"slots ({where}): {len(self.slot_rows)} for keys of "
+                             f"{int(self.slot_ends[-1])} slots")  # fmt: skip
+        for lo in range(0, len(self.slot_rows), CHECK_KEYS):
+            rows = np.asarray(self.slot_rows[lo : lo + CHECK_KEYS])
+            if ((rows >= records) & (rows != TOKEN_PAD)).any():
+                raise ValueError(f"slots ({where}): a row beyond the {records} records")
+
+
+def sealed_of(bands: SealedRows, lo: int, hi: int, tokens: npt.NDArray[np.int64]) -> Clks:
+    """Bands lo..hi's tokens (`tokens`: `token_ends`), read from `bands`, or sealed now
+    where they are kept as slots (`SlotTokens`)."""
+    if isinstance(bands.sealed, SlotTokens):
+        return bands.sealed.bands(lo, hi)
+    return np.asarray(bands.sealed[int(tokens[lo]) : int(tokens[hi])])
 
 
 def check_sealed(bands: SealedRows, where: str) -> None:

@@ -9,7 +9,10 @@ in the record count. Before, `read_shared` read every array whole (S1's file alo
 137 kB a record, 6.9 GB at 50,000 records) and the parts' offsets came on top: 571 MB peak
 for 2,400 records, about 12 GB extrapolated to 50,000. `rows_of` gives an upload in memory
 (`shared_upload`'s, a query's) the same shape; `load_shared` reads the files whole
-(`read_shared`).
+(`read_shared`). S1's file holds each CLK's tokens (sealed_K, as `write_shared` writes them
+and `encode --two-server` did before 2026-12-06) or its keys' slots' rows (slots_K, as
+`encode --two-server` writes them now), sealed as they are read (`sealing.SlotTokens`):
+either is read.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.client.encoding.npzfile import READ_BYTES, Rows, Stored, open_npz
-from blindmatch.client.encoding.sealing import SEAL_KEY_BYTES, SealedBands, check_sealed
+from blindmatch.client.encoding.sealing import (
+    SEAL_KEY_BYTES,
+    SealedBands,
+    SlotTokens,
+    check_sealed,
+)
 from blindmatch.client.encoding.sharing import (
     SHARED_FILES,
     SharedUpload,
@@ -44,7 +52,7 @@ class BandRows:
     counts: npt.NDArray[np.int64]
     keys: Rows
     classes: Rows
-    sealed: Rows
+    sealed: Rows | SlotTokens
 
 
 @dataclass(frozen=True)
@@ -140,27 +148,25 @@ def _checked(folder: Path, held: dict[str, dict[str, Rows]]) -> UploadRows:
         )
     clks = range(n)
     try:
-        bands = tuple(
-            BandRows(_small(s1[f"band_counts_{k}"], np.int64), _as(s1[f"band_keys_{k}"], "<u8"),
-                     _as(s1[f"classes_{k}"], np.uint8), _as(s1[f"sealed_{k}"], np.uint8))
-            for k in clks
-        )  # fmt: skip
+        seal_key = _small(s2["seal_key"], np.uint8).tobytes()
+        bands = tuple(_bands(s1, k, seal_key) for k in clks)
         shares = {r: tuple(_as(held[r][f"shares_{k}"], np.uint8) for k in clks)
                   for r in ("s1", "s2")}  # fmt: skip
         popshares = {r: tuple(_as(held[r][f"popshares_{k}"], "<u4") for k in clks)
                      for r in ("s1", "s2")}  # fmt: skip
         pops = tuple(_as(held["combiner"][f"popcounts_{k}"], np.int64) for k in clks)
-        seal_key = _small(s2["seal_key"], np.uint8).tobytes()
     except KeyError as exc:
         raise InputError(f"{folder}: the three files do not hold one upload ({exc})") from None
-    for k, b in enumerate(bands):
-        try:
-            check_sealed(b, f"{folder / SHARED_FILES['s1']}, CLK {k}")
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
     if len(seal_key) != SEAL_KEY_BYTES:
         raise InputError(f"{folder / SHARED_FILES['s2']}: seal_key of {len(seal_key)} bytes, "
                          f"not {SEAL_KEY_BYTES}")  # fmt: skip
+    for k, b in enumerate(bands):
+        try:
+            check_sealed(b, f"{folder / SHARED_FILES['s1']}, CLK {k}")
+            if isinstance(b.sealed, SlotTokens):
+                b.sealed.check(len(pops[0]), f"{folder / SHARED_FILES['s1']}, CLK {k}")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     first, second = shares["s1"], shares["s2"]
     every: list[Rows] = [*first, *second, *pops, *popshares["s1"], *popshares["s2"]]
     rows = {len(a) for a in every}
@@ -173,12 +179,25 @@ def _checked(folder: Path, held: dict[str, dict[str, Rows]]) -> UploadRows:
     return UploadRows(bands, shares, popshares, pops, lacks, seal_key)
 
 
+def _bands(s1: dict[str, Rows], k: int, seal_key: bytes) -> BandRows:
+    """CLK `k`'s band keys in S1's file: their tokens (sealed_K, as `write_shared` writes
+    them), or their slots' rows, sealed as they are read (slots_K, as `encode --two-server`
+    writes them since 2026-12-06: `SlotTokens`)."""
+    counts = _small(s1[f"band_counts_{k}"], np.int64)
+    classes = _as(s1[f"classes_{k}"], np.uint8)
+    if f"sealed_{k}" in s1:
+        sealed: Rows | SlotTokens = _as(s1[f"sealed_{k}"], np.uint8)
+    else:
+        sealed = SlotTokens(counts, classes, _as(s1[f"slots_{k}"], "<u4"), k, seal_key)
+    return BandRows(counts, _as(s1[f"band_keys_{k}"], "<u8"), classes, sealed)
+
+
 def load_shared(folder: str | Path) -> SharedUpload:
     """The upload in `folder` read whole into memory (`sharing.read_shared`), checked as
     `open_shared` checks it."""
 
-    def whole(array: Rows) -> npt.NDArray[Any]:
-        return array.whole() if isinstance(array, Stored) else array
+    def whole(array: Rows | SlotTokens) -> npt.NDArray[Any]:
+        return array.whole() if isinstance(array, Stored | SlotTokens) else array
 
     with open_shared(folder) as up:
         bands = tuple(SealedBands(b.counts, whole(b.keys), whole(b.classes), whole(b.sealed))

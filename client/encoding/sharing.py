@@ -309,7 +309,9 @@ SHARED_FILES = {"s1": "s1.npz", "s2": "s2.npz", "combiner": "combiner.npz"}
 def write_shared(folder: str | Path, upload: SharedUpload) -> None:
     """The upload as three files, one a recipient (numpy .npz, no pickles): s1.npz
     (band_counts_K, band_keys_K, classes_K, sealed_K: `SealedBands`; shares_K, for each CLK K),
-    s2.npz (shares_K, seal_key), combiner.npz (popcounts_K)."""
+    s2.npz (shares_K, seal_key), combiner.npz (popcounts_K). (`encode --two-server` writes
+    slots_K in place of sealed_K, sealed as `upload` sends them: client/encoding/
+    sharedwrite.py; `read_shared` reads either.)"""
     folder = Path(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)  # the shares of S1 and S2 together are the CLKs: owner-only, as they

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding.sealing import SealedRows, token_ends
+from blindmatch.client.encoding.sealing import SealedRows, sealed_of, token_ends
 from blindmatch.client.encoding.sharedfiles import UploadRows, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.remote.convert import score_rule
@@ -99,7 +99,7 @@ def _sealed_parts(
             band_lo=band, band_counts=bands.counts[band:last].tolist(),
             band_keys=_wire(bands.keys[k0:k1], "<u8"),
             classes=_wire(bands.classes[k0:k1], np.uint8),
-            sealed=_wire(bands.sealed[int(tokens[band]) : int(tokens[last])], np.uint8),
+            sealed=_wire(sealed_of(bands, band, last, tokens), np.uint8),
         )  # fmt: skip
         band = last
 

@@ -155,10 +155,10 @@ class Sealed:
         out.setflags(write=False)
         return out
 
-    # Each band range's keys sorted (`sorted_keys`), kept for the upload's later joins; the
+    # Each band range's sort order (`sorted_keys`), kept for the upload's later joins; the
     # lock a range is sorted under (a second caller waits for the first's sort); `_guard`
     # over both dicts. Not compared: an upload's cache, not its contents.
-    _sorted: dict[tuple[int, int], tuple[Order, Keys]] = field(
+    _sorted: dict[tuple[int, int], Order] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _sorting: dict[tuple[int, int], threading.Lock] = field(
@@ -176,32 +176,30 @@ class Sealed:
     )
 
     def sorted_keys(self, lo: int, hi: int) -> tuple[Order, Keys]:
-        """Bands lo..hi's keys sorted: (the order, the sorted keys), read-only, kept for the
-        upload's next join (a run's: a query's few records are looked up with no sort,
-        `looked_up`). S1 sorts an upload's ranges when it arrives (`presort`, off the request
-        path: rpc/twoserver_presort.py); a join that comes first sorts the range itself, or
-        waits for the sort under way: each range is sorted once, and another upload's sort
-        never holds it up."""
+        """Bands lo..hi's keys sorted: (the order, read-only, kept for the upload's next join;
+        the sorted keys, gathered by it for this one). A run's join: a query's few records are
+        looked up with no sort, `looked_up`. S1 sorts an upload's ranges when it arrives
+        (`presort`, off the request path: rpc/twoserver_presort.py); a join that comes first
+        sorts the range itself, or waits for the sort under way: each range is sorted once,
+        and another upload's sort never holds it up. Only the order is kept (4 bytes a key,
+        uint32 positions: a range's keys are far fewer than 2^32); keeping the sorted keys
+        too took 12 (docs/performance.md "Two-server share files and S1's memory at 20,000
+        records")."""
         with self._guard:
-            got = self._sorted.get((lo, hi))
-            if got is not None:
-                return got
+            order = self._sorted.get((lo, hi))
             sorting = self._sorting.setdefault((lo, hi), threading.Lock())
-        with sorting:
-            with self._guard:
-                got = self._sorted.get((lo, hi))
-            if got is None:
-                keys = self.keys[self.ends[lo] : self.ends[hi]]
-                order = np.argsort(keys, kind="stable")
-                # uint32 positions (a range's keys are far fewer than 2^32): 12 bytes a key
-                # kept, not 16
-                small = order.astype(np.uint32) if len(keys) < 1 << 32 else order
-                got = (small, keys[order])
-                for array in got:
-                    array.setflags(write=False)
+        if order is None:
+            with sorting:
                 with self._guard:
-                    self._sorted[lo, hi] = got
-        return got
+                    order = self._sorted.get((lo, hi))
+                if order is None:
+                    keys = self.keys[self.ends[lo] : self.ends[hi]]
+                    found = np.argsort(keys, kind="stable")
+                    order = found.astype(np.uint32) if len(keys) < 1 << 32 else found
+                    order.setflags(write=False)
+                    with self._guard:
+                        self._sorted[lo, hi] = order
+        return order, self.keys[self.ends[lo] : self.ends[hi]][order]
 
     def ranges(self, band_step: int = BAND_STEP) -> list[tuple[int, int]]:
         """The band ranges a join looks keys up in (`matched_keys`), those holding keys."""
@@ -231,7 +229,7 @@ class Sealed:
         """The bytes kept for joins beyond the upload's own: the sorted keys (`sorted_keys`)
         and the tokens' offsets (`token_offsets`), those computed so far."""
         with self._guard:
-            kept = sum(a.nbytes for got in self._sorted.values() for a in got)
+            kept = sum(order.nbytes for order in self._sorted.values())
         return kept + sum(a.nbytes for a in self._offsets)
 
     def tokens(self) -> Shares:

@@ -11,8 +11,9 @@ reply; the reply does not wait), and every upload it restores at start, so that 
 join finds them sorted too. A join that comes before the sort is done waits for the range
 being sorted, or sorts a range not reached yet itself: each range is sorted once either way.
 A query's own records are not sorted (a query is the first member of its joins, whose keys
-are looked up, not sorted). The sorted keys cost 12 bytes a key for as long as S1 holds the
-upload (docs/operations.md measures it a record).
+are looked up, not sorted). The sort order costs 4 bytes a key for as long as S1 holds the
+upload (the sorted keys, kept too until 2026-12-06, 8 more; docs/operations.md measures it a
+record).
 
 One thread, at a lower CPU priority than S1's calls (`BACKGROUND_NICE`): uploads are sorted
 one after the other, in the order they arrive (a sort releases the interpreter lock, so S1

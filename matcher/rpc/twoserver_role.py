@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -210,7 +211,10 @@ class _Role:
     def upload(self, parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
         """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
         it replaces that project member's upload under any earlier tag."""
-        member, held = read_upload(parts, self.role)
+        # S1's tokens and band keys go to a file as they come (rpc/twoserver_uploads.py
+        # `Spool`): in the store's folder with a data dir, else the temporary folder
+        spool = self.store.folder if self.store is not None else Path(tempfile.gettempdir())
+        member, held = read_upload(parts, self.role, spool if self.role == "s1" else None)
         if self.queries is not None:
             self.queries.check_upload(member)
         if (vouched and member != vouched) or (not vouched and "/" in member):
@@ -225,6 +229,8 @@ class _Role:
         # forgotten after it, so they are not kept.
         store = self.store if QUERY_MARK not in member else None
         file, digest = store.write(held.named()) if store is not None else ("", "")
+        if store is not None:  # held mapped from the file just written (one copy on disk)
+            held = held_from(held.meta(), store.mapped(file, held.layout()))
         try:
             self._hold(member, held, vouched, digest, file)
         except BaseException:

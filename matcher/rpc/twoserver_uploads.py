@@ -7,9 +7,12 @@ query is not blocked (rpc/twoserver_service.py `Propose`)."""
 
 from __future__ import annotations
 
+import mmap
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +60,10 @@ class Held:
             out.append(("lacking", self.lacking))
         out.append(("seal_key", np.frombuffer(self.seal_key, np.uint8)))
         return out
+
+    def layout(self) -> list[list[Any]]:
+        """Each array's name, dtype and shape, in `named`'s order (a stored upload's meta)."""
+        return [[n, a.dtype.str, list(a.shape)] for n, a in self.named()]
 
     def arrays(self) -> list[npt.NDArray[np.generic]]:
         """Everything held, for the audit's digest."""
@@ -151,15 +158,52 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
         clk[name] += value  # joined as they come (`_joined`)
 
 
-JOINED = ("shares", "popshares", "band_keys", "classes", "sealed")  # a bytearray each, a CLK's
+JOINED = ("shares", "popshares", "band_keys", "classes", "sealed")  # a buffer each, a CLK's
+SPOOLED = ("band_keys", "sealed")  # S1's big fields: to a file past SPILL_BYTES (`Spool`)
+SPILL_BYTES = 64 << 20
+
+
+class Spool:
+    """A field's bytes as the parts add them (`+=`): in memory up to SPILL_BYTES, then, with a
+    `folder`, in an unlinked file of its own there (owner-only, `tempfile.TemporaryFile`),
+    which `array` maps read-only. S1's tokens and band keys are about 97% of an upload (13
+    bytes a key and 32 or more of tokens, against 264 bytes a record of shares): mapped, they
+    stay out of S1's memory but for the pages a join reads (docs/performance.md "Two-server
+    share files and S1's memory at 20,000 records")."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder, self.buf = folder, bytearray()
+        self.file: IO[bytes] | None = None
+        self.size = 0
+
+    def __iadd__(self, data: bytes | memoryview) -> Spool:
+        if self.file is None and self.folder is not None and self.size + len(data) > SPILL_BYTES:
+            self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".upload-")  # noqa: SIM115
+            self.file.write(self.buf)
+            self.buf = bytearray()
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.buf += data
+        self.size += len(data)
+        return self
+
+    def array(self, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """The bytes as one array of `dtype`: over the buffer, or mapped from the file."""
+        if self.file is None:
+            return np.frombuffer(self.buf, np.dtype(dtype))
+        self.file.flush()
+        mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file.close()  # (the map keeps the unlinked file until it is dropped)
+        return np.frombuffer(mapped, np.dtype(dtype))
 
 
 def _joined(clk: dict[str, Any], field: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
     """A CLK's `field` as one array, over the bytes its parts added to it as they came (a
-    buffer grown in place: S1's peak about what it then holds; keeping every part and joining
-    them at the end took twice that, 3.1 GB for 10,000 records, docs/performance.md)."""
-    return np.frombuffer(clk[field], np.dtype(dtype)).astype(np.dtype(dtype).newbyteorder("="),
-                                                                copy=False)  # fmt: skip
+    buffer grown in place, or S1's big fields mapped from a file: `Spool`; keeping every
+    part and joining them at the end took twice the upload, 3.1 GB for 10,000 records,
+    docs/performance.md)."""
+    return clk[field].array(dtype).astype(np.dtype(dtype).newbyteorder("="), copy=False)
 
 
 def run_lacking(request: pb.ProposeRequest, held: list[Held]) -> list[npt.NDArray[np.bool_]] | None:
@@ -214,8 +258,11 @@ def _withheld(p: pb.SharedPart, role: str, where: str, withheld: set[bool]) -> N
         )
 
 
-def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
-    """One member's upload to `role`, checked whole."""
+def read_upload(
+    parts: Iterator[pb.SharedPart], role: str, spool: Path | None = None
+) -> tuple[str, Held]:
+    """One member's upload to `role`, checked whole; S1's tokens and band keys past
+    SPILL_BYTES in files in `spool` (`Spool`; None: in memory)."""
     member = ""
     seal_key = b""
     rules: set[Rule] = set()
@@ -293,7 +340,8 @@ def read_upload(parts: Iterator[pb.SharedPart], role: str) -> tuple[str, Held]:
         seal_key = p.seal_key
         clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, lacking=[], rows=0,
                                          next_band=0, band_counts=[],
-                                         **{f: bytearray() for f in JOINED}))  # fmt: skip
+                                         **{f: Spool(spool if f in SPOOLED else None)
+                                            for f in JOINED}))  # fmt: skip
         if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
             raise errors.InvalidArgument(
                 f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"

@@ -10,7 +10,8 @@ budget (core/pairbudget.py) as before it stopped:
                                      cap and reach quota, core/rowledger.py);
                                      and the queries counted against the role's query
                                      limit (name, member, records, when: no record)
-    DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random)
+    DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random),
+                                     held mapped (`mapped`), not read into memory
 
 An upload's arrays go to a file of their own (an S1 upload of 50,000 realistic records is
 several GB, beyond a SQLite blob's 1 GB), written to `F.tmp`, fsynced, renamed to `F.bin`
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import secrets
 import sqlite3
@@ -40,7 +42,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -91,11 +93,33 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 """
 DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
-READ_BYTES = 1 << 24
+READ_BYTES = 1 << 24  # a piece of an array written
+DIGEST_BYTES = 1 << 18  # a read of a stored upload to check its digest
 T = TypeVar("T")
 Arrays = list[tuple[str, npt.NDArray[np.generic]]]
 Keys = npt.NDArray[np.uint64]
 Rows = npt.NDArray[np.uint32]
+
+
+def _pieces(array: npt.NDArray[np.generic]) -> Iterable[memoryview]:
+    """An array's bytes, READ_BYTES at a time; one mapped from a file (an upload's spooled
+    tokens, rpc/twoserver_uploads.py `Spool`) has each piece's pages dropped from the
+    process's memory once used (they stay in the file), so writing it keeps S1's memory flat."""
+    data = np.ascontiguousarray(array).data.cast("B")
+    base: Any = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    base = base.obj if isinstance(base, memoryview) else base
+    mapped = base if isinstance(base, mmap.mmap) and array.ctypes.data == _address(base) else None
+    for lo in range(0, len(data), READ_BYTES):
+        yield data[lo : lo + READ_BYTES]
+        if mapped is not None:
+            mapped.madvise(mmap.MADV_DONTNEED, lo, min(READ_BYTES, len(data) - lo))
+
+
+def _address(mapped: mmap.mmap) -> int:
+    """Where a map starts in memory."""
+    return np.frombuffer(mapped, np.uint8, 1).ctypes.data if len(mapped) else -1
 
 
 def _refuse(path: Path, what: str) -> StartupRefused:
@@ -161,9 +185,9 @@ class RoleStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 for _, array in arrays:
-                    data = np.ascontiguousarray(array).data.cast("B")
-                    digest.update(data)
-                    out.write(data)
+                    for data in _pieces(array):
+                        digest.update(data)
+                        out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             os.rename(tmp, final)
@@ -330,37 +354,54 @@ class RoleStore:
         layout = meta.get("arrays")
         if not isinstance(layout, list):
             raise _refuse(self.path, f"upload {name!r}: no arrays in its metadata")
-        arrays: dict[str, npt.NDArray[np.generic]] = {}
         digest = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                for field_name, dtype, shape in layout:
-                    if dtype not in DTYPES:
-                        raise _refuse(path, f"upload {name!r}: array {field_name} of {dtype}")
-                    array = np.empty(shape, dtype=np.dtype(dtype))
-                    view = array.data.cast("B")
-                    got = 0
-                    while got < len(view):
-                        n = f.readinto(view[got : got + READ_BYTES])
-                        if not n:
-                            raise _refuse(path, f"upload {name!r}: the file ends early "
-                                          f"(array {field_name})")  # fmt: skip
-                        got += n
-                    digest.update(view)
-                    arrays[str(field_name)] = array
-                if f.read(1):
-                    raise _refuse(path, f"upload {name!r}: longer than its arrays")
+            for field_name, dtype, _ in layout:
+                if dtype not in DTYPES:
+                    raise _refuse(path, f"upload {name!r}: array {field_name} of {dtype}")
+            size = sum(np.dtype(d).itemsize * int(np.prod(shape)) for _, d, shape in layout)
+            with open(path, "rb") as f:  # the digest first, DIGEST_BYTES at a time
+                buf = bytearray(DIGEST_BYTES)
+                got = 0
+                while n := f.readinto(buf):
+                    digest.update(memoryview(buf)[:n])
+                    got += n
+            if got < size:
+                raise _refuse(path, f"upload {name!r}: the file ends early ({got} of its "
+                              f"arrays' {size} bytes)")  # fmt: skip
+            if got > size:
+                raise _refuse(path, f"upload {name!r}: longer than its arrays")
+            if digest.hexdigest() != meta.get("sha256"):
+                raise _refuse(path, f"upload {name!r}: its arrays' SHA-256 is not the one "
+                              "stored with them (the file was changed or damaged)")  # fmt: skip
+            arrays = self.mapped(path.stem, layout)
         except OSError as exc:
             raise _refuse(path, f"upload {name!r} cannot be read ({exc})") from None
         except (ValueError, TypeError) as exc:
             raise _refuse(self.path, f"upload {name!r}: its arrays' layout ({exc})") from None
-        if digest.hexdigest() != meta.get("sha256"):
-            raise _refuse(path, f"upload {name!r}: its arrays' SHA-256 is not the one stored "
-                          "with them (the file was changed or damaged)")  # fmt: skip
         try:
             return build(meta, arrays)
         except (ValueError, KeyError, TypeError) as exc:
             raise _refuse(path, f"upload {name!r}: {exc}") from None
+
+    def mapped(self, file: str, layout: list[Any]) -> dict[str, npt.NDArray[np.generic]]:
+        """The arrays of the upload `write` wrote to `file` ((name, dtype, shape) each, in
+        order), read-only views of the file mapped (not read: its pages come into memory as
+        they are read, and go back to the file's cache under pressure)."""
+        path = self.folder / f"{file}.bin"
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            held = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        out: dict[str, npt.NDArray[np.generic]] = {}
+        at = 0
+        for field_name, dtype, shape in layout:
+            kind = np.dtype(dtype)
+            count = int(np.prod(shape))
+            if at + count * kind.itemsize > size:
+                raise ValueError(f"{path}: shorter than its arrays (array {field_name})")
+            out[str(field_name)] = np.frombuffer(held, kind, count, at).reshape(shape)
+            at += count * kind.itemsize
+        return out
 
 
 __all__ = ["Restored", "RoleStore"]
