@@ -109,11 +109,15 @@ def _planned(second: Sequence[Clks], block: Block, threshold: float) -> tuple[Bl
     """The block with its LSH plan from its own two sides, or as it was (exhaustive), and
     a line saying which."""
     where = f"members {block.i} x {block.j}, {len(block.rows_i):,} x {len(block.rows_j):,} rows"
+    rng = np.random.default_rng(blocking.SEED)
+    sample = [  # the planner's sample of each side, without copying the whole side first
+        second[k][np.sort(rng.choice(rows, min(len(rows), blocking.SAMPLE_ROWS), replace=False))]
+        for k, rows in ((block.i, block.rows_i), (block.j, block.rows_j))
+    ]
     found = blocking.plan(
-        [_side(second[block.i], block.rows_i), _side(second[block.j], block.rows_j)],
-        threshold,
+        sample, threshold, sizes=[len(block.rows_i), len(block.rows_j)],
         max_bands=blocking.MAX_BANDS,
-    )
+    )  # fmt: skip
     if isinstance(found, blocking.NoPlan):
         return block, f"exhaustive: {where}: {found.message}"
     return Block(block.i, block.j, block.rows_i, block.rows_j, found), (
