@@ -2,7 +2,7 @@
 side: time, pairs compared and recall against the exhaustive pass.
 
     .venv/bin/python benchmarks/fallbackspeed.py [--sizes 200000,1000000] [--lacking 0.1,0.1]
-        [--workers 2] [--pair 1000000] [--plan-for 10000000]
+        [--workers 2] [--pair 1000000] [--plan-for 10000000] [--run-b 171600]
 
 On realistic encodings as uploaded (`benchmarks/realclks.py`: real clkhash output of
 `messy.py` people under the default schema, a record-level CLK followed by its fallback CLK
@@ -22,13 +22,19 @@ shared machine), pairs compared, pairs found, and the LSH pass's recall of the e
 pass's pairs (each with the same score), with the LSH plans each block got. With
 `--plan-for N`, also the plans (not run) for two members of N records lacking a date in the
 same shares, from the statistics of the first size's rows (`blocking.plan(sizes=...)`), with
-the planner's estimated CPU seconds against every pair's. No timing is asserted anywhere;
+the planner's estimated CPU seconds against every pair's. With `--run-b N`, instead, the whole
+batch run (`runs.match`, LSH blocking, the default's rule) of the first size's rows of A
+against N rows of B, its fallback pass exhaustive (as before) and then as built, with the
+links compared: a record marked lacking there gets its fallback CLK's bits as its first CLK
+too, which is what makes the matcher's popcount test (`fallback.lacking`) call it lacking;
+every pair with it is scored on the fallback CLKs either way. No timing is asserted anywhere;
 the figures go to docs/performance.md and docs/scale.md by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -148,6 +154,54 @@ def plan_for(n: int, args: argparse.Namespace, shares: list[float]) -> None:
     )
 
 
+def whole_run(n_b: int, args: argparse.Namespace, shares: list[float]) -> None:
+    """`runs.match` of A's first rows against `n_b` of B's, the fallback pass exhaustive
+    and then as built (LSH planned on the fallback CLKs)."""
+    from blindmatch.matcher.domain import Rule
+    from blindmatch.matcher.usecases import runs
+
+    _, fallback_bits = layout()
+    n_a = int(args.sizes.split(",")[0])
+    a, b = rows(args.pair, max(n_a, n_b))
+    datasets = [a[:n_a].copy(), b[:n_b].copy()]
+    split = with_lacking(Split.of(datasets, fallback_bits), shares)
+    cut = datasets[0].shape[1] - fallback_bits // 8
+    for clks, lack in zip(datasets, split.lacking, strict=True):
+        clks[lack, :cut] = clks[lack, cut:]  # the popcount test now finds them lacking
+    print(
+        f"\nwhole run, {n_a:,} x {n_b:,}, LSH blocking, the default's rule; lacking "
+        f"{int(split.lacking[0].sum()):,} of A, {int(split.lacking[1].sum()):,} of B",
+        flush=True,
+    )
+    said = logging.StreamHandler(sys.stdout)  # the run's log: the plans, and the pass's count
+    said.setFormatter(logging.Formatter("    log: %(message)s"))
+    logging.getLogger("blindmatch.matcher").addHandler(said)
+    logging.getLogger("blindmatch.matcher").setLevel(logging.INFO)
+    real_find = fallbackpass.find
+    results = {}
+    for name, lsh in (("fallback pass exhaustive (before)", False), ("as built", True)):
+
+        def forced(*a: object, lsh_: bool = lsh, **kw: object) -> fallbackpass.FallbackPass:
+            kw["lsh"] = lsh_ and kw.get("lsh", False)
+            return real_find(*a, **kw)  # type: ignore[arg-type]
+
+        runs.fallbackpass.find = forced  # type: ignore[assignment]
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = runs.match(datasets, THRESHOLD, workers=args.workers, blocking="lsh",
+                            fallback_bits=fallback_bits, rule=Rule(0.25, 0.03, 0.01))  # fmt: skip
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        runs.fallbackpass.find = real_find  # type: ignore[assignment]
+        results[name] = result
+        print(f"  {name:<34} {cpu:7.1f} CPU s ({wall:.1f} wall); first CLKs "
+              f"{result.comparisons:.3g} comparisons, fallback pass "
+              f"{result.fallback_comparisons:.3g}; {len(result.links.score):,} links")  # fmt: skip
+    before, after = ({(int(d), int(r), int(p), int(q)) for d, r, p, q in zip(
+        x.links.dset, x.links.row, x.links.partner, x.links.partner_row, strict=True)}
+        for x in results.values())  # fmt: skip
+    print(f"  links: {len(before & after):,} in both, {len(before - after):,} only before, "
+          f"{len(after - before):,} only as built")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="200000", help="rows of each member, comma-separated")
@@ -163,11 +217,20 @@ def main() -> int:
         default=0,
         help="also plan (not run) the pass for two members of this many records",
     )
+    parser.add_argument(
+        "--run-b",
+        type=int,
+        default=0,
+        help="also time the whole batch run against this many rows of B",
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     shares = [float(x) for x in args.lacking.split(",")]
     if len(shares) != 2 or max(sizes) > args.pair:
         parser.error("--lacking takes two shares (A,B); --pair must be at least every size")
+    if args.run_b:  # that alone
+        whole_run(args.run_b, args, shares)
+        return 0
     for n in sizes:
         compare(n, args, shares)
     if args.plan_for:
