@@ -19,7 +19,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import InputError
 from blindmatch.client.tools.evaluate import quality, read_truth
-from blindmatch.matcher.core import fallback, kernel, segment
+from blindmatch.matcher.core import blocking, fallback, fallbackpass, kernel, segment
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.fallbackindex import (
     AnySnapshot,
@@ -356,8 +356,84 @@ def test_a_run_reports_the_fallback_pass_step_by_step_and_its_steps_find_the_sam
         }
 
     whole = pairs(fallback._fallback_pairs(split, 0.8, 1))
-    monkeypatch.setattr(fallback, "_MIN_STEP", 1)  # as many steps as a large run takes
+    monkeypatch.setattr(fallbackpass, "MIN_STEP", 1)  # as many steps as a large run takes
     steps: list[int] = []
     stepped = fallback._fallback_pairs(split, 0.8, 2, lambda done, total: steps.append(done))
     assert len(steps) > 50 and steps == sorted(steps)
     assert whole and pairs(stepped) == whole
+
+
+def _pairs(parts: list[Candidates]) -> dict[tuple[int, int, int, int], float]:
+    return {
+        (int(d0), int(d1), int(r0), int(r1)): float(s)
+        for p in parts
+        for s, d0, d1, r0, r1 in zip(p.sims, p.dset0, p.dset1, p.rec0, p.rec1, strict=True)
+    }
+
+
+def test_a_run_blocked_by_lsh_finds_the_fallback_pairs_by_lsh_on_the_fallback_clks(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19: the fallback pass compared every record lacking a date of birth with every
+    record of the other members whatever the run's blocking (6.1·10^10 comparisons at
+    1,001,000 x 171,600). A run blocked by LSH now plans LSH on the fallback CLKs too, block
+    by block, at the same design recall, and finds the same pairs with fewer comparisons."""
+    datasets, _ = messy
+    # Every pair of these few rows is cheap: price it as at a million rows a side, so that
+    # the planner plans LSH here (for the first CLKs too).
+    monkeypatch.setattr(blocking, "COST_DENSE", 1e-6)
+    caplog.set_level("INFO", logger="blindmatch.matcher")
+    rule = fallback.Rule(0.25, 0.03, 0.01)  # the default schema's: its semantics unchanged
+    seen: list[tuple[str, int, int]] = []
+    banded = match(datasets, 0.8, workers=2, blocking="lsh", fallback_bits=SCHEMA.clk_bits,
+                   rule=rule, progress=lambda *step: seen.append(step))  # fmt: skip
+    every = match(datasets, 0.8, workers=1, blocking="exhaustive",
+                  fallback_bits=SCHEMA.clk_bits, rule=rule)  # fmt: skip
+    split = fallback.Split.of(datasets, SCHEMA.clk_bits)
+    all_pairs = sum(b.pairs for b in fallbackpass.blocks(split.lacking))
+    assert every.fallback_banded == 0 and every.fallback_comparisons == all_pairs
+    assert banded.fallback_banded == 6  # two blocks for each of the three pairs of members
+    assert banded.fallback_comparisons < all_pairs / 2, (banded.fallback_comparisons, all_pairs)
+    assert "fallback pass: LSH: members 0 x 2, 8 x 180 rows" in caplog.text
+    assert "design recall 0.999" in caplog.text
+    reported = [(done, total) for stage, done, total in seen if stage == "fallback"]
+    assert reported[0][0] == 0 and reported[-1][0] == reported[-1][1] > 0
+    # The same pairs, with the same scores, and the same links.
+    lsh = fallbackpass.find(split.second, split.lacking, 0.8, 2, lsh=True)
+    assert lsh.banded == 6
+    want = _pairs(fallbackpass.find(split.second, split.lacking, 0.8, 1).parts)
+    assert len(want) > 30 and _pairs(lsh.parts) == want
+    for name in ("dset", "row", "partner", "partner_row", "score"):
+        assert np.array_equal(getattr(banded.links, name), getattr(every.links, name)), name
+
+
+def test_a_fallback_block_no_plan_reaches_the_target_for_is_compared_exhaustively_saying_so(
+    messy: tuple[list[npt.NDArray[np.uint8]], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plan below the target recall would lose pairs silently: a block no plan serves
+    within the band limit is compared every pair, and the run's log says why."""
+    datasets, _ = messy
+    monkeypatch.setattr(blocking, "COST_DENSE", 1e-6)
+    monkeypatch.setattr(blocking, "MAX_BANDS", 3)  # the target needs ~35 bands here
+    caplog.set_level("INFO", logger="blindmatch.matcher")
+    result = match(datasets, 0.8, workers=1, blocking="lsh", fallback_bits=SCHEMA.clk_bits)
+    split = fallback.Split.of(datasets, SCHEMA.clk_bits)
+    assert result.fallback_banded == 0
+    assert result.fallback_comparisons == sum(b.pairs for b in fallbackpass.blocks(split.lacking))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        sum(
+            m.startswith("fallback pass: exhaustive: members ")
+            and "below target 0.999: comparing exhaustively" in m
+            for m in said
+        )
+        == 6
+    ), said
+    passed = fallbackpass.find(split.second, split.lacking, 0.8, 1, lsh=True)
+    assert _pairs(passed.parts) == _pairs(
+        fallbackpass.find(split.second, split.lacking, 0.8, 1).parts
+    )

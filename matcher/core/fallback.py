@@ -30,7 +30,9 @@ queries against a standing index (`query_hits`, matcher/realtime/indexes.py) bot
 apply it. Candidates are the pairs at or above the threshold under that score: the
 first CLKs' pairs (found as usual, exhaustively or by LSH), with pairs that involve
 a lacking record rescored, plus the fallback CLKs' pairs between a lacking record
-and any record of another member. Everything is a pure function over arrays.
+and any record of another member (every such pair, or in a run blocked by LSH those
+that LSH planned on the fallback CLKs proposes: core.fallbackpass). Everything is a pure
+function over arrays.
 
 What the matcher learns beyond a plain record-level CLK: which records lack the
 left-out fields (it could already guess from one CLK's popcount), and a second
@@ -46,8 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.kernel import Clks, dice_candidates
+from blindmatch.matcher.core.kernel import Clks
 from blindmatch.matcher.core.solve import by_datasets, dice
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.errors import InvalidArgument
@@ -174,58 +177,16 @@ def pair_scores(
     return out
 
 
-# The fallback CLKs' pass (`_fallback_pairs`) is compared in at most about this many steps,
-# each reported, and none under _MIN_STEP comparisons: its pairs are exhaustive, so a member
-# of 1,000,000 records beside one of 171,600 with 60,000 lacking a date of birth makes
-# 6·10^10 comparisons (77 s on the 2-core host) after the first CLKs' bar has ended.
-_STEPS = 100
-_MIN_STEP = 1 << 26
-
-# progress(comparisons done, of this many)
-PairProgress = Callable[[int, int], None]
+PairProgress = fallbackpass.PairProgress  # progress(work done, of this much)
 
 
 def _fallback_pairs(
     split: Split, threshold: float, workers: int, progress: PairProgress | None = None
 ) -> list[Candidates]:
     """Pairs at or above the threshold on fallback CLKs with a lacking record on either
-    side; `progress` is told of the comparisons done, step by step."""
-    blocks = []
-    n = len(split.first)
-    for i in range(n):
-        for j in range(i + 1, n):
-            li, lj = split.lacking[i], split.lacking[j]
-            # (lacking of i) x (all of j), then (the rest of i) x (lacking of j): each pair once.
-            for rows_i, rows_j in ((np.flatnonzero(li), None), (np.flatnonzero(~li), lj)):
-                rows_b = np.arange(len(lj)) if rows_j is None else np.flatnonzero(rows_j)
-                if len(rows_i) and len(rows_b):
-                    blocks.append((i, j, rows_i, rows_b))
-    total = sum(len(rows_i) * len(rows_b) for _, _, rows_i, rows_b in blocks)
-    step = max(total // _STEPS, _MIN_STEP)
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    parts = []
-    for i, j, rows_i, rows_b in blocks:
-        left = split.second[i][rows_i]
-        per = max(1, step // len(rows_i))  # rows of j a step
-        for lo in range(0, len(rows_b), per):
-            rows = rows_b[lo : lo + per]
-            sims, ia, ib = dice_candidates(left, split.second[j][rows], threshold, workers=workers)
-            k = len(sims)
-            parts.append(
-                Candidates(
-                    sims.astype(np.float64),
-                    np.full(k, i, dtype=np.uint32),
-                    np.full(k, j, dtype=np.uint32),
-                    rows_i[ia].astype(np.uint32),
-                    rows[ib].astype(np.uint32),
-                )
-            )
-            done += len(rows_i) * len(rows)
-            if progress is not None:
-                progress(done, total)
-    return parts
+    side, every pair compared (core.fallbackpass; `progress` told step by step)."""
+    return fallbackpass.find(split.second, split.lacking, threshold, workers,
+                             progress=progress).parts  # fmt: skip
 
 
 def rescored(
@@ -235,12 +196,15 @@ def rescored(
     workers: int = 1,
     rule: Rule = NO_RULE,
     progress: PairProgress | None = None,
+    found: fallbackpass.FallbackPass | None = None,
 ) -> list[Candidates]:
     """All candidate pairs under the fallback score (see the module docstring), unordered:
     the first CLKs' pairs between records that both have the fields, and the fallback
     CLKs' pairs that involve a record lacking them. With a rule, `first_pairs` are those
     at or above `rule.candidate_floor(threshold)`, and the first kind is kept (and scored)
-    by S >= threshold. `progress(done, total)` follows the fallback CLKs' comparisons."""
+    by S >= threshold. `progress(done, total)` follows the fallback CLKs' comparisons;
+    `found`: the fallback CLKs' pairs already found (`fallbackpass.find`, e.g. by LSH),
+    instead of comparing every pair of them here."""
     sides = []
     for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
         lacks = np.zeros(len(first_pairs), dtype=bool)
@@ -261,7 +225,9 @@ def rescored(
         first_pairs.rec0[keep],
         first_pairs.rec1[keep],
     )
-    return [both_have, *_fallback_pairs(split, threshold, workers, progress)]
+    if found is None:
+        return [both_have, *_fallback_pairs(split, threshold, workers, progress)]
+    return [both_have, *found.parts]
 
 
 def _rule_scores(

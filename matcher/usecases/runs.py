@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core import fallback as fallback_
+from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.cluster import ClusterError
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
 from blindmatch.matcher.core.executor import (
@@ -84,6 +85,10 @@ class MatchResult:
     groups: int
     comparisons: int
     method: str = "exhaustive"
+    # The fallback pass (uploads with a fallback CLK): pairs of fallback CLKs compared, and
+    # its blocks compared under an LSH plan (core.fallbackpass); not in `comparisons`.
+    fallback_comparisons: int = 0
+    fallback_banded: int = 0
 
 
 def choose_method(sizes: Sequence[int], blocking: str = "auto") -> str:
@@ -150,6 +155,7 @@ def match(
     # With a rule, the first CLKs' candidates reach under the threshold (core.fallback).
     floor = rule.candidate_floor(threshold)
     lsh = None
+    banded = method == "lsh"  # the fallback pass plans its own LSH, whatever the first's
     if method == "lsh":
         # A plan per shape of pair of members. A plan below the target recall would lose
         # matches silently: a pair without one compares every pair of its rows.
@@ -173,13 +179,11 @@ def match(
     candidates = merge(parts)
     del parts
     pair_scorer: PairScorer | None = None
+    passed = None
     if split is not None:
-        candidates = merge(
-            fallback_.rescored(
-                candidates, split, threshold, n_workers, rule,
-                progress=lambda done, total: report("fallback", done, total),
-            )
-        )  # fmt: skip
+        passed = _fallback_pass(split, threshold, n_workers, banded, report)
+        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers, rule,
+                                              found=passed))  # fmt: skip
         pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
         method += "+fallback" + ("+rule" if rule.active else "")
     report("solve", 0, len(candidates))
@@ -188,7 +192,28 @@ def match(
     )
     report("solve", len(candidates), len(candidates))
     links = links_from_groups(groups, datasets, pair_scorer)
-    return MatchResult(links=links, groups=len(groups), comparisons=comparisons, method=method)
+    return MatchResult(
+        links=links, groups=len(groups), comparisons=comparisons, method=method,
+        fallback_comparisons=passed.comparisons if passed else 0,
+        fallback_banded=passed.banded if passed else 0,
+    )  # fmt: skip
+
+
+def _fallback_pass(
+    split: fallback_.Split, threshold: float, workers: int, banded: bool, report: Progress
+) -> fallbackpass.FallbackPass:
+    """The fallback CLKs' pairs with a lacking record (core.fallbackpass): by LSH planned on
+    them when the run is blocked by LSH, each block without a plan at the target recall
+    compared exhaustively and logged as such; stage `fallback` of the run's progress."""
+    passed = fallbackpass.find(
+        split.second, split.lacking, threshold, workers, lsh=banded,
+        progress=lambda done, total: report("fallback", done, total),
+    )  # fmt: skip
+    for line in passed.notes:
+        (log.info if line.startswith("LSH") else log.warning)("fallback pass: %s", line)
+    log.info("fallback pass: %d comparisons for %d pairs of rows", passed.comparisons,
+             passed.pairs)  # fmt: skip
+    return passed
 
 
 class RunManager:
