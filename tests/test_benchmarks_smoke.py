@@ -89,8 +89,8 @@ def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> Non
 
 
 def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
-    """kernelpeak and rulespeed read a cached realistic pair (1,000,000 records by default):
-    `--pair` makes a small one; encodespeed checks that blindmatch's first CLKs are
+    """kernelpeak, rulespeed and fallbackspeed read a cached realistic pair (1,000,000 records
+    by default): `--pair` makes a small one; encodespeed checks that blindmatch's first CLKs are
     clkhash's (the default schema's uploads carry a fallback CLK after them)."""
     out = run_all(
         [
@@ -102,6 +102,7 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
                             "--pair", "400", "400"]),
             ("rulefloor", ["--seeds", "messy:2103", "--population", "500", "--floors", "0.7",
                            "--cache", str(tmp_path / "rule2d")]),
+            ("fallbackspeed", ["--sizes", "300", "--pair", "300"]),
         ],
         tmp_path / "cache",
     )  # fmt: skip
@@ -109,6 +110,9 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     assert "ratio (rule / one CLK)" in out["rulespeed"]
     assert "same pairs and scores: True" in out["kernelpeak"] or "no AVX-512" in out["kernelpeak"]
     assert out["rulefloor"].strip()
+    assert (
+        "scores identical: True; pairs LSH found that exhaustive did not: 0" in out["fallbackspeed"]
+    )
 
 
 def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> None:
