@@ -84,6 +84,10 @@ CASES: list[Case] = [
      "disclosure: 9 is not a disclosure level"),
     ("create-bad-threshold", lambda c: create(c, threshold=1.5), "INVALID_ARGUMENT",
      "threshold: 1.5"),
+    # Accepted, then its link-bit circuits failed (OverflowError: 1/threshold) in the log
+    # (benchmarks/rpcfuzz.py found it, in a two-server project; the floor is every mode's).
+    ("create-tiny-threshold", lambda c: create(c, threshold=5e-324), "INVALID_ARGUMENT",
+     "threshold: 5e-324 is not in [0.01, 1]"),
     ("create-nan-threshold", lambda c: create(c, threshold=float("nan")), "INVALID_ARGUMENT",
      "threshold"),
     ("create-past-expiry", lambda c: create(c, expires_unix=1), "INVALID_ARGUMENT",
@@ -226,6 +230,10 @@ CASES: list[Case] = [
     # ExportAudit / VerifyAudit
     ("audit-member-no-project", lambda c: list(c.stub.ExportAudit(
         pb.ExportAuditRequest(), metadata=c.north)), "INVALID_ARGUMENT", "project: required"),
+    # A uint64 past SQLite's INTEGER: INTERNAL (benchmarks/rpcfuzz.py found it).
+    ("audit-huge-after-seq", lambda c: list(c.stub.ExportAudit(
+        pb.ExportAuditRequest(after_seq=2**64 - 1), metadata=c.admin)), "INVALID_ARGUMENT",
+     "after_seq: 18446744073709551615; at most 9223372036854775807"),
     ("verify-bad-anchor", lambda c: c.stub.VerifyAudit(
         pb.VerifyAuditRequest(anchor_seq=1, anchor_hash="xyz"), metadata=c.admin),
      "INVALID_ARGUMENT", "anchor"),
@@ -817,7 +825,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("propose-no-fallback", lambda c: propose(c, fallback=True),
      "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
     ("propose-bad-threshold", lambda c: propose(c, threshold=1.5), "INVALID_ARGUMENT",
-     "threshold: 1.5 is not in (0, 1]"),
+     "threshold: 1.5 is not in [0.01, 1]"),
+    ("propose-tiny-threshold", lambda c: propose(c, threshold=1e-300), "INVALID_ARGUMENT",
+     "threshold: 1e-300 is not in [0.01, 1]"),
     ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
      "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
     ("propose-blocked-query-without-band-keys", keyless_proposed, "FAILED_PRECONDITION",
@@ -965,6 +975,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),
      "PERMISSION_DENIED", "the combiner answers Run only with the operator's key, not with the"),
     ("run-bad-threshold", lambda c: run(c, threshold=1.5), "INVALID_ARGUMENT", "threshold: 1.5"),
+    # INTERNAL: the circuit's bounds overflowed (benchmarks/rpcfuzz.py found it).
+    ("run-tiny-threshold", lambda c: run(c, threshold=5e-324), "INVALID_ARGUMENT",
+     "threshold: 5e-324 is not in [0.01, 1]"),
     ("run-one-member", lambda c: run(c, members=["north"]), "INVALID_ARGUMENT",
      "members: two or more, each named once"),
     ("run-unknown-member", lambda c: run(c, members=["north", "east"]), "FAILED_PRECONDITION",
