@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,10 +458,6 @@ def seeds() -> dict[tuple[str, str], Seed]:
     out.update({("LookupServer", k): v for k, v in LOOKUP.items()})
     out.update(ROLES)
     return out
-
-
-def settle(seconds: float = 0.05) -> None:
-    time.sleep(seconds)
 
 
 def limits_back(w: World, channel: Any) -> None:
