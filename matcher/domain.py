@@ -25,6 +25,12 @@ DAY = 86_400.0  # seconds
 # -- projects ------------------------------------------------------------------------------------
 
 DEFAULT_THRESHOLD = 0.8  # Dice similarity (a match probability for field-level encodings)
+# The lowest threshold a project, a two-server run or S1's proposal takes: below it nearly
+# every pair links, and the link-bit circuit's integer bounds (2 * popcount / threshold) no
+# longer fit in 64 bits (a two-server project at 5e-324 was created, then its circuits failed
+# with an OverflowError; benchmarks/rpcfuzz.py found it).
+MIN_THRESHOLD = 0.01
+THRESHOLD_RANGE = f"[{MIN_THRESHOLD}, 1]"
 MAX_MEMBERS = 64
 DEFAULT_RETENTION = 180 * DAY  # a project's data is deleted this long after its creation
 MAX_RETENTION = 3653 * DAY  # ten years

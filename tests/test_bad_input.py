@@ -84,6 +84,10 @@ CASES: list[Case] = [
      "disclosure: 9 is not a disclosure level"),
     ("create-bad-threshold", lambda c: create(c, threshold=1.5), "INVALID_ARGUMENT",
      "threshold: 1.5"),
+    # Accepted, then its link-bit circuits failed (OverflowError: 1/threshold) in the log
+    # (benchmarks/rpcfuzz.py found it, in a two-server project; the floor is every mode's).
+    ("create-tiny-threshold", lambda c: create(c, threshold=5e-324), "INVALID_ARGUMENT",
+     "threshold: 5e-324 is not in [0.01, 1]"),
     ("create-nan-threshold", lambda c: create(c, threshold=float("nan")), "INVALID_ARGUMENT",
      "threshold"),
     ("create-past-expiry", lambda c: create(c, expires_unix=1), "INVALID_ARGUMENT",
@@ -101,6 +105,12 @@ CASES: list[Case] = [
         pb.DescribeProjectRequest(), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
     ("describe-unknown-project", lambda c: c.stub.DescribeProject(
         pb.DescribeProjectRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    # A message quoting a huge field whole went over the client's metadata limit: it saw
+    # RESOURCE_EXHAUSTED "received metadata size exceeds hard limit", not the refusal
+    # (benchmarks/rpcfuzz.py found it). Cut (rpc/status.py `bounded`), and said so.
+    ("describe-huge-project", lambda c: c.stub.DescribeProject(
+        pb.DescribeProjectRequest(project="n\u00f6rth" * 20_000), metadata=c.north), "NOT_FOUND",
+     "more characters left out)"),
     # Upload
     ("upload-empty-stream", lambda c: upload(c, []), "INVALID_ARGUMENT", "header"),
     ("upload-clks-first", lambda c: upload(c, [pb.UploadRequest(clks=clks(1))]),
@@ -220,6 +230,10 @@ CASES: list[Case] = [
     # ExportAudit / VerifyAudit
     ("audit-member-no-project", lambda c: list(c.stub.ExportAudit(
         pb.ExportAuditRequest(), metadata=c.north)), "INVALID_ARGUMENT", "project: required"),
+    # A uint64 past SQLite's INTEGER: INTERNAL (benchmarks/rpcfuzz.py found it).
+    ("audit-huge-after-seq", lambda c: list(c.stub.ExportAudit(
+        pb.ExportAuditRequest(after_seq=2**64 - 1), metadata=c.admin)), "INVALID_ARGUMENT",
+     "after_seq: 18446744073709551615; at most 9223372036854775807"),
     ("verify-bad-anchor", lambda c: c.stub.VerifyAudit(
         pb.VerifyAuditRequest(anchor_seq=1, anchor_hash="xyz"), metadata=c.admin),
      "INVALID_ARGUMENT", "anchor"),
@@ -307,6 +321,14 @@ CASES: list[Case] = [
     ("issue-before-a-run", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
         project="trial", rows=[0], upload_sha256="0" * 64), metadata=c.north),
      "FAILED_PRECONDITION", "no finished run"),
+    # A row past SQLite's INTEGER was INTERNAL where the run's links are looked up
+    # (benchmarks/rpcfuzz.py found it): refused before, as no row an upload can have.
+    ("issue-huge-row", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", rows=[0, 2**64 - 1], upload_sha256="0" * 64), metadata=c.north),
+     "INVALID_ARGUMENT", "rows: 18446744073709551615 is not a row position (0 to 49,999,999"),
+    ("issues-huge-row", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 64, hits=[pb.HitRows(rows=[2**63], partner="south")]),
+        metadata=c.north), "INVALID_ARGUMENT", "hits[0].rows: 9223372036854775808 is not a row"),
     ("issues-no-hits", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
         project="trial", upload_sha256="0" * 64), metadata=c.north),
      "INVALID_ARGUMENT", "hits: required"),
@@ -333,6 +355,14 @@ CASES: list[Case] = [
         metadata=c.north), "NOT_FOUND", "no request reference bmr-aaaa"),
     ("limits-no-project", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(), metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
+    # A uint64 past SQLite's INTEGER was INTERNAL, after the limits' audit entry was written
+    # (benchmarks/rpcfuzz.py found it).
+    ("limits-huge-per-day", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(
+        project="trial", records_per_day=2**64 - 1), metadata=c.admin), "INVALID_ARGUMENT",
+     "records_per_day: 18446744073709551615; at most 1,000,000,000,000"),
+    ("limits-huge-per-minute", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(
+        project="trial", member="north", records_per_minute=2**63), metadata=c.admin),
+     "INVALID_ARGUMENT", "records_per_minute: 9223372036854775808; at most"),
     ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),
                                                            metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
@@ -438,6 +468,12 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
      "threshold: 1.5"),
     ("search-repeated-member", lambda c: search(c, members=["south", "south"]),
      "INVALID_ARGUMENT", "members: each named once"),
+    # CLKs of another width than the index's: narrower was INTERNAL (a ValueError in the
+    # search), wider answered "no match" (benchmarks/rpcfuzz.py found both).
+    ("search-width-narrower", lambda c: search(c, clk_bits=512, clks=clks(1)[:64]),
+     "INVALID_ARGUMENT", "clk_bits: 512, but south's index in trial holds 1024-bit CLKs"),
+    ("search-width-wider", lambda c: search(c, clk_bits=2048, clks=clks(2)),
+     "INVALID_ARGUMENT", "clk_bits: 2048, but south's index in trial holds 1024-bit CLKs"),
     ("apply-unkeyed", lambda c: c.stub.Apply(pb.ShardChange(project="trial"), metadata=[]),
      "UNAUTHENTICATED", "answers only its matcher"),
     ("apply-no-project", lambda c: apply(c, project=""), "INVALID_ARGUMENT", "project: required"),
@@ -512,7 +548,9 @@ def test_bad_input_to_a_look_up_server_is_refused_and_changes_nothing(
 ) -> None:
     key = lookup_key(matcher.data_dir)
     # No data dir (loaded by the matcher) for Load's cases, and Reload's refusal.
-    loaded = (name.startswith("load-") and name != "load-data-dir") or name == "reload-no-data-dir"
+    loaded = (name.startswith(("load-", "search-width-")) and name != "load-data-dir") or (
+        name == "reload-no-data-dir"
+    )  # (and a search of another width: loaded, south holds an index)
     if loaded:
         server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
     else:
@@ -787,7 +825,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("propose-no-fallback", lambda c: propose(c, fallback=True),
      "INVALID_ARGUMENT", "fallback: an upload without a fallback CLK"),
     ("propose-bad-threshold", lambda c: propose(c, threshold=1.5), "INVALID_ARGUMENT",
-     "threshold: 1.5 is not in (0, 1]"),
+     "threshold: 1.5 is not in [0.01, 1]"),
+    ("propose-tiny-threshold", lambda c: propose(c, threshold=1e-300), "INVALID_ARGUMENT",
+     "threshold: 1e-300 is not in [0.01, 1]"),
     ("propose-own-buckets", lambda c: propose(c, buckets=[0.9]), "INVALID_ARGUMENT",
      "buckets: [0.9]; the circuit's cut-offs are fixed: none, or the default [0.85, 0.9, 0.95]"),
     ("propose-blocked-query-without-band-keys", keyless_proposed, "FAILED_PRECONDITION",
@@ -916,6 +956,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "PERMISSION_DENIED", "S1 answers Resume only with the combiner's key, not with the members'"),
     ("s1resume-unknown", lambda c: c.s1.Resume(pb.ResumeRequest(batch="b0"), metadata=c.key),
      "FAILED_PRECONDITION", "S1 holds no output shares of it to give again"),
+    ("s1resume-huge-batch", lambda c: c.s1.Resume(pb.ResumeRequest(batch="b" * 200_000),
+                                                  metadata=c.key),
+     "FAILED_PRECONDITION", "b... (198,"),
     ("s2resume-members-key", lambda c: c.s2.Resume(pb.ResumeRequest(batch="b0"),
                                                    metadata=c.member),
      "PERMISSION_DENIED", "S2 answers Resume only with the combiner's key, not with the members'"),
@@ -932,6 +975,9 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),
      "PERMISSION_DENIED", "the combiner answers Run only with the operator's key, not with the"),
     ("run-bad-threshold", lambda c: run(c, threshold=1.5), "INVALID_ARGUMENT", "threshold: 1.5"),
+    # INTERNAL: the circuit's bounds overflowed (benchmarks/rpcfuzz.py found it).
+    ("run-tiny-threshold", lambda c: run(c, threshold=5e-324), "INVALID_ARGUMENT",
+     "threshold: 5e-324 is not in [0.01, 1]"),
     ("run-one-member", lambda c: run(c, members=["north"]), "INVALID_ARGUMENT",
      "members: two or more, each named once"),
     ("run-unknown-member", lambda c: run(c, members=["north", "east"]), "FAILED_PRECONDITION",

@@ -10,12 +10,14 @@ import json
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded, read_encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
+from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos.wire import fingerprint_id
 from tests.support import (
     HOUR,
@@ -23,11 +25,13 @@ from tests.support import (
     Clock,
     Matcher,
     Org,
+    auth,
     db_rows,
     encode,
     encode_cli,
     index_all,
     start,
+    stub,
     uploaded_and_run,
 )
 
@@ -213,6 +217,32 @@ def test_a_forged_or_mangled_reference_is_refused_clearly(
     assert "no request reference bmr-aaaa" in capsys.readouterr().err
     assert resolve(matcher, south, "S-10", "--encoded", folder, "--purpose", "x") == 3
     assert "'S-10' is not a request reference" in capsys.readouterr().err
+
+
+def test_a_row_no_upload_can_have_is_refused_after_a_run_not_an_internal_error(
+    matcher: Matcher, trio: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    """A uint64 row past SQLite's INTEGER reached the run's links as an OverflowError:
+    INTERNAL (benchmarks/rpcfuzz.py found it). Refused naming the field, nothing audited."""
+    uploaded_and_run(matcher, trio, encoded)
+    north = auth(trio.tokens["north"])
+    sha = encoded["north"].sha256
+    with grpc.insecure_channel(matcher.target) as channel:
+        calls = (
+            lambda: stub(channel).IssueRequestRef(pb.IssueRefRequest(
+                project="trial", rows=[2**64 - 1], upload_sha256=sha, purpose="x"), metadata=north),
+            lambda: stub(channel).IssueRequestRefs(pb.IssueRefsRequest(
+                project="trial", hits=[pb.HitRows(rows=[0, 2**63], partner="south")],
+                upload_sha256=sha, purpose="x"), metadata=north),
+        )  # fmt: skip
+        for call, field in zip(
+            calls, ("rows: 18446744073709551615", "hits[0].rows: 9223372036854775808"), strict=True
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"{field} is not a row position" in (refused.value.details() or "")
+    assert audit(matcher, trio.tokens["north"], "request.issue") == []
 
 
 def test_a_reference_is_only_for_a_hit_the_requester_may_see(

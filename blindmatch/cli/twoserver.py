@@ -40,6 +40,7 @@ from blindmatch.matcher.core.querylimit import (
     QueryLimits,
     parse_limit,
 )
+from blindmatch.matcher.domain import MIN_THRESHOLD, THRESHOLD_RANGE
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.twoserver import RoleClient
@@ -82,8 +83,8 @@ def cmd_role(args: argparse.Namespace) -> int:
             )
     if args.threshold is not None and args.role != "s1":
         raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
-    if args.threshold is not None and not 0 < args.threshold <= 1:
-        raise InputError(f"--threshold {args.threshold}: a Dice in (0, 1]")
+    if args.threshold is not None and not MIN_THRESHOLD <= args.threshold <= 1:
+        raise InputError(f"--threshold {args.threshold}: a Dice in {THRESHOLD_RANGE}")
     exhaustive, small_member = caps(args)
     query_limits = _query_limits(args)
     key = read_key(args.key_file)

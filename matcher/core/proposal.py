@@ -74,7 +74,7 @@ from blindmatch.matcher.core.twoserver import (
     default_buckets,
     reach_cutoff,
 )
-from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE, Rule
 
 Rows = npt.NDArray[np.uint32]
 Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
@@ -87,8 +87,8 @@ class Refused(ValueError):
 def run_cutoffs(threshold: float, buckets: Sequence[float]) -> tuple[float, ...]:
     """The circuit's cut-offs for a run: the threshold, then no bucket or the default three;
     any other choice refused (C chooses no cut-off)."""
-    if not 0 < threshold <= 1:
-        raise Refused(f"threshold: {threshold} is not in (0, 1]")
+    if not MIN_THRESHOLD <= threshold <= 1:
+        raise Refused(f"threshold: {threshold} is not in {THRESHOLD_RANGE}")
     default = default_buckets(threshold)
     got = tuple(float(b) for b in buckets)
     if got not in ((), default):

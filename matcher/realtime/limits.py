@@ -13,6 +13,10 @@ from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.store import Store
 
+# The most a query limit may be set to (records a minute or a day): far beyond any real
+# quota, and well inside SQLite's 64-bit INTEGER (a uint64 on the wire may not be).
+MAX_QUERY_LIMIT = 10**12
+
 
 class LimitCalls:
     """Mixed into `Realtime`, which provides the attributes below."""
@@ -38,6 +42,11 @@ class LimitCalls:
         self.store.project(project)  # NotFound for an unknown project
         if member and member not in self.store.members(project):
             raise errors.NotFound(f"no member {member!r} in project {project!r}")
+        for field, value in (("records_per_minute", per_minute), ("records_per_day", per_day)):
+            if value > MAX_QUERY_LIMIT:  # refused before its audit entry: nothing written
+                raise errors.InvalidArgument(
+                    f"{field}: {value}; at most {MAX_QUERY_LIMIT:,} (0 keeps the current value)"
+                )
         current = self.index_store.limits().get((project, member), (0, 0))
         per_minute, per_day = per_minute or current[0], per_day or current[1]
         # Recorded first: no change without its entry (a crash between the two leaves an

@@ -440,6 +440,13 @@ class Shards:
             )
         indexes = self._indexes  # one version of it for the whole search
         held = {m: indexes.get((project, m)) for m in members}
+        width = queries.shape[1] * 64 if queries.ndim == 2 else 0
+        for m, h in held.items():
+            if h is not None and h[0].clk_bits != width:  # no "no match" for another layout
+                raise errors.InvalidArgument(
+                    f"clk_bits: {width}, but {m}'s index in {project} holds "
+                    f"{h[0].clk_bits}-bit CLKs"
+                )
         snapshots = {m: h[1].snapshot for m, h in held.items() if h is not None}
         found = self.lookups.search(snapshots, queries, threshold) if snapshots else None
         return [

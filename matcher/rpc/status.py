@@ -37,11 +37,28 @@ class Aborts(Protocol):
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
 
 
+# The most of a status's message sent, in UTF-8 bytes: it travels as trailing metadata
+# (percent-encoded, up to 3 bytes a byte), whose size a gRPC client caps (8 KiB, then 16 KiB
+# hard). A message quoting a huge field whole (a 200,000-character batch id, say) made the
+# client drop the status and report RESOURCE_EXHAUSTED "received metadata size exceeds hard
+# limit" instead (benchmarks/rpcfuzz.py found it).
+MAX_DETAIL_BYTES = 2000
+
+
+def bounded(message: str) -> str:
+    """`message`, cut to MAX_DETAIL_BYTES (whole characters) and saying so where it was."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_DETAIL_BYTES:
+        return message
+    kept = raw[: MAX_DETAIL_BYTES - 60].decode("utf-8", "ignore")
+    return f"{kept}... ({len(message) - len(kept):,} more characters left out)"
+
+
 def abort(context: Aborts, exc: ServiceError) -> NoReturn:
-    """End the call with `exc`'s status and message, marked as the service's own."""
+    """End the call with `exc`'s status and message (`bounded`), marked as the service's own."""
     trailing = ((ANSWERED_METADATA, exc.status_name), *exc.trailing)
     context.set_trailing_metadata(trailing + ((RETRYABLE_METADATA,) if exc.retryable else ()))
-    context.abort(getattr(grpc.StatusCode, exc.status_name), str(exc))
+    context.abort(getattr(grpc.StatusCode, exc.status_name), bounded(str(exc)))
 
 
 def note_refusal(servicer: Any, method: str, request: Any, context: Any, exc: ServiceError) -> None:

@@ -58,7 +58,7 @@ from blindmatch.matcher.core.twoserver import (
     Combiner,
     PairBatch,
 )
-from blindmatch.matcher.domain import NO_RULE
+from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
 from blindmatch.matcher.rpc.twoserver_client import (
@@ -329,8 +329,10 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
         if len(members) < 2 or len(set(members)) != len(members):
             raise errors.InvalidArgument("members: two or more, each named once")
         held = [self.member(m, "members") for m in members]
-        if not 0 < request.threshold <= 1:
-            raise errors.InvalidArgument(f"threshold: {request.threshold} is not in (0, 1]")
+        if not MIN_THRESHOLD <= request.threshold <= 1:
+            raise errors.InvalidArgument(
+                f"threshold: {request.threshold} is not in {THRESHOLD_RANGE}"
+            )
         rules = {h.rule for h in held}  # the schema's, as each member's upload says
         rule = rules.pop() if len(rules) == 1 else NO_RULE
         try:

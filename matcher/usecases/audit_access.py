@@ -13,10 +13,13 @@ from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
 
 _HEX = frozenset("0123456789abcdef")
+MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: no entry's seq is above it
 
 
 def export_audit(store: Store, caller: str, project: str, after: int) -> list[audit.Entry]:
     """The entries `caller` (audit.OPERATOR, or a member of `project`) may see."""
+    if after > MAX_SEQ:  # a uint64 past SQLite's INTEGER was INTERNAL (benchmarks/rpcfuzz.py)
+        raise InvalidArgument(f"after_seq: {after}; at most {MAX_SEQ} (a seq is a 64-bit integer)")
     if caller != audit.OPERATOR:
         store.project(project)  # expired: NotFound, like every member call
         # Recorded first, so that the view holds an entry after every day that has ended

@@ -21,7 +21,9 @@ from blindmatch.matcher.domain import (
     DEFAULT_THRESHOLD,
     MAX_MEMBERS,
     MAX_RETENTION,
+    MIN_THRESHOLD,
     MODES,
+    THRESHOLD_RANGE,
     TWO_SERVER,
     Level,
     Project,
@@ -93,8 +95,8 @@ def create_project(
             "links and its score bucket, never its Dice: count, hits or mapping"
         )
     threshold = request.threshold or DEFAULT_THRESHOLD
-    if not 0.0 < threshold <= 1.0:
-        raise InvalidArgument(f"threshold: {threshold} is not in (0, 1]")
+    if not MIN_THRESHOLD <= threshold <= 1.0:
+        raise InvalidArgument(f"threshold: {threshold} is not in {THRESHOLD_RANGE}")
     now = store.clock()
     expires = request.expires
     if expires is not None and not now < expires <= now + MAX_RETENTION:

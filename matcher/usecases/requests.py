@@ -12,10 +12,22 @@ import logging
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import effective_levels
 from blindmatch.matcher.core.references import MAX_HITS, MAX_ROWS, RequestRef, check_reference
+from blindmatch.matcher.domain import MAX_RECORDS
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
 
 log = logging.getLogger("blindmatch.matcher")
+
+
+def _check_positions(rows: list[int], field: str) -> None:
+    """Row positions an upload can have (below MAX_RECORDS): a uint64 beyond SQLite's 64-bit
+    INTEGER was an INTERNAL error where the rows are looked up."""
+    for row in rows:
+        if row >= MAX_RECORDS:
+            raise InvalidArgument(
+                f"{field}: {row} is not a row position (0 to {MAX_RECORDS - 1:,}: an upload "
+                f"holds at most {MAX_RECORDS:,} records)"
+            )
 
 
 def issue(
@@ -35,6 +47,7 @@ def issue(
         raise InvalidArgument("rows: required (the row positions of your record)")
     if len(rows) > MAX_ROWS:
         raise InvalidArgument(f"rows: {len(rows)} rows; at most {MAX_ROWS} for one record")
+    _check_positions(rows, "rows")
     if not upload_sha256:
         raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
     if partner and (partner == member or partner not in store.members(project.name)):
@@ -71,6 +84,7 @@ def issue_for_hits(
             raise InvalidArgument(f"hits[{i}].rows: required (the row positions of your record)")
         if len(rows) > MAX_ROWS:
             raise InvalidArgument(f"hits[{i}].rows: {len(rows)}; at most {MAX_ROWS} for one record")
+        _check_positions(rows, f"hits[{i}].rows")
         if not partner:
             raise InvalidArgument(f"hits[{i}].partner: required (the member holding the record)")
         if partner == member or partner not in members:
