@@ -277,6 +277,38 @@ def pool(big: Member) -> str:
     return "; ".join(out)
 
 
+def whole_run(small: Member, big: Member, bits: int, rule: Rule, workers: int) -> str:
+    """The two members through the matcher's `match` (default blocking, as a run), the hits
+    with the lift (what a run reports now) and without it (the same candidates solved
+    before `crowd.lifted`)."""
+    from blindmatch.matcher.usecases import runs
+
+    seen: list[Candidates] = []
+    lifted = runs.crowd.lifted
+
+    def spy(cands: Candidates, *args: object, **kw: object) -> Candidates:
+        seen.append(cands)
+        out = lifted(cands, *args, **kw)  # type: ignore[arg-type]
+        seen.append(out)
+        return out
+
+    runs.crowd.lifted = spy  # type: ignore[assignment]
+    t0 = time.monotonic()
+    try:
+        result = runs.match([small.clks, big.clks], THRESHOLD, fallback_bits=bits, rule=rule,
+                            workers=workers)  # fmt: skip
+    finally:
+        runs.crowd.lifted = lifted  # type: ignore[assignment]
+    true = true_hits(small, big, np.ones(len(big.ids), dtype=bool))
+    line = f"match ({result.method}, {time.monotonic() - t0:.0f} s): {true} true hits"
+    for name, cands in (("not lifted (before)", seen[0]), ("lifted (now)", seen[1])):
+        groups = solve(cands)
+        pairs = np.array([(g[0][1], g[1][1]) for g in groups], dtype=np.int64).reshape(-1, 2)
+        tp = int((small.entity[pairs[:, 0]] == big.entity[pairs[:, 1]]).sum())
+        line += f"; {name} {fmt(*prf(tp, len(pairs), true))}"
+    return line
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=8)
@@ -290,6 +322,9 @@ def main() -> int:
     parser.add_argument("--classify", action="store_true")
     parser.add_argument("--fixes", action="store_true")
     parser.add_argument("--pool", action="store_true", help="namesakes in the partner")
+    parser.add_argument(
+        "--run", action="store_true", help="instead: the whole population through match"
+    )
     parser.add_argument(
         "--ab",
         nargs="+",
@@ -310,6 +345,9 @@ def main() -> int:
     bits, rule = rule_of(folder, SMALL, args.small)
     print(f"exports and encodings: {time.monotonic() - t0:.0f} s; {len(small.ids)} x "
           f"{len(big.ids)} records; rule {rule}", flush=True)  # fmt: skip
+    if args.run:
+        print(whole_run(small, big, bits, rule, args.workers), flush=True)
+        return 0
     if args.pool:
         print(f"partner's names: {pool(big)}", flush=True)
     t0 = time.monotonic()

@@ -185,9 +185,15 @@ def match(
         method += "+fallback" + ("+rule" if rule.active else "")
     # Where chance candidates crowd the bands just over the threshold (a large partner), the
     # cut moves over them (core.crowd; docs/evaluation.md "Precision as the population grows").
+    kept = len(candidates)
     candidates = crowd.lifted(
         candidates, threshold, [len(d) for d in datasets], split.lacking if split else None
     )
+    if len(candidates) < kept:
+        log.info(
+            "crowded bands over the threshold: %d candidate pairs under their cut",
+            kept - len(candidates),
+        )
     report("solve", 0, len(candidates))
     groups = complete(
         solve(candidates), candidates, pair_scorer or dice_scorer(datasets), threshold
