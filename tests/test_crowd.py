@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import crowd
+from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.usecases.runs import match
 
 BITS, SET = 1024, 400
@@ -77,3 +78,27 @@ def test_a_band_of_true_pairs_stays() -> None:
     chance = np.r_[np.ones(12, bool), np.zeros(90, bool)]
     assert crowd.band_cut(scores, chance, 30 * 200, 90 * 100, 0.8) == 0.8
     assert crowd.band_cut(scores, chance, 30 * 200, 90 * 2000, 0.8) == 0.81
+
+
+def test_each_kind_of_pair_has_its_own_cut() -> None:
+    # Member 0's records 0-39 lack a date of birth (pairs scored on the fallback CLK): 30 with
+    # their partner at 0.95 and 4 strangers at 0.805, 10 with one stranger. Records 40-49 have
+    # one (scored by the rule) at 0.805 each, with no crowd of their kind: they stay.
+    sims, rec0, rec1 = [], [], []
+    row = 0
+    for i in range(50):
+        for score in [0.95, *[0.805] * 4] if i < 30 else [0.805]:
+            sims.append(score)
+            rec0.append(i)
+            rec1.append(row)
+            row += 1
+    k = len(sims)
+    cands = merge(
+        [Candidates(np.array(sims), np.zeros(k, np.uint32), np.ones(k, np.uint32),
+                    np.array(rec0, np.uint32), np.array(rec1, np.uint32))]
+    )  # fmt: skip
+    lacking = [np.arange(50) < 40, np.zeros(row, dtype=bool)]
+    kept = crowd.lifted(cands, 0.8, [50, row], lacking)
+    left = sorted(set(kept.rec0.tolist()))
+    assert left == [*range(30), *range(40, 50)]
+    assert (kept.sims[kept.rec0 < 30] == 0.95).all()

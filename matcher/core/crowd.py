@@ -11,17 +11,19 @@ over the threshold are chance, and lifts the cut over the bands where they are m
 
 - a record whose best candidate scores at least `ANCHOR` over the threshold is *anchored*: it
   has its true partner (one at most per member); its other candidates are chance pairs;
-- in a band [lo, lo + `WIDTH`), the chance pairs of all n records of that kind are about
-  n x (the anchored records' other candidates in the band) / (the anchored records);
+- those sure-chance pairs in a band [lo, lo + `WIDTH`), over the comparisons the anchored
+  records made, times all the comparisons of that kind, estimate the band's chance pairs;
 - from the threshold up, while a band's estimated chance pairs are at least half of its
-  pairs, on at least `EVIDENCE` sure-chance pairs, the cut moves over it; it stops at the
-  first band that is not so (never above threshold + `ANCHOR`).
+  pairs (a pair there is as likely false as true: keeping it costs F1), on at least
+  `EVIDENCE` sure-chance pairs, the cut moves over it; it stops at the first band that is
+  not so (never above threshold + `ANCHOR`).
 
-That is done for each pair of members, from each side, for each kind of record and pair:
-pairs scored on the fallback CLK or by the rule, the side's record lacking the fallback's
-left-out fields or not (a record's chance rate depends on both). A pair is dropped when a
-cut from either side is above its score. Where candidates are few (20,000-50,000 people:
-no band has `EVIDENCE` sure-chance pairs) nothing moves.
+That is done for each pair of members and each kind of pair: scored by the rule or the first
+CLK (both records have the fallback's left-out fields), or by the fallback CLK (either lacks
+them; such a pair's comparisons are a lacking record's against every record and a full
+record's against the lacking ones). Anchored records of both members count. Where candidates
+are few (the grid's 20,000 people) no band has `EVIDENCE` sure-chance pairs and nothing moves;
+at 50,000 a band or two may (F1 the same or up to 0.1 points higher).
 
 What the matcher learns: nothing new. The counts are over the candidate pairs and scores it
 already holds (and `fallback.lacking`, which it reads from popcounts).
@@ -42,7 +44,7 @@ EVIDENCE = 10  # sure-chance pairs a band needs before it can be cut
 def band_cut(
     scores: npt.NDArray[np.float64],
     chance: npt.NDArray[np.bool_],
-    per_comparison: float,
+    exposure: float,
     comparisons: int,
     threshold: float,
     *,
@@ -52,19 +54,19 @@ def band_cut(
 ) -> float:
     """The cut for one kind of pair between two members: `scores` of its pairs (all at or
     above `threshold`), `chance` the sure-chance ones (anchored records' other candidates),
-    found among `per_comparison`'s worth of comparisons, of `comparisons` in all."""
+    found in `exposure` comparisons, of `comparisons` of that kind in all."""
     cut = threshold
-    if not per_comparison:
+    if not exposure:
         return cut
     for k in range(round(anchor / width)):
-        lo = threshold + k * width
-        band = (scores >= lo) & (scores < lo + width)
+        lo = round(threshold + k * width, 6)  # 0.83, not 0.8300000000000001
+        band = (scores >= lo) & (scores < round(lo + width, 6))
         sure = int(np.count_nonzero(band & chance))
-        expected = sure / per_comparison * comparisons  # the band's chance pairs, estimated
+        expected = sure / exposure * comparisons  # the band's chance pairs, estimated
         if sure < evidence or expected < 0.5 * int(np.count_nonzero(band)):
             break
-        cut = lo + width
-    return round(cut, 6)
+        cut = round(lo + width, 6)
+    return cut
 
 
 def _anchored_others(
