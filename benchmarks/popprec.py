@@ -3,7 +3,9 @@ from ever larger populations, in process, with the false hits classified.
 
     .venv/bin/python benchmarks/popprec.py [--seed 8] [--population 2860000] [--small 10000]
         [--people 50000 200000 1000000 2860000] [--cache /tmp/blindmatch-popprec]
-        [--classify] [--fixes]
+        [--classify] [--fixes] [--pool]
+    .venv/bin/python benchmarks/popprec.py --small 0 --run     # every record, through match
+    .venv/bin/python benchmarks/popprec.py --ab GEN:SEED:PEOPLE[:CORRUPTION] ...  # with/without
 
 `benchmarks/messy.py` writes the exports of `--population` people once (cached); the
 matcher sees two members: the first `--small` records of retail-bcrp (the small member,
@@ -20,7 +22,10 @@ member holds is kept, and each other north record with probability `people / pop
 independently by the generator, so this is the partner that population would have, at one
 encoding's cost. Precision, recall and F1 are over the small member's (record, partner)
 hits; `--classify` puts the false hits into classes; `--fixes` tries label-free rules that
-lift the cut where chance candidates crowd (see `benchmarks/popfix.py`). Figures:
+lift the cut where chance candidates crowd (see `benchmarks/popfix.py`; "matcher crowd" is
+the matcher's own, matcher/core/crowd.py); `--pool` counts the partner's namesakes. `--run`
+puts the two members through `match` itself, reporting the hits with the matcher's lift and
+without it; `--ab` does that for generated grid cells, every member. Figures:
 docs/evaluation.md, "Precision as the population grows". Nothing here is used by the matcher.
 """
 
