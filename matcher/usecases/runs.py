@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import blocking as blocking_
+from blindmatch.matcher.core import crowd
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.cluster import ClusterError
@@ -186,6 +187,17 @@ def match(
                                               found=passed))  # fmt: skip
         pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
         method += "+fallback" + ("+rule" if rule.active else "")
+    # Where chance candidates crowd the bands just over the threshold (a large partner), the
+    # cut moves over them (core.crowd; docs/evaluation.md "Precision as the population grows").
+    kept = len(candidates)
+    candidates = crowd.lifted(
+        candidates, threshold, [len(d) for d in datasets], split.lacking if split else None
+    )
+    if len(candidates) < kept:
+        log.info(
+            "crowded bands over the threshold: %d candidate pairs under their cut",
+            kept - len(candidates),
+        )
     report("solve", 0, len(candidates))
     groups = complete(
         solve(candidates), candidates, pair_scorer or dice_scorer(datasets), threshold
