@@ -25,9 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import blocking as blocking_
-from blindmatch.matcher.core import crowd
+from blindmatch.matcher.core import crowd, fallbackpass
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.cluster import ClusterError
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
 from blindmatch.matcher.core.executor import (
