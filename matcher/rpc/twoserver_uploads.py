@@ -179,7 +179,7 @@ class Spool:
     while the last ones go to disk, where each part's write held up the upload (4.1 of S1's
     9.7 s at 10,000 records, docs/performance.md "S1's upload and its disk")."""
 
-    AHEAD = 4  # chunks queued for the writer before `+=` waits for it
+    AHEAD = 2  # chunks queued for the writer before `+=` waits for it
 
     def __init__(self, folder: Path | None) -> None:
         self.folder, self.buf = folder, bytearray()
@@ -233,11 +233,19 @@ class Spool:
 
 
 def _write_all(fd: int, pieces: list[memoryview]) -> None:
-    """`pieces` written to `fd` one after the other, as one write (joined) where it takes them."""
-    data = memoryview(b"".join(pieces))
-    pieces.clear()  # (the parts' bytes go as soon as they are joined)
-    while data:
-        data = data[os.write(fd, data) :]
+    """`pieces` written to `fd` one after the other, IOV_MAX (1,024) a write (`os.writev`),
+    not copied."""
+    for lo in range(0, len(pieces), 1024):
+        batch = pieces[lo : lo + 1024]
+        done = os.writev(fd, batch)
+        for piece in batch:  # what a short write left
+            if done >= piece.nbytes:
+                done -= piece.nbytes
+                continue
+            rest, done = piece[done:], 0
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+    pieces.clear()  # (the parts' bytes go once written)
 
 
 def _joined(clk: dict[str, Any], field: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
