@@ -164,13 +164,15 @@ def key_file(path: Path) -> Path:
     return path
 
 
-def upload(tree: Path, work: Path, encoded: Path) -> dict[str, float]:
-    """Fresh S2, S1 and matcher of `tree`, a two-server project, the member's upload."""
+def upload(tree: Path, work: Path, encoded: Path, s1_data_dir: bool = False) -> dict[str, float]:
+    """Fresh S2, S1 and matcher of `tree`, a two-server project, the member's upload
+    (`s1_data_dir`: S1 keeps what it holds in a data dir, storage/role_store.py)."""
     parties, members = key_file(work / "parties.key"), key_file(work / "members.key")
     role = ["two-server", "role", "--key-file", str(parties), "--member-key-file",
             str(members), "--listen", "127.0.0.1:0"]  # fmt: skip
     with started(tree, *role, "--role", "s2") as s2, started(
-        tree, *role, "--role", "s1", "--s2", s2.address
+        tree, *role, "--role", "s1", "--s2", s2.address,
+        *(["--data-dir", str(work / "s1")] if s1_data_dir else []),
     ) as s1, started(tree, "serve", "--data-dir", str(work / "matcher"), "--listen",
                      "127.0.0.1:0", "--two-server-s1", s1.address, "--two-server-s2",
                      s2.address, "--two-server-key-file", str(parties),
@@ -188,7 +190,7 @@ def upload(tree: Path, work: Path, encoded: Path) -> dict[str, float]:
 
 
 def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
-            servers: bool) -> dict[str, float]:  # fmt: skip
+            servers: bool, s1_data_dir: bool = False) -> dict[str, float]:  # fmt: skip
     encoded = work / "encoded"
     enc = run(tree, "encode", str(csv_path), "--schema", str(SCHEMA), "--secret-file",
               str(secret), "--mapping", str(mapping), "--out", str(encoded), "--two-server",
@@ -198,7 +200,7 @@ def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
            "files": sum(f.stat().st_size for f in shared.iterdir()) / 1e6,
            "s1_file": (shared / "s1.npz").stat().st_size / 1e6}  # fmt: skip
     if servers:
-        out |= upload(tree, work, encoded)
+        out |= upload(tree, work, encoded, s1_data_dir)
     else:
         got = run_parts(tree, encoded)
         out |= {"parts": got.peak_mb, "parts_s": got.seconds}
@@ -227,6 +229,11 @@ def main() -> int:
         type=int,
         default=10_000,
         help="above this size, the parts made but not sent (no S1, S2, matcher)",
+    )
+    ap.add_argument(
+        "--s1-data-dir",
+        action="store_true",
+        help="S1 with a --data-dir (it keeps each upload in its store's file), not without",
     )
     ap.add_argument("--parts-only", type=Path, metavar="ENCODED", help=argparse.SUPPRESS)
     add_keep(ap)
@@ -268,7 +275,9 @@ def main() -> int:
                 sub = work / f"{name}-{n}"
                 sub.mkdir()
                 try:
-                    got_ = measure(tree, sub, data, exports[ORG].mapping, secret, servers)
+                    got_ = measure(
+                        tree, sub, data, exports[ORG].mapping, secret, servers, args.s1_data_dir
+                    )
                 finally:
                     subprocess.run(["rm", "-rf", str(sub)], check=False)
                 rows.append((n, name, got_))
@@ -277,6 +286,7 @@ def main() -> int:
     print(
         f"\nmessy fixture's {ORG}, first N records, seed {args.seed}; peak RSS in MB "
         f"(ru_maxrss; S1, S2: VmHWM); load average {load:.1f} before, {after:.1f} after"
+        + ("; S1 with a data dir" if args.s1_data_dir else "")
     )
     head = (
         "records",

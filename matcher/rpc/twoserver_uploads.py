@@ -8,8 +8,11 @@ query is not blocked (rpc/twoserver_service.py `Propose`)."""
 from __future__ import annotations
 
 import mmap
+import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -169,33 +172,80 @@ class Spool:
     which `array` maps read-only. S1's tokens and band keys are about 97% of an upload (13
     bytes a key and 32 or more of tokens, against 264 bytes a record of shares): mapped, they
     stay out of S1's memory but for the pages a join reads (docs/performance.md "Two-server
-    share files and S1's memory at 20,000 records")."""
+    share files and S1's memory at 20,000 records").
+
+    Past SPILL_BYTES the parts' bytes are written by a thread of the spool's own, a chunk
+    (SPILL_BYTES / 32, 2 MB) a write, at most AHEAD chunks behind the parts: S1 takes the next part
+    while the last ones go to disk, where each part's write held up the upload (4.1 of S1's
+    9.7 s at 10,000 records, docs/performance.md "S1's upload and its disk")."""
+
+    AHEAD = 2  # chunks queued for the writer before `+=` waits for it
 
     def __init__(self, folder: Path | None) -> None:
         self.folder, self.buf = folder, bytearray()
         self.file: IO[bytes] | None = None
         self.size = 0
+        self.queued: list[memoryview] = []  # the parts' bytes not yet handed to the writer
+        self.queued_bytes = 0
+        self.writer: ThreadPoolExecutor | None = None
+        self.writing: deque[Future[None]] = deque()
 
     def __iadd__(self, data: bytes | memoryview) -> Spool:
-        if self.file is None and self.folder is not None and self.size + len(data) > SPILL_BYTES:
-            self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".upload-")  # noqa: SIM115
-            self.file.write(self.buf)
+        view = memoryview(data).cast("B")
+        if self.file is None and self.folder is not None and self.size + view.nbytes > SPILL_BYTES:
+            self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".upload-", buffering=0)  # noqa: SIM115
+            self.writer = ThreadPoolExecutor(1, thread_name_prefix="spool")
+            self.queued, self.queued_bytes = [memoryview(self.buf)], len(self.buf)
             self.buf = bytearray()
         if self.file is not None:
-            self.file.write(data)
+            self.queued.append(view)  # (the part's own bytes, not copied here)
+            self.queued_bytes += view.nbytes
+            if self.queued_bytes >= SPILL_BYTES // 32:
+                self._hand_over()
         else:
-            self.buf += data
-        self.size += len(data)
+            self.buf += view
+        self.size += view.nbytes
         return self
+
+    def _hand_over(self) -> None:
+        """The queued bytes to the writer, as one chunk, once it has at most AHEAD - 1 more."""
+        assert self.writer is not None and self.file is not None
+        while len(self.writing) >= self.AHEAD:
+            self.writing.popleft().result()
+        pieces, self.queued, self.queued_bytes = self.queued, [], 0
+        self.writing.append(self.writer.submit(_write_all, self.file.fileno(), pieces))
 
     def array(self, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
         """The bytes as one array of `dtype`: over the buffer, or mapped from the file."""
         if self.file is None:
             return np.frombuffer(self.buf, np.dtype(dtype))
-        self.file.flush()
+        assert self.writer is not None
+        if self.queued:
+            self._hand_over()
+        try:
+            while self.writing:
+                self.writing.popleft().result()
+        finally:
+            self.writer.shutdown()
         mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
         self.file.close()  # (the map keeps the unlinked file until it is dropped)
         return np.frombuffer(mapped, np.dtype(dtype))
+
+
+def _write_all(fd: int, pieces: list[memoryview]) -> None:
+    """`pieces` written to `fd` one after the other, IOV_MAX (1,024) a write (`os.writev`),
+    not copied."""
+    for lo in range(0, len(pieces), 1024):
+        batch = pieces[lo : lo + 1024]
+        done = os.writev(fd, batch)
+        for piece in batch:  # what a short write left
+            if done >= piece.nbytes:
+                done -= piece.nbytes
+                continue
+            rest, done = piece[done:], 0
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+    pieces.clear()  # (the parts' bytes go once written)
 
 
 def _joined(clk: dict[str, Any], field: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:

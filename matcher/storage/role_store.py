@@ -40,6 +40,7 @@ import secrets
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -183,11 +184,12 @@ class RoleStore:
         digest = hashlib.sha256()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1) as hasher:
                 for _, array in arrays:
-                    for data in _pieces(array):
-                        digest.update(data)
+                    for data in _pieces(array):  # each piece hashed while it is written
+                        hashed = hasher.submit(digest.update, data)
                         out.write(data)
+                        hashed.result()
                 out.flush()
                 os.fsync(out.fileno())
             os.rename(tmp, final)
