@@ -32,6 +32,7 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 ADMIN = "bm_admin_fuzz_" + secrets.token_hex(8)
 ROWS = 20  # records of each role upload
 FP = bytes(32)
+INDEXED: dict[str, Any] = dict(clk_bits=1024, fingerprint=FP)  # an index's layout
 
 
 def auth(token: str) -> list[tuple[str, str]]:
@@ -335,9 +336,10 @@ MATCHER: dict[str, Seed] = {
     ),
     "ChangeIndex": lambda w: (
         [
-            pb.IndexChange(header=pb.IndexHeader(project="trial", clk_bits=1024, fingerprint=FP)),
+            pb.IndexChange(header=pb.IndexHeader(project="trial", end_follows=True, **INDEXED)),
             pb.IndexChange(put=pb.IndexPut(refs=["w1", "w2"], clks=clks(2, 9))),
             pb.IndexChange(remove=pb.IndexRemove(refs=["w1"])),
+            pb.IndexChange(end=pb.IndexEnd(put_refs=2, remove_refs=1)),  # (header: end_follows)
         ],
         _m(w, "trial", "west"),
     ),

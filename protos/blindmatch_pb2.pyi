@@ -406,20 +406,22 @@ class ResolveRefReply(_message.Message):
     def __init__(self, reference: _Optional[str] = ..., requester: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
 class IndexHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "rule", "client_change_id")
+    __slots__ = ("project", "clk_bits", "fingerprint", "fallback_bits", "rule", "client_change_id", "end_follows")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_BITS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    END_FOLLOWS_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     fingerprint: bytes
     fallback_bits: int
     rule: ScoreRule
     client_change_id: str
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., client_change_id: _Optional[str] = ...) -> None: ...
+    end_follows: bool
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., fallback_bits: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., client_change_id: _Optional[str] = ..., end_follows: _Optional[bool] = ...) -> None: ...
 
 class IndexPut(_message.Message):
     __slots__ = ("refs", "clks")
@@ -435,15 +437,25 @@ class IndexRemove(_message.Message):
     refs: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, refs: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class IndexEnd(_message.Message):
+    __slots__ = ("put_refs", "remove_refs")
+    PUT_REFS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_REFS_FIELD_NUMBER: _ClassVar[int]
+    put_refs: int
+    remove_refs: int
+    def __init__(self, put_refs: _Optional[int] = ..., remove_refs: _Optional[int] = ...) -> None: ...
+
 class IndexChange(_message.Message):
-    __slots__ = ("header", "put", "remove")
+    __slots__ = ("header", "put", "remove", "end")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     REMOVE_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     header: IndexHeader
     put: IndexPut
     remove: IndexRemove
-    def __init__(self, header: _Optional[_Union[IndexHeader, _Mapping]] = ..., put: _Optional[_Union[IndexPut, _Mapping]] = ..., remove: _Optional[_Union[IndexRemove, _Mapping]] = ...) -> None: ...
+    end: IndexEnd
+    def __init__(self, header: _Optional[_Union[IndexHeader, _Mapping]] = ..., put: _Optional[_Union[IndexPut, _Mapping]] = ..., remove: _Optional[_Union[IndexRemove, _Mapping]] = ..., end: _Optional[_Union[IndexEnd, _Mapping]] = ...) -> None: ...
 
 class IndexChangeReply(_message.Message):
     __slots__ = ("added", "replaced", "removed", "record_count", "replayed")
@@ -899,7 +911,7 @@ class ShardFence(_message.Message):
     def __init__(self, matcher: _Optional[str] = ..., seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ShardLoad(_message.Message):
-    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule", "after")
+    __slots__ = ("shard", "shards", "project", "member", "clk_bits", "fallback_bits", "threshold", "refs", "clks", "rule", "after", "parts")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -911,6 +923,7 @@ class ShardLoad(_message.Message):
     CLKS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     project: str
@@ -922,7 +935,8 @@ class ShardLoad(_message.Message):
     clks: bytes
     rule: ScoreRule
     after: ShardFence
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., after: _Optional[_Union[ShardFence, _Mapping]] = ...) -> None: ...
+    parts: int
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., project: _Optional[str] = ..., member: _Optional[str] = ..., clk_bits: _Optional[int] = ..., fallback_bits: _Optional[int] = ..., threshold: _Optional[float] = ..., refs: _Optional[_Iterable[str]] = ..., clks: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., after: _Optional[_Union[ShardFence, _Mapping]] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class ShardReloadRequest(_message.Message):
     __slots__ = ("after",)

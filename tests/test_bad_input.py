@@ -64,6 +64,21 @@ def create(c: Ctx, **fields: Any) -> Any:
     return c.stub.CreateProject(pb.CreateProjectRequest(**{**base, **fields}), metadata=c.admin)
 
 
+def change(c: Ctx, *parts: pb.IndexChange, end_follows: bool = True) -> Any:
+    """A ChangeIndex of north's: a good header (saying an end follows), then `parts`."""
+    first = pb.IndexHeader(project="trial", clk_bits=1024, fingerprint=bytes(32),
+                           end_follows=end_follows)  # fmt: skip
+    return c.stub.ChangeIndex(iter([pb.IndexChange(header=first), *parts]), metadata=c.north)
+
+
+def put(n: int) -> pb.IndexChange:
+    return pb.IndexChange(put=pb.IndexPut(refs=[f"e{i}" for i in range(n)], clks=clks(n)))
+
+
+def end(put_refs: int = 0, remove_refs: int = 0) -> pb.IndexChange:
+    return pb.IndexChange(end=pb.IndexEnd(put_refs=put_refs, remove_refs=remove_refs))
+
+
 Case = tuple[str, Callable[[Ctx], Any], str, str]  # (id, call, status, message fragment)
 
 CASES: list[Case] = [
@@ -266,6 +281,18 @@ CASES: list[Case] = [
                                              rule=pb.ScoreRule(gap=0.25, offset=0.03))),
         pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks(1)))]), metadata=c.north),
      "INVALID_ARGUMENT", "header.rule: a rule over both CLKs needs a fallback CLK"),
+    # IndexEnd: a stream that says an end follows is stored only once its end is read
+    ("index-end-missing", lambda c: change(c, put(1)), "INVALID_ARGUMENT",
+     "end: the header says end_follows, but the stream ended without an end"),
+    ("index-end-wrong-counts", lambda c: change(c, put(2), end(put_refs=1)), "INVALID_ARGUMENT",
+     "end: put_refs 1 and remove_refs 0, but the change carried 2 and 0"),
+    ("index-end-wrong-removes", lambda c: change(c, put(1), end(put_refs=1, remove_refs=3),
+                                                 end_follows=False),
+     "INVALID_ARGUMENT", "end: put_refs 1 and remove_refs 3, but the change carried 1 and 0"),
+    ("index-end-not-last", lambda c: change(c, put(1), end(put_refs=1), put(1)),
+     "INVALID_ARGUMENT", "end: must be the last message of the change"),
+    ("index-end-twice", lambda c: change(c, put(1), end(put_refs=1), end(put_refs=1)),
+     "INVALID_ARGUMENT", "end: must be the last message of the change"),
     ("index-unknown-project", lambda c: c.stub.ChangeIndex(iter([pb.IndexChange(
         header=pb.IndexHeader(project="nope", clk_bits=1024, fingerprint=bytes(32)))]),
         metadata=c.north), "NOT_FOUND", "'nope'"),
@@ -523,6 +550,11 @@ LOOKUP_CASES: list[tuple[str, Callable[[LookupCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "came with another layout in an earlier part"),
     ("load-repeated-ref", lambda c: load(c, {}, {}), "INVALID_ARGUMENT",
      "was sent more than once"),
+    # `parts` in the first part: a load cut short (or longer than said) replaces nothing
+    ("load-parts-short", lambda c: load(c, dict(parts=3), dict(refs=["s8"])), "INVALID_ARGUMENT",
+     "parts: the first part says 3, but 2 came"),
+    ("load-parts-more", lambda c: load(c, dict(parts=1), dict(refs=["s8"])), "INVALID_ARGUMENT",
+     "parts: the first part says 1, but 2 came"),
     ("load-data-dir", lambda c: load(c, {}), "FAILED_PRECONDITION",
      "only one without a data dir is loaded by its matcher"),
 ]  # fmt: skip

@@ -283,6 +283,7 @@ class MatcherClient(OperatorCalls):
         header = pb.IndexHeader(project=project, clk_bits=clk_bits, fingerprint=fingerprint,
                                 rule=convert.score_rule(rule))  # fmt: skip
         header.fallback_bits, header.client_change_id = fallback_bits, change_id or uuid.uuid4().hex
+        header.end_follows = True  # a stream cut short is stored by no one (IndexEnd)
 
         def messages() -> Iterator[pb.IndexChange]:
             yield pb.IndexChange(header=header)
@@ -293,6 +294,7 @@ class MatcherClient(OperatorCalls):
                 )
             for start in range(0, len(removes), 50_000):
                 yield pb.IndexChange(remove=pb.IndexRemove(refs=removes[start : start + 50_000]))
+            yield pb.IndexChange(end=pb.IndexEnd(put_refs=len(puts), remove_refs=len(removes)))
 
         reply = self._retrying(
             "index change",

@@ -168,12 +168,14 @@ def _load(
     clks: dict[tuple[str, str], list[bytes]] = {}
     encodings: dict[tuple[str, str], Encoding] = {}
     thresholds: dict[str, float] = {}
-    got = 0
+    got = said = 0
     for n, m in enumerate(parts):
         got += 1
         where = f"part {n}"
-        if n == 0 and (after := _fence(m.after)) is not None:
-            fenced(after)
+        if n == 0:
+            said = m.parts  # 0: not said (an older matcher)
+            if (after := _fence(m.after)) is not None:
+                fenced(after)
         if (m.shard, m.shards) != (shard, shards):
             raise errors.InvalidArgument(
                 f"shard/shards ({where}): {m.shard} of {m.shards}, but this server holds "
@@ -224,6 +226,10 @@ def _load(
         clks.setdefault(key, []).append(m.clks)
     if not got:
         raise errors.InvalidArgument("a load of no parts (a load of nothing is one empty part)")
+    if said and got != said:  # gRPC ends a load cut short as it ends a finished one
+        raise errors.InvalidArgument(
+            f"parts: the first part says {said}, but {got} came (cut short?); nothing was replaced"
+        )
     indexes = {}
     for key, held in refs.items():
         if len(set(held)) != len(held):

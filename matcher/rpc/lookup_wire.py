@@ -44,13 +44,20 @@ def load_parts(
     after: pb.ShardFence | None = None,
 ) -> Iterator[pb.ShardLoad]:
     """A load's messages: each index's records in parts below LOAD_PART_BYTES; the first
-    carries `after` (the changes forwarded that the load holds)."""
-    yield pb.ShardLoad(shard=shard, shards=shards, after=after)  # (the whole of a load of nothing)
+    carries `after` (the changes forwarded that the load holds) and how many parts there
+    are (the server replaces nothing from a load cut short)."""
+    rows = {
+        key: max(1, LOAD_PART_BYTES // (part.encoding.clk_bits // 8 + MAX_REF_BYTES))
+        for key, part in indexes.items()
+    }
+    parts = 1 + sum(-(-len(part.refs) // rows[key]) for key, part in indexes.items())
+    # (the first part is the whole of a load of nothing)
+    yield pb.ShardLoad(shard=shard, shards=shards, after=after, parts=parts)
     for (project, member), part in indexes.items():
         clk_bytes = part.encoding.clk_bits // 8
-        rows = max(1, LOAD_PART_BYTES // (clk_bytes + MAX_REF_BYTES))
-        for start in range(0, len(part.refs), rows):
-            end = min(start + rows, len(part.refs))
+        step = rows[project, member]
+        for start in range(0, len(part.refs), step):
+            end = min(start + step, len(part.refs))
             yield pb.ShardLoad(
                 shard=shard,
                 shards=shards,
