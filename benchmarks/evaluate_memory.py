@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.workdir import work_dir
+from benchmarks.workdir import add_keep, work_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = (("north-police", "NP"), ("retail-bcrp", "RB"))
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--scores", action="store_true", help="results with scores (a sweep)")
     ap.add_argument("--baseline", default="main", help="git ref to compare with (default main)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    add_keep(ap)
     args = ap.parse_args()
     with work_dir("bm-evalmem-", keep=args.keep) as work:
         truth, results = write_files(work, args.records, args.population, args.seed,
