@@ -226,9 +226,9 @@ def link_members(
         walk(f"results {m}", [*BLINDMATCH, "results", "--project", project, "--token-file",
              str(tokens / f"{m}.token"), "--encoded", str(walk.work / f"{m}.encoded"), "--out",
              str(hits), *server])  # fmt: skip
-        walk(f"evaluate {m}", [*BLINDMATCH, "evaluate", "--results", str(hits), "--truth",
-             str(truth)])  # fmt: skip
-        counts = [a + b for a, b in zip(counts, _f1(walk.steps[-1].said), strict=True)]
+        said = walk(f"evaluate {m}", [*BLINDMATCH, "evaluate", "--results", str(hits),
+                    "--truth", str(truth)])  # fmt: skip
+        counts = [a + b for a, b in zip(counts, _f1(said), strict=True)]
     return counts[0], counts[1], counts[2]
 
 
