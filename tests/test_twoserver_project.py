@@ -365,7 +365,7 @@ def test_a_two_server_upload_shows_the_megabytes_sent_to_s1_and_s2_unless_quiet(
     world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As a CLK upload does (docs/cli.md): before 2026-12-06 nothing showed until S1 held the
-    whole upload (about 42 kB a record: 12 s for 6,000 records on loopback, docs/performance.md
+    whole upload (12 s for 6,000 records on loopback, docs/performance.md
     "Two-server mode walked through the CLI at 20,000 people"); none with --quiet."""
     project = create(world, "progress", "two-server")
     token = project.tokens["north"]
