@@ -13,11 +13,25 @@ table at the end.
 people: the generator's largest organisation (north-police holds 35%: ~1,000,000 records at
 2,860,000 people) and its smallest (retail-bcrp, 6%: ~171,600): encode, upload, run, results,
 evaluate. Needs GNU time at /usr/bin/time (Debian: `apt-get install time`). Scratch files
-live in a work dir deleted at the end (`--keep` to inspect it)."""
+live in a work dir deleted at the end (`--keep` to inspect it).
+
+    .venv/bin/python benchmarks/cliwalk.py --generator households --population 20000 --two-server
+
+`--two-server` walks a project in two-server mode instead (docs/operations.md "A project in
+two-server mode"): S2 and S1 (`two-server role`, each with its own `--data-dir`) and the
+matcher (`serve --two-server-s1/-s2`, their combiner) as three processes on loopback,
+`project create --mode two-server`, `encode --two-server`, then upload, project show, run,
+results and evaluate as above; `query` (one person, then the CSV); no `index add` and no
+`report`'s index (a two-server project keeps no standing index). Then a second project,
+`--mode clk`, on the same matcher with the same ENCODED folders (upload, run, results,
+evaluate), and whether each member's hits are the same in both. Each step prints S1's and
+S2's CPU and peak RSS beside the matcher's. `--big-population` then walks the two-server
+project of its largest and smallest organisation (encode, upload, run, results, evaluate)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -25,12 +39,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.cliflow import BLINDMATCH, ROOT, Served, serve
+from benchmarks.cliflow import BLINDMATCH, ROOT, Served, _started, serve
 from benchmarks.workdir import add_keep, work_dir
 
 TIME = "/usr/bin/time"
@@ -45,8 +60,9 @@ class Step:
     wall: float
     cpu: float
     peak_mib: float
-    server_cpu: float
-    server_peak_mib: float
+    # each server's (CPU seconds during the step, peak RSS MiB so far): the matcher's, and in
+    # two-server mode S1's and S2's
+    servers: dict[str, tuple[float, float]]
     said: str = ""  # the command's first line of output
 
 
@@ -72,13 +88,18 @@ class Walk:
     def __init__(self, work: Path, served: Served | None) -> None:
         self.work = work
         self.served = served
+        self.roles: dict[str, Served] = {}  # S1 and S2, in two-server mode
         self.steps: list[Step] = []
+
+    def _servers(self) -> dict[str, tuple[float, float]]:
+        named = {"matcher": self.served, **self.roles} if self.served else {}
+        return {name: _server_stats(s.process.pid) for name, s in named.items()}
 
     def __call__(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> str:
         """Run `argv` under /usr/bin/time -v; record and print its figures; return its
         standard output (raise with its error output if it fails)."""
         timing = self.work / "time.txt"
-        before = _server_stats(self.served.process.pid) if self.served else (0.0, 0.0)
+        before = self._servers()
         shown = ["blindmatch", *argv[len(BLINDMATCH) :]] if argv[:3] == BLINDMATCH else argv
         print(f"$ {' '.join(shown)}", flush=True)
         done = subprocess.run(
@@ -98,36 +119,45 @@ class Walk:
             assert found, f"{name!r} not in /usr/bin/time's output: {got}"
             return found.group(1).strip()
 
-        after = _server_stats(self.served.process.pid) if self.served else (0.0, 0.0)
+        after = self._servers()
         step = Step(
             label,
             _seconds(field("Elapsed (wall clock) time (h:mm:ss or m:ss)")),
             float(field("User time (seconds)")) + float(field("System time (seconds)")),
             int(field("Maximum resident set size (kbytes)")) / 1024,
-            after[0] - before[0],
-            after[1],
+            {k: (after[k][0] - before[k][0], after[k][1]) for k in after},
+        )
+        said = self.work / "said"  # each command's whole output, kept with --keep
+        said.mkdir(exist_ok=True)
+        (said / f"{len(self.steps):02d}.txt").write_text(
+            f"$ {' '.join(shown)}\n" + done.stdout + done.stderr
         )
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
         step.said = lines[0][:160] if lines else ""
         self.steps.append(step)
+        servers = "".join(
+            f"; {k} +{c:.1f} s CPU, peak {m:.0f} MiB" for k, (c, m) in step.servers.items()
+        )
         print(
             f"  {label}: {step.wall:.1f} s wall, {step.cpu:.1f} s CPU, peak {step.peak_mib:.0f} "
-            f"MiB; matcher +{step.server_cpu:.1f} s CPU, peak {step.server_peak_mib:.0f} MiB"
-            f"\n  > {step.said}",
+            f"MiB{servers}\n  > {step.said}",
             flush=True,
         )
         return done.stdout
 
     def table(self) -> str:
+        names = ["matcher", *self.roles]
+        head = "".join(f" {k} CPU s | {k} peak MiB |" for k in names)
         rows = [
-            "| step | wall s | CPU s | peak RSS MiB | matcher CPU s | matcher peak MiB |",
-            "|---|---|---|---|---|---|",
+            f"| step | wall s | CPU s | peak RSS MiB |{head}",
+            "|---" * (4 + 2 * len(names)) + "|",
         ]
         for s in self.steps:
-            rows.append(
-                f"| {s.label} | {s.wall:.1f} | {s.cpu:.1f} | {s.peak_mib:.0f} | "
-                f"{s.server_cpu:.1f} | {s.server_peak_mib:.0f} |"
+            got = "".join(
+                f" {c:.1f} | {m:.0f} |" if (c, m) != (-1, -1) else " | |"
+                for c, m in (s.servers.get(k, (-1, -1)) for k in names)
             )
+            rows.append(f"| {s.label} | {s.wall:.1f} | {s.cpu:.1f} | {s.peak_mib:.0f} |{got}")
         return "\n".join(rows)
 
 
@@ -166,17 +196,24 @@ def link_members(
     truth: Path,
     secret: Path,
     tokens: Path,
+    mode: str = "",
+    encode: bool = True,
 ) -> tuple[int, int, int]:
     """encode, upload, project show, run, results and evaluate for `members` of the exports
-    in `data`, as docs/cli.md says; returns the summed evaluate counts."""
+    in `data`, as docs/cli.md says; returns the summed evaluate counts. `mode`: the project's
+    `--mode` (none: the matcher's default); `encode=False` uploads the ENCODED folders an
+    earlier project encoded (with `--two-server` where `mode` is two-server)."""
     server = ["--server", served.target]
     admin = {"BLINDMATCH_ADMIN_TOKEN": served.admin_token}
-    walk("project create", [*BLINDMATCH, "project", "create", project, "--members",
-         ",".join(members), "--tokens-dir", str(tokens), *server], env=admin)  # fmt: skip
-    for m in members:
-        walk(f"encode {m}", [*BLINDMATCH, "encode", str(data / f"{m}.csv"), "--schema",
-             str(SCHEMA), "--secret-file", str(secret), "--mapping", str(data / f"{m}.toml"),
-             "--out", str(walk.work / f"{m}.encoded")])  # fmt: skip
+    modes = ["--mode", mode] if mode else []
+    walk(f"project create {' '.join(modes)}".strip(), [*BLINDMATCH, "project", "create", project,
+         "--members", ",".join(members), *modes, "--tokens-dir", str(tokens), *server],
+         env=admin)  # fmt: skip
+    two = ["--two-server"] if mode == "two-server" else []
+    for m in members if encode else []:
+        walk(f"encode {' '.join([*two, m])}", [*BLINDMATCH, "encode", str(data / f"{m}.csv"),
+             "--schema", str(SCHEMA), "--secret-file", str(secret), "--mapping",
+             str(data / f"{m}.toml"), "--out", str(walk.work / f"{m}.encoded"), *two])  # fmt: skip
     for m in members:
         walk(f"upload {m}", [*BLINDMATCH, "upload", str(walk.work / f"{m}.encoded"), "--project",
              project, "--token-file", str(tokens / f"{m}.token"), *server])  # fmt: skip
@@ -185,13 +222,13 @@ def link_members(
     walk("run", [*BLINDMATCH, "run", "--project", project, *token, *server])
     counts = [0, 0, 0]
     for m in members:
-        hits = walk.work / f"{m}-hits.csv"
+        hits = walk.work / f"{project}-{m}-hits.csv"
         walk(f"results {m}", [*BLINDMATCH, "results", "--project", project, "--token-file",
              str(tokens / f"{m}.token"), "--encoded", str(walk.work / f"{m}.encoded"), "--out",
              str(hits), *server])  # fmt: skip
-        walk(f"evaluate {m}", [*BLINDMATCH, "evaluate", "--results", str(hits), "--truth",
-             str(truth)])  # fmt: skip
-        counts = [a + b for a, b in zip(counts, _f1(walk.steps[-1].said), strict=True)]
+        said = walk(f"evaluate {m}", [*BLINDMATCH, "evaluate", "--results", str(hits),
+                    "--truth", str(truth)])  # fmt: skip
+        counts = [a + b for a, b in zip(counts, _f1(said), strict=True)]
     return counts[0], counts[1], counts[2]
 
 
@@ -212,6 +249,12 @@ def main() -> None:
     parser.add_argument("--big-population", type=int, default=0,
                         help="also link the largest and smallest organisation of an export of "
                         "this many people (0: no)")  # fmt: skip
+    parser.add_argument(
+        "--two-server",
+        action="store_true",
+        help="walk a project in two-server mode (S1, S2 and the matcher as three processes), "
+        "then a CLK project of the same ENCODED folders",
+    )
     add_keep(parser)
     args = parser.parse_args()
     if not Path(TIME).exists():
@@ -224,6 +267,9 @@ def main() -> None:
              "--seed", str(args.seed), "--population", str(args.population)])  # fmt: skip
         members = _orgs(data)
         started = time.monotonic()
+        if args.two_server:
+            _two_server_walk(walk, args, work, script)
+            return
         with serve(work / "matcher-data") as served:
             walk.served = served
             walk("secret new", [*BLINDMATCH, "secret", "new", str(secret)])
@@ -277,8 +323,87 @@ def _big(
     for m in members:  # the first project's encodings are no longer needed
         shutil.rmtree(work / f"{m}.encoded", ignore_errors=True)
     truth = _truth_of(data, members, work / "big-truth.csv")
-    counts = link_members(walk, served, "big", data, members, truth, secret, work / "big-tokens")
+    mode = "two-server" if args.two_server else ""
+    counts = link_members(
+        walk, served, "big", data, members, truth, secret, work / "big-tokens", mode
+    )
     return _quality(f"{args.big_population:,} people, {' and '.join(members)}", counts)
+
+
+@contextlib.contextmanager
+def _two_servers(walk: Walk, work: Path) -> Iterator[Served]:
+    """S2, S1 and the matcher as their combiner, three processes on loopback, started as
+    docs/operations.md "A project in two-server mode" shows (keys from `secret new`, each
+    server its own `--data-dir`); S1 and S2 go into `walk.roles`."""
+    keys = {}
+    for name in ("combiner", "members"):
+        keys[name] = work / f"{name}.key"
+        walk(f"secret new {name}.key", [*BLINDMATCH, "secret", "new", str(keys[name])])
+    role = [*BLINDMATCH, "two-server", "role", "--listen", "127.0.0.1:0", "--key-file",
+            str(keys["combiner"]), "--member-key-file", str(keys["members"])]  # fmt: skip
+    with (
+        _started([*role, "--role", "s2", "--data-dir", str(work / "s2-data")], "", None) as s2,
+        _started([*role, "--role", "s1", "--s2", s2.target, "--data-dir",
+                  str(work / "s1-data")], "", None) as s1,
+        serve(work / "matcher-data", "--two-server-s1", s1.target, "--two-server-s2", s2.target,
+              "--two-server-key-file", str(keys["combiner"]), "--two-server-member-key-file",
+              str(keys["members"])) as matcher,
+    ):  # fmt: skip
+        walk.served, walk.roles = matcher, {"S1": s1, "S2": s2}
+        yield matcher
+
+
+def _same_hits(work: Path, members: list[str]) -> str:
+    """Whether each member's hits.csv is the same (as a set of rows) in both projects."""
+
+    def rows(path: Path) -> set[tuple[str, ...]]:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return {tuple(r) for r in csv.reader(fh)}
+
+    said = []
+    for m in members:
+        two, clk = rows(work / f"two-{m}-hits.csv"), rows(work / f"clk-{m}-hits.csv")
+        said.append(f"{m}: {'same' if two == clk else 'DIFFER'} ({len(two)} rows in "
+                    f"two-server, {len(clk)} in CLK, {len(two & clk)} in both)")  # fmt: skip
+    return "hits, two-server against CLK: " + "; ".join(said)
+
+
+def _two_server_walk(walk: Walk, args: argparse.Namespace, work: Path, script: str) -> None:
+    """The two-server walk (`--two-server`, the module's docstring)."""
+    data, tokens, secret = work / "data", work / "tokens", work / "secret.key"
+    members, truth = _orgs(data), data / "truth.csv"
+    started = time.monotonic()
+    with _two_servers(walk, work) as served:
+        walk("secret new", [*BLINDMATCH, "secret", "new", str(secret)])
+        counts = link_members(
+            walk, served, "two", data, members, truth, secret, tokens, "two-server"
+        )
+        first, token = members[0], ["--token-file", str(tokens / f"{members[0]}.token")]
+        asked, person, mapping = work / "query.csv", work / "person.txt", data / f"{first}.toml"
+        with open(data / f"{first}.csv", encoding="utf-8") as fh:
+            asked.write_text("".join(fh.readline() for _ in range(QUERIES + 1)))
+        _one_person(asked, mapping, person)
+        common = ["--project", "two", *token, "--schema", str(SCHEMA), "--secret-file",
+                  str(secret), "--server", served.target]  # fmt: skip
+        walk("query (one person)", [*BLINDMATCH, "query", *common, "--purpose", "walk-1",
+             "--person-file", str(person)])  # fmt: skip
+        walk(f"query ({QUERIES} people)", [*BLINDMATCH, "query", str(asked), "--mapping",
+             str(mapping), *common, "--purpose", "walk-50", "--out",
+             str(work / "query-hits.csv")])  # fmt: skip
+        clk = link_members(
+            walk, served, "clk", data, members, truth, secret, work / "clk-tokens", "clk", False
+        )
+        same = _same_hits(work, members)
+        big = _big(walk, served, args, work, secret, script) if args.big_population else None
+    print(f"\n{args.generator}, {args.population:,} people, seed {args.seed}, two-server; "
+          f"servers up {time.monotonic() - started:.0f} s; load average "
+          f"{os.getloadavg()[0]:.1f} at the end\n")  # fmt: skip
+    print(walk.table())
+    print("\n" + _quality(f"two-server, {args.population:,} people", counts))
+    print(_quality(f"CLK, {args.population:,} people", clk))
+    print(same)
+    if big:
+        print(big)
 
 
 def _one_person(asked: Path, mapping: Path, out: Path) -> None:

@@ -10,6 +10,7 @@ down are refused, naming what to do."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -358,3 +359,24 @@ def test_an_expired_clk_project_does_not_ask_s1_or_s2(world: World) -> None:
     assert world.server.sweeper.sweep() == ["plain"]
     actions = [r[3] for r in db_rows(world.data_dir, "audit") if r[4] == "plain"]
     assert "project.expire" in actions and "twoserver.forget" not in actions
+
+
+def test_a_two_server_upload_shows_the_megabytes_sent_to_s1_and_s2_unless_quiet(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a CLK upload does (docs/cli.md): before 2026-12-06 nothing showed until S1 held the
+    whole upload (12 s for 6,000 records on loopback, docs/performance.md
+    "Two-server mode walked through the CLI at 20,000 people"); none with --quiet."""
+    project = create(world, "progress", "two-server")
+    token = project.tokens["north"]
+    capsys.readouterr()
+    assert world.cli("upload", str(encoded["north"]), "--project", "progress", token=token) == 0
+    err = capsys.readouterr().err
+    sent = [int(m) for m in re.findall(r"uploading to S1: (\d+) MB", err)]
+    s1_file = (encoded["north"] / "twoserver" / "s1.npz").stat().st_size
+    assert sent and max(sent) >= s1_file // 2**20 // 2, err  # the bulk of S1's part counted
+    assert "waiting for S1 to store it" in err and "waiting for S2 to store it" in err
+    assert err.index("waiting for S1") < err.index("S2 to store")  # S1's part goes first
+    assert world.cli("upload", str(encoded["north"]), "--project", "progress", "--quiet",
+                     token=token) == 0  # fmt: skip
+    assert "uploading to" not in capsys.readouterr().err

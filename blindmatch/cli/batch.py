@@ -66,11 +66,13 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
         return False
     # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
     # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py). The files are
-    # read a part at a time as the parts go (what goes to S1 is about 140-220 kB a record).
+    # read a part at a time as the parts go (S1's file is about 42 kB a record since
+    # 2026-12-06, 140-220 before; sealed as it goes), with the megabytes sent on stderr.
     say = None if args.quiet else print
     with open_shared(args.encoded / SHARED_FOLDER) as upload:
         sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
-                              s2=args.s2 or "", say=say)  # fmt: skip
+                              s2=args.s2 or "", say=say,
+                              progress=progress_wanted(args))  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
         f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "

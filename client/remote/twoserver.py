@@ -110,12 +110,32 @@ class RoleClient:
         upload: SharedUpload | UploadRows,
         rule: tuple[float, float, float] | None = None,
         keys: bool = True,
+        progress: bool = False,
     ) -> int:
         """Send `member`'s upload (this role's part of it, with the schema's `rule`; to S1
-        without band keys unless `keys`, `upload_parts`); the records the role holds."""
-        with translate_errors(self.target, self.party):
-            parts = upload_parts(member, self.role, upload, rule, keys)
-            reply = self._stub.Upload(parts, metadata=self._metadata)
+        without band keys unless `keys`, `upload_parts`); the records the role holds. With
+        `progress`, the megabytes sent so far on stderr (S1's part of a project upload is
+        sealed as it goes, about three times its file of about 42 kB a record: 76 MB for 600
+        records; 12 s for 6,000 on loopback), then a line while the role stores it."""
+        from blindmatch.client.progress import Progress
+
+        bar = Progress(f"uploading to {self.party}", unit="MB", enabled=progress)
+        sent = [0]
+
+        def counted() -> Iterator[pb.SharedPart]:
+            for part in upload_parts(member, self.role, upload, rule, keys):
+                yield part
+                sent[0] += sum(map(len, (part.shares, part.popcount_shares, part.sealed,
+                                         part.band_keys, part.classes)))  # fmt: skip
+                if sent[0] >> 20 > bar.n:
+                    bar.update((sent[0] >> 20) - bar.n)
+            bar.stage(f"waiting for {self.party} to store it")
+
+        try:
+            with translate_errors(self.target, self.party):
+                reply = self._stub.Upload(counted(), metadata=self._metadata)
+        finally:
+            bar.close()
         return int(reply.records)
 
     def run(
@@ -236,6 +256,7 @@ def project_upload(
     s1: str = "",
     s2: str = "",
     say: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
     matcher for the header the upload will carry (an encoding that differs from the
@@ -244,7 +265,8 @@ def project_upload(
     then the header alone to the matcher (how many records; no popcount, no share). A part
     refused after that stops it: the matcher then holds the member's earlier upload (or
     none), which a run refuses while S1 or S2 holds another, so nothing runs on half an
-    upload. `upload`: in memory, or read from its files a part at a time (`open_shared`)."""
+    upload. `upload`: in memory, or read from its files a part at a time (`open_shared`);
+    `progress`: each role's part as it goes, on stderr (`RoleClient.upload`)."""
     upload = rows_of(upload)
     if len(upload) != encoded.record_count:
         raise InputError(
@@ -264,7 +286,7 @@ def project_upload(
         for role in ("s1", "s2"):
             with RoleClient(role, where[role], t.ticket, client.credentials,
                             insecure=client.insecure) as c:  # fmt: skip
-                held = c.upload(t.name, upload, encoded.rule)
+                held = c.upload(t.name, upload, encoded.rule, progress=progress)
             holding.append(f"{c.party} ({where[role]})")
             if say is not None:
                 say(f"{c.party} ({where[role]}) holds {held} records (shares only)")
