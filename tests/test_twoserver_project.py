@@ -146,6 +146,27 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
 
 
+def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder encoded --two-server was made for a matcher that never holds CLKs: before,
+    `upload` sent its CLKs to a CLK project without a word (issue 18)."""
+    project = create(world, "clks", "clk")
+    token = project.tokens["north"]
+    capsys.readouterr()
+    assert world.cli("upload", str(encoded["north"]), "--project", "clks", token=token) == 2
+    err = capsys.readouterr().err
+    assert f"{encoded['north']} was encoded --two-server, but clks is a CLK project" in err
+    assert "Nothing was sent" in err and "graph matching" in err
+    assert f"`blindmatch upload {encoded['north']} --project clks --clk`" in err
+    assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "clks"]
+    assert held(world, "clks") == {"s1": [], "s2": []}
+    assert world.cli("upload", str(encoded["north"]), "--project", "clks", "--clk",
+                     token=token) == 0  # fmt: skip
+    assert "encodings to clks (upload" in capsys.readouterr().out
+    assert [r[2] for r in db_rows(world.data_dir, "uploads") if r[1] == "clks"] == ["north"]
+
+
 def test_a_run_with_a_part_missing_is_refused(
     world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -352,7 +373,8 @@ def test_an_expired_clk_project_does_not_ask_s1_or_s2(world: World) -> None:
     # A CLK project's data never reaches S1 or S2: its expiry asks neither, so a server
     # that is down costs the sweep no wait and the audit log no failed `twoserver.forget`.
     with world.operator() as op:
-        op.create_project("plain", list(NAMES), expires_unix=int(world.clock() + 3600))
+        op.create_project("plain", list(NAMES), expires_unix=int(world.clock() + 3600),
+                          mode="clk")  # fmt: skip
     for role in world.roles.values():
         role.server.stop(None).wait()
     world.clock.advance(7200)

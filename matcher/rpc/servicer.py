@@ -175,7 +175,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         )
         if self.two_server is not None:  # its first query's circuits, built off this call
             tworuns.warm_circuits(self.store, [project.name])
-        return convert.project_reply(project, tokens)
+        return convert.project_reply(project, tokens, two_server_ready=self.two_server is not None)
 
     @operator_call
     def RotateToken(self, request: pb.TokenRequest, context: Call) -> pb.RotateTokenReply:
