@@ -98,10 +98,12 @@ class CreateProjectReply(_message.Message):
     def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ..., two_server_ready: _Optional[bool] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "settings_only")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_ONLY_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    settings_only: bool
+    def __init__(self, project: _Optional[str] = ..., settings_only: _Optional[bool] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("name", "uploaded", "record_count", "consent", "upload_started_unix")

@@ -129,21 +129,25 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     assert "project 'shares' runs in two-server mode" in message
     assert "--two-server" in message and "[FAILED_PRECONDITION]" in message
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
-    # A folder encoded without --two-server: `upload` sends its CLKs, which the matcher
-    # refuses, saying to encode with --two-server; nothing is stored anywhere.
+    # A folder encoded without --two-server: `upload` asks the project's settings first
+    # (not audited) and sends nothing, saying to encode with --two-server. Before, it began
+    # streaming the CLKs, which the matcher refused at the header (issue 18).
     plain = world.folder / "plain.encoded"
     for f in encoded["north"].iterdir():
         if f.is_file():
             (plain / f.name).parent.mkdir(exist_ok=True)
             (plain / f.name).write_bytes(f.read_bytes())
     capsys.readouterr()
-    assert world.cli("upload", str(plain), "--project", "shares",
-                     token=project.tokens["north"]) == 3  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MatcherClient, "upload", lambda *a, **k: pytest.fail("CLKs sent"))
+        assert world.cli("upload", str(plain), "--project", "shares",
+                         token=project.tokens["north"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "project 'shares' runs in two-server mode" in err
+    assert "project 'shares' runs in two-server mode" in err and "Nothing was sent" in err
     assert "Encode with `blindmatch encode ... --two-server`" in err
     assert not world.roles["s1"].service.held
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
+    assert not [r for r in db_rows(world.data_dir, "audit") if r[3] == "project.describe"]
 
 
 def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(

@@ -48,6 +48,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 f"CLKs all the same, `blindmatch upload {args.encoded} --project "
                 f"{args.project} --clk`"
             )
+        if not shared:  # asked first: a two-server project would refuse the CLKs once sent
+            _refuse_clks_where_two_server(client, args)
         if args.s1 or args.s2:
             raise InputError(
                 f"--s1/--s2: only for a project in two-server mode ({args.project} is not), "
@@ -65,6 +67,21 @@ def cmd_upload(args: argparse.Namespace) -> int:
         f"(upload {receipt.upload_id}{again})."
     )
     return 0
+
+
+def _refuse_clks_where_two_server(client: MatcherClient, args: argparse.Namespace) -> None:
+    """A folder without a two-server upload, for a project in two-server mode: refused here,
+    before any CLK leaves (the matcher refuses them at the upload's header, by when the
+    stream has begun). Its settings alone are asked: nothing audited (issue 18)."""
+    if client.describe(args.project, settings_only=True).mode != "two-server":
+        return
+    raise InputError(
+        f"project {args.project!r} runs in two-server mode: the matcher never takes its "
+        f"members' CLKs, and {args.encoded} was encoded without --two-server. Nothing was "
+        "sent. Encode with `blindmatch encode ... --two-server` (the same export, schema, "
+        "secret and mapping) and upload that folder: its shares go to S1 and S2, only how "
+        "many records to the matcher"
+    )
 
 
 def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
