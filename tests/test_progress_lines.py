@@ -130,3 +130,45 @@ def test_upload_and_run_piped_print_progress_lines(
     err = capsys.readouterr().err
     assert "comparing" in err and "run: " not in err
     assert ": :" not in err  # was "comparing: :  50%": tqdm's {desc} ends in ": " already
+
+
+def test_index_sync_says_its_changes_as_throttled_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index sync`'s "Change N of M stored" lines, one a change before (a large index over a
+    low `--max-index-change-mib`: hundreds of lines), go by progress.py's rule: the first and
+    the last here, where the clock never allows one in between."""
+    import numpy as np
+
+    from blindmatch.client.encoding.encoded import write_encoded
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.matcher.server import create_server
+    from tests.support import ADMIN_TOKEN
+
+    monkeypatch.setattr(progress, "clock", lambda: 0.0)
+    server = create_server(
+        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, max_index_change_bytes=64 * 1024
+    )
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            token = op.create_project("trial", ["north", "south"]).tokens["south"]
+        folder = write_encoded(
+            tmp_path / "south.encoded",
+            clks=np.random.default_rng(7).integers(0, 256, 2000 * 128, dtype=np.uint8).tobytes(),
+            clk_bits=1024, fingerprint=bytes(range(32)), ids=[f"S-{i:05d}" for i in range(2000)],
+            report={}, rule=None,
+        )  # fmt: skip
+        sync = ["index", "sync", str(folder.path), "--project", "trial", "--token", token,
+                "--ref-key", str(tmp_path / "south.refkey"), "--server", target]  # fmt: skip
+        assert main(sync) == 0
+    finally:
+        server.stop(grace=None)
+    said = capsys.readouterr()
+    parts = int(said.out.split("Index synced in ")[1].split(" changes")[0])
+    assert parts >= 3, said.out  # 2,000 records of 160 bytes, under 64 KiB a change
+    changes = [line for line in said.err.splitlines() if line.startswith("Change ")]
+    assert [c.split(" stored")[0] for c in changes] == [
+        f"Change 1 of {parts}",
+        f"Change {parts} of {parts}",
+    ], said.err
