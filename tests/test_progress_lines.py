@@ -14,7 +14,15 @@ import pytest
 from blindmatch.cli.app import main
 from blindmatch.client import ProjectTokens, progress
 from blindmatch.client.progress import LINE_EVERY_S, Progress
-from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher, Org, encode_all, encode_cli
+from tests.support import (
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    Matcher,
+    Org,
+    encode_all,
+    encode_cli,
+    low_change_limit,
+)
 
 
 def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,32 +146,11 @@ def test_index_sync_says_its_changes_as_throttled_lines(
     """`index sync`'s "Change N of M stored" lines, one a change before (a large index over a
     low `--max-index-change-mib`: hundreds of lines), go by progress.py's rule: the first and
     the last here, where the clock never allows one in between."""
-    import numpy as np
-
-    from blindmatch.client.encoding.encoded import write_encoded
-    from blindmatch.client.remote.client import MatcherClient
-    from blindmatch.matcher.server import create_server
-    from tests.support import ADMIN_TOKEN
-
     monkeypatch.setattr(progress, "clock", lambda: 0.0)
-    server = create_server(
-        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, max_index_change_bytes=64 * 1024
-    )
-    target = f"127.0.0.1:{server.port}"
-    try:
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            token = op.create_project("trial", ["north", "south"]).tokens["south"]
-        folder = write_encoded(
-            tmp_path / "south.encoded",
-            clks=np.random.default_rng(7).integers(0, 256, 2000 * 128, dtype=np.uint8).tobytes(),
-            clk_bits=1024, fingerprint=bytes(range(32)), ids=[f"S-{i:05d}" for i in range(2000)],
-            report={}, rule=None,
-        )  # fmt: skip
+    with low_change_limit(tmp_path) as (target, token, folder):
         sync = ["index", "sync", str(folder.path), "--project", "trial", "--token", token,
                 "--ref-key", str(tmp_path / "south.refkey"), "--server", target]  # fmt: skip
         assert main(sync) == 0
-    finally:
-        server.stop(grace=None)
     said = capsys.readouterr()
     parts = int(said.out.split("Index synced in ")[1].split(" changes")[0])
     assert parts >= 3, said.out  # 2,000 records of 160 bytes, under 64 KiB a change
