@@ -10,12 +10,14 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing
-from blindmatch.matcher.core import densearith, denseblock, linkbit, ruleform
+from blindmatch.matcher.core import densearith, denseblock, linkbit, ruleform, tworun, twoserver
 from blindmatch.matcher.core.gmwcircuit import circuit
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.gmwsum import sum_circuit, sum_rule_circuit
 from blindmatch.matcher.core.triplecheck import DealRefused
-from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.domain import NO_RULE, Rule
+from tests.support import MESSY_SECRET, in_process_servers
+from tests.test_twoserver import assert_same_links
 
 DEFAULT = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json
 CUTOFFS = (0.8, 0.85, 0.9, 0.95)
@@ -198,3 +200,30 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
         s1.hamming(0)
     with pytest.raises(ValueError):
         densearith.Shape(0, 3, (64,))
+
+
+@pytest.mark.parametrize("rule", [NO_RULE, DEFAULT])
+def test_an_unblocked_run_in_process_goes_by_blocks_with_the_same_links(
+    messy_members: tuple[list[Clks], int], rule: Rule
+) -> None:
+    """core/tworun.py over core/twoinprocess.py: every pair of two members of 150 and 120
+    records unblocked, by blocks (the default) and by the boolean circuit a pair: the same
+    links and buckets, fewer bytes between S1 and S2."""
+    datasets, fallback_bits = messy_members
+    uploads = [sharing.shared_upload(d[:n], MESSY_SECRET, sharing.BandPlan(bits=20, bands=30),
+                                     fallback_bits) for d, n in zip(datasets, (150, 120), strict=False)]  # fmt: skip
+    runs = {}
+    for dense in (True, False):
+        s1, s2 = in_process_servers(uploads)
+        s1.exhaustive = 10**9
+        servers = tworun.InProcess(s1, s2)
+        servers.dense = dense
+        combiner = twoserver.Combiner(None, 0.8, clks=2, rule=rule)
+        runs[dense] = tworun.drive(servers, combiner)
+    by_blocks, by_pairs = runs[True], runs[False]
+    assert by_blocks.comparisons == by_pairs.comparisons == 150 * 120
+    assert len(by_blocks.links) > 20
+    assert_same_links(by_blocks.links, by_pairs.links)
+    assert (by_blocks.links.score == by_pairs.links.score).all()
+    sent = [r.transcript.sent[("S1", "S2")] for r in (by_blocks, by_pairs)]
+    assert sent[0] < 0.8 * sent[1]

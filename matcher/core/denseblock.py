@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import densearith, linkbit
+from blindmatch.matcher.core.crosspart import _within
 from blindmatch.matcher.core.gmwsum import addends, sum_circuit, sum_rule_circuit
+from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
 
 Bits = npt.NDArray[np.bool_]
+Rows = npt.NDArray[np.uint32]
 
 
 def circuit(widths: Sequence[int], cutoffs: Sequence[float], rule: Rule | None) -> linkbit.Circuit:
@@ -66,26 +70,58 @@ def exchange(
             clock[role] = clock.get(role, 0.0) + secs
 
 
-def party(
-    block: densearith.Party,
-    pops: Sequence[npt.NDArray[np.integer]],
-    rows_a: npt.NDArray[np.integer],
-    rows_b: npt.NDArray[np.integer],
-    c: linkbit.Circuit,
-    setup: bytes,
-    nonce: bytes | None = None,
-) -> linkbit.Party:
-    """This server's side of circuit `c` on the block's pairs (rows_a[k], rows_b[k]) (rows
-    within the block): its shares of each pair's H on each CLK, of |a| and |b| (`pops[clk]`:
-    its XOR shares of each record's popcount, A's rows then B's)."""
-    s = block.shape
-    rows_a, rows_b = np.asarray(rows_a, np.intp), np.asarray(rows_b, np.intp)
-    diffs = [addends(block.role, block.hamming(k)[rows_a, rows_b], s.levels(k))
-             for k in range(len(s.widths))]  # fmt: skip
-    shares = [np.asarray(p) for p in pops]
-    per_pair = [p[rows] for p in shares for rows in (rows_a, s.rows_a + rows_b)]
-    both = (diffs[0], diffs[1]) if len(diffs) == 2 else diffs[0]
-    return linkbit.Party(block.role, c, both, setup, per_pair, nonce)
+@dataclass
+class Blocks:
+    """A server's side of a part's blocks once `exchange` has run on each: each block's rows
+    of members A and B (`sides`, ascending), its `densearith.Party` and this server's XOR
+    shares of its records' popcounts (`pops[block][clk]`, A's rows then B's)."""
+
+    sides: list[tuple[Rows, Rows]]
+    blocks: list[densearith.Party]
+    pops: list[list[npt.NDArray[np.uint32]]]
+
+    def party(self, batch: PairBatch, c: linkbit.Circuit, setup: bytes,
+              nonce: bytes | None = None) -> linkbit.Party:  # fmt: skip
+        """This server's side of circuit `c` on `batch` (rows of the members, each pair in
+        one of the blocks): its shares of each pair's H on each CLK and of |a| and |b|."""
+        first = self.blocks[0]
+        n, clks = len(batch.rows_a), len(first.shape.widths)
+        h = np.zeros((clks, n), np.uint32)
+        pops = np.zeros((2 * clks, n), np.uint32)
+        done = np.zeros(n, bool)
+        for (rows_a, rows_b), block, shares in zip(self.sides, self.blocks, self.pops,
+                                                   strict=True):  # fmt: skip
+            in_a, at_a = _within(rows_a, batch.rows_a)
+            in_b, at_b = _within(rows_b, batch.rows_b)
+            here = np.flatnonzero(in_a & in_b & ~done)
+            i, j = at_a[here].astype(np.intp), at_b[here].astype(np.intp)
+            for k in range(clks):
+                h[k, here] = block.hamming(k)[i, j]
+                pops[2 * k, here] = shares[k][i]
+                pops[2 * k + 1, here] = shares[k][len(rows_a) + j]
+            done[here] = True
+        if not done.all():
+            raise ValueError("a batch's pair is in none of the part's blocks")
+        diffs = [addends(first.role, h[k], first.shape.levels(k)) for k in range(clks)]
+        both = (diffs[0], diffs[1]) if clks == 2 else diffs[0]
+        return linkbit.Party(first.role, c, both, setup, list(pops), nonce)
+
+
+def side(role: int, shares: Sequence[Sequence[npt.NDArray[np.uint8]]],
+         pops: Sequence[Sequence[npt.NDArray[np.integer]]],
+         sides: Sequence[tuple[Rows, Rows]], setups: Sequence[bytes]) -> Blocks:  # fmt: skip
+    """Server `role`'s parties on each block (`sides`: rows of A and of B), from its XOR
+    shares of each member's CLKs and popcounts (`shares[0][clk]` A's, `shares[1][clk]` B's:
+    the CLKs the blocks read) and C's setups, a block each."""
+    parties, block_pops = [], []
+    for (rows_a, rows_b), setup in zip(sides, setups, strict=True):
+        clks = [np.vstack([a[rows_a], b[rows_b]]) for a, b in zip(*shares, strict=True)]
+        widths = tuple(8 * int(x.shape[1]) for x in clks)
+        shape = densearith.Shape(len(rows_a), len(rows_b), widths)
+        parties.append(densearith.Party(role, shape, setup, clks))
+        block_pops.append([np.concatenate([np.asarray(a)[rows_a], np.asarray(b)[rows_b]])
+                           .astype(np.uint32) for a, b in zip(*pops, strict=True)])  # fmt: skip
+    return Blocks(list(sides), parties, block_pops)
 
 
 def compare(
@@ -111,19 +147,29 @@ def compare(
     t0 = time.process_time()
     dealt = densearith.deal(s, seeds)
     clock["C"] = clock.get("C", 0.0) + time.process_time() - t0
-    b1 = densearith.Party(0, s, t.send("C", "S1", "setup", dealt.to_s1), clks1)
-    b2 = densearith.Party(1, s, t.send("C", "S2", "setup", dealt.to_s2), clks2)
-    exchange(b1, b2, t, clock)
+    every = (np.arange(s.rows_a, dtype=np.uint32), np.arange(s.rows_b, dtype=np.uint32))
+    blocks = []
+    for role, (clks, pops) in enumerate(((clks1, pops1), (clks2, pops2))):
+        setup = t.send("C", ("S1", "S2")[role], "setup", (dealt.to_s1, dealt.to_s2)[role])
+        t0 = time.process_time()
+        halves = ([x[:rows_a] for x in clks], [x[rows_a:] for x in clks])
+        pop_halves = (
+            [np.asarray(p)[:rows_a] for p in pops],
+            [np.asarray(p)[rows_a:] for p in pops],
+        )
+        blocks.append(side(role, halves, pop_halves, [every], [setup]))
+        clock[("S1", "S2")[role]] = clock.get(("S1", "S2")[role], 0.0) + time.process_time() - t0
+    exchange(blocks[0].blocks[0], blocks[1].blocks[0], t, clock)
     out = np.zeros((len(c.cutoffs), s.pairs), dtype=bool)
     for at in range(0, s.pairs, linkbit.BATCH):
         pos = np.arange(at, min(s.pairs, at + linkbit.BATCH))
-        ia, ib = pos // s.rows_b, pos % s.rows_b
+        batch = PairBatch(0, 1, 0, *(x.astype(np.uint32) for x in np.divmod(pos, s.rows_b)))
         t0 = time.process_time()
         d = linkbit.deal(c, len(pos))
         t1 = time.process_time()
-        p1 = party(b1, pops1, ia, ib, c, t.send("C", "S1", "setup", d.to_s1))
+        p1 = blocks[0].party(batch, c, t.send("C", "S1", "setup", d.to_s1))
         t2 = time.process_time()
-        p2 = party(b2, pops2, ia, ib, c, t.send("C", "S2", "setup", d.to_s2))
+        p2 = blocks[1].party(batch, c, t.send("C", "S2", "setup", d.to_s2))
         t3 = time.process_time()
         linkbit.exchange(p1, p2, t, clock)
         t4 = time.process_time()
@@ -132,11 +178,11 @@ def compare(
         o2 = t.send("S2", "C", "output", p2.output())
         t6 = time.process_time()
         out[:, at : at + len(pos)] = linkbit.reveal(c, o1, o2, len(pos))
-        for role, secs in (("C", t1 - t0 + time.process_time() - t6), ("S1", t2 - t1 + t5 - t4),
-                           ("S2", t3 - t2 + t6 - t5)):  # fmt: skip
-            clock[role] = clock.get(role, 0.0) + secs
+        for who, secs in (("C", t1 - t0 + time.process_time() - t6), ("S1", t2 - t1 + t5 - t4),
+                          ("S2", t3 - t2 + t6 - t5)):  # fmt: skip
+            clock[who] = clock.get(who, 0.0) + secs
         t.pairs += len(pos)
     return out
 
 
-__all__ = ["circuit", "compare", "exchange", "party"]
+__all__ = ["Blocks", "circuit", "compare", "exchange", "side"]
