@@ -210,8 +210,9 @@ def test_an_unblocked_run_in_process_goes_by_blocks_with_the_same_links(
     records unblocked, by blocks (the default) and by the boolean circuit a pair: the same
     links and buckets, fewer bytes between S1 and S2."""
     datasets, fallback_bits = messy_members
-    uploads = [sharing.shared_upload(d[:n], MESSY_SECRET, sharing.BandPlan(bits=20, bands=30),
-                                     fallback_bits) for d, n in zip(datasets, (150, 120), strict=False)]  # fmt: skip
+    plan = sharing.BandPlan(bits=20, bands=30)
+    firsts = zip(datasets, (150, 120), strict=False)
+    uploads = [sharing.shared_upload(d[:n], MESSY_SECRET, plan, fallback_bits) for d, n in firsts]
     runs = {}
     for dense in (True, False):
         s1, s2 = in_process_servers(uploads)
