@@ -128,14 +128,19 @@ def _explicit_sizes(s: Shape) -> list[int]:
 
 def matmul32(x: U32, y: U32) -> U32:
     """x y^T mod 2^32 of uint32 matrices, by float64 products of 16-bit halves (exact: sums of
-    at most 2^11 products under 2^32 stay under 2^53)."""
+    at most 2^20 products under 2^32 stay under 2^53), `CHUNK_BYTES` of x's rows at a time."""
     if x.shape[1] > 1 << 20:
         raise ValueError("matmul32: rows too long to be exact")
-    lo_x, hi_x = (x & 0xFFFF).astype(np.float64), (x >> 16).astype(np.float64)
     lo_y, hi_y = (y & 0xFFFF).astype(np.float64), (y >> 16).astype(np.float64)
-    low = (lo_x @ lo_y.T).astype(np.uint64)
-    mid = (np.hstack([hi_x, lo_x]) @ np.hstack([lo_y, hi_y]).T).astype(np.uint64)
-    out: U32 = (low + (mid << np.uint64(16))).astype(np.uint32)
+    both_y = np.hstack([lo_y, hi_y]).T
+    out: U32 = np.empty((len(x), len(y)), np.uint32)
+    step = max(1, CHUNK_BYTES // (8 * max(len(y), 1)))
+    for i in range(0, len(x), step):
+        part = x[i : i + step]
+        lo_x, hi_x = (part & 0xFFFF).astype(np.float64), (part >> 16).astype(np.float64)
+        low = (lo_x @ lo_y.T).astype(np.uint64)
+        mid = (np.hstack([hi_x, lo_x]) @ both_y).astype(np.uint64)
+        out[i : i + step] = (low + (mid << np.uint64(16))).astype(np.uint32)
     return out
 
 
@@ -213,7 +218,7 @@ class Party:
         self._sent: list[U32] = []
         self._d: list[U32] = []  # this server's share of D a CLK, mod 2^k
         self._checks: list[list[tuple[U32, U32, U32]]] = []  # its m_a, m_b, z a check
-        self._h: list[U32] | None = None
+        self._h: list[npt.NDArray[np.uint16]] | None = None
 
     def _clk(self, c: int) -> dict[str, U32]:
         """This server's dealt values of CLK c, by name (S1: x p x_ q ma mb z from its seed;
@@ -268,7 +273,7 @@ class Party:
         """From the other's `convert`: this server's [a] of every record's CLKs; the second
         message: the digest of its share of the sacrifice's t e - e', then a CLK at a time
         its shares of D (mod 2^k, 2 bytes a value) and of each check's m_a, m_b, z."""
-        if not self._sent or self._shares:
+        if not self._sent or self._shares or self._h is not None:
             raise RuntimeError("a block: reconcile once, after convert")
         s = self.shape
         sizes = [n for w in s.widths for n in (s.records * w // 8, 4 * s.records * w)]
@@ -324,7 +329,7 @@ class Party:
     def finish(self, theirs: bytes) -> None:
         """From the other's `reconcile`: the checks (`DealRefused` where one fails), then D
         opened and this server's shares of every pair's H."""
-        if not self._shares or self._h is not None:
+        if self._h is not None or not self._shares:
             raise RuntimeError("a block: finish once, after reconcile")
         s = self.shape
         sizes = [32]
@@ -352,7 +357,9 @@ class Party:
                         "products are not its masks' product"
                     )
             opened.append(self._d[c] + other)
-        self._h = [self._hamming(c, dd) for c, dd in enumerate(opened)]
+        self._h = [self._hamming(c, dd).astype(np.uint16) for c, dd in enumerate(opened)]
+        # What served the conversion, the openings and the checks is not needed again.
+        self._dealt, self._bits, self._shares, self._d, self._checks = [], [], [], [], []
 
     def _hamming(self, c: int, dd: U32) -> U32:
         """This server's shares of every pair's H on CLK c from D opened (mod 2^k): [|a|] +
@@ -382,7 +389,7 @@ class Party:
         h: U32 = out & mask
         return h
 
-    def hamming(self, c: int) -> U32:
+    def hamming(self, c: int) -> npt.NDArray[np.uint16]:
         """(rows_a, rows_b): this server's additive shares (mod 2^k) of each pair's H on
         CLK c."""
         if self._h is None:
