@@ -3,7 +3,7 @@ beside the boolean circuit a pair (core/gmwrule.py `rule_circuit`), on the same 
 run.
 
     .venv/bin/python benchmarks/densearith.py [--records 400] [--partner-records 400]
-        [--population households|messy] [--seed 1]
+        [--population households|messy] [--seed 1] [--block-only]
 
 Members A and B: the `--population`'s first `--records` and `--partner-records` people's
 records (benchmarks/twoserver_people.py), encoded under the shipped schema
@@ -22,12 +22,15 @@ Every pair of A's rows x B's rows goes through:
 Printed: CPU µs a pair by role (this process's `process_time`, each role's own steps), bytes
 a pair by direction as `linkbit.Transcript` counts them, the ratios, and whether the two
 paths' output bits (every cut-off of every pair) are the same and the rule's in the clear
-(core/ruleform.py `rule_bounds` on the clear popcounts and distances).
+(core/ruleform.py `rule_bounds` on the clear popcounts and distances), and the process's
+peak RSS. `--block-only`: the block path alone (a block of the CLI walk's size, 6,000 x
+1,600, without an hour of the boolean circuit beside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import secrets
 import sys
 import time
@@ -59,6 +62,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--partner-records", type=int, default=400, help="member B's records")
     parser.add_argument("--population", choices=["households", "messy"], default="households")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--block-only", action="store_true",
+                        help="the block path alone (no boolean circuit beside it)")  # fmt: skip
     return parser
 
 
@@ -139,7 +144,7 @@ def main() -> int:
           f"CLKs of {8 * rows[0].shape[1]:,} and {8 * rows[1].shape[1]:,} bits, rule "
           f"{rule.text()}, cut-offs {CUTOFFS}")  # fmt: skip
     figures = {}
-    for label in ("boolean circuit", "block"):
+    for label in ("block",) if args.block_only else ("boolean circuit", "block"):
         clock: dict[str, float] = {}
         t = linkbit.Transcript()
         w0 = time.perf_counter()
@@ -154,12 +159,18 @@ def main() -> int:
         every = 1e6 * sum(clock.values()) / pairs
         print(f"  {label:15s}: CPU µs a pair {us} (all {every:.2f}); bytes a pair "
               f"{sum(t.sent.values()) / pairs:,.1f} ({by}); wall {wall:.1f} s")  # fmt: skip
-    (old, c_old, s_old), (new, c_new, s_new) = figures["boolean circuit"], figures["block"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of this process (the three roles, the data): {peak:,.0f} MiB")
+    truth = clear(rows, n_a, rule)
+    new = figures["block"][0]
+    if args.block_only:
+        print(f"  output bits the rule in the clear's: {bool((new == truth).all())}")
+        return 0 if (new == truth).all() else 1
+    (old, c_old, s_old), (_, c_new, s_new) = figures["boolean circuit"], figures["block"]
     ratios = ", ".join(f"{r} {c_old[r] / max(c_new[r], 1e-9):.1f}x" for r in ROLES)
     print(f"  the block path's gain: CPU {ratios}, all "
           f"{sum(c_old.values()) / sum(c_new.values()):.1f}x; bytes "
           f"{sum(s_old.values()) / sum(s_new.values()):.1f}x")  # fmt: skip
-    truth = clear(rows, n_a, rule)
     print(f"  output bits the same: {bool((old == new).all())} ({int(new[0].sum()):,} pairs at "
           f"the threshold); the rule in the clear's: {bool((new == truth).all())}")  # fmt: skip
     return 0 if (old == new).all() and (new == truth).all() else 1

@@ -27,15 +27,19 @@ XORed, `Party.agree`), before anything reaches C:
 - the daBits by sacrifice against a spare one-sided triple (x', y' uniform mod 2^32, [x' y']):
   S1 sends rho = t x - x', S2 sigma = y - y' (padded by x', y', which serve nothing else), and
   t z - z' - rho [y] - sigma [x'] = t e - e' must be 0 on every element (e, e' the errors in
-  p's and the spare's shares; compared by digest). An error that changes [a] (e not 0 mod
-  2^(k-1)) passes only if t e = e' mod 2^32: probability at most 2^-(33-k) (2^-22 at 1,024
-  bits) for one t drawn after the deal;
+  p's and the spare's shares; compared by digest). An error that changes a result changes
+  [a] = ... - 2 (1 - 2u) [p] mod 2^k, so e has 2-adic valuation v <= k - 2; it passes only
+  if t e = e' mod 2^32, for one t drawn after the deal: probability at most 2^-(32 - v) <=
+  2^-(34 - k) (2^-23 at 1,024 bits, k = 11);
 - each matrix triple by `REPS` random bilinear checks: for alpha, beta uniform mod 2^32 (1 on
   the repetition's spare row and column, 0 on the other spares) S1 and S2 open m_a =
   alpha^T M_A, m_b = beta^T M_B and z = alpha^T Z beta (the spare rows, uniform and used
-  nowhere else, pad m_a and m_b) and require z = m_a . m_b. An error E in Z that is not 0 mod
-  2^k (the only one that changes a result) passes a repetition with probability at most
-  (m + 1) 2^-m, m = 32 - k + 1 (5.5e-6 at 1,024 bits; both: 3.0e-11).
+  nowhere else, pad m_a and m_b) and require z = m_a . m_b. An error E in Z changes an H
+  (= |a| + |b| - 2 a . b mod 2^k) only where an entry of the block has valuation v <= k - 2;
+  it then passes a check with probability at most (m + 1) 2^-m, m = 32 - v >= 34 - k (a
+  uniform alpha row makes that column of alpha^T E uniform over a coset of 2^v, a uniform
+  beta then hits 0 mod 2^32 once in 2^(m - w), w that sum's valuation): 2.9e-6 at 1,024 bits,
+  8.2e-12 for both checks.
 
 What each party sees: S1 its own shares and seed, and from S2 a2 ^ y (y from S2's seed),
 sigma (padded by y'), D's shares (padded by [M]'s, from S2's seed), the check's shares (padded
