@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing
+from blindmatch.matcher import errors
 from blindmatch.matcher.core import densearith, denseblock, linkbit, ruleform, tworun, twoserver
 from blindmatch.matcher.core.gmwcircuit import circuit
 from blindmatch.matcher.core.gmwrule import rule_circuit
@@ -228,3 +229,23 @@ def test_an_unblocked_run_in_process_goes_by_blocks_with_the_same_links(
     assert (by_blocks.links.score == by_pairs.links.score).all()
     sent = [r.transcript.sent[("S1", "S2")] for r in (by_blocks, by_pairs)]
     assert sent[0] < 0.8 * sent[1]
+
+
+def test_a_combiner_dealing_a_block_wrong_in_a_run_is_refused_before_any_output(
+    encoded: list[list[Clks]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C's block deal with one product off (as a dishonest dealer would send it): S1 and S2
+    refuse the part as a batch's bad triples are refused, naming the dealer."""
+    plan = sharing.BandPlan(bits=20, bands=30)
+    uploads = [sharing.shared_upload(np.hstack(m), MESSY_SECRET, plan, 8 * m[1].shape[1])
+               for m in encoded]  # fmt: skip
+    honest = densearith.deal
+
+    def dishonest(shape: densearith.Shape, seeds: object = None) -> densearith.BlockDeal:
+        return _wrong(honest(shape), 2 * shape.records * shape.widths[0] + 1, 1)
+
+    monkeypatch.setattr(densearith, "deal", dishonest)
+    s1, s2 = in_process_servers(uploads)
+    s1.exhaustive = 10**9
+    with pytest.raises(errors.PermissionDenied, match="dealer"):
+        tworun.drive(tworun.InProcess(s1, s2), twoserver.Combiner(None, 0.8, clks=2, rule=DEFAULT))

@@ -62,6 +62,7 @@ class InProcess:
         pairs: set[tuple[int, int]] | None = None,
     ) -> list[exhaustive.Part]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        self._dense = {}  # a block's shares serve only the run that computed them
         clks = 1 if lacking is None else 2
         expanding = 0.0
 
@@ -93,6 +94,7 @@ class InProcess:
         only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        self._dense = {}  # a block's shares serve only the run that computed them
         pairs = None if only is None else set(only)
         proposed = self.block(lacking, pairs=pairs)
         records = self.s1.records()
