@@ -77,8 +77,9 @@ class Shape:
     def __post_init__(self) -> None:
         if self.rows_a < 1 or self.rows_b < 1 or not self.widths:
             raise ValueError(f"a block of {self.rows_a} x {self.rows_b} rows, {self.widths}")
-        if any(w < 8 or w % 8 for w in self.widths):
-            raise ValueError(f"CLK widths in whole bytes: {self.widths}")
+        if any(w < 8 or w % 8 or w > 1 << 16 for w in self.widths):
+            # (the servers' float64 products sum 2 L products under 4 L^2: exact to 2^16 bits)
+            raise ValueError(f"CLK widths in whole bytes, at most 65,536 bits: {self.widths}")
 
     @property
     def records(self) -> int:
@@ -133,7 +134,7 @@ def _explicit_sizes(s: Shape) -> list[int]:
 def matmul32(x: U32, y: U32) -> U32:
     """x y^T mod 2^32 of uint32 matrices, by float64 products of 16-bit halves (exact: sums of
     at most 2^20 products under 2^32 stay under 2^53), `CHUNK_BYTES` of x's rows at a time."""
-    if x.shape[1] > 1 << 20:
+    if x.shape[1] > 1 << 19:  # the middle product sums two products a column
         raise ValueError("matmul32: rows too long to be exact")
     lo_y, hi_y = (y & 0xFFFF).astype(np.float64), (y >> 16).astype(np.float64)
     both_y = np.hstack([lo_y, hi_y]).T

@@ -2,11 +2,12 @@
 arithmetic sharing (core/densearith.py) and the rest of the rule by the boolean circuit on
 them (core/gmwsum.py; docs/privacy-design.md "A whole block by arithmetic sharing").
 
-`exchange` runs core/densearith.py's steps between S1 and S2 on a block; `party` is a
-server's side of the circuit on a batch of the block's pairs (its additive shares of their
-H as the circuit's input, its XOR shares of their popcounts), driven as any other batch
-(core/linkbit.py `exchange`, `output`, `reveal`); `compare` is the three roles on a whole block
-in this process, its pairs in row order, what the tests and benchmarks/densearith.py run.
+`exchange` runs core/densearith.py's steps between S1 and S2 on a block; `side` is a
+server's parties on a part's blocks and `Blocks.party` its side of the circuit on a batch of
+their pairs (its additive shares of the pairs' H as the circuit's input, its XOR shares of
+their popcounts), driven as any other batch (core/linkbit.py `exchange`, `output`,
+`reveal`); `compare` is the three roles on a whole block in this process, its pairs in row
+order, what the tests and benchmarks/densearith.py run.
 """
 
 from __future__ import annotations
