@@ -1081,21 +1081,25 @@ class ExpandedPairs(_message.Message):
     def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class CandidatePairs(_message.Message):
-    __slots__ = ("member_a", "member_b", "clk", "last", "pairs")
+    __slots__ = ("member_a", "member_b", "clk", "last", "pairs", "block_rows_a", "block_rows_b")
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_ROWS_B_FIELD_NUMBER: _ClassVar[int]
     member_a: int
     member_b: int
     clk: int
     last: bool
     pairs: int
-    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ...) -> None: ...
+    block_rows_a: _containers.RepeatedScalarFieldContainer[int]
+    block_rows_b: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ..., block_rows_a: _Optional[_Iterable[int]] = ..., block_rows_b: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged", "blocks")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1113,6 +1117,7 @@ class CircuitBatch(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     REACH_FIELD_NUMBER: _ClassVar[int]
     ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -1130,11 +1135,68 @@ class CircuitBatch(_message.Message):
     rule: ScoreRule
     reach: bool
     acknowledged: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ...) -> None: ...
+    blocks: str
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ..., blocks: _Optional[str] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class BlockDeal(_message.Message):
+    __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup")
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_A_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_B_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_A_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_B_FIELD_NUMBER: _ClassVar[int]
+    CLK_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    blocks: str
+    member_a: str
+    member_b: str
+    records_a: int
+    records_b: int
+    clk: int
+    part: int
+    rows_a: _containers.RepeatedScalarFieldContainer[int]
+    rows_b: _containers.RepeatedScalarFieldContainer[int]
+    cutoffs: _containers.RepeatedScalarFieldContainer[float]
+    rule: ScoreRule
+    setup: bytes
+    def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ...) -> None: ...
+
+class BlocksReply(_message.Message):
+    __slots__ = ("round_bytes_sent", "round_bytes_received")
+    ROUND_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    round_bytes_sent: int
+    round_bytes_received: int
+    def __init__(self, round_bytes_sent: _Optional[int] = ..., round_bytes_received: _Optional[int] = ...) -> None: ...
+
+class BlockMessage(_message.Message):
+    __slots__ = ("blocks", "checked", "run", "rows_a", "rows_b", "nonce", "data", "last")
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    blocks: str
+    checked: bytes
+    run: str
+    rows_a: bytes
+    rows_b: bytes
+    nonce: bytes
+    data: bytes
+    last: bool
+    def __init__(self, blocks: _Optional[str] = ..., checked: _Optional[bytes] = ..., run: _Optional[str] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class RoundMessage(_message.Message):
     __slots__ = ("batch", "masked", "checked", "rows_a", "rows_b", "mask", "drop", "run", "nonce", "check", "digest", "replay")

@@ -1584,6 +1584,11 @@ class TwoServerBlockingStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
                 _registered_method=True)
+        self.PrepareBlocks = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/PrepareBlocks',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlocksReply.FromString,
+                _registered_method=True)
 
 
 class TwoServerBlockingServicer:
@@ -1651,6 +1656,16 @@ class TwoServerBlockingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareBlocks(self, request, context):
+        """An unblocked part's blocks by arithmetic sharing (C calls it, once S2 holds its side by
+        PrepareBlocks): S1 checks the part against its proposal, then converts and checks C's
+        deal with S2 (BlockExchange); both keep every pair's H shares for the part's batches
+        (CircuitBatch.blocks). docs/protocol.md "A whole block by arithmetic sharing".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerBlockingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1683,6 +1698,11 @@ def add_TwoServerBlockingServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.SerializeToString,
+            ),
+            'PrepareBlocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareBlocks,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlocksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1870,6 +1890,33 @@ class TwoServerBlocking:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def PrepareBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/PrepareBlocks',
+            blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.BlocksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class TwoServerSharesStub:
     """S2
@@ -1920,6 +1967,16 @@ class TwoServerSharesStub:
                 '/blindmatch.v1.TwoServerShares/Acknowledge',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
+                _registered_method=True)
+        self.PrepareBlocks = channel.stream_unary(
+                '/blindmatch.v1.TwoServerShares/PrepareBlocks',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.FromString,
+                _registered_method=True)
+        self.BlockExchange = channel.stream_stream(
+                '/blindmatch.v1.TwoServerShares/BlockExchange',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
                 _registered_method=True)
 
 
@@ -1985,6 +2042,23 @@ class TwoServerSharesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareBlocks(self, request_iterator, context):
+        """S2's side of an unblocked part's blocks from C's deal, in parts (the first names the
+        part, the others carry S2's setups, the blocks' one after the other), held until S1
+        opens BlockExchange.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlockExchange(self, request_iterator, context):
+        """The blocks' conversion and checks (S1 calls it): the first of S1's messages names the
+        blocks and their rows, then each block's two messages each way, in parts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerSharesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2027,6 +2101,16 @@ def add_TwoServerSharesServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.SerializeToString,
+            ),
+            'PrepareBlocks': grpc.stream_unary_rpc_method_handler(
+                    servicer.PrepareBlocks,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.SerializeToString,
+            ),
+            'BlockExchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.BlockExchange,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2246,6 +2330,60 @@ class TwoServerShares:
             '/blindmatch.v1.TwoServerShares/Acknowledge',
             blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.AcknowledgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareBlocks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerShares/PrepareBlocks',
+            blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.PrepareReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockExchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/blindmatch.v1.TwoServerShares/BlockExchange',
+            blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,7 @@ ACTIONS = {
     "twoserver.expand": "S2 opened the band keys S1 matched into a run's candidate pairs",
     "twoserver.refused": "a two-server server refused a batch evaluating a pair again",
     "twoserver.deal": "S1 or S2 refused a batch: the combiner's triples failed their check",
+    "twoserver.blocks": "S1 and S2 converted and checked an unblocked part's blocks' deal",
     "twoserver.resume": "the combiner asked S1 or S2 for a batch's output shares again",
     "twoserver.rerun": "S2 ran a batch's rounds again with S1 on the inputs both kept",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",

@@ -131,6 +131,12 @@ def _explicit_sizes(s: Shape) -> list[int]:
     return out
 
 
+def setup_bytes(s: Shape, role: int) -> int:
+    """The bytes of C's setup for server `role` on block `s`: S1's seed; S2's seed and its
+    explicit values (4 bytes each)."""
+    return SEED_BYTES + (4 * sum(_explicit_sizes(s)) if role else 0)
+
+
 def matmul32(x: U32, y: U32) -> U32:
     """x y^T mod 2^32 of uint32 matrices, by float64 products of 16-bit halves (exact: sums of
     at most 2^20 products under 2^32 stay under 2^53), `CHUNK_BYTES` of x's rows at a time."""
@@ -412,4 +418,4 @@ def _split(message: bytes, sizes: Sequence[int]) -> list[bytes]:
     return out
 
 
-__all__ = ["REPS", "BlockDeal", "Party", "Shape", "deal", "matmul32"]
+__all__ = ["REPS", "BlockDeal", "Party", "Shape", "deal", "matmul32", "setup_bytes"]

@@ -20,13 +20,26 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import densearith, linkbit
-from blindmatch.matcher.core.crosspart import _within
+from blindmatch.matcher.core.crosspart import Cross, _within
 from blindmatch.matcher.core.gmwsum import addends, sum_circuit, sum_rule_circuit
 from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
 
 Bits = npt.NDArray[np.bool_]
 Rows = npt.NDArray[np.uint32]
+
+
+def part_blocks(part: object) -> tuple[tuple[int, int], ...]:
+    """An unblocked part's non-empty blocks' sizes (rows of A, rows of B), what C is told of
+    it to deal for; () for a blocked part."""
+    if not isinstance(part, Cross):
+        return ()
+    return tuple((len(a), len(b)) for a, b in part.sides() if len(a) and len(b))
+
+
+def part_sides(part: Cross) -> list[tuple[Rows, Rows]]:
+    """The rows of A and of B of each of `part_blocks`."""
+    return [(a, b) for a, b in part.sides() if len(a) and len(b)]
 
 
 def circuit(widths: Sequence[int], cutoffs: Sequence[float], rule: Rule | None) -> linkbit.Circuit:
@@ -186,4 +199,4 @@ def compare(
     return out
 
 
-__all__ = ["Blocks", "circuit", "compare", "exchange", "side"]
+__all__ = ["Blocks", "circuit", "compare", "exchange", "part_blocks", "part_sides", "side"]

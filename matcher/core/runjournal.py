@@ -67,6 +67,11 @@ class Watched:
     def bits(self, clk: int) -> int:
         return self.servers.bits(clk)
 
+    @property
+    def prepare_part(self) -> Callable[..., None] | None:
+        """The servers' (core/tworun.py `_dense`: an unblocked part by blocks); None: by pairs."""
+        return getattr(self.servers, "prepare_part", None)
+
     def evaluate_part(
         self,
         index: int,

@@ -33,10 +33,7 @@ from blindmatch.matcher.domain import NO_RULE, Rule
 
 def _with_blocks(described: Proposed, part: Part) -> Proposed:
     """An unblocked part as C is told of it in process: with its non-empty blocks' sizes."""
-    if not isinstance(part, Cross):
-        return described
-    blocks = tuple((len(a), len(b)) for a, b in part.sides() if len(a) and len(b))
-    return dataclasses.replace(described, blocks=blocks)
+    return dataclasses.replace(described, blocks=denseblock.part_blocks(part))
 
 
 class InProcess:

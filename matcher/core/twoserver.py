@@ -181,7 +181,7 @@ class ShareServer:
                    setups: Sequence[bytes]) -> denseblock.Blocks:  # fmt: skip
         """This server's parties on the non-empty blocks of unblocked `part` (rows of A x
         rows of B) on CLKs `clks`, from C's setups (core/denseblock.py `side`)."""
-        sides = [(a, b) for a, b in part.sides() if len(a) and len(b)]
+        sides = denseblock.part_sides(part)
         shares = tuple([self._shares[m][k] for k in clks] for m in (part.member_a, part.member_b))
         pops = tuple([self._pops[m][k] for k in clks] for m in (part.member_a, part.member_b))
         return denseblock.side(role, shares, pops, sides, setups)

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import batchresume, linkbit
+from blindmatch.matcher.core import batchresume, densearith, linkbit
 from blindmatch.matcher.core.batchresume import BatchWatch
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
@@ -290,6 +290,8 @@ class RemoteServers:
         self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
         self._unacked: list[str] = []  # answered, to acknowledge with the next batch
         self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
+        # Unblocked parts by arithmetic sharing (False: by pairs): the blocks S1 and S2 hold
+        self.dense, self._blocks = True, dict[int, str]()  # of part `index`, by id
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -331,7 +333,10 @@ class RemoteServers:
             parts = list(self._s1.Propose(request, metadata=self._metadata, timeout=CALL_SECONDS))
         except grpc.RpcError as exc:
             raise peer_error(self.names[0], exc) from None
-        self._parts = [Proposed(p.member_a, p.member_b, p.clk, p.pairs) for p in parts]
+        self._parts = [Proposed(p.member_a, p.member_b, p.clk, p.pairs,
+                                tuple(zip(p.block_rows_a, p.block_rows_b, strict=True))
+                                if self.dense else ()) for p in parts]  # fmt: skip
+        self._blocks = {}
         for p in self._parts:
             if not (p.member_a < p.member_b < len(self.members)) or p.clk >= len(self._bits):
                 raise errors.DataLoss(f"{self.names[0]} proposed a part of no such members/CLK")
@@ -430,6 +435,13 @@ class RemoteServers:
             except errors.ServiceError as exc:
                 log.info("%s kept batches %s unacknowledged: %s", who, list(batches), exc)
 
+    def prepare_part(self, index: int, deals: Sequence[densearith.BlockDeal],
+                     transcript: linkbit.Transcript, clock: dict[str, float]) -> None:  # fmt: skip
+        """Part `index`'s blocks dealt, converted and checked (rpc/twoserver_blocks.py)."""
+        from blindmatch.matcher.rpc.twoserver_blocks import prepare_blocks
+
+        self._blocks[index] = prepare_blocks(self, index, deals, transcript)
+
     def evaluate_part(
         self,
         index: int,
@@ -442,7 +454,9 @@ class RemoteServers:
     ) -> tuple[bytes, bytes]:
         p = self._parts[index]
         batch = secrets.token_hex(12)
-        ref = dict(proposed=True, part=index, offset=offset, count=count)
+        ref: dict[str, Any] = dict(proposed=True, part=index, offset=offset, count=count)
+        if index in self._blocks:  # on the H shares of its blocks
+            ref["blocks"] = self._blocks[index]
         made = [self._batch(batch, p.member_a, p.member_b, p.clk, setup, circuit.cutoffs, **ref)
                 for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
         return self._run(made[0], made[1], count, circuit, transcript, tagged=True,

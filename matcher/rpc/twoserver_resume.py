@@ -67,7 +67,7 @@ def rerun(role: _Role, s2: ShareExchange, inputs: Kept) -> pb.OutputShares:
     held, circuit, count = role.batch(m)
     rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
     drop = drop_bits(first.drop, count)
-    party = role.party(0, held, circuit, m.clk, rows_a, rows_b, m.setup, first.nonce)
+    party = role.batch_party(0, held, circuit, m, rows_a, rows_b, first.run, first.nonce)
     first.replay = True
     try:
         sent, received = s2.exchange(first, party)

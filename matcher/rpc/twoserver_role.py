@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import audit, linkbit
+from blindmatch.matcher.core import audit, denseblock, linkbit
 from blindmatch.matcher.core.batchkeep import MAX_INPUTS, BatchKeep
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.pairbudget import PairBudget
@@ -30,6 +30,7 @@ from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
+from blindmatch.matcher.rpc.twoserver_blocks import HeldBlocks, widths
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
 from blindmatch.matcher.rpc.twoserver_presort import Presorter
@@ -109,6 +110,8 @@ class _Role:
         self.runs: set[tuple[str, str, str]] = set()  # S2: (run, member_a, member_b) logged
         # S1's and S2's own query limit (rpc/twoserver_queries.py); the combiner keeps none
         self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
+        # S1, S2: unblocked parts' blocks, every pair's H shares (rpc/twoserver_blocks.py)
+        self.dense = HeldBlocks(clock)
         # S1: each upload's band keys sorted as it arrives (rpc/twoserver_presort.py)
         self.presorter = Presorter() if role == "s1" else None
 
@@ -274,6 +277,7 @@ class _Role:
             self.budget.forget(member)
             self.batches.forget({member, *old})
             self.inputs.forget({member, *old})
+            self.dense.forget({member, *old})
             self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
@@ -304,6 +308,7 @@ class _Role:
                 self.budget.forget(name)
             self.batches.forget(dropped)
             self.inputs.forget(dropped)
+            self.dense.forget(set(dropped))
             self.end_proposals(set(dropped))
             self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
@@ -408,7 +413,11 @@ class _Role:
                 )
             cutoffs = (reach,)
         try:
-            if rule.active and m.clk == 0:
+            if m.blocks:  # on the H shares of the part's blocks (rpc/twoserver_blocks.py)
+                if not m.proposed or m.reach:
+                    raise errors.InvalidArgument("blocks: a batch of the proposal's only")
+                circuit = denseblock.circuit(widths(held[0].bits, m.clk, rule), cutoffs, rule)
+            elif rule.active and m.clk == 0:
                 circuit = rule_circuit(held[0].bits[0], held[0].bits[1], cutoffs, rule)
             else:
                 circuit = linkbit.circuit(held[0].bits[m.clk], cutoffs)
@@ -458,6 +467,20 @@ class _Role:
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
         return party
+
+    def batch_party(
+        self, who: int, held: list[Held], circuit: linkbit.Circuit, m: pb.CircuitBatch,
+        rows_a: Rows, rows_b: Rows, run: str, nonce: bytes | None = None,
+    ) -> linkbit.Party:  # fmt: skip
+        """This server's party on batch `m` of run `run`: on the shares of its part's blocks
+        (`m.blocks`, held for that part), else on the pairs' CLK shares."""
+        if not m.blocks:
+            return self.party(who, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
+        side = self.dense.side(m.blocks, m.member_a, m.member_b, m.part, run)
+        try:
+            return side.party(PairBatch(0, 1, m.clk, rows_a, rows_b), circuit, m.setup, nonce)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"setup/rows: {exc}") from None
 
 
 def _outputs(

@@ -48,8 +48,8 @@ import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import denseblock, linkbit, triplecheck, tworun
 from blindmatch.matcher.core import exhaustive as exhaustive_
-from blindmatch.matcher.core import linkbit, triplecheck, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.proposal import Checked, Proposal, Refused, run_cutoffs
 from blindmatch.matcher.core.querylimit import QueryLimits
@@ -60,6 +60,7 @@ from blindmatch.matcher.core.twoserver import (
 )
 from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
+from blindmatch.matcher.rpc.twoserver_blockcalls import s1_prepare
 from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
 from blindmatch.matcher.rpc.twoserver_client import (
     RemoteServers,
@@ -180,9 +181,12 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         if resumed:  # parts without the pairs counted (rpc/twoserver_resume.py)
             detail.update(resumed=sorted(resumed), left_out=left_out)
         self.log("combiner", "twoserver.run", "", **detail)
-        for part in proposal.described():
+        for part, whole in zip(proposal.described(), proposal.parts, strict=True):
+            blocks = denseblock.part_blocks(whole)  # an unblocked part's (C deals for them)
             yield pb.CandidatePairs(member_a=part.member_a, member_b=part.member_b,
-                                    clk=part.clk, pairs=part.pairs, last=True)  # fmt: skip
+                                    clk=part.clk, pairs=part.pairs, last=True,
+                                    block_rows_a=[a for a, _ in blocks],
+                                    block_rows_b=[b for _, b in blocks])  # fmt: skip
 
     def keys_check(self, members: list[str], held: list[Held]) -> None:
         """A run with a member sent without band keys (a query's, `band_keys_withheld`)
@@ -236,13 +240,15 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             except Refused as exc:
                 self.log("combiner", "twoserver.refused", members=members, reason=str(exc))
                 raise errors.PermissionDenied(str(exc)) from None
+            if request.blocks:  # its part's blocks held, before its pairs are counted
+                self.dense.side(request.blocks, members[0], members[1], request.part, proposal.id)
             reach = request.reach  # a reach batch: its own budget, bounds and audit entry
             self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop], reach)
             if checked is not None:
                 (proposal.commit_reach if reach else proposal.commit)(checked)
         if checked is not None:  # every extras or reach batch, whatever S1 answered
             self._log_asked(proposal, checked, members, request.clk, reach)
-        party = self.party(0, held, circuit, request.clk, rows_a, rows_b, request.setup)
+        party = self.batch_party(0, held, circuit, request, rows_a, rows_b, proposal.id)
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
                                 rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
@@ -277,6 +283,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def Acknowledge(self, request: pb.AcknowledgeRequest, context: Any) -> pb.AcknowledgeReply:
         return acknowledge(self, request)
+
+    @_from("combiner")
+    def PrepareBlocks(self, request: pb.BlockDeal, context: Any) -> pb.BlocksReply:
+        return s1_prepare(self, self.s2, request)
 
     def _log_asked(self, proposal: Proposal, checked: Checked, members: list[str], clk: int,
                    reach: bool) -> None:  # fmt: skip

@@ -21,6 +21,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.batchkeep import Gone, unpack
 from blindmatch.matcher.core.twoserver import TOKEN_BYTES, Matched, ShareServer
+from blindmatch.matcher.rpc.twoserver_blockcalls import s2_exchange, s2_prepare
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
     expanded_parts,
@@ -181,10 +182,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
         drop = drop_bits(first.drop, count)
         if first.replay:
-            party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
+            party = self.batch_party(1, held, circuit, m, rows_a, rows_b, first.run, nonce)
             self.log("s1", "twoserver.rerun", batch=first.batch, run=first.run,
                      members=[m.member_a, m.member_b], pairs=count)  # fmt: skip
             return m, party, drop
+        if m.blocks:  # its part's blocks held, before its pairs are counted
+            self.dense.side(m.blocks, m.member_a, m.member_b, m.part, first.run)
         self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop], m.reach)
         seen = (first.run, m.member_a, m.member_b)
         with self.lock:
@@ -193,7 +196,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         if new:  # S2's record of a run: each pair of members S1 opens batches of, once
             self.log("s1", "twoserver.run", run=first.run, members=[m.member_a, m.member_b],
                      cutoffs=list(m.cutoffs))  # fmt: skip
-        party = self.party(1, held, circuit, m.clk, rows_a, rows_b, m.setup)
+        party = self.batch_party(1, held, circuit, m, rows_a, rows_b, first.run)
         # What fixes the rounds, kept before them (durably with a data dir): a batch cut
         # during them is run again on the same when S1 asks (`replay`).
         keep_inputs(self, m, count, m.SerializeToString(), first.SerializeToString(),
@@ -272,6 +275,16 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
     @_from("combiner")
     def Acknowledge(self, request: pb.AcknowledgeRequest, context: Any) -> pb.AcknowledgeReply:
         return acknowledge(self, request)
+
+    @_from("combiner")
+    def PrepareBlocks(self, request: Iterator[pb.BlockDeal], context: Any) -> pb.PrepareReply:
+        return s2_prepare(self, request)
+
+    @_from("s1")
+    def BlockExchange(
+        self, request: Iterator[pb.BlockMessage], context: Any
+    ) -> Iterator[pb.BlockMessage]:
+        yield from s2_exchange(self, request)
 
 
 __all__ = ["MAX_PENDING", "STALE_SECONDS", "SharesService"]

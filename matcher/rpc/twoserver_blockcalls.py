@@ -1,0 +1,268 @@
+"""S1's and S2's `PrepareBlocks` and their `BlockExchange` (rpc/twoserver_blocks.py holds
+what they keep; docs/protocol.md "A whole block by arithmetic sharing"): S2 holds C's deal;
+S1 checks the deal against its proposal (an unblocked part, its blocks' sizes, the run's
+cut-offs and rule), then the two convert each record's CLK bits, open the masked matrices
+and check C's deal (core/densearith.py), S1 sending the blocks' rows first. A deal that
+fails the checks is refused by both, naming the dealer, and audited (`twoserver.deal`)."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import denseblock, triplecheck
+from blindmatch.matcher.core.linkbit import SEED_BYTES
+from blindmatch.matcher.core.proposal import Refused
+from blindmatch.matcher.rpc.twoserver_blocks import cut, joined, setups, shapes, widths
+from blindmatch.matcher.rpc.twoserver_client import (
+    CALL_SECONDS,
+    ShareExchange,
+    from_rows,
+    peer_error,
+    to_rows,
+)
+from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
+from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+Side = tuple[list[np.ndarray], list[np.ndarray]]  # type: ignore[type-arg]
+
+
+def _held(role: _Role, m: pb.BlockDeal) -> list[Held]:
+    """The deal's two members' uploads, as many records as C holds."""
+    if m.member_a == m.member_b:
+        raise errors.InvalidArgument("member_a/member_b: two members")
+    held = [role.member(m.member_a, "member_a"), role.member(m.member_b, "member_b")]
+    for name, h, records in (("a", held[0], m.records_a), ("b", held[1], m.records_b)):
+        if h.records != records:
+            raise errors.InvalidArgument(
+                f"records_{name}: {records} at the combiner, but {NAMES[role.role]} holds "
+                f"{h.records} of {getattr(m, 'member_' + name)!r} (the uploads differ)"
+            )
+    return held
+
+
+def _side(role: int, held: list[Held], m: pb.BlockDeal, sides: list[tuple[np.ndarray, np.ndarray]],
+          seeds: list[bytes]) -> denseblock.Blocks:  # fmt: skip
+    """This server's parties on the blocks of rows `sides` from C's `seeds`."""
+    clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
+    shares = tuple([h.shares[k] for k in clks] for h in held)
+    pops = tuple([h.popshares[k] for k in clks] for h in held)
+    try:
+        return denseblock.side(role, shares, pops, sides, seeds)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"setup: {exc}") from None
+
+
+def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
+    """S1's `PrepareBlocks`: the deal checked against its proposal, then the blocks' exchange
+    with S2; S1 holds its side for the part's batches."""
+    held = _held(role, m)
+    rule = part_rule(m, "blocks")
+    blocks = shapes(m, held[0].bits, rule)
+    seeds = setups(m, blocks, 0, m.setup)
+    members = [m.member_a, m.member_b]
+    with role.lock:
+        proposal = role.proposals.of(m.member_a, m.member_b)
+        if proposal is None:
+            raise errors.FailedPrecondition(
+                "blocks: S1 has proposed no run over these uploads (Propose first)"
+            )
+        if m.part >= len(proposal.parts):
+            raise errors.InvalidArgument(f"part: {m.part} of {len(proposal.parts)}")
+        part = proposal.parts[m.part]
+        names = (proposal.members[part.member_a], proposal.members[part.member_b])
+        sizes = denseblock.part_blocks(part)
+        try:
+            proposal.check_rule(rule)
+            if tuple(m.cutoffs) != proposal.cutoffs:
+                raise Refused(f"cutoffs: {list(m.cutoffs)}, not the run's {list(proposal.cutoffs)}")
+            if names != (m.member_a, m.member_b) or part.clk != m.clk or not sizes:
+                raise Refused(
+                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}"
+                    f"{'' if sizes else ', blocked'}, not an unblocked part of {m.member_a!r} "
+                    f"x {m.member_b!r} on clk {m.clk}"
+                )
+            if sizes != tuple(zip(m.rows_a, m.rows_b, strict=True)):
+                raise Refused(f"rows_a/rows_b: not the sizes of part {m.part}'s blocks")
+        except Refused as exc:
+            role.log("combiner", "twoserver.refused", members=members, reason=str(exc))
+            raise errors.PermissionDenied(str(exc)) from None
+        sides, run = denseblock.part_sides(part), proposal.id  # type: ignore[arg-type]
+    kept = role.dense.put(m)
+    try:
+        side = _side(0, held, m, sides, seeds)
+        first = pb.BlockMessage(
+            blocks=m.blocks, checked=kept.checked, run=run,
+            rows_a=b"".join(from_rows(a) for a, _ in sides),
+            rows_b=b"".join(from_rows(b) for _, b in sides),
+            nonce=b"".join(p.nonce() for p in side.blocks),
+        )  # fmt: skip
+        try:
+            sent, received = _exchange(s2, first, side)
+        except triplecheck.DealRefused as exc:
+            role.log("combiner", "twoserver.deal", members=members, blocks=m.blocks, run=run,
+                     part=m.part, reason=str(exc))  # fmt: skip
+            raise triplecheck.refused(f"{m.blocks} (part {m.part}'s blocks)", exc) from None
+    except BaseException:
+        role.dense.drop(m.blocks)
+        raise
+    kept.side, kept.run = side, run
+    role.log("combiner", "twoserver.blocks", members=members, run=run, part=m.part,
+             blocks=[list(s) for s in sizes], pairs=sum(a * b for a, b in sizes))  # fmt: skip
+    return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received)
+
+
+def _exchange(s2: ShareExchange, first: pb.BlockMessage,
+              side: denseblock.Blocks) -> tuple[int, int]:  # fmt: skip
+    """S1's side of BlockExchange: the first message, S2's nonces, then each block's two
+    messages each way; bytes sent and received."""
+    outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
+    counts = [first.ByteSize(), 0]
+
+    def requests() -> Iterator[pb.BlockMessage]:
+        while (m := outbox.get()) is not None:
+            yield m
+
+    def send(data: bytes) -> None:
+        for part, last in cut(data):
+            counts[0] += len(part) + 8
+            outbox.put(pb.BlockMessage(data=part, last=last))
+
+    outbox.put(first)
+    try:
+        replies = s2._stub.BlockExchange(requests(), metadata=s2._metadata,
+                                         timeout=CALL_SECONDS)  # fmt: skip
+
+        def nxt() -> pb.BlockMessage | None:
+            m = next(replies, None)
+            counts[1] += 0 if m is None else m.ByteSize()
+            return m
+
+        got = nxt()
+        if got is None or len(got.nonce) != SEED_BYTES * len(side.blocks):
+            raise errors.DataLoss(f"{s2.name}: no nonce for each block")
+        try:
+            for k, p in enumerate(side.blocks):
+                p.agree(got.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
+                send(p.convert())
+                send(p.reconcile(joined(nxt, "a conversion")))
+                p.finish(joined(nxt, "an opening"))
+            done = nxt()  # S2's own checks passed and its side is held
+            if done is None or not done.last or done.data:
+                raise errors.DataLoss(f"{s2.name}: the block exchange ended unconfirmed")
+        except (ValueError, errors.InvalidArgument) as exc:
+            raise errors.DataLoss(f"{s2.name}: {exc}") from None
+    except grpc.RpcError as exc:
+        raise peer_error(s2.name, exc) from None
+    finally:
+        outbox.put(None)
+    return counts[0], counts[1]
+
+
+def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
+    """S2's `PrepareBlocks`: C's deal, its setups in parts, checked to fit the blocks and
+    held until S1 opens their exchange."""
+    first = next(request, None)
+    if first is None or first.setup or not first.blocks:
+        raise errors.InvalidArgument("blocks: the first message names them, without setup")
+    held = _held(role, first)
+    blocks = shapes(first, held[0].bits, part_rule(first, "blocks"))
+    setup = bytearray()
+    for n, m in enumerate(request, start=1):
+        bare = pb.BlockDeal()
+        bare.CopyFrom(m)
+        bare.setup = b""
+        if bare.ByteSize():
+            raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
+        setup += m.setup
+    setups(first, blocks, 1, bytes(setup))
+    role.dense.put(first, bytes(setup))
+    return pb.PrepareReply()
+
+
+def _rows(first: pb.BlockMessage, m: pb.BlockDeal) -> list[tuple[np.ndarray, np.ndarray]]:
+    """S1's first message's rows of each block, checked: the deal's sizes, ascending, each
+    within the records."""
+    out: list[list[np.ndarray]] = [[], []]
+    sets = ((first.rows_a, m.rows_a, m.records_a), (first.rows_b, m.rows_b, m.records_b))
+    for k, (data, sizes, records) in enumerate(sets):
+        rows = to_rows(data, ("rows_a", "rows_b")[k])
+        if len(rows) != sum(sizes):
+            raise errors.InvalidArgument(f"rows: {len(rows)} rows, the blocks' {sum(sizes)}")
+        at = 0
+        for n in sizes:
+            block = rows[at : at + n]
+            at += n
+            if (n > 1 and not (np.diff(block.astype(np.int64)) > 0).all()) or block[-1] >= records:
+                raise errors.InvalidArgument("rows: a block's rows ascending, within the records")
+            out[k].append(block)
+    return list(zip(out[0], out[1], strict=True))
+
+
+def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.BlockMessage]:
+    """S2's side of BlockExchange (S1's first message opens blocks C prepared on S2)."""
+    first = next(request, None)
+    if first is None:
+        raise errors.InvalidArgument("a block exchange of no messages")
+    kept = role.dense.take(first.blocks)
+    try:
+        m = kept.deal
+        if first.checked != kept.checked:
+            raise errors.PermissionDenied(
+                f"checked: blocks {first.blocks!r} as S1 checked them are not the blocks the "
+                "combiner prepared on S2 (another part, members, sizes or cut-offs)"
+            )
+        held = _held(role, m)
+        blocks = shapes(m, held[0].bits, part_rule(m, "blocks"))
+        seeds = setups(m, blocks, 1, kept.setup)
+        side = _side(1, held, m, _rows(first, m), seeds)
+        kept.setup = b""
+        if len(first.nonce) != SEED_BYTES * len(blocks):
+            raise errors.InvalidArgument(f"nonce: {SEED_BYTES} bytes a block")
+        for k, p in enumerate(side.blocks):
+            p.agree(first.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
+        yield pb.BlockMessage(nonce=b"".join(p.nonce() for p in side.blocks))
+
+        def nxt() -> pb.BlockMessage | None:
+            return next(request, None)
+
+        for p in side.blocks:
+            for data, last in cut(p.convert()):
+                yield pb.BlockMessage(data=data, last=last)
+            try:
+                theirs = p.reconcile(joined(nxt, "a conversion"))
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"data: {exc}") from None
+            for data, last in cut(theirs):
+                yield pb.BlockMessage(data=data, last=last)
+            try:
+                p.finish(joined(nxt, "an opening"))
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"data: {exc}") from None
+            except triplecheck.DealRefused as exc:
+                role.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
+                         blocks=first.blocks, run=first.run, part=m.part,
+                         reason=str(exc))  # fmt: skip
+                raise triplecheck.refused(f"{first.blocks} (part {m.part}'s blocks)",
+                                          exc) from None  # fmt: skip
+    except BaseException:
+        role.dense.drop(first.blocks)
+        raise
+    kept.side, kept.run = side, first.run
+    role.log(
+        "s1",
+        "twoserver.blocks",
+        members=[m.member_a, m.member_b],
+        run=first.run,
+        part=m.part,
+        blocks=[[a, b] for a, b in zip(m.rows_a, m.rows_b, strict=True)],
+    )
+    yield pb.BlockMessage(last=True)  # held: S1 may send the part's batches
+
+
+__all__ = ["s1_prepare", "s2_exchange", "s2_prepare"]

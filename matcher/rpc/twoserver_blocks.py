@@ -1,0 +1,259 @@
+"""An unblocked part's blocks by arithmetic sharing over gRPC (docs/privacy-design.md "A whole
+block by arithmetic sharing", docs/protocol.md): what S1 and S2 hold of them and the checks
+of C's `BlockDeal` they share; the parts messages are cut into; C's side (`prepare_blocks`).
+
+C tells S2 its deal first (S2's `PrepareBlocks`, a stream: S2's setups are ~100 MB a CLK at
+6,000 x 1,600 rows), then S1 (`PrepareBlocks`); S1 checks the part against its proposal and
+opens `BlockExchange` with S2 (rpc/twoserver_blockcalls.py): the rows of each block, the
+nonces, then each block's two messages each way (core/denseblock.py `exchange`) in parts.
+Both then hold every pair's H shares (`HeldBlocks`, by C's id) for the part's batches
+(`CircuitBatch.blocks`), until the same part's blocks are dealt again, the uploads go,
+STALE_SECONDS pass unused, or newer parts' need the room (MAX_BLOCKS, MAX_PAIRS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import densearith, denseblock, linkbit
+from blindmatch.matcher.core.proposal import Refused, run_cutoffs
+from blindmatch.matcher.domain import Rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+if TYPE_CHECKING:
+    from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+
+PART_BYTES = 1 << 22  # a BlockDeal's or BlockMessage's `setup`/`data` part (4 MiB)
+MAX_BLOCKS = 64  # parts' blocks S1 or S2 holds at once (prepared or exchanged)
+MAX_PAIRS = 1 << 25  # and their pairs (H shares: 4 bytes a pair with the rule's two CLKs)
+STALE_SECONDS = 1200.0  # blocks unused this long are dropped (twice a call's limit)
+Rows = npt.NDArray[np.uint32]
+
+
+def digest(m: pb.BlockDeal) -> bytes:
+    """SHA-256 of C's deal less its setup: equal on S1 and S2 exactly when C told both the
+    same part, members, sizes, cut-offs and rule."""
+    bare = pb.BlockDeal()
+    bare.CopyFrom(m)
+    bare.setup = b""
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+
+
+def widths(bits: Sequence[int], clk: int, rule: Rule) -> tuple[int, ...]:
+    """The CLKs a part's blocks read: both with the gap rule on clk 0, else `clk`'s."""
+    return (bits[0], bits[1]) if rule.active and clk == 0 else (bits[clk],)
+
+
+def shapes(m: pb.BlockDeal, bits: Sequence[int], rule: Rule) -> list[densearith.Shape]:
+    """The deal's blocks, checked: sizes of as many rows of A as of B, each within the
+    records, the run's cut-offs."""
+    if not m.blocks or len(m.blocks) > 64:
+        raise errors.InvalidArgument("blocks: an id of 1 to 64 characters")
+    if not m.rows_a or len(m.rows_a) != len(m.rows_b):
+        raise errors.InvalidArgument(
+            f"rows_a/rows_b: {len(m.rows_a)} and {len(m.rows_b)} block sizes; as many, at least one"
+        )
+    for name, sizes, records in (("rows_a", m.rows_a, m.records_a),
+                                 ("rows_b", m.rows_b, m.records_b)):  # fmt: skip
+        if min(sizes) < 1 or max(sizes) > records:
+            raise errors.InvalidArgument(
+                f"{name}: blocks of {min(sizes)} to {max(sizes)} rows of {records} records; "
+                "each at least 1"
+            )
+    try:
+        run_cutoffs(m.cutoffs[0] if m.cutoffs else 0.0, m.cutoffs[1:])
+    except Refused as exc:
+        raise errors.InvalidArgument(f"cutoffs: {exc}") from None
+    if m.clk >= len(bits):
+        raise errors.InvalidArgument(f"clk: {m.clk}, but the uploads have {len(bits)}")
+    w = widths(bits, m.clk, rule)
+    return [densearith.Shape(a, b, w) for a, b in zip(m.rows_a, m.rows_b, strict=True)]
+
+
+def setups(m: pb.BlockDeal, blocks: Sequence[densearith.Shape], role: int,
+           setup: bytes) -> list[bytes]:  # fmt: skip
+    """C's setup for server `role` cut into the blocks' (`InvalidArgument` where it does not
+    fit them)."""
+    sizes = [densearith.setup_bytes(s, role) for s in blocks]
+    if len(setup) != sum(sizes):
+        raise errors.InvalidArgument(
+            f"setup: {len(setup)} bytes for {len(blocks)} block(s) of {m.blocks!r}; their deal "
+            f"to {('S1', 'S2')[role]} is {sum(sizes)}"
+        )
+    out, at = [], 0
+    for n in sizes:
+        out.append(setup[at : at + n])
+        at += n
+    return out
+
+
+def cut(data: bytes) -> Iterator[tuple[bytes, bool]]:
+    """`data` in PART_BYTES parts, the last marked."""
+    ends = range(0, max(len(data), 1), PART_BYTES)
+    for at in ends:
+        yield data[at : at + PART_BYTES], at + PART_BYTES >= len(data)
+
+
+def joined(messages: Callable[[], pb.BlockMessage | None], what: str) -> bytes:
+    """A message of parts back whole (`InvalidArgument` where the stream ends first)."""
+    parts = []
+    while True:
+        m = messages()
+        if m is None:
+            raise errors.InvalidArgument(f"data: the block exchange ended within {what}")
+        parts.append(m.data)
+        if m.last:
+            return b"".join(parts)
+
+
+def _pairs(m: pb.BlockDeal) -> int:
+    return sum(a * b for a, b in zip(m.rows_a, m.rows_b, strict=True))
+
+
+@dataclass
+class Held:
+    """A part's blocks a server holds: C's deal (its `digest`, the members' names, the part),
+    then its side of them once exchanged (`side`; None: prepared only, S2's `setup`)."""
+
+    deal: pb.BlockDeal
+    checked: bytes
+    since: float
+    setup: bytes = b""
+    run: str = ""
+    side: denseblock.Blocks | None = None
+
+
+class HeldBlocks:
+    """S1's or S2's parts' blocks, by C's id (`put` bounds them; each dropped STALE_SECONDS
+    after its last use, or with its members' uploads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._held: dict[str, Held] = {}
+        self._lock = threading.Lock()
+
+    def _expire(self) -> None:
+        cutoff = self.clock() - STALE_SECONDS
+        for k in [k for k, h in self._held.items() if h.since < cutoff]:
+            del self._held[k]
+
+    def put(self, m: pb.BlockDeal, setup: bytes = b"") -> Held:
+        """Hold C's deal `m` (S2: its `setup`), in place of any of the same part over the same
+        members; the least recently used dropped while MAX_BLOCKS parts or over MAX_PAIRS
+        pairs are held."""
+        with self._lock:
+            self._expire()
+            if m.blocks in self._held:
+                raise errors.InvalidArgument(f"blocks: {m.blocks!r} are prepared already")
+            part = (m.member_a, m.member_b, m.part)
+            for k in [k for k, h in self._held.items()
+                      if (h.deal.member_a, h.deal.member_b, h.deal.part) == part]:  # fmt: skip
+                del self._held[k]
+            pairs = _pairs(m)
+            while self._held and (len(self._held) >= MAX_BLOCKS or pairs + sum(
+                    _pairs(h.deal) for h in self._held.values()) > MAX_PAIRS):  # fmt: skip
+                del self._held[min(self._held, key=lambda k: self._held[k].since)]
+            bare = pb.BlockDeal()
+            bare.CopyFrom(m)
+            bare.setup = b""
+            held = Held(bare, digest(m), self.clock(), setup)
+            self._held[m.blocks] = held
+            return held
+
+    def take(self, blocks: str) -> Held:
+        """S2: the deal C prepared for `blocks`, its setup handed over (held on, to keep the
+        side exchanged)."""
+        with self._lock:
+            held = self._held.get(blocks)
+            if held is None or held.side is not None or not held.setup:
+                raise errors.FailedPrecondition(
+                    f"blocks: {blocks!r} are not prepared on S2 (PrepareBlocks first)"
+                )
+            held.since = self.clock()
+            return held
+
+    def drop(self, blocks: str) -> None:
+        with self._lock:
+            self._held.pop(blocks, None)
+
+    def side(self, blocks: str, member_a: str, member_b: str, part: int,
+             run: str) -> denseblock.Blocks:  # fmt: skip
+        """The side of `blocks` for a batch of part `part` of run `run` over the members;
+        `FailedPrecondition` where this server holds no such blocks exchanged."""
+        with self._lock:
+            self._expire()
+            held = self._held.get(blocks)
+            if held is None or held.side is None:
+                raise errors.FailedPrecondition(
+                    f"blocks: {blocks!r} are not held here (not prepared, not exchanged, "
+                    f"expired after {STALE_SECONDS:.0f} s, replaced, or the server restarted): "
+                    "the part's batches run by pairs, or its blocks are prepared again"
+                )
+            d = held.deal
+            if (d.member_a, d.member_b, d.part, held.run) != (member_a, member_b, part, run):
+                raise errors.PermissionDenied(
+                    f"blocks: {blocks!r} are part {d.part} of run {held.run} over "
+                    f"{d.member_a!r} x {d.member_b!r}, not this batch's"
+                )
+            held.since = self.clock()
+            return held.side
+
+    def forget(self, names: set[str]) -> None:
+        """Drop the blocks over any of `names` (uploads replaced or dropped)."""
+        with self._lock:
+            for k in [k for k, h in self._held.items() if {h.deal.member_a, h.deal.member_b}
+                      & names]:  # fmt: skip
+                del self._held[k]
+
+
+def prepare_blocks(
+    remote: RemoteServers,
+    index: int,
+    deals: Sequence[densearith.BlockDeal],
+    transcript: linkbit.Transcript,
+) -> str:
+    """C: part `index`'s blocks dealt to S2 (a stream) then S1, which converts and checks
+    them with S2; the blocks' id, for the part's batches. Bytes counted in `transcript`."""
+    from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS, _call, wire_rule
+
+    p = remote._parts[index]
+    m = pb.BlockDeal(
+        blocks=secrets.token_hex(12), member_a=remote.members[p.member_a],
+        member_b=remote.members[p.member_b], records_a=remote.records[p.member_a],
+        records_b=remote.records[p.member_b], clk=p.clk, part=index,
+        rows_a=[d.shape.rows_a for d in deals], rows_b=[d.shape.rows_b for d in deals],
+        cutoffs=remote._cutoffs, rule=wire_rule(remote._rule),
+    )  # fmt: skip
+    to_s2 = b"".join(d.to_s2 for d in deals)
+    header = m.ByteSize()
+
+    def s2_parts() -> Iterator[pb.BlockDeal]:
+        yield m
+        for data, _ in cut(to_s2):
+            yield pb.BlockDeal(setup=data)
+
+    _call(remote.names[1], remote._s2.PrepareBlocks, s2_parts(), metadata=remote._metadata,
+          timeout=CALL_SECONDS)  # fmt: skip
+    to_s1 = pb.BlockDeal()
+    to_s1.CopyFrom(m)
+    to_s1.setup = b"".join(d.to_s1 for d in deals)
+    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1, metadata=remote._metadata,
+                  timeout=CALL_SECONDS)  # fmt: skip
+    transcript.count("C", "S2", header + len(to_s2) + 8 * (len(to_s2) // PART_BYTES + 1))
+    transcript.count("C", "S1", to_s1.ByteSize())
+    transcript.count("S1", "S2", reply.round_bytes_sent)
+    transcript.count("S2", "S1", reply.round_bytes_received)
+    return m.blocks
+
+
+__all__ = ["MAX_BLOCKS", "MAX_PAIRS", "PART_BYTES", "STALE_SECONDS", "HeldBlocks", "prepare_blocks"]
