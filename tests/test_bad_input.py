@@ -16,8 +16,9 @@ import pytest
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.sharing import BandPlan, SharedUpload, shared_upload
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, upload_parts
-from blindmatch.matcher.core import linkbit, tickets
+from blindmatch.matcher.core import densearith, linkbit, tickets
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
+from blindmatch.matcher.rpc.twoserver_blocks import digest as blocks_digest
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import (
     RunningRole,
@@ -714,6 +715,42 @@ def prepared_then_exchanged(c: RolesCtx) -> Any:
     return exchange(c, pb.RoundMessage(batch="b9", checked=bytes(32)))
 
 
+def block_deal(c: RolesCtx, who: int, **fields: Any) -> pb.BlockDeal:
+    """C's deal of one block of every north x south pair (part 0) for S1 (0) or S2 (1)."""
+    dealt = densearith.deal(densearith.Shape(ROWS, ROWS, (1024,)))
+    base: dict[str, Any] = dict(
+        blocks="bk", member_a="north", member_b="south", records_a=ROWS, records_b=ROWS,
+        clk=0, part=0, rows_a=[ROWS], rows_b=[ROWS], cutoffs=[0.8],
+        setup=dealt.to_s2 if who else dealt.to_s1,
+    )  # fmt: skip
+    return pb.BlockDeal(**{**base, **fields})
+
+
+def s1_blocks(c: RolesCtx, proposed: bool = True, **fields: Any) -> Any:
+    """S1's PrepareBlocks (after S1 proposes the run: its part 0 blocked, tests/conftest.py)."""
+    if proposed:
+        propose(c)
+    return c.s1.PrepareBlocks(block_deal(c, 0, **fields), metadata=c.key)
+
+
+def s2_blocks(c: RolesCtx, *later: pb.BlockDeal, first: bytes = b"", **fields: Any) -> Any:
+    """S2's PrepareBlocks: the deal's header (`fields` changing it, `first` its setup), then
+    `later` (None: its setup in one part)."""
+    m = block_deal(c, 1, **fields)
+    head = pb.BlockDeal()
+    head.CopyFrom(m)
+    head.setup = first
+    rest = list(later) if later else [pb.BlockDeal(setup=m.setup)]
+    return c.s2.PrepareBlocks(iter([head, *rest]), metadata=c.key)
+
+
+def block_exchange(c: RolesCtx, first: pb.BlockMessage, prepared: bool = False) -> Any:
+    """S1's first BlockExchange message to S2 (after C prepared block "bk" on S2)."""
+    if prepared:
+        s2_blocks(c)
+    return list(c.s2.BlockExchange(iter([first]), metadata=c.key))
+
+
 def run(c: RolesCtx, **fields: Any) -> Any:
     base: dict[str, Any] = dict(threshold=0.8)
     return c.c.Run(pb.TwoServerRunRequest(**{**base, **fields}), metadata=c.key)
@@ -1009,6 +1046,52 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s2ack-members-key", lambda c: c.s2.Acknowledge(pb.AcknowledgeRequest(batches=["b0"]),
                                                      metadata=c.member),
      "PERMISSION_DENIED", "S2 answers Acknowledge only with the combiner's key, not with the"),
+    ("s1blocks-members-key", lambda c: c.s1.PrepareBlocks(block_deal(c, 0), metadata=c.member),
+     "PERMISSION_DENIED", "S1 answers PrepareBlocks only with the combiner's key"),
+    ("s1blocks-unproposed", lambda c: s1_blocks(c, proposed=False), "FAILED_PRECONDITION",
+     "blocks: S1 has proposed no run over these uploads (Propose first)"),
+    ("s1blocks-sizes-unpaired", lambda c: s1_blocks(c, rows_a=[ROWS, 1]), "INVALID_ARGUMENT",
+     "rows_a/rows_b: 2 and 1 block sizes; as many, at least one"),
+    ("s1blocks-too-many-rows", lambda c: s1_blocks(c, rows_a=[ROWS + 1]), "INVALID_ARGUMENT",
+     "rows_a: blocks of 21 to 21 rows of 20 records; each at least 1"),
+    ("s1blocks-empty-block", lambda c: s1_blocks(c, rows_b=[0]), "INVALID_ARGUMENT",
+     "rows_b: blocks of 0 to 0 rows of 20 records; each at least 1"),
+    ("s1blocks-seeds-short", lambda c: s1_blocks(c, setup=bytes(31)), "INVALID_ARGUMENT",
+     "setup: 31 bytes for 1 block(s) of 'bk'; their deal to S1 is 32"),
+    ("s1blocks-unknown-part", lambda c: s1_blocks(c, part=99), "INVALID_ARGUMENT",
+     "part: 99 of 1"),
+    ("s1blocks-blocked-part", lambda c: s1_blocks(c), "PERMISSION_DENIED",
+     "part: 0 is 'north' x 'south' on clk 0, blocked, not an unblocked part"),
+    ("s1blocks-other-cutoffs", lambda c: s1_blocks(c, cutoffs=[0.9]), "PERMISSION_DENIED",
+     "cutoffs: [0.9], not the run's [0.8]"),
+    ("s1blocks-bad-cutoffs", lambda c: s1_blocks(c, cutoffs=[0.9, 0.1]), "INVALID_ARGUMENT",
+     "cutoffs: buckets: [0.1]"),
+    ("s2blocks-setup-first", lambda c: s2_blocks(c, first=b"x"), "INVALID_ARGUMENT",
+     "blocks: the first message names them, without setup"),
+    ("s2blocks-setup-short", lambda c: s2_blocks(c, pb.BlockDeal(setup=bytes(10))),
+     "INVALID_ARGUMENT", "setup: 10 bytes for 1 block(s) of 'bk'; their deal to S2 is 329,648"),
+    ("s2blocks-field-later", lambda c: s2_blocks(c, pb.BlockDeal(member_a="north")),
+     "INVALID_ARGUMENT", "setup (message 1): the later messages' only field"),
+    ("s2blocks-unknown-member", lambda c: s2_blocks(c, member_b="east"), "FAILED_PRECONDITION",
+     "member_b: S2 holds no upload of 'east'"),
+    ("blockexchange-unprepared", lambda c: block_exchange(c, pb.BlockMessage(blocks="bk")),
+     "FAILED_PRECONDITION", "blocks: 'bk' are not prepared on S2 (PrepareBlocks first)"),
+    ("blockexchange-other-deal", lambda c: block_exchange(c, pb.BlockMessage(
+        blocks="bk", checked=bytes(32)), prepared=True),
+     "PERMISSION_DENIED", "checked: blocks 'bk' as S1 checked them are not the blocks the"),
+    ("blockexchange-rows-short", lambda c: block_exchange(c, pb.BlockMessage(
+        blocks="bk", checked=blocks_digest(block_deal(c, 1)), rows_a=bytes(8),
+        rows_b=bytes(80)), prepared=True),
+     "INVALID_ARGUMENT", "rows: 2 rows, the blocks' 20"),
+    ("blockexchange-members-key", lambda c: list(c.s2.BlockExchange(iter([pb.BlockMessage()]),
+                                                                    metadata=c.member)),
+     "PERMISSION_DENIED", "S2 answers BlockExchange only with S1's key"),
+    ("evaluate-blocks-unprepared", lambda c: c.s1.Evaluate(after_propose(c, blocks="bk"),
+                                                           metadata=c.key),
+     "FAILED_PRECONDITION", "blocks: 'bk' are not held here (not prepared, not exchanged"),
+    ("prepare-blocks-named-pairs", lambda c: c.s2.Prepare(circuit_batch(c, 1, blocks="bk"),
+                                                          metadata=c.key),
+     "INVALID_ARGUMENT", "blocks: a batch of the proposal's only"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
      "UNAUTHENTICATED", "the combiner answers Run only with the operator's key"),
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),
@@ -1040,6 +1123,9 @@ def test_every_two_server_rpc_has_bad_input_cases() -> None:
         "s1resume": ("TwoServerBlocking", "Resume"), "s2resume": ("TwoServerShares", "Resume"),
         "s1ack": ("TwoServerBlocking", "Acknowledge"),
         "s2ack": ("TwoServerShares", "Acknowledge"),
+        "s1blocks": ("TwoServerBlocking", "PrepareBlocks"),
+        "s2blocks": ("TwoServerShares", "PrepareBlocks"),
+        "blockexchange": ("TwoServerShares", "BlockExchange"),
     }  # fmt: skip
     rpcs = {(s, m.name) for s in ("TwoServerBlocking", "TwoServerShares", "TwoServerCombiner")
             for m in pb.DESCRIPTOR.services_by_name[s].methods}  # fmt: skip

@@ -7,6 +7,7 @@ fails the checks is refused by both, naming the dealer, and audited (`twoserver.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Iterator
 
@@ -151,7 +152,13 @@ def _exchange(s2: ShareExchange, first: pb.BlockMessage,
                 p.agree(got.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
                 send(p.convert())
                 send(p.reconcile(joined(nxt, "a conversion")))
-                p.finish(joined(nxt, "an opening"))
+                try:
+                    p.finish(joined(nxt, "an opening"))
+                except triplecheck.DealRefused:
+                    outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
+                    with contextlib.suppress(grpc.RpcError):
+                        nxt()
+                    raise
             done = nxt()  # S2's own checks passed and its side is held
             if done is None or not done.last or done.data:
                 raise errors.DataLoss(f"{s2.name}: the block exchange ended unconfirmed")

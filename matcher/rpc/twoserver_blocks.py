@@ -87,8 +87,8 @@ def setups(m: pb.BlockDeal, blocks: Sequence[densearith.Shape], role: int,
     sizes = [densearith.setup_bytes(s, role) for s in blocks]
     if len(setup) != sum(sizes):
         raise errors.InvalidArgument(
-            f"setup: {len(setup)} bytes for {len(blocks)} block(s) of {m.blocks!r}; their deal "
-            f"to {('S1', 'S2')[role]} is {sum(sizes)}"
+            f"setup: {len(setup):,} bytes for {len(blocks)} block(s) of {m.blocks!r}; their "
+            f"deal to {('S1', 'S2')[role]} is {sum(sizes):,}"
         )
     out, at = [], 0
     for n in sizes:
