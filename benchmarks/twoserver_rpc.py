@@ -20,8 +20,9 @@ into its `shared_upload` under the recommended keyed blocking. Then:
 exhaustive.py: two members of at most N pairs are compared without blocking; default its
 `DEFAULT_PAIRS`; 0 blocks them).
 
-Printed: both runs' figures side by side, and whether their links are the same (they must
-be: the link bits are exact). The machine's other load counts in the wall seconds.
+Printed: both runs' figures side by side, each role process's CPU seconds and peak RSS, and
+whether their links are the same (they must be: the link bits are exact). The machine's
+other load counts in the wall seconds.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ BLINDMATCH = str(Path(sys.executable).with_name("blindmatch"))
 # The roles run this tree's code (a copy of the tree, say, to measure code before a change),
 # not what the venv's `blindmatch` was installed from.
 ROLE_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def role_usage(pid: int) -> tuple[float, float]:
+    """A role process's CPU seconds (user + system) and peak RSS in MiB, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    hwm = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    return cpu, hwm / 1024
 
 
 def free_port() -> int:
@@ -157,6 +167,8 @@ def main() -> int:
             with RoleClient("combiner", f"127.0.0.1:{ports['combiner']}", own["operator"]) as rc:
                 remote = rc.run(THRESHOLD, ["a", "b"])
             run_wall = time.perf_counter() - w0
+            used = {role: role_usage(p.pid) for role, p in zip(("s2", "s1", "combiner"), procs,
+                                                               strict=True)}  # fmt: skip
         finally:
             for p in procs:
                 p.terminate()
@@ -171,6 +183,8 @@ def main() -> int:
     print(f"over gRPC: uploads {sent / 1e6:,.1f} MB in {upload_wall:.1f} s; run {run_wall:.1f} s "
           f"wall, {remote.comparisons:,} pairs, {len(remote.score):,} links, {remote.rounds:,} "
           f"rounds; {fmt_bytes(remote.bytes_sent)}")  # fmt: skip
+    print("roles (CPU s since start, peak RSS MiB): " + ", ".join(
+        f"{r} {cpu:.1f} s {rss:,.0f} MiB" for r, (cpu, rss) in sorted(used.items())))  # fmt: skip
     same = all(
         np.array_equal(getattr(remote, n), getattr(local.links, n))
         for n in ("dset", "row", "partner", "partner_row", "score")

@@ -15,12 +15,18 @@ import pytest
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densearith, linkbit, tworun, twoserver
+from blindmatch.matcher.core import densearith, exhaustive, linkbit, tworun, twoserver
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from tests.support import MESSY_SECRET
+from tests.test_twoserver_batch_resume import Down, role_audit
+from tests.test_twoserver_project import NAMES as PROJECT_NAMES
+from tests.test_twoserver_project import create, encoded  # noqa: F401
+from tests.test_twoserver_project_rerun import run_hits
+from tests.test_twoserver_project_rerun import upload as project_upload
+from tests.test_twoserver_project_resume import Resumable, _hits, world  # noqa: F401
 
 pytestmark = pytest.mark.server
 THRESHOLD = 0.8
@@ -127,3 +133,37 @@ def test_a_combiner_dealing_a_wrong_block_is_refused_over_grpc_naming_it(
         (deal,) = entries(tmp_path, role, "twoserver.deal")
         assert deal["members"] == ["north", "south"] and "fails check" in str(deal["reason"])
         assert not entries(tmp_path, role, "twoserver.blocks")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_batch_by_blocks_cut_during_its_rounds_runs_again_after_s2_restarts(
+    world: Resumable,  # noqa: F811
+    encoded: dict[str, Path],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A project's run by blocks (S1's shipped cap: every pair of members unblocked), S2 down
+    at round 2 of a batch: restarted, it holds no blocks, and runs the batch again on the H
+    shares both servers kept with its inputs; the links of a run never cut, each pair
+    counted once."""
+    monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", exhaustive.SHIPPED_PAIRS)
+    monkeypatch.setattr(world.roles["s1"].service, "exhaustive", exhaustive.SHIPPED_PAIRS)
+    budget = world.roles["s2"].service.budget
+    before = budget.pairs()
+    whole = _hits(world, create(world, "whole", "two-server"), encoded)
+    whole_spent = budget.pairs() - before
+    assert role_audit(world, "s1", "twoserver.blocks")  # by blocks
+    project = create(world, "shares", "two-server")
+    for name in PROJECT_NAMES:
+        project_upload(world, project, name, encoded[name])
+    down = Down(world, "s2")
+    monkeypatch.setattr(linkbit.Party, "close", lambda party, other: down(party, other))
+    before = world.roles["s2"].service.budget.pairs()
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) != 0
+    assert not down.armed
+    down.restart()
+    assert not world.roles["s2"].service.dense._held  # S2's blocks went with it
+    assert run_hits(world, project, encoded) == whole
+    assert world.roles["s2"].service.budget.pairs() - before == whole_spent
+    (again,) = role_audit(world, "s2", "twoserver.rerun")
+    assert again["pairs"] > 0

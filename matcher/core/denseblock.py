@@ -27,6 +27,7 @@ from blindmatch.matcher.domain import Rule
 
 Bits = npt.NDArray[np.bool_]
 Rows = npt.NDArray[np.uint32]
+U32 = npt.NDArray[np.uint32]
 
 
 def part_blocks(part: object) -> tuple[tuple[int, int], ...]:
@@ -94,12 +95,11 @@ class Blocks:
     blocks: list[densearith.Party]
     pops: list[list[npt.NDArray[np.uint32]]]
 
-    def party(self, batch: PairBatch, c: linkbit.Circuit, setup: bytes,
-              nonce: bytes | None = None) -> linkbit.Party:  # fmt: skip
-        """This server's side of circuit `c` on `batch` (rows of the members, each pair in
-        one of the blocks): its shares of each pair's H on each CLK and of |a| and |b|."""
-        first = self.blocks[0]
-        n, clks = len(batch.rows_a), len(first.shape.widths)
+    def inputs(self, batch: PairBatch) -> tuple[U32, U32]:
+        """This server's shares of each pair of `batch` (rows of the members, each pair in one
+        of the blocks): of its H a CLK, (clks, pairs), and of |a| and |b| a CLK, (2 clks,
+        pairs)."""
+        n, clks = len(batch.rows_a), len(self.blocks[0].shape.widths)
         h = np.zeros((clks, n), np.uint32)
         pops = np.zeros((2 * clks, n), np.uint32)
         done = np.zeros(n, bool)
@@ -116,9 +116,25 @@ class Blocks:
             done[here] = True
         if not done.all():
             raise ValueError("a batch's pair is in none of the part's blocks")
-        diffs = [addends(first.role, h[k], first.shape.levels(k)) for k in range(clks)]
-        both = (diffs[0], diffs[1]) if clks == 2 else diffs[0]
-        return linkbit.Party(first.role, c, both, setup, list(pops), nonce)
+        return h, pops
+
+    def party(self, batch: PairBatch, c: linkbit.Circuit, setup: bytes,
+              nonce: bytes | None = None) -> linkbit.Party:  # fmt: skip
+        """This server's side of circuit `c` on `batch` (rows of the members, each pair in
+        one of the blocks): its shares of each pair's H on each CLK and of |a| and |b|."""
+        first = self.blocks[0]
+        return party_of(first.role, first.shape.widths, c, *self.inputs(batch), setup, nonce)
+
+
+def party_of(role: int, widths: Sequence[int], c: linkbit.Circuit, h: U32, pops: U32,
+             setup: bytes, nonce: bytes | None = None) -> linkbit.Party:  # fmt: skip
+    """Server `role`'s side of circuit `c` from its shares of a batch's H and popcounts
+    (`Blocks.inputs`) on CLKs of `widths` bits."""
+    if h.shape[0] != len(widths) or pops.shape != (2 * len(widths), h.shape[1]):
+        raise ValueError("a batch's H and popcount shares do not fit its CLKs")
+    diffs = [addends(role, h[k], int(w).bit_length()) for k, w in enumerate(widths)]
+    both = (diffs[0], diffs[1]) if len(widths) == 2 else diffs[0]
+    return linkbit.Party(role, c, both, setup, list(pops), nonce)
 
 
 def side(role: int, shares: Sequence[Sequence[npt.NDArray[np.uint8]]],
@@ -199,4 +215,13 @@ def compare(
     return out
 
 
-__all__ = ["Blocks", "circuit", "compare", "exchange", "part_blocks", "part_sides", "side"]
+__all__ = [
+    "Blocks",
+    "circuit",
+    "compare",
+    "exchange",
+    "part_blocks",
+    "part_sides",
+    "party_of",
+    "side",
+]

@@ -105,7 +105,7 @@ class Proposed:
     clk: int
     pairs: int
     # An unblocked part's blocks (rows of A x rows of B, each non-empty) where S1 and S2 run
-    # it by arithmetic sharing (core/densearith.py; in process only, core/twoinprocess.py):
+    # it by arithmetic sharing (core/densearith.py; core/twoinprocess.py, rpc/twoserver_blocks.py):
     # their sizes, which C deals for (it can count them from the popcounts it holds).
     blocks: tuple[tuple[int, int], ...] = ()
 

@@ -15,9 +15,10 @@ import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import denseblock, triplecheck
+from blindmatch.matcher.core import denseblock, linkbit, triplecheck
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
+from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_blocks import cut, joined, setups, shapes, widths
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
@@ -26,7 +27,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     peer_error,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
+from blindmatch.matcher.rpc.twoserver_role import NAMES, Dense, Rows, _Role
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -55,6 +56,35 @@ def _side(role: int, held: list[Held], m: pb.BlockDeal, sides: list[tuple[np.nda
     pops = tuple([h.popshares[k] for k in clks] for h in held)
     try:
         return denseblock.side(role, shares, pops, sides, seeds)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"setup: {exc}") from None
+
+
+def dense_inputs(role: _Role, m: pb.CircuitBatch, rows_a: Rows, rows_b: Rows, run: str) -> Dense:
+    """A batch naming blocks: this server's shares of its pairs' H and popcounts from its
+    part's blocks held for run `run` (refused where none); None: a batch by pairs."""
+    if not m.blocks:
+        return None
+    side = role.dense.side(m.blocks, m.member_a, m.member_b, m.part, run)
+    try:
+        return side.inputs(PairBatch(0, 1, m.clk, rows_a, rows_b))
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"rows_a/rows_b: {exc}") from None
+
+
+def batch_party(
+    role: _Role, who: int, held: list[Held], circuit: linkbit.Circuit, m: pb.CircuitBatch,
+    rows_a: Rows, rows_b: Rows, dense: Dense, nonce: bytes | None = None,
+) -> linkbit.Party:  # fmt: skip
+    """This server's party on batch `m`: on `dense` (`dense_inputs`, or kept) where it
+    names blocks, else on the pairs' CLK shares."""
+    if not m.blocks:
+        return role.party(who, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
+    if dense is None:
+        raise errors.FailedPrecondition(f"blocks: batch {m.batch!r}'s H shares are not kept")
+    w = widths(held[0].bits, m.clk, part_rule(m, "batch"))
+    try:
+        return denseblock.party_of(who, w, circuit, *dense, m.setup, nonce)
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
 
@@ -272,4 +302,4 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
     yield pb.BlockMessage(last=True)  # held: S1 may send the part's batches
 
 
-__all__ = ["s1_prepare", "s2_exchange", "s2_prepare"]
+__all__ = ["batch_party", "dense_inputs", "s1_prepare", "s2_exchange", "s2_prepare"]

@@ -120,6 +120,24 @@ def _pairs(m: pb.BlockDeal) -> int:
     return sum(a * b for a, b in zip(m.rows_a, m.rows_b, strict=True))
 
 
+def kept_parts(dense: tuple[Rows, Rows] | None) -> tuple[bytes, ...]:
+    """A batch's H and popcount shares (`_Role.dense_inputs`) as kept with its inputs (a
+    batch cut during its rounds runs again on them, its part's blocks held or not)."""
+    if dense is None:
+        return ()
+    return tuple(np.ascontiguousarray(a, dtype="<u4").tobytes() for a in dense)
+
+
+def from_kept(parts: Sequence[bytes], pairs: int) -> tuple[Rows, Rows] | None:
+    """`kept_parts` back (None: a batch by pairs)."""
+    if not parts:
+        return None
+    if len(parts) != 2 or any(len(p) % (4 * pairs) for p in parts):
+        raise errors.DataLoss(f"a batch's kept H shares do not fit its {pairs} pairs")
+    h, pops = (np.frombuffer(p, "<u4").astype(np.uint32).reshape(-1, pairs) for p in parts)
+    return h, pops
+
+
 @dataclass
 class Held:
     """A part's blocks a server holds: C's deal (its `digest`, the members' names, the part),
@@ -256,4 +274,13 @@ def prepare_blocks(
     return m.blocks
 
 
-__all__ = ["MAX_BLOCKS", "MAX_PAIRS", "PART_BYTES", "STALE_SECONDS", "HeldBlocks", "prepare_blocks"]
+__all__ = [
+    "MAX_BLOCKS",
+    "MAX_PAIRS",
+    "PART_BYTES",
+    "STALE_SECONDS",
+    "HeldBlocks",
+    "from_kept",
+    "kept_parts",
+    "prepare_blocks",
+]

@@ -26,6 +26,8 @@ from blindmatch.matcher.core.crosspart import Cross
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch
+from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party
+from blindmatch.matcher.rpc.twoserver_blocks import from_kept
 from blindmatch.matcher.rpc.twoserver_client import ShareExchange, to_rows
 from blindmatch.matcher.rpc.twoserver_role import NAMES, Bools, _outputs, _Role
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -62,12 +64,13 @@ def rerun(role: _Role, s2: ShareExchange, inputs: Kept) -> pb.OutputShares:
     """S1: a batch cut during its rounds run again with S2 on the inputs both kept (the first
     message marked `replay`; S2 refuses one it did not keep), its output shares kept; the
     reply as `Evaluate`'s (the rounds' bytes each way)."""
-    raw_m, raw_first = unpack(inputs.shares)
+    raw_m, raw_first, *dense = unpack(inputs.shares)  # (a batch by blocks: its H shares)
     m, first = pb.CircuitBatch.FromString(raw_m), pb.RoundMessage.FromString(raw_first)
     held, circuit, count = role.batch(m)
     rows_a, rows_b = to_rows(first.rows_a, "rows_a"), to_rows(first.rows_b, "rows_b")
     drop = drop_bits(first.drop, count)
-    party = role.batch_party(0, held, circuit, m, rows_a, rows_b, first.run, first.nonce)
+    kept = from_kept(dense, count)
+    party = batch_party(role, 0, held, circuit, m, rows_a, rows_b, kept, first.nonce)
     first.replay = True
     try:
         sent, received = s2.exchange(first, party)

@@ -48,6 +48,7 @@ NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
 F = TypeVar("F", bound=Callable[..., Any])
 Rows = npt.NDArray[np.uint32]
 Bools = npt.NDArray[np.bool_]
+Dense = tuple[Rows, Rows] | None  # a batch's H and popcount shares (rpc/twoserver_blocks.py)
 
 
 def _from(caller: str) -> Callable[[F], F]:
@@ -468,20 +469,6 @@ class _Role:
             raise errors.InvalidArgument(f"setup: {exc}") from None
         return party
 
-    def batch_party(
-        self, who: int, held: list[Held], circuit: linkbit.Circuit, m: pb.CircuitBatch,
-        rows_a: Rows, rows_b: Rows, run: str, nonce: bytes | None = None,
-    ) -> linkbit.Party:  # fmt: skip
-        """This server's party on batch `m` of run `run`: on the shares of its part's blocks
-        (`m.blocks`, held for that part), else on the pairs' CLK shares."""
-        if not m.blocks:
-            return self.party(who, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
-        side = self.dense.side(m.blocks, m.member_a, m.member_b, m.part, run)
-        try:
-            return side.party(PairBatch(0, 1, m.clk, rows_a, rows_b), circuit, m.setup, nonce)
-        except ValueError as exc:
-            raise errors.InvalidArgument(f"setup/rows: {exc}") from None
-
 
 def _outputs(
     party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
@@ -493,4 +480,4 @@ def _outputs(
     return party.output(tags, keep, mask)
 
 
-__all__ = ["NAMES", "Bools", "Rows", "batch_digest"]
+__all__ = ["NAMES", "Bools", "Dense", "Rows", "batch_digest"]

@@ -60,7 +60,8 @@ from blindmatch.matcher.core.twoserver import (
 )
 from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
 from blindmatch.matcher.rpc.listen import add_port, cannot_listen
-from blindmatch.matcher.rpc.twoserver_blockcalls import s1_prepare
+from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party, dense_inputs, s1_prepare
+from blindmatch.matcher.rpc.twoserver_blocks import kept_parts
 from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
 from blindmatch.matcher.rpc.twoserver_client import (
     RemoteServers,
@@ -240,15 +241,15 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             except Refused as exc:
                 self.log("combiner", "twoserver.refused", members=members, reason=str(exc))
                 raise errors.PermissionDenied(str(exc)) from None
-            if request.blocks:  # its part's blocks held, before its pairs are counted
-                self.dense.side(request.blocks, members[0], members[1], request.part, proposal.id)
+            # its part's blocks held (a batch naming blocks), before its pairs are counted
+            dense = dense_inputs(self, request, rows_a, rows_b, proposal.id)
             reach = request.reach  # a reach batch: its own budget, bounds and audit entry
             self.spend(request.member_a, request.member_b, rows_a[~drop], rows_b[~drop], reach)
             if checked is not None:
                 (proposal.commit_reach if reach else proposal.commit)(checked)
         if checked is not None:  # every extras or reach batch, whatever S1 answered
             self._log_asked(proposal, checked, members, request.clk, reach)
-        party = self.batch_party(0, held, circuit, request, rows_a, rows_b, proposal.id)
+        party = batch_party(self, 0, held, circuit, request, rows_a, rows_b, dense)
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         first = pb.RoundMessage(batch=request.batch, checked=batch_digest(request),
                                 rows_a=from_rows(rows_a), rows_b=from_rows(rows_b), mask=mask,
@@ -257,7 +258,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         # What fixes the rounds, kept before them: a batch cut during them is run again
         # on the same (rpc/twoserver_resume.py `rerun`).
         keep_inputs(self, request, len(rows_a), request.SerializeToString(),
-                    first.SerializeToString())  # fmt: skip
+                    first.SerializeToString(), *kept_parts(dense))  # fmt: skip
         try:
             sent, received = self.s2.exchange(first, party)
         except triplecheck.DealRefused as exc:

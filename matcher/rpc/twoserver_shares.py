@@ -21,7 +21,13 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.batchkeep import Gone, unpack
 from blindmatch.matcher.core.twoserver import TOKEN_BYTES, Matched, ShareServer
-from blindmatch.matcher.rpc.twoserver_blockcalls import s2_exchange, s2_prepare
+from blindmatch.matcher.rpc.twoserver_blockcalls import (
+    batch_party,
+    dense_inputs,
+    s2_exchange,
+    s2_prepare,
+)
+from blindmatch.matcher.rpc.twoserver_blocks import from_kept, kept_parts
 from blindmatch.matcher.rpc.twoserver_client import (
     CALL_SECONDS,
     expanded_parts,
@@ -134,11 +140,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             self.since[request.batch] = self.clock()
         return pb.PrepareReply()
 
-    def _again(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, bytes]:
+    def _again(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, bytes, list[bytes]]:
         """A batch S1 runs again (`replay`): C's batch and S2's nonce as S2 kept them before
-        its rounds, where S1's first message is the one S2 kept (rpc/twoserver_resume.py)."""
+        its rounds (and a batch by blocks its H shares), where S1's first message is the one
+        S2 kept (rpc/twoserver_resume.py)."""
         try:
-            raw_m, raw_first, nonce = unpack(self.inputs.get(first.batch).shares)
+            raw_m, raw_first, nonce, *dense = unpack(self.inputs.get(first.batch).shares)
         except Gone as exc:
             raise errors.FailedPrecondition(
                 f"replay: {exc}; S2 kept no inputs of it to run its rounds again"
@@ -151,7 +158,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 f"replay: batch {first.batch!r} asked again with a first message other "
                 "than the one S1 sent the first time (other rows, pad, drops or nonce)"
             )
-        return pb.CircuitBatch.FromString(raw_m), nonce
+        return pb.CircuitBatch.FromString(raw_m), nonce, dense
 
     def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, linkbit.Party, Bools]:
         """The batch S1's first message opens: C's prepared batch, checked to be the one S1
@@ -159,8 +166,9 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         the batch and nonce S2 kept, nothing counted again."""
         nonce: bytes | None = None
         m: pb.CircuitBatch | None
+        kept: list[bytes] = []
         if first.replay:
-            m, nonce = self._again(first)
+            m, nonce, kept = self._again(first)
         else:
             with self.lock:
                 m = self.pending.pop(first.batch, None)
@@ -182,12 +190,13 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 raise errors.InvalidArgument(f"{name}: row {int(rows.max())} of {h.records}")
         drop = drop_bits(first.drop, count)
         if first.replay:
-            party = self.batch_party(1, held, circuit, m, rows_a, rows_b, first.run, nonce)
+            dense = from_kept(kept, count)
+            party = batch_party(self, 1, held, circuit, m, rows_a, rows_b, dense, nonce)
             self.log("s1", "twoserver.rerun", batch=first.batch, run=first.run,
                      members=[m.member_a, m.member_b], pairs=count)  # fmt: skip
             return m, party, drop
-        if m.blocks:  # its part's blocks held, before its pairs are counted
-            self.dense.side(m.blocks, m.member_a, m.member_b, m.part, first.run)
+        # its part's blocks held (a batch naming blocks), before its pairs are counted
+        dense = dense_inputs(self, m, rows_a, rows_b, first.run)
         self.spend(m.member_a, m.member_b, rows_a[~drop], rows_b[~drop], m.reach)
         seen = (first.run, m.member_a, m.member_b)
         with self.lock:
@@ -196,11 +205,11 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         if new:  # S2's record of a run: each pair of members S1 opens batches of, once
             self.log("s1", "twoserver.run", run=first.run, members=[m.member_a, m.member_b],
                      cutoffs=list(m.cutoffs))  # fmt: skip
-        party = self.batch_party(1, held, circuit, m, rows_a, rows_b, first.run)
+        party = batch_party(self, 1, held, circuit, m, rows_a, rows_b, dense)
         # What fixes the rounds, kept before them (durably with a data dir): a batch cut
         # during them is run again on the same when S1 asks (`replay`).
         keep_inputs(self, m, count, m.SerializeToString(), first.SerializeToString(),
-                    party.nonce())  # fmt: skip
+                    party.nonce(), *kept_parts(dense))  # fmt: skip
         return m, party, drop
 
     @_from("s1")
