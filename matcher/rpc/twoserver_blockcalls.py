@@ -27,25 +27,11 @@ from blindmatch.matcher.rpc.twoserver_client import (
     peer_error,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_role import NAMES, Dense, Rows, _Role
+from blindmatch.matcher.rpc.twoserver_role import Dense, Rows, _Role
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
 Side = tuple[list[np.ndarray], list[np.ndarray]]  # type: ignore[type-arg]
-
-
-def _held(role: _Role, m: pb.BlockDeal) -> list[Held]:
-    """The deal's two members' uploads, as many records as C holds."""
-    if m.member_a == m.member_b:
-        raise errors.InvalidArgument("member_a/member_b: two members")
-    held = [role.member(m.member_a, "member_a"), role.member(m.member_b, "member_b")]
-    for name, h, records in (("a", held[0], m.records_a), ("b", held[1], m.records_b)):
-        if h.records != records:
-            raise errors.InvalidArgument(
-                f"records_{name}: {records} at the combiner, but {NAMES[role.role]} holds "
-                f"{h.records} of {getattr(m, 'member_' + name)!r} (the uploads differ)"
-            )
-    return held
 
 
 def _side(role: int, held: list[Held], m: pb.BlockDeal, sides: list[tuple[np.ndarray, np.ndarray]],
@@ -92,7 +78,7 @@ def batch_party(
 def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
     """S1's `PrepareBlocks`: the deal checked against its proposal, then the blocks' exchange
     with S2; S1 holds its side for the part's batches."""
-    held = _held(role, m)
+    held = role.pair_held(m)
     rule = part_rule(m, "blocks")
     blocks = shapes(m, held[0].bits, rule)
     seeds = setups(m, blocks, 0, m.setup)
@@ -207,7 +193,7 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
     first = next(request, None)
     if first is None or first.setup or not first.blocks:
         raise errors.InvalidArgument("blocks: the first message names them, without setup")
-    held = _held(role, first)
+    held = role.pair_held(first)
     blocks = shapes(first, held[0].bits, part_rule(first, "blocks"))
     setup = bytearray()
     for n, m in enumerate(request, start=1):
@@ -254,7 +240,7 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
                 f"checked: blocks {first.blocks!r} as S1 checked them are not the blocks the "
                 "combiner prepared on S2 (another part, members, sizes or cut-offs)"
             )
-        held = _held(role, m)
+        held = role.pair_held(m)
         blocks = shapes(m, held[0].bits, part_rule(m, "blocks"))
         seeds = setups(m, blocks, 1, kept.setup)
         side = _side(1, held, m, _rows(first, m), seeds)

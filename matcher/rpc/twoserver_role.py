@@ -354,12 +354,8 @@ class _Role:
             )
         return held
 
-    def batch(self, m: pb.CircuitBatch) -> tuple[list[Held], linkbit.Circuit, int]:
-        """A batch of the circuit, checked but for its pairs: the two members' uploads, the
-        circuit (its cut-offs the threshold and none or the default buckets), the number of
-        pairs; C's setup checked to fit them."""
-        if not m.batch or len(m.batch) > 64:
-            raise errors.InvalidArgument("batch: an id of 1 to 64 characters")
+    def pair_held(self, m: pb.CircuitBatch | pb.BlockDeal) -> list[Held]:
+        """A batch's (or a block deal's) two members' uploads, as many records as C holds."""
         if m.member_a == m.member_b:
             raise errors.InvalidArgument("member_a/member_b: two members")
         held = [self.member(m.member_a, "member_a"), self.member(m.member_b, "member_b")]
@@ -369,6 +365,15 @@ class _Role:
                     f"records_{name}: {records} at the combiner, but {NAMES[self.role]} holds "
                     f"{h.records} of {getattr(m, 'member_' + name)!r} (the uploads differ)"
                 )
+        return held
+
+    def batch(self, m: pb.CircuitBatch) -> tuple[list[Held], linkbit.Circuit, int]:
+        """A batch of the circuit, checked but for its pairs: the two members' uploads, the
+        circuit (its cut-offs the threshold and none or the default buckets), the number of
+        pairs; C's setup checked to fit them."""
+        if not m.batch or len(m.batch) > 64:
+            raise errors.InvalidArgument("batch: an id of 1 to 64 characters")
+        held = self.pair_held(m)
         self.admit_queries([m.member_a, m.member_b], held)
         if m.clk >= len(held[0].bits):
             raise errors.InvalidArgument(f"clk: {m.clk}, but the uploads have {len(held[0].bits)}")
