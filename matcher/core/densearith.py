@@ -213,10 +213,10 @@ class Party:
             self._dealt = _stream(setup, _s1_sizes(s))
         else:
             sizes = _explicit_sizes(s)
-            body = setup[SEED_BYTES:]
+            body = memoryview(setup)[SEED_BYTES:]  # (read in place: ~100 MB a CLK at scale)
             if len(body) != 4 * sum(sizes):
                 raise ValueError("a block: S2's setup does not fit the block")
-            rest = np.frombuffer(body, dtype="<u4").astype(np.uint32)
+            rest = np.frombuffer(body, dtype="<u4").astype(np.uint32, copy=False)
             own = _stream(setup[:SEED_BYTES], _s2_sizes(s))
             at, explicit = 0, []
             for n in sizes:

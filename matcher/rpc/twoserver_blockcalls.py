@@ -203,8 +203,10 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
         if bare.ByteSize():
             raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
         setup += m.setup
-    setups(first, blocks, 1, bytes(setup))
-    role.dense.put(first, bytes(setup))
+    whole = bytes(setup)
+    del setup
+    setups(first, blocks, 1, whole)
+    role.dense.put(first, whole)
     return pb.PrepareReply()
 
 
@@ -243,8 +245,9 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
         held = role.pair_held(m)
         blocks = shapes(m, held[0].bits, part_rule(m, "blocks"))
         seeds = setups(m, blocks, 1, kept.setup)
+        kept.setup = b""  # (S2's setups held once: each block's, read in place by its party)
         side = _side(1, held, m, _rows(first, m), seeds)
-        kept.setup = b""
+        del seeds
         if len(first.nonce) != SEED_BYTES * len(blocks):
             raise errors.InvalidArgument(f"nonce: {SEED_BYTES} bytes a block")
         for k, p in enumerate(side.blocks):

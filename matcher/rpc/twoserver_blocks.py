@@ -252,13 +252,14 @@ def prepare_blocks(
         rows_a=[d.shape.rows_a for d in deals], rows_b=[d.shape.rows_b for d in deals],
         cutoffs=remote._cutoffs, rule=wire_rule(remote._rule),
     )  # fmt: skip
-    to_s2 = b"".join(d.to_s2 for d in deals)
-    header = m.ByteSize()
+    header, parts = m.ByteSize(), [0]
 
     def s2_parts() -> Iterator[pb.BlockDeal]:
         yield m
-        for data, _ in cut(to_s2):
-            yield pb.BlockDeal(setup=data)
+        for d in deals:  # each block's in parts (never the part's whole deal joined)
+            for data, _ in cut(d.to_s2):
+                parts[0] += 1
+                yield pb.BlockDeal(setup=data)
 
     _call(remote.names[1], remote._s2.PrepareBlocks, s2_parts(), metadata=remote._metadata,
           timeout=CALL_SECONDS)  # fmt: skip
@@ -267,7 +268,7 @@ def prepare_blocks(
     to_s1.setup = b"".join(d.to_s1 for d in deals)
     reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1, metadata=remote._metadata,
                   timeout=CALL_SECONDS)  # fmt: skip
-    transcript.count("C", "S2", header + len(to_s2) + 8 * (len(to_s2) // PART_BYTES + 1))
+    transcript.count("C", "S2", header + sum(len(d.to_s2) for d in deals) + 8 * parts[0])
     transcript.count("C", "S1", to_s1.ByteSize())
     transcript.count("S1", "S2", reply.round_bytes_sent)
     transcript.count("S2", "S1", reply.round_bytes_received)
