@@ -421,6 +421,37 @@ def _prepared(w: World) -> tuple[list[pb.RoundMessage], str]:
     ], w.key
 
 
+def block_deal(who: int) -> pb.BlockDeal:
+    """C's deal of one block of every north x south pair (part 0) for S1 (0) or S2 (1)."""
+    from blindmatch.matcher.core import densearith
+
+    dealt = densearith.deal(densearith.Shape(ROWS, ROWS, (1024,)))
+    return pb.BlockDeal(blocks=secrets.token_hex(4), member_a="north", member_b="south",
+                        records_a=ROWS, records_b=ROWS, clk=0, part=0, rows_a=[ROWS],
+                        rows_b=[ROWS], cutoffs=[0.8],
+                        setup=dealt.to_s2 if who else dealt.to_s1)  # fmt: skip
+
+
+def _deal_parts(deal: pb.BlockDeal) -> list[pb.BlockDeal]:
+    head = pb.BlockDeal()
+    head.CopyFrom(deal)
+    head.setup = b""
+    return [head, pb.BlockDeal(setup=deal.setup)]
+
+
+def _blocks_prepared(w: World) -> tuple[list[pb.BlockMessage], str]:
+    from blindmatch.matcher.rpc.twoserver_blocks import digest
+
+    deal = block_deal(1)
+    import grpc
+
+    with grpc.insecure_channel(w.target("TwoServerShares")) as ch:
+        pb_grpc.TwoServerSharesStub(ch).PrepareBlocks(iter(_deal_parts(deal)), metadata=auth(w.key))
+    rows = np.arange(ROWS, dtype="<u4").tobytes()
+    return [pb.BlockMessage(blocks=deal.blocks, checked=digest(deal), rows_a=rows, rows_b=rows,
+                            nonce=bytes(32))], w.key  # fmt: skip
+
+
 def _expand(w: World) -> tuple[list[pb.SealedMatches], str]:
     token = w.uploads[0].s1.bands[0].sealed[:16].tobytes()
     return (
@@ -450,6 +481,9 @@ ROLES: dict[tuple[str, str], Seed] = {
     ("TwoServerShares", "Forget"): lambda w: (pb.ForgetRequest(project="p", member="gone"), w.key),
     ("TwoServerShares", "Resume"): lambda w: (pb.ResumeRequest(batch="b0"), w.key),
     ("TwoServerShares", "Acknowledge"): lambda w: (pb.AcknowledgeRequest(batches=["b0"]), w.key),
+    ("TwoServerBlocking", "PrepareBlocks"): lambda w: (block_deal(0), w.key),
+    ("TwoServerShares", "PrepareBlocks"): lambda w: (_deal_parts(block_deal(1)), w.key),
+    ("TwoServerShares", "BlockExchange"): _blocks_prepared,
     ("TwoServerCombiner", "Upload"): lambda w: (_parts(w, "combiner"), w.member_key),
     ("TwoServerCombiner", "Run"): lambda w: (pb.TwoServerRunRequest(threshold=0.8), w.key),
 }
