@@ -25,22 +25,32 @@ from blindmatch.matcher.core.gmwsum import addends, sum_circuit, sum_rule_circui
 from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
 
+ROWS = 1024  # a block's larger side at most (`part_sides`)
 Bits = npt.NDArray[np.bool_]
 Rows = npt.NDArray[np.uint32]
 U32 = npt.NDArray[np.uint32]
 
 
 def part_blocks(part: object) -> tuple[tuple[int, int], ...]:
-    """An unblocked part's non-empty blocks' sizes (rows of A, rows of B), what C is told of
-    it to deal for; () for a blocked part."""
+    """An unblocked part's blocks' sizes (rows of A, rows of B), what C is told of it to deal
+    for (`part_sides`); () for a blocked part."""
     if not isinstance(part, Cross):
         return ()
-    return tuple((len(a), len(b)) for a, b in part.sides() if len(a) and len(b))
+    return tuple((len(a), len(b)) for a, b in part_sides(part))
 
 
 def part_sides(part: Cross) -> list[tuple[Rows, Rows]]:
-    """The rows of A and of B of each of `part_blocks`."""
-    return [(a, b) for a, b in part.sides() if len(a) and len(b)]
+    """The rows of A and of B of each block of an unblocked part: its non-empty blocks, the
+    larger side of each cut into runs of at most ROWS rows (so that a server converts one
+    such block at a time: its arrays ~150 MB at 1,024 x 1,600 with two 1,024-bit CLKs)."""
+    out = []
+    for a, b in part.sides():
+        if not len(a) or not len(b):
+            continue
+        cut = a if len(a) >= len(b) else b
+        for piece in np.array_split(cut, -(-len(cut) // ROWS)):
+            out.append((piece, b) if cut is a else (a, piece))
+    return out
 
 
 def circuit(widths: Sequence[int], cutoffs: Sequence[float], rule: Rule | None) -> linkbit.Circuit:
@@ -139,16 +149,19 @@ def party_of(role: int, widths: Sequence[int], c: linkbit.Circuit, h: U32, pops:
 
 def side(role: int, shares: Sequence[Sequence[npt.NDArray[np.uint8]]],
          pops: Sequence[Sequence[npt.NDArray[np.integer]]],
-         sides: Sequence[tuple[Rows, Rows]], setups: Sequence[bytes]) -> Blocks:  # fmt: skip
+         sides: Sequence[tuple[Rows, Rows]], setups: Sequence[bytes],
+         nonces: Sequence[bytes] = ()) -> Blocks:  # fmt: skip
     """Server `role`'s parties on each block (`sides`: rows of A and of B), from its XOR
     shares of each member's CLKs and popcounts (`shares[0][clk]` A's, `shares[1][clk]` B's:
-    the CLKs the blocks read) and C's setups, a block each."""
+    the CLKs the blocks read) and C's setups, a block each (`nonces`: each party's; none:
+    fresh)."""
     parties, block_pops = [], []
-    for (rows_a, rows_b), setup in zip(sides, setups, strict=True):
+    for k, ((rows_a, rows_b), setup) in enumerate(zip(sides, setups, strict=True)):
         clks = [np.vstack([a[rows_a], b[rows_b]]) for a, b in zip(*shares, strict=True)]
         widths = tuple(8 * int(x.shape[1]) for x in clks)
         shape = densearith.Shape(len(rows_a), len(rows_b), widths)
-        parties.append(densearith.Party(role, shape, setup, clks))
+        nonce = nonces[k] if nonces else None
+        parties.append(densearith.Party(role, shape, setup, clks, nonce))
         block_pops.append([np.concatenate([np.asarray(a)[rows_a], np.asarray(b)[rows_b]])
                            .astype(np.uint32) for a, b in zip(*pops, strict=True)])  # fmt: skip
     return Blocks(list(sides), parties, block_pops)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import secrets
 from collections.abc import Iterator
 
 import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import denseblock, linkbit, triplecheck
+from blindmatch.matcher.core import densearith, denseblock, linkbit, triplecheck
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
@@ -34,16 +35,32 @@ from blindmatch.protos import blindmatch_pb2 as pb
 Side = tuple[list[np.ndarray], list[np.ndarray]]  # type: ignore[type-arg]
 
 
-def _side(role: int, held: list[Held], m: pb.BlockDeal, sides: list[tuple[np.ndarray, np.ndarray]],
-          seeds: list[bytes]) -> denseblock.Blocks:  # fmt: skip
-    """This server's parties on the blocks of rows `sides` from C's `seeds`."""
-    clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
-    shares = tuple([h.shares[k] for k in clks] for h in held)
-    pops = tuple([h.popshares[k] for k in clks] for h in held)
-    try:
-        return denseblock.side(role, shares, pops, sides, seeds)
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"setup: {exc}") from None
+class _Sides:
+    """This server's parties on the blocks of rows `sides` from C's `seeds`, built one at a
+    time as the exchange reaches them (`party`): a block's arrays go once it has finished,
+    its H shares kept in `done`."""
+
+    def __init__(self, role: int, held: list[Held], m: pb.BlockDeal,
+                 sides: list[tuple[Rows, Rows]], seeds: list[bytes]) -> None:  # fmt: skip
+        self.role, self.held, self.m, self.sides, self.seeds = role, held, m, sides, seeds
+        self.nonces = [secrets.token_bytes(SEED_BYTES) for _ in sides]
+        self.done = denseblock.Blocks([], [], [])
+
+    def party(self, k: int) -> densearith.Party:
+        m, held = self.m, self.held
+        clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
+        shares = tuple([h.shares[c] for c in clks] for h in held)
+        pops = tuple([h.popshares[c] for c in clks] for h in held)
+        try:
+            got = denseblock.side(self.role, shares, pops, [self.sides[k]], [self.seeds[k]],
+                                  [self.nonces[k]])  # fmt: skip
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"setup: {exc}") from None
+        self.seeds[k] = b""  # (read: S2's explicit values in place, by the party)
+        self.done.sides += got.sides
+        self.done.blocks += got.blocks
+        self.done.pops += got.pops
+        return got.blocks[0]
 
 
 def dense_inputs(role: _Role, m: pb.CircuitBatch, rows_a: Rows, rows_b: Rows, run: str) -> Dense:
@@ -112,15 +129,15 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
         sides, run = denseblock.part_sides(part), proposal.id  # type: ignore[arg-type]
     kept = role.dense.put(m)
     try:
-        side = _side(0, held, m, sides, seeds)
+        built = _Sides(0, held, m, sides, seeds)
         first = pb.BlockMessage(
             blocks=m.blocks, checked=kept.checked, run=run,
             rows_a=b"".join(from_rows(a) for a, _ in sides),
             rows_b=b"".join(from_rows(b) for _, b in sides),
-            nonce=b"".join(p.nonce() for p in side.blocks),
+            nonce=b"".join(built.nonces),
         )  # fmt: skip
         try:
-            sent, received = _exchange(s2, first, side)
+            sent, received = _exchange(s2, first, built)
         except triplecheck.DealRefused as exc:
             role.log("combiner", "twoserver.deal", members=members, blocks=m.blocks, run=run,
                      part=m.part, reason=str(exc))  # fmt: skip
@@ -128,14 +145,14 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
     except BaseException:
         role.dense.drop(m.blocks)
         raise
-    kept.side, kept.run = side, run
+    kept.side, kept.run = built.done, run
     role.log("combiner", "twoserver.blocks", members=members, run=run, part=m.part,
              blocks=[list(s) for s in sizes], pairs=sum(a * b for a, b in sizes))  # fmt: skip
     return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received)
 
 
 def _exchange(s2: ShareExchange, first: pb.BlockMessage,
-              side: denseblock.Blocks) -> tuple[int, int]:  # fmt: skip
+              side: _Sides) -> tuple[int, int]:  # fmt: skip
     """S1's side of BlockExchange: the first message, S2's nonces, then each block's two
     messages each way; bytes sent and received."""
     outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
@@ -161,10 +178,11 @@ def _exchange(s2: ShareExchange, first: pb.BlockMessage,
             return m
 
         got = nxt()
-        if got is None or len(got.nonce) != SEED_BYTES * len(side.blocks):
+        if got is None or len(got.nonce) != SEED_BYTES * len(side.sides):
             raise errors.DataLoss(f"{s2.name}: no nonce for each block")
         try:
-            for k, p in enumerate(side.blocks):
+            for k in range(len(side.sides)):
+                p = side.party(k)
                 p.agree(got.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
                 send(p.convert())
                 send(p.reconcile(joined(nxt, "a conversion")))
@@ -244,20 +262,18 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
             )
         held = role.pair_held(m)
         blocks = shapes(m, held[0].bits, part_rule(m, "blocks"))
-        seeds = setups(m, blocks, 1, kept.setup)
+        built = _Sides(1, held, m, _rows(first, m), setups(m, blocks, 1, kept.setup))
         kept.setup = b""  # (S2's setups held once: each block's, read in place by its party)
-        side = _side(1, held, m, _rows(first, m), seeds)
-        del seeds
         if len(first.nonce) != SEED_BYTES * len(blocks):
             raise errors.InvalidArgument(f"nonce: {SEED_BYTES} bytes a block")
-        for k, p in enumerate(side.blocks):
-            p.agree(first.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
-        yield pb.BlockMessage(nonce=b"".join(p.nonce() for p in side.blocks))
+        yield pb.BlockMessage(nonce=b"".join(built.nonces))
 
         def nxt() -> pb.BlockMessage | None:
             return next(request, None)
 
-        for p in side.blocks:
+        for k in range(len(blocks)):
+            p = built.party(k)
+            p.agree(first.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
             for data, last in cut(p.convert()):
                 yield pb.BlockMessage(data=data, last=last)
             try:
@@ -279,7 +295,7 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
     except BaseException:
         role.dense.drop(first.blocks)
         raise
-    kept.side, kept.run = side, first.run
+    kept.side, kept.run = built.done, first.run
     role.log(
         "s1",
         "twoserver.blocks",
