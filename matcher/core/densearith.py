@@ -371,6 +371,7 @@ class Party:
         self._h = [self._hamming(c, dd).astype(np.uint16) for c, dd in enumerate(opened)]
         # What served the conversion, the openings and the checks is not needed again.
         self._dealt, self._bits, self._shares, self._d, self._checks = [], [], [], [], []
+        self._sent, self._coeffs = [], []  # (kept with the H shares, they would add 4 bytes a bit)
 
     def _hamming(self, c: int, dd: U32) -> U32:
         """This server's shares of every pair's H on CLK c from D opened (mod 2^k): [|a|] +

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 PART_BYTES = 1 << 22  # a BlockDeal's or BlockMessage's `setup`/`data` part (4 MiB)
 MAX_BLOCKS = 64  # parts' blocks S1 or S2 holds at once (prepared or exchanged)
-MAX_PAIRS = 1 << 25  # and their pairs (H shares: 4 bytes a pair with the rule's two CLKs)
+MAX_PAIRS = 1 << 24  # and their pairs (H shares: 4 bytes a pair with the rule's two CLKs)
 STALE_SECONDS = 1200.0  # blocks unused this long are dropped (twice a call's limit)
 Rows = npt.NDArray[np.uint32]
 
