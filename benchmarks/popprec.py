@@ -344,6 +344,10 @@ def whole_run(small: Member, big: Member, bits: int, rule: Rule, workers: int) -
         tp = int((small.entity[pairs[:, 0]] == big.entity[pairs[:, 1]]).sum())
         hits = as_evaluated(pairs[:, 0], pairs[:, 1], small.entity, big.entity)
         line += f"; {name} hits {fmt(*prf(*hits))}, pairs {fmt(*prf(tp, len(pairs), true))}"
+        wrong = small.entity[pairs[:, 0]] != big.entity[pairs[:, 1]]
+        held = [int((wrong & np.isin(small.entity[pairs[:, 0]], big.entity)).sum()),
+                int((wrong & np.isin(big.entity[pairs[:, 1]], small.entity)).sum())]  # fmt: skip
+        line += f" (linked to another person's record, their own held: {held[0]} + {held[1]})"
     return line
 
 
