@@ -316,8 +316,10 @@ def pool(big: Member) -> str:
     return "; ".join(out)
 
 
-def whole_run(small: Member, big: Member, bits: int, rule: Rule, workers: int) -> str:
-    """The two members through the matcher's `match` (default blocking, as a run), the hits
+def whole_run(
+    small: Member, big: Member, bits: int, rule: Rule, workers: int, blocking: str = "auto"
+) -> str:
+    """The two members through the matcher's `match` (`blocking`; auto, as a run), the hits
     with the lift (what a run reports now) and without it (the same candidates solved
     before `crowd.lifted`)."""
     from blindmatch.matcher.usecases import runs
@@ -335,7 +337,7 @@ def whole_run(small: Member, big: Member, bits: int, rule: Rule, workers: int) -
     t0 = time.monotonic()
     try:
         result = runs.match([small.clks, big.clks], THRESHOLD, fallback_bits=bits, rule=rule,
-                            workers=workers)  # fmt: skip
+                            workers=workers, blocking=blocking)  # fmt: skip
     finally:
         runs.crowd.lifted = lifted  # type: ignore[assignment]
     true = true_hits(small, big, np.ones(len(big.ids), dtype=bool))
@@ -367,6 +369,9 @@ def main() -> int:
     parser.add_argument("--fixes", action="store_true")
     parser.add_argument("--pool", action="store_true", help="namesakes in the partner")
     parser.add_argument(
+        "--blocking", choices=["auto", "lsh", "exhaustive"], default="auto", help="--run's"
+    )
+    parser.add_argument(
         "--ceiling", action="store_true", help="the best cut per kind of pair, by the labels"
     )
     parser.add_argument(
@@ -393,7 +398,7 @@ def main() -> int:
     print(f"exports and encodings: {time.monotonic() - t0:.0f} s; {len(small.ids)} x "
           f"{len(big.ids)} records; rule {rule}", flush=True)  # fmt: skip
     if args.run:
-        print(whole_run(small, big, bits, rule, args.workers), flush=True)
+        print(whole_run(small, big, bits, rule, args.workers, args.blocking), flush=True)
         return 0
     if args.pool:
         print(f"partner's names: {pool(big)}", flush=True)
