@@ -350,8 +350,8 @@ def register(sub: Subcommands) -> None:
         "$BLINDMATCH_ADMIN_TOKEN). The disclosure level decides the most any member learns.",
         example=[
             "blindmatch project create burglary --members north,south,east --disclose hits",
-            "blindmatch project create study --members a,b --disclose scores --expires-in 30d "
-            "--json",
+            "blindmatch project create study --members a,b --disclose scores --mode clk "
+            "--expires-in 30d --json",
         ],
         handler=cmd_create,
         parents=[net],
