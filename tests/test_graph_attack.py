@@ -21,6 +21,7 @@ from blindmatch.client.tools.privacy.graph import (
     known_pairs,
     match_graphs,
     score_matching,
+    scored_runs,
 )
 from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from tests.support import NO_FALLBACK_SCHEMA, PERSON_SCHEMA
@@ -131,6 +132,7 @@ def test_blind_trials_shared_across_counts_of_known_pairs_give_the_same_matching
     v = [bit_similarity(encode_records(victim, clks, SECRET, NONE))]
     a = [bit_similarity(encode_records(attacker, clks, ATTACKER, NONE))]
     trials = BlindTrials()
+    scores = []
     for count in (0, 10, 50):
         pairs = known_pairs(v_people, a_people, count, seed=count)
         shared, fresh = match_graphs(v, a, pairs, trials=trials), match_graphs(v, a, pairs)
@@ -138,7 +140,11 @@ def test_blind_trials_shared_across_counts_of_known_pairs_give_the_same_matching
         assert shared.claims() == fresh.claims()
         assert np.array_equal(shared.attacker, fresh.attacker)
         assert np.array_equal(shared.score, fresh.score)
+        scores.append((count, score_matching(fresh, v_people, a_people, pairs)))
     assert trials.tried(), "no blind trial was run: the test checks nothing"
+    # What the benchmarks (graph_attack.py, twoserver_attacks.py) and privacy-check now share:
+    # every count of known pairs over one set of trials, scored, as fresh runs score.
+    assert list(scored_runs(v, a, v_people, a_people, (0, 10, 50))) == scores
 
 
 def test_known_pairs_are_true_pairs_and_left_out_of_the_score(tmp_path: Path) -> None:

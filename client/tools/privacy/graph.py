@@ -48,7 +48,7 @@ Everything is dense numpy over n x n matrices: meant for a few thousand records
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -432,6 +432,23 @@ def known_pairs(
     return {shared[int(k)]: where[victim_people[shared[int(k)]]] for k in chosen}
 
 
+def scored_runs(
+    victim: Sequence[Matrix],
+    attacker: Sequence[Matrix],
+    victim_people: Sequence[object],
+    attacker_people: Sequence[object],
+    counts: Sequence[int],
+) -> Iterator[tuple[int, GraphScore]]:
+    """The attack with each count of known pairs (`known_pairs`, seeded by the count), scored
+    against the truth; the blind seeding's trials shared by every count (`BlindTrials`: the
+    same figures, the blind trials run once, not once a count)."""
+    trials = BlindTrials()
+    for count in counts:
+        known = known_pairs(victim_people, attacker_people, count, seed=count)
+        matching = match_graphs(victim, attacker, known, trials=trials)
+        yield count, score_matching(matching, victim_people, attacker_people, known)
+
+
 __all__ = [
     "CLAIM_MARGIN",
     "BlindTrials",
@@ -443,4 +460,5 @@ __all__ = [
     "match_graphs",
     "propagation_scores",
     "score_matching",
+    "scored_runs",
 ]
