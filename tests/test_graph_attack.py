@@ -221,3 +221,29 @@ def test_a_view_without_an_edge_gives_no_claim_not_an_arpack_error() -> None:
     empty = np.zeros((60, 60), np.float32)
     for victim, attacker in ((empty, other), (other, empty)):
         assert match_graphs([victim], [attacker]).claims() == {}
+
+
+def test_the_scores_and_margins_are_numpys_own_to_the_bit() -> None:
+    """The propagation rounds' z-scores and margins are computed with fewer passes than
+    numpy's `mean`/`std` and `partition` (docs/privacy.md, time on a field-level schema), and
+    must be those, bit for bit, ties included: the attack's figures rest on them."""
+    from blindmatch.client.tools.privacy import graph
+
+    rng = np.random.default_rng(5)
+    for shape in ((300, 300), (40, 70), (2, 2), (3, 1)):
+        for rounded in (False, True):  # (rounded: ties for best in rows and columns)
+            z = rng.standard_normal(shape).astype(np.float32)
+            z = np.round(z, 1) if rounded else z
+            rows = (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, keepdims=True) + 1e-9)
+            cols = (z - z.mean(axis=0, keepdims=True)) / (z.std(axis=0, keepdims=True) + 1e-9)
+            assert np.array_equal(graph._zscores(z), (rows + cols).astype(np.float32))
+            best, mutual, margin = graph._best_and_margins(z)
+            assert np.array_equal(best, z.argmax(axis=1))
+            assert np.array_equal(mutual, z.argmax(axis=0)[best] == np.arange(len(z)))
+            if min(shape) < 2:
+                assert not margin.any()
+                continue
+            by_row, by_col = np.partition(z, -2, axis=1), np.partition(z, -2, axis=0)
+            expected = np.minimum(by_row[:, -1] - by_row[:, -2],
+                                  (by_col[-1, :] - by_col[-2, :])[best])  # fmt: skip
+            assert margin.dtype == np.float32 and np.array_equal(margin, expected)
