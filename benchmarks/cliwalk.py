@@ -210,13 +210,14 @@ def link_members(
          "--members", ",".join(members), *modes, "--tokens-dir", str(tokens), *server],
          env=admin)  # fmt: skip
     two = ["--two-server"] if mode == "two-server" else []
+    clk = ["--clk"] if mode == "clk" and not encode else []  # an earlier project's folders
     for m in members if encode else []:
         walk(f"encode {' '.join([*two, m])}", [*BLINDMATCH, "encode", str(data / f"{m}.csv"),
              "--schema", str(SCHEMA), "--secret-file", str(secret), "--mapping",
              str(data / f"{m}.toml"), "--out", str(walk.work / f"{m}.encoded"), *two])  # fmt: skip
     for m in members:
         walk(f"upload {m}", [*BLINDMATCH, "upload", str(walk.work / f"{m}.encoded"), "--project",
-             project, "--token-file", str(tokens / f"{m}.token"), *server])  # fmt: skip
+             project, "--token-file", str(tokens / f"{m}.token"), *clk, *server])  # fmt: skip
     token = ["--token-file", str(tokens / f"{members[0]}.token")]
     walk("project show", [*BLINDMATCH, "project", "show", project, *token, *server])
     walk("run", [*BLINDMATCH, "run", "--project", project, *token, *server])

@@ -105,9 +105,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                                          env=admin))  # fmt: skip
             tokens = made["tokens"]
             step: dict[str, float] = {"upload": 0.0, "run": 0.0, "results": 0.0}
+            clk = ["--clk"] if mode == "clk" else []  # two-server folders to a CLK project
             for name in MEMBERS:
                 took, _ = timed("upload", str(encoded[name]), "--project", project, "--token",
-                                tokens[name], "--quiet", *net)  # fmt: skip
+                                tokens[name], "--quiet", *clk, *net)  # fmt: skip
                 step["upload"] += took
             step["run"], _ = timed("run", "--project", project, "--token", tokens["north"],
                                    "--quiet", *net)  # fmt: skip

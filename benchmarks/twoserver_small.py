@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/twoserver_small.py [--records 1000 2000 3000]
         [--population households|messy] [--seed 1] [--partner-records M]
-        [--exhaustive-pairs N --small-member-pairs N2]
+        [--exhaustive-pairs N --small-member-pairs N2] [--by-pairs]
 
 For each `--records` N: the `--population`'s first N people as members A and B (its first
 and second organisations' exports, benchmarks/twoserver_people.py), encoded under the shipped
@@ -15,7 +15,10 @@ expansion) and S1 proposing every pair (`exhaustive` above N x N: no join, no ex
 `--partner-records M`: B is the population's first M people and A a random N of them (a
 small member against a larger one). `--exhaustive-pairs N --small-member-pairs N2`: the
 second run under those caps of S1's (core/exhaustive.py `admits`; e.g. 1 and 64,000,000: the
-pair unblocked by the smaller-member cap alone) rather than a cap of N x M.
+pair unblocked by the smaller-member cap alone) rather than a cap of N x M. An unblocked part
+runs by blocks (core/densearith.py: its Hamming distances by arithmetic sharing, then the
+rule's circuit on them); `--by-pairs` adds a third run, unblocked as the second, by the
+boolean circuit a pair as before (`InProcess.dense` off), for the side-by-side.
 
 Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
 product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
@@ -73,6 +76,8 @@ def arguments() -> argparse.ArgumentParser:
                         help="the second run's cap (0: records x partner's)")  # fmt: skip
     parser.add_argument("--small-member-pairs", type=int, default=0, metavar="N2",
                         help="the second run's smaller-member cap (0: none)")  # fmt: skip
+    parser.add_argument("--by-pairs", action="store_true",
+                        help="a third run: unblocked, the boolean circuit a pair")  # fmt: skip
     return parser
 
 
@@ -85,9 +90,11 @@ class Run:
     sent: dict[tuple[str, str], int]
 
 
-def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: int = 0) -> Run:
+def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: int = 0,
+            dense: bool = True) -> Run:  # fmt: skip
     """The run in this process with S1's cap `cap` (0: blocked) and smaller-member cap
-    `small`: its figures and links."""
+    `small`: its figures and links; not `dense`: an unblocked part's pairs by the boolean
+    circuit a pair rather than by blocks (core/denseblock.py)."""
     key = secrets.token_bytes(32)
     s1 = BlockingServer([u.s1.bands for u in uploads], [u.s1.shares for u in uploads], key,
                         [u.s1.popcounts for u in uploads], [_lacking(u) for u in uploads],
@@ -96,6 +103,7 @@ def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: in
                      [u.s2.seal_key for u in uploads])  # fmt: skip
     combiner = Combiner(None, THRESHOLD, clks=2, rule=rule)
     servers = InProcess(s1, s2)
+    servers.dense = dense
     transcript = linkbit.Transcript()
     w0 = time.perf_counter()
     result = drive(servers, combiner, transcript=transcript)
@@ -167,8 +175,11 @@ def main() -> int:
               f"{len(oracle.links):,} links (F1 {f1(oracle.links, truth):.4f}) in "
               f"{oracle_cpu:.1f} s CPU")  # fmt: skip
         whole = (args.exhaustive_pairs or n * m, args.small_member_pairs)
-        for label, (cap, small) in (("blocked", (0, 0)), ("no blocking", whole)):
-            got = one_run(uploads, rule, cap, small)
+        runs = [("blocked", (0, 0), True), ("no blocking", whole, True)]
+        if args.by_pairs:
+            runs.append(("by pairs", whole, False))
+        for label, (cap, small), dense in runs:
+            got = one_run(uploads, rule, cap, small, dense)
             result, roles, sent = got.result, got.roles, got.sent
             total = sum(sent.values())
             off = differing(result.links, oracle.links)

@@ -14,7 +14,8 @@ use, so it prints complete lines instead, throttled here and nowhere else:
   whatever its length, one every 30 s or rarer. A stage without a total (rows being read)
   gets one every `LINE_EVERY_S` seconds while its count moves.
 
-A disabled `Progress` (`-q`) shows nothing either way."""
+A disabled `Progress` (`-q`) shows nothing either way. Progress told a whole line at a time
+(`index sync`'s changes) is held back by the same rule with a `Throttle`."""
 
 from __future__ import annotations
 
@@ -139,6 +140,30 @@ class Progress:
             text += f" after {_duration(now - self._started)}"
         print(text, file=self._stream, flush=True)
         self._last_time, self._last_n, self._waiting = now, self.n, False
+
+
+class Throttle:
+    """The lines rule above for progress told a whole line at a time (`index sync`'s
+    "Change N of M stored: ..."), on a terminal too: `due` says whether the line for `n` of
+    `total` is to be printed (the first; the last, `n >= total`; in between at most one every
+    `LINE_EVERY_S` seconds and `LINE_STEP` of the total). `held` is the last one held back,
+    for the caller to print when the count ends short of its total."""
+
+    def __init__(self) -> None:
+        self._last_time: float | None = None
+        self._last_n = 0
+        self.held = False
+
+    def due(self, n: int, total: int) -> bool:
+        now = clock()
+        soon = self._last_time is not None and (
+            now - self._last_time < LINE_EVERY_S or n - self._last_n < LINE_STEP * total
+        )
+        if soon and n < total:
+            self.held = True
+            return False
+        self._last_time, self._last_n, self.held = now, n, False
+        return True
 
 
 def _is_terminal(stream: IO[str]) -> bool:

@@ -184,7 +184,7 @@ def create_server(
     lookup_servers: Sequence[str] = (),
     lookup_credentials: grpc.ChannelCredentials | None = None,
     two_server: TwoServerSetup | None = None,
-    default_mode: str = CLK_MODE,
+    default_mode: str = "",
     retry_waits: Sequence[float] = RETRY_WAITS,
 ) -> RunningServer:
     """Open the store, delete expired data, bind `address` (port 0 picks a free one), serve.
@@ -213,12 +213,15 @@ def create_server(
     `lookup_credentials`, None: plaintext), real-time queries fan out to them and
     index changes are forwarded to them (rpc/lookup_client.py). With `two_server`
     (rpc/twoserver_project.py `combiner_setup`) the matcher is the combiner of two-server
-    projects; `default_mode` is a project's mode where CreateProject gives none.
+    projects; `default_mode` is a project's mode where CreateProject gives none ("": two-server
+    with `two_server`, so that a matcher that has S1 and S2 holds no CLK unless a project asks
+    for one; clk without).
     `retry_waits`: the seconds before each background try again (then the last, over and
     over) of an erasure that failed part-way (usecases/erasure_retry.py) and of S1's or S2's
     start-up Forget of what a killed matcher left (realtime/twoforget.py); tests pass
     shorter ones.
     """
+    default_mode = default_mode or (TWO_SERVER if two_server is not None else CLK_MODE)
     if default_mode not in MODES or (default_mode == TWO_SERVER and two_server is None):
         raise ValueError(f"default mode {default_mode!r}: one of {MODES} (two-server: with S1/S2)")
     if not 1 <= member_streams <= max_streams <= RPC_THREADS - MIN_UNARY_THREADS:

@@ -67,7 +67,7 @@ class CreateProjectRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class CreateProjectReply(_message.Message):
-    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users", "mode")
+    __slots__ = ("project", "tokens", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users", "mode", "two_server_ready")
     class TokensEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class CreateProjectReply(_message.Message):
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_USERS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_READY_FIELD_NUMBER: _ClassVar[int]
     project: str
     tokens: _containers.ScalarMap[str, str]
     disclosure: Disclosure
@@ -93,13 +94,16 @@ class CreateProjectReply(_message.Message):
     expires_unix: int
     require_users: bool
     mode: str
-    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
+    two_server_ready: bool
+    def __init__(self, project: _Optional[str] = ..., tokens: _Optional[_Mapping[str, str]] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., require_users: _Optional[bool] = ..., mode: _Optional[str] = ..., two_server_ready: _Optional[bool] = ...) -> None: ...
 
 class DescribeProjectRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "settings_only")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_ONLY_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    settings_only: bool
+    def __init__(self, project: _Optional[str] = ..., settings_only: _Optional[bool] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("name", "uploaded", "record_count", "consent", "upload_started_unix")

@@ -426,3 +426,32 @@ def short_check_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     from blindmatch.matcher.storage import erasure_check
 
     monkeypatch.setattr(erasure_check, "GRACE_S", 0.1)
+
+
+@contextmanager
+def low_change_limit(tmp_path: Path) -> Iterator[tuple[str, str, Encoded]]:
+    """A matcher whose index changes carry at most 64 KiB (`serve --max-index-change-mib`),
+    south's token in its project "trial", and an ENCODED folder of 2,000 random 1,024-bit
+    CLKs (320 KB of references and CLKs: `index sync` sends it in several changes)."""
+    from blindmatch.client.encoding.encoded import write_encoded
+
+    server = create_server(
+        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, max_index_change_bytes=64 * 1024
+    )
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            token = op.create_project("trial", ["north", "south"]).tokens["south"]
+        rng = np.random.default_rng(7)
+        folder = write_encoded(
+            tmp_path / "south.encoded",
+            clks=rng.integers(0, 256, 2000 * 128, dtype=np.uint8).tobytes(),
+            clk_bits=1024,
+            fingerprint=bytes(range(32)),
+            ids=[f"S-{i:05d}" for i in range(2000)],
+            report={},
+            rule=None,
+        )
+        yield target, token, folder
+    finally:
+        server.stop(grace=None)

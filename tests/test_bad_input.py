@@ -120,6 +120,13 @@ CASES: list[Case] = [
         pb.DescribeProjectRequest(), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
     ("describe-unknown-project", lambda c: c.stub.DescribeProject(
         pb.DescribeProjectRequest(project="nope"), metadata=c.north), "NOT_FOUND", "'nope'"),
+    # settings_only (what `upload` asks first): checked as the whole description is.
+    ("describe-settings-no-project", lambda c: c.stub.DescribeProject(
+        pb.DescribeProjectRequest(settings_only=True), metadata=c.north), "INVALID_ARGUMENT",
+     "project: required"),
+    ("describe-settings-unknown-project", lambda c: c.stub.DescribeProject(
+        pb.DescribeProjectRequest(project="nope", settings_only=True), metadata=c.north),
+     "NOT_FOUND", "'nope'"),
     # A message quoting a huge field whole went over the client's metadata limit: it saw
     # RESOURCE_EXHAUSTED "received metadata size exceeds hard limit", not the refusal
     # (benchmarks/rpcfuzz.py found it). Cut (rpc/status.py `bounded`), and said so.

@@ -74,6 +74,7 @@ def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> Non
         [
             ("batch_inputs", ["--pairs", "1000", "--batches", "1"]),
             ("crosspart_memory", ["--records", "200", "200"]),
+            ("densearith", ["--records", "20", "--partner-records", "30"]),
             ("erasure_log_scan", ["--entries", "1000", "--erasures", "10", "--repeats", "1",
                                   "--queries", "100"]),
             ("grpcfloor", ["--calls", "1", "--rounds", "1"]),  # 0 CPU ticks: no ratio
@@ -86,6 +87,7 @@ def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> Non
     for script, text in out.items():
         assert text.strip(), script  # each printed its figures
     assert "peak RSS" in out["crosspart_memory"]
+    assert "output bits the same: True" in out["densearith"]
 
 
 def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:

@@ -173,7 +173,8 @@ def test_a_wrong_token_exits_3_from_the_cli(
         matcher, "upload", str(encoded["north"].path), "--project", "trial", "--token", "bm_x"
     )
     assert code == 3
-    assert capsys.readouterr().err.startswith("Error: the token is not valid for any project")
+    # `upload` asks the project's settings before sending (issue 18): refused there, naming it.
+    assert capsys.readouterr().err.startswith("Error: the token is not valid for project 'trial'")
 
 
 def test_another_projects_token_is_refused(matcher: Matcher, project: ProjectTokens) -> None:

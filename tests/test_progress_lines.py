@@ -14,7 +14,15 @@ import pytest
 from blindmatch.cli.app import main
 from blindmatch.client import ProjectTokens, progress
 from blindmatch.client.progress import LINE_EVERY_S, Progress
-from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher, Org, encode_all, encode_cli
+from tests.support import (
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    Matcher,
+    Org,
+    encode_all,
+    encode_cli,
+    low_change_limit,
+)
 
 
 def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,3 +138,24 @@ def test_upload_and_run_piped_print_progress_lines(
     err = capsys.readouterr().err
     assert "comparing" in err and "run: " not in err
     assert ": :" not in err  # was "comparing: :  50%": tqdm's {desc} ends in ": " already
+
+
+def test_index_sync_says_its_changes_as_throttled_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index sync`'s "Change N of M stored" lines, one a change before (a large index over a
+    low `--max-index-change-mib`: hundreds of lines), go by progress.py's rule: the first and
+    the last here, where the clock never allows one in between."""
+    monkeypatch.setattr(progress, "clock", lambda: 0.0)
+    with low_change_limit(tmp_path) as (target, token, folder):
+        sync = ["index", "sync", str(folder.path), "--project", "trial", "--token", token,
+                "--ref-key", str(tmp_path / "south.refkey"), "--server", target]  # fmt: skip
+        assert main(sync) == 0
+    said = capsys.readouterr()
+    parts = int(said.out.split("Index synced in ")[1].split(" changes")[0])
+    assert parts >= 3, said.out  # 2,000 records of 160 bytes, under 64 KiB a change
+    changes = [line for line in said.err.splitlines() if line.startswith("Change ")]
+    assert [c.split(" stored")[0] for c in changes] == [
+        f"Change 1 of {parts}",
+        f"Change {parts} of {parts}",
+    ], said.err

@@ -14,7 +14,7 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
-from blindmatch.client.encoding.encoded import Encoded, write_encoded
+from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.refs import load_ref_key, plan_sync, resolve_refs, row_refs
 from blindmatch.client.errors import NotFoundError, RejectedError
 from blindmatch.client.remote.index import SyncPart, sync_index
@@ -35,6 +35,7 @@ from tests.support import (
     ask,
     encode,
     index_all,
+    low_change_limit,
     person,
     uploaded_and_run,
 )
@@ -718,23 +719,7 @@ def test_a_sync_over_the_matchers_change_limit_goes_in_several_changes(
     """A first load larger than `serve --max-index-change-mib` (here 64 KiB: 2,000 records,
     320 KB of references and CLKs) is sent as several changes, each under the limit; one cut
     short is finished by running the sync again, which sends only the rest."""
-    server = create_server(
-        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, max_index_change_bytes=64 * 1024
-    )
-    target = f"127.0.0.1:{server.port}"
-    try:
-        with MatcherClient(target, ADMIN_TOKEN) as op:
-            token = op.create_project("trial", ["north", "south"]).tokens["south"]
-        rng = np.random.default_rng(7)
-        folder = write_encoded(
-            tmp_path / "south.encoded",
-            clks=rng.integers(0, 256, 2000 * 128, dtype=np.uint8).tobytes(),
-            clk_bits=1024,
-            fingerprint=bytes(range(32)),
-            ids=[f"S-{i:05d}" for i in range(2000)],
-            report={},
-            rule=None,
-        )
+    with low_change_limit(tmp_path) as (target, token, folder):
         ref_key = tmp_path / "south.refkey"
         key, _ = load_ref_key(ref_key, create=True)
 
@@ -771,5 +756,3 @@ def test_a_sync_over_the_matchers_change_limit_goes_in_several_changes(
 
         assert main(sync) == 0  # nothing left to send
         assert "Index synced: 0 added, 0 replaced, 0 removed" in capsys.readouterr().out
-    finally:
-        server.stop(grace=None)

@@ -103,12 +103,19 @@ def test_a_token_serve_makes_goes_to_an_owner_only_file_never_to_the_terminal(
     assert token.startswith("bm_admin_")
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert f"operator token is in {token_file}" in "".join(said)
+    # Without S1 and S2 every project is a CLK one: said once at start, with where to read
+    # what that exposes (issue 18); the listening line no longer offers another mode.
+    exposed = [line for line in said if "every project this matcher makes is a CLK" in line]
+    assert len(exposed) == 1 and "WARNING" in exposed[0] and "docs/privacy.md" in exposed[0]
+    assert "new projects: clk mode, the only one without S1 and S2)" in said[-1]
     port = re.search(r"listening on [\d.]+:(\d+)", said[-1]).group(1)  # type: ignore[union-attr]
     created = blindmatch(
         "project", "create", "p", "--members", "a,b", "--json", "--server", f"127.0.0.1:{port}",
         env={"BLINDMATCH_ADMIN_TOKEN": token},
     )  # fmt: skip
-    assert json.loads(created)["project"] == "p"  # the token in the file is the operator's
+    made = json.loads(created)
+    assert made["project"] == "p"  # the token in the file is the operator's
+    assert made["mode"] == "clk"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert token not in out + err + "".join(said)

@@ -129,21 +129,46 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     assert "project 'shares' runs in two-server mode" in message
     assert "--two-server" in message and "[FAILED_PRECONDITION]" in message
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
-    # A folder encoded without --two-server: `upload` sends its CLKs, which the matcher
-    # refuses, saying to encode with --two-server; nothing is stored anywhere.
+    # A folder encoded without --two-server: `upload` asks the project's settings first
+    # (not audited) and sends nothing, saying to encode with --two-server. Before, it began
+    # streaming the CLKs, which the matcher refused at the header (issue 18).
     plain = world.folder / "plain.encoded"
     for f in encoded["north"].iterdir():
         if f.is_file():
             (plain / f.name).parent.mkdir(exist_ok=True)
             (plain / f.name).write_bytes(f.read_bytes())
     capsys.readouterr()
-    assert world.cli("upload", str(plain), "--project", "shares",
-                     token=project.tokens["north"]) == 3  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MatcherClient, "upload", lambda *a, **k: pytest.fail("CLKs sent"))
+        assert world.cli("upload", str(plain), "--project", "shares",
+                         token=project.tokens["north"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "project 'shares' runs in two-server mode" in err
+    assert "project 'shares' runs in two-server mode" in err and "Nothing was sent" in err
     assert "Encode with `blindmatch encode ... --two-server`" in err
     assert not world.roles["s1"].service.held
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
+    assert not [r for r in db_rows(world.data_dir, "audit") if r[3] == "project.describe"]
+
+
+def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder encoded --two-server was made for a matcher that never holds CLKs: before,
+    `upload` sent its CLKs to a CLK project without a word (issue 18)."""
+    project = create(world, "clks", "clk")
+    token = project.tokens["north"]
+    capsys.readouterr()
+    assert world.cli("upload", str(encoded["north"]), "--project", "clks", token=token) == 2
+    err = capsys.readouterr().err
+    assert f"{encoded['north']} was encoded --two-server, but clks is a CLK project" in err
+    assert "Nothing was sent" in err and "graph matching" in err
+    assert f"`blindmatch upload {encoded['north']} --project clks --clk`" in err
+    assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "clks"]
+    assert held(world, "clks") == {"s1": [], "s2": []}
+    assert world.cli("upload", str(encoded["north"]), "--project", "clks", "--clk",
+                     token=token) == 0  # fmt: skip
+    assert "encodings to clks (upload" in capsys.readouterr().out
+    assert [r[2] for r in db_rows(world.data_dir, "uploads") if r[1] == "clks"] == ["north"]
 
 
 def test_a_run_with_a_part_missing_is_refused(
@@ -352,7 +377,8 @@ def test_an_expired_clk_project_does_not_ask_s1_or_s2(world: World) -> None:
     # A CLK project's data never reaches S1 or S2: its expiry asks neither, so a server
     # that is down costs the sweep no wait and the audit log no failed `twoserver.forget`.
     with world.operator() as op:
-        op.create_project("plain", list(NAMES), expires_unix=int(world.clock() + 3600))
+        op.create_project("plain", list(NAMES), expires_unix=int(world.clock() + 3600),
+                          mode="clk")  # fmt: skip
     for role in world.roles.values():
         role.server.stop(None).wait()
     world.clock.advance(7200)

@@ -49,7 +49,8 @@ def changed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def upload(world: World, project: ProjectTokens, name: str, path: Path) -> None:
-    assert world.cli("upload", str(path), "--project", project.project,
+    clk = ["--clk"] if project.mode == "clk" else []  # a two-server folder: said so
+    assert world.cli("upload", str(path), "--project", project.project, *clk,
                      token=project.tokens[name]) == 0  # fmt: skip
 
 

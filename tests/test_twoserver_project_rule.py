@@ -42,7 +42,8 @@ def test_a_schema_rule_is_applied_as_a_clk_project_applies_it_and_the_data_dir_c
                      "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
         assert "blindmatch.rule" not in capsys.readouterr().err
         for p in (project, clks):
-            assert world.cli("upload", str(out), "--project", p.project, "--quiet",
+            clk = ["--clk"] if p.mode == "clk" else []  # a two-server folder: said so
+            assert world.cli("upload", str(out), "--project", p.project, "--quiet", *clk,
                              token=p.tokens[name]) == 0  # fmt: skip
         assert "blindmatch.rule" not in capsys.readouterr().err
     for role in ("s1", "s2"):  # each holds the rule with the shares

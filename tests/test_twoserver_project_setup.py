@@ -78,7 +78,7 @@ def test_project_create_and_show_name_the_mode(
                          "--mode", "clk") == 0  # fmt: skip
         shown = capsys.readouterr()
         assert "mode: clk;" in shown.out
-        assert "re-identifies about 97%" in shown.err and "--mode two-server" in shown.err
+        assert "re-identify about 97%" in shown.err and "(--mode clk)" in shown.err
         assert world.cli("project", "create", "sc", "--members", "north,south", "--mode",
                          "two-server", "--disclose", "scores") == 3  # fmt: skip
         assert "disclosure: scores, but a two-server project" in capsys.readouterr().err

@@ -115,10 +115,12 @@ def hits(path: Path) -> list[list[str]]:
 
 
 def flow(world: World, project: ProjectTokens, encoded: dict[str, Path]) -> dict[str, Path]:
-    """Every member uploads; north runs; every member writes its hits.csv."""
+    """Every member uploads (to a CLK project with --clk: the folders are two-server ones);
+    north runs; every member writes its hits.csv."""
+    clk = ["--clk"] if project.mode == "clk" else []
     for name in NAMES:
         token = project.tokens[name]
-        assert world.cli("upload", str(encoded[name]), "--project", project.project,
+        assert world.cli("upload", str(encoded[name]), "--project", project.project, *clk,
                          token=token) == 0  # fmt: skip
     assert world.cli("run", "--project", project.project, token=project.tokens["north"]) == 0
     out = {}

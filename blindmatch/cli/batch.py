@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
+    from blindmatch.cli.projectmode import PRIVACY_DOC, TWO_SERVER_DOC
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.encoding.sharing import SHARED_FOLDER
     from blindmatch.client.remote.convert import content_upload_id
@@ -34,8 +35,21 @@ def cmd_upload(args: argparse.Namespace) -> int:
         # A folder with a two-server upload: the project's mode decides what goes where
         # (a CLK project refuses the ticket, storing nothing). Without one, a two-server
         # project refuses the CLKs, saying to encode with --two-server.
-        if (args.encoded / SHARED_FOLDER).is_dir() and _two_server_upload(args, client, encoded):
+        shared = (args.encoded / SHARED_FOLDER).is_dir()
+        if shared and _two_server_upload(args, client, encoded):
             return 0
+        if shared and not args.clk:  # its CLKs were not meant for a matcher (issue 18)
+            raise InputError(
+                f"{args.encoded} was encoded --two-server, but {args.project} is a CLK "
+                f"project: its matcher would hold your CLKs, from which it (or anyone "
+                f"holding the uploads) can re-identify records by graph matching "
+                f"({PRIVACY_DOC}). Nothing was sent. Ask the operator for a project in "
+                f"two-server mode ({TWO_SERVER_DOC}), or, to send this CLK project your "
+                f"CLKs all the same, `blindmatch upload {args.encoded} --project "
+                f"{args.project} --clk`"
+            )
+        if not shared:  # asked first: a two-server project would refuse the CLKs once sent
+            _refuse_clks_where_two_server(client, args)
         if args.s1 or args.s2:
             raise InputError(
                 f"--s1/--s2: only for a project in two-server mode ({args.project} is not), "
@@ -53,6 +67,21 @@ def cmd_upload(args: argparse.Namespace) -> int:
         f"(upload {receipt.upload_id}{again})."
     )
     return 0
+
+
+def _refuse_clks_where_two_server(client: MatcherClient, args: argparse.Namespace) -> None:
+    """A folder without a two-server upload, for a project in two-server mode: refused here,
+    before any CLK leaves (the matcher refuses them at the upload's header, by when the
+    stream has begun). Its settings alone are asked: nothing audited (issue 18)."""
+    if client.describe(args.project, settings_only=True).mode != "two-server":
+        return
+    raise InputError(
+        f"project {args.project!r} runs in two-server mode: the matcher never takes its "
+        f"members' CLKs, and {args.encoded} was encoded without --two-server. Nothing was "
+        "sent. Encode with `blindmatch encode ... --two-server` (the same export, schema, "
+        "secret and mapping) and upload that folder: its shares go to S1 and S2, only how "
+        "many records to the matcher"
+    )
 
 
 def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded: Encoded) -> bool:
@@ -196,7 +225,8 @@ def register(sub: Subcommands) -> None:
         "same upload id, so nothing is stored twice. In a project in two-server mode the CLKs "
         "never go to the matcher: the folder's two-server upload (`encode --two-server`) goes "
         "as XOR shares to S1 and S2 (where the matcher says they are) under a ticket the "
-        "matcher signs, and the matcher gets only how many records there are.",
+        "matcher signs, and the matcher gets only how many records there are. Such a folder "
+        "goes to a CLK project only with --clk.",
         example="blindmatch upload north.encoded --project burglary --token-file north.token",
         handler=cmd_upload,
         parents=parents,
@@ -208,6 +238,12 @@ def register(sub: Subcommands) -> None:
         help="two-server projects: S1's address, if not the matcher's (a proxy)",
     )
     p.add_argument("--s2", metavar="HOST:PORT", help="two-server projects: S2's address")
+    p.add_argument(
+        "--clk",
+        action="store_true",
+        help="a folder encoded --two-server: send its CLKs if the project is a CLK project "
+        "(without --clk refused, nothing sent: its matcher would hold them; docs/privacy.md)",
+    )
 
     command(
         sub,

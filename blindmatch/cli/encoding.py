@@ -61,7 +61,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(result.report.render())
         if args.two_server:
             print(f"Wrote {args.out} (a project in two-server mode is sent {args.out}/"
-                  f"{SHARED_FOLDER}/ only, never clks.bin; a CLK project {args.out}/clks.bin; "
+                  f"{SHARED_FOLDER}/ only, never clks.bin; a CLK project {args.out}/clks.bin, "
+                  "with `upload --clk`; "
                   f"local ids stay in {args.out}/local/)")  # fmt: skip
         else:
             print(f"Wrote {args.out} (upload {args.out}/clks.bin; local ids stay in "

@@ -29,19 +29,12 @@ from blindmatch.cli.options import (
     unit_interval,
     when,
 )
+from blindmatch.cli.projectmode import clk_notice
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.model import MemberState, ProjectInfo
 
-# What a CLK project gives its matcher's operator (issue 18; docs/privacy.md, graph matching).
-CLK_MODE_NOTICE = (
-    "Note: mode clk: this matcher holds the members' CLKs, and an operator holding plaintext "
-    "on the same people re-identifies about 97% of the default schema's records from them "
-    "(graph matching, docs/privacy.md). A matcher started with S1 and S2 (`serve "
-    "--two-server-s1/--two-server-s2`) holds none: `project create --mode two-server` "
-    "(docs/operations.md#a-project-in-two-server-mode)."
-)
 _DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
@@ -108,18 +101,20 @@ def cmd_create(args: argparse.Namespace) -> int:
             require_users=args.require_users,
             mode=args.mode or "",
         )
-    if created.mode == "clk":
-        print(CLK_MODE_NOTICE, file=sys.stderr)
+    # What a CLK project exposes, said as it is made (issue 18); stdout stays the reply's.
+    if notice := clk_notice(created, args.mode or ""):
+        print(notice, file=sys.stderr)
     # In the order --members gave them (the reply's map has none of its own).
     order = {member: i for i, member in enumerate(members)}
     tokens = dict(sorted(created.tokens.items(), key=lambda kv: order.get(kv[0], len(order))))
     if args.tokens_dir:
         files = write_tokens(args.tokens_dir, tokens)
         if args.json:
-            print(json.dumps({"project": created.project, "token_files": files}))
+            print(json.dumps({"project": created.project, "token_files": files,
+                              "mode": created.mode}))  # fmt: skip
             return 0
     elif args.json:
-        print(json.dumps({"project": created.project, "tokens": tokens}))
+        print(json.dumps({"project": created.project, "tokens": tokens, "mode": created.mode}))
         return 0
     purpose = "; results need --purpose" if created.require_purpose else ""
     if created.require_users:
@@ -194,7 +189,7 @@ def _show(info: ProjectInfo) -> None:
         who = "operator's view"
     print(
         f"Project {info.project} ({who}; disclosure {info.disclosure}, "
-        f"threshold {info.threshold}, blocking {info.blocking})"
+        f"threshold {info.threshold}, blocking {info.blocking}, mode {info.mode})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
     if info.require_users:
@@ -316,12 +311,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not infos:
         print("No live projects.")
         return 0
-    head = ("project", "level", "members", "uploaded", "expires", "latest run", "fingerprint id")
+    head = ("project", "mode", "level", "members", "uploaded", "expires", "latest run",
+            "fingerprint id")  # fmt: skip
     rows = [head]
     for i in infos:
         run = i.latest_run
         rows.append((
             i.project,
+            i.mode,
             i.disclosure,
             str(len(i.members)),
             str(sum(m.whole for m in i.members)),
@@ -388,7 +385,9 @@ def register(sub: Subcommands) -> None:
         help="clk: the matcher holds the members' CLKs and compares them; two-server: the "
         "members' XOR shares go to two non-colluding servers S1 and S2 and the matcher holds "
         "only how many records (it must be started with --two-server-s1/--two-server-s2; no scores "
-        "disclosure; docs/operations.md) (default: the matcher's, `serve --default-mode`)",
+        "disclosure; docs/operations.md) (default: the matcher's, `serve --default-mode`: "
+        "two-server on a matcher started with S1 and S2, else clk; a CLK project's exposure "
+        "is said on stderr as it is made)",
     )
     pc.add_argument(
         "--require-purpose",
@@ -408,12 +407,13 @@ def register(sub: Subcommands) -> None:
         help="when the project's encodings and results are deleted: 90d, 12h, 8w, 1y or a "
         "date (YYYY-MM-DD, UTC); default 180d",
     )
-    pc.add_argument("--json", action="store_true", help="print {project, tokens} as JSON")
+    pc.add_argument("--json", action="store_true",
+                    help="print {project, tokens, mode} as JSON")  # fmt: skip
     pc.add_argument(
         "--tokens-dir",
         metavar="DIR",
         help="write each member's token to DIR/MEMBER.token, readable by you only, instead "
-        "of printing it (--json then prints {project, token_files})",
+        "of printing it (--json then prints {project, token_files, mode})",
     )
 
     pr = command(
@@ -448,10 +448,10 @@ def register(sub: Subcommands) -> None:
     pl = command(
         psub,
         "list",
-        help="every live project: level, members, expiry, latest run (operator)",
-        description="List every live project with its disclosure level, members and how many "
-        "have uploaded, expiry, latest run and encoding fingerprint id (operator: "
-        "$BLINDMATCH_ADMIN_TOKEN). Never a token.",
+        help="every live project: mode, level, members, expiry, latest run (operator)",
+        description="List every live project with its mode (clk or two-server), disclosure "
+        "level, members and how many have uploaded, expiry, latest run and encoding "
+        "fingerprint id (operator: $BLINDMATCH_ADMIN_TOKEN). Never a token.",
         example="blindmatch project list",
         handler=cmd_list,
         parents=[net],

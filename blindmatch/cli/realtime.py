@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from blindmatch.client.encoding.encode import EncodeResult
     from blindmatch.client.encoding.sharing import SharedUpload
     from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.index import SyncPart
     from blindmatch.client.remote.model import IndexSummary, QueryAnswer
 
 QUOTE = (
@@ -86,15 +87,17 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 def cmd_index_sync(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.remote.index import SyncPart, sync_index
+    from blindmatch.client.progress import Throttle
+    from blindmatch.client.remote.index import sync_index
 
     encoded = read_encoded(args.encoded)
     key = _ref_key(args, create=True)
     parts = 0
+    throttle, last = Throttle(), None  # a line a change could flood a log: as progress.py
 
     def told(part: SyncPart) -> None:
-        nonlocal parts
-        parts = part.number
+        nonlocal parts, last
+        parts, last = part.number, part
         if args.quiet or (part.number == 1 and part.planned == 1):
             return
         if part.number == 1:
@@ -104,19 +107,28 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
                 "`index sync` again: it sends only what is still different).",
                 file=sys.stderr,
             )
-        s = part.summary
-        print(
-            f"Change {part.number} of {max(part.planned, part.number)} stored: {s.added} "
-            f"added, {s.replaced} replaced, {s.removed} removed; the index holds "
-            f"{s.record_count} records.",
-            file=sys.stderr,
-            flush=True,
-        )
+        if throttle.due(part.number, max(part.planned, part.number)):
+            _change_line(part)
 
     with connect(args, member_token(args)) as client:
-        _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
+        try:
+            _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
+        finally:  # the last change stored, said even where it was held back or the sync cut
+            if throttle.held and last is not None:
+                _change_line(last)
     print(_summary("Index synced" if parts <= 1 else f"Index synced in {parts} changes", summary))
     return 0
+
+
+def _change_line(part: SyncPart) -> None:
+    s = part.summary
+    print(
+        f"Change {part.number} of {max(part.planned, part.number)} stored: {s.added} "
+        f"added, {s.replaced} replaced, {s.removed} removed; the index holds "
+        f"{s.record_count} records.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def cmd_index_show(args: argparse.Namespace) -> int:

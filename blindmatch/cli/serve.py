@@ -8,6 +8,7 @@ from pathlib import Path
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
+from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
@@ -59,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     made_token = admin is None
     if admin is None:
         admin = "bm_admin_" + secrets.token_urlsafe(24)
-    # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18).
+    # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18);
+    # create_server resolves "" the same way.
     mode = args.default_mode or ("two-server" if two_server is not None else "clk")
     try:
         running = create_server(
@@ -98,11 +100,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    if two_server is None:  # what every project it makes exposes, said once (issue 18)
+        logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
+    unless = (
+        " unless `project create --mode` says otherwise"
+        if two_server is not None
+        else ", the only one without S1 and S2"
+    )
+
     def announce() -> None:
         shown = tls.grpc_address(host, running.port)
         print(
             f"blindmatch matcher listening on {shown} (data: {args.data_dir}; new projects: "
-            f"{mode} mode unless `project create --mode` says otherwise)",
+            f"{mode} mode{unless})",
             file=sys.stderr,
             flush=True,
         )

@@ -133,9 +133,12 @@ class MatcherClient(OperatorCalls):
                 request, metadata=self._metadata(), timeout=self.timeout
             )
 
-    def describe(self, project: str) -> ProjectInfo:
-        """The project as this member sees it: members, levels, latest run."""
-        request = pb.DescribeProjectRequest(project=project)
+    def describe(self, project: str, *, settings_only: bool = False) -> ProjectInfo:
+        """The project as this member sees it: members, levels, latest run (audited). With
+        `settings_only`, its settings alone (the mode, levels, expiry; no member and no run),
+        which the matcher neither audits nor counts (a matcher older than that answers the
+        whole description, audited)."""
+        request = pb.DescribeProjectRequest(project=project, settings_only=settings_only)
         reply = self._retrying("describe", lambda: self._unary("DescribeProject", request))
         return convert.project_info(reply)
 

@@ -175,6 +175,7 @@ def project_tokens(reply: pb.CreateProjectReply) -> ProjectTokens:
         reply.expires_unix,
         reply.require_users,
         reply.mode or "clk",
+        reply.two_server_ready,
     )
 
 

@@ -27,6 +27,7 @@ class ProjectTokens:
     expires_unix: int = 0
     require_users: bool = False
     mode: str = "clk"  # or "two-server"
+    two_server_ready: bool = False  # the matcher has S1 and S2 (False: an older matcher)
 
 
 @dataclass(frozen=True)

@@ -164,12 +164,21 @@ def rule_circuit(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Ru
     + B H2* Σ1 and Σ1 Σ2' are each two rows shared by the cut-offs; at each cut-off Y + (A - B
     - C) Σ1 Σ2' is reduced to two rows and its sign is the carry into the top column."""
     cutoffs, form, b, pop_wires = _start(n_bits, n_bits2, cutoffs, rule)
-    l1, l2, first_pop = n_bits.bit_length(), n_bits2.bit_length(), 2 + n_bits + n_bits2
+    first_pop = 2 + n_bits + n_bits2
+    h1 = _hamming(b, list(range(2, 2 + n_bits)))
+    h2 = _hamming(b, list(range(2 + n_bits, first_pop)))
+    outputs = rule_outputs(b, form, n_bits, n_bits2, pop_wires, h1, h2)
+    return b.compile(n_bits, cutoffs, pop_wires, outputs, n_bits2=n_bits2, rule=rule)
+
+
+def rule_outputs(b: _Builder, form: IntegerRule, n_bits: int, n_bits2: int, pop_wires: Index,
+                 h1: Bits, h2: Bits) -> list[int]:  # fmt: skip
+    """`rule_circuit`'s output wires from both Hamming distances as weighted bits (`h1`, `h2`)
+    and the four popcounts' wires; core/gmwsum.py gives it H from additive shares instead."""
+    l1, l2 = n_bits.bit_length(), n_bits2.bit_length()
     pa1, pb1, pa2, pb2 = (
         [int(w) for w in pop_wires[k, :n]] for k, n in enumerate((l1, l1, l2, l2))
     )
-    h1 = _hamming(b, list(range(2, 2 + n_bits)))
-    h2 = _hamming(b, list(range(2 + n_bits, first_pop)))
     s1, s2 = _sum(b, pa1, pb1), _sum(b, pa2, pb2)
     z2 = b.and_all([b.not_(w) for w in pa2 + pb2])
     s2 = [b.xor(s2[0], z2), *s2[1:]]
@@ -204,7 +213,7 @@ def rule_circuit(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Ru
     for m in margins:
         carry = prefix.carry_in(b, m[:-1], deadline, floor_ok)
         outputs.append(b.xor_all([floor_ok, b.and_(floor_ok, b.xor_all(m[-1])), carry]))
-    return b.compile(n_bits, cutoffs, pop_wires, outputs, n_bits2=n_bits2, rule=rule)
+    return outputs
 
 
 @lru_cache(maxsize=16)
@@ -235,4 +244,4 @@ def ripple_rule_circuit(
     return b.compile(n_bits, cutoffs, pop_wires, outputs, n_bits2=n_bits2, rule=rule)
 
 
-__all__ = ["naf", "ripple_rule_circuit", "rule_circuit"]
+__all__ = ["Bits", "naf", "ripple_rule_circuit", "rule_circuit", "rule_outputs"]

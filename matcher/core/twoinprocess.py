@@ -6,6 +6,7 @@ decisions and links are the same code either way."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -13,10 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import exhaustive, linkbit, triplecheck
-from blindmatch.matcher.core.proposal import Proposal
+from blindmatch.matcher.core import densearith, denseblock, exhaustive, linkbit, triplecheck
+from blindmatch.matcher.core.crosspart import Cross
+from blindmatch.matcher.core.proposal import Part, Proposal
 from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.twoserver import (
+    FALLBACK,
     RECORD,
     BlockingServer,
     PairBatch,
@@ -26,6 +29,14 @@ from blindmatch.matcher.core.twoserver import (
     fallback_split,
 )
 from blindmatch.matcher.domain import NO_RULE, Rule
+
+
+def _with_blocks(described: Proposed, part: Part) -> Proposed:
+    """An unblocked part as C is told of it in process: with its non-empty blocks' sizes."""
+    if not isinstance(part, Cross):
+        return described
+    blocks = tuple((len(a), len(b)) for a, b in part.sides() if len(a) and len(b))
+    return dataclasses.replace(described, blocks=blocks)
 
 
 class InProcess:
@@ -38,6 +49,11 @@ class InProcess:
         self.proposal: Proposal | None = None
         self.rows = RowLedger()  # S1's per-upload cap over its proposals (core/rowledger.py)
         self.blocking = {"join (S1)": 0.0, "expand (S2)": 0.0}
+        # Unblocked parts by arithmetic sharing (core/densearith.py): C told their blocks
+        # (`Proposed.blocks`), S1's and S2's sides of the part `prepare_part` ran last.
+        self.dense = True
+        self._dense: dict[int, tuple[denseblock.Blocks, denseblock.Blocks]] = {}
+        self._part: int | None = None  # the part `evaluate_part` is running
 
     def block(
         self,
@@ -46,6 +62,7 @@ class InProcess:
         pairs: set[tuple[int, int]] | None = None,
     ) -> list[exhaustive.Part]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        self._dense = {}  # a block's shares serve only the run that computed them
         clks = 1 if lacking is None else 2
         expanding = 0.0
 
@@ -77,6 +94,7 @@ class InProcess:
         only: Sequence[tuple[int, int]] | None = None,
     ) -> list[Proposed]:
         lacking = self.s1.lacking or lacking  # the members' (S1's own), or C's in a test
+        self._dense = {}  # a block's shares serve only the run that computed them
         pairs = None if only is None else set(only)
         proposed = self.block(lacking, pairs=pairs)
         records = self.s1.records()
@@ -84,7 +102,37 @@ class InProcess:
                                  cutoffs, lacking, rule=rule, only=pairs,
                                  later=lambda more: self.block(lacking, pairs=more))  # fmt: skip
         self.proposal.ledger = self.rows
-        return self.proposal.described()
+        described = self.proposal.described()
+        if not self.dense:
+            return described
+        return [_with_blocks(d, p) for d, p in zip(described, self.proposal.parts, strict=True)]
+
+    def prepare_part(self, index: int, deals: Sequence[densearith.BlockDeal],
+                     transcript: linkbit.Transcript, clock: dict[str, float]) -> None:  # fmt: skip
+        """S1 and S2 on unblocked part `index`'s blocks (`Proposed.blocks`, C's deal a
+        block): the daBits' conversion, D opened, C's deal checked (refused as a batch's
+        triples are), every pair's H shares; its batches then take them
+        (core/denseblock.py)."""
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        part = self.proposal.parts[index]
+        if not isinstance(part, Cross) or not deals:
+            raise ValueError(f"part {index} is not unblocked")
+        clks = (part.clk,) if len(deals[0].shape.widths) == 1 else (RECORD, FALLBACK)
+        self._dense = {}
+        sides = []
+        for role, server in enumerate((self.s1, self.s2)):
+            who = ("S1", "S2")[role]
+            setups = [transcript.send("C", who, "setup", (d.to_s1, d.to_s2)[role]) for d in deals]
+            t0 = time.process_time()
+            sides.append(server.block_side(role, part, clks, setups))
+            clock[who] = clock.get(who, 0.0) + time.process_time() - t0
+        try:
+            for b1, b2 in zip(sides[0].blocks, sides[1].blocks, strict=True):
+                denseblock.exchange(b1, b2, transcript, clock)
+        except triplecheck.DealRefused as exc:
+            raise triplecheck.refused(f"{part.member_a}/{part.member_b}", exc) from None
+        self._dense[index] = (sides[0], sides[1])
 
     def _run(
         self,
@@ -96,13 +144,18 @@ class InProcess:
         tagged: bool,
         drop: npt.NDArray[np.bool_] | None,
     ) -> tuple[bytes, bytes]:
+        dense = self._dense.get(self._part) if self._part is not None else None
         t1 = time.process_time()
-        p1 = self.s1.party(0, part, circuit, transcript.send("C", "S1", "setup", dealt.to_s1))
+        setup1 = transcript.send("C", "S1", "setup", dealt.to_s1)
+        p1 = dense[0].party(part, circuit, setup1) if dense else self.s1.party(0, part, circuit,
+                                                                               setup1)  # fmt: skip
         # S1's first message to S2 carries the batch's rows and the output pad's seed.
         mask = secrets.token_bytes(linkbit.SEED_BYTES)
         transcript.count("S1", "S2", 8 * len(part) + len(mask))
         t2 = time.process_time()
-        p2 = self.s2.party(1, part, circuit, transcript.send("C", "S2", "setup", dealt.to_s2))
+        setup2 = transcript.send("C", "S2", "setup", dealt.to_s2)
+        p2 = dense[1].party(part, circuit, setup2) if dense else self.s2.party(1, part, circuit,
+                                                                               setup2)  # fmt: skip
         t3 = time.process_time()
         try:
             linkbit.exchange(p1, p2, transcript, clock)
@@ -134,7 +187,11 @@ class InProcess:
         part = self.proposal.part(index, offset, count, circuit.cutoffs)
         if part.clk == RECORD:  # the run's rule on the first CLKs' pairs (as S1 over gRPC)
             self.proposal.check_rule(circuit.rule or NO_RULE)
-        return self._run(part, circuit, dealt, transcript, clock, True, None)
+        self._part = index  # `_run` takes a part `prepare_part` ran on from its blocks
+        try:
+            return self._run(part, circuit, dealt, transcript, clock, True, None)
+        finally:
+            self._part = None
 
     def evaluate(
         self,

@@ -23,8 +23,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import densearith, denseblock, linkbit
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.outcomes import (
@@ -161,6 +161,31 @@ def _add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
         seconds[name] = seconds.get(name, 0.0) + clock[role]
 
 
+def _dense(
+    servers: Servers,
+    combiner: Combiner,
+    index: int,
+    part: Proposed,
+    transcript: linkbit.Transcript,
+    clock: dict[str, float],
+) -> linkbit.Circuit | None:
+    """Where S1 and S2 run unblocked part `index` by arithmetic sharing (its `blocks` told, in
+    process: core/twoinprocess.py `prepare_part`), C's deal of each block, their conversion
+    and checks, and the circuit its batches then run on the H shares (core/denseblock.py);
+    None otherwise."""
+    prepare = getattr(servers, "prepare_part", None)
+    if not part.blocks or prepare is None:
+        return None
+    t0 = time.process_time()
+    width2 = _width2(servers, combiner) if part.clk == RECORD else 0
+    widths = (servers.bits(part.clk), width2) if width2 else (servers.bits(part.clk),)
+    circuit = denseblock.circuit(widths, combiner.cutoffs, combiner.rule)
+    deals = [densearith.deal(densearith.Shape(a, b, widths)) for a, b in part.blocks]
+    clock["C"] += time.process_time() - t0
+    prepare(index, deals, transcript, clock)
+    return circuit
+
+
 def proposed_links(
     servers: Servers,
     combiner: Combiner,
@@ -175,10 +200,15 @@ def proposed_links(
     found: list[Candidates] = []
     clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
     n_bits = servers.bits(part.clk)
+    dense = _dense(servers, combiner, index, part, transcript, clock)
     for offset in range(0, part.pairs, linkbit.BATCH):
         count = min(linkbit.BATCH, part.pairs - offset)
         t0 = time.process_time()
-        circuit, dealt = combiner.deal_count(count, n_bits, part.clk, _width2(servers, combiner))
+        if dense is not None:
+            circuit, dealt = dense, combiner.triples(dense, count)
+        else:
+            circuit, dealt = combiner.deal_count(count, n_bits, part.clk,
+                                                 _width2(servers, combiner))  # fmt: skip
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
         t1 = time.process_time()

@@ -62,9 +62,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import denseblock, linkbit
 from blindmatch.matcher.core import fallback as fallback_
-from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.crosspart import Cross
 from blindmatch.matcher.core.exhaustive import check_cap
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.kernel import _check_threshold
@@ -103,6 +104,10 @@ class Proposed:
     member_b: int
     clk: int
     pairs: int
+    # An unblocked part's blocks (rows of A x rows of B, each non-empty) where S1 and S2 run
+    # it by arithmetic sharing (core/densearith.py; in process only, core/twoinprocess.py):
+    # their sizes, which C deals for (it can count them from the popcounts it holds).
+    blocks: tuple[tuple[int, int], ...] = ()
 
 
 class ShareServer:
@@ -171,6 +176,15 @@ class ShareServer:
         diffs = [self.differences(dataclasses.replace(batch, clk=clk)) for clk in clks]
         both = (diffs[0], diffs[1]) if len(diffs) == 2 else diffs[0]
         return linkbit.Party(role, circuit, both, setup, pops, nonce)
+
+    def block_side(self, role: int, part: Cross, clks: Sequence[int],
+                   setups: Sequence[bytes]) -> denseblock.Blocks:  # fmt: skip
+        """This server's parties on the non-empty blocks of unblocked `part` (rows of A x
+        rows of B) on CLKs `clks`, from C's setups (core/denseblock.py `side`)."""
+        sides = [(a, b) for a, b in part.sides() if len(a) and len(b)]
+        shares = tuple([self._shares[m][k] for k in clks] for m in (part.member_a, part.member_b))
+        pops = tuple([self._pops[m][k] for k in clks] for m in (part.member_a, part.member_b))
+        return denseblock.side(role, shares, pops, sides, setups)
 
     def messages(self, batch: PairBatch) -> Shares:
         """(pairs, width): each pair's share difference, permuted (core/sharing.py): the

@@ -162,6 +162,7 @@ class _Recording(InProcess):
         self.combiner = combiner
         self.seen: list[tuple[Pairs, Values]] = []
         self.clear = clear  # the members' popcounts: the circuit's outputs in the clear
+        self.dense = clear is None  # outputs in the clear: no block to compute
 
     def _run(self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
              transcript: linkbit.Transcript, clock: dict[str, float], tagged: bool,

@@ -194,7 +194,10 @@ def query_encoding(request: pb.QueryRequest) -> Encoding:
 # -- replies -----------------------------------------------------------------------------------
 
 
-def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectReply:
+def project_reply(
+    project: Project, tokens: dict[str, str], *, two_server_ready: bool = False
+) -> pb.CreateProjectReply:
+    """`two_server_ready`: the matcher has S1 and S2 (it could have made a two-server one)."""
     return pb.CreateProjectReply(
         project=project.name,
         tokens=tokens,
@@ -205,6 +208,7 @@ def project_reply(project: Project, tokens: dict[str, str]) -> pb.CreateProjectR
         expires_unix=int(project.expires),
         require_users=project.require_users,
         mode=project.mode,
+        two_server_ready=two_server_ready,
     )
 
 

@@ -175,7 +175,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         )
         if self.two_server is not None:  # its first query's circuits, built off this call
             tworuns.warm_circuits(self.store, [project.name])
-        return convert.project_reply(project, tokens)
+        return convert.project_reply(project, tokens, two_server_ready=self.two_server is not None)
 
     @operator_call
     def RotateToken(self, request: pb.TokenRequest, context: Call) -> pb.RotateTokenReply:
@@ -274,8 +274,12 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     @member_call
     def DescribeProject(self, request: pb.DescribeProjectRequest, context: Call) -> pb.ProjectInfo:
         member = self._member(context, request.project)
-        self._consulting(context, "DescribeProject")
-        info = convert.project_info(projects.describe(self.store, request.project, member))
+        if request.settings_only:  # nothing of a partner: not audited, not a consultation
+            view = projects.settings(self.store, request.project, member)
+        else:
+            self._consulting(context, "DescribeProject")
+            view = projects.describe(self.store, request.project, member)
+        info = convert.project_info(view)
         info.user = context.caller.user
         return self._parties(info)
 

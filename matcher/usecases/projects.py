@@ -190,6 +190,12 @@ def _view(store: Store, project: Project, member: str) -> ProjectView:
     )
 
 
+def settings(store: Store, project_name: str, member: str) -> ProjectView:
+    """The project's settings alone, as `member` asks before an upload (its mode): no
+    member's status, no run, no fingerprint. Nothing of a partner, so nothing recorded."""
+    return ProjectView(store.project(project_name), member, 0, [], None)
+
+
 def describe(store: Store, project_name: str, member: str) -> ProjectView:
     """The project as `member` sees it; recorded (it discloses partners' upload status).
     The latest run as the member may see it (`run_requests.as_seen_by`)."""
