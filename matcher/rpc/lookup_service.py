@@ -88,6 +88,7 @@ class LookupService(pb_grpc.LookupServerServicer):
             records=s.records,
             started=s.started,
             loaded=s.loaded,
+            read_after_stop=s.read_after_stop,
         )
 
     @_keyed
