@@ -103,7 +103,9 @@ def cmd_create(args: argparse.Namespace) -> int:
             mode=args.mode or "",
         )
     # What a CLK project exposes, said as it is made (issue 18); stdout stays the reply's.
-    if notice := clk_notice(created, args.mode or ""):
+    # A note, so -q silences it as every command's notes (README "Commands"; encode's
+    # privacy warnings likewise).
+    if not args.quiet and (notice := clk_notice(created, args.mode or "")):
         print(notice, file=sys.stderr)
     # In the order --members gave them (the reply's map has none of its own).
     order = {member: i for i, member in enumerate(members)}
