@@ -207,7 +207,7 @@ def _balanced(data: bytes, what: str) -> None:
 def test_what_each_server_receives_in_the_arithmetic_is_padded_whatever_the_pairs() -> None:
     """Every pair the same (all popcounts and distances 0, then all at their top): the
     masked bits, the checks' pads and the products' openings each server receives are
-    balanced bits, each 64-bit lane's top bits too; the tests' values never leave a server."""
+    balanced bits, each value's top byte too; the tests' values never leave a server."""
     p = plan(1024, 1024, CUTOFFS, DEFAULT)
     n = 4000
     for value in (0, 1024):
@@ -221,8 +221,9 @@ def test_what_each_server_receives_in_the_arithmetic_is_padded_whatever_the_pair
             _balanced(convert[bits:], f"{who}'s pads")
             opened = b"".join(m[3] for m in t.messages if m[1] == who and m[2] == "multiply")
             _balanced(opened[32:], f"{who}'s openings")
-            top = np.frombuffer(opened[32:], "<u8") >> np.uint64(56)
-            _balanced(top.astype(np.uint8).tobytes(), f"{who}'s openings' top byte")
+            k = densemargin.batch_size(p, n).opened  # 4 bytes a value at the default
+            top = np.frombuffer(opened[32:], np.uint8).reshape(-1, k)[:, -1]
+            _balanced(top.tobytes(), f"{who}'s openings' top byte")
 
 
 def test_the_margins_circuits_have_a_quarter_of_gmwsums_and_gates() -> None:

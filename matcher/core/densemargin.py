@@ -120,8 +120,9 @@ def convert_pops(p: Plan, one: ring64.Party, two: ring64.Party,
 
 
 def batch_size(p: Plan, pairs: int) -> ring64.Size:
-    """A batch's daBits (each converted bit of each pair) and triples (three a pair)."""
-    return ring64.Size(len(p.converted) * pairs, 3 * pairs)
+    """A batch's daBits (each converted bit of each pair) and triples (three a pair, their
+    products wanted mod 2^w, w the widest test's width in whole bytes)."""
+    return ring64.Size(len(p.converted) * pairs, 3 * pairs, (max(p.widths) + 7) // 8)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ or the pairs). S1's come from a 32-byte seed; S2's from a seed and its explicit 
   [p]. To convert an XOR-shared bit b = b1 ^ b2, S1 sends b1 ^ x, S2 b2 ^ y, both hold
   u = b ^ r and [b] = u + (1 - 2u) [r].
 - A triple (a, b, c = a b), all shared: for [x] [y] S1 and S2 open d = x - a and e = y - b,
-  and [x y] = [c] + d [b] + e [a] + d e (the last S1's alone).
+  and [x y] = [c] + d [b] + e [a] + d e (the last S1's alone); where x y is wanted mod 2^m
+  only (`Size.opened`: m = 32 for the default rule's margin of 29 bits) d and e are sent
+  mod 2^m, m / 8 bytes each rather than 8.
 
 The checks, t uniform mod 2^64 an element, drawn from both servers' nonces (`agree`):
 
@@ -52,13 +54,15 @@ ONE, TWO = np.uint64(1), np.uint64(2)
 
 @dataclass(frozen=True)
 class Size:
-    """What a deal holds: `dabits` daBits and `triples` triples."""
+    """What a deal holds: `dabits` daBits and `triples` triples, whose products are wanted
+    mod 2^(8 `opened`) (their openings d and e that many bytes each)."""
 
     dabits: int
     triples: int
+    opened: int = 8
 
     def __post_init__(self) -> None:
-        if self.dabits < 0 or self.triples < 0:
+        if self.dabits < 0 or self.triples < 0 or not 1 <= self.opened <= 8:
             raise ValueError(f"a deal of {self.dabits} daBits and {self.triples} triples")
 
     @property
@@ -214,7 +218,7 @@ class Party:
 
     def second(self, x: U64, y: U64) -> bytes:
         """The digest of this server's share of the checks' values, then its shares of
-        d = x - a and e = y - b of every triple."""
+        d = x - a and e = y - b of every triple (their low `Size.opened` bytes)."""
         if self._tau is None or self._de is not None:
             raise RuntimeError("ring64: second once, after converted")
         if np.shape(x) != (self.size.triples,) or np.shape(y) != (self.size.triples,):
@@ -223,11 +227,14 @@ class Party:
             np.asarray(x, np.uint64) - self._d["a"],
             np.asarray(y, np.uint64) - self._d["b"],
         )
-        return self._tau + b"".join(v.astype("<u8").tobytes() for v in self._de)
+        k = self.size.opened
+        low = [v.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :k] for v in self._de]
+        return self._tau + b"".join(np.ascontiguousarray(v).tobytes() for v in low)
 
     def products(self, theirs: bytes) -> U64:
         """From the other's `second`: `DealRefused` unless its digest is this server's (every
-        daBit and triple a product), then this server's shares of x y."""
+        daBit and triple a product), then this server's shares of x y (right mod
+        2^(8 `Size.opened`))."""
         if self._de is None or self._tau is None:
             raise RuntimeError("ring64: products after second")
         if theirs[:32] != self._tau:
@@ -235,9 +242,13 @@ class Party:
                 "the sacrifice of the dealt daBits and triples mod 2^64 failed: a value dealt "
                 "is not a product"
             )
-        n = self.size.triples
-        d_, e_ = _words(theirs[32:], [n, n])
-        d, e = d_ + self._de[0], e_ + self._de[1]
+        n, k = self.size.triples, self.size.opened
+        if len(theirs) != 32 + 2 * n * k:
+            raise ValueError("ring64: the other server's message does not fit the deal")
+        full = np.zeros((2 * n, 8), np.uint8)
+        full[:, :k] = np.frombuffer(theirs[32:], np.uint8).reshape(2 * n, k)
+        d_, e_ = _cut(full.view("<u8").ravel().astype(np.uint64), [n, n])
+        d, e = d_ + self._de[0], e_ + self._de[1]  # right mod 2^(8 k)
         out = self._d["c"] + d * self._d["b"] + e * self._d["a"]
         if self.role == 0:
             out = out + d * e
