@@ -132,7 +132,8 @@ def test_pairs_at_the_rules_edges_get_the_rule_in_the_clear(rule: Rule, threshol
     cols = _edges(p.form, 1024, 1024, 6000)
     want = ruleform.rule_bounds(p.form, 1024, *cols)
     margin = ruleform.integer_margin(p.form, 0, *cols)
-    assert (margin == 0).sum() >= 5 and want[0].sum() > 100 and (~want[0]).sum() > 100
+    assert ((margin == 0) & want[0]).sum() >= 20  # exact ties where the floor test passes
+    assert want[0].sum() > 100 and (~want[0]).sum() > 100
     assert (_batch(p, cols) == want).all()
     if threshold == 0.75:
         assert p.pre.extra and "e_pre" in p.converted
