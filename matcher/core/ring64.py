@@ -30,9 +30,9 @@ equal iff every one is 0. An error e in a product passes only if t e = e' mod 2^
 spare's): for e of 2-adic valuation v, probability 2^-(64 - v). A result read mod 2^w (the
 width the margin needs, core/densemargin.py) changes only where some error has v < w, so
 each wrong value passes with probability at most 2^-(65 - w) (2^-36 at the default rule's
-w = 29; 2^-29 at w = 36, a rule of four decimals such as gap 0.1234, offset 0.0567). What each server sees: x' pads rho, y' pads sigma, a' and b' pad the triple's rho
-and sigma, a and b pad d and e (uniform mod 2^64), x and y the converted bits; C receives
-nothing.
+w = 29; 2^-29 at w = 36, a rule of four decimals such as gap 0.1234, offset 0.0567).
+What each server sees: x' pads rho, y' pads sigma, a' and b' pad the triple's rho and
+sigma, a and b pad d and e (uniform), x and y the converted bits; C receives nothing.
 """
 
 from __future__ import annotations
