@@ -38,8 +38,10 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64
+from blindmatch.matcher.core.crosspart import _within
 from blindmatch.matcher.core.gmwsum import addends
 from blindmatch.matcher.core.margincircuit import Plan, plan, slot
+from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
 
 U64 = npt.NDArray[np.uint64]
@@ -232,11 +234,39 @@ class Side:
         self.second = linkbit.Party(self.role, p.second, diffs, self._setup2, [self._pos])
         self._values = ()
 
-    def output(self) -> bytes:
-        """This server's shares of the link bits (a cut-off each), for C."""
+    def output(self, tags: linkbit.Words | None = None, keep: linkbit.Words | None = None,
+               mask: bytes | None = None) -> bytes:  # fmt: skip
+        """This server's shares of the link bits (a cut-off each), for C; `tags`, `keep`,
+        `mask` as core/linkbit.py `Party.output` takes them."""
         if self.second is None:
             raise RuntimeError("the margin: output before the second circuit")
-        return self.second.output()
+        return self.second.output(tags, keep, mask)
+
+
+def gather(blocks: denseblock.Blocks, pops: Sequence[Sequence[U64]], batch: PairBatch,
+           ) -> tuple[tuple[U64, U64], list[U64], list[U64]]:  # fmt: skip
+    """A server's inputs to `Side` for `batch` (rows of the members, each pair in one of the
+    part's blocks, after core/denseblock.py `exchange` on each): its shares of each pair's
+    H1, H2, its XOR shares of pa1, pb1, pa2, pb2 (`blocks.pops`) and its additive ones
+    (`pops[block][clk]`, `convert_pops`'s, A's rows then B's)."""
+    n = len(batch.rows_a)
+    out = np.zeros((10, n), np.uint64)  # h1, h2, then four XOR, then four additive
+    done = np.zeros(n, bool)
+    for (rows_a, rows_b), block, xor, arith in zip(blocks.sides, blocks.blocks, blocks.pops,
+                                                   pops, strict=True):  # fmt: skip
+        in_a, at_a = _within(rows_a, batch.rows_a)
+        in_b, at_b = _within(rows_b, batch.rows_b)
+        here = np.flatnonzero(in_a & in_b & ~done)
+        i, j = at_a[here].astype(np.intp), at_b[here].astype(np.intp)
+        out[0, here], out[1, here] = block.hamming(0)[i, j], block.hamming(1)[i, j]
+        for k, values in enumerate((xor, arith)):
+            for c in (0, 1):
+                out[2 + 4 * k + 2 * c, here] = values[c][i]
+                out[3 + 4 * k + 2 * c, here] = values[c][len(rows_a) + j]
+        done[here] = True
+    if not done.all():
+        raise ValueError("a batch's pair is in none of the part's blocks")
+    return (out[0], out[1]), list(out[2:6]), list(out[6:])
 
 
 def exchange(s1: Side, s2: Side, t: linkbit.Transcript, clock: Clock | None = None) -> None:
@@ -304,14 +334,13 @@ def compare(
     for at in range(0, s.pairs, linkbit.BATCH):
         i, j = np.divmod(np.arange(at, min(s.pairs, at + linkbit.BATCH)), s.rows_b)
         d = _timed(clock, "C", deal, p, len(i))
+        batch = PairBatch(0, 1, 0, i.astype(np.uint32), j.astype(np.uint32))
         sides = []
-        for role, block in enumerate((b1, b2)):
+        for role in (0, 1):
             who = ("S1", "S2")[role]
             setup = t.send("C", who, "setup", (d.to_s1, d.to_s2)[role])
-            mine = (xor[role], arith[role])
-            per_pair = [[q[0][i], q[0][rows_a + j], q[1][i], q[1][rows_a + j]] for q in mine]
-            h = (block.hamming(0)[i, j], block.hamming(1)[i, j])
-            sides.append(_timed(clock, who, Side, role, p, h, *per_pair, setup))
+            h, xor_pops, pops = gather(blocks[role], [arith[role]], batch)
+            sides.append(_timed(clock, who, Side, role, p, h, xor_pops, pops, setup))
         exchange(sides[0], sides[1], t, clock)
         o1 = t.send("S1", "C", "output", _timed(clock, "S1", sides[0].output))
         o2 = t.send("S2", "C", "output", _timed(clock, "S2", sides[1].output))
@@ -320,4 +349,4 @@ def compare(
     return out
 
 
-__all__ = ["Deal", "Side", "compare", "convert_pops", "deal", "exchange", "pops_deal"]
+__all__ = ["Deal", "Side", "compare", "convert_pops", "deal", "exchange", "gather", "pops_deal"]
