@@ -259,7 +259,8 @@ def gather(blocks: denseblock.Blocks, pops: Sequence[Sequence[U64]], batch: Pair
         here = np.flatnonzero(in_a & in_b & ~done)
         i, j = at_a[here].astype(np.intp), at_b[here].astype(np.intp)
         out[0, here], out[1, here] = block.hamming(0)[i, j], block.hamming(1)[i, j]
-        for k, values in enumerate((xor, arith)):
+        both: tuple[Sequence[Ints], Sequence[Ints]] = (xor, arith)
+        for k, values in enumerate(both):
             for c in (0, 1):
                 out[2 + 4 * k + 2 * c, here] = values[c][i]
                 out[3 + 4 * k + 2 * c, here] = values[c][len(rows_a) + j]
