@@ -11,7 +11,15 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing
-from blindmatch.matcher.core import denseblock, densemargin, linkbit, ring64, ruleform
+from blindmatch.matcher.core import (
+    denseblock,
+    densemargin,
+    kernelrule,
+    linkbit,
+    margincircuit,
+    ring64,
+    ruleform,
+)
 from blindmatch.matcher.core.gmwsum import sum_rule_circuit
 from blindmatch.matcher.core.kernelrule import hamming_bounds
 from blindmatch.matcher.core.margincircuit import Plan, plan
@@ -137,6 +145,52 @@ def test_pairs_at_the_rules_edges_get_the_rule_in_the_clear(rule: Rule, threshol
     assert (_batch(p, cols) == want).all()
     if threshold == 0.75:
         assert p.pre.extra and "e_pre" in p.converted
+
+
+def _by_lines(p: Plan, cols: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.bool_]:
+    """The plan's tests in the clear as its lines state them (core/kernelrule.py `Line`: a
+    floor of a line plus its extra points) and the integer margin."""
+    pa1, pb1, h1 = cols[:3]
+    s1 = pa1 + pb1
+    pre, dice = p.pre, p.dice
+    e_p, e_d = np.isin(pa1, pre.extra), np.isin(s1, dice.extra)
+    up = pre.a * pa1 + pre.c + pre.b * e_p - pre.b * (pb1 - pa1) >= 0
+    down = pre.a * pa1 + pre.c + pre.b * e_p - pre.b * (pa1 - pb1) >= 0
+    f = (pa1 > 0) & up & down & (dice.a * s1 + dice.c + dice.b * e_d - dice.b * h1 >= 0)
+    return np.stack([f & (ruleform.integer_margin(p.form, j, *cols) >= 0)
+                     for j in range(len(p.form.c))])  # fmt: skip
+
+
+def test_extra_points_on_both_floor_lines_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shipped threshold's dice line has extra points at 1,024 bits (the pre-filter's do,
+    as at 0.74 above): the floor's lines made one lower with extra points on both, the
+    first circuit's indicators (Σ1's by a prefix adder) give the lines' tests in the clear."""
+    real = plan(1024, 1024, CUTOFFS, DEFAULT)
+    cols = _edges(real.form, 1024, 1024, 3000)
+    assert (_by_lines(real, cols) == ruleform.rule_bounds(real.form, 1024, *cols)).all()
+    floor = kernelrule.rule(real.form.floor, 1024)
+    pre = kernelrule.Line(floor.pre.a, floor.pre.b, floor.pre.c - floor.pre.b, (40, 300, 777))
+    dice = kernelrule.Line(floor.dice.a, floor.dice.b, floor.dice.c - floor.dice.b,
+                           (80, 301, 1000, 1500, 2047))  # fmt: skip
+    monkeypatch.setattr(margincircuit, "kernel_rule",
+                        lambda t, n: kernelrule.Rule(pre, dice))  # fmt: skip
+    p = margincircuit.plan.__wrapped__(1024, 1024, CUTOFFS, DEFAULT)
+    assert p.converted == ("wrap1", "wrap2", "z2", "e_pre", "e_dice")
+    rng = np.random.default_rng(7)
+    n = len(cols[0])
+    pa1 = rng.choice([40, 300, 777, 41, 299, 1], n)
+    s1 = rng.choice([80, 301, 1000, 1500, 2047, 81, 999], n)
+    pb1 = np.where(rng.random(n) < 0.5, s1 - pa1, pa1 + rng.integers(-300, 301, n))
+    pb1 = np.clip(pb1, 0, 1024)
+    total = pa1 + pb1
+    bound = (dice.a * total + dice.c) // dice.b + np.isin(total, dice.extra)
+    h1 = np.clip(bound + rng.integers(-1, 2, n), 0, 1024)
+    cols[:3] = [np.concatenate([c, x]) for c, x in zip(cols[:3], (pa1, pb1, h1), strict=True)]
+    cols[3:] = [np.concatenate([c, c[:n]]) for c in cols[3:]]
+    want = _by_lines(p, cols)
+    on_extra = np.isin(cols[0] + cols[1], dice.extra) & np.isin(cols[0], pre.extra)
+    assert want[0].sum() > 100 and (~want[0]).sum() > 100 and on_extra.sum() > 100
+    assert (_batch(p, cols) == want).all()
 
 
 def _off(setup: bytes, word: int, delta: int) -> bytes:
