@@ -130,7 +130,12 @@ def _edges(form: ruleform.IntegerRule, n1: int, n2: int, count: int,
 
 @pytest.mark.parametrize(
     ("rule", "threshold"),
-    [(DEFAULT, 0.8), (Rule(0.25, 0.03, 0.01), 0.75), (Rule(0.5, -0.02, 0.05), 0.9)],
+    [
+        (DEFAULT, 0.8),
+        (Rule(0.25, 0.03, 0.01), 0.75),
+        (Rule(0.5, -0.02, 0.05), 0.9),
+        (Rule(0.05, 0.0, 0.1), 0.8),  # Σ2 = 0 decides at 0.85: D1 >= 0.85 / 1.05 > the floor
+    ],
 )
 def test_pairs_at_the_rules_edges_get_the_rule_in_the_clear(rule: Rule, threshold: float) -> None:
     """Popcounts and distances chosen at the floor test's and the margin's edges (exact ties
