@@ -3,7 +3,7 @@ beside the boolean circuit a pair (core/gmwrule.py `rule_circuit`), on the same 
 run.
 
     .venv/bin/python benchmarks/densearith.py [--records 400] [--partner-records 400]
-        [--population households|messy] [--seed 1] [--block-only] [--ripple]
+        [--population households|messy] [--seed 1] [--block-only] [--ripple | --depth N]
 
 Members A and B: the `--population`'s first `--records` and `--partner-records` people's
 records (benchmarks/twoserver_people.py), encoded under the shipped schema
@@ -22,7 +22,8 @@ Every pair of A's rows x B's rows goes through:
   same H shares, the records' popcounts turned into additive shares mod 2^64 once a record,
   then per batch core/margincircuit.py's first circuit, the products and checks mod 2^64
   (core/ring64.py), the second circuit on the tests' values (`--ripple`: its carries
-  rippled, fewer AND gates in more rounds).
+  rippled, fewer AND gates in more rounds; `--depth N`: rippled as far as leaves them N AND
+  levels deep, core/margincircuit.py `plan`).
 
 Printed: CPU µs a pair by role (this process's `process_time`, each role's own steps), bytes
 a pair by direction as `linkbit.Transcript` counts them, the ratios, and whether the two
@@ -55,7 +56,7 @@ from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core import denseblock, densemargin, linkbit, ruleform
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.gmwsum import sum_rule_circuit
-from blindmatch.matcher.core.margincircuit import plan
+from blindmatch.matcher.core.margincircuit import RIPPLE, plan
 from blindmatch.matcher.domain import Rule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +76,11 @@ def arguments() -> argparse.ArgumentParser:
         action="store_true",
         help="the block paths alone (no boolean circuit beside them)",
     )
-    parser.add_argument("--ripple", action="store_true",
-                        help="the margin's second circuit with its carries rippled")  # fmt: skip
+    parser.add_argument(
+        "--ripple", action="store_true", help="the margin's second circuit with its carries rippled"
+    )
+    parser.add_argument("--depth", type=int, default=0,
+                        help="the margin's carries rippled to this AND-depth")  # fmt: skip
     return parser
 
 
@@ -157,7 +161,8 @@ def main() -> int:
           f"CLKs of {8 * rows[0].shape[1]:,} and {8 * rows[1].shape[1]:,} bits, rule "
           f"{rule.text()}, cut-offs {CUTOFFS}")  # fmt: skip
     n1, n2 = 8 * rows[0].shape[1], 8 * rows[1].shape[1]
-    margin_plan = plan(n1, n2, CUTOFFS, rule, args.ripple)
+    depth = RIPPLE if args.ripple else args.depth
+    margin_plan = plan(n1, n2, CUTOFFS, rule, depth)
     circuits = {"boolean circuit": rule_circuit(n1, n2, CUTOFFS, rule),
                 "block": sum_rule_circuit(n1, n2, CUTOFFS, rule)}  # fmt: skip
     gates = {label: (c.and_gates, c.rounds) for label, c in circuits.items()}
@@ -172,8 +177,7 @@ def main() -> int:
         if label == "block":
             got = denseblock.compare(one, two, p1, p2, n_a, CUTOFFS, rule, t, clock)
         elif label == "margin":
-            got = densemargin.compare(one, two, p1, p2, n_a, CUTOFFS, rule, t, clock,
-                                      args.ripple)  # fmt: skip
+            got = densemargin.compare(one, two, p1, p2, n_a, CUTOFFS, rule, t, clock, depth)
         else:
             got = boolean(one, two, p1, p2, n_a, n_b, rule, clock, t)
         wall = time.perf_counter() - w0

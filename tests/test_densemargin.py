@@ -45,16 +45,16 @@ def encoded(messy_members: tuple[list[Clks], int]) -> list[list[Clks]]:
     return out
 
 
-@pytest.mark.parametrize("ripple", [False, True])
+@pytest.mark.parametrize("depth", [0, margincircuit.RIPPLE])
 def test_a_block_by_the_margin_has_gmwsums_bits_and_the_rule_in_the_clear(
-    encoded: list[list[Clks]], ripple: bool
+    encoded: list[list[Clks]], depth: int
 ) -> None:
     a, b = encoded
     rows, one, two = _block(a, b)
     p1, p2 = _pops(rows)
     n_a = len(a[0])
     t = linkbit.Transcript()
-    got = densemargin.compare(one, two, p1, p2, n_a, CUTOFFS, DEFAULT, t, ripple=ripple)
+    got = densemargin.compare(one, two, p1, p2, n_a, CUTOFFS, DEFAULT, t, depth=depth)
     n1, n2 = 8 * rows[0].shape[1], 8 * rows[1].shape[1]
     form = ruleform.integer_form(DEFAULT, CUTOFFS, n1, n2)
     assert (got == ruleform.rule_bounds(form, n1, *_clear(rows, n_a))).all()
@@ -288,7 +288,10 @@ def test_what_each_server_receives_in_the_arithmetic_is_padded_whatever_the_pair
 
 def test_the_margins_circuits_have_a_quarter_of_gmwsums_and_gates() -> None:
     summed = sum_rule_circuit(1024, 1024, CUTOFFS, DEFAULT)
-    tree, ripple = plan(1024, 1024, CUTOFFS, DEFAULT), plan(1024, 1024, CUTOFFS, DEFAULT, True)
+    tree, ripple = plan(1024, 1024, CUTOFFS, DEFAULT), plan(1024, 1024, CUTOFFS, DEFAULT, 64)
+    same = plan(1024, 1024, CUTOFFS, DEFAULT, 11)  # as many rounds as gmwsum's
+    assert same.first.rounds + same.second.rounds + 2 <= summed.rounds
+    assert ripple.and_gates < same.and_gates < tree.and_gates
     assert tree.and_gates < 0.25 * summed.and_gates
     assert ripple.and_gates < 0.15 * summed.and_gates
     assert tree.first.rounds + tree.second.rounds + 2 <= summed.rounds

@@ -3,7 +3,7 @@ block by arithmetic sharing"): after core/densearith.py has given S1 and S2 ever
 H2 as additive shares mod 2^l, the gap rule goes through core/margincircuit.py's two small
 circuits with core/ring64.py's arithmetic between them, rather than core/gmwsum.py's circuit
 (1,902 AND gates a pair at 1,024 + 1,024 bits and four cut-offs; 474 here, 253 with the
-signs' carries rippled).
+signs' carries rippled: core/margincircuit.py `plan`'s `depth`).
 
 For a block: C deals core/densearith.py's block deal and `pops_deal` (daBits for the bits of
 each record's two popcounts: each server's additive shares of pa1, pa2 of A's records and
@@ -299,7 +299,7 @@ def compare(
     rule: Rule,
     transcript: linkbit.Transcript | None = None,
     clock: Clock | None = None,
-    ripple: bool = False,
+    depth: int = 0,
 ) -> Bits:
     """The three roles on a block (core/denseblock.py `compare`'s arguments, two CLKs and
     the gap rule): (cut-offs, pairs) link bits, pair (i, j) at i * rows_b + j."""
@@ -309,7 +309,7 @@ def compare(
     if len(widths) != 2:
         raise ValueError("the margin: a block on two CLKs and the gap rule")
     s = densearith.Shape(rows_a, len(clks1[0]) - rows_a, widths)
-    p = plan(widths[0], widths[1], tuple(float(x) for x in cutoffs), rule, ripple)
+    p = plan(widths[0], widths[1], tuple(float(x) for x in cutoffs), rule, depth)
     dealt = _timed(clock, "C", densearith.deal, s)
     popdeal = _timed(clock, "C", pops_deal, p, s.records)
     every = (np.arange(s.rows_a, dtype=np.uint32), np.arange(s.rows_b, dtype=np.uint32))
