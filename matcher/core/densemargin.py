@@ -99,22 +99,9 @@ def convert_pops(p: Plan, one: ring64.Party, two: ring64.Party,
                  ) -> tuple[list[U64], list[U64]]:  # fmt: skip
     """S1 and S2 turn their XOR shares of the records' popcounts (`pops[role][clk]`) into
     additive shares mod 2^64, the daBits checked (`DealRefused` otherwise)."""
-    parties, who = (one, two), ("S1", "S2")
     records = len(pops[0][0])
-
-    def both(what: str, step: Callable[[int, bytes], bytes], got: Sequence[bytes]) -> list[bytes]:
-        return [t.send(who[k], who[1 - k], what, _timed(clock, who[k], step, k, got[1 - k]))
-                for k in (0, 1)]  # fmt: skip
-
-    nonces = [parties[k].nonce() for k in (0, 1)]
-    for k in (0, 1):
-        parties[k].agree(t.send(who[1 - k], who[k], "nonce", nonces[1 - k]))
-    sent = both("convert", lambda k, _: parties[k].first(pop_bits(p, pops[k]).ravel()), [b""] * 2)
-    got = [_timed(clock, who[k], parties[k].converted, sent[1 - k]) for k in (0, 1)]
-    empty = np.zeros(0, np.uint64)
-    digests = both("digest", lambda k, _: parties[k].second(empty, empty), [b""] * 2)
-    for k in (0, 1):
-        _timed(clock, who[k], parties[k].products, digests[1 - k])
+    bits = (pop_bits(p, pops[0]).ravel(), pop_bits(p, pops[1]).ravel())
+    got = ring64.exchange(one, two, bits, t, clock)
     return pop_values(p, got[0], records), pop_values(p, got[1], records)
 
 

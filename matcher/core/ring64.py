@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +51,7 @@ from blindmatch.matcher.core.linkbit import SEED_BYTES, Transcript, prg
 from blindmatch.matcher.core.triplecheck import DealRefused
 
 U64 = npt.NDArray[np.uint64]
+T = TypeVar("T")
 ONE, TWO = np.uint64(1), np.uint64(2)
 
 
@@ -257,21 +260,34 @@ class Party:
         return result
 
 
-def exchange(s1: Party, s2: Party, bits: tuple[npt.ArrayLike, npt.ArrayLike],
-             t: Transcript) -> tuple[U64, U64]:  # fmt: skip
+def exchange(s1: Party, s2: Party, bits: tuple[npt.ArrayLike, npt.ArrayLike], t: Transcript,
+             clock: dict[str, float] | None = None) -> tuple[U64, U64]:  # fmt: skip
     """Conversion alone (no triples) between two parties in this process: each server's
-    [bits], the checks passed (`DealRefused` otherwise); the messages through `t`."""
-    s1.agree(t.send("S2", "S1", "nonce", s2.nonce()))
-    s2.agree(t.send("S1", "S2", "nonce", s1.nonce()))
-    m1 = t.send("S1", "S2", "convert", s1.first(bits[0]))
-    m2 = t.send("S2", "S1", "convert", s2.first(bits[1]))
-    c1, c2 = s1.converted(m2), s2.converted(m1)
+    [bits], the checks passed (`DealRefused` otherwise); the messages through `t`, each
+    server's CPU seconds into `clock`."""
+    parties, who, spent = (s1, s2), ("S1", "S2"), [0.0, 0.0]
+
+    def step(k: int, run: Callable[..., T], *args: object) -> T:
+        t0 = time.process_time()
+        out = run(*args)
+        spent[k] += time.process_time() - t0
+        return out
+
+    nonces = [s1.nonce(), s2.nonce()]
+    for k in (0, 1):
+        parties[k].agree(t.send(who[1 - k], who[k], "nonce", nonces[1 - k]))
+    sent = [t.send(who[k], who[1 - k], "convert", step(k, parties[k].first, bits[k]))
+            for k in (0, 1)]  # fmt: skip
+    got = [step(k, parties[k].converted, sent[1 - k]) for k in (0, 1)]
     empty = np.zeros(0, np.uint64)
-    r1 = t.send("S1", "S2", "digest", s1.second(empty, empty))
-    r2 = t.send("S2", "S1", "digest", s2.second(empty, empty))
-    s1.products(r2)
-    s2.products(r1)
-    return c1, c2
+    digests = [t.send(who[k], who[1 - k], "digest", step(k, parties[k].second, empty, empty))
+               for k in (0, 1)]  # fmt: skip
+    for k in (0, 1):
+        step(k, parties[k].products, digests[1 - k])
+    if clock is not None:
+        for k in (0, 1):
+            clock[who[k]] = clock.get(who[k], 0.0) + spent[k]
+    return got[0], got[1]
 
 
 __all__ = ["Deal", "Party", "Size", "deal", "exchange"]
