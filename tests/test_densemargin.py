@@ -12,6 +12,7 @@ import pytest
 
 from blindmatch.client.encoding import sharing
 from blindmatch.matcher.core import (
+    densearith,
     denseblock,
     densemargin,
     kernelrule,
@@ -24,6 +25,7 @@ from blindmatch.matcher.core.gmwsum import sum_rule_circuit
 from blindmatch.matcher.core.kernelrule import hamming_bounds
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.core.triplecheck import DealRefused
+from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
 from tests.test_densearith import CUTOFFS, DEFAULT, _block, _clear, _pops
 
@@ -60,6 +62,53 @@ def test_a_block_by_the_margin_has_gmwsums_bits_and_the_rule_in_the_clear(
     assert (got == ruleform.rule_bounds(form, n1, *_clear(rows, n_a))).all()
     assert (got == denseblock.compare(one, two, p1, p2, n_a, CUTOFFS, DEFAULT)).all()
     assert got[0].sum() >= 1  # the records' own pairs link
+
+
+def test_a_batch_across_a_parts_blocks_is_gathered_from_each(encoded: list[list[Clks]]) -> None:
+    """`gather` on a part of two blocks (A's rows 0-14 with B's even rows, A's 15-29 with
+    B's odd ones), a batch holding pairs of both in a shuffled order: the rule in the
+    clear on each pair."""
+    a, b = encoded
+    rows, one, two = _block(a, b)
+    p1, p2 = _pops(rows)
+    n_a, n_b = len(a[0]), len(b[0])
+    widths = (8 * rows[0].shape[1], 8 * rows[1].shape[1])
+    p = plan(*widths, CUTOFFS, DEFAULT)
+    every_a, every_b = np.arange(n_a, dtype=np.uint32), np.arange(n_b, dtype=np.uint32)
+    sides = [(every_a[:15], every_b[::2]), (every_a[15:], every_b[1::2])]
+    t = linkbit.Transcript()
+    deals = [densearith.deal(densearith.Shape(len(x), len(y), widths)) for x, y in sides]
+    pop_deals = [densemargin.pops_deal(p, len(x) + len(y)) for x, y in sides]
+    blocks, arith = [], []
+    for role, (clks, pops) in enumerate(((one, p1), (two, p2))):
+        halves = ([c[:n_a] for c in clks], [c[n_a:] for c in clks])
+        pop_halves = ([q[:n_a] for q in pops], [q[n_a:] for q in pops])
+        setups = [(d.to_s1, d.to_s2)[role] for d in deals]
+        blocks.append(denseblock.side(role, halves, pop_halves, sides, setups))
+    for k in range(len(sides)):
+        denseblock.exchange(blocks[0].blocks[k], blocks[1].blocks[k], t)
+        d = pop_deals[k]
+        conv = [ring64.Party(role, d.size, (d.to_s1, d.to_s2)[role]) for role in (0, 1)]
+        xor = (blocks[0].pops[k], blocks[1].pops[k])
+        arith.append(densemargin.convert_pops(p, conv[0], conv[1], xor, t))
+    ia, ib = np.meshgrid(every_a, every_b, indexing="ij")
+    keep = (ia < 15) == (ib % 2 == 0)
+    order = np.random.default_rng(3).permutation(int(keep.sum()))
+    batch_a, batch_b = ia[keep][order], ib[keep][order]
+    batch = PairBatch(0, 1, 0, batch_a.astype(np.uint32), batch_b.astype(np.uint32))
+    dealt = densemargin.deal(p, len(batch))
+    parties = []
+    for role in (0, 1):
+        h, xor_pops, pops = densemargin.gather(blocks[role], [x[role] for x in arith], batch)
+        parties.append(densemargin.Side(role, p, h, xor_pops, pops,
+                                        (dealt.to_s1, dealt.to_s2)[role]))  # fmt: skip
+    densemargin.exchange(parties[0], parties[1], t)
+    got = linkbit.reveal(p.second, parties[0].output(), parties[1].output(), len(batch))
+    clear = [c.reshape(n_a, n_b)[batch_a, batch_b] for c in _clear(rows, n_a)]
+    assert (got == ruleform.rule_bounds(p.form, widths[0], *clear)).all()
+    with pytest.raises(ValueError, match="none of the part's blocks"):
+        densemargin.gather(blocks[0], [x[0] for x in arith], PairBatch(0, 1, 0, every_a[:1],
+                                                                       every_b[1:2]))  # fmt: skip
 
 
 def _shares(values: npt.NDArray[np.int64], bits: int, rng: np.random.Generator,
